@@ -1,0 +1,47 @@
+"""One small GPU compute API in WebGPU's object model, with a native and a browser backend.
+
+    from py_engine.gpu import open_device
+    device = await open_device()            # backend chosen by platform, or backend="native"
+"""
+
+import sys
+
+from .device import STORAGE, UNIFORM, AdapterInfo, Buffer, Device, Kernel, Program, groups_for
+from .errors import (
+    BufferTooLargeError,
+    DeviceLostError,
+    GPUError,
+    NoWebGPUError,
+    ShaderCompileError,
+    SoftwareAdapterWarning,
+)
+
+BACKENDS = ("native", "browser")
+
+
+def default_backend():
+    """"browser" under Pyodide, "native" everywhere else."""
+    return "browser" if sys.platform == "emscripten" else "native"
+
+
+async def open_device(backend=None, power_preference="high-performance"):
+    """Open a GPU device on `backend` ("native", "browser"; default: by platform)."""
+    from .device import open_backend_device
+
+    backend = backend or default_backend()
+    if backend == "native":
+        from .native import NativeBackend as Backend
+    elif backend == "browser":
+        from .browser import BrowserBackend as Backend
+    else:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
+    impl = Backend()
+    info, limits, features = await impl.open(power_preference)
+    return open_backend_device(impl, info, limits, features)
+
+
+__all__ = [
+    "AdapterInfo", "Buffer", "BufferTooLargeError", "Device", "DeviceLostError", "GPUError",
+    "Kernel", "NoWebGPUError", "Program", "STORAGE", "ShaderCompileError",
+    "SoftwareAdapterWarning", "UNIFORM", "default_backend", "groups_for", "open_device",
+]

@@ -1,0 +1,101 @@
+"""Browser backend: navigator.gpu through Pyodide's FFI.
+
+Per-dispatch work runs in the JS helper web/src/webgpu_helper.mjs (registered as the JS module
+`py_engine_webgpu` by the page's boot script): Python records a program once and replays it with
+one FFI call per run, and uploads are read in place from the wasm heap.
+"""
+
+from .errors import GPUError, NoWebGPUError
+from .shaders import compile_error
+
+
+def _snake(name):
+    return "".join("_" + c.lower() if c.isupper() else c for c in name)
+
+
+class BrowserBackend:
+    name = "browser"
+
+    async def open(self, power_preference="high-performance"):
+        try:
+            import py_engine_webgpu
+            from pyodide.ffi import to_js
+        except ImportError as e:
+            raise NoWebGPUError(
+                "the browser backend needs Pyodide with the py_engine_webgpu JS module registered "
+                "(web/src/boot.mjs does this)"
+            ) from e
+        self._js = py_engine_webgpu
+        self._to_js = to_js
+        opened = await self._js.open(power_preference)
+        error = getattr(opened, "error", None)
+        if error:
+            raise NoWebGPUError(error)
+        self._device = opened.device
+        info = opened.info
+        adapter_info = dict(
+            vendor=info.vendor,
+            architecture=info.architecture,
+            device=info.device,
+            description=info.description,
+            backend="browser-webgpu",
+            is_fallback=bool(info.isFallback),
+        )
+        limits = {_snake(k): v for k, v in opened.limits.to_py().items()}
+        return adapter_info, limits, set(opened.features.to_py())
+
+    # --- buffers ---
+
+    def create_buffer(self, size, usage, label):
+        return self._js.createBuffer(self._device, size, usage, label or "")
+
+    def write_buffer(self, handle, offset, view):
+        self._js.writeBuffer(self._device, handle, offset, view)
+
+    def destroy_buffer(self, handle):
+        handle.destroy()
+
+    # --- pipelines ---
+
+    async def create_pipeline(self, source, entry, source_name):
+        made = await self._js.createPipeline(self._device, source, entry, source_name)
+        error = getattr(made, "error", None)
+        if error:
+            line = getattr(made, "line", None)
+            column = getattr(made, "column", None)
+            raise compile_error(source_name, source, error, line, column)
+        return made.pipeline
+
+    def create_bind_group(self, pipeline, handles):
+        return self._js.createBindGroup(self._device, pipeline, self._to_js(handles))
+
+    # --- programs ---
+
+    def encode(self, ops, reads):
+        return self._js.record(self._device, self._to_js(ops), self._to_js(reads))
+
+    def submit(self, encoded):
+        self._js.replay(encoded)
+        self._raise_reported()
+
+    async def run(self, encoded):
+        arrays = await self._js.run(encoded)
+        self._raise_reported()
+        return [a.to_memoryview() for a in arrays]
+
+    async def synchronize(self):
+        await self._js.synchronize(self._device)
+        self._raise_reported()
+
+    def _raise_reported(self):
+        error = self._js.takeError(self._device)
+        if error is not None:
+            raise GPUError(f"WebGPU validation error: {error}")
+
+    # --- lifetime ---
+
+    def lost_reason(self):
+        return self._js.lostReason(self._device)
+
+    def destroy(self):
+        self._js.destroy(self._device)

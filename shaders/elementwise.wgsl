@@ -1,0 +1,41 @@
+// Elementwise kernels over flat f32 arrays of length n.
+//
+//   add:        out[i] = a[i] + b[i]
+//   scaled_add: out[i] = alpha * a[i] + b[i]        (BLAS axpy; alpha from the uniform)
+//
+// Their backward passes are themselves: d(add)/da = d(add)/db = 1, so the gradient flows
+// through unchanged, and scaled_add's gradient for `a` is scaled_add(dy, 0) with the same alpha.
+// Reference: py_engine/gpu/selfcheck.py (pure Python), tests/test_kernels.py (NumPy).
+//
+// A grid-stride loop lets any launch cover any n, so arrays longer than
+// 65535 workgroups x WORKGROUP threads need no second dispatch dimension.
+
+override WORKGROUP: u32 = 256u;
+
+struct Params {
+  n: u32,
+  alpha: f32,
+}
+
+@group(0) @binding(0) var<storage, read> a: array<f32>;
+@group(0) @binding(1) var<storage, read> b: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+@group(0) @binding(3) var<uniform> params: Params;
+
+@compute @workgroup_size(WORKGROUP)
+fn add(@builtin(global_invocation_id) gid: vec3<u32>,
+       @builtin(num_workgroups) groups: vec3<u32>) {
+  let stride = groups.x * WORKGROUP;
+  for (var i = gid.x; i < params.n; i += stride) {
+    out[i] = a[i] + b[i];
+  }
+}
+
+@compute @workgroup_size(WORKGROUP)
+fn scaled_add(@builtin(global_invocation_id) gid: vec3<u32>,
+              @builtin(num_workgroups) groups: vec3<u32>) {
+  let stride = groups.x * WORKGROUP;
+  for (var i = gid.x; i < params.n; i += stride) {
+    out[i] = fma(params.alpha, a[i], b[i]);
+  }
+}
