@@ -48,8 +48,10 @@ export async function open(powerPreference) {
   };
 }
 
+// Functions read from Python return undefined, not null, for "nothing": Pyodide turns
+// undefined into None but null into pyodide.ffi.jsnull.
 export function lostReason(device) {
-  return lost.get(device) ?? null;
+  return lost.get(device);
 }
 
 export function destroy(device) {
@@ -82,16 +84,16 @@ export async function createPipeline(device, code, entryPoint, label) {
   const errors = info.messages.filter((m) => m.type === "error");
   if (errors.length) {
     const m = errors[0];
-    return { error: errors.map((e) => e.message).join("\n"), line: m.lineNum || null, column: m.linePos || null };
+    return { error: errors.map((e) => e.message).join("\n"), line: m.lineNum || undefined, column: m.linePos || undefined };
   }
-  if (scoped) return { error: scoped.message, line: null, column: null };
+  if (scoped) return { error: scoped.message };
   try {
     const pipeline = await device.createComputePipelineAsync({
       layout: "auto", compute: { module, entryPoint }, label: `${label}:${entryPoint}`,
     });
     return { pipeline };
   } catch (e) {
-    return { error: e.message, line: null, column: null };
+    return { error: e.message };
   }
 }
 
@@ -104,9 +106,9 @@ export function createBindGroup(device, pipeline, buffers) {
   });
 }
 
-// The first validation error WebGPU reported outside an error scope since the last call, or null.
+// The first validation error WebGPU reported outside an error scope since the last call.
 export function takeError(device) {
-  const e = uncaptured.get(device) ?? null;
+  const e = uncaptured.get(device);
   uncaptured.delete(device);
   return e;
 }

@@ -1,0 +1,286 @@
+#!/usr/bin/env python3
+"""The one entry point: setup, build, test, serve, demo, bench.
+
+    python build.py demo      set up what is missing, build, run the engine in headless Chromium
+    python build.py test      set up, build, run the whole suite (host, kernels, browser)
+
+`setup` installs into ./.venv (pinned by pyproject.toml) and ./node_modules (pinned by
+package-lock.json), and, as root, the Debian packages the suite drives (Chromium, Mesa's Vulkan
+drivers). Every other command runs setup first (a no-op when nothing changed), then re-runs
+itself inside .venv. Only the standard library is used until then.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+VENV_PYTHON = VENV / "bin" / "python"
+STAMP = ROOT / ".setup-stamp"
+BUILD = ROOT / "build"
+WEB_DIST = ROOT / "web" / "dist"
+EXT_DIST = ROOT / "extension" / "dist"
+PYODIDE_NPM = ROOT / "node_modules" / "pyodide"
+
+DEBIAN_PACKAGES = {
+    # what must exist -> the Debian package that provides it
+    "/usr/bin/chromium": "chromium",
+    "/usr/bin/chromedriver": "chromium-driver",
+    "/usr/share/vulkan/icd.d/lvp_icd.x86_64.json": "mesa-vulkan-drivers",
+    "/usr/bin/node": "nodejs",
+    "/usr/bin/npm": "npm",
+}
+# Files of the npm pyodide package the runtime needs (the rest are docs and typings).
+PYODIDE_FILES = ("pyodide.mjs", "pyodide.asm.mjs", "pyodide.asm.wasm", "python_stdlib.zip")
+# A fixed timestamp makes the wheel byte-identical across builds (zip's minimum date).
+SOURCE_DATE_EPOCH = "315532800"
+
+
+def log(message):
+    print(f"[build] {message}", flush=True)
+
+
+def run(cmd, **kwargs):
+    log("$ " + " ".join(str(c) for c in cmd))
+    subprocess.run([str(c) for c in cmd], check=True, **kwargs)
+
+
+def digest(paths):
+    h = hashlib.sha256()
+    for path in sorted(paths):
+        h.update(str(path.relative_to(ROOT)).encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def tree_files(*roots, suffixes=None):
+    out = []
+    for root in roots:
+        root = ROOT / root
+        if root.is_file():
+            out.append(root)
+            continue
+        for p in root.rglob("*"):
+            if p.is_file() and "__pycache__" not in p.parts and (suffixes is None or p.suffix in suffixes):
+                out.append(p)
+    return out
+
+
+# --- setup ---------------------------------------------------------------------------
+
+def missing_debian_packages():
+    if sys.platform != "linux":
+        return []
+    return sorted({pkg for path, pkg in DEBIAN_PACKAGES.items() if not Path(path).exists()})
+
+
+def setup_system():
+    missing = missing_debian_packages()
+    if not missing:
+        return
+    if os.geteuid() != 0:
+        sys.exit(
+            "[build] missing Debian packages: " + " ".join(missing)
+            + "\n[build] run as root, or: sudo apt-get install -y " + " ".join(missing)
+        )
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    run(["apt-get", "update", "-q"], env=env)
+    run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing], env=env)
+    still = missing_debian_packages()
+    if still:
+        sys.exit(f"[build] apt-get did not provide: {' '.join(still)}")
+
+
+def setup_stamp():
+    return digest([ROOT / "pyproject.toml", ROOT / "package-lock.json"]) + "\n" + str(VENV_PYTHON)
+
+
+def setup():
+    """Install what is missing; quick when everything is in place."""
+    setup_system()
+    stamp = setup_stamp()
+    pyodide_ok = (PYODIDE_NPM / "package.json").is_file() and all(
+        (PYODIDE_NPM / f).is_file() for f in PYODIDE_FILES
+    )
+    if VENV_PYTHON.exists() and pyodide_ok and STAMP.is_file() and STAMP.read_text() == stamp:
+        return
+    if not VENV_PYTHON.exists():
+        run([sys.executable, "-m", "venv", VENV])
+    # torch==2.13.0 is pinned in pyproject.toml; pip resolves it to the CPU build.
+    run([VENV_PYTHON, "-m", "pip", "install", "-q", "--upgrade", "pip"])
+    run([VENV_PYTHON, "-m", "pip", "install", "-q", "-e", f"{ROOT}[test]"])
+    run(["npm", "ci", "--no-audit", "--no-fund"], cwd=ROOT)
+    STAMP.write_text(stamp)
+    log("setup complete")
+
+
+def enter_venv():
+    """Re-run this command with .venv's Python, once setup has made it."""
+    if Path(sys.prefix).resolve() != VENV.resolve():
+        os.execv(VENV_PYTHON, [str(VENV_PYTHON), *sys.argv])
+
+
+# --- build ---------------------------------------------------------------------------
+
+def build_wheel():
+    """A pure-Python py3-none-any wheel of py_engine (shaders included), rebuilt on change."""
+    inputs = tree_files("py_engine", "shaders", "pyproject.toml", "README.md")
+    key = digest(inputs)[:16]
+    out_dir = BUILD / "wheel"
+    marker = out_dir / "inputs.sha256"
+    wheels = sorted(out_dir.glob("py_engine-*.whl"))
+    if marker.is_file() and marker.read_text() == key and len(wheels) == 1:
+        return wheels[0]
+    shutil.rmtree(out_dir, ignore_errors=True)
+    out_dir.mkdir(parents=True)
+    env = dict(os.environ, SOURCE_DATE_EPOCH=SOURCE_DATE_EPOCH)
+    # cwd outside ROOT: `python -m build` would otherwise import this file instead of pypa/build.
+    run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", out_dir, ROOT],
+        env=env, cwd=out_dir, stdout=subprocess.DEVNULL)
+    wheels = sorted(out_dir.glob("py_engine-*.whl"))
+    if len(wheels) != 1:
+        sys.exit(f"[build] expected one wheel in {out_dir}, found {wheels}")
+    marker.write_text(key)
+    return wheels[0]
+
+
+def lock_with_wheel(wheel):
+    """Pyodide's own lock file plus an entry for our wheel, so `loadPackage("py-engine")` works.
+
+    pyodide-lock 0.1.2 cannot load Pyodide 314's lock file whole (it rejects the newer `tool`
+    and `abi_version` fields), so only its wheel inspection is used and the entry is merged into
+    the file as JSON.
+    """
+    from pyodide_lock.spec import InfoSpec
+    from pyodide_lock.utils import package_spec_from_wheel
+
+    lock = json.loads((PYODIDE_NPM / "pyodide-lock.json").read_text())
+    info = lock["info"]
+    spec = package_spec_from_wheel(
+        wheel, InfoSpec(arch=info["arch"], platform=info["platform"], python=info["python"],
+                        version=json.loads((PYODIDE_NPM / "package.json").read_text())["version"])
+    )
+    entry = spec.model_dump()
+    entry["file_name"] = wheel.name
+    entry.setdefault("tool", {})
+    entry.setdefault("unvendored_tests", False)
+    lock["packages"][entry["name"]] = entry
+    return json.dumps(lock, indent=None, sort_keys=True).encode()
+
+
+def sync_tree(target, files):
+    """Make `target` hold exactly `files` ({relative path: bytes or source Path}), touching only
+    what changed so that repeated builds are incremental."""
+    target.mkdir(parents=True, exist_ok=True)
+    wanted = set()
+    changed = 0
+    for rel, content in sorted(files.items()):
+        dest = target / rel
+        wanted.add(dest)
+        data = content.read_bytes() if isinstance(content, Path) else content
+        if dest.is_file() and dest.read_bytes() == data:
+            continue
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(data)
+        changed += 1
+    for path in sorted(target.rglob("*"), reverse=True):
+        if path.is_file() and path not in wanted:
+            path.unlink()
+            changed += 1
+        elif path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+    return changed
+
+
+def runtime_files(wheel):
+    files = {f"pyodide/{name}": PYODIDE_NPM / name for name in PYODIDE_FILES}
+    files["pyodide/pyodide-lock.json"] = lock_with_wheel(wheel)
+    files[f"pyodide/{wheel.name}"] = wheel
+    for path in (ROOT / "web" / "src").glob("*.mjs"):
+        files[path.name] = path
+    return files
+
+
+def build():
+    wheel = build_wheel()
+    runtime = runtime_files(wheel)
+    web = dict(runtime)
+    for path in (ROOT / "web" / "src").glob("*.html"):
+        web[path.name] = path
+    ext = dict(runtime)
+    for path in tree_files("extension/src"):
+        ext[str(path.relative_to(ROOT / "extension" / "src"))] = path
+    changed = sync_tree(WEB_DIST, web) + sync_tree(EXT_DIST, ext)
+    log(f"built {wheel.name}, web/dist, extension/dist ({changed} files changed)")
+    return wheel
+
+
+# --- commands ------------------------------------------------------------------------
+
+def cmd_test(args):
+    build()
+    env = dict(os.environ)
+    env.setdefault("XDG_RUNTIME_DIR", "/tmp")
+    result = subprocess.run([sys.executable, "-m", "pytest", *args.pytest_args], cwd=ROOT, env=env)
+    # pytest exits 5 when nothing was collected: that is a failure here, never a pass.
+    sys.exit(result.returncode)
+
+
+def cmd_serve(args):
+    build()
+    from py_engine.server import serve
+
+    serve(WEB_DIST, host=args.host, port=args.port)
+
+
+def cmd_demo(args):
+    build()
+    from py_engine.harness import run_demo
+
+    sys.exit(run_demo(WEB_DIST))
+
+
+def cmd_bench(args):
+    build()
+    env = dict(os.environ)
+    env.setdefault("XDG_RUNTIME_DIR", "/tmp")
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), *args.bench_args], cwd=ROOT, env=env)
+    sys.exit(result.returncode)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("setup", help="install what is missing (idempotent)")
+    sub.add_parser("build", help="build the wheel, web/dist and extension/dist")
+    p = sub.add_parser("test", help="run the whole test suite")
+    p.add_argument("pytest_args", nargs=argparse.REMAINDER, help="passed to pytest")
+    p = sub.add_parser("serve", help="serve web/dist on 127.0.0.1")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    sub.add_parser("demo", help="run the engine in headless Chromium and report")
+    p = sub.add_parser("bench", help="run the benchmarks; table on stdout, JSON in bench/results/")
+    p.add_argument("bench_args", nargs=argparse.REMAINDER, help="passed to bench/run.py")
+    args = parser.parse_args()
+
+    started = time.time()
+    setup()
+    if args.command == "setup":
+        log(f"setup checked in {time.time() - started:.1f}s")
+        return
+    enter_venv()
+    if args.command == "build":
+        build()
+        return
+    {"test": cmd_test, "serve": cmd_serve, "demo": cmd_demo, "bench": cmd_bench}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""Run py_engine inside headless Chromium (host side; needs playwright and the `serve` extra).
+
+Used by `build.py demo`, the benchmarks and the browser tests: serves web/dist on loopback,
+starts Debian's Chromium with WebGPU enabled, waits for the page to boot Pyodide and py_engine,
+and runs Python in it. A Python exception inside the page surfaces with its traceback.
+"""
+
+import json
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+CHROMIUM = os.environ.get("PY_ENGINE_CHROMIUM", "/usr/bin/chromium")
+
+# WebGPU on Linux needs --enable-unsafe-webgpu; the rest keep Chromium off the (closed) network.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--enable-unsafe-webgpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+
+BOOT_TIMEOUT_MS = 180_000
+
+
+class BrowserError(RuntimeError):
+    """The browser, the page or Python inside it failed."""
+
+
+def chromium_path():
+    if not Path(CHROMIUM).is_file():
+        raise BrowserError(
+            f"Chromium not found at {CHROMIUM}: run `python build.py setup` as root "
+            "(it installs Debian's chromium), or set PY_ENGINE_CHROMIUM"
+        )
+    return CHROMIUM
+
+
+def launch_args():
+    """Keyword arguments for Playwright's chromium.launch()."""
+    return {"executable_path": chromium_path(), "headless": True, "args": list(CHROMIUM_ARGS)}
+
+
+def wait_for_engine(page, timeout_ms=BOOT_TIMEOUT_MS):
+    """Wait until the page's pyEngine has booted; raise BrowserError with the page's error."""
+    page.wait_for_function(
+        "() => window.pyEngine && (window.pyEngine.pyodide || window.pyEngine.error)",
+        timeout=timeout_ms,
+    )
+    error = page.evaluate("() => window.pyEngine.error || null")
+    if error:
+        raise BrowserError(f"the page failed to boot py_engine:\n{error}")
+    return page.evaluate("() => window.pyEngine.timings")
+
+
+def run_python(page, code):
+    """Run Python source in the page (top-level await allowed); returns its last value.
+
+    A Python exception raises BrowserError carrying the Python traceback.
+    """
+    try:
+        return page.evaluate("(code) => window.pyEngine.run(code)", code)
+    except Exception as e:  # playwright.Error: the message holds the PythonError traceback
+        raise BrowserError(f"Python in the page raised:\n{e}") from None
+
+
+def run_json(page, code):
+    """Run Python whose last expression is a JSON string; return it decoded."""
+    return json.loads(run_python(page, code))
+
+
+@contextmanager
+def engine_page(dist, query="?noselfcheck"):
+    """Serve `dist`, start Chromium, open the page and wait for py_engine; yields the page."""
+    from playwright.sync_api import sync_playwright
+
+    from .server import ServerThread
+
+    with ServerThread(dist) as url, sync_playwright() as pw:
+        browser = pw.chromium.launch(**launch_args())
+        try:
+            page = browser.new_page()
+            console = []
+            page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+            page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
+            page.goto(url + "index.html" + query)
+            try:
+                page.timings = wait_for_engine(page)
+            except Exception as e:
+                tail = "\n".join(console[-20:])
+                raise BrowserError(f"{e}\nbrowser console:\n{tail}") from None
+            page.console_lines = console
+            yield page
+        finally:
+            browser.close()
+
+
+SELFCHECK = """
+import json
+from py_engine.gpu import open_device
+from py_engine.gpu.selfcheck import run_selfcheck
+device = await open_device()
+json.dumps(await run_selfcheck(device))
+"""
+
+
+def run_demo(dist):
+    """The demo: boot the engine in headless Chromium, check its kernels, print the result."""
+    with engine_page(dist) as page:
+        t = page.timings
+        print(f"Pyodide booted in {t['pyodide_boot_ms']:.0f} ms; py_engine loaded in {t['py_engine_load_ms']:.0f} ms")
+        report = run_json(page, SELFCHECK)
+    a = report["adapter"]
+    kind = " (software adapter)" if a["is_software"] else ""
+    print(f"WebGPU adapter: vendor={a['vendor']!r} architecture={a['architecture']!r}{kind}")
+    for c in report["checks"]:
+        err = c["rel_error"]
+        err = f"{err:.2e}" if isinstance(err, float) else err
+        print(f"  {c['kernel']:<11} {c['shape']:<16} rel error {err:>10}  bound {c['bound']:.0e}  {'ok' if c['ok'] else 'FAIL'}")
+    worst = report["max_rel_error"]
+    print(f"max relative error: {worst:.2e}" if isinstance(worst, float) else f"max relative error: {worst}")
+    return 0 if report["ok"] else 1
