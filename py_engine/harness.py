@@ -10,7 +10,7 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
-CHROMIUM = os.environ.get("PY_ENGINE_CHROMIUM", "/usr/bin/chromium")
+DEFAULT_CHROMIUM = "/usr/bin/chromium"
 
 # WebGPU on Linux needs --enable-unsafe-webgpu; the rest keep Chromium off the (closed) network.
 CHROMIUM_ARGS = [
@@ -31,17 +31,20 @@ class BrowserError(RuntimeError):
 
 
 def chromium_path():
-    if not Path(CHROMIUM).is_file():
+    """Debian's Chromium, or $PY_ENGINE_CHROMIUM; a missing one is an error, never a skip."""
+    path = os.environ.get("PY_ENGINE_CHROMIUM", DEFAULT_CHROMIUM)
+    if not Path(path).is_file():
         raise BrowserError(
-            f"Chromium not found at {CHROMIUM}: run `python build.py setup` as root "
+            f"Chromium not found at {path}: run `python build.py setup` as root "
             "(it installs Debian's chromium), or set PY_ENGINE_CHROMIUM"
         )
-    return CHROMIUM
+    return path
 
 
-def launch_args():
+def launch_args(webgpu=True):
     """Keyword arguments for Playwright's chromium.launch()."""
-    return {"executable_path": chromium_path(), "headless": True, "args": list(CHROMIUM_ARGS)}
+    args = [a for a in CHROMIUM_ARGS if webgpu or a != "--enable-unsafe-webgpu"]
+    return {"executable_path": chromium_path(), "headless": True, "args": args}
 
 
 def wait_for_engine(page, timeout_ms=BOOT_TIMEOUT_MS):

@@ -234,7 +234,7 @@ class Device:
         if size > limit:
             raise BufferTooLargeError(
                 f"{what} of {size:,} bytes exceeds this device's limit of {limit:,} bytes "
-                f"for {usage} buffers ({self.info.vendor} {self.info.architecture})"
+                f"for {usage} buffers ({self.info.vendor} {self.info.architecture or self.info.device})"
             )
 
     def _check_live(self, buffer):

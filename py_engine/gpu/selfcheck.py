@@ -181,3 +181,92 @@ async def run_selfcheck(device, seed=None):
         "max_rel_error": worst if math.isfinite(worst) else "nan-or-inf",
         "ok": all(c["ok"] for c in checks),
     }
+
+
+# --- API behaviour, observed the same way on every backend ---------------------------
+
+BAD_WGSL = """\
+@group(0) @binding(0) var<storage, read_write> x: array<f32>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  x[gid.x] = 1.0 + not_declared;
+}
+"""
+BAD_WGSL_LINE = 5
+
+
+async def _raised(coro_or_call):
+    """The exception a call raises as {"type", "message", ...}, or None if it returns."""
+    try:
+        result = coro_or_call()
+        if hasattr(result, "__await__"):
+            await result
+    except Exception as e:  # observed, not handled: the caller asserts on it
+        return {"type": type(e).__name__, "message": str(e), "line": getattr(e, "line", None)}
+    return None
+
+
+async def replay_count(device, dispatches=1000, runs=2):
+    """Ping-pong `add` between two buffers `dispatches` times per run, recorded once and
+    replayed `runs` times; every element should end at dispatches * runs."""
+    n = 256
+    kernel = await device.kernel("elementwise.wgsl", "add")
+    ones = device.buffer_from(array("f", [1.0] * n))
+    ping = device.buffer_from(array("f", [0.0] * n))
+    pong = device.create_buffer(4 * n)
+    params = device.uniform("If", n, 1.0)
+    program = device.program("replay")
+    for i in range(dispatches):
+        src, dst = (ping, pong) if i % 2 == 0 else (pong, ping)
+        program.dispatch(kernel, [src, ones, dst, params], 1)
+    if dispatches % 2:
+        program.copy(pong, ping)
+    program.read(ping)
+    values = None
+    for _ in range(runs):
+        (values,) = await program.run()
+    return sorted(set(as_floats(values)))
+
+
+async def api_observations(device):
+    """What the API does on the paths that matter to users, as a JSON-ready dict:
+    replay of a recorded program, round trips, and each documented error."""
+    obs = {}
+    obs["replay_values"] = await replay_count(device)
+
+    payload = bytes(range(256)) * 64 + b"\x01\x02\x03"     # not a multiple of 4 bytes
+    buffer = device.buffer_from(payload)
+    back = await device.read(buffer)
+    obs["round_trip_exact"] = bytes(back[: len(payload)]) == payload
+    obs["round_trip_padding"] = bytes(back[len(payload):]).hex()
+
+    program = device.program()
+    src = device.buffer_from(array("f", range(64)))
+    dst = device.buffer_from(array("f", [0.0] * 64))
+    program.copy(src, dst, size=128, src_offset=0, dst_offset=128)
+    program.read(dst, offset=128, size=128)
+    program.read(dst, offset=0, size=16)
+    tail, head = await program.run()
+    obs["copy_tail"] = list(as_floats(tail))
+    obs["copy_head"] = list(as_floats(head))
+
+    obs["bad_wgsl"] = await _raised(lambda: device.kernel_from_source(BAD_WGSL, "main", "bad.wgsl"))
+    obs["missing_entry"] = await _raised(lambda: device.kernel("elementwise.wgsl", "no_such_entry"))
+    obs["unknown_constant"] = await _raised(lambda: device.kernel("elementwise.wgsl", "add", {"NOPE": 1}))
+    too_big = device.limits["max_buffer_size"] + 4
+    obs["oversize_buffer"] = await _raised(lambda: device.create_buffer(too_big))
+    obs["write_out_of_range"] = await _raised(lambda: buffer.write(b"\0" * 8, offset=buffer.size - 4))
+    add = await device.kernel("elementwise.wgsl", "add")
+    obs["too_many_workgroups"] = await _raised(lambda: device.program().dispatch(add, [src], 70000))
+    return obs
+
+
+async def lost_observations(device):
+    """Destroy `device` and report what later calls raise (the device is unusable after)."""
+    device.destroy()
+    return {
+        "lost": device.lost,
+        "create_buffer": await _raised(lambda: device.create_buffer(16)),
+        "kernel": await _raised(lambda: device.kernel("elementwise.wgsl", "add")),
+    }

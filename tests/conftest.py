@@ -1,0 +1,66 @@
+"""Shared fixtures: a native device on wgpu-native, and the built web page in headless Chromium.
+
+Nothing here skips: a missing adapter, browser or build fails the tests that need it, with a
+message saying what to install or run.
+"""
+
+import asyncio
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+
+from py_engine import harness
+from py_engine.gpu import SoftwareAdapterWarning, open_device
+
+ROOT = Path(__file__).resolve().parents[1]
+WEB_DIST = ROOT / "web" / "dist"
+
+
+def run(coro):
+    """Drive a coroutine of the compute API to completion (natively nothing truly waits)."""
+    return asyncio.run(coro)
+
+
+@pytest.fixture(scope="session")
+def device():
+    """One native device for the session (wgpu-native; Mesa lavapipe on CI)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SoftwareAdapterWarning)
+        dev = run(open_device("native"))
+    yield dev
+
+
+@pytest.fixture(scope="session")
+def built_dist():
+    """web/dist, rebuilt if its sources changed (a no-op under `python build.py test`)."""
+    subprocess.run([sys.executable, str(ROOT / "build.py"), "build"], cwd=ROOT, check=True,
+                   stdout=subprocess.DEVNULL)
+    assert (WEB_DIST / "index.html").is_file(), "web/dist was not built: run `python build.py build`"
+    return WEB_DIST
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args):
+    """pytest-playwright launches Debian's Chromium with WebGPU on (never a downloaded browser)."""
+    return {**browser_type_launch_args, **harness.launch_args()}
+
+
+@pytest.fixture(scope="module")
+def engine_page(browser, built_dist):
+    """A page that has booted Pyodide and py_engine; module-scoped because booting takes seconds."""
+    from py_engine.server import ServerThread
+
+    with ServerThread(built_dist) as url:
+        page = browser.new_page()
+        console = []
+        page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+        page.goto(url + "index.html?noselfcheck")
+        try:
+            page.timings = harness.wait_for_engine(page)
+        except Exception as e:
+            pytest.fail(f"py_engine did not boot in Chromium: {e}\n" + "\n".join(console[-30:]))
+        yield page
+        page.close()
