@@ -228,7 +228,7 @@ def cmd_test(args):
     build()
     env = dict(os.environ)
     env.setdefault("XDG_RUNTIME_DIR", "/tmp")
-    result = subprocess.run([sys.executable, "-m", "pytest", *args.pytest_args], cwd=ROOT, env=env)
+    result = subprocess.run([sys.executable, "-m", "pytest", *args.extra], cwd=ROOT, env=env)
     # pytest exits 5 when nothing was collected: that is a failure here, never a pass.
     sys.exit(result.returncode)
 
@@ -251,7 +251,7 @@ def cmd_bench(args):
     build()
     env = dict(os.environ)
     env.setdefault("XDG_RUNTIME_DIR", "/tmp")
-    result = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), *args.bench_args], cwd=ROOT, env=env)
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), *args.extra], cwd=ROOT, env=env)
     sys.exit(result.returncode)
 
 
@@ -260,15 +260,17 @@ def main():
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("setup", help="install what is missing (idempotent)")
     sub.add_parser("build", help="build the wheel, web/dist and extension/dist")
-    p = sub.add_parser("test", help="run the whole test suite")
-    p.add_argument("pytest_args", nargs=argparse.REMAINDER, help="passed to pytest")
+    sub.add_parser("test", help="run the whole test suite (further arguments go to pytest)")
     p = sub.add_parser("serve", help="serve web/dist on 127.0.0.1")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     sub.add_parser("demo", help="run the engine in headless Chromium and report")
-    p = sub.add_parser("bench", help="run the benchmarks; table on stdout, JSON in bench/results/")
-    p.add_argument("bench_args", nargs=argparse.REMAINDER, help="passed to bench/run.py")
-    args = parser.parse_args()
+    sub.add_parser("bench", help="run the benchmarks; table on stdout, JSON in bench/results/ "
+                                 "(further arguments go to bench/run.py)")
+    args, extra = parser.parse_known_args()
+    if extra and args.command not in ("test", "bench"):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra
 
     started = time.time()
     setup()

@@ -78,10 +78,18 @@ class BrowserBackend:
         self._js.replay(encoded)
         self._raise_reported()
 
-    async def run(self, encoded):
-        arrays = await self._js.run(encoded)
+    async def run(self, encoded, sizes):
+        await self._js.run(encoded)
         self._raise_reported()
-        return [a.to_memoryview() for a in arrays]
+        results = []
+        for index, size in enumerate(sizes):
+            out = bytearray(size)
+            self._js.take(encoded, index, memoryview(out))
+            results.append(memoryview(out))
+        return results
+
+    def release(self, encoded):
+        self._js.release(encoded)
 
     async def synchronize(self):
         await self._js.synchronize(self._device)

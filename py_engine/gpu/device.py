@@ -152,9 +152,16 @@ class Program:
     async def run(self):
         """Run once; returns one memoryview of bytes per `read`, in the order they were added."""
         self.device._check_lost()
-        results = await self.device._backend.run(self.encoded())
+        sizes = [size for _, _, size in self.reads]
+        results = await self.device._backend.run(self.encoded(), sizes)
         self.device._check_lost()
         return results
+
+    def release(self):
+        """Free what the program holds on the GPU (its read staging); it may be rebuilt later."""
+        if self._encoded is not None:
+            self.device._backend.release(self._encoded)
+            self._encoded = None
 
 
 class Device:
@@ -221,7 +228,10 @@ class Device:
         """The bytes of `buffer` (or of a range of it) as a memoryview."""
         program = self.program()
         program.read(buffer, offset, size)
-        (out,) = await program.run()
+        try:
+            (out,) = await program.run()
+        finally:
+            program.release()
         return out
 
     def _check_size(self, size, usage, label):

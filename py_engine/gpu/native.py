@@ -32,6 +32,7 @@ class NativeBackend:
 
     def __init__(self):
         self._lost = None
+        self._fence = self._fence_src = None
 
     async def open(self, power_preference="high-performance"):
         os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
@@ -144,17 +145,39 @@ class NativeBackend:
     def submit(self, encoded):
         self._device.queue.submit([self._command_buffer(encoded)])
 
-    async def run(self, encoded):
+    async def run(self, encoded, sizes):
         self.submit(encoded)
         results = []
         for target in encoded[2]:
             target.map_sync(self._wgpu.MapMode.READ)
-            results.append(memoryview(bytearray(target.read_mapped())))
+            results.append(target.read_mapped(copy=True))
             target.unmap()
         return results
 
+    def release(self, encoded):
+        for target in encoded[2]:
+            target.destroy()
+        encoded[2].clear()
+
     async def synchronize(self):
-        self._device.queue.on_submitted_work_done_sync()
+        # queue.on_submitted_work_done_sync() fails in wgpu-py 0.32 (a callback signature
+        # mismatch with wgpu-native), so wait the portable way: a map completes only after all
+        # work submitted before it.
+        if self._fence is None:
+            u = self._wgpu.BufferUsage
+            self._fence = self._device.create_buffer(size=4, usage=u.MAP_READ | u.COPY_DST)
+        self._device.queue.write_buffer(self._fence_source(), 0, b"\0\0\0\0")
+        encoder = self._device.create_command_encoder()
+        encoder.copy_buffer_to_buffer(self._fence_source(), 0, self._fence, 0, 4)
+        self._device.queue.submit([encoder.finish()])
+        self._fence.map_sync(self._wgpu.MapMode.READ)
+        self._fence.unmap()
+
+    def _fence_source(self):
+        if self._fence_src is None:
+            u = self._wgpu.BufferUsage
+            self._fence_src = self._device.create_buffer(size=4, usage=u.COPY_SRC | u.COPY_DST)
+        return self._fence_src
 
     # --- lifetime ---
 

@@ -149,16 +149,29 @@ export function replay(program) {
   device.queue.submit([encoder.finish()]);
 }
 
-// Replay, then map every read; resolves to an array of Uint8Array copies.
+// Replay, then wait until every read's staging buffer is mapped. The bytes stay in the mapped
+// ranges until take() copies them straight into Python memory: one copy, no JS garbage.
 export async function run(program) {
   replay(program);
-  const out = [];
-  for (const buffer of program.staging) {
-    await buffer.mapAsync(GPUMapMode.READ);
-    out.push(new Uint8Array(buffer.getMappedRange().slice(0)));
-    buffer.unmap();
+  await Promise.all(program.staging.map((buffer) => buffer.mapAsync(GPUMapMode.READ)));
+}
+
+// Copy read `index` of the last run into `target` (a PyProxy of a writable Python buffer).
+export function take(program, index, target) {
+  const staging = program.staging[index];
+  const view = target.getBuffer("u8");
+  try {
+    view.data.set(new Uint8Array(staging.getMappedRange()));
+  } finally {
+    view.release();
+    staging.unmap();
   }
-  return out;
+}
+
+// Free the staging buffers of a program that will not run again.
+export function release(program) {
+  for (const buffer of program.staging) buffer.destroy();
+  program.staging.length = 0;
 }
 
 export async function synchronize(device) {

@@ -1,0 +1,173 @@
+"""Benchmarks: `python build.py bench` (runs this inside .venv after building web/dist).
+
+Prints a short table and writes bench/results/latest.json. Comparisons are made side by side
+in one run and reported as ratios, because these machines are shared and noisy; absolute times
+on a software adapter (SwiftShader, lavapipe) say nothing about a real GPU.
+
+    python build.py bench                 # everything
+    python build.py bench --only native   # one section: native, browser
+"""
+
+import argparse
+import asyncio
+import json
+import platform
+import sys
+import time
+import warnings
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from gpu_bench import replay_round, side_by_side, transfer_rounds  # noqa: E402
+
+from py_engine.gpu import SoftwareAdapterWarning, open_device, shaders  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results" / "latest.json"
+TARGETS = {"replay_vs_js": 2.0, "upload_vs_js": 1.5}
+
+
+def bench_native():
+    async def measure():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SoftwareAdapterWarning)
+            device = await open_device("native")
+        upload, download = await transfer_rounds(device)
+        m = await side_by_side({"replay": await replay_round(device), "upload": upload, "download": download})
+        return {
+            "adapter": device.info.as_dict(),
+            "replay": {"submit_us_per_dispatch": m["replay"][0], "total_us_per_dispatch": m["replay"][1]},
+            "transfer": {"bytes": 16 * 2**20, "upload_ms": m["upload"], "download_ms": m["download"]},
+        }
+
+    return asyncio.run(measure())
+
+
+# Runs in the page's Python after gpu_bench.py's source: py_engine and plain JS, round by round.
+BROWSER_ROUNDS = """
+import json, warnings
+from js import plainWebGPU
+from py_engine.gpu import open_device
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    _device = await open_device()
+_py_up, _py_down = await transfer_rounds(_device)
+_js_up, _js_down = await plainWebGPU.transferRounds()
+_m = await side_by_side({
+    "py_replay": await replay_round(_device), "js_replay": await plainWebGPU.replayRound(WGSL),
+    "py_upload": _py_up, "js_upload": _js_up, "py_download": _py_down, "js_download": _js_down,
+})
+json.dumps({"adapter": _device.info.as_dict(), "m": _m})
+"""
+
+
+def bench_browser():
+    from py_engine.harness import engine_page, run_json
+
+    wgsl = shaders.specialize(shaders.load_source("elementwise.wgsl"), {"WORKGROUP": 64})
+    source = (ROOT / "bench" / "gpu_bench.py").read_text()
+    with engine_page(ROOT / "web" / "dist") as page:
+        timings = page.timings
+        page.add_script_tag(content=(ROOT / "bench" / "plain_webgpu.js").read_text())
+        # gpu_bench.py's source runs in the page's Python as-is; no NumPy is needed there.
+        out = run_json(page, source + f"\nWGSL = {wgsl!r}\n" + BROWSER_ROUNDS)
+        import_ms = run_json(page, """
+import json, sys, time
+for name in [m for m in sys.modules if m == "py_engine" or m.startswith("py_engine.")]:
+    del sys.modules[name]
+t0 = time.perf_counter()
+import py_engine.gpu
+json.dumps((time.perf_counter() - t0) * 1e3)
+""")
+    m = out["m"]
+
+    def replay(key):
+        return {"submit_us_per_dispatch": m[key][0], "total_us_per_dispatch": m[key][1]}
+
+    return {
+        "adapter": out["adapter"],
+        "pyodide_boot_ms": timings["pyodide_boot_ms"],
+        "wheel_load_and_import_ms": timings["py_engine_load_ms"],
+        "import_ms": import_ms,
+        "replay": replay("py_replay"),
+        "transfer": {"bytes": 16 * 2**20, "upload_ms": m["py_upload"], "download_ms": m["py_download"]},
+        "plain_js": {
+            "replay": replay("js_replay"),
+            "transfer": {"bytes": 16 * 2**20, "upload_ms": m["js_upload"], "download_ms": m["js_download"]},
+        },
+    }
+
+
+def ratios(browser):
+    js = browser["plain_js"]
+    return {
+        "replay_vs_js": browser["replay"]["total_us_per_dispatch"] / js["replay"]["total_us_per_dispatch"],
+        "replay_submit_vs_js": browser["replay"]["submit_us_per_dispatch"] / js["replay"]["submit_us_per_dispatch"],
+        "upload_vs_js": browser["transfer"]["upload_ms"] / js["transfer"]["upload_ms"],
+        "download_vs_js": browser["transfer"]["download_ms"] / js["transfer"]["download_ms"],
+    }
+
+
+def table(results):
+    rows = [("measure", "value", "note")]
+    native = results.get("native")
+    if native:
+        a = native["adapter"]
+        name = f"native ({a['vendor'] or a['device']})"
+        rows += [
+            (f"{name}: replay, per dispatch", f"{native['replay']['total_us_per_dispatch']:.1f} us",
+             f"submit only {native['replay']['submit_us_per_dispatch']:.2f} us"),
+            (f"{name}: upload 16 MB", f"{native['transfer']['upload_ms']:.1f} ms", ""),
+            (f"{name}: download 16 MB", f"{native['transfer']['download_ms']:.1f} ms", ""),
+        ]
+    browser = results.get("browser")
+    if browser:
+        r = results["ratios"]
+        js = browser["plain_js"]
+        a = browser["adapter"]
+        name = f"browser ({a['vendor']} {a['architecture']})"
+        rows += [
+            (f"{name}: replay, per dispatch", f"{browser['replay']['total_us_per_dispatch']:.1f} us",
+             f"plain JS {js['replay']['total_us_per_dispatch']:.1f} us: {r['replay_vs_js']:.2f}x "
+             f"(target <= {TARGETS['replay_vs_js']}x)"),
+            (f"{name}: replay submit, per dispatch", f"{browser['replay']['submit_us_per_dispatch']:.2f} us",
+             f"plain JS {js['replay']['submit_us_per_dispatch']:.2f} us: {r['replay_submit_vs_js']:.2f}x"),
+            (f"{name}: upload 16 MB", f"{browser['transfer']['upload_ms']:.1f} ms",
+             f"plain JS {js['transfer']['upload_ms']:.1f} ms: {r['upload_vs_js']:.2f}x "
+             f"(target <= {TARGETS['upload_vs_js']}x)"),
+            (f"{name}: download 16 MB", f"{browser['transfer']['download_ms']:.1f} ms",
+             f"plain JS {js['transfer']['download_ms']:.1f} ms: {r['download_vs_js']:.2f}x"),
+            ("Pyodide boot", f"{browser['pyodide_boot_ms']:.0f} ms", ""),
+            ("py_engine wheel load + import", f"{browser['wheel_load_and_import_ms']:.0f} ms",
+             f"import alone {browser['import_ms']:.0f} ms"),
+        ]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    lines = ["| " + " | ".join(cell.ljust(w) for cell, w in zip(row, widths)) + " |" for row in rows]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--only", choices=["native", "browser"], action="append")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    sections = args.only or ["native", "browser"]
+
+    results = {"when": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": platform.platform(),
+               "command": "python build.py bench"}
+    if "native" in sections:
+        results["native"] = bench_native()
+    if "browser" in sections:
+        results["browser"] = bench_browser()
+        results["ratios"] = ratios(results["browser"])
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(table(results))
+    print(f"\nwritten to {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}")
+
+
+if __name__ == "__main__":
+    main()
