@@ -114,7 +114,6 @@ def setup():
     if not VENV_PYTHON.exists():
         run([sys.executable, "-m", "venv", VENV])
     # torch==2.13.0 is pinned in pyproject.toml; pip resolves it to the CPU build.
-    run([VENV_PYTHON, "-m", "pip", "install", "-q", "--upgrade", "pip"])
     run([VENV_PYTHON, "-m", "pip", "install", "-q", "-e", f"{ROOT}[test]"])
     run(["npm", "ci", "--no-audit", "--no-fund"], cwd=ROOT)
     STAMP.write_text(stamp)

@@ -43,8 +43,9 @@ def serve(directory, host="127.0.0.1", port=8000):
     """Serve until interrupted."""
     import uvicorn
 
+    app = app_for(directory)
     print(f"serving {directory} at http://{host}:{port}/", flush=True)
-    uvicorn.run(app_for(directory), host=host, port=port, log_level="warning")
+    uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
 class ServerThread:
