@@ -1,0 +1,22 @@
+"""The README's code example runs as written (natively) and prints what it promises."""
+
+import asyncio
+import re
+import warnings
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_readme_example_runs(capsys):
+    text = (ROOT / "README.md").read_text()
+    (code,) = re.findall(r"```python\n(.*?)```", text, re.S)
+    body = "\n".join("    " + line for line in code.splitlines())
+    namespace = {}
+    exec(f"async def example():\n{body}\n", namespace)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        asyncio.run(namespace["example"]())
+    assert capsys.readouterr().out.strip() == "array('f', [1.0, 3.0, 5.0, 7.0])"
+    for command in ("python build.py demo", "python build.py test"):
+        assert command in text.split("\n\n")[1], f"the README must start with `{command}`"
