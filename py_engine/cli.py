@@ -6,18 +6,17 @@
 """
 
 import argparse
-import asyncio
 import json
 import sys
 import warnings
 
 
 def _open(power_preference):
-    from py_engine.gpu import SoftwareAdapterWarning, open_device
+    from py_engine.gpu import SoftwareAdapterWarning, open_device, run_sync
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", SoftwareAdapterWarning)
-        device = asyncio.run(open_device("native", power_preference))
+        device = run_sync(open_device("native", power_preference))
     for w in caught:
         print(f"note: {w.message}", file=sys.stderr)
     return device
@@ -31,10 +30,11 @@ def cmd_info(args):
 
 
 def cmd_selfcheck(args):
+    from py_engine.gpu import run_sync
     from py_engine.gpu.selfcheck import run_selfcheck
 
     device = _open(args.power)
-    report = asyncio.run(run_selfcheck(device, seed=args.seed))
+    report = run_sync(run_selfcheck(device, seed=args.seed))
     if args.json:
         print(json.dumps(report, indent=2))
     else:

@@ -4,7 +4,6 @@ Nothing here skips: a missing adapter, browser or build fails the tests that nee
 message saying what to install or run.
 """
 
-import asyncio
 import subprocess
 import sys
 import warnings
@@ -13,15 +12,16 @@ from pathlib import Path
 import pytest
 
 from py_engine import harness
-from py_engine.gpu import SoftwareAdapterWarning, open_device
+from py_engine.gpu import SoftwareAdapterWarning, open_device, run_sync
 
 ROOT = Path(__file__).resolve().parents[1]
 WEB_DIST = ROOT / "web" / "dist"
 
 
 def run(coro):
-    """Drive a coroutine of the compute API to completion (natively nothing truly waits)."""
-    return asyncio.run(coro)
+    """Drive a coroutine of the compute API to completion (natively nothing truly waits; the
+    browser tests' Playwright loop may already be running, which rules out asyncio.run)."""
+    return run_sync(coro)
 
 
 @pytest.fixture(scope="session")

@@ -1,9 +1,10 @@
 """The README's code example runs as written (natively) and prints what it promises."""
 
-import asyncio
 import re
 import warnings
 from pathlib import Path
+
+from py_engine.gpu import run_sync
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -16,7 +17,7 @@ def test_readme_example_runs(capsys):
     exec(f"async def example():\n{body}\n", namespace)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        asyncio.run(namespace["example"]())
+        run_sync(namespace["example"]())
     assert capsys.readouterr().out.strip() == "array('f', [1.0, 3.0, 5.0, 7.0])"
     for command in ("python build.py demo", "python build.py test"):
         assert command in text.split("\n\n")[1], f"the README must start with `{command}`"

@@ -40,8 +40,23 @@ async def open_device(backend=None, power_preference="high-performance"):
     return open_backend_device(impl, info, limits, features)
 
 
+def run_sync(coroutine):
+    """Run a coroutine of this API to completion without an event loop.
+
+    Natively nothing in the API truly suspends (wgpu-py waits synchronously), so its coroutines
+    can be driven directly; this works where asyncio.run() cannot, inside an already running
+    loop (Jupyter, Playwright's sync API). In the browser, use `await`.
+    """
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        return done.value
+    coroutine.close()
+    raise RuntimeError("the coroutine waited on an event loop: run it with `await` instead")
+
+
 __all__ = [
     "AdapterInfo", "Buffer", "BufferTooLargeError", "Device", "DeviceLostError", "GPUError",
     "Kernel", "NoWebGPUError", "Program", "STORAGE", "ShaderCompileError",
-    "SoftwareAdapterWarning", "UNIFORM", "default_backend", "groups_for", "open_device",
+    "SoftwareAdapterWarning", "UNIFORM", "default_backend", "groups_for", "open_device", "run_sync",
 ]
