@@ -14,24 +14,26 @@
 
 const OFFSCREEN_PATH = "offscreen.html";
 
-let creating = null; // the pending createDocument, shared by concurrent callers
+let ensuring = null; // the check-and-create in progress, shared by concurrent callers
 
-async function ensureOffscreen() {
-  const documentUrl = chrome.runtime.getURL(OFFSCREEN_PATH);
-  // Only one offscreen document may exist, and it may predate this worker: ask Chrome.
-  const contexts = await chrome.runtime.getContexts({
-    contextTypes: ["OFFSCREEN_DOCUMENT"],
-    documentUrls: [documentUrl],
-  });
-  if (contexts.length) return;
-  creating ??= chrome.offscreen
-    .createDocument({
+// Concurrent callers share one check-and-create: a document that Chrome already lists may not
+// have loaded yet, and a message sent to it then finds no listener.
+function ensureOffscreen() {
+  ensuring ??= (async () => {
+    // Only one offscreen document may exist, and it may predate this worker: ask Chrome.
+    const contexts = await chrome.runtime.getContexts({
+      contextTypes: ["OFFSCREEN_DOCUMENT"],
+      documentUrls: [chrome.runtime.getURL(OFFSCREEN_PATH)],
+    });
+    if (contexts.length) return;
+    // Resolves once the document has loaded, its message listener included.
+    await chrome.offscreen.createDocument({
       url: OFFSCREEN_PATH,
       reasons: ["WORKERS"],
       justification: "Runs the py_engine Python runtime (Pyodide) and its WebGPU work off the UI.",
-    })
-    .finally(() => { creating = null; });
-  await creating;
+    });
+  })().finally(() => { ensuring = null; });
+  return ensuring;
 }
 
 // Send a request to the offscreen document, creating it first if needed; resolves to its answer.
