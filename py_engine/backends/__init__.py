@@ -1,0 +1,17 @@
+"""Backends the model code runs on: the same op interface, computed eagerly in NumPy
+(numpy_backend.py: the reference and CPU path) or recorded into a GPU program (gpu_backend.py).
+
+The interface (tensors are backend handles; shapes are row-major, activations [B*T, hidden]):
+
+    param(name), grad(name)                      named parameters and their gradient tensors
+    embedding(ids, type_ids, word, position, token_type) -> x
+    layernorm(x, gamma, beta, eps) -> (y, saved);  layernorm_backward(dy, saved) -> dx
+    linear(x, w, b) -> y;  linear_grad_input(dy, w) -> dx;  linear_grad_params(dy, x, dw, db)
+    lora_linear(x, xd, w, b, a, bm, scaling) -> (y, h)
+    lora_linear_backward(dy, xd, w, a, bm, h, scaling, da, dbm) -> (dx, dxd)
+    dropout(x, p) -> (y, site);  dropout_backward(dy, site) -> dx     (p == 0: identity)
+    attention(q, k, v, mask, B, T, heads, p) -> (ctx, saved);  attention_backward(dctx, saved)
+    add(a, b), gelu(x), gelu_backward(dy, x), tanh(x), tanh_backward(y, dy)
+    cls_pool(x, B, T), cls_pool_backward(d, B, T), mean_pool(x, mask, B, T), mean_pool_backward
+Gradient outputs named by grad(...) are accumulated into (+=), so micro-batches add up.
+"""

@@ -1,0 +1,150 @@
+"""The NumPy backend: the model's ops computed eagerly with the reference ops (host only).
+
+It is the reference the GPU path is checked against, and the CPU training path on a desktop.
+`dtype` float32 trains; float64 checks gradients against torch.
+"""
+
+import numpy as np
+
+from ..ops import attention as attn_ops
+from ..ops import dropout as dropout_ops
+from ..ops import embedding as emb_ops
+from ..ops import gelu as gelu_ops
+from ..ops import layernorm as ln_ops
+from ..ops import lora_linear as lora_ops
+from ..ops import matmul as mm_ops
+from ..ops import pooling as pool_ops
+
+
+class DropoutSite:
+    __slots__ = ("p", "base", "seed", "offset")
+
+    def __init__(self, p, base, seed, offset):
+        self.p, self.base, self.seed, self.offset = p, base, seed, offset
+
+
+class NumpyBackend:
+    name = "numpy"
+
+    def __init__(self, dtype=np.float32):
+        self.dtype = np.dtype(dtype)
+        self.params = {}
+        self.grads = {}
+        self.seed = 0
+        self.offset = 0
+        self._counter = 0
+
+    # --- parameters ---
+
+    def set_param(self, name, values, shape):
+        self.params[name] = np.asarray(values, dtype=self.dtype).reshape(shape)
+
+    def add_grad(self, name):
+        self.grads[name] = np.zeros_like(self.params[name])
+
+    def zero_grads(self):
+        for g in self.grads.values():
+            g[...] = 0.0
+
+    def param(self, name):
+        return self.params[name]
+
+    def grad(self, name):
+        return self.grads[name]
+
+    def start_step(self, seed, offset=0):
+        """Dropout masks of the coming forward/backward draw from (seed, offset)."""
+        self.seed, self.offset, self._counter = seed, offset, 0
+
+    def tensor(self, values, shape=None, dtype=None):
+        arr = np.asarray(values, dtype=dtype or self.dtype)
+        return arr.reshape(shape) if shape is not None else arr
+
+    # --- ops ---
+
+    def embedding(self, ids, type_ids, word, position, token_type):
+        return emb_ops.embedding_forward(ids, type_ids, word, position, token_type)
+
+    def layernorm(self, x, gamma, beta, eps):
+        y, mean, rstd = ln_ops.layernorm_forward(x, gamma, beta, eps)
+        return y, (x, gamma, mean, rstd)
+
+    def layernorm_backward(self, dy, saved):
+        x, gamma, mean, rstd = saved
+        return ln_ops.layernorm_backward(dy, x, gamma, mean, rstd)[0]
+
+    def linear(self, x, w, b):
+        return mm_ops.linear_forward(x, w, b)
+
+    def linear_grad_input(self, dy, w):
+        return mm_ops.gemm(dy, w)
+
+    def linear_grad_params(self, dy, x, dw, db):
+        dw += mm_ops.gemm(dy, x, trans_a=True)
+        db += dy.sum(axis=0)
+
+    def lora_linear(self, x, xd, w, b, a, bm, scaling):
+        return lora_ops.lora_linear_forward(x, xd, w, b, a, bm, scaling)
+
+    def lora_linear_backward(self, dy, xd, w, a, bm, h, scaling, da, dbm):
+        dx, dxd, ga, gb = lora_ops.lora_linear_backward(dy, xd, w, a, bm, h, scaling)
+        da += ga
+        dbm += gb
+        return dx, dxd
+
+    def dropout(self, x, p):
+        if p == 0.0:
+            return x, None
+        site = DropoutSite(p, self._counter, self.seed, self.offset)
+        self._counter += x.size
+        y, _ = dropout_ops.dropout_forward(x, p, site.seed, site.offset, site.base)
+        return y, site
+
+    def dropout_backward(self, dy, site):
+        if site is None:
+            return dy
+        return dropout_ops.dropout_backward(dy, site.p, site.seed, site.offset, site.base)
+
+    def attention(self, q, k, v, mask, B, T, heads, p):
+        scaling = attn_ops.default_scaling(q, heads)
+        probs = attn_ops.masked_softmax(attn_ops.attention_scores(q, k, B, heads, scaling), mask)
+        used, site = self.dropout(probs, p)
+        ctx = attn_ops.attention_context(used, v, heads)
+        return ctx, (q, k, v, probs, used, site, heads, scaling)
+
+    def attention_backward(self, dctx, saved):
+        q, k, v, probs, used, site, heads, scaling = saved
+        B = probs.shape[0]
+        dv = attn_ops.grad_values(used, dctx, heads)
+        dused = attn_ops.grad_probs(dctx, v, B, heads)
+        dprobs = self.dropout_backward(dused, site)
+        dscores = attn_ops.masked_softmax_backward(probs, dprobs)
+        return (attn_ops.grad_queries(dscores, k, heads, scaling),
+                attn_ops.grad_keys(dscores, q, heads, scaling), dv)
+
+    def add(self, a, b):
+        return a + b
+
+    def gelu(self, x):
+        return gelu_ops.gelu_forward(x)
+
+    def gelu_backward(self, dy, x):
+        return gelu_ops.gelu_backward(dy, x)
+
+    def tanh(self, x):
+        return pool_ops.tanh_forward(x)
+
+    def tanh_backward(self, y, dy):
+        return pool_ops.tanh_backward(y, dy)
+
+    def cls_pool(self, x, B, T):
+        return pool_ops.cls_pool(x, B)
+
+    def cls_pool_backward(self, d, B, T):
+        return pool_ops.cls_pool_backward(d, T)
+
+    def mean_pool(self, x, mask, B, T):
+        return pool_ops.mean_pool(x, mask)
+
+    def mean_pool_backward(self, d, mask, B, T):
+        return pool_ops.mean_pool_backward(d, mask)

@@ -1,0 +1,1 @@
+"""Training data: datasets, their file formats, batching."""

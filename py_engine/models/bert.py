@@ -1,0 +1,227 @@
+"""BERT encoder for sequence classification with LoRA: forward and explicit backward.
+
+Written once against a backend's op interface (py_engine/backends): the NumPy backend runs it
+eagerly; the GPU backend runs it once per batch shape to record a program that is replayed per
+step. The math is transformers' BertForSequenceClassification with PEFT LoRA on the chosen
+linears:
+
+    x = Dropout(LayerNorm(word[ids] + position[t] + token_type[types]))
+    per layer:  q, k, v = Linear/LoRA(x)
+                a = LayerNorm(x + Dropout(Linear(Attention(q, k, v, mask))))
+                x = LayerNorm(a + Dropout(Linear(GELU(Linear(a)))))
+    pooled = tanh(Linear(x[:, 0]))            (or the mean over real tokens)
+    logits = Linear(Dropout(pooled));  loss = CrossEntropy(logits, labels)
+
+Only the LoRA matrices and the head (and the pooler, when the checkpoint has none) train; the
+base weights are frozen, so their gradients are never computed.
+"""
+
+from .lora_config import LoraConfig
+
+LINEAR_NAMES = ("attention.self.query", "attention.self.key", "attention.self.value",
+                "attention.output.dense", "intermediate.dense", "output.dense")
+
+
+class ModelError(ValueError):
+    pass
+
+
+def lora_targets(config, lora):
+    """Names of the linears LoRA wraps, by PEFT's rule: a module matches a target when its
+    full name equals the target or ends with "." + target."""
+    modules = [f"encoder.layer.{n}.{name}" for n in range(config.num_hidden_layers)
+               for name in LINEAR_NAMES]
+    chosen = []
+    for target in lora.target_modules:
+        hits = [m for m in modules if m == target or m.endswith("." + target)]
+        if not hits:
+            raise ModelError(f"LoRA target {target!r} matches no linear layer of this BERT model")
+        chosen += hits
+    return sorted(set(chosen), key=modules.index)
+
+
+class BertClassifier:
+    """Structure of the model: which parameters exist, which train, and the step's math."""
+
+    def __init__(self, config, lora, num_labels, pooling="cls", train_pooler=False, dropout=None):
+        """`dropout` overrides the checkpoint's dropout probabilities: a float for all of them,
+        or a dict with any of "hidden", "attention", "classifier"."""
+        if not isinstance(lora, LoraConfig):
+            raise TypeError("lora must be a LoraConfig")
+        if num_labels < 2:
+            raise ModelError(f"a classifier needs at least 2 labels, got {num_labels}")
+        if pooling not in ("cls", "mean"):
+            raise ModelError(f"pooling must be 'cls' or 'mean', got {pooling!r}")
+        self.config = config
+        self.lora = lora
+        self.num_labels = num_labels
+        self.pooling = pooling
+        self.targets = lora_targets(config, lora)
+        self.train_pooler = train_pooler and pooling == "cls"
+        self.dropout = {"hidden": config.hidden_dropout_prob,
+                        "attention": config.attention_probs_dropout_prob,
+                        "classifier": config.classifier_dropout_prob}
+        if isinstance(dropout, (int, float)):
+            dropout = dict.fromkeys(self.dropout, float(dropout))
+        for key, p in (dropout or {}).items():
+            if key not in self.dropout:
+                raise ModelError(f"unknown dropout {key!r}; choose from {sorted(self.dropout)}")
+            if not 0.0 <= p < 1.0:
+                raise ModelError(f"dropout {key} must be in [0, 1), got {p}")
+            self.dropout[key] = float(p)
+        h = config.hidden_size
+        # Trainable parameters with their PEFT adapter-file names (base_model.model. prefix
+        # added on save) and shapes.
+        self.trainable = {}
+        for module in self.targets:
+            out_f, in_f = self.linear_shape(module)
+            self.trainable[f"bert.{module}.lora_A.weight"] = (lora.r, in_f)
+            self.trainable[f"bert.{module}.lora_B.weight"] = (out_f, lora.r)
+        if self.train_pooler:
+            self.trainable["bert.pooler.dense.weight"] = (h, h)
+            self.trainable["bert.pooler.dense.bias"] = (h,)
+        self.trainable["classifier.weight"] = (num_labels, h)
+        self.trainable["classifier.bias"] = (num_labels,)
+
+    def linear_shape(self, module):
+        h, i = self.config.hidden_size, self.config.intermediate_size
+        if module.endswith("intermediate.dense"):
+            return i, h
+        if module.endswith(".output.dense") and not module.endswith("attention.output.dense"):
+            return h, i
+        return h, h
+
+    def pooler_names(self):
+        if self.train_pooler:
+            return "bert.pooler.dense.weight", "bert.pooler.dense.bias"
+        return "pooler.dense.weight", "pooler.dense.bias"
+
+    # --- forward ------------------------------------------------------------------------
+
+    def forward(self, be, batch, train):
+        """Logits [B, num_labels] and what the backward needs. `batch` holds backend tensors
+        ids, type_ids, mask ([B, T]) and sizes B, T."""
+        cfg = self.config
+        p_hidden = self.dropout["hidden"] if train else 0.0
+        p_attn = self.dropout["attention"] if train else 0.0
+        p_lora = self.lora.lora_dropout if train else 0.0
+        saved = {"layers": []}
+        x = be.embedding(batch.ids, batch.type_ids, be.param("embeddings.word_embeddings.weight"),
+                         be.param("embeddings.position_embeddings.weight"),
+                         be.param("embeddings.token_type_embeddings.weight"))
+        x, saved["emb_ln"] = be.layernorm(x, be.param("embeddings.LayerNorm.weight"),
+                                          be.param("embeddings.LayerNorm.bias"), cfg.layer_norm_eps)
+        x, saved["emb_drop"] = be.dropout(x, p_hidden)
+        for n in range(cfg.num_hidden_layers):
+            x, layer_saved = self._layer_forward(be, n, x, batch, p_hidden, p_attn, p_lora)
+            saved["layers"].append(layer_saved)
+        saved["x_final"] = x
+        if self.pooling == "cls":
+            first = be.cls_pool(x, batch.B, batch.T)
+            w, b = self.pooler_names()
+            pre = be.linear(first, be.param(w), be.param(b))
+            pooled = be.tanh(pre)
+            saved["first"], saved["pooled"] = first, pooled
+        else:
+            pooled = be.mean_pool(x, batch.mask, batch.B, batch.T)
+        dropped, saved["cls_drop"] = be.dropout(pooled, self.dropout["classifier"] if train else 0.0)
+        saved["dropped"] = dropped
+        logits = be.linear(dropped, be.param("classifier.weight"), be.param("classifier.bias"))
+        return logits, saved
+
+    def _linear(self, be, module, x, p_lora, saved, key):
+        """A frozen linear, or a LoRA linear when `module` is targeted."""
+        w = be.param(f"{module}.weight")
+        b = be.param(f"{module}.bias")
+        if module not in self.targets:
+            return be.linear(x, w, b)
+        xd, drop = be.dropout(x, p_lora)
+        a = be.param(f"bert.{module}.lora_A.weight")
+        bm = be.param(f"bert.{module}.lora_B.weight")
+        y, h = be.lora_linear(x, xd, w, b, a, bm, self.lora.scaling)
+        saved[key] = (xd, drop, h)
+        return y
+
+    def _layer_forward(self, be, n, x, batch, p_hidden, p_attn, p_lora):
+        cfg = self.config
+        p = f"encoder.layer.{n}."
+        s = {"x": x}
+        q = self._linear(be, p + "attention.self.query", x, p_lora, s, "q_lora")
+        k = self._linear(be, p + "attention.self.key", x, p_lora, s, "k_lora")
+        v = self._linear(be, p + "attention.self.value", x, p_lora, s, "v_lora")
+        ctx, s["attn"] = be.attention(q, k, v, batch.mask, batch.B, batch.T,
+                                      cfg.num_attention_heads, p_attn)
+        s["ctx"] = ctx
+        a = self._linear(be, p + "attention.output.dense", ctx, p_lora, s, "o_lora")
+        a, s["attn_drop"] = be.dropout(a, p_hidden)
+        a = be.add(a, x)
+        a, s["attn_ln"] = be.layernorm(a, be.param(p + "attention.output.LayerNorm.weight"),
+                                       be.param(p + "attention.output.LayerNorm.bias"), cfg.layer_norm_eps)
+        s["a"] = a
+        h = self._linear(be, p + "intermediate.dense", a, p_lora, s, "i_lora")
+        s["h_pre"] = h
+        g = be.gelu(h)
+        s["g"] = g
+        o = self._linear(be, p + "output.dense", g, p_lora, s, "out_lora")
+        o, s["out_drop"] = be.dropout(o, p_hidden)
+        o = be.add(o, a)
+        o, s["out_ln"] = be.layernorm(o, be.param(p + "output.LayerNorm.weight"),
+                                      be.param(p + "output.LayerNorm.bias"), cfg.layer_norm_eps)
+        return o, s
+
+    # --- backward -----------------------------------------------------------------------
+
+    def backward(self, be, dlogits, saved, batch):
+        """Accumulate the gradient of every trainable parameter into be.grad(name)."""
+        be.linear_grad_params(dlogits, saved["dropped"], be.grad("classifier.weight"),
+                              be.grad("classifier.bias"))
+        dpooled = be.linear_grad_input(dlogits, be.param("classifier.weight"))
+        dpooled = be.dropout_backward(dpooled, saved["cls_drop"])
+        if self.pooling == "cls":
+            dpre = be.tanh_backward(saved["pooled"], dpooled)
+            w, b = self.pooler_names()
+            if self.train_pooler:
+                be.linear_grad_params(dpre, saved["first"], be.grad(w), be.grad(b))
+            dfirst = be.linear_grad_input(dpre, be.param(w))
+            dx = be.cls_pool_backward(dfirst, batch.B, batch.T)
+        else:
+            dx = be.mean_pool_backward(dpooled, batch.mask, batch.B, batch.T)
+        for n in reversed(range(self.config.num_hidden_layers)):
+            if not self._needs_input_grad(n):
+                break
+            dx = self._layer_backward(be, n, dx, saved["layers"][n], batch)
+
+    def _needs_input_grad(self, n):
+        """Layers below the lowest LoRA layer need no backward at all: nothing trains there."""
+        lowest = min((int(m.split(".")[2]) for m in self.targets), default=self.config.num_hidden_layers)
+        return n >= lowest
+
+    def _linear_backward(self, be, module, dy, x, saved, key):
+        """dx of a frozen or LoRA linear; LoRA gradients accumulated into be.grad."""
+        w = be.param(f"{module}.weight")
+        if module not in self.targets:
+            return be.linear_grad_input(dy, w)
+        xd, drop, h = saved[key]
+        dx, dxd = be.lora_linear_backward(
+            dy, xd, w, be.param(f"bert.{module}.lora_A.weight"),
+            be.param(f"bert.{module}.lora_B.weight"), h, self.lora.scaling,
+            be.grad(f"bert.{module}.lora_A.weight"), be.grad(f"bert.{module}.lora_B.weight"))
+        return be.add(dx, be.dropout_backward(dxd, drop))
+
+    def _layer_backward(self, be, n, dout, s, batch):
+        p = f"encoder.layer.{n}."
+        do = be.layernorm_backward(dout, s["out_ln"])           # d(o + a)
+        da = do
+        do = be.dropout_backward(do, s["out_drop"])
+        dg = self._linear_backward(be, p + "output.dense", do, s["g"], s, "out_lora")
+        dh = be.gelu_backward(dg, s["h_pre"])
+        da = be.add(da, self._linear_backward(be, p + "intermediate.dense", dh, s["a"], s, "i_lora"))
+        dsum = be.layernorm_backward(da, s["attn_ln"])          # d(attn + x)
+        dx = dsum
+        dattn = be.dropout_backward(dsum, s["attn_drop"])
+        dctx = self._linear_backward(be, p + "attention.output.dense", dattn, s["ctx"], s, "o_lora")
+        dq, dk, dv = be.attention_backward(dctx, s["attn"])
+        dx = be.add(dx, self._linear_backward(be, p + "attention.self.query", dq, s["x"], s, "q_lora"))
+        dx = be.add(dx, self._linear_backward(be, p + "attention.self.key", dk, s["x"], s, "k_lora"))
+        dx = be.add(dx, self._linear_backward(be, p + "attention.self.value", dv, s["x"], s, "v_lora"))
+        return dx

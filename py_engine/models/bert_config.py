@@ -1,0 +1,95 @@
+"""BERT-family configuration, read from a Hugging Face config.json and validated."""
+
+import json
+from pathlib import Path
+
+SUPPORTED_ACTIVATIONS = ("gelu",)  # BERT's exact erf GELU
+
+
+class ConfigError(ValueError):
+    """A config.json that py_engine cannot use; the message names the field."""
+
+
+class BertConfig:
+    """The fields of transformers' BertConfig that the encoder needs."""
+
+    FIELDS = {
+        # name: (type, default or REQUIRED)
+        "vocab_size": (int, None),
+        "hidden_size": (int, None),
+        "num_hidden_layers": (int, None),
+        "num_attention_heads": (int, None),
+        "intermediate_size": (int, None),
+        "max_position_embeddings": (int, 512),
+        "type_vocab_size": (int, 2),
+        "layer_norm_eps": (float, 1e-12),
+        "hidden_act": (str, "gelu"),
+        "hidden_dropout_prob": (float, 0.1),
+        "attention_probs_dropout_prob": (float, 0.1),
+        "initializer_range": (float, 0.02),
+        "pad_token_id": (int, 0),
+        "classifier_dropout": (float, None),
+        "position_embedding_type": (str, "absolute"),
+    }
+
+    def __init__(self, **values):
+        for name, (kind, default) in self.FIELDS.items():
+            value = values.get(name, default)
+            if value is None and default is None and name != "classifier_dropout":
+                raise ConfigError(f"config.json is missing {name!r}")
+            if value is not None:
+                try:
+                    value = kind(value)
+                except (TypeError, ValueError):
+                    raise ConfigError(f"config.json field {name!r} should be {kind.__name__}, got {value!r}")
+            setattr(self, name, value)
+        self.model_type = values.get("model_type", "bert")
+        self.id2label = values.get("id2label")
+        self._validate()
+
+    def _validate(self):
+        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                     "intermediate_size", "max_position_embeddings", "type_vocab_size"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"config.json field {name!r} must be positive, got {getattr(self, name)}")
+        if self.hidden_size % self.num_attention_heads:
+            raise ConfigError(
+                f"hidden_size {self.hidden_size} is not divisible by num_attention_heads "
+                f"{self.num_attention_heads}"
+            )
+        if self.hidden_act not in SUPPORTED_ACTIVATIONS:
+            raise ConfigError(f"hidden_act {self.hidden_act!r} is not supported (only {SUPPORTED_ACTIVATIONS})")
+        if self.position_embedding_type != "absolute":
+            raise ConfigError(f"position_embedding_type {self.position_embedding_type!r} is not supported")
+        if self.model_type not in ("bert", "roberta", "distilbert-like"):
+            if self.model_type in ("llama", "qwen2", "mistral"):
+                raise ConfigError(f"model_type {self.model_type!r} is a decoder, not a BERT-family encoder")
+
+    @property
+    def head_dim(self):
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def classifier_dropout_prob(self):
+        """transformers' BertForSequenceClassification: classifier_dropout, else hidden dropout."""
+        return self.hidden_dropout_prob if self.classifier_dropout is None else self.classifier_dropout
+
+    @classmethod
+    def from_file(cls, path):
+        path = Path(path)
+        if path.is_dir():
+            path = path / "config.json"
+        if not path.is_file():
+            raise ConfigError(f"no config.json at {path}")
+        try:
+            values = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path} is not valid JSON: {e}") from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path} must hold a JSON object")
+        return cls(**values)
+
+    def to_dict(self):
+        out = {name: getattr(self, name) for name in self.FIELDS}
+        out["model_type"] = self.model_type
+        return out

@@ -1,0 +1,114 @@
+"""Hugging Face checkpoint directories: config.json + model.safetensors, validated.
+
+Reads with the pure-Python safetensors reader, so the same code loads a model natively and in
+the browser. Tensor names are normalized to the bare BertModel layout (a "bert." prefix, as
+BertFor* checkpoints carry, is removed; old "gamma"/"beta" LayerNorm names are renamed).
+"""
+
+from pathlib import Path
+
+from ..formats import safetensors
+from .bert_config import BertConfig, ConfigError
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory that cannot be loaded; the message names the file or tensor."""
+
+
+def bert_parameter_shapes(config):
+    """{name: shape} of every BertModel parameter the encoder and pooler need."""
+    h, i = config.hidden_size, config.intermediate_size
+    shapes = {
+        "embeddings.word_embeddings.weight": (config.vocab_size, h),
+        "embeddings.position_embeddings.weight": (config.max_position_embeddings, h),
+        "embeddings.token_type_embeddings.weight": (config.type_vocab_size, h),
+        "embeddings.LayerNorm.weight": (h,),
+        "embeddings.LayerNorm.bias": (h,),
+    }
+    for n in range(config.num_hidden_layers):
+        p = f"encoder.layer.{n}."
+        for name in ("attention.self.query", "attention.self.key", "attention.self.value",
+                     "attention.output.dense"):
+            shapes[p + name + ".weight"] = (h, h)
+            shapes[p + name + ".bias"] = (h,)
+        shapes[p + "intermediate.dense.weight"] = (i, h)
+        shapes[p + "intermediate.dense.bias"] = (i,)
+        shapes[p + "output.dense.weight"] = (h, i)
+        shapes[p + "output.dense.bias"] = (h,)
+        for ln in ("attention.output.LayerNorm", "output.LayerNorm"):
+            shapes[p + ln + ".weight"] = (h,)
+            shapes[p + ln + ".bias"] = (h,)
+    shapes["pooler.dense.weight"] = (h, h)
+    shapes["pooler.dense.bias"] = (h,)
+    return shapes
+
+
+def _normalized(name):
+    for prefix in ("bert.", "model."):
+        if name.startswith(prefix):
+            name = name[len(prefix):]
+    return name.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
+
+
+class Checkpoint:
+    """A validated BERT checkpoint: `config`, and tensors by normalized name.
+
+    `floats(name)` gives array('f'); `f16_bits(name)` the IEEE half bits; `shape(name)`.
+    The pooler is optional (sentence-embedding checkpoints may lack it): `has_pooler`.
+    """
+
+    def __init__(self, config, tensors, source):
+        self.config = config
+        self.source = source
+        self._file = tensors
+        self._names = {}
+        for raw in tensors.keys():
+            self._names.setdefault(_normalized(raw), raw)
+        expected = bert_parameter_shapes(config)
+        self.has_pooler = "pooler.dense.weight" in self._names
+        for name, shape in expected.items():
+            if name.startswith("pooler.") and not self.has_pooler:
+                continue
+            if name not in self._names:
+                raise CheckpointError(f"{source}: tensor {name!r} is missing")
+            dtype, found = tensors.info(self._names[name])
+            if tuple(found) != shape:
+                raise CheckpointError(
+                    f"{source}: tensor {name!r} has shape {tuple(found)} but config.json implies {shape}"
+                )
+            if dtype not in safetensors.FLOAT_DTYPES:
+                raise CheckpointError(f"{source}: tensor {name!r} has dtype {dtype}, not a float type")
+
+    @classmethod
+    def load(cls, directory, weights=None):
+        """Load `directory` (config.json + model.safetensors). `weights`: the safetensors file's
+        bytes, when it was fetched rather than read from disk (the browser)."""
+        directory = Path(directory)
+        if weights is None and not directory.is_dir():
+            raise CheckpointError(f"no model directory at {directory}")
+        try:
+            config = BertConfig.from_file(directory / "config.json")
+        except ConfigError as e:
+            raise CheckpointError(str(e)) from None
+        if weights is None:
+            path = directory / "model.safetensors"
+            if not path.is_file():
+                raise CheckpointError(
+                    f"no model.safetensors in {directory} (PyTorch .bin checkpoints are not "
+                    "supported: convert with transformers' save_pretrained(safe_serialization=True))"
+                )
+            weights = path
+        try:
+            tensors = safetensors.load(weights)
+        except safetensors.SafeTensorsError as e:
+            raise CheckpointError(f"{directory}/model.safetensors: {e}") from None
+        return cls(config, tensors, str(directory))
+
+    def shape(self, name):
+        return tuple(self._file.info(self._names[name])[1])
+
+    def floats(self, name):
+        return self._file.floats(self._names[name])
+
+    def f16_bits(self, name):
+        return self._file.f16_bits(self._names[name])

@@ -1,0 +1,97 @@
+"""LoRA configuration with PEFT's names, defaults and adapter_config.json layout.
+
+An adapter trained here is meant to load with `PeftModel.from_pretrained` and back, so the
+hyperparameter names (r, lora_alpha, lora_dropout, target_modules, bias, modules_to_save) and
+the JSON written are PEFT's own.
+"""
+
+import json
+from pathlib import Path
+
+# PEFT's defaults for BERT-family models (peft.utils.constants: bert -> ["query", "value"]).
+BERT_TARGET_MODULES = ("query", "value")
+SEQ_CLS_MODULES_TO_SAVE = ("classifier", "score")  # PEFT adds these for task_type SEQ_CLS
+PEFT_VERSION = "0.21.2"
+
+
+class LoraConfigError(ValueError):
+    pass
+
+
+class LoraConfig:
+    def __init__(self, r=8, lora_alpha=8, lora_dropout=0.0, target_modules=None, bias="none",
+                 modules_to_save=None, task_type="SEQ_CLS", use_rslora=False,
+                 base_model_name_or_path=None, **unsupported):
+        # Options we do not implement must not be silently ignored.
+        unsupported = {k: v for k, v in unsupported.items() if v not in (None, False, {}, [], "")
+                       and k not in _IGNORED_PEFT_FIELDS}
+        if unsupported:
+            raise LoraConfigError(f"unsupported LoRA options: {sorted(unsupported)}")
+        if not isinstance(r, int) or r <= 0:
+            raise LoraConfigError(f"r must be a positive int, got {r!r}")
+        if lora_alpha <= 0:
+            raise LoraConfigError(f"lora_alpha must be positive, got {lora_alpha!r}")
+        if not 0.0 <= lora_dropout < 1.0:
+            raise LoraConfigError(f"lora_dropout must be in [0, 1), got {lora_dropout!r}")
+        if bias != "none":
+            raise LoraConfigError(f"bias={bias!r} is not supported (only 'none')")
+        if isinstance(target_modules, str):
+            target_modules = [target_modules]
+        self.r = r
+        self.lora_alpha = lora_alpha
+        self.lora_dropout = float(lora_dropout)
+        # Which layers these name is decided against the model (PEFT's suffix rule), there.
+        self.target_modules = list(target_modules or BERT_TARGET_MODULES)
+        self.bias = bias
+        self.task_type = task_type
+        self.use_rslora = bool(use_rslora)
+        self.modules_to_save = list(modules_to_save) if modules_to_save is not None else (
+            list(SEQ_CLS_MODULES_TO_SAVE) if task_type == "SEQ_CLS" else [])
+        self.base_model_name_or_path = base_model_name_or_path
+
+    @property
+    def scaling(self):
+        """PEFT's scale on the LoRA path: alpha / r, or alpha / sqrt(r) with rsLoRA."""
+        return self.lora_alpha / (self.r ** 0.5 if self.use_rslora else self.r)
+
+    def to_peft_dict(self):
+        """adapter_config.json as PEFT 0.21 writes it for these options."""
+        return {
+            "alpha_pattern": {}, "auto_mapping": None,
+            "base_model_name_or_path": self.base_model_name_or_path, "bias": self.bias,
+            "exclude_modules": None, "fan_in_fan_out": False, "inference_mode": True,
+            "init_lora_weights": True, "layer_replication": None, "layers_pattern": None,
+            "layers_to_transform": None, "loftq_config": {}, "lora_alpha": self.lora_alpha,
+            "lora_bias": False, "lora_dropout": self.lora_dropout, "megatron_config": None,
+            "megatron_core": "megatron.core", "modules_to_save": self.modules_to_save,
+            "peft_type": "LORA", "peft_version": PEFT_VERSION, "r": self.r, "rank_pattern": {},
+            "revision": None, "target_modules": self.target_modules, "target_parameters": None,
+            "task_type": self.task_type, "trainable_token_indices": None, "use_dora": False,
+            "use_qalora": False, "use_rslora": self.use_rslora,
+        }
+
+    @classmethod
+    def from_peft_dict(cls, data):
+        if data.get("peft_type", "LORA") != "LORA":
+            raise LoraConfigError(f"adapter is {data.get('peft_type')!r}, not LORA")
+        fields = {k: v for k, v in data.items() if k not in ("peft_type",)}
+        if fields.get("rank_pattern") or fields.get("alpha_pattern"):
+            raise LoraConfigError("per-module rank_pattern/alpha_pattern are not supported")
+        return cls(**fields)
+
+    @classmethod
+    def from_file(cls, path):
+        path = Path(path)
+        if path.is_dir():
+            path = path / "adapter_config.json"
+        if not path.is_file():
+            raise LoraConfigError(f"no adapter_config.json at {path}")
+        return cls.from_peft_dict(json.loads(path.read_text(encoding="utf-8")))
+
+
+# PEFT fields that change nothing for the adapters built here (bookkeeping, or options whose
+# effect is only at initialization). Any other field set to a non-default value is refused.
+_IGNORED_PEFT_FIELDS = {
+    "auto_mapping", "inference_mode", "init_lora_weights", "loftq_config", "megatron_config",
+    "megatron_core", "peft_version", "revision", "qalora_group_size", "layers_pattern",
+}

@@ -1,0 +1,45 @@
+"""Initial values of the trainable parameters, as PEFT and transformers draw them.
+
+PEFT's default LoRA init: lora_A from kaiming_uniform(a=sqrt(5)), i.e. U(-1/sqrt(in), 1/sqrt(in)),
+lora_B zeros (so training starts from the base model exactly). transformers initializes a fresh
+classification head (and a pooler a checkpoint lacks) from N(0, initializer_range), biases 0.
+Pure Python (random.Random): this runs in the browser too. Seeded, so runs are reproducible;
+the values are not torch's bit for bit (a different generator), only the same distributions.
+"""
+
+import math
+import random
+from array import array
+
+
+def initial_trainable(model, seed):
+    rng = random.Random(seed)
+    std = model.config.initializer_range
+    values = {}
+    for name, shape in model.trainable.items():
+        n = math.prod(shape)
+        if name.endswith("lora_A.weight"):
+            bound = 1.0 / math.sqrt(shape[1])
+            data = array("f", (rng.uniform(-bound, bound) for _ in range(n)))
+        elif name.endswith("lora_B.weight") or name.endswith(".bias"):
+            data = array("f", bytes(4 * n))
+        else:  # classifier.weight, pooler.dense.weight
+            data = array("f", (rng.gauss(0.0, std) for _ in range(n)))
+        values[name] = (shape, data)
+    return values
+
+
+def merge_loaded(model, values, loaded, source):
+    """Replace initial values by an adapter's tensors; every trainable tensor must be present
+    with its shape, and the adapter may hold nothing this model does not train."""
+    missing = sorted(set(model.trainable) - set(loaded))
+    extra = sorted(set(loaded) - set(model.trainable))
+    if missing or extra:
+        raise ValueError(f"{source}: adapter does not match the model: missing {missing}, unexpected {extra}")
+    out = dict(values)
+    for name, (shape, data) in loaded.items():
+        if tuple(shape) != tuple(model.trainable[name]):
+            raise ValueError(f"{source}: tensor {name} has shape {tuple(shape)}, the model needs "
+                             f"{tuple(model.trainable[name])}")
+        out[name] = (tuple(shape), data)
+    return out

