@@ -1,50 +1,92 @@
-// Matrix multiply, row-major f32: C[M, N] = A[M, K] . B[K, N].
+// Matrix multiply family, row-major f32. Reference: py_engine/ops/matmul.py (NumPy);
+// recorder: py_engine/kernels/matmul.py; checks: tests/test_kernels_matmul.py.
 //
-//   matmul: register-tiled. Each thread accumulates a TILE_M x TILE_N block of C in registers,
-//           reading a column strip of A and a row strip of B straight from storage; a
-//           workgroup of WG_X x WG_Y threads covers (WG_Y*TILE_M) x (WG_X*TILE_N) of C.
-//           No workgroup memory or barriers: on software WebGPU (SwiftShader, lavapipe) that
-//           is 10-25x faster than shared-memory tiling (PLATFORM.md). Edge threads clamp their
-//           reads and skip their out-of-range writes, so any M, N, K works.
+//   matmul:       the plain C[M, N] = A[M, K] . B[K, N] the self-check runs
+//                 (py_engine/gpu/selfcheck.py), register-tiled, scalar loads.
 //
-// Backward (for training): dA = dC . B^T and dB = A^T . dC, the transposed layouts come with
-// the training kernels. Reference: py_engine/gpu/selfcheck.py (pure Python),
-// tests/test_kernels.py (NumPy, float64).
+//   General GEMM, the layouts training needs, batched over (batch, head):
+//
+//     C = alpha * op(A) . op(B) + bias + beta * C       op(A): [M, K], op(B): [K, N]
+//
+//   op(A) = A stored [M, K] (TRANS_A false) or A^T with A stored [K, M] (TRANS_A true);
+//   op(B) = B stored [K, N] (TRANS_B false) or B^T with B stored [N, K] (TRANS_B true).
+//   Every operand has a leading dimension (row stride, in elements) and an element offset, so
+//   a head's [T, D] slice of a [B*T, H*D] activation is a view: ld = H*D, offset = h*D.
+//   The dispatch's z index is one (batch, head) pair: z = batch * heads + head, and each
+//   operand's base moves by batch * batch_stride + head * head_stride. The layouts used:
+//
+//     linear forward   Y  = X . W^T + b        NT  (W stored [out, in], as torch does)
+//     input grad       dX = dY . W             NN
+//     weight grad      dW = dY^T . X           TN  (beta = 1 accumulates)
+//     attention        S  = Q . K^T, dP = dC . V^T            NT, batched
+//                      C  = P . V,   dQ = dS . K              NN, batched
+//                      dV = P^T . dC, dK = dS^T . Q           TN, batched
+//
+//   beta == 0 never reads C (a NaN-poisoned or uninitialised C stays harmless); the bias flag
+//   adds bias[col] once, unscaled by alpha.
+//
+//   Two families of the same GEMM:
+//   gemm_scalar, gemm_vec4, gemm_f16: register-tiled. A thread owns a TILE_M x TILE_N block of
+//       C in registers and streams op(A) and op(B) from storage four k at a time. No workgroup
+//       memory and no barriers: on software WebGPU (SwiftShader, lavapipe) that is 10-25x
+//       faster than shared-memory tiling (shared/PLATFORM.md). gemm_vec4 reads 16-byte vectors
+//       along each operand's contiguous dimension (~1.5x gemm_scalar on lavapipe at 512x384x384,
+//       `python tests/test_kernels_matmul.py`) and needs K, that dimension, the leading
+//       dimensions, offsets and strides to be multiples of 4, and TILE_M, TILE_N multiples of
+//       4; gemm_scalar takes any shape and stride.
+//   gemm_tiled, gemm_tiled_f16: workgroup-memory tiled, for real GPUs. A workgroup stages a
+//       TILE_K-deep slab of op(A) and op(B) in workgroup memory with coalesced loads, then each
+//       thread accumulates TILE_M x TILE_N outputs strided by the workgroup size, so that
+//       neighbouring threads write neighbouring columns.
+//   The _f16 entries read B (the frozen weight) as packed f16 pairs, array<u32> through core
+//   unpack2x16float (no shader-f16 feature); element e sits in word e/2, low half first, so
+//   any inner dimension, odd included, works.
+//
+//   sum_columns: out[n] = sum_m X[m, n] (+ beta * out[n]): the bias gradient, column sums of dY.
+//
+// Each entry declares its own bindings (entries may reuse binding numbers with other types;
+// naga and Tint allow that as long as one entry uses each binding once).
 
-override TILE_M: u32 = 4u;
-override TILE_N: u32 = 4u;
-override WG_X: u32 = 8u;
-override WG_Y: u32 = 8u;
+override TILE_M: u32 = 4u;     // rows of C per thread
+override TILE_N: u32 = 4u;     // columns of C per thread
+override TILE_K: u32 = 16u;    // depth of the workgroup-memory slab (tiled entries)
+override WG_X: u32 = 8u;       // threads along N
+override WG_Y: u32 = 8u;       // threads along M
+override TRANS_A: bool = false;
+override TRANS_B: bool = false;
+override WORKGROUP: u32 = 64u; // sum_columns
 
-struct Params {
+// --- matmul: the plain kernel of the self-check -----------------------------------------
+
+struct Dims {
   M: u32,
   N: u32,
   K: u32,
 }
 
-@group(0) @binding(0) var<storage, read> A: array<f32>;
-@group(0) @binding(1) var<storage, read> B: array<f32>;
-@group(0) @binding(2) var<storage, read_write> C: array<f32>;
-@group(0) @binding(3) var<uniform> params: Params;
+@group(0) @binding(0) var<storage, read> plain_a: array<f32>;
+@group(0) @binding(1) var<storage, read> plain_b: array<f32>;
+@group(0) @binding(2) var<storage, read_write> plain_c: array<f32>;
+@group(0) @binding(3) var<uniform> dims: Dims;
 
 @compute @workgroup_size(WG_X, WG_Y)
 fn matmul(@builtin(global_invocation_id) gid: vec3<u32>) {
   let row0 = gid.y * TILE_M;
   let col0 = gid.x * TILE_N;
-  if (row0 >= params.M || col0 >= params.N) {
+  if (row0 >= dims.M || col0 >= dims.N) {
     return;
   }
-  let K = params.K;
-  let N = params.N;
+  let K = dims.K;
+  let N = dims.N;
   var acc: array<f32, TILE_M * TILE_N>;
   var a_col: array<f32, TILE_M>;
   for (var k = 0u; k < K; k++) {
     for (var i = 0u; i < TILE_M; i++) {
-      let r = min(row0 + i, params.M - 1u);
-      a_col[i] = A[r * K + k];
+      let r = min(row0 + i, dims.M - 1u);
+      a_col[i] = plain_a[r * K + k];
     }
     for (var j = 0u; j < TILE_N; j++) {
-      let b = B[k * N + min(col0 + j, N - 1u)];
+      let b = plain_b[k * N + min(col0 + j, N - 1u)];
       for (var i = 0u; i < TILE_M; i++) {
         acc[i * TILE_N + j] = fma(a_col[i], b, acc[i * TILE_N + j]);
       }
@@ -54,9 +96,407 @@ fn matmul(@builtin(global_invocation_id) gid: vec3<u32>) {
     let r = row0 + i;
     for (var j = 0u; j < TILE_N; j++) {
       let c = col0 + j;
-      if (r < params.M && c < N) {
-        C[r * N + c] = acc[i * TILE_N + j];
+      if (r < dims.M && c < N) {
+        plain_c[r * N + c] = acc[i * TILE_N + j];
       }
     }
   }
+}
+
+// --- general GEMM: bindings and addressing shared by every entry below -------------------
+
+struct Gemm {
+  M: u32,
+  N: u32,
+  K: u32,
+  lda: u32,
+  ldb: u32,
+  ldc: u32,
+  a_offset: u32,
+  b_offset: u32,
+  c_offset: u32,
+  heads: u32,            // z = batch * heads + head
+  a_batch_stride: u32,
+  a_head_stride: u32,
+  b_batch_stride: u32,
+  b_head_stride: u32,
+  c_batch_stride: u32,
+  c_head_stride: u32,
+  alpha: f32,
+  beta: f32,
+  has_bias: u32,
+}
+
+@group(0) @binding(0) var<storage, read> a: array<f32>;
+@group(0) @binding(0) var<storage, read> a4: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> b: array<f32>;
+@group(0) @binding(1) var<storage, read> b4: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> b_half: array<u32>;
+@group(0) @binding(2) var<storage, read_write> c: array<f32>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<uniform> gemm: Gemm;
+
+// Element offsets of one (batch, head) pair's A, B and C.
+struct Bases {
+  a: u32,
+  b: u32,
+  c: u32,
+}
+
+fn bases_for(z: u32) -> Bases {
+  let batch = z / gemm.heads;
+  let head = z % gemm.heads;
+  return Bases(
+    gemm.a_offset + batch * gemm.a_batch_stride + head * gemm.a_head_stride,
+    gemm.b_offset + batch * gemm.b_batch_stride + head * gemm.b_head_stride,
+    gemm.c_offset + batch * gemm.c_batch_stride + head * gemm.c_head_stride);
+}
+
+// Storage index of op(A)[m, k] and op(B)[k, n] (TRANS_* are constants: the select folds).
+fn a_index(base: u32, m: u32, k: u32) -> u32 {
+  return base + select(m * gemm.lda + k, k * gemm.lda + m, TRANS_A);
+}
+
+fn b_index(base: u32, k: u32, n: u32) -> u32 {
+  return base + select(k * gemm.ldb + n, n * gemm.ldb + k, TRANS_B);
+}
+
+fn half_at(e: u32) -> f32 {
+  let pair = unpack2x16float(b_half[e >> 1u]);
+  return select(pair.x, pair.y, (e & 1u) == 1u);
+}
+
+// The epilogue: C = alpha * acc + bias + beta * C for one element in range.
+fn store(base: u32, row: u32, col: u32, value: f32) {
+  let i = base + row * gemm.ldc + col;
+  var v = gemm.alpha * value;
+  if (gemm.has_bias != 0u) {
+    v += bias[col];
+  }
+  if (gemm.beta != 0.0) {
+    v = fma(gemm.beta, c[i], v);
+  }
+  c[i] = v;
+}
+
+// --- register-tiled GEMM ----------------------------------------------------------------
+// A thread's block of C starts at (row0, col0); each step loads a_tile[i] = op(A)[row0 + i,
+// k..k+3] and b_tile[j] = op(B)[k..k+3, col0 + j] and adds their dot products to acc. Rows and
+// columns past M and N are clamped on load (their results are never stored); k past K loads 0.
+
+var<private> a_tile: array<vec4<f32>, TILE_M>;
+var<private> b_tile: array<vec4<f32>, TILE_N>;
+var<private> acc: array<f32, TILE_M * TILE_N>;
+
+fn multiply_tiles() {
+  for (var i = 0u; i < TILE_M; i++) {
+    for (var j = 0u; j < TILE_N; j++) {
+      acc[i * TILE_N + j] += dot(a_tile[i], b_tile[j]);
+    }
+  }
+}
+
+fn store_block(base: u32, row0: u32, col0: u32) {
+  for (var i = 0u; i < TILE_M; i++) {
+    for (var j = 0u; j < TILE_N; j++) {
+      if (row0 + i < gemm.M && col0 + j < gemm.N) {
+        store(base, row0 + i, col0 + j, acc[i * TILE_N + j]);
+      }
+    }
+  }
+}
+
+fn a_at(base: u32, m: u32, k: u32) -> f32 {
+  let v = a[a_index(base, min(m, gemm.M - 1u), min(k, gemm.K - 1u))];
+  return select(0.0, v, k < gemm.K);
+}
+
+fn b_at(base: u32, k: u32, n: u32) -> f32 {
+  let v = b[b_index(base, min(k, gemm.K - 1u), min(n, gemm.N - 1u))];
+  return select(0.0, v, k < gemm.K);
+}
+
+fn b_half_at(base: u32, k: u32, n: u32) -> f32 {
+  let v = half_at(b_index(base, min(k, gemm.K - 1u), min(n, gemm.N - 1u)));
+  return select(0.0, v, k < gemm.K);
+}
+
+fn load_a_scalar(base: u32, row0: u32, k: u32) {
+  for (var i = 0u; i < TILE_M; i++) {
+    let m = row0 + i;
+    a_tile[i] = vec4<f32>(a_at(base, m, k), a_at(base, m, k + 1u),
+                          a_at(base, m, k + 2u), a_at(base, m, k + 3u));
+  }
+}
+
+// With TRANS_A, four consecutive rows of op(A) are one vector of storage (M % 4 == 0, so the
+// clamped start of a vector past M stays aligned and is never stored).
+fn load_a_vec4(base: u32, row0: u32, k: u32) {
+  if (TRANS_A) {
+    for (var t = 0u; t < 4u; t++) {
+      for (var i = 0u; i < TILE_M; i += 4u) {
+        let v = a4[a_index(base, min(row0 + i, gemm.M - 4u), k + t) / 4u];
+        a_tile[i][t] = v.x;
+        a_tile[i + 1u][t] = v.y;
+        a_tile[i + 2u][t] = v.z;
+        a_tile[i + 3u][t] = v.w;
+      }
+    }
+  } else {
+    for (var i = 0u; i < TILE_M; i++) {
+      a_tile[i] = a4[a_index(base, min(row0 + i, gemm.M - 1u), k) / 4u];
+    }
+  }
+}
+
+fn load_b_scalar(base: u32, k: u32, col0: u32) {
+  for (var j = 0u; j < TILE_N; j++) {
+    let n = col0 + j;
+    b_tile[j] = vec4<f32>(b_at(base, k, n), b_at(base, k + 1u, n),
+                          b_at(base, k + 2u, n), b_at(base, k + 3u, n));
+  }
+}
+
+fn load_b_vec4(base: u32, k: u32, col0: u32) {
+  if (TRANS_B) {
+    for (var j = 0u; j < TILE_N; j++) {
+      b_tile[j] = b4[b_index(base, k, min(col0 + j, gemm.N - 1u)) / 4u];
+    }
+  } else {
+    for (var t = 0u; t < 4u; t++) {
+      for (var j = 0u; j < TILE_N; j += 4u) {
+        let v = b4[b_index(base, k + t, min(col0 + j, gemm.N - 4u)) / 4u];
+        b_tile[j][t] = v.x;
+        b_tile[j + 1u][t] = v.y;
+        b_tile[j + 2u][t] = v.z;
+        b_tile[j + 3u][t] = v.w;
+      }
+    }
+  }
+}
+
+fn load_b_half(base: u32, k: u32, col0: u32) {
+  for (var j = 0u; j < TILE_N; j++) {
+    let n = col0 + j;
+    b_tile[j] = vec4<f32>(b_half_at(base, k, n), b_half_at(base, k + 1u, n),
+                          b_half_at(base, k + 2u, n), b_half_at(base, k + 3u, n));
+  }
+}
+
+@compute @workgroup_size(WG_X, WG_Y)
+fn gemm_scalar(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let row0 = gid.y * TILE_M;
+  let col0 = gid.x * TILE_N;
+  if (row0 >= gemm.M || col0 >= gemm.N) {
+    return;
+  }
+  let base = bases_for(gid.z);
+  for (var k = 0u; k < gemm.K; k += 4u) {
+    load_a_scalar(base.a, row0, k);
+    load_b_scalar(base.b, k, col0);
+    multiply_tiles();
+  }
+  store_block(base.c, row0, col0);
+}
+
+@compute @workgroup_size(WG_X, WG_Y)
+fn gemm_vec4(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let row0 = gid.y * TILE_M;
+  let col0 = gid.x * TILE_N;
+  if (row0 >= gemm.M || col0 >= gemm.N) {
+    return;
+  }
+  let base = bases_for(gid.z);
+  for (var k = 0u; k < gemm.K; k += 4u) {
+    load_a_vec4(base.a, row0, k);
+    load_b_vec4(base.b, k, col0);
+    multiply_tiles();
+  }
+  store_block(base.c, row0, col0);
+}
+
+@compute @workgroup_size(WG_X, WG_Y)
+fn gemm_f16(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let row0 = gid.y * TILE_M;
+  let col0 = gid.x * TILE_N;
+  if (row0 >= gemm.M || col0 >= gemm.N) {
+    return;
+  }
+  let base = bases_for(gid.z);
+  for (var k = 0u; k < gemm.K; k += 4u) {
+    load_a_scalar(base.a, row0, k);
+    load_b_half(base.b, k, col0);
+    multiply_tiles();
+  }
+  store_block(base.c, row0, col0);
+}
+
+// --- workgroup-memory tiled GEMM --------------------------------------------------------
+// The workgroup owns a (WG_Y*TILE_M) x (WG_X*TILE_N) block of C. Per TILE_K slab it stages
+// op(A) as a_slab[k][m] and op(B) as b_slab[k][n]; consecutive threads load consecutive
+// storage addresses (along whichever dimension is contiguous), and out-of-range elements load
+// as 0 so edges need no special case. Thread (x, y) owns rows y + i*WG_Y and columns
+// x + j*WG_X: reads of a slab row are broadcasts or consecutive, stores coalesce.
+
+const BLOCK_M: u32 = WG_Y * TILE_M;
+const BLOCK_N: u32 = WG_X * TILE_N;
+const THREADS: u32 = WG_X * WG_Y;
+
+var<workgroup> a_slab: array<f32, TILE_K * BLOCK_M>;
+var<workgroup> b_slab: array<f32, TILE_K * BLOCK_N>;
+
+fn a_or_zero(base: u32, m: u32, k: u32) -> f32 {
+  if (m < gemm.M && k < gemm.K) {
+    return a[a_index(base, m, k)];
+  }
+  return 0.0;
+}
+
+fn b_or_zero(base: u32, k: u32, n: u32) -> f32 {
+  if (k < gemm.K && n < gemm.N) {
+    return b[b_index(base, k, n)];
+  }
+  return 0.0;
+}
+
+fn b_half_or_zero(base: u32, k: u32, n: u32) -> f32 {
+  if (k < gemm.K && n < gemm.N) {
+    return half_at(b_index(base, k, n));
+  }
+  return 0.0;
+}
+
+fn stage_a(base: u32, block_row: u32, k0: u32, lane: u32) {
+  for (var e = lane; e < TILE_K * BLOCK_M; e += THREADS) {
+    // Walk storage order: m fastest when A is stored transposed, k fastest otherwise.
+    let m = select(e / TILE_K, e % BLOCK_M, TRANS_A);
+    let k = select(e % TILE_K, e / BLOCK_M, TRANS_A);
+    a_slab[k * BLOCK_M + m] = a_or_zero(base, block_row + m, k0 + k);
+  }
+}
+
+fn slab_k(e: u32) -> u32 {
+  return select(e / BLOCK_N, e % TILE_K, TRANS_B);
+}
+
+fn slab_n(e: u32) -> u32 {
+  return select(e % BLOCK_N, e / TILE_K, TRANS_B);
+}
+
+fn stage_b(base: u32, block_col: u32, k0: u32, lane: u32) {
+  for (var e = lane; e < TILE_K * BLOCK_N; e += THREADS) {
+    let k = slab_k(e);
+    let n = slab_n(e);
+    b_slab[k * BLOCK_N + n] = b_or_zero(base, k0 + k, block_col + n);
+  }
+}
+
+fn stage_b_half(base: u32, block_col: u32, k0: u32, lane: u32) {
+  for (var e = lane; e < TILE_K * BLOCK_N; e += THREADS) {
+    let k = slab_k(e);
+    let n = slab_n(e);
+    b_slab[k * BLOCK_N + n] = b_half_or_zero(base, k0 + k, block_col + n);
+  }
+}
+
+fn multiply_slabs(lid: vec3<u32>) {
+  var a_reg: array<f32, TILE_M>;
+  var b_reg: array<f32, TILE_N>;
+  for (var k = 0u; k < TILE_K; k++) {
+    for (var i = 0u; i < TILE_M; i++) {
+      a_reg[i] = a_slab[k * BLOCK_M + lid.y + i * WG_Y];
+    }
+    for (var j = 0u; j < TILE_N; j++) {
+      b_reg[j] = b_slab[k * BLOCK_N + lid.x + j * WG_X];
+    }
+    for (var i = 0u; i < TILE_M; i++) {
+      for (var j = 0u; j < TILE_N; j++) {
+        acc[i * TILE_N + j] = fma(a_reg[i], b_reg[j], acc[i * TILE_N + j]);
+      }
+    }
+  }
+}
+
+fn store_strided(base: u32, block_row: u32, block_col: u32, lid: vec3<u32>) {
+  for (var i = 0u; i < TILE_M; i++) {
+    let row = block_row + lid.y + i * WG_Y;
+    for (var j = 0u; j < TILE_N; j++) {
+      let col = block_col + lid.x + j * WG_X;
+      if (row < gemm.M && col < gemm.N) {
+        store(base, row, col, acc[i * TILE_N + j]);
+      }
+    }
+  }
+}
+
+@compute @workgroup_size(WG_X, WG_Y)
+fn gemm_tiled(@builtin(local_invocation_id) lid: vec3<u32>,
+              @builtin(local_invocation_index) lane: u32,
+              @builtin(workgroup_id) wid: vec3<u32>) {
+  let base = bases_for(wid.z);
+  let block_row = wid.y * BLOCK_M;
+  let block_col = wid.x * BLOCK_N;
+  for (var k0 = 0u; k0 < gemm.K; k0 += TILE_K) {
+    stage_a(base.a, block_row, k0, lane);
+    stage_b(base.b, block_col, k0, lane);
+    workgroupBarrier();
+    multiply_slabs(lid);
+    workgroupBarrier();
+  }
+  store_strided(base.c, block_row, block_col, lid);
+}
+
+@compute @workgroup_size(WG_X, WG_Y)
+fn gemm_tiled_f16(@builtin(local_invocation_id) lid: vec3<u32>,
+                  @builtin(local_invocation_index) lane: u32,
+                  @builtin(workgroup_id) wid: vec3<u32>) {
+  let base = bases_for(wid.z);
+  let block_row = wid.y * BLOCK_M;
+  let block_col = wid.x * BLOCK_N;
+  for (var k0 = 0u; k0 < gemm.K; k0 += TILE_K) {
+    stage_a(base.a, block_row, k0, lane);
+    stage_b_half(base.b, block_col, k0, lane);
+    workgroupBarrier();
+    multiply_slabs(lid);
+    workgroupBarrier();
+  }
+  store_strided(base.c, block_row, block_col, lid);
+}
+
+// --- sum_columns: the bias gradient -------------------------------------------------------
+// One thread per column walks the rows; neighbouring threads read neighbouring addresses.
+// Four partial sums break the dependency chain of one long accumulation.
+
+struct Columns {
+  rows: u32,
+  cols: u32,
+  ld: u32,
+  beta: f32,
+}
+
+@group(0) @binding(0) var<storage, read> columns_in: array<f32>;
+@group(0) @binding(1) var<storage, read_write> columns_out: array<f32>;
+@group(0) @binding(2) var<uniform> columns: Columns;
+
+@compute @workgroup_size(WORKGROUP)
+fn sum_columns(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let col = gid.x;
+  if (col >= columns.cols) {
+    return;
+  }
+  var part = vec4<f32>(0.0);
+  let ld = columns.ld;
+  var r = 0u;
+  for (; r + 4u <= columns.rows; r += 4u) {
+    part += vec4<f32>(columns_in[r * ld + col], columns_in[(r + 1u) * ld + col],
+                      columns_in[(r + 2u) * ld + col], columns_in[(r + 3u) * ld + col]);
+  }
+  for (; r < columns.rows; r++) {
+    part.x += columns_in[r * ld + col];
+  }
+  var total = (part.x + part.y) + (part.z + part.w);
+  if (columns.beta != 0.0) {
+    total = fma(columns.beta, columns_out[col], total);
+  }
+  columns_out[col] = total;
 }

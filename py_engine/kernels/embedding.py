@@ -1,0 +1,70 @@
+"""GPU BERT input embeddings (shaders/embedding.wgsl); NumPy reference: py_engine/ops/embedding.py.
+
+    emb = await EmbeddingKernels.load(device)
+    shape = dict(batch=B, seq=T, hidden=H, vocab=V, positions=P, type_vocab=TV)
+    emb.forward(program, ids, type_ids, word, position, token_type, out, **shape)
+    emb.backward(program, dout, ids, type_ids, dword, dposition, dtoken_type, **shape)
+
+ids, type_ids: [B, T] u32 buffers. Tables: row-major f32 [rows, H]; out, dout: [B*T, H].
+Positions are 0..T-1 in every sequence (T <= P). The backward adds into the table gradients
+(accumulate=True) or clears them first (the default); it uses no atomics.
+"""
+
+SOURCE = "embedding.wgsl"
+WORKGROUP = 64
+ENTRIES = ("embedding_forward", "embedding_backward_word", "embedding_backward_position",
+           "embedding_backward_type", "embedding_clear")
+
+
+class EmbeddingKernels:
+    def __init__(self, device, kernels):
+        self.device = device
+        self._kernels = kernels
+
+    @classmethod
+    async def load(cls, device):
+        constants = {"WORKGROUP": WORKGROUP}
+        kernels = {e: await device.kernel(SOURCE, e, constants) for e in ENTRIES}
+        return cls(device, kernels)
+
+    def _params(self, batch, seq, hidden, vocab, positions, type_vocab):
+        if seq > positions:
+            raise ValueError(f"sequence length {seq} exceeds the {positions} position embeddings")
+        return self.device.uniform("6I", batch * seq, seq, hidden, vocab, positions, type_vocab)
+
+    def _dispatch(self, program, entry, buffers, count):
+        limit = self.device.limits["max_compute_workgroups_per_dimension"]
+        groups = min(-(-count // WORKGROUP), limit)   # grid-stride loops cover the rest
+        program.dispatch(self._kernels[entry], buffers, max(groups, 1))
+        return program
+
+    def forward(self, program, ids, type_ids, word, position, token_type, out, *, batch, seq,
+                hidden, vocab, positions, type_vocab):
+        """out[B*T, H] = word[ids] + token_type[type_ids] + position[t]."""
+        params = self._params(batch, seq, hidden, vocab, positions, type_vocab)
+        buffers = [ids, type_ids, word, position, token_type, out, params]
+        return self._dispatch(program, "embedding_forward", buffers, batch * seq * hidden)
+
+    def clear(self, program, buffer, count):
+        """buffer[:count] = 0 (floats)."""
+        params = self.device.uniform("4I", count, 0, 0, 0)
+        return self._dispatch(program, "embedding_clear", [buffer, params], count)
+
+    def backward(self, program, dout, ids, type_ids, dword, dposition, dtoken_type, *, batch, seq,
+                 hidden, vocab, positions, type_vocab, accumulate=False):
+        """Table gradients from dout [B*T, H]; pass None for a table that needs none."""
+        params = self._params(batch, seq, hidden, vocab, positions, type_vocab)
+        tokens = batch * seq
+        work = (
+            (dword, vocab, "embedding_backward_word", [ids, dout, dword, params], tokens),
+            (dposition, positions, "embedding_backward_position", [dout, dposition, params], seq),
+            (dtoken_type, type_vocab, "embedding_backward_type", [type_ids, dout, dtoken_type, params],
+             type_vocab),
+        )
+        for grad, rows, entry, buffers, items in work:
+            if grad is None:
+                continue
+            if not accumulate:
+                self.clear(program, grad, rows * hidden)
+            self._dispatch(program, entry, buffers, items * hidden)
+        return program

@@ -1,0 +1,101 @@
+"""Bidirectional (BERT encoder) multi-head attention, forward and backward, in pieces that the
+GPU recorder mirrors one for one.
+
+Activations stay as the Q/K/V linears produce them: [B*T, H*D] row-major, i.e. [B, T, H, D].
+Scores and probabilities are [B, H, T, T]. attention_mask is [B, T] of 0/1 (1 = real token).
+
+    ctx, probs = attention_forward(q, k, v, attention_mask, heads)
+    dq, dk, dv = attention_backward(dctx, q, k, v, probs, heads)
+
+The masking follows transformers' eager BERT attention: probabilities come from
+softmax(scaling * Q.K^T + bias) with bias 0 for real keys and finfo(dtype).min for padded
+keys, so padded keys get probability 0 and a row whose keys are all padded is uniform.
+Dropout on the probabilities goes between masked_softmax and attention_context (forward) and
+between grad_probs and masked_softmax_backward (backward); the pieces take whichever
+probabilities were used.
+"""
+
+import numpy as np
+
+
+def split_heads(x, batch, heads):
+    """[B*T, H*D] -> [B, H, T, D]."""
+    rows, width = x.shape
+    return x.reshape(batch, rows // batch, heads, width // heads).transpose(0, 2, 1, 3)
+
+
+def merge_heads(x):
+    """[B, H, T, D] -> [B*T, H*D]."""
+    batch, heads, seq, dim = x.shape
+    return x.transpose(0, 2, 1, 3).reshape(batch * seq, heads * dim)
+
+
+def default_scaling(q, heads):
+    return (q.shape[1] // heads) ** -0.5
+
+
+def mask_bias(attention_mask, dtype):
+    """[B, T] of 0/1 -> additive [B, 1, 1, T]: 0 for real keys, finfo(dtype).min for padded."""
+    keep = np.asarray(attention_mask) != 0
+    bias = np.where(keep, 0.0, np.finfo(dtype).min).astype(dtype)
+    return bias[:, None, None, :]
+
+
+def attention_scores(q, k, batch, heads, scaling):
+    """scaling * Q . K^T per (batch, head): [B, H, T, T]."""
+    return scaling * (split_heads(q, batch, heads) @ np.swapaxes(split_heads(k, batch, heads), -1, -2))
+
+
+def masked_softmax(scores, attention_mask):
+    """softmax over the last axis of scores + mask_bias."""
+    s = scores + mask_bias(attention_mask, scores.dtype)
+    e = np.exp(s - s.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def masked_softmax_backward(probs, dprobs):
+    """dS = P * (dP - rowsum(dP * P)); masked keys (P = 0) get 0."""
+    return probs * (dprobs - (dprobs * probs).sum(axis=-1, keepdims=True))
+
+
+def attention_context(probs, v, heads):
+    """P . V per (batch, head), back in [B*T, H*D]."""
+    return merge_heads(probs @ split_heads(v, probs.shape[0], heads))
+
+
+def attention_forward(q, k, v, attention_mask, heads, scaling=None):
+    """Returns (context [B*T, H*D], probs [B, H, T, T])."""
+    scaling = default_scaling(q, heads) if scaling is None else scaling
+    batch = np.asarray(attention_mask).shape[0]
+    probs = masked_softmax(attention_scores(q, k, batch, heads, scaling), attention_mask)
+    return attention_context(probs, v, heads), probs
+
+
+def grad_probs(dctx, v, batch, heads):
+    """dP = dC . V^T per (batch, head): [B, H, T, T]."""
+    return split_heads(dctx, batch, heads) @ np.swapaxes(split_heads(v, batch, heads), -1, -2)
+
+
+def grad_values(probs, dctx, heads):
+    """dV = P^T . dC per (batch, head), in [B*T, H*D]."""
+    batch = probs.shape[0]
+    return merge_heads(np.swapaxes(probs, -1, -2) @ split_heads(dctx, batch, heads))
+
+
+def grad_queries(dscores, k, heads, scaling):
+    """dQ = scaling * dS . K, in [B*T, H*D]."""
+    return scaling * merge_heads(dscores @ split_heads(k, dscores.shape[0], heads))
+
+
+def grad_keys(dscores, q, heads, scaling):
+    """dK = scaling * dS^T . Q, in [B*T, H*D]."""
+    return scaling * merge_heads(np.swapaxes(dscores, -1, -2) @ split_heads(q, dscores.shape[0], heads))
+
+
+def attention_backward(dctx, q, k, v, probs, heads, scaling=None):
+    """Gradients of attention_forward (no dropout) given its saved probs: (dq, dk, dv)."""
+    scaling = default_scaling(q, heads) if scaling is None else scaling
+    dv = grad_values(probs, dctx, heads)
+    dscores = masked_softmax_backward(probs, grad_probs(dctx, v, probs.shape[0], heads))
+    return grad_queries(dscores, k, heads, scaling), grad_keys(dscores, q, heads, scaling), dv
+

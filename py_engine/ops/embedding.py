@@ -1,0 +1,33 @@
+"""BERT input embeddings: word + token type + position, gathered by id, and their backward.
+
+    out = embedding_forward(ids, type_ids, word, position, token_type)     # [B*T, hidden]
+    dword, dposition, dtoken_type = embedding_backward(dout, ids, type_ids, word.shape[0],
+                                                 position.shape[0], token_type.shape[0])
+
+ids and type_ids are integer [B, T]; positions are 0..T-1 in every sequence (BERT's default
+position_ids). The LayerNorm and dropout that follow in BertEmbeddings are separate ops.
+"""
+
+import numpy as np
+
+
+def embedding_forward(ids, type_ids, word, position, token_type):
+    """(word[ids] + token_type[type_ids]) + position[t], as [B*T, hidden]."""
+    ids = np.asarray(ids)
+    seq = ids.shape[1]
+    out = (word[ids] + token_type[np.asarray(type_ids)]) + position[np.arange(seq)][None]
+    return out.reshape(ids.size, word.shape[1])
+
+
+def embedding_backward(dout, ids, type_ids, vocab, positions, type_vocab):
+    """Gradients of the three tables: each row sums dout over the tokens that gathered it."""
+    ids = np.asarray(ids)
+    batch, seq = ids.shape
+    hidden = dout.shape[1]
+    dword = np.zeros((vocab, hidden), dout.dtype)
+    np.add.at(dword, ids.ravel(), dout)
+    dposition = np.zeros((positions, hidden), dout.dtype)
+    dposition[:seq] = dout.reshape(batch, seq, hidden).sum(axis=0)
+    dtoken_type = np.zeros((type_vocab, hidden), dout.dtype)
+    np.add.at(dtoken_type, np.asarray(type_ids).ravel(), dout)
+    return dword, dposition, dtoken_type

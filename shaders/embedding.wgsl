@@ -1,0 +1,165 @@
+// BERT input embeddings: word + position + token type, gathered by id, and their backward.
+// Reference: py_engine/ops/embedding.py (NumPy); recorder: py_engine/kernels/embedding.py;
+// checks: tests/test_kernels_embedding.py.
+//
+//   embedding_forward:            out[p, :] = word[ids[p]] + token_type[type_ids[p]]
+//                                             + position[p % T]
+//                                 for p over the B*T tokens (row-major [B, T]); ids are u32.
+//                                 Positions are 0..T-1 in every sequence (BERT's default
+//                                 position_ids). An id past its table is clamped to the last
+//                                 row rather than read out of bounds (torch would raise; the
+//                                 tokenizer never produces one).
+//   embedding_backward_word:      dword[v, :] += sum of dout[p, :] over tokens p with id v.
+//   embedding_backward_position:  dposition[t, :] += sum over sequences b of dout[b*T + t, :].
+//   embedding_backward_type:      dtoken_type[v, :] += sum of dout[p, :] over tokens of type v.
+//   embedding_clear:              x[i] = 0, to start a gradient that is not accumulated.
+//
+// The backward kernels add into the tables' gradients without float atomics (WebGPU has
+// none): each output element has exactly one writer. For the word table the writer of row v,
+// column c is the thread of the first token p carrying id v; it scans every token for the same
+// id. That is O(tokens^2 * hidden) work, fine for the batch sizes a browser trains (and the
+// tables are frozen under LoRA, so only full fine-tuning runs it). Rows no token uses are not
+// touched: clear the gradient first (embedding_clear) unless accumulating.
+//
+// Flat grid-stride loops let a capped dispatch cover any size.
+
+override WORKGROUP: u32 = 64u;
+
+struct Embedding {
+  tokens: u32,      // B * T
+  seq: u32,         // T
+  hidden: u32,
+  vocab: u32,       // rows of the word table
+  positions: u32,   // rows of the position table
+  type_vocab: u32,  // rows of the token-type table
+}
+
+fn stride(groups: vec3<u32>) -> u32 {
+  return groups.x * WORKGROUP;
+}
+
+// --- embedding_forward ---------------------------------------------------------------------
+
+@group(0) @binding(0) var<storage, read> ids: array<u32>;
+@group(0) @binding(1) var<storage, read> type_ids: array<u32>;
+@group(0) @binding(2) var<storage, read> word: array<f32>;
+@group(0) @binding(3) var<storage, read> position: array<f32>;
+@group(0) @binding(4) var<storage, read> token_type: array<f32>;
+@group(0) @binding(5) var<storage, read_write> out: array<f32>;
+@group(0) @binding(6) var<uniform> forward_shape: Embedding;
+
+@compute @workgroup_size(WORKGROUP)
+fn embedding_forward(@builtin(global_invocation_id) gid: vec3<u32>,
+                     @builtin(num_workgroups) groups: vec3<u32>) {
+  let H = forward_shape.hidden;
+  for (var i = gid.x; i < forward_shape.tokens * H; i += stride(groups)) {
+    let p = i / H;
+    let c = i % H;
+    let v = min(ids[p], forward_shape.vocab - 1u);
+    let tt = min(type_ids[p], forward_shape.type_vocab - 1u);
+    let t = min(p % forward_shape.seq, forward_shape.positions - 1u);
+    // transformers' order: (word + token type) + position.
+    out[i] = (word[v * H + c] + token_type[tt * H + c]) + position[t * H + c];
+  }
+}
+
+// --- embedding_backward_word ---------------------------------------------------------------
+
+@group(0) @binding(0) var<storage, read> word_ids: array<u32>;
+@group(0) @binding(1) var<storage, read> word_dout: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dword: array<f32>;
+@group(0) @binding(3) var<uniform> word_shape: Embedding;
+
+fn word_row(p: u32) -> u32 {
+  return min(word_ids[p], word_shape.vocab - 1u);
+}
+
+// True when no token before p carries p's id: p then owns that row of the gradient.
+fn first_with_id(p: u32, v: u32) -> bool {
+  for (var q = 0u; q < p; q++) {
+    if (word_row(q) == v) {
+      return false;
+    }
+  }
+  return true;
+}
+
+@compute @workgroup_size(WORKGROUP)
+fn embedding_backward_word(@builtin(global_invocation_id) gid: vec3<u32>,
+                           @builtin(num_workgroups) groups: vec3<u32>) {
+  let H = word_shape.hidden;
+  for (var i = gid.x; i < word_shape.tokens * H; i += stride(groups)) {
+    let p = i / H;
+    let c = i % H;
+    let v = word_row(p);
+    if (first_with_id(p, v)) {
+      var total = 0.0;
+      for (var q = p; q < word_shape.tokens; q++) {
+        if (word_row(q) == v) {
+          total += word_dout[q * H + c];
+        }
+      }
+      dword[v * H + c] += total;
+    }
+  }
+}
+
+// --- embedding_backward_position -----------------------------------------------------------
+
+@group(0) @binding(0) var<storage, read> position_dout: array<f32>;
+@group(0) @binding(1) var<storage, read_write> dposition: array<f32>;
+@group(0) @binding(2) var<uniform> position_shape: Embedding;
+
+@compute @workgroup_size(WORKGROUP)
+fn embedding_backward_position(@builtin(global_invocation_id) gid: vec3<u32>,
+                               @builtin(num_workgroups) groups: vec3<u32>) {
+  let H = position_shape.hidden;
+  let T = position_shape.seq;
+  for (var i = gid.x; i < T * H; i += stride(groups)) {
+    let t = i / H;
+    let c = i % H;
+    var total = 0.0;
+    for (var p = t; p < position_shape.tokens; p += T) {
+      total += position_dout[p * H + c];
+    }
+    let row = min(t, position_shape.positions - 1u);
+    dposition[row * H + c] += total;
+  }
+}
+
+// --- embedding_backward_type ---------------------------------------------------------------
+
+@group(0) @binding(0) var<storage, read> type_rows: array<u32>;
+@group(0) @binding(1) var<storage, read> type_dout: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dtoken_type: array<f32>;
+@group(0) @binding(3) var<uniform> type_shape: Embedding;
+
+@compute @workgroup_size(WORKGROUP)
+fn embedding_backward_type(@builtin(global_invocation_id) gid: vec3<u32>,
+                           @builtin(num_workgroups) groups: vec3<u32>) {
+  let H = type_shape.hidden;
+  for (var i = gid.x; i < type_shape.type_vocab * H; i += stride(groups)) {
+    let v = i / H;
+    let c = i % H;
+    var total = 0.0;
+    for (var p = 0u; p < type_shape.tokens; p++) {
+      if (min(type_rows[p], type_shape.type_vocab - 1u) == v) {
+        total += type_dout[p * H + c];
+      }
+    }
+    dtoken_type[i] += total;
+  }
+}
+
+// --- embedding_clear -----------------------------------------------------------------------
+
+@group(0) @binding(0) var<storage, read_write> cleared: array<f32>;
+@group(0) @binding(1) var<uniform> clear_count: vec4<u32>;   // x: number of floats
+
+@compute @workgroup_size(WORKGROUP)
+fn embedding_clear(@builtin(global_invocation_id) gid: vec3<u32>,
+                   @builtin(num_workgroups) groups: vec3<u32>) {
+  for (var i = gid.x; i < clear_count.x; i += stride(groups)) {
+    cleared[i] = 0.0;
+  }
+}

@@ -1,0 +1,110 @@
+"""Embedding kernels on wgpu-native (lavapipe) against the NumPy reference.
+
+Fresh random ids and tables every run; outputs NaN-poisoned (or, for gradients that are
+accumulated, random) before the dispatch; relative error against float64.
+"""
+
+import numpy as np
+import pytest
+from conftest import run
+
+from py_engine.gpu.selfcheck import poisoned
+from py_engine.kernels.embedding import EmbeddingKernels
+from py_engine.ops.embedding import embedding_backward, embedding_forward
+
+FORWARD_BOUND = 1e-6    # two f32 additions per element
+BACKWARD_BOUND = 1e-5   # sums over <= B*T = 40 tokens
+VOCAB, POSITIONS, TYPES, HIDDEN = 13, 12, 2, 6
+
+
+def floats(view):
+    return np.frombuffer(bytes(view), dtype=np.float32)
+
+
+def rel_error(out, ref):
+    out = np.asarray(out, dtype=np.float64).ravel()
+    ref = np.asarray(ref, dtype=np.float64).ravel()
+    if not np.all(np.isfinite(out)):
+        return np.inf
+    norm = np.linalg.norm(ref)
+    return np.linalg.norm(out - ref) / norm if norm else np.linalg.norm(out - ref)
+
+
+def read(program, *buffers):
+    for b in buffers:
+        program.read(b)
+    return [floats(v) for v in run(program.run())]
+
+
+@pytest.fixture(scope="module")
+def emb(device):
+    return run(EmbeddingKernels.load(device))
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng()
+
+
+def random_inputs(rng, batch, seq):
+    ids = rng.integers(0, VOCAB, (batch, seq)).astype(np.uint32)
+    ids.flat[: min(3, ids.size)] = 7              # repeated ids sum into one row
+    type_ids = rng.integers(0, TYPES, (batch, seq)).astype(np.uint32)
+    return ids, type_ids
+
+
+@pytest.mark.parametrize("batch, seq", [(4, 10), (1, 1), (3, 12)])
+def test_forward_matches_numpy(device, emb, rng, batch, seq):
+    ids, type_ids = random_inputs(rng, batch, seq)
+    word, position, token_type = (rng.standard_normal((rows, HIDDEN), dtype=np.float32)
+                                  for rows in (VOCAB, POSITIONS, TYPES))
+    out = poisoned(device, batch * seq * HIDDEN)
+    program = device.program()
+    emb.forward(program, *(device.buffer_from(x) for x in (ids, type_ids, word, position, token_type)),
+                out, batch=batch, seq=seq, hidden=HIDDEN, vocab=VOCAB, positions=POSITIONS,
+                type_vocab=TYPES)
+    (got,) = read(program, out)
+    expected = embedding_forward(ids, type_ids, *(x.astype(np.float64) for x in (word, position, token_type)))
+    assert rel_error(got, expected) <= FORWARD_BOUND
+
+
+@pytest.mark.parametrize("accumulate", [False, True])
+@pytest.mark.parametrize("batch, seq", [(4, 10), (1, 1)])
+def test_backward_matches_numpy(device, emb, rng, batch, seq, accumulate):
+    ids, type_ids = random_inputs(rng, batch, seq)
+    dout = rng.standard_normal((batch * seq, HIDDEN), dtype=np.float32)
+    shapes = [(VOCAB, HIDDEN), (POSITIONS, HIDDEN), (TYPES, HIDDEN)]
+    if accumulate:
+        start = [rng.standard_normal(s, dtype=np.float32) for s in shapes]
+        grads = [device.buffer_from(s) for s in start]
+    else:
+        start = [np.zeros(s) for s in shapes]
+        grads = [poisoned(device, r * c) for r, c in shapes]   # cleared by the backward
+    program = device.program()
+    emb.backward(program, device.buffer_from(dout), device.buffer_from(ids), device.buffer_from(type_ids),
+                 *grads, batch=batch, seq=seq, hidden=HIDDEN, vocab=VOCAB, positions=POSITIONS,
+                 type_vocab=TYPES, accumulate=accumulate)
+    got = read(program, *grads)
+    expected = embedding_backward(dout.astype(np.float64), ids, type_ids, VOCAB, POSITIONS, TYPES)
+    for out, s, e in zip(got, start, expected):
+        assert rel_error(out, s + e) <= BACKWARD_BOUND
+
+
+def test_backward_skips_tables_given_none(device, emb, rng):
+    ids, type_ids = random_inputs(rng, 2, 5)
+    dout = rng.standard_normal((10, HIDDEN), dtype=np.float32)
+    dposition = poisoned(device, POSITIONS * HIDDEN)
+    program = device.program()
+    emb.backward(program, device.buffer_from(dout), device.buffer_from(ids), device.buffer_from(type_ids),
+                 None, dposition, None, batch=2, seq=5, hidden=HIDDEN, vocab=VOCAB,
+                 positions=POSITIONS, type_vocab=TYPES)
+    (got,) = read(program, dposition)
+    expected = embedding_backward(dout.astype(np.float64), ids, type_ids, VOCAB, POSITIONS, TYPES)[1]
+    assert rel_error(got, expected) <= BACKWARD_BOUND
+
+
+def test_sequence_longer_than_the_position_table_is_refused(device, emb):
+    buf = device.create_buffer(16)
+    with pytest.raises(ValueError, match="position embeddings"):
+        emb.forward(device.program(), buf, buf, buf, buf, buf, device.create_buffer(16), batch=1,
+                    seq=POSITIONS + 1, hidden=1, vocab=1, positions=POSITIONS, type_vocab=1)
