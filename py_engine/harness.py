@@ -70,6 +70,21 @@ def run_python(page, code):
         raise BrowserError(f"Python in the page raised:\n{e}") from None
 
 
+def put_files(page, files):
+    """Write {path in Pyodide's filesystem: bytes} into the page (e.g. a checkpoint directory)."""
+    import base64
+
+    payload = {path: base64.b64encode(data).decode() for path, data in files.items()}
+    page.evaluate("""(files) => {
+        const FS = window.pyEngine.pyodide.FS;
+        for (const [path, b64] of Object.entries(files)) {
+            const dir = path.slice(0, path.lastIndexOf("/"));
+            if (dir) FS.mkdirTree(dir);
+            FS.writeFile(path, Uint8Array.from(atob(b64), (c) => c.charCodeAt(0)));
+        }
+    }""", payload)
+
+
 def run_json(page, code):
     """Run Python whose last expression is a JSON string; return it decoded."""
     return json.loads(run_python(page, code))

@@ -35,7 +35,22 @@ def tiny_bert_dir(path, seed=0, **overrides):
             if "LayerNorm" in name:
                 p.add_(0.1 * torch.randn_like(p))
     model.save_pretrained(path, safe_serialization=True)
+    write_vocab(path, config.vocab_size)
     return Path(path)
+
+
+WORDS = ("the film was great good bad awful fine movie plot actor scene really not very and a "
+         "it is this that of to in").split()
+
+
+def write_vocab(path, size):
+    """A WordPiece vocab.txt of exactly `size` tokens: specials, words, letters, ## letters."""
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ",", "!", "?"] + list(WORDS)
+    tokens += letters + ["##" + c for c in letters]
+    tokens += [f"[unused{i}]" for i in range(size - len(tokens))]
+    assert len(tokens) == size, len(tokens)
+    (Path(path) / "vocab.txt").write_text("\n".join(tokens) + "\n")
 
 
 def peft_model(model_dir, num_labels, r=4, lora_alpha=8, target_modules=("query", "value"),

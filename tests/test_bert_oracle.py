@@ -12,11 +12,13 @@ import torch
 
 import peft_oracle as po
 from py_engine.formats.peft_adapter import load_adapter
+from py_engine.gpu import run_sync
 from py_engine.models.bert import BertClassifier
 from py_engine.models.checkpoint import Checkpoint
 from py_engine.models.lora_config import LoraConfig
 from py_engine.train.init import initial_trainable, merge_loaded
-from py_engine.train.numpy_runtime import Batch, NumpyRuntime
+from py_engine.train.batch import Batch
+from py_engine.train.numpy_runtime import NumpyRuntime
 
 ALL_LINEARS = ("query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense")
 
@@ -52,7 +54,7 @@ def check_step(tmp_path, model_dir, targets, B, T, num_labels, seed, bound_loss,
     loss, grads, _ = po.step_gradients(peft, ids, mask, labels, token_type_ids=types)
 
     engine = engine_from_peft(model_dir, adapter, num_labels)
-    ours, _ = engine.accumulate(Batch(ids.tolist(), types.tolist(), mask.tolist(), labels.tolist()))
+    ours, _ = run_sync(engine.accumulate(Batch(ids.tolist(), types.tolist(), mask.tolist(), labels.tolist())))
     assert abs(ours - loss) <= bound_loss * abs(loss), (ours, loss)
     got = engine.gradients()
     assert set(got) == {k.removeprefix("base_model.model.") for k in grads}
@@ -89,8 +91,8 @@ def test_twenty_adamw_steps_track_peft(tmp_path):
         torch.nn.utils.clip_grad_norm_(params, 0.5)
         opt.step()
         theirs.append(loss)
-        l, _ = engine.accumulate(Batch(ids.tolist(), types.tolist(), mask.tolist(), labels.tolist()))
-        engine.update(lr=5e-3, step=step, max_norm=0.5, weight_decay=0.01)
+        l, _ = run_sync(engine.accumulate(Batch(ids.tolist(), types.tolist(), mask.tolist(), labels.tolist())))
+        run_sync(engine.update(lr=5e-3, step=step, max_norm=0.5, weight_decay=0.01))
         ours.append(l)
     assert rel(ours, np.array(theirs)) <= 1e-9, (ours, theirs)
     assert theirs[-1] < theirs[0]      # it learns: the comparison is not of two flat lines

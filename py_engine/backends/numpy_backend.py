@@ -86,11 +86,11 @@ class NumpyBackend:
     def lora_linear(self, x, xd, w, b, a, bm, scaling):
         return lora_ops.lora_linear_forward(x, xd, w, b, a, bm, scaling)
 
-    def lora_linear_backward(self, dy, xd, w, a, bm, h, scaling, da, dbm):
+    def lora_linear_backward(self, dy, xd, w, a, bm, h, scaling, da, dbm, separate):
         dx, dxd, ga, gb = lora_ops.lora_linear_backward(dy, xd, w, a, bm, h, scaling)
         da += ga
         dbm += gb
-        return dx, dxd
+        return (dx, dxd) if separate else (dx + dxd, None)
 
     def dropout(self, x, p):
         if p == 0.0:

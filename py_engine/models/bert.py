@@ -83,6 +83,15 @@ class BertClassifier:
         self.trainable["classifier.weight"] = (num_labels, h)
         self.trainable["classifier.bias"] = (num_labels,)
 
+    def frozen_names(self):
+        """The checkpoint tensors the model reads (bare BertModel names)."""
+        from .checkpoint import bert_parameter_shapes
+
+        names = [n for n in bert_parameter_shapes(self.config) if not n.startswith("pooler.")]
+        if self.pooling == "cls" and not self.train_pooler:
+            names += ["pooler.dense.weight", "pooler.dense.bias"]
+        return names
+
     def linear_shape(self, module):
         h, i = self.config.hidden_size, self.config.intermediate_size
         if module.endswith("intermediate.dense"):
@@ -202,11 +211,14 @@ class BertClassifier:
         if module not in self.targets:
             return be.linear_grad_input(dy, w)
         xd, drop, h = saved[key]
+        # Without LoRA dropout the two input-gradient paths add up at once; with it, the
+        # adapter's path goes back through the dropout mask first.
         dx, dxd = be.lora_linear_backward(
             dy, xd, w, be.param(f"bert.{module}.lora_A.weight"),
             be.param(f"bert.{module}.lora_B.weight"), h, self.lora.scaling,
-            be.grad(f"bert.{module}.lora_A.weight"), be.grad(f"bert.{module}.lora_B.weight"))
-        return be.add(dx, be.dropout_backward(dxd, drop))
+            be.grad(f"bert.{module}.lora_A.weight"), be.grad(f"bert.{module}.lora_B.weight"),
+            separate=drop is not None)
+        return dx if dxd is None else be.add(dx, be.dropout_backward(dxd, drop))
 
     def _layer_backward(self, be, n, dout, s, batch):
         p = f"encoder.layer.{n}."

@@ -1,4 +1,6 @@
-"""Training and inference of a BertClassifier on the NumPy backend (host CPU; the reference)."""
+"""Training and inference of a BertClassifier on the NumPy backend (host CPU; the reference).
+
+Its methods are coroutines only to share the GPU runtime's interface; nothing here waits."""
 
 import numpy as np
 
@@ -6,6 +8,7 @@ from ..backends.numpy_backend import NumpyBackend
 from ..ops import adamw as adamw_ops
 from ..ops import cross_entropy as ce_ops
 from ..ops import grad_norm as norm_ops
+from .batch import Batch
 
 
 class Batch:
@@ -24,7 +27,7 @@ class NumpyRuntime:
         """`trainable`: {name: (shape, floats)} initial values of the trainable parameters."""
         self.model = model
         self.be = NumpyBackend(dtype)
-        for name in _base_names(model, checkpoint):
+        for name in model.frozen_names():
             self.be.set_param(name, np.frombuffer(checkpoint.floats(name), np.float32),
                               checkpoint.shape(name))
         self.m, self.v = {}, {}
@@ -35,12 +38,11 @@ class NumpyRuntime:
             self.v[name] = np.zeros_like(self.be.params[name])
 
     def _batch(self, batch):
-        be = self.be
         return Batch(np.asarray(batch.ids, np.int64), np.asarray(batch.type_ids, np.int64),
                      np.asarray(batch.mask, np.int64),
                      None if batch.labels is None else np.asarray(batch.labels, np.int64))
 
-    def accumulate(self, batch, seed=0, loss_scale=1.0, class_weights=None, label_smoothing=0.0):
+    async def accumulate(self, batch, seed=0, loss_scale=1.0, class_weights=None, label_smoothing=0.0):
         """Forward and backward of one (micro-)batch; gradients of loss * loss_scale are added
         to the accumulated ones. Returns (loss, correct count)."""
         b = self._batch(batch)
@@ -53,7 +55,7 @@ class NumpyRuntime:
         self.model.backward(self.be, dlogits, saved, b)
         return float(loss), int(correct.sum())
 
-    def update(self, lr, step, max_norm=None, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
+    async def update(self, lr, step, max_norm=None, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
         """Clip the accumulated gradients, take one AdamW step, zero them; returns the norm."""
         names = list(self.be.grads)
         norm = norm_ops.global_grad_norm([self.be.grads[n] for n in names])
@@ -71,12 +73,12 @@ class NumpyRuntime:
         logits, _ = self.model.forward(self.be, b, train=False)
         return logits
 
-    def probabilities(self, batch):
+    async def probabilities(self, batch):
         z = self.logits(batch).astype(np.float64)
         e = np.exp(z - z.max(axis=1, keepdims=True))
         return (e / e.sum(axis=1, keepdims=True)).tolist()
 
-    def trainable_values(self):
+    async def trainable_values(self):
         """{name: (shape, float list)} of the current trainable parameters."""
         return {n: (self.model.trainable[n], self.be.params[n].astype(np.float32).ravel())
                 for n in self.model.trainable}
@@ -84,11 +86,3 @@ class NumpyRuntime:
     def gradients(self):
         return {n: self.be.grads[n].copy() for n in self.model.trainable}
 
-
-def _base_names(model, checkpoint):
-    from ..models.checkpoint import bert_parameter_shapes
-
-    names = [n for n in bert_parameter_shapes(model.config) if not n.startswith("pooler.")]
-    if model.pooling == "cls" and not model.train_pooler:
-        names += ["pooler.dense.weight", "pooler.dense.bias"]
-    return names

@@ -1,0 +1,254 @@
+"""The GPU backend: the model's ops recorded as dispatches into a py_engine.gpu.Program.
+
+Running the model code once with this backend records one step for one batch shape; every
+intermediate gets its own buffer, allocated once at record time and reused by every replay.
+No NumPy: this runs in the browser.
+"""
+
+import math
+
+from ..kernels.attention import AttentionKernels
+from ..kernels.cross_entropy import CrossEntropyKernels
+from ..kernels.dropout import DropoutKernels
+from ..kernels.elementwise import ElementwiseKernels
+from ..kernels.embedding import EmbeddingKernels
+from ..kernels.gelu import GeluKernels
+from ..kernels.layernorm import LayerNormKernels
+from ..kernels.lora_linear import LoraLinearKernels
+from ..kernels.matmul import MatmulKernels
+from ..kernels.pooling import PoolingKernels
+
+
+class Tensor:
+    """A GPU buffer with a shape; `half` marks a weight stored as packed f16."""
+
+    __slots__ = ("buffer", "shape", "half")
+
+    def __init__(self, buffer, shape, half=False):
+        self.buffer, self.shape, self.half = buffer, tuple(shape), half
+
+    @property
+    def rows(self):
+        return self.shape[0]
+
+    @property
+    def cols(self):
+        return math.prod(self.shape[1:])
+
+    @property
+    def size(self):
+        return math.prod(self.shape)
+
+
+class Kernels:
+    """Every kernel family a training step uses, compiled once per device."""
+
+    @classmethod
+    async def load(cls, device, matmul_variant=None):
+        k = cls()
+        k.matmul = await MatmulKernels.load(device, variant=matmul_variant)
+        k.lora = await LoraLinearKernels.load(device, matmul=k.matmul)
+        k.attention = await AttentionKernels.load(device, matmul=k.matmul)
+        k.embedding = await EmbeddingKernels.load(device)
+        k.layernorm = await LayerNormKernels.load(device)
+        k.gelu = await GeluKernels.load(device)
+        k.dropout = await DropoutKernels.load(device)
+        k.pooling = await PoolingKernels.load(device)
+        k.elementwise = await ElementwiseKernels.load(device)
+        k.cross_entropy = await CrossEntropyKernels.load(device)
+        return k
+
+
+class DropoutSite:
+    __slots__ = ("p", "base", "n")
+
+    def __init__(self, p, base, n):
+        self.p, self.base, self.n = p, base, n
+
+
+class GpuBackend:
+    name = "gpu"
+
+    def __init__(self, device, kernels):
+        self.device = device
+        self.k = kernels
+        self.params = {}
+        self.grads = {}
+        self.program = None
+        self.step = kernels.dropout.step_buffer()   # dropout (seed, offset), written per replay
+        self._counter = 0
+        self._scratch = {}
+
+    # --- recording ---
+
+    def record(self, program):
+        """Point the ops at `program`; dropout layers are numbered afresh, as in NumPy."""
+        self.program = program
+        self._counter = 0
+
+    def new(self, *shape, label=None):
+        return Tensor(self.device.create_buffer(4 * max(1, math.prod(shape)), label=label), shape)
+
+    def scratch(self, n):
+        """A reusable buffer of n floats for outputs nobody reads (frozen LayerNorm params)."""
+        if n not in self._scratch:
+            self._scratch[n] = self.device.create_buffer(4 * n, label="scratch")
+        return self._scratch[n]
+
+    def param(self, name):
+        return self.params[name]
+
+    def grad(self, name):
+        return self.grads[name]
+
+    # --- ops (see py_engine/backends/__init__.py) ---
+
+    def embedding(self, ids, type_ids, word, position, token_type):
+        B, T = ids.shape
+        out = self.new(B * T, word.shape[1])
+        self.k.embedding.forward(self.program, ids.buffer, type_ids.buffer, word.buffer,
+                                 position.buffer, token_type.buffer, out.buffer, batch=B, seq=T,
+                                 hidden=word.shape[1], vocab=word.shape[0],
+                                 positions=position.shape[0], type_vocab=token_type.shape[0])
+        return out
+
+    def layernorm(self, x, gamma, beta, eps):
+        y = self.new(*x.shape)
+        mean, rstd = self.new(x.rows), self.new(x.rows)
+        self.k.layernorm.forward(self.program, x.buffer, gamma.buffer, beta.buffer, y.buffer,
+                                 mean.buffer, rstd.buffer, x.rows, x.cols, eps)
+        return y, (x, gamma, mean, rstd)
+
+    def layernorm_backward(self, dy, saved):
+        x, gamma, mean, rstd = saved
+        dx = self.new(*x.shape)
+        # gamma and beta are frozen: their gradients land in scratch.
+        self.k.layernorm.backward(self.program, dy.buffer, x.buffer, gamma.buffer, mean.buffer,
+                                  rstd.buffer, dx.buffer, self.scratch(x.cols), self.scratch(x.cols + 1),
+                                  x.rows, x.cols)
+        return dx
+
+    def linear(self, x, w, b):
+        y = self.new(x.rows, w.shape[0])
+        self.k.matmul.linear(self.program, x.buffer, w.buffer, y.buffer, x.rows, w.shape[1],
+                             w.shape[0], bias=b.buffer, w_half=w.half)
+        return y
+
+    def linear_grad_input(self, dy, w):
+        dx = self.new(dy.rows, w.shape[1])
+        self.k.matmul.linear_grad_input(self.program, dy.buffer, w.buffer, dx.buffer, dy.rows,
+                                        w.shape[1], w.shape[0], w_half=w.half)
+        return dx
+
+    def linear_grad_params(self, dy, x, dw, db):
+        out_f, in_f = dw.shape
+        self.k.matmul.linear_grad_weight(self.program, dy.buffer, x.buffer, dw.buffer, dy.rows,
+                                         in_f, out_f, beta=1.0)
+        self.k.matmul.bias_grad(self.program, dy.buffer, db.buffer, dy.rows, out_f, beta=1.0)
+
+    def lora_linear(self, x, xd, w, b, a, bm, scaling):
+        out_f, in_f = w.shape
+        r = a.shape[0]
+        y, h = self.new(x.rows, out_f), self.new(x.rows, r)
+        self.k.lora.forward(self.program, x.buffer, xd.buffer, w.buffer, b.buffer, a.buffer,
+                            bm.buffer, y.buffer, h.buffer, rows=x.rows, in_features=in_f,
+                            out_features=out_f, r=r, scaling=scaling, w_half=w.half)
+        return y, h
+
+    def lora_linear_backward(self, dy, xd, w, a, bm, h, scaling, da, dbm, separate):
+        out_f, in_f = w.shape
+        r = a.shape[0]
+        dx, dh = self.new(dy.rows, in_f), self.new(dy.rows, r)
+        dxd = self.new(dy.rows, in_f) if separate else None
+        self.k.lora.backward(self.program, dy.buffer, xd.buffer, w.buffer, a.buffer, bm.buffer,
+                             h.buffer, dh.buffer, da.buffer, dbm.buffer, dx.buffer, rows=dy.rows,
+                             in_features=in_f, out_features=out_f, r=r, scaling=scaling,
+                             dxd=dxd.buffer if separate else None, accumulate=True, w_half=w.half)
+        return dx, dxd
+
+    def dropout(self, x, p):
+        if p == 0.0:
+            return x, None
+        site = DropoutSite(p, self._counter, x.size)
+        self._counter += x.size
+        y = self.new(*x.shape)
+        self.k.dropout.forward(self.program, x.buffer, y.buffer, self.step, x.size, p, site.base)
+        return y, site
+
+    def dropout_backward(self, dy, site):
+        if site is None:
+            return dy
+        dx = self.new(*dy.shape)
+        self.k.dropout.backward(self.program, dy.buffer, dx.buffer, self.step, site.n, site.p, site.base)
+        return dx
+
+    def attention(self, q, k, v, mask, B, T, heads, p):
+        a = self.k.attention
+        shape = dict(batch=B, seq=T, heads=heads, head_dim=q.cols // heads)
+        probs = self.new(B, heads, T, T)
+        ctx = self.new(*q.shape)
+        a.scores(self.program, q.buffer, k.buffer, probs.buffer, **shape)
+        a.softmax(self.program, probs.buffer, mask.buffer, batch=B, seq=T, heads=heads)
+        used, site = self.dropout(probs, p)
+        a.context(self.program, used.buffer, v.buffer, ctx.buffer, **shape)
+        return ctx, (q, k, v, probs, used, site, shape)
+
+    def attention_backward(self, dctx, saved):
+        q, k, v, probs, used, site, shape = saved
+        a = self.k.attention
+        dq, dk, dv = self.new(*q.shape), self.new(*k.shape), self.new(*v.shape)
+        dused = self.new(*probs.shape)
+        a.grad_values(self.program, used.buffer, dctx.buffer, dv.buffer, **shape)
+        a.grad_probs(self.program, dctx.buffer, v.buffer, dused.buffer, **shape)
+        dscores = self.dropout_backward(dused, site)
+        a.softmax_backward(self.program, probs.buffer, dscores.buffer, batch=shape["batch"],
+                           seq=shape["seq"], heads=shape["heads"])   # in place: dP -> dS
+        a.grad_queries(self.program, dscores.buffer, k.buffer, dq.buffer, **shape)
+        a.grad_keys(self.program, dscores.buffer, q.buffer, dk.buffer, **shape)
+        return dq, dk, dv
+
+    def add(self, a, b):
+        out = self.new(*a.shape)
+        self.k.elementwise.add(self.program, a.buffer, b.buffer, out.buffer, a.size)
+        return out
+
+    def gelu(self, x):
+        y = self.new(*x.shape)
+        self.k.gelu.forward(self.program, x.buffer, y.buffer, x.size)
+        return y
+
+    def gelu_backward(self, dy, x):
+        dx = self.new(*x.shape)
+        self.k.gelu.backward(self.program, dy.buffer, x.buffer, dx.buffer, x.size)
+        return dx
+
+    def tanh(self, x):
+        y = self.new(*x.shape)
+        self.k.pooling.tanh(self.program, x.buffer, y.buffer, x.size)
+        return y
+
+    def tanh_backward(self, y, dy):
+        dx = self.new(*y.shape)
+        self.k.pooling.tanh_backward(self.program, y.buffer, dy.buffer, dx.buffer, y.size)
+        return dx
+
+    def cls_pool(self, x, B, T):
+        out = self.new(B, x.cols)
+        self.k.pooling.cls(self.program, x.buffer, out.buffer, batch=B, seq=T, hidden=x.cols)
+        return out
+
+    def cls_pool_backward(self, d, B, T):
+        dx = self.new(B * T, d.cols)
+        self.k.pooling.cls_backward(self.program, d.buffer, dx.buffer, batch=B, seq=T, hidden=d.cols)
+        return dx
+
+    def mean_pool(self, x, mask, B, T):
+        out = self.new(B, x.cols)
+        self.k.pooling.mean(self.program, x.buffer, mask.buffer, out.buffer, batch=B, seq=T, hidden=x.cols)
+        return out
+
+    def mean_pool_backward(self, d, mask, B, T):
+        dx = self.new(B * T, d.cols)
+        self.k.pooling.mean_backward(self.program, d.buffer, mask.buffer, dx.buffer, batch=B,
+                                     seq=T, hidden=d.cols)
+        return dx

@@ -1,0 +1,38 @@
+"""Elementwise kernels on the GPU (shaders/elementwise.wgsl): out = a + b, out = alpha*a + b.
+
+    ew = await ElementwiseKernels.load(device)
+    ew.add(program, a, b, out, n)
+    ew.scaled_add(program, a, b, out, n, alpha)
+"""
+
+from ..gpu import groups_for
+
+SOURCE = "elementwise.wgsl"
+
+
+class ElementwiseKernels:
+    def __init__(self, device, add, scaled_add, workgroup):
+        self.device = device
+        self._add = add
+        self._scaled_add = scaled_add
+        self.workgroup = workgroup
+
+    @classmethod
+    async def load(cls, device, workgroup=256):
+        constants = {"WORKGROUP": workgroup}
+        return cls(device, await device.kernel(SOURCE, "add", constants),
+                   await device.kernel(SOURCE, "scaled_add", constants), workgroup)
+
+    def _dispatch(self, program, kernel, a, b, out, n, alpha):
+        for buffer in (a, b, out):
+            if buffer.size < 4 * n:
+                raise ValueError(f"{buffer!r} holds fewer than {n} floats")
+        limit = self.device.limits["max_compute_workgroups_per_dimension"]
+        groups = min(groups_for(n, self.workgroup), limit)
+        program.dispatch(kernel, [a, b, out, self.device.uniform("If", n, alpha)], groups)
+
+    def add(self, program, a, b, out, n):
+        self._dispatch(program, self._add, a, b, out, n, 1.0)
+
+    def scaled_add(self, program, a, b, out, n, alpha):
+        self._dispatch(program, self._scaled_add, a, b, out, n, alpha)

@@ -1,0 +1,55 @@
+"""GELU (exact erf form) on the GPU (shaders/gelu.wgsl); NumPy reference: py_engine/ops/gelu.py.
+
+    gelu = await GeluKernels.load(device)
+    gelu.forward(program, x, out, n)            # out = gelu(x)
+    gelu.backward(program, dout, x, dx, n)      # dx = dout * gelu'(x)
+
+All buffers are flat f32 arrays of n elements; the backward needs the forward's input x.
+"""
+
+import math
+
+SOURCE = "gelu.wgsl"
+
+
+def _grid_groups(device, n, workgroup):
+    """Workgroups for a grid-stride loop over n items: enough to cover n, within the limit."""
+    limit = device.limits["max_compute_workgroups_per_dimension"]
+    return min(max(1, math.ceil(n / workgroup)), limit)
+
+
+def _need(buffer, floats, name):
+    if buffer.size < 4 * floats:
+        raise ValueError(f"{name} holds {buffer.size} bytes; {4 * floats} needed")
+
+
+class GeluKernels:
+    def __init__(self, device, kernels, workgroup):
+        self.device = device
+        self._kernels = kernels
+        self.workgroup = workgroup
+
+    @classmethod
+    async def load(cls, device, workgroup=256):
+        constants = {"WORKGROUP": workgroup}
+        kernels = {entry: await device.kernel(SOURCE, entry, constants)
+                   for entry in ("gelu_forward", "gelu_backward", "erf_approximation")}
+        return cls(device, kernels, workgroup)
+
+    def _dispatch(self, program, entry, buffers, n):
+        for buffer, name in zip(buffers, ("x", "out", "dout")):
+            _need(buffer, n, name)
+        params = self.device.uniform("I", n)
+        buffers = buffers[:2] + [params] + buffers[2:]
+        groups = _grid_groups(self.device, n, self.workgroup)
+        program.dispatch(self._kernels[entry], buffers, groups)
+
+    def forward(self, program, x, out, n):
+        self._dispatch(program, "gelu_forward", [x, out], n)
+
+    def backward(self, program, dout, x, dx, n):
+        self._dispatch(program, "gelu_backward", [x, dx, dout], n)
+
+    def erf(self, program, x, out, n):
+        """out = erf(x) with the approximation the GELU kernels use (to measure it)."""
+        self._dispatch(program, "erf_approximation", [x, out], n)

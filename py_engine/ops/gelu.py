@@ -1,0 +1,89 @@
+"""GELU in BERT's exact form, gelu(x) = x * Phi(x) = 0.5 * x * (1 + erf(x / sqrt(2))).
+
+    d gelu / dx = Phi(x) + x * phi(x),   phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
+
+NumPy has no erf, so the float64 reference applies math.erfc per element, as
+Phi(x) = 0.5 * erfc(-x / sqrt(2)): exact to float64 rounding on the left tail too, where
+1 + erf(x / sqrt(2)) cancels (torch computes it that way). The shader has no erf either:
+`erf_f32` and `normal_cdf_f32` below are its approximations evaluated the same way in NumPy
+float32, so their error can be measured on the host without a GPU.
+"""
+
+import math
+
+import numpy as np
+
+SQRT1_2 = 1.0 / math.sqrt(2.0)
+INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+_erf = np.frompyfunc(math.erf, 1, 1)
+_erfc = np.frompyfunc(math.erfc, 1, 1)
+
+# The shader's erf (shaders/gelu.wgsl, same constants), fitted by weighted least squares on
+# Chebyshev nodes in float64 and rounded to f32:
+#   |z| <  ERF_SPLIT:          erf(z) = z * P(z^2)           (odd series; no cancellation near 0)
+#   ERF_SPLIT <= |z| < ERF_TOP: erfc(|z|) = exp(Q(|z|))      (Q ~ log(erfc), relative-error fit)
+#   |z| >= ERF_TOP:            erfc = 0, erf = +-1           (erfc(5) < 1.6e-12)
+# The normal CDF of the GELU takes erfc directly on the left tail, so it keeps its relative
+# precision where 1 + erf(z) would cancel.
+ERF_SPLIT = 0.875
+ERF_TOP = 5.0
+ERF_P = (1.128379107e+00, -3.761254847e-01, 1.128244102e-01, -2.679095045e-02,
+         5.031426437e-03, -6.199346972e-04)
+ERF_Q = (4.146379652e-04, -1.130702257e+00, -6.308391094e-01, -1.112397015e-01,
+         2.726120502e-02, -5.149805918e-03, 7.133617182e-04, -6.770999607e-05,
+         3.913313321e-06, -1.034408754e-07)
+
+
+def erf(x):
+    """erf in float64, elementwise (math.erf)."""
+    x = np.asarray(x, dtype=np.float64)
+    return _erf(x).astype(np.float64)
+
+
+def normal_cdf(x):
+    """Phi(x) in float64, elementwise."""
+    return 0.5 * _erfc(np.asarray(-x * SQRT1_2, dtype=np.float64)).astype(np.float64)
+
+
+def _horner_f32(coeffs, z):
+    acc = np.full_like(z, coeffs[-1], dtype=np.float32)
+    for c in coeffs[-2::-1]:
+        acc = (acc * z + np.float32(c)).astype(np.float32)
+    return acc
+
+
+def _erfc_tail_f32(t):
+    u = np.clip(t, np.float32(ERF_SPLIT), np.float32(ERF_TOP)).astype(np.float32)
+    return np.where(t >= np.float32(ERF_TOP), np.float32(0.0),
+                    np.exp(_horner_f32(ERF_Q, u))).astype(np.float32)
+
+
+def erf_f32(x):
+    """The shader's erf approximation computed in NumPy float32 (rounding as a GPU without fma)."""
+    x = np.asarray(x, dtype=np.float32)
+    small = x * _horner_f32(ERF_P, x * x)
+    tail = np.float32(1.0) - _erfc_tail_f32(np.abs(x))
+    large = np.where(x < 0, -tail, tail).astype(np.float32)
+    return np.where(np.abs(x) < np.float32(ERF_SPLIT), small, large).astype(np.float32)
+
+
+def normal_cdf_f32(x):
+    """The shader's Phi(x) in NumPy float32: from erfc on the tails, from erf in the middle."""
+    z = (np.asarray(x, dtype=np.float32) * np.float32(SQRT1_2)).astype(np.float32)
+    half_tail = (np.float32(0.5) * _erfc_tail_f32(np.abs(z))).astype(np.float32)
+    tails = np.where(z < 0, half_tail, np.float32(1.0) - half_tail)
+    middle = np.float32(0.5) * (np.float32(1.0) + z * _horner_f32(ERF_P, z * z))
+    return np.where(np.abs(z) < np.float32(ERF_SPLIT), middle, tails).astype(np.float32)
+
+
+def gelu_forward(x):
+    """Returns y = gelu(x); the backward needs only x."""
+    return x * normal_cdf(x)
+
+
+def gelu_backward(dy, x):
+    """Returns dx = dy * gelu'(x)."""
+    cdf = normal_cdf(x)
+    pdf = INV_SQRT_2PI * np.exp(-0.5 * x * x)
+    return dy * (cdf + x * pdf)

@@ -1,0 +1,622 @@
+"""WordPiece (BERT) tokenization in pure Python, giving the ids Hugging Face `tokenizers` gives.
+
+This is our own implementation: the `tokenizers` library is compiled Rust and cannot run in the
+browser (Pyodide has no build of it), and the engine must tokenize training text there. It is
+tested against that library (tests/test_tokenizer_wordpiece.py): ids, type ids, attention masks
+and tokens on thousands of varied strings with the real MiniLM tokenizer, truncation, padding,
+decoding, and every Unicode code point through the normalizer and the word splitter.
+
+    tok = WordPieceTokenizer.from_file("tokenizer.json")    # or .from_vocab("vocab.txt")
+    enc = tok.encode("How are you?", pair="Fine.", max_length=128)
+    enc.ids, enc.type_ids, enc.attention_mask, enc.tokens
+    batch = tok.encode_batch(texts, padding="longest")      # padded with tok.pad_id, mask 0
+    tok.decode(enc.ids)                                      # "how are you? fine."
+
+The pipeline is the library's: added tokens ([CLS], [MASK]...) are cut out of the raw text; the
+rest is normalized (BertNormalizer), split into words at whitespace and punctuation
+(BertPreTokenizer), and each word is cut greedily into the longest vocabulary pieces (WordPiece);
+then the sequences are truncated, wrapped in the template ([CLS] A [SEP] B [SEP]) and padded.
+
+Unicode: the library classifies characters with its own tables, not Python's `unicodedata`.
+Control/format characters, punctuation and nonspacing marks come from Unicode 8.0 tables, its
+NFD does not know some newer characters, and its lowercasing follows Unicode 17. Python's
+database changes with the interpreter (Unicode 14 in CPython 3.11, 16 in Pyodide's 3.14), so
+the classes that matter are written out below as code point ranges read from the library; the
+test checks every code point against it.
+"""
+
+import functools
+import json
+import os
+import re
+import unicodedata
+
+WORD_CACHE_SIZE = 1 << 16   # words whose pieces are remembered; text repeats words a lot
+
+# Code point ranges (hex, "a-b" or "a") of the library's character classes.
+# Removed by clean_text: Cc, Cf and Co of Unicode 8.0, with U+0000 and U+FFFD, minus \t \n \r.
+_OTHER = (
+    "0-8 b-c e-1f 7f-9f ad 600-605 61c 6dd 70f 180e 200b-200f 202a-202e 2060-2064 2066-206f "
+    "e000-f8ff feff fff9-fffb fffd 110bd 1bca0-1bca3 1d173-1d17a e0001 e0020-e007f f0000-ffffd "
+    "100000-10fffd")
+# Unicode White_Space: clean_text maps what survives of it to " "; words split at all of it.
+_WHITESPACE = "9-d 20 85 a0 1680 2000-200a 2028-2029 202f 205f 3000"
+# Isolated by the word splitter: ASCII punctuation (which includes $+<=>^`|~) and Unicode 8.0 P*.
+_PUNCTUATION = (
+    "21-2f 3a-40 5b-60 7b-7e a1 a7 ab b6-b7 bb bf 37e 387 55a-55f 589-58a 5be 5c0 5c3 5c6 5f3-5f4 "
+    "609-60a 60c-60d 61b 61e-61f 66a-66d 6d4 700-70d 7f7-7f9 830-83e 85e 964-965 970 af0 df4 e4f "
+    "e5a-e5b f04-f12 f14 f3a-f3d f85 fd0-fd4 fd9-fda 104a-104f 10fb 1360-1368 1400 166d-166e "
+    "169b-169c 16eb-16ed 1735-1736 17d4-17d6 17d8-17da 1800-180a 1944-1945 1a1e-1a1f 1aa0-1aa6 "
+    "1aa8-1aad 1b5a-1b60 1bfc-1bff 1c3b-1c3f 1c7e-1c7f 1cc0-1cc7 1cd3 2010-2027 2030-2043 "
+    "2045-2051 2053-205e 207d-207e 208d-208e 2308-230b 2329-232a 2768-2775 27c5-27c6 27e6-27ef "
+    "2983-2998 29d8-29db 29fc-29fd 2cf9-2cfc 2cfe-2cff 2d70 2e00-2e2e 2e30-2e42 3001-3003 "
+    "3008-3011 3014-301f 3030 303d 30a0 30fb a4fe-a4ff a60d-a60f a673 a67e a6f2-a6f7 a874-a877 "
+    "a8ce-a8cf a8f8-a8fa a8fc a92e-a92f a95f a9c1-a9cd a9de-a9df aa5c-aa5f aade-aadf aaf0-aaf1 "
+    "abeb fd3e-fd3f fe10-fe19 fe30-fe52 fe54-fe61 fe63 fe68 fe6a-fe6b ff01-ff03 ff05-ff0a "
+    "ff0c-ff0f ff1a-ff1b ff1f-ff20 ff3b-ff3d ff3f ff5b ff5d ff5f-ff65 10100-10102 1039f 103d0 "
+    "1056f 10857 1091f 1093f 10a50-10a58 10a7f 10af0-10af6 10b39-10b3f 10b99-10b9c 11047-1104d "
+    "110bb-110bc 110be-110c1 11140-11143 11174-11175 111c5-111c9 111cd 111db 111dd-111df "
+    "11238-1123d 112a9 114c6 115c1-115d7 11641-11643 1173c-1173e 12470-12474 16a6e-16a6f 16af5 "
+    "16b37-16b3b 16b44 1bc9f 1da87-1da8b")
+# Removed by strip_accents after NFD: Mn of Unicode 8.0.
+_NONSPACING_MARKS = (
+    "300-36f 483-487 591-5bd 5bf 5c1-5c2 5c4-5c5 5c7 610-61a 64b-65f 670 6d6-6dc 6df-6e4 6e7-6e8 "
+    "6ea-6ed 711 730-74a 7a6-7b0 7eb-7f3 816-819 81b-823 825-827 829-82d 859-85b 8e3-902 93a 93c "
+    "941-948 94d 951-957 962-963 981 9bc 9c1-9c4 9cd 9e2-9e3 a01-a02 a3c a41-a42 a47-a48 a4b-a4d "
+    "a51 a70-a71 a75 a81-a82 abc ac1-ac5 ac7-ac8 acd ae2-ae3 b01 b3c b3f b41-b44 b4d b56 b62-b63 "
+    "b82 bc0 bcd c00 c3e-c40 c46-c48 c4a-c4d c55-c56 c62-c63 c81 cbc cbf cc6 ccc-ccd ce2-ce3 d01 "
+    "d41-d44 d4d d62-d63 dca dd2-dd4 dd6 e31 e34-e3a e47-e4e eb1 eb4-eb9 ebb-ebc ec8-ecd f18-f19 "
+    "f35 f37 f39 f71-f7e f80-f84 f86-f87 f8d-f97 f99-fbc fc6 102d-1030 1032-1037 1039-103a "
+    "103d-103e 1058-1059 105e-1060 1071-1074 1082 1085-1086 108d 109d 135d-135f 1712-1714 "
+    "1732-1734 1752-1753 1772-1773 17b4-17b5 17b7-17bd 17c6 17c9-17d3 17dd 180b-180d 18a9 "
+    "1920-1922 1927-1928 1932 1939-193b 1a17-1a18 1a1b 1a56 1a58-1a5e 1a60 1a62 1a65-1a6c "
+    "1a73-1a7c 1a7f 1ab0-1abd 1b00-1b03 1b34 1b36-1b3a 1b3c 1b42 1b6b-1b73 1b80-1b81 1ba2-1ba5 "
+    "1ba8-1ba9 1bab-1bad 1be6 1be8-1be9 1bed 1bef-1bf1 1c2c-1c33 1c36-1c37 1cd0-1cd2 1cd4-1ce0 "
+    "1ce2-1ce8 1ced 1cf4 1cf8-1cf9 1dc0-1df5 1dfc-1dff 20d0-20dc 20e1 20e5-20f0 2cef-2cf1 2d7f "
+    "2de0-2dff 302a-302d 3099-309a a66f a674-a67d a69e-a69f a6f0-a6f1 a802 a806 a80b a825-a826 "
+    "a8c4 a8e0-a8f1 a926-a92d a947-a951 a980-a982 a9b3 a9b6-a9b9 a9bc a9e5 aa29-aa2e aa31-aa32 "
+    "aa35-aa36 aa43 aa4c aa7c aab0 aab2-aab4 aab7-aab8 aabe-aabf aac1 aaec-aaed aaf6 abe5 abe8 "
+    "abed fb1e fe00-fe0f fe20-fe2f 101fd 102e0 10376-1037a 10a01-10a03 10a05-10a06 10a0c-10a0f "
+    "10a38-10a3a 10a3f 10ae5-10ae6 11001 11038-11046 1107f-11081 110b3-110b6 110b9-110ba "
+    "11100-11102 11127-1112b 1112d-11134 11173 11180-11181 111b6-111be 111ca-111cc 1122f-11231 "
+    "11234 11236-11237 112df 112e3-112ea 11300-11301 1133c 11340 11366-1136c 11370-11374 "
+    "114b3-114b8 114ba 114bf-114c0 114c2-114c3 115b2-115b5 115bc-115bd 115bf-115c0 115dc-115dd "
+    "11633-1163a 1163d 1163f-11640 116ab 116ad 116b0-116b5 116b7 1171d-1171f 11722-11725 "
+    "11727-1172b 16af0-16af4 16b30-16b36 16f8f-16f92 1bc9d-1bc9e 1d167-1d169 1d17b-1d182 "
+    "1d185-1d18b 1d1aa-1d1ad 1d242-1d244 1da00-1da36 1da3b-1da6c 1da75 1da84 1da9b-1da9f "
+    "1daa1-1daaf 1e8d0-1e8d6 e0100-e01ef")
+# Characters that Python's NFD (up to Unicode 16) decomposes or reorders but the library's NFD
+# leaves alone as plain starters: newer canonical decompositions and newer combining classes.
+_NFD_UNKNOWN = (
+    "7fd 897-89f 8ca-8d3 9fe c3c d3b-d3c eba 1715 1abf-1ace 1df6-1dfa a82c 105c9 105e4 "
+    "10d24-10d27 10d69-10d6d 10eab-10eac 10efd-10eff 10f46-10f50 10f82-10f85 11070 1133b 11383 "
+    "11385 1138e 11391 113c5 113c7-113c8 113ce-113d0 1145e 11839-1183a 11938 1193d-1193e 11943 "
+    "119e0 11a34 11a47 11a99 11d42 11d44-11d45 11d97 11f41-11f42 16121-16128 1612f 16d68-16d6a "
+    "16ff0-16ff1 1e08f 1e130-1e136 1e2ae 1e2ec-1e2ef 1e4ec-1e4ef 1e5ee-1e5ef")
+# Lowercase mappings of Unicode 15-17 that the library applies and older Pythons lack
+# ("first-last:target" maps the range onto consecutive targets).
+_LOWERCASE_ADDED = (
+    "1c89:1c8a a7cb:264 a7cc:a7cd a7ce:a7cf a7d2:a7d3 a7d4:a7d5 a7da:a7db a7dc:19b "
+    "10d50-10d65:10d70 16ea0-16eb8:16ebb")
+# CJK ideographs that handle_chinese_chars surrounds with spaces (the library's list).
+_CJK = "3400-4dbf 4e00-9fff f900-faff 20000-2a6df 2a700-2b73f 2b740-2b81f 2b920-2ceaf 2f800-2fa1f"
+
+
+def _ranges(spec):
+    for item in spec.split():
+        first, _, last = item.partition("-")
+        yield int(first, 16), int(last or first, 16)
+
+
+def _char_class(spec):
+    """Body of a regex character class, e.g. "a-z0-9", for a range spec."""
+    return "".join(re.escape(chr(a)) if a == b else f"{re.escape(chr(a))}-{re.escape(chr(b))}"
+                   for a, b in _ranges(spec))
+
+
+def _lowercase_table(spec):
+    table = {}
+    for item in spec.split():
+        source, target = item.split(":")
+        (first, last), = _ranges(source)
+        for offset in range(last - first + 1):
+            table[first + offset] = int(target, 16) + offset
+    return table
+
+
+_CONTROL_RE = re.compile(f"[{_char_class(_OTHER)}]+")
+_SPACE_RE = re.compile(f"[{_char_class(_WHITESPACE)}]")
+_MARKS_RE = re.compile(f"[{_char_class(_NONSPACING_MARKS)}]+")
+_NFD_UNKNOWN_RE = re.compile(f"([{_char_class(_NFD_UNKNOWN)}])")
+_CJK_RE = re.compile(f"([{_char_class(_CJK)}])")
+_PUNCT = _char_class(_PUNCTUATION)
+# A word is one punctuation character or a run of anything but punctuation and whitespace.
+_WORD_RE = re.compile(f"[{_PUNCT}]|[^{_PUNCT}{_char_class(_WHITESPACE)}]+")
+_LOWERCASE_ADDED_TABLE = _lowercase_table(_LOWERCASE_ADDED)
+_LOWERCASE_ADDED_RE = re.compile("[" + "".join(map(chr, _LOWERCASE_ADDED_TABLE)) + "]")
+# Added tokens with single_word: the library's regex \w also counts marks and connector
+# punctuation; Python's \w is close enough for the ASCII word boundaries this is used for.
+_ENDS_WITH_WORD = re.compile(r"\w\Z")
+_STARTS_WITH_WORD = re.compile(r"\w")
+_TRAILING_SPACE = re.compile(f"[{_char_class(_WHITESPACE)}]*\\Z")
+_LEADING_SPACE = re.compile(f"[{_char_class(_WHITESPACE)}]*")
+
+
+def _nfd(text):
+    """Python's NFD, but leaving alone what the library's NFD does not know (see _NFD_UNKNOWN).
+
+    Those characters act as unknown starters there: nothing decomposes or reorders across them,
+    so NFD of the pieces between them, joined, is the library's NFD of the whole.
+    """
+    if _NFD_UNKNOWN_RE.search(text) is None:
+        return unicodedata.normalize("NFD", text)
+    parts = _NFD_UNKNOWN_RE.split(text)
+    return "".join(p if i % 2 else unicodedata.normalize("NFD", p) for i, p in enumerate(parts))
+
+
+def _split_added(text, added):
+    return added.split(text) if added is not None else ((text, None),)
+
+
+def _check_text(value, name):
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, not {type(value).__name__}")
+    return value
+
+
+class Encoding:
+    """One encoded text (or pair): parallel lists of token ids, type ids and attention mask."""
+
+    __slots__ = ("ids", "type_ids", "attention_mask", "_names", "_tokens")
+
+    def __init__(self, ids, type_ids, attention_mask, names, tokens=None):
+        self.ids = ids
+        self.type_ids = type_ids
+        self.attention_mask = attention_mask
+        self._names = names
+        self._tokens = tokens   # only when some token's text is not its vocabulary entry
+
+    @property
+    def tokens(self):
+        """The token strings, looked up only when asked for (training needs only the ids)."""
+        if self._tokens is not None:
+            return self._tokens
+        return [self._names[i] for i in self.ids]
+
+    def __len__(self):
+        return len(self.ids)
+
+    def __repr__(self):
+        more = "..." if len(self) > 8 else ""
+        return f"Encoding({len(self.ids)} tokens: {self.tokens[:8]}{more})"
+
+
+class _AddedTokens:
+    """Tokens matched verbatim before WordPiece (special tokens and user-added ones)."""
+
+    def __init__(self, tokens):
+        # Longest first, so that the alternation finds the leftmost-longest match, as the
+        # library's Aho-Corasick automaton does.
+        tokens = sorted(tokens, key=lambda t: -len(t["content"]))
+        self.tokens = tokens
+        self.pattern = re.compile("|".join(f"({re.escape(t['content'])})" for t in tokens))
+
+    def split(self, text):
+        """Yield (piece, None) for plain text and (matched text, id) for each added token."""
+        start = 0
+        for match in self.pattern.finditer(text):
+            token = self.tokens[match.lastindex - 1]
+            left, right = match.span()
+            if token.get("single_word") and (
+                    _ENDS_WITH_WORD.search(text, 0, left) or _STARTS_WITH_WORD.match(text, right)):
+                continue
+            if token.get("lstrip"):
+                left = _TRAILING_SPACE.search(text, start, left).start()
+            if token.get("rstrip"):
+                right = _LEADING_SPACE.match(text, right).end()
+            if start < left:
+                yield text[start:left], None
+            yield text[left:right], token["id"]
+            start = right
+        if start < len(text):
+            yield text[start:], None
+
+
+class WordPieceTokenizer:
+    """A BERT WordPiece tokenizer read from a Hugging Face tokenizer.json or a vocab.txt."""
+
+    def __init__(self, config):
+        model = config.get("model") or {}
+        if model.get("type") != "WordPiece":
+            raise ValueError(f"tokenizer.json describes a {model.get('type')!r} model, "
+                             "not WordPiece; this tokenizer reads WordPiece (BERT) models only")
+        self._model_vocab = model["vocab"]     # what WordPiece pieces are looked up in
+        prefix = model.get("continuing_subword_prefix", "##")
+        # Pieces after the first are looked up without their prefix, saving a concatenation.
+        self._continuations = {t[len(prefix):]: i for t, i in self._model_vocab.items()
+                               if t.startswith(prefix)}
+        self._max_word_chars = model.get("max_input_chars_per_word", 100)
+        self._longest = max(map(len, self._model_vocab), default=0)
+        self._longest_continuation = max(map(len, self._continuations), default=0)
+        self.unk_token = model.get("unk_token", "[UNK]")
+        self.unk_id = self._model_vocab.get(self.unk_token)
+
+        self._read_normalizer(config.get("normalizer"))
+        pre = (config.get("pre_tokenizer") or {}).get("type")
+        if pre != "BertPreTokenizer":
+            raise ValueError(f"unsupported pre_tokenizer {pre!r}; expected BertPreTokenizer")
+
+        added = [t for t in config.get("added_tokens") or [] if t["content"]]
+        self._vocab = dict(self._model_vocab)   # token -> id, added tokens included
+        for token in added:
+            self._vocab[token["content"]] = token["id"]
+        # Tokens marked "normalized" are matched in normalized text, and the library then
+        # names them by their normalized form ("New York" -> "new york"), in decoding too.
+        added = [dict(t, content=self.normalize(t["content"])) if t.get("normalized") else t
+                 for t in added]
+        raw = [t for t in added if not t.get("normalized")]
+        normalized = [t for t in added if t.get("normalized")]
+        self._raw_added = _AddedTokens(raw) if raw else None
+        self._normalized_added = _AddedTokens(normalized) if normalized else None
+        self._special_ids = {t["id"] for t in added if t.get("special")}
+
+        self._names = [None] * (max(self._vocab.values(), default=-1) + 1)
+        for token, i in self._model_vocab.items():
+            self._names[i] = token
+        for token in added:     # added tokens win over the model's vocabulary, as in the library
+            self._names[token["id"]] = token["content"]
+
+        self._read_post_processor(config.get("post_processor"))
+        decoder = config.get("decoder")
+        if decoder is not None and decoder.get("type") != "WordPiece":
+            raise ValueError(f"unsupported decoder {decoder.get('type')!r}; expected WordPiece")
+        self._decoder = None if decoder is None else (decoder.get("prefix", "##"),
+                                                      decoder.get("cleanup", True))
+        self._read_truncation(config.get("truncation"))
+        self._read_padding(config.get("padding"))
+        # Per-instance cache of word -> ids: most of the time goes to words seen before.
+        self._word_ids = functools.lru_cache(maxsize=WORD_CACHE_SIZE)(self._wordpiece)
+
+    # ---- construction -------------------------------------------------------------------
+
+    @classmethod
+    def from_file(cls, path):
+        """Read a Hugging Face tokenizer.json."""
+        with open(path, encoding="utf-8") as f:
+            return cls.from_json(f.read())
+
+    @classmethod
+    def from_json(cls, text_or_dict):
+        """From the text of a tokenizer.json, or the dict it decodes to."""
+        config = text_or_dict
+        if isinstance(config, (str, bytes, bytearray)):
+            config = json.loads(config)
+        if not isinstance(config, dict):
+            raise TypeError(f"expected tokenizer.json text or dict, not {type(config).__name__}")
+        return cls(config)
+
+    @classmethod
+    def from_vocab(cls, path_or_lines, lowercase=True):
+        """From a BERT vocab.txt (a path, or its lines) with BERT's defaults, as `transformers`
+        builds them: BertNormalizer, BertPreTokenizer, [CLS] A [SEP] B [SEP], [UNK], [PAD]."""
+        if isinstance(path_or_lines, (str, os.PathLike)):
+            with open(path_or_lines, encoding="utf-8") as f:
+                path_or_lines = f.read().splitlines()
+        vocab = {}
+        for i, line in enumerate(path_or_lines):
+            vocab[line.rstrip("\r\n")] = i
+        special = [t for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]") if t in vocab]
+        cls_sep = {name: {"id": name, "ids": [vocab[name]], "tokens": [name]}
+                   for name in ("[CLS]", "[SEP]") if name in vocab}
+        config = {
+            "added_tokens": [{"id": vocab[t], "content": t, "special": True, "normalized": False}
+                             for t in special],
+            "normalizer": {"type": "BertNormalizer", "clean_text": True,
+                           "handle_chinese_chars": True, "strip_accents": None,
+                           "lowercase": lowercase},
+            "pre_tokenizer": {"type": "BertPreTokenizer"},
+            "post_processor": {"type": "TemplateProcessing", "special_tokens": cls_sep,
+                               "single": _template("[CLS] A [SEP]"),
+                               "pair": _template("[CLS] A [SEP] B:1 [SEP]:1")}
+            if len(cls_sep) == 2 else None,
+            "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": True},
+            "model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##",
+                      "max_input_chars_per_word": 100, "vocab": vocab},
+        }
+        return cls(config)
+
+    def _read_normalizer(self, normalizer):
+        if normalizer is None:
+            normalizer = {"clean_text": False, "handle_chinese_chars": False,
+                          "strip_accents": False, "lowercase": False}
+        elif normalizer.get("type") != "BertNormalizer":
+            raise ValueError(f"unsupported normalizer {normalizer.get('type')!r}; "
+                             "expected BertNormalizer")
+        self._clean_text = normalizer.get("clean_text", True)
+        self._chinese = normalizer.get("handle_chinese_chars", True)
+        self._lowercase = normalizer.get("lowercase", True)
+        strip = normalizer.get("strip_accents")
+        self._strip_accents = self._lowercase if strip is None else strip   # None: as lowercase
+
+    def _read_post_processor(self, processor):
+        kind = processor and processor.get("type")
+        if kind is None:
+            single, pair = [(None, "A", 0)], [(None, "A", 0), (None, "B", 0)]
+        elif kind == "BertProcessing":
+            (cls_name, cls_id), (sep_name, sep_id) = processor["cls"], processor["sep"]
+            single = [([cls_id], None, 0), (None, "A", 0), ([sep_id], None, 0)]
+            pair = single + [(None, "B", 1), ([sep_id], None, 1)]
+        elif kind == "TemplateProcessing":
+            specials = processor.get("special_tokens", {})
+
+            def compile_template(pieces):
+                out = []
+                for piece in pieces:
+                    if "SpecialToken" in piece:
+                        p = piece["SpecialToken"]
+                        out.append((list(specials[p["id"]]["ids"]), None, p["type_id"]))
+                    else:
+                        p = piece["Sequence"]
+                        out.append((None, p["id"], p["type_id"]))
+                return out
+
+            single = compile_template(processor["single"])
+            pair = compile_template(processor["pair"])
+        else:
+            raise ValueError(f"unsupported post_processor {kind!r}; "
+                             "expected TemplateProcessing or BertProcessing")
+        self._templates = {False: single, True: pair}
+        self._n_special = {is_pair: sum(len(ids) for ids, _, _ in t if ids)
+                           for is_pair, t in self._templates.items()}
+        # [CLS] and [SEP] are the first and last special tokens of the single template.
+        marks = [ids[0] for ids, _, _ in single if ids]
+        self.cls_id = marks[0] if len(marks) >= 2 else self._vocab.get("[CLS]")
+        self.sep_id = marks[-1] if len(marks) >= 2 else self._vocab.get("[SEP]")
+
+    def _read_truncation(self, truncation):
+        truncation = truncation or {}
+        self.max_length = truncation.get("max_length")      # default truncation length, or None
+        self._truncation_strategy = truncation.get("strategy", "LongestFirst")
+        if self._truncation_strategy not in ("LongestFirst", "OnlyFirst", "OnlySecond"):
+            raise ValueError(f"unknown truncation strategy {self._truncation_strategy!r}")
+        self._truncate_left = truncation.get("direction", "Right") == "Left"
+
+    def _read_padding(self, padding):
+        padding = padding or {}
+        self.pad_token = padding.get("pad_token", "[PAD]")
+        self.pad_id = padding.get("pad_id", self._vocab.get(self.pad_token))
+        self._pad_type_id = padding.get("pad_type_id", 0)
+        self._pad_left = padding.get("direction", "Right") == "Left"
+        self._pad_multiple = padding.get("pad_to_multiple_of")
+        strategy = padding.get("strategy")
+        self._pad_length = strategy.get("Fixed") if isinstance(strategy, dict) else None
+
+    # ---- vocabulary ---------------------------------------------------------------------
+
+    @property
+    def vocab_size(self):
+        return len(self._vocab)
+
+    def token_to_id(self, token):
+        return self._vocab.get(token)
+
+    def id_to_token(self, i):
+        return self._names[i] if 0 <= i < len(self._names) else None
+
+    # ---- the pipeline -------------------------------------------------------------------
+
+    def normalize(self, text):
+        """BertNormalizer: clean_text, handle_chinese_chars, strip_accents, lowercase."""
+        if self._clean_text and not (text.isascii() and text.isprintable()):
+            text = _SPACE_RE.sub(" ", _CONTROL_RE.sub("", text))
+        if not text.isascii():    # ASCII needs none of the Unicode steps but lowercasing
+            if self._chinese:     # " 中 " for each ideograph; split+join runs in C everywhere
+                text = " ".join(_CJK_RE.split(text))
+            if self._strip_accents:
+                text = _MARKS_RE.sub("", _nfd(text))
+            if self._lowercase:
+                # The library lowercases character by character, so a final capital sigma
+                # becomes σ, never the ς that str.lower() picks from context.
+                if _LOWERCASE_ADDED_RE.search(text):
+                    text = text.translate(_LOWERCASE_ADDED_TABLE)
+                text = text.replace("Σ", "σ")
+        return text.lower() if self._lowercase else text
+
+    def pre_tokenize(self, text):
+        """BertPreTokenizer: words split at whitespace, each punctuation character alone."""
+        return _WORD_RE.findall(text)
+
+    def _wordpiece(self, word):
+        """Ids of one word: longest vocabulary piece first, or [UNK] for the whole word."""
+        if len(word) > self._max_word_chars:
+            return (self._require_unk(),)
+        vocab, longest, ids = self._model_vocab, self._longest, []
+        start, n = 0, len(word)
+        while start < n:
+            end = min(n, start + longest)
+            while end > start:
+                i = vocab.get(word[start:end])
+                if i is not None:
+                    break
+                end -= 1
+            else:
+                return (self._require_unk(),)
+            ids.append(i)
+            start = end
+            vocab, longest = self._continuations, self._longest_continuation
+        return tuple(ids)
+
+    def _require_unk(self):
+        if self.unk_id is None:
+            raise ValueError(f"the unknown token {self.unk_token!r} is not in the vocabulary")
+        return self.unk_id
+
+    def _text_ids(self, text):
+        """Ids of one text, without special tokens, truncation or padding, and their token
+        strings if some differ from the vocabulary's: the library names an added token by the
+        text it matched (with the whitespace lstrip/rstrip took, or normalized)."""
+        ids, renamed = [], []
+        for piece, added_id in _split_added(text, self._raw_added):
+            if added_id is not None:
+                renamed.append((len(ids), piece))
+                ids.append(added_id)
+                continue
+            for part, added_id in _split_added(self.normalize(piece), self._normalized_added):
+                if added_id is not None:
+                    renamed.append((len(ids), part))
+                    ids.append(added_id)
+                    continue
+                for word in _WORD_RE.findall(part):
+                    ids.extend(self._word_ids(word))
+        renamed = [(k, name) for k, name in renamed if name != self._names[ids[k]]]
+        if not renamed:
+            return ids, None
+        tokens = [self._names[i] for i in ids]
+        for k, name in renamed:
+            tokens[k] = name
+        return ids, tokens
+
+    # ---- encoding -----------------------------------------------------------------------
+
+    def encode(self, text, pair=None, max_length=None, truncation=True):
+        """Encode a text, or a pair, with [CLS]/[SEP] and type ids; not padded.
+
+        With truncation, the result has at most `max_length` tokens (default: the length in
+        tokenizer.json, if any); a pair is cut longest-first, as the library does.
+        """
+        sequences = {"A": self._text_ids(_check_text(text, "text"))}
+        if pair is not None:
+            sequences["B"] = self._text_ids(_check_text(pair, "pair"))
+        limit = self.max_length if max_length is None else max_length
+        if truncation and limit is not None:
+            kept = self._kept_lengths([len(ids) for ids, _ in sequences.values()], limit)
+            sequences = {name: (self._cut(ids, n), tokens and self._cut(tokens, n))
+                         for (name, (ids, tokens)), n in zip(sequences.items(), kept)}
+        named = any(tokens is not None for _, tokens in sequences.values())
+        ids, type_ids, tokens = [], [], [] if named else None
+        for special, sequence, type_id in self._templates[pair is not None]:
+            part, part_tokens = (special, None) if special is not None else sequences[sequence]
+            ids += part
+            type_ids += [type_id] * len(part)
+            if named:
+                tokens += part_tokens or [self._names[i] for i in part]
+        return Encoding(ids, type_ids, [1] * len(ids), self._names, tokens)
+
+    def _kept_lengths(self, lengths, max_length):
+        """How many tokens of each sequence truncation to `max_length` keeps."""
+        n_special = self._n_special[len(lengths) == 2]
+        budget = max_length - n_special
+        if budget < 0:
+            raise ValueError(f"max_length {max_length} leaves no room for the "
+                             f"{n_special} special tokens")
+        excess = sum(lengths) - budget
+        if excess <= 0:
+            return lengths
+        if len(lengths) == 1:
+            return [budget]
+        n1, n2 = lengths
+        if self._truncation_strategy == "LongestFirst":
+            # The library's rule: the shorter keeps its length if the longer can take the rest
+            # (but no less than the shorter), else both get half, the second one the odd token.
+            short, long_ = min(n1, n2), max(n1, n2)
+            long_ = short if short > budget else max(short, budget - short)
+            if short + long_ > budget:
+                short, long_ = budget // 2, budget // 2 + budget % 2
+            return [long_, short] if n1 > n2 else [short, long_]
+        first = self._truncation_strategy == "OnlyFirst"
+        if (n1 if first else n2) <= excess:
+            raise ValueError(f"cannot truncate to {max_length}: the "
+                             f"{'first' if first else 'second'} sequence is too short")
+        return [n1 - excess, n2] if first else [n1, n2 - excess]
+
+    def _cut(self, items, n):
+        return items[len(items) - n:] if self._truncate_left else items[:n]
+
+    def encode_batch(self, texts, pairs=None, max_length=None, padding="longest",
+                     pad_to_multiple_of=None, truncation=True):
+        """Encode many texts (and pairs), padded with `pad_id` (attention mask 0).
+
+        padding: "longest" (the longest in the batch), "max_length" (`max_length`, else the
+        length in tokenizer.json) or None. pad_to_multiple_of rounds the padded length up.
+        """
+        if isinstance(texts, (str, bytes)):
+            raise TypeError("texts must be a list of str, not a single "
+                            f"{type(texts).__name__}; use encode() for one text")
+        texts = list(texts)
+        if pairs is None:
+            pairs = [None] * len(texts)
+        elif isinstance(pairs, (str, bytes)) or len(pairs) != len(texts):
+            raise ValueError("pairs must be a list as long as texts")
+        batch = [self.encode(t, p, max_length, truncation) for t, p in zip(texts, pairs)]
+        if padding is None:
+            return batch
+        if padding == "longest":
+            length = max(map(len, batch), default=0)
+        elif padding == "max_length":
+            length = max_length or self._pad_length or self.max_length
+            if length is None:
+                raise ValueError('padding="max_length" needs max_length: none given, '
+                                 "none in tokenizer.json")
+        else:
+            raise ValueError(f"padding must be 'longest', 'max_length' or None, not {padding!r}")
+        multiple = pad_to_multiple_of or self._pad_multiple
+        if multiple and length % multiple:
+            length += multiple - length % multiple
+        for encoding in batch:
+            self._pad(encoding, length)
+        return batch
+
+    def _pad(self, encoding, length):
+        missing = length - len(encoding.ids)
+        if missing <= 0:
+            return
+        if self.pad_id is None:
+            raise ValueError(f"cannot pad: the pad token {self.pad_token!r} is not in the "
+                             "vocabulary")
+        fields = ["ids", "type_ids", "attention_mask"]
+        if encoding._tokens is not None:
+            fields.append("_tokens")
+        for field, pad in zip(fields, (self.pad_id, self._pad_type_id, 0, self.pad_token)):
+            value, pads = getattr(encoding, field), [pad] * missing
+            setattr(encoding, field, pads + value if self._pad_left else value + pads)
+
+    # ---- decoding -----------------------------------------------------------------------
+
+    def decode(self, ids, skip_special_tokens=True):
+        """Text back from ids, as the library's WordPiece decoder writes it ("##" pieces glued,
+        " ." -> "."); unknown ids are dropped, special tokens too unless asked to keep them."""
+        names, skip = self._names, self._special_ids if skip_special_tokens else ()
+        tokens = [names[i] for i in ids
+                  if 0 <= i < len(names) and names[i] is not None and i not in skip]
+        if self._decoder is None:
+            return " ".join(tokens)
+        prefix, cleanup = self._decoder
+        out = []
+        for k, token in enumerate(tokens):
+            if k:
+                token = token[len(prefix):] if token.startswith(prefix) else " " + token
+            out.append(_cleanup(token) if cleanup else token)
+        return "".join(out)
+
+    def __repr__(self):
+        return (f"WordPieceTokenizer(vocab_size={self.vocab_size}, lowercase={self._lowercase}, "
+                f"max_length={self.max_length})")
+
+
+def _cleanup(token):
+    """The library's decoder cleanup, applied to each token as it applies it."""
+    for dirty, clean in ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"),
+                         (" n't", "n't"), (" 'm", "'m"), (" do not", " don't"), (" 's", "'s"),
+                         (" 've", "'ve"), (" 're", "'re")):
+        token = token.replace(dirty, clean)
+    return token
+
+
+def _template(text):
+    """A TemplateProcessing piece list from BERT's shorthand, e.g. "[CLS] A [SEP] B:1 [SEP]:1"."""
+    pieces = []
+    for item in text.split():
+        name, _, type_id = item.partition(":")
+        kind = "Sequence" if name in ("A", "B") else "SpecialToken"
+        pieces.append({kind: {"id": name, "type_id": int(type_id or 0)}})
+    return pieces

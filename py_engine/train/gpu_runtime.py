@@ -1,0 +1,183 @@
+"""Training and inference of a BertClassifier on the GPU, natively or in the browser.
+
+Per batch shape (B, T) the model is run once through the GPU backend to record a program: the
+forward, the loss and the backward for training, the forward alone for inference. A step then
+writes the batch's ids, mask and labels into that program's input buffers, replays it with one
+submission and reads back one small metrics buffer. The optimizer update (global gradient norm,
+clipping, AdamW on every trainable tensor, zeroing the gradients) is one more program.
+"""
+
+import math
+import struct
+from array import array
+
+from ..backends.gpu_backend import GpuBackend, Kernels, Tensor
+from ..gpu import open_device
+from ..kernels.adamw import AdamWKernels, pack_hyper
+from ..kernels.cross_entropy import IGNORE_LABEL, create_metrics, decode_metrics
+from ..kernels.dropout import pack_step
+from ..kernels.grad_norm import GradNormKernels
+
+# Linear weights the f16 storage mode keeps as packed halves (the math stays f32).
+HALF_SUFFIXES = (".attention.self.query.weight", ".attention.self.key.weight",
+                 ".attention.self.value.weight", ".attention.output.dense.weight",
+                 ".intermediate.dense.weight", ".output.dense.weight")
+
+
+class _Inputs:
+    """A program's input buffers for one batch shape, as backend tensors."""
+
+    def __init__(self, be, B, T, labels):
+        self.B, self.T = B, T
+        self.ids = Tensor(be.device.create_buffer(4 * B * T, label="ids"), (B, T))
+        self.type_ids = Tensor(be.device.create_buffer(4 * B * T, label="type ids"), (B, T))
+        self.mask = Tensor(be.device.create_buffer(4 * B * T, label="mask"), (B, T))
+        self.labels = Tensor(be.device.create_buffer(4 * B, label="labels"), (B,)) if labels else None
+
+    def write(self, batch):
+        self.ids.buffer.write(_u32(batch.ids))
+        self.type_ids.buffer.write(_u32(batch.type_ids))
+        self.mask.buffer.write(_u32(batch.mask))
+        if self.labels is not None:
+            self.labels.buffer.write(array("I", [IGNORE_LABEL if y is None else y for y in batch.labels]))
+
+
+def _u32(rows):
+    out = array("I")
+    for row in rows:
+        out.extend(row)
+    return out
+
+
+class GpuRuntime:
+    name = "gpu"
+
+    def __init__(self, device, kernels, model, be, adamw, grad_norm):
+        self.device = device
+        self.model = model
+        self.be = be
+        self.k = kernels
+        self.adamw = adamw
+        self.grad_norm = grad_norm
+        self.metrics = create_metrics(device)
+        self.hyper = adamw.hyper_buffer()
+        self.m, self.v = {}, {}
+        self._train = {}
+        self._infer = {}
+        self._update = {}
+
+    @classmethod
+    async def create(cls, model, checkpoint, trainable, device=None, base_dtype="f32",
+                     matmul_variant=None):
+        """Upload the frozen base weights (f32, or the linears as f16 with base_dtype="f16")
+        and the trainable parameters; compile every kernel."""
+        if base_dtype not in ("f32", "f16"):
+            raise ValueError(f"base_dtype must be 'f32' or 'f16', got {base_dtype!r}")
+        device = device or await open_device()
+        kernels = await Kernels.load(device, matmul_variant)
+        be = GpuBackend(device, kernels)
+        for name in model.frozen_names():
+            shape = checkpoint.shape(name)
+            if base_dtype == "f16" and name.endswith(HALF_SUFFIXES) and name.startswith("encoder."):
+                be.params[name] = Tensor(device.buffer_from(checkpoint.f16_bits(name), label=name),
+                                         shape, half=True)
+            else:
+                be.params[name] = Tensor(device.buffer_from(checkpoint.floats(name), label=name), shape)
+        runtime = cls(device, kernels, model, be, await AdamWKernels.load(device),
+                      await GradNormKernels.load(device))
+        for name, (shape, values) in trainable.items():
+            be.params[name] = Tensor(device.buffer_from(array("f", values), label=name), shape)
+            be.grads[name] = be.new(*shape, label=f"grad {name}")
+            runtime.m[name] = be.new(*shape, label=f"m {name}")
+            runtime.v[name] = be.new(*shape, label=f"v {name}")
+        return runtime
+
+    # --- programs ---
+
+    def _train_program(self, B, T, loss_scale, class_weights, label_smoothing):
+        key = (B, T, loss_scale, tuple(class_weights or ()), label_smoothing)
+        if key not in self._train:
+            be, model = self.be, self.model
+            program = self.device.program(f"train {B}x{T}")
+            be.record(program)
+            inputs = _Inputs(be, B, T, labels=True)
+            logits, saved = model.forward(be, inputs, train=True)
+            weights = None if not class_weights else self.device.buffer_from(array("f", class_weights))
+            ce = self.k.cross_entropy
+            predictions = self.device.create_buffer(4 * B, label="predictions")
+            shape = dict(rows=B, classes=model.num_labels, weights=weights, label_smoothing=label_smoothing)
+            ce.forward(program, logits.buffer, inputs.labels.buffer, self.metrics, predictions, **shape)
+            dlogits = be.new(B, model.num_labels)
+            ce.backward(program, logits.buffer, inputs.labels.buffer, self.metrics, dlogits.buffer,
+                        dloss=loss_scale, **shape)
+            model.backward(be, dlogits, saved, inputs)
+            program.read(self.metrics)
+            self._train[key] = (program, inputs)
+        return self._train[key]
+
+    def _infer_program(self, B, T):
+        if (B, T) not in self._infer:
+            program = self.device.program(f"infer {B}x{T}")
+            self.be.record(program)
+            inputs = _Inputs(self.be, B, T, labels=False)
+            logits, _ = self.model.forward(self.be, inputs, train=False)
+            program.read(logits.buffer)
+            self._infer[B, T] = (program, inputs)
+        return self._infer[B, T]
+
+    def _update_program(self, max_norm):
+        if max_norm not in self._update:
+            program = self.device.program("update")
+            names = list(self.model.trainable)
+            grads = [self.be.grads[n].buffer for n in names]
+            self.grad_norm.record(program, grads, self.metrics, max_norm=max_norm)
+            for n in names:
+                self.adamw.step(program, self.be.params[n].buffer, self.be.grads[n].buffer,
+                                self.m[n].buffer, self.v[n].buffer, self.hyper, scale=self.metrics)
+            for n in names:
+                self.k.embedding.clear(program, self.be.grads[n].buffer, self.be.grads[n].size)
+            program.read(self.metrics)
+            self._update[max_norm] = program
+        return self._update[max_norm]
+
+    # --- the runtime interface (shared with NumpyRuntime) ---
+
+    async def accumulate(self, batch, seed=0, loss_scale=1.0, class_weights=None, label_smoothing=0.0):
+        program, inputs = self._train_program(batch.B, batch.T, loss_scale, class_weights, label_smoothing)
+        inputs.write(batch)
+        self.be.step.write(pack_step(seed, 0))
+        (metrics,) = await program.run()
+        m = decode_metrics(metrics)
+        return m["loss"], int(m["correct"])
+
+    async def update(self, lr, step, max_norm=None, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
+        self.hyper.write(pack_hyper(lr, beta1, beta2, eps, weight_decay, step))
+        (metrics,) = await self._update_program(max_norm).run()
+        return decode_metrics(metrics)["grad_norm"]
+
+    async def logits(self, batch):
+        program, inputs = self._infer_program(batch.B, batch.T)
+        inputs.write(batch)
+        (data,) = await program.run()
+        values = array("f", bytes(data))
+        C = self.model.num_labels
+        return [list(values[i * C:(i + 1) * C]) for i in range(batch.B)]
+
+    async def probabilities(self, batch):
+        out = []
+        for row in await self.logits(batch):
+            top = max(row)
+            e = [math.exp(z - top) for z in row]
+            total = sum(e)
+            out.append([x / total for x in e])
+        return out
+
+    async def trainable_values(self):
+        """{name: (shape, array('f'))} of the current trainable parameters."""
+        return {n: (shape, array("f", bytes(await self.device.read(self.be.params[n].buffer))))
+                for n, shape in self.model.trainable.items()}
+
+    async def gradients(self):
+        """{name: array('f')} of the accumulated gradients (for checks)."""
+        return {n: array("f", bytes(await self.device.read(self.be.grads[n].buffer)))
+                for n in self.model.trainable}

@@ -1,0 +1,73 @@
+// Dropout over a flat f32 array of length n, with a counter-based mask: nothing is stored
+// between forward and backward, both recompute the same keep bit per element.
+//
+//   dropout_forward:  y  = keep(i) ? x  * scale : 0
+//   dropout_backward: dx = keep(i) ? dy * scale : 0          (the same mask and scale)
+//
+//   keep(i) = bits(per_step.seed, per_step.offset + params.base + i) >= params.threshold
+//   bits(seed, c) = lowbias32(lowbias32(c) ^ lowbias32(seed ^ 0x9e3779b9))
+//
+// in wrapping u32 arithmetic; lowbias32 is Chris Wellons' 32-bit integer hash. The host sets
+// threshold = min(round(p * 2^32), 2^32 - 1) and scale = 1 / (1 - p) (f32), so a value survives
+// with probability 1 - p; p = 0 gives threshold 0, scale 1: the identity.
+// py_engine/ops/dropout.py reproduces the bits exactly.
+//
+// `per_step` is a small uniform buffer the caller writes before each replay of a recorded
+// program (a new seed per step, optionally a running offset), so one recording draws a fresh
+// mask every step. `params.base` is fixed per dropout layer: disjoint counter ranges per layer
+// keep layers that share one step buffer independent.
+//
+// Elementwise with a grid-stride loop; no workgroup memory.
+// Bindings: x (or dy), out (y or dx), params, per_step.
+// Reference: py_engine/ops/dropout.py; checked in tests/test_kernels_dropout.py.
+
+override WORKGROUP: u32 = 256u;
+
+struct Params {
+  n: u32,
+  base: u32,
+  threshold: u32,
+  scale: f32,
+}
+
+struct Step {
+  seed: u32,
+  offset: u32,
+}
+
+@group(0) @binding(0) var<storage, read> inp: array<f32>;
+@group(0) @binding(1) var<storage, read_write> out: array<f32>;
+@group(0) @binding(2) var<uniform> params: Params;
+@group(0) @binding(3) var<uniform> per_step: Step;
+
+fn lowbias32(v: u32) -> u32 {
+  var h = v;
+  h ^= h >> 16u;
+  h *= 0x7feb352du;
+  h ^= h >> 15u;
+  h *= 0x846ca68bu;
+  h ^= h >> 16u;
+  return h;
+}
+
+fn apply_mask(gid: vec3<u32>, groups: vec3<u32>) {
+  let key = lowbias32(per_step.seed ^ 0x9e3779b9u);
+  let start = per_step.offset + params.base;   // wraps mod 2^32, as the reference does
+  let stride = groups.x * WORKGROUP;
+  for (var i = gid.x; i < params.n; i += stride) {
+    let keep = lowbias32(lowbias32(start + i) ^ key) >= params.threshold;
+    out[i] = select(0.0, inp[i] * params.scale, keep);
+  }
+}
+
+@compute @workgroup_size(WORKGROUP)
+fn dropout_forward(@builtin(global_invocation_id) gid: vec3<u32>,
+                   @builtin(num_workgroups) groups: vec3<u32>) {
+  apply_mask(gid, groups);
+}
+
+@compute @workgroup_size(WORKGROUP)
+fn dropout_backward(@builtin(global_invocation_id) gid: vec3<u32>,
+                    @builtin(num_workgroups) groups: vec3<u32>) {
+  apply_mask(gid, groups);
+}

@@ -1,0 +1,109 @@
+// GELU in BERT's exact form, over flat f32 arrays of length n:
+//
+//   gelu_forward:      y  = x * Phi(x),  Phi(x) = 0.5 * (1 + erf(x / sqrt(2)))
+//   gelu_backward:     dx = dy * (Phi(x) + x * phi(x)),  phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
+//   erf_approximation: y  = erf(x) as the two above compute it (to measure it on a device)
+//
+// WGSL has no erf. The approximation is a two-piece fit (weighted least squares on Chebyshev
+// nodes in float64, coefficients rounded to f32; the same table is in py_engine/ops/gelu.py):
+//   |z| < 0.875:       erf(z) = z * P(z^2)                 odd series, exact 0 at 0
+//   0.875 <= |z| < 5:  erfc(|z|) = exp(Q(|z|)),            Q ~ log(erfc), fitted for relative error
+//   |z| >= 5:          erfc = 0 (it is < 1.6e-12), erf = +-1
+// Max |erf error| against math.erf: 1.1e-7 (2.3 ulp near 1; NumPy float32 emulation and
+// lavapipe agree). Phi is taken from erfc directly on the left tail, never as 1 + erf(z) with
+// erf(z) near -1 (torch's f32 GELU cancels there): relative error of Phi <= 7e-6 down to
+// x = -7.07, where Phi < 8e-13 and the kernel returns 0.
+//
+// Elementwise with a grid-stride loop, so any launch covers any n; no workgroup memory.
+//
+// Bindings: gelu_forward, erf_approximation: x, out, params;
+//           gelu_backward: x, out (dx), params, dy.
+// Reference: py_engine/ops/gelu.py; checked in tests/test_kernels_gelu.py.
+
+override WORKGROUP: u32 = 256u;
+
+struct Params {
+  n: u32,
+}
+
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read_write> out: array<f32>;
+@group(0) @binding(2) var<uniform> params: Params;
+@group(0) @binding(3) var<storage, read> dout: array<f32>;
+
+const SQRT1_2: f32 = 0.70710678118654752;
+const INV_SQRT_2PI: f32 = 0.39894228040143268;
+const ERF_SPLIT: f32 = 0.875;
+const ERF_TOP: f32 = 5.0;
+
+// erf(z) for |z| < ERF_SPLIT.
+fn erf_small(z: f32) -> f32 {
+  let s = z * z;
+  var p = -6.199346972e-04;
+  p = fma(p, s, 5.031426437e-03);
+  p = fma(p, s, -2.679095045e-02);
+  p = fma(p, s, 1.128244102e-01);
+  p = fma(p, s, -3.761254847e-01);
+  p = fma(p, s, 1.128379107e+00);
+  return z * p;
+}
+
+// erfc(t) for t >= ERF_SPLIT (the caller selects; any t gives a finite value).
+fn erfc_tail(t: f32) -> f32 {
+  let u = clamp(t, ERF_SPLIT, ERF_TOP);
+  var q = -1.034408754e-07;
+  q = fma(q, u, 3.913313321e-06);
+  q = fma(q, u, -6.770999607e-05);
+  q = fma(q, u, 7.133617182e-04);
+  q = fma(q, u, -5.149805918e-03);
+  q = fma(q, u, 2.726120502e-02);
+  q = fma(q, u, -1.112397015e-01);
+  q = fma(q, u, -6.308391094e-01);
+  q = fma(q, u, -1.130702257e+00);
+  q = fma(q, u, 4.146379652e-04);
+  return select(exp(q), 0.0, t >= ERF_TOP);
+}
+
+// Both pieces are evaluated and one selected: no divergent branch.
+fn erf_approx(z: f32) -> f32 {
+  let tail = 1.0 - erfc_tail(abs(z));
+  return select(select(tail, -tail, z < 0.0), erf_small(z), abs(z) < ERF_SPLIT);
+}
+
+// Phi(v) = 0.5 * erfc(-v / sqrt(2)).
+fn normal_cdf(v: f32) -> f32 {
+  let z = v * SQRT1_2;
+  let half_tail = 0.5 * erfc_tail(abs(z));
+  return select(select(1.0 - half_tail, half_tail, z < 0.0), 0.5 * (1.0 + erf_small(z)),
+                abs(z) < ERF_SPLIT);
+}
+
+@compute @workgroup_size(WORKGROUP)
+fn gelu_forward(@builtin(global_invocation_id) gid: vec3<u32>,
+                @builtin(num_workgroups) groups: vec3<u32>) {
+  let stride = groups.x * WORKGROUP;
+  for (var i = gid.x; i < params.n; i += stride) {
+    let v = x[i];
+    out[i] = v * normal_cdf(v);
+  }
+}
+
+@compute @workgroup_size(WORKGROUP)
+fn gelu_backward(@builtin(global_invocation_id) gid: vec3<u32>,
+                 @builtin(num_workgroups) groups: vec3<u32>) {
+  let stride = groups.x * WORKGROUP;
+  for (var i = gid.x; i < params.n; i += stride) {
+    let v = x[i];
+    let pdf = INV_SQRT_2PI * exp(-0.5 * v * v);
+    out[i] = dout[i] * fma(v, pdf, normal_cdf(v));
+  }
+}
+
+@compute @workgroup_size(WORKGROUP)
+fn erf_approximation(@builtin(global_invocation_id) gid: vec3<u32>,
+                     @builtin(num_workgroups) groups: vec3<u32>) {
+  let stride = groups.x * WORKGROUP;
+  for (var i = gid.x; i < params.n; i += stride) {
+    out[i] = erf_approx(x[i]);
+  }
+}

@@ -1,0 +1,87 @@
+"""Adapters round-trip with PEFT: ours load in PeftModel.from_pretrained and give the same
+probabilities, PEFT's load in py_engine and give the same probabilities, and a failed save never
+replaces a good adapter."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from peft import LoraConfig as PeftLoraConfig
+from transformers import BertTokenizerFast
+
+import peft_oracle as po
+from conftest import run
+from py_engine.data.classification import Example
+from py_engine.formats import peft_adapter, safetensors
+from py_engine.train.classifier import TextClassifier, TrainConfig
+
+TEXTS = ["the film was great", "a very bad plot", "not good, really awful!", "fine actor",
+         "the scene", "it is this that"]
+LABELS = ["neg", "neutral", "pos"]
+
+
+def peft_probabilities(model_dir, adapter_dir, texts):
+    # from_pretrained: transformers 5 ignores BertTokenizerFast(vocab_file=...) and keeps 5 tokens.
+    tok = BertTokenizerFast.from_pretrained(str(model_dir))
+    enc = tok(texts, padding=True, return_tensors="np")
+    return po.probabilities(model_dir, adapter_dir, enc["input_ids"], enc["attention_mask"])
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    return po.tiny_bert_dir(tmp_path_factory.mktemp("tiny") / "model", seed=31)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "gpu"])
+def test_trained_adapter_loads_in_peft(tmp_path, tiny_dir, device, backend):
+    clf = run(TextClassifier.create(tiny_dir, LABELS, backend=backend, seed=3, device=device))
+    examples = [Example(t, LABELS[i % 3]) for i, t in enumerate(TEXTS * 4)]
+    run(clf.fit(examples, TrainConfig(epochs=2, batch_size=8, lr=1e-2, seed=1)))
+    adapter = run(clf.save(tmp_path / "adapter"))
+    assert {p.name for p in adapter.iterdir()} == {"adapter_config.json", "adapter_model.safetensors", "labels.json"}
+    ours = np.array([[p[label] for label in LABELS] for p in run(clf.predict(TEXTS))])
+    theirs = peft_probabilities(tiny_dir, adapter, TEXTS)
+    assert np.abs(ours - theirs).max() <= 1e-5, (ours, theirs)
+    # Trained: the LoRA B matrices moved away from zero.
+    config, tensors, labels = peft_adapter.load_adapter(adapter)
+    assert labels == LABELS
+    assert any(np.abs(np.asarray(v)).max() > 0 for k, (s, v) in tensors.items() if "lora_B" in k)
+    loaded = PeftLoraConfig.from_pretrained(str(adapter))
+    assert (loaded.r, loaded.lora_alpha, sorted(loaded.target_modules)) == (8, 8, ["query", "value"])
+    assert loaded.task_type == "SEQ_CLS"
+
+
+@pytest.mark.parametrize("backend", ["numpy", "gpu"])
+def test_peft_adapter_loads_in_engine(tmp_path, tiny_dir, device, backend):
+    peft = po.peft_model(tiny_dir, 3, seed=32, dtype=torch.float32)
+    adapter = po.save_adapter(peft, tmp_path / "adapter", labels=LABELS)
+    clf = run(TextClassifier.load(tiny_dir, adapter, backend=backend, device=device))
+    ours = np.array([[p[label] for label in LABELS] for p in run(clf.predict(TEXTS))])
+    theirs = peft_probabilities(tiny_dir, adapter, TEXTS)
+    assert np.abs(ours - theirs).max() <= 1e-5, (ours, theirs)
+
+
+def test_failed_save_keeps_the_good_adapter(tmp_path, tiny_dir, monkeypatch):
+    clf = run(TextClassifier.create(tiny_dir, LABELS, seed=4))
+    target = run(clf.save(tmp_path / "adapter"))
+    before = {p.name: p.read_bytes() for p in target.iterdir()}
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(safetensors, "save", broken)
+    with pytest.raises(OSError, match="disk full"):
+        run(clf.save(target))
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter"]   # no staging left behind
+
+
+def test_adapter_with_wrong_shapes_is_refused(tmp_path, tiny_dir):
+    peft = po.peft_model(tiny_dir, 3, r=2, seed=5, dtype=torch.float32)
+    adapter = po.save_adapter(peft, tmp_path / "adapter", labels=LABELS)
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    config["r"] = 4                                            # lies about the rank
+    (adapter / "adapter_config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="shape"):
+        run(TextClassifier.load(tiny_dir, adapter))

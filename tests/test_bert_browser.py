@@ -1,0 +1,60 @@
+"""The BERT LoRA step inside the browser (Pyodide + WebGPU): the tiny config's loss and
+gradients match the host's NumPy float64 reference, which matches transformers + PEFT."""
+
+import json
+
+import numpy as np
+import pytest
+
+import peft_oracle as po
+from conftest import run
+from test_bert_gpu import GRAD_BOUND, LOSS_BOUND, tiny_batch
+from test_bert_oracle import engine_from_peft, rel
+from py_engine.harness import put_files, run_json
+
+pytestmark = pytest.mark.browser
+
+STEP = """
+import json
+from py_engine.formats.peft_adapter import load_adapter
+from py_engine.models.bert import BertClassifier
+from py_engine.models.checkpoint import Checkpoint
+from py_engine.models.lora_config import LoraConfig
+from py_engine.train.gpu_runtime import GpuRuntime
+from py_engine.train.init import initial_trainable, merge_loaded
+from py_engine.train.batch import Batch
+
+checkpoint = Checkpoint.load("/work/model")
+config, tensors, _ = load_adapter("/work/adapter")
+model = BertClassifier(checkpoint.config, LoraConfig.from_peft_dict(config), 3, dropout=DROPOUT)
+values = merge_loaded(model, initial_trainable(model, 0), tensors, "/work/adapter")
+runtime = await GpuRuntime.create(model, checkpoint, values)
+batch = Batch(**BATCH)
+loss, correct = await runtime.accumulate(batch, seed=SEED)
+grads = {name: list(values) for name, values in (await runtime.gradients()).items()}
+json.dumps({"loss": loss, "correct": correct, "grads": grads, "adapter": runtime.device.info.as_dict()})
+"""
+
+
+def test_tiny_bert_step_in_the_browser(engine_page, tmp_path):
+    model_dir = po.tiny_bert_dir(tmp_path / "model", seed=51)
+    adapter = po.save_adapter(po.peft_model(model_dir, 3, seed=52), tmp_path / "adapter")
+    files = {f"/work/model/{p.name}": p.read_bytes() for p in model_dir.iterdir()}
+    files.update({f"/work/adapter/{p.name}": p.read_bytes() for p in adapter.iterdir()})
+    put_files(engine_page, files)
+    batch = tiny_batch(53)
+    reference = engine_from_peft(model_dir, adapter, 3)
+    # With dropout on: the browser's masks must be the host's masks too.
+    reference.model.dropout = dict.fromkeys(reference.model.dropout, 0.1)
+    want, want_correct = run(reference.accumulate(batch, seed=77))
+    code = (STEP.replace("DROPOUT", "0.1").replace("SEED", "77")
+            .replace("BATCH", json.dumps({"ids": batch.ids, "type_ids": batch.type_ids,
+                                          "mask": batch.mask, "labels": batch.labels})))
+    got = run_json(engine_page, code)
+    assert got["adapter"]["backend"] == "browser-webgpu"
+    assert abs(got["loss"] - want) <= LOSS_BOUND * abs(want), (got["loss"], want)
+    assert got["correct"] == want_correct
+    theirs = reference.gradients()
+    for name, values in got["grads"].items():
+        err = rel(np.asarray(values), theirs[name].ravel())
+        assert err <= GRAD_BOUND, f"{name}: relative error {err:.2e}"

@@ -1,0 +1,108 @@
+"""LayerNorm kernels (shaders/layernorm.wgsl) on wgpu-native against the NumPy reference in
+float64: fresh random inputs, NaN-poisoned outputs, ||out - ref|| / ||ref|| under BOUNDS."""
+
+import numpy as np
+import pytest
+from conftest import run
+
+from py_engine.gpu.selfcheck import poisoned
+from py_engine.kernels.layernorm import LayerNormKernels
+from py_engine.ops.layernorm import layernorm_backward, layernorm_forward
+
+# f32 against float64. Forward: two tree-summed row reductions then one fma per element.
+# dx: products of values normalised by rstd, two row means. dgamma, dbeta: two-pass sums down
+# the rows, ~sqrt(rows) terms each.
+BOUNDS = {"y": 1e-6, "mean": 1e-6, "rstd": 1e-6, "dx": 2e-6, "dgamma": 2e-6, "dbeta": 2e-6}
+
+
+def rel_error(out, ref):
+    out = np.asarray(out, np.float64).ravel()
+    ref = np.asarray(ref, np.float64).ravel()
+    if not np.all(np.isfinite(out)):
+        return np.inf
+    norm = np.linalg.norm(ref)
+    return np.linalg.norm(out - ref) / norm if norm else np.linalg.norm(out - ref)
+
+
+def floats(view):
+    return np.frombuffer(bytes(view), np.float32)
+
+
+@pytest.fixture(scope="module", params=[64, 32])
+def kernels(request, device):
+    return run(LayerNormKernels.load(device, workgroup=request.param))
+
+
+def run_layernorm(device, kernels, x, gamma, beta, dy, accumulate_into=None):
+    rows, cols = x.shape
+    up = device.buffer_from
+    x_b, g_b, b_b, dy_b = up(x), up(gamma), up(beta), up(dy)
+    out, mean, rstd, dx = (poisoned(device, n) for n in (rows * cols, rows, rows, rows * cols))
+    if accumulate_into is None:
+        dgamma, dbeta = poisoned(device, cols), poisoned(device, cols)
+    else:
+        dgamma, dbeta = up(accumulate_into[0]), up(accumulate_into[1])
+    program = device.program()
+    kernels.forward(program, x_b, g_b, b_b, out, mean, rstd, rows, cols)
+    kernels.backward(program, dy_b, x_b, g_b, mean, rstd, dx, dgamma, dbeta, rows, cols,
+                     accumulate=accumulate_into is not None)
+    for b in (out, mean, rstd, dx, dgamma, dbeta):
+        program.read(b)
+    names = ("y", "mean", "rstd", "dx", "dgamma", "dbeta")
+    return dict(zip(names, (floats(v) for v in run(program.run()))))
+
+
+def reference(x, gamma, beta, dy):
+    x, gamma, beta, dy = (a.astype(np.float64) for a in (x, gamma, beta, dy))
+    y, mean, rstd = layernorm_forward(x, gamma, beta)
+    dx, dgamma, dbeta = layernorm_backward(dy, x, gamma, mean, rstd)
+    return {"y": y, "mean": mean, "rstd": rstd, "dx": dx, "dgamma": dgamma, "dbeta": dbeta}
+
+
+def random_case(rows, cols, offset=0.0):
+    rng = np.random.default_rng()
+    f32 = np.float32
+    x = (rng.standard_normal((rows, cols)) * rng.uniform(0.5, 2.0) + offset).astype(f32)
+    gamma = rng.standard_normal(cols).astype(f32)
+    beta = rng.standard_normal(cols).astype(f32)
+    dy = rng.standard_normal((rows, cols)).astype(f32)
+    return x, gamma, beta, dy
+
+
+@pytest.mark.parametrize("rows, cols, offset", [
+    (1, 1, 0.0), (1, 7, 0.0), (7, 33, 0.0), (37, 384, 3.0), (3, 1000, -5.0), (513, 24, 0.0),
+])
+def test_layernorm_matches_numpy(device, kernels, rows, cols, offset):
+    x, gamma, beta, dy = random_case(rows, cols, offset)
+    got = run_layernorm(device, kernels, x, gamma, beta, dy)
+    ref = reference(x, gamma, beta, dy)
+    if cols == 1:   # every xhat is 0: y = beta, dx = 0, dgamma = 0 exactly
+        np.testing.assert_array_equal(got["dx"], 0.0)
+        np.testing.assert_array_equal(got["dgamma"], 0.0)
+        for name in ("y", "mean", "dbeta"):
+            assert rel_error(got[name], ref[name]) <= BOUNDS[name], name
+        return
+    for name, bound in BOUNDS.items():
+        assert rel_error(got[name], ref[name]) <= bound, (name, rel_error(got[name], ref[name]))
+
+
+def test_layernorm_accumulates_parameter_grads(device, kernels):
+    rows, cols = 9, 40
+    x, gamma, beta, dy = random_case(rows, cols)
+    rng = np.random.default_rng()
+    old = rng.standard_normal(cols).astype(np.float32), rng.standard_normal(cols).astype(np.float32)
+    got = run_layernorm(device, kernels, x, gamma, beta, dy, accumulate_into=old)
+    ref = reference(x, gamma, beta, dy)
+    assert rel_error(got["dgamma"], ref["dgamma"] + old[0]) <= BOUNDS["dgamma"]
+    assert rel_error(got["dbeta"], ref["dbeta"] + old[1]) <= BOUNDS["dbeta"]
+    assert rel_error(got["dx"], ref["dx"]) <= BOUNDS["dx"]
+
+
+def test_layernorm_rows_spill_into_second_dispatch_dimension(device):
+    kernels = run(LayerNormKernels.load(device, workgroup=4))
+    rows, cols = 65_537, 8
+    x, gamma, beta, dy = random_case(rows, cols)
+    got = run_layernorm(device, kernels, x, gamma, beta, dy)
+    ref = reference(x, gamma, beta, dy)
+    for name, bound in BOUNDS.items():
+        assert rel_error(got[name], ref[name]) <= bound, name
