@@ -85,3 +85,29 @@ def test_adapter_with_wrong_shapes_is_refused(tmp_path, tiny_dir):
     (adapter / "adapter_config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match="shape"):
         run(TextClassifier.load(tiny_dir, adapter))
+
+
+@pytest.mark.parametrize("backend", ["numpy", "gpu"])
+def test_merged_inference_equals_unmerged(tmp_path, tiny_dir, device, backend):
+    peft = po.peft_model(tiny_dir, 3, seed=33, dtype=torch.float32,
+                         target_modules=("query", "value", "intermediate.dense"))
+    adapter = po.save_adapter(peft, tmp_path / "adapter", labels=LABELS)
+    clf = run(TextClassifier.load(tiny_dir, adapter, backend=backend, device=device))
+    unmerged = np.array([[p[label] for label in LABELS] for p in run(clf.predict(TEXTS))])
+    run(clf.merge())
+    merged = np.array([[p[label] for label in LABELS] for p in run(clf.predict(TEXTS))])
+    assert np.abs(merged - unmerged).max() <= 1e-5
+    assert np.abs(merged - peft_probabilities(tiny_dir, adapter, TEXTS)).max() <= 1e-5
+    # The merged path really reads the merged weights: zeroing lora_B changes nothing now ...
+    for name in clf.model.trainable:
+        if "lora_B" in name:
+            param = clf.runtime.be.params[name]
+            if backend == "numpy":
+                param[...] = 0.0
+            else:
+                param.buffer.write(bytes(param.buffer.size))
+    again = np.array([[p[label] for label in LABELS] for p in run(clf.predict(TEXTS))])
+    assert np.abs(again - merged).max() <= 1e-6
+    clf.unmerge()                     # ... and the unmerged path sees the zeroed adapter.
+    base_only = np.array([[p[label] for label in LABELS] for p in run(clf.predict(TEXTS))])
+    assert np.abs(base_only - merged).max() > 1e-4

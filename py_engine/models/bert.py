@@ -57,6 +57,8 @@ class BertClassifier:
         self.num_labels = num_labels
         self.pooling = pooling
         self.targets = lora_targets(config, lora)
+        self.merged = False      # inference reads "<module>.weight.merged" (see merge_names)
+        self._training = False
         self.train_pooler = train_pooler and pooling == "cls"
         self.dropout = {"hidden": config.hidden_dropout_prob,
                         "attention": config.attention_probs_dropout_prob,
@@ -82,6 +84,11 @@ class BertClassifier:
             self.trainable["bert.pooler.dense.bias"] = (h,)
         self.trainable["classifier.weight"] = (num_labels, h)
         self.trainable["classifier.bias"] = (num_labels,)
+
+    def merge_names(self):
+        """(merged weight, base weight, lora_A, lora_B) names of each LoRA linear."""
+        return [(f"{m}.weight.merged", f"{m}.weight", f"bert.{m}.lora_A.weight",
+                 f"bert.{m}.lora_B.weight") for m in self.targets]
 
     def frozen_names(self):
         """The checkpoint tensors the model reads (bare BertModel names)."""
@@ -111,6 +118,7 @@ class BertClassifier:
         """Logits [B, num_labels] and what the backward needs. `batch` holds backend tensors
         ids, type_ids, mask ([B, T]) and sizes B, T."""
         cfg = self.config
+        self._training = train
         p_hidden = self.dropout["hidden"] if train else 0.0
         p_attn = self.dropout["attention"] if train else 0.0
         p_lora = self.lora.lora_dropout if train else 0.0
@@ -139,11 +147,14 @@ class BertClassifier:
         return logits, saved
 
     def _linear(self, be, module, x, p_lora, saved, key):
-        """A frozen linear, or a LoRA linear when `module` is targeted."""
+        """A frozen linear, or a LoRA linear when `module` is targeted (at inference after
+        merge(), the plain linear of the merged weight W + scaling * B.A)."""
         w = be.param(f"{module}.weight")
         b = be.param(f"{module}.bias")
         if module not in self.targets:
             return be.linear(x, w, b)
+        if self.merged and not self._training:
+            return be.linear(x, be.param(f"{module}.weight.merged"), b)
         xd, drop = be.dropout(x, p_lora)
         a = be.param(f"bert.{module}.lora_A.weight")
         bm = be.param(f"bert.{module}.lora_B.weight")

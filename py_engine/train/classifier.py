@@ -121,6 +121,7 @@ class TextClassifier:
     async def fit(self, examples, config=None, on_step=None):
         """Train on `examples` (py_engine.data.classification.Example); returns the step log."""
         config = config or TrainConfig()
+        self.unmerge()   # merged weights would go stale as the adapter trains
         if not examples:
             raise ValueError("the dataset is empty")
         index = {name: i for i, name in enumerate(self.labels)}
@@ -159,6 +160,14 @@ class TextClassifier:
         return self.history
 
     # --- inference ---
+
+    async def merge(self):
+        """Predict with the LoRA updates merged into the base weights (one matmul per layer
+        instead of three); training afterwards uses the unmerged path and unmerges."""
+        await self.runtime.merge()
+
+    def unmerge(self):
+        self.model.merged = False
 
     async def predict(self, texts, batch_size=32):
         """One {label: probability} dict per text."""

@@ -116,14 +116,15 @@ class GpuRuntime:
         return self._train[key]
 
     def _infer_program(self, B, T):
-        if (B, T) not in self._infer:
+        key = (B, T, self.model.merged)
+        if key not in self._infer:
             program = self.device.program(f"infer {B}x{T}")
             self.be.record(program)
             inputs = _Inputs(self.be, B, T, labels=False)
             logits, _ = self.model.forward(self.be, inputs, train=False)
             program.read(logits.buffer)
-            self._infer[B, T] = (program, inputs)
-        return self._infer[B, T]
+            self._infer[key] = (program, inputs)
+        return self._infer[key]
 
     def _update_program(self, max_norm):
         if max_norm not in self._update:
@@ -171,6 +172,26 @@ class GpuRuntime:
             total = sum(e)
             out.append([x / total for x in e])
         return out
+
+    async def merge(self):
+        """Fold each LoRA update into a copy of its base weight for inference:
+        W + scaling * B . A, one GEMM on the GPU (the base weight is kept for training)."""
+        program = self.device.program("merge")
+        for merged, w, a, b in self.model.merge_names():
+            base = self.be.params[w]
+            if base.half:
+                raise ValueError("merging LoRA needs f32 base weights; load with base_dtype='f32'")
+            out_f, in_f = base.shape
+            if merged not in self.be.params:
+                self.be.params[merged] = self.be.new(out_f, in_f, label=merged)
+            target = self.be.params[merged]
+            program.copy(base.buffer, target.buffer)
+            self.k.matmul.gemm(program, self.be.params[b].buffer, self.be.params[a].buffer,
+                               target.buffer, out_f, in_f, self.model.lora.r,
+                               alpha=self.model.lora.scaling, beta=1.0)
+        await program.run()
+        await self.device.synchronize()
+        self.model.merged = True
 
     async def trainable_values(self):
         """{name: (shape, array('f'))} of the current trainable parameters."""

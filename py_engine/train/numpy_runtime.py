@@ -78,6 +78,14 @@ class NumpyRuntime:
         e = np.exp(z - z.max(axis=1, keepdims=True))
         return (e / e.sum(axis=1, keepdims=True)).tolist()
 
+    async def merge(self):
+        """Fold each LoRA update into a copy of its base weight for inference:
+        W + scaling * B . A (the base weight itself is kept for training)."""
+        for merged, w, a, b in self.model.merge_names():
+            p = self.be.params
+            p[merged] = p[w] + self.model.lora.scaling * (p[b] @ p[a])
+        self.model.merged = True
+
     async def trainable_values(self):
         """{name: (shape, float list)} of the current trainable parameters."""
         return {n: (self.model.trainable[n], self.be.params[n].astype(np.float32).ravel())
