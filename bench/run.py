@@ -5,7 +5,7 @@ in one run and reported as ratios, because these machines are shared and noisy; 
 on a software adapter (SwiftShader, lavapipe) say nothing about a real GPU.
 
     python build.py bench                 # everything
-    python build.py bench --only native   # one section: native, browser
+    python build.py bench --only native   # one section: native, browser, bert, browser_step
 """
 
 import argparse
@@ -100,6 +100,64 @@ json.dumps((time.perf_counter() - t0) * 1e3)
     }
 
 
+def bench_bert():
+    """MiniLM LoRA step: torch + PEFT (CPU), the NumPy backend, the GPU backend (native)."""
+    from bert_step import run_all
+
+    return run_all(("torch", "numpy", "gpu"))
+
+
+BROWSER_STEP = """
+import json, time
+from py_engine.formats.peft_adapter import load_adapter
+from py_engine.models.bert import BertClassifier
+from py_engine.models.checkpoint import Checkpoint
+from py_engine.models.lora_config import LoraConfig
+from py_engine.train.gpu_runtime import GpuRuntime
+from py_engine.train.init import initial_trainable
+from py_engine.train.batch import Batch
+checkpoint = Checkpoint.load("/work/model")
+model = BertClassifier(checkpoint.config, LoraConfig(r=8, lora_alpha=8), 2)
+runtime = await GpuRuntime.create(model, checkpoint, initial_trainable(model, 0))
+batch = Batch(**BATCH)
+times = []
+for k in range(6):
+    t0 = time.perf_counter()
+    await runtime.accumulate(batch, seed=k)
+    await runtime.update(lr=1e-4, step=k + 1, max_norm=1.0, weight_decay=0.01)
+    times.append(time.perf_counter() - t0)
+json.dumps({"seconds": sorted(times[1:])[2], "first_step_seconds": times[0],
+            "adapter": runtime.device.info.as_dict()})
+"""
+
+
+def bench_browser_step():
+    """The tiny BERT config's training step inside the page (Pyodide + WebGPU)."""
+    import random
+    import tempfile
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    import peft_oracle
+
+    from py_engine.harness import engine_page, put_files, run_json
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = peft_oracle.tiny_bert_dir(Path(tmp) / "model")
+        files = {f"/work/model/{p.name}": p.read_bytes() for p in model_dir.iterdir()}
+    rng = random.Random(0)
+    B, T = 8, 32
+    batch = {"ids": [[rng.randrange(1, 120) for _ in range(T)] for _ in range(B)],
+             "type_ids": [[0] * T for _ in range(B)], "mask": [[1] * T for _ in range(B)],
+             "labels": [rng.randrange(2) for _ in range(B)]}
+    with engine_page(ROOT / "web" / "dist") as page:
+        put_files(page, files)
+        out = run_json(page, BROWSER_STEP.replace("BATCH", json.dumps(batch)))
+    out["tokens_per_s"] = B * T / out["seconds"]
+    out["shape"] = {"batch": B, "seq": T, **{k: v for k, v in peft_oracle.TINY.items()
+                                             if k in ("hidden_size", "num_hidden_layers")}}
+    return out
+
+
 def ratios(browser):
     js = browser["plain_js"]
     return {
@@ -122,6 +180,25 @@ def table(results):
             (f"{name}: upload 16 MB", f"{native['transfer']['upload_ms']:.1f} ms", ""),
             (f"{name}: download 16 MB", f"{native['transfer']['download_ms']:.1f} ms", ""),
         ]
+    bert = results.get("bert")
+    if bert:
+        shape = f"MiniLM {bert['shape']['batch']}x{bert['shape']['seq']} r={bert['shape']['r']}"
+        rows.append((f"{shape}: torch + PEFT, CPU ({bert['torch']['threads']} threads)",
+                     f"{bert['torch']['tokens_per_s']:.0f} tok/s",
+                     f"{bert['torch']['seconds'] * 1e3:.0f} ms/step"))
+        rows.append((f"{shape}: py_engine NumPy backend", f"{bert['numpy']['tokens_per_s']:.0f} tok/s",
+                     f"{bert['numpy']['vs_torch']:.2f}x torch (target >= 0.8x)"))
+        g = bert["gpu"]
+        rows.append((f"{shape}: py_engine GPU backend ({g['adapter']['vendor']})",
+                     f"{g['tokens_per_s']:.0f} tok/s",
+                     f"{g['gflops']:.2f} GFLOP/s, {g['gflops'] / g['matmul_ceiling_gflops']:.0%} of "
+                     f"its matmul ceiling {g['matmul_ceiling_gflops']:.2f}"))
+    step = results.get("browser_step")
+    if step:
+        rows.append((f"tiny BERT {step['shape']['batch']}x{step['shape']['seq']} step in the browser "
+                     f"({step['adapter']['vendor']} {step['adapter']['architecture']})",
+                     f"{step['seconds'] * 1e3:.0f} ms/step", f"{step['tokens_per_s']:.0f} tok/s; "
+                     f"first step (recording) {step['first_step_seconds'] * 1e3:.0f} ms"))
     browser = results.get("browser")
     if browser:
         r = results["ratios"]
@@ -151,21 +228,32 @@ def table(results):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--only", choices=["native", "browser"], action="append")
+    parser.add_argument("--only", choices=["native", "browser", "bert", "browser_step"], action="append")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    sections = args.only or ["native", "browser"]
+    sections = args.only or ["native", "browser", "bert", "browser_step"]
 
-    results = {"when": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": platform.platform(),
-               "command": "python build.py bench"}
+    # Sections not run this time keep their last results (each carries its own "when").
+    results = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    results.update({"machine": platform.platform(), "command": "python build.py bench"})
+    now = time.strftime("%Y-%m-%d %H:%M:%S")
+    results.setdefault("when", {})
+    if not isinstance(results["when"], dict):
+        results["when"] = {}
+    for section in sections:
+        results["when"][section] = now
     if "native" in sections:
         results["native"] = bench_native()
     if "browser" in sections:
         results["browser"] = bench_browser()
         results["ratios"] = ratios(results["browser"])
+    if "bert" in sections:
+        results["bert"] = bench_bert()
+    if "browser_step" in sections:
+        results["browser_step"] = bench_browser_step()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(table(results))
+    print(table({k: v for k, v in results.items() if k in sections or k == "ratios" and "browser" in sections}))
     print(f"\nwritten to {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}")
 
 

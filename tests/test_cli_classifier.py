@@ -99,3 +99,13 @@ def test_bad_input_gets_a_clear_error(workspace, tmp_path):
     assert "no adapter_config.json" in error_of("predict", "--model", model, "--adapter", tmp_path,
                                                 "--data", data)
     assert not (tmp_path / "a").exists()      # nothing half-written by the failed runs
+
+
+def test_minilm_alias_predicts_with_a_peft_adapter(tmp_path):
+    import torch
+
+    adapter = po.save_adapter(po.peft_model(po.MINILM_DIR, 2, seed=61, dtype=torch.float32),
+                              tmp_path / "adapter", labels=["neg", "pos"])
+    data = write_jsonl(tmp_path / "data.jsonl", [{"text": "what a lovely day"}, {"text": "meh"}])
+    lines = cli("predict", "--model", "minilm", "--adapter", adapter, "--data", data).stdout.splitlines()
+    assert [set(json.loads(line)["probs"]) for line in lines] == [{"neg", "pos"}] * 2

@@ -1,0 +1,126 @@
+"""Training mechanics: gradient accumulation, class weights and label smoothing on both
+backends, reproducibility, batching, the learning-rate schedule."""
+
+import numpy as np
+import pytest
+import torch
+from transformers import get_linear_schedule_with_warmup
+
+import peft_oracle as po
+from conftest import run
+from test_bert_gpu import compare_step, runtimes, tiny_batch
+from test_bert_oracle import rel
+from py_engine.data.classification import Example
+from py_engine.train.batch import Batch
+from py_engine.train.batching import padded_length, plan_epoch
+from py_engine.train.classifier import TextClassifier, TrainConfig
+from py_engine.train.schedule import linear_warmup_decay
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    path = tmp_path_factory.mktemp("training")
+    model_dir = po.tiny_bert_dir(path / "model", seed=71)
+    adapter = po.save_adapter(po.peft_model(model_dir, 3, seed=72), path / "adapter")
+    return model_dir, adapter
+
+
+def halves(batch):
+    h = batch.B // 2
+    return [Batch(batch.ids[s], batch.type_ids[s], batch.mask[s], batch.labels[s])
+            for s in (slice(0, h), slice(h, None))]
+
+
+@pytest.mark.parametrize("backend", ["numpy", "gpu"])
+def test_two_half_batches_accumulate_to_the_full_batch(device, tiny, backend):
+    reference, gpu = runtimes(device, *tiny, 3)
+    engine = reference if backend == "numpy" else gpu
+    full = tiny_batch(81, B=6)
+    run(reference.accumulate(full))
+    want = reference.gradients()
+    reference.be.zero_grads()
+    for half in halves(full):
+        run(engine.accumulate(half, loss_scale=0.5))
+    got = engine.gradients() if backend == "numpy" else run(engine.gradients())
+    for name, values in got.items():
+        bound = 1e-12 if backend == "numpy" else 1e-4
+        assert rel(np.asarray(values, np.float64).ravel(), want[name].ravel()) <= bound, name
+
+
+def test_class_weights_and_label_smoothing_on_the_gpu(device, tiny):
+    reference, gpu = runtimes(device, *tiny, 3)
+    batch = tiny_batch(82)
+    kwargs = dict(class_weights=[0.5, 2.0, 1.25], label_smoothing=0.1)
+    want, _ = run(reference.accumulate(batch, **kwargs))
+    got, _ = run(gpu.accumulate(batch, **kwargs))
+    assert abs(got - want) <= 1e-5 * abs(want)
+    theirs = reference.gradients()
+    for name, values in run(gpu.gradients()).items():
+        assert rel(np.asarray(values, np.float64), theirs[name].ravel()) <= 1e-4, name
+    plain, _ = run(reference.accumulate(batch))
+    assert abs(plain - want) > 1e-3        # the options really change the loss
+
+
+def test_mean_pooling_on_the_gpu_matches_numpy(device, tiny, tmp_path):
+    from py_engine.formats.peft_adapter import load_adapter
+    from py_engine.models.bert import BertClassifier
+    from py_engine.models.checkpoint import Checkpoint
+    from py_engine.models.lora_config import LoraConfig
+    from py_engine.train.gpu_runtime import GpuRuntime
+    from py_engine.train.init import initial_trainable, merge_loaded
+    from py_engine.train.numpy_runtime import NumpyRuntime
+
+    model_dir, adapter = tiny
+    checkpoint = Checkpoint.load(model_dir)
+    config, tensors, _ = load_adapter(adapter)
+    model = BertClassifier(checkpoint.config, LoraConfig.from_peft_dict(config), 3, pooling="mean", dropout=0.0)
+    values = merge_loaded(model, initial_trainable(model, 0), tensors, adapter)
+    compare_step(NumpyRuntime(model, checkpoint, values, dtype=np.float64),
+                 run(GpuRuntime.create(model, checkpoint, values, device=device)), tiny_batch(83))
+
+
+TEXTS = ["the film was great", "a very bad plot", "not good, really awful!", "fine actor",
+         "the scene was fine", "it is this that", "great great great", "bad bad"]
+
+
+@pytest.mark.parametrize("backend", ["numpy", "gpu"])
+def test_same_seed_same_adapter(tmp_path, tiny, device, backend):
+    model_dir, _ = tiny
+    examples = [Example(t, ["a", "b"][i % 2]) for i, t in enumerate(TEXTS * 2)]
+    saved = []
+    for attempt in range(2):
+        clf = run(TextClassifier.create(model_dir, ["a", "b"], backend=backend, seed=5, device=device))
+        history = run(clf.fit(examples, TrainConfig(epochs=2, batch_size=4, lr=1e-2, seed=9, grad_accum=2)))
+        path = run(clf.save(tmp_path / f"adapter{attempt}"))
+        saved.append(((path / "adapter_model.safetensors").read_bytes(), [s.loss for s in history]))
+    assert saved[0] == saved[1]
+    assert len(saved[0][1]) == 2 * 2                  # 16 examples / 4 per batch / 2 accumulated, 2 epochs
+
+
+def test_plan_epoch_buckets_and_covers_every_example():
+    rng = np.random.default_rng(0)
+    lengths = list(rng.integers(3, 128, 500))
+    plan = plan_epoch(lengths, 16, seed=1, epoch=0)
+    assert sorted(i for batch in plan for i in batch) == list(range(500))
+    assert plan == plan_epoch(lengths, 16, seed=1, epoch=0) != plan_epoch(lengths, 16, seed=1, epoch=1)
+    shapes = {padded_length(max(lengths[i] for i in b), 8, 128) for b in plan}
+    assert len(shapes) <= 16          # padded to multiples of 8: few recorded programs
+    waste = sum(padded_length(max(lengths[i] for i in b), 8, 128) * len(b) - sum(lengths[i] for i in b)
+                for b in plan) / sum(lengths)
+    assert waste < 0.25, waste         # bucketing keeps padding small
+
+
+def test_schedule_matches_transformers():
+    params = [torch.nn.Parameter(torch.zeros(1))]
+    opt = torch.optim.SGD(params, lr=3e-4)
+    sched = get_linear_schedule_with_warmup(opt, num_warmup_steps=7, num_training_steps=50)
+    for step in range(55):
+        assert linear_warmup_decay(step, 3e-4, 7, 50) == pytest.approx(opt.param_groups[0]["lr"], abs=1e-15)
+        opt.step()
+        sched.step()
+
+
+def test_train_config_rejects_nonsense():
+    for bad in (dict(epochs=0), dict(lr=-1.0), dict(batch_size=0), dict(label_smoothing=1.0)):
+        with pytest.raises(ValueError):
+            TrainConfig(**bad)
