@@ -69,7 +69,7 @@ def cmd_train(args):
                          max_grad_norm=args.max_grad_norm, weight_decay=args.weight_decay,
                          label_smoothing=args.label_smoothing)
     clf = run_sync(TextClassifier.create(args.model, labels, lora=lora, backend=args.backend,
-                                         pooling=args.pooling, seed=args.seed,
+                                         pooling=args.pooling or "cls", seed=args.seed,
                                          max_length=args.max_length, base_dtype=args.base_dtype))
 
     def report(step):
@@ -141,7 +141,10 @@ def _model_options(p):
     p.add_argument("--model", required=True, type=model_dir,
                    help='Hugging Face checkpoint directory, or "minilm" (all-MiniLM-L6-v2)')
     p.add_argument("--backend", choices=["numpy", "gpu"], default="numpy")
-    p.add_argument("--pooling", choices=["cls", "mean"], default="cls")
+    p.add_argument("--pooling", choices=["cls", "mean"], default=None,
+                   help="cls: BertForSequenceClassification's head (PEFT-compatible, the default); "
+                        "mean: mean over tokens, best for sentence-embedding checkpoints such as "
+                        "minilm. predict/eval take it from the adapter")
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--base-dtype", choices=["f32", "f16"], default="f32",
                    help="storage of the frozen base linears on the GPU")

@@ -111,3 +111,15 @@ def test_merged_inference_equals_unmerged(tmp_path, tiny_dir, device, backend):
     clf.unmerge()                     # ... and the unmerged path sees the zeroed adapter.
     base_only = np.array([[p[label] for label in LABELS] for p in run(clf.predict(TEXTS))])
     assert np.abs(base_only - merged).max() > 1e-4
+
+
+def test_mean_pooling_is_remembered_by_the_adapter(tmp_path, tiny_dir):
+    clf = run(TextClassifier.create(tiny_dir, LABELS, pooling="mean", seed=6))
+    adapter = run(clf.save(tmp_path / "adapter"))
+    assert json.loads((adapter / "head_config.json").read_text()) == {"pooling": "mean"}
+    loaded = run(TextClassifier.load(tiny_dir, adapter))
+    assert loaded.model.pooling == "mean"
+    matrix = lambda c: np.array([[p[label] for label in LABELS] for p in run(c.predict(TEXTS))])
+    assert np.abs(matrix(loaded) - matrix(clf)).max() <= 1e-6
+    with pytest.raises(ValueError, match="mean pooling"):
+        run(TextClassifier.load(tiny_dir, adapter, pooling="cls"))

@@ -21,10 +21,11 @@ class AdapterError(ValueError):
     """An adapter directory that cannot be read or written; the message names the file."""
 
 
-def save_adapter(directory, config_dict, tensors, labels=None):
+def save_adapter(directory, config_dict, tensors, labels=None, extra_json=None):
     """Write an adapter directory atomically.
 
-    tensors: {name without PREFIX: (shape, array('f') or bytes of f32)}.
+    tensors: {name without PREFIX: (shape, array('f') or bytes of f32)}; extra_json: {file
+    name: JSON-ready value} written beside (py_engine's own settings PEFT has no field for).
     """
     directory = Path(directory)
     parent = directory.parent
@@ -38,6 +39,8 @@ def save_adapter(directory, config_dict, tensors, labels=None):
         )
         if labels is not None:
             (staging / "labels.json").write_text(json.dumps(list(labels), ensure_ascii=False) + "\n")
+        for name, value in (extra_json or {}).items():
+            (staging / name).write_text(json.dumps(value, indent=2, sort_keys=True) + "\n")
         _swap_in(staging, directory)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -78,10 +78,16 @@ class TextClassifier:
         return cls(checkpoint, _tokenizer(model_dir), model, labels, runtime, max_length)
 
     @classmethod
-    async def load(cls, model_dir, adapter_dir, backend="numpy", pooling="cls", max_length=128,
+    async def load(cls, model_dir, adapter_dir, backend="numpy", pooling=None, max_length=128,
                    device=None, base_dtype="f32"):
+        """`pooling`: None takes what the adapter was trained with (head_config.json; "cls",
+        BertForSequenceClassification's head, when absent)."""
         checkpoint = Checkpoint.load(model_dir)
         config, tensors, labels = load_adapter(adapter_dir)
+        saved_pooling = _head_config(adapter_dir).get("pooling", "cls")
+        if pooling is not None and pooling != saved_pooling:
+            raise ValueError(f"{adapter_dir} was trained with {saved_pooling} pooling, not {pooling}")
+        pooling = saved_pooling
         if labels is None:
             raise ValueError(f"{adapter_dir} has no labels.json: label names are needed to predict")
         lora = LoraConfig.from_peft_dict(config)
@@ -95,7 +101,9 @@ class TextClassifier:
     async def save(self, adapter_dir):
         """Write adapter_config.json, adapter_model.safetensors and labels.json atomically."""
         values = await self.runtime.trainable_values()
-        return save_adapter(adapter_dir, self.model.lora.to_peft_dict(), values, self.labels)
+        # Mean pooling has no PEFT/transformers equivalent: it is recorded beside the adapter.
+        extra = {HEAD_CONFIG: {"pooling": self.model.pooling}} if self.model.pooling != "cls" else None
+        return save_adapter(adapter_dir, self.model.lora.to_peft_dict(), values, self.labels, extra)
 
     # --- data ---
 
@@ -202,6 +210,21 @@ def classification_report(gold, predicted, labels):
         report["labels"][label] = {"precision": precision, "recall": recall, "f1": f1,
                                    "support": tp + fn}
     return report
+
+
+HEAD_CONFIG = "head_config.json"
+
+
+def _head_config(adapter_dir):
+    import json
+
+    path = Path(adapter_dir) / HEAD_CONFIG
+    if not path.is_file():
+        return {}
+    config = json.loads(path.read_text(encoding="utf-8"))
+    if config.get("pooling", "cls") not in ("cls", "mean"):
+        raise ValueError(f"{path}: unknown pooling {config.get('pooling')!r}")
+    return config
 
 
 def _tokenizer(model_dir):
