@@ -5,7 +5,7 @@ in one run and reported as ratios, because these machines are shared and noisy; 
 on a software adapter (SwiftShader, lavapipe) say nothing about a real GPU.
 
     python build.py bench                 # everything
-    python build.py bench --only native   # one section: native, browser, bert, browser_step
+    python build.py bench --only native   # one section: native, browser, bert, browser_step, learning
 """
 
 import argparse
@@ -158,6 +158,12 @@ def bench_browser_step():
     return out
 
 
+def bench_learning():
+    from learning import run_all
+
+    return run_all()
+
+
 def ratios(browser):
     js = browser["plain_js"]
     return {
@@ -193,6 +199,13 @@ def table(results):
                      f"{g['tokens_per_s']:.0f} tok/s",
                      f"{g['gflops']:.2f} GFLOP/s, {g['gflops'] / g['matmul_ceiling_gflops']:.0%} of "
                      f"its matmul ceiling {g['matmul_ceiling_gflops']:.2f}"))
+    learning = results.get("learning")
+    if learning:
+        for pooling in ("cls", "mean"):
+            r = learning[pooling]
+            rows.append((f"MiniLM learns a toy task, {pooling} pooling ({learning['train']} texts, "
+                         f"{len(r['losses'])} steps)", f"{r['held_out_accuracy']:.3f} held-out acc",
+                         f"loss {r['losses'][0]:.3f} -> {r['losses'][-1]:.3f}"))
     step = results.get("browser_step")
     if step:
         rows.append((f"tiny BERT {step['shape']['batch']}x{step['shape']['seq']} step in the browser "
@@ -228,10 +241,10 @@ def table(results):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--only", choices=["native", "browser", "bert", "browser_step"], action="append")
+    parser.add_argument("--only", choices=["native", "browser", "bert", "browser_step", "learning"], action="append")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    sections = args.only or ["native", "browser", "bert", "browser_step"]
+    sections = args.only or ["native", "browser", "bert", "browser_step", "learning"]
 
     # Sections not run this time keep their last results (each carries its own "when").
     results = json.loads(args.out.read_text()) if args.out.is_file() else {}
@@ -251,6 +264,8 @@ def main():
         results["bert"] = bench_bert()
     if "browser_step" in sections:
         results["browser_step"] = bench_browser_step()
+    if "learning" in sections:
+        results["learning"] = bench_learning()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(table({k: v for k, v in results.items() if k in sections or k == "ratios" and "browser" in sections}))
