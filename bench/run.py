@@ -201,11 +201,15 @@ def table(results):
                      f"its matmul ceiling {g['matmul_ceiling_gflops']:.2f}"))
     learning = results.get("learning")
     if learning:
-        for pooling in ("cls", "mean"):
-            r = learning[pooling]
-            rows.append((f"MiniLM learns a toy task, {pooling} pooling ({learning['train']} texts, "
-                         f"{len(r['losses'])} steps)", f"{r['held_out_accuracy']:.3f} held-out acc",
+        for key in ("cls_f32", "mean_f32", "mean_f16"):
+            r = learning[key]
+            pooling, base = key.split("_")
+            rows.append((f"MiniLM learns a toy task: {pooling} pooling, {base} base ({learning['train']} "
+                         f"texts, {len(r['losses'])} steps)", f"{r['held_out_accuracy']:.3f} held-out acc",
                          f"loss {r['losses'][0]:.3f} -> {r['losses'][-1]:.3f}"))
+        f32, f16 = learning["mean_f32"]["losses"], learning["mean_f16"]["losses"]
+        rows.append(("f16 vs f32 base weights, same run", f"{max(abs(a - b) for a, b in zip(f32, f16)):.1e}",
+                     "largest loss difference over the steps"))
     step = results.get("browser_step")
     if step:
         rows.append((f"tiny BERT {step['shape']['batch']}x{step['shape']['seq']} step in the browser "
