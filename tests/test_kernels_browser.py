@@ -1,0 +1,127 @@
+"""A representative subset of the training kernels run inside Chromium (Pyodide + WebGPU,
+compiled by Tint, run on SwiftShader), checked against the NumPy references on the host with
+the same bounds as on lavapipe. Inputs are drawn fresh here, outputs are NaN-poisoned there."""
+
+import json
+
+import numpy as np
+import pytest
+
+from py_engine.harness import run_json
+from py_engine.ops import attention as attn_ops
+from py_engine.ops import cross_entropy as ce_ops
+from py_engine.ops import dropout as dropout_ops
+from py_engine.ops import gelu as gelu_ops
+from py_engine.ops import layernorm as ln_ops
+from py_engine.ops import matmul as mm_ops
+
+pytestmark = pytest.mark.browser
+
+# Runs in the page: INPUTS is a dict of float/int lists; returns each output as a float list.
+PAGE = """
+import json, struct
+from array import array
+from py_engine.gpu import open_device
+from py_engine.gpu.selfcheck import poisoned
+from py_engine.kernels.attention import AttentionKernels
+from py_engine.kernels.cross_entropy import CrossEntropyKernels, create_metrics, decode_metrics
+from py_engine.kernels.dropout import DropoutKernels, pack_step
+from py_engine.kernels.gelu import GeluKernels
+from py_engine.kernels.layernorm import LayerNormKernels
+from py_engine.kernels.matmul import MatmulKernels
+
+I = json.loads(INPUTS)
+device = await open_device()
+f = lambda name: device.buffer_from(array("f", I[name]))
+u = lambda name: device.buffer_from(array("I", I[name]))
+out = {}
+program = device.program()
+reads = {}
+def result(name, buffer):
+    reads[name] = program.read(buffer)
+
+R, C = I["rows"], I["cols"]
+ln = await LayerNormKernels.load(device)
+y, mean, rstd = poisoned(device, R * C), poisoned(device, R), poisoned(device, R)
+ln.forward(program, f("x"), f("gamma"), f("beta"), y, mean, rstd, R, C)
+result("layernorm", y)
+
+gelu = await GeluKernels.load(device)
+g, dg = poisoned(device, R * C), poisoned(device, R * C)
+gelu.forward(program, f("x"), g, R * C)
+gelu.backward(program, f("dy"), f("x"), dg, R * C)
+result("gelu", g); result("gelu_backward", dg)
+
+B, T, H, D = I["B"], I["T"], I["H"], I["D"]
+mm = await MatmulKernels.load(device)
+attn = await AttentionKernels.load(device, matmul=mm)
+probs, ctx = poisoned(device, B * H * T * T), poisoned(device, B * T * H * D)
+attn.forward(program, f("q"), f("k"), f("v"), u("mask"), probs, ctx, batch=B, seq=T, heads=H, head_dim=D)
+result("context", ctx)
+
+y2 = poisoned(device, R * I["out"])
+mm.linear(program, f("x"), f("w"), y2, R, C, I["out"], bias=f("b"))
+result("linear", y2)
+
+ce = await CrossEntropyKernels.load(device)
+metrics, predictions, dlogits = create_metrics(device), device.create_buffer(4 * R), poisoned(device, R * I["classes"])
+shape = dict(rows=R, classes=I["classes"], weights=f("weights"), label_smoothing=0.1)
+ce.forward(program, f("logits"), u("labels"), metrics, predictions, **shape)
+ce.backward(program, f("logits"), u("labels"), metrics, dlogits, **shape)
+result("metrics", metrics); result("dlogits", dlogits)
+
+drop = await DropoutKernels.load(device)
+step = drop.step_buffer(); step.write(pack_step(I["seed"], 0))
+dropped = poisoned(device, R * C)
+drop.forward(program, f("x"), dropped, step, R * C, 0.25, base=I["base"])
+result("dropout", dropped)
+
+values = await program.run()
+for name, slot in reads.items():
+    out[name] = list(array("f", bytes(values[slot])))
+out["metrics"] = decode_metrics(bytes(values[reads["metrics"]]))
+json.dumps(out)
+"""
+
+
+def rel(out, ref):
+    out = np.asarray(out, np.float64)
+    assert np.all(np.isfinite(out)), "NaN left in an output: an element was never written"
+    return np.linalg.norm(out - np.ravel(ref)) / np.linalg.norm(ref)
+
+
+def test_training_kernels_in_the_browser(engine_page):
+    rng = np.random.default_rng()
+    R, C, OUT, CLASSES = 37, 48, 20, 5
+    B, T, H, D = 2, 9, 3, 8
+    f32 = lambda *shape: rng.standard_normal(shape).astype(np.float32)
+    x, dy, w, b = f32(R, C), f32(R, C), f32(OUT, C), f32(OUT)
+    gamma, beta = 1 + 0.1 * f32(C), 0.1 * f32(C)
+    q, k, v = f32(B * T, H * D), f32(B * T, H * D), f32(B * T, H * D)
+    mask = np.ones((B, T), np.uint32)
+    mask[1, 5:] = 0
+    logits, labels = 3 * f32(R, CLASSES), rng.integers(0, CLASSES, R).astype(np.uint32)
+    weights = rng.uniform(0.5, 2.0, CLASSES).astype(np.float32)
+    seed, base = int(rng.integers(0, 2**32)), int(rng.integers(0, 2**20))
+    inputs = {"rows": R, "cols": C, "out": OUT, "classes": CLASSES, "B": B, "T": T, "H": H, "D": D,
+              "x": x.ravel().tolist(), "dy": dy.ravel().tolist(), "w": w.ravel().tolist(),
+              "b": b.tolist(), "gamma": gamma.tolist(), "beta": beta.tolist(),
+              "q": q.ravel().tolist(), "k": k.ravel().tolist(), "v": v.ravel().tolist(),
+              "mask": mask.ravel().tolist(), "logits": logits.ravel().tolist(),
+              "labels": labels.tolist(), "weights": weights.tolist(), "seed": seed, "base": base}
+    got = run_json(engine_page, PAGE.replace("INPUTS", repr(json.dumps(inputs))))
+
+    d = lambda a: np.asarray(a, np.float64)
+    assert rel(got["layernorm"], ln_ops.layernorm_forward(d(x), d(gamma), d(beta))[0]) <= 1e-6
+    assert rel(got["gelu"], gelu_ops.gelu_forward(d(x))) <= 1e-6
+    assert rel(got["gelu_backward"], gelu_ops.gelu_backward(d(dy), d(x))) <= 1e-6
+    assert rel(got["context"], attn_ops.attention_forward(d(q), d(k), d(v), mask, H)[0]) <= 1e-5
+    assert rel(got["linear"], mm_ops.linear_forward(d(x), d(w), d(b))) <= 1e-5
+    loss, correct, wsum = ce_ops.cross_entropy_forward(d(logits), labels, d(weights), 0.1)
+    assert abs(got["metrics"]["loss"] - loss) <= 2e-6 * abs(loss)
+    assert got["metrics"]["correct"] == correct.sum()
+    want = ce_ops.cross_entropy_backward(d(logits), labels, wsum, d(weights), 0.1)
+    assert rel(got["dlogits"], want) <= 2e-6
+    ref, keep = dropout_ops.dropout_forward(d(x), 0.25, seed, 0, base)
+    assert np.array_equal(np.asarray(got["dropout"]).reshape(R, C) != 0, keep)   # the same mask
+    assert rel(got["dropout"], ref) <= 2e-7
