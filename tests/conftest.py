@@ -9,6 +9,7 @@ import sys
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from py_engine import harness
@@ -16,6 +17,35 @@ from py_engine.gpu import SoftwareAdapterWarning, open_device, run_sync
 
 ROOT = Path(__file__).resolve().parents[1]
 WEB_DIST = ROOT / "web" / "dist"
+
+
+def floats(view):
+    """The f32 values of bytes read back from the GPU."""
+    return np.frombuffer(bytes(view), dtype=np.float32)
+
+
+def rel_error(out, ref):
+    """||out - ref|| / ||ref|| in float64; inf when out holds a NaN or inf (an element the kernel
+    never wrote keeps its NaN poison); the absolute error when ref is all zeros."""
+    out = np.asarray(out, dtype=np.float64).ravel()
+    ref = np.asarray(ref, dtype=np.float64).ravel()
+    if not np.all(np.isfinite(out)):
+        return np.inf
+    norm = np.linalg.norm(ref)
+    return np.linalg.norm(out - ref) / norm if norm else np.linalg.norm(out - ref)
+
+
+def read(program, *buffers):
+    """Add reads of `buffers` to `program`, run it, return their f32 values."""
+    for b in buffers:
+        program.read(b)
+    return [floats(v) for v in run(program.run())]
+
+
+@pytest.fixture
+def rng():
+    """A fresh, unseeded generator: every run draws new inputs."""
+    return np.random.default_rng()
 
 
 def run(coro):

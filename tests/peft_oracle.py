@@ -6,7 +6,6 @@ step's loss and gradients under PEFT's own names, in float64 unless asked otherw
 """
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np

@@ -10,7 +10,7 @@ from array import array
 
 import numpy as np
 import pytest
-from conftest import run
+from conftest import floats, rel_error, run
 
 from py_engine.gpu import (
     BufferTooLargeError,
@@ -23,22 +23,6 @@ from py_engine.gpu import (
 )
 from py_engine.gpu import selfcheck
 from py_engine.gpu.selfcheck import BOUNDS
-
-
-def rel_error(out, ref):
-    out = np.asarray(out, dtype=np.float64)
-    if not np.all(np.isfinite(out)):
-        return np.inf
-    return np.linalg.norm(out - ref) / np.linalg.norm(ref)
-
-
-def floats(view):
-    return np.frombuffer(bytes(view), dtype=np.float32)
-
-
-@pytest.fixture
-def rng():
-    return np.random.default_rng()
 
 
 # --- device ------------------------------------------------------------------------

@@ -5,7 +5,7 @@ clipping, AdamW) against torch, with loss, accuracy and norm read back in one re
 import numpy as np
 import pytest
 import torch
-from conftest import run
+from conftest import floats, rel_error, run
 
 from py_engine.kernels.adamw import HYPER_BYTES, AdamWKernels, hyper_values, pack_hyper
 from py_engine.kernels.cross_entropy import (
@@ -16,19 +16,6 @@ from py_engine.ops.adamw import adamw_coefficients, adamw_step
 
 # f32 state against a float64 reference run from the same start, after each of several steps.
 BOUNDS = {"param": 1e-6, "m": 1e-6, "v": 1e-6}
-
-
-def rel_error(out, ref):
-    out = np.asarray(out, np.float64).ravel()
-    ref = np.asarray(ref, np.float64).ravel()
-    if not np.all(np.isfinite(out)):
-        return np.inf
-    norm = np.linalg.norm(ref)
-    return np.linalg.norm(out - ref) / norm if norm else np.linalg.norm(out - ref)
-
-
-def floats(view):
-    return np.frombuffer(bytes(view), np.float32)
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ written; relative error ||out - ref|| / ||ref|| against float64.
 
 import numpy as np
 import pytest
-from conftest import run
+from conftest import read, rel_error, run
 
 from py_engine.gpu.selfcheck import poisoned
 from py_engine.kernels.attention import AttentionKernels
@@ -20,33 +20,9 @@ FORWARD_BOUND = 1e-5
 BACKWARD_BOUND = 1e-5
 
 
-def floats(view):
-    return np.frombuffer(bytes(view), dtype=np.float32)
-
-
-def rel_error(out, ref_):
-    out = np.asarray(out, dtype=np.float64).ravel()
-    ref_ = np.asarray(ref_, dtype=np.float64).ravel()
-    if not np.all(np.isfinite(out)):
-        return np.inf
-    norm = np.linalg.norm(ref_)
-    return np.linalg.norm(out - ref_) / norm if norm else np.linalg.norm(out - ref_)
-
-
-def read(program, *buffers):
-    for b in buffers:
-        program.read(b)
-    return [floats(v) for v in run(program.run())]
-
-
 @pytest.fixture(scope="module", params=["register", "tiled"])
 def att(request, device):
     return run(AttentionKernels.load(device, variant=request.param))
-
-
-@pytest.fixture
-def rng():
-    return np.random.default_rng()
 
 
 def random_mask(rng, batch, seq):

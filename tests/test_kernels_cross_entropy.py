@@ -4,7 +4,7 @@ predictions, dlogits; class weights, label smoothing and ignored rows."""
 
 import numpy as np
 import pytest
-from conftest import run
+from conftest import floats, rel_error, run
 
 from py_engine.gpu.selfcheck import NAN_BYTES, poisoned
 from py_engine.kernels.cross_entropy import (
@@ -17,19 +17,6 @@ from py_engine.ops.cross_entropy import cross_entropy_backward, cross_entropy_fo
 # f32 against float64: the loss is a tree sum of per-row logsumexp terms; dlogits are
 # softmax probabilities times per-row coefficients.
 BOUNDS = {"loss": 2e-6, "dlogits": 2e-6}
-
-
-def rel_error(out, ref):
-    out = np.asarray(out, np.float64).ravel()
-    ref = np.asarray(ref, np.float64).ravel()
-    if not np.all(np.isfinite(out)):
-        return np.inf
-    norm = np.linalg.norm(ref)
-    return np.linalg.norm(out - ref) / norm if norm else np.linalg.norm(out - ref)
-
-
-def floats(view):
-    return np.frombuffer(bytes(view), np.float32)
 
 
 @pytest.fixture(scope="module", params=[256, 32])

@@ -4,26 +4,13 @@ recorded program draws a new mask per replay once the step buffer is rewritten."
 
 import numpy as np
 import pytest
-from conftest import run
+from conftest import floats, rel_error, run
 
 from py_engine.gpu.selfcheck import poisoned
 from py_engine.kernels.dropout import DropoutKernels, pack_step, scale, threshold
 from py_engine.ops import dropout as ops
 
 BOUND = 2e-7   # ||out - ref|| / ||ref||: f32 scale and one rounding of x * scale
-
-
-def rel_error(out, ref):
-    out = np.asarray(out, np.float64).ravel()
-    ref = np.asarray(ref, np.float64).ravel()
-    if not np.all(np.isfinite(out)):
-        return np.inf
-    norm = np.linalg.norm(ref)
-    return np.linalg.norm(out - ref) / norm if norm else np.linalg.norm(out - ref)
-
-
-def floats(view):
-    return np.frombuffer(bytes(view), np.float32)
 
 
 @pytest.fixture(scope="module")

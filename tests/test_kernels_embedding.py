@@ -6,7 +6,7 @@ accumulated, random) before the dispatch; relative error against float64.
 
 import numpy as np
 import pytest
-from conftest import run
+from conftest import read, rel_error, run
 
 from py_engine.gpu.selfcheck import poisoned
 from py_engine.kernels.embedding import EmbeddingKernels
@@ -17,33 +17,9 @@ BACKWARD_BOUND = 1e-5   # sums over <= B*T = 40 tokens
 VOCAB, POSITIONS, TYPES, HIDDEN = 13, 12, 2, 6
 
 
-def floats(view):
-    return np.frombuffer(bytes(view), dtype=np.float32)
-
-
-def rel_error(out, ref):
-    out = np.asarray(out, dtype=np.float64).ravel()
-    ref = np.asarray(ref, dtype=np.float64).ravel()
-    if not np.all(np.isfinite(out)):
-        return np.inf
-    norm = np.linalg.norm(ref)
-    return np.linalg.norm(out - ref) / norm if norm else np.linalg.norm(out - ref)
-
-
-def read(program, *buffers):
-    for b in buffers:
-        program.read(b)
-    return [floats(v) for v in run(program.run())]
-
-
 @pytest.fixture(scope="module")
 def emb(device):
     return run(EmbeddingKernels.load(device))
-
-
-@pytest.fixture
-def rng():
-    return np.random.default_rng()
 
 
 def random_inputs(rng, batch, seq):

@@ -3,7 +3,7 @@ the shader's erf approximation measured against math.erf on the device."""
 
 import numpy as np
 import pytest
-from conftest import run
+from conftest import floats, rel_error, run
 
 from py_engine.gpu.selfcheck import poisoned
 from py_engine.kernels.gelu import GeluKernels
@@ -14,19 +14,6 @@ BOUNDS = {"forward": 1e-6, "backward": 1e-6}
 ERF_MAX_ABS_ERROR = 2.5e-7   # on the device; the driver's exp enters here (NumPy f32: 1.1e-7)
 # Per element for x >= -7: Phi from erfc, no cancellation (NumPy f32 7e-6, lavapipe 7.6e-6).
 GELU_MAX_REL_ERROR = 2e-5
-
-
-def rel_error(out, ref):
-    out = np.asarray(out, np.float64).ravel()
-    ref = np.asarray(ref, np.float64).ravel()
-    if not np.all(np.isfinite(out)):
-        return np.inf
-    norm = np.linalg.norm(ref)
-    return np.linalg.norm(out - ref) / norm if norm else np.linalg.norm(out - ref)
-
-
-def floats(view):
-    return np.frombuffer(bytes(view), np.float32)
 
 
 @pytest.fixture(scope="module")

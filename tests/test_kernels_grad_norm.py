@@ -3,7 +3,7 @@ the global L2 norm of several gradient buffers and torch's clip factor, in the m
 
 import numpy as np
 import pytest
-from conftest import run
+from conftest import floats, run
 
 from py_engine.gpu.selfcheck import poisoned
 from py_engine.kernels.cross_entropy import METRIC_CLIP_SCALE, METRIC_GRAD_NORM, METRIC_SLOTS
@@ -12,10 +12,6 @@ from py_engine.ops.grad_norm import clip_scale, global_grad_norm
 
 # f32 against float64: per-thread fma sums of squares, then two tree passes.
 BOUNDS = {"norm": 2e-6, "scale": 2e-6}
-
-
-def floats(view):
-    return np.frombuffer(bytes(view), np.float32)
 
 
 @pytest.fixture(scope="module", params=[(256, 64), (32, 3)])

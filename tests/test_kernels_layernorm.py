@@ -3,7 +3,7 @@ float64: fresh random inputs, NaN-poisoned outputs, ||out - ref|| / ||ref|| unde
 
 import numpy as np
 import pytest
-from conftest import run
+from conftest import floats, rel_error, run
 
 from py_engine.gpu.selfcheck import poisoned
 from py_engine.kernels.layernorm import LayerNormKernels
@@ -13,19 +13,6 @@ from py_engine.ops.layernorm import layernorm_backward, layernorm_forward
 # dx: products of values normalised by rstd, two row means. dgamma, dbeta: two-pass sums down
 # the rows, ~sqrt(rows) terms each.
 BOUNDS = {"y": 1e-6, "mean": 1e-6, "rstd": 1e-6, "dx": 2e-6, "dgamma": 2e-6, "dbeta": 2e-6}
-
-
-def rel_error(out, ref):
-    out = np.asarray(out, np.float64).ravel()
-    ref = np.asarray(ref, np.float64).ravel()
-    if not np.all(np.isfinite(out)):
-        return np.inf
-    norm = np.linalg.norm(ref)
-    return np.linalg.norm(out - ref) / norm if norm else np.linalg.norm(out - ref)
-
-
-def floats(view):
-    return np.frombuffer(bytes(view), np.float32)
 
 
 @pytest.fixture(scope="module", params=[64, 32])

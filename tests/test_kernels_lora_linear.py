@@ -7,7 +7,7 @@ accumulated into); relative error against float64.
 
 import numpy as np
 import pytest
-from conftest import run
+from conftest import read, rel_error, run
 
 from py_engine.gpu.selfcheck import poisoned
 from py_engine.kernels.lora_linear import LoraLinearKernels
@@ -20,33 +20,9 @@ from py_engine.ops.matmul import round_to_half
 BOUND = 1e-5
 
 
-def floats(view):
-    return np.frombuffer(bytes(view), dtype=np.float32)
-
-
-def rel_error(out, ref):
-    out = np.asarray(out, dtype=np.float64).ravel()
-    ref = np.asarray(ref, dtype=np.float64).ravel()
-    if not np.all(np.isfinite(out)):
-        return np.inf
-    norm = np.linalg.norm(ref)
-    return np.linalg.norm(out - ref) / norm if norm else np.linalg.norm(out - ref)
-
-
-def read(program, *buffers):
-    for b in buffers:
-        program.read(b)
-    return [floats(v) for v in run(program.run())]
-
-
 @pytest.fixture(scope="module", params=["register", "tiled"])
 def lora(request, device):
     return run(LoraLinearKernels.load(device, variant=request.param))
-
-
-@pytest.fixture
-def rng():
-    return np.random.default_rng()
 
 
 @pytest.mark.parametrize("w_half", [False, True])

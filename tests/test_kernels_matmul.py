@@ -6,7 +6,7 @@ them (beta != 0); relative error ||out - ref|| / ||ref|| against float64 under B
 
 import numpy as np
 import pytest
-from conftest import run
+from conftest import read, rel_error, run
 
 from py_engine.gpu.selfcheck import poisoned
 from py_engine.kernels.matmul import MatmulKernels, MatrixView, pack_half
@@ -22,36 +22,12 @@ VARIANTS = ("register", "tiled")
 LAYOUTS = {"nn": (False, False), "nt": (False, True), "tn": (True, False)}
 
 
-def floats(view):
-    return np.frombuffer(bytes(view), dtype=np.float32)
-
-
-def rel_error(out, ref):
-    out = np.asarray(out, dtype=np.float64).ravel()
-    ref = np.asarray(ref, dtype=np.float64).ravel()
-    if not np.all(np.isfinite(out)):
-        return np.inf
-    norm = np.linalg.norm(ref)
-    return np.linalg.norm(out - ref) / norm if norm else np.linalg.norm(out - ref)
-
-
-def read(program, *buffers):
-    for b in buffers:
-        program.read(b)
-    return [floats(v) for v in run(program.run())]
-
-
 @pytest.fixture(scope="module", params=VARIANTS)
 def mm(request, device):
     # Small tiles in both variants so that the small shapes below span several workgroups.
     constants = {"register": {"TILE_M": 4, "TILE_N": 4, "WG_X": 4, "WG_Y": 4},
                  "tiled": {"TILE_M": 2, "TILE_N": 2, "TILE_K": 8, "WG_X": 8, "WG_Y": 8}}
     return run(MatmulKernels.load(device, request.param, constants[request.param]))
-
-
-@pytest.fixture
-def rng():
-    return np.random.default_rng()
 
 
 def test_variant_defaults_follow_the_adapter(device):

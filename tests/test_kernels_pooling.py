@@ -6,7 +6,7 @@ when the kernel accumulates into them); relative error against float64.
 
 import numpy as np
 import pytest
-from conftest import run
+from conftest import read, rel_error, run
 
 from py_engine.gpu.selfcheck import poisoned
 from py_engine.kernels.pooling import PoolingKernels
@@ -18,33 +18,9 @@ TANH_BOUND = 1e-6         # series / exp formulation within ~3 ulps per element
 TANH_GRAD_BOUND = 1e-6
 
 
-def floats(view):
-    return np.frombuffer(bytes(view), dtype=np.float32)
-
-
-def rel_error(out, ref):
-    out = np.asarray(out, dtype=np.float64).ravel()
-    ref = np.asarray(ref, dtype=np.float64).ravel()
-    if not np.all(np.isfinite(out)):
-        return np.inf
-    norm = np.linalg.norm(ref)
-    return np.linalg.norm(out - ref) / norm if norm else np.linalg.norm(out - ref)
-
-
-def read(program, *buffers):
-    for b in buffers:
-        program.read(b)
-    return [floats(v) for v in run(program.run())]
-
-
 @pytest.fixture(scope="module")
 def pool(device):
     return run(PoolingKernels.load(device))
-
-
-@pytest.fixture
-def rng():
-    return np.random.default_rng()
 
 
 BATCH, SEQ, HIDDEN = 4, 9, 7

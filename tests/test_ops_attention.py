@@ -15,11 +15,6 @@ BATCH, SEQ, HEADS, DIM = 3, 6, 2, 4
 MASK = np.array([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0], [1, 0, 0, 0, 0, 0]])
 
 
-@pytest.fixture
-def rng():
-    return np.random.default_rng()
-
-
 def torch_attention(q, k, v, mask, heads, scaling):
     """transformers' eager_attention_forward with its additive finfo.min padding mask."""
     def split(x):

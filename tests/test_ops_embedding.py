@@ -1,7 +1,6 @@
 """The NumPy embedding reference against torch autograd (float64) and BertEmbeddings."""
 
 import numpy as np
-import pytest
 import torch
 from transformers import BertConfig
 from transformers.models.bert.modeling_bert import BertEmbeddings
@@ -9,11 +8,6 @@ from transformers.models.bert.modeling_bert import BertEmbeddings
 from py_engine.ops.embedding import embedding_backward, embedding_forward
 
 VOCAB, POSITIONS, TYPES, HIDDEN = 11, 9, 2, 5
-
-
-@pytest.fixture
-def rng():
-    return np.random.default_rng()
 
 
 def tables(rng):

@@ -1,18 +1,12 @@
 """The NumPy LoRA linear reference against torch autograd (float64) and PEFT's lora.Linear."""
 
 import numpy as np
-import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
 from py_engine.ops.lora_linear import lora_linear_backward, lora_linear_forward
 
 ROWS, FIN, FOUT, R, ALPHA = 6, 5, 4, 3, 6
-
-
-@pytest.fixture
-def rng():
-    return np.random.default_rng()
 
 
 def test_forward_and_backward_match_torch_autograd(rng):

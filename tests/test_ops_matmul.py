@@ -7,11 +7,6 @@ import torch
 from py_engine.ops.matmul import gemm, linear_backward, linear_forward, round_to_half
 
 
-@pytest.fixture
-def rng():
-    return np.random.default_rng()
-
-
 def t64(x, grad=False):
     return torch.tensor(x, dtype=torch.float64, requires_grad=grad)
 

@@ -1,18 +1,12 @@
 """The NumPy pooling and tanh references against torch autograd (float64)."""
 
 import numpy as np
-import pytest
 import torch
 
 from py_engine.ops import pooling
 
 BATCH, SEQ, HIDDEN = 3, 5, 4
 MASK = np.array([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [0, 0, 0, 0, 0]])
-
-
-@pytest.fixture
-def rng():
-    return np.random.default_rng()
 
 
 def test_cls_pool_matches_torch(rng):

@@ -46,11 +46,6 @@ TORCH_DTYPES = {"BF16": torch.bfloat16, "F8_E4M3": torch.float8_e4m3fn,
                 "F8_E5M2FNUZ": torch.float8_e5m2fnuz}
 
 
-@pytest.fixture
-def rng():
-    return np.random.default_rng()
-
-
 def random_bytes(rng, dtype, shape):
     bits = int(np.prod(shape, dtype=np.int64)) * st.DTYPES[dtype]
     return rng.integers(0, 256, bits // 8, dtype=np.uint8)

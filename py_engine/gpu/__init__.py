@@ -6,7 +6,19 @@
 
 import sys
 
-from .device import STORAGE, UNIFORM, AdapterInfo, Buffer, Device, Kernel, Program, groups_for
+from .device import (
+    STORAGE,
+    UNIFORM,
+    AdapterInfo,
+    Buffer,
+    Device,
+    Kernel,
+    Program,
+    grid_groups,
+    groups_for,
+    require_floats,
+    row_groups,
+)
 from .errors import (
     BufferTooLargeError,
     DeviceLostError,
@@ -58,5 +70,6 @@ def run_sync(coroutine):
 __all__ = [
     "AdapterInfo", "Buffer", "BufferTooLargeError", "Device", "DeviceLostError", "GPUError",
     "Kernel", "NoWebGPUError", "Program", "STORAGE", "ShaderCompileError",
-    "SoftwareAdapterWarning", "UNIFORM", "default_backend", "groups_for", "open_device", "run_sync",
+    "SoftwareAdapterWarning", "UNIFORM", "default_backend", "grid_groups", "groups_for",
+    "open_device", "require_floats", "row_groups", "run_sync",
 ]

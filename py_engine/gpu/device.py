@@ -367,6 +367,24 @@ def groups_for(count, per_group):
     return max(1, math.ceil(count / per_group))
 
 
+def grid_groups(device, count, workgroup):
+    """Workgroups for a grid-stride loop over `count` items: enough to cover them, within the
+    device's per-dimension limit (the loop covers the rest)."""
+    return min(groups_for(count, workgroup), device.limits["max_compute_workgroups_per_dimension"])
+
+
+def row_groups(device, rows):
+    """One workgroup per row; rows past the per-dimension limit spill into y."""
+    limit = device.limits["max_compute_workgroups_per_dimension"]
+    return (min(rows, limit), math.ceil(rows / limit))
+
+
+def require_floats(buffer, count, name):
+    """Raise ValueError naming `name` unless `buffer` holds `count` f32 values."""
+    if buffer.size < 4 * count:
+        raise ValueError(f"{name} holds {buffer.size} bytes; {4 * count} needed")
+
+
 def open_backend_device(backend, info_dict, limits, features):
     """Wrap what a backend opened into a Device, warning about software adapters."""
     info = AdapterInfo(**info_dict)

@@ -16,7 +16,7 @@ import random
 import struct
 from array import array
 
-from .device import groups_for
+from .device import groups_for, row_groups
 
 NAN_BYTES = struct.pack("<f", float("nan"))
 
@@ -99,9 +99,8 @@ async def sum_rows(device, x, rows, cols, workgroup=256):
     kernel = await device.kernel("reduce.wgsl", "sum_rows", {"WORKGROUP": workgroup})
     out = poisoned(device, rows)
     params = device.uniform("II", rows, cols)
-    limit = device.limits["max_compute_workgroups_per_dimension"]
-    groups = (min(rows, limit), groups_for(rows, limit))
-    program = device.program().dispatch(kernel, [device.buffer_from(x), out, params], groups)
+    program = device.program().dispatch(kernel, [device.buffer_from(x), out, params],
+                                        row_groups(device, rows))
     program.read(out)
     (result,) = await program.run()
     return result

@@ -31,6 +31,7 @@ Counts are stored as f32 (exact below 2^24).
 """
 
 import struct
+from ..gpu import require_floats
 
 SOURCE = "cross_entropy.wgsl"
 IGNORE_LABEL = 0xFFFFFFFF
@@ -61,11 +62,6 @@ def decode_metrics(data):
     return out
 
 
-def _need(buffer, floats, name):
-    if buffer.size < 4 * floats:
-        raise ValueError(f"{name} holds {buffer.size} bytes; {4 * floats} needed")
-
-
 class CrossEntropyKernels:
     def __init__(self, device, forward, backward, workgroup):
         self.device = device
@@ -88,11 +84,11 @@ class CrossEntropyKernels:
             raise ValueError(f"cross-entropy needs rows, classes >= 1, got {rows}, {classes}")
         if not 0.0 <= smoothing < 1.0:
             raise ValueError(f"label_smoothing must lie in [0, 1), got {smoothing}")
-        _need(logits, rows * classes, "logits")
-        _need(labels, rows, "labels")
-        _need(metrics, metrics_offset + 4, "metrics")
+        require_floats(logits, rows * classes, "logits")
+        require_floats(labels, rows, "labels")
+        require_floats(metrics, metrics_offset + 4, "metrics")
         if weights is not None:
-            _need(weights, classes, "weights")
+            require_floats(weights, classes, "weights")
         elif self._no_weights is None:
             self._no_weights = self.device.create_buffer(4, label="no class weights")
         params = self.device.uniform("IIIIff", rows, classes, int(weights is not None),
@@ -103,7 +99,7 @@ class CrossEntropyKernels:
                 label_smoothing=0.0, metrics_offset=METRIC_LOSS):
         """Loss, correct count, counted rows and the denominator into metrics[offset:offset+4];
         each row's argmax into predictions."""
-        _need(predictions, rows, "predictions")
+        require_floats(predictions, rows, "predictions")
         buffers = self._bindings(logits, labels, weights, metrics, predictions, rows, classes,
                                  label_smoothing, 1.0, metrics_offset)
         program.dispatch(self._forward, buffers, 1)
@@ -111,7 +107,7 @@ class CrossEntropyKernels:
     def backward(self, program, logits, labels, metrics, dlogits, rows, classes, weights=None,
                  label_smoothing=0.0, dloss=1.0, metrics_offset=METRIC_LOSS):
         """dlogits of dloss * loss; needs the forward's metrics of the same batch."""
-        _need(dlogits, rows * classes, "dlogits")
+        require_floats(dlogits, rows * classes, "dlogits")
         buffers = self._bindings(logits, labels, weights, metrics, dlogits, rows, classes,
                                  label_smoothing, dloss, metrics_offset)
         limit = self.device.limits["max_compute_workgroups_per_dimension"]

@@ -15,8 +15,8 @@ layers before it) so layers sharing a step buffer draw independent masks.
 Step buffer layout (16 bytes, uniform): u32 seed, u32 offset, 8 bytes padding.
 """
 
-import math
 import struct
+from ..gpu import grid_groups
 
 SOURCE = "dropout.wgsl"
 MASK32 = 0xFFFFFFFF
@@ -38,11 +38,6 @@ def threshold(p):
 def scale(p):
     """1 / (1 - p) rounded to f32, the factor kept values are multiplied by."""
     return struct.unpack("<f", struct.pack("<f", 1.0 / (1.0 - p)))[0]
-
-
-def _grid_groups(device, n, workgroup):
-    limit = device.limits["max_compute_workgroups_per_dimension"]
-    return min(max(1, math.ceil(n / workgroup)), limit)
 
 
 class DropoutKernels:
@@ -69,7 +64,7 @@ class DropoutKernels:
                 raise ValueError(f"dropout {name} holds {buffer.size} bytes; {4 * n} needed")
         params = self.device.uniform("IIIf", n, base & MASK32, threshold(p), scale(p))
         program.dispatch(kernel, [src, dst, params, per_step],
-                         _grid_groups(self.device, n, self.workgroup))
+                         grid_groups(self.device, n, self.workgroup))
 
     def forward(self, program, x, out, per_step, n, p, base=0):
         self._dispatch(program, self._forward, x, out, per_step, n, p, base)

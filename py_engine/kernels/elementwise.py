@@ -5,7 +5,7 @@
     ew.scaled_add(program, a, b, out, n, alpha)
 """
 
-from ..gpu import groups_for
+from ..gpu import grid_groups
 
 SOURCE = "elementwise.wgsl"
 
@@ -27,9 +27,8 @@ class ElementwiseKernels:
         for buffer in (a, b, out):
             if buffer.size < 4 * n:
                 raise ValueError(f"{buffer!r} holds fewer than {n} floats")
-        limit = self.device.limits["max_compute_workgroups_per_dimension"]
-        groups = min(groups_for(n, self.workgroup), limit)
-        program.dispatch(kernel, [a, b, out, self.device.uniform("If", n, alpha)], groups)
+        program.dispatch(kernel, [a, b, out, self.device.uniform("If", n, alpha)],
+                         grid_groups(self.device, n, self.workgroup))
 
     def add(self, program, a, b, out, n):
         self._dispatch(program, self._add, a, b, out, n, 1.0)

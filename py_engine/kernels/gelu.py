@@ -7,20 +7,9 @@
 All buffers are flat f32 arrays of n elements; the backward needs the forward's input x.
 """
 
-import math
+from ..gpu import grid_groups, require_floats
 
 SOURCE = "gelu.wgsl"
-
-
-def _grid_groups(device, n, workgroup):
-    """Workgroups for a grid-stride loop over n items: enough to cover n, within the limit."""
-    limit = device.limits["max_compute_workgroups_per_dimension"]
-    return min(max(1, math.ceil(n / workgroup)), limit)
-
-
-def _need(buffer, floats, name):
-    if buffer.size < 4 * floats:
-        raise ValueError(f"{name} holds {buffer.size} bytes; {4 * floats} needed")
 
 
 class GeluKernels:
@@ -38,10 +27,10 @@ class GeluKernels:
 
     def _dispatch(self, program, entry, buffers, n):
         for buffer, name in zip(buffers, ("x", "out", "dout")):
-            _need(buffer, n, name)
+            require_floats(buffer, n, name)
         params = self.device.uniform("I", n)
         buffers = buffers[:2] + [params] + buffers[2:]
-        groups = _grid_groups(self.device, n, self.workgroup)
+        groups = grid_groups(self.device, n, self.workgroup)
         program.dispatch(self._kernels[entry], buffers, groups)
 
     def forward(self, program, x, out, n):

@@ -10,20 +10,10 @@ dbeta instead of overwriting them (gradient accumulation); dx is always overwrit
 """
 
 import math
+from ..gpu import require_floats, row_groups
 
 BERT_EPS = 1e-12
 SOURCE = "layernorm.wgsl"
-
-
-def _row_groups(device, rows):
-    """One workgroup per row; rows past the per-dimension limit spill into y."""
-    limit = device.limits["max_compute_workgroups_per_dimension"]
-    return (min(rows, limit), math.ceil(rows / limit))
-
-
-def _need(buffer, floats, name):
-    if buffer.size < 4 * floats:
-        raise ValueError(f"{name} holds {buffer.size} bytes; {4 * floats} needed")
 
 
 def chunking(rows):
@@ -58,10 +48,10 @@ class LayerNormKernels:
         for buffer, floats, name in ((x, rows * cols, "x"), (out, rows * cols, "out"),
                                      (gamma, cols, "gamma"), (beta, cols, "beta"),
                                      (mean, rows, "mean"), (rstd, rows, "rstd")):
-            _need(buffer, floats, name)
+            require_floats(buffer, floats, name)
         params = self._params(rows, cols, eps)
         program.dispatch(self._kernels["layernorm_forward"],
-                         [x, mean, rstd, params, beta, out, gamma], _row_groups(self.device, rows))
+                         [x, mean, rstd, params, beta, out, gamma], row_groups(self.device, rows))
 
     def backward(self, program, dout, x, gamma, mean, rstd, dx, dgamma, dbeta, rows, cols,
                  accumulate=False):
@@ -69,18 +59,18 @@ class LayerNormKernels:
         for buffer, floats, name in ((x, rows * cols, "x"), (dout, rows * cols, "dout"),
                                      (dx, rows * cols, "dx"), (gamma, cols, "gamma"),
                                      (mean, rows, "mean"), (rstd, rows, "rstd")):
-            _need(buffer, floats, name)
+            require_floats(buffer, floats, name)
         params = self._params(rows, cols, accumulate=accumulate)
         program.dispatch(self._kernels["layernorm_backward"],
-                         [x, mean, rstd, params, dout, dx, gamma], _row_groups(self.device, rows))
+                         [x, mean, rstd, params, dout, dx, gamma], row_groups(self.device, rows))
         self.backward_params(program, dout, x, mean, rstd, dgamma, dbeta, rows, cols, accumulate)
 
     def backward_params(self, program, dout, x, mean, rstd, dgamma, dbeta, rows, cols,
                         accumulate=False):
         """Only dgamma and dbeta (e.g. when nothing upstream needs dx); allocates the scratch
         buffer of partial sums, which the program keeps."""
-        _need(dgamma, cols, "dgamma")
-        _need(dbeta, cols, "dbeta")
+        require_floats(dgamma, cols, "dgamma")
+        require_floats(dbeta, cols, "dbeta")
         params = self._params(rows, cols, accumulate=accumulate)
         _, chunks = chunking(rows)
         partials = self.device.create_buffer(8 * chunks * cols, label="layernorm partials")

@@ -343,7 +343,7 @@ class WordPieceTokenizer:
         if kind is None:
             single, pair = [(None, "A", 0)], [(None, "A", 0), (None, "B", 0)]
         elif kind == "BertProcessing":
-            (cls_name, cls_id), (sep_name, sep_id) = processor["cls"], processor["sep"]
+            (_, cls_id), (_, sep_id) = processor["cls"], processor["sep"]
             single = [([cls_id], None, 0), (None, "A", 0), ([sep_id], None, 0)]
             pair = single + [(None, "B", 1), ([sep_id], None, 1)]
         elif kind == "TemplateProcessing":

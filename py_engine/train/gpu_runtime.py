@@ -8,7 +8,6 @@ clipping, AdamW on every trainable tensor, zeroing the gradients) is one more pr
 """
 
 import math
-import struct
 from array import array
 
 from ..backends.gpu_backend import GpuBackend, Kernels, Tensor
