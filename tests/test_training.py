@@ -124,3 +124,17 @@ def test_train_config_rejects_nonsense():
     for bad in (dict(epochs=0), dict(lr=-1.0), dict(batch_size=0), dict(label_smoothing=1.0)):
         with pytest.raises(ValueError):
             TrainConfig(**bad)
+
+
+def test_fused_gpu_step_equals_accumulate_then_update(device, tiny):
+    _, separate = runtimes(device, *tiny, 3)
+    _, fused = runtimes(device, *tiny, 3)
+    for step in range(1, 4):
+        batch = tiny_batch(90 + step)
+        l1, c1 = run(separate.accumulate(batch, seed=step))
+        n1 = run(separate.update(lr=1e-2, step=step, max_norm=0.5, weight_decay=0.01))
+        l2, c2, n2 = run(fused.train_step(batch, seed=step, lr=1e-2, step=step, max_norm=0.5,
+                                          weight_decay=0.01))
+        assert (l1, c1, n1) == (l2, c2, n2)       # the same dispatches: bit for bit
+    a, b = run(separate.trainable_values()), run(fused.trainable_values())
+    assert all(a[n][1] == b[n][1] for n in a)

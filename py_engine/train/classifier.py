@@ -149,6 +149,16 @@ class TextClassifier:
             for start in range(0, len(plan), config.grad_accum):
                 group = plan[start:start + config.grad_accum]
                 lr = linear_warmup_decay(step, config.lr, warmup, total)
+                if len(group) == 1 and hasattr(self.runtime, "train_step"):
+                    # One submission and one readback for the whole optimizer step.
+                    batch = self._batch(encodings, group[0], label_ids, config.pad_multiple)
+                    step += 1
+                    loss, correct, norm = await self.runtime.train_step(
+                        batch, seed=config.seed * 7919 + (step - 1) * 131, lr=lr, step=step,
+                        max_norm=config.max_grad_norm, weight_decay=config.weight_decay,
+                        class_weights=config.class_weights, label_smoothing=config.label_smoothing)
+                    self._record(Step(step, epoch, loss, correct / batch.B, norm, lr), on_step)
+                    continue
                 loss = correct = count = 0
                 for micro, indices in enumerate(group):
                     batch = self._batch(encodings, indices, label_ids, config.pad_multiple)
@@ -161,11 +171,13 @@ class TextClassifier:
                 step += 1
                 norm = await self.runtime.update(lr=lr, step=step, max_norm=config.max_grad_norm,
                                                  weight_decay=config.weight_decay)
-                record = Step(step, epoch, loss, correct / count, norm, lr)
-                self.history.append(record)
-                if on_step is not None:
-                    on_step(record)
+                self._record(Step(step, epoch, loss, correct / count, norm, lr), on_step)
         return self.history
+
+    def _record(self, record, on_step):
+        self.history.append(record)
+        if on_step is not None:
+            on_step(record)
 
     # --- inference ---
 

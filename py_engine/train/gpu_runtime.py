@@ -64,6 +64,7 @@ class GpuRuntime:
         self._train = {}
         self._infer = {}
         self._update = {}
+        self._steps = {}
 
     @classmethod
     async def create(cls, model, checkpoint, trainable, device=None, base_dtype="f32",
@@ -93,26 +94,53 @@ class GpuRuntime:
 
     # --- programs ---
 
+    def _record_train(self, program, B, T, loss_scale, class_weights, label_smoothing):
+        """Forward, loss and backward of a (B, T) batch into `program`; returns its inputs."""
+        be, model = self.be, self.model
+        be.record(program)
+        inputs = _Inputs(be, B, T, labels=True)
+        logits, saved = model.forward(be, inputs, train=True)
+        weights = None if not class_weights else self.device.buffer_from(array("f", class_weights))
+        ce = self.k.cross_entropy
+        predictions = self.device.create_buffer(4 * B, label="predictions")
+        shape = dict(rows=B, classes=model.num_labels, weights=weights, label_smoothing=label_smoothing)
+        ce.forward(program, logits.buffer, inputs.labels.buffer, self.metrics, predictions, **shape)
+        dlogits = be.new(B, model.num_labels)
+        ce.backward(program, logits.buffer, inputs.labels.buffer, self.metrics, dlogits.buffer,
+                    dloss=loss_scale, **shape)
+        model.backward(be, dlogits, saved, inputs)
+        return inputs
+
+    def _record_update(self, program, max_norm):
+        """Global gradient norm and clip factor, AdamW on every trainable tensor, zeroed grads."""
+        names = list(self.model.trainable)
+        self.grad_norm.record(program, [self.be.grads[n].buffer for n in names], self.metrics,
+                              max_norm=max_norm)
+        for n in names:
+            self.adamw.step(program, self.be.params[n].buffer, self.be.grads[n].buffer,
+                            self.m[n].buffer, self.v[n].buffer, self.hyper, scale=self.metrics)
+        for n in names:
+            self.k.embedding.clear(program, self.be.grads[n].buffer, self.be.grads[n].size)
+
     def _train_program(self, B, T, loss_scale, class_weights, label_smoothing):
         key = (B, T, loss_scale, tuple(class_weights or ()), label_smoothing)
         if key not in self._train:
-            be, model = self.be, self.model
             program = self.device.program(f"train {B}x{T}")
-            be.record(program)
-            inputs = _Inputs(be, B, T, labels=True)
-            logits, saved = model.forward(be, inputs, train=True)
-            weights = None if not class_weights else self.device.buffer_from(array("f", class_weights))
-            ce = self.k.cross_entropy
-            predictions = self.device.create_buffer(4 * B, label="predictions")
-            shape = dict(rows=B, classes=model.num_labels, weights=weights, label_smoothing=label_smoothing)
-            ce.forward(program, logits.buffer, inputs.labels.buffer, self.metrics, predictions, **shape)
-            dlogits = be.new(B, model.num_labels)
-            ce.backward(program, logits.buffer, inputs.labels.buffer, self.metrics, dlogits.buffer,
-                        dloss=loss_scale, **shape)
-            model.backward(be, dlogits, saved, inputs)
+            inputs = self._record_train(program, *key[:2], loss_scale, class_weights, label_smoothing)
             program.read(self.metrics)
             self._train[key] = (program, inputs)
         return self._train[key]
+
+    def _step_program(self, B, T, class_weights, label_smoothing, max_norm):
+        """A whole optimizer step (grad_accum 1): one submission, one read of the metrics."""
+        key = (B, T, tuple(class_weights or ()), label_smoothing, max_norm)
+        if key not in self._steps:
+            program = self.device.program(f"step {B}x{T}")
+            inputs = self._record_train(program, B, T, 1.0, class_weights, label_smoothing)
+            self._record_update(program, max_norm)
+            program.read(self.metrics)
+            self._steps[key] = (program, inputs)
+        return self._steps[key]
 
     def _infer_program(self, B, T):
         key = (B, T, self.model.merged)
@@ -128,14 +156,7 @@ class GpuRuntime:
     def _update_program(self, max_norm):
         if max_norm not in self._update:
             program = self.device.program("update")
-            names = list(self.model.trainable)
-            grads = [self.be.grads[n].buffer for n in names]
-            self.grad_norm.record(program, grads, self.metrics, max_norm=max_norm)
-            for n in names:
-                self.adamw.step(program, self.be.params[n].buffer, self.be.grads[n].buffer,
-                                self.m[n].buffer, self.v[n].buffer, self.hyper, scale=self.metrics)
-            for n in names:
-                self.k.embedding.clear(program, self.be.grads[n].buffer, self.be.grads[n].size)
+            self._record_update(program, max_norm)
             program.read(self.metrics)
             self._update[max_norm] = program
         return self._update[max_norm]
@@ -154,6 +175,18 @@ class GpuRuntime:
         self.hyper.write(pack_hyper(lr, beta1, beta2, eps, weight_decay, step))
         (metrics,) = await self._update_program(max_norm).run()
         return decode_metrics(metrics)["grad_norm"]
+
+    async def train_step(self, batch, seed, lr, step, max_norm=None, weight_decay=0.0,
+                         class_weights=None, label_smoothing=0.0, beta1=0.9, beta2=0.999, eps=1e-8):
+        """accumulate() then update() as one submission with one readback; returns
+        (loss, correct, grad_norm)."""
+        program, inputs = self._step_program(batch.B, batch.T, class_weights, label_smoothing, max_norm)
+        inputs.write(batch)
+        self.be.step.write(pack_step(seed, 0))
+        self.hyper.write(pack_hyper(lr, beta1, beta2, eps, weight_decay, step))
+        (metrics,) = await program.run()
+        m = decode_metrics(metrics)
+        return m["loss"], int(m["correct"]), m["grad_norm"]
 
     async def logits(self, batch):
         program, inputs = self._infer_program(batch.B, batch.T)
