@@ -3,7 +3,7 @@ float64: fresh random inputs, NaN-poisoned outputs, ||out - ref|| / ||ref|| unde
 
 import numpy as np
 import pytest
-from conftest import floats, rel_error, run
+from conftest import floats, read, rel_error, run
 
 from py_engine.gpu.selfcheck import poisoned
 from py_engine.kernels.layernorm import LayerNormKernels
@@ -93,3 +93,20 @@ def test_layernorm_rows_spill_into_second_dispatch_dimension(device):
     ref = reference(x, gamma, beta, dy)
     for name, bound in BOUNDS.items():
         assert rel_error(got[name], ref[name]) <= bound, name
+
+
+def test_backward_input_alone_matches_numpy(device, rng):
+    rows, cols = 19, 40
+    x = rng.standard_normal((rows, cols)).astype(np.float32)
+    dy = rng.standard_normal((rows, cols)).astype(np.float32)
+    gamma = (1 + 0.1 * rng.standard_normal(cols)).astype(np.float32)
+    _, mean, rstd = layernorm_forward(x.astype(np.float64), gamma.astype(np.float64), np.zeros(cols))
+    ln = run(LayerNormKernels.load(device))
+    dx = poisoned(device, rows * cols)
+    program = device.program()
+    ln.backward_input(program, device.buffer_from(dy), device.buffer_from(x), device.buffer_from(gamma),
+                      device.buffer_from(mean.astype(np.float32)), device.buffer_from(rstd.astype(np.float32)),
+                      dx, rows, cols)
+    (got,) = read(program, dx)
+    want = layernorm_backward(dy.astype(np.float64), x.astype(np.float64), gamma.astype(np.float64), mean, rstd)[0]
+    assert rel_error(got, want) <= 2e-6

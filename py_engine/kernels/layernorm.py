@@ -56,14 +56,18 @@ class LayerNormKernels:
     def backward(self, program, dout, x, gamma, mean, rstd, dx, dgamma, dbeta, rows, cols,
                  accumulate=False):
         """dx (one workgroup per row), then dgamma and dbeta (summed over rows)."""
+        self.backward_input(program, dout, x, gamma, mean, rstd, dx, rows, cols)
+        self.backward_params(program, dout, x, mean, rstd, dgamma, dbeta, rows, cols, accumulate)
+
+    def backward_input(self, program, dout, x, gamma, mean, rstd, dx, rows, cols):
+        """Only dx (a frozen LayerNorm, as in LoRA training, needs no dgamma or dbeta)."""
         for buffer, floats, name in ((x, rows * cols, "x"), (dout, rows * cols, "dout"),
                                      (dx, rows * cols, "dx"), (gamma, cols, "gamma"),
                                      (mean, rows, "mean"), (rstd, rows, "rstd")):
             require_floats(buffer, floats, name)
-        params = self._params(rows, cols, accumulate=accumulate)
         program.dispatch(self._kernels["layernorm_backward"],
-                         [x, mean, rstd, params, dout, dx, gamma], row_groups(self.device, rows))
-        self.backward_params(program, dout, x, mean, rstd, dgamma, dbeta, rows, cols, accumulate)
+                         [x, mean, rstd, self._params(rows, cols), dout, dx, gamma],
+                         row_groups(self.device, rows))
 
     def backward_params(self, program, dout, x, mean, rstd, dgamma, dbeta, rows, cols,
                         accumulate=False):
