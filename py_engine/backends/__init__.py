@@ -8,8 +8,8 @@ The interface (tensors are backend handles; shapes are row-major, activations [B
     layernorm(x, gamma, beta, eps) -> (y, saved);  layernorm_backward(dy, saved) -> dx
     linear(x, w, b) -> y;  linear_grad_input(dy, w) -> dx;  linear_grad_params(dy, x, dw, db)
     lora_linear(x, xd, w, b, a, bm, scaling) -> (y, h)
-    lora_linear_backward(dy, xd, w, a, bm, h, scaling, da, dbm, separate) -> (dx, dxd)
-                                                 (separate=False: (dx + dxd, None))
+    lora_linear_backward(dy, xd, w, a, bm, h, scaling, da, dbm, separate, input_grad=True)
+        -> (dx, dxd)      (separate=False: (dx + dxd, None); input_grad=False: only da, dbm)
     dropout(x, p) -> (y, site);  dropout_backward(dy, site) -> dx     (p == 0: identity)
     attention(q, k, v, mask, B, T, heads, p) -> (ctx, saved);  attention_backward(dctx, saved)
     add(a, b), gelu(x), gelu_backward(dy, x), tanh(x), tanh_backward(y, dy)

@@ -77,7 +77,6 @@ class GpuBackend:
         self.program = None
         self.step = kernels.dropout.step_buffer()   # dropout (seed, offset), written per replay
         self._counter = 0
-        self._scratch = {}
 
     # --- recording ---
 
@@ -88,12 +87,6 @@ class GpuBackend:
 
     def new(self, *shape, label=None):
         return Tensor(self.device.create_buffer(4 * max(1, math.prod(shape)), label=label), shape)
-
-    def scratch(self, n):
-        """A reusable buffer of n floats for outputs nobody reads (frozen LayerNorm params)."""
-        if n not in self._scratch:
-            self._scratch[n] = self.device.create_buffer(4 * n, label="scratch")
-        return self._scratch[n]
 
     def param(self, name):
         return self.params[name]
@@ -122,10 +115,9 @@ class GpuBackend:
     def layernorm_backward(self, dy, saved):
         x, gamma, mean, rstd = saved
         dx = self.new(*x.shape)
-        # gamma and beta are frozen: their gradients land in scratch.
-        self.k.layernorm.backward(self.program, dy.buffer, x.buffer, gamma.buffer, mean.buffer,
-                                  rstd.buffer, dx.buffer, self.scratch(x.cols), self.scratch(x.cols + 1),
-                                  x.rows, x.cols)
+        # gamma and beta are frozen: only dx.
+        self.k.layernorm.backward_input(self.program, dy.buffer, x.buffer, gamma.buffer, mean.buffer,
+                                        rstd.buffer, dx.buffer, x.rows, x.cols)
         return dx
 
     def linear(self, x, w, b):
@@ -155,15 +147,18 @@ class GpuBackend:
                             out_features=out_f, r=r, scaling=scaling, w_half=w.half)
         return y, h
 
-    def lora_linear_backward(self, dy, xd, w, a, bm, h, scaling, da, dbm, separate):
+    def lora_linear_backward(self, dy, xd, w, a, bm, h, scaling, da, dbm, separate, input_grad=True):
         out_f, in_f = w.shape
         r = a.shape[0]
-        dx, dh = self.new(dy.rows, in_f), self.new(dy.rows, r)
-        dxd = self.new(dy.rows, in_f) if separate else None
+        dh = self.new(dy.rows, r)
+        dx = self.new(dy.rows, in_f) if input_grad else None
+        dxd = self.new(dy.rows, in_f) if separate and input_grad else None
         self.k.lora.backward(self.program, dy.buffer, xd.buffer, w.buffer, a.buffer, bm.buffer,
-                             h.buffer, dh.buffer, da.buffer, dbm.buffer, dx.buffer, rows=dy.rows,
+                             h.buffer, dh.buffer, da.buffer, dbm.buffer,
+                             dx.buffer if dx is not None else None, rows=dy.rows,
                              in_features=in_f, out_features=out_f, r=r, scaling=scaling,
-                             dxd=dxd.buffer if separate else None, accumulate=True, w_half=w.half)
+                             dxd=dxd.buffer if dxd is not None else None, accumulate=True,
+                             w_half=w.half)
         return dx, dxd
 
     def dropout(self, x, p):

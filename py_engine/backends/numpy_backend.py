@@ -1,7 +1,12 @@
 """The NumPy backend: the model's ops computed eagerly with the reference ops (host only).
 
 It is the reference the GPU path is checked against, and the CPU training path on a desktop.
-`dtype` float32 trains; float64 checks gradients against torch.
+`dtype` float32 trains; float64 checks gradients against torch. Everything stays in `dtype`:
+the ops keep their inputs' dtype, so no step widens to float64 or converts back.
+
+Two things computed in the forward are kept for the backward of a training step instead of
+being recomputed: each dropout layer's mask (as factors 0 or 1 / (1 - p)), and each GELU's
+slope, which shares its erf with the forward.
 """
 
 import numpy as np
@@ -17,10 +22,13 @@ from ..ops import pooling as pool_ops
 
 
 class DropoutSite:
-    __slots__ = ("p", "base", "seed", "offset")
+    """One dropout layer of a step: its mask as factors (0 or 1 / (1 - p)), drawn from the
+    step's (seed, offset) at the layer's counter base, for the forward and the backward."""
 
-    def __init__(self, p, base, seed, offset):
-        self.p, self.base, self.seed, self.offset = p, base, seed, offset
+    __slots__ = ("multiplier",)
+
+    def __init__(self, multiplier):
+        self.multiplier = multiplier
 
 
 class NumpyBackend:
@@ -33,6 +41,8 @@ class NumpyBackend:
         self.seed = 0
         self.offset = 0
         self._counter = 0
+        self._train = False
+        self._gelu_slopes = {}      # id(x) -> (x, gelu'(x)) from this step's forward
 
     # --- parameters ---
 
@@ -52,9 +62,17 @@ class NumpyBackend:
     def grad(self, name):
         return self.grads[name]
 
-    def start_step(self, seed, offset=0):
-        """Dropout masks of the coming forward/backward draw from (seed, offset)."""
+    def start_step(self, seed, offset=0, train=True):
+        """Dropout masks of the coming forward/backward draw from (seed, offset). With `train`
+        the forward keeps what the backward reuses, until finish_step()."""
         self.seed, self.offset, self._counter = seed, offset, 0
+        self._train = train
+        self._gelu_slopes.clear()
+
+    def finish_step(self):
+        """Drop what the forward kept for the backward."""
+        self._train = False
+        self._gelu_slopes.clear()
 
     def tensor(self, values, shape=None, dtype=None):
         arr = np.asarray(values, dtype=dtype or self.dtype)
@@ -70,8 +88,8 @@ class NumpyBackend:
         return y, (x, gamma, mean, rstd)
 
     def layernorm_backward(self, dy, saved):
-        x, gamma, mean, rstd = saved
-        return ln_ops.layernorm_backward(dy, x, gamma, mean, rstd)[0]
+        # gamma and beta are frozen: only dx is computed.
+        return ln_ops.layernorm_backward_input(dy, *saved)
 
     def linear(self, x, w, b):
         return mm_ops.linear_forward(x, w, b)
@@ -86,24 +104,33 @@ class NumpyBackend:
     def lora_linear(self, x, xd, w, b, a, bm, scaling):
         return lora_ops.lora_linear_forward(x, xd, w, b, a, bm, scaling)
 
-    def lora_linear_backward(self, dy, xd, w, a, bm, h, scaling, da, dbm, separate):
+    def lora_linear_backward(self, dy, xd, w, a, bm, h, scaling, da, dbm, separate, input_grad=True):
+        if not input_grad:
+            ga, gb, _ = lora_ops.lora_weight_grads(dy, xd, bm, h, scaling)
+            da += ga
+            dbm += gb
+            return None, None
         dx, dxd, ga, gb = lora_ops.lora_linear_backward(dy, xd, w, a, bm, h, scaling)
         da += ga
         dbm += gb
-        return (dx, dxd) if separate else (dx + dxd, None)
+        if separate:
+            return dx, dxd
+        dx += dxd
+        return dx, None
 
     def dropout(self, x, p):
         if p == 0.0:
             return x, None
-        site = DropoutSite(p, self._counter, self.seed, self.offset)
+        base = self._counter
         self._counter += x.size
-        y, _ = dropout_ops.dropout_forward(x, p, site.seed, site.offset, site.base)
-        return y, site
+        multiplier = dropout_ops.dropout_multiplier(x.size, p, self.seed, self.offset, base,
+                                                    x.dtype).reshape(x.shape)
+        return x * multiplier, DropoutSite(multiplier)
 
     def dropout_backward(self, dy, site):
         if site is None:
             return dy
-        return dropout_ops.dropout_backward(dy, site.p, site.seed, site.offset, site.base)
+        return dy * site.multiplier
 
     def attention(self, q, k, v, mask, B, T, heads, p):
         scaling = attn_ops.default_scaling(q, heads)
@@ -126,10 +153,17 @@ class NumpyBackend:
         return a + b
 
     def gelu(self, x):
-        return gelu_ops.gelu_forward(x)
+        if not self._train:
+            return gelu_ops.gelu_forward(x)
+        y, slope = gelu_ops.gelu_with_slope(x)
+        self._gelu_slopes[id(x)] = (x, slope)    # x is held, so its id stays unique
+        return y
 
     def gelu_backward(self, dy, x):
-        return gelu_ops.gelu_backward(dy, x)
+        kept = self._gelu_slopes.pop(id(x), None)
+        if kept is None:
+            return gelu_ops.gelu_backward(dy, x)
+        return dy * kept[1]
 
     def tanh(self, x):
         return pool_ops.tanh_forward(x)

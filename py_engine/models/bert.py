@@ -206,21 +206,21 @@ class BertClassifier:
             dx = be.cls_pool_backward(dfirst, batch.B, batch.T)
         else:
             dx = be.mean_pool_backward(dpooled, batch.mask, batch.B, batch.T)
-        for n in reversed(range(self.config.num_hidden_layers)):
-            if not self._needs_input_grad(n):
-                break
-            dx = self._layer_backward(be, n, dx, saved["layers"][n], batch)
+        lowest = self._lowest_lora_layer()
+        for n in reversed(range(lowest, self.config.num_hidden_layers)):
+            dx = self._layer_backward(be, n, dx, saved["layers"][n], batch, input_grad=n > lowest)
 
-    def _needs_input_grad(self, n):
-        """Layers below the lowest LoRA layer need no backward at all: nothing trains there."""
-        lowest = min((int(m.split(".")[2]) for m in self.targets), default=self.config.num_hidden_layers)
-        return n >= lowest
+    def _lowest_lora_layer(self):
+        """Layers below it need no backward at all: nothing trains there. Its own backward
+        needs no input gradient (nothing below reads it), only its adapters' gradients."""
+        return min((int(m.split(".")[2]) for m in self.targets), default=self.config.num_hidden_layers)
 
-    def _linear_backward(self, be, module, dy, x, saved, key):
-        """dx of a frozen or LoRA linear; LoRA gradients accumulated into be.grad."""
+    def _linear_backward(self, be, module, dy, x, saved, key, input_grad=True):
+        """dx of a frozen or LoRA linear (None without input_grad); LoRA gradients
+        accumulated into be.grad."""
         w = be.param(f"{module}.weight")
         if module not in self.targets:
-            return be.linear_grad_input(dy, w)
+            return be.linear_grad_input(dy, w) if input_grad else None
         xd, drop, h = saved[key]
         # Without LoRA dropout the two input-gradient paths add up at once; with it, the
         # adapter's path goes back through the dropout mask first.
@@ -228,10 +228,12 @@ class BertClassifier:
             dy, xd, w, be.param(f"bert.{module}.lora_A.weight"),
             be.param(f"bert.{module}.lora_B.weight"), h, self.lora.scaling,
             be.grad(f"bert.{module}.lora_A.weight"), be.grad(f"bert.{module}.lora_B.weight"),
-            separate=drop is not None)
+            separate=drop is not None, input_grad=input_grad)
+        if not input_grad:
+            return None
         return dx if dxd is None else be.add(dx, be.dropout_backward(dxd, drop))
 
-    def _layer_backward(self, be, n, dout, s, batch):
+    def _layer_backward(self, be, n, dout, s, batch, input_grad=True):
         p = f"encoder.layer.{n}."
         do = be.layernorm_backward(dout, s["out_ln"])           # d(o + a)
         da = do
@@ -244,6 +246,10 @@ class BertClassifier:
         dattn = be.dropout_backward(dsum, s["attn_drop"])
         dctx = self._linear_backward(be, p + "attention.output.dense", dattn, s["ctx"], s, "o_lora")
         dq, dk, dv = be.attention_backward(dctx, s["attn"])
+        if not input_grad:     # the lowest LoRA layer: its adapters' gradients, no dx
+            for name, d, key in (("query", dq, "q_lora"), ("key", dk, "k_lora"), ("value", dv, "v_lora")):
+                self._linear_backward(be, p + "attention.self." + name, d, s["x"], s, key, input_grad=False)
+            return None
         dx = be.add(dx, self._linear_backward(be, p + "attention.self.query", dq, s["x"], s, "q_lora"))
         dx = be.add(dx, self._linear_backward(be, p + "attention.self.key", dk, s["x"], s, "k_lora"))
         dx = be.add(dx, self._linear_backward(be, p + "attention.self.value", dv, s["x"], s, "v_lora"))

@@ -30,6 +30,15 @@ def merge_heads(x):
     return x.transpose(0, 2, 1, 3).reshape(batch * seq, heads * dim)
 
 
+def _merged_product(a, b):
+    """a @ b per (batch, head), [B, H, T, D], written straight into the merged [B*T, H*D]
+    layout through a transposed view (no copy to merge the heads)."""
+    batch, heads, seq, dim = a.shape[0], a.shape[1], a.shape[2], b.shape[3]
+    out = np.empty((batch, seq, heads, dim), np.result_type(a, b))
+    np.matmul(a, b, out=out.transpose(0, 2, 1, 3))
+    return out.reshape(batch * seq, heads * dim)
+
+
 def default_scaling(q, heads):
     return (q.shape[1] // heads) ** -0.5
 
@@ -43,24 +52,34 @@ def mask_bias(attention_mask, dtype):
 
 def attention_scores(q, k, batch, heads, scaling):
     """scaling * Q . K^T per (batch, head): [B, H, T, T]."""
-    return scaling * (split_heads(q, batch, heads) @ np.swapaxes(split_heads(k, batch, heads), -1, -2))
+    scores = split_heads(q, batch, heads) @ np.swapaxes(split_heads(k, batch, heads), -1, -2)
+    scores *= scaling
+    return scores
 
 
 def masked_softmax(scores, attention_mask):
     """softmax over the last axis of scores + mask_bias."""
-    s = scores + mask_bias(attention_mask, scores.dtype)
-    e = np.exp(s - s.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
+    if np.all(np.asarray(attention_mask) != 0):
+        e = scores - scores.max(axis=-1, keepdims=True)   # the bias is all zeros: skip it
+    else:
+        e = scores + mask_bias(attention_mask, scores.dtype)
+        e -= e.max(axis=-1, keepdims=True)
+    np.exp(e, out=e)
+    e /= e.sum(axis=-1, keepdims=True)
+    return e
 
 
 def masked_softmax_backward(probs, dprobs):
     """dS = P * (dP - rowsum(dP * P)); masked keys (P = 0) get 0."""
-    return probs * (dprobs - (dprobs * probs).sum(axis=-1, keepdims=True))
+    ds = dprobs * probs
+    np.subtract(dprobs, ds.sum(axis=-1, keepdims=True), out=ds)
+    ds *= probs
+    return ds
 
 
 def attention_context(probs, v, heads):
     """P . V per (batch, head), back in [B*T, H*D]."""
-    return merge_heads(probs @ split_heads(v, probs.shape[0], heads))
+    return _merged_product(probs, split_heads(v, probs.shape[0], heads))
 
 
 def attention_forward(q, k, v, attention_mask, heads, scaling=None):
@@ -79,17 +98,21 @@ def grad_probs(dctx, v, batch, heads):
 def grad_values(probs, dctx, heads):
     """dV = P^T . dC per (batch, head), in [B*T, H*D]."""
     batch = probs.shape[0]
-    return merge_heads(np.swapaxes(probs, -1, -2) @ split_heads(dctx, batch, heads))
+    return _merged_product(np.swapaxes(probs, -1, -2), split_heads(dctx, batch, heads))
 
 
 def grad_queries(dscores, k, heads, scaling):
     """dQ = scaling * dS . K, in [B*T, H*D]."""
-    return scaling * merge_heads(dscores @ split_heads(k, dscores.shape[0], heads))
+    dq = _merged_product(dscores, split_heads(k, dscores.shape[0], heads))
+    dq *= scaling
+    return dq
 
 
 def grad_keys(dscores, q, heads, scaling):
     """dK = scaling * dS^T . Q, in [B*T, H*D]."""
-    return scaling * merge_heads(np.swapaxes(dscores, -1, -2) @ split_heads(q, dscores.shape[0], heads))
+    dk = _merged_product(np.swapaxes(dscores, -1, -2), split_heads(q, dscores.shape[0], heads))
+    dk *= scaling
+    return dk
 
 
 def attention_backward(dctx, q, k, v, probs, heads, scaling=None):

@@ -1,4 +1,6 @@
-"""Dropout with a counter-based mask: nothing is stored between forward and backward.
+"""Dropout with a counter-based mask: nothing needs storing between forward and backward (the
+NumPy backend keeps each layer's dropout_multiplier anyway: a step's hashing costs more than
+the memory).
 
 Element i of a dropout layer keeps its value when
 
@@ -29,21 +31,45 @@ MUL2 = 0x846CA68B
 SEED_SALT = 0x9E3779B9
 
 
-def lowbias32(x):
-    """The hash on uint32 values (array or int), computed in uint64 and masked to 32 bits."""
-    x = np.asarray(x, dtype=np.uint64) & MASK32
-    x ^= x >> np.uint64(16)
-    x = (x * np.uint64(MUL1)) & MASK32
-    x ^= x >> np.uint64(15)
-    x = (x * np.uint64(MUL2)) & MASK32
-    x ^= x >> np.uint64(16)
+def _as_uint32(x):
+    """A fresh uint32 array holding x mod 2^32 (x: an array or int of non-negative values)."""
+    x = np.asarray(x)
+    if x.dtype == np.uint32:
+        return x.copy()
+    return np.array(x.astype(np.uint64) & np.uint64(MASK32), dtype=np.uint32)   # 0-d stays an array
+
+
+def _lowbias32_inplace(x):
+    """lowbias32 over a uint32 array, in place: uint32 products wrap mod 2^32 as the shader's
+    do, so no wider type or masking is needed."""
+    t = np.empty_like(x)
+    np.right_shift(x, 16, out=t)
+    x ^= t
+    x *= np.uint32(MUL1)
+    np.right_shift(x, 15, out=t)
+    x ^= t
+    x *= np.uint32(MUL2)
+    np.right_shift(x, 16, out=t)
+    x ^= t
     return x
+
+
+def lowbias32(x):
+    """The hash on uint32 values (array or int); returns uint32."""
+    return _lowbias32_inplace(_as_uint32(x))
 
 
 def dropout_bits(seed, counters):
     """uint32 random bits for each counter under `seed`."""
+    return _hash_counters(seed, _as_uint32(counters))
+
+
+def _hash_counters(seed, counters):
+    """dropout_bits of a uint32 counter array, hashed in place."""
     key = lowbias32((int(seed) ^ SEED_SALT) & MASK32)
-    return (lowbias32(lowbias32(counters) ^ key)).astype(np.uint32)
+    bits = _lowbias32_inplace(counters)
+    bits ^= key
+    return _lowbias32_inplace(bits)
 
 
 def dropout_threshold(p):
@@ -56,18 +82,27 @@ def dropout_threshold(p):
 def dropout_mask(n, p, seed, offset=0, base=0):
     """Boolean keep-mask of n elements."""
     threshold = dropout_threshold(p)
-    counters = (np.arange(n, dtype=np.uint64) + np.uint64((offset + base) & MASK32)) & MASK32
-    return dropout_bits(seed, counters) >= threshold
+    counters = np.arange(n, dtype=np.uint32)
+    counters += np.uint32((offset + base) & MASK32)      # wraps at 2^32, as the counter does
+    return _hash_counters(seed, counters) >= threshold
 
 
 def _scale(p, dtype):
     return np.asarray(1.0, dtype) / np.asarray(1.0 - p, dtype)
 
 
+def dropout_multiplier(n, p, seed, offset=0, base=0, dtype=np.float32):
+    """The mask as factors in `dtype`: 1 / (1 - p) where kept, 0 where dropped, so that
+    x * multiplier is dropout_forward's y (up to the sign of dropped zeros). Computed once per
+    layer, it serves the forward and the backward alike."""
+    keep = dropout_mask(n, p, seed, offset, base)
+    return keep * _scale(p, dtype)
+
+
 def dropout_forward(x, p, seed, offset=0, base=0):
     """Returns (y, keep): y = x * keep / (1 - p) over x flattened in C order."""
     keep = dropout_mask(x.size, p, seed, offset, base).reshape(x.shape)
-    return np.where(keep, x * _scale(p, x.dtype), 0.0).astype(x.dtype), keep
+    return np.where(keep, x * _scale(p, x.dtype), 0.0).astype(x.dtype, copy=False), keep
 
 
 def dropout_backward(dy, p, seed, offset=0, base=0):

@@ -5,7 +5,7 @@ class Batch:
     """Token ids, type ids, attention mask ([B][T] lists) and label indices ([B], or None)."""
 
     def __init__(self, ids, type_ids, mask, labels=None):
-        if not ids or len({len(row) for row in ids}) != 1:
+        if len(ids) == 0 or len({len(row) for row in ids}) != 1:
             raise ValueError("a batch needs at least one row, all rows of one length")
         self.ids, self.type_ids, self.mask, self.labels = ids, type_ids, mask, labels
         self.B = len(ids)
