@@ -38,8 +38,10 @@ class TrainConfig:
             raise ValueError(f"learning rate must be positive, got {lr}")
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
-        self.__dict__.update(locals())
-        del self.__dict__["self"]
+        self.epochs, self.lr, self.batch_size, self.grad_accum = epochs, lr, batch_size, grad_accum
+        self.warmup_ratio, self.max_grad_norm, self.weight_decay = warmup_ratio, max_grad_norm, weight_decay
+        self.seed, self.max_length, self.pad_multiple = seed, max_length, pad_multiple
+        self.label_smoothing, self.class_weights = label_smoothing, class_weights
 
 
 class Step:
@@ -139,6 +141,9 @@ class TextClassifier:
         encodings = self.encode([e.text for e in examples], [e.pair for e in examples]
                                 if any(e.pair for e in examples) else None, config.max_length)
         label_ids = [index[e.label] for e in examples]
+        if config.class_weights is not None and len(config.class_weights) != len(self.labels):
+            raise ValueError(f"class_weights has {len(config.class_weights)} values for "
+                             f"{len(self.labels)} labels {self.labels}")
         lengths = [len(e.ids) for e in encodings]
         per_epoch = math.ceil(len(examples) / config.batch_size)
         total = math.ceil(per_epoch / config.grad_accum) * config.epochs
@@ -252,6 +257,8 @@ async def _runtime(backend, model, checkpoint, values, device, base_dtype):
     if backend == "numpy":
         from .numpy_runtime import NumpyRuntime
 
+        if base_dtype != "f32":
+            raise ValueError(f"base_dtype {base_dtype!r} is a GPU storage mode; the NumPy backend keeps f32")
         return NumpyRuntime(model, checkpoint, values)
     if backend == "gpu":
         from .gpu_runtime import GpuRuntime
