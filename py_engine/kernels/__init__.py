@@ -13,3 +13,29 @@ py_engine/ops/<family>.py. The pattern every family follows:
   buffer the caller writes before each replay.
 - Nothing here imports NumPy: this code runs in the browser.
 """
+
+
+class KernelFamily:
+    """The entry points of one shader file compiled with one workgroup size, and the grid
+    dispatch most of them use. Subclasses set SOURCE, ENTRIES and WORKGROUP."""
+
+    SOURCE = None
+    ENTRIES = ()
+    WORKGROUP = 256
+
+    def __init__(self, device, kernels):
+        self.device = device
+        self._kernels = kernels
+
+    @classmethod
+    async def load(cls, device):
+        constants = {"WORKGROUP": cls.WORKGROUP}
+        return cls(device, {e: await device.kernel(cls.SOURCE, e, constants) for e in cls.ENTRIES})
+
+    def _dispatch(self, program, entry, buffers, count):
+        """Enough workgroups for `count` items within the device limit; the kernels' grid-stride
+        loops cover the rest."""
+        from ..gpu import grid_groups
+
+        program.dispatch(self._kernels[entry], buffers, grid_groups(self.device, count, self.WORKGROUP))
+        return program

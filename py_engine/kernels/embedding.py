@@ -10,33 +10,21 @@ Positions are 0..T-1 in every sequence (T <= P). The backward adds into the tabl
 (accumulate=True) or clears them first (the default); it uses no atomics.
 """
 
+from . import KernelFamily
+
 SOURCE = "embedding.wgsl"
 WORKGROUP = 64
 ENTRIES = ("embedding_forward", "embedding_backward_word", "embedding_backward_position",
            "embedding_backward_type", "embedding_clear")
 
 
-class EmbeddingKernels:
-    def __init__(self, device, kernels):
-        self.device = device
-        self._kernels = kernels
-
-    @classmethod
-    async def load(cls, device):
-        constants = {"WORKGROUP": WORKGROUP}
-        kernels = {e: await device.kernel(SOURCE, e, constants) for e in ENTRIES}
-        return cls(device, kernels)
+class EmbeddingKernels(KernelFamily):
+    SOURCE, ENTRIES, WORKGROUP = SOURCE, ENTRIES, WORKGROUP
 
     def _params(self, batch, seq, hidden, vocab, positions, type_vocab):
         if seq > positions:
             raise ValueError(f"sequence length {seq} exceeds the {positions} position embeddings")
         return self.device.uniform("6I", batch * seq, seq, hidden, vocab, positions, type_vocab)
-
-    def _dispatch(self, program, entry, buffers, count):
-        limit = self.device.limits["max_compute_workgroups_per_dimension"]
-        groups = min(-(-count // WORKGROUP), limit)   # grid-stride loops cover the rest
-        program.dispatch(self._kernels[entry], buffers, max(groups, 1))
-        return program
 
     def forward(self, program, ids, type_ids, word, position, token_type, out, *, batch, seq,
                 hidden, vocab, positions, type_vocab):

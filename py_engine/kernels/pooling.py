@@ -12,28 +12,16 @@ attention_mask: [B, T] u32 0/1. The backward kernels overwrite dx, or add into i
 accumulate=True.
 """
 
+from . import KernelFamily
+
 SOURCE = "pooling.wgsl"
 WORKGROUP = 64
 ENTRIES = ("cls_pool", "cls_pool_backward", "mean_pool", "mean_pool_backward", "tanh_forward",
            "tanh_backward")
 
 
-class PoolingKernels:
-    def __init__(self, device, kernels):
-        self.device = device
-        self._kernels = kernels
-
-    @classmethod
-    async def load(cls, device):
-        constants = {"WORKGROUP": WORKGROUP}
-        kernels = {e: await device.kernel(SOURCE, e, constants) for e in ENTRIES}
-        return cls(device, kernels)
-
-    def _dispatch(self, program, entry, buffers, count):
-        limit = self.device.limits["max_compute_workgroups_per_dimension"]
-        groups = min(-(-count // WORKGROUP), limit)   # grid-stride loops cover the rest
-        program.dispatch(self._kernels[entry], buffers, max(groups, 1))
-        return program
+class PoolingKernels(KernelFamily):
+    SOURCE, ENTRIES, WORKGROUP = SOURCE, ENTRIES, WORKGROUP
 
     def _shape(self, batch, seq, hidden, accumulate=False):
         return self.device.uniform("4I", batch, seq, hidden, int(accumulate))
