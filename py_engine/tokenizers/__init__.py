@@ -8,3 +8,5 @@ Pyodide as well as natively, and give the ids the `tokenizers` library gives.
 from .wordpiece import Encoding, WordPieceTokenizer
 
 __all__ = ["Encoding", "WordPieceTokenizer"]
+from .bpe import BPETokenizer  # noqa: E402
+__all__ += ["BPETokenizer"]
