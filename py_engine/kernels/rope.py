@@ -1,0 +1,118 @@
+"""Rotary position embedding on the GPU (shaders/rope.wgsl); NumPy reference:
+py_engine/ops/rope.py.
+
+    rope = await RopeKernels.load(device)
+    cos, sin = rope.tables(head_dim, positions=P, rope_parameters=config_rope_parameters)
+    rope.forward(program, q, cos, sin, q_out, rows=B*T, heads=H, head_dim=D, seq=T)
+    rope.forward(program, k, cos, sin, k_out, rows=B*T, heads=Hkv, head_dim=D, seq=T)
+    rope.backward(program, dq_out, cos, sin, dq, rows=B*T, heads=H, head_dim=D, seq=T)
+
+q, k and their gradients: [B*T, heads * head_dim] f32, as the projections produce them. cos,
+sin: [P, head_dim / 2] f32 tables for positions 0 .. P-1, built once per model (in pure Python
+here, in double precision: this runs in the browser too). Row r is at position offset + r % T;
+offset + T <= P. The offset is fixed when the dispatch is recorded.
+"""
+
+import math
+from array import array
+
+from . import KernelFamily
+from ..gpu import require_floats
+
+SOURCE = "rope.wgsl"
+WORKGROUP = 256
+ENTRIES = ("rope_forward", "rope_backward")
+DEFAULT_THETA = 10000.0
+
+
+def rope_inv_freq(head_dim, rope_parameters=None):
+    """inv_freq [head_dim // 2] as floats, from a transformers-style rope_parameters dict (rope_type
+    "default", "linear" or "llama3"); the same math as py_engine.ops.rope.rope_inv_freq."""
+    if head_dim < 2 or head_dim % 2:
+        raise ValueError(f"RoPE needs an even head_dim >= 2, got {head_dim}")
+    p = dict(rope_parameters or {})
+    rope_type = p.get("rope_type", p.get("type", "default"))
+    if p.get("partial_rotary_factor", 1.0) != 1.0:
+        raise ValueError("partial_rotary_factor != 1 is not supported")
+    theta = float(p.get("rope_theta", DEFAULT_THETA))
+    inv_freq = [1.0 / theta ** (i / head_dim) for i in range(0, head_dim, 2)]
+    if rope_type == "default":
+        return inv_freq
+    if rope_type == "linear":
+        factor = float(p["factor"])
+        return [f / factor for f in inv_freq]
+    if rope_type == "llama3":
+        factor = float(p["factor"])
+        low, high = float(p["low_freq_factor"]), float(p["high_freq_factor"])
+        old_context = float(p["original_max_position_embeddings"])
+        scaled = []
+        for f in inv_freq:
+            wavelen = 2 * math.pi / f
+            if wavelen < old_context / high:
+                scaled.append(f)
+            elif wavelen > old_context / low:
+                scaled.append(f / factor)
+            else:
+                smooth = (old_context / wavelen - low) / (high - low)
+                scaled.append((1 - smooth) * f / factor + smooth * f)
+        return scaled
+    raise ValueError(f"rope_type {rope_type!r} is not supported (default, linear, llama3)")
+
+
+def rope_tables(inv_freq, positions):
+    """(cos, sin) as array("f"), each [positions, len(inv_freq)] row-major, for positions
+    0 .. positions-1; angles and their cos/sin in double precision, rounded once."""
+    cos, sin = array("f"), array("f")
+    for p in range(positions):
+        for f in inv_freq:
+            angle = p * f
+            cos.append(math.cos(angle))
+            sin.append(math.sin(angle))
+    return cos, sin
+
+
+class RopeKernels(KernelFamily):
+    SOURCE, ENTRIES, WORKGROUP = SOURCE, ENTRIES, WORKGROUP
+
+    @classmethod
+    async def load(cls, device, workgroup=WORKGROUP):
+        constants = {"WORKGROUP": workgroup}
+        family = cls(device, {e: await device.kernel(SOURCE, e, constants) for e in ENTRIES})
+        family.WORKGROUP = workgroup
+        return family
+
+    def tables(self, head_dim, positions, rope_parameters=None):
+        """(cos, sin) buffers for positions 0 .. positions-1 (see rope_tables)."""
+        cos, sin = rope_tables(rope_inv_freq(head_dim, rope_parameters), positions)
+        return (self.device.buffer_from(cos, label="rope cos"),
+                self.device.buffer_from(sin, label="rope sin"))
+
+    def _record(self, entry, program, src, cos, sin, dst, rows, heads, head_dim, seq, offset):
+        if head_dim < 2 or head_dim % 2:
+            raise ValueError(f"RoPE needs an even head_dim >= 2, got {head_dim}")
+        if rows < 1 or heads < 1 or seq < 1 or offset < 0:
+            raise ValueError(f"rope needs rows, heads, seq >= 1, offset >= 0; got {rows}, "
+                             f"{heads}, {seq}, {offset}")
+        if rows % seq:
+            raise ValueError(f"{rows} rows are not whole sequences of {seq}")
+        half = head_dim // 2
+        table_rows = min(cos.size, sin.size) // (4 * half)
+        if offset + seq > table_rows:
+            raise ValueError(f"positions up to {offset + seq - 1} need {offset + seq} table rows; "
+                             f"the tables hold {table_rows}")
+        width = heads * head_dim
+        require_floats(src, rows * width, "input")
+        require_floats(dst, rows * width, "output")
+        pairs = rows * heads * half
+        params = self.device.uniform("5I", pairs, heads, half, seq, offset)
+        return self._dispatch(program, entry, [src, dst, params, cos, sin], pairs)
+
+    def forward(self, program, x, cos, sin, out, rows, heads, head_dim, seq, offset=0):
+        """out = x rotated by position (offset + row % seq); out must not be x."""
+        return self._record("rope_forward", program, x, cos, sin, out, rows, heads, head_dim,
+                            seq, offset)
+
+    def backward(self, program, dout, cos, sin, dx, rows, heads, head_dim, seq, offset=0):
+        """dx = dout rotated back (the inverse rotation)."""
+        return self._record("rope_backward", program, dout, cos, sin, dx, rows, heads, head_dim,
+                            seq, offset)

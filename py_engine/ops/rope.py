@@ -1,0 +1,98 @@
+"""Rotary position embedding (RoPE) as transformers applies it to Llama-family q and k: the
+"rotate_half" convention, which pairs element j of a head with element j + D/2 (not the
+interleaved pairs (2j, 2j+1) of the original paper and Meta's checkpoints' layout).
+
+For head dimension D, half = D/2, a token at position p and frequency index j < half:
+
+    angle = p * inv_freq[j]
+    out[j]        = x[j] * cos(angle) - x[j + half] * sin(angle)
+    out[j + half] = x[j + half] * cos(angle) + x[j] * sin(angle)
+
+(transformers' q * cos + rotate_half(q) * sin with cos, sin = cat(freqs, freqs).cos(), .sin().)
+The rotation is orthogonal, so the backward is the inverse rotation: the same formula with
+-sin.
+
+Layout: q and k as the projections produce them, [B*T, H*D] row-major (token-major, heads
+side by side within a row); q and k may have different head counts (grouped-query attention).
+Positions are offset + 0..T-1 in every sequence; offset > 0 is KV-cache decoding, where the
+new tokens follow `offset` cached ones.
+
+Frequencies (rope_inv_freq) follow transformers' config.rope_parameters:
+    "default":  inv_freq[j] = rope_theta ** (-2j / D)
+    "linear":   default / factor (positions interpolated by `factor`)
+    "llama3":   Llama 3.1's piecewise scaling (transformers' _compute_llama3_parameters):
+                wavelengths below original_max_position_embeddings / high_freq_factor keep
+                their frequency, those above original_max_position_embeddings /
+                low_freq_factor are divided by factor, those between are interpolated.
+All three leave the attention scaling at 1. Tables are computed in float64 here (transformers
+computes them in float32: angle errors ~ p * 6e-8 rad).
+"""
+
+import math
+
+import numpy as np
+
+DEFAULT_THETA = 10000.0
+
+
+def rope_inv_freq(head_dim, rope_parameters=None):
+    """inv_freq [head_dim // 2] (float64) from a transformers-style rope_parameters dict
+    ({"rope_type": ..., "rope_theta": ..., "factor": ..., ...}); None means default RoPE with
+    theta 10000. The older rope_scaling key "type" is accepted for "rope_type"."""
+    if head_dim < 2 or head_dim % 2:
+        raise ValueError(f"RoPE needs an even head_dim >= 2, got {head_dim}")
+    p = dict(rope_parameters or {})
+    rope_type = p.get("rope_type", p.get("type", "default"))
+    if p.get("partial_rotary_factor", 1.0) != 1.0:
+        raise ValueError("partial_rotary_factor != 1 is not supported")
+    theta = float(p.get("rope_theta", DEFAULT_THETA))
+    inv_freq = 1.0 / theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+    if rope_type == "default":
+        return inv_freq
+    if rope_type == "linear":
+        return inv_freq / float(p["factor"])
+    if rope_type == "llama3":
+        factor = float(p["factor"])
+        low, high = float(p["low_freq_factor"]), float(p["high_freq_factor"])
+        old_context = float(p["original_max_position_embeddings"])
+        wavelen = 2 * math.pi / inv_freq
+        scaled = np.where(wavelen > old_context / low, inv_freq / factor, inv_freq)
+        smooth = (old_context / wavelen - low) / (high - low)
+        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+        medium = ~(wavelen < old_context / high) & ~(wavelen > old_context / low)
+        return np.where(medium, smoothed, scaled)
+    raise ValueError(f"rope_type {rope_type!r} is not supported (default, linear, llama3)")
+
+
+def rope_tables(inv_freq, seq_len, offset=0):
+    """(cos, sin), each [seq_len, half] float64, for positions offset .. offset + seq_len - 1.
+    (transformers' tables are these concatenated with themselves along the last axis.)"""
+    angles = np.arange(offset, offset + seq_len, dtype=np.float64)[:, None] * inv_freq[None, :]
+    return np.cos(angles), np.sin(angles)
+
+
+def _rotate(x, cos, sin, heads):
+    seq, half = cos.shape
+    rows, width = x.shape[0], x.shape[-1]
+    if width != heads * 2 * half:
+        raise ValueError(f"rows of {width} values are not {heads} heads of {2 * half}")
+    if rows % seq:
+        raise ValueError(f"{rows} rows are not whole sequences of {seq}")
+    v = x.reshape(rows // seq, seq, heads, 2 * half)
+    x1, x2 = v[..., :half], v[..., half:]
+    c, s = cos[None, :, None, :], sin[None, :, None, :]
+    out = np.empty_like(v, dtype=np.result_type(x, cos))
+    out[..., :half] = x1 * c - x2 * s
+    out[..., half:] = x2 * c + x1 * s
+    return out.reshape(x.shape)
+
+
+def rope_forward(x, cos, sin, heads):
+    """x [B*T, heads * D] -> the rotated x; cos, sin [T, D/2] from rope_tables. Row r of x is
+    position r % T of its sequence."""
+    return _rotate(x, cos, sin, heads)
+
+
+def rope_backward(dy, cos, sin, heads):
+    """dx for the forward above: the inverse rotation of dy."""
+    return _rotate(dy, cos, -sin, heads)
