@@ -1,0 +1,115 @@
+"""Llama-family decoder configuration (Llama 2/3, TinyLlama, SmolLM/SmolLM2, Qwen2), read from
+a Hugging Face config.json, validated, with the checkpoint's expected tensor shapes.
+
+Both spellings of the rotary settings are read: transformers 5's `rope_parameters` and the
+older `rope_theta` + `rope_scaling` that published checkpoints carry.
+"""
+
+import json
+from pathlib import Path
+
+from .bert_config import ConfigError
+
+MODEL_TYPES = ("llama", "qwen2", "mistral")
+ROPE_TYPES = ("default", "linear", "llama3")
+
+
+class LlamaConfig:
+    def __init__(self, **values):
+        def need(name, kind=int, default=None):
+            value = values.get(name, default)
+            if value is None:
+                raise ConfigError(f"config.json is missing {name!r}")
+            try:
+                return kind(value)
+            except (TypeError, ValueError):
+                raise ConfigError(f"config.json field {name!r} should be {kind.__name__}, got {value!r}") from None
+
+        self.model_type = values.get("model_type", "llama")
+        if self.model_type not in MODEL_TYPES:
+            raise ConfigError(f"model_type {self.model_type!r} is not a Llama-family decoder ({MODEL_TYPES})")
+        self.vocab_size = need("vocab_size")
+        self.hidden_size = need("hidden_size")
+        self.num_hidden_layers = need("num_hidden_layers")
+        self.num_attention_heads = need("num_attention_heads")
+        self.num_key_value_heads = need("num_key_value_heads", int, values.get("num_attention_heads"))
+        self.intermediate_size = need("intermediate_size")
+        self.max_position_embeddings = need("max_position_embeddings", int, 2048)
+        self.rms_norm_eps = need("rms_norm_eps", float, 1e-6)
+        self.hidden_act = values.get("hidden_act", "silu")
+        self.tie_word_embeddings = bool(values.get("tie_word_embeddings", False))
+        # Qwen2 has biases on q, k, v (not o); Llama's attention_bias puts them on all four.
+        self.attention_bias = bool(values.get("attention_bias", self.model_type == "qwen2"))
+        self.qkv_bias_only = self.model_type == "qwen2"
+        self.mlp_bias = bool(values.get("mlp_bias", False))
+        self.head_dim = need("head_dim", int, self.hidden_size // max(1, self.num_attention_heads))
+        self.rope_parameters = _rope_parameters(values)
+        self.bos_token_id = values.get("bos_token_id")
+        self.eos_token_id = values.get("eos_token_id")
+        self._validate()
+
+    def _validate(self):
+        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                     "num_key_value_heads", "intermediate_size", "head_dim"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"config.json field {name!r} must be positive, got {getattr(self, name)}")
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ConfigError(f"num_attention_heads {self.num_attention_heads} is not a multiple of "
+                              f"num_key_value_heads {self.num_key_value_heads}")
+        if self.head_dim % 2:
+            raise ConfigError(f"head_dim {self.head_dim} must be even for rotary embeddings")
+        if self.hidden_act != "silu":
+            raise ConfigError(f"hidden_act {self.hidden_act!r} is not supported (only 'silu')")
+        if self.rope_parameters["rope_type"] not in ROPE_TYPES:
+            raise ConfigError(f"rope type {self.rope_parameters['rope_type']!r} is not supported ({ROPE_TYPES})")
+
+    @classmethod
+    def from_file(cls, path):
+        path = Path(path)
+        if path.is_dir():
+            path = path / "config.json"
+        if not path.is_file():
+            raise ConfigError(f"no config.json at {path}")
+        try:
+            values = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path} is not valid JSON: {e}") from None
+        return cls(**values)
+
+    def parameter_shapes(self):
+        """{name: shape} of every tensor a LlamaForCausalLM checkpoint holds (lm_head only when
+        the embeddings are not tied)."""
+        h, i, d = self.hidden_size, self.intermediate_size, self.head_dim
+        q, kv = self.num_attention_heads * d, self.num_key_value_heads * d
+        shapes = {"model.embed_tokens.weight": (self.vocab_size, h), "model.norm.weight": (h,)}
+        for n in range(self.num_hidden_layers):
+            p = f"model.layers.{n}."
+            shapes.update({
+                p + "self_attn.q_proj.weight": (q, h), p + "self_attn.k_proj.weight": (kv, h),
+                p + "self_attn.v_proj.weight": (kv, h), p + "self_attn.o_proj.weight": (h, q),
+                p + "mlp.gate_proj.weight": (i, h), p + "mlp.up_proj.weight": (i, h),
+                p + "mlp.down_proj.weight": (h, i),
+                p + "input_layernorm.weight": (h,), p + "post_attention_layernorm.weight": (h,),
+            })
+            if self.attention_bias:
+                shapes.update({p + "self_attn.q_proj.bias": (q,), p + "self_attn.k_proj.bias": (kv,),
+                               p + "self_attn.v_proj.bias": (kv,)})
+                if not self.qkv_bias_only:
+                    shapes[p + "self_attn.o_proj.bias"] = (h,)
+            if self.mlp_bias:
+                shapes.update({p + "mlp.gate_proj.bias": (i,), p + "mlp.up_proj.bias": (i,),
+                               p + "mlp.down_proj.bias": (h,)})
+        if not self.tie_word_embeddings:
+            shapes["lm_head.weight"] = (self.vocab_size, h)
+        return shapes
+
+
+def _rope_parameters(values):
+    params = values.get("rope_parameters")
+    if params is None:
+        params = dict(values.get("rope_scaling") or {})
+        params.setdefault("rope_theta", values.get("rope_theta", 10000.0))
+    params = dict(params)
+    params["rope_type"] = params.get("rope_type", params.get("type", "default"))
+    params.setdefault("rope_theta", values.get("rope_theta", 10000.0))
+    return params
