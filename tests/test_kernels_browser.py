@@ -1,5 +1,6 @@
-"""A representative subset of the training kernels run inside Chromium (Pyodide + WebGPU,
-compiled by Tint, run on SwiftShader), checked against the NumPy references on the host with
+"""A representative subset of the training kernels (BERT's, and the decoders' RMSNorm, RoPE and
+SwiGLU) run inside Chromium (Pyodide + WebGPU, compiled by Tint, run on SwiftShader), checked
+against the NumPy references on the host with
 the same bounds as on lavapipe. Inputs are drawn fresh here, outputs are NaN-poisoned there."""
 
 import json
@@ -14,6 +15,9 @@ from py_engine.ops import dropout as dropout_ops
 from py_engine.ops import gelu as gelu_ops
 from py_engine.ops import layernorm as ln_ops
 from py_engine.ops import matmul as mm_ops
+from py_engine.ops import rmsnorm as rms_ops
+from py_engine.ops import rope as rope_ops
+from py_engine.ops import swiglu as swiglu_ops
 
 pytestmark = pytest.mark.browser
 
@@ -29,6 +33,9 @@ from py_engine.kernels.dropout import DropoutKernels, pack_step
 from py_engine.kernels.gelu import GeluKernels
 from py_engine.kernels.layernorm import LayerNormKernels
 from py_engine.kernels.matmul import MatmulKernels
+from py_engine.kernels.rmsnorm import RmsNormKernels
+from py_engine.kernels.rope import RopeKernels
+from py_engine.kernels.swiglu import SwiGLUKernels
 
 I = json.loads(INPUTS)
 device = await open_device()
@@ -76,6 +83,22 @@ dropped = poisoned(device, R * C)
 drop.forward(program, f("x"), dropped, step, R * C, 0.25, base=I["base"])
 result("dropout", dropped)
 
+rms = await RmsNormKernels.load(device)
+ry, rr = poisoned(device, R * C), poisoned(device, R)
+rms.forward(program, f("x"), f("gamma"), ry, rr, R, C)
+result("rmsnorm", ry)
+
+sw = await SwiGLUKernels.load(device)
+so = poisoned(device, R * C)
+sw.forward(program, f("x"), f("dy"), so, R * C)
+result("swiglu", so)
+
+rope = await RopeKernels.load(device)
+cos, sin = rope.tables(D, T, {"rope_type": "default", "rope_theta": 10000.0})
+rq = poisoned(device, B * T * H * D)
+rope.forward(program, f("q"), cos, sin, rq, B * T, H, D, T)
+result("rope", rq)
+
 values = await program.run()
 for name, slot in reads.items():
     out[name] = list(array("f", bytes(values[slot])))
@@ -122,6 +145,10 @@ def test_training_kernels_in_the_browser(engine_page):
     assert got["metrics"]["correct"] == correct.sum()
     want = ce_ops.cross_entropy_backward(d(logits), labels, wsum, d(weights), 0.1)
     assert rel(got["dlogits"], want) <= 2e-6
+    assert rel(got["rmsnorm"], rms_ops.rmsnorm_forward(d(x), d(gamma))[0]) <= 1e-6
+    assert rel(got["swiglu"], swiglu_ops.swiglu_forward(d(x), d(dy))) <= 1e-6
+    cos, sin = rope_ops.rope_tables(rope_ops.rope_inv_freq(D, {"rope_type": "default", "rope_theta": 10000.0}), T)
+    assert rel(got["rope"], rope_ops.rope_forward(d(q), cos, sin, H)) <= 1e-6
     ref, keep = dropout_ops.dropout_forward(d(x), 0.25, seed, 0, base)
     assert np.array_equal(np.asarray(got["dropout"]).reshape(R, C) != 0, keep)   # the same mask
     assert rel(got["dropout"], ref) <= 2e-7
