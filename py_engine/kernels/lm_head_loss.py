@@ -1,0 +1,127 @@
+"""Causal-LM head loss over the vocabulary in chunks (shaders/lm_head_loss.wgsl with the matmul
+family), so only an [N, chunk] block of logits is ever resident; NumPy reference:
+py_engine/ops/lm_head_loss.py.
+
+    lm = await LMHeadLossKernels.load(device)          # or load(device, matmul=mm) to share one
+    scratch = device.create_buffer(4 * lm.scratch_floats(rows, chunk))
+    stats = device.create_buffer(4 * lm.stats_floats(rows))
+    lm.forward(program, hidden, weight, labels, scratch, stats, metrics,
+               rows=N, hidden_size=H, vocab=V, chunk=Vc)
+    lm.backward(program, hidden, weight, labels, scratch, stats, metrics, dhidden,
+                rows=N, hidden_size=H, vocab=V, chunk=Vc, dweight=None)
+
+hidden [N, H] f32, weight [V, H] f32 (or packed f16 with w_half=True, from
+py_engine.kernels.matmul.pack_half: a frozen, e.g. tied, head), labels [N] u32 already shifted
+(IGNORE_LABEL marks an uncounted token), dhidden [N, H], dweight [V, H] f32 or None (a frozen
+head). The forward writes the metrics slots of py_engine/kernels/cross_entropy.py: loss,
+correct (argmax == label), counted, weight_sum (= counted). The backward recomputes each chunk's
+logits and reads the forward's stats and metrics, so record it after the forward of the same
+batch. `dh_beta` / `dw_beta` = 1 add the gradients into dhidden / dweight (accumulation over
+micro-batches, or a tied weight's embedding gradient already there); 0 overwrites them.
+
+Cost: the backward recomputes the forward's logits (one extra N x V x H product); the dispatch
+count is about 2 + 2 * ceil(V / chunk) forward and up to 3 * ceil(V / chunk) backward.
+"""
+
+from ..gpu import require_floats
+from . import KernelFamily
+from .cross_entropy import IGNORE_LABEL, METRIC_LOSS
+from .matmul import MatmulKernels, MatrixView
+
+SOURCE = "lm_head_loss.wgsl"
+STATS_PER_ROW = 4   # running max, running sum of exponentials, label logit, argmax
+
+__all__ = ["IGNORE_LABEL", "LMHeadLossKernels", "STATS_PER_ROW"]
+
+
+class LMHeadLossKernels(KernelFamily):
+    SOURCE = SOURCE
+    ENTRIES = ("lm_chunk_update", "lm_finish", "lm_chunk_grad")
+    WORKGROUP = 256
+
+    def __init__(self, device, kernels, matmul):
+        super().__init__(device, kernels)
+        self.matmul = matmul
+
+    @classmethod
+    async def load(cls, device, matmul=None):
+        """Compile the family; `matmul` shares an already loaded MatmulKernels."""
+        constants = {"WORKGROUP": cls.WORKGROUP}
+        kernels = {e: await device.kernel(cls.SOURCE, e, constants) for e in cls.ENTRIES}
+        return cls(device, kernels, matmul or await MatmulKernels.load(device))
+
+    @staticmethod
+    def scratch_floats(rows, chunk):
+        return rows * chunk
+
+    @staticmethod
+    def stats_floats(rows):
+        return rows * STATS_PER_ROW
+
+    def _params(self, rows, cols, start, vocab, first, metrics_offset, dloss):
+        return self.device.uniform("IIIIIIfI", rows, cols, start, vocab, first, metrics_offset,
+                                   dloss, 0)
+
+    def _check(self, hidden, weight, labels, scratch, stats, metrics, rows, hidden_size, vocab,
+               chunk, w_half, metrics_offset):
+        if min(rows, hidden_size, vocab, chunk) < 1:
+            raise ValueError(f"lm head loss needs rows, hidden_size, vocab, chunk >= 1, got "
+                             f"{rows}, {hidden_size}, {vocab}, {chunk}")
+        if vocab >= 1 << 24:
+            raise ValueError(f"vocab {vocab} too large: argmax indices are kept as f32")
+        require_floats(hidden, rows * hidden_size, "hidden")
+        require_floats(weight, (vocab * hidden_size + 1) // 2 if w_half else vocab * hidden_size,
+                       "weight")
+        require_floats(labels, rows, "labels")
+        require_floats(scratch, rows * min(chunk, vocab), "scratch")
+        require_floats(stats, rows * STATS_PER_ROW, "stats")
+        require_floats(metrics, metrics_offset + 4, "metrics")
+
+    def _chunks(self, vocab, chunk):
+        return [(start, min(chunk, vocab - start)) for start in range(0, vocab, chunk)]
+
+    def _logits(self, program, hidden, weight, scratch, rows, hidden_size, start, cols, w_half):
+        w_chunk = MatrixView(weight, ld=hidden_size, offset=start * hidden_size)
+        self.matmul.linear(program, hidden, w_chunk, scratch, rows, hidden_size, cols,
+                           w_half=w_half)
+
+    def forward(self, program, hidden, weight, labels, scratch, stats, metrics, rows,
+                hidden_size, vocab, chunk, w_half=False, metrics_offset=METRIC_LOSS):
+        """Loss, correct count and counted tokens (twice: counted is the denominator) into
+        metrics[offset:offset+4]; per-row (max, sum, label logit, argmax) into stats."""
+        self._check(hidden, weight, labels, scratch, stats, metrics, rows, hidden_size, vocab,
+                    chunk, w_half, metrics_offset)
+        for start, cols in self._chunks(vocab, chunk):
+            self._logits(program, hidden, weight, scratch, rows, hidden_size, start, cols, w_half)
+            params = self._params(rows, cols, start, vocab, int(start == 0), metrics_offset, 1.0)
+            self._dispatch(program, "lm_chunk_update", [labels, stats, params, scratch], rows)
+        params = self._params(rows, 0, 0, vocab, 0, metrics_offset, 1.0)
+        program.dispatch(self._kernels["lm_finish"], [labels, stats, params, metrics], 1)
+        return program
+
+    def backward(self, program, hidden, weight, labels, scratch, stats, metrics, dhidden, rows,
+                 hidden_size, vocab, chunk, dweight=None, dloss=1.0, w_half=False, dh_beta=0.0,
+                 dw_beta=0.0, metrics_offset=METRIC_LOSS):
+        """dhidden = dh_beta * dhidden + d(dloss * loss)/dh and, when dweight is given,
+        dweight = dw_beta * dweight + d(dloss * loss)/dW."""
+        self._check(hidden, weight, labels, scratch, stats, metrics, rows, hidden_size, vocab,
+                    chunk, w_half, metrics_offset)
+        require_floats(dhidden, rows * hidden_size, "dhidden")
+        if dweight is not None:
+            if w_half:
+                raise ValueError("an f16 head is frozen: pass dweight=None with w_half=True")
+            require_floats(dweight, vocab * hidden_size, "dweight")
+        mm = self.matmul
+        for start, cols in self._chunks(vocab, chunk):
+            self._logits(program, hidden, weight, scratch, rows, hidden_size, start, cols, w_half)
+            params = self._params(rows, cols, start, vocab, 0, metrics_offset, dloss)
+            self._dispatch(program, "lm_chunk_grad", [labels, stats, params, scratch, metrics],
+                           rows * cols)
+            w_chunk = MatrixView(weight, ld=hidden_size, offset=start * hidden_size)
+            mm.linear_grad_input(program, scratch, w_chunk, dhidden, rows, hidden_size, cols,
+                                 beta=dh_beta if start == 0 else 1.0, w_half=w_half)
+            if dweight is not None:
+                dw_chunk = MatrixView(dweight, ld=hidden_size, offset=start * hidden_size)
+                mm.linear_grad_weight(program, scratch, hidden, dw_chunk, rows, hidden_size, cols,
+                                      beta=dw_beta)
+        return program

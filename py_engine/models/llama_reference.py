@@ -1,0 +1,79 @@
+"""The Llama-family decoder's forward pass and greedy generation in NumPy (host only): the
+reference the GPU decoder will be checked against, itself checked against transformers.
+
+    model = LlamaReference.load(checkpoint_dir)          # float64 by default
+    logits = model.logits(ids)                           # [B, T, V]
+    tokens = model.generate_greedy(prompt_ids, 32)       # no KV cache: recomputes each step
+
+RMSNorm, RoPE, SwiGLU and causal grouped-query attention come from py_engine/ops.
+"""
+
+import numpy as np
+
+from ..formats import safetensors
+from ..ops import causal_attention as attn_ops
+from ..ops import matmul as mm_ops
+from ..ops import rmsnorm as rms_ops
+from ..ops import rope as rope_ops
+from ..ops import swiglu as swiglu_ops
+from .llama_config import LlamaConfig
+
+
+class LlamaReference:
+    def __init__(self, config, params, dtype=np.float64):
+        self.config = config
+        self.dtype = dtype
+        self.p = params
+        self.inv_freq = rope_ops.rope_inv_freq(config.head_dim, config.rope_parameters)
+
+    @classmethod
+    def load(cls, directory, dtype=np.float64):
+        from pathlib import Path
+
+        config = LlamaConfig.from_file(directory)
+        file = safetensors.load(Path(directory) / "model.safetensors")
+        params = {}
+        for name, shape in config.parameter_shapes().items():
+            if name not in file:
+                raise ValueError(f"{directory}: tensor {name!r} is missing")
+            found = tuple(file.info(name)[1])
+            if found != shape:
+                raise ValueError(f"{directory}: tensor {name!r} has shape {found}, config.json implies {shape}")
+            params[name] = np.frombuffer(file.floats(name), np.float32).reshape(shape).astype(dtype)
+        return cls(config, params, dtype)
+
+    def _linear(self, x, name):
+        return mm_ops.linear_forward(x, self.p[name + ".weight"], self.p.get(name + ".bias"))
+
+    def logits(self, ids):
+        """Logits [B, T, V] for token ids [B, T] (every position real, causal)."""
+        c = self.config
+        ids = np.asarray(ids)
+        B, T = ids.shape
+        cos, sin = rope_ops.rope_tables(self.inv_freq, T)
+        x = self.p["model.embed_tokens.weight"][ids].reshape(B * T, c.hidden_size)
+        for n in range(c.num_hidden_layers):
+            pre = f"model.layers.{n}."
+            h = rms_ops.rmsnorm_forward(x, self.p[pre + "input_layernorm.weight"], c.rms_norm_eps)[0]
+            q = rope_ops.rope_forward(self._linear(h, pre + "self_attn.q_proj"), cos, sin, c.num_attention_heads)
+            k = rope_ops.rope_forward(self._linear(h, pre + "self_attn.k_proj"), cos, sin, c.num_key_value_heads)
+            v = self._linear(h, pre + "self_attn.v_proj")
+            a = attn_ops.causal_attention_forward(q, k, v, batch=B, heads=c.num_attention_heads,
+                                                  kv_heads=c.num_key_value_heads)[0]
+            x = x + self._linear(a, pre + "self_attn.o_proj")
+            h = rms_ops.rmsnorm_forward(x, self.p[pre + "post_attention_layernorm.weight"], c.rms_norm_eps)[0]
+            m = swiglu_ops.swiglu_forward(self._linear(h, pre + "mlp.gate_proj"), self._linear(h, pre + "mlp.up_proj"))
+            x = x + self._linear(m, pre + "mlp.down_proj")
+        x = rms_ops.rmsnorm_forward(x, self.p["model.norm.weight"], c.rms_norm_eps)[0]
+        head = self.p["model.embed_tokens.weight" if c.tie_word_embeddings else "lm_head.weight"]
+        return mm_ops.linear_forward(x, head).reshape(B, T, c.vocab_size)
+
+    def generate_greedy(self, prompt, max_new_tokens, eos_token_id=None):
+        """Greedy continuation of one prompt (list of ids); stops early at eos_token_id."""
+        ids = list(prompt)
+        for _ in range(max_new_tokens):
+            token = int(np.argmax(self.logits(np.asarray([ids]))[0, -1]))
+            ids.append(token)
+            if eos_token_id is not None and token == eos_token_id:
+                break
+        return ids[len(prompt):]

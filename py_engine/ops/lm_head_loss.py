@@ -1,0 +1,89 @@
+"""Causal-LM head loss: the vocabulary projection and its token-level cross-entropy in one op.
+
+For hidden states h [N, H] (N = B*T tokens), the head weight W [V, H] (tied to the embedding or
+not) and labels y [N] already shifted by the caller (IGNORE marks prompt and padding tokens):
+
+    z      = h W^T                                         [N, V] logits
+    lse_i  = logsumexp_j z[i, j]
+    loss   = sum over counted i of (lse_i - z[i, y_i]) / counted
+
+which is torch.nn.functional.cross_entropy(h @ W.T, y, ignore_index=IGNORE). The gradient, with
+p = softmax(z[i]) per row and g = dloss / counted:
+
+    dz[i, j] = g * (p_j - [j == y_i])     (0 on ignored rows)
+    dh       = dz W                       [N, H]
+    dW       = dz^T h                     [V, H]   (only when the head is trained)
+
+Where torch returns NaN (every row ignored) these functions return a loss and gradients of 0.
+
+`chunk` (forward and backward) walks the vocabulary in column blocks of that many logits, as the
+GPU recorder does: the forward keeps a per-row running max and rescaled sum of exponentials
+(online logsumexp) and picks the label's logit in the block that holds it; the backward
+recomputes each block's logits from the saved logsumexp. chunk=None takes the whole vocabulary
+at once. Both give the same values up to rounding.
+"""
+
+import numpy as np
+
+IGNORE = 0xFFFFFFFF   # the label that marks an uncounted token (u32 all ones on the GPU)
+
+
+def _labels(labels, rows, vocab, ignore_index):
+    labels = np.asarray(labels).astype(np.int64).reshape(rows)
+    counted = labels != ignore_index
+    if np.any((labels[counted] < 0) | (labels[counted] >= vocab)):
+        raise ValueError(f"labels must lie in [0, {vocab}) or equal ignore_index={ignore_index}")
+    return labels, counted
+
+
+def _blocks(vocab, chunk):
+    chunk = vocab if chunk is None else int(chunk)
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    return [(start, min(start + chunk, vocab)) for start in range(0, vocab, chunk)]
+
+
+def lm_head_loss_forward(h, w, labels, ignore_index=IGNORE, chunk=None):
+    """Returns (loss, lse, counted): the mean loss over counted tokens, each row's logsumexp
+    [N] (what the backward needs) and the number of counted tokens."""
+    rows, vocab = h.shape[0], w.shape[0]
+    labels, counted = _labels(labels, rows, vocab, ignore_index)
+    running_max = np.full(rows, -np.inf, dtype=h.dtype)
+    running_sum = np.zeros(rows, dtype=h.dtype)
+    label_logit = np.zeros(rows, dtype=h.dtype)
+    for start, stop in _blocks(vocab, chunk):
+        z = h @ w[start:stop].T
+        new_max = np.maximum(running_max, z.max(axis=1))
+        running_sum = (running_sum * np.exp(running_max - new_max)
+                       + np.exp(z - new_max[:, None]).sum(axis=1))
+        running_max = new_max
+        here = counted & (labels >= start) & (labels < stop)
+        label_logit[here] = z[here, labels[here] - start]
+    lse = running_max + np.log(running_sum)
+    n = int(counted.sum())
+    total = np.where(counted, lse - label_logit, 0.0).sum()
+    loss = total / n if n else 0.0 * total
+    return loss, lse, n
+
+
+def lm_head_loss_backward(h, w, labels, lse, counted, ignore_index=IGNORE, dloss=1.0,
+                          chunk=None, grad_weight=True):
+    """Returns (dh, dw) for upstream gradient `dloss` of the mean loss; dw is None unless
+    grad_weight."""
+    rows, vocab = h.shape[0], w.shape[0]
+    labels, mask = _labels(labels, rows, vocab, ignore_index)
+    dh = np.zeros_like(h)
+    dw = np.zeros_like(w) if grad_weight else None
+    if counted == 0:
+        return dh, dw
+    scale = np.where(mask, dloss / counted, 0.0)[:, None]
+    for start, stop in _blocks(vocab, chunk):
+        z = h @ w[start:stop].T
+        dz = np.exp(z - lse[:, None])
+        here = mask & (labels >= start) & (labels < stop)
+        dz[here, labels[here] - start] -= 1.0
+        dz *= scale
+        dh += dz @ w[start:stop]
+        if grad_weight:
+            dw[start:stop] = dz.T @ h
+    return dh, dw

@@ -1,0 +1,148 @@
+// Causal-LM head loss over the vocabulary in chunks, so the [N, V] logits are never resident:
+// hidden h [N, H], head weight W [V, H], labels y [N] u32 (already shifted; 0xffffffff, or any
+// label >= vocab, marks a prompt or padding token that is not counted),
+//
+//   loss = sum over counted i of (logsumexp_j z[i, j] - z[i, y_i]) / counted,   z = h W^T.
+//
+// The recorder (py_engine/kernels/lm_head_loss.py) computes one chunk of logits
+// z[:, start:start+cols] into a [N, cols] scratch with the matmul family, then:
+//
+//   lm_chunk_update: one thread per row (grid-stride). Online logsumexp: the chunk's max m_c and
+//                    first argmax; running max m' = max(m, m_c) and sum of exponentials
+//                    s' = s * exp(m - m') + sum_c exp(z - m'); the label's logit when y falls
+//                    in the chunk. `first` = 1 on the first chunk starts the row afresh (stats
+//                    may hold anything before it). stats[row] = (max, sum, label logit,
+//                    argmax as f32: exact below 2^24).
+//   lm_finish:       ONE workgroup after the last chunk: each thread walks a strided set of
+//                    rows, the workgroup tree-sums (loss term, correct, counted); lane 0 writes
+//                    metrics[offset + 0..3] = loss, correct, counted, counted (the loss
+//                    denominator, as in py_engine/kernels/cross_entropy.py's layout).
+//   lm_chunk_grad:   per element of the recomputed chunk, in place (grid-stride over N*cols):
+//                    dz = dloss / counted * (exp(z - max) / sum - [start + c == y]), 0 on
+//                    uncounted rows and when counted = 0 (every token ignored; torch gives
+//                    NaN there, this gives zero gradients). Reads the forward's stats and
+//                    metrics, so it runs after lm_finish of the same batch.
+//
+// Bindings: labels, stats, params, then logits (update, grad; read_write: grad overwrites the
+// chunk with its gradient) or the metrics written (finish), then metrics read (grad).
+// Reference: py_engine/ops/lm_head_loss.py; checked in tests/test_kernels_lm_head_loss.py.
+
+override WORKGROUP: u32 = 256u;   // a power of two (lm_finish's tree)
+
+struct Params {
+  rows: u32,
+  cols: u32,             // logits in this chunk (the last chunk may be narrower)
+  start: u32,            // vocabulary index of the chunk's first column
+  vocab: u32,
+  first: u32,            // 1 on the first chunk of the forward
+  metrics_offset: u32,
+  dloss: f32,            // upstream gradient of the loss (1, or a loss scale)
+  _pad: u32,
+}
+
+@group(0) @binding(0) var<storage, read> labels: array<u32>;
+@group(0) @binding(1) var<storage, read_write> stats: array<vec4<f32>>;
+@group(0) @binding(2) var<uniform> params: Params;
+// lm_chunk_update, lm_chunk_grad: the [rows, cols] chunk
+@group(0) @binding(3) var<storage, read_write> logits: array<f32>;
+// lm_finish
+@group(0) @binding(3) var<storage, read_write> metrics_out: array<f32>;
+// lm_chunk_grad
+@group(0) @binding(4) var<storage, read> metrics: array<f32>;
+
+var<workgroup> partial: array<vec4<f32>, WORKGROUP>;
+
+@compute @workgroup_size(WORKGROUP)
+fn lm_chunk_update(@builtin(global_invocation_id) gid: vec3<u32>,
+                   @builtin(num_workgroups) groups: vec3<u32>) {
+  let cols = params.cols;
+  let stride = groups.x * WORKGROUP;
+  for (var row = gid.x; row < params.rows; row += stride) {
+    let base = row * cols;
+    var chunk_max = logits[base];
+    var chunk_arg = 0u;
+    for (var c = 1u; c < cols; c++) {
+      let v = logits[base + c];
+      if (v > chunk_max) {   // strict: the first maximum wins, as in torch.argmax
+        chunk_max = v;
+        chunk_arg = c;
+      }
+    }
+    var state = vec4(chunk_max, 0.0, 0.0, f32(params.start + chunk_arg));
+    var carried = 0.0;       // the earlier chunks' sum, rescaled to the new max
+    if (params.first == 0u) {
+      let old = stats[row];
+      state.z = old.z;
+      if (old.x >= chunk_max) {   // an earlier chunk keeps the max (and the first argmax)
+        state.x = old.x;
+        state.w = old.w;
+        carried = old.y;
+      } else {
+        carried = old.y * exp(old.x - chunk_max);
+      }
+    }
+    var sum = 0.0;
+    for (var c = 0u; c < cols; c++) {
+      sum += exp(logits[base + c] - state.x);
+    }
+    state.y = carried + sum;
+    let y = labels[row];
+    if (y >= params.start && y - params.start < cols) {
+      state.z = logits[base + y - params.start];
+    }
+    stats[row] = state;
+  }
+}
+
+@compute @workgroup_size(WORKGROUP)
+fn lm_finish(@builtin(local_invocation_index) lane: u32) {
+  var acc = vec4(0.0);
+  for (var row = lane; row < params.rows; row += WORKGROUP) {
+    let y = labels[row];
+    if (y < params.vocab) {
+      let s = stats[row];
+      let term = s.x + log(s.y) - s.z;
+      acc += vec4(term, select(0.0, 1.0, u32(s.w) == y), 1.0, 0.0);
+    }
+  }
+  partial[lane] = acc;
+  workgroupBarrier();
+  for (var width = WORKGROUP / 2u; width > 0u; width /= 2u) {
+    if (lane < width) {
+      partial[lane] += partial[lane + width];
+    }
+    workgroupBarrier();
+  }
+  if (lane == 0u) {
+    let total = partial[0];
+    let counted = total.z;
+    let o = params.metrics_offset;
+    metrics_out[o] = select(0.0, total.x / counted, counted != 0.0);
+    metrics_out[o + 1u] = total.y;
+    metrics_out[o + 2u] = counted;
+    metrics_out[o + 3u] = counted;
+  }
+}
+
+@compute @workgroup_size(WORKGROUP)
+fn lm_chunk_grad(@builtin(global_invocation_id) gid: vec3<u32>,
+                 @builtin(num_workgroups) groups: vec3<u32>) {
+  let cols = params.cols;
+  let counted = metrics[params.metrics_offset + 2u];
+  let scale = select(0.0, params.dloss / counted, counted != 0.0);
+  let total = params.rows * cols;
+  let stride = groups.x * WORKGROUP;
+  for (var e = gid.x; e < total; e += stride) {
+    let row = e / cols;
+    let c = e - row * cols;
+    let y = labels[row];
+    if (y >= params.vocab) {
+      logits[e] = 0.0;
+      continue;
+    }
+    let s = stats[row];
+    let p = exp(logits[e] - s.x) / s.y;
+    let onehot = select(0.0, 1.0, params.start + c == y);
+    logits[e] = (p - onehot) * scale;
+  }
+}
