@@ -1,0 +1,134 @@
+"""The NumPy causal GQA attention reference against torch autograd (float64) and against
+transformers' eager Llama attention (repeat_kv, additive causal + padding mask)."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from transformers.models.llama.modeling_llama import eager_attention_forward
+
+from py_engine.ops import causal_attention as ca
+
+
+def right_padding(rng, batch, keys):
+    lengths = rng.integers(1, keys + 1, batch)
+    lengths[-1] = keys
+    return (np.arange(keys)[None, :] < lengths[:, None]).astype(np.uint32)
+
+
+def random_inputs(rng, batch, seq, heads, kv_heads, dim, past):
+    keys = past + seq
+    q, dout = (rng.standard_normal((batch * seq, heads * dim)) for _ in range(2))
+    k, v = (rng.standard_normal((batch * keys, kv_heads * dim)) for _ in range(2))
+    return q, k, v, dout
+
+
+def additive_mask(batch, seq, past, mask, dtype):
+    """transformers' 4D additive mask [B, 1, Tq, Tk]: 0 where visible, finfo.min elsewhere."""
+    seen = torch.tensor(ca.visible(batch, seq, past, mask))
+    return torch.zeros(seen.shape, dtype=dtype).masked_fill(~seen, torch.finfo(dtype).min)
+
+
+def torch_reference(q, k, v, batch, seq, heads, kv_heads, past, mask, scaling):
+    """Causal GQA with a -inf mask, autograd-differentiable; also returns the row logsumexp."""
+    keys = past + seq
+    qh = q.view(batch, seq, heads, -1).transpose(1, 2)
+    kh = k.view(batch, keys, kv_heads, -1).transpose(1, 2).repeat_interleave(heads // kv_heads, 1)
+    vh = v.view(batch, keys, kv_heads, -1).transpose(1, 2).repeat_interleave(heads // kv_heads, 1)
+    seen = torch.tensor(ca.visible(batch, seq, past, mask))
+    scores = torch.where(seen, qh @ kh.transpose(-1, -2) * scaling, -torch.inf)
+    out = torch.softmax(scores, dim=-1) @ vh
+    return out.transpose(1, 2).reshape(batch * seq, -1), torch.logsumexp(scores, dim=-1)
+
+
+CASES = [  # batch, seq, heads, kv_heads, dim, past, padded
+    (2, 7, 2, 2, 4, 0, False),
+    (3, 6, 4, 2, 8, 0, True),
+    (2, 5, 4, 1, 4, 0, True),
+    (2, 3, 4, 2, 4, 6, True),     # KV-cache offset
+    (1, 1, 2, 1, 8, 9, False),    # one decoding step
+]
+
+
+@pytest.mark.parametrize("batch, seq, heads, kv_heads, dim, past, padded", CASES)
+def test_forward_and_backward_match_torch_autograd(rng, batch, seq, heads, kv_heads, dim, past,
+                                                   padded):
+    q, k, v, dout = random_inputs(rng, batch, seq, heads, kv_heads, dim, past)
+    mask = right_padding(rng, batch, past + seq) if padded else None
+    scaling = dim ** -0.5
+    tq, tk, tv = (torch.tensor(x, requires_grad=True) for x in (q, k, v))
+    t_out, t_lse = torch_reference(tq, tk, tv, batch, seq, heads, kv_heads, past, mask, scaling)
+    t_out.backward(torch.tensor(dout))
+
+    meta = dict(batch=batch, heads=heads, kv_heads=kv_heads, attention_mask=mask, past=past)
+    out, lse = ca.causal_attention_forward(q, k, v, **meta)
+    np.testing.assert_allclose(out, t_out.detach().numpy(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(lse, t_lse.detach().numpy(), rtol=1e-12, atol=1e-12)
+    grads = ca.causal_attention_backward(dout, q, k, v, out, lse, **meta)
+    for ours, theirs in zip(grads, (tq, tk, tv)):
+        np.testing.assert_allclose(ours, theirs.grad.numpy(), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("batch, seq, heads, kv_heads, dim, past, padded", CASES)
+def test_matches_transformers_eager_llama_attention(rng, batch, seq, heads, kv_heads, dim, past,
+                                                    padded):
+    q, k, v, _ = random_inputs(rng, batch, seq, heads, kv_heads, dim, past)
+    mask = right_padding(rng, batch, past + seq) if padded else None
+    scaling = 0.7 * dim ** -0.5
+    keys = past + seq
+    module = SimpleNamespace(num_key_value_groups=heads // kv_heads, training=False)
+    query = torch.tensor(q).view(batch, seq, heads, dim).transpose(1, 2)
+    key = torch.tensor(k).view(batch, keys, kv_heads, dim).transpose(1, 2)
+    value = torch.tensor(v).view(batch, keys, kv_heads, dim).transpose(1, 2)
+    expected, weights = eager_attention_forward(
+        module, query, key, value, additive_mask(batch, seq, past, mask, torch.float64), scaling)
+    out, _ = ca.causal_attention_forward(q, k, v, batch=batch, heads=heads, kv_heads=kv_heads,
+                                         attention_mask=mask, scaling=scaling, past=past)
+    # eager takes its softmax in float32, hence the float32-level tolerance.
+    np.testing.assert_allclose(out, expected.reshape(batch * seq, -1).numpy(), rtol=1e-5, atol=1e-6)
+    probs, _ = ca.causal_attention_probs(q, k, batch=batch, heads=heads, kv_heads=kv_heads,
+                                         attention_mask=mask, scaling=scaling, past=past)
+    np.testing.assert_allclose(probs, weights.numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_padded_query_rows_attend_to_the_real_prefix(rng):
+    batch, seq, heads, dim = 2, 6, 2, 4
+    q, k, v, _ = random_inputs(rng, batch, seq, heads, 1, dim, 0)
+    mask = np.array([[1] * 6, [1, 1, 1, 0, 0, 0]], np.uint32)
+    out, _ = ca.causal_attention_forward(q, k, v, batch=batch, heads=heads, kv_heads=1,
+                                         attention_mask=mask)
+    short, _ = ca.causal_attention_forward(q[6:9], k[6:9], v[6:9], batch=1, heads=heads,
+                                           kv_heads=1)
+    np.testing.assert_allclose(out[6:9], short, rtol=1e-12)
+    for i in range(9, 12):                       # padded rows: attention over the 3 real keys
+        alone, _ = ca.causal_attention_forward(q[i:i + 1], k[6:9], v[6:9], batch=1, heads=heads,
+                                               kv_heads=1, past=2)
+        np.testing.assert_allclose(out[i:i + 1], alone, rtol=1e-12)
+    probs, _ = ca.causal_attention_probs(q, k, batch=batch, heads=heads, kv_heads=1,
+                                         attention_mask=mask)
+    assert np.all(probs[1, :, :, 3:] == 0)
+    np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-12)
+
+
+def test_rows_that_see_no_key_give_zero_and_no_gradient(rng):
+    q, k, v, dout = random_inputs(rng, 1, 4, 2, 1, 4, 0)
+    mask = np.array([[0, 1, 1, 1]], np.uint32)
+    meta = dict(batch=1, heads=2, kv_heads=1, attention_mask=mask)
+    out, lse = ca.causal_attention_forward(q, k, v, **meta)
+    assert np.all(out[0] == 0) and np.all(lse[:, :, 0] == 0)
+    dq, dk, dv = ca.causal_attention_backward(dout, q, k, v, out, lse, **meta)
+    assert np.all(dq[0] == 0) and np.all(dk[0] == 0) and np.all(dv[0] == 0)
+    assert np.all(np.isfinite(dq)) and np.all(np.isfinite(dk))
+
+
+def test_offset_rows_equal_the_tail_of_the_full_forward(rng):
+    batch, seq, heads, kv_heads, dim, new = 2, 8, 4, 2, 4, 3
+    q, k, v, _ = random_inputs(rng, batch, seq, heads, kv_heads, dim, 0)
+    meta = dict(batch=batch, heads=heads, kv_heads=kv_heads)
+    full, full_lse = ca.causal_attention_forward(q, k, v, **meta)
+    tail_q = q.reshape(batch, seq, -1)[:, -new:].reshape(batch * new, -1)
+    tail, tail_lse = ca.causal_attention_forward(tail_q, k, v, past=seq - new, **meta)
+    np.testing.assert_allclose(tail, full.reshape(batch, seq, -1)[:, -new:].reshape(batch * new, -1),
+                               rtol=1e-12)
+    np.testing.assert_allclose(tail_lse, full_lse[:, :, -new:], rtol=1e-12)
