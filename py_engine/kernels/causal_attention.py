@@ -1,0 +1,108 @@
+"""GPU causal self-attention with grouped-query attention (Llama-family decoders): the tiled
+kernels of shaders/causal_attention.wgsl, which never store a T x T matrix. NumPy reference:
+py_engine/ops/causal_attention.py.
+
+Layouts (row-major f32; u32 for the mask):
+  q, out, dout, dq   [B*Tq, Hq*D]    the projections' outputs after RoPE, used as they are
+  k, v, dk, dv       [B*Tk, Hkv*D]   Tk = past + Tq: a KV cache's `past` rows, then the new ones
+  attention_mask     [B, Tk] u32, 1 = real token (right padding), or None
+  lse                [B, Hq, Tq]     saved by the forward for the backward
+  stats              [B, Hq, Tq, 2]  backward scratch: (lse, rowsum(dout * out))
+
+    att = await CausalAttentionKernels.load(device)                  # block_q=16, block_k=16
+    shape = dict(batch=B, seq=Tq, heads=Hq, kv_heads=Hkv, head_dim=D)
+    att.forward(program, q, k, v, attention_mask, out, lse, **shape)  # past=0, scaling=1/sqrt(D)
+    att.backward(program, dout, q, k, v, attention_mask, out, lse, stats, dq, dk, dv, **shape)
+
+Query head h reads KV head h // (Hq // Hkv); query row i (position past + i) sees key j iff
+j <= past + i and key j is real. Padded query rows of a right-padded batch attend to the real
+keys before them, as transformers' eager attention does (finite, deterministic; a loss ignores
+them); a row that sees no key at all gets out 0 and no gradient. `past` > 0 serves decoding with
+a KV cache (Tq new queries against past + Tq keys); the backward accepts it too.
+
+Limits: head_dim <= 128, block sizes <= 64 with block * head_dim <= 2048 (the workgroup tiles).
+"""
+
+SOURCE = "causal_attention.wgsl"
+MAX_HEAD_DIM = 128
+MAX_BLOCK = 64
+TILE = 2048
+ENTRIES = ("causal_attention_forward", "causal_attention_stats", "causal_attention_grad_q",
+           "causal_attention_grad_kv")
+
+
+class CausalAttentionKernels:
+    def __init__(self, device, kernels, block_q, block_k):
+        self.device = device
+        self._kernels = kernels
+        self.block_q = block_q
+        self.block_k = block_k
+        self._no_mask = None
+
+    @classmethod
+    async def load(cls, device, block_q=16, block_k=16):
+        """Compile the four entry points with BLOCK_Q query rows and BLOCK_K key rows a block."""
+        for name, size in (("block_q", block_q), ("block_k", block_k)):
+            if not 1 <= size <= MAX_BLOCK:
+                raise ValueError(f"{name} must be in 1..{MAX_BLOCK}, got {size}")
+        constants = {"BLOCK_Q": block_q, "BLOCK_K": block_k}
+        kernels = {e: await device.kernel(SOURCE, e, constants) for e in ENTRIES}
+        return cls(device, kernels, block_q, block_k)
+
+    def _shape(self, batch, seq, heads, kv_heads, head_dim, past, has_mask, blocks, scaling):
+        if heads % kv_heads:
+            raise ValueError(f"heads ({heads}) must be a multiple of kv_heads ({kv_heads})")
+        if not 1 <= head_dim <= MAX_HEAD_DIM:
+            raise ValueError(f"head_dim must be in 1..{MAX_HEAD_DIM}, got {head_dim}")
+        if max(self.block_q, self.block_k) * head_dim > TILE:
+            raise ValueError(f"block size x head_dim must be <= {TILE}: load with smaller blocks")
+        if batch < 1 or seq < 1 or past < 0:
+            raise ValueError("batch and seq must be positive, past non-negative")
+        scaling = head_dim ** -0.5 if scaling is None else scaling
+        return self.device.uniform("IIIIIIIIfIII", batch, seq, past, heads, kv_heads, head_dim,
+                                   int(has_mask), blocks, scaling, 0, 0, 0)
+
+    def _mask(self, attention_mask):
+        if attention_mask is not None:
+            return attention_mask
+        if self._no_mask is None:
+            self._no_mask = self.device.buffer_from(b"\x01\x00\x00\x00")   # never read
+        return self._no_mask
+
+    def _dispatch(self, program, entry, buffers, workgroups):
+        limit = self.device.limits["max_compute_workgroups_per_dimension"]
+        program.dispatch(self._kernels[entry], buffers,
+                         (min(workgroups, limit), -(-workgroups // limit)))
+        return program
+
+    def forward(self, program, q, k, v, attention_mask, out, lse, *, batch, seq, heads, kv_heads,
+                head_dim, past=0, scaling=None):
+        """out [B*Tq, Hq*D] and lse [B, Hq, Tq] for queries at positions past..past+Tq-1."""
+        blocks = -(-seq // self.block_q)
+        shape = self._shape(batch, seq, heads, kv_heads, head_dim, past,
+                            attention_mask is not None, blocks, scaling)
+        return self._dispatch(program, "causal_attention_forward",
+                              [q, k, v, self._mask(attention_mask), out, lse, shape],
+                              batch * heads * blocks)
+
+    def backward(self, program, dout, q, k, v, attention_mask, out, lse, stats, dq, dk, dv, *,
+                 batch, seq, heads, kv_heads, head_dim, past=0, scaling=None):
+        """dq [B*Tq, Hq*D], dk and dv [B*Tk, Hkv*D] (overwritten, summed over each KV head's
+        query heads) from the forward's out and lse; stats [B*Hq*Tq*2] is scratch."""
+        mask = self._mask(attention_mask)
+        has_mask = attention_mask is not None
+        rows = batch * heads * seq
+        q_blocks = -(-seq // self.block_q)
+        k_blocks = -(-(past + seq) // self.block_k)
+        shape = dict(batch=batch, seq=seq, heads=heads, kv_heads=kv_heads, head_dim=head_dim,
+                     past=past, has_mask=has_mask, scaling=scaling)
+        self._dispatch(program, "causal_attention_stats",
+                       [out, lse, dout, stats, self._shape(blocks=0, **shape)],
+                       -(-rows // self.block_q))
+        self._dispatch(program, "causal_attention_grad_q",
+                       [q, k, v, mask, stats, dout, dq, self._shape(blocks=q_blocks, **shape)],
+                       batch * heads * q_blocks)
+        return self._dispatch(program, "causal_attention_grad_kv",
+                              [q, k, v, mask, stats, dout, dk, dv,
+                               self._shape(blocks=k_blocks, **shape)],
+                              batch * kv_heads * k_blocks)

@@ -1,0 +1,353 @@
+// Causal self-attention with grouped-query attention (Llama-family decoders), tiled so that no
+// T x T matrix is ever stored: forward with an online softmax, backward recomputing the
+// probabilities block by block from the forward's saved logsumexp.
+// Reference: py_engine/ops/causal_attention.py (NumPy); recorder:
+// py_engine/kernels/causal_attention.py; checks: tests/test_kernels_causal_attention.py.
+//
+// Layouts (row-major f32 unless noted):
+//   q, out, dout, dq   [B*Tq, Hq*D]    query row i of sequence b is at position past + i
+//   k, v, dk, dv       [B*Tk, Hkv*D]   Tk = past + Tq (a KV cache followed by the new keys)
+//   attention_mask     [B, Tk] u32, 1 = real token (ignored when shape.has_mask == 0)
+//   lse                [B, Hq, Tq]     logsumexp of row i's scaled visible scores
+//   stats              [B, Hq, Tq, 2]  (lse, delta = rowsum(dout * out)), backward scratch
+// Query head h reads KV head h / (Hq / Hkv). Query row i sees key j iff j <= past + i and key j
+// is real. A row that sees no key gets out = 0, lse = 0 and no gradient.
+//
+//   causal_attention_forward:  one workgroup per (batch, query head, block of BLOCK_Q query
+//                              rows), one thread per row. Key/value blocks of BLOCK_K rows are
+//                              staged in workgroup memory in turn; each thread keeps its row's
+//                              running max m, running sum l and unnormalised output, rescaling
+//                              them by exp(m_old - m_new) when a block raises the max. Writes
+//                              out = acc / l and lse = m + log(l).
+//   causal_attention_stats:    one thread per (batch, query head, row): stats = (lse, delta).
+//   causal_attention_grad_q:   same grid as the forward; streams key/value blocks again with
+//                              P = exp(S - lse), dS = P * (dout . v - delta), dq = scaling * dS . K.
+//   causal_attention_grad_kv:  one workgroup per (batch, KV head, block of BLOCK_K keys), one
+//                              thread per key. Streams blocks of BLOCK_Q query rows (q and dout
+//                              staged in workgroup memory) of every query head of the group, from
+//                              the first row that can see the block: dv += P * dout,
+//                              dk += scaling * dS * q. Each thread owns its key's dk/dv rows and
+//                              sums the group's query heads itself: no atomics.
+//
+// Limits: head_dim <= MAX_HEAD_DIM, BLOCK_Q and BLOCK_K <= MAX_BLOCK, and a staged block
+// (BLOCK * head_dim floats) fits TILE; two tiles use 16 KiB of workgroup memory, WebGPU's
+// default limit. Workgroups past 65535 spill into the dispatch's y dimension.
+
+override BLOCK_Q: u32 = 16u;   // query rows per workgroup (forward, grad_q); staged rows (grad_kv)
+override BLOCK_K: u32 = 16u;   // staged key rows (forward, grad_q); keys per workgroup (grad_kv)
+
+const MAX_HEAD_DIM: u32 = 128u;
+const MAX_BLOCK: u32 = 64u;
+const TILE: u32 = 2048u;
+const MASKED: f32 = -0x1.fffffep+127f;   // below every real score: marks an invisible key
+
+struct Shape {
+  batch: u32,
+  q_len: u32,       // Tq
+  past: u32,        // keys before the first query: Tk = past + Tq
+  q_heads: u32,
+  kv_heads: u32,
+  head_dim: u32,
+  has_mask: u32,
+  blocks: u32,      // workgroups per (batch, head): query blocks, or key blocks for grad_kv
+  scaling: f32,
+  _pad0: u32,
+  _pad1: u32,
+  _pad2: u32,
+}
+
+@group(0) @binding(0) var<storage, read> q: array<f32>;
+@group(0) @binding(1) var<storage, read> k: array<f32>;
+@group(0) @binding(2) var<storage, read> v: array<f32>;
+@group(0) @binding(3) var<storage, read> attention_mask: array<u32>;
+
+var<workgroup> tile_a: array<f32, TILE>;
+var<workgroup> tile_b: array<f32, TILE>;
+
+fn workgroup_index(wid: vec3<u32>, groups: vec3<u32>) -> u32 {
+  return wid.x + wid.y * groups.x;
+}
+
+fn key_is_real(s: Shape, b: u32, j: u32) -> bool {
+  return s.has_mask == 0u || attention_mask[b * (s.past + s.q_len) + j] != 0u;
+}
+
+// --- causal_attention_forward ----------------------------------------------------------------
+
+@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+@group(0) @binding(5) var<storage, read_write> lse: array<f32>;
+@group(0) @binding(6) var<uniform> fwd: Shape;
+
+@compute @workgroup_size(BLOCK_Q)
+fn causal_attention_forward(@builtin(workgroup_id) wid: vec3<u32>,
+                            @builtin(num_workgroups) groups: vec3<u32>,
+                            @builtin(local_invocation_index) lid: u32) {
+  let block = workgroup_index(wid, groups);
+  if (block >= fwd.batch * fwd.q_heads * fwd.blocks) {
+    return;
+  }
+  let D = fwd.head_dim;
+  let h = (block / fwd.blocks) % fwd.q_heads;
+  let b = block / (fwd.blocks * fwd.q_heads);
+  let kvh = h / (fwd.q_heads / fwd.kv_heads);
+  let keys = fwd.past + fwd.q_len;
+  let q0 = (block % fwd.blocks) * BLOCK_Q;
+  let i = q0 + lid;
+  let live = i < fwd.q_len;
+  let q_base = (b * fwd.q_len + min(i, fwd.q_len - 1u)) * fwd.q_heads * D + h * D;
+  let kv_width = fwd.kv_heads * D;
+
+  var qs: array<f32, MAX_HEAD_DIM>;
+  var acc: array<f32, MAX_HEAD_DIM>;
+  for (var d = 0u; d < D; d++) {
+    qs[d] = q[q_base + d] * fwd.scaling;
+    acc[d] = 0.0;
+  }
+  var m = MASKED;
+  var l = 0.0;
+  var s: array<f32, MAX_BLOCK>;
+
+  // Keys up to the last one this block's last live row can see.
+  let key_end = fwd.past + min(q0 + BLOCK_Q, fwd.q_len);
+  for (var k0 = 0u; k0 < key_end; k0 += BLOCK_K) {
+    let n = min(BLOCK_K, key_end - k0);
+    workgroupBarrier();
+    for (var t = lid; t < n * D; t += BLOCK_Q) {
+      let src = (b * keys + k0 + t / D) * kv_width + kvh * D + t % D;
+      tile_a[t] = k[src];
+      tile_b[t] = v[src];
+    }
+    workgroupBarrier();
+    if (live) {
+      var top = MASKED;
+      for (var r = 0u; r < n; r++) {
+        let j = k0 + r;
+        s[r] = MASKED;
+        if (j <= fwd.past + i && key_is_real(fwd, b, j)) {
+          var dot = 0.0;
+          for (var d = 0u; d < D; d++) {
+            dot = fma(qs[d], tile_a[r * D + d], dot);
+          }
+          s[r] = dot;
+          top = max(top, dot);
+        }
+      }
+      if (top > MASKED) {
+        let m_new = max(m, top);
+        let correction = select(0.0, exp(m - m_new), l > 0.0);
+        l *= correction;
+        for (var d = 0u; d < D; d++) {
+          acc[d] *= correction;
+        }
+        for (var r = 0u; r < n; r++) {
+          if (s[r] > MASKED) {
+            let p = exp(s[r] - m_new);
+            l += p;
+            for (var d = 0u; d < D; d++) {
+              acc[d] = fma(p, tile_b[r * D + d], acc[d]);
+            }
+          }
+        }
+        m = m_new;
+      }
+    }
+  }
+  if (live) {
+    let row = (b * fwd.q_heads + h) * fwd.q_len + i;
+    if (l > 0.0) {
+      let inv = 1.0 / l;    // l >= 1: the maximum contributes exp(0)
+      for (var d = 0u; d < D; d++) {
+        out[q_base + d] = acc[d] * inv;
+      }
+      lse[row] = m + log(l);
+    } else {
+      for (var d = 0u; d < D; d++) {
+        out[q_base + d] = 0.0;
+      }
+      lse[row] = 0.0;
+    }
+  }
+}
+
+// --- causal_attention_stats ------------------------------------------------------------------
+
+// Its own bindings 0-4 (it reads none of q, k, v, attention_mask).
+@group(0) @binding(0) var<storage, read> fwd_out: array<f32>;
+@group(0) @binding(1) var<storage, read> fwd_lse: array<f32>;
+@group(0) @binding(2) var<storage, read> dout: array<f32>;
+@group(0) @binding(3) var<storage, read_write> stats: array<f32>;
+@group(0) @binding(4) var<uniform> st: Shape;
+
+@compute @workgroup_size(BLOCK_Q)
+fn causal_attention_stats(@builtin(global_invocation_id) gid: vec3<u32>,
+                          @builtin(num_workgroups) groups: vec3<u32>) {
+  let row = gid.x + gid.y * groups.x * BLOCK_Q;
+  if (row >= st.batch * st.q_heads * st.q_len) {
+    return;
+  }
+  let D = st.head_dim;
+  let i = row % st.q_len;
+  let h = (row / st.q_len) % st.q_heads;
+  let b = row / (st.q_len * st.q_heads);
+  let base = (b * st.q_len + i) * st.q_heads * D + h * D;
+  var delta = 0.0;
+  for (var d = 0u; d < D; d++) {
+    delta = fma(dout[base + d], fwd_out[base + d], delta);
+  }
+  stats[2u * row] = fwd_lse[row];
+  stats[2u * row + 1u] = delta;
+}
+
+// --- causal_attention_grad_q -----------------------------------------------------------------
+
+@group(0) @binding(4) var<storage, read> row_stats: array<f32>;
+@group(0) @binding(5) var<storage, read> grad_out: array<f32>;
+@group(0) @binding(6) var<storage, read_write> dq: array<f32>;
+@group(0) @binding(7) var<uniform> gq: Shape;
+
+@compute @workgroup_size(BLOCK_Q)
+fn causal_attention_grad_q(@builtin(workgroup_id) wid: vec3<u32>,
+                           @builtin(num_workgroups) groups: vec3<u32>,
+                           @builtin(local_invocation_index) lid: u32) {
+  let block = workgroup_index(wid, groups);
+  if (block >= gq.batch * gq.q_heads * gq.blocks) {
+    return;
+  }
+  let D = gq.head_dim;
+  let h = (block / gq.blocks) % gq.q_heads;
+  let b = block / (gq.blocks * gq.q_heads);
+  let kvh = h / (gq.q_heads / gq.kv_heads);
+  let keys = gq.past + gq.q_len;
+  let q0 = (block % gq.blocks) * BLOCK_Q;
+  let i = q0 + lid;
+  let live = i < gq.q_len;
+  let q_base = (b * gq.q_len + min(i, gq.q_len - 1u)) * gq.q_heads * D + h * D;
+  let kv_width = gq.kv_heads * D;
+  let row = (b * gq.q_heads + h) * gq.q_len + min(i, gq.q_len - 1u);
+  let row_lse = row_stats[2u * row];
+  let delta = row_stats[2u * row + 1u];
+
+  var qs: array<f32, MAX_HEAD_DIM>;
+  var dos: array<f32, MAX_HEAD_DIM>;
+  var acc: array<f32, MAX_HEAD_DIM>;
+  for (var d = 0u; d < D; d++) {
+    qs[d] = q[q_base + d] * gq.scaling;
+    dos[d] = grad_out[q_base + d];
+    acc[d] = 0.0;
+  }
+
+  let key_end = gq.past + min(q0 + BLOCK_Q, gq.q_len);
+  for (var k0 = 0u; k0 < key_end; k0 += BLOCK_K) {
+    let n = min(BLOCK_K, key_end - k0);
+    workgroupBarrier();
+    for (var t = lid; t < n * D; t += BLOCK_Q) {
+      let src = (b * keys + k0 + t / D) * kv_width + kvh * D + t % D;
+      tile_a[t] = k[src];
+      tile_b[t] = v[src];
+    }
+    workgroupBarrier();
+    if (live) {
+      for (var r = 0u; r < n; r++) {
+        let j = k0 + r;
+        if (j <= gq.past + i && key_is_real(gq, b, j)) {
+          var score = 0.0;
+          var dp = 0.0;
+          for (var d = 0u; d < D; d++) {
+            score = fma(qs[d], tile_a[r * D + d], score);
+            dp = fma(dos[d], tile_b[r * D + d], dp);
+          }
+          let ds = exp(score - row_lse) * (dp - delta);
+          for (var d = 0u; d < D; d++) {
+            acc[d] = fma(ds, tile_a[r * D + d], acc[d]);
+          }
+        }
+      }
+    }
+  }
+  if (live) {
+    for (var d = 0u; d < D; d++) {
+      dq[q_base + d] = acc[d] * gq.scaling;
+    }
+  }
+}
+
+// --- causal_attention_grad_kv ----------------------------------------------------------------
+
+@group(0) @binding(4) var<storage, read> kv_stats: array<f32>;
+@group(0) @binding(5) var<storage, read> kv_grad_out: array<f32>;
+@group(0) @binding(6) var<storage, read_write> dk: array<f32>;
+@group(0) @binding(7) var<storage, read_write> dv: array<f32>;
+@group(0) @binding(8) var<uniform> gkv: Shape;
+
+@compute @workgroup_size(BLOCK_K)
+fn causal_attention_grad_kv(@builtin(workgroup_id) wid: vec3<u32>,
+                            @builtin(num_workgroups) groups: vec3<u32>,
+                            @builtin(local_invocation_index) lid: u32) {
+  let block = workgroup_index(wid, groups);
+  if (block >= gkv.batch * gkv.kv_heads * gkv.blocks) {
+    return;
+  }
+  let D = gkv.head_dim;
+  let kvh = (block / gkv.blocks) % gkv.kv_heads;
+  let b = block / (gkv.blocks * gkv.kv_heads);
+  let group = gkv.q_heads / gkv.kv_heads;
+  let keys = gkv.past + gkv.q_len;
+  let k0 = (block % gkv.blocks) * BLOCK_K;
+  let j = k0 + lid;
+  let live = j < keys && key_is_real(gkv, b, min(j, keys - 1u));
+  let kv_base = (b * keys + min(j, keys - 1u)) * gkv.kv_heads * D + kvh * D;
+  let q_width = gkv.q_heads * D;
+
+  var ks: array<f32, MAX_HEAD_DIM>;
+  var vs: array<f32, MAX_HEAD_DIM>;
+  var dk_acc: array<f32, MAX_HEAD_DIM>;
+  var dv_acc: array<f32, MAX_HEAD_DIM>;
+  for (var d = 0u; d < D; d++) {
+    ks[d] = k[kv_base + d] * gkv.scaling;
+    vs[d] = v[kv_base + d];
+    dk_acc[d] = 0.0;
+    dv_acc[d] = 0.0;
+  }
+
+  // Query rows i >= k0 - past are the first that can see a key of this block.
+  let first = select(0u, k0 - gkv.past, k0 > gkv.past);
+  for (var g = 0u; g < group; g++) {
+    let h = kvh * group + g;
+    for (var i0 = first; i0 < gkv.q_len; i0 += BLOCK_Q) {
+      let n = min(BLOCK_Q, gkv.q_len - i0);
+      workgroupBarrier();
+      for (var t = lid; t < n * D; t += BLOCK_K) {
+        let src = (b * gkv.q_len + i0 + t / D) * q_width + h * D + t % D;
+        tile_a[t] = q[src];
+        tile_b[t] = kv_grad_out[src];
+      }
+      workgroupBarrier();
+      if (live) {
+        for (var r = 0u; r < n; r++) {
+          let i = i0 + r;
+          if (j <= gkv.past + i) {
+            let row = (b * gkv.q_heads + h) * gkv.q_len + i;
+            var score = 0.0;
+            var dp = 0.0;
+            for (var d = 0u; d < D; d++) {
+              score = fma(ks[d], tile_a[r * D + d], score);
+              dp = fma(vs[d], tile_b[r * D + d], dp);
+            }
+            let p = exp(score - kv_stats[2u * row]);
+            let ds = p * (dp - kv_stats[2u * row + 1u]);
+            for (var d = 0u; d < D; d++) {
+              dv_acc[d] = fma(p, tile_b[r * D + d], dv_acc[d]);
+              dk_acc[d] = fma(ds, tile_a[r * D + d], dk_acc[d]);
+            }
+          }
+        }
+      }
+    }
+  }
+  if (j < keys) {
+    for (var d = 0u; d < D; d++) {
+      dk[kv_base + d] = dk_acc[d] * gkv.scaling;   // 0 for a padded key
+      dv[kv_base + d] = dv_acc[d];
+    }
+  }
+}

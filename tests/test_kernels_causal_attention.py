@@ -1,0 +1,153 @@
+"""Tiled causal GQA attention on wgpu-native (lavapipe) against the NumPy reference.
+
+Fresh random inputs and padding masks every run; every output NaN-poisoned before it is
+written; relative error ||out - ref|| / ||ref|| against float64.
+"""
+
+import numpy as np
+import pytest
+from conftest import read, rel_error, run
+
+from py_engine.gpu.selfcheck import poisoned
+from py_engine.kernels.causal_attention import CausalAttentionKernels
+from py_engine.ops import causal_attention as ref
+
+# f32 dot products of <= 16 terms, an online softmax over <= 37 keys (each block's rescaling
+# by exp(m_old - m_new) adds a few ulps), and backward sums over <= 37 keys times <= 4 query
+# heads. Errors observed over these shapes are <= 2e-7 forward (out, lse) and <= 3e-7 backward
+# (dq, dk, dv); 1e-5 leaves a 30x margin while any wrong index, mask or block edge gives errors
+# of order 1e-1.
+FORWARD_BOUND = 1e-5
+BACKWARD_BOUND = 1e-5
+
+
+@pytest.fixture(scope="module")
+def att(device):
+    return run(CausalAttentionKernels.load(device, block_q=8, block_k=8))
+
+
+def right_padding(rng, batch, keys):
+    """Random right padding: every sequence keeps its first token, the last one is fully real."""
+    lengths = rng.integers(1, keys + 1, batch)
+    lengths[-1] = keys
+    return (np.arange(keys)[None, :] < lengths[:, None]).astype(np.uint32)
+
+
+def check(device, att, rng, batch, seq, heads, kv_heads, dim, *, past=0, mask=None,
+          scaling=None, backward=True):
+    keys = past + seq
+    q, dout = (rng.standard_normal((batch * seq, heads * dim), dtype=np.float32) for _ in range(2))
+    k, v = (rng.standard_normal((batch * keys, kv_heads * dim), dtype=np.float32) for _ in range(2))
+    shape = dict(batch=batch, seq=seq, heads=heads, kv_heads=kv_heads, head_dim=dim, past=past,
+                 scaling=scaling)
+    bq, bk, bv, bdout = (device.buffer_from(x) for x in (q, k, v, dout))
+    bmask = None if mask is None else device.buffer_from(mask)
+    out, dq = (poisoned(device, batch * seq * heads * dim) for _ in range(2))
+    lse = poisoned(device, batch * heads * seq)
+    stats = poisoned(device, 2 * batch * heads * seq)
+    dk, dv = (poisoned(device, batch * keys * kv_heads * dim) for _ in range(2))
+    program = device.program()
+    att.forward(program, bq, bk, bv, bmask, out, lse, **shape)
+    buffers = [out, lse]
+    if backward:
+        att.backward(program, bdout, bq, bk, bv, bmask, out, lse, stats, dq, dk, dv, **shape)
+        buffers += [dq, dk, dv]
+    results = read(program, *buffers)
+
+    q64, k64, v64, do64 = (x.astype(np.float64) for x in (q, k, v, dout))
+    meta = dict(batch=batch, heads=heads, kv_heads=kv_heads, attention_mask=mask, past=past,
+                scaling=scaling)
+    ref_out, ref_lse = ref.causal_attention_forward(q64, k64, v64, **meta)
+    errors = [rel_error(results[0], ref_out), rel_error(results[1], ref_lse)]
+    assert errors[0] <= FORWARD_BOUND and errors[1] <= FORWARD_BOUND, errors
+    if backward:
+        grads = ref.causal_attention_backward(do64, q64, k64, v64, ref_out, ref_lse, **meta)
+        for out_grad, expected in zip(results[2:], grads):
+            errors.append(rel_error(out_grad, expected))
+            assert errors[-1] <= BACKWARD_BOUND, errors
+    return results
+
+
+# T = 13 and 21 are not multiples of the blocks of 8; (1, 1) is the smallest case.
+@pytest.mark.parametrize("batch, seq, heads, kv_heads, dim", [
+    (2, 13, 2, 2, 8),      # multi-head (Hq / Hkv = 1)
+    (1, 21, 4, 2, 16),     # GQA, Hq / Hkv = 2
+    (2, 9, 4, 1, 4),       # multi-query, Hq / Hkv = 4
+    (1, 1, 1, 1, 1),
+])
+def test_forward_and_backward_match_numpy(device, att, rng, batch, seq, heads, kv_heads, dim):
+    check(device, att, rng, batch, seq, heads, kv_heads, dim)
+
+
+def test_right_padded_batch(device, att, rng):
+    batch, seq = 3, 11
+    mask = right_padding(rng, batch, seq)
+    mask[0, 3:] = 0                                   # at least one padded sequence
+    check(device, att, rng, batch, seq, 4, 2, 8, mask=mask)   # padded query rows included
+
+
+def test_padded_rows_are_deterministic(device, att, rng):
+    """Two replays over the same inputs give the very same bits, padded rows included."""
+    batch, seq, heads, dim = 2, 10, 2, 4
+    mask = np.ones((batch, seq), np.uint32)
+    mask[1, 4:] = 0
+    q = device.buffer_from(rng.standard_normal((batch * seq, heads * dim), dtype=np.float32))
+    k, v = (device.buffer_from(rng.standard_normal((batch * seq, dim), dtype=np.float32))
+            for _ in range(2))
+    outs = []
+    for _ in range(2):
+        out, lse = poisoned(device, batch * seq * heads * dim), poisoned(device, batch * heads * seq)
+        program = device.program()
+        att.forward(program, q, k, v, device.buffer_from(mask), out, lse, batch=batch, seq=seq,
+                    heads=heads, kv_heads=1, head_dim=dim)
+        outs.append(read(program, out)[0])
+    assert np.all(np.isfinite(outs[0])) and np.array_equal(outs[0], outs[1])
+
+
+def test_rows_that_see_no_key_are_zero(device, att, rng):
+    """A sequence whose first token is padding (left padding): its first rows see no key."""
+    mask = np.array([[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]], np.uint32)
+    out = check(device, att, rng, 2, 6, 2, 1, 4, mask=mask)[0]
+    assert np.all(out.reshape(2, 6, 8)[0, :2] == 0)
+
+
+@pytest.mark.parametrize("past, seq", [(10, 1), (7, 5)])
+def test_kv_cache_offset(device, att, rng, past, seq):
+    """Decoding: seq new queries at positions past.. against past + seq cached and new keys,
+    with padding on the keys; the backward follows the same offset."""
+    mask = right_padding(rng, 2, past + seq)
+    mask[:, :past // 2 + 1] = 1
+    check(device, att, rng, 2, seq, 4, 2, 8, past=past, mask=mask)
+
+
+def test_offset_forward_equals_the_last_rows_of_the_full_forward(device, att, rng):
+    """The forward of the last rows with past = T - Tq equals those rows of the full forward."""
+    batch, seq, heads, kv_heads, dim, new = 1, 12, 2, 1, 8, 3
+    q = rng.standard_normal((batch * seq, heads * dim), dtype=np.float32)
+    k, v = (rng.standard_normal((batch * seq, kv_heads * dim), dtype=np.float32) for _ in range(2))
+    bk, bv = device.buffer_from(k), device.buffer_from(v)
+    shape = dict(batch=batch, heads=heads, kv_heads=kv_heads, head_dim=dim)
+    full, tail = poisoned(device, seq * heads * dim), poisoned(device, new * heads * dim)
+    lse_full, lse_tail = poisoned(device, heads * seq), poisoned(device, heads * new)
+    program = device.program()
+    att.forward(program, device.buffer_from(q), bk, bv, None, full, lse_full, seq=seq, **shape)
+    att.forward(program, device.buffer_from(q[-new:].copy()), bk, bv, None, tail, lse_tail,
+                seq=new, past=seq - new, **shape)
+    out_full, out_tail = read(program, full, tail)
+    assert rel_error(out_tail, out_full.reshape(seq, -1)[-new:]) <= FORWARD_BOUND
+
+
+def test_custom_scaling_and_default_blocks(device, rng):
+    att16 = run(CausalAttentionKernels.load(device))
+    check(device, att16, rng, 1, 19, 2, 1, 32, scaling=0.3)
+
+
+def test_rejects_unsupported_shapes(device, att):
+    program = device.program()
+    buf = poisoned(device, 4)
+    with pytest.raises(ValueError):
+        att.forward(program, buf, buf, buf, None, buf, buf, batch=1, seq=1, heads=3, kv_heads=2,
+                    head_dim=4)
+    with pytest.raises(ValueError):
+        att.forward(program, buf, buf, buf, None, buf, buf, batch=1, seq=1, heads=1, kv_heads=1,
+                    head_dim=256)
