@@ -1,12 +1,15 @@
-"""Tokenizers read from Hugging Face tokenizer.json files, in pure Python so that they run in
-Pyodide as well as natively, and give the ids the `tokenizers` library gives.
+"""Tokenizers and chat templates read from Hugging Face files (tokenizer.json,
+tokenizer_config.json), in pure Python so that they run in Pyodide as well as natively, and give
+what the `tokenizers` library and transformers give.
 
-    from py_engine.tokenizers import WordPieceTokenizer
-    tok = WordPieceTokenizer.from_file("tokenizer.json")
+    from py_engine.tokenizers import WordPieceTokenizer, BPETokenizer, ChatTemplate
+    tok = WordPieceTokenizer.from_file("tokenizer.json")       # BERT family
+    tok = BPETokenizer.from_file("tokenizer.json")             # GPT-2, Llama-2/3 style
+    text, spans = ChatTemplate.from_pretrained(dir).render_with_spans(messages)
 """
 
+from .bpe import BPETokenizer
+from .chat_template import ChatTemplate
 from .wordpiece import Encoding, WordPieceTokenizer
 
-__all__ = ["Encoding", "WordPieceTokenizer"]
-from .bpe import BPETokenizer  # noqa: E402
-__all__ += ["BPETokenizer"]
+__all__ = ["BPETokenizer", "ChatTemplate", "Encoding", "WordPieceTokenizer"]

@@ -1,0 +1,1031 @@
+"""Chat templates (tokenizer_config.json's `chat_template`) rendered in pure Python, giving the
+text `transformers` gives with `apply_chat_template(messages, tokenize=False,
+add_generation_prompt=...)`, plus the character spans of the assistant turns in it.
+
+The browser has no jinja2, so this is a small Jinja interpreter for the subset chat templates
+use (ChatML as in Qwen2/SmolLM2, Llama-3 Instruct, Zephyr, TinyLlama), configured the way
+transformers configures its Jinja environment: trim_blocks and lstrip_blocks on, a trailing
+newline of the template dropped, `tojson` without HTML escaping, `raise_exception` and
+`strftime_now` as globals. It is tested against transformers itself
+(tests/test_chat_template.py).
+
+    tpl = ChatTemplate.from_pretrained("checkpoint_dir")    # reads tokenizer_config.json
+    text = tpl.render(messages, add_generation_prompt=True)
+    text, spans = tpl.render_with_spans(messages)           # spans: [(start, end), ...]
+
+Assistant spans (for training masks, where everything outside them is ignored): each span
+starts where an assistant message's content starts in the rendered text and ends after that
+content as the template printed it (after `| trim` or `.strip()` where the template trims),
+extended over the end-of-turn token that follows it, after any spaces or tabs (`<|im_end|>`,
+`<|eot_id|>`, `</s>`, the EOS token...: `end_tokens`; " </s>" in Llama-2's template), since the
+model has to learn to emit it. Whatever follows that token (ChatML's "\n", Zephyr's "\n"), the
+role header before the content and the generation prompt are outside every span. Content is
+followed through `+`, `~`, `{% set %}`, `trim` and `.strip()/.lstrip()/.rstrip()`; other
+filters and methods (`upper`, `tojson`, `.split()`...) give text outside any span, and an
+assistant message printed only through its tool_calls has no span.
+
+Supported: `{{ expr }}`, `{% if %}/{% elif %}/{% else %}/{% endif %}`, `{% for x in xs [if
+cond] %}...[{% else %}]...{% endfor %}` (also `for k, v in ...`) with loop.index0, index,
+revindex, revindex0, first, last, length, previtem, nextitem; `{% set name = expr %}` and
+`{% set ns.attr = expr %}` on a namespace(); `{# comments #}`; whitespace control `{%-`, `-%}`,
+`{{-`, `-}}`, `{%+`, `+%}`. Expressions: string (adjacent ones joined), integer, float, list,
+tuple and dict literals, true/false/none, names, `.attr`, `[key]`, `[a:b:c]` slices, calls,
+`a if c else b`, `+ - * / // % ** ~`, `== != < <= > >= in not in` (chained as in Python),
+`and or not`, tests with `is` / `is not` (defined, undefined, none, string, number, integer,
+float, boolean, true, false, mapping, sequence, iterable, even, odd), filters trim, length,
+count, tojson (indent, separators, sort_keys, ensure_ascii), capitalize, upper, lower, title,
+default/d, join, first, last, list, string, int, float, replace, reverse, safe, items.
+Globals: messages, add_generation_prompt, bos_token, eos_token, unk_token, pad_token, tools and
+documents (None unless given), raise_exception, strftime_now, namespace, range, dict. Public
+methods of strings, read-only ones of dicts and lists (`message.content.strip()`, `.items()`).
+Anything else (macros, `{% generation %}`, break/continue, block `set`, include...) is a
+ValueError naming it.
+"""
+
+import datetime
+import json
+import os
+import re
+
+DEFAULT_END_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<|endoftext|>", "</s>")
+
+
+class TemplateError(Exception):
+    """Raised by the template's raise_exception(...), where transformers raises jinja2's."""
+
+
+# ---- values ----------------------------------------------------------------------------------
+
+class _Undefined:
+    """A missing variable, key or attribute: prints as '', is false, iterates as empty."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def __bool__(self):
+        return False
+
+    def __str__(self):
+        return ""
+
+    def __iter__(self):
+        return iter(())
+
+    def __len__(self):
+        return 0
+
+    def __eq__(self, other):
+        return isinstance(other, _Undefined)
+
+    def __ne__(self, other):
+        return not self.__eq__(other)
+
+    def __hash__(self):
+        return 0
+
+    def __repr__(self):
+        return "Undefined"
+
+
+class _Namespace:
+    def __init__(self, attrs):
+        self.__dict__["_attrs"] = dict(attrs)
+
+
+class _Marked(str):
+    """A string with the character spans of assistant content it carries."""
+
+    def __new__(cls, value, spans):
+        self = str.__new__(cls, value)
+        self.spans = tuple(spans)
+        return self
+
+
+def _spans(value):
+    return value.spans if isinstance(value, _Marked) else ()
+
+
+def _concat(a, b):
+    s = str.__add__(a, b)
+    sa, sb = _spans(a), _spans(b)
+    if not sa and not sb:
+        return s
+    return _Marked(s, sa + tuple((x + len(a), y + len(a)) for x, y in sb))
+
+
+def _trim(value, chars=None, left=True, right=True):
+    """value.strip(chars) (or lstrip/rstrip), keeping the spans it carries."""
+    s = str.__str__(value) if isinstance(value, str) else _to_str(value)
+    lo = len(s) - len(s.lstrip(chars)) if left else 0
+    hi = len(s.rstrip(chars)) if right else len(s)
+    hi = max(hi, lo)
+    out = s[lo:hi]
+    sp = _spans(value)
+    if not sp:
+        return out
+    return _Marked(out, tuple((min(max(x, lo), hi) - lo, min(max(y, lo), hi) - lo) for x, y in sp))
+
+
+def _to_str(value):
+    if isinstance(value, _Undefined):
+        return ""
+    if isinstance(value, str):
+        return value
+    return str(value)
+
+
+# ---- lexing ------------------------------------------------------------------------------------
+
+_TAG_START = re.compile(r"\{\{|\{%|\{#")
+_EXPR_TOKEN = re.compile(r"""
+    (?P<ws>\s+)
+  | (?P<str>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")
+  | (?P<num>\d+\.\d+(?:[eE][+-]?\d+)?|\d+)
+  | (?P<name>[A-Za-z_][A-Za-z0-9_]*)
+  | (?P<op>//|\*\*|==|!=|<=|>=|[-+*/%~<>()\[\]{}.,:|=])
+""", re.S | re.X)
+_WHITESPACE = re.compile(r"\s+")
+
+
+def _lex_expr(src, pos, kind):
+    """Tokens of a tag's inside from `pos` up to its closing delimiter; returns (tokens, pos after
+    the delimiter, strip sign of the delimiter)."""
+    close = "}}" if kind == "var" else "%}"
+    tokens = []
+    n = len(src)
+    while True:
+        while pos < n and src[pos].isspace():
+            pos += 1
+        if pos >= n:
+            raise ValueError(f"chat template: unterminated {'{{' if kind == 'var' else '{%'} tag")
+        for sign in ("-", "+", ""):
+            if src.startswith(sign + close, pos) and (sign != "+" or kind == "block"):
+                return tokens, pos + len(sign) + 2, sign
+        m = _EXPR_TOKEN.match(src, pos)
+        if m is None:
+            raise ValueError(f"chat template: unexpected character {src[pos]!r} in an expression")
+        k = m.lastgroup
+        v = m.group()
+        if k == "str":
+            v = v[1:-1].encode("ascii", "backslashreplace").decode("unicode-escape")
+        elif k == "num":
+            v = float(v) if "." in v else int(v)
+        tokens.append((k, v))
+        pos = m.end()
+
+
+def _lex(src):
+    """The template as a list of ('text', s), ('var', tokens), ('block', tokens)."""
+    src = "\n".join(src.splitlines())   # jinja2: newlines normalized, one trailing newline dropped
+    out = []
+    pos = 0
+    line_start = True
+    while True:
+        m = _TAG_START.search(src, pos)
+        if m is None:
+            if pos < len(src):
+                out.append(("text", src[pos:]))
+            return out
+        text = src[pos:m.start()]
+        kind = {"{{": "var", "{%": "block", "{#": "comment"}[m.group()]
+        p = m.end()
+        sign = src[p] if p < len(src) and src[p] in "-+" else ""
+        if sign == "+" and kind == "var":
+            sign = ""
+        p += len(sign)
+        if sign == "-":
+            text = text.rstrip()
+        elif sign != "+" and kind != "var":        # lstrip_blocks
+            l_pos = text.rfind("\n") + 1
+            if (l_pos > 0 or line_start) and _WHITESPACE.fullmatch(text, l_pos):
+                text = text[:l_pos]
+        if text:
+            out.append(("text", text))
+        if kind == "comment":
+            e = src.find("#}", p)
+            if e < 0:
+                raise ValueError("chat template: unterminated {# comment")
+            end_sign = src[e - 1] if e > p and src[e - 1] in "-+" else ""
+            pos = e + 2
+        else:
+            tokens, pos, end_sign = _lex_expr(src, p, kind)
+            out.append((kind, tokens))
+        consumed = src[pos - 1]
+        if end_sign == "-":
+            ws = _WHITESPACE.match(src, pos)
+            if ws:
+                pos = ws.end()
+                consumed = ws.group()[-1]
+        elif end_sign != "+" and kind != "var" and src.startswith("\n", pos):   # trim_blocks
+            pos += 1
+            consumed = "\n"
+        line_start = consumed == "\n"
+
+
+# ---- parsing -----------------------------------------------------------------------------------
+
+_TESTS = {
+    "defined": lambda v: not isinstance(v, _Undefined),
+    "undefined": lambda v: isinstance(v, _Undefined),
+    "none": lambda v: v is None,
+    "string": lambda v: isinstance(v, str),
+    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "float": lambda v: isinstance(v, float),
+    "boolean": lambda v: isinstance(v, bool),
+    "true": lambda v: v is True,
+    "false": lambda v: v is False,
+    "mapping": lambda v: isinstance(v, dict),
+    "sequence": lambda v: isinstance(v, (str, list, tuple, dict, _Undefined)),
+    "iterable": lambda v: isinstance(v, (str, list, tuple, dict, _Undefined)),
+    "even": lambda v: v % 2 == 0,
+    "odd": lambda v: v % 2 == 1,
+}
+
+
+class _Parser:
+    """Recursive descent over one tag's tokens, with jinja2's operator precedence."""
+
+    def __init__(self, tokens):
+        self.t = tokens
+        self.i = 0
+
+    def peek(self, k=0):
+        j = self.i + k
+        return self.t[j] if j < len(self.t) else (None, None)
+
+    def at(self, kind, value=None):
+        k, v = self.peek()
+        return k == kind and (value is None or v == value)
+
+    def take(self, kind=None, value=None):
+        k, v = self.peek()
+        if k is None or (kind and k != kind) or (value is not None and v != value):
+            want = value if value is not None else kind
+            raise ValueError(f"chat template: expected {want!r}, got {v!r}")
+        self.i += 1
+        return v
+
+    def done(self):
+        if self.i != len(self.t):
+            raise ValueError(f"chat template: unexpected {self.t[self.i][1]!r}")
+
+    def expr(self):
+        node = self.or_()
+        if self.at("name", "if"):
+            self.take()
+            cond = self.or_()
+            other = None
+            if self.at("name", "else"):
+                self.take()
+                other = self.expr()
+            node = ("cond", cond, node, other)
+        return node
+
+    def or_(self):
+        node = self.and_()
+        while self.at("name", "or"):
+            self.take()
+            node = ("or", node, self.and_())
+        return node
+
+    def and_(self):
+        node = self.not_()
+        while self.at("name", "and"):
+            self.take()
+            node = ("and", node, self.not_())
+        return node
+
+    def not_(self):
+        if self.at("name", "not"):
+            self.take()
+            return ("not", self.not_())
+        return self.compare()
+
+    def compare(self):
+        node = self.math1()
+        ops = []
+        while True:
+            k, v = self.peek()
+            if k == "op" and v in ("==", "!=", "<", "<=", ">", ">="):
+                self.take()
+            elif k == "name" and v == "in":
+                self.take()
+            elif k == "name" and v == "not" and self.peek(1) == ("name", "in"):
+                self.i += 2
+                v = "not in"
+            else:
+                return ("cmp", node, ops) if ops else node
+            ops.append((v, self.math1()))   # chained like Python: a < b < c
+
+    def math1(self):
+        node = self.concat()
+        while self.peek()[0] == "op" and self.peek()[1] in ("+", "-"):
+            op = self.take()
+            node = ("bin", op, node, self.concat())
+        return node
+
+    def concat(self):
+        node = self.math2()
+        while self.at("op", "~"):
+            self.take()
+            node = ("bin", "~", node, self.math2())
+        return node
+
+    def math2(self):
+        node = self.pow_()
+        while self.peek()[0] == "op" and self.peek()[1] in ("*", "/", "//", "%"):
+            op = self.take()
+            node = ("bin", op, node, self.pow_())
+        return node
+
+    def pow_(self):
+        node = self.unary()
+        while self.at("op", "**"):
+            self.take()
+            node = ("bin", "**", node, self.unary())
+        return node
+
+    def unary(self):
+        if self.peek()[0] == "op" and self.peek()[1] in ("-", "+"):
+            op = self.take()
+            node = ("neg" if op == "-" else "pos", self.unary())
+        else:
+            node = self.postfix(self.primary())
+        return self.filters(node)
+
+    def primary(self):
+        k, v = self.peek()
+        if k == "str":
+            self.take()
+            while self.at("str"):
+                v += self.take()
+            return ("const", v)
+        if k == "num":
+            self.take()
+            return ("const", v)
+        if k == "name":
+            self.take()
+            consts = {"true": True, "True": True, "false": False, "False": False,
+                      "none": None, "None": None}
+            if v in consts:
+                return ("const", consts[v])
+            return ("name", v)
+        if k == "op" and v == "(":
+            self.take()
+            if self.at("op", ")"):
+                self.take()
+                return ("tuple", [])
+            node = self.expr()
+            if self.at("op", ","):
+                items = [node]
+                while self.at("op", ","):
+                    self.take()
+                    if self.at("op", ")"):
+                        break
+                    items.append(self.expr())
+                node = ("tuple", items)
+            self.take("op", ")")
+            return node
+        if k == "op" and v == "[":
+            self.take()
+            items = []
+            while not self.at("op", "]"):
+                items.append(self.expr())
+                if not self.at("op", "]"):
+                    self.take("op", ",")
+            self.take()
+            return ("list", items)
+        if k == "op" and v == "{":
+            self.take()
+            items = []
+            while not self.at("op", "}"):
+                key = self.expr()
+                self.take("op", ":")
+                items.append((key, self.expr()))
+                if not self.at("op", "}"):
+                    self.take("op", ",")
+            self.take()
+            return ("dict", items)
+        raise ValueError(f"chat template: unexpected {v!r} in an expression")
+
+    def postfix(self, node):
+        while True:
+            if self.at("op", "."):
+                self.take()
+                k, v = self.peek()
+                if k == "num" and isinstance(v, int):
+                    self.take()
+                    node = ("item", node, ("const", v))
+                else:
+                    node = ("attr", node, self.take("name"))
+            elif self.at("op", "["):
+                self.take()
+                parts = [None]
+                while not self.at("op", "]"):
+                    if self.at("op", ":"):
+                        self.take()
+                        parts.append(None)
+                    else:
+                        if parts[-1] is not None:
+                            raise ValueError("chat template: bad subscript")
+                        parts[-1] = self.expr()
+                self.take()
+                if len(parts) == 1:
+                    if parts[0] is None:
+                        raise ValueError("chat template: empty subscript")
+                    node = ("item", node, parts[0])
+                elif len(parts) <= 3:
+                    node = ("slice", node, parts + [None] * (3 - len(parts)))
+                else:
+                    raise ValueError("chat template: bad slice")
+            elif self.at("op", "("):
+                node = ("call", node) + self.args()
+            else:
+                return node
+
+    def args(self):
+        self.take("op", "(")
+        args, kwargs = [], []
+        while not self.at("op", ")"):
+            if self.peek()[0] == "name" and self.peek(1) == ("op", "="):
+                name = self.take()
+                self.take()
+                kwargs.append((name, self.expr()))
+            else:
+                args.append(self.expr())
+            if not self.at("op", ")"):
+                self.take("op", ",")
+        self.take()
+        return args, kwargs
+
+    def filters(self, node):
+        while True:
+            if self.at("op", "|"):
+                self.take()
+                name = self.take("name")
+                if name not in _FILTERS:
+                    raise ValueError(f"chat template: unsupported filter {name!r}")
+                args, kwargs = self.args() if self.at("op", "(") else ([], [])
+                node = ("filter", name, node, args, kwargs)
+            elif self.at("name", "is"):
+                self.take()
+                negate = False
+                if self.at("name", "not"):
+                    self.take()
+                    negate = True
+                name = self.take("name")
+                if name == "none" or name == "None":
+                    name = "none"
+                elif name in ("true", "True", "false", "False"):
+                    name = name.lower()
+                if name not in _TESTS:
+                    raise ValueError(f"chat template: unsupported test 'is {name}'")
+                node = ("test", name, node, negate)
+            else:
+                return node
+
+
+def _parse_target(p):
+    names = [p.take("name")]
+    while p.at("op", ","):
+        p.take()
+        names.append(p.take("name"))
+    return names
+
+
+def _parse(items):
+    """Nested statement lists from the lexer's items."""
+    pos = 0
+
+    def block(stop):
+        nonlocal pos
+        body = []
+        while pos < len(items):
+            kind, val = items[pos]
+            if kind == "text":
+                body.append(("text", val))
+                pos += 1
+                continue
+            p = _Parser(val)
+            if kind == "var":
+                node = p.expr()
+                p.done()
+                body.append(("out", node))
+                pos += 1
+                continue
+            if not p.at("name"):
+                raise ValueError(f"chat template: unexpected {val[:1]!r} at the start of "
+                                 "a {% %} tag")
+            word = p.take()
+            if word in stop:
+                return body, word, p
+            pos += 1
+            if word == "if":
+                branches = []
+                cond = p.expr()
+                p.done()
+                while True:
+                    sub, end, q = block(("elif", "else", "endif"))
+                    branches.append((cond, sub))
+                    pos += 1
+                    if end == "elif":
+                        cond = q.expr()
+                        q.done()
+                        continue
+                    q.done()
+                    other = None
+                    if end == "else":
+                        other, end, q = block(("endif",))
+                        q.done()
+                        pos += 1
+                    break
+                body.append(("if", branches, other))
+            elif word == "for":
+                targets = _parse_target(p)
+                p.take("name", "in")
+                seq = p.or_()
+                cond = None
+                if p.at("name", "if"):
+                    p.take()
+                    cond = p.expr()
+                if p.at("name", "recursive"):
+                    raise ValueError("chat template: unsupported construct 'for ... recursive'")
+                p.done()
+                sub, end, q = block(("else", "endfor"))
+                q.done()
+                pos += 1
+                other = None
+                if end == "else":
+                    other, end, q = block(("endfor",))
+                    q.done()
+                    pos += 1
+                body.append(("for", targets, seq, cond, sub, other))
+            elif word == "set":
+                name = p.take("name")
+                attr = None
+                if p.at("op", "."):
+                    p.take()
+                    attr = p.take("name")
+                if not p.at("op", "="):
+                    raise ValueError("chat template: unsupported construct: block {% set %} / "
+                                     "multiple-target set")
+                p.take()
+                value = p.expr()
+                p.done()
+                body.append(("set", name, attr, value))
+            else:
+                raise ValueError(f"chat template: unsupported construct {{% {word} %}}")
+        if stop:
+            raise ValueError(f"chat template: missing {{% {stop[-1]} %}}")
+        return body, None, None
+
+    body, _, _ = block(())
+    return body
+
+
+# ---- evaluation --------------------------------------------------------------------------------
+
+_SAFE_METHODS = {
+    dict: {"get", "items", "keys", "values"},
+    list: {"index", "count"},
+    tuple: {"index", "count"},
+}
+
+
+def _getattr(obj, name):
+    if isinstance(obj, _Undefined):
+        raise ValueError(f"chat template: {obj.name!r} is undefined (reading .{name})")
+    if isinstance(obj, _Namespace):
+        return obj._attrs.get(name, _Undefined(name))
+    if not name.startswith("_"):
+        if isinstance(obj, _Marked) and name in ("strip", "lstrip", "rstrip"):
+            return lambda chars=None: _trim(obj, chars, name != "rstrip", name != "lstrip")
+        if isinstance(obj, str) and hasattr(str, name):
+            return getattr(str(obj), name)
+        for t, allowed in _SAFE_METHODS.items():
+            if isinstance(obj, t) and name in allowed:
+                return getattr(obj, name)
+    if isinstance(obj, _Loop):
+        return obj.get(name)
+    try:
+        return obj[name]
+    except (TypeError, LookupError):
+        return _Undefined(name)
+
+
+def _getitem(obj, key):
+    if isinstance(obj, _Undefined):
+        raise ValueError(f"chat template: {obj.name!r} is undefined (reading [{key!r}])")
+    try:
+        return obj[key]
+    except (TypeError, LookupError, AttributeError):
+        if isinstance(key, str):
+            return _getattr(obj, key)
+        return _Undefined(repr(key))
+
+
+class _Loop:
+    def __init__(self, items):
+        self.items = items
+        self.length = len(items)
+        self.index0 = 0
+
+    def get(self, name):
+        i, n = self.index0, self.length
+        values = {
+            "index0": i, "index": i + 1, "revindex0": n - i - 1, "revindex": n - i,
+            "first": i == 0, "last": i == n - 1, "length": n,
+            "previtem": self.items[i - 1] if i > 0 else _Undefined("previtem"),
+            "nextitem": self.items[i + 1] if i + 1 < n else _Undefined("nextitem"),
+        }
+        if name not in values:
+            raise ValueError(f"chat template: unsupported loop attribute loop.{name}")
+        return values[name]
+
+
+def _tojson(value, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators,
+                      sort_keys=sort_keys)
+
+
+def _default(value, default="", boolean=False):
+    if isinstance(value, _Undefined) or (boolean and not value):
+        return default
+    return value
+
+
+def _first(value):
+    for v in value:
+        return v
+    return _Undefined("first")
+
+
+def _last(value):
+    value = list(value)
+    return value[-1] if value else _Undefined("last")
+
+
+def _replace(value, old, new, count=None):
+    return str(value).replace(old, new, -1 if count is None else count)
+
+
+_FILTERS = {
+    "trim": _trim,
+    "length": len,
+    "count": len,
+    "tojson": _tojson,
+    "capitalize": lambda v: _to_str(v).capitalize(),
+    "upper": lambda v: _to_str(v).upper(),
+    "lower": lambda v: _to_str(v).lower(),
+    "title": lambda v: "".join(w[0].upper() + w[1:].lower()
+                               for w in re.split(r"([-\s({\[<]+)", _to_str(v)) if w),
+    "default": _default,
+    "d": _default,
+    "join": lambda v, sep="": sep.join(_to_str(x) for x in v),
+    "first": _first,
+    "last": _last,
+    "list": list,
+    "string": _to_str,
+    "int": lambda v, default=0: _int(v, default),
+    "float": lambda v, default=0.0: _float(v, default),
+    "replace": _replace,
+    "reverse": lambda v: v[::-1] if isinstance(v, str) else list(reversed(list(v))),
+    "safe": lambda v: v,
+    "items": lambda v: list(v.items()),
+}
+
+
+def _int(v, default):
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        try:
+            return int(float(v))
+        except (TypeError, ValueError):
+            return default
+
+
+def _float(v, default):
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return default
+
+
+def _binop(op, a, b):
+    if op == "~":
+        return _concat(_to_str(a), _to_str(b))
+    if op == "+" and isinstance(a, str) and isinstance(b, str):
+        return _concat(a, b)
+    if isinstance(a, _Undefined) or isinstance(b, _Undefined):
+        raise ValueError(f"chat template: undefined value in {op!r}")
+    if op == "+":
+        return a + b
+    if op == "-":
+        return a - b
+    if op == "*":
+        return a * b
+    if op == "/":
+        return a / b
+    if op == "//":
+        return a // b
+    if op == "%":
+        return a % b
+    return a ** b
+
+
+def _compare(op, a, b):
+    if op == "==":
+        return a == b
+    if op == "!=":
+        return a != b
+    if op == "in":
+        return a in b
+    if op == "not in":
+        return a not in b
+    if op == "<":
+        return a < b
+    if op == "<=":
+        return a <= b
+    if op == ">":
+        return a > b
+    return a >= b
+
+
+class _Scope:
+    def __init__(self, parent=None):
+        self.vars = {}
+        self.parent = parent
+
+    def lookup(self, name):
+        s = self
+        while s is not None:
+            if name in s.vars:
+                return s.vars[name]
+            s = s.parent
+        return _Undefined(name)
+
+
+def _eval(node, scope):
+    kind = node[0]
+    if kind == "const":
+        return node[1]
+    if kind == "name":
+        return scope.lookup(node[1])
+    if kind == "attr":
+        return _getattr(_eval(node[1], scope), node[2])
+    if kind == "item":
+        return _getitem(_eval(node[1], scope), _eval(node[2], scope))
+    if kind == "filter":
+        _, name, arg, args, kwargs = node
+        return _FILTERS[name](_eval(arg, scope), *[_eval(a, scope) for a in args],
+                              **{k: _eval(v, scope) for k, v in kwargs})
+    if kind == "bin":
+        return _binop(node[1], _eval(node[2], scope), _eval(node[3], scope))
+    if kind == "cmp":
+        left = _eval(node[1], scope)
+        for op, expr in node[2]:
+            right = _eval(expr, scope)
+            if not _compare(op, left, right):
+                return False
+            left = right
+        return True
+    if kind == "and":
+        a = _eval(node[1], scope)
+        return _eval(node[2], scope) if a else a
+    if kind == "or":
+        a = _eval(node[1], scope)
+        return a if a else _eval(node[2], scope)
+    if kind == "not":
+        return not _eval(node[1], scope)
+    if kind == "test":
+        result = _TESTS[node[1]](_eval(node[2], scope))
+        return not result if node[3] else result
+    if kind == "cond":
+        if _eval(node[1], scope):
+            return _eval(node[2], scope)
+        return _eval(node[3], scope) if node[3] is not None else _Undefined("else")
+    if kind == "call":
+        fn = _eval(node[1], scope)
+        if isinstance(fn, _Undefined):
+            raise ValueError(f"chat template: unsupported or undefined function {fn.name!r}")
+        if not callable(fn):
+            raise ValueError(f"chat template: {fn!r} is not callable")
+        return fn(*[_eval(a, scope) for a in node[2]], **{k: _eval(v, scope) for k, v in node[3]})
+    if kind == "slice":
+        obj = _eval(node[1], scope)
+        a, b, c = (None if x is None else _eval(x, scope) for x in node[2])
+        return obj[a:b:c]
+    if kind == "list":
+        return [_eval(x, scope) for x in node[1]]
+    if kind == "tuple":
+        return tuple(_eval(x, scope) for x in node[1])
+    if kind == "dict":
+        return {_eval(k, scope): _eval(v, scope) for k, v in node[1]}
+    if kind == "neg":
+        return -_eval(node[1], scope)
+    if kind == "pos":
+        return +_eval(node[1], scope)
+    raise AssertionError(kind)
+
+
+def _exec(body, scope, out):
+    for stmt in body:
+        kind = stmt[0]
+        if kind == "text":
+            out.append(stmt[1])
+        elif kind == "out":
+            out.append(_eval(stmt[1], scope))
+        elif kind == "if":
+            for cond, sub in stmt[1]:
+                if _eval(cond, scope):
+                    _exec(sub, scope, out)
+                    break
+            else:
+                if stmt[2] is not None:
+                    _exec(stmt[2], scope, out)
+        elif kind == "for":
+            _, targets, seq, cond, sub, other = stmt
+            seq = _eval(seq, scope)
+            if isinstance(seq, dict):
+                seq = list(seq)
+            items = list(seq)
+            if cond is not None:
+                kept = []
+                for item in items:
+                    s = _Scope(scope)
+                    _bind(s, targets, item)
+                    if _eval(cond, s):
+                        kept.append(item)
+                items = kept
+            if not items:
+                if other is not None:
+                    _exec(other, scope, out)
+                continue
+            loop = _Loop(items)
+            for i, item in enumerate(items):
+                loop.index0 = i
+                s = _Scope(scope)
+                s.vars["loop"] = loop
+                _bind(s, targets, item)
+                _exec(sub, s, out)
+        elif kind == "set":
+            _, name, attr, value = stmt
+            value = _eval(value, scope)
+            if attr is None:
+                scope.vars[name] = value
+            else:
+                ns = scope.lookup(name)
+                if not isinstance(ns, _Namespace):
+                    raise ValueError(f"chat template: cannot set {name}.{attr}: "
+                                     f"{name} is not a namespace()")
+                ns._attrs[attr] = value
+
+
+def _bind(scope, targets, item):
+    if len(targets) == 1:
+        scope.vars[targets[0]] = item
+    else:
+        values = list(item)
+        if len(values) != len(targets):
+            raise ValueError(f"chat template: cannot unpack {len(values)} values into "
+                             f"{len(targets)} loop variables")
+        scope.vars.update(zip(targets, values))
+
+
+def _raise_exception(message):
+    raise TemplateError(message)
+
+
+def _strftime_now(fmt):
+    return datetime.datetime.now().strftime(fmt)
+
+
+def _namespace(*args, **kwargs):
+    attrs = {}
+    for a in args:
+        attrs.update(a)
+    attrs.update(kwargs)
+    return _Namespace(attrs)
+
+
+def _range(*args):
+    return list(range(*args))
+
+
+def _token_text(value):
+    if isinstance(value, dict):
+        return value.get("content")
+    return value
+
+
+# ---- the template ----------------------------------------------------------------------------
+
+class ChatTemplate:
+    """One chat template, parsed once; render() as often as needed."""
+
+    def __init__(self, source, bos_token=None, eos_token=None, unk_token=None, pad_token=None,
+                 end_tokens=None):
+        if not isinstance(source, str):
+            raise ValueError("chat template: the template must be a string")
+        self.source = source
+        self.body = _parse(_lex(source))
+        self.special = {"bos_token": _token_text(bos_token), "eos_token": _token_text(eos_token),
+                        "unk_token": _token_text(unk_token), "pad_token": _token_text(pad_token)}
+        if end_tokens is None:
+            end_tokens = list(DEFAULT_END_TOKENS)
+            eos = self.special["eos_token"]
+            if eos and eos not in end_tokens:
+                end_tokens.append(eos)
+        self.end_tokens = sorted(set(end_tokens), key=len, reverse=True)
+
+    @classmethod
+    def from_config(cls, config, template_name="default", **kwargs):
+        """From tokenizer_config.json's contents (a dict)."""
+        template = config.get("chat_template")
+        if isinstance(template, list):   # named templates: [{"name": ..., "template": ...}]
+            named = {t["name"]: t["template"] for t in template}
+            if template_name not in named:
+                raise ValueError(f"chat template: no template named {template_name!r} "
+                                 f"(have {sorted(named)})")
+            template = named[template_name]
+        if template is None:
+            raise ValueError("chat template: tokenizer_config.json has no chat_template")
+        for key in ("bos_token", "eos_token", "unk_token", "pad_token"):
+            kwargs.setdefault(key, config.get(key))
+        return cls(template, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, path, **kwargs):
+        """From a checkpoint directory: tokenizer_config.json, with the template taken from
+        chat_template.jinja when that file is there (as newer checkpoints save it)."""
+        with open(os.path.join(path, "tokenizer_config.json"), encoding="utf-8") as f:
+            config = json.load(f)
+        jinja_path = os.path.join(path, "chat_template.jinja")
+        if os.path.exists(jinja_path):
+            with open(jinja_path, encoding="utf-8") as f:
+                config = dict(config, chat_template=f.read())
+        return cls.from_config(config, **kwargs)
+
+    def _run(self, messages, add_generation_prompt, tools, documents, extra):
+        chat = []
+        for message in messages:
+            if not isinstance(message, dict):
+                raise TypeError(f"Chat messages should be dicts, got {message!r}")
+            message = dict(message)
+            if message.get("role") == "assistant" and isinstance(message.get("content"), str):
+                message["content"] = _Marked(message["content"], [(0, len(message["content"]))])
+            chat.append(message)
+        scope = _Scope()
+        scope.vars.update(raise_exception=_raise_exception, strftime_now=_strftime_now,
+                          namespace=_namespace, range=_range, dict=dict)
+        scope.vars.update(self.special)
+        scope.vars.update(extra)
+        scope.vars.update(messages=chat, add_generation_prompt=add_generation_prompt,
+                          tools=tools, documents=documents)
+        pieces = []
+        _exec(self.body, _Scope(scope), pieces)
+        text = []
+        spans = []
+        n = 0
+        for piece in pieces:
+            s = _to_str(piece)
+            for a, b in _spans(piece):
+                spans.append((n + a, n + b))
+            text.append(s)
+            n += len(s)
+        return "".join(text), spans
+
+    def render(self, messages, add_generation_prompt=False, tools=None, documents=None, **kwargs):
+        """The text transformers' apply_chat_template(..., tokenize=False) gives."""
+        return self._run(messages, add_generation_prompt, tools, documents, kwargs)[0]
+
+    def render_with_spans(self, messages, add_generation_prompt=False, tools=None,
+                          documents=None, **kwargs):
+        """(text, spans): spans are sorted, non-overlapping (start, end) character ranges of
+        the assistant contents in text, each extended over an end-of-turn token
+        (self.end_tokens) that immediately follows it."""
+        text, raw = self._run(messages, add_generation_prompt, tools, documents, kwargs)
+        spans = []
+        for a, b in sorted(set(raw)):
+            gap = b
+            while gap < len(text) and text[gap] in " \t":
+                gap += 1
+            for tok in self.end_tokens:
+                if text.startswith(tok, gap):
+                    b = gap + len(tok)
+                    break
+            if spans and a <= spans[-1][1]:
+                spans[-1] = (spans[-1][0], max(spans[-1][1], b))
+            else:
+                spans.append((a, b))
+        return text, spans
+
+    def assistant_mask(self, messages, **kwargs):
+        """Per character of the rendered text: True inside an assistant span."""
+        text, spans = self.render_with_spans(messages, **kwargs)
+        mask = [False] * len(text)
+        for a, b in spans:
+            mask[a:b] = [True] * (b - a)
+        return mask

@@ -1,0 +1,566 @@
+"""ChatTemplate against transformers' apply_chat_template (the rendering it reimplements).
+
+The templates are the published chat templates of ChatML models (Qwen2 with its default system
+message, SmolLM2, plain ChatML, Qwen2.5 with tools), Llama-3 Instruct (8B, and 3.1 with its
+date/tools preamble), Zephyr, TinyLlama (the Zephyr template, as its tokenizer_config.json
+stores it), Llama-2 (raise_exception, .strip()), plus one Llama-3 style template with a
+namespace(). transformers renders them with a tokenizer built offline from a tiny
+`tokenizers.Tokenizer`; ours must give the identical string for every conversation (system
+message present or absent, one to several turns, unicode, empty and whitespace-padded content,
+text that looks like tags or special tokens) with add_generation_prompt True and False.
+
+Assistant spans: each must be exactly the assistant content as the template prints it (trimmed
+where the template trims) followed by the end-of-turn token after it (<|im_end|>, <|eot_id|>,
+</s>; " </s>" for Llama-2), in order, one per assistant message; role headers, generation
+prompts and everything else lie outside them.
+
+Run: .venv/bin/python -m pytest tests/test_chat_template.py -q
+"""
+
+import json
+import random
+
+import pytest
+from tokenizers import Tokenizer, models
+
+from py_engine.tokenizers.chat_template import ChatTemplate, TemplateError
+
+transformers = pytest.importorskip("transformers")
+jinja2 = pytest.importorskip("jinja2")
+
+QWEN2 = ("{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+         "{{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}{% endif %}"
+         "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+         "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+
+SMOLLM2 = ("{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+           "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by "
+           "Hugging Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + "
+           "message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}"
+           "{{ '<|im_start|>assistant\n' }}{% endif %}")
+
+# Plain ChatML as written with escaped newlines inside the Jinja string literals.
+CHATML = (r"{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + "
+          r"message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}"
+          r"{{ '<|im_start|>assistant\n' }}{% endif %}")
+
+LLAMA3 = ("{% set loop_messages = messages %}{% for message in loop_messages %}"
+          "{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'"
+          "+ message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}"
+          "{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}"
+          "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}"
+          "{% endif %}")
+
+LLAMA31 = r"""{{- bos_token }}
+{%- if custom_tools is defined %}
+    {%- set tools = custom_tools %}
+{%- endif %}
+{%- if not tools_in_user_message is defined %}
+    {%- set tools_in_user_message = true %}
+{%- endif %}
+{%- if not date_string is defined %}
+    {%- if strftime_now is defined %}
+        {%- set date_string = strftime_now("%d %b %Y") %}
+    {%- else %}
+        {%- set date_string = "26 Jul 2024" %}
+    {%- endif %}
+{%- endif %}
+{%- if not tools is defined %}
+    {%- set tools = none %}
+{%- endif %}
+
+{#- This block extracts the system message, so we can slot it into the right place. #}
+{%- if messages[0]['role'] == 'system' %}
+    {%- set system_message = messages[0]['content']|trim %}
+    {%- set messages = messages[1:] %}
+{%- else %}
+    {%- set system_message = "" %}
+{%- endif %}
+
+{#- System message #}
+{{- "<|start_header_id|>system<|end_header_id|>\n\n" }}
+{%- if tools is not none %}
+    {{- "Environment: ipython\n" }}
+{%- endif %}
+{{- "Cutting Knowledge Date: December 2023\n" }}
+{{- "Today Date: " + date_string + "\n\n" }}
+{%- if tools is not none and not tools_in_user_message %}
+    {{- "You have access to the following functions. To call a function, please respond with JSON for a function call." }}
+    {{- 'Respond in the format {"name": function name, "parameters": dictionary of argument name and its value}.' }}
+    {{- "Do not use variables.\n\n" }}
+    {%- for t in tools %}
+        {{- t | tojson(indent=4) }}
+        {{- "\n\n" }}
+    {%- endfor %}
+{%- endif %}
+{{- system_message }}
+{{- "<|eot_id|>" }}
+
+{#- Custom tools are passed in a user message with some extra guidance #}
+{%- if tools_in_user_message and not tools is none %}
+    {#- Extract the first user message so we can plug it in here #}
+    {%- if messages | length != 0 %}
+        {%- set first_user_message = messages[0]['content']|trim %}
+        {%- set messages = messages[1:] %}
+    {%- else %}
+        {{- raise_exception("Cannot put tools in the first user message when there's no first user message!") }}
+{%- endif %}
+    {{- '<|start_header_id|>user<|end_header_id|>\n\n' -}}
+    {{- "Given the following functions, please respond with a JSON for a function call " }}
+    {{- "with its proper arguments that best answers the given prompt.\n\n" }}
+    {{- 'Respond in the format {"name": function name, "parameters": dictionary of argument name and its value}.' }}
+    {{- "Do not use variables.\n\n" }}
+    {%- for t in tools %}
+        {{- t | tojson(indent=4) }}
+        {{- "\n\n" }}
+    {%- endfor %}
+    {{- first_user_message + "<|eot_id|>"}}
+{%- endif %}
+
+{%- for message in messages %}
+    {%- if not (message.role == 'ipython' or message.role == 'tool' or 'tool_calls' in message) %}
+        {{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' }}
+    {%- elif 'tool_calls' in message %}
+        {%- if not message.tool_calls|length == 1 %}
+            {{- raise_exception("This model only supports single tool-calls at once!") }}
+        {%- endif %}
+        {%- set tool_call = message.tool_calls[0].function %}
+        {{- '<|start_header_id|>assistant<|end_header_id|>\n\n' -}}
+        {{- '{"name": "' + tool_call.name + '", ' }}
+        {{- '"parameters": ' }}
+        {{- tool_call.arguments | tojson }}
+        {{- "}" }}
+        {{- "<|eot_id|>" }}
+    {%- elif message.role == "tool" or message.role == "ipython" %}
+        {{- "<|start_header_id|>ipython<|end_header_id|>\n\n" }}
+        {%- if message.content is mapping or message.content is iterable %}
+            {{- message.content | tojson }}
+        {%- else %}
+            {{- message.content }}
+        {%- endif %}
+        {{- "<|eot_id|>" }}
+    {%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}
+    {{- '<|start_header_id|>assistant<|end_header_id|>\n\n' }}
+{%- endif %}
+"""
+
+# A Llama-3 style template that finds the system message through a namespace().
+LLAMA3_NS = r"""{%- set ns = namespace(system='', found=false, turns=0) %}
+{%- for message in messages %}
+    {%- if message.role == 'system' and not ns.found %}
+        {%- set ns.system = message.content | trim %}
+        {%- set ns.found = true %}
+    {%- endif %}
+{%- endfor %}
+{{- bos_token }}
+{%- if ns.found %}
+    {{- '<|start_header_id|>system<|end_header_id|>\n\n' ~ ns.system ~ '<|eot_id|>' }}
+{%- endif %}
+{%- for message in messages if message.role != 'system' %}
+    {%- set ns.turns = ns.turns + 1 %}
+    {%- if message.role not in ['user', 'assistant'] %}
+        {{- raise_exception('Unknown role: ' ~ message.role) }}
+    {%- endif %}
+    {{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' }}
+    {{- message['content'] | trim }}
+    {{- '<|eot_id|>' }}
+{%- endfor %}
+{%- if add_generation_prompt %}
+    {{- '<|start_header_id|>assistant<|end_header_id|>\n\n' }}
+{%- endif %}
+"""
+
+ZEPHYR = """{% for message in messages %}
+{% if message['role'] == 'user' %}
+{{ '<|user|>
+' + message['content'] + eos_token }}
+{% elif message['role'] == 'system' %}
+{{ '<|system|>
+' + message['content'] + eos_token }}
+{% elif message['role'] == 'assistant' %}
+{{ '<|assistant|>
+'  + message['content'] + eos_token }}
+{% endif %}
+{% if loop.last and add_generation_prompt %}
+{{ '<|assistant|>' }}
+{% endif %}
+{% endfor %}"""
+
+# TinyLlama-1.1B-Chat-v1.0's tokenizer_config.json entry, as stored (JSON-escaped).
+TINYLLAMA = json.loads(
+    '"' r"""{% for message in messages %}\n{% if message['role'] == 'user' %}\n{{ '<|user|>\n' + """
+    r"""message['content'] + eos_token }}\n{% elif message['role'] == 'system' %}\n{{ '<|system|>"""
+    r"""\n' + message['content'] + eos_token }}\n{% elif message['role'] == 'assistant' %}\n{{ '"""
+    r"""<|assistant|>\n'  + message['content'] + eos_token }}\n{% endif %}\n{% if loop.last and """
+    r"""add_generation_prompt %}\n{{ '<|assistant|>' }}\n{% endif %}\n{% endfor %}"""
+    '"')
+
+LLAMA2 = ("{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}"
+          "{% set system_message = messages[0]['content'] %}{% else %}"
+          "{% set loop_messages = messages %}{% set system_message = false %}{% endif %}"
+          "{% for message in loop_messages %}{% if (message['role'] == 'user') != "
+          "(loop.index0 % 2 == 0) %}{{ raise_exception('Conversation roles must alternate "
+          "user/assistant/user/assistant/...') }}{% endif %}{% if loop.index0 == 0 and "
+          "system_message != false %}{% set content = '<<SYS>>\\n' + system_message + "
+          "'\\n<</SYS>>\\n\\n' + message['content'] %}{% else %}"
+          "{% set content = message['content'] %}{% endif %}{% if message['role'] == 'user' %}"
+          "{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}"
+          "{% elif message['role'] == 'assistant' %}{{ ' '  + content.strip() + ' ' + "
+          "eos_token }}{% endif %}{% endfor %}")
+
+QWEN25 = r"""{%- if tools %}
+    {{- '<|im_start|>system\n' }}
+    {%- if messages[0]['role'] == 'system' %}
+        {{- messages[0]['content'] }}
+    {%- else %}
+        {{- 'You are Qwen, created by Alibaba Cloud. You are a helpful assistant.' }}
+    {%- endif %}
+    {{- "\n\n# Tools\n\nYou may call one or more functions to assist with the user query.\n\nYou are provided with function signatures within <tools></tools> XML tags:\n<tools>" }}
+    {%- for tool in tools %}
+        {{- "\n" }}
+        {{- tool | tojson }}
+    {%- endfor %}
+    {{- "\n</tools>\n\nFor each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\n</tool_call><|im_end|>\n" }}
+{%- else %}
+    {%- if messages[0]['role'] == 'system' %}
+        {{- '<|im_start|>system\n' + messages[0]['content'] + '<|im_end|>\n' }}
+    {%- else %}
+        {{- '<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n' }}
+    {%- endif %}
+{%- endif %}
+{%- for message in messages %}
+    {%- if (message.role == "user") or (message.role == "system" and not loop.first) or (message.role == "assistant" and not message.tool_calls) %}
+        {{- '<|im_start|>' + message.role + '\n' + message.content + '<|im_end|>' + '\n' }}
+    {%- elif message.role == "assistant" %}
+        {{- '<|im_start|>' + message.role }}
+        {%- if message.content %}
+            {{- '\n' + message.content }}
+        {%- endif %}
+        {%- for tool_call in message.tool_calls %}
+            {%- if tool_call.function is defined %}
+                {%- set tool_call = tool_call.function %}
+            {%- endif %}
+            {{- '\n<tool_call>\n{"name": "' }}
+            {{- tool_call.name }}
+            {{- '", "arguments": ' }}
+            {{- tool_call.arguments | tojson }}
+            {{- '}\n</tool_call>' }}
+        {%- endfor %}
+        {{- '<|im_end|>\n' }}
+    {%- elif message.role == "tool" %}
+        {%- if (loop.index0 == 0) or (messages[loop.index0 - 1].role != "tool") %}
+            {{- '<|im_start|>user' }}
+        {%- endif %}
+        {{- '\n<tool_response>\n' }}
+        {{- message.content }}
+        {{- '\n</tool_response>' }}
+        {%- if loop.last or (messages[loop.index0 + 1].role != "tool") %}
+            {{- '<|im_end|>\n' }}
+        {%- endif %}
+    {%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}
+    {{- '<|im_start|>assistant\n' }}
+{%- endif %}
+"""
+
+# name: (template, bos, eos, content trimmed by the template, end-of-turn text after content)
+TEMPLATES = {
+    "qwen2": (QWEN2, None, "<|im_end|>", False, "<|im_end|>"),
+    "smollm2": (SMOLLM2, "<|im_start|>", "<|im_end|>", False, "<|im_end|>"),
+    "chatml": (CHATML, None, "<|im_end|>", False, "<|im_end|>"),
+    "qwen2.5": (QWEN25, None, "<|im_end|>", False, "<|im_end|>"),
+    "llama3": (LLAMA3, "<|begin_of_text|>", "<|eot_id|>", True, "<|eot_id|>"),
+    "llama3.1": (LLAMA31, "<|begin_of_text|>", "<|eot_id|>", True, "<|eot_id|>"),
+    "llama3-ns": (LLAMA3_NS, "<|begin_of_text|>", "<|end_of_text|>", True, "<|eot_id|>"),
+    "zephyr": (ZEPHYR, "<s>", "</s>", False, "</s>"),
+    "tinyllama": (TINYLLAMA, "<s>", "</s>", False, "</s>"),
+    "llama2": (LLAMA2, "<s>", "</s>", True, " </s>"),
+}
+
+CONTENTS = [
+    "Hello!", "", "   padded with spaces   ", "\n\nleading and trailing newlines\n",
+    "multi\nline\n\ncontent\n", "unicode: héllo wörld — 你好, мир 🚀 مرحبا ﷺ \u200b",
+    "{{ not a tag }} {% if x %} {# nor a comment #}", "tabs\tand 'single' \"double\" quotes",
+    "a backslash \\n and \\ alone", "<|im_end|> <|eot_id|> </s> special-looking text",
+    "What is 2 + 2?", "It is 4.", " ", "\t", "x" * 300, "Ünïcödé\r\nCRLF line",
+]
+SYSTEMS = ["You are a pirate.", "  Be brief.  ", "", "系统提示 ✓"]
+
+
+def _conversations(n, seed=0):
+    rng = random.Random(seed)
+    convs = [
+        [{"role": "user", "content": "Hi"}],
+        [{"role": "system", "content": "Sys"}, {"role": "user", "content": "Hi"},
+         {"role": "assistant", "content": "Hello"}],
+        [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": ""}],
+        [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "  spaced  "},
+         {"role": "user", "content": "again"}],
+    ]
+    while len(convs) < n:
+        conv = []
+        if rng.random() < 0.5:
+            conv.append({"role": "system", "content": rng.choice(SYSTEMS)})
+        for t in range(rng.randint(1, 7)):
+            role = "user" if t % 2 == 0 else "assistant"
+            conv.append({"role": role, "content": rng.choice(CONTENTS)})
+        convs.append(conv)
+    return convs
+
+
+CONVERSATIONS = _conversations(80)
+_TOKENIZERS = {}
+
+
+def _hf(bos, eos):
+    key = (bos, eos)
+    if key not in _TOKENIZERS:
+        vocab = {"<unk>": 0, "hello": 1}
+        for t in (bos, eos):
+            if t is not None:
+                vocab.setdefault(t, len(vocab))
+        tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+        kwargs = {"unk_token": "<unk>"}
+        if bos is not None:
+            kwargs["bos_token"] = bos
+        if eos is not None:
+            kwargs["eos_token"] = eos
+        _TOKENIZERS[key] = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, **kwargs)
+    return _TOKENIZERS[key]
+
+
+def _reference(name, messages, add_generation_prompt, **kwargs):
+    template, bos, eos, _, _ = TEMPLATES[name]
+    return _hf(bos, eos).apply_chat_template(
+        messages, chat_template=template, tokenize=False,
+        add_generation_prompt=add_generation_prompt, **kwargs)
+
+
+def _ours(name, **kwargs):
+    template, bos, eos, _, _ = TEMPLATES[name]
+    return ChatTemplate(template, bos_token=bos, eos_token=eos, unk_token="<unk>", **kwargs)
+
+
+def _expected_spans(name, messages):
+    _, _, _, trimmed, end = TEMPLATES[name]
+    out = []
+    for m in messages:
+        if m["role"] == "assistant" and "tool_calls" not in m:
+            content = m["content"]
+            if name == "llama2":
+                content = content.strip()
+            elif trimmed:
+                content = content.strip()
+            out.append(content + end)
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(TEMPLATES))
+def test_matches_transformers(name):
+    tpl = _ours(name)
+    checked = 0
+    for messages in CONVERSATIONS:
+        for agp in (False, True):
+            ref = _reference(name, messages, agp)
+            text, spans = tpl.render_with_spans(messages, add_generation_prompt=agp)
+            assert text == ref, (name, messages, agp)
+            assert tpl.render(messages, add_generation_prompt=agp) == ref
+            # assistant spans: exactly each assistant content (as printed) + its end-of-turn
+            assert [text[a:b] for a, b in spans] == _expected_spans(name, messages), \
+                (name, messages)
+            assert all(b0 <= a1 for (_, b0), (a1, _) in zip(spans, spans[1:]))
+            if agp:   # the generation prompt only appends text outside every span
+                plain, plain_spans = tpl.render_with_spans(messages)
+                assert text.startswith(plain) and spans == plain_spans
+            mask = tpl.assistant_mask(messages, add_generation_prompt=agp)
+            assert sum(mask) == sum(b - a for a, b in spans)
+            checked += 1
+    assert checked == 2 * len(CONVERSATIONS)
+
+
+def test_assistant_span_positions():
+    tpl = _ours("qwen2")
+    messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello there"},
+                {"role": "user", "content": "Bye"}, {"role": "assistant", "content": "Bye!"}]
+    text, spans = tpl.render_with_spans(messages, add_generation_prompt=False)
+    assert text == ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+                    "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello there<|im_end|>\n"
+                    "<|im_start|>user\nBye<|im_end|>\n<|im_start|>assistant\nBye!<|im_end|>\n")
+    first = text.index("Hello there")
+    assert spans[0] == (first, first + len("Hello there<|im_end|>"))
+    last = text.rindex("Bye!")
+    assert spans[1] == (last, last + len("Bye!<|im_end|>"))
+    # Llama-3 trims: the span starts at the first non-space character of the content
+    tpl = _ours("llama3")
+    text, spans = tpl.render_with_spans([{"role": "user", "content": "q"},
+                                         {"role": "assistant", "content": "  a b \n"}])
+    assert text[spans[0][0]:spans[0][1]] == "a b<|eot_id|>"
+    assert text[spans[0][0] - 2:spans[0][0]] == "\n\n"
+
+
+TOOLS = [{"type": "function", "function": {
+    "name": "get_weather", "description": "Weather for a city — ünïcode",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                   "required": ["city"]}}}]
+TOOL_CHAT = [
+    {"role": "system", "content": "Use tools."},
+    {"role": "user", "content": "Weather in Paris?"},
+    {"role": "assistant", "tool_calls": [{"type": "function", "function": {
+        "name": "get_weather", "arguments": {"city": "Paris"}}}]},
+    {"role": "tool", "content": "22 °C"},
+    {"role": "assistant", "content": "It is 22 °C in Paris."},
+]
+
+
+@pytest.mark.parametrize("name", ["llama3.1", "qwen2.5"])
+def test_tools(name):
+    tpl = _ours(name)
+    for agp in (False, True):
+        ref = _reference(name, TOOL_CHAT, agp, tools=TOOLS)
+        text, spans = tpl.render_with_spans(TOOL_CHAT, add_generation_prompt=agp, tools=TOOLS)
+        assert text == ref
+        assert [text[a:b] for a, b in spans] == _expected_spans(name, TOOL_CHAT)
+
+
+def test_raise_exception():
+    bad = [{"role": "assistant", "content": "I speak first"}]
+    with pytest.raises(jinja2.exceptions.TemplateError, match="must alternate"):
+        _reference("llama2", bad, False)
+    with pytest.raises(TemplateError, match="must alternate"):
+        _ours("llama2").render(bad)
+    with pytest.raises(TemplateError, match="Unknown role: tool"):
+        _ours("llama3-ns").render([{"role": "tool", "content": "x"}])
+
+
+# Small templates for the rest of the subset: each rendered by transformers and by us.
+MINI = [
+    "{% for m in messages %}{{ loop.index }}/{{ loop.length }}:{{ loop.index0 }}"
+    "{{ 'F' if loop.first }}{{ 'L' if loop.last else '-' }}{{ loop.revindex }} {% endfor %}",
+    "{{ messages | length }} {{ messages[0].content | upper }} {{ messages[0]['content'] | lower }}"
+    " {{ messages[-1].content | capitalize }} {{ messages[0].role | title }}",
+    "{{ messages[0] | tojson }}|{{ messages | tojson(indent=2) }}|{{ 'é\"<>' | tojson }}",
+    "{% if messages[0].content is string %}s{% endif %}{% if tools is none %}n{% endif %}"
+    "{% if foo is not defined %}u{% endif %}{% if messages[0].name is defined %}d{% endif %}",
+    "{% if 'x' in 'xyz' and not ('q' in 'xyz') and 'q' not in ['a'] %}ok{% endif %}"
+    "{{ 1 + 2 }}{{ 7 // 2 }}{{ 7 % 3 }}{{ 'a' ~ 1 ~ none }}{{ [1, 2][1] }}{{ {'k': 'v'}['k'] }}",
+    "  {% if true %}\n    indented\n  {% endif %}\n  {%+ if true %}keep{% endif %}\n"
+    "{% if true +%}\nnot trimmed{% endif %}\n{#- comment -#}\n   x  {{- ' y ' -}}  z\n",
+    "{%- set a = 1 %}{% for m in messages %}{% set a = a + 10 %}{{ a }},{% endfor %}{{ a }}"
+    "{% set ns = namespace(n=0) %}{% for m in messages %}{% set ns.n = ns.n + 1 %}{% endfor %}"
+    "{{ ns.n }}",
+    "{% for m in messages[1:] %}{{ m.role }}{% else %}none{% endfor %}"
+    "{% for k, v in messages[0].items() %}{{ k }}={{ v }};{% endfor %}"
+    "{{ messages[::-1][0].content }}{{ (messages | first).role }}{{ (messages | last).role }}",
+    "{{ messages[0].content.strip().split(' ')[0] }}|{{ ', '.join(['a', 'b']) }}"
+    "|{{ messages[0].missing | default('dflt') }}|{{ [3, 1] | join('-') }}"
+    "|{{ 'abc' | replace('b', 'B') }}|{{ '5' | int + 1 }}|{{ range(3) | list }}",
+    "{% if messages[0].role == 'system' %}A{% elif messages[0].role == 'user' %}B{% else %}C"
+    "{% endif %}{{ bos_token }}{{ eos_token }}{{ add_generation_prompt }}{{ none }}{{ true }}",
+    "{{ 1 < 2 < 3 }}{{ 3 > 2 > 2 }}{{ 1 == 1 != 2 }}{{ 'x-ray (y) of [z] o\\'neil' | title }}"
+    "{{ messages[0].content | trim | length }}{{ (messages | length) > 1 }}",
+    "{{ \"multi\" 'part' \"literal\\twith\\u00e9scapes\\n\" }}{{ -1 }}{{ 2 * 3 }}{{ 1.5 }}",
+]
+
+
+@pytest.mark.parametrize("idx", range(len(MINI)))
+def test_subset_constructs(idx):
+    template = MINI[idx]
+    tok = _hf("<s>", "</s>")
+    tpl = ChatTemplate(template, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    for messages in ([{"role": "user", "content": "  hello world  "}],
+                     [{"role": "system", "content": "sys"}, {"role": "user", "content": "ünï"},
+                      {"role": "assistant", "content": "ok"}]):
+        for agp in (False, True):
+            ref = tok.apply_chat_template(messages, chat_template=template, tokenize=False,
+                                          add_generation_prompt=agp)
+            assert tpl.render(messages, add_generation_prompt=agp) == ref, template
+
+
+def test_strftime_now():
+    import datetime
+    out = ChatTemplate("{{ strftime_now('%Y') }}").render([])
+    assert out == str(datetime.datetime.now().year)
+
+
+@pytest.mark.parametrize("template, word", [
+    ("{% macro f() %}{% endmacro %}", "macro"),
+    ("{% for m in messages %}{% generation %}{% endgeneration %}{% endfor %}", "generation"),
+    ("{% for m in messages %}{% break %}{% endfor %}", "break"),
+    ("{% include 'x' %}", "include"),
+    ("{% set x %}body{% endset %}", "block {% set %}"),
+    ("{{ messages | map(attribute='role') }}", "'map'"),
+    ("{{ 3 is divisibleby 3 }}", "divisibleby"),
+    ("{% if true %}unclosed", "endif"),
+    ("{{ messages[0] ", "unterminated"),
+    ("{{ lipsum(2) }}", "lipsum"),
+])
+def test_unsupported_is_value_error(template, word):
+    with pytest.raises(ValueError) as e:
+        ChatTemplate(template).render([{"role": "user", "content": "x"}])
+    assert word in str(e.value)
+
+
+def test_from_config(tmp_path):
+    config = {"chat_template": QWEN2, "bos_token": None,
+              "eos_token": {"content": "<|im_end|>", "lstrip": False}}
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
+    tpl = ChatTemplate.from_pretrained(str(tmp_path))
+    msgs = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]
+    assert tpl.render(msgs) == _reference("qwen2", msgs, False)
+    (tmp_path / "chat_template.jinja").write_text(CHATML)
+    assert ChatTemplate.from_pretrained(str(tmp_path)).render(msgs) == _reference("chatml", msgs, False)
+    named = ChatTemplate.from_config({"chat_template": [{"name": "default", "template": ZEPHYR}],
+                                      "eos_token": "</s>"})
+    assert named.render(msgs) == _reference("zephyr", msgs, False)
+
+
+def _random_template(rng, depth=0):
+    texts = [" ", "  ", "\n", "\t", "a", " b ", "\n  ", "  \n", "\n\n", "c\n ", " \t\n d"]
+
+    def tag(kind, body):
+        left = rng.choice(["", "", "-", "+"] if kind != "{{" else ["", "-"])
+        right = rng.choice(["", "", "-", "+"] if kind != "{{" else ["", "-"])
+        close = {"{%": "%}", "{{": "}}", "{#": "#}"}[kind]
+        if kind == "{#":
+            left, right = left.replace("+", ""), right.replace("+", "")
+        return kind + left + " " + body + " " + right + close
+
+    out = []
+    for _ in range(rng.randint(1, 5)):
+        r = rng.random()
+        if r < 0.35:
+            out.append(rng.choice(texts))
+        elif r < 0.5:
+            out.append(tag("{{", rng.choice(["'x'", "' y '", "messages | length", "'\\n'"])))
+        elif r < 0.6:
+            out.append(tag("{#", "note"))
+        elif r < 0.7:
+            out.append(tag("{%", "set v = 1"))
+        elif depth < 2 and r < 0.85:
+            out.append(tag("{%", rng.choice(["if true", "if false", "if messages"])))
+            out.append(_random_template(rng, depth + 1))
+            if rng.random() < 0.5:
+                out.append(tag("{%", "else"))
+                out.append(_random_template(rng, depth + 1))
+            out.append(tag("{%", "endif"))
+        elif depth < 2:
+            out.append(tag("{%", "for i in [1, 2]"))
+            out.append(_random_template(rng, depth + 1))
+            out.append(tag("{%", "endfor"))
+        out.append(rng.choice(texts))
+    return "".join(out)
+
+
+def test_whitespace_control_fuzz():
+    """trim_blocks, lstrip_blocks, -/+ markers and the trailing newline, as transformers' Jinja
+    environment applies them, on random templates."""
+    rng = random.Random(1)
+    tok = _hf("<s>", "</s>")
+    messages = [{"role": "user", "content": "hi"}]
+    for _ in range(400):
+        template = _random_template(rng) + rng.choice(["", "\n", " \n", "\n\n"])
+        ref = tok.apply_chat_template(messages, chat_template=template, tokenize=False)
+        assert ChatTemplate(template).render(messages) == ref, repr(template)
