@@ -56,3 +56,17 @@ def test_greedy_generation_matches_transformers(checkpoint):
         out = hf.generate(torch.as_tensor([prompt]), max_new_tokens=32, do_sample=False,
                           eos_token_id=None, pad_token_id=0, min_new_tokens=32)
     assert ours.generate_greedy(prompt, 32) == out[0, len(prompt):].tolist()
+
+
+def test_loss_with_masked_prompt_matches_transformers(checkpoint):
+    """The training loss: prompt tokens masked with -100, the vocabulary in chunks of 40."""
+    hf, path = checkpoint
+    ours = LlamaReference.load(path)
+    rng = np.random.default_rng()
+    ids = rng.integers(0, 96, (2, 11))
+    labels = ids.copy()
+    labels[:, :4] = -100                       # the prompt does not count
+    labels[1, 9:] = -100                       # nor does padding
+    with torch.no_grad():
+        want = hf(input_ids=torch.as_tensor(ids), labels=torch.as_tensor(labels)).loss.item()
+    assert abs(ours.loss(ids, labels, chunk=40) - want) <= 1e-6 * abs(want)

@@ -3,6 +3,7 @@ reference the GPU decoder will be checked against, itself checked against transf
 
     model = LlamaReference.load(checkpoint_dir)          # float64 by default
     logits = model.logits(ids)                           # [B, T, V]
+    loss = model.loss(ids, labels)                       # labels: -100 where ignored
     tokens = model.generate_greedy(prompt_ids, 32)       # no KV cache: recomputes each step
 
 RMSNorm, RoPE, SwiGLU and causal grouped-query attention come from py_engine/ops.
@@ -12,6 +13,7 @@ import numpy as np
 
 from ..formats import safetensors
 from ..ops import causal_attention as attn_ops
+from ..ops import lm_head_loss as lm_ops
 from ..ops import matmul as mm_ops
 from ..ops import rmsnorm as rms_ops
 from ..ops import rope as rope_ops
@@ -45,8 +47,8 @@ class LlamaReference:
     def _linear(self, x, name):
         return mm_ops.linear_forward(x, self.p[name + ".weight"], self.p.get(name + ".bias"))
 
-    def logits(self, ids):
-        """Logits [B, T, V] for token ids [B, T] (every position real, causal)."""
+    def hidden(self, ids):
+        """Final hidden states [B*T, hidden] (after the last RMSNorm) for token ids [B, T]."""
         c = self.config
         ids = np.asarray(ids)
         B, T = ids.shape
@@ -64,9 +66,24 @@ class LlamaReference:
             h = rms_ops.rmsnorm_forward(x, self.p[pre + "post_attention_layernorm.weight"], c.rms_norm_eps)[0]
             m = swiglu_ops.swiglu_forward(self._linear(h, pre + "mlp.gate_proj"), self._linear(h, pre + "mlp.up_proj"))
             x = x + self._linear(m, pre + "mlp.down_proj")
-        x = rms_ops.rmsnorm_forward(x, self.p["model.norm.weight"], c.rms_norm_eps)[0]
-        head = self.p["model.embed_tokens.weight" if c.tie_word_embeddings else "lm_head.weight"]
-        return mm_ops.linear_forward(x, head).reshape(B, T, c.vocab_size)
+        return rms_ops.rmsnorm_forward(x, self.p["model.norm.weight"], c.rms_norm_eps)[0]
+
+    @property
+    def head(self):
+        return self.p["model.embed_tokens.weight" if self.config.tie_word_embeddings else "lm_head.weight"]
+
+    def logits(self, ids):
+        """Logits [B, T, V] for token ids [B, T] (every position real, causal)."""
+        B, T = np.asarray(ids).shape
+        return mm_ops.linear_forward(self.hidden(ids), self.head).reshape(B, T, self.config.vocab_size)
+
+    def loss(self, ids, labels, chunk=None):
+        """Causal-LM loss as transformers computes it with `labels` [B, T] (-100 = ignored):
+        position t predicts labels[t + 1], through the chunked LM-head loss."""
+        labels = np.asarray(labels)
+        shifted = np.full(labels.shape, lm_ops.IGNORE, np.int64)
+        shifted[:, :-1] = np.where(labels[:, 1:] == -100, lm_ops.IGNORE, labels[:, 1:])
+        return lm_ops.lm_head_loss_forward(self.hidden(ids), self.head, shifted.ravel(), chunk=chunk)[0]
 
     def generate_greedy(self, prompt, max_new_tokens, eos_token_id=None):
         """Greedy continuation of one prompt (list of ids); stops early at eos_token_id."""
