@@ -14,6 +14,7 @@ offset + T <= P. The offset is fixed when the dispatch is recorded.
 """
 
 import math
+import struct
 from array import array
 
 from . import KernelFamily
@@ -71,6 +72,34 @@ def rope_tables(inv_freq, positions):
     return cos, sin
 
 
+class RopePositions:
+    """The position offset of recorded RoPE dispatches, to change between replays: decoding
+    with a KV cache replays one program per new token at a growing offset.
+
+        positions = RopePositions()
+        rope.forward(program, ..., positions=positions)     # records with positions.offset
+        positions.set(past)                                  # before each replay
+    """
+
+    OFFSET_BYTE = 16     # Params.offset in shaders/rope.wgsl
+
+    def __init__(self, offset=0):
+        self.offset = offset
+        self._uses = []      # (params buffer, seq, table rows) of each recorded dispatch
+
+    def _add(self, params, seq, table_rows):
+        self._uses.append((params, seq, table_rows))
+
+    def set(self, offset):
+        for _, seq, table_rows in self._uses:
+            if offset < 0 or offset + seq > table_rows:
+                raise ValueError(f"positions up to {offset + seq - 1} need {offset + seq} table "
+                                 f"rows; the tables hold {table_rows}")
+        for params, _, _ in self._uses:
+            params.write(struct.pack("<I", offset), offset=self.OFFSET_BYTE)
+        self.offset = offset
+
+
 class RopeKernels(KernelFamily):
     SOURCE, ENTRIES, WORKGROUP = SOURCE, ENTRIES, WORKGROUP
 
@@ -87,7 +116,10 @@ class RopeKernels(KernelFamily):
         return (self.device.buffer_from(cos, label="rope cos"),
                 self.device.buffer_from(sin, label="rope sin"))
 
-    def _record(self, entry, program, src, cos, sin, dst, rows, heads, head_dim, seq, offset):
+    def _record(self, entry, program, src, cos, sin, dst, rows, heads, head_dim, seq, offset,
+                positions=None):
+        if positions is not None:
+            offset = positions.offset
         if head_dim < 2 or head_dim % 2:
             raise ValueError(f"RoPE needs an even head_dim >= 2, got {head_dim}")
         if rows < 1 or heads < 1 or seq < 1 or offset < 0:
@@ -105,14 +137,19 @@ class RopeKernels(KernelFamily):
         require_floats(dst, rows * width, "output")
         pairs = rows * heads * half
         params = self.device.uniform("5I", pairs, heads, half, seq, offset)
+        if positions is not None:
+            positions._add(params, seq, table_rows)
         return self._dispatch(program, entry, [src, dst, params, cos, sin], pairs)
 
-    def forward(self, program, x, cos, sin, out, rows, heads, head_dim, seq, offset=0):
-        """out = x rotated by position (offset + row % seq); out must not be x."""
+    def forward(self, program, x, cos, sin, out, rows, heads, head_dim, seq, offset=0,
+                positions=None):
+        """out = x rotated by position (offset + row % seq); out must not be x. With
+        `positions` (a RopePositions) the offset is its current one, changeable per replay."""
         return self._record("rope_forward", program, x, cos, sin, out, rows, heads, head_dim,
-                            seq, offset)
+                            seq, offset, positions)
 
-    def backward(self, program, dout, cos, sin, dx, rows, heads, head_dim, seq, offset=0):
+    def backward(self, program, dout, cos, sin, dx, rows, heads, head_dim, seq, offset=0,
+                 positions=None):
         """dx = dout rotated back (the inverse rotation)."""
         return self._record("rope_backward", program, dout, cos, sin, dx, rows, heads, head_dim,
-                            seq, offset)
+                            seq, offset, positions)
