@@ -18,7 +18,12 @@ from ..ops import gelu as gelu_ops
 from ..ops import layernorm as ln_ops
 from ..ops import lora_linear as lora_ops
 from ..ops import matmul as mm_ops
+from ..ops import causal_attention as causal_ops
+from ..ops import lm_head_loss as lm_ops
 from ..ops import pooling as pool_ops
+from ..ops import rmsnorm as rms_ops
+from ..ops import rope as rope_ops
+from ..ops import swiglu as swiglu_ops
 
 
 class DropoutSite:
@@ -182,3 +187,47 @@ class NumpyBackend:
 
     def mean_pool_backward(self, d, mask, B, T):
         return pool_ops.mean_pool_backward(d, mask)
+
+    # --- decoder ops (Llama family) ---
+
+    def gather_rows(self, table, ids):
+        """table[ids] as [B*T, width] (a frozen embedding: no backward)."""
+        return table[np.asarray(ids).ravel()]
+
+    def rmsnorm(self, x, weight, eps):
+        y, rstd = rms_ops.rmsnorm_forward(x, weight, eps)
+        return y, (x, weight, rstd)
+
+    def rmsnorm_backward(self, dy, saved):
+        return rms_ops.rmsnorm_backward_input(dy, *saved)
+
+    def rope(self, x, tables, heads):
+        cos, sin = tables
+        return rope_ops.rope_forward(x, cos, sin, heads)
+
+    def rope_backward(self, dy, tables, heads):
+        cos, sin = tables
+        return rope_ops.rope_backward(dy, cos, sin, heads)
+
+    def causal_attention(self, q, k, v, mask, B, heads, kv_heads):
+        shape = dict(batch=B, heads=heads, kv_heads=kv_heads, attention_mask=mask)
+        out, lse = causal_ops.causal_attention_forward(q, k, v, **shape)
+        return out, (q, k, v, out, lse, shape)
+
+    def causal_attention_backward(self, dout, saved):
+        q, k, v, out, lse, shape = saved
+        return causal_ops.causal_attention_backward(dout, q, k, v, out, lse, **shape)
+
+    def swiglu(self, gate, up):
+        return swiglu_ops.swiglu_forward(gate, up)
+
+    def swiglu_backward(self, dout, gate, up):
+        return swiglu_ops.swiglu_backward(dout, gate, up)
+
+    def lm_head_loss(self, h, w, labels, loss_scale=1.0):
+        """(loss, dh): the causal-LM loss over shifted labels (IGNORE = not counted) and the
+        gradient of loss * loss_scale with respect to h (the head is frozen)."""
+        loss, lse, counted = lm_ops.lm_head_loss_forward(h, w, labels)
+        dh, _ = lm_ops.lm_head_loss_backward(h, w, labels, lse, counted, dloss=loss_scale,
+                                             grad_weight=False)
+        return float(loss), dh
