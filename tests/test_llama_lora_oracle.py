@@ -81,3 +81,63 @@ def test_decoder_lora_step_matches_peft(tmp_path, model_class, hf_config, target
     for name, ref in want.items():
         err = np.linalg.norm(be.grads[name] - ref) / np.linalg.norm(ref)
         assert err <= 1e-5, f"{name}: relative error {err:.2e}"
+
+
+def test_decoder_lora_step_on_the_gpu_matches_numpy(tmp_path, device):
+    """The same step recorded on the GPU backend (lavapipe) against the NumPy backend in float64:
+    loss 1e-5, gradients 1e-4."""
+    from conftest import run
+    from py_engine.backends.gpu_backend import GpuBackend, Kernels, Tensor
+    from py_engine.kernels.cross_entropy import decode_metrics
+
+    peft_decoder(tmp_path, Qwen2ForCausalLM, Qwen2Config(**TINY), ALL)
+    config = LlamaConfig.from_file(tmp_path / "model")
+    adapter_config, tensors, _ = load_adapter(tmp_path / "adapter")
+    model = LlamaLoRA(config, LoraConfig.from_peft_dict(adapter_config))
+    file = safetensors.load(tmp_path / "model" / "model.safetensors")
+    rng = np.random.default_rng()
+    B, T = 2, 9
+    ids = rng.integers(0, 96, (B, T))
+    mask = np.ones((B, T), np.int64)
+    mask[1, 6:] = 0
+    labels = np.where(mask == 1, ids, -100)
+    labels[:, :2] = -100
+    shifted = shift_labels(labels.tolist())
+
+    ref = NumpyBackend(np.float64)
+    for name, shape in config.parameter_shapes().items():
+        ref.set_param(name, np.frombuffer(file.floats(name), np.float32), shape)
+    for name, (shape, values) in tensors.items():
+        ref.set_param(name, np.asarray(values, np.float64), shape)
+        ref.add_grad(name)
+    tables = rope_ops.rope_tables(rope_ops.rope_inv_freq(config.head_dim, config.rope_parameters), T)
+    hidden, saved = model.hidden(ref, Batch(ids.tolist(), [[0] * T] * B, mask.tolist()), tables)
+    want, dh = ref.lm_head_loss(hidden, ref.param(model.head_name), np.asarray(shifted))
+    model.backward(ref, dh, saved, tables)
+
+    kernels = run(Kernels.load(device, decoder=True))
+    be = GpuBackend(device, kernels)
+    for name, shape in config.parameter_shapes().items():
+        be.params[name] = Tensor(device.buffer_from(file.floats(name)), shape)
+    for name, (shape, values) in tensors.items():
+        be.params[name] = Tensor(device.buffer_from(np.asarray(values, np.float32)), shape)
+        be.grads[name] = be.new(*shape)
+    u32 = lambda a: Tensor(device.buffer_from(np.asarray(a, np.uint32)), np.shape(a))
+    batch = Batch(ids.tolist(), [[0] * T] * B, mask.tolist())
+    batch.ids, batch.mask = u32(ids), u32(mask)
+    program = device.program()
+    be.record(program)
+    cos, sin = kernels.rope.tables(config.head_dim, T, config.rope_parameters)
+    hidden, saved = model.hidden(be, batch, (cos, sin, T))
+    metrics, dh = be.lm_head_loss(hidden, be.param(model.head_name), u32(shifted), chunk=40)
+    model.backward(be, dh, saved, (cos, sin, T))
+    program.read(metrics)
+    for name in tensors:
+        program.read(be.grads[name].buffer)
+    values = run(program.run())
+    got = decode_metrics(values[0])["loss"]
+    assert abs(got - want) <= 1e-5 * abs(want), (got, want)
+    for name, data in zip(tensors, values[1:]):
+        g = np.frombuffer(bytes(data), np.float32)
+        err = np.linalg.norm(g - ref.grads[name].ravel()) / np.linalg.norm(ref.grads[name])
+        assert err <= 1e-4, f"{name}: relative error {err:.2e}"

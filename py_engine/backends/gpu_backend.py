@@ -40,11 +40,18 @@ class Tensor:
         return math.prod(self.shape)
 
 
+def _buffer(tensor):
+    """The tensor's buffer, or None for an absent one (a linear without bias)."""
+    return None if tensor is None else tensor.buffer
+
+
 class Kernels:
     """Every kernel family a training step uses, compiled once per device."""
 
     @classmethod
-    async def load(cls, device, matmul_variant=None):
+    async def load(cls, device, matmul_variant=None, decoder=False):
+        """`decoder`: also the Llama-family families (RMSNorm, RoPE, SwiGLU, causal attention,
+        the chunked LM-head loss)."""
         k = cls()
         k.matmul = await MatmulKernels.load(device, variant=matmul_variant)
         k.lora = await LoraLinearKernels.load(device, matmul=k.matmul)
@@ -56,6 +63,18 @@ class Kernels:
         k.pooling = await PoolingKernels.load(device)
         k.elementwise = await ElementwiseKernels.load(device)
         k.cross_entropy = await CrossEntropyKernels.load(device)
+        if decoder:
+            from ..kernels.causal_attention import CausalAttentionKernels
+            from ..kernels.lm_head_loss import LMHeadLossKernels
+            from ..kernels.rmsnorm import RmsNormKernels
+            from ..kernels.rope import RopeKernels
+            from ..kernels.swiglu import SwiGLUKernels
+
+            k.rmsnorm = await RmsNormKernels.load(device)
+            k.rope = await RopeKernels.load(device)
+            k.swiglu = await SwiGLUKernels.load(device)
+            k.causal_attention = await CausalAttentionKernels.load(device)
+            k.lm_head = await LMHeadLossKernels.load(device, matmul=k.matmul)
         return k
 
 
@@ -77,6 +96,8 @@ class GpuBackend:
         self.program = None
         self.step = kernels.dropout.step_buffer()   # dropout (seed, offset), written per replay
         self._counter = 0
+        self._zeros = {}
+        self.metrics = None
 
     # --- recording ---
 
@@ -123,7 +144,7 @@ class GpuBackend:
     def linear(self, x, w, b):
         y = self.new(x.rows, w.shape[0])
         self.k.matmul.linear(self.program, x.buffer, w.buffer, y.buffer, x.rows, w.shape[1],
-                             w.shape[0], bias=b.buffer, w_half=w.half)
+                             w.shape[0], bias=_buffer(b), w_half=w.half)
         return y
 
     def linear_grad_input(self, dy, w):
@@ -142,7 +163,7 @@ class GpuBackend:
         out_f, in_f = w.shape
         r = a.shape[0]
         y, h = self.new(x.rows, out_f), self.new(x.rows, r)
-        self.k.lora.forward(self.program, x.buffer, xd.buffer, w.buffer, b.buffer, a.buffer,
+        self.k.lora.forward(self.program, x.buffer, xd.buffer, w.buffer, _buffer(b), a.buffer,
                             bm.buffer, y.buffer, h.buffer, rows=x.rows, in_features=in_f,
                             out_features=out_f, r=r, scaling=scaling, w_half=w.half)
         return y, h
@@ -247,3 +268,93 @@ class GpuBackend:
         self.k.pooling.mean_backward(self.program, d.buffer, mask.buffer, dx.buffer, batch=B,
                                      seq=T, hidden=d.cols)
         return dx
+
+    # --- decoder ops (Llama family) ---
+
+    def gather_rows(self, table, ids):
+        """table[ids] as [B*T, width]: the embedding kernel with all-zero position and type
+        tables (a frozen embedding: no backward)."""
+        B, T = ids.shape
+        width = table.shape[1]
+        key = (B, T, width)
+        if key not in self._zeros:
+            self._zeros[key] = (self.device.create_buffer(4 * B * T, label="zero type ids"),
+                                self.device.create_buffer(4 * T * width, label="zero positions"),
+                                self.device.create_buffer(4 * width, label="zero type table"))
+        types, positions, type_table = self._zeros[key]
+        out = self.new(B * T, width)
+        self.k.embedding.forward(self.program, ids.buffer, types, table.buffer, positions,
+                                 type_table, out.buffer, batch=B, seq=T, hidden=width,
+                                 vocab=table.shape[0], positions=T, type_vocab=1)
+        return out
+
+    def rmsnorm(self, x, weight, eps):
+        y, rstd = self.new(*x.shape), self.new(x.rows)
+        self.k.rmsnorm.forward(self.program, x.buffer, weight.buffer, y.buffer, rstd.buffer,
+                               x.rows, x.cols, eps)
+        return y, (x, weight, rstd)
+
+    def rmsnorm_backward(self, dy, saved):
+        x, weight, rstd = saved
+        dx = self.new(*x.shape)
+        self.k.rmsnorm.backward_input(self.program, dy.buffer, x.buffer, weight.buffer,
+                                      rstd.buffer, dx.buffer, x.rows, x.cols)
+        return dx
+
+    def rope(self, x, tables, heads, backward=False):
+        """`tables`: (cos, sin, seq) from RopeKernels.tables for this batch's length."""
+        cos, sin, seq = tables
+        out = self.new(*x.shape)
+        record = self.k.rope.backward if backward else self.k.rope.forward
+        record(self.program, x.buffer, cos, sin, out.buffer, x.rows, heads, x.cols // heads, seq)
+        return out
+
+    def rope_backward(self, dy, tables, heads):
+        return self.rope(dy, tables, heads, backward=True)
+
+    def causal_attention(self, q, k, v, mask, B, heads, kv_heads):
+        shape = dict(batch=B, seq=q.rows // B, heads=heads, kv_heads=kv_heads,
+                     head_dim=q.cols // heads)
+        out, lse = self.new(*q.shape), self.new(B * heads * shape["seq"])
+        self.k.causal_attention.forward(self.program, q.buffer, k.buffer, v.buffer, mask.buffer,
+                                        out.buffer, lse.buffer, **shape)
+        return out, (q, k, v, mask, out, lse, shape)
+
+    def causal_attention_backward(self, dout, saved):
+        q, k, v, mask, out, lse, shape = saved
+        stats = self.new(2 * lse.size)
+        dq, dk, dv = self.new(*q.shape), self.new(*k.shape), self.new(*v.shape)
+        self.k.causal_attention.backward(self.program, dout.buffer, q.buffer, k.buffer, v.buffer,
+                                         mask.buffer, out.buffer, lse.buffer, stats.buffer,
+                                         dq.buffer, dk.buffer, dv.buffer, **shape)
+        return dq, dk, dv
+
+    def swiglu(self, gate, up):
+        out = self.new(*gate.shape)
+        self.k.swiglu.forward(self.program, gate.buffer, up.buffer, out.buffer, gate.size)
+        return out
+
+    def swiglu_backward(self, dout, gate, up):
+        dgate, dup = self.new(*gate.shape), self.new(*up.shape)
+        self.k.swiglu.backward(self.program, dout.buffer, gate.buffer, up.buffer, dgate.buffer,
+                               dup.buffer, gate.size)
+        return dgate, dup
+
+    def lm_head_loss(self, h, w, labels, loss_scale=1.0, chunk=256):
+        """(metrics buffer, dh): loss and counted tokens land in the metrics buffer (read it
+        after the run); dh is the gradient of loss * loss_scale (the head is frozen)."""
+        from ..kernels.cross_entropy import create_metrics
+
+        if self.metrics is None:
+            self.metrics = create_metrics(self.device)
+        lm = self.k.lm_head
+        N, H = h.shape
+        V = w.shape[0]
+        chunk = min(chunk, V)
+        scratch = self.device.create_buffer(4 * lm.scratch_floats(N, chunk), label="lm scratch")
+        stats = self.device.create_buffer(4 * lm.stats_floats(N), label="lm stats")
+        dh = self.new(N, H)
+        args = (self.program, h.buffer, w.buffer, labels.buffer, scratch, stats, self.metrics)
+        lm.forward(*args, N, H, V, chunk, w_half=w.half)
+        lm.backward(*args, dh.buffer, N, H, V, chunk, dloss=loss_scale, w_half=w.half)
+        return self.metrics, dh
