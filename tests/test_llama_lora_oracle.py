@@ -104,16 +104,7 @@ def test_decoder_lora_step_on_the_gpu_matches_numpy(tmp_path, device):
     labels[:, :2] = -100
     shifted = shift_labels(labels.tolist())
 
-    ref = NumpyBackend(np.float64)
-    for name, shape in config.parameter_shapes().items():
-        ref.set_param(name, np.frombuffer(file.floats(name), np.float32), shape)
-    for name, (shape, values) in tensors.items():
-        ref.set_param(name, np.asarray(values, np.float64), shape)
-        ref.add_grad(name)
-    tables = rope_ops.rope_tables(rope_ops.rope_inv_freq(config.head_dim, config.rope_parameters), T)
-    hidden, saved = model.hidden(ref, Batch(ids.tolist(), [[0] * T] * B, mask.tolist()), tables)
-    want, dh = ref.lm_head_loss(hidden, ref.param(model.head_name), np.asarray(shifted))
-    model.backward(ref, dh, saved, tables)
+    want, ref_grads = numpy_step(tmp_path, ids, mask, labels)
 
     kernels = run(Kernels.load(device, decoder=True))
     be = GpuBackend(device, kernels)
@@ -136,8 +127,36 @@ def test_decoder_lora_step_on_the_gpu_matches_numpy(tmp_path, device):
         program.read(be.grads[name].buffer)
     values = run(program.run())
     got = decode_metrics(values[0])["loss"]
+    check_against(want, ref_grads, got, {n: np.frombuffer(bytes(d), np.float32) for n, d in zip(tensors, values[1:])})
+
+
+def numpy_step(path, ids, mask, labels):
+    """Loss and LoRA gradients of one step on the NumPy backend in float64, for the checkpoint
+    and adapter under `path` (as peft_decoder wrote them)."""
+    config = LlamaConfig.from_file(path / "model")
+    adapter_config, tensors, _ = load_adapter(path / "adapter")
+    model = LlamaLoRA(config, LoraConfig.from_peft_dict(adapter_config))
+    file = safetensors.load(path / "model" / "model.safetensors")
+    ref = NumpyBackend(np.float64)
+    for name, shape in config.parameter_shapes().items():
+        ref.set_param(name, np.frombuffer(file.floats(name), np.float32), shape)
+    for name, (shape, values) in tensors.items():
+        ref.set_param(name, np.asarray(values, np.float64), shape)
+        ref.add_grad(name)
+    B, T = np.shape(ids)
+    tables = rope_ops.rope_tables(rope_ops.rope_inv_freq(config.head_dim, config.rope_parameters), T)
+    hidden, saved = model.hidden(ref, Batch(np.asarray(ids).tolist(), [[0] * T] * B, np.asarray(mask).tolist()), tables)
+    loss, dh = ref.lm_head_loss(hidden, ref.param(model.head_name),
+                                np.asarray(shift_labels(np.asarray(labels).tolist())))
+    model.backward(ref, dh, saved, tables)
+    return loss, ref.grads
+
+
+def check_against(want, ref_grads, got, got_grads):
+    """f32 GPU results against the float64 reference: loss 1e-5, gradients 1e-4."""
     assert abs(got - want) <= 1e-5 * abs(want), (got, want)
-    for name, data in zip(tensors, values[1:]):
-        g = np.frombuffer(bytes(data), np.float32)
-        err = np.linalg.norm(g - ref.grads[name].ravel()) / np.linalg.norm(ref.grads[name])
+    assert set(got_grads) == set(ref_grads)
+    for name, g in got_grads.items():
+        ref = ref_grads[name]
+        err = np.linalg.norm(np.asarray(g, np.float64) - ref.ravel()) / np.linalg.norm(ref)
         assert err <= 1e-4, f"{name}: relative error {err:.2e}"

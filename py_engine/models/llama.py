@@ -12,7 +12,7 @@ LoRA may wrap any of q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_pr
 names and its suffix rule); the base weights and the head stay frozen.
 """
 
-from ..ops.lm_head_loss import IGNORE
+from ..kernels.cross_entropy import IGNORE_LABEL as IGNORE
 from .lora_config import LoraConfig
 
 PROJECTIONS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
