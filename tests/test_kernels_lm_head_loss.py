@@ -87,13 +87,22 @@ def test_lm_head_loss_matches_numpy(device, lm, rng, rows, hidden, vocab, chunk,
     dloss = float(np.float32(rng.uniform(0.5, 2.0)))
     m, dh, dw = run_lm(device, lm, h, w, labels, chunk, dloss)
     loss, counted, correct, ref_dh, ref_dw = reference(h, w, labels, dloss)
-    assert rel_error(m[METRIC_LOSS], loss) <= BOUNDS["loss"]
+    # loss = logsumexp - label logit: when the label dominates, the two nearly cancel, so the
+    # error is bounded relative to the logits' magnitude, not to the (possibly tiny) loss.
+    scale = max(abs(loss), np.abs(h.astype(np.float64) @ w.astype(np.float64).T).max())
+    assert abs(m[METRIC_LOSS] - loss) <= BOUNDS["loss"] * scale, (m[METRIC_LOSS], loss)
     assert m[METRIC_COUNTED] == counted == rows - ignored
     assert m[METRIC_WEIGHT_SUM] == counted
     assert m[METRIC_CORRECT] == correct
     assert np.isnan(m[METRIC_GRAD_NORM:]).all()        # the slots of other kernels untouched
-    assert rel_error(dh, ref_dh) <= BOUNDS["dh"]
-    assert rel_error(dw, ref_dw) <= BOUNDS["dw"]
+    # p - 1 on a dominant label cancels in f32, so the gradients' error is bounded relative to
+    # what it is computed from (g = dloss / counted times |W| or |h|) when they are tiny.
+    g = dloss / max(counted, 1)
+    kept = labels != IGNORE_LABEL
+    for got, ref, operand, bound in ((dh, ref_dh, w, BOUNDS["dh"]), (dw, ref_dw, h[kept], BOUNDS["dw"])):
+        floor = g * np.linalg.norm(operand.astype(np.float64)) * np.sqrt(max(counted, 1))
+        err = np.linalg.norm(np.asarray(got, np.float64).ravel() - np.ravel(ref))
+        assert err <= bound * max(np.linalg.norm(ref), floor), (err, np.linalg.norm(ref), floor)
 
 
 def test_large_logits_and_confident_labels(device, lm, rng):
