@@ -70,7 +70,12 @@ def test_layernorm_matches_numpy(device, kernels, rows, cols, offset):
             assert rel_error(got[name], ref[name]) <= BOUNDS[name], name
         return
     for name, bound in BOUNDS.items():
-        assert rel_error(got[name], ref[name]) <= bound, (name, rel_error(got[name], ref[name]))
+        err = rel_error(got[name], ref[name])
+        if name == "mean":
+            # a row's mean can be near zero (its values cancel): bound it against their scale
+            scale = max(np.linalg.norm(ref["mean"]), np.linalg.norm(x) / np.sqrt(cols))
+            err = np.linalg.norm(np.asarray(got["mean"], np.float64) - ref["mean"]) / scale
+        assert err <= bound, (name, err)
 
 
 def test_layernorm_accumulates_parameter_grads(device, kernels):
