@@ -43,8 +43,17 @@ def test_swiglu_matches_numpy(device, swiglu, n, spread):
     dout = rng.standard_normal(n).astype(np.float32)
     got = run_swiglu(device, swiglu, gate, up, dout)
     ref = reference(gate, up, dout)
+    # silu' crosses zero near gate = -1.28: there dgate is a difference of terms of size
+    # |dout * up| * (s + |g| s (1 - s)), which bounds its rounding (one element can sit there).
+    g64 = gate.astype(np.float64)
+    s = 1.0 / (1.0 + np.exp(-g64))
+    dgate_scale = np.linalg.norm(np.abs(dout * up) * (s + np.abs(g64) * s * (1 - s)))
     for name, bound in BOUNDS.items():
-        assert rel_error(got[name], ref[name]) <= bound, (name, rel_error(got[name], ref[name]))
+        err = rel_error(got[name], ref[name])
+        if name == "dgate":
+            err = np.linalg.norm(np.asarray(got[name], np.float64) - ref[name]) / max(
+                np.linalg.norm(ref[name]), dgate_scale)
+        assert err <= bound, (name, err)
 
 
 def test_swiglu_extreme_gates_stay_finite(device, swiglu):
