@@ -10,6 +10,22 @@ class ConfigError(ValueError):
     """A config.json that py_engine cannot use; the message names the field."""
 
 
+def read_config_json(path):
+    """The object in a checkpoint's config.json (`path`: the file or its directory)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "config.json"
+    if not path.is_file():
+        raise ConfigError(f"no config.json at {path}")
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path} must hold a JSON object")
+    return values
+
+
 class BertConfig:
     """The fields of transformers' BertConfig that the encoder needs."""
 
@@ -76,18 +92,7 @@ class BertConfig:
 
     @classmethod
     def from_file(cls, path):
-        path = Path(path)
-        if path.is_dir():
-            path = path / "config.json"
-        if not path.is_file():
-            raise ConfigError(f"no config.json at {path}")
-        try:
-            values = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{path} is not valid JSON: {e}") from None
-        if not isinstance(values, dict):
-            raise ConfigError(f"{path} must hold a JSON object")
-        return cls(**values)
+        return cls(**read_config_json(path))
 
     def to_dict(self):
         out = {name: getattr(self, name) for name in self.FIELDS}

@@ -5,10 +5,7 @@ Both spellings of the rotary settings are read: transformers 5's `rope_parameter
 older `rope_theta` + `rope_scaling` that published checkpoints carry.
 """
 
-import json
-from pathlib import Path
-
-from .bert_config import ConfigError
+from .bert_config import ConfigError, read_config_json
 
 MODEL_TYPES = ("llama", "qwen2", "mistral")
 ROPE_TYPES = ("default", "linear", "llama3")
@@ -65,16 +62,7 @@ class LlamaConfig:
 
     @classmethod
     def from_file(cls, path):
-        path = Path(path)
-        if path.is_dir():
-            path = path / "config.json"
-        if not path.is_file():
-            raise ConfigError(f"no config.json at {path}")
-        try:
-            values = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{path} is not valid JSON: {e}") from None
-        return cls(**values)
+        return cls(**read_config_json(path))
 
     def parameter_shapes(self):
         """{name: shape} of every tensor a LlamaForCausalLM checkpoint holds (lm_head only when

@@ -38,7 +38,7 @@ import heapq
 import json
 import re
 
-from .wordpiece import Encoding, _AddedTokens, _check_text, _ranges
+from .wordpiece import Encoding, _AddedTokens, _check_text, _ranges, padded_length
 
 WORD_CACHE_SIZE = 1 << 16   # words whose ids are remembered
 
@@ -838,18 +838,7 @@ class BPETokenizer:
                  for t, p in zip(texts, pairs)]
         if padding is None:
             return batch
-        if padding == "longest":
-            length = max(map(len, batch), default=0)
-        elif padding == "max_length":
-            length = max_length or self._pad_length or self.max_length
-            if length is None:
-                raise ValueError('padding="max_length" needs max_length: none given, '
-                                 "none in tokenizer.json")
-        else:
-            raise ValueError(f"padding must be 'longest', 'max_length' or None, not {padding!r}")
-        multiple = pad_to_multiple_of or self._pad_multiple
-        if multiple and length % multiple:
-            length += multiple - length % multiple
+        length = padded_length(self, batch, padding, max_length, pad_to_multiple_of)
         for encoding in batch:
             self._pad(encoding, length)
         return batch

@@ -164,6 +164,25 @@ def _check_text(value, name):
     return value
 
 
+def padded_length(tokenizer, batch, padding, max_length, pad_to_multiple_of):
+    """The length a batch is padded to: its longest encoding ("longest") or max_length, else
+    the file's padding length ("max_length"), rounded up to the multiple asked for or set in
+    tokenizer.json. Shared by every tokenizer here, as HF applies one rule to all."""
+    if padding == "longest":
+        length = max(map(len, batch), default=0)
+    elif padding == "max_length":
+        length = max_length or tokenizer._pad_length or tokenizer.max_length
+        if length is None:
+            raise ValueError('padding="max_length" needs max_length: none given, '
+                             "none in tokenizer.json")
+    else:
+        raise ValueError(f"padding must be 'longest', 'max_length' or None, not {padding!r}")
+    multiple = pad_to_multiple_of or tokenizer._pad_multiple
+    if multiple and length % multiple:
+        length += multiple - length % multiple
+    return length
+
+
 class Encoding:
     """One encoded text (or pair): parallel lists of token ids, type ids and attention mask."""
 
@@ -550,18 +569,7 @@ class WordPieceTokenizer:
         batch = [self.encode(t, p, max_length, truncation) for t, p in zip(texts, pairs)]
         if padding is None:
             return batch
-        if padding == "longest":
-            length = max(map(len, batch), default=0)
-        elif padding == "max_length":
-            length = max_length or self._pad_length or self.max_length
-            if length is None:
-                raise ValueError('padding="max_length" needs max_length: none given, '
-                                 "none in tokenizer.json")
-        else:
-            raise ValueError(f"padding must be 'longest', 'max_length' or None, not {padding!r}")
-        multiple = pad_to_multiple_of or self._pad_multiple
-        if multiple and length % multiple:
-            length += multiple - length % multiple
+        length = padded_length(self, batch, padding, max_length, pad_to_multiple_of)
         for encoding in batch:
             self._pad(encoding, length)
         return batch
