@@ -154,10 +154,12 @@ class GpuBackend:
         return dx
 
     def linear_grad_params(self, dy, x, dw, db):
+        """dw += dy^T x; db += column sums of dy (db None: no bias)."""
         out_f, in_f = dw.shape
         self.k.matmul.linear_grad_weight(self.program, dy.buffer, x.buffer, dw.buffer, dy.rows,
                                          in_f, out_f, beta=1.0)
-        self.k.matmul.bias_grad(self.program, dy.buffer, db.buffer, dy.rows, out_f, beta=1.0)
+        if db is not None:
+            self.k.matmul.bias_grad(self.program, dy.buffer, db.buffer, dy.rows, out_f, beta=1.0)
 
     def lora_linear(self, x, xd, w, b, a, bm, scaling):
         out_f, in_f = w.shape
@@ -288,17 +290,31 @@ class GpuBackend:
                                  vocab=table.shape[0], positions=T, type_vocab=1)
         return out
 
+    def gather_rows_backward(self, dy, ids, dtable):
+        """dtable[ids[i]] += dy[i]: the embedding kernel's word-table backward (deterministic:
+        each table row sums its tokens in order, no atomics)."""
+        B, T = ids.shape
+        width = dtable.shape[1]
+        types, _, _ = self._zeros[(B, T, width)]
+        self.k.embedding.backward(self.program, dy.buffer, ids.buffer, types, dtable.buffer, None,
+                                  None, batch=B, seq=T, hidden=width, vocab=dtable.shape[0],
+                                  positions=T, type_vocab=1, accumulate=True)
+
     def rmsnorm(self, x, weight, eps):
         y, rstd = self.new(*x.shape), self.new(x.rows)
         self.k.rmsnorm.forward(self.program, x.buffer, weight.buffer, y.buffer, rstd.buffer,
                                x.rows, x.cols, eps)
         return y, (x, weight, rstd)
 
-    def rmsnorm_backward(self, dy, saved):
+    def rmsnorm_backward(self, dy, saved, dweight=None):
+        """dx; with `dweight` the weight's gradient is also added into it."""
         x, weight, rstd = saved
         dx = self.new(*x.shape)
         self.k.rmsnorm.backward_input(self.program, dy.buffer, x.buffer, weight.buffer,
                                       rstd.buffer, dx.buffer, x.rows, x.cols)
+        if dweight is not None:
+            self.k.rmsnorm.backward_weight(self.program, dy.buffer, x.buffer, rstd.buffer,
+                                           dweight.buffer, x.rows, x.cols, accumulate=True)
         return dx
 
     def rope(self, x, tables, heads, backward=False):

@@ -103,8 +103,10 @@ class NumpyBackend:
         return mm_ops.gemm(dy, w)
 
     def linear_grad_params(self, dy, x, dw, db):
+        """dw += dy^T x; db += column sums of dy (db None: no bias)."""
         dw += mm_ops.gemm(dy, x, trans_a=True)
-        db += dy.sum(axis=0)
+        if db is not None:
+            db += dy.sum(axis=0)
 
     def lora_linear(self, x, xd, w, b, a, bm, scaling):
         return lora_ops.lora_linear_forward(x, xd, w, b, a, bm, scaling)
@@ -194,12 +196,21 @@ class NumpyBackend:
         """table[ids] as [B*T, width] (a frozen embedding: no backward)."""
         return table[np.asarray(ids).ravel()]
 
+    def gather_rows_backward(self, dy, ids, dtable):
+        """dtable[ids[i]] += dy[i] (repeated ids add up)."""
+        np.add.at(dtable, np.asarray(ids).ravel(), dy)
+
     def rmsnorm(self, x, weight, eps):
         y, rstd = rms_ops.rmsnorm_forward(x, weight, eps)
         return y, (x, weight, rstd)
 
-    def rmsnorm_backward(self, dy, saved):
-        return rms_ops.rmsnorm_backward_input(dy, *saved)
+    def rmsnorm_backward(self, dy, saved, dweight=None):
+        """dx; with `dweight` the weight's gradient is also added into it."""
+        if dweight is None:
+            return rms_ops.rmsnorm_backward_input(dy, *saved)
+        dx, dw = rms_ops.rmsnorm_backward(dy, *saved)
+        dweight += dw
+        return dx
 
     def rope(self, x, tables, heads):
         cos, sin = tables
@@ -224,10 +235,18 @@ class NumpyBackend:
     def swiglu_backward(self, dout, gate, up):
         return swiglu_ops.swiglu_backward(dout, gate, up)
 
-    def lm_head_loss(self, h, w, labels, loss_scale=1.0):
+    def lm_head_loss(self, h, w, labels, loss_scale=1.0, dweight=None):
         """(loss, dh): the causal-LM loss over shifted labels (IGNORE = not counted) and the
-        gradient of loss * loss_scale with respect to h (the head is frozen)."""
+        gradient of loss * loss_scale with respect to h; with `dweight` the head's gradient is
+        added into it (full fine-tuning; otherwise the head is frozen)."""
         loss, lse, counted = lm_ops.lm_head_loss_forward(h, w, labels)
-        dh, _ = lm_ops.lm_head_loss_backward(h, w, labels, lse, counted, dloss=loss_scale,
-                                             grad_weight=False)
+        dh, dw = lm_ops.lm_head_loss_backward(h, w, labels, lse, counted, dloss=loss_scale,
+                                              grad_weight=dweight is not None)
+        if dweight is not None:
+            dweight += dw
         return float(loss), dh
+
+    def lm_head_scores(self, h, w, labels):
+        """(sum of per-token losses, counted tokens) without gradients (scoring)."""
+        loss, _, counted = lm_ops.lm_head_loss_forward(h, w, labels)
+        return float(loss) * counted, counted

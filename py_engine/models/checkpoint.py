@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..formats import safetensors
 from .bert_config import BertConfig, ConfigError
+from .llama_config import LlamaConfig
 
 
 class CheckpointError(ValueError):
@@ -64,20 +65,24 @@ class Checkpoint:
         self._names = {}
         for raw in tensors.keys():
             self._names.setdefault(_normalized(raw), raw)
-        expected = bert_parameter_shapes(config)
         self.has_pooler = "pooler.dense.weight" in self._names
+        expected = {name: shape for name, shape in bert_parameter_shapes(config).items()
+                    if self.has_pooler or not name.startswith("pooler.")}
+        self._validate(expected)
+
+    def _validate(self, expected):
         for name, shape in expected.items():
-            if name.startswith("pooler.") and not self.has_pooler:
-                continue
             if name not in self._names:
-                raise CheckpointError(f"{source}: tensor {name!r} is missing")
-            dtype, found = tensors.info(self._names[name])
+                raise CheckpointError(f"{self.source}: tensor {name!r} is missing")
+            dtype, found = self._file.info(self._names[name])
             if tuple(found) != shape:
                 raise CheckpointError(
-                    f"{source}: tensor {name!r} has shape {tuple(found)} but config.json implies {shape}"
+                    f"{self.source}: tensor {name!r} has shape {tuple(found)} but config.json implies {shape}"
                 )
             if dtype not in safetensors.FLOAT_DTYPES:
-                raise CheckpointError(f"{source}: tensor {name!r} has dtype {dtype}, not a float type")
+                raise CheckpointError(f"{self.source}: tensor {name!r} has dtype {dtype}, not a float type")
+
+    config_class = BertConfig
 
     @classmethod
     def load(cls, directory, weights=None):
@@ -87,7 +92,7 @@ class Checkpoint:
         if weights is None and not directory.is_dir():
             raise CheckpointError(f"no model directory at {directory}")
         try:
-            config = BertConfig.from_file(directory / "config.json")
+            config = cls.config_class.from_file(directory / "config.json")
         except ConfigError as e:
             raise CheckpointError(str(e)) from None
         if weights is None:
@@ -112,3 +117,21 @@ class Checkpoint:
 
     def f16_bits(self, name):
         return self._file.f16_bits(self._names[name])
+
+
+class DecoderCheckpoint(Checkpoint):
+    """A validated Llama-family checkpoint (LlamaForCausalLM / Qwen2ForCausalLM layout): tensor
+    names are kept as transformers writes them ("model.layers.0...", "lm_head.weight"); an
+    lm_head.weight a tied checkpoint still carries is ignored."""
+
+    config_class = LlamaConfig
+
+    def __init__(self, config, tensors, source):
+        self.config = config
+        self.source = source
+        self._file = tensors
+        self._names = {raw: raw for raw in tensors.keys()}
+        self._validate(config.parameter_shapes())
+
+    def names(self):
+        return list(self.config.parameter_shapes())
