@@ -1,7 +1,8 @@
 """Chunked LM head loss (shaders/lm_head_loss.wgsl + the matmul family) on wgpu-native against
 the NumPy reference in float64: loss, correct and counted tokens in the metrics buffer, dh and dW;
 vocabulary not a multiple of the chunk, a single chunk, one logit per chunk, ignored and
-all-ignored tokens, gradient accumulation, and an f16 (frozen) head weight."""
+all-ignored tokens, gradient accumulation (dh and dW each on their own), and an f16 head weight
+read by the forward with an f32 dW."""
 
 import numpy as np
 import pytest
@@ -19,7 +20,7 @@ from py_engine.ops.lm_head_loss import lm_head_loss_backward, lm_head_loss_forwa
 # f32 against float64 on the same f32 inputs. The loss is a tree sum of per-row online
 # logsumexp terms over f32 matmul logits; dh and dW are f32 products of softmax-minus-onehot
 # blocks with W and h. Measured on lavapipe over 60 random cases up to 64 x 1000 x 64 (chunks of
-# 1 to 128, f16 heads included): loss 1.5e-7, dh 2.4e-7, dW 2.2e-7.
+# 1 to 128, f16 heads included, their f32 dW too): loss 1.5e-7, dh 2.4e-7, dW 2.6e-7.
 BOUNDS = {"loss": 2e-6, "dh": 5e-6, "dw": 5e-6}
 
 
@@ -43,19 +44,18 @@ def run_lm(device, lm, h, w, labels, chunk, dloss=1.0, train_head=True, w_half=F
     metrics = poisoned(device, METRIC_SLOTS)
     stats = poisoned(device, lm.stats_floats(rows))
     scratch = poisoned(device, lm.scratch_floats(rows, min(chunk, vocab)))
-    accumulate = dh_init is not None
-    dh = device.buffer_from(dh_init) if accumulate else poisoned(device, rows * hidden)
+    dh = poisoned(device, rows * hidden) if dh_init is None else device.buffer_from(dh_init)
     dw = None
     if train_head:
-        dw = device.buffer_from(dw_init) if accumulate else poisoned(device, vocab * hidden)
+        dw = poisoned(device, vocab * hidden) if dw_init is None else device.buffer_from(dw_init)
     h_b, labels_b = device.buffer_from(h), device.buffer_from(labels)
     w_b = device.buffer_from(pack_half(w.ravel().tolist()) if w_half else w)
     program = device.program()
     lm.forward(program, h_b, w_b, labels_b, scratch, stats, metrics, rows, hidden, vocab, chunk,
                w_half=w_half)
-    beta = 1.0 if accumulate else 0.0
     lm.backward(program, h_b, w_b, labels_b, scratch, stats, metrics, dh, rows, hidden, vocab,
-                chunk, dweight=dw, dloss=dloss, w_half=w_half, dh_beta=beta, dw_beta=beta)
+                chunk, dweight=dw, dloss=dloss, w_half=w_half,
+                dh_beta=float(dh_init is not None), dw_beta=float(dw_init is not None))
     for b in (metrics, dh) + ((dw,) if dw is not None else ()):
         program.read(b)
     out = [floats(v) for v in run(program.run())]
@@ -147,19 +147,58 @@ def test_accumulates_and_frozen_head(device, lm, rng):
     assert dw is None and rel_error(dh, ref_dh) <= BOUNDS["dh"]
 
 
+@pytest.mark.parametrize("accumulate_dh", [False, True])
+def test_weight_gradient_accumulates_on_its_own(device, lm, rng, accumulate_dh):
+    """dw_beta and dh_beta are independent: a tied embedding's gradient already sits in dW while
+    dh starts afresh (dh poisoned), and the other way round (dW poisoned). Every chunk, the
+    narrower last one included, adds exactly its own rows of dW."""
+    rows, hidden, vocab, chunk = 19, 12, 53, 16          # 53 = 3 * 16 + 5
+    h, w, labels = random_case(rng, rows, hidden, vocab, 3)
+    dloss = float(np.float32(rng.uniform(0.5, 2.0)))
+    init = rng.standard_normal((rows, hidden)).astype(np.float32)
+    dw0 = rng.standard_normal((vocab, hidden)).astype(np.float32)
+    if accumulate_dh:
+        _, dh, dw = run_lm(device, lm, h, w, labels, chunk, dloss, dh_init=init)
+    else:
+        _, dh, dw = run_lm(device, lm, h, w, labels, chunk, dloss, dw_init=dw0)
+    _, _, _, ref_dh, ref_dw = reference(h, w, labels, dloss)
+    assert rel_error(dh, ref_dh + (init if accumulate_dh else 0)) <= BOUNDS["dh"]
+    expected_dw = ref_dw if accumulate_dh else dw0 + ref_dw
+    assert rel_error(dw, expected_dw) <= BOUNDS["dw"]
+    # row by row as well: an unwritten or doubly added chunk row fails even if the total is close
+    row_err = np.linalg.norm(dw - expected_dw, axis=1)
+    assert (row_err <= BOUNDS["dw"] * np.linalg.norm(expected_dw, axis=1).max()).all()
+
+
+def test_ignored_rows_add_nothing_to_weight_gradient(device, lm, rng):
+    """Ignored rows hold arbitrary (here huge) hidden states: their dz is zero, so they add
+    nothing to dW; the counted rows alone give dW."""
+    rows, hidden, vocab, chunk = 16, 8, 45, 16
+    h, w, labels = random_case(rng, rows, hidden, vocab, 6)
+    ignored = labels == IGNORE_LABEL
+    h[ignored] *= 1e4
+    _, _, dw = run_lm(device, lm, h, w, labels, chunk)
+    _, _, _, _, ref_dw = reference(h, w, labels, 1.0)
+    _, _, _, _, ref_kept = reference(h[~ignored], w, labels[~ignored], 1.0)
+    np.testing.assert_allclose(ref_dw, ref_kept, rtol=1e-12, atol=1e-15)
+    assert rel_error(dw, ref_dw) <= BOUNDS["dw"]
+
+
 @pytest.mark.parametrize("vocab, chunk", [(70, 16), (33, 33)])
 def test_f16_head_weight(device, lm, rng, vocab, chunk):
-    """A frozen f16 head (odd chunk offsets land mid-word in the packed pairs): checked against
-    the reference on the f16-rounded weight, so only f32 arithmetic error remains."""
+    """An f16 head (odd chunk offsets land mid-word in the packed pairs) with an f32 dW: checked
+    against the reference on the f16-rounded weight, so only f32 arithmetic error remains."""
     rows, hidden = 15, 9
     h, w, labels = random_case(rng, rows, hidden, vocab, 3)
     w16 = w.astype(np.float16).astype(np.float32)
-    m, dh, dw = run_lm(device, lm, h, w, labels, chunk, train_head=False, w_half=True)
-    loss, counted, correct, ref_dh, _ = reference(h, w16, labels, 1.0)
-    assert dw is None
+    m, dh, dw = run_lm(device, lm, h, w, labels, chunk, w_half=True)
+    loss, counted, correct, ref_dh, ref_dw = reference(h, w16, labels, 1.0)
     assert rel_error(m[METRIC_LOSS], loss) <= BOUNDS["loss"]
     assert m[METRIC_COUNTED] == counted and m[METRIC_CORRECT] == correct
     assert rel_error(dh, ref_dh) <= BOUNDS["dh"]
+    assert rel_error(dw, ref_dw) <= BOUNDS["dw"]
+    _, dh_frozen, dw = run_lm(device, lm, h, w, labels, chunk, train_head=False, w_half=True)
+    assert dw is None and rel_error(dh_frozen, ref_dh) <= BOUNDS["dh"]
 
 
 def test_rejects_bad_arguments(device, lm):
@@ -171,6 +210,9 @@ def test_rejects_bad_arguments(device, lm):
         lm.forward(device.program(), *args, rows, hidden, vocab, chunk=8)
     with pytest.raises(ValueError, match=">= 1"):
         lm.forward(device.program(), *args, rows, hidden, vocab, chunk=0)
-    with pytest.raises(ValueError, match="frozen"):
+    with pytest.raises(ValueError, match="dweight"):
         lm.backward(device.program(), *args, buf(rows * hidden), rows, hidden, vocab, chunk=4,
-                    dweight=buf(vocab * hidden), w_half=True)
+                    dweight=buf(vocab * hidden - 1))
+    with pytest.raises(ValueError, match="its own buffer"):
+        lm.backward(device.program(), *args, buf(rows * hidden), rows, hidden, vocab, chunk=4,
+                    dweight=args[1])

@@ -11,9 +11,11 @@ py_engine/ops/lm_head_loss.py.
                 rows=N, hidden_size=H, vocab=V, chunk=Vc, dweight=None)
 
 hidden [N, H] f32, weight [V, H] f32 (or packed f16 with w_half=True, from
-py_engine.kernels.matmul.pack_half: a frozen, e.g. tied, head), labels [N] u32 already shifted
-(IGNORE_LABEL marks an uncounted token), dhidden [N, H], dweight [V, H] f32 or None (a frozen
-head). The forward writes the metrics slots of py_engine/kernels/cross_entropy.py: loss,
+py_engine.kernels.matmul.pack_half, e.g. a tied embedding kept in f16 for reading), labels [N]
+u32 already shifted (IGNORE_LABEL marks an uncounted token), dhidden [N, H], dweight [V, H] f32
+or None (a frozen head). dW = sum over rows of dlogits[row, v] * h[row] is one more gemm per
+chunk over the chunk's gradient block already in the scratch; it never reads the weight, so an
+f16 head gets an f32 dW (the gradient of the loss as computed, with the f16-rounded weight). The forward writes the metrics slots of py_engine/kernels/cross_entropy.py: loss,
 correct (argmax == label), counted, weight_sum (= counted). The backward recomputes each chunk's
 logits and reads the forward's stats and metrics, so record it after the forward of the same
 batch. `dh_beta` / `dw_beta` = 1 add the gradients into dhidden / dweight (accumulation over
@@ -108,8 +110,9 @@ class LMHeadLossKernels(KernelFamily):
                     chunk, w_half, metrics_offset)
         require_floats(dhidden, rows * hidden_size, "dhidden")
         if dweight is not None:
-            if w_half:
-                raise ValueError("an f16 head is frozen: pass dweight=None with w_half=True")
+            if any(dweight is b for b in (weight, hidden, scratch, dhidden)):
+                raise ValueError("dweight must be its own buffer: later chunks still read the "
+                                 "weight, hidden states and scratch")
             require_floats(dweight, vocab * hidden_size, "dweight")
         mm = self.matmul
         for start, cols in self._chunks(vocab, chunk):
