@@ -1,0 +1,73 @@
+"""One generation loop for any decoder with the async interface
+
+    await decoder.prefill(ids) -> logits of the next token (a sequence of V floats)
+    await decoder.step(token)  -> logits after appending `token`
+    decoder.reset()
+    decoder.max_length         -> tokens the cache holds (prompt + generated)
+
+(NumpyDecoder on the host, GpuDecoder on WebGPU). Pure Python: it runs in Pyodide.
+
+    result = await generate(decoder, tokenizer, prompt_ids, max_new_tokens=64, greedy=False,
+                            temperature=0.7, top_p=0.9, stop=("\\nUser:",),
+                            eos_token_ids=(eos,), seed=0, on_token=print_piece)
+    result.ids, result.text, result.finish_reason      # "eos", "stop" or "length"
+
+`on_token(token_id, text_piece)` is called once per new token with the text that token
+completed: "" while a multi-byte character is split across tokens or while the text might
+still turn into a stop string. Pieces joined give result.text. With `stop`, generation ends
+when the decoded text contains a stop string; result.text is cut before it (result.ids keep
+the token that completed it). An eos token ends generation and is kept in result.ids, not in
+the text (special tokens are skipped when decoding).
+"""
+
+import random
+
+from .sampling import TextStream, greedy as argmax, sample
+
+
+class GenerationResult:
+    __slots__ = ("ids", "text", "finish_reason")
+
+    def __init__(self, ids, text, finish_reason):
+        self.ids, self.text, self.finish_reason = ids, text, finish_reason
+
+    def __repr__(self):
+        return f"GenerationResult({len(self.ids)} tokens, {self.finish_reason!r}, {self.text!r})"
+
+
+async def generate(decoder, tokenizer, prompt_ids, *, max_new_tokens=64, greedy=True,
+                   temperature=1.0, top_k=0, top_p=1.0, stop=(), eos_token_ids=(), seed=0,
+                   on_token=None):
+    """Continue `prompt_ids`; see the module docstring. Sampling (greedy=False) draws from
+    random.Random(seed), so a seed reproduces a generation."""
+    prompt_ids = [int(t) for t in prompt_ids]
+    if not prompt_ids:
+        raise ValueError("the prompt needs at least one token")
+    if max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    needed = len(prompt_ids) + max_new_tokens
+    if needed > decoder.max_length:
+        raise ValueError(f"prompt ({len(prompt_ids)} tokens) + max_new_tokens ({max_new_tokens}) "
+                         f"= {needed} exceeds the decoder's cache of {decoder.max_length} tokens")
+    if isinstance(eos_token_ids, int):
+        eos_token_ids = (eos_token_ids,)
+    eos = set(int(t) for t in eos_token_ids)
+    rng = random.Random(seed)
+    stream = TextStream(tokenizer, stop)
+    ids, reason = [], "length"
+    if max_new_tokens == 0:
+        return GenerationResult(ids, "", reason)
+    logits = await decoder.prefill(prompt_ids)
+    while True:
+        token = argmax(logits) if greedy else sample(logits, rng, temperature, top_k, top_p)
+        ids.append(token)
+        piece = stream.push(token)
+        done = token in eos or stream.stopped or len(ids) >= max_new_tokens
+        if done:
+            reason = "eos" if token in eos else "stop" if stream.stopped else "length"
+            piece += stream.flush()
+        if on_token is not None:
+            on_token(token, piece)
+        if done:
+            return GenerationResult(ids, stream.text, reason)
+        logits = await decoder.step(token)

@@ -1,0 +1,245 @@
+"""Generation on the host: the sampling warpers against transformers' LogitsWarper classes, the
+streamed text (split UTF-8 characters, stop strings), and the NumPy KV-cache decoder against the
+float64 reference (per-step logits), transformers (32 greedy tokens) and PEFT (LoRA logits)."""
+
+import random
+
+import numpy as np
+import pytest
+import torch
+from transformers import (AutoModelForCausalLM, TemperatureLogitsWarper, TopKLogitsWarper,
+                          TopPLogitsWarper)
+
+from conftest import run
+from tiny_chat import tiny_chat_dir
+from py_engine.generate import NumpyDecoder, TextStream, generate, greedy, sample, warp, warp_scores
+from py_engine.models.llama_config import LlamaConfig
+from py_engine.models.llama_reference import LlamaReference
+from py_engine.tokenizers import BPETokenizer
+
+WARPS = [(1.0, 0, 1.0), (0.7, 0, 1.0), (1.0, 5, 1.0), (1.0, 0, 0.9), (1.0, 0, 0.3),
+         (1.3, 20, 0.8), (0.5, 3, 0.95), (2.0, 0, 0.5), (1.0, 1, 1.0), (1.0, 0, 0.0)]
+
+
+def transformers_scores(logits, temperature, top_k, top_p):
+    """The warpers in generate()'s order, on a float64 row."""
+    scores = torch.as_tensor(np.asarray(logits, np.float64))[None]
+    ids = torch.zeros((1, 1), dtype=torch.long)
+    if temperature != 1.0:
+        scores = TemperatureLogitsWarper(temperature)(ids, scores)
+    if top_k:
+        scores = TopKLogitsWarper(top_k)(ids, scores)
+    if top_p < 1.0:
+        scores = TopPLogitsWarper(top_p)(ids, scores)
+    return scores[0].numpy()
+
+
+@pytest.mark.parametrize("temperature, top_k, top_p", WARPS)
+def test_warpers_match_transformers(rng, temperature, top_k, top_p):
+    for _ in range(5):
+        logits = rng.normal(0, 2.0, 64)
+        want = transformers_scores(logits, temperature, top_k, top_p)
+        got = np.asarray(warp_scores(logits.tolist(), temperature, top_k, top_p))
+        kept_want, kept_got = np.isfinite(want), np.isfinite(got)
+        assert (kept_want == kept_got).all()
+        probs_want = torch.softmax(torch.as_tensor(want), -1).numpy()
+        kept = warp(list(logits), temperature, top_k, top_p)
+        assert sorted(t for t, _ in kept) == np.flatnonzero(kept_want).tolist()
+        probs_got = np.zeros(64)
+        for t, p in kept:
+            probs_got[t] = p
+        assert np.abs(probs_got - probs_want).max() <= 1e-12
+
+
+def test_top_k_keeps_ties_with_the_kth_score_and_greedy_takes_the_lowest_index():
+    logits = [0.0, 3.0, 1.0, 3.0, 1.0, -2.0]
+    assert greedy(logits) == 1
+    assert torch.argmax(torch.tensor(logits)).item() == 1
+    assert sorted(t for t, _ in warp(logits, top_k=3)) == [1, 2, 3, 4]
+    want = transformers_scores(logits, 1.0, 3, 1.0)
+    assert (np.isfinite(want) == np.isfinite(warp_scores(logits, top_k=3))).all()
+
+
+def test_sampling_is_seeded_and_follows_the_warped_distribution(rng):
+    logits = rng.normal(0, 1.5, 12).tolist()
+    draws = [sample(logits, random.Random(3), 0.8, 6, 0.9) for _ in range(3)]
+    assert len(set(draws)) == 1
+    kept = dict(warp(logits, 0.8, 6, 0.9))
+    r = random.Random(1)
+    n = 20000
+    counts = {}
+    for _ in range(n):
+        t = sample(logits, r, 0.8, 6, 0.9)
+        counts[t] = counts.get(t, 0) + 1
+    assert set(counts) <= set(kept)
+    for t, p in kept.items():   # binomial: 5 standard deviations
+        assert abs(counts.get(t, 0) / n - p) <= 5 * (p * (1 - p) / n) ** 0.5 + 1e-9
+
+
+def test_bad_sampling_settings_are_refused():
+    for kwargs in (dict(temperature=0.0), dict(top_k=-1), dict(top_p=1.5)):
+        with pytest.raises(ValueError):
+            warp_scores([0.0, 1.0], **kwargs)
+
+
+@pytest.fixture(scope="module")
+def chat(tmp_path_factory):
+    base = tmp_path_factory.mktemp("chat")
+    dirs = {f: tiny_chat_dir(base, family=f, initializer_range=0.3) for f in ("llama", "qwen2")}
+    return dirs, BPETokenizer.from_file(dirs["qwen2"] / "tokenizer.json")
+
+
+def test_stream_emits_whole_characters_only(chat):
+    _, tok = chat
+    text = "Grüße aus München! 你好，世界。"
+    ids = tok.encode(text, add_special_tokens=False).ids
+    # The byte-level vocabulary splits some of these characters' bytes across tokens.
+    assert any("\ufffd" in tok.decode([i]) for i in ids)
+    stream = TextStream(tok)
+    pieces = [stream.push(i) for i in ids] + [stream.flush()]
+    assert "".join(pieces) == text == stream.text
+    assert not any("\ufffd" in p for p in pieces)
+
+
+def test_stream_cuts_at_a_stop_string_and_never_emits_its_start(chat):
+    _, tok = chat
+    text = "Hello! How are you today? I am fine, thank you."
+    ids = tok.encode(text, add_special_tokens=False).ids
+    stream = TextStream(tok, stop=("you today", "xyz"))
+    pieces = []
+    for i in ids:
+        pieces.append(stream.push(i))
+        if stream.stopped:
+            break
+    pieces.append(stream.flush())
+    assert stream.stopped and stream.text == "Hello! How are "
+    assert "".join(pieces) == "Hello! How are "
+
+
+def test_decoder_logits_match_the_reference_at_every_step(chat, rng):
+    """Prefill then 6 cached steps, against LlamaReference.logits on the whole sequence:
+    float64, relative error <= 1e-10 per step."""
+    dirs, _ = chat
+    for path in dirs.values():
+        ref = LlamaReference.load(path)
+        decoder = NumpyDecoder.load(path)
+        V = ref.config.vocab_size
+        seq = rng.integers(0, V, 11).tolist()
+        got = [run(decoder.prefill(seq[:5]))] + [run(decoder.step(t)) for t in seq[5:]]
+        want = ref.logits(np.asarray([seq]))[0, 4:]
+        for g, w in zip(got, want):
+            assert np.linalg.norm(g - w) / np.linalg.norm(w) <= 1e-10
+        # reuse after reset: a second prompt gives the same as a fresh decoder
+        again = run(decoder.prefill(seq[:7]))
+        assert np.linalg.norm(again - want[2]) / np.linalg.norm(want[2]) <= 1e-10
+
+
+def hf_greedy(path, prompt, n=32):
+    hf = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float64).eval()
+    with torch.no_grad():
+        out = hf.generate(torch.as_tensor([prompt]), max_new_tokens=n, do_sample=False,
+                          eos_token_id=None, pad_token_id=0, min_new_tokens=n)
+    return out[0, len(prompt):].tolist()
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_greedy_generation_matches_transformers(chat, family):
+    dirs, tok = chat
+    prompt = tok.encode("What is the capital of France?", add_special_tokens=False).ids
+    want = hf_greedy(dirs[family], prompt)
+    assert len(set(want)) > 1, "a degenerate model: raise initializer_range"
+    result = run(generate(NumpyDecoder.load(dirs[family]), tok, prompt, max_new_tokens=32))
+    assert result.ids == want and result.finish_reason == "length"
+    assert result.text == tok.decode(want)
+
+
+def test_lora_logits_match_peft(chat, rng):
+    """LoRA on q, v, o and down_proj (random non-zero B), merged at construction, against the
+    PEFT model's logits in float64 at every cached step: relative error <= 1e-6 (transformers
+    rounds RMSNorm and the rotary tables through float32)."""
+    from peft import LoraConfig, get_peft_model
+
+    dirs, _ = chat
+    path = dirs["qwen2"]
+    torch.manual_seed(int(rng.integers(1 << 30)))
+    base = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float64)
+    peft = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0,
+                                           target_modules=["q_proj", "v_proj", "o_proj", "down_proj"]))
+    with torch.no_grad():
+        for name, p in peft.named_parameters():
+            if "lora_B" in name:
+                p.copy_(0.2 * torch.randn_like(p))
+    peft.eval()
+    params = dict(LlamaReference.load(path).p)
+    for name, p in peft.named_parameters():
+        if "lora_" in name:   # PEFT's runtime names carry ".default"; files do not
+            params[name.replace(".default", "")] = p.detach().numpy()
+    decoder = NumpyDecoder(LlamaConfig.from_file(path), params, lora_scaling=8 / 4)
+    seq = rng.integers(0, decoder.config.vocab_size, 9).tolist()
+    with torch.no_grad():
+        want = peft(input_ids=torch.as_tensor([seq])).logits[0, 3:].numpy()
+    got = [run(decoder.prefill(seq[:4]))] + [run(decoder.step(t)) for t in seq[4:]]
+    plain = run(NumpyDecoder.load(path).prefill(seq[:4]))
+    assert np.linalg.norm(plain - want[0]) > 1e-3 * np.linalg.norm(want[0])   # LoRA matters
+    for g, w in zip(got, want):
+        assert np.linalg.norm(g - w) / np.linalg.norm(w) <= 1e-6
+
+
+class FixedDecoder:
+    """Replays scripted logits: a decoder stand-in to test the loop's bookkeeping."""
+
+    def __init__(self, tokens, vocab, max_length=64):
+        self.tokens, self.vocab, self.max_length = list(tokens), vocab, max_length
+        self.calls = []
+
+    def _logits(self):
+        row = [0.0] * self.vocab
+        row[self.tokens[len(self.calls) - 1]] = 10.0
+        return row
+
+    def reset(self):
+        self.calls = []
+
+    async def prefill(self, ids):
+        self.calls = [("prefill", list(ids))]
+        return self._logits()
+
+    async def step(self, token):
+        self.calls.append(("step", token))
+        return self._logits()
+
+
+def test_generate_stops_at_eos_stop_strings_and_length(chat):
+    _, tok = chat
+    eos = tok.token_to_id("<|im_end|>")
+    words = tok.encode("Hello! How are you today?", add_special_tokens=False).ids
+    script = words + [eos] + words
+    streamed = []
+    result = run(generate(FixedDecoder(script, tok.vocab_size), tok, [1, 2], max_new_tokens=40,
+                          eos_token_ids=[eos], on_token=lambda t, s: streamed.append((t, s))))
+    assert result.finish_reason == "eos" and result.ids == words + [eos]
+    assert result.text == "Hello! How are you today?" == "".join(s for _, s in streamed)
+    assert [t for t, _ in streamed] == result.ids
+
+    result = run(generate(FixedDecoder(script, tok.vocab_size), tok, [1], max_new_tokens=40,
+                          stop=["are"], eos_token_ids=[eos]))
+    assert result.finish_reason == "stop" and result.text == "Hello! How "
+
+    result = run(generate(FixedDecoder(script, tok.vocab_size), tok, [1], max_new_tokens=3))
+    assert result.finish_reason == "length" and result.ids == words[:3]
+
+    with pytest.raises(ValueError, match="exceeds"):
+        run(generate(FixedDecoder(script, tok.vocab_size, max_length=10), tok, [1] * 4,
+                     max_new_tokens=7))
+
+
+def test_sampled_generation_is_reproducible_with_a_seed(chat):
+    dirs, tok = chat
+    decoder = NumpyDecoder.load(dirs["llama"], dtype=np.float32)
+    prompt = tok.encode("My name is", add_special_tokens=False).ids
+    kwargs = dict(max_new_tokens=12, greedy=False, temperature=0.9, top_k=40, top_p=0.95)
+    a = run(generate(decoder, tok, prompt, seed=5, **kwargs))
+    b = run(generate(decoder, tok, prompt, seed=5, **kwargs))
+    assert a.ids == b.ids and len(a.ids) == 12
+    with pytest.raises(ValueError, match="cache"):
+        run(generate(decoder, tok, prompt, max_new_tokens=300))
