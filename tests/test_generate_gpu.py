@@ -1,0 +1,140 @@
+"""The WebGPU decoder (lavapipe here) against the NumPy KV-cache decoder in float64 (per-step
+logits, f32 bound 1e-4 relative) and transformers (32 greedy tokens); the KV-append kernel
+against plain row copies."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from conftest import floats, run
+from tiny_chat import tiny_chat_dir
+from py_engine.backends.gpu_backend import Kernels, Tensor
+from py_engine.generate import GpuDecoder, NumpyDecoder, generate
+from py_engine.kernels.kv_cache import CachePosition, KVCacheKernels
+from py_engine.models.llama_config import LlamaConfig
+from py_engine.models.llama_reference import LlamaReference
+from py_engine.ops.matmul import round_to_half
+from py_engine.tokenizers import BPETokenizer
+
+F32_BOUND = 1e-4
+MAX_LENGTH = 64
+
+
+@pytest.fixture(scope="module")
+def kernels(device):
+    return run(Kernels.load(device, decoder=True))
+
+
+@pytest.fixture(scope="module")
+def chat(tmp_path_factory):
+    base = tmp_path_factory.mktemp("chat")
+    dirs = {f: tiny_chat_dir(base, family=f, initializer_range=0.3) for f in ("llama", "qwen2")}
+    return dirs, BPETokenizer.from_file(dirs["qwen2"] / "tokenizer.json")
+
+
+def rel(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return math.inf if not np.all(np.isfinite(a)) else np.linalg.norm(a - b) / np.linalg.norm(b)
+
+
+def test_kv_append_writes_rows_at_the_position_set_per_replay(device, rng):
+    kv = run(KVCacheKernels.load(device))
+    rows, width, capacity = 2, 12, 9
+    src = device.create_buffer(4 * rows * width)
+    cache = device.buffer_from(np.full(capacity * width, np.nan, np.float32))
+    position = CachePosition()
+    program = device.program()
+    kv.append(program, src, cache, rows, width, position=position)
+    want = np.full((capacity, width), np.nan, np.float32)
+    for at in (0, 3, 7):
+        values = rng.standard_normal((rows, width)).astype(np.float32)
+        src.write(values)
+        position.set(at)
+        run(program.run())
+        want[at:at + rows] = values
+    program.read(cache)
+    got = floats(run(program.run())[0]).reshape(capacity, width)   # last replay again: same rows
+    np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError):
+        position.set(capacity - 1)
+
+
+def step_logits(decoder, seq, prompt):
+    out = [run(decoder.prefill(seq[:prompt]))]
+    out += [run(decoder.step(t)) for t in seq[prompt:]]
+    return [np.asarray(o, np.float64) for o in out]
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_step_logits_match_the_numpy_decoder(device, kernels, chat, rng, family):
+    """Prompts of 5 and 19 tokens (length buckets 16 and 32), then cached steps: every step's
+    logits within 1e-4 relative of the float64 NumPy decoder."""
+    path = chat[0][family]
+    gpu = run(GpuDecoder.load(device, path, kernels=kernels, max_length=MAX_LENGTH))
+    ref = NumpyDecoder.load(path, max_length=MAX_LENGTH)
+    V = ref.config.vocab_size
+    for prompt, steps in ((5, 6), (19, 3)):
+        seq = rng.integers(0, V, prompt + steps).tolist()
+        errors = [rel(g, w) for g, w in zip(step_logits(gpu, seq, prompt), step_logits(ref, seq, prompt))]
+        assert max(errors) <= F32_BOUND, errors
+
+
+def hf_greedy(path, prompt, n=32):
+    hf = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float64).eval()
+    with torch.no_grad():
+        out = hf.generate(torch.as_tensor([prompt]), max_new_tokens=n, do_sample=False,
+                          eos_token_id=None, pad_token_id=0, min_new_tokens=n)
+    return out[0, len(prompt):].tolist()
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_greedy_generation_matches_transformers(device, kernels, chat, family):
+    dirs, tok = chat
+    prompt = tok.encode("What is the capital of France?", add_special_tokens=False).ids
+    want = hf_greedy(dirs[family], prompt)
+    assert len(set(want)) > 1
+    decoder = run(GpuDecoder.load(device, dirs[family], kernels=kernels, max_length=MAX_LENGTH))
+    pieces = []
+    result = run(generate(decoder, tok, prompt, max_new_tokens=32,
+                          on_token=lambda t, s: pieces.append(s)))
+    assert result.ids == want
+    assert result.text == "".join(pieces) == tok.decode(want)
+    with pytest.raises(ValueError, match="exceeds"):
+        run(generate(decoder, tok, prompt, max_new_tokens=MAX_LENGTH))
+
+
+def test_f16_weights_and_unmerged_lora(device, kernels, chat, rng):
+    """Projections and head stored f16, LoRA (random A, B) on q, v and down_proj applied by the
+    LoRA kernel: against the NumPy decoder with the same f16-rounded weights and merged LoRA,
+    1e-4 relative per step."""
+    path = chat[0]["llama"]
+    config = LlamaConfig.from_file(path)
+    base = LlamaReference.load(path).p
+    r, alpha = 4, 8
+    host, params = {}, {}
+    for name, value in base.items():
+        half = value.ndim == 2 and name != "model.embed_tokens.weight"
+        value = round_to_half(value) if half else value
+        host[name] = value
+        data = value.astype(np.float16) if half else value.astype(np.float32)
+        params[name] = Tensor(device.buffer_from(data), value.shape, half=half)
+    for layer in range(config.num_hidden_layers):
+        for module in ("self_attn.q_proj", "self_attn.v_proj", "mlp.down_proj"):
+            out_f, in_f = base[f"model.layers.{layer}.{module}.weight"].shape
+            for kind, shape in (("lora_A", (r, in_f)), ("lora_B", (out_f, r))):
+                name = f"base_model.model.model.layers.{layer}.{module}.{kind}.weight"
+                value = (0.2 * rng.standard_normal(shape)).astype(np.float32)
+                host[name] = value.astype(np.float64)
+                params[name] = Tensor(device.buffer_from(value), shape)
+    gpu = run(GpuDecoder.create(device, config, params, kernels=kernels, lora_scaling=alpha / r,
+                                max_length=32))
+    ref = NumpyDecoder(config, host, lora_scaling=alpha / r, max_length=32)
+    plain = NumpyDecoder(config, {n: v for n, v in host.items() if "lora" not in n}, max_length=32)
+    seq = rng.integers(0, config.vocab_size, 10).tolist()
+    want = step_logits(ref, seq, 6)
+    assert rel(step_logits(plain, seq, 6)[0], want[0]) > 1e-2          # LoRA matters
+    errors = [rel(g, w) for g, w in zip(step_logits(gpu, seq, 6), want)]
+    assert max(errors) <= F32_BOUND, errors
