@@ -356,21 +356,34 @@ class GpuBackend:
                                dup.buffer, gate.size)
         return dgate, dup
 
-    def lm_head_loss(self, h, w, labels, loss_scale=1.0, chunk=256):
-        """(metrics buffer, dh): loss and counted tokens land in the metrics buffer (read it
-        after the run); dh is the gradient of loss * loss_scale (the head is frozen)."""
+    def _lm_head(self, h, w, chunk):
         from ..kernels.cross_entropy import create_metrics
 
         if self.metrics is None:
             self.metrics = create_metrics(self.device)
-        lm = self.k.lm_head
         N, H = h.shape
         V = w.shape[0]
         chunk = min(chunk, V)
+        lm = self.k.lm_head
         scratch = self.device.create_buffer(4 * lm.scratch_floats(N, chunk), label="lm scratch")
         stats = self.device.create_buffer(4 * lm.stats_floats(N), label="lm stats")
-        dh = self.new(N, H)
+        return lm, (N, H, V, chunk), scratch, stats
+
+    def lm_head_loss(self, h, w, labels, loss_scale=1.0, chunk=256, dweight=None):
+        """(metrics buffer, dh): loss and counted tokens land in the metrics buffer (read it
+        after the run); dh is the gradient of loss * loss_scale; with `dweight` the head's
+        gradient is added into it (full fine-tuning; otherwise the head is frozen)."""
+        lm, shape, scratch, stats = self._lm_head(h, w, chunk)
+        dh = self.new(*h.shape)
         args = (self.program, h.buffer, w.buffer, labels.buffer, scratch, stats, self.metrics)
-        lm.forward(*args, N, H, V, chunk, w_half=w.half)
-        lm.backward(*args, dh.buffer, N, H, V, chunk, dloss=loss_scale, w_half=w.half)
+        lm.forward(*args, *shape, w_half=w.half)
+        extra = {} if dweight is None else dict(dweight=dweight.buffer, dw_beta=1.0)
+        lm.backward(*args, dh.buffer, *shape, dloss=loss_scale, w_half=w.half, **extra)
         return self.metrics, dh
+
+    def lm_head_scores(self, h, w, labels, chunk=256):
+        """The loss forward alone (scoring): mean loss and counted tokens in the metrics buffer."""
+        lm, shape, scratch, stats = self._lm_head(h, w, chunk)
+        lm.forward(self.program, h.buffer, w.buffer, labels.buffer, scratch, stats, self.metrics,
+                   *shape, w_half=w.half)
+        return self.metrics

@@ -40,6 +40,11 @@ def lora_targets(config, lora):
     return sorted(set(chosen), key=modules.index)
 
 
+LINEAR_WEIGHT_SUFFIXES = (".attention.self.query.weight", ".attention.self.key.weight",
+                          ".attention.self.value.weight", ".attention.output.dense.weight",
+                          ".intermediate.dense.weight", ".output.dense.weight")
+
+
 class BertClassifier:
     """Structure of the model: which parameters exist, which train, and the step's math."""
 
@@ -84,6 +89,10 @@ class BertClassifier:
             self.trainable["bert.pooler.dense.bias"] = (h,)
         self.trainable["classifier.weight"] = (num_labels, h)
         self.trainable["classifier.bias"] = (num_labels,)
+
+    def is_linear_weight(self, name):
+        """Whether `name` is an encoder linear's weight (the tensors the GPU may store as f16)."""
+        return name.startswith("encoder.") and name.endswith(LINEAR_WEIGHT_SUFFIXES)
 
     def merge_names(self):
         """(merged weight, base weight, lora_A, lora_B) names of each LoRA linear."""

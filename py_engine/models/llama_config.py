@@ -41,6 +41,7 @@ class LlamaConfig:
         self.mlp_bias = bool(values.get("mlp_bias", False))
         self.head_dim = need("head_dim", int, self.hidden_size // max(1, self.num_attention_heads))
         self.rope_parameters = _rope_parameters(values)
+        self.initializer_range = need("initializer_range", float, 0.02)
         self.bos_token_id = values.get("bos_token_id")
         self.eos_token_id = values.get("eos_token_id")
         self._validate()

@@ -17,12 +17,6 @@ from ..kernels.cross_entropy import IGNORE_LABEL, create_metrics, decode_metrics
 from ..kernels.dropout import pack_step
 from ..kernels.grad_norm import GradNormKernels
 
-# Linear weights the f16 storage mode keeps as packed halves (the math stays f32).
-HALF_SUFFIXES = (".attention.self.query.weight", ".attention.self.key.weight",
-                 ".attention.self.value.weight", ".attention.output.dense.weight",
-                 ".intermediate.dense.weight", ".output.dense.weight")
-
-
 class _Inputs:
     """A program's input buffers for one batch shape, as backend tensors."""
 
@@ -50,6 +44,7 @@ def _u32(rows):
 
 class GpuRuntime:
     name = "gpu"
+    decoder = False     # whether the decoder kernels (RMSNorm, RoPE, causal attention...) load
 
     def __init__(self, device, kernels, model, be, adamw, grad_norm):
         self.device = device
@@ -59,6 +54,7 @@ class GpuRuntime:
         self.adamw = adamw
         self.grad_norm = grad_norm
         self.metrics = create_metrics(device)
+        be.metrics = self.metrics       # the loss kernels and the update share one readback
         self.hyper = adamw.hyper_buffer()
         self.m, self.v = {}, {}
         self._train = {}
@@ -74,11 +70,11 @@ class GpuRuntime:
         if base_dtype not in ("f32", "f16"):
             raise ValueError(f"base_dtype must be 'f32' or 'f16', got {base_dtype!r}")
         device = device or await open_device()
-        kernels = await Kernels.load(device, matmul_variant)
+        kernels = await Kernels.load(device, matmul_variant, decoder=cls.decoder)
         be = GpuBackend(device, kernels)
         for name in model.frozen_names():
             shape = checkpoint.shape(name)
-            if base_dtype == "f16" and name.endswith(HALF_SUFFIXES) and name.startswith("encoder."):
+            if base_dtype == "f16" and model.is_linear_weight(name):
                 be.params[name] = Tensor(device.buffer_from(checkpoint.f16_bits(name), label=name),
                                          shape, half=True)
             else:
@@ -87,10 +83,15 @@ class GpuRuntime:
                       await GradNormKernels.load(device))
         for name, (shape, values) in trainable.items():
             be.params[name] = Tensor(device.buffer_from(array("f", values), label=name), shape)
-            be.grads[name] = be.new(*shape, label=f"grad {name}")
-            runtime.m[name] = be.new(*shape, label=f"m {name}")
-            runtime.v[name] = be.new(*shape, label=f"v {name}")
+            runtime._add_optimizer_state(name, shape)
         return runtime
+
+    def _add_optimizer_state(self, name, shape):
+        """A gradient and AdamW's two moments, zeroed, for a parameter that trains."""
+        be = self.be
+        be.grads[name] = be.new(*shape, label=f"grad {name}")
+        self.m[name] = be.new(*shape, label=f"m {name}")
+        self.v[name] = be.new(*shape, label=f"v {name}")
 
     # --- programs ---
 
