@@ -1,0 +1,160 @@
+"""ChatModel (py_engine.train.chat) end to end on a tiny chat checkpoint: scores against
+transformers, adapters both ways with PEFT (task CAUSAL_LM), a fully fine-tuned checkpoint that
+transformers loads, the GPU runtime against the NumPy one over several steps, and the hybrid
+mode's switch and rollback."""
+
+import random
+
+import numpy as np
+import pytest
+import torch
+from peft import LoraConfig as PeftLoraConfig
+from peft import PeftModel, TaskType, get_peft_model
+from transformers import AutoModelForCausalLM
+
+from conftest import run
+from py_engine.models.lora_config import LoraConfig
+from py_engine.train.chat import CausalTrainConfig, ChatModel
+from tiny_chat import tiny_chat_dir
+
+ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+class Example:
+    def __init__(self, ids, labels):
+        self.ids, self.labels = ids, labels
+
+
+def random_examples(n, vocab, seed=None, prompt=3):
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        ids = [rng.randrange(3, vocab) for _ in range(rng.randint(prompt + 2, 24))]
+        out.append(Example(ids, [-100] * prompt + ids[prompt:]))
+    return out
+
+
+def hf_losses(model, examples):
+    """transformers' mean next-token loss and its token count per example."""
+    out = []
+    with torch.no_grad():
+        for e in examples:
+            labels = torch.tensor([e.labels])
+            loss = model(input_ids=torch.tensor([e.ids]), labels=labels).loss.item()
+            out.append((loss, int((labels[0, 1:] != -100).sum())))
+    return out
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return tiny_chat_dir(tmp_path_factory.mktemp("chat"), family="qwen2")
+
+
+def test_scores_match_transformers(checkpoint):
+    """Base model scores (mean loss, counted tokens) vs transformers, float32: 1e-5."""
+    chat = run(ChatModel.create(checkpoint, backend="numpy"))
+    examples = random_examples(5, chat.checkpoint.config.vocab_size)
+    hf = AutoModelForCausalLM.from_pretrained(checkpoint).eval()
+    for got, (loss, tokens) in zip(run(chat.score_encoded(examples)), hf_losses(hf, examples)):
+        assert got["tokens"] == tokens
+        assert abs(got["loss"] - loss) <= 1e-5 * abs(loss)
+
+
+def test_trained_adapter_loads_in_peft_and_back(checkpoint, tmp_path):
+    """Train LoRA on all seven projections, save; PEFT loads the adapter and scores the same
+    (1e-5); PEFT's own adapter (random B) loads here and scores as PEFT does."""
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=ALL)
+    chat = run(ChatModel.create(checkpoint, lora=lora, backend="numpy", seed=3))
+    vocab = chat.checkpoint.config.vocab_size
+    run(chat.fit(random_examples(8, vocab, seed=1), CausalTrainConfig(epochs=2, lr=1e-2, batch_size=4)))
+    run(chat.save(tmp_path / "adapter"))
+    examples = random_examples(4, vocab)
+    ours = run(chat.score_encoded(examples))
+    base = AutoModelForCausalLM.from_pretrained(checkpoint).eval()
+    peft = PeftModel.from_pretrained(base, tmp_path / "adapter").eval()
+    assert peft.peft_config["default"].task_type == TaskType.CAUSAL_LM
+    for got, (loss, _) in zip(ours, hf_losses(peft, examples)):
+        assert abs(got["loss"] - loss) <= 1e-5 * abs(loss)
+
+    torch.manual_seed(0)
+    theirs = get_peft_model(AutoModelForCausalLM.from_pretrained(checkpoint),
+                            PeftLoraConfig(task_type=TaskType.CAUSAL_LM, r=2, lora_alpha=4,
+                                           target_modules=["q_proj", "down_proj"]))
+    with torch.no_grad():
+        for name, p in theirs.named_parameters():
+            if "lora_B" in name:
+                p.copy_(0.2 * torch.randn_like(p))
+    theirs.save_pretrained(tmp_path / "theirs")
+    loaded = run(ChatModel.load(checkpoint, tmp_path / "theirs", backend="numpy"))
+    for got, (loss, _) in zip(run(loaded.score_encoded(examples)), hf_losses(theirs.eval(), examples)):
+        assert abs(got["loss"] - loss) <= 1e-5 * abs(loss)
+
+
+def test_full_finetuning_writes_a_checkpoint_transformers_loads(checkpoint, tmp_path):
+    chat = run(ChatModel.create(checkpoint, mode="full", backend="numpy"))
+    vocab = chat.checkpoint.config.vocab_size
+    train = random_examples(8, vocab, seed=2)
+    before = run(chat.score_encoded(train))
+    run(chat.fit(train, CausalTrainConfig(epochs=3, lr=1e-3, batch_size=4, mode="full")))
+    after = run(chat.score_encoded(train))
+    assert sum(a["loss"] for a in after) < sum(b["loss"] for b in before)
+    run(chat.save(tmp_path / "full"))
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path / "full").eval()
+    for got, (loss, _) in zip(after, hf_losses(hf, train)):
+        assert abs(got["loss"] - loss) <= 1e-5 * abs(loss)
+    with pytest.raises(ValueError, match="being fine-tuned"):
+        run(chat.save(checkpoint))
+
+
+@pytest.mark.parametrize("mode", ["lora", "full"])
+def test_gpu_runtime_tracks_numpy(checkpoint, mode):
+    """Six AdamW steps (clipping on, padding in every batch) on lavapipe against the NumPy
+    runtime in float32: per-step loss 1e-4, trained tensors 1e-3 relative at the end."""
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=ALL) if mode == "lora" else None
+    config = CausalTrainConfig(epochs=2, lr=5e-3, batch_size=4, mode=mode, max_grad_norm=0.5)
+    seed = random.randrange(1 << 30)
+    results = []
+    for backend in ("numpy", "gpu"):
+        chat = run(ChatModel.create(checkpoint, lora=lora, mode=mode, backend=backend, seed=1))
+        examples = random_examples(12, chat.checkpoint.config.vocab_size, seed=seed)
+        history = run(chat.fit(examples, config))
+        results.append(([h.loss for h in history], run(chat.runtime.trainable_values())))
+    (np_losses, np_values), (gpu_losses, gpu_values) = results
+    assert len(np_losses) == 6
+    np.testing.assert_allclose(gpu_losses, np_losses, rtol=1e-4)
+    for name, (_, ref) in np_values.items():
+        ref = np.asarray(ref, np.float64)
+        got = np.asarray(gpu_values[name][1], np.float64)
+        assert np.linalg.norm(got - ref) <= 1e-3 * np.linalg.norm(ref), name
+
+
+def test_hybrid_switches_on_plateau_and_restores_the_best(checkpoint):
+    """patience 1 with a learning rate too small to improve LoRA: the first evaluation after
+    the first sets the plateau, the model switches to full; a full_lr far too large makes the
+    validation loss worse, so the best full state (the switch point) is restored."""
+    chat = run(ChatModel.create(checkpoint, mode="hybrid", backend="numpy"))
+    vocab = chat.checkpoint.config.vocab_size
+    train, valid = random_examples(8, vocab, seed=5), random_examples(3, vocab, seed=6)
+    config = CausalTrainConfig(epochs=4, lr=1e-9, full_lr=5.0, batch_size=4, mode="hybrid",
+                               patience=1, eval_every=1, max_grad_norm=None)
+    run(chat.fit(train, config, validation=valid))
+    events = [e["event"] for e in chat.events]
+    assert "switched to full fine-tuning" in events
+    assert chat.runtime.model.full
+    switch = next(e for e in chat.events if e["event"] == "switched to full fine-tuning")
+    assert events[-1] == "restored the best full fine-tuning state"
+    final = run(chat.score_encoded(valid))
+    total = sum(s["loss"] * s["tokens"] for s in final) / sum(s["tokens"] for s in final)
+    assert abs(total - switch["loss"]) <= 1e-5 * switch["loss"]
+
+
+def test_bad_input_is_refused(checkpoint):
+    chat = run(ChatModel.create(checkpoint, backend="numpy"))
+    with pytest.raises(ValueError, match="empty"):
+        run(chat.fit([Example([5], [5])]))
+    with pytest.raises(ValueError, match="no example has a token to train on"):
+        run(chat.fit([Example([5, 6, 7], [-100, -100, -100])]))
+    with pytest.raises(ValueError, match="mode"):
+        CausalTrainConfig(mode="qlora")
+    with pytest.raises(ValueError, match="base_dtype"):
+        run(ChatModel.create(checkpoint, backend="numpy", base_dtype="f16"))
