@@ -80,6 +80,8 @@ def test_step_logits_match_the_numpy_decoder(device, kernels, chat, rng, family)
         seq = rng.integers(0, V, prompt + steps).tolist()
         errors = [rel(g, w) for g, w in zip(step_logits(gpu, seq, prompt), step_logits(ref, seq, prompt))]
         assert max(errors) <= F32_BOUND, errors
+    gpu.release()          # prefill programs are recorded again on demand
+    assert rel(run(gpu.prefill(seq[:4])), run(ref.prefill(seq[:4]))) <= F32_BOUND
 
 
 def hf_greedy(path, prompt, n=32):

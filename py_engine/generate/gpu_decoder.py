@@ -17,6 +17,7 @@ Programs, recorded once and replayed:
     replay; only the V logits are read back.
 """
 
+import math
 import struct
 from array import array
 
@@ -29,16 +30,32 @@ MIN_BUCKET = 16
 
 
 class _Backend(GpuBackend):
-    """The GPU backend, remembering the intermediates it allocates so a program can free them."""
+    """The GPU backend with a buffer pool: a layer's intermediates are handed to the next layer
+    (`recycle`), so a program holds one layer's worth of activations, not one per layer.
+    Reuse is safe because a program's dispatches run in order. `owned` lists every buffer
+    allocated, for release."""
 
     def __init__(self, device, kernels):
         super().__init__(device, kernels)
-        self.owned = []
+        self.owned, self.live, self.free = [], [], {}
 
     def new(self, *shape, label=None):
-        t = super().new(*shape, label=label)
-        self.owned.append(t)
+        size = 4 * max(1, math.prod(shape))
+        pool = self.free.get(size)
+        if pool:
+            t = Tensor(pool.pop(), shape)
+        else:
+            t = super().new(*shape, label=label)
+            self.owned.append(t.buffer)
+        self.live.append(t)
         return t
+
+    def recycle(self, keep):
+        """Every tensor allocated since the last recycle, except `keep`, may be reused."""
+        for t in self.live:
+            if t.buffer is not keep.buffer:
+                self.free.setdefault(t.buffer.size, []).append(t.buffer)
+        self.live = [keep]
 
 
 class _Recorded:
@@ -137,12 +154,11 @@ class GpuDecoder:
         return be.lora_linear(x, x, w, b, self.params[module + ".lora_A.weight"],
                               self.params[module + ".lora_B.weight"], self.scaling)[0]
 
-    def _attention(self, program, q, layer, seq, position):
+    def _attention(self, be, program, q, layer, seq, position):
         """Causal GQA attention of `seq` queries against the cache; with `position`, the
         recorded `past` (Shape.past, byte 8 of its uniform) follows the cache position."""
         c, att = self.config, self.k.causal_attention
-        out = Tensor(self.device.create_buffer(4 * q.size, label="attention out"), q.shape)
-        lse = self.device.create_buffer(4 * c.num_attention_heads * seq, label="attention lse")
+        out, lse = be.new(*q.shape), be.new(c.num_attention_heads * seq).buffer
         blocks = -(-seq // att.block_q)
         shape = att._shape(1, seq, c.num_attention_heads, c.num_key_value_heads, c.head_dim,
                            0, False, blocks, None)
@@ -151,7 +167,7 @@ class GpuDecoder:
         att._dispatch(program, "causal_attention_forward",
                       [q.buffer, self.keys[layer], self.values[layer], att._mask(None), out.buffer,
                        lse, shape], c.num_attention_heads * blocks)
-        return out, [out.buffer, lse]
+        return out
 
     def _record(self, T, decode):
         c, device = self.config, self.device
@@ -182,18 +198,18 @@ class GpuDecoder:
                     self.kv.append(r.program, src.buffer, cache, 1, self.kv_width, position=r.cache)
                 else:
                     r.program.copy(src.buffer, cache, size=4 * T * self.kv_width)
-            a, buffers = self._attention(r.program, qr, n, T, r.cache)
-            extra += buffers
+            a = self._attention(be, r.program, qr, n, T, r.cache)
             x = be.add(x, self._linear(be, p + "self_attn.o_proj", a))
             h = be.rmsnorm(x, self.params[p + "post_attention_layernorm.weight"], c.rms_norm_eps)[0]
             m = be.swiglu(self._linear(be, p + "mlp.gate_proj", h), self._linear(be, p + "mlp.up_proj", h))
             x = be.add(x, self._linear(be, p + "mlp.down_proj", m))
+            be.recycle(x)
         if T > 1:    # the last real row of a right-padded prompt, chosen per run
             x = be.gather_rows(x, r.last)
         x = be.rmsnorm(x, self.params["model.norm.weight"], c.rms_norm_eps)[0]
         logits = be.linear(x, self.head, None)
         r.program.read(logits.buffer, size=4 * c.vocab_size)
-        r.buffers = extra + [t.buffer for t in be.owned]
+        r.buffers = extra + be.owned + [b for zeros in be._zeros.values() for b in zeros]
         return r
 
     # --- running ---
