@@ -158,3 +158,24 @@ def test_bad_input_is_refused(checkpoint):
         CausalTrainConfig(mode="qlora")
     with pytest.raises(ValueError, match="base_dtype"):
         run(ChatModel.create(checkpoint, backend="numpy", base_dtype="f16"))
+
+
+@pytest.mark.parametrize("backend", ["numpy", "gpu"])
+def test_generate_after_training_matches_transformers_with_the_adapter(checkpoint, tmp_path, backend):
+    """Greedy replies of the trained LoRA model (KV cache, chat template, eos) equal
+    transformers' generate with the saved adapter loaded by PEFT."""
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=ALL)
+    chat = run(ChatModel.create(checkpoint, lora=lora, backend=backend, seed=4))
+    run(chat.fit(random_examples(8, chat.checkpoint.config.vocab_size, seed=7),
+                 CausalTrainConfig(epochs=2, lr=2e-2, batch_size=4)))
+    run(chat.save(tmp_path / "adapter"))
+    streamed = []
+    result = run(chat.generate("Hello! How are you?", max_new_tokens=12,
+                               on_token=lambda t, piece: streamed.append(piece)))
+    prompt = chat.prompt_ids("Hello! How are you?")
+    peft = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(checkpoint),
+                                     tmp_path / "adapter").eval()
+    want = peft.generate(torch.tensor([prompt]), max_new_tokens=12, do_sample=False,
+                         eos_token_id=chat.eos_token_ids(), pad_token_id=0)[0, len(prompt):].tolist()
+    assert result.ids == want
+    assert "".join(streamed) == result.text == chat.tokenizer.decode(want)

@@ -242,6 +242,77 @@ class ChatModel:
         return out
 
 
+    # --- generation ---
+
+    def prompt_ids(self, prompt, raw=False):
+        """Token ids of a prompt: a list of messages, or a string taken as one user turn, both
+        rendered with the chat template and its generation prompt; with `raw` (or a checkpoint
+        without a template) the string itself with the tokenizer's default special tokens."""
+        if isinstance(prompt, str) and (raw or self.template is None):
+            return self.tokenizer.encode(prompt).ids
+        if self.template is None:
+            raise ValueError("this checkpoint has no chat template: give the prompt as text")
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+        text = self.template.render(messages, add_generation_prompt=True)
+        return self.tokenizer.encode(text, add_special_tokens=False).ids
+
+    def eos_token_ids(self):
+        """The ids that end a reply: config.json's eos_token_id(s) and the template's eos."""
+        eos = self.checkpoint.config.eos_token_id
+        ids = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
+        if self.template is not None and self.template.special.get("eos_token"):
+            found = self.tokenizer.token_to_id(self.template.special["eos_token"])
+            if found is not None:
+                ids.add(found)
+        return sorted(ids)
+
+    async def decoder(self, max_length=None):
+        """A KV-cache decoder over the current weights (LoRA applied), made once per state."""
+        model, be = self.runtime.model, self.runtime.be
+        key = (id(model), len(self.history), max_length)
+        if getattr(self, "_decoder_key", None) != key:
+            names = set(self.checkpoint.config.parameter_shapes())
+            if not model.full:
+                names |= set(model.trainable)
+            params = {n: be.params[n] for n in names}
+            scaling = None if model.full else model.lora.scaling
+            if self.runtime.name == "numpy":
+                import numpy as np
+
+                from ..generate.numpy_decoder import NumpyDecoder
+
+                self._decoder = NumpyDecoder(model.config, params, lora_scaling=scaling,
+                                             max_length=max_length, dtype=np.float32)
+            else:
+                from ..generate.gpu_decoder import GpuDecoder
+
+                if getattr(self, "_decoder", None) is not None and hasattr(self._decoder, "release"):
+                    self._decoder.release()
+                self._decoder = await GpuDecoder.create(self.runtime.device, model.config, params,
+                                                        kernels=self.runtime.k, lora_scaling=scaling,
+                                                        max_length=max_length)
+            self._decoder_key = key
+        self._decoder.reset()
+        return self._decoder
+
+    async def generate(self, prompt, max_new_tokens=128, greedy=True, temperature=1.0, top_k=0,
+                       top_p=1.0, stop=(), seed=0, on_token=None, raw=False):
+        """Continue a prompt (see prompt_ids); returns a GenerationResult (ids, text,
+        finish_reason). on_token(id, text piece) streams the reply as it is made."""
+        from ..generate import generate
+
+        ids = self.prompt_ids(prompt, raw)
+        limit = self.checkpoint.config.max_position_embeddings
+        if len(ids) + max_new_tokens > limit:
+            raise ValueError(f"prompt ({len(ids)} tokens) + max_new_tokens ({max_new_tokens}) "
+                             f"exceeds the model's {limit} positions")
+        decoder = await self.decoder()
+        return await generate(decoder, self.tokenizer, ids, max_new_tokens=max_new_tokens,
+                              greedy=greedy, temperature=temperature, top_k=top_k, top_p=top_p,
+                              stop=stop, eos_token_ids=self.eos_token_ids(), seed=seed,
+                              on_token=on_token)
+
+
 class _Plateau:
     """Validation-loss bookkeeping: best so far, evaluations without improvement."""
 
