@@ -17,6 +17,9 @@ from py_engine.models.llama_config import LlamaConfig
 from py_engine.models.llama_reference import LlamaReference
 from py_engine.tokenizers import BPETokenizer
 
+LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": 5e5, "factor": 8.0, "low_freq_factor": 1.0,
+               "high_freq_factor": 4.0, "original_max_position_embeddings": 16}
+
 WARPS = [(1.0, 0, 1.0), (0.7, 0, 1.0), (1.0, 5, 1.0), (1.0, 0, 0.9), (1.0, 0, 0.3),
          (1.3, 20, 0.8), (0.5, 3, 0.95), (2.0, 0, 0.5), (1.0, 1, 1.0), (1.0, 0, 0.0)]
 
@@ -86,6 +89,8 @@ def test_bad_sampling_settings_are_refused():
 def chat(tmp_path_factory):
     base = tmp_path_factory.mktemp("chat")
     dirs = {f: tiny_chat_dir(base, family=f, initializer_range=0.3) for f in ("llama", "qwen2")}
+    dirs["llama-tied"] = tiny_chat_dir(base, family="llama-tied", initializer_range=0.3,
+                                       rope_parameters=LLAMA3_ROPE)
     return dirs, BPETokenizer.from_file(dirs["qwen2"] / "tokenizer.json")
 
 

@@ -19,6 +19,9 @@ from py_engine.models.llama_reference import LlamaReference
 from py_engine.ops.matmul import round_to_half
 from py_engine.tokenizers import BPETokenizer
 
+LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": 5e5, "factor": 8.0, "low_freq_factor": 1.0,
+               "high_freq_factor": 4.0, "original_max_position_embeddings": 16}
+
 F32_BOUND = 1e-4
 MAX_LENGTH = 64
 
@@ -32,6 +35,8 @@ def kernels(device):
 def chat(tmp_path_factory):
     base = tmp_path_factory.mktemp("chat")
     dirs = {f: tiny_chat_dir(base, family=f, initializer_range=0.3) for f in ("llama", "qwen2")}
+    dirs["llama-tied"] = tiny_chat_dir(base, family="llama-tied", initializer_range=0.3,
+                                       rope_parameters=LLAMA3_ROPE)
     return dirs, BPETokenizer.from_file(dirs["qwen2"] / "tokenizer.json")
 
 
@@ -68,7 +73,7 @@ def step_logits(decoder, seq, prompt):
     return [np.asarray(o, np.float64) for o in out]
 
 
-@pytest.mark.parametrize("family", ["llama", "qwen2"])
+@pytest.mark.parametrize("family", ["llama", "qwen2", "llama-tied"])
 def test_step_logits_match_the_numpy_decoder(device, kernels, chat, rng, family):
     """Prompts of 5 and 19 tokens (length buckets 16 and 32), then cached steps: every step's
     logits within 1e-4 relative of the float64 NumPy decoder."""
