@@ -157,6 +157,8 @@ fn quantized_linear_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
 var<private> dy_tile: array<vec4<f32>, TILE_R>;
 var<private> wt_tile: array<vec4<f32>, TILE_I>;
 var<private> acc_dx: array<f32, TILE_R * TILE_I>;
+var<private> word_cols: array<u32, TILE_I / PER_WORD>;
+var<private> group_cols: array<u32, TILE_I / PER_WORD>;
 
 fn dy_at(r: u32, o: u32) -> f32 {
   let N = params.out_features;
@@ -174,6 +176,13 @@ fn quantized_linear_grad_input(@builtin(global_invocation_id) gid: vec3<u32>) {
     return;
   }
   let words_per_row = K / PER_WORD;
+  // The thread's words and groups within a row; words past the row's end are clamped to its
+  // last word (those columns are not stored).
+  for (var c = 0u; c < TILE_I; c += PER_WORD) {
+    let col = min(col0 + c, K - PER_WORD);
+    word_cols[c / PER_WORD] = col / PER_WORD;
+    group_cols[c / PER_WORD] = col / params.group_size;
+  }
   for (var o = 0u; o < N; o += 4u) {
     for (var i = 0u; i < TILE_R; i++) {
       let r = min(row0 + i, rows - 1u);
@@ -182,10 +191,8 @@ fn quantized_linear_grad_input(@builtin(global_invocation_id) gid: vec3<u32>) {
     for (var t = 0u; t < 4u; t++) {
       let oo = min(o + t, N - 1u);
       for (var c = 0u; c < TILE_I; c += PER_WORD) {
-        // Words past the row's end are clamped to its last word; those columns are not stored.
-        let col = min(col0 + c, K - PER_WORD);
-        let word = q[oo * words_per_row + col / PER_WORD];
-        let s = scales[oo * params.groups + col / params.group_size];
+        let word = q[oo * words_per_row + word_cols[c / PER_WORD]];
+        let s = scales[oo * params.groups + group_cols[c / PER_WORD]];
         for (var n = 0u; n < PER_WORD; n++) {
           wt_tile[c + n][t] = field(word, n) * s;
         }
