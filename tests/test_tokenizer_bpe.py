@@ -7,11 +7,14 @@ corpus and writes as tokenizer.json, configured like the chat models' files:
     special tokens (<|begin_of_text|>, <|eot_id|>...), a template that prepends BOS;
   - "llama2": SentencePiece-style BPE: Prepend("▁") + Replace(" ", "▁") normalizers, byte
     fallback to the 256 <0xNN> tokens, fuse_unk, the Replace/ByteFallback/Fuse/Strip decoder;
-  - "metaspace": the same model with a Metaspace(prepend_scheme="first") pre-tokenizer instead.
+  - "metaspace": the same model with a Metaspace(prepend_scheme="first") pre-tokenizer instead;
+  - "qwen2": an NFC normalizer, Split with Qwen2's regex then ByteLevel(use_regex=False).
 Each is compared on the same corpus (fixed cases plus seeded random strings: prose, code,
 numbers, whitespace runs, accents, CJK, emoji, RTL scripts, control characters, random code
 points, added tokens in the text, 10k+ character inputs, empty strings): ids and tokens must be
-identical, and so must decoding (with and without special tokens).
+identical, and so must decoding (with and without special tokens), and the character offsets
+encode(..., return_offsets=True) gives must equal the library's `Encoding.offsets` (see
+test_offsets_like_the_library for what is compared where NFC changes the text).
 
 Run: .venv/bin/python -m pytest tests/test_tokenizer_bpe.py -q   (-s prints counts and timing)
 """
@@ -31,6 +34,8 @@ from py_engine.tokenizers import BPETokenizer
 N_RANDOM = 5000
 LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}"
                   r"\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+QWEN2_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}"
+                 r"\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 LLAMA3_SPECIAL = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>",
                   "<|end_header_id|>", "<|eot_id|>"]
 
@@ -147,6 +152,12 @@ def byte_level_tokenizer(style):
     if style == "gpt2":
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         specials = ["<|endoftext|>"]
+    elif style == "qwen2":     # Qwen2's tokenizer.json: NFC, its regex, no template
+        tok.normalizer = normalizers.NFC()
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(QWEN2_PATTERN), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+        specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
     else:
         tok.pre_tokenizer = pre_tokenizers.Sequence([
             pre_tokenizers.Split(Regex(LLAMA3_PATTERN), behavior="isolated", invert=False),
@@ -156,7 +167,7 @@ def byte_level_tokenizer(style):
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(training_texts(), trainer)
     tok.decoder = decoders.ByteLevel()
-    if style == "gpt2":
+    if style in ("gpt2", "qwen2"):
         tok.post_processor = processors.ByteLevel(trim_offsets=False)
     else:
         bos = ("<|begin_of_text|>", tok.token_to_id("<|begin_of_text|>"))
@@ -213,6 +224,14 @@ def references():
             "llama2": sentencepiece_tokenizer(), "metaspace": sentencepiece_tokenizer(True)}
 
 
+def nfc_corpus(corpus):
+    """The corpus plus decomposed (NFD) copies of a third of it and strings NFC composes or
+    reorders: combining accents, Hangul jamo, stacked marks."""
+    extra = ["e\u0301", "Ame\u0301lie cafe\u0301", "\u1100\u1161\u11a8 \u1112\u1161\u11ab",
+             "a\u0323\u0302 q\u0307\u0323 \u212b \u2126 \u0958", "n\u0303o\u0308\u0301"]
+    return corpus + [unicodedata.normalize("NFD", t) for t in corpus[::3]] + extra
+
+
 def report(bad, n, what):
     first = "\n".join(f"  {text!r:.200}\n    ours: {mine!r:.300}\n    hf:   {ref!r:.300}"
                       for text, mine, ref in bad[:5])
@@ -260,6 +279,75 @@ def test_encode_and_decode_like_the_library(corpus, references, style):
         assert round_trips >= sum("<tool>" not in t for t in texts)
 
 
+@pytest.fixture(scope="module")
+def qwen2_reference():
+    return byte_level_tokenizer("qwen2")
+
+
+def test_nfc_normalizer_like_the_library(corpus, qwen2_reference):
+    """Qwen2's setup: NFC before a regex Split and byte-level BPE. NFD, NFKC (in a
+    Sequence) and NFKD checked on part of the corpus, swapped into the same file; for these a
+    text is skipped where the library's normalizer and Python's `unicodedata` disagree (their
+    Unicode versions differ: Python 3.11 maps U+1FBF3 SEGMENTED DIGIT THREE to "3" under
+    NFKC, the library does not), which a handful are."""
+    ref = qwen2_reference
+    ours = BPETokenizer.from_json(ref.to_str())
+    texts = nfc_corpus(corpus)
+    assert len(texts) >= 5000
+    assert sum(unicodedata.normalize("NFC", t) != t for t in texts) >= 1000
+    mine = [ours.encode(t) for t in texts]
+    bad = [(t, m.tokens[:30], r.tokens[:30])
+           for t, m, r in zip(texts, mine, ref.encode_batch(texts)) if m.ids != r.ids]
+    assert not bad, report(bad, len(texts), "strings (qwen2, NFC)")
+    config = json.loads(ref.to_str())
+    for normalizer in ({"type": "NFD"}, {"type": "Sequence", "normalizers": [{"type": "NFKC"}]},
+                       {"type": "NFKD"}):
+        variant = Tokenizer.from_str(json.dumps(dict(config, normalizer=normalizer)))
+        ours = BPETokenizer.from_json(variant.to_str())
+        form = normalizer.get("normalizers", [normalizer])[0]["type"]
+        sample = [t for t in texts[::10]
+                  if variant.normalizer.normalize_str(t) == unicodedata.normalize(form, t)]
+        assert len(sample) >= len(texts[::10]) - 10
+        mine = [ours.encode(t).ids for t in sample]
+        bad = [(t, m[:30], r.ids[:30])
+               for t, m, r in zip(sample, mine, variant.encode_batch(sample)) if m != r.ids]
+        assert not bad, report(bad, len(sample), f"strings ({normalizer})")
+
+
+@pytest.mark.parametrize("style", ["gpt2", "llama3", "llama2", "metaspace", "gpt2-trim",
+                                   "qwen2"])
+def test_offsets_like_the_library(corpus, references, qwen2_reference, style):
+    """encode(return_offsets=True): the same ids, and per token the library's offsets, which
+    for these files are character offsets into the original text (a token holding part of a
+    character's bytes spans that whole character; template tokens (0, 0)). "gpt2-trim" adds
+    the ByteLevel post-processor's trim_offsets. Where NFC changes a text ("qwen2"), the
+    library aligns a composed character with its first source character and we with all of
+    them: there our offsets must contain the library's; elsewhere they must be equal."""
+    if style == "qwen2":
+        ref, texts = qwen2_reference, nfc_corpus(corpus)[::4]
+    elif style == "gpt2-trim":
+        ref, texts = Tokenizer.from_str(references["gpt2"].to_str()), corpus[::4]
+        ref.post_processor = processors.ByteLevel(trim_offsets=True)
+    else:
+        ref, texts = references[style], corpus[::2] if style in ("gpt2", "llama3") else corpus[::4]
+    ours = BPETokenizer.from_json(ref.to_str())
+    bad, contained = [], 0
+    for text, r in zip(texts, ref.encode_batch(texts)):
+        m = ours.encode(text, return_offsets=True)
+        if m.ids != r.ids:
+            bad.append((text, m.ids[:20], r.ids[:20]))
+        elif m.offsets != r.offsets:
+            if unicodedata.is_normalized("NFC", text) or style != "qwen2" or not all(
+                    a <= c and d <= b for (a, b), (c, d) in zip(m.offsets, r.offsets)):
+                diff = [(k, mo, ro) for k, (mo, ro) in enumerate(zip(m.offsets, r.offsets))
+                        if mo != ro]
+                bad.append((text, diff[:3], r.tokens[diff[0][0]]))
+            contained += 1
+    assert not bad, report(bad, len(texts), f"offsets ({style})")
+    print(f"\n{style}: offsets of {len(texts)} strings identical to the library's"
+          + (f" ({contained} that NFC changes: containing them)" if contained else ""))
+
+
 @pytest.mark.parametrize("style", STYLES)
 def test_vocabulary_and_special_ids(references, style):
     ref = references[style]
@@ -287,10 +375,11 @@ def test_pairs_truncation_and_padding(corpus, references, style):
         batch = texts[start:start + rng.randint(1, 30)]
         pairs = rng.sample(texts, len(batch)) if rng.random() < 0.4 else None
         theirs = ref.encode_batch(list(zip(batch, pairs)) if pairs else batch)
-        mine = ours.encode_batch(batch, pairs=pairs, max_length=48, pad_to_multiple_of=8)
+        mine = ours.encode_batch(batch, pairs=pairs, max_length=48, pad_to_multiple_of=8,
+                                 return_offsets=True)
         for m, r in zip(mine, theirs):
-            assert (m.ids, m.type_ids, m.attention_mask, m.tokens) == \
-                (r.ids, r.type_ids, r.attention_mask, r.tokens)
+            assert (m.ids, m.type_ids, m.attention_mask, m.tokens, m.offsets) == \
+                (r.ids, r.type_ids, r.attention_mask, r.tokens, r.offsets)
         compared += len(batch)
         start += len(batch)
     assert compared == len(texts)
@@ -302,8 +391,9 @@ def test_unsupported_features_are_refused(references):
     config = json.loads(references["gpt2"].to_str())
     with pytest.raises(ValueError, match="'WordPiece'"):
         BPETokenizer.from_json(dict(config, model={"type": "WordPiece", "vocab": {}}))
-    with pytest.raises(ValueError, match="'NFKC'"):
-        BPETokenizer.from_json(dict(config, normalizer={"type": "NFKC"}))
+    with pytest.raises(ValueError, match="'BertNormalizer'"):
+        BPETokenizer.from_json(dict(config, normalizer={
+            "type": "Sequence", "normalizers": [{"type": "NFC"}, {"type": "BertNormalizer"}]}))
     with pytest.raises(ValueError, match="'Digits'"):
         BPETokenizer.from_json(dict(config, pre_tokenizer={"type": "Digits"}))
     split = {"type": "Split", "pattern": {"Regex": r"\p{Lu}+"}, "behavior": "Isolated",

@@ -8,6 +8,7 @@ SentencePiece-style one with byte fallback configured like Llama-2.
 
     tok = BPETokenizer.from_file("tokenizer.json")
     enc = tok.encode("<|im_start|>user\nHello!")        # enc.ids, enc.tokens
+    enc = tok.encode(text, return_offsets=True)         # enc.offsets: [(start, end), ...]
     batch = tok.encode_batch(texts, padding="longest")  # padded with tok.pad_id, mask 0
     tok.decode(enc.ids, skip_special_tokens=False)
     tok.bos_id, tok.eos_id, tok.pad_id                  # None where the file defines none
@@ -21,11 +22,16 @@ post-processor's template adds BOS/EOS. Words repeat, so each word's ids are cac
 
 Supported tokenizer.json features: model BPE (byte_fallback, fuse_unk, ignore_merges, unk_token;
 no dropout, continuing_subword_prefix or end_of_word_suffix); normalizers Sequence, Prepend,
-Replace (string pattern), Strip; pre-tokenizers Sequence, ByteLevel, Split (string or regex
+Replace, Strip, NFC, NFD, NFKC, NFKD (Qwen2's file has NFC; Python's `unicodedata`, so the
+Unicode version is the interpreter's); pre-tokenizers Sequence, ByteLevel, Split (string or regex
 pattern, behaviours Isolated, Removed, MergedWithPrevious, MergedWithNext, Contiguous; no
-invert), Metaspace; post-processors TemplateProcessing, ByteLevel, Sequence; decoders ByteLevel,
-Sequence, Replace (string), ByteFallback, Fuse, Strip, Metaspace. Anything else is a ValueError
-naming it.
+invert), Metaspace; post-processors TemplateProcessing, ByteLevel (with trim_offsets), Sequence;
+decoders ByteLevel, Sequence, Replace (string), ByteFallback, Fuse, Strip, Metaspace. Anything
+else is a ValueError naming it.
+
+Offsets (`return_offsets=True`), as the library's `Encoding.offsets`: per token the range of
+characters of the original text it came from, followed through normalization, pre-tokenization
+and the byte-level map; used to find which tokens of a rendered chat lie in assistant turns.
 
 Regexes: the library's are Oniguruma regexes with \\p{L}, \\p{N} and a Unicode \\s, which Python's
 `re` lacks (and its \\s also takes \\x1c-\\x1f). They are rewritten with the classes below,
@@ -37,6 +43,7 @@ import functools
 import heapq
 import json
 import re
+import unicodedata
 
 from .wordpiece import Encoding, _AddedTokens, _check_text, _ranges, padded_length
 
@@ -221,56 +228,63 @@ def _pattern(spec):
 
 
 def _segments(text, pattern):
-    """The library's find_matches: (piece, is_match) covering text, empty matches included."""
+    """The library's find_matches: (start, end, is_match) covering text, empty matches
+    included."""
     if not text:
-        return [("", False)]
+        return [(0, 0, False)]
     out, prev = [], 0
     for m in pattern.finditer(text):
         start, end = m.span()
         if prev != start:
-            out.append((text[prev:start], False))
-        out.append((m.group(), True))
+            out.append((prev, start, False))
+        out.append((start, end, True))
         prev = end
     if prev != len(text):
-        out.append((text[prev:], False))
+        out.append((prev, len(text), False))
     return out
 
 
-def _split(text, pattern, behavior):
-    """The library's NormalizedString.split: non-empty pieces of text."""
+def _split_spans(text, pattern, behavior):
+    """The library's NormalizedString.split: (start, end) of the non-empty pieces of text.
+    Pieces are spans rather than strings so that offsets can follow them."""
     segments = _segments(text, pattern)
     if behavior == "Isolated":
-        pieces = [s for s, _ in segments]
+        pieces = [(a, b) for a, b, _ in segments]
     elif behavior == "Removed":
-        pieces = [s for s, is_match in segments if not is_match]
+        pieces = [(a, b) for a, b, is_match in segments if not is_match]
     elif behavior == "MergedWithPrevious":
         pieces, previous_match = [], False
-        for s, is_match in segments:
+        for a, b, is_match in segments:
             if is_match and not previous_match and pieces:
-                pieces[-1] += s
+                pieces[-1] = (pieces[-1][0], b)
             else:
-                pieces.append(s)
+                pieces.append((a, b))
             previous_match = is_match
     elif behavior == "MergedWithNext":
         pieces, next_match = [], False
-        for s, is_match in reversed(segments):
+        for a, b, is_match in reversed(segments):
             if is_match and not next_match and pieces:
-                pieces[-1] = s + pieces[-1]
+                pieces[-1] = (a, pieces[-1][1])
             else:
-                pieces.append(s)
+                pieces.append((a, b))
             next_match = is_match
         pieces.reverse()
     elif behavior == "Contiguous":
         pieces, previous_match = [], False
-        for s, is_match in segments:
+        for a, b, is_match in segments:
             if is_match and previous_match:
-                pieces[-1] += s
+                pieces[-1] = (pieces[-1][0], b)
             else:
-                pieces.append(s)
+                pieces.append((a, b))
             previous_match = is_match
     else:
         raise ValueError(f"unsupported Split behavior {behavior!r}")
-    return [p for p in pieces if p]
+    return [(a, b) for a, b in pieces if a < b]
+
+
+def _split(text, pattern, behavior):
+    """The non-empty pieces of text, as strings."""
+    return [text[a:b] for a, b in _split_spans(text, pattern, behavior)]
 
 
 def bytes_to_unicode():
@@ -297,6 +311,9 @@ def _byte_level(text):
 
 
 # ---- the pipeline's parts, read from tokenizer.json -----------------------------------------
+
+_UNICODE_FORMS = ("NFC", "NFD", "NFKC", "NFKD")
+
 
 def _normalizer(spec):
     """A str -> str function for a normalizer spec (None: identity)."""
@@ -331,8 +348,10 @@ def _normalizer(spec):
                 text = text[:_TRAILING_SPACE_RUN.search(text).start()]
             return text
         return strip
+    if kind in _UNICODE_FORMS:
+        return functools.partial(unicodedata.normalize, kind)
     raise ValueError(f"unsupported normalizer {kind!r} in tokenizer.json "
-                     "(supported: Sequence, Prepend, Replace, Strip)")
+                     "(supported: Sequence, Prepend, Replace, Strip, NFC, NFD, NFKC, NFKD)")
 
 
 def _pre_tokenizer(spec):
@@ -393,6 +412,171 @@ def _pre_tokenizer(spec):
         return metaspace
     raise ValueError(f"unsupported pre_tokenizer {kind!r} in tokenizer.json "
                      "(supported: Sequence, ByteLevel, Split, Metaspace)")
+
+
+# ---- the same parts, keeping each character's place in the original text ------------------
+#
+# Offsets need to know where every character of every word came from. These versions of the
+# normalizer and pre-tokenizer carry, beside each string, an `align` list: for each of its
+# characters the (start, end) range of original characters it stands for. They run only when
+# offsets are asked for, so the plain path stays as fast as it was; the tests check that both
+# give the same ids.
+
+def _unicode_aligned(form):
+    """NFC/NFD/NFKC/NFKD with alignment. Normalization is local: the text is cut before each
+    starter (combining class 0), and neighbouring pieces are joined where normalizing them
+    apart differs from normalizing them together (Hangul jamo, compositions across starters).
+    Each piece that changes maps all its output characters to its whole original range."""
+    normalize = unicodedata.normalize
+
+    def aligned(text, align):
+        if unicodedata.is_normalized(form, text):
+            return text, align
+        cuts = [k for k in range(1, len(text)) if not unicodedata.combining(text[k])]
+        groups = []
+        for a, b in zip([0] + cuts, cuts + [len(text)]):
+            if groups:
+                ga, gb = groups[-1]
+                g, c = text[ga:gb], text[a:b]
+                if normalize(form, g + c) != normalize(form, g) + normalize(form, c):
+                    groups[-1] = (ga, b)
+                    continue
+            groups.append((a, b))
+        out, out_align = [], []
+        for a, b in groups:
+            piece = text[a:b]
+            normal = normalize(form, piece)
+            out.append(normal)
+            if normal == piece:
+                out_align += align[a:b]
+            else:
+                out_align += [(align[a][0], align[b - 1][1])] * len(normal)
+        return "".join(out), out_align
+    return aligned
+
+
+def _aligned_normalizer(spec):
+    """A (text, align) -> (text, align) function for a normalizer spec (None: identity)."""
+    if spec is None:
+        return None
+    kind = spec.get("type")
+    if kind == "Sequence":
+        steps = [f for f in map(_aligned_normalizer, spec["normalizers"]) if f is not None]
+
+        def sequence(text, align):
+            for f in steps:
+                text, align = f(text, align)
+            return text, align
+        return sequence
+    if kind == "Prepend":
+        prepend = spec["prepend"]
+        return lambda text, align: (prepend + text, align[:1] * len(prepend) + align) \
+            if text else (text, align)
+    if kind == "Replace":
+        content, pattern = spec["content"], spec["pattern"]
+        regex = _pattern(pattern)
+
+        def replace(text, align):
+            out, out_align, prev = [], [], 0
+            for m in regex.finditer(text):
+                a, b = m.span()
+                out.append(text[prev:a])
+                out_align += align[prev:a]
+                out.append(content)
+                if a == b:      # an empty match inserts content between characters
+                    at = align[a][0] if a < len(align) else align[-1][1] if align else 0
+                    out_align += [(at, at)] * len(content)
+                else:
+                    out_align += [(align[a][0], align[b - 1][1])] * len(content)
+                prev = b
+            out.append(text[prev:])
+            out_align += align[prev:]
+            return "".join(out), out_align
+        return replace
+    if kind == "Strip":
+        left, right = spec.get("strip_left", True), spec.get("strip_right", True)
+
+        def strip(text, align):
+            a, b = 0, len(text)
+            if left:
+                a = _SPACE_RUN.match(text).end()
+            if right:
+                b = max(a, _TRAILING_SPACE_RUN.search(text).start())
+            return text[a:b], align[a:b]
+        return strip
+    if kind in _UNICODE_FORMS:
+        return _unicode_aligned(kind)
+    _normalizer(spec)       # raises the error naming the unsupported kind
+    raise AssertionError(kind)
+
+
+def _byte_level_aligned(piece, align):
+    text = _byte_level(piece)
+    if len(text) == len(piece):
+        return text, align
+    out_align = []
+    for c, a in zip(piece, align):
+        n = len(c.encode("utf-8"))
+        out_align += [a] * n
+    return text, out_align
+
+
+def _aligned_pre_tokenizer(spec):
+    """A ([(word, align)], at_start) -> [(word, align)] function for a pre-tokenizer spec."""
+    if spec is None:
+        return None
+    kind = spec.get("type")
+    if kind == "Sequence":
+        steps = [_aligned_pre_tokenizer(s) for s in spec["pretokenizers"]]
+
+        def sequence(words, at_start):
+            for f in steps:
+                words = f(words, at_start)
+            return words
+        return sequence
+    if kind == "ByteLevel":
+        prefix = spec.get("add_prefix_space", True)
+        regex = translate_regex(GPT2_PATTERN) if spec.get("use_regex", True) else None
+
+        def byte_level(words, at_start):
+            out = []
+            for word, align in words:
+                if prefix and not word.startswith(" "):
+                    word, align = " " + word, align[:1] + align
+                spans = _split_spans(word, regex, "Isolated") if regex is not None \
+                    else [(0, len(word))]
+                out += [_byte_level_aligned(word[a:b], align[a:b]) for a, b in spans]
+            return out
+        return byte_level
+    if kind == "Split":
+        regex, behavior = _pattern(spec["pattern"]), spec.get("behavior", "Isolated")
+
+        def split(words, at_start):
+            return [(word[a:b], align[a:b]) for word, align in words
+                    for a, b in _split_spans(word, regex, behavior)]
+        return split
+    if kind == "Metaspace":
+        replacement = spec.get("replacement", "▁")
+        scheme = spec.get("prepend_scheme")
+        if scheme is None:
+            scheme = "always" if spec.get("add_prefix_space", True) else "never"
+        do_split = spec.get("split", True)
+        regex = re.compile(re.escape(replacement))
+
+        def metaspace(words, at_start):
+            out = []
+            for k, (word, align) in enumerate(words):
+                word = word.replace(" ", replacement)
+                if not word.startswith(replacement) and (
+                        scheme == "always" or scheme == "first" and at_start and k == 0):
+                    word, align = replacement + word, align[:1] + align
+                spans = _split_spans(word, regex, "MergedWithNext") if do_split \
+                    else [(0, len(word))]
+                out += [(word[a:b], align[a:b]) for a, b in spans]
+            return out
+        return metaspace
+    _pre_tokenizer(spec)    # raises the error naming the unsupported kind
+    raise AssertionError(kind)
 
 
 def _byte_fallback(tokens):
@@ -491,6 +675,21 @@ def _split_added(text, added):
     return added.split(text) if added is not None else ((text, None),)
 
 
+# What trim_offsets counts as space: the byte-level space "Ġ" and the library's whitespace.
+_TRIM_CHARS = "Ġ" + "".join(chr(c) for a, b in _ranges(_SPACE) for c in range(a, b + 1))
+
+
+class BPEEncoding(Encoding):
+    """An Encoding that may also carry `offsets`: per token the (start, end) character range
+    of the input it came from, or None where encode() was not asked for them."""
+
+    __slots__ = ("offsets",)
+
+    def __init__(self, ids, type_ids, attention_mask, names, tokens=None, offsets=None):
+        super().__init__(ids, type_ids, attention_mask, names, tokens)
+        self.offsets = offsets
+
+
 _BOS_NAMES = ("<s>", "<|begin_of_text|>", "<|startoftext|>", "<bos>")
 _EOS_NAMES = ("</s>", "<|end_of_text|>", "<|endoftext|>", "<eos>")
 
@@ -527,6 +726,11 @@ class BPETokenizer:
 
         self._normalize = _normalizer(config.get("normalizer"))
         self._pre_tokenize = _pre_tokenizer(config.get("pre_tokenizer"))
+        self._aligned_normalize = _aligned_normalizer(config.get("normalizer"))
+        self._aligned_pre_tokenize = _aligned_pre_tokenizer(config.get("pre_tokenizer"))
+        self._model_names = None     # id -> model vocabulary entry, built when offsets need it
+        self._byte_id_set = {i for i in self._byte_ids if i is not None} \
+            if self._byte_fallback else set()
         decoder = config.get("decoder")
         self._decode = None if decoder is None else _decoder(decoder)
 
@@ -581,6 +785,14 @@ class BPETokenizer:
 
     def _read_post_processor(self, processor):
         kind = processor and processor.get("type")
+        # The ByteLevel processor's trim_offsets moves offsets past a token's leading and
+        # trailing spaces (GPT-2's file sets it; Llama-3's and Qwen2's do not).
+        byte_levels = [processor] if kind == "ByteLevel" else \
+            [p for p in processor["processors"] if p.get("type") == "ByteLevel"] \
+            if kind == "Sequence" else []
+        trimming = [p for p in byte_levels if p.get("trim_offsets", True)]
+        self._trim_offsets = bool(trimming)
+        self._trim_prefix_space = bool(trimming) and trimming[0].get("add_prefix_space", True)
         if kind == "Sequence":
             templates = [p for p in processor["processors"] if p.get("type") != "ByteLevel"]
             if len(templates) > 1:
@@ -763,34 +975,147 @@ class BPETokenizer:
             tokens[k] = name
         return ids, tokens
 
+    # ---- offsets ------------------------------------------------------------------------
+
+    def _text_ids_offsets(self, text):
+        """_text_ids plus, per token, the (start, end) range of characters of `text` it came
+        from: the library's offsets. A token holding part of a character's UTF-8 bytes
+        gets that whole character; an added token gets what it matched (with the whitespace
+        lstrip/rstrip took)."""
+        ids, offsets, renamed, at_start, pos = [], [], [], True, 0
+        for piece, added_id in _split_added(text, self._raw_added):
+            end = pos + len(piece)
+            if added_id is not None:
+                renamed.append((len(ids), piece))
+                ids.append(added_id)
+                offsets.append((pos, end))
+                at_start, pos = False, end
+                continue
+            align = [(k, k + 1) for k in range(pos, end)]
+            if self._aligned_normalize is not None:
+                piece, align = self._aligned_normalize(piece, align)
+            part_pos = 0
+            for part, added_id in _split_added(piece, self._normalized_added):
+                part_end = part_pos + len(part)
+                part_align = align[part_pos:part_end]
+                if added_id is not None:
+                    renamed.append((len(ids), part))
+                    ids.append(added_id)
+                    offsets.append((part_align[0][0], part_align[-1][1]) if part_align
+                                   else (pos, pos))
+                elif part:
+                    words = [(part, part_align)]
+                    if self._aligned_pre_tokenize is not None:
+                        words = self._aligned_pre_tokenize(words, at_start)
+                    for word, word_align in words:
+                        word_ids = self._word_ids(word)
+                        ids.extend(word_ids)
+                        offsets += [(word_align[a][0], word_align[b - 1][1])
+                                    for a, b in self._token_spans(word, word_ids)]
+                at_start, part_pos = False, part_end
+            at_start, pos = False, end
+        names = [self._names[i] for i in ids]
+        for k, name in renamed:
+            names[k] = name
+        if self._trim_offsets:
+            offsets = self._trimmed(names, offsets)
+        renamed = [(k, name) for k, name in renamed if name != self._names[ids[k]]]
+        return ids, (names if renamed else None), offsets
+
+    def _token_spans(self, word, ids):
+        """(start, end) of each token of a word in the word's characters: a vocabulary entry
+        covers its own text, a <0xNN> byte token the character its byte belongs to, the
+        unknown token the character (with fuse_unk, the run of characters) it replaced."""
+        names = self._model_names
+        if names is None:
+            names = self._model_names = {i: t for t, i in self._model_vocab.items()}
+        spans, pos, n_bytes = [], 0, 0
+        for i in ids:
+            name = names.get(i)
+            if not n_bytes and name is not None and word.startswith(name, pos):
+                spans.append((pos, pos + len(name)))
+                pos += len(name)
+            elif i in self._byte_id_set:
+                spans.append((pos, pos + 1))
+                n_bytes += 1
+                if n_bytes == len(word[pos].encode("utf-8")):
+                    pos, n_bytes = pos + 1, 0
+            elif i == self.unk_id:
+                end = pos + 1
+                while self._fuse_unk and end < len(word) and self._is_unknown(word[end]):
+                    end += 1
+                spans.append((pos, end))
+                pos = end
+            else:
+                raise AssertionError(f"token {name!r} does not match word {word!r} at {pos}")
+        return spans
+
+    def _is_unknown(self, ch):
+        if ch in self._model_vocab:
+            return False
+        return not (self._byte_fallback and
+                    None not in (self._byte_ids[b] for b in ch.encode("utf-8")))
+
+    def _trimmed(self, tokens, offsets):
+        """The ByteLevel post-processor's trim_offsets: offsets moved past the spaces ("Ġ"
+        or whitespace) a token starts or ends with, but for the space add_prefix_space put
+        before the first token."""
+        out = []
+        for k, (token, (start, end)) in enumerate(zip(tokens, offsets)):
+            lead = len(token) - len(token.lstrip(_TRIM_CHARS))
+            trail = len(token) - len(token.rstrip(_TRIM_CHARS))
+            if lead:
+                if (k == 0 or start == 0) and self._trim_prefix_space and lead == 1:
+                    lead = 0
+                start = min(start + lead, end)
+            if trail and end >= trail:
+                end = max(end - trail, start)
+            out.append((start, end))
+        return out
+
     # ---- encoding -----------------------------------------------------------------------
 
     def encode(self, text, pair=None, add_special_tokens=True, max_length=None,
-               truncation=True):
+               truncation=True, return_offsets=False):
         """Encode a text (or a pair), with the template's special tokens (BOS for Llama) when
-        add_special_tokens; truncated to `max_length` (default: tokenizer.json's, if any)."""
-        sequences = {"A": self._text_ids(_check_text(text, "text"))}
+        add_special_tokens; truncated to `max_length` (default: tokenizer.json's, if any).
+
+        return_offsets: also fill `encoding.offsets`, per token the (start, end) character
+        range of the text (of the pair, for its tokens) it came from, as the library's
+        `Encoding.offsets`; (0, 0) for the template's special tokens. Off by default: it
+        costs about as much again as encoding."""
+        read = self._text_ids_offsets if return_offsets else self._text_ids
+        sequences = {"A": read(_check_text(text, "text"))}
         if pair is not None:
-            sequences["B"] = self._text_ids(_check_text(pair, "pair"))
+            sequences["B"] = read(_check_text(pair, "pair"))
+        if not return_offsets:
+            sequences = {name: (ids, tokens, None) for name, (ids, tokens) in sequences.items()}
         template = self._templates[pair is not None]
         if not add_special_tokens:
             template = [(None, name, 0) for name in sequences]
         limit = self.max_length if max_length is None else max_length
         if truncation and limit is not None:
             n_special = sum(len(ids) for ids, _, _ in template if ids)
-            kept = self._kept_lengths([len(ids) for ids, _ in sequences.values()], limit,
+            kept = self._kept_lengths([len(ids) for ids, _, _ in sequences.values()], limit,
                                       n_special)
-            sequences = {name: (self._cut(ids, n), tokens and self._cut(tokens, n))
-                         for (name, (ids, tokens)), n in zip(sequences.items(), kept)}
-        named = any(tokens is not None for _, tokens in sequences.values())
+            sequences = {name: (self._cut(ids, n), tokens and self._cut(tokens, n),
+                                offsets and self._cut(offsets, n))
+                         for (name, (ids, tokens, offsets)), n in zip(sequences.items(), kept)}
+        named = any(tokens is not None for _, tokens, _ in sequences.values())
         ids, type_ids, tokens = [], [], [] if named else None
+        offsets = [] if return_offsets else None
         for special, sequence, type_id in template:
-            part, part_tokens = (special, None) if special is not None else sequences[sequence]
+            if special is not None:
+                part, part_tokens, part_offsets = special, None, [(0, 0)] * len(special)
+            else:
+                part, part_tokens, part_offsets = sequences[sequence]
             ids += part
             type_ids += [type_id] * len(part)
             if named:
                 tokens += part_tokens or [self._names[i] for i in part]
-        return Encoding(ids, type_ids, [1] * len(ids), self._names, tokens)
+            if return_offsets:
+                offsets += part_offsets
+        return BPEEncoding(ids, type_ids, [1] * len(ids), self._names, tokens, offsets)
 
     def _kept_lengths(self, lengths, max_length, n_special):
         """How many tokens of each sequence truncation to `max_length` keeps."""
@@ -820,7 +1145,8 @@ class BPETokenizer:
         return items[len(items) - n:] if self._truncate_left else items[:n]
 
     def encode_batch(self, texts, pairs=None, add_special_tokens=True, max_length=None,
-                     padding="longest", pad_to_multiple_of=None, truncation=True):
+                     padding="longest", pad_to_multiple_of=None, truncation=True,
+                     return_offsets=False):
         """Encode many texts (and pairs), padded with `pad_id` (attention mask 0).
 
         padding: "longest", "max_length" (`max_length`, else tokenizer.json's) or None. Chat
@@ -834,7 +1160,7 @@ class BPETokenizer:
             pairs = [None] * len(texts)
         elif isinstance(pairs, (str, bytes)) or len(pairs) != len(texts):
             raise ValueError("pairs must be a list as long as texts")
-        batch = [self.encode(t, p, add_special_tokens, max_length, truncation)
+        batch = [self.encode(t, p, add_special_tokens, max_length, truncation, return_offsets)
                  for t, p in zip(texts, pairs)]
         if padding is None:
             return batch
@@ -850,11 +1176,12 @@ class BPETokenizer:
         if self.pad_id is None:
             raise ValueError("cannot pad: tokenizer.json defines no pad token; set pad_id "
                              "(e.g. tok.pad_id = tok.eos_id)")
-        fields = ["ids", "type_ids", "attention_mask"]
+        fields = [("ids", self.pad_id), ("type_ids", self._pad_type_id), ("attention_mask", 0)]
         if encoding._tokens is not None:
-            fields.append("_tokens")
-        pads = (self.pad_id, self._pad_type_id, 0, self.id_to_token(self.pad_id))
-        for field, pad in zip(fields, pads):
+            fields.append(("_tokens", self.id_to_token(self.pad_id)))
+        if getattr(encoding, "offsets", None) is not None:
+            fields.append(("offsets", (0, 0)))
+        for field, pad in fields:
             value, padding = getattr(encoding, field), [pad] * missing
             setattr(encoding, field, padding + value if self._pad_left else value + padding)
 
