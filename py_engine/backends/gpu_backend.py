@@ -20,12 +20,14 @@ from ..kernels.pooling import PoolingKernels
 
 
 class Tensor:
-    """A GPU buffer with a shape; `half` marks a weight stored as packed f16."""
+    """A GPU buffer with a shape; `half` marks a weight stored as packed f16, `quant` one
+    stored quantized (kernels.quantized_linear.QuantizedWeightBuffers; buffer is its packed
+    values)."""
 
-    __slots__ = ("buffer", "shape", "half")
+    __slots__ = ("buffer", "shape", "half", "quant")
 
-    def __init__(self, buffer, shape, half=False):
-        self.buffer, self.shape, self.half = buffer, tuple(shape), half
+    def __init__(self, buffer, shape, half=False, quant=None):
+        self.buffer, self.shape, self.half, self.quant = buffer, tuple(shape), half, quant
 
     @property
     def rows(self):
@@ -49,12 +51,17 @@ class Kernels:
     """Every kernel family a training step uses, compiled once per device."""
 
     @classmethod
-    async def load(cls, device, matmul_variant=None, decoder=False):
+    async def load(cls, device, matmul_variant=None, decoder=False, quantized=False):
         """`decoder`: also the Llama-family families (RMSNorm, RoPE, SwiGLU, causal attention,
-        the chunked LM-head loss)."""
+        the chunked LM-head loss); `quantized`: the int8/int4 weight kernels."""
         k = cls()
         k.matmul = await MatmulKernels.load(device, variant=matmul_variant)
-        k.lora = await LoraLinearKernels.load(device, matmul=k.matmul)
+        k.quantized = None
+        if quantized:
+            from ..kernels.quantized_linear import QuantizedLinearKernels
+
+            k.quantized = await QuantizedLinearKernels.load(device)
+        k.lora = await LoraLinearKernels.load(device, matmul=k.matmul, quantized=k.quantized)
         k.attention = await AttentionKernels.load(device, matmul=k.matmul)
         k.embedding = await EmbeddingKernels.load(device)
         k.layernorm = await LayerNormKernels.load(device)
@@ -143,12 +150,18 @@ class GpuBackend:
 
     def linear(self, x, w, b):
         y = self.new(x.rows, w.shape[0])
+        if w.quant is not None:
+            self.k.quantized.linear(self.program, x.buffer, w.quant, y.buffer, x.rows, bias=_buffer(b))
+            return y
         self.k.matmul.linear(self.program, x.buffer, w.buffer, y.buffer, x.rows, w.shape[1],
                              w.shape[0], bias=_buffer(b), w_half=w.half)
         return y
 
     def linear_grad_input(self, dy, w):
         dx = self.new(dy.rows, w.shape[1])
+        if w.quant is not None:
+            self.k.quantized.linear_grad_input(self.program, dy.buffer, w.quant, dx.buffer, dy.rows)
+            return dx
         self.k.matmul.linear_grad_input(self.program, dy.buffer, w.buffer, dx.buffer, dy.rows,
                                         w.shape[1], w.shape[0], w_half=w.half)
         return dx
@@ -167,7 +180,8 @@ class GpuBackend:
         y, h = self.new(x.rows, out_f), self.new(x.rows, r)
         self.k.lora.forward(self.program, x.buffer, xd.buffer, w.buffer, _buffer(b), a.buffer,
                             bm.buffer, y.buffer, h.buffer, rows=x.rows, in_features=in_f,
-                            out_features=out_f, r=r, scaling=scaling, w_half=w.half)
+                            out_features=out_f, r=r, scaling=scaling, w_half=w.half,
+                            w_quant=w.quant)
         return y, h
 
     def lora_linear_backward(self, dy, xd, w, a, bm, h, scaling, da, dbm, separate, input_grad=True):
@@ -181,7 +195,7 @@ class GpuBackend:
                              dx.buffer if dx is not None else None, rows=dy.rows,
                              in_features=in_f, out_features=out_f, r=r, scaling=scaling,
                              dxd=dxd.buffer if dxd is not None else None, accumulate=True,
-                             w_half=w.half)
+                             w_half=w.half, w_quant=w.quant)
         return dx, dxd
 
     def dropout(self, x, p):

@@ -75,8 +75,10 @@ class ChatModel:
 
     @classmethod
     async def create(cls, model_dir, lora=None, mode="lora", backend="numpy", seed=0,
-                     max_length=512, device=None, base_dtype="f32"):
-        """A fresh LoRA adapter (mode "lora" or "hybrid"), or every weight trainable ("full")."""
+                     max_length=512, device=None, base_dtype="f32", quant_group=64):
+        """A fresh LoRA adapter (mode "lora" or "hybrid"), or every weight trainable ("full").
+        base_dtype (GPU): "f32", "f16", or "int8" / "int4" quantized in groups of quant_group
+        inputs (QLoRA-style: a frozen quantized base, f32 LoRA)."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         checkpoint = DecoderCheckpoint.load(model_dir)
@@ -91,18 +93,18 @@ class ChatModel:
             lora.base_model_name_or_path = lora.base_model_name_or_path or str(model_dir)
             model = LlamaLoRA(checkpoint.config, lora)
             values = initial_trainable(model, seed)
-        runtime = await _runtime(backend, model, checkpoint, values, device, base_dtype)
+        runtime = await _runtime(backend, model, checkpoint, values, device, base_dtype, quant_group)
         tokenizer, template = load_tokenizer(model_dir)
         return cls(checkpoint, tokenizer, template, model, runtime, model_dir, max_length)
 
     @classmethod
     async def load(cls, model_dir, adapter_dir=None, backend="numpy", max_length=512,
-                   device=None, base_dtype="f32"):
+                   device=None, base_dtype="f32", quant_group=64):
         """A checkpoint (a fine-tuned one saved by save() included), with a PEFT LoRA adapter
         (task CAUSAL_LM) when `adapter_dir` is given."""
         if adapter_dir is None:
             return await cls.create(model_dir, mode="lora", backend=backend, max_length=max_length,
-                                    device=device, base_dtype=base_dtype)
+                                    device=device, base_dtype=base_dtype, quant_group=quant_group)
         checkpoint = DecoderCheckpoint.load(model_dir)
         config, tensors, _ = load_adapter(adapter_dir)
         if config.get("task_type") not in (None, "CAUSAL_LM"):
@@ -111,7 +113,7 @@ class ChatModel:
         lora.modules_to_save = []
         model = LlamaLoRA(checkpoint.config, lora)
         values = merge_loaded(model, initial_trainable(model, 0), tensors, adapter_dir)
-        runtime = await _runtime(backend, model, checkpoint, values, device, base_dtype)
+        runtime = await _runtime(backend, model, checkpoint, values, device, base_dtype, quant_group)
         tokenizer, template = load_tokenizer(model_dir)
         return cls(checkpoint, tokenizer, template, model, runtime, model_dir, max_length)
 
@@ -371,7 +373,7 @@ def load_tokenizer(model_dir):
     return tokenizer, template
 
 
-async def _runtime(backend, model, checkpoint, values, device, base_dtype):
+async def _runtime(backend, model, checkpoint, values, device, base_dtype, quant_group):
     if backend == "numpy":
         from .decoder_numpy import DecoderNumpyRuntime
 
@@ -381,5 +383,6 @@ async def _runtime(backend, model, checkpoint, values, device, base_dtype):
     if backend == "gpu":
         from .decoder_gpu import DecoderGpuRuntime
 
-        return await DecoderGpuRuntime.create(model, checkpoint, values, device=device, base_dtype=base_dtype)
+        return await DecoderGpuRuntime.create(model, checkpoint, values, device=device,
+                                              base_dtype=base_dtype, quant_group=quant_group)
     raise ValueError(f"unknown backend {backend!r}; choose numpy or gpu")

@@ -119,7 +119,7 @@ class DecoderGpuRuntime(GpuRuntime):
     async def merge(self):
         """Fold the LoRA updates into f32 copies of their base weights (for inference)."""
         for _, w, _, _ in self.model.merge_names():
-            if self.be.params[w].half:
+            if self.be.params[w].half or self.be.params[w].quant is not None:
                 raise ValueError("merging LoRA needs f32 base weights; load with base_dtype='f32'")
         await super().merge()
 
@@ -131,8 +131,8 @@ class DecoderGpuRuntime(GpuRuntime):
         model, be = self.model, self.be
         if model.full:
             return
-        half = [n for n, t in be.params.items() if t.half]
-        if half:
+        compressed = [n for n, t in be.params.items() if t.half or t.quant is not None]
+        if compressed:
             raise ValueError("full fine-tuning needs f32 base weights; load with base_dtype='f32'")
         program = self.device.program("fold LoRA")
         for _, w, a, b in model.merge_names():

@@ -17,6 +17,9 @@ from ..kernels.cross_entropy import IGNORE_LABEL, create_metrics, decode_metrics
 from ..kernels.dropout import pack_step
 from ..kernels.grad_norm import GradNormKernels
 
+BASE_DTYPES = ("f32", "f16", "int8", "int4")
+
+
 class _Inputs:
     """A program's input buffers for one batch shape, as backend tensors."""
 
@@ -64,27 +67,51 @@ class GpuRuntime:
 
     @classmethod
     async def create(cls, model, checkpoint, trainable, device=None, base_dtype="f32",
-                     matmul_variant=None):
-        """Upload the frozen base weights (f32, or the linears as f16 with base_dtype="f16")
-        and the trainable parameters; compile every kernel."""
-        if base_dtype not in ("f32", "f16"):
-            raise ValueError(f"base_dtype must be 'f32' or 'f16', got {base_dtype!r}")
+                     matmul_variant=None, quant_group=64):
+        """Upload the frozen base weights and the trainable parameters; compile every kernel.
+
+        base_dtype: "f32"; "f16" (the linear weights as packed halves); "int8" or "int4" (the
+        linear weights quantized on the GPU in groups of `quant_group` inputs with one f32
+        scale each, QLoRA-style; a weight whose inputs do not split into groups is kept f16).
+        The math is f32 in every mode."""
+        if base_dtype not in BASE_DTYPES:
+            raise ValueError(f"base_dtype must be one of {BASE_DTYPES}, got {base_dtype!r}")
         device = device or await open_device()
-        kernels = await Kernels.load(device, matmul_variant, decoder=cls.decoder)
+        quantized = base_dtype in ("int8", "int4")
+        kernels = await Kernels.load(device, matmul_variant, decoder=cls.decoder, quantized=quantized)
         be = GpuBackend(device, kernels)
         for name in model.frozen_names():
             shape = checkpoint.shape(name)
-            if base_dtype == "f16" and model.is_linear_weight(name):
+            linear = model.is_linear_weight(name)
+            if quantized and linear and shape[1] % quant_group == 0:
+                source = device.buffer_from(checkpoint.floats(name), label=f"{name} (f32)")
+                q = kernels.quantized.allocate(*shape, base_dtype, group_size=quant_group, label=name)
+                program = device.program(f"quantize {name}")
+                kernels.quantized.quantize(program, source, q)
+                await program.run()
+                await device.synchronize()
+                source.destroy()
+                be.params[name] = Tensor(q.packed, shape, quant=q)
+            elif base_dtype != "f32" and linear:
                 be.params[name] = Tensor(device.buffer_from(checkpoint.f16_bits(name), label=name),
                                          shape, half=True)
             else:
                 be.params[name] = Tensor(device.buffer_from(checkpoint.floats(name), label=name), shape)
         runtime = cls(device, kernels, model, be, await AdamWKernels.load(device),
                       await GradNormKernels.load(device))
+        runtime.base_dtype = base_dtype
         for name, (shape, values) in trainable.items():
             be.params[name] = Tensor(device.buffer_from(array("f", values), label=name), shape)
             runtime._add_optimizer_state(name, shape)
         return runtime
+
+    def base_weight_bytes(self):
+        """GPU bytes of the frozen base weights as stored (packed values and scales)."""
+        total = 0
+        for name in self.model.frozen_names():
+            t = self.be.params[name]
+            total += t.quant.nbytes if t.quant is not None else t.buffer.size
+        return total
 
     def _add_optimizer_state(self, name, shape):
         """A gradient and AdamW's two moments, zeroed, for a parameter that trains."""
