@@ -12,7 +12,7 @@ Sections:
           load hits both alike; medians of tokens/s and their ratio. Both losses are reported:
           they come from the same weights and batch, so they must agree.
   memory  base-weight bytes of a 1.1B TinyLlama config from its parameter shapes, per storage
-          format (WEIGHT_FORMATS; f32 and f16).
+          mode (f32, f16, int8, int4) by the rule the GPU runtime allocates with.
   gpu     the native GPU backend against torch + PEFT on CUDA for a TinyLlama-shaped step (the
           1.1B config, batch 4 x 256), only where torch sees CUDA and the native adapter is a
           real GPU; otherwise the section records why it was skipped.
@@ -46,29 +46,29 @@ TINYLLAMA_1B = dict(model_type="llama", vocab_size=32000, hidden_size=2048, inte
                     max_position_embeddings=2048, rms_norm_eps=1e-5, tie_word_embeddings=False)
 
 # Bytes a stored tensor of `shape` takes, per base-weight format.
-WEIGHT_FORMATS = {
-    "f32": lambda shape: 4 * math.prod(shape),
-    "f16": lambda shape: 2 * math.prod(shape),
-}
-
-
 def median(values):
     values = sorted(values)
     mid = len(values) // 2
     return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
 
 
-def base_weight_memory(config=TINYLLAMA_1B, formats=WEIGHT_FORMATS):
-    """{parameters, <format>: {bytes, gib}} of every tensor of the checkpoint, from the shapes
-    py_engine's LlamaConfig expects (embeddings and the untied head included)."""
+def base_weight_memory(config=TINYLLAMA_1B, modes=("f32", "f16", "int8", "int4")):
+    """{parameters, <mode>: {bytes, gib}}: the GPU bytes of every base tensor of the checkpoint
+    under each storage mode, by the rule GpuRuntime.create allocates with (projections f16 or
+    quantized in groups of 64 with f32 scales; embeddings, norms and the head f32). The tiny
+    model's allocations are checked against the same function in tests/test_chat_model.py."""
+    from py_engine.models.llama import LlamaLoRA
     from py_engine.models.llama_config import LlamaConfig
+    from py_engine.train.gpu_runtime import planned_base_bytes
 
-    shapes = LlamaConfig(**config).parameter_shapes().values()
+    llama = LlamaConfig(**config)
+    shapes = llama.parameter_shapes()
+    model = LlamaLoRA(llama, None)
     out = {"config": {k: v for k, v in config.items() if k != "model_type"},
-           "parameters": sum(math.prod(s) for s in shapes)}
-    for name, size in formats.items():
-        total = sum(size(s) for s in shapes)
-        out[name] = {"bytes": total, "gib": total / 2**30}
+           "parameters": sum(math.prod(s) for s in shapes.values())}
+    for mode in modes:
+        total = planned_base_bytes(model, shapes, mode)
+        out[mode] = {"bytes": total, "gib": total / 2**30}
     return out
 
 

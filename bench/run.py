@@ -5,7 +5,7 @@ in one run and reported as ratios, because these machines are shared and noisy; 
 on a software adapter (SwiftShader, lavapipe) say nothing about a real GPU.
 
     python build.py bench                 # everything
-    python build.py bench --only native   # one section: native, browser, bert, browser_step, learning
+    python build.py bench --only native   # one section: native, browser, bert, decoder, browser_step, learning
 """
 
 import argparse
@@ -158,6 +158,14 @@ def bench_browser_step():
     return out
 
 
+def bench_decoder():
+    """Tiny Llama LoRA step: NumPy backend vs torch + PEFT (CPU); TinyLlama 1.1B base-weight
+    memory; the native GPU backend vs torch + PEFT on CUDA where there is a real GPU."""
+    from decoder_step import run_all
+
+    return run_all(("cpu", "memory", "gpu"))
+
+
 def bench_learning():
     from learning import run_all
 
@@ -199,6 +207,11 @@ def table(results):
                      f"{g['tokens_per_s']:.0f} tok/s",
                      f"{g['gflops']:.2f} GFLOP/s, {g['gflops'] / g['matmul_ceiling_gflops']:.0%} of "
                      f"its matmul ceiling {g['matmul_ceiling_gflops']:.2f}"))
+    decoder = results.get("decoder")
+    if decoder:
+        from decoder_step import table_rows
+
+        rows += table_rows(decoder)
     learning = results.get("learning")
     if learning:
         for key in ("cls_f32", "mean_f32", "mean_f16"):
@@ -245,10 +258,10 @@ def table(results):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--only", choices=["native", "browser", "bert", "browser_step", "learning"], action="append")
+    parser.add_argument("--only", choices=["native", "browser", "bert", "decoder", "browser_step", "learning"], action="append")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    sections = args.only or ["native", "browser", "bert", "browser_step", "learning"]
+    sections = args.only or ["native", "browser", "bert", "decoder", "browser_step", "learning"]
 
     # Sections not run this time keep their last results (each carries its own "when").
     results = json.loads(args.out.read_text()) if args.out.is_file() else {}
@@ -266,6 +279,8 @@ def main():
         results["ratios"] = ratios(results["browser"])
     if "bert" in sections:
         results["bert"] = bench_bert()
+    if "decoder" in sections:
+        results["decoder"] = bench_decoder()
     if "browser_step" in sections:
         results["browser_step"] = bench_browser_step()
     if "learning" in sections:

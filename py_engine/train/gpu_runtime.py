@@ -20,6 +20,24 @@ from ..kernels.grad_norm import GradNormKernels
 BASE_DTYPES = ("f32", "f16", "int8", "int4")
 
 
+def planned_base_bytes(model, shapes, base_dtype, quant_group=64):
+    """Bytes the frozen base weights `shapes` ({name: shape}) take on the GPU under
+    `base_dtype`, by the rule create() applies (linear weights compressed, the rest f32)."""
+    from ..kernels.quantized_linear import weight_bytes
+
+    total = 0
+    for name, shape in shapes.items():
+        n = math.prod(shape)
+        linear = model.is_linear_weight(name)
+        if base_dtype in ("int8", "int4") and linear and shape[1] % quant_group == 0:
+            total += weight_bytes(n, base_dtype, quant_group)
+        elif base_dtype != "f32" and linear:
+            total += 2 * n
+        else:
+            total += 4 * n
+    return total
+
+
 class _Inputs:
     """A program's input buffers for one batch shape, as backend tensors."""
 
