@@ -69,10 +69,18 @@ def is_decoder(model):
     return read_config_json(model).get("model_type") in MODEL_TYPES
 
 
-def _chat_examples(chat, path, max_length):
-    from py_engine.data.chat import encode_examples, read_chat_jsonl
+def _chat_examples(chat, path, max_length, skip=False):
+    """Encoded examples of a chat JSONL file; conversations longer than max_length with nothing
+    left to train on are skipped (with a note) when `skip`, an error otherwise."""
+    from py_engine.data.chat import encode_chat_examples, load_chat_template, read_chat_jsonl
 
-    return encode_examples(read_chat_jsonl(path), chat.tokenizer, chat.template, max_length=max_length)
+    template = chat.template or load_chat_template(chat.source, chat.tokenizer)
+    examples, skipped = encode_chat_examples(read_chat_jsonl(path), chat.tokenizer, template,
+                                             max_length=max_length, skip_untrainable=skip)
+    if skipped:
+        print(f"note: {path}: skipped {skipped} examples with nothing to train on within "
+              f"--max-length {max_length}", file=sys.stderr)
+    return examples
 
 
 def cmd_train_chat(args):
@@ -90,7 +98,7 @@ def cmd_train_chat(args):
     chat = run_sync(ChatModel.create(args.model, lora=lora, mode=args.mode, backend=args.backend,
                                      seed=args.seed, max_length=args.max_length,
                                      base_dtype=args.base_dtype))
-    examples = _chat_examples(chat, args.data, args.max_length)
+    examples = _chat_examples(chat, args.data, args.max_length, skip=True)
     validation = _chat_examples(chat, args.validation, args.max_length) if args.validation else None
 
     def report(step):
@@ -127,8 +135,12 @@ def cmd_score(args):
 def cmd_generate(args):
     from py_engine.gpu import run_sync
 
+    sampling = not (args.temperature is None and args.top_p is None and args.top_k is None)
+    if args.greedy and sampling:
+        raise ValueError("--greedy takes the likeliest token: it cannot be combined with "
+                         "--temperature, --top-k or --top-p")
+    greedy = not sampling
     chat = _load_chat(args)
-    greedy = args.temperature is None and args.top_p is None and args.top_k is None
     stream = sys.stdout
 
     def show(token, piece):

@@ -1,0 +1,116 @@
+"""`py-engine train | score | generate` on a chat model: the command-line contract (chat data in
+every accepted format, --mode, scores as transformers + PEFT compute them, greedy completions
+as transformers generates them) and its errors."""
+
+import json
+
+import pytest
+import torch
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from test_cli_classifier import cli, write_jsonl
+from tiny_chat import tiny_chat_dir
+
+ROWS = [
+    {"messages": [{"role": "system", "content": "Be brief."},
+                  {"role": "user", "content": "What is the capital of France?"},
+                  {"role": "assistant", "content": "Paris."},
+                  {"role": "user", "content": "And my name?"},
+                  {"role": "assistant", "content": "Ada, and you like tea."}]},
+    {"instruction": "Write a short poem about the sea", "input": "", "output": "Waves roll in, waves roll out."},
+    {"instruction": "Summarize the text.", "input": "the quick brown fox jumps over the lazy dog",
+     "output": "A fox jumps over a dog."},
+    {"prompt": "Hello! How are you today?", "response": "I am fine, thank you."},
+    {"text": "Numbers: 0 1 2 3 4 5 6 7 8 9 10 100 2026."},
+]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("chat-cli")
+    model = tiny_chat_dir(root, family="llama", initializer_range=0.2)
+    return root, model, write_jsonl(root / "chat.jsonl", ROWS * 2)
+
+
+def peft_scores(model, adapter, rows):
+    """transformers' mean loss over the assistant tokens (conversations) or every token after
+    the first (text), with the tokens found independently of py_engine: the template through
+    transformers, assistant contents located in the rendered text by their offsets."""
+    tok = AutoTokenizer.from_pretrained(model)
+    hf = AutoModelForCausalLM.from_pretrained(model)
+    hf = PeftModel.from_pretrained(hf, adapter).eval() if adapter else hf.eval()
+    out = []
+    for row in rows:
+        if "text" in row:
+            ids = tok(row["text"]).input_ids
+            labels = list(ids)
+        else:
+            messages = row.get("messages") or [
+                {"role": "user", "content": row.get("prompt") or (row["instruction"] + (
+                    "\n\n" + row["input"] if row.get("input") else ""))},
+                {"role": "assistant", "content": row.get("response") or row.get("output")}]
+            text = tok.apply_chat_template(messages, tokenize=False)
+            enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+            ids, spans, pos = enc.input_ids, [], 0
+            for m in messages:
+                if m["role"] == "assistant":
+                    start = text.index(m["content"] + "<|im_end|>", pos)
+                    pos = start + len(m["content"]) + len("<|im_end|>")
+                    spans.append((start, pos))
+            labels = [i if any(a < e and s < b for a, b in spans) else -100
+                      for i, (s, e) in zip(ids, enc.offset_mapping)]
+        with torch.no_grad():
+            loss = hf(input_ids=torch.tensor([ids]), labels=torch.tensor([labels])).loss.item()
+        out.append((loss, sum(y != -100 for y in labels[1:])))
+    return out
+
+
+@pytest.mark.parametrize("mode", ["lora", "full"])
+def test_train_score_generate(workspace, mode):
+    root, model, data = workspace
+    out = root / f"out-{mode}"
+    trained = cli("train", "--model", model, "--data", data, "--out", out, "--mode", mode,
+                  "--epochs", 2, "--lr", 1e-2 if mode == "lora" else 1e-3, "--batch-size", 4,
+                  "--target-modules", "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj")
+    steps = [json.loads(line) for line in trained.stderr.splitlines() if line.startswith('{"step"')]
+    assert len(steps) == 6 and all(s["tokens"] > 0 for s in steps)
+    adapter_args = ("--adapter", out) if mode == "lora" else ()
+    scored_model = model if mode == "lora" else out
+    scored = cli("score", "--model", scored_model, *adapter_args, "--data", data)
+    lines = [json.loads(line) for line in scored.stdout.splitlines()]
+    want = peft_scores(scored_model, out if mode == "lora" else None, ROWS * 2)
+    assert len(lines) == len(want)
+    for got, (loss, tokens) in zip(lines, want):
+        assert got["tokens"] == tokens
+        assert abs(got["loss"] - loss) <= 1e-5 * loss
+
+    prompt = "What is the capital of France?"
+    generated = cli("generate", "--model", scored_model, *adapter_args, "--prompt", prompt,
+                    "--max-new-tokens", 16, "--greedy")
+    tok = AutoTokenizer.from_pretrained(model)
+    hf = AutoModelForCausalLM.from_pretrained(scored_model)
+    if mode == "lora":
+        hf = PeftModel.from_pretrained(hf, out)
+    ids = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True)
+    ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
+    reply = hf.eval().generate(torch.tensor([ids]), max_new_tokens=16, do_sample=False,
+                               eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    assert generated.stdout.rstrip("\n") == tok.decode(reply[0, len(ids):], skip_special_tokens=True)
+
+
+def test_sampling_options_and_errors(workspace):
+    root, model, data = workspace
+    a = cli("generate", "--model", model, "--prompt", "Hi", "--temperature", 0.8, "--top-p", 0.9,
+            "--seed", 3, "--max-new-tokens", 8)
+    b = cli("generate", "--model", model, "--prompt", "Hi", "--temperature", 0.8, "--top-p", 0.9,
+            "--seed", 3, "--max-new-tokens", 8)
+    assert a.stdout == b.stdout
+    bad = write_jsonl(root / "bad.jsonl", [ROWS[0], {"messages": [{"role": "user"}]}])
+    out = cli("train", "--model", model, "--data", bad, "--out", root / "x", check=False)
+    assert out.returncode == 2 and "bad.jsonl:2" in out.stderr
+    out = cli("generate", "--model", model, "--prompt", "Hi", "--greedy", "--temperature", 0.5, check=False)
+    assert out.returncode == 2 and "greedy" in out.stderr
+    out = cli("score", "--model", root / "missing", "--data", data, check=False)
+    assert out.returncode == 2 and "missing" in out.stderr
+    assert not (root / "x").exists()
