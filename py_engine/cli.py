@@ -64,8 +64,12 @@ def cmd_selfcheck(args):
 def is_decoder(model):
     """Whether a checkpoint directory holds a Llama-family decoder (by config.json's model_type)."""
     from py_engine.models.bert_config import read_config_json
+    from pathlib import Path
+
     from py_engine.models.llama_config import MODEL_TYPES
 
+    if not Path(model).is_dir():
+        raise FileNotFoundError(f"no model directory at {model}")
     return read_config_json(model).get("model_type") in MODEL_TYPES
 
 
