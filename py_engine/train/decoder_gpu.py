@@ -16,7 +16,7 @@ from ..backends.gpu_backend import Tensor
 from ..kernels.cross_entropy import IGNORE_LABEL, decode_metrics
 from ..kernels.dropout import pack_step
 from ..kernels.adamw import pack_hyper
-from .gpu_runtime import GpuRuntime
+from .gpu_runtime import GpuRuntime, _u32
 
 
 class DecoderInputs:
@@ -32,13 +32,6 @@ class DecoderInputs:
         self.ids.buffer.write(_u32(batch.ids))
         self.mask.buffer.write(_u32(batch.mask))
         self.labels.buffer.write(array("I", [IGNORE_LABEL if y < 0 else y for y in batch.labels]))
-
-
-def _u32(rows):
-    out = array("I")
-    for row in rows:
-        out.extend(row)
-    return out
 
 
 class DecoderGpuRuntime(GpuRuntime):

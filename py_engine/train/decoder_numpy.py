@@ -6,13 +6,12 @@ import numpy as np
 
 from ..models.llama import LlamaLoRA
 from ..ops import rope as rope_ops
+from ..ops.lm_head_loss import IGNORE
 from .numpy_runtime import NumpyRuntime
 
 
 def shifted_labels(batch):
     """The batch's shifted labels as an int64 array (negative = ignored)."""
-    from ..ops.lm_head_loss import IGNORE
-
     labels = np.asarray(batch.labels, np.int64)
     return np.where(labels < 0, IGNORE, labels)
 
@@ -41,7 +40,7 @@ class DecoderNumpyRuntime(NumpyRuntime):
                                    dweight=model.head_grad(be))
         model.backward(be, dh, saved, tables)
         be.finish_step()
-        return loss, _counted(labels)
+        return loss, int((labels != IGNORE).sum())
 
     async def score(self, batch):
         """(sum of token losses, counted tokens) of a batch, without training."""
@@ -75,9 +74,3 @@ class DecoderNumpyRuntime(NumpyRuntime):
             raise ValueError("the snapshot was taken with other trainable tensors")
         for name, values in snapshot.items():
             self.be.params[name][...] = values
-
-
-def _counted(labels):
-    from ..ops.lm_head_loss import IGNORE
-
-    return int((labels != IGNORE).sum())
