@@ -45,7 +45,8 @@ import json
 import re
 import unicodedata
 
-from .wordpiece import Encoding, _AddedTokens, _check_text, _ranges, padded_length
+from .wordpiece import (Encoding, _AddedTokens, _check_text, _ranges, padded_length,
+                        template_processing)
 
 WORD_CACHE_SIZE = 1 << 16   # words whose ids are remembered
 
@@ -803,21 +804,7 @@ class BPETokenizer:
         if kind is None or kind == "ByteLevel":     # ByteLevel only trims offsets
             single, pair = [(None, "A", 0)], [(None, "A", 0), (None, "B", 1)]
         elif kind == "TemplateProcessing":
-            specials = processor.get("special_tokens", {})
-
-            def compile_template(pieces):
-                out = []
-                for piece in pieces:
-                    if "SpecialToken" in piece:
-                        p = piece["SpecialToken"]
-                        out.append((list(specials[p["id"]]["ids"]), None, p["type_id"]))
-                    else:
-                        p = piece["Sequence"]
-                        out.append((None, p["id"], p["type_id"]))
-                return out
-
-            single = compile_template(processor["single"])
-            pair = compile_template(processor["pair"])
+            single, pair = template_processing(processor)
         else:
             raise ValueError(f"unsupported post_processor {kind!r} in tokenizer.json "
                              "(supported: TemplateProcessing, ByteLevel, Sequence)")

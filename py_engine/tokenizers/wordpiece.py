@@ -164,6 +164,25 @@ def _check_text(value, name):
     return value
 
 
+def template_processing(processor):
+    """(single, pair) templates of a TemplateProcessing post-processor: lists of (special ids,
+    None, type id) for special tokens and (None, sequence name "A"/"B", type id) for the text."""
+    specials = processor.get("special_tokens", {})
+
+    def compile_template(pieces):
+        out = []
+        for piece in pieces:
+            if "SpecialToken" in piece:
+                p = piece["SpecialToken"]
+                out.append((list(specials[p["id"]]["ids"]), None, p["type_id"]))
+            else:
+                p = piece["Sequence"]
+                out.append((None, p["id"], p["type_id"]))
+        return out
+
+    return compile_template(processor["single"]), compile_template(processor["pair"])
+
+
 def padded_length(tokenizer, batch, padding, max_length, pad_to_multiple_of):
     """The length a batch is padded to: its longest encoding ("longest") or max_length, else
     the file's padding length ("max_length"), rounded up to the multiple asked for or set in
@@ -366,21 +385,7 @@ class WordPieceTokenizer:
             single = [([cls_id], None, 0), (None, "A", 0), ([sep_id], None, 0)]
             pair = single + [(None, "B", 1), ([sep_id], None, 1)]
         elif kind == "TemplateProcessing":
-            specials = processor.get("special_tokens", {})
-
-            def compile_template(pieces):
-                out = []
-                for piece in pieces:
-                    if "SpecialToken" in piece:
-                        p = piece["SpecialToken"]
-                        out.append((list(specials[p["id"]]["ids"]), None, p["type_id"]))
-                    else:
-                        p = piece["Sequence"]
-                        out.append((None, p["id"], p["type_id"]))
-                return out
-
-            single = compile_template(processor["single"])
-            pair = compile_template(processor["pair"])
+            single, pair = template_processing(processor)
         else:
             raise ValueError(f"unsupported post_processor {kind!r}; "
                              "expected TemplateProcessing or BertProcessing")
