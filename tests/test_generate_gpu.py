@@ -13,7 +13,8 @@ from conftest import floats, run
 from tiny_chat import tiny_chat_dir
 from py_engine.backends.gpu_backend import Kernels, Tensor
 from py_engine.generate import GpuDecoder, NumpyDecoder, generate
-from py_engine.kernels.kv_cache import CachePosition, KVCacheKernels
+from py_engine.gpu import Variable
+from py_engine.kernels.kv_cache import KVCacheKernels
 from py_engine.models.llama_config import LlamaConfig
 from py_engine.models.llama_reference import LlamaReference
 from py_engine.ops.matmul import round_to_half
@@ -50,9 +51,9 @@ def test_kv_append_writes_rows_at_the_position_set_per_replay(device, rng):
     rows, width, capacity = 2, 12, 9
     src = device.create_buffer(4 * rows * width)
     cache = device.buffer_from(np.full(capacity * width, np.nan, np.float32))
-    position = CachePosition()
+    position = Variable(0)
     program = device.program()
-    kv.append(program, src, cache, rows, width, position=position)
+    kv.append(program, src, cache, rows, width, row=position)
     want = np.full((capacity, width), np.nan, np.float32)
     for at in (0, 3, 7):
         values = rng.standard_normal((rows, width)).astype(np.float32)

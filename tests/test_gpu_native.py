@@ -170,6 +170,32 @@ def test_program_replays_with_new_inputs(device, rng):
         assert rel_error(floats(result), 0.5 * x.astype(np.float64) + y) <= BOUNDS["scaled_add"]
 
 
+def test_variables_rewrite_recorded_uniforms_between_replays(device, rng):
+    """A Variable packed into uniforms: one recorded program replays with each value set; a
+    requirement refuses a value before anything is written; kinds must match the field."""
+    from py_engine.gpu import Variable
+
+    n = 777
+    kernel = run(device.kernel("elementwise.wgsl", "scaled_add"))
+    alpha = Variable(0.0, kind="f", name="alpha")
+    a, b, out = (device.buffer_from(rng.standard_normal(n).astype(np.float32)) for _ in range(3))
+    x, y = (floats(run(device.read(t))) for t in (a, b))
+    program = device.program().dispatch(kernel, [a, b, out, device.uniform("If", n, alpha)], 4)
+    program.read(out)
+    alpha.require(lambda v: abs(v) <= 8, "a test bound")
+    for value in (1.5, -3.25, 0.0):
+        alpha.set(value)
+        (result,) = run(program.run())
+        assert rel_error(floats(result), value * x.astype(np.float64) + y) <= BOUNDS["scaled_add"]
+    with pytest.raises(ValueError, match="alpha = 9.0 is out of range for a test bound"):
+        alpha.set(9.0)
+    assert alpha.value == 0.0
+    with pytest.raises(TypeError, match="field is 'I'"):
+        device.uniform("If", alpha, 1.0)
+    with pytest.raises(ValueError, match="requirement already fails|out of range"):
+        Variable(5, name="row").require(lambda v: v < 5, "five rows")
+
+
 def test_uploads_accept_buffer_objects(device):
     values = [1.5, -2.0, 3.25, 0.0]
     for data in (array("f", values), np.array(values, np.float32), np.array(values, np.float32).tobytes(),

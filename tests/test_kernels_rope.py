@@ -7,7 +7,8 @@ import pytest
 from conftest import read, rel_error, run
 
 from py_engine.gpu.selfcheck import poisoned
-from py_engine.kernels.rope import RopeKernels, RopePositions, rope_inv_freq, rope_tables
+from py_engine.gpu import Variable
+from py_engine.kernels.rope import RopeKernels, rope_inv_freq, rope_tables
 from py_engine.ops import rope as ops
 
 # f32 against float64: tables rounded once to f32, then a product and an fma per element
@@ -108,10 +109,10 @@ def test_positions_change_between_replays(device, rope):
     x = rng.standard_normal((2 * seq, heads * head_dim)).astype(np.float32)
     cos_b, sin_b = rope.tables(head_dim, table)
     out = poisoned(device, x.size)
-    positions = RopePositions()
+    positions = Variable(0)
     program = device.program()
     rope.forward(program, device.buffer_from(x), cos_b, sin_b, out, rows=2 * seq, heads=heads,
-                 head_dim=head_dim, seq=seq, positions=positions)
+                 head_dim=head_dim, seq=seq, offset=positions)
     program.read(out)
     for past in (0, 5, 11):
         positions.set(past)
@@ -119,6 +120,6 @@ def test_positions_change_between_replays(device, rope):
         cos, sin = ops.rope_tables(ops.rope_inv_freq(head_dim), seq, past)
         want = ops.rope_forward(x.astype(np.float64), cos, sin, heads)
         assert rel_error(np.frombuffer(bytes(got), np.float32), want) <= BOUND, past
-    with pytest.raises(ValueError, match="table rows"):
+    with pytest.raises(ValueError, match="RoPE tables of 12 positions"):
         positions.set(12)                       # position 12 is past the 12-row tables
-    assert positions.offset == 11
+    assert positions.value == 11

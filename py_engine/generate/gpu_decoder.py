@@ -22,8 +22,8 @@ import struct
 from array import array
 
 from ..backends.gpu_backend import GpuBackend, Kernels, Tensor
-from ..kernels.kv_cache import CachePosition, KVCacheKernels
-from ..kernels.rope import RopePositions
+from ..gpu import Variable
+from ..kernels.kv_cache import KVCacheKernels
 
 PEFT_PREFIX = "base_model.model."
 MIN_BUCKET = 16
@@ -59,7 +59,7 @@ class _Backend(GpuBackend):
 
 
 class _Recorded:
-    __slots__ = ("program", "ids", "last", "positions", "cache", "buffers")
+    __slots__ = ("program", "ids", "last", "position", "buffers")
 
 
 class GpuDecoder:
@@ -155,18 +155,14 @@ class GpuDecoder:
                               self.params[module + ".lora_B.weight"], self.scaling)[0]
 
     def _attention(self, be, program, q, layer, seq, position):
-        """Causal GQA attention of `seq` queries against the cache; with `position`, the
-        recorded `past` (Shape.past, byte 8 of its uniform) follows the cache position."""
-        c, att = self.config, self.k.causal_attention
+        """Causal GQA attention of `seq` queries against the cache (`position` keys before them)."""
+        c = self.config
         out, lse = be.new(*q.shape), be.new(c.num_attention_heads * seq).buffer
-        blocks = -(-seq // att.block_q)
-        shape = att._shape(1, seq, c.num_attention_heads, c.num_key_value_heads, c.head_dim,
-                           0, False, blocks, None)
-        if position is not None:
-            position.track(shape, 8, self.max_length - seq)
-        att._dispatch(program, "causal_attention_forward",
-                      [q.buffer, self.keys[layer], self.values[layer], att._mask(None), out.buffer,
-                       lse, shape], c.num_attention_heads * blocks)
+        self.k.causal_attention.forward(program, q.buffer, self.keys[layer], self.values[layer],
+                                        None, out.buffer, lse, batch=1, seq=seq,
+                                        heads=c.num_attention_heads,
+                                        kv_heads=c.num_key_value_heads, head_dim=c.head_dim,
+                                        past=position)
         return out
 
     def _record(self, T, decode):
@@ -178,8 +174,7 @@ class GpuDecoder:
         be.record(r.program)
         r.ids = Tensor(device.create_buffer(4 * T, label="token ids"), (1, T))
         r.last = Tensor(device.create_buffer(4, label="last row"), (1, 1))
-        r.positions = RopePositions() if decode else None
-        r.cache = CachePosition() if decode else None
+        r.position = Variable(0, name="cache position") if decode else 0
         extra = [r.ids.buffer, r.last.buffer]
         x = be.gather_rows(self.params["model.embed_tokens.weight"], r.ids)
         rope = self.k.rope
@@ -190,15 +185,15 @@ class GpuDecoder:
             v = self._linear(be, p + "self_attn.v_proj", h)
             qr, kr = be.new(*q.shape), be.new(*k.shape)
             rope.forward(r.program, q.buffer, self.cos, self.sin, qr.buffer, T, c.num_attention_heads,
-                         c.head_dim, T, positions=r.positions)
+                         c.head_dim, T, offset=r.position)
             rope.forward(r.program, k.buffer, self.cos, self.sin, kr.buffer, T, c.num_key_value_heads,
-                         c.head_dim, T, positions=r.positions)
+                         c.head_dim, T, offset=r.position)
             for src, cache in ((kr, self.keys[n]), (v, self.values[n])):
                 if decode:
-                    self.kv.append(r.program, src.buffer, cache, 1, self.kv_width, position=r.cache)
+                    self.kv.append(r.program, src.buffer, cache, 1, self.kv_width, row=r.position)
                 else:
                     r.program.copy(src.buffer, cache, size=4 * T * self.kv_width)
-            a = self._attention(be, r.program, qr, n, T, r.cache)
+            a = self._attention(be, r.program, qr, n, T, r.position)
             x = be.add(x, self._linear(be, p + "self_attn.o_proj", a))
             h = be.rmsnorm(x, self.params[p + "post_attention_layernorm.weight"], c.rms_norm_eps)[0]
             m = be.swiglu(self._linear(be, p + "mlp.gate_proj", h), self._linear(be, p + "mlp.up_proj", h))
@@ -255,8 +250,7 @@ class GpuDecoder:
             raise ValueError("step needs a prefilled prompt")
         r = self._decode
         r.ids.buffer.write(struct.pack("<I", int(token)))
-        r.positions.set(self.length)
-        r.cache.set(self.length)
+        r.position.set(self.length)
         (logits,) = await r.program.run()
         self.length += 1
         return array("f", bytes(logits))

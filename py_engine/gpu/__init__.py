@@ -27,6 +27,7 @@ from .errors import (
     ShaderCompileError,
     SoftwareAdapterWarning,
 )
+from .variable import Variable, value_of
 
 BACKENDS = ("native", "browser")
 
@@ -70,6 +71,6 @@ def run_sync(coroutine):
 __all__ = [
     "AdapterInfo", "Buffer", "BufferTooLargeError", "Device", "DeviceLostError", "GPUError",
     "Kernel", "NoWebGPUError", "Program", "STORAGE", "ShaderCompileError",
-    "SoftwareAdapterWarning", "UNIFORM", "default_backend", "grid_groups", "groups_for",
-    "open_device", "require_floats", "row_groups", "run_sync",
+    "SoftwareAdapterWarning", "UNIFORM", "Variable", "default_backend", "grid_groups", "groups_for",
+    "open_device", "require_floats", "row_groups", "run_sync", "value_of",
 ]

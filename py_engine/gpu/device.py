@@ -25,6 +25,7 @@ import warnings
 
 from . import shaders
 from .errors import BufferTooLargeError, DeviceLostError, GPUError, SoftwareAdapterWarning
+from .variable import Variable, pack_uniform
 
 STORAGE = "storage"
 UNIFORM = "uniform"
@@ -208,8 +209,16 @@ class Device:
         return buffer
 
     def uniform(self, fmt, *values, label=None):
-        """A uniform buffer holding `struct.pack("<" + fmt, *values)` (e.g. fmt "IIf")."""
-        return self.buffer_from(struct.pack("<" + fmt, *values), UNIFORM, label)
+        """A uniform buffer holding `struct.pack("<" + fmt, *values)` (e.g. fmt "IIf"). A value
+        may be a Variable (py_engine.gpu.variable): its field is rewritten whenever it is set,
+        so one recorded program can replay with a new value."""
+        if not any(isinstance(v, Variable) for v in values):
+            return self.buffer_from(struct.pack("<" + fmt, *values), UNIFORM, label)
+        data, bound = pack_uniform(fmt, values)
+        buffer = self.buffer_from(data, UNIFORM, label)
+        for variable, offset in bound:
+            variable.bind(buffer, offset)
+        return buffer
 
     def write(self, buffer, data, offset=0):
         """Upload `data` into `buffer` at `offset`; sizes that are not multiples of 4 are padded."""

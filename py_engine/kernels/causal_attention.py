@@ -18,10 +18,14 @@ Query head h reads KV head h // (Hq // Hkv); query row i (position past + i) see
 j <= past + i and key j is real. Padded query rows of a right-padded batch attend to the real
 keys before them, as transformers' eager attention does (finite, deterministic; a loss ignores
 them); a row that sees no key at all gets out 0 and no gradient. `past` > 0 serves decoding with
-a KV cache (Tq new queries against past + Tq keys); the backward accepts it too.
+a KV cache (Tq new queries against past + Tq keys); the backward accepts it too. In the forward,
+`past` may be a py_engine.gpu.Variable, set between replays (k and v are then the whole cache
+buffers: keys beyond past + Tq are never read).
 
 Limits: head_dim <= 128, block sizes <= 64 with block * head_dim <= 2048 (the workgroup tiles).
 """
+
+from ..gpu import Variable, value_of
 
 SOURCE = "causal_attention.wgsl"
 MAX_HEAD_DIM = 128
@@ -56,7 +60,7 @@ class CausalAttentionKernels:
             raise ValueError(f"head_dim must be in 1..{MAX_HEAD_DIM}, got {head_dim}")
         if max(self.block_q, self.block_k) * head_dim > TILE:
             raise ValueError(f"block size x head_dim must be <= {TILE}: load with smaller blocks")
-        if batch < 1 or seq < 1 or past < 0:
+        if batch < 1 or seq < 1 or value_of(past) < 0:
             raise ValueError("batch and seq must be positive, past non-negative")
         scaling = head_dim ** -0.5 if scaling is None else scaling
         return self.device.uniform("IIIIIIIIfIII", batch, seq, past, heads, kv_heads, head_dim,
@@ -79,6 +83,12 @@ class CausalAttentionKernels:
                 head_dim, past=0, scaling=None):
         """out [B*Tq, Hq*D] and lse [B, Hq, Tq] for queries at positions past..past+Tq-1."""
         blocks = -(-seq // self.block_q)
+        key_rows = min(k.size, v.size) // (4 * kv_heads * head_dim * batch)
+        fits = lambda p: 0 <= p and p + seq <= key_rows
+        if isinstance(past, Variable):
+            past.require(fits, f"attention over {key_rows} cached keys ({seq} queries)")
+        elif not fits(past):
+            raise ValueError(f"past ({past}) + seq ({seq}) keys do not fit k/v of {key_rows} rows")
         shape = self._shape(batch, seq, heads, kv_heads, head_dim, past,
                             attention_mask is not None, blocks, scaling)
         return self._dispatch(program, "causal_attention_forward",
@@ -89,6 +99,8 @@ class CausalAttentionKernels:
                  batch, seq, heads, kv_heads, head_dim, past=0, scaling=None):
         """dq [B*Tq, Hq*D], dk and dv [B*Tk, Hkv*D] (overwritten, summed over each KV head's
         query heads) from the forward's out and lse; stats [B*Hq*Tq*2] is scratch."""
+        if isinstance(past, Variable):
+            raise TypeError("the backward is recorded for a fixed past; pass an int")
         mask = self._mask(attention_mask)
         has_mask = attention_mask is not None
         rows = batch * heads * seq

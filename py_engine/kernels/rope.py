@@ -10,15 +10,16 @@ py_engine/ops/rope.py.
 q, k and their gradients: [B*T, heads * head_dim] f32, as the projections produce them. cos,
 sin: [P, head_dim / 2] f32 tables for positions 0 .. P-1, built once per model (in pure Python
 here, in double precision: this runs in the browser too). Row r is at position offset + r % T;
-offset + T <= P. The offset is fixed when the dispatch is recorded.
+offset + T <= P. The offset is an int fixed when the dispatch is recorded, or a
+py_engine.gpu.Variable set between replays (decoding with a KV cache replays one program per
+new token at a growing offset).
 """
 
 import math
-import struct
 from array import array
 
 from . import KernelFamily
-from ..gpu import require_floats
+from ..gpu import Variable, require_floats, value_of
 
 SOURCE = "rope.wgsl"
 WORKGROUP = 256
@@ -72,34 +73,6 @@ def rope_tables(inv_freq, positions):
     return cos, sin
 
 
-class RopePositions:
-    """The position offset of recorded RoPE dispatches, to change between replays: decoding
-    with a KV cache replays one program per new token at a growing offset.
-
-        positions = RopePositions()
-        rope.forward(program, ..., positions=positions)     # records with positions.offset
-        positions.set(past)                                  # before each replay
-    """
-
-    OFFSET_BYTE = 16     # Params.offset in shaders/rope.wgsl
-
-    def __init__(self, offset=0):
-        self.offset = offset
-        self._uses = []      # (params buffer, seq, table rows) of each recorded dispatch
-
-    def _add(self, params, seq, table_rows):
-        self._uses.append((params, seq, table_rows))
-
-    def set(self, offset):
-        for _, seq, table_rows in self._uses:
-            if offset < 0 or offset + seq > table_rows:
-                raise ValueError(f"positions up to {offset + seq - 1} need {offset + seq} table "
-                                 f"rows; the tables hold {table_rows}")
-        for params, _, _ in self._uses:
-            params.write(struct.pack("<I", offset), offset=self.OFFSET_BYTE)
-        self.offset = offset
-
-
 class RopeKernels(KernelFamily):
     SOURCE, ENTRIES, WORKGROUP = SOURCE, ENTRIES, WORKGROUP
 
@@ -116,20 +89,21 @@ class RopeKernels(KernelFamily):
         return (self.device.buffer_from(cos, label="rope cos"),
                 self.device.buffer_from(sin, label="rope sin"))
 
-    def _record(self, entry, program, src, cos, sin, dst, rows, heads, head_dim, seq, offset,
-                positions=None):
-        if positions is not None:
-            offset = positions.offset
+    def _record(self, entry, program, src, cos, sin, dst, rows, heads, head_dim, seq, offset):
         if head_dim < 2 or head_dim % 2:
             raise ValueError(f"RoPE needs an even head_dim >= 2, got {head_dim}")
-        if rows < 1 or heads < 1 or seq < 1 or offset < 0:
+        if rows < 1 or heads < 1 or seq < 1 or value_of(offset) < 0:
             raise ValueError(f"rope needs rows, heads, seq >= 1, offset >= 0; got {rows}, "
-                             f"{heads}, {seq}, {offset}")
+                             f"{heads}, {seq}, {value_of(offset)}")
         if rows % seq:
             raise ValueError(f"{rows} rows are not whole sequences of {seq}")
         half = head_dim // 2
         table_rows = min(cos.size, sin.size) // (4 * half)
-        if offset + seq > table_rows:
+        fits = lambda p: 0 <= p and p + seq <= table_rows
+        what = f"RoPE tables of {table_rows} positions ({seq} rows a sequence)"
+        if isinstance(offset, Variable):
+            offset.require(fits, what)
+        elif not fits(offset):
             raise ValueError(f"positions up to {offset + seq - 1} need {offset + seq} table rows; "
                              f"the tables hold {table_rows}")
         width = heads * head_dim
@@ -137,19 +111,15 @@ class RopeKernels(KernelFamily):
         require_floats(dst, rows * width, "output")
         pairs = rows * heads * half
         params = self.device.uniform("5I", pairs, heads, half, seq, offset)
-        if positions is not None:
-            positions._add(params, seq, table_rows)
         return self._dispatch(program, entry, [src, dst, params, cos, sin], pairs)
 
-    def forward(self, program, x, cos, sin, out, rows, heads, head_dim, seq, offset=0,
-                positions=None):
-        """out = x rotated by position (offset + row % seq); out must not be x. With
-        `positions` (a RopePositions) the offset is its current one, changeable per replay."""
+    def forward(self, program, x, cos, sin, out, rows, heads, head_dim, seq, offset=0):
+        """out = x rotated by position (offset + row % seq); out must not be x. `offset`: an
+        int, or a Variable changeable per replay."""
         return self._record("rope_forward", program, x, cos, sin, out, rows, heads, head_dim,
-                            seq, offset, positions)
+                            seq, offset)
 
-    def backward(self, program, dout, cos, sin, dx, rows, heads, head_dim, seq, offset=0,
-                 positions=None):
+    def backward(self, program, dout, cos, sin, dx, rows, heads, head_dim, seq, offset=0):
         """dx = dout rotated back (the inverse rotation)."""
         return self._record("rope_backward", program, dout, cos, sin, dx, rows, heads, head_dim,
-                            seq, offset, positions)
+                            seq, offset)
