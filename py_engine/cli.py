@@ -164,7 +164,8 @@ def cmd_train(args):
         return cmd_train_chat(args)
     from py_engine.data.classification import label_names, read_jsonl
     from py_engine.models.lora_config import LoraConfig
-    from py_engine.train.classifier import TextClassifier, TrainConfig
+    from py_engine.train.classifier import TextClassifier
+    from py_engine.train.config import ClassifierTrainConfig
 
     from py_engine.gpu import run_sync
 
@@ -172,7 +173,7 @@ def cmd_train(args):
     labels = label_names(examples)
     lora = LoraConfig(r=args.r, lora_alpha=args.lora_alpha or args.r, lora_dropout=args.lora_dropout,
                       target_modules=(args.target_modules or "query,value").split(","))
-    config = TrainConfig(epochs=args.epochs, lr=args.lr or 5e-4, batch_size=args.batch_size or 16,
+    config = ClassifierTrainConfig(epochs=args.epochs, lr=args.lr or 5e-4, batch_size=args.batch_size or 16,
                          grad_accum=args.grad_accum, seed=args.seed, max_length=args.max_length,
                          max_grad_norm=args.max_grad_norm, weight_decay=args.weight_decay,
                          label_smoothing=args.label_smoothing)

@@ -6,7 +6,8 @@ accuracy and a few predictions. `python build.py demo` runs it inside headless C
 import time
 
 from .data.examples import LABELS, sentiment_examples
-from .train.classifier import TextClassifier, TrainConfig
+from .train.classifier import TextClassifier
+from .train.config import TrainConfig
 
 MODEL_FILES = ("config.json", "tokenizer.json", "model.safetensors")
 SAMPLES = ["what a wonderful evening, truly superb", "the service was awful and the food dull"]

@@ -23,16 +23,18 @@ from py_engine.models.lora_config import LoraConfig
 from py_engine.train.gpu_runtime import GpuRuntime
 from py_engine.train.init import initial_trainable, merge_loaded
 from py_engine.train.batch import Batch
+from py_engine.train.tasks import ClassificationTask
 
 checkpoint = Checkpoint.load("/work/model")
 config, tensors, _ = load_adapter("/work/adapter")
 model = BertClassifier(checkpoint.config, LoraConfig.from_peft_dict(config), 3, dropout=DROPOUT)
 values = merge_loaded(model, initial_trainable(model, 0), tensors, "/work/adapter")
-runtime = await GpuRuntime.create(model, checkpoint, values)
+runtime = await GpuRuntime.create(model, ClassificationTask(3), checkpoint, values)
 batch = Batch(**BATCH)
-loss, correct = await runtime.accumulate(batch, seed=SEED)
+metrics = await runtime.accumulate(batch, seed=SEED)
 grads = {name: list(values) for name, values in (await runtime.gradients()).items()}
-json.dumps({"loss": loss, "correct": correct, "grads": grads, "adapter": runtime.device.info.as_dict()})
+json.dumps({"loss": metrics["loss"], "correct": metrics["correct"], "grads": grads,
+            "adapter": runtime.device.info.as_dict()})
 """
 
 
@@ -46,7 +48,8 @@ def test_tiny_bert_step_in_the_browser(engine_page, tmp_path):
     reference = engine_from_peft(model_dir, adapter, 3)
     # With dropout on: the browser's masks must be the host's masks too.
     reference.model.dropout = dict.fromkeys(reference.model.dropout, 0.1)
-    want, want_correct = run(reference.accumulate(batch, seed=77))
+    want_metrics = run(reference.accumulate(batch, seed=77))
+    want, want_correct = want_metrics["loss"], want_metrics["correct"]
     code = (STEP.replace("DROPOUT", "0.1").replace("SEED", "77")
             .replace("BATCH", json.dumps({"ids": batch.ids, "type_ids": batch.type_ids,
                                           "mask": batch.mask, "labels": batch.labels})))
@@ -54,7 +57,7 @@ def test_tiny_bert_step_in_the_browser(engine_page, tmp_path):
     assert got["adapter"]["backend"] == "browser-webgpu"
     assert abs(got["loss"] - want) <= LOSS_BOUND * abs(want), (got["loss"], want)
     assert got["correct"] == want_correct
-    theirs = reference.gradients()
+    theirs = run(reference.gradients())
     for name, values in got["grads"].items():
         err = rel(np.asarray(values), theirs[name].ravel())
         assert err <= GRAD_BOUND, f"{name}: relative error {err:.2e}"

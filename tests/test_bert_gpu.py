@@ -18,13 +18,14 @@ from py_engine.train.gpu_runtime import GpuRuntime
 from py_engine.train.init import initial_trainable, merge_loaded
 from py_engine.train.batch import Batch
 from py_engine.train.numpy_runtime import NumpyRuntime
+from py_engine.train.tasks import ClassificationTask
 
 LOSS_BOUND = 1e-5
 GRAD_BOUND = 1e-4
 
 
 def runtimes(device, model_dir, adapter_dir, num_labels, dropout=0.0, base_dtype="f32",
-             lora_dropout=None):
+             lora_dropout=None, **task_options):
     checkpoint = Checkpoint.load(model_dir)
     config, tensors, _ = load_adapter(adapter_dir)
     if lora_dropout is not None:
@@ -32,17 +33,18 @@ def runtimes(device, model_dir, adapter_dir, num_labels, dropout=0.0, base_dtype
     model = BertClassifier(checkpoint.config, LoraConfig.from_peft_dict(config), num_labels,
                            dropout=dropout)
     values = merge_loaded(model, initial_trainable(model, 0), tensors, adapter_dir)
-    reference = NumpyRuntime(model, checkpoint, values, dtype=np.float64)
-    gpu = run(GpuRuntime.create(model, checkpoint, values, device=device, base_dtype=base_dtype))
+    task = ClassificationTask(num_labels, **task_options)
+    reference = NumpyRuntime(model, task, checkpoint, values, dtype=np.float64)
+    gpu = run(GpuRuntime.create(model, task, checkpoint, values, device=device, base_dtype=base_dtype))
     return reference, gpu
 
 
 def compare_step(reference, gpu, batch, seed=0, loss_bound=LOSS_BOUND, grad_bound=GRAD_BOUND):
-    want, want_correct = run(reference.accumulate(batch, seed=seed))
-    got, got_correct = run(gpu.accumulate(batch, seed=seed))
-    assert abs(got - want) <= loss_bound * abs(want), (got, want)
-    assert got_correct == want_correct
-    theirs = reference.gradients()
+    want = run(reference.accumulate(batch, seed=seed))
+    got = run(gpu.accumulate(batch, seed=seed))
+    assert abs(got["loss"] - want["loss"]) <= loss_bound * abs(want["loss"]), (got, want)
+    assert got["correct"] == want["correct"] and got["counted"] == want["counted"] == batch.B
+    theirs = run(reference.gradients())
     for name, values in run(gpu.gradients()).items():
         err = rel(np.asarray(values, np.float64), theirs[name].ravel())
         assert err <= grad_bound, f"{name}: relative error {err:.2e} > {grad_bound}"
@@ -57,6 +59,11 @@ def tiny(tmp_path_factory):
         peft = po.peft_model(model_dir, 3, target_modules=targets, seed=12)
         adapters[targets] = po.save_adapter(peft, path / ("adapter-" + "-".join(targets)))
     return model_dir, adapters
+
+
+def softmax(z):
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
 
 
 def tiny_batch(seed, B=4, T=12):
@@ -79,7 +86,7 @@ def test_gpu_dropout_draws_the_reference_masks(device, tiny):
     compare_step(reference, gpu, tiny_batch(2), seed=1234)
     # A different seed gives a different loss: dropout is really on.
     no_drop, _ = runtimes(device, model_dir, adapters["query", "value"], 3)
-    assert abs(run(no_drop.accumulate(tiny_batch(2)))[0] - run(reference.accumulate(tiny_batch(2), seed=99))[0]) > 1e-4
+    assert abs(run(no_drop.accumulate(tiny_batch(2)))["loss"] - run(reference.accumulate(tiny_batch(2), seed=99))["loss"]) > 1e-4
 
 
 def test_gpu_f16_base_weights(device, tiny):
@@ -89,8 +96,8 @@ def test_gpu_f16_base_weights(device, tiny):
     _, gpu32 = runtimes(device, model_dir, adapters["query", "value"], 3)
     _, gpu16 = runtimes(device, model_dir, adapters["query", "value"], 3, base_dtype="f16")
     batch = tiny_batch(3)
-    l32, _ = run(gpu32.accumulate(batch))
-    l16, _ = run(gpu16.accumulate(batch))
+    l32 = run(gpu32.accumulate(batch))["loss"]
+    l16 = run(gpu16.accumulate(batch))["loss"]
     assert 0 < abs(l16 - l32) <= 1e-3 * abs(l32), f"f16 storage moved the loss by {abs(l16 - l32):.2e}"
 
 
@@ -100,14 +107,14 @@ def test_gpu_training_tracks_reference(device, tiny):
     ours, theirs = [], []
     for step in range(1, 11):
         batch = tiny_batch(100 + step)
-        theirs.append(run(reference.accumulate(batch))[0])
-        run(reference.update(lr=5e-3, step=step, max_norm=0.5, weight_decay=0.01))
-        ours.append(run(gpu.accumulate(batch))[0])
-        run(gpu.update(lr=5e-3, step=step, max_norm=0.5, weight_decay=0.01))
+        theirs.append(run(reference.accumulate(batch))["loss"])
+        run(reference.update(lr=5e-3, max_norm=0.5, weight_decay=0.01))
+        ours.append(run(gpu.accumulate(batch))["loss"])
+        run(gpu.update(lr=5e-3, max_norm=0.5, weight_decay=0.01))
     assert rel(ours, np.array(theirs)) <= 1e-4, (ours, theirs)
-    probs_ref = np.array(run(reference.probabilities(tiny_batch(5))))
-    probs_gpu = np.array(run(gpu.probabilities(tiny_batch(5))))
-    assert np.abs(probs_ref - probs_gpu).max() <= 1e-5
+    logits_ref = np.array(run(reference.outputs(tiny_batch(5))))
+    logits_gpu = np.array(run(gpu.outputs(tiny_batch(5))))
+    assert np.abs(softmax(logits_ref) - softmax(logits_gpu)).max() <= 1e-5
 
 
 def test_minilm_gpu_step_matches_peft(device, tmp_path):
@@ -116,7 +123,7 @@ def test_minilm_gpu_step_matches_peft(device, tmp_path):
     ids, types, mask, labels = random_batch(np.random.default_rng(22), 2, 16, 30522, 2)
     loss, grads, _ = po.step_gradients(peft, ids, mask, labels, token_type_ids=types)
     _, gpu = runtimes(device, po.MINILM_DIR, adapter, 2)
-    got, _ = run(gpu.accumulate(Batch(ids.tolist(), types.tolist(), mask.tolist(), labels.tolist())))
+    got = run(gpu.accumulate(Batch(ids.tolist(), types.tolist(), mask.tolist(), labels.tolist())))["loss"]
     assert abs(got - loss) <= LOSS_BOUND * abs(loss), (got, loss)
     ours = run(gpu.gradients())
     for key, ref in grads.items():

@@ -14,7 +14,7 @@ from conftest import run
 from tiny_chat import tiny_chat_dir
 from py_engine.generate import NumpyDecoder, TextStream, generate, greedy, sample, warp, warp_scores
 from py_engine.models.llama_config import LlamaConfig
-from py_engine.models.llama_reference import LlamaReference
+from llama_reference import LlamaReference
 from py_engine.tokenizers import BPETokenizer
 
 LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": 5e5, "factor": 8.0, "low_freq_factor": 1.0,
@@ -179,7 +179,7 @@ def test_lora_logits_match_peft(chat, rng):
     for name, p in peft.named_parameters():
         if "lora_" in name:   # PEFT's runtime names carry ".default"; files do not
             params[name.replace(".default", "")] = p.detach().numpy()
-    decoder = NumpyDecoder(LlamaConfig.from_file(path), params, lora_scaling=8 / 4)
+    decoder = NumpyDecoder.from_params(LlamaConfig.from_file(path), params, lora_scaling=8 / 4)
     seq = rng.integers(0, decoder.config.vocab_size, 9).tolist()
     with torch.no_grad():
         want = peft(input_ids=torch.as_tensor([seq])).logits[0, 3:].numpy()

@@ -16,7 +16,7 @@ from py_engine.generate import GpuDecoder, NumpyDecoder, generate
 from py_engine.gpu import Variable
 from py_engine.kernels.kv_cache import KVCacheKernels
 from py_engine.models.llama_config import LlamaConfig
-from py_engine.models.llama_reference import LlamaReference
+from llama_reference import LlamaReference
 from py_engine.ops.matmul import round_to_half
 from py_engine.tokenizers import BPETokenizer
 
@@ -139,8 +139,8 @@ def test_f16_weights_and_unmerged_lora(device, kernels, chat, rng):
                 params[name] = Tensor(device.buffer_from(value), shape)
     gpu = run(GpuDecoder.create(device, config, params, kernels=kernels, lora_scaling=alpha / r,
                                 max_length=32))
-    ref = NumpyDecoder(config, host, lora_scaling=alpha / r, max_length=32)
-    plain = NumpyDecoder(config, {n: v for n, v in host.items() if "lora" not in n}, max_length=32)
+    ref = NumpyDecoder.from_params(config, host, lora_scaling=alpha / r, max_length=32)
+    plain = NumpyDecoder.from_params(config, {n: v for n, v in host.items() if "lora" not in n}, max_length=32)
     seq = rng.integers(0, config.vocab_size, 10).tolist()
     want = step_logits(ref, seq, 6)
     assert rel(step_logits(plain, seq, 6)[0], want[0]) > 1e-2          # LoRA matters

@@ -20,7 +20,7 @@ from py_engine.formats import safetensors
 from py_engine.formats.peft_adapter import load_adapter
 from py_engine.gpu import open_device
 from py_engine.kernels.cross_entropy import decode_metrics
-from py_engine.models.llama import LlamaLoRA, shift_labels
+from py_engine.models.llama import LlamaModel, shift_labels
 from py_engine.models.llama_config import LlamaConfig
 from py_engine.models.lora_config import LoraConfig
 from py_engine.train.batch import Batch
@@ -29,7 +29,7 @@ I = json.loads(INPUTS)
 device = await open_device()
 config = LlamaConfig.from_file("/work/model")
 adapter_config, tensors, _ = load_adapter("/work/adapter")
-model = LlamaLoRA(config, LoraConfig.from_peft_dict(adapter_config))
+model = LlamaModel(config, LoraConfig.from_peft_dict(adapter_config))
 file = safetensors.load("/work/model/model.safetensors")
 kernels = await Kernels.load(device, decoder=True)
 be = GpuBackend(device, kernels)
@@ -45,10 +45,9 @@ batch.ids, batch.mask = u32(I["ids"], (B, T)), u32(I["mask"], (B, T))
 labels = Tensor(device.buffer_from(array("I", shift_labels(I["labels"]))), (B * T,))
 program = device.program()
 be.record(program)
-cos, sin = kernels.rope.tables(config.head_dim, T, config.rope_parameters)
-hidden, saved = model.hidden(be, batch, (cos, sin, T))
+hidden, saved = model.forward(be, batch)
 metrics, dh = be.lm_head_loss(hidden, be.param(model.head_name), labels, chunk=40)
-model.backward(be, dh, saved, (cos, sin, T))
+model.backward(be, dh, saved, batch)
 program.read(metrics)
 names = list(tensors)
 for name in names:

@@ -13,10 +13,9 @@ from transformers import LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 from py_engine.backends.numpy_backend import NumpyBackend
 from py_engine.formats import safetensors
 from py_engine.formats.peft_adapter import load_adapter
-from py_engine.models.llama import LlamaLoRA, shift_labels
+from py_engine.models.llama import LlamaModel, shift_labels
 from py_engine.models.llama_config import LlamaConfig
 from py_engine.models.lora_config import LoraConfig
-from py_engine.ops import rope as rope_ops
 from py_engine.train.batch import Batch
 
 TINY = dict(vocab_size=96, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
@@ -61,7 +60,7 @@ def test_decoder_lora_step_matches_peft(tmp_path, model_class, hf_config, target
 
     config = LlamaConfig.from_file(tmp_path / "model")
     adapter_config, tensors, _ = load_adapter(tmp_path / "adapter")
-    model = LlamaLoRA(config, LoraConfig.from_peft_dict(adapter_config))
+    model = LlamaModel(config, LoraConfig.from_peft_dict(adapter_config))
     be = NumpyBackend(np.float64)
     file = safetensors.load(tmp_path / "model" / "model.safetensors")
     for name, shape in config.parameter_shapes().items():
@@ -70,11 +69,10 @@ def test_decoder_lora_step_matches_peft(tmp_path, model_class, hf_config, target
         be.set_param(name, np.asarray(values, np.float64), shape)
         be.add_grad(name)
     batch = Batch(ids.tolist(), [[0] * T] * B, mask.tolist())
-    inv_freq = rope_ops.rope_inv_freq(config.head_dim, config.rope_parameters)
-    tables = rope_ops.rope_tables(inv_freq, T)
-    hidden, saved = model.hidden(be, batch, tables)
-    loss, dh = be.lm_head_loss(hidden, be.param(model.head_name), np.asarray(shift_labels(labels.tolist())))
-    model.backward(be, dh, saved, tables)
+    hidden, saved = model.forward(be, batch)
+    metrics, dh = be.lm_head_loss(hidden, be.param(model.head_name), np.asarray(shift_labels(labels.tolist())))
+    model.backward(be, dh, saved, batch)
+    loss = metrics["loss"]
 
     assert abs(loss - out.loss.item()) <= 1e-6 * abs(loss)
     assert set(want) == set(model.trainable)
@@ -93,7 +91,7 @@ def test_decoder_lora_step_on_the_gpu_matches_numpy(tmp_path, device):
     peft_decoder(tmp_path, Qwen2ForCausalLM, Qwen2Config(**TINY), ALL)
     config = LlamaConfig.from_file(tmp_path / "model")
     adapter_config, tensors, _ = load_adapter(tmp_path / "adapter")
-    model = LlamaLoRA(config, LoraConfig.from_peft_dict(adapter_config))
+    model = LlamaModel(config, LoraConfig.from_peft_dict(adapter_config))
     file = safetensors.load(tmp_path / "model" / "model.safetensors")
     rng = np.random.default_rng()
     B, T = 2, 9
@@ -118,10 +116,9 @@ def test_decoder_lora_step_on_the_gpu_matches_numpy(tmp_path, device):
     batch.ids, batch.mask = u32(ids), u32(mask)
     program = device.program()
     be.record(program)
-    cos, sin = kernels.rope.tables(config.head_dim, T, config.rope_parameters)
-    hidden, saved = model.hidden(be, batch, (cos, sin, T))
+    hidden, saved = model.forward(be, batch)
     metrics, dh = be.lm_head_loss(hidden, be.param(model.head_name), u32(shifted), chunk=40)
-    model.backward(be, dh, saved, (cos, sin, T))
+    model.backward(be, dh, saved, batch)
     program.read(metrics)
     for name in tensors:
         program.read(be.grads[name].buffer)
@@ -135,7 +132,7 @@ def numpy_step(path, ids, mask, labels):
     and adapter under `path` (as peft_decoder wrote them)."""
     config = LlamaConfig.from_file(path / "model")
     adapter_config, tensors, _ = load_adapter(path / "adapter")
-    model = LlamaLoRA(config, LoraConfig.from_peft_dict(adapter_config))
+    model = LlamaModel(config, LoraConfig.from_peft_dict(adapter_config))
     file = safetensors.load(path / "model" / "model.safetensors")
     ref = NumpyBackend(np.float64)
     for name, shape in config.parameter_shapes().items():
@@ -144,12 +141,12 @@ def numpy_step(path, ids, mask, labels):
         ref.set_param(name, np.asarray(values, np.float64), shape)
         ref.add_grad(name)
     B, T = np.shape(ids)
-    tables = rope_ops.rope_tables(rope_ops.rope_inv_freq(config.head_dim, config.rope_parameters), T)
-    hidden, saved = model.hidden(ref, Batch(np.asarray(ids).tolist(), [[0] * T] * B, np.asarray(mask).tolist()), tables)
-    loss, dh = ref.lm_head_loss(hidden, ref.param(model.head_name),
-                                np.asarray(shift_labels(np.asarray(labels).tolist())))
-    model.backward(ref, dh, saved, tables)
-    return loss, ref.grads
+    batch = Batch(np.asarray(ids).tolist(), [[0] * T] * B, np.asarray(mask).tolist())
+    hidden, saved = model.forward(ref, batch)
+    metrics, dh = ref.lm_head_loss(hidden, ref.param(model.head_name),
+                                   np.asarray(shift_labels(np.asarray(labels).tolist())))
+    model.backward(ref, dh, saved, batch)
+    return metrics["loss"], ref.grads
 
 
 def check_against(want, ref_grads, got, got_grads):
@@ -189,17 +186,18 @@ def test_full_finetuning_step_matches_transformers(tmp_path, model_class, hf_con
     want = {n: p.grad.numpy() for n, p in hf.named_parameters()}
 
     config = LlamaConfig.from_file(tmp_path / "model")
-    model = LlamaLoRA(config, None)
+    model = LlamaModel(config, None)
     be = NumpyBackend(np.float64)
     file = safetensors.load(tmp_path / "model" / "model.safetensors")
     for name, shape in config.parameter_shapes().items():
         be.set_param(name, np.frombuffer(file.floats(name), np.float32), shape)
         be.add_grad(name)
-    tables = rope_ops.rope_tables(rope_ops.rope_inv_freq(config.head_dim, config.rope_parameters), T)
-    hidden, saved = model.hidden(be, Batch(ids.tolist(), [[0] * T] * B, mask.tolist()), tables)
-    loss, dh = be.lm_head_loss(hidden, be.param(model.head_name),
-                               np.asarray(shift_labels(labels.tolist())), dweight=model.head_grad(be))
-    model.backward(be, dh, saved, tables)
+    batch = Batch(ids.tolist(), [[0] * T] * B, mask.tolist())
+    hidden, saved = model.forward(be, batch)
+    metrics, dh = be.lm_head_loss(hidden, be.param(model.head_name),
+                                  np.asarray(shift_labels(labels.tolist())), dweight=model.head_grad(be))
+    model.backward(be, dh, saved, batch)
+    loss = metrics["loss"]
 
     assert abs(loss - out.loss.item()) <= 1e-6 * abs(loss)
     assert set(model.trainable) == set(want) - ({"lm_head.weight"} if config.tie_word_embeddings else set())

@@ -13,7 +13,8 @@ from test_bert_oracle import rel
 from py_engine.data.classification import Example
 from py_engine.train.batch import Batch
 from py_engine.train.batching import padded_length, plan_epoch
-from py_engine.train.classifier import TextClassifier, TrainConfig
+from py_engine.train.classifier import TextClassifier
+from py_engine.train.config import ClassifierTrainConfig, ConfigError, TrainConfig
 from py_engine.train.schedule import linear_warmup_decay
 
 
@@ -37,27 +38,27 @@ def test_two_half_batches_accumulate_to_the_full_batch(device, tiny, backend):
     engine = reference if backend == "numpy" else gpu
     full = tiny_batch(81, B=6)
     run(reference.accumulate(full))
-    want = reference.gradients()
+    want = run(reference.gradients())
     reference.be.zero_grads()
     for half in halves(full):
         run(engine.accumulate(half, loss_scale=0.5))
-    got = engine.gradients() if backend == "numpy" else run(engine.gradients())
+    got = run(engine.gradients())
     for name, values in got.items():
         bound = 1e-12 if backend == "numpy" else 1e-4
         assert rel(np.asarray(values, np.float64).ravel(), want[name].ravel()) <= bound, name
 
 
 def test_class_weights_and_label_smoothing_on_the_gpu(device, tiny):
-    reference, gpu = runtimes(device, *tiny, 3)
+    reference, gpu = runtimes(device, *tiny, 3, class_weights=[0.5, 2.0, 1.25], label_smoothing=0.1)
+    plain_reference, _ = runtimes(device, *tiny, 3)
     batch = tiny_batch(82)
-    kwargs = dict(class_weights=[0.5, 2.0, 1.25], label_smoothing=0.1)
-    want, _ = run(reference.accumulate(batch, **kwargs))
-    got, _ = run(gpu.accumulate(batch, **kwargs))
+    want = run(reference.accumulate(batch))["loss"]
+    got = run(gpu.accumulate(batch))["loss"]
     assert abs(got - want) <= 1e-5 * abs(want)
-    theirs = reference.gradients()
+    theirs = run(reference.gradients())
     for name, values in run(gpu.gradients()).items():
         assert rel(np.asarray(values, np.float64), theirs[name].ravel()) <= 1e-4, name
-    plain, _ = run(reference.accumulate(batch))
+    plain = run(plain_reference.accumulate(batch))["loss"]
     assert abs(plain - want) > 1e-3        # the options really change the loss
 
 
@@ -69,14 +70,16 @@ def test_mean_pooling_on_the_gpu_matches_numpy(device, tiny, tmp_path):
     from py_engine.train.gpu_runtime import GpuRuntime
     from py_engine.train.init import initial_trainable, merge_loaded
     from py_engine.train.numpy_runtime import NumpyRuntime
+    from py_engine.train.tasks import ClassificationTask
 
     model_dir, adapter = tiny
     checkpoint = Checkpoint.load(model_dir)
     config, tensors, _ = load_adapter(adapter)
     model = BertClassifier(checkpoint.config, LoraConfig.from_peft_dict(config), 3, pooling="mean", dropout=0.0)
     values = merge_loaded(model, initial_trainable(model, 0), tensors, adapter)
-    compare_step(NumpyRuntime(model, checkpoint, values, dtype=np.float64),
-                 run(GpuRuntime.create(model, checkpoint, values, device=device)), tiny_batch(83))
+    task = ClassificationTask(3)
+    compare_step(NumpyRuntime(model, task, checkpoint, values, dtype=np.float64),
+                 run(GpuRuntime.create(model, task, checkpoint, values, device=device)), tiny_batch(83))
 
 
 TEXTS = ["the film was great", "a very bad plot", "not good, really awful!", "fine actor",
@@ -121,9 +124,18 @@ def test_schedule_matches_transformers():
 
 
 def test_train_config_rejects_nonsense():
-    for bad in (dict(epochs=0), dict(lr=-1.0), dict(batch_size=0), dict(label_smoothing=1.0)):
-        with pytest.raises(ValueError):
+    for bad in (dict(epochs=0), dict(lr=-1.0), dict(lr=0.0), dict(batch_size=0), dict(grad_accum=0),
+                dict(max_grad_norm=0.0), dict(max_grad_norm=-1.0), dict(lr=float("nan")),
+                dict(weight_decay=-0.1), dict(warmup_ratio=1.0), dict(max_length=2),
+                dict(epochs=1.5), dict(seed=-1)):
+        with pytest.raises(ConfigError):
             TrainConfig(**bad)
+    for bad in (dict(label_smoothing=1.0), dict(class_weights=[0.0, 0.0]), dict(class_weights=[1.0, -1.0])):
+        with pytest.raises(ConfigError):
+            ClassifierTrainConfig(**bad)
+    with pytest.raises(TypeError):
+        TrainConfig(label_smoothing=0.1)          # a classification option, not every task's
+    assert TrainConfig(max_grad_norm=None).max_grad_norm is None     # clipping off, explicitly
 
 
 def test_fused_gpu_step_equals_accumulate_then_update(device, tiny):
@@ -131,10 +143,9 @@ def test_fused_gpu_step_equals_accumulate_then_update(device, tiny):
     _, fused = runtimes(device, *tiny, 3)
     for step in range(1, 4):
         batch = tiny_batch(90 + step)
-        l1, c1 = run(separate.accumulate(batch, seed=step))
-        n1 = run(separate.update(lr=1e-2, step=step, max_norm=0.5, weight_decay=0.01))
-        l2, c2, n2 = run(fused.train_step(batch, seed=step, lr=1e-2, step=step, max_norm=0.5,
-                                          weight_decay=0.01))
-        assert (l1, c1, n1) == (l2, c2, n2)       # the same dispatches: bit for bit
+        m1 = run(separate.accumulate(batch, seed=step))
+        n1 = run(separate.update(lr=1e-2, max_norm=0.5, weight_decay=0.01))
+        m2 = run(fused.train_step(batch, seed=step, lr=1e-2, max_norm=0.5, weight_decay=0.01))
+        assert (m1["loss"], m1["correct"], n1) == (m2["loss"], m2["correct"], m2["grad_norm"])   # bit for bit
     a, b = run(separate.trainable_values()), run(fused.trainable_values())
     assert all(a[n][1] == b[n][1] for n in a)

@@ -6,13 +6,16 @@ No NumPy: this runs in the browser.
 """
 
 import math
+from array import array
 
+from ..kernels.adamw import AdamWKernels
 from ..kernels.attention import AttentionKernels
-from ..kernels.cross_entropy import CrossEntropyKernels
+from ..kernels.cross_entropy import CrossEntropyKernels, create_metrics
 from ..kernels.dropout import DropoutKernels
 from ..kernels.elementwise import ElementwiseKernels
 from ..kernels.embedding import EmbeddingKernels
 from ..kernels.gelu import GeluKernels
+from ..kernels.grad_norm import GradNormKernels
 from ..kernels.layernorm import LayerNormKernels
 from ..kernels.lora_linear import LoraLinearKernels
 from ..kernels.matmul import MatmulKernels
@@ -53,7 +56,7 @@ class Kernels:
     @classmethod
     async def load(cls, device, matmul_variant=None, decoder=False, quantized=False):
         """`decoder`: also the Llama-family families (RMSNorm, RoPE, SwiGLU, causal attention,
-        the chunked LM-head loss); `quantized`: the int8/int4 weight kernels."""
+        the chunked LM-head loss, the KV cache); `quantized`: the int8/int4 weight kernels."""
         k = cls()
         k.matmul = await MatmulKernels.load(device, variant=matmul_variant)
         k.quantized = None
@@ -70,8 +73,11 @@ class Kernels:
         k.pooling = await PoolingKernels.load(device)
         k.elementwise = await ElementwiseKernels.load(device)
         k.cross_entropy = await CrossEntropyKernels.load(device)
+        k.adamw = await AdamWKernels.load(device)
+        k.grad_norm = await GradNormKernels.load(device)
         if decoder:
             from ..kernels.causal_attention import CausalAttentionKernels
+            from ..kernels.kv_cache import KVCacheKernels
             from ..kernels.lm_head_loss import LMHeadLossKernels
             from ..kernels.rmsnorm import RmsNormKernels
             from ..kernels.rope import RopeKernels
@@ -82,6 +88,7 @@ class Kernels:
             k.swiglu = await SwiGLUKernels.load(device)
             k.causal_attention = await CausalAttentionKernels.load(device)
             k.lm_head = await LMHeadLossKernels.load(device, matmul=k.matmul)
+            k.kv_cache = await KVCacheKernels.load(device)
         return k
 
 
@@ -102,19 +109,53 @@ class GpuBackend:
         self.grads = {}
         self.program = None
         self.step = kernels.dropout.step_buffer()   # dropout (seed, offset), written per replay
+        self.metrics = create_metrics(device)        # what the loss and the update write
         self._counter = 0
         self._zeros = {}
-        self.metrics = None
+        self._rope = {}
+        self._pool = None      # while recording inference: {"owned", "live", "free"} buffers
 
     # --- recording ---
 
-    def record(self, program):
-        """Point the ops at `program`; dropout layers are numbered afresh, as in NumPy."""
+    def record(self, program, reuse=False):
+        """Point the ops at `program`; dropout layers are numbered afresh, as in NumPy.
+
+        With `reuse` (inference, where no backward reads the activations) a layer's
+        intermediates are handed to the next layer at end_layer(), so a program holds one
+        layer's worth of activations rather than one per layer; `recorded_buffers()` then
+        lists every buffer the program allocated, for release. Reuse is safe because a
+        program's dispatches run in order."""
         self.program = program
         self._counter = 0
+        self._pool = {"owned": [], "live": [], "free": {}} if reuse else None
 
     def new(self, *shape, label=None):
-        return Tensor(self.device.create_buffer(4 * max(1, math.prod(shape)), label=label), shape)
+        size = 4 * max(1, math.prod(shape))
+        pool = self._pool
+        if pool is None:
+            return Tensor(self.device.create_buffer(size, label=label), shape)
+        free = pool["free"].get(size)
+        if free:
+            t = Tensor(free.pop(), shape)
+        else:
+            t = Tensor(self.device.create_buffer(size, label=label), shape)
+            pool["owned"].append(t.buffer)
+        pool["live"].append(t)
+        return t
+
+    def end_layer(self, keep):
+        """Inference: every tensor made since the last end_layer, except `keep`, may be reused."""
+        pool = self._pool
+        if pool is None:
+            return
+        for t in pool["live"]:
+            if t.buffer is not keep.buffer:
+                pool["free"].setdefault(t.buffer.size, []).append(t.buffer)
+        pool["live"] = [keep]
+
+    def recorded_buffers(self):
+        """The buffers allocated while recording with reuse."""
+        return list(self._pool["owned"]) if self._pool is not None else []
 
     def param(self, name):
         return self.params[name]
@@ -331,33 +372,57 @@ class GpuBackend:
                                            dweight.buffer, x.rows, x.cols, accumulate=True)
         return dx
 
-    def rope(self, x, tables, heads, backward=False):
-        """`tables`: (cos, sin, seq) from RopeKernels.tables for this batch's length."""
-        cos, sin, seq = tables
+    def rope_tables(self, head_dim, rope_parameters, positions):
+        """(cos, sin) buffers [positions, head_dim / 2] for positions 0 .. positions-1, made
+        once per shape (the RoPE kernels read them)."""
+        key = (head_dim, repr(sorted((rope_parameters or {}).items())), positions)
+        if key not in self._rope:
+            self._rope[key] = self.k.rope.tables(head_dim, positions, rope_parameters)
+        return self._rope[key]
+
+    def rope(self, x, tables, heads, seq, offset=0, backward=False):
+        """x rotated by position offset + (row % seq); offset an int or a Variable."""
+        cos, sin = tables
         out = self.new(*x.shape)
         record = self.k.rope.backward if backward else self.k.rope.forward
-        record(self.program, x.buffer, cos, sin, out.buffer, x.rows, heads, x.cols // heads, seq)
+        record(self.program, x.buffer, cos, sin, out.buffer, x.rows, heads, x.cols // heads, seq,
+               offset)
         return out
 
-    def rope_backward(self, dy, tables, heads):
-        return self.rope(dy, tables, heads, backward=True)
+    def rope_backward(self, dy, tables, heads, seq):
+        return self.rope(dy, tables, heads, seq, backward=True)
 
-    def causal_attention(self, q, k, v, mask, B, heads, kv_heads):
+    def causal_attention(self, q, k, v, mask, B, heads, kv_heads, past=0):
         shape = dict(batch=B, seq=q.rows // B, heads=heads, kv_heads=kv_heads,
                      head_dim=q.cols // heads)
         out, lse = self.new(*q.shape), self.new(B * heads * shape["seq"])
-        self.k.causal_attention.forward(self.program, q.buffer, k.buffer, v.buffer, mask.buffer,
-                                        out.buffer, lse.buffer, **shape)
-        return out, (q, k, v, mask, out, lse, shape)
+        self.k.causal_attention.forward(self.program, q.buffer, k.buffer, v.buffer, _buffer(mask),
+                                        out.buffer, lse.buffer, past=past, **shape)
+        return out, (q, k, v, mask, out, lse, dict(shape, past=past))
 
     def causal_attention_backward(self, dout, saved):
         q, k, v, mask, out, lse, shape = saved
         stats = self.new(2 * lse.size)
         dq, dk, dv = self.new(*q.shape), self.new(*k.shape), self.new(*v.shape)
         self.k.causal_attention.backward(self.program, dout.buffer, q.buffer, k.buffer, v.buffer,
-                                         mask.buffer, out.buffer, lse.buffer, stats.buffer,
+                                         _buffer(mask), out.buffer, lse.buffer, stats.buffer,
                                          dq.buffer, dk.buffer, dv.buffer, **shape)
         return dq, dk, dv
+
+    def kv_cache(self, layers, length, width):
+        """Keys and values of `length` positions per layer in GPU buffers, for decoding one
+        sequence."""
+        make = lambda kind, n: self.device.create_buffer(4 * length * width, label=f"{kind} cache {n}")
+        return KVCache([make("k", n) for n in range(layers)], [make("v", n) for n in range(layers)],
+                       length, width)
+
+    def kv_cache_append(self, cache, layer, k, v, position):
+        """Record writing k, v [T, width] at rows position.. of the layer's cache (position an
+        int or a Variable); returns the whole cache as the attention's keys and values."""
+        for src, dst in ((k, cache.keys[layer]), (v, cache.values[layer])):
+            self.k.kv_cache.append(self.program, src.buffer, dst, k.rows, cache.width, row=position)
+        shape = (cache.length, cache.width)
+        return Tensor(cache.keys[layer], shape), Tensor(cache.values[layer], shape)
 
     def swiglu(self, gate, up):
         out = self.new(*gate.shape)
@@ -370,34 +435,48 @@ class GpuBackend:
                                dup.buffer, gate.size)
         return dgate, dup
 
-    def _lm_head(self, h, w, chunk):
-        from ..kernels.cross_entropy import create_metrics
+    def cross_entropy(self, logits, labels, loss_scale=1.0, weights=None, label_smoothing=0.0,
+                      backward=True):
+        """(metrics, dlogits): the loss, correct and counted rows land in the metrics buffer
+        (read it after the run); dlogits is the gradient of loss * loss_scale (None without
+        `backward`)."""
+        B, C = logits.shape
+        ce = self.k.cross_entropy
+        weights = None if not weights else self.device.buffer_from(array("f", weights), label="class weights")
+        predictions = self.device.create_buffer(4 * B, label="predictions")
+        shape = dict(rows=B, classes=C, weights=weights, label_smoothing=label_smoothing)
+        ce.forward(self.program, logits.buffer, labels.buffer, self.metrics, predictions, **shape)
+        if not backward:
+            return self.metrics, None
+        dlogits = self.new(B, C)
+        ce.backward(self.program, logits.buffer, labels.buffer, self.metrics, dlogits.buffer,
+                    dloss=loss_scale, **shape)
+        return self.metrics, dlogits
 
-        if self.metrics is None:
-            self.metrics = create_metrics(self.device)
+    def lm_head_loss(self, h, w, labels, loss_scale=1.0, dweight=None, backward=True, chunk=256):
+        """(metrics, dh): loss and counted tokens land in the metrics buffer (read it after
+        the run); dh is the gradient of loss * loss_scale (None without `backward`); with
+        `dweight` the head's gradient is added into it (full fine-tuning; otherwise the head
+        is frozen)."""
         N, H = h.shape
         V = w.shape[0]
         chunk = min(chunk, V)
         lm = self.k.lm_head
         scratch = self.device.create_buffer(4 * lm.scratch_floats(N, chunk), label="lm scratch")
         stats = self.device.create_buffer(4 * lm.stats_floats(N), label="lm stats")
-        return lm, (N, H, V, chunk), scratch, stats
-
-    def lm_head_loss(self, h, w, labels, loss_scale=1.0, chunk=256, dweight=None):
-        """(metrics buffer, dh): loss and counted tokens land in the metrics buffer (read it
-        after the run); dh is the gradient of loss * loss_scale; with `dweight` the head's
-        gradient is added into it (full fine-tuning; otherwise the head is frozen)."""
-        lm, shape, scratch, stats = self._lm_head(h, w, chunk)
-        dh = self.new(*h.shape)
         args = (self.program, h.buffer, w.buffer, labels.buffer, scratch, stats, self.metrics)
+        shape = (N, H, V, chunk)
         lm.forward(*args, *shape, w_half=w.half)
+        if not backward:
+            return self.metrics, None
+        dh = self.new(*h.shape)
         extra = {} if dweight is None else dict(dweight=dweight.buffer, dw_beta=1.0)
         lm.backward(*args, dh.buffer, *shape, dloss=loss_scale, w_half=w.half, **extra)
         return self.metrics, dh
 
-    def lm_head_scores(self, h, w, labels, chunk=256):
-        """The loss forward alone (scoring): mean loss and counted tokens in the metrics buffer."""
-        lm, shape, scratch, stats = self._lm_head(h, w, chunk)
-        lm.forward(self.program, h.buffer, w.buffer, labels.buffer, scratch, stats, self.metrics,
-                   *shape, w_half=w.half)
-        return self.metrics
+
+class KVCache:
+    __slots__ = ("keys", "values", "length", "width")
+
+    def __init__(self, keys, values, length, width):
+        self.keys, self.values, self.length, self.width = keys, values, length, width

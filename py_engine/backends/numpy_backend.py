@@ -11,7 +11,9 @@ slope, which shares its erf with the forward.
 
 import numpy as np
 
+from ..labels import IGNORE_LABEL
 from ..ops import attention as attn_ops
+from ..ops import cross_entropy as ce_ops
 from ..ops import dropout as dropout_ops
 from ..ops import embedding as emb_ops
 from ..ops import gelu as gelu_ops
@@ -48,6 +50,7 @@ class NumpyBackend:
         self._counter = 0
         self._train = False
         self._gelu_slopes = {}      # id(x) -> (x, gelu'(x)) from this step's forward
+        self._rope = {}
 
     # --- parameters ---
 
@@ -212,16 +215,25 @@ class NumpyBackend:
         dweight += dw
         return dx
 
-    def rope(self, x, tables, heads):
-        cos, sin = tables
-        return rope_ops.rope_forward(x, cos, sin, heads)
+    def rope_tables(self, head_dim, rope_parameters, positions):
+        """(cos, sin) [positions, head_dim / 2] for positions 0 .. positions-1, made once."""
+        key = (head_dim, repr(sorted((rope_parameters or {}).items())), positions)
+        if key not in self._rope:
+            inv_freq = rope_ops.rope_inv_freq(head_dim, rope_parameters)
+            self._rope[key] = tuple(t.astype(self.dtype) for t in rope_ops.rope_tables(inv_freq, positions))
+        return self._rope[key]
 
-    def rope_backward(self, dy, tables, heads):
+    def rope(self, x, tables, heads, seq, offset=0):
+        """x rotated by position offset + (row % seq)."""
         cos, sin = tables
-        return rope_ops.rope_backward(dy, cos, sin, heads)
+        return rope_ops.rope_forward(x, cos[offset:offset + seq], sin[offset:offset + seq], heads)
 
-    def causal_attention(self, q, k, v, mask, B, heads, kv_heads):
-        shape = dict(batch=B, heads=heads, kv_heads=kv_heads, attention_mask=mask)
+    def rope_backward(self, dy, tables, heads, seq):
+        cos, sin = tables
+        return rope_ops.rope_backward(dy, cos[:seq], sin[:seq], heads)
+
+    def causal_attention(self, q, k, v, mask, B, heads, kv_heads, past=0):
+        shape = dict(batch=B, heads=heads, kv_heads=kv_heads, attention_mask=mask, past=past)
         out, lse = causal_ops.causal_attention_forward(q, k, v, **shape)
         return out, (q, k, v, out, lse, shape)
 
@@ -229,24 +241,64 @@ class NumpyBackend:
         q, k, v, out, lse, shape = saved
         return causal_ops.causal_attention_backward(dout, q, k, v, out, lse, **shape)
 
+    def kv_cache(self, layers, length, width):
+        """Keys and values of `length` positions per layer, for decoding one sequence."""
+        return KVCache([np.zeros((length, width), self.dtype) for _ in range(layers)],
+                       [np.zeros((length, width), self.dtype) for _ in range(layers)], length)
+
+    def kv_cache_append(self, cache, layer, k, v, position):
+        """Write k, v [T, width] at rows position.. of the layer's cache; returns every key and
+        value up to and including them."""
+        end = position + k.shape[0]
+        if end > cache.length:
+            raise ValueError(f"positions up to {end - 1} do not fit the cache of {cache.length}")
+        cache.keys[layer][position:end] = k
+        cache.values[layer][position:end] = v
+        return cache.keys[layer][:end], cache.values[layer][:end]
+
+    def end_layer(self, x):
+        """The GPU backend reuses buffers here during inference; NumPy has nothing to do."""
+
     def swiglu(self, gate, up):
         return swiglu_ops.swiglu_forward(gate, up)
 
     def swiglu_backward(self, dout, gate, up):
         return swiglu_ops.swiglu_backward(dout, gate, up)
 
-    def lm_head_loss(self, h, w, labels, loss_scale=1.0, dweight=None):
-        """(loss, dh): the causal-LM loss over shifted labels (IGNORE = not counted) and the
-        gradient of loss * loss_scale with respect to h; with `dweight` the head's gradient is
-        added into it (full fine-tuning; otherwise the head is frozen)."""
+    def cross_entropy(self, logits, labels, loss_scale=1.0, weights=None, label_smoothing=0.0,
+                      backward=True):
+        """(metrics, dlogits): softmax cross-entropy over [B, C] logits (label IGNORE_LABEL =
+        not counted), with class weights and label smoothing as torch computes them; metrics
+        {"loss", "correct", "counted"}; dlogits the gradient of loss * loss_scale (None
+        without `backward`)."""
+        weights = None if weights is None else np.asarray(weights, logits.dtype)
+        loss, correct, wsum = ce_ops.cross_entropy_forward(logits, labels, weights, label_smoothing)
+        metrics = {"loss": float(loss), "correct": int(correct.sum()),
+                   "counted": int((np.asarray(labels) != IGNORE_LABEL).sum())}
+        if not backward:
+            return metrics, None
+        return metrics, ce_ops.cross_entropy_backward(logits, labels, wsum, weights, label_smoothing,
+                                                      dloss=loss_scale)
+
+    def lm_head_loss(self, h, w, labels, loss_scale=1.0, dweight=None, backward=True):
+        """(metrics, dh): the causal-LM loss over shifted labels (IGNORE_LABEL = not counted)
+        as metrics {"loss", "counted"}, and the gradient of loss * loss_scale with respect to
+        h (None without `backward`); with `dweight` the head's gradient is added into it (full
+        fine-tuning; otherwise the head is frozen)."""
+        labels = np.asarray(labels)
         loss, lse, counted = lm_ops.lm_head_loss_forward(h, w, labels)
+        metrics = {"loss": float(loss), "counted": counted}
+        if not backward:
+            return metrics, None
         dh, dw = lm_ops.lm_head_loss_backward(h, w, labels, lse, counted, dloss=loss_scale,
                                               grad_weight=dweight is not None)
         if dweight is not None:
             dweight += dw
-        return float(loss), dh
+        return metrics, dh
 
-    def lm_head_scores(self, h, w, labels):
-        """(sum of per-token losses, counted tokens) without gradients (scoring)."""
-        loss, _, counted = lm_ops.lm_head_loss_forward(h, w, labels)
-        return float(loss) * counted, counted
+
+class KVCache:
+    __slots__ = ("keys", "values", "length")
+
+    def __init__(self, keys, values, length):
+        self.keys, self.values, self.length = keys, values, length

@@ -31,10 +31,11 @@ Counts are stored as f32 (exact below 2^24).
 """
 
 import struct
+
 from ..gpu import require_floats
+from ..labels import IGNORE_LABEL
 
 SOURCE = "cross_entropy.wgsl"
-IGNORE_LABEL = 0xFFFFFFFF
 
 METRIC_LOSS = 0
 METRIC_CORRECT = 1

@@ -14,8 +14,8 @@ import math
 
 from . import KernelFamily
 from ..gpu import require_floats, row_groups
+from ..models.llama_config import RMS_NORM_EPS as LLAMA_EPS
 
-LLAMA_EPS = 1e-6
 SOURCE = "rmsnorm.wgsl"
 WORKGROUP = 64
 ENTRIES = ("rmsnorm_forward", "rmsnorm_backward", "rmsnorm_weight_partial",

@@ -16,6 +16,7 @@ Only the LoRA matrices and the head (and the pooler, when the checkpoint has non
 base weights are frozen, so their gradients are never computed.
 """
 
+from .lora import Linears
 from .lora_config import LoraConfig
 
 LINEAR_NAMES = ("attention.self.query", "attention.self.key", "attention.self.value",
@@ -26,27 +27,10 @@ class ModelError(ValueError):
     pass
 
 
-def lora_targets(config, lora):
-    """Names of the linears LoRA wraps, by PEFT's rule: a module matches a target when its
-    full name equals the target or ends with "." + target."""
-    modules = [f"encoder.layer.{n}.{name}" for n in range(config.num_hidden_layers)
-               for name in LINEAR_NAMES]
-    chosen = []
-    for target in lora.target_modules:
-        hits = [m for m in modules if m == target or m.endswith("." + target)]
-        if not hits:
-            raise ModelError(f"LoRA target {target!r} matches no linear layer of this BERT model")
-        chosen += hits
-    return sorted(set(chosen), key=modules.index)
-
-
-LINEAR_WEIGHT_SUFFIXES = (".attention.self.query.weight", ".attention.self.key.weight",
-                          ".attention.self.value.weight", ".attention.output.dense.weight",
-                          ".intermediate.dense.weight", ".output.dense.weight")
-
-
 class BertClassifier:
     """Structure of the model: which parameters exist, which train, and the step's math."""
+
+    decoder = False
 
     def __init__(self, config, lora, num_labels, pooling="cls", train_pooler=False, dropout=None):
         """`dropout` overrides the checkpoint's dropout probabilities: a float for all of them,
@@ -59,11 +43,15 @@ class BertClassifier:
             raise ModelError(f"pooling must be 'cls' or 'mean', got {pooling!r}")
         self.config = config
         self.lora = lora
+        self.full = False
         self.num_labels = num_labels
         self.pooling = pooling
-        self.targets = lora_targets(config, lora)
-        self.merged = False      # inference reads "<module>.weight.merged" (see merge_names)
-        self._training = False
+        h, i = config.hidden_size, config.intermediate_size
+        shapes = {"intermediate.dense": (i, h), "output.dense": (h, i)}
+        self.linears = Linears({f"encoder.layer.{n}.{name}": shapes.get(name, (h, h))
+                                for n in range(config.num_hidden_layers) for name in LINEAR_NAMES},
+                               lora, "BERT model", adapter_prefix="bert.")
+        self.targets = self.linears.targets
         self.train_pooler = train_pooler and pooling == "cls"
         self.dropout = {"hidden": config.hidden_dropout_prob,
                         "attention": config.attention_probs_dropout_prob,
@@ -76,28 +64,31 @@ class BertClassifier:
             if not 0.0 <= p < 1.0:
                 raise ModelError(f"dropout {key} must be in [0, 1), got {p}")
             self.dropout[key] = float(p)
-        h = config.hidden_size
         # Trainable parameters with their PEFT adapter-file names (base_model.model. prefix
         # added on save) and shapes.
-        self.trainable = {}
-        for module in self.targets:
-            out_f, in_f = self.linear_shape(module)
-            self.trainable[f"bert.{module}.lora_A.weight"] = (lora.r, in_f)
-            self.trainable[f"bert.{module}.lora_B.weight"] = (out_f, lora.r)
+        self.trainable = dict(self.linears.trainable)
         if self.train_pooler:
             self.trainable["bert.pooler.dense.weight"] = (h, h)
             self.trainable["bert.pooler.dense.bias"] = (h,)
         self.trainable["classifier.weight"] = (num_labels, h)
         self.trainable["classifier.bias"] = (num_labels,)
 
+    @property
+    def merged(self):
+        """Whether inference reads the merged weights (see merge_names)."""
+        return self.linears.merged
+
+    @merged.setter
+    def merged(self, value):
+        self.linears.merged = value
+
     def is_linear_weight(self, name):
         """Whether `name` is an encoder linear's weight (the tensors the GPU may store as f16)."""
-        return name.startswith("encoder.") and name.endswith(LINEAR_WEIGHT_SUFFIXES)
+        return self.linears.is_weight(name)
 
     def merge_names(self):
         """(merged weight, base weight, lora_A, lora_B) names of each LoRA linear."""
-        return [(f"{m}.weight.merged", f"{m}.weight", f"bert.{m}.lora_A.weight",
-                 f"bert.{m}.lora_B.weight") for m in self.targets]
+        return self.linears.merge_names()
 
     def frozen_names(self):
         """The checkpoint tensors the model reads (bare BertModel names)."""
@@ -107,14 +98,6 @@ class BertClassifier:
         if self.pooling == "cls" and not self.train_pooler:
             names += ["pooler.dense.weight", "pooler.dense.bias"]
         return names
-
-    def linear_shape(self, module):
-        h, i = self.config.hidden_size, self.config.intermediate_size
-        if module.endswith("intermediate.dense"):
-            return i, h
-        if module.endswith(".output.dense") and not module.endswith("attention.output.dense"):
-            return h, i
-        return h, h
 
     def pooler_names(self):
         if self.train_pooler:
@@ -127,10 +110,8 @@ class BertClassifier:
         """Logits [B, num_labels] and what the backward needs. `batch` holds backend tensors
         ids, type_ids, mask ([B, T]) and sizes B, T."""
         cfg = self.config
-        self._training = train
         p_hidden = self.dropout["hidden"] if train else 0.0
         p_attn = self.dropout["attention"] if train else 0.0
-        p_lora = self.lora.lora_dropout if train else 0.0
         saved = {"layers": []}
         x = be.embedding(batch.ids, batch.type_ids, be.param("embeddings.word_embeddings.weight"),
                          be.param("embeddings.position_embeddings.weight"),
@@ -139,7 +120,7 @@ class BertClassifier:
                                           be.param("embeddings.LayerNorm.bias"), cfg.layer_norm_eps)
         x, saved["emb_drop"] = be.dropout(x, p_hidden)
         for n in range(cfg.num_hidden_layers):
-            x, layer_saved = self._layer_forward(be, n, x, batch, p_hidden, p_attn, p_lora)
+            x, layer_saved = self._layer_forward(be, n, x, batch, p_hidden, p_attn, train)
             saved["layers"].append(layer_saved)
         saved["x_final"] = x
         if self.pooling == "cls":
@@ -155,43 +136,27 @@ class BertClassifier:
         logits = be.linear(dropped, be.param("classifier.weight"), be.param("classifier.bias"))
         return logits, saved
 
-    def _linear(self, be, module, x, p_lora, saved, key):
-        """A frozen linear, or a LoRA linear when `module` is targeted (at inference after
-        merge(), the plain linear of the merged weight W + scaling * B.A)."""
-        w = be.param(f"{module}.weight")
-        b = be.param(f"{module}.bias")
-        if module not in self.targets:
-            return be.linear(x, w, b)
-        if self.merged and not self._training:
-            return be.linear(x, be.param(f"{module}.weight.merged"), b)
-        xd, drop = be.dropout(x, p_lora)
-        a = be.param(f"bert.{module}.lora_A.weight")
-        bm = be.param(f"bert.{module}.lora_B.weight")
-        y, h = be.lora_linear(x, xd, w, b, a, bm, self.lora.scaling)
-        saved[key] = (xd, drop, h)
-        return y
-
-    def _layer_forward(self, be, n, x, batch, p_hidden, p_attn, p_lora):
+    def _layer_forward(self, be, n, x, batch, p_hidden, p_attn, train):
         cfg = self.config
         p = f"encoder.layer.{n}."
         s = {"x": x}
-        q = self._linear(be, p + "attention.self.query", x, p_lora, s, "q_lora")
-        k = self._linear(be, p + "attention.self.key", x, p_lora, s, "k_lora")
-        v = self._linear(be, p + "attention.self.value", x, p_lora, s, "v_lora")
+        q = self.linears.forward(be, p + "attention.self.query", x, s, train)
+        k = self.linears.forward(be, p + "attention.self.key", x, s, train)
+        v = self.linears.forward(be, p + "attention.self.value", x, s, train)
         ctx, s["attn"] = be.attention(q, k, v, batch.mask, batch.B, batch.T,
                                       cfg.num_attention_heads, p_attn)
         s["ctx"] = ctx
-        a = self._linear(be, p + "attention.output.dense", ctx, p_lora, s, "o_lora")
+        a = self.linears.forward(be, p + "attention.output.dense", ctx, s, train)
         a, s["attn_drop"] = be.dropout(a, p_hidden)
         a = be.add(a, x)
         a, s["attn_ln"] = be.layernorm(a, be.param(p + "attention.output.LayerNorm.weight"),
                                        be.param(p + "attention.output.LayerNorm.bias"), cfg.layer_norm_eps)
         s["a"] = a
-        h = self._linear(be, p + "intermediate.dense", a, p_lora, s, "i_lora")
+        h = self.linears.forward(be, p + "intermediate.dense", a, s, train)
         s["h_pre"] = h
         g = be.gelu(h)
         s["g"] = g
-        o = self._linear(be, p + "output.dense", g, p_lora, s, "out_lora")
+        o = self.linears.forward(be, p + "output.dense", g, s, train)
         o, s["out_drop"] = be.dropout(o, p_hidden)
         o = be.add(o, a)
         o, s["out_ln"] = be.layernorm(o, be.param(p + "output.LayerNorm.weight"),
@@ -222,44 +187,27 @@ class BertClassifier:
     def _lowest_lora_layer(self):
         """Layers below it need no backward at all: nothing trains there. Its own backward
         needs no input gradient (nothing below reads it), only its adapters' gradients."""
-        return min((int(m.split(".")[2]) for m in self.targets), default=self.config.num_hidden_layers)
-
-    def _linear_backward(self, be, module, dy, x, saved, key, input_grad=True):
-        """dx of a frozen or LoRA linear (None without input_grad); LoRA gradients
-        accumulated into be.grad."""
-        w = be.param(f"{module}.weight")
-        if module not in self.targets:
-            return be.linear_grad_input(dy, w) if input_grad else None
-        xd, drop, h = saved[key]
-        # Without LoRA dropout the two input-gradient paths add up at once; with it, the
-        # adapter's path goes back through the dropout mask first.
-        dx, dxd = be.lora_linear_backward(
-            dy, xd, w, be.param(f"bert.{module}.lora_A.weight"),
-            be.param(f"bert.{module}.lora_B.weight"), h, self.lora.scaling,
-            be.grad(f"bert.{module}.lora_A.weight"), be.grad(f"bert.{module}.lora_B.weight"),
-            separate=drop is not None, input_grad=input_grad)
-        if not input_grad:
-            return None
-        return dx if dxd is None else be.add(dx, be.dropout_backward(dxd, drop))
+        lowest = self.linears.lowest_layer(lambda m: int(m.split(".")[2]))
+        return self.config.num_hidden_layers if lowest is None else lowest
 
     def _layer_backward(self, be, n, dout, s, batch, input_grad=True):
         p = f"encoder.layer.{n}."
         do = be.layernorm_backward(dout, s["out_ln"])           # d(o + a)
         da = do
         do = be.dropout_backward(do, s["out_drop"])
-        dg = self._linear_backward(be, p + "output.dense", do, s["g"], s, "out_lora")
+        dg = self.linears.backward(be, p + "output.dense", do, s)
         dh = be.gelu_backward(dg, s["h_pre"])
-        da = be.add(da, self._linear_backward(be, p + "intermediate.dense", dh, s["a"], s, "i_lora"))
+        da = be.add(da, self.linears.backward(be, p + "intermediate.dense", dh, s))
         dsum = be.layernorm_backward(da, s["attn_ln"])          # d(attn + x)
         dx = dsum
         dattn = be.dropout_backward(dsum, s["attn_drop"])
-        dctx = self._linear_backward(be, p + "attention.output.dense", dattn, s["ctx"], s, "o_lora")
+        dctx = self.linears.backward(be, p + "attention.output.dense", dattn, s)
         dq, dk, dv = be.attention_backward(dctx, s["attn"])
         if not input_grad:     # the lowest LoRA layer: its adapters' gradients, no dx
-            for name, d, key in (("query", dq, "q_lora"), ("key", dk, "k_lora"), ("value", dv, "v_lora")):
-                self._linear_backward(be, p + "attention.self." + name, d, s["x"], s, key, input_grad=False)
+            for name, d in (("query", dq), ("key", dk), ("value", dv)):
+                self.linears.backward(be, p + "attention.self." + name, d, s, input_grad=False)
             return None
-        dx = be.add(dx, self._linear_backward(be, p + "attention.self.query", dq, s["x"], s, "q_lora"))
-        dx = be.add(dx, self._linear_backward(be, p + "attention.self.key", dk, s["x"], s, "k_lora"))
-        dx = be.add(dx, self._linear_backward(be, p + "attention.self.value", dv, s["x"], s, "v_lora"))
+        dx = be.add(dx, self.linears.backward(be, p + "attention.self.query", dq, s))
+        dx = be.add(dx, self.linears.backward(be, p + "attention.self.key", dk, s))
+        dx = be.add(dx, self.linears.backward(be, p + "attention.self.value", dv, s))
         return dx

@@ -11,6 +11,8 @@ MODEL_TYPES = ("llama", "qwen2", "mistral")
 ROPE_TYPES = ("default", "linear", "llama3")
 
 
+RMS_NORM_EPS = 1e-6      # transformers' LlamaConfig default; the RMSNorm ops' default too
+
 class LlamaConfig:
     def __init__(self, **values):
         def need(name, kind=int, default=None):
@@ -32,7 +34,7 @@ class LlamaConfig:
         self.num_key_value_heads = need("num_key_value_heads", int, values.get("num_attention_heads"))
         self.intermediate_size = need("intermediate_size")
         self.max_position_embeddings = need("max_position_embeddings", int, 2048)
-        self.rms_norm_eps = need("rms_norm_eps", float, 1e-6)
+        self.rms_norm_eps = need("rms_norm_eps", float, RMS_NORM_EPS)
         self.hidden_act = values.get("hidden_act", "silu")
         self.tie_word_embeddings = bool(values.get("tie_word_embeddings", False))
         # Qwen2 has biases on q, k, v (not o); Llama's attention_bias puts them on all four.

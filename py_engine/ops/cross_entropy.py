@@ -24,7 +24,7 @@ weights. Accuracy counts rows whose first argmax equals the label.
 
 import numpy as np
 
-IGNORE = 0xFFFFFFFF   # the label that marks a padded row (u32 all ones on the GPU)
+from ..labels import IGNORE_LABEL as IGNORE   # marks a padded row (u32 all ones on the GPU)
 
 
 def _prepare(logits, labels, weights, ignore_index):

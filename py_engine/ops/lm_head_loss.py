@@ -25,7 +25,7 @@ at once. Both give the same values up to rounding.
 
 import numpy as np
 
-IGNORE = 0xFFFFFFFF   # the label that marks an uncounted token (u32 all ones on the GPU)
+from ..labels import IGNORE_LABEL as IGNORE   # marks an uncounted token (u32 all ones on the GPU)
 
 
 def _labels(labels, rows, vocab, ignore_index):

@@ -12,7 +12,7 @@ rows.
 
 import numpy as np
 
-LLAMA_EPS = 1e-6
+from ..models.llama_config import RMS_NORM_EPS as LLAMA_EPS
 
 
 def rmsnorm_forward(x, weight, eps=LLAMA_EPS):

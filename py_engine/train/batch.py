@@ -2,7 +2,11 @@
 
 
 class Batch:
-    """Token ids, type ids, attention mask ([B][T] lists) and label indices ([B], or None)."""
+    """Token ids, type ids, attention mask ([B][T] lists) and labels (a task's: one per row for
+    classification, B * T shifted token labels for a causal LM; or None). Its tokens start at
+    position 0 (no KV cache)."""
+
+    position = 0
 
     def __init__(self, ids, type_ids, mask, labels=None):
         if len(ids) == 0 or len({len(row) for row in ids}) != 1:

@@ -8,68 +8,44 @@ save PEFT adapters or whole checkpoints. The user-facing API for decoders.
     await chat.save("adapter_dir")
 
 Examples are token ids with labels (transformers' convention: -100 = not trained), as
-py_engine.data.chat encodes them (assistant turns only for conversations).
+py_engine.data.chat encodes them (assistant turns only for conversations). Training in slices,
+with held-out checks and rollback: chat.trainer(examples, config, validation, guard).
 """
 
-import math
+import json
 from pathlib import Path
 
 from ..formats.model_dir import save_model_dir
 from ..formats.peft_adapter import load_adapter, save_adapter
+from ..labels import IGNORE_INDEX
 from ..models.checkpoint import DecoderCheckpoint
-from ..models.llama import LlamaLoRA, shift_labels
+from ..models.llama import LlamaModel
 from ..models.lora_config import LoraConfig
-from .batch import Batch
-from .batching import padded_length, plan_epoch
-from .classifier import Step, TrainConfig
+from .config import MODES, CausalTrainConfig, TrainConfig
 from .init import initial_trainable, merge_loaded
-from .schedule import linear_warmup_decay
+from .runtime import create_runtime
+from .tasks import CausalLMTask
+from .trainer import Trainer
 
-MODES = ("lora", "full", "hybrid")
 DECODER_TARGET_MODULES = ("q_proj", "v_proj")      # PEFT's default for Llama-family models
 
 
-class CausalTrainConfig(TrainConfig):
-    """TrainConfig plus the decoder's options.
-
-    mode: "lora", "full", or "hybrid" (LoRA, then full fine-tuning once the validation loss has
-    not improved by `min_delta` for `patience` evaluations; the best state of the full phase is
-    kept and restored if later full training makes the validation loss worse).
-    full_lr: the learning rate of full fine-tuning (default lr / 10: every weight moves).
-    eval_every: optimizer steps between validation evaluations (default: once per epoch).
-    validation_ratio: the share of examples held out for validation when fit() is given none
-    and the mode is hybrid.
-    """
-
-    def __init__(self, epochs=1, lr=2e-4, batch_size=4, mode="lora", full_lr=None, patience=2,
-                 min_delta=0.0, eval_every=None, validation_ratio=0.1, max_length=512,
-                 warmup_ratio=0.0, weight_decay=0.0, **kwargs):
-        super().__init__(epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length,
-                         warmup_ratio=warmup_ratio, weight_decay=weight_decay, **kwargs)
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        if patience < 1:
-            raise ValueError(f"patience must be at least 1, got {patience}")
-        if eval_every is not None and eval_every < 1:
-            raise ValueError(f"eval_every must be a positive number of steps, got {eval_every}")
-        if not 0.0 < validation_ratio < 1.0:
-            raise ValueError(f"validation_ratio must be in (0, 1), got {validation_ratio}")
-        self.mode, self.patience, self.min_delta = mode, patience, min_delta
-        self.full_lr = lr / 10 if full_lr is None else full_lr
-        self.eval_every, self.validation_ratio = eval_every, validation_ratio
-
-
 class ChatModel:
-    def __init__(self, checkpoint, tokenizer, template, model, runtime, source, max_length=512):
+    def __init__(self, checkpoint, tokenizer, template, runtime, source, max_length=512):
         self.checkpoint = checkpoint
         self.tokenizer = tokenizer
         self.template = template
-        self.model = model
         self.runtime = runtime
         self.source = source
         self.max_length = min(max_length, checkpoint.config.max_position_embeddings)
         self.history = []
         self.events = []
+        self._decoder = None
+        self._decoder_key = None
+
+    @property
+    def model(self):
+        return self.runtime.model
 
     # --- construction ---
 
@@ -83,7 +59,7 @@ class ChatModel:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         checkpoint = DecoderCheckpoint.load(model_dir)
         if mode == "full":
-            model = LlamaLoRA(checkpoint.config, None)
+            model = LlamaModel(checkpoint.config, None)
             values = {n: (s, checkpoint.floats(n)) for n, s in model.trainable.items()}
         else:
             lora = lora or LoraConfig(r=8, lora_alpha=16, target_modules=list(DECODER_TARGET_MODULES),
@@ -91,11 +67,10 @@ class ChatModel:
             lora.task_type = "CAUSAL_LM"
             lora.modules_to_save = []
             lora.base_model_name_or_path = lora.base_model_name_or_path or str(model_dir)
-            model = LlamaLoRA(checkpoint.config, lora)
+            model = LlamaModel(checkpoint.config, lora)
             values = initial_trainable(model, seed)
-        runtime = await _runtime(backend, model, checkpoint, values, device, base_dtype, quant_group)
-        tokenizer, template = load_tokenizer(model_dir)
-        return cls(checkpoint, tokenizer, template, model, runtime, model_dir, max_length)
+        return await cls._make(model_dir, checkpoint, model, values, backend, device, base_dtype,
+                               quant_group, max_length)
 
     @classmethod
     async def load(cls, model_dir, adapter_dir=None, backend="numpy", max_length=512,
@@ -111,138 +86,90 @@ class ChatModel:
             raise ValueError(f"{adapter_dir} is a {config.get('task_type')} adapter, not CAUSAL_LM")
         lora = LoraConfig.from_peft_dict(dict(config, modules_to_save=None))
         lora.modules_to_save = []
-        model = LlamaLoRA(checkpoint.config, lora)
+        model = LlamaModel(checkpoint.config, lora)
         values = merge_loaded(model, initial_trainable(model, 0), tensors, adapter_dir)
-        runtime = await _runtime(backend, model, checkpoint, values, device, base_dtype, quant_group)
+        return await cls._make(model_dir, checkpoint, model, values, backend, device, base_dtype,
+                               quant_group, max_length)
+
+    @classmethod
+    async def _make(cls, model_dir, checkpoint, model, values, backend, device, base_dtype,
+                    quant_group, max_length):
         tokenizer, template = load_tokenizer(model_dir)
-        return cls(checkpoint, tokenizer, template, model, runtime, model_dir, max_length)
+        runtime = await create_runtime(backend, model, CausalLMTask(tokenizer.pad_id), checkpoint,
+                                       values, device=device, base_dtype=base_dtype,
+                                       quant_group=quant_group)
+        return cls(checkpoint, tokenizer, template, runtime, model_dir, max_length)
 
     async def save(self, out_dir):
         """A PEFT adapter while training LoRA; a whole checkpoint directory (config and tokenizer
         files copied) once every weight trains."""
         values = await self.runtime.trainable_values()
-        if self.runtime.model.full:
+        if self.model.full:
             return save_model_dir(out_dir, self.source, values)
-        return save_adapter(out_dir, self.runtime.model.lora.to_peft_dict(), values)
-
-    # --- batches ---
-
-    def _batch(self, examples, indices, multiple):
-        T = padded_length(max(len(examples[i].ids) for i in indices), multiple, self.max_length)
-        pad = self.tokenizer.pad_id if self.tokenizer.pad_id is not None else 0
-        ids, mask, labels = [], [], []
-        for i in indices:
-            e = examples[i]
-            n = min(len(e.ids), T)
-            ids.append(list(e.ids[:n]) + [pad] * (T - n))
-            mask.append([1] * n + [0] * (T - n))
-            labels.append(list(e.labels[:n]) + [-100] * (T - n))
-        return Batch(ids, None, mask, shift_labels(labels))
+        return save_adapter(out_dir, self.model.lora.to_peft_dict(), values)
 
     # --- training ---
 
-    async def fit(self, examples, config=None, validation=None, on_step=None):
-        """Train on EncodedExample-like objects (`ids`, `labels`); returns the step log.
-        Validation examples (or a held-out share in hybrid mode) are scored per evaluation."""
+    def train_config(self, config):
         config = config or CausalTrainConfig()
+        if isinstance(config, CausalTrainConfig):
+            return config
+        if type(config) is not TrainConfig:
+            raise TypeError(f"a chat model trains with a CausalTrainConfig, not {type(config).__name__}")
+        return CausalTrainConfig(**config.as_dict())
+
+    async def trainer(self, examples, config=None, validation=None, guard=None):
+        """A Trainer over EncodedExample-like objects (`ids`, `labels`), to run in slices.
+        Validation examples (or, in hybrid mode, a held-out share) are scored per evaluation
+        and by a guard's quality checks."""
+        config = self.train_config(config)
+        limit = min(config.max_length, self.max_length)
         examples = [e for e in examples if len(e.ids) > 1]
         if not examples:
             raise ValueError("the dataset is empty (no example has two or more tokens)")
-        if not any(any(y != -100 for y in e.labels[1:self.max_length]) for e in examples):
+        if not any(any(y != IGNORE_INDEX for y in e.labels[1:limit]) for e in examples):
             raise ValueError("no example has a token to train on (every label is -100)")
-        if config.mode == "full" and not self.runtime.model.full:
+        if config.mode == "full" and not self.model.full:
             await self.runtime.to_full()
-        if config.mode != "full" and self.runtime.model.full:
+        if config.mode != "full" and self.model.full:
             raise ValueError(f"mode {config.mode!r} needs LoRA; this model already trains every weight")
-        if validation is None and config.mode == "hybrid":
+        if not validation and config.mode == "hybrid":
             held = max(1, int(len(examples) * config.validation_ratio))
             if held >= len(examples):
                 raise ValueError("hybrid mode needs validation examples: give more than one example")
             examples, validation = examples[held:], examples[:held]
-        self.runtime.model.merged = False
-        lengths = [len(e.ids) for e in examples]
-        per_epoch = math.ceil(len(examples) / config.batch_size)
-        total = math.ceil(per_epoch / config.grad_accum) * config.epochs
-        warmup = int(config.warmup_ratio * total)
-        eval_every = config.eval_every or max(1, math.ceil(per_epoch / config.grad_accum))
-        tracker = _Plateau(config) if validation else None
-        step = len(self.history)
-        for epoch in range(config.epochs):
-            plan = plan_epoch(lengths, config.batch_size, config.seed, epoch)
-            for start in range(0, len(plan), config.grad_accum):
-                group = plan[start:start + config.grad_accum]
-                base_lr = config.full_lr if self.runtime.model.full and config.mode == "hybrid" else config.lr
-                lr = linear_warmup_decay(step, base_lr, warmup, total)
-                seed = config.seed * 7919 + step * 131
-                step += 1
-                if len(group) == 1 and hasattr(self.runtime, "train_step"):
-                    batch = self._batch(examples, group[0], config.pad_multiple)
-                    loss, tokens, norm = await self.runtime.train_step(
-                        batch, seed=seed, lr=lr, step=step, max_norm=config.max_grad_norm,
-                        weight_decay=config.weight_decay)
-                else:
-                    loss = tokens = 0
-                    for micro, indices in enumerate(group):
-                        batch = self._batch(examples, indices, config.pad_multiple)
-                        l, n = await self.runtime.accumulate(batch, seed=seed + micro,
-                                                             loss_scale=1.0 / len(group))
-                        loss += l / len(group)
-                        tokens += n
-                    norm = await self.runtime.update(lr=lr, step=step, max_norm=config.max_grad_norm,
-                                                     weight_decay=config.weight_decay)
-                record = Step(step, epoch, loss, None, norm, lr)
-                record.tokens = tokens
-                self._record(record, on_step)
-                if tracker is not None and step % eval_every == 0:
-                    if await self._evaluate(tracker, validation, step, config):
-                        return await self._finish(tracker)
-        if tracker is not None:
-            if step % eval_every:
-                await self._evaluate(tracker, validation, step, config)
-            await self._finish(tracker)
-        return self.history
+        self.model.merged = False
+        trainer = Trainer(self.runtime, self.runtime.task, examples, config,
+                          validation=validation, guard=guard)
+        trainer.history = self.history
+        trainer.subscribe(lambda event: self.events.append(event)
+                          if event["event"] not in ("step", "slice") else None)
+        if validation:
+            trainer.eval_every = config.eval_every or trainer.steps_per_epoch
+            trainer.on_evaluation(ValidationPlateau(config))
+        return trainer
 
-    async def _evaluate(self, tracker, validation, step, config):
-        """Score the validation set and act on a plateau; True when training should stop."""
-        loss = _mean_loss(await self.score_encoded(validation))
-        self.events.append({"step": step, "event": "validation", "loss": loss,
-                            "mode": "full" if self.runtime.model.full else "lora"})
-        plateau = tracker.update(loss)
-        if self.runtime.model.full and tracker.improved:
-            tracker.snapshot = await self.runtime.snapshot()
-        if plateau and config.mode == "hybrid" and not self.runtime.model.full:
-            await self.runtime.to_full()
-            self.model = self.runtime.model
-            tracker.reset(loss)
-            tracker.snapshot = await self.runtime.snapshot()
-            self.events.append({"step": step, "event": "switched to full fine-tuning", "loss": loss})
-            return False
-        return plateau and (config.mode != "hybrid" or self.runtime.model.full)
-
-    async def _finish(self, tracker):
-        if tracker.snapshot is not None and tracker.last > tracker.best:
-            await self.runtime.restore(tracker.snapshot)
-            self.events.append({"event": "restored the best full fine-tuning state",
-                                "loss": tracker.best, "instead_of": tracker.last})
-        return self.history
-
-    def _record(self, record, on_step):
-        self.history.append(record)
+    async def fit(self, examples, config=None, validation=None, on_step=None, guard=None):
+        """Train on EncodedExample-like objects (`ids`, `labels`); returns the step log.
+        With validation examples (held out automatically in hybrid mode) training stops on a
+        validation plateau, or in hybrid mode switches from LoRA to full fine-tuning there."""
+        trainer = await self.trainer(examples, config, validation, guard)
         if on_step is not None:
-            on_step(record)
+            trainer.subscribe(lambda event: on_step(trainer.history[-1]) if event["event"] == "step" else None)
+        await trainer.fit()
+        return self.history
 
     # --- scoring ---
 
     async def score_encoded(self, examples):
         """[{"loss": mean next-token loss over the scored tokens, "tokens": count}] per example
         (one sequence at a time, so padding never changes a number)."""
-        out = []
+        out, task = [], self.runtime.task
         for e in examples:
-            batch = self._batch([e], [0], 8)
-            total, counted = await self.runtime.score(batch)
-            out.append({"loss": total / counted if counted else float("nan"), "tokens": counted})
+            m = await self.runtime.evaluate(task.batch([e], [0], 8, self.max_length))
+            counted = int(m["counted"])
+            out.append({"loss": m["loss"] if counted else float("nan"), "tokens": counted})
         return out
-
 
     # --- generation ---
 
@@ -268,31 +195,14 @@ class ChatModel:
                 ids.add(found)
         return sorted(ids)
 
-    async def decoder(self, max_length=None):
-        """A KV-cache decoder over the current weights (LoRA applied), made once per state."""
-        model, be = self.runtime.model, self.runtime.be
-        key = (id(model), len(self.history), max_length)
-        if getattr(self, "_decoder_key", None) != key:
-            names = set(self.checkpoint.config.parameter_shapes())
-            if not model.full:
-                names |= set(model.trainable)
-            params = {n: be.params[n] for n in names}
-            scaling = None if model.full else model.lora.scaling
-            if self.runtime.name == "numpy":
-                import numpy as np
-
-                from ..generate.numpy_decoder import NumpyDecoder
-
-                self._decoder = NumpyDecoder(model.config, params, lora_scaling=scaling,
-                                             max_length=max_length, dtype=np.float32)
-            else:
-                from ..generate.gpu_decoder import GpuDecoder
-
-                if getattr(self, "_decoder", None) is not None and hasattr(self._decoder, "release"):
-                    self._decoder.release()
-                self._decoder = await GpuDecoder.create(self.runtime.device, model.config, params,
-                                                        kernels=self.runtime.k, lora_scaling=scaling,
-                                                        max_length=max_length)
+    def decoder(self, max_length=None):
+        """A KV-cache decoder over the current weights (it reads them in place, so it follows
+        training), made once per set of trainable tensors."""
+        key = (id(self.runtime), self.runtime.version, self.model.merged, max_length)
+        if self._decoder_key != key:
+            if self._decoder is not None and hasattr(self._decoder, "release"):
+                self._decoder.release()
+            self._decoder = self.runtime.decoder(max_length)
             self._decoder_key = key
         self._decoder.reset()
         return self._decoder
@@ -308,41 +218,59 @@ class ChatModel:
         if len(ids) + max_new_tokens > limit:
             raise ValueError(f"prompt ({len(ids)} tokens) + max_new_tokens ({max_new_tokens}) "
                              f"exceeds the model's {limit} positions")
-        decoder = await self.decoder()
-        return await generate(decoder, self.tokenizer, ids, max_new_tokens=max_new_tokens,
+        return await generate(self.decoder(), self.tokenizer, ids, max_new_tokens=max_new_tokens,
                               greedy=greedy, temperature=temperature, top_k=top_k, top_p=top_p,
                               stop=stop, eos_token_ids=self.eos_token_ids(), seed=seed,
                               on_token=on_token)
 
 
-class _Plateau:
-    """Validation-loss bookkeeping: best so far, evaluations without improvement."""
+class ValidationPlateau:
+    """An evaluation hook on the validation loss: a plateau is `patience` evaluations without
+    an improvement of min_delta. In hybrid mode a plateau while training LoRA switches to full
+    fine-tuning at full_lr; otherwise it stops training. While every weight trains, the best
+    state is snapshotted and restored at the end if later training made the loss worse."""
 
     def __init__(self, config):
-        self.patience, self.min_delta = config.patience, config.min_delta
-        self.best = float("inf")
-        self.last = float("inf")
+        self.config = config
+        self.best = self.last = float("inf")
         self.bad = 0
-        self.improved = False
         self.snapshot = None
 
-    def update(self, loss):
+    def _update(self, loss):
         self.last = loss
-        self.improved = loss < self.best - self.min_delta
-        if self.improved:
+        improved = loss < self.best - self.config.min_delta
+        if improved:
             self.best, self.bad = loss, 0
         else:
             self.bad += 1
-        return self.bad >= self.patience
+        return improved, self.bad >= self.config.patience
 
-    def reset(self, loss):
-        self.best, self.last, self.bad, self.improved = loss, loss, 0, False
+    async def __call__(self, trainer, quality):
+        runtime, loss = trainer.runtime, quality["loss"]
+        improved, plateau = self._update(loss)
+        full = runtime.model.full
+        if full and improved:
+            await self._keep(runtime)
+        if plateau and self.config.mode == "hybrid" and not full:
+            await runtime.to_full()
+            trainer.base_lr = self.config.full_lr
+            self.best, self.last, self.bad = loss, loss, 0
+            await self._keep(runtime)
+            trainer.emit({"event": "switched to full fine-tuning", "step": trainer.progress.step,
+                          "loss": loss})
+            return False
+        return plateau
 
+    async def _keep(self, runtime):
+        if self.snapshot is not None:
+            runtime.release(self.snapshot)
+        self.snapshot = await runtime.snapshot()
 
-def _mean_loss(scores):
-    total = sum(s["loss"] * s["tokens"] for s in scores if s["tokens"])
-    tokens = sum(s["tokens"] for s in scores)
-    return total / tokens if tokens else float("nan")
+    async def finish(self, trainer):
+        if self.snapshot is not None and self.last > self.best:
+            await trainer.runtime.restore(self.snapshot)
+            trainer.emit({"event": "restored the best full fine-tuning state", "loss": self.best,
+                          "instead_of": self.last})
 
 
 def load_tokenizer(model_dir):
@@ -358,8 +286,6 @@ def load_tokenizer(model_dir):
     template = None
     config_path = model_dir / "tokenizer_config.json"
     if config_path.is_file():
-        import json
-
         config = json.loads(config_path.read_text(encoding="utf-8"))
         if tokenizer.pad_id is None:
             for key in ("pad_token", "eos_token"):
@@ -371,18 +297,3 @@ def load_tokenizer(model_dir):
         if config.get("chat_template") or (model_dir / "chat_template.jinja").is_file():
             template = ChatTemplate.from_pretrained(model_dir)
     return tokenizer, template
-
-
-async def _runtime(backend, model, checkpoint, values, device, base_dtype, quant_group):
-    if backend == "numpy":
-        from .decoder_numpy import DecoderNumpyRuntime
-
-        if base_dtype != "f32":
-            raise ValueError(f"base_dtype {base_dtype!r} is a GPU storage mode; the NumPy backend keeps f32")
-        return DecoderNumpyRuntime(model, checkpoint, values)
-    if backend == "gpu":
-        from .decoder_gpu import DecoderGpuRuntime
-
-        return await DecoderGpuRuntime.create(model, checkpoint, values, device=device,
-                                              base_dtype=base_dtype, quant_group=quant_group)
-    raise ValueError(f"unknown backend {backend!r}; choose numpy or gpu")

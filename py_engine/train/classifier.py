@@ -2,9 +2,14 @@
 evaluate, and save or load PEFT-compatible adapters. The user-facing API.
 
     clf = await TextClassifier.create("model_dir", labels=["neg", "pos"], backend="gpu")
-    await clf.fit(examples, TrainConfig(epochs=3))
+    await clf.fit(examples, ClassifierTrainConfig(epochs=3))
     probs = await clf.predict(["great!"])       # [{"neg": 0.1, "pos": 0.9}]
-    clf.save("adapter_dir")
+    await clf.save("adapter_dir")
+
+Training in slices (an idle deadline at a time), with held-out checks and rollback:
+
+    trainer = await clf.trainer(examples, config, validation=held_out, guard=GuardConfig())
+    await trainer.run(budget_ms=200)
 
 Methods that run the model are coroutines (the GPU backend waits on readbacks; in the browser
 that wait is asynchronous). Natively, drive them with py_engine.gpu.run_sync or asyncio.
@@ -18,52 +23,27 @@ from ..models.bert import BertClassifier
 from ..models.checkpoint import Checkpoint
 from ..models.lora_config import LoraConfig
 from ..tokenizers import WordPieceTokenizer
-from .batch import Batch
-from .batching import padded_length, plan_epoch
+from .config import ClassifierTrainConfig, TrainConfig
 from .init import initial_trainable, merge_loaded
-from .schedule import linear_warmup_decay
+from .runtime import create_runtime
+from .tasks import ClassificationTask, LabelledIds
+from .trainer import Trainer
 
-BACKENDS = ("numpy", "gpu")
-
-
-class TrainConfig:
-    """Training hyperparameters, with PEFT/transformers-style names and defaults."""
-
-    def __init__(self, epochs=3, lr=5e-4, batch_size=16, grad_accum=1, warmup_ratio=0.1,
-                 max_grad_norm=1.0, weight_decay=0.01, seed=0, max_length=128,
-                 label_smoothing=0.0, class_weights=None, pad_multiple=8):
-        if epochs <= 0 or batch_size <= 0 or grad_accum <= 0 or max_length <= 2:
-            raise ValueError("epochs, batch_size, grad_accum must be positive; max_length > 2")
-        if lr <= 0:
-            raise ValueError(f"learning rate must be positive, got {lr}")
-        if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
-        self.epochs, self.lr, self.batch_size, self.grad_accum = epochs, lr, batch_size, grad_accum
-        self.warmup_ratio, self.max_grad_norm, self.weight_decay = warmup_ratio, max_grad_norm, weight_decay
-        self.seed, self.max_length, self.pad_multiple = seed, max_length, pad_multiple
-        self.label_smoothing, self.class_weights = label_smoothing, class_weights
-
-
-class Step:
-    """What one optimizer step reports."""
-
-    def __init__(self, step, epoch, loss, accuracy, grad_norm, lr):
-        self.step, self.epoch, self.loss, self.accuracy, self.grad_norm, self.lr = (
-            step, epoch, loss, accuracy, grad_norm, lr)
-
-    def as_dict(self):
-        return dict(vars(self))
+HEAD_CONFIG = "head_config.json"
 
 
 class TextClassifier:
-    def __init__(self, checkpoint, tokenizer, model, labels, runtime, max_length=128):
+    def __init__(self, checkpoint, tokenizer, labels, runtime, max_length=128):
         self.checkpoint = checkpoint
         self.tokenizer = tokenizer
-        self.model = model
         self.labels = list(labels)
         self.runtime = runtime
         self.max_length = min(max_length, checkpoint.config.max_position_embeddings)
         self.history = []
+
+    @property
+    def model(self):
+        return self.runtime.model
 
     # --- construction ---
 
@@ -75,9 +55,8 @@ class TextClassifier:
         lora.base_model_name_or_path = lora.base_model_name_or_path or str(model_dir)
         model = BertClassifier(checkpoint.config, lora, len(labels), pooling=pooling,
                                train_pooler=not checkpoint.has_pooler, dropout=dropout)
-        values = initial_trainable(model, seed)
-        runtime = await _runtime(backend, model, checkpoint, values, device, base_dtype)
-        return cls(checkpoint, _tokenizer(model_dir), model, labels, runtime, max_length)
+        return await cls._make(model_dir, checkpoint, model, labels, initial_trainable(model, seed),
+                               backend, device, base_dtype, max_length)
 
     @classmethod
     async def load(cls, model_dir, adapter_dir, backend="numpy", pooling=None, max_length=128,
@@ -89,16 +68,24 @@ class TextClassifier:
         saved_pooling = _head_config(adapter_dir).get("pooling", "cls")
         if pooling is not None and pooling != saved_pooling:
             raise ValueError(f"{adapter_dir} was trained with {saved_pooling} pooling, not {pooling}")
-        pooling = saved_pooling
         if labels is None:
             raise ValueError(f"{adapter_dir} has no labels.json: label names are needed to predict")
         lora = LoraConfig.from_peft_dict(config)
         train_pooler = any(n.startswith("bert.pooler.") for n in tensors)
-        model = BertClassifier(checkpoint.config, lora, len(labels), pooling=pooling,
+        model = BertClassifier(checkpoint.config, lora, len(labels), pooling=saved_pooling,
                                train_pooler=train_pooler)
         values = merge_loaded(model, initial_trainable(model, 0), tensors, adapter_dir)
-        runtime = await _runtime(backend, model, checkpoint, values, device, base_dtype)
-        return cls(checkpoint, _tokenizer(model_dir), model, labels, runtime, max_length)
+        return await cls._make(model_dir, checkpoint, model, labels, values, backend, device,
+                               base_dtype, max_length)
+
+    @classmethod
+    async def _make(cls, model_dir, checkpoint, model, labels, values, backend, device,
+                    base_dtype, max_length):
+        tokenizer = _tokenizer(model_dir)
+        task = ClassificationTask(len(labels), tokenizer.pad_id)
+        runtime = await create_runtime(backend, model, task, checkpoint, values, device=device,
+                                       base_dtype=base_dtype)
+        return cls(checkpoint, tokenizer, labels, runtime, max_length)
 
     async def save(self, adapter_dir):
         """Write adapter_config.json, adapter_model.safetensors and labels.json atomically."""
@@ -113,76 +100,60 @@ class TextClassifier:
         max_length = max_length or self.max_length
         return self.tokenizer.encode_batch(texts, pairs, max_length=max_length, padding=None)
 
-    def _batch(self, encodings, indices, label_ids, multiple):
-        T = padded_length(max(len(encodings[i].ids) for i in indices), multiple, self.max_length)
-        pad = self.tokenizer.pad_id
-        ids, types, mask = [], [], []
-        for i in indices:
-            e = encodings[i]
-            n = len(e.ids)
-            ids.append(e.ids + [pad] * (T - n))
-            types.append(e.type_ids + [0] * (T - n))
-            mask.append([1] * n + [0] * (T - n))
-        labels = None if label_ids is None else [label_ids[i] for i in indices]
-        return Batch(ids, types, mask, labels)
+    def encode_examples(self, examples, max_length=None):
+        """LabelledIds of Example-like objects (text, label, optional pair); labels must be
+        among the classifier's (None: unlabelled)."""
+        index = {name: i for i, name in enumerate(self.labels)}
+        unknown = sorted({e.label for e in examples if e.label is not None} - set(index))
+        if unknown:
+            raise ValueError(f"labels {unknown} are not among the classifier's labels {self.labels}")
+        pairs = [e.pair for e in examples] if any(e.pair for e in examples) else None
+        encodings = self.encode([e.text for e in examples], pairs, max_length)
+        return [LabelledIds(enc.ids, enc.type_ids, None if e.label is None else index[e.label])
+                for enc, e in zip(encodings, examples)]
 
     # --- training ---
 
-    async def fit(self, examples, config=None, on_step=None):
-        """Train on `examples` (py_engine.data.classification.Example); returns the step log."""
-        config = config or TrainConfig()
-        self.unmerge()   # merged weights would go stale as the adapter trains
+    def train_config(self, config):
+        """config as a ClassifierTrainConfig (a plain TrainConfig takes the defaults of the
+        classification options)."""
+        config = config or ClassifierTrainConfig()
+        if isinstance(config, ClassifierTrainConfig):
+            return config
+        if type(config) is not TrainConfig:
+            raise TypeError(f"a classifier trains with a ClassifierTrainConfig, not {type(config).__name__}")
+        return ClassifierTrainConfig(**config.as_dict())
+
+    async def trainer(self, examples, config=None, validation=None, guard=None):
+        """A Trainer over `examples` (Example-like: text, label, optional pair), to run in
+        slices; validation examples are held out for quality checks (needed by a guard)."""
+        config = self.train_config(config)
         if not examples:
             raise ValueError("the dataset is empty")
-        index = {name: i for i, name in enumerate(self.labels)}
-        unknown = sorted({e.label for e in examples} - set(index))
-        if unknown:
-            raise ValueError(f"labels {unknown} are not among the classifier's labels {self.labels}")
-        encodings = self.encode([e.text for e in examples], [e.pair for e in examples]
-                                if any(e.pair for e in examples) else None, config.max_length)
-        label_ids = [index[e.label] for e in examples]
         if config.class_weights is not None and len(config.class_weights) != len(self.labels):
             raise ValueError(f"class_weights has {len(config.class_weights)} values for "
                              f"{len(self.labels)} labels {self.labels}")
-        lengths = [len(e.ids) for e in encodings]
-        per_epoch = math.ceil(len(examples) / config.batch_size)
-        total = math.ceil(per_epoch / config.grad_accum) * config.epochs
-        warmup = int(config.warmup_ratio * total)
-        step = len(self.history)
-        for epoch in range(config.epochs):
-            plan = plan_epoch(lengths, config.batch_size, config.seed, epoch)
-            for start in range(0, len(plan), config.grad_accum):
-                group = plan[start:start + config.grad_accum]
-                lr = linear_warmup_decay(step, config.lr, warmup, total)
-                if len(group) == 1 and hasattr(self.runtime, "train_step"):
-                    # One submission and one readback for the whole optimizer step.
-                    batch = self._batch(encodings, group[0], label_ids, config.pad_multiple)
-                    step += 1
-                    loss, correct, norm = await self.runtime.train_step(
-                        batch, seed=config.seed * 7919 + (step - 1) * 131, lr=lr, step=step,
-                        max_norm=config.max_grad_norm, weight_decay=config.weight_decay,
-                        class_weights=config.class_weights, label_smoothing=config.label_smoothing)
-                    self._record(Step(step, epoch, loss, correct / batch.B, norm, lr), on_step)
-                    continue
-                loss = correct = count = 0
-                for micro, indices in enumerate(group):
-                    batch = self._batch(encodings, indices, label_ids, config.pad_multiple)
-                    l, c = await self.runtime.accumulate(
-                        batch, seed=config.seed * 7919 + step * 131 + micro, loss_scale=1.0 / len(group),
-                        class_weights=config.class_weights, label_smoothing=config.label_smoothing)
-                    loss += l / len(group)
-                    correct += c
-                    count += len(indices)
-                step += 1
-                norm = await self.runtime.update(lr=lr, step=step, max_norm=config.max_grad_norm,
-                                                 weight_decay=config.weight_decay)
-                self._record(Step(step, epoch, loss, correct / count, norm, lr), on_step)
-        return self.history
+        encoded = self.encode_examples(examples, config.max_length)
+        held = self.encode_examples(validation, config.max_length) if validation else None
+        if held and any(e.label is None for e in held):
+            raise ValueError("validation examples need labels")
+        self.model.merged = False   # merged weights would go stale as the adapter trains
+        task = ClassificationTask(len(self.labels), self.tokenizer.pad_id, config.label_smoothing,
+                                  config.class_weights)
+        if vars(task) != vars(self.runtime.task):
+            self.runtime.use_task(task)
+        trainer = Trainer(self.runtime, self.runtime.task, encoded, config, validation=held,
+                          guard=guard)
+        trainer.history = self.history
+        return trainer
 
-    def _record(self, record, on_step):
-        self.history.append(record)
+    async def fit(self, examples, config=None, on_step=None, validation=None, guard=None):
+        """Train on `examples` (py_engine.data.classification.Example); returns the step log."""
+        trainer = await self.trainer(examples, config, validation, guard)
         if on_step is not None:
-            on_step(record)
+            trainer.subscribe(lambda event: on_step(trainer.history[-1]) if event["event"] == "step" else None)
+        await trainer.fit()
+        return self.history
 
     # --- inference ---
 
@@ -196,12 +167,14 @@ class TextClassifier:
 
     async def predict(self, texts, batch_size=32):
         """One {label: probability} dict per text."""
-        encodings = self.encode(list(texts))
+        texts = list(texts)
+        encoded = self.encode_examples([_Text(t) for t in texts])
+        task = self.runtime.task
         out = []
-        for start in range(0, len(encodings), batch_size):
-            indices = list(range(start, min(start + batch_size, len(encodings))))
-            probs = await self.runtime.probabilities(self._batch(encodings, indices, None, 8))
-            out += [dict(zip(self.labels, map(float, row))) for row in probs]
+        for start in range(0, len(encoded), batch_size):
+            indices = list(range(start, min(start + batch_size, len(encoded))))
+            logits = await self.runtime.outputs(task.batch(encoded, indices, 8, self.max_length))
+            out += [dict(zip(self.labels, _softmax(row))) for row in logits]
         return out
 
     async def evaluate(self, examples, batch_size=32):
@@ -212,6 +185,20 @@ class TextClassifier:
         probs = await self.predict([e.text for e in examples], batch_size)
         predicted = [max(p, key=p.get) for p in probs]
         return classification_report([e.label for e in examples], predicted, self.labels)
+
+
+class _Text:
+    __slots__ = ("text", "label", "pair")
+
+    def __init__(self, text):
+        self.text, self.label, self.pair = text, None, None
+
+
+def _softmax(row):
+    top = max(row)
+    e = [math.exp(z - top) for z in row]
+    total = sum(e)
+    return [x / total for x in e]
 
 
 def classification_report(gold, predicted, labels):
@@ -227,9 +214,6 @@ def classification_report(gold, predicted, labels):
         report["labels"][label] = {"precision": precision, "recall": recall, "f1": f1,
                                    "support": tp + fn}
     return report
-
-
-HEAD_CONFIG = "head_config.json"
 
 
 def _head_config(adapter_dir):
@@ -251,17 +235,3 @@ def _tokenizer(model_dir):
     if (model_dir / "vocab.txt").is_file():
         return WordPieceTokenizer.from_vocab(model_dir / "vocab.txt")
     raise FileNotFoundError(f"{model_dir} has neither tokenizer.json nor vocab.txt")
-
-
-async def _runtime(backend, model, checkpoint, values, device, base_dtype):
-    if backend == "numpy":
-        from .numpy_runtime import NumpyRuntime
-
-        if base_dtype != "f32":
-            raise ValueError(f"base_dtype {base_dtype!r} is a GPU storage mode; the NumPy backend keeps f32")
-        return NumpyRuntime(model, checkpoint, values)
-    if backend == "gpu":
-        from .gpu_runtime import GpuRuntime
-
-        return await GpuRuntime.create(model, checkpoint, values, device=device, base_dtype=base_dtype)
-    raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")

@@ -1,10 +1,12 @@
-"""Training and inference of a BertClassifier on the GPU, natively or in the browser.
+"""A model and a task on the GPU, natively or in the browser: training, evaluation, generation.
 
 Per batch shape (B, T) the model is run once through the GPU backend to record a program: the
-forward, the loss and the backward for training, the forward alone for inference. A step then
-writes the batch's ids, mask and labels into that program's input buffers, replays it with one
-submission and reads back one small metrics buffer. The optimizer update (global gradient norm,
-clipping, AdamW on every trainable tensor, zeroing the gradients) is one more program.
+forward, the task's loss and the backward for training (with the optimizer update appended for
+a fused step), the forward alone for inference. A step then writes the batch's ids, mask and
+labels into that program's input buffers, replays it with one submission and reads back one
+small metrics buffer. The optimizer update (global gradient norm, clipping, AdamW on every
+trainable tensor, zeroing the gradients) is also a program of its own, for accumulation.
+No NumPy: this runs in the browser.
 """
 
 import math
@@ -12,10 +14,11 @@ from array import array
 
 from ..backends.gpu_backend import GpuBackend, Kernels, Tensor
 from ..gpu import open_device
-from ..kernels.adamw import AdamWKernels, pack_hyper
-from ..kernels.cross_entropy import IGNORE_LABEL, create_metrics, decode_metrics
+from ..kernels.adamw import pack_hyper
+from ..kernels.cross_entropy import decode_metrics
 from ..kernels.dropout import pack_step
-from ..kernels.grad_norm import GradNormKernels
+from ..labels import IGNORE_LABEL
+from .runtime import Runtime, check_trainable
 
 BASE_DTYPES = ("f32", "f16", "int8", "int4")
 
@@ -38,24 +41,6 @@ def planned_base_bytes(model, shapes, base_dtype, quant_group=64):
     return total
 
 
-class _Inputs:
-    """A program's input buffers for one batch shape, as backend tensors."""
-
-    def __init__(self, be, B, T, labels):
-        self.B, self.T = B, T
-        self.ids = Tensor(be.device.create_buffer(4 * B * T, label="ids"), (B, T))
-        self.type_ids = Tensor(be.device.create_buffer(4 * B * T, label="type ids"), (B, T))
-        self.mask = Tensor(be.device.create_buffer(4 * B * T, label="mask"), (B, T))
-        self.labels = Tensor(be.device.create_buffer(4 * B, label="labels"), (B,)) if labels else None
-
-    def write(self, batch):
-        self.ids.buffer.write(_u32(batch.ids))
-        self.type_ids.buffer.write(_u32(batch.type_ids))
-        self.mask.buffer.write(_u32(batch.mask))
-        if self.labels is not None:
-            self.labels.buffer.write(array("I", [IGNORE_LABEL if y is None else y for y in batch.labels]))
-
-
 def _u32(rows):
     out = array("I")
     for row in rows:
@@ -63,28 +48,42 @@ def _u32(rows):
     return out
 
 
-class GpuRuntime:
-    name = "gpu"
-    decoder = False     # whether the decoder kernels (RMSNorm, RoPE, causal attention...) load
+class Inputs:
+    """A program's input buffers for one batch shape, as backend tensors: the task's fields
+    ([B, T] u32 each) and its labels (u32, IGNORE_LABEL where not counted)."""
 
-    def __init__(self, device, kernels, model, be, adamw, grad_norm):
+    def __init__(self, device, task, B, T):
+        self.B, self.T, self.position = B, T, 0
+        self.fields = task.inputs
+        for name in self.fields:
+            setattr(self, name, Tensor(device.create_buffer(4 * B * T, label=name), (B, T)))
+        shape = task.label_shape(B, T)
+        self.labels = Tensor(device.create_buffer(4 * math.prod(shape), label="labels"), shape)
+
+    def write(self, batch):
+        for name in self.fields:
+            getattr(self, name).buffer.write(_u32(getattr(batch, name)))
+        if batch.labels is not None:
+            self.labels.buffer.write(array("I", [IGNORE_LABEL if y is None or y < 0 else y
+                                                 for y in batch.labels]))
+
+
+class GpuRuntime(Runtime):
+    name = "gpu"
+
+    def __init__(self, device, kernels, model, task, be):
+        super().__init__(model, task)
         self.device = device
-        self.model = model
-        self.be = be
         self.k = kernels
-        self.adamw = adamw
-        self.grad_norm = grad_norm
-        self.metrics = create_metrics(device)
-        be.metrics = self.metrics       # the loss kernels and the update share one readback
-        self.hyper = adamw.hyper_buffer()
+        self.be = be
+        self.metrics = be.metrics
+        self.hyper = kernels.adamw.hyper_buffer()
+        self.base_dtype = "f32"
         self.m, self.v = {}, {}
-        self._train = {}
-        self._infer = {}
-        self._update = {}
-        self._steps = {}
+        self._programs = {}
 
     @classmethod
-    async def create(cls, model, checkpoint, trainable, device=None, base_dtype="f32",
+    async def create(cls, model, task, checkpoint, trainable, device=None, base_dtype="f32",
                      matmul_variant=None, quant_group=64):
         """Upload the frozen base weights and the trainable parameters; compile every kernel.
 
@@ -94,9 +93,10 @@ class GpuRuntime:
         The math is f32 in every mode."""
         if base_dtype not in BASE_DTYPES:
             raise ValueError(f"base_dtype must be one of {BASE_DTYPES}, got {base_dtype!r}")
+        check_trainable(model, trainable)
         device = device or await open_device()
         quantized = base_dtype in ("int8", "int4")
-        kernels = await Kernels.load(device, matmul_variant, decoder=cls.decoder, quantized=quantized)
+        kernels = await Kernels.load(device, matmul_variant, decoder=model.decoder, quantized=quantized)
         be = GpuBackend(device, kernels)
         for name in model.frozen_names():
             shape = checkpoint.shape(name)
@@ -115,8 +115,7 @@ class GpuRuntime:
                                          shape, half=True)
             else:
                 be.params[name] = Tensor(device.buffer_from(checkpoint.floats(name), label=name), shape)
-        runtime = cls(device, kernels, model, be, await AdamWKernels.load(device),
-                      await GradNormKernels.load(device))
+        runtime = cls(device, kernels, model, task, be)
         runtime.base_dtype = base_dtype
         for name, (shape, values) in trainable.items():
             be.params[name] = Tensor(device.buffer_from(array("f", values), label=name), shape)
@@ -140,125 +139,171 @@ class GpuRuntime:
 
     # --- programs ---
 
-    def _record_train(self, program, B, T, loss_scale, class_weights, label_smoothing):
-        """Forward, loss and backward of a (B, T) batch into `program`; returns its inputs."""
-        be, model = self.be, self.model
-        be.record(program)
-        inputs = _Inputs(be, B, T, labels=True)
-        logits, saved = model.forward(be, inputs, train=True)
-        weights = None if not class_weights else self.device.buffer_from(array("f", class_weights))
-        ce = self.k.cross_entropy
-        predictions = self.device.create_buffer(4 * B, label="predictions")
-        shape = dict(rows=B, classes=model.num_labels, weights=weights, label_smoothing=label_smoothing)
-        ce.forward(program, logits.buffer, inputs.labels.buffer, self.metrics, predictions, **shape)
-        dlogits = be.new(B, model.num_labels)
-        ce.backward(program, logits.buffer, inputs.labels.buffer, self.metrics, dlogits.buffer,
-                    dloss=loss_scale, **shape)
-        model.backward(be, dlogits, saved, inputs)
+    def _record_loss(self, program, B, T, train, loss_scale=1.0):
+        """The task's forward and loss (and with `train` the backward) of a (B, T) batch."""
+        self.be.record(program)
+        inputs = Inputs(self.device, self.task, B, T)
+        self.task.loss(self.be, self.model, inputs, train, loss_scale)
         return inputs
 
     def _record_update(self, program, max_norm):
         """Global gradient norm and clip factor, AdamW on every trainable tensor, zeroed grads."""
         names = list(self.model.trainable)
-        self.grad_norm.record(program, [self.be.grads[n].buffer for n in names], self.metrics,
-                              max_norm=max_norm)
+        grads = [self.be.grads[n].buffer for n in names]
+        self.k.grad_norm.record(program, grads, self.metrics, max_norm=max_norm)
         for n in names:
-            self.adamw.step(program, self.be.params[n].buffer, self.be.grads[n].buffer,
-                            self.m[n].buffer, self.v[n].buffer, self.hyper, scale=self.metrics)
+            self.k.adamw.step(program, self.be.params[n].buffer, self.be.grads[n].buffer,
+                              self.m[n].buffer, self.v[n].buffer, self.hyper, scale=self.metrics)
         for n in names:
             self.k.embedding.clear(program, self.be.grads[n].buffer, self.be.grads[n].size)
 
-    def _train_program(self, B, T, loss_scale, class_weights, label_smoothing):
-        key = (B, T, loss_scale, tuple(class_weights or ()), label_smoothing)
-        if key not in self._train:
-            program = self.device.program(f"train {B}x{T}")
-            inputs = self._record_train(program, *key[:2], loss_scale, class_weights, label_smoothing)
-            program.read(self.metrics)
-            self._train[key] = (program, inputs)
-        return self._train[key]
-
-    def _step_program(self, B, T, class_weights, label_smoothing, max_norm):
-        """A whole optimizer step (grad_accum 1): one submission, one read of the metrics."""
-        key = (B, T, tuple(class_weights or ()), label_smoothing, max_norm)
-        if key not in self._steps:
-            program = self.device.program(f"step {B}x{T}")
-            inputs = self._record_train(program, B, T, 1.0, class_weights, label_smoothing)
+    def _program(self, kind, B=0, T=0, loss_scale=1.0, max_norm=None):
+        """The recorded program of `kind` for a batch shape, made on first use.
+        kinds: accumulate, step (accumulate + update), update, evaluate, outputs."""
+        key = (kind, B, T, loss_scale, max_norm, self.model.merged)
+        if key in self._programs:
+            return self._programs[key]
+        program = self.device.program(f"{kind} {B}x{T}")
+        inputs = None
+        if kind in ("accumulate", "step", "evaluate"):
+            inputs = self._record_loss(program, B, T, kind != "evaluate", loss_scale)
+        if kind in ("step", "update"):
             self._record_update(program, max_norm)
-            program.read(self.metrics)
-            self._steps[key] = (program, inputs)
-        return self._steps[key]
-
-    def _infer_program(self, B, T):
-        key = (B, T, self.model.merged)
-        if key not in self._infer:
-            program = self.device.program(f"infer {B}x{T}")
+        if kind == "outputs":
             self.be.record(program)
-            inputs = _Inputs(self.be, B, T, labels=False)
-            logits, _ = self.model.forward(self.be, inputs, train=False)
-            program.read(logits.buffer)
-            self._infer[key] = (program, inputs)
-        return self._infer[key]
-
-    def _update_program(self, max_norm):
-        if max_norm not in self._update:
-            program = self.device.program("update")
-            self._record_update(program, max_norm)
+            inputs = Inputs(self.device, self.task, B, T)
+            program.read(self.task.outputs(self.be, self.model, inputs).buffer)
+        else:
             program.read(self.metrics)
-            self._update[max_norm] = program
-        return self._update[max_norm]
+        self._programs[key] = (program, inputs)
+        return program, inputs
 
-    # --- the runtime interface (shared with NumpyRuntime) ---
+    def forget_programs(self):
+        self._programs.clear()
 
-    async def accumulate(self, batch, seed=0, loss_scale=1.0, class_weights=None, label_smoothing=0.0):
-        program, inputs = self._train_program(batch.B, batch.T, loss_scale, class_weights, label_smoothing)
+    def _write_hyper(self, lr, weight_decay, beta1, beta2, eps):
+        self.optimizer_step += 1
+        self.hyper.write(pack_hyper(lr, beta1, beta2, eps, weight_decay, self.optimizer_step))
+
+    # --- training ---
+
+    async def accumulate(self, batch, seed=0, loss_scale=1.0):
+        program, inputs = self._program("accumulate", batch.B, batch.T, loss_scale)
         inputs.write(batch)
         self.be.step.write(pack_step(seed, 0))
         (metrics,) = await program.run()
-        m = decode_metrics(metrics)
-        return m["loss"], int(m["correct"])
+        return decode_metrics(metrics)
 
-    async def update(self, lr, step, max_norm=None, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
-        self.hyper.write(pack_hyper(lr, beta1, beta2, eps, weight_decay, step))
-        (metrics,) = await self._update_program(max_norm).run()
+    async def update(self, lr, max_norm=None, weight_decay=0.0, beta1=0.9, beta2=0.999, eps=1e-8):
+        self._write_hyper(lr, weight_decay, beta1, beta2, eps)
+        program, _ = self._program("update", max_norm=max_norm)
+        (metrics,) = await program.run()
         return decode_metrics(metrics)["grad_norm"]
 
-    async def train_step(self, batch, seed, lr, step, max_norm=None, weight_decay=0.0,
-                         class_weights=None, label_smoothing=0.0, beta1=0.9, beta2=0.999, eps=1e-8):
-        """accumulate() then update() as one submission with one readback; returns
-        (loss, correct, grad_norm)."""
-        program, inputs = self._step_program(batch.B, batch.T, class_weights, label_smoothing, max_norm)
+    async def train_step(self, batch, seed, lr, max_norm=None, weight_decay=0.0, beta1=0.9,
+                         beta2=0.999, eps=1e-8):
+        """accumulate() then update() as one submission with one readback."""
+        program, inputs = self._program("step", batch.B, batch.T, max_norm=max_norm)
         inputs.write(batch)
         self.be.step.write(pack_step(seed, 0))
-        self.hyper.write(pack_hyper(lr, beta1, beta2, eps, weight_decay, step))
+        self._write_hyper(lr, weight_decay, beta1, beta2, eps)
         (metrics,) = await program.run()
-        m = decode_metrics(metrics)
-        return m["loss"], int(m["correct"]), m["grad_norm"]
+        return decode_metrics(metrics)
 
-    async def logits(self, batch):
-        program, inputs = self._infer_program(batch.B, batch.T)
+    async def evaluate(self, batch):
+        program, inputs = self._program("evaluate", batch.B, batch.T)
+        inputs.write(batch)
+        (metrics,) = await program.run()
+        return decode_metrics(metrics)
+
+    async def outputs(self, batch):
+        program, inputs = self._program("outputs", batch.B, batch.T)
         inputs.write(batch)
         (data,) = await program.run()
         values = array("f", bytes(data))
-        C = self.model.num_labels
-        return [list(values[i * C:(i + 1) * C]) for i in range(batch.B)]
+        width = len(values) // batch.B
+        return [list(values[i * width:(i + 1) * width]) for i in range(batch.B)]
 
-    async def probabilities(self, batch):
-        out = []
-        for row in await self.logits(batch):
-            top = max(row)
-            e = [math.exp(z - top) for z in row]
-            total = sum(e)
-            out.append([x / total for x in e])
-        return out
+    # --- tensors ---
+
+    async def _read(self, tensor):
+        return array("f", bytes(await self.device.read(tensor.buffer)))
+
+    async def trainable_values(self):
+        """{name: (shape, array('f'))} of the current trainable parameters."""
+        return {n: (shape, await self._read(self.be.params[n]))
+                for n, shape in self.model.trainable.items()}
+
+    async def load_trainable(self, values):
+        check_trainable(self.model, values)
+        for name, (_, data) in values.items():
+            self.be.params[name].buffer.write(array("f", data))
+
+    async def gradients(self):
+        """{name: array('f')} of the accumulated gradients (for checks)."""
+        return {n: await self._read(self.be.grads[n]) for n in self.model.trainable}
+
+    async def optimizer_state(self):
+        return {"step": self.optimizer_step,
+                "m": {n: await self._read(self.m[n]) for n in self.model.trainable},
+                "v": {n: await self._read(self.v[n]) for n in self.model.trainable}}
+
+    async def load_optimizer_state(self, state):
+        self._check_optimizer_state(state)
+        for table, key in ((self.m, "m"), (self.v, "v")):
+            for name, data in state[key].items():
+                table[name].buffer.write(array("f", data))
+        self.optimizer_step = int(state["step"])
+
+    async def _copy(self, pairs, label):
+        program = self.device.program(label)
+        for src, dst in pairs:
+            program.copy(src.buffer, dst.buffer)
+        await program.run()
+        await self.device.synchronize()
+
+    async def snapshot(self):
+        """Copies, on the GPU (no readback), of every trainable tensor and its moments."""
+        saved, pairs = {}, []
+        for name in self.model.trainable:
+            tensors = (self.be.params[name], self.m[name], self.v[name])
+            copies = tuple(self.be.new(*t.shape, label=f"snapshot {name}") for t in tensors)
+            saved[name] = copies
+            pairs += zip(tensors, copies)
+        await self._copy(pairs, "snapshot")
+        return {"step": self.optimizer_step, "tensors": saved}
+
+    async def restore(self, snapshot):
+        if set(snapshot["tensors"]) != set(self.model.trainable):
+            raise ValueError("the snapshot was taken with other trainable tensors")
+        pairs = []
+        for name, copies in snapshot["tensors"].items():
+            pairs += zip(copies, (self.be.params[name], self.m[name], self.v[name]))
+        await self._copy(pairs, "restore")
+        program = self.device.program("zero grads")
+        for name in self.model.trainable:
+            self.k.embedding.clear(program, self.be.grads[name].buffer, self.be.grads[name].size)
+        await program.run()
+        self.optimizer_step = snapshot["step"]
+
+    def release(self, snapshot):
+        for copies in snapshot["tensors"].values():
+            for t in copies:
+                t.buffer.destroy()
+        snapshot["tensors"].clear()
+
+    def _require_f32_base(self, what):
+        if any(self.be.params[w].half or self.be.params[w].quant is not None
+               for _, w, _, _ in self.model.merge_names()):
+            raise ValueError(f"{what} needs f32 base weights; load with base_dtype='f32'")
 
     async def merge(self):
         """Fold each LoRA update into a copy of its base weight for inference:
         W + scaling * B . A, one GEMM on the GPU (the base weight is kept for training)."""
+        self._require_f32_base("merging LoRA")
         program = self.device.program("merge")
         for merged, w, a, b in self.model.merge_names():
             base = self.be.params[w]
-            if base.half:
-                raise ValueError("merging LoRA needs f32 base weights; load with base_dtype='f32'")
             out_f, in_f = base.shape
             if merged not in self.be.params:
                 self.be.params[merged] = self.be.new(out_f, in_f, label=merged)
@@ -271,12 +316,36 @@ class GpuRuntime:
         await self.device.synchronize()
         self.model.merged = True
 
-    async def trainable_values(self):
-        """{name: (shape, array('f'))} of the current trainable parameters."""
-        return {n: (shape, array("f", bytes(await self.device.read(self.be.params[n].buffer))))
-                for n, shape in self.model.trainable.items()}
+    async def to_full(self):
+        """Switch from LoRA to full fine-tuning: W += scaling * B.A in place, the LoRA tensors
+        and their optimizer state dropped, every weight given a gradient and fresh moments."""
+        model, be = self.model, self.be
+        if model.full:
+            return
+        if any(t.half or t.quant is not None for t in be.params.values()):
+            raise ValueError("full fine-tuning needs f32 base weights; load with base_dtype='f32'")
+        program = self.device.program("fold LoRA")
+        for _, w, a, b in model.merge_names():
+            out_f, in_f = be.params[w].shape
+            self.k.matmul.gemm(program, be.params[b].buffer, be.params[a].buffer, be.params[w].buffer,
+                               out_f, in_f, model.lora.r, alpha=model.lora.scaling, beta=1.0)
+        await program.run()
+        await self.device.synchronize()
+        for name in list(model.trainable):
+            for table in (be.params, be.grads, self.m, self.v):
+                table.pop(name).buffer.destroy()
+        for name in [n for n in be.params if n.endswith(".merged.weight")]:
+            be.params.pop(name).buffer.destroy()
+        self.model = model.to_full()
+        for name, shape in self.model.trainable.items():
+            self._add_optimizer_state(name, shape)
+        self.forget_programs()
+        self.optimizer_step = 0
+        self.version += 1
 
-    async def gradients(self):
-        """{name: array('f')} of the accumulated gradients (for checks)."""
-        return {n: array("f", bytes(await self.device.read(self.be.grads[n].buffer)))
-                for n in self.model.trainable}
+    # --- generation ---
+
+    def decoder(self, max_length=None):
+        from ..generate.decoder import GpuDecoder
+
+        return GpuDecoder(self.model, self.be, max_length)

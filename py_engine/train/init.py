@@ -32,14 +32,8 @@ def initial_trainable(model, seed):
 def merge_loaded(model, values, loaded, source):
     """Replace initial values by an adapter's tensors; every trainable tensor must be present
     with its shape, and the adapter may hold nothing this model does not train."""
-    missing = sorted(set(model.trainable) - set(loaded))
-    extra = sorted(set(loaded) - set(model.trainable))
-    if missing or extra:
-        raise ValueError(f"{source}: adapter does not match the model: missing {missing}, unexpected {extra}")
-    out = dict(values)
-    for name, (shape, data) in loaded.items():
-        if tuple(shape) != tuple(model.trainable[name]):
-            raise ValueError(f"{source}: tensor {name} has shape {tuple(shape)}, the model needs "
-                             f"{tuple(model.trainable[name])}")
-        out[name] = (tuple(shape), data)
-    return out
+    from .runtime import check_trainable
+
+    check_trainable(model, {n: (tuple(shape), data) for n, (shape, data) in loaded.items()},
+                    f"{source}: adapter")
+    return dict(values, **{n: (tuple(shape), data) for n, (shape, data) in loaded.items()})

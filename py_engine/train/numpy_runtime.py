@@ -1,6 +1,9 @@
-"""Training and inference of a BertClassifier on the NumPy backend (host CPU; the reference).
+"""A model and a task on the NumPy backend (host CPU): training, evaluation and generation. It
+is the reference the GPU runtime is checked against, and the CPU path on a desktop.
 
-Its methods are coroutines only to share the GPU runtime's interface; nothing here waits."""
+Its methods are coroutines only to share the GPU runtime's interface (py_engine/train/runtime.py);
+nothing here waits.
+"""
 
 import ctypes
 import sys
@@ -8,10 +11,10 @@ import sys
 import numpy as np
 
 from ..backends.numpy_backend import NumpyBackend
+from ..labels import IGNORE_LABEL
 from ..ops import adamw as adamw_ops
-from ..ops import cross_entropy as ce_ops
 from ..ops import grad_norm as norm_ops
-from .batch import Batch
+from .runtime import Runtime, check_trainable
 
 
 def keep_freed_memory():
@@ -34,13 +37,27 @@ def keep_freed_memory():
     mallopt(M_TRIM_THRESHOLD, 1 << 30)       # and the heap is not shrunk between steps
 
 
-class NumpyRuntime:
+class Inputs:
+    """A batch as the backend reads it: int64 arrays, sizes, the position of its first token."""
+
+    def __init__(self, batch, fields):
+        for name in fields:
+            setattr(self, name, np.asarray(getattr(batch, name), np.int64))
+        labels = batch.labels
+        self.labels = None if labels is None else np.asarray(
+            [IGNORE_LABEL if y is None or y < 0 else y for y in labels], np.int64)
+        self.B, self.T, self.position = batch.B, batch.T, 0
+
+
+class NumpyRuntime(Runtime):
     name = "numpy"
 
-    def __init__(self, model, checkpoint, trainable, dtype=np.float32):
-        """`trainable`: {name: (shape, floats)} initial values of the trainable parameters."""
+    def __init__(self, model, task, checkpoint, trainable, dtype=np.float32):
+        """`trainable`: {name: (shape, floats)} initial values of the trainable parameters;
+        `checkpoint` supplies the frozen ones (floats(name), shape(name))."""
         keep_freed_memory()
-        self.model = model
+        super().__init__(model, task)
+        check_trainable(model, trainable)
         self.be = NumpyBackend(dtype)
         for name in model.frozen_names():
             self.be.set_param(name, np.frombuffer(checkpoint.floats(name), np.float32),
@@ -48,65 +65,119 @@ class NumpyRuntime:
         self.m, self.v = {}, {}
         for name, (shape, values) in trainable.items():
             self.be.set_param(name, np.asarray(values, np.float64), shape)
-            self.be.add_grad(name)
-            self.m[name] = np.zeros_like(self.be.params[name])
-            self.v[name] = np.zeros_like(self.be.params[name])
+            self._add_optimizer_state(name)
 
-    def _batch(self, batch):
-        return Batch(np.asarray(batch.ids, np.int64), np.asarray(batch.type_ids, np.int64),
-                     np.asarray(batch.mask, np.int64),
-                     None if batch.labels is None else np.asarray(batch.labels, np.int64))
+    def _add_optimizer_state(self, name):
+        self.be.add_grad(name)
+        self.m[name] = np.zeros_like(self.be.params[name])
+        self.v[name] = np.zeros_like(self.be.params[name])
 
-    async def accumulate(self, batch, seed=0, loss_scale=1.0, class_weights=None, label_smoothing=0.0):
-        """Forward and backward of one (micro-)batch; gradients of loss * loss_scale are added
-        to the accumulated ones. Returns (loss, correct count)."""
-        b = self._batch(batch)
+    # --- training ---
+
+    async def accumulate(self, batch, seed=0, loss_scale=1.0):
         self.be.start_step(seed)
-        logits, saved = self.model.forward(self.be, b, train=True)
-        weights = None if class_weights is None else np.asarray(class_weights, logits.dtype)
-        loss, correct, wsum = ce_ops.cross_entropy_forward(logits, b.labels, weights, label_smoothing)
-        dlogits = ce_ops.cross_entropy_backward(logits, b.labels, wsum, weights, label_smoothing,
-                                                dloss=loss_scale)
-        self.model.backward(self.be, dlogits, saved, b)
-        self.be.finish_step()
-        return float(loss), int(correct.sum())
+        try:
+            metrics = self.task.loss(self.be, self.model, Inputs(batch, self.task.inputs), True,
+                                     loss_scale)
+        finally:
+            self.be.finish_step()
+        return metrics
 
-    async def update(self, lr, step, max_norm=None, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
-        """Clip the accumulated gradients, take one AdamW step, zero them; returns the norm."""
+    async def update(self, lr, max_norm=None, weight_decay=0.0, beta1=0.9, beta2=0.999, eps=1e-8):
         names = list(self.be.grads)
         norm = norm_ops.global_grad_norm([self.be.grads[n] for n in names])
         scale = norm_ops.clip_scale(norm, max_norm)
+        self.optimizer_step += 1
         for n in names:
             p, self.m[n], self.v[n] = adamw_ops.adamw_step(
                 self.be.params[n], self.be.grads[n], self.m[n], self.v[n], lr, beta1, beta2, eps,
-                weight_decay, step, grad_scale=scale)
+                weight_decay, self.optimizer_step, grad_scale=scale)
             self.be.params[n][...] = p
         self.be.zero_grads()
-        return norm
+        return float(norm)
 
-    def logits(self, batch):
-        b = self._batch(batch)
-        logits, _ = self.model.forward(self.be, b, train=False)
-        return logits
+    async def evaluate(self, batch):
+        return self.task.loss(self.be, self.model, Inputs(batch, self.task.inputs), False)
 
-    async def probabilities(self, batch):
-        z = self.logits(batch).astype(np.float64)
-        e = np.exp(z - z.max(axis=1, keepdims=True))
-        return (e / e.sum(axis=1, keepdims=True)).tolist()
+    async def outputs(self, batch):
+        out = self.task.outputs(self.be, self.model, Inputs(batch, self.task.inputs))
+        return np.asarray(out, np.float64).tolist()
+
+    # --- tensors ---
+
+    async def trainable_values(self):
+        """{name: (shape, float32 array)} of the current trainable parameters."""
+        return {n: (self.model.trainable[n], self.be.params[n].astype(np.float32).ravel())
+                for n in self.model.trainable}
+
+    async def load_trainable(self, values):
+        check_trainable(self.model, values)
+        for name, (shape, data) in values.items():
+            self.be.params[name][...] = np.asarray(data, np.float64).reshape(shape)
+
+    async def gradients(self):
+        return {n: self.be.grads[n].copy() for n in self.model.trainable}
+
+    async def optimizer_state(self):
+        return {"step": self.optimizer_step,
+                "m": {n: self.m[n].astype(np.float32).ravel() for n in self.model.trainable},
+                "v": {n: self.v[n].astype(np.float32).ravel() for n in self.model.trainable}}
+
+    async def load_optimizer_state(self, state):
+        self._check_optimizer_state(state)
+        for table, key in ((self.m, "m"), (self.v, "v")):
+            for name, data in state[key].items():
+                table[name][...] = np.asarray(data, np.float64).reshape(table[name].shape)
+        self.optimizer_step = int(state["step"])
+
+    async def snapshot(self):
+        return {"step": self.optimizer_step,
+                "tensors": {n: (self.be.params[n].copy(), self.m[n].copy(), self.v[n].copy())
+                            for n in self.model.trainable}}
+
+    async def restore(self, snapshot):
+        if set(snapshot["tensors"]) != set(self.model.trainable):
+            raise ValueError("the snapshot was taken with other trainable tensors")
+        for name, (p, m, v) in snapshot["tensors"].items():
+            self.be.params[name][...] = p
+            self.m[name][...] = m
+            self.v[name][...] = v
+        self.be.zero_grads()
+        self.optimizer_step = snapshot["step"]
+
+    def release(self, snapshot):
+        snapshot["tensors"].clear()
 
     async def merge(self):
         """Fold each LoRA update into a copy of its base weight for inference:
         W + scaling * B . A (the base weight itself is kept for training)."""
+        p = self.be.params
         for merged, w, a, b in self.model.merge_names():
-            p = self.be.params
             p[merged] = p[w] + self.model.lora.scaling * (p[b] @ p[a])
         self.model.merged = True
 
-    async def trainable_values(self):
-        """{name: (shape, float list)} of the current trainable parameters."""
-        return {n: (self.model.trainable[n], self.be.params[n].astype(np.float32).ravel())
-                for n in self.model.trainable}
+    async def to_full(self):
+        """Switch from LoRA to full fine-tuning: W += scaling * B.A, the LoRA tensors and their
+        optimizer state dropped, every weight given a gradient and fresh moments."""
+        model, p = self.model, self.be.params
+        if model.full:
+            return
+        for _, w, a, b in model.merge_names():
+            p[w] += model.lora.scaling * (p[b] @ p[a])
+        for name in model.trainable:
+            for table in (p, self.be.grads, self.m, self.v):
+                table.pop(name)
+        for name in [n for n in p if n.endswith(".merged.weight")]:
+            p.pop(name)
+        self.model = model.to_full()
+        for name in self.model.trainable:
+            self._add_optimizer_state(name)
+        self.optimizer_step = 0
+        self.version += 1
 
-    def gradients(self):
-        return {n: self.be.grads[n].copy() for n in self.model.trainable}
+    # --- generation ---
 
+    def decoder(self, max_length=None):
+        from ..generate.decoder import NumpyDecoder
+
+        return NumpyDecoder(self.model, self.be, max_length)

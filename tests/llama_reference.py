@@ -1,5 +1,7 @@
-"""The Llama-family decoder's forward pass and greedy generation in NumPy (host only): the
-reference the GPU decoder will be checked against, itself checked against transformers.
+"""A second, independent Llama-family forward in plain NumPy, without the backend interface or
+a KV cache: the test fixture the model's own forward (py_engine/models/llama.py, through the
+generation decoders) is checked against, itself checked against transformers
+(tests/test_llama_reference.py).
 
     model = LlamaReference.load(checkpoint_dir)          # float64 by default
     logits = model.logits(ids)                           # [B, T, V]
@@ -11,14 +13,14 @@ RMSNorm, RoPE, SwiGLU and causal grouped-query attention come from py_engine/ops
 
 import numpy as np
 
-from ..formats import safetensors
-from ..ops import causal_attention as attn_ops
-from ..ops import lm_head_loss as lm_ops
-from ..ops import matmul as mm_ops
-from ..ops import rmsnorm as rms_ops
-from ..ops import rope as rope_ops
-from ..ops import swiglu as swiglu_ops
-from .llama_config import LlamaConfig
+from py_engine.formats import safetensors
+from py_engine.ops import causal_attention as attn_ops
+from py_engine.ops import lm_head_loss as lm_ops
+from py_engine.ops import matmul as mm_ops
+from py_engine.ops import rmsnorm as rms_ops
+from py_engine.ops import rope as rope_ops
+from py_engine.ops import swiglu as swiglu_ops
+from py_engine.models.llama_config import LlamaConfig
 
 
 class LlamaReference:

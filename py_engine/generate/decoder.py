@@ -1,0 +1,276 @@
+"""Generation decoders: the Llama-family model's own forward pass (models/llama.py) with a KV
+cache, one prompt and then one token at a time, on either backend. The interface
+generation.generate drives:
+
+    logits = await decoder.prefill(prompt_ids)    # empty the cache, run the prompt: V floats
+    logits = await decoder.step(token)            # append one token
+    decoder.reset(); decoder.max_length
+
+NumpyDecoder runs the forward eagerly (host only). GpuDecoder records it into programs replayed
+per call: prefill programs per length bucket (powers of two from 16, capped at max_length: the
+prompt is right-padded with token 0, causal attention keeps the real rows independent of the
+padding, and the padded rows' cache entries are overwritten before any query can see them; the
+last real row is gathered by an index written per run) and one single-token decode program.
+Each program's position (the RoPE offset, the cache row its keys and values land at, the
+attention's count of cached keys) is a Variable set per replay; only the V logits are read.
+
+Both decoders read the weights in place: a decoder made from a runtime follows its training.
+Standalone decoders come from a checkpoint directory (`load`) or a {name: tensor} dict
+(`from_params`), optionally with PEFT LoRA tensors applied unmerged with `lora_scaling`.
+"""
+
+from array import array
+
+from ..formats.peft_adapter import PREFIX
+from ..gpu import Variable
+from ..models.llama import LlamaModel
+from ..models.lora_config import LoraConfig
+
+MIN_BUCKET = 16
+
+
+class Tokens:
+    """The forward's inputs for one sequence of new tokens at `position`."""
+
+    __slots__ = ("ids", "mask", "B", "T", "position")
+
+    def __init__(self, ids, T, position):
+        self.ids, self.mask, self.B, self.T, self.position = ids, None, 1, T, position
+
+
+def cache_length(config, max_length):
+    limit = config.max_position_embeddings
+    length = limit if max_length is None else int(max_length)
+    if not 1 <= length <= limit:
+        raise ValueError(f"max_length must be in 1..{limit} (max_position_embeddings), got {max_length}")
+    return length
+
+
+def model_for_params(config, names, lora_scaling):
+    """A LlamaModel whose LoRA wraps exactly the modules that `names` hold adapter tensors for
+    (names without PEFT's prefix), applied with `lora_scaling`."""
+    modules = sorted(n[:-len(".lora_A.weight")] for n in names if n.endswith(".lora_A.weight"))
+    for m in modules:
+        if m + ".lora_B.weight" not in names:
+            raise ValueError(f"{m}.lora_A.weight has no matching {m}.lora_B.weight")
+    if any(n.endswith(".lora_B.weight") and n[:-len(".lora_B.weight")] not in modules for n in names):
+        raise ValueError("a lora_B weight has no matching lora_A weight")
+    if not modules:
+        return LlamaModel(config, None)
+    if lora_scaling is None:
+        raise ValueError("params hold LoRA weights: pass lora_scaling (lora_alpha / r)")
+    r = names[modules[0] + ".lora_A.weight"][0]
+    lora = LoraConfig(r=r, lora_alpha=lora_scaling * r, target_modules=modules, task_type="CAUSAL_LM")
+    model = LlamaModel(config, lora)
+    for name, shape in model.trainable.items():
+        if tuple(names[name]) != tuple(shape):
+            raise ValueError(f"parameter {name!r} has shape {tuple(names[name])}, expected {tuple(shape)}")
+    return model
+
+
+def check_params(config, shapes):
+    """Every parameter of the config present with its shape ({name: shape})."""
+    for name, shape in config.parameter_shapes().items():
+        if name not in shapes:
+            raise ValueError(f"parameter {name!r} is missing")
+        if tuple(shapes[name]) != tuple(shape):
+            raise ValueError(f"parameter {name!r} has shape {tuple(shapes[name])}, expected {tuple(shape)}")
+
+
+def without_prefix(params):
+    return {n[len(PREFIX):] if n.startswith(PREFIX) else n: t for n, t in params.items()}
+
+
+class NumpyDecoder:
+    """Generation on the NumPy backend (host only)."""
+
+    def __init__(self, model, be, max_length=None):
+        c = model.config
+        self.model, self.be, self.config = model, be, c
+        self.max_length = cache_length(c, max_length)
+        self.cache = be.kv_cache(c.num_hidden_layers, self.max_length,
+                                 c.num_key_value_heads * c.head_dim)
+        self.length = 0
+
+    @classmethod
+    def from_params(cls, config, params, lora_scaling=None, max_length=None, dtype=None):
+        """params: {name: array} with the checkpoint's names and shapes, and optionally LoRA
+        tensors "{module}.lora_A.weight" / ".lora_B.weight" (PEFT names, with or without
+        "base_model.model.")."""
+        import numpy as np
+
+        from ..backends.numpy_backend import NumpyBackend
+
+        params = without_prefix(params)
+        check_params(config, {n: np.shape(v) for n, v in params.items()})
+        model = model_for_params(config, {n: np.shape(v) for n, v in params.items()}, lora_scaling)
+        be = NumpyBackend(np.float64 if dtype is None else dtype)
+        for name, value in params.items():
+            be.set_param(name, value, np.shape(value))
+        return cls(model, be, max_length)
+
+    @classmethod
+    def load(cls, directory, max_length=None, dtype=None):
+        """From a Hugging Face checkpoint directory (config.json + model.safetensors)."""
+        import numpy as np
+
+        from ..models.checkpoint import DecoderCheckpoint
+
+        checkpoint = DecoderCheckpoint.load(directory)
+        params = {n: np.frombuffer(checkpoint.floats(n), np.float32).reshape(checkpoint.shape(n))
+                  for n in checkpoint.names()}
+        return cls.from_params(checkpoint.config, params, max_length=max_length, dtype=dtype)
+
+    def reset(self):
+        self.length = 0
+
+    def _run(self, ids):
+        import numpy as np
+
+        if self.length + len(ids) > self.max_length:
+            raise ValueError(f"{self.length + len(ids)} tokens do not fit the cache of {self.max_length}")
+        inputs = Tokens(np.asarray([ids], np.int64), len(ids), self.length)
+        hidden, _ = self.model.forward(self.be, inputs, train=False, cache=self.cache)
+        logits = self.be.linear(hidden[-1:], self.be.param(self.model.head_name), None)[0]
+        self.length += len(ids)
+        return logits
+
+    async def prefill(self, ids):
+        """Empty the cache, run the prompt `ids`; returns the next token's logits [V]."""
+        ids = [int(i) for i in ids]
+        if not 1 <= len(ids) <= self.max_length:
+            raise ValueError(f"a prompt of {len(ids)} tokens does not fit the cache of {self.max_length}")
+        self.reset()
+        return self._run(ids)
+
+    async def step(self, token):
+        """Append one token at the current position; returns the logits after it."""
+        if self.length == 0:
+            raise ValueError("step needs a prefilled prompt")
+        if self.length >= self.max_length:
+            raise ValueError(f"the cache of {self.max_length} tokens is full")
+        return self._run([int(token)])
+
+
+class _Recorded:
+    __slots__ = ("program", "ids", "last", "position", "buffers")
+
+
+class GpuDecoder:
+    """Generation on WebGPU (natively or in the browser); no NumPy.
+
+    Weight storage follows the backend's tensors: projections and an untied head may be f16
+    (Tensor(..., half=True)) or quantized; the embedding table (gathered, and the head when
+    tied), norms and biases are f32. The cache holds 2 * layers * max_length * kv_heads *
+    head_dim floats."""
+
+    def __init__(self, model, be, max_length=None):
+        c = model.config
+        self.model, self.be, self.config, self.device = model, be, c, be.device
+        self.max_length = cache_length(c, max_length)
+        if be.params["model.embed_tokens.weight"].half:
+            raise ValueError("model.embed_tokens.weight must be f32 (the embedding gather reads f32)")
+        self.cache = be.kv_cache(c.num_hidden_layers, self.max_length,
+                                 c.num_key_value_heads * c.head_dim)
+        self.length = 0
+        self._prefill = {}
+        self._decode = self._record(1)
+
+    @classmethod
+    async def create(cls, device, config, params, kernels=None, lora_scaling=None, max_length=None):
+        """params: {name: py_engine.backends.gpu_backend.Tensor} with the checkpoint's names
+        and shapes, and optionally f32 LoRA tensors (PEFT names, with or without
+        "base_model.model.")."""
+        from ..backends.gpu_backend import GpuBackend, Kernels
+
+        params = without_prefix(params)
+        shapes = {n: t.shape for n, t in params.items()}
+        check_params(config, shapes)
+        model = model_for_params(config, shapes, lora_scaling)
+        be = GpuBackend(device, kernels or await Kernels.load(device, decoder=True))
+        be.params = dict(params)
+        return cls(model, be, max_length)
+
+    @classmethod
+    async def load(cls, device, directory, half=False, kernels=None, **kwargs):
+        """From a Hugging Face checkpoint directory; with `half`, the projection weights and an
+        untied head are uploaded as f16."""
+        from ..backends.gpu_backend import Tensor
+        from ..models.checkpoint import DecoderCheckpoint
+
+        checkpoint = DecoderCheckpoint.load(directory)
+        params = {}
+        for name in checkpoint.names():
+            shape = checkpoint.shape(name)
+            if half and len(shape) == 2 and name != "model.embed_tokens.weight":
+                params[name] = Tensor(device.buffer_from(checkpoint.f16_bits(name), label=name),
+                                      shape, half=True)
+            else:
+                params[name] = Tensor(device.buffer_from(checkpoint.floats(name), label=name), shape)
+        return await cls.create(device, checkpoint.config, params, kernels=kernels, **kwargs)
+
+    def _record(self, T):
+        from ..backends.gpu_backend import Tensor
+
+        be, device = self.be, self.device
+        r = _Recorded()
+        r.program = device.program(f"decode {T}")
+        be.record(r.program, reuse=True)
+        r.ids = Tensor(device.create_buffer(4 * T, label="token ids"), (1, T))
+        r.last = Tensor(device.create_buffer(4, label="last row"), (1, 1))
+        r.position = Variable(0, name="cache position")
+        hidden, _ = self.model.forward(be, Tokens(r.ids, T, r.position), train=False, cache=self.cache)
+        if T > 1:    # the last real row of a right-padded prompt, chosen per run
+            hidden = be.gather_rows(hidden, r.last)
+        logits = be.linear(hidden, be.param(self.model.head_name), None)
+        r.program.read(logits.buffer, size=4 * self.config.vocab_size)
+        r.buffers = [r.ids.buffer, r.last.buffer] + be.recorded_buffers()
+        be.record(None)
+        return r
+
+    def reset(self):
+        self.length = 0
+
+    def release(self):
+        """Free the prefill programs and their buffers (they are recorded again when needed)."""
+        for r in self._prefill.values():
+            r.program.release()
+            for b in r.buffers:
+                b.destroy()
+        self._prefill = {}
+
+    def bucket(self, n):
+        b = MIN_BUCKET
+        while b < n:
+            b *= 2
+        return min(b, self.max_length)
+
+    async def _run(self, r, ids, last):
+        r.ids.buffer.write(array("I", ids))
+        r.last.buffer.write(array("I", [last]))
+        r.position.set(self.length)
+        (logits,) = await r.program.run()
+        return array("f", bytes(logits))
+
+    async def prefill(self, ids):
+        """Empty the cache, run the prompt `ids` through it; returns the next token's logits."""
+        ids = [int(i) for i in ids]
+        if not 1 <= len(ids) <= self.max_length:
+            raise ValueError(f"a prompt of {len(ids)} tokens does not fit the cache of {self.max_length}")
+        self.reset()
+        T = self.bucket(len(ids))
+        if T not in self._prefill:
+            self._prefill[T] = self._record(T)
+        logits = await self._run(self._prefill[T], ids + [0] * (T - len(ids)), len(ids) - 1)
+        self.length = len(ids)
+        return logits
+
+    async def step(self, token):
+        """Append one token at the current position; returns the logits after it."""
+        if self.length >= self.max_length:
+            raise ValueError(f"the cache of {self.max_length} tokens is full")
+        if self.length == 0:
+            raise ValueError("step needs a prefilled prompt")
+        logits = await self._run(self._decode, [int(token)], 0)
+        self.length += 1
+        return logits

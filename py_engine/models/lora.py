@@ -1,0 +1,114 @@
+"""The linear layers of a model and how each one runs, for every model family: which linears a
+LoRA adapter wraps (PEFT's target-module rule), the names of their tensors, and one linear's
+forward and backward whether it is frozen, LoRA-wrapped, merged for inference, or trained
+itself (full fine-tuning).
+
+    linears = Linears({"encoder.layer.0.attention.self.query": (384, 384), ...}, lora,
+                      family="BERT model", adapter_prefix="bert.")
+    linears.trainable        # {"bert.encoder.layer.0.attention.self.query.lora_A.weight": (r, 384), ...}
+    y = linears.forward(be, module, x, saved, train)
+    dx = linears.backward(be, module, dy, saved)
+
+Tensor names: the base weight and bias are "{module}.weight" / "{module}.bias" as the model
+holds them; the adapter's are "{adapter_prefix}{module}.lora_A.weight" / ".lora_B.weight", the
+names PEFT's adapter files use after its "base_model.model." prefix (BERT classifiers keep
+transformers' "bert." module prefix there). A merged weight W + scaling * B.A, for inference,
+is "{module}.merged.weight".
+"""
+
+from .lora_config import LoraConfig
+
+
+class LoraTargetError(ValueError):
+    """A target_modules entry that names no linear layer of the model."""
+
+
+def match_targets(modules, target_modules, family):
+    """The modules an adapter wraps, in model order, by PEFT's rule: a module matches a target
+    when its full name equals the target or ends with "." + target."""
+    chosen = set()
+    for target in target_modules:
+        hits = [m for m in modules if m == target or m.endswith("." + target)]
+        if not hits:
+            raise LoraTargetError(f"LoRA target {target!r} matches no linear layer of this {family}")
+        chosen.update(hits)
+    return [m for m in modules if m in chosen]
+
+
+class Linears:
+    """modules: {module name: (out_features, in_features)} in model order. lora: a LoraConfig,
+    or None when no adapter is used; full: every linear's weight (and bias) trains."""
+
+    def __init__(self, modules, lora, family, adapter_prefix="", full=False):
+        if lora is not None and not isinstance(lora, LoraConfig):
+            raise TypeError("lora must be a LoraConfig or None")
+        self.modules = dict(modules)
+        self.lora = lora
+        self.full = full
+        self.prefix = adapter_prefix
+        self.targets = match_targets(list(self.modules), lora.target_modules, family) if lora else []
+        self._targeted = set(self.targets)
+        self.merged = False
+        self.trainable = {}
+        for m in self.targets:
+            out_f, in_f = self.modules[m]
+            self.trainable[self.lora_a(m)] = (lora.r, in_f)
+            self.trainable[self.lora_b(m)] = (out_f, lora.r)
+
+    def lora_a(self, module):
+        return f"{self.prefix}{module}.lora_A.weight"
+
+    def lora_b(self, module):
+        return f"{self.prefix}{module}.lora_B.weight"
+
+    def merge_names(self):
+        """(merged weight, base weight, lora_A, lora_B) of each LoRA-wrapped linear."""
+        return [(f"{m}.merged.weight", f"{m}.weight", self.lora_a(m), self.lora_b(m))
+                for m in self.targets]
+
+    def is_weight(self, name):
+        """Whether `name` is one of these linears' weights (what a GPU may store compressed)."""
+        return name.endswith(".weight") and name[:-len(".weight")] in self.modules
+
+    def forward(self, be, module, x, saved, train):
+        """y = x W^T + b, plus the adapter's scaling * B.A x when `module` is wrapped (through
+        LoRA dropout while training). Keeps in `saved` what backward() needs."""
+        w = be.param(module + ".weight")
+        b = be.params.get(module + ".bias")
+        if module not in self._targeted:
+            if self.full and train:
+                saved[module] = x
+            return be.linear(x, w, b)
+        if self.merged and not train:
+            return be.linear(x, be.param(module + ".merged.weight"), b)
+        xd, drop = be.dropout(x, self.lora.lora_dropout if train else 0.0)
+        y, h = be.lora_linear(x, xd, w, b, be.param(self.lora_a(module)),
+                              be.param(self.lora_b(module)), self.lora.scaling)
+        saved[module] = (xd, drop, h)
+        return y
+
+    def backward(self, be, module, dy, saved, input_grad=True):
+        """dx (None without input_grad); the adapter's gradients, or with full fine-tuning the
+        weight's and bias's, accumulated into be.grad."""
+        w = be.param(module + ".weight")
+        if module not in self._targeted:
+            if self.full:
+                bias = module + ".bias"
+                be.linear_grad_params(dy, saved[module], be.grad(module + ".weight"),
+                                      be.grad(bias) if bias in be.grads else None)
+            return be.linear_grad_input(dy, w) if input_grad else None
+        xd, drop, h = saved[module]
+        # Without LoRA dropout the two input-gradient paths add up at once; with it, the
+        # adapter's path goes back through the dropout mask first.
+        a, b = self.lora_a(module), self.lora_b(module)
+        dx, dxd = be.lora_linear_backward(dy, xd, w, be.param(a), be.param(b), h, self.lora.scaling,
+                                          be.grad(a), be.grad(b), separate=drop is not None,
+                                          input_grad=input_grad)
+        if not input_grad:
+            return None
+        return dx if dxd is None else be.add(dx, be.dropout_backward(dxd, drop))
+
+    def lowest_layer(self, layer_of):
+        """The lowest layer holding a wrapped linear (`layer_of(module)` -> its index); layers
+        below it need no backward when only adapters train."""
+        return min((layer_of(m) for m in self.targets), default=None)

@@ -1,0 +1,90 @@
+"""What a runtime is: a model and a task placed on one backend, with the trainable tensors and
+their optimizer state. NumpyRuntime (host) and GpuRuntime (WebGPU, natively or in the browser)
+implement the same coroutines, so the trainer, the public API and the tests drive either the
+same way:
+
+    metrics = await runtime.accumulate(batch, seed, loss_scale)   # forward, loss, backward
+    norm = await runtime.update(lr, max_norm, weight_decay)       # clip, AdamW, zero the grads
+    metrics = await runtime.train_step(batch, seed, lr, ...)      # both at once (+ "grad_norm")
+    metrics = await runtime.evaluate(batch)                       # the loss, no gradients
+    rows = await runtime.outputs(batch)                           # the task's outputs (logits)
+    await runtime.trainable_values() / load_trainable(values)
+    await runtime.optimizer_state() / load_optimizer_state(state)
+    handle = await runtime.snapshot(); await runtime.restore(handle); runtime.release(handle)
+    await runtime.merge(); await runtime.to_full()
+    decoder = runtime.decoder(max_length)                         # KV-cache generation
+
+metrics: {"loss", "correct", "counted", ...} as floats (the GPU reads them back in one buffer).
+The optimizer is AdamW (torch's), its step count kept here: it starts at 0, each update
+advances it, and a snapshot or a saved state carries it with the moments.
+"""
+
+import math
+
+
+def check_trainable(model, values, what="trainable tensors"):
+    """Every trainable tensor present with its shape, nothing else."""
+    missing = sorted(set(model.trainable) - set(values))
+    extra = sorted(set(values) - set(model.trainable))
+    if missing or extra:
+        raise ValueError(f"{what} does not match the model: missing {missing}, unexpected {extra}")
+    for name, (shape, data) in values.items():
+        if tuple(shape) != tuple(model.trainable[name]):
+            raise ValueError(f"{what}: tensor {name} has shape {tuple(shape)}, the model needs "
+                             f"{tuple(model.trainable[name])}")
+        if len(data) != math.prod(shape):
+            raise ValueError(f"{what}: tensor {name} holds {len(data)} values for shape {tuple(shape)}")
+
+
+class Runtime:
+    """The parts every runtime shares."""
+
+    name = None
+
+    def __init__(self, model, task):
+        self.model = model
+        self.task = task
+        self.optimizer_step = 0
+        self.version = 0        # bumped when the set of trainable tensors changes (to_full)
+
+    def use_task(self, task):
+        """Train and evaluate with `task` from now on (a task's options, such as label
+        smoothing, are recorded into the GPU's programs, which are then made anew)."""
+        self.task = task
+        self.forget_programs()
+
+    def forget_programs(self):
+        """Recorded programs (the GPU's) are made again when next needed."""
+
+    async def train_step(self, batch, seed, lr, max_norm=None, weight_decay=0.0, **adam):
+        """accumulate() then update() for one batch; metrics with "grad_norm"."""
+        metrics = dict(await self.accumulate(batch, seed=seed))
+        metrics["grad_norm"] = await self.update(lr, max_norm, weight_decay, **adam)
+        return metrics
+
+    def _check_optimizer_state(self, state):
+        for key in ("m", "v"):
+            if set(state.get(key, {})) != set(self.model.trainable):
+                raise ValueError(f"optimizer state {key!r} does not hold this model's trainable tensors")
+        step = state.get("step")
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise ValueError(f"optimizer state has no valid step count: {step!r}")
+
+
+async def create_runtime(backend, model, task, checkpoint, trainable, device=None,
+                         base_dtype="f32", quant_group=64):
+    """A runtime on "numpy" or "gpu". base_dtype / quant_group: how the GPU stores the frozen
+    linear weights (see GpuRuntime.create)."""
+    if backend == "numpy":
+        from .numpy_runtime import NumpyRuntime
+
+        if base_dtype != "f32":
+            raise ValueError(f"base_dtype {base_dtype!r} is a GPU storage mode; the NumPy backend "
+                             "keeps f32")
+        return NumpyRuntime(model, task, checkpoint, trainable)
+    if backend == "gpu":
+        from .gpu_runtime import GpuRuntime
+
+        return await GpuRuntime.create(model, task, checkpoint, trainable, device=device,
+                                       base_dtype=base_dtype, quant_group=quant_group)
+    raise ValueError(f"unknown backend {backend!r}; choose numpy or gpu")

@@ -1,0 +1,165 @@
+"""Training objectives. A task turns encoded examples into batches, records its loss on top of a
+model's forward pass (on either backend, through the backend interface), and names and
+computes its metrics; the trainer and the runtimes never know which objective they run.
+
+    ClassificationTask(num_labels, pad_id, label_smoothing, class_weights)
+        examples: LabelledIds(ids, type_ids, label); the model's forward gives [B, C] logits.
+    CausalLMTask(pad_id)
+        examples: anything with `ids` and `labels` (IGNORE_INDEX = not trained); the model's
+        forward gives final hidden states, the chunked LM-head loss predicts labels shifted by one.
+
+Pure Python: this runs in the browser.
+"""
+
+import math
+
+from ..labels import IGNORE_INDEX, IGNORE_LABEL
+from .batch import Batch
+from .batching import padded_length
+
+
+def eval_batches(examples, batch_size):
+    """Example indices in batches of similar length (little padding, few batch shapes)."""
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i].ids))
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+class LabelledIds:
+    """One classification example encoded: token ids, type ids, the label's index (or None)."""
+
+    __slots__ = ("ids", "type_ids", "label")
+
+    def __init__(self, ids, type_ids, label=None):
+        self.ids, self.type_ids, self.label = ids, type_ids, label
+
+
+class ClassificationTask:
+    name = "classification"
+    inputs = ("ids", "type_ids", "mask")
+
+    def __init__(self, num_labels, pad_id=0, label_smoothing=0.0, class_weights=None):
+        if class_weights is not None and len(class_weights) != num_labels:
+            raise ValueError(f"class_weights has {len(class_weights)} values for {num_labels} labels")
+        self.num_labels = num_labels
+        self.pad_id = pad_id
+        self.label_smoothing = label_smoothing
+        self.class_weights = None if class_weights is None else [float(w) for w in class_weights]
+
+    def label_shape(self, B, T):
+        return (B,)
+
+    def lengths(self, examples):
+        return [len(e.ids) for e in examples]
+
+    def batch(self, examples, indices, multiple, cap):
+        T = padded_length(max(len(examples[i].ids) for i in indices), multiple, cap)
+        ids, types, mask, labels = [], [], [], []
+        for i in indices:
+            e = examples[i]
+            n = min(len(e.ids), T)
+            ids.append(list(e.ids[:n]) + [self.pad_id] * (T - n))
+            types.append(list(e.type_ids[:n]) + [0] * (T - n))
+            mask.append([1] * n + [0] * (T - n))
+            labels.append(IGNORE_LABEL if e.label is None else e.label)
+        return Batch(ids, types, mask, labels)
+
+    def loss(self, be, model, inputs, train, loss_scale=1.0):
+        """Record (or compute) the loss, and with `train` the backward; returns the metrics."""
+        logits, saved = model.forward(be, inputs, train)
+        metrics, dlogits = be.cross_entropy(logits, inputs.labels, loss_scale, self.class_weights,
+                                            self.label_smoothing, backward=train)
+        if train:
+            model.backward(be, dlogits, saved, inputs)
+        return metrics
+
+    def outputs(self, be, model, inputs):
+        """The logits [B, C] (inference)."""
+        return model.forward(be, inputs, train=False)[0]
+
+    def step_fields(self, metrics, batch):
+        """The task's own fields of a training step's record."""
+        return {"accuracy": metrics["correct"] / max(1, metrics["counted"])}
+
+    async def evaluate(self, runtime, examples, multiple, cap, batch_size=16):
+        """Held-out quality of the runtime's current weights (see quality())."""
+        logits, gold = [], []
+        for indices in eval_batches(examples, batch_size):
+            logits += await runtime.outputs(self.batch(examples, indices, multiple, cap))
+            gold += [examples[i].label for i in indices]
+        return self.quality(logits, gold)
+
+    def quality(self, logits, gold):
+        """Held-out quality from logit rows and gold label indices: mean cross-entropy loss,
+        accuracy and macro-F1 (the unweighted mean of every label's F1)."""
+        loss, predicted = 0.0, []
+        for row, y in zip(logits, gold):
+            top = max(row)
+            lse = top + math.log(sum(math.exp(z - top) for z in row))
+            loss += lse - row[y]
+            predicted.append(max(range(len(row)), key=row.__getitem__))
+        n = max(1, len(gold))
+        f1s = []
+        for label in range(self.num_labels):
+            tp = sum(g == label and p == label for g, p in zip(gold, predicted))
+            fp = sum(g != label and p == label for g, p in zip(gold, predicted))
+            fn = sum(g == label and p != label for g, p in zip(gold, predicted))
+            f1s.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0)
+        return {"loss": loss / n, "accuracy": sum(g == p for g, p in zip(gold, predicted)) / n,
+                "macro_f1": sum(f1s) / len(f1s), "examples": len(gold)}
+
+
+class CausalLMTask:
+    name = "causal_lm"
+    inputs = ("ids", "mask")
+
+    def __init__(self, pad_id=0):
+        self.pad_id = 0 if pad_id is None else pad_id
+
+    def label_shape(self, B, T):
+        return (B * T,)
+
+    def lengths(self, examples):
+        return [len(e.ids) for e in examples]
+
+    def batch(self, examples, indices, multiple, cap):
+        """Right-padded ids and mask; labels shifted by one (position t predicts token t + 1),
+        IGNORE_LABEL where not trained, flattened to B * T."""
+        T = padded_length(max(len(examples[i].ids) for i in indices), multiple, cap)
+        ids, mask, labels = [], [], []
+        for i in indices:
+            e = examples[i]
+            n = min(len(e.ids), T)
+            ids.append(list(e.ids[:n]) + [self.pad_id] * (T - n))
+            mask.append([1] * n + [0] * (T - n))
+            row = list(e.labels[1:n]) + [IGNORE_INDEX] * (T - n + 1)
+            labels.extend(IGNORE_LABEL if y == IGNORE_INDEX else y for y in row)
+        return Batch(ids, None, mask, labels)
+
+    def loss(self, be, model, inputs, train, loss_scale=1.0):
+        hidden, saved = model.forward(be, inputs, train)
+        metrics, dh = be.lm_head_loss(hidden, be.param(model.head_name), inputs.labels, loss_scale,
+                                      dweight=model.head_grad(be) if train else None,
+                                      backward=train)
+        if train:
+            model.backward(be, dh, saved, inputs)
+        return metrics
+
+    def step_fields(self, metrics, batch):
+        return {"trained_tokens": int(metrics["counted"])}
+
+    async def evaluate(self, runtime, examples, multiple, cap, batch_size=16):
+        """Held-out quality of the runtime's current weights: the mean loss over every trained
+        token and its perplexity."""
+        total = counted = 0
+        for indices in eval_batches(examples, batch_size):
+            m = await runtime.evaluate(self.batch(examples, indices, multiple, cap))
+            total += m["loss"] * m["counted"]
+            counted += int(m["counted"])
+        return self.quality(total, counted)
+
+    @staticmethod
+    def quality(total_loss, counted):
+        """Held-out quality from the summed token losses: mean loss and perplexity."""
+        loss = total_loss / counted if counted else float("nan")
+        return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)) if counted else float("nan"),
+                "tokens": counted}
