@@ -1,6 +1,7 @@
 """//#include in WGSL files: expansion, line mapping of compile errors, the shared pieces in
 shaders/lib/ and the wheel that ships them."""
 
+import json
 import re
 import zipfile
 
@@ -9,6 +10,7 @@ import pytest
 
 from conftest import ROOT, floats, run
 from py_engine.gpu import ShaderCompileError, ShaderIncludeError
+from py_engine.harness import run_json
 from py_engine.gpu.shaders import (
     compile_error,
     declared_constants,
@@ -191,6 +193,29 @@ def test_a_compile_error_in_the_kernel_keeps_its_line_despite_includes(device, t
     err = caught.value
     assert (err.source, err.line, err.included_by) == (str(kernel), 7, None)
     assert "nope" in err.source_line
+
+
+@pytest.mark.browser
+def test_the_browser_maps_compile_errors_into_included_files(engine_page):
+    """WebGPU's compilation info (Tint) gives the line in the expanded text; it maps the same way."""
+    files = {"k.wgsl": KERNEL, "parts/scale.wgsl": BROKEN}
+    err = run_json(engine_page, f"""
+import json, pathlib
+from py_engine.gpu import open_device, ShaderCompileError
+folder = pathlib.Path("/tmp/include_check")
+for name, text in json.loads({json.dumps(json.dumps(files))}).items():
+    (folder / name).parent.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text(text)
+try:
+    await (await open_device()).kernel(str(folder / "k.wgsl"), "main")
+    found = None
+except ShaderCompileError as e:
+    found = {{"source": e.source, "line": e.line, "included_by": e.included_by,
+              "source_line": e.source_line}}
+json.dumps(found)
+""")
+    assert err == {"source": "parts/scale.wgsl", "line": 4, "included_by": "/tmp/include_check/k.wgsl",
+                   "source_line": "  return w * not_declared;"}
 
 
 def helper_definitions(path):
