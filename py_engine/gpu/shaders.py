@@ -79,19 +79,21 @@ def expand_includes(text, path, name):
 
 
 def _append_includes(text, path, name, chain, seen, root, appended):
-    """Append (depth first) the files `text` includes that `seen` does not hold yet."""
-    for line_number, source_line, target in _include_directives(text, name):
+    """Append (depth first) the files `text` includes that `seen` does not hold yet; `chain`
+    holds (path, name) of the kernel and each file on the way to this one."""
+    included_by = chain[0][1] if len(chain) > 1 else None
+    for line_number, source_line, target in _include_directives(text, name, included_by):
         found = (path.parent / target).resolve()
         cycle = [shown for p, shown in chain if p == found]
         if cycle:
             names = " -> ".join([shown for _, shown in chain] + cycle[:1])
             raise ShaderIncludeError(name, f"including {target!r} closes a cycle: {names}",
-                                     line_number, None, source_line)
+                                     line_number, None, source_line, included_by)
         if found in seen:
             continue
         if not found.is_file():
             raise ShaderIncludeError(name, f"no file {target!r} to include (looked for {found})",
-                                     line_number, None, source_line)
+                                     line_number, None, source_line, included_by)
         seen.add(found)
         included_name = _shown_name(found, root)
         included_text = found.read_text(encoding="utf-8")
@@ -100,7 +102,7 @@ def _append_includes(text, path, name, chain, seen, root, appended):
                          seen, root, appended)
 
 
-def _include_directives(text, name):
+def _include_directives(text, name, included_by):
     """(line number, line, path) of each include directive in `text`; anything else starting
     with //# on a line of its own is a mistake, reported as one."""
     for number, line in enumerate(text.splitlines(), start=1):
@@ -110,8 +112,9 @@ def _include_directives(text, name):
         argument = _INCLUDE_ARGUMENT.fullmatch(directive["argument"])
         if directive["word"] != "include" or argument is None:
             raise ShaderIncludeError(
-                name, f'unknown directive {line.strip()!r}; write //#include "path/to/file.wgsl"',
-                number, None, line)
+                name, f'{line.strip()!r} is not a directive; the one directive is '
+                      f'//#include "path/to/file.wgsl" on a line of its own',
+                number, None, line, included_by)
         yield number, line, argument["path"]
 
 
