@@ -31,9 +31,7 @@ struct Rows {
   rows_per_batch: u32,  // H * T: rows sharing one attention_mask row
 }
 
-fn row_index(gid: vec3<u32>, groups: vec3<u32>) -> u32 {
-  return gid.x + gid.y * groups.x * WORKGROUP;
-}
+//#include "lib/grid.wgsl"
 
 // --- attention_softmax -------------------------------------------------------------------
 
@@ -51,7 +49,7 @@ fn masked_score(base: u32, mask_base: u32, j: u32) -> f32 {
 @compute @workgroup_size(WORKGROUP)
 fn attention_softmax(@builtin(global_invocation_id) gid: vec3<u32>,
                      @builtin(num_workgroups) groups: vec3<u32>) {
-  let row = row_index(gid, groups);
+  let row = thread_index(gid, groups, WORKGROUP);
   if (row >= shape.rows) {
     return;
   }
@@ -83,7 +81,7 @@ fn attention_softmax(@builtin(global_invocation_id) gid: vec3<u32>,
 @compute @workgroup_size(WORKGROUP)
 fn attention_softmax_backward(@builtin(global_invocation_id) gid: vec3<u32>,
                               @builtin(num_workgroups) groups: vec3<u32>) {
-  let row = row_index(gid, groups);
+  let row = thread_index(gid, groups, WORKGROUP);
   if (row >= grad_shape.rows) {
     return;
   }

@@ -64,9 +64,7 @@ struct Shape {
 var<workgroup> tile_a: array<f32, TILE>;
 var<workgroup> tile_b: array<f32, TILE>;
 
-fn workgroup_index(wid: vec3<u32>, groups: vec3<u32>) -> u32 {
-  return wid.x + wid.y * groups.x;
-}
+//#include "lib/grid.wgsl"
 
 fn key_is_real(s: Shape, b: u32, j: u32) -> bool {
   return s.has_mask == 0u || attention_mask[b * (s.past + s.q_len) + j] != 0u;
@@ -181,7 +179,7 @@ fn causal_attention_forward(@builtin(workgroup_id) wid: vec3<u32>,
 @compute @workgroup_size(BLOCK_Q)
 fn causal_attention_stats(@builtin(global_invocation_id) gid: vec3<u32>,
                           @builtin(num_workgroups) groups: vec3<u32>) {
-  let row = gid.x + gid.y * groups.x * BLOCK_Q;
+  let row = thread_index(gid, groups, BLOCK_Q);
   if (row >= st.batch * st.q_heads * st.q_len) {
     return;
   }

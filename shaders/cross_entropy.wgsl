@@ -48,29 +48,15 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> dlogits: array<f32>;
 @group(0) @binding(5) var<uniform> params: Params;
 
-var<workgroup> partial: array<vec4<f32>, WORKGROUP>;
+alias Summed = vec4<f32>;   // (loss term, w[y], correct, counted)
+//#include "lib/workgroup_sum.wgsl"
+//#include "lib/row_max.wgsl"
 
 fn class_weight(c: u32) -> f32 {
   if (params.has_weights != 0u) {
     return weights[c];
   }
   return 1.0;
-}
-
-struct RowMax {
-  value: f32,
-  index: u32,
-}
-
-fn row_max(base: u32) -> RowMax {
-  var best = RowMax(logits[base], 0u);
-  for (var c = 1u; c < params.classes; c++) {
-    let v = logits[base + c];
-    if (v > best.value) {   // strict: the first maximum wins, as in torch.argmax
-      best = RowMax(v, c);
-    }
-  }
-  return best;
 }
 
 // sum over c != argmax of exp(logits - max): the softmax normaliser is 1 + rest. Keeping the
@@ -108,7 +94,7 @@ fn log_one_plus(r: f32) -> f32 {
 fn row_terms(row: u32) -> vec4<f32> {
   let classes = params.classes;
   let base = row * classes;
-  let best = row_max(base);
+  let best = row_max(base, classes);
   predictions[row] = best.index;
   let y = labels[row];
   if (y >= classes) {
@@ -134,16 +120,8 @@ fn cross_entropy_forward(@builtin(local_invocation_index) lane: u32) {
   for (var row = lane; row < params.rows; row += WORKGROUP) {
     acc += row_terms(row);
   }
-  partial[lane] = acc;
-  workgroupBarrier();
-  for (var width = WORKGROUP / 2u; width > 0u; width /= 2u) {
-    if (lane < width) {
-      partial[lane] += partial[lane + width];
-    }
-    workgroupBarrier();
-  }
+  let total = workgroup_sum(lane, acc);
   if (lane == 0u) {
-    let total = partial[0];
     let denominator = total.y;
     let o = params.metrics_offset;
     metrics[o] = select(0.0, total.x / denominator, denominator != 0.0);
@@ -177,7 +155,7 @@ fn cross_entropy_backward(@builtin(global_invocation_id) gid: vec3<u32>,
       }
       continue;
     }
-    let best = row_max(base);
+    let best = row_max(base, classes);
     let rest = row_rest(base, best);
     let inv_sum = 1.0 / (1.0 + rest);
     let scale = params.dloss / denominator;

@@ -5,7 +5,8 @@
 //
 // Their backward passes are themselves: d(add)/da = d(add)/db = 1, so the gradient flows
 // through unchanged, and scaled_add's gradient for `a` is scaled_add(dy, 0) with the same alpha.
-// Reference: py_engine/gpu/selfcheck.py (pure Python), tests/test_kernels.py (NumPy).
+// Reference: py_engine/gpu/selfcheck.py (pure Python); checked in tests/test_gpu_native.py
+// (against NumPy) and by the browser self-check (tests/test_browser.py).
 //
 // A grid-stride loop lets any launch cover any n, so arrays longer than
 // 65535 workgroups x WORKGROUP threads need no second dispatch dimension.

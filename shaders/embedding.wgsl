@@ -34,10 +34,6 @@ struct Embedding {
   type_vocab: u32,  // rows of the token-type table
 }
 
-fn stride(groups: vec3<u32>) -> u32 {
-  return groups.x * WORKGROUP;
-}
-
 // --- embedding_forward ---------------------------------------------------------------------
 
 @group(0) @binding(0) var<storage, read> ids: array<u32>;
@@ -52,7 +48,7 @@ fn stride(groups: vec3<u32>) -> u32 {
 fn embedding_forward(@builtin(global_invocation_id) gid: vec3<u32>,
                      @builtin(num_workgroups) groups: vec3<u32>) {
   let H = forward_shape.hidden;
-  for (var i = gid.x; i < forward_shape.tokens * H; i += stride(groups)) {
+  for (var i = gid.x; i < forward_shape.tokens * H; i += groups.x * WORKGROUP) {
     let p = i / H;
     let c = i % H;
     let v = min(ids[p], forward_shape.vocab - 1u);
@@ -88,7 +84,7 @@ fn first_with_id(p: u32, v: u32) -> bool {
 fn embedding_backward_word(@builtin(global_invocation_id) gid: vec3<u32>,
                            @builtin(num_workgroups) groups: vec3<u32>) {
   let H = word_shape.hidden;
-  for (var i = gid.x; i < word_shape.tokens * H; i += stride(groups)) {
+  for (var i = gid.x; i < word_shape.tokens * H; i += groups.x * WORKGROUP) {
     let p = i / H;
     let c = i % H;
     let v = word_row(p);
@@ -115,7 +111,7 @@ fn embedding_backward_position(@builtin(global_invocation_id) gid: vec3<u32>,
                                @builtin(num_workgroups) groups: vec3<u32>) {
   let H = position_shape.hidden;
   let T = position_shape.seq;
-  for (var i = gid.x; i < T * H; i += stride(groups)) {
+  for (var i = gid.x; i < T * H; i += groups.x * WORKGROUP) {
     let t = i / H;
     let c = i % H;
     var total = 0.0;
@@ -138,7 +134,7 @@ fn embedding_backward_position(@builtin(global_invocation_id) gid: vec3<u32>,
 fn embedding_backward_type(@builtin(global_invocation_id) gid: vec3<u32>,
                            @builtin(num_workgroups) groups: vec3<u32>) {
   let H = type_shape.hidden;
-  for (var i = gid.x; i < type_shape.type_vocab * H; i += stride(groups)) {
+  for (var i = gid.x; i < type_shape.type_vocab * H; i += groups.x * WORKGROUP) {
     let v = i / H;
     let c = i % H;
     var total = 0.0;
@@ -159,7 +155,7 @@ fn embedding_backward_type(@builtin(global_invocation_id) gid: vec3<u32>,
 @compute @workgroup_size(WORKGROUP)
 fn embedding_clear(@builtin(global_invocation_id) gid: vec3<u32>,
                    @builtin(num_workgroups) groups: vec3<u32>) {
-  for (var i = gid.x; i < clear_count.x; i += stride(groups)) {
+  for (var i = gid.x; i < clear_count.x; i += groups.x * WORKGROUP) {
     cleared[i] = 0.0;
   }
 }

@@ -32,20 +32,8 @@ struct Params {
 // grad_norm_finish
 @group(0) @binding(2) var<storage, read_write> metrics: array<f32>;
 
-var<workgroup> tree: array<f32, WORKGROUP>;
-
-// Sum over the workgroup, valid in lane 0. Call from uniform control flow.
-fn workgroup_sum(lane: u32, value: f32) -> f32 {
-  tree[lane] = value;
-  workgroupBarrier();
-  for (var width = WORKGROUP / 2u; width > 0u; width /= 2u) {
-    if (lane < width) {
-      tree[lane] += tree[lane + width];
-    }
-    workgroupBarrier();
-  }
-  return tree[0];
-}
+alias Summed = f32;
+//#include "lib/workgroup_sum.wgsl"
 
 @compute @workgroup_size(WORKGROUP)
 fn sum_squares(@builtin(global_invocation_id) gid: vec3<u32>,

@@ -50,7 +50,9 @@ struct Params {
 // lm_chunk_grad
 @group(0) @binding(4) var<storage, read> metrics: array<f32>;
 
-var<workgroup> partial: array<vec4<f32>, WORKGROUP>;
+alias Summed = vec4<f32>;   // (loss term, correct, counted, unused)
+//#include "lib/workgroup_sum.wgsl"
+//#include "lib/row_max.wgsl"
 
 @compute @workgroup_size(WORKGROUP)
 fn lm_chunk_update(@builtin(global_invocation_id) gid: vec3<u32>,
@@ -59,16 +61,9 @@ fn lm_chunk_update(@builtin(global_invocation_id) gid: vec3<u32>,
   let stride = groups.x * WORKGROUP;
   for (var row = gid.x; row < params.rows; row += stride) {
     let base = row * cols;
-    var chunk_max = logits[base];
-    var chunk_arg = 0u;
-    for (var c = 1u; c < cols; c++) {
-      let v = logits[base + c];
-      if (v > chunk_max) {   // strict: the first maximum wins, as in torch.argmax
-        chunk_max = v;
-        chunk_arg = c;
-      }
-    }
-    var state = vec4(chunk_max, 0.0, 0.0, f32(params.start + chunk_arg));
+    let chunk = row_max(base, cols);
+    let chunk_max = chunk.value;
+    var state = vec4(chunk_max, 0.0, 0.0, f32(params.start + chunk.index));
     var carried = 0.0;       // the earlier chunks' sum, rescaled to the new max
     if (params.first == 0u) {
       let old = stats[row];
@@ -105,16 +100,8 @@ fn lm_finish(@builtin(local_invocation_index) lane: u32) {
       acc += vec4(term, select(0.0, 1.0, u32(s.w) == y), 1.0, 0.0);
     }
   }
-  partial[lane] = acc;
-  workgroupBarrier();
-  for (var width = WORKGROUP / 2u; width > 0u; width /= 2u) {
-    if (lane < width) {
-      partial[lane] += partial[lane + width];
-    }
-    workgroupBarrier();
-  }
+  let total = workgroup_sum(lane, acc);
   if (lane == 0u) {
-    let total = partial[0];
     let counted = total.z;
     let o = params.metrics_offset;
     metrics_out[o] = select(0.0, total.x / counted, counted != 0.0);

@@ -30,10 +30,6 @@ struct Pool {
   accumulate: u32,   // backward only: 1 adds into dx
 }
 
-fn stride(groups: vec3<u32>) -> u32 {
-  return groups.x * WORKGROUP;
-}
-
 // --- cls_pool ------------------------------------------------------------------------------
 
 @group(0) @binding(0) var<storage, read> cls_x: array<f32>;
@@ -44,7 +40,7 @@ fn stride(groups: vec3<u32>) -> u32 {
 fn cls_pool(@builtin(global_invocation_id) gid: vec3<u32>,
             @builtin(num_workgroups) groups: vec3<u32>) {
   let H = cls_shape.hidden;
-  for (var i = gid.x; i < cls_shape.batch * H; i += stride(groups)) {
+  for (var i = gid.x; i < cls_shape.batch * H; i += groups.x * WORKGROUP) {
     let b = i / H;
     cls_out[i] = cls_x[b * cls_shape.seq * H + i % H];
   }
@@ -61,7 +57,7 @@ fn cls_pool_backward(@builtin(global_invocation_id) gid: vec3<u32>,
                      @builtin(num_workgroups) groups: vec3<u32>) {
   let H = cls_grad_shape.hidden;
   let T = cls_grad_shape.seq;
-  for (var i = gid.x; i < cls_grad_shape.batch * T * H; i += stride(groups)) {
+  for (var i = gid.x; i < cls_grad_shape.batch * T * H; i += groups.x * WORKGROUP) {
     let row = i / H;
     let is_cls = row % T == 0u;
     if (cls_grad_shape.accumulate == 0u) {
@@ -84,7 +80,7 @@ fn mean_pool(@builtin(global_invocation_id) gid: vec3<u32>,
              @builtin(num_workgroups) groups: vec3<u32>) {
   let H = mean_shape.hidden;
   let T = mean_shape.seq;
-  for (var i = gid.x; i < mean_shape.batch * H; i += stride(groups)) {
+  for (var i = gid.x; i < mean_shape.batch * H; i += groups.x * WORKGROUP) {
     let b = i / H;
     let c = i % H;
     var total = 0.0;
@@ -120,7 +116,7 @@ fn mean_pool_backward(@builtin(global_invocation_id) gid: vec3<u32>,
                       @builtin(num_workgroups) groups: vec3<u32>) {
   let H = mean_grad_shape.hidden;
   let T = mean_grad_shape.seq;
-  for (var i = gid.x; i < mean_grad_shape.batch * T * H; i += stride(groups)) {
+  for (var i = gid.x; i < mean_grad_shape.batch * T * H; i += groups.x * WORKGROUP) {
     let row = i / H;
     let b = row / T;
     var g = 0.0;
@@ -165,7 +161,7 @@ struct Count {
 @compute @workgroup_size(WORKGROUP)
 fn tanh_forward(@builtin(global_invocation_id) gid: vec3<u32>,
                 @builtin(num_workgroups) groups: vec3<u32>) {
-  for (var i = gid.x; i < tanh_count.n; i += stride(groups)) {
+  for (var i = gid.x; i < tanh_count.n; i += groups.x * WORKGROUP) {
     tanh_out[i] = tanh_accurate(tanh_in[i]);
   }
 }
@@ -178,7 +174,7 @@ fn tanh_forward(@builtin(global_invocation_id) gid: vec3<u32>,
 @compute @workgroup_size(WORKGROUP)
 fn tanh_backward(@builtin(global_invocation_id) gid: vec3<u32>,
                  @builtin(num_workgroups) groups: vec3<u32>) {
-  for (var i = gid.x; i < tanh_grad_count.n; i += stride(groups)) {
+  for (var i = gid.x; i < tanh_grad_count.n; i += groups.x * WORKGROUP) {
     let y = tanh_y[i];
     tanh_dx[i] = tanh_dy[i] * (1.0 - y * y);
   }

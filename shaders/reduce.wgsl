@@ -7,9 +7,14 @@
 // ([k, n/k], then [1, k]) so that every workgroup has work. The backward of a sum broadcasts
 // dy[r] back over row r (elementwise). Pairwise (tree) summation keeps the f32 rounding error
 // near log2(WORKGROUP) ulps instead of growing with cols.
-// Reference: py_engine/gpu/selfcheck.py (pure Python), tests/test_kernels.py (NumPy).
+// Reference: py_engine/gpu/selfcheck.py (pure Python); checked in tests/test_gpu_native.py
+// (against NumPy) and by the browser self-check (tests/test_browser.py).
 
 override WORKGROUP: u32 = 256u;   // must be a power of two
+
+alias Summed = f32;
+//#include "lib/workgroup_sum.wgsl"
+//#include "lib/grid.wgsl"
 
 struct Params {
   rows: u32,
@@ -20,14 +25,12 @@ struct Params {
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
 @group(0) @binding(2) var<uniform> params: Params;
 
-var<workgroup> partial: array<f32, WORKGROUP>;
-
 @compute @workgroup_size(WORKGROUP)
 fn sum_rows(@builtin(local_invocation_index) lane: u32,
             @builtin(workgroup_id) group: vec3<u32>,
             @builtin(num_workgroups) groups: vec3<u32>) {
   // Rows beyond 65535 spill into the y dimension of the dispatch.
-  let row = group.x + group.y * groups.x;
+  let row = workgroup_index(group, groups);
   var acc = 0.0;
   if (row < params.rows) {
     let base = row * params.cols;
@@ -35,15 +38,8 @@ fn sum_rows(@builtin(local_invocation_index) lane: u32,
       acc += x[base + j];
     }
   }
-  partial[lane] = acc;
-  workgroupBarrier();
-  for (var width = WORKGROUP / 2u; width > 0u; width /= 2u) {
-    if (lane < width) {
-      partial[lane] += partial[lane + width];
-    }
-    workgroupBarrier();
-  }
+  let total = workgroup_sum(lane, acc);
   if (lane == 0u && row < params.rows) {
-    out[row] = partial[0];
+    out[row] = total;
   }
 }

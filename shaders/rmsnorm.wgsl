@@ -49,33 +49,15 @@ struct Params {
 @group(0) @binding(0) var<storage, read> partials: array<f32>;
 @group(0) @binding(1) var<storage, read_write> dweight: array<f32>;
 
-var<workgroup> lanes: array<f32, WORKGROUP>;
-
-// Sum of `value` over the workgroup, returned to every lane. Call from uniform control flow.
-fn row_sum(lane: u32, value: f32) -> f32 {
-  lanes[lane] = value;
-  workgroupBarrier();
-  for (var width = WORKGROUP / 2u; width > 0u; width /= 2u) {
-    if (lane < width) {
-      lanes[lane] += lanes[lane + width];
-    }
-    workgroupBarrier();
-  }
-  let total = lanes[0];
-  // Every lane has read the total before a later call overwrites lanes[0].
-  workgroupBarrier();
-  return total;
-}
-
-fn row_of(group: vec3<u32>, groups: vec3<u32>) -> u32 {
-  return group.x + group.y * groups.x;
-}
+alias Summed = f32;
+//#include "lib/workgroup_sum.wgsl"
+//#include "lib/grid.wgsl"
 
 @compute @workgroup_size(WORKGROUP)
 fn rmsnorm_forward(@builtin(local_invocation_index) lane: u32,
                    @builtin(workgroup_id) group: vec3<u32>,
                    @builtin(num_workgroups) groups: vec3<u32>) {
-  let row = row_of(group, groups);
+  let row = workgroup_index(group, groups);
   if (row >= params.rows) {
     return;   // uniform across the workgroup: the barriers below stay in uniform control flow
   }
@@ -99,7 +81,7 @@ fn rmsnorm_forward(@builtin(local_invocation_index) lane: u32,
 fn rmsnorm_backward(@builtin(local_invocation_index) lane: u32,
                     @builtin(workgroup_id) group: vec3<u32>,
                     @builtin(num_workgroups) groups: vec3<u32>) {
-  let row = row_of(group, groups);
+  let row = workgroup_index(group, groups);
   if (row >= params.rows) {
     return;
   }

@@ -1,6 +1,7 @@
 """WGSL loading and compile-time constants (no GPU needed)."""
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -47,13 +48,24 @@ def test_specialize_rejects_bad_constants(constants, error, match):
 
 
 def test_every_shader_file_declares_overrides_with_defaults():
-    files = sorted(shaders.shader_dir().glob("*.wgsl"))
-    assert {f.name for f in files} >= {"elementwise.wgsl", "reduce.wgsl", "matmul.wgsl"}
+    files = sorted(shaders.shader_dir().rglob("*.wgsl"))
+    assert {f.name for f in files} >= {"elementwise.wgsl", "reduce.wgsl", "workgroup_sum.wgsl"}
     for f in files:
         text = f.read_text()
         for name, (_, default) in shaders.declared_constants(text).items():
             assert default is not None, f"{f.name}: {name} needs a default"
         assert re.search(r"^//", text, re.MULTILINE), f"{f.name} needs a header comment"
+
+
+def test_files_named_in_shader_comments_exist():
+    root = Path(__file__).resolve().parents[1]
+    cited = {}
+    for f in shaders.shader_dir().rglob("*.wgsl"):
+        for path in re.findall(r"\b((?:tests|py_engine)/[\w/]+\.py)\b", f.read_text()):
+            cited.setdefault(path, f.name)
+    assert "tests/test_gpu_native.py" in cited
+    missing = {path: by for path, by in cited.items() if not (root / path).is_file()}
+    assert not missing, f"shader comments cite files that do not exist: {missing}"
 
 
 def test_compile_error_finds_naga_positions():

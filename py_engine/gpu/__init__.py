@@ -25,6 +25,7 @@ from .errors import (
     GPUError,
     NoWebGPUError,
     ShaderCompileError,
+    ShaderIncludeError,
     SoftwareAdapterWarning,
 )
 from .variable import Variable, value_of
@@ -70,7 +71,7 @@ def run_sync(coroutine):
 
 __all__ = [
     "AdapterInfo", "Buffer", "BufferTooLargeError", "Device", "DeviceLostError", "GPUError",
-    "Kernel", "NoWebGPUError", "Program", "STORAGE", "ShaderCompileError",
+    "Kernel", "NoWebGPUError", "Program", "STORAGE", "ShaderCompileError", "ShaderIncludeError",
     "SoftwareAdapterWarning", "UNIFORM", "Variable", "default_backend", "grid_groups", "groups_for",
     "open_device", "require_floats", "row_groups", "run_sync", "value_of",
 ]

@@ -275,8 +275,10 @@ class Device:
     async def kernel(self, source, entry="main", constants=None):
         """Compile (once; later calls hit the cache) entry point `entry` of shaders/<source>.
 
-        `constants` sets the file's `override` declarations; a bad file raises
-        ShaderCompileError with the WGSL line and the compiler's message.
+        The file's //#include directives are expanded (py_engine/gpu/shaders.py); `constants`
+        sets the `override` declarations of the file and of what it includes. A bad file raises
+        ShaderCompileError with the file (the included one, when the mistake is there), its
+        WGSL line and the compiler's message.
         """
         self._check_lost()
         constants = dict(constants or {})
