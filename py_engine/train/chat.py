@@ -118,10 +118,11 @@ class ChatModel:
             raise TypeError(f"a chat model trains with a CausalTrainConfig, not {type(config).__name__}")
         return CausalTrainConfig(**config.as_dict())
 
-    async def trainer(self, examples, config=None, validation=None, guard=None):
+    async def trainer(self, examples, config=None, validation=None, guard=None, plateau=None):
         """A Trainer over EncodedExample-like objects (`ids`, `labels`), to run in slices.
-        Validation examples (or, in hybrid mode, a held-out share) are scored per evaluation
-        and by a guard's quality checks."""
+        Validation examples (or, in hybrid mode, a held-out share) are checked by a guard and
+        scored every `eval_every` steps by the plateau hook (ValidationPlateau), which switches
+        a hybrid run to full fine-tuning and, with `plateau` (fit's way), stops other runs."""
         config = self.train_config(config)
         limit = min(config.max_length, self.max_length)
         examples = [e for e in examples if len(e.ids) > 1]
@@ -144,7 +145,7 @@ class ChatModel:
         trainer.history = self.history
         trainer.subscribe(lambda event: self.events.append(event)
                           if event["event"] not in ("step", "slice") else None)
-        if validation:
+        if validation and (plateau or config.mode == "hybrid"):
             trainer.eval_every = config.eval_every or trainer.steps_per_epoch
             trainer.on_evaluation(ValidationPlateau(config))
         return trainer
@@ -153,7 +154,7 @@ class ChatModel:
         """Train on EncodedExample-like objects (`ids`, `labels`); returns the step log.
         With validation examples (held out automatically in hybrid mode) training stops on a
         validation plateau, or in hybrid mode switches from LoRA to full fine-tuning there."""
-        trainer = await self.trainer(examples, config, validation, guard)
+        trainer = await self.trainer(examples, config, validation, guard, plateau=True)
         if on_step is not None:
             trainer.subscribe(lambda event: on_step(trainer.history[-1]) if event["event"] == "step" else None)
         await trainer.fit()

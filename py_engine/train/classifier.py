@@ -49,18 +49,18 @@ class TextClassifier:
 
     @classmethod
     async def create(cls, model_dir, labels, lora=None, backend="numpy", pooling="cls", seed=0,
-                     max_length=128, dropout=None, device=None, base_dtype="f32"):
+                     max_length=128, dropout=None, device=None, base_dtype="f32", quant_group=64):
         checkpoint = Checkpoint.load(model_dir)
         lora = lora or LoraConfig()
         lora.base_model_name_or_path = lora.base_model_name_or_path or str(model_dir)
         model = BertClassifier(checkpoint.config, lora, len(labels), pooling=pooling,
                                train_pooler=not checkpoint.has_pooler, dropout=dropout)
         return await cls._make(model_dir, checkpoint, model, labels, initial_trainable(model, seed),
-                               backend, device, base_dtype, max_length)
+                               backend, device, base_dtype, quant_group, max_length)
 
     @classmethod
     async def load(cls, model_dir, adapter_dir, backend="numpy", pooling=None, max_length=128,
-                   device=None, base_dtype="f32"):
+                   device=None, base_dtype="f32", quant_group=64):
         """`pooling`: None takes what the adapter was trained with (head_config.json; "cls",
         BertForSequenceClassification's head, when absent)."""
         checkpoint = Checkpoint.load(model_dir)
@@ -76,15 +76,15 @@ class TextClassifier:
                                train_pooler=train_pooler)
         values = merge_loaded(model, initial_trainable(model, 0), tensors, adapter_dir)
         return await cls._make(model_dir, checkpoint, model, labels, values, backend, device,
-                               base_dtype, max_length)
+                               base_dtype, quant_group, max_length)
 
     @classmethod
     async def _make(cls, model_dir, checkpoint, model, labels, values, backend, device,
-                    base_dtype, max_length):
+                    base_dtype, quant_group, max_length):
         tokenizer = _tokenizer(model_dir)
         task = ClassificationTask(len(labels), tokenizer.pad_id)
         runtime = await create_runtime(backend, model, task, checkpoint, values, device=device,
-                                       base_dtype=base_dtype)
+                                       base_dtype=base_dtype, quant_group=quant_group)
         return cls(checkpoint, tokenizer, labels, runtime, max_length)
 
     async def save(self, adapter_dir):

@@ -141,7 +141,8 @@ class GuardConfig:
     monitor: the held-out metric watched: "loss" (every task), "accuracy" or "macro_f1"
       (classifiers), "perplexity" (causal LMs).
     tolerance: relative worsening of the monitored metric, against the best recent snapshot,
-      that triggers a rollback (0.1: 10% worse).
+      that triggers a rollback (0.1: 10% worse); slack: an absolute change that never does
+      (a loss near zero moves by more than 10% of itself on noise alone).
     grad_norm_factor: a step whose gradient norm exceeds this many times the median of the
       recent ones is a divergence (rolled back at once); grad_norm_limit: an absolute bound
       (None: none).
@@ -151,9 +152,10 @@ class GuardConfig:
     snapshot_every: int = 1
     monitor: str = "loss"
     tolerance: float = 0.1
-    grad_norm_factor: float = 20.0
+    slack: float = 0.01
+    grad_norm_factor: float = 50.0
     grad_norm_limit: float = None
-    warmup_steps: int = 5
+    warmup_steps: int = 10
 
     def __post_init__(self):
         _positive_int("keep", self.keep)
@@ -161,6 +163,7 @@ class GuardConfig:
         if self.monitor not in ("loss", "accuracy", "macro_f1", "perplexity"):
             raise ConfigError(f"monitor must be loss, accuracy, macro_f1 or perplexity, got {self.monitor!r}")
         _finite("tolerance", self.tolerance, 0.0, None)
+        _finite("slack", self.slack, 0.0, None)
         _finite("grad_norm_factor", self.grad_norm_factor, 1.0, None, low_open=True)
         if self.grad_norm_limit is not None:
             _finite("grad_norm_limit", self.grad_norm_limit, 0.0, None, low_open=True)

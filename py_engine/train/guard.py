@@ -89,9 +89,10 @@ class Guard:
         """Whether `value` is worse than `best` by more than the tolerance (or not finite)."""
         if not math.isfinite(value):
             return True
+        allowed = max(self.config.tolerance * abs(best), self.config.slack)
         if LOWER_IS_BETTER[self.config.monitor]:
-            return value > best + self.config.tolerance * abs(best)
-        return value < best - self.config.tolerance * abs(best)
+            return value > best + allowed
+        return value < best - allowed
 
     def best(self):
         lower = LOWER_IS_BETTER[self.config.monitor]

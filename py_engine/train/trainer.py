@@ -88,9 +88,10 @@ class Slice:
 
 class Trainer:
     def __init__(self, runtime, task, examples, config, validation=None, guard=None,
-                 eval_every=None):
+                 eval_every=None, clock=time.perf_counter):
         """examples: encoded examples for `task`; validation: held-out ones (quality checks,
-        evaluation hooks); guard: a GuardConfig to check quality and roll back, or None."""
+        evaluation hooks); guard: a GuardConfig to check quality and roll back, or None;
+        clock: seconds, for step times and budgets."""
         if not examples:
             raise ValueError("the dataset is empty")
         self.runtime, self.task, self.examples, self.config = runtime, task, list(examples), config
@@ -110,6 +111,7 @@ class Trainer:
         self._plans = {}
         self._durations = []
         self._finished = False
+        self.clock = clock
         if guard is not None and not self.validation:
             raise ValueError("a guard checks held-out quality: give validation examples")
         self.guard = Guard(self, guard) if guard is not None else None
@@ -184,7 +186,7 @@ class Trainer:
     async def step(self):
         """One optimizer step; returns its Step record (not yet counted when it diverged)."""
         c, p, runtime = self.config, self.progress, self.runtime
-        started = time.perf_counter()
+        started = self.clock()
         group = [self.batch(indices) for indices in self._group()]
         lr = self.lr(p.step)
         if len(group) == 1:
@@ -200,7 +202,7 @@ class Trainer:
                 metrics["correct"] += m.get("correct", 0)
                 metrics["counted"] += m["counted"]
             metrics["grad_norm"] = await runtime.update(lr, c.max_grad_norm, c.weight_decay)
-        seconds = time.perf_counter() - started
+        seconds = self.clock() - started
         examples = sum(b.B for b in group)
         tokens = sum(sum(map(sum, b.mask)) for b in group)
         record = Step(step=p.step + 1, epoch=p.epoch, loss=float(metrics["loss"]),
@@ -225,7 +227,7 @@ class Trainer:
         if self._finished:
             report.done = True
             return report
-        started = time.perf_counter()
+        started = self.clock()
         if self.guard is not None:
             await self.guard.start()
         while not self.done and not report.stopped:
@@ -252,7 +254,7 @@ class Trainer:
         report.done = self.done or report.stopped
         if report.done and not self._finished:
             await self._finish()
-        report.seconds = time.perf_counter() - started
+        report.seconds = self.clock() - started
         self.emit({"event": "slice", "steps": report.steps, "seconds": report.seconds,
                    "step": self.progress.step, "done": report.done,
                    "rollbacks": len(report.rollbacks)})
@@ -262,7 +264,7 @@ class Trainer:
         if not self._durations:
             return budget_ms > 0
         estimate = sorted(self._durations)[len(self._durations) // 2]
-        return (time.perf_counter() - started + estimate) * 1000.0 <= budget_ms
+        return (self.clock() - started + estimate) * 1000.0 <= budget_ms
 
     async def _diverged(self, record, report, reason):
         """A step gave a non-finite loss or an exploded gradient norm: its update is undone by

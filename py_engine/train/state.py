@@ -1,0 +1,172 @@
+"""The whole training state as a set of files, and where they are kept.
+
+A state is what continuing needs: the trainable weights (as the model's usual files: a PEFT
+adapter, or a checkpoint's model.safetensors in full fine-tuning), the optimizer's moments and
+step count (optimizer.safetensors), and training_state.json: the config, where the loop stands
+(epoch, step, the batch group within the epoch), the guard's memory, the recent history and
+events, and a fingerprint of the training data, so that resuming on other data is refused
+rather than silently wrong. Everything random in training is a function of the config's seed
+and the position, so this is enough for a resumed run to equal one that never stopped.
+
+    files = await capture(trainer, weight_files)       # {file name: bytes}
+    await DirectoryStore(path).save(files)              # host: a directory, written atomically
+    await IndexedDBStore("my-run").save(files)          # browser: one IndexedDB transaction
+    files = await store.load()
+    state = parse(files)                                # config, trainer state, optimizer state
+
+Pure Python (hashlib, json, struct): this runs in the browser.
+"""
+
+import hashlib
+import json
+import math
+
+from ..formats import safetensors
+
+STATE_FILE = "training_state.json"
+OPTIMIZER_FILE = "optimizer.safetensors"
+FORMAT = 1
+
+
+class StateError(ValueError):
+    """A training state that cannot be used; the message says which file and why."""
+
+
+def data_fingerprint(examples):
+    """sha256 over the encoded examples (ids and labels), in order."""
+    h = hashlib.sha256()
+    for e in examples:
+        h.update(json.dumps([list(e.ids), getattr(e, "labels", None), getattr(e, "label", None),
+                             list(getattr(e, "type_ids", None) or [])]).encode())
+    return h.hexdigest()
+
+
+def _finite(name, data):
+    if not all(math.isfinite(x) for x in data):
+        raise StateError(f"{name} holds values that are not finite; the state is not saved")
+
+
+async def capture(trainer, weight_files, extra=None):
+    """{file name: bytes} of the trainer's whole state; `weight_files` are the trainable
+    weights as the model saves them (their own file names), `extra` JSON-ready settings the
+    model needs to be rebuilt (e.g. labels, pooling, the mode)."""
+    optimizer = await trainer.runtime.optimizer_state()
+    tensors = {}
+    for key in ("m", "v"):
+        for name, data in optimizer[key].items():
+            _finite(f"the optimizer's {key} of {name}", data)
+            tensors[f"{key}.{name}"] = ("F32", tuple(trainer.runtime.model.trainable[name]), data)
+    config = trainer.config
+    state = {
+        "format": FORMAT,
+        "task": trainer.task.name,
+        "config": {"class": type(config).__name__, "values": config.as_dict()},
+        "guard": None if trainer.guard is None else trainer.guard.config.as_dict(),
+        "trainer": trainer.state(),
+        "optimizer_step": optimizer["step"],
+        "data": {"examples": len(trainer.examples), "fingerprint": data_fingerprint(trainer.examples),
+                 "validation": len(trainer.validation),
+                 "validation_fingerprint": data_fingerprint(trainer.validation)},
+        "model": extra or {},
+    }
+    files = dict(weight_files)
+    files[OPTIMIZER_FILE] = safetensors.save_bytes(tensors, {"format": "py_engine-adamw"})
+    files[STATE_FILE] = (json.dumps(state, indent=1, sort_keys=True) + "\n").encode()
+    return files
+
+
+def parse(files):
+    """(state dict, optimizer state {"step", "m", "v"}) from capture()'s files."""
+    for name in (STATE_FILE, OPTIMIZER_FILE):
+        if name not in files:
+            raise StateError(f"the training state has no {name}")
+    try:
+        state = json.loads(bytes(files[STATE_FILE]).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise StateError(f"{STATE_FILE} is not valid JSON: {e}") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise StateError(f"{STATE_FILE} is not a py_engine training state (format {FORMAT})")
+    try:
+        file = safetensors.load(bytes(files[OPTIMIZER_FILE]))
+    except safetensors.SafeTensorsError as e:
+        raise StateError(f"{OPTIMIZER_FILE}: {e}") from None
+    optimizer = {"step": state.get("optimizer_step"), "m": {}, "v": {}}
+    for key in file.keys():
+        kind, _, name = key.partition(".")
+        if kind not in ("m", "v") or not name:
+            raise StateError(f"{OPTIMIZER_FILE}: unexpected tensor {key!r}")
+        optimizer[kind][name] = file.floats(key)
+    return state, optimizer
+
+
+def check_data(state, examples, validation):
+    """Refuse to resume on data other than the state was trained on."""
+    data = state["data"]
+    if data["examples"] != len(examples) or data["fingerprint"] != data_fingerprint(examples):
+        raise StateError(f"the training data differ from the data this state was trained on "
+                         f"({len(examples)} examples now, {data['examples']} then); resume with "
+                         "the same examples")
+    if data["validation"] != len(validation or []) or \
+            data["validation_fingerprint"] != data_fingerprint(validation or []):
+        raise StateError("the validation examples differ from those this state was checked on")
+
+
+async def restore(trainer, state, optimizer):
+    """Put a parsed state's optimizer state and position into `trainer` (whose runtime already
+    holds the state's weights)."""
+    await trainer.runtime.load_optimizer_state(optimizer)
+    trainer.load_state(state["trainer"])
+
+
+class DirectoryStore:
+    """A training state in a host directory, replaced atomically: the files are written into a
+    new directory beside it, which is then swapped in by renames."""
+
+    def __init__(self, path):
+        from pathlib import Path
+
+        self.path = Path(path)
+
+    async def save(self, files):
+        from ..formats.output_dir import write_owned_dir
+
+        return write_owned_dir(self.path, files, kind="training state")
+
+    async def load(self):
+        if not self.path.is_dir():
+            raise StateError(f"no training state at {self.path}")
+        files = {p.name: p.read_bytes() for p in self.path.iterdir() if p.is_file()}
+        if STATE_FILE not in files:
+            raise StateError(f"{self.path} holds no {STATE_FILE}: not a training state")
+        return files
+
+
+class IndexedDBStore:
+    """A training state in the browser's IndexedDB (database "py_engine", store "states"),
+    under `key`; a save is one transaction, so a reload mid-save keeps the previous state."""
+
+    def __init__(self, key):
+        self.key = key
+
+    async def save(self, files):
+        from pyodide.ffi import to_js
+
+        from py_engine_storage import putFiles
+
+        await putFiles(self.key, to_js({name: to_js(bytes(data)) for name, data in files.items()},
+                                       dict_converter=_js_object))
+        return self.key
+
+    async def load(self):
+        from py_engine_storage import getFiles
+
+        found = await getFiles(self.key)
+        if found is None:
+            raise StateError(f"no training state {self.key!r} in IndexedDB")
+        return {name: bytes(value.to_py()) for name, value in found.to_py(depth=1).items()}
+
+
+def _js_object(entries):
+    from js import Object
+
+    return Object.fromEntries(entries)
