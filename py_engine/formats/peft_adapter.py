@@ -96,3 +96,43 @@ def load_adapter(directory):
         if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
             raise AdapterError(f"{labels_path} must hold a JSON list of label names")
     return config, tensors, labels
+
+
+def adapter_files(config_dict, tensors, labels=None, extra_json=None):
+    """An adapter's files as {file name: bytes} (what save_adapter writes), for stores that
+    are not directories (IndexedDB)."""
+    files = {"adapter_config.json": (json.dumps(config_dict, indent=2, sort_keys=True) + "\n").encode(),
+             "adapter_model.safetensors": safetensors.save_bytes(
+                 {PREFIX + name: ("F32", tuple(shape), data) for name, (shape, data) in tensors.items()})}
+    if labels is not None:
+        files["labels.json"] = (json.dumps(list(labels), ensure_ascii=False) + "\n").encode()
+    for name, value in (extra_json or {}).items():
+        files[name] = (json.dumps(value, indent=2, sort_keys=True) + "\n").encode()
+    return files
+
+
+def read_adapter_files(files, source="the adapter"):
+    """(config dict, {name without PREFIX: (shape, array('f'))}, labels or None) from
+    adapter_files()'s {file name: bytes}."""
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        if name not in files:
+            raise AdapterError(f"{source} has no {name}")
+    try:
+        config = json.loads(bytes(files["adapter_config.json"]).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise AdapterError(f"{source}: adapter_config.json is not valid JSON: {e}") from None
+    if not isinstance(config, dict):
+        raise AdapterError(f"{source}: adapter_config.json must hold a JSON object")
+    try:
+        file = safetensors.load(bytes(files["adapter_model.safetensors"]))
+    except safetensors.SafeTensorsError as e:
+        raise AdapterError(f"{source}: adapter_model.safetensors: {e}") from None
+    tensors = {}
+    for key in file.keys():
+        if not key.startswith(PREFIX):
+            raise AdapterError(f"{source}: unexpected tensor name {key!r} (no {PREFIX!r} prefix)")
+        tensors[key[len(PREFIX):]] = (file.info(key)[1], file.floats(key))
+    labels = None
+    if "labels.json" in files:
+        labels = json.loads(bytes(files["labels.json"]).decode("utf-8"))
+    return config, tensors, labels

@@ -16,18 +16,21 @@ import json
 from pathlib import Path
 
 from ..formats.model_dir import save_model_dir
-from ..formats.peft_adapter import load_adapter, save_adapter
+from ..formats import safetensors
+from ..formats.peft_adapter import adapter_files, load_adapter, read_adapter_files, save_adapter
 from ..labels import IGNORE_INDEX
 from ..models.checkpoint import DecoderCheckpoint
 from ..models.llama import LlamaModel
 from ..models.lora_config import LoraConfig
 from .config import MODES, CausalTrainConfig, TrainConfig
 from .init import initial_trainable, merge_loaded
+from . import state as training_state
 from .runtime import create_runtime
 from .tasks import CausalLMTask
 from .trainer import Trainer
 
 DECODER_TARGET_MODULES = ("q_proj", "v_proj")      # PEFT's default for Llama-family models
+FULL_WEIGHTS = "model.safetensors"                 # a training state's weights in full fine-tuning
 
 
 class ChatModel:
@@ -80,14 +83,20 @@ class ChatModel:
         if adapter_dir is None:
             return await cls.create(model_dir, mode="lora", backend=backend, max_length=max_length,
                                     device=device, base_dtype=base_dtype, quant_group=quant_group)
-        checkpoint = DecoderCheckpoint.load(model_dir)
         config, tensors, _ = load_adapter(adapter_dir)
+        return await cls._from_adapter(model_dir, adapter_dir, config, tensors, backend, device,
+                                       base_dtype, quant_group, max_length)
+
+    @classmethod
+    async def _from_adapter(cls, model_dir, source, config, tensors, backend, device, base_dtype,
+                            quant_group, max_length):
+        checkpoint = DecoderCheckpoint.load(model_dir)
         if config.get("task_type") not in (None, "CAUSAL_LM"):
-            raise ValueError(f"{adapter_dir} is a {config.get('task_type')} adapter, not CAUSAL_LM")
+            raise ValueError(f"{source} is a {config.get('task_type')} adapter, not CAUSAL_LM")
         lora = LoraConfig.from_peft_dict(dict(config, modules_to_save=None))
         lora.modules_to_save = []
         model = LlamaModel(checkpoint.config, lora)
-        values = merge_loaded(model, initial_trainable(model, 0), tensors, adapter_dir)
+        values = merge_loaded(model, initial_trainable(model, 0), tensors, source)
         return await cls._make(model_dir, checkpoint, model, values, backend, device, base_dtype,
                                quant_group, max_length)
 
@@ -107,6 +116,45 @@ class ChatModel:
         if self.model.full:
             return save_model_dir(out_dir, self.source, values)
         return save_adapter(out_dir, self.model.lora.to_peft_dict(), values)
+
+    async def save_state(self, trainer, store):
+        """Save everything `trainer` needs to continue (the adapter's files, or every weight in
+        full fine-tuning; the optimizer state; where training stands) into `store`: a host
+        directory (written atomically, only where py_engine may write) or an IndexedDBStore in
+        the browser."""
+        values = await self.runtime.trainable_values()
+        if self.model.full:
+            files = {FULL_WEIGHTS: safetensors.save_bytes(
+                {n: ("F32", tuple(shape), data) for n, (shape, data) in values.items()})}
+        else:
+            files = adapter_files(self.model.lora.to_peft_dict(), values)
+        files = await training_state.capture(trainer, files, {"full": self.model.full})
+        return await training_state.as_store(store).save(files)
+
+    @classmethod
+    async def resume(cls, model_dir, store, examples, validation=None, backend="numpy",
+                     device=None, base_dtype="f32", quant_group=64, max_length=512):
+        """(chat model, trainer) continuing a state save_state() wrote, on the same examples
+        (and validation examples) it was trained on; the trainer goes on exactly where it
+        stopped. A hybrid run resumes in the phase it was in; the best full-phase state it
+        kept on the device is not part of a saved state."""
+        files = await training_state.as_store(store).load()
+        state, optimizer = training_state.parse(files)
+        if (state.get("model") or {}).get("full"):
+            checkpoint = DecoderCheckpoint.load(model_dir)
+            model = LlamaModel(checkpoint.config, None)
+            weights = safetensors.load(bytes(files[FULL_WEIGHTS]))
+            values = {n: (tuple(weights.info(n)[1]), weights.floats(n)) for n in weights.keys()}
+            chat = await cls._make(model_dir, checkpoint, model, values, backend, device,
+                                   base_dtype, quant_group, max_length)
+        else:
+            config, tensors, _ = read_adapter_files(files, "the training state")
+            chat = await cls._from_adapter(model_dir, "the training state", config, tensors,
+                                           backend, device, base_dtype, quant_group, max_length)
+        trainer = await chat.trainer(examples, training_state.config_of(state, CausalTrainConfig),
+                                     validation, guard=training_state.guard_of(state))
+        await training_state.restore(trainer, state, optimizer)
+        return chat, trainer
 
     # --- training ---
 
@@ -132,8 +180,8 @@ class ChatModel:
             raise ValueError("no example has a token to train on (every label is -100)")
         if config.mode == "full" and not self.model.full:
             await self.runtime.to_full()
-        if config.mode != "full" and self.model.full:
-            raise ValueError(f"mode {config.mode!r} needs LoRA; this model already trains every weight")
+        if config.mode == "lora" and self.model.full:
+            raise ValueError("mode 'lora' needs LoRA; this model already trains every weight")
         if not validation and config.mode == "hybrid":
             held = max(1, int(len(examples) * config.validation_ratio))
             if held >= len(examples):

@@ -18,13 +18,14 @@ that wait is asynchronous). Natively, drive them with py_engine.gpu.run_sync or 
 import math
 from pathlib import Path
 
-from ..formats.peft_adapter import load_adapter, save_adapter
+from ..formats.peft_adapter import adapter_files, load_adapter, read_adapter_files, save_adapter
 from ..models.bert import BertClassifier
 from ..models.checkpoint import Checkpoint
 from ..models.lora_config import LoraConfig
 from ..tokenizers import WordPieceTokenizer
 from .config import ClassifierTrainConfig, TrainConfig
 from .init import initial_trainable, merge_loaded
+from . import state as training_state
 from .runtime import create_runtime
 from .tasks import ClassificationTask, LabelledIds
 from .trainer import Trainer
@@ -63,18 +64,24 @@ class TextClassifier:
                    device=None, base_dtype="f32", quant_group=64):
         """`pooling`: None takes what the adapter was trained with (head_config.json; "cls",
         BertForSequenceClassification's head, when absent)."""
-        checkpoint = Checkpoint.load(model_dir)
         config, tensors, labels = load_adapter(adapter_dir)
-        saved_pooling = _head_config(adapter_dir).get("pooling", "cls")
+        return await cls._from_adapter(model_dir, adapter_dir, config, tensors, labels,
+                                       _head_config(adapter_dir).get("pooling", "cls"), pooling,
+                                       backend, device, base_dtype, quant_group, max_length)
+
+    @classmethod
+    async def _from_adapter(cls, model_dir, source, config, tensors, labels, saved_pooling, pooling,
+                            backend, device, base_dtype, quant_group, max_length):
+        checkpoint = Checkpoint.load(model_dir)
         if pooling is not None and pooling != saved_pooling:
-            raise ValueError(f"{adapter_dir} was trained with {saved_pooling} pooling, not {pooling}")
+            raise ValueError(f"{source} was trained with {saved_pooling} pooling, not {pooling}")
         if labels is None:
-            raise ValueError(f"{adapter_dir} has no labels.json: label names are needed to predict")
+            raise ValueError(f"{source} has no labels.json: label names are needed to predict")
         lora = LoraConfig.from_peft_dict(config)
         train_pooler = any(n.startswith("bert.pooler.") for n in tensors)
         model = BertClassifier(checkpoint.config, lora, len(labels), pooling=saved_pooling,
                                train_pooler=train_pooler)
-        values = merge_loaded(model, initial_trainable(model, 0), tensors, adapter_dir)
+        values = merge_loaded(model, initial_trainable(model, 0), tensors, source)
         return await cls._make(model_dir, checkpoint, model, labels, values, backend, device,
                                base_dtype, quant_group, max_length)
 
@@ -87,12 +94,42 @@ class TextClassifier:
                                        base_dtype=base_dtype, quant_group=quant_group)
         return cls(checkpoint, tokenizer, labels, runtime, max_length)
 
+    def _head_json(self):
+        # Mean pooling has no PEFT/transformers equivalent: it is recorded beside the adapter.
+        return {HEAD_CONFIG: {"pooling": self.model.pooling}} if self.model.pooling != "cls" else None
+
     async def save(self, adapter_dir):
         """Write adapter_config.json, adapter_model.safetensors and labels.json atomically."""
         values = await self.runtime.trainable_values()
-        # Mean pooling has no PEFT/transformers equivalent: it is recorded beside the adapter.
-        extra = {HEAD_CONFIG: {"pooling": self.model.pooling}} if self.model.pooling != "cls" else None
-        return save_adapter(adapter_dir, self.model.lora.to_peft_dict(), values, self.labels, extra)
+        return save_adapter(adapter_dir, self.model.lora.to_peft_dict(), values, self.labels,
+                            self._head_json())
+
+    async def save_state(self, trainer, store):
+        """Save everything `trainer` needs to continue (the adapter's files, the optimizer
+        state, where training stands) into `store`: a host directory (written atomically, only
+        where py_engine may write) or an IndexedDBStore in the browser."""
+        values = await self.runtime.trainable_values()
+        files = adapter_files(self.model.lora.to_peft_dict(), values, self.labels, self._head_json())
+        files = await training_state.capture(trainer, files, {"pooling": self.model.pooling})
+        return await training_state.as_store(store).save(files)
+
+    @classmethod
+    async def resume(cls, model_dir, store, examples, validation=None, backend="numpy",
+                     device=None, base_dtype="f32", quant_group=64, max_length=128):
+        """(classifier, trainer) continuing a state save_state() wrote, on the same examples
+        (and validation examples) it was trained on; the trainer goes on exactly where it
+        stopped."""
+        files = await training_state.as_store(store).load()
+        state, optimizer = training_state.parse(files)
+        config, tensors, labels = read_adapter_files(files, "the training state")
+        pooling = (state.get("model") or {}).get("pooling", "cls")
+        clf = await cls._from_adapter(model_dir, "the training state", config, tensors, labels,
+                                      pooling, None, backend, device, base_dtype, quant_group,
+                                      max_length)
+        trainer = await clf.trainer(examples, training_state.config_of(state, ClassifierTrainConfig),
+                                    validation, guard=training_state.guard_of(state))
+        await training_state.restore(trainer, state, optimizer)
+        return clf, trainer
 
     # --- data ---
 

@@ -78,6 +78,15 @@ class Guard:
         self.checks = 0
         self.rollbacks = []
 
+    def state(self):
+        """What the guard remembers beyond its snapshots (which stay on the device)."""
+        return {"norms": list(self.norms), "checks": self.checks, "rollbacks": self.rollbacks[-20:]}
+
+    def load_state(self, state):
+        self.norms = [float(x) for x in state.get("norms", [])]
+        self.checks = int(state.get("checks", 0))
+        self.rollbacks = list(state.get("rollbacks", []))
+
     def metric(self, quality):
         value = quality.get(self.config.monitor)
         if value is None:

@@ -113,9 +113,33 @@ def check_data(state, examples, validation):
 
 async def restore(trainer, state, optimizer):
     """Put a parsed state's optimizer state and position into `trainer` (whose runtime already
-    holds the state's weights)."""
+    holds the state's weights), after checking it trains on the same data."""
+    check_data(state, trainer.examples, trainer.validation)
     await trainer.runtime.load_optimizer_state(optimizer)
     trainer.load_state(state["trainer"])
+
+
+def config_of(state, config_class):
+    """The training config a state was made with, as `config_class` (checked on the way)."""
+    saved = state.get("config") or {}
+    if saved.get("class") != config_class.__name__:
+        raise StateError(f"this state was trained with a {saved.get('class')}, not a "
+                         f"{config_class.__name__}")
+    return config_class.from_dict(saved.get("values") or {})
+
+
+def guard_of(state):
+    from .config import GuardConfig
+
+    return None if state.get("guard") is None else GuardConfig(**state["guard"])
+
+
+def as_store(target):
+    """A store: one given (IndexedDBStore, DirectoryStore, anything with save/load), or a
+    host directory path."""
+    if hasattr(target, "save") and hasattr(target, "load"):
+        return target
+    return DirectoryStore(target)
 
 
 class DirectoryStore:
@@ -128,9 +152,13 @@ class DirectoryStore:
         self.path = Path(path)
 
     async def save(self, files):
-        from ..formats.output_dir import write_owned_dir
+        from ..formats.output_dir import write_output_dir
 
-        return write_owned_dir(self.path, files, kind="training state")
+        def fill(staging):
+            for name, data in files.items():
+                (staging / name).write_bytes(bytes(data))
+
+        return write_output_dir(self.path, fill)
 
     async def load(self):
         if not self.path.is_dir():

@@ -309,7 +309,8 @@ class Trainer:
         """Where the loop stands, as JSON-ready values (see state.py for the whole state)."""
         return {"progress": self.progress.as_dict(), "base_lr": self.base_lr,
                 "total_steps": self.total_steps, "history": [s.as_dict() for s in self.history[-100:]],
-                "events": self.events[-100:]}
+                "events": self.events[-100:],
+                "guard": None if self.guard is None else self.guard.state()}
 
     def load_state(self, state):
         progress = Progress.from_dict(state["progress"])
@@ -318,5 +319,7 @@ class Trainer:
                              f"{self.total_steps} steps")
         self.progress = progress
         self.base_lr = float(state.get("base_lr", self.base_lr))
-        self.history = [Step(**s) for s in state.get("history", [])]
+        self.history[:] = [Step(**s) for s in state.get("history", [])]
         self.events = list(state.get("events", []))
+        if self.guard is not None and state.get("guard"):
+            self.guard.load_state(state["guard"])

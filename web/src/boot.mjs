@@ -1,8 +1,10 @@
 // Boots Pyodide from ./pyodide/, loads the py_engine wheel by name from the self-hosted lock
-// file, and registers the WebGPU helper as the JS module "py_engine_webgpu". Shared by the page
+// file, and registers the WebGPU helper and the IndexedDB store as the JS modules
+// "py_engine_webgpu" and "py_engine_storage". Shared by the page
 // (index.html) and the extension's offscreen document; nothing here reaches the network.
 
 import { loadPyodide } from "./pyodide/pyodide.mjs";
+import * as storage from "./storage.mjs";
 import * as webgpuHelper from "./webgpu_helper.mjs";
 
 export async function boot({ indexURL = new URL("./pyodide/", import.meta.url).href, stdout, stderr } = {}) {
@@ -14,6 +16,7 @@ export async function boot({ indexURL = new URL("./pyodide/", import.meta.url).h
   });
   const t1 = performance.now();
   pyodide.registerJsModule("py_engine_webgpu", webgpuHelper);
+  pyodide.registerJsModule("py_engine_storage", storage);
   const loaded = await pyodide.loadPackage("py-engine", { checkIntegrity: true });
   if (!loaded.some((p) => p.name === "py-engine")) {
     throw new Error(`py-engine wheel did not load from ${indexURL} (loadPackage returned ${JSON.stringify(loaded)})`);
