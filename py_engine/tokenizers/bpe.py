@@ -41,10 +41,10 @@ changes with the interpreter.
 
 import functools
 import heapq
-import json
 import re
 import unicodedata
 
+from .tokenizer_file import TokenizerFileError, read_tokenizer_json, tokenizer_config
 from .wordpiece import (Encoding, _AddedTokens, _check_text, _ranges, padded_length,
                         template_processing)
 
@@ -770,19 +770,19 @@ class BPETokenizer:
 
     @classmethod
     def from_file(cls, path):
-        """Read a Hugging Face tokenizer.json."""
-        with open(path, encoding="utf-8") as f:
-            return cls.from_json(f.read())
+        """Read a Hugging Face tokenizer.json; errors name the file."""
+        config = read_tokenizer_json(path)
+        try:
+            return cls(config)
+        except TokenizerFileError:
+            raise
+        except ValueError as e:
+            raise TokenizerFileError(f"{path}: {e}") from None
 
     @classmethod
     def from_json(cls, text_or_dict):
         """From the text of a tokenizer.json, or the dict it decodes to."""
-        config = text_or_dict
-        if isinstance(config, (str, bytes, bytearray)):
-            config = json.loads(config)
-        if not isinstance(config, dict):
-            raise TypeError(f"expected tokenizer.json text or dict, not {type(config).__name__}")
-        return cls(config)
+        return cls(tokenizer_config(text_or_dict))
 
     def _read_post_processor(self, processor):
         kind = processor and processor.get("type")

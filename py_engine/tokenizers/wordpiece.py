@@ -26,10 +26,11 @@ test checks every code point against it.
 """
 
 import functools
-import json
 import os
 import re
 import unicodedata
+
+from .tokenizer_file import TokenizerFileError, read_tokenizer_json, tokenizer_config
 
 WORD_CACHE_SIZE = 1 << 16   # words whose pieces are remembered; text repeats words a lot
 
@@ -319,27 +320,36 @@ class WordPieceTokenizer:
 
     @classmethod
     def from_file(cls, path):
-        """Read a Hugging Face tokenizer.json."""
-        with open(path, encoding="utf-8") as f:
-            return cls.from_json(f.read())
+        """Read a Hugging Face tokenizer.json; errors name the file."""
+        config = read_tokenizer_json(path)
+        try:
+            return cls(config)
+        except TokenizerFileError:
+            raise
+        except ValueError as e:
+            raise TokenizerFileError(f"{path}: {e}") from None
 
     @classmethod
     def from_json(cls, text_or_dict):
         """From the text of a tokenizer.json, or the dict it decodes to."""
-        config = text_or_dict
-        if isinstance(config, (str, bytes, bytearray)):
-            config = json.loads(config)
-        if not isinstance(config, dict):
-            raise TypeError(f"expected tokenizer.json text or dict, not {type(config).__name__}")
-        return cls(config)
+        return cls(tokenizer_config(text_or_dict))
 
     @classmethod
     def from_vocab(cls, path_or_lines, lowercase=True):
         """From a BERT vocab.txt (a path, or its lines) with BERT's defaults, as `transformers`
         builds them: BertNormalizer, BertPreTokenizer, [CLS] A [SEP] B [SEP], [UNK], [PAD]."""
         if isinstance(path_or_lines, (str, os.PathLike)):
-            with open(path_or_lines, encoding="utf-8") as f:
-                path_or_lines = f.read().splitlines()
+            path = path_or_lines
+            with open(path, "rb") as f:
+                raw = f.read()
+            try:
+                path_or_lines = raw.decode("utf-8").splitlines()
+            except UnicodeDecodeError as e:
+                raise TokenizerFileError(f"{path}: not UTF-8 text ({e.reason} at byte "
+                                         f"{e.start})") from None
+            if "[UNK]" not in path_or_lines:
+                raise TokenizerFileError(f"{path}: not a BERT vocabulary (one token per line, "
+                                         "[UNK] among them)")
         vocab = {}
         for i, line in enumerate(path_or_lines):
             vocab[line.rstrip("\r\n")] = i
