@@ -144,8 +144,8 @@ def test_save_model_dir_never_writes_over_its_source(inputs):
     (work / "tuned" / "config.json").write_text('{"tuned": true}')
     # Training again from the fine-tuned checkpoint into itself would replace the weights read.
     before = snapshot(work / "tuned")
-    with pytest.raises(OutputDirError, match="it is the checkpoint fine-tuned"):
+    with pytest.raises(OutputDirError, match="it is the checkpoint being fine-tuned"):
         save_model_dir(work / "tuned", work / "tuned", weights)
-    with pytest.raises(OutputDirError, match="it holds the checkpoint fine-tuned"):
+    with pytest.raises(OutputDirError, match="it holds the checkpoint being fine-tuned"):
         save_model_dir(work, model, weights)
     assert snapshot(work / "tuned") == before

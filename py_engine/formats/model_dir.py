@@ -29,4 +29,4 @@ def save_model_dir(directory, source, tensors, protected=()):
         safetensors.save(weights, staging / "model.safetensors", metadata={"format": "pt"})
 
     kept = protected.items() if isinstance(protected, dict) else protected
-    return write_output_dir(directory, fill, [("the checkpoint fine-tuned", source), *kept])
+    return write_output_dir(directory, fill, [("the checkpoint being fine-tuned", source), *kept])
