@@ -1,4 +1,4 @@
-"""Reading the small JSON files of checkpoints and adapters (config.json, tokenizer.json,
+"""Reading the small JSON (and other text) files of checkpoints and adapters (config.json, tokenizer.json,
 tokenizer_config.json, adapter_config.json, head_config.json, labels.json) with errors that name
 the file: a missing file, bytes that are not UTF-8, text that is not JSON, nesting too deep for
 the parser (json raises RecursionError there), NaN or Infinity (not JSON, though Python's json
@@ -41,11 +41,21 @@ def read_json(path):
     if not path.is_file():
         raise JsonFileError(f"no file at {path}" if not path.exists() else
                             f"{path} is not a file")
+    return parse_json(read_utf8(path), str(path))
+
+
+def read_utf8(path):
+    """The text of the file at `path`, which must be UTF-8 (an error naming it otherwise)."""
+    with open(path, "rb") as f:
+        return decode_utf8(f.read(), path)
+
+
+def decode_utf8(raw, where):
+    """`raw` bytes decoded as UTF-8; an error starting with `where` if they are not UTF-8."""
     try:
-        text = path.read_bytes().decode("utf-8")
+        return bytes(raw).decode("utf-8")
     except UnicodeDecodeError as e:
-        raise JsonFileError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    return parse_json(text, str(path))
+        raise JsonFileError(f"{where}: not UTF-8 text ({e.reason} at byte {e.start})") from None
 
 
 def read_json_object(path):

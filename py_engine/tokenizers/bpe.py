@@ -44,7 +44,7 @@ import heapq
 import re
 import unicodedata
 
-from .tokenizer_file import TokenizerFileError, read_tokenizer_json, tokenizer_config
+from .tokenizer_file import TokenizerJsonReader
 from .wordpiece import (Encoding, _AddedTokens, _check_text, _ranges, padded_length,
                         template_processing)
 
@@ -695,7 +695,7 @@ _BOS_NAMES = ("<s>", "<|begin_of_text|>", "<|startoftext|>", "<bos>")
 _EOS_NAMES = ("</s>", "<|end_of_text|>", "<|endoftext|>", "<eos>")
 
 
-class BPETokenizer:
+class BPETokenizer(TokenizerJsonReader):
     """A byte-pair-encoding tokenizer read from a Hugging Face tokenizer.json."""
 
     def __init__(self, config):
@@ -766,23 +766,7 @@ class BPETokenizer:
         # Per-instance cache of word -> ids: most of the time goes to words seen before.
         self._word_ids = functools.lru_cache(maxsize=WORD_CACHE_SIZE)(self._bpe)
 
-    # ---- construction -------------------------------------------------------------------
-
-    @classmethod
-    def from_file(cls, path):
-        """Read a Hugging Face tokenizer.json; errors name the file."""
-        config = read_tokenizer_json(path)
-        try:
-            return cls(config)
-        except TokenizerFileError:
-            raise
-        except ValueError as e:
-            raise TokenizerFileError(f"{path}: {e}") from None
-
-    @classmethod
-    def from_json(cls, text_or_dict):
-        """From the text of a tokenizer.json, or the dict it decodes to."""
-        return cls(tokenizer_config(text_or_dict))
+    # ---- construction (from_file, from_json: TokenizerJsonReader) ------------------------
 
     def _read_post_processor(self, processor):
         kind = processor and processor.get("type")

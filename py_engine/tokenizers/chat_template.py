@@ -47,7 +47,7 @@ import json
 import os
 import re
 
-from ..formats.json_file import read_json_object
+from ..formats.json_file import read_json_object, read_utf8
 
 DEFAULT_END_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<|endoftext|>", "</s>")
 
@@ -988,13 +988,7 @@ class ChatTemplate:
         kwargs.setdefault("origin", config_path)
         jinja_path = os.path.join(path, "chat_template.jinja")
         if os.path.exists(jinja_path):
-            with open(jinja_path, "rb") as f:
-                raw = f.read()
-            try:
-                config = dict(config, chat_template=raw.decode("utf-8"))
-            except UnicodeDecodeError as e:
-                raise ValueError(f"{jinja_path}: not UTF-8 text ({e.reason} at byte "
-                                 f"{e.start})") from None
+            config = dict(config, chat_template=read_utf8(jinja_path))
             kwargs["origin"] = jinja_path
         return cls.from_config(config, **kwargs)
 

@@ -10,7 +10,7 @@ added_tokens is a list of {"id": int, "content": str} objects. Which kinds and o
 own check.
 """
 
-from ..formats.json_file import json_kind, parse_json, read_json_object
+from ..formats.json_file import decode_utf8, json_kind, parse_json, read_json_object
 
 SECTIONS = ("normalizer", "pre_tokenizer", "post_processor", "decoder", "truncation", "padding")
 SEQUENCE_MEMBERS = ("normalizers", "pretokenizers", "processors", "decoders")
@@ -19,6 +19,27 @@ VOCAB_MODELS = ("BPE", "WordPiece", "WordLevel", None)    # vocab: {token: id}
 
 class TokenizerFileError(ValueError):
     """A tokenizer file that cannot be used; the message names the file and the field."""
+
+
+class TokenizerJsonReader:
+    """The constructors a tokenizer built from a tokenizer.json config dict (cls(config))
+    gets: from_file and from_json, with the file checked and its errors naming it."""
+
+    @classmethod
+    def from_file(cls, path):
+        """Read a Hugging Face tokenizer.json; errors name the file."""
+        config = read_tokenizer_json(path)
+        try:
+            return cls(config)
+        except TokenizerFileError:
+            raise
+        except ValueError as e:
+            raise TokenizerFileError(f"{path}: {e}") from None
+
+    @classmethod
+    def from_json(cls, text_or_dict):
+        """From the text of a tokenizer.json, or the dict it decodes to."""
+        return cls(tokenizer_config(text_or_dict))
 
 
 def read_tokenizer_json(path):
@@ -34,11 +55,7 @@ def tokenizer_config(text_or_dict, where="tokenizer.json"):
     if not isinstance(config, (str, bytes, bytearray, dict)):     # a caller's mistake
         raise TypeError(f"expected tokenizer.json text or dict, not {type(config).__name__}")
     if isinstance(config, (bytes, bytearray)):
-        try:
-            config = config.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise TokenizerFileError(f"{where}: not UTF-8 text ({e.reason} at byte "
-                                     f"{e.start})") from None
+        config = decode_utf8(config, where)
     if isinstance(config, str):
         config = parse_json(config, where)
     if not isinstance(config, dict):
@@ -65,28 +82,32 @@ def check_tokenizer_json(config, where):
             if type(i) is not int or i < 0:
                 raise TokenizerFileError(f"{where}: \"model.vocab\" gives {token!r:.40} the id "
                                          f"{i!r:.40}, not a non-negative integer")
-    merges = model.get("merges")
-    if merges is not None:
-        if not isinstance(merges, list):
-            raise TokenizerFileError(f"{where}: \"model.merges\" must be a list, got "
-                                     f"{json_kind(merges)}")
-        for k, merge in enumerate(merges):
-            pair = isinstance(merge, list) and len(merge) == 2 and all(isinstance(m, str)
-                                                                        for m in merge)
-            if not (pair or isinstance(merge, str) and " " in merge):
-                raise TokenizerFileError(f"{where}: \"model.merges\"[{k}] must be \"a b\" or "
-                                         f"[\"a\", \"b\"], got {merge!r:.60}")
-    added = config.get("added_tokens")
-    if added is not None:
-        if not isinstance(added, list):
-            raise TokenizerFileError(f"{where}: \"added_tokens\" must be a list, got "
-                                     f"{json_kind(added)}")
-        for k, token in enumerate(added):
-            if not (isinstance(token, dict) and type(token.get("id")) is int
-                    and token["id"] >= 0 and isinstance(token.get("content"), str)):
-                raise TokenizerFileError(f"{where}: \"added_tokens\"[{k}] must be an object "
-                                         "with an integer \"id\" and a string \"content\", got "
-                                         f"{token!r:.80}")
+    _check_list(model.get("merges"), "model.merges", where, _is_merge, '"a b" or ["a", "b"]')
+    _check_list(config.get("added_tokens"), "added_tokens", where, _is_added_token,
+                'an object with an integer "id" and a string "content"')
+
+
+def _is_merge(merge):
+    if isinstance(merge, str):
+        return " " in merge
+    return isinstance(merge, list) and len(merge) == 2 and all(isinstance(m, str) for m in merge)
+
+
+def _is_added_token(token):
+    return isinstance(token, dict) and type(token.get("id")) is int and token["id"] >= 0 \
+        and isinstance(token.get("content"), str)
+
+
+def _check_list(values, name, where, accept, wanted):
+    """`values` is null or a list whose every item `accept`s; else an error naming the item."""
+    if values is None:
+        return
+    if not isinstance(values, list):
+        raise TokenizerFileError(f"{where}: \"{name}\" must be a list, got {json_kind(values)}")
+    for k, value in enumerate(values):
+        if not accept(value):
+            raise TokenizerFileError(f"{where}: \"{name}\"[{k}] must be {wanted}, got "
+                                     f"{value!r:.80}")
 
 
 def _check_component(spec, name, where):

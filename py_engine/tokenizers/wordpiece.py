@@ -30,7 +30,8 @@ import os
 import re
 import unicodedata
 
-from .tokenizer_file import TokenizerFileError, read_tokenizer_json, tokenizer_config
+from ..formats.json_file import read_utf8
+from .tokenizer_file import TokenizerFileError, TokenizerJsonReader
 
 WORD_CACHE_SIZE = 1 << 16   # words whose pieces are remembered; text repeats words a lot
 
@@ -261,7 +262,7 @@ class _AddedTokens:
             yield text[start:], None
 
 
-class WordPieceTokenizer:
+class WordPieceTokenizer(TokenizerJsonReader):
     """A BERT WordPiece tokenizer read from a Hugging Face tokenizer.json or a vocab.txt."""
 
     def __init__(self, config):
@@ -316,23 +317,7 @@ class WordPieceTokenizer:
         # Per-instance cache of word -> ids: most of the time goes to words seen before.
         self._word_ids = functools.lru_cache(maxsize=WORD_CACHE_SIZE)(self._wordpiece)
 
-    # ---- construction -------------------------------------------------------------------
-
-    @classmethod
-    def from_file(cls, path):
-        """Read a Hugging Face tokenizer.json; errors name the file."""
-        config = read_tokenizer_json(path)
-        try:
-            return cls(config)
-        except TokenizerFileError:
-            raise
-        except ValueError as e:
-            raise TokenizerFileError(f"{path}: {e}") from None
-
-    @classmethod
-    def from_json(cls, text_or_dict):
-        """From the text of a tokenizer.json, or the dict it decodes to."""
-        return cls(tokenizer_config(text_or_dict))
+    # ---- construction (from_file, from_json: TokenizerJsonReader) ------------------------
 
     @classmethod
     def from_vocab(cls, path_or_lines, lowercase=True):
@@ -340,13 +325,7 @@ class WordPieceTokenizer:
         builds them: BertNormalizer, BertPreTokenizer, [CLS] A [SEP] B [SEP], [UNK], [PAD]."""
         if isinstance(path_or_lines, (str, os.PathLike)):
             path = path_or_lines
-            with open(path, "rb") as f:
-                raw = f.read()
-            try:
-                path_or_lines = raw.decode("utf-8").splitlines()
-            except UnicodeDecodeError as e:
-                raise TokenizerFileError(f"{path}: not UTF-8 text ({e.reason} at byte "
-                                         f"{e.start})") from None
+            path_or_lines = read_utf8(path).splitlines()
             if "[UNK]" not in path_or_lines:
                 raise TokenizerFileError(f"{path}: not a BERT vocabulary (one token per line, "
                                          "[UNK] among them)")
