@@ -154,9 +154,10 @@ def _file(path, what):
     return path
 
 
-def model_kind(model):
+def model_kind(model, max_length=None):
     """"decoder" (Llama family) or "encoder" (BERT family), from the checkpoint's config.json;
-    config.json and tokenizer_config.json are read here first so that a malformed one is named."""
+    config.json and tokenizer_config.json are read here first so that a malformed one is named.
+    `max_length` (--max-length) must fit the model's positions."""
     from pathlib import Path
 
     from py_engine.formats.json_file import read_json_object
@@ -171,6 +172,10 @@ def model_kind(model):
     config = read_json_object(path / "config.json")
     if (path / "tokenizer_config.json").exists():
         read_json_object(path / "tokenizer_config.json")
+    positions = config.get("max_position_embeddings")
+    if max_length is not None and type(positions) is int and max_length > positions:
+        raise UsageError(f"--max-length {max_length} is more than the {positions} positions of "
+                         f"{model} (config.json's max_position_embeddings)")
     return "decoder" if config.get("model_type") in MODEL_TYPES else "encoder"
 
 
@@ -221,7 +226,7 @@ def _check_adapter(adapter, task):
 
 
 def _check_command_model(args, want):
-    kind = model_kind(args.model)
+    kind = model_kind(args.model, args.max_length)
     if kind != want:
         what = {"encoder": "a classifier checkpoint (BERT family): use predict or eval",
                 "decoder": "a chat model (Llama family): use score or generate"}[kind]
@@ -328,7 +333,7 @@ def cmd_train_chat(args):
 
 
 def cmd_train(args):
-    if model_kind(args.model) == "decoder":
+    if model_kind(args.model, args.max_length) == "decoder":
         return cmd_train_chat(args)
     from py_engine.data.classification import label_names, read_jsonl
     from py_engine.gpu import run_sync

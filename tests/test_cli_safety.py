@@ -131,6 +131,8 @@ def test_generate_options_are_range_checked(ws, capsys, nothing_loads, option, v
     ("llama", ["--base-dtype", "int4"], "int4 is a storage mode of the GPU backend"),
     ("llama", ["--mode", "hybrid", "--backend", "gpu", "--base-dtype", "int8"],
      "--mode hybrid trains the base weights"),
+    ("bert", ["--max-length", "65"], "--max-length 65 is more than the 64 positions"),
+    ("llama", ["--max-length", "257"], "--max-length 257 is more than the 256 positions"),
 ])
 def test_options_are_checked_against_the_model_and_backend(ws, capsys, nothing_loads, model,
                                                             extra, match):

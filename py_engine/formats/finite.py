@@ -7,8 +7,9 @@ reach a file, where it would replace good weights and turn every later predictio
 Without NumPy (this runs in the browser), a chunk of the data is read as one big Python int with
 one value per lane, and the exponent test runs on every lane at once: a float is NaN or infinite
 exactly when its exponent bits are all ones, and (x & exponent_mask) + lowest_exponent_bit
-reaches the lane's sign bit only then, never carrying into the next lane. About 1.3 GB/s here
-(CPython 3.11, one core), so a 1.1B-parameter f32 checkpoint takes ~3.5 s, less than writing it.
+reaches the lane's sign bit only then, never carrying into the next lane. Measured 1.45 GB/s on
+400 MB of f32 (CPython 3.11, one core of an AMD EPYC), so a 1.1B-parameter f32 checkpoint takes
+about 3 s; element-by-element math.isfinite would take minutes.
 """
 
 import math
