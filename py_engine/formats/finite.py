@@ -9,7 +9,7 @@ one value per lane, and the exponent test runs on every lane at once: a float is
 exactly when its exponent bits are all ones, and (x & exponent_mask) + lowest_exponent_bit
 reaches the lane's sign bit only then, never carrying into the next lane. Measured 1.45 GB/s on
 400 MB of f32 (CPython 3.11, one core of an AMD EPYC), so a 1.1B-parameter f32 checkpoint takes
-about 3 s; element-by-element math.isfinite would take minutes.
+about 3 s (all(map(math.isfinite, values)): 0.34 GB/s, 13 s).
 """
 
 import math
