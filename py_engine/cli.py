@@ -61,10 +61,11 @@ FRACTION = _number(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
 TOP_P = _number(float, lambda v: 0 < v <= 1, "a number in (0, 1]")
 
 
+_CLIP_NORM = _number(float, lambda v: v > 0, f"a number > 0, or {NO_CLIPPING!r} for no clipping")
+
+
 def _grad_norm(text):
-    if text.strip().lower() == NO_CLIPPING:
-        return NO_CLIPPING
-    return _number(float, lambda v: v > 0, f"a number > 0, or {NO_CLIPPING!r} for no clipping")(text)
+    return NO_CLIPPING if text.strip().lower() == NO_CLIPPING else _CLIP_NORM(text)
 
 
 def _alpha(text):
@@ -139,10 +140,11 @@ def _given(args, *names):
 
 
 def _refuse(args, names, reason):
-    given = [f"--{n.replace('_', '-')}" for n in names if getattr(args, n, None) not in (None, False)]
+    """A UsageError naming those of `names` that were given, when any was."""
+    given = [f"--{n.replace('_', '-')}" for n in names
+             if getattr(args, n, None) not in (None, False)]
     if given:
-        verb = "does" if len(given) == 1 else "do"
-        raise UsageError(f"{', '.join(given)} {verb} not apply: {reason}")
+        raise UsageError(f"{', '.join(given)}: {reason}")
 
 
 def _file(path, what):
@@ -189,19 +191,20 @@ def _check_train(args, kind):
     _check_backend(args)
     if kind == "encoder":
         _refuse(args, ("mode", "patience", "full_lr", "validation"),
-                f"{args.model} is a classifier checkpoint (BERT family); they are for chat models")
+                f"only for chat models; {args.model} is a classifier checkpoint (BERT family)")
         if args.base_dtype in ("int8", "int4"):
             raise UsageError(f"--base-dtype {args.base_dtype} is for chat models; classifiers "
                              "keep f32 or f16 base weights")
     else:
         _refuse(args, ("pooling", "label_smoothing"),
-                f"{args.model} is a chat model (Llama family); they are for classifiers")
+                f"only for classifiers; {args.model} is a chat model (Llama family)")
         mode = args.mode or "lora"
         if mode == "full":
             _refuse(args, ("r", "lora_alpha", "lora_dropout", "target_modules"),
-                    "--mode full trains every weight, without LoRA")
+                    "only for LoRA; --mode full trains every weight")
         if mode != "hybrid":
-            _refuse(args, ("patience", "full_lr"), "they set the switch of --mode hybrid")
+            _refuse(args, ("patience", "full_lr"),
+                    "only for --mode hybrid, whose switch to full fine-tuning they set")
         if mode != "lora" and args.base_dtype not in (None, "f32"):
             raise UsageError(f"--mode {mode} trains the base weights, which needs them in f32; "
                              f"--base-dtype {args.base_dtype} is for --mode lora")
@@ -267,17 +270,24 @@ def _lora(args, alpha_per_r, targets, **fixed):
                       target_modules=given.get("target_modules", list(targets)), **fixed)
 
 
+def _json_line(values, rounded=()):
+    """One JSON object line; floats that are not finite become null (JSON has no NaN), those
+    named in `rounded` are rounded to 6 decimals."""
+    return json.dumps({k: None if isinstance(v, float) and not math.isfinite(v) else
+                       round(v, 6) if k in rounded else v for k, v in values.items()},
+                      ensure_ascii=False)
+
+
 def _progress(fields, step, out, lr_hint):
     """Print one optimizer step as a JSON line; stop the run if it diverged."""
     values = {"step": step.step, "epoch": step.epoch, **fields, "lr": step.lr}
     bad = [k for k, v in values.items() if isinstance(v, float) and not math.isfinite(v)]
-    print(json.dumps({k: None if k in bad else round(v, 6) if isinstance(v, float) and k != "lr"
-                      else v for k, v in values.items()}), file=sys.stderr, flush=True)
+    print(_json_line(values, rounded=fields), file=sys.stderr, flush=True)
     if bad:
         raise TrainingDiverged(
             f"training diverged at step {step.step}: {' and '.join(bad)} "
-            f"{'is' if len(bad) == 1 else 'are'} not finite; stopped without saving, {out} is "
-            f"as it was{lr_hint}")
+            f"{'is' if len(bad) == 1 else 'are'} not finite; stopped without saving, nothing "
+            f"was written to {out}{lr_hint}")
 
 
 def _lr_hint(args):
@@ -324,7 +334,7 @@ def cmd_train_chat(args):
 
     run_sync(chat.fit(examples, config, validation=validation, on_step=report))
     for event in chat.events:
-        print(json.dumps(event, allow_nan=False), file=sys.stderr)
+        print(_json_line(event), file=sys.stderr)
     run_sync(chat.save(args.out))
     kind = "checkpoint" if chat.runtime.model.full else "adapter"
     print(f"saved {kind} to {args.out} ({len(examples)} examples, mode {config.mode})",
@@ -345,8 +355,9 @@ def cmd_train(args):
     examples = read_jsonl(args.data)
     labels = label_names(examples)
     create = _given(args, "pooling", "seed", "max_length", "base_dtype")
-    clf = run_sync(TextClassifier.create(args.model, labels, lora=_lora(args, 1, BERT_TARGET_MODULES),
-                                         backend=args.backend, **create))
+    lora = _lora(args, 1, BERT_TARGET_MODULES)
+    clf = run_sync(TextClassifier.create(args.model, labels, lora=lora, backend=args.backend,
+                                         **create))
     hint = _lr_hint(args)
 
     def report(step):
@@ -355,7 +366,8 @@ def cmd_train(args):
 
     run_sync(clf.fit(examples, config, on_step=report))
     run_sync(clf.save(args.out))
-    print(f"saved adapter to {args.out} ({len(labels)} labels: {', '.join(labels)})", file=sys.stderr)
+    print(f"saved adapter to {args.out} ({len(labels)} labels: {', '.join(labels)})",
+          file=sys.stderr)
     return 0
 
 
@@ -375,8 +387,9 @@ def _load_classifier(args):
     pooling, note = resolve_pooling(args.adapter, args.pooling)
     if note:
         print(f"note: {note}", file=sys.stderr)
+    options = _given(args, "max_length", "base_dtype")
     return run_sync(TextClassifier.load(args.model, args.adapter, backend=args.backend,
-                                        pooling=pooling, **_given(args, "max_length", "base_dtype")))
+                                        pooling=pooling, **options))
 
 
 def _probabilities(clf, examples, source):
@@ -455,7 +468,8 @@ def cmd_score(args):
     for k, score in enumerate(scores):
         if not math.isfinite(score["loss"]):
             raise UsageError(f"{args.data}: example {k + 1} scores a loss of {score['loss']} "
-                             "(not finite): the model's outputs overflow, so no score can be given")
+                             "(not finite): the model's outputs overflow, so no score can be "
+                             "given")
     for score in scores:
         print(json.dumps(score, allow_nan=False))
     return 0
@@ -548,13 +562,15 @@ def _train_parser(sub):
                    help="adapter (or, for full/hybrid, checkpoint) directory to write: new, empty, "
                         "or written by py_engine before")
     _backend_options(p, ["f32", "f16", "int8", "int4"])
-    p.add_argument("--max-length", type=MAX_LENGTH, help="tokens; default 128 classifiers, 512 chat")
+    p.add_argument("--max-length", type=MAX_LENGTH,
+                   help="tokens; default 128 classifiers, 512 chat models")
     p.add_argument("--epochs", type=COUNT)
     p.add_argument("--lr", type=POSITIVE, help="default: 5e-4 classifiers, 2e-4 chat models")
     p.add_argument("--batch-size", type=COUNT, help="default: 16 classifiers, 4 chat models")
     p.add_argument("--grad-accum", type=COUNT)
     p.add_argument("--max-grad-norm", type=_grad_norm,
-                   help=f"clip the gradient norm to this (default 1.0); {NO_CLIPPING!r}: no clipping")
+                   help=f"clip the gradient norm to this (default 1.0); {NO_CLIPPING!r}: do "
+                        "not clip")
     p.add_argument("--weight-decay", type=NON_NEGATIVE, help="default: 0.01 classifiers, 0 chat")
     p.add_argument("--seed", type=SEED)
     p.add_argument("--r", type=COUNT, help="LoRA rank (default 8)")

@@ -119,15 +119,15 @@ def test_generate_options_are_range_checked(ws, capsys, nothing_loads, option, v
 
 
 @pytest.mark.parametrize("model, extra, match", [
-    ("bert", ["--mode", "full"], "--mode does not apply: .* classifier"),
-    ("bert", ["--patience", "3", "--full-lr", "1e-3"], "--patience, --full-lr do not apply"),
-    ("bert", ["--validation", "cls"], "--validation does not apply"),
+    ("bert", ["--mode", "full"], "--mode: only for chat models; .* is a classifier"),
+    ("bert", ["--patience", "3", "--full-lr", "1e-3"], "--patience, --full-lr: only for chat models"),
+    ("bert", ["--validation", "cls"], "--validation: only for chat models"),
     ("bert", ["--backend", "gpu", "--base-dtype", "int8"], "int8 is for chat models"),
     ("bert", ["--base-dtype", "f16"], "f16 is a storage mode of the GPU backend"),
-    ("llama", ["--pooling", "mean"], "--pooling does not apply: .* chat model"),
-    ("llama", ["--label-smoothing", "0.1"], "--label-smoothing does not apply"),
-    ("llama", ["--mode", "full", "--r", "4"], "--r does not apply: --mode full"),
-    ("llama", ["--patience", "2"], "--patience does not apply: .*hybrid"),
+    ("llama", ["--pooling", "mean"], "--pooling: only for classifiers; .* is a chat model"),
+    ("llama", ["--label-smoothing", "0.1"], "--label-smoothing: only for classifiers"),
+    ("llama", ["--mode", "full", "--r", "4"], "--r: only for LoRA; --mode full"),
+    ("llama", ["--patience", "2"], "--patience: only for --mode hybrid"),
     ("llama", ["--base-dtype", "int4"], "int4 is a storage mode of the GPU backend"),
     ("llama", ["--mode", "hybrid", "--backend", "gpu", "--base-dtype", "int8"],
      "--mode hybrid trains the base weights"),
