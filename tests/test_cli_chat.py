@@ -70,9 +70,10 @@ def peft_scores(model, adapter, rows):
 def test_train_score_generate(workspace, mode):
     root, model, data = workspace
     out = root / f"out-{mode}"
+    lora = ("--target-modules", "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj") \
+        if mode == "lora" else ()      # full fine-tuning has no LoRA options
     trained = cli("train", "--model", model, "--data", data, "--out", out, "--mode", mode,
-                  "--epochs", 2, "--lr", 1e-2 if mode == "lora" else 1e-3, "--batch-size", 4,
-                  "--target-modules", "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj")
+                  "--epochs", 2, "--lr", 1e-2 if mode == "lora" else 1e-3, "--batch-size", 4, *lora)
     steps = [json.loads(line) for line in trained.stderr.splitlines() if line.startswith('{"step"')]
     assert len(steps) == 6 and all(s["tokens"] > 0 for s in steps)
     adapter_args = ("--adapter", out) if mode == "lora" else ()

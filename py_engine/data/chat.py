@@ -37,12 +37,11 @@ conversation whose assistant turns all lie past max_length, an empty text) is an
 encode_chat_example; encode_chat_examples can skip such examples instead and count them.
 """
 
-import json
 import os
-from pathlib import Path
 
-from ..tokenizers.chat_template import ChatTemplate
-from .classification import DataError
+from ..formats.json_file import read_json_object
+from ..tokenizers.chat_template import ChatTemplate, TemplateError
+from .classification import DataError, parse_record, read_jsonl_lines
 
 IGNORE_INDEX = -100
 ROLES = ("system", "user", "assistant")
@@ -62,17 +61,23 @@ _FORMATS = {   # format name -> the keys that mark a record as that format
 }
 
 
+class UntrainableExample(DataError):
+    """An example with no token left to train on (see encode_chat_example)."""
+
+
 class ChatExample:
     """One training example: a conversation (`messages`, a list of {"role", "content"} dicts)
-    or a plain `text`; exactly one of the two is set."""
+    or a plain `text`; exactly one of the two is set. `source` ("file:line") names it in
+    errors."""
 
-    __slots__ = ("messages", "text")
+    __slots__ = ("messages", "text", "source")
 
-    def __init__(self, messages=None, text=None):
+    def __init__(self, messages=None, text=None, source=None):
         if (messages is None) == (text is None):
             raise ValueError("ChatExample takes either messages or text, not both or neither")
         self.messages = messages
         self.text = text
+        self.source = source
 
     def __eq__(self, other):
         return isinstance(other, ChatExample) and \
@@ -150,22 +155,22 @@ def chat_example_from_record(record, where="<record>"):
                         "give one of them per line")
     kind = formats[0]
     if kind == "messages":
-        return ChatExample(messages=_messages(record["messages"], where))
+        return ChatExample(messages=_messages(record["messages"], where), source=where)
     if kind == "text":
-        return ChatExample(text=_string(record, "text", where))
+        return ChatExample(text=_string(record, "text", where), source=where)
     if kind == "alpaca":
         instruction = _string(record, "instruction", where)
         extra = _string(record, "input", where, optional=True)
         output = _string(record, "output", where)
         user = instruction + ("\n\n" + extra if extra else "")
         return ChatExample(messages=[{"role": "user", "content": user},
-                                     {"role": "assistant", "content": output}])
+                                     {"role": "assistant", "content": output}], source=where)
     prompt = _string(record, "prompt", where)
     if "response" in record and "completion" in record:
         raise DataError(f"{where}: give \"response\" or \"completion\", not both")
     answer = _string(record, "completion" if "completion" in record else "response", where)
     return ChatExample(messages=[{"role": "user", "content": prompt},
-                                 {"role": "assistant", "content": answer}])
+                                 {"role": "assistant", "content": answer}], source=where)
 
 
 def parse_chat_jsonl(lines, source="<data>"):
@@ -176,28 +181,13 @@ def parse_chat_jsonl(lines, source="<data>"):
         if not line.strip():
             continue
         where = f"{source}:{number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{where}: not valid JSON ({e.msg}, column {e.colno})") from None
-        examples.append(chat_example_from_record(record, where))
+        examples.append(chat_example_from_record(parse_record(line, where), where))
     return examples
 
 
 def read_chat_jsonl(path):
     """ChatExamples from a JSONL file; an empty file is an error, as an empty dataset is."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"no data file at {path}")
-    with path.open(encoding="utf-8") as f:
-        try:
-            examples = parse_chat_jsonl(f, str(path))
-        except UnicodeDecodeError as e:
-            raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start} of a "
-                            "read block)") from None
-    if not examples:
-        raise DataError(f"{path}: the dataset is empty")
-    return examples
+    return read_jsonl_lines(path, parse_chat_jsonl)
 
 
 # ---- the template ----------------------------------------------------------------------------
@@ -208,10 +198,7 @@ def load_chat_template(checkpoint_dir, tokenizer=None):
     <|im_end|> tokens, each encoding as one token (pass `tokenizer` to have that checked); else a DataError, since a
     format the model has no tokens for would teach it to spell out markup."""
     config_path = os.path.join(checkpoint_dir, "tokenizer_config.json")
-    config = {}
-    if os.path.exists(config_path):
-        with open(config_path, encoding="utf-8") as f:
-            config = json.load(f)
+    config = read_json_object(config_path) if os.path.exists(config_path) else {}
     has_template = config.get("chat_template") is not None or \
         os.path.exists(os.path.join(checkpoint_dir, "chat_template.jinja"))
     if has_template:
@@ -225,6 +212,15 @@ def load_chat_template(checkpoint_dir, tokenizer=None):
                             f"{missing} the fallback format needs; pass a ChatTemplate")
     return ChatTemplate(CHATML_TEMPLATE, eos_token="<|im_end|>",
                         end_tokens=["<|im_end|>"])
+
+
+def template_for(examples, checkpoint_dir, tokenizer=None, template=None):
+    """The template encoding `examples` needs: `template` when given (the checkpoint's own, as
+    loaded with it), None when every example is plain text (text needs none, so continued
+    pretraining works on a base checkpoint without one), else load_chat_template's."""
+    if template is not None or all(e.messages is None for e in examples):
+        return template
+    return load_chat_template(checkpoint_dir, tokenizer)
 
 
 # ---- encoding --------------------------------------------------------------------------------
@@ -253,7 +249,11 @@ def encode_chat_example(example, tokenizer, template=None, max_length=None):
         if template is None:
             raise DataError("a conversation needs a chat template: pass template= "
                             "(load_chat_template(checkpoint_dir, tokenizer))")
-        text, spans = template.render_with_spans(example.messages, add_generation_prompt=False)
+        try:
+            text, spans = template.render_with_spans(example.messages,
+                                                     add_generation_prompt=False)
+        except TemplateError as e:
+            raise DataError(str(e)) from None
         encoding = tokenizer.encode(text, add_special_tokens=False, truncation=False,
                                     return_offsets=True)
         ids = encoding.ids
@@ -265,22 +265,30 @@ def encode_chat_example(example, tokenizer, template=None, max_length=None):
     if all(label == IGNORE_INDEX for label in labels[1:]):
         what = "text" if example.text is not None else "conversation"
         where = f" within max_length={max_length}" if max_length is not None else ""
-        raise DataError(f"the {what} has no token to train on{where} ({len(ids)} tokens; the "
-                        "first is never predicted)")
+        raise UntrainableExample(f"the {what} has no token to train on{where} ({len(ids)} "
+                                 "tokens; the first is never predicted)")
     return EncodedExample(ids, labels)
 
 
 def encode_chat_examples(examples, tokenizer, template=None, max_length=None,
                          skip_untrainable=False):
     """(encoded, skipped): EncodedExamples for ChatExamples in order. An example with nothing
-    to train on is a DataError naming its index, or, with skip_untrainable, left out and
-    counted in `skipped` (a long conversation cut by max_length before its first answer)."""
+    to train on is a DataError naming it (its source "file:line", else its index), or, with
+    skip_untrainable, left out and counted in `skipped` (a long conversation cut by max_length
+    before its first answer). Any other problem (a template that refuses the conversation) is
+    always an error."""
     encoded, skipped = [], 0
     for k, example in enumerate(examples):
         try:
             encoded.append(encode_chat_example(example, tokenizer, template, max_length))
-        except DataError as e:
+        except UntrainableExample as e:
             if not skip_untrainable:
-                raise DataError(f"example {k}: {e}") from None
+                raise UntrainableExample(f"{_name(example, k)}: {e}") from None
             skipped += 1
+        except DataError as e:
+            raise DataError(f"{_name(example, k)}: {e}") from None
     return encoded, skipped
+
+
+def _name(example, k):
+    return getattr(example, "source", None) or f"example {k}"

@@ -3,8 +3,9 @@
 Errors name the file and line; nothing is silently dropped.
 """
 
-import json
 from pathlib import Path
+
+from ..formats.json_file import JsonFileError, parse_json
 
 
 class DataError(ValueError):
@@ -30,10 +31,7 @@ def parse_jsonl(lines, source="<data>", require_label=True):
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{source}:{number}: not valid JSON ({e.msg})") from None
+        record = parse_record(line, f"{source}:{number}")
         if not isinstance(record, dict):
             raise DataError(f"{source}:{number}: expected a JSON object, got {type(record).__name__}")
         text = record.get("text")
@@ -55,15 +53,35 @@ def parse_jsonl(lines, source="<data>", require_label=True):
     return examples
 
 
-def read_jsonl(path, require_label=True):
+def parse_record(line, where):
+    """The JSON value of one JSONL line; a DataError starting with `where` (file:line) if the
+    line is not JSON (or nests too deeply to read)."""
+    try:
+        return parse_json(line, where)
+    except JsonFileError as e:
+        raise DataError(str(e)) from None
+
+
+def read_jsonl_lines(path, parse):
+    """parse(lines, source) over the lines of the UTF-8 text file at `path`, with errors that
+    name it: no such file, not a file, not UTF-8, no examples."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"no data file at {path}")
+        raise DataError(f"no data file at {path}" if not path.exists() else
+                        f"{path} is not a file (give a JSONL file)")
     with path.open(encoding="utf-8") as f:
-        examples = parse_jsonl(f, str(path), require_label)
+        try:
+            examples = parse(f, str(path))
+        except UnicodeDecodeError as e:
+            raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start} of a "
+                            "read block)") from None
     if not examples:
         raise DataError(f"{path}: the dataset is empty")
     return examples
+
+
+def read_jsonl(path, require_label=True):
+    return read_jsonl_lines(path, lambda lines, source: parse_jsonl(lines, source, require_label))
 
 
 def label_names(examples, known=None):

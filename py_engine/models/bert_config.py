@@ -1,7 +1,8 @@
 """BERT-family configuration, read from a Hugging Face config.json and validated."""
 
-import json
 from pathlib import Path
+
+from ..formats.json_file import JsonFileError, read_json_object
 
 SUPPORTED_ACTIVATIONS = ("gelu",)  # BERT's exact erf GELU
 
@@ -18,12 +19,9 @@ def read_config_json(path):
     if not path.is_file():
         raise ConfigError(f"no config.json at {path}")
     try:
-        values = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{path} is not valid JSON: {e}") from None
-    if not isinstance(values, dict):
-        raise ConfigError(f"{path} must hold a JSON object")
-    return values
+        return read_json_object(path)
+    except JsonFileError as e:
+        raise ConfigError(str(e)) from None
 
 
 class BertConfig:

@@ -5,7 +5,6 @@ hyperparameter names (r, lora_alpha, lora_dropout, target_modules, bias, modules
 the JSON written are PEFT's own.
 """
 
-import json
 from pathlib import Path
 
 # PEFT's defaults for BERT-family models (peft.utils.constants: bert -> ["query", "value"]).
@@ -29,8 +28,9 @@ class LoraConfig:
             raise LoraConfigError(f"unsupported LoRA options: {sorted(unsupported)}")
         if not isinstance(r, int) or r <= 0:
             raise LoraConfigError(f"r must be a positive int, got {r!r}")
-        if lora_alpha <= 0:
-            raise LoraConfigError(f"lora_alpha must be positive, got {lora_alpha!r}")
+        if isinstance(lora_alpha, bool) or not isinstance(lora_alpha, (int, float)) \
+                or not 0 < lora_alpha < float("inf"):
+            raise LoraConfigError(f"lora_alpha must be a positive finite number, got {lora_alpha!r}")
         if not 0.0 <= lora_dropout < 1.0:
             raise LoraConfigError(f"lora_dropout must be in [0, 1), got {lora_dropout!r}")
         if bias != "none":
@@ -86,7 +86,9 @@ class LoraConfig:
             path = path / "adapter_config.json"
         if not path.is_file():
             raise LoraConfigError(f"no adapter_config.json at {path}")
-        return cls.from_peft_dict(json.loads(path.read_text(encoding="utf-8")))
+        from ..formats.json_file import read_json_object
+
+        return cls.from_peft_dict(read_json_object(path))
 
 
 # PEFT fields that change nothing for the adapters built here (bookkeeping, or options whose

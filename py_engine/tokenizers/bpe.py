@@ -41,10 +41,10 @@ changes with the interpreter.
 
 import functools
 import heapq
-import json
 import re
 import unicodedata
 
+from .tokenizer_file import TokenizerJsonReader
 from .wordpiece import (Encoding, _AddedTokens, _check_text, _ranges, padded_length,
                         template_processing)
 
@@ -695,7 +695,7 @@ _BOS_NAMES = ("<s>", "<|begin_of_text|>", "<|startoftext|>", "<bos>")
 _EOS_NAMES = ("</s>", "<|end_of_text|>", "<|endoftext|>", "<eos>")
 
 
-class BPETokenizer:
+class BPETokenizer(TokenizerJsonReader):
     """A byte-pair-encoding tokenizer read from a Hugging Face tokenizer.json."""
 
     def __init__(self, config):
@@ -766,23 +766,7 @@ class BPETokenizer:
         # Per-instance cache of word -> ids: most of the time goes to words seen before.
         self._word_ids = functools.lru_cache(maxsize=WORD_CACHE_SIZE)(self._bpe)
 
-    # ---- construction -------------------------------------------------------------------
-
-    @classmethod
-    def from_file(cls, path):
-        """Read a Hugging Face tokenizer.json."""
-        with open(path, encoding="utf-8") as f:
-            return cls.from_json(f.read())
-
-    @classmethod
-    def from_json(cls, text_or_dict):
-        """From the text of a tokenizer.json, or the dict it decodes to."""
-        config = text_or_dict
-        if isinstance(config, (str, bytes, bytearray)):
-            config = json.loads(config)
-        if not isinstance(config, dict):
-            raise TypeError(f"expected tokenizer.json text or dict, not {type(config).__name__}")
-        return cls(config)
+    # ---- construction (from_file, from_json: TokenizerJsonReader) ------------------------
 
     def _read_post_processor(self, processor):
         kind = processor and processor.get("type")

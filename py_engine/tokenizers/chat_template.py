@@ -47,11 +47,20 @@ import json
 import os
 import re
 
+from ..formats.json_file import read_json_object, read_utf8
+
 DEFAULT_END_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<|endoftext|>", "</s>")
 
 
-class TemplateError(Exception):
-    """Raised by the template's raise_exception(...), where transformers raises jinja2's."""
+class TemplateError(ValueError):
+    """Raised by the template's raise_exception(...), where transformers raises jinja2's:
+    the template refuses its input (roles that do not alternate, an unknown role...).
+    `message` is the template's own text, `origin` where the template came from (or None)."""
+
+    def __init__(self, message, origin=None):
+        self.message, self.origin = message, origin
+        where = f" ({origin})" if origin else ""
+        super().__init__(f"the chat template{where} refused the conversation: {message}")
 
 
 # ---- values ----------------------------------------------------------------------------------
@@ -894,10 +903,6 @@ def _bind(scope, targets, item):
         scope.vars.update(zip(targets, values))
 
 
-def _raise_exception(message):
-    raise TemplateError(message)
-
-
 def _strftime_now(fmt):
     return datetime.datetime.now().strftime(fmt)
 
@@ -926,11 +931,19 @@ class ChatTemplate:
     """One chat template, parsed once; render() as often as needed."""
 
     def __init__(self, source, bos_token=None, eos_token=None, unk_token=None, pad_token=None,
-                 end_tokens=None):
+                 end_tokens=None, origin=None):
+        """`origin`: where the template was read from (a file), named in its errors."""
         if not isinstance(source, str):
-            raise ValueError("chat template: the template must be a string")
+            raise ValueError(f"chat template{f' in {origin}' if origin else ''}: the template "
+                             "must be a string")
         self.source = source
-        self.body = _parse(_lex(source))
+        self.origin = origin
+        try:
+            self.body = _parse(_lex(source))
+        except ValueError as e:
+            if origin is None:
+                raise
+            raise ValueError(f"{origin}: {e}") from None
         self.special = {"bos_token": _token_text(bos_token), "eos_token": _token_text(eos_token),
                         "unk_token": _token_text(unk_token), "pad_token": _token_text(pad_token)}
         if end_tokens is None:
@@ -943,8 +956,13 @@ class ChatTemplate:
     @classmethod
     def from_config(cls, config, template_name="default", **kwargs):
         """From tokenizer_config.json's contents (a dict)."""
+        where = kwargs.get("origin") or "tokenizer_config.json"
         template = config.get("chat_template")
         if isinstance(template, list):   # named templates: [{"name": ..., "template": ...}]
+            if not all(isinstance(t, dict) and isinstance(t.get("name"), str)
+                       and isinstance(t.get("template"), str) for t in template):
+                raise ValueError(f"{where}: a list of chat templates must hold "
+                                 "{\"name\": str, \"template\": str} objects")
             named = {t["name"]: t["template"] for t in template}
             if template_name not in named:
                 raise ValueError(f"chat template: no template named {template_name!r} "
@@ -953,19 +971,25 @@ class ChatTemplate:
         if template is None:
             raise ValueError("chat template: tokenizer_config.json has no chat_template")
         for key in ("bos_token", "eos_token", "unk_token", "pad_token"):
-            kwargs.setdefault(key, config.get(key))
+            token = config.get(key)
+            if not (token is None or isinstance(token, str)
+                    or isinstance(token, dict) and isinstance(token.get("content"), str)):
+                raise ValueError(f"{where}: \"{key}\" must be a string or an object with a "
+                                 f"string \"content\", got {token!r:.60}")
+            kwargs.setdefault(key, token)
         return cls(template, **kwargs)
 
     @classmethod
     def from_pretrained(cls, path, **kwargs):
         """From a checkpoint directory: tokenizer_config.json, with the template taken from
         chat_template.jinja when that file is there (as newer checkpoints save it)."""
-        with open(os.path.join(path, "tokenizer_config.json"), encoding="utf-8") as f:
-            config = json.load(f)
+        config_path = os.path.join(path, "tokenizer_config.json")
+        config = read_json_object(config_path)
+        kwargs.setdefault("origin", config_path)
         jinja_path = os.path.join(path, "chat_template.jinja")
         if os.path.exists(jinja_path):
-            with open(jinja_path, encoding="utf-8") as f:
-                config = dict(config, chat_template=f.read())
+            config = dict(config, chat_template=read_utf8(jinja_path))
+            kwargs["origin"] = jinja_path
         return cls.from_config(config, **kwargs)
 
     def _run(self, messages, add_generation_prompt, tools, documents, extra):
@@ -978,7 +1002,10 @@ class ChatTemplate:
                 message["content"] = _Marked(message["content"], [(0, len(message["content"]))])
             chat.append(message)
         scope = _Scope()
-        scope.vars.update(raise_exception=_raise_exception, strftime_now=_strftime_now,
+        def raise_exception(message):
+            raise TemplateError(message, self.origin)
+
+        scope.vars.update(raise_exception=raise_exception, strftime_now=_strftime_now,
                           namespace=_namespace, range=_range, dict=dict)
         scope.vars.update(self.special)
         scope.vars.update(extra)

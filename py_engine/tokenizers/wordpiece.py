@@ -26,10 +26,12 @@ test checks every code point against it.
 """
 
 import functools
-import json
 import os
 import re
 import unicodedata
+
+from ..formats.json_file import read_utf8
+from .tokenizer_file import TokenizerFileError, TokenizerJsonReader
 
 WORD_CACHE_SIZE = 1 << 16   # words whose pieces are remembered; text repeats words a lot
 
@@ -260,7 +262,7 @@ class _AddedTokens:
             yield text[start:], None
 
 
-class WordPieceTokenizer:
+class WordPieceTokenizer(TokenizerJsonReader):
     """A BERT WordPiece tokenizer read from a Hugging Face tokenizer.json or a vocab.txt."""
 
     def __init__(self, config):
@@ -315,31 +317,18 @@ class WordPieceTokenizer:
         # Per-instance cache of word -> ids: most of the time goes to words seen before.
         self._word_ids = functools.lru_cache(maxsize=WORD_CACHE_SIZE)(self._wordpiece)
 
-    # ---- construction -------------------------------------------------------------------
-
-    @classmethod
-    def from_file(cls, path):
-        """Read a Hugging Face tokenizer.json."""
-        with open(path, encoding="utf-8") as f:
-            return cls.from_json(f.read())
-
-    @classmethod
-    def from_json(cls, text_or_dict):
-        """From the text of a tokenizer.json, or the dict it decodes to."""
-        config = text_or_dict
-        if isinstance(config, (str, bytes, bytearray)):
-            config = json.loads(config)
-        if not isinstance(config, dict):
-            raise TypeError(f"expected tokenizer.json text or dict, not {type(config).__name__}")
-        return cls(config)
+    # ---- construction (from_file, from_json: TokenizerJsonReader) ------------------------
 
     @classmethod
     def from_vocab(cls, path_or_lines, lowercase=True):
         """From a BERT vocab.txt (a path, or its lines) with BERT's defaults, as `transformers`
         builds them: BertNormalizer, BertPreTokenizer, [CLS] A [SEP] B [SEP], [UNK], [PAD]."""
         if isinstance(path_or_lines, (str, os.PathLike)):
-            with open(path_or_lines, encoding="utf-8") as f:
-                path_or_lines = f.read().splitlines()
+            path = path_or_lines
+            path_or_lines = read_utf8(path).splitlines()
+            if "[UNK]" not in path_or_lines:
+                raise TokenizerFileError(f"{path}: not a BERT vocabulary (one token per line, "
+                                         "[UNK] among them)")
         vocab = {}
         for i, line in enumerate(path_or_lines):
             vocab[line.rstrip("\r\n")] = i

@@ -12,11 +12,13 @@ py_engine.data.chat encodes them (assistant turns only for conversations). Train
 with held-out checks and rollback: chat.trainer(examples, config, validation, guard).
 """
 
-import json
+from dataclasses import replace
 from pathlib import Path
 
 from ..formats.model_dir import save_model_dir
 from ..formats import safetensors
+from ..formats.finite import require_finite
+from ..formats.json_file import read_json_object
 from ..formats.peft_adapter import adapter_files, load_adapter, read_adapter_files, save_adapter
 from ..labels import IGNORE_INDEX
 from ..models.checkpoint import DecoderCheckpoint
@@ -115,7 +117,11 @@ class ChatModel:
         values = await self.runtime.trainable_values()
         if self.model.full:
             return save_model_dir(out_dir, self.source, values)
-        return save_adapter(out_dir, self.model.lora.to_peft_dict(), values)
+        return save_adapter(out_dir, self.model.lora.to_peft_dict(), values,
+                            protected=self._protected())
+
+    def _protected(self):
+        return [("the model directory", self.source)]
 
     async def save_state(self, trainer, store):
         """Save everything `trainer` needs to continue (the adapter's files, or every weight in
@@ -124,12 +130,13 @@ class ChatModel:
         the browser."""
         values = await self.runtime.trainable_values()
         if self.model.full:
-            files = {FULL_WEIGHTS: safetensors.save_bytes(
-                {n: ("F32", tuple(shape), data) for n, (shape, data) in values.items()})}
+            weights = {n: ("F32", tuple(shape), data) for n, (shape, data) in values.items()}
+            require_finite(weights, store)
+            files = {FULL_WEIGHTS: safetensors.save_bytes(weights)}
         else:
-            files = adapter_files(self.model.lora.to_peft_dict(), values)
+            files = adapter_files(self.model.lora.to_peft_dict(), values, where=store)
         files = await training_state.capture(trainer, files, {"full": self.model.full})
-        return await training_state.as_store(store).save(files)
+        return await training_state.as_store(store, self._protected()).save(files)
 
     @classmethod
     async def resume(cls, model_dir, store, examples, validation=None, backend="numpy",
@@ -140,6 +147,7 @@ class ChatModel:
         kept on the device is not part of a saved state."""
         files = await training_state.as_store(store).load()
         state, optimizer = training_state.parse(files)
+        train_config = training_state.config_of(state, CausalTrainConfig)
         if (state.get("model") or {}).get("full"):
             checkpoint = DecoderCheckpoint.load(model_dir)
             model = LlamaModel(checkpoint.config, None)
@@ -151,7 +159,7 @@ class ChatModel:
             config, tensors, _ = read_adapter_files(files, "the training state")
             chat = await cls._from_adapter(model_dir, "the training state", config, tensors,
                                            backend, device, base_dtype, quant_group, max_length)
-        trainer = await chat.trainer(examples, training_state.config_of(state, CausalTrainConfig),
+        trainer = await chat.trainer(examples, train_config,
                                      validation, guard=training_state.guard_of(state))
         await training_state.restore(trainer, state, optimizer)
         return chat, trainer
@@ -172,7 +180,9 @@ class ChatModel:
         scored every `eval_every` steps by the plateau hook (ValidationPlateau), which switches
         a hybrid run to full fine-tuning and, with `plateau` (fit's way), stops other runs."""
         config = self.train_config(config)
-        limit = min(config.max_length, self.max_length)
+        if config.max_length > self.max_length:     # the checkpoint's positions bound it
+            config = replace(config, max_length=self.max_length)
+        limit = config.max_length
         examples = [e for e in examples if len(e.ids) > 1]
         if not examples:
             raise ValueError("the dataset is empty (no example has two or more tokens)")
@@ -335,7 +345,7 @@ def load_tokenizer(model_dir):
     template = None
     config_path = model_dir / "tokenizer_config.json"
     if config_path.is_file():
-        config = json.loads(config_path.read_text(encoding="utf-8"))
+        config = read_json_object(config_path)
         if tokenizer.pad_id is None:
             for key in ("pad_token", "eos_token"):
                 token = config.get(key)

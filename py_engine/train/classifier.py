@@ -16,9 +16,13 @@ that wait is asynchronous). Natively, drive them with py_engine.gpu.run_sync or 
 """
 
 import math
+import warnings
+from dataclasses import replace
 from pathlib import Path
 
-from ..formats.peft_adapter import adapter_files, load_adapter, read_adapter_files, save_adapter
+from ..formats.head_config import HEAD_CONFIG, head_config, resolve_pooling
+from ..formats.output_dir import write_files
+from ..formats.peft_adapter import adapter_files, load_adapter, read_adapter_files
 from ..models.bert import BertClassifier
 from ..models.checkpoint import Checkpoint
 from ..models.lora_config import LoraConfig
@@ -30,12 +34,10 @@ from .runtime import create_runtime
 from .tasks import ClassificationTask, LabelledIds
 from .trainer import Trainer
 
-HEAD_CONFIG = "head_config.json"
-
-
 class TextClassifier:
-    def __init__(self, checkpoint, tokenizer, labels, runtime, max_length=128):
+    def __init__(self, checkpoint, tokenizer, labels, runtime, max_length=128, model_dir=None):
         self.checkpoint = checkpoint
+        self.model_dir = model_dir
         self.tokenizer = tokenizer
         self.labels = list(labels)
         self.runtime = runtime
@@ -65,21 +67,21 @@ class TextClassifier:
         """`pooling`: None takes what the adapter was trained with (head_config.json; "cls",
         BertForSequenceClassification's head, when absent)."""
         config, tensors, labels = load_adapter(adapter_dir)
-        return await cls._from_adapter(model_dir, adapter_dir, config, tensors, labels,
-                                       _head_config(adapter_dir).get("pooling", "cls"), pooling,
+        pooling, note = resolve_pooling(adapter_dir, pooling)
+        if note:
+            warnings.warn(note, stacklevel=2)
+        return await cls._from_adapter(model_dir, adapter_dir, config, tensors, labels, pooling,
                                        backend, device, base_dtype, quant_group, max_length)
 
     @classmethod
-    async def _from_adapter(cls, model_dir, source, config, tensors, labels, saved_pooling, pooling,
-                            backend, device, base_dtype, quant_group, max_length):
+    async def _from_adapter(cls, model_dir, source, config, tensors, labels, pooling, backend,
+                            device, base_dtype, quant_group, max_length):
         checkpoint = Checkpoint.load(model_dir)
-        if pooling is not None and pooling != saved_pooling:
-            raise ValueError(f"{source} was trained with {saved_pooling} pooling, not {pooling}")
         if labels is None:
             raise ValueError(f"{source} has no labels.json: label names are needed to predict")
         lora = LoraConfig.from_peft_dict(config)
         train_pooler = any(n.startswith("bert.pooler.") for n in tensors)
-        model = BertClassifier(checkpoint.config, lora, len(labels), pooling=saved_pooling,
+        model = BertClassifier(checkpoint.config, lora, len(labels), pooling=pooling,
                                train_pooler=train_pooler)
         values = merge_loaded(model, initial_trainable(model, 0), tensors, source)
         return await cls._make(model_dir, checkpoint, model, labels, values, backend, device,
@@ -92,26 +94,29 @@ class TextClassifier:
         task = ClassificationTask(len(labels), tokenizer.pad_id)
         runtime = await create_runtime(backend, model, task, checkpoint, values, device=device,
                                        base_dtype=base_dtype, quant_group=quant_group)
-        return cls(checkpoint, tokenizer, labels, runtime, max_length)
+        return cls(checkpoint, tokenizer, labels, runtime, max_length, model_dir)
 
-    def _head_json(self):
-        # Mean pooling has no PEFT/transformers equivalent: it is recorded beside the adapter.
-        return {HEAD_CONFIG: {"pooling": self.model.pooling}} if self.model.pooling != "cls" else None
+    def _files(self, values, where):
+        # Pooling has no PEFT/transformers field: head_config.json beside the adapter holds it.
+        return adapter_files(self.model.lora.to_peft_dict(), values, self.labels,
+                             {HEAD_CONFIG: head_config(self.model.pooling)}, where)
+
+    def _protected(self):
+        return [("the model directory", self.model_dir)] if self.model_dir is not None else []
 
     async def save(self, adapter_dir):
-        """Write adapter_config.json, adapter_model.safetensors and labels.json atomically."""
-        values = await self.runtime.trainable_values()
-        return save_adapter(adapter_dir, self.model.lora.to_peft_dict(), values, self.labels,
-                            self._head_json())
+        """Write adapter_config.json, adapter_model.safetensors, labels.json and
+        head_config.json atomically, into a new, empty or py_engine-written directory."""
+        files = self._files(await self.runtime.trainable_values(), adapter_dir)
+        return write_files(adapter_dir, files, self._protected())
 
     async def save_state(self, trainer, store):
         """Save everything `trainer` needs to continue (the adapter's files, the optimizer
         state, where training stands) into `store`: a host directory (written atomically, only
         where py_engine may write) or an IndexedDBStore in the browser."""
-        values = await self.runtime.trainable_values()
-        files = adapter_files(self.model.lora.to_peft_dict(), values, self.labels, self._head_json())
+        files = self._files(await self.runtime.trainable_values(), store)
         files = await training_state.capture(trainer, files, {"pooling": self.model.pooling})
-        return await training_state.as_store(store).save(files)
+        return await training_state.as_store(store, self._protected()).save(files)
 
     @classmethod
     async def resume(cls, model_dir, store, examples, validation=None, backend="numpy",
@@ -121,12 +126,12 @@ class TextClassifier:
         stopped."""
         files = await training_state.as_store(store).load()
         state, optimizer = training_state.parse(files)
+        train_config = training_state.config_of(state, ClassifierTrainConfig)
         config, tensors, labels = read_adapter_files(files, "the training state")
         pooling = (state.get("model") or {}).get("pooling", "cls")
         clf = await cls._from_adapter(model_dir, "the training state", config, tensors, labels,
-                                      pooling, None, backend, device, base_dtype, quant_group,
-                                      max_length)
-        trainer = await clf.trainer(examples, training_state.config_of(state, ClassifierTrainConfig),
+                                      pooling, backend, device, base_dtype, quant_group, max_length)
+        trainer = await clf.trainer(examples, train_config,
                                     validation, guard=training_state.guard_of(state))
         await training_state.restore(trainer, state, optimizer)
         return clf, trainer
@@ -165,6 +170,8 @@ class TextClassifier:
         """A Trainer over `examples` (Example-like: text, label, optional pair), to run in
         slices; validation examples are held out for quality checks (needed by a guard)."""
         config = self.train_config(config)
+        if config.max_length > self.max_length:     # the checkpoint's positions bound it
+            config = replace(config, max_length=self.max_length)
         if not examples:
             raise ValueError("the dataset is empty")
         if config.class_weights is not None and len(config.class_weights) != len(self.labels):
@@ -211,7 +218,11 @@ class TextClassifier:
         for start in range(0, len(encoded), batch_size):
             indices = list(range(start, min(start + batch_size, len(encoded))))
             logits = await self.runtime.outputs(task.batch(encoded, indices, 8, self.max_length))
-            out += [dict(zip(self.labels, _softmax(row))) for row in logits]
+            for i, row in zip(indices, logits):
+                if not all(math.isfinite(z) for z in row):
+                    raise ValueError(f"text {i + 1} gets logits that are not finite: the adapter "
+                                     "is unusable (a diverged run?)")
+                out.append(dict(zip(self.labels, _softmax(row))))
         return out
 
     async def evaluate(self, examples, batch_size=32):
@@ -251,18 +262,6 @@ def classification_report(gold, predicted, labels):
         report["labels"][label] = {"precision": precision, "recall": recall, "f1": f1,
                                    "support": tp + fn}
     return report
-
-
-def _head_config(adapter_dir):
-    import json
-
-    path = Path(adapter_dir) / HEAD_CONFIG
-    if not path.is_file():
-        return {}
-    config = json.loads(path.read_text(encoding="utf-8"))
-    if config.get("pooling", "cls") not in ("cls", "mean"):
-        raise ValueError(f"{path}: unknown pooling {config.get('pooling')!r}")
-    return config
 
 
 def _tokenizer(model_dir):

@@ -19,9 +19,9 @@ Pure Python (hashlib, json, struct): this runs in the browser.
 
 import hashlib
 import json
-import math
 
 from ..formats import safetensors
+from ..formats.finite import require_finite
 
 STATE_FILE = "training_state.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
@@ -41,11 +41,6 @@ def data_fingerprint(examples):
     return h.hexdigest()
 
 
-def _finite(name, data):
-    if not all(math.isfinite(x) for x in data):
-        raise StateError(f"{name} holds values that are not finite; the state is not saved")
-
-
 async def capture(trainer, weight_files, extra=None):
     """{file name: bytes} of the trainer's whole state; `weight_files` are the trainable
     weights as the model saves them (their own file names), `extra` JSON-ready settings the
@@ -54,8 +49,8 @@ async def capture(trainer, weight_files, extra=None):
     tensors = {}
     for key in ("m", "v"):
         for name, data in optimizer[key].items():
-            _finite(f"the optimizer's {key} of {name}", data)
             tensors[f"{key}.{name}"] = ("F32", tuple(trainer.runtime.model.trainable[name]), data)
+    require_finite(tensors, "the optimizer state")
     config = trainer.config
     state = {
         "format": FORMAT,
@@ -134,31 +129,29 @@ def guard_of(state):
     return None if state.get("guard") is None else GuardConfig(**state["guard"])
 
 
-def as_store(target):
+def as_store(target, protected=()):
     """A store: one given (IndexedDBStore, DirectoryStore, anything with save/load), or a
-    host directory path."""
+    host directory path (which must not be or hold `protected` paths, see
+    formats.output_dir.check_output_dir)."""
     if hasattr(target, "save") and hasattr(target, "load"):
         return target
-    return DirectoryStore(target)
+    return DirectoryStore(target, protected)
 
 
 class DirectoryStore:
     """A training state in a host directory, replaced atomically: the files are written into a
     new directory beside it, which is then swapped in by renames."""
 
-    def __init__(self, path):
+    def __init__(self, path, protected=()):
         from pathlib import Path
 
         self.path = Path(path)
+        self.protected = protected
 
     async def save(self, files):
-        from ..formats.output_dir import write_output_dir
+        from ..formats.output_dir import write_files
 
-        def fill(staging):
-            for name, data in files.items():
-                (staging / name).write_bytes(bytes(data))
-
-        return write_output_dir(self.path, fill)
+        return write_files(self.path, files, self.protected)
 
     async def load(self):
         if not self.path.is_dir():

@@ -29,7 +29,12 @@ from .schedule import linear_warmup_decay
 
 
 class TrainingDiverged(ValueError):
-    """The loss or gradient norm became non-finite and no snapshot could be restored."""
+    """The loss or gradient norm became non-finite and no snapshot could be restored; `what`
+    says where and how, without advice."""
+
+    def __init__(self, message, what):
+        super().__init__(message)
+        self.what = what
 
 
 class Step:
@@ -270,10 +275,10 @@ class Trainer:
         """A step gave a non-finite loss or an exploded gradient norm: its update is undone by
         restoring a snapshot (with a guard), else training stops with an error."""
         if self.guard is None:
-            raise TrainingDiverged(
-                f"training diverged at step {record.step}: {reason} (loss {record.loss}, "
-                f"gradient norm {record.grad_norm}); lower the learning rate. The weights are "
-                "no longer finite and will not be saved")
+            what = (f"training diverged at step {record.step}: loss {record.loss:.4g}, gradient "
+                    f"norm {record.grad_norm:.4g}: {reason}")
+            raise TrainingDiverged(f"{what}; lower the learning rate (the weights are no longer "
+                                   "finite and will not be saved)", what)
         self._advance(record.examples, record.tokens)     # the poisoned batches are skipped
         report.rollbacks.append(await self.guard.rollback(f"{reason} at step {record.step} "
                                                           f"(loss {record.loss:.4g}, gradient "

@@ -1,0 +1,68 @@
+"""head_config.json: how a classifier adapter pools the encoder's output, which PEFT's files
+have no field for. "cls" is BertForSequenceClassification's head (the [CLS] token through the
+pooler), what an adapter made by PEFT always means; "mean" averages the tokens (what
+sentence-embedding checkpoints such as MiniLM were trained for).
+
+py_engine writes head_config.json beside every classifier adapter it saves, cls included, so a
+missing file means the adapter was made elsewhere (cls), never that the choice was lost; an
+adapter py_engine wrote that has lost the file is an error rather than a silent change of
+pooling and of every probability.
+
+    write: {HEAD_CONFIG: head_config(pooling)} in save_adapter's extra_json
+    read:  pooling, note = resolve_pooling(adapter_dir, requested)
+"""
+
+from pathlib import Path
+
+from .json_file import read_json_object
+from .output_dir import written_by_py_engine
+
+HEAD_CONFIG = "head_config.json"
+POOLINGS = ("cls", "mean")
+
+
+class HeadConfigError(ValueError):
+    """A head_config.json that cannot be used, or a pooling that disagrees with it."""
+
+
+def head_config(pooling):
+    """The contents of head_config.json for a classifier pooled this way."""
+    if pooling not in POOLINGS:
+        raise HeadConfigError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
+    return {"pooling": pooling}
+
+
+def read_pooling(adapter_dir):
+    """The pooling recorded in `adapter_dir`/head_config.json, or None when there is no file."""
+    path = Path(adapter_dir) / HEAD_CONFIG
+    if not path.exists():
+        return None
+    config = read_json_object(path)
+    pooling = config.get("pooling", "cls")
+    if pooling not in POOLINGS:
+        raise HeadConfigError(f"{path}: unknown pooling {pooling!r:.60}; expected one of "
+                              f"{', '.join(POOLINGS)}")
+    return pooling
+
+
+def resolve_pooling(adapter_dir, requested=None):
+    """(pooling, note): the pooling to load `adapter_dir` with, and a note for the user (or
+    None). A recorded pooling wins and `requested` (if given) must agree with it; without a
+    record, `requested` is taken, else "cls" with a note, unless py_engine wrote the adapter
+    (then the file is missing and that is an error)."""
+    if requested is not None and requested not in POOLINGS:
+        raise HeadConfigError(f"unknown pooling {requested!r}; choose one of {', '.join(POOLINGS)}")
+    saved = read_pooling(adapter_dir)
+    if saved is not None:
+        if requested is not None and requested != saved:
+            raise HeadConfigError(f"{adapter_dir} was trained with {saved} pooling, not "
+                                  f"{requested} (see its {HEAD_CONFIG})")
+        return saved, None
+    if requested is not None:
+        return requested, None
+    if written_by_py_engine(adapter_dir) is not None:
+        raise HeadConfigError(f"{adapter_dir} was written by py_engine but its {HEAD_CONFIG} is "
+                              "missing, so its pooling is unknown; give the pooling it was "
+                              "trained with (cls or mean)")
+    return "cls", (f"{adapter_dir} has no {HEAD_CONFIG} (an adapter made by PEFT): using cls "
+                   "pooling, BertForSequenceClassification's head")

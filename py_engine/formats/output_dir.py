@@ -1,0 +1,164 @@
+"""Output directories: where py_engine may write an adapter or a checkpoint, and how.
+
+The rule: a directory is written only if it does not exist, is empty, or was written by
+py_engine before and still holds only what py_engine put there. It is never written if it is,
+or holds, the model being fine-tuned, an input of the run, or the current directory (replacing
+it would delete them); paths are compared with symlinks resolved. A PEFT adapter that PEFT made
+(no marker) is the user's and is never replaced.
+
+The marker: every directory py_engine writes holds a file MARKER (".py_engine-output"), JSON
+{"written_by": "py_engine", "files": [the names written beside it]}. A directory holding the
+marker and nothing but the files it lists may be replaced; one with other files too (say, notes
+the user added) may not.
+
+Writing is atomic: the new directory is filled beside the destination (".NAME.XXXX" in the same
+parent), then swapped in by renames, and the old one is removed last; a save that fails or is
+interrupted leaves the old directory as it was.
+
+    check_output_dir("my_adapter", protected=[model_dir, data_file])   # before training
+    write_output_dir("my_adapter", fill, protected=[...])               # fill(staging_path)
+"""
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+MARKER = ".py_engine-output"
+
+
+class OutputDirError(ValueError):
+    """A directory py_engine must not (or cannot) write; the message names it and says why."""
+
+
+def _resolved(path):
+    return Path(os.path.abspath(os.fspath(path))).resolve()
+
+
+def written_by_py_engine(directory):
+    """The file names MARKER lists when `directory` holds a readable marker, else None."""
+    path = Path(directory) / MARKER
+    try:
+        marker = json.loads(path.read_text(encoding="utf-8"))
+        files = marker["files"]
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        return None
+    if not (isinstance(files, list) and all(isinstance(f, str) for f in files)):
+        return None
+    return set(files)
+
+
+def check_output_dir(path, protected=()):
+    """The resolved output path, after checking that py_engine may write a directory there
+    (see the module docstring); OutputDirError naming the path and the reason otherwise.
+    `protected`: paths of the run's inputs (the model directory, data files, an adapter read),
+    none of which the output may be or contain: paths, (description, path) pairs for the
+    messages (say ("the model directory", model_dir)), or a {description: path} dict; None
+    paths are skipped. The current directory is always protected."""
+    out = _resolved(path)
+    shown = os.fspath(path)
+    if out.parent == out:
+        raise OutputDirError(f"cannot write to {shown}: it is the filesystem root")
+    cwd = _resolved(os.getcwd())
+    if out == cwd or out in cwd.parents:
+        raise OutputDirError(f"cannot write to {shown}: it {'is' if out == cwd else 'holds'} "
+                             "the current directory, which writing there would replace; name "
+                             "a new directory")
+    for what, item in _described(protected):
+        if item is None:
+            continue
+        kept = _resolved(item)
+        if out == kept:
+            raise OutputDirError(f"cannot write to {shown}: it is {what} ({item}); name a new "
+                                 "directory")
+        if out in kept.parents:
+            raise OutputDirError(f"cannot write to {shown}: it holds {what} ({item}), which "
+                                 "writing there would delete; name a new directory")
+    if out.exists() or out.is_symlink():
+        _check_existing(out, shown)
+        writable = out.parent
+    else:
+        writable = out.parent
+        while not writable.exists():
+            writable = writable.parent
+        if not writable.is_dir():
+            raise OutputDirError(f"cannot write to {shown}: {writable} is a file, not a "
+                                 "directory")
+    if not os.access(writable, os.W_OK | os.X_OK):
+        raise OutputDirError(f"cannot write to {shown}: no permission to write in {writable}")
+    return out
+
+
+def _described(protected):
+    """(description, path) pairs of a `protected` argument (see check_output_dir)."""
+    items = protected.items() if isinstance(protected, dict) else protected
+    return [item if isinstance(item, tuple) else ("an input of this run", item) for item in items]
+
+
+def _check_existing(out, shown):
+    if not out.is_dir():
+        raise OutputDirError(f"cannot write to {shown}: it exists and is not a directory")
+    try:
+        entries = set(os.listdir(out))
+    except OSError as e:
+        raise OutputDirError(f"cannot write to {shown}: {e.strerror}") from None
+    if not entries:
+        return
+    owned = written_by_py_engine(out)
+    if owned is None:
+        what = " (a PEFT adapter made elsewhere)" if "adapter_config.json" in entries else \
+            " (a model checkpoint)" if "config.json" in entries else ""
+        raise OutputDirError(f"cannot write to {shown}: it holds files py_engine did not "
+                             f"write{what}; name a new or empty directory")
+    foreign = sorted(entries - owned - {MARKER})
+    if foreign:
+        listed = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise OutputDirError(f"cannot write to {shown}: besides py_engine's output it holds "
+                             f"{listed}, which writing there would delete; name a new "
+                             "directory or move them")
+
+
+def write_output_dir(path, fill, protected=()):
+    """Check `path` (check_output_dir), create a staging directory beside it, call
+    fill(staging: Path) to write the files, add the marker, and swap it in. Returns the path."""
+    out = check_output_dir(path, protected)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        fill(staging)
+        files = sorted(os.listdir(staging))
+        (staging / MARKER).write_text(json.dumps({"written_by": "py_engine", "files": files})
+                                      + "\n", encoding="utf-8")
+        check_output_dir(path, protected)       # unchanged while the files were written
+        _swap_in(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return Path(path)
+
+
+def write_files(path, files, protected=()):
+    """write_output_dir for a directory of {file name: bytes}."""
+    def fill(staging):
+        for name, data in files.items():
+            (staging / name).write_bytes(bytes(data))
+
+    return write_output_dir(path, fill, protected)
+
+
+def _swap_in(staging, directory):
+    """Replace `directory` by `staging` with renames only; the old one is removed last."""
+    old = None
+    if directory.exists():
+        old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(directory, old)
+    try:
+        os.replace(staging, directory)
+    except BaseException:
+        if old is not None:
+            os.replace(old, directory)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,199 @@
+"""Malformed files are messages naming the file, never a traceback from deep inside: JSON that
+is invalid, nested too deeply, NaN, not UTF-8 or the wrong kind of value; tokenizer.json,
+vocab.txt and labels.json; a chat template that refuses a conversation; head_config.json, whose
+absence is never a silent change of pooling."""
+
+import json
+
+import pytest
+
+from py_engine.data.chat import (ChatExample, DataError, encode_chat_examples, parse_chat_jsonl,
+                                 read_chat_jsonl, template_for)
+from py_engine.data.classification import parse_jsonl
+from py_engine.formats.head_config import HEAD_CONFIG, HeadConfigError, resolve_pooling
+from py_engine.formats.json_file import JsonFileError, read_json, read_json_object
+from py_engine.formats.output_dir import MARKER
+from py_engine.formats.peft_adapter import load_adapter, save_adapter
+from py_engine.tokenizers import BPETokenizer, ChatTemplate, WordPieceTokenizer
+from py_engine.tokenizers.chat_template import TemplateError
+from test_output_dir import CONFIG, TENSORS
+
+DEEP = "[" * 100_000 + "]" * 100_000
+
+BAD_JSON = {
+    "invalid": ('{"a": ', "not valid JSON"),
+    "deep": (DEEP, "nested too deeply"),
+    "nan": ('{"lora_alpha": NaN}', "NaN is not a JSON value"),
+    "long int": ('{"r": ' + "9" * 5000 + "}", "not usable JSON"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_JSON))
+def test_json_errors_name_the_file(tmp_path, case):
+    text, reason = BAD_JSON[case]
+    path = tmp_path / "config.json"
+    path.write_text(text)
+    with pytest.raises(JsonFileError, match=reason) as e:
+        read_json(path)
+    assert str(path) in str(e.value)
+
+
+def test_json_object_kind_encoding_and_missing_files(tmp_path):
+    path = tmp_path / "adapter_config.json"
+    path.write_text("[1, 2]")
+    with pytest.raises(JsonFileError, match=f"{path} must hold a JSON object, got a list"):
+        read_json_object(path)
+    path.write_bytes(b'{"a": "\xff"}')
+    with pytest.raises(JsonFileError, match=f"{path}: not UTF-8"):
+        read_json_object(path)
+    with pytest.raises(JsonFileError, match="no file at"):
+        read_json_object(tmp_path / "missing.json")
+    with pytest.raises(JsonFileError, match="is not a file"):
+        read_json_object(tmp_path)
+
+
+@pytest.mark.parametrize("parse", [parse_jsonl, parse_chat_jsonl])
+def test_data_lines_nested_too_deeply_name_file_and_line(parse):
+    lines = ['{"text": "fine", "label": "a"}', DEEP]
+    with pytest.raises(DataError, match="data.jsonl:2: not usable JSON"):
+        parse(lines, "data.jsonl")
+
+
+def test_adapter_files_of_the_wrong_kind_are_named(tmp_path):
+    adapter = tmp_path / "adapter"
+    save_adapter(adapter, CONFIG, TENSORS, labels=["a", "b"])
+    for name, text, reason in [("adapter_config.json", '"r=8"', "must hold a JSON object"),
+                               ("adapter_config.json", DEEP, "nested too deeply"),
+                               ("labels.json", '{"a": 1}', "must hold a JSON list of label names"),
+                               ("labels.json", '["a", 1]', "must hold a JSON list of label names"),
+                               ("labels.json", '["a", "a"]', "two or more distinct labels"),
+                               ("labels.json", "[", "not valid JSON")]:
+        saved = (adapter / name).read_text()
+        (adapter / name).write_text(text)
+        with pytest.raises(ValueError, match=reason) as e:
+            load_adapter(adapter)
+        assert str(adapter / name) in str(e.value)
+        (adapter / name).write_text(saved)
+
+
+def test_tokenizer_files_name_the_file(tmp_path):
+    from tiny_chat import train_tokenizer
+
+    good = json.loads(train_tokenizer().to_str())
+    cases = [("{", "not valid JSON"),
+             (json.dumps(dict(good, model=[])), '"model" must be an object'),
+             (json.dumps(dict(good, added_tokens=[5])), r'"added_tokens"\[0\]'),
+             (json.dumps(dict(good, pre_tokenizer="ByteLevel")), '"pre_tokenizer" must be an object'),
+             (json.dumps(dict(good, model=dict(good["model"], merges=7))), '"model.merges"'),
+             (json.dumps(dict(good, model=dict(good["model"], type="Unigram"))), "'Unigram'")]
+    path = tmp_path / "tokenizer.json"
+    for text, reason in cases:
+        path.write_text(text)
+        with pytest.raises(ValueError, match=reason) as e:
+            BPETokenizer.from_file(path)
+        assert str(path) in str(e.value), e.value
+    path.write_text(json.dumps(dict(good, decoder=[1])))
+    with pytest.raises(ValueError, match=f'{path}: "decoder" must be an object'):
+        WordPieceTokenizer.from_file(path)
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_bytes(b"[PAD]\n[UNK]\n\xff\xfe\n")
+    with pytest.raises(ValueError, match=f"{vocab}: not UTF-8"):
+        WordPieceTokenizer.from_vocab(vocab)
+    vocab.write_text("hello\nworld\n")
+    with pytest.raises(ValueError, match=f"{vocab}: not a BERT vocabulary"):
+        WordPieceTokenizer.from_vocab(vocab)
+
+
+REFUSING = ("{% for m in messages %}{% if m['role'] == 'system' %}"
+            "{{ raise_exception('System messages are not supported') }}{% endif %}"
+            "{{ m['role'] + ': ' + m['content'] + '\n' }}{% endfor %}")
+
+
+def test_a_template_that_refuses_names_itself_and_the_example(tmp_path):
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"chat_template": REFUSING}))
+    template = ChatTemplate.from_pretrained(tmp_path)
+    messages = [{"role": "system", "content": "x"}, {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": "yo"}]
+    with pytest.raises(TemplateError) as e:
+        template.render(messages)
+    assert isinstance(e.value, ValueError)      # a user error, not a bug
+    assert e.value.message == "System messages are not supported"
+    assert str(tmp_path / "tokenizer_config.json") in str(e.value)
+    examples = parse_chat_jsonl([json.dumps({"messages": messages})], "chats.jsonl")
+    with pytest.raises(DataError, match="chats.jsonl:1: the chat template .*System messages"):
+        encode_chat_examples(examples, train_tokenizer_once(), template, skip_untrainable=True)
+    (tmp_path / "chat_template.jinja").write_text("{% for %}")
+    with pytest.raises(ValueError, match="chat_template.jinja"):
+        ChatTemplate.from_pretrained(tmp_path)
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"chat_template": [{"name": 1}]}))
+    (tmp_path / "chat_template.jinja").unlink()
+    with pytest.raises(ValueError, match="tokenizer_config.json: a list of chat templates"):
+        ChatTemplate.from_pretrained(tmp_path)
+
+
+def train_tokenizer_once():
+    from tiny_chat import train_tokenizer
+
+    return BPETokenizer.from_json(train_tokenizer().to_str())
+
+
+def test_plain_text_needs_no_template(tmp_path):
+    (tmp_path / "data.jsonl").write_text('{"text": "plain text"}\n')
+    texts = read_chat_jsonl(tmp_path / "data.jsonl")
+    # A base checkpoint: no tokenizer_config.json, no chat template, no ChatML tokens.
+    assert template_for(texts, tmp_path, train_tokenizer_once()) is None
+    encoded, _ = encode_chat_examples(texts, train_tokenizer_once(), None)
+    assert encoded[0].ids == encoded[0].labels and len(encoded[0].ids) > 1
+    chat = [ChatExample(messages=[{"role": "user", "content": "a"},
+                                  {"role": "assistant", "content": "b"}])]
+    given = ChatTemplate(REFUSING)
+    assert template_for(chat + texts, tmp_path, None, given) is given
+    assert template_for(chat, tmp_path, None).render(chat[0].messages).startswith("<|im_start|>")
+
+
+def head_adapter(tmp_path, pooling=None, marker=True):
+    adapter = tmp_path / "adapter"
+    extra = {HEAD_CONFIG: {"pooling": pooling}} if pooling else None
+    save_adapter(adapter, CONFIG, TENSORS, labels=["a", "b"], extra_json=extra)
+    if not marker:
+        (adapter / MARKER).unlink()
+    return adapter
+
+
+def test_py_engine_classifier_adapters_always_record_their_pooling(tmp_path):
+    adapter = head_adapter(tmp_path)
+    assert json.loads((adapter / HEAD_CONFIG).read_text()) == {"pooling": "cls"}
+    assert resolve_pooling(adapter) == ("cls", None)
+    chat = save_adapter(tmp_path / "chat", dict(CONFIG, task_type="CAUSAL_LM"), TENSORS)
+    assert not (chat / HEAD_CONFIG).exists()       # decoders have no head
+
+
+def test_pooling_is_never_changed_silently(tmp_path):
+    mean = head_adapter(tmp_path, "mean")
+    assert resolve_pooling(mean) == ("mean", None)
+    assert resolve_pooling(mean, "mean") == ("mean", None)
+    with pytest.raises(HeadConfigError, match="trained with mean pooling, not cls"):
+        resolve_pooling(mean, "cls")
+    (mean / HEAD_CONFIG).unlink()               # lost: py_engine wrote it, so that is an error
+    with pytest.raises(HeadConfigError, match=f"{HEAD_CONFIG} is missing"):
+        resolve_pooling(mean)
+    assert resolve_pooling(mean, "mean") == ("mean", None)       # unless the user says
+
+
+def test_peft_adapters_without_head_config_are_cls_with_a_note(tmp_path):
+    peft = head_adapter(tmp_path, marker=False)
+    (peft / HEAD_CONFIG).unlink()
+    pooling, note = resolve_pooling(peft)
+    assert pooling == "cls" and f"{peft} has no {HEAD_CONFIG}" in note
+    assert resolve_pooling(peft, "mean") == ("mean", None)
+
+
+@pytest.mark.parametrize("text, reason", [("[]", "must hold a JSON object, got a list"),
+                                          ('{"pooling": "max"}', "unknown pooling 'max'"),
+                                          (DEEP, "nested too deeply")])
+def test_bad_head_config_is_named(tmp_path, text, reason):
+    adapter = head_adapter(tmp_path)
+    (adapter / HEAD_CONFIG).write_text(text)
+    with pytest.raises(ValueError, match=reason) as e:
+        resolve_pooling(adapter)
+    assert str(adapter / HEAD_CONFIG) in str(e.value)
