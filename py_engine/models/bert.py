@@ -16,7 +16,7 @@ Only the LoRA matrices and the head (and the pooler, when the checkpoint has non
 base weights are frozen, so their gradients are never computed.
 """
 
-from .lora import Linears
+from .lora import AdaptedModel, Linears
 from .lora_config import LoraConfig
 
 LINEAR_NAMES = ("attention.self.query", "attention.self.key", "attention.self.value",
@@ -27,7 +27,7 @@ class ModelError(ValueError):
     pass
 
 
-class BertClassifier:
+class BertClassifier(AdaptedModel):
     """Structure of the model: which parameters exist, which train, and the step's math."""
 
     decoder = False
@@ -72,23 +72,6 @@ class BertClassifier:
             self.trainable["bert.pooler.dense.bias"] = (h,)
         self.trainable["classifier.weight"] = (num_labels, h)
         self.trainable["classifier.bias"] = (num_labels,)
-
-    @property
-    def merged(self):
-        """Whether inference reads the merged weights (see merge_names)."""
-        return self.linears.merged
-
-    @merged.setter
-    def merged(self, value):
-        self.linears.merged = value
-
-    def is_linear_weight(self, name):
-        """Whether `name` is an encoder linear's weight (the tensors the GPU may store as f16)."""
-        return self.linears.is_weight(name)
-
-    def merge_names(self):
-        """(merged weight, base weight, lora_A, lora_B) names of each LoRA linear."""
-        return self.linears.merge_names()
 
     def frozen_names(self):
         """The checkpoint tensors the model reads (bare BertModel names)."""

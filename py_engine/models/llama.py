@@ -21,13 +21,13 @@ then one token at a time.
 """
 
 from ..labels import IGNORE_INDEX, IGNORE_LABEL
-from .lora import Linears
+from .lora import AdaptedModel, Linears
 
 PROJECTIONS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
                "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
 
 
-class LlamaModel:
+class LlamaModel(AdaptedModel):
     decoder = True     # the GPU loads the decoder kernel families
 
     def __init__(self, config, lora):
@@ -46,24 +46,8 @@ class LlamaModel:
         """The same decoder with every weight trainable (after the LoRA update was folded in)."""
         return LlamaModel(self.config, None)
 
-    @property
-    def merged(self):
-        return self.linears.merged
-
-    @merged.setter
-    def merged(self, value):
-        self.linears.merged = value
-
     def frozen_names(self):
         return [] if self.full else list(self.config.parameter_shapes())
-
-    def merge_names(self):
-        """(merged name, base weight, lora_A, lora_B) per LoRA-wrapped projection."""
-        return self.linears.merge_names()
-
-    def is_linear_weight(self, name):
-        """Whether `name` is a projection's weight (the tensors the GPU may store compressed)."""
-        return self.linears.is_weight(name)
 
     @property
     def head_name(self):

@@ -112,3 +112,25 @@ class Linears:
         """The lowest layer holding a wrapped linear (`layer_of(module)` -> its index); layers
         below it need no backward when only adapters train."""
         return min((layer_of(m) for m in self.targets), default=None)
+
+
+class AdaptedModel:
+    """What a model family built on Linears shares: merged inference, the merge names, which
+    tensors are linear weights. Subclasses set self.linears."""
+
+    @property
+    def merged(self):
+        """Whether inference reads the merged weights W + scaling * B.A (see merge_names)."""
+        return self.linears.merged
+
+    @merged.setter
+    def merged(self, value):
+        self.linears.merged = value
+
+    def merge_names(self):
+        """(merged weight, base weight, lora_A, lora_B) names of each LoRA-wrapped linear."""
+        return self.linears.merge_names()
+
+    def is_linear_weight(self, name):
+        """Whether `name` is a linear's weight (the tensors the GPU may store compressed)."""
+        return self.linears.is_weight(name)

@@ -24,7 +24,7 @@ from ..labels import IGNORE_INDEX
 from ..models.checkpoint import DecoderCheckpoint
 from ..models.llama import LlamaModel
 from ..models.lora_config import LoraConfig
-from .config import MODES, CausalTrainConfig, TrainConfig
+from .config import MODES, CausalTrainConfig, TrainConfig  # noqa: F401 (TrainConfig: the API's)
 from .init import initial_trainable, merge_loaded
 from . import state as training_state
 from .runtime import create_runtime
@@ -145,9 +145,8 @@ class ChatModel:
         (and validation examples) it was trained on; the trainer goes on exactly where it
         stopped. A hybrid run resumes in the phase it was in; the best full-phase state it
         kept on the device is not part of a saved state."""
-        files = await training_state.as_store(store).load()
-        state, optimizer = training_state.parse(files)
-        train_config = training_state.config_of(state, CausalTrainConfig)
+        files, state, optimizer, train_config = await training_state.open_state(
+            store, CausalTrainConfig)
         if (state.get("model") or {}).get("full"):
             checkpoint = DecoderCheckpoint.load(model_dir)
             model = LlamaModel(checkpoint.config, None)
@@ -159,27 +158,15 @@ class ChatModel:
             config, tensors, _ = read_adapter_files(files, "the training state")
             chat = await cls._from_adapter(model_dir, "the training state", config, tensors,
                                            backend, device, base_dtype, quant_group, max_length)
-        trainer = await chat.trainer(examples, train_config,
-                                     validation, guard=training_state.guard_of(state))
-        await training_state.restore(trainer, state, optimizer)
-        return chat, trainer
-
-    # --- training ---
-
-    def train_config(self, config):
-        config = config or CausalTrainConfig()
-        if isinstance(config, CausalTrainConfig):
-            return config
-        if type(config) is not TrainConfig:
-            raise TypeError(f"a chat model trains with a CausalTrainConfig, not {type(config).__name__}")
-        return CausalTrainConfig(**config.as_dict())
+        return await training_state.resume_training(chat, state, optimizer, train_config,
+                                                    examples, validation)
 
     async def trainer(self, examples, config=None, validation=None, guard=None, plateau=None):
         """A Trainer over EncodedExample-like objects (`ids`, `labels`), to run in slices.
         Validation examples (or, in hybrid mode, a held-out share) are checked by a guard and
         scored every `eval_every` steps by the plateau hook (ValidationPlateau), which switches
         a hybrid run to full fine-tuning and, with `plateau` (fit's way), stops other runs."""
-        config = self.train_config(config)
+        config = CausalTrainConfig.of(config)
         if config.max_length > self.max_length:     # the checkpoint's positions bound it
             config = replace(config, max_length=self.max_length)
         limit = config.max_length

@@ -27,7 +27,7 @@ from ..models.bert import BertClassifier
 from ..models.checkpoint import Checkpoint
 from ..models.lora_config import LoraConfig
 from ..tokenizers import WordPieceTokenizer
-from .config import ClassifierTrainConfig, TrainConfig
+from .config import ClassifierTrainConfig, TrainConfig  # noqa: F401 (TrainConfig: the API's)
 from .init import initial_trainable, merge_loaded
 from . import state as training_state
 from .runtime import create_runtime
@@ -124,17 +124,14 @@ class TextClassifier:
         """(classifier, trainer) continuing a state save_state() wrote, on the same examples
         (and validation examples) it was trained on; the trainer goes on exactly where it
         stopped."""
-        files = await training_state.as_store(store).load()
-        state, optimizer = training_state.parse(files)
-        train_config = training_state.config_of(state, ClassifierTrainConfig)
+        files, state, optimizer, train_config = await training_state.open_state(
+            store, ClassifierTrainConfig)
         config, tensors, labels = read_adapter_files(files, "the training state")
         pooling = (state.get("model") or {}).get("pooling", "cls")
         clf = await cls._from_adapter(model_dir, "the training state", config, tensors, labels,
                                       pooling, backend, device, base_dtype, quant_group, max_length)
-        trainer = await clf.trainer(examples, train_config,
-                                    validation, guard=training_state.guard_of(state))
-        await training_state.restore(trainer, state, optimizer)
-        return clf, trainer
+        return await training_state.resume_training(clf, state, optimizer, train_config, examples,
+                                                    validation)
 
     # --- data ---
 
@@ -156,20 +153,10 @@ class TextClassifier:
 
     # --- training ---
 
-    def train_config(self, config):
-        """config as a ClassifierTrainConfig (a plain TrainConfig takes the defaults of the
-        classification options)."""
-        config = config or ClassifierTrainConfig()
-        if isinstance(config, ClassifierTrainConfig):
-            return config
-        if type(config) is not TrainConfig:
-            raise TypeError(f"a classifier trains with a ClassifierTrainConfig, not {type(config).__name__}")
-        return ClassifierTrainConfig(**config.as_dict())
-
     async def trainer(self, examples, config=None, validation=None, guard=None):
         """A Trainer over `examples` (Example-like: text, label, optional pair), to run in
         slices; validation examples are held out for quality checks (needed by a guard)."""
-        config = self.train_config(config)
+        config = ClassifierTrainConfig.of(config)
         if config.max_length > self.max_length:     # the checkpoint's positions bound it
             config = replace(config, max_length=self.max_length)
         if not examples:

@@ -65,6 +65,18 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
+    def of(cls, config):
+        """`config` as this task's config: itself, a plain TrainConfig's values with this
+        class's own options at their defaults, or the class's defaults for None."""
+        if config is None:
+            return cls()
+        if isinstance(config, cls):
+            return config
+        if type(config) is not TrainConfig:
+            raise TypeError(f"this model trains with a {cls.__name__}, not a {type(config).__name__}")
+        return cls(**config.as_dict())
+
+    @classmethod
     def from_dict(cls, data):
         """The config a dict describes (as as_dict() wrote it); unknown keys are an error."""
         known = {f.name for f in fields(cls)}

@@ -114,6 +114,22 @@ async def restore(trainer, state, optimizer):
     trainer.load_state(state["trainer"])
 
 
+async def open_state(store, config_class):
+    """(files, state, optimizer state, training config) of a saved state, the config checked
+    to be a `config_class`."""
+    files = await as_store(store).load()
+    state, optimizer = parse(files)
+    return files, state, optimizer, config_of(state, config_class)
+
+
+async def resume_training(model, state, optimizer, config, examples, validation):
+    """(model, trainer): `model`'s trainer (TextClassifier / ChatModel, already holding the
+    state's weights) put back where the state left it."""
+    trainer = await model.trainer(examples, config, validation, guard=guard_of(state))
+    await restore(trainer, state, optimizer)
+    return model, trainer
+
+
 def config_of(state, config_class):
     """The training config a state was made with, as `config_class` (checked on the way)."""
     saved = state.get("config") or {}
