@@ -15,7 +15,7 @@ from transformers import AutoModelForCausalLM
 from conftest import run
 from py_engine.models.lora_config import LoraConfig
 from py_engine.train.chat import CausalTrainConfig, ChatModel
-from py_engine.train.gpu_runtime import planned_base_bytes
+from py_engine.backends.gpu_backend import planned_base_bytes
 from tiny_chat import tiny_chat_dir
 
 ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]

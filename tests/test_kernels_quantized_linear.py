@@ -10,7 +10,7 @@ from conftest import read, rel_error, run
 
 from py_engine.gpu.selfcheck import poisoned
 from py_engine.kernels.quantized_linear import (QuantizedLinearKernels, QuantizedWeightBuffers,
-                                                model_weight_bytes, weight_bytes)
+                                                weight_bytes)
 from py_engine.models.llama_config import LlamaConfig
 from py_engine.ops.quantize import (QuantizedWeight, dequantize, pack, quantize,
                                     quantize_values, quantized_linear_forward,
@@ -199,16 +199,21 @@ def test_weight_bytes_per_mode():
 
 
 def test_tinyllama_base_weight_memory():
-    """TinyLlama-1.1B's shape: projections quantized, embedding and head f16, norms f32."""
+    """TinyLlama-1.1B's shape under the runtime's storage rule: the seven projections
+    compressed (int8/int4 with an f32 scale per 64 inputs), embeddings, head and norms f32."""
+    from py_engine.backends.gpu_backend import planned_base_bytes
+    from py_engine.models.llama import PROJECTIONS, LlamaModel
+
     config = LlamaConfig(vocab_size=32000, hidden_size=2048, intermediate_size=5632,
                          num_hidden_layers=22, num_attention_heads=32, num_key_value_heads=4)
-    n = sum(int(np.prod(s)) for s in config.parameter_shapes().values())
+    shapes = config.parameter_shapes()
+    n = sum(int(np.prod(s)) for s in shapes.values())
     assert n == 1_100_048_384
-    gb = {m: model_weight_bytes(config, m) / 1e9 for m in ("f32", "f16", "int8", "int4")}
-    assert gb["f32"] == pytest.approx(4.400, abs=1e-3)
-    assert gb["f16"] == pytest.approx(2.200, abs=1e-3)
-    assert gb["int8"] == pytest.approx(1.292, abs=1e-3)
-    assert gb["int4"] == pytest.approx(0.808, abs=1e-3)
-    head = {m: model_weight_bytes(config, m, quantize_head=True) / 1e9 for m in ("int8", "int4")}
-    assert head["int8"] == pytest.approx(1.231, abs=1e-3)
-    assert head["int4"] == pytest.approx(0.713, abs=1e-3)
+    projections = sum(int(np.prod(s)) for name, s in shapes.items()
+                      if any(name.endswith(p + ".weight") for p in PROJECTIONS))
+    rest = n - projections
+    model = LlamaModel(config, None)
+    per_element = {"f32": 4, "f16": 2, "int8": 1 + 4 / 64, "int4": 0.5 + 4 / 64}
+    for mode, size in per_element.items():
+        assert planned_base_bytes(model, shapes, mode) == 4 * rest + size * projections, mode
+    assert planned_base_bytes(model, shapes, "int4", 128) == 4 * rest + (0.5 + 4 / 128) * projections

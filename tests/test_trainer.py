@@ -315,3 +315,28 @@ def test_an_int8_classifier_refuses_to_merge(dirs, device):
     assert all(clf.runtime.be.params[w].quant is not None for _, w, _, _ in clf.model.merge_names())
     with pytest.raises(ValueError, match="needs f32 base weights"):
         run(clf.merge())
+
+
+def test_quality_metrics_match_torch_and_a_confusion_matrix():
+    """Held-out loss against torch's cross_entropy, accuracy and macro-F1 against a confusion
+    matrix; the causal-LM perplexity is exp(mean token loss)."""
+    import torch
+
+    from py_engine.train.tasks import CausalLMTask, ClassificationTask
+
+    rng = np.random.default_rng()
+    logits = rng.standard_normal((57, 4)) * 3
+    gold = rng.integers(0, 4, 57)
+    gold[:3] = 3                                    # every class appears
+    got = ClassificationTask(4).quality(logits.tolist(), gold.tolist())
+    want = torch.nn.functional.cross_entropy(torch.tensor(logits), torch.tensor(gold)).item()
+    assert abs(got["loss"] - want) <= 1e-12 * want
+    predicted = logits.argmax(axis=1)
+    confusion = np.zeros((4, 4))
+    np.add.at(confusion, (gold, predicted), 1)
+    tp = np.diag(confusion)
+    f1 = np.where(tp > 0, 2 * tp / np.maximum(confusion.sum(0) + confusion.sum(1), 1), 0.0)
+    assert got["accuracy"] == tp.sum() / 57
+    assert abs(got["macro_f1"] - f1.mean()) <= 1e-12
+    lm = CausalLMTask.quality(total_loss=30.0, counted=12)
+    assert lm["loss"] == 2.5 and abs(lm["perplexity"] - math.exp(2.5)) <= 1e-12

@@ -22,6 +22,35 @@ from ..kernels.matmul import MatmulKernels
 from ..kernels.pooling import PoolingKernels
 
 
+BASE_DTYPES = ("f32", "f16", "int8", "int4")
+
+
+def storage_of(shape, linear, base_dtype, quant_group=64):
+    """How a frozen weight is kept on the GPU under `base_dtype`: linear weights compressed
+    (int8/int4 quantized in groups of `quant_group` inputs when their inputs split into groups,
+    else f16), everything else f32. The math is f32 in every case."""
+    if base_dtype not in BASE_DTYPES:
+        raise ValueError(f"base_dtype must be one of {BASE_DTYPES}, got {base_dtype!r}")
+    if not linear or base_dtype == "f32":
+        return "f32"
+    if base_dtype in ("int8", "int4") and shape[1] % quant_group == 0:
+        return base_dtype
+    return "f16"
+
+
+def planned_base_bytes(model, shapes, base_dtype, quant_group=64):
+    """Bytes the frozen base weights `shapes` ({name: shape}) take on the GPU under
+    `base_dtype`, by storage_of's rule (what GpuRuntime.create allocates)."""
+    from ..kernels.quantized_linear import weight_bytes
+
+    total = 0
+    for name, shape in shapes.items():
+        storage = storage_of(shape, model.is_linear_weight(name), base_dtype, quant_group)
+        n = math.prod(shape)
+        total += {"f32": 4 * n, "f16": 2 * n}.get(storage) or weight_bytes(n, storage, quant_group)
+    return total
+
+
 class Tensor:
     """A GPU buffer with a shape; `half` marks a weight stored as packed f16, `quant` one
     stored quantized (kernels.quantized_linear.QuantizedWeightBuffers; buffer is its packed
@@ -159,6 +188,25 @@ class GpuBackend:
 
     def param(self, name):
         return self.params[name]
+
+    async def upload(self, name, checkpoint, storage="f32", quant_group=64):
+        """Put a checkpoint tensor (floats(name), f16_bits(name), shape(name)) on the GPU as
+        `storage` (see storage_of): f32, packed f16, or int8/int4 quantized on the GPU."""
+        shape, device = checkpoint.shape(name), self.device
+        if storage in ("int8", "int4"):
+            source = device.buffer_from(checkpoint.floats(name), label=f"{name} (f32)")
+            q = self.k.quantized.allocate(*shape, storage, group_size=quant_group, label=name)
+            program = device.program(f"quantize {name}")
+            self.k.quantized.quantize(program, source, q)
+            await program.run()
+            await device.synchronize()
+            source.destroy()
+            self.params[name] = Tensor(q.packed, shape, quant=q)
+        elif storage == "f16":
+            self.params[name] = Tensor(device.buffer_from(checkpoint.f16_bits(name), label=name),
+                                       shape, half=True)
+        else:
+            self.params[name] = Tensor(device.buffer_from(checkpoint.floats(name), label=name), shape)
 
     def grad(self, name):
         return self.grads[name]

@@ -14,8 +14,8 @@ little-endian: int8 four per word, int4 eight per word, row-major over [out, in]
 `linear` and `linear_grad_input` take alpha and beta as MatmulKernels' do (out = alpha * product
 + bias + beta * out; beta=1 accumulates, as the LoRA backward's dx needs).
 
-Also here, in pure Python: the bytes a weight takes under each storage mode (`weight_bytes`)
-and the base-weight memory of a Llama-family model (`model_weight_bytes`). No NumPy: this runs
+Also here, in pure Python: the bytes a weight takes under each storage mode (`weight_bytes`;
+which weights a model compresses is backends.gpu_backend.storage_of's rule). No NumPy: this runs
 in the browser.
 """
 
@@ -213,41 +213,3 @@ def weight_bytes(n, mode, group_size=DEFAULT_GROUP):
             raise ValueError(f"{n} elements do not split into groups of {group_size}")
         return packed_bytes(n, mode) + 4 * (n // group_size)
     raise ValueError(f"storage mode must be one of {STORAGE_MODES}, got {mode!r}")
-
-
-_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-
-
-def tensor_storage(name, shape, mode, group_size=DEFAULT_GROUP, quantize_head=False):
-    """The storage mode of one checkpoint tensor when the model's base weights use `mode`.
-
-    f32: everything f32. Otherwise 1-D tensors (norm weights, biases) stay f32 and matrices are
-    f16, except, for int8 / int4, the decoder layers' linear projections (q, k, v, o, gate, up,
-    down) whose in_features split into groups, and lm_head when `quantize_head` (QLoRA
-    quantizes the projections; the embedding is a gather, and the head is kept in half
-    precision by default, as bitsandbytes' skip-modules default does)."""
-    if mode not in STORAGE_MODES:
-        raise ValueError(f"storage mode must be one of {STORAGE_MODES}, got {mode!r}")
-    if mode == "f32" or len(shape) < 2:
-        return "f32"
-    if mode == "f16":
-        return "f16"
-    module = name.rsplit(".", 2)[-2] if name.count(".") >= 1 else name
-    quantized = (name.endswith(".weight") and module in _PROJECTIONS) or (
-        quantize_head and name == "lm_head.weight")
-    if quantized and shape[-1] % group_size == 0 and group_size % 8 == 0:
-        return mode
-    return "f16"
-
-
-def model_weight_bytes(config, mode, group_size=DEFAULT_GROUP, quantize_head=False):
-    """Total bytes of a Llama-family model's base weights (config: a LlamaConfig) under
-    `mode`, by the rule of `tensor_storage`."""
-    total = 0
-    for name, shape in config.parameter_shapes().items():
-        n = 1
-        for d in shape:
-            n *= d
-        total += weight_bytes(n, tensor_storage(name, shape, mode, group_size, quantize_head),
-                              group_size)
-    return total

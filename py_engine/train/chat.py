@@ -13,17 +13,16 @@ with held-out checks and rollback: chat.trainer(examples, config, validation, gu
 """
 
 from dataclasses import replace
-from pathlib import Path
 
 from ..formats.model_dir import save_model_dir
 from ..formats import safetensors
 from ..formats.finite import require_finite
-from ..formats.json_file import read_json_object
 from ..formats.peft_adapter import adapter_files, load_adapter, read_adapter_files, save_adapter
 from ..labels import IGNORE_INDEX
 from ..models.checkpoint import DecoderCheckpoint
 from ..models.llama import LlamaModel
 from ..models.lora_config import LoraConfig
+from ..tokenizers.checkpoint import chat_tokenizer
 from .config import MODES, CausalTrainConfig, TrainConfig  # noqa: F401 (TrainConfig: the API's)
 from .init import initial_trainable, merge_loaded
 from . import state as training_state
@@ -105,7 +104,7 @@ class ChatModel:
     @classmethod
     async def _make(cls, model_dir, checkpoint, model, values, backend, device, base_dtype,
                     quant_group, max_length):
-        tokenizer, template = load_tokenizer(model_dir)
+        tokenizer, template = chat_tokenizer(model_dir)
         runtime = await create_runtime(backend, model, CausalLMTask(tokenizer.pad_id), checkpoint,
                                        values, device=device, base_dtype=base_dtype,
                                        quant_group=quant_group)
@@ -317,29 +316,3 @@ class ValidationPlateau:
             await trainer.runtime.restore(self.snapshot)
             trainer.emit({"event": "restored the best full fine-tuning state", "loss": self.best,
                           "instead_of": self.last})
-
-
-def load_tokenizer(model_dir):
-    """(BPETokenizer, ChatTemplate or None) from a checkpoint directory."""
-    from ..tokenizers import BPETokenizer
-    from ..tokenizers.chat_template import ChatTemplate
-
-    model_dir = Path(model_dir)
-    path = model_dir / "tokenizer.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{model_dir} has no tokenizer.json")
-    tokenizer = BPETokenizer.from_file(path)
-    template = None
-    config_path = model_dir / "tokenizer_config.json"
-    if config_path.is_file():
-        config = read_json_object(config_path)
-        if tokenizer.pad_id is None:
-            for key in ("pad_token", "eos_token"):
-                token = config.get(key)
-                token = token.get("content") if isinstance(token, dict) else token
-                if token is not None and tokenizer.token_to_id(token) is not None:
-                    tokenizer.pad_id = tokenizer.token_to_id(token)
-                    break
-        if config.get("chat_template") or (model_dir / "chat_template.jinja").is_file():
-            template = ChatTemplate.from_pretrained(model_dir)
-    return tokenizer, template

@@ -18,7 +18,6 @@ that wait is asynchronous). Natively, drive them with py_engine.gpu.run_sync or 
 import math
 import warnings
 from dataclasses import replace
-from pathlib import Path
 
 from ..formats.head_config import HEAD_CONFIG, head_config, resolve_pooling
 from ..formats.output_dir import write_files
@@ -26,12 +25,12 @@ from ..formats.peft_adapter import adapter_files, load_adapter, read_adapter_fil
 from ..models.bert import BertClassifier
 from ..models.checkpoint import Checkpoint
 from ..models.lora_config import LoraConfig
-from ..tokenizers import WordPieceTokenizer
+from ..tokenizers.checkpoint import wordpiece_tokenizer
 from .config import ClassifierTrainConfig, TrainConfig  # noqa: F401 (TrainConfig: the API's)
 from .init import initial_trainable, merge_loaded
 from . import state as training_state
 from .runtime import create_runtime
-from .tasks import ClassificationTask, LabelledIds
+from .tasks import ClassificationTask, LabelledIds, classification_report  # noqa: F401 (the API's)
 from .trainer import Trainer
 
 class TextClassifier:
@@ -90,7 +89,7 @@ class TextClassifier:
     @classmethod
     async def _make(cls, model_dir, checkpoint, model, labels, values, backend, device,
                     base_dtype, quant_group, max_length):
-        tokenizer = _tokenizer(model_dir)
+        tokenizer = wordpiece_tokenizer(model_dir)
         task = ClassificationTask(len(labels), tokenizer.pad_id)
         runtime = await create_runtime(backend, model, task, checkpoint, values, device=device,
                                        base_dtype=base_dtype, quant_group=quant_group)
@@ -234,27 +233,3 @@ def _softmax(row):
     e = [math.exp(z - top) for z in row]
     total = sum(e)
     return [x / total for x in e]
-
-
-def classification_report(gold, predicted, labels):
-    report = {"count": len(gold), "accuracy": sum(g == p for g, p in zip(gold, predicted)) / max(1, len(gold)),
-              "labels": {}}
-    for label in labels:
-        tp = sum(g == label and p == label for g, p in zip(gold, predicted))
-        fp = sum(g != label and p == label for g, p in zip(gold, predicted))
-        fn = sum(g == label and p != label for g, p in zip(gold, predicted))
-        precision = tp / (tp + fp) if tp + fp else 0.0
-        recall = tp / (tp + fn) if tp + fn else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        report["labels"][label] = {"precision": precision, "recall": recall, "f1": f1,
-                                   "support": tp + fn}
-    return report
-
-
-def _tokenizer(model_dir):
-    model_dir = Path(model_dir)
-    if (model_dir / "tokenizer.json").is_file():
-        return WordPieceTokenizer.from_file(model_dir / "tokenizer.json")
-    if (model_dir / "vocab.txt").is_file():
-        return WordPieceTokenizer.from_vocab(model_dir / "vocab.txt")
-    raise FileNotFoundError(f"{model_dir} has neither tokenizer.json nor vocab.txt")

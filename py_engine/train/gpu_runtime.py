@@ -12,34 +12,13 @@ No NumPy: this runs in the browser.
 import math
 from array import array
 
-from ..backends.gpu_backend import GpuBackend, Kernels, Tensor
+from ..backends.gpu_backend import BASE_DTYPES, GpuBackend, Kernels, Tensor, storage_of
 from ..gpu import open_device
 from ..kernels.adamw import pack_hyper
 from ..kernels.cross_entropy import decode_metrics
 from ..kernels.dropout import pack_step
 from ..labels import IGNORE_LABEL
 from .runtime import Runtime, check_trainable
-
-BASE_DTYPES = ("f32", "f16", "int8", "int4")
-
-
-def planned_base_bytes(model, shapes, base_dtype, quant_group=64):
-    """Bytes the frozen base weights `shapes` ({name: shape}) take on the GPU under
-    `base_dtype`, by the rule create() applies (linear weights compressed, the rest f32)."""
-    from ..kernels.quantized_linear import weight_bytes
-
-    total = 0
-    for name, shape in shapes.items():
-        n = math.prod(shape)
-        linear = model.is_linear_weight(name)
-        if base_dtype in ("int8", "int4") and linear and shape[1] % quant_group == 0:
-            total += weight_bytes(n, base_dtype, quant_group)
-        elif base_dtype != "f32" and linear:
-            total += 2 * n
-        else:
-            total += 4 * n
-    return total
-
 
 def _u32(rows):
     out = array("I")
@@ -99,22 +78,9 @@ class GpuRuntime(Runtime):
         kernels = await Kernels.load(device, matmul_variant, decoder=model.decoder, quantized=quantized)
         be = GpuBackend(device, kernels)
         for name in model.frozen_names():
-            shape = checkpoint.shape(name)
-            linear = model.is_linear_weight(name)
-            if quantized and linear and shape[1] % quant_group == 0:
-                source = device.buffer_from(checkpoint.floats(name), label=f"{name} (f32)")
-                q = kernels.quantized.allocate(*shape, base_dtype, group_size=quant_group, label=name)
-                program = device.program(f"quantize {name}")
-                kernels.quantized.quantize(program, source, q)
-                await program.run()
-                await device.synchronize()
-                source.destroy()
-                be.params[name] = Tensor(q.packed, shape, quant=q)
-            elif base_dtype != "f32" and linear:
-                be.params[name] = Tensor(device.buffer_from(checkpoint.f16_bits(name), label=name),
-                                         shape, half=True)
-            else:
-                be.params[name] = Tensor(device.buffer_from(checkpoint.floats(name), label=name), shape)
+            await be.upload(name, checkpoint, storage_of(checkpoint.shape(name),
+                                                         model.is_linear_weight(name), base_dtype,
+                                                         quant_group), quant_group)
         runtime = cls(device, kernels, model, task, be)
         runtime.base_dtype = base_dtype
         for name, (shape, values) in trainable.items():

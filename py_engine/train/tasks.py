@@ -97,15 +97,28 @@ class ClassificationTask:
             lse = top + math.log(sum(math.exp(z - top) for z in row))
             loss += lse - row[y]
             predicted.append(max(range(len(row)), key=row.__getitem__))
-        n = max(1, len(gold))
-        f1s = []
-        for label in range(self.num_labels):
-            tp = sum(g == label and p == label for g, p in zip(gold, predicted))
-            fp = sum(g != label and p == label for g, p in zip(gold, predicted))
-            fn = sum(g == label and p != label for g, p in zip(gold, predicted))
-            f1s.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0)
-        return {"loss": loss / n, "accuracy": sum(g == p for g, p in zip(gold, predicted)) / n,
+        report = classification_report(gold, predicted, range(self.num_labels))
+        f1s = [m["f1"] for m in report["labels"].values()]
+        return {"loss": loss / max(1, len(gold)), "accuracy": report["accuracy"],
                 "macro_f1": sum(f1s) / len(f1s), "examples": len(gold)}
+
+
+def classification_report(gold, predicted, labels):
+    """Accuracy, and per label precision, recall, F1 and support, of predicted against gold
+    labels (any comparable values; `labels` lists those to report)."""
+    pairs = list(zip(gold, predicted))
+    report = {"count": len(pairs), "accuracy": sum(g == p for g, p in pairs) / max(1, len(pairs)),
+              "labels": {}}
+    for label in labels:
+        tp = sum(g == label and p == label for g, p in pairs)
+        fp = sum(g != label and p == label for g, p in pairs)
+        fn = sum(g == label and p != label for g, p in pairs)
+        precision = tp / (tp + fp) if tp + fp else 0.0
+        recall = tp / (tp + fn) if tp + fn else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        report["labels"][label] = {"precision": precision, "recall": recall, "f1": f1,
+                                   "support": tp + fn}
+    return report
 
 
 class CausalLMTask:
