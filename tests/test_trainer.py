@@ -340,3 +340,20 @@ def test_quality_metrics_match_torch_and_a_confusion_matrix():
     assert abs(got["macro_f1"] - f1.mean()) <= 1e-12
     lm = CausalLMTask.quality(total_loss=30.0, counted=12)
     assert lm["loss"] == 2.5 and abs(lm["perplexity"] - math.exp(2.5)) <= 1e-12
+
+
+def test_programs_made_again_free_the_old_ones(dirs, device):
+    """A new task (label smoothing changes the recorded loss) records new programs; the old
+    ones and their activations are released, so memory does not grow with each change beyond
+    a few small uniforms."""
+    clf = make(dirs, "classifier", "gpu", device)
+    train, _ = data("classifier")
+    before = device.allocated_bytes()
+    sizes = []
+    for smoothing in (0.0, 0.1, 0.2, 0.0):
+        trainer = run(clf.trainer(train, config("classifier", label_smoothing=smoothing)))
+        run(trainer.run(max_steps=2))
+        sizes.append(device.allocated_bytes())
+    recorded = sizes[0] - before                  # what one task's programs hold
+    growth = [b - a for a, b in zip(sizes, sizes[1:])]
+    assert recorded > 100_000 and max(growth) <= 0.1 * recorded, (recorded, growth)

@@ -147,23 +147,29 @@ class GpuBackend:
     # --- recording ---
 
     def record(self, program, reuse=False):
-        """Point the ops at `program`; dropout layers are numbered afresh, as in NumPy.
+        """Point the ops at `program`; dropout layers are numbered afresh, as in NumPy. Every
+        tensor made until finish() is the program's (finish() lists them, for release).
 
         With `reuse` (inference, where no backward reads the activations) a layer's
         intermediates are handed to the next layer at end_layer(), so a program holds one
-        layer's worth of activations rather than one per layer; `recorded_buffers()` then
-        lists every buffer the program allocated, for release. Reuse is safe because a
+        layer's worth of activations rather than one per layer. Reuse is safe because a
         program's dispatches run in order."""
         self.program = program
         self._counter = 0
-        self._pool = {"owned": [], "live": [], "free": {}} if reuse else None
+        self._pool = {"owned": [], "live": [], "free": {}, "reuse": reuse}
+
+    def finish(self):
+        """End the recording; returns the buffers made for it."""
+        owned = self._pool["owned"] if self._pool is not None else []
+        self.program, self._pool = None, None
+        return owned
 
     def new(self, *shape, label=None):
         size = 4 * max(1, math.prod(shape))
         pool = self._pool
         if pool is None:
             return Tensor(self.device.create_buffer(size, label=label), shape)
-        free = pool["free"].get(size)
+        free = pool["free"].get(size) if pool["reuse"] else None
         if free:
             t = Tensor(free.pop(), shape)
         else:
@@ -175,16 +181,12 @@ class GpuBackend:
     def end_layer(self, keep):
         """Inference: every tensor made since the last end_layer, except `keep`, may be reused."""
         pool = self._pool
-        if pool is None:
+        if pool is None or not pool["reuse"]:
             return
         for t in pool["live"]:
             if t.buffer is not keep.buffer:
                 pool["free"].setdefault(t.buffer.size, []).append(t.buffer)
         pool["live"] = [keep]
-
-    def recorded_buffers(self):
-        """The buffers allocated while recording with reuse."""
-        return list(self._pool["owned"]) if self._pool is not None else []
 
     def param(self, name):
         return self.params[name]

@@ -224,8 +224,7 @@ class GpuDecoder:
             hidden = be.gather_rows(hidden, r.last)
         logits = be.linear(hidden, be.param(self.model.head_name), None)
         r.program.read(logits.buffer, size=4 * self.config.vocab_size)
-        r.buffers = [r.ids.buffer, r.last.buffer] + be.recorded_buffers()
-        be.record(None)
+        r.buffers = [r.ids.buffer, r.last.buffer] + be.finish()
         return r
 
     def reset(self):

@@ -243,6 +243,10 @@ class Device:
             program.release()
         return out
 
+    def allocated_bytes(self):
+        """Bytes of every buffer alive on this device (created and not destroyed)."""
+        return sum(b.size for b in self._buffers.values())
+
     def _check_size(self, size, usage, label):
         what = f"buffer {label!r}" if label else "buffer"
         limit = self.limits["max_buffer_size"]

@@ -39,6 +39,9 @@ class Inputs:
         shape = task.label_shape(B, T)
         self.labels = Tensor(device.create_buffer(4 * math.prod(shape), label="labels"), shape)
 
+    def buffers(self):
+        return [getattr(self, name).buffer for name in self.fields] + [self.labels.buffer]
+
     def write(self, batch):
         for name in self.fields:
             getattr(self, name).buffer.write(_u32(getattr(batch, name)))
@@ -105,13 +108,6 @@ class GpuRuntime(Runtime):
 
     # --- programs ---
 
-    def _record_loss(self, program, B, T, train, loss_scale=1.0):
-        """The task's forward and loss (and with `train` the backward) of a (B, T) batch."""
-        self.be.record(program)
-        inputs = Inputs(self.device, self.task, B, T)
-        self.task.loss(self.be, self.model, inputs, train, loss_scale)
-        return inputs
-
     def _record_update(self, program, max_norm):
         """Global gradient norm and clip factor, AdamW on every trainable tensor, zeroed grads."""
         names = list(self.model.trainable)
@@ -128,23 +124,30 @@ class GpuRuntime(Runtime):
         kinds: accumulate, step (accumulate + update), update, evaluate, outputs."""
         key = (kind, B, T, loss_scale, max_norm, self.model.merged)
         if key in self._programs:
-            return self._programs[key]
+            return self._programs[key][:2]
         program = self.device.program(f"{kind} {B}x{T}")
+        self.be.record(program)
         inputs = None
+        if kind != "update":
+            inputs = Inputs(self.device, self.task, B, T)
         if kind in ("accumulate", "step", "evaluate"):
-            inputs = self._record_loss(program, B, T, kind != "evaluate", loss_scale)
+            self.task.loss(self.be, self.model, inputs, kind != "evaluate", loss_scale)
         if kind in ("step", "update"):
             self._record_update(program, max_norm)
         if kind == "outputs":
-            self.be.record(program)
-            inputs = Inputs(self.device, self.task, B, T)
             program.read(self.task.outputs(self.be, self.model, inputs).buffer)
         else:
             program.read(self.metrics)
-        self._programs[key] = (program, inputs)
+        buffers = self.be.finish() + (inputs.buffers() if inputs is not None else [])
+        self._programs[key] = (program, inputs, buffers)
         return program, inputs
 
     def forget_programs(self):
+        """Release every recorded program and the buffers recorded for it."""
+        for program, _, buffers in self._programs.values():
+            program.release()
+            for buffer in buffers:
+                buffer.destroy()
         self._programs.clear()
 
     def _write_hyper(self, lr, weight_decay, beta1, beta2, eps):
