@@ -209,9 +209,15 @@ def _check_train(args, kind):
         _file(args.validation, "validation file")
     from py_engine.formats.output_dir import check_output_dir
 
-    check_output_dir(args.out, protected={"the model directory": args.model,
-                                          "the data file": args.data,
-                                          "the validation file": getattr(args, "validation", None)})
+    inputs = {"the model directory": args.model, "the data file": args.data,
+              "the validation file": getattr(args, "validation", None)}
+    check_output_dir(args.out, protected=dict(inputs, **{"--state": args.state}))
+    if args.state:
+        check_output_dir(args.state, protected=dict(inputs, **{"--out": args.out}))
+        from pathlib import Path
+
+        if Path(args.state).resolve() == Path(args.out).resolve():
+            raise UsageError("--state and --out must be different directories")
 
 
 def _check_adapter(adapter, task):
@@ -272,17 +278,44 @@ def _progress(fields, step):
     print(_json_line(values, rounded=fields), file=sys.stderr, flush=True)
 
 
-def _fit(args, model, *fit_args, **fit_kwargs):
-    """model.fit(...); a diverged run is a user error that names what was not written."""
+def _train(args, model, examples, config, validation, report, **trainer_options):
+    """Train `model` to the end. With --state, the training state is kept in that directory
+    after every epoch, and a state already there (of this run: the same data and options) is
+    continued instead of starting over. A diverged run is a user error naming what was not
+    written."""
+    from pathlib import Path
+
     from py_engine.gpu import run_sync
+    from py_engine.train.state import STATE_FILE
     from py_engine.train.trainer import TrainingDiverged
 
+    if args.state and (Path(args.state) / STATE_FILE).is_file():
+        trainer = run_sync(model.restore_state(args.state, examples, validation, **trainer_options))
+        given = dict(config.as_dict(), max_length=min(config.max_length, model.max_length))
+        differ = {k: v for k, v in given.items() if trainer.config.as_dict()[k] != v}
+        if differ:
+            shown = ", ".join(f"{k} {trainer.config.as_dict()[k]!r} (now {v!r})" for k, v in differ.items())
+            raise UsageError(f"{args.state} holds a run trained with other options: {shown}; "
+                             "give the same options, or a new --state directory")
+        print(f"note: continuing from {args.state} at step {trainer.progress.step} of "
+              f"{trainer.total_steps}", file=sys.stderr)
+    else:
+        trainer = run_sync(model.trainer(examples, config, validation, **trainer_options))
+    trainer.subscribe(lambda event: report(trainer.history[-1]) if event["event"] == "step" else None)
     try:
-        return run_sync(model.fit(*fit_args, **fit_kwargs))
+        while not trainer.done:
+            report_ = run_sync(trainer.run(max_steps=trainer.steps_per_epoch))
+            if args.state:
+                run_sync(model.save_state(trainer, args.state))
+            if report_.done:
+                break
+        run_sync(trainer.fit())          # the end of training: last evaluations, hooks
     except TrainingDiverged as e:
         hint = f"try a lower --lr than {args.lr:g}" if args.lr is not None else "try a lower --lr"
+        kept = f" (and {args.state} holds the last good state)" if args.state else ""
         raise UsageError(f"{e.what}; stopped without saving, nothing was written to "
-                         f"{args.out}; {hint}") from None
+                         f"{args.out}{kept}; {hint}") from None
+    return trainer
 
 
 def _chat_examples(chat, examples, path, skip=False):
@@ -322,7 +355,7 @@ def cmd_train_chat(args):
         _progress({"loss": step.loss, "tokens": step.tokens,
                    "trained_tokens": step.trained_tokens, "grad_norm": step.grad_norm}, step)
 
-    _fit(args, chat, examples, config, validation=validation, on_step=report)
+    _train(args, chat, examples, config, validation, report, plateau=True)
     for event in chat.events:
         print(_json_line(event), file=sys.stderr)
     run_sync(chat.save(args.out))
@@ -353,7 +386,7 @@ def cmd_train(args):
     def report(step):
         _progress({"loss": step.loss, "accuracy": step.accuracy, "grad_norm": step.grad_norm}, step)
 
-    _fit(args, clf, examples, config, on_step=report)
+    _train(args, clf, examples, config, None, report)
     run_sync(clf.save(args.out))
     print(f"saved adapter to {args.out} ({len(labels)} labels: {', '.join(labels)})",
           file=sys.stderr)
@@ -578,6 +611,9 @@ def _train_parser(sub):
     p.add_argument("--patience", type=COUNT, help="--mode hybrid: evaluations without improvement")
     p.add_argument("--full-lr", type=POSITIVE, help="--mode hybrid: learning rate after the switch")
     p.add_argument("--validation", help="chat models: JSONL scored at each evaluation")
+    p.add_argument("--state",
+                   help="keep the training state in this directory after every epoch; run the "
+                        "same command again to continue from it (same data and options)")
     p.set_defaults(fn=cmd_train)
 
 

@@ -157,17 +157,17 @@ def test_commands_are_checked_against_the_model_and_adapter(ws, capsys, nothing_
 
 
 def capture_training(monkeypatch, cls):
-    """Replace cls.fit by a recorder of its config; the run stops right after with Stop."""
+    """Replace cls.trainer by a recorder of its config; the run stops right after with Stop."""
     seen = {}
 
     class Stop(Exception):
         pass
 
-    async def fit(self, examples, config=None, **kwargs):
+    async def trainer(self, examples, config=None, *args, **kwargs):
         seen["config"] = config
         raise Stop
 
-    monkeypatch.setattr(cls, "fit", fit)
+    monkeypatch.setattr(cls, "trainer", trainer)
     return seen, Stop
 
 
@@ -444,3 +444,36 @@ def test_chat_training_takes_a_quantized_base_on_the_gpu(ws, tmp_path, capsys, d
     assert steps and all(s["loss"] > 0 for s in steps)
     assert json.loads((out / "adapter_config.json").read_text())["task_type"] == "CAUSAL_LM"
     assert (out / MARKER).is_file()
+
+
+# --- resumable runs ------------------------------------------------------------------------------
+
+def test_a_run_with_state_continues_where_it_stopped(ws, tmp_path, capsys, monkeypatch):
+    """--state keeps the training state after every epoch; the same command after an
+    interruption continues from it and ends with the adapter an uninterrupted run writes."""
+    from py_engine.train.trainer import Trainer
+
+    common = ["train", "--model", ws["bert"], "--data", ws["cls"], "--epochs", "3",
+              "--batch-size", "2", "--pooling", "mean", "--lr", "1e-2"]
+    assert main([*map(str, common), "--out", str(tmp_path / "whole")]) == 0
+    original, calls = Trainer.run, []
+
+    async def interrupted(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return await original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "run", interrupted)
+    state = tmp_path / "state"
+    assert main([*map(str, common), "--out", str(tmp_path / "resumed"), "--state", str(state)]) != 0
+    assert not (tmp_path / "resumed").exists() and (state / "training_state.json").is_file()
+    monkeypatch.setattr(Trainer, "run", original)
+    capsys.readouterr()
+    assert main([*map(str, common), "--out", str(tmp_path / "resumed"), "--state", str(state)]) == 0
+    assert "continuing from" in capsys.readouterr().err
+    assert snapshot(tmp_path / "resumed") == snapshot(tmp_path / "whole")
+    refused(capsys, *map(str, common[:-1]), "2e-2", "--out", str(tmp_path / "other"), "--state",
+            str(state), match="other options: lr 0.01 \\(now 0.02\\)")
+    refused(capsys, *map(str, common), "--out", str(state), "--state", str(state),
+            match="--state and --out must be different|cannot write")

@@ -149,16 +149,31 @@ class ChatModel:
         if (state.get("model") or {}).get("full"):
             checkpoint = DecoderCheckpoint.load(model_dir)
             model = LlamaModel(checkpoint.config, None)
-            weights = safetensors.load(bytes(files[FULL_WEIGHTS]))
-            values = {n: (tuple(weights.info(n)[1]), weights.floats(n)) for n in weights.keys()}
-            chat = await cls._make(model_dir, checkpoint, model, values, backend, device,
-                                   base_dtype, quant_group, max_length)
+            chat = await cls._make(model_dir, checkpoint, model, _full_weights(files), backend,
+                                   device, base_dtype, quant_group, max_length)
         else:
             config, tensors, _ = read_adapter_files(files, "the training state")
             chat = await cls._from_adapter(model_dir, "the training state", config, tensors,
                                            backend, device, base_dtype, quant_group, max_length)
         return await training_state.resume_training(chat, state, optimizer, train_config,
                                                     examples, validation)
+
+    async def restore_state(self, store, examples, validation=None, plateau=None):
+        """A trainer continuing a state save_state() wrote, on this chat model (made with the
+        same LoRA options): its weights, optimizer state and position are loaded."""
+        files, state, optimizer, train_config = await training_state.open_state(
+            store, CausalTrainConfig)
+        if (state.get("model") or {}).get("full"):
+            if train_config.mode == "hybrid" and not self.model.full:
+                await self.runtime.to_full()
+            values = _full_weights(files)
+        else:
+            config, values, _ = read_adapter_files(files, "the training state")
+            training_state.check_same_adapter(self.model, config, "the training state")
+        _, trainer = await training_state.resume_training(self, state, optimizer, train_config,
+                                                          examples, validation, values,
+                                                          plateau=plateau)
+        return trainer
 
     async def trainer(self, examples, config=None, validation=None, guard=None, plateau=None):
         """A Trainer over EncodedExample-like objects (`ids`, `labels`), to run in slices.
@@ -267,6 +282,14 @@ class ChatModel:
                               greedy=greedy, temperature=temperature, top_k=top_k, top_p=top_p,
                               stop=stop, eos_token_ids=self.eos_token_ids(), seed=seed,
                               on_token=on_token)
+
+
+def _full_weights(files):
+    """{name: (shape, floats)} of a full fine-tuning state's weights."""
+    if FULL_WEIGHTS not in files:
+        raise training_state.StateError(f"the training state has no {FULL_WEIGHTS}")
+    weights = safetensors.load(bytes(files[FULL_WEIGHTS]))
+    return {n: (tuple(weights.info(n)[1]), weights.floats(n)) for n in weights.keys()}
 
 
 class ValidationPlateau:

@@ -132,6 +132,20 @@ class TextClassifier:
         return await training_state.resume_training(clf, state, optimizer, train_config, examples,
                                                     validation)
 
+    async def restore_state(self, store, examples, validation=None):
+        """A trainer continuing a state save_state() wrote, on this classifier (made with the
+        same labels and LoRA options): its weights, optimizer state and position are loaded."""
+        files, state, optimizer, train_config = await training_state.open_state(
+            store, ClassifierTrainConfig)
+        config, tensors, labels = read_adapter_files(files, "the training state")
+        training_state.check_same_adapter(self.model, config, "the training state")
+        if labels != self.labels:
+            raise training_state.StateError(f"the training state has labels {labels}, this "
+                                            f"classifier {self.labels}")
+        _, trainer = await training_state.resume_training(self, state, optimizer, train_config,
+                                                          examples, validation, tensors)
+        return trainer
+
     # --- data ---
 
     def encode(self, texts, pairs=None, max_length=None):

@@ -122,12 +122,27 @@ async def open_state(store, config_class):
     return files, state, optimizer, config_of(state, config_class)
 
 
-async def resume_training(model, state, optimizer, config, examples, validation):
-    """(model, trainer): `model`'s trainer (TextClassifier / ChatModel, already holding the
-    state's weights) put back where the state left it."""
-    trainer = await model.trainer(examples, config, validation, guard=guard_of(state))
+async def resume_training(model, state, optimizer, config, examples, validation, weights=None,
+                          **trainer_options):
+    """(model, trainer): `model`'s trainer (TextClassifier / ChatModel) put back where the
+    state left it; `weights` ({name: (shape, floats)}) are loaded into it first, when the model
+    does not hold the state's weights already."""
+    trainer = await model.trainer(examples, config, validation, guard=guard_of(state),
+                                  **trainer_options)
+    if weights is not None:
+        await model.runtime.load_trainable(weights)
     await restore(trainer, state, optimizer)
     return model, trainer
+
+
+def check_same_adapter(model, saved_config, source):
+    """The LoRA options a state's adapter was trained with equal `model`'s."""
+    ours = model.lora.to_peft_dict()
+    keys = ("r", "lora_alpha", "lora_dropout", "target_modules", "use_rslora", "task_type")
+    differ = [k for k in keys if saved_config.get(k) != ours.get(k)]
+    if differ:
+        shown = ", ".join(f"{k} {saved_config.get(k)!r} (now {ours.get(k)!r})" for k in differ)
+        raise StateError(f"{source} was trained with other LoRA options: {shown}")
 
 
 def config_of(state, config_class):
