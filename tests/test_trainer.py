@@ -134,6 +134,10 @@ class SlowRuntime:
         self.clock.now += self.seconds
         return await self.runtime.train_step(*args, **kwargs)
 
+    async def evaluate(self, *args, **kwargs):
+        self.clock.now += 2 * self.seconds            # a quality check's batch
+        return await self.runtime.evaluate(*args, **kwargs)
+
 
 class FakeClock:
     now = 0.0
@@ -159,6 +163,16 @@ def test_a_budget_runs_the_whole_steps_that_fit(dirs):
     assert report.steps == 20 and report.seconds == pytest.approx(1.0) and report.done
     with pytest.raises(ValueError, match="budget_ms"):
         run(trainer.run(budget_ms=-1))
+    # With a guard, the quality check after the slice (100 ms here) is part of the budget.
+    clock.now = 0.0
+    _, held = data("chat")
+    guarded = Trainer(SlowRuntime(model.runtime, clock, 0.05), plain.task, plain.examples,
+                      plain.config, validation=held[:8], guard=GuardConfig(tolerance=100.0),
+                      clock=clock)
+    report = run(guarded.run(budget_ms=425))     # baseline 100, then 4 steps and the check 100
+    assert report.steps == 4 and report.seconds == pytest.approx(0.4) and report.quality
+    report = run(guarded.run(budget_ms=425))     # 6 steps and the check: 400 ms; a 7th: 450
+    assert report.steps == 6 and report.seconds == pytest.approx(0.4)
 
 
 def embedding_row(model, name, row, value):
@@ -357,3 +371,21 @@ def test_programs_made_again_free_the_old_ones(dirs, device):
     recorded = sizes[0] - before                  # what one task's programs hold
     growth = [b - a for a, b in zip(sizes, sizes[1:])]
     assert recorded > 100_000 and max(growth) <= 0.1 * recorded, (recorded, growth)
+
+
+def test_a_guard_follows_the_hybrid_switch_to_full_fine_tuning(dirs):
+    """Hybrid mode with a guard: once the plateau switches to every weight, the ring starts
+    again from the switched weights, and a NaN in the full phase rolls back to them."""
+    model = make(dirs, "chat", "numpy", None)
+    train, held = data("chat")
+    cfg = config("chat", mode="hybrid", lr=1e-9, full_lr=1e-3, patience=1, eval_every=1, epochs=6)
+    trainer = run(model.trainer(train, cfg, validation=held, guard=GuardConfig(tolerance=100.0)))
+    while not model.model.full:
+        assert run(trainer.run(max_steps=1)).rollbacks == []
+    assert all(s["step"] == trainer.progress.step for s in trainer.guard.ring.list())
+    before = run(trainer.quality())["loss"]
+    undo = nan_row(model, "model.embed_tokens.weight", SUBSET[0])
+    report = run(trainer.run(max_steps=2))
+    undo()
+    assert len(report.rollbacks) == 1 and "not finite" in report.rollbacks[0]["reason"]
+    assert abs(run(trainer.quality())["loss"] - before) <= 1e-9 * before

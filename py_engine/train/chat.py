@@ -43,6 +43,7 @@ class ChatModel:
         self.source = source
         self.max_length = min(max_length, checkpoint.config.max_position_embeddings)
         self.history = []
+        self._trainer = None        # the last trainer made: its snapshots are released with it
         self.events = []
         self._decoder = None
         self._decoder_key = None
@@ -207,6 +208,9 @@ class ChatModel:
         if validation and (plateau or config.mode == "hybrid"):
             trainer.eval_every = config.eval_every or trainer.steps_per_epoch
             trainer.on_evaluation(ValidationPlateau(config))
+        if self._trainer is not None:
+            self._trainer.close()
+        self._trainer = trainer
         return trainer
 
     async def fit(self, examples, config=None, validation=None, on_step=None, guard=None):
@@ -339,3 +343,6 @@ class ValidationPlateau:
             await trainer.runtime.restore(self.snapshot)
             trainer.emit({"event": "restored the best full fine-tuning state", "loss": self.best,
                           "instead_of": self.last})
+        if self.snapshot is not None:
+            trainer.runtime.release(self.snapshot)
+            self.snapshot = None

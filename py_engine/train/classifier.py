@@ -42,6 +42,7 @@ class TextClassifier:
         self.runtime = runtime
         self.max_length = min(max_length, checkpoint.config.max_position_embeddings)
         self.history = []
+        self._trainer = None        # the last trainer made: its snapshots are released with it
 
     @property
     def model(self):
@@ -189,6 +190,9 @@ class TextClassifier:
         trainer = Trainer(self.runtime, self.runtime.task, encoded, config, validation=held,
                           guard=guard)
         trainer.history = self.history
+        if self._trainer is not None:
+            self._trainer.close()
+        self._trainer = trainer
         return trainer
 
     async def fit(self, examples, config=None, on_step=None, validation=None, guard=None):

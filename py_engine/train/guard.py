@@ -77,6 +77,8 @@ class Guard:
         self.norms = []
         self.checks = 0
         self.rollbacks = []
+        self.check_seconds = 0.0          # the last quality check's duration, for budgets
+        self.version = trainer.runtime.version
 
     def state(self):
         """What the guard remembers beyond its snapshots (which stay on the device)."""
@@ -112,10 +114,25 @@ class Guard:
         """A baseline: the quality of the weights as they are, and their snapshot."""
         if self.ring.snapshots:
             return
-        quality = await self.trainer.quality()
+        quality = await self._quality()
         step = self.trainer.progress.step
         self.trainer.emit(dict(quality, event="quality", step=step))
         await self._snapshot(step, quality)
+
+    async def follow(self):
+        """After the set of trainable tensors changed (the hybrid mode's switch to every
+        weight), older snapshots no longer fit: the ring starts again from the weights now."""
+        if self.trainer.runtime.version != self.version:
+            self.version = self.trainer.runtime.version
+            self.ring.clear()
+            self.norms = []
+            await self.start()
+
+    async def _quality(self):
+        started = self.trainer.clock()
+        quality = await self.trainer.quality()
+        self.check_seconds = self.trainer.clock() - started
+        return quality
 
     async def _snapshot(self, step, quality):
         s = await self.ring.take(step, quality, self.metric(quality))
@@ -137,7 +154,7 @@ class Guard:
     async def check(self, report):
         """Held-out quality after a slice; rolls back when it fell, else snapshots on cadence."""
         trainer = self.trainer
-        quality = await trainer.quality()
+        quality = await self._quality()
         step = trainer.progress.step
         trainer.emit(dict(quality, event="quality", step=step))
         value, best = self.metric(quality), self.best()

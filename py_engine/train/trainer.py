@@ -254,6 +254,8 @@ class Trainer:
             report.steps += 1
             if self.eval_every and self.progress.step % self.eval_every == 0:
                 report.stopped = await self.evaluate_hooks()
+                if self.guard is not None:
+                    await self.guard.follow()     # a hook may have changed what trains
         if self.guard is not None and report.steps and not report.rollbacks:
             report.quality = await self.guard.check(report)
         report.done = self.done or report.stopped
@@ -266,9 +268,12 @@ class Trainer:
         return report
 
     def _fits(self, budget_ms, started):
+        """Whether one more step, and the guard's quality check after the slice, fit."""
         if not self._durations:
             return budget_ms > 0
         estimate = sorted(self._durations)[len(self._durations) // 2]
+        if self.guard is not None:
+            estimate += self.guard.check_seconds
         return (self.clock() - started + estimate) * 1000.0 <= budget_ms
 
     async def _diverged(self, record, report, reason):
@@ -283,6 +288,11 @@ class Trainer:
         report.rollbacks.append(await self.guard.rollback(f"{reason} at step {record.step} "
                                                           f"(loss {record.loss:.4g}, gradient "
                                                           f"norm {record.grad_norm:.4g})"))
+
+    def close(self):
+        """Release what the trainer holds on the device (the guard's snapshots)."""
+        if self.guard is not None:
+            self.guard.ring.clear()
 
     async def fit(self):
         """Train to the end in one go; returns the step records."""
