@@ -239,14 +239,14 @@ class NumpyBackend:
         """(loss, dh): the causal-LM loss over shifted labels (IGNORE = not counted) and the
         gradient of loss * loss_scale with respect to h; with `dweight` the head's gradient is
         added into it (full fine-tuning; otherwise the head is frozen)."""
-        loss, lse, counted = lm_ops.lm_head_loss_forward(h, w, labels)
-        dh, dw = lm_ops.lm_head_loss_backward(h, w, labels, lse, counted, dloss=loss_scale,
-                                              grad_weight=dweight is not None)
+        # One pass over blocks of rows: each block's logits are made once and never all at once.
+        loss, _, dh, dw = lm_ops.lm_head_loss_fused(h, w, labels, dloss=loss_scale,
+                                                    grad_weight=dweight is not None)
         if dweight is not None:
             dweight += dw
         return float(loss), dh
 
     def lm_head_scores(self, h, w, labels):
         """(sum of per-token losses, counted tokens) without gradients (scoring)."""
-        loss, _, counted = lm_ops.lm_head_loss_forward(h, w, labels)
+        loss, counted, _, _ = lm_ops.lm_head_loss_fused(h, w, labels, grad_input=False)
         return float(loss) * counted, counted
