@@ -18,7 +18,11 @@ def sigmoid(g):
     np.negative(e, out=e)
     np.exp(e, out=e)                    # exp(-|g|) in (0, 1]
     denominator = e + 1.0
-    np.copyto(e, 1.0, where=g >= 0)     # the numerator: 1 where g >= 0, exp(g) below
+    # The numerator, 1 where g >= 0 and exp(g) below, by exact arithmetic (e * 0 + 1, e * 1 + 0):
+    # np.where and masked copies branch per element and are ten times slower on random signs.
+    positive = g >= 0
+    e *= ~positive
+    e += positive
     e /= denominator
     return e
 
