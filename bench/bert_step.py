@@ -14,14 +14,15 @@ clip_grad_norm_ and AdamW. Every text is longer than 32 tokens, so every row is 
 import argparse
 import json
 import sys
-import warnings
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 from checkpoints import sentences  # noqa: E402
-from processes import OPENBLAS_OVERRIDES, Spec, StepClock, alternate, openblas_variants  # noqa: E402
+from contenders import EngineRounds, TorchRounds, cpu_rows  # noqa: E402
+from processes import OPENBLAS_OVERRIDES, Spec, alternate, openblas_variants  # noqa: E402
 
 B, T, R = 16, 32, 8
 LABELS = ["neg", "pos"]
@@ -56,114 +57,53 @@ def step_flops(config, batch=B, seq=T):
     return 2 * (forward + backward + lora)
 
 
-def open_native(timings=None):
-    """The native GPU device (software adapters allowed: lavapipe proves the path)."""
-    import time
-
-    from py_engine.gpu import SoftwareAdapterWarning, open_device, run_sync
-
-    t0 = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", SoftwareAdapterWarning)
-        device = run_sync(open_device("native"))
-    if timings is not None:
-        timings["open_device_s"] = time.perf_counter() - t0
-    return device
-
-
-class EngineClassifier:
-    """py_engine's TextClassifier on `backend` ("numpy" or "gpu"); a round is one fit() over
-    steps + 1 batches (the first step carries the round's tokenization and is not counted)."""
+class EngineClassifier(EngineRounds):
+    """py_engine's TextClassifier on `backend` ("numpy" or "gpu")."""
 
     def __init__(self, model_dir, backend="numpy", batch=B, steps=3, profile=False):
-        import time
-
         from py_engine.data.classification import Example
-        from py_engine.gpu import run_sync
         from py_engine.models.lora_config import LoraConfig
         from py_engine.train.classifier import TextClassifier, TrainConfig
 
-        self.run_sync, self.profile = run_sync, profile
-        timings = {}
-        self.device = open_native(timings) if backend == "gpu" else None
-        if profile:
-            from gpu_profile import ProgramLog
-
-            self.programs = ProgramLog(self.device)
-        t0 = time.perf_counter()
-        self.clf = run_sync(TextClassifier.create(model_dir, LABELS, lora=LoraConfig(r=R, lora_alpha=R),
-                                                  backend=backend, device=self.device))
-        timings["create_s"] = time.perf_counter() - t0
-        self.examples = [Example(text, label) for text, label in texts(batch, steps + 1)]
-        self.config = TrainConfig(epochs=1, batch_size=batch, max_length=T, lr=LR, warmup_ratio=0.0,
-                                  max_grad_norm=1.0, weight_decay=0.01)
-        self.clock = StepClock()
-        self.info = {"backend": backend, "batch": batch, "seq": T, "timings": timings}
-        if self.device is not None:
-            self.info["adapter"] = self.device.info.as_dict()
-
-    def round(self):
-        self.clock.start()
-        history = self.run_sync(self.clf.fit(self.examples, self.config, on_step=self.clock))
-        self.info["timings"].setdefault("first_step_s", self.clock.first())
-        return {"seconds": self.clock.seconds(), "loss": history[-1].loss}
+        device = self._setup(backend, profile, batch=batch, seq=T)
+        started = time.perf_counter()
+        clf = self.run_sync(TextClassifier.create(model_dir, LABELS, lora=LoraConfig(r=R, lora_alpha=R),
+                                                  backend=backend, device=device))
+        self._created(clf, started, [Example(text, label) for text, label in texts(batch, steps + 1)],
+                      TrainConfig(epochs=1, batch_size=batch, max_length=T, lr=LR, warmup_ratio=0.0,
+                                  max_grad_norm=1.0, weight_decay=0.01))
 
     def finish(self):
-        if not self.profile:
-            return None
-        from gpu_profile import matmul_ceiling
+        out = super().finish()
+        if out is not None:
+            from gpu_profile import matmul_ceiling
 
-        config = self.clf.checkpoint.config
-        return {"phases": self.info["timings"], "dispatches": self.programs.profile_largest(),
-                "matmul_ceiling_gflops": matmul_ceiling(self.device, B * T, config.intermediate_size,
-                                                        config.hidden_size)}
+            config = self.model.checkpoint.config
+            out["matmul_ceiling_gflops"] = matmul_ceiling(self.device, B * T, config.intermediate_size,
+                                                          config.hidden_size)
+        return out
 
 
-class TorchClassifier:
-    """transformers' BertForSequenceClassification + PEFT LoRA on `device` ("cuda" falls back
-    to the CPU where torch sees no GPU; the device used is recorded)."""
+class TorchClassifier(TorchRounds):
+    """transformers' BertForSequenceClassification + PEFT LoRA on `device`."""
 
     def __init__(self, model_dir, device="cpu", batch=B, steps=3):
-        import torch
         from peft import LoraConfig, TaskType, get_peft_model
         from transformers import AutoTokenizer, BertForSequenceClassification
 
-        self.torch = torch
-        if device == "cuda" and not torch.cuda.is_available():
-            device = "cpu"
-        self.device = device
-        torch.manual_seed(0)
+        torch, device = self._setup(device)
         model = BertForSequenceClassification.from_pretrained(model_dir, num_labels=len(LABELS))
         model = get_peft_model(model, LoraConfig(task_type=TaskType.SEQ_CLS, r=R, lora_alpha=R,
                                                  lora_dropout=0.0, target_modules=["query", "value"]))
-        self.model = model.to(device).train()
-        self.params = [p for p in model.parameters() if p.requires_grad]
-        self.opt = torch.optim.AdamW(self.params, lr=LR, weight_decay=0.01)
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         pairs = texts(batch, steps + 1)
-        self.batches = []
+        batches = []
         for s in range(steps + 1):
             chunk = pairs[s * batch:(s + 1) * batch]
             enc = tokenizer([t for t, _ in chunk], truncation=True, max_length=T, padding="max_length",
                             return_tensors="pt")
-            enc["labels"] = torch.tensor([LABELS.index(label) for _, label in chunk])
-            self.batches.append({k: v.to(device) for k, v in enc.items()})
-        self.clock = StepClock()
-        self.info = {"device": device, "batch": batch, "seq": T, "threads": torch.get_num_threads(),
-                     "cuda": torch.cuda.get_device_name(0) if device == "cuda" else None}
-
-    def round(self):
-        torch = self.torch
-        self.clock.start()
-        for batch in self.batches:
-            loss = self.model(**batch).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.params, 1.0)
-            self.opt.step()
-            self.opt.zero_grad(set_to_none=True)
-            value = loss.item()          # waits for the step, as the engine's readback does
-            self.clock()
-        return {"seconds": self.clock.seconds(), "loss": value}
+            batches.append({**enc, "labels": torch.tensor([LABELS.index(label) for _, label in chunk])})
+        self._ready(model, device, batches, LR, 0.01, batch=batch, seq=T)
 
 
 def cpu_contenders(model_dir, steps=3):
@@ -202,15 +142,7 @@ def table_rows(results):
     cpu = results.get("cpu")
     if cpu:
         s = cpu["shape"]
-        shape = f"MiniLM {s['batch']}x{s['seq']} r={s['r']}"
-        tokens = s["batch"] * s["seq"]
-        t = cpu["torch"]
-        rows.append((f"{shape}: torch + PEFT, CPU ({t['info']['threads']} threads)",
-                     f"{tokens / t['seconds']:.0f} tok/s", f"{t['seconds'] * 1e3:.0f} ms/step"))
-        for name in [n for n in cpu if n.startswith("numpy")]:
-            r = cpu[name]
-            rows.append((f"{shape}: py_engine NumPy backend{name[len('numpy'):]}",
-                         f"{tokens / r['seconds']:.0f} tok/s", f"{r['vs_torch']:.2f}x torch per step"))
+        rows += cpu_rows(f"MiniLM {s['batch']}x{s['seq']} r={s['r']}", s["batch"] * s["seq"], cpu)
     gpu = results.get("gpu")
     if gpu:
         s, g = gpu["shape"], gpu["gpu"]

@@ -24,12 +24,14 @@ import json
 import math
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-from processes import OPENBLAS_OVERRIDES, Spec, StepClock, alternate, call, openblas_variants  # noqa: E402
+from contenders import EngineRounds, TorchRounds, cpu_rows  # noqa: E402
+from processes import OPENBLAS_OVERRIDES, Spec, alternate, call, openblas_variants  # noqa: E402
 
 B, T, R, ALPHA = 8, 128, 8, 16
 TARGETS = ("q_proj", "v_proj")
@@ -71,94 +73,42 @@ def token_rows(vocab, rows, seq, seed=0):
     return [[rng.randrange(vocab) for _ in range(seq)] for _ in range(rows)]
 
 
-class EngineChat:
-    """py_engine's ChatModel on `backend` ("numpy" or "gpu"); a round is one fit() over
-    steps + 1 batches (the first step carries the round's batching and is not counted)."""
+class EngineChat(EngineRounds):
+    """py_engine's ChatModel on `backend` ("numpy" or "gpu")."""
 
     def __init__(self, model_dir, backend="numpy", batch=B, seq=T, steps=3, profile=False):
-        import time
-
         from py_engine.data.chat import EncodedExample
-        from py_engine.gpu import run_sync
         from py_engine.models.lora_config import LoraConfig
         from py_engine.train.chat import CausalTrainConfig, ChatModel
 
-        self.run_sync, self.profile = run_sync, profile
-        timings = {}
-        self.device = None
-        if backend == "gpu":
-            from bert_step import open_native
-
-            self.device = open_native(timings)
-        if profile:
-            from gpu_profile import ProgramLog
-
-            self.programs = ProgramLog(self.device)
+        device = self._setup(backend, profile, batch=batch, seq=seq)
         vocab = json.loads((Path(model_dir) / "config.json").read_text())["vocab_size"]
         lora = LoraConfig(r=R, lora_alpha=ALPHA, target_modules=list(TARGETS), task_type="CAUSAL_LM")
-        t0 = time.perf_counter()
-        self.chat = run_sync(ChatModel.create(model_dir, lora=lora, backend=backend, max_length=seq,
-                                              device=self.device))
-        timings["create_s"] = time.perf_counter() - t0
-        self.examples = [EncodedExample(ids, list(ids)) for ids in token_rows(vocab, batch * (steps + 1), seq)]
-        self.config = CausalTrainConfig(epochs=1, batch_size=batch, max_length=seq, lr=LR,
-                                        max_grad_norm=1.0)
-        self.clock = StepClock()
-        self.info = {"backend": backend, "batch": batch, "seq": seq, "timings": timings}
-        if self.device is not None:
-            self.info["adapter"] = self.device.info.as_dict()
-
-    def round(self):
-        self.clock.start()
-        history = self.run_sync(self.chat.fit(self.examples, self.config, on_step=self.clock))
-        self.info["timings"].setdefault("first_step_s", self.clock.first())
-        return {"seconds": self.clock.seconds(), "loss": history[-1].loss}
-
-    def finish(self):
-        if not self.profile:
-            return None
-        return {"phases": self.info["timings"], "dispatches": self.programs.profile_largest()}
+        started = time.perf_counter()
+        chat = self.run_sync(ChatModel.create(model_dir, lora=lora, backend=backend, max_length=seq,
+                                              device=device))
+        self._created(chat, started,
+                      [EncodedExample(ids, list(ids)) for ids in token_rows(vocab, batch * (steps + 1), seq)],
+                      CausalTrainConfig(epochs=1, batch_size=batch, max_length=seq, lr=LR, max_grad_norm=1.0))
 
 
-class TorchChat:
-    """transformers' LlamaForCausalLM + PEFT LoRA on `device` ("cuda" falls back to the CPU
-    where torch sees no GPU; the device used is recorded), float32, AdamW with clipping."""
+class TorchChat(TorchRounds):
+    """transformers' LlamaForCausalLM + PEFT LoRA on `device`, float32."""
 
     def __init__(self, model_dir, device="cpu", batch=B, seq=T, steps=3):
-        import torch
         from peft import LoraConfig, TaskType, get_peft_model
         from transformers import LlamaForCausalLM
 
-        self.torch = torch
-        if device == "cuda" and not torch.cuda.is_available():
-            device = "cpu"
+        torch, device = self._setup(device)
         vocab = json.loads((Path(model_dir) / "config.json").read_text())["vocab_size"]
-        torch.manual_seed(0)
         model = LlamaForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
         model = get_peft_model(model, LoraConfig(task_type=TaskType.CAUSAL_LM, r=R, lora_alpha=ALPHA,
                                                  lora_dropout=0.0, target_modules=list(TARGETS)))
-        self.model = model.to(device).train()
-        self.params = [p for p in model.parameters() if p.requires_grad]
-        self.opt = torch.optim.AdamW(self.params, lr=LR, weight_decay=0.0)
         rows = torch.tensor(token_rows(vocab, batch * (steps + 1), seq))
-        self.batches = [rows[s * batch:(s + 1) * batch].to(device) for s in range(steps + 1)]
-        self.clock = StepClock()
-        self.info = {"device": device, "batch": batch, "seq": seq, "threads": torch.get_num_threads(),
-                     "cuda": torch.cuda.get_device_name(0) if device == "cuda" else None,
-                     "attention": getattr(model.config, "_attn_implementation", None)}
-
-    def round(self):
-        torch = self.torch
-        self.clock.start()
-        for ids in self.batches:
-            loss = self.model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=ids).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.params, 1.0)
-            self.opt.step()
-            self.opt.zero_grad(set_to_none=True)
-            value = loss.item()          # waits for the step, as the engine's readback does
-            self.clock()
-        return {"seconds": self.clock.seconds(), "loss": value}
+        batches = [{"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
+                   for ids in rows.split(batch)]
+        self._ready(model, device, batches, LR, 0.0, batch=batch, seq=seq,
+                    attention=getattr(model.config, "_attn_implementation", None))
 
 
 def shape(config, batch, seq):
@@ -183,16 +133,9 @@ def table_rows(results):
     cpu = results.get("cpu")
     if cpu:
         s = cpu["shape"]
-        tokens = s["batch"] * s["seq"]
         name = (f"tiny Llama {s['batch']}x{s['seq']} LoRA r={s['r']} on "
                 f"{','.join(t.removesuffix('_proj') for t in s['targets'])}")
-        t = cpu["torch"]
-        rows.append((f"{name}: torch + PEFT, CPU ({t['info']['threads']} threads)",
-                     f"{tokens / t['seconds']:.0f} tok/s", f"{t['seconds'] * 1e3:.0f} ms/step"))
-        for key in [n for n in cpu if n.startswith("numpy")]:
-            r = cpu[key]
-            rows.append((f"{name}: py_engine NumPy backend{key[len('numpy'):]}",
-                         f"{tokens / r['seconds']:.0f} tok/s", f"{r['vs_torch']:.2f}x torch per step"))
+        rows += cpu_rows(name, s["batch"] * s["seq"], cpu)
     mem = results.get("memory")
     if mem:
         sizes = [f"{name} {v['gib']:.2f} GiB" for name, v in mem.items()

@@ -43,19 +43,16 @@ SIZES = {
 
 def native_report(site=None):
     """Which wgpu this is (and whether it came from `site`), the adapter, the kernel selfcheck."""
-    import warnings
-
     import wgpu
 
-    from py_engine.gpu import SoftwareAdapterWarning, open_device, run_sync
+    from contenders import open_native
+    from py_engine.gpu import run_sync
     from py_engine.gpu.selfcheck import run_selfcheck
 
     out = {"wgpu": {"file": wgpu.__file__, "version": wgpu.__version__}}
     if site is not None:
         out["wgpu"]["from_site"] = Path(wgpu.__file__).resolve().is_relative_to(Path(site).resolve())
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", SoftwareAdapterWarning)
-        device = run_sync(open_device("native"))
+    device = open_native()
     out["adapter"] = device.info.as_dict()
     out["limits"] = {k: device.limits.get(k) for k in ("max_buffer_size", "max_storage_buffer_binding_size",
                                                        "max_compute_workgroup_storage_size")}

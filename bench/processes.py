@@ -229,7 +229,9 @@ def alternate(specs, baseline=None, rounds=5, warmup=1, settle_s=0.3, budget_s=N
             worker = workers[name] = Worker(name, spec, log_dir)
             ready = worker.receive(setup_timeout)
             out[name] = {"info": ready["info"], "environment": ready["environment"],
-                         "env_changes": spec.env_changes(), "steps": [], "losses": []}
+                         "env_changes": spec.env_changes(), "steps": [], "round_medians": [],
+                         "losses": []}
+        load_before = os.getloadavg()
         started = time.monotonic()
         done = 0
         for i in range(warmup + rounds):
@@ -238,6 +240,7 @@ def alternate(specs, baseline=None, rounds=5, warmup=1, settle_s=0.3, budget_s=N
                 r = worker.ask("round", round_timeout)
                 if i >= warmup:
                     out[name]["steps"] += r["seconds"]
+                    out[name]["round_medians"].append(median(r["seconds"]))
                     out[name]["losses"].append(r["loss"])
             if i >= warmup:
                 done += 1
@@ -262,13 +265,20 @@ def alternate(specs, baseline=None, rounds=5, warmup=1, settle_s=0.3, budget_s=N
         r["seconds"] = median(r["steps"])
         r["loss"] = r["losses"][-1]
     if baseline is not None:
+        base = out[baseline]
         for name, r in out.items():
             if name != baseline:
-                r[f"vs_{baseline}"] = out[baseline]["seconds"] / r["seconds"]
+                r[f"vs_{baseline}"] = base["seconds"] / r["seconds"]
+                # Neighbouring rounds share the machine's load: their ratios, then the median.
+                r[f"vs_{baseline}_paired"] = median([b / c for b, c in zip(base["round_medians"],
+                                                                           r["round_medians"])])
     return {"method": {"processes": "one per contender", "order": list(specs), "warmup_rounds": warmup,
                        "rounds": done, "settle_s": settle_s,
-                       "statistic": "median step seconds over the measured rounds' steps; "
-                                    "vs_<baseline> = baseline seconds / contender seconds"},
+                       "statistic": "seconds: median step time over the measured rounds' steps; "
+                                    "vs_<baseline> = baseline seconds / contender seconds; "
+                                    "vs_<baseline>_paired = median over rounds of the same ratio "
+                                    "between a round and the baseline's round next to it",
+                       "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
             "machine": machine(), **out}
 
 

@@ -5,33 +5,11 @@ against the float64 result, which is how the NumPy backend runs it."""
 
 import numpy as np
 import pytest
-import torch
+from test_ops_lm_head_loss import BOUND, random_case, rel, torch_reference
 
 from py_engine.ops.lm_head_loss import IGNORE, lm_head_loss_fused
 
-BOUND = 1e-12   # float64 against float64: only summation order differs
 F32_BOUND = 1e-5
-
-
-def random_case(rng, rows, hidden, vocab, ignored):
-    h = rng.standard_normal((rows, hidden))
-    w = rng.standard_normal((vocab, hidden)) / np.sqrt(hidden) * 3
-    labels = rng.integers(0, vocab, rows).astype(np.int64)
-    labels[rng.permutation(rows)[:ignored]] = IGNORE
-    return h, w, labels
-
-
-def torch_reference(h, w, labels, dloss):
-    th = torch.tensor(h, requires_grad=True)
-    tw = torch.tensor(w, requires_grad=True)
-    ty = torch.tensor(np.where(labels == IGNORE, -100, labels))
-    loss = torch.nn.functional.cross_entropy(th @ tw.T, ty, ignore_index=-100)
-    (loss * dloss).backward()
-    return loss.item(), th.grad.numpy(), tw.grad.numpy()
-
-
-def rel(a, b):
-    return np.linalg.norm(a - b) / np.linalg.norm(b)
 
 
 @pytest.mark.parametrize("rows, hidden, vocab, ignored, block_logits", [
