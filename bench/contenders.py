@@ -119,7 +119,8 @@ def cpu_rows(label, tokens, result):
     for name in [n for n in result if n.startswith("numpy")]:
         r = result[name]
         unset = [k for k, v in r["env_changes"].items() if v is None]
-        how = blas_architecture(r) + (f"; {', '.join(unset)} unset" if unset else "")
+        how = blas_architecture(r) + (f"; {', '.join(k.removeprefix('OPENBLAS_') for k in unset)} unset"
+                                      if unset else "")
         rows.append((f"{label}: py_engine NumPy backend ({how})",
                      f"{tokens / r['seconds']:.0f} tok/s",
                      f"{r['vs_torch']:.2f}x torch per step (paired rounds {r['vs_torch_paired']:.2f}x)"))

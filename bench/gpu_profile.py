@@ -4,8 +4,8 @@ The compute API records a step as a Program: a list of dispatches (`Program.ops`
 run. ProgramLog remembers every Program a device creates while a model trains; afterwards
 `profile_largest()` takes the program with the most dispatches (the training step) and times
 its dispatches one kind at a time: for each (pipeline, workgroup grid) it replays one such
-dispatch `reps` times in a program of its own, waits for the GPU, and subtracts what an empty
-run costs. Dispatches of the same kernel and grid cost the same whoever's buffers they bind
+dispatch in a program of its own (repeated, for the costliest kinds), waits for the GPU, and
+subtracts what an empty run costs. Dispatches of the same kernel and grid cost the same whoever's buffers they bind
 (every layer of a model has the same shapes), so one stands for all of them.
 
 Replaying dispatches out of order changes the buffers' contents (gradients, optimizer state):
@@ -58,9 +58,12 @@ class ProgramLog:
             times.append(time.perf_counter() - t0)
         return median(times)
 
-    def profile_largest(self, target_s=0.01, max_reps=64):
+    def profile_largest(self, target_s=0.01, max_reps=64, budget_s=60.0):
         """Per kernel and grid: dispatches per step, microseconds per dispatch, milliseconds per
-        step and share of the sum, largest first; and the whole program replayed as recorded."""
+        step and share of the sum, largest first; and the whole program replayed as recorded.
+        Every kind is timed once; then, costliest first while `budget_s` lasts, each is timed
+        again as the median of three runs of enough repeats to last `target_s` ("runs" says
+        which estimate a row holds)."""
         program = self.largest()
         kinds = {}
         for op in program.ops:
@@ -68,15 +71,23 @@ class ProgramLog:
                 _, pipeline, _, groups = op
                 key = (getattr(pipeline, "label", "") or "?", tuple(groups))
                 kinds.setdefault(key, [op, 0])[1] += 1
+        started = time.perf_counter()
         empty = self._run_seconds([], runs=5)
         whole = self._run_seconds(program.ops, runs=3) - empty
         rows = []
         for (label, groups), (op, count) in kinds.items():
             once = max(self._run_seconds([op], runs=1) - empty, 1e-7)
-            reps = int(min(max_reps, max(1, target_s / once)))
-            per = max(self._run_seconds([op] * reps, runs=3) - empty, 0.0) / reps
-            rows.append({"kernel": label, "groups": list(groups), "per_step": count,
-                         "us_per_dispatch": per * 1e6, "ms_per_step": per * count * 1e3})
+            rows.append({"kernel": label, "groups": list(groups), "per_step": count, "runs": 1,
+                         "us_per_dispatch": once * 1e6, "op": op})
+        for r in sorted(rows, key=lambda r: -r["us_per_dispatch"] * r["per_step"]):
+            if time.perf_counter() - started > budget_s:
+                break
+            reps = int(min(max_reps, max(1, target_s / (r["us_per_dispatch"] * 1e-6))))
+            per = max(self._run_seconds([r["op"]] * reps, runs=3) - empty, 0.0) / reps
+            r.update(us_per_dispatch=per * 1e6, runs=3 * reps)
+        for r in rows:
+            del r["op"]
+            r["ms_per_step"] = r["us_per_dispatch"] * r["per_step"] / 1e3
         total = sum(r["ms_per_step"] for r in rows)
         for r in rows:
             r["share"] = r["ms_per_step"] / total if total else 0.0
@@ -87,6 +98,7 @@ class ProgramLog:
         return {"program": program.label, "dispatches": sum(c for _, c in kinds.values()),
                 "copies": sum(op[0] == "copy" for op in program.ops),
                 "replay_ms": whole * 1e3, "sum_of_kernels_ms": total, "empty_run_ms": empty * 1e3,
+                "profile_s": time.perf_counter() - started,
                 "by_kernel_ms": dict(sorted(by_kernel.items(), key=lambda kv: -kv[1])),
                 "kernels": rows}
 

@@ -127,13 +127,15 @@ def process_environment():
 
 @dataclass
 class Spec:
-    """A contender: its class ("module:Class" under bench/), JSON arguments, and the
-    environment variables its process runs without (`unset`) or with (`set`)."""
+    """A contender: its class ("module:Class" under bench/), JSON arguments, the environment
+    variables its process runs without (`unset`) or with (`set`), and where its py_engine is
+    imported from (`engine_root`: another checkout, say an older revision; default this one)."""
 
     factory: str
     args: dict = field(default_factory=dict)
     unset: tuple = ()
     set: dict = field(default_factory=dict)
+    engine_root: str = ""
 
     def env_changes(self):
         changes = {k: None for k in self.unset if k in os.environ}
@@ -161,7 +163,8 @@ class Worker:
         self.log_path = Path(log_dir) / f"{name}.log"
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
-            [sys.executable, str(BENCH / "processes.py"), "worker", spec.factory, json.dumps(spec.args)],
+            [sys.executable, str(BENCH / "processes.py"), "worker", spec.factory, json.dumps(spec.args),
+             spec.engine_root],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, env=env, cwd=ROOT,
             text=True, bufsize=1)
 
@@ -326,13 +329,20 @@ def openblas_variants(spec):
 
 # --- the worker ------------------------------------------------------------------------------
 
-def _load(ref):
+def _load(ref, engine_root=""):
     module, _, name = ref.partition(":")
     sys.path[:0] = [str(ROOT), str(BENCH)]
-    return getattr(importlib.import_module(module), name)
+    factory = getattr(importlib.import_module(module), name)
+    if engine_root:
+        # Bench modules put this checkout first on the path as they load; py_engine itself is
+        # imported only when the contender is built, so the other tree goes in front now.
+        if "py_engine" in sys.modules:
+            raise RuntimeError(f"{module} imported py_engine on load: engine_root cannot apply")
+        sys.path.insert(0, engine_root)
+    return factory
 
 
-def worker_main(ref, args):
+def worker_main(ref, args, engine_root=""):
     # The protocol keeps the real stdout; anything else printed (C libraries included) goes to
     # stderr, the worker's log.
     channel = os.fdopen(os.dup(1), "w", buffering=1)
@@ -343,7 +353,11 @@ def worker_main(ref, args):
         channel.flush()
 
     try:
-        contender = _load(ref)(**json.loads(args))
+        contender = _load(ref, engine_root)(**json.loads(args))
+        if engine_root:
+            import py_engine
+
+            contender.info["engine"] = str(Path(py_engine.__file__).parent)
         send({"info": contender.info, "environment": process_environment()})
         for line in sys.stdin:
             op = json.loads(line)["op"]
@@ -367,6 +381,7 @@ def call_main(ref, args):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 4 or sys.argv[1] not in ("worker", "call"):
-        sys.exit("usage: processes.py worker|call module:name JSON_ARGS (see alternate() and call())")
-    (worker_main if sys.argv[1] == "worker" else call_main)(sys.argv[2], sys.argv[3])
+    if len(sys.argv) not in (4, 5) or sys.argv[1] not in ("worker", "call"):
+        sys.exit("usage: processes.py worker|call module:name JSON_ARGS [ENGINE_ROOT] "
+                 "(see alternate() and call())")
+    (worker_main if sys.argv[1] == "worker" else call_main)(*sys.argv[2:])

@@ -24,8 +24,11 @@ class Probe:
     def __init__(self, step_s=0.0, fail=False):
         if fail:
             raise RuntimeError("probe asked to fail")
+        import py_engine
+
         self.step_s, self.rounds = step_s, 0
-        self.info = {"pid": os.getpid(), "probe": os.environ.get(PROBE_VARIABLE)}
+        self.info = {"pid": os.getpid(), "probe": os.environ.get(PROBE_VARIABLE),
+                     "py_engine": py_engine.__file__}
 
     def round(self):
         time.sleep(self.step_s)
@@ -38,7 +41,9 @@ class Probe:
 
 def spec(**kwargs):
     unset = kwargs.pop("unset", ())
-    return Spec("test_bench_processes:Probe", kwargs, unset=unset, set={"PYTHONPATH": str(TESTS)})
+    root = kwargs.pop("engine_root", "")
+    return Spec("test_bench_processes:Probe", kwargs, unset=unset, set={"PYTHONPATH": str(TESTS)},
+                engine_root=root)
 
 
 def test_contenders_alternate_in_their_own_processes(monkeypatch):
@@ -85,3 +90,14 @@ def test_a_failing_contender_is_reported_with_its_error():
 def test_unknown_baseline_is_refused():
     with pytest.raises(ValueError, match="baseline 'c'"):
         alternate({"a": spec()}, baseline="c")
+
+
+def test_a_contender_can_run_another_trees_engine(tmp_path):
+    other = tmp_path / "py_engine"
+    other.mkdir()
+    (other / "__init__.py").write_text("")
+    out = alternate({"here": spec(), "there": spec(engine_root=str(tmp_path))}, rounds=1, warmup=0,
+                    settle_s=0.0)
+    assert Path(out["there"]["info"]["py_engine"]).parent == other
+    assert out["there"]["info"]["engine"] == str(other)
+    assert Path(out["here"]["info"]["py_engine"]).parent == TESTS.parent / "py_engine"
