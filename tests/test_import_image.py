@@ -1,0 +1,273 @@
+"""Images into training records: the pure-Python metadata reader (py_engine.data.image_meta)
+checked against Pillow on images Pillow makes here (every format, with and without metadata,
+random sizes) and on cut and corrupted copies of them, then the importer and the <img> helper.
+
+"Where Pillow reads them": a file counts as read by Pillow when Image.open, load() and the
+metadata calls all succeed; there our format, size, PNG text, comments, XMP and every EXIF
+text tag must equal Pillow's. Our reader is stricter than Pillow about the container (it wants
+the end marker, valid CRCs, a RIFF size that fits), so a corrupted file it refuses is fine as
+long as the refusal is a DataError naming the file and the byte offset.
+"""
+
+import io
+import random
+import re
+import warnings
+
+import pytest
+from PIL import Image, ImageFile, PngImagePlugin
+
+from py_engine.data.classification import DataError
+from py_engine.data.image_meta import EXIF_TEXT_TAGS, USER_COMMENT, read_image, sniff_format
+
+FORMATS = ("PNG", "JPEG", "GIF", "WEBP", "BMP")
+OUR_TAGS = tuple(EXIF_TEXT_TAGS) + (USER_COMMENT,)
+
+
+# ---- what Pillow reads, and the same from ours -----------------------------------------------
+
+def pillow_view(data):
+    """Pillow's format, size and metadata for `data`, or None where Pillow cannot read it."""
+    assert not ImageFile.LOAD_TRUNCATED_IMAGES
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            im = Image.open(io.BytesIO(data))
+            im.load()
+            view = {"format": im.format, "size": im.size, "xmp": im.info.get("xmp")}
+            if im.format == "PNG":
+                view["text"] = {k: (str(v), getattr(v, "lang", None) or "", getattr(v, "tkey", None) or "")
+                                for k, v in im.text.items()}
+            if im.format == "JPEG":
+                view["comments"] = [s for app, s in im.applist if app == "COM"]
+            if im.format == "GIF":
+                view["comments"] = im.info.get("comment")
+            exif = im.getexif()
+            tags = {tag: exif[tag] for tag in EXIF_TEXT_TAGS if tag in exif}
+            user = exif.get_ifd(0x8769).get(USER_COMMENT)
+            if user is not None:
+                tags[USER_COMMENT] = user
+            view["exif"] = {t: v for t, v in tags.items() if isinstance(v, (str, bytes))}
+            return view
+    except Exception:           # Pillow raises many kinds; any of them means "not read"
+        return None
+
+
+def our_view(info):
+    view = {"format": info.format, "size": (info.width, info.height), "xmp": info.xmp}
+    if info.format == "PNG":
+        view["text"] = {c.key: (c.text, c.lang, c.translated_key) for c in info.png_text}
+    if info.format == "JPEG":
+        view["comments"] = info.comments
+    if info.format == "GIF":
+        view["comments"] = b"\n".join(info.comments) or None
+    view["exif"] = {tag: raw.decode("latin-1") if typ == 2 else raw
+                    for tag, (typ, raw) in info.exif.items()}
+    return view
+
+
+# ---- images made with Pillow -----------------------------------------------------------------
+
+DESCRIPTION = "A red bicycle leaning on a fence, Brighton beach"
+XP = {0x9C9B: "Red bicycle", 0x9C9C: "taken at dawn, très calme", 0x9C9F: "bicycles",
+      0x9C9E: "bicycle; beach; red"}
+USER = "Borrowed from Ana — thanks!"
+
+
+def exif_block(user_charset):
+    exif = Image.Exif()
+    exif[0x010E] = DESCRIPTION
+    for tag, text in XP.items():
+        exif[tag] = text.encode("utf-16-le") + b"\0\0"
+    if user_charset == "UNICODE":
+        body = USER.encode("utf-16-le")
+    elif user_charset == "ASCII":
+        body = USER.encode("ascii", "replace")
+    else:
+        body = USER.encode("utf-8")
+    exif.get_ifd(0x8769)[USER_COMMENT] = user_charset.encode().ljust(8, b"\0") + body
+    return exif
+
+
+def expected_user(user_charset):
+    return USER.encode("ascii", "replace").decode() if user_charset == "ASCII" else USER
+
+
+def make_image(fmt, rng, metadata):
+    """(bytes, the metadata fields written) for a random-sized image of `fmt`."""
+    size = (rng.randint(1, 300), rng.randint(1, 200))
+    mode = {"GIF": "P", "BMP": rng.choice(["RGB", "L", "P", "1"])}.get(fmt, rng.choice(["RGB", "L"]))
+    im = Image.new("RGB", size, tuple(rng.randrange(256) for _ in range(3)))
+    im.putpixel((size[0] // 2, size[1] // 2), (0, 255, 0))
+    im = im.convert(mode)
+    kwargs, fields = {}, {}
+    if metadata:
+        charset = rng.choice(["UNICODE", "ASCII", "\0\0\0\0\0\0\0\0"])
+        if fmt in ("PNG", "JPEG", "WEBP"):
+            kwargs["exif"] = exif_block(charset)
+            fields.update({"exif:ImageDescription": DESCRIPTION, "exif:UserComment": expected_user(charset)})
+            fields.update({f"exif:{EXIF_TEXT_TAGS[t]}": text for t, text in XP.items()})
+        if fmt == "PNG":
+            info = PngImagePlugin.PngInfo()
+            info.add_text("Title", "Sunrise over the pier")
+            info.add_text("Description", "Long exposure; " * rng.randint(1, 40), zip=True)
+            info.add_itxt("Comment", "Schöne Grüße aus Brighton", lang="de-DE", tkey="Kommentar",
+                          zip=rng.random() < 0.5)
+            info.add_itxt("Author", "Zoë", lang="", tkey="")
+            kwargs["pnginfo"] = info
+            fields.update({"png:Title": "Sunrise over the pier",
+                           "png:Description": ("Long exposure; " * 1).strip(),
+                           "png:Comment": "Schöne Grüße aus Brighton", "png:Author": "Zoë"})
+        if fmt == "JPEG":
+            kwargs["comment"] = "Pier at 6am, café open"
+            fields["comment"] = "Pier at 6am, café open"
+        if fmt == "GIF":
+            kwargs["comment"] = "Seagulls over the West Pier " * rng.randint(1, 20)
+            fields["comment"] = kwargs["comment"].strip()
+        if fmt == "WEBP":
+            kwargs["xmp"] = b"<x:xmpmeta xmlns:x='adobe:ns:meta/'><dc:title>pier</dc:title></x:xmpmeta>"
+    out = io.BytesIO()
+    im.save(out, fmt, **kwargs)
+    return out.getvalue(), fields
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_reader_agrees_with_pillow_on_images_pillow_made(fmt):
+    rng = random.Random(f"pillow-{fmt}")
+    for k in range(12):
+        metadata = k % 2 == 0
+        data, fields = make_image(fmt, rng, metadata)
+        info = read_image(data, f"image{k}.{fmt.lower()}")
+        want = pillow_view(data)
+        assert want is not None, "Pillow could not read an image it wrote"
+        assert our_view(info) == want, f"{fmt} image {k}"
+        assert sniff_format(data) == fmt
+        assert info.skipped == []
+        got = dict(info.fields())
+        for name, text in fields.items():
+            if name == "png:Description":
+                assert got[name].startswith("Long exposure;")
+            else:
+                assert got[name] == text, name
+        if not metadata:
+            assert got == {}
+
+
+def test_user_comment_charsets_and_exif_text_decoding():
+    from py_engine.data.image_meta import decode_user_comment, decode_xp, decode_text
+
+    assert decode_user_comment(b"UNICODE\0" + "héllo".encode("utf-16-be"), big_endian=True) == "héllo"
+    assert decode_user_comment(b"UNICODE\0" + "héllo".encode("utf-16-le"), big_endian=True) == "héllo"
+    assert decode_user_comment(b"UNICODE\0\xff\xfe" + "日本".encode("utf-16-le")) == "日本"
+    assert decode_user_comment(b"ASCII\0\0\0plain text   ") == "plain text"
+    assert decode_user_comment(b"JIS\0\0\0\0\0" + "日本語".encode("shift_jis")) == "日本語"
+    assert decode_user_comment(b"\0" * 8 + "ünïcode".encode()) == "ünïcode"
+    assert decode_user_comment(b"\0" * 8 + b"\0" * 20) == ""
+    assert decode_xp("Grüße".encode("utf-16-le") + b"\0\0junk") == "Grüße"
+    assert decode_text("café".encode("latin-1")) == "café"
+    assert decode_text("café".encode("utf-8") + b"\0rest") == "café"
+
+
+def test_png_text_chunks_with_languages_and_compression_match_pillow():
+    rng = random.Random(7)
+    info = PngImagePlugin.PngInfo()
+    chunks = {}
+    for k in range(12):
+        key = f"Key{k}"
+        text = "".join(rng.choice("abcé ü—日本\n") for _ in range(rng.randint(0, 300)))
+        kind = rng.choice(["text", "ztxt", "itxt", "itxt-zip"])
+        if kind == "text":
+            text = text.encode("latin-1", "replace").decode("latin-1")
+            info.add_text(key, text)
+        elif kind == "ztxt":
+            text = text.encode("latin-1", "replace").decode("latin-1")
+            info.add_text(key, text, zip=True)
+        else:
+            info.add_itxt(key, text, lang=rng.choice(["", "en", "de-CH", "x-klingon"]),
+                          tkey=rng.choice(["", "Schlüssel"]), zip=kind == "itxt-zip")
+        chunks[key] = text
+    # text chunks after the pixel data too: Pillow reads them on load()
+    out = io.BytesIO()
+    Image.new("L", (5, 3)).save(out, "PNG", pnginfo=info)
+    data = out.getvalue()
+    late = _png_chunk(b"tEXt", b"Late\0after the pixels")
+    data = data[:-12] + late + data[-12:]
+    got = read_image(data, "t.png")
+    assert our_view(got) == pillow_view(data)
+    assert {c.key: c.text for c in got.png_text} == {**chunks, "Late": "after the pixels"}
+    assert {c.chunk for c in got.png_text} >= {"iTXt"}
+
+
+def _png_chunk(ctype, body):
+    import struct
+    import zlib
+    return struct.pack(">I", len(body)) + ctype + body + struct.pack(">I", zlib.crc32(body, zlib.crc32(ctype)))
+
+
+# ---- corrupted and truncated files -----------------------------------------------------------
+
+def mutations(data, rng):
+    """(kind, mutated bytes): cut at a random offset, bytes flipped, a run of bytes
+    overwritten, bytes inserted or deleted. Half the edits land in the first quarter of the
+    file, where the headers and metadata are; a PNG edit is followed, half the time, by fresh
+    CRCs, so that what lies inside the chunks gets read rather than refused for its CRC."""
+    kind = rng.choice(["cut", "flip", "flip", "smash", "insert", "delete"])
+    b = bytearray(data)
+    at = rng.randrange(len(b) if rng.random() < 0.5 else max(1, len(b) // 4))
+    if kind == "cut":
+        return kind, bytes(b[:at])
+    if kind == "flip":
+        for _ in range(rng.randint(1, 4)):
+            b[at] ^= 1 << rng.randrange(8)
+            at = min(len(b) - 1, at + rng.randint(0, 16))
+    elif kind == "smash":
+        b[at:at + 8] = bytes(rng.randrange(256) for _ in range(len(b[at:at + 8])))
+    elif kind == "insert":
+        b[at:at] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 6)))
+    else:
+        del b[at:at + rng.randint(1, 6)]
+    if data.startswith(b"\x89PNG") and rng.random() < 0.5:
+        kind += "+crc"
+        b = fresh_png_crcs(b)
+    return kind, bytes(b)
+
+
+def fresh_png_crcs(b):
+    """A PNG's bytes with each whole chunk's CRC recomputed."""
+    import struct
+    import zlib
+    pos = 8
+    while pos + 12 <= len(b):
+        (length,) = struct.unpack(">I", b[pos:pos + 4])
+        end = pos + 8 + length
+        if end + 4 > len(b):
+            break
+        b[end:end + 4] = struct.pack(">I", zlib.crc32(bytes(b[pos + 4:end])))
+        pos = end + 4
+    return b
+
+
+def test_corrupted_and_truncated_images_fail_cleanly_or_agree_with_pillow():
+    rng = random.Random(2024)
+    bases = [make_image(fmt, rng, metadata)[0] for fmt in FORMATS for metadata in (True, False)]
+    counts = {"agree": 0, "refused": 0, "only ours": 0}
+    for k in range(400):
+        kind, data = mutations(bases[k % len(bases)], rng)
+        name = f"fuzz{k}.img"
+        try:
+            info = read_image(data, name)
+        except DataError as e:
+            message = str(e)
+            assert message.startswith(name + ":") and "\n" not in message
+            assert re.search(r"byte \d+", message) or "empty file" in message, message
+            counts["refused"] += 1
+            continue
+        assert kind != "cut", f"a cut file was accepted: {name} ({len(data)} bytes)"
+        want = pillow_view(data)
+        if want is None:
+            counts["only ours"] += 1        # pixel data Pillow cannot decode: we never decode it
+            continue
+        assert our_view(info) == want, f"{name} ({kind})"
+        counts["agree"] += 1
+    print(counts)
+    assert counts["agree"] >= 80 and counts["refused"] >= 80, counts
