@@ -287,7 +287,7 @@ def _element_offsets(text, key=None):
         while True:
             member, pos = decoder.raw_decode(text, pos)
             pos = ws.match(text, ws.match(text, pos).end() + 1).end()     # past ':'
-            if member == key:
+            if member == key and text[pos] == "[":       # the first "key" holding a list
                 break
             _, pos = decoder.raw_decode(text, pos)
             pos = ws.match(text, ws.match(text, pos).end() + 1).end()     # past ','
