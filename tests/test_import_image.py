@@ -271,3 +271,109 @@ def test_corrupted_and_truncated_images_fail_cleanly_or_agree_with_pillow():
         counts["agree"] += 1
     print(counts)
     assert counts["agree"] >= 80 and counts["refused"] >= 80, counts
+
+
+# ---- the importer ----------------------------------------------------------------------------
+
+from py_engine.data.importers.image import (NothingToLearn, describe_file_name, image_context,  # noqa: E402
+                                            import_image, import_page_image)
+
+
+def test_an_image_file_becomes_a_text_record_and_a_caption_pair():
+    data, _ = make_image("JPEG", random.Random(1), metadata=True)
+    records = import_image(data, name="photos/red_bicycle-on the beach.jpg")
+    text, pair = records
+    assert text.kind == "causal_lm" and text.source == "image"
+    assert text.text.split("\n\n")[0] == "Red bicycle"                  # XPTitle names it
+    for expected in (DESCRIPTION, "Keywords: bicycle, beach, red", XP[0x9C9C], "Pier at 6am, café open"):
+        assert expected in text.text
+    assert "red bicycle on the beach" in text.text
+    info = read_image(data)
+    assert text.origin["file"] == "photos/red_bicycle-on the beach.jpg"
+    assert (text.origin["format"], text.origin["width"], text.origin["height"]) == ("JPEG", info.width, info.height)
+    assert text.origin["fields"][:2] == ["exif:XPTitle", "file name"]
+    assert "exif:ImageDescription" in text.origin["fields"] and "comment" in text.origin["fields"]
+    assert pair.messages == [{"role": "user", "content": 'Describe the image "Red bicycle".'},
+                             {"role": "assistant", "content": DESCRIPTION}]
+    assert pair.origin["fields"] == ["exif:XPTitle", "exif:ImageDescription"]
+
+
+def test_page_fields_come_first_and_boilerplate_is_left_out():
+    exif = Image.Exif()
+    exif[0x010E] = "OLYMPUS DIGITAL CAMERA         "
+    out = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(out, "JPEG", exif=exif, comment="CREATOR: gd-jpeg v1.0 (using IJG JPEG v62), quality = 90")
+    records = import_image(out.getvalue(), name="https://example.org/img/IMG_2041.jpg",
+                           alt="A red bicycle", title="Bike", caption="A red bicycle leaning on a fence.",
+                           surrounding="We rode along the coast.", page_url="https://example.org/post")
+    assert records[0].text == "Bike\n\nA red bicycle\n\nA red bicycle leaning on a fence.\n\nWe rode along the coast."
+    assert records[0].origin["url"] == "https://example.org/img/IMG_2041.jpg"
+    assert records[0].origin["page"] == "https://example.org/post"
+    assert records[0].origin["fields"] == ["title", "alt", "caption", "surrounding"]
+    assert records[1].messages[1]["content"] == "A red bicycle leaning on a fence."
+    with pytest.raises(NothingToLearn, match=r"^IMG_2041\.jpg: nothing to learn from this image"):
+        import_image(out.getvalue(), name="IMG_2041.jpg")
+    only_alt = import_image(None, name="https://example.org/a8f93c0e1b2d.webp", alt="Harbour at night")
+    assert [r.text for r in only_alt] == ["Harbour at night"] and "format" not in only_alt[0].origin
+
+
+@pytest.mark.parametrize("name, want", [
+    ("IMG_2041.jpg", None), ("DSC01234.JPG", None), ("PXL_20230101_123456789.jpg", None),
+    ("Screenshot 2024-03-01 at 10.15.22.png", None), ("a8f93c0e1b2d.webp", None), ("photo (3).png", None),
+    ("red_bicycle-on the beach.png", "red bicycle on the beach"), ("cat.jpg", "cat"),
+    ("IMG_2041 sunset at Brighton.jpg", "sunset at Brighton"),
+    ("https://x.org/a/red%20kite.jpg?w=300", "red kite"), ("C:\\Users\\me\\Pictures\\old mill.bmp", "old mill"),
+    ("data:image/png;base64,iVBORw0KGgo=", None),
+])
+def test_file_names_that_say_something(name, want):
+    assert describe_file_name(name) == want
+
+
+PAGE = """<!doctype html><html><head><title>Trip</title>
+<script>document.write('<img src="/img/bike.jpg" alt="fake">')</script><style>p{}</style></head>
+<body><nav>Home <img src="/logo.png" alt="Logo"></nav>
+<article><h1>Our coast ride</h1>
+<p>We rode along the coast
+   all morning, &amp; stopped at the pier.</p>
+<figure><picture><img src="../img/bike.jpg" srcset="/img/bike-2x.jpg 2x, /img/bike-3x.jpg 3x"
+  alt="A red bicycle" title="The bike"></picture>
+  <figcaption>A red bicycle <em>leaning</em> on a fence.</figcaption></figure>
+<p>Then it rained.<br>And rained.</p>
+<table><caption>Distances</caption><tr><td><img src="/img/map.png"></td><td>12 km</td></tr></table>
+<div class="wp-caption"><img src="/img/gull.gif" alt=""><p class="wp-caption-text">A gull, unimpressed</p></div>
+<p>Read more <img src="/img/icon.bmp" alt="arrow"> below</p>
+<footer>(c) us</footer></article></body></html>"""
+
+
+def test_image_context_gathers_what_the_page_says_about_an_img():
+    url = "https://example.org/posts/ride.html"
+    ctx = image_context(PAGE, "/img/bike.jpg", page_url=url)
+    assert ctx.url == "https://example.org/img/bike.jpg" and ctx.page_url == url
+    assert (ctx.alt, ctx.title, ctx.caption) == ("A red bicycle", "The bike", "A red bicycle leaning on a fence.")
+    assert ctx.surrounding == "We rode along the coast all morning, & stopped at the pier.\n\nThen it rained."
+    assert image_context(PAGE, "https://example.org/img/bike-3x.jpg", page_url=url).alt == "A red bicycle"
+    assert image_context(PAGE, "/img/map.png", url).caption == "Distances"
+    gull = image_context(PAGE, "/img/gull.gif", url)
+    assert (gull.alt, gull.caption) == (None, "A gull, unimpressed")
+    assert image_context(PAGE, "/img/icon.bmp", url).surrounding == "Read more below"
+    with pytest.raises(DataError, match=r"^https://example.org/posts/ride.html: no <img> with src '/img/nope.png'$"):
+        image_context(PAGE, "/img/nope.png", url)
+    bmp, _ = make_image("BMP", random.Random(2), metadata=False)
+    records = import_page_image(PAGE.encode(), "/img/bike.jpg", page_url=url, data=bmp)
+    assert records[0].origin["url"] == "https://example.org/img/bike.jpg"
+    assert records[0].origin["format"] == "BMP"
+    assert records[0].text.startswith("The bike\n\nA red bicycle\n\nA red bicycle leaning on a fence.")
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"", r"^shot\.png: empty file, not an image$"),
+    (b"hello world", r"^shot\.png: not an image \(no PNG, JPEG, GIF, WebP or BMP signature at byte 0"),
+    (b"II*\x00\x08\x00\x00\x00", r"^shot\.png: TIFF images are not supported \(byte 0: its signature\)"),
+    (b"<svg xmlns='http://www.w3.org/2000/svg'></svg>", r"^shot\.png: SVG images are not supported"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR\x00\x00", r"^shot\.png: corrupt or truncated PNG at byte 16: chunk 'IHDR' needs 13 bytes"),
+    (b"\xff\xd8\xff\xe0\x00\x10JFIF\x00", r"^shot\.png: corrupt or truncated JPEG at byte 6: segment 0xFFE0 needs 14 bytes"),
+    (b"GIF89a\x05\x00\x05\x00\x00\x00\x00;", r"^shot\.png: corrupt or truncated GIF at byte 13: no image before the trailer$"),
+])
+def test_bad_image_files_are_refused_with_the_byte_offset(data, message):
+    with pytest.raises(DataError, match=message):
+        import_image(data, name="shot.png", alt="something")

@@ -92,7 +92,6 @@ def import_image(data, name=None, alt=None, title=None, caption=None, surroundin
     described = describe_file_name(name)
     if described:
         fields.append(("file name", described))
-    fields = _distinct(fields)
     if not fields:
         raise NothingToLearn(f"{where}: nothing to learn from this image without a vision model:"
                              " no alt text, title, caption, surrounding text or text metadata, "
