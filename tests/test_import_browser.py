@@ -1,0 +1,84 @@
+"""The image and text importers inside Chromium (Pyodide): the same files give the same
+records (every field but the creation time) and the same error messages as on the host."""
+
+import json
+import random
+
+import pytest
+
+from py_engine.data.classification import DataError
+from py_engine.data.importers.image import import_image, import_page_image
+from py_engine.data.importers.text import import_text
+from py_engine.harness import put_files, run_json
+from test_import_image import FORMATS, PAGE, make_image
+from test_import_text import MARKDOWN, render_chatml
+
+pytestmark = pytest.mark.browser
+
+PAGE_URL = "https://example.org/posts/ride.html"
+
+IMPORT = """
+import json, os
+from py_engine.data.classification import DataError
+from py_engine.data.importers.image import import_image, import_page_image
+from py_engine.data.importers.text import import_text
+
+def outcome(call):
+    try:
+        return [{k: v for k, v in r.as_dict().items() if k != "created"} for r in call()]
+    except DataError as e:
+        return type(e).__name__ + ": " + str(e)
+
+out = {}
+for name in sorted(os.listdir("/work/import")):
+    data = open("/work/import/" + name, "rb").read()
+    if name.startswith("image-"):
+        out[name] = outcome(lambda: import_image(data, name=name[6:], caption="seen from the pier"))
+    elif name == "page.html":
+        out[name] = outcome(lambda: import_page_image(data, "/img/bike.jpg", page_url=PAGE_URL))
+    else:
+        out[name] = outcome(lambda: import_text(data, name=name, max_tokens=40))
+json.dumps(out)
+"""
+
+
+def outcome(call):
+    try:
+        return [{k: v for k, v in r.as_dict().items() if k != "created"} for r in call()]
+    except DataError as e:
+        return type(e).__name__ + ": " + str(e)
+
+
+def test_importers_give_the_same_records_in_the_browser(engine_page):
+    rng = random.Random(8)
+    files = {}
+    for fmt in FORMATS:
+        data, _ = make_image(fmt, rng, metadata=True)
+        files[f"image-sunset_over the pier.{fmt.lower()}"] = data
+    files["image-IMG_0001.jpg"] = make_image("JPEG", rng, metadata=False)[0]
+    files["image-broken.png"] = files["image-sunset_over the pier.png"][:-30]
+    files["page.html"] = PAGE.encode()
+    items = [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]},
+             {"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]},
+             {"instruction": "Translate", "input": "bonjour", "output": "hello"},
+             {"text": "great film", "label": "pos"}]
+    files["mixed.jsonl"] = "\n".join(json.dumps(x) for x in items).encode()
+    files["list.json"] = json.dumps(items, indent=2).encode()
+    files["dump.txt"] = (render_chatml(items[0]["messages"]) + "\n").encode() * 3
+    files["labels.csv"] = b'text,label\n"a, b",x\n"multi\nline",y\n'
+    files["notes.md"] = MARKDOWN.encode()
+    files["cut.json"] = json.dumps(items).encode()[:-9]
+    files["latin1.txt"] = "café".encode("latin-1")
+
+    want = {name: (outcome(lambda: import_image(data, name=name[6:], caption="seen from the pier"))
+                   if name.startswith("image-") else
+                   outcome(lambda: import_page_image(data, "/img/bike.jpg", page_url=PAGE_URL))
+                   if name == "page.html" else
+                   outcome(lambda: import_text(data, name=name, max_tokens=40)))
+            for name, data in files.items()}
+    assert sum(isinstance(v, str) for v in want.values()) == 3    # the broken ones, refused
+    assert len(want["notes.md"]) > 3                              # chunked
+
+    put_files(engine_page, {f"/work/import/{name}": data for name, data in files.items()})
+    got = run_json(engine_page, IMPORT.replace("PAGE_URL", repr(PAGE_URL)))
+    assert got == want
