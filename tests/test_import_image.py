@@ -377,3 +377,13 @@ def test_image_context_gathers_what_the_page_says_about_an_img():
 def test_bad_image_files_are_refused_with_the_byte_offset(data, message):
     with pytest.raises(DataError, match=message):
         import_image(data, name="shot.png", alt="something")
+
+
+def test_deep_pages_and_endless_scans_are_handled_without_running_away():
+    deep = "<div>" * 20000 + '<p>Before <img src="x.png" alt="deep"> after</p>' + "</div>" * 20000
+    ctx = image_context(deep, "x.png")
+    assert (ctx.alt, ctx.surrounding) == ("deep", "Before after")
+    scan = b"\xff\xd8\xff\xc0\x00\x0b\x08\x00\x10\x00\x10\x01\x01\x11\x00\xff\xda\x00\x08\x01\x01\x00\x00\x3f\x00"
+    for body in (b"\xff" * 300000, b"\xff\x00" * 150000):      # no end-of-image marker, ever
+        with pytest.raises(DataError, match=f"at byte {len(scan) + len(body)}: the file ends inside a scan"):
+            read_image(scan + body, "endless.jpg")

@@ -384,19 +384,17 @@ def _read_jpeg(r):
     return info
 
 
+# a marker after entropy-coded data: 0xFF followed by anything but a stuffed 0x00, a restart
+# marker or another 0xFF (a fill byte: the marker is the last 0xFF of a run); one linear search
+_MARKER_AFTER_SCAN = re.compile(rb"\xff[\x01-\xcf\xd8-\xfe]")
+
+
 def _skip_entropy_coded(r, pos):
-    """The offset of the first marker after a scan's entropy-coded data (0xFF followed by
-    anything but a stuffed 0x00 or a restart marker)."""
-    data = r.data
-    while True:
-        pos = data.find(b"\xff", pos)
-        if pos < 0 or pos + 1 >= len(data):
-            r.fail(len(data), "the file ends inside a scan, before the end-of-image marker")
-        following = data[pos + 1]
-        if following == 0 or 0xD0 <= following <= 0xD7 or following == 0xFF:
-            pos += 1 if following == 0xFF else 2
-            continue
-        return pos
+    """The offset of the first marker after a scan's entropy-coded data."""
+    found = _MARKER_AFTER_SCAN.search(r.data, pos)
+    if found is None:
+        r.fail(len(r.data), "the file ends inside a scan, before the end-of-image marker")
+    return found.start()
 
 
 # ---- GIF -------------------------------------------------------------------------------------

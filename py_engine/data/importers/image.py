@@ -252,14 +252,16 @@ _BLOCKS = {"p", "div", "li", "ul", "ol", "h1", "h2", "h3", "h4", "h5", "h6", "td
            "table", "dd", "dt", "dl", "blockquote", "pre", "figure", "figcaption", "caption",
            "section", "article", "main", "body", "br", "hr"}
 _SECTIONS = {"article", "section", "main", "body"}
+MAX_DEPTH = 128
 _BLOCK_EDGE = "\x1e"            # between paragraphs while flattening (a control character text does not use)
 
 
 class _Node:
-    __slots__ = ("tag", "attrs", "children", "parent")
+    __slots__ = ("tag", "attrs", "children", "parent", "depth")
 
     def __init__(self, tag, attrs, parent):
         self.tag, self.attrs, self.children, self.parent = tag, attrs, [], parent
+        self.depth = parent.depth + 1 if parent is not None else 0
 
     def walk(self):
         yield self
@@ -276,7 +278,9 @@ class _Node:
 
 class _Tree(HTMLParser):
     """A forgiving element tree: void elements never open, an end tag closes up to the nearest
-    open element of its name (ignored if none is open), a block start tag closes an open <p>."""
+    open element of its name (ignored if none is open), a block start tag closes an open <p>.
+    Elements nest at most MAX_DEPTH deep (deeper ones are kept as leaves, their content going
+    to the deepest open element), so that walking the tree never recurses without bound."""
 
     def __init__(self):
         super().__init__(convert_charrefs=True)
@@ -294,13 +298,13 @@ class _Tree(HTMLParser):
             self.current = self.current.parent
         node = _Node(tag, {k: v or "" for k, v in attrs}, self.current)
         self.current.children.append(node)
-        if tag not in _VOID:
+        if tag not in _VOID and node.depth < MAX_DEPTH:
             self.current = node
 
     def handle_startendtag(self, tag, attrs):
+        before = self.current
         self.handle_starttag(tag, attrs)
-        if tag not in _VOID:
-            self.current = self.current.parent
+        self.current = before
 
     def handle_endtag(self, tag):
         node = self.current
