@@ -201,7 +201,8 @@ def _looks_like_csv_header(text):
     if delimiter is None:
         return False
     cells = [c.strip().strip('"').strip() for c in line.split(delimiter)]
-    return (len(cells) >= 2 and _same_columns(text, delimiter, len(cells)) and all(re.fullmatch(r"[A-Za-z_][\w .-]{0,39}", c) for c in cells)
+    return (len(cells) >= 2 and _same_columns(text, delimiter, len(cells))
+            and all(re.fullmatch(r"[A-Za-z_][\w .-]{0,39}", c) for c in cells)
             and any(c.lower() in _KNOWN_COLUMNS for c in cells))
 
 
