@@ -226,6 +226,10 @@ def test_class_words_cut_furniture_but_not_a_wrapper_of_the_content():
                    '</div><div id="cookieBanner">We use cookies</div></main></div>')
     assert "Content paragraph stays." in page.text and "Shadowed text." in page.text
     assert "Buy now" not in page.text and "cookies" not in page.text
+    page = extract('<main><div class="overflow-hidden rounded"><p>Visible text.</p></div>'
+                   '<p class="hidden md:block">Shown on a desk.</p><p class="d-none d-lg-block">'
+                   'Also shown.</p><p class="hidden">Hidden.</p><p class="d-none">Gone.</p></main>')
+    assert page.text == "Visible text.\n\nShown on a desk.\n\nAlso shown."
 
 
 def test_deep_and_broken_markup_is_read_without_error():
@@ -308,6 +312,8 @@ def test_oversized_input_and_pages_without_text_are_refused():
     with pytest.raises(DataError, match="^u: no readable text in the page"):
         import_html(b"<html><body><nav><a href=/>Home</a></nav><script>x()</script></body></html>",
                     "u")
+    with pytest.raises(DataError, match="^u: no readable text in the page"):
+        import_html(b"<html><head><title>Only a title</title></head><body></body></html>", "u")
     with pytest.raises(DataError, match="expected the page's bytes"):
         import_html("<p>a str</p>", "u")
     with pytest.raises(ValueError, match="max_tokens must be a positive int"):
@@ -583,14 +589,18 @@ def test_the_browser_makes_the_same_records(engine_page):
     trap = (b"<html><body><main><h1>Trap</h1><p>Nothing here runs.</p>"
             b"<img src=x onerror=\"window.__pwned='img'\"><script>window.__pwned='script'</script>"
             b"<iframe srcdoc=\"<script>parent.__pwned='iframe'</script>\"></iframe></main></body></html>")
+    sjis = ('<html><head><meta charset="Shift_JIS"><title>お知らせ</title></head><body><main>'
+            '<h1>図書館の休館日</h1><p>三月は毎週月曜日が休館日です。</p></main></body></html>'
+            ).encode("shift_jis")
+    made = {"trap.html": trap, "sjis.html": sjis}
     put_files(engine_page, {"/work/pages/" + n: page_bytes(n) for n in names}
-              | {"/work/pages/trap.html": trap})
+              | {"/work/pages/" + n: data for n, data in made.items()})
     jobs = [(n, MANIFEST[n]["url"], MANIFEST[n]["charset"]) for n in names] + \
-           [("trap.html", "https://trap.example/", None)]
+           [("trap.html", "https://trap.example/", None), ("sjis.html", "https://lib.example/", None)]
     got = run_json(engine_page, BROWSER_IMPORT.replace("PAGES", repr(json.dumps(jobs))))
     want = []
     for name, url, charset in jobs:
-        data = trap if name == "trap.html" else page_bytes(name)
+        data = made[name] if name in made else page_bytes(name)
         for r in import_html(data, url, charset=charset, max_tokens=120, qa=True):
             d = r.as_dict()
             del d["created"]

@@ -70,7 +70,7 @@ BOILERPLATE_WORDS = frozenset("""
     comment comments commentlist respond footer masthead navbar nav navigation navbox menu
     skip skiplink pagination pager toolbar bar widget widgets signature tags tagcloud
     author byline bio postprofile userinfo rating meta toc catlinks editsection
-    printfooter noprint hidden button buttons btn werbung anzeige publicidad publicite
+    printfooter noprint button buttons btn werbung anzeige publicidad publicite
     """.split())
 # Stems that also match glued words (cookiebanner, relatedposts, sharedaddy, sidebarleft).
 BOILERPLATE_STEMS = ("advert", "sponsor", "cookie", "consent", "gdpr", "newsletter",
@@ -78,8 +78,12 @@ BOILERPLATE_STEMS = ("advert", "sponsor", "cookie", "consent", "gdpr", "newslett
                      "social", "share", "related", "recommend", "comment", "promo", "popup",
                      "navbar", "navbox", "navigation", "pagination", "widget", "footer",
                      "masthead", "menu", "subscribe")
-HIDDEN_CLASSES = frozenset("sr-only visually-hidden screen-reader-text d-none hide "
+HIDDEN_CLASSES = frozenset("sr-only visually-hidden screen-reader-text d-none hide hidden "
                            "invisible".split())
+# A class that shows the element again on wider screens (Bootstrap's d-md-block, Tailwind's
+# md:block): hidden on phones only, so shown to a reader at a desk.
+SHOWN_ON_WIDE_SCREENS = re.compile(r"^(?:d-(?:sm|md|lg|xl|xxl)-(?!none)|(?:sm|md|lg|xl|2xl):"
+                                   r"(?!hidden|sr-only))")
 # The text of a link to its own heading (Sphinx's and many blogs' permalink anchors).
 PERMALINK_MARKS = frozenset("\u00b6 \u00a7 # \U0001f517 \u2693".split())
 HIDDEN_STYLE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.I)
@@ -367,7 +371,9 @@ def is_hidden(element):
         return True
     if attrs.get("type", "").lower() == "hidden" or HIDDEN_STYLE.search(attrs.get("style", "")):
         return True
-    return bool(set(attrs.get("class", "").lower().split()) & HIDDEN_CLASSES)
+    classes = attrs.get("class", "").lower().split()
+    return (any(c in HIDDEN_CLASSES for c in classes)
+            and not any(SHOWN_ON_WIDE_SCREENS.match(c) for c in classes))
 
 
 def is_permalink(element):
@@ -381,16 +387,17 @@ def is_main_marker(element):
 
 def remove_furniture(body):
     """Cut what is never main text, then page furniture (see the module's docstring)."""
-    prune(body, lambda e: e.tag in SKIPPED or is_hidden(e) or is_permalink(e))
-    has_marker = any(is_main_marker(e) for e in body.elements())
-    total = len(clean(body.text())) or 1
-    holds_marker = set()
+    holds_marker = set()                      # <main>, <article> and their ancestors
     for element in body.elements():
         if is_main_marker(element):
             node = element
             while node is not None:
                 holds_marker.add(id(node))
                 node = node.parent
+    prune(body, lambda e: e.tag in SKIPPED or (id(e) not in holds_marker
+                                               and (is_hidden(e) or is_permalink(e))))
+    has_marker = any(is_main_marker(e) for e in body.elements())
+    total = len(clean(body.text())) or 1
 
     def furniture(element):
         if element.tag in ("body", "html") or id(element) in holds_marker:

@@ -87,7 +87,7 @@ def import_html(html_bytes, url, charset=None, count_tokens=None, max_tokens=DEF
         raise ValueError(f"max_tokens must be a positive int, got {max_tokens!r}")
     source, encoding, bom = decode_html(html_bytes, url, charset, max_bytes)
     page = extract_main_text(source)
-    if not page.blocks:
+    if all(b.kind == "title" for b in page.blocks):
         raise DataError(f"{url}: no readable text in the page")
     text = page.text
     offsets = page.block_offsets()
