@@ -107,9 +107,10 @@ DOMINANT = 0.7             # share of the text that makes one part of a page its
 LINK_DENSE = 0.5           # share of a block's characters in links that makes it a link block
 WHITESPACE = re.compile(r"[ \t\n\r\f\xa0]+")
 TITLE_SEPARATORS = re.compile(r"\s+[|\-\u2013\u2014\u00b7:]{1,2}\s+")
-# html.parser before Python 3.14 (and its backports) reads <title> and <textarea> as markup and
-# iframe, xmp, noembed and noframes as markup; newer ones read them as text. Reading them the
-# newer way everywhere keeps the host's result the browser's.
+# Older html.parser releases read what is inside <title>, <textarea>, <iframe>, <xmp>, <noembed>
+# and <noframes> as markup; newer ones (Python 3.14, and the 3.12/3.13 security releases) read
+# it as text, as browsers do. Reading it as text everywhere keeps the host's result the
+# browser's (Pyodide has 3.14).
 RAW_TEXT = ("script", "style", "xmp", "iframe", "noembed", "noframes")
 ESCAPABLE_RAW_TEXT = ("textarea", "title")
 OLD_PARSER = not hasattr(HTMLParser, "RCDATA_CONTENT_ELEMENTS")
@@ -331,7 +332,7 @@ def extract_main_text(source):
     blocks = drop_link_blocks(blocks)
     title = choose_title(container, head)
     blocks = drop_empty_headings(blocks)
-    return Page(title, with_title(blocks, title, container), head.get("lang", ""))
+    return Page(title, with_title(blocks, title), head.get("lang", ""))
 
 
 def page_metadata(root):
@@ -568,14 +569,14 @@ class Layout:
             self.blocks.append(Block("paragraph", text, 0, start, end, links, group))
 
     def heading(self, element):
-        text = inline_text(flow_pieces(element)).replace("\n", " ")
+        text = one_line(element)
         if text:
             level = HEADINGS[element.tag]
             self.blocks.append(Block("heading", "#" * level + " " + text, level, element.start,
                                      element.end, 0, 0, text))
 
     def code(self, element):
-        text = "".join(t.data for t in element.texts()).strip("\n")
+        text = "".join("\n" if p is LINE_BREAK else p for p in flow_pieces(element)).strip("\n")
         if text.strip():
             self.blocks.append(Block("code", "```\n" + text.rstrip() + "\n```", 0, element.start,
                                      element.end))
@@ -589,7 +590,7 @@ class Layout:
                     self.blocks.append(Block("paragraph", text, 0, part.start, part.end))
                 continue
             cells = [c for c in part.children if isinstance(c, Element) and c.tag in ("td", "th")]
-            texts = [cell_text(c) for c in cells]
+            texts = [one_line(c) for c in cells]
             if any(texts):
                 links = sum(len(clean(a.text())) for c in cells for a in c.elements()
                             if a.tag == "a" and "href" in a.attrs)
@@ -622,8 +623,9 @@ def is_layout_table(table):
     return False
 
 
-def cell_text(cell):
-    return inline_text(flow_pieces(cell)).replace("\n", " ")
+def one_line(element):
+    """An element's text on one line (a heading's, a table cell's)."""
+    return inline_text(flow_pieces(element)).replace("\n", " ")
 
 
 def flow_pieces(element):
@@ -691,7 +693,7 @@ def drop_empty_headings(blocks):
 def choose_title(container, head):
     for element in container.elements():
         if element.tag == "h1":
-            text = inline_text(t.data for t in element.texts())
+            text = one_line(element)
             if text:
                 return text
     if head.get("og:title"):
@@ -701,7 +703,7 @@ def choose_title(container, head):
     return max(parts, key=len).strip() if parts else ""
 
 
-def with_title(blocks, title, container):
+def with_title(blocks, title):
     """The blocks opened by the title, made the title block where a heading already says it."""
     if not title:
         return blocks
