@@ -1,0 +1,418 @@
+"""Web pages made into training records: the page's readable main text (html_text), split into
+chunks that fit the model's tokenizer, as continued-pretraining texts and, when asked, as
+question/answer conversations from its headed sections.
+
+    records = import_html(page_bytes, "https://example.org/post", charset="utf-8",
+                          count_tokens=lambda t: len(tokenizer.encode(t).ids), max_tokens=512,
+                          qa=True)
+    records = import_url("https://example.org/post")          # host only: fetch_url, then this
+
+Records (py_engine.data.record.Record, kind "causal_lm", source "website"):
+  - a text per chunk; origin {"url", "title", "chunk" (from 0), "chunks", "chars": [start, end]
+    of the chunk in the page's main text, "html_bytes": [start, end] of the source the chunk's
+    blocks came from (from a block's start tag to where its last block closes), "where"}.
+  - with qa=True also, per headed section, [user: a question about the heading, assistant: the
+    section's text]; origin {"url", "title", "section" (the heading), "path" (the headings above
+    it), "part", "parts", "chars", "html_bytes", "where"}. A heading that is already a question
+    is asked as written; otherwise 'What does "<title>" say about <heading>?' (the page's own
+    first section: 'What is "<title>" about?'). A section too long for max_tokens (question and
+    answer counted together, the chat template's few tokens not) is answered in parts.
+
+Chunks are cut at block boundaries (headings, paragraphs, list items, rows, code), a block too
+long for one chunk at its lines, then sentences, then words, then characters. Every chunk is a
+slice of the main text, and a chunk never ends on a heading whose text went to the next one.
+
+count_tokens: any callable from a string to its token count; the default, approx_tokens, is one
+token per 4 characters (about what English BPE gives), so pass the model's tokenizer where the
+chunks must fit exactly.
+
+Charset (the HTML standard's order): a byte order mark, else the `charset` argument (the HTTP
+header's), else a <meta charset> or <meta http-equiv="Content-Type"> in the first 8 KiB, else
+UTF-8. Bytes that are not valid in that charset are an error naming the URL and byte offset,
+never silently replaced: a wrong guess would teach the model mojibake. As browsers do, the
+labels iso-8859-1, latin1 and us-ascii mean windows-1252.
+
+Refused with a DataError naming the URL and the problem: more than max_bytes, empty input,
+bytes that are not HTML (PDF, images, archives, other binary data, JSON, XML feeds, text with no
+HTML markup), an unknown charset, and a page with no readable text. Nothing on the page is run
+or loaded (html_text parses markup only).
+
+Pure Python, also in the browser; fetch_url and import_url need the host's network (urllib).
+"""
+
+import bisect
+import codecs
+import json
+import re
+
+from ..classification import DataError
+from ..html_text import extract_main_text
+from ..record import Record
+
+DEFAULT_MAX_BYTES = 5 * 1024 * 1024
+DEFAULT_MAX_TOKENS = 512
+DEFAULT_TIMEOUT = 20.0
+META_SCAN_BYTES = 8192
+BOMS = ((b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"))
+# Charset labels that browsers read as another encoding (the WHATWG Encoding standard).
+CHARSET_ALIASES = {"iso-8859-1": "cp1252", "iso8859-1": "cp1252", "latin1": "cp1252",
+                   "latin-1": "cp1252", "l1": "cp1252", "us-ascii": "cp1252", "ascii": "cp1252",
+                   "iso-8859-9": "cp1254", "latin5": "cp1254", "tis-620": "cp874",
+                   "gb2312": "gbk", "x-gbk": "gbk", "euc-kr": "cp949", "ks_c_5601-1987": "cp949",
+                   "x-sjis": "shift_jis", "shift-jis": "shift_jis", "windows-31j": "cp932",
+                   "utf-16": "utf-8", "utf-16le": "utf-8", "utf-16be": "utf-8"}
+SIGNATURES = ((b"%PDF-", "a PDF document"), (b"\x89PNG\r\n\x1a\n", "a PNG image"),
+              (b"\xff\xd8\xff", "a JPEG image"), (b"GIF87a", "a GIF image"),
+              (b"GIF89a", "a GIF image"), (b"PK\x03\x04", "a ZIP archive (or office document)"),
+              (b"\x1f\x8b", "gzip-compressed data"), (b"OggS", "an Ogg media file"),
+              (b"\x00asm", "a WebAssembly module"), (b"\x7fELF", "an executable"),
+              (b"%!PS", "a PostScript document"), (b"{\\rtf", "an RTF document"))
+HTML_MARKUP = re.compile(r"<(?:!doctype\s+html|html|head|body|title|meta|div|p|article|main|"
+                         r"section|h[1-6]|table|ul|ol|span|a|br|script|style|!--)[\s/>]", re.I)
+META_CHARSET = re.compile(rb"<meta\s[^>]*?charset\s*=\s*[\"']?\s*([A-Za-z0-9_.:()+-]+)", re.I)
+SENTENCE_END = re.compile(r"(?<=[.!?\u2026])[\"'\u201d\u2019)\]]*\s+|(?<=[\u3002\uff01\uff1f])\s*")
+
+
+def approx_tokens(text):
+    """About one token per 4 characters: the default measure when no tokenizer is given."""
+    return (len(text) + 3) // 4
+
+
+def import_html(html_bytes, url, charset=None, count_tokens=None, max_tokens=DEFAULT_MAX_TOKENS,
+                qa=False, max_bytes=DEFAULT_MAX_BYTES):
+    """Records from one page's bytes (see the module's docstring). `charset`: the HTTP header's,
+    if any; `url`: where the page is from (named in every error and origin)."""
+    count_tokens = count_tokens or approx_tokens
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+        raise ValueError(f"max_tokens must be a positive int, got {max_tokens!r}")
+    source, encoding, bom = decode_html(html_bytes, url, charset, max_bytes)
+    page = extract_main_text(source)
+    if all(b.kind == "title" for b in page.blocks):
+        raise DataError(f"{url}: no readable text in the page")
+    text = page.text
+    offsets = page.block_offsets()
+    to_bytes = ByteOffsets(source, encoding, bom)
+    title = page.title or None
+
+    def html_span(first, last):
+        spans = [(b.start, b.end) for b in page.blocks[first:last + 1] if b.end > b.start]
+        if not spans:
+            return None
+        return [to_bytes(min(s for s, _ in spans)), to_bytes(max(e for _, e in spans))]
+
+    units = [(s, e, b.kind in ("title", "heading")) for (s, e), b in zip(offsets, page.blocks)]
+    chunks = fit_chunks(text, units, count_tokens, max_tokens)
+    records = []
+    for i, (start, end) in enumerate(chunks):
+        first, last = blocks_between(offsets, start, end)
+        origin = {"url": url, "title": title, "chunk": i, "chunks": len(chunks),
+                  "chars": [start, end], "html_bytes": html_span(first, last),
+                  "where": f"{url} (chunk {i + 1} of {len(chunks)})"}
+        records.append(Record("causal_lm", "website", text=text[start:end], origin=origin))
+    if qa:
+        for section in headed_sections(page):
+            records.extend(qa_records(section, page, offsets, text, url, count_tokens,
+                                      max_tokens, html_span))
+    return records
+
+
+def decode_html(data, url, charset=None, max_bytes=DEFAULT_MAX_BYTES):
+    """(text, Python codec name, BOM length) of a page's bytes, after checking they are HTML of
+    a sane size; a DataError naming `url` otherwise."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise DataError(f"{url}: expected the page's bytes, got {type(data).__name__}")
+    data = bytes(data)
+    if len(data) > max_bytes:
+        raise DataError(f"{url}: {len(data)} bytes is over the limit of {max_bytes} bytes")
+    if not data.strip():
+        raise DataError(f"{url}: the page is empty")
+    bom = next(((mark, name) for mark, name in BOMS if data.startswith(mark)), None)
+    if bom is None:
+        sniff_binary(data, url)
+        encoding, declared = charset_of(data, url, charset)
+        body = data
+    else:
+        encoding, declared, body = bom[1], "by its byte order mark", data[len(bom[0]):]
+    try:
+        text = body.decode(encoding)
+    except UnicodeDecodeError as e:
+        offset = e.start + (len(bom[0]) if bom else 0)
+        hint = (" and no charset is declared (HTTP header or <meta>); give the page's charset"
+                if declared is None else f" ({declared})")
+        raise DataError(f"{url}: byte {offset} (0x{data[offset]:02x}) is not valid "
+                        f"{codecs.lookup(encoding).name}{hint}") from None
+    sniff_text(text, url)
+    return text, encoding, len(bom[0]) if bom else 0
+
+
+def sniff_binary(data, url):
+    for signature, what in SIGNATURES:
+        if data.startswith(signature):
+            raise DataError(f"{url}: not HTML but {what}")
+    if data[8:12] in (b"WEBP", b"WAVE", b"AVI ") and data.startswith(b"RIFF"):
+        raise DataError(f"{url}: not HTML but a RIFF ({data[8:12].decode().strip()}) file")
+    if data[4:8] == b"ftyp":
+        raise DataError(f"{url}: not HTML but an MP4/ISO media file")
+    nul = data.find(b"\x00", 0, 4096)
+    if nul >= 0:
+        raise DataError(f"{url}: not HTML but binary data (a NUL byte at offset {nul})")
+
+
+def sniff_text(text, url):
+    head = text.lstrip()
+    if head[:1] in ("{", "["):
+        try:
+            json.loads(text)
+        except ValueError:
+            pass
+        else:
+            raise DataError(f"{url}: not HTML but JSON")
+    if head[:5].lower() == "<?xml" and not re.search(r"<(?:!doctype\s+html|html)[\s>]",
+                                                      head[:4096], re.I):
+        raise DataError(f"{url}: not HTML but an XML document (a feed?)")
+    if not HTML_MARKUP.search(text, 0, 65536):
+        raise DataError(f"{url}: not HTML (no HTML markup in its first 64 KiB)")
+
+
+def charset_of(data, url, header_charset):
+    """(Python codec, how it was declared or None) for BOM-less bytes."""
+    if header_charset:
+        return codec_for(header_charset, url, "from the HTTP header"), "declared in the HTTP header"
+    head = re.sub(rb"<!--.*?-->", b"", data[:META_SCAN_BYTES], flags=re.S)
+    match = META_CHARSET.search(head)
+    if match:
+        label = match.group(1).decode("ascii")
+        return codec_for(label, url, "from the page's <meta>"), "declared in the page's <meta>"
+    return "utf-8", None
+
+
+def codec_for(label, url, where):
+    label = label.strip().strip("\"'").lower()
+    label = CHARSET_ALIASES.get(label, label)
+    try:
+        return codecs.lookup(label).name
+    except LookupError:
+        raise DataError(f"{url}: unknown charset {label!r} ({where})") from None
+
+
+class ByteOffsets:
+    """Byte offsets in the page's bytes of character offsets in its decoded text; each call
+    encodes only from the nearest offset already known."""
+
+    def __init__(self, text, encoding, bom):
+        self.text, self.encoding = text, encoding
+        self.chars, self.bytes = [0], [bom]
+
+    def __call__(self, char):
+        i = bisect.bisect_right(self.chars, char) - 1
+        byte = self.bytes[i] + len(self.text[self.chars[i]:char].encode(self.encoding))
+        self.chars.insert(i + 1, char)
+        self.bytes.insert(i + 1, byte)
+        return byte
+
+
+def blocks_between(offsets, start, end):
+    """Indices of the first and last blocks that overlap text[start:end]."""
+    inside = [i for i, (s, e) in enumerate(offsets) if s < end and e > start]
+    return inside[0], inside[-1]
+
+
+def fit_chunks(text, units, count_tokens, max_tokens):
+    """(start, end) spans of `text` that each fit max_tokens, from `units`: ordered
+    (start, end, is_heading) spans, split further where one alone does not fit. A chunk never
+    ends with headings when they can open the next chunk instead."""
+    def fits(start, end):
+        return count_tokens(text[start:end]) <= max_tokens
+
+    chunks, current = [], []
+    for unit in units:
+        for piece in split_to_fit(text, unit, fits):
+            if not current or fits(current[0][0], piece[1]):
+                current.append(piece)
+                continue
+            cut = len(current)                # trailing headings move on with the piece
+            while cut > 0 and current[cut - 1][2]:
+                cut -= 1
+            cut = next((k for k in range(max(cut, 1), len(current))
+                        if fits(current[k][0], piece[1])), len(current))
+            chunks.append((current[0][0], current[cut - 1][1]))
+            current = current[cut:] + [piece]
+    if current:
+        chunks.append((current[0][0], current[-1][1]))
+    return chunks
+
+
+def split_to_fit(text, unit, fits):
+    """`unit` as it is if it fits, else as pieces that do: its lines, sentences, words, and at
+    last characters."""
+    start, end, heading = unit
+    if fits(start, end):
+        return [unit]
+    for pattern in (r"\n+", SENTENCE_END, r"\s+"):
+        parts = spans_between(text, start, end, pattern)
+        if len(parts) > 1:
+            return [p for s, e in parts for p in split_to_fit(text, (s, e, heading), fits)]
+    pieces = []
+    while start < end:                    # one "word" too long: the longest prefixes that fit
+        low, high = start + 1, end
+        if not fits(start, low):
+            raise ValueError(f"max_tokens is too small for even one character "
+                             f"({text[start]!r} at {start})")
+        while low < high:
+            mid = (low + high + 1) // 2
+            low, high = (mid, high) if fits(start, mid) else (low, mid - 1)
+        pieces.append((start, low, heading))
+        start = low
+    return pieces
+
+
+def spans_between(text, start, end, separator):
+    """The spans of text[start:end] between matches of `separator`, without the matches."""
+    spans, at = [], start
+    for match in re.compile(separator).finditer(text, start, end):
+        if match.start() > at:
+            spans.append((at, match.start()))
+        at = max(at, match.end())
+    if at < end:
+        spans.append((at, end))
+    return spans
+
+
+class Section:
+    __slots__ = ("heading", "path", "first", "last", "is_title")
+
+    def __init__(self, heading, path, first, last, is_title):
+        self.heading, self.path, self.first, self.last = heading, path, first, last
+        self.is_title = is_title
+
+
+def headed_sections(page):
+    """Each heading with text under it: the blocks from it up to the next heading."""
+    sections, path = [], []
+    blocks = page.blocks
+    for i, block in enumerate(blocks):
+        if block.kind not in ("title", "heading"):
+            continue
+        while path and path[-1][0] >= block.level:
+            path.pop()
+        last = i
+        while last + 1 < len(blocks) and blocks[last + 1].kind not in ("title", "heading"):
+            last += 1
+        if last > i:
+            sections.append(Section(block.heading_text, [h for _, h in path], i + 1, last,
+                                    block.kind == "title"))
+        path.append((block.level, block.heading_text))
+    return sections
+
+
+def question_for(section, title):
+    heading = section.heading
+    if heading.rstrip().endswith(("?", "\uff1f")):
+        return heading
+    if section.is_title or not title:
+        return f'What is "{heading}" about?'
+    return f'What does "{title}" say about {heading}?'
+
+
+def qa_records(section, page, offsets, text, url, count_tokens, max_tokens, html_span):
+    question = question_for(section, page.title)
+    budget = max_tokens - count_tokens(question)
+    if budget < 1:
+        raise ValueError(f"max_tokens={max_tokens} leaves no room for an answer to "
+                         f"{question!r}")
+    units = [(*offsets[i], False) for i in range(section.first, section.last + 1)]
+    parts = fit_chunks(text, units, count_tokens, budget)
+    records = []
+    for j, (start, end) in enumerate(parts):
+        first, last = blocks_between(offsets, start, end)
+        origin = {"url": url, "title": page.title or None, "section": section.heading,
+                  "path": section.path, "part": j, "parts": len(parts), "chars": [start, end],
+                  "html_bytes": html_span(first, last),
+                  "where": f"{url} (section {section.heading!r}, part {j + 1} of {len(parts)})"}
+        messages = [{"role": "user", "content": question},
+                    {"role": "assistant", "content": text[start:end]}]
+        records.append(Record("causal_lm", "website", messages=messages, origin=origin))
+    return records
+
+
+class FetchedPage:
+    """What fetch_url got: the final URL (after redirects), the body, the charset of its
+    Content-Type (or None) and the content type itself."""
+    __slots__ = ("url", "body", "charset", "content_type")
+
+    def __init__(self, url, body, charset, content_type):
+        self.url, self.body, self.charset, self.content_type = url, body, charset, content_type
+
+
+def fetch_url(url, max_bytes=DEFAULT_MAX_BYTES, timeout=DEFAULT_TIMEOUT):
+    """GET an http(s) URL on the host, following up to 5 redirects (to http(s) only), and
+    return a FetchedPage. Refused with a DataError naming the URL: another scheme, an HTTP
+    error status, a content type other than text/html or application/xhtml+xml (a missing one
+    is left to import_html's sniffing), a compressed body, a body over max_bytes (stopped
+    there, by Content-Length or while reading), and a fetch taking over `timeout` seconds in
+    all (checked between reads; no single network wait is longer than `timeout` either)."""
+    import socket
+    import time
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    def check_scheme(target):
+        if urllib.parse.urlsplit(target).scheme.lower() not in ("http", "https"):
+            raise DataError(f"{url}: only http and https URLs are fetched, not {target!r}")
+
+    class HttpRedirects(urllib.request.HTTPRedirectHandler):
+        max_redirections = 5
+
+        def redirect_request(self, req, fp, code, msg, headers, newurl):
+            check_scheme(urllib.parse.urljoin(req.full_url, newurl))
+            return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+    check_scheme(url)
+    opener = urllib.request.build_opener(HttpRedirects)
+    request = urllib.request.Request(url, headers={
+        "User-Agent": "py-engine website importer",
+        "Accept": "text/html,application/xhtml+xml;q=0.9,*/*;q=0.1"})
+    deadline = time.monotonic() + timeout
+    try:
+        with opener.open(request, timeout=timeout) as response:
+            headers = response.headers
+            content_type = headers.get_content_type() if headers.get("Content-Type") else None
+            if content_type not in (None, "text/html", "application/xhtml+xml"):
+                raise DataError(f"{url}: content type {content_type} is not HTML")
+            encoding = headers.get("Content-Encoding", "identity").strip().lower()
+            if encoding != "identity":
+                raise DataError(f"{url}: the body is {encoding}-encoded; only plain bodies "
+                                "are read")
+            length = headers.get("Content-Length", "")
+            if length.isdigit() and int(length) > max_bytes:
+                raise DataError(f"{url}: {length} bytes is over the limit of {max_bytes} bytes")
+            body = bytearray()
+            while True:
+                if time.monotonic() > deadline:
+                    raise DataError(f"{url}: the fetch took longer than {timeout} s")
+                block = response.read1(65536)
+                if not block:
+                    break
+                body += block
+                if len(body) > max_bytes:
+                    raise DataError(f"{url}: the body is over the limit of {max_bytes} bytes")
+            return FetchedPage(response.geturl(), bytes(body), headers.get_content_charset(),
+                               content_type)
+    except urllib.error.HTTPError as e:
+        raise DataError(f"{url}: HTTP {e.code} {e.reason}") from None
+    except urllib.error.URLError as e:
+        if isinstance(e.reason, (socket.timeout, TimeoutError)):
+            raise DataError(f"{url}: no answer within {timeout} s") from None
+        raise DataError(f"{url}: cannot fetch ({e.reason})") from None
+    except (socket.timeout, TimeoutError):
+        raise DataError(f"{url}: no answer within {timeout} s") from None
+    except (ConnectionError, OSError) as e:
+        raise DataError(f"{url}: the connection failed ({e})") from None
+
+
+def import_url(url, max_bytes=DEFAULT_MAX_BYTES, timeout=DEFAULT_TIMEOUT, **options):
+    """fetch_url then import_html (options: count_tokens, max_tokens, qa), on the host; the
+    records' origin names the final URL."""
+    page = fetch_url(url, max_bytes, timeout)
+    return import_html(page.body, page.url, charset=page.charset, max_bytes=max_bytes, **options)
