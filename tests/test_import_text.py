@@ -14,8 +14,8 @@ import pytest
 
 from py_engine.data.chat import CHATML_TEMPLATE
 from py_engine.data.classification import DataError
-from py_engine.data.importers.text import (TEXT_FORMATS, decode_text_file, detect_format,
-                                           import_text, split_into_chunks)
+from py_engine.data.chunks import split_into_chunks
+from py_engine.data.importers.text import TEXT_FORMATS, decode_text_file, detect_format, import_text
 
 HI = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
 

@@ -26,7 +26,8 @@ import pytest
 
 from py_engine.data.classification import DataError
 from py_engine.data.html_text import extract_main_text
-from py_engine.data.importers.website import (approx_tokens, decode_html, fetch_url, import_html,
+from py_engine.data.chunks import approx_tokens
+from py_engine.data.importers.website import (decode_html, fetch_url, import_html,
                                               import_url)
 from py_engine.data.record import Record
 

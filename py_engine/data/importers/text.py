@@ -59,7 +59,9 @@ import re
 from ...formats.json_file import json_kind
 from ..chat import ROLES, chat_example_from_record
 from ..classification import DataError, parse_record
+from ..chunks import approx_tokens, split_into_chunks
 from ..record import Record
+from ..sniff import binary_kind
 
 TEXT_FORMATS = ("json", "jsonl", "chatml", "csv", "markdown", "text")
 DEFAULT_MAX_TOKENS = 512
@@ -78,17 +80,6 @@ _KNOWN_COLUMNS = set(TEXT_COLUMNS + LABEL_COLUMNS + PROMPT_COLUMNS + INPUT_COLUM
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                   "chatgpt": "assistant", "bard": "assistant", "bing": "assistant",
                   "model": "assistant", "system": "system"}
-_BINARY_SIGNATURES = ((b"%PDF-", "a PDF document"), (b"PK\x03\x04", "a ZIP archive (or a "
-                      "DOCX/XLSX/EPUB)"), (b"\x1f\x8b", "gzip data"), (b"\x89PNG", "a PNG image"),
-                      (b"\xff\xd8\xff", "a JPEG image"), (b"GIF8", "a GIF image"),
-                      (b"\x7fELF", "an executable"), (b"SQLite format 3\0", "an SQLite database"))
-
-
-def default_count_tokens(text):
-    """About 4 characters a token: English text under common BPE vocabularies."""
-    return -(-len(text) // 4)
-
-
 def import_text(data, name=None, kind=None, count_tokens=None, max_tokens=DEFAULT_MAX_TOKENS):
     """Records from a text file's bytes (or str); see the module docstring."""
     where = name or "<text>"
@@ -102,7 +93,7 @@ def import_text(data, name=None, kind=None, count_tokens=None, max_tokens=DEFAUL
     origin = {"file": name} if name else {}
     origin["format"] = fmt
     if fmt in ("markdown", "text"):
-        records = _prose_records(text, fmt, where, origin, count_tokens or default_count_tokens,
+        records = _prose_records(text, fmt, where, origin, count_tokens or approx_tokens,
                                  max_tokens)
     else:
         records = _READERS[fmt](text, where, origin)
@@ -131,9 +122,9 @@ def decode_text_file(data, where):
             raise DataError(f"{where}: not UTF-16 text despite its byte-order mark ({e.reason} "
                             f"at byte {e.start})") from None
         return decode_text_file(text, where)
-    for signature, what in _BINARY_SIGNATURES:
-        if raw.startswith(signature):
-            raise DataError(f"{where}: {what}, not text (its signature at byte 0)")
+    what = binary_kind(raw)
+    if what:
+        raise DataError(f"{where}: {what}, not text (its signature at byte 0)")
     nul = raw.find(b"\0", 0, 1 << 16)
     if nul >= 0:
         head = raw[:1 << 12]
@@ -529,135 +520,6 @@ def _prose_records(text, fmt, where, origin, count_tokens, max_tokens):
                               origin={**origin, "line": first, "lines": [first, last],
                                       "chunk": k, "where": f"{where}:{first}"}))
     return records
-
-
-def split_into_chunks(text, max_tokens=DEFAULT_MAX_TOKENS, count_tokens=None, markdown=False):
-    """[(start, end, chunk)]: `text` in pieces of at most max_tokens (by count_tokens, default
-    default_count_tokens), cut at paragraph boundaries (blank lines); [start, end) are the
-    character offsets the chunk covers. With markdown, a fenced code block is one paragraph
-    and a heading starts a new chunk once the current one is half full, and never ends one.
-    A paragraph longer than a chunk is cut at line breaks, then sentence ends, then spaces,
-    then anywhere."""
-    count = count_tokens or default_count_tokens
-    if max_tokens < 1:
-        raise ValueError(f"max_tokens must be at least 1, got {max_tokens}")
-    chunks, current = [], []
-
-    def joined(spans):
-        return "\n\n".join(text[s:e] for s, e in spans)
-
-    def flush():
-        if current:
-            chunks.append((current[0][0], current[-1][1], joined(current)))
-        current.clear()
-
-    pending = _paragraphs(text, markdown)[::-1]
-    while pending:
-        piece = pending.pop()
-        under_heading = markdown and current and all(_is_heading(text, p) for p in current)
-        room = max_tokens - count(joined(current) + "\n\n") if under_heading else max_tokens
-        size = count(text[piece[0]:piece[1]])
-        if room >= 1 and size > room and (under_heading or size > max_tokens):
-            # too long for a chunk (or for the room under a heading, which never ends one):
-            # the part that fits now, the rest fitted again on its turn
-            parts = _fit(text, *piece, room, count)
-            if len(parts) > 1:
-                pending.append((parts[1][0], piece[1]))
-                piece = parts[0]
-        fits = not current or count(joined(current + [piece])) <= max_tokens
-        new_section = markdown and current and _is_heading(text, piece) and \
-            count(joined(current)) * 2 >= max_tokens
-        if fits and not new_section:
-            current.append(piece)
-        elif markdown and len(current) > 1 and _is_heading(text, current[-1]):
-            carried = current.pop()
-            flush()
-            current.append(carried)
-            pending.append(piece)
-        else:
-            flush()
-            current.append(piece)
-    flush()
-    return chunks
-
-
-def _is_heading(text, span):
-    return re.match(r"#{1,6}\s", text[span[0]:span[1]]) is not None
-
-
-def _paragraphs(text, markdown):
-    """(start, end) of each paragraph: lines between blank lines, trailing space trimmed;
-    with markdown a ``` or ~~~ fence runs to its closing fence whatever lies inside."""
-    spans, start, end, fence, pos = [], None, 0, None, 0
-    for line in text.split("\n"):
-        stripped = line.strip()
-        opens = markdown and fence is None and re.match(r"(```+|~~~+)", stripped)
-        if opens:
-            fence = opens.group(1)
-        elif fence is not None and stripped.startswith(fence) and not stripped.strip(fence[0]):
-            fence = None
-        if stripped or fence is not None:
-            if start is None:
-                start = pos
-            end = pos + len(line.rstrip())
-        elif start is not None:
-            spans.append((start, end))
-            start = None
-        pos += len(line) + 1
-    if start is not None:
-        spans.append((start, end))
-    return spans
-
-
-def _fit(text, start, end, max_tokens, count):
-    """(start, end) spans covering text[start:end], each within max_tokens."""
-    if count(text[start:end]) <= max_tokens:
-        return [(start, end)]
-    for boundary in (r"\n", r"(?<=[.!?…])\s+", r"\s+"):
-        cuts = [m.end() for m in re.finditer(boundary, text[start:end])]
-        if cuts:
-            return _pack(text, start, end, [start + c for c in cuts], max_tokens, count)
-    # no boundary at all: cut anywhere, each piece the longest that fits (binary search)
-    spans, pos = [], start
-    while pos < end:
-        lo, hi = 1, end - pos
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if count(text[pos:pos + mid]) <= max_tokens:
-                lo = mid
-            else:
-                hi = mid - 1
-        spans.append((pos, pos + lo))
-        pos += lo
-    return spans
-
-
-def _pack(text, start, end, cuts, max_tokens, count):
-    """Greedy: the longest runs between cut points that fit, each run fitted again if even one
-    segment is too long (with the next, finer boundary)."""
-    bounds = [start] + [c for c in cuts if start < c < end] + [end]
-    spans, run_start, k = [], start, 1
-    while k < len(bounds):
-        if count(text[run_start:bounds[k]].strip()) <= max_tokens:
-            k += 1
-            continue
-        if bounds[k - 1] > run_start:
-            spans.append(_trim(text, run_start, bounds[k - 1]))
-            run_start = bounds[k - 1]
-        else:                                   # one segment alone is too long
-            spans.extend(_fit(text, *_trim(text, run_start, bounds[k]), max_tokens, count))
-            run_start, k = bounds[k], k + 1
-    if run_start < end:
-        spans.append(_trim(text, run_start, end))
-    return [s for s in spans if s[1] > s[0]]
-
-
-def _trim(text, start, end):
-    while start < end and text[start].isspace():
-        start += 1
-    while end > start and text[end - 1].isspace():
-        end -= 1
-    return start, end
 
 
 _READERS = {"json": _read_json, "jsonl": _read_jsonl, "chatml": _read_chatml, "csv": _read_csv}

@@ -45,9 +45,11 @@ import codecs
 import json
 import re
 
+from ..chunks import approx_tokens, fit_chunks
 from ..classification import DataError
 from ..html_text import extract_main_text
 from ..record import Record
+from ..sniff import binary_kind
 
 DEFAULT_MAX_BYTES = 5 * 1024 * 1024
 DEFAULT_MAX_TOKENS = 512
@@ -61,21 +63,9 @@ CHARSET_ALIASES = {"iso-8859-1": "cp1252", "iso8859-1": "cp1252", "latin1": "cp1
                    "gb2312": "gbk", "x-gbk": "gbk", "euc-kr": "cp949", "ks_c_5601-1987": "cp949",
                    "x-sjis": "shift_jis", "shift-jis": "shift_jis", "windows-31j": "cp932",
                    "utf-16": "utf-8", "utf-16le": "utf-8", "utf-16be": "utf-8"}
-SIGNATURES = ((b"%PDF-", "a PDF document"), (b"\x89PNG\r\n\x1a\n", "a PNG image"),
-              (b"\xff\xd8\xff", "a JPEG image"), (b"GIF87a", "a GIF image"),
-              (b"GIF89a", "a GIF image"), (b"PK\x03\x04", "a ZIP archive (or office document)"),
-              (b"\x1f\x8b", "gzip-compressed data"), (b"OggS", "an Ogg media file"),
-              (b"\x00asm", "a WebAssembly module"), (b"\x7fELF", "an executable"),
-              (b"%!PS", "a PostScript document"), (b"{\\rtf", "an RTF document"))
 HTML_MARKUP = re.compile(r"<(?:!doctype\s+html|html|head|body|title|meta|div|p|article|main|"
                          r"section|h[1-6]|table|ul|ol|span|a|br|script|style|!--)[\s/>]", re.I)
 META_CHARSET = re.compile(rb"<meta\s[^>]*?charset\s*=\s*[\"']?\s*([A-Za-z0-9_.:()+-]+)", re.I)
-SENTENCE_END = re.compile(r"(?<=[.!?\u2026])[\"'\u201d\u2019)\]]*\s+|(?<=[\u3002\uff01\uff1f])\s*")
-
-
-def approx_tokens(text):
-    """About one token per 4 characters: the default measure when no tokenizer is given."""
-    return (len(text) + 3) // 4
 
 
 def import_html(html_bytes, url, charset=None, count_tokens=None, max_tokens=DEFAULT_MAX_TOKENS,
@@ -146,13 +136,9 @@ def decode_html(data, url, charset=None, max_bytes=DEFAULT_MAX_BYTES):
 
 
 def sniff_binary(data, url):
-    for signature, what in SIGNATURES:
-        if data.startswith(signature):
-            raise DataError(f"{url}: not HTML but {what}")
-    if data[8:12] in (b"WEBP", b"WAVE", b"AVI ") and data.startswith(b"RIFF"):
-        raise DataError(f"{url}: not HTML but a RIFF ({data[8:12].decode().strip()}) file")
-    if data[4:8] == b"ftyp":
-        raise DataError(f"{url}: not HTML but an MP4/ISO media file")
+    what = binary_kind(data)
+    if what:
+        raise DataError(f"{url}: not HTML but {what}")
     nul = data.find(b"\x00", 0, 4096)
     if nul >= 0:
         raise DataError(f"{url}: not HTML but binary data (a NUL byte at offset {nul})")
@@ -215,67 +201,6 @@ def blocks_between(offsets, start, end):
     """Indices of the first and last blocks that overlap text[start:end]."""
     inside = [i for i, (s, e) in enumerate(offsets) if s < end and e > start]
     return inside[0], inside[-1]
-
-
-def fit_chunks(text, units, count_tokens, max_tokens):
-    """(start, end) spans of `text` that each fit max_tokens, from `units`: ordered
-    (start, end, is_heading) spans, split further where one alone does not fit. A chunk never
-    ends with headings when they can open the next chunk instead."""
-    def fits(start, end):
-        return count_tokens(text[start:end]) <= max_tokens
-
-    chunks, current = [], []
-    for unit in units:
-        for piece in split_to_fit(text, unit, fits):
-            if not current or fits(current[0][0], piece[1]):
-                current.append(piece)
-                continue
-            cut = len(current)                # trailing headings move on with the piece
-            while cut > 0 and current[cut - 1][2]:
-                cut -= 1
-            cut = next((k for k in range(max(cut, 1), len(current))
-                        if fits(current[k][0], piece[1])), len(current))
-            chunks.append((current[0][0], current[cut - 1][1]))
-            current = current[cut:] + [piece]
-    if current:
-        chunks.append((current[0][0], current[-1][1]))
-    return chunks
-
-
-def split_to_fit(text, unit, fits):
-    """`unit` as it is if it fits, else as pieces that do: its lines, sentences, words, and at
-    last characters."""
-    start, end, heading = unit
-    if fits(start, end):
-        return [unit]
-    for pattern in (r"\n+", SENTENCE_END, r"\s+"):
-        parts = spans_between(text, start, end, pattern)
-        if len(parts) > 1:
-            return [p for s, e in parts for p in split_to_fit(text, (s, e, heading), fits)]
-    pieces = []
-    while start < end:                    # one "word" too long: the longest prefixes that fit
-        low, high = start + 1, end
-        if not fits(start, low):
-            raise ValueError(f"max_tokens is too small for even one character "
-                             f"({text[start]!r} at {start})")
-        while low < high:
-            mid = (low + high + 1) // 2
-            low, high = (mid, high) if fits(start, mid) else (low, mid - 1)
-        pieces.append((start, low, heading))
-        start = low
-    return pieces
-
-
-def spans_between(text, start, end, separator):
-    """The spans of text[start:end] between matches of `separator`, without the matches."""
-    spans, at = [], start
-    for match in re.compile(separator).finditer(text, start, end):
-        if match.start() > at:
-            spans.append((at, match.start()))
-        at = max(at, match.end())
-    if at < end:
-        spans.append((at, end))
-    return spans
 
 
 class Section:
