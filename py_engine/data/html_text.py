@@ -150,13 +150,15 @@ class Element:
             else:
                 stack.extend(reversed(node.children))
 
-    def has_ancestor(self, tags):
+    def ancestors(self):
+        """The parent, its parent, ... up to the document."""
         node = self.parent
         while node is not None:
-            if node.tag in tags:
-                return True
+            yield node
             node = node.parent
-        return False
+
+    def has_ancestor(self, tags):
+        return any(node.tag in tags for node in self.ancestors())
 
 
 class TreeBuilder(HTMLParser):

@@ -30,10 +30,10 @@ Pure Python (html.parser, urllib.parse): this runs in the browser.
 import re
 import unicodedata
 from dataclasses import dataclass
-from html.parser import HTMLParser
 from urllib.parse import unquote, urljoin, urlsplit
 
 from ..classification import DataError
+from ..html_text import Element, Text, parse_html
 from ..image_meta import read_image
 from ..record import Record
 
@@ -225,9 +225,9 @@ def image_context(html, src, page_url=None):
     that src."""
     if isinstance(html, (bytes, bytearray)):
         html = bytes(html).decode("utf-8", "replace")
-    root = _Tree.parse(html)
+    root = parse_html(html)
     want = urljoin(page_url or "", src)
-    img = next((n for n in root.walk() if n.tag == "img" and
+    img = next((n for n in root.elements() if n.tag == "img" and
                 want in {urljoin(page_url or "", u) for u in _sources(n)}), None)
     if img is None:
         raise DataError(f"{page_url or 'the page'}: no <img> with src {src!r}")
@@ -244,77 +244,13 @@ def import_page_image(html, src, page_url=None, data=None):
     return import_image(data, name=ctx.url, page_url=page_url, **ctx.fields())
 
 
-_VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source",
-         "track", "wbr"}
 _SKIPPED = {"script", "style", "template", "noscript", "nav", "header", "footer", "aside", "form",
             "button", "select", "svg", "iframe", "head"}
 _BLOCKS = {"p", "div", "li", "ul", "ol", "h1", "h2", "h3", "h4", "h5", "h6", "td", "th", "tr",
            "table", "dd", "dt", "dl", "blockquote", "pre", "figure", "figcaption", "caption",
            "section", "article", "main", "body", "br", "hr"}
 _SECTIONS = {"article", "section", "main", "body"}
-MAX_DEPTH = 128
 _BLOCK_EDGE = "\x1e"            # between paragraphs while flattening (a control character text does not use)
-
-
-class _Node:
-    __slots__ = ("tag", "attrs", "children", "parent", "depth")
-
-    def __init__(self, tag, attrs, parent):
-        self.tag, self.attrs, self.children, self.parent = tag, attrs, [], parent
-        self.depth = parent.depth + 1 if parent is not None else 0
-
-    def walk(self):
-        yield self
-        for child in self.children:
-            if isinstance(child, _Node):
-                yield from child.walk()
-
-    def ancestors(self):
-        node = self.parent
-        while node is not None:
-            yield node
-            node = node.parent
-
-
-class _Tree(HTMLParser):
-    """A forgiving element tree: void elements never open, an end tag closes up to the nearest
-    open element of its name (ignored if none is open), a block start tag closes an open <p>.
-    Elements nest at most MAX_DEPTH deep (deeper ones are kept as leaves, their content going
-    to the deepest open element), so that walking the tree never recurses without bound."""
-
-    def __init__(self):
-        super().__init__(convert_charrefs=True)
-        self.root = self.current = _Node("#root", {}, None)
-
-    @classmethod
-    def parse(cls, html):
-        tree = cls()
-        tree.feed(html)
-        tree.close()
-        return tree.root
-
-    def handle_starttag(self, tag, attrs):
-        if tag in _BLOCKS and self.current.tag == "p":
-            self.current = self.current.parent
-        node = _Node(tag, {k: v or "" for k, v in attrs}, self.current)
-        self.current.children.append(node)
-        if tag not in _VOID and node.depth < MAX_DEPTH:
-            self.current = node
-
-    def handle_startendtag(self, tag, attrs):
-        before = self.current
-        self.handle_starttag(tag, attrs)
-        self.current = before
-
-    def handle_endtag(self, tag):
-        node = self.current
-        while node is not None and node.tag != tag:
-            node = node.parent
-        if node is not None and node.parent is not None:
-            self.current = node.parent
-
-    def handle_data(self, data):
-        self.current.children.append(data)
 
 
 def _sources(img):
@@ -327,12 +263,12 @@ def _sources(img):
 def _caption_of(img):
     for depth, node in enumerate(img.ancestors()):
         if node.tag == "figure":
-            return next((n for n in node.walk() if n.tag == "figcaption"), None)
+            return next((n for n in node.elements() if n.tag == "figcaption"), None)
         if node.tag == "table":
-            return next((n for n in node.children if isinstance(n, _Node) and n.tag == "caption"),
+            return next((n for n in node.children if isinstance(n, Element) and n.tag == "caption"),
                         None)
         if depth < 3:
-            found = next((n for n in node.walk() if img not in n.walk() and
+            found = next((n for n in node.elements() if img not in n.elements() and
                           "caption" in n.attrs.get("class", "").lower()), None)
             if found is not None:
                 return found
@@ -350,8 +286,8 @@ def _text_of(node, skip=None):
 def _linear(node, out, skip=None, mark=None):
     """Flatten `node` into text pieces, _BLOCK_EDGE at block edges, None where `mark` is."""
     for child in node.children:
-        if isinstance(child, str):
-            out.append(child)
+        if isinstance(child, Text):
+            out.append(child.data)
         elif child is mark:
             out.append(None)
         elif child is skip or child.tag in _SKIPPED:
