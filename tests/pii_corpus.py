@@ -190,6 +190,12 @@ MIXED = [
      " (réf. 2024-0042)."],
 ]
 
+LUHN_FAILURES = ["4111 1111 1111 1112", "5500 0000 0000 0005", "4242-4242-4242-4241",
+                 "1234 5678 9012 3456", "6011 1111 1111 1118", "3782 822463 10006",
+                 "4012888888881882"]
+IBAN_FAILURES = ["DE89 3704 0044 0532 0130 01", "GB82 WEST 1234 5698 7654 33",
+                 "FR14 2004 1010 0505 0001 3M02 60", "AB12 3456 7890 1234 5678", "NL91ABNA041716430"]
+
 NEGATIVES = [
     # version numbers
     "Upgrade to Python 3.11.7 and pip 23.2.1 before running the tests.",
@@ -217,12 +223,9 @@ NEGATIVES = [
     "ISBN 978-3-16-148410-0", "ISBN-10: 0-306-40615-2", "ISBN 9780306406157",
     "ISSN 0317-8471", "See ISBN 0306406152 for the reprint.",
     # card-like numbers that fail Luhn
-    "4111 1111 1111 1112", "5500 0000 0000 0005", "4242-4242-4242-4241",
-    "1234 5678 9012 3456", "6011 1111 1111 1118", "Number 4012888888881882 is not valid.",
-    "3782 822463 10006",
+    *LUHN_FAILURES, "Number 4012888888881882 is not valid.",
     # IBAN-like strings that fail mod-97 or their length
-    "DE89 3704 0044 0532 0130 01", "GB82 WEST 1234 5698 7654 33", "FR14 2004 1010 0505 0001 3M02 60",
-    "AB12 3456 7890 1234 5678", "NL91ABNA041716430",
+    *IBAN_FAILURES,
     # prices and amounts
     "It costs $1,299.99 or €1.299,00.", "Total: £2,450.00 incl. VAT", "₹1,25,000 per month",
     "USD 12,345.67", "1 299,00 € TTC", "price: 49.99", "Revenue grew to 1,234,567,890 dollars.",
@@ -370,8 +373,9 @@ if __name__ == "__main__":
 
 
 # ---- held out ----------------------------------------------------------------------------------
-# Written after the scrubber was tuned on the lines above and measured as they were first
-# written (see heldout_lines); ⟦type:value⟧ marks a finding.
+# Written after the scrubber was tuned on the lines above, and measured once as written:
+# precision 0.971, recall 0.985 (a password ending in "!" cut short; `password =
+# os.environ[...]` taken for a secret), both mended since. ⟦type:value⟧ marks a finding.
 HELDOUT = [
     "Dr Marie Curie, ⟦email:marie.curie@sorbonne.example.fr⟧, tél. ⟦phone:+33 4 91 23 45 67⟧",
     "Bureau : ⟦phone:04 91 23 45 67⟧ (standard), portable ⟦phone:06 98 76 54 32⟧.",
