@@ -2,7 +2,8 @@
 same examples (and, for json, jsonl and csv, the same records: source, priority, created,
 origin, id), on random conversations and texts with awkward Unicode and whitespace; ChatML as
 transformers' apply_chat_template renders it; files read_chat_jsonl and the classifier's reader
-take; seeded, stratified, grouped splits; stats; and bad input named by file and line.
+take; seeded, stratified, grouped splits; stats; bad input named by file and line; and, inside
+Chromium through Pyodide, the same PII findings, cleaning report, files and split as here.
 
 Run: .venv/bin/python -m pytest tests/test_datasets.py -q
 """
@@ -15,15 +16,18 @@ import pytest
 from tokenizers import Tokenizer, models
 from transformers import PreTrainedTokenizerFast
 
+import pii_corpus
 from py_engine.data.chat import CHATML_TEMPLATE, read_chat_jsonl
 from py_engine.data.classification import DataError, Example, read_jsonl
-from py_engine.data.cleaning import QualityConfig
+from py_engine.data.cleaning import QualityConfig, clean_records
 from py_engine.data.datasets import (FORMATS, ExportConfig, dataset_stats, dumps_dataset,
                                      export_dataset, import_dataset, loads_dataset,
                                      split_records)
 from py_engine.data.dedup import DedupConfig
+from py_engine.data.pii import find_pii
 from py_engine.data.record import Record
 from py_engine.formats.output_dir import MARKER, OutputDirError
+from py_engine.harness import run_json
 
 PIECES = ["Hello", "the capital of France", "Paris", "def add(a, b):\n    return a + b", "42",
           "café", "cafe\u0301", "Grüße", "你好，世界", "😀", "👍🏽", "\n", "\n\n", " ", "  ", "\t",
@@ -336,3 +340,44 @@ def test_examples_of_the_trainers_are_datasets_too():
     assert [(r.kind, r.text, r.label, r.source) for r in back] == \
         [("classification", "cheap flights", "travel", "dataset"),
          ("classification", "new shoes", "shopping", "dataset")]
+
+
+BROWSER = """
+import json
+from py_engine.data.cleaning import clean_records
+from py_engine.data.datasets import ExportConfig, dumps_dataset, export_dataset, import_dataset
+from py_engine.data.pii import find_pii
+from py_engine.data.record import Record
+
+I = json.loads(INPUTS)
+records = [Record.from_dict(d) for d in I["records"]]
+chats = [r for r in records if r.messages is not None]
+export_dataset(records, "/work/export", ExportConfig(format="jsonl", split=(0.8, 0.2), seed=2))
+json.dumps({
+    "found": [[[m.type, m.start, m.end] for m in find_pii(text)] for text in I["texts"]],
+    "cleaning": clean_records(records).summary(),
+    "files": {fmt: dumps_dataset(records if fmt in ("json", "jsonl", "csv") else chats, fmt)
+              for fmt in ("json", "jsonl", "csv", "messages", "chatml", "sharegpt")},
+    "train": [r.as_dict() for r in import_dataset("/work/export/train.jsonl")],
+})
+"""
+
+
+@pytest.mark.browser
+def test_cleaning_and_formats_in_the_browser(engine_page, tmp_path):
+    """The same PII findings, cleaning report, files and split inside Pyodide as on the host."""
+    texts = [text for text, _ in pii_corpus.corpus() + pii_corpus.heldout_lines()]
+    records = random_records(random.Random(6), 40)
+    records += [Record("causal_lm", "chat", messages=[
+        {"role": "user", "content": "mail jane@example.org, call 020 7946 0958\u00a0now"},
+        {"role": "assistant", "content": "noted\u200b"}]), records[0]]
+    inputs = {"texts": texts, "records": [r.as_dict() for r in records]}
+    got = run_json(engine_page, BROWSER.replace("INPUTS", repr(json.dumps(inputs))))
+    assert got["found"] == [[[m.type, m.start, m.end] for m in find_pii(t)] for t in texts]
+    assert got["cleaning"] == json.loads(json.dumps(clean_records(records).summary()))
+    chats = [r for r in records if r.messages is not None]
+    for fmt, text in got["files"].items():
+        assert text == dumps_dataset(records if fmt in ("json", "jsonl", "csv") else chats, fmt), fmt
+    out = export_dataset(records, tmp_path / "export",
+                         ExportConfig(format="jsonl", split=(0.8, 0.2), seed=2))
+    assert got["train"] == [r.as_dict() for r in import_dataset(out.paths["train"])]
