@@ -279,7 +279,7 @@ BAD_FILES = [
     ("j.jsonl", '{"text": "<|im_start|>user\\nhi<|im_end|>\\n<|im_start|>assistant\\nyo"}\n',
      None, "j.jsonl:1: not ChatML"),
     ("k.jsonl", '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", '
-                '"content": "yo"}]}\n', "alpaca", "k.jsonl:1: not a alpaca record"),
+                '"content": "yo"}]}\n', "alpaca", "k.jsonl:1: expected a record of the alpaca format"),
     ("l.jsonl", "\n\n", None, "l.jsonl: the dataset is empty"),
     ("m.json", '[\n{"text": "a"}\n]\n]', None, "m.json:3: text after the end"),
     ("n.csv", "text,priority\nhi,high\n", None, "n.csv:2: priority must be an integer"),

@@ -207,8 +207,8 @@ def repetition_ratio(text):
     return max(ratios)
 
 
-def _content(record):
-    """What a record teaches, as one text (a conversation's contents, one per line)."""
+def content_text(record):
+    """What a record teaches as one text: its text, or its messages' contents one per line."""
     if record.messages is not None:
         return "\n".join(m["content"] for m in record.messages)
     return record.text
@@ -216,7 +216,7 @@ def _content(record):
 
 def _quality_problem(record, config):
     """(reason, detail) for the first quality test a cleaned record fails, else None."""
-    content = _content(record)
+    content = content_text(record)
     n = len(content)
     if not content.strip():
         return "empty", "nothing left to learn"
@@ -282,7 +282,7 @@ def clean_records(records, config=None):
     survivors = {}                      # index -> cleaned record
     for i, record in enumerate(records):
         if quality is not None:
-            garbage = garbage_ratio(_content(record))
+            garbage = garbage_ratio(content_text(record))
             if garbage > quality.max_garbage:
                 outcomes[i] = RecordOutcome(i, record.id, "removed", ["garbage"],
                                             f"garbage {garbage:.2f} > {quality.max_garbage}")

@@ -51,12 +51,12 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
-from ..formats.json_file import JsonFileError, decode_utf8, json_kind
+from ..formats.json_file import JsonFileError, json_kind, read_utf8
 from ..formats.output_dir import write_files
 from ..tokenizers.chat_template import ChatTemplate
-from .chat import CHATML_TEMPLATE, ChatExample, chat_example_from_record
+from .chat import CHATML_TEMPLATE, CHATML_TOKENS, ChatExample, chat_example_from_record
 from .classification import DataError, Example, parse_record
-from .cleaning import CleaningConfig, clean_records
+from .cleaning import CleaningConfig, clean_records, content_text
 from .record import Record, RecordError
 
 FORMATS = ("json", "jsonl", "csv", "messages", "chatml", "alpaca", "instruction", "sharegpt")
@@ -68,11 +68,15 @@ CSV_COLUMNS = ("text", "label", "messages", "kind", "source", "priority", "creat
 SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant",
                   "assistant": "assistant", "chatgpt": "assistant", "model": "assistant"}
 _SHAREGPT_FROM = {"system": "system", "user": "human", "assistant": "gpt"}
-CHATML_TOKENS = ("<|im_start|>", "<|im_end|>")
 _CHATML_TURN = re.compile(r"<\|im_start\|>(system|user|assistant)\n(.*?)<\|im_end\|>\n?", re.S)
 
 
 # ---- records in and out of each format -------------------------------------------------------
+
+def _check_format(fmt):
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown dataset format {fmt!r}; the formats are {', '.join(FORMATS)}")
+
 
 def _refuse(k, record, fmt, why):
     raise DataError(f"record {k} ({record!r}) cannot be written as {fmt}: {why}")
@@ -133,8 +137,7 @@ def _to_object(k, record, fmt, template):
 def dumps_dataset(records, fmt, system_prompt=None):
     """The text of one file holding `records` in format `fmt` (see the module docstring);
     `system_prompt` is put first in conversations that have no system message."""
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown dataset format {fmt!r}; the formats are {', '.join(FORMATS)}")
+    _check_format(fmt)
     records = [with_system_prompt(r, system_prompt) for r in as_records(records)]
     if fmt == "csv":
         return _dumps_csv(records)
@@ -241,6 +244,12 @@ def _format_of(obj):
     return "chat"
 
 
+def _is_chatml(obj):
+    """Whether a decoded record is {"text": "<|im_start|>..."}."""
+    return isinstance(obj, dict) and set(obj) == {"text"} and isinstance(obj["text"], str) and \
+        obj["text"].lstrip().startswith(CHATML_TOKENS[0])
+
+
 _CHAT_KEYS = {"messages": ("messages", "text"), "alpaca": ("instruction",),
               "instruction": ("prompt",), "chatml": ("text",)}
 
@@ -252,15 +261,14 @@ def _record_from(obj, fmt, where, source, origin):
     if fmt is not None and found != expected or fmt in _CHAT_KEYS and not (
             isinstance(obj, dict) and any(key in obj for key in _CHAT_KEYS[fmt])):
         keys = sorted(obj) if isinstance(obj, dict) else json_kind(obj)
-        raise DataError(f"{where}: not a {fmt} record (got {keys})")
+        raise DataError(f"{where}: expected a record of the {fmt} format, got {keys}")
     try:
         if found == "json":
             return Record.from_dict(obj)
         if found == "sharegpt":
             return Record("causal_lm", source, messages=sharegpt_messages(obj, where),
                           origin=origin)
-        if fmt == "chatml" and isinstance(obj, dict) and set(obj) == {"text"} and \
-                isinstance(obj["text"], str) and obj["text"].lstrip().startswith(CHATML_TOKENS[0]):
+        if fmt == "chatml" and _is_chatml(obj):
             return Record("causal_lm", source, messages=parse_chatml(obj["text"], where),
                           origin=origin)
         example = chat_example_from_record(obj, where)
@@ -279,16 +287,9 @@ def _json_values(text, where):
     pos = _skip(text, pos + 1)
     if text.startswith("]", pos):
         return
-    line, counted = 1, 0
-
-    def line_at(p):
-        nonlocal line, counted
-        line += text.count("\n", counted, p)
-        counted = p
-        return line
-
+    lines = _LineCounter(text)
     while True:
-        line = line_at(pos)
+        line = lines.at(pos)
         try:
             value, pos = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as e:
@@ -300,13 +301,25 @@ def _json_values(text, where):
         pos = _skip(text, pos)
         if text.startswith("]", pos):
             if _skip(text, pos + 1) != len(text):
-                raise DataError(f"{where}:{line_at(pos)}: text after the end of the JSON "
+                raise DataError(f"{where}:{lines.at(pos)}: text after the end of the JSON "
                                 "array")
             return
         if not text.startswith(",", pos):
-            raise DataError(f"{where}:{line_at(pos)}: expected ',' or ']' between the "
+            raise DataError(f"{where}:{lines.at(pos)}: expected ',' or ']' between the "
                             "array's elements")
         pos = _skip(text, pos + 1)
+
+
+class _LineCounter:
+    """The line numbers of increasing offsets in a text, each newline counted once."""
+
+    def __init__(self, text):
+        self.text, self.pos, self.line = text, 0, 1
+
+    def at(self, pos):
+        self.line += self.text.count("\n", self.pos, pos)
+        self.pos = pos
+        return self.line
 
 
 def _skip(text, pos):
@@ -329,8 +342,8 @@ def loads_dataset(text, fmt=None, where="<data>", source="dataset"):
     """Records from the text of one dataset file (`where` names it in errors and origins);
     fmt None detects the format (see the module docstring). Records of the chat formats get
     `source` and origin {"file": where, "line": n}."""
-    if fmt is not None and fmt not in FORMATS:
-        raise ValueError(f"unknown dataset format {fmt!r}; the formats are {', '.join(FORMATS)}")
+    if fmt is not None:
+        _check_format(fmt)
     text = text.lstrip("\ufeff")
     if fmt == "csv":
         return _loads_csv(text, where, source)
@@ -338,9 +351,7 @@ def loads_dataset(text, fmt=None, where="<data>", source="dataset"):
         _jsonl_values(text, where)
     records = []
     for line, value in values:
-        if fmt is None and not records and isinstance(value, dict) and set(value) == {"text"} \
-                and isinstance(value["text"], str) and \
-                value["text"].lstrip().startswith(CHATML_TOKENS[0]):
+        if fmt is None and not records and _is_chatml(value):
             fmt = "chatml"
         records.append(_record_from(value, fmt, f"{where}:{line}", source,
                                     {"file": where, "line": line}))
@@ -425,10 +436,8 @@ def import_dataset(path, fmt=None, source="dataset"):
                         f"{path} is not a file")
     if fmt is None and path.lower().endswith(".csv"):
         fmt = "csv"
-    with open(path, "rb") as f:
-        raw = f.read()
     try:
-        text = decode_utf8(raw, path)
+        text = read_utf8(path)
     except JsonFileError as e:
         raise DataError(str(e)) from None
     return loads_dataset(text, fmt, path, source)
@@ -487,13 +496,6 @@ def split_records(records, split, seed=0, stratify=True):
             counts[name] += len(unit)
             assigned[name].extend(unit)
     return {name: [records[k] for k in sorted(ks)] for name, ks in assigned.items()}
-
-
-def content_text(record):
-    """What a record teaches as one text: its text, or its messages' contents one per line."""
-    if record.messages is not None:
-        return "\n".join(m["content"] for m in record.messages)
-    return record.text
 
 
 def dataset_stats(records, count_tokens=None):
@@ -556,9 +558,7 @@ class ExportConfig:
     count_tokens: object = None
 
     def __post_init__(self):
-        if self.format not in FORMATS:
-            raise ValueError(f"unknown dataset format {self.format!r}; the formats are "
-                             f"{', '.join(FORMATS)}")
+        _check_format(self.format)
         if self.split is not None:
             _split_fractions(self.split)
 
