@@ -63,7 +63,7 @@ class PiiMatch:
 
 _PRIVATE_KEY = re.compile(
     r"-----BEGIN ((?:[A-Z0-9]+ )*)PRIVATE KEY( BLOCK|)-----"
-    r"(?:.*?-----END \1PRIVATE KEY\2-----"            # the whole block
+    r"(?:.{0,20000}?-----END \1PRIVATE KEY\2-----"    # the whole block (an RSA-8192 PEM is 6 kB)
     r"|(?:\r?\n[ \t]*[A-Za-z0-9+/=][A-Za-z0-9+/=:,. -]*)*)",   # or what is left of a cut one
     re.S)
 
@@ -236,6 +236,9 @@ _PHONE_CONTEXT = re.compile(
     r"|téléphone|portable|telefon|handy|rufnummer|movil|móvil|teléfono)\b|☎|📞)[^\n]{0,30}$")
 
 
+_WORDED = re.compile(r"[^\W\d_]|[☎📞]")
+
+
 @dataclass
 class _Group:
     digits: str
@@ -316,7 +319,9 @@ def _one_separator(groups, text):
     return len(gaps) <= 1
 
 
-def _is_phone(groups, text, start):
+def _is_phone(groups, text, said):
+    """Whether digit groups are a phone number; `said`: whether a word such as "phone" or
+    "call" comes shortly before them."""
     digits = "".join(g.digits for g in groups)
     sizes = [len(g.digits) for g in groups]
     n = len(digits)
@@ -327,7 +332,6 @@ def _is_phone(groups, text, start):
         return 8 <= n <= 15 and n - len(first) >= 6 and len(first) <= 3
     if first.startswith("00") and len(groups) > 1 and 10 <= n <= 15:
         return True                               # 0044 20 7946 0958: an international prefix
-    said = _PHONE_CONTEXT.search(text, max(0, start - 40), start) is not None
     if len(groups) == 1:                          # one run of digits: only where it is said
         return said and ((n == 10 and first[0] in "23456789") or (first[0] == "0" and 10 <= n <= 11))
     if sizes == [3, 3, 4] and first[0] in "23456789":
@@ -344,6 +348,9 @@ def _is_phone(groups, text, start):
     return (first[0] == "0" and 2 <= len(first) <= 6 and n <= 12) or groups[0].paren or said
 
 
+_MOST_GROUPS = 8     # "+44 (0) 20 7946 0958" is 5 groups, "+33 1 42 68 53 00" 6, a card 5
+
+
 def _find_numbers(text):
     """(type, start, end) for the card numbers and phone numbers in text. A run of digit
     groups is read from its first group, taking the longest valid span, then on from where
@@ -352,17 +359,21 @@ def _find_numbers(text):
     for run in _digit_runs(text):
         i = 0
         while i < len(run):
+            start = _span(text, run[i:i + 1])[0]
+            context = text[max(0, start - 40):start]
+            worded = _WORDED.search(context) is not None     # most numbers come with no words
+            if worded and _NEGATIVE_CONTEXT.search(context):
+                break
+            said = worded and _PHONE_CONTEXT.search(context) is not None
             found = None
-            for j in range(len(run), i, -1):
+            for j in range(min(len(run), i + _MOST_GROUPS), i, -1):
                 groups = run[i:j]
-                start, end = _span(text, groups)
+                end = _span(text, groups)[1]
                 if not _bounded(text, start, end, i == 0) or \
                         (j < len(run) and text[end:run[j].start] != " "):
                     continue
-                if _NEGATIVE_CONTEXT.search(text, max(0, start - 40), start):
-                    continue
                 kind = "card" if _is_card(groups, text) else \
-                    "phone" if _is_phone(groups, text, start) else None
+                    "phone" if _is_phone(groups, text, said) else None
                 if kind:
                     found = j
                     yield kind, start, end
