@@ -20,8 +20,9 @@ the longer span), each replaced by "[" + TYPE + "]":
   ip           IPv4 (octets 0-255) and IPv6 (checked by the standard library's ipaddress)
   phone        numbers with a country code (+44 ..., 0044 ...), or in a national layout: US
                (415) 555-2671 / 415-555-2671, numbers with a trunk 0 (UK 020 7946 0958, FR 01 42
-               68 53 00, DE 030 901820, IN 098765 43210), Indian mobiles 98765 43210; an
-               unseparated run of 10-11 digits only where "phone", "call", "tel"... precede it
+               68 53 00, DE 030 901820, IN 098765 43210), Indian mobiles 98765 43210, an area
+               code in parentheses (BR (11) 96108-4548); other layouts (ES 612 51 90 73) and
+               unseparated runs of 10-11 digits only where "phone", "call", "tel"... precede them
 Numbers whose context names something else ("order", "invoice", "ISBN", "version",
 "tracking"...) are left alone, as are dates, times, prices, version numbers, UUIDs, hashes and
 colours. What is found is reported by type and span only: a report never holds the secret.
