@@ -12,8 +12,11 @@ Record formats, one JSON object per line (blank lines skipped; a file may mix th
 line says what it is; a line that fits two formats is an error):
   - {"messages": [{"role": "system"|"user"|"assistant", "content": str}, ...]}
   - Alpaca: {"instruction": str, "input": str (optional, may be empty), "output": str}, read as
-    [user: instruction + ("\\n\\n" + input if input), assistant: output]
-  - {"prompt": str, "response": str} ("completion" also names the response): [user, assistant]
+    [user: instruction + ("\\n\\n" + input if input), assistant: output]; as in LLaMA-Factory's
+    Alpaca files, an optional "system" str and "history" ([[user, assistant], ...], earlier
+    turns) come before it
+  - {"prompt": str, "response": str} ("completion" also names the response): [user, assistant],
+    after an optional "system" str
   - {"text": str}: continued pretraining on plain text.
 
 Encoding follows what the Hugging Face stack trains on:
@@ -158,19 +161,42 @@ def chat_example_from_record(record, where="<record>"):
         return ChatExample(messages=_messages(record["messages"], where), source=where)
     if kind == "text":
         return ChatExample(text=_string(record, "text", where), source=where)
+    before = _system(record, where)
     if kind == "alpaca":
         instruction = _string(record, "instruction", where)
         extra = _string(record, "input", where, optional=True)
         output = _string(record, "output", where)
         user = instruction + ("\n\n" + extra if extra else "")
-        return ChatExample(messages=[{"role": "user", "content": user},
-                                     {"role": "assistant", "content": output}], source=where)
+        return ChatExample(messages=before + _history(record, where) + [
+            {"role": "user", "content": user}, {"role": "assistant", "content": output}],
+            source=where)
     prompt = _string(record, "prompt", where)
     if "response" in record and "completion" in record:
         raise DataError(f"{where}: give \"response\" or \"completion\", not both")
     answer = _string(record, "completion" if "completion" in record else "response", where)
-    return ChatExample(messages=[{"role": "user", "content": prompt},
-                                 {"role": "assistant", "content": answer}], source=where)
+    return ChatExample(messages=before + [{"role": "user", "content": prompt},
+                                          {"role": "assistant", "content": answer}], source=where)
+
+
+def _system(record, where):
+    """[the system message] of a record's optional "system" string, else []."""
+    if record.get("system") is None:
+        return []
+    return [{"role": "system", "content": _string(record, "system", where)}]
+
+
+def _history(record, where):
+    """The messages of an Alpaca record's optional "history": [[user, assistant], ...]."""
+    history = record.get("history")
+    if history is None:
+        return []
+    if not isinstance(history, list) or not all(
+            isinstance(turn, list) and len(turn) == 2 and all(isinstance(t, str) for t in turn)
+            for turn in history):
+        raise DataError(f"{where}: \"history\" must be a list of [user, assistant] string "
+                        f"pairs, got {history!r:.80}")
+    return [{"role": role, "content": text} for turn in history
+            for role, text in zip(("user", "assistant"), turn)]
 
 
 def parse_chat_jsonl(lines, source="<data>"):
