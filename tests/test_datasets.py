@@ -277,7 +277,7 @@ BAD_FILES = [
     ("i.jsonl", '{"kind": "classification", "source": "nowhere", "text": "x"}\n', None,
      "i.jsonl:1: source must be one of"),
     ("j.jsonl", '{"text": "<|im_start|>user\\nhi<|im_end|>\\n<|im_start|>assistant\\nyo"}\n',
-     None, "j.jsonl:1: not ChatML"),
+     None, r"j.jsonl:1:3: a turn opened by <\|im_start\|> is never closed by <\|im_end\|>"),
     ("k.jsonl", '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", '
                 '"content": "yo"}]}\n', "alpaca", "k.jsonl:1: expected a record of the alpaca format"),
     ("l.jsonl", "\n\n", None, "l.jsonl: the dataset is empty"),

@@ -43,3 +43,14 @@ def test_bad_records_are_refused(fields, message):
         Record(**fields)
     with pytest.raises(RecordError, match="unknown record fields"):
         Record.from_dict({"kind": "causal_lm", "source": "text", "text": "x", "colour": "red"})
+
+
+def test_replace_keeps_the_metadata():
+    r = Record("classification", "correction", text="a", label="x", priority=7, created=5.0,
+               origin={"file": "f"}, id=3)
+    changed = r.replace(text="b")
+    assert (changed.text, changed.label, changed.priority, changed.created, changed.origin,
+            changed.id, changed.source) == ("b", "x", 7, 5.0, {"file": "f"}, 3, "correction")
+    assert r.text == "a" and changed.content_hash != r.content_hash
+    with pytest.raises(RecordError):
+        r.replace(label="")

@@ -37,7 +37,6 @@ from dataclasses import dataclass, field
 
 from .dedup import DedupConfig, find_duplicates
 from .pii import PiiConfig, scrub_pii
-from .record import Record
 
 
 @dataclass
@@ -269,9 +268,7 @@ def _cleaned(record, config, reasons, pii_found):
                     for m in record.messages]
     if not reasons:
         return record
-    return Record(record.kind, record.source, text=text, label=label, messages=messages,
-                  priority=record.priority, created=record.created, origin=record.origin,
-                  id=record.id)
+    return record.replace(text=text, label=label, messages=messages)
 
 
 def clean_records(records, config=None):

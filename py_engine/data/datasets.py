@@ -41,6 +41,7 @@ file with an error in it.
 Pure Python: this runs in the browser (export_dataset writes through formats.output_dir).
 """
 
+import bisect
 import csv
 import io
 import json
@@ -54,7 +55,7 @@ from dataclasses import dataclass, field
 from ..formats.json_file import JsonFileError, json_kind, read_utf8
 from ..formats.output_dir import write_files
 from ..tokenizers.chat_template import ChatTemplate
-from .chat import CHATML_TEMPLATE, CHATML_TOKENS, ChatExample, chat_example_from_record
+from .chat import CHATML_TEMPLATE, CHATML_TOKENS, ROLES, ChatExample, chat_example_from_record
 from .classification import DataError, Example, parse_record
 from .cleaning import CleaningConfig, clean_records, content_text
 from .record import Record, RecordError
@@ -65,10 +66,10 @@ EXTENSIONS = {"json": ".json", "jsonl": ".jsonl", "csv": ".csv", "messages": ".j
 _JSON_ARRAY = ("json", "alpaca", "sharegpt")      # the others are written one record a line
 CSV_COLUMNS = ("text", "label", "messages", "kind", "source", "priority", "created", "origin",
                "id")
-SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant",
-                  "assistant": "assistant", "chatgpt": "assistant", "model": "assistant"}
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
+                  "chatgpt": "assistant", "bard": "assistant", "bing": "assistant",
+                  "model": "assistant", "system": "system"}
 _SHAREGPT_FROM = {"system": "system", "user": "human", "assistant": "gpt"}
-_CHATML_TURN = re.compile(r"<\|im_start\|>(system|user|assistant)\n(.*?)<\|im_end\|>\n?", re.S)
 
 
 # ---- records in and out of each format -------------------------------------------------------
@@ -169,9 +170,7 @@ def with_system_prompt(record, system_prompt):
     system message (the same record otherwise)."""
     if not system_prompt or record.messages is None or record.messages[0]["role"] == "system":
         return record
-    return Record(record.kind, record.source, messages=[{"role": "system", "content": system_prompt}]
-                  + record.messages, priority=record.priority, created=record.created,
-                  origin=record.origin, id=record.id)
+    return record.replace(messages=[{"role": "system", "content": system_prompt}] + record.messages)
 
 
 def as_records(items, source="dataset"):
@@ -196,25 +195,81 @@ def as_records(items, source="dataset"):
 
 # ---- reading ---------------------------------------------------------------------------------
 
-def parse_chatml(text, where):
-    """The messages of a ChatML text (turns `<|im_start|>role\\ncontent<|im_end|>\\n`, nothing
-    between or after them but whitespace)."""
-    messages, pos = [], 0
-    for m in _CHATML_TURN.finditer(text):
-        if text[pos:m.start()].strip():
+_START, _END = CHATML_TOKENS
+_SEPARATORS = re.compile(r"(?:\s|<\|endoftext\|>|</s>)*")
+
+
+def read_chatml(text, where, origin, source="text"):
+    """Records of a ChatML text: conversations of <|im_start|>role\ncontent<|im_end|> turns,
+    separated by a blank line, <|endoftext|> or </s>, or a new system turn; each needs an
+    assistant turn. Errors and origins name `where` and the line."""
+    line_at = line_index(text)
+    conversations, current, pos = [], [], 0
+    while True:
+        gap_end = _SEPARATORS.match(text, pos).end()
+        gap = text[pos:gap_end]
+        if current and ("\n\n" in gap or "<|endoftext|>" in gap or "</s>" in gap
+                        or gap_end == len(text)):
+            conversations.append(current)
+            current = []
+        pos = gap_end
+        if pos == len(text):
             break
-        messages.append({"role": m.group(1), "content": m.group(2)})
-        pos = m.end()
-    if not messages or text[pos:].strip():
-        raise DataError(f"{where}: not ChatML: expected <|im_start|>system|user|assistant, a "
-                        f"newline, the content and <|im_end|>, at character {pos}: "
-                        f"{text[pos:pos + 40]!r}")
-    return messages
+        line = line_at(pos)
+        if not text.startswith(_START, pos):
+            raise DataError(f"{where}:{line}: text outside <|im_start|> ... <|im_end|> turns: "
+                            f"{text[pos:pos + 40]!r}")
+        role_end = text.find("\n", pos)
+        end = text.find(_END, pos)
+        if end < 0:
+            raise DataError(f"{where}:{line}: a turn opened by <|im_start|> is never closed by "
+                            "<|im_end|> (truncated?)")
+        if role_end < 0 or role_end > end:
+            raise DataError(f"{where}:{line}: <|im_start|> must be followed by a role and a "
+                            "line break")
+        role = text[pos + len(_START):role_end].strip()
+        content = text[role_end + 1:end]
+        if _START in content:
+            raise DataError(f"{where}:{line}: a turn opened by <|im_start|> is not closed by "
+                            "<|im_end|> before the next one opens")
+        if role not in ROLES:
+            raise DataError(f"{where}:{line}: unknown ChatML role {role!r:.40}; roles are "
+                            f"{', '.join(ROLES)}")
+        if role == "system" and current and current[-1][0]["role"] != "system":
+            conversations.append(current)
+            current = []
+        current.append(({"role": role, "content": content}, line, line_at(end)))
+        pos = end + len(_END)
+    records = []
+    for turns in conversations:
+        first, last = turns[0][1], turns[-1][2]
+        at = f"{where}:{first}"
+        if not any(m["role"] == "assistant" for m, _, _ in turns):
+            raise DataError(f"{at}: the conversation has no assistant turn, so nothing in it "
+                            "would be trained")
+        records.append(Record("causal_lm", source, messages=[m for m, _, _ in turns],
+                              origin={**origin, "line": first, "lines": [first, last],
+                                      "where": at}))
+    return records
+
+
+def parse_chatml(text, where):
+    """The messages of one ChatML conversation (a record's text)."""
+    records = read_chatml(text, where, {})
+    if len(records) != 1:
+        raise DataError(f"{where}: {len(records)} ChatML conversations where one was expected")
+    return records[0].messages
+
+
+def line_index(text):
+    """A function from a character offset to its 1-based line number."""
+    starts = [0] + [m.end() for m in re.finditer("\n", text)]
+    return lambda offset: bisect.bisect_right(starts, offset)
 
 
 def sharegpt_messages(obj, where):
-    """The messages of a ShareGPT object: {"conversations": [{"from", "value"}, ...]} with an
-    optional top-level "system"."""
+    """The messages of a ShareGPT object: {"conversations": [{"from", "value"}, ...]} (also
+    "role"/"content" in a turn, any case of the speaker) with an optional top-level "system"."""
     turns = obj.get("conversations")
     if not isinstance(turns, list) or not turns:
         raise DataError(f"{where}: \"conversations\" must be a non-empty list of "
@@ -224,14 +279,17 @@ def sharegpt_messages(obj, where):
         messages.append({"role": "system", "content": obj["system"]})
     for k, turn in enumerate(turns):
         at = f"{where}: conversations[{k}]"
-        if not isinstance(turn, dict) or not isinstance(turn.get("value"), str):
-            raise DataError(f"{at} must be an object with \"from\" and a string \"value\", "
-                            f"got {turn!r:.80}")
-        role = SHAREGPT_ROLES.get(turn.get("from"))
+        if not isinstance(turn, dict):
+            raise DataError(f"{at} must be an object with \"from\" and \"value\", got {turn!r:.80}")
+        speaker = turn.get("from", turn.get("role"))
+        role = SHAREGPT_ROLES.get(speaker.lower() if isinstance(speaker, str) else None)
         if role is None:
             raise DataError(f"{at}: \"from\" must be one of {', '.join(SHAREGPT_ROLES)}, got "
-                            f"{turn.get('from')!r:.40}")
-        messages.append({"role": role, "content": turn["value"]})
+                            f"{speaker!r:.40}")
+        value = turn.get("value", turn.get("content"))
+        if not isinstance(value, str):
+            raise DataError(f"{at}: \"value\" must be a string, got {value!r:.80}")
+        messages.append({"role": role, "content": value})
     return messages
 
 

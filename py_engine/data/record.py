@@ -81,6 +81,11 @@ class Record:
                              separators=(",", ":"), sort_keys=True)
         return hashlib.sha256(content.encode("utf-8")).hexdigest()
 
+    def replace(self, **changes):
+        """A new record with `changes` (text, label, messages...) and everything else kept:
+        source, priority, created, origin, id."""
+        return Record(**{**{name: getattr(self, name) for name in self.__slots__}, **changes})
+
     def as_dict(self):
         """JSON-ready fields (None ones left out)."""
         return {name: getattr(self, name) for name in self.__slots__

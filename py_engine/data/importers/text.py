@@ -60,6 +60,7 @@ from ...formats.json_file import json_kind
 from ..chat import ROLES, chat_example_from_record
 from ..classification import DataError, parse_record
 from ..chunks import approx_tokens, split_into_chunks
+from ..datasets import line_index, read_chatml, sharegpt_messages
 from ..record import Record
 from ..sniff import binary_kind
 
@@ -77,9 +78,6 @@ SYSTEM_COLUMNS = ("system", "system_prompt")
 _KNOWN_COLUMNS = set(TEXT_COLUMNS + LABEL_COLUMNS + PROMPT_COLUMNS + INPUT_COLUMNS +
                      RESPONSE_COLUMNS + SYSTEM_COLUMNS)
 
-SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
-                  "chatgpt": "assistant", "bard": "assistant", "bing": "assistant",
-                  "model": "assistant", "system": "system"}
 def import_text(data, name=None, kind=None, count_tokens=None, max_tokens=DEFAULT_MAX_TOKENS):
     """Records from a text file's bytes (or str); see the module docstring."""
     where = name or "<text>"
@@ -307,7 +305,7 @@ def record_from_object(obj, where, origin):
     if isinstance(obj.get("id"), (str, int)) and not isinstance(obj.get("id"), bool):
         origin["id"] = obj["id"]
     if "conversations" in obj:
-        obj = {"messages": _sharegpt_messages(obj, where)}
+        obj = {"messages": sharegpt_messages(obj, where)}
     elif "instruction" in obj and "output" not in obj and "response" in obj:
         obj = {"instruction": obj["instruction"], "input": obj.get("input", obj.get("context")),
                "output": obj["response"]}
@@ -338,93 +336,6 @@ def _label_value(value, key, where):
         raise DataError(f"{where}: \"{key}\" must be a non-empty string or an int, got "
                         f"{value!r:.80}")
     return str(value)
-
-
-def _sharegpt_messages(obj, where):
-    turns = obj["conversations"]
-    if not isinstance(turns, list) or not turns:
-        raise DataError(f"{where}: \"conversations\" must be a non-empty list of "
-                        f"{{\"from\", \"value\"}} objects, got {turns!r:.80}")
-    messages = []
-    if isinstance(obj.get("system"), str) and obj["system"]:
-        messages.append({"role": "system", "content": obj["system"]})
-    for k, turn in enumerate(turns):
-        at = f"{where}: conversations[{k}]"
-        if not isinstance(turn, dict):
-            raise DataError(f"{at} must be an object with \"from\" and \"value\", got {turn!r:.80}")
-        speaker = turn.get("from", turn.get("role"))
-        role = SHAREGPT_ROLES.get(speaker.lower() if isinstance(speaker, str) else None)
-        if role is None:
-            raise DataError(f"{at}: \"from\" must be one of {', '.join(SHAREGPT_ROLES)}, got "
-                            f"{speaker!r:.40}")
-        value = turn.get("value", turn.get("content"))
-        if not isinstance(value, str):
-            raise DataError(f"{at}: \"value\" must be a string, got {value!r:.80}")
-        messages.append({"role": role, "content": value})
-    return messages
-
-
-# ---- ChatML ----------------------------------------------------------------------------------
-
-_START, _END = "<|im_start|>", "<|im_end|>"
-_SEPARATORS = re.compile(r"(?:\s|<\|endoftext\|>|</s>)*")
-
-
-def _read_chatml(text, where, origin):
-    line_at = _line_index(text)
-    conversations, current, pos = [], [], 0
-    while True:
-        gap_end = _SEPARATORS.match(text, pos).end()
-        gap = text[pos:gap_end]
-        if current and ("\n\n" in gap or "<|endoftext|>" in gap or "</s>" in gap
-                        or gap_end == len(text)):
-            conversations.append(current)
-            current = []
-        pos = gap_end
-        if pos == len(text):
-            break
-        line = line_at(pos)
-        if not text.startswith(_START, pos):
-            raise DataError(f"{where}:{line}: text outside <|im_start|> ... <|im_end|> turns: "
-                            f"{text[pos:pos + 40]!r}")
-        role_end = text.find("\n", pos)
-        end = text.find(_END, pos)
-        if end < 0:
-            raise DataError(f"{where}:{line}: a turn opened by <|im_start|> is never closed by "
-                            "<|im_end|> (truncated?)")
-        if role_end < 0 or role_end > end:
-            raise DataError(f"{where}:{line}: <|im_start|> must be followed by a role and a "
-                            "line break")
-        role = text[pos + len(_START):role_end].strip()
-        content = text[role_end + 1:end]
-        if _START in content:
-            raise DataError(f"{where}:{line}: a turn opened by <|im_start|> is not closed by "
-                            "<|im_end|> before the next one opens")
-        if role not in ROLES:
-            raise DataError(f"{where}:{line}: unknown ChatML role {role!r:.40}; roles are "
-                            f"{', '.join(ROLES)}")
-        if role == "system" and current and current[-1][0]["role"] != "system":
-            conversations.append(current)
-            current = []
-        current.append(({"role": role, "content": content}, line, line_at(end)))
-        pos = end + len(_END)
-    records = []
-    for turns in conversations:
-        first, last = turns[0][1], turns[-1][2]
-        at = f"{where}:{first}"
-        if not any(m["role"] == "assistant" for m, _, _ in turns):
-            raise DataError(f"{at}: the conversation has no assistant turn, so nothing in it "
-                            "would be trained")
-        records.append(Record("causal_lm", "text", messages=[m for m, _, _ in turns],
-                              origin={**origin, "line": first, "lines": [first, last],
-                                      "where": at}))
-    return records
-
-
-def _line_index(text):
-    """A function from a character offset to its 1-based line number."""
-    starts = [0] + [m.end() for m in re.finditer("\n", text)]
-    return lambda offset: bisect.bisect_right(starts, offset)
 
 
 # ---- CSV -------------------------------------------------------------------------------------
@@ -511,7 +422,7 @@ def _csv_text(row, columns, at, origin):
 # ---- prose -----------------------------------------------------------------------------------
 
 def _prose_records(text, fmt, where, origin, count_tokens, max_tokens):
-    line_at = _line_index(text)
+    line_at = line_index(text)
     records = []
     for k, (start, end, chunk) in enumerate(split_into_chunks(text, max_tokens, count_tokens,
                                                               markdown=fmt == "markdown")):
@@ -522,4 +433,4 @@ def _prose_records(text, fmt, where, origin, count_tokens, max_tokens):
     return records
 
 
-_READERS = {"json": _read_json, "jsonl": _read_jsonl, "chatml": _read_chatml, "csv": _read_csv}
+_READERS = {"json": _read_json, "jsonl": _read_jsonl, "chatml": read_chatml, "csv": _read_csv}
