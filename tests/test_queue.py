@@ -148,6 +148,14 @@ def test_stats_export_and_delete_by_origin(path):
     assert [r.kind for r in run(collect(q.records()))] == ["causal_lm"]
 
 
+def test_stats_and_deletion_read_past_a_page(path):
+    q = TrainingQueue(path)
+    run(q.put([text(i, label=f"l{i % 3}", created=float(i)) for i in range(2345)]))
+    stats = run(q.stats())
+    assert stats["total"] == 2345 and stats["by_label"] == {"l0": 782, "l1": 782, "l2": 781}
+    assert run(q.delete(lambda origin: True)) == 2345
+
+
 def test_a_failed_write_leaves_nothing(path, monkeypatch):
     q = TrainingQueue(path)
     run(q.put([text(i) for i in range(3)]))

@@ -75,7 +75,11 @@ class Transaction:
         return (await self.read(scan_query(table, index, prefix, after, limit, fields)))[0]
 
     async def scan_all(self, table, fields=None, page=1000):
-        """Every row of `table` in key order, read page by page at this transaction's version."""
+        """Every row of `table` in key order, read page by page at this transaction's version
+        (`fields`, when given, gain the key)."""
+        name = TABLES[table].key
+        if fields is not None and name not in fields:
+            fields = (name, *fields)
         key = None
         while True:
             rows = await self.scan(table, after=key, limit=page, fields=fields)
@@ -83,7 +87,7 @@ class Transaction:
                 yield row
             if len(rows) < page:
                 return
-            key = rows[-1][TABLES[table].key]
+            key = rows[-1][name]
 
     async def count(self, table, index=None, prefix=()):
         return (await self.read({"q": "count", "table": table, "index": index,
