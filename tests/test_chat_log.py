@@ -3,7 +3,6 @@ example trimmed to a token budget (counted with a byte-level BPE tokenizer and c
 Hugging Face tokenizers), per-conversation opt-out, and deletion that takes the conversation's
 queued examples with it, in one transaction."""
 
-import asyncio
 import json
 import random
 import sqlite3
@@ -16,11 +15,8 @@ from py_engine.data.record import Record
 from py_engine.data.storage import StoreError
 from py_engine.data.storage.sqlite_store import SQLiteStore
 from py_engine.tokenizers.bpe import BPETokenizer
+from test_queue import run
 from tiny_chat import CORPUS, train_tokenizer
-
-
-def run(coro):
-    return asyncio.run(coro)
 
 
 class Clock:

@@ -6,12 +6,13 @@ from the queue, is run beside it on random operations and must agree at every st
 import asyncio
 import random
 import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from py_engine.data.queue import QueueConfig, QueueError, TrainingQueue
+from py_engine.data.queue import QueueConfig, QueueError, TrainingQueue, record_row
 from py_engine.data.record import Record
-from py_engine.data.storage import StoreError, open_store
+from py_engine.data.storage import StoreError, atomically, open_store
 from py_engine.data.storage.sqlite_store import SQLiteStore
 
 
@@ -24,7 +25,11 @@ class Clock:
 
 
 def run(coro):
-    return asyncio.run(coro)
+    """Run a coroutine on an event loop of its own, in a thread of its own: the store's
+    coroutines may truly wait (the interleaving test's do), and Playwright's sync API may hold
+    this thread's loop when browser tests share the session."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 async def collect(aiter):
@@ -175,6 +180,21 @@ def test_a_failed_write_leaves_nothing(path, monkeypatch):
     assert len(applied) == 5
     assert [r.id for r in run(collect(q.records()))] == [1, 2, 3]
     assert run(q.put([text(10)]))["ids"] == [4]                # the counter did not move either
+
+
+def test_a_write_breaking_the_unique_hash_fails_whole(path):
+    q = TrainingQueue(path)
+    run(q.put([text(1)]))
+    same = [record_row(text(2), 100 + k, 1) for k in range(2)]
+
+    async def clash(tx):
+        tx.put("records", record_row(text(3), 99, 1))
+        for row in same:
+            tx.put("records", row)
+
+    with pytest.raises(StoreError, match="nothing was written .UNIQUE constraint failed"):
+        run(atomically(q.store, clash))
+    assert [r.id for r in run(collect(q.records()))] == [1]
 
 
 class Interleaving:

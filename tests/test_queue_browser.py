@@ -22,8 +22,9 @@ pytestmark = pytest.mark.browser
 SCENARIO = '''
 import json
 from py_engine.data.chat_log import ChatLog
-from py_engine.data.queue import QueueConfig, QueueError, TrainingQueue
+from py_engine.data.queue import QueueConfig, QueueError, TrainingQueue, record_row
 from py_engine.data.record import Record
+from py_engine.data.storage import StoreError, atomically
 
 
 class Clock:
@@ -67,6 +68,16 @@ async def part_one(target):
     dying = await queue.lease("dies", 3, kind="causal_lm", seconds=30)
     out["leases"] = [[r.as_dict() for r in lease.records] for lease in (held, dying)]
     out["stats"] = await queue.stats()
+    same = [record_row(Record("causal_lm", "text", text="same"), 9000 + k, 1) for k in range(2)]
+
+    async def clash(tx):                  # two rows, one content hash: the write fails whole
+        for row in same:
+            tx.put("records", row)
+
+    try:
+        await atomically(queue.store, clash)
+    except StoreError:
+        out["clash"] = await queue.count()
     return out
 
 
@@ -108,7 +119,7 @@ def test_the_queue_in_indexeddb_answers_as_on_the_host_across_a_reload(engine_pa
     puts = first["puts"]
     assert [p["added"] + p["duplicates"] + p["refused"] for p in puts] == [12, 10, 6, 12]
     assert puts[2]["duplicates"] == 4 and puts[3]["evicted"] + puts[3]["refused"] == 6
-    assert first["stats"]["leased"] == 8 and first["stats"]["total"] == 30
+    assert first["stats"]["leased"] == 8 and first["stats"]["total"] == first["clash"] == 30
     engine_page.reload()
     wait_for_engine(engine_page)
     second = in_page(engine_page, name, "part_two")

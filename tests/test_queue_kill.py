@@ -2,7 +2,6 @@
 opens cleanly and every put is whole or absent, every put the writer saw return is there, and
 ids are never reused."""
 
-import asyncio
 import os
 import random
 import signal
@@ -14,6 +13,7 @@ from pathlib import Path
 
 from py_engine.data.queue import TrainingQueue
 from py_engine.data.record import Record
+from test_queue import run
 
 ROOT = Path(__file__).resolve().parents[1]
 KILLS = 32
@@ -78,7 +78,7 @@ def test_killed_writers_leave_whole_puts(tmp_path):
     assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     db.close()
 
-    batches = asyncio.run(survivors(path))
+    batches = run(survivors(path))
     assert acknowledged <= set(batches)                       # nothing that returned was lost
     assert set(batches) - acknowledged <= in_flight           # nothing else appeared
     for number, records in batches.items():
@@ -92,5 +92,5 @@ def test_killed_writers_leave_whole_puts(tmp_path):
           f"{KILLS} in-flight puts committed before the kill, {len(everything)} records")
 
     queue = TrainingQueue(path)
-    after = asyncio.run(queue.put([Record("causal_lm", "text", text="after the kills")]))
+    after = run(queue.put([Record("causal_lm", "text", text="after the kills")]))
     assert after["ids"][0] > max(everything)                  # ids are never reused

@@ -144,14 +144,13 @@ class TrainingQueue:
         hashes = [r.content_hash for r in records]
         found = await tx.get_by("records", "hash", [[h] for h in set(hashes)])
         known = {row["hash"]: row["id"] for row in found if row}
-        fresh, ids = [], []
+        fresh = []
         for record, h in zip(records, hashes):
             if h in known:
                 result["duplicates"] += 1
             else:
                 fresh.append(record)
                 known[h] = None          # later copies in this batch are duplicates too
-            ids.append(h)
         new_ids = await self.next_ids(tx, "records", len(fresh))
         rows = [record_row(r, i, self.config.priority(r)) for r, i in zip(fresh, new_ids)]
         reclaimed = await self._reclaim(tx)
@@ -175,7 +174,7 @@ class TrainingQueue:
         for key in dropped - fresh_ids:
             tx.delete("records", key)
             result["evicted"] += 1
-        result["ids"] = [known[h] for h in ids]
+        result["ids"] = [known[h] for h in hashes]
         return result
 
     async def delete(self, where, source=None):

@@ -92,9 +92,10 @@ function runQuery(tx, q, results, i) {
   } else throw new Error(`unknown query ${JSON.stringify(q.q)}`);
 }
 
+// A failed request is left unhandled, so it aborts its whole transaction (a handler calling
+// preventDefault() would let the rest commit).
 function settle(tx, resolve, reject, value) {
   tx.oncomplete = () => resolve(JSON.stringify(value()));
-  tx.onerror = (event) => event.preventDefault(); // let onabort report the first error once
   tx.onabort = () => {
     const v = value();
     if (v && v.ok === false) resolve(JSON.stringify(v));

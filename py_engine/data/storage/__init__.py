@@ -4,7 +4,8 @@ SQLite file (the host) and an IndexedDB database (the browser), with the layout 
     store = open_store("queue.sqlite")      # host; in Pyodide a name: open_store("default")
     result = await atomically(store, work)  # work(tx): reads, then staged writes, all or nothing
 
-A back end offers two calls, each one transaction of its own:
+A back end (sqlite_store.SQLiteStore, indexeddb_store.IndexedDBStore) has a `name` for
+messages, close(), and two calls, each one transaction of its own:
     await store.read(queries)        -> (version, [result per query]), one consistent snapshot
     await store.write(ops, version)  -> True, or False (nothing written) when another write
                                         committed since `version`; the store's version advances
@@ -15,9 +16,11 @@ Queries:  {"q": "get", "table", "keys": [key, ...]}                  -> [row or 
            "limit": n or None, "fields": [...] or None}             -> [row, ...]
           {"q": "count", "table", "index": name or None, "prefix": [...]} -> int
           A scan walks an index in order (its fields, then the key) over the rows whose first
-          fields equal `prefix`, or the table in key order (index None), past `after`; `fields`
-          picks what each row returns.
-Ops:      {"op": "put", "table", "row"} (insert or replace by key), {"op": "delete", "table", "key"}
+          fields equal `prefix`, or the table in key order (index None), then past the key
+          `after`; `fields` picks what each row returns.
+Ops:      {"op": "put", "table", "row"} (insert or replace by key), {"op": "delete", "table", "key"},
+          applied in the order given. A put that would give two rows one value of a unique
+          index fails the whole write.
 
 Why optimistic transactions: IndexedDB ends a transaction as soon as its requests run out,
 so Python cannot hold one open across awaits. A Transaction therefore reads (each read at one

@@ -37,7 +37,11 @@ class SQLiteStore:
             if not path.parent.is_dir():
                 raise StoreError(f"{path}: no directory {path.parent}")
         try:
-            self.db = sqlite3.connect(self.name, isolation_level=None, timeout=30)
+            # isolation_level None: the store begins and commits its transactions itself.
+            # It may be used from another thread than the one that opened it (an event loop
+            # running elsewhere), by one thread at a time.
+            self.db = sqlite3.connect(self.name, isolation_level=None, timeout=30,
+                                      check_same_thread=False)
             self._prepare()
         except sqlite3.DatabaseError as e:
             raise StoreError(f"{self.name}: not a py_engine data store ({e})") from None
@@ -66,7 +70,9 @@ class SQLiteStore:
                 db.execute(f"CREATE TABLE IF NOT EXISTS {_name(table)} "
                            f"({', '.join(columns)}, row TEXT NOT NULL)")
                 for index, ix in spec.indexes.items():
-                    fields = ", ".join(_name(f) for f in ix.fields + (spec.key,))
+                    # rows in index order, then key order; a unique index is over its fields alone
+                    order = ix.fields if ix.unique else ix.fields + (spec.key,)
+                    fields = ", ".join(_name(f) for f in order)
                     unique = "UNIQUE " if ix.unique else ""
                     db.execute(f"CREATE {unique}INDEX IF NOT EXISTS {_name(table + '.' + index)} "
                                f"ON {_name(table)} ({fields})")
