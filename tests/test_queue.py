@@ -161,6 +161,25 @@ def test_stats_and_deletion_read_past_a_page(path):
     assert run(q.delete(lambda origin: True)) == 2345
 
 
+def test_replace_swaps_cleaned_records_for_their_originals_at_once(path):
+    clock = Clock()
+    q = TrainingQueue(path, QueueConfig(capacity=4, lease_seconds=10), clock=clock)
+    run(q.put([text(i, priority=5) for i in range(4)]))
+    lease = run(q.lease("t", 1))                               # id 1, then it expires
+    clock.now += 11
+    scrubbed = Record("classification", "text", text="example [EMAIL]", label="x", priority=5)
+    got = run(q.replace([1, 2, 77], [scrubbed, text(3), text(9, priority=1)]))
+    # 1 and 2 go; text(3) is still there (a duplicate); the queue has room for 2 of the new
+    assert got == {"added": 2, "duplicates": 1, "evicted": 0, "refused": 0, "ids": [5, 4, 6],
+                   "removed": 2}
+    assert sorted(r.id for r in run(collect(q.records()))) == [3, 4, 5, 6]
+    assert run(q.replace([3], [text(20, priority=0), text(21, priority=0)]))["refused"] == 1
+    with pytest.raises(QueueError, match="no lease"):
+        run(q.ack(lease.id))
+    with pytest.raises(QueueError, match="record ids are ints"):
+        run(q.replace(["1"]))
+
+
 def test_a_failed_write_leaves_nothing(path, monkeypatch):
     q = TrainingQueue(path)
     run(q.put([text(i) for i in range(3)]))

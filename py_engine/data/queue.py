@@ -8,6 +8,8 @@ the host, IndexedDB in the browser; see storage/), surviving reloads, restarts a
     await queue.ack(lease.id)         # the records are gone for good
     await queue.release(lease.id)     # or: give them back (a failed step)
     await queue.stats()
+    async for record in queue.records(kind="classification"): ...    # export
+    await queue.replace(ids, cleaned)  # cleaning: originals out, scrubbed records in, at once
 
 Order: priority (higher first; by source by default: corrections above chats above imports,
 QueueConfig.priorities overrides a source's default), then age (older first), then arrival.
@@ -136,14 +138,15 @@ class TrainingQueue:
                 raise QueueError(f"put: record {i} has created={r.created!r}, not a time")
         return records
 
-    async def put_in(self, tx, records):
-        """put() staged in a transaction of the caller's (records checked by the caller)."""
+    async def put_in(self, tx, records, removing=frozenset()):
+        """put() staged in a transaction of the caller's (records checked by the caller), in
+        which the records with ids `removing` are being deleted."""
         result = {"added": 0, "duplicates": 0, "evicted": 0, "refused": 0, "ids": []}
         if not records:
             return result
         hashes = [r.content_hash for r in records]
         found = await tx.get_by("records", "hash", [[h] for h in set(hashes)])
-        known = {row["hash"]: row["id"] for row in found if row}
+        known = {row["hash"]: row["id"] for row in found if row and row["id"] not in removing}
         fresh = []
         for record, h in zip(records, hashes):
             if h in known:
@@ -153,13 +156,14 @@ class TrainingQueue:
                 known[h] = None          # later copies in this batch are duplicates too
         new_ids = await self.next_ids(tx, "records", len(fresh))
         rows = [record_row(r, i, self.config.priority(r)) for r, i in zip(fresh, new_ids)]
-        reclaimed = await self._reclaim(tx)
-        total = await tx.count("records")
+        reclaimed = [r for r in await self._reclaim(tx) if r["id"] not in removing]
+        total = await tx.count("records") - len(removing)
         over = total + len(rows) - self.config.capacity
         dropped = set()
         if over > 0:
-            evictable = await tx.scan("records", "evict", prefix=[0], limit=over,
+            evictable = await tx.scan("records", "evict", prefix=[0], limit=over + len(removing),
                                       fields=("id", "priority", "created"))
+            evictable = [r for r in evictable if r["id"] not in removing]
             candidates = sorted(evictable + reclaimed + rows, key=_evict_order)
             dropped = {row["id"] for row in candidates[:over]}
         for row in rows:
@@ -176,6 +180,24 @@ class TrainingQueue:
             result["evicted"] += 1
         result["ids"] = [known[h] for h in hashes]
         return result
+
+    async def replace(self, ids, records=()):
+        """Remove the records with these ids (leased or not) and put `records`, in one
+        transaction: what cleaning does, a scrubbed record taking its original's place. Returns
+        put()'s counts plus "removed" (ids not in the queue are not counted)."""
+        ids = list(ids)
+        if any(isinstance(i, bool) or not isinstance(i, int) for i in ids):
+            raise QueueError(f"replace: record ids are ints, got {ids!r:.80}")
+        records = self._checked(records)
+
+        async def work(tx):
+            present = {row["id"] for row in await tx.get("records", ids) if row is not None}
+            result = await self.put_in(tx, records, removing=present)
+            for key in sorted(present):      # after put_in's ops, which may release one
+                tx.delete("records", key)
+            return dict(result, removed=len(present))
+
+        return await atomically(self.store, work)
 
     async def delete(self, where, source=None):
         """Remove, in one transaction, every record whose origin satisfies `where(origin)` (and
