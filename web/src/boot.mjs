@@ -1,9 +1,11 @@
 // Boots Pyodide from ./pyodide/, loads the py_engine wheel by name from the self-hosted lock
-// file, and registers the WebGPU helper and the IndexedDB store as the JS modules
-// "py_engine_webgpu" and "py_engine_storage". Shared by the page
+// file, and registers the WebGPU helper, the IndexedDB state store and the IndexedDB data store
+// (training queue, chat log) as the JS modules "py_engine_webgpu", "py_engine_storage" and
+// "py_engine_queue". Shared by the page
 // (index.html) and the extension's offscreen document; nothing here reaches the network.
 
 import { loadPyodide } from "./pyodide/pyodide.mjs";
+import * as queueStore from "./queue_store.mjs";
 import * as storage from "./storage.mjs";
 import * as webgpuHelper from "./webgpu_helper.mjs";
 
@@ -17,6 +19,7 @@ export async function boot({ indexURL = new URL("./pyodide/", import.meta.url).h
   const t1 = performance.now();
   pyodide.registerJsModule("py_engine_webgpu", webgpuHelper);
   pyodide.registerJsModule("py_engine_storage", storage);
+  pyodide.registerJsModule("py_engine_queue", queueStore);
   const loaded = await pyodide.loadPackage("py-engine", { checkIntegrity: true });
   if (!loaded.some((p) => p.name === "py-engine")) {
     throw new Error(`py-engine wheel did not load from ${indexURL} (loadPackage returned ${JSON.stringify(loaded)})`);

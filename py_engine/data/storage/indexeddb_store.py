@@ -1,0 +1,45 @@
+"""The data store in the browser's IndexedDB, through the JS module "py_engine_queue"
+(web/src/queue_store.mjs, registered by boot.mjs). Each read and each write is one IndexedDB
+transaction run wholly in JS; queries, ops and results cross as JSON text (one string each way
+is far cheaper than converting many small objects through the FFI).
+
+The database is "py_engine_data/<name>", shared by the pages, workers and the extension's
+documents of one origin.
+"""
+
+import json
+
+from . import StoreError
+from .schema import as_json
+
+_SCHEMA = json.dumps(as_json())
+
+
+def _dumps(value):
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+class IndexedDBStore:
+    def __init__(self, name):
+        if not isinstance(name, str) or not name:
+            raise StoreError(f"an IndexedDB data store needs a non-empty name, got {name!r}")
+        self.name = name
+
+    async def _call(self, what, *args):
+        import py_engine_queue
+        from pyodide.ffi import JsException
+
+        try:
+            return json.loads(await getattr(py_engine_queue, what)(self.name, _SCHEMA, *args))
+        except JsException as e:
+            raise StoreError(f"IndexedDB data store {self.name!r}: {what} failed ({e})") from None
+
+    async def read(self, queries):
+        found = await self._call("read", _dumps(queries))
+        return found["version"], found["results"]
+
+    async def write(self, ops, version):
+        return (await self._call("write", _dumps(ops), version))["ok"]
+
+    def close(self):
+        pass

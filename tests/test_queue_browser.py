@@ -1,0 +1,278 @@
+"""The training queue and the chat log inside Chromium (Pyodide, IndexedDB): the same script
+gives the same answers in the page as on the host over SQLite, across a page reload; and pages
+killed in the middle of a burst of puts (renderer SIGKILLed, page closed, navigated away, the
+whole browser SIGKILLed and started again on its profile) leave every put whole or absent."""
+
+import json
+import os
+import random
+import signal
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest import run
+from py_engine.harness import run_json, wait_for_engine
+from py_engine.server import ServerThread
+
+pytestmark = pytest.mark.browser
+
+SCENARIO = '''
+import json
+from py_engine.data.chat_log import ChatLog
+from py_engine.data.queue import QueueConfig, QueueError, TrainingQueue, record_row
+from py_engine.data.record import Record
+from py_engine.data.storage import StoreError, atomically
+
+
+class Clock:
+    def __init__(self, now):
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+
+CONFIG = QueueConfig(capacity=30, priorities={"website": 150}, lease_seconds=300)
+
+
+def open_queue(target, now):
+    clock = Clock(now)
+    queue = TrainingQueue(target, CONFIG, clock=clock)
+    return queue, ChatLog(queue, max_tokens=40, clock=clock), clock
+
+
+def batch(start, n, source, kind="classification"):
+    if kind == "classification":
+        return [Record(kind, source, text=f"text {i}", label=f"l{i % 3}",
+                       created=100.0 + i, origin={"n": i}) for i in range(start, start + n)]
+    return [Record(kind, source, text=f"{source} passage {i} " + "word " * (i % 5),
+                   created=100.0 + i % 4, origin={"n": i}) for i in range(start, start + n)]
+
+
+async def part_one(target):
+    queue, chat, clock = open_queue(target, 1000.0)
+    out = {"puts": []}
+    for records in (batch(0, 12, "dataset"), batch(0, 10, "website", "causal_lm"),
+                    batch(8, 6, "correction"), batch(10, 12, "text", "causal_lm")):
+        out["puts"].append(await queue.put(records))
+    for k in range(4):
+        await chat.log("c1", "user", f"question {k} " + "why " * k)
+        clock.now += 1
+        await chat.log("c1", "assistant", f"answer {k} " + "because " * k)
+    await chat.log("c2", "user", "private")
+    await chat.log("c2", "assistant", "reply")
+    held = await queue.lease("trainer", 5)
+    dying = await queue.lease("dies", 3, kind="causal_lm", seconds=30)
+    out["leases"] = [[r.as_dict() for r in lease.records] for lease in (held, dying)]
+    out["stats"] = await queue.stats()
+    same = [record_row(Record("causal_lm", "text", text="same"), 9000 + k, 1) for k in range(2)]
+
+    async def clash(tx):                  # two rows, one content hash: the write fails whole
+        for row in same:
+            tx.put("records", row)
+
+    try:
+        await atomically(queue.store, clash)
+    except StoreError:
+        out["clash"] = await queue.count()
+    return out
+
+
+async def part_two(target):
+    queue, chat, clock = open_queue(target, 1100.0)      # "dies" expired meanwhile
+    out = {"stats": await queue.stats()}
+    try:
+        await queue.ack("lease-2")
+    except QueueError as e:
+        out["expired"] = str(e)
+    out["ack"] = await queue.ack("lease-1")
+    out["opt_out"] = await chat.opt_out("c2")
+    out["delete"] = await chat.delete_conversation("c1")
+    again = await queue.lease("trainer", 4, kind="causal_lm")
+    out["again"] = [r.id for r in again.records]
+    out["release"] = await queue.release(again.id)
+    out["messages"] = await chat.messages("c2")
+    out["records"] = [r.as_dict() async for r in queue.records()]
+    out["final"] = await queue.stats()
+    return out
+'''
+
+
+def on_host(path, part):
+    space = {}
+    exec(SCENARIO, space)
+    return json.loads(json.dumps(run(space[part](path))))
+
+
+def in_page(page, name, part):
+    return run_json(page, SCENARIO + f"\njson.dumps(await {part}({name!r}))")
+
+
+def test_the_queue_in_indexeddb_answers_as_on_the_host_across_a_reload(engine_page, tmp_path):
+    name = f"scenario-{uuid.uuid4().hex}"
+    path = tmp_path / "queue.sqlite"
+    first = in_page(engine_page, name, "part_one")
+    assert first == on_host(path, "part_one")
+    puts = first["puts"]
+    assert [p["added"] + p["duplicates"] + p["refused"] for p in puts] == [12, 10, 6, 12]
+    assert puts[2]["duplicates"] == 4 and puts[3]["evicted"] + puts[3]["refused"] == 6
+    assert first["stats"]["leased"] == 8 and first["stats"]["total"] == first["clash"] == 30
+    engine_page.reload()
+    wait_for_engine(engine_page)
+    second = in_page(engine_page, name, "part_two")
+    assert second == on_host(path, "part_two")
+    assert second["stats"]["leased"] == 5 and "expired" in second["expired"]
+    assert second["ack"] == 5 and second["delete"]["messages"] == 8
+    assert not any(r["origin"].get("conversation") for r in second["records"])
+
+
+BURST = '''
+from py_engine.data.queue import TrainingQueue
+from py_engine.data.record import Record
+
+queue = TrainingQueue(NAME)
+batch = FIRST
+while True:
+    await queue.put([Record("classification", "text", text=f"batch {batch} item {i}", label="k",
+                            origin={"batch": batch, "item": i}) for i in range(SIZE)])
+    print(f"acknowledged {batch}")
+    batch += 1
+'''
+
+COUNT = '''
+import json
+from py_engine.data.queue import TrainingQueue
+
+batches = {}
+async for r in TrainingQueue(NAME).records():
+    assert r.text == f"batch {r.origin['batch']} item {r.origin['item']}", r
+    batches.setdefault(r.origin["batch"], []).append(r.id)
+json.dumps(batches)
+'''
+
+SIZE = 150
+# How each page dies: its renderer processes SIGKILLed, the page closed, navigated away, or the
+# whole browser SIGKILLed (its storage service with it) and started again on the same profile.
+KILLS = ("renderer", "close", "browser", "navigate", "renderer", "browser")
+ROUND = 10_000     # batch numbers each round may use
+
+
+def processes():
+    """{pid: (parent pid, command line)} of every process we can see."""
+    table = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                line = Path(f"/proc/{entry}/cmdline").read_bytes()
+            except OSError:
+                continue
+            table[int(entry)] = (int(stat.rsplit(")", 1)[1].split()[1]), line)
+    return table
+
+
+def descendants(root, table):
+    def under(pid):
+        while pid > 1:
+            if pid == root:
+                return True
+            pid = table.get(pid, (0,))[0]
+        return False
+
+    return {pid for pid in table if under(pid)}
+
+
+def browser_processes(profile, renderers_only=False):
+    """This test's Chromium on `profile`: every process of it, or its renderers."""
+    table = processes()
+    mine = descendants(os.getpid(), table)
+    marker = f"--user-data-dir={profile}".encode()
+    main = [pid for pid in mine if marker in table[pid][1] and b"--type=" not in table[pid][1]]
+    assert len(main) == 1, f"expected one browser process on {profile}, found {main}"
+    tree = descendants(main[0], table)
+    if renderers_only:
+        return {pid for pid in tree if b"--type=renderer" in table[pid][1]}
+    return tree
+
+
+def open_engine(context, url):
+    """A new page of `context` with py_engine booted."""
+    page = context.new_page()
+    page.goto(url + "index.html?noselfcheck")
+    wait_for_engine(page)
+    return page
+
+
+def launch(playwright, profile, launch_args):
+    """Chromium on a profile directory of its own: IndexedDB on disk, and its processes known
+    by the directory in their command lines."""
+    return playwright.chromium.launch_persistent_context(profile, **launch_args)
+
+
+def kill(page, profile, how):
+    if how == "renderer":   # the page's renderer and idle spares, as the OS kills a tab
+        with page.expect_event("crash"):
+            for pid in browser_processes(profile, renderers_only=True):
+                os.kill(pid, signal.SIGKILL)
+    elif how == "browser":
+        for pid in browser_processes(profile):
+            os.kill(pid, signal.SIGKILL)
+        return
+    elif how == "navigate":
+        page.goto("about:blank")
+    page.close()
+
+
+def start_burst(page, name, first):
+    """Start puts of SIZE records, one after another, numbered from `first`; returns the list
+    the numbers of those that returned are appended to, and waits for the first."""
+    acknowledged = []
+    page.on("console", lambda m: m.text.startswith("acknowledged ")
+            and acknowledged.append(int(m.text.split()[1])))
+    code = BURST.replace("NAME", repr(name)).replace("FIRST", str(first))
+    with page.expect_console_message(lambda m: m.text.startswith("acknowledged")):
+        page.evaluate("(code) => { window.burst = window.pyEngine.run(code); }",
+                      code.replace("SIZE", str(SIZE)))
+    return acknowledged
+
+
+def check_survivors(page, name, rounds):
+    """Every surviving batch whole, with consecutive ids; in each round, the batches that
+    survive are the first ones it started (puts run one after another), every acknowledged
+    one among them (an acknowledgement still on its way when the browser died is not
+    counted). Returns how many batches survived."""
+    found = {int(b): sorted(ids) for b, ids in run_json(page, COUNT.replace("NAME", repr(name))).items()}
+    for number, ids in found.items():
+        assert len(ids) == SIZE, f"batch {number} is partial: {len(ids)} of {SIZE} records"
+        assert ids == list(range(ids[0], ids[0] + SIZE))
+    for first, acknowledged in rounds:
+        mine = sorted(b for b in found if first <= b < first + ROUND)
+        assert mine == list(range(first, first + len(mine)))
+        assert set(acknowledged) <= set(mine) and acknowledged
+    return len(found)
+
+
+def test_pages_killed_mid_burst_leave_whole_puts(playwright, built_dist, tmp_path,
+                                                 browser_type_launch_args):
+    name, rng, rounds = "kills", random.Random(), []
+    profile = tmp_path / "profile"
+    with ServerThread(built_dist) as url:
+        context = launch(playwright, profile, browser_type_launch_args)
+        try:
+            for k, how in enumerate(KILLS):
+                page = open_engine(context, url)
+                check_survivors(page, name, rounds)
+                acknowledged = start_burst(page, name, k * ROUND)
+                time.sleep(rng.uniform(0, 0.4))   # the kill lands anywhere in the next puts
+                kill(page, profile, how)
+                rounds.append((k * ROUND, list(acknowledged)))
+                if how == "browser":
+                    context = launch(playwright, profile, browser_type_launch_args)
+            found = check_survivors(open_engine(context, url), name, rounds)
+        finally:
+            context.close()
+    print(f"{len(KILLS)} kills ({', '.join(KILLS)}): {sum(len(a) for _, a in rounds)} puts "
+          f"acknowledged, {found} whole puts found")
