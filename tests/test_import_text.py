@@ -313,3 +313,15 @@ def test_cut_and_corrupted_files_raise_data_error_and_nothing_else():
             assert str(e).startswith(name) and "\n" not in str(e), str(e)
             outcomes["refused"] += 1
     assert min(outcomes.values()) >= 30, outcomes
+
+
+def test_records_py_engine_wrote_are_kept_whole():
+    from py_engine.data.record import Record
+
+    records = [Record("classification", "correction", text="cheap flights", label="travel",
+                      priority=9, origin={"tab": 3}),
+               Record("causal_lm", "chat", messages=HI, origin={"conversation": "c1"})]
+    data = "\n".join(json.dumps(r.as_dict()) for r in records) + "\n"
+    assert import_text(data.encode(), "queue.jsonl") == records
+    with pytest.raises(DataError, match=r"queue.jsonl:1: source must be one of"):
+        import_text(b'{"kind": "causal_lm", "source": "fax", "text": "x"}\n', "queue.jsonl")

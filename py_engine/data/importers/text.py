@@ -61,7 +61,7 @@ from ..chat import ROLES, chat_example_from_record
 from ..classification import DataError, parse_record
 from ..chunks import approx_tokens, split_into_chunks
 from ..datasets import line_index, read_chatml, sharegpt_messages
-from ..record import Record
+from ..record import Record, RecordError
 from ..sniff import binary_kind
 
 TEXT_FORMATS = ("json", "jsonl", "chatml", "csv", "markdown", "text")
@@ -301,6 +301,11 @@ def record_from_object(obj, where, origin):
     ("file:line") starts every error."""
     if not isinstance(obj, dict):
         raise DataError(f"{where}: expected a JSON object, got {json_kind(obj)}")
+    if "kind" in obj and "source" in obj:      # a record as py_engine writes one: kept whole
+        try:
+            return Record.from_dict(obj)
+        except RecordError as e:
+            raise DataError(f"{where}: {e}") from None
     origin = {**origin, "where": where}
     if isinstance(obj.get("id"), (str, int)) and not isinstance(obj.get("id"), bool):
         origin["id"] = obj["id"]
