@@ -7,6 +7,7 @@
     py-engine score --model DIR [--adapter DIR] --data FILE.jsonl
     py-engine generate --model DIR [--adapter DIR] --prompt TEXT [--max-new-tokens N]
                        [--greedy | --temperature X --top-k K --top-p P] [--raw]
+    py-engine data import|clean|export|stats ...   the training queue (see py_engine/cli_data.py)
     py-engine info                 the native GPU adapter and its limits
     py-engine selfcheck            run the kernel checks on the native backend
     py-engine serve DIR            serve a built web/dist on 127.0.0.1
@@ -673,6 +674,10 @@ def build_parser():
     _train_parser(sub)
     _classifier_parsers(sub)
     _chat_parsers(sub)
+    from py_engine.cli_data import add_data_parser
+    from py_engine.data.datasets import FORMATS
+
+    add_data_parser(sub, COUNT, FORMATS)
     p = sub.add_parser("serve")
     p.add_argument("directory")
     p.add_argument("--host", default="127.0.0.1")

@@ -66,19 +66,19 @@ json.dumps({"want": want, "got": await weights(sliced), "sizes": sizes,
 """
 
 SAVE = SETUP + """
-from py_engine.train.state import IndexedDBStore
+from py_engine.train.state import IndexedDBStateStore
 
 model = await chat()
 trainer = await model.trainer(train, config, validation=held)
 await trainer.run(max_steps=I["first"])
-await model.save_state(trainer, IndexedDBStore("reload-test"))
+await model.save_state(trainer, IndexedDBStateStore("reload-test"))
 json.dumps({"step": trainer.progress.step})
 """
 
 RESUME = SETUP + """
-from py_engine.train.state import IndexedDBStore
+from py_engine.train.state import IndexedDBStateStore
 
-model, trainer = await ChatModel.resume("/work/chat", IndexedDBStore("reload-test"), train,
+model, trainer = await ChatModel.resume("/work/chat", IndexedDBStateStore("reload-test"), train,
                                         validation=held, backend="gpu")
 step = trainer.progress.step
 await trainer.fit()

@@ -126,7 +126,7 @@ class ChatModel:
     async def save_state(self, trainer, store):
         """Save everything `trainer` needs to continue (the adapter's files, or every weight in
         full fine-tuning; the optimizer state; where training stands) into `store`: a host
-        directory (written atomically, only where py_engine may write) or an IndexedDBStore in
+        directory (written atomically, only where py_engine may write) or an IndexedDBStateStore in
         the browser."""
         values = await self.runtime.trainable_values()
         if self.model.full:

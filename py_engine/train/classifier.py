@@ -113,7 +113,7 @@ class TextClassifier:
     async def save_state(self, trainer, store):
         """Save everything `trainer` needs to continue (the adapter's files, the optimizer
         state, where training stands) into `store`: a host directory (written atomically, only
-        where py_engine may write) or an IndexedDBStore in the browser."""
+        where py_engine may write) or an IndexedDBStateStore in the browser."""
         files = self._files(await self.runtime.trainable_values(), store)
         files = await training_state.capture(trainer, files, {"pooling": self.model.pooling})
         return await training_state.as_store(store, self._protected()).save(files)

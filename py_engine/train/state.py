@@ -10,7 +10,7 @@ and the position, so this is enough for a resumed run to equal one that never st
 
     files = await capture(trainer, weight_files)       # {file name: bytes}
     await DirectoryStore(path).save(files)              # host: a directory, written atomically
-    await IndexedDBStore("my-run").save(files)          # browser: one IndexedDB transaction
+    await IndexedDBStateStore("my-run").save(files)          # browser: one IndexedDB transaction
     files = await store.load()
     state = parse(files)                                # config, trainer state, optimizer state
 
@@ -161,7 +161,7 @@ def guard_of(state):
 
 
 def as_store(target, protected=()):
-    """A store: one given (IndexedDBStore, DirectoryStore, anything with save/load), or a
+    """A store: one given (IndexedDBStateStore, DirectoryStore, anything with save/load), or a
     host directory path (which must not be or hold `protected` paths, see
     formats.output_dir.check_output_dir)."""
     if hasattr(target, "save") and hasattr(target, "load"):
@@ -193,7 +193,7 @@ class DirectoryStore:
         return files
 
 
-class IndexedDBStore:
+class IndexedDBStateStore:
     """A training state in the browser's IndexedDB (database "py_engine", store "states"),
     under `key`; a save is one transaction, so a reload mid-save keeps the previous state."""
 
@@ -203,14 +203,14 @@ class IndexedDBStore:
     async def save(self, files):
         from pyodide.ffi import to_js
 
-        from py_engine_storage import putFiles
+        from py_engine_state_store import putFiles
 
         await putFiles(self.key, to_js({name: to_js(bytes(data)) for name, data in files.items()},
                                        dict_converter=_js_object))
         return self.key
 
     async def load(self):
-        from py_engine_storage import getFiles
+        from py_engine_state_store import getFiles
 
         found = await getFiles(self.key)
         if found is None:

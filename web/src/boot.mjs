@@ -1,12 +1,12 @@
 // Boots Pyodide from ./pyodide/, loads the py_engine wheel by name from the self-hosted lock
 // file, and registers the WebGPU helper, the IndexedDB state store and the IndexedDB data store
-// (training queue, chat log) as the JS modules "py_engine_webgpu", "py_engine_storage" and
+// (training queue, chat log) as the JS modules "py_engine_webgpu", "py_engine_state_store" and
 // "py_engine_queue". Shared by the page
 // (index.html) and the extension's offscreen document; nothing here reaches the network.
 
 import { loadPyodide } from "./pyodide/pyodide.mjs";
 import * as queueStore from "./queue_store.mjs";
-import * as storage from "./storage.mjs";
+import * as stateStore from "./state_store.mjs";
 import * as webgpuHelper from "./webgpu_helper.mjs";
 
 export async function boot({ indexURL = new URL("./pyodide/", import.meta.url).href, stdout, stderr } = {}) {
@@ -18,7 +18,7 @@ export async function boot({ indexURL = new URL("./pyodide/", import.meta.url).h
   });
   const t1 = performance.now();
   pyodide.registerJsModule("py_engine_webgpu", webgpuHelper);
-  pyodide.registerJsModule("py_engine_storage", storage);
+  pyodide.registerJsModule("py_engine_state_store", stateStore);
   pyodide.registerJsModule("py_engine_queue", queueStore);
   const loaded = await pyodide.loadPackage("py-engine", { checkIntegrity: true });
   if (!loaded.some((p) => p.name === "py-engine")) {

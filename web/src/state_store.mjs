@@ -1,5 +1,5 @@
 // IndexedDB for py_engine's saved training states (registered as the JS module
-// "py_engine_storage"; Python side: py_engine/train/state.py IndexedDBStore). A state is a set of
+// "py_engine_state_store"; Python side: py_engine/train/state.py IndexedDBStateStore). A state is a set of
 // files {name: Uint8Array} kept as one record under a key, written in one transaction: a page
 // closed mid-save keeps the previous record. Pages, workers and the extension's offscreen
 // document of one origin share the database.
