@@ -247,9 +247,9 @@ def cmd_test(args):
 
 def cmd_serve(args):
     build()
-    from py_engine.server import serve
+    from py_engine.server import parse_origins, serve
 
-    serve(WEB_DIST, host=args.host, port=args.port)
+    serve(WEB_DIST, host=args.host, port=args.port, allow_fetch=parse_origins(args.allow_fetch))
 
 
 def cmd_demo(args):
@@ -276,6 +276,9 @@ def main():
     p = sub.add_parser("serve", help="serve web/dist on 127.0.0.1")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--allow-fetch", action="append", default=[], metavar="HOST:PORT",
+                   help="a local address the page's URL import may fetch from (repeatable); "
+                        "public addresses and this server's own are always allowed")
     p = sub.add_parser("demo", help="in headless Chromium: check the kernels, fine-tune MiniLM, report")
     p.add_argument("--epochs", type=int, default=1, help="epochs of the in-page fine-tune (default 1)")
     sub.add_parser("bench", help="run the benchmarks; table on stdout, JSON in bench/results/ "
