@@ -83,6 +83,19 @@ def is_public(ip):
     return ip.is_global and not ip.is_multicast
 
 
+def address_kind(ip):
+    """What a non-public address is, in a word or two (for the refusal's message)."""
+    inner = embedded_ipv4(ip)
+    if inner is not None and not is_public(inner):
+        return f"{address_kind(inner)} (inside an IPv6 address)"
+    for kind, test in (("loopback", ip.is_loopback), ("link-local", ip.is_link_local),
+                       ("unspecified", ip.is_unspecified), ("multicast", ip.is_multicast),
+                       ("private", ip.is_private)):
+        if test:
+            return kind
+    return "reserved" if ip.is_reserved else "non-public"
+
+
 def resolve(host, port, allowed, getaddrinfo=socket.getaddrinfo):
     """[(family, address)] of `host`, every one checked: public, or (address, port) allowed."""
     try:
@@ -95,8 +108,9 @@ def resolve(host, port, allowed, getaddrinfo=socket.getaddrinfo):
     for family, _, _, _, sockaddr in infos:
         ip = ipaddress.ip_address(sockaddr[0].split("%")[0])
         if not is_public(ip) and (str(ip), port) not in allowed:
-            raise FetchRefused(f"{host} resolves to {ip}, a private, loopback or link-local "
-                               "address: the server fetches only public addresses", 403)
+            what = f"{host} is a" if host.strip("[]") == str(ip) else f"{host} resolves to {ip}, a"
+            raise FetchRefused(f"{what} {address_kind(ip)} address: the server fetches only "
+                               "public addresses", 403)
         if (family, sockaddr[:2]) not in out:
             out.append((family, sockaddr[:2]))
     return out

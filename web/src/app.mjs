@@ -347,7 +347,7 @@ async function sendChat(text) {
   const bubble = $("chat-log").lastElementChild;
   const off = engine.on("token", (event) => {
     reply.content += event.text;
-    bubble.textContent = reply.content;
+    bubble.textContent = view.chatText(reply);
     $("chat-log").scrollTop = $("chat-log").scrollHeight;
   });
   try {

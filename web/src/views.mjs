@@ -229,7 +229,7 @@ export function renderChat(list, messages) {
   }
   list.replaceChildren(...messages.map((m) => el("li", {
     class: `${m.role}${m.streaming ? " streaming" : ""}${m.error ? " bad" : ""}`,
-    text: m.error ? `⚠ ${m.error}` : m.content || (m.streaming ? "" : "(empty reply)"),
+    text: m.error ? `⚠ ${m.error}` : chatText(m),
   })));
   list.scrollTop = list.scrollHeight;
 }
