@@ -145,6 +145,22 @@ class NumpyRuntime(Runtime):
         self.be.zero_grads()
         self.optimizer_step = snapshot["step"]
 
+    async def snapshot_values(self, snapshot):
+        """{"step", "tensors": {name: (shape, weights, m, v)}} of a snapshot (float32)."""
+        return {"step": snapshot["step"],
+                "tensors": {n: (self.model.trainable[n],) + tuple(a.astype(np.float32).ravel()
+                                                                  for a in arrays)
+                            for n, arrays in snapshot["tensors"].items()}}
+
+    async def snapshot_from(self, values):
+        """A snapshot handle holding snapshot_values()' values."""
+        if set(values["tensors"]) != set(self.model.trainable):
+            raise ValueError("the snapshot was taken with other trainable tensors")
+        dtype = self.be.params[next(iter(values["tensors"]))].dtype
+        return {"step": int(values["step"]),
+                "tensors": {n: tuple(np.asarray(a, dtype).reshape(shape) for a in arrays)
+                            for n, (shape, *arrays) in values["tensors"].items()}}
+
     def release(self, snapshot):
         snapshot["tensors"].clear()
 
