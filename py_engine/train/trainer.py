@@ -133,6 +133,19 @@ class Slice:
         return {name: getattr(self, name) for name in self.__slots__}
 
 
+def _latched(stop):
+    """stop, remembering once it said True (it may count its calls)."""
+    if stop is None:
+        return None
+    said = []
+
+    def latched():
+        if not said and stop():
+            said.append(True)
+        return bool(said)
+    return latched
+
+
 class Trainer:
     def __init__(self, runtime, task, examples, config, validation=None, guard=None,
                  eval_every=None, clock=time.perf_counter, batch_manager=None):
@@ -155,6 +168,7 @@ class Trainer:
         self._durations = []
         self._finished = False
         self._work = None             # the optimizer step under way (StepWork), if any
+        self._slice_micro = 0         # micro-batches run in the current run()
         self._unchecked = False       # steps since the last quality check (a slice interrupted)
         self.last_indices = []        # example indices of the last step taken
         self.clock = clock
@@ -322,12 +336,15 @@ class Trainer:
         if budget_ms is not None:
             reserve = self.guard.check_seconds if self.guard is not None else 0.0
             seconds_left = budget_ms / 1000.0 - (self.clock() - started) - reserve
-        return self.batch_manager.rows(left, work.batches[work.index].T, seconds_left)
+        first = self._slice_micro == 0 and (budget_ms is None or budget_ms > 0)
+        return self.batch_manager.rows(left, work.batches[work.index].T, seconds_left,
+                                       whole=work.row == 0, first=first)
 
     async def _timed(self, work, rows, call):
         """Await call(); the batch manager learns its time."""
         begun = self.clock()
         metrics = await call
+        self._slice_micro += 1
         if self.batch_manager is not None:
             self.batch_manager.observe(rows, work.batches[work.index].T, self.clock() - begun)
         return metrics
@@ -393,6 +410,8 @@ class Trainer:
             report.done = True
             return report
         started = self.clock()
+        self._slice_micro = 0
+        stop = _latched(stop)
         if self.guard is not None:
             await self.guard.start()
         while not self.done and not report.stopped:
@@ -405,7 +424,7 @@ class Trainer:
                 break
             record = await self.step(budget_ms, started, stop)
             if record is None:
-                report.interrupted = stop is not None and stop()
+                report.interrupted = stop is not None and stop()      # else the budget ended it
                 break
             self._durations = (self._durations + [record.seconds])[-8:]
             if not (math.isfinite(record.loss) and math.isfinite(record.grad_norm)):
@@ -427,6 +446,7 @@ class Trainer:
         if report.done and not self._finished:
             await self._finish()
         report.seconds = self.clock() - started
+        report.micro_batches = self._slice_micro
         self.emit({"event": "slice", "steps": report.steps, "seconds": report.seconds,
                    "step": self.progress.step, "done": report.done,
                    "rollbacks": len(report.rollbacks), "interrupted": report.interrupted,
