@@ -223,7 +223,7 @@ def test_finish_step_completes_a_step_under_way_before_saving(dirs, tmp_path):
     report = run(trainer.run(stop=stop))
     assert report.interrupted and report.steps == 0 and trainer.mid_step
     with pytest.raises(RuntimeError, match="between optimizer steps"):
-        trainer.replace_data(examples[:8])
+        run(trainer.replace_data(examples[:8]))
     finished = run(trainer.finish_step())
     assert finished.steps == 1 and not trainer.mid_step and trainer.progress.step == 1
     assert run(trainer.finish_step()) is None

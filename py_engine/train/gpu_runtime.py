@@ -230,6 +230,15 @@ class GpuRuntime(Runtime):
                 table[name].buffer.write(array("f", data))
         self.optimizer_step = int(state["step"])
 
+    async def reset_optimizer(self):
+        """AdamW from scratch: zero moments, step count 0 (the weights stay)."""
+        program = self.device.program("reset optimizer")
+        for name in self.model.trainable:
+            for table in (self.m, self.v):
+                self.k.embedding.clear(program, table[name].buffer, table[name].size)
+        await program.run()
+        self.optimizer_step = 0
+
     async def _copy(self, pairs, label):
         program = self.device.program(label)
         for src, dst in pairs:

@@ -130,6 +130,13 @@ class NumpyRuntime(Runtime):
                 table[name][...] = np.asarray(data, np.float64).reshape(table[name].shape)
         self.optimizer_step = int(state["step"])
 
+    async def reset_optimizer(self):
+        """AdamW from scratch: zero moments, step count 0 (the weights stay)."""
+        for table in (self.m, self.v):
+            for array in table.values():
+                array[...] = 0.0
+        self.optimizer_step = 0
+
     async def snapshot(self):
         return {"step": self.optimizer_step,
                 "tensors": {n: (self.be.params[n].copy(), self.m[n].copy(), self.v[n].copy())

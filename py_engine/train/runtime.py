@@ -9,7 +9,7 @@ same way:
     metrics = await runtime.evaluate(batch)                       # the loss, no gradients
     rows = await runtime.outputs(batch)                           # the task's outputs (logits)
     await runtime.trainable_values() / load_trainable(values)
-    await runtime.optimizer_state() / load_optimizer_state(state)
+    await runtime.optimizer_state() / load_optimizer_state(state) / reset_optimizer()
     handle = await runtime.snapshot(); await runtime.restore(handle); runtime.release(handle)
     values = await runtime.snapshot_values(handle); handle = await runtime.snapshot_from(values)
     await runtime.merge(); await runtime.to_full()

@@ -188,12 +188,14 @@ class Trainer:
         self.warmup_steps = int(self.config.warmup_ratio * steps)
         self._plans = {}
 
-    def replace_data(self, examples, validation=None):
+    async def replace_data(self, examples, validation=None, fresh_optimizer=False):
         """Train on other examples from the next optimizer step on (a dataset that grew or
         changed): a new epoch plan over them, `epochs` epochs from this step, the schedule
-        starting again. `validation`, when given, replaces the held-out examples, and the
-        guard measures against them from now on (see Guard.rebase). Only between optimizer
-        steps: finish a step under way first (finish_step())."""
+        starting again, and with `fresh_optimizer` AdamW's moments too (a new short run whose
+        first steps do not follow the last run's momentum). `validation`, when given, replaces
+        the held-out examples, and the guard measures against them from now on (see
+        Guard.rebase). Only between optimizer steps: finish a step under way first
+        (finish_step())."""
         if self.mid_step:
             raise RuntimeError("the training data can only change between optimizer steps: "
                                "finish the step under way first (finish_step())")
@@ -206,10 +208,17 @@ class Trainer:
         self._work = None
         self._use(examples)
         self._finished = False
+        if fresh_optimizer:
+            await self.runtime.reset_optimizer()
         if validation is not None:
-            self.validation = list(validation)
-            if self.guard is not None:
-                self.guard.rebase()
+            self.replace_validation(validation)
+
+    def replace_validation(self, validation):
+        """Check quality on other held-out examples from now on; the guard measures a new
+        baseline on them (Guard.rebase)."""
+        self.validation = list(validation)
+        if self.guard is not None:
+            self.guard.rebase()
 
     def enable_guard(self, config):
         """Check quality and roll back from now on (needs validation examples)."""
