@@ -251,10 +251,12 @@ class IndexedDBStateStore:
         return self.key
 
     async def load(self):
+        from pyodide.ffi import jsnull
+
         from py_engine_state_store import getFiles
 
         found = await getFiles(self.key)
-        if found is None:
+        if found is None or found is jsnull:     # JS null (a missing key) is not None
             raise StateError(f"no training state {self.key!r} in IndexedDB")
         return {name: bytes(value.to_py()) for name, value in found.to_py(depth=1).items()}
 

@@ -459,7 +459,7 @@ class Trainer:
         self.emit({"event": "slice", "steps": report.steps, "seconds": report.seconds,
                    "step": self.progress.step, "done": report.done,
                    "rollbacks": len(report.rollbacks), "interrupted": report.interrupted,
-                   "mid_step": self.mid_step})
+                   "micro_batches": report.micro_batches, "mid_step": self.mid_step})
         return report
 
     async def _check(self, report):
