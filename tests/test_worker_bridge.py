@@ -1,15 +1,14 @@
 """The worker's side of the page <-> worker message API (py_engine/worker_bridge.py) on the host:
-bytes cross as buffers beside the JSON, errors become one-line user messages or bugs with their
-traceback, and only the service's API methods can be called."""
+bytes cross as buffers beside the JSON, and the engine service's answers, errors included, come
+back packed."""
 
 import asyncio
 import json
 
 import pytest
 
-from py_engine.data.classification import DataError
-from py_engine.gpu.errors import NoWebGPUError
-from py_engine.worker_bridge import Bridge, pack, unpack
+from py_engine.app.service import EngineService
+from py_engine.worker_bridge import answer, pack, unpack
 
 
 def test_bytes_cross_beside_the_json():
@@ -21,48 +20,27 @@ def test_bytes_cross_beside_the_json():
     back = unpack(text, buffers)
     assert back == {"files": {"a.bin": b"\x00\xff" * 3, "b.json": b"{}"}, "n": [1, 2.5, None],
                     "nested": [{"data": b"xyz"}], "text": "caf\u00e9"}
-    with pytest.raises(ValueError):
-        pack({"loss": float("nan")})         # JSON has no NaN: the page would choke on it
+    # JSON has no NaN: a diverged step's numbers cross by name
+    text, _ = pack({"loss": float("nan"), "norm": [float("inf"), -float("inf"), 1.5]})
+    assert json.loads(text) == {"loss": "NaN", "norm": ["Infinity", "-Infinity", 1.5]}
+    with pytest.raises(TypeError):
+        pack({"record": object()})
 
 
-class Service:
-    def __init__(self):
-        self.calls = []
+def test_answers_of_the_service(tmp_path):
+    service = EngineService(queue=str(tmp_path / "queue.sqlite"), states=str(tmp_path / "states"))
 
-    async def import_file(self, name, data):
-        self.calls.append((name, data))
-        if not data:
-            raise DataError(f"{name}: the file is empty, nothing to import")
-        return {"records": 1, "bytes": len(data)}
+    def call(method, params):
+        return unpack(*asyncio.run(answer(service, method, *pack(params))))
 
-    async def load_model(self, source):
-        raise NoWebGPUError("navigator.gpu is missing: this browser has no WebGPU")
-
-    async def chat(self, message):
-        raise RuntimeError("generation broke\nsecond line")
-
-    async def _private(self):
-        return "never"
-
-
-def call(bridge, method, params):
-    return unpack(*asyncio.run(bridge.call(method, *pack(params))))
-
-
-def test_calls_and_errors():
-    service = Service()
-    bridge = Bridge(service, ["import_file", "load_model", "chat"])
-    assert call(bridge, "import_file", {"name": "a.txt", "data": b"hello"}) == \
-        {"result": {"records": 1, "bytes": 5}}
-    assert service.calls == [("a.txt", b"hello")]
-    error = call(bridge, "import_file", {"name": "e.txt", "data": b""})["error"]
-    assert error == {"message": "e.txt: the file is empty, nothing to import", "kind": "user"}
-    error = call(bridge, "load_model", {"source": "bundled"})["error"]
-    assert error["kind"] == "user" and "no WebGPU" in error["message"]
-    error = call(bridge, "chat", {"message": "hi"})["error"]
-    assert error["kind"] == "bug" and error["message"] == "generation broke second line"
-    assert "Traceback" in error["traceback"] and "RuntimeError" in error["traceback"]
-    error = call(bridge, "_private", {})["error"]
-    assert error["kind"] == "user" and "unknown method '_private'" in error["message"]
-    error = call(bridge, "import_file", {"nme": "x"})["error"]
-    assert error["kind"] == "bug" and "unexpected keyword" in error["message"]
+    try:
+        got = call("import_text", {"name": "notes.md", "data": b"# Tea\n\nGreen tea is steeped "
+                                                           b"at 80 C for two minutes, no longer."})
+        assert got["result"]["added"] == 1 and got["result"]["examples"][0]["kind"] == "causal_lm"
+        error = call("import_file", {"name": "broken.bin", "data": b"\x00\x01PK garbage"})["error"]
+        assert error["kind"] == "user" and error["message"].startswith("broken.bin:")
+        assert "\n" not in error["message"]
+        error = call("no_such_method", {})["error"]
+        assert error["kind"] == "user" and "no_such_method" in error["message"]
+    finally:
+        service.close()

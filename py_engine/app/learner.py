@@ -94,9 +94,11 @@ class Learner:
             else:
                 if trainer.config is not config:        # reconfigured: from this generation on
                     trainer.config, trainer.base_lr = config, config.lr
+                # AdamW's moments carry on: fresh ones move every weight by about lr at the
+                # first steps, and a generation of one correction then undoes what was learned
+                # (the guard rolls it back); carried ones scale its steps by the gradients seen
                 await trainer.replace_data(self.model.encoded(records, config),
-                                           validation if validation_changed else None,
-                                           fresh_optimizer=True)
+                                           validation if validation_changed else None)
         elif validation_changed and validation:
             trainer.replace_validation(validation)
         if validation and self.trainer.guard is None:
@@ -129,16 +131,34 @@ class Learner:
 
     async def slice(self, budget_ms, stop=None):
         """The scheduler's run_slice: take new records, then train for at most budget_ms
-        (ending within one micro-batch of it); None when there is nothing to train."""
-        started = self.clock()
-        if not await self.refresh():
-            return None
-        left = None
-        if budget_ms is not None:
-            left = max(0.0, budget_ms - (self.clock() - started) * 1000.0)
-            if left <= 0:
-                return None
-        return await self.trainer.run(budget_ms=left, stop=stop)
+        (ending within one micro-batch of it), generation after generation while time is left;
+        None when there is nothing to train."""
+        started, total = self.clock(), None
+        while await self.refresh():
+            left = None
+            if budget_ms is not None:
+                left = budget_ms - (self.clock() - started) * 1000.0
+                if left <= 0:
+                    break
+            report = await self.trainer.run(budget_ms=left, stop=stop)
+            total = report if total is None else _added(total, report)
+            if not report.done or report.stopped or report.rollbacks or not report.steps:
+                break
+            await self._recheck_corrections()
+        return total
+
+    async def _recheck_corrections(self):
+        """After a generation: the corrections in it that the model still gets wrong are
+        trained on again (a few rounds at most): the user asked for them to be learned."""
+        if self.model.kind != "classification":
+            return
+        seen = set()
+        for record in self.work.generation:
+            if record.source != "correction" or record.id in seen:
+                continue
+            seen.add(record.id)
+            if (await self.model.predict(record.text))["label"] != record.label:
+                self.work.relearn(record.id)
 
     def configure(self, **options):
         """Training options (the model's config: epochs, lr, batch_size, ...) from the next
@@ -251,6 +271,17 @@ class Learner:
                            tokens_per_s=last.tokens_per_s,
                            examples_per_s=last.examples / last.seconds if last.seconds else None)
         return out
+
+
+def _added(total, report):
+    """One slice's report for two runs of the trainer in a row."""
+    total.steps += report.steps
+    total.seconds += report.seconds
+    total.micro_batches += report.micro_batches
+    total.rollbacks = total.rollbacks + report.rollbacks
+    total.quality = report.quality if report.quality is not None else total.quality
+    total.done, total.stopped, total.interrupted = report.done, report.stopped, report.interrupted
+    return total
 
 
 def _json_bytes(value):

@@ -45,7 +45,7 @@ from .learner import Learner, LearnerConfig
 from .models import load_model_files
 from .scheduler import SchedulerConfig, TrainingScheduler
 
-METHODS = ("load_model", "status", "import_text", "import_html", "import_file", "import_url",
+METHODS = ("device", "load_model", "status", "import_text", "import_html", "import_file", "import_url",
            "import_dataset", "predict", "correct", "chat", "idle", "activity", "set_idle_state",
            "force_slice", "pause", "resume", "configure", "start_loop", "stop_loop", "snapshots",
            "restore_snapshot", "export_adapter", "import_adapter", "export_dataset", "save")
@@ -81,7 +81,7 @@ class EngineService:
         self.states = states
         self.emit = emit or (lambda event: None)
         self.backend = backend or ("gpu" if in_browser() else "numpy")
-        self.device = device
+        self.gpu = device
         self.clock = clock
         self.learner_config = learner or LearnerConfig()
         self.batch_config = batches or BatchConfig()
@@ -151,7 +151,7 @@ class EngineService:
                 found = sorted(stats["by_label"])
                 labels = found if len(found) >= 2 else None
             model = await load_model_files(files, name, kind=kind, labels=labels,
-                                           backend=self.backend, device=self.device,
+                                           backend=self.backend, device=self.gpu,
                                            pooling=pooling)
             self._progress("load_model", 1, 3, "restoring the saved state")
             learner = Learner(model, self.queue, self._store(model.key), self._forward,
@@ -166,6 +166,21 @@ class EngineService:
             self._progress("load_model", 3, 3, "ready")
         self._status_changed()
         return dict(model.summary(), restored=restored, step=learner.status()["step"])
+
+    async def device(self):
+        """The GPU the engine computes on (opened now, kept for the models to come), as the
+        adapter describes itself, with whether it is a software implementation; None on the
+        NumPy backend."""
+        if self.backend != "gpu":
+            return None
+        if self.gpu is None:
+            from ..gpu import open_device
+
+            try:
+                self.gpu = await open_device()
+            except GPUError as e:
+                raise UserError(f"no usable GPU: {e}") from e
+        return self.gpu.info.as_dict()
 
     async def _unload(self):
         if self.learner is not None:

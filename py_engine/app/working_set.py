@@ -9,12 +9,16 @@
 Replay: records learned (and consumed) are remembered, the newest `memory` of them, and a
 generation mixes as many of them (a sample) as it has new records, so what was learned earlier
 is not forgotten; corrections count `repeats`
-times in a generation (they are few, and the user asked for them).
+times in a generation (they are few, and the user asked for them), and one the model still
+gets wrong after its generation is trained on again (relearn, a few rounds at most).
 
 Held out: every `every`-th record by content hash (never a correction: the user asked for it to
 be learned) is the guard's validation set, with the corrections learned (a model that forgets
 what the user said is worse); a held-out record stays in the queue, never leased, never trained
-on, never consumed. The others are leased for training (the lease renewed while they are
+on, never consumed. Held-out records that arrive once the set has some are on probation until
+everything pending has been learned: the guard judges new data by the records it already
+trusts (a poisoned import's own held-out records would agree with it), and a rollback rejects
+them for good. The others are leased for training (the lease renewed while they are
 held) and each is trained on `epochs` times (once per epoch of the generations it is in); a
 lease all of whose records were trained that often is acknowledged once the state that learned
 them is saved, and they leave the queue. New records start a new generation (between
@@ -32,6 +36,7 @@ from ..data.record import Record
 HELD_OUT_EVERY = 10
 MEMORY = 512
 CORRECTION_REPEATS = 4
+CORRECTION_ROUNDS = 4
 CONSUMER = "trainer"
 
 
@@ -60,6 +65,10 @@ class WorkingSet:
         self.unusable = {}      # id -> why the model cannot learn it
         self.orphans = set()    # ids whose lease was lost (to be leased again)
         self.tainted = set()    # ids trained on before a rollback: learned, never replayed
+        self.admitted = set()   # held-out ids in the validation set
+        self.probation = set()  # held-out ids waiting for what arrived with them to be learned
+        self.rejected = set()   # held-out ids that arrived with data a rollback undid
+        self.rounds = {}        # correction id -> times trained on again (relearn)
 
     # --- taking records from the queue ---
 
@@ -98,10 +107,23 @@ class WorkingSet:
                     self.records[record.id] = record
                     self.uses.setdefault(record.id, 0)
                     self.orphans.discard(record.id)
-        validation = self._checks(held)
+        validation = self._checks(self._admit(held))
         validation_changed = [r.id for r in validation] != [r.id for r in self.validation]
         self.validation = validation
         return changed, validation_changed
+
+    def _admit(self, held):
+        """The held-out records the guard trusts: the first ones at once, later ones once
+        nothing is pending (what arrived with them has been learned without a rollback)."""
+        first = not self.admitted
+        for record in held:
+            if record.id in self.admitted or record.id in self.rejected:
+                continue
+            (self.admitted if first else self.probation).add(record.id)
+        if self.probation and not self.pending():
+            self.admitted |= self.probation
+            self.probation.clear()
+        return [r for r in held if r.id in self.admitted]
 
     def _checks(self, held):
         """The guard's validation set: the held-out records, and every correction the set
@@ -113,6 +135,7 @@ class WorkingSet:
     def _drop(self, rid):
         self.records.pop(rid, None)
         self.uses.pop(rid, None)
+        self.rounds.pop(rid, None)
         self.orphans.discard(rid)
         for info in self.leases.values():
             if rid in info["records"]:
@@ -145,9 +168,8 @@ class WorkingSet:
         """The pending records (corrections repeated) and a sample of learned ones become the
         current generation (the trainer's examples); empty when nothing is pending."""
         pending = self.pending()
-        if not pending:
-            self.generation = []
-            return self.generation
+        if not pending:                  # the last generation stays the trainer's examples
+            return []
         self.generations += 1
         news = [r for r in pending for _ in range(repeats(r))]
         ids = {r.id for r in pending}
@@ -184,10 +206,22 @@ class WorkingSet:
             gone += len(ids)
         return gone
 
+    def relearn(self, rid, rounds=CORRECTION_ROUNDS):
+        """A record the model still gets wrong after its generation (a correction) is pending
+        again, at most `rounds` times. Returns whether it is."""
+        done = self.rounds.get(rid, 0)
+        if rid not in self.records or done >= rounds:
+            return False
+        self.rounds[rid] = done + 1
+        self.uses[rid] = 0
+        return True
+
     def taint_generation(self):
         """A rollback undid training on the current generation: its new records are not
         replayed later (they may be what made the model worse)."""
         self.tainted.update(r.id for r in self.generation if r.id in self.records)
+        self.rejected |= self.probation
+        self.probation.clear()
 
     def _remember(self, record):
         if record.id in self.tainted:
@@ -200,6 +234,7 @@ class WorkingSet:
         return {"training": len(self.records), "pending": len(self.pending()),
                 "memory": len(self.memory),
                 "generation": len(self.generation), "validation": len(self.validation),
+                "probation": len(self.probation), "rejected": len(self.rejected),
                 "unusable": len(self.unusable), "leases": len(self.leases)}
 
     # --- saved with the state ---
@@ -214,7 +249,10 @@ class WorkingSet:
                 "leases": self.leases, "validation": [r.id for r in self.validation],
                 "generation": [r.id for r in self.generation],
                 "unusable": {str(k): v for k, v in self.unusable.items()},
-                "orphans": sorted(self.orphans), "tainted": sorted(self.tainted)}
+                "orphans": sorted(self.orphans), "tainted": sorted(self.tainted),
+                "admitted": sorted(self.admitted), "probation": sorted(self.probation),
+                "rejected": sorted(self.rejected),
+                "rounds": {str(k): v for k, v in self.rounds.items()}}
 
     @classmethod
     def from_json(cls, data, epochs):
@@ -229,5 +267,9 @@ class WorkingSet:
         ws.orphans = set(data.get("orphans", []))
         ws.memory = [table[i] for i in data.get("memory", [])]
         ws.tainted = set(data.get("tainted", []))
+        ws.admitted = set(data.get("admitted", []))
+        ws.probation = set(data.get("probation", []))
+        ws.rejected = set(data.get("rejected", []))
+        ws.rounds = {int(k): v for k, v in data.get("rounds", {}).items()}
         ws.generations = data.get("generations", 0)
         return ws

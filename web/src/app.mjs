@@ -12,7 +12,7 @@
 import { drawLossChart } from "./chart.mjs";
 import { EngineClient } from "./engine_client.mjs";
 import { commonFolder, download, droppedFiles, formatBytes, pickedFiles, readFiles, withoutCommonFolder } from "./files.mjs";
-import { checkpointFiles, configName, modelKind } from "./checkpoint.mjs";
+import { checkpointFiles, configName, isChatModel, weightsProblem } from "./checkpoint.mjs";
 import * as view from "./views.mjs";
 import { zip } from "./zip.mjs";
 
@@ -21,6 +21,7 @@ const params = new URLSearchParams(location.search);
 const STORAGE_KEY = "py_engine.app";
 const ACTIVITY_EVERY_MS = 1000;
 const TRAIN_NOW_BUDGET_MS = 4000;
+const SAVE_EVERY_S = 5; // the engine saves its state this soon after training (default 30)
 
 const saved = loadSaved();
 const engine = new EngineClient();
@@ -106,7 +107,9 @@ async function busy(button, work) {
 async function checkWebGPU() {
   if (!navigator.gpu) return "This browser has no WebGPU, which the engine computes with. Use a recent Chrome, Edge or Chromium (on Linux, start it with --enable-unsafe-webgpu).";
   try {
-    if (!(await navigator.gpu.requestAdapter())) return "WebGPU is present but offers no GPU adapter here (blocked by the browser or its settings, or no usable driver). The engine cannot run.";
+    const adapter = await navigator.gpu.requestAdapter();
+    if (!adapter) return "WebGPU is present but offers no GPU adapter here (blocked by the browser or its settings, or no usable driver). The engine cannot run.";
+    app.limits = { maxStorageBufferBindingSize: adapter.limits.maxStorageBufferBindingSize, maxBufferSize: adapter.limits.maxBufferSize };
   } catch (e) {
     return `WebGPU failed to start: ${e.message}`;
   }
@@ -137,20 +140,45 @@ function render(status) {
     app.runningSince = null;
   }
   view.renderMetrics(status.trainer || {});
-  view.renderScheduler($("scheduler-badge"), $("scheduler-line"), s, Boolean(app.model));
+  view.renderScheduler($("scheduler-badge"), $("scheduler-line"), s, Boolean(app.model), status.trainer || {});
   $("pause").setAttribute("aria-pressed", String(s.state === "paused"));
   $("pause").textContent = s.state === "paused" ? "Resume" : "Pause";
-  view.renderQueue(status.queue);
+  view.renderQueue(status.queue, status.trainer);
   view.renderSnapshots($("snapshots").tBodies[0], status.snapshots || [], restoreSnapshot);
-  view.renderRollbacks($("rollbacks"), status.rollbacks || []);
+  view.renderRollbacks($("rollbacks"), mergeRestores(status.rollbacks || []));
   drawChart();
   if (status.model && status.model.adapter) showAdapter(status.model.adapter);
+  saveSoon(status);
+}
+
+// The engine saves after slices on its cadence; training that stopped with steps unsaved (no
+// slice came after) is saved by the page a little later, so a reload finds it.
+function saveSoon(status) {
+  if (!status.trainer?.unsaved || status.scheduler?.running || app.saveTimer) return;
+  app.saveTimer = setTimeout(async () => {
+    app.saveTimer = null;
+    if (app.model && app.status?.trainer?.unsaved && !app.status.scheduler?.running) {
+      try {
+        await engine.call("save");
+      } catch (e) {
+        banner("save", "bad", `Could not save the training state: ${describe(e)}`);
+      }
+    }
+  }, SAVE_EVERY_S * 1000);
+}
+
+// The automatic rollbacks (in the engine's status) with the user's restores (kept by the page),
+// in the order they happened by step.
+function mergeRestores(rollbacks) {
+  const key = app.model?.key || app.model?.name;
+  const mine = (saved.restores || []).filter((r) => r.model === key);
+  return [...rollbacks, ...mine].sort((a, b) => a.step - b.step || (a.time || 0) - (b.time || 0));
 }
 
 function drawChart() {
   const status = app.status || {};
   const history = status.history || [];
-  drawLossChart($("loss-chart"), { history, snapshots: status.snapshots || [], rollbacks: status.rollbacks || [] });
+  drawLossChart($("loss-chart"), { history, snapshots: status.snapshots || [], rollbacks: mergeRestores(status.rollbacks || []) });
   const canvas = $("loss-chart");
   if (history.length) {
     const first = history[0];
@@ -246,13 +274,15 @@ async function loadModel(params, label) {
   try {
     const summary = await engine.call("load_model", params);
     app.model = summary;
-    saved.model = params.source === "files" ? { source: "cached", name: params.name, kind: params.kind, labels: params.labels } : { source: params.source, name: params.name, kind: params.kind, labels: params.labels };
+    // What loads the same model again after a reload (the same labels: the same saved state).
+    saved.model = { source: params.source === "files" ? "cached" : params.source, name: params.name, kind: params.kind, labels: summary.labels };
     save();
     view.renderModel($("model-summary"), summary);
     $("model-summary").hidden = false;
     $("model-choose").hidden = true;
     showAdapter(summary.adapter);
     showTryPanel(summary);
+    await applySettings({ save_every_s: SAVE_EVERY_S, ...(saved.settings || {}) }, { quiet: true });
     show($("model-progress"), "");
     await refresh();
   } catch (e) {
@@ -276,12 +306,15 @@ async function loadPicked(items) {
   let name = commonFolder(items);
   items = withoutCommonFolder(items);
   let files;
-  let kind;
+  let chat;
+  show($("model-error"), "");
   try {
     const chosen = checkpointFiles(items);
+    const problem = await weightsProblem(chosen, app.limits, formatBytes);
+    if (problem) throw problem;
     show($("model-progress"), `Reading ${chosen.length} files (${formatBytes(chosen.reduce((n, i) => n + i.file.size, 0))})…`, "progress");
     files = await readFiles(chosen);
-    kind = modelKind(files["config.json"]);
+    chat = isChatModel(files["config.json"]);
     name = name || configName(files["config.json"]);
   } catch (e) {
     show($("model-progress"), "");
@@ -289,8 +322,7 @@ async function loadPicked(items) {
     return;
   }
   const request = { source: "files", name, files };
-  if (kind) request.kind = kind;
-  if (kind !== "causal_lm" && labelsWanted()) request.labels = labelsWanted();
+  if (!chat && labelsWanted()) request.labels = labelsWanted();
   await loadModel(request, `Loading ${name}…`);
 }
 
@@ -301,6 +333,53 @@ function showTryPanel(summary) {
   $("classify").hidden = chat;
   $("try-title").textContent = chat ? "Chat" : "Classify";
   if (chat) view.renderChat($("chat-log"), conversation().messages);
+}
+
+// --- settings (the engine's configure: training options, the scheduler's shares) -----------
+
+function showSettings(config) {
+  const train = config.learner?.train || {};
+  $("set-lr").value = train.lr ?? "";
+  $("set-epochs").value = train.epochs ?? "";
+  $("set-active").value = Math.round(100 * (config.scheduler?.active_fraction ?? 0.1));
+  $("set-idle").value = Math.round(100 * (config.scheduler?.idle_fraction ?? 0.9));
+}
+
+// The options the form asks for, or an Error naming the field that is wrong.
+function settingsWanted() {
+  const options = {};
+  const train = {};
+  const value = (id) => $(id).value.trim();
+  if (value("set-lr")) {
+    const lr = Number(value("set-lr"));
+    if (!(lr > 0 && lr < 10)) throw new Error("The learning rate must be a number above 0, such as 0.002.");
+    train.lr = lr;
+  }
+  if (value("set-epochs")) {
+    const epochs = Number(value("set-epochs"));
+    if (!Number.isInteger(epochs) || epochs < 1) throw new Error("Epochs must be a whole number of 1 or more.");
+    train.epochs = epochs;
+  }
+  for (const [id, key] of [["set-active", "active_fraction"], ["set-idle", "idle_fraction"]]) {
+    if (!value(id)) continue;
+    const percent = Number(value(id));
+    if (!(percent >= 0 && percent <= 100)) throw new Error("A training share is a percentage from 0 to 100.");
+    options[key] = percent / 100;
+  }
+  if (Object.keys(train).length) options.train = train;
+  return options;
+}
+
+async function applySettings(options, { quiet = false } = {}) {
+  try {
+    const config = await engine.call("configure", options);
+    showSettings(config);
+    if (!quiet) show($("settings-message"), "Applied.", "message ok");
+    return true;
+  } catch (e) {
+    show($("settings-message"), describe(e), "message bad");
+    return false;
+  }
 }
 
 // --- imports -------------------------------------------------------------------------------------
@@ -389,6 +468,9 @@ async function restoreSnapshot(snapshot, button) {
   await busy(button, async () => {
     try {
       await engine.call("restore_snapshot", { index: snapshot.index });
+      const step = app.status?.trainer?.step ?? snapshot.step;
+      saved.restores = [...(saved.restores || []), { by: "user", model: app.model?.key || app.model?.name, time: Date.now() / 1000, step, to_step: snapshot.step, snapshot: snapshot.index }].slice(-20);
+      save();
       banner("restore", "info", `Rolled back to snapshot #${snapshot.index} (step ${snapshot.step}).`);
     } catch (e) {
       banner("restore", "bad", `Could not roll back: ${describe(e)}`);
@@ -529,6 +611,23 @@ function wire() {
     await refresh();
   }));
 
+  $("settings-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    let options;
+    try {
+      options = settingsWanted();
+    } catch (err) {
+      show($("settings-message"), err.message, "message bad");
+      return;
+    }
+    await busy($("settings-apply"), async () => {
+      if (await applySettings(options)) {
+        saved.settings = { ...(saved.settings || {}), ...options, train: { ...(saved.settings?.train || {}), ...(options.train || {}) } };
+        save();
+      }
+    });
+  });
+
   setupTabs();
   $("panel-paste").addEventListener("submit", async (e) => {
     e.preventDefault();
@@ -599,6 +698,10 @@ function wire() {
   $("import-dataset").addEventListener("change", (e) => importDataset(e.target));
 
   new ResizeObserver(() => drawChart()).observe($("loss-chart"));
+  // Best effort: a tab being hidden or closed saves what was trained since the last save.
+  document.addEventListener("visibilitychange", () => {
+    if (document.visibilityState === "hidden" && app.model && app.status?.trainer?.unsaved) engine.call("save").catch(() => {});
+  });
 }
 
 // --- start ------------------------------------------------------------------------------------------

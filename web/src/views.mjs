@@ -57,31 +57,42 @@ export function renderMetrics(trainer) {
   $("m-tps").textContent = rate(trainer.tokens_per_s);
 }
 
-const STATES = {
-  idle: ["waiting for idle time", ""],
-  active: ["training while idle", "active"],
-  forced: ["training now", "active"],
-  paused: ["paused", "warn"],
-  stopped: ["stopped", "bad"],
+// The scheduler's state in words: [badge text, badge class]. "active" and "idle" are the
+// user's state (training gets a small share of the time while they are active).
+function schedulerWords(s) {
+  if (s.state === "stopped") return ["stopped", "bad"];
+  if (s.state === "paused") return [s.running ? "pausing…" : "paused", "warn"];
+  if (s.inference) return ["paused for a reply", "warn"];
+  if (s.state === "forced") return ["training now", "active"];
+  if (s.running) return [s.state === "idle" ? "training while you are idle" : "training a little while you are active", "active"];
+  return [s.state === "idle" ? "you are idle: training when the page is" : "you are active: training held back", s.state === "idle" ? "ok" : ""];
+}
+
+// Why no training is happening, in words the user can act on (the learner's idle_reason).
+const IDLE_REASONS = {
+  "nothing to learn yet": "Nothing to learn yet: import examples, chat, or correct a prediction.",
+  "every record has been learned": "Every record has been learned: new imports, chats and corrections start a new round.",
 };
 
-export function renderScheduler(badge, line, s, loaded) {
-  const [word, kind] = STATES[s.state] || [s.state || "–", ""];
-  const running = s.running ? " · slice running" : "";
-  badge.textContent = `scheduler: ${word}${running}`;
-  badge.className = `badge ${s.running ? "active" : kind === "active" ? "ok" : kind}`;
+export function renderScheduler(badge, line, s, loaded, trainer = {}) {
+  const [words, kind] = schedulerWords(s);
+  badge.textContent = `training: ${loaded ? words : "no model"}`;
+  badge.className = `badge ${loaded ? kind : ""}`;
   if (!loaded) {
     line.textContent = "Load a model to start.";
     return;
   }
-  const parts = [
-    `${s.slices ?? 0} slices, ${s.steps ?? 0} steps`,
-    `last slice ${ago(s.last_slice_ago_s)}`,
-  ];
+  const parts = [`${s.slices ?? 0} slices, ${s.steps ?? 0} steps`, `last slice ${ago(s.last_slice_ago_s)}`];
+  const c = s.config || {};
   if (s.training_fraction !== undefined && s.training_fraction !== null) {
-    parts.push(`${Math.round(100 * s.training_fraction)}% of the time training`);
+    const limit = s.state === "idle" ? c.idle_fraction : c.active_fraction;
+    const window = c.window_s ? ` of the last ${number(c.window_s, 2)} s` : "";
+    parts.push(`trained ${Math.round(100 * s.training_fraction)}%${window}` + (limit !== undefined ? ` (limit ${Math.round(100 * limit)}% while you are ${s.state === "idle" ? "idle" : "active"})` : ""));
   }
-  line.replaceChildren(el("strong", { text: word[0].toUpperCase() + word.slice(1) }), `: ${parts.join(" · ")}.`);
+  if (trainer.saves !== undefined) parts.push(trainer.unsaved ? "saving soon" : trainer.saves ? "saved in this browser" : "nothing to save yet");
+  const reason = trainer.idle_reason ? IDLE_REASONS[trainer.idle_reason] || `${trainer.idle_reason}.` : null;
+  line.replaceChildren(...[el("strong", { text: words[0].toUpperCase() + words.slice(1) }), ". ", parts.join(" · "), ".",
+    reason ? el("br") : null, reason ? el("span", { class: "muted", text: reason }) : null].filter(Boolean));
 }
 
 export function renderLongTasks(node, tasks) {
@@ -105,8 +116,13 @@ function barRows(tbody, counts, order, cls) {
 
 const PRIORITY_NAMES = { 300: "corrections", 200: "chats", 100: "imports" };
 
-export function renderQueue(queue) {
+export function renderQueue(queue, trainer) {
   if (!queue) return;
+  const d = trainer?.data;
+  $("queue-work").textContent = d
+    ? `${d.validation} held out to check quality · ${d.training} being learned · ${d.memory} learned and kept for replay` +
+      (d.unusable ? ` · ${d.unusable} this model cannot learn` : "")
+    : "";
   $("queue-total").replaceChildren(String(queue.total ?? 0), " ",
     el("small", { text: `records queued · ${queue.available ?? 0} waiting, ${queue.leased ?? 0} in training` }));
   barRows($("queue-sources").tBodies[0], queue.by_source, ([, a], [, b]) => b - a, (name) => name);
@@ -128,7 +144,7 @@ export function renderSnapshots(tbody, snapshots, onRestore) {
     return;
   }
   tbody.replaceChildren(...[...snapshots].reverse().map((s) => el("tr", { class: s.current ? "current" : "" },
-    el("td", { class: "num", text: String(s.index) }),
+    el("td", { class: "num", text: s.current ? `${s.index} ✓` : String(s.index), title: s.current ? "checked on the current held-out examples" : undefined }),
     el("td", { class: "num", text: String(s.step) }),
     el("td", { class: "num", text: metricText(s) }),
     el("td", { text: clock(s.time) }),
@@ -138,14 +154,16 @@ export function renderSnapshots(tbody, snapshots, onRestore) {
     })))));
 }
 
+// rollbacks: the guard's automatic ones ({reason, step, to_step, snapshot, metric}) and the
+// user's restores ({by: "user", time, step, to_step, snapshot}).
 export function renderRollbacks(list, rollbacks) {
   if (!rollbacks.length) {
     list.replaceChildren(el("li", { class: "muted none", text: "none yet" }));
     return;
   }
-  list.replaceChildren(...[...rollbacks].reverse().map((r) => el("li", { class: r.manual || r.by === "user" ? "manual" : "auto" },
-    el("strong", { text: `step ${r.step} → ${r.to_step}` }), " ",
-    el("span", { text: r.reason || "restored by hand" }), " ",
+  list.replaceChildren(...[...rollbacks].reverse().map((r) => el("li", { class: r.by === "user" ? "manual" : "auto" },
+    el("strong", { text: `${r.by === "user" ? "You" : "Automatic"}: step ${r.step} → ${r.to_step}` }), " ",
+    el("span", { text: r.by === "user" ? `snapshot #${r.snapshot} restored` : r.reason }), " ",
     r.time ? el("span", { class: "when", text: clock(r.time) }) : null)));
 }
 
@@ -221,6 +239,14 @@ export function compactImport(entry) {
 }
 
 // --- chat -------------------------------------------------------------------------------------------
+
+// A message's text as shown: a reply still empty shows an ellipsis while it streams, and one of
+// only whitespace says so (a tiny or untrained model can answer that).
+export function chatText(m) {
+  if (m.content && m.content.trim()) return m.content;
+  if (m.streaming) return m.content ? m.content : "…";
+  return m.content ? "(a reply of only whitespace)" : "(empty reply)";
+}
 
 export function renderChat(list, messages) {
   if (!messages.length) {

@@ -15,21 +15,15 @@
 //     load_model {source: "cached", name} loads the same model without asking the user again;
 //   import_url {url}: asks the server's /fetch endpoint for the URL (the page's origin cannot
 //     read other origins), then hands the bytes to Python.
-// It also pushes "status" events, at most STATUS_EVERY_MS apart, while events keep coming.
+// Everything else goes to EngineService.call; the service pushes "status" events itself.
 
 import { boot } from "./boot.mjs";
 import { pack, transferables, unpack } from "./messages.mjs";
 import * as stateStore from "./state_store.mjs";
 
-const METHODS = [
-  "load_model", "status", "import_text", "import_html", "import_file", "import_url", "predict",
-  "correct", "chat", "idle", "activity", "force_slice", "pause", "resume", "configure",
-  "snapshots", "restore_snapshot", "export_adapter", "import_adapter", "export_dataset",
-  "import_dataset", "save",
-];
 const BUNDLED = { name: "MiniLM-L6 (bundled)", base: "models/minilm/", files: ["config.json", "tokenizer.json", "model.safetensors"] };
 const MODEL_CACHE = "app-model-files/"; // state_store key prefix of cached model folders
-const STATUS_EVERY_MS = 250;
+const QUEUE = "default"; // the training queue's IndexedDB store (py_engine_data/default)
 
 class UserError extends Error {}
 
@@ -40,23 +34,25 @@ function post(message) {
 // --- Python --------------------------------------------------------------------------------
 
 const SETUP = `
-import json
 from pyodide.ffi import to_js
 from py_engine_worker import emit as _emit
-from py_engine.worker_bridge import Bridge, pack as _pack
+from py_engine.worker_bridge import answer as _answer, pack as _pack
 from py_engine.app.service import EngineService
 
 def _js(text, buffers):
     return to_js([text, to_js([to_js(b) for b in buffers])])
 
 def _on_event(event):
-    _emit(*_js(*_pack(event)))
+    try:
+        _emit(*_js(*_pack(event)))
+    except Exception as e:   # an event that cannot cross must not stop what emitted it
+        _emit(*_js(*_pack({"event": "log", "level": "error",
+                           "message": f"a {event.get('event')!r} event could not be sent: {e}"})))
 
-service = EngineService(on_event=_on_event)
-_bridge = Bridge(service, json.loads(METHODS))
+service = EngineService(queue=QUEUE, emit=_on_event)
 
 async def _call(method, params_text, buffers):
-    return _js(*await _bridge.call(method, params_text, buffers))
+    return _js(*await _answer(service, method, params_text, buffers))
 
 _call
 `;
@@ -71,7 +67,7 @@ const ready = (async () => {
   engine.pyodide.registerJsModule("py_engine_worker", {
     emit: (text, buffers) => onEvent(unpack(text, [...buffers])),
   });
-  callPython = await engine.pyodide.runPythonAsync(SETUP.replace("METHODS", JSON.stringify(JSON.stringify(METHODS))));
+  callPython = await engine.pyodide.runPythonAsync(SETUP.replace("QUEUE", JSON.stringify(QUEUE)));
   progress("boot", 2, 2, "Ready");
   return engine;
 })();
@@ -85,29 +81,10 @@ async function python(method, params) {
   return message.result;
 }
 
-// --- events and status ---------------------------------------------------------------------
-
-let statusTimer = null;
-let statusAt = 0;
+// --- events --------------------------------------------------------------------------------
 
 function onEvent(event) {
   post(event);
-  if (event.event !== "status" && event.event !== "log" && event.event !== "token") scheduleStatus();
-}
-
-function scheduleStatus() {
-  if (statusTimer !== null) return;
-  const wait = Math.max(0, statusAt + STATUS_EVERY_MS - performance.now());
-  statusTimer = setTimeout(async () => {
-    statusAt = performance.now();
-    try {
-      post({ event: "status", ...(await python("status", {})) });
-    } catch (e) {
-      post({ event: "log", level: "error", message: `status failed: ${e.message}` });
-    } finally {
-      statusTimer = null;
-    }
-  }, wait);
 }
 
 function progress(task, done, total, what) {
@@ -183,11 +160,7 @@ const handlers = {
       throw new UserError(message);
     }
     const data = new Uint8Array(await response.arrayBuffer());
-    return python("import_url", {
-      url: response.headers.get("X-Fetched-Url") || params.url,
-      data,
-      content_type: response.headers.get("Content-Type") || "",
-    });
+    return python("import_url", { url: response.headers.get("X-Fetched-Url") || params.url, data });
   },
 };
 
@@ -202,11 +175,9 @@ function errorOf(e) {
 self.onmessage = async (event) => {
   const { id, method, params } = event.data;
   try {
-    if (!METHODS.includes(method)) throw new UserError(`unknown method ${JSON.stringify(method)}`);
-    const handler = handlers[method];
+    const handler = Object.hasOwn(handlers, method) ? handlers[method] : null;
     const result = handler ? await handler(params || {}) : await python(method, params);
     post({ id, result: result ?? null });
-    if (method !== "status") scheduleStatus();
   } catch (e) {
     post({ id, error: errorOf(e) });
   }
@@ -214,7 +185,9 @@ self.onmessage = async (event) => {
 
 ready.then(
   async () => {
-    post({ event: "ready", ...(await python("status", {}).catch(() => ({}))) });
+    // the adapter as the engine sees it (software or not), before any model is loaded
+    const adapter = await python("device", {}).catch(() => null);
+    post({ event: "ready", adapter, ...(await python("status", {}).catch(() => ({}))) });
   },
   (e) => post({ event: "failed", error: errorOf(e) }),
 );
