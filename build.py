@@ -14,6 +14,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -198,12 +199,32 @@ def sync_tree(target, files):
     return changed
 
 
+WEB_SRC = ROOT / "web" / "src"
+LOCAL_IMPORT = re.compile(r"""\bfrom\s+["']\./([\w.-]+\.mjs)["']|\bimport\s*\(\s*["']\./([\w.-]+\.mjs)["']""")
+
+
+def module_closure(entry):
+    """web/src modules `entry` needs: itself and what it imports from ./, transitively."""
+    seen, todo = set(), [entry]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        path = WEB_SRC / name
+        if not path.is_file():
+            sys.exit(f"[build] web/src/{name} is imported but does not exist")
+        seen.add(name)
+        todo += [a or b for a, b in LOCAL_IMPORT.findall(path.read_text())]
+    return sorted(seen)
+
+
 def runtime_files(wheel):
+    """Pyodide, the wheel and boot.mjs with its modules: what every host of the engine needs."""
     files = {f"pyodide/{name}": PYODIDE_NPM / name for name in PYODIDE_FILES}
     files["pyodide/pyodide-lock.json"] = lock_with_wheel(wheel)
     files[f"pyodide/{wheel.name}"] = wheel
-    for path in (ROOT / "web" / "src").glob("*.mjs"):
-        files[path.name] = path
+    for name in module_closure("boot.mjs"):
+        files[name] = WEB_SRC / name
     return files
 
 
@@ -224,8 +245,9 @@ def build():
     runtime = runtime_files(wheel)
     web = dict(runtime)
     web.update(demo_model_files())
-    for path in (ROOT / "web" / "src").glob("*.html"):
-        web[path.name] = path
+    for pattern in ("*.mjs", "*.html", "*.css"):     # the pages: index.html and the app
+        for path in WEB_SRC.glob(pattern):
+            web[path.name] = path
     ext = dict(runtime)
     for path in tree_files("extension/src"):
         ext[str(path.relative_to(ROOT / "extension" / "src"))] = path
@@ -247,9 +269,9 @@ def cmd_test(args):
 
 def cmd_serve(args):
     build()
-    from py_engine.server import serve
+    from py_engine.server import parse_origins, serve
 
-    serve(WEB_DIST, host=args.host, port=args.port)
+    serve(WEB_DIST, host=args.host, port=args.port, allow_fetch=parse_origins(args.allow_fetch))
 
 
 def cmd_demo(args):
@@ -276,6 +298,9 @@ def main():
     p = sub.add_parser("serve", help="serve web/dist on 127.0.0.1")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--allow-fetch", action="append", default=[], metavar="HOST:PORT",
+                   help="a local address the page's URL import may fetch from (repeatable); "
+                        "public addresses and this server's own are always allowed")
     p = sub.add_parser("demo", help="in headless Chromium: check the kernels, fine-tune MiniLM, report")
     p.add_argument("--epochs", type=int, default=1, help="epochs of the in-page fine-tune (default 1)")
     sub.add_parser("bench", help="run the benchmarks; table on stdout, JSON in bench/results/ "

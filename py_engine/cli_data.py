@@ -93,10 +93,8 @@ def _inputs(items):
 
 def records_of(name, path, args, count_tokens):
     """The records one input makes (DataError when it cannot be read)."""
-    from py_engine.data.image_meta import sniff_format
-    from py_engine.data.importers.image import import_image
-    from py_engine.data.importers.text import import_text
-    from py_engine.data.importers.website import import_html, import_url
+    from py_engine.data.importers import import_file
+    from py_engine.data.importers.website import import_url
 
     options = dict(count_tokens=count_tokens, max_tokens=args.max_tokens)
     if path is None:
@@ -105,14 +103,8 @@ def records_of(name, path, args, count_tokens):
         from py_engine.data.datasets import import_dataset
 
         return import_dataset(path, args.format)
-    data = path.read_bytes()
-    image = sniff_format(data)
-    if image and not image.startswith("unsupported:"):
-        return import_image(data, name=name)
-    head = data[:1024].lstrip().lower()
-    if path.suffix.lower() in (".html", ".htm", ".xhtml") or head.startswith((b"<!doctype html", b"<html")):
-        return import_html(data, url=path.resolve().as_uri(), qa=args.qa, **options)
-    return import_text(data, name=name, **options)
+    return import_file(path.read_bytes(), name, url=path.resolve().as_uri(), qa=args.qa,
+                       **options)
 
 
 def cmd_import(args):

@@ -627,7 +627,7 @@ class ExportResult:
     counts: dict                  # split name -> records written
     stats: dict = None            # what stats.json holds (also when it is not written)
     cleaning: object = None       # the CleaningReport of the quality/dedup filters, if any
-    files: list = field(default_factory=list)
+    files: object = field(default_factory=list)   # file names written (dataset_files: {name: bytes})
 
 
 def export_dataset(records, out_dir, config=None, protected=()):
@@ -636,6 +636,18 @@ def export_dataset(records, out_dir, config=None, protected=()):
     written as every py_engine output is (formats.output_dir): only if new, empty or written by
     py_engine, atomically, never over a `protected` path. Nothing is written if any record does
     not fit the format."""
+    config = config or ExportConfig()
+    result = dataset_files(records, config)
+    write_files(out_dir, result.files, protected)
+    result.paths = {name: os.path.join(os.fspath(out_dir), path)
+                    for name, path in result.paths.items()}
+    result.files = sorted(result.files)
+    return result
+
+
+def dataset_files(records, config=None):
+    """export_dataset()'s files in memory: an ExportResult whose `files` is {file name: bytes}
+    and whose `paths` name each split's file (the browser hands them to the user)."""
     config = config or ExportConfig()
     records = as_records(records)
     report = None
@@ -657,7 +669,5 @@ def export_dataset(records, out_dir, config=None, protected=()):
              {k: v for k, v in report.summary().items() if k != "records"}}
     if config.stats:
         files["stats.json"] = (json.dumps(stats, indent=1, ensure_ascii=False) + "\n").encode()
-    write_files(out_dir, files, protected)
-    return ExportResult({name: os.path.join(os.fspath(out_dir), f"{name}{ext}") for name in parts},
-                        {name: len(part) for name, part in parts.items()}, stats, report,
-                        sorted(files))
+    return ExportResult({name: f"{name}{ext}" for name in parts},
+                        {name: len(part) for name, part in parts.items()}, stats, report, files)

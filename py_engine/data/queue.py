@@ -235,9 +235,11 @@ class TrainingQueue:
         tx.delete("leases", lease["id"])
         return rows
 
-    async def lease(self, consumer, n, kind=None, seconds=None):
+    async def lease(self, consumer, n, kind=None, seconds=None, exclude=()):
         """A Lease on the first `n` records (of `kind`, when given) that no live lease holds,
-        for `seconds` (the config's lease_seconds by default); None when there are none."""
+        for `seconds` (the config's lease_seconds by default); None when there are none.
+        `exclude`: ids of records not to take (a trainer's held-out examples)."""
+        exclude = frozenset(exclude)
         if not isinstance(consumer, str) or not consumer:
             raise QueueError(f"lease: the consumer must be a non-empty name, got {consumer!r}")
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
@@ -249,11 +251,13 @@ class TrainingQueue:
 
         async def work(tx):
             reclaimed = [r for r in await self._reclaim(tx) if kind is None or r["kind"] == kind]
+            limit = n + len(exclude)
             if kind is None:
-                rows = await tx.scan("records", "take", prefix=[0], limit=n)
+                rows = await tx.scan("records", "take", prefix=[0], limit=limit)
             else:
-                rows = await tx.scan("records", "take_kind", prefix=[0, kind], limit=n)
-            chosen = sorted(rows + reclaimed, key=_take_order)[:n]
+                rows = await tx.scan("records", "take_kind", prefix=[0, kind], limit=limit)
+            chosen = sorted((r for r in rows + reclaimed if r["id"] not in exclude),
+                            key=_take_order)[:n]
             if not chosen:
                 return None
             now = self.clock()

@@ -123,11 +123,28 @@ class ChatModel:
     def _protected(self):
         return [("the model directory", self.source)]
 
-    async def save_state(self, trainer, store):
+    async def adapter_files(self):
+        """The LoRA adapter as {file name: bytes}: what save() writes while training LoRA."""
+        if self.model.full:
+            raise ValueError("every weight trains: there is no adapter, save the whole model")
+        return adapter_files(self.model.lora.to_peft_dict(), await self.runtime.trainable_values(),
+                             where="the adapter")
+
+    async def load_adapter_files(self, files, source="the adapter"):
+        """Take the trainable weights of a LoRA adapter given as {file name: bytes}, made with
+        this model's LoRA options."""
+        if self.model.full:
+            raise ValueError("every weight trains: a LoRA adapter cannot be loaded into it")
+        config, tensors, _ = read_adapter_files(files, source)
+        training_state.check_same_adapter(self.model, config, source)
+        current = await self.runtime.trainable_values()
+        await self.runtime.load_trainable(merge_loaded(self.model, current, tensors, source))
+
+    async def save_state(self, trainer, store, extra_files=None):
         """Save everything `trainer` needs to continue (the adapter's files, or every weight in
         full fine-tuning; the optimizer state; where training stands) into `store`: a host
         directory (written atomically, only where py_engine may write) or an IndexedDBStateStore in
-        the browser."""
+        the browser. `extra_files` ({name: bytes}) are saved with them, in the same write."""
         values = await self.runtime.trainable_values()
         if self.model.full:
             weights = {n: ("F32", tuple(shape), data) for n, (shape, data) in values.items()}
@@ -136,6 +153,7 @@ class ChatModel:
         else:
             files = adapter_files(self.model.lora.to_peft_dict(), values, where=store)
         files = await training_state.capture(trainer, files, {"full": self.model.full})
+        files.update(extra_files or {})
         return await training_state.as_store(store, self._protected()).save(files)
 
     @classmethod

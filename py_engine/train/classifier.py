@@ -20,6 +20,7 @@ import warnings
 from dataclasses import replace
 
 from ..formats.head_config import HEAD_CONFIG, head_config, resolve_pooling
+from ..formats.json_file import decode_utf8, parse_json
 from ..formats.output_dir import write_files
 from ..formats.peft_adapter import adapter_files, load_adapter, read_adapter_files
 from ..models.bert import BertClassifier
@@ -110,12 +111,37 @@ class TextClassifier:
         files = self._files(await self.runtime.trainable_values(), adapter_dir)
         return write_files(adapter_dir, files, self._protected())
 
-    async def save_state(self, trainer, store):
+    async def adapter_files(self):
+        """The adapter as {file name: bytes}: what save() writes (for the browser to hand out)."""
+        return self._files(await self.runtime.trainable_values(), "the adapter")
+
+    async def load_adapter_files(self, files, source="the adapter"):
+        """Take the trainable weights of an adapter given as {file name: bytes}, made with this
+        classifier's LoRA options, labels and pooling (a PEFT adapter without head_config.json
+        is taken as cls)."""
+        config, tensors, labels = read_adapter_files(files, source)
+        training_state.check_same_adapter(self.model, config, source)
+        if labels is not None and labels != self.labels:
+            raise ValueError(f"{source} has labels {labels}, this classifier {self.labels}")
+        pooling = "cls"
+        if HEAD_CONFIG in files:
+            where = f"{source}/{HEAD_CONFIG}"
+            head = parse_json(decode_utf8(files[HEAD_CONFIG], where), where)
+            pooling = head.get("pooling", "cls") if isinstance(head, dict) else None
+        if pooling != self.model.pooling:
+            raise ValueError(f"{source} pools with {pooling!r}, this classifier with "
+                             f"{self.model.pooling!r}")
+        current = await self.runtime.trainable_values()
+        await self.runtime.load_trainable(merge_loaded(self.model, current, tensors, source))
+
+    async def save_state(self, trainer, store, extra_files=None):
         """Save everything `trainer` needs to continue (the adapter's files, the optimizer
         state, where training stands) into `store`: a host directory (written atomically, only
-        where py_engine may write) or an IndexedDBStateStore in the browser."""
+        where py_engine may write) or an IndexedDBStateStore in the browser. `extra_files`
+        ({name: bytes}) are saved with them, in the same write."""
         files = self._files(await self.runtime.trainable_values(), store)
         files = await training_state.capture(trainer, files, {"pooling": self.model.pooling})
+        files.update(extra_files or {})
         return await training_state.as_store(store, self._protected()).save(files)
 
     @classmethod

@@ -13,7 +13,7 @@ import math
 from array import array
 
 from ..backends.gpu_backend import BASE_DTYPES, GpuBackend, Kernels, Tensor, storage_of
-from ..gpu import open_device
+from ..gpu import Variable, open_device
 from ..kernels.adamw import pack_hyper
 from ..kernels.cross_entropy import decode_metrics
 from ..kernels.dropout import pack_step
@@ -34,6 +34,7 @@ class Inputs:
     def __init__(self, device, task, B, T):
         self.B, self.T, self.position = B, T, 0
         self.fields = task.inputs
+        self.loss_scale = None     # a Variable in accumulate programs
         for name in self.fields:
             setattr(self, name, Tensor(device.create_buffer(4 * B * T, label=name), (B, T)))
         shape = task.label_shape(B, T)
@@ -119,10 +120,11 @@ class GpuRuntime(Runtime):
         for n in names:
             self.k.embedding.clear(program, self.be.grads[n].buffer, self.be.grads[n].size)
 
-    def _program(self, kind, B=0, T=0, loss_scale=1.0, max_norm=None):
+    def _program(self, kind, B=0, T=0, max_norm=None):
         """The recorded program of `kind` for a batch shape, made on first use.
-        kinds: accumulate, step (accumulate + update), update, evaluate, outputs."""
-        key = (kind, B, T, loss_scale, max_norm, self.model.merged)
+        kinds: accumulate (its loss scale a Variable set per replay: one program serves every
+        micro-batch weight), step (accumulate + update), update, evaluate, outputs."""
+        key = (kind, B, T, max_norm, self.model.merged)
         if key in self._programs:
             return self._programs[key][:2]
         program = self.device.program(f"{kind} {B}x{T}")
@@ -131,6 +133,9 @@ class GpuRuntime(Runtime):
         if kind != "update":
             inputs = Inputs(self.device, self.task, B, T)
         if kind in ("accumulate", "step", "evaluate"):
+            loss_scale = 1.0
+            if kind == "accumulate":
+                loss_scale = inputs.loss_scale = Variable(1.0, "f", "loss scale")
             self.task.loss(self.be, self.model, inputs, kind != "evaluate", loss_scale)
         if kind in ("step", "update"):
             self._record_update(program, max_norm)
@@ -157,8 +162,9 @@ class GpuRuntime(Runtime):
     # --- training ---
 
     async def accumulate(self, batch, seed=0, loss_scale=1.0):
-        program, inputs = self._program("accumulate", batch.B, batch.T, loss_scale)
+        program, inputs = self._program("accumulate", batch.B, batch.T)
         inputs.write(batch)
+        inputs.loss_scale.set(loss_scale)
         self.be.step.write(pack_step(seed, 0))
         (metrics,) = await program.run()
         return decode_metrics(metrics)
@@ -224,6 +230,15 @@ class GpuRuntime(Runtime):
                 table[name].buffer.write(array("f", data))
         self.optimizer_step = int(state["step"])
 
+    async def reset_optimizer(self):
+        """AdamW from scratch: zero moments, step count 0 (the weights stay)."""
+        program = self.device.program("reset optimizer")
+        for name in self.model.trainable:
+            for table in (self.m, self.v):
+                self.k.embedding.clear(program, table[name].buffer, table[name].size)
+        await program.run()
+        self.optimizer_step = 0
+
     async def _copy(self, pairs, label):
         program = self.device.program(label)
         for src, dst in pairs:
@@ -254,6 +269,24 @@ class GpuRuntime(Runtime):
             self.k.embedding.clear(program, self.be.grads[name].buffer, self.be.grads[name].size)
         await program.run()
         self.optimizer_step = snapshot["step"]
+
+    async def snapshot_values(self, snapshot):
+        """{"step", "tensors": {name: (shape, weights, m, v)}} of a snapshot, read back."""
+        tensors = {}
+        for name, copies in snapshot["tensors"].items():
+            tensors[name] = (self.model.trainable[name],) + tuple([await self._read(t) for t in copies])
+        return {"step": snapshot["step"], "tensors": tensors}
+
+    async def snapshot_from(self, values):
+        """A snapshot handle holding snapshot_values()' values (put on the device)."""
+        if set(values["tensors"]) != set(self.model.trainable):
+            raise ValueError("the snapshot was taken with other trainable tensors")
+        saved = {}
+        for name, (shape, *arrays) in values["tensors"].items():
+            saved[name] = tuple(Tensor(self.device.buffer_from(array("f", data),
+                                                               label=f"snapshot {name}"), shape)
+                                for data in arrays)
+        return {"step": int(values["step"]), "tensors": saved}
 
     def release(self, snapshot):
         for copies in snapshot["tensors"].values():

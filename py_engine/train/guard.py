@@ -12,6 +12,8 @@ The Guard (configured by GuardConfig) uses the ring around a trainer's slices:
   - after each step: a non-finite loss or gradient norm, or a norm far above the recent ones,
     rolls back at once (the trainer asks `exploded()` and calls `rollback()`).
 Every rollback is an event with its reason, the step it happened at and the step it returned to.
+When the held-out examples change (Guard.rebase), metrics measured on the old ones no longer
+compare: the snapshots stay listed and restorable, and the next slice measures a new baseline.
 """
 
 import math
@@ -21,11 +23,11 @@ LOWER_IS_BETTER = {"loss": True, "perplexity": True, "accuracy": False, "macro_f
 
 
 class Snapshot:
-    __slots__ = ("index", "step", "time", "quality", "metric", "handle")
+    __slots__ = ("index", "step", "time", "quality", "metric", "handle", "basis")
 
     def as_dict(self):
         return {"index": self.index, "step": self.step, "time": self.time,
-                "metric": self.metric, "quality": self.quality}
+                "metric": self.metric, "quality": self.quality, "basis": self.basis}
 
 
 class SnapshotRing:
@@ -35,12 +37,21 @@ class SnapshotRing:
         self.snapshots = []
         self._next = 0
 
-    async def take(self, step, quality=None, metric=None):
-        """Copy the trainable tensors now; the oldest snapshot beyond `keep` is released."""
+    async def take(self, step, quality=None, metric=None, basis=0):
+        """Copy the trainable tensors now; the oldest snapshot beyond `keep` is released.
+        basis: which held-out examples `metric` was measured on."""
+        return self.add({"index": self._next, "step": step, "time": time.time(),
+                         "quality": quality, "metric": metric, "basis": basis},
+                        await self.runtime.snapshot())
+
+    def add(self, listing, handle):
+        """Keep a snapshot made elsewhere (a saved state's, put back on the device) under its
+        listing (as list() gives it)."""
         s = Snapshot()
-        s.index, s.step, s.time, s.quality, s.metric = self._next, step, time.time(), quality, metric
-        s.handle = await self.runtime.snapshot()
-        self._next += 1
+        s.index, s.step, s.time = listing["index"], listing["step"], listing["time"]
+        s.quality, s.metric = listing.get("quality"), listing.get("metric")
+        s.basis, s.handle = listing.get("basis", 0), handle
+        self._next = max(self._next, s.index + 1)
         self.snapshots.append(s)
         while len(self.snapshots) > self.keep:
             self.runtime.release(self.snapshots.pop(0).handle)
@@ -79,15 +90,27 @@ class Guard:
         self.rollbacks = []
         self.check_seconds = 0.0          # the last quality check's duration, for budgets
         self.version = trainer.runtime.version
+        self.basis = 0                    # bumped when the held-out examples change
 
     def state(self):
         """What the guard remembers beyond its snapshots (which stay on the device)."""
-        return {"norms": list(self.norms), "checks": self.checks, "rollbacks": self.rollbacks[-20:]}
+        return {"norms": list(self.norms), "checks": self.checks, "rollbacks": self.rollbacks[-20:],
+                "basis": self.basis}
 
     def load_state(self, state):
         self.norms = [float(x) for x in state.get("norms", [])]
         self.checks = int(state.get("checks", 0))
         self.rollbacks = list(state.get("rollbacks", []))
+        self.basis = int(state.get("basis", 0))
+
+    def rebase(self):
+        """The held-out examples changed: metrics measured before are not compared with new
+        ones; the next start() measures a new baseline (and snapshots it)."""
+        self.basis += 1
+
+    def current(self):
+        """The snapshots measured on the held-out examples in use."""
+        return [s for s in self.ring.snapshots if s.basis == self.basis]
 
     def metric(self, quality):
         value = quality.get(self.config.monitor)
@@ -108,11 +131,11 @@ class Guard:
     def best(self):
         lower = LOWER_IS_BETTER[self.config.monitor]
         pick = min if lower else max
-        return pick(self.ring.snapshots, key=lambda s: s.metric)
+        return pick(self.current() or self.ring.snapshots, key=lambda s: s.metric)
 
     async def start(self):
         """A baseline: the quality of the weights as they are, and their snapshot."""
-        if self.ring.snapshots:
+        if self.current():
             return
         quality = await self._quality()
         step = self.trainer.progress.step
@@ -135,7 +158,7 @@ class Guard:
         return quality
 
     async def _snapshot(self, step, quality):
-        s = await self.ring.take(step, quality, self.metric(quality))
+        s = await self.ring.take(step, quality, self.metric(quality), self.basis)
         self.trainer.emit({"event": "snapshot", "index": s.index, "step": step, "metric": s.metric})
         return s
 

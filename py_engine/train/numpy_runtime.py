@@ -130,6 +130,13 @@ class NumpyRuntime(Runtime):
                 table[name][...] = np.asarray(data, np.float64).reshape(table[name].shape)
         self.optimizer_step = int(state["step"])
 
+    async def reset_optimizer(self):
+        """AdamW from scratch: zero moments, step count 0 (the weights stay)."""
+        for table in (self.m, self.v):
+            for array in table.values():
+                array[...] = 0.0
+        self.optimizer_step = 0
+
     async def snapshot(self):
         return {"step": self.optimizer_step,
                 "tensors": {n: (self.be.params[n].copy(), self.m[n].copy(), self.v[n].copy())
@@ -144,6 +151,22 @@ class NumpyRuntime(Runtime):
             self.v[name][...] = v
         self.be.zero_grads()
         self.optimizer_step = snapshot["step"]
+
+    async def snapshot_values(self, snapshot):
+        """{"step", "tensors": {name: (shape, weights, m, v)}} of a snapshot (float32)."""
+        return {"step": snapshot["step"],
+                "tensors": {n: (self.model.trainable[n],) + tuple(a.astype(np.float32).ravel()
+                                                                  for a in arrays)
+                            for n, arrays in snapshot["tensors"].items()}}
+
+    async def snapshot_from(self, values):
+        """A snapshot handle holding snapshot_values()' values."""
+        if set(values["tensors"]) != set(self.model.trainable):
+            raise ValueError("the snapshot was taken with other trainable tensors")
+        dtype = self.be.params[next(iter(values["tensors"]))].dtype
+        return {"step": int(values["step"]),
+                "tensors": {n: tuple(np.asarray(a, dtype).reshape(shape) for a in arrays)
+                            for n, (shape, *arrays) in values["tensors"].items()}}
 
     def release(self, snapshot):
         snapshot["tensors"].clear()

@@ -9,12 +9,15 @@ same way:
     metrics = await runtime.evaluate(batch)                       # the loss, no gradients
     rows = await runtime.outputs(batch)                           # the task's outputs (logits)
     await runtime.trainable_values() / load_trainable(values)
-    await runtime.optimizer_state() / load_optimizer_state(state)
+    await runtime.optimizer_state() / load_optimizer_state(state) / reset_optimizer()
     handle = await runtime.snapshot(); await runtime.restore(handle); runtime.release(handle)
+    values = await runtime.snapshot_values(handle); handle = await runtime.snapshot_from(values)
     await runtime.merge(); await runtime.to_full()
     decoder = runtime.decoder(max_length)                         # KV-cache generation
 
 metrics: {"loss", "correct", "counted", ...} as floats (the GPU reads them back in one buffer).
+accumulate() adds the gradient of loss * loss_scale to the gradients held on the device; any
+number of calls (micro-batches) may come before an update.
 The optimizer is AdamW (torch's), its step count kept here: it starts at 0, each update
 advances it, and a snapshot or a saved state carries it with the moments.
 """

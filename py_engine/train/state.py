@@ -25,6 +25,7 @@ from ..formats.finite import require_finite
 
 STATE_FILE = "training_state.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
+SNAPSHOTS_FILE = "snapshots.safetensors"
 FORMAT = 1
 
 
@@ -44,7 +45,11 @@ def data_fingerprint(examples):
 async def capture(trainer, weight_files, extra=None):
     """{file name: bytes} of the trainer's whole state; `weight_files` are the trainable
     weights as the model saves them (their own file names), `extra` JSON-ready settings the
-    model needs to be rebuilt (e.g. labels, pooling, the mode)."""
+    model needs to be rebuilt (e.g. labels, pooling, the mode). Only between optimizer steps:
+    gradients accumulated by a step under way are not part of a state."""
+    if trainer.mid_step:
+        raise StateError("a training step is under way (its micro-batches ran, its update has "
+                         "not): finish it first (await trainer.finish_step()), then save")
     optimizer = await trainer.runtime.optimizer_state()
     tensors = {}
     for key in ("m", "v"):
@@ -68,6 +73,42 @@ async def capture(trainer, weight_files, extra=None):
     files[OPTIMIZER_FILE] = safetensors.save_bytes(tensors, {"format": "py_engine-adamw"})
     files[STATE_FILE] = (json.dumps(state, indent=1, sort_keys=True) + "\n").encode()
     return files
+
+
+async def capture_snapshots(guard):
+    """The bytes of SNAPSHOTS_FILE: every snapshot of the guard's ring read back from the
+    device (weights and moments, f32) with its listing."""
+    tensors, listings = {}, []
+    for s in guard.ring.snapshots:
+        values = await guard.trainer.runtime.snapshot_values(s.handle)
+        listings.append(dict(s.as_dict(), optimizer_step=values["step"]))
+        for name, (shape, *arrays) in values["tensors"].items():
+            for kind, data in zip(("w", "m", "v"), arrays):
+                tensors[f"{s.index}.{kind}.{name}"] = ("F32", tuple(shape), data)
+    require_finite(tensors, "the snapshots")
+    return safetensors.save_bytes(tensors, {"format": "py_engine-snapshots",
+                                            "snapshots": json.dumps(listings)})
+
+
+async def restore_snapshots(guard, data):
+    """Put SNAPSHOTS_FILE's snapshots back into the guard's ring (on the device)."""
+    try:
+        file = safetensors.load(bytes(data))
+        listings = json.loads((file.metadata or {}).get("snapshots", "[]"))
+    except (safetensors.SafeTensorsError, json.JSONDecodeError, AttributeError) as e:
+        raise StateError(f"{SNAPSHOTS_FILE}: {e}") from None
+    runtime = guard.trainer.runtime
+    guard.ring.clear()
+    for listing in listings:
+        tensors = {}
+        for name, shape in runtime.model.trainable.items():
+            keys = [f"{listing['index']}.{kind}.{name}" for kind in ("w", "m", "v")]
+            if any(k not in file.keys() for k in keys):
+                raise StateError(f"{SNAPSHOTS_FILE}: snapshot {listing['index']} has no {name}")
+            tensors[name] = (shape,) + tuple(file.floats(k) for k in keys)
+        handle = await runtime.snapshot_from({"step": listing.pop("optimizer_step"),
+                                              "tensors": tensors})
+        guard.ring.add(listing, handle)
 
 
 def parse(files):
@@ -210,10 +251,12 @@ class IndexedDBStateStore:
         return self.key
 
     async def load(self):
+        from pyodide.ffi import jsnull
+
         from py_engine_state_store import getFiles
 
         found = await getFiles(self.key)
-        if found is None:
+        if found is None or found is jsnull:     # JS null (a missing key) is not None
             raise StateError(f"no training state {self.key!r} in IndexedDB")
         return {name: bytes(value.to_py()) for name, value in found.to_py(depth=1).items()}
 

@@ -63,8 +63,18 @@ class ClassificationTask:
             labels.append(IGNORE_LABEL if e.label is None else e.label)
         return Batch(ids, types, mask, labels)
 
+    def denominator(self, batch):
+        """The batch's loss denominator, as the loss op divides by it: the summed class
+        weights of the rows not ignored (their count without class weights). A micro-batch
+        whose loss is scaled by its share of its batch's denominator adds its share of the
+        batch's gradient."""
+        weights = self.class_weights
+        return sum(1.0 if weights is None else weights[y] for y in batch.labels
+                   if y != IGNORE_LABEL)
+
     def loss(self, be, model, inputs, train, loss_scale=1.0):
-        """Record (or compute) the loss, and with `train` the backward; returns the metrics."""
+        """Record (or compute) the loss, and with `train` the backward; returns the metrics.
+        loss_scale: a number, or on the GPU a Variable set per replay."""
         logits, saved = model.forward(be, inputs, train)
         metrics, dlogits = be.cross_entropy(logits, inputs.labels, loss_scale, self.class_weights,
                                             self.label_smoothing, backward=train)
@@ -147,6 +157,10 @@ class CausalLMTask:
             row = list(e.labels[1:n]) + [IGNORE_INDEX] * (T - n + 1)
             labels.extend(IGNORE_LABEL if y == IGNORE_INDEX else y for y in row)
         return Batch(ids, None, mask, labels)
+
+    def denominator(self, batch):
+        """The batch's loss denominator: the tokens trained (labels not ignored)."""
+        return sum(1 for y in batch.labels if y != IGNORE_LABEL)
 
     def loss(self, be, model, inputs, train, loss_scale=1.0):
         hidden, saved = model.forward(be, inputs, train)

@@ -18,6 +18,17 @@ With a guard (GuardConfig) the trainer keeps a ring of snapshots, checks held-ou
 each slice and rolls back to the best recent snapshot when quality falls past the tolerance,
 the loss turns non-finite or the gradient norm explodes; every rollback is an event with its
 reason. Without one, a non-finite loss stops training with TrainingDiverged.
+
+Micro-batches: with a batch manager (py_engine.app.batches.BatchManager, or anything with its
+rows() and observe()), each planned batch may run as micro-batches of a few rows, chosen before
+each one from the measured time and the budget left, so a slice ends close to its deadline. A
+micro-batch's loss is scaled by its share of the planned batch's loss denominator
+(task.denominator), so the gradient accumulated on the device equals the whole batch's (within
+rounding; dropout masks are drawn per micro-batch). A slice may end between micro-batches; the
+step goes on at the next run(), and a step under way is never saved (state.py refuses).
+Without a manager, or when it picks the whole batch, steps run whole (grad_accum 1: one fused
+submission), exactly as planned. `stop` (run's argument) ends a slice at the next micro-batch
+boundary: inference first.
 """
 
 import math
@@ -26,6 +37,8 @@ import time
 from .batching import plan_epoch
 from .guard import Guard
 from .schedule import linear_warmup_decay
+
+MICRO_SEED_STRIDE = 1_000_003   # dropout seeds of a planned batch's later micro-batches
 
 
 class TrainingDiverged(ValueError):
@@ -57,69 +70,163 @@ class Step:
 
 
 class Progress:
-    """Where the loop stands: steps done, the epoch, the step groups done within it, totals."""
+    """Where the loop stands: steps done, the epoch, the step groups done within it, totals,
+    and the step at which the current examples began (0 unless replace_data() changed them)."""
 
-    FIELDS = ("step", "epoch", "cursor", "examples_seen", "tokens_seen")
+    FIELDS = ("step", "epoch", "cursor", "examples_seen", "tokens_seen", "start")
 
-    def __init__(self, step=0, epoch=0, cursor=0, examples_seen=0, tokens_seen=0):
+    def __init__(self, step=0, epoch=0, cursor=0, examples_seen=0, tokens_seen=0, start=0):
         self.step, self.epoch, self.cursor = step, epoch, cursor
         self.examples_seen, self.tokens_seen = examples_seen, tokens_seen
+        self.start = start
 
     def as_dict(self):
         return {name: getattr(self, name) for name in self.FIELDS}
 
     @classmethod
     def from_dict(cls, data):
+        data = dict({"start": 0}, **data)      # states saved before `start` existed
         bad = [k for k in cls.FIELDS if isinstance(data.get(k), bool) or not isinstance(data.get(k), int)
                or data[k] < 0]
-        if bad:
-            raise ValueError(f"training progress has invalid {', '.join(bad)}")
+        if bad or data["start"] > data["step"]:
+            raise ValueError(f"training progress has invalid {', '.join(bad) or 'start'}")
         return cls(**{k: data[k] for k in cls.FIELDS})
+
+
+class StepWork:
+    """An optimizer step under way: its planned batches (and their example indices), the
+    planned batch and row it has reached, the micro-batches run of the current batch, and the
+    metrics and seconds so far."""
+
+    def __init__(self, indices, batches, denominators):
+        self.indices, self.batches, self.denominators = indices, batches, denominators
+        self.restart()
+
+    def restart(self):
+        """From the first row again (the accumulated gradients were dropped)."""
+        self.index = self.row = self.part = 0
+        self.metrics = {"loss": 0.0, "correct": 0, "counted": 0}
+        self.seconds = 0.0
+
+    @property
+    def started(self):
+        return self.index > 0 or self.row > 0
+
+    @property
+    def finished(self):
+        return self.index >= len(self.batches)
 
 
 class Slice:
     """What one run() did: steps taken, time spent, the quality check, rollbacks, and whether
     training is finished."""
 
-    __slots__ = ("steps", "seconds", "quality", "rollbacks", "done", "stopped")
+    __slots__ = ("steps", "seconds", "quality", "rollbacks", "done", "stopped", "interrupted",
+                 "micro_batches")
 
     def __init__(self):
         self.steps, self.seconds, self.quality, self.rollbacks = 0, 0.0, None, []
-        self.done = self.stopped = False
+        self.done = self.stopped = self.interrupted = False      # stopped: by a hook, for good
+        self.micro_batches = 0
 
     def as_dict(self):
         return {name: getattr(self, name) for name in self.__slots__}
 
 
+def _latched(stop):
+    """stop, remembering once it said True (it may count its calls)."""
+    if stop is None:
+        return None
+    said = []
+
+    def latched():
+        if not said and stop():
+            said.append(True)
+        return bool(said)
+    return latched
+
+
 class Trainer:
     def __init__(self, runtime, task, examples, config, validation=None, guard=None,
-                 eval_every=None, clock=time.perf_counter):
+                 eval_every=None, clock=time.perf_counter, batch_manager=None):
         """examples: encoded examples for `task`; validation: held-out ones (quality checks,
         evaluation hooks); guard: a GuardConfig to check quality and roll back, or None;
-        clock: seconds, for step times and budgets."""
+        clock: seconds, for step times and budgets; batch_manager: chooses micro-batches (see
+        the module docstring), None for whole batches."""
         if not examples:
             raise ValueError("the dataset is empty")
-        self.runtime, self.task, self.examples, self.config = runtime, task, list(examples), config
+        self.runtime, self.task, self.config = runtime, task, config
         self.validation = list(validation) if validation else []
-        self.lengths = task.lengths(self.examples)
-        batches = math.ceil(len(self.examples) / config.batch_size)
-        self.steps_per_epoch = math.ceil(batches / config.grad_accum)
-        self.total_steps = self.steps_per_epoch * config.epochs
-        self.warmup_steps = int(config.warmup_ratio * self.total_steps)
         self.base_lr = config.lr
         self.eval_every = eval_every
         self.progress = Progress()
+        self._use(examples)
         self.history = []
         self.events = []
         self._observers = []
         self._evaluation_hooks = []
-        self._plans = {}
         self._durations = []
         self._finished = False
+        self._work = None             # the optimizer step under way (StepWork), if any
+        self._slice_micro = 0         # micro-batches run in the current run()
+        self._unchecked = False       # steps since the last quality check (a slice interrupted)
+        self.last_indices = []        # example indices of the last step taken
         self.clock = clock
+        self.batch_manager = batch_manager
         if guard is not None and not self.validation:
             raise ValueError("a guard checks held-out quality: give validation examples")
         self.guard = Guard(self, guard) if guard is not None else None
+
+    def _use(self, examples):
+        """Train on `examples` from progress.start on: the epoch plan and the schedule."""
+        self.examples = list(examples)
+        self.lengths = self.task.lengths(self.examples)
+        batches = math.ceil(len(self.examples) / self.config.batch_size)
+        self.steps_per_epoch = math.ceil(batches / self.config.grad_accum)
+        steps = self.steps_per_epoch * self.config.epochs
+        self.total_steps = self.progress.start + steps
+        self.warmup_steps = int(self.config.warmup_ratio * steps)
+        self._plans = {}
+
+    async def replace_data(self, examples, validation=None, fresh_optimizer=False):
+        """Train on other examples from the next optimizer step on (a dataset that grew or
+        changed): a new epoch plan over them, `epochs` epochs from this step, the schedule
+        starting again, and with `fresh_optimizer` AdamW's moments too (a new short run whose
+        first steps do not follow the last run's momentum). `validation`, when given, replaces
+        the held-out examples, and the guard measures against them from now on (see
+        Guard.rebase). Only between optimizer steps: finish a step under way first
+        (finish_step())."""
+        if self.mid_step:
+            raise RuntimeError("the training data can only change between optimizer steps: "
+                               "finish the step under way first (finish_step())")
+        if not examples:
+            raise ValueError("the dataset is empty")
+        p = self.progress
+        if p.cursor:                  # a fresh plan: the next epoch's shuffle
+            p.epoch, p.cursor = p.epoch + 1, 0
+        p.start = p.step
+        self._work = None
+        self._use(examples)
+        self._finished = False
+        if fresh_optimizer:
+            await self.runtime.reset_optimizer()
+        if validation is not None:
+            self.replace_validation(validation)
+
+    def replace_validation(self, validation):
+        """Check quality on other held-out examples from now on; the guard measures a new
+        baseline on them (Guard.rebase)."""
+        self.validation = list(validation)
+        if self.guard is not None:
+            self.guard.rebase()
+
+    def enable_guard(self, config):
+        """Check quality and roll back from now on (needs validation examples)."""
+        if self.guard is None:
+            if not self.validation:
+                raise ValueError("a guard checks held-out quality: give validation examples")
+            self.guard = Guard(self, config)
+        return self.guard
 
     # --- observers ---
 
@@ -155,6 +262,11 @@ class Trainer:
     def done(self):
         return self.progress.step >= self.total_steps
 
+    @property
+    def mid_step(self):
+        """Whether an optimizer step has accumulated gradients that its update has not used."""
+        return self._work is not None and self._work.started
+
     def _plan(self, epoch):
         if epoch not in self._plans:
             self._plans = {epoch: plan_epoch(self.lengths, self.config.batch_size, self.config.seed, epoch)}
@@ -176,7 +288,9 @@ class Trainer:
 
     def lr(self, step):
         """The learning rate of optimizer step `step` (0-based)."""
-        return linear_warmup_decay(step, self.base_lr, self.warmup_steps, self.total_steps)
+        start = self.progress.start
+        return linear_warmup_decay(step - start, self.base_lr, self.warmup_steps,
+                                   self.total_steps - start)
 
     def seed(self, step, micro=0):
         """The dropout seed of a micro-batch: a function of the config's seed and the step."""
@@ -188,41 +302,113 @@ class Trainer:
 
     # --- training ---
 
-    async def step(self):
-        """One optimizer step; returns its Step record (not yet counted when it diverged)."""
+    async def step(self, budget_ms=None, started=None, stop=None):
+        """Run the optimizer step under way (or the next one) to its end and return its Step
+        record (not yet counted when it diverged); or None when `stop()` or the budget ended
+        it between micro-batches first (it goes on at the next call)."""
         c, p, runtime = self.config, self.progress, self.runtime
-        started = self.clock()
-        group = [self.batch(indices) for indices in self._group()]
-        lr = self.lr(p.step)
-        if len(group) == 1:
-            # One submission and one readback for the whole optimizer step on the GPU.
-            metrics = await runtime.train_step(group[0], seed=self.seed(p.step), lr=lr,
-                                               max_norm=c.max_grad_norm, weight_decay=c.weight_decay)
-        else:
-            metrics = {"loss": 0.0, "correct": 0, "counted": 0}
-            for micro, batch in enumerate(group):
-                m = await runtime.accumulate(batch, seed=self.seed(p.step, micro),
-                                             loss_scale=1.0 / len(group))
-                metrics["loss"] += m["loss"] / len(group)
-                metrics["correct"] += m.get("correct", 0)
-                metrics["counted"] += m["counted"]
-            metrics["grad_norm"] = await runtime.update(lr, c.max_grad_norm, c.weight_decay)
-        seconds = self.clock() - started
+        entered = self.clock()
+        started = entered if started is None else started
+        if self._work is None:
+            indices = self._group()
+            batches = [self.batch(i) for i in indices]
+            self._work = StepWork(indices, batches, [self.task.denominator(b) for b in batches])
+        work = self._work
+        try:
+            fused = False
+            while not work.finished:
+                if stop is not None and stop():
+                    return None
+                rows = self._rows(work, budget_ms, started)
+                if rows is None:
+                    return None
+                batch = work.batches[work.index]
+                if len(work.batches) == 1 and not work.started and rows == batch.B:
+                    # One submission and one readback for the whole optimizer step on the GPU.
+                    fused = await self._fused(work)
+                else:
+                    await self._micro(work, rows)
+            if not fused:
+                work.metrics["grad_norm"] = await runtime.update(self.lr(p.step), c.max_grad_norm,
+                                                                 c.weight_decay)
+        finally:
+            work.seconds += self.clock() - entered
+        self._work = None
+        return self._record(work)
+
+    def _rows(self, work, budget_ms, started):
+        """Rows of the current planned batch for the next micro-batch (None: none fits)."""
+        left = work.batches[work.index].B - work.row
+        if self.batch_manager is None:
+            return left
+        seconds_left = None
+        if budget_ms is not None:
+            reserve = self.guard.check_seconds if self.guard is not None else 0.0
+            seconds_left = budget_ms / 1000.0 - (self.clock() - started) - reserve
+        first = self._slice_micro == 0 and (budget_ms is None or budget_ms > 0)
+        return self.batch_manager.rows(left, work.batches[work.index].T, seconds_left,
+                                       whole=work.row == 0, first=first)
+
+    async def _timed(self, work, rows, call):
+        """Await call(); the batch manager learns its time."""
+        begun = self.clock()
+        metrics = await call
+        self._slice_micro += 1
+        if self.batch_manager is not None:
+            self.batch_manager.observe(rows, work.batches[work.index].T, self.clock() - begun)
+        return metrics
+
+    async def _fused(self, work):
+        c, p = self.config, self.progress
+        batch = work.batches[0]
+        call = self.runtime.train_step(batch, seed=self.seed(p.step), lr=self.lr(p.step),
+                                       max_norm=c.max_grad_norm, weight_decay=c.weight_decay)
+        work.metrics = dict(await self._timed(work, batch.B, call))
+        work.index, work.row = 1, 0
+        return True
+
+    async def _micro(self, work, rows):
+        """Forward and backward of the next `rows` rows of the current planned batch, their
+        loss scaled by their share of its denominator (over the step's planned batches)."""
+        p, n = self.progress, len(work.batches)
+        batch = work.batches[work.index]
+        whole = work.row == 0 and rows == batch.B
+        part = batch if whole else batch.rows(work.row, work.row + rows)
+        total = work.denominators[work.index]
+        share = 1.0 if whole else (self.task.denominator(part) / total if total else 0.0)
+        seed = self.seed(p.step, work.index) + (0 if whole else MICRO_SEED_STRIDE * (work.part + 1))
+        m = await self._timed(work, rows, self.runtime.accumulate(part, seed=seed,
+                                                                   loss_scale=share / n))
+        work.metrics["loss"] += m["loss"] * share / n
+        work.metrics["correct"] += m.get("correct", 0)
+        work.metrics["counted"] += m["counted"]
+        work.row += rows
+        work.part += 1
+        if work.row >= batch.B:
+            work.index, work.row, work.part = work.index + 1, 0, 0
+
+    def _record(self, work):
+        p, group, metrics, seconds = self.progress, work.batches, work.metrics, work.seconds
         examples = sum(b.B for b in group)
         tokens = sum(sum(map(sum, b.mask)) for b in group)
-        record = Step(step=p.step + 1, epoch=p.epoch, loss=float(metrics["loss"]),
-                      grad_norm=float(metrics["grad_norm"]), lr=lr, examples=examples,
-                      tokens=tokens, examples_seen=p.examples_seen + examples,
-                      tokens_seen=p.tokens_seen + tokens, seconds=seconds,
-                      tokens_per_s=tokens / seconds if seconds > 0 else None,
-                      **self.task.step_fields(metrics, group[0]))
-        return record
+        self.last_indices = [i for indices in work.indices for i in indices]
+        return Step(step=p.step + 1, epoch=p.epoch, loss=float(metrics["loss"]),
+                    grad_norm=float(metrics["grad_norm"]), lr=self.lr(p.step), examples=examples,
+                    tokens=tokens, examples_seen=p.examples_seen + examples,
+                    tokens_seen=p.tokens_seen + tokens, seconds=seconds,
+                    tokens_per_s=tokens / seconds if seconds > 0 else None,
+                    **self.task.step_fields(metrics, group[0]))
 
-    async def run(self, budget_ms=None, max_steps=None):
+    async def run(self, budget_ms=None, max_steps=None, stop=None):
         """Train whole optimizer steps until `max_steps` are done, the next step would not fit
         in `budget_ms` (judged from the measured step time; with no measurement yet, one step
         runs to take it), training ends, or an evaluation hook stops it. Then, with a guard,
-        check held-out quality (and roll back if it fell). Returns a Slice."""
+        check held-out quality (and roll back if it fell). Returns a Slice.
+
+        With a batch manager the budget is judged before each micro-batch, and a slice may end
+        inside a step. `stop`: a function; once it returns True the slice ends at the next
+        micro-batch boundary (report.interrupted), and the quality check waits for the next
+        slice."""
         if budget_ms is not None and not budget_ms >= 0:
             raise ValueError(f"budget_ms must be >= 0, got {budget_ms}")
         if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int)
@@ -233,14 +419,22 @@ class Trainer:
             report.done = True
             return report
         started = self.clock()
+        self._slice_micro = 0
+        stop = _latched(stop)
         if self.guard is not None:
             await self.guard.start()
         while not self.done and not report.stopped:
             if max_steps is not None and report.steps >= max_steps:
                 break
-            if budget_ms is not None and not self._fits(budget_ms, started):
+            if stop is not None and stop():
+                report.interrupted = True
                 break
-            record = await self.step()
+            if budget_ms is not None and self.batch_manager is None and not self._fits(budget_ms, started):
+                break
+            record = await self.step(budget_ms, started, stop)
+            if record is None:
+                report.interrupted = stop is not None and stop()      # else the budget ended it
+                break
             self._durations = (self._durations + [record.seconds])[-8:]
             if not (math.isfinite(record.loss) and math.isfinite(record.grad_norm)):
                 await self._diverged(record, report, "the loss or gradient norm is not finite")
@@ -256,16 +450,51 @@ class Trainer:
                 report.stopped = await self.evaluate_hooks()
                 if self.guard is not None:
                     await self.guard.follow()     # a hook may have changed what trains
-        if self.guard is not None and report.steps and not report.rollbacks:
-            report.quality = await self.guard.check(report)
+        await self._check(report)
         report.done = self.done or report.stopped
         if report.done and not self._finished:
             await self._finish()
         report.seconds = self.clock() - started
+        report.micro_batches = self._slice_micro
         self.emit({"event": "slice", "steps": report.steps, "seconds": report.seconds,
                    "step": self.progress.step, "done": report.done,
-                   "rollbacks": len(report.rollbacks)})
+                   "rollbacks": len(report.rollbacks), "interrupted": report.interrupted,
+                   "micro_batches": report.micro_batches, "mid_step": self.mid_step})
         return report
+
+    async def _check(self, report):
+        """The guard's quality check after a slice that trained, unless the slice was
+        interrupted (the next one checks); a rollback drops a step's accumulated gradients."""
+        if self.guard is None or report.rollbacks:
+            return
+        if report.interrupted:
+            self._unchecked = self._unchecked or report.steps > 0
+            return
+        if report.steps or self._unchecked:
+            self._unchecked = False
+            report.quality = await self.guard.check(report)
+            if report.rollbacks and self._work is not None:
+                self._work.restart()
+
+    async def finish_step(self):
+        """Finish the optimizer step under way, if any (before saving the state); returns the
+        Slice that did, or None."""
+        if not self.mid_step:
+            return None
+        return await self.run(max_steps=1)
+
+    async def restore_snapshot(self, index):
+        """Put the guard's snapshot `index` back (a user's choice); a step under way starts
+        again from its first row, its accumulated gradients having been dropped. Returns the
+        snapshot's listing."""
+        if self.guard is None:
+            raise ValueError("this trainer keeps no snapshots (it has no guard)")
+        snapshot = await self.guard.ring.restore(index)
+        if self._work is not None:
+            self._work.restart()
+        self.emit({"event": "restore", "snapshot": index, "step": self.progress.step,
+                   "to_step": snapshot.step})
+        return snapshot.as_dict()
 
     def _fits(self, budget_ms, started):
         """Whether one more step, and the guard's quality check after the slice, fit."""
@@ -329,10 +558,13 @@ class Trainer:
 
     def load_state(self, state):
         progress = Progress.from_dict(state["progress"])
-        if progress.step > self.total_steps or progress.cursor >= max(1, self.steps_per_epoch):
+        total = progress.start + self.steps_per_epoch * self.config.epochs
+        if progress.step > total or progress.cursor >= max(1, self.steps_per_epoch):
             raise ValueError(f"the saved progress (step {progress.step}) does not fit this run of "
-                             f"{self.total_steps} steps")
+                             f"{total} steps")
         self.progress = progress
+        self._work = None
+        self._use(self.examples)
         self.base_lr = float(state.get("base_lr", self.base_lr))
         self.history[:] = [Step(**s) for s in state.get("history", [])]
         self.events = list(state.get("events", []))

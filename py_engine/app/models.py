@@ -1,0 +1,212 @@
+"""The model an app trains, whatever its family: a checkpoint given as files (a folder the user
+picked, or the bundled MiniLM the worker fetched) made into a TextClassifier or a ChatModel, and
+what the learner and the service ask of either: which records it can learn, its examples, a
+trainer, its state, its adapter.
+
+    model = await load_model_files(files, name="minilm", labels=["neg", "pos"], backend="gpu")
+    model.kind            # "classification" or "causal_lm", from config.json (or given)
+    model.key             # names its saved state: the same checkpoint (and labels) -> the same key
+
+Pure Python: this runs in the browser (the files go to Pyodide's in-memory file system).
+"""
+
+import hashlib
+import json
+import os
+import posixpath
+import tempfile
+
+from ..data.chat import DataError, encode_chat_example
+from ..data.classification import Example
+from ..models.lora_config import LoraConfig
+from ..train.chat import ChatModel
+from ..train.classifier import TextClassifier
+from ..train.config import CausalTrainConfig, ClassifierTrainConfig
+
+KINDS = ("classification", "causal_lm")
+ENCODERS = ("bert",)
+DECODERS = ("llama", "qwen2")
+DEFAULT_LABELS = ["negative", "positive"]
+
+
+class ModelFilesError(ValueError):
+    """Model files that cannot be used; the message says which and why."""
+
+
+def kind_of(config, given=None):
+    """"classification" for BERT-family checkpoints, "causal_lm" for Llama-family ones."""
+    model_type = config.get("model_type")
+    if given is not None:
+        if given not in KINDS:
+            raise ModelFilesError(f"kind must be one of {KINDS}, got {given!r}")
+        return given
+    if model_type in ENCODERS:
+        return "classification"
+    if model_type in DECODERS:
+        return "causal_lm"
+    raise ModelFilesError(f"config.json has model_type {model_type!r}; this engine trains "
+                          f"{', '.join(ENCODERS)} classifiers and {', '.join(DECODERS)} chat models")
+
+
+def write_model_files(files, directory=None):
+    """Write {relative path: bytes} into a new directory (or `directory`); returns its path and
+    config.json's contents. Paths must stay inside it."""
+    if not isinstance(files, dict) or not files:
+        raise ModelFilesError("no model files were given")
+    if "config.json" not in files:
+        raise ModelFilesError(f"the model files have no config.json (got {sorted(files)[:8]})")
+    try:
+        config = json.loads(bytes(files["config.json"]).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise ModelFilesError(f"config.json is not valid JSON: {e}") from None
+    if not isinstance(config, dict):
+        raise ModelFilesError("config.json does not hold a JSON object")
+    directory = directory or tempfile.mkdtemp(prefix="py_engine-model-")
+    for name, data in files.items():
+        path = posixpath.normpath(str(name).replace("\\", "/"))
+        if path.startswith(("../", "/")) or path in ("..", ".") or ":" in path:
+            raise ModelFilesError(f"model file {name!r} is not a relative path inside the model")
+        target = os.path.join(directory, *path.split("/"))
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with open(target, "wb") as f:
+            f.write(bytes(data))
+    return directory, config
+
+
+def model_key(kind, name, config, labels=None):
+    """The name of a model's saved state: its kind, name, config.json and (classifiers) labels."""
+    digest = hashlib.sha256(json.dumps([config, labels], sort_keys=True).encode()).hexdigest()
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:64]
+    return f"{kind}-{safe}-{digest[:12]}"
+
+
+async def load_model_files(files, name, kind=None, labels=None, backend="gpu", device=None,
+                           pooling="mean", max_length=None):
+    """An AppClassifier or AppChat over the checkpoint in `files`."""
+    directory, config = write_model_files(files)
+    kind = kind_of(config, kind)
+    if kind == "classification":
+        labels = list(labels or DEFAULT_LABELS)
+        if len(labels) < 2 or len(set(labels)) != len(labels) or \
+                not all(isinstance(x, str) and x for x in labels):
+            raise ModelFilesError(f"a classifier needs two or more distinct label names, got "
+                                  f"{labels!r:.100}")
+        lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["query", "value"])
+        clf = await TextClassifier.create(directory, labels, lora=lora, backend=backend,
+                                          pooling=pooling, dropout=0.0, device=device,
+                                          max_length=max_length or 128)
+        return AppClassifier(clf, name, model_key(kind, name, config, labels), directory)
+    chat = await ChatModel.create(directory, backend=backend, device=device,
+                                  max_length=max_length or 512)
+    return AppChat(chat, name, model_key(kind, name, config), directory)
+
+
+class AppModel:
+    """What the learner and the service use of a model, either family."""
+
+    kind = None
+
+    def __init__(self, model, name, key, directory):
+        self.model, self.name, self.key, self.directory = model, name, key, directory
+
+    @property
+    def runtime(self):
+        return self.model.runtime
+
+    def summary(self):
+        m = self.model.model
+        trainable = sum(_size(s) for s in m.trainable.values())
+        frozen = sum(_size(self.model.checkpoint.shape(n)) for n in m.frozen_names())
+        runtime = self.runtime
+        device = getattr(runtime, "device", None)
+        return {"name": self.name, "kind": self.kind, "key": self.key,
+                "family": self.model.checkpoint.config.model_type,
+                "parameters": trainable + frozen, "trainable": trainable,
+                "max_length": self.model.max_length, "backend": runtime.name,
+                "adapter": device.info.as_dict() if device is not None else None}
+
+    async def trainer(self, examples, config, validation, guard):
+        return await self.model.trainer(examples, config, validation, guard=guard)
+
+    async def save_state(self, trainer, store, extra_files):
+        return await self.model.save_state(trainer, store, extra_files)
+
+    async def restore_state(self, store, examples, validation):
+        return await self.model.restore_state(store, examples, validation)
+
+    async def adapter_files(self):
+        return await self.model.adapter_files()
+
+    async def load_adapter_files(self, files):
+        await self.model.load_adapter_files(files, "the imported adapter")
+
+
+def _size(shape):
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+class AppClassifier(AppModel):
+    kind = "classification"
+
+    @property
+    def labels(self):
+        return self.model.labels
+
+    def summary(self):
+        return dict(super().summary(), labels=self.labels, pooling=self.model.model.pooling)
+
+    def train_config(self, **options):
+        return ClassifierTrainConfig(**dict(dict(epochs=3, lr=2e-3, batch_size=16,
+                                                 warmup_ratio=0.0, max_length=self.model.max_length),
+                                            **options))
+
+    def unusable(self, record):
+        """Why this model cannot learn `record` (None: it can)."""
+        if record.kind != self.kind:
+            return f"a {record.kind} record"
+        if record.label not in self.labels:
+            return f"label {record.label!r} is not among the classifier's {self.labels}"
+        return None
+
+    def examples(self, records):
+        """What the classifier's trainer() takes."""
+        return [Example(r.text, r.label) for r in records]
+
+    def encoded(self, records, config):
+        """What a Trainer takes (Trainer.replace_data)."""
+        return self.model.encode_examples(self.examples(records), config.max_length)
+
+    async def predict(self, text):
+        (probs,) = await self.model.predict([text])
+        return {"label": max(probs, key=probs.get), "probs": probs}
+
+
+class AppChat(AppModel):
+    kind = "causal_lm"
+
+    def train_config(self, **options):
+        return CausalTrainConfig(**dict(dict(epochs=2, lr=2e-4, batch_size=4,
+                                             max_length=min(512, self.model.max_length)),
+                                        **options))
+
+    def _encode(self, record, max_length=None):
+        return encode_chat_example(record.to_example(), self.model.tokenizer,
+                                   self.model.template, max_length or self.model.max_length)
+
+    def unusable(self, record):
+        if record.kind != self.kind:
+            return f"a {record.kind} record"
+        try:
+            self._encode(record)
+        except DataError as e:
+            return str(e)
+        return None
+
+    def examples(self, records):
+        return [self._encode(r) for r in records]
+
+    def encoded(self, records, config):
+        return self.examples(records)

@@ -1,0 +1,516 @@
+"""EngineService: what the page's worker drives, one async method per message of the page's API.
+
+    service = EngineService(queue="default", emit=post_event)      # in the worker (Pyodide)
+    service = EngineService(queue="queue.sqlite", states="states/", backend="numpy")   # host
+    reply = await service.call("load_model", {"source": "bundled", "name": "minilm",
+                                              "files": {...}})
+    # {"result": {...}} or {"error": {"message": "...", "kind": "user" | "bug"}}
+
+Methods (keyword params as the page sends them; results JSON-ready, bytes as Python bytes):
+load_model, status, import_text, import_html, import_file, import_url, import_dataset,
+predict, correct, chat, idle, activity, set_idle_state, force_slice, pause, resume, configure,
+start_loop, stop_loop, snapshots, restore_snapshot, export_adapter, import_adapter,
+export_dataset, save. Events go to emit(event): the trainer's ("step", "quality", "snapshot",
+"rollback", "slice", "restore", "saved", "restored"), "token" {request, text} while chatting,
+"progress" {task, done, total, what}, "status" (status(), at most every status_interval_s
+while something changes) and "log" {level, message}.
+
+Over the pieces: a model (app/models.py) on the GPU in the browser (NumPy or the native GPU on
+the host), the TrainingQueue (IndexedDB in the browser, SQLite on the host), a ChatLog, the
+importers and cleaning, a Learner (app/learner.py) fed from the queue, a TrainingScheduler
+(app/scheduler.py) that runs its slices when the user is idle and pauses them for inference,
+and the state store (IndexedDBStateStore in the browser, a directory per model on the host).
+
+Pure Python: this runs in the browser.
+"""
+
+import asyncio
+import json
+import time
+import traceback
+from dataclasses import fields
+
+from ..data.chat_log import ChatLog
+from ..data.classification import DataError
+from ..data.cleaning import clean_records
+from ..data.datasets import ExportConfig, dataset_files, loads_dataset
+from ..data.importers import import_file as route_file
+from ..data.queue import QueueConfig, TrainingQueue
+from ..data.record import Record
+from ..data.storage import in_browser
+from ..gpu import GPUError
+from ..train.state import DirectoryStore, IndexedDBStateStore
+from .batches import BatchConfig
+from .learner import Learner, LearnerConfig
+from .models import load_model_files
+from .scheduler import SchedulerConfig, TrainingScheduler
+
+METHODS = ("device", "load_model", "status", "import_text", "import_html", "import_file", "import_url",
+           "import_dataset", "predict", "correct", "chat", "idle", "activity", "set_idle_state",
+           "force_slice", "pause", "resume", "configure", "start_loop", "stop_loop", "snapshots",
+           "restore_snapshot", "export_adapter", "import_adapter", "export_dataset", "save")
+LEASE_SECONDS = 120.0        # a reload gives back what it held within two minutes
+EXAMPLES_SHOWN = 5
+
+
+class UserError(ValueError):
+    """A request that cannot be done as asked; the message says why, in one line."""
+
+
+def error_kind(error):
+    """"user" for bad input and expected failures (a one-line message), "bug" otherwise."""
+    return "user" if isinstance(error, (ValueError, KeyError, GPUError)) else "bug"
+
+
+def _message(error):
+    if isinstance(error, KeyError) and error.args:
+        return str(error.args[0])
+    return str(error) or type(error).__name__
+
+
+class EngineService:
+    def __init__(self, queue="default", states=None, emit=None, backend=None, device=None,
+                 clock=time.monotonic, scheduler=None, learner=None, batches=None,
+                 status_interval_s=0.25):
+        """queue: the training queue's store target (open_store's: an IndexedDB name in the
+        browser, an SQLite path on the host); states: where models' states are kept (a host
+        directory, one subdirectory per model; a function key -> store; None in the browser:
+        IndexedDB); backend: "gpu" (default in the browser) or "numpy" (default on the host);
+        scheduler / learner / batches: SchedulerConfig / LearnerConfig / BatchConfig."""
+        self.queue = TrainingQueue(queue, QueueConfig(lease_seconds=LEASE_SECONDS))
+        self.states = states
+        self.emit = emit or (lambda event: None)
+        self.backend = backend or ("gpu" if in_browser() else "numpy")
+        self.gpu = device
+        self.clock = clock
+        self.learner_config = learner or LearnerConfig()
+        self.batch_config = batches or BatchConfig()
+        self.scheduler = TrainingScheduler(self._run_slice, config=scheduler, clock=clock,
+                                           on_change=self._status_changed)
+        self.model = self.learner = self.chat_log = None
+        self.conversations = {}
+        self.status_interval_s = status_interval_s
+        self._status_dirty = False
+        self._status_task = None
+        self._last_status = None
+        self._queue_stats = None
+
+    # --- the message API's one entry ---
+
+    async def call(self, method, params=None):
+        """{"result": ...} of await self.<method>(**params), or {"error": {"message", "kind"}}
+        ("user": a one-line message; "bug": with the traceback)."""
+        if method not in METHODS:
+            return {"error": {"message": f"unknown method {method!r}", "kind": "user"}}
+        try:
+            return {"result": await getattr(self, method)(**(params or {}))}
+        except TypeError as e:
+            if "argument" in str(e) and method in str(e):
+                return {"error": {"message": f"{method}: {e}", "kind": "user"}}
+            return {"error": {"message": _message(e), "kind": "bug",
+                              "traceback": traceback.format_exc()}}
+        except Exception as e:          # noqa: BLE001 - every failure becomes an answer
+            kind = error_kind(e)
+            out = {"message": _message(e), "kind": kind}
+            if kind == "bug":
+                out["traceback"] = traceback.format_exc()
+            return {"error": out}
+
+    # --- models ---
+
+    def _store(self, key):
+        if callable(self.states):
+            return self.states(key)
+        if self.states is None:
+            if not in_browser():
+                raise UserError("give the service a states directory on the host")
+            return IndexedDBStateStore(f"app/{key}")
+        from pathlib import Path
+
+        return DirectoryStore(Path(self.states) / key)
+
+    def _progress(self, task, done, total, what):
+        self.emit({"event": "progress", "task": task, "done": done, "total": total, "what": what})
+
+    async def load_model(self, source="files", name=None, files=None, labels=None, kind=None,
+                         pooling="mean"):
+        """Load a checkpoint given as files (source "bundled": the MiniLM the worker fetched;
+        "files": a folder the user picked); a classifier's labels are given, else the queue's
+        classification labels, else a default pair. A saved state of the same model is put
+        back. Returns the model's summary (with "restored": whether a state was)."""
+        if source not in ("bundled", "files"):
+            raise UserError(f"source must be 'bundled' or 'files', got {source!r}")
+        if not files:
+            raise UserError("load_model needs the model's files")
+        name = name or ("minilm" if source == "bundled" else "model")
+        async with self.scheduler.pause_for_inference():
+            await self._unload()
+            self._progress("load_model", 0, 3, "reading the checkpoint")
+            if labels is None and kind != "causal_lm":
+                stats = await self._stats(fresh=True)
+                found = sorted(stats["by_label"])
+                labels = found if len(found) >= 2 else None
+            model = await load_model_files(files, name, kind=kind, labels=labels,
+                                           backend=self.backend, device=self.gpu,
+                                           pooling=pooling)
+            self._progress("load_model", 1, 3, "restoring the saved state")
+            learner = Learner(model, self.queue, self._store(model.key), self._forward,
+                              self.learner_config, self.batch_config, self.clock)
+            restored = await learner.restore()
+            self.model, self.learner = model, learner
+            if model.kind == "causal_lm":
+                tokenizer = model.model.tokenizer
+                self.chat_log = ChatLog(
+                    self.queue, max_tokens=min(2048, model.model.max_length),
+                    count_tokens=lambda text: len(tokenizer.encode(text, add_special_tokens=False).ids))
+            self._progress("load_model", 3, 3, "ready")
+        self._status_changed()
+        return dict(model.summary(), restored=restored, step=learner.status()["step"])
+
+    async def device(self):
+        """The GPU the engine computes on (opened now, kept for the models to come), as the
+        adapter describes itself, with whether it is a software implementation; None on the
+        NumPy backend."""
+        if self.backend != "gpu":
+            return None
+        if self.gpu is None:
+            from ..gpu import open_device
+
+            try:
+                self.gpu = await open_device()
+            except GPUError as e:
+                raise UserError(f"no usable GPU: {e}") from e
+        return self.gpu.info.as_dict()
+
+    async def _unload(self):
+        if self.learner is not None:
+            if self.learner.unsaved:
+                await self.learner.save()
+            if self.learner.trainer is not None:
+                self.learner.trainer.close()
+        self.model = self.learner = self.chat_log = None
+        self.conversations = {}
+
+    def _require(self, kind=None):
+        if self.model is None:
+            raise UserError("no model is loaded: load one first")
+        if kind is not None and self.model.kind != kind:
+            what = "a classifier" if kind == "classification" else "a chat model"
+            raise UserError(f"this needs {what}; the loaded model is a {self.model.kind} model")
+        return self.model
+
+    # --- status ---
+
+    async def _stats(self, fresh=False):
+        if fresh or self._queue_stats is None:
+            self._queue_stats = await self.queue.stats()
+        return self._queue_stats
+
+    async def status(self):
+        learner = self.learner
+        return {"model": None if self.model is None else self.model.summary(),
+                "scheduler": self.scheduler.status(),
+                "trainer": None if learner is None else learner.status(),
+                "queue": await self._stats(),
+                "snapshots": [] if learner is None else learner.snapshots(),
+                "rollbacks": [] if learner is None else learner.rollbacks(),
+                "history": [] if learner is None else learner.history(200)}
+
+    def _forward(self, event):
+        self.emit(event)
+        if event["event"] in ("slice", "rollback", "restore", "saved"):
+            self._queue_stats = None if event["event"] == "saved" else self._queue_stats
+            self._status_changed()
+
+    def _status_changed(self):
+        """Push "status" soon (at most every status_interval_s) when a loop is running."""
+        self._status_dirty = True
+        if self._status_task is not None and not self._status_task.done():
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._status_task = loop.create_task(self._push_status())
+
+    async def _push_status(self):
+        while self._status_dirty:
+            if self._last_status is not None:
+                wait = self.status_interval_s - (time.monotonic() - self._last_status)
+                if wait > 0:
+                    await asyncio.sleep(wait)
+            self._status_dirty = False
+            self._last_status = time.monotonic()
+            self.emit(dict(await self.status(), event="status"))
+
+    # --- data in ---
+
+    async def _put(self, records, what):
+        """Clean records and queue them: the import's answer."""
+        report = clean_records(records)
+        result = await self.queue.put(report.records)
+        self._queue_stats = None
+        if self.learner is not None:
+            self.learner.queue_changed()
+        self._status_changed()
+        summary = report.summary()
+        summary["records"] = summary["records"][:50]
+        self.emit({"event": "log", "level": "info",
+                   "message": f"{what}: {len(records)} records, {result['added']} added"})
+        return {"records": len(records), "added": result["added"],
+                "duplicates": result["duplicates"], "refused": result["refused"],
+                "evicted": result["evicted"], "cleaned": summary,
+                "examples": [r.as_dict() for r in report.records[:EXAMPLES_SHOWN]]}
+
+    async def import_text(self, name=None, data=None):
+        from ..data.importers.text import import_text
+
+        if data is None:
+            raise UserError("import_text needs data (the text or the file's bytes)")
+        return await self._put(import_text(data, name=name), name or "text")
+
+    async def import_html(self, url=None, data=None):
+        from ..data.importers.website import import_html
+
+        if not url or data is None:
+            raise UserError("import_html needs the page's url and its data")
+        return await self._put(import_html(_bytes(data), url=url), url)
+
+    async def import_file(self, name=None, data=None):
+        if not name or data is None:
+            raise UserError("import_file needs the file's name and data")
+        return await self._put(route_file(_bytes(data), name), name)
+
+    async def import_url(self, url=None, data=None):
+        """A URL's records: `data` is what the page fetched through the server's fetch
+        endpoint; on the host, without data, the URL is fetched here."""
+        if not url:
+            raise UserError("import_url needs a url")
+        if data is None:
+            if in_browser():
+                raise UserError("fetch the URL through the server's fetch endpoint and pass its "
+                                "data")
+            from ..data.importers.website import import_url
+
+            return await self._put(import_url(url), url)
+        return await self._put(route_file(_bytes(data), url, url=url), url)
+
+    async def import_dataset(self, format=None, name="dataset", data=None):
+        if data is None:
+            raise UserError("import_dataset needs data")
+        text = data if isinstance(data, str) else _bytes(data).decode("utf-8", errors="strict")
+        return await self._put(loads_dataset(text, format, where=name), name)
+
+    # --- inference ---
+
+    async def predict(self, text=None):
+        model = self._require("classification")
+        if not isinstance(text, str) or not text.strip():
+            raise UserError("predict needs a non-empty text")
+        async with self.scheduler.pause_for_inference():
+            return await model.predict(text)
+
+    async def correct(self, text=None, label=None):
+        """The user's label for a text: queued as a top-priority correction."""
+        model = self._require("classification")
+        if label not in model.labels:
+            raise UserError(f"label {label!r} is not among the classifier's labels {model.labels}")
+        record = Record("classification", "correction", text=text, label=label,
+                        origin={"where": "a correction in the page"})
+        result = await self.queue.put([record])
+        self._queue_stats = None
+        self.learner.queue_changed()
+        self._status_changed()
+        return {"queued": result["added"] == 1, "duplicate": result["duplicates"] == 1,
+                "id": result["ids"][0]}
+
+    async def chat(self, conversation_id=None, message=None, log=True, request=None,
+                   max_new_tokens=128):
+        """A reply to `message` in the conversation, streamed as "token" events {request,
+        text} (request: the page's id for this call, default the conversation id); logged for
+        training unless log is False. Training pauses meanwhile."""
+        model = self._require("causal_lm")
+        if not isinstance(conversation_id, str) or not conversation_id:
+            raise UserError("chat needs a conversation_id")
+        if not isinstance(message, str) or not message.strip():
+            raise UserError("chat needs a non-empty message")
+        request = conversation_id if request is None else request
+        history = self.conversations.get(conversation_id)
+        if history is None:
+            history = [{"role": m["role"], "content": m["content"]}
+                       for m in await self.chat_log.messages(conversation_id)]
+        prompt = history + [{"role": "user", "content": message}]
+
+        def on_token(_, text):
+            if text:
+                self.emit({"event": "token", "request": request, "text": text})
+
+        async with self.scheduler.pause_for_inference():
+            result = await model.model.generate(prompt, max_new_tokens=max_new_tokens,
+                                                on_token=on_token)
+        self.conversations[conversation_id] = prompt + [{"role": "assistant", "content": result.text}]
+        if log:
+            await self.chat_log.log(conversation_id, "user", message)
+            await self.chat_log.log(conversation_id, "assistant", result.text)
+            self._queue_stats = None
+            self.learner.queue_changed()
+            self._status_changed()
+        return {"text": result.text, "finish_reason": result.finish_reason,
+                "logged": bool(log)}
+
+    # --- scheduling ---
+
+    async def _run_slice(self, budget_ms, stop):
+        if self.learner is None:
+            return None
+        return await self.learner.slice(budget_ms, stop)
+
+    async def _after_slice(self, result):
+        """Save on the learner's cadence, outside the slice, while the user is idle."""
+        if self.learner is not None and result.get("ran") and \
+                (self.scheduler.user_state() == "idle" or self.scheduler.forced):
+            async with self.scheduler.pause_for_inference():
+                await self.learner.maybe_save()
+        return dict(result, trainer=None if self.learner is None else self.learner.status())
+
+    async def idle(self, deadline_ms=None):
+        """A requestIdleCallback deadline: a slice within it, if training may run now."""
+        return await self._after_slice(await self.scheduler.idle(deadline_ms))
+
+    async def activity(self):
+        self.scheduler.activity()
+        return {"state": self.scheduler.state}
+
+    async def set_idle_state(self, state=None):
+        """chrome.idle's state ("active", "idle", "locked"), pushed in by the extension."""
+        self.scheduler.set_idle_state(state)
+        return {"state": self.scheduler.state}
+
+    async def force_slice(self, budget_ms=None):
+        self._require()
+        result = await self.scheduler.force(budget_ms)
+        if self.learner is not None and self.learner.unsaved and \
+                self.learner.clock() - self.learner.last_save >= self.learner.config.save_every_s:
+            async with self.scheduler.pause_for_inference():
+                await self.learner.save()
+        return dict(result, trainer=None if self.learner is None else self.learner.status())
+
+    async def pause(self):
+        self.scheduler.pause()
+        return {"state": self.scheduler.state}
+
+    async def resume(self):
+        self.scheduler.resume()
+        return {"state": self.scheduler.state}
+
+    async def start_loop(self):
+        """The scheduler's own loop (slices by the idle state and the budget, no deadlines
+        needed): the extension's way."""
+        self.scheduler.start()
+        return {"state": self.scheduler.state}
+
+    async def stop_loop(self):
+        self.scheduler.stop()
+        return {"state": self.scheduler.state}
+
+    async def configure(self, **options):
+        """Scheduler options (SchedulerConfig), micro-batch options (BatchConfig), saving
+        (save_every_s, refresh_s) and training options under "train" ({"lr": ...}); all are
+        checked before any is applied."""
+        groups = {"scheduler": {f.name for f in fields(SchedulerConfig)},
+                  "batches": {f.name for f in fields(BatchConfig)},
+                  "learner": {"save_every_s", "refresh_s"}}
+        split = {name: {} for name in groups}
+        train = options.pop("train", None)
+        for key, value in options.items():
+            group = next((g for g, names in groups.items() if key in names), None)
+            if group is None:
+                raise UserError(f"unknown option {key!r}; options are "
+                                f"{sorted(set().union(*groups.values()) | {'train'})}")
+            split[group][key] = value
+        SchedulerConfig(**dict(vars(self.scheduler.config), **split["scheduler"]))
+        BatchConfig(**dict(vars(self.batch_config), **split["batches"]))
+        if train is not None:
+            self._require()
+            if not isinstance(train, dict):
+                raise UserError("train options are a dict, e.g. {'lr': 1e-3}")
+            self.learner.configure(**train)
+        if split["scheduler"]:
+            self.scheduler.configure(**split["scheduler"])
+        if split["batches"]:
+            self.batch_config = BatchConfig(**dict(vars(self.batch_config), **split["batches"]))
+            if self.learner is not None:
+                self.learner.manager.configure(**split["batches"])
+        for key, value in split["learner"].items():
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+                raise UserError(f"{key} must be a number of seconds >= 0, got {value!r}")
+            setattr(self.learner_config, key, value)
+        return {"scheduler": dict(vars(self.scheduler.config)),
+                "batches": dict(vars(self.batch_config)),
+                "learner": {"save_every_s": self.learner_config.save_every_s,
+                            "refresh_s": self.learner_config.refresh_s,
+                            "train": dict(self.learner_config.train)}}
+
+    # --- snapshots ---
+
+    async def snapshots(self):
+        return [] if self.learner is None else self.learner.snapshots()
+
+    async def restore_snapshot(self, index=None):
+        self._require()
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise UserError(f"restore_snapshot needs a snapshot index, got {index!r}")
+        async with self.scheduler.pause_for_inference():
+            restored = await self.learner.restore_snapshot(index)
+            await self.learner.save()
+        self._status_changed()
+        return restored
+
+    # --- adapters and datasets ---
+
+    async def export_adapter(self):
+        model = self._require()
+        async with self.scheduler.pause_for_inference():
+            return {"files": await model.adapter_files()}
+
+    async def import_adapter(self, files=None):
+        model = self._require()
+        if not files:
+            raise UserError("import_adapter needs the adapter's files")
+        files = {name: _bytes(data) for name, data in files.items()}
+        async with self.scheduler.pause_for_inference():
+            if self.learner.trainer is not None:
+                await self.learner.trainer.finish_step()
+            await model.load_adapter_files(files)
+            self.learner.unsaved = True
+            await self.learner.save()
+        return model.summary()
+
+    async def export_dataset(self, format="jsonl", split=None):
+        records = [r async for r in self.queue.records()]
+        if not records:
+            raise UserError("the training queue is empty: nothing to export")
+        result = dataset_files(records, ExportConfig(format=format, split=split))
+        return {"files": result.files, "counts": result.counts}
+
+    async def save(self):
+        self._require()
+        async with self.scheduler.pause_for_inference():
+            return await self.learner.save()
+
+    def close(self):
+        self.scheduler.stop()
+        self.queue.close()
+
+
+def _bytes(data):
+    if isinstance(data, str):
+        return data.encode("utf-8")
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return bytes(data)
+    if hasattr(data, "to_py"):               # a JS ArrayBuffer or typed array from the page
+        return bytes(data.to_py())
+    raise UserError(f"expected bytes, got {type(data).__name__}")
+
+
+__all__ = ["EngineService", "UserError", "METHODS", "error_kind", "DataError", "json"]

@@ -1,0 +1,437 @@
+"""The app page (web/src/app.html) in real Chromium, driven as a user drives it: the engine in
+its worker (Pyodide, WebGPU through SwiftShader, IndexedDB), the tiny BERT and tiny chat
+checkpoints given to the page as a picked folder and as dropped files.
+
+The classifier tests are steps of one session on one page, in order (booting costs seconds):
+a model from a folder, imports that land in the queue, a forced slice that trains and redraws
+the chart, a correction learned after one forced slice, a poisoned import rolled back and shown,
+the rollback button, a reload that restores everything, a URL imported through the server's
+fetch endpoint, no main-thread long task while training, the phone layout and the keyboard.
+The chat and the failures (no WebGPU, a model that does not fit, a bad folder) have pages of
+their own.
+
+With PY_ENGINE_SCREENSHOTS=DIR the page is photographed at each stage into DIR.
+"""
+
+import io
+import json
+import os
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+import peft_oracle as po
+from py_engine import harness
+from py_engine.server import ServerThread
+from test_fetch_endpoint import PAGE, Upstream
+from test_service import jsonl, sentiment
+from tiny_chat import tiny_chat_dir
+
+pytestmark = pytest.mark.browser
+
+BOOT_MS = 120_000
+TRAIN_MS = 120_000
+SCREENS = os.environ.get("PY_ENGINE_SCREENSHOTS")
+
+
+def shot(page, name, full=True):
+    if SCREENS:
+        Path(SCREENS).mkdir(parents=True, exist_ok=True)
+        page.evaluate("() => window.scrollTo(0, 0)")
+        page.screenshot(path=str(Path(SCREENS) / f"{name}.png"), full_page=full)
+
+
+# --- fixtures ---------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def upstream():
+    """A web site on this machine that the fetch endpoint is allowed to reach."""
+    server = Upstream()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def site(built_dist, upstream):
+    with ServerThread(built_dist, allow_fetch={("127.0.0.1", upstream.port)}) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    base = tmp_path_factory.mktemp("app")
+    return {"bert": po.tiny_bert_dir(base / "tiny-bert", seed=3),
+            "chat": tiny_chat_dir(base / "chat")}
+
+
+def open_app(context, site):
+    page = context.new_page()
+    page.console_lines = []
+    page.on("console", lambda m: page.console_lines.append(f"{m.type}: {m.text}"))
+    page.on("pageerror", lambda e: page.console_lines.append(f"pageerror: {e}"))
+    page.goto(site + "app.html?idle=manual")
+    wait_ready(page)
+    return page
+
+
+def wait_ready(page):
+    try:
+        page.wait_for_function("() => window.app && (window.app.ready || window.app.engine.failure)",
+                               timeout=BOOT_MS)
+    except Exception:
+        pytest.fail("the app did not start:\n" + "\n".join(page.console_lines[-30:]))
+    failure = page.evaluate("() => window.app.engine.failure")
+    assert failure is None, failure
+
+
+def wait_model(page):
+    page.wait_for_function("() => window.app.model || !document.getElementById('model-error').hidden",
+                           timeout=BOOT_MS)
+    error = page.inner_text("#model-error") if page.is_visible("#model-error") else ""
+    assert not error, error
+    return page.evaluate("() => window.app.model")
+
+
+def status(page):
+    return page.evaluate("() => window.app.engine.call('status')")
+
+
+def now(page):
+    return page.evaluate("() => performance.now()")
+
+
+def train_now(page):
+    """Click Train now and wait for its slice; returns the page-clock window it ran in."""
+    start = now(page)
+    page.click("#train-now")
+    page.wait_for_function("() => !document.getElementById('train-now').disabled", timeout=TRAIN_MS)
+    return start, now(page)
+
+
+def finish_imports(page, count):
+    page.wait_for_function(f"() => document.querySelectorAll('#imports li:not(.busy)').length >= {count}",
+                           timeout=TRAIN_MS)
+    return page.locator("#imports li").first
+
+
+def predict(page, text):
+    page.fill("#classify-input", text)
+    page.evaluate("() => { document.getElementById('prediction').dataset.waiting = '1'; }")
+    page.click("#classify-go")
+    page.wait_for_function("() => !document.getElementById('classify-go').disabled && "
+                           "!document.getElementById('prediction').hidden", timeout=TRAIN_MS)
+    return page.evaluate("(text) => window.app.engine.call('predict', {text})", text)
+
+
+def download_adapter(page):
+    with page.expect_download() as info:
+        page.click("#export-adapter")
+    data = Path(info.value.path()).read_bytes()
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        return {name: archive.read(name) for name in archive.namelist()}
+
+
+@pytest.fixture(scope="module")
+def session(browser, site):
+    """One user's classifier session: a context (its IndexedDB and storage) and a page, plus the
+    page-clock windows in which training ran (for the long-task check)."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    page = open_app(context, site)
+    page.training = []
+    yield page
+    context.close()
+
+
+# --- the classifier session, step by step -----------------------------------------------------
+
+def test_a_model_from_a_picked_folder(session, checkpoints):
+    page = session
+    assert page.inner_text("#scheduler-line") == "Load a model to start."
+    assert page.is_disabled("#train-now") and page.is_visible("#load-bundled")
+    # the GPU is told before any model is loaded
+    page.wait_for_function("() => document.getElementById('device-badge').textContent.includes('GPU')")
+    assert "Software GPU" in page.inner_text("#device-badge")
+    shot(page, "01-empty")
+    page.fill("#model-labels", "neg, pos")
+    page.set_input_files("#model-folder", str(checkpoints["bert"]))
+    model = wait_model(page)
+    assert model["kind"] == "classification" and model["labels"] == ["neg", "pos"]
+    assert model["backend"] == "gpu" and model["name"] == "tiny-bert"
+    summary = page.inner_text("#model-summary")
+    assert "tiny-bert" in summary and "classifier" in summary and "neg, pos" in summary
+    # SwiftShader is a software adapter: it works, and the page says it is slow
+    assert "software implementation" in page.inner_text("[data-banner=software]")
+    assert "Software GPU" in page.inner_text("#device-badge")
+    # the tests train at a higher rate than a user's default, through the Settings form
+    page.click("#settings summary")
+    page.fill("#set-lr", "0.01")
+    page.fill("#set-epochs", "4")
+    page.click("#settings-apply")
+    page.wait_for_function("() => document.getElementById('settings-message').textContent === 'Applied.'")
+    shot(page, "02-model-loaded")
+
+
+def test_imports_land_in_the_queue(session):
+    page = session
+    page.fill("#paste-text", jsonl(sentiment(160, 1)).decode())
+    page.click("#paste-import")
+    item = finish_imports(page, 1)
+    text = item.inner_text()
+    assert "pasted text" in text and "160 records" in text, text
+    queue = status(page)["queue"]
+    assert queue["total"] >= 150 and queue["by_source"] == {"text": queue["total"]}
+    page.wait_for_function(f"() => document.getElementById('queue-total').textContent.startsWith('{queue['total']} ')")
+    assert "text" in page.inner_text("#queue-sources") and str(queue["total"]) in page.inner_text("#queue-sources")
+
+
+def test_a_forced_slice_trains_and_the_chart_updates(session):
+    page = session
+    chart = "() => document.getElementById('loss-chart').toDataURL()"
+    blank = page.evaluate(chart)
+    page.training.append(train_now(page))
+    state = status(page)
+    assert state["trainer"]["step"] > 0 and state["history"]
+    page.wait_for_function(f"() => document.getElementById('m-step').textContent === '{state['trainer']['step']}'")
+    assert page.evaluate(chart) != blank
+    assert f"{len(state['history'])} steps" in page.get_attribute("#loss-chart", "aria-label")
+    assert float(page.inner_text("#m-loss")) == pytest.approx(state["trainer"]["loss"], rel=1e-3)
+    # train the import to its end: a correction's slice is then about the correction alone
+    for _ in range(8):
+        if status(page)["trainer"]["idle_reason"]:
+            break
+        page.training.append(train_now(page))
+    assert status(page)["trainer"]["idle_reason"] == "every record has been learned"
+    assert page.locator("#snapshots tbody button.restore").count() >= 2
+    shot(page, "03-training")
+
+
+def test_a_correction_changes_the_next_prediction_after_one_forced_slice(session):
+    page = session
+    text = "the actor in this scene"
+    before = predict(page, text)
+    wanted = "neg" if before["label"] == "pos" else "pos"
+    assert before["label"] in page.inner_text("#prediction")
+    page.click(f"#prediction button.correct-as:has-text('{wanted}')")
+    page.wait_for_function("() => document.querySelector('#prediction .message.ok')")
+    assert "Queued as a correction" in page.inner_text("#prediction .message")
+    assert status(page)["queue"]["by_priority"].get("300") == 1
+    page.training.append(train_now(page))
+    after = predict(page, text)
+    assert after["label"] == wanted, (before, after)
+    assert page.inner_text("#prediction .label") == wanted
+    shot(page, "04-classifier-corrected")
+
+
+def test_a_poisoned_import_is_rolled_back_and_shown(session):
+    page = session
+    page.fill("#paste-text", jsonl(sentiment(120, 2, flip=True)).decode())
+    page.click("#paste-import")
+    assert "120 records" in finish_imports(page, 2).inner_text()
+    for _ in range(6):
+        page.training.append(train_now(page))
+        if status(page)["rollbacks"]:
+            break
+    rollbacks = status(page)["rollbacks"]
+    assert rollbacks and "worse than" in rollbacks[0]["reason"]
+    page.wait_for_function("() => document.querySelector('#rollbacks li.auto')")
+    shown = page.inner_text("#rollbacks")
+    assert "Automatic" in shown and "worse than" in shown
+    assert "rolled back" in page.inner_text("[data-banner=rollback]")
+    shot(page, "05-rollback-shown")
+
+
+def test_the_rollback_button_restores_a_chosen_snapshot(session):
+    page = session
+    listed = status(page)["snapshots"]
+    chosen, other = listed[0], listed[-1]
+    assert chosen["step"] != other["step"], listed
+
+    def restore(snapshot, restores):
+        page.click(f"#snapshots button[aria-label^='Roll back to snapshot {snapshot['index']} ']")
+        page.wait_for_function(f"() => document.querySelectorAll('#rollbacks li.manual').length === {restores}")
+        assert f"snapshot #{snapshot['index']}" in page.inner_text("[data-banner=restore]")
+        return download_adapter(page)
+
+    # the chosen snapshot's weights come back, whatever was restored in between
+    first = restore(chosen, 1)
+    assert set(first) >= {"adapter_config.json", "adapter_model.safetensors", "labels.json"}
+    between = restore(other, 2)
+    assert between["adapter_model.safetensors"] != first["adapter_model.safetensors"]
+    assert restore(chosen, 3) == first
+    assert f"snapshot #{chosen['index']} restored" in page.inner_text("#rollbacks")
+
+
+def test_a_reload_restores_everything(session):
+    page = session
+    page.wait_for_function("() => window.app.status && window.app.status.trainer && "
+                           "!window.app.status.trainer.unsaved", timeout=TRAIN_MS)
+    before = status(page)
+    probs = predict(page, "good great fine")["probs"]
+    shown = {sel: page.inner_text(sel) for sel in ("#imports", "#rollbacks", "#queue-total")}
+    page.reload()
+    page.training = []                    # the page's clock starts again
+    wait_ready(page)
+    model = wait_model(page)
+    assert model["restored"] is True
+    after = status(page)
+    for key in ("queue", "snapshots", "rollbacks", "history"):
+        assert json.dumps(after[key], sort_keys=True) == json.dumps(before[key], sort_keys=True), key
+    assert after["trainer"]["step"] == before["trainer"]["step"]
+    again = predict(page, "good great fine")["probs"]
+    assert again == pytest.approx(probs, rel=1e-6, abs=1e-7)
+    page.wait_for_function("() => window.app.status && window.app.status.history.length")
+    for sel, text in shown.items():
+        assert page.inner_text(sel) == text, sel
+    assert page.input_value("#set-lr") == "0.01"
+
+
+def test_a_url_is_imported_through_the_fetch_endpoint(session, site, upstream):
+    page = session
+    page.click("#tab-url")
+    page.fill("#import-url", upstream.url + "/page")
+    page.click("#url-import")
+    text = finish_imports(page, 3).inner_text()
+    assert upstream.url + "/page" in text and "1 record" in text, text
+    assert upstream.requests[-1][0] == "/page"
+    # the page's origin cannot read the upstream site itself: only the server's endpoint can
+    blocked = page.evaluate(f"() => fetch('{upstream.url}/page').then(() => 'read', () => 'blocked')")
+    assert blocked == "blocked"
+    page.fill("#import-url", "http://169.254.169.254/latest/meta-data/")
+    page.click("#url-import")
+    text = finish_imports(page, 4).inner_text()
+    assert "link-local address" in text and "only public addresses" in text, text
+    page.fill("#import-url", site + "fetch?url=x")
+    page.click("#url-import")
+    assert "own fetch endpoint" in finish_imports(page, 5).inner_text()
+
+
+def test_no_long_task_on_the_main_thread_while_training(session):
+    page = session
+    # page-clock windows since the reload (performance.now() restarted there), a new import's
+    # training among them
+    page.click("#tab-paste")
+    page.fill("#paste-text", jsonl(sentiment(200, 7)).decode())
+    page.click("#paste-import")
+    finish_imports(page, 6)
+    for _ in range(4):
+        page.training.append(train_now(page))
+    tasks = page.evaluate("() => window.app.longTasks")
+    windows = page.training
+    assert sum(b - a for a, b in windows) >= 2000, windows
+    during = [t for t in tasks if any(t["start"] < b and t["start"] + t["duration"] > a
+                                      for a, b in windows)]
+    assert during == [], during
+    assert "no long task over 50 ms while training" in page.inner_text("#longtasks")
+
+
+def test_phone_width_and_keyboard(session):
+    page = session
+    page.set_viewport_size({"width": 390, "height": 844})
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 390
+    for card in page.locator("section.card").all():
+        box = card.bounding_box()
+        assert box["x"] >= 0 and box["x"] + box["width"] <= 390
+    shot(page, "06-phone")
+    page.set_viewport_size({"width": 1280, "height": 900})
+    # every control has a name, and Tab reaches the main ones in reading order
+    unnamed = page.evaluate("""() => [...document.querySelectorAll('button, input, select, textarea')]
+        .filter((e) => !(e.labels && e.labels.length) && !e.getAttribute('aria-label') && !e.textContent.trim())
+        .map((e) => e.outerHTML.slice(0, 80))""")
+    assert unnamed == []
+    # from the page's first control (sequential focus goes on from the last one clicked)
+    page.evaluate("() => { window.scrollTo(0, 0); "
+                  "document.querySelector('a[href], button:not([disabled]), input, select, textarea, summary').focus(); }")
+    order = []
+    for _ in range(60):
+        page.keyboard.press("Tab")
+        order.append(page.evaluate("() => document.activeElement.id || document.activeElement.className || document.activeElement.tagName"))
+    for first, second in (("paste-text", "paste-import"), ("paste-import", "classify-input"),
+                          ("classify-input", "train-now"), ("train-now", "export-adapter")):
+        assert order.index(first) < order.index(second), order
+    page.focus("#train-now")
+    page.keyboard.press("Shift+Tab")
+    page.keyboard.press("Tab")
+    outline = page.evaluate("() => getComputedStyle(document.activeElement).outlineStyle")
+    assert outline not in ("none", ""), outline
+
+
+def test_a_bad_folder_and_a_model_too_large_are_told(browser, site, tmp_path):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = open_app(context, site)
+    try:
+        notes = tmp_path / "notes"
+        notes.mkdir()
+        (notes / "readme.txt").write_text("not a model")
+        page.set_input_files("#model-folder", str(notes))
+        page.wait_for_selector("#model-error:not([hidden])")
+        assert "Not a model folder: no config.json" in page.inner_text("#model-error")
+        # a checkpoint whose embedding table alone outgrows the GPU's largest buffer, told from
+        # its safetensors header before anything is loaded
+        big = tmp_path / "big"
+        big.mkdir()
+        (big / "config.json").write_text(json.dumps({"model_type": "bert", "vocab_size": 300_000,
+                                                     "hidden_size": 1024}))
+        (big / "vocab.txt").write_text("[PAD]\n")
+        header = json.dumps({"bert.embeddings.word_embeddings.weight": {
+            "dtype": "F32", "shape": [300_000, 1024], "data_offsets": [0, 1_228_800_000]}}).encode()
+        (big / "model.safetensors").write_bytes(len(header).to_bytes(8, "little") + header)
+        page.set_input_files("#model-folder", str(big))
+        page.wait_for_function("() => document.getElementById('model-error').textContent.includes('does not fit')")
+        message = page.inner_text("#model-error")
+        assert "does not fit on this GPU" in message and "word_embeddings" in message
+        assert page.evaluate("() => window.app.model") is None
+        shot(page, "07-error-model-too-large")
+    finally:
+        context.close()
+
+
+def test_without_webgpu_the_page_says_so(playwright, site):
+    browser = playwright.chromium.launch(**harness.launch_args(webgpu=False))
+    try:
+        page = browser.new_page()
+        page.goto(site + "app.html?idle=manual")
+        page.wait_for_selector("[data-banner=webgpu]")
+        assert "no GPU adapter" in page.inner_text("[data-banner=webgpu]")
+        assert page.is_disabled("#load-bundled") and page.inner_text("#device-badge") == "No WebGPU"
+        shot(page, "08-error-no-webgpu")
+    finally:
+        browser.close()
+
+
+def test_chat_streams_a_reply_and_logs_the_conversation(browser, site, checkpoints):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = open_app(context, site)
+    try:
+        # the checkpoint's files dropped on the page (no folder: loose files)
+        files = {p.name: list(p.read_bytes()) for p in checkpoints["chat"].iterdir()}
+        page.evaluate("""(files) => {
+            const dt = new DataTransfer();
+            for (const [name, bytes] of Object.entries(files)) dt.items.add(new File([new Uint8Array(bytes)], name));
+            const zone = document.getElementById('model-drop');
+            zone.dispatchEvent(new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true}));
+        }""", files)
+        model = wait_model(page)
+        assert model["kind"] == "causal_lm" and page.is_visible("#chat")
+        page.evaluate("() => { window.tokens = []; window.app.engine.on('token', (e) => window.tokens.push(e)); }")
+        page.fill("#chat-input", "Hello! How are you today?")
+        page.keyboard.press("Enter")
+        page.wait_for_selector("#chat-log li.assistant.streaming", timeout=TRAIN_MS)
+        page.wait_for_function("() => !document.querySelector('#chat-log li.streaming')", timeout=TRAIN_MS)
+        tokens = page.evaluate("() => window.tokens")
+        reply = page.evaluate("() => JSON.parse(localStorage.getItem('py_engine.app')).conversation.messages")[-1]
+        assert len(tokens) >= 2 and "".join(t["text"] for t in tokens) == reply["content"]
+        assert page.locator("#chat-log li.user").inner_text() == "Hello! How are you today?"
+        queue = status(page)["queue"]
+        assert queue["by_source"].get("chat") == 1, queue
+        shot(page, "09-chat")
+        # with logging off, the next exchange is not queued
+        page.uncheck("#chat-log-switch")
+        page.fill("#chat-input", "What is the capital of France?")
+        page.click("#chat-send")
+        page.wait_for_function("() => document.querySelectorAll('#chat-log li.assistant').length === 2 && "
+                               "!document.querySelector('#chat-log li.streaming')", timeout=TRAIN_MS)
+        assert status(page)["queue"]["by_source"].get("chat") == 1
+    finally:
+        context.close()

@@ -1,0 +1,283 @@
+"""The engine service end to end on the host (NumPy backend, the tiny BERT and tiny chat
+checkpoints, an SQLite queue, a directory of states): imports land in the queue, a forced slice
+trains, a poisoned import is rolled back (and says so), a chosen snapshot is restored, a new
+service over the same queue and states after a "reload" carries on where the old one was, a
+correction changes the next prediction after one forced slice, and a chat streams, is logged
+and becomes a training record. Errors answer in one line with their kind."""
+
+import asyncio
+import json
+import random
+
+import numpy as np
+import pytest
+
+import peft_oracle as po
+from tiny_chat import tiny_chat_dir
+from py_engine.app.learner import LearnerConfig
+from py_engine.app.scheduler import SchedulerConfig
+from py_engine.app.service import EngineService
+from py_engine.app.working_set import held_out
+from py_engine.data.record import Record
+from py_engine.train.config import GuardConfig
+
+POSITIVE, NEGATIVE = ["good", "great", "fine"], ["bad", "awful", "not"]
+FILLER = "the film was movie plot actor scene really very and a it is this that of to in".split()
+
+
+def sentiment(n, seed, flip=False):
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        label = rng.choice(["pos", "neg"])
+        words = rng.sample(FILLER, 2) + rng.choices(POSITIVE if label == "pos" else NEGATIVE, k=3)
+        rng.shuffle(words)
+        if flip:
+            label = "neg" if label == "pos" else "pos"
+        out.append({"text": " ".join(words), "label": label})
+    return out
+
+
+def jsonl(rows):
+    return "".join(json.dumps(r) + "\n" for r in rows).encode()
+
+
+def files_of(directory):
+    return {p.relative_to(directory).as_posix(): p.read_bytes()
+            for p in directory.rglob("*") if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    base = tmp_path_factory.mktemp("service")
+    return {"bert": files_of(po.tiny_bert_dir(base / "bert", seed=3)),
+            "chat": files_of(tiny_chat_dir(base / "chat", family="qwen2"))}
+
+
+class Events(list):
+    def of(self, kind):
+        return [e for e in self if e["event"] == kind]
+
+
+def service(tmp_path, events, tolerance=0.1, **learner):
+    config = LearnerConfig(save_every_s=0.0, guard=GuardConfig(keep=4, tolerance=tolerance),
+                           train=dict({"lr": 1e-2, "epochs": 4}, **learner))
+    return EngineService(queue=str(tmp_path / "queue.sqlite"), states=str(tmp_path / "states"),
+                         emit=events.append, backend="numpy", learner=config,
+                         scheduler=SchedulerConfig(idle_fraction=1.0))
+
+
+def call(svc, method, **params):
+    reply = asyncio.run(svc.call(method, params))
+    assert "error" not in reply, reply
+    return reply["result"]
+
+
+def trainable(svc):
+    values = asyncio.run(svc.model.runtime.trainable_values())
+    return {n: np.asarray(v, np.float64) for n, (_, v) in values.items()}
+
+
+def test_a_classifier_learns_rolls_back_restores_and_reloads(tmp_path, checkpoints):
+    events = Events()
+    svc = service(tmp_path, events, tolerance=0.05)
+    summary = call(svc, "load_model", source="files", name="tiny", files=checkpoints["bert"],
+                   labels=["neg", "pos"])
+    assert summary["kind"] == "classification" and summary["labels"] == ["neg", "pos"]
+    assert summary["restored"] is False and summary["trainable"] > 0
+    assert [e["done"] for e in events.of("progress")] == [0, 1, 3]
+
+    # imports land in the queue, cleaned, with what they produced
+    imported = call(svc, "import_text", name="reviews.jsonl", data=jsonl(sentiment(160, 1)))
+    assert imported["records"] == 160 and imported["added"] + imported["duplicates"] == 160
+    assert imported["examples"][0]["kind"] == "classification"
+    queued = asyncio.run(svc.status())["queue"]
+    assert queued["total"] == imported["added"] and set(queued["by_label"]) == {"neg", "pos"}
+
+    # a forced slice advances training; a second one takes up the rest of the generation
+    before = trainable(svc)
+    result = call(svc, "force_slice", budget_ms=60_000)
+    assert result["ran"] and result["steps"] > 0 and result["trainer"]["step"] == result["steps"]
+    steps = events.of("step")
+    assert len(steps) == result["steps"] and all(np.isfinite(e["loss"]) for e in steps)
+    assert any(np.abs(trainable(svc)[n] - before[n]).max() > 0 for n in before)
+    status = asyncio.run(svc.status())
+    assert status["trainer"]["data"]["validation"] >= 8        # one in ten, by content hash
+    held = [r for r in sentiment(160, 1)
+            if held_out(Record("classification", "text", text=r["text"], label=r["label"]))]
+    assert held and len(status["snapshots"]) >= 2 and status["history"]
+    learned = call(svc, "predict", text="good great fine")
+    assert learned["label"] == "pos" and learned["probs"]["pos"] > 0.6
+
+    # everything learned was acknowledged once saved: the queue keeps only the held-out records
+    queued = asyncio.run(svc.status())["queue"]
+    assert queued["total"] == status["trainer"]["data"]["validation"] + status["trainer"]["data"]["training"]
+
+    # a poisoned import (every label flipped) makes the held-out loss worse: rolled back
+    call(svc, "import_text", name="poison.jsonl", data=jsonl(sentiment(120, 2, flip=True)))
+    for _ in range(3):
+        call(svc, "force_slice", budget_ms=60_000)
+        if events.of("rollback"):
+            break
+    rollback = events.of("rollback")[0]
+    assert "worse than" in rollback["reason"] and rollback["to_step"] < rollback["step"]
+    assert asyncio.run(svc.status())["rollbacks"][0]["reason"] == rollback["reason"]
+    assert call(svc, "predict", text="good great fine")["label"] == "pos"
+
+    # the rollback button: a chosen snapshot comes back, weights and all
+    listed = call(svc, "snapshots")
+    chosen = listed[0]
+    weights = asyncio.run(svc.learner.trainer.runtime.snapshot_values(
+        svc.learner.trainer.guard.ring.find(chosen["index"]).handle))
+    restored = call(svc, "restore_snapshot", index=chosen["index"])
+    assert restored["index"] == chosen["index"] and events.of("restore")
+    now = trainable(svc)
+    for name, (_, w, _, _) in weights["tensors"].items():
+        assert np.array_equal(now[name], np.asarray(w, np.float64)), name
+    with pytest.raises(AssertionError, match="no snapshot 999"):
+        call(svc, "restore_snapshot", index=999)
+
+    # a reload: a new service over the same queue and states puts everything back
+    saved = call(svc, "save")
+    assert saved["saved"]
+    state = {"weights": trainable(svc), "status": asyncio.run(svc.status()),
+             "optimizer": asyncio.run(svc.model.runtime.optimizer_state())}
+    svc.close()
+    events2 = Events()
+    svc2 = service(tmp_path, events2, tolerance=0.05)
+    summary = call(svc2, "load_model", source="files", name="tiny", files=checkpoints["bert"],
+                   labels=["neg", "pos"])
+    assert summary["restored"] is True and summary["step"] == state["status"]["trainer"]["step"]
+    for name, value in trainable(svc2).items():
+        assert np.array_equal(value, state["weights"][name]), name
+    optimizer = asyncio.run(svc2.model.runtime.optimizer_state())
+    assert optimizer["step"] == state["optimizer"]["step"]
+    for name, m in optimizer["m"].items():
+        assert np.array_equal(np.asarray(m), np.asarray(state["optimizer"]["m"][name])), name
+    status2 = asyncio.run(svc2.status())
+    for key in ("snapshots", "rollbacks", "history"):
+        assert json.dumps(status2[key], sort_keys=True) == json.dumps(state["status"][key],
+                                                                       sort_keys=True), key
+    assert status2["trainer"]["data"] == state["status"]["trainer"]["data"]
+    assert status2["queue"]["total"] == state["status"]["queue"]["total"]
+    assert call(svc2, "force_slice", budget_ms=60_000)["ran"]          # and it trains on
+    svc2.close()
+
+
+def test_a_correction_changes_the_next_prediction_after_one_forced_slice(tmp_path, checkpoints):
+    """Texts of a pattern the imports never labelled (actors and scenes), corrected one by one
+    to one label: after each correction and one forced slice, the text gets that label."""
+    events = Events()
+    svc = service(tmp_path, events)
+    call(svc, "load_model", source="files", name="tiny", files=checkpoints["bert"],
+         labels=["neg", "pos"])
+    call(svc, "import_text", name="reviews.jsonl", data=jsonl(sentiment(64, 5)))
+    call(svc, "force_slice", budget_ms=60_000)
+    texts = ["the actor in this scene", "a scene and an actor", "this actor is in a scene",
+             "the scene of the actor", "an actor in the scene of it"]
+    wanted = "neg" if call(svc, "predict", text=texts[0])["label"] == "pos" else "pos"
+    for text in texts:
+        before = call(svc, "predict", text=text)
+        queued = call(svc, "correct", text=text, label=wanted)
+        assert queued["queued"] and isinstance(queued["id"], int)
+        assert call(svc, "force_slice", budget_ms=60_000)["steps"] > 0
+        after = call(svc, "predict", text=text)
+        assert after["label"] == wanted, (text, before, after, events.of("rollback"))
+        assert after["probs"][wanted] > before["probs"][wanted] or before["label"] == wanted
+    stats = asyncio.run(svc.status())["queue"]
+    assert 300 not in stats["by_priority"]               # corrections learned, then consumed
+    reply = asyncio.run(svc.call("correct", {"text": "x", "label": "maybe"}))
+    assert reply["error"]["kind"] == "user" and "not among" in reply["error"]["message"]
+    svc.close()
+
+
+def test_chat_streams_is_logged_and_becomes_a_training_record(tmp_path, checkpoints):
+    events = Events()
+    svc = service(tmp_path, events)
+    summary = call(svc, "load_model", source="files", name="tiny-chat", files=checkpoints["chat"])
+    assert summary["kind"] == "causal_lm"
+    reply = call(svc, "chat", conversation_id="c1", message="Hello! How are you today?",
+                 max_new_tokens=12)
+    tokens = [e for e in events.of("token") if e["request"] == "c1"]
+    assert tokens and "".join(e["text"] for e in tokens) == reply["text"]
+    assert reply["finish_reason"] in ("eos", "length", "stop") and reply["logged"]
+    logged = asyncio.run(svc.chat_log.messages("c1"))
+    assert [m["role"] for m in logged] == ["user", "assistant"]
+    assert logged[1]["content"] == reply["text"]
+    stats = asyncio.run(svc.status())["queue"]
+    assert stats["by_source"] == {"chat": 1} and stats["by_kind"] == {"causal_lm": 1}
+    second = call(svc, "chat", conversation_id="c1", message="What is the capital of France?",
+                  log=False, max_new_tokens=8)
+    assert not second["logged"] and len(asyncio.run(svc.chat_log.messages("c1"))) == 2
+    # text imports train the chat model; the reply to the same prompt follows the weights
+    corpus = ("What is the capital of France? The capital of France is Paris.\n\n" * 3).encode()
+    call(svc, "import_text", name="facts.md", data=corpus)
+    result = call(svc, "force_slice", budget_ms=60_000)
+    assert result["ran"] and result["trainer"]["step"] > 0
+    reply = asyncio.run(svc.call("predict", {"text": "hi"}))
+    assert reply["error"]["kind"] == "user" and "classifier" in reply["error"]["message"]
+    svc.close()
+
+
+def test_adapters_and_datasets_go_out_and_back_in(tmp_path, checkpoints):
+    events = Events()
+    svc = service(tmp_path, events)
+    call(svc, "load_model", source="files", name="tiny", files=checkpoints["bert"],
+         labels=["neg", "pos"])
+    call(svc, "import_text", name="a.jsonl", data=jsonl(sentiment(40, 7)))
+    exported = call(svc, "export_dataset", format="jsonl")
+    assert sum(exported["counts"].values()) == 40
+    back = call(svc, "import_dataset", format="jsonl", name="back.jsonl",
+                data=exported["files"]["data.jsonl"])
+    assert back["duplicates"] == 40 and back["added"] == 0
+    call(svc, "force_slice", budget_ms=60_000)
+    adapter = call(svc, "export_adapter")["files"]
+    assert {"adapter_config.json", "adapter_model.safetensors", "labels.json",
+            "head_config.json"} <= set(adapter)
+    trained = trainable(svc)
+    svc.close()
+
+    (tmp_path / "other").mkdir()
+    other = service(tmp_path / "other", Events())
+    call(other, "load_model", source="files", name="tiny", files=checkpoints["bert"],
+         labels=["neg", "pos"])
+    call(other, "import_adapter", files=adapter)
+    for name, value in trainable(other).items():
+        assert np.array_equal(value, trained[name]), name
+    wrong = dict(adapter, **{"labels.json": b'["a", "b"]'})
+    reply = asyncio.run(other.call("import_adapter", {"files": wrong}))
+    assert reply["error"]["kind"] == "user" and "labels" in reply["error"]["message"]
+    for method, params, words in (("load_model", {"files": {}}, "needs the model's files"),
+                                  ("import_text", {"name": "x.txt", "data": b"\x00\x01PDF"}, "x.txt"),
+                                  ("configure", {"speed": 3}, "unknown option"),
+                                  ("nothing", {}, "unknown method")):
+        reply = asyncio.run(other.call(method, params))
+        assert reply["error"]["kind"] == "user" and words in reply["error"]["message"], reply
+    other.close()
+
+
+def test_status_is_pushed_while_things_change_at_most_four_times_a_second(tmp_path, checkpoints):
+    import time
+
+    events = Events()
+    times = []
+    svc = service(tmp_path, events)
+    svc.emit = lambda event: (events.append(event), times.append((event["event"], time.monotonic())))
+
+    async def session():
+        await svc.call("load_model", {"files": checkpoints["bert"], "labels": ["neg", "pos"]})
+        for k in range(6):
+            await svc.call("import_text", {"name": f"{k}.jsonl", "data": jsonl(sentiment(8, k))})
+            await svc.call("idle", {"deadline_ms": 40})
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.6)
+
+    asyncio.run(session())
+    pushed = [e for e in events if e["event"] == "status"]
+    at = [t for kind, t in times if kind == "status"]
+    assert len(pushed) >= 2 and min(b - a for a, b in zip(at, at[1:])) >= 0.25 - 1e-3
+    last = pushed[-1]
+    assert last["queue"]["total"] > 0 and last["scheduler"]["slices"] >= 1
+    assert set(last) >= {"model", "scheduler", "trainer", "queue", "snapshots", "rollbacks",
+                         "history"}
+    svc.close()

@@ -1,0 +1,90 @@
+// The page's side of the engine's message API (worker.mjs is the other side): one promise per
+// call, and subscriptions to the worker's events. The worker runs Python; nothing here does.
+//
+//   const engine = new EngineClient();
+//   engine.on("status", (status) => render(status));
+//   const summary = await engine.call("load_model", { source: "bundled" });
+//   try { await engine.call("import_url", { url }); } catch (e) { e.kind === "user" ... }
+
+import { transferables } from "./messages.mjs";
+
+export class EngineError extends Error {
+  constructor({ message, kind = "bug", traceback = "" }) {
+    super(message);
+    this.name = "EngineError";
+    this.kind = kind; // "user": bad input or an expected failure; "bug": with a traceback
+    this.traceback = traceback;
+  }
+}
+
+export class EngineClient {
+  constructor(workerURL = new URL("./worker.mjs", import.meta.url)) {
+    this.worker = new Worker(workerURL, { type: "module", name: "py_engine" });
+    this.pending = new Map(); // id -> {resolve, reject, method}
+    this.listeners = new Map(); // event name or "*" -> Set of functions
+    this.nextId = 1;
+    this.failure = null;
+    this.worker.onmessage = (e) => this.receive(e.data);
+    // A worker script that cannot load (a missing file, a syntax error) ends every call.
+    this.worker.onerror = (e) => {
+      e.preventDefault();
+      this.fail({ message: `the engine's worker failed: ${e.message || "it could not start"}`, kind: "bug" });
+    };
+  }
+
+  // Call a method of the engine; resolves with its result, rejects with an EngineError.
+  call(method, params = {}) {
+    if (this.failure) return Promise.reject(new EngineError(this.failure));
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject, method });
+      this.worker.postMessage({ id, method, params }, transferables(params));
+    });
+  }
+
+  // Call `listener(event)` for each event named `name` ("*": every event); returns an
+  // unsubscribe function.
+  on(name, listener) {
+    if (!this.listeners.has(name)) this.listeners.set(name, new Set());
+    this.listeners.get(name).add(listener);
+    return () => this.listeners.get(name).delete(listener);
+  }
+
+  receive(message) {
+    if (message.id !== undefined) {
+      const call = this.pending.get(message.id);
+      if (!call) return;
+      this.pending.delete(message.id);
+      if (message.error) call.reject(new EngineError(message.error));
+      else call.resolve(message.result);
+      return;
+    }
+    if (message.event === "failed") this.fail(message.error);
+    this.emit(message);
+  }
+
+  emit(event) {
+    for (const key of [event.event, "*"]) {
+      for (const listener of this.listeners.get(key) || []) {
+        try {
+          listener(event);
+        } catch (e) {
+          console.error(`a listener of "${event.event}" failed:`, e);
+        }
+      }
+    }
+  }
+
+  fail(error) {
+    if (this.failure) return;
+    this.failure = error;
+    for (const call of this.pending.values()) call.reject(new EngineError(error));
+    this.pending.clear();
+    this.emit({ event: "failed", error });
+  }
+
+  terminate() {
+    this.worker.terminate();
+    this.fail({ message: "the engine was stopped", kind: "user" });
+  }
+}
