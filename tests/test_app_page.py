@@ -6,7 +6,8 @@ The classifier tests are steps of one session on one page, in order (booting cos
 a model from a folder, imports that land in the queue, a forced slice that trains and redraws
 the chart, a correction learned after one forced slice, a poisoned import rolled back and shown,
 the rollback button, a reload that restores everything, a URL imported through the server's
-fetch endpoint, no main-thread long task while training, the phone layout and the keyboard.
+fetch endpoint, no main-thread long task while training, the adapter and the dataset exported
+and imported again, the phone layout and the keyboard.
 The chat and the failures (no WebGPU, a model that does not fit, a bad folder) have pages of
 their own.
 
@@ -324,6 +325,41 @@ def test_no_long_task_on_the_main_thread_while_training(session):
                                       for a, b in windows)]
     assert during == [], during
     assert "no long task over 50 ms while training" in page.inner_text("#longtasks")
+
+
+def test_the_adapter_and_the_dataset_go_out_and_back_in(session, tmp_path):
+    page = session
+    adapter = download_adapter(page)
+    probs = predict(page, "good great fine")["probs"]
+    # the oldest snapshot's weights, then the downloaded adapter put back: its predictions
+    first = min(status(page)["snapshots"], key=lambda snapshot: snapshot["step"])
+    assert first["step"] < status(page)["trainer"]["step"]
+    manual = page.locator("#rollbacks li.manual").count()
+    page.click(f"#snapshots button[aria-label^='Roll back to snapshot {first['index']} ']")
+    page.wait_for_function(f"() => document.querySelectorAll('#rollbacks li.manual').length === {manual + 1}")
+    assert predict(page, "good great fine")["probs"] != pytest.approx(probs, rel=1e-3)
+    paths = []
+    for name, data in adapter.items():
+        (tmp_path / name).write_bytes(data)
+        paths.append(str(tmp_path / name))
+    page.set_input_files("#import-adapter", paths)
+    page.wait_for_function("() => document.getElementById('files-message').textContent.startsWith('Adapter imported')")
+    assert predict(page, "good great fine")["probs"] == pytest.approx(probs, rel=1e-6, abs=1e-7)
+    # the dataset: the queue as JSONL, and back in (every record already queued)
+    total = status(page)["queue"]["total"]
+    page.select_option("#dataset-format", "jsonl")
+    with page.expect_download() as info:
+        page.click("#export-dataset")
+    with zipfile.ZipFile(info.value.path()) as archive:      # data.jsonl and stats.json
+        assert sorted(archive.namelist()) == ["data.jsonl", "stats.json"]
+        lines = archive.read("data.jsonl").decode().splitlines()
+    assert len(lines) == total and all("text" in json.loads(line) for line in lines)
+    (tmp_path / "queue.jsonl").write_text("\n".join(lines) + "\n")
+    imports = page.locator("#imports li").count()
+    page.set_input_files("#import-dataset", str(tmp_path / "queue.jsonl"))
+    text = finish_imports(page, imports + 1).inner_text()
+    assert f"{total} already queued" in text, text
+    assert status(page)["queue"]["total"] == total
 
 
 def test_phone_width_and_keyboard(session):
