@@ -64,6 +64,9 @@ def jsonl(rows):
     return "".join(json.dumps(r) + "\n" for r in rows).encode()
 
 
+ROUNDS = 3         # latency with and without training is measured in alternating rounds
+
+
 def percentile(values, q):
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
@@ -149,9 +152,12 @@ def inference_latency(backend="numpy", requests=40, deadline_ms=50.0):
         await _load(service, model_files(minilm_dir()), labels)
         await service.call("import_text", {"name": "topics.jsonl", "data": jsonl(rows)})
         await service.call("predict", {"text": texts[0]})            # record inference first
-        without = await latency_rounds(service, texts, requests, training=False)
-        with_training = await latency_rounds(service, texts, requests, training=True,
-                                             deadline_ms=deadline_ms)
+        without, with_training = [], []
+        for r in range(ROUNDS):             # alternating: the machine's load hits both alike
+            without += await latency_rounds(service, texts, requests // ROUNDS,
+                                            training=False, seed=r)
+            with_training += await latency_rounds(service, texts, requests // ROUNDS,
+                                                  training=True, deadline_ms=deadline_ms, seed=r)
         status = await service.status()
         service.close()
         return without, with_training, status
@@ -189,6 +195,13 @@ APP_MEASURE = """async ({requests, gapMs, training}) => {
 }"""
 
 
+def _joined(runs):
+    """One measurement of several runs of APP_MEASURE: latencies and long tasks together, the
+    scheduler's counts as the last run left them."""
+    return dict(runs[-1], latencies=[x for r in runs for x in r["latencies"]],
+                long_tasks=[x for r in runs for x in r["long_tasks"]])
+
+
 def app_page_figures(requests=30, gap_ms=(40.0, 160.0)):
     """In the app page (web/dist/app.html, real Chromium; SwiftShader here), the bundled MiniLM
     classifier in the page's worker: predict() latency seen by the page's main thread with and
@@ -218,9 +231,12 @@ def app_page_figures(requests=30, gap_ms=(40.0, 160.0)):
                           "{name: 'topics.jsonl', data: new TextEncoder().encode(data)})",
                           jsonl(rows).decode())
             page.evaluate("(t) => window.app.engine.call('predict', {text: t})", texts[0])
-            args = {"requests": requests, "gapMs": list(gap_ms)}
-            without = page.evaluate(measure, dict(args, training=False))
-            with_training = page.evaluate(measure, dict(args, training=True))
+            args = {"requests": requests // ROUNDS, "gapMs": list(gap_ms)}
+            runs = {False: [], True: []}
+            for _ in range(ROUNDS):         # alternating: the machine's load hits both alike
+                for training in (False, True):
+                    runs[training].append(page.evaluate(measure, dict(args, training=training)))
+            without, with_training = (_joined(runs[False]), _joined(runs[True]))
         finally:
             browser.close()
     long_tasks = with_training["long_tasks"]

@@ -184,7 +184,7 @@ def idle_rows(idle):
         r = idle.get(key)
         if r:
             rows.append((f"predict() latency added by idle training ({where})",
-                         f"p50 +{r['p50']['added_ms']:.1f} ms, p95 +{r['p95']['added_ms']:.1f} ms",
+                         f"p50 {r['p50']['added_ms']:+.1f} ms, p95 {r['p95']['added_ms']:+.1f} ms",
                          f"without: p50 {r['p50']['without_ms']:.1f} ms, p95 {r['p95']['without_ms']:.1f} ms; "
                          f"{r['training_steps']} steps in {r['slices']} slices (target p95 < 5 ms on a real GPU)"))
     page = idle.get("app_page")
