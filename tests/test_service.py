@@ -7,7 +7,6 @@ and becomes a training record. Errors answer in one line with their kind."""
 
 import asyncio
 import json
-import random
 
 import numpy as np
 import pytest
@@ -21,22 +20,13 @@ from py_engine.app.working_set import held_out
 from py_engine.data.record import Record
 from py_engine.train.config import GuardConfig
 from event_loop import run as run_async
-
-POSITIVE, NEGATIVE = ["good", "great", "fine"], ["bad", "awful", "not"]
-FILLER = "the film was movie plot actor scene really very and a it is this that of to in".split()
-
+from test_trainer import sentiment as trainer_sentiment
 
 def sentiment(n, seed, flip=False):
-    rng = random.Random(seed)
-    out = []
-    for _ in range(n):
-        label = rng.choice(["pos", "neg"])
-        words = rng.sample(FILLER, 2) + rng.choices(POSITIVE if label == "pos" else NEGATIVE, k=3)
-        rng.shuffle(words)
-        if flip:
-            label = "neg" if label == "pos" else "pos"
-        out.append({"text": " ".join(words), "label": label})
-    return out
+    """test_trainer's sentiment texts as records to import; flip: every label the wrong one."""
+    other = {"pos": "neg", "neg": "pos"}
+    return [{"text": e.text, "label": other[e.label] if flip else e.label}
+            for e in trainer_sentiment(n, seed)]
 
 
 def jsonl(rows):
