@@ -177,6 +177,11 @@ APP_MEASURE = """async ({requests, gapMs, training}) => {
   const app = window.app, texts = TEXTS;
   if (training) await app.engine.call("resume"); else await app.engine.call("pause");
   await app.engine.call("set_idle_state", {state: "idle"});
+  const frames = [];
+  const watch = new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) frames.push(e.scripts.reduce((n, x) => n + x.duration, 0));
+  });
+  watch.observe({type: "long-animation-frame"});
   const from = performance.now(), latencies = [];
   let seed = 1;
   const gap = () => { seed = (seed * 16807) % 2147483647; return gapMs[0] + (seed % 1000) / 1000 * (gapMs[1] - gapMs[0]); };
@@ -187,9 +192,11 @@ APP_MEASURE = """async ({requests, gapMs, training}) => {
     latencies.push(performance.now() - t);
   }
   const until = performance.now();
+  watch.disconnect();
   const status = await app.engine.call("status");
   const long = app.longTasks.filter((t) => t.start >= from && t.start < until);
-  return {latencies, long_tasks: long.map((t) => t.duration), seconds: (until - from) / 1000,
+  return {latencies, long_tasks: long.map((t) => t.duration), page_script_ms: frames,
+          seconds: (until - from) / 1000,
           slices: status.scheduler.slices, steps: status.scheduler.steps,
           training_fraction: status.scheduler.training_fraction};
 }"""
@@ -199,7 +206,8 @@ def _joined(runs):
     """One measurement of several runs of APP_MEASURE: latencies and long tasks together, the
     scheduler's counts as the last run left them."""
     return dict(runs[-1], latencies=[x for r in runs for x in r["latencies"]],
-                long_tasks=[x for r in runs for x in r["long_tasks"]])
+                long_tasks=[x for r in runs for x in r["long_tasks"]],
+                page_script_ms=[x for r in runs for x in r["page_script_ms"]])
 
 
 def app_page_figures(requests=30, gap_ms=(40.0, 160.0)):
@@ -247,7 +255,12 @@ def app_page_figures(requests=30, gap_ms=(40.0, 160.0)):
             "training_fraction": round(with_training["training_fraction"], 3),
             "long_tasks_while_training": {"count": len(long_tasks),
                                           "over_50ms": sum(d > 50 for d in long_tasks),
-                                          "worst_ms": round(max(long_tasks, default=0.0), 1)},
+                                          "worst_ms": round(max(long_tasks, default=0.0), 1),
+                                          # long animation frames: the page's own scripts in one
+                                          "page_scripts_over_50ms": sum(
+                                              d > 50 for d in with_training["page_script_ms"]),
+                                          "page_scripts_worst_ms": round(max(
+                                              with_training["page_script_ms"], default=0.0), 1)},
             "long_tasks_without_training": len(without["long_tasks"]),
             **summarize(without["latencies"], with_training["latencies"])}
 

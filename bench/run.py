@@ -191,7 +191,8 @@ def idle_rows(idle):
     if page:
         lt = page["long_tasks_while_training"]
         rows.append(("main-thread long tasks while training (app page)", f"{lt['over_50ms']} over 50 ms",
-                     f"{lt['count']} long tasks, worst {lt['worst_ms']:.0f} ms; adapter "
+                     f"{lt['count']} long tasks, worst {lt['worst_ms']:.0f} ms; the page's own scripts "
+                     f"at most {lt['page_scripts_worst_ms']:.0f} ms in one frame; adapter "
                      f"{(page['adapter'] or {}).get('architecture')}"))
     c = idle.get("corrections")
     if c:
