@@ -89,18 +89,16 @@ class MergedModel:
         return None
 
     def groups(self, names=None):
-        """[(label, [names])]: the tensors in groups of one layer each (what progress reports),
-        those outside the layers first and last, in model order."""
+        """[(label, [names])]: the tensors in groups of one layer each (what progress reports):
+        the embeddings, each layer, then the rest (final norm, pooler, head)."""
         names = self.names() if names is None else list(names)
         first, layers, last = [], {}, []
-        seen_layer = False
         for name in names:
             layer = self.layer_of(name)
-            if layer is None:
-                (last if seen_layer else first).append(name)
-            else:
-                seen_layer = True
+            if layer is not None:
                 layers.setdefault(layer, []).append(name)
+            else:
+                (first if "embed" in name else last).append(name)
         out = [("embeddings", first)] if first else []
         out += [(f"layer {n + 1}/{len(layers)}", layers[n]) for n in sorted(layers)]
         return out + ([("head", last)] if last else [])
