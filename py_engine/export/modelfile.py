@@ -201,7 +201,7 @@ def modelfile(model_dir, gguf_file, warn=None, add_bos=True):
     try:
         parts = RoleParts(template)
         parts.check()
-    except (TemplateShapeError, ValueError) as e:
+    except (ValueError, TypeError) as e:     # TemplateShapeError, or a template that fails
         if warn is not None:
             warn(f"the chat template cannot be written as an Ollama TEMPLATE ({e}); the "
                  "Modelfile has none: give one by hand")
