@@ -29,8 +29,8 @@ def test_merged_decoder_gives_our_logits_in_transformers(tmp_path, family):
     model, adapter = em.chat_with_adapter(tmp_path, family)
     groups = []
     out = save_merged(load_merged(model, adapter), tmp_path / "merged", progress=groups.append)
-    assert groups == ["merged: embeddings", "merged: layer 1/2", "merged: layer 2/2"] + \
-        (["merged: head"] if family == "llama" else [])
+    assert groups == ["merged: embeddings", "merged: layer 1/2", "merged: layer 2/2",
+                      "merged: head"]
     assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
             MARKER} <= {p.name for p in out.iterdir()}
     ids = AutoTokenizer.from_pretrained(out)(PROMPT)["input_ids"]
