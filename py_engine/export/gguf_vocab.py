@@ -110,6 +110,10 @@ def tokenizer_metadata(model_dir, vocab_size, warn=None):
             tokens.append(names[i])
             types.append(UNKNOWN if names[i] == model.get("unk_token") else NORMAL)
     merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges") or []]
+    nul = [i for i, t in enumerate(tokens) if "\0" in t]
+    if nul and warn is not None:
+        warn(f"{path}: {len(nul)} tokens (id {nul[0]} first) hold a NUL character, which "
+             "llama.cpp reads as the end of the token (it refuses such a vocabulary)")
     entries = [("tokenizer.ggml.model", gguf.STRING, "llama" if spm else "gpt2")]
     if spm:
         entries += [("tokenizer.ggml.pre", gguf.STRING, "default"),
