@@ -292,3 +292,26 @@ def test_lora_adapter_applied_to_the_base_gives_the_merged_weights(tmp_path, use
         assert a.shape == (r, w.shape[1]) and b.shape == (w.shape[0], r)
         rebuilt = w + (alpha / r) * (b.astype(np.float64) @ a)
         assert np.abs(rebuilt - merged[name]).max() <= 1e-5 * np.abs(merged[name]).max(), name
+
+
+def test_gguf_export_runs_without_numpy(tmp_path):
+    """The page and the extension write GGUF in Pyodide, where there is no NumPy: the same file
+    comes out of a process where importing NumPy fails."""
+    import subprocess
+    import sys
+
+    model, adapter = em.chat_with_adapter(tmp_path, "llama")
+    script = (
+        "import sys; sys.modules['numpy'] = None\n"
+        "from py_engine.export import gguf\n"
+        "from py_engine.export.gguf_llama import model_writer\n"
+        "from py_engine.export.merged import load_merged\n"
+        "from py_engine.export.modelfile import modelfile\n"
+        f"with open({str(tmp_path / 'pure.gguf')!r}, 'wb') as f:\n"
+        f"    model_writer(load_merged({str(model)!r}), gguf.Q4_0, 'tiny').write(f)\n"
+        f"print(modelfile({str(model)!r}, 'pure.gguf').splitlines()[0])\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "FROM ./pure.gguf\n"
+    write(model_writer(load_merged(model), gguf.Q4_0, "tiny"), tmp_path / "host.gguf")
+    assert (tmp_path / "pure.gguf").read_bytes() == (tmp_path / "host.gguf").read_bytes()
