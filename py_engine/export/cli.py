@@ -16,6 +16,7 @@ progress line per group of tensors goes to stderr; tensors holding NaN or infini
 export before anything is written.
 """
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -36,7 +37,8 @@ def add_export_parser(sub):
     from ..cli import model_dir
 
     p = sub.add_parser("export", help="a merged checkpoint, GGUF (llama.cpp, Ollama) or ONNX",
-                       description=__doc__.split("\n\n")[1])
+                       description="\n\n".join(__doc__.split("\n\n")[1:3]),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--format", required=True, choices=FORMATS)
     p.add_argument("--model", required=True, type=model_dir,
                    help='Hugging Face checkpoint directory, or "minilm" (all-MiniLM-L6-v2)')
