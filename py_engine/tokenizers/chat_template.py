@@ -19,13 +19,13 @@ Assistant spans (for training masks, where everything outside them is ignored): 
 starts where an assistant message's content starts in the rendered text and ends after that
 content as the template printed it (after `| trim` or `.strip()` where the template trims),
 extended over the end-of-turn token that follows it, after any spaces or tabs (`<|im_end|>`,
-`<|eot_id|>`, `</s>`, the EOS token...: `end_tokens`; " </s>" in Llama-2's template), since the
-model has to learn to emit it. Whatever follows that token (ChatML's "\n", Zephyr's "\n"), the
-role header before the content and the generation prompt are outside every span. Content is
-followed through `+`, `~`, `{% set %}` (block ones too), what a macro prints, `trim`
-and `.strip()/.lstrip()/.rstrip()`; other
-filters and methods (`upper`, `tojson`, `.split()`...) give text outside any span, and an
-assistant message printed only through its tool_calls has no span.
+`<|eot_id|>`, `</s>`, `<end_of_turn>`, the EOS token...: `end_tokens`; " </s>" in Llama-2's
+template), since the model has to learn to emit it. Whatever follows that token (ChatML's "\n",
+Zephyr's "\n"), the role header before the content and the generation prompt are outside every
+span. Content is followed through `+`, `~`, `{% set %}` (block ones too), what a macro prints,
+`trim`, `.strip()/.lstrip()/.rstrip()` and `.split(sep)`; other filters and methods (`upper`,
+`tojson`, `.split()` on whitespace...) give text outside any span, and an assistant message
+printed only through its tool_calls has no span.
 
 Supported: `{{ expr }}`, `{% if %}/{% elif %}/{% else %}/{% endif %}`, `{% for x in xs [if
 cond] %}...[{% else %}]...{% endfor %}` (also `for k, v in ...`) with `{% break %}`,
@@ -64,7 +64,8 @@ from collections.abc import Mapping
 
 from ..formats.json_file import read_json_object, read_utf8
 
-DEFAULT_END_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<|endoftext|>", "</s>")
+DEFAULT_END_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<|endoftext|>", "</s>",
+                      "<end_of_turn>")
 
 
 class TemplateError(ValueError):
@@ -153,6 +154,22 @@ def _trim(value, chars=None, left=True, right=True):
     return _Marked(out, tuple((min(max(x, lo), hi) - lo, min(max(y, lo), hi) - lo) for x, y in sp))
 
 
+def _split(value, sep=None, maxsplit=-1):
+    """value.split(sep, maxsplit), each part keeping the spans it carries (as after
+    `content.split('</think>')[-1]`); split on whitespace (no sep) gives plain strings."""
+    s = str.__str__(value)
+    parts = s.split(sep, maxsplit)
+    if sep is None or not sep:
+        return parts
+    out, start = [], 0
+    for part in parts:
+        lo, hi = start, start + len(part)
+        out.append(_Marked(part, tuple((min(max(x, lo), hi) - lo, min(max(y, lo), hi) - lo)
+                                       for x, y in value.spans)))
+        start = hi + len(sep)
+    return out
+
+
 def _to_str(value):
     if isinstance(value, _Undefined):
         return ""
@@ -179,13 +196,14 @@ def _lex_expr(src, pos, kind):
     the delimiter, strip sign of the delimiter)."""
     close = "}}" if kind == "var" else "%}"
     tokens = []
+    depth = 0   # open brackets: as in jinja2, `}}` inside `{...}` closes the dict, not the tag
     n = len(src)
     while True:
         while pos < n and src[pos].isspace():
             pos += 1
         if pos >= n:
             raise ValueError(f"chat template: unterminated {'{{' if kind == 'var' else '{%'} tag")
-        for sign in ("-", "+", ""):
+        for sign in ("-", "+", "") if depth == 0 else ():
             if src.startswith(sign + close, pos) and (sign != "+" or kind == "block"):
                 return tokens, pos + len(sign) + 2, sign
         m = _EXPR_TOKEN.match(src, pos)
@@ -197,6 +215,10 @@ def _lex_expr(src, pos, kind):
             v = v[1:-1].encode("ascii", "backslashreplace").decode("unicode-escape")
         elif k == "num":
             v = float(v) if "." in v else int(v)
+        elif k == "op" and v in "([{":
+            depth += 1
+        elif k == "op" and v in ")]}":
+            depth = max(depth - 1, 0)
         tokens.append((k, v))
         pos = m.end()
 
@@ -753,6 +775,8 @@ def _getattr(obj, name):
     if not name.startswith("_"):
         if isinstance(obj, _Marked) and name in ("strip", "lstrip", "rstrip"):
             return lambda chars=None: _trim(obj, chars, name != "rstrip", name != "lstrip")
+        if isinstance(obj, _Marked) and name == "split":
+            return lambda sep=None, maxsplit=-1: _split(obj, sep, maxsplit)
         if isinstance(obj, str) and hasattr(str, name):
             return getattr(str(obj), name)
         for t, allowed in _SAFE_METHODS.items():
@@ -1471,7 +1495,11 @@ class ChatTemplate:
         scope.vars.update(messages=chat, add_generation_prompt=add_generation_prompt,
                           tools=tools, documents=documents)
         out = []
-        _exec(self.body, _Scope(scope), out)
+        try:
+            _exec(self.body, _Scope(scope), out)
+        except RecursionError:
+            raise ValueError("chat template: calls nested too deeply (a macro that calls itself "
+                             "without end?)") from None
         text = _join(out)
         return str.__str__(text), list(_spans(text))
 
