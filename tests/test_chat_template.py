@@ -314,6 +314,54 @@ MINI = [
     "{{ 1 < 2 < 3 }}{{ 3 > 2 > 2 }}{{ 1 == 1 != 2 }}{{ 'x-ray (y) of [z] o\\'neil' | title }}"
     "{{ messages[0].content | trim | length }}{{ (messages | length) > 1 }}",
     "{{ \"multi\" 'part' \"literal\\twith\\u00e9scapes\\n\" }}{{ -1 }}{{ 2 * 3 }}{{ 1.5 }}",
+    # macros: defaults, keywords, varargs/kwargs, recursion, late binding of outer variables
+    "{% macro f(a, b='x', c=a ~ '!') %}{{ a }}{{ b }}{{ c }}{% endmacro %}{{ f(1) }}|{{ f(1, 2) }}"
+    "|{{ f(b=3) }}|{{ f(c=0, a=5) }}{% macro g(a) %}{{ a }}{{ varargs }}{{ kwargs }}{% endmacro %}"
+    "{{ g(1, 2, k=3) }}{% set late = 'before' %}{% macro h() %}{{ late }}{% endmacro %}"
+    "{% set late = 'after' %}{{ h() }}",
+    "{%- macro tree(v) %}{% if v is mapping %}{{ '{' }}{% for k, x in v | dictsort %}{{ k }}="
+    "{{ tree(x) }}{{ ',' if not loop.last }}{% endfor %}{{ '}' }}{% elif v is iterable and v is "
+    "not string %}[{% for x in v %}{{ tree(x) }}{% endfor %}]{% else %}{{ v }}{% endif %}"
+    "{% endmacro %}{{ tree({'b': [1, {'c': 'd'}], 'a': none}) }}{{ tree(messages[-1]) }}",
+    "{%- macro render(m, prefix='') -%}\n    {{ prefix ~ m.role | upper }}: {{ m.content | trim }}"
+    "\n{%- endmacro %}\n{%- for m in messages %}\n    {{ render(m, prefix='> ') }}\n{% endfor %}",
+    "{% macro each(xs) %}{% for x in xs %}{{ caller(x, loop.index) }}{% endfor %}{% endmacro %}"
+    "{% call(m, i) each(messages) %}{{ i }}:{{ m.role }};{% endcall %}"
+    "{% macro wrap(tag) %}<{{ tag }}>{{ caller() }}</{{ tag }}>{% endmacro %}"
+    "{% call wrap('b') %}{{ messages | length }}{% endcall %}",
+    # loop controls, block set, set with several targets, loop filters
+    "{% for m in messages %}{% if loop.index == 2 %}{% continue %}{% endif %}{{ m.role }}"
+    "{% if loop.index == 3 %}{% break %}{% endif %},{% endfor %}|{% for i in range(4) %}"
+    "{% for j in range(3) %}{% if j > i %}{% break %}{% endif %}{{ i }}{{ j }} {% endfor %}"
+    "{% endfor %}|{% for m in messages if m.role != 'user' %}{{ loop.index }}{{ loop.length }}"
+    "{{ loop.cycle('a', 'b') }}{% else %}none{% endfor %}",
+    "{% set body %}\n  {%- for m in messages %}{{ m.content }};{% endfor %}\n{% endset %}"
+    "[{{ body }}]"
+    "{% set shout | upper | trim %} {{ messages[0].role }} {% endset %}{{ shout }}"
+    "{% set a, b = messages[0].role, messages | length %}{{ a }}{{ b }}"
+    "{% for i in [1] %}{% set inner = 1 %}{% endfor %}{{ inner is defined }}",
+    # filters and tests real templates use
+    "{{ messages | selectattr('role', 'equalto', 'user') | map(attribute='content') | list }}"
+    "{{ messages | rejectattr('role', 'in', ['user', 'system']) | list | length }}"
+    "{{ messages | selectattr('name', 'undefined') | list | length }}"
+    "{{ messages | map(attribute='missing', default='-') | join }}"
+    "{{ messages | map(attribute='role') | map('upper') | unique | join('/') }}"
+    "{{ messages | map(attribute='content') | select('string') | reject('none') | list }}",
+    "{{ {'b': 1, 'A': 3, 'c': 2} | dictsort }}"
+    "{{ {'b': 1, 'A': 3} | dictsort(true, 'value', true) }}"
+    "{% for k, v in messages[0] | items %}{{ k }}:{{ v }};{% endfor %}"
+    "{{ messages | sort(attribute='role') | map(attribute='role') | join(',') }}"
+    "{{ [3, 1, 2] | sum }}{{ [3, 1, 2] | min }}{{ ['b', 'A'] | max }}"
+    "{{ messages | max(attribute='role') }}"
+    "{{ ['a', 'A', 'b'] | unique(true) | list }}{{ 'x\ny' | indent(2, true) }}{{ -2 | abs }}",
+    "{{ 6 is divisibleby 3 }}{{ 1 is eq 1 }}{{ 2 is gt 1 }}{{ 'a' is in 'abc' }}"
+    "{{ none is sameas none }}{{ messages is sequence }}{{ messages[0] is mapping }}"
+    "{{ 'a' is iterable }}{{ 1 is iterable }}{{ true is number }}{{ true is integer }}"
+    "{{ raise_exception is callable }}{{ 'ab' is lower }}{{ 'upper' is filter }}"
+    "{{ 'odd' is test }}{{ 'x' if 'x' is string else 'y' }}",
+    # dict literals whose closing braces meet the tag's, dict.fromkeys, range
+    "{{ {'a': {'b': 1}} }}{{ [{'a': [1, {'b': 2}]}] | tojson }}{{ {'k': {'v': 1}}|tojson }}"
+    "{{ dict.fromkeys(['x', 'y'], 0) }}{{ dict(a=1) }}{{ range(3) }}",
 ]
 
 
@@ -329,6 +377,24 @@ def test_subset_constructs(idx):
             ref = tok.apply_chat_template(messages, chat_template=template, tokenize=False,
                                           add_generation_prompt=agp)
             assert tpl.render(messages, add_generation_prompt=agp) == ref, template
+
+
+def test_spans_through_macros_block_set_and_split():
+    """Assistant content printed by a macro, captured by a block set or cut with .split(sep)
+    keeps its span."""
+    template = ("{% macro turn(m) %}<|im_start|>{{ m.role }}\n{{ m.content | trim }}<|im_end|>\n"
+                "{% endmacro %}{% for m in messages %}{% set t %}{{ turn(m) }}{% endset %}"
+                "{% if m.role == 'assistant' and '</think>' in m.content %}"
+                "{{ turn({'role': m.role, 'content': m.content.split('</think>')[-1]}) }}"
+                "{% else %}{{ t }}{% endif %}{% endfor %}")
+    messages = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "  a  "},
+                {"role": "user", "content": "r"},
+                {"role": "assistant", "content": "<think>hm</think> b </think> c "}]
+    tok = _hf("<s>", "</s>")
+    ref = tok.apply_chat_template(messages, chat_template=template, tokenize=False)
+    text, spans = ChatTemplate(template).render_with_spans(messages)
+    assert text == ref
+    assert [text[a:b] for a, b in spans] == ["a<|im_end|>", "c<|im_end|>"]
 
 
 def test_strftime_now():
@@ -354,6 +420,7 @@ def test_strftime_now():
     ("{% macro f(a) %}{% endmacro %}{{ f(1, 2) }}", "takes not more than 1 argument"),
     ("{% macro f(a) %}{% endmacro %}{{ f(b=2) }}", "no keyword argument 'b'"),
     ("{% set ns = namespace(_hidden=1) %}", "underscore-prefixed"),
+    ("{% macro f() %}x{% endmacro %}{% call f() %}body{% endcall %}", "never calls caller()"),
     ("{% if true %}unclosed", "endif"),
     ("{{ messages[0] ", "unterminated"),
     ("{{ lipsum(2) }}", "lipsum"),

@@ -850,8 +850,10 @@ class _Macro:
             raise ValueError(f"chat template: macro {d.name!r} takes not more than "
                              f"{len(names)} argument(s)")
         scope = _Scope(self.scope)
-        if d.caller or "caller" in kwargs:
-            scope.vars["caller"] = kwargs.pop("caller", _Undefined("caller"))
+        if "caller" in kwargs and not d.caller:
+            raise ValueError(f"chat template: macro {d.name!r} is called by a {{% call %}} "
+                             "block but never calls caller()")
+        scope.vars["caller"] = kwargs.pop("caller", _Undefined("caller"))
         for i, (name, default) in enumerate(d.params):
             if i < len(args):
                 if name in kwargs:
