@@ -51,7 +51,10 @@ jinja2 (`| list` before `| length`). Globals: messages, add_generation_prompt, b
 eos_token, unk_token, pad_token, tools and documents (None unless given), raise_exception,
 strftime_now, namespace, range, dict. Public methods of strings, read-only ones of dicts and
 lists (`message.content.strip()`, `.items()`). Anything else (`{% generation %}`, include,
-`for ... recursive`, other filters and tests...) is a ValueError naming it.
+`for ... recursive`, other filters and tests...) is a ValueError naming it. A conversation the
+template refuses through raise_exception(...) is a TemplateError carrying the template's message;
+one it fails on otherwise, where jinja2 fails too (a None content added to a string...), is a
+ValueError saying what failed.
 """
 
 import datetime
@@ -1497,11 +1500,17 @@ class ChatTemplate:
         scope.vars.update(messages=chat, add_generation_prompt=add_generation_prompt,
                           tools=tools, documents=documents)
         out = []
+        where = f" ({self.origin})" if self.origin else ""
         try:
             _exec(self.body, _Scope(scope), out)
         except RecursionError:
-            raise ValueError("chat template: calls nested too deeply (a macro that calls itself "
-                             "without end?)") from None
+            raise ValueError(f"chat template{where}: calls nested too deeply (a macro that "
+                             "calls itself without end?)") from None
+        except (TypeError, LookupError, ArithmeticError, AttributeError) as e:
+            # the template did something the conversation does not allow (jinja2 fails
+            # alike), as `'\n' + message.content` where the content is None
+            raise ValueError(f"chat template{where} failed on this conversation: "
+                             f"{type(e).__name__}: {e}") from None
         text = _join(out)
         return str.__str__(text), list(_spans(text))
 
