@@ -570,9 +570,9 @@ class _Parser:
         k, v = self.peek()
         if k == "op" and v == "(":
             args, kwargs = self.args()
-        elif (k in ("name", "str", "num") or (k == "op" and v in ("[", "{"))) \
-                and v not in ("else", "or", "and"):
-            if v == "is":
+        elif (k in ("str", "num") or (k == "op" and v in ("[", "{"))
+              or (k == "name" and v not in ("else", "or", "and"))):
+            if k == "name" and v == "is":
                 raise ValueError("chat template: tests cannot be chained with 'is'")
             args, kwargs = [self.postfix(self.primary())], []
         else:
