@@ -359,6 +359,8 @@ MINI = [
     "{{ 'a' is iterable }}{{ 1 is iterable }}{{ true is number }}{{ true is integer }}"
     "{{ raise_exception is callable }}{{ 'ab' is lower }}{{ 'upper' is filter }}"
     "{{ 'odd' is test }}{{ 'x' if 'x' is string else 'y' }}",
+    "{% for m in messages %}{{ m.role }}: {% if m.role == 'assistant' %}{% generation %}"
+    "{{ m.content }}{% endgeneration %}{% else %}{{ m.content }}{% endif %}\n{% endfor %}",
     # dict literals whose closing braces meet the tag's, dict.fromkeys, range
     "{{ {'a': {'b': 1}} }}{{ [{'a': [1, {'b': 2}]}] | tojson }}{{ {'k': {'v': 1}}|tojson }}"
     "{{ dict.fromkeys(['x', 'y'], 0) }}{{ dict(a=1) }}{{ range(3) }}",
@@ -404,7 +406,7 @@ def test_strftime_now():
 
 
 @pytest.mark.parametrize("template, word", [
-    ("{% for m in messages %}{% generation %}{% endgeneration %}{% endfor %}", "generation"),
+    ("{% for m in messages %}{% generation %}{% endfor %}", "endgeneration"),
     ("{% include 'x' %}", "include"),
     ("{% for m in messages recursive %}{% endfor %}", "recursive"),
     ("{% break %}", "outside a for loop"),

@@ -50,8 +50,10 @@ format; select/reject/selectattr/rejectattr/map/unique/items give one-pass gener
 jinja2 (`| list` before `| length`). Globals: messages, add_generation_prompt, bos_token,
 eos_token, unk_token, pad_token, tools and documents (None unless given), raise_exception,
 strftime_now, namespace, range, dict. Public methods of strings, read-only ones of dicts and
-lists (`message.content.strip()`, `.items()`). Anything else (`{% generation %}`, include,
-`for ... recursive`, other filters and tests...) is a ValueError naming it. A conversation the
+lists (`message.content.strip()`, `.items()`). `{% generation %}...{% endgeneration %}`
+(transformers' marker of assistant text) prints its body; the spans stay those described
+above. Anything else (include, import, `for ... recursive`, other filters and tests...) is a
+ValueError naming it. A conversation the
 template refuses through raise_exception(...) is a TemplateError carrying the template's message;
 one it fails on otherwise, where jinja2 fails too (a None content added to a string...), is a
 ValueError saying what failed.
@@ -653,6 +655,9 @@ def _parse(items):
             word = p.take()
             if word in stop:
                 return body, word, p
+            if word.startswith("end") or word in ("elif", "else"):
+                expected = f" (expected {{% {stop[-1]} %}})" if stop else ""
+                raise ValueError(f"chat template: unexpected {{% {word} %}}{expected}")
             pos += 1
             if word == "if":
                 branches = []
@@ -727,6 +732,12 @@ def _parse(items):
                     body.append(("setblock", targets[0], value, sub))
                 else:
                     raise ValueError("chat template: expected '=' in {% set %}")
+            elif word == "generation":   # transformers' assistant-mask tag: its body as is
+                p.done()
+                sub, _, q = block(("endgeneration",))
+                q.done()
+                pos += 1
+                body.append(("generation", sub))
             elif word == "macro":
                 name = p.take("name")
                 params = _parse_params(p)
@@ -1296,6 +1307,8 @@ def _exec(body, scope, out):
             inner = _Scope(scope)
             inner.vars[_CAPTURED] = _join(captured)
             scope.vars[name] = _eval(value, inner)
+        elif kind == "generation":
+            _exec(stmt[1], scope, out)
         elif kind == "macro":
             scope.vars[stmt[1].name] = _Macro(stmt[1], scope)
         elif kind == "callblock":
