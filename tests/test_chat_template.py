@@ -14,6 +14,11 @@ where the template trims) followed by the end-of-turn token after it (<|im_end|>
 </s>; " </s>" for Llama-2), in order, one per assistant message; role headers, generation
 prompts and everything else lie outside them.
 
+Small templates, each rendered by transformers and by us, cover the rest of the language one
+construct at a time (macros and call blocks, loop controls, block set, filters and tests with
+arguments...); tests/test_chat_template_models.py has the templates of more checkpoint
+families, tools and all (the Qwen2.5 and Llama-3.x ones here are read from its fixtures).
+
 Run: .venv/bin/python -m pytest tests/test_chat_template.py -q
 """
 
