@@ -14,19 +14,27 @@ where the template trims) followed by the end-of-turn token after it (<|im_end|>
 </s>; " </s>" for Llama-2), in order, one per assistant message; role headers, generation
 prompts and everything else lie outside them.
 
+Small templates, each rendered by transformers and by us, cover the rest of the language one
+construct at a time (macros and call blocks, loop controls, block set, filters and tests with
+arguments...); tests/test_chat_template_models.py has the templates of more checkpoint
+families, tools and all (the Qwen2.5 and Llama-3.x ones here are read from its fixtures).
+
 Run: .venv/bin/python -m pytest tests/test_chat_template.py -q
 """
 
 import json
 import random
 
+import jinja2
 import pytest
+import transformers
 from tokenizers import Tokenizer, models
 
+from chat_template_fixtures import model_template
 from py_engine.tokenizers.chat_template import ChatTemplate, TemplateError
 
-transformers = pytest.importorskip("transformers")
-jinja2 = pytest.importorskip("jinja2")
+QWEN25 = model_template("qwen-2.5-tools")
+LLAMA31 = model_template("llama-3.2-tools")   # Llama-3.1/3.2: date from strftime_now, tools
 
 QWEN2 = ("{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
          "{{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}{% endif %}"
@@ -50,101 +58,6 @@ LLAMA3 = ("{% set loop_messages = messages %}{% for message in loop_messages %}"
           "{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}"
           "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}"
           "{% endif %}")
-
-LLAMA31 = r"""{{- bos_token }}
-{%- if custom_tools is defined %}
-    {%- set tools = custom_tools %}
-{%- endif %}
-{%- if not tools_in_user_message is defined %}
-    {%- set tools_in_user_message = true %}
-{%- endif %}
-{%- if not date_string is defined %}
-    {%- if strftime_now is defined %}
-        {%- set date_string = strftime_now("%d %b %Y") %}
-    {%- else %}
-        {%- set date_string = "26 Jul 2024" %}
-    {%- endif %}
-{%- endif %}
-{%- if not tools is defined %}
-    {%- set tools = none %}
-{%- endif %}
-
-{#- This block extracts the system message, so we can slot it into the right place. #}
-{%- if messages[0]['role'] == 'system' %}
-    {%- set system_message = messages[0]['content']|trim %}
-    {%- set messages = messages[1:] %}
-{%- else %}
-    {%- set system_message = "" %}
-{%- endif %}
-
-{#- System message #}
-{{- "<|start_header_id|>system<|end_header_id|>\n\n" }}
-{%- if tools is not none %}
-    {{- "Environment: ipython\n" }}
-{%- endif %}
-{{- "Cutting Knowledge Date: December 2023\n" }}
-{{- "Today Date: " + date_string + "\n\n" }}
-{%- if tools is not none and not tools_in_user_message %}
-    {{- "You have access to the following functions. To call a function, please respond with JSON for a function call." }}
-    {{- 'Respond in the format {"name": function name, "parameters": dictionary of argument name and its value}.' }}
-    {{- "Do not use variables.\n\n" }}
-    {%- for t in tools %}
-        {{- t | tojson(indent=4) }}
-        {{- "\n\n" }}
-    {%- endfor %}
-{%- endif %}
-{{- system_message }}
-{{- "<|eot_id|>" }}
-
-{#- Custom tools are passed in a user message with some extra guidance #}
-{%- if tools_in_user_message and not tools is none %}
-    {#- Extract the first user message so we can plug it in here #}
-    {%- if messages | length != 0 %}
-        {%- set first_user_message = messages[0]['content']|trim %}
-        {%- set messages = messages[1:] %}
-    {%- else %}
-        {{- raise_exception("Cannot put tools in the first user message when there's no first user message!") }}
-{%- endif %}
-    {{- '<|start_header_id|>user<|end_header_id|>\n\n' -}}
-    {{- "Given the following functions, please respond with a JSON for a function call " }}
-    {{- "with its proper arguments that best answers the given prompt.\n\n" }}
-    {{- 'Respond in the format {"name": function name, "parameters": dictionary of argument name and its value}.' }}
-    {{- "Do not use variables.\n\n" }}
-    {%- for t in tools %}
-        {{- t | tojson(indent=4) }}
-        {{- "\n\n" }}
-    {%- endfor %}
-    {{- first_user_message + "<|eot_id|>"}}
-{%- endif %}
-
-{%- for message in messages %}
-    {%- if not (message.role == 'ipython' or message.role == 'tool' or 'tool_calls' in message) %}
-        {{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' }}
-    {%- elif 'tool_calls' in message %}
-        {%- if not message.tool_calls|length == 1 %}
-            {{- raise_exception("This model only supports single tool-calls at once!") }}
-        {%- endif %}
-        {%- set tool_call = message.tool_calls[0].function %}
-        {{- '<|start_header_id|>assistant<|end_header_id|>\n\n' -}}
-        {{- '{"name": "' + tool_call.name + '", ' }}
-        {{- '"parameters": ' }}
-        {{- tool_call.arguments | tojson }}
-        {{- "}" }}
-        {{- "<|eot_id|>" }}
-    {%- elif message.role == "tool" or message.role == "ipython" %}
-        {{- "<|start_header_id|>ipython<|end_header_id|>\n\n" }}
-        {%- if message.content is mapping or message.content is iterable %}
-            {{- message.content | tojson }}
-        {%- else %}
-            {{- message.content }}
-        {%- endif %}
-        {{- "<|eot_id|>" }}
-    {%- endif %}
-{%- endfor %}
-{%- if add_generation_prompt %}
-    {{- '<|start_header_id|>assistant<|end_header_id|>\n\n' }}
-{%- endif %}
-"""
 
 # A Llama-3 style template that finds the system message through a namespace().
 LLAMA3_NS = r"""{%- set ns = namespace(system='', found=false, turns=0) %}
@@ -209,62 +122,6 @@ LLAMA2 = ("{% if messages[0]['role'] == 'system' %}{% set loop_messages = messag
           "{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}"
           "{% elif message['role'] == 'assistant' %}{{ ' '  + content.strip() + ' ' + "
           "eos_token }}{% endif %}{% endfor %}")
-
-QWEN25 = r"""{%- if tools %}
-    {{- '<|im_start|>system\n' }}
-    {%- if messages[0]['role'] == 'system' %}
-        {{- messages[0]['content'] }}
-    {%- else %}
-        {{- 'You are Qwen, created by Alibaba Cloud. You are a helpful assistant.' }}
-    {%- endif %}
-    {{- "\n\n# Tools\n\nYou may call one or more functions to assist with the user query.\n\nYou are provided with function signatures within <tools></tools> XML tags:\n<tools>" }}
-    {%- for tool in tools %}
-        {{- "\n" }}
-        {{- tool | tojson }}
-    {%- endfor %}
-    {{- "\n</tools>\n\nFor each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\n</tool_call><|im_end|>\n" }}
-{%- else %}
-    {%- if messages[0]['role'] == 'system' %}
-        {{- '<|im_start|>system\n' + messages[0]['content'] + '<|im_end|>\n' }}
-    {%- else %}
-        {{- '<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n' }}
-    {%- endif %}
-{%- endif %}
-{%- for message in messages %}
-    {%- if (message.role == "user") or (message.role == "system" and not loop.first) or (message.role == "assistant" and not message.tool_calls) %}
-        {{- '<|im_start|>' + message.role + '\n' + message.content + '<|im_end|>' + '\n' }}
-    {%- elif message.role == "assistant" %}
-        {{- '<|im_start|>' + message.role }}
-        {%- if message.content %}
-            {{- '\n' + message.content }}
-        {%- endif %}
-        {%- for tool_call in message.tool_calls %}
-            {%- if tool_call.function is defined %}
-                {%- set tool_call = tool_call.function %}
-            {%- endif %}
-            {{- '\n<tool_call>\n{"name": "' }}
-            {{- tool_call.name }}
-            {{- '", "arguments": ' }}
-            {{- tool_call.arguments | tojson }}
-            {{- '}\n</tool_call>' }}
-        {%- endfor %}
-        {{- '<|im_end|>\n' }}
-    {%- elif message.role == "tool" %}
-        {%- if (loop.index0 == 0) or (messages[loop.index0 - 1].role != "tool") %}
-            {{- '<|im_start|>user' }}
-        {%- endif %}
-        {{- '\n<tool_response>\n' }}
-        {{- message.content }}
-        {{- '\n</tool_response>' }}
-        {%- if loop.last or (messages[loop.index0 + 1].role != "tool") %}
-            {{- '<|im_end|>\n' }}
-        {%- endif %}
-    {%- endif %}
-{%- endfor %}
-{%- if add_generation_prompt %}
-    {{- '<|im_start|>assistant\n' }}
-{%- endif %}
-"""
 
 # name: (template, bos, eos, content trimmed by the template, end-of-turn text after content)
 TEMPLATES = {
@@ -462,6 +319,56 @@ MINI = [
     "{{ 1 < 2 < 3 }}{{ 3 > 2 > 2 }}{{ 1 == 1 != 2 }}{{ 'x-ray (y) of [z] o\\'neil' | title }}"
     "{{ messages[0].content | trim | length }}{{ (messages | length) > 1 }}",
     "{{ \"multi\" 'part' \"literal\\twith\\u00e9scapes\\n\" }}{{ -1 }}{{ 2 * 3 }}{{ 1.5 }}",
+    # macros: defaults, keywords, varargs/kwargs, recursion, late binding of outer variables
+    "{% macro f(a, b='x', c=a ~ '!') %}{{ a }}{{ b }}{{ c }}{% endmacro %}{{ f(1) }}|{{ f(1, 2) }}"
+    "|{{ f(b=3) }}|{{ f(c=0, a=5) }}{% macro g(a) %}{{ a }}{{ varargs }}{{ kwargs }}{% endmacro %}"
+    "{{ g(1, 2, k=3) }}{% set late = 'before' %}{% macro h() %}{{ late }}{% endmacro %}"
+    "{% set late = 'after' %}{{ h() }}",
+    "{%- macro tree(v) %}{% if v is mapping %}{{ '{' }}{% for k, x in v | dictsort %}{{ k }}="
+    "{{ tree(x) }}{{ ',' if not loop.last }}{% endfor %}{{ '}' }}{% elif v is iterable and v is "
+    "not string %}[{% for x in v %}{{ tree(x) }}{% endfor %}]{% else %}{{ v }}{% endif %}"
+    "{% endmacro %}{{ tree({'b': [1, {'c': 'd'}], 'a': none}) }}{{ tree(messages[-1]) }}",
+    "{%- macro render(m, prefix='') -%}\n    {{ prefix ~ m.role | upper }}: {{ m.content | trim }}"
+    "\n{%- endmacro %}\n{%- for m in messages %}\n    {{ render(m, prefix='> ') }}\n{% endfor %}",
+    "{% macro each(xs) %}{% for x in xs %}{{ caller(x, loop.index) }}{% endfor %}{% endmacro %}"
+    "{% call(m, i) each(messages) %}{{ i }}:{{ m.role }};{% endcall %}"
+    "{% macro wrap(tag) %}<{{ tag }}>{{ caller() }}</{{ tag }}>{% endmacro %}"
+    "{% call wrap('b') %}{{ messages | length }}{% endcall %}",
+    # loop controls, block set, set with several targets, loop filters
+    "{% for m in messages %}{% if loop.index == 2 %}{% continue %}{% endif %}{{ m.role }}"
+    "{% if loop.index == 3 %}{% break %}{% endif %},{% endfor %}|{% for i in range(4) %}"
+    "{% for j in range(3) %}{% if j > i %}{% break %}{% endif %}{{ i }}{{ j }} {% endfor %}"
+    "{% endfor %}|{% for m in messages if m.role != 'user' %}{{ loop.index }}{{ loop.length }}"
+    "{{ loop.cycle('a', 'b') }}{% else %}none{% endfor %}",
+    "{% set body %}\n  {%- for m in messages %}{{ m.content }};{% endfor %}\n{% endset %}"
+    "[{{ body }}]"
+    "{% set shout | upper | trim %} {{ messages[0].role }} {% endset %}{{ shout }}"
+    "{% set a, b = messages[0].role, messages | length %}{{ a }}{{ b }}"
+    "{% for i in [1] %}{% set inner = 1 %}{% endfor %}{{ inner is defined }}",
+    # filters and tests real templates use
+    "{{ messages | selectattr('role', 'equalto', 'user') | map(attribute='content') | list }}"
+    "{{ messages | rejectattr('role', 'in', ['user', 'system']) | list | length }}"
+    "{{ messages | selectattr('name', 'undefined') | list | length }}"
+    "{{ messages | map(attribute='missing', default='-') | join }}"
+    "{{ messages | map(attribute='role') | map('upper') | unique | join('/') }}"
+    "{{ messages | map(attribute='content') | select('string') | reject('none') | list }}",
+    "{{ {'b': 1, 'A': 3, 'c': 2} | dictsort }}"
+    "{{ {'b': 1, 'A': 3} | dictsort(true, 'value', true) }}"
+    "{% for k, v in messages[0] | items %}{{ k }}:{{ v }};{% endfor %}"
+    "{{ messages | sort(attribute='role') | map(attribute='role') | join(',') }}"
+    "{{ [3, 1, 2] | sum }}{{ [3, 1, 2] | min }}{{ ['b', 'A'] | max }}"
+    "{{ messages | max(attribute='role') }}"
+    "{{ ['a', 'A', 'b'] | unique(true) | list }}{{ 'x\ny' | indent(2, true) }}{{ -2 | abs }}",
+    "{{ 6 is divisibleby 3 }}{{ 1 is eq 1 }}{{ 2 is gt 1 }}{{ 'a' is in 'abc' }}"
+    "{{ none is sameas none }}{{ messages is sequence }}{{ messages[0] is mapping }}"
+    "{{ 'a' is iterable }}{{ 1 is iterable }}{{ true is number }}{{ true is integer }}"
+    "{{ raise_exception is callable }}{{ 'ab' is lower }}{{ 'upper' is filter }}"
+    "{{ 'odd' is test }}{{ 'x' if 'x' is string else 'y' }}",
+    "{% for m in messages %}{{ m.role }}: {% if m.role == 'assistant' %}{% generation %}"
+    "{{ m.content }}{% endgeneration %}{% else %}{{ m.content }}{% endif %}\n{% endfor %}",
+    # dict literals whose closing braces meet the tag's, dict.fromkeys, range
+    "{{ {'a': {'b': 1}} }}{{ [{'a': [1, {'b': 2}]}] | tojson }}{{ {'k': {'v': 1}}|tojson }}"
+    "{{ dict.fromkeys(['x', 'y'], 0) }}{{ dict(a=1) }}{{ range(3) }}",
 ]
 
 
@@ -479,6 +386,24 @@ def test_subset_constructs(idx):
             assert tpl.render(messages, add_generation_prompt=agp) == ref, template
 
 
+def test_spans_through_macros_block_set_and_split():
+    """Assistant content printed by a macro, captured by a block set or cut with .split(sep)
+    keeps its span."""
+    template = ("{% macro turn(m) %}<|im_start|>{{ m.role }}\n{{ m.content | trim }}<|im_end|>\n"
+                "{% endmacro %}{% for m in messages %}{% set t %}{{ turn(m) }}{% endset %}"
+                "{% if m.role == 'assistant' and '</think>' in m.content %}"
+                "{{ turn({'role': m.role, 'content': m.content.split('</think>')[-1]}) }}"
+                "{% else %}{{ t }}{% endif %}{% endfor %}")
+    messages = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "  a  "},
+                {"role": "user", "content": "r"},
+                {"role": "assistant", "content": "<think>hm</think> b </think> c "}]
+    tok = _hf("<s>", "</s>")
+    ref = tok.apply_chat_template(messages, chat_template=template, tokenize=False)
+    text, spans = ChatTemplate(template).render_with_spans(messages)
+    assert text == ref
+    assert [text[a:b] for a, b in spans] == ["a<|im_end|>", "c<|im_end|>"]
+
+
 def test_strftime_now():
     import datetime
     out = ChatTemplate("{{ strftime_now('%Y') }}").render([])
@@ -486,13 +411,23 @@ def test_strftime_now():
 
 
 @pytest.mark.parametrize("template, word", [
-    ("{% macro f() %}{% endmacro %}", "macro"),
-    ("{% for m in messages %}{% generation %}{% endgeneration %}{% endfor %}", "generation"),
-    ("{% for m in messages %}{% break %}{% endfor %}", "break"),
+    ("{% for m in messages %}{% generation %}{% endfor %}", "endgeneration"),
     ("{% include 'x' %}", "include"),
-    ("{% set x %}body{% endset %}", "block {% set %}"),
-    ("{{ messages | map(attribute='role') }}", "'map'"),
-    ("{{ 3 is divisibleby 3 }}", "divisibleby"),
+    ("{% for m in messages recursive %}{% endfor %}", "recursive"),
+    ("{% break %}", "outside a for loop"),
+    ("{% macro f() %}{% for m in messages %}{% endfor %}", "endmacro"),
+    ("{% macro f(a=1, b) %}{% endmacro %}", "without a default"),
+    ("{% set x %}unclosed", "endset"),
+    ("{% call f %}{% endcall %}", "needs a macro call"),
+    ("{{ messages | urlencode }}", "'urlencode'"),
+    ("{{ messages | map('urlencode') | list }}", "'urlencode'"),
+    ("{{ messages | select('palindrome') | list }}", "'palindrome'"),
+    ("{{ 3 is prime }}", "prime"),
+    ("{{ 3 is odd is odd }}", "chained"),
+    ("{% macro f(a) %}{% endmacro %}{{ f(1, 2) }}", "takes not more than 1 argument"),
+    ("{% macro f(a) %}{% endmacro %}{{ f(b=2) }}", "no keyword argument 'b'"),
+    ("{% set ns = namespace(_hidden=1) %}", "underscore-prefixed"),
+    ("{% macro f() %}x{% endmacro %}{% call f() %}body{% endcall %}", "never calls caller()"),
     ("{% if true %}unclosed", "endif"),
     ("{{ messages[0] ", "unterminated"),
     ("{{ lipsum(2) }}", "lipsum"),

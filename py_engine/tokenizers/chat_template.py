@@ -2,12 +2,14 @@
 text `transformers` gives with `apply_chat_template(messages, tokenize=False,
 add_generation_prompt=...)`, plus the character spans of the assistant turns in it.
 
-The browser has no jinja2, so this is a small Jinja interpreter for the subset chat templates
-use (ChatML as in Qwen2/SmolLM2, Llama-3 Instruct, Zephyr, TinyLlama), configured the way
-transformers configures its Jinja environment: trim_blocks and lstrip_blocks on, a trailing
-newline of the template dropped, `tojson` without HTML escaping, `raise_exception` and
-`strftime_now` as globals. It is tested against transformers itself
-(tests/test_chat_template.py).
+The browser has no jinja2, so this is a small Jinja interpreter for what chat templates use
+(ChatML as in Qwen2/SmolLM2, Qwen2.5 with tools, Llama-3.x with tools and a date, Mistral with
+tools, Gemma 2/3, Phi-3/3.5, DeepSeek, Hermes tool use with macros, Zephyr, TinyLlama),
+configured the way transformers configures its Jinja environment: trim_blocks and lstrip_blocks
+on, loop controls, a trailing newline of the template dropped, `tojson` without HTML escaping,
+`raise_exception`, `strftime_now`, `namespace()` and `dict` as globals, a message's reasoning
+under both `reasoning_content` and `thinking`. It is tested against transformers itself
+(tests/test_chat_template.py, tests/test_chat_template_models.py).
 
     tpl = ChatTemplate.from_pretrained("checkpoint_dir")    # reads tokenizer_config.json
     text = tpl.render(messages, add_generation_prompt=True)
@@ -17,39 +19,58 @@ Assistant spans (for training masks, where everything outside them is ignored): 
 starts where an assistant message's content starts in the rendered text and ends after that
 content as the template printed it (after `| trim` or `.strip()` where the template trims),
 extended over the end-of-turn token that follows it, after any spaces or tabs (`<|im_end|>`,
-`<|eot_id|>`, `</s>`, the EOS token...: `end_tokens`; " </s>" in Llama-2's template), since the
-model has to learn to emit it. Whatever follows that token (ChatML's "\n", Zephyr's "\n"), the
-role header before the content and the generation prompt are outside every span. Content is
-followed through `+`, `~`, `{% set %}`, `trim` and `.strip()/.lstrip()/.rstrip()`; other
-filters and methods (`upper`, `tojson`, `.split()`...) give text outside any span, and an
-assistant message printed only through its tool_calls has no span.
+`<|eot_id|>`, `</s>`, `<end_of_turn>`, the EOS token...: `end_tokens`; " </s>" in Llama-2's
+template), since the model has to learn to emit it. Whatever follows that token (ChatML's "\n",
+Zephyr's "\n"), the role header before the content and the generation prompt are outside every
+span. Content is followed through `+`, `~`, `{% set %}` (block ones too), what a macro prints,
+`trim`, `.strip()/.lstrip()/.rstrip()` and `.split(sep)`; other filters and methods (`upper`,
+`tojson`, `.split()` on whitespace...) give text outside any span, and an assistant message
+printed only through its tool_calls has no span.
 
 Supported: `{{ expr }}`, `{% if %}/{% elif %}/{% else %}/{% endif %}`, `{% for x in xs [if
-cond] %}...[{% else %}]...{% endfor %}` (also `for k, v in ...`) with loop.index0, index,
-revindex, revindex0, first, last, length, previtem, nextitem; `{% set name = expr %}` and
-`{% set ns.attr = expr %}` on a namespace(); `{# comments #}`; whitespace control `{%-`, `-%}`,
-`{{-`, `-}}`, `{%+`, `+%}`. Expressions: string (adjacent ones joined), integer, float, list,
-tuple and dict literals, true/false/none, names, `.attr`, `[key]`, `[a:b:c]` slices, calls,
-`a if c else b`, `+ - * / // % ** ~`, `== != < <= > >= in not in` (chained as in Python),
-`and or not`, tests with `is` / `is not` (defined, undefined, none, string, number, integer,
-float, boolean, true, false, mapping, sequence, iterable, even, odd), filters trim, length,
+cond] %}...[{% else %}]...{% endfor %}` (also `for k, v in ...`) with `{% break %}`,
+`{% continue %}` and loop.index0, index, revindex, revindex0, first, last, length, previtem,
+nextitem, depth, cycle(); `{% set name = expr %}`, `{% set a, b = expr %}`, `{% set ns.attr =
+expr %}` on a namespace(), block `{% set name [| filters] %}...{% endset %}`; `{% macro name(a,
+b=default) %}` with keyword arguments, `varargs`, `kwargs`, recursion, and `{% call[(args)]
+macro(...) %}...{% endcall %}` with `caller(...)`, scoped as jinja2 scopes them (a macro sees its
+defining scope as it is when called); `{# comments #}`; whitespace control `{%-`, `-%}`, `{{-`,
+`-}}`, `{%+`, `+%}`. Expressions: string (adjacent ones joined), integer, float, list, tuple and
+dict literals, true/false/none, names, `.attr`, `[key]`, `[a:b:c]` slices, calls, `a if c else
+b`, `+ - * / // % ** ~`, `== != < <= > >= in not in` (chained as in Python), `and or not`.
+Tests (`is` / `is not`, with an argument as `is divisibleby 3` or `is in(xs)`): defined,
+undefined, none, string, number, integer, float, boolean, true, false, mapping, sequence,
+iterable, callable, even, odd, divisibleby, lower, upper, escaped, sameas, in, eq/equalto/==,
+ne/!=, lt/lessthan/<, le/<=, gt/greaterthan/>, ge/>=, filter, test. Filters: trim, length,
 count, tojson (indent, separators, sort_keys, ensure_ascii), capitalize, upper, lower, title,
-default/d, join, first, last, list, string, int, float, replace, reverse, safe, items.
-Globals: messages, add_generation_prompt, bos_token, eos_token, unk_token, pad_token, tools and
-documents (None unless given), raise_exception, strftime_now, namespace, range, dict. Public
-methods of strings, read-only ones of dicts and lists (`message.content.strip()`, `.items()`).
-Anything else (macros, `{% generation %}`, break/continue, block `set`, include...) is a
-ValueError naming it.
+default/d, join (attribute=), first, last, list, string, int, float, abs, round, replace,
+reverse, safe, items, select, reject, selectattr, rejectattr, map (a filter's name, or
+attribute= with default=), unique, dictsort, sort, sum, min, max, indent, center, wordcount,
+format; select/reject/selectattr/rejectattr/map/unique/items give one-pass generators as in
+jinja2 (`| list` before `| length`). Globals: messages, add_generation_prompt, bos_token,
+eos_token, unk_token, pad_token, tools and documents (None unless given), raise_exception,
+strftime_now, namespace, range, dict. Public methods of strings, read-only ones of dicts and
+lists (`message.content.strip()`, `.items()`). `{% generation %}...{% endgeneration %}`
+(transformers' marker of assistant text) prints its body; the spans stay those described
+above. Anything else (include, import, `for ... recursive`, other filters and tests...) is a
+ValueError naming it. A conversation the
+template refuses through raise_exception(...) is a TemplateError carrying the template's message;
+one it fails on otherwise, where jinja2 fails too (a None content added to a string...), is a
+ValueError saying what failed.
 """
 
 import datetime
 import json
+import math
+import operator
 import os
 import re
+from collections.abc import Mapping
 
 from ..formats.json_file import read_json_object, read_utf8
 
-DEFAULT_END_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<|endoftext|>", "</s>")
+DEFAULT_END_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<|endoftext|>", "</s>",
+                      "<end_of_turn>")
 
 
 class TemplateError(ValueError):
@@ -91,6 +112,9 @@ class _Undefined:
 
     def __hash__(self):
         return 0
+
+    def __getitem__(self, key):
+        raise ValueError(f"chat template: {self.name!r} is undefined (reading [{key!r}])")
 
     def __repr__(self):
         return "Undefined"
@@ -135,6 +159,22 @@ def _trim(value, chars=None, left=True, right=True):
     return _Marked(out, tuple((min(max(x, lo), hi) - lo, min(max(y, lo), hi) - lo) for x, y in sp))
 
 
+def _split(value, sep=None, maxsplit=-1):
+    """value.split(sep, maxsplit), each part keeping the spans it carries (as after
+    `content.split('</think>')[-1]`); split on whitespace (no sep) gives plain strings."""
+    s = str.__str__(value)
+    parts = s.split(sep, maxsplit)
+    if sep is None or not sep:
+        return parts
+    out, start = [], 0
+    for part in parts:
+        lo, hi = start, start + len(part)
+        out.append(_Marked(part, tuple((min(max(x, lo), hi) - lo, min(max(y, lo), hi) - lo)
+                                       for x, y in value.spans)))
+        start = hi + len(sep)
+    return out
+
+
 def _to_str(value):
     if isinstance(value, _Undefined):
         return ""
@@ -161,13 +201,14 @@ def _lex_expr(src, pos, kind):
     the delimiter, strip sign of the delimiter)."""
     close = "}}" if kind == "var" else "%}"
     tokens = []
+    depth = 0   # open brackets: as in jinja2, `}}` inside `{...}` closes the dict, not the tag
     n = len(src)
     while True:
         while pos < n and src[pos].isspace():
             pos += 1
         if pos >= n:
             raise ValueError(f"chat template: unterminated {'{{' if kind == 'var' else '{%'} tag")
-        for sign in ("-", "+", ""):
+        for sign in ("-", "+", "") if depth == 0 else ():
             if src.startswith(sign + close, pos) and (sign != "+" or kind == "block"):
                 return tokens, pos + len(sign) + 2, sign
         m = _EXPR_TOKEN.match(src, pos)
@@ -179,6 +220,10 @@ def _lex_expr(src, pos, kind):
             v = v[1:-1].encode("ascii", "backslashreplace").decode("unicode-escape")
         elif k == "num":
             v = float(v) if "." in v else int(v)
+        elif k == "op" and v in "([{":
+            depth += 1
+        elif k == "op" and v in ")]}":
+            depth = max(depth - 1, 0)
         tokens.append((k, v))
         pos = m.end()
 
@@ -233,23 +278,54 @@ def _lex(src):
 
 # ---- parsing -----------------------------------------------------------------------------------
 
+def _is_sequence(value):
+    try:
+        len(value)
+        value.__getitem__
+    except Exception:
+        return False
+    return True
+
+
+def _is_iterable(value):
+    try:
+        iter(value)
+    except TypeError:
+        return False
+    return True
+
+
+# name -> test(value, *args), as jinja2.tests defines them
 _TESTS = {
     "defined": lambda v: not isinstance(v, _Undefined),
     "undefined": lambda v: isinstance(v, _Undefined),
     "none": lambda v: v is None,
     "string": lambda v: isinstance(v, str),
-    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "number": lambda v: isinstance(v, (int, float, complex)),
     "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
     "float": lambda v: isinstance(v, float),
-    "boolean": lambda v: isinstance(v, bool),
+    "boolean": lambda v: v is True or v is False,
     "true": lambda v: v is True,
     "false": lambda v: v is False,
-    "mapping": lambda v: isinstance(v, dict),
-    "sequence": lambda v: isinstance(v, (str, list, tuple, dict, _Undefined)),
-    "iterable": lambda v: isinstance(v, (str, list, tuple, dict, _Undefined)),
+    "mapping": lambda v: isinstance(v, Mapping),
+    "sequence": _is_sequence,
+    "iterable": _is_iterable,
+    "callable": callable,
     "even": lambda v: v % 2 == 0,
     "odd": lambda v: v % 2 == 1,
+    "divisibleby": lambda v, n: v % n == 0,
+    "lower": lambda v: str(v).islower(),
+    "upper": lambda v: str(v).isupper(),
+    "escaped": lambda v: hasattr(v, "__html__"),
+    "sameas": lambda v, other: v is other,
+    "in": lambda v, seq: v in seq,
+    "filter": lambda name: name in _FILTERS,
+    "test": lambda name: name in _TESTS,
 }
+for _names, _op in ((("==", "eq", "equalto"), operator.eq), (("!=", "ne"), operator.ne),
+                    ((">", "gt", "greaterthan"), operator.gt), ((">=", "ge"), operator.ge),
+                    (("<", "lt", "lessthan"), operator.lt), (("<=", "le"), operator.le)):
+    _TESTS.update(dict.fromkeys(_names, _op))
 
 
 class _Parser:
@@ -355,13 +431,13 @@ class _Parser:
             node = ("bin", "**", node, self.unary())
         return node
 
-    def unary(self):
+    def unary(self, with_filters=True):
         if self.peek()[0] == "op" and self.peek()[1] in ("-", "+"):
-            op = self.take()
-            node = ("neg" if op == "-" else "pos", self.unary())
+            op = self.take()   # jinja2: `-x | f` is f(-x)
+            node = ("neg" if op == "-" else "pos", self.unary(with_filters=False))
         else:
             node = self.postfix(self.primary())
-        return self.filters(node)
+        return self.filters(node) if with_filters else node
 
     def primary(self):
         k, v = self.peek()
@@ -478,21 +554,32 @@ class _Parser:
                 args, kwargs = self.args() if self.at("op", "(") else ([], [])
                 node = ("filter", name, node, args, kwargs)
             elif self.at("name", "is"):
-                self.take()
-                negate = False
-                if self.at("name", "not"):
-                    self.take()
-                    negate = True
-                name = self.take("name")
-                if name == "none" or name == "None":
-                    name = "none"
-                elif name in ("true", "True", "false", "False"):
-                    name = name.lower()
-                if name not in _TESTS:
-                    raise ValueError(f"chat template: unsupported test 'is {name}'")
-                node = ("test", name, node, negate)
+                node = self.test(node)
             else:
                 return node
+
+    def test(self, node):
+        """`node is [not] name [arg | (args)]`, parsed as jinja2 parses it."""
+        self.take("name", "is")
+        negate = False
+        if self.at("name", "not"):
+            self.take()
+            negate = True
+        name = self.take("name")
+        name = {"None": "none", "True": "true", "False": "false"}.get(name, name)
+        if name not in _TESTS:
+            raise ValueError(f"chat template: unsupported test 'is {name}'")
+        k, v = self.peek()
+        if k == "op" and v == "(":
+            args, kwargs = self.args()
+        elif (k in ("str", "num") or (k == "op" and v in ("[", "{"))
+              or (k == "name" and v not in ("else", "or", "and"))):
+            if k == "name" and v == "is":
+                raise ValueError("chat template: tests cannot be chained with 'is'")
+            args, kwargs = [self.postfix(self.primary())], []
+        else:
+            args, kwargs = [], []
+        return ("test", name, node, negate, args, kwargs)
 
 
 def _parse_target(p):
@@ -503,12 +590,51 @@ def _parse_target(p):
     return names
 
 
+def _parse_params(p):
+    """A macro's or a call block's `(name, name=default, ...)`: [(name, default node or None)]."""
+    params = []
+    p.take("op", "(")
+    while not p.at("op", ")"):
+        name = p.take("name")
+        default = None
+        if p.at("op", "="):
+            p.take()
+            default = p.expr()
+        elif params and params[-1][1] is not None:
+            raise ValueError(f"chat template: macro parameter {name!r} without a default "
+                             "follows one with a default")
+        params.append((name, default))
+        if not p.at("op", ")"):
+            p.take("op", ",")
+    p.take()
+    return params
+
+
+def _names_used(tree):
+    """Every variable name read anywhere in a parsed body or expression."""
+    found = set()
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, tuple) and len(node) == 2 and node[0] == "name":
+            found.add(node[1])
+        elif isinstance(node, (tuple, list)):
+            stack.extend(node)
+    return found
+
+
+# The placeholder a block `{% set x | filter %}` runs its filters on: not a name a template can
+# spell, so it cannot clash with one.
+_CAPTURED = " captured"
+
+
 def _parse(items):
     """Nested statement lists from the lexer's items."""
     pos = 0
+    loops = 0   # for loops around the current position (inside the innermost macro)
 
     def block(stop):
-        nonlocal pos
+        nonlocal pos, loops
         body = []
         while pos < len(items):
             kind, val = items[pos]
@@ -529,6 +655,9 @@ def _parse(items):
             word = p.take()
             if word in stop:
                 return body, word, p
+            if word.startswith("end") or word in ("elif", "else"):
+                expected = f" (expected {{% {stop[-1]} %}})" if stop else ""
+                raise ValueError(f"chat template: unexpected {{% {word} %}}{expected}")
             pos += 1
             if word == "if":
                 branches = []
@@ -561,7 +690,9 @@ def _parse(items):
                 if p.at("name", "recursive"):
                     raise ValueError("chat template: unsupported construct 'for ... recursive'")
                 p.done()
+                loops += 1
                 sub, end, q = block(("else", "endfor"))
+                loops -= 1
                 q.done()
                 pos += 1
                 other = None
@@ -570,19 +701,65 @@ def _parse(items):
                     q.done()
                     pos += 1
                 body.append(("for", targets, seq, cond, sub, other))
+            elif word in ("break", "continue"):
+                p.done()
+                if not loops:
+                    raise ValueError(f"chat template: {{% {word} %}} outside a for loop")
+                body.append((word,))
             elif word == "set":
-                name = p.take("name")
+                targets = _parse_target(p)
                 attr = None
-                if p.at("op", "."):
+                if len(targets) == 1 and p.at("op", "."):
                     p.take()
                     attr = p.take("name")
-                if not p.at("op", "="):
-                    raise ValueError("chat template: unsupported construct: block {% set %} / "
-                                     "multiple-target set")
-                p.take()
-                value = p.expr()
+                if p.at("op", "="):
+                    p.take()
+                    value = p.expr()
+                    if p.at("op", ","):   # set a, b = 1, 2
+                        items_ = [value]
+                        while p.at("op", ","):
+                            p.take()
+                            items_.append(p.expr())
+                        value = ("tuple", items_)
+                    p.done()
+                    body.append(("set", targets, attr, value))
+                elif attr is None and len(targets) == 1:   # {% set x [| filters] %}...{% endset %}
+                    value = p.filters(("name", _CAPTURED))
+                    p.done()
+                    sub, _, q = block(("endset",))
+                    q.done()
+                    pos += 1
+                    body.append(("setblock", targets[0], value, sub))
+                else:
+                    raise ValueError("chat template: expected '=' in {% set %}")
+            elif word == "generation":   # transformers' assistant-mask tag: its body as is
                 p.done()
-                body.append(("set", name, attr, value))
+                sub, _, q = block(("endgeneration",))
+                q.done()
+                pos += 1
+                body.append(("generation", sub))
+            elif word == "macro":
+                name = p.take("name")
+                params = _parse_params(p)
+                p.done()
+                outer, loops = loops, 0
+                sub, _, q = block(("endmacro",))
+                loops = outer
+                q.done()
+                pos += 1
+                body.append(("macro", _MacroDef(name, params, sub)))
+            elif word == "call":
+                params = _parse_params(p) if p.at("op", "(") else []
+                call = p.expr()
+                p.done()
+                if call[0] != "call":
+                    raise ValueError("chat template: {% call %} needs a macro call")
+                outer, loops = loops, 0
+                sub, _, q = block(("endcall",))
+                loops = outer
+                q.done()
+                pos += 1
+                body.append(("callblock", call, _MacroDef("caller", params, sub)))
             else:
                 raise ValueError(f"chat template: unsupported construct {{% {word} %}}")
         if stop:
@@ -607,9 +784,13 @@ def _getattr(obj, name):
         raise ValueError(f"chat template: {obj.name!r} is undefined (reading .{name})")
     if isinstance(obj, _Namespace):
         return obj._attrs.get(name, _Undefined(name))
+    if isinstance(obj, _DictGlobal) and name == "fromkeys":
+        return obj.fromkeys
     if not name.startswith("_"):
         if isinstance(obj, _Marked) and name in ("strip", "lstrip", "rstrip"):
             return lambda chars=None: _trim(obj, chars, name != "rstrip", name != "lstrip")
+        if isinstance(obj, _Marked) and name == "split":
+            return lambda sep=None, maxsplit=-1: _split(obj, sep, maxsplit)
         if isinstance(obj, str) and hasattr(str, name):
             return getattr(str(obj), name)
         for t, allowed in _SAFE_METHODS.items():
@@ -644,13 +825,82 @@ class _Loop:
         i, n = self.index0, self.length
         values = {
             "index0": i, "index": i + 1, "revindex0": n - i - 1, "revindex": n - i,
-            "first": i == 0, "last": i == n - 1, "length": n,
+            "first": i == 0, "last": i == n - 1, "length": n, "depth": 1, "depth0": 0,
             "previtem": self.items[i - 1] if i > 0 else _Undefined("previtem"),
             "nextitem": self.items[i + 1] if i + 1 < n else _Undefined("nextitem"),
+            "cycle": self.cycle,
         }
         if name not in values:
             raise ValueError(f"chat template: unsupported loop attribute loop.{name}")
         return values[name]
+
+    def cycle(self, *values):
+        if not values:
+            raise ValueError("chat template: loop.cycle() needs at least one value")
+        return values[self.index0 % len(values)]
+
+
+class _MacroDef:
+    """A parsed `{% macro %}` (or a `{% call %}` block's body, named caller)."""
+
+    def __init__(self, name, params, body):
+        self.name, self.params, self.body = name, params, body
+        used = _names_used(body) | _names_used([d for _, d in params])
+        self.varargs, self.kwargs, self.caller = ("varargs" in used, "kwargs" in used,
+                                                  "caller" in used)
+
+
+class _Macro:
+    """A macro bound to the scope it was defined in: like jinja2's, it sees that scope's
+    variables as they are when it is called, not those of the place that calls it."""
+
+    def __init__(self, definition, scope):
+        self.definition, self.scope = definition, scope
+
+    def __call__(self, *args, **kwargs):
+        d = self.definition
+        names = [name for name, _ in d.params]
+        if len(args) > len(names) and not d.varargs:
+            raise ValueError(f"chat template: macro {d.name!r} takes not more than "
+                             f"{len(names)} argument(s)")
+        scope = _Scope(self.scope)
+        if "caller" in kwargs and not d.caller:
+            raise ValueError(f"chat template: macro {d.name!r} is called by a {{% call %}} "
+                             "block but never calls caller()")
+        scope.vars["caller"] = kwargs.pop("caller", _Undefined("caller"))
+        for i, (name, default) in enumerate(d.params):
+            if i < len(args):
+                if name in kwargs:
+                    raise ValueError(f"chat template: macro {d.name!r} got multiple values "
+                                     f"for argument {name!r}")
+                value = args[i]
+            elif name in kwargs:
+                value = kwargs.pop(name)
+            elif default is not None:
+                value = _eval(default, scope)   # defaults may read the parameters before them
+            else:
+                value = _Undefined(name)
+            scope.vars[name] = value
+        if kwargs and not d.kwargs:
+            raise ValueError(f"chat template: macro {d.name!r} takes no keyword argument "
+                             f"{next(iter(kwargs))!r}")
+        scope.vars["varargs"] = tuple(args[len(names):])
+        scope.vars["kwargs"] = kwargs
+        out = []
+        _exec(d.body, scope, out)
+        return _join(out)
+
+
+def _join(pieces):
+    """The printed values as one string that keeps the assistant spans they carry."""
+    texts, spans, n = [], [], 0
+    for piece in pieces:
+        text = _to_str(piece)
+        spans.extend((n + a, n + b) for a, b in _spans(piece))
+        texts.append(text)
+        n += len(text)
+    text = "".join(texts)
+    return _Marked(text, spans) if spans else text
 
 
 def _tojson(value, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
@@ -671,12 +921,164 @@ def _first(value):
 
 
 def _last(value):
-    value = list(value)
-    return value[-1] if value else _Undefined("last")
+    for v in reversed(value):   # as jinja2: not for generators
+        return v
+    return _Undefined("last")
 
 
 def _replace(value, old, new, count=None):
-    return str(value).replace(old, new, -1 if count is None else count)
+    return _to_str(value).replace(old, new, -1 if count is None else count)
+
+
+def _lower_if_str(value):
+    return value.lower() if isinstance(value, str) else value
+
+
+def _attrgetter(attribute, postprocess=None, default=None):
+    """jinja2's make_attrgetter: `a.b.0` looks up a, then b, then index 0."""
+    if attribute is None:
+        parts = []
+    elif isinstance(attribute, str):
+        parts = [int(x) if x.isdigit() else x for x in attribute.split(".")]
+    else:
+        parts = [attribute]
+
+    def get(item):
+        for part in parts:
+            item = _getitem(item, part)
+            if default is not None and isinstance(item, _Undefined):
+                item = default
+        return postprocess(item) if postprocess is not None else item
+    return get
+
+
+def _test_of(args, kwargs):
+    """select/reject's test: the named test with its arguments, or truthiness."""
+    if not args:
+        return bool
+    name, args = args[0], args[1:]
+    if name not in _TESTS:
+        raise ValueError(f"chat template: unsupported test {name!r}")
+    test = _TESTS[name]
+    return lambda v: test(v, *args, **kwargs)
+
+
+def _select(value, *args, **kwargs):
+    test = _test_of(args, kwargs)
+    return (x for x in value if test(x))
+
+
+def _reject(value, *args, **kwargs):
+    test = _test_of(args, kwargs)
+    return (x for x in value if not test(x))
+
+
+def _selectattr(value, attribute, *args, **kwargs):
+    get, test = _attrgetter(attribute), _test_of(args, kwargs)
+    return (x for x in value if test(get(x)))
+
+
+def _rejectattr(value, attribute, *args, **kwargs):
+    get, test = _attrgetter(attribute), _test_of(args, kwargs)
+    return (x for x in value if not test(get(x)))
+
+
+def _map(value, *args, **kwargs):
+    if not args and "attribute" in kwargs:
+        get = _attrgetter(kwargs.pop("attribute"), default=kwargs.pop("default", None))
+        if kwargs:
+            raise ValueError(f"chat template: map got an unexpected keyword argument "
+                             f"{next(iter(kwargs))!r}")
+        return (get(x) for x in value)
+    if not args:
+        raise ValueError("chat template: map needs a filter name or attribute=")
+    name, args = args[0], args[1:]
+    if name not in _FILTERS:
+        raise ValueError(f"chat template: unsupported filter {name!r}")
+    f = _FILTERS[name]
+    return (f(x, *args, **kwargs) for x in value)
+
+
+def _unique(value, case_sensitive=False, attribute=None):
+    get = _attrgetter(attribute, None if case_sensitive else _lower_if_str)
+    seen = set()
+    for item in value:
+        key = get(item)
+        if key not in seen:
+            seen.add(key)
+            yield item
+
+
+def _dictsort(value, case_sensitive=False, by="key", reverse=False):
+    if by not in ("key", "value"):
+        raise ValueError('chat template: dictsort sorts by either "key" or "value"')
+    pos = 0 if by == "key" else 1
+
+    def key(item):
+        return item[pos] if case_sensitive else _lower_if_str(item[pos])
+    return sorted(value.items(), key=key, reverse=reverse)
+
+
+def _sort(value, reverse=False, case_sensitive=False, attribute=None):
+    post = None if case_sensitive else _lower_if_str
+    if isinstance(attribute, str) and "," in attribute:
+        getters = [_attrgetter(a, post) for a in attribute.split(",")]
+        return sorted(value, key=lambda x: [g(x) for g in getters], reverse=reverse)
+    return sorted(value, key=_attrgetter(attribute, post), reverse=reverse)
+
+
+def _min_or_max(pick, value, case_sensitive=False, attribute=None):
+    items = list(value)
+    if not items:
+        return _Undefined("No aggregated item, sequence was empty.")
+    return pick(items, key=_attrgetter(attribute, None if case_sensitive else _lower_if_str))
+
+
+def _items(value):
+    if isinstance(value, _Undefined):
+        return iter(())
+    if not isinstance(value, Mapping):
+        raise ValueError("chat template: the items filter needs a mapping")
+    return iter(value.items())
+
+
+def _sum(value, attribute=None, start=0):
+    if attribute is not None:
+        value = map(_attrgetter(attribute), value)
+    return sum(value, start)
+
+
+def _join_filter(value, d="", attribute=None):
+    if attribute is not None:
+        value = map(_attrgetter(attribute), value)
+    return str(d).join(map(_to_str, value))
+
+
+def _indent(s, width=4, first=False, blank=False):
+    indention = width if isinstance(width, str) else " " * width
+    s = _to_str(s) + "\n"
+    if blank:
+        rv = ("\n" + indention).join(s.splitlines())
+    else:
+        lines = s.splitlines()
+        rv = lines.pop(0)
+        if lines:
+            rv += "\n" + "\n".join(indention + line if line else line for line in lines)
+    return indention + rv if first else rv
+
+
+def _round(value, precision=0, method="common"):
+    if method == "common":
+        return round(value, precision)
+    if method not in ("ceil", "floor"):
+        raise ValueError("chat template: round's method must be common, ceil or floor")
+    func = math.ceil if method == "ceil" else math.floor
+    return func(value * (10 ** precision)) / (10 ** precision)
+
+
+def _title(value):
+    return "".join(w[0].upper() + w[1:].lower()
+                   for w in re.split(r"([-\s({\[<]+)", _to_str(value)) if w)
 
 
 _FILTERS = {
@@ -687,21 +1089,37 @@ _FILTERS = {
     "capitalize": lambda v: _to_str(v).capitalize(),
     "upper": lambda v: _to_str(v).upper(),
     "lower": lambda v: _to_str(v).lower(),
-    "title": lambda v: "".join(w[0].upper() + w[1:].lower()
-                               for w in re.split(r"([-\s({\[<]+)", _to_str(v)) if w),
+    "title": _title,
     "default": _default,
     "d": _default,
-    "join": lambda v, sep="": sep.join(_to_str(x) for x in v),
+    "join": _join_filter,
     "first": _first,
     "last": _last,
     "list": list,
     "string": _to_str,
     "int": lambda v, default=0: _int(v, default),
     "float": lambda v, default=0.0: _float(v, default),
+    "abs": abs,
+    "round": _round,
     "replace": _replace,
     "reverse": lambda v: v[::-1] if isinstance(v, str) else list(reversed(list(v))),
     "safe": lambda v: v,
-    "items": lambda v: list(v.items()),
+    "items": _items,
+    "select": _select,
+    "reject": _reject,
+    "selectattr": _selectattr,
+    "rejectattr": _rejectattr,
+    "map": _map,
+    "unique": _unique,
+    "dictsort": _dictsort,
+    "sort": _sort,
+    "sum": _sum,
+    "min": lambda v, *a, **k: _min_or_max(min, v, *a, **k),
+    "max": lambda v, *a, **k: _min_or_max(max, v, *a, **k),
+    "indent": _indent,
+    "center": lambda v, width=80: _to_str(v).center(width),
+    "wordcount": lambda v: len(re.findall(r"\w+", _to_str(v))),
+    "format": lambda v, *args, **kwargs: _to_str(v) % (kwargs or args),
 }
 
 
@@ -809,8 +1227,10 @@ def _eval(node, scope):
     if kind == "not":
         return not _eval(node[1], scope)
     if kind == "test":
-        result = _TESTS[node[1]](_eval(node[2], scope))
-        return not result if node[3] else result
+        _, name, arg, negate, args, kwargs = node
+        result = _TESTS[name](_eval(arg, scope), *[_eval(a, scope) for a in args],
+                              **{k: _eval(v, scope) for k, v in kwargs})
+        return not result if negate else result
     if kind == "cond":
         if _eval(node[1], scope):
             return _eval(node[2], scope)
@@ -839,6 +1259,14 @@ def _eval(node, scope):
     raise AssertionError(kind)
 
 
+class _Break(Exception):
+    pass
+
+
+class _Continue(Exception):
+    pass
+
+
 def _exec(body, scope, out):
     for stmt in body:
         kind = stmt[0]
@@ -855,41 +1283,75 @@ def _exec(body, scope, out):
                 if stmt[2] is not None:
                     _exec(stmt[2], scope, out)
         elif kind == "for":
-            _, targets, seq, cond, sub, other = stmt
-            seq = _eval(seq, scope)
-            if isinstance(seq, dict):
-                seq = list(seq)
-            items = list(seq)
-            if cond is not None:
-                kept = []
-                for item in items:
-                    s = _Scope(scope)
-                    _bind(s, targets, item)
-                    if _eval(cond, s):
-                        kept.append(item)
-                items = kept
-            if not items:
-                if other is not None:
-                    _exec(other, scope, out)
-                continue
-            loop = _Loop(items)
-            for i, item in enumerate(items):
-                loop.index0 = i
-                s = _Scope(scope)
-                s.vars["loop"] = loop
-                _bind(s, targets, item)
-                _exec(sub, s, out)
+            _exec_for(stmt, scope, out)
+        elif kind == "break":
+            raise _Break()
+        elif kind == "continue":
+            raise _Continue()
         elif kind == "set":
-            _, name, attr, value = stmt
+            _, targets, attr, value = stmt
             value = _eval(value, scope)
-            if attr is None:
-                scope.vars[name] = value
-            else:
-                ns = scope.lookup(name)
+            if attr is not None:
+                ns = scope.lookup(targets[0])
                 if not isinstance(ns, _Namespace):
-                    raise ValueError(f"chat template: cannot set {name}.{attr}: "
-                                     f"{name} is not a namespace()")
+                    raise ValueError(f"chat template: cannot set {targets[0]}.{attr}: "
+                                     f"{targets[0]} is not a namespace()")
+                _check_namespace_name(attr)
                 ns._attrs[attr] = value
+            else:
+                _bind(scope, targets, value)
+        elif kind == "setblock":
+            _, name, value, sub = stmt
+            captured = []
+            _exec(sub, scope, captured)
+            inner = _Scope(scope)
+            inner.vars[_CAPTURED] = _join(captured)
+            scope.vars[name] = _eval(value, inner)
+        elif kind == "generation":
+            _exec(stmt[1], scope, out)
+        elif kind == "macro":
+            scope.vars[stmt[1].name] = _Macro(stmt[1], scope)
+        elif kind == "callblock":
+            _, call, caller = stmt
+            fn = _eval(call[1], scope)
+            if not isinstance(fn, _Macro):
+                raise ValueError("chat template: {% call %} needs a macro")
+            out.append(fn(*[_eval(a, scope) for a in call[2]], caller=_Macro(caller, scope),
+                          **{k: _eval(v, scope) for k, v in call[3]}))
+        else:
+            raise AssertionError(kind)
+
+
+def _exec_for(stmt, scope, out):
+    _, targets, seq, cond, sub, other = stmt
+    seq = _eval(seq, scope)
+    if isinstance(seq, dict):
+        seq = list(seq)
+    items = list(seq)
+    if cond is not None:
+        kept = []
+        for item in items:
+            s = _Scope(scope)
+            _bind(s, targets, item)
+            if _eval(cond, s):
+                kept.append(item)
+        items = kept
+    if not items:
+        if other is not None:
+            _exec(other, scope, out)
+        return
+    loop = _Loop(items)
+    for i, item in enumerate(items):
+        loop.index0 = i
+        s = _Scope(scope)   # each iteration's {% set %}s are its own, as in jinja2
+        s.vars["loop"] = loop
+        _bind(s, targets, item)
+        try:
+            _exec(sub, s, out)
+        except _Continue:
+            continue
+        except _Break:
+            break
 
 
 def _bind(scope, targets, item):
@@ -899,7 +1361,7 @@ def _bind(scope, targets, item):
         values = list(item)
         if len(values) != len(targets):
             raise ValueError(f"chat template: cannot unpack {len(values)} values into "
-                             f"{len(targets)} loop variables")
+                             f"{len(targets)} variables")
         scope.vars.update(zip(targets, values))
 
 
@@ -907,16 +1369,54 @@ def _strftime_now(fmt):
     return datetime.datetime.now().strftime(fmt)
 
 
+def _check_namespace_name(name):
+    if isinstance(name, str) and name.startswith("_"):   # as transformers' namespace()
+        raise ValueError("chat template: Chat templates cannot store underscore-prefixed "
+                         f"attributes on a namespace, but got {name!r}. Please rename the "
+                         "attribute.")
+
+
 def _namespace(*args, **kwargs):
     attrs = {}
     for a in args:
         attrs.update(a)
     attrs.update(kwargs)
+    for name in attrs:
+        _check_namespace_name(name)
     return _Namespace(attrs)
 
 
+_MAX_RANGE = 100000   # jinja2's sandbox refuses longer ranges
+
+
 def _range(*args):
-    return list(range(*args))
+    r = range(*args)
+    if len(r) > _MAX_RANGE:
+        raise ValueError("chat template: Range too big. The sandbox blocks ranges larger than "
+                         f"MAX_RANGE ({_MAX_RANGE}).")
+    return r
+
+
+class _DictGlobal:
+    """The template's `dict`: dict(...) and dict.fromkeys(...), as transformers exposes it."""
+
+    def __call__(self, *args, **kwargs):
+        return dict(*args, **kwargs)
+
+    def fromkeys(self, *args, **kwargs):
+        return dict.fromkeys(*args, **kwargs)
+
+
+# Names a message's reasoning may come under; transformers passes it to the template as both
+# `thinking` and `reasoning_content`, whichever the caller used.
+_REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
+
+
+def _with_reasoning_aliases(message):
+    reasoning = next((message[k] for k in _REASONING_FIELDS if message.get(k) is not None), None)
+    if reasoning is None:
+        return message
+    return {"thinking": reasoning, **message, "reasoning_content": reasoning}
 
 
 def _token_text(value):
@@ -997,32 +1497,35 @@ class ChatTemplate:
         for message in messages:
             if not isinstance(message, dict):
                 raise TypeError(f"Chat messages should be dicts, got {message!r}")
-            message = dict(message)
+            message = _with_reasoning_aliases(dict(message))
             if message.get("role") == "assistant" and isinstance(message.get("content"), str):
                 message["content"] = _Marked(message["content"], [(0, len(message["content"]))])
             chat.append(message)
         scope = _Scope()
+
         def raise_exception(message):
             raise TemplateError(message, self.origin)
 
         scope.vars.update(raise_exception=raise_exception, strftime_now=_strftime_now,
-                          namespace=_namespace, range=_range, dict=dict)
+                          namespace=_namespace, range=_range, dict=_DictGlobal())
         scope.vars.update(self.special)
         scope.vars.update(extra)
         scope.vars.update(messages=chat, add_generation_prompt=add_generation_prompt,
                           tools=tools, documents=documents)
-        pieces = []
-        _exec(self.body, _Scope(scope), pieces)
-        text = []
-        spans = []
-        n = 0
-        for piece in pieces:
-            s = _to_str(piece)
-            for a, b in _spans(piece):
-                spans.append((n + a, n + b))
-            text.append(s)
-            n += len(s)
-        return "".join(text), spans
+        out = []
+        where = f" ({self.origin})" if self.origin else ""
+        try:
+            _exec(self.body, _Scope(scope), out)
+        except RecursionError:
+            raise ValueError(f"chat template{where}: calls nested too deeply (a macro that "
+                             "calls itself without end?)") from None
+        except (TypeError, LookupError, ArithmeticError, AttributeError) as e:
+            # the template did something the conversation does not allow (jinja2 fails
+            # alike), as `'\n' + message.content` where the content is None
+            raise ValueError(f"chat template{where} failed on this conversation: "
+                             f"{type(e).__name__}: {e}") from None
+        text = _join(out)
+        return str.__str__(text), list(_spans(text))
 
     def render(self, messages, add_generation_prompt=False, tools=None, documents=None, **kwargs):
         """The text transformers' apply_chat_template(..., tokenize=False) gives."""
