@@ -229,3 +229,19 @@ def test_missing_and_empty_files(tmp_path):
     with pytest.raises(DataError, match="empty"):
         read_chat_jsonl(tmp_path / "empty.jsonl")
     assert parse_chat_jsonl(['{"text": "a"}'], "x") == [ChatExample(text="a")]
+
+
+def test_a_template_failing_on_a_conversation_is_a_data_error(checkpoint):
+    """A template that refuses a conversation, or fails on it (here a string + None, which
+    jinja2 fails on too), makes that example a DataError naming the cause, not a crash."""
+    from py_engine.tokenizers.chat_template import ChatTemplate
+
+    _, _, tok = checkpoint
+    messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
+    failing = ChatTemplate("{% for m in messages %}{{ m.content + none }}{% endfor %}",
+                           eos_token="<|im_end|>")
+    with pytest.raises(DataError, match="failed on this conversation"):
+        encode_chat_example(ChatExample(messages=messages), tok, failing)
+    refusing = ChatTemplate("{{ raise_exception('Only user turns, please') }}")
+    with pytest.raises(DataError, match="Only user turns, please"):
+        encode_chat_example(ChatExample(messages=messages), tok, refusing)

@@ -43,7 +43,7 @@ encode_chat_example; encode_chat_examples can skip such examples instead and cou
 import os
 
 from ..formats.json_file import read_json_object
-from ..tokenizers.chat_template import ChatTemplate, TemplateError
+from ..tokenizers.chat_template import ChatTemplate
 from .classification import DataError, parse_record, read_jsonl_lines
 
 IGNORE_INDEX = -100
@@ -278,7 +278,7 @@ def encode_chat_example(example, tokenizer, template=None, max_length=None):
         try:
             text, spans = template.render_with_spans(example.messages,
                                                      add_generation_prompt=False)
-        except TemplateError as e:
+        except ValueError as e:     # TemplateError (the template refused it), or it failed on it
             raise DataError(str(e)) from None
         encoding = tokenizer.encode(text, add_special_tokens=False, truncation=False,
                                     return_offsets=True)
