@@ -65,11 +65,14 @@ def read_jsonl(path):
     return rows
 
 
+MARK = "\U000f0000\U000f0001"     # private-use characters no template trims or transforms
+
+
 def assistant_spans(render, messages, end_tokens):
     """(text, spans): the conversation rendered by render(messages, add_generation_prompt) and
-    the character spans trained in it. An assistant turn starts where the rendering of the
-    turns before it with the generation prompt ends; its content follows as the template
-    printed it (as is, or trimmed), after whitespace; the span covers it and the end-of-turn
+    the character spans trained in it. An assistant content starts where a marker put in its
+    place lands when the conversation is rendered with it; what follows there is the content
+    as the template printed it (as is, or trimmed); the span covers it and the end-of-turn
     token after it (past spaces or tabs)."""
     text = render(messages, False)
     ends = sorted(set(end_tokens), key=len, reverse=True)
@@ -77,17 +80,19 @@ def assistant_spans(render, messages, end_tokens):
     for k, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
-        before = render(messages[:k], True)
-        if not text.startswith(before):
-            raise JobError("the chat template renders earlier turns differently once later "
-                           "ones follow, so the assistant turns cannot be located")
-        start = len(before)
-        found = _printed_content(text, start, message["content"])
-        if found is None:
+        marked = render(messages[:k] + [dict(message, content=MARK)] + messages[k + 1:], False)
+        a = marked.find(MARK)
+        if a < 0:
             continue              # printed only through something else (tool calls)
-        a, b = found
-        if a == b:
-            continue              # nothing printed
+        if marked[:a] != text[:a]:
+            raise JobError("the chat template prints the turns before an answer differently "
+                           "depending on the answer, so the answer cannot be located")
+        content = message["content"]
+        printed = [form for form in (content, content.strip(), content.lstrip(),
+                                     content.rstrip()) if text.startswith(form, a)]
+        if not printed:
+            continue              # transformed (upper-cased...): not the answer's own text
+        b = a + max(map(len, printed))
         gap = b
         while gap < len(text) and text[gap] in " \t":
             gap += 1
@@ -100,20 +105,6 @@ def assistant_spans(render, messages, end_tokens):
         else:
             spans.append((a, b))
     return text, spans
-
-
-def _printed_content(text, start, content):
-    """(a, b) where `content` (or its trimmed form) is printed, after only whitespace from
-    `start`; the longest form that matches at the earliest position."""
-    pos = start
-    while True:
-        for form in sorted({content, content.strip(), content.lstrip(), content.rstrip()},
-                           key=len, reverse=True):
-            if text.startswith(form, pos):
-                return pos, pos + len(form)
-        if pos >= len(text) or not text[pos].isspace():
-            return None
-        pos += 1
 
 
 def encode_chat(tokenizer, row, end_tokens, max_length, where):
