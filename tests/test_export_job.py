@@ -164,7 +164,8 @@ def test_classifier_job_and_back(ws, tmp_path, capsys):
     job = tmp_path / "job"
     code, err = export_job(capsys, "--model", ws["bert"], "--data", ws["texts"], "--out", job,
                            "--batch-size", 4, "--epochs", 2, "--lr", 2e-3, "--seed", 7,
-                           "--label-smoothing", 0.1, "--weight-decay", 0.05)
+                           "--label-smoothing", 0.1, "--weight-decay", 0.05,
+                           "--validation", ws["texts"])
     assert code == 0, err
     data = read_jsonl(ws["texts"])
     labels = label_names(data)
@@ -177,6 +178,11 @@ def test_classifier_job_and_back(ws, tmp_path, capsys):
     run(run(clf.trainer(data, config)).run())
     _, log = launch(job, "--cpu", output=tmp_path / "out")
     assert_same_steps(log, clf.history)
+    # The validation loss after the last epoch: py_engine's held-out loss (no smoothing).
+    evaluations = [line for line in log if "eval_loss" in line]
+    assert [e["epoch"] for e in evaluations] == [1, 2]
+    held_out = run(clf.runtime.task.evaluate(clf.runtime, clf.encode_examples(data), 8, 128))
+    assert evaluations[-1]["eval_loss"] == pytest.approx(held_out["loss"], rel=REL)
 
     adapter = tmp_path / "out" / "adapter"
     assert json.loads((adapter / "head_config.json").read_text()) == {"pooling": "cls"}

@@ -388,7 +388,8 @@ def train(job, args):
                                                          settings.get("label_smoothing", 0.0)),
                          callbacks=[log])
     if validation:
-        trainer.add_callback(Validation(trainer, loader(validation, 0), log))
+        trainer.add_callback(Validation(trainer, loader(validation, 0), log,
+                                        loss_function(job["task"], 0.0)))
     trainer.train()
     if main_process:
         save_adapter(trainer.model, job, output / "adapter")
@@ -447,14 +448,15 @@ def _torch_classes():
                 self.write({"step": state.global_step, **logs})
 
     class Validation(transformers.TrainerCallback):
-        """The mean loss over the validation set's trained tokens (rows) after each epoch."""
+        """The mean loss over the validation set's trained tokens (rows) after each epoch,
+        without label smoothing (py_engine's held-out loss)."""
 
-        def __init__(self, trainer, loader, log):
-            self.trainer, self.loader, self.log = trainer, loader, log
+        def __init__(self, trainer, loader, log, loss):
+            self.trainer, self.loader, self.log, self.loss = trainer, loader, log, loss
 
         def on_epoch_end(self, args, state, control, **kwargs):
             model, device = self.trainer.model, self.trainer.args.device
-            loss = self.trainer.compute_loss_func
+            loss = self.loss
             total = torch.zeros(2, dtype=torch.float64, device=device)
             model.eval()
             with torch.no_grad():
