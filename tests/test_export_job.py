@@ -21,6 +21,8 @@ import export_models as em
 import peft_oracle as po
 from conftest import run
 from test_chat_template import CONVERSATIONS, TEMPLATES, _ours, _reference
+from test_cli_chat import ROWS
+from test_cli_classifier import write_jsonl
 from test_output_dir import snapshot
 from tiny_chat import tiny_chat_dir
 from py_engine.cli import main
@@ -34,26 +36,14 @@ from py_engine.train.classifier import TextClassifier
 from py_engine.train.config import ClassifierTrainConfig
 
 ACCELERATE = [str(Path(sys.executable).parent / "accelerate"), "launch"]
-CHATS = [
-    {"messages": [{"role": "system", "content": "Be brief."},
-                  {"role": "user", "content": "What is the capital of France?"},
-                  {"role": "assistant", "content": "Paris."},
-                  {"role": "user", "content": "And my name?"},
+CHATS = ROWS + [
+    {"messages": [{"role": "user", "content": "And my name?"},
                   {"role": "assistant", "content": "  Ada, and you like tea.  "}]},
-    {"instruction": "Write a short poem about the sea", "input": "",
-     "output": "Waves roll in, waves roll out."},
-    {"prompt": "Hello! How are you today?", "response": "I am fine, thank you."},
-    {"text": "Numbers: 0 1 2 3 4 5 6 7 8 9 10 100 2026."},
 ] + [{"messages": [{"role": "user", "content": f"What is {i} + {i}?"},
-                   {"role": "assistant", "content": f"It is {2 * i}."}]} for i in range(7)]
+                   {"role": "assistant", "content": f"It is {2 * i}."}]} for i in range(6)]
 WORDS = po.WORDS
 TARGETS = "q_proj,k_proj,v_proj,o_proj"
 REL = 1e-4          # each step's loss and gradient norm against py_engine's
-
-
-def write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -206,11 +196,11 @@ def test_chat_encoding_is_py_engines(ws):
     chat = run(ChatModel.create(ws["chat"]))
     rows = [json.loads(r) for r in ws["chats"].read_text().splitlines()]
     examples = read_chat_jsonl(ws["chats"])
-    ours, _ = encode_chat_examples(examples, chat.tokenizer, chat.template, max_length=64)
+    ours, _ = encode_chat_examples(examples, chat.tokenizer, chat.template, max_length=256)
     end_tokens = list(DEFAULT_END_TOKENS) + [tok.eos_token]
     for row, example, want in zip(rows, examples, ours):
         row = {"messages": example.messages} if example.messages else row
-        got = job_train.encode_chat(tok, row, end_tokens, 64, "row")
+        got = job_train.encode_chat(tok, row, end_tokens, 256, "row")
         assert got["input_ids"] == want.ids
         assert got["labels"] == [-100] + want.labels[1:]
 
