@@ -5,6 +5,7 @@ py_engine (logits as PEFT's) and trains on there. The folder's masking of assist
 equals py_engine's for every chat template py_engine renders; every bad path and option is
 refused in one line before anything is written."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -244,6 +245,15 @@ def test_presets_need_no_local_model(ws, tmp_path, capsys):
     config = json.loads((tmp_path / "phi" / "adapter" / "adapter_config.json").read_text())
     assert config["target_modules"] == ["qkv_proj"] and config["task_type"] == "CAUSAL_LM"
     assert "py_engine does not run it" in (tmp_path / "phi" / "README.md").read_text()
+    # The folder's script resolves its base from the job, or from --base.
+    spec = importlib.util.spec_from_file_location("smol_train", tmp_path / "smol" / "train.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    job = json.loads((tmp_path / "smol" / "job.json").read_text())
+    assert script.base_settings(job, None) == ("HuggingFaceTB/SmolLM2-135M-Instruct",
+                                               presets["smollm2-135m"])
+    assert script.base_settings(job, "phi-3-mini")[1]["target_modules"] == ["qkv_proj"]
+    assert script.base_settings(job, "/models/mine") == ("/models/mine", None)
 
 
 def test_continues_an_adapter(ws, tmp_path, capsys):

@@ -2,10 +2,12 @@
 train.py): LoRA fine-tuning with transformers' Trainer and PEFT, launched by accelerate on one
 process or many (GPUs, or CPU processes over gloo), with nothing about the device written in.
 
-    accelerate launch --config_file accelerate.yaml train.py                # the GPUs there are
-    accelerate launch --num_processes 2 train.py                            # two of them
-    accelerate launch --cpu --num_processes 2 train.py                      # CPU processes, gloo
-    accelerate launch train.py --base llama-3-8b                            # a preset's base
+    accelerate launch --config_file accelerate.yaml train.py            # its num_processes GPUs
+    accelerate launch --config_file accelerate.yaml --num_processes 4 train.py     # four GPUs
+    accelerate launch --cpu train.py                                    # one CPU process
+    accelerate launch train.py --base llama-3-8b                        # a preset's base
+
+On a machine without a GPU, the config's processes run on the CPU and talk over gloo.
 
 It reads job.json beside it (the base model, the task, py_engine's hyperparameters, the data
 files) and the LoRA adapter in adapter/ (adapter_config.json, and the starting weights when the
@@ -37,7 +39,6 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 IGNORE_INDEX = -100
-DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
 
 
 class JobError(ValueError):
@@ -270,16 +271,18 @@ def loss_function(task, label_smoothing):
 
 def base_settings(job, base):
     """(model name or path, preset or None): --base names a preset of presets.json, a
-    directory or a Hub id; by default the job's own base."""
-    if base is None:
-        return job["base"], job.get("preset")
+    directory or a Hub id; by default the job's own base (and preset)."""
     presets = json.loads((HERE / "presets.json").read_text(encoding="utf-8"))
-    if base in presets:
-        return presets[base]["model_id"], dict(presets[base], name=base)
-    return base, None
+    name = base if base is not None else job.get("preset")
+    if name in presets:
+        return presets[name]["model_id"], presets[name]
+    return base or job["base"], None
 
 
 def load_model(job, base, preset, torch):
+    """The base with the job's LoRA: adapter/'s weights when it has them (an adapter to
+    continue, or py_engine's start for the seed), unless a preset's base names its projections
+    otherwise; PEFT's fresh start then."""
     import peft
     import transformers
 
@@ -290,12 +293,11 @@ def load_model(job, base, preset, torch):
         model = transformers.AutoModelForSequenceClassification.from_pretrained(
             base, dtype=dtype, num_labels=len(job["labels"]))
     adapter = HERE / "adapter"
-    same_base = base == job["base"]
-    if same_base and (adapter / "adapter_model.safetensors").is_file():
-        return peft.PeftModel.from_pretrained(model, adapter, is_trainable=True)
     config = peft.LoraConfig.from_pretrained(adapter)
-    if preset is not None and not same_base:
-        config.target_modules = set(preset["target_modules"])
+    targets = set(preset["target_modules"]) if preset else set(config.target_modules)
+    if targets == set(config.target_modules) and (adapter / "adapter_model.safetensors").is_file():
+        return peft.PeftModel.from_pretrained(model, adapter, is_trainable=True)
+    config.target_modules = targets
     return peft.get_peft_model(model, config)
 
 
