@@ -98,8 +98,8 @@ def adapter_weights(adapter):
 def test_chat_job_on_one_and_two_processes(ws, tmp_path, capsys):
     job = tmp_path / "job"
     code, err = export_job(capsys, "--model", ws["chat"], "--data", ws["chats"], "--out", job,
-                           "--batch-size", 4, "--epochs", 2, "--lr", 5e-3, "--seed", 3,
-                           "--r", 4, "--target-modules", TARGETS, "--lora-dropout", 0.0)
+                           "--batch-size", 2, "--grad-accum", 2, "--epochs", 2, "--lr", 5e-3,
+                           "--seed", 3, "--r", 4, "--target-modules", TARGETS)
     assert code == 0, err
     assert "accelerate launch --config_file" in err
     rows = [json.loads(line) for line in (job / "data" / "train.jsonl").read_text().splitlines()]
@@ -112,7 +112,7 @@ def test_chat_job_on_one_and_two_processes(ws, tmp_path, capsys):
     chat = run(ChatModel.create(ws["chat"], lora=lora, seed=3))
     examples, _ = encode_chat_examples(read_chat_jsonl(ws["chats"]), chat.tokenizer,
                                        chat.template, max_length=chat.max_length)
-    config = CausalTrainConfig(epochs=2, lr=5e-3, batch_size=4, seed=3)
+    config = CausalTrainConfig(epochs=2, lr=5e-3, batch_size=2, grad_accum=2, seed=3)
     run(run(chat.trainer(examples, config)).run())
     assert len(chat.history) == 6
 
@@ -156,6 +156,7 @@ def test_classifier_job_and_back(ws, tmp_path, capsys):
     code, err = export_job(capsys, "--model", ws["bert"], "--data", ws["texts"], "--out", job,
                            "--batch-size", 4, "--epochs", 2, "--lr", 2e-3, "--seed", 7,
                            "--label-smoothing", 0.1, "--weight-decay", 0.05,
+                           "--max-grad-norm", "none",
                            "--validation", ws["texts"])
     assert code == 0, err
     data = read_jsonl(ws["texts"])
@@ -165,7 +166,7 @@ def test_classifier_job_and_back(ws, tmp_path, capsys):
 
     clf = run(TextClassifier.create(ws["bert"], labels, seed=7))
     config = ClassifierTrainConfig(epochs=2, lr=2e-3, batch_size=4, seed=7, label_smoothing=0.1,
-                                   weight_decay=0.05)
+                                   weight_decay=0.05, max_grad_norm=None)
     run(run(clf.trainer(data, config)).run())
     _, log = launch(job, "--cpu", output=tmp_path / "out")
     assert_same_steps(log, clf.history)

@@ -178,13 +178,17 @@ def encode_file(path, job, tokenizer):
 class PlannedBatches:
     """A batch sampler over py_engine's epoch plan: each planned batch is cut into one share per
     process (contiguous rows); a process whose share is short gets rows that train nothing
-    (index -1), so every process runs every step. Items are (index, padded length)."""
+    (index -1), so every process runs every step. Items are (index, padded length, the loss's
+    denominator): as py_engine's, an optimizer step's loss is the mean of its planned batches'
+    losses, each the mean over that whole batch's trained tokens (rows), so a batch's summed
+    loss is divided by its count times the number of batches in its step."""
 
-    def __init__(self, lengths, batch_size, seed, multiple, cap, rank, world):
+    def __init__(self, lengths, counts, batch_size, grad_accum, seed, multiple, cap, rank, world):
         from batching import padded_length, plan_epoch
 
         self.plan, self.padded_length = plan_epoch, padded_length
-        self.lengths, self.batch_size, self.seed = lengths, batch_size, seed
+        self.lengths, self.counts, self.seed = lengths, counts, seed
+        self.batch_size, self.grad_accum = batch_size, grad_accum
         self.multiple, self.cap, self.rank, self.world = multiple, cap, rank, world
         self.epoch = 0
 
@@ -195,11 +199,23 @@ class PlannedBatches:
         return math.ceil(len(self.lengths) / self.batch_size)
 
     def __iter__(self):
-        for batch in self.plan(self.lengths, self.batch_size, self.seed, self.epoch):
+        batches = self.plan(self.lengths, self.batch_size, self.seed, self.epoch)
+        for k, batch in enumerate(batches):
             T = self.padded_length(max(self.lengths[i] for i in batch), self.multiple, self.cap)
+            group = k - k % self.grad_accum
+            in_step = min(self.grad_accum, len(batches) - group)
+            denominator = max(1, sum(self.counts[i] for i in batch)) * in_step
             share = math.ceil(len(batch) / self.world)
             rows = batch[self.rank * share:(self.rank + 1) * share]
-            yield [(i, T) for i in rows] + [(-1, T)] * (share - len(rows))
+            yield [(i, T, denominator) for i in rows] + \
+                [(-1, T, denominator)] * (share - len(rows))
+
+
+def trained_count(item):
+    """What an example adds to its batch's loss denominator: its trained tokens (chat models),
+    or 1 (a classifier's row)."""
+    labels = item["labels"]
+    return sum(y != IGNORE_INDEX for y in labels) if isinstance(labels, list) else 1
 
 
 def collate(task, pad_id):
@@ -210,13 +226,14 @@ def collate(task, pad_id):
 
     def make(items):
         rows = []
-        for item, T in items:
+        for item, T, _ in items:
             row = dict(item, T=T) if item is not None else {
                 "input_ids": [pad_id], "T": T,
                 "labels": [IGNORE_INDEX] if task == "causal_lm" else IGNORE_INDEX}
             rows.append(dict(row, attention_mask=[1] * len(row["input_ids"])))
         batch = {"input_ids": pad(rows, "input_ids", pad_id),
-                 "attention_mask": pad(rows, "attention_mask", 0)}
+                 "attention_mask": pad(rows, "attention_mask", 0),
+                 "loss_denominator": torch.tensor(float(items[0][2]))}
         if task == "causal_lm":
             batch["labels"] = pad(rows, "labels", IGNORE_INDEX)
         else:
@@ -231,15 +248,15 @@ def collate(task, pad_id):
 
 
 class Rows:
-    """The encoded examples, indexed by (index, padded length); -1 is a row that trains
-    nothing."""
+    """The encoded examples, indexed by (index, padded length, loss denominator); -1 is a row
+    that trains nothing."""
 
     def __init__(self, items):
         self.items = items
 
     def __getitem__(self, key):
-        index, T = key
-        return (None if index < 0 else self.items[index]), T
+        index, T, denominator = key
+        return (None if index < 0 else self.items[index]), T, denominator
 
     def __len__(self):
         return len(self.items)
@@ -248,9 +265,10 @@ class Rows:
 # ---- the loss ----------------------------------------------------------------------------------
 
 def loss_function(task, label_smoothing):
-    """compute_loss_func for transformers' Trainer: the summed loss over the batch's trained
-    tokens (rows) divided by their count over the whole step (num_items_in_batch: every
-    process and accumulated batch), as py_engine divides."""
+    """compute_loss_func for transformers' Trainer: the summed loss over the rows' trained
+    tokens (rows, for a classifier), divided by `num_items_in_batch`, which JobTrainer sets to
+    the planned batch's denominator (see PlannedBatches); the Trainer then scales it by the
+    number of processes, which DDP's averaging of gradients undoes."""
     import torch.nn.functional as F
 
     def loss(outputs, labels, num_items_in_batch=None):
@@ -368,9 +386,11 @@ def train(job, args):
         (tokenizer.eos_token_id or 0)
 
     def loader(rows, seed):
-        sampler = PlannedBatches([len(r["input_ids"]) for r in rows], settings["batch_size"],
-                                 seed, settings["pad_multiple"], settings["max_length"],
-                                 training_args.process_index, training_args.world_size)
+        sampler = PlannedBatches([len(r["input_ids"]) for r in rows],
+                                 [trained_count(r) for r in rows], settings["batch_size"],
+                                 settings["grad_accum"], seed, settings["pad_multiple"],
+                                 settings["max_length"], training_args.process_index,
+                                 training_args.world_size)
         return EpochLoader(Rows(rows), batch_sampler=sampler,
                            collate_fn=collate(job["task"], pad_id))
 
@@ -433,6 +453,11 @@ def _torch_classes():
         def get_decay_parameter_names(self, model):
             return [name for name, _ in model.named_parameters()]
 
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            denominator = inputs.pop("loss_denominator")
+            return super().compute_loss(model, inputs, return_outputs,
+                                        num_items_in_batch=denominator)
+
     class StepLog(transformers.TrainerCallback):
         def __init__(self, path, main):
             self.path, self.main = Path(path), main
@@ -464,6 +489,7 @@ def _torch_classes():
             with torch.no_grad():
                 for batch in self.loader:
                     batch = {k: v.to(device) for k, v in batch.items()}
+                    batch.pop("loss_denominator")
                     labels = batch.pop("labels")
                     count = (labels[:, 1:] if labels.dim() == 2 else labels).ne(IGNORE_INDEX).sum()
                     if count:
