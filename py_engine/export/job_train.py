@@ -26,9 +26,11 @@ the page (or the page continues a job's) without a jump:
   - batches: py_engine's epoch plan (batching.py beside this file: shuffled by the seed,
     grouped by length, padded to a multiple of 8); each planned batch is the global batch,
     split across the processes, so 1 or N processes take the same optimizer steps.
-  - the loss: the mean over the trained tokens (the rows, for a classifier) of the whole
-    batch, across processes and accumulated batches; AdamW on every trainable tensor,
-    transformers' linear warmup and decay, gradient clipping.
+  - the loss: each planned batch's is the mean over its trained tokens (rows, for a
+    classifier) on every process, an optimizer step's the mean over its accumulated batches;
+    AdamW decaying every trainable tensor, transformers' linear warmup and decay, clipping.
+Dropout (a checkpoint's hidden_dropout_prob, lora_dropout) draws torch's masks, not
+py_engine's: with it, runs agree in distribution rather than step for step.
 """
 
 import argparse
@@ -121,7 +123,12 @@ def encode_chat(tokenizer, row, end_tokens, max_length, where):
             return tokenizer.apply_chat_template(turns, tokenize=False,
                                                  add_generation_prompt=generation_prompt)
 
-        text, spans = assistant_spans(render, messages, end_tokens)
+        try:
+            text, spans = assistant_spans(render, messages, end_tokens)
+        except JobError:
+            raise
+        except Exception as e:          # jinja2's: the template refuses the conversation
+            raise JobError(f"{where}: the chat template refuses the conversation: {e}") from None
         encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         ids = encoding["input_ids"]
         labels = [i if any(a < end and start < b for a, b in spans) and start < end
