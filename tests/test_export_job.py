@@ -89,6 +89,14 @@ def assert_same_steps(log, history):
         assert theirs["learning_rate"] == pytest.approx(ours.lr, rel=1e-12)
 
 
+def job_script(folder):
+    """The folder's train.py as a module (its HERE is the folder)."""
+    spec = importlib.util.spec_from_file_location(f"train_{folder.name}", folder / "train.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
 def adapter_weights(adapter):
     from safetensors.numpy import load_file
 
@@ -247,9 +255,7 @@ def test_presets_need_no_local_model(ws, tmp_path, capsys):
     assert config["target_modules"] == ["qkv_proj"] and config["task_type"] == "CAUSAL_LM"
     assert "py_engine does not run it" in (tmp_path / "phi" / "README.md").read_text()
     # The folder's script resolves its base from the job, or from --base.
-    spec = importlib.util.spec_from_file_location("smol_train", tmp_path / "smol" / "train.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = job_script(tmp_path / "smol")
     job = json.loads((tmp_path / "smol" / "job.json").read_text())
     assert script.base_settings(job, None) == ("HuggingFaceTB/SmolLM2-135M-Instruct",
                                                presets["smollm2-135m"])
@@ -267,6 +273,20 @@ def test_continues_an_adapter(ws, tmp_path, capsys):
     copied = tmp_path / "job" / "adapter"
     assert (copied / "adapter_model.safetensors").read_bytes() == \
         (adapter / "adapter_model.safetensors").read_bytes()
+    # The folder's script starts from it; a --base preset naming other projections starts
+    # afresh there.
+    script = job_script(tmp_path / "job")
+    job = json.loads((tmp_path / "job" / "job.json").read_text())
+    started = script.load_model(job, job["base"], None, False, torch)
+    want = adapter_weights(adapter)
+    got = {k.replace(".default", ""): v.detach().numpy()
+           for k, v in started.named_parameters() if "lora_" in k}
+    assert set(got) == set(want) and all(np.array_equal(got[k], want[k]) for k in want)
+    preset = {"target_modules": ["q_proj"], "dtype": "float32"}
+    fresh = script.load_model(job, job["base"], preset, True, torch)
+    names = [k for k, _ in fresh.named_parameters() if "lora_B" in k]
+    assert names and all(".q_proj." in k for k in names)
+    assert all(not p.detach().any() for k, p in fresh.named_parameters() if "lora_B" in k)
     code, err = export_job(capsys, "--model", model, "--data", ws["chats"], "--out",
                            tmp_path / "job2", "--adapter", adapter, "--r", 16)
     assert code == 2 and "--r: the job continues" in err

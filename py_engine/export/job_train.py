@@ -304,10 +304,10 @@ def base_settings(job, base):
     return base or job["base"], None
 
 
-def load_model(job, base, preset, torch):
+def load_model(job, base, preset, switched, torch):
     """The base with the job's LoRA: adapter/'s weights when it has them (an adapter to
-    continue, or py_engine's start for the seed), unless a preset's base names its projections
-    otherwise; PEFT's fresh start then."""
+    continue, or py_engine's start for the seed), unless --base `switched` to a preset that
+    names its projections otherwise; PEFT's fresh start then."""
     import peft
     import transformers
 
@@ -319,7 +319,8 @@ def load_model(job, base, preset, torch):
             base, dtype=dtype, num_labels=len(job["labels"]))
     adapter = HERE / "adapter"
     config = peft.LoraConfig.from_pretrained(adapter)
-    targets = set(preset["target_modules"]) if preset else set(config.target_modules)
+    targets = set(preset["target_modules"]) if preset and switched else \
+        set(config.target_modules)
     if targets == set(config.target_modules) and (adapter / "adapter_model.safetensors").is_file():
         return peft.PeftModel.from_pretrained(model, adapter, is_trainable=True)
     config.target_modules = targets
@@ -402,7 +403,7 @@ def train(job, args):
                            collate_fn=collate(job["task"], pad_id))
 
     transformers.set_seed(settings["seed"])
-    model = load_model(job, base, preset, torch)
+    model = load_model(job, base, preset, args.base is not None, torch)
     if checkpointing:
         model.enable_input_require_grads()
     main_process = training_args.process_index == 0
