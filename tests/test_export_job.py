@@ -29,7 +29,6 @@ from tiny_chat import tiny_chat_dir
 from py_engine.cli import main
 from py_engine.data.chat import encode_chat_examples, read_chat_jsonl
 from py_engine.data.classification import label_names, read_jsonl
-from py_engine.export import job_train
 from py_engine.models.lora_config import LoraConfig
 from py_engine.tokenizers.chat_template import DEFAULT_END_TOKENS
 from py_engine.train.chat import CausalTrainConfig, ChatModel
@@ -90,7 +89,10 @@ def assert_same_steps(log, history):
 
 
 def job_script(folder):
-    """The folder's train.py as a module (its HERE is the folder)."""
+    """The folder's train.py as a module (its HERE is the folder, the modules beside it
+    importable, as when it runs)."""
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
     spec = importlib.util.spec_from_file_location(f"train_{folder.name}", folder / "train.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
@@ -200,7 +202,16 @@ def test_classifier_job_and_back(ws, tmp_path, capsys):
     assert len(loaded.history) == 1 and np.isfinite(loaded.history[0].loss)
 
 
-def test_chat_encoding_is_py_engines(ws):
+@pytest.fixture(scope="module")
+def script(ws, tmp_path_factory):
+    """The train.py of a job folder written for the tiny chat model."""
+    folder = tmp_path_factory.mktemp("job-script") / "job"
+    assert main(["export-job", "--model", str(ws["chat"]), "--data", str(ws["chats"]),
+                 "--out", str(folder)]) == 0
+    return job_script(folder)
+
+
+def test_chat_encoding_is_py_engines(ws, script):
     """The job's tokens and labels (transformers' tokenizer and template) are py_engine's."""
     tok = AutoTokenizer.from_pretrained(ws["chat"])
     chat = run(ChatModel.create(ws["chat"]))
@@ -210,13 +221,13 @@ def test_chat_encoding_is_py_engines(ws):
     end_tokens = list(DEFAULT_END_TOKENS) + [tok.eos_token]
     for row, example, want in zip(rows, examples, ours):
         row = {"messages": example.messages} if example.messages else row
-        got = job_train.encode_chat(tok, row, end_tokens, 256, "row")
+        got = script.encode_chat(tok, row, end_tokens, 256, "row")
         assert got["input_ids"] == want.ids
         assert got["labels"] == [-100] + want.labels[1:]
 
 
 @pytest.mark.parametrize("name", sorted(TEMPLATES))
-def test_assistant_spans_are_py_engines(name):
+def test_assistant_spans_are_py_engines(name, script):
     """For every template py_engine renders (ChatML, Qwen2/2.5, SmolLM2, Llama 2/3/3.1, Zephyr,
     TinyLlama) and 80 conversations: the text transformers renders and the spans the job
     trains are py_engine's render_with_spans."""
@@ -232,7 +243,7 @@ def test_assistant_spans_are_py_engines(name):
         def render(turns, generation_prompt):
             return _reference(name, turns, generation_prompt)
 
-        assert job_train.assistant_spans(render, messages,
+        assert script.assistant_spans(render, messages,
                                          list(DEFAULT_END_TOKENS) + [eos]) == want, messages
         checked += 1
     assert checked >= 40

@@ -265,6 +265,7 @@ def job_files(job):
     """{path in the folder: bytes}."""
     from ..data.chat import CHATML_TEMPLATE
     from ..data.datasets import dumps_dataset
+    from ..tokenizers import turn_spans
     from ..tokenizers.chat_template import DEFAULT_END_TOKENS
     from ..train import batching
 
@@ -295,6 +296,7 @@ def job_files(job):
         "presets.json": _json(presets_json()),
         JOB_SCRIPT: (here / "job_train.py").read_bytes(),
         "batching.py": Path(batching.__file__).read_bytes(),
+        "turn_spans.py": Path(turn_spans.__file__).read_bytes(),
         "accelerate.yaml": _accelerate_config(job.processes, job.precision).encode(),
         "requirements.txt": ("\n".join(REQUIREMENTS) + "\n").encode(),
         "README.md": _readme(job).encode(),

@@ -77,6 +77,8 @@ def assistant_spans(render, messages, end_tokens):
     place lands when the conversation is rendered with it; what follows there is the content
     as the template printed it (as is, or trimmed); the span covers it and the end-of-turn
     token after it (past spaces or tabs)."""
+    from turn_spans import add_turn_span
+
     text = render(messages, False)
     ends = sorted(set(end_tokens), key=len, reverse=True)
     spans = []
@@ -95,18 +97,7 @@ def assistant_spans(render, messages, end_tokens):
                                      content.rstrip()) if text.startswith(form, a)]
         if not printed:
             continue              # transformed (upper-cased...): not the answer's own text
-        b = a + max(map(len, printed))
-        gap = b
-        while gap < len(text) and text[gap] in " \t":
-            gap += 1
-        for token in ends:
-            if text.startswith(token, gap):
-                b = gap + len(token)
-                break
-        if spans and a <= spans[-1][1]:
-            spans[-1] = (spans[-1][0], max(spans[-1][1], b))
-        else:
-            spans.append((a, b))
+        add_turn_span(spans, text, a, a + max(map(len, printed)), ends)
     return text, spans
 
 
