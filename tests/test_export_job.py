@@ -226,6 +226,17 @@ def test_chat_encoding_is_py_engines(ws, script):
         assert got["labels"] == [-100] + want.labels[1:]
 
 
+def test_a_refused_conversation_is_named(ws, script):
+    tok = AutoTokenizer.from_pretrained(ws["chat"])
+    tok.chat_template = TEMPLATES["llama2"][0]
+    tok.bos_token, tok.eos_token = "<|im_start|>", "<|im_end|>"
+    row = {"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"},
+                        {"role": "assistant", "content": "c"}]}
+    with pytest.raises(script.JobError, match="^data.jsonl:3: the chat template refuses the "
+                                              "conversation: Conversation roles must alternate"):
+        script.encode_chat(tok, row, [], 64, "data.jsonl:3")
+
+
 @pytest.mark.parametrize("name", sorted(TEMPLATES))
 def test_assistant_spans_are_py_engines(name, script):
     """For every template py_engine renders (ChatML, Qwen2/2.5, SmolLM2, Llama 2/3/3.1, Zephyr,

@@ -103,6 +103,8 @@ def assistant_spans(render, messages, end_tokens):
 
 def encode_chat(tokenizer, row, end_tokens, max_length, where):
     """{"input_ids", "labels"} of one chat-model line, or None when nothing is left to train."""
+    import jinja2
+
     if "messages" in row:
         messages = row["messages"]
         if not isinstance(messages, list) or not all(
@@ -116,9 +118,7 @@ def encode_chat(tokenizer, row, end_tokens, max_length, where):
 
         try:
             text, spans = assistant_spans(render, messages, end_tokens)
-        except JobError:
-            raise
-        except Exception as e:          # jinja2's: the template refuses the conversation
+        except jinja2.TemplateError as e:       # raise_exception(...) in the template
             raise JobError(f"{where}: the chat template refuses the conversation: {e}") from None
         encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         ids = encoding["input_ids"]
