@@ -10,6 +10,8 @@
     py-engine data import|clean|export|stats ...   the training queue (see py_engine/cli_data.py)
     py-engine export --format merged|gguf|gguf-lora|onnx --model DIR [--adapter DIR] --out DIR
                      [--quant ...]  (see py_engine/export/cli.py)
+    py-engine export-job --model DIR|PRESET --data FILE --out DIR [--adapter DIR] ...
+                     a training job for transformers + PEFT + accelerate (py_engine/export/job.py)
     py-engine info                 the native GPU adapter and its limits
     py-engine selfcheck            run the kernel checks on the native backend
     py-engine serve DIR            serve a built web/dist on 127.0.0.1
@@ -133,12 +135,12 @@ def _user_error(e):
 
 # --- checks made before anything is loaded ---------------------------------------------------
 
-def _given(args, *names):
+def given_options(args, *names):
     """{name: value} of the options the user gave (argparse defaults are None)."""
     return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
 
 
-def _refuse(args, names, reason):
+def refuse_options(args, names, reason):
     """A UsageError naming those of `names` that were given, when any was."""
     given = [f"--{n.replace('_', '-')}" for n in names
              if getattr(args, n, None) not in (None, False)]
@@ -146,7 +148,7 @@ def _refuse(args, names, reason):
         raise UsageError(f"{', '.join(given)}: {reason}")
 
 
-def _file(path, what):
+def input_file(path, what):
     from pathlib import Path
 
     if not Path(path).is_file():
@@ -189,27 +191,27 @@ def _check_backend(args):
 def _check_train(args, kind):
     _check_backend(args)
     if kind == "encoder":
-        _refuse(args, ("mode", "patience", "full_lr", "validation"),
+        refuse_options(args, ("mode", "patience", "full_lr", "validation"),
                 f"only for chat models; {args.model} is a classifier checkpoint (BERT family)")
         if args.base_dtype in ("int8", "int4"):
             raise UsageError(f"--base-dtype {args.base_dtype} is for chat models; classifiers "
                              "keep f32 or f16 base weights")
     else:
-        _refuse(args, ("pooling", "label_smoothing"),
+        refuse_options(args, ("pooling", "label_smoothing"),
                 f"only for classifiers; {args.model} is a chat model (Llama family)")
         mode = args.mode or "lora"
         if mode == "full":
-            _refuse(args, ("r", "lora_alpha", "lora_dropout", "target_modules"),
+            refuse_options(args, ("r", "lora_alpha", "lora_dropout", "target_modules"),
                     "only for LoRA; --mode full trains every weight")
         if mode != "hybrid":
-            _refuse(args, ("patience", "full_lr"),
+            refuse_options(args, ("patience", "full_lr"),
                     "only for --mode hybrid, whose switch to full fine-tuning they set")
         if mode != "lora" and args.base_dtype not in (None, "f32"):
             raise UsageError(f"--mode {mode} trains the base weights, which needs them in f32; "
                              f"--base-dtype {args.base_dtype} is for --mode lora")
-    _file(args.data, "data file")
+    input_file(args.data, "data file")
     if getattr(args, "validation", None):
-        _file(args.validation, "validation file")
+        input_file(args.validation, "validation file")
     from py_engine.formats.output_dir import check_output_dir
 
     inputs = {"the model directory": args.model, "the data file": args.data,
@@ -223,7 +225,7 @@ def _check_train(args, kind):
             raise UsageError("--state and --out must be different directories")
 
 
-def _check_adapter(adapter, task):
+def check_adapter(adapter, task):
     """The adapter directory exists with a readable adapter_config.json for `task` (PEFT's
     task_type: SEQ_CLS for classifiers, CAUSAL_LM for chat models; absent is accepted)."""
     from py_engine.formats.peft_adapter import read_adapter_config
@@ -243,22 +245,22 @@ def _check_command_model(args, want):
 
 # --- training ------------------------------------------------------------------------------------
 
-def _train_options(args, *extra):
+def train_options(args, *extra):
     """The TrainConfig options the user gave; the API's defaults apply to the rest."""
-    options = _given(args, "epochs", "lr", "batch_size", "grad_accum", "seed", "max_length",
+    options = given_options(args, "epochs", "lr", "batch_size", "grad_accum", "seed", "max_length",
                      "max_grad_norm", "weight_decay", *extra)
     if options.get("max_grad_norm") == NO_CLIPPING:
         options["max_grad_norm"] = None
     return options
 
 
-def _lora(args, alpha_per_r, targets, **fixed):
+def lora_options(args, alpha_per_r, targets, **fixed):
     """A LoraConfig from the LoRA options given, or None (the API's default adapter) if none
     was; what is not given is as in that default: r 8, lora_alpha alpha_per_r * r, no dropout,
     `targets`."""
     from py_engine.models.lora_config import LoraConfig
 
-    given = _given(args, "r", "lora_alpha", "lora_dropout", "target_modules")
+    given = given_options(args, "r", "lora_alpha", "lora_dropout", "target_modules")
     if not given:
         return None
     r = given.get("r", 8)
@@ -345,11 +347,11 @@ def cmd_train_chat(args):
     from py_engine.train.chat import DECODER_TARGET_MODULES, CausalTrainConfig, ChatModel
 
     _check_train(args, "decoder")
-    config = CausalTrainConfig(**_train_options(args, "mode", "patience", "full_lr"))
-    lora = _lora(args, 2, DECODER_TARGET_MODULES, task_type="CAUSAL_LM")
+    config = CausalTrainConfig(**train_options(args, "mode", "patience", "full_lr"))
+    lora = lora_options(args, 2, DECODER_TARGET_MODULES, task_type="CAUSAL_LM")
     data = read_chat_jsonl(args.data)
     held_out = read_chat_jsonl(args.validation) if args.validation else None
-    create = _given(args, "mode", "seed", "max_length", "base_dtype")
+    create = given_options(args, "mode", "seed", "max_length", "base_dtype")
     chat = run_sync(ChatModel.create(args.model, lora=lora, backend=args.backend, **create))
     examples = _chat_examples(chat, data, args.data, skip=True)
     validation = _chat_examples(chat, held_out, args.validation) if held_out else None
@@ -378,11 +380,11 @@ def cmd_train(args):
     from py_engine.train.config import ClassifierTrainConfig
 
     _check_train(args, "encoder")
-    config = ClassifierTrainConfig(**_train_options(args, "label_smoothing"))
+    config = ClassifierTrainConfig(**train_options(args, "label_smoothing"))
     examples = read_jsonl(args.data)
     labels = label_names(examples)
-    create = _given(args, "pooling", "seed", "max_length", "base_dtype")
-    lora = _lora(args, 1, BERT_TARGET_MODULES)
+    create = given_options(args, "pooling", "seed", "max_length", "base_dtype")
+    lora = lora_options(args, 1, BERT_TARGET_MODULES)
     clf = run_sync(TextClassifier.create(args.model, labels, lora=lora, backend=args.backend,
                                          **create))
 
@@ -401,7 +403,7 @@ def cmd_train(args):
 def _check_classifier_command(args):
     _check_backend(args)
     _check_command_model(args, "encoder")
-    _check_adapter(args.adapter, "SEQ_CLS")
+    check_adapter(args.adapter, "SEQ_CLS")
 
 
 def _load_classifier(args):
@@ -412,7 +414,7 @@ def _load_classifier(args):
     pooling, note = resolve_pooling(args.adapter, args.pooling)
     if note:
         print(f"note: {note}", file=sys.stderr)
-    options = _given(args, "max_length", "base_dtype")
+    options = given_options(args, "max_length", "base_dtype")
     return run_sync(TextClassifier.load(args.model, args.adapter, backend=args.backend,
                                         pooling=pooling, **options))
 
@@ -471,7 +473,7 @@ def _check_chat_command(args):
     _check_backend(args)
     _check_command_model(args, "decoder")
     if args.adapter is not None:
-        _check_adapter(args.adapter, "CAUSAL_LM")
+        check_adapter(args.adapter, "CAUSAL_LM")
 
 
 def _load_chat(args):
@@ -479,7 +481,7 @@ def _load_chat(args):
     from py_engine.train.chat import ChatModel
 
     return run_sync(ChatModel.load(args.model, args.adapter, backend=args.backend,
-                                   **_given(args, "max_length", "base_dtype")))
+                                   **given_options(args, "max_length", "base_dtype")))
 
 
 def cmd_score(args):
@@ -503,7 +505,7 @@ def cmd_score(args):
 def cmd_generate(args):
     from py_engine.gpu import run_sync
 
-    sampling = _given(args, "temperature", "top_k", "top_p")
+    sampling = given_options(args, "temperature", "top_k", "top_p")
     if args.greedy and sampling:
         raise UsageError("--greedy takes the likeliest token: it cannot be combined with "
                          "--temperature, --top-k or --top-p")
@@ -518,7 +520,7 @@ def cmd_generate(args):
         stream.flush()
 
     run_sync(chat.generate(args.prompt, greedy=not sampling, stop=args.stop, on_token=show,
-                           raw=args.raw, **sampling, **_given(args, "max_new_tokens", "seed")))
+                           raw=args.raw, **sampling, **given_options(args, "max_new_tokens", "seed")))
     stream.write("\n")
     return 0
 
@@ -576,17 +578,8 @@ def _backend_options(p, dtypes):
                         "quantized in groups of 64 inputs, QLoRA-style, chat models only)")
 
 
-def _train_parser(sub):
-    p = sub.add_parser("train", help="fine-tune a classifier (encoders) or a chat model (decoders)")
-    p.add_argument("--model", required=True, type=model_dir,
-                   help='Hugging Face checkpoint directory, or "minilm" (all-MiniLM-L6-v2)')
-    p.add_argument("--data", required=True,
-                   help='JSONL: {"text", "label"} for classifiers; messages, Alpaca, prompt/response '
-                        'or {"text"} lines for chat models')
-    p.add_argument("--out", required=True,
-                   help="adapter (or, for full/hybrid, checkpoint) directory to write: new, empty, "
-                        "or written by py_engine before")
-    _backend_options(p, ["f32", "f16", "int8", "int4"])
+def add_training_options(p):
+    """The training options `train` and `export-job` share: the schedule, the optimizer, LoRA."""
     p.add_argument("--max-length", type=MAX_LENGTH,
                    help="tokens; default 128 classifiers, 512 chat models")
     p.add_argument("--epochs", type=COUNT)
@@ -603,6 +596,20 @@ def _train_parser(sub):
     p.add_argument("--lora-dropout", type=FRACTION)
     p.add_argument("--target-modules", type=_modules,
                    help="default: query,value (classifiers), q_proj,v_proj (chat models)")
+
+
+def _train_parser(sub):
+    p = sub.add_parser("train", help="fine-tune a classifier (encoders) or a chat model (decoders)")
+    p.add_argument("--model", required=True, type=model_dir,
+                   help='Hugging Face checkpoint directory, or "minilm" (all-MiniLM-L6-v2)')
+    p.add_argument("--data", required=True,
+                   help='JSONL: {"text", "label"} for classifiers; messages, Alpaca, prompt/response '
+                        'or {"text"} lines for chat models')
+    p.add_argument("--out", required=True,
+                   help="adapter (or, for full/hybrid, checkpoint) directory to write: new, empty, "
+                        "or written by py_engine before")
+    _backend_options(p, ["f32", "f16", "int8", "int4"])
+    add_training_options(p)
     p.add_argument("--pooling", choices=["cls", "mean"],
                    help="classifiers: cls, BertForSequenceClassification's head (PEFT-compatible, "
                         "the default); mean: mean over tokens, best for sentence-embedding "
@@ -683,6 +690,9 @@ def build_parser():
     from py_engine.export.cli import add_export_parser
 
     add_export_parser(sub)
+    from py_engine.export.job import add_export_job_parser
+
+    add_export_job_parser(sub, add_training_options, model_dir, COUNT, FRACTION)
     p = sub.add_parser("serve")
     p.add_argument("directory")
     p.add_argument("--host", default="127.0.0.1")

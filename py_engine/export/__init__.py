@@ -6,5 +6,7 @@ merged: the model with its adapter folded in, as every export reads it. gguf: th
 container and its quantizations; gguf_llama, gguf_vocab: a Llama-family model and its
 tokenizer as llama.cpp reads them; modelfile: Ollama's Modelfile from the chat template. These
 are pure Python and run in Pyodide. onnx_export builds the ONNX graph with the `onnx` package
-(host only); cli: `py-engine export`.
+(host only); cli: `py-engine export`. job: `py-engine export-job`, a folder that trains the
+same LoRA with transformers' Trainer, PEFT and accelerate (job_train.py is its train.py,
+job_presets.py the bases it can name).
 """

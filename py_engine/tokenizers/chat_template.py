@@ -68,6 +68,7 @@ import re
 from collections.abc import Mapping
 
 from ..formats.json_file import read_json_object, read_utf8
+from .turn_spans import add_turn_span
 
 DEFAULT_END_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<|endoftext|>", "</s>",
                       "<end_of_turn>")
@@ -1539,17 +1540,7 @@ class ChatTemplate:
         text, raw = self._run(messages, add_generation_prompt, tools, documents, kwargs)
         spans = []
         for a, b in sorted(set(raw)):
-            gap = b
-            while gap < len(text) and text[gap] in " \t":
-                gap += 1
-            for tok in self.end_tokens:
-                if text.startswith(tok, gap):
-                    b = gap + len(tok)
-                    break
-            if spans and a <= spans[-1][1]:
-                spans[-1] = (spans[-1][0], max(spans[-1][1], b))
-            else:
-                spans.append((a, b))
+            add_turn_span(spans, text, a, b, self.end_tokens)
         return text, spans
 
     def assistant_mask(self, messages, **kwargs):

@@ -1,0 +1,366 @@
+"""`py-engine export-job`: a training job for transformers + PEFT + accelerate, for when a
+dataset or a model outgrows the browser. The same data and adapter formats go out, the same
+LoRA comes back.
+
+    py-engine export-job --model DIR|PRESET --data FILE --out DIR [--adapter DIR]
+                         [--validation FILE] [training options as for train]
+                         [--precision no|bf16|fp16] [--processes N] [--gradient-checkpointing]
+    accelerate launch --config_file DIR/accelerate.yaml DIR/train.py
+
+The folder holds the dataset (data/train.jsonl: `messages` conversations and {"text"} lines
+for chat models, as TRL and PEFT's examples read them; {"text", "label"} lines for
+classifiers), the LoRA adapter to start from (adapter/: adapter_config.json with these
+hyperparameters, and the weights: --adapter's, or the ones py_engine would start from for
+--seed), job.json (the base, the task, the training options), train.py (transformers'
+Trainer with PEFT; it trains what py_engine trains: the same tokens, batches and loss), an
+accelerate config, presets.json (bases train.py --base can switch to: Llama 3 8B, Mistral 7B,
+Phi-3 mini, TinyLlama, SmolLM2) and a README with the commands. `accelerate launch` runs it
+unchanged on one GPU or many (CPU processes over gloo on a machine without one); the adapter
+it writes in output/adapter loads back into py_engine, the page included, and training
+continues from it there.
+
+Every path and option is checked before anything is written; --out must be new, empty or
+written by py_engine (so a job folder that holds a run's output is never replaced).
+"""
+
+import argparse
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from .job_presets import PRESETS, presets_json
+
+JOB_SCRIPT = "train.py"
+PRECISIONS = ("no", "bf16", "fp16")
+# What the job was checked with: requirements.txt of the folder.
+REQUIREMENTS = ("torch==2.13.0", "transformers==5.23.0", "peft==0.21.2", "accelerate==1.15.0",
+                "safetensors==0.8.0")
+
+
+def add_export_job_parser(sub, add_training_options, model_dir, count, fraction):
+    """The `export-job` subcommand, on the `py-engine` parser's subparsers."""
+    p = sub.add_parser("export-job", help="a training job for transformers + PEFT + accelerate "
+                                          "(one GPU or many)",
+                       description="\n\n".join(__doc__.split("\n\n")[1:4]),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, type=model_dir,
+                   help=f"a Hugging Face checkpoint directory, or a preset: {', '.join(PRESETS)}")
+    p.add_argument("--data", required=True,
+                   help='JSONL: {"text", "label"} for classifiers; messages, Alpaca, '
+                        'prompt/response or {"text"} lines for chat models')
+    p.add_argument("--out", required=True, help="the job folder: new, empty, or py_engine's")
+    p.add_argument("--adapter", help="a PEFT LoRA adapter to continue training (from the page, "
+                                     "train, or an earlier job)")
+    p.add_argument("--validation", help="JSONL scored after each epoch")
+    add_training_options(p)
+    p.add_argument("--label-smoothing", type=fraction, help="classifiers")
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help="mixed precision on the GPU (default: bf16 for presets, no (f32) for a "
+                        "checkpoint directory, as py_engine computes)")
+    p.add_argument("--processes", type=count, default=1,
+                   help="processes (GPUs) in accelerate.yaml (default 1; --num_processes at "
+                        "launch overrides it)")
+    p.add_argument("--gradient-checkpointing", action="store_true",
+                   help="recompute activations in the backward pass (presets of 7-8B models "
+                        "turn it on)")
+    p.set_defaults(fn=cmd_export_job)
+
+
+def cmd_export_job(args):
+    import sys
+
+    from ..formats.output_dir import write_output_dir
+
+    job = check_job(args)
+    files = job_files(job)
+
+    def fill(staging):
+        for name, data in files.items():
+            path = staging / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+
+    write_output_dir(args.out, fill, job.protected)
+    counts = f"{len(job.data)} examples" + (f", {len(job.validation)} for validation"
+                                            if job.validation else "")
+    print(f"wrote {args.out} ({counts}; base {job.base}); run it with:\n"
+          f"  accelerate launch --config_file {Path(args.out) / 'accelerate.yaml'} "
+          f"{Path(args.out) / JOB_SCRIPT}", file=sys.stderr)
+    return 0
+
+
+@dataclass
+class Job:
+    """What check_job found: everything job_files writes."""
+
+    kind: str                   # "decoder" or "encoder"
+    base: str                   # the checkpoint's absolute path, or a preset's Hub id
+    preset: object              # a BasePreset, or None
+    preset_name: str
+    config: object              # CausalTrainConfig or ClassifierTrainConfig
+    lora: object                # LoraConfig
+    adapter_files: dict         # the adapter to start from: {file name: bytes}
+    labels: list                # classifiers' label names, else None
+    data: list                  # ChatExamples or Examples
+    validation: list
+    precision: str
+    gradient_checkpointing: bool
+    processes: int
+    protected: dict             # the inputs --out may not touch
+
+
+def check_job(args):
+    """Every path and option, before anything is written; a Job."""
+    from ..cli import UsageError, model_kind, refuse_options
+
+    local = Path(args.model).is_dir()
+    if not local and args.model not in PRESETS:
+        if Path(args.model).exists():
+            model_kind(args.model)          # says what is wrong with it
+        raise UsageError(f"--model {args.model}: no model directory there, and not a preset "
+                         f"({', '.join(PRESETS)})")
+    preset = None if local else PRESETS[args.model]
+    kind = model_kind(args.model, args.max_length) if local else "decoder"
+    if kind == "decoder":
+        refuse_options(args, ("label_smoothing",),
+                       f"only for classifiers; {args.model} is a chat model (Llama family)")
+    config = _train_config(args, kind)
+    if local:       # as py_engine does, the checkpoint's positions bound max_length
+        from ..formats.json_file import read_json_object
+
+        positions = read_json_object(Path(args.model) / "config.json").get(
+            "max_position_embeddings")
+        if type(positions) is int and config.max_length > positions:
+            config = replace(config, max_length=positions)
+    lora, adapter_files, adapter_labels = _adapter(args, kind, preset)
+    examples, validation, labels = _data(args, kind, adapter_labels)
+    if local:
+        adapter_files = adapter_files or _initial_adapter(args.model, kind, lora, labels,
+                                                          config.seed)
+        _check_adapter_fits(args.model, kind, adapter_files, labels)
+    from ..formats.output_dir import check_output_dir
+
+    protected = {"the model directory": args.model if local else None,
+                 "the data file": args.data, "the validation file": args.validation,
+                 "the adapter": args.adapter}
+    check_output_dir(args.out, protected=protected)
+    base = str(Path(args.model).resolve()) if local else preset.model_id
+    return Job(kind=kind, base=base, preset=preset, preset_name=None if local else args.model,
+               config=config, lora=lora, adapter_files=adapter_files or {}, labels=labels,
+               data=examples, validation=validation,
+               precision=args.precision or ("bf16" if preset else "no"),
+               gradient_checkpointing=args.gradient_checkpointing, processes=args.processes,
+               protected=protected)
+
+
+def _train_config(args, kind):
+    from ..cli import train_options
+    from ..train.config import CausalTrainConfig, ClassifierTrainConfig
+
+    if kind == "decoder":
+        return CausalTrainConfig(**train_options(args))
+    return ClassifierTrainConfig(**train_options(args, "label_smoothing"))
+
+
+def _adapter(args, kind, preset):
+    """(LoraConfig, the adapter's files or None, its labels or None): --adapter's, or a new
+    adapter of the LoRA options given (py_engine's defaults for the rest)."""
+    from ..cli import check_adapter, lora_options, refuse_options
+    from ..models.lora_config import BERT_TARGET_MODULES, LoraConfig
+    from ..train.chat import DECODER_TARGET_MODULES
+
+    task = "CAUSAL_LM" if kind == "decoder" else "SEQ_CLS"
+    if args.adapter is None:
+        targets = preset.target_modules if preset else \
+            DECODER_TARGET_MODULES if kind == "decoder" else BERT_TARGET_MODULES
+        lora = lora_options(args, 2 if kind == "decoder" else 1, targets, task_type=task) or \
+            LoraConfig(r=8, lora_alpha=16 if kind == "decoder" else 8,
+                       target_modules=list(targets), task_type=task)
+        if kind == "decoder":
+            lora.modules_to_save = []
+        lora.base_model_name_or_path = preset.model_id if preset else str(Path(args.model))
+        return lora, None, None
+    refuse_options(args, ("r", "lora_alpha", "lora_dropout", "target_modules"),
+                   f"the job continues {args.adapter}, whose LoRA settings it keeps")
+    check_adapter(args.adapter, task)
+    from ..formats.head_config import resolve_pooling
+    from ..formats.peft_adapter import ADAPTER_FILES, load_adapter
+
+    config, _, labels = load_adapter(args.adapter)
+    if kind == "encoder" and resolve_pooling(args.adapter)[0] != "cls":
+        raise ValueError(f"{args.adapter} pools the tokens' mean, and transformers' classifier "
+                         "head pools [CLS]: the job cannot continue it (train it with "
+                         "py-engine train)")
+    lora = LoraConfig.from_peft_dict(dict(config, modules_to_save=None) if kind == "decoder"
+                                     else config)
+    files = {name: (Path(args.adapter) / name).read_bytes() for name in ADAPTER_FILES
+             if (Path(args.adapter) / name).is_file()}
+    return lora, files, labels
+
+
+def _data(args, kind, known_labels):
+    """(examples, validation examples or None, label names or None), read and checked."""
+    from ..cli import UsageError, input_file
+
+    input_file(args.data, "data file")
+    if args.validation:
+        input_file(args.validation, "validation file")
+    if kind == "decoder":
+        from ..data.chat import read_chat_jsonl
+
+        return (read_chat_jsonl(args.data),
+                read_chat_jsonl(args.validation) if args.validation else None, None)
+    from ..data.classification import label_names, read_jsonl
+
+    examples = read_jsonl(args.data)
+    validation = read_jsonl(args.validation) if args.validation else None
+    labels = label_names(examples, known_labels)
+    unknown = sorted({e.label for e in validation or ()} - set(labels))
+    if unknown:
+        raise UsageError(f"{args.validation}: labels {unknown} are not among the training "
+                         f"data's {labels}")
+    return examples, validation, labels
+
+
+def _model(model_dir, kind, lora, num_labels):
+    """The model's structure (which tensors train, their shapes), from its files' headers."""
+    if kind == "decoder":
+        from ..models.checkpoint import DecoderCheckpoint
+        from ..models.llama import LlamaModel
+
+        return LlamaModel(DecoderCheckpoint.load(model_dir).config, lora)
+    from ..models.bert import BertClassifier
+    from ..models.checkpoint import Checkpoint
+
+    checkpoint = Checkpoint.load(model_dir)
+    return BertClassifier(checkpoint.config, lora, num_labels, pooling="cls",
+                          train_pooler=not checkpoint.has_pooler)
+
+
+def _initial_adapter(model_dir, kind, lora, labels, seed):
+    """The adapter py_engine starts training from with this seed, as files."""
+    from ..formats.peft_adapter import adapter_files
+    from ..train.init import initial_trainable
+
+    model = _model(model_dir, kind, lora, len(labels or ()))
+    return adapter_files(lora.to_peft_dict(), initial_trainable(model, seed), labels,
+                         where="the job's adapter")
+
+
+def _check_adapter_fits(model_dir, kind, files, labels):
+    """The adapter's tensors are those the model trains with its LoRA settings."""
+    from ..formats.peft_adapter import read_adapter_files
+    from ..models.lora_config import LoraConfig
+    from ..train.init import merge_loaded
+
+    config, tensors, _ = read_adapter_files(files, "the adapter")
+    lora = LoraConfig.from_peft_dict(dict(config, modules_to_save=None) if kind == "decoder"
+                                     else config)
+    merge_loaded(_model(model_dir, kind, lora, len(labels or ())), {}, tensors, "the adapter")
+
+
+# ---- the folder ----------------------------------------------------------------------------------
+
+def job_files(job):
+    """{path in the folder: bytes}."""
+    from ..data.chat import CHATML_TEMPLATE
+    from ..data.datasets import dumps_dataset
+    from ..tokenizers import turn_spans
+    from ..tokenizers.chat_template import DEFAULT_END_TOKENS
+    from ..train import batching
+
+    task = "causal_lm" if job.kind == "decoder" else "classification"
+    data = {"train": "data/train.jsonl"}
+    files = {data["train"]: _dataset(job.kind, job.data, dumps_dataset)}
+    if job.validation:
+        data["validation"] = "data/validation.jsonl"
+        files[data["validation"]] = _dataset(job.kind, job.validation, dumps_dataset)
+    settings = {k: v for k, v in job.config.as_dict().items()
+                if k in ("epochs", "lr", "batch_size", "grad_accum", "warmup_ratio",
+                         "max_grad_norm", "weight_decay", "seed", "max_length", "pad_multiple",
+                         "label_smoothing")}
+    spec = {"task": task, "base": job.base, "preset": job.preset_name, "labels": job.labels,
+            "train": settings, "data": data,
+            "dtype": job.preset.dtype if job.preset else "float32",
+            "precision": job.precision,
+            "gradient_checkpointing": job.gradient_checkpointing or bool(
+                job.preset and job.preset.gradient_checkpointing),
+            "end_tokens": list(DEFAULT_END_TOKENS), "fallback_chat_template": CHATML_TEMPLATE}
+    adapter = dict(job.adapter_files)
+    adapter["adapter_config.json"] = _json(job.lora.to_peft_dict()) \
+        if "adapter_config.json" not in adapter else adapter["adapter_config.json"]
+    files.update({f"adapter/{name}": data for name, data in adapter.items()})
+    here = Path(__file__).parent
+    files.update({
+        "job.json": _json(spec),
+        "presets.json": _json(presets_json()),
+        JOB_SCRIPT: (here / "job_train.py").read_bytes(),
+        "batching.py": Path(batching.__file__).read_bytes(),
+        "turn_spans.py": Path(turn_spans.__file__).read_bytes(),
+        "accelerate.yaml": _accelerate_config(job.processes, job.precision).encode(),
+        "requirements.txt": ("\n".join(REQUIREMENTS) + "\n").encode(),
+        "README.md": _readme(job).encode(),
+    })
+    return files
+
+
+def _dataset(kind, examples, dumps_dataset):
+    if kind == "decoder":
+        return dumps_dataset(examples, "messages").encode()
+    lines = [dict({"text": e.text, "label": e.label}, **({"text_pair": e.pair} if e.pair else {}))
+             for e in examples]
+    return "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines).encode()
+
+
+def _json(value):
+    return (json.dumps(value, indent=2, ensure_ascii=False) + "\n").encode()
+
+
+def _accelerate_config(processes, precision):
+    return f"""\
+# accelerate launch --config_file accelerate.yaml train.py
+# One process per GPU; --num_processes N at launch overrides num_processes. On a machine
+# without a GPU the same launch runs the processes on the CPU, talking over gloo.
+compute_environment: LOCAL_MACHINE
+distributed_type: MULTI_GPU
+num_machines: 1
+machine_rank: 0
+num_processes: {processes}
+gpu_ids: all
+mixed_precision: '{precision}'
+rdzv_backend: static
+same_network: true
+main_training_function: main
+use_cpu: false
+"""
+
+
+def _readme(job):
+    base = f"the preset {job.preset_name} ({job.base})" if job.preset else job.base
+    back = "" if not job.preset or job.preset.py_engine else (
+        "\nThis base is not a Llama-family model, so its adapter stays with PEFT: py_engine "
+        "does not run it.\n")
+    return f"""\
+# A LoRA training job written by py-engine export-job
+
+Base: {base}. Task: {"chat model (causal LM)" if job.kind == "decoder" else "classifier"}.
+{len(job.data)} training examples in data/train.jsonl{
+    f", {len(job.validation)} in data/validation.jsonl" if job.validation else ""}.
+
+    pip install -r requirements.txt
+    accelerate launch --config_file accelerate.yaml train.py                  # GPUs: num_processes
+    accelerate launch --config_file accelerate.yaml --num_processes 4 train.py
+    accelerate launch --cpu train.py                                           # one CPU process
+    accelerate launch train.py --base llama-3-8b                              # a preset's base
+
+The adapter lands in output/adapter (PEFT's format; `--output DIR` moves it), a line per step
+in output/log.jsonl. It loads where this job's adapter came from: PEFT
+(PeftModel.from_pretrained), py_engine (`py-engine generate|score|predict --adapter
+output/adapter`, ChatModel.load / TextClassifier.load, whose training continues from it), the
+page's adapter import, and `py-engine export-job --adapter output/adapter` for a next job.
+{back}
+job.json holds the hyperparameters (py_engine's names; train.py maps them onto
+transformers' TrainingArguments), adapter/ the LoRA to start from, presets.json the bases
+--base can name. The batches are py_engine's epoch plan (batching.py); each is the global
+batch, split across the processes, so any number of processes takes the same steps.
+"""

@@ -1,0 +1,45 @@
+"""Bases a training job can name instead of a local checkpoint (`py-engine export-job --model
+llama-3-8b`, or `train.py --base llama-3-8b` in a job folder): where transformers finds them on
+the Hugging Face Hub, and how they train best on a GPU.
+
+target_modules: what PEFT's default for the family (q_proj, v_proj) is called in that model
+(Phi-3 fuses q, k and v into qkv_proj). dtype and gradient_checkpointing: the base's weights
+in bfloat16, activations recomputed in the backward pass, so that 7-8B models fit one 24-80 GB
+GPU with LoRA. py_engine: whether py_engine runs the family, so that the job's adapter loads
+back into it and into the page (Llama, Mistral: yes; Phi-3's fused projections: no).
+"""
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class BasePreset:
+    model_id: str
+    target_modules: tuple = ("q_proj", "v_proj")
+    dtype: str = "bfloat16"
+    gradient_checkpointing: bool = True
+    py_engine: bool = True
+
+    def as_dict(self):
+        return dict(asdict(self), target_modules=list(self.target_modules))
+
+
+PRESETS = {
+    "llama-3-8b": BasePreset("meta-llama/Meta-Llama-3-8B-Instruct"),
+    "llama-3.1-8b": BasePreset("meta-llama/Llama-3.1-8B-Instruct"),
+    "mistral-7b": BasePreset("mistralai/Mistral-7B-Instruct-v0.3"),
+    "phi-3-mini": BasePreset("microsoft/Phi-3-mini-4k-instruct", target_modules=("qkv_proj",),
+                             py_engine=False),
+    "tinyllama": BasePreset("TinyLlama/TinyLlama-1.1B-Chat-v1.0", gradient_checkpointing=False),
+    "smollm2-135m": BasePreset("HuggingFaceTB/SmolLM2-135M-Instruct",
+                               gradient_checkpointing=False),
+    "smollm2-360m": BasePreset("HuggingFaceTB/SmolLM2-360M-Instruct",
+                               gradient_checkpointing=False),
+    "smollm2-1.7b": BasePreset("HuggingFaceTB/SmolLM2-1.7B-Instruct",
+                               gradient_checkpointing=False),
+}
+
+
+def presets_json():
+    """presets.json of a job folder: {name: the preset's fields}."""
+    return {name: preset.as_dict() for name, preset in PRESETS.items()}

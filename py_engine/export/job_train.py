@@ -1,0 +1,506 @@
+"""The training script of a job folder written by `py-engine export-job` (copied there as
+train.py): LoRA fine-tuning with transformers' Trainer and PEFT, launched by accelerate on one
+process or many (GPUs, or CPU processes over gloo), with nothing about the device written in.
+
+    accelerate launch --config_file accelerate.yaml train.py            # its num_processes GPUs
+    accelerate launch --config_file accelerate.yaml --num_processes 4 train.py     # four GPUs
+    accelerate launch --cpu train.py                                    # one CPU process
+    accelerate launch train.py --base llama-3-8b                        # a preset's base
+
+On a machine without a GPU, the config's processes run on the CPU and talk over gloo.
+
+It reads job.json beside it (the base model, the task, py_engine's hyperparameters, the data
+files) and the LoRA adapter in adapter/ (adapter_config.json, and the starting weights when the
+job has them), and writes OUTPUT/adapter (a PEFT adapter: PeftModel.from_pretrained loads it,
+and so do py_engine and its page) and OUTPUT/log.jsonl (one line per optimizer step: loss,
+grad_norm, learning_rate, epoch; an eval_loss line per epoch with validation data).
+
+It trains what py_engine would train on the same data and seed, so a job continues a run from
+the page (or the page continues a job's) without a jump:
+  - data: `messages` conversations ({"messages": [{"role", "content"}, ...]}, as TRL's
+    SFTTrainer reads them) or {"text"} lines for chat models, {"text", "label"} lines for
+    classifiers. A conversation is rendered with the tokenizer's chat template and only the
+    assistant turns are trained: each assistant content as the template prints it, and the
+    end-of-turn token right after it (job.json's end_tokens, after spaces or tabs); a token
+    is trained when its characters overlap that span. A text trains every token.
+  - batches: py_engine's epoch plan (batching.py beside this file: shuffled by the seed,
+    grouped by length, padded to a multiple of 8); each planned batch is the global batch,
+    split across the processes, so 1 or N processes take the same optimizer steps.
+  - the loss: each planned batch's is the mean over its trained tokens (rows, for a
+    classifier) on every process, an optimizer step's the mean over its accumulated batches;
+    AdamW decaying every trainable tensor, transformers' linear warmup and decay, clipping.
+Dropout (a checkpoint's hidden_dropout_prob, lora_dropout) draws torch's masks, not
+py_engine's: with it, runs agree in distribution rather than step for step.
+"""
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+IGNORE_INDEX = -100
+
+
+class JobError(ValueError):
+    """Something in the job folder or the data that cannot be trained; one line."""
+
+
+# ---- data --------------------------------------------------------------------------------------
+
+def read_jsonl(path):
+    """(line number, object) of each non-blank line."""
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except ValueError as e:
+                raise JobError(f"{path}:{number}: not valid JSON ({e})") from None
+            if not isinstance(value, dict):
+                raise JobError(f"{path}:{number}: expected a JSON object")
+            rows.append((number, value))
+    if not rows:
+        raise JobError(f"{path}: the dataset is empty")
+    return rows
+
+
+MARK = "\U000f0000\U000f0001"     # private-use characters no template trims or transforms
+
+
+def assistant_spans(render, messages, end_tokens):
+    """(text, spans): the conversation rendered by render(messages, add_generation_prompt) and
+    the character spans trained in it. An assistant content starts where a marker put in its
+    place lands when the conversation is rendered with it; what follows there is the content
+    as the template printed it (as is, or trimmed); the span covers it and the end-of-turn
+    token after it (past spaces or tabs)."""
+    from turn_spans import add_turn_span
+
+    text = render(messages, False)
+    ends = sorted(set(end_tokens), key=len, reverse=True)
+    spans = []
+    for k, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        marked = render(messages[:k] + [dict(message, content=MARK)] + messages[k + 1:], False)
+        a = marked.find(MARK)
+        if a < 0:
+            continue              # printed only through something else (tool calls)
+        if marked[:a] != text[:a]:
+            raise JobError("the chat template prints the turns before an answer differently "
+                           "depending on the answer, so the answer cannot be located")
+        content = message["content"]
+        printed = [form for form in (content, content.strip(), content.lstrip(),
+                                     content.rstrip()) if text.startswith(form, a)]
+        if not printed:
+            continue              # transformed (upper-cased...): not the answer's own text
+        add_turn_span(spans, text, a, a + max(map(len, printed)), ends)
+    return text, spans
+
+
+def encode_chat(tokenizer, row, end_tokens, max_length, where):
+    """{"input_ids", "labels"} of one chat-model line, or None when nothing is left to train."""
+    import jinja2
+
+    if "messages" in row:
+        messages = row["messages"]
+        if not isinstance(messages, list) or not all(
+                isinstance(m, dict) and isinstance(m.get("content"), str) for m in messages):
+            raise JobError(f"{where}: \"messages\" must be a list of {{\"role\", \"content\"}} "
+                           "objects")
+
+        def render(turns, generation_prompt):
+            return tokenizer.apply_chat_template(turns, tokenize=False,
+                                                 add_generation_prompt=generation_prompt)
+
+        try:
+            text, spans = assistant_spans(render, messages, end_tokens)
+        except jinja2.TemplateError as e:       # raise_exception(...) in the template
+            raise JobError(f"{where}: the chat template refuses the conversation: {e}") from None
+        encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        ids = encoding["input_ids"]
+        labels = [i if any(a < end and start < b for a, b in spans) and start < end
+                  else IGNORE_INDEX for i, (start, end) in zip(ids, encoding["offset_mapping"])]
+    elif isinstance(row.get("text"), str):
+        ids = tokenizer(row["text"])["input_ids"]
+        labels = list(ids)
+    else:
+        raise JobError(f"{where}: expected {{\"messages\": [...]}} or {{\"text\": ...}}")
+    ids, labels = ids[:max_length], labels[:max_length]
+    if len(ids) < 2 or all(y == IGNORE_INDEX for y in labels[1:]):
+        return None
+    labels[0] = IGNORE_INDEX      # never predicted: the loss shifts labels by one
+    return {"input_ids": ids, "labels": labels}
+
+
+def encode_classification(tokenizer, row, labels, max_length, where):
+    text, label = row.get("text"), row.get("label")
+    if not isinstance(text, str) or label not in labels:
+        raise JobError(f"{where}: expected {{\"text\": str, \"label\": one of {labels}}}")
+    encoding = tokenizer(text, row.get("text_pair"), truncation=True, max_length=max_length)
+    item = {"input_ids": encoding["input_ids"], "labels": labels.index(label)}
+    if "token_type_ids" in encoding:
+        item["token_type_ids"] = encoding["token_type_ids"]
+    return item
+
+
+def encode_file(path, job, tokenizer):
+    """The encoded examples of a data file, in file order (skipped lines are counted)."""
+    train = job["train"]
+    end_tokens = job["end_tokens"] + ([tokenizer.eos_token] if tokenizer.eos_token else [])
+    items, skipped = [], 0
+    for number, row in read_jsonl(path):
+        where = f"{path}:{number}"
+        if job["task"] == "causal_lm":
+            item = encode_chat(tokenizer, row, end_tokens, train["max_length"], where)
+        else:
+            item = encode_classification(tokenizer, row, job["labels"], train["max_length"],
+                                         where)
+        if item is None:
+            skipped += 1
+        else:
+            items.append(item)
+    if skipped:
+        print(f"note: {path}: skipped {skipped} examples with nothing to train on within "
+              f"{train['max_length']} tokens", file=sys.stderr)
+    if not items:
+        raise JobError(f"{path}: no example has a token to train on")
+    return items
+
+
+# ---- batches -----------------------------------------------------------------------------------
+
+class PlannedBatches:
+    """A batch sampler over py_engine's epoch plan: each planned batch is cut into one share per
+    process (contiguous rows); a process whose share is short gets rows that train nothing
+    (index -1), so every process runs every step. Items are (index, padded length, the loss's
+    denominator): as py_engine's, an optimizer step's loss is the mean of its planned batches'
+    losses, each the mean over that whole batch's trained tokens (rows), so a batch's summed
+    loss is divided by its count times the number of batches in its step."""
+
+    def __init__(self, lengths, counts, batch_size, grad_accum, seed, multiple, cap, rank, world):
+        from batching import padded_length, plan_epoch
+
+        self.plan, self.padded_length = plan_epoch, padded_length
+        self.lengths, self.counts, self.seed = lengths, counts, seed
+        self.batch_size, self.grad_accum = batch_size, grad_accum
+        self.multiple, self.cap, self.rank, self.world = multiple, cap, rank, world
+        self.epoch = 0
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __len__(self):
+        return math.ceil(len(self.lengths) / self.batch_size)
+
+    def __iter__(self):
+        batches = self.plan(self.lengths, self.batch_size, self.seed, self.epoch)
+        for k, batch in enumerate(batches):
+            T = self.padded_length(max(self.lengths[i] for i in batch), self.multiple, self.cap)
+            group = k - k % self.grad_accum
+            in_step = min(self.grad_accum, len(batches) - group)
+            denominator = max(1, sum(self.counts[i] for i in batch)) * in_step
+            share = math.ceil(len(batch) / self.world)
+            rows = batch[self.rank * share:(self.rank + 1) * share]
+            yield [(i, T, denominator) for i in rows] + \
+                [(-1, T, denominator)] * (share - len(rows))
+
+
+def trained_count(item):
+    """What an example adds to its batch's loss denominator: its trained tokens (chat models),
+    or 1 (a classifier's row)."""
+    labels = item["labels"]
+    return sum(y != IGNORE_INDEX for y in labels) if isinstance(labels, list) else 1
+
+
+def collate(task, pad_id):
+    import torch
+
+    def pad(rows, key, value):
+        return torch.tensor([row[key] + [value] * (row["T"] - len(row[key])) for row in rows])
+
+    def make(items):
+        rows = []
+        for item, T, _ in items:
+            row = dict(item, T=T) if item is not None else {
+                "input_ids": [pad_id], "T": T,
+                "labels": [IGNORE_INDEX] if task == "causal_lm" else IGNORE_INDEX}
+            rows.append(dict(row, attention_mask=[1] * len(row["input_ids"])))
+        batch = {"input_ids": pad(rows, "input_ids", pad_id),
+                 "attention_mask": pad(rows, "attention_mask", 0),
+                 "loss_denominator": torch.tensor(float(items[0][2]))}
+        if task == "causal_lm":
+            batch["labels"] = pad(rows, "labels", IGNORE_INDEX)
+        else:
+            batch["labels"] = torch.tensor([row["labels"] for row in rows])
+            if any("token_type_ids" in row for row in rows):
+                batch["token_type_ids"] = pad(
+                    [dict(row, token_type_ids=row.get("token_type_ids", [0])) for row in rows],
+                    "token_type_ids", 0)
+        return batch
+
+    return make
+
+
+class Rows:
+    """The encoded examples, indexed by (index, padded length, loss denominator); -1 is a row
+    that trains nothing."""
+
+    def __init__(self, items):
+        self.items = items
+
+    def __getitem__(self, key):
+        index, T, denominator = key
+        return (None if index < 0 else self.items[index]), T, denominator
+
+    def __len__(self):
+        return len(self.items)
+
+
+# ---- the loss ----------------------------------------------------------------------------------
+
+def loss_function(task, label_smoothing):
+    """compute_loss_func for transformers' Trainer: the summed loss over the rows' trained
+    tokens (rows, for a classifier), divided by `num_items_in_batch`, which JobTrainer sets to
+    the planned batch's denominator (see PlannedBatches); the Trainer then scales it by the
+    number of processes, which DDP's averaging of gradients undoes."""
+    import torch.nn.functional as F
+
+    def loss(outputs, labels, num_items_in_batch=None):
+        logits = outputs.logits.float()
+        if task == "causal_lm":
+            logits, labels = logits[:, :-1], labels[:, 1:]
+        total = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                                ignore_index=IGNORE_INDEX, reduction="sum",
+                                label_smoothing=label_smoothing)
+        count = num_items_in_batch if num_items_in_batch is not None else \
+            labels.ne(IGNORE_INDEX).sum()
+        return total / count
+
+    return loss
+
+
+# ---- the model ---------------------------------------------------------------------------------
+
+def base_settings(job, base):
+    """(model name or path, preset or None): --base names a preset of presets.json, a
+    directory or a Hub id; by default the job's own base (and preset)."""
+    presets = json.loads((HERE / "presets.json").read_text(encoding="utf-8"))
+    name = base if base is not None else job.get("preset")
+    if name in presets:
+        return presets[name]["model_id"], presets[name]
+    return base or job["base"], None
+
+
+def load_model(job, base, preset, switched, torch):
+    """The base with the job's LoRA: adapter/'s weights when it has them (an adapter to
+    continue, or py_engine's start for the seed), unless --base `switched` to a preset that
+    names its projections otherwise; PEFT's fresh start then."""
+    import peft
+    import transformers
+
+    dtype = getattr(torch, (preset or {}).get("dtype") or job["dtype"])
+    if job["task"] == "causal_lm":
+        model = transformers.AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
+    else:
+        model = transformers.AutoModelForSequenceClassification.from_pretrained(
+            base, dtype=dtype, num_labels=len(job["labels"]))
+    adapter = HERE / "adapter"
+    config = peft.LoraConfig.from_pretrained(adapter)
+    targets = set(preset["target_modules"]) if preset and switched else \
+        set(config.target_modules)
+    if targets == set(config.target_modules) and (adapter / "adapter_model.safetensors").is_file():
+        return peft.PeftModel.from_pretrained(model, adapter, is_trainable=True)
+    config.target_modules = targets
+    return peft.get_peft_model(model, config)
+
+
+def load_tokenizer(base, job):
+    import transformers
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(base)
+    if job["task"] == "causal_lm" and tokenizer.chat_template is None:
+        tokenizer.chat_template = job["fallback_chat_template"]
+    return tokenizer
+
+
+# ---- training ----------------------------------------------------------------------------------
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description="Fine-tune the job's base with LoRA (see job.json).")
+    p.add_argument("--output", default=str(HERE / "output"),
+                   help="where the adapter and log.jsonl go (default: output/ beside this file)")
+    p.add_argument("--base", help="a preset of presets.json, a model directory or a Hub id "
+                                  "(default: the job's base)")
+    p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    sys.path.insert(0, str(HERE))
+    job = json.loads((HERE / "job.json").read_text(encoding="utf-8"))
+    try:
+        return train(job, args)
+    except JobError as e:
+        print(f"train.py: error: {e}", file=sys.stderr)
+        return 2
+
+
+def train(job, args):
+    import torch
+    import transformers
+
+    EpochLoader, JobTrainer, StepLog, Validation = _torch_classes()
+    base, preset = base_settings(job, args.base)
+    settings = job["train"]
+    tokenizer = load_tokenizer(base, job)
+    items = encode_file(HERE / job["data"]["train"], job, tokenizer)
+    validation = encode_file(HERE / job["data"]["validation"], job, tokenizer) \
+        if job["data"].get("validation") else None
+    steps_per_epoch = math.ceil(math.ceil(len(items) / settings["batch_size"])
+                                / settings["grad_accum"])
+    total = steps_per_epoch * settings["epochs"]
+    checkpointing = bool((preset or {}).get("gradient_checkpointing",
+                                            job["gradient_checkpointing"]))
+    output = Path(args.output)
+    precision = job["precision"]
+    training_args = transformers.TrainingArguments(
+        output_dir=str(output / "trainer"), num_train_epochs=settings["epochs"],
+        max_steps=args.max_steps or -1, per_device_train_batch_size=settings["batch_size"],
+        gradient_accumulation_steps=settings["grad_accum"], learning_rate=settings["lr"],
+        weight_decay=settings["weight_decay"], adam_beta1=0.9, adam_beta2=0.999,
+        adam_epsilon=1e-8, optim="adamw_torch", max_grad_norm=settings["max_grad_norm"] or 0.0,
+        lr_scheduler_type="linear", warmup_steps=int(settings["warmup_ratio"] * total),
+        logging_steps=1, save_strategy="no", report_to="none", seed=settings["seed"],
+        bf16=precision == "bf16", fp16=precision == "fp16", gradient_checkpointing=checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False}, dataloader_num_workers=0,
+        ddp_find_unused_parameters=False, disable_tqdm=True,
+        # On the CPU where the machine has no accelerator: the same launch runs anywhere.
+        use_cpu=not torch.accelerator.is_available())
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else \
+        (tokenizer.eos_token_id or 0)
+
+    def loader(rows, seed):
+        sampler = PlannedBatches([len(r["input_ids"]) for r in rows],
+                                 [trained_count(r) for r in rows], settings["batch_size"],
+                                 settings["grad_accum"], seed, settings["pad_multiple"],
+                                 settings["max_length"], training_args.process_index,
+                                 training_args.world_size)
+        return EpochLoader(Rows(rows), batch_sampler=sampler,
+                           collate_fn=collate(job["task"], pad_id))
+
+    transformers.set_seed(settings["seed"])
+    model = load_model(job, base, preset, args.base is not None, torch)
+    if checkpointing:
+        model.enable_input_require_grads()
+    main_process = training_args.process_index == 0
+    if main_process:
+        print(f"train.py: {training_args.world_size} process(es) on "
+              f"{training_args.device.type} ({training_args.parallel_mode.value}); "
+              f"{len(items)} examples, {total} optimizer steps", file=sys.stderr, flush=True)
+    log = StepLog(output / "log.jsonl", main_process)
+    trainer = JobTrainer(model=model, args=training_args,
+                         train_loader=loader(items, settings["seed"]),
+                         compute_loss_func=loss_function(job["task"],
+                                                         settings.get("label_smoothing", 0.0)),
+                         callbacks=[log])
+    if validation:
+        trainer.add_callback(Validation(trainer, loader(validation, 0), log,
+                                        loss_function(job["task"], 0.0)))
+    trainer.train()
+    if main_process:
+        save_adapter(trainer.model, job, output / "adapter")
+    trainer.accelerator.wait_for_everyone()
+    return 0
+
+
+def save_adapter(model, job, out):
+    """The PEFT adapter, with what py_engine reads beside it for a classifier (labels.json;
+    head_config.json: transformers' [CLS] head)."""
+    model.save_pretrained(out)
+    if job["task"] == "classification":
+        (out / "labels.json").write_text(json.dumps(job["labels"], ensure_ascii=False) + "\n",
+                                         encoding="utf-8")
+        (out / "head_config.json").write_text(json.dumps({"pooling": "cls"}) + "\n",
+                                              encoding="utf-8")
+
+
+def _torch_classes():
+    """The Trainer subclass, loader and callbacks, made once torch is imported."""
+    import torch
+    import transformers
+
+    class EpochLoader(torch.utils.data.DataLoader):
+        def set_epoch(self, epoch):
+            self.batch_sampler.set_epoch(epoch)
+
+    class JobTrainer(transformers.Trainer):
+        """Trains on the planned batches; weight decay on every trainable tensor, as
+        py_engine's AdamW decays them all."""
+
+        def __init__(self, train_loader, **kwargs):
+            super().__init__(**kwargs)
+            self.train_loader = train_loader
+
+        def get_train_dataloader(self):
+            return self.train_loader
+
+        def get_decay_parameter_names(self, model):
+            return [name for name, _ in model.named_parameters()]
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            denominator = inputs.pop("loss_denominator")
+            return super().compute_loss(model, inputs, return_outputs,
+                                        num_items_in_batch=denominator)
+
+    class StepLog(transformers.TrainerCallback):
+        def __init__(self, path, main):
+            self.path, self.main = Path(path), main
+            if main:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self.path.write_text("", encoding="utf-8")
+
+        def write(self, record):
+            if self.main:
+                with self.path.open("a", encoding="utf-8") as f:
+                    f.write(json.dumps(record) + "\n")
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                self.write({"step": state.global_step, **logs})
+
+    class Validation(transformers.TrainerCallback):
+        """The mean loss over the validation set's trained tokens (rows) after each epoch,
+        without label smoothing (py_engine's held-out loss)."""
+
+        def __init__(self, trainer, loader, log, loss):
+            self.trainer, self.loader, self.log, self.loss = trainer, loader, log, loss
+
+        def on_epoch_end(self, args, state, control, **kwargs):
+            model, device = self.trainer.model, self.trainer.args.device
+            loss = self.loss
+            total = torch.zeros(2, dtype=torch.float64, device=device)
+            model.eval()
+            with torch.no_grad():
+                for batch in self.loader:
+                    batch = {k: v.to(device) for k, v in batch.items()}
+                    batch.pop("loss_denominator")
+                    labels = batch.pop("labels")
+                    count = (labels[:, 1:] if labels.dim() == 2 else labels).ne(IGNORE_INDEX).sum()
+                    if count:
+                        total[0] += loss(model(**batch), labels).double() * count
+                        total[1] += count
+            model.train()
+            total = self.trainer.accelerator.reduce(total, reduction="sum")
+            self.log.write({"epoch": state.epoch, "step": state.global_step,
+                            "eval_loss": (total[0] / total[1]).item()})
+
+    return EpochLoader, JobTrainer, StepLog, Validation
+
+
+if __name__ == "__main__":
+    sys.exit(main())

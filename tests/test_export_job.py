@@ -1,0 +1,367 @@
+"""`py-engine export-job`: the job folder runs under `accelerate launch` on the CPU (one
+process, and two over gloo), trains what py_engine trains (each step's loss and gradient norm
+equal py_engine's for the same data and seed), and writes a PEFT adapter that loads back into
+py_engine (logits as PEFT's) and trains on there. The folder's masking of assistant turns
+equals py_engine's for every chat template py_engine renders; every bad path and option is
+refused in one line before anything is written."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+import export_models as em
+import peft_oracle as po
+from conftest import run
+from test_chat_template import CONVERSATIONS, TEMPLATES, _ours, _reference
+from test_cli_chat import ROWS
+from test_cli_classifier import write_jsonl
+from test_output_dir import snapshot
+from tiny_chat import tiny_chat_dir
+from py_engine.cli import main
+from py_engine.data.chat import encode_chat_examples, read_chat_jsonl
+from py_engine.data.classification import label_names, read_jsonl
+from py_engine.models.lora_config import LoraConfig
+from py_engine.tokenizers.chat_template import DEFAULT_END_TOKENS
+from py_engine.train.chat import CausalTrainConfig, ChatModel
+from py_engine.train.classifier import TextClassifier
+from py_engine.train.config import ClassifierTrainConfig
+
+ACCELERATE = [str(Path(sys.executable).parent / "accelerate"), "launch"]
+CHATS = ROWS + [
+    {"messages": [{"role": "user", "content": "And my name?"},
+                  {"role": "assistant", "content": "  Ada, and you like tea.  "}]},
+] + [{"messages": [{"role": "user", "content": f"What is {i} + {i}?"},
+                   {"role": "assistant", "content": f"It is {2 * i}."}]} for i in range(6)]
+WORDS = po.WORDS
+TARGETS = "q_proj,k_proj,v_proj,o_proj"
+REL = 1e-4          # each step's loss and gradient norm against py_engine's
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export-job")
+    rng = np.random.default_rng(5)
+    texts = [{"text": " ".join(rng.choice(WORDS, rng.integers(3, 14))),
+              "label": str(rng.choice(em.LABELS))} for _ in range(14)]
+    return {"root": root, "chat": tiny_chat_dir(root, family="llama", initializer_range=0.2),
+            "bert": po.tiny_bert_dir(root / "bert", seed=3, hidden_dropout_prob=0.0,
+                                     attention_probs_dropout_prob=0.0),
+            "chats": write_jsonl(root / "chats.jsonl", CHATS),
+            "texts": write_jsonl(root / "texts.jsonl", texts)}
+
+
+def export_job(capsys, *argv):
+    """(exit status, stderr) of `py-engine export-job ARGV`."""
+    try:
+        code = main(["export-job", *map(str, argv)])
+    except SystemExit as e:         # argparse's errors
+        code = e.code
+    return code, capsys.readouterr().err
+
+
+def launch(job, *argv, output):
+    """`accelerate launch ... train.py --output OUTPUT`; (stderr, the step log)."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    done = subprocess.run([*ACCELERATE, *map(str, argv), str(job / "train.py"), "--output",
+                           str(output)], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+    log = [json.loads(line) for line in (output / "log.jsonl").read_text().splitlines()]
+    return done.stderr, log
+
+
+def assert_same_steps(log, history):
+    """The job's steps are py_engine's: loss and gradient norm within REL, the same rates."""
+    steps = [line for line in log if "loss" in line]
+    assert [s["step"] for s in steps] == [s.step for s in history]
+    for ours, theirs in zip(history, steps):
+        assert abs(theirs["loss"] - ours.loss) <= REL * abs(ours.loss), (theirs, ours)
+        assert abs(theirs["grad_norm"] - ours.grad_norm) <= REL * ours.grad_norm, (theirs, ours)
+        assert theirs["learning_rate"] == pytest.approx(ours.lr, rel=1e-12)
+
+
+def job_script(folder):
+    """The folder's train.py as a module (its HERE is the folder, the modules beside it
+    importable, as when it runs)."""
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+    spec = importlib.util.spec_from_file_location(f"train_{folder.name}", folder / "train.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
+def adapter_weights(adapter):
+    from safetensors.numpy import load_file
+
+    return load_file(str(adapter / "adapter_model.safetensors"))
+
+
+def test_chat_job_on_one_and_two_processes(ws, tmp_path, capsys):
+    job = tmp_path / "job"
+    code, err = export_job(capsys, "--model", ws["chat"], "--data", ws["chats"], "--out", job,
+                           "--batch-size", 2, "--grad-accum", 2, "--epochs", 2, "--lr", 5e-3,
+                           "--seed", 3, "--r", 4, "--target-modules", TARGETS)
+    assert code == 0, err
+    assert "accelerate launch --config_file" in err
+    rows = [json.loads(line) for line in (job / "data" / "train.jsonl").read_text().splitlines()]
+    assert all(set(r) in ({"messages"}, {"text"}) for r in rows) and len(rows) == len(CHATS)
+    spec = json.loads((job / "job.json").read_text())
+    assert spec["train"]["max_length"] == 256       # the checkpoint's positions bound it
+
+    # py_engine on the same data and seed, the adapter the job starts from included.
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS.split(","), task_type="CAUSAL_LM")
+    chat = run(ChatModel.create(ws["chat"], lora=lora, seed=3))
+    examples, _ = encode_chat_examples(read_chat_jsonl(ws["chats"]), chat.tokenizer,
+                                       chat.template, max_length=chat.max_length)
+    config = CausalTrainConfig(epochs=2, lr=5e-3, batch_size=2, grad_accum=2, seed=3)
+    run(run(chat.trainer(examples, config)).run())
+    assert len(chat.history) == 6
+
+    err1, log1 = launch(job, "--cpu", output=tmp_path / "one")
+    assert "train.py: 1 process(es) on cpu" in err1
+    err2, log2 = launch(job, "--config_file", job / "accelerate.yaml", "--num_processes", 2,
+                        output=tmp_path / "two")
+    assert "train.py: 2 process(es) on cpu (distributed)" in err2
+    assert_same_steps(log1, chat.history)
+    assert_same_steps(log2, chat.history)
+
+    # The adapters: one process, two processes and py_engine trained the same weights.
+    ours = {f"base_model.model.{name}": np.frombuffer(bytes(data), np.float32)
+            for name, (_, data) in run(chat.runtime.trainable_values()).items()}
+    one, two = adapter_weights(tmp_path / "one" / "adapter"), adapter_weights(tmp_path / "two" / "adapter")
+    assert set(one) == set(two) == set(ours)
+    for name in ours:
+        assert em.relative_error(two[name], one[name]) < 1e-5, name
+        assert em.relative_error(one[name].ravel(), ours[name]) < 1e-3, name
+
+    # It loads back into py_engine with PEFT's logits, and training goes on from it there.
+    adapter = tmp_path / "one" / "adapter"
+    ids = AutoTokenizer.from_pretrained(ws["chat"]).apply_chat_template(
+        CHATS[0]["messages"], tokenize=True, return_dict=False)
+    with torch.no_grad():
+        peft = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(ws["chat"]),
+                                         adapter).eval()
+        want = peft(input_ids=torch.tensor([ids])).logits[0].double().numpy()
+    assert em.relative_error(em.our_decoder_logits(ws["chat"], adapter, ids), want) < 1e-5
+    loaded = run(ChatModel.load(ws["chat"], adapter))
+    before = run(loaded.runtime.trainable_values())
+    trainer = run(loaded.trainer(examples, CausalTrainConfig(epochs=1, lr=5e-3, batch_size=4)))
+    run(trainer.run(max_steps=1))
+    assert len(loaded.history) == 1 and np.isfinite(loaded.history[0].loss)
+    after = run(loaded.runtime.trainable_values())
+    assert any(bytes(after[n][1]) != bytes(before[n][1]) for n in before)
+
+
+def test_classifier_job_and_back(ws, tmp_path, capsys):
+    job = tmp_path / "job"
+    code, err = export_job(capsys, "--model", ws["bert"], "--data", ws["texts"], "--out", job,
+                           "--batch-size", 4, "--epochs", 2, "--lr", 2e-3, "--seed", 7,
+                           "--label-smoothing", 0.1, "--weight-decay", 0.05,
+                           "--max-grad-norm", "none",
+                           "--validation", ws["texts"])
+    assert code == 0, err
+    data = read_jsonl(ws["texts"])
+    labels = label_names(data)
+    assert json.loads((job / "job.json").read_text())["labels"] == labels
+    assert json.loads((job / "adapter" / "labels.json").read_text()) == labels
+
+    clf = run(TextClassifier.create(ws["bert"], labels, seed=7))
+    config = ClassifierTrainConfig(epochs=2, lr=2e-3, batch_size=4, seed=7, label_smoothing=0.1,
+                                   weight_decay=0.05, max_grad_norm=None)
+    run(run(clf.trainer(data, config)).run())
+    _, log = launch(job, "--cpu", output=tmp_path / "out")
+    assert_same_steps(log, clf.history)
+    # The validation loss after the last epoch: py_engine's held-out loss (no smoothing).
+    evaluations = [line for line in log if "eval_loss" in line]
+    assert [e["epoch"] for e in evaluations] == [1, 2]
+    held_out = run(clf.runtime.task.evaluate(clf.runtime, clf.encode_examples(data), 8, 128))
+    assert evaluations[-1]["eval_loss"] == pytest.approx(held_out["loss"], rel=REL)
+
+    adapter = tmp_path / "out" / "adapter"
+    assert json.loads((adapter / "head_config.json").read_text()) == {"pooling": "cls"}
+    texts = [r["text"] for r in map(json.loads, ws["texts"].read_text().splitlines())][:6]
+    loaded = run(TextClassifier.load(ws["bert"], adapter))
+    enc = loaded.encode(texts)
+    T = max(len(e.ids) for e in enc)
+    ids = [e.ids + [0] * (T - len(e.ids)) for e in enc]
+    mask = [[1] * len(e.ids) + [0] * (T - len(e.ids)) for e in enc]
+    want = po.probabilities(ws["bert"], adapter, ids, mask)
+    got = np.array([[p[name] for name in labels] for p in run(loaded.predict(texts))])
+    assert np.abs(got - want).max() < 1e-6
+    trainer = run(loaded.trainer(data, ClassifierTrainConfig(epochs=1, batch_size=4)))
+    run(trainer.run(max_steps=1))
+    assert len(loaded.history) == 1 and np.isfinite(loaded.history[0].loss)
+
+
+@pytest.fixture(scope="module")
+def script(ws, tmp_path_factory):
+    """The train.py of a job folder written for the tiny chat model."""
+    folder = tmp_path_factory.mktemp("job-script") / "job"
+    assert main(["export-job", "--model", str(ws["chat"]), "--data", str(ws["chats"]),
+                 "--out", str(folder)]) == 0
+    return job_script(folder)
+
+
+def test_chat_encoding_is_py_engines(ws, script):
+    """The job's tokens and labels (transformers' tokenizer and template) are py_engine's."""
+    tok = AutoTokenizer.from_pretrained(ws["chat"])
+    chat = run(ChatModel.create(ws["chat"]))
+    rows = [json.loads(r) for r in ws["chats"].read_text().splitlines()]
+    examples = read_chat_jsonl(ws["chats"])
+    ours, _ = encode_chat_examples(examples, chat.tokenizer, chat.template, max_length=256)
+    end_tokens = list(DEFAULT_END_TOKENS) + [tok.eos_token]
+    for row, example, want in zip(rows, examples, ours):
+        row = {"messages": example.messages} if example.messages else row
+        got = script.encode_chat(tok, row, end_tokens, 256, "row")
+        assert got["input_ids"] == want.ids
+        assert got["labels"] == [-100] + want.labels[1:]
+
+
+def test_a_refused_conversation_is_named(ws, script):
+    tok = AutoTokenizer.from_pretrained(ws["chat"])
+    tok.chat_template = TEMPLATES["llama2"][0]
+    tok.bos_token, tok.eos_token = "<|im_start|>", "<|im_end|>"
+    row = {"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"},
+                        {"role": "assistant", "content": "c"}]}
+    with pytest.raises(script.JobError, match="^data.jsonl:3: the chat template refuses the "
+                                              "conversation: Conversation roles must alternate"):
+        script.encode_chat(tok, row, [], 64, "data.jsonl:3")
+
+
+@pytest.mark.parametrize("name", sorted(TEMPLATES))
+def test_assistant_spans_are_py_engines(name, script):
+    """For every template py_engine renders (ChatML, Qwen2/2.5, SmolLM2, Llama 2/3/3.1, Zephyr,
+    TinyLlama) and 80 conversations: the text transformers renders and the spans the job
+    trains are py_engine's render_with_spans."""
+    ours = _ours(name)
+    eos = TEMPLATES[name][2]
+    checked = 0
+    for messages in CONVERSATIONS:
+        try:
+            want = ours.render_with_spans(messages)
+        except ValueError:
+            continue                    # the template refuses it (roles that do not alternate)
+
+        def render(turns, generation_prompt):
+            return _reference(name, turns, generation_prompt)
+
+        assert script.assistant_spans(render, messages,
+                                         list(DEFAULT_END_TOKENS) + [eos]) == want, messages
+        checked += 1
+    assert checked >= 40
+
+
+def test_presets_need_no_local_model(ws, tmp_path, capsys):
+    code, err = export_job(capsys, "--model", "smollm2-135m", "--data", ws["chats"], "--out",
+                           tmp_path / "smol")
+    assert code == 0, err
+    spec = json.loads((tmp_path / "smol" / "job.json").read_text())
+    assert spec["base"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and spec["precision"] == "bf16"
+    assert sorted(p.name for p in (tmp_path / "smol" / "adapter").iterdir()) == \
+        ["adapter_config.json"]                 # PEFT draws the start: no local weights to shape it
+    presets = json.loads((tmp_path / "smol" / "presets.json").read_text())
+    assert {"llama-3-8b", "mistral-7b", "phi-3-mini", "tinyllama", "smollm2-135m"} <= set(presets)
+    code, err = export_job(capsys, "--model", "phi-3-mini", "--data", ws["chats"], "--out",
+                           tmp_path / "phi")
+    assert code == 0, err
+    config = json.loads((tmp_path / "phi" / "adapter" / "adapter_config.json").read_text())
+    assert config["target_modules"] == ["qkv_proj"] and config["task_type"] == "CAUSAL_LM"
+    assert "py_engine does not run it" in (tmp_path / "phi" / "README.md").read_text()
+    # The folder's script resolves its base from the job, or from --base.
+    script = job_script(tmp_path / "smol")
+    job = json.loads((tmp_path / "smol" / "job.json").read_text())
+    assert script.base_settings(job, None) == ("HuggingFaceTB/SmolLM2-135M-Instruct",
+                                               presets["smollm2-135m"])
+    assert script.base_settings(job, "phi-3-mini")[1]["target_modules"] == ["qkv_proj"]
+    assert script.base_settings(job, "/models/mine") == ("/models/mine", None)
+
+
+def test_continues_an_adapter(ws, tmp_path, capsys):
+    """--adapter: the job starts from an adapter trained elsewhere (here by PEFT), its LoRA
+    settings kept."""
+    model, adapter = em.chat_with_adapter(tmp_path, "llama")
+    code, err = export_job(capsys, "--model", model, "--data", ws["chats"], "--out",
+                           tmp_path / "job", "--adapter", adapter)
+    assert code == 0, err
+    copied = tmp_path / "job" / "adapter"
+    assert (copied / "adapter_model.safetensors").read_bytes() == \
+        (adapter / "adapter_model.safetensors").read_bytes()
+    # The folder's script starts from it; a --base preset naming other projections starts
+    # afresh there.
+    script = job_script(tmp_path / "job")
+    job = json.loads((tmp_path / "job" / "job.json").read_text())
+    started = script.load_model(job, job["base"], None, False, torch)
+    want = adapter_weights(adapter)
+    got = {k.replace(".default", ""): v.detach().numpy()
+           for k, v in started.named_parameters() if "lora_" in k}
+    assert set(got) == set(want) and all(np.array_equal(got[k], want[k]) for k in want)
+    preset = {"target_modules": ["q_proj"], "dtype": "float32"}
+    fresh = script.load_model(job, job["base"], preset, True, torch)
+    names = [k for k, _ in fresh.named_parameters() if "lora_B" in k]
+    assert names and all(".q_proj." in k for k in names)
+    assert all(not p.detach().any() for k, p in fresh.named_parameters() if "lora_B" in k)
+    code, err = export_job(capsys, "--model", model, "--data", ws["chats"], "--out",
+                           tmp_path / "job2", "--adapter", adapter, "--r", 16)
+    assert code == 2 and "--r: the job continues" in err
+
+
+def test_refusals_write_nothing(ws, tmp_path, capsys):
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    bert_model, bert_adapter = em.classifier_with_adapter(tmp_path)
+    mean_adapter = tmp_path / "mean-adapter"
+    mean_adapter.mkdir()
+    for f in bert_adapter.iterdir():
+        (mean_adapter / f.name).write_bytes(f.read_bytes())
+    (mean_adapter / "head_config.json").write_text('{"pooling": "mean"}')
+    chat, texts, bert = ws["chat"], ws["texts"], ws["bert"]
+    cases = [
+        (("--model", tmp_path / "nothing", "--data", ws["chats"], "--out", tmp_path / "o"),
+         "no model directory there, and not a preset"),
+        (("--model", chat, "--data", tmp_path / "none.jsonl", "--out", tmp_path / "o"),
+         "no data file at"),
+        (("--model", chat, "--data", ws["chats"], "--out", tmp_path / "o", "--label-smoothing",
+          0.1), "--label-smoothing: only for classifiers"),
+        (("--model", chat, "--data", ws["chats"], "--out", foreign), "py_engine did not write"),
+        (("--model", chat, "--data", ws["chats"], "--out", chat), "it is the model directory"),
+        (("--model", bert_model, "--data", texts, "--out", tmp_path / "o", "--adapter",
+          mean_adapter), "pools the tokens' mean"),
+        (("--model", bert, "--data", ws["chats"], "--out", tmp_path / "o"), "chats.jsonl:1"),
+        (("--model", chat, "--data", ws["chats"], "--out", tmp_path / "o", "--adapter",
+          bert_adapter), "is a SEQ_CLS adapter"),
+        (("--model", chat, "--data", ws["chats"], "--out", tmp_path / "o", "--max-length",
+          1000), "--max-length 1000 is more than the 256 positions"),
+        (("--model", chat, "--data", ws["chats"], "--out", tmp_path / "o", "--lr", "nan"),
+         "--lr: must be a number > 0"),
+    ]
+    before = snapshot(tmp_path)
+    capsys.readouterr()
+    for argv, message in cases:
+        code, err = export_job(capsys, *argv)
+        assert code == 2, (argv, err)
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("py-engine: error:"), err
+        assert message in err, (message, err)
+    assert snapshot(tmp_path) == before
+
+
+def test_a_job_holding_a_run_is_never_replaced(ws, tmp_path, capsys):
+    job = tmp_path / "job"
+    assert export_job(capsys, "--model", ws["chat"], "--data", ws["chats"], "--out", job)[0] == 0
+    assert export_job(capsys, "--model", ws["chat"], "--data", ws["chats"], "--out", job,
+                      "--epochs", 2)[0] == 0        # py_engine's own folder: replaced
+    (job / "output").mkdir()
+    (job / "output" / "log.jsonl").write_text("a run's log\n")
+    code, err = export_job(capsys, "--model", ws["chat"], "--data", ws["chats"], "--out", job)
+    assert code == 2 and "output" in err
+    assert (job / "output" / "log.jsonl").read_text() == "a run's log\n"
