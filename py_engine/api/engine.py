@@ -94,6 +94,7 @@ class Engine:
         self._serving = None                   # (adapter id, AppModel) answering queries
         self._queue_stats = None
         self._worker = None
+        self._stopping = False
 
     # --- life ---
 
@@ -132,7 +133,9 @@ class Engine:
         self._worker = asyncio.get_running_loop().create_task(self._work())
 
     def stop(self):
-        """Cancel the job under way (nothing of it is written), stop the loop, close the queue."""
+        """Stop the job under way ("interrupted": nothing of it is written), stop the loop, close
+        the queue."""
+        self._stopping = True
         if self._running is not None:
             self._running[1].set()
 
@@ -296,7 +299,11 @@ class Engine:
             self._update(job, state="done", finished=time.time(), phase=None, metrics=metrics,
                          adapter=adapter["id"])
         except JobCancelled:
-            self._update(job, state="cancelled", finished=time.time(), phase=None)
+            if self._stopping:
+                self._update(job, state="interrupted", finished=time.time(), phase=None,
+                             error="the server stopped while it ran; nothing of it was written")
+            else:
+                self._update(job, state="cancelled", finished=time.time(), phase=None)
         except (JobError, TrainingDiverged) as e:
             self._update(job, state="failed", finished=time.time(), phase=None,
                          error=f"{e}; the queue and the last good adapter are as they were")

@@ -76,6 +76,9 @@ def _answer(error):
         return error_response(error.status, str(error))
     if isinstance(error, (DataError, ValueError)):
         return error_response(422, str(error))
+    status = getattr(error, "status_code", None)        # starlette's own (a malformed form)
+    if isinstance(status, int) and 400 <= status < 500:
+        return error_response(status, str(getattr(error, "detail", "")) or "a malformed request")
     traceback.print_exception(error, file=sys.stderr)
     return error_response(500, f"internal error ({type(error).__name__}: {error}); nothing "
                                "the server holds was changed by this request")
@@ -189,7 +192,14 @@ async def uploaded_files(request, limits):
     raw body named by ?name=."""
     media = _media_type(request)
     if media == "multipart/form-data":
-        form = await request.form(max_files=limits.max_files, max_fields=50)
+        from starlette.exceptions import HTTPException
+
+        try:
+            form = await request.form(max_files=limits.max_files, max_fields=50)
+        except HTTPException as e:
+            if "files" in str(e.detail):
+                raise ApiError(413, f"at most {limits.max_files} files in one upload") from None
+            raise
         files = [v for _, v in form.multi_items() if hasattr(v, "filename")]
         fields = {k: v for k, v in form.multi_items() if not hasattr(v, "filename")}
         out = [(display_name(f.filename), await f.read()) for f in files]
@@ -244,8 +254,6 @@ def app_for_api(engine, token, limits=ApiLimits()):
         """Each file imported as every importer's input is checked; all or none are queued."""
         if not files:
             raise ApiError(422, "no file in the request: add one (curl -F file=@notes.md)")
-        if len(files) > limits.max_files:
-            raise ApiError(413, f"at most {limits.max_files} files in one upload")
         imported = []
         for name, data in files:
             if not data:
