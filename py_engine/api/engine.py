@@ -9,9 +9,9 @@ the adapters and the model that answers queries. HTTP handlers hand it coroutine
 
 Jobs run one at a time, in the order they were set up, on the best backend present (the
 native GPU when wgpu finds a hardware adapter, else NumPy: a software adapter is slower than
-NumPy on the same CPU). A query waits at most one optimizer step of a running job, and is
-answered by the last good adapter (the job's own model takes over when the job has finished and
-its adapter is saved). A job's failure is the job's: its error is recorded, the worker goes on
+NumPy on the same CPU). A query is answered by the last good adapter (the job's own model takes
+over when the job has finished and its adapter is saved): on NumPy from a thread of its own,
+beside the training; on the GPU between two optimizer steps of a running job. A job's failure is the job's: its error is recorded, the worker goes on
 with the next one, and the queue and the adapters stay as they were.
 
 Registries (data_dir: jobs.json, documents.json, adapters.json) are written after each change,
@@ -74,14 +74,34 @@ async def pick_backend(wanted):
     return "gpu", device, f"{info.vendor} {info.device or info.architecture}".strip()
 
 
+class LoopThread:
+    """An event loop running in a thread of its own."""
+
+    def __init__(self, name):
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True, name=name)
+
+    def call(self, coro):
+        """Run a coroutine on the loop: a concurrent.futures.Future."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    async def run(self, coro):
+        """Await a coroutine run on the loop (from another event loop)."""
+        return await asyncio.wrap_future(self.call(coro))
+
+    def stop(self):
+        if self.thread.is_alive():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(timeout=10)
+
+
 class Engine:
     def __init__(self, data, models, backend="auto"):
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         self.data, self.models, self.wanted_backend = data, dict(models), backend
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True,
-                                        name="py-engine-api")
+        self._engine = LoopThread("py-engine-api")
+        self._inference = None          # NumPy: queries on a thread of their own (see query)
         self._lock = threading.RLock()        # the status that HTTP threads read
         self._listeners = []
         self.backend = self.device = self.backend_note = None
@@ -99,21 +119,24 @@ class Engine:
     # --- life ---
 
     def start(self):
-        self._thread.start()
+        self._engine.thread.start()
         try:
             self.call(self._startup()).result()
         except BaseException:
             self.stop()
             raise
+        if self.backend == "numpy":
+            self._inference = LoopThread("py-engine-api-inference")
+            self._inference.thread.start()
         return self
 
     def call(self, coro):
         """Run a coroutine on the engine's loop: a concurrent.futures.Future."""
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+        return self._engine.call(coro)
 
     async def run(self, coro):
         """Await a coroutine run on the engine's loop (from another event loop)."""
-        return await asyncio.wrap_future(self.call(coro))
+        return await self._engine.run(coro)
 
     async def _startup(self):
         self.backend, self.device, self.backend_note = await pick_backend(self.wanted_backend)
@@ -149,12 +172,13 @@ class Engine:
             if self.queue is not None:
                 self.queue.close()
 
-        if self._thread.is_alive():
+        if self._inference is not None:
+            self._inference.stop()
+        if self._engine.thread.is_alive():
             try:
                 self.call(shut()).result(timeout=60)
             finally:
-                self.loop.call_soon_threadsafe(self.loop.stop)
-                self._thread.join(timeout=10)
+                self._engine.stop()
 
     # --- events and status ---
 
@@ -336,7 +360,8 @@ class Engine:
     # --- adapters ---
 
     def _serve(self, adapter_id, model):
-        self._serving = (adapter_id, model)      # the previous model is dropped with its weights
+        with self._lock:
+            self._serving = (adapter_id, model)  # the previous model is dropped with its weights
 
     def adapter_list(self):
         with self._lock:
@@ -390,16 +415,20 @@ class Engine:
             self._serve(current, model)
         return self._serving
 
+    def _serving_now(self):
+        with self._lock:
+            serving = self._serving
+            current = self.adapters["current"]
+        return serving if serving is not None and serving[0] == current else None
+
     async def query(self, text, max_new_tokens=64):
         """The fine-tuned model's answer: a classifier's label and probabilities, or a chat
-        model's reply."""
-        adapter_id, model = await self._serving_model()
-        if model.kind == "classification":
-            return dict(await model.predict(text), adapter=adapter_id)
-        result = await model.model.generate([{"role": "user", "content": text}],
-                                            max_new_tokens=max_new_tokens)
-        return {"text": result.text, "finish_reason": result.finish_reason,
-                "adapter": adapter_id}
+        model's reply (awaited from the HTTP side's loop). On NumPy the serving model computes
+        on a thread of its own, beside a job's training (BLAS releases the GIL); on the GPU it
+        shares the engine's loop and device, and a query waits for the step under way."""
+        serving = self._serving_now() or await self.run(self._serving_model())
+        return await (self._inference or self._engine).run(_answer(*serving, text,
+                                                                   max_new_tokens))
 
     # --- documents and the dataset ---
 
@@ -453,6 +482,14 @@ class Engine:
             raise Conflict("the training queue is empty: nothing to export")
         result = dataset_files(records, config)
         return result
+
+
+async def _answer(adapter_id, model, text, max_new_tokens):
+    if model.kind == "classification":
+        return dict(await model.predict(text), adapter=adapter_id)
+    result = await model.model.generate([{"role": "user", "content": text}],
+                                        max_new_tokens=max_new_tokens)
+    return {"text": result.text, "finish_reason": result.finish_reason, "adapter": adapter_id}
 
 
 def _is_id(value):

@@ -309,7 +309,7 @@ def app_for_api(engine, token, limits=ApiLimits()):
         if isinstance(tokens, bool) or not isinstance(tokens, int) or \
                 not 1 <= tokens <= limits.max_new_tokens:
             raise ApiError(422, f"max_new_tokens must be a whole number in 1..{limits.max_new_tokens}")
-        return await engine.run(engine.query(text, tokens))
+        return await engine.query(text, tokens)
 
     async def jobs(request):
         return {"jobs": engine.job_list()}
