@@ -78,7 +78,8 @@ def summary(report):
     for path, ms in report["latency_ms"].items():
         name = path.rsplit("/", 1)[1]
         out[name] = {"count": len(ms), "p50_ms": round(percentile(ms, 0.5), 1),
-                     "p95_ms": round(percentile(ms, 0.95), 1)}
+                     "p95_ms": round(percentile(ms, 0.95), 1),
+                     "ms": [round(x, 2) for x in ms]}
     return out
 
 
@@ -123,21 +124,26 @@ def client_url(client):
     return f"http://{client.host}:{client.port}/"
 
 
+def pooled(api, state):
+    """The rounds of one state together: requests/s, failures, and each endpoint's latencies."""
+    rounds = api[state]
+    total = sum(r["requests"] for r in rounds)
+    return {"requests": total, "failed": sum(r["failed"] for r in rounds),
+            "per_s": total / sum(r["seconds"] for r in rounds),
+            **{name: [ms for r in rounds for ms in r[name]["ms"]] for name in ("status", "query")}}
+
+
 def rows(api):
-    """The table's rows: (measure, value, note) per state, the rounds pooled by median."""
+    """The table's rows: (measure, value, note) per endpoint and state, rounds pooled."""
     out = []
     for state in ("idle", "training"):
-        rounds = api[state]
-        per_s = sorted(r["per_s"] for r in rounds)[len(rounds) // 2]
-        failed = sum(r["failed"] for r in rounds)
-        total = sum(r["requests"] for r in rounds)
+        p = pooled(api, state)
         for name in ("status", "query"):
-            p95 = sorted(r[name]["p95_ms"] for r in rounds)[len(rounds) // 2]
-            p50 = sorted(r[name]["p50_ms"] for r in rounds)[len(rounds) // 2]
-            out.append((f"API {name} while {'a MiniLM job trains' if state == 'training' else 'idle'}",
-                        f"p50 {p50:.0f} ms, p95 {p95:.0f} ms",
-                        f"{per_s:.1f} requests/s over both endpoints, {api['threads']} clients; "
-                        f"{failed} of {total} failed"))
+            ms = p[name]
+            out.append((f"API {name} {'while a MiniLM job trains' if state == 'training' else 'idle'}",
+                        f"p50 {percentile(ms, 0.5):.0f} ms, p95 {percentile(ms, 0.95):.0f} ms",
+                        f"{p['per_s']:.1f} requests/s (status and query), {api['threads']} "
+                        f"clients; {p['failed']} of {p['requests']} failed"))
     return out
 
 

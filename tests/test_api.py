@@ -17,11 +17,12 @@ import subprocess
 import sys
 import time
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 import peft_oracle as po
-from api_client import Client, load
+from api_client import Client, load, multipart
 from test_trainer import sentiment
 from tiny_chat import tiny_chat_dir
 from py_engine.api import ApiLimits, ApiServer, DataDir
@@ -199,6 +200,14 @@ def test_classifier_upload_setup_events_query_download(api, models, tmp_path):
     assert by_json == by_form and by_json["label"] in ("neg", "pos")
     assert abs(sum(by_json["probs"].values()) - 1) < 1e-9
 
+    texts = [" ".join(e.text.split()[:k + 2]) for k, e in enumerate(sentiment(8, 7))]
+    alone = [api.client.post("/fine-tuning/query", {"query": t}).json() for t in texts]
+    with ThreadPoolExecutor(8) as pool:       # answered together, in one batch or a few
+        together = list(pool.map(lambda t: api.client.post("/fine-tuning/query",
+                                                           {"query": t}).json(), texts))
+    for a, b in zip(alone, together):
+        assert a["label"] == b["label"] and a["probs"] == pytest.approx(b["probs"], rel=1e-6)
+
     listing = api.client.get("/fine-tuning/adapters").json()
     assert listing["current"] == done["adapter"]
     archive = api.client.get(f"/fine-tuning/adapters/{done['adapter']}")
@@ -232,6 +241,26 @@ def test_chat_job_on_the_queue_and_its_reply(api, models, tmp_path):
     assert reply["text"] == expected.text and reply["finish_reason"] == expected.finish_reason
 
 
+def test_setup_as_a_form_with_files(api):
+    body, content_type = multipart([("model", "tiny"), ("epochs", "1"), ("lr", "0.01"),
+                                    ("labels", "neg,pos")],
+                                   [("file", "more.jsonl", labelled(16, 9))])
+    answer = api.client.post("/fine-tuning/setup", body, content_type)
+    assert answer.status == 202, answer
+    job = answer.json()["job"]
+    assert job["options"] == {"epochs": 1, "lr": 0.01} and job["labels"] == ["neg", "pos"]
+    (doc,) = job["documents"]
+    listed = {d["id"]: d for d in api.client.get("/fine-tuning/documents").json()["documents"]}
+    assert listed[doc]["name"] == "more.jsonl" and listed[doc]["records"] == 16
+    job = api.client.wait_job(job["id"])
+    assert job["state"] == "done" and 1 <= job["metrics"]["records"] <= 16, job
+    bad, content_type = multipart([("model", "tiny"), ("epochs", "many")],
+                                  [("file", "more.jsonl", labelled(4, 10))])
+    answer = api.client.post("/fine-tuning/setup", bad, content_type)
+    assert answer.status == 422 and "epochs" in answer.json()["error"]
+    assert len(api.client.get("/fine-tuning/documents").json()["documents"]) == len(listed)
+
+
 # --- jobs: one at a time, cancelled, failed ------------------------------------------------------
 
 def test_jobs_run_one_at_a_time_and_a_cancelled_one_writes_nothing(api):
@@ -251,6 +280,11 @@ def test_jobs_run_one_at_a_time_and_a_cancelled_one_writes_nothing(api):
     assert [a["id"] for a in after["adapters"]] == \
         [a["id"] for a in before["adapters"]] + [short["adapter"]]
     assert api.client.delete(f"/fine-tuning/jobs/{long['id']}").status == 409
+    old = before["adapters"][0]["id"]                   # not the current one: it can go
+    assert api.client.delete(f"/fine-tuning/adapters/{old}").json() == {"deleted": old}
+    assert old not in [a["id"] for a in api.client.get("/fine-tuning/adapters").json()["adapters"]]
+    assert not api.data.adapter_dir(old).exists()
+    assert api.client.get(f"/fine-tuning/adapters/{old}").status == 404
     # a queued job cancelled before it starts never runs
     first = setup_job(api.client, {"model": "tiny", "options": {"epochs": 400}})
     second = setup_job(api.client, {"model": "tiny", "options": {"epochs": 1}})

@@ -102,6 +102,7 @@ class Engine:
         self.data, self.models, self.wanted_backend = data, dict(models), backend
         self._engine = LoopThread("py-engine-api")
         self._inference = None          # NumPy: queries on a thread of their own (see query)
+        self._batches = PredictionBatches()
         self._lock = threading.RLock()        # the status that HTTP threads read
         self._listeners = []
         self.backend = self.device = self.backend_note = None
@@ -425,10 +426,16 @@ class Engine:
         """The fine-tuned model's answer: a classifier's label and probabilities, or a chat
         model's reply (awaited from the HTTP side's loop). On NumPy the serving model computes
         on a thread of its own, beside a job's training (BLAS releases the GIL); on the GPU it
-        shares the engine's loop and device, and a query waits for the step under way."""
-        serving = self._serving_now() or await self.run(self._serving_model())
-        return await (self._inference or self._engine).run(_answer(*serving, text,
-                                                                   max_new_tokens))
+        shares the engine's loop and device, and a query waits for the step under way.
+        Classifier queries that arrive together are answered in one batch."""
+        adapter_id, model = self._serving_now() or await self.run(self._serving_model())
+        where = self._inference or self._engine
+        if model.kind == "classification":
+            answer = await where.run(self._batches.ask(model, text))
+            return dict(answer, adapter=adapter_id)
+        result = await where.run(model.model.generate([{"role": "user", "content": text}],
+                                                      max_new_tokens=max_new_tokens))
+        return {"text": result.text, "finish_reason": result.finish_reason, "adapter": adapter_id}
 
     # --- documents and the dataset ---
 
@@ -484,12 +491,40 @@ class Engine:
         return result
 
 
-async def _answer(adapter_id, model, text, max_new_tokens):
-    if model.kind == "classification":
-        return dict(await model.predict(text), adapter=adapter_id)
-    result = await model.model.generate([{"role": "user", "content": text}],
-                                        max_new_tokens=max_new_tokens)
-    return {"text": result.text, "finish_reason": result.finish_reason, "adapter": adapter_id}
+class PredictionBatches:
+    """Classifier queries waiting together are answered by one pass over all of them (up to
+    MAX_BATCH), on the loop that computes predictions: the throughput of one forward over many
+    texts, not of many forwards."""
+
+    MAX_BATCH = 32
+
+    def __init__(self):
+        self.waiting = []                 # (model, text, future)
+        self.task = None
+
+    async def ask(self, model, text):
+        future = asyncio.get_running_loop().create_future()
+        self.waiting.append((model, text, future))
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._drain())
+        return await future
+
+    async def _drain(self):
+        await asyncio.sleep(0)            # the queries that arrived together join the batch
+        while self.waiting:
+            model = self.waiting[0][0]
+            batch = [w for w in self.waiting if w[0] is model][:self.MAX_BATCH]
+            self.waiting = [w for w in self.waiting if not any(w is b for b in batch)]
+            try:
+                answers = await model.predict_many([text for _, text, _ in batch])
+            except Exception as e:        # noqa: BLE001 - each query gets the failure
+                for _, _, future in batch:
+                    if not future.done():
+                        future.set_exception(e)
+                continue
+            for (_, _, future), answer in zip(batch, answers):
+                if not future.done():
+                    future.set_result(answer)
 
 
 def _is_id(value):
