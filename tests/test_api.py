@@ -96,6 +96,17 @@ def wait_running(client, job_id, steps=1, timeout=60):
     raise TimeoutError(job)
 
 
+def trained(client):
+    """Make sure a classifier adapter answers (for a test run alone); returns the status."""
+    status = client.get("/fine-tuning/status").json()
+    if not status["trained"] or status["adapter"]["kind"] != "classification":
+        upload(client, "reviews.jsonl", labelled(24, 11))
+        job = client.wait_job(setup_job(client, {"model": "tiny", "options": {"epochs": 1}})["id"])
+        assert job["state"] == "done", job
+        status = client.get("/fine-tuning/status").json()
+    return status
+
+
 def unzip(data, into):
     with zipfile.ZipFile(io.BytesIO(data)) as z:
         names = z.namelist()
@@ -264,6 +275,9 @@ def test_setup_as_a_form_with_files(api):
 # --- jobs: one at a time, cancelled, failed ------------------------------------------------------
 
 def test_jobs_run_one_at_a_time_and_a_cancelled_one_writes_nothing(api):
+    upload(api.client, "first.jsonl", labelled(24, 12))
+    first = api.client.wait_job(setup_job(api.client, {"model": "tiny",
+                                                       "options": {"epochs": 1}})["id"])
     before = api.client.get("/fine-tuning/adapters").json()
     long = setup_job(api.client, {"model": "tiny", "options": {"epochs": 400}})
     short = setup_job(api.client, {"model": "tiny", "options": {"epochs": 1}})
@@ -280,11 +294,13 @@ def test_jobs_run_one_at_a_time_and_a_cancelled_one_writes_nothing(api):
     assert [a["id"] for a in after["adapters"]] == \
         [a["id"] for a in before["adapters"]] + [short["adapter"]]
     assert api.client.delete(f"/fine-tuning/jobs/{long['id']}").status == 409
-    old = before["adapters"][0]["id"]                   # not the current one: it can go
+    old = first["adapter"]                              # not the current one: it can go
     assert api.client.delete(f"/fine-tuning/adapters/{old}").json() == {"deleted": old}
     assert old not in [a["id"] for a in api.client.get("/fine-tuning/adapters").json()["adapters"]]
     assert not api.data.adapter_dir(old).exists()
     assert api.client.get(f"/fine-tuning/adapters/{old}").status == 404
+    current = api.client.delete(f"/fine-tuning/adapters/{short['adapter']}")
+    assert current.status == 409 and "current adapter" in current.json()["error"]
     # a queued job cancelled before it starts never runs
     first = setup_job(api.client, {"model": "tiny", "options": {"epochs": 400}})
     second = setup_job(api.client, {"model": "tiny", "options": {"epochs": 1}})
@@ -297,7 +313,7 @@ def test_jobs_run_one_at_a_time_and_a_cancelled_one_writes_nothing(api):
 
 @pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning", "ignore:invalid:RuntimeWarning")
 def test_failed_and_crashed_jobs_keep_the_queue_and_the_last_good_adapter(api):
-    status = api.client.get("/fine-tuning/status").json()
+    status = trained(api.client)
     adapters = api.client.get("/fine-tuning/adapters").json()
     answer = api.client.post("/fine-tuning/query", {"query": "bad awful film"}).json()
     crashed = api.client.wait_job(setup_job(api.client, {"model": "broken"})["id"])
@@ -319,6 +335,8 @@ def test_failed_and_crashed_jobs_keep_the_queue_and_the_last_good_adapter(api):
 # --- the dataset export ------------------------------------------------------------------------
 
 def test_export_is_py_engine_data_export(api, tmp_path, capsys):
+    upload(api.client, "reviews.jsonl", labelled(48, 1))      # as earlier tests did, if run alone
+    upload(api.client, "sums.jsonl", jsonl(CHATS))
     queue = api.data.queue_path
     cases = [({"format": "jsonl", "quality_filter": True, "deduplicate": True,
                "validation_split": 0.25, "seed": 2, "kind": "classification"},
@@ -429,8 +447,6 @@ def test_malformed_and_wrong_requests_get_one_line_errors(api, tmp_path):
         (c.get("/fine-tuning/events?job=job-999"), 404, "no job"),
         (c.get("/fine-tuning/nothing"), 404, "no endpoint"),
         (c.request("PUT", "/fine-tuning/status"), 405, "not allowed"),
-        (c.delete(f"/fine-tuning/adapters/{c.get('/fine-tuning/status').json()['adapter']['id']}"),
-         409, "current adapter"),
     ]
     for k, (answer, status, words) in enumerate(cases):
         assert answer.status == status, (k, answer)
@@ -446,6 +462,9 @@ def test_malformed_and_wrong_requests_get_one_line_errors(api, tmp_path):
     assert status == 413 and "limit" in answer["error"]
     status, answer = raw(api, "GET", "/fine-tuning/status", b"", {"Host": "evil.example:8600"})
     assert status == 403 and "127.0.0.1" in answer["error"]
+    cross_site = c.post("/fine-tuning/query", b"query=good", "application/x-www-form-urlencoded",
+                        headers={"Sec-Fetch-Site": "cross-site"})
+    assert cross_site.status == 403 and "web pages" in cross_site.json()["error"]
     assert c.get("/fine-tuning/jobs").json() == jobs_before        # nothing was started
     # a file name is a name, never a path
     doc = upload(c, "../../../../tmp/escaped.txt", b"The harbour wall was rebuilt in stone.")
@@ -457,6 +476,7 @@ def test_malformed_and_wrong_requests_get_one_line_errors(api, tmp_path):
 # --- load while training -------------------------------------------------------------------------
 
 def test_many_status_and_query_requests_while_a_job_trains(api):
+    trained(api.client)
     job = setup_job(api.client, {"model": "tiny", "options": {"epochs": 400}})
     step = wait_running(api.client, job["id"])["step"]
     report = load(api.url, api.token, [("GET", "/fine-tuning/status", None),

@@ -88,7 +88,8 @@ def _answer(error):
 
 class LoopbackOnly:
     """Refuse requests not addressed to a loopback name (a web site rebinding its name to
-    127.0.0.1 sends its own name as Host)."""
+    127.0.0.1 sends its own name as Host), and requests a browser sends from another site's
+    page (a form posted to the API needs no token to reach it, only to be obeyed)."""
 
     def __init__(self, app):
         self.app = app
@@ -97,10 +98,14 @@ class LoopbackOnly:
         if scope["type"] == "http":
             from starlette.requests import HTTPConnection
 
-            if addressed_to_loopback(HTTPConnection(scope)) is None:
-                response = error_response(403, "this API answers requests to 127.0.0.1, ::1 or "
-                                               "localhost only")
-                return await response(scope, receive, send)
+            connection = HTTPConnection(scope)
+            refusal = None
+            if addressed_to_loopback(connection) is None:
+                refusal = "this API answers requests to 127.0.0.1, ::1 or localhost only"
+            elif connection.headers.get("sec-fetch-site", "none") not in ("same-origin", "none"):
+                refusal = "this API does not answer requests that web pages send"
+            if refusal is not None:
+                return await error_response(403, refusal)(scope, receive, send)
         return await self.app(scope, receive, send)
 
 
