@@ -471,6 +471,8 @@ def test_malformed_and_wrong_requests_get_one_line_errors(api, tmp_path):
     assert doc["name"] == "escaped.txt"
     assert not (tmp_path.parents[2] / "tmp" / "escaped.txt").exists()
     assert c.delete(f"/fine-tuning/documents/{doc['id']}").json()["records_removed"] == 1
+    again = upload(c, "escaped.txt", b"The harbour wall was rebuilt in stone.")
+    assert int(again["id"].split("-")[1]) > int(doc["id"].split("-")[1])     # ids never reused
 
 
 # --- load while training -------------------------------------------------------------------------

@@ -6,7 +6,7 @@
 
 Layout: MARKER (the directory is ours), admin_token, queue.sqlite (the training queue),
 adapters/<id>/ (one PEFT adapter per finished job), and small JSON registries (jobs.json,
-documents.json, adapters.json) written atomically. A directory that exists and is not ours is
+documents.json, adapters.json, counters.json) written atomically. A directory that exists and is not ours is
 refused unless it is empty: the server never spreads its files among someone else's.
 
 Every path comes from an id checked against ID_PATTERN here; nothing a request sends is ever

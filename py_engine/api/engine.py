@@ -14,9 +14,9 @@ over when the job has finished and its adapter is saved): on NumPy from a thread
 beside the training; on the GPU between two optimizer steps of a running job. A job's failure is the job's: its error is recorded, the worker goes on
 with the next one, and the queue and the adapters stay as they were.
 
-Registries (data_dir: jobs.json, documents.json, adapters.json) are written after each change,
-atomically; after a restart, jobs that were waiting run, and one that was running is marked
-"interrupted" (nothing of it was written).
+Registries (data_dir: jobs.json, documents.json, adapters.json, counters.json) are written
+atomically after each change; after a restart, jobs that were waiting run, and one that was
+running is marked "interrupted" (nothing of it was written).
 """
 
 import asyncio
@@ -109,6 +109,7 @@ class Engine:
         self.queue = None
         self.jobs = {}
         self.documents = {}
+        self.counters = {}
         self.adapters = {"current": None, "adapters": []}
         self._pending = None
         self._running = None                   # (job, cancel flag) of the job under way
@@ -145,6 +146,7 @@ class Engine:
         self.jobs = {j["id"]: j for j in self.data.read_registry("jobs", [])}
         self.documents = self.data.read_registry("documents", {})
         self.adapters = self.data.read_registry("adapters", {"current": None, "adapters": []})
+        self.counters = self.data.read_registry("counters", {})
         self._pending = asyncio.Queue()
         for job in self.jobs.values():
             if job["state"] == "running":
@@ -246,8 +248,12 @@ class Engine:
 
     # --- jobs ---
 
-    def _next_number(self, registry_numbers):
-        return max(registry_numbers, default=0) + 1
+    def _next_number(self, kind):
+        """The next number of a job or document: never one given before (ids name adapters,
+        and a finished job keeps naming its documents)."""
+        self.counters[kind] = self.counters.get(kind, 0) + 1
+        self.data.write_registry("counters", self.counters)
+        return self.counters[kind]
 
     def check_documents(self, ids):
         """NotFound for the first of `ids` that is not an uploaded document's."""
@@ -260,7 +266,7 @@ class Engine:
     async def submit(self, spec):
         """Queue a job (a checked job_spec); returns it."""
         self.check_documents(spec["documents"] or ())
-        number = self._next_number(j["number"] for j in self.jobs.values())
+        number = self._next_number("job")
         job = dict(spec, id=f"job-{number}", number=number, state="queued", created=time.time(),
                    started=None, finished=None, phase=None, step=0, total_steps=None,
                    epoch=None, loss=None, accuracy=None, grad_norm=None, metrics=None,
@@ -442,7 +448,7 @@ class Engine:
     async def add_document(self, name, size, records):
         """Queue an uploaded document's records (cleaned as every import is)."""
         answer, ids = await clean_and_queue(self.queue, records)
-        number = self._next_number(d["number"] for d in self.documents.values())
+        number = self._next_number("document")
         doc = {"id": f"doc-{number}", "number": number, "name": name, "bytes": size,
                "created": time.time(), "ids": ids,
                **{k: answer[k] for k in ("records", "added", "duplicates", "refused", "evicted")}}

@@ -526,4 +526,5 @@ def _bytes(data):
     raise UserError(f"expected bytes, got {type(data).__name__}")
 
 
-__all__ = ["EngineService", "UserError", "clean_and_queue", "METHODS", "error_kind", "DataError", "json"]
+__all__ = ["EngineService", "UserError", "clean_and_queue", "METHODS", "error_kind", "DataError",
+           "json"]

@@ -57,7 +57,8 @@ from ..formats.output_dir import write_files
 from ..tokenizers.chat_template import ChatTemplate
 from .chat import CHATML_TEMPLATE, CHATML_TOKENS, ROLES, ChatExample, chat_example_from_record
 from .classification import DataError, Example, parse_record
-from .cleaning import CleaningConfig, clean_records, content_text
+from .cleaning import CleaningConfig, QualityConfig, clean_records, content_text
+from .dedup import DedupConfig
 from .record import Record, RecordError
 
 FORMATS = ("json", "jsonl", "csv", "messages", "chatml", "alpaca", "instruction", "sharegpt")
@@ -641,9 +642,6 @@ class ExportConfig:
         """The config of an export asked for by switches (`py-engine data export`'s options,
         the HTTP API's fields): quality_filter and deduplicate turn on the default filters;
         validation_split v (0 < v < 1) is split {"train": 1 - v, "validation": v}."""
-        from .cleaning import QualityConfig
-        from .dedup import DedupConfig
-
         if validation_split is not None:
             if split is not None:
                 raise ValueError("give a split or a validation_split, not both")
