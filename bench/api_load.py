@@ -99,6 +99,8 @@ def run(threads=8, each=8, rounds=2):
             assert first["state"] == "done", first
             out = {"idle": [], "training": [], "steps_during_load": []}
             load_before = os.getloadavg()
+            out["one_client"] = summary(load(client_url(client), client.token,
+                                             [requests[1]], threads=1, each=8))
             for _ in range(rounds):
                 out["idle"].append(summary(load(client_url(client), client.token, requests,
                                                 threads, each)))
@@ -135,7 +137,13 @@ def pooled(api, state):
 
 def rows(api):
     """The table's rows: (measure, value, note) per endpoint and state, rounds pooled."""
+    one = api.get("one_client")
     out = []
+    if one:
+        out.append(("API query, one client at a time, idle",
+                    f"p50 {one['query']['p50_ms']:.0f} ms, p95 {one['query']['p95_ms']:.0f} ms",
+                    f"{one['requests']} requests; load average {api['loadavg_before'][0]:.1f} on "
+                    f"{api['cpu_count']} CPUs"))
     for state in ("idle", "training"):
         p = pooled(api, state)
         for name in ("status", "query"):
@@ -143,7 +151,9 @@ def rows(api):
             out.append((f"API {name} {'while a MiniLM job trains' if state == 'training' else 'idle'}",
                         f"p50 {percentile(ms, 0.5):.0f} ms, p95 {percentile(ms, 0.95):.0f} ms",
                         f"{p['per_s']:.1f} requests/s (status and query), {api['threads']} "
-                        f"clients; {p['failed']} of {p['requests']} failed"))
+                        f"clients; {p['failed']} of {p['requests']} failed" +
+                        (f"; {sum(api['steps_during_load'])} training steps meanwhile"
+                         if state == "training" else "")))
     return out
 
 
