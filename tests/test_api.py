@@ -503,6 +503,7 @@ def test_a_restart_keeps_the_adapter_token_and_jobs(models, tmp_path):
         answer = client.post("/fine-tuning/query", {"query": "awful bad film"}).json()
         running = setup_job(client, {"model": "tiny", "options": {"epochs": 400}})
         wait_running(client, running["id"])
+        waiting = setup_job(client, {"model": "broken"})      # runs after the restart, fails
         token = server.token
     with ApiServer(data, models, backend="numpy") as server:
         client = Client(server.url, server.token)
@@ -513,6 +514,8 @@ def test_a_restart_keeps_the_adapter_token_and_jobs(models, tmp_path):
         assert interrupted["state"] == "interrupted" and interrupted["adapter"] is None
         assert client.post("/fine-tuning/query", {"query": "awful bad film"}).json() == answer
         assert status["queue"]["total"] == 32
+        waited = client.wait_job(waiting["id"])                       # waiting jobs run
+        assert waited["state"] == "failed" and waited["started"] > interrupted["finished"]
     assert sorted(p.name for p in (data / "adapters").iterdir()) == [done["adapter"]]
 
 

@@ -305,6 +305,8 @@ class Engine:
     async def _work(self):
         while True:
             job_id = await self._pending.get()
+            if self._stopping:
+                return                    # a waiting job waits for the next start
             job = self.jobs.get(job_id)
             if job is None or job["state"] != "queued":
                 continue
@@ -324,7 +326,8 @@ class Engine:
             if any(d not in self.documents for d in job["documents"] or ()):
                 raise JobError("a document of this job was deleted before it started", 409)
             run = JobRun(job, self.models[job["model"]], self.backend, self.device,
-                         await self._job_records(job), self._update, cancel.is_set)
+                         await self._job_records(job), self._update,
+                         lambda: cancel.is_set() or self._stopping)
             model, metrics = await run.train()
             adapter = await self._keep_adapter(job, model, metrics)
             self._update(job, state="done", finished=time.time(), phase=None, metrics=metrics,
