@@ -517,6 +517,9 @@ def test_a_restart_keeps_the_adapter_token_and_jobs(models, tmp_path):
         waited = client.wait_job(waiting["id"])                       # waiting jobs run
         assert waited["state"] == "failed" and waited["started"] > interrupted["finished"]
     assert sorted(p.name for p in (data / "adapters").iterdir()) == [done["adapter"]]
+    with ApiServer(data, {"chat": models["chat"]}, backend="numpy") as server:
+        answer = Client(server.url).post("/fine-tuning/query", {"query": "good"})
+        assert answer.status == 409 and "--model tiny=DIR" in answer.json()["error"]
 
 
 # --- the command ---------------------------------------------------------------------------------

@@ -325,6 +325,9 @@ class Engine:
         try:
             if any(d not in self.documents for d in job["documents"] or ()):
                 raise JobError("a document of this job was deleted before it started", 409)
+            if job["model"] not in self.models:
+                raise JobError(f"this server was started without the model {job['model']!r} "
+                               f"(--model {job['model']}=DIR)", 409)
             run = JobRun(job, self.models[job["model"]], self.backend, self.device,
                          await self._job_records(job), self._update,
                          lambda: cancel.is_set() or self._stopping)
@@ -416,6 +419,10 @@ class Engine:
                            "wait for it to finish")
         if self._serving is None or self._serving[0] != current:
             entry = self._adapter(current)
+            if entry["model"] not in self.models:
+                raise Conflict(f"the current adapter {current} was trained on the model "
+                               f"{entry['model']!r}, which this server was not started with "
+                               f"(--model {entry['model']}=DIR)")
             path = self.data.adapter_dir(current)
             model = await load_model_dir(self.models[entry["model"]], entry["model"],
                                          kind=entry["kind"], labels=entry["labels"],
