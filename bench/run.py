@@ -8,7 +8,7 @@ with the BLAS, thread counts and OPENBLAS_* / OMP_* / MKL_* variables of each re
 comparison against torch + PEFT on CUDA is bench/gpu_device.sh's.
 
     python build.py bench                 # everything
-    python build.py bench --only native   # one section: native, browser, bert, decoder, browser_step, learning, idle
+    python build.py bench --only native   # one section: native, browser, bert, decoder, browser_step, learning, idle, api
 """
 
 import argparse
@@ -30,6 +30,7 @@ from py_engine.gpu import SoftwareAdapterWarning, open_device, shaders  # noqa: 
 
 RESULTS = ROOT / "bench" / "results" / "latest.json"
 TARGETS = {"replay_vs_js": 2.0, "upload_vs_js": 1.5}
+SECTIONS = ("native", "browser", "bert", "decoder", "browser_step", "learning", "idle", "api")
 
 
 def bench_native():
@@ -178,6 +179,17 @@ def bench_idle():
     return out
 
 
+def bench_api():
+    from api_load import RESULTS as API_RESULTS
+    from api_load import run as run_api
+
+    api = run_api()
+    API_RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    API_RESULTS.write_text(json.dumps(dict(api, when=time.strftime("%Y-%m-%d %H:%M:%S")),
+                                      indent=2) + "\n")
+    return api
+
+
 def idle_rows(idle):
     rows = []
     for key, where in (("latency", "host, NumPy"), ("app_page", "app page, worker")):
@@ -257,6 +269,11 @@ def table(results):
     idle = results.get("idle")
     if idle:
         rows += idle_rows(idle)
+    api = results.get("api")
+    if api:
+        from api_load import rows as api_rows
+
+        rows += api_rows(api)
     step = results.get("browser_step")
     if step:
         rows.append((f"tiny BERT {step['shape']['batch']}x{step['shape']['seq']} step in the browser "
@@ -292,10 +309,10 @@ def table(results):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--only", choices=["native", "browser", "bert", "decoder", "browser_step", "learning", "idle"], action="append")
+    parser.add_argument("--only", choices=SECTIONS, action="append")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    sections = args.only or ["native", "browser", "bert", "decoder", "browser_step", "learning", "idle"]
+    sections = args.only or list(SECTIONS)
 
     # Sections not run this time keep their last results (each carries its own "when").
     results = json.loads(args.out.read_text()) if args.out.is_file() else {}
@@ -321,6 +338,8 @@ def main():
         results["learning"] = bench_learning()
     if "idle" in sections:
         results["idle"] = bench_idle()
+    if "api" in sections:
+        results["api"] = bench_api()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(table({k: v for k, v in results.items() if k in sections or k == "ratios" and "browser" in sections}))

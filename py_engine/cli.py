@@ -15,6 +15,8 @@
     py-engine info                 the native GPU adapter and its limits
     py-engine selfcheck            run the kernel checks on the native backend
     py-engine serve DIR            serve a built web/dist on 127.0.0.1
+    py-engine serve-api [--data-dir DIR] [--model NAME=DIR] [--port 8600]
+                                   the fine-tuning HTTP API (see py_engine/api/)
 
 `train` looks at the checkpoint: a BERT-family encoder trains a classifier on JSONL lines
 {"text": ..., "label": ...}; a Llama-family decoder (Llama, TinyLlama, SmolLM, Qwen2) trains on
@@ -569,6 +571,46 @@ def cmd_serve(args):
     return 0
 
 
+def _api_model(text):
+    """--model NAME=DIR (or DIR, named by its last component; "minilm" for the bundled one)."""
+    import re
+
+    name, sep, path = text.partition("=")
+    if not sep:
+        name, path = (text, text) if text == "minilm" else (None, text)
+    path = model_dir(path)
+    from pathlib import Path
+
+    name = name or Path(path).resolve().name
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name):
+        raise argparse.ArgumentTypeError(f"model name {name!r}: use letters, digits, '.', '_' "
+                                         "and '-' (NAME=DIR)")
+    return name, path
+
+
+def cmd_serve_api(args):
+    from py_engine.api import ApiLimits, serve_api
+    from py_engine.app.models import kind_of, read_model_config
+    from py_engine.server import check_loopback
+
+    check_loopback(args.host, "the fine-tuning API holds the user's data")
+    models = dict(args.model or [])
+    if not args.model:
+        try:
+            models["minilm"] = model_dir("minilm")
+        except argparse.ArgumentTypeError:
+            raise UsageError("no model to fine-tune: give --model NAME=DIR (a Hugging Face "
+                             "checkpoint directory)") from None
+    if len(models) != len(args.model or [None]):
+        raise UsageError("two --model options have the same name")
+    for name, path in models.items():
+        kind_of(read_model_config(path))          # a checkpoint this engine trains, or why not
+    limits = ApiLimits(max_upload_bytes=int(args.max_upload_mb * (1 << 20)))
+    serve_api(args.data_dir, models, host=args.host, port=args.port, backend=args.backend,
+              limits=limits)
+    return 0
+
+
 # --- the parser ----------------------------------------------------------------------------------
 
 def _backend_options(p, dtypes):
@@ -698,6 +740,18 @@ def build_parser():
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=PORT, default=8000)
     p.set_defaults(fn=cmd_serve)
+    p = sub.add_parser("serve-api", help="the fine-tuning HTTP API on 127.0.0.1")
+    p.add_argument("--data-dir", help="where the queue, jobs, adapters and the admin token are "
+                                      "kept (default ~/.py_engine/api; new, empty or the API's)")
+    p.add_argument("--model", action="append", type=_api_model, metavar="NAME=DIR",
+                   help="a checkpoint jobs may fine-tune (repeatable; default: minilm)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=PORT, default=8600)
+    p.add_argument("--backend", choices=["auto", "numpy", "gpu"], default="auto",
+                   help="auto: the native GPU when a hardware adapter is found, else NumPy")
+    p.add_argument("--max-upload-mb", type=POSITIVE, default=32.0,
+                   help="the largest upload request, in MiB (32)")
+    p.set_defaults(fn=cmd_serve_api)
     return parser
 
 

@@ -2,7 +2,8 @@
 
     py-engine data import FILE_OR_URL... [--queue FILE] [--tokenizer MODEL] [--max-tokens N] [--qa]
     py-engine data clean [--queue FILE] [--no-pii] [--no-quality] [--no-dedup] [--dry-run]
-    py-engine data export --format FMT --out DIR [--split 0.8,0.1,0.1] [--system-prompt TEXT] ...
+    py-engine data export --format FMT --out DIR [--split 0.8,0.1,0.1 | --validation-split 0.1]
+                          [--system-prompt TEXT | --no-system] [--quality] [--dedup] ...
     py-engine data stats [--queue FILE] [--json] [--tokenizer MODEL]
 
 The queue is an SQLite file: --queue names it, else $PY_ENGINE_DATA/queue.sqlite, else the
@@ -186,19 +187,27 @@ def _split(text):
     return tuple(parts)
 
 
+def _fraction(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1), got {text!r}")
+    return value
+
+
 def cmd_export(args):
-    from py_engine.data.cleaning import QualityConfig
     from py_engine.data.datasets import ExportConfig, export_dataset
-    from py_engine.data.dedup import DedupConfig
     from py_engine.formats.output_dir import check_output_dir
     from py_engine.gpu import run_sync
 
     queue, path = _queue(args)
     check_output_dir(args.out, protected=[("the queue", path)])
-    config = ExportConfig(format=args.format, system_prompt=args.system_prompt,
-                          quality=QualityConfig() if args.quality else None,
-                          dedup=DedupConfig() if args.dedup else None, split=args.split,
-                          seed=args.seed, count_tokens=_count_tokens(args))
+    config = ExportConfig.from_options(
+        args.format, quality_filter=args.quality, deduplicate=args.dedup,
+        include_system=not args.no_system, system_prompt=args.system_prompt, split=args.split,
+        validation_split=args.validation_split, seed=args.seed, count_tokens=_count_tokens(args))
     records = run_sync(_all(queue, kind=args.kind))
     queue.close()
     result = export_dataset(records, args.out, config, protected=[("the queue", path)])
@@ -261,7 +270,11 @@ def add_data_parser(sub, positive_int, formats):
     p.add_argument("--split", type=_split, help="train,validation,test fractions (seeded; "
                                                 "stratified by label for classification)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--validation-split", type=_fraction,
+                   help="hold out this fraction as validation (train and validation files)")
     p.add_argument("--system-prompt", help="first message of conversations without one")
+    p.add_argument("--no-system", action="store_true",
+                   help="leave the conversations' system messages out")
     p.add_argument("--quality", action="store_true", help="drop low-quality examples first")
     p.add_argument("--dedup", action="store_true", help="drop duplicates and near duplicates first")
     p.add_argument("--tokenizer", help="a model directory for the stats' token lengths")

@@ -32,8 +32,9 @@ FETCH_PATH = "/fetch"
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 
 
-def check_loopback(host):
-    """Refuse to serve anywhere but loopback: the fetch endpoint must not be an open proxy."""
+def check_loopback(host, why="it fetches URLs for the page"):
+    """Refuse to serve anywhere but loopback (the fetch endpoint must not be an open proxy; the
+    fine-tuning API holds the user's data)."""
     name = host.strip("[]")
     try:
         loopback = name == "localhost" or ipaddress.ip_address(name).is_loopback
@@ -41,7 +42,15 @@ def check_loopback(host):
         loopback = False
     if not loopback:
         raise ValueError(f"the server binds to loopback only (127.0.0.1, ::1 or localhost), "
-                         f"not {host!r}: it fetches URLs for the page")
+                         f"not {host!r}: {why}")
+
+
+def addressed_to_loopback(request):
+    """The name a request was addressed to (its Host header, without the port) when that is a
+    loopback name, else None: a web site that rebinds its own name to 127.0.0.1 reaches the
+    server with its own name there."""
+    host = (request.headers.get("host") or "").rsplit(":", 1)[0]
+    return host if host in LOOPBACK_NAMES else None
 
 
 def parse_origins(items):
@@ -71,8 +80,8 @@ def fetch_endpoint(limits, allow_fetch):
 
     async def endpoint(request):
         own_host, own_port = request.scope["server"][:2]
-        host = (request.headers.get("host") or "").rsplit(":", 1)[0]
-        if host not in LOOPBACK_NAMES:
+        if addressed_to_loopback(request) is None:
+            host = (request.headers.get("host") or "").rsplit(":", 1)[0]
             return refused(f"the fetch endpoint answers requests to 127.0.0.1 only, not {host!r}", 403)
         if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
             return refused("the fetch endpoint answers this server's own pages only", 403)
@@ -129,28 +138,30 @@ def serve(directory, host="127.0.0.1", port=8000, allow_fetch=()):
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
-class ServerThread:
-    """Serve `directory` on 127.0.0.1 from a background thread; `with ServerThread(d) as url:`."""
+class AppThread:
+    """Serve an ASGI app on 127.0.0.1 from a background thread; `with AppThread(app) as url:`
+    (port 0: a free one)."""
 
-    def __init__(self, directory, port=0, fetch_limits=FetchLimits(), allow_fetch=()):
+    def __init__(self, app, port=0):
         import uvicorn
 
-        app = app_for(directory, fetch_limits, allow_fetch)
-        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+        # Open event streams would hold a graceful shutdown forever: they get 5 s.
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                timeout_graceful_shutdown=5)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
         self.url = None
 
     def __enter__(self):
         self._thread.start()
-        for _ in range(500):
+        for _ in range(2000):          # a loaded machine starts slowly
             if self._server.started:
                 break
             if not self._thread.is_alive():
                 raise RuntimeError("the HTTP server failed to start")
             threading.Event().wait(0.01)
         else:
-            raise RuntimeError("the HTTP server did not start within 5 s")
+            raise RuntimeError("the HTTP server did not start within 20 s")
         port = self._server.servers[0].sockets[0].getsockname()[1]
         self.url = f"http://127.0.0.1:{port}/"
         return self.url
@@ -158,3 +169,10 @@ class ServerThread:
     def __exit__(self, *exc):
         self._server.should_exit = True
         self._thread.join(timeout=10)
+
+
+class ServerThread(AppThread):
+    """Serve `directory` on 127.0.0.1 from a background thread; `with ServerThread(d) as url:`."""
+
+    def __init__(self, directory, port=0, fetch_limits=FetchLimits(), allow_fetch=()):
+        super().__init__(app_for(directory, fetch_limits, allow_fetch), port)

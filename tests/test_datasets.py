@@ -20,9 +20,9 @@ import pii_corpus
 from py_engine.data.chat import CHATML_TEMPLATE, read_chat_jsonl
 from py_engine.data.classification import DataError, Example, read_jsonl
 from py_engine.data.cleaning import QualityConfig, clean_records
-from py_engine.data.datasets import (FORMATS, ExportConfig, dataset_stats, dumps_dataset,
-                                     export_dataset, import_dataset, loads_dataset,
-                                     split_records)
+from py_engine.data.datasets import (FORMATS, ExportConfig, dataset_files, dataset_stats,
+                                     dumps_dataset, export_dataset, import_dataset,
+                                     loads_dataset, split_records)
 from py_engine.data.dedup import DedupConfig
 from py_engine.data.pii import find_pii
 from py_engine.data.record import Record
@@ -177,6 +177,36 @@ def test_export_options_system_prompt_filters_and_stats(tmp_path):
     assert stats["cleaning"]["removed"] == {"duplicate": 1, "too_short": 1}
     assert stats["all"]["records"] == 10
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [MARKER, "data.json", "stats.json"]
+
+
+def test_export_switches_and_system_messages_left_out():
+    """ExportConfig.from_options (what `py-engine data export` and the HTTP API ask with):
+    quality_filter and deduplicate are the default filters, validation_split a train and
+    validation split, and include_system false drops system messages (a system prompt cannot
+    be added then)."""
+    records = [Record("causal_lm", "chat", messages=[
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": f"question {k}: will it rain on day {k}?"},
+        {"role": "assistant", "content": f"answer {k}: sunny, {k * 3} degrees"}]) for k in range(10)]
+    records += [records[4], Record("causal_lm", "website", text="short")]
+    config = ExportConfig.from_options("messages", quality_filter=True, deduplicate=True,
+                                       include_system=False, validation_split=0.2, seed=1)
+    assert config == ExportConfig(format="messages", quality=QualityConfig(), dedup=DedupConfig(),
+                                  split={"train": 0.8, "validation": 0.2}, seed=1,
+                                  include_system=False)
+    result = dataset_files(records, config)
+    assert result.counts == {"train": 8, "validation": 2}
+    back = [r for name in ("train", "validation")
+            for r in loads_dataset(result.files[f"{name}.jsonl"].decode(), "messages")]
+    assert len(back) == 10 and all([m["role"] for m in r.messages] == ["user", "assistant"]
+                                   for r in back)
+    kept = loads_dataset(dumps_dataset(records[:2], "messages"), "messages")
+    assert all(r.messages[0]["role"] == "system" for r in kept)
+    for bad, message in (({"validation_split": 1.0}, "validation_split"),
+                         ({"validation_split": 0.1, "split": (0.5, 0.5)}, "not both"),
+                         ({"include_system": False, "system_prompt": "Hi"}, "system prompt")):
+        with pytest.raises(ValueError, match=message):
+            ExportConfig.from_options("messages", **bad)
 
 
 def test_export_writes_only_owned_directories(tmp_path):

@@ -84,6 +84,30 @@ async def load_model_files(files, name, kind=None, labels=None, backend="gpu", d
                            pooling="mean", max_length=None):
     """An AppClassifier or AppChat over the checkpoint in `files`."""
     directory, config = write_model_files(files)
+    return await load_model_dir(directory, name, config, kind, labels, backend, device, pooling,
+                                max_length)
+
+
+def read_model_config(directory):
+    """config.json of a checkpoint directory, as a dict (ModelFilesError when unusable)."""
+    path = os.path.join(directory, "config.json")
+    try:
+        with open(path, "rb") as f:
+            config = json.loads(f.read().decode("utf-8"))
+    except OSError as e:
+        raise ModelFilesError(f"{directory} has no readable config.json ({e.strerror})") from None
+    except (UnicodeDecodeError, ValueError) as e:
+        raise ModelFilesError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(config, dict):
+        raise ModelFilesError(f"{path} does not hold a JSON object")
+    return config
+
+
+async def load_model_dir(directory, name, config=None, kind=None, labels=None, backend="gpu",
+                         device=None, pooling="mean", max_length=None):
+    """An AppClassifier or AppChat over the checkpoint directory `directory` (config: its
+    config.json, read here when not given)."""
+    config = read_model_config(directory) if config is None else config
     kind = kind_of(config, kind)
     if kind == "classification":
         labels = list(labels or DEFAULT_LABELS)
@@ -180,8 +204,13 @@ class AppClassifier(AppModel):
         return self.model.encode_examples(self.examples(records), config.max_length)
 
     async def predict(self, text):
-        (probs,) = await self.model.predict([text])
-        return {"label": max(probs, key=probs.get), "probs": probs}
+        (answer,) = await self.predict_many([text])
+        return answer
+
+    async def predict_many(self, texts):
+        """{"label", "probs"} per text, in one pass over them (batches of 32)."""
+        return [{"label": max(probs, key=probs.get), "probs": probs}
+                for probs in await self.model.predict(texts)]
 
 
 class AppChat(AppModel):

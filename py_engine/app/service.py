@@ -250,20 +250,14 @@ class EngineService:
 
     async def _put(self, records, what):
         """Clean records and queue them: the import's answer."""
-        report = clean_records(records)
-        result = await self.queue.put(report.records)
+        answer, _ = await clean_and_queue(self.queue, records)
         self._queue_stats = None
         if self.learner is not None:
             self.learner.queue_changed()
         self._status_changed()
-        summary = report.summary()
-        summary["records"] = summary["records"][:50]
         self.emit({"event": "log", "level": "info",
-                   "message": f"{what}: {len(records)} records, {result['added']} added"})
-        return {"records": len(records), "added": result["added"],
-                "duplicates": result["duplicates"], "refused": result["refused"],
-                "evicted": result["evicted"], "cleaned": summary,
-                "examples": [r.as_dict() for r in report.records[:EXAMPLES_SHOWN]]}
+                   "message": f"{what}: {len(records)} records, {answer['added']} added"})
+        return answer
 
     async def import_text(self, name=None, data=None):
         from ..data.importers.text import import_text
@@ -509,6 +503,19 @@ class EngineService:
         self.queue.close()
 
 
+async def clean_and_queue(queue, records):
+    """Clean an import's records and put them into the queue: (the import's answer, the queue
+    ids of the records kept, in order; a refused one's is None)."""
+    report = clean_records(records)
+    result = await queue.put(report.records)
+    summary = report.summary()
+    summary["records"] = summary["records"][:50]
+    return ({"records": len(records), "added": result["added"],
+             "duplicates": result["duplicates"], "refused": result["refused"],
+             "evicted": result["evicted"], "cleaned": summary,
+             "examples": [r.as_dict() for r in report.records[:EXAMPLES_SHOWN]]}, result["ids"])
+
+
 def _bytes(data):
     if isinstance(data, str):
         return data.encode("utf-8")
@@ -519,4 +526,5 @@ def _bytes(data):
     raise UserError(f"expected bytes, got {type(data).__name__}")
 
 
-__all__ = ["EngineService", "UserError", "METHODS", "error_kind", "DataError", "json"]
+__all__ = ["EngineService", "UserError", "clean_and_queue", "METHODS", "error_kind", "DataError",
+           "json"]

@@ -57,7 +57,8 @@ from ..formats.output_dir import write_files
 from ..tokenizers.chat_template import ChatTemplate
 from .chat import CHATML_TEMPLATE, CHATML_TOKENS, ROLES, ChatExample, chat_example_from_record
 from .classification import DataError, Example, parse_record
-from .cleaning import CleaningConfig, clean_records, content_text
+from .cleaning import CleaningConfig, QualityConfig, clean_records, content_text
+from .dedup import DedupConfig
 from .record import Record, RecordError
 
 FORMATS = ("json", "jsonl", "csv", "messages", "chatml", "alpaca", "instruction", "sharegpt")
@@ -135,11 +136,13 @@ def _to_object(k, record, fmt, template):
     return out
 
 
-def dumps_dataset(records, fmt, system_prompt=None):
+def dumps_dataset(records, fmt, system_prompt=None, include_system=True):
     """The text of one file holding `records` in format `fmt` (see the module docstring);
-    `system_prompt` is put first in conversations that have no system message."""
+    `system_prompt` is put first in conversations that have no system message; without
+    include_system, conversations lose their system messages."""
     _check_format(fmt)
-    records = [with_system_prompt(r, system_prompt) for r in as_records(records)]
+    records = [with_system_prompt(r, system_prompt) if include_system else without_system(r)
+               for r in as_records(records)]
     if fmt == "csv":
         return _dumps_csv(records)
     template = ChatTemplate(CHATML_TEMPLATE) if fmt == "chatml" else None
@@ -171,6 +174,13 @@ def with_system_prompt(record, system_prompt):
     if not system_prompt or record.messages is None or record.messages[0]["role"] == "system":
         return record
     return record.replace(messages=[{"role": "system", "content": system_prompt}] + record.messages)
+
+
+def without_system(record):
+    """The record without the system messages of its conversation (the same record otherwise)."""
+    if record.messages is None or not any(m["role"] == "system" for m in record.messages):
+        return record
+    return record.replace(messages=[m for m in record.messages if m["role"] != "system"])
 
 
 def as_records(items, source="dataset"):
@@ -601,6 +611,7 @@ def _histogram(lengths):
 @dataclass
 class ExportConfig:
     """format: one of FORMATS. system_prompt: first message of conversations without one.
+    include_system: False drops the conversations' system messages (no system_prompt then).
     quality / dedup: filter before writing (cleaning.QualityConfig / dedup.DedupConfig; None:
     off). split: None (one file) or fractions (see split_records), seeded, stratified by label
     when stratify. stats: write stats.json (dataset_stats per split and overall, and what the
@@ -614,11 +625,36 @@ class ExportConfig:
     stratify: bool = True
     stats: bool = True
     count_tokens: object = None
+    include_system: bool = True
 
     def __post_init__(self):
         _check_format(self.format)
         if self.split is not None:
             _split_fractions(self.split)
+        if self.system_prompt and not self.include_system:
+            raise ValueError("a system prompt cannot be added to conversations whose system "
+                             "messages are left out (include_system false)")
+
+    @classmethod
+    def from_options(cls, format="jsonl", quality_filter=False, deduplicate=False,
+                     include_system=True, system_prompt=None, split=None,
+                     validation_split=None, seed=0, count_tokens=None):
+        """The config of an export asked for by switches (`py-engine data export`'s options,
+        the HTTP API's fields): quality_filter and deduplicate turn on the default filters;
+        validation_split v (0 < v < 1) is split {"train": 1 - v, "validation": v}."""
+        if validation_split is not None:
+            if split is not None:
+                raise ValueError("give a split or a validation_split, not both")
+            if isinstance(validation_split, bool) or \
+                    not isinstance(validation_split, (int, float)) or \
+                    not 0 < validation_split < 1:
+                raise ValueError(f"validation_split must be a fraction in (0, 1), got "
+                                 f"{validation_split!r}")
+            split = {"train": 1 - validation_split, "validation": validation_split}
+        return cls(format=format, system_prompt=system_prompt,
+                   quality=QualityConfig() if quality_filter else None,
+                   dedup=DedupConfig() if deduplicate else None, split=split, seed=seed,
+                   count_tokens=count_tokens, include_system=include_system)
 
 
 @dataclass
@@ -659,7 +695,8 @@ def dataset_files(records, config=None):
     parts = split_records(records, config.split, config.seed, config.stratify) \
         if config.split is not None else {"data": records}
     ext = EXTENSIONS[config.format]
-    files = {f"{name}{ext}": dumps_dataset(part, config.format, config.system_prompt).encode()
+    files = {f"{name}{ext}": dumps_dataset(part, config.format, config.system_prompt,
+                                           config.include_system).encode()
              for name, part in parts.items()}
     stats = {"format": config.format, "seed": config.seed, "split": config.split,
              "all": dataset_stats(records, config.count_tokens),
