@@ -27,6 +27,7 @@ from .working_set import WorkingSet
 
 WORKING_SET_FILE = "working_set.json"
 LEARNER_FILE = "learner.json"
+APP_FILE_PREFIX = "app-"          # the app's own files, kept in the state's writes (app_files)
 
 
 @dataclass
@@ -58,6 +59,9 @@ class Learner:
         self.unsaved = False              # steps (or a restore) since the last save
         self.saves = 0
         self.idle_reason = "nothing to learn yet"
+        # {name starting with APP_FILE_PREFIX: bytes}: what the app keeps with the model (the
+        # meaning of its labels, say), written in the same write as the weights it goes with
+        self.app_files = {}
 
     # --- the queue ---
 
@@ -168,6 +172,16 @@ class Learner:
         self.train_config = config
         self.work.epochs = config.epochs
 
+    async def close(self):
+        """Done with this learner (the model is unloaded, relabelled or reset): the step under
+        way is finished, the trainer released and the records it leased given back to the
+        queue. Nothing is saved: save() first to keep what was learned."""
+        if self.trainer is not None:
+            await self.trainer.finish_step()
+            self.trainer.close()
+            self.trainer = None
+        await self.work.release(self.queue)
+
     # --- saving and restoring ---
 
     async def maybe_save(self):
@@ -186,7 +200,7 @@ class Learner:
         records. A step under way is finished first. Returns {"saved", "consumed"}."""
         trainer = self.trainer
         extra = {WORKING_SET_FILE: _json_bytes(self.work.as_json()),
-                 LEARNER_FILE: _json_bytes(self._meta())}
+                 LEARNER_FILE: _json_bytes(self._meta()), **self.app_files}
         if trainer is None:
             files = dict(await self.model.adapter_files(), **extra)
             await training_state.as_store(self.store).save(files)
@@ -211,6 +225,7 @@ class Learner:
             files = await training_state.as_store(self.store).load()
         except training_state.StateError:
             return False
+        self.app_files = {n: bytes(b) for n, b in files.items() if n.startswith(APP_FILE_PREFIX)}
         if WORKING_SET_FILE in files:
             data = json.loads(bytes(files[WORKING_SET_FILE]).decode("utf-8"))
             self.work = WorkingSet.from_json(data, self.train_config.epochs)

@@ -206,6 +206,18 @@ class WorkingSet:
             gone += len(ids)
         return gone
 
+    async def release(self, queue):
+        """Give every lease back to the queue (its records are leased again by whoever learns
+        next); the set holds no training records afterwards."""
+        for lid in list(self.leases):
+            try:
+                await queue.release(lid)
+            except QueueError:           # expired and given back already
+                pass
+            del self.leases[lid]
+        for rid in list(self.records):
+            self._drop(rid)
+
     def relearn(self, rid, rounds=CORRECTION_ROUNDS):
         """A record the model still gets wrong after its generation (a correction) is pending
         again, at most `rounds` times. Returns whether it is."""
