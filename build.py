@@ -240,6 +240,45 @@ def demo_model_files():
             for name in ("config.json", "tokenizer.json", "model.safetensors")}
 
 
+EXT_SRC = ROOT / "extension" / "src"
+TABS_MODEL = BUILD / "tabs-model"
+# web/src modules the extension starts without importing them (the engine's worker, by URL)
+EXT_WEB_ENTRIES = ("worker.mjs",)
+
+
+def deploy_tabs_model():
+    """The tab classifier as `py-engine tabs deploy` writes it (base weights, the default
+    adapter, categories, rules), in build/tabs-model; deployed again when py_engine/tabs (its
+    code, data and default adapter) changes."""
+    key = digest(tree_files("py_engine/tabs"))[:16]
+    marker = BUILD / "tabs-model.inputs.sha256"
+    if marker.is_file() and marker.read_text() == key and (TABS_MODEL / "manifest.json").is_file():
+        return TABS_MODEL
+    BUILD.mkdir(exist_ok=True)
+    run([sys.executable, "-m", "py_engine", "tabs", "deploy", "--to", TABS_MODEL])
+    marker.write_text(key)
+    return TABS_MODEL
+
+
+def extension_files(runtime):
+    """extension/dist: the runtime, extension/src, the web/src modules it uses (the engine's
+    worker and what extension/src imports from there) and the deployed model under model/."""
+    files = dict(runtime)
+    for path in tree_files("extension/src"):
+        files[str(path.relative_to(EXT_SRC))] = path
+    entries = set(EXT_WEB_ENTRIES)
+    for path in EXT_SRC.glob("*.*js"):
+        entries |= {a or b for a, b in LOCAL_IMPORT.findall(path.read_text())
+                    if not (EXT_SRC / (a or b)).is_file()}
+    for entry in sorted(entries):
+        for name in module_closure(entry):
+            files.setdefault(name, WEB_SRC / name)
+    model = deploy_tabs_model()
+    for path in tree_files(model.relative_to(ROOT)):
+        files[f"model/{path.relative_to(model).as_posix()}"] = path
+    return files
+
+
 def build():
     wheel = build_wheel()
     runtime = runtime_files(wheel)
@@ -248,10 +287,7 @@ def build():
     for pattern in ("*.mjs", "*.html", "*.css"):     # the pages: index.html and the app
         for path in WEB_SRC.glob(pattern):
             web[path.name] = path
-    ext = dict(runtime)
-    for path in tree_files("extension/src"):
-        ext[str(path.relative_to(ROOT / "extension" / "src"))] = path
-    changed = sync_tree(WEB_DIST, web) + sync_tree(EXT_DIST, ext)
+    changed = sync_tree(WEB_DIST, web) + sync_tree(EXT_DIST, extension_files(runtime))
     log(f"built {wheel.name}, web/dist, extension/dist ({changed} files changed)")
     return wheel
 

@@ -1,6 +1,7 @@
 // The offscreen document: home of the engine in the extension. It starts the engine's worker
 // (worker.mjs: Pyodide, py_engine and WebGPU, serving py_engine.app.tab_service.TabService),
-// loads the tab classifier shipped in model/ (base weights, the default adapter, categories),
+// loads the tab classifier shipped in model/ (what `py-engine tabs deploy` wrote: base
+// weights, the default adapter, categories, rules; model/manifest.json says where),
 // starts idle training, and answers what the service worker relays (engine_link.mjs):
 //
 //   {type: "state", wait?}     -> {phase, error, adapter, model, categories, timings, instance}
@@ -42,8 +43,11 @@ const booted = new Promise((resolve, reject) => {
   engine.on("failed", (event) => reject(new Error(event.error?.message || "the engine failed to start")));
 });
 
-function files(list, base) {
-  return Object.fromEntries(list.map((name) => [name, { $fetch: base + name }]));
+// {name: {$fetch: url}} of the files of the deploy's folder `dir` (the worker fetches them)
+function filesUnder(manifest, dir) {
+  const prefix = `${dir}/`;
+  return Object.fromEntries(Object.keys(manifest.files).filter((n) => n.startsWith(prefix))
+    .map((n) => [n.slice(prefix.length), { $fetch: MODEL + n }]));
 }
 
 const loaded = (async () => {
@@ -52,12 +56,14 @@ const loaded = (async () => {
   state.timings.boot_ms = performance.now() - started;
   if (!ready.adapter) throw new Error("no WebGPU adapter: this browser offers no GPU to the extension");
   state.phase = "loading";
-  const manifest = await (await fetch(MODEL + "files.json")).json();
+  // what `py-engine tabs deploy` wrote: base/, adapter/, categories.json, manifest.json
+  const manifest = await (await fetch(MODEL + "manifest.json")).json();
   const t0 = performance.now();
   const summary = await engine.call("load_tab_model", {
-    files: files(manifest.base, MODEL + "base/"),
-    adapter: files(manifest.adapter, MODEL + "adapter/"),
-    categories: { $fetch: MODEL + "categories.json" },
+    files: filesUnder(manifest, manifest.base),
+    adapter: filesUnder(manifest, manifest.adapter),
+    categories: { $fetch: MODEL + manifest.categories },
+    base_dtype: manifest.gpu_base_dtype,
   });
   state.timings.load_ms = performance.now() - t0;
   await engine.call("configure", SCHEDULER);

@@ -10,9 +10,9 @@
 // Listeners are registered synchronously when the worker starts (MV3 wakes it for them).
 // `self.tabSorter` is the sorter, for tests and DevTools.
 
-import { ensureOffscreen } from "./engine_link.mjs";
+import { engineCall, ensureOffscreen } from "./engine_link.mjs";
 import { TabSorter } from "./sorter.mjs";
-import { engineCall } from "./engine_link.mjs";
+import { benchmark } from "./tabs_api.mjs";
 
 const sorter = new TabSorter();
 self.tabSorter = sorter;
@@ -23,6 +23,8 @@ const ACTIONS = new Set(["snapshot", "sortAll", "correct", "configure", "categor
 // Test hooks: chrome.idle never changes headless, and a slice should not wait for idleness.
 sorter.setIdleState = (state) => engineCall("set_idle_state", { state });
 sorter.forceSlice = (budgetMs) => engineCall("force_slice", { budget_ms: budgetMs });
+sorter.engine = (method, params) => engineCall(method, params);
+sorter.benchmark = (tabs, options) => benchmark(tabs, options);
 
 chrome.runtime.onMessage.addListener((message, sender, sendResponse) => {
   if (message?.target !== "service-worker") return false;

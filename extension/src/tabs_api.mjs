@@ -35,7 +35,7 @@ async function bundled(name) {
 // The engine's state ({phase: "starting" | "loading" | "ready" | "failed", error, adapter,
 // model, categories, timings}); `wait`: once the model is loaded or failed to load.
 export async function initialise({ wait = false } = {}) {
-  rules ??= parseRules(await bundled("rules.json"));
+  rules ??= parseRules(await bundled((await bundled("manifest.json")).rules));
   try {
     engineState = await offscreenRequest({ type: "state", wait });
   } catch (e) {

@@ -90,13 +90,20 @@ def state_key(kind, state):
 
 
 async def load_model_files(files, name, kind=None, labels=None, backend="gpu", device=None,
-                           pooling="mean", max_length=None, state=None, adapter=None):
+                           pooling="mean", max_length=None, state=None, adapter=None,
+                           base_dtype="f32", read_checkpoint=None):
     """An AppClassifier or AppChat over the checkpoint in `files`; its saved state is kept
     under model_key(...), or state_key(kind, state) when `state` names it. `adapter`
     ({file name: bytes}): the weights to start from; a classifier then takes its LoRA
-    options, pooling and (unless given) labels from it."""
+    options, pooling and (unless given) labels from it. base_dtype: how the GPU keeps a
+    classifier's frozen weights ("f32", "f16", "int8"); read_checkpoint(directory): a
+    classifier's Checkpoint when its weights are not a plain model.safetensors (compressed
+    ones)."""
     directory, config = write_model_files(files)
     kind = kind_of(config, kind)
+    checkpoint = read_checkpoint(directory) if read_checkpoint and kind == "classification" else None
+    placement = dict(backend=backend, device=device, max_length=max_length or 128,
+                     base_dtype=base_dtype, checkpoint=checkpoint)
     if kind == "classification":
         if adapter and labels is None and "labels.json" in adapter:
             labels = json.loads(bytes(adapter["labels.json"]).decode("utf-8"))
@@ -107,16 +114,14 @@ async def load_model_files(files, name, kind=None, labels=None, backend="gpu", d
                                   f"{labels!r:.100}")
         if adapter:
             adapter_dir, _ = write_model_files(dict(adapter, **{"config.json": b"{}"}))
-            clf = await TextClassifier.load(directory, adapter_dir, backend=backend,
-                                            device=device, max_length=max_length or 128)
+            clf = await TextClassifier.load(directory, adapter_dir, **placement)
             if clf.labels != labels:
                 raise ModelFilesError(f"the adapter has labels {clf.labels}, not {labels}")
         else:
             lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0,
                               target_modules=["query", "value"])
-            clf = await TextClassifier.create(directory, labels, lora=lora, backend=backend,
-                                              pooling=pooling, dropout=0.0, device=device,
-                                              max_length=max_length or 128)
+            clf = await TextClassifier.create(directory, labels, lora=lora, pooling=pooling,
+                                              dropout=0.0, **placement)
         key = state_key(kind, state) if state is not None else model_key(kind, name, config, labels)
         return AppClassifier(clf, name, key, directory, config, fixed_key=state is not None)
     chat = await ChatModel.create(directory, backend=backend, device=device,

@@ -25,6 +25,7 @@ Pure Python: this runs in the browser.
 """
 
 import asyncio
+import contextlib
 import json
 import time
 import traceback
@@ -71,6 +72,7 @@ def _message(error):
 
 class EngineService:
     METHODS = METHODS             # what call() answers (an app's service adds its own)
+    read_checkpoint = None        # an app's reader of compressed weights (load_model_files)
 
     def __init__(self, queue="default", states=None, emit=None, backend=None, device=None,
                  clock=time.monotonic, scheduler=None, learner=None, batches=None,
@@ -98,6 +100,16 @@ class EngineService:
         self._status_task = None
         self._last_status = None
         self._queue_stats = None
+        self._model_lock = asyncio.Lock()
+
+    @contextlib.asynccontextmanager
+    async def _using_model(self):
+        """Inference and other uses of the model: training paused (a running slice stops at
+        its next micro-batch; none starts while any use waits), and one use at a time (two
+        readbacks of one device buffer cannot be under way together)."""
+        async with self.scheduler.pause_for_inference():
+            async with self._model_lock:
+                yield
 
     # --- the message API's one entry ---
 
@@ -137,7 +149,8 @@ class EngineService:
         self.emit({"event": "progress", "task": task, "done": done, "total": total, "what": what})
 
     async def load_model(self, source="files", name=None, files=None, labels=None, kind=None,
-                         pooling="mean", adapter=None, state=None):
+                         pooling="mean", adapter=None, state=None, base_dtype="f32",
+                         max_length=None):
         """Load a checkpoint given as files (source "bundled": the MiniLM the worker fetched;
         "files": a folder the user picked). `adapter` ({file name: bytes}, a PEFT adapter) is
         what the model starts from, and what reset() goes back to; without one, fresh
@@ -146,7 +159,9 @@ class EngineService:
         state is kept (default: a name made of the checkpoint and the labels, so another label
         set starts afresh); a saved state is put back, and with `state` named, a classifier
         whose saved state has other labels (relabel() was called) is relabelled to them first.
-        Returns the model's summary (with "restored": whether a state was)."""
+        base_dtype: how the GPU keeps a classifier's frozen weights ("f32", "f16", "int8");
+        max_length: the most tokens of a text (default 128 for classifiers). Returns the
+        model's summary (with "restored": whether a state was)."""
         if source not in ("bundled", "files"):
             raise UserError(f"source must be 'bundled' or 'files', got {source!r}")
         if not files:
@@ -155,7 +170,7 @@ class EngineService:
             raise UserError(f"state must be a non-empty name, got {state!r}")
         name = name or ("minilm" if source == "bundled" else "model")
         adapter = {n: _bytes(d) for n, d in adapter.items()} if adapter else None
-        async with self.scheduler.pause_for_inference():
+        async with self._using_model():
             await self._unload()
             self._progress("load_model", 0, 3, "reading the checkpoint")
             if labels is None and adapter and "labels.json" in adapter:
@@ -166,7 +181,9 @@ class EngineService:
                 labels = found if len(found) >= 2 else None
             model = await load_model_files(files, name, kind=kind, labels=labels,
                                            backend=self.backend, device=self.gpu,
-                                           pooling=pooling, state=state, adapter=adapter)
+                                           pooling=pooling, state=state, adapter=adapter,
+                                           base_dtype=base_dtype, max_length=max_length,
+                                           read_checkpoint=self.read_checkpoint)
             self.initial = {"adapter": adapter or await model.adapter_files(),
                             "labels": getattr(model, "labels", None)}
             saved = await self._saved_labels(model) if state is not None else None
@@ -340,7 +357,7 @@ class EngineService:
         model = self._require("classification")
         if not isinstance(text, str) or not text.strip():
             raise UserError("predict needs a non-empty text")
-        async with self.scheduler.pause_for_inference():
+        async with self._using_model():
             return (await model.predict_many([text]))[0]
 
     async def predict_many(self, texts=None):
@@ -352,7 +369,7 @@ class EngineService:
         for i, text in enumerate(texts):
             if not isinstance(text, str) or not text.strip():
                 raise UserError(f"predict_many: text {i + 1} is not a non-empty string")
-        async with self.scheduler.pause_for_inference():
+        async with self._using_model():
             return await model.predict_many(texts)
 
     async def correct(self, text=None, label=None, where=None):
@@ -392,7 +409,7 @@ class EngineService:
                                                    for x in labels):
             raise UserError(f"relabel needs a list of label names, got {labels!r:.100}")
         renamed = dict(renamed or {})
-        async with self.scheduler.pause_for_inference():
+        async with self._using_model():
             await self.learner.close()
             await model.relabel(labels, renamed)
             for old, new in renamed.items():
@@ -415,7 +432,7 @@ class EngineService:
         replaced by that, and the queued records of its kind are removed. Returns the model's
         summary, with how many records were removed."""
         model = self._require()
-        async with self.scheduler.pause_for_inference():
+        async with self._using_model():
             await self.learner.close()
             ids = [r.id async for r in self.queue.records(kind=model.kind)]
             if ids:
@@ -452,7 +469,7 @@ class EngineService:
             if text:
                 self.emit({"event": "token", "request": request, "text": text})
 
-        async with self.scheduler.pause_for_inference():
+        async with self._using_model():
             result = await model.model.generate(prompt, max_new_tokens=max_new_tokens,
                                                 on_token=on_token)
         self.conversations[conversation_id] = prompt + [{"role": "assistant", "content": result.text}]
@@ -470,13 +487,16 @@ class EngineService:
     async def _run_slice(self, budget_ms, stop):
         if self.learner is None:
             return None
-        return await self.learner.slice(budget_ms, stop)
+        report = await self.learner.slice(budget_ms, stop)
+        if self.scheduler.looping and not self.scheduler.forced:
+            await self.learner.maybe_save()     # no one else saves after the loop's slices
+        return report
 
     async def _after_slice(self, result):
         """Save on the learner's cadence, outside the slice, while the user is idle."""
         if self.learner is not None and result.get("ran") and \
                 (self.scheduler.user_state() == "idle" or self.scheduler.forced):
-            async with self.scheduler.pause_for_inference():
+            async with self._using_model():
                 await self.learner.maybe_save()
         return dict(result, trainer=None if self.learner is None else self.learner.status())
 
@@ -498,7 +518,7 @@ class EngineService:
         result = await self.scheduler.force(budget_ms)
         if self.learner is not None and self.learner.unsaved and \
                 self.learner.clock() - self.learner.last_save >= self.learner.config.save_every_s:
-            async with self.scheduler.pause_for_inference():
+            async with self._using_model():
                 await self.learner.save()
         return dict(result, trainer=None if self.learner is None else self.learner.status())
 
@@ -567,7 +587,7 @@ class EngineService:
         self._require()
         if isinstance(index, bool) or not isinstance(index, int):
             raise UserError(f"restore_snapshot needs a snapshot index, got {index!r}")
-        async with self.scheduler.pause_for_inference():
+        async with self._using_model():
             restored = await self.learner.restore_snapshot(index)
             await self.learner.save()
         self._status_changed()
@@ -577,7 +597,7 @@ class EngineService:
 
     async def export_adapter(self):
         model = self._require()
-        async with self.scheduler.pause_for_inference():
+        async with self._using_model():
             return {"files": await model.adapter_files()}
 
     async def import_adapter(self, files=None):
@@ -585,7 +605,7 @@ class EngineService:
         if not files:
             raise UserError("import_adapter needs the adapter's files")
         files = {name: _bytes(data) for name, data in files.items()}
-        async with self.scheduler.pause_for_inference():
+        async with self._using_model():
             if self.learner.trainer is not None:
                 await self.learner.trainer.finish_step()
             await model.load_adapter_files(files)
@@ -602,7 +622,7 @@ class EngineService:
 
     async def save(self):
         self._require()
-        async with self.scheduler.pause_for_inference():
+        async with self._using_model():
             return await self.learner.save()
 
     def close(self):

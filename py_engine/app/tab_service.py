@@ -21,7 +21,9 @@ Pure Python: this runs in the browser.
 import json
 import time
 
+from ..tabs.base_weights import load_base
 from ..tabs.categories import Categories, Category, CategoryError
+from ..tabs.model import MAX_LENGTH
 from ..tabs.normalize import tab_text
 from .service import METHODS, EngineService, UserError, _bytes
 
@@ -33,6 +35,7 @@ TAB_METHODS = ("load_tab_model", "categorise", "correct_tab", "tab_texts", "cate
 
 class TabService(EngineService):
     METHODS = METHODS + TAB_METHODS
+    read_checkpoint = staticmethod(load_base)     # the shipped base: f16 or int8 weights
 
     def __init__(self, queue=STATE, **options):
         super().__init__(queue=queue, **options)
@@ -41,11 +44,13 @@ class TabService(EngineService):
 
     # --- the model ---
 
-    async def load_tab_model(self, files=None, adapter=None, categories=None):
-        """Load the deployed classifier: the base checkpoint's `files`, the trained `adapter`
-        (its labels.json names the categories, by name or id) and the `categories` it was
-        trained with (categories.json). A saved state (the user's corrections, categories)
-        is put back. Returns the model's summary with "categories"."""
+    async def load_tab_model(self, files=None, adapter=None, categories=None, base_dtype="f32"):
+        """Load the deployed classifier (what `py-engine tabs deploy` wrote): the base
+        checkpoint's `files` (f16 or int8 weights), the trained `adapter` (its labels.json
+        names the categories, by name or id), the `categories` it was trained with
+        (categories.json) and how the GPU keeps the base weights (the deploy manifest's
+        gpu_base_dtype). A saved state (the user's corrections, categories) is put back.
+        Returns the model's summary with "categories"."""
         if not files or not adapter or categories is None:
             raise UserError("load_tab_model needs the model's files, its adapter and its "
                             "categories")
@@ -56,7 +61,8 @@ class TabService(EngineService):
         adapter = dict(adapter)
         adapter["labels.json"] = _json(_adapter_ids(adapter, shipped))
         summary = await self.load_model(source="files", name="tab-classifier", files=files,
-                                        adapter=adapter, state=STATE)
+                                        adapter=adapter, state=STATE, base_dtype=base_dtype,
+                                        max_length=MAX_LENGTH)
         self.shipped = shipped
         saved = self.learner.app_files.get(CATEGORIES_FILE)
         cats = Categories.from_json(saved.decode("utf-8"), CATEGORIES_FILE) if saved else shipped
