@@ -260,6 +260,30 @@ def deploy_tabs_model():
     return TABS_MODEL
 
 
+BACKGROUND_PER_CATEGORY = 32
+
+
+def tabs_background(model):
+    """JSON lines {url, title, label} of a class-balanced sample of the tabs the deployed
+    adapter was trained on (the generator's, by the size and seed its training.json records):
+    the extension replays them with the user's corrections so that it does not unlearn the
+    rest (EngineService.set_background)."""
+    from py_engine.tabs.generator import DEFAULT_SIZE, DEFAULT_VALIDATION, generate
+
+    record_file = model / "adapter" / "training.json"
+    record = json.loads(record_file.read_text()) if record_file.is_file() else {}
+    options = record.get("config", record)
+    train, _, _ = generate(size=options.get("size", DEFAULT_SIZE), seed=options.get("seed", 0),
+                           validation=options.get("validation", DEFAULT_VALIDATION))
+    taken = {}
+    lines = []
+    for tab in train:                  # the generator's order is already shuffled
+        if taken.get(tab["label"], 0) < BACKGROUND_PER_CATEGORY:
+            taken[tab["label"]] = taken.get(tab["label"], 0) + 1
+            lines.append(json.dumps({k: tab[k] for k in ("url", "title", "label")}, ensure_ascii=False))
+    return ("\n".join(lines) + "\n").encode("utf-8")
+
+
 def extension_files(runtime):
     """extension/dist: the runtime, extension/src, the web/src modules it uses (the engine's
     worker and what extension/src imports from there) and the deployed model under model/."""
@@ -276,6 +300,7 @@ def extension_files(runtime):
     model = deploy_tabs_model()
     for path in tree_files(model.relative_to(ROOT)):
         files[f"model/{path.relative_to(model).as_posix()}"] = path
+    files["model/background.jsonl"] = tabs_background(model)
     return files
 
 

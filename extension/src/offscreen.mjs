@@ -64,6 +64,8 @@ const loaded = (async () => {
     adapter: filesUnder(manifest, manifest.adapter),
     categories: { $fetch: MODEL + manifest.categories },
     base_dtype: manifest.gpu_base_dtype,
+    // tabs it was trained on, replayed with the user's corrections (build.py writes them)
+    background: { $fetch: MODEL + "background.jsonl" },
   });
   state.timings.load_ms = performance.now() - t0;
   await engine.call("configure", SCHEDULER);

@@ -80,7 +80,8 @@ export class TabSorter {
   // Categorise `tabs` and move them into our groups; returns the results.
   async sort(tabs, { includeUserGroups = this.settings.includeUserGroups } = {}) {
     await this.loaded;
-    const candidates = tabs.filter((t) => movable(t, this.groups, { includeUserGroups }) && !this.tabs[t.id]?.placed);
+    // a tab the user put somewhere stays there (until it goes to another site)
+    const candidates = tabs.filter((t) => movable(t, this.groups, { includeUserGroups }) && this.tabs[t.id]?.source !== "user");
     if (!candidates.length) return [];
     const results = await categoriseTabs(candidates, this.settings.maxGroups);
     await this.serially(() => this.apply(candidates, results));

@@ -81,13 +81,13 @@ async function byModel(tabs) {
   const n = tabs.length;
   if (engineState.phase !== "ready") await initialise();
   if (engineState.phase !== "ready") return { reason: engineState.phase === "failed" ? `model unavailable: ${engineState.error}` : "model loading" };
-  if (!budget.allows(n)) return { reason: "model too slow" };
+  if (!budget.allows(n)) return { reason: "model over its budget" }; // not asked: slow lately
   const started = performance.now();
   const call = engineCall("categorise", { tabs: tabs.map((t) => ({ url: t.url || "", title: t.title || "" })) });
   // a late answer still tells the budget what the model takes
   call.then(() => budget.record(n, performance.now() - started), () => {});
   const answer = await within(call.catch((e) => ({ error: e })), budget.deadlineMs(n));
-  if (answer === null) return { reason: "model too slow" };
+  if (answer === null) return { reason: "model too slow" }; // asked, but late
   if (answer.error) return { reason: `model failed: ${answer.error.message}` };
   return { results: answer.results, modelMs: answer.model_ms, ms: performance.now() - started };
 }

@@ -63,6 +63,12 @@ class Learner:
         # meaning of its labels, say), written in the same write as the weights it goes with
         self.app_files = {}
 
+    def set_background(self, records):
+        """Records the model learned before (Records with negative ids: never the queue's),
+        replayed with what it learns here; those it cannot learn (a label it no longer has)
+        are left out."""
+        self.work.background = [r for r in records if self.model.unusable(r) is None]
+
     # --- the queue ---
 
     def queue_changed(self):
@@ -228,7 +234,9 @@ class Learner:
         self.app_files = {n: bytes(b) for n, b in files.items() if n.startswith(APP_FILE_PREFIX)}
         if WORKING_SET_FILE in files:
             data = json.loads(bytes(files[WORKING_SET_FILE]).decode("utf-8"))
+            background = self.work.background
             self.work = WorkingSet.from_json(data, self.train_config.epochs)
+            self.work.background = background
         if training_state.STATE_FILE in files:
             work = self.work
             validation = self.model.examples(work.validation) or None

@@ -94,6 +94,7 @@ class EngineService:
                                            on_change=self._status_changed)
         self.model = self.learner = self.chat_log = None
         self.initial = None               # what reset() goes back to: the loaded adapter, labels
+        self.background = []              # set_background's Records
         self.conversations = {}
         self.status_interval_s = status_interval_s
         self._status_dirty = False
@@ -203,8 +204,21 @@ class EngineService:
         return dict(model.summary(), restored=restored, step=learner.status()["step"])
 
     def _learner(self, model):
-        return Learner(model, self.queue, self._store(model.key), self._forward,
-                       self.learner_config, self.batch_config, self.clock)
+        learner = Learner(model, self.queue, self._store(model.key), self._forward,
+                          self.learner_config, self.batch_config, self.clock)
+        learner.set_background(self.background)
+        return learner
+
+    def set_background(self, examples):
+        """What the loaded model learned before it came here, [(text, label)] (a sample of its
+        training data): replayed with the records it learns from, as many as they are, so
+        that learning a few corrections does not unlearn the rest. Kept for models loaded
+        later (the same task); labels the model lacks are left out."""
+        self.background = [Record("classification", "dataset", text=text, label=label,
+                                  id=-(i + 1)) for i, (text, label) in enumerate(examples)]
+        if self.learner is not None:
+            self.learner.set_background(self.background)
+        return len(self.background)
 
     async def _saved_labels(self, model):
         """The labels of the classifier state saved for `model`, or None (none saved)."""

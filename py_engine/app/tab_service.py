@@ -44,13 +44,16 @@ class TabService(EngineService):
 
     # --- the model ---
 
-    async def load_tab_model(self, files=None, adapter=None, categories=None, base_dtype="f32"):
+    async def load_tab_model(self, files=None, adapter=None, categories=None, base_dtype="f32",
+                             background=None):
         """Load the deployed classifier (what `py-engine tabs deploy` wrote): the base
         checkpoint's `files` (f16 or int8 weights), the trained `adapter` (its labels.json
         names the categories, by name or id), the `categories` it was trained with
         (categories.json) and how the GPU keeps the base weights (the deploy manifest's
-        gpu_base_dtype). A saved state (the user's corrections, categories) is put back.
-        Returns the model's summary with "categories"."""
+        gpu_base_dtype). `background`: JSON lines {url, title, label} of tabs it was trained
+        on, replayed with the corrections it learns (EngineService.set_background). A saved
+        state (the user's corrections, categories) is put back. Returns the model's summary
+        with "categories"."""
         if not files or not adapter or categories is None:
             raise UserError("load_tab_model needs the model's files, its adapter and its "
                             "categories")
@@ -60,6 +63,8 @@ class TabService(EngineService):
             raise UserError(str(e)) from None
         adapter = dict(adapter)
         adapter["labels.json"] = _json(_adapter_ids(adapter, shipped))
+        if background is not None:
+            self.set_background(_background(background, shipped))
         summary = await self.load_model(source="files", name="tab-classifier", files=files,
                                         adapter=adapter, state=STATE, base_dtype=base_dtype,
                                         max_length=MAX_LENGTH)
@@ -168,6 +173,23 @@ def _texts(tabs):
         if not isinstance(url, str) or not isinstance(title, str):
             raise UserError(f"tab {i + 1}: url and title must be strings")
         out.append(tab_text(url, title))
+    return out
+
+
+def _background(data, shipped):
+    """[(tab text, category id)] of JSON lines {url, title, label (a name or an id)}."""
+    out = []
+    for n, line in enumerate(_bytes(data).decode("utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            label = row["label"]
+            found = shipped.by_id(label) or next(c for c in shipped.items if c.name == label)
+        except (ValueError, KeyError, TypeError, StopIteration):
+            raise UserError(f"background line {n}: expected {{url, title, label}} with a "
+                            f"category's name or id") from None
+        out.append((tab_text(row.get("url") or "", row.get("title") or ""), found.id))
     return out
 
 

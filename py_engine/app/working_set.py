@@ -12,6 +12,10 @@ is not forgotten; corrections count `repeats`
 times in a generation (they are few, and the user asked for them), and one the model still
 gets wrong after its generation is trained on again (relearn, a few rounds at most).
 
+Background: records the model learned before it came here (a sample of its own training
+data, `background`, not from the queue, never saved) are replayed like learned ones, so that a
+few corrections do not pull the rest of what it knows with them.
+
 Held out: every `every`-th record by content hash (never a correction: the user asked for it to
 be learned) is the guard's validation set, with the corrections learned (a model that forgets
 what the user said is worse); a held-out record stays in the queue, never leased, never trained
@@ -69,6 +73,7 @@ class WorkingSet:
         self.probation = set()  # held-out ids waiting for what arrived with them to be learned
         self.rejected = set()   # held-out ids that arrived with data a rollback undid
         self.rounds = {}        # correction id -> times trained on again (relearn)
+        self.background = []    # Records learned before (negative ids), replayed; not saved
 
     # --- taking records from the queue ---
 
@@ -173,7 +178,7 @@ class WorkingSet:
         self.generations += 1
         news = [r for r in pending for _ in range(repeats(r))]
         ids = {r.id for r in pending}
-        learned = [r for r in self.memory if r.id not in ids]
+        learned = [r for r in self.memory + self.background if r.id not in ids]
         count = min(len(learned), len(news))
         replay = random.Random(self.generations).sample(learned, count) if count else []
         self.generation = news + sorted(replay, key=lambda r: r.id)
@@ -244,7 +249,7 @@ class WorkingSet:
 
     def counts(self):
         return {"training": len(self.records), "pending": len(self.pending()),
-                "memory": len(self.memory),
+                "memory": len(self.memory), "background": len(self.background),
                 "generation": len(self.generation), "validation": len(self.validation),
                 "probation": len(self.probation), "rejected": len(self.rejected),
                 "unusable": len(self.unusable), "leases": len(self.leases)}
