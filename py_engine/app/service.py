@@ -414,8 +414,9 @@ class EngineService:
         """Change a classifier's labels without training it from scratch: `labels` the new
         list, `renamed` {old: new}. Kept and renamed labels keep what was learned about them
         (their rows of the head; the LoRA weights are kept), an added one starts from the
-        mean of the others, a removed one is gone. Queued records of a renamed label are
-        renamed; those of a removed one stay in the queue, unused. Training starts a new
+        mean of the others, a removed one is gone. Queued and learned records of a renamed
+        label are renamed (learned ones are still replayed); those of a removed one stay in
+        the queue, unused. Training starts a new
         generation; the new state is saved at once, with `app_files` ({name: bytes}, names
         starting "app-": what the app keeps with these labels). Returns the model's summary."""
         model = self._require("classification")
@@ -426,6 +427,9 @@ class EngineService:
         async with self._using_model():
             await self.learner.close()
             await model.relabel(labels, renamed)
+            # what was learned and left the queue is still replayed, under its new label
+            memory = [r.replace(label=renamed.get(r.label, r.label))
+                      for r in self.learner.work.memory if renamed.get(r.label, r.label) in labels]
             for old, new in renamed.items():
                 records = [r async for r in self.queue.records(kind="classification", label=old)]
                 if records:
@@ -435,6 +439,7 @@ class EngineService:
             kept = dict(self.learner.app_files, **(app_files or {}))
             self.learner = self._learner(model)
             self.learner.app_files = kept
+            self.learner.work.memory = memory
             self.learner.unsaved = True
             await self.learner.save()
         self._status_changed()

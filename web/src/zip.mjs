@@ -97,7 +97,11 @@ export async function unzip(bytes) {
       data = raw.slice();
     } else if (method === 8) {
       const stream = new Blob([raw]).stream().pipeThrough(new DecompressionStream("deflate-raw"));
-      data = new Uint8Array(await new Response(stream).arrayBuffer());
+      try {
+        data = new Uint8Array(await new Response(stream).arrayBuffer());
+      } catch (e) {
+        throw new Error(`zip: ${name} is damaged (${e.message})`);
+      }
     } else {
       throw new Error(`zip: ${name} uses compression method ${method} (only stored and deflated are read)`);
     }
