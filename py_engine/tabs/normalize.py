@@ -125,7 +125,7 @@ def _decode_label(label):
 def words_of(text):
     """The kept words of a URL path or query (see the module docstring), in order."""
     out = []
-    for chunk in _chunks(unquote(text)):
+    for chunk in letter_digit_runs(unquote(text)):
         if is_noise(chunk):
             continue
         pieces = _CAMEL.findall(chunk) if chunk.isascii() else [chunk]
@@ -135,8 +135,8 @@ def words_of(text):
     return out
 
 
-def _chunks(text):
-    """Maximal runs of letters and digits (Unicode categories L* and N*)."""
+def letter_digit_runs(text):
+    """The maximal runs of letters and digits (Unicode general categories L* and N*) of `text`."""
     runs, current = [], []
     for ch in text:
         if unicodedata.category(ch)[0] in "LN":

@@ -40,12 +40,11 @@ Matching, exactly (a port must do the same, step by step):
 
 import json
 import re
-import unicodedata
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from ..formats.json_file import parse_json, read_utf8
-from .normalize import LOCAL_DEV, local_server
+from .normalize import LOCAL_DEV, letter_digit_runs, local_server
 
 RULES_FILE = Path(__file__).parent / "data" / "rules.json"
 CONFORMANCE_FILE = Path(__file__).parent / "data" / "rules_conformance.json"
@@ -120,16 +119,7 @@ def load_rules(path=RULES_FILE):
 
 def words(text):
     """The lower-cased runs of letters and digits (Unicode L* and N*) of `text`."""
-    out, current = [], []
-    for ch in text.lower():
-        if unicodedata.category(ch)[0] in "LN":
-            current.append(ch)
-        elif current:
-            out.append("".join(current))
-            current = []
-    if current:
-        out.append("".join(current))
-    return out
+    return letter_digit_runs(text.lower())
 
 
 _ESCAPES = re.compile(r"(?:%[0-9A-Fa-f]{2})+")
