@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The one entry point: setup, build, test, serve, demo, bench.
 
-    python build.py demo      set up what is missing, build, run the engine in headless Chromium
+    python build.py demo      set up what is missing, build, sort tabs with the extension in headless Chromium
     python build.py test      set up, build, run the whole suite (host, kernels, browser)
 
 `setup` installs into ./.venv (pinned by pyproject.toml) and ./node_modules (pinned by
@@ -337,9 +337,12 @@ def cmd_serve(args):
 
 def cmd_demo(args):
     build()
-    from py_engine.harness import run_demo
+    import tempfile
 
-    sys.exit(run_demo(WEB_DIST, epochs=args.epochs))
+    from py_engine.demo import run
+
+    with tempfile.TemporaryDirectory(prefix="py_engine-demo-") as profile:
+        sys.exit(run(EXT_DIST, TABS_MODEL, Path(profile) / "chromium", screenshots=args.screenshots))
 
 
 def cmd_bench(args):
@@ -362,8 +365,9 @@ def main():
     p.add_argument("--allow-fetch", action="append", default=[], metavar="HOST:PORT",
                    help="a local address the page's URL import may fetch from (repeatable); "
                         "public addresses and this server's own are always allowed")
-    p = sub.add_parser("demo", help="in headless Chromium: check the kernels, fine-tune MiniLM, report")
-    p.add_argument("--epochs", type=int, default=1, help="epochs of the in-page fine-tune (default 1)")
+    p = sub.add_parser("demo", help="the tab sorter extension in headless Chromium: the evaluation "
+                                    "table, tabs grouped by the model, a correction learned")
+    p.add_argument("--screenshots", metavar="DIR", help="save the popup in each state and the groups here")
     sub.add_parser("bench", help="run the benchmarks; table on stdout, JSON in bench/results/ "
                                  "(further arguments go to bench/run.py)")
     args, extra = parser.parse_known_args()

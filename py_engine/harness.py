@@ -116,56 +116,6 @@ def engine_page(dist, query="?noselfcheck"):
             browser.close()
 
 
-SELFCHECK = """
-import json
-from py_engine.gpu import open_device
-from py_engine.gpu.selfcheck import run_selfcheck
-device = await open_device()
-json.dumps(await run_selfcheck(device))
-"""
-
-
-FINE_TUNE = """
-import json
-from py_engine.demo import fetch_model, fine_tune
-await fetch_model("models/minilm/", "/models/minilm")
-report = await fine_tune("/models/minilm", epochs=EPOCHS, on_step=lambda s: print(
-    f"[demo] step {s.step}: loss {s.loss:.3f}, batch accuracy {s.accuracy:.2f}"))
-json.dumps(report)
-"""
-
-
-def run_demo(dist, epochs=1):
-    """The demo: boot the engine in headless Chromium, check its kernels, then fine-tune MiniLM
-    with LoRA on the embedded examples in the page, and print what happened."""
-    with engine_page(dist) as page:
-        t = page.timings
-        print(f"Pyodide booted in {t['pyodide_boot_ms']:.0f} ms; py_engine loaded in {t['py_engine_load_ms']:.0f} ms")
-        report = run_json(page, SELFCHECK)
-        a = report["adapter"]
-        kind = " (software adapter)" if a["is_software"] else ""
-        print(f"WebGPU adapter: vendor={a['vendor']!r} architecture={a['architecture']!r}{kind}")
-        for c in report["checks"]:
-            err = c["rel_error"]
-            err = f"{err:.2e}" if isinstance(err, float) else err
-            print(f"  {c['kernel']:<11} {c['shape']:<16} rel error {err:>10}  bound {c['bound']:.0e}  {'ok' if c['ok'] else 'FAIL'}")
-        worst = report["max_rel_error"]
-        print(f"max relative error: {worst:.2e}" if isinstance(worst, float) else f"max relative error: {worst}")
-        if not report["ok"]:
-            return 1
-        print(f"Fine-tuning MiniLM (LoRA r=8 on query/value, mean pooling) in the page, {epochs} epoch(s) "
-              "of 64 embedded examples ...", flush=True)
-        page.on("console", lambda m: m.text.startswith("[demo]") and print("  " + m.text[7:], flush=True))
-        tuned = run_json(page, FINE_TUNE.replace("EPOCHS", str(int(epochs))))
-    print(f"trained {tuned['steps']} steps in {tuned['train_seconds']:.0f} s on {tuned['adapter']['vendor']} "
-          f"{tuned['adapter']['architecture']}: loss {tuned['first_loss']:.3f} -> {tuned['last_loss']:.3f}")
-    print(f"held-out accuracy: {tuned['held_out_accuracy']:.3f} on {tuned['held_out']} examples")
-    for text, probs in tuned["predictions"].items():
-        best = max(probs, key=probs.get)
-        print(f"  {text!r}: {best} ({probs[best]:.2f})")
-    return 0
-
-
 # --- the extension ---------------------------------------------------------------------------
 
 
@@ -239,14 +189,15 @@ def _wait_for(page, condition, what, timeout_s=30):
         page.wait_for_timeout(50)       # lets Playwright deliver events
 
 
-def launch_extension(playwright, dist, profile_dir, extra_args=()):
+def launch_extension(playwright, dist, profile_dir, extra_args=(), webgpu=True):
     """Chromium with the unpacked extension in `dist` (both flags are needed: --load-extension
-    alone is ignored) in a persistent profile; returns an Extension. A bad manifest loads
-    nothing and says nothing: no service worker ever appears."""
+    alone is ignored) in a persistent profile; returns an Extension. webgpu=False: a browser
+    that offers no WebGPU adapter. A bad manifest loads nothing and says nothing: no service
+    worker ever appears."""
     context = playwright.chromium.launch_persistent_context(
-        str(profile_dir), executable_path=chromium_path(), headless=True,
-        args=[*CHROMIUM_ARGS, f"--disable-extensions-except={dist}", f"--load-extension={dist}",
-              *extra_args])
+        str(profile_dir), **dict(launch_args(webgpu), args=[
+            *launch_args(webgpu)["args"], f"--disable-extensions-except={dist}",
+            f"--load-extension={dist}", *extra_args]))
     try:
         workers = context.service_workers
         worker = workers[0] if workers else context.wait_for_event("serviceworker", timeout=30_000)

@@ -14,6 +14,8 @@ function el(tag, props = {}, ...children) {
   return node;
 }
 
+const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
+
 function host(url) {
   try {
     return new URL(url).host + new URL(url).pathname;
@@ -43,7 +45,7 @@ async function render() {
         const ours = String(t.groupId) in snapshot.groups;
         strip.append(el("span", { className: "chip", style: `background: var(--${g.color})` }, g.title || "(untitled)"));
         const title = el("h3", {}, el("span", { className: "dot", style: `background: var(--${g.color})` }), g.title || "(untitled)",
-          el("span", { className: "why" }, ours ? `${members.length} tabs` : `your group, ${members.length} tabs`));
+          el("span", { className: "why" }, `${ours ? "" : "your group, "}${plural(members.length, "tab")}`));
         cards.append(el("div", { className: "group" }, title, el("ul", {}, ...members.map((m) => {
           const info = snapshot.tabs[m.id];
           return el("li", {}, m.title || m.url, info ? el("span", { className: "why" }, ` · ${how[info.source] || ""}`) : "",
@@ -62,7 +64,7 @@ async function render() {
   }));
   const counts = {};
   for (const info of Object.values(snapshot.tabs)) counts[info.source] = (counts[info.source] || 0) + 1;
-  $("summary").textContent = `${shown.length} tabs in ${groups.length} groups. Sorted by the model: ${counts.model || 0}, by the rules: ${counts.rules || 0}, by you: ${counts.user || 0}.`;
+  $("summary").textContent = `${plural(shown.length, "tab")} in ${plural(groups.length, "group")}. Sorted by the model: ${counts.model || 0}, by the rules: ${counts.rules || 0}, by you: ${counts.user || 0}.`;
   document.body.dataset.rendered = "yes";
 }
 

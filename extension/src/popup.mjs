@@ -57,7 +57,8 @@ function showEngine(state) {
     message("engine-detail", `MiniLM classifier on ${describeAdapter(state.adapter)}, ${(state.model?.parameters / 1e6).toFixed(1)}M parameters.${slow}`);
   } else {
     badge.textContent = "Rules only";
-    message("engine-detail", `The model is not available (${state.error}). Tabs are sorted by domain and keyword rules.`, "bad");
+    message("engine-detail", `The model is not available (${state.error}). Tabs are sorted by domain and keyword rules.`, "warn");
+    for (const id of ["training", "corrections", "steps"]) $(id).textContent = "needs the model";
   }
   for (const id of ["pause", "reset", "export", "import", "new-category", "add"]) $(id).disabled = !ready;
 }
@@ -75,8 +76,11 @@ function showTraining() {
   };
   $("training").textContent = byState[s.state] || s.state;
   $("pause").textContent = s.state === "paused" ? "Resume" : "Pause";
-  const waiting = status.queue?.by_source?.correction || 0;
-  const learned = t?.data?.memory ?? 0;
+  // the queue holds corrections only: those not leased yet or still to be trained are waiting;
+  // learned ones leave the queue for the replay memory once the state that learned them is saved
+  const d = t?.data || {};
+  const waiting = (status.queue?.available || 0) + (d.pending || 0);
+  const learned = (d.memory || 0) + Math.max(0, (d.training || 0) - (d.pending || 0));
   $("corrections").textContent = `${waiting} waiting, ${learned} learned`;
   $("steps").textContent = t && t.step ? `${t.step}${t.loss != null ? `, last loss ${t.loss.toFixed(3)}` : ""}` : "none yet";
 }
@@ -84,6 +88,10 @@ function showTraining() {
 function showSpeed() {
   const b = snapshot?.budget;
   if (!b) return;
+  if (snapshot.engine.phase === "failed") {
+    $("speed").textContent = "the rules answer at once";
+    return;
+  }
   const est = b.estimateMs == null ? "not measured yet" : `${b.estimateMs.toFixed(b.estimateMs < 10 ? 1 : 0)} ms per tab`;
   $("speed").textContent = `${est} (budget ${b.perTabMs} ms)`;
 }
