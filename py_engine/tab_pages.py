@@ -55,6 +55,7 @@ class _Server(ThreadingHTTPServer):
 
     def __init__(self, pages, tls):
         self.pages, self.tls = pages, tls
+        self.requests = []          # (method, host, path, sender) of every request, in order
         super().__init__(("127.0.0.1", 0), _Handler)
 
     def finish_request(self, request, client_address):
@@ -73,6 +74,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         host = (self.headers.get("Host") or "").lower()
         path = unquote(self.path)           # the browser sends non-ASCII percent-encoded
+        self.server.requests.append(("GET", host, path, self._sender()))
         title = self.server.pages.get((host, path))
         if title is None:
             title = self.server.pages.get((host.split(":")[0], path))
@@ -85,6 +87,17 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+    def _sender(self):
+        """The origin the request names (Origin, else Referer): "" for the browser's own."""
+        return self.headers.get("Origin") or self.headers.get("Referer") or ""
+
+    def _refuse(self):
+        self.server.requests.append((self.command, self.headers.get("Host") or "", self.path,
+                                     self._sender()))
+        self.send_error(405)
+
+    do_POST = do_PUT = do_DELETE = do_HEAD = do_OPTIONS = do_PATCH = _refuse
 
     def log_message(self, *args):
         pass
@@ -118,6 +131,18 @@ class TabPages:
         self._server.server_close()
         self._tmp.cleanup()
         return False
+
+    @property
+    def requests(self):
+        """(method, host, path, sender) of every request the server was sent (sender: its
+        Origin or Referer header): with every name resolved to this server, whatever the
+        browser fetched from the network is here."""
+        return list(self._server.requests)
+
+    def sent_by(self, prefix):
+        """The requests whose sender starts with `prefix` ("chrome-extension://": an
+        extension's pages and workers, which name their origin on a request elsewhere)."""
+        return [r for r in self.requests if r[3].startswith(prefix)]
 
     @property
     def port(self):

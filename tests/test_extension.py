@@ -224,3 +224,64 @@ def test_the_rules_answer_when_the_model_is_over_its_budget(extension):
         assert again["reason"] == "model over its budget"               # not even asked
     finally:
         ext.sorter("configure", SLOW)
+
+
+def test_the_popup_shows_the_tab_and_its_choice_is_a_correction(extension):
+    ext = extension
+    wait_ready(ext)
+    tab = open_tab(ext, TABS[5][0])
+    wait_until("the tab sorted", lambda: str(tab) in ext.sorter("snapshot")["tabs"])
+    page = ext.context.new_page()
+    try:
+        page.goto(ext.url(f"popup.html?tab={tab}"))
+        page.wait_for_function("() => document.body.dataset.phase === 'ready'")
+        assert page.inner_text("#engine") == "Model ready"
+        assert page.inner_text("#tab-title") == TABS[5][1]
+        before = page.input_value("#tab-category")
+        assert before == ext.sorter("snapshot")["tabs"][str(tab)]["category"]
+        names = page.eval_on_selector_all("#categories input", "(inputs) => inputs.map((i) => i.value)")
+        assert names == [c.name for c in CATEGORIES.items]
+        choice = "cloud" if before != "cloud" else "news"
+        page.select_option("#tab-category", choice)
+        wait_until("the tab moved", lambda: group_of(ext, tab) == expected_group(choice))
+        assert ext.sorter("snapshot")["tabs"][str(tab)] == {"category": choice, "source": "user",
+                                                            "host": "docs.google.com"}
+        page.wait_for_function("() => document.getElementById('tab-message').textContent.startsWith('Moved')")
+        corrections = [e for e in ext.sorter("snapshot")["events"] if e["kind"] == "correction"]
+        assert corrections[-1]["tabId"] == tab and corrections[-1]["category"] == choice
+        # pause and resume reach the engine's scheduler
+        page.click("#pause")
+        page.wait_for_function("() => document.getElementById('training').textContent === 'paused'")
+        assert ext.engine("status")["scheduler"]["state"] == "paused"
+        page.click("#pause")
+        page.wait_for_function("() => document.getElementById('training').textContent !== 'paused'")
+    finally:
+        page.close()
+
+
+def test_nothing_leaves_the_machine(extension, pages, extension_dist):
+    # every host name resolves to the local server: anything the extension fetched from the
+    # network (telemetry, a model download, a remote script) would be there, naming its origin
+    assert pages.requests, "the page server saw no request at all"
+    assert pages.sent_by("chrome-extension://") == []
+    manifest = __import__("json").loads((extension_dist / "manifest.json").read_text())
+    assert manifest["content_security_policy"] == {
+        "extension_pages": "script-src 'self' 'wasm-unsafe-eval'; object-src 'self'"}
+    assert "host_permissions" not in manifest
+    assert set(manifest["permissions"]) == {"offscreen", "storage", "unlimitedStorage", "tabs",
+                                            "tabGroups", "idle"}
+
+
+def test_without_webgpu_the_rules_sort_the_tabs(playwright, extension_dist, pages, tmp_path):
+    ext = harness.launch_extension(playwright, extension_dist, tmp_path / "profile",
+                                   pages.chromium_args, webgpu=False)
+    try:
+        state = wait_until("the engine to give up", lambda: (lambda s: s if s["phase"] == "failed" else None)(
+            ext.sorter("snapshot")["engine"]), timeout_s=180)
+        assert "no WebGPU adapter" in state["error"]
+        tab = open_tab(ext, TABS[2][0])
+        wait_until("the tab grouped", lambda: group_of(ext, tab) == expected_group("shopping"))
+        info = ext.sorter("snapshot")["tabs"][str(tab)]
+        assert info == {"category": "shopping", "source": "rules", "host": "www.amazon.com"}
+    finally:
+        ext.context.close()

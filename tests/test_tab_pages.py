@@ -46,6 +46,13 @@ def test_every_host_is_served_over_tls_or_plain_http_with_its_title(pages):
     assert status == 200 and "<title>新闻 - 维基百科</title>" in body
     assert get(pages, "github.com", "/elsewhere", tls=True)[0] == 404
     assert get(pages, "example.org", "/rust-lang/rust/pull/1", tls=False)[0] == 404
+    # every request is recorded, with the origin that sent it
+    assert ("GET", "github.com", "/rust-lang/rust/pull/1", "") in pages.requests
+    conn = http.client.HTTPConnection("127.0.0.1", pages.port, timeout=10)
+    conn.request("POST", "/collect", headers={"Host": "t.example", "Origin": "chrome-extension://abc"})
+    assert conn.getresponse().status == 405
+    conn.close()
+    assert pages.sent_by("chrome-extension://") == [("POST", "t.example", "/collect", "chrome-extension://abc")]
 
 
 def test_chromium_is_sent_to_the_server_for_every_name(pages):

@@ -194,9 +194,9 @@ $("tab-category").addEventListener("change", async (e) => {
   if (!e.target.value) return;
   try {
     await sorter("correct", tab.id, e.target.value);
-    message("tab-source", "Moved. The model learns this the next time you are away.", "ok");
+    message("tab-message", "Moved. The model learns this the next time you are away.", "ok");
   } catch (err) {
-    message("tab-source", err.message, "bad");
+    message("tab-message", err.message, "bad");
   }
   await refresh();
 });
