@@ -299,7 +299,8 @@ def extension_files(runtime):
             files.setdefault(name, WEB_SRC / name)
     model = deploy_tabs_model()
     for path in tree_files(model.relative_to(ROOT)):
-        files[f"model/{path.relative_to(model).as_posix()}"] = path
+        if not path.name.startswith("."):       # the deploy's own bookkeeping (.py_engine-output)
+            files[f"model/{path.relative_to(model).as_posix()}"] = path
     files["model/background.jsonl"] = tabs_background(model)
     return files
 

@@ -42,10 +42,11 @@ TABS = [
 NAVIGATED = ("https://www.ikea.com/us/en/p/billy-bookcase-white-00263850/", "BILLY Bookcase, white - IKEA", "shopping")
 PINNED = ("https://calendar.google.com/calendar/u/0/r/week", "Google Calendar - Week of October 7, 2024", "work")
 USER_GROUP = ("https://en.wikipedia.org/wiki/Tide", "Tide - Wikipedia", None)
+UNKNOWN_TO_RULES = ("https://www.quantamagazine.org/the-physics-of-bubbles-20240101/", "The Physics of Bubbles | Quanta Magazine", None)
 
 
 def all_pages():
-    return [(u, t) for u, t, _ in TABS + [NAVIGATED, PINNED, USER_GROUP]]
+    return [(u, t) for u, t, _ in TABS + [NAVIGATED, PINNED, USER_GROUP, UNKNOWN_TO_RULES]]
 
 
 @pytest.fixture(scope="module")
@@ -222,6 +223,13 @@ def test_the_rules_answer_when_the_model_is_over_its_budget(extension):
         again = next(r for r in ext.sorter("sortAll") if r["tabId"] == second)
         assert again["source"] == "rules" and again["category"] == "news"
         assert again["reason"] == "model over its budget"               # not even asked
+        # a tab the rules cannot place waits for the model's answer, however late: it moves nothing
+        ext.sorter("configure", {"perTabMs": 0.001, "minMs": 1})         # asked once more, late
+        unknown = open_tab(ext, UNKNOWN_TO_RULES[0])
+        info = wait_until("the late answer", lambda: (lambda t: t if t and t["category"] else None)(
+            ext.sorter("snapshot")["tabs"].get(str(unknown))))
+        assert info["source"] == "model" and group_of(ext, unknown) == expected_group(info["category"])
+        assert any(e["kind"] == "late" for e in ext.sorter("snapshot")["events"])
     finally:
         ext.sorter("configure", SLOW)
 

@@ -63,7 +63,7 @@ async function render() {
     return el("div", { className: "window" }, strip, cards);
   }));
   const counts = {};
-  for (const info of Object.values(snapshot.tabs)) counts[info.source] = (counts[info.source] || 0) + 1;
+  for (const info of Object.values(snapshot.tabs)) if (info.category) counts[info.source] = (counts[info.source] || 0) + 1;
   $("summary").textContent = `${plural(shown.length, "tab")} in ${plural(groups.length, "group")}. Sorted by the model: ${counts.model || 0}, by the rules: ${counts.rules || 0}, by you: ${counts.user || 0}.`;
   document.body.dataset.rendered = "yes";
 }

@@ -122,7 +122,8 @@ function showTab() {
     select.value = known?.category || "";
   }
   const how = { model: "sorted by the model", rules: "sorted by the rules", user: "placed by you" };
-  message("tab-source", known ? how[known.source] || "" : tab.pinned ? "Pinned tabs are left where they are." : "");
+  const said = known && !known.category && known.source !== "user" ? "Not sorted yet: the rules do not know this page; the model sorts it when it can." : known ? how[known.source] || "" : "";
+  message("tab-source", tab.pinned ? "Pinned tabs are left where they are." : said);
 }
 
 // --- categories -----------------------------------------------------------------------------

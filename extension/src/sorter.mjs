@@ -83,9 +83,20 @@ export class TabSorter {
     // a tab the user put somewhere stays there (until it goes to another site)
     const candidates = tabs.filter((t) => movable(t, this.groups, { includeUserGroups }) && this.tabs[t.id]?.source !== "user");
     if (!candidates.length) return [];
-    const results = await categoriseTabs(candidates, this.settings.maxGroups);
+    const onLate = (late) => this.serially(() => this.applyLate(candidates, late));
+    const results = await categoriseTabs(candidates, this.settings.maxGroups, { onLate });
     await this.serially(() => this.apply(candidates, results));
     return results;
+  }
+
+  // The model's late answer for tabs the rules left ungrouped: placed if they still are.
+  async applyLate(tabs, late) {
+    const ungrouped = late.filter((r) => this.tabs[r.tabId]?.source === "rules" && !this.tabs[r.tabId].category);
+    if (!ungrouped.length) return;
+    const live = new Set((await chrome.tabs.query({ groupId: NO_GROUP })).map((t) => t.id));
+    await this.apply(tabs, ungrouped.filter((r) => live.has(r.tabId)));
+    this.log("late", { tabs: ungrouped.map((r) => ({ tabId: r.tabId, category: r.category })) });
+    await this.save();
   }
 
   async sortAll(options = {}) {
@@ -106,7 +117,8 @@ export class TabSorter {
     for (const move of planMoves(live, categoryOf, this.groups)) await this.move(move);
     for (const r of results) {
       const tab = byId.get(r.tabId);
-      if (r.category) this.tabs[r.tabId] = { category: r.category, source: r.source, host: hostOf(tab.url) };
+      // a tab the rules could not place is kept too (category null): the model sorts it later
+      this.tabs[r.tabId] = { category: r.category, source: r.source, host: hostOf(tab.url) };
     }
     await this.save();
   }

@@ -87,18 +87,21 @@ async function byModel(tabs) {
   // a late answer still tells the budget what the model takes
   call.then(() => budget.record(n, performance.now() - started), () => {});
   const answer = await within(call.catch((e) => ({ error: e })), budget.deadlineMs(n));
-  if (answer === null) return { reason: "model too slow" }; // asked, but late
+  if (answer === null) return { reason: "model too slow", late: call }; // asked, but late
   if (answer.error) return { reason: `model failed: ${answer.error.message}` };
   return { results: answer.results, modelMs: answer.model_ms, ms: performance.now() - started };
 }
 
 // Categorise tabs ([{id, url, title}]) into at most `maxGroups` categories (0: no limit).
-export async function categoriseTabs(tabs, maxGroups = 0) {
+// `onLate(results)`: when the model answered too late, what it said of the tabs the rules
+// gave no category (they are ungrouped: placing them now moves nothing the user has seen).
+export async function categoriseTabs(tabs, maxGroups = 0, { onLate = null } = {}) {
   if (!rules || !categories) await initialise();
   const out = [];
   for (let start = 0; start < tabs.length; start += BATCH) {
     const batch = tabs.slice(start, start + BATCH);
     const model = await byModel(batch);
+    const first = out.length;
     batch.forEach((tab, i) => {
       const m = model.results?.[i];
       if (m && m.category && categories.byId(m.category)) {
@@ -107,6 +110,18 @@ export async function categoriseTabs(tabs, maxGroups = 0) {
         out.push({ ...rulesFor(tab), reason: model.reason || "model gave no category" });
       }
     });
+    if (model.late && onLate) {
+      const unplaced = batch.map((tab, i) => [tab, out[first + i]]).filter(([, r]) => !r.category);
+      if (unplaced.length) {
+        model.late.then((answer) => {
+          const late = unplaced.map(([tab]) => answer.results[batch.indexOf(tab)])
+            .map((m, k) => ({ tabId: unplaced[k][0].id, category: m.category && categories.byId(m.category) ? m.category : null,
+              confidence: m.confidence, probs: m.probs, source: "model", late: true }))
+            .filter((r) => r.category);
+          if (late.length) onLate(late.map(named));
+        }, () => {});
+      }
+    }
   }
   return limitGroups(out, maxGroups, categories.ids()).map(named);
 }
