@@ -8,19 +8,13 @@
 //   await engineCall("status")                      // the engine's answer, or throws EngineError
 //   await offscreenRequest({type: "state"})         // the document's own requests
 
+import { EngineError } from "./engine_client.mjs";
 import { fromWire, toWire } from "./wire.mjs";
+
+export { EngineError };
 
 export const OFFSCREEN_PATH = "offscreen.html";
 const inServiceWorker = typeof ServiceWorkerGlobalScope !== "undefined" && self instanceof ServiceWorkerGlobalScope;
-
-export class EngineError extends Error {
-  constructor({ message, kind = "bug", traceback = "" }) {
-    super(message);
-    this.name = "EngineError";
-    this.kind = kind; // "user": bad input or an expected failure; "bug": with a traceback
-    this.traceback = traceback;
-  }
-}
 
 let ensuring = null; // the check-and-create in progress, shared by concurrent callers
 
