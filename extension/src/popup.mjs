@@ -67,20 +67,21 @@ function showTraining() {
   if (!status) return;
   const s = status.scheduler;
   const t = status.trainer;
-  const byState = {
-    paused: "paused",
-    forced: "training now",
-    stopped: "stopped",
-    active: "waits until you are away",
-    idle: s.running ? "training now (you are away)" : "ready to learn while you are away",
-  };
-  $("training").textContent = byState[s.state] || s.state;
-  $("pause").textContent = s.state === "paused" ? "Resume" : "Pause";
   // the queue holds corrections only: those not leased yet or still to be trained are waiting;
   // learned ones leave the queue for the replay memory once the state that learned them is saved
   const d = t?.data || {};
   const waiting = (status.queue?.available || 0) + (d.pending || 0);
   const learned = (d.memory || 0) + Math.max(0, (d.training || 0) - (d.pending || 0));
+  const busy = s.running && t && !t.done; // the loop also looks in (briefly) when nothing is to learn
+  const byState = {
+    paused: "paused",
+    forced: "training now",
+    stopped: "stopped",
+    active: waiting ? "waits until you are away" : "up to date",
+    idle: busy ? "training now (you are away)" : waiting ? "learns while you are away" : "up to date",
+  };
+  $("training").textContent = byState[s.state] || s.state;
+  $("pause").textContent = s.state === "paused" ? "Resume" : "Pause";
   $("corrections").textContent = `${waiting} waiting, ${learned} learned`;
   $("steps").textContent = t && t.step ? `${t.step}${t.loss != null ? `, last loss ${t.loss.toFixed(3)}` : ""}` : "none yet";
 }
