@@ -1,14 +1,16 @@
 """Learning while idle: the figures of the engine service (py_engine/app/service.py).
 
-    python bench/idle_training.py                    # all three, JSON on stdout
-    python bench/idle_training.py --only latency     # latency | browser_latency | corrections | memory
+    python bench/idle_training.py                    # all four, JSON on stdout
+    python bench/idle_training.py --only latency     # latency | app_page | corrections | memory
 
-- latency: a classifier's predict() latency through the service, p50 and p95, with idle
-  training running (the scheduler's slices under requestIdleCallback-like deadlines, the user
-  idle) and without it; the added milliseconds. latency_rounds() is plain asyncio and runs the
-  same in the page (bench/run.py can ship this file's source into Pyodide): there every GPU
-  readback yields, so a request stops a slice at its next micro-batch; natively (NumPy,
-  wgpu-native) compute never yields, so a request waits for the slice it arrived in.
+- latency: a classifier's predict() latency through the service on the host (NumPy), p50 and
+  p95, with idle training running (the scheduler's slices under requestIdleCallback-like
+  deadlines, the user idle) and without it; the added milliseconds. Natively compute never
+  yields, so a request waits for the micro-batch under way.
+- app_page: the same in the app page (web/dist/app.html in Chromium), the bundled MiniLM in the
+  page's worker, timed from the page's main thread; and the main thread's long tasks
+  (PerformanceObserver) while training runs. In the page every GPU readback yields, so a
+  request ends a slice at its next micro-batch.
 - corrections: how many corrections MiniLM needs before its accuracy on a category it was never
   shown passes 90% (the category taught only through corrections; the others imported; NumPy
   backend). The user corrects only what the model gets wrong; each correction is followed by
@@ -28,11 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
-try:
-    ROOT = Path(__file__).resolve().parents[1]
-    sys.path.insert(0, str(ROOT))
-except NameError:           # in the page, run from this file's source (browser_inference_latency)
-    ROOT = None
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 TOPICS = {
     "sports": (["match", "goal", "team", "coach", "player", "league", "stadium", "season",
@@ -63,6 +62,9 @@ def topic_texts(topic, n, seed):
 
 def jsonl(rows):
     return "".join(json.dumps(r) + "\n" for r in rows).encode()
+
+
+ROUNDS = 3         # latency with and without training is measured in alternating rounds
 
 
 def percentile(values, q):
@@ -150,9 +152,12 @@ def inference_latency(backend="numpy", requests=40, deadline_ms=50.0):
         await _load(service, model_files(minilm_dir()), labels)
         await service.call("import_text", {"name": "topics.jsonl", "data": jsonl(rows)})
         await service.call("predict", {"text": texts[0]})            # record inference first
-        without = await latency_rounds(service, texts, requests, training=False)
-        with_training = await latency_rounds(service, texts, requests, training=True,
-                                             deadline_ms=deadline_ms)
+        without, with_training = [], []
+        for r in range(ROUNDS):             # alternating: the machine's load hits both alike
+            without += await latency_rounds(service, texts, requests // ROUNDS,
+                                            training=False, seed=r)
+            with_training += await latency_rounds(service, texts, requests // ROUNDS,
+                                                  training=True, deadline_ms=deadline_ms, seed=r)
         status = await service.status()
         service.close()
         return without, with_training, status
@@ -166,45 +171,98 @@ def inference_latency(backend="numpy", requests=40, deadline_ms=50.0):
             **summarize(without, with_training)}
 
 
-# Runs in the page's Python after this file's source: the bundled MiniLM (served by build.py
-# at models/minilm/) on WebGPU, the queue and states in IndexedDB.
-BROWSER_LATENCY = """
-from js import fetch
-from py_engine.app.service import EngineService
+# --- the app page: latency through its worker, and main-thread long tasks --------------------
 
-async def _fetched(name):
-    response = await fetch(f"models/minilm/{name}")
-    return bytes((await response.arrayBuffer()).to_py())
+APP_MEASURE = """async ({requests, gapMs, training}) => {
+  const app = window.app, texts = TEXTS;
+  if (training) await app.engine.call("resume"); else await app.engine.call("pause");
+  await app.engine.call("set_idle_state", {state: "idle"});
+  const frames = [];
+  const watch = new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) frames.push(e.scripts.reduce((n, x) => n + x.duration, 0));
+  });
+  watch.observe({type: "long-animation-frame"});
+  const from = performance.now(), latencies = [];
+  let seed = 1;
+  const gap = () => { seed = (seed * 16807) % 2147483647; return gapMs[0] + (seed % 1000) / 1000 * (gapMs[1] - gapMs[0]); };
+  for (let k = 0; k < requests; k++) {
+    await new Promise((r) => setTimeout(r, gap()));
+    const t = performance.now();
+    await app.engine.call("predict", {text: texts[k % texts.length]});
+    latencies.push(performance.now() - t);
+  }
+  const until = performance.now();
+  watch.disconnect();
+  const status = await app.engine.call("status");
+  const long = app.longTasks.filter((t) => t.start >= from && t.start < until);
+  return {latencies, long_tasks: long.map((t) => t.duration), page_script_ms: frames,
+          seconds: (until - from) / 1000,
+          slices: status.scheduler.slices, steps: status.scheduler.steps,
+          training_fraction: status.scheduler.training_fraction};
+}"""
 
-_labels = ["sports", "cooking"]
-_files = {name: await _fetched(name) for name in ("config.json", "tokenizer.json",
-                                                  "model.safetensors")}
-_service = EngineService(queue="bench-idle-latency")
-_summary = await _load(_service, _files, _labels)
-_rows = [{"text": t, "label": topic} for topic in _labels for t in topic_texts(topic, 40, 1)]
-_texts = topic_texts("sports", 10, 9) + topic_texts("cooking", 10, 9)
-await _service.call("import_text", {"name": "topics.jsonl", "data": jsonl(_rows)})
-await _service.call("predict", {"text": _texts[0]})
-_without = await latency_rounds(_service, _texts, REQUESTS, training=False)
-_with = await latency_rounds(_service, _texts, REQUESTS, training=True, deadline_ms=DEADLINE)
-_status = await _service.status()
-json.dumps({"adapter": _summary["adapter"], "requests": REQUESTS, "deadline_ms": DEADLINE,
-            "training_steps": _status["scheduler"]["steps"],
-            "micro_batch_ms_per_token": _status["trainer"]["batches"]["ms_per_token"],
-            "slices": _status["scheduler"]["slices"], **summarize(_without, _with)})
-"""
+
+def _joined(runs):
+    """One measurement of several runs of APP_MEASURE: latencies and long tasks together, the
+    scheduler's counts as the last run left them."""
+    return dict(runs[-1], latencies=[x for r in runs for x in r["latencies"]],
+                long_tasks=[x for r in runs for x in r["long_tasks"]],
+                page_script_ms=[x for r in runs for x in r["page_script_ms"]])
 
 
-def browser_inference_latency(requests=20, deadline_ms=50.0):
-    """inference_latency() inside Chromium (Pyodide + WebGPU; SwiftShader here): every GPU
-    readback yields, so a request ends the running slice at its next micro-batch."""
-    from py_engine.harness import engine_page, run_json
+def app_page_figures(requests=30, gap_ms=(40.0, 160.0)):
+    """In the app page (web/dist/app.html, real Chromium; SwiftShader here), the bundled MiniLM
+    classifier in the page's worker: predict() latency seen by the page's main thread with and
+    without idle training (requestIdleCallback deadlines feeding the scheduler, the user idle),
+    and the main thread's long tasks (PerformanceObserver) meanwhile."""
+    from playwright.sync_api import sync_playwright
 
-    source = Path(__file__).read_text(encoding="utf-8").split('\nif __name__ == "__main__":')[0]
-    code = source + BROWSER_LATENCY.replace("REQUESTS", str(requests)).replace(
-        "DEADLINE", repr(deadline_ms))
-    with engine_page(ROOT / "web" / "dist") as page:
-        return run_json(page, code)
+    from py_engine import harness
+    from py_engine.server import ServerThread
+
+    labels = ["sports", "cooking"]
+    rows = [{"text": t, "label": topic} for topic in labels for t in topic_texts(topic, 60, 1)]
+    texts = topic_texts("sports", 10, 9) + topic_texts("cooking", 10, 9)
+    measure = APP_MEASURE.replace("TEXTS", json.dumps(texts))
+    with ServerThread(ROOT / "web" / "dist") as url, sync_playwright() as pw:
+        browser = pw.chromium.launch(**harness.launch_args())
+        try:
+            page = browser.new_page()
+            page.goto(url + "app.html")
+            page.wait_for_function("() => window.app && (window.app.ready || window.app.engine.failure)",
+                                   timeout=180_000)
+            page.fill("#model-labels", ", ".join(labels))
+            page.click("#load-bundled")
+            page.wait_for_function("() => window.app.model", timeout=300_000)
+            adapter = page.evaluate("() => window.app.adapter")
+            page.evaluate("(data) => window.app.engine.call('import_text', "
+                          "{name: 'topics.jsonl', data: new TextEncoder().encode(data)})",
+                          jsonl(rows).decode())
+            page.evaluate("(t) => window.app.engine.call('predict', {text: t})", texts[0])
+            args = {"requests": requests // ROUNDS, "gapMs": list(gap_ms)}
+            runs = {False: [], True: []}
+            for _ in range(ROUNDS):         # alternating: the machine's load hits both alike
+                for training in (False, True):
+                    runs[training].append(page.evaluate(measure, dict(args, training=training)))
+            without, with_training = (_joined(runs[False]), _joined(runs[True]))
+        finally:
+            browser.close()
+    long_tasks = with_training["long_tasks"]
+    return {"adapter": {k: adapter.get(k) for k in ("vendor", "architecture", "is_software")}
+            if adapter else None,
+            "requests": requests, "training_steps": with_training["steps"],
+            "slices": with_training["slices"],
+            "training_fraction": round(with_training["training_fraction"], 3),
+            "long_tasks_while_training": {"count": len(long_tasks),
+                                          "over_50ms": sum(d > 50 for d in long_tasks),
+                                          "worst_ms": round(max(long_tasks, default=0.0), 1),
+                                          # long animation frames: the page's own scripts in one
+                                          "page_scripts_over_50ms": sum(
+                                              d > 50 for d in with_training["page_script_ms"]),
+                                          "page_scripts_worst_ms": round(max(
+                                              with_training["page_script_ms"], default=0.0), 1)},
+            "long_tasks_without_training": len(without["long_tasks"]),
+            **summarize(without["latencies"], with_training["latencies"])}
 
 
 # --- corrections ------------------------------------------------------------------------------
@@ -329,7 +387,7 @@ def _count(shape):
     return n
 
 
-FIGURES = {"latency": inference_latency, "browser_latency": browser_inference_latency,
+FIGURES = {"latency": inference_latency, "app_page": app_page_figures,
            "corrections": corrections_to_learn, "memory": training_state_memory}
 
 

@@ -8,7 +8,7 @@ with the BLAS, thread counts and OPENBLAS_* / OMP_* / MKL_* variables of each re
 comparison against torch + PEFT on CUDA is bench/gpu_device.sh's.
 
     python build.py bench                 # everything
-    python build.py bench --only native   # one section: native, browser, bert, decoder, browser_step, learning
+    python build.py bench --only native   # one section: native, browser, bert, decoder, browser_step, learning, idle
 """
 
 import argparse
@@ -167,6 +167,50 @@ def bench_learning():
     return run_all()
 
 
+def bench_idle():
+    from idle_training import FIGURES
+
+    out = {}
+    for name, figure in FIGURES.items():
+        started = time.perf_counter()
+        out[name] = figure()
+        out[name]["bench_seconds"] = round(time.perf_counter() - started, 1)
+    return out
+
+
+def idle_rows(idle):
+    rows = []
+    for key, where in (("latency", "host, NumPy"), ("app_page", "app page, worker")):
+        r = idle.get(key)
+        if r:
+            rows.append((f"predict() latency added by idle training ({where})",
+                         f"p50 {r['p50']['added_ms']:+.1f} ms, p95 {r['p95']['added_ms']:+.1f} ms",
+                         f"without: p50 {r['p50']['without_ms']:.1f} ms, p95 {r['p95']['without_ms']:.1f} ms; "
+                         f"{r['training_steps']} steps in {r['slices']} slices (target p95 < 5 ms on a real GPU)"))
+    page = idle.get("app_page")
+    if page:
+        lt = page["long_tasks_while_training"]
+        rows.append(("main-thread long tasks while training (app page)", f"{lt['over_50ms']} over 50 ms",
+                     f"{lt['count']} long tasks, worst {lt['worst_ms']:.0f} ms; the page's own scripts "
+                     f"at most {lt['page_scripts_worst_ms']:.0f} ms in one frame; adapter "
+                     f"{(page['adapter'] or {}).get('architecture')}"))
+    c = idle.get("corrections")
+    if c:
+        rows.append((f"corrections until MiniLM passes {c['target']:.0%} on a new category",
+                     f"{c['corrections']}" + ("" if c["reached"] else " (not reached)"),
+                     f"new category {c['travel_accuracy']:.2f}, the others {c['base_accuracy']:.2f}, "
+                     f"{c['rollbacks']} rollbacks"))
+    m = idle.get("memory")
+    if m:
+        for backend in ("numpy", "gpu"):
+            if backend in m:
+                e = m[backend]
+                rows.append((f"MiniLM LoRA training state beyond inference ({backend})",
+                             f"{e['total_mb']:.1f} MB", f"{e['snapshots_kept']} snapshots; target < "
+                             f"{m['target_mb']} MB"))
+    return rows
+
+
 def ratios(browser):
     js = browser["plain_js"]
     return {
@@ -210,6 +254,9 @@ def table(results):
         f32, f16 = learning["mean_f32"]["losses"], learning["mean_f16"]["losses"]
         rows.append(("f16 vs f32 base weights, same run", f"{max(abs(a - b) for a, b in zip(f32, f16)):.1e}",
                      "largest loss difference over the steps"))
+    idle = results.get("idle")
+    if idle:
+        rows += idle_rows(idle)
     step = results.get("browser_step")
     if step:
         rows.append((f"tiny BERT {step['shape']['batch']}x{step['shape']['seq']} step in the browser "
@@ -245,10 +292,10 @@ def table(results):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--only", choices=["native", "browser", "bert", "decoder", "browser_step", "learning"], action="append")
+    parser.add_argument("--only", choices=["native", "browser", "bert", "decoder", "browser_step", "learning", "idle"], action="append")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    sections = args.only or ["native", "browser", "bert", "decoder", "browser_step", "learning"]
+    sections = args.only or ["native", "browser", "bert", "decoder", "browser_step", "learning", "idle"]
 
     # Sections not run this time keep their last results (each carries its own "when").
     results = json.loads(args.out.read_text()) if args.out.is_file() else {}
@@ -272,6 +319,8 @@ def main():
         results["browser_step"] = bench_browser_step()
     if "learning" in sections:
         results["learning"] = bench_learning()
+    if "idle" in sections:
+        results["idle"] = bench_idle()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(table({k: v for k, v in results.items() if k in sections or k == "ratios" and "browser" in sections}))

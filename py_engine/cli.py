@@ -9,6 +9,8 @@
                        [--greedy | --temperature X --top-k K --top-p P] [--raw]
     py-engine data import|clean|export|stats ...   the training queue (see py_engine/cli_data.py)
     py-engine tabs generate|train|eval|deploy ...  the tab classifier (see py_engine/tabs/cli.py)
+    py-engine export --format merged|gguf|gguf-lora|onnx --model DIR [--adapter DIR] --out DIR
+                     [--quant ...]  (see py_engine/export/cli.py)
     py-engine info                 the native GPU adapter and its limits
     py-engine selfcheck            run the kernel checks on the native backend
     py-engine serve DIR            serve a built web/dist on 127.0.0.1
@@ -682,6 +684,9 @@ def build_parser():
     from py_engine.tabs.cli import add_tabs_parser
 
     add_tabs_parser(sub)
+    from py_engine.export.cli import add_export_parser
+
+    add_export_parser(sub)
     p = sub.add_parser("serve")
     p.add_argument("directory")
     p.add_argument("--host", default="127.0.0.1")

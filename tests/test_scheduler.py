@@ -17,6 +17,7 @@ from py_engine.data.classification import Example
 from py_engine.models.lora_config import LoraConfig
 from py_engine.train.classifier import TextClassifier
 from py_engine.train.config import ClassifierTrainConfig
+from event_loop import run as run_async
 
 
 class FakeClock:
@@ -97,7 +98,7 @@ def test_page_idle_callbacks_keep_to_the_fraction_and_the_deadlines(user):
                 assert result["budget_ms"] <= deadline
             clock.now += rng.uniform(0.0, 0.02)        # the page's own work between callbacks
 
-    asyncio.run(page())
+    run_async(page())
     fraction = 0.1 if user == "active" else 0.9
     slack = trainer.micro_s / 5.0
     shares = windowed_fractions(trainer.slices, 5.0, clock.now)
@@ -135,7 +136,7 @@ def test_inference_stops_a_slice_within_one_micro_batch_and_holds_new_ones():
         await slice_
         return (await scheduler.idle(50))["ran"]
 
-    assert asyncio.run(main()) is True                         # slices start again after
+    assert run_async(main()) is True                         # slices start again after
     (_, asked, entered), _ = log
     assert entered - asked <= trainer.micro_s + 1e-12
     assert trainer.stop_seen and trainer.stop_seen[0] - asked <= trainer.micro_s + 1e-12
@@ -170,14 +171,14 @@ def test_force_pause_resume_configure_while_running():
         await running
         return asked
 
-    asked = asyncio.run(main())
+    asked = run_async(main())
     assert clock.now - asked <= trainer.micro_s + 1e-12
     status = scheduler.status()
     assert status["slices"] == 3 and status["last_slice_ago_s"] == 0.0
     assert set(status) >= {"state", "running", "slices", "steps", "last_slice_ago_s",
                            "training_fraction"}
     with pytest.raises(ValueError, match="deadline_ms"):
-        asyncio.run(scheduler.idle(-1))
+        run_async(scheduler.idle(-1))
 
 
 def test_its_own_loop_follows_pushed_idle_states():
@@ -201,7 +202,7 @@ def test_its_own_loop_follows_pushed_idle_states():
         await task
         return idle_share, active_share
 
-    idle_share, active_share = asyncio.run(main())
+    idle_share, active_share = run_async(main())
     assert 0.8 <= idle_share <= 0.9 + trainer.micro_s / 4.0
     assert 0.05 <= active_share <= 0.1 + trainer.micro_s / 4.0
     assert scheduler.status()["state"] == "stopped"
@@ -234,7 +235,7 @@ def test_the_wiring_with_a_real_trainer(tmp_path):
             probs = await clf.predict(["good good great"])
         return results, probs
 
-    results, probs = asyncio.run(main())
+    results, probs = run_async(main())
     assert trainer.progress.step == trainer.total_steps == 12
     micro = max(ms for ms, _ in [(r["ms"], r) for r in results])
     assert all(r["ran"] for r in results) and micro < 10_000

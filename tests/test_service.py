@@ -7,7 +7,6 @@ and becomes a training record. Errors answer in one line with their kind."""
 
 import asyncio
 import json
-import random
 
 import numpy as np
 import pytest
@@ -20,22 +19,14 @@ from py_engine.app.service import EngineService
 from py_engine.app.working_set import held_out
 from py_engine.data.record import Record
 from py_engine.train.config import GuardConfig
-
-POSITIVE, NEGATIVE = ["good", "great", "fine"], ["bad", "awful", "not"]
-FILLER = "the film was movie plot actor scene really very and a it is this that of to in".split()
-
+from event_loop import run as run_async
+from test_trainer import sentiment as trainer_sentiment
 
 def sentiment(n, seed, flip=False):
-    rng = random.Random(seed)
-    out = []
-    for _ in range(n):
-        label = rng.choice(["pos", "neg"])
-        words = rng.sample(FILLER, 2) + rng.choices(POSITIVE if label == "pos" else NEGATIVE, k=3)
-        rng.shuffle(words)
-        if flip:
-            label = "neg" if label == "pos" else "pos"
-        out.append({"text": " ".join(words), "label": label})
-    return out
+    """test_trainer's sentiment texts as records to import; flip: every label the wrong one."""
+    other = {"pos": "neg", "neg": "pos"}
+    return [{"text": e.text, "label": other[e.label] if flip else e.label}
+            for e in trainer_sentiment(n, seed)]
 
 
 def jsonl(rows):
@@ -68,13 +59,13 @@ def service(tmp_path, events, tolerance=0.1, **learner):
 
 
 def call(svc, method, **params):
-    reply = asyncio.run(svc.call(method, params))
+    reply = run_async(svc.call(method, params))
     assert "error" not in reply, reply
     return reply["result"]
 
 
 def trainable(svc):
-    values = asyncio.run(svc.model.runtime.trainable_values())
+    values = run_async(svc.model.runtime.trainable_values())
     return {n: np.asarray(v, np.float64) for n, (_, v) in values.items()}
 
 
@@ -91,7 +82,7 @@ def test_a_classifier_learns_rolls_back_restores_and_reloads(tmp_path, checkpoin
     imported = call(svc, "import_text", name="reviews.jsonl", data=jsonl(sentiment(160, 1)))
     assert imported["records"] == 160 and imported["added"] + imported["duplicates"] == 160
     assert imported["examples"][0]["kind"] == "classification"
-    queued = asyncio.run(svc.status())["queue"]
+    queued = run_async(svc.status())["queue"]
     assert queued["total"] == imported["added"] and set(queued["by_label"]) == {"neg", "pos"}
 
     # a forced slice advances training; a second one takes up the rest of the generation
@@ -101,7 +92,7 @@ def test_a_classifier_learns_rolls_back_restores_and_reloads(tmp_path, checkpoin
     steps = events.of("step")
     assert len(steps) == result["steps"] and all(np.isfinite(e["loss"]) for e in steps)
     assert any(np.abs(trainable(svc)[n] - before[n]).max() > 0 for n in before)
-    status = asyncio.run(svc.status())
+    status = run_async(svc.status())
     assert status["trainer"]["data"]["validation"] >= 8        # one in ten, by content hash
     held = [r for r in sentiment(160, 1)
             if held_out(Record("classification", "text", text=r["text"], label=r["label"]))]
@@ -110,7 +101,7 @@ def test_a_classifier_learns_rolls_back_restores_and_reloads(tmp_path, checkpoin
     assert learned["label"] == "pos" and learned["probs"]["pos"] > 0.6
 
     # everything learned was acknowledged once saved: the queue keeps only the held-out records
-    queued = asyncio.run(svc.status())["queue"]
+    queued = run_async(svc.status())["queue"]
     assert queued["total"] == status["trainer"]["data"]["validation"] + status["trainer"]["data"]["training"]
 
     # a poisoned import (every label flipped) makes the held-out loss worse: rolled back
@@ -121,13 +112,13 @@ def test_a_classifier_learns_rolls_back_restores_and_reloads(tmp_path, checkpoin
             break
     rollback = events.of("rollback")[0]
     assert "worse than" in rollback["reason"] and rollback["to_step"] < rollback["step"]
-    assert asyncio.run(svc.status())["rollbacks"][0]["reason"] == rollback["reason"]
+    assert run_async(svc.status())["rollbacks"][0]["reason"] == rollback["reason"]
     assert call(svc, "predict", text="good great fine")["label"] == "pos"
 
     # the rollback button: a chosen snapshot comes back, weights and all
     listed = call(svc, "snapshots")
     chosen = listed[0]
-    weights = asyncio.run(svc.learner.trainer.runtime.snapshot_values(
+    weights = run_async(svc.learner.trainer.runtime.snapshot_values(
         svc.learner.trainer.guard.ring.find(chosen["index"]).handle))
     restored = call(svc, "restore_snapshot", index=chosen["index"])
     assert restored["index"] == chosen["index"] and events.of("restore")
@@ -140,8 +131,8 @@ def test_a_classifier_learns_rolls_back_restores_and_reloads(tmp_path, checkpoin
     # a reload: a new service over the same queue and states puts everything back
     saved = call(svc, "save")
     assert saved["saved"]
-    state = {"weights": trainable(svc), "status": asyncio.run(svc.status()),
-             "optimizer": asyncio.run(svc.model.runtime.optimizer_state())}
+    state = {"weights": trainable(svc), "status": run_async(svc.status()),
+             "optimizer": run_async(svc.model.runtime.optimizer_state())}
     svc.close()
     events2 = Events()
     svc2 = service(tmp_path, events2, tolerance=0.05)
@@ -150,11 +141,11 @@ def test_a_classifier_learns_rolls_back_restores_and_reloads(tmp_path, checkpoin
     assert summary["restored"] is True and summary["step"] == state["status"]["trainer"]["step"]
     for name, value in trainable(svc2).items():
         assert np.array_equal(value, state["weights"][name]), name
-    optimizer = asyncio.run(svc2.model.runtime.optimizer_state())
+    optimizer = run_async(svc2.model.runtime.optimizer_state())
     assert optimizer["step"] == state["optimizer"]["step"]
     for name, m in optimizer["m"].items():
         assert np.array_equal(np.asarray(m), np.asarray(state["optimizer"]["m"][name])), name
-    status2 = asyncio.run(svc2.status())
+    status2 = run_async(svc2.status())
     for key in ("snapshots", "rollbacks", "history"):
         assert json.dumps(status2[key], sort_keys=True) == json.dumps(state["status"][key],
                                                                        sort_keys=True), key
@@ -184,9 +175,9 @@ def test_a_correction_changes_the_next_prediction_after_one_forced_slice(tmp_pat
         after = call(svc, "predict", text=text)
         assert after["label"] == wanted, (text, before, after, events.of("rollback"))
         assert after["probs"][wanted] > before["probs"][wanted] or before["label"] == wanted
-    stats = asyncio.run(svc.status())["queue"]
+    stats = run_async(svc.status())["queue"]
     assert 300 not in stats["by_priority"]               # corrections learned, then consumed
-    reply = asyncio.run(svc.call("correct", {"text": "x", "label": "maybe"}))
+    reply = run_async(svc.call("correct", {"text": "x", "label": "maybe"}))
     assert reply["error"]["kind"] == "user" and "not among" in reply["error"]["message"]
     svc.close()
 
@@ -201,20 +192,20 @@ def test_chat_streams_is_logged_and_becomes_a_training_record(tmp_path, checkpoi
     tokens = [e for e in events.of("token") if e["request"] == "c1"]
     assert tokens and "".join(e["text"] for e in tokens) == reply["text"]
     assert reply["finish_reason"] in ("eos", "length", "stop") and reply["logged"]
-    logged = asyncio.run(svc.chat_log.messages("c1"))
+    logged = run_async(svc.chat_log.messages("c1"))
     assert [m["role"] for m in logged] == ["user", "assistant"]
     assert logged[1]["content"] == reply["text"]
-    stats = asyncio.run(svc.status())["queue"]
+    stats = run_async(svc.status())["queue"]
     assert stats["by_source"] == {"chat": 1} and stats["by_kind"] == {"causal_lm": 1}
     second = call(svc, "chat", conversation_id="c1", message="What is the capital of France?",
                   log=False, max_new_tokens=8)
-    assert not second["logged"] and len(asyncio.run(svc.chat_log.messages("c1"))) == 2
+    assert not second["logged"] and len(run_async(svc.chat_log.messages("c1"))) == 2
     # text imports train the chat model; the reply to the same prompt follows the weights
     corpus = ("What is the capital of France? The capital of France is Paris.\n\n" * 3).encode()
     call(svc, "import_text", name="facts.md", data=corpus)
     result = call(svc, "force_slice", budget_ms=60_000)
     assert result["ran"] and result["trainer"]["step"] > 0
-    reply = asyncio.run(svc.call("predict", {"text": "hi"}))
+    reply = run_async(svc.call("predict", {"text": "hi"}))
     assert reply["error"]["kind"] == "user" and "classifier" in reply["error"]["message"]
     svc.close()
 
@@ -245,13 +236,13 @@ def test_adapters_and_datasets_go_out_and_back_in(tmp_path, checkpoints):
     for name, value in trainable(other).items():
         assert np.array_equal(value, trained[name]), name
     wrong = dict(adapter, **{"labels.json": b'["a", "b"]'})
-    reply = asyncio.run(other.call("import_adapter", {"files": wrong}))
+    reply = run_async(other.call("import_adapter", {"files": wrong}))
     assert reply["error"]["kind"] == "user" and "labels" in reply["error"]["message"]
     for method, params, words in (("load_model", {"files": {}}, "needs the model's files"),
                                   ("import_text", {"name": "x.txt", "data": b"\x00\x01PDF"}, "x.txt"),
                                   ("configure", {"speed": 3}, "unknown option"),
                                   ("nothing", {}, "unknown method")):
-        reply = asyncio.run(other.call(method, params))
+        reply = run_async(other.call(method, params))
         assert reply["error"]["kind"] == "user" and words in reply["error"]["message"], reply
     other.close()
 
@@ -272,7 +263,7 @@ def test_status_is_pushed_while_things_change_at_most_four_times_a_second(tmp_pa
             await asyncio.sleep(0.05)
         await asyncio.sleep(0.6)
 
-    asyncio.run(session())
+    run_async(session())
     pushed = [e for e in events if e["event"] == "status"]
     at = [t for kind, t in times if kind == "status"]
     assert len(pushed) >= 2 and min(b - a for a, b in zip(at, at[1:])) >= 0.25 - 1e-3

@@ -2,13 +2,13 @@
 bytes cross as buffers beside the JSON, and the engine service's answers, errors included, come
 back packed."""
 
-import asyncio
 import json
 
 import pytest
 
 from py_engine.app.service import EngineService
 from py_engine.worker_bridge import answer, pack, unpack
+from event_loop import run as run_async
 
 
 def test_bytes_cross_beside_the_json():
@@ -31,7 +31,7 @@ def test_answers_of_the_service(tmp_path):
     service = EngineService(queue=str(tmp_path / "queue.sqlite"), states=str(tmp_path / "states"))
 
     def call(method, params):
-        return unpack(*asyncio.run(answer(service, method, *pack(params))))
+        return unpack(*run_async(answer(service, method, *pack(params))))
 
     try:
         got = call("import_text", {"name": "notes.md", "data": b"# Tea\n\nGreen tea is steeped "

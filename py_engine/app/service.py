@@ -99,6 +99,7 @@ class EngineService:
         self.status_interval_s = status_interval_s
         self._status_dirty = False
         self._status_task = None
+        self._closed = False
         self._last_status = None
         self._queue_stats = None
         self._model_lock = asyncio.Lock()
@@ -298,11 +299,13 @@ class EngineService:
         self._status_task = loop.create_task(self._push_status())
 
     async def _push_status(self):
-        while self._status_dirty:
+        while self._status_dirty and not self._closed:
             if self._last_status is not None:
                 wait = self.status_interval_s - (time.monotonic() - self._last_status)
                 if wait > 0:
                     await asyncio.sleep(wait)
+            if self._closed:                 # closed while waiting: the queue is gone
+                return
             self._status_dirty = False
             self._last_status = time.monotonic()
             self.emit(dict(await self.status(), event="status"))
@@ -645,6 +648,9 @@ class EngineService:
             return await self.learner.save()
 
     def close(self):
+        self._closed = True
+        if self._status_task is not None and not self._status_task.done():
+            self._status_task.cancel()
         self.scheduler.stop()
         self.queue.close()
 

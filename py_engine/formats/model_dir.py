@@ -4,6 +4,7 @@ Written where output_dir allows (never over the source checkpoint), beside the d
 swapped in when complete, as adapters are; non-finite weights are refused before anything is
 written."""
 
+import json
 import shutil
 from pathlib import Path
 
@@ -15,9 +16,11 @@ COPIED = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_
           "special_tokens_map.json", "chat_template.jinja", "vocab.txt")
 
 
-def save_model_dir(directory, source, tensors, protected=()):
+def save_model_dir(directory, source, tensors, protected=(), config=None):
     """tensors: {name: (shape, array('f') or f32 bytes)}; source: the checkpoint trained from,
-    which (with `protected`, see output_dir.check_output_dir) the directory must not be or hold."""
+    which (with `protected`, see output_dir.check_output_dir) the directory must not be or hold.
+    config: a dict written as config.json instead of the source's (another architecture's
+    fields, as a classifier with its labels)."""
     source = Path(source)
     weights = {name: ("F32", tuple(shape), data) for name, (shape, data) in tensors.items()}
     require_finite(weights, directory)
@@ -26,6 +29,9 @@ def save_model_dir(directory, source, tensors, protected=()):
         for name in COPIED:
             if (source / name).is_file():
                 shutil.copyfile(source / name, staging / name)
+        if config is not None:
+            (staging / "config.json").write_text(json.dumps(config, indent=2) + "\n",
+                                                 encoding="utf-8")
         safetensors.save(weights, staging / "model.safetensors", metadata={"format": "pt"})
 
     kept = protected.items() if isinstance(protected, dict) else protected

@@ -69,6 +69,11 @@ class Checkpoint:
         expected = {name: shape for name, shape in bert_parameter_shapes(config).items()
                     if self.has_pooler or not name.startswith("pooler.")}
         self._validate(expected)
+        self._expected = list(expected)
+
+    def names(self):
+        """The (normalized) names of the tensors the model reads, in model order."""
+        return list(self._expected)
 
     def _validate(self, expected):
         for name, shape in expected.items():

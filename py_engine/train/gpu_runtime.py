@@ -318,6 +318,14 @@ class GpuRuntime(Runtime):
         await self.device.synchronize()
         self.model.merged = True
 
+    async def merged_weights(self):
+        """{base weight name: (shape, array('f'))} of each LoRA-wrapped linear with its update
+        folded in, as merge() computes it on the GPU, read back (for exports)."""
+        await self.merge()
+        p = self.be.params
+        return {w: (p[merged].shape, await self._read(p[merged]))
+                for merged, w, _, _ in self.model.merge_names()}
+
     async def to_full(self):
         """Switch from LoRA to full fine-tuning: W += scaling * B.A in place, the LoRA tensors
         and their optimizer state dropped, every weight given a gradient and fresh moments."""

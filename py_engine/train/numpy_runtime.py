@@ -179,6 +179,14 @@ class NumpyRuntime(Runtime):
             p[merged] = p[w] + self.model.lora.scaling * (p[b] @ p[a])
         self.model.merged = True
 
+    async def merged_weights(self):
+        """{base weight name: (shape, float32 array)} of each LoRA-wrapped linear with its update
+        folded in, as merge() computes it (for exports of the merged model)."""
+        await self.merge()
+        p = self.be.params
+        return {w: (p[merged].shape, p[merged].astype(np.float32).ravel())
+                for merged, w, _, _ in self.model.merge_names()}
+
     async def to_full(self):
         """Switch from LoRA to full fine-tuning: W += scaling * B.A, the LoRA tensors and their
         optimizer state dropped, every weight given a gradient and fresh moments."""

@@ -13,6 +13,7 @@ same way:
     handle = await runtime.snapshot(); await runtime.restore(handle); runtime.release(handle)
     values = await runtime.snapshot_values(handle); handle = await runtime.snapshot_from(values)
     await runtime.merge(); await runtime.to_full()
+    weights = await runtime.merged_weights()                      # W + scaling * B.A, by name
     decoder = runtime.decoder(max_length)                         # KV-cache generation
 
 metrics: {"loss", "correct", "counted", ...} as floats (the GPU reads them back in one buffer).

@@ -1,0 +1,221 @@
+"""A Llama-family model as llama.cpp reads it: GGUF metadata, tensor names and layouts, as its
+convert_hf_to_gguf.py writes them, and a PEFT LoRA adapter as convert_lora_to_gguf.py does.
+
+- Architectures: Llama, Mistral and TinyLlama/SmolLM checkpoints are "llama"; Qwen2 is "qwen2"
+  (q/k/v biases, no permutation).
+- llama.cpp's "llama" rotates each head's dimensions in interleaved pairs (x0, x1), (x2, x3)...
+  where transformers rotates halves (x0, x_{d/2}), ...: the converter reorders the rows of the
+  q and k projections head by head (row h*d + 2j + i <- row h*d + i*d/2 + j), and so does this.
+  An adapter's lora_B holds those rows too; lora_A is unchanged.
+- Norms, biases and other 1-D tensors are F32; the rest is the chosen type, F16 where rows do
+  not split into quantization blocks. With Q4_0 the token embedding and output matrix stay Q8_0
+  (llama.cpp's quantizer also keeps them at more bits than the layers).
+- Llama 3's rope scaling is the rope_freqs tensor of per-frequency factors, as the converter
+  computes them; linear scaling is metadata.
+
+    writer = model_writer(merged, Q8_0, name="my-model")      # a GGUFWriter, ready to write()
+    writer = adapter_writer(config, lora, tensors, F32)       # the adapter, for --lora
+"""
+
+import math
+from array import array
+
+from . import gguf
+from .gguf_vocab import tokenizer_metadata
+from .merged import ExportError
+
+FILE_TYPES = {gguf.F32: 0, gguf.F16: 1, gguf.Q4_0: 2, gguf.Q8_0: 7}     # general.file_type
+QUANTIZATION_VERSION = 2
+ARCHITECTURES = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2"}
+_LAYER = {"input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q",
+          "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+          "self_attn.o_proj": "attn_output", "post_attention_layernorm": "ffn_norm",
+          "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
+_GLOBAL = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
+           "lm_head.weight": "output.weight"}
+
+
+def architecture(config):
+    try:
+        return ARCHITECTURES[config.model_type]
+    except KeyError:
+        raise ExportError(f"no GGUF architecture for model_type {config.model_type!r}") from None
+
+
+def gguf_name(name):
+    """llama.cpp's tensor name for a transformers one (model.layers.3.mlp.up_proj.weight ->
+    blk.3.ffn_up.weight)."""
+    if name in _GLOBAL:
+        return _GLOBAL[name]
+    parts = name.split(".")
+    if parts[:2] != ["model", "layers"]:
+        raise ExportError(f"no GGUF name for tensor {name!r}")
+    module, kind = ".".join(parts[3:-1]), parts[-1]
+    if module not in _LAYER:
+        raise ExportError(f"no GGUF name for tensor {name!r}")
+    return f"blk.{parts[2]}.{_LAYER[module]}.{kind}"
+
+
+def permuted_heads(values, rows, heads):
+    """The rows of a [rows, cols] q or k projection (or bias, cols 1) reordered from
+    transformers' rotate-halves layout to llama.cpp's interleaved pairs, head by head."""
+    values = gguf._f32_array(values)
+    cols = len(values) // rows
+    d = rows // heads
+    out = array("f", bytes(4 * len(values)))
+    for h in range(heads):
+        for j in range(d // 2):
+            for i in range(2):
+                src = (h * d + i * (d // 2) + j) * cols
+                dst = (h * d + 2 * j + i) * cols
+                out[dst:dst + cols] = values[src:src + cols]
+    return out
+
+
+def _permutation(name, config):
+    """The head count whose rows `name` is reordered by, or None."""
+    if architecture(config) != "llama":
+        return None
+    if ".self_attn.q_proj." in name:
+        return config.num_attention_heads
+    if ".self_attn.k_proj." in name:
+        return config.num_key_value_heads
+    return None
+
+
+def tensor_type(gguf_tensor, shape, wanted):
+    if len(shape) <= 1 or gguf_tensor.endswith("_norm.weight") or \
+            not gguf_tensor.endswith(".weight") or wanted == gguf.F32:
+        return gguf.F32
+    if wanted == gguf.Q4_0 and gguf_tensor in ("token_embd.weight", "output.weight"):
+        wanted = gguf.Q8_0
+    return gguf.block_type_for(shape, wanted)
+
+
+def hyperparameters(config, arch, ggml_type):
+    """The model's metadata entries (general.* and the architecture's)."""
+    a = arch
+    head_dim = config.hidden_size // config.num_attention_heads
+    entries = [
+        ("general.file_type", gguf.UINT32, FILE_TYPES[ggml_type]),
+        ("general.quantization_version", gguf.UINT32, QUANTIZATION_VERSION),
+        (f"{a}.vocab_size", gguf.UINT32, config.vocab_size),
+        (f"{a}.context_length", gguf.UINT32, config.max_position_embeddings),
+        (f"{a}.embedding_length", gguf.UINT32, config.hidden_size),
+        (f"{a}.block_count", gguf.UINT32, config.num_hidden_layers),
+        (f"{a}.feed_forward_length", gguf.UINT32, config.intermediate_size),
+        (f"{a}.attention.head_count", gguf.UINT32, config.num_attention_heads),
+        (f"{a}.attention.head_count_kv", gguf.UINT32, config.num_key_value_heads),
+        (f"{a}.rope.freq_base", gguf.FLOAT32, float(config.rope_parameters["rope_theta"])),
+        (f"{a}.attention.layer_norm_rms_epsilon", gguf.FLOAT32, config.rms_norm_eps),
+    ]
+    if arch == "llama":
+        entries.append((f"{a}.rope.dimension_count", gguf.UINT32, config.head_dim))
+    if config.head_dim != head_dim:
+        entries += [(f"{a}.attention.key_length", gguf.UINT32, config.head_dim),
+                    (f"{a}.attention.value_length", gguf.UINT32, config.head_dim)]
+    rope = config.rope_parameters
+    if rope["rope_type"] == "linear":
+        entries += [(f"{a}.rope.scaling.type", gguf.STRING, "linear"),
+                    (f"{a}.rope.scaling.factor", gguf.FLOAT32, float(rope["factor"]))]
+    return entries
+
+
+def llama3_rope_factors(config):
+    """Llama 3's per-frequency rope factors (the rope_freqs tensor), as the converter makes
+    them."""
+    rope = config.rope_parameters
+    base, dim = rope.get("rope_theta", 10000.0), config.head_dim
+    factor = rope.get("factor", 8.0)
+    low, high = rope.get("low_freq_factor", 1.0), rope.get("high_freq_factor", 4.0)
+    old_context = rope.get("original_max_position_embeddings", 8192)
+    low_wavelen, high_wavelen = old_context / low, old_context / high
+    factors = []
+    for k in range(0, dim, 2):
+        freq = gguf._f32(1.0 / gguf._f32(base ** gguf._f32(k / dim)))
+        wavelen = 2 * math.pi / freq
+        if wavelen < high_wavelen:
+            factors.append(1.0)
+        elif wavelen > low_wavelen:
+            factors.append(factor)
+        else:
+            smooth = (old_context / wavelen - low) / (high - low)
+            factors.append(1 / ((1 - smooth) / factor + smooth))
+    return array("f", factors)
+
+
+def model_writer(merged, ggml_type, name, warn=None):
+    """A GGUFWriter holding a merged decoder (see merged.MergedModel) and its tokenizer."""
+    if merged.kind != "decoder":
+        raise ExportError("GGUF holds Llama-family decoders; export classifiers with --format "
+                          "onnx or merged")
+    config = merged.config
+    arch = architecture(config)
+    writer = gguf.GGUFWriter()
+    writer.add("general.architecture", gguf.STRING, arch)
+    writer.add("general.type", gguf.STRING, "model")
+    writer.add("general.name", gguf.STRING, name)
+    for key, vtype, value in hyperparameters(config, arch, ggml_type):
+        writer.add(key, vtype, value)
+    for key, vtype, value in tokenizer_metadata(merged.source, config.vocab_size, warn):
+        writer.add(key, vtype, value)
+    if config.rope_parameters["rope_type"] == "llama3":
+        factors = llama3_rope_factors(config)
+        writer.add_tensor("rope_freqs.weight", (len(factors),), gguf.F32, lambda: factors)
+    for hf_name in _ordered(merged.names()):
+        shape = tuple(merged.shape(hf_name))
+        target = gguf_name(hf_name)
+        heads = _permutation(hf_name, config)
+
+        def make(hf_name=hf_name, shape=shape, heads=heads):
+            values = merged.floats(hf_name)
+            return values if heads is None else permuted_heads(values, shape[0], heads)
+
+        writer.add_tensor(target, shape, tensor_type(target, shape, ggml_type), make)
+    return writer
+
+
+def _ordered(names):
+    """The converter's order: embeddings, the layers, the final norm, the output matrix."""
+    def key(name):
+        parts = name.split(".")
+        if parts[:2] == ["model", "layers"]:
+            return (1, int(parts[2]), name)
+        return (0 if name == "model.embed_tokens.weight" else 2, 0, name)
+    return sorted(names, key=key)
+
+
+def gguf_groups(merged, writer):
+    """merged.groups() under the writer's tensor names (for GGUFWriter.write's progress)."""
+    names = {gguf_name(n): label for label, group in merged.groups() for n in group}
+    groups = {}
+    for name, *_ in writer.tensors:
+        groups.setdefault(names.get(name, "embeddings"), []).append(name)
+    return list(groups.items())
+
+
+def adapter_writer(config, lora, tensors, ggml_type, name):
+    """A GGUFWriter holding a PEFT LoRA adapter for llama.cpp's --lora (general.type adapter,
+    adapter.type lora, adapter.lora.alpha; per wrapped linear "<base>.lora_a" [r, in] and
+    "<base>.lora_b" [out, r]). `tensors`: {name without PEFT's prefix: (shape, floats)};
+    llama.cpp scales by alpha / r, so rsLoRA's alpha / sqrt(r) is written as its alpha."""
+    arch = architecture(config)
+    writer = gguf.GGUFWriter()
+    writer.add("general.architecture", gguf.STRING, arch)
+    writer.add("general.type", gguf.STRING, "adapter")
+    writer.add("general.name", gguf.STRING, name)
+    writer.add("adapter.type", gguf.STRING, "lora")
+    writer.add("adapter.lora.alpha", gguf.FLOAT32, float(lora.scaling * lora.r))
+    writer.add("general.quantization_version", gguf.UINT32, QUANTIZATION_VERSION)
+    for key in _ordered([k.replace(".lora_A.weight", ".weight") for k in tensors
+                         if k.endswith(".lora_A.weight")]):
+        base = gguf_name(key)
+        a_shape, a = tensors[key.replace(".weight", ".lora_A.weight")]
+        b_shape, b = tensors[key.replace(".weight", ".lora_B.weight")]
+        heads = _permutation(key, config)
+        b_rows = b if heads is None else permuted_heads(b, b_shape[0], heads)
+        for suffix, shape, values in ((".lora_a", a_shape, a), (".lora_b", b_shape, b_rows)):
+            target = base[:-len(".weight")] + ".weight" + suffix
+            kind = gguf.block_type_for(shape, ggml_type)
+            writer.add_tensor(target, shape, kind, lambda values=values: values)
+    return writer

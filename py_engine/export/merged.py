@@ -1,0 +1,172 @@
+"""The merged model: a checkpoint with its LoRA adapter folded into the base weights
+(W + scaling * B.A), under transformers' tensor names. Every export reads it; save_merged writes
+it as a Hugging Face checkpoint directory that transformers loads as it loads the base.
+
+    merged = await MergedModel.of(chat_or_classifier)   # any backend (the browser's GPU too)
+    merged = load_merged(model_dir, adapter_dir)        # host: the NumPy backend
+    merged.names(), merged.shape(name), merged.floats(name)
+    save_merged(merged, "out_dir", progress=print)
+
+The folding itself is the runtime's (runtime.merged_weights(), the merge inference uses), so
+it runs where the model runs. A decoder gives LlamaForCausalLM's (or Qwen2's) tensors; a
+classifier BertForSequenceClassification's: "bert." + the encoder and pooler, and the
+"classifier." head from its adapter. Pure Python (it runs in Pyodide); load_merged is host-side
+only in that it picks the NumPy backend.
+"""
+
+import math
+
+from ..formats.model_dir import save_model_dir
+
+DECODER, ENCODER = "decoder", "encoder"
+
+
+class ExportError(ValueError):
+    """A model, adapter or option an export cannot use; the message says why."""
+
+
+class MergedModel:
+    """kind: DECODER or ENCODER; config: the model's LlamaConfig or BertConfig; source: the
+    checkpoint directory; checkpoint: its tensors; replaced: {transformers name: (shape,
+    floats)} that differ from the checkpoint's (merged linears, a classifier's head)."""
+
+    def __init__(self, kind, config, source, checkpoint, replaced, labels=None, pooling=None):
+        self.kind = kind
+        self.config = config
+        self.source = source
+        self.checkpoint = checkpoint
+        self.replaced = dict(replaced)
+        self.labels = labels
+        self.pooling = pooling
+        if kind == DECODER:
+            self._names = {name: name for name in config.parameter_shapes()}
+        else:
+            self._names = {"bert." + name: name for name in checkpoint.names()}
+        for name in self.replaced:
+            self._names.setdefault(name, None)
+
+    @classmethod
+    async def of(cls, model):
+        """The merged model of a ChatModel or TextClassifier as it stands (any backend)."""
+        runtime, structure = model.runtime, model.model
+        trained = await runtime.trainable_values()
+        if getattr(structure, "full", False):      # every weight trains: they are the model
+            replaced = trained
+        else:
+            merged = await runtime.merged_weights()
+            if structure.decoder:
+                replaced = merged
+            else:
+                replaced = {"bert." + name: value for name, value in merged.items()}
+                replaced.update({n: v for n, v in trained.items() if ".lora_" not in n})
+        replaced = {name: (tuple(shape), data) for name, (shape, data) in replaced.items()}
+        if structure.decoder:
+            return cls(DECODER, structure.config, model.source, model.checkpoint, replaced)
+        return cls(ENCODER, structure.config, model.model_dir, model.checkpoint, replaced,
+                   labels=list(model.labels), pooling=structure.pooling)
+
+    def names(self):
+        """transformers' names of every tensor of the merged model."""
+        return list(self._names)
+
+    def shape(self, name):
+        if name in self.replaced:
+            return self.replaced[name][0]
+        return self.checkpoint.shape(self._names[name])
+
+    def floats(self, name):
+        """The tensor as a flat sequence of float32 values (array('f') or a NumPy array)."""
+        if name in self.replaced:
+            return self.replaced[name][1]
+        return self.checkpoint.floats(self._names[name])
+
+    def layer_of(self, name):
+        """The layer index a tensor belongs to, or None (embeddings, final norm, head)."""
+        parts = name.split(".")
+        for marker in ("layers", "layer"):
+            if marker in parts:
+                return int(parts[parts.index(marker) + 1])
+        return None
+
+    def groups(self, names=None):
+        """[(label, [names])]: the tensors in groups of one layer each (what progress reports):
+        the embeddings, each layer, then the rest (final norm, pooler, head)."""
+        names = self.names() if names is None else list(names)
+        first, layers, last = [], {}, []
+        for name in names:
+            layer = self.layer_of(name)
+            if layer is not None:
+                layers.setdefault(layer, []).append(name)
+            else:
+                (first if "embed" in name else last).append(name)
+        out = [("embeddings", first)] if first else []
+        out += [(f"layer {n + 1}/{len(layers)}", layers[n]) for n in sorted(layers)]
+        return out + ([("head", last)] if last else [])
+
+    def classifier_config(self):
+        """config.json of the merged classifier: the checkpoint's with transformers'
+        BertForSequenceClassification architecture and the adapter's labels."""
+        from ..formats.json_file import read_json_object
+
+        config = read_json_object(f"{self.source}/config.json")
+        config["architectures"] = ["BertForSequenceClassification"]
+        config["id2label"] = {str(i): label for i, label in enumerate(self.labels)}
+        config["label2id"] = {label: i for i, label in enumerate(self.labels)}
+        config.pop("num_labels", None)
+        return config
+
+
+def load_merged(model_dir, adapter_dir=None):
+    """The merged model of a checkpoint directory and (optionally, for decoders) a PEFT
+    adapter, on the host's NumPy backend. A classifier's head lives in its adapter, so
+    classifiers need one."""
+    from ..cli import model_kind
+    from ..gpu import run_sync
+    from ..models.checkpoint import DecoderCheckpoint
+
+    if model_kind(model_dir) == DECODER:
+        if adapter_dir is None:
+            checkpoint = DecoderCheckpoint.load(model_dir)
+            return MergedModel(DECODER, checkpoint.config, str(model_dir), checkpoint, {})
+        from ..train.chat import ChatModel
+
+        model = run_sync(ChatModel.load(model_dir, adapter_dir, backend="numpy"))
+    else:
+        if adapter_dir is None:
+            raise ExportError(f"{model_dir} is a classifier checkpoint (BERT family): its head "
+                              "is in the adapter trained on it; give --adapter")
+        from ..formats.head_config import resolve_pooling
+        from ..train.classifier import TextClassifier
+
+        pooling, _ = resolve_pooling(adapter_dir)
+        model = run_sync(TextClassifier.load(model_dir, adapter_dir, backend="numpy",
+                                             pooling=pooling))
+    return run_sync(MergedModel.of(model))
+
+
+def check_mergeable(kind, pooling):
+    """Refuse what a Hugging Face checkpoint cannot express: transformers' classifier head
+    pools the [CLS] token (mean pooling has no field in its config)."""
+    if kind == ENCODER and pooling == "mean":
+        raise ExportError("this classifier pools with the mean over tokens, which transformers' "
+                          "BertForSequenceClassification cannot express (it always pools [CLS]); "
+                          "export it with --format onnx, whose graph pools as it was trained")
+
+
+def save_merged(merged, directory, protected=(), progress=None):
+    """Write the merged model as a Hugging Face checkpoint directory (config and tokenizer
+    files copied, model.safetensors in F32), atomically and only where py_engine may write.
+    progress(label) is called per group of tensors as they are gathered."""
+    check_mergeable(merged.kind, merged.pooling)
+    tensors = {}
+    for label, names in merged.groups():
+        for name in names:
+            shape = tuple(merged.shape(name))
+            data = merged.floats(name)
+            if len(data) != math.prod(shape):
+                raise ExportError(f"tensor {name} holds {len(data)} values for shape {shape}")
+            tensors[name] = (shape, data)
+        if progress is not None:
+            progress(f"merged: {label}")
+    config = merged.classifier_config() if merged.kind == ENCODER else None
+    return save_model_dir(directory, merged.source, tensors, protected, config=config)

@@ -1,0 +1,77 @@
+"""Tiny checkpoints with PEFT adapters for the export tests, and our own model's outputs to
+compare the exports with.
+
+    model, adapter = chat_with_adapter(tmp_path, "llama")        # LoRA on every projection
+    model, adapter = classifier_with_adapter(tmp_path)           # tiny BERT + SEQ_CLS adapter
+    logits = our_decoder_logits(model, adapter, ids)             # [T, V] float64
+    probs = our_probabilities(model, adapter, texts)             # [N, labels]
+"""
+
+import json
+
+import numpy as np
+import torch
+from peft import LoraConfig, TaskType, get_peft_model
+from transformers import AutoModelForCausalLM
+
+import peft_oracle as po
+from conftest import run
+from tiny_chat import tiny_chat_dir
+from py_engine.train.chat import ChatModel
+from py_engine.train.classifier import TextClassifier
+
+PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+LABELS = ["neg", "neutral", "pos"]
+# Rows of 32 and 64 inputs: every linear splits into GGUF's 32-value quantization blocks.
+CHAT_SIZES = dict(intermediate_size=64)
+
+
+def chat_with_adapter(path, family="llama", seed=0, r=4, lora_alpha=8, use_rslora=False):
+    """(model_dir, adapter_dir): a tiny chat checkpoint and a PEFT adapter on all seven
+    projections with lora_B drawn at random (PEFT starts it at zero)."""
+    model_dir = tiny_chat_dir(path, family=family, seed=seed, **CHAT_SIZES)
+    torch.manual_seed(seed + 1)
+    base = AutoModelForCausalLM.from_pretrained(model_dir)
+    peft = get_peft_model(base, LoraConfig(task_type=TaskType.CAUSAL_LM, r=r,
+                                           lora_alpha=lora_alpha, target_modules=PROJECTIONS,
+                                           use_rslora=use_rslora))
+    with torch.no_grad():
+        for name, p in peft.named_parameters():
+            if "lora_B" in name:
+                p.copy_(0.2 * torch.randn_like(p))
+    adapter = path / f"{family}-adapter"
+    peft.save_pretrained(adapter)
+    return model_dir, adapter
+
+
+def classifier_with_adapter(path, seed=0, **bert_options):
+    """(model_dir, adapter_dir): a tiny BERT checkpoint (with a pooler) and a PEFT SEQ_CLS
+    adapter with random lora_B and head, labels.json beside it."""
+    model_dir = po.tiny_bert_dir(path / "bert", seed=seed, **bert_options)
+    peft = po.peft_model(model_dir, len(LABELS), seed=seed + 1, dtype=torch.float32)
+    adapter = po.save_adapter(peft, path / "bert-adapter", labels=LABELS)
+    return model_dir, adapter
+
+
+def our_decoder_logits(model_dir, adapter_dir, ids):
+    """Our decoder's next-token logits after each of `ids` (NumPy backend), [T, V] float64."""
+    chat = run(ChatModel.load(model_dir, adapter_dir, backend="numpy"))
+    decoder = chat.decoder()
+    rows = [run(decoder.prefill(ids[:1]))]
+    rows += [run(decoder.step(token)) for token in ids[1:]]
+    return np.array([np.asarray(r, np.float64) for r in rows])
+
+
+def our_probabilities(model_dir, adapter_dir, texts):
+    """Our classifier's probabilities (NumPy backend), [N, labels] in LABELS order."""
+    clf = run(TextClassifier.load(model_dir, adapter_dir, backend="numpy"))
+    return np.array([[p[label] for label in clf.labels] for p in run(clf.predict(texts))])
+
+
+def labels_of(adapter_dir):
+    return json.loads((adapter_dir / "labels.json").read_text())
+
+
+def relative_error(got, want):
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    return float(np.linalg.norm(got - want) / np.linalg.norm(want))

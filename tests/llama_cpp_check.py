@@ -1,0 +1,117 @@
+"""The GGUF exports run by llama.cpp itself, through llama-cpp-python (not a test dependency:
+it compiles llama.cpp, minutes on two cores). Run by hand:
+
+    python3 -m venv /tmp/llcpp && /tmp/llcpp/bin/pip install llama-cpp-python numpy
+    .venv/bin/python tests/llama_cpp_check.py /tmp/llcpp/bin/python [WORKDIR]
+
+Phase one (this interpreter): tiny Llama and Qwen2 checkpoints with PEFT adapters, their
+merged GGUF in every type, the base GGUF and the adapter GGUF, a SentencePiece-style
+checkpoint, our logits and the tokenizers' ids. Phase two (the other interpreter, `--llama`):
+llama.cpp's logits (merged files, and base + --lora adapter) and tokenization, compared.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+PROMPT = "Hello! How are you today? The capital of France is Paris. 2026"
+TYPES = ("F32", "F16", "Q8_0", "Q4_0")
+
+
+def prepare(work):
+    sys.path.insert(0, str(Path(__file__).parent))
+    import numpy as np
+    from tokenizers import Tokenizer
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    import export_models as em
+    import test_tokenizer_bpe as tb
+    from py_engine.export import gguf
+    from py_engine.export.gguf_llama import adapter_writer, model_writer
+    from py_engine.export.merged import load_merged
+    from py_engine.formats.peft_adapter import load_adapter
+    from py_engine.models.llama_config import LlamaConfig as OurConfig
+    from py_engine.models.lora_config import LoraConfig
+
+    def write(writer, path):
+        with open(path, "wb") as f:
+            writer.write(f)
+
+    corpus = tb.make_corpus()[:3000]
+    for family in ("llama", "qwen2"):
+        d = work / family
+        d.mkdir(parents=True, exist_ok=True)
+        model, adapter = em.chat_with_adapter(d, family)
+        tok = Tokenizer.from_file(str(model / "tokenizer.json"))
+        ids = tok.encode(PROMPT).ids
+        np.save(d / "ours.npy", em.our_decoder_logits(model, adapter, ids))
+        np.save(d / "base.npy", em.our_decoder_logits(model, None, ids))
+        merged = load_merged(model, adapter)
+        for name in TYPES:
+            write(model_writer(merged, gguf.TYPE_IDS[name], "m"), d / f"merged-{name}.gguf")
+        write(model_writer(load_merged(model), gguf.F32, "base"), d / "base-F32.gguf")
+        config, tensors, _ = load_adapter(adapter)
+        lora = LoraConfig.from_peft_dict(dict(config, modules_to_save=None))
+        write(adapter_writer(OurConfig.from_file(model), lora, tensors, gguf.F32, "a"),
+              d / "adapter.gguf")
+        (d / "ids.json").write_text(json.dumps(
+            {"ids": ids, "text": {t: tok.encode(t, add_special_tokens=False).ids for t in corpus}}))
+    # SentencePiece style; llama.cpp reads tokens as C strings, so none may hold NUL.
+    original = tb.training_texts
+    tb.training_texts = lambda: [t.replace("\0", "") for t in original()]
+    d = work / "spm"
+    d.mkdir(exist_ok=True)
+    tok = tb.sentencepiece_tokenizer()
+    tok.save(str(d / "tokenizer.json"))
+    LlamaForCausalLM(LlamaConfig(vocab_size=tok.get_vocab_size(), hidden_size=32,
+                                 num_hidden_layers=1, num_attention_heads=4, intermediate_size=64,
+                                 max_position_embeddings=64, bos_token_id=1, eos_token_id=2)
+                     ).save_pretrained(d)
+    (d / "tokenizer_config.json").write_text(json.dumps(
+        {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}))
+    write(model_writer(load_merged(d), gguf.F16, "spm"), d / "spm.gguf")
+    (d / "ids.json").write_text(json.dumps({"text": {t: tok.encode(t).ids for t in corpus}}))
+
+
+def check(work):
+    import numpy as np
+    from llama_cpp import Llama
+
+    def rel(a, b):
+        return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+    def logits(path, ids, lora=None):
+        m = Llama(model_path=str(path), n_ctx=128, logits_all=True, verbose=False,
+                  lora_path=lora, n_threads=1)
+        m.eval(ids)
+        return np.array(m.scores[:len(ids)], np.float64), m
+
+    for family in ("llama", "qwen2"):
+        d = work / family
+        data = json.loads((d / "ids.json").read_text())
+        ids, ours, base = data["ids"], np.load(d / "ours.npy"), np.load(d / "base.npy")
+        for name in TYPES:
+            got, m = logits(d / f"merged-{name}.gguf", ids)
+            print(f"{family} merged {name}: logits rel error {rel(got, ours):.2e}")
+        got, _ = logits(d / "base-F32.gguf", ids)
+        print(f"{family} base F32: logits rel error {rel(got, base):.2e}")
+        got, _ = logits(d / "base-F32.gguf", ids, lora=str(d / "adapter.gguf"))
+        print(f"{family} base F32 + --lora adapter.gguf: logits rel error {rel(got, ours):.2e}")
+        bad = sum(m.tokenize(t.encode(), add_bos=False, special=True) != want
+                  for t, want in data["text"].items())
+        print(f"{family} tokenizer: {bad} of {len(data['text'])} strings differ")
+    m = Llama(model_path=str(work / "spm" / "spm.gguf"), vocab_only=True, verbose=False)
+    data = json.loads((work / "spm" / "ids.json").read_text())
+    bad = sum(m.tokenize(t.encode(), add_bos=True, special=True) != want
+              for t, want in data["text"].items())
+    print(f"sentencepiece-style tokenizer: {bad} of {len(data['text'])} strings differ")
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "--llama":
+        check(Path(sys.argv[2]))
+    else:
+        work = Path(sys.argv[2] if len(sys.argv) > 2 else "/tmp/llama_cpp_check")
+        prepare(work)
+        subprocess.run([sys.argv[1], __file__, "--llama", str(work)], check=True)

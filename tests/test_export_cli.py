@@ -1,0 +1,162 @@
+"""`py-engine export`: each format end to end (progress on stderr, the files, what reads them
+back), and every bad path and option refused in one line before anything is loaded, with what
+was there left as it was."""
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from gguf import GGUFReader
+
+import export_models as em
+from py_engine.cli import main
+from py_engine.export import merged as merged_module
+from py_engine.formats import safetensors
+from py_engine.formats.output_dir import MARKER
+from test_output_dir import snapshot
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory):
+    path = tmp_path_factory.mktemp("export-cli")
+    chat, chat_adapter = em.chat_with_adapter(path, "llama")
+    bert, bert_adapter = em.classifier_with_adapter(path)
+    return {"path": path, "chat": chat, "chat_adapter": chat_adapter, "bert": bert,
+            "bert_adapter": bert_adapter}
+
+
+def export(capsys, *argv):
+    code = main(["export", *map(str, argv)])
+    captured = capsys.readouterr()
+    return code, captured.err
+
+
+def test_gguf_with_progress_and_modelfile(ws, tmp_path, capsys):
+    code, err = export(capsys, "--format", "gguf", "--model", ws["chat"], "--adapter",
+                       ws["chat_adapter"], "--out", tmp_path / "gguf", "--quant", "q8_0")
+    assert code == 0, err
+    lines = err.splitlines()
+    assert lines[:4] == ["export: embeddings", "export: layer 1/2", "export: layer 2/2",
+                         "export: head"]
+    assert lines[-1].startswith(f"wrote {tmp_path / 'gguf'} (Modelfile ")
+    out = tmp_path / "gguf"
+    assert {p.name for p in out.iterdir()} == {"model.gguf", "Modelfile", MARKER}
+    reader = GGUFReader(out / "model.gguf")
+    assert bytes(reader.fields["general.name"].parts[-1]).decode() == "gguf"
+    assert (out / "Modelfile").read_text().startswith("FROM ./model.gguf\nTEMPLATE")
+    # Written by py_engine: the same command may replace it.
+    code, err = export(capsys, "--format", "gguf", "--model", ws["chat"], "--out", out,
+                       "--name", "base")
+    assert code == 0, err
+    assert bytes(GGUFReader(out / "model.gguf").fields["general.name"].parts[-1]).decode() == "base"
+
+
+def test_gguf_lora_merged_and_onnx(ws, tmp_path, capsys):
+    code, err = export(capsys, "--format", "gguf-lora", "--model", ws["chat"], "--adapter",
+                       ws["chat_adapter"], "--out", tmp_path / "lora")
+    assert code == 0, err
+    reader = GGUFReader(tmp_path / "lora" / "adapter.gguf")
+    assert len(reader.tensors) == 28
+    code, err = export(capsys, "--format", "merged", "--model", ws["chat"], "--adapter",
+                       ws["chat_adapter"], "--out", tmp_path / "merged")
+    assert code == 0, err
+    assert len(safetensors.load(tmp_path / "merged" / "model.safetensors").keys()) == 21
+    code, err = export(capsys, "--format", "onnx", "--model", ws["bert"], "--adapter",
+                       ws["bert_adapter"], "--out", tmp_path / "onnx", "--quant", "int8")
+    assert code == 0, err
+    assert "export: onnx: weights quantized to int8" in err
+    session = ort.InferenceSession(str(tmp_path / "onnx" / "model.onnx"))
+    ids = np.array([[2, 10, 11, 3]], np.int64)
+    probs = session.run(["probabilities"], {"input_ids": ids, "attention_mask": np.ones_like(ids),
+                                            "token_type_ids": np.zeros_like(ids)})[0]
+    assert probs.shape == (1, 3) and abs(probs.sum() - 1) < 1e-5
+
+
+@pytest.fixture
+def nothing_loads(monkeypatch):
+    def loaded(*args, **kwargs):
+        raise AssertionError("a model was loaded before the input was checked")
+
+    monkeypatch.setattr(merged_module, "load_merged", loaded)
+
+
+BAD = [
+    (["--format", "gguf", "--model", "{bert}", "--adapter", "{bert_adapter}"],
+     "is a classifier checkpoint: GGUF holds chat models"),
+    (["--format", "onnx", "--model", "{chat}"], "is a chat model checkpoint: the ONNX export is "
+                                                "for classifiers"),
+    (["--format", "onnx", "--model", "{bert}"], "--format onnx needs --adapter"),
+    (["--format", "merged", "--model", "{bert}"], "--format merged needs --adapter"),
+    (["--format", "gguf-lora", "--model", "{chat}"], "--format gguf-lora needs --adapter"),
+    (["--format", "gguf", "--model", "{chat}", "--quant", "int8"],
+     "--quant int8 is not a choice for --format gguf (choose f16, q8_0, q4_0, f32)"),
+    (["--format", "merged", "--model", "{chat}", "--quant", "q8_0"], "--quant q8_0 is not a choice"),
+    (["--format", "onnx", "--model", "{bert}", "--adapter", "{bert_adapter}", "--name", "x"],
+     "--name is for --format gguf"),
+    (["--format", "gguf", "--model", "{chat}", "--adapter", "{bert_adapter}"],
+     "is a SEQ_CLS adapter; this model needs a CAUSAL_LM one"),
+    (["--format", "gguf", "--model", "{path}/nowhere"], "no model directory at"),
+    (["--format", "gguf", "--model", "{chat}", "--adapter", "{path}/nowhere"],
+     "no adapter directory at"),
+]
+
+
+@pytest.mark.parametrize("argv, message", BAD)
+def test_bad_options_are_one_line_before_loading(ws, tmp_path, capsys, nothing_loads, argv,
+                                                 message):
+    argv = [a.format(**{k: str(v) for k, v in ws.items()}) for a in argv]
+    code, err = export(capsys, *argv, "--out", tmp_path / "out")
+    assert code == 2
+    assert err.startswith("py-engine: error: ") and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_outputs_that_would_destroy_something_are_refused(ws, tmp_path, capsys, nothing_loads):
+    before = snapshot(ws["path"])
+    for out, message in ((ws["chat"], "it is the model directory"),
+                         (ws["chat_adapter"], "it is the adapter"),
+                         (ws["path"], "it holds the model directory")):
+        code, err = export(capsys, "--format", "gguf", "--model", ws["chat"], "--adapter",
+                           ws["chat_adapter"], "--out", out)
+        assert code == 2 and message in err, err
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    code, err = export(capsys, "--format", "gguf", "--model", ws["chat"], "--out", foreign)
+    assert code == 2 and "holds files py_engine did not write" in err
+    assert (foreign / "notes.txt").read_text() == "keep me"
+    assert snapshot(ws["path"]) == before
+
+
+def test_mean_pooled_classifier_merged_is_refused_before_loading(ws, tmp_path, capsys,
+                                                                 nothing_loads):
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    for f in ws["bert_adapter"].iterdir():
+        (adapter / f.name).write_bytes(f.read_bytes())
+    (adapter / "head_config.json").write_text(json.dumps({"pooling": "mean"}))
+    code, err = export(capsys, "--format", "merged", "--model", ws["bert"], "--adapter", adapter,
+                       "--out", tmp_path / "out")
+    assert code == 2 and "--format onnx" in err
+
+
+def test_a_diverged_adapter_writes_nothing(ws, tmp_path, capsys):
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    for f in ws["chat_adapter"].iterdir():
+        (adapter / f.name).write_bytes(f.read_bytes())
+    tensors = safetensors.load(ws["chat_adapter"] / "adapter_model.safetensors")
+    values = {k: (tensors.info(k)[0], tensors.info(k)[1], bytearray(tensors.raw(k)))
+              for k in tensors.keys()}
+    name = next(k for k in values if "lora_B" in k)
+    values[name][2][0:4] = np.array([np.nan], np.float32).tobytes()
+    safetensors.save(values, adapter / "adapter_model.safetensors")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / MARKER).write_text(json.dumps({"written_by": "py_engine", "files": ["model.gguf"]}))
+    (out / "model.gguf").write_bytes(b"the good one")
+    code, err = export(capsys, "--format", "gguf", "--model", ws["chat"], "--adapter", adapter,
+                       "--out", out)
+    assert code == 2 and "NaN" in err, err
+    assert (out / "model.gguf").read_bytes() == b"the good one"
