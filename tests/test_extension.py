@@ -293,3 +293,76 @@ def test_without_webgpu_the_rules_sort_the_tabs(playwright, extension_dist, page
         assert info == {"category": "shopping", "source": "rules", "host": "www.amazon.com"}
     finally:
         ext.context.close()
+
+
+def test_the_adapter_goes_out_of_the_popup_and_back_in(extension, tmp_path):
+    import io
+    import zipfile
+
+    ext = extension
+    wait_ready(ext)
+    ext.engine("pause")             # no idle training between the export and the comparison
+    page = ext.context.new_page()
+    try:
+        page.goto(ext.url("popup.html?page"))
+        page.wait_for_function("() => document.body.dataset.phase === 'ready'")
+        with page.expect_download() as download:
+            page.click("#export")
+        saved = tmp_path / "adapter.zip"
+        download.value.save_as(saved)
+        with zipfile.ZipFile(saved) as z:
+            files = {n: z.read(n) for n in z.namelist()}
+        assert {"adapter_config.json", "adapter_model.safetensors", "labels.json", "head_config.json",
+                "categories.json"} <= set(files)
+        assert __import__("json").loads(files["labels.json"]) == [c.id for c in CATEGORIES.items]
+        page.wait_for_function("() => document.getElementById('learning-message').textContent.startsWith('Adapter exported')")
+        # the same zip back in: the weights are those exported
+        page.set_input_files("#import-file", str(saved))
+        page.wait_for_function("() => document.getElementById('learning-message').textContent.startsWith('Adapter imported')")
+        again = ext.evaluate("""async () => {
+            const { files } = await self.tabSorter.engine("export_adapter");
+            return Object.fromEntries(Object.entries(files).map(([k, v]) => [k, Array.from(v)]));
+        }""")
+        assert bytes(again["adapter_model.safetensors"]) == files["adapter_model.safetensors"]
+        # a damaged archive is refused in one line, and nothing changes
+        damaged = tmp_path / "damaged.zip"
+        damaged.write_bytes(saved.read_bytes()[:200])
+        page.set_input_files("#import-file", str(damaged))
+        page.wait_for_function("() => document.getElementById('learning-message').className.includes('bad')")
+        assert "zip" in page.inner_text("#learning-message")
+    finally:
+        page.close()
+        ext.engine("resume")
+
+
+def test_categories_renamed_added_and_removed_in_the_popup(extension):
+    ext = extension
+    wait_ready(ext)
+    news = open_tab(ext, TABS[4][0])
+    wait_until("a News group", lambda: group_of(ext, news) == expected_group("news"), timeout_s=600)
+    news_group = next(int(g) for g, info in ext.sorter("snapshot")["groups"].items() if info["category"] == "news")
+    page = ext.context.new_page()
+    try:
+        page.goto(ext.url("popup.html?page"))
+        page.wait_for_function("() => document.body.dataset.phase === 'ready'")
+        # rename: the group follows, no weight changes (the model's labels are the ids)
+        page.fill("li[data-id=news] input", "Headlines")
+        page.eval_on_selector("li[data-id=news] input", "(input) => input.blur()")   # commits it
+        wait_until("the group renamed", lambda: ext.evaluate("(id) => chrome.tabGroups.get(id).then((g) => g.title)",
+                                                           news_group) == "Headlines")
+        assert ext.engine("status")["model"]["labels"] == [c.id for c in CATEGORIES.items]
+        # add: a new label at the end of the head
+        page.fill("#new-category", "Research")
+        page.click("#add")
+        page.wait_for_selector("li[data-id=research]")
+        assert ext.engine("status")["model"]["labels"][-1] == "research"
+        # remove: its group goes, its tabs are sorted again into the categories left
+        tabs_in = ext.evaluate("(id) => chrome.tabs.query({groupId: id}).then((ts) => ts.map((t) => t.id))", news_group)
+        page.click("li[data-id=news] .remove")
+        page.wait_for_function("() => !document.querySelector('li[data-id=news]')")
+        wait_until("the tabs sorted again", lambda: all(
+            (group_of(ext, t) or ["", ""])[0] not in ("", "Headlines") for t in tabs_in), timeout_s=600)
+        assert "news" not in ext.engine("status")["model"]["labels"]
+        assert not any(info["category"] == "news" for info in ext.sorter("snapshot")["groups"].values())
+    finally:
+        page.close()

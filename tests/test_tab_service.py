@@ -5,7 +5,7 @@ reset to it, a state kept under an app's name across label changes, corrections 
 replayed with background examples; tabs categorised through tab_text, categories renamed,
 added and removed with the head following, everything back after a reload."""
 
-import asyncio
+from event_loop import run as run_async
 import json
 
 import numpy as np
@@ -55,20 +55,20 @@ def service(tmp_path, cls=EngineService, **train):
 
 
 def call(svc, method, **params):
-    reply = asyncio.run(svc.call(method, params))
+    reply = run_async(svc.call(method, params))
     assert "error" not in reply, reply
     return reply["result"]
 
 
 def error(svc, method, **params):
-    reply = asyncio.run(svc.call(method, params))
+    reply = run_async(svc.call(method, params))
     assert "result" not in reply, reply
     return reply["error"]
 
 
 def weights(svc):
     return {n: np.asarray(v, np.float64).reshape(shape) for n, (shape, v) in
-            asyncio.run(svc.model.runtime.trainable_values()).items()}
+            run_async(svc.model.runtime.trainable_values()).items()}
 
 
 def learn(svc, rounds=4):
@@ -112,7 +112,7 @@ def test_a_correction_replaces_the_last_one_of_its_text_and_reset_goes_back(tmp_
     assert again["queued"] and again["replaced"] == 1
     same = call(svc, "correct", text="the film was great", label="Work")
     assert same["duplicate"] and same["replaced"] == 0
-    queued = asyncio.run(svc.status())["queue"]
+    queued = run_async(svc.status())["queue"]
     assert queued["by_label"] == {"Work": 1}
     learn(svc)
     assert call(svc, "predict", text="the film was great")["label"] == "Work"
@@ -122,7 +122,7 @@ def test_a_correction_replaces_the_last_one_of_its_text_and_reset_goes_back(tmp_
     assert reset["labels"] == CATS.names()
     for name, value in weights(svc).items():
         assert np.array_equal(value, before[name]), name
-    assert asyncio.run(svc.status())["queue"]["total"] == 0
+    assert run_async(svc.status())["queue"]["total"] == 0
     svc.close()
     # the reset state is what a reload finds
     svc = service(tmp_path)
@@ -157,7 +157,7 @@ def test_relabel_keeps_what_was_learned_and_the_state_named_by_the_app(tmp_path,
     assert svc.learner.app_files == {"app-note.json": b"{}"}
     for name, value in weights(svc).items():
         assert np.array_equal(value, after[name]), name
-    assert asyncio.run(svc.status())["queue"]["by_label"] == {"new": 1}   # renamed records learned
+    assert run_async(svc.status())["queue"]["by_label"] == {"new": 1}   # renamed records learned
     learn(svc)
     assert call(svc, "predict", text="a scene and an actor")["label"] == "new"
     assert "relabel needs" in error(svc, "relabel", labels="abc")["message"]

@@ -131,7 +131,7 @@ function showTab() {
 
 function showCategories() {
   const list = $("categories");
-  if (list.contains(document.activeElement)) return; // the user is typing a new name
+  if (document.activeElement?.tagName === "INPUT" && list.contains(document.activeElement)) return; // typing a name
   const counts = {};
   for (const t of Object.values(snapshot?.tabs || {})) if (t.category) counts[t.category] = (counts[t.category] || 0) + 1;
   list.replaceChildren(...categories().map((c) => {

@@ -256,7 +256,7 @@ export class TabSorter {
   // --- categories ---
 
   // After the categories changed (in the popup): our groups take the new names and colours; the
-  // tabs of a removed category are ungrouped and sorted again.
+  // tabs of a removed category are ungrouped, then sorted again (not awaited).
   async categoriesChanged(list) {
     await this.loaded;
     const cats = useCategories(list);
@@ -277,8 +277,9 @@ export class TabSorter {
       }
     });
     for (const t of orphans) delete this.tabs[t.id];
-    if (orphans.length) await this.sort(orphans);
     await this.save();
+    // sorted again in the background: the model may take a while
+    if (orphans.length) this.sort(orphans).catch((e) => console.error("tab sorter:", e));
   }
 
   // --- what the popup shows ---
