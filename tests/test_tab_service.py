@@ -176,6 +176,15 @@ def test_background_examples_are_replayed_with_corrections_not_saved(tmp_path, b
     corrections = [r for r in generation if r.source == "correction"]
     replayed = [r for r in generation if r.source == "dataset"]
     assert len(corrections) == 4 and len(replayed) == 4 and all(r.id < 0 for r in replayed)
+    # replayed per new record: LearnerConfig.replay (the tab service's default replays three)
+    assert TabService(queue=str(tmp_path / "q2.sqlite"), backend="numpy").learner_config.replay == 3
+    svc.learner.work.replay = 2
+    call(svc, "correct", text="a scene", label="Work")
+    call(svc, "force_slice", budget_ms=60_000)
+    generation = svc.learner.work.generation
+    assert len([r for r in generation if r.text == "a scene" and r.label == "Work"]) == 4
+    replayed = [r for r in generation if r.label != "Work"]     # the correction learned, background
+    assert len(replayed) == 7 and {r.source for r in replayed} == {"correction", "dataset"}   # all (8 wanted)
     saved = svc.learner.work.as_json()
     assert all(int(i) > 0 for i in saved["records"] if int(i) not in {r.id for r in generation})
     call(svc, "save")

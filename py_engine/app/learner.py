@@ -33,11 +33,14 @@ APP_FILE_PREFIX = "app-"          # the app's own files, kept in the state's wri
 @dataclass
 class LearnerConfig:
     """save_every_s: seconds between saves after slices (when steps were taken); refresh_s:
-    seconds between looks at the queue for records others added; guard: snapshots, quality
-    checks and rollback; train: options of the model's training config (epochs, lr, ...)."""
+    seconds between looks at the queue for records others added; replay: records learned
+    before (and background ones) mixed into a generation per new record; guard: snapshots,
+    quality checks and rollback; train: options of the model's training config (epochs, lr,
+    ...)."""
 
     save_every_s: float = 30.0
     refresh_s: float = 5.0
+    replay: int = 1
     guard: GuardConfig = field(default_factory=lambda: GuardConfig(keep=5, tolerance=0.1))
     train: dict = field(default_factory=dict)
 
@@ -51,6 +54,7 @@ class Learner:
         self.clock = clock
         self.train_config = model.train_config(**self.config.train)
         self.work = WorkingSet(self.train_config.epochs)
+        self.work.replay = self.config.replay
         self.manager = BatchManager.for_runtime(model.runtime, batches or BatchConfig())
         self.trainer = None
         self.dirty = True                 # the queue changed: look before the next slice
@@ -236,7 +240,7 @@ class Learner:
             data = json.loads(bytes(files[WORKING_SET_FILE]).decode("utf-8"))
             background = self.work.background
             self.work = WorkingSet.from_json(data, self.train_config.epochs)
-            self.work.background = background
+            self.work.background, self.work.replay = background, self.config.replay
         if training_state.STATE_FILE in files:
             work = self.work
             validation = self.model.examples(work.validation) or None

@@ -25,9 +25,11 @@ from ..tabs.base_weights import load_base
 from ..tabs.categories import Categories, Category, CategoryError
 from ..tabs.model import MAX_LENGTH
 from ..tabs.normalize import tab_text
+from .learner import LearnerConfig
 from .service import METHODS, EngineService, UserError, _bytes
 
 STATE = "tabs"
+REPLAY = 3
 CATEGORIES_FILE = "app-categories.json"     # a Learner app file (saved with the state)
 TAB_METHODS = ("load_tab_model", "categorise", "correct_tab", "tab_texts", "categories",
                "rename_category", "add_category", "remove_category", "reset_tabs")
@@ -37,8 +39,10 @@ class TabService(EngineService):
     METHODS = METHODS + TAB_METHODS
     read_checkpoint = staticmethod(load_base)     # the shipped base: f16 or int8 weights
 
-    def __init__(self, queue=STATE, **options):
-        super().__init__(queue=queue, **options)
+    def __init__(self, queue=STATE, learner=None, **options):
+        # three tabs it was trained on replayed per correction: a few corrections (the user's
+        # whole say) would otherwise pull tabs the model was unsure of along with them
+        super().__init__(queue=queue, learner=learner or LearnerConfig(replay=REPLAY), **options)
         self.shipped = None          # the categories the adapter was trained with
         self.cats = None             # the user's categories (ids: the model's labels)
 

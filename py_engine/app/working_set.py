@@ -7,10 +7,10 @@
     await ws.consume(queue)        # after the state that learned them is saved
 
 Replay: records learned (and consumed) are remembered, the newest `memory` of them, and a
-generation mixes as many of them (a sample) as it has new records, so what was learned earlier
-is not forgotten; corrections count `repeats`
-times in a generation (they are few, and the user asked for them), and one the model still
-gets wrong after its generation is trained on again (relearn, a few rounds at most).
+generation mixes `replay` times as many of them (a sample) as it has new records, so what was
+learned earlier is not forgotten; corrections count `repeats` times in a generation (they are
+few, and the user asked for them), and one the model still gets wrong after its generation is
+trained on again (relearn, a few rounds at most).
 
 Background: records the model learned before it came here (a sample of its own training
 data, `background`, not from the queue, never saved) are replayed like learned ones, so that a
@@ -74,6 +74,7 @@ class WorkingSet:
         self.rejected = set()   # held-out ids that arrived with data a rollback undid
         self.rounds = {}        # correction id -> times trained on again (relearn)
         self.background = []    # Records learned before (negative ids), replayed; not saved
+        self.replay = 1         # learned records replayed per new one (LearnerConfig.replay)
 
     # --- taking records from the queue ---
 
@@ -179,7 +180,7 @@ class WorkingSet:
         news = [r for r in pending for _ in range(repeats(r))]
         ids = {r.id for r in pending}
         learned = [r for r in self.memory + self.background if r.id not in ids]
-        count = min(len(learned), len(news))
+        count = min(len(learned), self.replay * len(news))
         replay = random.Random(self.generations).sample(learned, count) if count else []
         self.generation = news + sorted(replay, key=lambda r: r.id)
         return self.generation
