@@ -35,13 +35,13 @@ class TabTrainConfig:
     size: int = DEFAULT_SIZE
     seed: int = 0
     validation: float = DEFAULT_VALIDATION
-    epochs: int = 2
+    epochs: int = 3
     lr: float = 1e-3
     batch_size: int = 32
-    r: int = 8
-    lora_alpha: int = 16
+    r: int = 16
+    lora_alpha: int = 32
     lora_dropout: float = 0.1
-    target_modules: list = field(default_factory=lambda: ["query", "value"])
+    target_modules: list = field(default_factory=lambda: ["query", "key", "value", "dense"])
     label_smoothing: float = 0.1
     max_length: int = MAX_LENGTH
 
