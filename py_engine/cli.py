@@ -62,6 +62,7 @@ PORT = _number(int, lambda v: 0 <= v <= 65535, "a port number in [0, 65535]")
 POSITIVE = _number(float, lambda v: v > 0, "a number > 0")
 NON_NEGATIVE = _number(float, lambda v: v >= 0, "a number >= 0")
 FRACTION = _number(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
+SHARE = _number(float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
 TOP_P = _number(float, lambda v: 0 < v <= 1, "a number in (0, 1]")
 
 

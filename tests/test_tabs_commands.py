@@ -71,6 +71,24 @@ def test_train_writes_the_adapter_and_its_record(trained):
     assert Categories.from_json((trained / "categories.json").read_text()) == Categories.default()
 
 
+def test_train_with_augmented_tabs(tiny, tmp_path):
+    """--augment adds rewritten copies of that share of the training tabs, and the record says so."""
+    out = tmp_path / "augmented"
+    assert main(["tabs", "train", "--model", str(tiny), "--out", str(out), "--size", "140", "--epochs", "1",
+                 "--batch-size", "16", "--max-length", "32", "--augment", "0.5"]) == 0
+    record = json.loads((out / "training.json").read_text())
+    assert record["config"]["augment"] == 0.5 and "--augment 0.5" in record["command"]
+    assert 126 + 0.4 * 126 <= record["train_examples"] <= 126 + 63
+    assert record["validation"]["count"] == 14          # validation tabs are never rewritten
+
+
+def test_train_bad_augment(tiny, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["tabs", "train", "--model", str(tiny), "--out", str(tmp_path / "x"), "--augment", "1.5"])
+    err = capsys.readouterr().err
+    assert "--augment" in err and "[0, 1]" in err and not (tmp_path / "x").exists()
+
+
 def test_eval_report(tiny, trained, tabs_file, tmp_path, capsys):
     png = tmp_path / "confusion.png"
     assert main(["tabs", "eval", "--data", str(tabs_file), "--adapter", str(trained), "--model", str(tiny),
@@ -234,3 +252,13 @@ def test_deploy_refuses_other_directories(tiny, trained, tabs_file, tmp_path, ca
         assert code == 2 and "cannot write to" in err and err.count("\n") == 0, err
     assert (foreign / "index.html").read_text() == "<p>mine</p>"
     assert (trained / "adapter_model.safetensors").is_file()
+
+
+def test_train_on_the_gpu(tiny, tmp_path):
+    """--backend gpu trains through the GPU runtime (wgpu-native here) and says so."""
+    out = tmp_path / "gpu_adapter"
+    assert main(["tabs", "train", "--model", str(tiny), "--out", str(out), "--size", "70", "--epochs", "1",
+                 "--batch-size", "16", "--max-length", "32", "--backend", "gpu"]) == 0
+    record = json.loads((out / "training.json").read_text())
+    assert record["backend"] == "gpu" and "--backend gpu" in record["command"]
+    assert json.loads((out / "labels.json").read_text()) == LABELS

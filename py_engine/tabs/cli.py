@@ -1,7 +1,7 @@
 """`py-engine tabs`: the tab classifier from the command line (host side).
 
     py-engine tabs generate --out DIR [--size 10000] [--seed 0] [--validation 0.1] [--format jsonl|json|csv]
-    py-engine tabs train --out DIR [--model minilm] [--data DIR] [--size N] [--seed N] [--epochs N] [--lr X] ...
+    py-engine tabs train --out DIR [--model minilm] [--data DIR] [--size N] [--seed N] [--epochs N] [--lr X] [--augment S] ...
     py-engine tabs eval --data FILE.jsonl [--adapter DIR] [--model minilm] [--json] [--plot out.png]
     py-engine tabs deploy --to DIR [--adapter DIR] [--model minilm] [--base-dtype auto|f16|int8]
 
@@ -26,7 +26,7 @@ from pathlib import Path
 
 def add_tabs_parser(sub):
     """Add `tabs` and its commands to the `py-engine` sub-parsers."""
-    from py_engine.cli import COUNT, FRACTION, MAX_LENGTH, POSITIVE, SEED, _alpha, _modules, model_dir
+    from py_engine.cli import COUNT, FRACTION, MAX_LENGTH, POSITIVE, SEED, SHARE, _alpha, _modules, model_dir
     from .generator import DEFAULT_SIZE, DEFAULT_VALIDATION
     from .tab_data import FORMATS
 
@@ -59,6 +59,9 @@ def add_tabs_parser(sub):
     p.add_argument("--target-modules", type=_modules)
     p.add_argument("--label-smoothing", type=FRACTION)
     p.add_argument("--max-length", type=MAX_LENGTH)
+    p.add_argument("--augment", type=SHARE,
+                   help="share of the training tabs added again rewritten: on a made-up domain, "
+                        "without title, or without path (default 0)")
     p.add_argument("--backend", choices=["numpy", "gpu"], default="numpy")
     p.set_defaults(fn=cmd_train)
 
@@ -116,7 +119,7 @@ def _json_bytes(value):
 # --- train ---------------------------------------------------------------------------------------
 
 TRAIN_OPTIONS = ("size", "seed", "validation", "epochs", "lr", "batch_size", "r", "lora_alpha",
-                 "lora_dropout", "target_modules", "label_smoothing", "max_length")
+                 "lora_dropout", "target_modules", "label_smoothing", "max_length", "augment")
 
 
 def _train_config(args):
