@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The one entry point: setup, build, test, serve, demo, bench.
 
-    python build.py demo      set up what is missing, build, run the engine in headless Chromium
+    python build.py demo      set up what is missing, build, sort tabs with the extension in headless Chromium
     python build.py test      set up, build, run the whole suite (host, kernels, browser)
 
 `setup` installs into ./.venv (pinned by pyproject.toml) and ./node_modules (pinned by
@@ -240,6 +240,71 @@ def demo_model_files():
             for name in ("config.json", "tokenizer.json", "model.safetensors")}
 
 
+EXT_SRC = ROOT / "extension" / "src"
+TABS_MODEL = BUILD / "tabs-model"
+# web/src modules the extension starts without importing them (the engine's worker, by URL)
+EXT_WEB_ENTRIES = ("worker.mjs",)
+
+
+def deploy_tabs_model():
+    """The tab classifier as `py-engine tabs deploy` writes it (base weights, the default
+    adapter, categories, rules), in build/tabs-model; deployed again when py_engine/tabs (its
+    code, data and default adapter) changes."""
+    key = digest(tree_files("py_engine/tabs"))[:16]
+    marker = BUILD / "tabs-model.inputs.sha256"
+    if marker.is_file() and marker.read_text() == key and (TABS_MODEL / "manifest.json").is_file():
+        return TABS_MODEL
+    BUILD.mkdir(exist_ok=True)
+    run([sys.executable, "-m", "py_engine", "tabs", "deploy", "--to", TABS_MODEL])
+    marker.write_text(key)
+    return TABS_MODEL
+
+
+BACKGROUND_PER_CATEGORY = 32
+
+
+def tabs_background(model):
+    """JSON lines {url, title, label} of a class-balanced sample of the tabs the deployed
+    adapter was trained on (the generator's, by the size and seed its training.json records):
+    the extension replays them with the user's corrections so that it does not unlearn the
+    rest (EngineService.set_background)."""
+    from py_engine.tabs.generator import DEFAULT_SIZE, DEFAULT_VALIDATION, generate
+
+    record_file = model / "adapter" / "training.json"
+    record = json.loads(record_file.read_text()) if record_file.is_file() else {}
+    options = record.get("config", record)
+    train, _, _ = generate(size=options.get("size", DEFAULT_SIZE), seed=options.get("seed", 0),
+                           validation=options.get("validation", DEFAULT_VALIDATION))
+    taken = {}
+    lines = []
+    for tab in train:                  # the generator's order is already shuffled
+        if taken.get(tab["label"], 0) < BACKGROUND_PER_CATEGORY:
+            taken[tab["label"]] = taken.get(tab["label"], 0) + 1
+            lines.append(json.dumps({k: tab[k] for k in ("url", "title", "label")}, ensure_ascii=False))
+    return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+def extension_files(runtime):
+    """extension/dist: the runtime, extension/src, the web/src modules it uses (the engine's
+    worker and what extension/src imports from there) and the deployed model under model/."""
+    files = dict(runtime)
+    for path in tree_files("extension/src"):
+        files[str(path.relative_to(EXT_SRC))] = path
+    entries = set(EXT_WEB_ENTRIES)
+    for path in EXT_SRC.glob("*.*js"):
+        entries |= {a or b for a, b in LOCAL_IMPORT.findall(path.read_text())
+                    if not (EXT_SRC / (a or b)).is_file()}
+    for entry in sorted(entries):
+        for name in module_closure(entry):
+            files.setdefault(name, WEB_SRC / name)
+    model = deploy_tabs_model()
+    for path in tree_files(model.relative_to(ROOT)):
+        if not path.name.startswith("."):       # the deploy's own bookkeeping (.py_engine-output)
+            files[f"model/{path.relative_to(model).as_posix()}"] = path
+    files["model/background.jsonl"] = tabs_background(model)
+    return files
+
+
 def build():
     wheel = build_wheel()
     runtime = runtime_files(wheel)
@@ -248,10 +313,7 @@ def build():
     for pattern in ("*.mjs", "*.html", "*.css"):     # the pages: index.html and the app
         for path in WEB_SRC.glob(pattern):
             web[path.name] = path
-    ext = dict(runtime)
-    for path in tree_files("extension/src"):
-        ext[str(path.relative_to(ROOT / "extension" / "src"))] = path
-    changed = sync_tree(WEB_DIST, web) + sync_tree(EXT_DIST, ext)
+    changed = sync_tree(WEB_DIST, web) + sync_tree(EXT_DIST, extension_files(runtime))
     log(f"built {wheel.name}, web/dist, extension/dist ({changed} files changed)")
     return wheel
 
@@ -276,9 +338,12 @@ def cmd_serve(args):
 
 def cmd_demo(args):
     build()
-    from py_engine.harness import run_demo
+    import tempfile
 
-    sys.exit(run_demo(WEB_DIST, epochs=args.epochs))
+    from py_engine.demo import run
+
+    with tempfile.TemporaryDirectory(prefix="py_engine-demo-") as profile:
+        sys.exit(run(EXT_DIST, TABS_MODEL, Path(profile) / "chromium", screenshots=args.screenshots))
 
 
 def cmd_bench(args):
@@ -301,8 +366,9 @@ def main():
     p.add_argument("--allow-fetch", action="append", default=[], metavar="HOST:PORT",
                    help="a local address the page's URL import may fetch from (repeatable); "
                         "public addresses and this server's own are always allowed")
-    p = sub.add_parser("demo", help="in headless Chromium: check the kernels, fine-tune MiniLM, report")
-    p.add_argument("--epochs", type=int, default=1, help="epochs of the in-page fine-tune (default 1)")
+    p = sub.add_parser("demo", help="the tab sorter extension in headless Chromium: the evaluation "
+                                    "table, tabs grouped by the model, a correction learned")
+    p.add_argument("--screenshots", metavar="DIR", help="save the popup in each state and the groups here")
     sub.add_parser("bench", help="run the benchmarks; table on stdout, JSON in bench/results/ "
                                  "(further arguments go to bench/run.py)")
     args, extra = parser.parse_known_args()

@@ -8,13 +8,14 @@ with the BLAS, thread counts and OPENBLAS_* / OMP_* / MKL_* variables of each re
 comparison against torch + PEFT on CUDA is bench/gpu_device.sh's.
 
     python build.py bench                 # everything
-    python build.py bench --only native   # one section: native, browser, bert, decoder, browser_step, learning, idle, api
+    python build.py bench --only native   # one section: native, browser, bert, decoder, browser_step, learning, idle, api, tabs
 """
 
 import argparse
 import asyncio
 import json
 import platform
+import subprocess
 import sys
 import time
 import warnings
@@ -30,7 +31,7 @@ from py_engine.gpu import SoftwareAdapterWarning, open_device, shaders  # noqa: 
 
 RESULTS = ROOT / "bench" / "results" / "latest.json"
 TARGETS = {"replay_vs_js": 2.0, "upload_vs_js": 1.5}
-SECTIONS = ("native", "browser", "bert", "decoder", "browser_step", "learning", "idle", "api")
+SECTIONS = ("native", "browser", "bert", "decoder", "browser_step", "learning", "idle", "api", "tabs")
 
 
 def bench_native():
@@ -307,6 +308,17 @@ def table(results):
     return "\n".join(lines)
 
 
+def bench_tabs():
+    """The tab classifier (bench/tabs_eval.py: accuracy, sizes, host latency) and the tab sorter
+    extension (bench/tabs_extension.py: latency in the browser, load to group, size), each in a
+    process of its own; their JSON files are kept beside latest.json and their tables printed."""
+    out = {}
+    for name in ("tabs_eval", "tabs_extension"):
+        subprocess.run([sys.executable, str(ROOT / "bench" / f"{name}.py")], check=True, cwd=ROOT)
+        out[name] = json.loads((RESULTS.parent / f"{name}.json").read_text())
+    return out
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", choices=SECTIONS, action="append")
@@ -340,6 +352,8 @@ def main():
         results["idle"] = bench_idle()
     if "api" in sections:
         results["api"] = bench_api()
+    if "tabs" in sections:
+        results["tabs"] = bench_tabs()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(table({k: v for k, v in results.items() if k in sections or k == "ratios" and "browser" in sections}))

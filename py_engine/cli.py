@@ -8,6 +8,7 @@
     py-engine generate --model DIR [--adapter DIR] --prompt TEXT [--max-new-tokens N]
                        [--greedy | --temperature X --top-k K --top-p P] [--raw]
     py-engine data import|clean|export|stats ...   the training queue (see py_engine/cli_data.py)
+    py-engine tabs generate|train|eval|deploy ...  the tab classifier (see py_engine/tabs/cli.py)
     py-engine export --format merged|gguf|gguf-lora|onnx --model DIR [--adapter DIR] --out DIR
                      [--quant ...]  (see py_engine/export/cli.py)
     py-engine export-job --model DIR|PRESET --data FILE --out DIR [--adapter DIR] ...
@@ -65,6 +66,7 @@ PORT = _number(int, lambda v: 0 <= v <= 65535, "a port number in [0, 65535]")
 POSITIVE = _number(float, lambda v: v > 0, "a number > 0")
 NON_NEGATIVE = _number(float, lambda v: v >= 0, "a number >= 0")
 FRACTION = _number(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
+SHARE = _number(float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
 TOP_P = _number(float, lambda v: 0 < v <= 1, "a number in (0, 1]")
 
 
@@ -729,6 +731,9 @@ def build_parser():
     from py_engine.data.datasets import FORMATS
 
     add_data_parser(sub, COUNT, FORMATS)
+    from py_engine.tabs.cli import add_tabs_parser
+
+    add_tabs_parser(sub)
     from py_engine.export.cli import add_export_parser
 
     add_export_parser(sub)

@@ -116,51 +116,93 @@ def engine_page(dist, query="?noselfcheck"):
             browser.close()
 
 
-SELFCHECK = """
-import json
-from py_engine.gpu import open_device
-from py_engine.gpu.selfcheck import run_selfcheck
-device = await open_device()
-json.dumps(await run_selfcheck(device))
-"""
+# --- the extension ---------------------------------------------------------------------------
 
 
-FINE_TUNE = """
-import json
-from py_engine.demo import fetch_model, fine_tune
-await fetch_model("models/minilm/", "/models/minilm")
-report = await fine_tune("/models/minilm", epochs=EPOCHS, on_step=lambda s: print(
-    f"[demo] step {s.step}: loss {s.loss:.3f}, batch accuracy {s.accuracy:.2f}"))
-json.dumps(report)
-"""
+class Extension:
+    """The unpacked extension running in a persistent Chromium context (launch_extension):
+    its id, pages, and its service worker, through which everything else is reached (the
+    offscreen document is no Playwright page)."""
+
+    def __init__(self, context, worker):
+        self.context = context
+        self.id = worker.url.split("/")[2]
+        self.worker_url = worker.url
+
+    @property
+    def worker(self):
+        # the live service worker: after a restart Playwright hands out a new Worker
+        workers = [w for w in self.context.service_workers if w.url == self.worker_url]
+        if not workers:
+            raise BrowserError("the extension's service worker is not running")
+        return workers[-1]
+
+    def url(self, path):
+        return f"chrome-extension://{self.id}/{path}"
+
+    def evaluate(self, expression, arg=None, timeout_ms=BOOT_TIMEOUT_MS):
+        """Evaluate an async function `(arg) => ...` in the service worker, timed out there
+        (Worker.evaluate has none of its own): a request nobody answers fails, never hangs."""
+        return self.worker.evaluate(
+            """async ([source, arg, ms]) => {
+                const run = (0, eval)(source);
+                let timer;
+                const late = new Promise((_, reject) => { timer = setTimeout(
+                    () => reject(new Error(`no answer in ${ms} ms: ${source.slice(0, 120)}`)), ms); });
+                try { return await Promise.race([run(arg), late]); } finally { clearTimeout(timer); }
+            }""",
+            [expression, arg, timeout_ms],
+        )
+
+    def sorter(self, action, *args, timeout_ms=BOOT_TIMEOUT_MS):
+        """self.tabSorter[action](...args) in the service worker."""
+        return self.evaluate("([action, args]) => self.tabSorter[action](...args)", [action, list(args)],
+                             timeout_ms)
+
+    def engine(self, method, params=None, timeout_ms=BOOT_TIMEOUT_MS):
+        """An engine method (TabService) through the service worker's link to it."""
+        return self.evaluate("([method, params]) => self.tabSorter.engine(method, params)",
+                             [method, params or {}], timeout_ms)
+
+    def restart_worker(self, page):
+        """Stop the service worker (CDP), then wake it by opening `page`'s popup: its globals are
+        gone, the offscreen document is not."""
+        cdp = self.context.new_cdp_session(page)
+        states = []
+        cdp.on("ServiceWorker.workerVersionUpdated", lambda event: states.extend(
+            v["runningStatus"] for v in event["versions"] if v["scriptURL"] == self.worker_url))
+        cdp.send("ServiceWorker.enable")
+        cdp.send("ServiceWorker.stopAllWorkers")
+        _wait_for(page, lambda: states and states[-1] == "stopped", "the service worker to stop")
+        page.goto(self.url("popup.html"))
+        _wait_for(page, lambda: states and states[-1] == "running", "the service worker to start")
+        cdp.detach()
 
 
-def run_demo(dist, epochs=1):
-    """The demo: boot the engine in headless Chromium, check its kernels, then fine-tune MiniLM
-    with LoRA on the embedded examples in the page, and print what happened."""
-    with engine_page(dist) as page:
-        t = page.timings
-        print(f"Pyodide booted in {t['pyodide_boot_ms']:.0f} ms; py_engine loaded in {t['py_engine_load_ms']:.0f} ms")
-        report = run_json(page, SELFCHECK)
-        a = report["adapter"]
-        kind = " (software adapter)" if a["is_software"] else ""
-        print(f"WebGPU adapter: vendor={a['vendor']!r} architecture={a['architecture']!r}{kind}")
-        for c in report["checks"]:
-            err = c["rel_error"]
-            err = f"{err:.2e}" if isinstance(err, float) else err
-            print(f"  {c['kernel']:<11} {c['shape']:<16} rel error {err:>10}  bound {c['bound']:.0e}  {'ok' if c['ok'] else 'FAIL'}")
-        worst = report["max_rel_error"]
-        print(f"max relative error: {worst:.2e}" if isinstance(worst, float) else f"max relative error: {worst}")
-        if not report["ok"]:
-            return 1
-        print(f"Fine-tuning MiniLM (LoRA r=8 on query/value, mean pooling) in the page, {epochs} epoch(s) "
-              "of 64 embedded examples ...", flush=True)
-        page.on("console", lambda m: m.text.startswith("[demo]") and print("  " + m.text[7:], flush=True))
-        tuned = run_json(page, FINE_TUNE.replace("EPOCHS", str(int(epochs))))
-    print(f"trained {tuned['steps']} steps in {tuned['train_seconds']:.0f} s on {tuned['adapter']['vendor']} "
-          f"{tuned['adapter']['architecture']}: loss {tuned['first_loss']:.3f} -> {tuned['last_loss']:.3f}")
-    print(f"held-out accuracy: {tuned['held_out_accuracy']:.3f} on {tuned['held_out']} examples")
-    for text, probs in tuned["predictions"].items():
-        best = max(probs, key=probs.get)
-        print(f"  {text!r}: {best} ({probs[best]:.2f})")
-    return 0
+def _wait_for(page, condition, what, timeout_s=30):
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise BrowserError(f"timed out waiting for {what}")
+        page.wait_for_timeout(50)       # lets Playwright deliver events
+
+
+def launch_extension(playwright, dist, profile_dir, extra_args=(), webgpu=True):
+    """Chromium with the unpacked extension in `dist` (both flags are needed: --load-extension
+    alone is ignored) in a persistent profile; returns an Extension. webgpu=False: a browser
+    that offers no WebGPU adapter. A bad manifest loads nothing and says nothing: no service
+    worker ever appears."""
+    context = playwright.chromium.launch_persistent_context(
+        str(profile_dir), **dict(launch_args(webgpu), args=[
+            *launch_args(webgpu)["args"], f"--disable-extensions-except={dist}",
+            f"--load-extension={dist}", *extra_args]))
+    try:
+        workers = context.service_workers
+        worker = workers[0] if workers else context.wait_for_event("serviceworker", timeout=30_000)
+    except Exception:
+        context.close()
+        raise BrowserError(f"the extension in {dist} did not start (no service worker): check its "
+                           "manifest with --enable-logging=stderr") from None
+    return Extension(context, worker)

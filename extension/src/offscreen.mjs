@@ -1,73 +1,111 @@
-// The offscreen document: the one long-lived home of Python in the extension.
+// The offscreen document: home of the engine in the extension. It starts the engine's worker
+// (worker.mjs: Pyodide, py_engine and WebGPU, serving py_engine.app.tab_service.TabService),
+// loads the tab classifier shipped in model/ (what `py-engine tabs deploy` wrote: base
+// weights, the default adapter, categories, rules; model/manifest.json says where),
+// starts idle training, and answers what the service worker relays (engine_link.mjs):
 //
-// It boots Pyodide and py_engine once, opens one WebGPU device for its whole life, and answers
-// the requests the service worker relays (see service_worker.js). It outlives service-worker
-// restarts, so the 4-10 s boot is paid once per browser session, not once per request.
+//   {type: "state", wait?}     -> {phase, error, adapter, model, categories, timings, instance}
+//                                 (wait: once the model is loaded, or failed to)
+//   {type: "call", method, params} -> the engine's {result} or {error}
+//
+// The document outlives service-worker restarts, so booting and loading are paid once per
+// browser session; what the model learns is saved in IndexedDB by the engine itself.
 
-import { boot } from "./boot.mjs";
+import { EngineClient } from "./engine_client.mjs";
+import { fromWire, toWire } from "./wire.mjs";
 
+const MODEL = "model/";
+// Train only while the user is away (chrome.idle says idle or locked), and then at most half
+// the time, in slices of a second: the browser stays the user's.
+const SCHEDULER = { active_fraction: 0.0, idle_fraction: 0.5, slice_ms: 1000 };
+
+// methods whose answer is the list of categories
+const CATEGORY_LISTS = new Set(["categories", "rename_category", "add_category", "remove_category"]);
+
+const started = performance.now();
 const state = {
-  booted: false, // Python, py_engine and a WebGPU device are all ready
-  timings: null,
-  error: null, // why booting failed, when it did
-  adapter: null,
+  phase: "starting", // starting -> loading -> ready | failed
+  error: null,
+  adapter: null, // the GPU, as the engine describes it (null: no WebGPU)
+  model: null,
+  categories: null,
+  progress: null,
+  timings: {},
   instance: crypto.randomUUID(), // tells callers whether they still talk to the same document
 };
 
-const errorText = (e) => String(e?.message ?? e);
+const engine = new EngineClient(new URL("./worker.mjs?service=tabs&queue=tabs", import.meta.url));
 
-const ready = (async () => {
-  const engine = await boot();
-  const t0 = performance.now();
-  // `device` stays a global of the interpreter: every later request reuses it.
-  const adapter = JSON.parse(await engine.run(`
-import json
-from py_engine.gpu import open_device
-device = await open_device()
-json.dumps(device.info.as_dict())
-`));
-  state.timings = { ...engine.timings, open_device_ms: performance.now() - t0 };
-  state.adapter = adapter;
-  state.booted = true;
-  return engine;
-})();
-// Record the failure rather than leave callers waiting on a boot that will never finish.
-ready.catch((e) => {
-  state.error = errorText(e);
-  console.error("py_engine failed to boot:", e);
+engine.on("progress", (event) => { state.progress = { what: event.what, done: event.done, total: event.total }; });
+
+const booted = new Promise((resolve, reject) => {
+  engine.on("ready", (event) => resolve(event));
+  engine.on("failed", (event) => reject(new Error(event.error?.message || "the engine failed to start")));
 });
 
-// One Python request at a time: they share the interpreter's globals and the device.
-let queue = Promise.resolve();
-function serially(task) {
-  const result = queue.then(task);
-  queue = result.catch(() => {});
-  return result;
+// {name: {$fetch: url}} of the files of the deploy's folder `dir` (the worker fetches them)
+function filesUnder(manifest, dir) {
+  const prefix = `${dir}/`;
+  return Object.fromEntries(Object.keys(manifest.files).filter((n) => n.startsWith(prefix))
+    .map((n) => [n.slice(prefix.length), { $fetch: MODEL + n }]));
 }
 
+const loaded = (async () => {
+  const ready = await booted;
+  state.adapter = ready.adapter;
+  state.timings.boot_ms = performance.now() - started;
+  if (!ready.adapter) throw new Error("no WebGPU adapter: this browser offers no GPU to the extension");
+  state.phase = "loading";
+  // what `py-engine tabs deploy` wrote: base/, adapter/, categories.json, manifest.json
+  const manifest = await (await fetch(MODEL + "manifest.json")).json();
+  const t0 = performance.now();
+  const summary = await engine.call("load_tab_model", {
+    files: filesUnder(manifest, manifest.base),
+    adapter: filesUnder(manifest, manifest.adapter),
+    categories: { $fetch: MODEL + manifest.categories },
+    base_dtype: manifest.gpu_base_dtype,
+    // tabs it was trained on, replayed with the user's corrections (build.py writes them)
+    background: { $fetch: MODEL + "background.jsonl" },
+  });
+  state.timings.load_ms = performance.now() - t0;
+  await engine.call("configure", SCHEDULER);
+  await engine.call("start_loop");
+  state.model = { labels: summary.labels, parameters: summary.parameters, trainable: summary.trainable, restored: summary.restored, backend: summary.backend };
+  state.categories = summary.categories;
+  state.phase = "ready";
+})();
+loaded.catch((e) => {
+  state.phase = "failed";
+  state.error = String(e?.message ?? e);
+  console.error("the tab classifier failed to load:", e);
+});
+
 const handlers = {
-  // Answers at once; with `wait: true`, only once booting has succeeded or failed.
-  async status(message) {
-    if (message.wait) await ready.catch(() => {});
+  async state(message) {
+    if (message.wait) await loaded.catch(() => {});
     return { ...state };
   },
-  async selfcheck() {
-    const engine = await ready;
-    return serially(async () => JSON.parse(await engine.run(`
-import json
-from py_engine.gpu.selfcheck import run_selfcheck
-json.dumps(await run_selfcheck(device))
-`)));
+  async call(message) {
+    try {
+      const result = await engine.call(message.method, message.params || {});
+      // the categories as they are now, for whoever asks for the state next
+      if (CATEGORY_LISTS.has(message.method)) state.categories = result;
+      else if (message.method === "reset_tabs") state.categories = result.categories;
+      return { result };
+    } catch (e) {
+      return { error: { message: e.message, kind: e.kind || "bug", traceback: e.traceback || "" } };
+    }
   },
 };
 
 chrome.runtime.onMessage.addListener((message, sender, sendResponse) => {
   if (message?.target !== "offscreen") return false; // someone else's message
-  const handler = handlers[message.type];
+  const handler = Object.hasOwn(handlers, message.type) ? handlers[message.type] : null;
   if (!handler) {
-    sendResponse({ error: `unknown offscreen request ${JSON.stringify(message.type)}` });
+    sendResponse({ error: { message: `unknown offscreen request ${JSON.stringify(message.type)}`, kind: "bug" } });
     return false;
   }
-  handler(message).then(sendResponse, (e) => sendResponse({ error: errorText(e) }));
+  handler(fromWire(message)).then((answer) => sendResponse(toWire(answer)),
+    (e) => sendResponse({ error: { message: String(e?.message ?? e), kind: "bug" } }));
   return true; // the answer comes later
 });

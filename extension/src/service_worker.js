@@ -1,63 +1,67 @@
-// The extension's service worker: owner of the offscreen document that runs py_engine.
+// The extension's service worker: tab events, grouping (sorter.mjs) and message routing.
 //
-// Pyodide cannot start here (a service worker may not use import()), and this worker is stopped
-// whenever Chrome likes, losing its globals. So Python lives in the offscreen document, which
-// outlives any one service worker; this worker only makes sure the document exists and relays
-// requests to it. runtime.sendMessage reaches every extension context except the sender, so
-// every message names its `target`: "offscreen" for the document, "service-worker" for us.
+// Python cannot run here (a service worker may not import() at run time, and Chrome stops it
+// whenever it likes), so the engine lives in the offscreen document (offscreen.mjs), which this
+// worker creates and relays to (engine_link.mjs). Messages it answers, by `target`:
 //
-//   {target: "offscreen", type: "status", wait?: true}  -> {booted, timings, error, adapter, instance}
-//   {target: "offscreen", type: "selfcheck"}            -> run_selfcheck's report, or {error}
+//   {target: "service-worker", type: "relay", message}      -> the offscreen document's answer
+//   {target: "service-worker", type: "sorter", action, args} -> TabSorter[action](...args)
 //
-// Other pages (the popup) wrap a request as {target: "service-worker", type: "relay", message}
-// rather than sending it to the document directly: only this worker can create the document.
+// Listeners are registered synchronously when the worker starts (MV3 wakes it for them).
+// `self.tabSorter` is the sorter, for tests and DevTools.
 
-const OFFSCREEN_PATH = "offscreen.html";
+import { engineCall, ensureOffscreen } from "./engine_link.mjs";
+import { TabSorter } from "./sorter.mjs";
+import { benchmark } from "./tabs_api.mjs";
 
-let ensuring = null; // the check-and-create in progress, shared by concurrent callers
+const sorter = new TabSorter();
+self.tabSorter = sorter;
 
-// Concurrent callers share one check-and-create: a document that Chrome already lists may not
-// have loaded yet, and a message sent to it then finds no listener.
-function ensureOffscreen() {
-  ensuring ??= (async () => {
-    // Only one offscreen document may exist, and it may predate this worker: ask Chrome.
-    const contexts = await chrome.runtime.getContexts({
-      contextTypes: ["OFFSCREEN_DOCUMENT"],
-      documentUrls: [chrome.runtime.getURL(OFFSCREEN_PATH)],
-    });
-    if (contexts.length) return;
-    // Resolves once the document has loaded, its message listener included.
-    await chrome.offscreen.createDocument({
-      url: OFFSCREEN_PATH,
-      reasons: ["WORKERS"],
-      justification: "Runs the py_engine Python runtime (Pyodide) and its WebGPU work off the UI.",
-    });
-  })().finally(() => { ensuring = null; });
-  return ensuring;
-}
+// What the popup may ask of the sorter.
+const ACTIONS = new Set(["snapshot", "sortAll", "correct", "configure", "categoriesChanged", "upgrade"]);
 
-// Send a request to the offscreen document, creating it first if needed; resolves to its answer.
-// Also the entry point for tests, which call it through the worker's DevTools handle.
-async function pyEngineRequest(message) {
-  if (message?.target !== "offscreen") {
-    throw new Error(`pyEngineRequest expects a message with target "offscreen", got ${JSON.stringify(message)}`);
-  }
-  await ensureOffscreen();
-  const answer = await chrome.runtime.sendMessage(message);
-  if (answer === undefined) throw new Error(`the offscreen document did not answer ${JSON.stringify(message)}`);
-  return answer;
-}
-self.pyEngineRequest = pyEngineRequest;
+// Test hooks: chrome.idle never changes headless, and a slice should not wait for idleness.
+sorter.setIdleState = (state) => engineCall("set_idle_state", { state });
+sorter.forceSlice = (budgetMs) => engineCall("force_slice", { budget_ms: budgetMs });
+sorter.engine = (method, params) => engineCall(method, params);
+sorter.benchmark = (tabs, options) => benchmark(tabs, options);
 
 chrome.runtime.onMessage.addListener((message, sender, sendResponse) => {
   if (message?.target !== "service-worker") return false;
-  if (message.type !== "relay") {
-    sendResponse({ error: `unknown service-worker request ${JSON.stringify(message.type)}` });
+  let work;
+  if (message.type === "relay") {
+    work = ensureOffscreen().then(() => chrome.runtime.sendMessage({ ...message.message, target: "offscreen" }));
+  } else if (message.type === "sorter" && ACTIONS.has(message.action)) {
+    work = sorter[message.action](...(message.args || []));
+  } else {
+    sendResponse({ relayError: { message: `unknown service-worker request ${JSON.stringify(message.type)} ${message.action || ""}`, kind: "bug" } });
     return false;
   }
-  pyEngineRequest(message.message).then(sendResponse, (e) => sendResponse({ error: String(e?.message ?? e) }));
+  work.then((answer) => sendResponse(answer ?? null), (e) => sendResponse({ relayError: { message: String(e?.message ?? e), kind: e?.kind || "bug" } }));
   return true; // the answer comes later
 });
 
-// Start Python as soon as the extension runs, so it is ready by the time anyone asks.
-ensureOffscreen().catch((e) => console.error("py_engine: could not create the offscreen document:", e));
+chrome.tabs.onUpdated.addListener((tabId, change, tab) => { sorter.onUpdated(tabId, change, tab); });
+chrome.tabs.onRemoved.addListener((tabId) => sorter.onTabRemoved(tabId));
+chrome.tabGroups.onRemoved.addListener((group) => sorter.onGroupRemoved(group));
+chrome.tabGroups.onUpdated.addListener((group) => sorter.onGroupUpdated(group));
+
+// Training runs while the user is away: chrome.idle's state goes to the engine's scheduler.
+chrome.idle.setDetectionInterval(60);
+chrome.idle.onStateChanged.addListener((state) => { sorter.setIdleState(state).catch(() => {}); });
+
+// The first sort: every open tab, by the rules at once while the model loads, then again by
+// the model once it is ready.
+async function sortEverything() {
+  await sorter.sortAll();
+  await sorter.upgrade();
+}
+chrome.runtime.onInstalled.addListener(() => { sortEverything().catch((e) => console.error("tab sorter:", e)); });
+chrome.runtime.onStartup.addListener(() => { sortEverything().catch((e) => console.error("tab sorter:", e)); });
+
+// Start the engine as soon as the worker runs, so that it is ready by the time anyone asks; and
+// tell it whether the user is idle now.
+ensureOffscreen()
+  .then(() => chrome.idle.queryState(60))
+  .then((state) => sorter.setIdleState(state))
+  .catch((e) => console.error("tab sorter: could not start the engine:", e));

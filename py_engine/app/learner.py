@@ -27,16 +27,20 @@ from .working_set import WorkingSet
 
 WORKING_SET_FILE = "working_set.json"
 LEARNER_FILE = "learner.json"
+APP_FILE_PREFIX = "app-"          # the app's own files, kept in the state's writes (app_files)
 
 
 @dataclass
 class LearnerConfig:
     """save_every_s: seconds between saves after slices (when steps were taken); refresh_s:
-    seconds between looks at the queue for records others added; guard: snapshots, quality
-    checks and rollback; train: options of the model's training config (epochs, lr, ...)."""
+    seconds between looks at the queue for records others added; replay: records learned
+    before (and background ones) mixed into a generation per new record; guard: snapshots,
+    quality checks and rollback; train: options of the model's training config (epochs, lr,
+    ...)."""
 
     save_every_s: float = 30.0
     refresh_s: float = 5.0
+    replay: int = 1
     guard: GuardConfig = field(default_factory=lambda: GuardConfig(keep=5, tolerance=0.1))
     train: dict = field(default_factory=dict)
 
@@ -50,6 +54,7 @@ class Learner:
         self.clock = clock
         self.train_config = model.train_config(**self.config.train)
         self.work = WorkingSet(self.train_config.epochs)
+        self.work.replay = self.config.replay
         self.manager = BatchManager.for_runtime(model.runtime, batches or BatchConfig())
         self.trainer = None
         self.dirty = True                 # the queue changed: look before the next slice
@@ -58,6 +63,15 @@ class Learner:
         self.unsaved = False              # steps (or a restore) since the last save
         self.saves = 0
         self.idle_reason = "nothing to learn yet"
+        # {name starting with APP_FILE_PREFIX: bytes}: what the app keeps with the model (the
+        # meaning of its labels, say), written in the same write as the weights it goes with
+        self.app_files = {}
+
+    def set_background(self, records):
+        """Records the model learned before (Records with negative ids: never the queue's),
+        replayed with what it learns here; those it cannot learn (a label it no longer has)
+        are left out."""
+        self.work.background = [r for r in records if self.model.unusable(r) is None]
 
     # --- the queue ---
 
@@ -168,6 +182,16 @@ class Learner:
         self.train_config = config
         self.work.epochs = config.epochs
 
+    async def close(self):
+        """Done with this learner (the model is unloaded, relabelled or reset): the step under
+        way is finished, the trainer released and the records it leased given back to the
+        queue. Nothing is saved: save() first to keep what was learned."""
+        if self.trainer is not None:
+            await self.trainer.finish_step()
+            self.trainer.close()
+            self.trainer = None
+        await self.work.release(self.queue)
+
     # --- saving and restoring ---
 
     async def maybe_save(self):
@@ -186,7 +210,7 @@ class Learner:
         records. A step under way is finished first. Returns {"saved", "consumed"}."""
         trainer = self.trainer
         extra = {WORKING_SET_FILE: _json_bytes(self.work.as_json()),
-                 LEARNER_FILE: _json_bytes(self._meta())}
+                 LEARNER_FILE: _json_bytes(self._meta()), **self.app_files}
         if trainer is None:
             files = dict(await self.model.adapter_files(), **extra)
             await training_state.as_store(self.store).save(files)
@@ -211,9 +235,12 @@ class Learner:
             files = await training_state.as_store(self.store).load()
         except training_state.StateError:
             return False
+        self.app_files = {n: bytes(b) for n, b in files.items() if n.startswith(APP_FILE_PREFIX)}
         if WORKING_SET_FILE in files:
             data = json.loads(bytes(files[WORKING_SET_FILE]).decode("utf-8"))
+            background = self.work.background
             self.work = WorkingSet.from_json(data, self.train_config.epochs)
+            self.work.background, self.work.replay = background, self.config.replay
         if training_state.STATE_FILE in files:
             work = self.work
             validation = self.model.examples(work.validation) or None

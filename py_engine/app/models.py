@@ -73,19 +73,35 @@ def write_model_files(files, directory=None):
     return directory, config
 
 
+def _safe(name):
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:64]
+
+
 def model_key(kind, name, config, labels=None):
     """The name of a model's saved state: its kind, name, config.json and (classifiers) labels."""
     digest = hashlib.sha256(json.dumps([config, labels], sort_keys=True).encode()).hexdigest()
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:64]
-    return f"{kind}-{safe}-{digest[:12]}"
+    return f"{kind}-{_safe(name)}-{digest[:12]}"
+
+
+def state_key(kind, state):
+    """The name of a model's saved state when the app names it (`state`): the same whatever
+    the labels, so a classifier whose labels change keeps its state."""
+    return f"{kind}-state-{_safe(state)}"
 
 
 async def load_model_files(files, name, kind=None, labels=None, backend="gpu", device=None,
-                           pooling="mean", max_length=None):
-    """An AppClassifier or AppChat over the checkpoint in `files`."""
+                           pooling="mean", max_length=None, state=None, adapter=None,
+                           base_dtype="f32", read_checkpoint=None):
+    """An AppClassifier or AppChat over the checkpoint in `files`; its saved state is kept
+    under model_key(...), or state_key(kind, state) when `state` names it. `adapter`
+    ({file name: bytes}): the weights to start from; a classifier then takes its LoRA
+    options, pooling and (unless given) labels from it. base_dtype: how the GPU keeps a
+    classifier's frozen weights ("f32", "f16", "int8"); read_checkpoint(directory): a
+    classifier's Checkpoint when its weights are not a plain model.safetensors (compressed
+    ones)."""
     directory, config = write_model_files(files)
     return await load_model_dir(directory, name, config, kind, labels, backend, device, pooling,
-                                max_length)
+                                max_length, state, adapter, base_dtype, read_checkpoint)
 
 
 def read_model_config(directory):
@@ -104,25 +120,41 @@ def read_model_config(directory):
 
 
 async def load_model_dir(directory, name, config=None, kind=None, labels=None, backend="gpu",
-                         device=None, pooling="mean", max_length=None):
+                         device=None, pooling="mean", max_length=None, state=None, adapter=None,
+                         base_dtype="f32", read_checkpoint=None):
     """An AppClassifier or AppChat over the checkpoint directory `directory` (config: its
-    config.json, read here when not given)."""
+    config.json, read here when not given); the other options as load_model_files'."""
     config = read_model_config(directory) if config is None else config
     kind = kind_of(config, kind)
+    checkpoint = read_checkpoint(directory) if read_checkpoint and kind == "classification" else None
+    placement = dict(backend=backend, device=device, max_length=max_length or 128,
+                     base_dtype=base_dtype, checkpoint=checkpoint)
     if kind == "classification":
+        if adapter and labels is None and "labels.json" in adapter:
+            labels = json.loads(bytes(adapter["labels.json"]).decode("utf-8"))
         labels = list(labels or DEFAULT_LABELS)
         if len(labels) < 2 or len(set(labels)) != len(labels) or \
                 not all(isinstance(x, str) and x for x in labels):
             raise ModelFilesError(f"a classifier needs two or more distinct label names, got "
                                   f"{labels!r:.100}")
-        lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["query", "value"])
-        clf = await TextClassifier.create(directory, labels, lora=lora, backend=backend,
-                                          pooling=pooling, dropout=0.0, device=device,
-                                          max_length=max_length or 128)
-        return AppClassifier(clf, name, model_key(kind, name, config, labels), directory)
+        if adapter:
+            adapter_dir, _ = write_model_files(dict(adapter, **{"config.json": b"{}"}))
+            clf = await TextClassifier.load(directory, adapter_dir, **placement)
+            if clf.labels != labels:
+                raise ModelFilesError(f"the adapter has labels {clf.labels}, not {labels}")
+        else:
+            lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0,
+                              target_modules=["query", "value"])
+            clf = await TextClassifier.create(directory, labels, lora=lora, pooling=pooling,
+                                              dropout=0.0, **placement)
+        key = state_key(kind, state) if state is not None else model_key(kind, name, config, labels)
+        return AppClassifier(clf, name, key, directory, config, fixed_key=state is not None)
     chat = await ChatModel.create(directory, backend=backend, device=device,
                                   max_length=max_length or 512)
-    return AppChat(chat, name, model_key(kind, name, config), directory)
+    if adapter:
+        await chat.load_adapter_files(adapter, "the adapter")
+    key = state_key(kind, state) if state is not None else model_key(kind, name, config)
+    return AppChat(chat, name, key, directory, config)
 
 
 class AppModel:
@@ -130,8 +162,10 @@ class AppModel:
 
     kind = None
 
-    def __init__(self, model, name, key, directory):
+    def __init__(self, model, name, key, directory, config_json=None, fixed_key=False):
         self.model, self.name, self.key, self.directory = model, name, key, directory
+        self.config_json = config_json    # config.json's contents (model_key's input)
+        self.fixed_key = fixed_key        # the app named the state: labels do not change it
 
     @property
     def runtime(self):
@@ -163,6 +197,9 @@ class AppModel:
 
     async def load_adapter_files(self, files):
         await self.model.load_adapter_files(files, "the imported adapter")
+
+    async def relabel(self, labels, renamed):
+        raise ValueError(f"a {self.kind} model has no labels to change")
 
 
 def _size(shape):
@@ -203,14 +240,20 @@ class AppClassifier(AppModel):
         """What a Trainer takes (Trainer.replace_data)."""
         return self.model.encode_examples(self.examples(records), config.max_length)
 
-    async def predict(self, text):
-        (answer,) = await self.predict_many([text])
-        return answer
-
     async def predict_many(self, texts):
         """{"label", "probs"} per text, in one pass over them (batches of 32)."""
         return [{"label": max(probs, key=probs.get), "probs": probs}
                 for probs in await self.model.predict(texts)]
+
+    async def predict(self, text):
+        (answer,) = await self.predict_many([text])
+        return answer
+
+    async def relabel(self, labels, renamed):
+        """TextClassifier.relabel; the state's name follows the labels unless the app named it."""
+        await self.model.relabel(labels, renamed)
+        if not self.fixed_key:
+            self.key = model_key(self.kind, self.name, self.config_json, self.labels)
 
 
 class AppChat(AppModel):

@@ -306,6 +306,11 @@ class TrainingScheduler:
         await self.sleep(self.config.poll_s)
         return {"ran": False, "reason": self._why_not() if not self.may_start() else "budget"}
 
+    @property
+    def looping(self):
+        """Whether slices come from the scheduler's own loop (start())."""
+        return self._loop_task is not None and not self._loop_task.done()
+
     def stop(self):
         """No more slices (a running one stops at its next micro-batch boundary)."""
         self.stopped = True
@@ -314,7 +319,7 @@ class TrainingScheduler:
     def status(self):
         now = self.clock()
         return {"state": self.state, "user": self.user_state(), "running": self.running,
-                "scheduled": self._loop_task is not None and not self._loop_task.done(),
+                "scheduled": self.looping,
                 "slices": self.slices, "steps": self.steps,
                 "last_slice_ago_s": None if self.last_slice_end is None else now - self.last_slice_end,
                 "training_fraction": self.training_fraction(),

@@ -8,7 +8,7 @@
 
 Methods (keyword params as the page sends them; results JSON-ready, bytes as Python bytes):
 load_model, status, import_text, import_html, import_file, import_url, import_dataset,
-predict, correct, chat, idle, activity, set_idle_state, force_slice, pause, resume, configure,
+predict, predict_many, correct, relabel, reset, chat, idle, activity, set_idle_state, force_slice, pause, resume, configure,
 start_loop, stop_loop, snapshots, restore_snapshot, export_adapter, import_adapter,
 export_dataset, save. Events go to emit(event): the trainer's ("step", "quality", "snapshot",
 "rollback", "slice", "restore", "saved", "restored"), "token" {request, text} while chatting,
@@ -25,6 +25,7 @@ Pure Python: this runs in the browser.
 """
 
 import asyncio
+import contextlib
 import json
 import time
 import traceback
@@ -39,16 +40,17 @@ from ..data.queue import QueueConfig, TrainingQueue
 from ..data.record import Record
 from ..data.storage import in_browser
 from ..gpu import GPUError
-from ..train.state import DirectoryStore, IndexedDBStateStore
+from ..train.state import DirectoryStore, IndexedDBStateStore, StateError, as_store
 from .batches import BatchConfig
 from .learner import Learner, LearnerConfig
 from .models import load_model_files
 from .scheduler import SchedulerConfig, TrainingScheduler
 
 METHODS = ("device", "load_model", "status", "import_text", "import_html", "import_file", "import_url",
-           "import_dataset", "predict", "correct", "chat", "idle", "activity", "set_idle_state",
-           "force_slice", "pause", "resume", "configure", "start_loop", "stop_loop", "snapshots",
-           "restore_snapshot", "export_adapter", "import_adapter", "export_dataset", "save")
+           "import_dataset", "predict", "predict_many", "correct", "relabel", "reset", "chat",
+           "idle", "activity", "set_idle_state", "force_slice", "pause", "resume", "configure",
+           "start_loop", "stop_loop", "snapshots", "restore_snapshot", "export_adapter",
+           "import_adapter", "export_dataset", "save")
 LEASE_SECONDS = 120.0        # a reload gives back what it held within two minutes
 EXAMPLES_SHOWN = 5
 
@@ -69,6 +71,9 @@ def _message(error):
 
 
 class EngineService:
+    METHODS = METHODS             # what call() answers (an app's service adds its own)
+    read_checkpoint = None        # an app's reader of compressed weights (load_model_files)
+
     def __init__(self, queue="default", states=None, emit=None, backend=None, device=None,
                  clock=time.monotonic, scheduler=None, learner=None, batches=None,
                  status_interval_s=0.25):
@@ -88,6 +93,8 @@ class EngineService:
         self.scheduler = TrainingScheduler(self._run_slice, config=scheduler, clock=clock,
                                            on_change=self._status_changed)
         self.model = self.learner = self.chat_log = None
+        self.initial = None               # what reset() goes back to: the loaded adapter, labels
+        self.background = []              # set_background's Records
         self.conversations = {}
         self.status_interval_s = status_interval_s
         self._status_dirty = False
@@ -95,13 +102,23 @@ class EngineService:
         self._closed = False
         self._last_status = None
         self._queue_stats = None
+        self._model_lock = asyncio.Lock()
+
+    @contextlib.asynccontextmanager
+    async def _using_model(self):
+        """Inference and other uses of the model: training paused (a running slice stops at
+        its next micro-batch; none starts while any use waits), and one use at a time (two
+        readbacks of one device buffer cannot be under way together)."""
+        async with self.scheduler.pause_for_inference():
+            async with self._model_lock:
+                yield
 
     # --- the message API's one entry ---
 
     async def call(self, method, params=None):
         """{"result": ...} of await self.<method>(**params), or {"error": {"message", "kind"}}
         ("user": a one-line message; "bug": with the traceback)."""
-        if method not in METHODS:
+        if method not in self.METHODS:
             return {"error": {"message": f"unknown method {method!r}", "kind": "user"}}
         try:
             return {"result": await getattr(self, method)(**(params or {}))}
@@ -134,29 +151,48 @@ class EngineService:
         self.emit({"event": "progress", "task": task, "done": done, "total": total, "what": what})
 
     async def load_model(self, source="files", name=None, files=None, labels=None, kind=None,
-                         pooling="mean"):
+                         pooling="mean", adapter=None, state=None, base_dtype="f32",
+                         max_length=None):
         """Load a checkpoint given as files (source "bundled": the MiniLM the worker fetched;
-        "files": a folder the user picked); a classifier's labels are given, else the queue's
-        classification labels, else a default pair. A saved state of the same model is put
-        back. Returns the model's summary (with "restored": whether a state was)."""
+        "files": a folder the user picked). `adapter` ({file name: bytes}, a PEFT adapter) is
+        what the model starts from, and what reset() goes back to; without one, fresh
+        weights. A classifier's labels are given, else the adapter's, else the queue's
+        classification labels, else a default pair. `state` names where the model's training
+        state is kept (default: a name made of the checkpoint and the labels, so another label
+        set starts afresh); a saved state is put back, and with `state` named, a classifier
+        whose saved state has other labels (relabel() was called) is relabelled to them first.
+        base_dtype: how the GPU keeps a classifier's frozen weights ("f32", "f16", "int8");
+        max_length: the most tokens of a text (default 128 for classifiers). Returns the
+        model's summary (with "restored": whether a state was)."""
         if source not in ("bundled", "files"):
             raise UserError(f"source must be 'bundled' or 'files', got {source!r}")
         if not files:
             raise UserError("load_model needs the model's files")
+        if state is not None and (not isinstance(state, str) or not state.strip()):
+            raise UserError(f"state must be a non-empty name, got {state!r}")
         name = name or ("minilm" if source == "bundled" else "model")
-        async with self.scheduler.pause_for_inference():
+        adapter = {n: _bytes(d) for n, d in adapter.items()} if adapter else None
+        async with self._using_model():
             await self._unload()
             self._progress("load_model", 0, 3, "reading the checkpoint")
-            if labels is None and kind != "causal_lm":
+            if labels is None and adapter and "labels.json" in adapter:
+                labels = _json_list(adapter["labels.json"], "the adapter's labels.json")
+            if labels is None and kind != "causal_lm" and not adapter:
                 stats = await self._stats(fresh=True)
                 found = sorted(stats["by_label"])
                 labels = found if len(found) >= 2 else None
             model = await load_model_files(files, name, kind=kind, labels=labels,
                                            backend=self.backend, device=self.gpu,
-                                           pooling=pooling)
+                                           pooling=pooling, state=state, adapter=adapter,
+                                           base_dtype=base_dtype, max_length=max_length,
+                                           read_checkpoint=self.read_checkpoint)
+            self.initial = {"adapter": adapter or await model.adapter_files(),
+                            "labels": getattr(model, "labels", None)}
+            saved = await self._saved_labels(model) if state is not None else None
+            if saved is not None and saved != model.labels:
+                await model.relabel(saved, {})
             self._progress("load_model", 1, 3, "restoring the saved state")
-            learner = Learner(model, self.queue, self._store(model.key), self._forward,
-                              self.learner_config, self.batch_config, self.clock)
+            learner = self._learner(model)
             restored = await learner.restore()
             self.model, self.learner = model, learner
             if model.kind == "causal_lm":
@@ -167,6 +203,35 @@ class EngineService:
             self._progress("load_model", 3, 3, "ready")
         self._status_changed()
         return dict(model.summary(), restored=restored, step=learner.status()["step"])
+
+    def _learner(self, model):
+        learner = Learner(model, self.queue, self._store(model.key), self._forward,
+                          self.learner_config, self.batch_config, self.clock)
+        learner.set_background(self.background)
+        return learner
+
+    def set_background(self, examples):
+        """What the loaded model learned before it came here, [(text, label)] (a sample of its
+        training data): replayed with the records it learns from, as many as they are, so
+        that learning a few corrections does not unlearn the rest. Kept for models loaded
+        later (the same task); labels the model lacks are left out."""
+        self.background = [Record("classification", "dataset", text=text, label=label,
+                                  id=-(i + 1)) for i, (text, label) in enumerate(examples)]
+        if self.learner is not None:
+            self.learner.set_background(self.background)
+        return len(self.background)
+
+    async def _saved_labels(self, model):
+        """The labels of the classifier state saved for `model`, or None (none saved)."""
+        if model.kind != "classification":
+            return None
+        try:
+            files = await as_store(self._store(model.key)).load()
+        except StateError:
+            return None
+        if "labels.json" not in files:
+            return None
+        return _json_list(files["labels.json"], "the saved state's labels.json")
 
     async def device(self):
         """The GPU the engine computes on (opened now, kept for the models to come), as the
@@ -187,8 +252,7 @@ class EngineService:
         if self.learner is not None:
             if self.learner.unsaved:
                 await self.learner.save()
-            if self.learner.trainer is not None:
-                self.learner.trainer.close()
+            await self.learner.close()
         self.model = self.learner = self.chat_log = None
         self.conversations = {}
 
@@ -304,22 +368,101 @@ class EngineService:
         model = self._require("classification")
         if not isinstance(text, str) or not text.strip():
             raise UserError("predict needs a non-empty text")
-        async with self.scheduler.pause_for_inference():
-            return await model.predict(text)
+        async with self._using_model():
+            return (await model.predict_many([text]))[0]
 
-    async def correct(self, text=None, label=None):
-        """The user's label for a text: queued as a top-priority correction."""
+    async def predict_many(self, texts=None):
+        """predict() for many texts in one call (batched on the device): one {"label",
+        "probs"} per text, in order."""
+        model = self._require("classification")
+        if not isinstance(texts, list) or not texts:
+            raise UserError("predict_many needs a non-empty list of texts")
+        for i, text in enumerate(texts):
+            if not isinstance(text, str) or not text.strip():
+                raise UserError(f"predict_many: text {i + 1} is not a non-empty string")
+        async with self._using_model():
+            return await model.predict_many(texts)
+
+    async def correct(self, text=None, label=None, where=None):
+        """The user's label for a text: queued as a top-priority correction (`where`: what the
+        user did, kept as its origin). An earlier correction of the same text to another
+        label is replaced: the user changed their mind."""
         model = self._require("classification")
         if label not in model.labels:
             raise UserError(f"label {label!r} is not among the classifier's labels {model.labels}")
+        if not isinstance(text, str) or not text.strip():
+            raise UserError("correct needs a non-empty text")
         record = Record("classification", "correction", text=text, label=label,
-                        origin={"where": "a correction in the page"})
-        result = await self.queue.put([record])
+                        origin={"where": where or "a correction in the page"})
+        earlier = [r.id async for r in self.queue.records(kind="classification",
+                                                         source="correction")
+                   if r.text == text and r.label != label]
+        if earlier:
+            result = await self.queue.replace(earlier, [record])
+        else:
+            result = await self.queue.put([record])
         self._queue_stats = None
         self.learner.queue_changed()
         self._status_changed()
         return {"queued": result["added"] == 1, "duplicate": result["duplicates"] == 1,
-                "id": result["ids"][0]}
+                "replaced": len(earlier), "id": result["ids"][0]}
+
+    async def relabel(self, labels=None, renamed=None, app_files=None):
+        """Change a classifier's labels without training it from scratch: `labels` the new
+        list, `renamed` {old: new}. Kept and renamed labels keep what was learned about them
+        (their rows of the head; the LoRA weights are kept), an added one starts from the
+        mean of the others, a removed one is gone. Queued and learned records of a renamed
+        label are renamed (learned ones are still replayed); those of a removed one stay in
+        the queue, unused. Training starts a new
+        generation; the new state is saved at once, with `app_files` ({name: bytes}, names
+        starting "app-": what the app keeps with these labels). Returns the model's summary."""
+        model = self._require("classification")
+        if not isinstance(labels, list) or not all(isinstance(x, str) and x.strip()
+                                                   for x in labels):
+            raise UserError(f"relabel needs a list of label names, got {labels!r:.100}")
+        renamed = dict(renamed or {})
+        async with self._using_model():
+            await self.learner.close()
+            await model.relabel(labels, renamed)
+            # what was learned and left the queue is still replayed, under its new label
+            memory = [r.replace(label=renamed.get(r.label, r.label))
+                      for r in self.learner.work.memory if renamed.get(r.label, r.label) in labels]
+            for old, new in renamed.items():
+                records = [r async for r in self.queue.records(kind="classification", label=old)]
+                if records:
+                    await self.queue.replace([r.id for r in records],
+                                             [r.replace(label=new, id=None) for r in records])
+            self._queue_stats = None
+            kept = dict(self.learner.app_files, **(app_files or {}))
+            self.learner = self._learner(model)
+            self.learner.app_files = kept
+            self.learner.work.memory = memory
+            self.learner.unsaved = True
+            await self.learner.save()
+        self._status_changed()
+        return model.summary()
+
+    async def reset(self):
+        """Forget what was learned: the model goes back to the weights and labels it was
+        loaded with (load_model's adapter, else its fresh weights), its training state is
+        replaced by that, and the queued records of its kind are removed. Returns the model's
+        summary, with how many records were removed."""
+        model = self._require()
+        async with self._using_model():
+            await self.learner.close()
+            ids = [r.id async for r in self.queue.records(kind=model.kind)]
+            if ids:
+                await self.queue.replace(ids)
+            labels = self.initial["labels"]
+            if labels is not None and labels != model.labels:
+                await model.relabel(labels, {})
+            await model.load_adapter_files(self.initial["adapter"])
+            self._queue_stats = None
+            self.learner = self._learner(model)
+            self.learner.unsaved = True
+            await self.learner.save()
+        self._status_changed()
+        return dict(model.summary(), removed=len(ids))
 
     async def chat(self, conversation_id=None, message=None, log=True, request=None,
                    max_new_tokens=128):
@@ -342,7 +485,7 @@ class EngineService:
             if text:
                 self.emit({"event": "token", "request": request, "text": text})
 
-        async with self.scheduler.pause_for_inference():
+        async with self._using_model():
             result = await model.model.generate(prompt, max_new_tokens=max_new_tokens,
                                                 on_token=on_token)
         self.conversations[conversation_id] = prompt + [{"role": "assistant", "content": result.text}]
@@ -360,13 +503,16 @@ class EngineService:
     async def _run_slice(self, budget_ms, stop):
         if self.learner is None:
             return None
-        return await self.learner.slice(budget_ms, stop)
+        report = await self.learner.slice(budget_ms, stop)
+        if self.scheduler.looping and not self.scheduler.forced:
+            await self.learner.maybe_save()     # no one else saves after the loop's slices
+        return report
 
     async def _after_slice(self, result):
         """Save on the learner's cadence, outside the slice, while the user is idle."""
         if self.learner is not None and result.get("ran") and \
                 (self.scheduler.user_state() == "idle" or self.scheduler.forced):
-            async with self.scheduler.pause_for_inference():
+            async with self._using_model():
                 await self.learner.maybe_save()
         return dict(result, trainer=None if self.learner is None else self.learner.status())
 
@@ -388,7 +534,7 @@ class EngineService:
         result = await self.scheduler.force(budget_ms)
         if self.learner is not None and self.learner.unsaved and \
                 self.learner.clock() - self.learner.last_save >= self.learner.config.save_every_s:
-            async with self.scheduler.pause_for_inference():
+            async with self._using_model():
                 await self.learner.save()
         return dict(result, trainer=None if self.learner is None else self.learner.status())
 
@@ -457,7 +603,7 @@ class EngineService:
         self._require()
         if isinstance(index, bool) or not isinstance(index, int):
             raise UserError(f"restore_snapshot needs a snapshot index, got {index!r}")
-        async with self.scheduler.pause_for_inference():
+        async with self._using_model():
             restored = await self.learner.restore_snapshot(index)
             await self.learner.save()
         self._status_changed()
@@ -467,7 +613,7 @@ class EngineService:
 
     async def export_adapter(self):
         model = self._require()
-        async with self.scheduler.pause_for_inference():
+        async with self._using_model():
             return {"files": await model.adapter_files()}
 
     async def import_adapter(self, files=None):
@@ -475,7 +621,7 @@ class EngineService:
         if not files:
             raise UserError("import_adapter needs the adapter's files")
         files = {name: _bytes(data) for name, data in files.items()}
-        async with self.scheduler.pause_for_inference():
+        async with self._using_model():
             if self.learner.trainer is not None:
                 await self.learner.trainer.finish_step()
             await model.load_adapter_files(files)
@@ -492,7 +638,7 @@ class EngineService:
 
     async def save(self):
         self._require()
-        async with self.scheduler.pause_for_inference():
+        async with self._using_model():
             return await self.learner.save()
 
     def close(self):
@@ -514,6 +660,16 @@ async def clean_and_queue(queue, records):
              "duplicates": result["duplicates"], "refused": result["refused"],
              "evicted": result["evicted"], "cleaned": summary,
              "examples": [r.as_dict() for r in report.records[:EXAMPLES_SHOWN]]}, result["ids"])
+
+
+def _json_list(data, where):
+    try:
+        value = json.loads(_bytes(data).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise UserError(f"{where} is not JSON: {e}") from None
+    if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+        raise UserError(f"{where} is not a list of label names")
+    return value
 
 
 def _bytes(data):

@@ -7,10 +7,14 @@
     await ws.consume(queue)        # after the state that learned them is saved
 
 Replay: records learned (and consumed) are remembered, the newest `memory` of them, and a
-generation mixes as many of them (a sample) as it has new records, so what was learned earlier
-is not forgotten; corrections count `repeats`
-times in a generation (they are few, and the user asked for them), and one the model still
-gets wrong after its generation is trained on again (relearn, a few rounds at most).
+generation mixes `replay` times as many of them (a sample) as it has new records, so what was
+learned earlier is not forgotten; corrections count `repeats` times in a generation (they are
+few, and the user asked for them), and one the model still gets wrong after its generation is
+trained on again (relearn, a few rounds at most).
+
+Background: records the model learned before it came here (a sample of its own training
+data, `background`, not from the queue, never saved) are replayed like learned ones, so that a
+few corrections do not pull the rest of what it knows with them.
 
 Held out: every `every`-th record by content hash (never a correction: the user asked for it to
 be learned) is the guard's validation set, with the corrections learned (a model that forgets
@@ -69,6 +73,8 @@ class WorkingSet:
         self.probation = set()  # held-out ids waiting for what arrived with them to be learned
         self.rejected = set()   # held-out ids that arrived with data a rollback undid
         self.rounds = {}        # correction id -> times trained on again (relearn)
+        self.background = []    # Records learned before (negative ids), replayed; not saved
+        self.replay = 1         # learned records replayed per new one (LearnerConfig.replay)
 
     # --- taking records from the queue ---
 
@@ -173,8 +179,8 @@ class WorkingSet:
         self.generations += 1
         news = [r for r in pending for _ in range(repeats(r))]
         ids = {r.id for r in pending}
-        learned = [r for r in self.memory if r.id not in ids]
-        count = min(len(learned), len(news))
+        learned = [r for r in self.memory + self.background if r.id not in ids]
+        count = min(len(learned), self.replay * len(news))
         replay = random.Random(self.generations).sample(learned, count) if count else []
         self.generation = news + sorted(replay, key=lambda r: r.id)
         return self.generation
@@ -206,6 +212,18 @@ class WorkingSet:
             gone += len(ids)
         return gone
 
+    async def release(self, queue):
+        """Give every lease back to the queue (its records are leased again by whoever learns
+        next); the set holds no training records afterwards."""
+        for lid in list(self.leases):
+            try:
+                await queue.release(lid)
+            except QueueError:           # expired and given back already
+                pass
+            del self.leases[lid]
+        for rid in list(self.records):
+            self._drop(rid)
+
     def relearn(self, rid, rounds=CORRECTION_ROUNDS):
         """A record the model still gets wrong after its generation (a correction) is pending
         again, at most `rounds` times. Returns whether it is."""
@@ -232,7 +250,7 @@ class WorkingSet:
 
     def counts(self):
         return {"training": len(self.records), "pending": len(self.pending()),
-                "memory": len(self.memory),
+                "memory": len(self.memory), "background": len(self.background),
                 "generation": len(self.generation), "validation": len(self.validation),
                 "probation": len(self.probation), "rejected": len(self.rejected),
                 "unusable": len(self.unusable), "leases": len(self.leases)}

@@ -17,6 +17,7 @@ that wait is asynchronous). Natively, drive them with py_engine.gpu.run_sync or 
 
 import math
 import warnings
+from array import array
 from dataclasses import replace
 
 from ..formats.head_config import HEAD_CONFIG, head_config, resolve_pooling
@@ -53,8 +54,11 @@ class TextClassifier:
 
     @classmethod
     async def create(cls, model_dir, labels, lora=None, backend="numpy", pooling="cls", seed=0,
-                     max_length=128, dropout=None, device=None, base_dtype="f32", quant_group=64):
-        checkpoint = Checkpoint.load(model_dir)
+                     max_length=128, dropout=None, device=None, base_dtype="f32", quant_group=64,
+                     checkpoint=None):
+        """`checkpoint`: model_dir's weights when they were loaded already (fetched bytes, or a
+        compressed file read into a Checkpoint); model_dir still gives the tokenizer."""
+        checkpoint = checkpoint or Checkpoint.load(model_dir)
         lora = lora or LoraConfig()
         lora.base_model_name_or_path = lora.base_model_name_or_path or str(model_dir)
         model = BertClassifier(checkpoint.config, lora, len(labels), pooling=pooling,
@@ -64,20 +68,21 @@ class TextClassifier:
 
     @classmethod
     async def load(cls, model_dir, adapter_dir, backend="numpy", pooling=None, max_length=128,
-                   device=None, base_dtype="f32", quant_group=64):
+                   device=None, base_dtype="f32", quant_group=64, checkpoint=None):
         """`pooling`: None takes what the adapter was trained with (head_config.json; "cls",
-        BertForSequenceClassification's head, when absent)."""
+        BertForSequenceClassification's head, when absent). `checkpoint`: as in create()."""
         config, tensors, labels = load_adapter(adapter_dir)
         pooling, note = resolve_pooling(adapter_dir, pooling)
         if note:
             warnings.warn(note, stacklevel=2)
         return await cls._from_adapter(model_dir, adapter_dir, config, tensors, labels, pooling,
-                                       backend, device, base_dtype, quant_group, max_length)
+                                       backend, device, base_dtype, quant_group, max_length,
+                                       checkpoint)
 
     @classmethod
     async def _from_adapter(cls, model_dir, source, config, tensors, labels, pooling, backend,
-                            device, base_dtype, quant_group, max_length):
-        checkpoint = Checkpoint.load(model_dir)
+                            device, base_dtype, quant_group, max_length, checkpoint=None):
+        checkpoint = checkpoint or Checkpoint.load(model_dir)
         if labels is None:
             raise ValueError(f"{source} has no labels.json: label names are needed to predict")
         lora = LoraConfig.from_peft_dict(config)
@@ -93,9 +98,13 @@ class TextClassifier:
                     base_dtype, quant_group, max_length):
         tokenizer = wordpiece_tokenizer(model_dir)
         task = ClassificationTask(len(labels), tokenizer.pad_id)
-        runtime = await create_runtime(backend, model, task, checkpoint, values, device=device,
-                                       base_dtype=base_dtype, quant_group=quant_group)
-        return cls(checkpoint, tokenizer, labels, runtime, max_length, model_dir)
+        placement = dict(backend=backend, device=device, base_dtype=base_dtype,
+                         quant_group=quant_group)
+        runtime = await create_runtime(model=model, task=task, checkpoint=checkpoint,
+                                       trainable=values, **placement)
+        clf = cls(checkpoint, tokenizer, labels, runtime, max_length, model_dir)
+        clf._placement = dict(placement, device=getattr(runtime, "device", None))
+        return clf
 
     def _files(self, values, where):
         # Pooling has no PEFT/transformers field: head_config.json beside the adapter holds it.
@@ -105,11 +114,15 @@ class TextClassifier:
     def _protected(self):
         return [("the model directory", self.model_dir)] if self.model_dir is not None else []
 
-    async def save(self, adapter_dir):
+    async def save(self, adapter_dir, extra_files=None):
         """Write adapter_config.json, adapter_model.safetensors, labels.json and
-        head_config.json atomically, into a new, empty or py_engine-written directory."""
+        head_config.json atomically, into a new, empty or py_engine-written directory;
+        `extra_files` ({file name: bytes}) go beside them in the same write."""
         files = self._files(await self.runtime.trainable_values(), adapter_dir)
-        return write_files(adapter_dir, files, self._protected())
+        clash = sorted(set(files) & set(extra_files or {}))
+        if clash:
+            raise ValueError(f"extra files {clash} would replace the adapter's own")
+        return write_files(adapter_dir, dict(files, **(extra_files or {})), self._protected())
 
     async def adapter_files(self):
         """The adapter as {file name: bytes}: what save() writes (for the browser to hand out)."""
@@ -172,6 +185,36 @@ class TextClassifier:
         _, trainer = await training_state.resume_training(self, state, optimizer, train_config,
                                                           examples, validation, tensors)
         return trainer
+
+    # --- labels ---
+
+    async def relabel(self, labels, renamed=None):
+        """Follow a change of the label list without training from scratch: `labels` is the new
+        list, `renamed` {old name: new name}. A kept or renamed label keeps its row of the
+        head (so its logit, for every input, is what it was), a label no longer listed loses
+        its row, and an added label's row starts as the mean of the kept rows (its logit is
+        the mean of theirs, never above the highest, so nothing is predicted as the new label
+        until it is trained on). The LoRA weights are kept; the optimizer's moments start
+        again. Renaming and reordering alone keep the model in place; a change in the number
+        of labels rebuilds the runtime (on the GPU the base weights are uploaded again)."""
+        sources = head_sources(self.labels, labels, renamed)
+        values = await self.runtime.trainable_values()
+        for name in ("classifier.weight", "classifier.bias"):
+            values[name] = relabel_rows(*values[name], sources)
+        if self._trainer is not None:
+            self._trainer.close()
+            self._trainer = None
+        if len(sources) == len(self.labels):
+            self.runtime.model.merged = False
+            await self.runtime.load_trainable(values)
+        else:
+            old = self.model
+            model = BertClassifier(old.config, old.lora, len(sources), pooling=old.pooling,
+                                   train_pooler=old.train_pooler, dropout=old.dropout)
+            task = ClassificationTask(len(sources), self.tokenizer.pad_id)
+            self.runtime = await create_runtime(model=model, task=task, checkpoint=self.checkpoint,
+                                                trainable=values, **self._placement)
+        self.labels = list(labels)
 
     # --- data ---
 
@@ -263,6 +306,46 @@ class TextClassifier:
         probs = await self.predict([e.text for e in examples], batch_size)
         predicted = [max(p, key=p.get) for p in probs]
         return classification_report([e.label for e in examples], predicted, self.labels)
+
+
+def head_sources(old_labels, new_labels, renamed=None):
+    """For each of `new_labels`, the index of the old label its head row comes from (a kept
+    label, or one `renamed` {old: new} names), or None for an added label."""
+    renamed = dict(renamed or {})
+    new_labels = list(new_labels)
+    if len(set(new_labels)) != len(new_labels) or len(new_labels) < 2:
+        raise ValueError(f"labels must be two or more distinct names, got {new_labels}")
+    unknown = sorted(set(renamed) - set(old_labels))
+    if unknown:
+        raise ValueError(f"cannot rename {unknown}: not among the labels {list(old_labels)}")
+    missing = sorted(set(renamed.values()) - set(new_labels))
+    if missing:
+        raise ValueError(f"labels renamed to {missing} are not in the new labels {new_labels}")
+    if len(set(renamed.values())) != len(renamed):
+        raise ValueError(f"two labels are renamed to the same name: {renamed}")
+    origin = {new: old for old, new in renamed.items()}
+    index = {name: i for i, name in enumerate(old_labels)}
+    sources = []
+    for name in new_labels:
+        old = origin.get(name, name if name not in renamed else None)
+        sources.append(index.get(old))
+    if all(s is None for s in sources):
+        raise ValueError(f"no label of {list(old_labels)} is kept in {new_labels}: train a new "
+                         "classifier instead")
+    return sources
+
+
+def relabel_rows(shape, data, sources):
+    """(shape, array('f')) of a head tensor ([C, H] weight or [C] bias) with its rows taken
+    from `sources` (head_sources); an added row is the mean of the kept ones."""
+    width = len(data) // shape[0]
+    rows = [data[i * width:(i + 1) * width] for i in range(shape[0])]
+    kept = [rows[s] for s in sources if s is not None]
+    mean = array("f", (math.fsum(col) / len(kept) for col in zip(*kept)))
+    out = array("f")
+    for s in sources:
+        out.extend(rows[s] if s is not None else mean)
+    return (len(sources),) + tuple(shape[1:]), out
 
 
 class _Text:

@@ -22,6 +22,7 @@ import json
 
 from ..formats import safetensors
 from ..formats.finite import require_finite
+from ..formats.peft_adapter import ADAPTER_FILES
 
 STATE_FILE = "training_state.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
@@ -229,7 +230,9 @@ class DirectoryStore:
         if not self.path.is_dir():
             raise StateError(f"no training state at {self.path}")
         files = {p.name: p.read_bytes() for p in self.path.iterdir() if p.is_file()}
-        if STATE_FILE not in files:
+        # an adapter alone is a state too (a model saved before it trained), as in IndexedDB;
+        # parse() still wants STATE_FILE of a state to resume training from
+        if STATE_FILE not in files and ADAPTER_FILES[0] not in files:
             raise StateError(f"{self.path} holds no {STATE_FILE}: not a training state")
         return files
 

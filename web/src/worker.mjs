@@ -9,7 +9,12 @@
 //                    "slice" | "token" | "progress" | "log" | "failed", ...}
 // Bytes (model and adapter files, imported files, exports) travel as ArrayBuffers, transferred.
 //
+// The worker's URL chooses the service (?service=tabs: py_engine.app.tab_service.TabService,
+// the extension's; default EngineService) and the training queue's IndexedDB store (?queue=).
+//
 // What the worker does itself, before Python:
+//   any param of the form {"$fetch": "relative/url"} becomes that file's bytes, fetched from
+//     the worker's own origin (the extension's bundled model files), nowhere else;
 //   load_model {source: "bundled"}: fetches MiniLM from models/minilm/ (with progress);
 //   load_model {source: "files"}: keeps the files in IndexedDB, so that after a reload
 //     load_model {source: "cached", name} loads the same model without asking the user again;
@@ -23,7 +28,16 @@ import * as stateStore from "./state_store.mjs";
 
 const BUNDLED = { name: "MiniLM-L6 (bundled)", base: "models/minilm/", files: ["config.json", "tokenizer.json", "model.safetensors"] };
 const MODEL_CACHE = "app-model-files/"; // state_store key prefix of cached model folders
-const QUEUE = "default"; // the training queue's IndexedDB store (py_engine_data/default)
+const OPTIONS = new URL(self.location.href).searchParams;
+// the Python class each ?service= names; nothing else can be asked for
+const SERVICES = {
+  engine: ["py_engine.app.service", "EngineService"],
+  tabs: ["py_engine.app.tab_service", "TabService"],
+};
+const SERVICE = SERVICES[OPTIONS.get("service") || "engine"];
+// the training queue's IndexedDB store (py_engine_data/<name>)
+const QUEUE = OPTIONS.get("queue") || "default";
+const FETCH = "$fetch";
 
 class UserError extends Error {}
 
@@ -37,7 +51,7 @@ const SETUP = `
 from pyodide.ffi import to_js
 from py_engine_worker import emit as _emit
 from py_engine.worker_bridge import answer as _answer, pack as _pack
-from py_engine.app.service import EngineService
+from SERVICE_MODULE import SERVICE_CLASS as Service
 
 def _js(text, buffers):
     return to_js([text, to_js([to_js(b) for b in buffers])])
@@ -49,7 +63,7 @@ def _on_event(event):
         _emit(*_js(*_pack({"event": "log", "level": "error",
                            "message": f"a {event.get('event')!r} event could not be sent: {e}"})))
 
-service = EngineService(queue=QUEUE, emit=_on_event)
+service = Service(queue=QUEUE, emit=_on_event)
 
 async def _call(method, params_text, buffers):
     return _js(*await _answer(service, method, params_text, buffers))
@@ -67,7 +81,10 @@ const ready = (async () => {
   engine.pyodide.registerJsModule("py_engine_worker", {
     emit: (text, buffers) => onEvent(unpack(text, [...buffers])),
   });
-  callPython = await engine.pyodide.runPythonAsync(SETUP.replace("QUEUE", JSON.stringify(QUEUE)));
+  if (!SERVICE) throw new Error(`unknown service ${JSON.stringify(OPTIONS.get("service"))}: one of ${Object.keys(SERVICES)}`);
+  const setup = SETUP.replace("SERVICE_MODULE", SERVICE[0]).replace("SERVICE_CLASS", SERVICE[1])
+    .replace("QUEUE", JSON.stringify(QUEUE));
+  callPython = await engine.pyodide.runPythonAsync(setup);
   progress("boot", 2, 2, "Ready");
   return engine;
 })();
@@ -118,6 +135,21 @@ async function fetchBytes(url, task, what) {
     at += p.length;
   }
   return bytes;
+}
+
+// `params` with each {"$fetch": url} replaced by the bytes of that file of this origin.
+async function fetched(value) {
+  if (Array.isArray(value)) return Promise.all(value.map(fetched));
+  if (!value || typeof value !== "object" || ArrayBuffer.isView(value) || value instanceof ArrayBuffer) return value;
+  const keys = Object.keys(value);
+  if (keys.length === 1 && keys[0] === FETCH) {
+    const url = new URL(value[FETCH], self.location.href);
+    if (url.origin !== self.location.origin) throw new UserError(`${value[FETCH]} is not a file of this origin`);
+    return fetchBytes(url, "fetch", `Reading ${url.pathname.split("/").pop()}`);
+  }
+  const out = {};
+  for (const key of keys) out[key] = await fetched(value[key]);
+  return out;
 }
 
 const handlers = {
@@ -176,7 +208,8 @@ self.onmessage = async (event) => {
   const { id, method, params } = event.data;
   try {
     const handler = Object.hasOwn(handlers, method) ? handlers[method] : null;
-    const result = handler ? await handler(params || {}) : await python(method, params);
+    const given = await fetched(params || {});
+    const result = handler ? await handler(given) : await python(method, given);
     post({ id, result: result ?? null });
   } catch (e) {
     post({ id, error: errorOf(e) });

@@ -1,0 +1,73 @@
+// The overview page: every window's tab strip as groups of tabs, with what sorted each tab
+// (the model, the rules, or you) — the tab strip itself in one page, which also shows it where
+// there is no window to look at (a headless browser).
+
+const $ = (id) => document.getElementById(id);
+
+function sorter(action, ...args) {
+  return chrome.runtime.sendMessage({ target: "service-worker", type: "sorter", action, args });
+}
+
+function el(tag, props = {}, ...children) {
+  const node = Object.assign(document.createElement(tag), props);
+  node.append(...children);
+  return node;
+}
+
+const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
+
+function host(url) {
+  try {
+    return new URL(url).host + new URL(url).pathname;
+  } catch {
+    return url;
+  }
+}
+
+async function render() {
+  const snapshot = await sorter("snapshot");
+  const groups = await chrome.tabGroups.query({});
+  const tabs = await chrome.tabs.query({ windowType: "normal" });
+  const self = await chrome.tabs.getCurrent();
+  const shown = tabs.filter((t) => t.id !== self?.id);
+  const how = { model: "model", rules: "rules", user: "you" };
+  const windows = [...new Set(shown.map((t) => t.windowId))];
+  $("windows").replaceChildren(...windows.map((windowId) => {
+    const inWindow = shown.filter((t) => t.windowId === windowId);
+    const strip = el("div", { className: "strip" });
+    const cards = el("div", { className: "groups" });
+    const seen = new Set();
+    for (const t of inWindow) {
+      if (t.groupId !== -1 && !seen.has(t.groupId)) {
+        seen.add(t.groupId);
+        const g = groups.find((x) => x.id === t.groupId);
+        const members = inWindow.filter((x) => x.groupId === t.groupId);
+        const ours = String(t.groupId) in snapshot.groups;
+        strip.append(el("span", { className: "chip", style: `background: var(--${g.color})` }, g.title || "(untitled)"));
+        const title = el("h3", {}, el("span", { className: "dot", style: `background: var(--${g.color})` }), g.title || "(untitled)",
+          el("span", { className: "why" }, `${ours ? "" : "your group, "}${plural(members.length, "tab")}`));
+        cards.append(el("div", { className: "group" }, title, el("ul", {}, ...members.map((m) => {
+          const info = snapshot.tabs[m.id];
+          return el("li", {}, m.title || m.url, info ? el("span", { className: "why" }, ` · ${how[info.source] || ""}`) : "",
+            el("span", { className: "url" }, host(m.url)));
+        }))));
+      } else if (t.groupId === -1) {
+        strip.append(el("span", { className: `tab${t.pinned ? " pinned" : ""}` }, el("span", {}, t.pinned ? "📌" : t.title || t.url)));
+      }
+    }
+    const loose = inWindow.filter((t) => t.groupId === -1);
+    if (loose.length) {
+      cards.append(el("div", { className: "group" }, el("h3", {}, "Not in a group"),
+        el("ul", {}, ...loose.map((m) => el("li", {}, `${m.pinned ? "📌 " : ""}${m.title || m.url}`, el("span", { className: "url" }, host(m.url)))))));
+    }
+    return el("div", { className: "window" }, strip, cards);
+  }));
+  const counts = {};
+  for (const info of Object.values(snapshot.tabs)) if (info.category) counts[info.source] = (counts[info.source] || 0) + 1;
+  $("summary").textContent = `${plural(shown.length, "tab")} in ${plural(groups.length, "group")}. Sorted by the model: ${counts.model || 0}, by the rules: ${counts.rules || 0}, by you: ${counts.user || 0}.`;
+  document.body.dataset.rendered = "yes";
+}
+
+await render();
+chrome.tabs.onUpdated.addListener(() => render());
+chrome.tabGroups.onUpdated.addListener(() => render());

@@ -1,0 +1,312 @@
+// The toolbar popup (also opened as a page: popup.html?page, where a file can be picked for an
+// import, which a popup cannot do without closing): the engine's state, the current tab's
+// category (choosing another is a correction the model learns), sorting every tab, training
+// (pause, reset to the shipped model, adapter export and import) and the categories.
+//
+// The popup holds no state: it asks the service worker (the sorter) and, through it, the
+// engine, and refreshes while it is open. popup.html?tab=ID shows tab ID instead of the active
+// one (the overview page and the tests use it).
+
+import { engineCall } from "./engine_link.mjs";
+import { unzip, zip } from "./zip.mjs";
+
+const $ = (id) => document.getElementById(id);
+const params = new URLSearchParams(location.search);
+const REFRESH_MS = 1000;
+
+let snapshot = null; // the sorter's snapshot: engine state, groups, tabs, settings, budget
+let status = null; // the engine's status (training, queue)
+let tab = null; // the tab this popup speaks of
+let resetArmed = null; // the reset button asks twice
+
+function sorter(action, ...args) {
+  return chrome.runtime.sendMessage({ target: "service-worker", type: "sorter", action, args }).then((answer) => {
+    if (answer?.relayError) throw new Error(answer.relayError.message);
+    return answer;
+  });
+}
+
+function message(id, text, kind = "") {
+  $(id).textContent = text;
+  $(id).className = `detail ${kind}`;
+}
+
+function describeAdapter(a) {
+  if (!a) return "no GPU";
+  const name = [a.vendor, a.architecture || a.device].filter(Boolean).join(" ");
+  return `${name || "a GPU"}${a.is_software ? " (software)" : ""}`;
+}
+
+// --- the engine ---------------------------------------------------------------------------
+
+function showEngine(state) {
+  const badge = $("engine");
+  badge.className = `badge ${state.phase}`;
+  const ready = state.phase === "ready";
+  if (state.phase === "starting") {
+    badge.textContent = "Starting…";
+    message("engine-detail", "Starting Python and the GPU. Until the model is ready, tabs are sorted by rules.");
+  } else if (state.phase === "loading") {
+    badge.textContent = "Loading model…";
+    const p = state.progress;
+    message("engine-detail", `Loading the tab model on ${describeAdapter(state.adapter)}${p?.what ? `: ${p.what}` : ""}. Rules sort tabs meanwhile.`);
+  } else if (ready) {
+    badge.textContent = "Model ready";
+    const b = snapshot?.budget;
+    const slow = b?.slow ? " It is over its time budget now, so the rules answer until it is faster." : "";
+    message("engine-detail", `MiniLM classifier on ${describeAdapter(state.adapter)}, ${(state.model?.parameters / 1e6).toFixed(1)}M parameters.${slow}`);
+  } else {
+    badge.textContent = "Rules only";
+    message("engine-detail", `The model is not available (${state.error}). Tabs are sorted by domain and keyword rules.`, "warn");
+    for (const id of ["training", "corrections", "steps"]) $(id).textContent = "needs the model";
+  }
+  for (const id of ["pause", "reset", "export", "import", "new-category", "add"]) $(id).disabled = !ready;
+}
+
+function showTraining() {
+  if (!status) return;
+  const s = status.scheduler;
+  const t = status.trainer;
+  // the queue holds corrections only: those not leased yet or still to be trained are waiting;
+  // learned ones leave the queue for the replay memory once the state that learned them is saved
+  const d = t?.data || {};
+  const waiting = (status.queue?.available || 0) + (d.pending || 0);
+  const learned = (d.memory || 0) + Math.max(0, (d.training || 0) - (d.pending || 0));
+  const busy = s.running && t && !t.done; // the loop also looks in (briefly) when nothing is to learn
+  const byState = {
+    paused: "paused",
+    forced: "training now",
+    stopped: "stopped",
+    active: waiting ? "waits until you are away" : "up to date",
+    idle: busy ? "training now (you are away)" : waiting ? "learns while you are away" : "up to date",
+  };
+  $("training").textContent = byState[s.state] || s.state;
+  $("pause").textContent = s.state === "paused" ? "Resume" : "Pause";
+  $("corrections").textContent = `${waiting} waiting, ${learned} learned`;
+  $("steps").textContent = t && t.step ? `${t.step}${t.loss != null ? `, last loss ${t.loss.toFixed(3)}` : ""}` : "none yet";
+}
+
+function showSpeed() {
+  const b = snapshot?.budget;
+  if (!b) return;
+  if (snapshot.engine.phase === "failed") {
+    $("speed").textContent = "the rules answer at once";
+    return;
+  }
+  const est = b.estimateMs == null ? "not measured yet" : `${b.estimateMs.toFixed(b.estimateMs < 10 ? 1 : 0)} ms per tab`;
+  $("speed").textContent = `${est} (budget ${b.perTabMs} ms)`;
+}
+
+// --- the tab --------------------------------------------------------------------------------
+
+async function findTab() {
+  if (params.has("tab")) return chrome.tabs.get(Number(params.get("tab"))).catch(() => null);
+  const [active] = await chrome.tabs.query({ active: true, currentWindow: true });
+  return active && /^(https?|file):/.test(active.url || "") ? active : null;
+}
+
+function categories() {
+  return snapshot?.engine?.categories || [];
+}
+
+function showTab() {
+  if (!tab) return;
+  $("this-tab").hidden = false;
+  $("tab-title").textContent = tab.title || tab.url;
+  $("tab-title").title = tab.url;
+  if (tab.favIconUrl && tab.favIconUrl.startsWith("data:")) $("tab-icon").src = tab.favIconUrl;
+  else $("tab-icon").hidden = true;
+  const known = snapshot?.tabs?.[tab.id];
+  const select = $("tab-category");
+  if (document.activeElement !== select) {
+    select.replaceChildren(new Option("(not sorted)", ""), ...categories().map((c) => new Option(c.name, c.id)));
+    select.value = known?.category || "";
+  }
+  const how = { model: "sorted by the model", rules: "sorted by the rules", user: "placed by you" };
+  const said = known && !known.category && known.source !== "user" ? "Not sorted yet: the rules do not know this page; the model sorts it when it can." : known ? how[known.source] || "" : "";
+  message("tab-source", tab.pinned ? "Pinned tabs are left where they are." : said);
+}
+
+// --- categories -----------------------------------------------------------------------------
+
+function showCategories() {
+  const list = $("categories");
+  if (document.activeElement?.tagName === "INPUT" && list.contains(document.activeElement)) return; // typing a name
+  const counts = {};
+  for (const t of Object.values(snapshot?.tabs || {})) if (t.category) counts[t.category] = (counts[t.category] || 0) + 1;
+  list.replaceChildren(...categories().map((c) => {
+    const li = document.createElement("li");
+    const dot = document.createElement("span");
+    dot.className = "dot";
+    dot.style.background = `var(--${c.colour})`;
+    const name = document.createElement("input");
+    name.value = c.name;
+    name.title = c.description || c.name;
+    name.disabled = snapshot?.engine?.phase !== "ready";
+    name.setAttribute("aria-label", `name of ${c.name}`);
+    name.addEventListener("change", () => editCategories(() => engineCall("rename_category", { id: c.id, name: name.value }), `Renamed to ${name.value}.`));
+    const count = document.createElement("span");
+    count.className = "count";
+    count.textContent = counts[c.id] ? `${counts[c.id]} tab${counts[c.id] > 1 ? "s" : ""}` : "";
+    const remove = document.createElement("button");
+    remove.className = "remove";
+    remove.textContent = "×";
+    remove.title = `Remove ${c.name}`;
+    remove.disabled = name.disabled || categories().length <= 2;
+    remove.addEventListener("click", () => editCategories(() => engineCall("remove_category", { id: c.id }), `Removed ${c.name}; its tabs are sorted again.`));
+    li.append(dot, name, count, remove);
+    li.dataset.id = c.id;
+    return li;
+  }));
+}
+
+async function editCategories(change, done) {
+  try {
+    const list = await change();
+    await sorter("categoriesChanged", list);
+    message("category-message", done, "ok");
+  } catch (e) {
+    message("category-message", e.message, "bad");
+  }
+  await refresh();
+}
+
+// --- refreshing -----------------------------------------------------------------------------
+
+async function refresh() {
+  try {
+    snapshot = await sorter("snapshot");
+    if (snapshot.engine.phase === "ready") status = await engineCall("status");
+  } catch (e) {
+    message("engine-detail", e.message, "bad");
+    return;
+  }
+  showEngine(snapshot.engine);
+  showTraining();
+  showSpeed();
+  showTab();
+  showCategories();
+  $("include-user-groups").checked = snapshot.settings.includeUserGroups;
+  document.body.dataset.phase = snapshot.engine.phase; // for tests: what is shown
+}
+
+// --- actions --------------------------------------------------------------------------------
+
+$("tab-category").addEventListener("change", async (e) => {
+  if (!e.target.value) return;
+  try {
+    await sorter("correct", tab.id, e.target.value);
+    message("tab-message", "Moved. The model learns this the next time you are away.", "ok");
+  } catch (err) {
+    message("tab-message", err.message, "bad");
+  }
+  await refresh();
+});
+
+$("sort-all").addEventListener("click", async () => {
+  $("sort-all").disabled = true;
+  message("sort-result", "Sorting…");
+  try {
+    const results = await sorter("sortAll", { includeUserGroups: $("include-user-groups").checked });
+    const byModel = results.filter((r) => r.source === "model").length;
+    message("sort-result", results.length ? `${results.length} tabs sorted, ${byModel} by the model, ${results.length - byModel} by the rules.` : "Nothing to sort.", "ok");
+  } catch (e) {
+    message("sort-result", e.message, "bad");
+  } finally {
+    $("sort-all").disabled = false;
+  }
+  await refresh();
+});
+
+$("include-user-groups").addEventListener("change", (e) => sorter("configure", { includeUserGroups: e.target.checked }));
+
+$("pause").addEventListener("click", async () => {
+  await engineCall(status?.scheduler.state === "paused" ? "resume" : "pause");
+  await refresh();
+});
+
+$("reset").addEventListener("click", async () => {
+  const button = $("reset");
+  if (!resetArmed) {
+    button.textContent = "Forget corrections? Click again";
+    button.classList.add("danger");
+    resetArmed = setTimeout(() => {
+      resetArmed = null;
+      button.textContent = "Reset to shipped model";
+      button.classList.remove("danger");
+    }, 4000);
+    return;
+  }
+  clearTimeout(resetArmed);
+  resetArmed = null;
+  button.textContent = "Reset to shipped model";
+  button.classList.remove("danger");
+  try {
+    const result = await engineCall("reset_tabs");
+    await sorter("categoriesChanged", result.categories);
+    message("learning-message", "Back to the shipped model and categories.", "ok");
+  } catch (e) {
+    message("learning-message", e.message, "bad");
+  }
+  await refresh();
+});
+
+$("export").addEventListener("click", async () => {
+  try {
+    const { files } = await engineCall("export_adapter");
+    files["categories.json"] = new TextEncoder().encode(JSON.stringify({ categories: categories() }, null, 2));
+    const a = document.createElement("a");
+    a.href = URL.createObjectURL(zip(files));
+    a.download = "tab-sorter-adapter.zip";
+    a.click();
+    setTimeout(() => URL.revokeObjectURL(a.href), 10_000);
+    message("learning-message", `Adapter exported: ${Object.keys(files).join(", ")}.`, "ok");
+  } catch (e) {
+    message("learning-message", e.message, "bad");
+  }
+});
+
+function inPopup() {
+  return chrome.extension.getViews({ type: "popup" }).includes(window);
+}
+
+$("import").addEventListener("click", () => {
+  // a popup closes when the file chooser opens: pick the file in a tab instead
+  if (inPopup()) chrome.tabs.create({ url: chrome.runtime.getURL("popup.html?page#import") });
+  else $("import-file").click();
+});
+
+$("import-file").addEventListener("change", async (e) => {
+  try {
+    let files = {};
+    for (const file of e.target.files) {
+      const bytes = new Uint8Array(await file.arrayBuffer());
+      if (file.name.endsWith(".zip")) Object.assign(files, await unzip(bytes));
+      else files[file.name] = bytes;
+    }
+    files = Object.fromEntries(Object.entries(files).map(([name, data]) => [name.split("/").pop(), data]));
+    delete files["categories.json"];
+    await engineCall("import_adapter", { files });
+    message("learning-message", `Adapter imported from ${[...e.target.files].map((f) => f.name).join(", ")}.`, "ok");
+  } catch (err) {
+    message("learning-message", err.message, "bad");
+  } finally {
+    e.target.value = "";
+  }
+  await refresh();
+});
+
+$("add-category").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const name = $("new-category").value.trim();
+  if (!name) return;
+  editCategories(() => engineCall("add_category", { name }), `Added ${name}: move tabs into its group to teach the model.`)
+    .then(() => { $("new-category").value = ""; });
+});
+
+// --- start ----------------------------------------------------------------------------------
+
+if (params.has("page")) document.body.classList.add("as-page");
+tab = await findTab();
+await refresh();
+setInterval(refresh, REFRESH_MS);

@@ -1,0 +1,305 @@
+// The tab sorter: the service worker's part. It categorises tabs (tabs_api.mjs) as they load
+// and all at once when asked, keeps them in one group per category and window (chrome.tabGroups,
+// title = the category's name, its colour), and turns the user's own moves into corrections
+// the engine learns from. Pinned tabs and the user's own groups are left alone unless asked.
+//
+// The service worker may stop at any time, so what the sorter knows (which groups are ours,
+// what each tab was sorted as) lives in chrome.storage.session and is read back on wake-up;
+// listeners are registered when the worker starts, as MV3 requires.
+
+import { categoriseTabs, currentCategories, initialise, budget, useCategories } from "./tabs_api.mjs";
+import { closeOffscreen, engineCall } from "./engine_link.mjs";
+import { NO_GROUP, groupChange, movable, planMoves } from "./grouping.mjs";
+
+const SESSION_KEY = "sorter";
+const SETTINGS_KEY = "settings";
+export const DEFAULT_SETTINGS = { autoSort: true, maxGroups: 0, includeUserGroups: false, perTabMs: 50, minMs: 400 };
+const SETTLE_MS = 250; // a loading tab's title and URL settle before it is categorised
+const EXPECT_MS = 3000; // how long a group change we made may take to be reported
+
+function hostOf(url) {
+  try {
+    return new URL(url).host;
+  } catch {
+    return "";
+  }
+}
+
+export class TabSorter {
+  constructor() {
+    this.groups = {}; // groupId -> {category, windowId}: the groups we made
+    this.tabs = {}; // tabId -> {category, source: "model" | "rules" | "user", host, placed?}
+    this.settings = { ...DEFAULT_SETTINGS };
+    this.expected = new Map(); // tabId -> time: a group change we are making
+    this.pending = new Set(); // tabs waiting to be categorised
+    this.timer = null;
+    this.work = Promise.resolve(); // tab-strip changes, one at a time
+    this.events = []; // what happened lately (the popup and the tests read it)
+    this.loaded = this.load();
+  }
+
+  // --- state ---
+
+  async load() {
+    const session = (await chrome.storage.session.get(SESSION_KEY))[SESSION_KEY] || {};
+    this.groups = session.groups || {};
+    this.tabs = session.tabs || {};
+    this.events = session.events || [];
+    const stored = (await chrome.storage.local.get(SETTINGS_KEY))[SETTINGS_KEY] || {};
+    this.settings = { ...DEFAULT_SETTINGS, ...stored };
+    budget.configure({ perTabMs: this.settings.perTabMs, minMs: this.settings.minMs });
+  }
+
+  save() {
+    return chrome.storage.session.set({ [SESSION_KEY]: { groups: this.groups, tabs: this.tabs, events: this.events.slice(-50) } });
+  }
+
+  log(kind, detail) {
+    this.events.push({ at: Date.now(), kind, ...detail });
+    this.events = this.events.slice(-50);
+  }
+
+  serially(task) {
+    const run = this.work.then(task);
+    this.work = run.catch((e) => console.error("tab sorter:", e));
+    return run;
+  }
+
+  async configure(options) {
+    await this.loaded;
+    const unknown = Object.keys(options).filter((k) => !(k in DEFAULT_SETTINGS));
+    if (unknown.length) throw new Error(`unknown settings ${unknown.join(", ")}`);
+    this.settings = { ...this.settings, ...options };
+    budget.configure({ perTabMs: this.settings.perTabMs, minMs: this.settings.minMs });
+    await chrome.storage.local.set({ [SETTINGS_KEY]: this.settings });
+    return this.settings;
+  }
+
+  // --- sorting ---
+
+  // Categorise `tabs` and move them into our groups; returns the results.
+  async sort(tabs, { includeUserGroups = this.settings.includeUserGroups } = {}) {
+    await this.loaded;
+    // a tab the user put somewhere stays there (until it goes to another site)
+    const candidates = tabs.filter((t) => movable(t, this.groups, { includeUserGroups }) && this.tabs[t.id]?.source !== "user");
+    if (!candidates.length) return [];
+    const onLate = (late) => this.serially(() => this.applyLate(candidates, late));
+    const results = await categoriseTabs(candidates, this.settings.maxGroups, { onLate });
+    await this.serially(() => this.apply(candidates, results));
+    return results;
+  }
+
+  // The model's late answer for tabs the rules left ungrouped: placed if they still are.
+  async applyLate(tabs, late) {
+    const ungrouped = late.filter((r) => this.tabs[r.tabId]?.source === "rules" && !this.tabs[r.tabId].category);
+    if (!ungrouped.length) return;
+    const live = new Set((await chrome.tabs.query({ groupId: NO_GROUP })).map((t) => t.id));
+    await this.apply(tabs, ungrouped.filter((r) => live.has(r.tabId)));
+    this.log("late", { tabs: ungrouped.map((r) => ({ tabId: r.tabId, category: r.category })) });
+    await this.save();
+  }
+
+  async sortAll(options = {}) {
+    const tabs = await chrome.tabs.query({ windowType: "normal" });
+    const results = await this.sort(tabs, options);
+    this.log("sorted", { tabs: results.length, sources: countBy(results, "source") });
+    await this.save();
+    return results;
+  }
+
+  async apply(tabs, results) {
+    const byId = new Map(tabs.map((t) => [t.id, t]));
+    const categoryOf = {};
+    for (const r of results) categoryOf[r.tabId] = r.category;
+    // tabs may have moved or closed since they were read
+    const live = (await chrome.tabs.query({})).filter((t) => byId.has(t.id));
+    await this.forgetMissingGroups();
+    for (const move of planMoves(live, categoryOf, this.groups)) await this.move(move);
+    for (const r of results) {
+      const tab = byId.get(r.tabId);
+      // a tab the rules could not place is kept too (category null): the model sorts it later
+      this.tabs[r.tabId] = { category: r.category, source: r.source, host: hostOf(tab.url) };
+    }
+    await this.save();
+  }
+
+  async forgetMissingGroups() {
+    const present = new Set((await chrome.tabGroups.query({})).map((g) => String(g.id)));
+    for (const id of Object.keys(this.groups)) if (!present.has(id)) delete this.groups[id];
+  }
+
+  async move({ windowId, category, tabIds, groupId }) {
+    const c = currentCategories().byId(category);
+    if (!c) return;
+    const now = Date.now();
+    for (const id of tabIds) this.expected.set(id, now);
+    try {
+      if (groupId === null) {
+        const id = await chrome.tabs.group({ tabIds, createProperties: { windowId } });
+        await chrome.tabGroups.update(id, { title: c.name, color: c.colour });
+        this.groups[id] = { category, windowId };
+      } else {
+        await chrome.tabs.group({ groupId, tabIds });
+      }
+    } catch (e) {
+      // a tab closed or dragged meanwhile: the next event sorts what is left
+      console.warn("tab sorter: could not group", tabIds, e.message);
+    }
+  }
+
+  // --- events ---
+
+  schedule(tabId) {
+    this.pending.add(tabId);
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => this.flush(), SETTLE_MS);
+  }
+
+  async flush() {
+    const ids = [...this.pending];
+    this.pending.clear();
+    const tabs = (await Promise.all(ids.map((id) => chrome.tabs.get(id).catch(() => null)))).filter((t) => t && t.status === "complete");
+    const results = await this.sort(tabs);
+    if (results.length) {
+      this.log("loaded", { tabs: results.map((r) => ({ tabId: r.tabId, category: r.category, source: r.source })) });
+      await this.save();
+    }
+  }
+
+  async onUpdated(tabId, change, tab) {
+    await this.loaded;
+    if ("groupId" in change) await this.onGroupChanged(tab, change.groupId);
+    if (change.url && this.tabs[tabId] && this.tabs[tabId].host !== hostOf(change.url)) {
+      delete this.tabs[tabId]; // another site: what the user said of the last one is moot
+    }
+    if (!this.settings.autoSort) return;
+    if (change.status === "complete" || (change.title && tab.status === "complete")) this.schedule(tabId);
+  }
+
+  async onGroupChanged(tab, groupId) {
+    const made = this.expected.get(tab.id);
+    if (made !== undefined && Date.now() - made < EXPECT_MS) {
+      this.expected.delete(tab.id);
+      return;
+    }
+    const meaning = groupChange(groupId, this.groups, this.tabs[tab.id]);
+    if (meaning.kind === "correction") {
+      await this.learn(tab, meaning.category, "a tab moved into another group");
+    } else if (meaning.kind === "placed") {
+      this.tabs[tab.id] = { ...(this.tabs[tab.id] || {}), category: null, source: "user", host: hostOf(tab.url), placed: true };
+      this.log("placed", { tabId: tab.id, groupId });
+    }
+    await this.save();
+  }
+
+  // The user says `tab` belongs in `category`: the engine learns it, the tab stays there.
+  async learn(tab, category, where) {
+    this.tabs[tab.id] = { category, source: "user", host: hostOf(tab.url) };
+    try {
+      const queued = await engineCall("correct_tab", { url: tab.url || "", title: tab.title || "", category, where });
+      this.log("correction", { tabId: tab.id, category, text: queued.text });
+    } catch (e) {
+      this.log("correction-failed", { tabId: tab.id, category, error: e.message });
+    }
+  }
+
+  // The popup's choice of a category for a tab: learned, and the tab moved there.
+  async correct(tabId, category) {
+    await this.loaded;
+    const tab = await chrome.tabs.get(tabId);
+    if (!currentCategories()?.byId(category)) throw new Error(`no category ${JSON.stringify(category)}`);
+    await this.learn(tab, category, "a category chosen in the popup");
+    await this.serially(async () => {
+      await this.forgetMissingGroups();
+      for (const move of planMoves([tab], { [tabId]: category }, this.groups)) await this.move(move);
+    });
+    await this.save();
+    return this.tabs[tabId];
+  }
+
+  onGroupRemoved(group) {
+    delete this.groups[group.id];
+    this.save();
+  }
+
+  // A group of ours the user renamed or recoloured is theirs from then on.
+  onGroupUpdated(group) {
+    const ours = this.groups[group.id];
+    const c = ours && currentCategories()?.byId(ours.category);
+    if (c && (group.title !== c.name || group.color !== c.colour)) {
+      delete this.groups[group.id];
+      this.log("adopted", { groupId: group.id, title: group.title });
+      this.save();
+    }
+  }
+
+  onTabRemoved(tabId) {
+    delete this.tabs[tabId];
+    this.expected.delete(tabId);
+    this.save();
+  }
+
+  // Tabs the rules sorted while the model was loading (or slow) are sorted again once it is
+  // ready; those it puts elsewhere move.
+  async upgrade() {
+    await this.loaded;
+    const state = await initialise({ wait: true });
+    if (state.phase !== "ready") return [];
+    const ids = Object.entries(this.tabs).filter(([, t]) => t.source === "rules").map(([id]) => Number(id));
+    const tabs = (await Promise.all(ids.map((id) => chrome.tabs.get(id).catch(() => null)))).filter(Boolean);
+    const results = await this.sort(tabs);
+    if (results.length) this.log("upgraded", { tabs: results.length, sources: countBy(results, "source") });
+    await this.save();
+    return results;
+  }
+
+  // --- categories ---
+
+  // After the categories changed (in the popup): our groups take the new names and colours; the
+  // tabs of a removed category are ungrouped, then sorted again (not awaited).
+  async categoriesChanged(list) {
+    await this.loaded;
+    const cats = useCategories(list);
+    const orphans = [];
+    await this.serially(async () => {
+      await this.forgetMissingGroups();
+      for (const [id, g] of Object.entries(this.groups)) {
+        const c = cats.byId(g.category);
+        if (c) {
+          await chrome.tabGroups.update(Number(id), { title: c.name, color: c.colour });
+        } else {
+          const tabs = await chrome.tabs.query({ groupId: Number(id) });
+          for (const t of tabs) this.expected.set(t.id, Date.now());
+          if (tabs.length) await chrome.tabs.ungroup(tabs.map((t) => t.id));
+          orphans.push(...tabs.map((t) => ({ ...t, groupId: NO_GROUP })));
+          delete this.groups[id];
+        }
+      }
+    });
+    for (const t of orphans) delete this.tabs[t.id];
+    await this.save();
+    // sorted again in the background: the model may take a while
+    if (orphans.length) this.sort(orphans).catch((e) => console.error("tab sorter:", e));
+  }
+
+  // --- what the popup shows ---
+
+  async snapshot() {
+    await this.loaded;
+    const state = await initialise();
+    return { engine: state, groups: this.groups, tabs: this.tabs, settings: this.settings, budget: budget.status(), events: this.events.slice(-20) };
+  }
+
+  // The engine restarted from scratch (its state comes back from IndexedDB): what tests use to
+  // show that what was learned is kept.
+  async restartEngine() {
+    await closeOffscreen();
+    return initialise({ wait: true });
+  }
+}
+
+function countBy(items, key) {
+  const out = {};
+  for (const item of items) out[item[key]] = (out[item[key]] || 0) + 1;
+  return out;
+}

@@ -1,0 +1,242 @@
+"""TabService: the engine service of the tab extension: browser tabs in, categories out.
+
+    service = TabService(queue="tabs", emit=post_event)          # in the extension's worker
+    await service.call("load_tab_model", {"files": {...}, "adapter": {...},
+                                          "categories": b'{"categories": [...]}'})
+    await service.call("categorise", {"tabs": [{"url": ..., "title": ...}, ...]})
+    # {"results": [{"category": "dev", "confidence": 0.97, "probs": {...}}, ...], "model_ms": ...}
+    await service.call("correct_tab", {"url": ..., "title": ..., "category": "news"})
+
+An EngineService (every method of it answers too) over the deployed tab classifier, whose
+labels are the categories' ids (py_engine.tabs.categories): a category the user renames keeps
+its id, so a rename changes no weight; adding or removing one relabels the head
+(EngineService.relabel). The user's categories are kept with the model's training state (one
+write: the labels and their meaning never part), under the state name STATE. A tab becomes the
+model's input through py_engine.tabs.normalize.tab_text, the function the default adapter was
+trained with.
+
+Pure Python: this runs in the browser.
+"""
+
+import json
+import time
+
+from ..tabs.base_weights import load_base
+from ..tabs.categories import Categories, Category, CategoryError
+from ..tabs.model import MAX_LENGTH
+from ..tabs.normalize import tab_text
+from .learner import LearnerConfig
+from .service import METHODS, EngineService, UserError, _bytes
+
+STATE = "tabs"
+REPLAY = 3
+CATEGORIES_FILE = "app-categories.json"     # a Learner app file (saved with the state)
+TAB_METHODS = ("load_tab_model", "categorise", "correct_tab", "tab_texts", "categories",
+               "rename_category", "add_category", "remove_category", "reset_tabs")
+
+
+class TabService(EngineService):
+    METHODS = METHODS + TAB_METHODS
+    read_checkpoint = staticmethod(load_base)     # the shipped base: f16 or int8 weights
+
+    def __init__(self, queue=STATE, learner=None, **options):
+        # three tabs it was trained on replayed per correction: a few corrections (the user's
+        # whole say) would otherwise pull tabs the model was unsure of along with them
+        super().__init__(queue=queue, learner=learner or LearnerConfig(replay=REPLAY), **options)
+        self.shipped = None          # the categories the adapter was trained with
+        self.cats = None             # the user's categories (ids: the model's labels)
+
+    # --- the model ---
+
+    async def load_tab_model(self, files=None, adapter=None, categories=None, base_dtype="f32",
+                             background=None):
+        """Load the deployed classifier (what `py-engine tabs deploy` wrote): the base
+        checkpoint's `files` (f16 or int8 weights), the trained `adapter` (its labels.json
+        names the categories, by name or id), the `categories` it was trained with
+        (categories.json) and how the GPU keeps the base weights (the deploy manifest's
+        gpu_base_dtype). `background`: JSON lines {url, title, label} of tabs it was trained
+        on, replayed with the corrections it learns (EngineService.set_background). A saved
+        state (the user's corrections, categories) is put back. Returns the model's summary
+        with "categories"."""
+        if not files or not adapter or categories is None:
+            raise UserError("load_tab_model needs the model's files, its adapter and its "
+                            "categories")
+        try:
+            shipped = Categories.from_json(_bytes(categories).decode("utf-8"), "categories.json")
+        except (CategoryError, UnicodeDecodeError) as e:
+            raise UserError(str(e)) from None
+        adapter = dict(adapter)
+        adapter["labels.json"] = _json(_adapter_ids(adapter, shipped))
+        if background is not None:
+            self.set_background(_background(background, shipped))
+        summary = await self.load_model(source="files", name="tab-classifier", files=files,
+                                        adapter=adapter, state=STATE, base_dtype=base_dtype,
+                                        max_length=MAX_LENGTH)
+        self.shipped = shipped
+        saved = self.learner.app_files.get(CATEGORIES_FILE)
+        cats = Categories.from_json(saved.decode("utf-8"), CATEGORIES_FILE) if saved else shipped
+        self.cats = _matching(cats, shipped, self.model.labels)
+        self.learner.app_files[CATEGORIES_FILE] = self.cats.to_json().encode("utf-8")
+        return dict(summary, categories=self.cats.to_dict()["categories"])
+
+    def _categories(self):
+        if self.cats is None:
+            raise UserError("the tab model is not loaded: call load_tab_model first")
+        return self.cats
+
+    # --- tabs ---
+
+    async def categorise(self, tabs=None):
+        """The category id of each tab ({url, title}), with the model's confidence and its
+        probabilities by id; a tab with nothing to go by (no URL or title words) gets None.
+        "model_ms": the time the model took."""
+        self._categories()
+        texts = _texts(tabs)
+        wanted = [i for i, t in enumerate(texts) if t]
+        results = [{"category": None, "confidence": None, "probs": None, "text": t} for t in texts]
+        started = time.perf_counter()
+        if wanted:
+            for i, p in zip(wanted, await self.predict_many([texts[i] for i in wanted])):
+                results[i].update(category=p["label"], confidence=p["probs"][p["label"]],
+                                  probs=p["probs"])
+        return {"results": results, "model_ms": (time.perf_counter() - started) * 1000.0}
+
+    async def correct_tab(self, url=None, title=None, category=None, where=None):
+        """The user says this tab belongs in `category` (an id): a top-priority correction."""
+        cats = self._categories()
+        if cats.by_id(category) is None:
+            raise UserError(f"no category with id {category!r}; there are "
+                            f"{[c.id for c in cats.items]}")
+        (text,) = _texts([{"url": url, "title": title}])
+        if not text:
+            raise UserError("this tab has nothing to learn from (no address or title words)")
+        return dict(await self.correct(text, category, where or "a tab the user moved"),
+                    text=text)
+
+    async def tab_texts(self, tabs=None):
+        """The model's input for each tab ({url, title}): tab_text's normalised line."""
+        return _texts(tabs)
+
+    # --- categories ---
+
+    async def categories(self):
+        return self._categories().to_dict()["categories"]
+
+    async def _keep(self, cats, renamed=None):
+        """Make `cats` the user's categories, relabelling the head when the ids changed;
+        saved at once, with the state."""
+        before = self._categories()
+        ids = [c.id for c in cats.items]
+        files = {CATEGORIES_FILE: cats.to_json().encode("utf-8")}
+        if ids != [c.id for c in before.items]:
+            await self.relabel(ids, renamed or {}, app_files=files)
+        else:
+            self.learner.app_files.update(files)
+            await self.save()
+        self.cats = cats
+        return cats.to_dict()["categories"]
+
+    async def rename_category(self, id=None, name=None):
+        cats = self._categories()
+        found = cats.by_id(id)
+        if found is None:
+            raise UserError(f"no category with id {id!r}")
+        return await self._keep(_checked(lambda: cats.renamed(found.name, _name(name))))
+
+    async def add_category(self, name=None, description=""):
+        """A new category; the model predicts it only once it has learned it from
+        corrections (its row of the head starts as the mean of the others)."""
+        cats = self._categories()
+        return await self._keep(_checked(lambda: cats.added(_name(name), description or "")))
+
+    async def remove_category(self, id=None):
+        cats = self._categories()
+        found = cats.by_id(id)
+        if found is None:
+            raise UserError(f"no category with id {id!r}")
+        return await self._keep(_checked(lambda: cats.removed(found.name)))
+
+    async def reset_tabs(self):
+        """Back to the shipped model and categories: the corrections are forgotten."""
+        self._categories()
+        summary = await self.reset()
+        self.cats = self.shipped
+        self.learner.app_files[CATEGORIES_FILE] = self.cats.to_json().encode("utf-8")
+        await self.save()
+        return dict(summary, categories=self.cats.to_dict()["categories"])
+
+
+def _texts(tabs):
+    if not isinstance(tabs, list):
+        raise UserError("tabs must be a list of {url, title}")
+    out = []
+    for i, tab in enumerate(tabs):
+        if not isinstance(tab, dict):
+            raise UserError(f"tab {i + 1} is not an object with url and title")
+        url, title = tab.get("url") or "", tab.get("title") or ""
+        if not isinstance(url, str) or not isinstance(title, str):
+            raise UserError(f"tab {i + 1}: url and title must be strings")
+        out.append(tab_text(url, title))
+    return out
+
+
+def _background(data, shipped):
+    """[(tab text, category id)] of JSON lines {url, title, label (a name or an id)}."""
+    out = []
+    for n, line in enumerate(_bytes(data).decode("utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            label = row["label"]
+            found = shipped.by_id(label) or next(c for c in shipped.items if c.name == label)
+        except (ValueError, KeyError, TypeError, StopIteration):
+            raise UserError(f"background line {n}: expected {{url, title, label}} with a "
+                            f"category's name or id") from None
+        out.append((tab_text(row.get("url") or "", row.get("title") or ""), found.id))
+    return out
+
+
+def _name(name):
+    if not isinstance(name, str) or not name.strip():
+        raise UserError(f"a category name must be a non-empty string, got {name!r}")
+    return " ".join(name.split())
+
+
+def _checked(change):
+    try:
+        return change()
+    except CategoryError as e:
+        raise UserError(str(e)) from None
+
+
+def _json(value):
+    return (json.dumps(value, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def _adapter_ids(adapter, shipped):
+    """The adapter's labels as category ids (an adapter may name them by name or by id)."""
+    if "labels.json" not in adapter:
+        raise UserError("the tab adapter has no labels.json")
+    labels = json.loads(_bytes(adapter["labels.json"]).decode("utf-8"))
+    ids = []
+    for label in labels:
+        found = shipped.by_id(label) or next((c for c in shipped.items if c.name == label), None)
+        if found is None:
+            raise UserError(f"the adapter's label {label!r} is not one of the categories "
+                            f"{shipped.names()}")
+        ids.append(found.id)
+    return ids
+
+
+def _matching(cats, shipped, ids):
+    """`cats` made to hold exactly the categories `ids` names, in that order (the model's
+    labels decide: a category the state lacks is dropped; one only the state has is taken
+    from the shipped ones, else named after its id)."""
+    items = []
+    for category_id in ids:
+        found = cats.by_id(category_id) or shipped.by_id(category_id)
+        if found is None:
+            found = Category(category_id, category_id)
+        items.append(found)
+    return Categories(tuple(items))

@@ -1,0 +1,128 @@
+"""The tab classifier measured on labelled tabs (host side): the report `py-engine tabs eval`
+prints and bench/tabs_eval.py records.
+
+    report = await evaluate_tabs(model_dir, adapter_dir, tabs)
+    report["accuracy"], report["per_class"]["Dev"]["f1"], report["confusion"]["matrix"]
+    report["latency_ms"]["per_tab"]["p95"], report["sizes"]["model_bytes"]
+
+Accuracy, precision, recall and F1 come from the engine's classification report
+(py_engine/train/tasks.py). Latency is wall time of the model's predictions on this machine's
+backend: one tab at a time ("per_tab") and batches of 50 ("per_batch_50"), each after a
+warm-up call, reported as mean and 95th percentile in milliseconds.
+"""
+
+import math
+import time
+from pathlib import Path
+
+from ..data.classification import DataError
+from ..formats.peft_adapter import ADAPTER_FILES
+from ..train.tasks import classification_report
+from .base_weights import F16_FILE, INT8_FILE, base_dtype_of
+from .model import TabClassifier
+from .train import examples_of, summary
+
+BATCH = 50
+LATENCY_TABS = 100      # single-tab predictions timed (the first ones of the data, cycled)
+LATENCY_BATCHES = 8     # batches of 50 timed
+
+
+def check_labels(tabs, labels, source):
+    """A DataError naming the labels of `tabs` the classifier does not know."""
+    unknown = sorted({t.label for t in tabs} - set(labels))
+    if unknown:
+        raise DataError(f"{source}: labels {unknown} are not the adapter's categories "
+                        f"({', '.join(labels)})")
+
+
+def confusion(gold, predicted, labels):
+    """{"labels", "matrix"}: matrix[i][j] counts tabs of labels[i] predicted as labels[j]."""
+    index = {label: i for i, label in enumerate(labels)}
+    matrix = [[0] * len(labels) for _ in labels]
+    for g, p in zip(gold, predicted):
+        matrix[index[g]][index[p]] += 1
+    return {"labels": list(labels), "matrix": matrix}
+
+
+def percentile(values, q):
+    """The q-th percentile (0-100) by linear interpolation between ranks (NumPy's default)."""
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100
+    low, high = math.floor(rank), math.ceil(rank)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def _stats(seconds):
+    ms = [s * 1000 for s in seconds]
+    return {"mean": round(sum(ms) / len(ms), 3), "p95": round(percentile(ms, 95), 3), "runs": len(ms)}
+
+
+async def latency(clf, tabs, tab_runs=LATENCY_TABS, batch_runs=LATENCY_BATCHES):
+    """{"per_tab", "per_batch_50"}: wall times of `tab_runs` predictions of one tab and
+    `batch_runs` of a batch of 50 (tabs cycled when there are fewer), each shape after one
+    warm-up call."""
+    pairs = [(t.url, t.title) for t in tabs]
+    cycle = lambda start, n: [pairs[(start + k) % len(pairs)] for k in range(n)]
+    await clf.predict(cycle(0, 1))
+    singles = []
+    for k in range(tab_runs):
+        start = time.perf_counter()
+        await clf.predict(cycle(k, 1))
+        singles.append(time.perf_counter() - start)
+    await clf.predict(cycle(0, BATCH), batch_size=BATCH)
+    batches = []
+    for k in range(batch_runs):
+        start = time.perf_counter()
+        await clf.predict(cycle(k * BATCH, BATCH), batch_size=BATCH)
+        batches.append(time.perf_counter() - start)
+    return {"per_tab": _stats(singles), "per_batch_50": _stats(batches)}
+
+
+def sizes(model_dir, adapter_dir):
+    """Bytes of the base weights file and of the adapter's files."""
+    model_dir, adapter_dir = Path(model_dir), Path(adapter_dir)
+    weights = model_dir / (INT8_FILE if (model_dir / INT8_FILE).is_file() else F16_FILE)
+    adapter = sum((adapter_dir / n).stat().st_size for n in ADAPTER_FILES if (adapter_dir / n).is_file())
+    return {"model_bytes": weights.stat().st_size, "adapter_bytes": adapter}
+
+
+async def evaluate_tabs(model_dir, adapter_dir, tabs, backend="numpy", device=None, source="the data",
+                        timing=True):
+    """The report on labelled `tabs` (see the module docstring)."""
+    clf = await TabClassifier.load(model_dir, adapter_dir, backend=backend, device=device)
+    check_labels(tabs, clf.labels, source)
+    predictions = await clf.predict([(t.url, t.title) for t in tabs], batch_size=BATCH)
+    gold = [t.label for t in tabs]
+    predicted = [p["label"] for p in predictions]
+    report = classification_report(gold, predicted, clf.labels)
+    out = {"accuracy": report["accuracy"], "count": report["count"],
+           "per_class": report["labels"], "confusion": confusion(gold, predicted, clf.labels),
+           "latency_ms": await latency(clf, tabs) if timing else None,
+           "sizes": sizes(model_dir, adapter_dir),
+           "backend": backend, "base_dtype": base_dtype_of(model_dir),
+           "adapter": str(adapter_dir), "model": str(model_dir)}
+    return out
+
+
+async def eval_summary(clf, path):
+    """summary() of a TextClassifier of tabs on the labelled tabs in `path`."""
+    from .tab_data import read_tabs
+
+    tabs = read_tabs(path)
+    rows = [{"url": t.url, "title": t.title, "label": t.label} for t in tabs]
+    return summary(await clf.evaluate(examples_of(rows)))
+
+
+def print_report(report):
+    """The report as a short table."""
+    print(f"accuracy {report['accuracy']:.4f} on {report['count']} tabs "
+          f"({report['backend']}, base {report['base_dtype']})")
+    for label, m in report["per_class"].items():
+        print(f"  {label:<14} precision {m['precision']:.3f}  recall {m['recall']:.3f}  "
+              f"f1 {m['f1']:.3f}  support {m['support']}")
+    lat = report["latency_ms"]
+    if lat:
+        print(f"latency per tab {lat['per_tab']['mean']:.2f} ms (p95 {lat['per_tab']['p95']:.2f}), "
+              f"per batch of 50 {lat['per_batch_50']['mean']:.1f} ms (p95 {lat['per_batch_50']['p95']:.1f})")
+    print(f"sizes: model {report['sizes']['model_bytes']:,} bytes, adapter "
+          f"{report['sizes']['adapter_bytes']:,} bytes")

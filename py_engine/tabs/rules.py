@@ -1,0 +1,195 @@
+"""The rule set that categorises a tab when the model cannot run in time: domain rules and
+keyword rules, kept as data (data/rules.json) so that the extension's JavaScript applies the
+same rules. This module is the reference evaluator; data/rules_conformance.json lists (url,
+title, expected) rows every port must reproduce.
+
+    rules = load_rules()                       # data/rules.json, checked
+    categorise(rules, url, title)              # a category id ("dev", ...) or None
+    categorise_name(rules, url, title, cats)   # the current name of that category, or None
+
+The file:
+    {"version": 1, "local_dev": ID,
+     "domains": [{"domain": D, "category": ID, "path": P (optional), "weak": true (optional)}, ...],
+     "keywords": {ID: [KEYWORD, ...], ...}}
+IDs are category ids (Categories: "dev", "social", ...), so rules follow a renamed category
+and say nothing about a removed one. A domain is lower-case ASCII labels; a path starts with
+"/"; a keyword is one or more lower-case words separated by single spaces.
+
+Matching, exactly (a port must do the same, step by step):
+1. The URL is parsed as a WHATWG/RFC 3986 URL: the scheme lower-cased; the host lower-cased,
+   without brackets around an IPv6 address and without a trailing dot; the port; the path.
+   A URL that does not parse has an empty host and its whole text as the path.
+2. Local dev server: if the host is one (normalize.local_server gives "local dev server":
+   localhost, 127.0.0.0/8, 0.0.0.0, ::1, *.localhost, *.test on any port; private IPv4
+   addresses and *.local, *.internal, *.lan, *.home.arpa on a port other than the scheme's
+   default), the answer is `local_dev`.
+3. Domain rules: a rule matches when the host equals its domain or ends with "." + domain,
+   and, if it has a path, the URL's path (as written in the URL, not decoded) starts with
+   it. Of the matching rules the one with the longest domain wins, then the one with the
+   longest path. A winner that is not weak is the answer.
+4. Keywords: the words of a text are its maximal runs of letters and digits (Unicode general
+   categories L* and N*) after lower-casing (Unicode default case mapping, as str.lower and
+   JavaScript's toLowerCase). The text is the title; when the title has no words, the URL's
+   path percent-decoded (each maximal run of %XX escapes decoded as UTF-8 when it is valid
+   UTF-8, else kept as written). A keyword matches when its words occur consecutively in
+   that word list (a run of CJK characters is one word, so a CJK keyword matches only a run
+   of its own). Each category scores the number of its distinct keywords that match; the
+   one highest score, if it is at least 1 and no other category has it, is the answer.
+5. Otherwise the weak domain winner of step 3, if there was one, is the answer; else None.
+"""
+
+import json
+import re
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from ..formats.json_file import parse_json, read_utf8
+from .normalize import LOCAL_DEV, letter_digit_runs, local_server
+
+RULES_FILE = Path(__file__).parent / "data" / "rules.json"
+CONFORMANCE_FILE = Path(__file__).parent / "data" / "rules_conformance.json"
+
+
+class RulesError(ValueError):
+    """A rule file that cannot be used; the message names it and the rule."""
+
+
+class Rules:
+    """A checked rule set: domain rules and keyword lists (see the module docstring)."""
+
+    def __init__(self, local_dev, domains, keywords):
+        self.local_dev = local_dev
+        self.domains = domains              # [(domain, path or "", weak, category)]
+        self.keywords = keywords            # {category: [tuple of words]}
+
+    def categories(self):
+        """Every category id the rules can answer."""
+        return {self.local_dev} | {d[3] for d in self.domains} | set(self.keywords)
+
+    @classmethod
+    def from_dict(cls, data, source="rules"):
+        if not isinstance(data, dict) or data.get("version") != 1:
+            raise RulesError(f"{source}: expected an object with \"version\": 1")
+        local = data.get("local_dev")
+        if not isinstance(local, str) or not local:
+            raise RulesError(f"{source}: \"local_dev\" must name a category id")
+        domains, seen = [], set()
+        for k, rule in enumerate(data.get("domains") or [], 1):
+            domains.append(_domain_rule(rule, f"{source}: domain rule {k}"))
+            key = domains[-1][:2]
+            if key in seen:
+                raise RulesError(f"{source}: domain rule {k} repeats {key[0]}{key[1]}")
+            seen.add(key)
+        keywords = {}
+        for category, words in (data.get("keywords") or {}).items():
+            if not isinstance(words, list) or not all(_is_keyword(w) for w in words):
+                raise RulesError(f"{source}: keywords of {category!r} must be a list of lower-case "
+                                 "words separated by single spaces")
+            keywords[category] = list(dict.fromkeys(tuple(w.split(" ")) for w in words))
+        return cls(local, domains, keywords)
+
+
+def _domain_rule(rule, where):
+    if not isinstance(rule, dict) or set(rule) - {"domain", "category", "path", "weak"}:
+        raise RulesError(f"{where}: expected an object with domain, category, path, weak")
+    domain, category = rule.get("domain"), rule.get("category")
+    path, weak = rule.get("path", ""), rule.get("weak", False)
+    labels = domain.split(".") if isinstance(domain, str) else []
+    if len(labels) < 2 or not all(label and all(c.isascii() and (c.isalnum() or c == "-") and
+                                                not c.isupper() for c in label) for label in labels):
+        raise RulesError(f"{where}: domain must be lower-case ASCII labels joined by dots, got {domain!r}")
+    if not isinstance(category, str) or not category:
+        raise RulesError(f"{where}: category must be a category id")
+    if not isinstance(path, str) or (path and not path.startswith("/")):
+        raise RulesError(f"{where}: path must start with \"/\", got {path!r}")
+    if not isinstance(weak, bool):
+        raise RulesError(f"{where}: weak must be true or false")
+    return domain, path, weak, category
+
+
+def _is_keyword(text):
+    return isinstance(text, str) and text == text.lower() and text.split(" ") == text.split() \
+        and bool(text) and all(words(w) == [w] for w in text.split(" "))
+
+
+def load_rules(path=RULES_FILE):
+    path = Path(path)
+    return Rules.from_dict(parse_json(read_utf8(path), str(path)), str(path))
+
+
+def words(text):
+    """The lower-cased runs of letters and digits (Unicode L* and N*) of `text`."""
+    return letter_digit_runs(text.lower())
+
+
+_ESCAPES = re.compile(r"(?:%[0-9A-Fa-f]{2})+")
+
+
+def decode_percent(text):
+    """`text` with each maximal run of %XX escapes decoded as UTF-8 when it is valid UTF-8,
+    else kept as written."""
+    def one(match):
+        try:
+            return bytes.fromhex(match.group(0).replace("%", "")).decode("utf-8")
+        except UnicodeDecodeError:
+            return match.group(0)
+
+    return _ESCAPES.sub(one, text)
+
+
+def _url_parts(url):
+    """(scheme, host, port, path) as step 1 says."""
+    try:
+        split = urlsplit(url)
+        return split.scheme.lower(), (split.hostname or "").rstrip("."), split.port, split.path
+    except ValueError:
+        return "", "", None, url
+
+
+def _domain_winner(rules, host, path):
+    best = None
+    for domain, prefix, weak, category in rules.domains:
+        if (host == domain or host.endswith("." + domain)) and path.startswith(prefix):
+            if best is None or (len(domain), len(prefix)) > (len(best[0]), len(best[1])):
+                best = (domain, prefix, weak, category)
+    return best
+
+
+def _keyword_winner(rules, text_words):
+    scores = {}
+    for category, keywords in rules.keywords.items():
+        n = len(text_words)
+        scores[category] = sum(any(tuple(text_words[i:i + len(k)]) == k for i in range(n - len(k) + 1))
+                               for k in keywords)
+    top = max(scores.values(), default=0)
+    leaders = [c for c, s in scores.items() if s == top]
+    return leaders[0] if top >= 1 and len(leaders) == 1 else None
+
+
+def categorise(rules, url, title):
+    """The category id the rules give a tab, or None (see the module docstring)."""
+    scheme, host, port, path = _url_parts((url or "").strip())
+    if host and local_server(host, scheme, port) == LOCAL_DEV:
+        return rules.local_dev
+    winner = _domain_winner(rules, host, path) if host else None
+    if winner is not None and not winner[2]:
+        return winner[3]
+    text_words = words(title or "") or words(decode_percent(path))
+    keyword = _keyword_winner(rules, text_words)
+    if keyword is not None:
+        return keyword
+    return winner[3] if winner is not None else None
+
+
+def categorise_name(rules, url, title, categories):
+    """categorise(), as the current name of that category in `categories` (None when the
+    rules give nothing, or a category that was removed)."""
+    category_id = categorise(rules, url, title)
+    found = categories.by_id(category_id) if category_id is not None else None
+    return found.name if found is not None else None
+
+
+def load_conformance(path=CONFORMANCE_FILE):
+    """[(url, title, expected id or None)] that every implementation of the rules must give."""
+    rows = json.loads(read_utf8(path))["cases"]
+    return [(row["url"], row["title"], row["expected"]) for row in rows]

@@ -1,0 +1,218 @@
+"""The extension's JavaScript that needs no browser, run in Node: the rules port against the
+Python evaluator (py_engine/tabs/rules.py) and its conformance table, the grouping decisions,
+the latency budget, bytes across runtime messaging, and zip archives both ways (Python's
+zipfile writes and reads the other side). A missing Node fails: nothing skips."""
+
+import io
+import json
+import random
+import shutil
+import subprocess
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from py_engine.tabs.generator import generate
+from py_engine.tabs.rules import categorise, load_conformance, load_rules, RULES_FILE
+from py_engine.tabs.tab_data import read_tabs
+
+ROOT = Path(__file__).resolve().parents[1]
+EXT = ROOT / "extension" / "src"
+WEB = ROOT / "web" / "src"
+EVAL = ROOT / "data" / "tabs" / "eval.jsonl"
+
+
+def node(source, data=None):
+    """Run an ES module body in Node with `data` (JSON, on stdin) as DATA; returns what it
+    prints as JSON."""
+    executable = shutil.which("node")
+    assert executable, "Node is needed for the extension's JavaScript tests: apt-get install nodejs"
+    prelude = 'import { readFileSync as __read } from "node:fs";\nconst DATA = JSON.parse(__read(0, "utf8"));\n'
+    done = subprocess.run([executable, "--input-type=module", "-e", prelude + source],
+                          input=json.dumps(data), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def js_rules(tabs):
+    return node(f"""
+import {{ readFileSync }} from "node:fs";
+import {{ categorise, parseRules }} from "{(EXT / 'rules.mjs').as_uri()}";
+const rules = parseRules(JSON.parse(readFileSync({json.dumps(str(RULES_FILE))}, "utf8")));
+console.log(JSON.stringify(DATA.map(([url, title]) => categorise(rules, url, title))));
+""", tabs)
+
+
+# --- rules --------------------------------------------------------------------------------
+
+def test_the_rules_port_passes_the_conformance_table():
+    cases = load_conformance()
+    got = js_rules([[url, title] for url, title, _ in cases])
+    wrong = [(c, g) for c, g in zip(cases, got) if g != c[2]]
+    assert not wrong, wrong
+
+
+def messy(url, rng):
+    """A URL as tabs hold them: case, ports, trailing dots, escapes, queries, fragments."""
+    out = url
+    if rng.random() < 0.3:
+        out = out.replace("://", "://" + rng.choice(["WWW.", "m.", ""]), 1).upper() if rng.random() < 0.2 else out
+    if rng.random() < 0.2:
+        scheme, _, rest = out.partition("://")
+        host, slash, path = rest.partition("/")
+        out = f"{scheme}://{host}{rng.choice(['.', ':8080', ':443', ':80'])}{slash}{path}"
+    if rng.random() < 0.2:
+        out += rng.choice(["?q=r%C3%A9sum%C3%A9", "#top", "/%E6%96%B0%E9%97%BB", "/a%ZZb", "?search=cloud+outage"])
+    return out
+
+
+def test_the_rules_port_answers_as_the_python_evaluator_on_real_and_generated_tabs():
+    rng = random.Random()                      # fresh inputs every run
+    tabs = [(t.url, t.title) for t in read_tabs(EVAL)]
+    train, _, _ = generate(size=1500, seed=rng.randrange(10**6))
+    tabs += [(t["url"], t["title"]) for t in train]
+    tabs += [(messy(u, rng), t if rng.random() < 0.7 else "") for u, t in tabs[:800]]
+    tabs += [("http://localhost:3000/app", ""), ("http://[::1]:8080/", "x"), ("http://10.0.0.8:8000/", ""),
+             ("http://printer.lan/", "Status"), ("file:///home/me/todo.txt", ""), ("not a url", "Inbox")]
+    rules = load_rules()
+    expected = [categorise(rules, u, t) for u, t in tabs]
+    got = js_rules(tabs)
+    wrong = [(tab, e, g) for tab, e, g in zip(tabs, expected, got) if e != g]
+    assert not wrong, f"{len(wrong)} of {len(tabs)} differ, e.g. {wrong[:5]}"
+    assert len({e for e in expected}) == 8          # every category, and None, were exercised
+
+
+# --- grouping -----------------------------------------------------------------------------
+
+GROUPING = f'import * as g from "{(EXT / "grouping.mjs").as_uri()}";\n'
+
+
+def test_limit_groups_keeps_the_commonest_categories_and_moves_the_rest_to_their_likeliest():
+    results = [
+        {"tabId": 1, "category": "dev", "probs": {"dev": 0.9, "news": 0.05, "work": 0.05}},
+        {"tabId": 2, "category": "dev", "probs": {"dev": 0.8, "news": 0.1, "work": 0.1}},
+        {"tabId": 8, "category": "dev", "probs": None},
+        {"tabId": 3, "category": "news", "probs": {"dev": 0.1, "news": 0.6, "work": 0.3}},
+        {"tabId": 4, "category": "work", "probs": {"dev": 0.2, "news": 0.1, "work": 0.7}},
+        {"tabId": 5, "category": "work", "probs": None},
+        {"tabId": 6, "category": "news", "probs": None},
+        {"tabId": 7, "category": None, "probs": None},
+    ]
+    out = node(GROUPING + "console.log(JSON.stringify([g.limitGroups(DATA, 2, ['news', 'work', 'dev']), "
+                          "g.limitGroups(DATA, 0), g.limitGroups(DATA, 1, ['work'])]))", results)
+    two, unlimited, one = out
+    assert unlimited == results
+    # dev (3 tabs) is kept; news and work tie at 2: the earlier in the order, news, is kept;
+    # work's tabs go to the kept category the model thought likelier, or none (the rules')
+    assert [r["category"] for r in two] == ["dev", "dev", "dev", "news", "dev", None, "news", None]
+    assert two[4]["limited"] and two[4]["confidence"] == 0.2 and two[5]["limited"]
+    assert "limited" not in two[0] and "limited" not in two[3]
+    assert [r["category"] for r in one] == ["dev", "dev", "dev", "dev", "dev", None, None, None]
+    assert one[3]["confidence"] == 0.1
+
+
+def test_plan_moves_reuses_our_group_per_window_and_leaves_sorted_tabs():
+    tabs = [{"id": 1, "windowId": 10, "groupId": -1}, {"id": 2, "windowId": 10, "groupId": 5},
+            {"id": 3, "windowId": 20, "groupId": -1}, {"id": 4, "windowId": 10, "groupId": 6},
+            {"id": 5, "windowId": 10, "groupId": -1}]
+    category = {"1": "dev", "2": "dev", "3": "dev", "4": "news", "5": None}
+    ours = {"5": {"category": "dev", "windowId": 10}, "6": {"category": "dev", "windowId": 10}}
+    moves = node(GROUPING + "console.log(JSON.stringify(g.planMoves(...DATA)))", [tabs, category, ours])
+    assert moves == [{"windowId": 10, "category": "dev", "tabIds": [1], "groupId": 5},
+                     {"windowId": 20, "category": "dev", "tabIds": [3], "groupId": None},
+                     {"windowId": 10, "category": "news", "tabIds": [4], "groupId": None}]
+
+
+def test_what_may_move_and_what_a_users_move_means():
+    ours = {"5": {"category": "dev", "windowId": 1}, "6": {"category": "news", "windowId": 1}}
+    tabs = [{"url": "https://a.com/", "groupId": -1}, {"url": "https://a.com/", "pinned": True, "groupId": -1},
+            {"url": "https://a.com/", "groupId": 9}, {"url": "https://a.com/", "groupId": 5},
+            {"url": "chrome://settings/", "groupId": -1}, {"url": "file:///x.txt", "groupId": -1}]
+    out = node(GROUPING + """
+const [tabs, ours] = DATA;
+console.log(JSON.stringify({
+  movable: tabs.map((t) => g.movable(t, ours)),
+  asked: tabs.map((t) => g.movable(t, ours, { includeUserGroups: true })),
+  changes: [g.groupChange(6, ours, { category: "dev" }), g.groupChange(5, ours, { category: "dev" }),
+            g.groupChange(9, ours, { category: "dev" }), g.groupChange(-1, ours, undefined),
+            g.groupChange(6, ours, undefined)],
+}));""", [tabs, ours])
+    assert out["movable"] == [True, False, False, True, False, True]
+    assert out["asked"] == [True, False, True, True, False, True]
+    assert out["changes"] == [{"kind": "correction", "category": "news"}, {"kind": "kept"},
+                              {"kind": "placed"}, {"kind": "placed"},
+                              {"kind": "correction", "category": "news"}]
+
+
+# --- the latency budget --------------------------------------------------------------------
+
+def test_the_latency_budget_lets_the_model_answer_only_while_it_keeps_within_it():
+    out = node(f"""
+import {{ LatencyBudget }} from "{(EXT / 'latency.mjs').as_uri()}";
+let now = 0;
+const b = new LatencyBudget({{ perTabMs: 10, minMs: 100, retryMs: 1000, smoothing: 1, now: () => now }});
+const log = [];
+log.push(["fresh", b.allows(50), b.deadlineMs(1), b.deadlineMs(50)]);
+b.record(50, 250);                 // 5 ms per tab: within
+log.push(["fast", b.allows(50), b.status().slow]);
+b.record(10, 3000);                // 300 ms per tab: over its deadline
+log.push(["slow", b.allows(1), b.allows(50), b.status().slow]);
+now = 999; log.push(["still", b.allows(1)]);
+now = 1000; log.push(["probe", b.allows(1)]);
+b.record(1, 4);                    // the probe came back fast
+log.push(["recovered", b.allows(50), b.status().slow]);
+b.configure({{ perTabMs: 0.5 }});
+log.push(["stricter", b.fits(50), b.allows(50)]);
+console.log(JSON.stringify(log));""")
+    assert out == [["fresh", True, 100, 500], ["fast", True, False], ["slow", False, False, True],
+                   ["still", False], ["probe", True], ["recovered", True, False],
+                   ["stricter", False, True]]
+
+
+# --- bytes across messaging, zip archives --------------------------------------------------
+
+def test_bytes_cross_runtime_messaging_as_base64_and_come_back_the_same():
+    rng = random.Random()
+    blobs = [bytes(rng.randrange(256) for _ in range(n)) for n in (0, 1, 3, 70_000)]
+    out = node(f"""
+import {{ fromWire, toWire }} from "{(EXT / 'wire.mjs').as_uri()}";
+const value = {{ files: Object.fromEntries(DATA.map((b, i) => [`f${{i}}`, Uint8Array.from(b)])), n: 3, s: "x", list: [null, true] }};
+const wire = JSON.parse(JSON.stringify(toWire(value)));      // what runtime messaging carries
+const back = fromWire(wire);
+console.log(JSON.stringify({{ wire: Object.keys(wire.files.f1), back: Object.values(back.files).map((b) => [...b]),
+                              rest: [back.n, back.s, back.list], typed: back.files.f3 instanceof Uint8Array }}));""",
+               [list(b) for b in blobs])
+    assert out["wire"] == ["$b64"] and out["typed"] is True
+    assert [bytes(b) for b in out["back"]] == blobs and out["rest"] == [3, "x", [None, True]]
+
+
+def test_zip_archives_go_both_ways_with_pythons_zipfile():
+    rng = random.Random()
+    files = {"adapter_config.json": b'{"r": 8}', "adapter_model.safetensors": rng.randbytes(50_000),
+             "sub/labels.json": "[\"Dév\"]".encode()}
+    deflated = io.BytesIO()
+    with zipfile.ZipFile(deflated, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in files.items():
+            z.writestr(name, data)
+        z.writestr("folder/", "")
+    damaged = bytearray(deflated.getvalue())
+    damaged[30 + len("adapter_config.json") + 2] ^= 0xFF      # inside the first entry's data
+    out = node(f"""
+import {{ unzip, zip }} from "{(WEB / 'zip.mjs').as_uri()}";
+const decode = (files) => Object.fromEntries(Object.entries(files).map(([k, v]) => [k, [...v]]));
+const ours = new Uint8Array(await zip(Object.fromEntries(Object.entries(DATA.files).map(([k, v]) => [k, Uint8Array.from(v)]))).arrayBuffer());
+const theirs = await unzip(Uint8Array.from(DATA.deflated));
+let error = null;
+try {{ await unzip(Uint8Array.from(DATA.damaged)); }} catch (e) {{ error = e.message; }}
+let notZip = null;
+try {{ await unzip(new Uint8Array(100)); }} catch (e) {{ notZip = e.message; }}
+console.log(JSON.stringify({{ ours: [...ours], back: decode(await unzip(ours)), theirs: decode(theirs), error, notZip }}));""",
+               {"files": {k: list(v) for k, v in files.items()}, "deflated": list(deflated.getvalue()),
+                "damaged": list(damaged)})
+    with zipfile.ZipFile(io.BytesIO(bytes(out["ours"]))) as z:      # Python reads what JS wrote
+        assert z.testzip() is None and {n: z.read(n) for n in z.namelist()} == files
+    assert {k: bytes(v) for k, v in out["back"].items()} == files
+    assert {k: bytes(v) for k, v in out["theirs"].items()} == files       # JS reads Python's
+    assert out["error"] and "adapter_config.json" in out["error"]
+    assert out["notZip"] == "not a zip archive (no end of central directory)"
