@@ -165,8 +165,10 @@ def test_tabs_are_grouped_by_the_model_a_correction_is_learned_and_kept(extensio
     video = ids[TABS[1][0]]
     text = ext.engine("tab_texts", {"tabs": [{"url": TABS[1][0], "title": TABS[1][1]}]})[0]
     probs = ext.engine("categorise", {"tabs": [{"url": TABS[1][0], "title": TABS[1][1]}]})["results"][0]["probs"]
-    target = sorted((p, c) for c, p in probs.items() if c != TABS[1][2])[-1][1]   # the runner-up
-    target_group = next(int(g) for g, info in ext.sorter("snapshot")["groups"].items() if info["category"] == target)
+    groups = {info["category"]: int(g) for g, info in ext.sorter("snapshot")["groups"].items()}
+    # the runner-up among the categories that have a group to drag it into
+    target = max((p, c) for c, p in probs.items() if c != TABS[1][2] and c in groups)[1]
+    target_group = groups[target]
     ext.evaluate("([id, group]) => chrome.tabs.group({tabIds: [id], groupId: group})", [video, target_group])
     event = wait_until("the correction", lambda: next((e for e in ext.sorter("snapshot")["events"]
                                                        if e["kind"] == "correction"), None))

@@ -123,10 +123,10 @@ TRAIN_OPTIONS = ("size", "seed", "validation", "epochs", "lr", "batch_size", "r"
 
 
 def _train_config(args):
-    from py_engine.cli import _given
+    from py_engine.cli import given_options
     from .train import TabTrainConfig
 
-    return TabTrainConfig(**_given(args, *TRAIN_OPTIONS))
+    return TabTrainConfig(**given_options(args, *TRAIN_OPTIONS))
 
 
 def _command(args, names):
