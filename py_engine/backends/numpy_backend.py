@@ -95,9 +95,15 @@ class NumpyBackend:
         y, mean, rstd = ln_ops.layernorm_forward(x, gamma, beta, eps)
         return y, (x, gamma, mean, rstd)
 
-    def layernorm_backward(self, dy, saved):
-        # gamma and beta are frozen: only dx is computed.
-        return ln_ops.layernorm_backward_input(dy, *saved)
+    def layernorm_backward(self, dy, saved, dgamma=None, dbeta=None):
+        """dx; with `dgamma` and `dbeta` (full fine-tuning) their gradients are added into
+        them, otherwise gamma and beta are frozen and only dx is computed."""
+        if dgamma is None:
+            return ln_ops.layernorm_backward_input(dy, *saved)
+        dx, dg, db = ln_ops.layernorm_backward(dy, *saved)
+        dgamma += dg
+        dbeta += db
+        return dx
 
     def linear(self, x, w, b):
         return mm_ops.linear_forward(x, w, b)
@@ -162,17 +168,18 @@ class NumpyBackend:
     def add(self, a, b):
         return a + b
 
-    def gelu(self, x):
+    def gelu(self, x, approximate="none"):
+        """GELU, exact (BERT) or approximate="tanh" (GPT-2)."""
         if not self._train:
-            return gelu_ops.gelu_forward(x)
-        y, slope = gelu_ops.gelu_with_slope(x)
+            return gelu_ops.gelu_forward(x, approximate)
+        y, slope = gelu_ops.gelu_with_slope(x, approximate)
         self._gelu_slopes[id(x)] = (x, slope)    # x is held, so its id stays unique
         return y
 
-    def gelu_backward(self, dy, x):
+    def gelu_backward(self, dy, x, approximate="none"):
         kept = self._gelu_slopes.pop(id(x), None)
         if kept is None:
-            return gelu_ops.gelu_backward(dy, x)
+            return gelu_ops.gelu_backward(dy, x, approximate)
         return dy * kept[1]
 
     def tanh(self, x):
@@ -255,6 +262,20 @@ class NumpyBackend:
         cache.keys[layer][position:end] = k
         cache.values[layer][position:end] = v
         return cache.keys[layer][:end], cache.values[layer][:end]
+
+    def positions(self, B, T, position):
+        """Position ids [B, T]: position, position + 1, ... in every row (learned positions)."""
+        return np.tile(np.arange(position, position + T), (B, 1))
+
+    def split_columns(self, x, widths):
+        """x [rows, sum(widths)] cut into consecutive column blocks (a fused projection's
+        outputs, such as GPT-2's q, k, v)."""
+        ends = np.cumsum(widths)[:-1]
+        return [np.ascontiguousarray(part) for part in np.split(x, ends, axis=1)]
+
+    def concat_columns(self, parts):
+        """The backward of split_columns: the blocks side by side again."""
+        return np.concatenate(parts, axis=1)
 
     def end_layer(self, x):
         """The GPU backend reuses buffers here during inference; NumPy has nothing to do."""

@@ -226,9 +226,9 @@ def _model(model_dir, kind, lora, num_labels):
     """The model's structure (which tensors train, their shapes), from its files' headers."""
     if kind == "decoder":
         from ..models.checkpoint import DecoderCheckpoint
-        from ..models.llama import LlamaModel
+        from ..models.decoders import decoder_model
 
-        return LlamaModel(DecoderCheckpoint.load(model_dir).config, lora)
+        return decoder_model(DecoderCheckpoint.load(model_dir).config, lora)
     from ..models.bert import BertClassifier
     from ..models.checkpoint import Checkpoint
 

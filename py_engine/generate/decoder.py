@@ -23,7 +23,7 @@ from array import array
 
 from ..formats.peft_adapter import PREFIX
 from ..gpu import Variable
-from ..models.llama import LlamaModel
+from ..models.decoders import decoder_model
 from ..models.lora_config import LoraConfig
 
 MIN_BUCKET = 16
@@ -47,7 +47,7 @@ def cache_length(config, max_length):
 
 
 def model_for_params(config, names, lora_scaling):
-    """A LlamaModel whose LoRA wraps exactly the modules that `names` hold adapter tensors for
+    """A decoder model whose LoRA wraps exactly the modules that `names` hold adapter tensors for
     (names without PEFT's prefix), applied with `lora_scaling`."""
     modules = sorted(n[:-len(".lora_A.weight")] for n in names if n.endswith(".lora_A.weight"))
     for m in modules:
@@ -56,12 +56,12 @@ def model_for_params(config, names, lora_scaling):
     if any(n.endswith(".lora_B.weight") and n[:-len(".lora_B.weight")] not in modules for n in names):
         raise ValueError("a lora_B weight has no matching lora_A weight")
     if not modules:
-        return LlamaModel(config, None)
+        return decoder_model(config, None)
     if lora_scaling is None:
         raise ValueError("params hold LoRA weights: pass lora_scaling (lora_alpha / r)")
     r = names[modules[0] + ".lora_A.weight"][0]
     lora = LoraConfig(r=r, lora_alpha=lora_scaling * r, target_modules=modules, task_type="CAUSAL_LM")
-    model = LlamaModel(config, lora)
+    model = decoder_model(config, lora)
     for name, shape in model.trainable.items():
         if tuple(names[name]) != tuple(shape):
             raise ValueError(f"parameter {name!r} has shape {tuple(names[name])}, expected {tuple(shape)}")
