@@ -160,13 +160,13 @@ def input_file(path, what):
 
 
 def model_kind(model, max_length=None):
-    """"decoder" (Llama family) or "encoder" (BERT family), from the checkpoint's config.json;
+    """"decoder" (Llama or GPT-2 family) or "encoder" (BERT family), from the checkpoint's config.json;
     config.json and tokenizer_config.json are read here first so that a malformed one is named.
     `max_length` (--max-length) must fit the model's positions."""
     from pathlib import Path
 
     from py_engine.formats.json_file import read_json_object
-    from py_engine.models.llama_config import MODEL_TYPES
+    from py_engine.models.decoders import DECODER_TYPES
 
     path = Path(model)
     if not path.is_dir():
@@ -177,11 +177,11 @@ def model_kind(model, max_length=None):
     config = read_json_object(path / "config.json")
     if (path / "tokenizer_config.json").exists():
         read_json_object(path / "tokenizer_config.json")
-    positions = config.get("max_position_embeddings")
+    positions = config.get("max_position_embeddings", config.get("n_positions"))   # GPT-2: n_positions
     if max_length is not None and type(positions) is int and max_length > positions:
         raise UsageError(f"--max-length {max_length} is more than the {positions} positions of "
                          f"{model} (config.json's max_position_embeddings)")
-    return "decoder" if config.get("model_type") in MODEL_TYPES else "encoder"
+    return "decoder" if config.get("model_type") in DECODER_TYPES else "encoder"
 
 
 def _check_backend(args):
@@ -346,11 +346,13 @@ def _chat_examples(chat, examples, path, skip=False):
 def cmd_train_chat(args):
     from py_engine.data.chat import read_chat_jsonl
     from py_engine.gpu import run_sync
-    from py_engine.train.chat import DECODER_TARGET_MODULES, CausalTrainConfig, ChatModel
+    from py_engine.models.checkpoint import DecoderCheckpoint
+    from py_engine.train.chat import CausalTrainConfig, ChatModel
 
     _check_train(args, "decoder")
     config = CausalTrainConfig(**train_options(args, "mode", "patience", "full_lr"))
-    lora = lora_options(args, 2, DECODER_TARGET_MODULES, task_type="CAUSAL_LM")
+    lora = lora_options(args, 2, DecoderCheckpoint.load(args.model).config.lora_targets,
+                        task_type="CAUSAL_LM")
     data = read_chat_jsonl(args.data)
     held_out = read_chat_jsonl(args.validation) if args.validation else None
     create = given_options(args, "mode", "seed", "max_length", "base_dtype")

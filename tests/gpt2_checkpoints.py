@@ -19,3 +19,23 @@ def tiny_gpt2(path, seed=0, **overrides):
                 p.add_(0.2 * torch.randn_like(p))
     model.save_pretrained(path, safe_serialization=True)
     return model.double().eval()
+
+
+def tiny_dialogpt_dir(path, seed=0):
+    """A DialoGPT-like checkpoint directory: a tiny GPT2LMHeadModel over a byte-level BPE
+    (tiny_chat's, "<|endoftext|>" as eos and pad) and a tokenizer_config.json with no chat
+    template, as DialoGPT ships."""
+    import json
+
+    from tiny_chat import train_tokenizer
+
+    path.mkdir(parents=True, exist_ok=True)
+    tok = train_tokenizer()
+    tok.save(str(path / "tokenizer.json"))
+    eos = tok.token_to_id("<|endoftext|>")
+    tiny_gpt2(path, seed, vocab_size=tok.get_vocab_size(), bos_token_id=eos, eos_token_id=eos)
+    config = {"eos_token": "<|endoftext|>", "bos_token": "<|endoftext|>",
+              "unk_token": "<|endoftext|>", "model_max_length": 64,
+              "tokenizer_class": "GPT2TokenizerFast", "add_prefix_space": False}
+    (path / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    return path

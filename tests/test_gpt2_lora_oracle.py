@@ -10,6 +10,7 @@ import pytest
 import torch
 from peft import LoraConfig as PeftLoraConfig
 from peft import PeftModel, TaskType, get_peft_model
+from transformers import GPT2LMHeadModel
 
 from gpt2_checkpoints import TINY, tiny_gpt2
 from py_engine.backends.numpy_backend import NumpyBackend
@@ -149,3 +150,21 @@ def test_peft_adapter_loads_and_ours_loads_in_peft(tmp_path):
     with torch.no_grad():
         again = reloaded(input_ids=torch.as_tensor([ids])).logits[0, -1].numpy()
     assert relative(again, want) <= 1e-6
+
+
+def test_merged_export_loads_in_transformers(tmp_path):
+    """A PEFT adapter merged and saved here is, to transformers, PEFT's merged model."""
+    from py_engine.export.merged import load_merged, save_merged
+
+    from tiny_chat import train_tokenizer
+
+    peft = peft_gpt2(tmp_path, ALL).eval()
+    train_tokenizer().save(str(tmp_path / "model" / "tokenizer.json"))   # a chat model has one
+    ids = np.random.default_rng().integers(0, V, 12).tolist()
+    with torch.no_grad():
+        want = peft(input_ids=torch.as_tensor([ids])).logits[0].numpy()
+    save_merged(load_merged(tmp_path / "model", tmp_path / "adapter"), tmp_path / "merged")
+    merged = GPT2LMHeadModel.from_pretrained(tmp_path / "merged").double().eval()
+    with torch.no_grad():
+        got = merged(input_ids=torch.as_tensor([ids])).logits[0].numpy()
+    assert relative(got, want) <= 1e-6          # the merged weights are float32

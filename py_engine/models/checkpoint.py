@@ -5,13 +5,12 @@ the browser. Tensor names are normalized to the bare BertModel layout (a "bert."
 BertFor* checkpoints carry, is removed; old "gamma"/"beta" LayerNorm names are renamed).
 """
 
-from array import array
 from pathlib import Path
 
 from ..formats import safetensors
 from .bert_config import BertConfig, ConfigError, read_config_json
 from .decoders import decoder_config
-from .gpt2_config import Gpt2Config
+from .gpt2_config import Gpt2Config, transposed
 
 
 class CheckpointError(ValueError):
@@ -195,11 +194,3 @@ class Gpt2Checkpoint(DecoderCheckpoint):
         rows, cols = super().shape(name)          # [in, out] as stored
         return transposed(values, rows, cols)
 
-
-def transposed(values, rows, cols):
-    """A row-major [rows, cols] array('f' or 'H') as [cols, rows], in pure Python: column j is
-    the strided slice values[j::cols], copied in C by array's slicing."""
-    out = array(values.typecode)
-    for j in range(cols):
-        out.extend(values[j::cols])
-    return out

@@ -12,6 +12,9 @@ from .llama_config import MODEL_TYPES as LLAMA_TYPES, LlamaConfig
 FAMILIES = {"Llama": (LLAMA_TYPES, LlamaConfig), "GPT-2": (GPT2_TYPES, Gpt2Config)}
 
 
+DECODER_TYPES = tuple(t for types, _ in FAMILIES.values() for t in types)
+
+
 def supported():
     """The supported decoders as one phrase: 'Llama (llama, qwen2, mistral), GPT-2 (gpt2)'."""
     return ", ".join(f"{name} ({', '.join(types)})" for name, (types, _) in FAMILIES.items())

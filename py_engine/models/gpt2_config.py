@@ -9,6 +9,8 @@ num_hidden_layers, num_attention_heads, num_key_value_heads, head_dim, max_posit
 eos_token_id) are the Llama configuration's.
 """
 
+from array import array
+
 from .bert_config import ConfigError, read_config_json
 
 MODEL_TYPES = ("gpt2",)
@@ -19,7 +21,7 @@ CONV1D = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")   # every GPT-
 
 
 class Gpt2Config:
-    family = "gpt2"
+    lora_targets = ("c_attn",)             # PEFT's default LoRA target for GPT-2
 
     def __init__(self, **values):
         def need(name, kind=int, default=None):
@@ -95,3 +97,25 @@ class Gpt2Config:
     def is_conv1d(name):
         """Whether tensor `name` is a Conv1D weight (stored [in, out] in the checkpoint)."""
         return name.endswith(".weight") and name[:-len(".weight")].split(".", 3)[-1] in CONV1D
+
+    def checkpoint_layout(self, tensors):
+        """{name: (shape, float32 values)} in the engine's layout -> as GPT2LMHeadModel stores
+        them: Conv1D weights transposed back to [in, out] (a saved or merged model)."""
+        out = {}
+        for name, (shape, values) in tensors.items():
+            if self.is_conv1d(name):
+                rows, cols = shape
+                if not isinstance(values, array):
+                    values = array("f", bytes(memoryview(values)))
+                shape, values = (cols, rows), transposed(values, rows, cols)
+            out[name] = (tuple(shape), values)
+        return out
+
+
+def transposed(values, rows, cols):
+    """A row-major [rows, cols] array('f' or 'H') as [cols, rows], in pure Python: column j is
+    the strided slice values[j::cols], copied in C by array's slicing."""
+    out = array(values.typecode)
+    for j in range(cols):
+        out.extend(values[j::cols])
+    return out

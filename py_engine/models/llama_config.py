@@ -14,6 +14,7 @@ ROPE_TYPES = ("default", "linear", "llama3")
 RMS_NORM_EPS = 1e-6      # transformers' LlamaConfig default; the RMSNorm ops' default too
 
 class LlamaConfig:
+    lora_targets = ("q_proj", "v_proj")     # PEFT's default LoRA targets for these models
     def __init__(self, **values):
         def need(name, kind=int, default=None):
             value = values.get(name, default)
@@ -93,6 +94,10 @@ class LlamaConfig:
         if not self.tie_word_embeddings:
             shapes["lm_head.weight"] = (self.vocab_size, h)
         return shapes
+
+    def checkpoint_layout(self, tensors):
+        """Tensors as the checkpoint stores them: the engine's own layout."""
+        return tensors
 
 
 def _rope_parameters(values):

@@ -21,6 +21,7 @@ from ..formats.peft_adapter import adapter_files, load_adapter, read_adapter_fil
 from ..labels import IGNORE_INDEX
 from ..models.checkpoint import DecoderCheckpoint
 from ..models.decoders import decoder_model
+from ..models.llama_config import LlamaConfig
 from ..models.lora_config import LoraConfig
 from ..tokenizers.checkpoint import chat_tokenizer
 from .config import MODES, CausalTrainConfig, TrainConfig  # noqa: F401 (TrainConfig: the API's)
@@ -30,7 +31,7 @@ from .runtime import create_runtime
 from .tasks import CausalLMTask
 from .trainer import Trainer
 
-DECODER_TARGET_MODULES = ("q_proj", "v_proj")      # PEFT's default for Llama-family models
+DECODER_TARGET_MODULES = LlamaConfig.lora_targets   # the Llama family's (each config has its own)
 FULL_WEIGHTS = "model.safetensors"                 # a training state's weights in full fine-tuning
 
 
@@ -67,7 +68,7 @@ class ChatModel:
             model = decoder_model(checkpoint.config, None)
             values = {n: (s, checkpoint.floats(n)) for n, s in model.trainable.items()}
         else:
-            lora = lora or LoraConfig(r=8, lora_alpha=16, target_modules=list(DECODER_TARGET_MODULES),
+            lora = lora or LoraConfig(r=8, lora_alpha=16, target_modules=list(checkpoint.config.lora_targets),
                                       task_type="CAUSAL_LM")
             lora.task_type = "CAUSAL_LM"
             lora.modules_to_save = []
@@ -116,7 +117,7 @@ class ChatModel:
         files copied) once every weight trains."""
         values = await self.runtime.trainable_values()
         if self.model.full:
-            return save_model_dir(out_dir, self.source, values)
+            return save_model_dir(out_dir, self.source, self.model.config.checkpoint_layout(values))
         return save_adapter(out_dir, self.model.lora.to_peft_dict(), values,
                             protected=self._protected())
 
