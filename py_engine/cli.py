@@ -181,7 +181,14 @@ def model_kind(model, max_length=None):
     if max_length is not None and type(positions) is int and max_length > positions:
         raise UsageError(f"--max-length {max_length} is more than the {positions} positions of "
                          f"{model} (config.json's max_position_embeddings)")
-    return "decoder" if config.get("model_type") in DECODER_TYPES else "encoder"
+    if config.get("model_type") in DECODER_TYPES:
+        return "decoder"
+    if any(str(a).endswith(("ForCausalLM", "LMHeadModel")) for a in config.get("architectures") or ()):
+        from py_engine.models.decoders import supported
+
+        raise UsageError(f"{model}: model_type {config.get('model_type')!r} is a decoder py_engine "
+                         f"does not run; supported decoders: {supported()}")
+    return "encoder"
 
 
 def _check_backend(args):

@@ -44,6 +44,7 @@ import os
 
 from ..formats.json_file import read_json_object
 from ..tokenizers.chat_template import ChatTemplate
+from ..tokenizers.checkpoint import family_template
 from .classification import DataError, parse_record, read_jsonl_lines
 
 IGNORE_INDEX = -100
@@ -55,12 +56,6 @@ CHATML_TEMPLATE = ("{% for message in messages %}{{ '<|im_start|>' + message['ro
                    "message['content'] + '<|im_end|>' + '\n' }}{% endfor %}"
                    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
 CHATML_TOKENS = ("<|im_start|>", "<|im_end|>")
-
-# DialoGPT's conversation format (GPT-2 family checkpoints carry no chat template): each turn's
-# text followed by the end-of-text token, the turns joined with nothing between them, as
-# DialoGPT was trained and as transformers' former GPT-2 default chat template renders it.
-DIALOGPT_TEMPLATE = "{% for message in messages %}{{ message['content'] + eos_token }}{% endfor %}"
-DIALOGPT_EOS = "<|endoftext|>"
 
 _FORMATS = {   # format name -> the keys that mark a record as that format
     "messages": ("messages",),
@@ -226,8 +221,8 @@ def read_chat_jsonl(path):
 
 def load_chat_template(checkpoint_dir, tokenizer=None):
     """The checkpoint's chat template (tokenizer_config.json or chat_template.jinja). Where it
-    has none: a GPT-2 family checkpoint (config.json's model_type "gpt2": DialoGPT) gets
-    DialoGPT's format (DIALOGPT_TEMPLATE, with its eos_token); any other, ChatML (CHATML_TEMPLATE), provided the tokenizer has ChatML's <|im_start|> and
+    has none: its family's format where it has one (GPT-2's: DialoGPT's, see
+    tokenizers.checkpoint.family_template), else ChatML (CHATML_TEMPLATE), provided the tokenizer has ChatML's <|im_start|> and
     <|im_end|> tokens, each encoding as one token (pass `tokenizer` to have that checked); else a DataError, since a
     format the model has no tokens for would teach it to spell out markup."""
     config_path = os.path.join(checkpoint_dir, "tokenizer_config.json")
@@ -236,10 +231,9 @@ def load_chat_template(checkpoint_dir, tokenizer=None):
         os.path.exists(os.path.join(checkpoint_dir, "chat_template.jinja"))
     if has_template:
         return ChatTemplate.from_pretrained(checkpoint_dir)
-    if _model_type(checkpoint_dir) == "gpt2":
-        eos = config.get("eos_token") or DIALOGPT_EOS
-        eos = eos.get("content") if isinstance(eos, dict) else eos
-        return ChatTemplate(DIALOGPT_TEMPLATE, eos_token=eos, end_tokens=[eos])
+    family = family_template(checkpoint_dir, config)
+    if family is not None:
+        return family
     if tokenizer is not None:
         missing = [t for t in CHATML_TOKENS   # each must encode as one (added) token
                    if len(tokenizer.encode(t, add_special_tokens=False).ids) != 1]
@@ -249,11 +243,6 @@ def load_chat_template(checkpoint_dir, tokenizer=None):
                             f"{missing} the fallback format needs; pass a ChatTemplate")
     return ChatTemplate(CHATML_TEMPLATE, eos_token="<|im_end|>",
                         end_tokens=["<|im_end|>"])
-
-
-def _model_type(checkpoint_dir):
-    path = os.path.join(checkpoint_dir, "config.json")
-    return read_json_object(path).get("model_type") if os.path.exists(path) else None
 
 
 def template_for(examples, checkpoint_dir, tokenizer=None, template=None):
