@@ -335,14 +335,14 @@ class GpuBackend:
         self.k.elementwise.add(self.program, a.buffer, b.buffer, out.buffer, a.size)
         return out
 
-    def gelu(self, x):
+    def gelu(self, x, approximate="none"):
         y = self.new(*x.shape)
-        self.k.gelu.forward(self.program, x.buffer, y.buffer, x.size)
+        self.k.gelu.forward(self.program, x.buffer, y.buffer, x.size, approximate)
         return y
 
-    def gelu_backward(self, dy, x):
+    def gelu_backward(self, dy, x, approximate="none"):
         dx = self.new(*x.shape)
-        self.k.gelu.backward(self.program, dy.buffer, x.buffer, dx.buffer, x.size)
+        self.k.gelu.backward(self.program, dy.buffer, x.buffer, dx.buffer, x.size, approximate)
         return dx
 
     def tanh(self, x):
