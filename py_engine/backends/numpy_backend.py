@@ -13,6 +13,7 @@ import numpy as np
 
 from ..labels import IGNORE_LABEL
 from ..ops import attention as attn_ops
+from ..ops import columns as columns_ops
 from ..ops import cross_entropy as ce_ops
 from ..ops import dropout as dropout_ops
 from ..ops import embedding as emb_ops
@@ -270,12 +271,11 @@ class NumpyBackend:
     def split_columns(self, x, widths):
         """x [rows, sum(widths)] cut into consecutive column blocks (a fused projection's
         outputs, such as GPT-2's q, k, v)."""
-        ends = np.cumsum(widths)[:-1]
-        return [np.ascontiguousarray(part) for part in np.split(x, ends, axis=1)]
+        return columns_ops.split_columns(x, widths)
 
     def concat_columns(self, parts):
         """The backward of split_columns: the blocks side by side again."""
-        return np.concatenate(parts, axis=1)
+        return columns_ops.concat_columns(parts)
 
     def end_layer(self, x):
         """The GPU backend reuses buffers here during inference; NumPy has nothing to do."""
