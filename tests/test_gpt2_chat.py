@@ -1,12 +1,11 @@
 """DialoGPT's conversation format in the chat data path, and the GPT-2 family through ChatModel
 (the one trainer, runtime and generation the Llama family uses)."""
 
-import asyncio
-
 import numpy as np
 import torch
 from transformers import AutoTokenizer, GPT2LMHeadModel
 
+from conftest import run
 from gpt2_checkpoints import tiny_dialogpt_dir
 from py_engine.data.chat import ChatExample, encode_chat_example, load_chat_template
 from py_engine.tokenizers.checkpoint import chat_tokenizer
@@ -49,7 +48,7 @@ def test_chat_model_fine_tunes_gpt2_and_generates(tmp_path):
         logits = await chat.decoder().prefill(ids)
         return log, await chat.generate("Hello! How are you today?", max_new_tokens=8), ids, logits
 
-    log, result, ids, logits = asyncio.run(main())
+    log, result, ids, logits = run(main())
     # the saved checkpoint (Conv1D weights back in [in, out]) is the trained model to transformers
     saved = GPT2LMHeadModel.from_pretrained(tmp_path / "full").eval()
     with torch.no_grad():

@@ -3,8 +3,6 @@ GPT2LMHeadModel checkpoints (tests/gpt2_checkpoints.py), NumPy backend in float6
 loss and every LoRA gradient against transformers + PEFT (Conv1D layers, fan_in_fan_out), a
 full fine-tuning step's gradients against torch autograd, and adapters both ways with PEFT."""
 
-import asyncio
-
 import numpy as np
 import pytest
 import torch
@@ -12,6 +10,7 @@ from peft import LoraConfig as PeftLoraConfig
 from peft import PeftModel, TaskType, get_peft_model
 from transformers import GPT2LMHeadModel
 
+from conftest import run
 from gpt2_checkpoints import TINY, tiny_gpt2
 from py_engine.backends.numpy_backend import NumpyBackend
 from py_engine.formats.peft_adapter import load_adapter, read_adapter_config, save_adapter
@@ -138,7 +137,7 @@ def test_peft_adapter_loads_and_ours_loads_in_peft(tmp_path):
     params.update({n: np.asarray(v, np.float64).reshape(s) for n, (s, v) in tensors.items()})
     decoder = NumpyDecoder.from_params(DecoderCheckpoint.load(tmp_path / "model").config, params,
                                        lora_scaling=lora.scaling)
-    got = asyncio.run(decoder.prefill(ids))
+    got = run(decoder.prefill(ids))
     assert relative(got, want) <= 1e-6          # PEFT's adapter file holds float32
 
     model = Gpt2Model(DecoderCheckpoint.load(tmp_path / "model").config, lora)

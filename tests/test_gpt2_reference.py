@@ -1,12 +1,11 @@
 """The GPT-2 family decoder (models/gpt2.py through the NumPy generation decoder) against
 transformers' GPT2LMHeadModel: next-token logits in float64, and 32 greedy tokens."""
 
-import asyncio
-
 import numpy as np
 import pytest
 import torch
 
+from conftest import run
 from gpt2_checkpoints import TINY, tiny_gpt2
 from py_engine.generate import NumpyDecoder
 from py_engine.generate.generation import generate
@@ -25,8 +24,8 @@ def test_logits_match_transformers(checkpoint):
     hf, path = checkpoint
     ids = np.random.default_rng().integers(0, TINY["vocab_size"], 13).tolist()
     decoder = NumpyDecoder.load(path, dtype=np.float64)
-    got = [asyncio.run(decoder.prefill(ids[:5]))]
-    got += [asyncio.run(decoder.step(t)) for t in ids[5:]]
+    got = [run(decoder.prefill(ids[:5]))]
+    got += [run(decoder.step(t)) for t in ids[5:]]
     with torch.no_grad():
         want = hf(input_ids=torch.as_tensor([ids])).logits[0, 4:].numpy()
     err = np.linalg.norm(np.stack(got) - want) / np.linalg.norm(want)
@@ -47,7 +46,7 @@ def test_greedy_generation_matches_transformers(checkpoint):
         out = hf.generate(torch.as_tensor([prompt]), max_new_tokens=32, do_sample=False,
                           eos_token_id=None, pad_token_id=0, min_new_tokens=32)
     decoder = NumpyDecoder.load(path, dtype=np.float64)
-    result = asyncio.run(generate(decoder, _Ids(), prompt, max_new_tokens=32, greedy=True))
+    result = run(generate(decoder, _Ids(), prompt, max_new_tokens=32, greedy=True))
     assert result.ids == out[0, len(prompt):].tolist()
 
 
