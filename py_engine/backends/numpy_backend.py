@@ -264,9 +264,14 @@ class NumpyBackend:
         cache.values[layer][position:end] = v
         return cache.keys[layer][:end], cache.values[layer][:end]
 
-    def positions(self, B, T, position):
-        """Position ids [B, T]: position, position + 1, ... in every row (learned positions)."""
-        return np.tile(np.arange(position, position + T), (B, 1))
+    def position_rows(self, table, B, T, position):
+        """Learned positions: rows position .. position + T - 1 of `table`, once per sequence,
+        as [B*T, width]."""
+        return np.tile(table[position:position + T], (B, 1))
+
+    def position_rows_backward(self, dy, B, T, dtable):
+        """dtable[t] += the sum over the batch of dy's rows at t (training starts at 0)."""
+        dtable[:T] += dy.reshape(B, T, -1).sum(axis=0)
 
     def split_columns(self, x, widths):
         """x [rows, sum(widths)] cut into consecutive column blocks (a fused projection's

@@ -168,8 +168,9 @@ class GpuDecoder:
         c = model.config
         self.model, self.be, self.config, self.device = model, be, c, be.device
         self.max_length = cache_length(c, max_length)
-        if be.params["model.embed_tokens.weight"].half:
-            raise ValueError("model.embed_tokens.weight must be f32 (the embedding gather reads f32)")
+        for table in c.embedding_tables:
+            if be.params[table].half:
+                raise ValueError(f"{table} must be f32 (the embedding gather reads f32)")
         self.cache = be.kv_cache(c.num_hidden_layers, self.max_length,
                                  c.num_key_value_heads * c.head_dim)
         self.length = 0
@@ -202,7 +203,7 @@ class GpuDecoder:
         params = {}
         for name in checkpoint.names():
             shape = checkpoint.shape(name)
-            if half and len(shape) == 2 and name != "model.embed_tokens.weight":
+            if half and len(shape) == 2 and name not in checkpoint.config.embedding_tables:
                 params[name] = Tensor(device.buffer_from(checkpoint.f16_bits(name), label=name),
                                       shape, half=True)
             else:

@@ -69,9 +69,8 @@ class Gpt2Model(AdaptedModel):
         B, T, position = inputs.B, inputs.T, inputs.position
         h = c.hidden_size
         linear = self.linears.forward
-        positions = be.positions(B, T, position)
         x = be.add(be.gather_rows(be.param("transformer.wte.weight"), inputs.ids),
-                   be.gather_rows(be.param("transformer.wpe.weight"), positions))
+                   be.position_rows(be.param("transformer.wpe.weight"), B, T, position))
         layers = []
         for n in range(c.num_hidden_layers):
             p = f"transformer.h.{n}."
@@ -92,7 +91,7 @@ class Gpt2Model(AdaptedModel):
             else:
                 be.end_layer(x)       # inference: this layer's intermediates may be reused
         out, final = self._layernorm(be, x, "transformer.ln_f")
-        return out, {"layers": layers, "final": final, "ids": inputs.ids, "positions": positions}
+        return out, {"layers": layers, "final": final, "ids": inputs.ids, "B": B, "T": T}
 
     # --- backward ---
 
@@ -123,4 +122,4 @@ class Gpt2Model(AdaptedModel):
                 dx = be.add(dx, self._norm_backward(be, da, s["ln1"], p + "ln_1"))
         if self.full:
             be.gather_rows_backward(dx, saved["ids"], be.grad("transformer.wte.weight"))
-            be.gather_rows_backward(dx, saved["positions"], be.grad("transformer.wpe.weight"))
+            be.position_rows_backward(dx, saved["B"], saved["T"], be.grad("transformer.wpe.weight"))

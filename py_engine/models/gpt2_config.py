@@ -22,6 +22,7 @@ CONV1D = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")   # every GPT-
 
 class Gpt2Config:
     lora_targets = ("c_attn",)             # PEFT's default LoRA target for GPT-2
+    embedding_tables = ("transformer.wte.weight", "transformer.wpe.weight")   # kept f32 on a GPU
 
     def __init__(self, **values):
         def need(name, kind=int, default=None):

@@ -15,6 +15,7 @@ RMS_NORM_EPS = 1e-6      # transformers' LlamaConfig default; the RMSNorm ops' d
 
 class LlamaConfig:
     lora_targets = ("q_proj", "v_proj")     # PEFT's default LoRA targets for these models
+    embedding_tables = ("model.embed_tokens.weight",)   # gathered by rows: kept f32 on a GPU
     def __init__(self, **values):
         def need(name, kind=int, default=None):
             value = values.get(name, default)
