@@ -21,7 +21,7 @@ def tiny_gpt2(path, seed=0, **overrides):
     return model.double().eval()
 
 
-def tiny_dialogpt_dir(path, seed=0):
+def tiny_dialogpt_dir(path, seed=0, **overrides):
     """A DialoGPT-like checkpoint directory: a tiny GPT2LMHeadModel over a byte-level BPE
     (tiny_chat's, "<|endoftext|>" as eos and pad) and a tokenizer_config.json with no chat
     template, as DialoGPT ships."""
@@ -33,7 +33,8 @@ def tiny_dialogpt_dir(path, seed=0):
     tok = train_tokenizer()
     tok.save(str(path / "tokenizer.json"))
     eos = tok.token_to_id("<|endoftext|>")
-    tiny_gpt2(path, seed, vocab_size=tok.get_vocab_size(), bos_token_id=eos, eos_token_id=eos)
+    tiny_gpt2(path, seed, **dict(dict(vocab_size=tok.get_vocab_size(), bos_token_id=eos,
+                                      eos_token_id=eos), **overrides))
     config = {"eos_token": "<|endoftext|>", "bos_token": "<|endoftext|>",
               "unk_token": "<|endoftext|>", "model_max_length": 64,
               "tokenizer_class": "GPT2TokenizerFast", "add_prefix_space": False}

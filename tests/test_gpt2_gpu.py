@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import run
-from gpt2_checkpoints import TINY, tiny_gpt2
+from gpt2_checkpoints import TINY, tiny_dialogpt_dir, tiny_gpt2
 from py_engine.backends.gpu_backend import GpuBackend, Kernels, Tensor
 from py_engine.formats.peft_adapter import load_adapter
 from py_engine.generate import GpuDecoder
@@ -18,6 +18,8 @@ from py_engine.models.gpt2 import Gpt2Model
 from py_engine.models.llama import shift_labels
 from py_engine.models.lora_config import LoraConfig
 from py_engine.train.batch import Batch
+from py_engine.train.chat import CausalTrainConfig, ChatModel
+from test_chat_model import random_examples
 from test_gpt2_lora_oracle import ALL, a_batch, engine_step, peft_gpt2, relative
 
 # f32 on the GPU against float64: the Llama family's bounds (lavapipe measured: loss 1e-7,
@@ -98,3 +100,23 @@ def test_gpu_greedy_generation_matches_transformers(tmp_path, device, half):
         tokens.append(int(np.argmax(logits)))
         logits = run(decoder.step(tokens[-1]))
     assert tokens == out[0, len(prompt):].tolist()
+
+
+def host_run(path, examples, prompt, backend):
+    """(losses, greedy reply) of two LoRA epochs on all of GPT-2's linears, through ChatModel."""
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=ALL)
+    chat = run(ChatModel.create(path, lora=lora, backend=backend, seed=1))
+    history = run(chat.fit(examples, CausalTrainConfig(epochs=2, lr=2e-2, batch_size=4)))
+    return [h.loss for h in history], run(chat.generate(prompt, max_new_tokens=10))
+
+
+def test_gpt2_chat_model_on_the_native_gpu_matches_numpy(tmp_path):
+    """ChatModel's LoRA training run and greedy reply on the GPU backend equal the NumPy
+    backend's (tests/test_gpt2_browser.py runs it in Chromium)."""
+    path = tiny_dialogpt_dir(tmp_path / "dialogpt", initializer_range=0.2)
+    examples = random_examples(8, 320)
+    prompt = "What is the capital of France?"
+    losses, want = host_run(path, examples, prompt, "numpy")
+    gpu_losses, got = host_run(path, examples, prompt, "gpu")
+    np.testing.assert_allclose(gpu_losses, losses, rtol=1e-4)
+    assert got.ids == want.ids
