@@ -167,3 +167,15 @@ def test_merged_export_loads_in_transformers(tmp_path):
     with torch.no_grad():
         got = merged(input_ids=torch.as_tensor([ids])).logits[0].numpy()
     assert relative(got, want) <= 1e-6          # the merged weights are float32
+
+
+def test_fan_in_fan_out_is_refused_where_the_linears_are_not_conv1d():
+    from py_engine.models.llama import LlamaModel
+    from py_engine.models.llama_config import LlamaConfig
+    from py_engine.models.lora_config import LoraConfigError
+
+    config = LlamaConfig(vocab_size=96, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                         intermediate_size=48)
+    lora = LoraConfig(target_modules=["q_proj"], fan_in_fan_out=True, task_type="CAUSAL_LM")
+    with pytest.raises(LoraConfigError, match="fan_in_fan_out=True is for Conv1D layers"):
+        LlamaModel(config, lora)

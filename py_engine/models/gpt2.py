@@ -16,45 +16,23 @@ checkpoint's Conv1D [in, out] is transposed on load), so PEFT's fan_in_fan_out l
 have the shapes they have for a Linear. With `lora=None` every weight trains.
 """
 
-from .lora import AdaptedModel, Linears
+from .decoder import DecoderModel
 
 PROJECTIONS = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
 
 
-class Gpt2Model(AdaptedModel):
-    decoder = True     # the GPU loads the decoder kernel families
+class Gpt2Model(DecoderModel):
     head_name = "transformer.wte.weight"     # tied: the head is the token embedding
 
     def __init__(self, config, lora):
         """lora: a LoraConfig (its fan_in_fan_out is set, as PEFT sets it for Conv1D), or None
         to train every weight (full fine-tuning)."""
-        self.config = config
-        self.lora = lora
-        self.full = lora is None
         if lora is not None:
             lora.fan_in_fan_out = True
         shapes = config.parameter_shapes()
         modules = {f"transformer.h.{n}.{p}": shapes[f"transformer.h.{n}.{p}.weight"]
                    for n in range(config.num_hidden_layers) for p in PROJECTIONS}
-        self.linears = Linears(modules, lora, "GPT-2 decoder", full=self.full, conv1d=True)
-        self.targets = self.linears.targets
-        self.trainable = dict(shapes) if self.full else dict(self.linears.trainable)
-
-    def to_full(self):
-        """The same decoder with every weight trainable (after the LoRA update was folded in)."""
-        return Gpt2Model(self.config, None)
-
-    def frozen_names(self):
-        return [] if self.full else list(self.config.parameter_shapes())
-
-    def head_grad(self, be):
-        """Where the loss puts the head's gradient: None unless fine-tuning every weight."""
-        return be.grad(self.head_name) if self.full else None
-
-    def _lowest_layer(self):
-        if self.full:
-            return 0
-        return self.linears.lowest_layer(lambda m: int(m.split(".")[2]))
+        self._build(config, lora, modules, "GPT-2 decoder", conv1d=True)
 
     def _layernorm(self, be, x, name):
         c = self.config

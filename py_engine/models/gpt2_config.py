@@ -11,7 +11,7 @@ eos_token_id) are the Llama configuration's.
 
 from array import array
 
-from .bert_config import ConfigError, read_config_json
+from .bert_config import ConfigError, config_field, read_config_json
 
 MODEL_TYPES = ("gpt2",)
 # transformers' names for the tanh GELU, and for the exact one.
@@ -26,13 +26,7 @@ class Gpt2Config:
 
     def __init__(self, **values):
         def need(name, kind=int, default=None):
-            value = values.get(name, default)
-            if value is None:
-                raise ConfigError(f"config.json is missing {name!r}")
-            try:
-                return kind(value)
-            except (TypeError, ValueError):
-                raise ConfigError(f"config.json field {name!r} should be {kind.__name__}, got {value!r}") from None
+            return config_field(values, name, kind, default)
 
         self.model_type = values.get("model_type", "gpt2")
         if self.model_type not in MODEL_TYPES:
