@@ -19,8 +19,8 @@
                                    the fine-tuning HTTP API (see py_engine/api/)
 
 `train` looks at the checkpoint: a BERT-family encoder trains a classifier on JSONL lines
-{"text": ..., "label": ...}; a Llama-family decoder (Llama, TinyLlama, SmolLM, Qwen2) trains on
-chat data: {"messages": [{"role", "content"}, ...]}, Alpaca {"instruction", "input", "output"},
+{"text": ..., "label": ...}; a decoder (Llama family: Llama, TinyLlama, SmolLM, Qwen2; GPT-2
+family: GPT-2, DialoGPT, distilgpt2) trains on chat data: {"messages": [{"role", "content"}, ...]}, Alpaca {"instruction", "input", "output"},
 {"prompt", "response"} pairs, or {"text": ...} for continued pretraining (no chat template
 needed). Decoders train with LoRA (a PEFT adapter is written), full fine-tuning or hybrid (a
 whole checkpoint is written). Options left out take the Python API's defaults for the task.
@@ -207,7 +207,7 @@ def _check_train(args, kind):
                              "keep f32 or f16 base weights")
     else:
         refuse_options(args, ("pooling", "label_smoothing"),
-                f"only for classifiers; {args.model} is a chat model (Llama family)")
+                f"only for classifiers; {args.model} is a chat model (a decoder)")
         mode = args.mode or "lora"
         if mode == "full":
             refuse_options(args, ("r", "lora_alpha", "lora_dropout", "target_modules"),
@@ -248,7 +248,7 @@ def _check_command_model(args, want):
     kind = model_kind(args.model, args.max_length)
     if kind != want:
         what = {"encoder": "a classifier checkpoint (BERT family): use predict or eval",
-                "decoder": "a chat model (Llama family): use score or generate"}[kind]
+                "decoder": "a chat model (a decoder): use score or generate"}[kind]
         raise UsageError(f"{args.model} is {what}")
 
 
@@ -699,7 +699,7 @@ def _chat_parsers(sub):
             ("score", cmd_score, "chat models: one JSON line {loss, tokens} per input"),
             ("generate", cmd_generate, "chat models: print the completion of a prompt")):
         p = sub.add_parser(name, help=text)
-        p.add_argument("--model", required=True, help="Llama-family checkpoint directory")
+        p.add_argument("--model", required=True, help="decoder checkpoint directory (Llama or GPT-2 family)")
         p.add_argument("--adapter", help="a PEFT LoRA adapter (task CAUSAL_LM)")
         _backend_options(p, ["f32", "f16", "int8", "int4"])
         p.add_argument("--max-length", type=MAX_LENGTH, help="tokens (default 512)")

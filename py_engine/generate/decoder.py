@@ -1,5 +1,5 @@
-"""Generation decoders: the Llama-family model's own forward pass (models/llama.py) with a KV
-cache, one prompt and then one token at a time, on either backend. The interface
+"""Generation decoders: the decoder model's own forward pass (models/llama.py, models/gpt2.py)
+with a KV cache, one prompt and then one token at a time, on either backend. The interface
 generation.generate drives:
 
     logits = await decoder.prefill(prompt_ids)    # empty the cache, run the prompt: V floats
