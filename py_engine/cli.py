@@ -20,8 +20,8 @@
                                    the fine-tuning HTTP API (see py_engine/api/)
 
 `train` looks at the checkpoint: a BERT-family encoder trains a classifier on JSONL lines
-{"text": ..., "label": ...}; a Llama-family decoder (Llama, TinyLlama, SmolLM, Qwen2) trains on
-chat data: {"messages": [{"role", "content"}, ...]}, Alpaca {"instruction", "input", "output"},
+{"text": ..., "label": ...}; a decoder (Llama family: Llama, TinyLlama, SmolLM, Qwen2; GPT-2
+family: GPT-2, DialoGPT, distilgpt2) trains on chat data: {"messages": [{"role", "content"}, ...]}, Alpaca {"instruction", "input", "output"},
 {"prompt", "response"} pairs, or {"text": ...} for continued pretraining (no chat template
 needed). Decoders train with LoRA (a PEFT adapter is written), full fine-tuning or hybrid (a
 whole checkpoint is written). Options left out take the Python API's defaults for the task.
@@ -162,13 +162,13 @@ def input_file(path, what):
 
 
 def model_kind(model, max_length=None):
-    """"decoder" (Llama family) or "encoder" (BERT family), from the checkpoint's config.json;
+    """"decoder" (Llama or GPT-2 family) or "encoder" (BERT family), from the checkpoint's config.json;
     config.json and tokenizer_config.json are read here first so that a malformed one is named.
     `max_length` (--max-length) must fit the model's positions."""
     from pathlib import Path
 
     from py_engine.formats.json_file import read_json_object
-    from py_engine.models.llama_config import MODEL_TYPES
+    from py_engine.models.decoders import DECODER_TYPES
 
     path = Path(model)
     if not path.is_dir():
@@ -179,11 +179,18 @@ def model_kind(model, max_length=None):
     config = read_json_object(path / "config.json")
     if (path / "tokenizer_config.json").exists():
         read_json_object(path / "tokenizer_config.json")
-    positions = config.get("max_position_embeddings")
+    positions = config.get("max_position_embeddings", config.get("n_positions"))   # GPT-2: n_positions
     if max_length is not None and type(positions) is int and max_length > positions:
         raise UsageError(f"--max-length {max_length} is more than the {positions} positions of "
                          f"{model} (config.json's max_position_embeddings)")
-    return "decoder" if config.get("model_type") in MODEL_TYPES else "encoder"
+    if config.get("model_type") in DECODER_TYPES:
+        return "decoder"
+    if any(str(a).endswith(("ForCausalLM", "LMHeadModel")) for a in config.get("architectures") or ()):
+        from py_engine.models.decoders import supported
+
+        raise UsageError(f"{model}: model_type {config.get('model_type')!r} is a decoder py_engine "
+                         f"does not run; supported decoders: {supported()}")
+    return "encoder"
 
 
 def _check_backend(args):
@@ -202,7 +209,7 @@ def _check_train(args, kind):
                              "keep f32 or f16 base weights")
     else:
         refuse_options(args, ("pooling", "label_smoothing"),
-                f"only for classifiers; {args.model} is a chat model (Llama family)")
+                f"only for classifiers; {args.model} is a chat model (a decoder)")
         mode = args.mode or "lora"
         if mode == "full":
             refuse_options(args, ("r", "lora_alpha", "lora_dropout", "target_modules"),
@@ -243,7 +250,7 @@ def _check_command_model(args, want):
     kind = model_kind(args.model, args.max_length)
     if kind != want:
         what = {"encoder": "a classifier checkpoint (BERT family): use predict or eval",
-                "decoder": "a chat model (Llama family): use score or generate"}[kind]
+                "decoder": "a chat model (a decoder): use score or generate"}[kind]
         raise UsageError(f"{args.model} is {what}")
 
 
@@ -348,11 +355,13 @@ def _chat_examples(chat, examples, path, skip=False):
 def cmd_train_chat(args):
     from py_engine.data.chat import read_chat_jsonl
     from py_engine.gpu import run_sync
-    from py_engine.train.chat import DECODER_TARGET_MODULES, CausalTrainConfig, ChatModel
+    from py_engine.models.checkpoint import DecoderCheckpoint
+    from py_engine.train.chat import CausalTrainConfig, ChatModel
 
     _check_train(args, "decoder")
     config = CausalTrainConfig(**train_options(args, "mode", "patience", "full_lr"))
-    lora = lora_options(args, 2, DECODER_TARGET_MODULES, task_type="CAUSAL_LM")
+    lora = lora_options(args, 2, DecoderCheckpoint.load(args.model).config.lora_targets,
+                        task_type="CAUSAL_LM")
     data = read_chat_jsonl(args.data)
     held_out = read_chat_jsonl(args.validation) if args.validation else None
     create = given_options(args, "mode", "seed", "max_length", "base_dtype")
@@ -692,7 +701,7 @@ def _chat_parsers(sub):
             ("score", cmd_score, "chat models: one JSON line {loss, tokens} per input"),
             ("generate", cmd_generate, "chat models: print the completion of a prompt")):
         p = sub.add_parser(name, help=text)
-        p.add_argument("--model", required=True, help="Llama-family checkpoint directory")
+        p.add_argument("--model", required=True, help="decoder checkpoint directory (Llama or GPT-2 family)")
         p.add_argument("--adapter", help="a PEFT LoRA adapter (task CAUSAL_LM)")
         _backend_options(p, ["f32", "f16", "int8", "int4"])
         p.add_argument("--max-length", type=MAX_LENGTH, help="tokens (default 512)")

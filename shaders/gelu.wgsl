@@ -1,8 +1,10 @@
-// GELU in BERT's exact form, over flat f32 arrays of length n:
+// GELU in BERT's exact form, and in GPT-2's tanh form, over flat f32 arrays of length n:
 //
 //   gelu_forward:      y  = x * Phi(x),  Phi(x) = 0.5 * (1 + erf(x / sqrt(2)))
 //   gelu_backward:     dx = dy * (Phi(x) + x * phi(x)),  phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
 //   erf_approximation: y  = erf(x) as the two above compute it (to measure it on a device)
+//   gelu_tanh_forward: y  = 0.5 x (1 + tanh(u)),  u = sqrt(2 / pi) (x + 0.044715 x^3)
+//   gelu_tanh_backward: dx = dy * (0.5 (1 + tanh(u)) + 0.5 x (1 - tanh(u)^2) du/dx)
 //
 // WGSL has no erf. The approximation is a two-piece fit (weighted least squares on Chebyshev
 // nodes in float64, coefficients rounded to f32; the same table is in py_engine/ops/gelu.py):
@@ -16,8 +18,11 @@
 //
 // Elementwise with a grid-stride loop, so any launch covers any n; no workgroup memory.
 //
-// Bindings: gelu_forward, erf_approximation: x, out, params;
-//           gelu_backward: x, out (dx), params, dy.
+// The tanh form: tanh(u) = 1 - 2 / (exp(2u) + 1), with 2u clamped to +-30 (tanh is +-1 to f32
+// there) so that exp never overflows to inf / inf.
+//
+// Bindings: gelu_forward, gelu_tanh_forward, erf_approximation: x, out, params;
+//           gelu_backward, gelu_tanh_backward: x, out (dx), params, dy.
 // Reference: py_engine/ops/gelu.py; checked in tests/test_kernels_gelu.py.
 
 override WORKGROUP: u32 = 256u;
@@ -105,5 +110,35 @@ fn erf_approximation(@builtin(global_invocation_id) gid: vec3<u32>,
   let stride = groups.x * WORKGROUP;
   for (var i = gid.x; i < params.n; i += stride) {
     out[i] = erf_approx(x[i]);
+  }
+}
+
+const TANH_C: f32 = 0.79788456080286536;    // sqrt(2 / pi)
+const TANH_CUBIC: f32 = 0.044715;
+
+fn tanh_of_u(v: f32) -> f32 {
+  let two_u = clamp(2.0 * TANH_C * v * fma(TANH_CUBIC * v, v, 1.0), -30.0, 30.0);
+  return 1.0 - 2.0 / (exp(two_u) + 1.0);
+}
+
+@compute @workgroup_size(WORKGROUP)
+fn gelu_tanh_forward(@builtin(global_invocation_id) gid: vec3<u32>,
+                     @builtin(num_workgroups) groups: vec3<u32>) {
+  let stride = groups.x * WORKGROUP;
+  for (var i = gid.x; i < params.n; i += stride) {
+    let v = x[i];
+    out[i] = 0.5 * v * (1.0 + tanh_of_u(v));
+  }
+}
+
+@compute @workgroup_size(WORKGROUP)
+fn gelu_tanh_backward(@builtin(global_invocation_id) gid: vec3<u32>,
+                      @builtin(num_workgroups) groups: vec3<u32>) {
+  let stride = groups.x * WORKGROUP;
+  for (var i = gid.x; i < params.n; i += stride) {
+    let v = x[i];
+    let t = tanh_of_u(v);
+    let du = TANH_C * fma(3.0 * TANH_CUBIC * v, v, 1.0);
+    out[i] = dout[i] * (0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * du);
   }
 }

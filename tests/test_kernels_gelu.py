@@ -103,3 +103,38 @@ def test_erf_approximation_on_the_device(device, gelu):
     assert np.all(np.isfinite(got))
     assert err.max() <= ERF_MAX_ABS_ERROR, err.max()
     assert got[-3:].tolist() == [1.0, -1.0, 1.0]
+
+
+# The tanh form (GPT-2) has no erf: f32 tanh and a few roundings per element.
+TANH_BOUND = 1e-6     # lavapipe: forward 5e-8, backward 4e-7
+
+
+@pytest.mark.parametrize("n, spread", [(1000, 1.0), (4099, 3.0), (20_000, 12.0)])
+def test_gelu_tanh_matches_numpy(device, gelu, n, spread):
+    rng = np.random.default_rng()
+    x = (rng.standard_normal(n) * spread).astype(np.float32)
+    dy = rng.standard_normal(n).astype(np.float32)
+    x_b, dy_b = device.buffer_from(x), device.buffer_from(dy)
+    y, dx = poisoned(device, n), poisoned(device, n)
+    program = device.program()
+    gelu.forward(program, x_b, y, n, approximate="tanh")
+    gelu.backward(program, dy_b, x_b, dx, n, approximate="tanh")
+    program.read(y)
+    program.read(dx)
+    y, dx = [floats(v) for v in run(program.run())]
+    want_y, slope = ops.gelu_tanh_with_slope(x.astype(np.float64))
+    assert rel_error(y, want_y) <= TANH_BOUND
+    assert rel_error(dx, dy.astype(np.float64) * slope) <= TANH_BOUND
+
+
+def test_gelu_tanh_reference_matches_torch():
+    """The NumPy tanh form against torch's gelu(approximate="tanh") and its autograd, float64."""
+    import torch
+
+    x = torch.randn(5000, dtype=torch.float64) * 4
+    x.requires_grad_(True)
+    y = torch.nn.functional.gelu(x, approximate="tanh")
+    y.sum().backward()
+    got_y, slope = ops.gelu_tanh_with_slope(x.detach().numpy())
+    assert rel_error(got_y, y.detach().numpy()) <= 1e-14
+    assert rel_error(slope, x.grad.numpy()) <= 1e-14

@@ -84,8 +84,8 @@ class Kernels:
 
     @classmethod
     async def load(cls, device, matmul_variant=None, decoder=False, quantized=False):
-        """`decoder`: also the Llama-family families (RMSNorm, RoPE, SwiGLU, causal attention,
-        the chunked LM-head loss, the KV cache); `quantized`: the int8/int4 weight kernels."""
+        """`decoder`: also the decoder families (RMSNorm, RoPE, SwiGLU, causal attention,
+        the chunked LM-head loss, the KV cache, column block copies); `quantized`: the int8/int4 weight kernels."""
         k = cls()
         k.matmul = await MatmulKernels.load(device, variant=matmul_variant)
         k.quantized = None
@@ -106,6 +106,7 @@ class Kernels:
         k.grad_norm = await GradNormKernels.load(device)
         if decoder:
             from ..kernels.causal_attention import CausalAttentionKernels
+            from ..kernels.columns import ColumnKernels
             from ..kernels.kv_cache import KVCacheKernels
             from ..kernels.lm_head_loss import LMHeadLossKernels
             from ..kernels.rmsnorm import RmsNormKernels
@@ -118,6 +119,7 @@ class Kernels:
             k.causal_attention = await CausalAttentionKernels.load(device)
             k.lm_head = await LMHeadLossKernels.load(device, matmul=k.matmul)
             k.kv_cache = await KVCacheKernels.load(device)
+            k.columns = await ColumnKernels.load(device)
         return k
 
 
@@ -231,12 +233,17 @@ class GpuBackend:
                                  mean.buffer, rstd.buffer, x.rows, x.cols, eps)
         return y, (x, gamma, mean, rstd)
 
-    def layernorm_backward(self, dy, saved):
+    def layernorm_backward(self, dy, saved, dgamma=None, dbeta=None):
+        """dx; with `dgamma` and `dbeta` (full fine-tuning) their gradients are added into
+        them, otherwise gamma and beta are frozen and only dx is computed."""
         x, gamma, mean, rstd = saved
         dx = self.new(*x.shape)
-        # gamma and beta are frozen: only dx.
         self.k.layernorm.backward_input(self.program, dy.buffer, x.buffer, gamma.buffer, mean.buffer,
                                         rstd.buffer, dx.buffer, x.rows, x.cols)
+        if dgamma is not None:
+            self.k.layernorm.backward_params(self.program, dy.buffer, x.buffer, mean.buffer,
+                                             rstd.buffer, dgamma.buffer, dbeta.buffer, x.rows,
+                                             x.cols, accumulate=True)
         return dx
 
     def linear(self, x, w, b):
@@ -335,14 +342,14 @@ class GpuBackend:
         self.k.elementwise.add(self.program, a.buffer, b.buffer, out.buffer, a.size)
         return out
 
-    def gelu(self, x):
+    def gelu(self, x, approximate="none"):
         y = self.new(*x.shape)
-        self.k.gelu.forward(self.program, x.buffer, y.buffer, x.size)
+        self.k.gelu.forward(self.program, x.buffer, y.buffer, x.size, approximate)
         return y
 
-    def gelu_backward(self, dy, x):
+    def gelu_backward(self, dy, x, approximate="none"):
         dx = self.new(*x.shape)
-        self.k.gelu.backward(self.program, dy.buffer, x.buffer, dx.buffer, x.size)
+        self.k.gelu.backward(self.program, dy.buffer, x.buffer, dx.buffer, x.size, approximate)
         return dx
 
     def tanh(self, x):
@@ -404,6 +411,48 @@ class GpuBackend:
         self.k.embedding.backward(self.program, dy.buffer, ids.buffer, types, dtable.buffer, None,
                                   None, batch=B, seq=T, hidden=width, vocab=dtable.shape[0],
                                   positions=T, type_vocab=1, accumulate=True)
+
+    def position_rows(self, table, B, T, position):
+        """Learned positions: rows position .. position + T - 1 of `table` (position an int or
+        a Variable), once per sequence, as [B*T, width]."""
+        width = table.shape[1]
+        out = self.new(B * T, width)
+        for b in range(B):
+            self.k.columns.copy_block(self.program, table.buffer, out.buffer, T, width,
+                                      (width, 0, position), (width, 0, b * T))
+        return out
+
+    def position_rows_backward(self, dy, B, T, dtable):
+        """dtable[t] += the sum over the batch of dy's rows at t (training starts at 0): the
+        embedding backward over position ids 0 .. T-1 in every row."""
+        key = ("positions", B, T)
+        if key not in self._zeros:
+            ids = array("I", list(range(T)) * B)
+            self._zeros[key] = Tensor(self.device.buffer_from(ids, label="position ids"), (B, T))
+        ids = self._zeros[key]
+        self.gather_rows_backward(dy, ids, dtable)
+
+    def split_columns(self, x, widths):
+        """x [rows, sum(widths)] cut into consecutive column blocks (a fused projection's
+        outputs, such as GPT-2's q, k, v)."""
+        parts, start = [], 0
+        for w in widths:
+            part = self.new(x.rows, w)
+            self.k.columns.copy_block(self.program, x.buffer, part.buffer, x.rows, w,
+                                      (x.cols, start, 0), (w, 0, 0))
+            parts.append(part)
+            start += w
+        return parts
+
+    def concat_columns(self, parts):
+        """The backward of split_columns: the blocks side by side again."""
+        rows, total = parts[0].rows, sum(p.cols for p in parts)
+        out, start = self.new(rows, total), 0
+        for p in parts:
+            self.k.columns.copy_block(self.program, p.buffer, out.buffer, rows, p.cols,
+                                      (p.cols, 0, 0), (total, start, 0))
+            start += p.cols
+        return out
 
     def rmsnorm(self, x, weight, eps):
         y, rstd = self.new(*x.shape), self.new(x.rows)

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..labels import IGNORE_LABEL
 from ..ops import attention as attn_ops
+from ..ops import columns as columns_ops
 from ..ops import cross_entropy as ce_ops
 from ..ops import dropout as dropout_ops
 from ..ops import embedding as emb_ops
@@ -95,9 +96,15 @@ class NumpyBackend:
         y, mean, rstd = ln_ops.layernorm_forward(x, gamma, beta, eps)
         return y, (x, gamma, mean, rstd)
 
-    def layernorm_backward(self, dy, saved):
-        # gamma and beta are frozen: only dx is computed.
-        return ln_ops.layernorm_backward_input(dy, *saved)
+    def layernorm_backward(self, dy, saved, dgamma=None, dbeta=None):
+        """dx; with `dgamma` and `dbeta` (full fine-tuning) their gradients are added into
+        them, otherwise gamma and beta are frozen and only dx is computed."""
+        if dgamma is None:
+            return ln_ops.layernorm_backward_input(dy, *saved)
+        dx, dg, db = ln_ops.layernorm_backward(dy, *saved)
+        dgamma += dg
+        dbeta += db
+        return dx
 
     def linear(self, x, w, b):
         return mm_ops.linear_forward(x, w, b)
@@ -162,17 +169,18 @@ class NumpyBackend:
     def add(self, a, b):
         return a + b
 
-    def gelu(self, x):
+    def gelu(self, x, approximate="none"):
+        """GELU, exact (BERT) or approximate="tanh" (GPT-2)."""
         if not self._train:
-            return gelu_ops.gelu_forward(x)
-        y, slope = gelu_ops.gelu_with_slope(x)
+            return gelu_ops.gelu_forward(x, approximate)
+        y, slope = gelu_ops.gelu_with_slope(x, approximate)
         self._gelu_slopes[id(x)] = (x, slope)    # x is held, so its id stays unique
         return y
 
-    def gelu_backward(self, dy, x):
+    def gelu_backward(self, dy, x, approximate="none"):
         kept = self._gelu_slopes.pop(id(x), None)
         if kept is None:
-            return gelu_ops.gelu_backward(dy, x)
+            return gelu_ops.gelu_backward(dy, x, approximate)
         return dy * kept[1]
 
     def tanh(self, x):
@@ -255,6 +263,24 @@ class NumpyBackend:
         cache.keys[layer][position:end] = k
         cache.values[layer][position:end] = v
         return cache.keys[layer][:end], cache.values[layer][:end]
+
+    def position_rows(self, table, B, T, position):
+        """Learned positions: rows position .. position + T - 1 of `table`, once per sequence,
+        as [B*T, width]."""
+        return np.tile(table[position:position + T], (B, 1))
+
+    def position_rows_backward(self, dy, B, T, dtable):
+        """dtable[t] += the sum over the batch of dy's rows at t (training starts at 0)."""
+        dtable[:T] += dy.reshape(B, T, -1).sum(axis=0)
+
+    def split_columns(self, x, widths):
+        """x [rows, sum(widths)] cut into consecutive column blocks (a fused projection's
+        outputs, such as GPT-2's q, k, v)."""
+        return columns_ops.split_columns(x, widths)
+
+    def concat_columns(self, parts):
+        """The backward of split_columns: the blocks side by side again."""
+        return columns_ops.concat_columns(parts)
 
     def end_layer(self, x):
         """The GPU backend reuses buffers here during inference; NumPy has nothing to do."""

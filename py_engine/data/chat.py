@@ -44,6 +44,7 @@ import os
 
 from ..formats.json_file import read_json_object
 from ..tokenizers.chat_template import ChatTemplate
+from ..tokenizers.checkpoint import family_template
 from .classification import DataError, parse_record, read_jsonl_lines
 
 IGNORE_INDEX = -100
@@ -220,7 +221,8 @@ def read_chat_jsonl(path):
 
 def load_chat_template(checkpoint_dir, tokenizer=None):
     """The checkpoint's chat template (tokenizer_config.json or chat_template.jinja). Where it
-    has none, ChatML (CHATML_TEMPLATE), provided the tokenizer has ChatML's <|im_start|> and
+    has none: its family's format where it has one (GPT-2's: DialoGPT's, see
+    tokenizers.checkpoint.family_template), else ChatML (CHATML_TEMPLATE), provided the tokenizer has ChatML's <|im_start|> and
     <|im_end|> tokens, each encoding as one token (pass `tokenizer` to have that checked); else a DataError, since a
     format the model has no tokens for would teach it to spell out markup."""
     config_path = os.path.join(checkpoint_dir, "tokenizer_config.json")
@@ -229,6 +231,9 @@ def load_chat_template(checkpoint_dir, tokenizer=None):
         os.path.exists(os.path.join(checkpoint_dir, "chat_template.jinja"))
     if has_template:
         return ChatTemplate.from_pretrained(checkpoint_dir)
+    family = family_template(checkpoint_dir, config)
+    if family is not None:
+        return family
     if tokenizer is not None:
         missing = [t for t in CHATML_TOKENS   # each must encode as one (added) token
                    if len(tokenizer.encode(t, add_special_tokens=False).ids) != 1]

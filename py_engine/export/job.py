@@ -123,7 +123,7 @@ def check_job(args):
     kind = model_kind(args.model, args.max_length) if local else "decoder"
     if kind == "decoder":
         refuse_options(args, ("label_smoothing",),
-                       f"only for classifiers; {args.model} is a chat model (Llama family)")
+                       f"only for classifiers; {args.model} is a chat model (a decoder)")
     config = _train_config(args, kind)
     if local:       # as py_engine does, the checkpoint's positions bound max_length
         from ..formats.json_file import read_json_object
@@ -162,17 +162,23 @@ def _train_config(args, kind):
     return ClassifierTrainConfig(**train_options(args, "label_smoothing"))
 
 
+def _decoder_targets(model_dir):
+    """PEFT's default LoRA targets for the decoder family of a checkpoint directory."""
+    from ..models.checkpoint import DecoderCheckpoint
+
+    return DecoderCheckpoint.load(model_dir).config.lora_targets
+
+
 def _adapter(args, kind, preset):
     """(LoraConfig, the adapter's files or None, its labels or None): --adapter's, or a new
     adapter of the LoRA options given (py_engine's defaults for the rest)."""
     from ..cli import check_adapter, lora_options, refuse_options
     from ..models.lora_config import BERT_TARGET_MODULES, LoraConfig
-    from ..train.chat import DECODER_TARGET_MODULES
 
     task = "CAUSAL_LM" if kind == "decoder" else "SEQ_CLS"
     if args.adapter is None:
         targets = preset.target_modules if preset else \
-            DECODER_TARGET_MODULES if kind == "decoder" else BERT_TARGET_MODULES
+            _decoder_targets(args.model) if kind == "decoder" else BERT_TARGET_MODULES
         lora = lora_options(args, 2 if kind == "decoder" else 1, targets, task_type=task) or \
             LoraConfig(r=8, lora_alpha=16 if kind == "decoder" else 8,
                        target_modules=list(targets), task_type=task)
@@ -226,9 +232,9 @@ def _model(model_dir, kind, lora, num_labels):
     """The model's structure (which tensors train, their shapes), from its files' headers."""
     if kind == "decoder":
         from ..models.checkpoint import DecoderCheckpoint
-        from ..models.llama import LlamaModel
+        from ..models.decoders import decoder_model
 
-        return LlamaModel(DecoderCheckpoint.load(model_dir).config, lora)
+        return decoder_model(DecoderCheckpoint.load(model_dir).config, lora)
     from ..models.bert import BertClassifier
     from ..models.checkpoint import Checkpoint
 

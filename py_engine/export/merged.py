@@ -83,7 +83,7 @@ class MergedModel:
     def layer_of(self, name):
         """The layer index a tensor belongs to, or None (embeddings, final norm, head)."""
         parts = name.split(".")
-        for marker in ("layers", "layer"):
+        for marker in ("layers", "layer", "h"):      # Llama, BERT, GPT-2
             if marker in parts:
                 return int(parts[parts.index(marker) + 1])
         return None
@@ -169,4 +169,6 @@ def save_merged(merged, directory, protected=(), progress=None):
         if progress is not None:
             progress(f"merged: {label}")
     config = merged.classifier_config() if merged.kind == ENCODER else None
+    if merged.kind == DECODER:
+        tensors = merged.config.checkpoint_layout(tensors)
     return save_model_dir(directory, merged.source, tensors, protected, config=config)

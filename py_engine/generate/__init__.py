@@ -1,5 +1,5 @@
-"""Text generation for the Llama-family decoder with a KV cache: sampling (pure Python), a NumPy
-decoder (host), a WebGPU decoder, and one async loop that drives either.
+"""Text generation for the decoders (Llama and GPT-2 families) with a KV cache: sampling (pure
+Python), a NumPy decoder (host), a WebGPU decoder, and one async loop that drives either.
 
     from py_engine.generate import generate, NumpyDecoder, GpuDecoder
     decoder = await GpuDecoder.load(device, checkpoint_dir)     # or NumpyDecoder.load(checkpoint_dir)

@@ -1,5 +1,5 @@
-"""Generation decoders: the Llama-family model's own forward pass (models/llama.py) with a KV
-cache, one prompt and then one token at a time, on either backend. The interface
+"""Generation decoders: the decoder model's own forward pass (models/llama.py, models/gpt2.py)
+with a KV cache, one prompt and then one token at a time, on either backend. The interface
 generation.generate drives:
 
     logits = await decoder.prefill(prompt_ids)    # empty the cache, run the prompt: V floats
@@ -23,7 +23,7 @@ from array import array
 
 from ..formats.peft_adapter import PREFIX
 from ..gpu import Variable
-from ..models.llama import LlamaModel
+from ..models.decoders import decoder_model
 from ..models.lora_config import LoraConfig
 
 MIN_BUCKET = 16
@@ -47,7 +47,7 @@ def cache_length(config, max_length):
 
 
 def model_for_params(config, names, lora_scaling):
-    """A LlamaModel whose LoRA wraps exactly the modules that `names` hold adapter tensors for
+    """A decoder model whose LoRA wraps exactly the modules that `names` hold adapter tensors for
     (names without PEFT's prefix), applied with `lora_scaling`."""
     modules = sorted(n[:-len(".lora_A.weight")] for n in names if n.endswith(".lora_A.weight"))
     for m in modules:
@@ -56,12 +56,12 @@ def model_for_params(config, names, lora_scaling):
     if any(n.endswith(".lora_B.weight") and n[:-len(".lora_B.weight")] not in modules for n in names):
         raise ValueError("a lora_B weight has no matching lora_A weight")
     if not modules:
-        return LlamaModel(config, None)
+        return decoder_model(config, None)
     if lora_scaling is None:
         raise ValueError("params hold LoRA weights: pass lora_scaling (lora_alpha / r)")
     r = names[modules[0] + ".lora_A.weight"][0]
     lora = LoraConfig(r=r, lora_alpha=lora_scaling * r, target_modules=modules, task_type="CAUSAL_LM")
-    model = LlamaModel(config, lora)
+    model = decoder_model(config, lora)
     for name, shape in model.trainable.items():
         if tuple(names[name]) != tuple(shape):
             raise ValueError(f"parameter {name!r} has shape {tuple(names[name])}, expected {tuple(shape)}")
@@ -168,8 +168,9 @@ class GpuDecoder:
         c = model.config
         self.model, self.be, self.config, self.device = model, be, c, be.device
         self.max_length = cache_length(c, max_length)
-        if be.params["model.embed_tokens.weight"].half:
-            raise ValueError("model.embed_tokens.weight must be f32 (the embedding gather reads f32)")
+        for table in c.embedding_tables:
+            if be.params[table].half:
+                raise ValueError(f"{table} must be f32 (the embedding gather reads f32)")
         self.cache = be.kv_cache(c.num_hidden_layers, self.max_length,
                                  c.num_key_value_heads * c.head_dim)
         self.length = 0
@@ -202,7 +203,7 @@ class GpuDecoder:
         params = {}
         for name in checkpoint.names():
             shape = checkpoint.shape(name)
-            if half and len(shape) == 2 and name != "model.embed_tokens.weight":
+            if half and len(shape) == 2 and name not in checkpoint.config.embedding_tables:
                 params[name] = Tensor(device.buffer_from(checkpoint.f16_bits(name), label=name),
                                       shape, half=True)
             else:

@@ -1,8 +1,10 @@
-"""GELU (exact erf form) on the GPU (shaders/gelu.wgsl); NumPy reference: py_engine/ops/gelu.py.
+"""GELU (exact erf form, or GPT-2's tanh form with approximate="tanh") on the GPU
+(shaders/gelu.wgsl); NumPy reference: py_engine/ops/gelu.py.
 
     gelu = await GeluKernels.load(device)
     gelu.forward(program, x, out, n)            # out = gelu(x)
     gelu.backward(program, dout, x, dx, n)      # dx = dout * gelu'(x)
+    gelu.forward(program, x, out, n, approximate="tanh")
 
 All buffers are flat f32 arrays of n elements; the backward needs the forward's input x.
 """
@@ -22,7 +24,8 @@ class GeluKernels:
     async def load(cls, device, workgroup=256):
         constants = {"WORKGROUP": workgroup}
         kernels = {entry: await device.kernel(SOURCE, entry, constants)
-                   for entry in ("gelu_forward", "gelu_backward", "erf_approximation")}
+                   for entry in ("gelu_forward", "gelu_backward", "erf_approximation",
+                                 "gelu_tanh_forward", "gelu_tanh_backward")}
         return cls(device, kernels, workgroup)
 
     def _dispatch(self, program, entry, buffers, n):
@@ -33,12 +36,19 @@ class GeluKernels:
         groups = grid_groups(self.device, n, self.workgroup)
         program.dispatch(self._kernels[entry], buffers, groups)
 
-    def forward(self, program, x, out, n):
-        self._dispatch(program, "gelu_forward", [x, out], n)
+    def forward(self, program, x, out, n, approximate="none"):
+        self._dispatch(program, _entry("gelu_forward", approximate), [x, out], n)
 
-    def backward(self, program, dout, x, dx, n):
-        self._dispatch(program, "gelu_backward", [x, dx, dout], n)
+    def backward(self, program, dout, x, dx, n, approximate="none"):
+        self._dispatch(program, _entry("gelu_backward", approximate), [x, dx, dout], n)
 
     def erf(self, program, x, out, n):
         """out = erf(x) with the approximation the GELU kernels use (to measure it)."""
         self._dispatch(program, "erf_approximation", [x, out], n)
+
+
+def _entry(name, approximate):
+    """gelu_forward / gelu_backward, or their tanh forms ("gelu_tanh_...")."""
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
+    return name.replace("gelu_", "gelu_tanh_") if approximate == "tanh" else name

@@ -24,6 +24,18 @@ def read_config_json(path):
         raise ConfigError(str(e)) from None
 
 
+def config_field(values, name, kind=int, default=None):
+    """config.json's `name` as `kind` (`default` where it is absent); ConfigError naming the
+    field where it is missing or of another type."""
+    value = values.get(name, default)
+    if value is None:
+        raise ConfigError(f"config.json is missing {name!r}")
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"config.json field {name!r} should be {kind.__name__}, got {value!r}") from None
+
+
 class BertConfig:
     """The fields of transformers' BertConfig that the encoder needs."""
 
@@ -76,7 +88,7 @@ class BertConfig:
         if self.position_embedding_type != "absolute":
             raise ConfigError(f"position_embedding_type {self.position_embedding_type!r} is not supported")
         if self.model_type not in ("bert", "roberta", "distilbert-like"):
-            if self.model_type in ("llama", "qwen2", "mistral"):
+            if self.model_type in ("llama", "qwen2", "mistral", "gpt2"):
                 raise ConfigError(f"model_type {self.model_type!r} is a decoder, not a BERT-family encoder")
 
     @property

@@ -8,8 +8,9 @@ BertFor* checkpoints carry, is removed; old "gamma"/"beta" LayerNorm names are r
 from pathlib import Path
 
 from ..formats import safetensors
-from .bert_config import BertConfig, ConfigError
-from .llama_config import LlamaConfig
+from .bert_config import BertConfig, ConfigError, read_config_json
+from .decoders import decoder_config
+from .gpt2_config import Gpt2Config, transposed
 
 
 class CheckpointError(ValueError):
@@ -90,6 +91,10 @@ class Checkpoint:
     config_class = BertConfig
 
     @classmethod
+    def read_config(cls, path):
+        return cls.config_class.from_file(path)
+
+    @classmethod
     def load(cls, directory, weights=None):
         """Load `directory` (config.json + model.safetensors). `weights`: the safetensors file's
         bytes, when it was fetched rather than read from disk (the browser)."""
@@ -97,7 +102,7 @@ class Checkpoint:
         if weights is None and not directory.is_dir():
             raise CheckpointError(f"no model directory at {directory}")
         try:
-            config = cls.config_class.from_file(directory / "config.json")
+            config = cls.read_config(directory / "config.json")
         except ConfigError as e:
             raise CheckpointError(str(e)) from None
         if weights is None:
@@ -112,7 +117,12 @@ class Checkpoint:
             tensors = safetensors.load(weights)
         except safetensors.SafeTensorsError as e:
             raise CheckpointError(f"{directory}/model.safetensors: {e}") from None
-        return cls(config, tensors, str(directory))
+        return cls.for_config(config)(config, tensors, str(directory))
+
+    @classmethod
+    def for_config(cls, config):
+        """The checkpoint class that reads `config`'s model family."""
+        return cls
 
     def shape(self, name):
         return tuple(self._file.info(self._names[name])[1])
@@ -125,11 +135,18 @@ class Checkpoint:
 
 
 class DecoderCheckpoint(Checkpoint):
-    """A validated Llama-family checkpoint (LlamaForCausalLM / Qwen2ForCausalLM layout): tensor
+    """A validated decoder checkpoint of any supported family (models/decoders.py), picked by
+    config.json's model_type. Llama-family (LlamaForCausalLM / Qwen2ForCausalLM layout): tensor
     names are kept as transformers writes them ("model.layers.0...", "lm_head.weight"); an
-    lm_head.weight a tied checkpoint still carries is ignored."""
+    lm_head.weight a tied checkpoint still carries is ignored. GPT-2: see Gpt2Checkpoint."""
 
-    config_class = LlamaConfig
+    @classmethod
+    def read_config(cls, path):
+        return decoder_config(read_config_json(path))
+
+    @classmethod
+    def for_config(cls, config):
+        return Gpt2Checkpoint if isinstance(config, Gpt2Config) else DecoderCheckpoint
 
     def __init__(self, config, tensors, source):
         self.config = config
@@ -140,3 +157,40 @@ class DecoderCheckpoint(Checkpoint):
 
     def names(self):
         return list(self.config.parameter_shapes())
+
+
+class Gpt2Checkpoint(DecoderCheckpoint):
+    """A GPT2LMHeadModel checkpoint. Names are GPT2LMHeadModel's ("transformer.h.0.attn.c_attn
+    .weight"); a GPT2Model checkpoint's bare names ("h.0...", as distilgpt2 ships) get the
+    "transformer." prefix; the attention's saved mask buffers and a tied lm_head.weight are
+    ignored. Conv1D weights are stored [in, out]: shape(), floats() and f16_bits() give them
+    transposed to the engine's [out, in]."""
+
+    def __init__(self, config, tensors, source):
+        self.config = config
+        self.source = source
+        self._file = tensors
+        self._names = {}
+        for raw in tensors.keys():
+            name = raw if raw.startswith(("transformer.", "lm_head.")) else "transformer." + raw
+            self._names[name] = raw
+        self._validate({n: self._stored_shape(n, s) for n, s in config.parameter_shapes().items()})
+
+    def _stored_shape(self, name, shape):
+        return tuple(reversed(shape)) if self.config.is_conv1d(name) else tuple(shape)
+
+    def shape(self, name):
+        return self._stored_shape(name, super().shape(name))
+
+    def floats(self, name):
+        return self._engine_layout(name, super().floats(name))
+
+    def f16_bits(self, name):
+        return self._engine_layout(name, super().f16_bits(name))
+
+    def _engine_layout(self, name, values):
+        if not self.config.is_conv1d(name):
+            return values
+        rows, cols = super().shape(name)          # [in, out] as stored
+        return transposed(values, rows, cols)
+

@@ -21,46 +21,23 @@ then one token at a time.
 """
 
 from ..labels import IGNORE_INDEX, IGNORE_LABEL
-from .lora import AdaptedModel, Linears
+from .decoder import DecoderModel
 
 PROJECTIONS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
                "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
 
 
-class LlamaModel(AdaptedModel):
-    decoder = True     # the GPU loads the decoder kernel families
-
+class LlamaModel(DecoderModel):
     def __init__(self, config, lora):
         """lora: a LoraConfig, or None to train every weight (full fine-tuning)."""
-        self.config = config
-        self.lora = lora
-        self.full = lora is None
         shapes = config.parameter_shapes()
         modules = {f"model.layers.{n}.{p}": shapes[f"model.layers.{n}.{p}.weight"]
                    for n in range(config.num_hidden_layers) for p in PROJECTIONS}
-        self.linears = Linears(modules, lora, "decoder", full=self.full)
-        self.targets = self.linears.targets
-        self.trainable = dict(shapes) if self.full else dict(self.linears.trainable)
-
-    def to_full(self):
-        """The same decoder with every weight trainable (after the LoRA update was folded in)."""
-        return LlamaModel(self.config, None)
-
-    def frozen_names(self):
-        return [] if self.full else list(self.config.parameter_shapes())
+        self._build(config, lora, modules, "decoder")
 
     @property
     def head_name(self):
         return "model.embed_tokens.weight" if self.config.tie_word_embeddings else "lm_head.weight"
-
-    def head_grad(self, be):
-        """Where the loss puts the head's gradient: None unless fine-tuning every weight."""
-        return be.grad(self.head_name) if self.full else None
-
-    def _lowest_layer(self):
-        if self.full:
-            return 0
-        return self.linears.lowest_layer(lambda m: int(m.split(".")[2]))
 
     # --- forward ---
 

@@ -5,7 +5,7 @@ Both spellings of the rotary settings are read: transformers 5's `rope_parameter
 older `rope_theta` + `rope_scaling` that published checkpoints carry.
 """
 
-from .bert_config import ConfigError, read_config_json
+from .bert_config import ConfigError, config_field, read_config_json
 
 MODEL_TYPES = ("llama", "qwen2", "mistral")
 ROPE_TYPES = ("default", "linear", "llama3")
@@ -14,15 +14,11 @@ ROPE_TYPES = ("default", "linear", "llama3")
 RMS_NORM_EPS = 1e-6      # transformers' LlamaConfig default; the RMSNorm ops' default too
 
 class LlamaConfig:
+    lora_targets = ("q_proj", "v_proj")     # PEFT's default LoRA targets for these models
+    embedding_tables = ("model.embed_tokens.weight",)   # gathered by rows: kept f32 on a GPU
     def __init__(self, **values):
         def need(name, kind=int, default=None):
-            value = values.get(name, default)
-            if value is None:
-                raise ConfigError(f"config.json is missing {name!r}")
-            try:
-                return kind(value)
-            except (TypeError, ValueError):
-                raise ConfigError(f"config.json field {name!r} should be {kind.__name__}, got {value!r}") from None
+            return config_field(values, name, kind, default)
 
         self.model_type = values.get("model_type", "llama")
         if self.model_type not in MODEL_TYPES:
@@ -93,6 +89,10 @@ class LlamaConfig:
         if not self.tie_word_embeddings:
             shapes["lm_head.weight"] = (self.vocab_size, h)
         return shapes
+
+    def checkpoint_layout(self, tensors):
+        """Tensors as the checkpoint stores them: the engine's own layout."""
+        return tensors
 
 
 def _rope_parameters(values):

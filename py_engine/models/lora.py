@@ -16,7 +16,7 @@ transformers' "bert." module prefix there). A merged weight W + scaling * B.A, f
 is "{module}.merged.weight".
 """
 
-from .lora_config import LoraConfig
+from .lora_config import LoraConfig, LoraConfigError
 
 
 class LoraTargetError(ValueError):
@@ -39,9 +39,13 @@ class Linears:
     """modules: {module name: (out_features, in_features)} in model order. lora: a LoraConfig,
     or None when no adapter is used; full: every linear's weight (and bias) trains."""
 
-    def __init__(self, modules, lora, family, adapter_prefix="", full=False):
+    def __init__(self, modules, lora, family, adapter_prefix="", full=False, conv1d=False):
+        """conv1d: the checkpoint stores these linears as Conv1D ([in, out]), for which PEFT's
+        adapters say fan_in_fan_out; for any other linear that option is refused."""
         if lora is not None and not isinstance(lora, LoraConfig):
             raise TypeError("lora must be a LoraConfig or None")
+        if lora is not None and lora.fan_in_fan_out and not conv1d:
+            raise LoraConfigError(f"fan_in_fan_out=True is for Conv1D layers; this {family} has none")
         self.modules = dict(modules)
         self.lora = lora
         self.full = full

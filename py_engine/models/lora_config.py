@@ -20,7 +20,7 @@ class LoraConfigError(ValueError):
 class LoraConfig:
     def __init__(self, r=8, lora_alpha=8, lora_dropout=0.0, target_modules=None, bias="none",
                  modules_to_save=None, task_type="SEQ_CLS", use_rslora=False,
-                 base_model_name_or_path=None, **unsupported):
+                 base_model_name_or_path=None, fan_in_fan_out=False, **unsupported):
         # Options we do not implement must not be silently ignored.
         unsupported = {k: v for k, v in unsupported.items() if v not in (None, False, {}, [], "")
                        and k not in _IGNORED_PEFT_FIELDS}
@@ -48,6 +48,9 @@ class LoraConfig:
         self.modules_to_save = list(modules_to_save) if modules_to_save is not None else (
             list(SEQ_CLS_MODULES_TO_SAVE) if task_type == "SEQ_CLS" else [])
         self.base_model_name_or_path = base_model_name_or_path
+        # True for models whose linears are Conv1D ([in, out], GPT-2): the model family sets
+        # it, as PEFT does; the adapter tensors' shapes are the same either way.
+        self.fan_in_fan_out = bool(fan_in_fan_out)
 
     @property
     def scaling(self):
@@ -59,7 +62,7 @@ class LoraConfig:
         return {
             "alpha_pattern": {}, "auto_mapping": None,
             "base_model_name_or_path": self.base_model_name_or_path, "bias": self.bias,
-            "exclude_modules": None, "fan_in_fan_out": False, "inference_mode": True,
+            "exclude_modules": None, "fan_in_fan_out": self.fan_in_fan_out, "inference_mode": True,
             "init_lora_weights": True, "layer_replication": None, "layers_pattern": None,
             "layers_to_transform": None, "loftq_config": {}, "lora_alpha": self.lora_alpha,
             "lora_bias": False, "lora_dropout": self.lora_dropout, "megatron_config": None,

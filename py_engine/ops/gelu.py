@@ -1,4 +1,4 @@
-"""GELU in BERT's exact form, gelu(x) = x * Phi(x) = 0.5 * x * (1 + erf(x / sqrt(2))).
+"""GELU in BERT's exact form (and GPT-2's tanh form, below: `approximate="tanh"`), gelu(x) = x * Phi(x) = 0.5 * x * (1 + erf(x / sqrt(2))).
 
     d gelu / dx = Phi(x) + x * phi(x),   phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
 
@@ -147,9 +147,11 @@ def _gelu_with_slope(x):
     return cdf, slope
 
 
-def gelu_with_slope(x):
+def gelu_with_slope(x, approximate="none"):
     """Returns (gelu(x), gelu'(x)): the forward's value and the slope its backward multiplies
     by, sharing one erf (for backends that keep the slope between forward and backward)."""
+    if approximate == "tanh":
+        return gelu_tanh_with_slope(x)
     if x.dtype == np.float32 and x.size > BLOCK:
         return tuple(_by_blocks(_gelu_with_slope, x, 2))
     return _gelu_with_slope(x)
@@ -159,17 +161,38 @@ def _gelu_float32(x):
     return (x * _normal_cdf_float32(x, x * x * np.float32(-0.5)),)
 
 
-def gelu_forward(x):
+def gelu_forward(x, approximate="none"):
     """Returns y = gelu(x); the backward needs only x."""
+    if approximate == "tanh":
+        return gelu_tanh_with_slope(x)[0]
     if x.dtype == np.float32:
         return _by_blocks(_gelu_float32, x, 1)[0] if x.size > BLOCK else _gelu_float32(x)[0]
     return x * normal_cdf(x)
 
 
-def gelu_backward(dy, x):
+def gelu_backward(dy, x, approximate="none"):
     """Returns dx = dy * gelu'(x)."""
+    if approximate == "tanh":
+        return dy * gelu_tanh_with_slope(x)[1]
     if x.dtype == np.float32:
         return dy * gelu_with_slope(x)[1]
     cdf = normal_cdf(x)
     pdf = INV_SQRT_2PI * np.exp(-0.5 * x * x)
     return dy * (cdf + x * pdf)
+
+
+# GPT-2's GELU (transformers' "gelu_new", torch's approximate="tanh"):
+#     gelu(x) = 0.5 x (1 + tanh(u)),   u = sqrt(2 / pi) (x + 0.044715 x^3)
+#     gelu'(x) = 0.5 (1 + tanh(u)) + 0.5 x (1 - tanh(u)^2) sqrt(2 / pi) (1 + 3 * 0.044715 x^2)
+TANH_C = math.sqrt(2.0 / math.pi)
+TANH_CUBIC = 0.044715
+
+
+def gelu_tanh_with_slope(x):
+    """(gelu(x), gelu'(x)) in the tanh form, in x's dtype."""
+    x2 = x * x
+    t = np.tanh(x * (1.0 + TANH_CUBIC * x2) * TANH_C)
+    half = 0.5 * (1.0 + t)
+    y = x * half
+    slope = half + 0.5 * x * (1.0 - t * t) * TANH_C * (1.0 + 3.0 * TANH_CUBIC * x2)
+    return y.astype(x.dtype, copy=False), slope.astype(x.dtype, copy=False)

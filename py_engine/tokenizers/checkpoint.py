@@ -2,7 +2,7 @@
 tokenizer_config.json's padding token and chat template (or chat_template.jinja).
 
     tokenizer = wordpiece_tokenizer(model_dir)               # BERT family
-    tokenizer, template = chat_tokenizer(model_dir)          # Llama family; template may be None
+    tokenizer, template = chat_tokenizer(model_dir)          # decoders; template may be None
 """
 
 from pathlib import Path
@@ -32,6 +32,7 @@ def chat_tokenizer(model_dir):
     tokenizer = BPETokenizer.from_file(path)
     template = None
     config_path = model_dir / "tokenizer_config.json"
+    config = {}
     if config_path.is_file():
         config = read_json_object(config_path)
         if tokenizer.pad_id is None:
@@ -43,4 +44,24 @@ def chat_tokenizer(model_dir):
                     break
         if config.get("chat_template") or (model_dir / "chat_template.jinja").is_file():
             template = ChatTemplate.from_pretrained(model_dir)
-    return tokenizer, template
+    return tokenizer, template or family_template(model_dir, config)
+
+
+# DialoGPT's conversation format (GPT-2 family checkpoints carry no chat template): each turn's
+# text followed by the end-of-text token, the turns joined with nothing between them, as
+# DialoGPT was trained and as transformers' former GPT-2 default chat template renders it. The
+# generation prompt adds nothing: the reply follows the last turn's end-of-text.
+DIALOGPT_TEMPLATE = "{% for message in messages %}{{ message['content'] + eos_token }}{% endfor %}"
+DIALOGPT_EOS = "<|endoftext|>"
+
+
+def family_template(model_dir, tokenizer_config):
+    """The conversation format of a checkpoint whose files hold no chat template, where its
+    family has one (config.json's model_type "gpt2": DialoGPT's, with tokenizer_config.json's
+    eos_token); None otherwise."""
+    path = Path(model_dir) / "config.json"
+    if not path.is_file() or read_json_object(path).get("model_type") != "gpt2":
+        return None
+    eos = tokenizer_config.get("eos_token") or DIALOGPT_EOS
+    eos = eos.get("content") if isinstance(eos, dict) else eos
+    return ChatTemplate(DIALOGPT_TEMPLATE, eos_token=eos, end_tokens=[eos])

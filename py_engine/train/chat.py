@@ -1,4 +1,4 @@
-"""ChatModel: fine-tune a Llama-family chat checkpoint on conversations or text (LoRA, full, or
+"""ChatModel: fine-tune a decoder chat checkpoint (Llama or GPT-2 family) on conversations or text (LoRA, full, or
 hybrid: LoRA until the validation loss plateaus, then every weight), score texts, generate, and
 save PEFT adapters or whole checkpoints. The user-facing API for decoders.
 
@@ -20,7 +20,8 @@ from ..formats.finite import require_finite
 from ..formats.peft_adapter import adapter_files, load_adapter, read_adapter_files, save_adapter
 from ..labels import IGNORE_INDEX
 from ..models.checkpoint import DecoderCheckpoint
-from ..models.llama import LlamaModel
+from ..models.decoders import decoder_model
+from ..models.llama_config import LlamaConfig
 from ..models.lora_config import LoraConfig
 from ..tokenizers.checkpoint import chat_tokenizer
 from .config import MODES, CausalTrainConfig, TrainConfig  # noqa: F401 (TrainConfig: the API's)
@@ -30,7 +31,7 @@ from .runtime import create_runtime
 from .tasks import CausalLMTask
 from .trainer import Trainer
 
-DECODER_TARGET_MODULES = ("q_proj", "v_proj")      # PEFT's default for Llama-family models
+DECODER_TARGET_MODULES = LlamaConfig.lora_targets   # the Llama family's (each config has its own)
 FULL_WEIGHTS = "model.safetensors"                 # a training state's weights in full fine-tuning
 
 
@@ -64,15 +65,15 @@ class ChatModel:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         checkpoint = DecoderCheckpoint.load(model_dir)
         if mode == "full":
-            model = LlamaModel(checkpoint.config, None)
+            model = decoder_model(checkpoint.config, None)
             values = {n: (s, checkpoint.floats(n)) for n, s in model.trainable.items()}
         else:
-            lora = lora or LoraConfig(r=8, lora_alpha=16, target_modules=list(DECODER_TARGET_MODULES),
+            lora = lora or LoraConfig(r=8, lora_alpha=16, target_modules=list(checkpoint.config.lora_targets),
                                       task_type="CAUSAL_LM")
             lora.task_type = "CAUSAL_LM"
             lora.modules_to_save = []
             lora.base_model_name_or_path = lora.base_model_name_or_path or str(model_dir)
-            model = LlamaModel(checkpoint.config, lora)
+            model = decoder_model(checkpoint.config, lora)
             values = initial_trainable(model, seed)
         return await cls._make(model_dir, checkpoint, model, values, backend, device, base_dtype,
                                quant_group, max_length)
@@ -97,7 +98,7 @@ class ChatModel:
             raise ValueError(f"{source} is a {config.get('task_type')} adapter, not CAUSAL_LM")
         lora = LoraConfig.from_peft_dict(dict(config, modules_to_save=None))
         lora.modules_to_save = []
-        model = LlamaModel(checkpoint.config, lora)
+        model = decoder_model(checkpoint.config, lora)
         values = merge_loaded(model, initial_trainable(model, 0), tensors, source)
         return await cls._make(model_dir, checkpoint, model, values, backend, device, base_dtype,
                                quant_group, max_length)
@@ -116,7 +117,7 @@ class ChatModel:
         files copied) once every weight trains."""
         values = await self.runtime.trainable_values()
         if self.model.full:
-            return save_model_dir(out_dir, self.source, values)
+            return save_model_dir(out_dir, self.source, self.model.config.checkpoint_layout(values))
         return save_adapter(out_dir, self.model.lora.to_peft_dict(), values,
                             protected=self._protected())
 
@@ -167,7 +168,7 @@ class ChatModel:
             store, CausalTrainConfig)
         if (state.get("model") or {}).get("full"):
             checkpoint = DecoderCheckpoint.load(model_dir)
-            model = LlamaModel(checkpoint.config, None)
+            model = decoder_model(checkpoint.config, None)
             chat = await cls._make(model_dir, checkpoint, model, _full_weights(files), backend,
                                    device, base_dtype, quant_group, max_length)
         else:

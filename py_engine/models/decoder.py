@@ -1,0 +1,37 @@
+"""What every decoder family's model shares (models/llama.py, models/gpt2.py): which weights
+train in LoRA or full fine-tuning, where the head's gradient goes, and which layers the
+backward visits. A family sets config, lora, full and linears, and names its tensors."""
+
+from .lora import AdaptedModel, Linears
+
+
+class DecoderModel(AdaptedModel):
+    decoder = True     # the GPU loads the decoder kernel families
+
+    def _build(self, config, lora, modules, family, conv1d=False):
+        """lora: a LoraConfig, or None to train every weight (full fine-tuning); modules: the
+        family's linears, {name: (out, in)} in model order (see Linears)."""
+        self.config = config
+        self.lora = lora
+        self.full = lora is None
+        self.linears = Linears(modules, lora, family, full=self.full, conv1d=conv1d)
+        self.targets = self.linears.targets
+        self.trainable = dict(config.parameter_shapes()) if self.full else dict(self.linears.trainable)
+
+    def to_full(self):
+        """The same decoder with every weight trainable (after the LoRA update was folded in)."""
+        return type(self)(self.config, None)
+
+    def frozen_names(self):
+        return [] if self.full else list(self.config.parameter_shapes())
+
+    def head_grad(self, be):
+        """Where the loss puts the head's gradient: None unless fine-tuning every weight."""
+        return be.grad(self.head_name) if self.full else None
+
+    def _lowest_layer(self):
+        """The lowest layer the backward visits: 0 in full fine-tuning, else the lowest one
+        holding an adapter (module names "<prefix>.<layers>.<n>....")."""
+        if self.full:
+            return 0
+        return self.linears.lowest_layer(lambda m: int(m.split(".")[2]))

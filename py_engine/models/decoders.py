@@ -1,0 +1,39 @@
+"""The decoder families the engine runs, picked from a checkpoint's config.json `model_type`:
+each family's configuration and model class, and the refusal that names them all.
+
+    config = decoder_config(values)      # a LlamaConfig or a Gpt2Config
+    model = decoder_model(config, lora)  # a LlamaModel or a Gpt2Model
+"""
+
+from .bert_config import ConfigError
+from .gpt2_config import MODEL_TYPES as GPT2_TYPES, Gpt2Config
+from .llama_config import MODEL_TYPES as LLAMA_TYPES, LlamaConfig
+
+FAMILIES = {"Llama": (LLAMA_TYPES, LlamaConfig), "GPT-2": (GPT2_TYPES, Gpt2Config)}
+
+
+DECODER_TYPES = tuple(t for types, _ in FAMILIES.values() for t in types)
+
+
+def supported():
+    """The supported decoders as one phrase: 'Llama (llama, qwen2, mistral), GPT-2 (gpt2)'."""
+    return ", ".join(f"{name} ({', '.join(types)})" for name, (types, _) in FAMILIES.items())
+
+
+def decoder_config(values):
+    """The configuration of the family config.json's `model_type` names (Llama when absent,
+    as older Llama checkpoints omit it); ConfigError naming the supported families otherwise."""
+    model_type = values.get("model_type", "llama")
+    for types, config_class in FAMILIES.values():
+        if model_type in types:
+            return config_class(**values)
+    raise ConfigError(f"model_type {model_type!r} is not a supported decoder; supported: {supported()}")
+
+
+def decoder_model(config, lora):
+    """The model of `config`'s family (lora: a LoraConfig, or None for full fine-tuning)."""
+    if isinstance(config, Gpt2Config):
+        from .gpt2 import Gpt2Model
+        return Gpt2Model(config, lora)
+    from .llama import LlamaModel
+    return LlamaModel(config, lora)

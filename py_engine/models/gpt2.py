@@ -1,0 +1,103 @@
+"""GPT-2 family decoder (GPT2LMHeadModel: GPT-2, DialoGPT, distilgpt2): the one forward pass used
+for training, scoring and generation, and its explicit backward, over a backend's op interface
+as models/llama.py is; the trainer, runtimes, LoRA (models/lora.py) and generation are the
+Llama family's own.
+
+    x = wte[ids] + wpe[positions]
+    per layer:  h = LayerNorm(x);  q, k, v = split(c_attn(h))          (one fused projection)
+                x = x + attn.c_proj(CausalAttention(q, k, v))
+                h = LayerNorm(x);  x = x + mlp.c_proj(GELU_tanh(c_fc(h)))
+    loss = CrossEntropy(LayerNorm(x) . wte^T, labels shifted by one)   (tied head)
+
+Every linear has a bias. LoRA may wrap c_attn, c_proj (attention's and the MLP's: PEFT's suffix
+rule matches both) and c_fc; a LoRA on c_attn is one adapter on the fused [3h, h] projection,
+whose output is then split, as PEFT wraps the Conv1D. Weights are held as [out, in] (the
+checkpoint's Conv1D [in, out] is transposed on load), so PEFT's fan_in_fan_out lora_A / lora_B
+have the shapes they have for a Linear. With `lora=None` every weight trains.
+"""
+
+from .decoder import DecoderModel
+
+PROJECTIONS = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
+
+
+class Gpt2Model(DecoderModel):
+    head_name = "transformer.wte.weight"     # tied: the head is the token embedding
+
+    def __init__(self, config, lora):
+        """lora: a LoraConfig (its fan_in_fan_out is set, as PEFT sets it for Conv1D), or None
+        to train every weight (full fine-tuning)."""
+        if lora is not None:
+            lora.fan_in_fan_out = True
+        shapes = config.parameter_shapes()
+        modules = {f"transformer.h.{n}.{p}": shapes[f"transformer.h.{n}.{p}.weight"]
+                   for n in range(config.num_hidden_layers) for p in PROJECTIONS}
+        self._build(config, lora, modules, "GPT-2 decoder", conv1d=True)
+
+    def _layernorm(self, be, x, name):
+        c = self.config
+        return be.layernorm(x, be.param(name + ".weight"), be.param(name + ".bias"), c.layer_norm_epsilon)
+
+    # --- forward ---
+
+    def forward(self, be, inputs, train=True, cache=None):
+        """Final hidden states [B*T, hidden] and what the backward needs; `inputs` as for
+        LlamaModel.forward (ids, mask, B, T, position)."""
+        c = self.config
+        B, T, position = inputs.B, inputs.T, inputs.position
+        h = c.hidden_size
+        linear = self.linears.forward
+        x = be.add(be.gather_rows(be.param("transformer.wte.weight"), inputs.ids),
+                   be.position_rows(be.param("transformer.wpe.weight"), B, T, position))
+        layers = []
+        for n in range(c.num_hidden_layers):
+            p = f"transformer.h.{n}."
+            s = {}
+            a, s["ln1"] = self._layernorm(be, x, p + "ln_1")
+            q, k, v = be.split_columns(linear(be, p + "attn.c_attn", a, s, train), (h, h, h))
+            if cache is not None:
+                k, v = be.kv_cache_append(cache, n, k, v, position)
+            a, s["attn"] = be.causal_attention(q, k, v, inputs.mask, B, c.num_attention_heads,
+                                               c.num_attention_heads, past=position)
+            x = be.add(x, linear(be, p + "attn.c_proj", a, s, train))
+            a, s["ln2"] = self._layernorm(be, x, p + "ln_2")
+            f = linear(be, p + "mlp.c_fc", a, s, train)
+            s["fc"] = f
+            x = be.add(x, linear(be, p + "mlp.c_proj", be.gelu(f, c.gelu_approximate), s, train))
+            if train:
+                layers.append(s)
+            else:
+                be.end_layer(x)       # inference: this layer's intermediates may be reused
+        out, final = self._layernorm(be, x, "transformer.ln_f")
+        return out, {"layers": layers, "final": final, "ids": inputs.ids, "B": B, "T": T}
+
+    # --- backward ---
+
+    def _norm_backward(self, be, dy, saved, name):
+        if not self.full:
+            return be.layernorm_backward(dy, saved)
+        return be.layernorm_backward(dy, saved, be.grad(name + ".weight"), be.grad(name + ".bias"))
+
+    def backward(self, be, dhidden, saved, inputs):
+        """Gradients of the loss whose gradient with respect to the final hidden states is
+        `dhidden` (with full fine-tuning the head's own gradient comes from the loss). Layers
+        below the lowest adapter get no backward; that layer computes no input gradient."""
+        c = self.config
+        back = self.linears.backward
+        dx = self._norm_backward(be, dhidden, saved["final"], "transformer.ln_f")
+        lowest = self._lowest_layer()
+        for n in reversed(range(lowest, c.num_hidden_layers)):
+            p = f"transformer.h.{n}."
+            s = saved["layers"][n]
+            dm = back(be, p + "mlp.c_proj", dx, s)
+            df = be.gelu_backward(dm, s["fc"], c.gelu_approximate)
+            dx = be.add(dx, self._norm_backward(be, back(be, p + "mlp.c_fc", df, s), s["ln2"], p + "ln_2"))
+            da = back(be, p + "attn.c_proj", dx, s)
+            dqkv = be.concat_columns(be.causal_attention_backward(da, s["attn"]))
+            needed = self.full or n > lowest    # nothing below the lowest adapter trains
+            da = back(be, p + "attn.c_attn", dqkv, s, input_grad=needed)
+            if needed:
+                dx = be.add(dx, self._norm_backward(be, da, s["ln1"], p + "ln_1"))
+        if self.full:
+            be.gather_rows_backward(dx, saved["ids"], be.grad("transformer.wte.weight"))
+            be.position_rows_backward(dx, saved["B"], saved["T"], be.grad("transformer.wpe.weight"))

@@ -1,0 +1,49 @@
+"""A GPT-2 family checkpoint (DialoGPT-like) fine-tuned with LoRA inside the browser (Pyodide +
+WebGPU) through ChatModel, then a greedy reply in DialoGPT's format: the losses match the host's
+NumPy runtime (1e-4 relative) and the reply is the host's, token for token. The checkpoint's
+Conv1D weights are transposed in Pyodide, with no NumPy."""
+
+import json
+
+import numpy as np
+import pytest
+
+from gpt2_checkpoints import tiny_dialogpt_dir
+from py_engine.harness import put_files, run_json
+from test_chat_model import random_examples
+from test_gpt2_gpu import host_run
+from test_gpt2_lora_oracle import ALL
+
+pytestmark = pytest.mark.browser
+
+CHAT = """
+import json
+from py_engine.models.lora_config import LoraConfig
+from py_engine.train.chat import CausalTrainConfig, ChatModel
+
+class Example:
+    def __init__(self, ids, labels):
+        self.ids, self.labels = ids, labels
+
+I = json.loads(INPUTS)
+chat = await ChatModel.create("/work/dialogpt", lora=LoraConfig(r=4, lora_alpha=8, target_modules=I["targets"]),
+                              backend="gpu", seed=1)
+history = await chat.fit([Example(*e) for e in I["examples"]],
+                         CausalTrainConfig(epochs=2, lr=2e-2, batch_size=4))
+reply = await chat.generate(I["prompt"], max_new_tokens=10)
+json.dumps({"losses": [h.loss for h in history], "ids": reply.ids, "text": reply.text})
+"""
+
+
+def test_gpt2_chat_model_trains_and_replies_in_the_browser(engine_page, tmp_path):
+    path = tiny_dialogpt_dir(tmp_path / "dialogpt", initializer_range=0.2)
+    put_files(engine_page, {f"/work/dialogpt/{p.name}": p.read_bytes() for p in path.iterdir()})
+    examples = random_examples(8, 320)
+    prompt = "What is the capital of France?"
+    losses, want = host_run(path, examples, prompt, "numpy")
+
+    inputs = {"targets": ALL, "prompt": prompt, "examples": [[e.ids, e.labels] for e in examples]}
+    got = run_json(engine_page, CHAT.replace("INPUTS", repr(json.dumps(inputs))))
+    np.testing.assert_allclose(got["losses"], losses, rtol=1e-4)
+    assert got["ids"] == want.ids and got["text"] == want.text
+

@@ -1,0 +1,122 @@
+"""The GPT-2 family on the GPU backend (wgpu-native; lavapipe here): one LoRA step and one full
+fine-tuning step recorded on the GPU against the NumPy backend in float64 (which
+tests/test_gpt2_lora_oracle.py checks against transformers + PEFT), and 32 greedy tokens from
+the GPU decoder equal to transformers'."""
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import run
+from gpt2_checkpoints import TINY, tiny_dialogpt_dir, tiny_gpt2
+from py_engine.backends.gpu_backend import GpuBackend, Kernels, Tensor
+from py_engine.formats.peft_adapter import load_adapter
+from py_engine.generate import GpuDecoder
+from py_engine.kernels.cross_entropy import decode_metrics
+from py_engine.models.checkpoint import DecoderCheckpoint
+from py_engine.models.gpt2 import Gpt2Model
+from py_engine.models.llama import shift_labels
+from py_engine.models.lora_config import LoraConfig
+from py_engine.train.batch import Batch
+from py_engine.train.chat import CausalTrainConfig, ChatModel
+from test_chat_model import random_examples
+from test_gpt2_lora_oracle import ALL, a_batch, engine_step, peft_gpt2, relative
+
+# f32 on the GPU against float64: the Llama family's bounds (lavapipe measured: loss 1e-7,
+# gradients 6e-7 LoRA, 3e-7 full).
+LOSS_BOUND, GRAD_BOUND = 1e-5, 1e-4
+
+
+def gpu_step(device, model, checkpoint, extra, ids, mask, labels):
+    be = GpuBackend(device, run(Kernels.load(device, decoder=True)))
+    for name in checkpoint.names():
+        be.params[name] = Tensor(device.buffer_from(checkpoint.floats(name)), checkpoint.shape(name))
+    for name, (shape, values) in extra.items():
+        be.params[name] = Tensor(device.buffer_from(np.asarray(values, np.float32)), shape)
+    for name, shape in model.trainable.items():
+        be.grads[name] = be.new(*shape)
+    u32 = lambda a: Tensor(device.buffer_from(np.asarray(a, np.uint32)), np.shape(a))
+    B, T = ids.shape
+    batch = Batch(ids.tolist(), [[0] * T] * B, mask.tolist())
+    batch.ids, batch.mask = u32(ids), u32(mask)
+    program = device.program()
+    be.record(program)
+    hidden, saved = model.forward(be, batch)
+    metrics, dh = be.lm_head_loss(hidden, be.param(model.head_name), u32(shift_labels(labels.tolist())),
+                                  dweight=model.head_grad(be), chunk=40)
+    model.backward(be, dh, saved, batch)
+    program.read(metrics)
+    names = list(model.trainable)
+    for name in names:
+        program.read(be.grads[name].buffer)
+    values = run(program.run())
+    grads = {n: np.frombuffer(bytes(v), np.float32).reshape(model.trainable[n])
+             for n, v in zip(names, values[1:])}
+    return decode_metrics(values[0])["loss"], grads
+
+
+def check(got_loss, got, want_loss, want):
+    assert abs(got_loss - want_loss) <= LOSS_BOUND * abs(want_loss)
+    for name, ref in want.items():
+        assert relative(got[name], ref) <= GRAD_BOUND, name
+
+
+def test_lora_step_on_the_gpu_matches_numpy(tmp_path, device):
+    peft_gpt2(tmp_path, ALL)
+    config, tensors, _ = load_adapter(tmp_path / "adapter")
+    checkpoint = DecoderCheckpoint.load(tmp_path / "model")
+    model = Gpt2Model(checkpoint.config, LoraConfig.from_peft_dict(config))
+    ids, mask, labels = a_batch()
+    want_loss, want = engine_step(model, checkpoint, tensors, ids, mask, labels)
+    got_loss, got = gpu_step(device, model, checkpoint, tensors, ids, mask, labels)
+    check(got_loss, got, want_loss, want)
+
+
+def test_full_finetuning_step_on_the_gpu_matches_numpy(tmp_path, device):
+    tiny_gpt2(tmp_path)
+    checkpoint = DecoderCheckpoint.load(tmp_path)
+    model = Gpt2Model(checkpoint.config, None)
+    ids, mask, labels = a_batch()
+    want_loss, want = engine_step(model, checkpoint, {}, ids, mask, labels)
+    got_loss, got = gpu_step(device, model, checkpoint, {}, ids, mask, labels)
+    check(got_loss, got, want_loss, {n: g for n, g in want.items()})
+
+
+@pytest.mark.parametrize("half", [False, True])
+def test_gpu_greedy_generation_matches_transformers(tmp_path, device, half):
+    hf = tiny_gpt2(tmp_path, initializer_range=0.2)
+    if half:     # transformers on the same f16-rounded linear weights
+        with torch.no_grad():
+            for name, p in hf.named_parameters():
+                if p.dim() == 2 and "wte" not in name and "wpe" not in name:
+                    p.copy_(p.half().double())
+    prompt = [int(t) for t in np.random.default_rng(7).integers(0, TINY["vocab_size"], 5)]
+    with torch.no_grad():
+        out = hf.generate(torch.as_tensor([prompt]), max_new_tokens=32, do_sample=False,
+                          eos_token_id=None, pad_token_id=0, min_new_tokens=32)
+    decoder = run(GpuDecoder.load(device, tmp_path, half=half, max_length=64))
+    tokens, logits = [], run(decoder.prefill(prompt))
+    for _ in range(32):
+        tokens.append(int(np.argmax(logits)))
+        logits = run(decoder.step(tokens[-1]))
+    assert tokens == out[0, len(prompt):].tolist()
+
+
+def host_run(path, examples, prompt, backend):
+    """(losses, greedy reply) of two LoRA epochs on all of GPT-2's linears, through ChatModel."""
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=ALL)
+    chat = run(ChatModel.create(path, lora=lora, backend=backend, seed=1))
+    history = run(chat.fit(examples, CausalTrainConfig(epochs=2, lr=2e-2, batch_size=4)))
+    return [h.loss for h in history], run(chat.generate(prompt, max_new_tokens=10))
+
+
+def test_gpt2_chat_model_on_the_native_gpu_matches_numpy(tmp_path):
+    """ChatModel's LoRA training run and greedy reply on the GPU backend equal the NumPy
+    backend's (tests/test_gpt2_browser.py runs it in Chromium)."""
+    path = tiny_dialogpt_dir(tmp_path / "dialogpt", initializer_range=0.2)
+    examples = random_examples(8, 320)
+    prompt = "What is the capital of France?"
+    losses, want = host_run(path, examples, prompt, "numpy")
+    gpu_losses, got = host_run(path, examples, prompt, "gpu")
+    np.testing.assert_allclose(gpu_losses, losses, rtol=1e-4)
+    assert got.ids == want.ids

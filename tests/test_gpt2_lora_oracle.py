@@ -1,0 +1,190 @@
+"""The GPT-2 family's training step against code we did not write, on tiny random
+GPT2LMHeadModel checkpoints (tests/gpt2_checkpoints.py), NumPy backend in float64: a LoRA step's
+loss and every LoRA gradient against transformers + PEFT (Conv1D layers, fan_in_fan_out), a
+full fine-tuning step's gradients against torch autograd, and adapters both ways with PEFT."""
+
+import numpy as np
+import pytest
+import torch
+from peft import LoraConfig as PeftLoraConfig
+from peft import PeftModel, TaskType, get_peft_model
+from transformers import GPT2LMHeadModel
+
+from conftest import run
+from gpt2_checkpoints import TINY, tiny_gpt2
+from py_engine.backends.numpy_backend import NumpyBackend
+from py_engine.formats.peft_adapter import load_adapter, read_adapter_config, save_adapter
+from py_engine.generate import NumpyDecoder
+from py_engine.models.checkpoint import DecoderCheckpoint
+from py_engine.models.gpt2 import Gpt2Model
+from py_engine.models.llama import shift_labels
+from py_engine.models.lora_config import LoraConfig
+from py_engine.train.batch import Batch
+
+V = TINY["vocab_size"]
+ALL = ["c_attn", "c_proj", "c_fc"]
+# transformers' causal-LM loss casts the logits to float32 even in a float64 model, so the
+# agreement stops near float32 precision: the Llama family's bounds.
+LOSS_BOUND, GRAD_BOUND = 1e-6, 1e-5
+
+
+def peft_gpt2(path, targets):
+    """The tiny checkpoint under path / "model" and a PEFT adapter (lora_B non-zero) under
+    path / "adapter"; returns the PEFT model in float64."""
+    base = tiny_gpt2(path / "model").float()
+    model = get_peft_model(base, PeftLoraConfig(task_type=TaskType.CAUSAL_LM, r=4, lora_alpha=8,
+                                                lora_dropout=0.0, target_modules=targets,
+                                                fan_in_fan_out=True))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(0.1 * torch.randn_like(p))
+    model.save_pretrained(path / "adapter")
+    return model.double()
+
+
+def a_batch():
+    rng = np.random.default_rng()
+    B, T = 3, 10
+    ids = rng.integers(0, V, (B, T))
+    mask = np.ones((B, T), np.int64)
+    mask[2, 7:] = 0                                   # a right-padded row
+    labels = np.where(mask == 1, ids, -100)
+    labels[:, :3] = -100                              # the prompt does not count
+    return ids, mask, labels
+
+
+def engine_step(model, checkpoint, extra, ids, mask, labels):
+    """Loss and gradients of one step on the NumPy backend in float64."""
+    be = NumpyBackend(np.float64)
+    for name in checkpoint.names():
+        be.set_param(name, np.frombuffer(checkpoint.floats(name), np.float32), checkpoint.shape(name))
+    for name, (shape, values) in extra.items():
+        be.set_param(name, np.asarray(values, np.float64), shape)
+    for name in model.trainable:
+        be.add_grad(name)
+    B, T = ids.shape
+    batch = Batch(ids.tolist(), [[0] * T] * B, mask.tolist())
+    be.start_step(0)
+    hidden, saved = model.forward(be, batch)
+    metrics, dh = be.lm_head_loss(hidden, be.param(model.head_name),
+                                  np.asarray(shift_labels(labels.tolist())), dweight=model.head_grad(be))
+    model.backward(be, dh, saved, batch)
+    return metrics["loss"], be.grads
+
+
+def torch_step(model, ids, mask, labels):
+    model.train()
+    out = model(input_ids=torch.as_tensor(ids), attention_mask=torch.as_tensor(mask),
+                labels=torch.as_tensor(labels))
+    out.loss.backward()
+    return out.loss.item()
+
+
+def relative(got, want):
+    return np.linalg.norm(got - want) / np.linalg.norm(want)
+
+
+@pytest.mark.parametrize("targets", [["c_attn"], ALL])
+def test_lora_step_matches_peft(tmp_path, targets):
+    peft = peft_gpt2(tmp_path, targets)
+    ids, mask, labels = a_batch()
+    want_loss = torch_step(peft, ids, mask, labels)
+    want = {n.replace("base_model.model.", "").replace(".default", ""): p.grad.numpy()
+            for n, p in peft.named_parameters() if p.requires_grad}
+
+    adapter_config, tensors, _ = load_adapter(tmp_path / "adapter")
+    assert adapter_config["fan_in_fan_out"] is True
+    model = Gpt2Model(DecoderCheckpoint.load(tmp_path / "model").config,
+                      LoraConfig.from_peft_dict(adapter_config))
+    loss, grads = engine_step(model, DecoderCheckpoint.load(tmp_path / "model"), tensors, ids, mask, labels)
+
+    assert abs(loss - want_loss) <= LOSS_BOUND * abs(want_loss)
+    assert set(want) == set(model.trainable)
+    for name, ref in want.items():
+        assert relative(grads[name], ref) <= GRAD_BOUND, name
+
+
+def test_full_finetuning_step_matches_torch(tmp_path):
+    hf = tiny_gpt2(tmp_path)
+    ids, mask, labels = a_batch()
+    want_loss = torch_step(hf, ids, mask, labels)
+    checkpoint = DecoderCheckpoint.load(tmp_path)
+    model = Gpt2Model(checkpoint.config, None)
+    loss, grads = engine_step(model, checkpoint, {}, ids, mask, labels)
+
+    assert abs(loss - want_loss) <= LOSS_BOUND * abs(want_loss)
+    torch_grads = dict(hf.named_parameters())
+    assert set(model.trainable) == set(torch_grads) - {"lm_head.weight"}
+    for name in model.trainable:
+        ref = torch_grads[name].grad.numpy()
+        ref = ref.T if checkpoint.config.is_conv1d(name) else ref      # Conv1D: [in, out]
+        assert relative(grads[name], ref) <= GRAD_BOUND, name
+
+
+def test_peft_adapter_loads_and_ours_loads_in_peft(tmp_path):
+    """A PEFT adapter applied here gives PEFT's logits; the same weights saved here as an
+    adapter load in PEFT (fan_in_fan_out, Conv1D module names) and give them again."""
+    peft = peft_gpt2(tmp_path, ALL).eval()
+    ids = np.random.default_rng().integers(0, V, 12).tolist()
+    with torch.no_grad():
+        want = peft(input_ids=torch.as_tensor([ids])).logits[0, -1].numpy()
+
+    config, tensors, _ = load_adapter(tmp_path / "adapter")
+    lora = LoraConfig.from_peft_dict(config)
+    params = {n: np.frombuffer(c.floats(n), np.float32).reshape(c.shape(n))
+              for c in [DecoderCheckpoint.load(tmp_path / "model")] for n in c.names()}
+    params.update({n: np.asarray(v, np.float64).reshape(s) for n, (s, v) in tensors.items()})
+    decoder = NumpyDecoder.from_params(DecoderCheckpoint.load(tmp_path / "model").config, params,
+                                       lora_scaling=lora.scaling)
+    got = run(decoder.prefill(ids))
+    assert relative(got, want) <= 1e-6          # PEFT's adapter file holds float32
+
+    model = Gpt2Model(DecoderCheckpoint.load(tmp_path / "model").config, lora)
+    save_adapter(tmp_path / "ours", model.lora.to_peft_dict(), tensors)
+    ours = read_adapter_config(tmp_path / "ours")
+    assert ours["fan_in_fan_out"] is True and sorted(ours["target_modules"]) == sorted(ALL)
+    base = tiny_gpt2(tmp_path / "base")
+    reloaded = PeftModel.from_pretrained(base.float(), tmp_path / "ours").double().eval()
+    with torch.no_grad():
+        again = reloaded(input_ids=torch.as_tensor([ids])).logits[0, -1].numpy()
+    assert relative(again, want) <= 1e-6
+
+
+def test_merged_export_loads_in_transformers(tmp_path):
+    """A PEFT adapter merged and saved here is, to transformers, PEFT's merged model."""
+    from py_engine.export.merged import load_merged, save_merged
+
+    from tiny_chat import train_tokenizer
+
+    peft = peft_gpt2(tmp_path, ALL).eval()
+    train_tokenizer().save(str(tmp_path / "model" / "tokenizer.json"))   # a chat model has one
+    ids = np.random.default_rng().integers(0, V, 12).tolist()
+    with torch.no_grad():
+        want = peft(input_ids=torch.as_tensor([ids])).logits[0].numpy()
+    save_merged(load_merged(tmp_path / "model", tmp_path / "adapter"), tmp_path / "merged")
+    merged = GPT2LMHeadModel.from_pretrained(tmp_path / "merged").double().eval()
+    with torch.no_grad():
+        got = merged(input_ids=torch.as_tensor([ids])).logits[0].numpy()
+    assert relative(got, want) <= 1e-6          # the merged weights are float32
+
+
+def test_fan_in_fan_out_is_refused_where_the_linears_are_not_conv1d():
+    from py_engine.models.llama import LlamaModel
+    from py_engine.models.llama_config import LlamaConfig
+    from py_engine.models.lora_config import LoraConfigError
+
+    config = LlamaConfig(vocab_size=96, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                         intermediate_size=48)
+    lora = LoraConfig(target_modules=["q_proj"], fan_in_fan_out=True, task_type="CAUSAL_LM")
+    with pytest.raises(LoraConfigError, match="fan_in_fan_out=True is for Conv1D layers"):
+        LlamaModel(config, lora)
+
+
+def test_gguf_export_refuses_a_gpt2_model(tmp_path):
+    from py_engine.export.gguf_llama import model_writer
+    from py_engine.export.merged import ExportError, load_merged
+
+    tiny_gpt2(tmp_path)
+    with pytest.raises(ExportError, match="no GGUF architecture for model_type 'gpt2'"):
+        model_writer(load_merged(tmp_path), "f16", "tiny")
