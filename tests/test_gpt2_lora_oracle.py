@@ -119,38 +119,63 @@ class Multiply(torch.nn.Module):
         return x * self.multiplier
 
 
-def inject_masks(hf, saved, B, T):
-    """Put the engine's embedding and residual dropout masks into a GPT2LMHeadModel."""
+def inject_masks(hf, saved, B, T, monkeypatch):
+    """Put the engine's dropout masks into a GPT2LMHeadModel: its embedding and residual dropout
+    modules replaced, and transformers' eager attention (GPT-2's own, with the attention
+    probabilities' dropout) patched to multiply them by the engine's [B, H, T, T] mask."""
+    import transformers.models.gpt2.modeling_gpt2 as gpt2_module
+
     h = hf.config.n_embd
     hf.transformer.drop = Multiply(saved["emb_drop"].multiplier, (B, T, h))
     for block, s in zip(hf.transformer.h, saved["layers"]):
         block.attn.resid_dropout = Multiply(s["attn_drop"].multiplier, (B, T, h))
         block.mlp.dropout = Multiply(s["mlp_drop"].multiplier, (B, T, h))
+    attention_masks = [torch.as_tensor(s["attn"].site.multiplier) for s in saved["layers"]]
+
+    def eager_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **_):
+        weights = torch.matmul(query, key.transpose(-1, -2)) * scaling + attention_mask
+        weights = torch.softmax(weights, dim=-1) * attention_masks[module.layer_idx]
+        return torch.matmul(weights, value).transpose(1, 2), weights
+
+    hf.set_attn_implementation("eager")
+    monkeypatch.setattr(gpt2_module, "eager_attention_forward", eager_attention)
 
 
-DROPOUT = dict(embd_pdrop=0.2, resid_pdrop=0.3)
+DROPOUT = dict(embd_pdrop=0.2, resid_pdrop=0.3, attn_pdrop=0.25)
+RATES = {"emb_drop": 0.2, "attn_drop": 0.3, "mlp_drop": 0.3, "attn": 0.25}
+
+
+def dropout_multipliers(saved):
+    """{site name: [multiplier, ...]} of a training forward's dropout layers."""
+    found = {"emb_drop": [saved["emb_drop"].multiplier]}
+    for s in saved["layers"]:
+        for name in ("attn_drop", "mlp_drop"):
+            found.setdefault(name, []).append(s[name].multiplier)
+        found.setdefault("attn", []).append(s["attn"].site.multiplier)
+    return found
 
 
 @pytest.mark.parametrize("targets", [["c_attn"], ALL])
-def test_lora_step_with_dropout_matches_peft_with_the_same_masks(tmp_path, targets):
-    """Embedding and residual dropout on: transformers + PEFT in train mode with the engine's
-    masks put in place of its dropout modules gives the engine's loss and LoRA gradients."""
+def test_lora_step_with_dropout_matches_peft_with_the_same_masks(tmp_path, targets, monkeypatch):
+    """Embedding, residual and attention dropout on: transformers + PEFT in train mode with the
+    engine's masks in place of its dropout gives the engine's loss and LoRA gradients."""
     peft = peft_gpt2(tmp_path, targets, **DROPOUT)
     adapter_config, tensors, _ = load_adapter(tmp_path / "adapter")
     checkpoint = DecoderCheckpoint.load(tmp_path / "model")
-    assert (checkpoint.config.embd_pdrop, checkpoint.config.resid_pdrop) == (0.2, 0.3)
+    c = checkpoint.config
+    assert (c.embd_pdrop, c.resid_pdrop, c.attn_pdrop) == (0.2, 0.3, 0.25)
     model = Gpt2Model(checkpoint.config, LoraConfig.from_peft_dict(adapter_config))
     ids, mask, labels = a_batch()
     saved = {}
     loss, grads = engine_step(model, checkpoint, tensors, ids, mask, labels, seed=5, saved_into=saved)
-    multipliers = [saved["emb_drop"].multiplier] + [s[k].multiplier for s in saved["layers"]
-                                                    for k in ("attn_drop", "mlp_drop")]
-    for m in multipliers:       # each mask drops about its rate and scales the rest
-        rate = 0.2 if m is multipliers[0] else 0.3
-        assert abs(np.mean(m == 0) - rate) < 0.1
-        assert np.allclose(m[m != 0], 1 / (1 - rate))
+    masks = dropout_multipliers(saved)
+    for name, rate in RATES.items():       # each mask drops about its rate and scales the rest
+        for m in masks[name]:
+            assert abs(np.mean(m == 0) - rate) < 0.1, name
+            assert np.allclose(m[m != 0], 1 / (1 - rate)), name
+    assert not np.array_equal(masks["attn"][0], masks["attn"][1])     # layers draw their own
 
-    inject_masks(peft.base_model.model, saved, *ids.shape)
+    inject_masks(peft.base_model.model, saved, *ids.shape, monkeypatch)
     want_loss = torch_step(peft, ids, mask, labels)
     want = {n.replace("base_model.model.", "").replace(".default", ""): p.grad.numpy()
             for n, p in peft.named_parameters() if p.requires_grad}
@@ -159,11 +184,12 @@ def test_lora_step_with_dropout_matches_peft_with_the_same_masks(tmp_path, targe
     for name, ref in want.items():
         assert relative(grads[name], ref) <= GRAD_BOUND, name
 
-    # The masks matter: without them (rates 0) the step differs, and eval draws none.
+    # The masks matter: without them (rates 0) every gradient differs by far more than the bound.
     still = Gpt2Model(DecoderCheckpoint.load(tmp_path / "model").config, model.lora)
-    still.config.embd_pdrop = still.config.resid_pdrop = 0.0
-    plain_loss, _ = engine_step(still, checkpoint, tensors, ids, mask, labels, seed=5)
-    assert abs(plain_loss - loss) > 1e-3 * abs(loss)
+    still.config.embd_pdrop = still.config.resid_pdrop = still.config.attn_pdrop = 0.0
+    _, plain = engine_step(still, checkpoint, tensors, ids, mask, labels, seed=5)
+    moved = min(relative(plain[name], ref) for name, ref in want.items())
+    assert moved > 100 * GRAD_BOUND, moved
 
 
 def test_no_dropout_outside_training(tmp_path):
@@ -181,7 +207,7 @@ def test_no_dropout_outside_training(tmp_path):
         ids = np.arange(30).reshape(3, 10) % V
         be.start_step(3, train=False)
         out, saved = model.forward(be, Batch(ids.tolist(), [[0] * 10] * 3, [[1] * 10] * 3), train=False)
-        assert saved["emb_drop"] is None
+        assert saved["emb_drop"] is None and saved["layers"] == []
         hidden.append(out)
     assert np.array_equal(hidden[0], hidden[1])
 
@@ -197,7 +223,7 @@ def test_dropout_rates_are_checked():
 
 
 @pytest.mark.parametrize("dropout", [{}, DROPOUT])
-def test_full_finetuning_step_matches_torch(tmp_path, dropout):
+def test_full_finetuning_step_matches_torch(tmp_path, dropout, monkeypatch):
     """Every weight's gradient against torch autograd; with dropout, on the engine's masks."""
     hf = tiny_gpt2(tmp_path, **dropout)
     ids, mask, labels = a_batch()
@@ -206,7 +232,7 @@ def test_full_finetuning_step_matches_torch(tmp_path, dropout):
     saved = {}
     loss, grads = engine_step(model, checkpoint, {}, ids, mask, labels, seed=7, saved_into=saved)
     if dropout:
-        inject_masks(hf, saved, *ids.shape)
+        inject_masks(hf, saved, *ids.shape, monkeypatch)
     want_loss = torch_step(hf, ids, mask, labels)
 
     assert abs(loss - want_loss) <= LOSS_BOUND * abs(want_loss)

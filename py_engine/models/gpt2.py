@@ -10,9 +10,9 @@ Llama family's own.
     loss = CrossEntropy(LayerNorm(x) . wte^T, labels shifted by one)   (tied head)
 
 Dropout (the backend's counter-based dropout, as models/bert.py uses it) is applied only when
-training, at the config's embd_pdrop and resid_pdrop, where transformers applies them. The
-config's attn_pdrop is not applied: the causal attention kernel never forms the attention
-probabilities it would drop.
+training, at the config's rates where transformers applies them: embd_pdrop on the embeddings,
+resid_pdrop before each residual add, attn_pdrop on the attention probabilities (inside the
+causal attention op, which never stores them).
 
 Every linear has a bias. LoRA may wrap c_attn, c_proj (attention's and the MLP's: PEFT's suffix
 rule matches both) and c_fc; a LoRA on c_attn is one adapter on the fused [3h, h] projection,
@@ -52,7 +52,7 @@ class Gpt2Model(DecoderModel):
         B, T, position = inputs.B, inputs.T, inputs.position
         h = c.hidden_size
         linear = self.linears.forward
-        p_embd, p_resid = (c.embd_pdrop, c.resid_pdrop) if train else (0.0, 0.0)
+        p_embd, p_resid, p_attn = (c.embd_pdrop, c.resid_pdrop, c.attn_pdrop) if train else (0, 0, 0)
         x = be.add(be.gather_rows(be.param("transformer.wte.weight"), inputs.ids),
                    be.position_rows(be.param("transformer.wpe.weight"), B, T, position))
         x, emb_drop = be.dropout(x, p_embd)
@@ -65,7 +65,7 @@ class Gpt2Model(DecoderModel):
             if cache is not None:
                 k, v = be.kv_cache_append(cache, n, k, v, position)
             a, s["attn"] = be.causal_attention(q, k, v, inputs.mask, B, c.num_attention_heads,
-                                               c.num_attention_heads, past=position)
+                                               c.num_attention_heads, past=position, p=p_attn)
             a, s["attn_drop"] = be.dropout(linear(be, p + "attn.c_proj", a, s, train), p_resid)
             x = be.add(x, a)
             a, s["ln2"] = self._layernorm(be, x, p + "ln_2")
