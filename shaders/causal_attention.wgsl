@@ -29,6 +29,14 @@
 //                              dk += scaling * dS * q. Each thread owns its key's dk/dv rows and
 //                              sums the group's query heads itself: no atomics.
 //
+// Attention dropout (GPT-2's attn_pdrop): the probabilities P are multiplied by a counter-based
+// dropout mask, never stored: element (b, h, i, j) of the [B, Hq, Tq, Tk] probabilities draws
+// counter offset + drop_base + ((b * Hq + h) * Tq + i) * Tk + j under the step's seed
+// (lib/dropout_bits.wgsl; py_engine/ops/dropout.py), kept ones scaled by drop_scale. The softmax
+// (m, l, lse) is the undropped one; out = (P * M) . V, dV = (P * M)^T . dout and
+// dS = P * (M * (dout . v) - delta), where delta = rowsum(dout * out) still equals rowsum(P * dP)
+// for the dropped output. drop_threshold 0 is no dropout.
+//
 // Limits: head_dim <= MAX_HEAD_DIM, BLOCK_Q and BLOCK_K <= MAX_BLOCK, and a staged block
 // (BLOCK * head_dim floats) fits TILE; two tiles use 16 KiB of workgroup memory, WebGPU's
 // default limit. Workgroups past 65535 spill into the dispatch's y dimension.
@@ -51,9 +59,14 @@ struct Shape {
   has_mask: u32,
   blocks: u32,      // workgroups per (batch, head): query blocks, or key blocks for grad_kv
   scaling: f32,
-  _pad0: u32,
-  _pad1: u32,
-  _pad2: u32,
+  drop_base: u32,       // the dropout layer's first counter
+  drop_threshold: u32,  // 0: no dropout
+  drop_scale: f32,      // 1 / (1 - p)
+}
+
+struct Step {           // the dropout step buffer (py_engine/kernels/dropout.py)
+  seed: u32,
+  offset: u32,
 }
 
 @group(0) @binding(0) var<storage, read> q: array<f32>;
@@ -65,6 +78,16 @@ var<workgroup> tile_a: array<f32, TILE>;
 var<workgroup> tile_b: array<f32, TILE>;
 
 //#include "lib/grid.wgsl"
+//#include "lib/dropout_bits.wgsl"
+
+// The dropout factor of probability (b, h, i, j): 0 or drop_scale; 1 without dropout.
+fn drop_factor(s: Shape, step: Step, key: u32, b: u32, h: u32, i: u32, j: u32) -> f32 {
+  if (s.drop_threshold == 0u) {
+    return 1.0;
+  }
+  let counter = step.offset + s.drop_base + ((b * s.q_heads + h) * s.q_len + i) * (s.past + s.q_len) + j;
+  return select(0.0, s.drop_scale, dropout_keeps(key, counter, s.drop_threshold));
+}
 
 fn key_is_real(s: Shape, b: u32, j: u32) -> bool {
   return s.has_mask == 0u || attention_mask[b * (s.past + s.q_len) + j] != 0u;
@@ -75,6 +98,7 @@ fn key_is_real(s: Shape, b: u32, j: u32) -> bool {
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 @group(0) @binding(5) var<storage, read_write> lse: array<f32>;
 @group(0) @binding(6) var<uniform> fwd: Shape;
+@group(0) @binding(7) var<uniform> fwd_step: Step;
 
 @compute @workgroup_size(BLOCK_Q)
 fn causal_attention_forward(@builtin(workgroup_id) wid: vec3<u32>,
@@ -104,6 +128,7 @@ fn causal_attention_forward(@builtin(workgroup_id) wid: vec3<u32>,
   var m = MASKED;
   var l = 0.0;
   var s: array<f32, MAX_BLOCK>;
+  let key = dropout_key(fwd_step.seed);
 
   // Keys up to the last one this block's last live row can see.
   let key_end = fwd.past + min(q0 + BLOCK_Q, fwd.q_len);
@@ -141,8 +166,9 @@ fn causal_attention_forward(@builtin(workgroup_id) wid: vec3<u32>,
           if (s[r] > MASKED) {
             let p = exp(s[r] - m_new);
             l += p;
+            let kept = p * drop_factor(fwd, fwd_step, key, b, h, i, k0 + r);
             for (var d = 0u; d < D; d++) {
-              acc[d] = fma(p, tile_b[r * D + d], acc[d]);
+              acc[d] = fma(kept, tile_b[r * D + d], acc[d]);
             }
           }
         }
@@ -202,6 +228,7 @@ fn causal_attention_stats(@builtin(global_invocation_id) gid: vec3<u32>,
 @group(0) @binding(5) var<storage, read> grad_out: array<f32>;
 @group(0) @binding(6) var<storage, read_write> dq: array<f32>;
 @group(0) @binding(7) var<uniform> gq: Shape;
+@group(0) @binding(8) var<uniform> gq_step: Step;
 
 @compute @workgroup_size(BLOCK_Q)
 fn causal_attention_grad_q(@builtin(workgroup_id) wid: vec3<u32>,
@@ -224,6 +251,7 @@ fn causal_attention_grad_q(@builtin(workgroup_id) wid: vec3<u32>,
   let row = (b * gq.q_heads + h) * gq.q_len + min(i, gq.q_len - 1u);
   let row_lse = row_stats[2u * row];
   let delta = row_stats[2u * row + 1u];
+  let key = dropout_key(gq_step.seed);
 
   var qs: array<f32, MAX_HEAD_DIM>;
   var dos: array<f32, MAX_HEAD_DIM>;
@@ -254,7 +282,7 @@ fn causal_attention_grad_q(@builtin(workgroup_id) wid: vec3<u32>,
             score = fma(qs[d], tile_a[r * D + d], score);
             dp = fma(dos[d], tile_b[r * D + d], dp);
           }
-          let ds = exp(score - row_lse) * (dp - delta);
+          let ds = exp(score - row_lse) * (dp * drop_factor(gq, gq_step, key, b, h, i, j) - delta);
           for (var d = 0u; d < D; d++) {
             acc[d] = fma(ds, tile_a[r * D + d], acc[d]);
           }
@@ -276,6 +304,7 @@ fn causal_attention_grad_q(@builtin(workgroup_id) wid: vec3<u32>,
 @group(0) @binding(6) var<storage, read_write> dk: array<f32>;
 @group(0) @binding(7) var<storage, read_write> dv: array<f32>;
 @group(0) @binding(8) var<uniform> gkv: Shape;
+@group(0) @binding(9) var<uniform> gkv_step: Step;
 
 @compute @workgroup_size(BLOCK_K)
 fn causal_attention_grad_kv(@builtin(workgroup_id) wid: vec3<u32>,
@@ -295,6 +324,7 @@ fn causal_attention_grad_kv(@builtin(workgroup_id) wid: vec3<u32>,
   let live = j < keys && key_is_real(gkv, b, min(j, keys - 1u));
   let kv_base = (b * keys + min(j, keys - 1u)) * gkv.kv_heads * D + kvh * D;
   let q_width = gkv.q_heads * D;
+  let key = dropout_key(gkv_step.seed);
 
   var ks: array<f32, MAX_HEAD_DIM>;
   var vs: array<f32, MAX_HEAD_DIM>;
@@ -332,9 +362,10 @@ fn causal_attention_grad_kv(@builtin(workgroup_id) wid: vec3<u32>,
               dp = fma(vs[d], tile_b[r * D + d], dp);
             }
             let p = exp(score - kv_stats[2u * row]);
-            let ds = p * (dp - kv_stats[2u * row + 1u]);
+            let factor = drop_factor(gkv, gkv_step, key, b, h, i, j);
+            let ds = p * (dp * factor - kv_stats[2u * row + 1u]);
             for (var d = 0u; d < D; d++) {
-              dv_acc[d] = fma(p, tile_b[r * D + d], dv_acc[d]);
+              dv_acc[d] = fma(p * factor, tile_b[r * D + d], dv_acc[d]);
               dk_acc[d] = fma(ds, tile_a[r * D + d], dk_acc[d]);
             }
           }

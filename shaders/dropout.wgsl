@@ -40,22 +40,14 @@ struct Step {
 @group(0) @binding(2) var<uniform> params: Params;
 @group(0) @binding(3) var<uniform> per_step: Step;
 
-fn lowbias32(v: u32) -> u32 {
-  var h = v;
-  h ^= h >> 16u;
-  h *= 0x7feb352du;
-  h ^= h >> 15u;
-  h *= 0x846ca68bu;
-  h ^= h >> 16u;
-  return h;
-}
+//#include "lib/dropout_bits.wgsl"
 
 fn apply_mask(gid: vec3<u32>, groups: vec3<u32>) {
-  let key = lowbias32(per_step.seed ^ 0x9e3779b9u);
+  let key = dropout_key(per_step.seed);
   let start = per_step.offset + params.base;   // wraps mod 2^32, as the reference does
   let stride = groups.x * WORKGROUP;
   for (var i = gid.x; i < params.n; i += stride) {
-    let keep = lowbias32(lowbias32(start + i) ^ key) >= params.threshold;
+    let keep = dropout_keeps(key, start + i, params.threshold);
     out[i] = select(0.0, inp[i] * params.scale, keep);
   }
 }

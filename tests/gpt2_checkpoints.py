@@ -4,7 +4,7 @@ tests: non-trivial LayerNorms and biases, saved with save_pretrained (safetensor
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-# No dropout: the engine's GPT-2 step has none, and the training-mode oracles must be comparable.
+# No dropout unless a test asks for it: the training-mode oracles must be comparable.
 TINY = dict(vocab_size=96, n_embd=32, n_layer=2, n_head=4, n_positions=64, bos_token_id=95,
             eos_token_id=95, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
 

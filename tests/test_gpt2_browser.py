@@ -1,5 +1,5 @@
 """A GPT-2 family checkpoint (DialoGPT-like) fine-tuned with LoRA inside the browser (Pyodide +
-WebGPU) through ChatModel, then a greedy reply in DialoGPT's format: the losses match the host's
+WebGPU) through ChatModel, dropout on, then a greedy reply in DialoGPT's format: the losses match the host's
 NumPy runtime (1e-4 relative) and the reply is the host's, token for token. The checkpoint's
 Conv1D weights are transposed in Pyodide, with no NumPy."""
 
@@ -12,7 +12,7 @@ from gpt2_checkpoints import tiny_dialogpt_dir
 from py_engine.harness import put_files, run_json
 from test_chat_model import random_examples
 from test_gpt2_gpu import host_run
-from test_gpt2_lora_oracle import ALL
+from test_gpt2_lora_oracle import ALL, DROPOUT
 
 pytestmark = pytest.mark.browser
 
@@ -36,7 +36,7 @@ json.dumps({"losses": [h.loss for h in history], "ids": reply.ids, "text": reply
 
 
 def test_gpt2_chat_model_trains_and_replies_in_the_browser(engine_page, tmp_path):
-    path = tiny_dialogpt_dir(tmp_path / "dialogpt", initializer_range=0.2)
+    path = tiny_dialogpt_dir(tmp_path / "dialogpt", initializer_range=0.2, **DROPOUT)
     put_files(engine_page, {f"/work/dialogpt/{p.name}": p.read_bytes() for p in path.iterdir()})
     examples = random_examples(8, 320)
     prompt = "What is the capital of France?"

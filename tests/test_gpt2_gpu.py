@@ -13,6 +13,7 @@ from py_engine.backends.gpu_backend import GpuBackend, Kernels, Tensor
 from py_engine.formats.peft_adapter import load_adapter
 from py_engine.generate import GpuDecoder
 from py_engine.kernels.cross_entropy import decode_metrics
+from py_engine.kernels.dropout import pack_step
 from py_engine.models.checkpoint import DecoderCheckpoint
 from py_engine.models.gpt2 import Gpt2Model
 from py_engine.models.llama import shift_labels
@@ -20,15 +21,16 @@ from py_engine.models.lora_config import LoraConfig
 from py_engine.train.batch import Batch
 from py_engine.train.chat import CausalTrainConfig, ChatModel
 from test_chat_model import random_examples
-from test_gpt2_lora_oracle import ALL, a_batch, engine_step, peft_gpt2, relative
+from test_gpt2_lora_oracle import ALL, DROPOUT, a_batch, engine_step, peft_gpt2, relative
 
 # f32 on the GPU against float64: the Llama family's bounds (lavapipe measured: loss 1e-7,
 # gradients 6e-7 LoRA, 3e-7 full).
 LOSS_BOUND, GRAD_BOUND = 1e-5, 1e-4
 
 
-def gpu_step(device, model, checkpoint, extra, ids, mask, labels):
+def gpu_step(device, model, checkpoint, extra, ids, mask, labels, seed=0):
     be = GpuBackend(device, run(Kernels.load(device, decoder=True)))
+    be.step.write(pack_step(seed, 0))          # the dropout masks' seed
     for name in checkpoint.names():
         be.params[name] = Tensor(device.buffer_from(checkpoint.floats(name)), checkpoint.shape(name))
     for name, (shape, values) in extra.items():
@@ -72,13 +74,31 @@ def test_lora_step_on_the_gpu_matches_numpy(tmp_path, device):
     check(got_loss, got, want_loss, want)
 
 
-def test_full_finetuning_step_on_the_gpu_matches_numpy(tmp_path, device):
-    tiny_gpt2(tmp_path)
+def test_lora_step_with_dropout_on_the_gpu_matches_numpy(tmp_path, device):
+    """Embedding, residual and attention dropout on: the GPU draws the NumPy backend's masks from the same
+    seed (which tests/test_gpt2_lora_oracle.py checks against PEFT with those masks), so the
+    step's loss and gradients agree; another seed draws other masks: other gradients."""
+    peft_gpt2(tmp_path, ALL, **DROPOUT)
+    config, tensors, _ = load_adapter(tmp_path / "adapter")
+    checkpoint = DecoderCheckpoint.load(tmp_path / "model")
+    model = Gpt2Model(checkpoint.config, LoraConfig.from_peft_dict(config))
+    ids, mask, labels = a_batch()
+    want_loss, want = engine_step(model, checkpoint, tensors, ids, mask, labels, seed=11)
+    got_loss, got = gpu_step(device, model, checkpoint, tensors, ids, mask, labels, seed=11)
+    check(got_loss, got, want_loss, want)
+    _, other = gpu_step(device, model, checkpoint, tensors, ids, mask, labels, seed=12)
+    moved = min(relative(other[name], ref) for name, ref in want.items())
+    assert moved > 100 * GRAD_BOUND, moved
+
+
+@pytest.mark.parametrize("dropout", [{}, DROPOUT])
+def test_full_finetuning_step_on_the_gpu_matches_numpy(tmp_path, device, dropout):
+    tiny_gpt2(tmp_path, **dropout)
     checkpoint = DecoderCheckpoint.load(tmp_path)
     model = Gpt2Model(checkpoint.config, None)
     ids, mask, labels = a_batch()
-    want_loss, want = engine_step(model, checkpoint, {}, ids, mask, labels)
-    got_loss, got = gpu_step(device, model, checkpoint, {}, ids, mask, labels)
+    want_loss, want = engine_step(model, checkpoint, {}, ids, mask, labels, seed=3)
+    got_loss, got = gpu_step(device, model, checkpoint, {}, ids, mask, labels, seed=3)
     check(got_loss, got, want_loss, {n: g for n, g in want.items()})
 
 
@@ -111,9 +131,10 @@ def host_run(path, examples, prompt, backend):
 
 
 def test_gpt2_chat_model_on_the_native_gpu_matches_numpy(tmp_path):
-    """ChatModel's LoRA training run and greedy reply on the GPU backend equal the NumPy
-    backend's (tests/test_gpt2_browser.py runs it in Chromium)."""
-    path = tiny_dialogpt_dir(tmp_path / "dialogpt", initializer_range=0.2)
+    """ChatModel's LoRA training run (dropout on, as DialoGPT's config has it) and greedy reply
+    on the GPU backend equal the NumPy backend's (tests/test_gpt2_browser.py runs it in
+    Chromium)."""
+    path = tiny_dialogpt_dir(tmp_path / "dialogpt", initializer_range=0.2, **DROPOUT)
     examples = random_examples(8, 320)
     prompt = "What is the capital of France?"
     losses, want = host_run(path, examples, prompt, "numpy")

@@ -28,10 +28,10 @@ ALL = ["c_attn", "c_proj", "c_fc"]
 LOSS_BOUND, GRAD_BOUND = 1e-6, 1e-5
 
 
-def peft_gpt2(path, targets):
-    """The tiny checkpoint under path / "model" and a PEFT adapter (lora_B non-zero) under
-    path / "adapter"; returns the PEFT model in float64."""
-    base = tiny_gpt2(path / "model").float()
+def peft_gpt2(path, targets, **overrides):
+    """The tiny checkpoint (config `overrides`) under path / "model" and a PEFT adapter (lora_B
+    non-zero) under path / "adapter"; returns the PEFT model in float64."""
+    base = tiny_gpt2(path / "model", **overrides).float()
     model = get_peft_model(base, PeftLoraConfig(task_type=TaskType.CAUSAL_LM, r=4, lora_alpha=8,
                                                 lora_dropout=0.0, target_modules=targets,
                                                 fan_in_fan_out=True))
@@ -54,8 +54,9 @@ def a_batch():
     return ids, mask, labels
 
 
-def engine_step(model, checkpoint, extra, ids, mask, labels):
-    """Loss and gradients of one step on the NumPy backend in float64."""
+def engine_step(model, checkpoint, extra, ids, mask, labels, seed=0, saved_into=None):
+    """Loss and gradients of one step on the NumPy backend in float64, its dropout masks drawn
+    from `seed`; what the forward saved goes into the dict `saved_into` when one is given."""
     be = NumpyBackend(np.float64)
     for name in checkpoint.names():
         be.set_param(name, np.frombuffer(checkpoint.floats(name), np.float32), checkpoint.shape(name))
@@ -65,8 +66,10 @@ def engine_step(model, checkpoint, extra, ids, mask, labels):
         be.add_grad(name)
     B, T = ids.shape
     batch = Batch(ids.tolist(), [[0] * T] * B, mask.tolist())
-    be.start_step(0)
+    be.start_step(seed)
     hidden, saved = model.forward(be, batch)
+    if saved_into is not None:
+        saved_into.update(saved)
     metrics, dh = be.lm_head_loss(hidden, be.param(model.head_name),
                                   np.asarray(shift_labels(labels.tolist())), dweight=model.head_grad(be))
     model.backward(be, dh, saved, batch)
@@ -105,13 +108,132 @@ def test_lora_step_matches_peft(tmp_path, targets):
         assert relative(grads[name], ref) <= GRAD_BOUND, name
 
 
-def test_full_finetuning_step_matches_torch(tmp_path):
-    hf = tiny_gpt2(tmp_path)
+class Multiply(torch.nn.Module):
+    """A dropout module replaced by the engine's mask: x times its multiplier (0 or 1 / (1 - p))."""
+
+    def __init__(self, multiplier, shape):
+        super().__init__()
+        self.multiplier = torch.as_tensor(multiplier).reshape(shape)
+
+    def forward(self, x):
+        return x * self.multiplier
+
+
+def inject_masks(hf, saved, B, T, monkeypatch):
+    """Put the engine's dropout masks into a GPT2LMHeadModel: its embedding and residual dropout
+    modules replaced, and transformers' eager attention (GPT-2's own, with the attention
+    probabilities' dropout) patched to multiply them by the engine's [B, H, T, T] mask."""
+    import transformers.models.gpt2.modeling_gpt2 as gpt2_module
+
+    h = hf.config.n_embd
+    hf.transformer.drop = Multiply(saved["emb_drop"].multiplier, (B, T, h))
+    for block, s in zip(hf.transformer.h, saved["layers"]):
+        block.attn.resid_dropout = Multiply(s["attn_drop"].multiplier, (B, T, h))
+        block.mlp.dropout = Multiply(s["mlp_drop"].multiplier, (B, T, h))
+    attention_masks = [torch.as_tensor(s["attn"].site.multiplier) for s in saved["layers"]]
+
+    def eager_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **_):
+        weights = torch.matmul(query, key.transpose(-1, -2)) * scaling + attention_mask
+        weights = torch.softmax(weights, dim=-1) * attention_masks[module.layer_idx]
+        return torch.matmul(weights, value).transpose(1, 2), weights
+
+    hf.set_attn_implementation("eager")
+    monkeypatch.setattr(gpt2_module, "eager_attention_forward", eager_attention)
+
+
+DROPOUT = dict(embd_pdrop=0.2, resid_pdrop=0.3, attn_pdrop=0.25)
+RATES = {"emb_drop": 0.2, "attn_drop": 0.3, "mlp_drop": 0.3, "attn": 0.25}
+
+
+def dropout_multipliers(saved):
+    """{site name: [multiplier, ...]} of a training forward's dropout layers."""
+    found = {"emb_drop": [saved["emb_drop"].multiplier]}
+    for s in saved["layers"]:
+        for name in ("attn_drop", "mlp_drop"):
+            found.setdefault(name, []).append(s[name].multiplier)
+        found.setdefault("attn", []).append(s["attn"].site.multiplier)
+    return found
+
+
+@pytest.mark.parametrize("targets", [["c_attn"], ALL])
+def test_lora_step_with_dropout_matches_peft_with_the_same_masks(tmp_path, targets, monkeypatch):
+    """Embedding, residual and attention dropout on: transformers + PEFT in train mode with the
+    engine's masks in place of its dropout gives the engine's loss and LoRA gradients."""
+    peft = peft_gpt2(tmp_path, targets, **DROPOUT)
+    adapter_config, tensors, _ = load_adapter(tmp_path / "adapter")
+    checkpoint = DecoderCheckpoint.load(tmp_path / "model")
+    c = checkpoint.config
+    assert (c.embd_pdrop, c.resid_pdrop, c.attn_pdrop) == (0.2, 0.3, 0.25)
+    model = Gpt2Model(checkpoint.config, LoraConfig.from_peft_dict(adapter_config))
     ids, mask, labels = a_batch()
-    want_loss = torch_step(hf, ids, mask, labels)
+    saved = {}
+    loss, grads = engine_step(model, checkpoint, tensors, ids, mask, labels, seed=5, saved_into=saved)
+    masks = dropout_multipliers(saved)
+    for name, rate in RATES.items():       # each mask drops about its rate and scales the rest
+        for m in masks[name]:
+            assert abs(np.mean(m == 0) - rate) < 0.1, name
+            assert np.allclose(m[m != 0], 1 / (1 - rate)), name
+    assert not np.array_equal(masks["attn"][0], masks["attn"][1])     # layers draw their own
+
+    inject_masks(peft.base_model.model, saved, *ids.shape, monkeypatch)
+    want_loss = torch_step(peft, ids, mask, labels)
+    want = {n.replace("base_model.model.", "").replace(".default", ""): p.grad.numpy()
+            for n, p in peft.named_parameters() if p.requires_grad}
+    assert abs(loss - want_loss) <= LOSS_BOUND * abs(want_loss)
+    assert set(want) == set(model.trainable)
+    for name, ref in want.items():
+        assert relative(grads[name], ref) <= GRAD_BOUND, name
+
+    # The masks matter: without them (rates 0) every gradient differs by far more than the bound.
+    still = Gpt2Model(DecoderCheckpoint.load(tmp_path / "model").config, model.lora)
+    still.config.embd_pdrop = still.config.resid_pdrop = still.config.attn_pdrop = 0.0
+    _, plain = engine_step(still, checkpoint, tensors, ids, mask, labels, seed=5)
+    moved = min(relative(plain[name], ref) for name, ref in want.items())
+    assert moved > 100 * GRAD_BOUND, moved
+
+
+def test_no_dropout_outside_training(tmp_path):
+    """Eval (train=False) forwards draw no mask at any rate: the hidden states equal the
+    rate-0 model's."""
+    tiny_gpt2(tmp_path / "drop", **DROPOUT)
+    tiny_gpt2(tmp_path / "plain")
+    hidden = []
+    for name in ("drop", "plain"):
+        checkpoint = DecoderCheckpoint.load(tmp_path / name)
+        model = Gpt2Model(checkpoint.config, None)
+        be = NumpyBackend(np.float64)
+        for n in checkpoint.names():
+            be.set_param(n, np.frombuffer(checkpoint.floats(n), np.float32), checkpoint.shape(n))
+        ids = np.arange(30).reshape(3, 10) % V
+        be.start_step(3, train=False)
+        out, saved = model.forward(be, Batch(ids.tolist(), [[0] * 10] * 3, [[1] * 10] * 3), train=False)
+        assert saved["emb_drop"] is None and saved["layers"] == []
+        hidden.append(out)
+    assert np.array_equal(hidden[0], hidden[1])
+
+
+def test_dropout_rates_are_checked():
+    from py_engine.models.bert_config import ConfigError
+    from py_engine.models.gpt2_config import Gpt2Config
+
+    fields = dict(vocab_size=96, n_embd=32, n_layer=1, n_head=4)
+    assert Gpt2Config(**fields).resid_pdrop == 0.1          # transformers' default
+    with pytest.raises(ConfigError, match="'resid_pdrop' must be in \\[0, 1\\), got 1.0"):
+        Gpt2Config(**fields, resid_pdrop=1.0)
+
+
+@pytest.mark.parametrize("dropout", [{}, DROPOUT])
+def test_full_finetuning_step_matches_torch(tmp_path, dropout, monkeypatch):
+    """Every weight's gradient against torch autograd; with dropout, on the engine's masks."""
+    hf = tiny_gpt2(tmp_path, **dropout)
+    ids, mask, labels = a_batch()
     checkpoint = DecoderCheckpoint.load(tmp_path)
     model = Gpt2Model(checkpoint.config, None)
-    loss, grads = engine_step(model, checkpoint, {}, ids, mask, labels)
+    saved = {}
+    loss, grads = engine_step(model, checkpoint, {}, ids, mask, labels, seed=7, saved_into=saved)
+    if dropout:
+        inject_masks(hf, saved, *ids.shape, monkeypatch)
+    want_loss = torch_step(hf, ids, mask, labels)
 
     assert abs(loss - want_loss) <= LOSS_BOUND * abs(want_loss)
     torch_grads = dict(hf.named_parameters())

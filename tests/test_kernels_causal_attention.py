@@ -10,7 +10,9 @@ from conftest import read, rel_error, run
 
 from py_engine.gpu.selfcheck import poisoned
 from py_engine.kernels.causal_attention import CausalAttentionKernels
+from py_engine.kernels.dropout import pack_step
 from py_engine.ops import causal_attention as ref
+from py_engine.ops.dropout import dropout_multiplier
 
 # f32 dot products of <= 16 terms, an online softmax over <= 37 keys (each block's rescaling
 # by exp(m_old - m_new) adds a few ulps), and backward sums over <= 37 keys times <= 4 query
@@ -34,7 +36,8 @@ def right_padding(rng, batch, keys):
 
 
 def check(device, att, rng, batch, seq, heads, kv_heads, dim, *, past=0, mask=None,
-          scaling=None, backward=True):
+          scaling=None, backward=True, dropout=None):
+    """dropout: (p, seed, offset, base) of attention dropout on the probabilities."""
     keys = past + seq
     q, dout = (rng.standard_normal((batch * seq, heads * dim), dtype=np.float32) for _ in range(2))
     k, v = (rng.standard_normal((batch * keys, kv_heads * dim), dtype=np.float32) for _ in range(2))
@@ -42,6 +45,13 @@ def check(device, att, rng, batch, seq, heads, kv_heads, dim, *, past=0, mask=No
                  scaling=scaling)
     bq, bk, bv, bdout = (device.buffer_from(x) for x in (q, k, v, dout))
     bmask = None if mask is None else device.buffer_from(mask)
+    multiplier = None
+    if dropout is not None:
+        p, seed, offset, base = dropout
+        step = device.buffer_from(pack_step(seed, offset), "uniform")
+        shape["dropout"] = (step, p, base)
+        multiplier = dropout_multiplier(batch * heads * seq * keys, p, seed, offset, base,
+                                        np.float64).reshape(batch, heads, seq, keys)
     out, dq = (poisoned(device, batch * seq * heads * dim) for _ in range(2))
     lse = poisoned(device, batch * heads * seq)
     stats = poisoned(device, 2 * batch * heads * seq)
@@ -56,7 +66,7 @@ def check(device, att, rng, batch, seq, heads, kv_heads, dim, *, past=0, mask=No
 
     q64, k64, v64, do64 = (x.astype(np.float64) for x in (q, k, v, dout))
     meta = dict(batch=batch, heads=heads, kv_heads=kv_heads, attention_mask=mask, past=past,
-                scaling=scaling)
+                scaling=scaling, dropout=multiplier)
     ref_out, ref_lse = ref.causal_attention_forward(q64, k64, v64, **meta)
     errors = [rel_error(results[0], ref_out), rel_error(results[1], ref_lse)]
     assert errors[0] <= FORWARD_BOUND and errors[1] <= FORWARD_BOUND, errors
@@ -135,6 +145,19 @@ def test_offset_forward_equals_the_last_rows_of_the_full_forward(device, att, rn
                 seq=new, past=seq - new, **shape)
     out_full, out_tail = read(program, full, tail)
     assert rel_error(out_tail, out_full.reshape(seq, -1)[-new:]) <= FORWARD_BOUND
+
+
+@pytest.mark.parametrize("past, seq, p", [(0, 21, 0.3), (7, 5, 0.5)])
+def test_attention_dropout(device, att, rng, past, seq, p):
+    """Dropout on the probabilities (GPT-2's attn_pdrop): the kernels recompute the reference's
+    counter-based mask of a [B, Hq, Tq, Tk] layer, forward and backward, over padding, GQA,
+    several blocks, a KV offset and a counter that wraps at 2^32."""
+    mask = right_padding(rng, 2, past + seq)
+    mask[:, :past + 1] = 1
+    seed = int(rng.integers(0, 2**32))
+    with_drop = check(device, att, rng, 2, seq, 4, 2, 8, past=past, mask=mask,
+                      dropout=(p, seed, 2**32 - 300, 17))
+    assert np.all(np.isfinite(with_drop[0]))
 
 
 def test_custom_scaling_and_default_blocks(device, rng):

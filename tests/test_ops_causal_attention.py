@@ -30,15 +30,17 @@ def additive_mask(batch, seq, past, mask, dtype):
     return torch.zeros(seen.shape, dtype=dtype).masked_fill(~seen, torch.finfo(dtype).min)
 
 
-def torch_reference(q, k, v, batch, seq, heads, kv_heads, past, mask, scaling):
-    """Causal GQA with a -inf mask, autograd-differentiable; also returns the row logsumexp."""
+def torch_reference(q, k, v, batch, seq, heads, kv_heads, past, mask, scaling, dropout=None):
+    """Causal GQA with a -inf mask, autograd-differentiable; also returns the row logsumexp.
+    dropout: a [B, Hq, Tq, Tk] multiplier on the probabilities."""
     keys = past + seq
     qh = q.view(batch, seq, heads, -1).transpose(1, 2)
     kh = k.view(batch, keys, kv_heads, -1).transpose(1, 2).repeat_interleave(heads // kv_heads, 1)
     vh = v.view(batch, keys, kv_heads, -1).transpose(1, 2).repeat_interleave(heads // kv_heads, 1)
     seen = torch.tensor(ca.visible(batch, seq, past, mask))
     scores = torch.where(seen, qh @ kh.transpose(-1, -2) * scaling, -torch.inf)
-    out = torch.softmax(scores, dim=-1) @ vh
+    probs = torch.softmax(scores, dim=-1)
+    out = (probs if dropout is None else probs * torch.as_tensor(dropout)) @ vh
     return out.transpose(1, 2).reshape(batch * seq, -1), torch.logsumexp(scores, dim=-1)
 
 
@@ -52,16 +54,24 @@ CASES = [  # batch, seq, heads, kv_heads, dim, past, padded
 
 
 @pytest.mark.parametrize("batch, seq, heads, kv_heads, dim, past, padded", CASES)
+@pytest.mark.parametrize("dropout", [None, 0.3])
 def test_forward_and_backward_match_torch_autograd(rng, batch, seq, heads, kv_heads, dim, past,
-                                                   padded):
+                                                   padded, dropout):
+    """With `dropout`, a random 0 / (1 / (1 - p)) multiplier on the probabilities (attention
+    dropout with a given mask) in both."""
     q, k, v, dout = random_inputs(rng, batch, seq, heads, kv_heads, dim, past)
     mask = right_padding(rng, batch, past + seq) if padded else None
     scaling = dim ** -0.5
+    if dropout is not None:
+        keep = rng.random((batch, heads, seq, past + seq)) >= dropout
+        dropout = keep / (1 - dropout)
     tq, tk, tv = (torch.tensor(x, requires_grad=True) for x in (q, k, v))
-    t_out, t_lse = torch_reference(tq, tk, tv, batch, seq, heads, kv_heads, past, mask, scaling)
+    t_out, t_lse = torch_reference(tq, tk, tv, batch, seq, heads, kv_heads, past, mask, scaling,
+                                   dropout)
     t_out.backward(torch.tensor(dout))
 
-    meta = dict(batch=batch, heads=heads, kv_heads=kv_heads, attention_mask=mask, past=past)
+    meta = dict(batch=batch, heads=heads, kv_heads=kv_heads, attention_mask=mask, past=past,
+                dropout=dropout)
     out, lse = ca.causal_attention_forward(q, k, v, **meta)
     np.testing.assert_allclose(out, t_out.detach().numpy(), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(lse, t_lse.detach().numpy(), rtol=1e-12, atol=1e-12)

@@ -299,11 +299,16 @@ class GpuBackend:
     def dropout(self, x, p):
         if p == 0.0:
             return x, None
-        site = DropoutSite(p, self._counter, x.size)
-        self._counter += x.size
+        site = self._dropout_site(p, x.size)
         y = self.new(*x.shape)
         self.k.dropout.forward(self.program, x.buffer, y.buffer, self.step, x.size, p, site.base)
         return y, site
+
+    def _dropout_site(self, p, n):
+        """The next dropout layer of n elements, at the step's running counter."""
+        site = DropoutSite(p, self._counter, n)
+        self._counter += n
+        return site
 
     def dropout_backward(self, dy, site):
         if site is None:
@@ -491,9 +496,14 @@ class GpuBackend:
     def rope_backward(self, dy, tables, heads, seq):
         return self.rope(dy, tables, heads, seq, backward=True)
 
-    def causal_attention(self, q, k, v, mask, B, heads, kv_heads, past=0):
+    def causal_attention(self, q, k, v, mask, B, heads, kv_heads, past=0, p=0.0):
+        """With `p` > 0 (training) the attention probabilities [B, heads, Tq, Tk] are dropped
+        with the counter-based mask, recomputed by the backward."""
         shape = dict(batch=B, seq=q.rows // B, heads=heads, kv_heads=kv_heads,
                      head_dim=q.cols // heads)
+        if p:
+            site = self._dropout_site(p, B * heads * shape["seq"] * (past + shape["seq"]))
+            shape["dropout"] = (self.step, p, site.base)
         out, lse = self.new(*q.shape), self.new(B * heads * shape["seq"])
         self.k.causal_attention.forward(self.program, q.buffer, k.buffer, v.buffer, _buffer(mask),
                                         out.buffer, lse.buffer, past=past, **shape)

@@ -39,6 +39,15 @@ class DropoutSite:
         self.multiplier = multiplier
 
 
+class CausalAttentionSaved:
+    """What causal_attention_backward needs; `site` is the attention dropout's (or None)."""
+
+    __slots__ = ("q", "k", "v", "out", "lse", "shape", "site")
+
+    def __init__(self, q, k, v, out, lse, shape, site):
+        self.q, self.k, self.v, self.out, self.lse, self.shape, self.site = q, k, v, out, lse, shape, site
+
+
 class NumpyBackend:
     name = "numpy"
 
@@ -138,11 +147,16 @@ class NumpyBackend:
     def dropout(self, x, p):
         if p == 0.0:
             return x, None
+        site = self._dropout_site(x.shape, p, x.dtype)
+        return x * site.multiplier, site
+
+    def _dropout_site(self, shape, p, dtype):
+        """The next dropout layer's mask, of `shape`, at the step's running counter."""
+        n = int(np.prod(shape))
         base = self._counter
-        self._counter += x.size
-        multiplier = dropout_ops.dropout_multiplier(x.size, p, self.seed, self.offset, base,
-                                                    x.dtype).reshape(x.shape)
-        return x * multiplier, DropoutSite(multiplier)
+        self._counter += n
+        return DropoutSite(dropout_ops.dropout_multiplier(n, p, self.seed, self.offset, base,
+                                                          dtype).reshape(shape))
 
     def dropout_backward(self, dy, site):
         if site is None:
@@ -240,14 +254,19 @@ class NumpyBackend:
         cos, sin = tables
         return rope_ops.rope_backward(dy, cos[:seq], sin[:seq], heads)
 
-    def causal_attention(self, q, k, v, mask, B, heads, kv_heads, past=0):
-        shape = dict(batch=B, heads=heads, kv_heads=kv_heads, attention_mask=mask, past=past)
+    def causal_attention(self, q, k, v, mask, B, heads, kv_heads, past=0, p=0.0):
+        """With `p` > 0 the attention probabilities [B, heads, Tq, Tk] are dropped (training);
+        the mask is the saved state's `site`."""
+        T = q.shape[0] // B
+        site = self._dropout_site((B, heads, T, past + T), p, q.dtype) if p else None
+        shape = dict(batch=B, heads=heads, kv_heads=kv_heads, attention_mask=mask, past=past,
+                     dropout=site and site.multiplier)
         out, lse = causal_ops.causal_attention_forward(q, k, v, **shape)
-        return out, (q, k, v, out, lse, shape)
+        return out, CausalAttentionSaved(q, k, v, out, lse, shape, site)
 
     def causal_attention_backward(self, dout, saved):
-        q, k, v, out, lse, shape = saved
-        return causal_ops.causal_attention_backward(dout, q, k, v, out, lse, **shape)
+        s = saved
+        return causal_ops.causal_attention_backward(dout, s.q, s.k, s.v, s.out, s.lse, **s.shape)
 
     def kv_cache(self, layers, length, width):
         """Keys and values of `length` positions per layer, for decoding one sequence."""

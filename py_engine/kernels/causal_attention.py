@@ -22,10 +22,15 @@ a KV cache (Tq new queries against past + Tq keys); the backward accepts it too.
 `past` may be a py_engine.gpu.Variable, set between replays (k and v are then the whole cache
 buffers: keys beyond past + Tq are never read).
 
+Attention dropout: with `dropout=(step, p, base)` (step: a dropout step buffer, see
+kernels/dropout.py) the probabilities are dropped with the counter-based mask of a [B, Hq, Tq, Tk]
+dropout layer at counter `base`, recomputed in the backward (pass the same triple there).
+
 Limits: head_dim <= 128, block sizes <= 64 with block * head_dim <= 2048 (the workgroup tiles).
 """
 
 from ..gpu import Variable, value_of
+from .dropout import pack_step, scale, threshold
 
 SOURCE = "causal_attention.wgsl"
 MAX_HEAD_DIM = 128
@@ -42,6 +47,7 @@ class CausalAttentionKernels:
         self.block_q = block_q
         self.block_k = block_k
         self._no_mask = None
+        self._no_step = None
 
     @classmethod
     async def load(cls, device, block_q=16, block_k=16):
@@ -53,7 +59,8 @@ class CausalAttentionKernels:
         kernels = {e: await device.kernel(SOURCE, e, constants) for e in ENTRIES}
         return cls(device, kernels, block_q, block_k)
 
-    def _shape(self, batch, seq, heads, kv_heads, head_dim, past, has_mask, blocks, scaling):
+    def _shape(self, batch, seq, heads, kv_heads, head_dim, past, has_mask, blocks, scaling,
+               dropout=None):
         if heads % kv_heads:
             raise ValueError(f"heads ({heads}) must be a multiple of kv_heads ({kv_heads})")
         if not 1 <= head_dim <= MAX_HEAD_DIM:
@@ -63,8 +70,18 @@ class CausalAttentionKernels:
         if batch < 1 or seq < 1 or value_of(past) < 0:
             raise ValueError("batch and seq must be positive, past non-negative")
         scaling = head_dim ** -0.5 if scaling is None else scaling
-        return self.device.uniform("IIIIIIIIfIII", batch, seq, past, heads, kv_heads, head_dim,
-                                   int(has_mask), blocks, scaling, 0, 0, 0)
+        _, p, base = dropout or (None, 0.0, 0)
+        return self.device.uniform("IIIIIIIIfIIf", batch, seq, past, heads, kv_heads, head_dim,
+                                   int(has_mask), blocks, scaling, base & 0xFFFFFFFF, threshold(p),
+                                   scale(p))
+
+    def _step(self, dropout):
+        """The dropout step buffer, or one never read (threshold 0) without dropout."""
+        if dropout is not None:
+            return dropout[0]
+        if self._no_step is None:
+            self._no_step = self.device.buffer_from(pack_step(0), "uniform", "no dropout")
+        return self._no_step
 
     def _mask(self, attention_mask):
         if attention_mask is not None:
@@ -80,7 +97,7 @@ class CausalAttentionKernels:
         return program
 
     def forward(self, program, q, k, v, attention_mask, out, lse, *, batch, seq, heads, kv_heads,
-                head_dim, past=0, scaling=None):
+                head_dim, past=0, scaling=None, dropout=None):
         """out [B*Tq, Hq*D] and lse [B, Hq, Tq] for queries at positions past..past+Tq-1."""
         blocks = -(-seq // self.block_q)
         key_rows = min(k.size, v.size) // (4 * kv_heads * head_dim * batch)
@@ -90,13 +107,14 @@ class CausalAttentionKernels:
         elif not fits(past):
             raise ValueError(f"past ({past}) + seq ({seq}) keys do not fit k/v of {key_rows} rows")
         shape = self._shape(batch, seq, heads, kv_heads, head_dim, past,
-                            attention_mask is not None, blocks, scaling)
+                            attention_mask is not None, blocks, scaling, dropout)
         return self._dispatch(program, "causal_attention_forward",
-                              [q, k, v, self._mask(attention_mask), out, lse, shape],
+                              [q, k, v, self._mask(attention_mask), out, lse, shape,
+                               self._step(dropout)],
                               batch * heads * blocks)
 
     def backward(self, program, dout, q, k, v, attention_mask, out, lse, stats, dq, dk, dv, *,
-                 batch, seq, heads, kv_heads, head_dim, past=0, scaling=None):
+                 batch, seq, heads, kv_heads, head_dim, past=0, scaling=None, dropout=None):
         """dq [B*Tq, Hq*D], dk and dv [B*Tk, Hkv*D] (overwritten, summed over each KV head's
         query heads) from the forward's out and lse; stats [B*Hq*Tq*2] is scratch."""
         if isinstance(past, Variable):
@@ -111,10 +129,12 @@ class CausalAttentionKernels:
         self._dispatch(program, "causal_attention_stats",
                        [out, lse, dout, stats, self._shape(blocks=0, **shape)],
                        -(-rows // self.block_q))
+        step = self._step(dropout)
         self._dispatch(program, "causal_attention_grad_q",
-                       [q, k, v, mask, stats, dout, dq, self._shape(blocks=q_blocks, **shape)],
+                       [q, k, v, mask, stats, dout, dq,
+                        self._shape(blocks=q_blocks, dropout=dropout, **shape), step],
                        batch * heads * q_blocks)
         return self._dispatch(program, "causal_attention_grad_kv",
                               [q, k, v, mask, stats, dout, dk, dv,
-                               self._shape(blocks=k_blocks, **shape)],
+                               self._shape(blocks=k_blocks, dropout=dropout, **shape), step],
                               batch * kv_heads * k_blocks)

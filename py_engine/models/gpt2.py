@@ -3,11 +3,16 @@ for training, scoring and generation, and its explicit backward, over a backend'
 as models/llama.py is; the trainer, runtimes, LoRA (models/lora.py) and generation are the
 Llama family's own.
 
-    x = wte[ids] + wpe[positions]
+    x = Dropout_embd(wte[ids] + wpe[positions])
     per layer:  h = LayerNorm(x);  q, k, v = split(c_attn(h))          (one fused projection)
-                x = x + attn.c_proj(CausalAttention(q, k, v))
-                h = LayerNorm(x);  x = x + mlp.c_proj(GELU_tanh(c_fc(h)))
+                x = x + Dropout_resid(attn.c_proj(CausalAttention(q, k, v)))
+                h = LayerNorm(x);  x = x + Dropout_resid(mlp.c_proj(GELU_tanh(c_fc(h))))
     loss = CrossEntropy(LayerNorm(x) . wte^T, labels shifted by one)   (tied head)
+
+Dropout (the backend's counter-based dropout, as models/bert.py uses it) is applied only when
+training, at the config's rates where transformers applies them: embd_pdrop on the embeddings,
+resid_pdrop before each residual add, attn_pdrop on the attention probabilities (inside the
+causal attention op, which never stores them).
 
 Every linear has a bias. LoRA may wrap c_attn, c_proj (attention's and the MLP's: PEFT's suffix
 rule matches both) and c_fc; a LoRA on c_attn is one adapter on the fused [3h, h] projection,
@@ -47,8 +52,10 @@ class Gpt2Model(DecoderModel):
         B, T, position = inputs.B, inputs.T, inputs.position
         h = c.hidden_size
         linear = self.linears.forward
+        p_embd, p_resid, p_attn = (c.embd_pdrop, c.resid_pdrop, c.attn_pdrop) if train else (0, 0, 0)
         x = be.add(be.gather_rows(be.param("transformer.wte.weight"), inputs.ids),
                    be.position_rows(be.param("transformer.wpe.weight"), B, T, position))
+        x, emb_drop = be.dropout(x, p_embd)
         layers = []
         for n in range(c.num_hidden_layers):
             p = f"transformer.h.{n}."
@@ -58,18 +65,22 @@ class Gpt2Model(DecoderModel):
             if cache is not None:
                 k, v = be.kv_cache_append(cache, n, k, v, position)
             a, s["attn"] = be.causal_attention(q, k, v, inputs.mask, B, c.num_attention_heads,
-                                               c.num_attention_heads, past=position)
-            x = be.add(x, linear(be, p + "attn.c_proj", a, s, train))
+                                               c.num_attention_heads, past=position, p=p_attn)
+            a, s["attn_drop"] = be.dropout(linear(be, p + "attn.c_proj", a, s, train), p_resid)
+            x = be.add(x, a)
             a, s["ln2"] = self._layernorm(be, x, p + "ln_2")
             f = linear(be, p + "mlp.c_fc", a, s, train)
             s["fc"] = f
-            x = be.add(x, linear(be, p + "mlp.c_proj", be.gelu(f, c.gelu_approximate), s, train))
+            m = linear(be, p + "mlp.c_proj", be.gelu(f, c.gelu_approximate), s, train)
+            m, s["mlp_drop"] = be.dropout(m, p_resid)
+            x = be.add(x, m)
             if train:
                 layers.append(s)
             else:
                 be.end_layer(x)       # inference: this layer's intermediates may be reused
         out, final = self._layernorm(be, x, "transformer.ln_f")
-        return out, {"layers": layers, "final": final, "ids": inputs.ids, "B": B, "T": T}
+        return out, {"layers": layers, "final": final, "ids": inputs.ids, "B": B, "T": T,
+                     "emb_drop": emb_drop}
 
     # --- backward ---
 
@@ -89,15 +100,16 @@ class Gpt2Model(DecoderModel):
         for n in reversed(range(lowest, c.num_hidden_layers)):
             p = f"transformer.h.{n}."
             s = saved["layers"][n]
-            dm = back(be, p + "mlp.c_proj", dx, s)
+            dm = back(be, p + "mlp.c_proj", be.dropout_backward(dx, s["mlp_drop"]), s)
             df = be.gelu_backward(dm, s["fc"], c.gelu_approximate)
             dx = be.add(dx, self._norm_backward(be, back(be, p + "mlp.c_fc", df, s), s["ln2"], p + "ln_2"))
-            da = back(be, p + "attn.c_proj", dx, s)
+            da = back(be, p + "attn.c_proj", be.dropout_backward(dx, s["attn_drop"]), s)
             dqkv = be.concat_columns(be.causal_attention_backward(da, s["attn"]))
             needed = self.full or n > lowest    # nothing below the lowest adapter trains
             da = back(be, p + "attn.c_attn", dqkv, s, input_grad=needed)
             if needed:
                 dx = be.add(dx, self._norm_backward(be, da, s["ln1"], p + "ln_1"))
         if self.full:
+            dx = be.dropout_backward(dx, saved["emb_drop"])
             be.gather_rows_backward(dx, saved["ids"], be.grad("transformer.wte.weight"))
             be.position_rows_backward(dx, saved["B"], saved["T"], be.grad("transformer.wpe.weight"))

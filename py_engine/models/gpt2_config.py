@@ -44,6 +44,10 @@ class Gpt2Config:
         self.tie_word_embeddings = bool(values.get("tie_word_embeddings", True))
         self.head_dim = self.hidden_size // max(1, self.num_attention_heads)
         self.initializer_range = need("initializer_range", float, 0.02)
+        # transformers applies these in train mode only; so does the engine (models/gpt2.py).
+        self.embd_pdrop = need("embd_pdrop", float, 0.1)
+        self.resid_pdrop = need("resid_pdrop", float, 0.1)
+        self.attn_pdrop = need("attn_pdrop", float, 0.1)
         self.bos_token_id = values.get("bos_token_id")
         self.eos_token_id = values.get("eos_token_id")
         self._validate(values)
@@ -53,6 +57,9 @@ class Gpt2Config:
                      "intermediate_size", "max_position_embeddings"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"config.json value {name!r} must be positive, got {getattr(self, name)}")
+        for name in ("embd_pdrop", "resid_pdrop", "attn_pdrop"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"config.json value {name!r} must be in [0, 1), got {getattr(self, name)}")
         if self.hidden_size % self.num_attention_heads:
             raise ConfigError(f"n_embd {self.hidden_size} is not a multiple of n_head {self.num_attention_heads}")
         if self.activation_function not in TANH_GELU + EXACT_GELU:

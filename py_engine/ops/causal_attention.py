@@ -21,6 +21,12 @@ output 0, lse 0 and no gradient; transformers would give it the uniform average 
 
 The backward recomputes P = exp(scaling * Q.K^T - lse) on visible keys from the saved lse, as
 the GPU kernels do, and uses delta = rowsum(dO * O) for dS = P * (dP - delta).
+
+Attention dropout: `dropout`, a multiplier [B, Hq, Tq, Tk] (ops/dropout.py's
+dropout_multiplier of that layer, 0 or 1 / (1 - p)), multiplies the probabilities before they
+weigh the values, as torch's dropout on attention weights does; the backward takes the same
+multiplier: dV = (P * M)^T . dO, dS = P * (M * dP - delta) (delta = rowsum(dO * O) with the
+dropped output O is still rowsum(P * M * dP)).
 """
 
 import numpy as np
@@ -106,17 +112,19 @@ def causal_attention_probs(q, k, *, batch, heads, kv_heads, attention_mask=None,
 
 
 def causal_attention_forward(q, k, v, *, batch, heads, kv_heads, attention_mask=None,
-                             scaling=None, past=0):
+                             scaling=None, past=0, dropout=None):
     """Returns (out [B*Tq, Hq*D], lse [B, Hq, Tq])."""
     probs, lse = causal_attention_probs(q, k, batch=batch, heads=heads, kv_heads=kv_heads,
                                         attention_mask=attention_mask, scaling=scaling, past=past)
+    if dropout is not None:
+        probs *= dropout.reshape(probs.shape)
     b, hq, tq, tk = probs.shape
     grouped = probs.reshape(b, kv_heads, hq // kv_heads * tq, tk)
     return _ungrouped(grouped @ _split(v, batch, kv_heads), heads), lse
 
 
 def causal_attention_backward(dout, q, k, v, out, lse, *, batch, heads, kv_heads,
-                              attention_mask=None, scaling=None, past=0):
+                              attention_mask=None, scaling=None, past=0, dropout=None):
     """Gradients of causal_attention_forward from its saved out and lse: (dq, dk, dv)."""
     _check(q, k, batch, heads, kv_heads)
     scaling = (q.shape[1] // heads) ** -0.5 if scaling is None else scaling
@@ -131,12 +139,15 @@ def causal_attention_backward(dout, q, k, v, out, lse, *, batch, heads, kv_heads
     do = _grouped(dout, batch, heads, kv_heads)
     delta = np.sum(do * _grouped(out, batch, heads, kv_heads), axis=-1, keepdims=True)  # rowsum(dO * O)
     kh, vh = _split(k, batch, kv_heads), _split(v, batch, kv_heads)
-    dscores = do @ np.swapaxes(vh, -1, -2)        # dP, then dS = P * (dP - delta) in place
+    dscores = do @ np.swapaxes(vh, -1, -2)        # dP, then dS = P * (M * dP - delta) in place
+    if dropout is not None:
+        dropout = dropout.reshape(probs.shape)
+        dscores *= dropout
     dscores -= delta
     dscores *= probs
     dq = _ungrouped(dscores @ kh, heads)
     dq *= scaling
     dk = _merge(np.swapaxes(dscores, -1, -2) @ _grouped(q, batch, heads, kv_heads))
     dk *= scaling
-    dv = _merge(np.swapaxes(probs, -1, -2) @ do)
+    dv = _merge(np.swapaxes(probs if dropout is None else probs * dropout, -1, -2) @ do)
     return dq, dk, dv
