@@ -110,7 +110,12 @@ def test_full_finetuning_writes_a_checkpoint_transformers_loads(checkpoint, tmp_
 @pytest.mark.parametrize("mode", ["lora", "full"])
 def test_gpu_runtime_tracks_numpy(checkpoint, mode):
     """Six AdamW steps (clipping on, padding in every batch) on lavapipe against the NumPy
-    runtime in float32: per-step loss 1e-4, trained tensors 1e-3 relative at the end."""
+    runtime in float32: per-step loss 1e-4, trained tensors 2e-2 relative at the end.
+
+    The tensors' bound is loose because AdamW divides each gradient by its own running scale:
+    an element whose gradient is near zero moves by about lr in the direction of its sign, so
+    float32 rounding that flips such a sign moves that element by up to 2 lr (seen: one seed
+    in many gave 5e-3 relative on a LoRA A). The losses, step by step, are the tight check."""
     lora = LoraConfig(r=4, lora_alpha=8, target_modules=ALL) if mode == "lora" else None
     config = CausalTrainConfig(epochs=2, lr=5e-3, batch_size=4, mode=mode, max_grad_norm=0.5)
     seed = random.randrange(1 << 30)
@@ -122,11 +127,11 @@ def test_gpu_runtime_tracks_numpy(checkpoint, mode):
         results.append(([h.loss for h in history], run(chat.runtime.trainable_values())))
     (np_losses, np_values), (gpu_losses, gpu_values) = results
     assert len(np_losses) == 6
-    np.testing.assert_allclose(gpu_losses, np_losses, rtol=1e-4)
+    np.testing.assert_allclose(gpu_losses, np_losses, rtol=1e-4, err_msg=f"seed {seed}")
     for name, (_, ref) in np_values.items():
         ref = np.asarray(ref, np.float64)
         got = np.asarray(gpu_values[name][1], np.float64)
-        assert np.linalg.norm(got - ref) <= 1e-3 * np.linalg.norm(ref), name
+        assert np.linalg.norm(got - ref) <= 2e-2 * np.linalg.norm(ref), (name, seed)
 
 
 def test_hybrid_switches_on_plateau_and_restores_the_best(checkpoint):
