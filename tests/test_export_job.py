@@ -365,3 +365,48 @@ def test_a_job_holding_a_run_is_never_replaced(ws, tmp_path, capsys):
     code, err = export_job(capsys, "--model", ws["chat"], "--data", ws["chats"], "--out", job)
     assert code == 2 and "output" in err
     assert (job / "output" / "log.jsonl").read_text() == "a run's log\n"
+
+
+IN_THE_PAGE = """
+import json
+from py_engine.data.chat import encode_chat_examples, read_chat_jsonl
+from py_engine.train.chat import CausalTrainConfig, ChatModel
+
+chat = await ChatModel.load("/work/chat", "/work/adapter", backend="gpu")
+examples, _ = encode_chat_examples(read_chat_jsonl("/work/chats.jsonl"), chat.tokenizer,
+                                   chat.template, max_length=chat.max_length)
+reply = await chat.generate("What is 2 + 2?", max_new_tokens=8)
+trainer = await chat.trainer(examples, CausalTrainConfig(epochs=1, lr=5e-3, batch_size=4))
+await trainer.run(max_steps=1)
+json.dumps({"ids": reply.ids, "loss": chat.history[0].loss})
+"""
+
+
+@pytest.mark.browser
+def test_the_jobs_adapter_loads_and_trains_on_in_the_browser(ws, engine_page, tmp_path, capsys):
+    """The adapter a job wrote, carried into the page (Pyodide + WebGPU): the greedy reply is
+    the host's with the same adapter, and a training step there starts from it (its loss is the
+    host's first step's on the same examples)."""
+    from py_engine.harness import put_files, run_json
+
+    job = tmp_path / "job"
+    code, err = export_job(capsys, "--model", ws["chat"], "--data", ws["chats"], "--out", job,
+                           "--batch-size", 4, "--epochs", 1, "--lr", 2e-2, "--seed", 4, "--r", 4,
+                           "--target-modules", TARGETS)
+    assert code == 0, err
+    launch(job, "--cpu", output=tmp_path / "out")
+    adapter = tmp_path / "out" / "adapter"
+
+    host = run(ChatModel.load(ws["chat"], adapter))
+    want = run(host.generate("What is 2 + 2?", max_new_tokens=8))
+    examples, _ = encode_chat_examples(read_chat_jsonl(ws["chats"]), host.tokenizer,
+                                       host.template, max_length=host.max_length)
+    run(run(host.trainer(examples, CausalTrainConfig(epochs=1, lr=5e-3, batch_size=4))).run(max_steps=1))
+
+    files = {f"/work/chat/{p.name}": p.read_bytes() for p in Path(ws["chat"]).iterdir() if p.is_file()}
+    files.update({f"/work/adapter/{p.name}": p.read_bytes() for p in adapter.iterdir() if p.is_file()})
+    files["/work/chats.jsonl"] = Path(ws["chats"]).read_bytes()
+    put_files(engine_page, files)
+    got = run_json(engine_page, IN_THE_PAGE)
+    assert got["ids"] == want.ids
+    assert abs(got["loss"] - host.history[0].loss) <= 1e-4 * abs(host.history[0].loss)
