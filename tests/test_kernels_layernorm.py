@@ -96,8 +96,18 @@ def test_layernorm_rows_spill_into_second_dispatch_dimension(device):
     x, gamma, beta, dy = random_case(rows, cols)
     got = run_layernorm(device, kernels, x, gamma, beta, dy)
     ref = reference(x, gamma, beta, dy)
+    # dgamma and dbeta sum 65,537 terms per column: a column whose terms happen to cancel has a
+    # small sum but the rounding of all its terms, so they are bounded against the terms' own
+    # scale (the norm of the whole product, the size such a sum has on average), as in
+    # test_layernorm_matches_numpy the means are
+    xhat = (x.astype(np.float64) - ref["mean"][:, None]) * ref["rstd"][:, None]
+    terms = {"dgamma": dy.astype(np.float64) * xhat, "dbeta": dy.astype(np.float64)}
     for name, bound in BOUNDS.items():
-        assert rel_error(got[name], ref[name]) <= bound, name
+        err = rel_error(got[name], ref[name])
+        if name in terms:
+            scale = max(np.linalg.norm(ref[name]), np.linalg.norm(terms[name]))
+            err = np.linalg.norm(np.asarray(got[name], np.float64) - ref[name]) / scale
+        assert err <= bound, (name, err)
 
 
 def test_backward_input_alone_matches_numpy(device, rng):
