@@ -26,7 +26,7 @@ class Example:
         self.ids, self.labels = ids, labels
 
 I = json.loads(INPUTS)
-chat = await ChatModel.create("/work/chat", lora=LoraConfig(r=4, lora_alpha=8, target_modules=I["targets"]),
+chat = await ChatModel.create(I["path"], lora=LoraConfig(r=4, lora_alpha=8, target_modules=I["targets"]),
                               backend="gpu", seed=1)
 history = await chat.fit([Example(*e) for e in I["examples"]],
                          CausalTrainConfig(epochs=2, lr=2e-2, batch_size=4))
@@ -48,7 +48,7 @@ def test_chat_model_trains_and_streams_in_the_browser(engine_page, tmp_path):
     prompt = "What is the capital of France?"
     want = run(host.generate(prompt, max_new_tokens=10))
 
-    inputs = {"targets": ALL, "prompt": prompt, "examples": [[e.ids, e.labels] for e in examples]}
+    inputs = {"path": "/work/chat", "targets": ALL, "prompt": prompt, "examples": [[e.ids, e.labels] for e in examples]}
     got = run_json(engine_page, CHAT.replace("INPUTS", repr(json.dumps(inputs))))
     np.testing.assert_allclose(got["losses"], [h.loss for h in history], rtol=1e-4)
     assert got["ids"] == want.ids

@@ -10,29 +10,12 @@ import pytest
 
 from gpt2_checkpoints import tiny_dialogpt_dir
 from py_engine.harness import put_files, run_json
+from test_chat_browser import CHAT      # the in-page run, the checkpoint given by path
 from test_chat_model import random_examples
 from test_gpt2_gpu import host_run
 from test_gpt2_lora_oracle import ALL, DROPOUT
 
 pytestmark = pytest.mark.browser
-
-CHAT = """
-import json
-from py_engine.models.lora_config import LoraConfig
-from py_engine.train.chat import CausalTrainConfig, ChatModel
-
-class Example:
-    def __init__(self, ids, labels):
-        self.ids, self.labels = ids, labels
-
-I = json.loads(INPUTS)
-chat = await ChatModel.create("/work/dialogpt", lora=LoraConfig(r=4, lora_alpha=8, target_modules=I["targets"]),
-                              backend="gpu", seed=1)
-history = await chat.fit([Example(*e) for e in I["examples"]],
-                         CausalTrainConfig(epochs=2, lr=2e-2, batch_size=4))
-reply = await chat.generate(I["prompt"], max_new_tokens=10)
-json.dumps({"losses": [h.loss for h in history], "ids": reply.ids, "text": reply.text})
-"""
 
 
 def test_gpt2_chat_model_trains_and_replies_in_the_browser(engine_page, tmp_path):
@@ -42,7 +25,7 @@ def test_gpt2_chat_model_trains_and_replies_in_the_browser(engine_page, tmp_path
     prompt = "What is the capital of France?"
     losses, want = host_run(path, examples, prompt, "numpy")
 
-    inputs = {"targets": ALL, "prompt": prompt, "examples": [[e.ids, e.labels] for e in examples]}
+    inputs = {"path": "/work/dialogpt", "targets": ALL, "prompt": prompt, "examples": [[e.ids, e.labels] for e in examples]}
     got = run_json(engine_page, CHAT.replace("INPUTS", repr(json.dumps(inputs))))
     np.testing.assert_allclose(got["losses"], losses, rtol=1e-4)
     assert got["ids"] == want.ids and got["text"] == want.text
