@@ -218,7 +218,9 @@ def _expected_spans(name, messages):
                 out.append(content.strip() + end)
             else:
                 out.append(content + end)
-        after_tool = m["role"] == "tool" or (after_tool and m["role"] != "user")
+        # DeepSeek-R1 prints whole only the first assistant message after tool outputs: any
+        # user or assistant message ends that state.
+        after_tool = m["role"] == "tool" or (after_tool and m["role"] not in ("user", "assistant"))
     return out
 
 
