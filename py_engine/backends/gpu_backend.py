@@ -83,9 +83,12 @@ class Kernels:
     """Every kernel family a training step uses, compiled once per device."""
 
     @classmethod
-    async def load(cls, device, matmul_variant=None, decoder=False, quantized=False):
+    async def load(cls, device, matmul_variant=None, decoder=False, quantized=False,
+                   head_dim=None):
         """`decoder`: also the decoder families (RMSNorm, RoPE, SwiGLU, causal attention,
-        the chunked LM-head loss, the KV cache, column block copies); `quantized`: the int8/int4 weight kernels."""
+        the chunked LM-head loss, the KV cache, column block copies); `quantized`: the int8/int4 weight kernels;
+        `head_dim`: the decoder's attention head size, when above the causal attention's
+        default capacity (Gemma's 256)."""
         k = cls()
         k.matmul = await MatmulKernels.load(device, variant=matmul_variant)
         k.quantized = None
@@ -105,7 +108,7 @@ class Kernels:
         k.adamw = await AdamWKernels.load(device)
         k.grad_norm = await GradNormKernels.load(device)
         if decoder:
-            from ..kernels.causal_attention import CausalAttentionKernels
+            from ..kernels.causal_attention import DEFAULT_HEAD_DIM, CausalAttentionKernels
             from ..kernels.columns import ColumnKernels
             from ..kernels.kv_cache import KVCacheKernels
             from ..kernels.lm_head_loss import LMHeadLossKernels
@@ -116,7 +119,8 @@ class Kernels:
             k.rmsnorm = await RmsNormKernels.load(device)
             k.rope = await RopeKernels.load(device)
             k.swiglu = await SwiGLUKernels.load(device)
-            k.causal_attention = await CausalAttentionKernels.load(device)
+            k.causal_attention = await CausalAttentionKernels.load(
+                device, head_dim=max(head_dim or 0, DEFAULT_HEAD_DIM))
             k.lm_head = await LMHeadLossKernels.load(device, matmul=k.matmul)
             k.kv_cache = await KVCacheKernels.load(device)
             k.columns = await ColumnKernels.load(device)
@@ -496,11 +500,12 @@ class GpuBackend:
     def rope_backward(self, dy, tables, heads, seq):
         return self.rope(dy, tables, heads, seq, backward=True)
 
-    def causal_attention(self, q, k, v, mask, B, heads, kv_heads, past=0, p=0.0):
+    def causal_attention(self, q, k, v, mask, B, heads, kv_heads, past=0, p=0.0, window=None):
         """With `p` > 0 (training) the attention probabilities [B, heads, Tq, Tk] are dropped
-        with the counter-based mask, recomputed by the backward."""
+        with the counter-based mask, recomputed by the backward. `window`: a sliding window
+        (None = none)."""
         shape = dict(batch=B, seq=q.rows // B, heads=heads, kv_heads=kv_heads,
-                     head_dim=q.cols // heads)
+                     head_dim=q.cols // heads, window=window)
         if p:
             site = self._dropout_site(p, B * heads * shape["seq"] * (past + shape["seq"]))
             shape["dropout"] = (self.step, p, site.base)

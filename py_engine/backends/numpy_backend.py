@@ -254,13 +254,13 @@ class NumpyBackend:
         cos, sin = tables
         return rope_ops.rope_backward(dy, cos[:seq], sin[:seq], heads)
 
-    def causal_attention(self, q, k, v, mask, B, heads, kv_heads, past=0, p=0.0):
+    def causal_attention(self, q, k, v, mask, B, heads, kv_heads, past=0, p=0.0, window=None):
         """With `p` > 0 the attention probabilities [B, heads, Tq, Tk] are dropped (training);
-        the mask is the saved state's `site`."""
+        the mask is the saved state's `site`. `window`: a sliding window (None = none)."""
         T = q.shape[0] // B
         site = self._dropout_site((B, heads, T, past + T), p, q.dtype) if p else None
         shape = dict(batch=B, heads=heads, kv_heads=kv_heads, attention_mask=mask, past=past,
-                     dropout=site and site.multiplier)
+                     dropout=site and site.multiplier, window=window)
         out, lse = causal_ops.causal_attention_forward(q, k, v, **shape)
         return out, CausalAttentionSaved(q, k, v, out, lse, shape, site)
 
