@@ -21,7 +21,9 @@ import struct
 
 from .bert_config import ConfigError, config_field, read_config_json
 
-MODEL_TYPES = ("llama", "qwen2", "mistral", "gemma")
+# The families this configuration serves, by name (models/decoders.py names them to users).
+FAMILY_TYPES = {"Llama": ("llama", "qwen2", "mistral"), "Gemma": ("gemma",)}
+MODEL_TYPES = tuple(t for types in FAMILY_TYPES.values() for t in types)
 ROPE_TYPES = ("default", "linear", "llama3")
 # config.json's hidden_act -> the swiglu op family's activation. Gemma checkpoints say "gelu"
 # (and hidden_activation "gelu_pytorch_tanh"), which transformers runs as the tanh form.
