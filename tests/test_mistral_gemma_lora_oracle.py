@@ -181,3 +181,19 @@ def test_gguf_export_refuses_gemma(tmp_path):
     tiny_checkpoint("gemma", tmp_path)
     with pytest.raises(ExportError, match="no GGUF architecture for model_type 'gemma'"):
         model_writer(load_merged(tmp_path), "f16", "tiny")
+
+
+def test_gguf_export_refuses_a_window_shorter_than_the_context(tmp_path):
+    """llama.cpp's llama architecture attends to the whole context; a Mistral without a window
+    (sliding_window null, as Mistral v0.2+ ships) exports."""
+    from py_engine.export import gguf
+    from py_engine.export.gguf_llama import model_writer
+    from py_engine.export.merged import ExportError, load_merged
+    from tiny_chat import tiny_chat_dir
+
+    windowed = tiny_chat_dir(tmp_path / "windowed", family="mistral")
+    with pytest.raises(ExportError, match=r"sliding-window model \(sliding_window 8 < "
+                                          r"max_position_embeddings 256\) is not supported"):
+        model_writer(load_merged(windowed), gguf.F16, "tiny")
+    plain = tiny_chat_dir(tmp_path / "plain", family="mistral", sliding_window=None)
+    assert model_writer(load_merged(plain), gguf.F16, "tiny") is not None
