@@ -13,13 +13,12 @@ from peft import PeftModel, TaskType, get_peft_model
 
 from conftest import run
 from mistral_gemma_checkpoints import FAMILIES, VOCAB, WINDOW, hf_model, tiny_checkpoint
-from py_engine.backends.numpy_backend import NumpyBackend
 from py_engine.formats.peft_adapter import load_adapter, read_adapter_config, save_adapter
 from py_engine.generate import NumpyDecoder
 from py_engine.models.checkpoint import DecoderCheckpoint
-from py_engine.models.llama import LlamaModel, shift_labels
+from py_engine.models.llama import LlamaModel
 from py_engine.models.lora_config import LoraConfig
-from py_engine.train.batch import Batch
+from test_gpt2_lora_oracle import engine_step, relative, torch_step
 
 ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 LOSS_BOUND, GRAD_BOUND = 1e-6, 1e-5
@@ -53,35 +52,6 @@ def a_batch(T=3 * WINDOW):
     labels = np.where(mask == 1, ids, -100)
     labels[:, :3] = -100
     return ids, mask, labels
-
-
-def engine_step(model, checkpoint, extra, ids, mask, labels):
-    be = NumpyBackend(np.float64)
-    for name in checkpoint.names():
-        be.set_param(name, np.frombuffer(checkpoint.floats(name), np.float32), checkpoint.shape(name))
-    for name, (shape, values) in extra.items():
-        be.set_param(name, np.asarray(values, np.float64), shape)
-    for name in model.trainable:
-        be.add_grad(name)
-    B, T = ids.shape
-    batch = Batch(ids.tolist(), [[0] * T] * B, mask.tolist())
-    hidden, saved = model.forward(be, batch)
-    metrics, dh = be.lm_head_loss(hidden, be.param(model.head_name),
-                                  np.asarray(shift_labels(labels.tolist())), dweight=model.head_grad(be))
-    model.backward(be, dh, saved, batch)
-    return metrics["loss"], be.grads
-
-
-def torch_step(model, ids, mask, labels):
-    model.train()
-    out = model(input_ids=torch.as_tensor(ids), attention_mask=torch.as_tensor(mask),
-                labels=torch.as_tensor(labels))
-    out.loss.backward()
-    return out.loss.item()
-
-
-def relative(got, want):
-    return np.linalg.norm(got - want) / np.linalg.norm(want)
 
 
 @pytest.mark.parametrize("family, targets", [
