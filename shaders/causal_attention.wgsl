@@ -11,7 +11,9 @@
 //   lse                [B, Hq, Tq]     logsumexp of row i's scaled visible scores
 //   stats              [B, Hq, Tq, 2]  (lse, delta = rowsum(dout * out)), backward scratch
 // Query head h reads KV head h / (Hq / Hkv). Query row i sees key j iff j <= past + i and key j
-// is real. A row that sees no key gets out = 0, lse = 0 and no gradient.
+// is real, and with a sliding window (shape.window > 0, Mistral) also j + window > past + i: the
+// query at position p sees keys p - window + 1 .. p. A row that sees no key gets out = 0, lse = 0
+// and no gradient. Every kernel skips the key (or query) blocks a window leaves out.
 //
 //   causal_attention_forward:  one workgroup per (batch, query head, block of BLOCK_Q query
 //                              rows), one thread per row. Key/value blocks of BLOCK_K rows are
@@ -37,14 +39,16 @@
 // dS = P * (M * (dout . v) - delta), where delta = rowsum(dout * out) still equals rowsum(P * dP)
 // for the dropped output. drop_threshold 0 is no dropout.
 //
-// Limits: head_dim <= MAX_HEAD_DIM, BLOCK_Q and BLOCK_K <= MAX_BLOCK, and a staged block
-// (BLOCK * head_dim floats) fits TILE; two tiles use 16 KiB of workgroup memory, WebGPU's
-// default limit. Workgroups past 65535 spill into the dispatch's y dimension.
+// Limits: head_dim <= MAX_HEAD_DIM (an override: 128 for Llama, 256 for Gemma; it sizes each
+// thread's private rows, at most 4 x 256 floats = 4 KiB, within WGSL's 8 KiB function-memory
+// limit), BLOCK_Q and BLOCK_K <= MAX_BLOCK, and a staged block (BLOCK * head_dim floats) fits
+// TILE; two tiles use 16 KiB of workgroup memory, WebGPU's default limit. Workgroups past 65535
+// spill into the dispatch's y dimension.
 
 override BLOCK_Q: u32 = 16u;   // query rows per workgroup (forward, grad_q); staged rows (grad_kv)
 override BLOCK_K: u32 = 16u;   // staged key rows (forward, grad_q); keys per workgroup (grad_kv)
 
-const MAX_HEAD_DIM: u32 = 128u;
+override MAX_HEAD_DIM: u32 = 128u;   // the largest head_dim served
 const MAX_BLOCK: u32 = 64u;
 const TILE: u32 = 2048u;
 const MASKED: f32 = -0x1.fffffep+127f;   // below every real score: marks an invisible key
@@ -62,6 +66,7 @@ struct Shape {
   drop_base: u32,       // the dropout layer's first counter
   drop_threshold: u32,  // 0: no dropout
   drop_scale: f32,      // 1 / (1 - p)
+  window: u32,          // sliding window: keys a query sees; 0 = unlimited
 }
 
 struct Step {           // the dropout step buffer (py_engine/kernels/dropout.py)
@@ -87,6 +92,17 @@ fn drop_factor(s: Shape, step: Step, key: u32, b: u32, h: u32, i: u32, j: u32) -
   }
   let counter = step.offset + s.drop_base + ((b * s.q_heads + h) * s.q_len + i) * (s.past + s.q_len) + j;
   return select(0.0, s.drop_scale, dropout_keeps(key, counter, s.drop_threshold));
+}
+
+// Key j lies inside the sliding window of query row i (always, without a window).
+fn in_window(s: Shape, i: u32, j: u32) -> bool {
+  return s.window == 0u || j + s.window > s.past + i;
+}
+
+// The first key query row i can see under the window (0 without one).
+fn window_start(s: Shape, i: u32) -> u32 {
+  let p = s.past + i;
+  return select(0u, p + 1u - s.window, s.window != 0u && p + 1u > s.window);
 }
 
 fn key_is_real(s: Shape, b: u32, j: u32) -> bool {
@@ -130,9 +146,11 @@ fn causal_attention_forward(@builtin(workgroup_id) wid: vec3<u32>,
   var s: array<f32, MAX_BLOCK>;
   let key = dropout_key(fwd_step.seed);
 
-  // Keys up to the last one this block's last live row can see.
+  // Keys from the first one this block's first row can see (its window's start, rounded down
+  // to a block) up to the last one its last live row can see.
   let key_end = fwd.past + min(q0 + BLOCK_Q, fwd.q_len);
-  for (var k0 = 0u; k0 < key_end; k0 += BLOCK_K) {
+  let key_start = window_start(fwd, q0) / BLOCK_K * BLOCK_K;
+  for (var k0 = key_start; k0 < key_end; k0 += BLOCK_K) {
     let n = min(BLOCK_K, key_end - k0);
     workgroupBarrier();
     for (var t = lid; t < n * D; t += BLOCK_Q) {
@@ -146,7 +164,7 @@ fn causal_attention_forward(@builtin(workgroup_id) wid: vec3<u32>,
       for (var r = 0u; r < n; r++) {
         let j = k0 + r;
         s[r] = MASKED;
-        if (j <= fwd.past + i && key_is_real(fwd, b, j)) {
+        if (j <= fwd.past + i && in_window(fwd, i, j) && key_is_real(fwd, b, j)) {
           var dot = 0.0;
           for (var d = 0u; d < D; d++) {
             dot = fma(qs[d], tile_a[r * D + d], dot);
@@ -263,7 +281,8 @@ fn causal_attention_grad_q(@builtin(workgroup_id) wid: vec3<u32>,
   }
 
   let key_end = gq.past + min(q0 + BLOCK_Q, gq.q_len);
-  for (var k0 = 0u; k0 < key_end; k0 += BLOCK_K) {
+  let key_start = window_start(gq, q0) / BLOCK_K * BLOCK_K;
+  for (var k0 = key_start; k0 < key_end; k0 += BLOCK_K) {
     let n = min(BLOCK_K, key_end - k0);
     workgroupBarrier();
     for (var t = lid; t < n * D; t += BLOCK_Q) {
@@ -275,7 +294,7 @@ fn causal_attention_grad_q(@builtin(workgroup_id) wid: vec3<u32>,
     if (live) {
       for (var r = 0u; r < n; r++) {
         let j = k0 + r;
-        if (j <= gq.past + i && key_is_real(gq, b, j)) {
+        if (j <= gq.past + i && in_window(gq, i, j) && key_is_real(gq, b, j)) {
           var score = 0.0;
           var dp = 0.0;
           for (var d = 0u; d < D; d++) {
@@ -337,12 +356,17 @@ fn causal_attention_grad_kv(@builtin(workgroup_id) wid: vec3<u32>,
     dv_acc[d] = 0.0;
   }
 
-  // Query rows i >= k0 - past are the first that can see a key of this block.
+  // Query rows i >= k0 - past are the first that can see a key of this block; with a window,
+  // rows i < k0 + BLOCK_K - 1 + window - past the last.
   let first = select(0u, k0 - gkv.past, k0 > gkv.past);
+  let reach = k0 + BLOCK_K - 1u + gkv.window;
+  let last = select(gkv.q_len, min(gkv.q_len, reach - gkv.past),
+                    gkv.window != 0u && reach > gkv.past);
+  let q_end = select(last, 0u, gkv.window != 0u && reach <= gkv.past);
   for (var g = 0u; g < group; g++) {
     let h = kvh * group + g;
-    for (var i0 = first; i0 < gkv.q_len; i0 += BLOCK_Q) {
-      let n = min(BLOCK_Q, gkv.q_len - i0);
+    for (var i0 = first; i0 < q_end; i0 += BLOCK_Q) {
+      let n = min(BLOCK_Q, q_end - i0);
       workgroupBarrier();
       for (var t = lid; t < n * D; t += BLOCK_K) {
         let src = (b * gkv.q_len + i0 + t / D) * q_width + h * D + t % D;
@@ -353,7 +377,7 @@ fn causal_attention_grad_kv(@builtin(workgroup_id) wid: vec3<u32>,
       if (live) {
         for (var r = 0u; r < n; r++) {
           let i = i0 + r;
-          if (j <= gkv.past + i) {
+          if (j <= gkv.past + i && in_window(gkv, i, j)) {
             let row = (b * gkv.q_heads + h) * gkv.q_len + i;
             var score = 0.0;
             var dp = 0.0;

@@ -68,7 +68,12 @@ def peft_scores(model, adapter, rows):
 
 @pytest.mark.parametrize("mode", ["lora", "full"])
 def test_train_score_generate(workspace, mode):
-    root, model, data = workspace
+    check_train_score_generate(*workspace, mode)
+
+
+def check_train_score_generate(root, model, data, mode):
+    """Train (LoRA on every projection, or every weight), score and generate through the CLI;
+    scores and the greedy reply against transformers (+ PEFT)."""
     out = root / f"out-{mode}"
     lora = ("--target-modules", "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj") \
         if mode == "lora" else ()      # full fine-tuning has no LoRA options

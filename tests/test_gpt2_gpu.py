@@ -29,7 +29,8 @@ LOSS_BOUND, GRAD_BOUND = 1e-5, 1e-4
 
 
 def gpu_step(device, model, checkpoint, extra, ids, mask, labels, seed=0):
-    be = GpuBackend(device, run(Kernels.load(device, decoder=True)))
+    be = GpuBackend(device, run(Kernels.load(device, decoder=True,
+                                             head_dim=getattr(model.config, "head_dim", None))))
     be.step.write(pack_step(seed, 0))          # the dropout masks' seed
     for name in checkpoint.names():
         be.params[name] = Tensor(device.buffer_from(checkpoint.floats(name)), checkpoint.shape(name))

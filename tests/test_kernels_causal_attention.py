@@ -36,13 +36,14 @@ def right_padding(rng, batch, keys):
 
 
 def check(device, att, rng, batch, seq, heads, kv_heads, dim, *, past=0, mask=None,
-          scaling=None, backward=True, dropout=None):
-    """dropout: (p, seed, offset, base) of attention dropout on the probabilities."""
+          scaling=None, backward=True, dropout=None, window=None):
+    """dropout: (p, seed, offset, base) of attention dropout on the probabilities; window: a
+    sliding window."""
     keys = past + seq
     q, dout = (rng.standard_normal((batch * seq, heads * dim), dtype=np.float32) for _ in range(2))
     k, v = (rng.standard_normal((batch * keys, kv_heads * dim), dtype=np.float32) for _ in range(2))
     shape = dict(batch=batch, seq=seq, heads=heads, kv_heads=kv_heads, head_dim=dim, past=past,
-                 scaling=scaling)
+                 scaling=scaling, window=window)
     bq, bk, bv, bdout = (device.buffer_from(x) for x in (q, k, v, dout))
     bmask = None if mask is None else device.buffer_from(mask)
     multiplier = None
@@ -66,7 +67,7 @@ def check(device, att, rng, batch, seq, heads, kv_heads, dim, *, past=0, mask=No
 
     q64, k64, v64, do64 = (x.astype(np.float64) for x in (q, k, v, dout))
     meta = dict(batch=batch, heads=heads, kv_heads=kv_heads, attention_mask=mask, past=past,
-                scaling=scaling, dropout=multiplier)
+                scaling=scaling, dropout=multiplier, window=window)
     ref_out, ref_lse = ref.causal_attention_forward(q64, k64, v64, **meta)
     errors = [rel_error(results[0], ref_out), rel_error(results[1], ref_lse)]
     assert errors[0] <= FORWARD_BOUND and errors[1] <= FORWARD_BOUND, errors
@@ -160,6 +161,42 @@ def test_attention_dropout(device, att, rng, past, seq, p):
     assert np.all(np.isfinite(with_drop[0]))
 
 
+# Blocks of 8: windows of 3 and 5 start mid-block, 8 is one block, 13 spans two; T = 21 and 13.
+@pytest.mark.parametrize("batch, seq, heads, kv_heads, past, window", [
+    (2, 21, 4, 2, 0, 3),      # window smaller than T: key blocks before it are skipped
+    (1, 21, 2, 1, 0, 13),     # smaller than T, across a block edge
+    (2, 13, 4, 1, 0, 13),     # equal to T
+    (1, 13, 2, 2, 0, 40),     # larger than T: plain causal attention
+    (2, 5, 4, 2, 17, 8),      # a KV-cache offset: the cached keys before the window are skipped
+    (1, 1, 2, 1, 30, 5),      # one decoding step
+])
+def test_sliding_window(device, att, rng, batch, seq, heads, kv_heads, past, window):
+    """Mistral's sliding window, forward and backward, over right padding (padded rows whose
+    window holds only padding see no key), GQA, several blocks and a cache offset."""
+    mask = right_padding(rng, batch, past + seq)
+    mask[:, :past + 1] = 1
+    check(device, att, rng, batch, seq, heads, kv_heads, 8, past=past, mask=mask, window=window)
+
+
+def test_sliding_window_with_dropout(device, att, rng):
+    seed = int(rng.integers(0, 2**32))
+    check(device, att, rng, 2, 19, 4, 2, 8, mask=right_padding(rng, 2, 19), window=6,
+          dropout=(0.3, seed, 5, 11))
+
+
+@pytest.mark.parametrize("heads, kv_heads, seq, past, window", [
+    (4, 1, 19, 0, None),       # Gemma: multi-query, head_dim 256
+    (2, 1, 3, 9, 6),           # with a cache offset and a window
+])
+def test_head_dim_256(device, rng, heads, kv_heads, seq, past, window):
+    """Gemma's heads of 256: the family loaded for them stages blocks of 8 rows (16 KiB)."""
+    wide = run(CausalAttentionKernels.load(device, head_dim=256))
+    assert (wide.block_q, wide.block_k) == (8, 8)
+    mask = right_padding(rng, 2, past + seq)
+    mask[:, :past + 1] = 1
+    check(device, wide, rng, 2, seq, heads, kv_heads, 256, past=past, mask=mask, window=window)
+
+
 def test_custom_scaling_and_default_blocks(device, rng):
     att16 = run(CausalAttentionKernels.load(device))
     check(device, att16, rng, 1, 19, 2, 1, 32, scaling=0.3)
@@ -173,4 +210,9 @@ def test_rejects_unsupported_shapes(device, att):
                     head_dim=4)
     with pytest.raises(ValueError):
         att.forward(program, buf, buf, buf, None, buf, buf, batch=1, seq=1, heads=1, kv_heads=1,
-                    head_dim=256)
+                    head_dim=256)                  # beyond the capacity it was loaded with
+    with pytest.raises(ValueError):
+        att.forward(program, buf, buf, buf, None, buf, buf, batch=1, seq=1, heads=1, kv_heads=1,
+                    head_dim=4, window=0)
+    with pytest.raises(ValueError):
+        run(CausalAttentionKernels.load(device, head_dim=257))

@@ -142,3 +142,55 @@ def test_offset_rows_equal_the_tail_of_the_full_forward(rng):
     np.testing.assert_allclose(tail, full.reshape(batch, seq, -1)[:, -new:].reshape(batch * new, -1),
                                rtol=1e-12)
     np.testing.assert_allclose(tail_lse, full_lse[:, :, -new:], rtol=1e-12)
+
+
+WINDOW_CASES = [  # batch, seq, heads, kv_heads, dim, past, padded, window
+    (2, 9, 4, 2, 4, 0, True, 3),      # window smaller than T
+    (2, 6, 2, 1, 4, 0, False, 6),     # window equal to T
+    (1, 5, 2, 2, 4, 0, False, 8),     # window larger than T: plain causal
+    (2, 4, 4, 2, 4, 7, True, 5),      # with a KV-cache offset: rows see only the window's keys
+    (1, 1, 2, 1, 8, 9, False, 4),     # one decoding step past the window
+]
+
+
+@pytest.mark.parametrize("batch, seq, heads, kv_heads, dim, past, padded, window", WINDOW_CASES)
+def test_sliding_window_is_transformers_mask(rng, batch, seq, heads, kv_heads, dim, past, padded,
+                                             window):
+    """The window's visibility is transformers' own sliding-window causal mask function (the one
+    MistralForCausalLM builds its mask from) at absolute positions, and forward and backward
+    match torch autograd under it."""
+    from transformers.masking_utils import and_masks, sliding_window_causal_mask_function
+
+    mask = right_padding(rng, batch, past + seq) if padded else None
+    theirs = sliding_window_causal_mask_function(window)
+    keep = np.ones((batch, past + seq), bool) if mask is None else mask != 0
+    expected = np.array([[[[bool(and_masks(theirs)(b, 0, torch.tensor(past + i), torch.tensor(j)))
+                            and keep[b, j] for j in range(past + seq)] for i in range(seq)]]
+                         for b in range(batch)])
+    seen = ca.visible(batch, seq, past, mask, window)
+    assert np.array_equal(seen, expected)
+    if window < past + seq:
+        assert not np.array_equal(seen, ca.visible(batch, seq, past, mask))   # the window bites
+
+    q, k, v, dout = random_inputs(rng, batch, seq, heads, kv_heads, dim, past)
+    scaling = dim ** -0.5
+    tq, tk, tv = (torch.tensor(x, requires_grad=True) for x in (q, k, v))
+    keys = past + seq
+    qh = tq.view(batch, seq, heads, -1).transpose(1, 2)
+    kh = tk.view(batch, keys, kv_heads, -1).transpose(1, 2).repeat_interleave(heads // kv_heads, 1)
+    vh = tv.view(batch, keys, kv_heads, -1).transpose(1, 2).repeat_interleave(heads // kv_heads, 1)
+    # A padded query row whose window holds only padding sees no key: output 0, no gradient.
+    any_seen = torch.tensor(expected.any(-1, keepdims=True))
+    shown = torch.tensor(expected) | ~any_seen
+    scores = torch.where(shown, qh @ kh.transpose(-1, -2) * scaling, -torch.inf)
+    t_out = (torch.softmax(scores, dim=-1) * any_seen @ vh).transpose(1, 2).reshape(batch * seq, -1)
+    t_out.backward(torch.tensor(dout))
+    meta = dict(batch=batch, heads=heads, kv_heads=kv_heads, attention_mask=mask, past=past,
+                window=window)
+    out, lse = ca.causal_attention_forward(q, k, v, **meta)
+    np.testing.assert_allclose(out, t_out.detach().numpy(), rtol=1e-12, atol=1e-12)
+    t_lse = torch.where(any_seen[..., 0], torch.logsumexp(scores, -1), 0.0)
+    np.testing.assert_allclose(lse, t_lse.detach().numpy(), rtol=1e-12, atol=1e-12)
+    grads = ca.causal_attention_backward(dout, q, k, v, out, lse, **meta)
+    for ours, t in zip(grads, (tq, tk, tv)):
+        np.testing.assert_allclose(ours, t.grad.numpy(), rtol=1e-10, atol=1e-12)

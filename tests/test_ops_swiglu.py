@@ -39,13 +39,21 @@ def test_swiglu_extremes_are_finite():
     np.testing.assert_array_equal(dup, out)
 
 
-def test_swiglu_is_llama_mlp_activation():
-    """LlamaMLP.forward = down_proj(act_fn(gate_proj(x)) * up_proj(x)): with the projections
-    taken from the module, our op in between gives the module's output and input gradient."""
+@pytest.mark.parametrize("family, activation", [("llama", "silu"), ("gemma", "gelu_tanh")])
+def test_swiglu_is_the_mlp_activation(family, activation):
+    """LlamaMLP.forward = down_proj(act_fn(gate_proj(x)) * up_proj(x)), GemmaMLP's the same with
+    hidden_act "gelu_pytorch_tanh": with the projections taken from the module, our op in
+    between gives the module's output and input gradient."""
+    from transformers import GemmaConfig
+    from transformers.models.gemma.modeling_gemma import GemmaMLP
+
     torch.manual_seed(int(np.random.default_rng().integers(1 << 31)))
-    config = LlamaConfig(hidden_size=16, intermediate_size=40, num_attention_heads=2,
-                         num_key_value_heads=2, hidden_act="silu")
-    mlp = LlamaMLP(config).double()
+    if family == "llama":
+        mlp = LlamaMLP(LlamaConfig(hidden_size=16, intermediate_size=40, num_attention_heads=2,
+                                   num_key_value_heads=2, hidden_act="silu")).double()
+    else:
+        mlp = GemmaMLP(GemmaConfig(hidden_size=16, intermediate_size=40,
+                                   hidden_act="gelu_pytorch_tanh")).double()
     x = torch.randn(3, 5, 16, dtype=torch.float64, requires_grad=True)
     want = mlp(x)
     dwant = torch.randn_like(want)
@@ -53,11 +61,32 @@ def test_swiglu_is_llama_mlp_activation():
 
     with torch.no_grad():
         gate, up = mlp.gate_proj(x).numpy(), mlp.up_proj(x).numpy()
-    h = swiglu_forward(gate, up)
+    h = swiglu_forward(gate, up, activation)
     got = h @ mlp.down_proj.weight.detach().numpy().T
     np.testing.assert_allclose(got, want.detach().numpy(), rtol=1e-12, atol=1e-13)
 
     dh = dwant.numpy() @ mlp.down_proj.weight.detach().numpy()
-    dgate, dup = swiglu_backward(dh, gate, up)
+    dgate, dup = swiglu_backward(dh, gate, up, activation)
     dx = dgate @ mlp.gate_proj.weight.detach().numpy() + dup @ mlp.up_proj.weight.detach().numpy()
     np.testing.assert_allclose(dx, x.grad.numpy(), rtol=1e-11, atol=1e-13)
+
+
+@pytest.mark.parametrize("shape, spread", [((1,), 1.0), ((7, 33), 2.0), ((3, 4, 50), 30.0)])
+def test_geglu_matches_torch(shape, spread):
+    """activation="gelu_tanh": torch's gelu(approximate="tanh")(gate) * up, with autograd."""
+    rng = np.random.default_rng()
+    gate = rng.standard_normal(shape) * spread
+    up, dout = rng.standard_normal(shape), rng.standard_normal(shape)
+    out = swiglu_forward(gate, up, "gelu_tanh")
+    dgate, dup = swiglu_backward(dout, gate, up, "gelu_tanh")
+    tg, tu = (torch.tensor(a, requires_grad=True) for a in (gate, up))
+    tout = torch.nn.functional.gelu(tg, approximate="tanh") * tu
+    tout.backward(torch.tensor(dout))
+    np.testing.assert_allclose(out, tout.detach().numpy(), rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(dgate, tg.grad.numpy(), rtol=1e-11, atol=1e-14)
+    np.testing.assert_allclose(dup, tu.grad.numpy(), rtol=1e-13, atol=1e-15)
+
+
+def test_unknown_activation_is_refused():
+    with pytest.raises(ValueError, match="activation"):
+        swiglu_forward(np.ones(2), np.ones(2), "relu")

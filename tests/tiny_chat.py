@@ -3,7 +3,8 @@ config.json + model.safetensors (random weights from transformers), tokenizer.js
 BPE that the tokenizers library trains here on a small corpus, ChatML special tokens) and
 tokenizer_config.json with a ChatML chat template (Qwen2's, minus the tools branch).
 
-    path = tiny_chat_dir(tmp_path, family="qwen2")      # or "llama" (untied) / "llama-tied"
+    path = tiny_chat_dir(tmp_path, family="qwen2")      # or "llama" (untied) / "llama-tied",
+                                                        # "mistral" (window 8) / "gemma"
     tok = transformers.AutoTokenizer.from_pretrained(path)   # loads as any chat model does
 """
 
@@ -58,6 +59,15 @@ def tiny_chat_dir(path, family="qwen2", seed=0, **overrides):
         model = Qwen2ForCausalLM(Qwen2Config(**settings, tie_word_embeddings=True))
     elif family in ("llama", "llama-tied"):
         model = LlamaForCausalLM(LlamaConfig(**settings, tie_word_embeddings=family == "llama-tied"))
+    elif family == "mistral":     # a window shorter than most training sequences and replies
+        from transformers import MistralConfig, MistralForCausalLM
+
+        model = MistralForCausalLM(MistralConfig(**dict(dict(sliding_window=8), **settings)))
+    elif family == "gemma":       # one KV head of 256, tied head, GeGLU
+        from transformers import GemmaConfig, GemmaForCausalLM
+
+        model = GemmaForCausalLM(GemmaConfig(**dict(settings, num_attention_heads=2,
+                                                    num_key_value_heads=1, head_dim=256)))
     else:
         raise ValueError(family)
     model.save_pretrained(out, safe_serialization=True)

@@ -83,9 +83,12 @@ class Kernels:
     """Every kernel family a training step uses, compiled once per device."""
 
     @classmethod
-    async def load(cls, device, matmul_variant=None, decoder=False, quantized=False):
+    async def load(cls, device, matmul_variant=None, decoder=False, quantized=False,
+                   head_dim=None):
         """`decoder`: also the decoder families (RMSNorm, RoPE, SwiGLU, causal attention,
-        the chunked LM-head loss, the KV cache, column block copies); `quantized`: the int8/int4 weight kernels."""
+        the chunked LM-head loss, the KV cache, column block copies); `quantized`: the int8/int4 weight kernels;
+        `head_dim`: the decoder's attention head size, when above the causal attention's
+        default capacity (Gemma's 256)."""
         k = cls()
         k.matmul = await MatmulKernels.load(device, variant=matmul_variant)
         k.quantized = None
@@ -105,7 +108,7 @@ class Kernels:
         k.adamw = await AdamWKernels.load(device)
         k.grad_norm = await GradNormKernels.load(device)
         if decoder:
-            from ..kernels.causal_attention import CausalAttentionKernels
+            from ..kernels.causal_attention import DEFAULT_HEAD_DIM, CausalAttentionKernels
             from ..kernels.columns import ColumnKernels
             from ..kernels.kv_cache import KVCacheKernels
             from ..kernels.lm_head_loss import LMHeadLossKernels
@@ -116,7 +119,8 @@ class Kernels:
             k.rmsnorm = await RmsNormKernels.load(device)
             k.rope = await RopeKernels.load(device)
             k.swiglu = await SwiGLUKernels.load(device)
-            k.causal_attention = await CausalAttentionKernels.load(device)
+            k.causal_attention = await CausalAttentionKernels.load(
+                device, head_dim=max(head_dim or 0, DEFAULT_HEAD_DIM))
             k.lm_head = await LMHeadLossKernels.load(device, matmul=k.matmul)
             k.kv_cache = await KVCacheKernels.load(device)
             k.columns = await ColumnKernels.load(device)
@@ -347,6 +351,12 @@ class GpuBackend:
         self.k.elementwise.add(self.program, a.buffer, b.buffer, out.buffer, a.size)
         return out
 
+    def scale(self, x, alpha):
+        """alpha * x (alpha rounded to f32, as the kernel multiplies in f32)."""
+        out = self.new(*x.shape)
+        self.k.elementwise.scale(self.program, x.buffer, out.buffer, x.size, alpha)
+        return out
+
     def gelu(self, x, approximate="none"):
         y = self.new(*x.shape)
         self.k.gelu.forward(self.program, x.buffer, y.buffer, x.size, approximate)
@@ -459,18 +469,19 @@ class GpuBackend:
             start += p.cols
         return out
 
-    def rmsnorm(self, x, weight, eps):
+    def rmsnorm(self, x, weight, eps, offset=0.0):
+        """offset=1.0: Gemma's RMSNorm, scaling by (1 + weight)."""
         y, rstd = self.new(*x.shape), self.new(x.rows)
         self.k.rmsnorm.forward(self.program, x.buffer, weight.buffer, y.buffer, rstd.buffer,
-                               x.rows, x.cols, eps)
-        return y, (x, weight, rstd)
+                               x.rows, x.cols, eps, offset=offset)
+        return y, (x, weight, rstd, offset)
 
     def rmsnorm_backward(self, dy, saved, dweight=None):
         """dx; with `dweight` the weight's gradient is also added into it."""
-        x, weight, rstd = saved
+        x, weight, rstd, offset = saved
         dx = self.new(*x.shape)
         self.k.rmsnorm.backward_input(self.program, dy.buffer, x.buffer, weight.buffer,
-                                      rstd.buffer, dx.buffer, x.rows, x.cols)
+                                      rstd.buffer, dx.buffer, x.rows, x.cols, offset=offset)
         if dweight is not None:
             self.k.rmsnorm.backward_weight(self.program, dy.buffer, x.buffer, rstd.buffer,
                                            dweight.buffer, x.rows, x.cols, accumulate=True)
@@ -496,11 +507,12 @@ class GpuBackend:
     def rope_backward(self, dy, tables, heads, seq):
         return self.rope(dy, tables, heads, seq, backward=True)
 
-    def causal_attention(self, q, k, v, mask, B, heads, kv_heads, past=0, p=0.0):
+    def causal_attention(self, q, k, v, mask, B, heads, kv_heads, past=0, p=0.0, window=None):
         """With `p` > 0 (training) the attention probabilities [B, heads, Tq, Tk] are dropped
-        with the counter-based mask, recomputed by the backward."""
+        with the counter-based mask, recomputed by the backward. `window`: a sliding window
+        (None = none)."""
         shape = dict(batch=B, seq=q.rows // B, heads=heads, kv_heads=kv_heads,
-                     head_dim=q.cols // heads)
+                     head_dim=q.cols // heads, window=window)
         if p:
             site = self._dropout_site(p, B * heads * shape["seq"] * (past + shape["seq"]))
             shape["dropout"] = (self.step, p, site.base)
@@ -533,15 +545,17 @@ class GpuBackend:
         shape = (cache.length, cache.width)
         return Tensor(cache.keys[layer], shape), Tensor(cache.values[layer], shape)
 
-    def swiglu(self, gate, up):
+    def swiglu(self, gate, up, activation="silu"):
+        """act(gate) * up: activation "silu" (SwiGLU) or "gelu_tanh" (GeGLU)."""
         out = self.new(*gate.shape)
-        self.k.swiglu.forward(self.program, gate.buffer, up.buffer, out.buffer, gate.size)
+        self.k.swiglu.forward(self.program, gate.buffer, up.buffer, out.buffer, gate.size,
+                              activation)
         return out
 
-    def swiglu_backward(self, dout, gate, up):
+    def swiglu_backward(self, dout, gate, up, activation="silu"):
         dgate, dup = self.new(*gate.shape), self.new(*up.shape)
         self.k.swiglu.backward(self.program, dout.buffer, gate.buffer, up.buffer, dgate.buffer,
-                               dup.buffer, gate.size)
+                               dup.buffer, gate.size, activation)
         return dgate, dup
 
     def cross_entropy(self, logits, labels, loss_scale=1.0, weights=None, label_smoothing=0.0,

@@ -183,6 +183,10 @@ class NumpyBackend:
     def add(self, a, b):
         return a + b
 
+    def scale(self, x, alpha):
+        """alpha * x."""
+        return x * x.dtype.type(alpha)
+
     def gelu(self, x, approximate="none"):
         """GELU, exact (BERT) or approximate="tanh" (GPT-2)."""
         if not self._train:
@@ -225,9 +229,10 @@ class NumpyBackend:
         """dtable[ids[i]] += dy[i] (repeated ids add up)."""
         np.add.at(dtable, np.asarray(ids).ravel(), dy)
 
-    def rmsnorm(self, x, weight, eps):
-        y, rstd = rms_ops.rmsnorm_forward(x, weight, eps)
-        return y, (x, weight, rstd)
+    def rmsnorm(self, x, weight, eps, offset=0.0):
+        """offset=1.0: Gemma's RMSNorm, scaling by (1 + weight)."""
+        y, rstd = rms_ops.rmsnorm_forward(x, weight, eps, offset)
+        return y, (x, weight, rstd, offset)
 
     def rmsnorm_backward(self, dy, saved, dweight=None):
         """dx; with `dweight` the weight's gradient is also added into it."""
@@ -254,13 +259,13 @@ class NumpyBackend:
         cos, sin = tables
         return rope_ops.rope_backward(dy, cos[:seq], sin[:seq], heads)
 
-    def causal_attention(self, q, k, v, mask, B, heads, kv_heads, past=0, p=0.0):
+    def causal_attention(self, q, k, v, mask, B, heads, kv_heads, past=0, p=0.0, window=None):
         """With `p` > 0 the attention probabilities [B, heads, Tq, Tk] are dropped (training);
-        the mask is the saved state's `site`."""
+        the mask is the saved state's `site`. `window`: a sliding window (None = none)."""
         T = q.shape[0] // B
         site = self._dropout_site((B, heads, T, past + T), p, q.dtype) if p else None
         shape = dict(batch=B, heads=heads, kv_heads=kv_heads, attention_mask=mask, past=past,
-                     dropout=site and site.multiplier)
+                     dropout=site and site.multiplier, window=window)
         out, lse = causal_ops.causal_attention_forward(q, k, v, **shape)
         return out, CausalAttentionSaved(q, k, v, out, lse, shape, site)
 
@@ -304,11 +309,12 @@ class NumpyBackend:
     def end_layer(self, x):
         """The GPU backend reuses buffers here during inference; NumPy has nothing to do."""
 
-    def swiglu(self, gate, up):
-        return swiglu_ops.swiglu_forward(gate, up)
+    def swiglu(self, gate, up, activation="silu"):
+        """act(gate) * up: activation "silu" (SwiGLU) or "gelu_tanh" (GeGLU)."""
+        return swiglu_ops.swiglu_forward(gate, up, activation)
 
-    def swiglu_backward(self, dout, gate, up):
-        return swiglu_ops.swiglu_backward(dout, gate, up)
+    def swiglu_backward(self, dout, gate, up, activation="silu"):
+        return swiglu_ops.swiglu_backward(dout, gate, up, activation)
 
     def cross_entropy(self, logits, labels, loss_scale=1.0, weights=None, label_smoothing=0.0,
                       backward=True):

@@ -2,7 +2,8 @@
 convert_hf_to_gguf.py writes them, and a PEFT LoRA adapter as convert_lora_to_gguf.py does.
 
 - Architectures: Llama, Mistral and TinyLlama/SmolLM checkpoints are "llama"; Qwen2 is "qwen2"
-  (q/k/v biases, no permutation).
+  (q/k/v biases, no permutation). Neither has a sliding window in llama.cpp: a Mistral or Qwen2
+  model whose window is shorter than its context is refused; Gemma (no GGUF writer) too.
 - llama.cpp's "llama" rotates each head's dimensions in interleaved pairs (x0, x1), (x2, x3)...
   where transformers rotates halves (x0, x_{d/2}), ...: the converter reorders the rows of the
   q and k projections head by head (row h*d + 2j + i <- row h*d + i*d/2 + j), and so does this.
@@ -37,9 +38,18 @@ _GLOBAL = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight"
 
 def architecture(config):
     try:
-        return ARCHITECTURES[config.model_type]
+        arch = ARCHITECTURES[config.model_type]
     except KeyError:
         raise ExportError(f"no GGUF architecture for model_type {config.model_type!r}") from None
+    # llama.cpp's llama and qwen2 attend to the whole context: a model whose window is shorter
+    # than its context would answer differently there (a window of null, as Mistral v0.2+
+    # ships, or at least the context, changes nothing).
+    windows = [w for w in getattr(config, "layer_windows", ()) if w is not None]
+    if windows and min(windows) < config.max_position_embeddings:
+        raise ExportError(f"GGUF export of a sliding-window model (sliding_window {min(windows)} < "
+                          f"max_position_embeddings {config.max_position_embeddings}) is not "
+                          f"supported: llama.cpp's {arch!r} architecture has no sliding window")
+    return arch
 
 
 def gguf_name(name):

@@ -188,7 +188,8 @@ class GpuDecoder:
         shapes = {n: t.shape for n, t in params.items()}
         check_params(config, shapes)
         model = model_for_params(config, shapes, lora_scaling)
-        be = GpuBackend(device, kernels or await Kernels.load(device, decoder=True))
+        be = GpuBackend(device, kernels or await Kernels.load(device, decoder=True,
+                                                              head_dim=getattr(config, "head_dim", None)))
         be.params = dict(params)
         return cls(model, be, max_length)
 

@@ -26,14 +26,20 @@ Attention dropout: with `dropout=(step, p, base)` (step: a dropout step buffer, 
 kernels/dropout.py) the probabilities are dropped with the counter-based mask of a [B, Hq, Tq, Tk]
 dropout layer at counter `base`, recomputed in the backward (pass the same triple there).
 
-Limits: head_dim <= 128, block sizes <= 64 with block * head_dim <= 2048 (the workgroup tiles).
+Sliding window (Mistral): `window=W` lets the query at position p see only keys p - W + 1 .. p
+(forward and backward; None = no window).
+
+Limits: head_dim <= the family's `head_dim` capacity (load(..., head_dim=256) for Gemma; 128 by
+default, at most 256), block sizes <= 64 with block * head_dim <= 2048 (the workgroup tiles):
+the default blocks shrink to fit (8 rows for head_dim 256).
 """
 
 from ..gpu import Variable, value_of
 from .dropout import pack_step, scale, threshold
 
 SOURCE = "causal_attention.wgsl"
-MAX_HEAD_DIM = 128
+DEFAULT_HEAD_DIM = 128
+MAX_HEAD_DIM = 256      # each thread's private rows stay within WGSL's 8 KiB function memory
 MAX_BLOCK = 64
 TILE = 2048
 ENTRIES = ("causal_attention_forward", "causal_attention_stats", "causal_attention_grad_q",
@@ -41,39 +47,49 @@ ENTRIES = ("causal_attention_forward", "causal_attention_stats", "causal_attenti
 
 
 class CausalAttentionKernels:
-    def __init__(self, device, kernels, block_q, block_k):
+    def __init__(self, device, kernels, block_q, block_k, head_dim=DEFAULT_HEAD_DIM):
         self.device = device
         self._kernels = kernels
         self.block_q = block_q
         self.block_k = block_k
+        self.head_dim = head_dim
         self._no_mask = None
         self._no_step = None
 
     @classmethod
-    async def load(cls, device, block_q=16, block_k=16):
-        """Compile the four entry points with BLOCK_Q query rows and BLOCK_K key rows a block."""
+    async def load(cls, device, block_q=None, block_k=None, head_dim=DEFAULT_HEAD_DIM):
+        """Compile the four entry points with BLOCK_Q query rows and BLOCK_K key rows a block
+        (16 each by default, fewer when `head_dim` rows of 16 would overflow a tile), serving
+        head sizes up to `head_dim`."""
+        if not 1 <= head_dim <= MAX_HEAD_DIM:
+            raise ValueError(f"head_dim must be in 1..{MAX_HEAD_DIM}, got {head_dim}")
+        default = max(1, min(16, TILE // head_dim))
+        block_q, block_k = block_q or default, block_k or default
         for name, size in (("block_q", block_q), ("block_k", block_k)):
             if not 1 <= size <= MAX_BLOCK:
                 raise ValueError(f"{name} must be in 1..{MAX_BLOCK}, got {size}")
-        constants = {"BLOCK_Q": block_q, "BLOCK_K": block_k}
+        constants = {"BLOCK_Q": block_q, "BLOCK_K": block_k, "MAX_HEAD_DIM": head_dim}
         kernels = {e: await device.kernel(SOURCE, e, constants) for e in ENTRIES}
-        return cls(device, kernels, block_q, block_k)
+        return cls(device, kernels, block_q, block_k, head_dim)
 
     def _shape(self, batch, seq, heads, kv_heads, head_dim, past, has_mask, blocks, scaling,
-               dropout=None):
+               dropout=None, window=None):
         if heads % kv_heads:
             raise ValueError(f"heads ({heads}) must be a multiple of kv_heads ({kv_heads})")
-        if not 1 <= head_dim <= MAX_HEAD_DIM:
-            raise ValueError(f"head_dim must be in 1..{MAX_HEAD_DIM}, got {head_dim}")
+        if not 1 <= head_dim <= self.head_dim:
+            raise ValueError(f"head_dim must be in 1..{self.head_dim} (load with head_dim="
+                             f"{head_dim} for larger heads), got {head_dim}")
+        if window is not None and window < 1:
+            raise ValueError(f"window must be positive or None, got {window}")
         if max(self.block_q, self.block_k) * head_dim > TILE:
             raise ValueError(f"block size x head_dim must be <= {TILE}: load with smaller blocks")
         if batch < 1 or seq < 1 or value_of(past) < 0:
             raise ValueError("batch and seq must be positive, past non-negative")
         scaling = head_dim ** -0.5 if scaling is None else scaling
         _, p, base = dropout or (None, 0.0, 0)
-        return self.device.uniform("IIIIIIIIfIIf", batch, seq, past, heads, kv_heads, head_dim,
+        return self.device.uniform("IIIIIIIIfIIfI", batch, seq, past, heads, kv_heads, head_dim,
                                    int(has_mask), blocks, scaling, base & 0xFFFFFFFF, threshold(p),
-                                   scale(p))
+                                   scale(p), window or 0)
 
     def _step(self, dropout):
         """The dropout step buffer, or one never read (threshold 0) without dropout."""
@@ -97,7 +113,7 @@ class CausalAttentionKernels:
         return program
 
     def forward(self, program, q, k, v, attention_mask, out, lse, *, batch, seq, heads, kv_heads,
-                head_dim, past=0, scaling=None, dropout=None):
+                head_dim, past=0, scaling=None, dropout=None, window=None):
         """out [B*Tq, Hq*D] and lse [B, Hq, Tq] for queries at positions past..past+Tq-1."""
         blocks = -(-seq // self.block_q)
         key_rows = min(k.size, v.size) // (4 * kv_heads * head_dim * batch)
@@ -107,14 +123,15 @@ class CausalAttentionKernels:
         elif not fits(past):
             raise ValueError(f"past ({past}) + seq ({seq}) keys do not fit k/v of {key_rows} rows")
         shape = self._shape(batch, seq, heads, kv_heads, head_dim, past,
-                            attention_mask is not None, blocks, scaling, dropout)
+                            attention_mask is not None, blocks, scaling, dropout, window)
         return self._dispatch(program, "causal_attention_forward",
                               [q, k, v, self._mask(attention_mask), out, lse, shape,
                                self._step(dropout)],
                               batch * heads * blocks)
 
     def backward(self, program, dout, q, k, v, attention_mask, out, lse, stats, dq, dk, dv, *,
-                 batch, seq, heads, kv_heads, head_dim, past=0, scaling=None, dropout=None):
+                 batch, seq, heads, kv_heads, head_dim, past=0, scaling=None, dropout=None,
+                 window=None):
         """dq [B*Tq, Hq*D], dk and dv [B*Tk, Hkv*D] (overwritten, summed over each KV head's
         query heads) from the forward's out and lse; stats [B*Hq*Tq*2] is scratch."""
         if isinstance(past, Variable):
@@ -125,7 +142,7 @@ class CausalAttentionKernels:
         q_blocks = -(-seq // self.block_q)
         k_blocks = -(-(past + seq) // self.block_k)
         shape = dict(batch=batch, seq=seq, heads=heads, kv_heads=kv_heads, head_dim=head_dim,
-                     past=past, has_mask=has_mask, scaling=scaling)
+                     past=past, has_mask=has_mask, scaling=scaling, window=window)
         self._dispatch(program, "causal_attention_stats",
                        [out, lse, dout, stats, self._shape(blocks=0, **shape)],
                        -(-rows // self.block_q))

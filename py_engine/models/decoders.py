@@ -1,22 +1,24 @@
 """The decoder families the engine runs, picked from a checkpoint's config.json `model_type`:
 each family's configuration and model class, and the refusal that names them all.
 
-    config = decoder_config(values)      # a LlamaConfig or a Gpt2Config
+    config = decoder_config(values)      # a LlamaConfig (Llama, Gemma) or a Gpt2Config
     model = decoder_model(config, lora)  # a LlamaModel or a Gpt2Model
 """
 
 from .bert_config import ConfigError
 from .gpt2_config import MODEL_TYPES as GPT2_TYPES, Gpt2Config
-from .llama_config import MODEL_TYPES as LLAMA_TYPES, LlamaConfig
+from .llama_config import FAMILY_TYPES as LLAMA_FAMILIES, LlamaConfig
 
-FAMILIES = {"Llama": (LLAMA_TYPES, LlamaConfig), "GPT-2": (GPT2_TYPES, Gpt2Config)}
+FAMILIES = {**{name: (types, LlamaConfig) for name, types in LLAMA_FAMILIES.items()},
+            "GPT-2": (GPT2_TYPES, Gpt2Config)}
 
 
 DECODER_TYPES = tuple(t for types, _ in FAMILIES.values() for t in types)
 
 
 def supported():
-    """The supported decoders as one phrase: 'Llama (llama, qwen2, mistral), GPT-2 (gpt2)'."""
+    """The supported decoders as one phrase: 'Llama (llama, qwen2, mistral), Gemma (gemma),
+    GPT-2 (gpt2)'."""
     return ", ".join(f"{name} ({', '.join(types)})" for name, (types, _) in FAMILIES.items())
 
 

@@ -1,11 +1,13 @@
-"""Llama-family decoder (Llama 2/3, TinyLlama, SmolLM, Qwen2): the one forward pass used for
-training, scoring and generation, and its explicit backward, written once against a backend's
-op interface (py_engine/backends), like models/bert.py.
+"""Llama-family decoder (Llama 2/3, TinyLlama, SmolLM, Qwen2, Mistral, Gemma): the one forward
+pass used for training, scoring and generation, and its explicit backward, written once against
+a backend's op interface (py_engine/backends), like models/bert.py.
 
-    x = embed[ids]
+    x = embed[ids]                                    (Gemma: times sqrt(hidden_size))
     per layer:  h = RMSNorm(x);  q, k, v = LoRA/Linear(h);  q, k = RoPE(q), RoPE(k)
-                x = x + o_proj(CausalAttention(q, k, v))          (grouped-query)
+                x = x + o_proj(CausalAttention(q, k, v))          (grouped-query; Mistral and
+                                                                   Qwen2 may slide a window)
                 h = RMSNorm(x);  x = x + down_proj(SiLU(gate_proj(h)) * up_proj(h))
+                                                      (Gemma: GELU-tanh, RMSNorm by 1 + weight)
     loss = CrossEntropy(RMSNorm(x) . head^T, labels shifted by one)   (vocabulary in chunks)
 
 LoRA may wrap any of q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj (PEFT's
@@ -51,11 +53,14 @@ class LlamaModel(DecoderModel):
         rope = be.rope_tables(c.head_dim, c.rope_parameters, cache.length if cache else T)
         linear = self.linears.forward
         x = be.gather_rows(be.param("model.embed_tokens.weight"), inputs.ids)
+        if c.embedding_scale is not None:
+            x = be.scale(x, c.embedding_scale)
         layers = []
         for n in range(c.num_hidden_layers):
             p = f"model.layers.{n}."
             s = {}
-            h, s["ln1"] = be.rmsnorm(x, be.param(p + "input_layernorm.weight"), c.rms_norm_eps)
+            h, s["ln1"] = be.rmsnorm(x, be.param(p + "input_layernorm.weight"), c.rms_norm_eps,
+                                     c.norm_offset)
             q = be.rope(linear(be, p + "self_attn.q_proj", h, s, train), rope, c.num_attention_heads,
                         T, position)
             k = be.rope(linear(be, p + "self_attn.k_proj", h, s, train), rope, c.num_key_value_heads,
@@ -64,18 +69,20 @@ class LlamaModel(DecoderModel):
             if cache is not None:
                 k, v = be.kv_cache_append(cache, n, k, v, position)
             a, s["attn"] = be.causal_attention(q, k, v, inputs.mask, B, c.num_attention_heads,
-                                               c.num_key_value_heads, past=position)
+                                               c.num_key_value_heads, past=position,
+                                               window=c.layer_windows[n])
             x = be.add(x, linear(be, p + "self_attn.o_proj", a, s, train))
-            h, s["ln2"] = be.rmsnorm(x, be.param(p + "post_attention_layernorm.weight"), c.rms_norm_eps)
+            h, s["ln2"] = be.rmsnorm(x, be.param(p + "post_attention_layernorm.weight"), c.rms_norm_eps,
+                                     c.norm_offset)
             g = linear(be, p + "mlp.gate_proj", h, s, train)
             u = linear(be, p + "mlp.up_proj", h, s, train)
             s["g"], s["u"] = g, u
-            x = be.add(x, linear(be, p + "mlp.down_proj", be.swiglu(g, u), s, train))
+            x = be.add(x, linear(be, p + "mlp.down_proj", be.swiglu(g, u, c.mlp_activation), s, train))
             if train:
                 layers.append(s)
             else:
                 be.end_layer(x)       # inference: this layer's intermediates may be reused
-        out, final = be.rmsnorm(x, be.param("model.norm.weight"), c.rms_norm_eps)
+        out, final = be.rmsnorm(x, be.param("model.norm.weight"), c.rms_norm_eps, c.norm_offset)
         return out, {"layers": layers, "final": final, "ids": inputs.ids, "rope": rope, "T": T}
 
     # --- backward ---
@@ -96,7 +103,7 @@ class LlamaModel(DecoderModel):
             p = f"model.layers.{n}."
             s = saved["layers"][n]
             dm = back(be, p + "mlp.down_proj", dx, s)
-            dg, du = be.swiglu_backward(dm, s["g"], s["u"])
+            dg, du = be.swiglu_backward(dm, s["g"], s["u"], c.mlp_activation)
             dh = be.add(back(be, p + "mlp.gate_proj", dg, s), back(be, p + "mlp.up_proj", du, s))
             dx = be.add(dx, self._norm_backward(be, dh, s["ln2"], p + "post_attention_layernorm.weight"))
             da = back(be, p + "self_attn.o_proj", dx, s)
@@ -110,6 +117,8 @@ class LlamaModel(DecoderModel):
                 dh = be.add(be.add(dh[0], dh[1]), dh[2])
                 dx = be.add(dx, self._norm_backward(be, dh, s["ln1"], p + "input_layernorm.weight"))
         if self.full:
+            if c.embedding_scale is not None:
+                dx = be.scale(dx, c.embedding_scale)
             be.gather_rows_backward(dx, saved["ids"], be.grad("model.embed_tokens.weight"))
 
 

@@ -1,14 +1,34 @@
-"""Llama-family decoder configuration (Llama 2/3, TinyLlama, SmolLM/SmolLM2, Qwen2), read from
-a Hugging Face config.json, validated, with the checkpoint's expected tensor shapes.
+"""Llama-family decoder configuration (Llama 2/3, TinyLlama, SmolLM/SmolLM2, Qwen2, Mistral,
+Gemma), read from a Hugging Face config.json, validated, with the checkpoint's expected tensor
+shapes.
 
 Both spellings of the rotary settings are read: transformers 5's `rope_parameters` and the
 older `rope_theta` + `rope_scaling` that published checkpoints carry.
+
+The variants are parameters of the one decoder (models/llama.py):
+- Mistral: `sliding_window` (transformers' default 4096 when config.json omits it; null = none),
+  on every layer. Qwen2: a window only with use_sliding_window, on the layers transformers
+  gives one (its `layer_types`, or layers from max_window_layers on). `layer_windows` holds
+  each layer's window (None = full causal attention).
+- Gemma (1; not Gemma 2/3): GeGLU with the tanh GELU (`mlp_activation` "gelu_tanh"), RMSNorm
+  scaling by (1 + weight) (`norm_offset` 1.0), embeddings multiplied by sqrt(hidden_size)
+  (`embedding_scale`, rounded to float32 as transformers' float32 buffer holds it), a tied head
+  and heads of 256 by default.
 """
+
+import math
+import struct
 
 from .bert_config import ConfigError, config_field, read_config_json
 
-MODEL_TYPES = ("llama", "qwen2", "mistral")
+# The families this configuration serves, by name (models/decoders.py names them to users).
+FAMILY_TYPES = {"Llama": ("llama", "qwen2", "mistral"), "Gemma": ("gemma",)}
+MODEL_TYPES = tuple(t for types in FAMILY_TYPES.values() for t in types)
 ROPE_TYPES = ("default", "linear", "llama3")
+# config.json's hidden_act -> the swiglu op family's activation. Gemma checkpoints say "gelu"
+# (and hidden_activation "gelu_pytorch_tanh"), which transformers runs as the tanh form.
+ACTIVATIONS = {"silu": "silu", "gelu_pytorch_tanh": "gelu_tanh"}
+MISTRAL_WINDOW = 4096    # transformers' MistralConfig default sliding_window
 
 
 RMS_NORM_EPS = 1e-6      # transformers' LlamaConfig default; the RMSNorm ops' default too
@@ -31,13 +51,20 @@ class LlamaConfig:
         self.intermediate_size = need("intermediate_size")
         self.max_position_embeddings = need("max_position_embeddings", int, 2048)
         self.rms_norm_eps = need("rms_norm_eps", float, RMS_NORM_EPS)
-        self.hidden_act = values.get("hidden_act", "silu")
-        self.tie_word_embeddings = bool(values.get("tie_word_embeddings", False))
+        gemma = self.model_type == "gemma"
+        self.hidden_act = _hidden_act(values, gemma)
+        self.mlp_activation = ACTIVATIONS.get(self.hidden_act)
+        self.norm_offset = 1.0 if gemma else 0.0
+        self.embedding_scale = _float32(math.sqrt(self.hidden_size)) if gemma else None
+        self.tie_word_embeddings = bool(values.get("tie_word_embeddings", gemma))
         # Qwen2 has biases on q, k, v (not o); Llama's attention_bias puts them on all four.
         self.attention_bias = bool(values.get("attention_bias", self.model_type == "qwen2"))
         self.qkv_bias_only = self.model_type == "qwen2"
         self.mlp_bias = bool(values.get("mlp_bias", False))
-        self.head_dim = need("head_dim", int, self.hidden_size // max(1, self.num_attention_heads))
+        self.head_dim = need("head_dim", int,
+                             256 if gemma else self.hidden_size // max(1, self.num_attention_heads))
+        self.layer_windows = _layer_windows(values, self.model_type, self.num_hidden_layers)
+        self.use_bidirectional_attention = bool(values.get("use_bidirectional_attention"))
         self.rope_parameters = _rope_parameters(values)
         self.initializer_range = need("initializer_range", float, 0.02)
         self.bos_token_id = values.get("bos_token_id")
@@ -54,8 +81,14 @@ class LlamaConfig:
                               f"num_key_value_heads {self.num_key_value_heads}")
         if self.head_dim % 2:
             raise ConfigError(f"head_dim {self.head_dim} must be even for rotary embeddings")
-        if self.hidden_act != "silu":
-            raise ConfigError(f"hidden_act {self.hidden_act!r} is not supported (only 'silu')")
+        if self.mlp_activation is None:
+            raise ConfigError(f"hidden_act {self.hidden_act!r} is not supported "
+                              f"({', '.join(ACTIVATIONS)})")
+        for window in self.layer_windows:
+            if window is not None and window < 1:
+                raise ConfigError(f"config.json field 'sliding_window' must be positive or null, got {window}")
+        if self.use_bidirectional_attention:
+            raise ConfigError("use_bidirectional_attention is not supported (causal decoders only)")
         if self.rope_parameters["rope_type"] not in ROPE_TYPES:
             raise ConfigError(f"rope type {self.rope_parameters['rope_type']!r} is not supported ({ROPE_TYPES})")
 
@@ -93,6 +126,38 @@ class LlamaConfig:
     def checkpoint_layout(self, tensors):
         """Tensors as the checkpoint stores them: the engine's own layout."""
         return tensors
+
+
+def _float32(x):
+    """x rounded to the nearest float32 (without NumPy: the config runs in the browser too)."""
+    return struct.unpack("f", struct.pack("f", x))[0]
+
+
+def _hidden_act(values, gemma):
+    """config.json's MLP activation; Gemma's legacy "gelu" (and its hidden_activation) is the
+    tanh form, as transformers reads them."""
+    if not gemma:
+        return values.get("hidden_act", "silu")
+    act = values.get("hidden_activation") or values.get("hidden_act") or "gelu_pytorch_tanh"
+    return "gelu_pytorch_tanh" if act == "gelu" else act
+
+
+def _layer_windows(values, model_type, layers):
+    """Each layer's sliding window (None = full causal attention), as transformers picks them."""
+    if model_type == "mistral":
+        window = values.get("sliding_window", MISTRAL_WINDOW)
+        return (window,) * layers
+    if model_type == "qwen2":
+        window = values.get("sliding_window", 4096) if values.get("use_sliding_window") else None
+        types = values.get("layer_types")
+        if types is None:
+            first = values.get("max_window_layers", 28)
+            types = ["sliding_attention" if window is not None and n >= first else "full_attention"
+                     for n in range(layers)]
+        if len(types) != layers:
+            raise ConfigError(f"config.json field 'layer_types' has {len(types)} entries for {layers} layers")
+        return tuple(window if t == "sliding_attention" else None for t in types)
+    return (None,) * layers
 
 
 def _rope_parameters(values):

@@ -9,7 +9,9 @@ Layouts (row-major), as the projections produce them after RoPE:
   lse              [B, Hq, Tq]      per-row logsumexp of the scaled, masked scores
 
 Query head h reads KV head h // (Hq // Hkv) (transformers' repeat_kv). Query row i may see key j
-iff j <= past + i and attention_mask[b, j] == 1. With right padding every row, padded query rows
+iff j <= past + i and attention_mask[b, j] == 1, and with a sliding `window` (Mistral's
+sliding_window) also j > past + i - window: the query at position p sees the window keys
+p - window + 1 .. p, as transformers' sliding-window mask does. window None = no window. With right padding every row, padded query rows
 included, sees key 0, so each row is a proper softmax over its visible keys: exactly what
 transformers' eager attention computes with its causal + padding mask. A padded query row's
 output is thus the attention over the real keys before it (finite, deterministic; the loss
@@ -44,10 +46,14 @@ def _merge(x):
     return x.transpose(0, 2, 1, 3).reshape(batch * seq, heads * dim)
 
 
-def visible(batch, q_len, past=0, attention_mask=None):
+def visible(batch, q_len, past=0, attention_mask=None, window=None):
     """[B, 1, Tq, Tk] bool: query i (position past + i) sees key j."""
     keys = past + q_len
-    causal = np.arange(keys)[None, :] <= past + np.arange(q_len)[:, None]
+    offset = np.arange(keys)[None, :] - (past + np.arange(q_len)[:, None])    # j - (past + i)
+    causal = offset <= 0
+    if window is not None:
+        assert window >= 1, f"window must be positive, got {window}"
+        causal &= offset > -window
     if attention_mask is None:
         keep = np.ones((batch, keys), bool)
     else:
@@ -91,13 +97,13 @@ def _check(q, k, batch, heads, kv_heads):
 
 
 def causal_attention_probs(q, k, *, batch, heads, kv_heads, attention_mask=None, scaling=None,
-                           past=0):
+                           past=0, window=None):
     """Materialized probabilities [B, Hq, Tq, Tk] (0 on invisible keys) and lse [B, Hq, Tq]."""
     _check(q, k, batch, heads, kv_heads)
     scaling = (q.shape[1] // heads) ** -0.5 if scaling is None else scaling
     q_len = q.shape[0] // batch
     assert k.shape[0] // batch == past + q_len, "k and v hold past + Tq rows per sequence"
-    seen = visible(batch, q_len, past, attention_mask)
+    seen = visible(batch, q_len, past, attention_mask, window)
     probs = _masked_scores(q, k, batch, heads, kv_heads, scaling, seen)
     top = probs.max(axis=-1, keepdims=True)
     any_seen = np.isfinite(top)
@@ -112,10 +118,11 @@ def causal_attention_probs(q, k, *, batch, heads, kv_heads, attention_mask=None,
 
 
 def causal_attention_forward(q, k, v, *, batch, heads, kv_heads, attention_mask=None,
-                             scaling=None, past=0, dropout=None):
+                             scaling=None, past=0, dropout=None, window=None):
     """Returns (out [B*Tq, Hq*D], lse [B, Hq, Tq])."""
     probs, lse = causal_attention_probs(q, k, batch=batch, heads=heads, kv_heads=kv_heads,
-                                        attention_mask=attention_mask, scaling=scaling, past=past)
+                                        attention_mask=attention_mask, scaling=scaling, past=past,
+                                        window=window)
     if dropout is not None:
         probs *= dropout.reshape(probs.shape)
     b, hq, tq, tk = probs.shape
@@ -124,12 +131,13 @@ def causal_attention_forward(q, k, v, *, batch, heads, kv_heads, attention_mask=
 
 
 def causal_attention_backward(dout, q, k, v, out, lse, *, batch, heads, kv_heads,
-                              attention_mask=None, scaling=None, past=0, dropout=None):
+                              attention_mask=None, scaling=None, past=0, dropout=None,
+                              window=None):
     """Gradients of causal_attention_forward from its saved out and lse: (dq, dk, dv)."""
     _check(q, k, batch, heads, kv_heads)
     scaling = (q.shape[1] // heads) ** -0.5 if scaling is None else scaling
     q_len = q.shape[0] // batch
-    seen = visible(batch, q_len, past, attention_mask)
+    seen = visible(batch, q_len, past, attention_mask, window)
     probs = _masked_scores(q, k, batch, heads, kv_heads, scaling, seen)
     probs -= lse[..., None]
     np.exp(probs, out=probs)                      # 0 on invisible keys (exp(-inf))

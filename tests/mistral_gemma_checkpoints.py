@@ -1,0 +1,45 @@
+"""Tiny random MistralForCausalLM, GemmaForCausalLM and Qwen2ForCausalLM (sliding window)
+checkpoints made offline with transformers, for the Mistral and Gemma tests: non-trivial norms
+(Gemma's stored as offsets from 1), saved with save_pretrained (safetensors).
+
+Mistral's window (5) is shorter than the test sequences, so the window decides the outputs; the
+Gemma case has multi-query attention (one KV head) and heads of 256."""
+
+import torch
+from transformers import (GemmaConfig, GemmaForCausalLM, MistralConfig, MistralForCausalLM,
+                          Qwen2Config, Qwen2ForCausalLM)
+
+VOCAB = 96
+WINDOW = 5
+BASE = dict(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, intermediate_size=48,
+            max_position_embeddings=128, attention_dropout=0.0)
+FAMILIES = {
+    "mistral": (MistralForCausalLM, MistralConfig,
+                dict(BASE, num_attention_heads=4, num_key_value_heads=2, sliding_window=WINDOW)),
+    "gemma": (GemmaForCausalLM, GemmaConfig,
+              dict(BASE, num_attention_heads=2, num_key_value_heads=1, head_dim=256,
+                   hidden_act="gelu_pytorch_tanh")),
+    # Qwen2 with use_sliding_window: a window on the layers from max_window_layers on (layer 1).
+    "qwen2-window": (Qwen2ForCausalLM, Qwen2Config,
+                     dict(BASE, num_attention_heads=4, num_key_value_heads=2,
+                          use_sliding_window=True, sliding_window=WINDOW, max_window_layers=1)),
+}
+
+
+def hf_model(family, seed=0, **overrides):
+    """A fresh float32 transformers model of `family` with non-trivial norms."""
+    model_class, config_class, fields = FAMILIES[family]
+    torch.manual_seed(seed)
+    model = model_class(config_class(**dict(fields, **overrides)))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name or name.endswith(".bias"):
+                p.add_(0.2 * torch.randn_like(p))
+    return model
+
+
+def tiny_checkpoint(family, path, seed=0, **overrides):
+    """A tiny `family` model saved to `path`; returns it in float64, eval mode."""
+    model = hf_model(family, seed, **overrides)
+    model.save_pretrained(path, safe_serialization=True)
+    return model.double().eval()

@@ -1,0 +1,112 @@
+"""Mistral (sliding window), Gemma and Qwen2 with a sliding window through the Llama-family
+decoder (models/llama.py via the NumPy generation decoder, KV cache included) against
+transformers: logits in float64 over sequences longer than the window, and 32 greedy tokens
+(Mistral's prompt + generation far longer than its window)."""
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import run
+from mistral_gemma_checkpoints import FAMILIES, VOCAB, WINDOW, tiny_checkpoint
+from py_engine.generate import NumpyDecoder
+from py_engine.generate.generation import generate
+from py_engine.models.checkpoint import CheckpointError, DecoderCheckpoint
+from py_engine.models.llama_config import LlamaConfig
+
+# transformers computes RMSNorm (and Gemma's (1 + weight)) in float32 even in a float64 model:
+# agreement stops near float32 precision (measured 5e-8 .. 1e-7), as for Llama.
+LOGITS_BOUND = 1e-6
+
+
+@pytest.fixture(params=sorted(FAMILIES))
+def checkpoint(request, tmp_path):
+    return request.param, tiny_checkpoint(request.param, tmp_path), tmp_path
+
+
+def relative(got, want):
+    return np.linalg.norm(got - want) / np.linalg.norm(want)
+
+
+def test_logits_match_transformers(checkpoint):
+    """A prompt of 5 and 12 single-token steps (the KV-cache path, every query beyond the
+    window of 5 sees only its window), and the 17 tokens as one prompt."""
+    family, hf, path = checkpoint
+    ids = np.random.default_rng().integers(0, VOCAB, 17).tolist()
+    decoder = NumpyDecoder.load(path, dtype=np.float64)
+    got = [run(decoder.prefill(ids[:5]))] + [run(decoder.step(t)) for t in ids[5:]]
+    with torch.no_grad():
+        want = hf(input_ids=torch.as_tensor([ids])).logits[0, 4:].numpy()
+    assert relative(np.stack(got), want) <= LOGITS_BOUND, family
+    assert relative(run(decoder.prefill(ids)), want[-1]) <= LOGITS_BOUND, family
+
+
+def test_the_window_and_the_gemma_parameters_decide_the_logits(tmp_path):
+    """Each variant's parameter matters: without it the logits move far beyond the bound."""
+    ids = np.random.default_rng().integers(0, VOCAB, 17).tolist()
+    for family, off in (("mistral", dict(layer_windows=(None, None))),
+                        ("gemma", dict(norm_offset=0.0)), ("gemma", dict(embedding_scale=None)),
+                        ("gemma", dict(mlp_activation="silu"))):
+        hf = tiny_checkpoint(family, tmp_path / family)
+        with torch.no_grad():
+            want = hf(input_ids=torch.as_tensor([ids])).logits[0, -1].numpy()
+        decoder = NumpyDecoder.load(tmp_path / family, dtype=np.float64)
+        for name, value in off.items():
+            setattr(decoder.config, name, value)
+        assert relative(run(decoder.prefill(ids)), want) > 100 * LOGITS_BOUND, (family, off)
+
+
+class _Ids:
+    """A tokenizer stand-in for generate(): the ids themselves are the text."""
+
+    def decode(self, ids, skip_special_tokens=True):
+        return " ".join(map(str, ids))
+
+
+def test_greedy_generation_matches_transformers(checkpoint):
+    family, hf, path = checkpoint
+    prompt = [int(t) for t in np.random.default_rng(7).integers(0, VOCAB, 2 * WINDOW + 1)]
+    with torch.no_grad():
+        out = hf.generate(torch.as_tensor([prompt]), max_new_tokens=32, do_sample=False,
+                          eos_token_id=None, pad_token_id=0, min_new_tokens=32)
+    decoder = NumpyDecoder.load(path, dtype=np.float64)
+    result = run(generate(decoder, _Ids(), prompt, max_new_tokens=32, greedy=True))
+    assert result.ids == out[0, len(prompt):].tolist(), family
+
+
+def test_config_fields_as_transformers_reads_them():
+    tiny = dict(vocab_size=96, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+                intermediate_size=48)
+    assert LlamaConfig(**tiny, model_type="mistral").layer_windows == (4096,) * 3   # its default
+    assert LlamaConfig(**tiny, model_type="mistral", sliding_window=None).layer_windows == (None,) * 3
+    assert LlamaConfig(**tiny, model_type="qwen2", sliding_window=7).layer_windows == (None,) * 3
+    qwen = LlamaConfig(**tiny, model_type="qwen2", use_sliding_window=True, sliding_window=7,
+                       max_window_layers=2)
+    assert qwen.layer_windows == (None, None, 7)
+    gemma = LlamaConfig(**tiny, model_type="gemma", hidden_act="gelu",
+                        hidden_activation="gelu_pytorch_tanh")
+    assert (gemma.mlp_activation, gemma.norm_offset, gemma.tie_word_embeddings,
+            gemma.head_dim) == ("gelu_tanh", 1.0, True, 256)
+    assert gemma.embedding_scale == float(np.float32(np.sqrt(32)))
+    assert LlamaConfig(**tiny).embedding_scale is None and LlamaConfig(**tiny).norm_offset == 0.0
+
+
+@pytest.mark.parametrize("model_type", ["gemma2", "gemma3", "gemma3_text"])
+def test_gemma_2_and_3_are_refused_naming_the_supported(tmp_path, model_type):
+    tiny_checkpoint("gemma", tmp_path)
+    config = (tmp_path / "config.json").read_text().replace('"gemma"', f'"{model_type}"')
+    (tmp_path / "config.json").write_text(config)
+    with pytest.raises(CheckpointError, match=rf"'{model_type}' is not a supported decoder; "
+                                              r"supported: Llama \(llama, qwen2, mistral\), Gemma \(gemma\), GPT-2"):
+        DecoderCheckpoint.load(tmp_path)
+
+
+def test_bad_window_and_activation_are_refused():
+    from py_engine.models.bert_config import ConfigError
+
+    tiny = dict(vocab_size=96, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                intermediate_size=48)
+    with pytest.raises(ConfigError, match="'sliding_window' must be positive or null, got 0"):
+        LlamaConfig(**tiny, model_type="mistral", sliding_window=0)
+    with pytest.raises(ConfigError, match="hidden_act 'relu' is not supported"):
+        LlamaConfig(**tiny, model_type="gemma", hidden_act="relu")
