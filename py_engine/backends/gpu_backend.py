@@ -476,12 +476,17 @@ class GpuBackend:
                                            dweight.buffer, x.rows, x.cols, accumulate=True)
         return dx
 
-    def rope_tables(self, head_dim, rope_parameters, positions):
+    def rope_tables(self, head_dim, rope_parameters, positions, seq_len=None):
         """(cos, sin) buffers [positions, head_dim / 2] for positions 0 .. positions-1, made
-        once per shape (the RoPE kernels read them)."""
-        key = (head_dim, repr(sorted((rope_parameters or {}).items())), positions)
+        once per shape (the RoPE kernels read them), for sequences of `seq_len` tokens
+        (default: positions; longrope's factors depend on it)."""
+        from ..kernels.rope import uses_long_factor
+
+        seq_len = positions if seq_len is None else seq_len
+        key = (head_dim, repr(sorted((rope_parameters or {}).items())), positions,
+               uses_long_factor(rope_parameters, seq_len))
         if key not in self._rope:
-            self._rope[key] = self.k.rope.tables(head_dim, positions, rope_parameters)
+            self._rope[key] = self.k.rope.tables(head_dim, positions, rope_parameters, seq_len)
         return self._rope[key]
 
     def rope(self, x, tables, heads, seq, offset=0, backward=False):

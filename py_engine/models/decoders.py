@@ -7,9 +7,10 @@ each family's configuration and model class, and the refusal that names them all
 
 from .bert_config import ConfigError
 from .gpt2_config import MODEL_TYPES as GPT2_TYPES, Gpt2Config
-from .llama_config import MODEL_TYPES as LLAMA_TYPES, LlamaConfig
+from .llama_config import MODEL_TYPES as LLAMA_TYPES, PHI3_TYPES, LlamaConfig
 
-FAMILIES = {"Llama": (LLAMA_TYPES, LlamaConfig), "GPT-2": (GPT2_TYPES, Gpt2Config)}
+FAMILIES = {"Llama": (LLAMA_TYPES, LlamaConfig), "GPT-2": (GPT2_TYPES, Gpt2Config),
+            "Phi-3": (PHI3_TYPES, LlamaConfig)}
 
 
 DECODER_TYPES = tuple(t for types, _ in FAMILIES.values() for t in types)

@@ -1,17 +1,29 @@
-"""Llama-family decoder configuration (Llama 2/3, TinyLlama, SmolLM/SmolLM2, Qwen2), read from
-a Hugging Face config.json, validated, with the checkpoint's expected tensor shapes.
+"""Llama-family decoder configuration (Llama 2/3, TinyLlama, SmolLM/SmolLM2, Qwen2, Phi-3), read
+from a Hugging Face config.json, validated, with the checkpoint's expected tensor shapes.
 
 Both spellings of the rotary settings are read: transformers 5's `rope_parameters` and the
 older `rope_theta` + `rope_scaling` that published checkpoints carry.
+
+Phi-3 / Phi-3.5-mini (Phi3ForCausalLM) is this decoder with two fused projections: one
+self_attn.qkv_proj ([q + 2 kv, hidden], q first) and one mlp.gate_up_proj ([2 intermediate,
+hidden], gate first), no biases, and LongRoPE ("longrope", older "su" / "yarn") as its rope
+scaling, read as transformers' Phi3Config reads it: the top-level
+original_max_position_embeddings wins, and the attention factor's `factor` defaults to
+max_position_embeddings / original_max_position_embeddings.
 """
 
 from .bert_config import ConfigError, config_field, read_config_json
 
 MODEL_TYPES = ("llama", "qwen2", "mistral")
-ROPE_TYPES = ("default", "linear", "llama3")
+PHI3_TYPES = ("phi3",)         # the fused-projection variant (its own family name in decoders.py)
+ROPE_TYPES = ("default", "linear", "llama3", "longrope")
+PROJECTIONS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+               "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
+FUSED_PROJECTIONS = ("self_attn.qkv_proj", "self_attn.o_proj", "mlp.gate_up_proj", "mlp.down_proj")
 
 
 RMS_NORM_EPS = 1e-6      # transformers' LlamaConfig default; the RMSNorm ops' default too
+PHI3_RMS_NORM_EPS = 1e-5   # transformers' Phi3Config default
 
 class LlamaConfig:
     lora_targets = ("q_proj", "v_proj")     # PEFT's default LoRA targets for these models
@@ -21,8 +33,15 @@ class LlamaConfig:
             return config_field(values, name, kind, default)
 
         self.model_type = values.get("model_type", "llama")
-        if self.model_type not in MODEL_TYPES:
-            raise ConfigError(f"model_type {self.model_type!r} is not a Llama-family decoder ({MODEL_TYPES})")
+        if self.model_type not in MODEL_TYPES + PHI3_TYPES:
+            raise ConfigError(f"model_type {self.model_type!r} is not a Llama-family decoder "
+                              f"({MODEL_TYPES + PHI3_TYPES})")
+        # Phi-3: q, k, v in one qkv_proj and gate, up in one gate_up_proj
+        self.fused_projections = self.model_type in PHI3_TYPES
+        self.projections = FUSED_PROJECTIONS if self.fused_projections else PROJECTIONS
+        if self.fused_projections:
+            # PEFT names no default for phi3: the fused projection holding q and v, Llama's default
+            self.lora_targets = ("qkv_proj",)
         self.vocab_size = need("vocab_size")
         self.hidden_size = need("hidden_size")
         self.num_hidden_layers = need("num_hidden_layers")
@@ -30,7 +49,7 @@ class LlamaConfig:
         self.num_key_value_heads = need("num_key_value_heads", int, values.get("num_attention_heads"))
         self.intermediate_size = need("intermediate_size")
         self.max_position_embeddings = need("max_position_embeddings", int, 2048)
-        self.rms_norm_eps = need("rms_norm_eps", float, RMS_NORM_EPS)
+        self.rms_norm_eps = need("rms_norm_eps", float, PHI3_RMS_NORM_EPS if self.fused_projections else RMS_NORM_EPS)
         self.hidden_act = values.get("hidden_act", "silu")
         self.tie_word_embeddings = bool(values.get("tie_word_embeddings", False))
         # Qwen2 has biases on q, k, v (not o); Llama's attention_bias puts them on all four.
@@ -38,7 +57,11 @@ class LlamaConfig:
         self.qkv_bias_only = self.model_type == "qwen2"
         self.mlp_bias = bool(values.get("mlp_bias", False))
         self.head_dim = need("head_dim", int, self.hidden_size // max(1, self.num_attention_heads))
-        self.rope_parameters = _rope_parameters(values)
+        self.rope_parameters = _rope_parameters(values, self.model_type in PHI3_TYPES)
+        # Phi-3's sliding window: sequences up to it are plain causal attention
+        self.sliding_window = values.get("sliding_window") if self.fused_projections else None
+        self.dropout = {name: float(values.get(name) or 0.0)
+                        for name in ("embd_pdrop", "resid_pdrop", "attention_dropout")}
         self.initializer_range = need("initializer_range", float, 0.02)
         self.bos_token_id = values.get("bos_token_id")
         self.eos_token_id = values.get("eos_token_id")
@@ -58,6 +81,27 @@ class LlamaConfig:
             raise ConfigError(f"hidden_act {self.hidden_act!r} is not supported (only 'silu')")
         if self.rope_parameters["rope_type"] not in ROPE_TYPES:
             raise ConfigError(f"rope type {self.rope_parameters['rope_type']!r} is not supported ({ROPE_TYPES})")
+        if float(self.rope_parameters.get("partial_rotary_factor", 1.0)) != 1.0:
+            raise ConfigError(f"partial_rotary_factor {self.rope_parameters['partial_rotary_factor']} is "
+                              f"not supported for model_type {self.model_type!r} (only 1.0)")
+        if self.rope_parameters["rope_type"] == "longrope":
+            for name in ("short_factor", "long_factor"):
+                if len(self.rope_parameters.get(name) or ()) != self.head_dim // 2:
+                    raise ConfigError(f"longrope {name} must hold head_dim / 2 = {self.head_dim // 2} "
+                                      f"numbers, got {self.rope_parameters.get(name)!r}")
+        for name, p in self.dropout.items():
+            if p:
+                raise ConfigError(f"config.json field {name!r} is {p}: dropout is not supported for "
+                                  f"model_type {self.model_type!r} (only 0)")
+        if self.sliding_window is not None and int(self.sliding_window) < 1:
+            raise ConfigError(f"sliding_window must be positive, got {self.sliding_window!r}")
+
+    def check_window(self, length):
+        """Sequences longer than the sliding window would need windowed attention: refused
+        (ValueError) until the causal attention op takes the window."""
+        if self.sliding_window is not None and length > int(self.sliding_window):
+            raise ValueError(f"sequences of {length} tokens are longer than the sliding window of "
+                             f"{self.sliding_window} tokens, which is not supported yet")
 
     @classmethod
     def from_file(cls, path):
@@ -71,6 +115,13 @@ class LlamaConfig:
         shapes = {"model.embed_tokens.weight": (self.vocab_size, h), "model.norm.weight": (h,)}
         for n in range(self.num_hidden_layers):
             p = f"model.layers.{n}."
+            if self.fused_projections:
+                shapes.update({
+                    p + "self_attn.qkv_proj.weight": (q + 2 * kv, h), p + "self_attn.o_proj.weight": (h, q),
+                    p + "mlp.gate_up_proj.weight": (2 * i, h), p + "mlp.down_proj.weight": (h, i),
+                    p + "input_layernorm.weight": (h,), p + "post_attention_layernorm.weight": (h,),
+                })
+                continue
             shapes.update({
                 p + "self_attn.q_proj.weight": (q, h), p + "self_attn.k_proj.weight": (kv, h),
                 p + "self_attn.v_proj.weight": (kv, h), p + "self_attn.o_proj.weight": (h, q),
@@ -95,7 +146,7 @@ class LlamaConfig:
         return tensors
 
 
-def _rope_parameters(values):
+def _rope_parameters(values, phi3=False):
     params = values.get("rope_parameters")
     if params is None:
         params = dict(values.get("rope_scaling") or {})
@@ -103,4 +154,18 @@ def _rope_parameters(values):
     params = dict(params)
     params["rope_type"] = params.get("rope_type", params.get("type", "default"))
     params.setdefault("rope_theta", values.get("rope_theta", 10000.0))
+    if values.get("partial_rotary_factor") is not None:
+        params.setdefault("partial_rotary_factor", values["partial_rotary_factor"])
+    if phi3 and params["rope_type"] in ("su", "yarn"):      # Phi3Config's older spellings
+        params["rope_type"] = "longrope"
+    if params["rope_type"] == "longrope":
+        max_positions = values.get("max_position_embeddings", 2048)
+        # a top-level original_max_position_embeddings wins, as transformers reads it
+        # (Phi3Config always has one: 4096 by default)
+        top = values.get("original_max_position_embeddings", 4096 if phi3 else None)
+        if top is not None:
+            params["original_max_position_embeddings"] = top
+        params.setdefault("original_max_position_embeddings", max_positions)
+        if params.get("factor") is None:
+            params["factor"] = max_positions / params["original_max_position_embeddings"]
     return params
