@@ -43,9 +43,9 @@ def peft_gpt2(path, targets, **overrides):
     return model.double()
 
 
-def a_batch():
+def a_batch(T=10):
     rng = np.random.default_rng()
-    B, T = 3, 10
+    B = 3
     ids = rng.integers(0, V, (B, T))
     mask = np.ones((B, T), np.int64)
     mask[2, 7:] = 0                                   # a right-padded row
