@@ -19,7 +19,7 @@ from py_engine.train.chat import CausalTrainConfig, ChatModel
 from test_chat_model import random_examples
 from test_gpt2_gpu import check, gpu_step
 from test_gpt2_lora_oracle import a_batch, engine_step
-from test_phi3_lora_oracle import ALL, STEPS, peft_phi3
+from test_phi3_lora_oracle import ALL, STEPS, peft_phi3, with_padding_tokens
 from tiny_chat import tiny_chat_dir
 
 
@@ -39,7 +39,7 @@ def test_full_finetuning_step_on_the_gpu_matches_numpy(tmp_path, device):
     tiny_phi3(tmp_path, **CASES["longrope"])
     checkpoint = DecoderCheckpoint.load(tmp_path)
     model = LlamaModel(checkpoint.config, None)
-    ids, mask, labels = a_batch(ORIGINAL + 4)
+    ids, mask, labels = with_padding_tokens(a_batch(ORIGINAL + 4))
     want_loss, want = engine_step(model, checkpoint, {}, ids, mask, labels)
     got_loss, got = gpu_step(device, model, checkpoint, {}, ids, mask, labels)
     check(got_loss, got, want_loss, want)

@@ -72,10 +72,18 @@ def test_lora_step_matches_peft(tmp_path, targets, case, T):
         assert relative(grads[name], ref) <= GRAD_BOUND, name
 
 
+def with_padding_tokens(batch):
+    """The batch with pad_token_id among its real tokens: transformers' embedding gives that
+    row no gradient (padding_idx)."""
+    ids, mask, labels = batch
+    ids[0, 4] = ids[1, 2] = TINY["pad_token_id"]
+    return ids, mask, np.where(mask == 1, np.where(labels == -100, -100, ids), -100)
+
+
 @pytest.mark.parametrize("case, T", STEPS)
 def test_full_finetuning_step_matches_torch(tmp_path, case, T):
     hf = tiny_phi3(tmp_path, **CASES[case])
-    ids, mask, labels = a_batch(T)
+    ids, mask, labels = with_padding_tokens(a_batch(T))
     checkpoint = DecoderCheckpoint.load(tmp_path)
     model = LlamaModel(checkpoint.config, None)
     loss, grads = engine_step(model, checkpoint, {}, ids, mask, labels)
@@ -86,6 +94,7 @@ def test_full_finetuning_step_matches_torch(tmp_path, case, T):
     assert set(model.trainable) == set(torch_grads)
     for name in model.trainable:
         assert relative(grads[name], torch_grads[name].grad.numpy()) <= GRAD_BOUND, name
+    assert not grads["model.embed_tokens.weight"][TINY["pad_token_id"]].any()
 
 
 def test_peft_adapter_loads_and_ours_loads_in_peft(tmp_path):

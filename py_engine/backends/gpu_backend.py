@@ -407,15 +407,15 @@ class GpuBackend:
                                  vocab=table.shape[0], positions=T, type_vocab=1)
         return out
 
-    def gather_rows_backward(self, dy, ids, dtable):
+    def gather_rows_backward(self, dy, ids, dtable, padding=None):
         """dtable[ids[i]] += dy[i]: the embedding kernel's word-table backward (deterministic:
-        each table row sums its tokens in order, no atomics)."""
+        each table row sums its tokens in order, no atomics); the row `padding` gets nothing."""
         B, T = ids.shape
         width = dtable.shape[1]
         types, _, _ = self._zeros[(B, T, width)]
         self.k.embedding.backward(self.program, dy.buffer, ids.buffer, types, dtable.buffer, None,
                                   None, batch=B, seq=T, hidden=width, vocab=dtable.shape[0],
-                                  positions=T, type_vocab=1, accumulate=True)
+                                  positions=T, type_vocab=1, accumulate=True, padding=padding)
 
     def position_rows(self, table, B, T, position):
         """Learned positions: rows position .. position + T - 1 of `table` (position an int or

@@ -222,9 +222,14 @@ class NumpyBackend:
         """table[ids] as [B*T, width] (a frozen embedding: no backward)."""
         return table[np.asarray(ids).ravel()]
 
-    def gather_rows_backward(self, dy, ids, dtable):
-        """dtable[ids[i]] += dy[i] (repeated ids add up)."""
-        np.add.at(dtable, np.asarray(ids).ravel(), dy)
+    def gather_rows_backward(self, dy, ids, dtable, padding=None):
+        """dtable[ids[i]] += dy[i] (repeated ids add up), except for the row `padding` (torch's
+        nn.Embedding padding_idx: its tokens give the table no gradient)."""
+        ids = np.asarray(ids).ravel()
+        if padding is not None:
+            keep = ids != padding
+            ids, dy = ids[keep], dy[keep]
+        np.add.at(dtable, ids, dy)
 
     def rmsnorm(self, x, weight, eps):
         y, rstd = rms_ops.rmsnorm_forward(x, weight, eps)

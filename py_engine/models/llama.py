@@ -141,7 +141,8 @@ class LlamaModel(DecoderModel):
             if needed:
                 dx = be.add(dx, self._norm_backward(be, dh, s["ln1"], p + "input_layernorm.weight"))
         if self.full:
-            be.gather_rows_backward(dx, saved["ids"], be.grad("model.embed_tokens.weight"))
+            be.gather_rows_backward(dx, saved["ids"], be.grad("model.embed_tokens.weight"),
+                                    padding=c.pad_token_id)
 
 
 def shift_labels(labels):

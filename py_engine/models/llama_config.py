@@ -65,6 +65,8 @@ class LlamaConfig:
         self.initializer_range = need("initializer_range", float, 0.02)
         self.bos_token_id = values.get("bos_token_id")
         self.eos_token_id = values.get("eos_token_id")
+        # transformers' padding_idx: the embedding row no token's gradient reaches
+        self.pad_token_id = _padding_row(values.get("pad_token_id"), self.vocab_size)
         self._validate()
 
     def _validate(self):
@@ -144,6 +146,15 @@ class LlamaConfig:
     def checkpoint_layout(self, tensors):
         """Tensors as the checkpoint stores them: the engine's own layout."""
         return tensors
+
+
+def _padding_row(pad, vocab_size):
+    """pad_token_id as nn.Embedding takes it for padding_idx (negative counts from the end)."""
+    if pad is None:
+        return None
+    if isinstance(pad, bool) or not isinstance(pad, int) or not -vocab_size <= pad < vocab_size:
+        raise ConfigError(f"pad_token_id {pad!r} is not a row of the {vocab_size}-token embedding")
+    return pad % vocab_size
 
 
 def _rope_parameters(values, phi3=False):
