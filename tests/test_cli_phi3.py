@@ -2,26 +2,18 @@
 config.json, the adapter is PEFT's (LoRA on the fused qkv_proj by default, PEFT's module name)
 and generates as transformers + PEFT do."""
 
-import json
-
 import torch
 from peft import PeftModel
 from transformers import AutoTokenizer, Phi3ForCausalLM
 
-from test_cli_classifier import cli, write_jsonl
-from test_cli_gpt2 import ROWS
+from test_cli_classifier import cli
+from test_cli_gpt2 import train_adapter
 from tiny_chat import tiny_chat_dir
 
 
 def test_train_and_generate_a_phi3_adapter(tmp_path):
     model = tiny_chat_dir(tmp_path, "phi3", initializer_range=0.2)
-    data = write_jsonl(tmp_path / "chat.jsonl", ROWS * 2)
-    out = tmp_path / "adapter"
-    trained = cli("train", "--model", model, "--data", data, "--out", out, "--epochs", 1,
-                  "--lr", 1e-2, "--batch-size", 2)
-    steps = [json.loads(line) for line in trained.stderr.splitlines() if line.startswith('{"step"')]
-    assert len(steps) == 2
-    config = json.loads((out / "adapter_config.json").read_text())
+    out, config = train_adapter(tmp_path, model)
     assert config["target_modules"] == ["qkv_proj"]
 
     prompt = "What is the capital of France?"

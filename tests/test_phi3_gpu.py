@@ -6,18 +6,15 @@ LongRoPE's short and long factors; 32 greedy tokens from the GPU decoder equal t
 
 import numpy as np
 import pytest
-import torch
 
-from conftest import run
 from phi3_checkpoints import CASES, ORIGINAL, TINY, tiny_phi3
 from py_engine.formats.peft_adapter import load_adapter
-from py_engine.generate import GpuDecoder
 from py_engine.models.checkpoint import DecoderCheckpoint
 from py_engine.models.llama import LlamaModel
 from py_engine.models.lora_config import LoraConfig
-from py_engine.train.chat import CausalTrainConfig, ChatModel
-from test_chat_model import random_examples
-from test_gpt2_gpu import check, gpu_step
+from test_gpt2_gpu import check, check_gpu_run, f16_rounded, gpu_greedy, gpu_step
+from test_gpt2_gpu import host_run as gpt2_host_run
+from test_gpt2_reference import hf_greedy
 from test_gpt2_lora_oracle import a_batch, engine_step
 from test_phi3_lora_oracle import ALL, STEPS, peft_phi3, with_padding_tokens
 from tiny_chat import tiny_chat_dir
@@ -47,41 +44,21 @@ def test_full_finetuning_step_on_the_gpu_matches_numpy(tmp_path, device):
 
 @pytest.mark.parametrize("case, half", [("no-scaling", False), ("longrope", False), ("longrope", True)])
 def test_gpu_greedy_generation_matches_transformers(tmp_path, device, case, half):
+    """With LongRoPE the 37 tokens pass its switch at 12: the GPU decoder re-runs the sequence
+    there, on the long factors' programs, as transformers' generate does."""
     hf = tiny_phi3(tmp_path, initializer_range=0.2, **CASES[case])
-    if half:     # transformers on the same f16-rounded linear weights
-        with torch.no_grad():
-            for name, p in hf.named_parameters():
-                if p.dim() == 2 and "embed_tokens" not in name:
-                    p.copy_(p.half().double())
+    if half:
+        f16_rounded(hf, ("embed_tokens",))
     prompt = [int(t) for t in np.random.default_rng(7).integers(0, TINY["vocab_size"], 5)]
-    with torch.no_grad():
-        out = hf.generate(torch.as_tensor([prompt]), max_new_tokens=32, do_sample=False,
-                          eos_token_id=None, pad_token_id=0, min_new_tokens=32)
-    decoder = run(GpuDecoder.load(device, tmp_path, half=half, max_length=64))
-    tokens, logits = [], run(decoder.prefill(prompt))
-    for _ in range(32):
-        tokens.append(int(np.argmax(logits)))
-        logits = run(decoder.step(tokens[-1]))
-    assert tokens == out[0, len(prompt):].tolist()
-    if case == "longrope":      # both sides of the switch were recorded
-        assert sorted(decoder._decode) == [False, True]
+    assert gpu_greedy(device, tmp_path, prompt, half) == hf_greedy(hf, prompt)
 
 
 def host_run(path, examples, prompt, backend):
     """(losses, greedy reply) of two LoRA epochs on every Phi-3 projection, through ChatModel."""
-    lora = LoraConfig(r=4, lora_alpha=8, target_modules=ALL)
-    chat = run(ChatModel.create(path, lora=lora, backend=backend, seed=1))
-    history = run(chat.fit(examples, CausalTrainConfig(epochs=2, lr=2e-2, batch_size=4)))
-    return [h.loss for h in history], run(chat.generate(prompt, max_new_tokens=10))
+    return gpt2_host_run(path, examples, prompt, backend, targets=ALL)
 
 
 def test_phi3_chat_model_on_the_native_gpu_matches_numpy(tmp_path):
     """ChatModel's LoRA training run and greedy reply on the GPU backend equal the NumPy
     backend's (tests/test_phi3_browser.py runs it in Chromium)."""
-    path = tiny_chat_dir(tmp_path, "phi3", initializer_range=0.2)
-    examples = random_examples(8, 320)
-    prompt = "What is the capital of France?"
-    losses, want = host_run(path, examples, prompt, "numpy")
-    gpu_losses, got = host_run(path, examples, prompt, "gpu")
-    np.testing.assert_allclose(gpu_losses, losses, rtol=1e-4)
-    assert got.ids == want.ids
+    check_gpu_run(tiny_chat_dir(tmp_path, "phi3", initializer_range=0.2), ALL)

@@ -10,8 +10,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from peft import LoraConfig as PeftLoraConfig
-from peft import PeftModel, TaskType, get_peft_model
+from peft import PeftModel
 from transformers import Phi3ForCausalLM
 
 from conftest import run
@@ -21,7 +20,7 @@ from py_engine.generate import NumpyDecoder
 from py_engine.models.checkpoint import DecoderCheckpoint
 from py_engine.models.llama import LlamaModel
 from py_engine.models.lora_config import LoraConfig
-from test_gpt2_lora_oracle import a_batch, engine_step, relative, torch_step
+from test_gpt2_lora_oracle import a_batch, engine_step, peft_adapter, relative, torch_step
 
 V = TINY["vocab_size"]
 ALL = ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]
@@ -35,15 +34,7 @@ STEPS = [("no-scaling", 10), ("longrope", 10), ("longrope", ORIGINAL + 4)]
 def peft_phi3(path, targets, case="no-scaling"):
     """The tiny checkpoint under path / "model" and a PEFT adapter (lora_B non-zero) under
     path / "adapter"; returns the PEFT model in float64."""
-    base = tiny_phi3(path / "model", **CASES[case]).float()
-    model = get_peft_model(base, PeftLoraConfig(task_type=TaskType.CAUSAL_LM, r=4, lora_alpha=8,
-                                                lora_dropout=0.0, target_modules=targets))
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.copy_(0.1 * torch.randn_like(p))
-    model.save_pretrained(path / "adapter")
-    return model.double()
+    return peft_adapter(tiny_phi3(path / "model", **CASES[case]), path, targets)
 
 
 def peft_grads(peft):

@@ -10,10 +10,10 @@ import torch
 from conftest import run
 from phi3_checkpoints import CASES, ORIGINAL, TINY, tiny_phi3
 from py_engine.generate import NumpyDecoder
-from py_engine.generate.generation import generate
 from py_engine.models.bert_config import ConfigError
 from py_engine.models.checkpoint import CheckpointError, DecoderCheckpoint
 from py_engine.models.llama_config import LlamaConfig
+from test_gpt2_reference import hf_greedy, numpy_greedy
 
 V = TINY["vocab_size"]
 # transformers computes the rope tables in float32 (angle errors ~ p * 6e-8): Llama's bound
@@ -59,22 +59,10 @@ def test_prompt_longer_than_the_switch(checkpoint):
     assert relative(run(decoder.prefill(ids)), hf_last_logits(hf, ids)) <= BOUND
 
 
-class _Ids:
-    """A tokenizer stand-in for generate(): the ids themselves are the text."""
-
-    def decode(self, ids, skip_special_tokens=True):
-        return " ".join(map(str, ids))
-
-
 def test_greedy_generation_matches_transformers(checkpoint):
     case, hf, path = checkpoint
     prompt = [int(t) for t in np.random.default_rng(7).integers(0, V, 5)]
-    with torch.no_grad():
-        out = hf.generate(torch.as_tensor([prompt]), max_new_tokens=32, do_sample=False,
-                          eos_token_id=None, pad_token_id=0, min_new_tokens=32)
-    decoder = NumpyDecoder.load(path, dtype=np.float64)
-    result = run(generate(decoder, _Ids(), prompt, max_new_tokens=32, greedy=True))
-    assert result.ids == out[0, len(prompt):].tolist()
+    assert numpy_greedy(path, prompt) == hf_greedy(hf, prompt)
 
 
 def test_config_reads_phi3_as_transformers_does(tmp_path):
