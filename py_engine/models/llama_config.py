@@ -49,7 +49,8 @@ class LlamaConfig:
         self.num_key_value_heads = need("num_key_value_heads", int, values.get("num_attention_heads"))
         self.intermediate_size = need("intermediate_size")
         self.max_position_embeddings = need("max_position_embeddings", int, 2048)
-        self.rms_norm_eps = need("rms_norm_eps", float, PHI3_RMS_NORM_EPS if self.fused_projections else RMS_NORM_EPS)
+        self.rms_norm_eps = need("rms_norm_eps", float,
+                                 PHI3_RMS_NORM_EPS if self.fused_projections else RMS_NORM_EPS)
         self.hidden_act = values.get("hidden_act", "silu")
         self.tie_word_embeddings = bool(values.get("tie_word_embeddings", False))
         # Qwen2 has biases on q, k, v (not o); Llama's attention_bias puts them on all four.
@@ -60,8 +61,11 @@ class LlamaConfig:
         self.rope_parameters = _rope_parameters(values, self.model_type in PHI3_TYPES)
         # Phi-3's sliding window: sequences up to it are plain causal attention
         self.sliding_window = values.get("sliding_window") if self.fused_projections else None
+        # Phi-3's dropout rates, refused unless 0 (the Llama family's attention_dropout is
+        # not read, as before)
         self.dropout = {name: float(values.get(name) or 0.0)
-                        for name in ("embd_pdrop", "resid_pdrop", "attention_dropout")}
+                        for name in ("embd_pdrop", "resid_pdrop", "attention_dropout")
+                        if self.fused_projections}
         self.initializer_range = need("initializer_range", float, 0.02)
         self.bos_token_id = values.get("bos_token_id")
         self.eos_token_id = values.get("eos_token_id")
