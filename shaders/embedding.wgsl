@@ -32,6 +32,8 @@ struct Embedding {
   vocab: u32,       // rows of the word table
   positions: u32,   // rows of the position table
   type_vocab: u32,  // rows of the token-type table
+  padding: u32,     // the word row that gets no gradient (nn.Embedding's padding_idx); NONE: none
+  unused: u32,
 }
 
 // --- embedding_forward ---------------------------------------------------------------------
@@ -88,7 +90,7 @@ fn embedding_backward_word(@builtin(global_invocation_id) gid: vec3<u32>,
     let p = i / H;
     let c = i % H;
     let v = word_row(p);
-    if (first_with_id(p, v)) {
+    if (v != word_shape.padding && first_with_id(p, v)) {
       var total = 0.0;
       for (var q = p; q < word_shape.tokens; q++) {
         if (word_row(q) == v) {

@@ -21,19 +21,21 @@ from py_engine.train.chat import ChatModel
 from py_engine.train.classifier import TextClassifier
 
 PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+PHI3_PROJECTIONS = ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]      # fused
 LABELS = ["neg", "neutral", "pos"]
 # Rows of 32 and 64 inputs: every linear splits into GGUF's 32-value quantization blocks.
 CHAT_SIZES = dict(intermediate_size=64)
 
 
 def chat_with_adapter(path, family="llama", seed=0, r=4, lora_alpha=8, use_rslora=False):
-    """(model_dir, adapter_dir): a tiny chat checkpoint and a PEFT adapter on all seven
-    projections with lora_B drawn at random (PEFT starts it at zero)."""
+    """(model_dir, adapter_dir): a tiny chat checkpoint and a PEFT adapter on all its
+    projections (seven; Phi-3's four) with lora_B drawn at random (PEFT starts it at zero)."""
     model_dir = tiny_chat_dir(path, family=family, seed=seed, **CHAT_SIZES)
     torch.manual_seed(seed + 1)
     base = AutoModelForCausalLM.from_pretrained(model_dir)
     peft = get_peft_model(base, LoraConfig(task_type=TaskType.CAUSAL_LM, r=r,
-                                           lora_alpha=lora_alpha, target_modules=PROJECTIONS,
+                                           lora_alpha=lora_alpha,
+                                           target_modules=PHI3_PROJECTIONS if family == "phi3" else PROJECTIONS,
                                            use_rslora=use_rslora))
     with torch.no_grad():
         for name, p in peft.named_parameters():

@@ -17,15 +17,21 @@ ROWS = [{"messages": [{"role": "user", "content": "Hello! How are you today?"},
         {"prompt": "What is the capital of France?", "response": "The capital of France is Paris."}]
 
 
-def test_train_and_generate_a_dialogpt_adapter(tmp_path):
-    model = tiny_dialogpt_dir(tmp_path / "dialogpt")
+def train_adapter(tmp_path, model):
+    """`py-engine train` of `model` on ROWS twice, one epoch of two steps, into tmp_path /
+    "adapter"; (that directory, its adapter_config.json)."""
     data = write_jsonl(tmp_path / "chat.jsonl", ROWS * 2)
     out = tmp_path / "adapter"
     trained = cli("train", "--model", model, "--data", data, "--out", out, "--epochs", 1,
                   "--lr", 1e-2, "--batch-size", 2)
     steps = [json.loads(line) for line in trained.stderr.splitlines() if line.startswith('{"step"')]
     assert len(steps) == 2
-    config = json.loads((out / "adapter_config.json").read_text())
+    return out, json.loads((out / "adapter_config.json").read_text())
+
+
+def test_train_and_generate_a_dialogpt_adapter(tmp_path):
+    model = tiny_dialogpt_dir(tmp_path / "dialogpt")
+    out, config = train_adapter(tmp_path, model)
     assert config["fan_in_fan_out"] is True and config["target_modules"] == ["c_attn"]
 
     prompt = "What is the capital of France?"
@@ -49,4 +55,4 @@ def test_a_decoder_of_another_family_is_refused_naming_the_supported(tmp_path):
     out = cli("train", "--model", model, "--data", data, "--out", tmp_path / "x", check=False)
     assert out.returncode == 2
     assert "model_type 'gpt_neo' is a decoder py_engine does not run; supported decoders: " \
-           "Llama (llama, qwen2, mistral), Gemma (gemma), GPT-2 (gpt2)" in out.stderr
+           "Llama (llama, qwen2, mistral), " in out.stderr and "GPT-2 (gpt2)" in out.stderr

@@ -275,7 +275,7 @@ def test_presets_need_no_local_model(ws, tmp_path, capsys):
     assert code == 0, err
     config = json.loads((tmp_path / "phi" / "adapter" / "adapter_config.json").read_text())
     assert config["target_modules"] == ["qkv_proj"] and config["task_type"] == "CAUSAL_LM"
-    assert "py_engine does not run it" in (tmp_path / "phi" / "README.md").read_text()
+    assert "py_engine does not run it" not in (tmp_path / "phi" / "README.md").read_text()
     # The folder's script resolves its base from the job, or from --base.
     script = job_script(tmp_path / "smol")
     job = json.loads((tmp_path / "smol" / "job.json").read_text())

@@ -22,6 +22,7 @@ from py_engine.train.batch import Batch
 from py_engine.train.chat import CausalTrainConfig, ChatModel
 from test_chat_model import random_examples
 from test_gpt2_lora_oracle import ALL, DROPOUT, a_batch, engine_step, peft_gpt2, relative
+from test_gpt2_reference import hf_greedy
 
 # f32 on the GPU against float64: the Llama family's bounds (lavapipe measured: loss 1e-7,
 # gradients 6e-7 LoRA, 3e-7 full).
@@ -103,29 +104,38 @@ def test_full_finetuning_step_on_the_gpu_matches_numpy(tmp_path, device, dropout
     check(got_loss, got, want_loss, {n: g for n, g in want.items()})
 
 
+def f16_rounded(hf, tables):
+    """transformers on the f16-rounded linear weights the GPU decoder holds with half=True
+    (every matrix but the named embedding tables)."""
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            if p.dim() == 2 and not any(t in name for t in tables):
+                p.copy_(p.half().double())
+
+
+def gpu_greedy(device, path, prompt, half, n=32):
+    """The GPU decoder's n greedy tokens after `prompt` (a cache of 64)."""
+    decoder = run(GpuDecoder.load(device, path, half=half, max_length=64))
+    tokens, logits = [], run(decoder.prefill(prompt))
+    for _ in range(n):
+        tokens.append(int(np.argmax(logits)))
+        logits = run(decoder.step(tokens[-1]))
+    return tokens
+
+
 @pytest.mark.parametrize("half", [False, True])
 def test_gpu_greedy_generation_matches_transformers(tmp_path, device, half):
     hf = tiny_gpt2(tmp_path, initializer_range=0.2)
-    if half:     # transformers on the same f16-rounded linear weights
-        with torch.no_grad():
-            for name, p in hf.named_parameters():
-                if p.dim() == 2 and "wte" not in name and "wpe" not in name:
-                    p.copy_(p.half().double())
+    if half:
+        f16_rounded(hf, ("wte", "wpe"))
     prompt = [int(t) for t in np.random.default_rng(7).integers(0, TINY["vocab_size"], 5)]
-    with torch.no_grad():
-        out = hf.generate(torch.as_tensor([prompt]), max_new_tokens=32, do_sample=False,
-                          eos_token_id=None, pad_token_id=0, min_new_tokens=32)
-    decoder = run(GpuDecoder.load(device, tmp_path, half=half, max_length=64))
-    tokens, logits = [], run(decoder.prefill(prompt))
-    for _ in range(32):
-        tokens.append(int(np.argmax(logits)))
-        logits = run(decoder.step(tokens[-1]))
-    assert tokens == out[0, len(prompt):].tolist()
+    assert gpu_greedy(device, tmp_path, prompt, half) == hf_greedy(hf, prompt)
 
 
-def host_run(path, examples, prompt, backend):
-    """(losses, greedy reply) of two LoRA epochs on all of GPT-2's linears, through ChatModel."""
-    lora = LoraConfig(r=4, lora_alpha=8, target_modules=ALL)
+def host_run(path, examples, prompt, backend, targets=ALL):
+    """(losses, greedy reply) of two LoRA epochs on `targets` (all of GPT-2's linears), through
+    ChatModel."""
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=targets)
     chat = run(ChatModel.create(path, lora=lora, backend=backend, seed=1))
     history = run(chat.fit(examples, CausalTrainConfig(epochs=2, lr=2e-2, batch_size=4)))
     return [h.loss for h in history], run(chat.generate(prompt, max_new_tokens=10))
@@ -135,10 +145,14 @@ def test_gpt2_chat_model_on_the_native_gpu_matches_numpy(tmp_path):
     """ChatModel's LoRA training run (dropout on, as DialoGPT's config has it) and greedy reply
     on the GPU backend equal the NumPy backend's (tests/test_gpt2_browser.py runs it in
     Chromium)."""
-    path = tiny_dialogpt_dir(tmp_path / "dialogpt", initializer_range=0.2, **DROPOUT)
+    check_gpu_run(tiny_dialogpt_dir(tmp_path / "dialogpt", initializer_range=0.2, **DROPOUT))
+
+
+def check_gpu_run(path, targets=ALL):
+    """host_run's losses on the GPU within 1e-4 of NumPy's, and the same greedy reply."""
     examples = random_examples(8, 320)
     prompt = "What is the capital of France?"
-    losses, want = host_run(path, examples, prompt, "numpy")
-    gpu_losses, got = host_run(path, examples, prompt, "gpu")
+    losses, want = host_run(path, examples, prompt, "numpy", targets)
+    gpu_losses, got = host_run(path, examples, prompt, "gpu", targets)
     np.testing.assert_allclose(gpu_losses, losses, rtol=1e-4)
     assert got.ids == want.ids

@@ -31,10 +31,15 @@ LOSS_BOUND, GRAD_BOUND = 1e-6, 1e-5
 def peft_gpt2(path, targets, **overrides):
     """The tiny checkpoint (config `overrides`) under path / "model" and a PEFT adapter (lora_B
     non-zero) under path / "adapter"; returns the PEFT model in float64."""
-    base = tiny_gpt2(path / "model", **overrides).float()
-    model = get_peft_model(base, PeftLoraConfig(task_type=TaskType.CAUSAL_LM, r=4, lora_alpha=8,
-                                                lora_dropout=0.0, target_modules=targets,
-                                                fan_in_fan_out=True))
+    return peft_adapter(tiny_gpt2(path / "model", **overrides), path, targets, fan_in_fan_out=True)
+
+
+def peft_adapter(base, path, targets, **options):
+    """PEFT's LoRA (r 4, alpha 8, `options`) on `targets` of the float64 model `base`, lora_B
+    drawn non-zero, saved under path / "adapter"; returns the PEFT model in float64."""
+    model = get_peft_model(base.float(), PeftLoraConfig(task_type=TaskType.CAUSAL_LM, r=4,
+                                                        lora_alpha=8, lora_dropout=0.0,
+                                                        target_modules=targets, **options))
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "lora_B" in name:
@@ -43,9 +48,9 @@ def peft_gpt2(path, targets, **overrides):
     return model.double()
 
 
-def a_batch():
+def a_batch(T=10):
     rng = np.random.default_rng()
-    B, T = 3, 10
+    B = 3
     ids = rng.integers(0, V, (B, T))
     mask = np.ones((B, T), np.int64)
     mask[2, 7:] = 0                                   # a right-padded row

@@ -44,9 +44,12 @@ def test_forward_matches_numpy(device, emb, rng, batch, seq):
     assert rel_error(got, expected) <= FORWARD_BOUND
 
 
+@pytest.mark.parametrize("padding", [None, 7])
 @pytest.mark.parametrize("accumulate", [False, True])
 @pytest.mark.parametrize("batch, seq", [(4, 10), (1, 1)])
-def test_backward_matches_numpy(device, emb, rng, batch, seq, accumulate):
+def test_backward_matches_numpy(device, emb, rng, batch, seq, accumulate, padding):
+    """With `padding` (nn.Embedding's padding_idx, an id the inputs repeat) that word row keeps
+    its start: cleared, or the accumulated values."""
     ids, type_ids = random_inputs(rng, batch, seq)
     dout = rng.standard_normal((batch * seq, HIDDEN), dtype=np.float32)
     shapes = [(VOCAB, HIDDEN), (POSITIONS, HIDDEN), (TYPES, HIDDEN)]
@@ -59,9 +62,12 @@ def test_backward_matches_numpy(device, emb, rng, batch, seq, accumulate):
     program = device.program()
     emb.backward(program, device.buffer_from(dout), device.buffer_from(ids), device.buffer_from(type_ids),
                  *grads, batch=batch, seq=seq, hidden=HIDDEN, vocab=VOCAB, positions=POSITIONS,
-                 type_vocab=TYPES, accumulate=accumulate)
+                 type_vocab=TYPES, accumulate=accumulate, padding=padding)
     got = read(program, *grads)
-    expected = embedding_backward(dout.astype(np.float64), ids, type_ids, VOCAB, POSITIONS, TYPES)
+    expected = embedding_backward(dout.astype(np.float64), ids, type_ids, VOCAB, POSITIONS, TYPES,
+                                  padding_idx=padding)
+    if padding is not None:
+        assert np.array_equal(got[0].reshape(VOCAB, HIDDEN)[padding], start[0][padding])
     for out, s, e in zip(got, start, expected):
         assert rel_error(out, s + e) <= BACKWARD_BOUND
 

@@ -8,7 +8,7 @@ from conftest import read, rel_error, run
 
 from py_engine.gpu.selfcheck import poisoned
 from py_engine.gpu import Variable
-from py_engine.kernels.rope import RopeKernels, rope_inv_freq, rope_tables
+from py_engine.kernels.rope import RopeKernels, rope_attention_scaling, rope_inv_freq, rope_tables
 from py_engine.ops import rope as ops
 
 # f32 against float64: tables rounded once to f32, then a product and an fma per element
@@ -24,16 +24,26 @@ def rope(device):
     return run(RopeKernels.load(device))
 
 
-@pytest.mark.parametrize("head_dim, params", [
-    (2, None), (64, {"rope_theta": 500000.0}), (32, {"rope_type": "linear", "factor": 4.0}),
-    (64, LLAMA3),
+LONGROPE = {"rope_type": "longrope", "original_max_position_embeddings": 40, "factor": 3.0,
+            "short_factor": [1.0 + 0.01 * j for j in range(8)],
+            "long_factor": [1.0 + 0.9 * j for j in range(8)]}
+
+
+@pytest.mark.parametrize("head_dim, params, seq_len", [
+    (2, None, None), (64, {"rope_theta": 500000.0}, None),
+    (32, {"rope_type": "linear", "factor": 4.0}, None), (64, LLAMA3, None),
+    (16, LONGROPE, 40), (16, LONGROPE, 41), (16, dict(LONGROPE, attention_factor=0.9), 50),
 ])
-def test_python_tables_match_numpy(head_dim, params):
+def test_python_tables_match_numpy(head_dim, params, seq_len):
+    """The same frequencies (LongRoPE's short or long factors by seq_len) and the same tables,
+    times LongRoPE's attention factor."""
     positions = 50
-    inv = rope_inv_freq(head_dim, params)
-    np.testing.assert_allclose(inv, ops.rope_inv_freq(head_dim, params), rtol=1e-14)
-    cos, sin = rope_tables(inv, positions)
-    ref_cos, ref_sin = ops.rope_tables(ops.rope_inv_freq(head_dim, params), positions)
+    inv = rope_inv_freq(head_dim, params, seq_len)
+    np.testing.assert_allclose(inv, ops.rope_inv_freq(head_dim, params, seq_len), rtol=1e-14)
+    scaling = rope_attention_scaling(params)
+    cos, sin = rope_tables(inv, positions, scaling)
+    ref_cos, ref_sin = ops.rope_tables(ops.rope_inv_freq(head_dim, params, seq_len), positions,
+                                       scaling=scaling)
     # one f32 rounding of each value
     np.testing.assert_allclose(np.asarray(cos), ref_cos.ravel(), rtol=0, atol=6e-8)
     np.testing.assert_allclose(np.asarray(sin), ref_sin.ravel(), rtol=0, atol=6e-8)

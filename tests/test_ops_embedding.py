@@ -47,3 +47,16 @@ def test_matches_bert_embeddings_before_layernorm(rng):
                              module.position_embeddings.weight.detach().numpy(),
                              module.token_type_embeddings.weight.detach().numpy())
     np.testing.assert_allclose(ours, expected.reshape(12, HIDDEN).numpy(), rtol=1e-12)
+
+
+def test_padding_row_gets_no_gradient_as_in_torch(rng):
+    """padding_idx: torch's nn.Embedding gives that row no gradient, whatever its tokens' dout."""
+    ids = rng.integers(0, VOCAB, (2, 6))
+    ids[0, :2] = ids[1, 4] = 3
+    dout = rng.standard_normal((12, HIDDEN))
+    word = torch.tensor(tables(rng)[0], requires_grad=True)
+    torch.nn.functional.embedding(torch.tensor(ids), word, padding_idx=3).reshape(12, HIDDEN) \
+        .backward(torch.tensor(dout))
+    dword = embedding_backward(dout, ids, np.zeros_like(ids), VOCAB, POSITIONS, TYPES, padding_idx=3)[0]
+    assert not dword[3].any()
+    np.testing.assert_allclose(dword, word.grad.numpy(), rtol=1e-12, atol=1e-12)

@@ -140,3 +140,42 @@ def test_rope_errors():
         rope_forward(np.zeros((6, 16)), cos, sin, 2)
     with pytest.raises(ValueError, match="heads"):
         rope_forward(np.zeros((4, 16)), cos, sin, 3)
+
+
+def phi3_longrope(head_dim=16, attention_factor=None):
+    """A Phi3Config with LongRoPE (short and long factors of its own), switching at 24."""
+    from transformers import Phi3Config
+
+    g = np.random.default_rng(3)
+    rope = {"rope_type": "longrope", "rope_theta": 10000.0,
+            "short_factor": (1 + 0.3 * g.random(head_dim // 2)).tolist(),
+            "long_factor": (1 + 8 * g.random(head_dim // 2)).tolist()}
+    if attention_factor is not None:
+        rope["attention_factor"] = attention_factor
+    return Phi3Config(hidden_size=4 * head_dim, num_attention_heads=4, num_key_value_heads=2,
+                      max_position_embeddings=256, original_max_position_embeddings=24,
+                      rope_parameters=rope)
+
+
+@pytest.mark.parametrize("attention_factor", [None, 1.3])
+@pytest.mark.parametrize("seq", [24, 25, 40])
+def test_longrope_matches_phi3_rotary_embedding(seq, attention_factor):
+    """Phi-3's LongRoPE: short factors for sequences up to original_max_position_embeddings,
+    long ones past it, cos and sin times the attention factor (by default sqrt(1 + ln(256 /
+    24) / ln(24))), as transformers' Phi3RotaryEmbedding computes them for position ids 0..seq-1."""
+    from transformers.models.phi3.modeling_phi3 import Phi3RotaryEmbedding
+
+    from py_engine.kernels.rope import rope_attention_scaling
+
+    config = phi3_longrope(attention_factor=attention_factor)
+    rotary = Phi3RotaryEmbedding(config)
+    params = dict(config.rope_parameters, factor=256 / 24)      # as LlamaConfig fills it in
+    scaling = rope_attention_scaling(params)
+    assert scaling == pytest.approx(rotary.attention_scaling, rel=1e-12)
+    assert scaling == pytest.approx(attention_factor or np.sqrt(1 + np.log(256 / 24) / np.log(24)))
+    cos_t, sin_t = rotary(torch.zeros(1, dtype=torch.float32), torch.arange(seq)[None, :])
+    cos, sin = rope_tables(rope_inv_freq(16, params, seq), seq, scaling=scaling)
+    np.testing.assert_allclose(cos_t[0].double().numpy(), np.concatenate([cos, cos], -1), atol=2e-6)
+    np.testing.assert_allclose(sin_t[0].double().numpy(), np.concatenate([sin, sin], -1), atol=2e-6)
+    other = rope_inv_freq(16, params, 24 if seq > 24 else 25)        # the other side of the switch
+    assert np.max(np.abs(other - rope_inv_freq(16, params, seq))) > 1e-3

@@ -4,7 +4,8 @@ BPE that the tokenizers library trains here on a small corpus, ChatML special to
 tokenizer_config.json with a ChatML chat template (Qwen2's, minus the tools branch).
 
     path = tiny_chat_dir(tmp_path, family="qwen2")      # or "llama" (untied) / "llama-tied",
-                                                        # "mistral" (window 8) / "gemma"
+                                                        # "mistral" (window 8) / "gemma" /
+                                                        # "phi3" (LongRoPE, switch at 16 tokens)
     tok = transformers.AutoTokenizer.from_pretrained(path)   # loads as any chat model does
 """
 
@@ -12,7 +13,8 @@ import json
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+from transformers import (LlamaConfig, LlamaForCausalLM, Phi3Config, Phi3ForCausalLM, Qwen2Config,
+                          Qwen2ForCausalLM)
 
 CHATML = ("{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
           "{{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}{% endif %}"
@@ -68,6 +70,11 @@ def tiny_chat_dir(path, family="qwen2", seed=0, **overrides):
 
         model = GemmaForCausalLM(GemmaConfig(**dict(settings, num_attention_heads=2,
                                                     num_key_value_heads=1, head_dim=256)))
+    elif family == "phi3":
+        from phi3_checkpoints import longrope
+
+        model = Phi3ForCausalLM(Phi3Config(**dict(longrope(), original_max_position_embeddings=16,
+                                                  **settings)))
     else:
         raise ValueError(family)
     model.save_pretrained(out, safe_serialization=True)

@@ -417,15 +417,15 @@ class GpuBackend:
                                  vocab=table.shape[0], positions=T, type_vocab=1)
         return out
 
-    def gather_rows_backward(self, dy, ids, dtable):
+    def gather_rows_backward(self, dy, ids, dtable, padding=None):
         """dtable[ids[i]] += dy[i]: the embedding kernel's word-table backward (deterministic:
-        each table row sums its tokens in order, no atomics)."""
+        each table row sums its tokens in order, no atomics); the row `padding` gets nothing."""
         B, T = ids.shape
         width = dtable.shape[1]
         types, _, _ = self._zeros[(B, T, width)]
         self.k.embedding.backward(self.program, dy.buffer, ids.buffer, types, dtable.buffer, None,
                                   None, batch=B, seq=T, hidden=width, vocab=dtable.shape[0],
-                                  positions=T, type_vocab=1, accumulate=True)
+                                  positions=T, type_vocab=1, accumulate=True, padding=padding)
 
     def position_rows(self, table, B, T, position):
         """Learned positions: rows position .. position + T - 1 of `table` (position an int or
@@ -487,12 +487,17 @@ class GpuBackend:
                                            dweight.buffer, x.rows, x.cols, accumulate=True)
         return dx
 
-    def rope_tables(self, head_dim, rope_parameters, positions):
+    def rope_tables(self, head_dim, rope_parameters, positions, seq_len=None):
         """(cos, sin) buffers [positions, head_dim / 2] for positions 0 .. positions-1, made
-        once per shape (the RoPE kernels read them)."""
-        key = (head_dim, repr(sorted((rope_parameters or {}).items())), positions)
+        once per shape (the RoPE kernels read them), for sequences of `seq_len` tokens
+        (default: positions; longrope's factors depend on it)."""
+        from ..kernels.rope import uses_long_factor
+
+        seq_len = positions if seq_len is None else seq_len
+        key = (head_dim, repr(sorted((rope_parameters or {}).items())), positions,
+               uses_long_factor(rope_parameters, seq_len))
         if key not in self._rope:
-            self._rope[key] = self.k.rope.tables(head_dim, positions, rope_parameters)
+            self._rope[key] = self.k.rope.tables(head_dim, positions, rope_parameters, seq_len)
         return self._rope[key]
 
     def rope(self, x, tables, heads, seq, offset=0, backward=False):

@@ -25,6 +25,7 @@ from ..ops import causal_attention as causal_ops
 from ..ops import lm_head_loss as lm_ops
 from ..ops import pooling as pool_ops
 from ..ops import rmsnorm as rms_ops
+from ..kernels.rope import rope_attention_scaling, uses_long_factor
 from ..ops import rope as rope_ops
 from ..ops import swiglu as swiglu_ops
 
@@ -225,9 +226,14 @@ class NumpyBackend:
         """table[ids] as [B*T, width] (a frozen embedding: no backward)."""
         return table[np.asarray(ids).ravel()]
 
-    def gather_rows_backward(self, dy, ids, dtable):
-        """dtable[ids[i]] += dy[i] (repeated ids add up)."""
-        np.add.at(dtable, np.asarray(ids).ravel(), dy)
+    def gather_rows_backward(self, dy, ids, dtable, padding=None):
+        """dtable[ids[i]] += dy[i] (repeated ids add up), except for the row `padding` (torch's
+        nn.Embedding padding_idx: its tokens give the table no gradient)."""
+        ids = np.asarray(ids).ravel()
+        if padding is not None:
+            keep = ids != padding
+            ids, dy = ids[keep], dy[keep]
+        np.add.at(dtable, ids, dy)
 
     def rmsnorm(self, x, weight, eps, offset=0.0):
         """offset=1.0: Gemma's RMSNorm, scaling by (1 + weight)."""
@@ -242,12 +248,16 @@ class NumpyBackend:
         dweight += dw
         return dx
 
-    def rope_tables(self, head_dim, rope_parameters, positions):
-        """(cos, sin) [positions, head_dim / 2] for positions 0 .. positions-1, made once."""
-        key = (head_dim, repr(sorted((rope_parameters or {}).items())), positions)
+    def rope_tables(self, head_dim, rope_parameters, positions, seq_len=None):
+        """(cos, sin) [positions, head_dim / 2] for positions 0 .. positions-1, made once, for
+        sequences of `seq_len` tokens (default: positions; longrope's factors depend on it)."""
+        seq_len = positions if seq_len is None else seq_len
+        key = (head_dim, repr(sorted((rope_parameters or {}).items())), positions,
+               uses_long_factor(rope_parameters, seq_len))
         if key not in self._rope:
-            inv_freq = rope_ops.rope_inv_freq(head_dim, rope_parameters)
-            self._rope[key] = tuple(t.astype(self.dtype) for t in rope_ops.rope_tables(inv_freq, positions))
+            inv_freq = rope_ops.rope_inv_freq(head_dim, rope_parameters, seq_len)
+            tables = rope_ops.rope_tables(inv_freq, positions, scaling=rope_attention_scaling(rope_parameters))
+            self._rope[key] = tuple(t.astype(self.dtype) for t in tables)
         return self._rope[key]
 
     def rope(self, x, tables, heads, seq, offset=0):

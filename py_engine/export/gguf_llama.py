@@ -4,6 +4,9 @@ convert_hf_to_gguf.py writes them, and a PEFT LoRA adapter as convert_lora_to_gg
 - Architectures: Llama, Mistral and TinyLlama/SmolLM checkpoints are "llama"; Qwen2 is "qwen2"
   (q/k/v biases, no permutation). Neither has a sliding window in llama.cpp: a Mistral or Qwen2
   model whose window is shorter than its context is refused; Gemma (no GGUF writer) too.
+  Phi-3 is "phi3" (fused attn_qkv and ffn_up = gate_up_proj, no permutation; LongRoPE as the rope_factors_long / rope_factors_short tensors, the
+  switch as rope.scaling.original_context_length, the cos/sin factor as
+  rope.scaling.attn_factor; the sliding window as attention.sliding_window, 0 for none).
 - llama.cpp's "llama" rotates each head's dimensions in interleaved pairs (x0, x1), (x2, x3)...
   where transformers rotates halves (x0, x_{d/2}), ...: the converter reorders the rows of the
   q and k projections head by head (row h*d + 2j + i <- row h*d + i*d/2 + j), and so does this.
@@ -21,14 +24,16 @@ convert_hf_to_gguf.py writes them, and a PEFT LoRA adapter as convert_lora_to_gg
 import math
 from array import array
 
+from ..kernels.rope import rope_attention_scaling
 from . import gguf
 from .gguf_vocab import tokenizer_metadata
 from .merged import ExportError
 
 FILE_TYPES = {gguf.F32: 0, gguf.F16: 1, gguf.Q4_0: 2, gguf.Q8_0: 7}     # general.file_type
 QUANTIZATION_VERSION = 2
-ARCHITECTURES = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2"}
+ARCHITECTURES = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "phi3": "phi3"}
 _LAYER = {"input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q",
+          "self_attn.qkv_proj": "attn_qkv", "mlp.gate_up_proj": "ffn_up",
           "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
           "self_attn.o_proj": "attn_output", "post_attention_layernorm": "ffn_norm",
           "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
@@ -45,7 +50,7 @@ def architecture(config):
     # than its context would answer differently there (a window of null, as Mistral v0.2+
     # ships, or at least the context, changes nothing).
     windows = [w for w in getattr(config, "layer_windows", ()) if w is not None]
-    if windows and min(windows) < config.max_position_embeddings:
+    if arch != "phi3" and windows and min(windows) < config.max_position_embeddings:
         raise ExportError(f"GGUF export of a sliding-window model (sliding_window {min(windows)} < "
                           f"max_position_embeddings {config.max_position_embeddings}) is not "
                           f"supported: llama.cpp's {arch!r} architecture has no sliding window")
@@ -119,7 +124,7 @@ def hyperparameters(config, arch, ggml_type):
         (f"{a}.rope.freq_base", gguf.FLOAT32, float(config.rope_parameters["rope_theta"])),
         (f"{a}.attention.layer_norm_rms_epsilon", gguf.FLOAT32, config.rms_norm_eps),
     ]
-    if arch == "llama":
+    if arch in ("llama", "phi3"):
         entries.append((f"{a}.rope.dimension_count", gguf.UINT32, config.head_dim))
     if config.head_dim != head_dim:
         entries += [(f"{a}.attention.key_length", gguf.UINT32, config.head_dim),
@@ -128,6 +133,15 @@ def hyperparameters(config, arch, ggml_type):
     if rope["rope_type"] == "linear":
         entries += [(f"{a}.rope.scaling.type", gguf.STRING, "linear"),
                     (f"{a}.rope.scaling.factor", gguf.FLOAT32, float(rope["factor"]))]
+    if arch == "phi3":
+        entries += [(f"{a}.attention.sliding_window", gguf.UINT32, int(config.layer_windows[0] or 0))]
+        if rope["rope_type"] == "longrope":
+            entries += [(f"{a}.rope.scaling.original_context_length", gguf.UINT32,
+                         int(rope["original_max_position_embeddings"])),
+                        (f"{a}.rope.scaling.attn_factor", gguf.FLOAT32,
+                         rope_attention_scaling(rope))]
+    elif rope["rope_type"] == "longrope":
+        raise ExportError(f"no GGUF rope scaling for longrope in model_type {config.model_type!r}")
     return entries
 
 
@@ -172,6 +186,11 @@ def model_writer(merged, ggml_type, name, warn=None):
     if config.rope_parameters["rope_type"] == "llama3":
         factors = llama3_rope_factors(config)
         writer.add_tensor("rope_freqs.weight", (len(factors),), gguf.F32, lambda: factors)
+    if config.rope_parameters["rope_type"] == "longrope":     # LongRoPE's per-frequency divisors
+        for kind in ("long", "short"):
+            factors = array("f", config.rope_parameters[f"{kind}_factor"])
+            writer.add_tensor(f"rope_factors_{kind}.weight", (len(factors),), gguf.F32,
+                              lambda factors=factors: factors)
     for hf_name in _ordered(merged.names()):
         shape = tuple(merged.shape(hf_name))
         target = gguf_name(hf_name)

@@ -6,7 +6,7 @@ target_modules: what PEFT's default for the family (q_proj, v_proj) is called in
 (Phi-3 fuses q, k and v into qkv_proj). dtype and gradient_checkpointing: the base's weights
 in bfloat16, activations recomputed in the backward pass, so that 7-8B models fit one 24-80 GB
 GPU with LoRA. py_engine: whether py_engine runs the family, so that the job's adapter loads
-back into it and into the page (Llama, Mistral: yes; Phi-3's fused projections: no).
+back into it and into the page (Llama, Mistral, Phi-3: yes).
 """
 
 from dataclasses import asdict, dataclass
@@ -28,8 +28,7 @@ PRESETS = {
     "llama-3-8b": BasePreset("meta-llama/Meta-Llama-3-8B-Instruct"),
     "llama-3.1-8b": BasePreset("meta-llama/Llama-3.1-8B-Instruct"),
     "mistral-7b": BasePreset("mistralai/Mistral-7B-Instruct-v0.3"),
-    "phi-3-mini": BasePreset("microsoft/Phi-3-mini-4k-instruct", target_modules=("qkv_proj",),
-                             py_engine=False),
+    "phi-3-mini": BasePreset("microsoft/Phi-3-mini-4k-instruct", target_modules=("qkv_proj",)),
     "tinyllama": BasePreset("TinyLlama/TinyLlama-1.1B-Chat-v1.0", gradient_checkpointing=False),
     "smollm2-135m": BasePreset("HuggingFaceTB/SmolLM2-135M-Instruct",
                                gradient_checkpointing=False),

@@ -14,6 +14,12 @@ last real row is gathered by an index written per run) and one single-token deco
 Each program's position (the RoPE offset, the cache row its keys and values land at, the
 attention's count of cached keys) is a Variable set per replay; only the V logits are read.
 
+LongRoPE (Phi-3) switches from its short to its long factors once the sequence is longer than
+original_max_position_embeddings; as transformers' Phi3ForCausalLM generates, the token that
+crosses the switch re-runs the whole sequence with the long factors (the cached keys were
+rotated with the short ones), so every step's logits are those of the whole sequence run
+afresh. Programs are recorded per side of the switch.
+
 Both decoders read the weights in place: a decoder made from a runtime follows its training.
 Standalone decoders come from a checkpoint directory (`load`) or a {name: tensor} dict
 (`from_params`), optionally with PEFT LoRA tensors applied unmerged with `lora_scaling`.
@@ -23,6 +29,7 @@ from array import array
 
 from ..formats.peft_adapter import PREFIX
 from ..gpu import Variable
+from ..kernels.rope import uses_long_factor
 from ..models.decoders import decoder_model
 from ..models.lora_config import LoraConfig
 
@@ -30,12 +37,14 @@ MIN_BUCKET = 16
 
 
 class Tokens:
-    """The forward's inputs for one sequence of new tokens at `position`."""
+    """The forward's inputs for one sequence of new tokens at `position`; rope_length: the
+    length of the whole sequence whose rotary tables to use (see rope_length)."""
 
-    __slots__ = ("ids", "mask", "B", "T", "position")
+    __slots__ = ("ids", "mask", "B", "T", "position", "rope_length")
 
-    def __init__(self, ids, T, position):
+    def __init__(self, ids, T, position, rope_length):
         self.ids, self.mask, self.B, self.T, self.position = ids, None, 1, T, position
+        self.rope_length = rope_length
 
 
 def cache_length(config, max_length):
@@ -44,6 +53,23 @@ def cache_length(config, max_length):
     if not 1 <= length <= limit:
         raise ValueError(f"max_length must be in 1..{limit} (max_position_embeddings), got {max_length}")
     return length
+
+
+class History:
+    """The tokens in a decoder's cache, and whether appending some crosses LongRoPE's switch
+    from short to long factors (then the whole sequence runs again)."""
+
+    def __init__(self, config):
+        self.rope = config.rope_parameters if hasattr(config, "rope_parameters") else None
+        self.ids = []
+
+    def long(self, length):
+        return uses_long_factor(self.rope, length)
+
+    def crosses(self, new):
+        """Whether appending `new` more tokens to a non-empty history crosses the switch."""
+        n = len(self.ids)
+        return n > 0 and not self.long(n) and self.long(n + new)
 
 
 def model_for_params(config, names, lora_scaling):
@@ -91,6 +117,7 @@ class NumpyDecoder:
         self.cache = be.kv_cache(c.num_hidden_layers, self.max_length,
                                  c.num_key_value_heads * c.head_dim)
         self.length = 0
+        self.history = History(c)
 
     @classmethod
     def from_params(cls, config, params, lora_scaling=None, max_length=None, dtype=None):
@@ -123,13 +150,18 @@ class NumpyDecoder:
 
     def reset(self):
         self.length = 0
+        self.history.ids = []
 
     def _run(self, ids):
         import numpy as np
 
         if self.length + len(ids) > self.max_length:
             raise ValueError(f"{self.length + len(ids)} tokens do not fit the cache of {self.max_length}")
-        inputs = Tokens(np.asarray([ids], np.int64), len(ids), self.length)
+        if self.history.crosses(len(ids)):
+            ids = self.history.ids + ids
+            self.reset()
+        self.history.ids += ids
+        inputs = Tokens(np.asarray([ids], np.int64), len(ids), self.length, self.length + len(ids))
         hidden, _ = self.model.forward(self.be, inputs, train=False, cache=self.cache)
         logits = self.be.linear(hidden[-1:], self.be.param(self.model.head_name), None)[0]
         self.length += len(ids)
@@ -174,8 +206,9 @@ class GpuDecoder:
         self.cache = be.kv_cache(c.num_hidden_layers, self.max_length,
                                  c.num_key_value_heads * c.head_dim)
         self.length = 0
-        self._prefill = {}
-        self._decode = self._record(1)
+        self.history = History(c)
+        self._prefill = {}       # (bucket, long rope) -> recorded program
+        self._decode = {False: self._record(1, 1)}
 
     @classmethod
     async def create(cls, device, config, params, kernels=None, lora_scaling=None, max_length=None):
@@ -211,7 +244,9 @@ class GpuDecoder:
                 params[name] = Tensor(device.buffer_from(checkpoint.floats(name), label=name), shape)
         return await cls.create(device, checkpoint.config, params, kernels=kernels, **kwargs)
 
-    def _record(self, T):
+    def _record(self, T, rope_length):
+        """The program for T new tokens, its rope tables those of sequences of rope_length
+        (the same for every length on the same side of longrope's switch)."""
         from ..backends.gpu_backend import Tensor
 
         be, device = self.be, self.device
@@ -221,7 +256,8 @@ class GpuDecoder:
         r.ids = Tensor(device.create_buffer(4 * T, label="token ids"), (1, T))
         r.last = Tensor(device.create_buffer(4, label="last row"), (1, 1))
         r.position = Variable(0, name="cache position")
-        hidden, _ = self.model.forward(be, Tokens(r.ids, T, r.position), train=False, cache=self.cache)
+        hidden, _ = self.model.forward(be, Tokens(r.ids, T, r.position, rope_length), train=False,
+                                       cache=self.cache)
         if T > 1:    # the last real row of a right-padded prompt, chosen per run
             hidden = be.gather_rows(hidden, r.last)
         logits = be.linear(hidden, be.param(self.model.head_name), None)
@@ -231,6 +267,7 @@ class GpuDecoder:
 
     def reset(self):
         self.length = 0
+        self.history.ids = []
 
     def release(self):
         """Free the prefill programs and their buffers (they are recorded again when needed)."""
@@ -259,11 +296,12 @@ class GpuDecoder:
         if not 1 <= len(ids) <= self.max_length:
             raise ValueError(f"a prompt of {len(ids)} tokens does not fit the cache of {self.max_length}")
         self.reset()
-        T = self.bucket(len(ids))
-        if T not in self._prefill:
-            self._prefill[T] = self._record(T)
-        logits = await self._run(self._prefill[T], ids + [0] * (T - len(ids)), len(ids) - 1)
+        T, long = self.bucket(len(ids)), self.history.long(len(ids))
+        if (T, long) not in self._prefill:
+            self._prefill[T, long] = self._record(T, len(ids))
+        logits = await self._run(self._prefill[T, long], ids + [0] * (T - len(ids)), len(ids) - 1)
         self.length = len(ids)
+        self.history.ids = ids
         return logits
 
     async def step(self, token):
@@ -272,6 +310,12 @@ class GpuDecoder:
             raise ValueError(f"the cache of {self.max_length} tokens is full")
         if self.length == 0:
             raise ValueError("step needs a prefilled prompt")
-        logits = await self._run(self._decode, [int(token)], 0)
+        if self.history.crosses(1):
+            return await self.prefill(self.history.ids + [int(token)])
+        long = self.history.long(self.length + 1)
+        if long not in self._decode:
+            self._decode[long] = self._record(1, self.length + 1)
+        logits = await self._run(self._decode[long], [int(token)], 0)
         self.length += 1
+        self.history.ids.append(int(token))
         return logits

@@ -7,7 +7,8 @@
 
 ids, type_ids: [B, T] u32 buffers. Tables: row-major f32 [rows, H]; out, dout: [B*T, H].
 Positions are 0..T-1 in every sequence (T <= P). The backward adds into the table gradients
-(accumulate=True) or clears them first (the default); it uses no atomics.
+(accumulate=True) or clears them first (the default); it uses no atomics. With `padding` (a
+word row, as torch's nn.Embedding padding_idx) that row of the word table's gradient gets nothing.
 """
 
 from . import KernelFamily
@@ -16,15 +17,19 @@ SOURCE = "embedding.wgsl"
 WORKGROUP = 64
 ENTRIES = ("embedding_forward", "embedding_backward_word", "embedding_backward_position",
            "embedding_backward_type", "embedding_clear")
+NO_PADDING = 0xFFFFFFFF
 
 
 class EmbeddingKernels(KernelFamily):
     SOURCE, ENTRIES, WORKGROUP = SOURCE, ENTRIES, WORKGROUP
 
-    def _params(self, batch, seq, hidden, vocab, positions, type_vocab):
+    def _params(self, batch, seq, hidden, vocab, positions, type_vocab, padding=None):
         if seq > positions:
             raise ValueError(f"sequence length {seq} exceeds the {positions} position embeddings")
-        return self.device.uniform("6I", batch * seq, seq, hidden, vocab, positions, type_vocab)
+        if padding is not None and not 0 <= padding < vocab:
+            raise ValueError(f"padding row {padding} is not a row of the {vocab}-row word table")
+        return self.device.uniform("8I", batch * seq, seq, hidden, vocab, positions, type_vocab,
+                                   NO_PADDING if padding is None else padding, 0)
 
     def forward(self, program, ids, type_ids, word, position, token_type, out, *, batch, seq,
                 hidden, vocab, positions, type_vocab):
@@ -39,9 +44,10 @@ class EmbeddingKernels(KernelFamily):
         return self._dispatch(program, "embedding_clear", [buffer, params], count)
 
     def backward(self, program, dout, ids, type_ids, dword, dposition, dtoken_type, *, batch, seq,
-                 hidden, vocab, positions, type_vocab, accumulate=False):
-        """Table gradients from dout [B*T, H]; pass None for a table that needs none."""
-        params = self._params(batch, seq, hidden, vocab, positions, type_vocab)
+                 hidden, vocab, positions, type_vocab, accumulate=False, padding=None):
+        """Table gradients from dout [B*T, H]; pass None for a table that needs none; the word
+        row `padding` gets no gradient."""
+        params = self._params(batch, seq, hidden, vocab, positions, type_vocab, padding)
         tokens = batch * seq
         work = (
             (dword, vocab, "embedding_backward_word", [ids, dout, dword, params], tokens),

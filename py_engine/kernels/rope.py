@@ -27,9 +27,10 @@ ENTRIES = ("rope_forward", "rope_backward")
 DEFAULT_THETA = 10000.0
 
 
-def rope_inv_freq(head_dim, rope_parameters=None):
+def rope_inv_freq(head_dim, rope_parameters=None, seq_len=None):
     """inv_freq [head_dim // 2] as floats, from a transformers-style rope_parameters dict (rope_type
-    "default", "linear" or "llama3"); the same math as py_engine.ops.rope.rope_inv_freq."""
+    "default", "linear", "llama3" or "longrope", whose factors depend on `seq_len`, see
+    longrope_factors); the same math as py_engine.ops.rope.rope_inv_freq."""
     if head_dim < 2 or head_dim % 2:
         raise ValueError(f"RoPE needs an even head_dim >= 2, got {head_dim}")
     p = dict(rope_parameters or {})
@@ -58,18 +59,58 @@ def rope_inv_freq(head_dim, rope_parameters=None):
                 smooth = (old_context / wavelen - low) / (high - low)
                 scaled.append((1 - smooth) * f / factor + smooth * f)
         return scaled
-    raise ValueError(f"rope_type {rope_type!r} is not supported (default, linear, llama3)")
+    if rope_type == "longrope":
+        return [f / e for f, e in zip(inv_freq, longrope_factors(p, head_dim, seq_len))]
+    raise ValueError(f"rope_type {rope_type!r} is not supported (default, linear, llama3, longrope)")
 
 
-def rope_tables(inv_freq, positions):
+def longrope_factors(rope_parameters, head_dim, seq_len=None):
+    """LongRoPE's (Phi-3) per-frequency divisors of inv_freq, as transformers'
+    _compute_longrope_parameters picks them: long_factor when the sequence is longer than
+    original_max_position_embeddings, short_factor otherwise (and when seq_len is None)."""
+    p = rope_parameters
+    long = uses_long_factor(p, seq_len)
+    factors = [float(f) for f in p["long_factor" if long else "short_factor"]]
+    if len(factors) != head_dim // 2:
+        raise ValueError(f"longrope {'long' if long else 'short'}_factor has {len(factors)} values; "
+                         f"head_dim {head_dim} needs {head_dim // 2}")
+    return factors
+
+
+def uses_long_factor(rope_parameters, seq_len):
+    """Whether tables for sequences of `seq_len` tokens use longrope's long_factor (False for
+    other rope types): the one thing about seq_len that changes a table."""
+    p = rope_parameters or {}
+    return (p.get("rope_type", p.get("type")) == "longrope" and seq_len is not None
+            and seq_len > int(p["original_max_position_embeddings"]))
+
+
+def rope_attention_scaling(rope_parameters=None):
+    """The factor on cos and sin (transformers' attention_scaling): 1 except for longrope, whose
+    attention_factor defaults to sqrt(1 + ln(factor) / ln(original_max_position_embeddings))
+    when factor > 1 (the config's max_position_embeddings / original_max_position_embeddings
+    when it names no factor; see LlamaConfig)."""
+    p = dict(rope_parameters or {})
+    if p.get("rope_type", p.get("type", "default")) != "longrope":
+        return 1.0
+    if p.get("attention_factor") is not None:
+        return float(p["attention_factor"])
+    factor = float(p["factor"])
+    if factor <= 1.0:
+        return 1.0
+    return math.sqrt(1 + math.log(factor) / math.log(float(p["original_max_position_embeddings"])))
+
+
+def rope_tables(inv_freq, positions, scaling=1.0):
     """(cos, sin) as array("f"), each [positions, len(inv_freq)] row-major, for positions
-    0 .. positions-1; angles and their cos/sin in double precision, rounded once."""
+    0 .. positions-1, times `scaling` (rope_attention_scaling); angles and their cos/sin in
+    double precision, rounded once."""
     cos, sin = array("f"), array("f")
     for p in range(positions):
         for f in inv_freq:
             angle = p * f
-            cos.append(math.cos(angle))
-            sin.append(math.sin(angle))
+            cos.append(scaling * math.cos(angle))
+            sin.append(scaling * math.sin(angle))
     return cos, sin
 
 
@@ -83,9 +124,11 @@ class RopeKernels(KernelFamily):
         family.WORKGROUP = workgroup
         return family
 
-    def tables(self, head_dim, positions, rope_parameters=None):
-        """(cos, sin) buffers for positions 0 .. positions-1 (see rope_tables)."""
-        cos, sin = rope_tables(rope_inv_freq(head_dim, rope_parameters), positions)
+    def tables(self, head_dim, positions, rope_parameters=None, seq_len=None):
+        """(cos, sin) buffers for positions 0 .. positions-1 (see rope_tables), for sequences
+        of `seq_len` tokens (which longrope's factors depend on; default: positions)."""
+        inv_freq = rope_inv_freq(head_dim, rope_parameters, positions if seq_len is None else seq_len)
+        cos, sin = rope_tables(inv_freq, positions, rope_attention_scaling(rope_parameters))
         return (self.device.buffer_from(cos, label="rope cos"),
                 self.device.buffer_from(sin, label="rope sin"))
 

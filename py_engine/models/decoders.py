@@ -1,7 +1,7 @@
 """The decoder families the engine runs, picked from a checkpoint's config.json `model_type`:
 each family's configuration and model class, and the refusal that names them all.
 
-    config = decoder_config(values)      # a LlamaConfig (Llama, Gemma) or a Gpt2Config
+    config = decoder_config(values)      # a LlamaConfig (Llama, Gemma, Phi-3) or a Gpt2Config
     model = decoder_model(config, lora)  # a LlamaModel or a Gpt2Model
 """
 

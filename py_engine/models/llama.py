@@ -1,17 +1,21 @@
-"""Llama-family decoder (Llama 2/3, TinyLlama, SmolLM, Qwen2, Mistral, Gemma): the one forward
-pass used for training, scoring and generation, and its explicit backward, written once against
-a backend's op interface (py_engine/backends), like models/bert.py.
+"""Llama-family decoder (Llama 2/3, TinyLlama, SmolLM, Qwen2, Mistral, Gemma, Phi-3): the one
+forward pass used for training, scoring and generation, and its explicit backward, written once
+against a backend's op interface (py_engine/backends), like models/bert.py.
 
     x = embed[ids]                                    (Gemma: times sqrt(hidden_size))
     per layer:  h = RMSNorm(x);  q, k, v = LoRA/Linear(h);  q, k = RoPE(q), RoPE(k)
-                x = x + o_proj(CausalAttention(q, k, v))          (grouped-query; Mistral and
-                                                                   Qwen2 may slide a window)
+                x = x + o_proj(CausalAttention(q, k, v))          (grouped-query; Mistral,
+                                                                   Phi-3 and Qwen2 may slide a window)
                 h = RMSNorm(x);  x = x + down_proj(SiLU(gate_proj(h)) * up_proj(h))
                                                       (Gemma: GELU-tanh, RMSNorm by 1 + weight)
     loss = CrossEntropy(RMSNorm(x) . head^T, labels shifted by one)   (vocabulary in chunks)
 
 LoRA may wrap any of q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj (PEFT's
-names and its suffix rule); the base weights and the head stay frozen. With `lora=None` every
+names and its suffix rule); the base weights and the head stay frozen. Phi-3's fused
+projections (config.fused_projections) replace q, k, v by one qkv_proj and gate, up by one
+gate_up_proj, whose outputs are split by columns (and their gradients put side by side), as
+GPT-2's c_attn: a LoRA on qkv_proj or gate_up_proj is one adapter on the fused matrix, as PEFT
+wraps it. With `lora=None` every
 weight trains instead (full fine-tuning): the backward then also gives each linear's weight and
 bias gradient, each RMSNorm weight's, the head's (from the loss) and the embedding table's (a
 scatter-add of the input gradient; with tied embeddings it adds to the head's).
@@ -25,16 +29,13 @@ then one token at a time.
 from ..labels import IGNORE_INDEX, IGNORE_LABEL
 from .decoder import DecoderModel
 
-PROJECTIONS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-               "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
-
 
 class LlamaModel(DecoderModel):
     def __init__(self, config, lora):
         """lora: a LoraConfig, or None to train every weight (full fine-tuning)."""
         shapes = config.parameter_shapes()
         modules = {f"model.layers.{n}.{p}": shapes[f"model.layers.{n}.{p}.weight"]
-                   for n in range(config.num_hidden_layers) for p in PROJECTIONS}
+                   for n in range(config.num_hidden_layers) for p in config.projections}
         self._build(config, lora, modules, "decoder")
 
     @property
@@ -47,10 +48,12 @@ class LlamaModel(DecoderModel):
         """Final hidden states [B*T, hidden] and what the backward needs. `inputs`: backend
         tensors ids and mask ([B, T]; mask may be None), sizes B and T, and `position`, where
         the tokens start (0, or with a cache the number of tokens cached before them: an int,
-        or on the GPU a Variable set per replay)."""
+        or on the GPU a Variable set per replay); with a cache also `rope_length`, the length
+        of the sequence whose rope tables to use (longrope's factors depend on it)."""
         c = self.config
         B, T, position = inputs.B, inputs.T, inputs.position
-        rope = be.rope_tables(c.head_dim, c.rope_parameters, cache.length if cache else T)
+        rope = be.rope_tables(c.head_dim, c.rope_parameters, cache.length if cache else T,
+                              inputs.rope_length if cache else T)
         linear = self.linears.forward
         x = be.gather_rows(be.param("model.embed_tokens.weight"), inputs.ids)
         if c.embedding_scale is not None:
@@ -61,11 +64,9 @@ class LlamaModel(DecoderModel):
             s = {}
             h, s["ln1"] = be.rmsnorm(x, be.param(p + "input_layernorm.weight"), c.rms_norm_eps,
                                      c.norm_offset)
-            q = be.rope(linear(be, p + "self_attn.q_proj", h, s, train), rope, c.num_attention_heads,
-                        T, position)
-            k = be.rope(linear(be, p + "self_attn.k_proj", h, s, train), rope, c.num_key_value_heads,
-                        T, position)
-            v = linear(be, p + "self_attn.v_proj", h, s, train)
+            q, k, v = self._qkv(be, p, h, s, train)
+            q = be.rope(q, rope, c.num_attention_heads, T, position)
+            k = be.rope(k, rope, c.num_key_value_heads, T, position)
             if cache is not None:
                 k, v = be.kv_cache_append(cache, n, k, v, position)
             a, s["attn"] = be.causal_attention(q, k, v, inputs.mask, B, c.num_attention_heads,
@@ -74,8 +75,7 @@ class LlamaModel(DecoderModel):
             x = be.add(x, linear(be, p + "self_attn.o_proj", a, s, train))
             h, s["ln2"] = be.rmsnorm(x, be.param(p + "post_attention_layernorm.weight"), c.rms_norm_eps,
                                      c.norm_offset)
-            g = linear(be, p + "mlp.gate_proj", h, s, train)
-            u = linear(be, p + "mlp.up_proj", h, s, train)
+            g, u = self._gate_up(be, p, h, s, train)
             s["g"], s["u"] = g, u
             x = be.add(x, linear(be, p + "mlp.down_proj", be.swiglu(g, u, c.mlp_activation), s, train))
             if train:
@@ -85,7 +85,39 @@ class LlamaModel(DecoderModel):
         out, final = be.rmsnorm(x, be.param("model.norm.weight"), c.rms_norm_eps, c.norm_offset)
         return out, {"layers": layers, "final": final, "ids": inputs.ids, "rope": rope, "T": T}
 
+    def _qkv(self, be, p, h, s, train):
+        """q, k, v of layer prefix `p`: three projections, or Phi-3's one qkv_proj split."""
+        linear, c = self.linears.forward, self.config
+        if not c.fused_projections:
+            return [linear(be, p + f"self_attn.{m}_proj", h, s, train) for m in "qkv"]
+        q, kv = c.num_attention_heads * c.head_dim, c.num_key_value_heads * c.head_dim
+        return be.split_columns(linear(be, p + "self_attn.qkv_proj", h, s, train), (q, kv, kv))
+
+    def _gate_up(self, be, p, h, s, train):
+        """The MLP's gate and up: two projections, or Phi-3's one gate_up_proj split (gate first)."""
+        linear, c = self.linears.forward, self.config
+        if not c.fused_projections:
+            return [linear(be, p + f"mlp.{m}_proj", h, s, train) for m in ("gate", "up")]
+        i = c.intermediate_size
+        return be.split_columns(linear(be, p + "mlp.gate_up_proj", h, s, train), (i, i))
+
     # --- backward ---
+
+    def _qkv_backward(self, be, p, dq, dk, dv, s, input_grad):
+        """The input gradient of _qkv (None without input_grad), its weights' gradients kept."""
+        back = self.linears.backward
+        if self.config.fused_projections:
+            return back(be, p + "self_attn.qkv_proj", be.concat_columns([dq, dk, dv]), s,
+                        input_grad=input_grad)
+        dh = [back(be, p + f"self_attn.{m}", d, s, input_grad=input_grad)
+              for m, d in (("q_proj", dq), ("k_proj", dk), ("v_proj", dv))]
+        return be.add(be.add(dh[0], dh[1]), dh[2]) if input_grad else None
+
+    def _gate_up_backward(self, be, p, dg, du, s):
+        back = self.linears.backward
+        if self.config.fused_projections:
+            return back(be, p + "mlp.gate_up_proj", be.concat_columns([dg, du]), s)
+        return be.add(back(be, p + "mlp.gate_proj", dg, s), back(be, p + "mlp.up_proj", du, s))
 
     def _norm_backward(self, be, dy, saved, name):
         return be.rmsnorm_backward(dy, saved, be.grad(name) if self.full else None)
@@ -104,22 +136,21 @@ class LlamaModel(DecoderModel):
             s = saved["layers"][n]
             dm = back(be, p + "mlp.down_proj", dx, s)
             dg, du = be.swiglu_backward(dm, s["g"], s["u"], c.mlp_activation)
-            dh = be.add(back(be, p + "mlp.gate_proj", dg, s), back(be, p + "mlp.up_proj", du, s))
+            dh = self._gate_up_backward(be, p, dg, du, s)
             dx = be.add(dx, self._norm_backward(be, dh, s["ln2"], p + "post_attention_layernorm.weight"))
             da = back(be, p + "self_attn.o_proj", dx, s)
             dq, dk, dv = be.causal_attention_backward(da, s["attn"])
             dq = be.rope_backward(dq, rope, c.num_attention_heads, T)
             dk = be.rope_backward(dk, rope, c.num_key_value_heads, T)
             needed = self.full or n > lowest    # nothing below the lowest adapter trains
-            dh = [back(be, p + f"self_attn.{m}", d, s, input_grad=needed)
-                  for m, d in (("q_proj", dq), ("k_proj", dk), ("v_proj", dv))]
+            dh = self._qkv_backward(be, p, dq, dk, dv, s, needed)
             if needed:
-                dh = be.add(be.add(dh[0], dh[1]), dh[2])
                 dx = be.add(dx, self._norm_backward(be, dh, s["ln1"], p + "input_layernorm.weight"))
         if self.full:
             if c.embedding_scale is not None:
                 dx = be.scale(dx, c.embedding_scale)
-            be.gather_rows_backward(dx, saved["ids"], be.grad("model.embed_tokens.weight"))
+            be.gather_rows_backward(dx, saved["ids"], be.grad("model.embed_tokens.weight"),
+                                    padding=c.pad_token_id)
 
 
 def shift_labels(labels):

@@ -1,6 +1,6 @@
 """Llama-family decoder configuration (Llama 2/3, TinyLlama, SmolLM/SmolLM2, Qwen2, Mistral,
-Gemma), read from a Hugging Face config.json, validated, with the checkpoint's expected tensor
-shapes.
+Gemma, Phi-3), read from a Hugging Face config.json, validated, with the checkpoint's expected
+tensor shapes.
 
 Both spellings of the rotary settings are read: transformers 5's `rope_parameters` and the
 older `rope_theta` + `rope_scaling` that published checkpoints carry.
@@ -14,6 +14,12 @@ The variants are parameters of the one decoder (models/llama.py):
   scaling by (1 + weight) (`norm_offset` 1.0), embeddings multiplied by sqrt(hidden_size)
   (`embedding_scale`, rounded to float32 as transformers' float32 buffer holds it), a tied head
   and heads of 256 by default.
+- Phi-3 / Phi-3.5-mini (Phi3ForCausalLM): two fused projections, one self_attn.qkv_proj
+  ([q + 2 kv, hidden], q first) and one mlp.gate_up_proj ([2 intermediate, hidden], gate first),
+  no biases, its `sliding_window` on every layer as Mistral's, and LongRoPE ("longrope", older
+  "su" / "yarn") as its rope scaling, read as transformers' Phi3Config reads it: the top-level
+  original_max_position_embeddings wins, and the attention factor's `factor` defaults to
+  max_position_embeddings / original_max_position_embeddings.
 """
 
 import math
@@ -22,9 +28,13 @@ import struct
 from .bert_config import ConfigError, config_field, read_config_json
 
 # The families this configuration serves, by name (models/decoders.py names them to users).
-FAMILY_TYPES = {"Llama": ("llama", "qwen2", "mistral"), "Gemma": ("gemma",)}
+FAMILY_TYPES = {"Llama": ("llama", "qwen2", "mistral"), "Gemma": ("gemma",), "Phi-3": ("phi3",)}
 MODEL_TYPES = tuple(t for types in FAMILY_TYPES.values() for t in types)
-ROPE_TYPES = ("default", "linear", "llama3")
+PHI3_TYPES = FAMILY_TYPES["Phi-3"]    # the fused-projection variant
+ROPE_TYPES = ("default", "linear", "llama3", "longrope")
+PROJECTIONS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+               "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
+FUSED_PROJECTIONS = ("self_attn.qkv_proj", "self_attn.o_proj", "mlp.gate_up_proj", "mlp.down_proj")
 # config.json's hidden_act -> the swiglu op family's activation. Gemma checkpoints say "gelu"
 # (and hidden_activation "gelu_pytorch_tanh"), which transformers runs as the tanh form.
 ACTIVATIONS = {"silu": "silu", "gelu_pytorch_tanh": "gelu_tanh"}
@@ -32,6 +42,7 @@ MISTRAL_WINDOW = 4096    # transformers' MistralConfig default sliding_window
 
 
 RMS_NORM_EPS = 1e-6      # transformers' LlamaConfig default; the RMSNorm ops' default too
+PHI3_RMS_NORM_EPS = 1e-5   # transformers' Phi3Config default
 
 class LlamaConfig:
     lora_targets = ("q_proj", "v_proj")     # PEFT's default LoRA targets for these models
@@ -43,6 +54,12 @@ class LlamaConfig:
         self.model_type = values.get("model_type", "llama")
         if self.model_type not in MODEL_TYPES:
             raise ConfigError(f"model_type {self.model_type!r} is not a Llama-family decoder ({MODEL_TYPES})")
+        # Phi-3: q, k, v in one qkv_proj and gate, up in one gate_up_proj
+        self.fused_projections = self.model_type in PHI3_TYPES
+        self.projections = FUSED_PROJECTIONS if self.fused_projections else PROJECTIONS
+        if self.fused_projections:
+            # PEFT names no default for phi3: the fused projection holding q and v, Llama's default
+            self.lora_targets = ("qkv_proj",)
         self.vocab_size = need("vocab_size")
         self.hidden_size = need("hidden_size")
         self.num_hidden_layers = need("num_hidden_layers")
@@ -50,7 +67,8 @@ class LlamaConfig:
         self.num_key_value_heads = need("num_key_value_heads", int, values.get("num_attention_heads"))
         self.intermediate_size = need("intermediate_size")
         self.max_position_embeddings = need("max_position_embeddings", int, 2048)
-        self.rms_norm_eps = need("rms_norm_eps", float, RMS_NORM_EPS)
+        self.rms_norm_eps = need("rms_norm_eps", float,
+                                 PHI3_RMS_NORM_EPS if self.fused_projections else RMS_NORM_EPS)
         gemma = self.model_type == "gemma"
         self.hidden_act = _hidden_act(values, gemma)
         self.mlp_activation = ACTIVATIONS.get(self.hidden_act)
@@ -65,10 +83,17 @@ class LlamaConfig:
                              256 if gemma else self.hidden_size // max(1, self.num_attention_heads))
         self.layer_windows = _layer_windows(values, self.model_type, self.num_hidden_layers)
         self.use_bidirectional_attention = bool(values.get("use_bidirectional_attention"))
-        self.rope_parameters = _rope_parameters(values)
+        self.rope_parameters = _rope_parameters(values, self.model_type in PHI3_TYPES)
+        # Phi-3's dropout rates, refused unless 0 (the Llama family's attention_dropout is
+        # not read, as before)
+        self.dropout = {name: float(values.get(name) or 0.0)
+                        for name in ("embd_pdrop", "resid_pdrop", "attention_dropout")
+                        if self.fused_projections}
         self.initializer_range = need("initializer_range", float, 0.02)
         self.bos_token_id = values.get("bos_token_id")
         self.eos_token_id = values.get("eos_token_id")
+        # transformers' padding_idx: the embedding row no token's gradient reaches
+        self.pad_token_id = _padding_row(values.get("pad_token_id"), self.vocab_size)
         self._validate()
 
     def _validate(self):
@@ -91,6 +116,18 @@ class LlamaConfig:
             raise ConfigError("use_bidirectional_attention is not supported (causal decoders only)")
         if self.rope_parameters["rope_type"] not in ROPE_TYPES:
             raise ConfigError(f"rope type {self.rope_parameters['rope_type']!r} is not supported ({ROPE_TYPES})")
+        if float(self.rope_parameters.get("partial_rotary_factor", 1.0)) != 1.0:
+            raise ConfigError(f"partial_rotary_factor {self.rope_parameters['partial_rotary_factor']} is "
+                              f"not supported for model_type {self.model_type!r} (only 1.0)")
+        if self.rope_parameters["rope_type"] == "longrope":
+            for name in ("short_factor", "long_factor"):
+                if len(self.rope_parameters.get(name) or ()) != self.head_dim // 2:
+                    raise ConfigError(f"longrope {name} must hold head_dim / 2 = {self.head_dim // 2} "
+                                      f"numbers, got {self.rope_parameters.get(name)!r}")
+        for name, p in self.dropout.items():
+            if p:
+                raise ConfigError(f"config.json field {name!r} is {p}: dropout is not supported for "
+                                  f"model_type {self.model_type!r} (only 0)")
 
     @classmethod
     def from_file(cls, path):
@@ -104,6 +141,13 @@ class LlamaConfig:
         shapes = {"model.embed_tokens.weight": (self.vocab_size, h), "model.norm.weight": (h,)}
         for n in range(self.num_hidden_layers):
             p = f"model.layers.{n}."
+            if self.fused_projections:
+                shapes.update({
+                    p + "self_attn.qkv_proj.weight": (q + 2 * kv, h), p + "self_attn.o_proj.weight": (h, q),
+                    p + "mlp.gate_up_proj.weight": (2 * i, h), p + "mlp.down_proj.weight": (h, i),
+                    p + "input_layernorm.weight": (h,), p + "post_attention_layernorm.weight": (h,),
+                })
+                continue
             shapes.update({
                 p + "self_attn.q_proj.weight": (q, h), p + "self_attn.k_proj.weight": (kv, h),
                 p + "self_attn.v_proj.weight": (kv, h), p + "self_attn.o_proj.weight": (h, q),
@@ -147,6 +191,8 @@ def _layer_windows(values, model_type, layers):
     if model_type == "mistral":
         window = values.get("sliding_window", MISTRAL_WINDOW)
         return (window,) * layers
+    if model_type in PHI3_TYPES:        # Phi3Config's default: none
+        return (values.get("sliding_window"),) * layers
     if model_type == "qwen2":
         window = values.get("sliding_window", 4096) if values.get("use_sliding_window") else None
         types = values.get("layer_types")
@@ -160,7 +206,16 @@ def _layer_windows(values, model_type, layers):
     return (None,) * layers
 
 
-def _rope_parameters(values):
+def _padding_row(pad, vocab_size):
+    """pad_token_id as nn.Embedding takes it for padding_idx (negative counts from the end)."""
+    if pad is None:
+        return None
+    if isinstance(pad, bool) or not isinstance(pad, int) or not -vocab_size <= pad < vocab_size:
+        raise ConfigError(f"pad_token_id {pad!r} is not a row of the {vocab_size}-token embedding")
+    return pad % vocab_size
+
+
+def _rope_parameters(values, phi3=False):
     params = values.get("rope_parameters")
     if params is None:
         params = dict(values.get("rope_scaling") or {})
@@ -168,4 +223,18 @@ def _rope_parameters(values):
     params = dict(params)
     params["rope_type"] = params.get("rope_type", params.get("type", "default"))
     params.setdefault("rope_theta", values.get("rope_theta", 10000.0))
+    if values.get("partial_rotary_factor") is not None:
+        params.setdefault("partial_rotary_factor", values["partial_rotary_factor"])
+    if phi3 and params["rope_type"] in ("su", "yarn"):      # Phi3Config's older spellings
+        params["rope_type"] = "longrope"
+    if params["rope_type"] == "longrope":
+        max_positions = values.get("max_position_embeddings", 2048)
+        # a top-level original_max_position_embeddings wins, as transformers reads it
+        # (Phi3Config always has one: 4096 by default)
+        top = values.get("original_max_position_embeddings", 4096 if phi3 else None)
+        if top is not None:
+            params["original_max_position_embeddings"] = top
+        params.setdefault("original_max_position_embeddings", max_positions)
+        if params.get("factor") is None:
+            params["factor"] = max_positions / params["original_max_position_embeddings"]
     return params

@@ -19,13 +19,16 @@ def embedding_forward(ids, type_ids, word, position, token_type):
     return out.reshape(ids.size, word.shape[1])
 
 
-def embedding_backward(dout, ids, type_ids, vocab, positions, type_vocab):
-    """Gradients of the three tables: each row sums dout over the tokens that gathered it."""
+def embedding_backward(dout, ids, type_ids, vocab, positions, type_vocab, padding_idx=None):
+    """Gradients of the three tables: each row sums dout over the tokens that gathered it;
+    the word table's row padding_idx gets none (torch's nn.Embedding padding_idx)."""
     ids = np.asarray(ids)
     batch, seq = ids.shape
     hidden = dout.shape[1]
     dword = np.zeros((vocab, hidden), dout.dtype)
     np.add.at(dword, ids.ravel(), dout)
+    if padding_idx is not None:
+        dword[padding_idx] = 0
     dposition = np.zeros((positions, hidden), dout.dtype)
     dposition[:seq] = dout.reshape(batch, seq, hidden).sum(axis=0)
     dtoken_type = np.zeros((type_vocab, hidden), dout.dtype)

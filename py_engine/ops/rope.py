@@ -24,7 +24,12 @@ Frequencies (rope_inv_freq) follow transformers' config.rope_parameters:
                 wavelengths below original_max_position_embeddings / high_freq_factor keep
                 their frequency, those above original_max_position_embeddings /
                 low_freq_factor are divided by factor, those between are interpolated.
-All three leave the attention scaling at 1. Tables are computed in float64 here (transformers
+    "longrope": Phi-3's LongRoPE (older spellings "su", "yarn" in Phi-3 configs): inv_freq
+                divided per frequency by short_factor, or by long_factor when the sequence
+                is longer than original_max_position_embeddings (transformers'
+                _compute_longrope_parameters), and cos, sin times the attention factor
+                (kernels.rope.rope_attention_scaling).
+The first three leave the attention scaling at 1. Tables are computed in float64 here (transformers
 computes them in float32: angle errors ~ p * 6e-8 rad).
 """
 
@@ -32,13 +37,16 @@ import math
 
 import numpy as np
 
+from ..kernels.rope import longrope_factors, rope_attention_scaling
+
 DEFAULT_THETA = 10000.0
 
 
-def rope_inv_freq(head_dim, rope_parameters=None):
+def rope_inv_freq(head_dim, rope_parameters=None, seq_len=None):
     """inv_freq [head_dim // 2] (float64) from a transformers-style rope_parameters dict
     ({"rope_type": ..., "rope_theta": ..., "factor": ..., ...}); None means default RoPE with
-    theta 10000. The older rope_scaling key "type" is accepted for "rope_type"."""
+    theta 10000. The older rope_scaling key "type" is accepted for "rope_type". seq_len: the
+    length of the sequences the tables serve (longrope's factors depend on it)."""
     if head_dim < 2 or head_dim % 2:
         raise ValueError(f"RoPE needs an even head_dim >= 2, got {head_dim}")
     p = dict(rope_parameters or {})
@@ -61,14 +69,17 @@ def rope_inv_freq(head_dim, rope_parameters=None):
         smoothed = (1 - smooth) * scaled / factor + smooth * scaled
         medium = ~(wavelen < old_context / high) & ~(wavelen > old_context / low)
         return np.where(medium, smoothed, scaled)
-    raise ValueError(f"rope_type {rope_type!r} is not supported (default, linear, llama3)")
+    if rope_type == "longrope":
+        return inv_freq / np.asarray(longrope_factors(p, head_dim, seq_len), np.float64)
+    raise ValueError(f"rope_type {rope_type!r} is not supported (default, linear, llama3, longrope)")
 
 
-def rope_tables(inv_freq, seq_len, offset=0):
-    """(cos, sin), each [seq_len, half] float64, for positions offset .. offset + seq_len - 1.
-    (transformers' tables are these concatenated with themselves along the last axis.)"""
+def rope_tables(inv_freq, seq_len, offset=0, scaling=1.0):
+    """(cos, sin), each [seq_len, half] float64, for positions offset .. offset + seq_len - 1,
+    times `scaling` (rope_attention_scaling). (transformers' tables are these concatenated
+    with themselves along the last axis.)"""
     angles = np.arange(offset, offset + seq_len, dtype=np.float64)[:, None] * inv_freq[None, :]
-    return np.cos(angles), np.sin(angles)
+    return scaling * np.cos(angles), scaling * np.sin(angles)
 
 
 def _rotate(x, cos, sin, heads):
