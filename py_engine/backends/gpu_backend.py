@@ -477,20 +477,24 @@ class GpuBackend:
         return dx
 
     def rope_tables(self, head_dim, rope_parameters, positions):
-        """(cos, sin) buffers [positions, head_dim / 2] for positions 0 .. positions-1, made
-        once per shape (the RoPE kernels read them)."""
+        """(cos, sin, rotary_dim): buffers [positions, rotary_dim / 2] for positions 0 ..
+        positions-1, made once per shape (the RoPE kernels read them), and the rotated
+        dimensions of a head (head_dim unless rope_parameters has a partial_rotary_factor)."""
         key = (head_dim, repr(sorted((rope_parameters or {}).items())), positions)
         if key not in self._rope:
-            self._rope[key] = self.k.rope.tables(head_dim, positions, rope_parameters)
+            from ..kernels.rope import rotary_dim
+
+            self._rope[key] = (*self.k.rope.tables(head_dim, positions, rope_parameters),
+                               rotary_dim(head_dim, rope_parameters))
         return self._rope[key]
 
     def rope(self, x, tables, heads, seq, offset=0, backward=False):
         """x rotated by position offset + (row % seq); offset an int or a Variable."""
-        cos, sin = tables
+        cos, sin, rotary = tables
         out = self.new(*x.shape)
         record = self.k.rope.backward if backward else self.k.rope.forward
         record(self.program, x.buffer, cos, sin, out.buffer, x.rows, heads, x.cols // heads, seq,
-               offset)
+               offset, rotary_dim=rotary)
         return out
 
     def rope_backward(self, dy, tables, heads, seq):

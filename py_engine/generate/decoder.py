@@ -131,7 +131,8 @@ class NumpyDecoder:
             raise ValueError(f"{self.length + len(ids)} tokens do not fit the cache of {self.max_length}")
         inputs = Tokens(np.asarray([ids], np.int64), len(ids), self.length)
         hidden, _ = self.model.forward(self.be, inputs, train=False, cache=self.cache)
-        logits = self.be.linear(hidden[-1:], self.be.param(self.model.head_name), None)[0]
+        logits = self.be.linear(hidden[-1:], self.be.param(self.model.head_name),
+                                self.model.head_bias_param(self.be))[0]
         self.length += len(ids)
         return logits
 
@@ -223,7 +224,7 @@ class GpuDecoder:
         hidden, _ = self.model.forward(be, Tokens(r.ids, T, r.position), train=False, cache=self.cache)
         if T > 1:    # the last real row of a right-padded prompt, chosen per run
             hidden = be.gather_rows(hidden, r.last)
-        logits = be.linear(hidden, be.param(self.model.head_name), None)
+        logits = be.linear(hidden, be.param(self.model.head_name), self.model.head_bias_param(be))
         r.program.read(logits.buffer, size=4 * self.config.vocab_size)
         r.buffers = [r.ids.buffer, r.last.buffer] + be.finish()
         return r
