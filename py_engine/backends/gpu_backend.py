@@ -566,11 +566,13 @@ class GpuBackend:
                     dloss=loss_scale, **shape)
         return self.metrics, dlogits
 
-    def lm_head_loss(self, h, w, labels, loss_scale=1.0, dweight=None, backward=True, chunk=256):
+    def lm_head_loss(self, h, w, labels, loss_scale=1.0, dweight=None, backward=True, chunk=256,
+                     bias=None, dbias=None):
         """(metrics, dh): loss and counted tokens land in the metrics buffer (read it after
         the run); dh is the gradient of loss * loss_scale (None without `backward`); with
         `dweight` the head's gradient is added into it (full fine-tuning; otherwise the head
-        is frozen)."""
+        is frozen). A head with a `bias` (Phi-2) adds it to the logits; with `dbias` its
+        gradient is added into that."""
         N, H = h.shape
         V = w.shape[0]
         chunk = min(chunk, V)
@@ -579,12 +581,15 @@ class GpuBackend:
         stats = self.device.create_buffer(4 * lm.stats_floats(N), label="lm stats")
         args = (self.program, h.buffer, w.buffer, labels.buffer, scratch, stats, self.metrics)
         shape = (N, H, V, chunk)
-        lm.forward(*args, *shape, w_half=w.half)
+        bias = None if bias is None else bias.buffer
+        lm.forward(*args, *shape, w_half=w.half, bias=bias)
         if not backward:
             return self.metrics, None
         dh = self.new(*h.shape)
         extra = {} if dweight is None else dict(dweight=dweight.buffer, dw_beta=1.0)
-        lm.backward(*args, dh.buffer, *shape, dloss=loss_scale, w_half=w.half, **extra)
+        if dbias is not None:
+            extra.update(dbias=dbias.buffer, db_beta=1.0)
+        lm.backward(*args, dh.buffer, *shape, dloss=loss_scale, w_half=w.half, bias=bias, **extra)
         return self.metrics, dh
 
 
