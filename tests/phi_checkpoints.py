@@ -27,3 +27,24 @@ def tiny_phi(path, seed=0, **overrides):
                 p.add_(0.2 * torch.randn_like(p))
     model.save_pretrained(path, safe_serialization=True)
     return model.double().eval()
+
+
+def tiny_phi_dir(path, seed=0, **overrides):
+    """A phi-2-like checkpoint directory: a tiny PhiForCausalLM over a byte-level BPE (tiny_chat's
+    corpus) whose only special token is "<|endoftext|>" (bos, eos and unk, as phi-2 ships), and a
+    tokenizer_config.json with no chat template."""
+    import json
+
+    from tiny_chat import train_tokenizer
+
+    path.mkdir(parents=True, exist_ok=True)
+    tok = train_tokenizer(special=["<|endoftext|>"])
+    tok.save(str(path / "tokenizer.json"))
+    eos = tok.token_to_id("<|endoftext|>")
+    tiny_phi(path, seed, **dict(dict(vocab_size=tok.get_vocab_size(), bos_token_id=eos,
+                                     eos_token_id=eos, max_position_embeddings=128), **overrides))
+    config = {"eos_token": "<|endoftext|>", "bos_token": "<|endoftext|>",
+              "unk_token": "<|endoftext|>", "model_max_length": 128,
+              "tokenizer_class": "CodeGenTokenizer", "add_prefix_space": False}
+    (path / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    return path

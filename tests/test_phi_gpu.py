@@ -1,0 +1,133 @@
+"""The Phi-2 family on the GPU backend (wgpu-native; lavapipe here): one LoRA step and one full
+fine-tuning step recorded on the GPU against the NumPy backend in float64 (which
+tests/test_phi_lora_oracle.py checks against transformers + PEFT), 32 greedy tokens from the GPU
+decoder equal to transformers', and ChatModel's training run equal to the host's."""
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import run
+from phi_checkpoints import TINY, tiny_phi, tiny_phi_dir
+from py_engine.backends.gpu_backend import GpuBackend, Kernels, Tensor
+from py_engine.formats.peft_adapter import load_adapter
+from py_engine.generate import GpuDecoder
+from py_engine.kernels.cross_entropy import decode_metrics
+from py_engine.kernels.dropout import pack_step
+from py_engine.models.checkpoint import DecoderCheckpoint
+from py_engine.models.llama import shift_labels
+from py_engine.models.lora_config import LoraConfig
+from py_engine.models.phi import PhiModel
+from py_engine.train.batch import Batch
+from py_engine.train.chat import CausalTrainConfig, ChatModel
+from test_chat_model import random_examples
+from test_phi_lora_oracle import ALL, DROPOUT, a_batch, engine_step, peft_phi, relative
+
+# f32 on the GPU against float64: the Llama family's bounds.
+LOSS_BOUND, GRAD_BOUND = 1e-5, 1e-4
+
+
+def gpu_step(device, model, checkpoint, extra, ids, mask, labels, seed=0):
+    be = GpuBackend(device, run(Kernels.load(device, decoder=True)))
+    be.step.write(pack_step(seed, 0))          # the dropout masks' seed
+    for name in checkpoint.names():
+        be.params[name] = Tensor(device.buffer_from(checkpoint.floats(name)), checkpoint.shape(name))
+    for name, (shape, values) in extra.items():
+        be.params[name] = Tensor(device.buffer_from(np.asarray(values, np.float32)), shape)
+    for name, shape in model.trainable.items():
+        be.grads[name] = be.new(*shape)
+    u32 = lambda a: Tensor(device.buffer_from(np.asarray(a, np.uint32)), np.shape(a))
+    B, T = ids.shape
+    batch = Batch(ids.tolist(), [[0] * T] * B, mask.tolist())
+    batch.ids, batch.mask = u32(ids), u32(mask)
+    program = device.program()
+    be.record(program)
+    hidden, saved = model.forward(be, batch)
+    metrics, dh = be.lm_head_loss(hidden, be.param(model.head_name), u32(shift_labels(labels.tolist())),
+                                  dweight=model.head_grad(be), chunk=40,
+                                  bias=model.head_bias_param(be), dbias=model.head_bias_grad(be))
+    model.backward(be, dh, saved, batch)
+    program.read(metrics)
+    names = list(model.trainable)
+    for name in names:
+        program.read(be.grads[name].buffer)
+    values = run(program.run())
+    grads = {n: np.frombuffer(bytes(v), np.float32).reshape(model.trainable[n])
+             for n, v in zip(names, values[1:])}
+    return decode_metrics(values[0])["loss"], grads
+
+
+def check(got_loss, got, want_loss, want):
+    assert abs(got_loss - want_loss) <= LOSS_BOUND * abs(want_loss)
+    for name, ref in want.items():
+        assert relative(got[name], ref) <= GRAD_BOUND, name
+
+
+@pytest.mark.parametrize("overrides, seed", [({}, 0), (DROPOUT, 11)])
+def test_lora_step_on_the_gpu_matches_numpy(tmp_path, device, overrides, seed):
+    """All six linears, partial rotary (phi-2's factor 0.4 over head_dim 10); with dropout the
+    GPU draws the NumPy backend's masks from the same seed."""
+    peft_phi(tmp_path, ALL, hidden_size=40, partial_rotary_factor=0.4, **overrides)
+    config, tensors, _ = load_adapter(tmp_path / "adapter")
+    checkpoint = DecoderCheckpoint.load(tmp_path / "model")
+    model = PhiModel(checkpoint.config, LoraConfig.from_peft_dict(config))
+    ids, mask, labels = a_batch()
+    want_loss, want = engine_step(model, checkpoint, tensors, ids, mask, labels, seed=seed)
+    got_loss, got = gpu_step(device, model, checkpoint, tensors, ids, mask, labels, seed=seed)
+    check(got_loss, got, want_loss, want)
+
+
+@pytest.mark.parametrize("overrides", [{}, dict(DROPOUT, num_key_value_heads=2)])
+def test_full_finetuning_step_on_the_gpu_matches_numpy(tmp_path, device, overrides):
+    """Every weight, the head's bias included (its gradient through the head loss's chunks)."""
+    tiny_phi(tmp_path, **overrides)
+    checkpoint = DecoderCheckpoint.load(tmp_path)
+    model = PhiModel(checkpoint.config, None)
+    ids, mask, labels = a_batch()
+    want_loss, want = engine_step(model, checkpoint, {}, ids, mask, labels, seed=3)
+    got_loss, got = gpu_step(device, model, checkpoint, {}, ids, mask, labels, seed=3)
+    assert "lm_head.bias" in want
+    check(got_loss, got, want_loss, want)
+
+
+@pytest.mark.parametrize("half", [False, True])
+def test_gpu_greedy_generation_matches_transformers(tmp_path, device, half):
+    hf = tiny_phi(tmp_path, initializer_range=0.2, hidden_size=40, partial_rotary_factor=0.4)
+    if half:     # transformers on the same f16-rounded linear weights
+        with torch.no_grad():
+            for name, p in hf.named_parameters():
+                if p.dim() == 2 and "embed_tokens" not in name:
+                    p.copy_(p.half().double())
+    prompt = [int(t) for t in np.random.default_rng(7).integers(0, TINY["vocab_size"], 5)]
+    with torch.no_grad():
+        out = hf.generate(torch.as_tensor([prompt]), max_new_tokens=32, do_sample=False,
+                          eos_token_id=None, pad_token_id=0, min_new_tokens=32)
+    decoder = run(GpuDecoder.load(device, tmp_path, half=half, max_length=64))
+    tokens, logits = [], run(decoder.prefill(prompt))
+    for _ in range(32):
+        tokens.append(int(np.argmax(logits)))
+        logits = run(decoder.step(tokens[-1]))
+    assert tokens == out[0, len(prompt):].tolist()
+
+
+def host_run(path, examples, prompt, backend, full=False):
+    """(losses, greedy reply) of two epochs through ChatModel: LoRA on all of Phi's linears, or
+    full fine-tuning (every weight, the head's bias too)."""
+    lora = None if full else LoraConfig(r=4, lora_alpha=8, target_modules=ALL)
+    chat = run(ChatModel.create(path, lora=lora, backend=backend, seed=1))
+    history = run(chat.fit(examples, CausalTrainConfig(epochs=2, lr=2e-2 if lora else 1e-3,
+                                                       batch_size=4)))
+    return [h.loss for h in history], run(chat.generate(prompt, max_new_tokens=10))
+
+
+@pytest.mark.parametrize("full", [False, True])
+def test_phi_chat_model_on_the_native_gpu_matches_numpy(tmp_path, full):
+    """ChatModel's training run (dropout on) and greedy reply on the GPU backend equal the
+    NumPy backend's (tests/test_phi_browser.py runs it in Chromium)."""
+    path = tiny_phi_dir(tmp_path / "phi", initializer_range=0.2, **DROPOUT)
+    examples = random_examples(8, 300)
+    prompt = "What is the capital of France?"
+    losses, want = host_run(path, examples, prompt, "numpy", full)
+    gpu_losses, got = host_run(path, examples, prompt, "gpu", full)
+    np.testing.assert_allclose(gpu_losses, losses, rtol=1e-4)
+    assert got.ids == want.ids
