@@ -55,8 +55,8 @@ def a_batch():
 
 
 def engine_step(model, checkpoint, extra, ids, mask, labels, seed=0, saved_into=None):
-    """Loss and gradients of one step on the NumPy backend in float64, its dropout masks drawn
-    from `seed`; what the forward saved goes into the dict `saved_into` when one is given."""
+    """Loss and gradients of one step of any decoder family on the NumPy backend in float64 (a
+    head bias where the family has one), its dropout masks drawn from `seed`; what the forward saved goes into the dict `saved_into` when one is given."""
     be = NumpyBackend(np.float64)
     for name in checkpoint.names():
         be.set_param(name, np.frombuffer(checkpoint.floats(name), np.float32), checkpoint.shape(name))
@@ -71,7 +71,8 @@ def engine_step(model, checkpoint, extra, ids, mask, labels, seed=0, saved_into=
     if saved_into is not None:
         saved_into.update(saved)
     metrics, dh = be.lm_head_loss(hidden, be.param(model.head_name),
-                                  np.asarray(shift_labels(labels.tolist())), dweight=model.head_grad(be))
+                                  np.asarray(shift_labels(labels.tolist())), dweight=model.head_grad(be),
+                                  bias=model.head_bias_param(be), dbias=model.head_bias_grad(be))
     model.backward(be, dh, saved, batch)
     return metrics["loss"], be.grads
 

@@ -9,58 +9,15 @@ import torch
 
 from conftest import run
 from phi_checkpoints import TINY, tiny_phi, tiny_phi_dir
-from py_engine.backends.gpu_backend import GpuBackend, Kernels, Tensor
 from py_engine.formats.peft_adapter import load_adapter
 from py_engine.generate import GpuDecoder
-from py_engine.kernels.cross_entropy import decode_metrics
-from py_engine.kernels.dropout import pack_step
 from py_engine.models.checkpoint import DecoderCheckpoint
-from py_engine.models.llama import shift_labels
 from py_engine.models.lora_config import LoraConfig
 from py_engine.models.phi import PhiModel
-from py_engine.train.batch import Batch
 from py_engine.train.chat import CausalTrainConfig, ChatModel
 from test_chat_model import random_examples
-from test_phi_lora_oracle import ALL, DROPOUT, a_batch, engine_step, peft_phi, relative
-
-# f32 on the GPU against float64: the Llama family's bounds.
-LOSS_BOUND, GRAD_BOUND = 1e-5, 1e-4
-
-
-def gpu_step(device, model, checkpoint, extra, ids, mask, labels, seed=0):
-    be = GpuBackend(device, run(Kernels.load(device, decoder=True)))
-    be.step.write(pack_step(seed, 0))          # the dropout masks' seed
-    for name in checkpoint.names():
-        be.params[name] = Tensor(device.buffer_from(checkpoint.floats(name)), checkpoint.shape(name))
-    for name, (shape, values) in extra.items():
-        be.params[name] = Tensor(device.buffer_from(np.asarray(values, np.float32)), shape)
-    for name, shape in model.trainable.items():
-        be.grads[name] = be.new(*shape)
-    u32 = lambda a: Tensor(device.buffer_from(np.asarray(a, np.uint32)), np.shape(a))
-    B, T = ids.shape
-    batch = Batch(ids.tolist(), [[0] * T] * B, mask.tolist())
-    batch.ids, batch.mask = u32(ids), u32(mask)
-    program = device.program()
-    be.record(program)
-    hidden, saved = model.forward(be, batch)
-    metrics, dh = be.lm_head_loss(hidden, be.param(model.head_name), u32(shift_labels(labels.tolist())),
-                                  dweight=model.head_grad(be), chunk=40,
-                                  bias=model.head_bias_param(be), dbias=model.head_bias_grad(be))
-    model.backward(be, dh, saved, batch)
-    program.read(metrics)
-    names = list(model.trainable)
-    for name in names:
-        program.read(be.grads[name].buffer)
-    values = run(program.run())
-    grads = {n: np.frombuffer(bytes(v), np.float32).reshape(model.trainable[n])
-             for n, v in zip(names, values[1:])}
-    return decode_metrics(values[0])["loss"], grads
-
-
-def check(got_loss, got, want_loss, want):
-    assert abs(got_loss - want_loss) <= LOSS_BOUND * abs(want_loss)
-    for name, ref in want.items():
-        assert relative(got[name], ref) <= GRAD_BOUND, name
+from test_gpt2_gpu import check, gpu_step      # any family's step on the GPU
+from test_phi_lora_oracle import ALL, DROPOUT, a_batch, engine_step, peft_phi
 
 
 @pytest.mark.parametrize("overrides, seed", [({}, 0), (DROPOUT, 11)])

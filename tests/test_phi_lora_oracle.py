@@ -13,16 +13,15 @@ from transformers import PhiForCausalLM
 
 from conftest import run
 from phi_checkpoints import TINY, tiny_phi
-from py_engine.backends.numpy_backend import NumpyBackend
 from py_engine.formats.peft_adapter import load_adapter, read_adapter_config, save_adapter
 from py_engine.generate import NumpyDecoder
 from py_engine.models.checkpoint import DecoderCheckpoint
-from py_engine.models.llama import shift_labels
 from py_engine.models.lora_config import LoraConfig
 from py_engine.models.phi import PhiModel
-from py_engine.train.batch import Batch
+from test_gpt2_lora_oracle import a_batch, engine_step, relative, torch_step  # any family's
 
 V = TINY["vocab_size"]
+assert V == 96                   # a_batch draws ids below GPT-2's tiny vocabulary: the same size
 DEFAULT = ["q_proj", "v_proj", "fc1", "fc2"]                      # PEFT's default for phi
 ALL = ["q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2"]
 # transformers' causal-LM loss casts the logits to float32 even in a float64 model, so the
@@ -43,53 +42,6 @@ def peft_phi(path, targets, **overrides):
                 p.copy_(0.1 * torch.randn_like(p))
     model.save_pretrained(path / "adapter")
     return model.double()
-
-
-def a_batch():
-    rng = np.random.default_rng()
-    B, T = 3, 10
-    ids = rng.integers(0, V, (B, T))
-    mask = np.ones((B, T), np.int64)
-    mask[2, 7:] = 0                                   # a right-padded row
-    labels = np.where(mask == 1, ids, -100)
-    labels[:, :3] = -100                              # the prompt does not count
-    return ids, mask, labels
-
-
-def engine_step(model, checkpoint, extra, ids, mask, labels, seed=0, saved_into=None):
-    """Loss and gradients of one step on the NumPy backend in float64 (dropout masks drawn from
-    `seed`); what the forward saved goes into the dict `saved_into` when one is given."""
-    be = NumpyBackend(np.float64)
-    for name in checkpoint.names():
-        be.set_param(name, np.frombuffer(checkpoint.floats(name), np.float32), checkpoint.shape(name))
-    for name, (shape, values) in extra.items():
-        be.set_param(name, np.asarray(values, np.float64), shape)
-    for name in model.trainable:
-        be.add_grad(name)
-    B, T = ids.shape
-    batch = Batch(ids.tolist(), [[0] * T] * B, mask.tolist())
-    be.start_step(seed)
-    hidden, saved = model.forward(be, batch)
-    if saved_into is not None:
-        saved_into.update(saved)
-    metrics, dh = be.lm_head_loss(hidden, be.param(model.head_name),
-                                  np.asarray(shift_labels(labels.tolist())),
-                                  dweight=model.head_grad(be), bias=model.head_bias_param(be),
-                                  dbias=model.head_bias_grad(be))
-    model.backward(be, dh, saved, batch)
-    return metrics["loss"], be.grads
-
-
-def torch_step(model, ids, mask, labels):
-    model.train()
-    out = model(input_ids=torch.as_tensor(ids), attention_mask=torch.as_tensor(mask),
-                labels=torch.as_tensor(labels))
-    out.loss.backward()
-    return out.loss.item()
-
-
-def relative(got, want):
-    return np.linalg.norm(got - want) / np.linalg.norm(want)
 
 
 def peft_grads(peft):

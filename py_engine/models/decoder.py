@@ -18,6 +18,11 @@ class DecoderModel(AdaptedModel):
         self.targets = self.linears.targets
         self.trainable = dict(config.parameter_shapes()) if self.full else dict(self.linears.trainable)
 
+    @property
+    def head_name(self):
+        """The head's weight: the token embedding when tied (transformers' names)."""
+        return "model.embed_tokens.weight" if self.config.tie_word_embeddings else "lm_head.weight"
+
     def to_full(self):
         """The same decoder with every weight trainable (after the LoRA update was folded in)."""
         return type(self)(self.config, None)
@@ -46,3 +51,13 @@ class DecoderModel(AdaptedModel):
         if self.full:
             return 0
         return self.linears.lowest_layer(lambda m: int(m.split(".")[2]))
+
+    def _layernorm(self, be, x, name, eps):
+        """LayerNorm with weight and bias (GPT-2, Phi-2): the output and what its backward needs."""
+        return be.layernorm(x, be.param(name + ".weight"), be.param(name + ".bias"), eps)
+
+    def _layernorm_backward(self, be, dy, saved, name):
+        """dx; in full fine-tuning the norm's weight and bias gradients are added too."""
+        if not self.full:
+            return be.layernorm_backward(dy, saved)
+        return be.layernorm_backward(dy, saved, be.grad(name + ".weight"), be.grad(name + ".bias"))

@@ -37,14 +37,6 @@ class PhiModel(DecoderModel):
                    for n in range(config.num_hidden_layers) for p in PROJECTIONS}
         self._build(config, lora, modules, "Phi decoder")
 
-    @property
-    def head_name(self):
-        return "model.embed_tokens.weight" if self.config.tie_word_embeddings else "lm_head.weight"
-
-    def _layernorm(self, be, x, name):
-        return be.layernorm(x, be.param(name + ".weight"), be.param(name + ".bias"),
-                            self.config.layer_norm_eps)
-
     # --- forward ---
 
     def forward(self, be, inputs, train=True, cache=None):
@@ -61,7 +53,7 @@ class PhiModel(DecoderModel):
         for n in range(c.num_hidden_layers):
             p = f"model.layers.{n}."
             s = {}
-            h, s["ln"] = self._layernorm(be, x, p + "input_layernorm")
+            h, s["ln"] = self._layernorm(be, x, p + "input_layernorm", c.layer_norm_eps)
             q = be.rope(linear(be, p + "self_attn.q_proj", h, s, train), rope, H, T, position)
             k = be.rope(linear(be, p + "self_attn.k_proj", h, s, train), rope, Hkv, T, position)
             v = linear(be, p + "self_attn.v_proj", h, s, train)
@@ -78,16 +70,11 @@ class PhiModel(DecoderModel):
                 layers.append(s)
             else:
                 be.end_layer(x)       # inference: this layer's intermediates may be reused
-        out, final = self._layernorm(be, x, "model.final_layernorm")
+        out, final = self._layernorm(be, x, "model.final_layernorm", c.layer_norm_eps)
         return out, {"layers": layers, "final": final, "ids": inputs.ids, "rope": rope, "T": T,
                      "emb_drop": emb_drop}
 
     # --- backward ---
-
-    def _norm_backward(self, be, dy, saved, name):
-        if not self.full:
-            return be.layernorm_backward(dy, saved)
-        return be.layernorm_backward(dy, saved, be.grad(name + ".weight"), be.grad(name + ".bias"))
 
     def backward(self, be, dhidden, saved, inputs):
         """Gradients of the loss whose gradient with respect to the final hidden states is
@@ -98,7 +85,7 @@ class PhiModel(DecoderModel):
         H, Hkv = c.num_attention_heads, c.num_key_value_heads
         rope, T = saved["rope"], saved["T"]
         back = self.linears.backward
-        dx = self._norm_backward(be, dhidden, saved["final"], "model.final_layernorm")
+        dx = self._layernorm_backward(be, dhidden, saved["final"], "model.final_layernorm")
         lowest = self._lowest_layer()
         for n in reversed(range(lowest, c.num_hidden_layers)):
             p = f"model.layers.{n}."
@@ -115,7 +102,7 @@ class PhiModel(DecoderModel):
                    for m, d in (("q_proj", dq), ("k_proj", dk), ("v_proj", dv))]
             if needed:
                 dh = be.add(be.add(dh[0], dh[1]), be.add(dh[2], dh[3]))
-                dx = be.add(dx, self._norm_backward(be, dh, s["ln"], p + "input_layernorm"))
+                dx = be.add(dx, self._layernorm_backward(be, dh, s["ln"], p + "input_layernorm"))
         if self.full:
             dx = be.dropout_backward(dx, saved["emb_drop"])
             be.gather_rows_backward(dx, saved["ids"], be.grad("model.embed_tokens.weight"))
