@@ -112,11 +112,17 @@ def test_gpu_greedy_generation_matches_transformers(tmp_path, device, half):
             for name, p in hf.named_parameters():
                 if p.dim() == 2 and "wte" not in name and "wpe" not in name:
                     p.copy_(p.half().double())
-    prompt = [int(t) for t in np.random.default_rng(7).integers(0, TINY["vocab_size"], 5)]
+    check_gpu_greedy(device, hf, tmp_path, half, TINY["vocab_size"])
+
+
+def check_gpu_greedy(device, hf, path, half, vocab):
+    """Any decoder family: 32 greedy tokens of the GPU decoder (linear weights f16 with `half`,
+    where `hf` holds the same f16-rounded ones) equal transformers'."""
+    prompt = [int(t) for t in np.random.default_rng(7).integers(0, vocab, 5)]
     with torch.no_grad():
         out = hf.generate(torch.as_tensor([prompt]), max_new_tokens=32, do_sample=False,
                           eos_token_id=None, pad_token_id=0, min_new_tokens=32)
-    decoder = run(GpuDecoder.load(device, tmp_path, half=half, max_length=64))
+    decoder = run(GpuDecoder.load(device, path, half=half, max_length=64))
     tokens, logits = [], run(decoder.prefill(prompt))
     for _ in range(32):
         tokens.append(int(np.argmax(logits)))

@@ -10,13 +10,12 @@ import torch
 from conftest import run
 from phi_checkpoints import TINY, tiny_phi, tiny_phi_dir
 from py_engine.formats.peft_adapter import load_adapter
-from py_engine.generate import GpuDecoder
 from py_engine.models.checkpoint import DecoderCheckpoint
 from py_engine.models.lora_config import LoraConfig
 from py_engine.models.phi import PhiModel
 from py_engine.train.chat import CausalTrainConfig, ChatModel
 from test_chat_model import random_examples
-from test_gpt2_gpu import check, gpu_step      # any family's step on the GPU
+from test_gpt2_gpu import check, check_gpu_greedy, gpu_step      # any decoder family's
 from test_phi_lora_oracle import ALL, DROPOUT, a_batch, engine_step, peft_phi
 
 
@@ -55,16 +54,7 @@ def test_gpu_greedy_generation_matches_transformers(tmp_path, device, half):
             for name, p in hf.named_parameters():
                 if p.dim() == 2 and "embed_tokens" not in name:
                     p.copy_(p.half().double())
-    prompt = [int(t) for t in np.random.default_rng(7).integers(0, TINY["vocab_size"], 5)]
-    with torch.no_grad():
-        out = hf.generate(torch.as_tensor([prompt]), max_new_tokens=32, do_sample=False,
-                          eos_token_id=None, pad_token_id=0, min_new_tokens=32)
-    decoder = run(GpuDecoder.load(device, tmp_path, half=half, max_length=64))
-    tokens, logits = [], run(decoder.prefill(prompt))
-    for _ in range(32):
-        tokens.append(int(np.argmax(logits)))
-        logits = run(decoder.step(tokens[-1]))
-    assert tokens == out[0, len(prompt):].tolist()
+    check_gpu_greedy(device, hf, tmp_path, half, TINY["vocab_size"])
 
 
 def host_run(path, examples, prompt, backend, full=False):

@@ -8,17 +8,16 @@ import numpy as np
 import pytest
 import torch
 from peft import LoraConfig as PeftLoraConfig
-from peft import PeftModel, TaskType, get_peft_model
+from peft import TaskType, get_peft_model
 from transformers import PhiForCausalLM
 
-from conftest import run
 from phi_checkpoints import TINY, tiny_phi
-from py_engine.formats.peft_adapter import load_adapter, read_adapter_config, save_adapter
-from py_engine.generate import NumpyDecoder
+from py_engine.formats.peft_adapter import load_adapter
 from py_engine.models.checkpoint import DecoderCheckpoint
 from py_engine.models.lora_config import LoraConfig
 from py_engine.models.phi import PhiModel
-from test_gpt2_lora_oracle import a_batch, engine_step, relative, torch_step  # any family's
+from test_gpt2_lora_oracle import (   # any decoder family's helpers
+    a_batch, check_adapters_both_ways, check_merged_export, engine_step, relative, torch_step)
 
 V = TINY["vocab_size"]
 assert V == 96                   # a_batch draws ids below GPT-2's tiny vocabulary: the same size
@@ -166,48 +165,13 @@ def test_full_finetuning_step_matches_torch(tmp_path, overrides, monkeypatch):
 def test_peft_adapter_loads_and_ours_loads_in_peft(tmp_path):
     """A PEFT adapter applied here gives PEFT's logits; the same weights saved here as an
     adapter load in PEFT and give them again."""
-    peft = peft_phi(tmp_path, ALL).eval()
-    ids = np.random.default_rng().integers(0, V, 12).tolist()
-    with torch.no_grad():
-        want = peft(input_ids=torch.as_tensor([ids])).logits[0, -1].numpy()
-
-    config, tensors, _ = load_adapter(tmp_path / "adapter")
-    lora = LoraConfig.from_peft_dict(config)
-    checkpoint = DecoderCheckpoint.load(tmp_path / "model")
-    params = {n: np.frombuffer(checkpoint.floats(n), np.float32).reshape(checkpoint.shape(n))
-              for n in checkpoint.names()}
-    params.update({n: np.asarray(v, np.float64).reshape(s) for n, (s, v) in tensors.items()})
-    decoder = NumpyDecoder.from_params(checkpoint.config, params, lora_scaling=lora.scaling)
-    got = run(decoder.prefill(ids))
-    assert relative(got, want) <= 1e-6          # PEFT's adapter file holds float32
-
-    model = PhiModel(checkpoint.config, lora)
-    save_adapter(tmp_path / "ours", model.lora.to_peft_dict(), tensors)
-    ours = read_adapter_config(tmp_path / "ours")
-    assert sorted(ours["target_modules"]) == sorted(ALL)
-    base = tiny_phi(tmp_path / "base")
-    reloaded = PeftModel.from_pretrained(base.float(), tmp_path / "ours").double().eval()
-    with torch.no_grad():
-        again = reloaded(input_ids=torch.as_tensor([ids])).logits[0, -1].numpy()
-    assert relative(again, want) <= 1e-6
+    check_adapters_both_ways(tmp_path, peft_phi(tmp_path, ALL), PhiModel, tiny_phi, ALL)
 
 
 def test_merged_export_loads_in_transformers(tmp_path):
-    """A PEFT adapter merged and saved here is, to transformers, PEFT's merged model."""
-    from py_engine.export.merged import load_merged, save_merged
-
-    from tiny_chat import train_tokenizer
-
-    peft = peft_phi(tmp_path, ALL).eval()
-    train_tokenizer().save(str(tmp_path / "model" / "tokenizer.json"))   # a chat model has one
-    ids = np.random.default_rng().integers(0, V, 12).tolist()
-    with torch.no_grad():
-        want = peft(input_ids=torch.as_tensor([ids])).logits[0].numpy()
-    save_merged(load_merged(tmp_path / "model", tmp_path / "adapter"), tmp_path / "merged")
-    merged = PhiForCausalLM.from_pretrained(tmp_path / "merged").double().eval()
-    with torch.no_grad():
-        got = merged(input_ids=torch.as_tensor([ids])).logits[0].numpy()
-    assert relative(got, want) <= 1e-6          # the merged weights are float32
+    """A PEFT adapter merged and saved here is, to transformers, PEFT's merged model (the head's
+    bias kept)."""
+    check_merged_export(tmp_path, peft_phi(tmp_path, ALL), PhiForCausalLM)
 
 
 def test_gguf_export_refuses_a_phi_model(tmp_path):

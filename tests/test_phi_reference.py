@@ -1,15 +1,11 @@
 """The Phi-2 family decoder (models/phi.py through the NumPy generation decoder) against
 transformers' PhiForCausalLM: next-token logits in float64, and 32 greedy tokens."""
 
-import numpy as np
 import pytest
-import torch
 
-from conftest import run
 from phi_checkpoints import TINY, tiny_phi
-from py_engine.generate import NumpyDecoder
-from py_engine.generate.generation import generate
 from py_engine.models.checkpoint import CheckpointError, DecoderCheckpoint
+from test_gpt2_reference import check_greedy, check_logits      # any decoder family's
 
 # phi-2's own factor 0.4 (head_dim 10: 4 dimensions rotate), grouped-query heads, exact GELU,
 # and a tied head (its bias stays).
@@ -24,33 +20,11 @@ def checkpoint(request, tmp_path):
 
 
 def test_logits_match_transformers(checkpoint):
-    hf, path = checkpoint
-    ids = np.random.default_rng().integers(0, TINY["vocab_size"], 13).tolist()
-    decoder = NumpyDecoder.load(path, dtype=np.float64)
-    got = [run(decoder.prefill(ids[:5]))]
-    got += [run(decoder.step(t)) for t in ids[5:]]
-    with torch.no_grad():
-        want = hf(input_ids=torch.as_tensor([ids])).logits[0, 4:].numpy()
-    err = np.linalg.norm(np.stack(got) - want) / np.linalg.norm(want)
-    assert err <= 1e-5, err
-
-
-class _Ids:
-    """A tokenizer stand-in for generate(): the ids themselves are the text."""
-
-    def decode(self, ids, skip_special_tokens=True):
-        return " ".join(map(str, ids))
+    check_logits(*checkpoint, TINY["vocab_size"])
 
 
 def test_greedy_generation_matches_transformers(checkpoint):
-    hf, path = checkpoint
-    prompt = [int(t) for t in np.random.default_rng(7).integers(0, TINY["vocab_size"], 5)]
-    with torch.no_grad():
-        out = hf.generate(torch.as_tensor([prompt]), max_new_tokens=32, do_sample=False,
-                          eos_token_id=None, pad_token_id=0, min_new_tokens=32)
-    decoder = NumpyDecoder.load(path, dtype=np.float64)
-    result = run(generate(decoder, _Ids(), prompt, max_new_tokens=32, greedy=True))
-    assert result.ids == out[0, len(prompt):].tolist()
+    check_greedy(*checkpoint, TINY["vocab_size"])
 
 
 def test_older_config_spelling_reads_the_top_level_factor(tmp_path):
