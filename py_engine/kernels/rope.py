@@ -10,8 +10,9 @@ py_engine/ops/rope.py.
 q, k and their gradients: [B*T, heads * head_dim] f32, as the projections produce them. With
 partial rotary (Phi-2's partial_rotary_factor in rope_parameters: `rotary_dim=R` to forward and
 backward, R from rotary_dim()) only the first R dimensions of each head rotate and the rest are
-copied through. cos, sin: [P, R / 2] f32 tables (R = head_dim without the factor) for positions 0 .. P-1, built once per model (in pure Python
-here, in double precision: this runs in the browser too). Row r is at position offset + r % T;
+copied through. cos, sin: [P, R / 2] f32 tables (R = head_dim without the factor) for
+positions 0 .. P-1, built once per model (in pure Python here, in double precision: this runs
+in the browser too). Row r is at position offset + r % T;
 offset + T <= P. The offset is an int fixed when the dispatch is recorded, or a
 py_engine.gpu.Variable set between replays (decoding with a KV cache replays one program per
 new token at a growing offset).
