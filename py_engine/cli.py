@@ -21,7 +21,7 @@
 
 `train` looks at the checkpoint: a BERT-family encoder trains a classifier on JSONL lines
 {"text": ..., "label": ...}; a decoder (Llama family: Llama, TinyLlama, SmolLM, Qwen2; GPT-2
-family: GPT-2, DialoGPT, distilgpt2) trains on chat data: {"messages": [{"role", "content"}, ...]}, Alpaca {"instruction", "input", "output"},
+family: GPT-2, DialoGPT, distilgpt2; Phi-2 family: phi-2, phi-1.5) trains on chat data: {"messages": [{"role", "content"}, ...]}, Alpaca {"instruction", "input", "output"},
 {"prompt", "response"} pairs, or {"text": ...} for continued pretraining (no chat template
 needed). Decoders train with LoRA (a PEFT adapter is written), full fine-tuning or hybrid (a
 whole checkpoint is written). Options left out take the Python API's defaults for the task.
@@ -162,7 +162,7 @@ def input_file(path, what):
 
 
 def model_kind(model, max_length=None):
-    """"decoder" (Llama or GPT-2 family) or "encoder" (BERT family), from the checkpoint's config.json;
+    """"decoder" (Llama, GPT-2 or Phi-2 family) or "encoder" (BERT family), from the checkpoint's config.json;
     config.json and tokenizer_config.json are read here first so that a malformed one is named.
     `max_length` (--max-length) must fit the model's positions."""
     from pathlib import Path
@@ -701,7 +701,7 @@ def _chat_parsers(sub):
             ("score", cmd_score, "chat models: one JSON line {loss, tokens} per input"),
             ("generate", cmd_generate, "chat models: print the completion of a prompt")):
         p = sub.add_parser(name, help=text)
-        p.add_argument("--model", required=True, help="decoder checkpoint directory (Llama or GPT-2 family)")
+        p.add_argument("--model", required=True, help="decoder checkpoint directory (Llama, GPT-2 or Phi-2 family)")
         p.add_argument("--adapter", help="a PEFT LoRA adapter (task CAUSAL_LM)")
         _backend_options(p, ["f32", "f16", "int8", "int4"])
         p.add_argument("--max-length", type=MAX_LENGTH, help="tokens (default 512)")

@@ -6,14 +6,18 @@
 //                   out[j + half] = x[j + half] * cos + x[j] * sin
 //   rope_backward:  the inverse rotation (the same with -sin): dx from dy.
 //
+// Partial rotary (Phi-2): half = rotary_dim / 2 <= head_dim / 2; only elements j < rotary_dim
+// of a head rotate (j pairs with j + half) and elements rotary_dim .. head_dim - 1 are copied.
+//
 // cos and sin are tables [table_rows, half] of cos(p * inv_freq[j]), sin(p * inv_freq[j]) for
 // positions p = 0 .. table_rows - 1, computed by the host in double precision and rounded once
 // (the recorder's rope_tables). Row r of x is at position offset + r % seq: every sequence
 // starts at `offset` (0 for training; the number of cached tokens when decoding with a KV
 // cache). The recorder checks offset + seq <= table_rows.
 //
-// One thread per (row, head, j) pair reads both elements and writes both, so the two halves
-// never race; a grid-stride loop covers any size. out must not alias x.
+// One thread per (row, head, j) item, j < head_dim - half: j < half reads both elements of its
+// pair and writes both, so the two halves never race; j >= half copies element j + half (a
+// passed-through one). A grid-stride loop covers any size. out must not alias x.
 //
 // Bindings, in the order the recorder passes buffers (py_engine/kernels/rope.py):
 //   rope_forward, rope_backward: x (or dy), out (or dx), params, cos, sin
@@ -22,11 +26,12 @@
 override WORKGROUP: u32 = 256u;
 
 struct Params {
-  pairs: u32,    // rows * heads * half
+  items: u32,    // rows * heads * (head_dim - half)
   heads: u32,
-  half: u32,     // head_dim / 2
+  half: u32,     // rotary_dim / 2
   seq: u32,
   offset: u32,
+  head_dim: u32,
 }
 
 @group(0) @binding(0) var<storage, read> x: array<f32>;
@@ -37,10 +42,15 @@ struct Params {
 
 fn rotate(i: u32, sign: f32) {
   let half = params.half;
-  let j = i % half;
-  let head = i / half;                  // row * heads + h
+  let per_head = params.head_dim - half;
+  let j = i % per_head;
+  let head = i / per_head;              // row * heads + h
   let row = head / params.heads;
-  let a = head * 2u * half + j;         // heads are contiguous within a row
+  let a = head * params.head_dim + j;   // heads are contiguous within a row
+  if (j >= half) {                      // past the rotated pairs: passed through
+    out[a + half] = x[a + half];
+    return;
+  }
   let b = a + half;
   let t = (params.offset + row % params.seq) * half + j;
   let c = cos_table[t];
@@ -55,7 +65,7 @@ fn rotate(i: u32, sign: f32) {
 fn rope_forward(@builtin(global_invocation_id) gid: vec3<u32>,
                 @builtin(num_workgroups) groups: vec3<u32>) {
   let stride = groups.x * WORKGROUP;
-  for (var i = gid.x; i < params.pairs; i += stride) {
+  for (var i = gid.x; i < params.items; i += stride) {
     rotate(i, 1.0);
   }
 }
@@ -64,7 +74,7 @@ fn rope_forward(@builtin(global_invocation_id) gid: vec3<u32>,
 fn rope_backward(@builtin(global_invocation_id) gid: vec3<u32>,
                  @builtin(num_workgroups) groups: vec3<u32>) {
   let stride = groups.x * WORKGROUP;
-  for (var i = gid.x; i < params.pairs; i += stride) {
+  for (var i = gid.x; i < params.items; i += stride) {
     rotate(i, -1.0);
   }
 }

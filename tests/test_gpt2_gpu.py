@@ -30,6 +30,7 @@ LOSS_BOUND, GRAD_BOUND = 1e-5, 1e-4
 
 
 def gpu_step(device, model, checkpoint, extra, ids, mask, labels, seed=0):
+    """Loss and gradients of one step of any decoder family recorded on the GPU backend."""
     be = GpuBackend(device, run(Kernels.load(device, decoder=True,
                                              head_dim=getattr(model.config, "head_dim", None))))
     be.step.write(pack_step(seed, 0))          # the dropout masks' seed
@@ -47,7 +48,8 @@ def gpu_step(device, model, checkpoint, extra, ids, mask, labels, seed=0):
     be.record(program)
     hidden, saved = model.forward(be, batch)
     metrics, dh = be.lm_head_loss(hidden, be.param(model.head_name), u32(shift_labels(labels.tolist())),
-                                  dweight=model.head_grad(be), chunk=40)
+                                  dweight=model.head_grad(be), chunk=40,
+                                  bias=model.head_bias_param(be), dbias=model.head_bias_grad(be))
     model.backward(be, dh, saved, batch)
     program.read(metrics)
     names = list(model.trainable)

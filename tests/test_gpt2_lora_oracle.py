@@ -60,8 +60,8 @@ def a_batch(T=10):
 
 
 def engine_step(model, checkpoint, extra, ids, mask, labels, seed=0, saved_into=None):
-    """Loss and gradients of one step on the NumPy backend in float64, its dropout masks drawn
-    from `seed`; what the forward saved goes into the dict `saved_into` when one is given."""
+    """Loss and gradients of one step of any decoder family on the NumPy backend in float64 (a
+    head bias where the family has one), its dropout masks drawn from `seed`; what the forward saved goes into the dict `saved_into` when one is given."""
     be = NumpyBackend(np.float64)
     for name in checkpoint.names():
         be.set_param(name, np.frombuffer(checkpoint.floats(name), np.float32), checkpoint.shape(name))
@@ -76,7 +76,8 @@ def engine_step(model, checkpoint, extra, ids, mask, labels, seed=0, saved_into=
     if saved_into is not None:
         saved_into.update(saved)
     metrics, dh = be.lm_head_loss(hidden, be.param(model.head_name),
-                                  np.asarray(shift_labels(labels.tolist())), dweight=model.head_grad(be))
+                                  np.asarray(shift_labels(labels.tolist())), dweight=model.head_grad(be),
+                                  bias=model.head_bias_param(be), dbias=model.head_bias_grad(be))
     model.backward(be, dh, saved, batch)
     return metrics["loss"], be.grads
 
@@ -252,45 +253,60 @@ def test_full_finetuning_step_matches_torch(tmp_path, dropout, monkeypatch):
 def test_peft_adapter_loads_and_ours_loads_in_peft(tmp_path):
     """A PEFT adapter applied here gives PEFT's logits; the same weights saved here as an
     adapter load in PEFT (fan_in_fan_out, Conv1D module names) and give them again."""
-    peft = peft_gpt2(tmp_path, ALL).eval()
+    ours = check_adapters_both_ways(tmp_path, peft_gpt2(tmp_path, ALL), Gpt2Model, tiny_gpt2, ALL)
+    assert ours["fan_in_fan_out"] is True
+
+
+def check_adapters_both_ways(tmp_path, peft, model_class, tiny, targets):
+    """Any decoder family: `peft` (made by the family's peft_* helper under tmp_path) gives the
+    logits the engine gives with its adapter applied; the engine's adapter saved again loads in
+    PEFT over a fresh `tiny(path)` checkpoint and gives them too. Returns our adapter_config."""
+    peft = peft.eval()
     ids = np.random.default_rng().integers(0, V, 12).tolist()
     with torch.no_grad():
         want = peft(input_ids=torch.as_tensor([ids])).logits[0, -1].numpy()
 
     config, tensors, _ = load_adapter(tmp_path / "adapter")
     lora = LoraConfig.from_peft_dict(config)
-    params = {n: np.frombuffer(c.floats(n), np.float32).reshape(c.shape(n))
-              for c in [DecoderCheckpoint.load(tmp_path / "model")] for n in c.names()}
+    checkpoint = DecoderCheckpoint.load(tmp_path / "model")
+    params = {n: np.frombuffer(checkpoint.floats(n), np.float32).reshape(checkpoint.shape(n))
+              for n in checkpoint.names()}
     params.update({n: np.asarray(v, np.float64).reshape(s) for n, (s, v) in tensors.items()})
-    decoder = NumpyDecoder.from_params(DecoderCheckpoint.load(tmp_path / "model").config, params,
-                                       lora_scaling=lora.scaling)
+    decoder = NumpyDecoder.from_params(checkpoint.config, params, lora_scaling=lora.scaling)
     got = run(decoder.prefill(ids))
     assert relative(got, want) <= 1e-6          # PEFT's adapter file holds float32
 
-    model = Gpt2Model(DecoderCheckpoint.load(tmp_path / "model").config, lora)
+    model = model_class(checkpoint.config, lora)
     save_adapter(tmp_path / "ours", model.lora.to_peft_dict(), tensors)
     ours = read_adapter_config(tmp_path / "ours")
-    assert ours["fan_in_fan_out"] is True and sorted(ours["target_modules"]) == sorted(ALL)
-    base = tiny_gpt2(tmp_path / "base")
+    assert sorted(ours["target_modules"]) == sorted(targets)
+    base = tiny(tmp_path / "base")
     reloaded = PeftModel.from_pretrained(base.float(), tmp_path / "ours").double().eval()
     with torch.no_grad():
         again = reloaded(input_ids=torch.as_tensor([ids])).logits[0, -1].numpy()
     assert relative(again, want) <= 1e-6
+    return ours
 
 
 def test_merged_export_loads_in_transformers(tmp_path):
     """A PEFT adapter merged and saved here is, to transformers, PEFT's merged model."""
+    check_merged_export(tmp_path, peft_gpt2(tmp_path, ALL), GPT2LMHeadModel)
+
+
+def check_merged_export(tmp_path, peft, hf_class):
+    """Any decoder family: `peft`'s adapter (under tmp_path, as the peft_* helpers save it)
+    merged and saved here loads as `hf_class` and gives PEFT's logits."""
     from py_engine.export.merged import load_merged, save_merged
 
     from tiny_chat import train_tokenizer
 
-    peft = peft_gpt2(tmp_path, ALL).eval()
+    peft = peft.eval()
     train_tokenizer().save(str(tmp_path / "model" / "tokenizer.json"))   # a chat model has one
     ids = np.random.default_rng().integers(0, V, 12).tolist()
     with torch.no_grad():
         want = peft(input_ids=torch.as_tensor([ids])).logits[0].numpy()
     save_merged(load_merged(tmp_path / "model", tmp_path / "adapter"), tmp_path / "merged")
-    merged = GPT2LMHeadModel.from_pretrained(tmp_path / "merged").double().eval()
+    merged = hf_class.from_pretrained(tmp_path / "merged").double().eval()
     with torch.no_grad():
         got = merged(input_ids=torch.as_tensor([ids])).logits[0].numpy()
     assert relative(got, want) <= 1e-6          # the merged weights are float32

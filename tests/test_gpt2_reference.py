@@ -21,8 +21,13 @@ def checkpoint(request, tmp_path):
 
 
 def test_logits_match_transformers(checkpoint):
-    hf, path = checkpoint
-    ids = np.random.default_rng().integers(0, TINY["vocab_size"], 13).tolist()
+    check_logits(*checkpoint, TINY["vocab_size"])
+
+
+def check_logits(hf, path, vocab):
+    """Any decoder family: the NumPy decoder's next-token logits over a prompt and then token
+    by token (its KV cache) equal transformers' `hf` in float64."""
+    ids = np.random.default_rng().integers(0, vocab, 13).tolist()
     decoder = NumpyDecoder.load(path, dtype=np.float64)
     got = [run(decoder.prefill(ids[:5]))]
     got += [run(decoder.step(t)) for t in ids[5:]]

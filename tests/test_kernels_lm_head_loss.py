@@ -216,3 +216,39 @@ def test_rejects_bad_arguments(device, lm):
     with pytest.raises(ValueError, match="its own buffer"):
         lm.backward(device.program(), *args, buf(rows * hidden), rows, hidden, vocab, chunk=4,
                     dweight=args[1])
+
+
+@pytest.mark.parametrize("rows, hidden, vocab, chunk, accumulate", [
+    (24, 16, 100, 32, False), (9, 8, 37, 37, True), (5, 4, 13, 1, True),
+])
+def test_head_bias(device, lm, rows, hidden, vocab, chunk, accumulate):
+    """A head with a bias (Phi-2): the chunks' logits get their slice of it; dbias (poisoned, or
+    accumulated into) gets the column sums of the gradient, as the NumPy reference computes."""
+    rng = np.random.default_rng()
+    h, w, labels = random_case(rng, rows, hidden, vocab, ignored=2)
+    bias = rng.standard_normal(vocab).astype(np.float32)
+    db_init = rng.standard_normal(vocab).astype(np.float32) if accumulate else None
+    metrics = poisoned(device, METRIC_SLOTS)
+    stats = poisoned(device, lm.stats_floats(rows))
+    scratch = poisoned(device, lm.scratch_floats(rows, min(chunk, vocab)))
+    dh, dw = poisoned(device, rows * hidden), poisoned(device, vocab * hidden)
+    db = poisoned(device, vocab) if db_init is None else device.buffer_from(db_init)
+    h_b, w_b, labels_b, bias_b = (device.buffer_from(a) for a in (h, w, labels, bias))
+    program = device.program()
+    lm.forward(program, h_b, w_b, labels_b, scratch, stats, metrics, rows, hidden, vocab, chunk,
+               bias=bias_b)
+    lm.backward(program, h_b, w_b, labels_b, scratch, stats, metrics, dh, rows, hidden, vocab,
+                chunk, dweight=dw, dloss=0.5, bias=bias_b, dbias=db, db_beta=float(accumulate))
+    for b in (metrics, dh, dw, db):
+        program.read(b)
+    m, dh_out, dw_out, db_out = [floats(v) for v in run(program.run())]
+
+    h64, w64, b64 = h.astype(np.float64), w.astype(np.float64), bias.astype(np.float64)
+    loss, lse, counted = lm_head_loss_forward(h64, w64, labels, bias=b64)
+    want_db = np.zeros(vocab) if db_init is None else db_init.astype(np.float64)
+    want_dh, want_dw = lm_head_loss_backward(h64, w64, labels, lse, counted, dloss=0.5, bias=b64,
+                                             dbias=want_db)
+    assert rel_error(np.float64(m[METRIC_LOSS]), loss) <= BOUNDS["loss"]
+    assert rel_error(dh_out, want_dh.ravel()) <= BOUNDS["dh"]
+    assert rel_error(dw_out, want_dw.ravel()) <= BOUNDS["dw"]
+    assert rel_error(db_out, want_db) <= BOUNDS["dw"]

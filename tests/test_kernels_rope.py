@@ -81,6 +81,57 @@ def test_rope_matches_numpy(device, rope, batch, seq, heads, kv_heads, head_dim,
         assert rel_error(g, w) <= BOUND, (name, rel_error(g, w))
 
 
+PARTIAL = {"partial_rotary_factor": 0.4}        # phi-2's: 4 of 10 dimensions, 12 of 32
+
+
+@pytest.mark.parametrize("seq, heads, head_dim, offset, params", [
+    (5, 4, 10, 0, PARTIAL), (7, 3, 32, 9, PARTIAL), (3, 2, 16, 4, {"partial_rotary_factor": 0.5}),
+    (6, 2, 8, 2, {"partial_rotary_factor": 0.25, "rope_type": "linear", "factor": 2.0}),
+])
+def test_partial_rotary_matches_numpy(device, rope, seq, heads, head_dim, offset, params):
+    """Only the first rotary_dim dimensions of each head rotate (forward and backward); the
+    rest come through unchanged, over poisoned outputs."""
+    from py_engine.kernels.rope import rotary_dim
+
+    rng = np.random.default_rng()
+    rotary = rotary_dim(head_dim, params)
+    assert rotary < head_dim
+    rows = 2 * seq
+    x, dy = (rng.standard_normal((rows, heads * head_dim)).astype(np.float32) for _ in range(2))
+    cos_b, sin_b = rope.tables(head_dim, offset + seq, params)
+    outs = [poisoned(device, x.size) for _ in range(2)]
+    program = device.program()
+    shape = dict(rows=rows, heads=heads, head_dim=head_dim, seq=seq, offset=offset, rotary_dim=rotary)
+    rope.forward(program, device.buffer_from(x), cos_b, sin_b, outs[0], **shape)
+    rope.backward(program, device.buffer_from(dy), cos_b, sin_b, outs[1], **shape)
+    got = read(program, *outs)
+
+    cos, sin = ops.rope_tables(ops.rope_inv_freq(head_dim, params), seq, offset)
+    assert cos.shape == (seq, rotary // 2)
+    want = [ops.rope_forward(x.astype(np.float64), cos, sin, heads),
+            ops.rope_backward(dy.astype(np.float64), cos, sin, heads)]
+    for name, g, w, src in zip(("x", "dy"), got, want, (x, dy)):
+        assert rel_error(g, w) <= BOUND, (name, rel_error(g, w))
+        passed = g.reshape(rows, heads, head_dim)[..., rotary:]
+        assert np.array_equal(passed, src.reshape(rows, heads, head_dim)[..., rotary:]), name
+
+
+def test_partial_rotary_tables_follow_transformers():
+    """The frequencies span the rotated dimensions (transformers' dim = int(head_dim * factor))."""
+    import torch
+    from transformers import PhiConfig
+    from transformers.models.phi.modeling_phi import PhiRotaryEmbedding
+
+    config = PhiConfig(hidden_size=80, num_attention_heads=4, rope_parameters={
+        "rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.4})
+    want = PhiRotaryEmbedding(config).inv_freq.double().numpy()
+    assert want.shape == (4,)
+    np.testing.assert_allclose(ops.rope_inv_freq(20, PARTIAL), want, rtol=1e-6)
+    np.testing.assert_allclose(rope_inv_freq(20, PARTIAL), want, rtol=1e-6)
+    with pytest.raises(ValueError, match="gives 3 rotary dimensions"):
+        rope_inv_freq(8, {"partial_rotary_factor": 0.375})
+
+
 def test_rope_grid_stride_covers_more_than_one_launch(device):
     rope = run(RopeKernels.load(device, workgroup=64))
     rows, heads, head_dim, seq = 64, 8, 32, 16
@@ -89,7 +140,7 @@ def test_rope_grid_stride_covers_more_than_one_launch(device):
     cos_b, sin_b = rope.tables(head_dim, seq)
     out = poisoned(device, x.size)
     half = head_dim // 2
-    params = device.uniform("5I", rows * heads * half, heads, half, seq, 0)
+    params = device.uniform("6I", rows * heads * half, heads, half, seq, 0, head_dim)
     program = device.program()
     program.dispatch(rope._kernels["rope_forward"], [device.buffer_from(x), out, params, cos_b,
                                                      sin_b], 3)
@@ -108,6 +159,8 @@ def test_rope_rejects_bad_shapes(device, rope):
         rope.forward(program, x, cos_b, sin_b, x, rows=6, heads=2, head_dim=8, seq=4)
     with pytest.raises(ValueError, match="even head_dim"):
         rope.forward(program, x, cos_b, sin_b, x, rows=8, heads=2, head_dim=7, seq=4)
+    with pytest.raises(ValueError, match="rotary_dim 10 must be even, >= 2 and <= head_dim 8"):
+        rope.forward(program, x, cos_b, sin_b, x, rows=8, heads=2, head_dim=8, seq=4, rotary_dim=10)
     with pytest.raises(ValueError, match="input holds"):
         rope.forward(program, x, cos_b, sin_b, x, rows=8, heads=4, head_dim=8, seq=4)
 

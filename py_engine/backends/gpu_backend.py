@@ -488,25 +488,27 @@ class GpuBackend:
         return dx
 
     def rope_tables(self, head_dim, rope_parameters, positions, seq_len=None):
-        """(cos, sin) buffers [positions, head_dim / 2] for positions 0 .. positions-1, made
-        once per shape (the RoPE kernels read them), for sequences of `seq_len` tokens
-        (default: positions; longrope's factors depend on it)."""
-        from ..kernels.rope import uses_long_factor
+        """(cos, sin, rotary_dim): buffers [positions, rotary_dim / 2] for positions 0 ..
+        positions-1, made once per shape (the RoPE kernels read them), for sequences of
+        `seq_len` tokens (default: positions; longrope's factors depend on it), and the rotated
+        dimensions of a head (head_dim unless rope_parameters has a partial_rotary_factor)."""
+        from ..kernels.rope import rotary_dim, uses_long_factor
 
         seq_len = positions if seq_len is None else seq_len
         key = (head_dim, repr(sorted((rope_parameters or {}).items())), positions,
                uses_long_factor(rope_parameters, seq_len))
         if key not in self._rope:
-            self._rope[key] = self.k.rope.tables(head_dim, positions, rope_parameters, seq_len)
+            self._rope[key] = (*self.k.rope.tables(head_dim, positions, rope_parameters, seq_len),
+                               rotary_dim(head_dim, rope_parameters))
         return self._rope[key]
 
     def rope(self, x, tables, heads, seq, offset=0, backward=False):
         """x rotated by position offset + (row % seq); offset an int or a Variable."""
-        cos, sin = tables
+        cos, sin, rotary = tables
         out = self.new(*x.shape)
         record = self.k.rope.backward if backward else self.k.rope.forward
         record(self.program, x.buffer, cos, sin, out.buffer, x.rows, heads, x.cols // heads, seq,
-               offset)
+               offset, rotary_dim=rotary)
         return out
 
     def rope_backward(self, dy, tables, heads, seq):
@@ -581,11 +583,13 @@ class GpuBackend:
                     dloss=loss_scale, **shape)
         return self.metrics, dlogits
 
-    def lm_head_loss(self, h, w, labels, loss_scale=1.0, dweight=None, backward=True, chunk=256):
+    def lm_head_loss(self, h, w, labels, loss_scale=1.0, dweight=None, backward=True, chunk=256,
+                     bias=None, dbias=None):
         """(metrics, dh): loss and counted tokens land in the metrics buffer (read it after
         the run); dh is the gradient of loss * loss_scale (None without `backward`); with
         `dweight` the head's gradient is added into it (full fine-tuning; otherwise the head
-        is frozen)."""
+        is frozen). A head with a `bias` (Phi-2) adds it to the logits; with `dbias` its
+        gradient is added into that."""
         N, H = h.shape
         V = w.shape[0]
         chunk = min(chunk, V)
@@ -594,12 +598,15 @@ class GpuBackend:
         stats = self.device.create_buffer(4 * lm.stats_floats(N), label="lm stats")
         args = (self.program, h.buffer, w.buffer, labels.buffer, scratch, stats, self.metrics)
         shape = (N, H, V, chunk)
-        lm.forward(*args, *shape, w_half=w.half)
+        bias = None if bias is None else bias.buffer
+        lm.forward(*args, *shape, w_half=w.half, bias=bias)
         if not backward:
             return self.metrics, None
         dh = self.new(*h.shape)
         extra = {} if dweight is None else dict(dweight=dweight.buffer, dw_beta=1.0)
-        lm.backward(*args, dh.buffer, *shape, dloss=loss_scale, w_half=w.half, **extra)
+        if dbias is not None:
+            extra.update(dbias=dbias.buffer, db_beta=1.0)
+        lm.backward(*args, dh.buffer, *shape, dloss=loss_scale, w_half=w.half, bias=bias, **extra)
         return self.metrics, dh
 
 

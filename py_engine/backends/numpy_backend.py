@@ -249,8 +249,10 @@ class NumpyBackend:
         return dx
 
     def rope_tables(self, head_dim, rope_parameters, positions, seq_len=None):
-        """(cos, sin) [positions, head_dim / 2] for positions 0 .. positions-1, made once, for
-        sequences of `seq_len` tokens (default: positions; longrope's factors depend on it)."""
+        """(cos, sin) [positions, rotary_dim / 2] for positions 0 .. positions-1, made once, for
+        sequences of `seq_len` tokens (default: positions; longrope's factors depend on it).
+        rotary_dim: head_dim, or less with rope_parameters' partial_rotary_factor; the rope ops
+        rotate that many dimensions of each head and pass the rest through."""
         seq_len = positions if seq_len is None else seq_len
         key = (head_dim, repr(sorted((rope_parameters or {}).items())), positions,
                uses_long_factor(rope_parameters, seq_len))
@@ -341,15 +343,18 @@ class NumpyBackend:
         return metrics, ce_ops.cross_entropy_backward(logits, labels, wsum, weights, label_smoothing,
                                                       dloss=loss_scale)
 
-    def lm_head_loss(self, h, w, labels, loss_scale=1.0, dweight=None, backward=True):
+    def lm_head_loss(self, h, w, labels, loss_scale=1.0, dweight=None, backward=True,
+                     bias=None, dbias=None):
         """(metrics, dh): the causal-LM loss over shifted labels (IGNORE_LABEL = not counted)
         as metrics {"loss", "counted"}, and the gradient of loss * loss_scale with respect to
         h (None without `backward`); with `dweight` the head's gradient is added into it (full
-        fine-tuning; otherwise the head is frozen). One pass over blocks of rows: each block's
-        logits are made once and never all at once."""
+        fine-tuning; otherwise the head is frozen). A head with a `bias` (Phi-2) adds it to the
+        logits; with `dbias` its gradient is added into that. One pass over blocks of rows:
+        each block's logits are made once and never all at once."""
         loss, counted, dh, dw = lm_ops.lm_head_loss_fused(
             h, w, np.asarray(labels), dloss=loss_scale, grad_input=backward,
-            grad_weight=backward and dweight is not None)
+            grad_weight=backward and dweight is not None, bias=bias,
+            dbias=dbias if backward else None)
         if dw is not None:
             dweight += dw
         return {"loss": float(loss), "counted": counted}, dh

@@ -1,4 +1,4 @@
-"""Text generation for the decoders (Llama and GPT-2 families) with a KV cache: sampling (pure
+"""Text generation for the decoders (Llama, GPT-2 and Phi-2 families) with a KV cache: sampling (pure
 Python), a NumPy decoder (host), a WebGPU decoder, and one async loop that drives either.
 
     from py_engine.generate import generate, NumpyDecoder, GpuDecoder

@@ -163,7 +163,8 @@ class NumpyDecoder:
         self.history.ids += ids
         inputs = Tokens(np.asarray([ids], np.int64), len(ids), self.length, self.length + len(ids))
         hidden, _ = self.model.forward(self.be, inputs, train=False, cache=self.cache)
-        logits = self.be.linear(hidden[-1:], self.be.param(self.model.head_name), None)[0]
+        logits = self.be.linear(hidden[-1:], self.be.param(self.model.head_name),
+                                self.model.head_bias_param(self.be))[0]
         self.length += len(ids)
         return logits
 
@@ -260,7 +261,7 @@ class GpuDecoder:
                                        cache=self.cache)
         if T > 1:    # the last real row of a right-padded prompt, chosen per run
             hidden = be.gather_rows(hidden, r.last)
-        logits = be.linear(hidden, be.param(self.model.head_name), None)
+        logits = be.linear(hidden, be.param(self.model.head_name), self.model.head_bias_param(be))
         r.program.read(logits.buffer, size=4 * self.config.vocab_size)
         r.buffers = [r.ids.buffer, r.last.buffer] + be.finish()
         return r

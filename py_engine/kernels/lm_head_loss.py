@@ -21,6 +21,12 @@ logits and reads the forward's stats and metrics, so record it after the forward
 batch. `dh_beta` / `dw_beta` = 1 add the gradients into dhidden / dweight (accumulation over
 micro-batches, or a tied weight's embedding gradient already there); 0 overwrites them.
 
+A head with a bias (Phi-2's lm_head: `bias=` [V] f32 to forward and backward) adds it to each
+chunk's logits: the chunk's slice is copied into a small buffer the chunk's gemm adds as its
+bias; `dbias=` [V] f32 gets the column sums of each chunk's gradient block (the matmul
+family's bias_grad into that buffer, copied to the slice; `db_beta` as dw_beta), so no
+shader of this family knows of the bias.
+
 Cost: the backward recomputes the forward's logits (one extra N x V x H product); the dispatch
 count is about 2 + 2 * ceil(V / chunk) forward and up to 3 * ceil(V / chunk) backward.
 """
@@ -82,19 +88,31 @@ class LMHeadLossKernels(KernelFamily):
     def _chunks(self, vocab, chunk):
         return [(start, min(chunk, vocab - start)) for start in range(0, vocab, chunk)]
 
-    def _logits(self, program, hidden, weight, scratch, rows, hidden_size, start, cols, w_half):
+    def _bias_slice(self, vocab, chunk, bias, what):
+        """The small buffer a chunk's slice of the head bias (or its gradient) passes through."""
+        if bias is None:
+            return None
+        require_floats(bias, vocab, what)
+        return self.device.create_buffer(4 * min(chunk, vocab), label=f"lm {what} chunk")
+
+    def _logits(self, program, hidden, weight, scratch, rows, hidden_size, start, cols, w_half,
+                bias=None, bias_chunk=None):
         w_chunk = MatrixView(weight, ld=hidden_size, offset=start * hidden_size)
+        if bias is not None:
+            program.copy(bias, bias_chunk, size=4 * cols, src_offset=4 * start)
         self.matmul.linear(program, hidden, w_chunk, scratch, rows, hidden_size, cols,
-                           w_half=w_half)
+                           bias=bias_chunk, w_half=w_half)
 
     def forward(self, program, hidden, weight, labels, scratch, stats, metrics, rows,
-                hidden_size, vocab, chunk, w_half=False, metrics_offset=METRIC_LOSS):
+                hidden_size, vocab, chunk, w_half=False, metrics_offset=METRIC_LOSS, bias=None):
         """Loss, correct count and counted tokens (twice: counted is the denominator) into
         metrics[offset:offset+4]; per-row (max, sum, label logit, argmax) into stats."""
         self._check(hidden, weight, labels, scratch, stats, metrics, rows, hidden_size, vocab,
                     chunk, w_half, metrics_offset)
+        bias_chunk = self._bias_slice(vocab, chunk, bias, "bias")
         for start, cols in self._chunks(vocab, chunk):
-            self._logits(program, hidden, weight, scratch, rows, hidden_size, start, cols, w_half)
+            self._logits(program, hidden, weight, scratch, rows, hidden_size, start, cols, w_half,
+                         bias, bias_chunk)
             params = self._params(rows, cols, start, vocab, int(start == 0), metrics_offset, 1.0)
             self._dispatch(program, "lm_chunk_update", [labels, stats, params, scratch], rows)
         params = self._params(rows, 0, 0, vocab, 0, metrics_offset, 1.0)
@@ -103,9 +121,10 @@ class LMHeadLossKernels(KernelFamily):
 
     def backward(self, program, hidden, weight, labels, scratch, stats, metrics, dhidden, rows,
                  hidden_size, vocab, chunk, dweight=None, dloss=1.0, w_half=False, dh_beta=0.0,
-                 dw_beta=0.0, metrics_offset=METRIC_LOSS):
+                 dw_beta=0.0, metrics_offset=METRIC_LOSS, bias=None, dbias=None, db_beta=0.0):
         """dhidden = dh_beta * dhidden + d(dloss * loss)/dh and, when dweight is given,
-        dweight = dw_beta * dweight + d(dloss * loss)/dW."""
+        dweight = dw_beta * dweight + d(dloss * loss)/dW; with `dbias`, dbias = db_beta *
+        dbias + d(dloss * loss)/db (the head's `bias` as in the forward)."""
         self._check(hidden, weight, labels, scratch, stats, metrics, rows, hidden_size, vocab,
                     chunk, w_half, metrics_offset)
         require_floats(dhidden, rows * hidden_size, "dhidden")
@@ -114,9 +133,14 @@ class LMHeadLossKernels(KernelFamily):
                 raise ValueError("dweight must be its own buffer: later chunks still read the "
                                  "weight, hidden states and scratch")
             require_floats(dweight, vocab * hidden_size, "dweight")
+        if dbias is not None and any(dbias is b for b in (bias, scratch)):
+            raise ValueError("dbias must be its own buffer")
+        bias_chunk = self._bias_slice(vocab, chunk, bias, "bias")
+        db_chunk = self._bias_slice(vocab, chunk, dbias, "dbias")
         mm = self.matmul
         for start, cols in self._chunks(vocab, chunk):
-            self._logits(program, hidden, weight, scratch, rows, hidden_size, start, cols, w_half)
+            self._logits(program, hidden, weight, scratch, rows, hidden_size, start, cols, w_half,
+                         bias, bias_chunk)
             params = self._params(rows, cols, start, vocab, 0, metrics_offset, dloss)
             self._dispatch(program, "lm_chunk_grad", [labels, stats, params, scratch, metrics],
                            rows * cols)
@@ -127,4 +151,9 @@ class LMHeadLossKernels(KernelFamily):
                 dw_chunk = MatrixView(dweight, ld=hidden_size, offset=start * hidden_size)
                 mm.linear_grad_weight(program, scratch, hidden, dw_chunk, rows, hidden_size, cols,
                                       beta=dw_beta)
+            if dbias is not None:
+                if db_beta:
+                    program.copy(dbias, db_chunk, size=4 * cols, src_offset=4 * start)
+                mm.bias_grad(program, scratch, db_chunk, rows, cols, beta=db_beta)
+                program.copy(db_chunk, dbias, size=4 * cols, dst_offset=4 * start)
         return program

@@ -7,9 +7,12 @@ py_engine/ops/rope.py.
     rope.forward(program, k, cos, sin, k_out, rows=B*T, heads=Hkv, head_dim=D, seq=T)
     rope.backward(program, dq_out, cos, sin, dq, rows=B*T, heads=H, head_dim=D, seq=T)
 
-q, k and their gradients: [B*T, heads * head_dim] f32, as the projections produce them. cos,
-sin: [P, head_dim / 2] f32 tables for positions 0 .. P-1, built once per model (in pure Python
-here, in double precision: this runs in the browser too). Row r is at position offset + r % T;
+q, k and their gradients: [B*T, heads * head_dim] f32, as the projections produce them. With
+partial rotary (Phi-2's partial_rotary_factor in rope_parameters: `rotary_dim=R` to forward and
+backward, R from rotary_dim()) only the first R dimensions of each head rotate and the rest are
+copied through. cos, sin: [P, R / 2] f32 tables (R = head_dim without the factor) for
+positions 0 .. P-1, built once per model (in pure Python here, in double precision: this runs
+in the browser too). Row r is at position offset + r % T;
 offset + T <= P. The offset is an int fixed when the dispatch is recorded, or a
 py_engine.gpu.Variable set between replays (decoding with a KV cache replays one program per
 new token at a growing offset).
@@ -27,16 +30,27 @@ ENTRIES = ("rope_forward", "rope_backward")
 DEFAULT_THETA = 10000.0
 
 
+def rotary_dim(head_dim, rope_parameters=None):
+    """The rotated dimensions of a head: int(head_dim * partial_rotary_factor), as transformers
+    computes them (all of them without the factor); even and at least 2."""
+    factor = float((rope_parameters or {}).get("partial_rotary_factor", 1.0))
+    dim = int(head_dim * factor)
+    if not 0.0 < factor <= 1.0 or dim < 2 or dim % 2:
+        raise ValueError(f"partial_rotary_factor {factor} of head_dim {head_dim} gives {dim} "
+                         "rotary dimensions; RoPE needs an even number >= 2")
+    return dim
+
+
 def rope_inv_freq(head_dim, rope_parameters=None, seq_len=None):
-    """inv_freq [head_dim // 2] as floats, from a transformers-style rope_parameters dict (rope_type
-    "default", "linear", "llama3" or "longrope", whose factors depend on `seq_len`, see
-    longrope_factors); the same math as py_engine.ops.rope.rope_inv_freq."""
+    """inv_freq [rotary_dim // 2] as floats, from a transformers-style rope_parameters dict
+    (rope_type "default", "linear", "llama3" or "longrope", whose factors depend on `seq_len`,
+    see longrope_factors; partial_rotary_factor); the same math as
+    py_engine.ops.rope.rope_inv_freq."""
     if head_dim < 2 or head_dim % 2:
         raise ValueError(f"RoPE needs an even head_dim >= 2, got {head_dim}")
     p = dict(rope_parameters or {})
     rope_type = p.get("rope_type", p.get("type", "default"))
-    if p.get("partial_rotary_factor", 1.0) != 1.0:
-        raise ValueError("partial_rotary_factor != 1 is not supported")
+    head_dim = rotary_dim(head_dim, p)      # the frequencies span the rotated dimensions only
     theta = float(p.get("rope_theta", DEFAULT_THETA))
     inv_freq = [1.0 / theta ** (i / head_dim) for i in range(0, head_dim, 2)]
     if rope_type == "default":
@@ -132,15 +146,19 @@ class RopeKernels(KernelFamily):
         return (self.device.buffer_from(cos, label="rope cos"),
                 self.device.buffer_from(sin, label="rope sin"))
 
-    def _record(self, entry, program, src, cos, sin, dst, rows, heads, head_dim, seq, offset):
+    def _record(self, entry, program, src, cos, sin, dst, rows, heads, head_dim, seq, offset,
+                rotary_dim):
         if head_dim < 2 or head_dim % 2:
             raise ValueError(f"RoPE needs an even head_dim >= 2, got {head_dim}")
+        rotary_dim = head_dim if rotary_dim is None else rotary_dim
+        if not 2 <= rotary_dim <= head_dim or rotary_dim % 2:
+            raise ValueError(f"rotary_dim {rotary_dim} must be even, >= 2 and <= head_dim {head_dim}")
         if rows < 1 or heads < 1 or seq < 1 or value_of(offset) < 0:
             raise ValueError(f"rope needs rows, heads, seq >= 1, offset >= 0; got {rows}, "
                              f"{heads}, {seq}, {value_of(offset)}")
         if rows % seq:
             raise ValueError(f"{rows} rows are not whole sequences of {seq}")
-        half = head_dim // 2
+        half = rotary_dim // 2
         table_rows = min(cos.size, sin.size) // (4 * half)
         fits = lambda p: 0 <= p and p + seq <= table_rows
         what = f"RoPE tables of {table_rows} positions ({seq} rows a sequence)"
@@ -152,17 +170,21 @@ class RopeKernels(KernelFamily):
         width = heads * head_dim
         require_floats(src, rows * width, "input")
         require_floats(dst, rows * width, "output")
-        pairs = rows * heads * half
-        params = self.device.uniform("5I", pairs, heads, half, seq, offset)
-        return self._dispatch(program, entry, [src, dst, params, cos, sin], pairs)
+        # One thread per rotated pair and per passed-through element of each head.
+        items = rows * heads * (head_dim - half)
+        params = self.device.uniform("6I", items, heads, half, seq, offset, head_dim)
+        return self._dispatch(program, entry, [src, dst, params, cos, sin], items)
 
-    def forward(self, program, x, cos, sin, out, rows, heads, head_dim, seq, offset=0):
+    def forward(self, program, x, cos, sin, out, rows, heads, head_dim, seq, offset=0,
+                rotary_dim=None):
         """out = x rotated by position (offset + row % seq); out must not be x. `offset`: an
-        int, or a Variable changeable per replay."""
+        int, or a Variable changeable per replay; `rotary_dim`: the rotated dimensions of each
+        head (None: all; the tables must hold rotary_dim / 2 frequencies)."""
         return self._record("rope_forward", program, x, cos, sin, out, rows, heads, head_dim,
-                            seq, offset)
+                            seq, offset, rotary_dim)
 
-    def backward(self, program, dout, cos, sin, dx, rows, heads, head_dim, seq, offset=0):
+    def backward(self, program, dout, cos, sin, dx, rows, heads, head_dim, seq, offset=0,
+                 rotary_dim=None):
         """dx = dout rotated back (the inverse rotation)."""
         return self._record("rope_backward", program, dout, cos, sin, dx, rows, heads, head_dim,
-                            seq, offset)
+                            seq, offset, rotary_dim)

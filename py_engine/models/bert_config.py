@@ -88,7 +88,7 @@ class BertConfig:
         if self.position_embedding_type != "absolute":
             raise ConfigError(f"position_embedding_type {self.position_embedding_type!r} is not supported")
         if self.model_type not in ("bert", "roberta", "distilbert-like"):
-            if self.model_type in ("llama", "qwen2", "mistral", "gpt2"):
+            if self.model_type in ("llama", "qwen2", "mistral", "gpt2", "phi"):
                 raise ConfigError(f"model_type {self.model_type!r} is a decoder, not a BERT-family encoder")
 
     @property

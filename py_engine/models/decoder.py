@@ -1,4 +1,4 @@
-"""What every decoder family's model shares (models/llama.py, models/gpt2.py): which weights
+"""What every decoder family's model shares (models/llama.py, models/gpt2.py, models/phi.py): which weights
 train in LoRA or full fine-tuning, where the head's gradient goes, and which layers the
 backward visits. A family sets config, lora, full and linears, and names its tensors."""
 
@@ -18,6 +18,11 @@ class DecoderModel(AdaptedModel):
         self.targets = self.linears.targets
         self.trainable = dict(config.parameter_shapes()) if self.full else dict(self.linears.trainable)
 
+    @property
+    def head_name(self):
+        """The head's weight: the token embedding when tied (transformers' names)."""
+        return "model.embed_tokens.weight" if self.config.tie_word_embeddings else "lm_head.weight"
+
     def to_full(self):
         """The same decoder with every weight trainable (after the LoRA update was folded in)."""
         return type(self)(self.config, None)
@@ -25,9 +30,20 @@ class DecoderModel(AdaptedModel):
     def frozen_names(self):
         return [] if self.full else list(self.config.parameter_shapes())
 
+    head_bias = None     # the head's bias tensor, in families whose head has one (Phi-2)
+
     def head_grad(self, be):
         """Where the loss puts the head's gradient: None unless fine-tuning every weight."""
         return be.grad(self.head_name) if self.full else None
+
+    def head_bias_param(self, be):
+        """The head's bias the loss and generation add to the logits, or None."""
+        return be.param(self.head_bias) if self.head_bias else None
+
+    def head_bias_grad(self, be):
+        """Where the loss puts the head bias's gradient: None unless it has one and every
+        weight trains."""
+        return be.grad(self.head_bias) if self.head_bias and self.full else None
 
     def _lowest_layer(self):
         """The lowest layer the backward visits: 0 in full fine-tuning, else the lowest one
@@ -35,3 +51,13 @@ class DecoderModel(AdaptedModel):
         if self.full:
             return 0
         return self.linears.lowest_layer(lambda m: int(m.split(".")[2]))
+
+    def _layernorm(self, be, x, name, eps):
+        """LayerNorm with weight and bias (GPT-2, Phi-2): the output and what its backward needs."""
+        return be.layernorm(x, be.param(name + ".weight"), be.param(name + ".bias"), eps)
+
+    def _layernorm_backward(self, be, dy, saved, name):
+        """dx; in full fine-tuning the norm's weight and bias gradients are added too."""
+        if not self.full:
+            return be.layernorm_backward(dy, saved)
+        return be.layernorm_backward(dy, saved, be.grad(name + ".weight"), be.grad(name + ".bias"))

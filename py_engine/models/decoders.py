@@ -1,16 +1,17 @@
 """The decoder families the engine runs, picked from a checkpoint's config.json `model_type`:
 each family's configuration and model class, and the refusal that names them all.
 
-    config = decoder_config(values)      # a LlamaConfig (Llama, Gemma, Phi-3) or a Gpt2Config
-    model = decoder_model(config, lora)  # a LlamaModel or a Gpt2Model
+    config = decoder_config(values)      # a LlamaConfig (Llama, Gemma, Phi-3), Gpt2Config or PhiConfig
+    model = decoder_model(config, lora)  # a LlamaModel, Gpt2Model or PhiModel
 """
 
 from .bert_config import ConfigError
 from .gpt2_config import MODEL_TYPES as GPT2_TYPES, Gpt2Config
 from .llama_config import FAMILY_TYPES as LLAMA_FAMILIES, LlamaConfig
+from .phi_config import MODEL_TYPES as PHI_TYPES, PhiConfig
 
 FAMILIES = {**{name: (types, LlamaConfig) for name, types in LLAMA_FAMILIES.items()},
-            "GPT-2": (GPT2_TYPES, Gpt2Config)}
+            "GPT-2": (GPT2_TYPES, Gpt2Config), "Phi-2": (PHI_TYPES, PhiConfig)}
 
 
 DECODER_TYPES = tuple(t for types, _ in FAMILIES.values() for t in types)
@@ -18,7 +19,7 @@ DECODER_TYPES = tuple(t for types, _ in FAMILIES.values() for t in types)
 
 def supported():
     """The supported decoders as one phrase: 'Llama (llama, qwen2, mistral), Gemma (gemma),
-    GPT-2 (gpt2)'."""
+    Phi-3 (phi3), GPT-2 (gpt2), Phi-2 (phi)'."""
     return ", ".join(f"{name} ({', '.join(types)})" for name, (types, _) in FAMILIES.items())
 
 
@@ -37,5 +38,8 @@ def decoder_model(config, lora):
     if isinstance(config, Gpt2Config):
         from .gpt2 import Gpt2Model
         return Gpt2Model(config, lora)
+    if isinstance(config, PhiConfig):
+        from .phi import PhiModel
+        return PhiModel(config, lora)
     from .llama import LlamaModel
     return LlamaModel(config, lora)

@@ -39,10 +39,6 @@ class Gpt2Model(DecoderModel):
                    for n in range(config.num_hidden_layers) for p in PROJECTIONS}
         self._build(config, lora, modules, "GPT-2 decoder", conv1d=True)
 
-    def _layernorm(self, be, x, name):
-        c = self.config
-        return be.layernorm(x, be.param(name + ".weight"), be.param(name + ".bias"), c.layer_norm_epsilon)
-
     # --- forward ---
 
     def forward(self, be, inputs, train=True, cache=None):
@@ -60,7 +56,7 @@ class Gpt2Model(DecoderModel):
         for n in range(c.num_hidden_layers):
             p = f"transformer.h.{n}."
             s = {}
-            a, s["ln1"] = self._layernorm(be, x, p + "ln_1")
+            a, s["ln1"] = self._layernorm(be, x, p + "ln_1", c.layer_norm_epsilon)
             q, k, v = be.split_columns(linear(be, p + "attn.c_attn", a, s, train), (h, h, h))
             if cache is not None:
                 k, v = be.kv_cache_append(cache, n, k, v, position)
@@ -68,7 +64,7 @@ class Gpt2Model(DecoderModel):
                                                c.num_attention_heads, past=position, p=p_attn)
             a, s["attn_drop"] = be.dropout(linear(be, p + "attn.c_proj", a, s, train), p_resid)
             x = be.add(x, a)
-            a, s["ln2"] = self._layernorm(be, x, p + "ln_2")
+            a, s["ln2"] = self._layernorm(be, x, p + "ln_2", c.layer_norm_epsilon)
             f = linear(be, p + "mlp.c_fc", a, s, train)
             s["fc"] = f
             m = linear(be, p + "mlp.c_proj", be.gelu(f, c.gelu_approximate), s, train)
@@ -78,16 +74,11 @@ class Gpt2Model(DecoderModel):
                 layers.append(s)
             else:
                 be.end_layer(x)       # inference: this layer's intermediates may be reused
-        out, final = self._layernorm(be, x, "transformer.ln_f")
+        out, final = self._layernorm(be, x, "transformer.ln_f", c.layer_norm_epsilon)
         return out, {"layers": layers, "final": final, "ids": inputs.ids, "B": B, "T": T,
                      "emb_drop": emb_drop}
 
     # --- backward ---
-
-    def _norm_backward(self, be, dy, saved, name):
-        if not self.full:
-            return be.layernorm_backward(dy, saved)
-        return be.layernorm_backward(dy, saved, be.grad(name + ".weight"), be.grad(name + ".bias"))
 
     def backward(self, be, dhidden, saved, inputs):
         """Gradients of the loss whose gradient with respect to the final hidden states is
@@ -95,20 +86,21 @@ class Gpt2Model(DecoderModel):
         below the lowest adapter get no backward; that layer computes no input gradient."""
         c = self.config
         back = self.linears.backward
-        dx = self._norm_backward(be, dhidden, saved["final"], "transformer.ln_f")
+        dx = self._layernorm_backward(be, dhidden, saved["final"], "transformer.ln_f")
         lowest = self._lowest_layer()
         for n in reversed(range(lowest, c.num_hidden_layers)):
             p = f"transformer.h.{n}."
             s = saved["layers"][n]
             dm = back(be, p + "mlp.c_proj", be.dropout_backward(dx, s["mlp_drop"]), s)
             df = be.gelu_backward(dm, s["fc"], c.gelu_approximate)
-            dx = be.add(dx, self._norm_backward(be, back(be, p + "mlp.c_fc", df, s), s["ln2"], p + "ln_2"))
+            dh = back(be, p + "mlp.c_fc", df, s)
+            dx = be.add(dx, self._layernorm_backward(be, dh, s["ln2"], p + "ln_2"))
             da = back(be, p + "attn.c_proj", be.dropout_backward(dx, s["attn_drop"]), s)
             dqkv = be.concat_columns(be.causal_attention_backward(da, s["attn"]))
             needed = self.full or n > lowest    # nothing below the lowest adapter trains
             da = back(be, p + "attn.c_attn", dqkv, s, input_grad=needed)
             if needed:
-                dx = be.add(dx, self._norm_backward(be, da, s["ln1"], p + "ln_1"))
+                dx = be.add(dx, self._layernorm_backward(be, da, s["ln1"], p + "ln_1"))
         if self.full:
             dx = be.dropout_backward(dx, saved["emb_drop"])
             be.gather_rows_backward(dx, saved["ids"], be.grad("transformer.wte.weight"))

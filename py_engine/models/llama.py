@@ -38,10 +38,6 @@ class LlamaModel(DecoderModel):
                    for n in range(config.num_hidden_layers) for p in config.projections}
         self._build(config, lora, modules, "decoder")
 
-    @property
-    def head_name(self):
-        return "model.embed_tokens.weight" if self.config.tie_word_embeddings else "lm_head.weight"
-
     # --- forward ---
 
     def forward(self, be, inputs, train=True, cache=None):

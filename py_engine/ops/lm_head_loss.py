@@ -14,6 +14,9 @@ p = softmax(z[i]) per row and g = dloss / counted:
     dh       = dz W                       [N, H]
     dW       = dz^T h                     [V, H]   (only when the head is trained)
 
+A head with a bias b [V] (Phi-2's lm_head) has logits z = h W^T + b and db = column sums of dz;
+`bias=` gives it, and `dbias=` (an array [V]) receives db added into it (full fine-tuning).
+
 Where torch returns NaN (every row ignored) these functions return a loss and gradients of 0.
 
 `chunk` (forward and backward) walks the vocabulary in column blocks of that many logits, as the
@@ -52,7 +55,14 @@ def _blocks(vocab, chunk):
     return [(start, min(start + chunk, vocab)) for start in range(0, vocab, chunk)]
 
 
-def lm_head_loss_forward(h, w, labels, ignore_index=IGNORE, chunk=None):
+def _block_logits(h, w, bias, start, stop):
+    z = h @ w[start:stop].T
+    if bias is not None:
+        z += bias[start:stop]
+    return z
+
+
+def lm_head_loss_forward(h, w, labels, ignore_index=IGNORE, chunk=None, bias=None):
     """Returns (loss, lse, counted): the mean loss over counted tokens, each row's logsumexp
     [N] (what the backward needs) and the number of counted tokens."""
     rows, vocab = h.shape[0], w.shape[0]
@@ -61,7 +71,7 @@ def lm_head_loss_forward(h, w, labels, ignore_index=IGNORE, chunk=None):
     running_sum = np.zeros(rows, dtype=h.dtype)
     label_logit = np.zeros(rows, dtype=h.dtype)
     for start, stop in _blocks(vocab, chunk):
-        z = h @ w[start:stop].T
+        z = _block_logits(h, w, bias, start, stop)
         new_max = np.maximum(running_max, z.max(axis=1))
         running_sum = (running_sum * np.exp(running_max - new_max)
                        + np.exp(z - new_max[:, None]).sum(axis=1))
@@ -76,9 +86,9 @@ def lm_head_loss_forward(h, w, labels, ignore_index=IGNORE, chunk=None):
 
 
 def lm_head_loss_backward(h, w, labels, lse, counted, ignore_index=IGNORE, dloss=1.0,
-                          chunk=None, grad_weight=True):
+                          chunk=None, grad_weight=True, bias=None, dbias=None):
     """Returns (dh, dw) for upstream gradient `dloss` of the mean loss; dw is None unless
-    grad_weight."""
+    grad_weight; db is added into `dbias` when given."""
     rows, vocab = h.shape[0], w.shape[0]
     labels, mask = _labels(labels, rows, vocab, ignore_index)
     dh = np.zeros_like(h)
@@ -87,7 +97,7 @@ def lm_head_loss_backward(h, w, labels, lse, counted, ignore_index=IGNORE, dloss
         return dh, dw
     scale = np.where(mask, dloss / counted, 0.0)[:, None]
     for start, stop in _blocks(vocab, chunk):
-        z = h @ w[start:stop].T
+        z = _block_logits(h, w, bias, start, stop)
         dz = np.exp(z - lse[:, None])
         here = mask & (labels >= start) & (labels < stop)
         dz[here, labels[here] - start] -= 1.0
@@ -95,14 +105,16 @@ def lm_head_loss_backward(h, w, labels, lse, counted, ignore_index=IGNORE, dloss
         dh += dz @ w[start:stop]
         if grad_weight:
             dw[start:stop] = dz.T @ h
+        if dbias is not None:
+            dbias[start:stop] += dz.sum(axis=0)
     return dh, dw
 
 
 def lm_head_loss_fused(h, w, labels, ignore_index=IGNORE, dloss=1.0, grad_input=True,
-                       grad_weight=False, block_logits=BLOCK_LOGITS):
+                       grad_weight=False, block_logits=BLOCK_LOGITS, bias=None, dbias=None):
     """The loss and its gradients in one pass: returns (loss, counted, dh, dw), the mean loss
     over counted tokens, their number, dh [N, H] (None unless grad_input) and dW [V, H] (None
-    unless grad_weight) for upstream gradient `dloss`.
+    unless grad_weight) for upstream gradient `dloss`; db is added into `dbias` when given.
 
     Counted rows are taken in blocks of max(1, block_logits // V); for each block z = h W^T is
     computed once, its row max and label logits read, then z becomes exp(z - max) in place,
@@ -123,6 +135,8 @@ def lm_head_loss_fused(h, w, labels, ignore_index=IGNORE, dloss=1.0, grad_input=
         index = kept[start:start + per_block]
         hb = h[index]
         z = hb @ w.T
+        if bias is not None:
+            z += bias
         at = np.arange(index.size)
         label_logit = z[at, labels[index]]
         top = z.max(axis=1)
@@ -130,7 +144,7 @@ def lm_head_loss_fused(h, w, labels, ignore_index=IGNORE, dloss=1.0, grad_input=
         np.exp(z, out=z)
         sums = z.sum(axis=1)
         total += float(np.sum(top + np.log(sums) - label_logit, dtype=np.float64))
-        if not (grad_input or grad_weight):
+        if not (grad_input or grad_weight or dbias is not None):
             continue
         z *= (g / sums)[:, None].astype(z.dtype, copy=False)
         z[at, labels[index]] -= g
@@ -138,4 +152,6 @@ def lm_head_loss_fused(h, w, labels, ignore_index=IGNORE, dloss=1.0, grad_input=
             dh[index] = z @ w
         if grad_weight:
             dw += z.T @ hb
+        if dbias is not None:
+            dbias += z.sum(axis=0)
     return h.dtype.type(total / n), n, dh, dw

@@ -17,6 +17,11 @@ side by side within a row); q and k may have different head counts (grouped-quer
 Positions are offset + 0..T-1 in every sequence; offset > 0 is KV-cache decoding, where the
 new tokens follow `offset` cached ones.
 
+Partial rotary (Phi-2's partial_rotary_factor): only the first R = rotary_dim(D, parameters)
+dimensions of each head rotate, as above with half = R/2; the other D - R pass through
+unchanged. The tables then hold R/2 frequencies, computed over R (transformers' dim =
+int(head_dim * partial_rotary_factor)), and the ops read R from them.
+
 Frequencies (rope_inv_freq) follow transformers' config.rope_parameters:
     "default":  inv_freq[j] = rope_theta ** (-2j / D)
     "linear":   default / factor (positions interpolated by `factor`)
@@ -37,22 +42,22 @@ import math
 
 import numpy as np
 
-from ..kernels.rope import longrope_factors, rope_attention_scaling
+from ..kernels.rope import longrope_factors, rope_attention_scaling, rotary_dim
 
 DEFAULT_THETA = 10000.0
 
 
 def rope_inv_freq(head_dim, rope_parameters=None, seq_len=None):
-    """inv_freq [head_dim // 2] (float64) from a transformers-style rope_parameters dict
-    ({"rope_type": ..., "rope_theta": ..., "factor": ..., ...}); None means default RoPE with
-    theta 10000. The older rope_scaling key "type" is accepted for "rope_type". seq_len: the
-    length of the sequences the tables serve (longrope's factors depend on it)."""
+    """inv_freq [rotary_dim // 2] (float64) from a transformers-style rope_parameters dict
+    ({"rope_type": ..., "rope_theta": ..., "factor": ..., "partial_rotary_factor": ...}); None
+    means default RoPE with theta 10000 over the whole head. The older rope_scaling key "type"
+    is accepted for "rope_type". seq_len: the length of the sequences the tables serve
+    (longrope's factors depend on it)."""
     if head_dim < 2 or head_dim % 2:
         raise ValueError(f"RoPE needs an even head_dim >= 2, got {head_dim}")
     p = dict(rope_parameters or {})
     rope_type = p.get("rope_type", p.get("type", "default"))
-    if p.get("partial_rotary_factor", 1.0) != 1.0:
-        raise ValueError("partial_rotary_factor != 1 is not supported")
+    head_dim = rotary_dim(head_dim, p)      # the frequencies span the rotated dimensions only
     theta = float(p.get("rope_theta", DEFAULT_THETA))
     inv_freq = 1.0 / theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
     if rope_type == "default":
@@ -85,22 +90,23 @@ def rope_tables(inv_freq, seq_len, offset=0, scaling=1.0):
 def _rotate(x, cos, sin, heads):
     seq, half = cos.shape
     rows, width = x.shape[0], x.shape[-1]
-    if width != heads * 2 * half:
-        raise ValueError(f"rows of {width} values are not {heads} heads of {2 * half}")
+    if width % heads or width // heads < 2 * half:
+        raise ValueError(f"rows of {width} values are not {heads} heads of at least {2 * half}")
     if rows % seq:
         raise ValueError(f"{rows} rows are not whole sequences of {seq}")
-    v = x.reshape(rows // seq, seq, heads, 2 * half)
-    x1, x2 = v[..., :half], v[..., half:]
+    v = x.reshape(rows // seq, seq, heads, width // heads)
+    x1, x2 = v[..., :half], v[..., half:2 * half]
     c, s = cos[None, :, None, :], sin[None, :, None, :]
     out = np.empty_like(v, dtype=np.result_type(x, cos))
     out[..., :half] = x1 * c - x2 * s
-    out[..., half:] = x2 * c + x1 * s
+    out[..., half:2 * half] = x2 * c + x1 * s
+    out[..., 2 * half:] = v[..., 2 * half:]         # partial rotary: the rest passes through
     return out.reshape(x.shape)
 
 
 def rope_forward(x, cos, sin, heads):
-    """x [B*T, heads * D] -> the rotated x; cos, sin [T, D/2] from rope_tables. Row r of x is
-    position r % T of its sequence."""
+    """x [B*T, heads * D] -> the rotated x; cos, sin [T, R/2] from rope_tables (R <= D: the
+    first R dimensions of each head rotate). Row r of x is position r % T of its sequence."""
     return _rotate(x, cos, sin, heads)
 
 

@@ -1,4 +1,4 @@
-"""ChatModel: fine-tune a decoder chat checkpoint (Llama or GPT-2 family) on conversations or text (LoRA, full, or
+"""ChatModel: fine-tune a decoder chat checkpoint (Llama, GPT-2 or Phi-2 family) on conversations or text (LoRA, full, or
 hybrid: LoRA until the validation loss plateaus, then every weight), score texts, generate, and
 save PEFT adapters or whole checkpoints. The user-facing API for decoders.
 

@@ -1,0 +1,32 @@
+"""A Phi-2 family checkpoint fine-tuned with LoRA inside the browser (Pyodide + WebGPU) through
+ChatModel, dropout on, then a greedy reply: the losses match the host's NumPy runtime (1e-4
+relative) and the reply is the host's, token for token. Partial rotary tables and the head's
+bias are made and read in Pyodide, with no NumPy."""
+
+import json
+
+import numpy as np
+import pytest
+
+from phi_checkpoints import tiny_phi_dir
+from py_engine.harness import put_files, run_json
+from test_chat_browser import CHAT      # the in-page run, the checkpoint given by path
+from test_chat_model import random_examples
+from test_phi_gpu import host_run
+from test_phi_lora_oracle import ALL, DROPOUT
+
+pytestmark = pytest.mark.browser
+
+
+def test_phi_chat_model_trains_and_replies_in_the_browser(engine_page, tmp_path):
+    path = tiny_phi_dir(tmp_path / "phi", initializer_range=0.2, **DROPOUT)
+    put_files(engine_page, {f"/work/phi/{p.name}": p.read_bytes() for p in path.iterdir()})
+    examples = random_examples(8, 300)
+    prompt = "What is the capital of France?"
+    losses, want = host_run(path, examples, prompt, "numpy")
+
+    inputs = {"path": "/work/phi", "targets": ALL, "prompt": prompt,
+              "examples": [[e.ids, e.labels] for e in examples]}
+    got = run_json(engine_page, CHAT.replace("INPUTS", repr(json.dumps(inputs))))
+    np.testing.assert_allclose(got["losses"], losses, rtol=1e-4)
+    assert got["ids"] == want.ids and got["text"] == want.text
