@@ -1,6 +1,7 @@
 """The Phi-2 family decoder (models/phi.py through the NumPy generation decoder) against
 transformers' PhiForCausalLM: next-token logits in float64, and 32 greedy tokens."""
 
+import numpy as np
 import pytest
 
 from phi_checkpoints import TINY, tiny_phi
