@@ -8,8 +8,10 @@ each family's configuration and model class, and the refusal that names them all
 from .bert_config import ConfigError
 from .gpt2_config import MODEL_TYPES as GPT2_TYPES, Gpt2Config
 from .llama_config import MODEL_TYPES as LLAMA_TYPES, LlamaConfig
+from .t5_config import MODEL_TYPES as T5_TYPES, T5Config
 
-FAMILIES = {"Llama": (LLAMA_TYPES, LlamaConfig), "GPT-2": (GPT2_TYPES, Gpt2Config)}
+FAMILIES = {"Llama": (LLAMA_TYPES, LlamaConfig), "GPT-2": (GPT2_TYPES, Gpt2Config),
+            "T5": (T5_TYPES, T5Config)}
 
 
 DECODER_TYPES = tuple(t for types, _ in FAMILIES.values() for t in types)
@@ -35,5 +37,8 @@ def decoder_model(config, lora):
     if isinstance(config, Gpt2Config):
         from .gpt2 import Gpt2Model
         return Gpt2Model(config, lora)
+    if isinstance(config, T5Config):
+        from .t5 import T5Model
+        return T5Model(config, lora)
     from .llama import LlamaModel
     return LlamaModel(config, lora)
