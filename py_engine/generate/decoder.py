@@ -129,11 +129,14 @@ class NumpyDecoder:
 
         if self.length + len(ids) > self.max_length:
             raise ValueError(f"{self.length + len(ids)} tokens do not fit the cache of {self.max_length}")
-        inputs = Tokens(np.asarray([ids], np.int64), len(ids), self.length)
-        hidden, _ = self.model.forward(self.be, inputs, train=False, cache=self.cache)
+        hidden = self._hidden(Tokens(np.asarray([ids], np.int64), len(ids), self.length))
         logits = self.be.linear(hidden[-1:], self.be.param(self.model.head_name), None)[0]
         self.length += len(ids)
         return logits
+
+    def _hidden(self, inputs):
+        """The final hidden states of the new tokens `inputs`, appended to the cache."""
+        return self.model.forward(self.be, inputs, train=False, cache=self.cache)[0]
 
     async def prefill(self, ids):
         """Empty the cache, run the prompt `ids`; returns the next token's logits [V]."""
