@@ -210,9 +210,9 @@ class T5Model(AdaptedModel):
     def forward(self, be, inputs, train=True):
         """The decoder's final hidden states [B*T, d_model] and what the backward needs.
         `inputs`: a Seq2SeqBatch's fields as backend tensors: ids and mask [B, S] (the
-        encoder's), decoder_ids [B, T], sizes B, S, T."""
+        encoder's), decoder_ids [B, T], sizes B and T (the decoder's)."""
         B = inputs.B
-        enc, encoder = self.encode(be, inputs.ids, inputs.mask, B, inputs.S, train)
+        enc, encoder = self.encode(be, inputs.ids, inputs.mask, B, inputs.ids.shape[-1], train)
         out, decoder = self.decode(be, inputs.decoder_ids, B, inputs.T, enc, inputs.mask, train)
         return out, {"encoder": encoder, "decoder": decoder}
 

@@ -45,6 +45,13 @@ class Seq2SeqBatch:
         self.ids, self.mask, self.decoder_ids, self.labels = ids, mask, decoder_ids, labels
         self.B, self.S, self.T = len(ids), len(ids[0]), len(decoder_ids[0])
 
+    def rows(self, start, stop):
+        """Rows [start, stop) as a batch of their own (labels: T per row)."""
+        if not 0 <= start < stop <= self.B:
+            raise ValueError(f"rows [{start}, {stop}) are not within a batch of {self.B}")
+        labels = None if self.labels is None else self.labels[start * self.T:stop * self.T]
+        return Seq2SeqBatch(self.ids[start:stop], self.mask[start:stop], self.decoder_ids[start:stop], labels)
+
 
 def seq2seq_decoder_ids(targets, start, pad):
     """transformers' _shift_right: each row of `targets` ([B][T], IGNORE_INDEX where not
