@@ -315,12 +315,11 @@ class NumpyBackend:
     def end_layer(self, x):
         """The GPU backend reuses buffers here during inference; NumPy has nothing to do."""
 
-    def swiglu(self, gate, up, activation="silu"):
-        """act(gate) * up; activation "silu" (Llama) or "gelu_tanh" (T5's gated GELU)."""
-        return swiglu_ops.swiglu_forward(gate, up, activation)
+    def swiglu(self, gate, up):
+        return swiglu_ops.swiglu_forward(gate, up)
 
-    def swiglu_backward(self, dout, gate, up, activation="silu"):
-        return swiglu_ops.swiglu_backward(dout, gate, up, activation)
+    def swiglu_backward(self, dout, gate, up):
+        return swiglu_ops.swiglu_backward(dout, gate, up)
 
     def cross_entropy(self, logits, labels, loss_scale=1.0, weights=None, label_smoothing=0.0,
                       backward=True):

@@ -8,19 +8,9 @@ gate and up are the outputs of gate_proj and up_proj, same shape. Backward, with
     dup   = dout * g * s
 
 The sigmoid is evaluated from exp(-|g|), which never overflows.
-
-The gate's activation is a parameter: activation="gelu_tanh" gives T5's gated GELU
-(T5DenseGatedActDense with "gated-gelu": gelu_new(wi_0 x) * wi_1 x), with gelu_tanh from the
-gelu op family:
-
-    out = act(gate) * up,   dgate = dout * up * act'(gate),   dup = dout * act(gate)
 """
 
 import numpy as np
-
-from .gelu import gelu_tanh_with_slope
-
-ACTIVATIONS = ("silu", "gelu_tanh")
 
 
 def sigmoid(g):
@@ -37,33 +27,16 @@ def sigmoid(g):
     return e
 
 
-def _check(activation):
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"swiglu activation {activation!r} is not one of {ACTIVATIONS}")
-
-
-def swiglu_forward(gate, up, activation="silu"):
-    """out = act(gate) * up (act: silu unless `activation` says otherwise)."""
-    _check(activation)
-    if activation == "gelu_tanh":
-        out = gelu_tanh_with_slope(gate)[0]
-        out *= up
-        return out
+def swiglu_forward(gate, up):
+    """out = silu(gate) * up."""
     out = sigmoid(gate)
     out *= gate
     out *= up
     return out
 
 
-def swiglu_backward(dout, gate, up, activation="silu"):
+def swiglu_backward(dout, gate, up):
     """Returns (dgate, dup) for the forward above."""
-    _check(activation)
-    if activation == "gelu_tanh":
-        act, slope = gelu_tanh_with_slope(gate)
-        act *= dout
-        slope *= up
-        slope *= dout
-        return slope, act
     s = sigmoid(gate)
     silu = gate * s
     dup = dout * silu
