@@ -113,13 +113,7 @@ fn erf_approximation(@builtin(global_invocation_id) gid: vec3<u32>,
   }
 }
 
-const TANH_C: f32 = 0.79788456080286536;    // sqrt(2 / pi)
-const TANH_CUBIC: f32 = 0.044715;
-
-fn tanh_of_u(v: f32) -> f32 {
-  let two_u = clamp(2.0 * TANH_C * v * fma(TANH_CUBIC * v, v, 1.0), -30.0, 30.0);
-  return 1.0 - 2.0 / (exp(two_u) + 1.0);
-}
+//#include "lib/gelu_tanh.wgsl"
 
 @compute @workgroup_size(WORKGROUP)
 fn gelu_tanh_forward(@builtin(global_invocation_id) gid: vec3<u32>,
@@ -136,9 +130,6 @@ fn gelu_tanh_backward(@builtin(global_invocation_id) gid: vec3<u32>,
                       @builtin(num_workgroups) groups: vec3<u32>) {
   let stride = groups.x * WORKGROUP;
   for (var i = gid.x; i < params.n; i += stride) {
-    let v = x[i];
-    let t = tanh_of_u(v);
-    let du = TANH_C * fma(3.0 * TANH_CUBIC * v, v, 1.0);
-    out[i] = dout[i] * (0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * du);
+    out[i] = dout[i] * gelu_tanh_with_slope(x[i]).y;
   }
 }

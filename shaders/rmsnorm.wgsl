@@ -1,5 +1,6 @@
 // RMS normalization over the last dimension of a row-major [rows, cols] f32 matrix, as Llama
-// (LlamaRMSNorm) uses it, eps from the config (rms_norm_eps):
+// (LlamaRMSNorm) uses it, eps from the config (rms_norm_eps); with params.offset = 1 as Gemma's
+// (GemmaRMSNorm), which scales by (1 + weight): below, weight stands for offset + weight.
 //
 //   rmsnorm_forward:         y = x * rstd * weight, rstd = 1 / sqrt(mean(x^2) + eps);
 //                            also saves rstd[row] for the backward.
@@ -36,6 +37,7 @@ struct Params {
   accumulate: u32,   // weight_finish: add to dweight instead of overwriting
   chunk_rows: u32,   // weight kernels: rows per partial sum
   chunks: u32,       // weight kernels: ceil(rows / chunk_rows)
+  offset: f32,       // added to the weight: 0 (Llama), 1 (Gemma)
 }
 
 @group(0) @binding(0) var<storage, read> x: array<f32>;
@@ -70,7 +72,7 @@ fn rmsnorm_forward(@builtin(local_invocation_index) lane: u32,
   }
   let r = inverseSqrt(row_sum(lane, squares) / f32(cols) + params.eps);
   for (var j = lane; j < cols; j += WORKGROUP) {
-    out[base + j] = x[base + j] * r * weight[j];
+    out[base + j] = x[base + j] * r * (params.offset + weight[j]);
   }
   if (lane == 0u) {
     rstd[row] = r;
@@ -90,11 +92,11 @@ fn rmsnorm_backward(@builtin(local_invocation_index) lane: u32,
   let r = rstd[row];
   var acc = 0.0;
   for (var j = lane; j < cols; j += WORKGROUP) {
-    acc = fma(dout[base + j] * weight[j], x[base + j] * r, acc);
+    acc = fma(dout[base + j] * (params.offset + weight[j]), x[base + j] * r, acc);
   }
   let mean_g_xhat = row_sum(lane, acc) / f32(cols);
   for (var j = lane; j < cols; j += WORKGROUP) {
-    let g = dout[base + j] * weight[j];
+    let g = dout[base + j] * (params.offset + weight[j]);
     out[base + j] = r * (g - x[base + j] * r * mean_g_xhat);
   }
 }

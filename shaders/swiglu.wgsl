@@ -1,11 +1,13 @@
-// SwiGLU gating of the Llama MLP (act_fn(gate_proj(x)) * up_proj(x), act_fn = silu), over flat
-// f32 arrays of length n:
+// Gated MLP activations act(gate_proj(x)) * up_proj(x) over flat f32 arrays of length n: SwiGLU
+// (Llama, act = silu, params.activation 0) or GeGLU (Gemma, act = tanh-approximate GELU,
+// params.activation 1):
 //
-//   swiglu_forward:   out = silu(gate) * up,  silu(g) = g * s,  s = sigmoid(g)
-//   swiglu_backward:  dgate = dout * up * (s + silu(g) * (1 - s)),  dup = dout * silu(g)
+//   swiglu_forward:   out = act(gate) * up
+//   swiglu_backward:  dgate = dout * up * act'(gate),  dup = dout * act(gate)
 //
-// The sigmoid is taken from e = exp(-|g|) (1 / (1 + e) or e / (1 + e)), which never overflows:
-// any finite gate gives a finite result.
+// silu(g) = g * s, s = sigmoid(g), silu'(g) = s + silu(g) * (1 - s). The sigmoid is taken from
+// e = exp(-|g|) (1 / (1 + e) or e / (1 + e)), which never overflows: any finite gate gives a
+// finite result. The GELU is shaders/gelu.wgsl's tanh form (lib/gelu_tanh.wgsl).
 //
 // Elementwise with a grid-stride loop, so any launch covers any n; no workgroup memory.
 //
@@ -18,6 +20,7 @@ override WORKGROUP: u32 = 256u;
 
 struct Params {
   n: u32,
+  activation: u32,   // 0: silu, 1: tanh-approximate GELU
 }
 
 @group(0) @binding(0) var<storage, read> gate: array<f32>;
@@ -27,9 +30,21 @@ struct Params {
 @group(0) @binding(4) var<storage, read> dout: array<f32>;
 @group(0) @binding(5) var<storage, read_write> dup: array<f32>;
 
+//#include "lib/gelu_tanh.wgsl"
+
 fn sigmoid(g: f32) -> f32 {
   let e = exp(-abs(g));
   return select(e, 1.0, g >= 0.0) / (1.0 + e);
+}
+
+// (act(g), act'(g)) of params.activation.
+fn activation(g: f32) -> vec2<f32> {
+  if (params.activation == 1u) {
+    return gelu_tanh_with_slope(g);
+  }
+  let s = sigmoid(g);
+  let silu = g * s;
+  return vec2<f32>(silu, fma(silu, 1.0 - s, s));
 }
 
 @compute @workgroup_size(WORKGROUP)
@@ -37,8 +52,7 @@ fn swiglu_forward(@builtin(global_invocation_id) gid: vec3<u32>,
                   @builtin(num_workgroups) groups: vec3<u32>) {
   let stride = groups.x * WORKGROUP;
   for (var i = gid.x; i < params.n; i += stride) {
-    let g = gate[i];
-    out[i] = g * sigmoid(g) * up[i];
+    out[i] = activation(gate[i]).x * up[i];
   }
 }
 
@@ -47,11 +61,9 @@ fn swiglu_backward(@builtin(global_invocation_id) gid: vec3<u32>,
                    @builtin(num_workgroups) groups: vec3<u32>) {
   let stride = groups.x * WORKGROUP;
   for (var i = gid.x; i < params.n; i += stride) {
-    let g = gate[i];
-    let s = sigmoid(g);
-    let silu = g * s;
+    let act = activation(gate[i]);
     let d = dout[i];
-    out[i] = d * up[i] * fma(silu, 1.0 - s, s);
-    dup[i] = d * silu;
+    out[i] = d * up[i] * act.y;
+    dup[i] = d * act.x;
   }
 }

@@ -10,7 +10,7 @@ from array import array
 
 import numpy as np
 import pytest
-from conftest import floats, rel_error, run
+from conftest import floats, read, rel_error, run
 
 from py_engine.gpu import (
     BufferTooLargeError,
@@ -77,6 +77,21 @@ def test_scaled_add_matches_numpy(device, rng):
     out = floats(run(selfcheck.elementwise(device, "scaled_add", a, b, alpha=float(alpha))))
     ref = np.float64(alpha) * a + b
     assert rel_error(out, ref) <= BOUNDS["scaled_add"]
+
+
+@pytest.mark.parametrize("n", [1, 70_001])
+def test_scale_matches_numpy(device, rng, n):
+    """ElementwiseKernels.scale: alpha * a, one f32 rounding (Gemma's embedding normalizer)."""
+    from py_engine.kernels.elementwise import ElementwiseKernels
+
+    kernels = run(ElementwiseKernels.load(device))
+    alpha = np.float32(rng.uniform(-50, 50))
+    a = rng.standard_normal(n, dtype=np.float32)
+    out = selfcheck.poisoned(device, n)
+    program = device.program()
+    kernels.scale(program, device.buffer_from(a), out, n, float(alpha))
+    got = read(program, out)[0]
+    np.testing.assert_array_equal(got, alpha * a)
 
 
 @pytest.mark.parametrize("rows, cols, workgroup", [

@@ -20,24 +20,24 @@ def kernels(request, device):
     return run(RmsNormKernels.load(device, workgroup=request.param))
 
 
-def run_rmsnorm(device, kernels, x, weight, dy, eps, accumulate_into=None):
+def run_rmsnorm(device, kernels, x, weight, dy, eps, accumulate_into=None, offset=0.0):
     rows, cols = x.shape
     up = device.buffer_from
     x_b, w_b, dy_b = up(x), up(weight), up(dy)
     out, rstd, dx = (poisoned(device, n) for n in (rows * cols, rows, rows * cols))
     dweight = poisoned(device, cols) if accumulate_into is None else up(accumulate_into)
     program = device.program()
-    kernels.forward(program, x_b, w_b, out, rstd, rows, cols, eps)
+    kernels.forward(program, x_b, w_b, out, rstd, rows, cols, eps, offset=offset)
     kernels.backward(program, dy_b, x_b, w_b, rstd, dx, dweight, rows, cols,
-                     accumulate=accumulate_into is not None)
+                     accumulate=accumulate_into is not None, offset=offset)
     got = read(program, out, rstd, dx, dweight)
     return dict(zip(("y", "rstd", "dx", "dweight"), got))
 
 
-def reference(x, weight, dy, eps):
+def reference(x, weight, dy, eps, offset=0.0):
     x, weight, dy = (a.astype(np.float64) for a in (x, weight, dy))
-    y, rstd = rmsnorm_forward(x, weight, eps)
-    dx, dweight = rmsnorm_backward(dy, x, weight, rstd)
+    y, rstd = rmsnorm_forward(x, weight, eps, offset)
+    dx, dweight = rmsnorm_backward(dy, x, weight, rstd, offset)
     return {"y": y, "rstd": rstd, "dx": dx, "dweight": dweight}
 
 
@@ -68,6 +68,19 @@ def test_rmsnorm_matches_numpy(device, kernels, rows, cols, scale, eps):
             assert np.all(np.abs(got[name].reshape(scale.shape) - ref[name]) <= 1e-6 * scale), name
             continue
         assert err <= bound, (name, err)
+
+
+@pytest.mark.parametrize("rows, cols", [(1, 5), (37, 256), (130, 2048)])
+def test_gemma_offset_matches_numpy(device, kernels, rows, cols):
+    """offset=1.0 (Gemma's RMSNorm, scaling by 1 + weight): weights near 0, as Gemma stores them."""
+    x, weight, dy = random_case(rows, cols)
+    weight -= 1.0
+    got = run_rmsnorm(device, kernels, x, weight, dy, 1e-6, offset=1.0)
+    ref = reference(x, weight, dy, 1e-6, offset=1.0)
+    for name, bound in BOUNDS.items():
+        assert rel_error(got[name], ref[name]) <= bound, name
+    plain = reference(x, weight, dy, 1e-6)
+    assert rel_error(got["y"], plain["y"]) > 1e-1            # the offset is applied
 
 
 def test_rmsnorm_accumulates_weight_grad(device, kernels):

@@ -18,21 +18,21 @@ def swiglu(device):
     return run(SwiGLUKernels.load(device))
 
 
-def run_swiglu(device, kernels, gate, up, dout):
+def run_swiglu(device, kernels, gate, up, dout, activation="silu"):
     n = gate.size
     b = device.buffer_from
     gate_b, up_b, dout_b = b(gate), b(up), b(dout)
     out, dgate, dup = (poisoned(device, n) for _ in range(3))
     program = device.program()
-    kernels.forward(program, gate_b, up_b, out, n)
-    kernels.backward(program, dout_b, gate_b, up_b, dgate, dup, n)
+    kernels.forward(program, gate_b, up_b, out, n, activation)
+    kernels.backward(program, dout_b, gate_b, up_b, dgate, dup, n, activation)
     return dict(zip(("out", "dgate", "dup"), read(program, out, dgate, dup)))
 
 
-def reference(gate, up, dout):
+def reference(gate, up, dout, activation="silu"):
     gate, up, dout = (a.astype(np.float64) for a in (gate, up, dout))
-    dgate, dup = swiglu_backward(dout, gate, up)
-    return {"out": swiglu_forward(gate, up), "dgate": dgate, "dup": dup}
+    dgate, dup = swiglu_backward(dout, gate, up, activation)
+    return {"out": swiglu_forward(gate, up, activation), "dgate": dgate, "dup": dup}
 
 
 @pytest.mark.parametrize("n, spread", [(1, 1.0), (1000, 1.0), (4099, 4.0), (20_000, 30.0)])
@@ -73,7 +73,7 @@ def test_swiglu_grid_stride_covers_more_than_one_launch(device):
     gate, up, dout = (rng.standard_normal(n).astype(np.float32) for _ in range(3))
     b = device.buffer_from
     out, dgate, dup = (poisoned(device, n) for _ in range(3))
-    params = device.uniform("I", n)
+    params = device.uniform("II", n, 0)      # activation 0: silu
     program = device.program()
     program.dispatch(kernels._kernels["swiglu_forward"], [b(gate), b(up), out, params], 5)
     program.dispatch(kernels._kernels["swiglu_backward"],
@@ -82,3 +82,34 @@ def test_swiglu_grid_stride_covers_more_than_one_launch(device):
     ref = reference(gate, up, dout)
     for name, bound in BOUNDS.items():
         assert rel_error(got[name], ref[name]) <= bound, name
+
+
+@pytest.mark.parametrize("n, spread", [(1, 1.0), (4099, 3.0), (20_000, 30.0)])
+def test_geglu_matches_numpy(device, swiglu, n, spread):
+    """activation="gelu_tanh" (Gemma's GeGLU): the tanh-form GELU of gelu.wgsl on the gate.
+    gelu' crosses zero near gate = -0.75, where dgate is a difference of terms of size
+    |dout * up| * (0.5 (1 + |tanh|) + 0.5 |g| (1 - tanh^2) du/dx): the bound is relative to that."""
+    rng = np.random.default_rng()
+    gate = (rng.standard_normal(n) * spread).astype(np.float32)
+    up, dout = (rng.standard_normal(n).astype(np.float32) for _ in range(2))
+    got = run_swiglu(device, swiglu, gate, up, dout, "gelu_tanh")
+    ref = reference(gate, up, dout, "gelu_tanh")
+    g = gate.astype(np.float64)
+    t = np.tanh(0.7978845608028654 * (g + 0.044715 * g ** 3))
+    du = 0.7978845608028654 * (1 + 3 * 0.044715 * g * g)
+    dgate_scale = np.linalg.norm(np.abs(dout * up) * (0.5 * (1 + np.abs(t)) + 0.5 * np.abs(g) * (1 - t * t) * du))
+    for name, bound in BOUNDS.items():
+        err = rel_error(got[name], ref[name])
+        if name == "dgate":
+            err = np.linalg.norm(np.asarray(got[name], np.float64) - ref[name]) / max(
+                np.linalg.norm(ref[name]), dgate_scale)
+        assert err <= bound, (name, err)
+    if spread <= 3:           # where silu and gelu differ (they meet for large |gate|)
+        silu = run_swiglu(device, swiglu, gate, up, dout)
+        assert rel_error(silu["out"], ref["out"]) > 1e-2      # the activation is applied
+
+
+def test_unknown_activation_is_refused(device, swiglu):
+    buf = poisoned(device, 4)
+    with pytest.raises(ValueError, match="activation"):
+        swiglu.forward(device.program(), buf, buf, buf, 4, "relu")

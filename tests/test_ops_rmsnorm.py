@@ -67,3 +67,38 @@ def test_rmsnorm_float32_stays_float32():
     y, rstd = rmsnorm_forward(x, np.ones(4, np.float32))
     dx = rmsnorm_backward_input(x, x, np.ones(4, np.float32), rstd)
     assert y.dtype == rstd.dtype == dx.dtype == np.float32
+
+
+def test_gemma_rmsnorm_scales_by_one_plus_weight():
+    """offset=1.0 is transformers' GemmaRMSNorm (x * rstd * (1 + weight), computed in float32),
+    forward and gradients through torch autograd, near float32 precision; in float64 it is the
+    torch formula exactly."""
+    from transformers.models.gemma.modeling_gemma import GemmaRMSNorm
+
+    rng = np.random.default_rng()
+    rows, cols, eps = 9, 48, 1e-6
+    x = rng.standard_normal((rows, cols)).astype(np.float32)
+    weight = (0.3 * rng.standard_normal(cols)).astype(np.float32)   # stored as offsets from 1
+    dy = rng.standard_normal((rows, cols)).astype(np.float32)
+    module = GemmaRMSNorm(cols, eps=eps)
+    with torch.no_grad():
+        module.weight.copy_(torch.tensor(weight))
+    tx = torch.tensor(x, requires_grad=True)
+    ty = module(tx)
+    ty.backward(torch.tensor(dy))
+
+    x64, w64, dy64 = (a.astype(np.float64) for a in (x, weight, dy))
+    y, rstd = rmsnorm_forward(x64, w64, eps, offset=1.0)
+    dx, dweight = rmsnorm_backward(dy64, x64, w64, rstd, offset=1.0)
+    np.testing.assert_allclose(ty.detach().numpy(), y, rtol=2e-6, atol=1e-6)
+    np.testing.assert_allclose(tx.grad.numpy(), dx, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(module.weight.grad.numpy(), dweight, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(y, rmsnorm_forward(x64, w64, eps)[0], atol=1e-2)   # the offset counts
+
+    tx, tw = (torch.tensor(a, requires_grad=True) for a in (x64, w64))
+    ty = torch_rmsnorm(tx, 1.0 + tw, eps)
+    ty.backward(torch.tensor(dy64))
+    np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(dweight, tw.grad.numpy(), rtol=1e-10, atol=1e-10)
+    np.testing.assert_array_equal(rmsnorm_backward_input(dy64, x64, w64, rstd, 1.0), dx)

@@ -61,3 +61,47 @@ def test_swiglu_is_llama_mlp_activation():
     dgate, dup = swiglu_backward(dh, gate, up)
     dx = dgate @ mlp.gate_proj.weight.detach().numpy() + dup @ mlp.up_proj.weight.detach().numpy()
     np.testing.assert_allclose(dx, x.grad.numpy(), rtol=1e-11, atol=1e-13)
+
+
+@pytest.mark.parametrize("shape, spread", [((1,), 1.0), ((7, 33), 2.0), ((3, 4, 50), 30.0)])
+def test_geglu_matches_torch(shape, spread):
+    """activation="gelu_tanh": torch's gelu(approximate="tanh")(gate) * up, with autograd."""
+    rng = np.random.default_rng()
+    gate = rng.standard_normal(shape) * spread
+    up, dout = rng.standard_normal(shape), rng.standard_normal(shape)
+    out = swiglu_forward(gate, up, "gelu_tanh")
+    dgate, dup = swiglu_backward(dout, gate, up, "gelu_tanh")
+    tg, tu = (torch.tensor(a, requires_grad=True) for a in (gate, up))
+    tout = torch.nn.functional.gelu(tg, approximate="tanh") * tu
+    tout.backward(torch.tensor(dout))
+    np.testing.assert_allclose(out, tout.detach().numpy(), rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(dgate, tg.grad.numpy(), rtol=1e-11, atol=1e-14)
+    np.testing.assert_allclose(dup, tu.grad.numpy(), rtol=1e-13, atol=1e-15)
+
+
+def test_geglu_is_gemma_mlp_activation():
+    """GemmaMLP with hidden_act "gelu_pytorch_tanh": our op between its projections gives the
+    module's output and input gradient."""
+    from transformers import GemmaConfig
+    from transformers.models.gemma.modeling_gemma import GemmaMLP
+
+    torch.manual_seed(int(np.random.default_rng().integers(1 << 31)))
+    config = GemmaConfig(hidden_size=16, intermediate_size=40, hidden_act="gelu_pytorch_tanh")
+    mlp = GemmaMLP(config).double()
+    x = torch.randn(3, 5, 16, dtype=torch.float64, requires_grad=True)
+    want = mlp(x)
+    dwant = torch.randn_like(want)
+    want.backward(dwant)
+    with torch.no_grad():
+        gate, up = mlp.gate_proj(x).numpy(), mlp.up_proj(x).numpy()
+    down = mlp.down_proj.weight.detach().numpy()
+    got = swiglu_forward(gate, up, "gelu_tanh") @ down.T
+    np.testing.assert_allclose(got, want.detach().numpy(), rtol=1e-12, atol=1e-13)
+    dgate, dup = swiglu_backward(dwant.numpy() @ down, gate, up, "gelu_tanh")
+    dx = dgate @ mlp.gate_proj.weight.detach().numpy() + dup @ mlp.up_proj.weight.detach().numpy()
+    np.testing.assert_allclose(dx, x.grad.numpy(), rtol=1e-11, atol=1e-13)
+
+
+def test_unknown_activation_is_refused():
+    with pytest.raises(ValueError, match="activation"):
+        swiglu_forward(np.ones(2), np.ones(2), "relu")

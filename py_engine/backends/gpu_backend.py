@@ -347,6 +347,12 @@ class GpuBackend:
         self.k.elementwise.add(self.program, a.buffer, b.buffer, out.buffer, a.size)
         return out
 
+    def scale(self, x, alpha):
+        """alpha * x (alpha rounded to f32, as the kernel multiplies in f32)."""
+        out = self.new(*x.shape)
+        self.k.elementwise.scale(self.program, x.buffer, out.buffer, x.size, alpha)
+        return out
+
     def gelu(self, x, approximate="none"):
         y = self.new(*x.shape)
         self.k.gelu.forward(self.program, x.buffer, y.buffer, x.size, approximate)
@@ -459,18 +465,19 @@ class GpuBackend:
             start += p.cols
         return out
 
-    def rmsnorm(self, x, weight, eps):
+    def rmsnorm(self, x, weight, eps, offset=0.0):
+        """offset=1.0: Gemma's RMSNorm, scaling by (1 + weight)."""
         y, rstd = self.new(*x.shape), self.new(x.rows)
         self.k.rmsnorm.forward(self.program, x.buffer, weight.buffer, y.buffer, rstd.buffer,
-                               x.rows, x.cols, eps)
-        return y, (x, weight, rstd)
+                               x.rows, x.cols, eps, offset=offset)
+        return y, (x, weight, rstd, offset)
 
     def rmsnorm_backward(self, dy, saved, dweight=None):
         """dx; with `dweight` the weight's gradient is also added into it."""
-        x, weight, rstd = saved
+        x, weight, rstd, offset = saved
         dx = self.new(*x.shape)
         self.k.rmsnorm.backward_input(self.program, dy.buffer, x.buffer, weight.buffer,
-                                      rstd.buffer, dx.buffer, x.rows, x.cols)
+                                      rstd.buffer, dx.buffer, x.rows, x.cols, offset=offset)
         if dweight is not None:
             self.k.rmsnorm.backward_weight(self.program, dy.buffer, x.buffer, rstd.buffer,
                                            dweight.buffer, x.rows, x.cols, accumulate=True)
@@ -533,15 +540,17 @@ class GpuBackend:
         shape = (cache.length, cache.width)
         return Tensor(cache.keys[layer], shape), Tensor(cache.values[layer], shape)
 
-    def swiglu(self, gate, up):
+    def swiglu(self, gate, up, activation="silu"):
+        """act(gate) * up: activation "silu" (SwiGLU) or "gelu_tanh" (GeGLU)."""
         out = self.new(*gate.shape)
-        self.k.swiglu.forward(self.program, gate.buffer, up.buffer, out.buffer, gate.size)
+        self.k.swiglu.forward(self.program, gate.buffer, up.buffer, out.buffer, gate.size,
+                              activation)
         return out
 
-    def swiglu_backward(self, dout, gate, up):
+    def swiglu_backward(self, dout, gate, up, activation="silu"):
         dgate, dup = self.new(*gate.shape), self.new(*up.shape)
         self.k.swiglu.backward(self.program, dout.buffer, gate.buffer, up.buffer, dgate.buffer,
-                               dup.buffer, gate.size)
+                               dup.buffer, gate.size, activation)
         return dgate, dup
 
     def cross_entropy(self, logits, labels, loss_scale=1.0, weights=None, label_smoothing=0.0,

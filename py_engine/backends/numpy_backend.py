@@ -188,6 +188,10 @@ class NumpyBackend:
     def add(self, a, b):
         return a + b
 
+    def scale(self, x, alpha):
+        """alpha * x."""
+        return x * x.dtype.type(alpha)
+
     def gelu(self, x, approximate="none"):
         """GELU, exact (BERT) or approximate="tanh" (GPT-2)."""
         if not self._train:
@@ -230,9 +234,10 @@ class NumpyBackend:
         """dtable[ids[i]] += dy[i] (repeated ids add up)."""
         np.add.at(dtable, np.asarray(ids).ravel(), dy)
 
-    def rmsnorm(self, x, weight, eps):
-        y, rstd = rms_ops.rmsnorm_forward(x, weight, eps)
-        return y, (x, weight, rstd)
+    def rmsnorm(self, x, weight, eps, offset=0.0):
+        """offset=1.0: Gemma's RMSNorm, scaling by (1 + weight)."""
+        y, rstd = rms_ops.rmsnorm_forward(x, weight, eps, offset)
+        return y, (x, weight, rstd, offset)
 
     def rmsnorm_backward(self, dy, saved, dweight=None):
         """dx; with `dweight` the weight's gradient is also added into it."""
@@ -315,11 +320,12 @@ class NumpyBackend:
     def end_layer(self, x):
         """The GPU backend reuses buffers here during inference; NumPy has nothing to do."""
 
-    def swiglu(self, gate, up):
-        return swiglu_ops.swiglu_forward(gate, up)
+    def swiglu(self, gate, up, activation="silu"):
+        """act(gate) * up: activation "silu" (SwiGLU) or "gelu_tanh" (GeGLU)."""
+        return swiglu_ops.swiglu_forward(gate, up, activation)
 
-    def swiglu_backward(self, dout, gate, up):
-        return swiglu_ops.swiglu_backward(dout, gate, up)
+    def swiglu_backward(self, dout, gate, up, activation="silu"):
+        return swiglu_ops.swiglu_backward(dout, gate, up, activation)
 
     def cross_entropy(self, logits, labels, loss_scale=1.0, weights=None, label_smoothing=0.0,
                       backward=True):

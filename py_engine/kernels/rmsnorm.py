@@ -6,7 +6,9 @@
     rms.backward_input(program, dout, x, weight, rstd, dx, rows=R, cols=C)     # frozen weight
 
 x, out, dout, dx: [rows, cols] f32; weight, dweight: [cols]; rstd: [rows] (written by the
-forward, read by the backward). eps is the model's rms_norm_eps. backward(accumulate=True) adds
+forward, read by the backward). eps is the model's rms_norm_eps; offset=1.0 scales by
+(1 + weight), Gemma's RMSNorm (forward and backward_input take it; the weight's gradient is the
+same). backward(accumulate=True) adds
 into dweight instead of overwriting it (gradient accumulation); dx is always overwritten.
 """
 
@@ -39,34 +41,36 @@ class RmsNormKernels(KernelFamily):
         family.WORKGROUP = workgroup
         return family
 
-    def _params(self, rows, cols, eps=LLAMA_EPS, accumulate=False):
+    def _params(self, rows, cols, eps=LLAMA_EPS, accumulate=False, offset=0.0):
         if rows < 1 or cols < 1:
             raise ValueError(f"rmsnorm needs rows, cols >= 1, got {rows}, {cols}")
         chunk_rows, chunks = chunking(rows)
-        return self.device.uniform("IIfIII", rows, cols, eps, int(accumulate), chunk_rows, chunks)
+        return self.device.uniform("IIfIIIf", rows, cols, eps, int(accumulate), chunk_rows, chunks,
+                                   offset)
 
-    def forward(self, program, x, weight, out, rstd, rows, cols, eps=LLAMA_EPS):
+    def forward(self, program, x, weight, out, rstd, rows, cols, eps=LLAMA_EPS, offset=0.0):
         for buffer, floats, name in ((x, rows * cols, "x"), (out, rows * cols, "out"),
                                      (weight, cols, "weight"), (rstd, rows, "rstd")):
             require_floats(buffer, floats, name)
-        params = self._params(rows, cols, eps)
+        params = self._params(rows, cols, eps, offset=offset)
         program.dispatch(self._kernels["rmsnorm_forward"], [x, rstd, params, weight, out],
                          row_groups(self.device, rows))
         return program
 
-    def backward(self, program, dout, x, weight, rstd, dx, dweight, rows, cols, accumulate=False):
+    def backward(self, program, dout, x, weight, rstd, dx, dweight, rows, cols, accumulate=False,
+                 offset=0.0):
         """dx (one workgroup per row), then dweight (summed over rows)."""
-        self.backward_input(program, dout, x, weight, rstd, dx, rows, cols)
+        self.backward_input(program, dout, x, weight, rstd, dx, rows, cols, offset)
         return self.backward_weight(program, dout, x, rstd, dweight, rows, cols, accumulate)
 
-    def backward_input(self, program, dout, x, weight, rstd, dx, rows, cols):
+    def backward_input(self, program, dout, x, weight, rstd, dx, rows, cols, offset=0.0):
         """Only dx (a frozen weight, as in LoRA training, needs no dweight)."""
         for buffer, floats, name in ((x, rows * cols, "x"), (dout, rows * cols, "dout"),
                                      (dx, rows * cols, "dx"), (weight, cols, "weight"),
                                      (rstd, rows, "rstd")):
             require_floats(buffer, floats, name)
         program.dispatch(self._kernels["rmsnorm_backward"],
-                         [x, rstd, self._params(rows, cols), weight, dx, dout],
+                         [x, rstd, self._params(rows, cols, offset=offset), weight, dx, dout],
                          row_groups(self.device, rows))
         return program
 

@@ -1,9 +1,10 @@
-"""SwiGLU (the Llama MLP's silu(gate) * up) on the GPU (shaders/swiglu.wgsl); NumPy reference:
-py_engine/ops/swiglu.py.
+"""SwiGLU (the Llama MLP's silu(gate) * up) and GeGLU (Gemma's gelu_tanh(gate) * up) on the GPU
+(shaders/swiglu.wgsl); NumPy reference: py_engine/ops/swiglu.py.
 
     swiglu = await SwiGLUKernels.load(device)
     swiglu.forward(program, gate, up, out, n)                  # out = silu(gate) * up
     swiglu.backward(program, dout, gate, up, dgate, dup, n)
+    swiglu.forward(program, gate, up, out, n, activation="gelu_tanh")   # GeGLU
 
 All buffers are flat f32 arrays of n elements (gate and up as gate_proj and up_proj produce
 them, [tokens, intermediate]); the backward needs the forward's inputs, not its output.
@@ -15,6 +16,7 @@ from ..gpu import require_floats
 SOURCE = "swiglu.wgsl"
 WORKGROUP = 256
 ENTRIES = ("swiglu_forward", "swiglu_backward")
+ACTIVATIONS = ("silu", "gelu_tanh")     # params.activation: the index in this tuple
 
 
 class SwiGLUKernels(KernelFamily):
@@ -27,18 +29,19 @@ class SwiGLUKernels(KernelFamily):
         family.WORKGROUP = workgroup
         return family
 
-    def _check(self, n, **buffers):
+    def _params(self, n, activation, **buffers):
         if n < 1:
             raise ValueError(f"swiglu needs n >= 1, got {n}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
         for name, buffer in buffers.items():
             require_floats(buffer, n, name)
+        return self.device.uniform("II", n, ACTIVATIONS.index(activation))
 
-    def forward(self, program, gate, up, out, n):
-        self._check(n, gate=gate, up=up, out=out)
-        params = self.device.uniform("I", n)
+    def forward(self, program, gate, up, out, n, activation="silu"):
+        params = self._params(n, activation, gate=gate, up=up, out=out)
         return self._dispatch(program, "swiglu_forward", [gate, up, out, params], n)
 
-    def backward(self, program, dout, gate, up, dgate, dup, n):
-        self._check(n, dout=dout, gate=gate, up=up, dgate=dgate, dup=dup)
-        params = self.device.uniform("I", n)
+    def backward(self, program, dout, gate, up, dgate, dup, n, activation="silu"):
+        params = self._params(n, activation, dout=dout, gate=gate, up=up, dgate=dgate, dup=dup)
         return self._dispatch(program, "swiglu_backward", [gate, up, dgate, params, dout, dup], n)

@@ -1,4 +1,6 @@
-"""SwiGLU gating, the activation of the Llama MLP (LlamaMLP with hidden_act "silu"):
+"""Gated MLP activations, act(gate) * up: SwiGLU, the Llama MLP's (LlamaMLP with hidden_act
+"silu"), and GeGLU with the tanh-approximate GELU (activation="gelu_tanh": Gemma's
+"gelu_pytorch_tanh", FLAN-T5's gated "gelu_new"):
 
     out = silu(gate) * up,   silu(g) = g * sigmoid(g)
 
@@ -7,10 +9,20 @@ gate and up are the outputs of gate_proj and up_proj, same shape. Backward, with
     dgate = dout * up * s * (1 + g * (1 - s))
     dup   = dout * g * s
 
-The sigmoid is evaluated from exp(-|g|), which never overflows.
+The sigmoid is evaluated from exp(-|g|), which never overflows. GeGLU: out = gelu(gate) * up,
+dgate = dout * up * gelu'(gate), dup = dout * gelu(gate), with ops/gelu.py's tanh form.
 """
 
 import numpy as np
+
+from .gelu import gelu_tanh_with_slope
+
+ACTIVATIONS = ("silu", "gelu_tanh")
+
+
+def _check(activation):
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
 
 
 def sigmoid(g):
@@ -27,16 +39,23 @@ def sigmoid(g):
     return e
 
 
-def swiglu_forward(gate, up):
-    """out = silu(gate) * up."""
+def swiglu_forward(gate, up, activation="silu"):
+    """out = silu(gate) * up (or gelu_tanh(gate) * up)."""
+    _check(activation)
+    if activation == "gelu_tanh":
+        return gelu_tanh_with_slope(gate)[0] * up
     out = sigmoid(gate)
     out *= gate
     out *= up
     return out
 
 
-def swiglu_backward(dout, gate, up):
+def swiglu_backward(dout, gate, up, activation="silu"):
     """Returns (dgate, dup) for the forward above."""
+    _check(activation)
+    if activation == "gelu_tanh":
+        act, slope = gelu_tanh_with_slope(gate)
+        return dout * up * slope, dout * act
     s = sigmoid(gate)
     silu = gate * s
     dup = dout * silu
