@@ -17,16 +17,18 @@ TINY = dict(vocab_size=96, d_model=32, d_kv=12, d_ff=40, num_layers=2, num_decod
             decoder_start_token_id=0)
 
 
-def tiny_t5(path, seed=0, **overrides):
+def tiny_t5(path, seed=0, tied=False, **overrides):
     """A FLAN-T5-like checkpoint saved to `path` (config.json with tie_word_embeddings false,
     model.safetensors with its own lm_head.weight); returns transformers' model loaded from it,
-    in float64 and eval mode."""
+    in float64 and eval mode. With `tied`, the original T5's layout: tie_word_embeddings true
+    and no lm_head.weight (the head is the shared embedding, the output rescaled)."""
     torch.manual_seed(seed)
     values = dict(TINY, **overrides)
-    model = T5ForConditionalGeneration(T5Config(**values, tie_word_embeddings=False))
+    model = T5ForConditionalGeneration(T5Config(**values, tie_word_embeddings=tied))
     tensors = {}
     for name, p in model.state_dict().items():
-        if name in ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight"):
+        if name in ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight") or (
+                tied and name == "lm_head.weight"):
             continue
         p = p.clone()
         if "layer_norm" in name:
@@ -37,6 +39,6 @@ def tiny_t5(path, seed=0, **overrides):
     path.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path / "model.safetensors"), metadata={"format": "pt"})
     config = model.config.to_dict()
-    config["tie_word_embeddings"] = False
+    config["tie_word_embeddings"] = tied
     (path / "config.json").write_text(json.dumps(config), encoding="utf-8")
     return T5ForConditionalGeneration.from_pretrained(path).double().eval()

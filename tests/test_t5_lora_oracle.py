@@ -59,12 +59,13 @@ def peft_step(peft, ids, mask, labels):
                              for n, p in peft.named_parameters() if p.requires_grad}
 
 
-@pytest.mark.parametrize("float64_norm", [True, False])
+@pytest.mark.parametrize("float64_norm, tied", [(True, False), (False, False), (True, True)])
 @pytest.mark.parametrize("targets", [["q", "v"], ALL, ["EncDecAttention.k", "wo"]])
-def test_lora_step_matches_peft(tmp_path, monkeypatch, targets, float64_norm):
+def test_lora_step_matches_peft(tmp_path, monkeypatch, targets, float64_norm, tied):
+    """FLAN-T5's layout, and the original T5's tied, rescaled head."""
     if float64_norm:
         float64_layer_norm(monkeypatch)
-    peft = peft_t5(tmp_path, targets)
+    peft = peft_t5(tmp_path, targets, tied=tied)
     ids, mask, labels = a_batch()
     want_loss, want = peft_step(peft, ids, mask, labels)
     model, loss, grads = engine_step(tmp_path, ids, mask, labels)

@@ -65,10 +65,13 @@ def engine_logits(model, be, ids, mask, labels):
     return be.linear(hidden, be.param(model.head_name), None)
 
 
+@pytest.mark.parametrize("tied", [False, True])
 @pytest.mark.parametrize("float64_norm", [True, False])
-def test_logits_match_transformers(tmp_path, monkeypatch, float64_norm):
-    hf = tiny_t5(tmp_path)
-    assert hf.lm_head.weight.data_ptr() != hf.shared.weight.data_ptr()    # untied, as FLAN-T5
+def test_logits_match_transformers(tmp_path, monkeypatch, float64_norm, tied):
+    """FLAN-T5's separate head, and the original T5's tied, rescaled one."""
+    hf = tiny_t5(tmp_path, tied=tied)
+    assert (hf.lm_head.weight.data_ptr() == hf.shared.weight.data_ptr()) == tied
+    assert hf.config.scale_decoder_outputs == tied
     if float64_norm:
         float64_layer_norm(monkeypatch)
     ids, mask, labels = a_batch()
@@ -102,8 +105,10 @@ def test_config_reads_flan_t5_fields_and_refuses_what_it_does_not_run():
     c = T5Config(**fields)
     assert (c.hidden_size, c.head_dim, c.num_encoder_layers, c.num_hidden_layers) == (32, 12, 2, 3)
     assert c.activation == "gelu_tanh" and c.decoder_start_token_id == 0
-    with pytest.raises(ConfigError, match="tied, rescaled lm_head"):
-        T5Config(**dict(fields, tie_word_embeddings=True))
+    assert (c.head_name, c.output_scale) == ("lm_head.weight", 1.0)
+    tied = T5Config(**dict(fields, tie_word_embeddings=True))
+    assert (tied.head_name, tied.output_scale) == ("shared.weight", 32 ** -0.5)
+    assert "lm_head.weight" not in tied.parameter_shapes()
     with pytest.raises(ConfigError, match="feed_forward_proj 'relu' is not supported"):
         T5Config(**dict(fields, feed_forward_proj="relu"))
     with pytest.raises(ConfigError, match="'dropout_rate' must be in"):

@@ -14,6 +14,7 @@ decoders' own.
                           the feed-forward as above
     loss = CrossEntropy(Dropout(RMSNorm(x)) . lm_head^T, labels)          (no shift: the
                                                                           decoder input is)
+    (with a tied head, the original T5's: Dropout(RMSNorm(x)) * d_model ** -0.5 . shared^T)
 
 As transformers computes it: the RMS norms are T5LayerNorm (no mean, no bias), the attention has
 no 1/sqrt(d) scale, and the relative position bias (relative_attention_bias of each stack's
@@ -83,7 +84,6 @@ def linear_modules(config):
 
 
 class T5Model(AdaptedModel):
-    head_name = "lm_head.weight"
     decoder = True              # the GPU loads the decoder kernel families
     encoder_decoder = True
 
@@ -95,6 +95,10 @@ class T5Model(AdaptedModel):
         self.linears = Linears(linear_modules(config), lora, "T5 model")
         self.targets = self.linears.targets
         self.trainable = dict(config.parameter_shapes()) if self.full else dict(self.linears.trainable)
+
+    @property
+    def head_name(self):
+        return self.config.head_name
 
     def frozen_names(self):
         return list(self.config.parameter_shapes())
@@ -205,6 +209,8 @@ class T5Model(AdaptedModel):
                 be.end_layer(x)
         out, final = self._norm(be, x, "decoder.final_layer_norm")
         out, final_drop = be.dropout(out, self._rate(train))
+        if c.output_scale != 1.0:           # the tied head's rescaling
+            out = be.scale(out, c.output_scale)
         return out, {"layers": layers, "final": final, "final_drop": final_drop, "emb_drop": drop}
 
     def forward(self, be, inputs, train=True):
@@ -262,6 +268,8 @@ class T5Model(AdaptedModel):
         decoder_lowest = self._lowest("decoder")
         if decoder_lowest is None or encoder_lowest is not None:
             decoder_lowest = 0          # the encoder's gradient comes through every decoder layer
+        if c.output_scale != 1.0:
+            dhidden = be.scale(dhidden, c.output_scale)
         dx = be.rmsnorm_backward(be.dropout_backward(dhidden, dec["final_drop"]), dec["final"])
         denc = None
         for n in reversed(range(decoder_lowest, c.num_hidden_layers)):

@@ -3,9 +3,11 @@ Hugging Face config.json (T5's own field names: d_model, d_kv, d_ff, num_layers,
 validated, with the checkpoint's tensor shapes in transformers' names.
 
 Supported: the gated feed-forward ("gated-gelu", wo(gelu_tanh(wi_0 x) * wi_1 x), as FLAN-T5 and
-T5 v1.1 use; "gated-silu" likewise) and a separate lm_head (tie_word_embeddings false). The
-original T5's tied head, which transformers also rescales by d_model ** -0.5, and its ungated
-ReLU feed-forward are refused by name.
+T5 v1.1 use; "gated-silu" likewise), a separate lm_head (tie_word_embeddings false: FLAN-T5) or
+the tied one, the shared embedding, which transformers then applies to the decoder's output
+scaled by d_model ** -0.5 (tie_word_embeddings true or absent, as the original T5's config
+says; an lm_head.weight such a checkpoint carries is not read). The original T5's ungated ReLU
+feed-forward is refused by name.
 
 The attribute names the shared decoder code reads (hidden_size, num_hidden_layers,
 num_attention_heads, num_key_value_heads, head_dim, max_position_embeddings, eos_token_id) are
@@ -67,9 +69,6 @@ class T5Config:
         if self.feed_forward_proj not in GATED_ACTIVATIONS:
             raise ConfigError(f"feed_forward_proj {self.feed_forward_proj!r} is not supported "
                               f"(supported: {', '.join(GATED_ACTIVATIONS)}, as FLAN-T5 and T5 v1.1 use)")
-        if self.tie_word_embeddings:
-            raise ConfigError("T5 checkpoints with a tied, rescaled lm_head (tie_word_embeddings true, the "
-                              "original T5) are not supported; FLAN-T5 and T5 v1.1 (untied) are")
 
     @property
     def activation(self):
@@ -101,5 +100,16 @@ class T5Config:
                 shapes[f"{p}{f}.layer_norm.weight"] = (d,)
                 shapes.update({f"{p}{f}.DenseReluDense.{m}.weight": s for m, s in mlp.items()})
             shapes[f"{stack}.final_layer_norm.weight"] = (d,)
-        shapes["lm_head.weight"] = (self.vocab_size, d)
+        if not self.tie_word_embeddings:
+            shapes["lm_head.weight"] = (self.vocab_size, d)
         return shapes
+
+    @property
+    def head_name(self):
+        return "shared.weight" if self.tie_word_embeddings else "lm_head.weight"
+
+    @property
+    def output_scale(self):
+        """What transformers multiplies the decoder's output by before the head: d_model ** -0.5
+        with the tied head, 1 otherwise."""
+        return self.hidden_size ** -0.5 if self.tie_word_embeddings else 1.0
