@@ -203,6 +203,7 @@ class Seq2SeqTask(CausalLMTask):
 
     name = "seq2seq"
     inputs = ("ids", "mask", "decoder_ids")
+    source_fields = ("ids", "mask")        # [B, S]: the encoder's; decoder_ids are [B, T]
 
     def __init__(self, pad_id=0, decoder_start_id=0):
         super().__init__(pad_id)
