@@ -22,7 +22,7 @@ Truncation keeps the start.
 """
 
 from .chat import IGNORE_INDEX, chat_example_from_record
-from .classification import DataError, parse_record, read_jsonl_lines
+from .classification import DataError, parse_records, read_jsonl_lines
 
 INPUT_KEYS = ("input", "source")
 TARGET_KEYS = ("target", "output")
@@ -91,13 +91,7 @@ def seq2seq_example_from_record(record, where="<record>"):
 def parse_seq2seq_jsonl(lines, source="<data>"):
     """Seq2SeqExamples from an iterable of JSONL lines; blank lines are skipped, any other line
     that is not a valid record is a DataError naming source and line number."""
-    examples = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        where = f"{source}:{number}"
-        examples.append(seq2seq_example_from_record(parse_record(line, where), where))
-    return examples
+    return parse_records(lines, source, seq2seq_example_from_record)
 
 
 def read_seq2seq_jsonl(path):

@@ -155,26 +155,33 @@ class T5Model(AdaptedModel):
 
     # --- forward ---
 
-    def encode(self, be, ids, mask, B, S, train=True):
-        """The encoder's output [B*S, d_model] of ids [B, S] (mask [B, S] of 0/1 or None), and
-        what its backward needs."""
-        c = self.config
+    def _stack(self, be, stack, ids, count, train, layer):
+        """Run `stack` ("encoder" or "decoder") over ids: the shared embedding, `count` layers
+        (layer(x, prefix, saved, n) -> x), the final norm; returns (output, saved)."""
         x, drop = be.dropout(be.gather_rows(be.param("shared.weight"), ids), self._rate(train))
-        bias = self._bias(be, "encoder", S, S, 0)
         layers = []
-        for n in range(c.num_encoder_layers):
-            p = f"encoder.block.{n}.layer."
+        for n in range(count):
             s = {}
-            x = self._attention(be, x, None, p + "0.", s, "SelfAttention", train, mask=mask, B=B, T=S,
-                                bias=bias)
-            x = self._feed_forward(be, x, p + "1.", s, train)
+            x = layer(x, f"{stack}.block.{n}.layer.", s, n)
             if train:
                 layers.append(s)
             else:
-                be.end_layer(x)
-        out, final = self._norm(be, x, "encoder.final_layer_norm")
+                be.end_layer(x)       # inference: this layer's intermediates may be reused
+        out, final = self._norm(be, x, f"{stack}.final_layer_norm")
         out, final_drop = be.dropout(out, self._rate(train))
         return out, {"layers": layers, "final": final, "final_drop": final_drop, "emb_drop": drop}
+
+    def encode(self, be, ids, mask, B, S, train=True):
+        """The encoder's output [B*S, d_model] of ids [B, S] (mask [B, S] of 0/1 or None), and
+        what its backward needs."""
+        bias = self._bias(be, "encoder", S, S, 0)
+
+        def layer(x, p, s, n):
+            x = self._attention(be, x, None, p + "0.", s, "SelfAttention", train, mask=mask, B=B, T=S,
+                                bias=bias)
+            return self._feed_forward(be, x, p + "1.", s, train)
+
+        return self._stack(be, "encoder", ids, self.config.num_encoder_layers, train, layer)
 
     def cross_keys_values(self, be, enc):
         """Each decoder layer's cross-attention keys and values of the encoder output (made
@@ -191,27 +198,20 @@ class T5Model(AdaptedModel):
         encoder output [B*S, d_model], or per layer its cross keys and values (see
         cross_keys_values); enc_mask: the encoder's mask [B, S] or None."""
         c = self.config
-        x, drop = be.dropout(be.gather_rows(be.param("shared.weight"), ids), self._rate(train))
         bias = self._bias(be, "decoder", T, position + T, position)
-        layers = []
-        for n in range(c.num_hidden_layers):
-            p = f"decoder.block.{n}.layer."
-            s = {}
+
+        def layer(x, p, s, n):
             x = self._attention(be, x, None, p + "0.", s, "SelfAttention", train, mask=None, B=B, T=T,
                                 bias=bias, causal=True, cache=cache, layer=n, position=position)
             kv = enc[n] if isinstance(enc, list) else enc
             x = self._attention(be, x, kv, p + "1.", s, "EncDecAttention", train, mask=enc_mask, B=B,
                                 T=T, bias=None)
-            x = self._feed_forward(be, x, p + "2.", s, train)
-            if train:
-                layers.append(s)
-            else:
-                be.end_layer(x)
-        out, final = self._norm(be, x, "decoder.final_layer_norm")
-        out, final_drop = be.dropout(out, self._rate(train))
+            return self._feed_forward(be, x, p + "2.", s, train)
+
+        out, saved = self._stack(be, "decoder", ids, c.num_hidden_layers, train, layer)
         if c.output_scale != 1.0:           # the tied head's rescaling
             out = be.scale(out, c.output_scale)
-        return out, {"layers": layers, "final": final, "final_drop": final_drop, "emb_drop": drop}
+        return out, saved
 
     def forward(self, be, inputs, train=True):
         """The decoder's final hidden states [B*T, d_model] and what the backward needs.
