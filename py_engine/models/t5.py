@@ -110,13 +110,21 @@ class T5Model(AdaptedModel):
     def _rate(self, train):
         return self.config.dropout_rate if train else 0.0
 
-    def _bias(self, be, stack, queries, keys, past):
+    @staticmethod
+    def bias_table(stack):
+        """The name of `stack`'s relative position bias table [num_buckets, H]."""
+        return f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight"
+
+    def buckets(self, stack, queries, keys, past):
+        """The relative position buckets [Tq * Tk] of `stack` for queries at past.. against keys
+        at 0.. (see relative_position_buckets)."""
         c = self.config
-        buckets = relative_position_buckets(queries, keys, past, stack == "encoder",
-                                            c.relative_attention_num_buckets,
-                                            c.relative_attention_max_distance)
-        table = be.param(f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight")
-        return be.relative_position_bias(table, buckets, queries, keys)
+        return relative_position_buckets(queries, keys, past, stack == "encoder",
+                                         c.relative_attention_num_buckets, c.relative_attention_max_distance)
+
+    def _bias(self, be, stack, queries, keys, past):
+        return be.relative_position_bias(be.param(self.bias_table(stack)),
+                                         self.buckets(stack, queries, keys, past), queries, keys)
 
     def _norm(self, be, x, name):
         return be.rmsnorm(x, be.param(name + ".weight"), self.config.layer_norm_epsilon)
@@ -192,17 +200,23 @@ class T5Model(AdaptedModel):
             out.append(tuple(self.linears.forward(be, m + x, enc, {}, False) for x in ("k", "v")))
         return out
 
-    def decode(self, be, ids, B, T, enc, enc_mask, train=True, cache=None, position=0):
+    def decode(self, be, ids, B, T, enc, enc_mask, train=True, cache=None, position=0, cached=None):
         """The decoder's final hidden states [B*T, d_model] for ids [B, T] at `position` (0, or
         with a KV cache the tokens cached before them), and what its backward needs. enc: the
         encoder output [B*S, d_model], or per layer its cross keys and values (see
-        cross_keys_values); enc_mask: the encoder's mask [B, S] or None."""
+        cross_keys_values); enc_mask: the encoder's mask [B, S] or None. cached: for one token
+        against a whole cache whose position is set per run (the GPU decoder), the cache rows'
+        mask [1, L] (1 up to the token) and its relative position bias [H, 1, L], instead of
+        the causal limit and a bias computed here."""
         c = self.config
-        bias = self._bias(be, "decoder", T, position + T, position)
+        if cached is None:
+            self_mask, bias, causal = None, self._bias(be, "decoder", T, position + T, position), True
+        else:
+            (self_mask, bias), causal = cached, False
 
         def layer(x, p, s, n):
-            x = self._attention(be, x, None, p + "0.", s, "SelfAttention", train, mask=None, B=B, T=T,
-                                bias=bias, causal=True, cache=cache, layer=n, position=position)
+            x = self._attention(be, x, None, p + "0.", s, "SelfAttention", train, mask=self_mask, B=B,
+                                T=T, bias=bias, causal=causal, cache=cache, layer=n, position=position)
             kv = enc[n] if isinstance(enc, list) else enc
             x = self._attention(be, x, kv, p + "1.", s, "EncDecAttention", train, mask=enc_mask, B=B,
                                 T=T, bias=None)

@@ -369,6 +369,7 @@ class GpuRuntime(Runtime):
         from ..generate.decoder import GpuDecoder
 
         if getattr(self.model, "encoder_decoder", False):
-            raise ValueError("encoder-decoder generation runs on the NumPy backend; the GPU decoder "
-                             "is for decoder-only models")
+            from ..generate.seq2seq import GpuSeq2SeqDecoder
+
+            return GpuSeq2SeqDecoder(self.model, self.be, max_length)
         return GpuDecoder(self.model, self.be, max_length)
