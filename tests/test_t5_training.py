@@ -17,6 +17,7 @@ from py_engine.data.seq2seq import (Seq2SeqExample, encode_seq2seq_examples, par
 from py_engine.labels import IGNORE_LABEL
 from py_engine.models.lora_config import LoraConfig
 from py_engine.train.config import CausalTrainConfig
+from py_engine.train.chat import ChatModel
 from py_engine.train.seq2seq import Seq2SeqModel
 from py_engine.train.tasks import Seq2SeqTask
 from t5_checkpoints import tiny_t5
@@ -115,6 +116,11 @@ def test_full_fine_tuning_and_decoders_are_refused(tmp_path):
     model = run(Seq2SeqModel.create(tmp_path / "t5", t5_tokenizer()))
     with pytest.raises(ValueError, match="encoder-decoders train LoRA adapters only"):
         run(model.fit([], CausalTrainConfig(mode="full")))
+    with pytest.raises(ValueError, match="is a t5 encoder-decoder: use Seq2SeqModel"):
+        run(ChatModel.create(tmp_path / "t5"))
+    from py_engine.generate import NumpyDecoder
+    with pytest.raises(ValueError, match="t5 is an encoder-decoder: generate with NumpySeq2SeqDecoder"):
+        NumpyDecoder.load(tmp_path / "t5")
     tiny_gpt2(tmp_path / "gpt2")
     with pytest.raises(ValueError, match="is a gpt2 decoder, not an encoder-decoder: use ChatModel"):
         run(Seq2SeqModel.create(tmp_path / "gpt2", t5_tokenizer()))

@@ -81,10 +81,20 @@ def without_prefix(params):
     return {n[len(PREFIX):] if n.startswith(PREFIX) else n: t for n, t in params.items()}
 
 
+def _not_encoder_decoder(model, instead):
+    if getattr(model, "encoder_decoder", False):
+        raise ValueError(f"{model.config.model_type} is an encoder-decoder: generate with {instead} "
+                         "(py_engine.generate.seq2seq)")
+
+
 class NumpyDecoder:
     """Generation on the NumPy backend (host only)."""
 
+    encoder_decoder = False     # NumpySeq2SeqDecoder's is True
+
     def __init__(self, model, be, max_length=None):
+        if not self.encoder_decoder:
+            _not_encoder_decoder(model, "NumpySeq2SeqDecoder")
         c = model.config
         self.model, self.be, self.config = model, be, c
         self.max_length = cache_length(c, max_length)
@@ -168,6 +178,7 @@ class GpuDecoder:
     head_dim floats."""
 
     def __init__(self, model, be, max_length=None):
+        _not_encoder_decoder(model, "GpuSeq2SeqDecoder")
         c = model.config
         self.model, self.be, self.config, self.device = model, be, c, be.device
         self.max_length = cache_length(c, max_length)

@@ -19,6 +19,7 @@ from .decoder import MIN_BUCKET, NumpyDecoder
 class NumpySeq2SeqDecoder(NumpyDecoder):
     """Encoder-decoder generation on the NumPy backend (host only)."""
 
+    encoder_decoder = True
     cross = None
 
     async def prefill(self, ids):

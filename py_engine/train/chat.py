@@ -108,6 +108,9 @@ class ChatModel:
     @classmethod
     async def _make(cls, model_dir, checkpoint, model, values, backend, device, base_dtype,
                     quant_group, max_length):
+        if getattr(checkpoint.config, "encoder_decoder", False):
+            raise ValueError(f"{model_dir} is a {checkpoint.config.model_type} encoder-decoder: use "
+                             "Seq2SeqModel (py_engine.train.seq2seq)")
         tokenizer, template = chat_tokenizer(model_dir)
         runtime = await create_runtime(backend, model, CausalLMTask(tokenizer.pad_id), checkpoint,
                                        values, device=device, base_dtype=base_dtype,
