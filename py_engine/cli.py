@@ -183,8 +183,17 @@ def model_kind(model, max_length=None):
     if max_length is not None and type(positions) is int and max_length > positions:
         raise UsageError(f"--max-length {max_length} is more than the {positions} positions of "
                          f"{model} (config.json's max_position_embeddings)")
+    from py_engine.models.t5_config import MODEL_TYPES as T5_TYPES
+
+    if config.get("model_type") in T5_TYPES:
+        raise UsageError(f"{model}: T5 encoder-decoders train through the Python API "
+                         "(py_engine.train.seq2seq.Seq2SeqModel, given a tokenizer); the command "
+                         "line reads BPE and WordPiece tokenizers, not T5's Unigram one")
     if config.get("model_type") in DECODER_TYPES:
         return "decoder"
+    if any(str(a).endswith("ForConditionalGeneration") for a in config.get("architectures") or ()):
+        raise UsageError(f"{model}: model_type {config.get('model_type')!r} is an encoder-decoder "
+                         f"py_engine does not run; supported encoder-decoders: T5 ({', '.join(T5_TYPES)})")
     if any(str(a).endswith(("ForCausalLM", "LMHeadModel")) for a in config.get("architectures") or ()):
         from py_engine.models.decoders import supported
 

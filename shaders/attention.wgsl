@@ -2,10 +2,15 @@
 // Reference: py_engine/ops/attention.py (NumPy); recorder: py_engine/kernels/attention.py;
 // checks: tests/test_kernels_attention.py.
 //
-// The scores S = scaling * Q . K^T come from the batched GEMM as [B, H, T, T] (one row per
-// (batch, head, query)); these kernels work on those rows in place:
+// The scores S = scaling * Q . K^T come from the batched GEMM as [B, H, Tq, Tk] (one row per
+// (batch, head, query); Tq = Tk for self-attention, T5's cross attention has Tq target and Tk
+// input positions); these kernels work on those rows in place:
 //
-//   attention_softmax:          P = softmax(S + mask_bias) over the keys of each row.
+//   attention_softmax:          P = softmax(S + bias + causal + mask_bias) over the keys of each
+//                               row. Each term is optional (flags): bias [H, Tq, Tk], shared by
+//                               the batch, is added (T5's relative position bias); causal sets
+//                               the f32 minimum on the keys after the query (query i, the last
+//                               Tq of Tk positions, sees keys up to Tk - Tq + i); then
 //                               mask_bias is 0 for a real key (attention_mask 1) and the f32
 //                               minimum for a padded one (attention_mask 0), the additive mask
 //                               transformers' eager BERT attention uses. Scores are far below
@@ -26,10 +31,16 @@ override WORKGROUP: u32 = 64u;
 const MASKED: f32 = -0x1.fffffep+127f;   // the f32 minimum, transformers' finfo(dtype).min
 
 struct Rows {
-  rows: u32,            // B * H * T
-  keys: u32,            // T: row length
-  rows_per_batch: u32,  // H * T: rows sharing one attention_mask row
+  rows: u32,            // B * H * Tq
+  keys: u32,            // Tk: row length
+  rows_per_batch: u32,  // H * Tq: rows sharing one attention_mask row (and the whole bias)
+  queries: u32,         // Tq
+  flags: u32,           // MASKED_KEYS | BIAS | CAUSAL (softmax only)
 }
+
+const MASKED_KEYS: u32 = 1u;   // attention_mask [B, Tk] is read
+const BIAS: u32 = 2u;          // bias [H, Tq, Tk] is added
+const CAUSAL: u32 = 4u;
 
 //#include "lib/grid.wgsl"
 
@@ -38,10 +49,19 @@ struct Rows {
 @group(0) @binding(0) var<storage, read_write> scores: array<f32>;
 @group(0) @binding(1) var<storage, read> attention_mask: array<u32>;
 @group(0) @binding(2) var<uniform> shape: Rows;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
 
-fn masked_score(base: u32, mask_base: u32, j: u32) -> f32 {
-  if (attention_mask[mask_base + j] == 0u) {
+// The score of key j in a row (base: the row's start; mask_base: its mask row's; bias_base:
+// its bias row's; last: the last key the row's query may see).
+fn masked_score(base: u32, mask_base: u32, bias_base: u32, last: u32, j: u32) -> f32 {
+  if ((shape.flags & MASKED_KEYS) != 0u && attention_mask[mask_base + j] == 0u) {
     return MASKED;
+  }
+  if (j > last) {
+    return MASKED;
+  }
+  if ((shape.flags & BIAS) != 0u) {
+    return scores[base + j] + bias[bias_base + j];
   }
   return scores[base + j];
 }
@@ -56,13 +76,18 @@ fn attention_softmax(@builtin(global_invocation_id) gid: vec3<u32>,
   let T = shape.keys;
   let base = row * T;
   let mask_base = (row / shape.rows_per_batch) * T;
+  let bias_base = (row % shape.rows_per_batch) * T;
+  var last = T - 1u;
+  if ((shape.flags & CAUSAL) != 0u) {
+    last = T - shape.queries + row % shape.queries;
+  }
   var top = MASKED;
   for (var j = 0u; j < T; j++) {
-    top = max(top, masked_score(base, mask_base, j));
+    top = max(top, masked_score(base, mask_base, bias_base, last, j));
   }
   var total = 0.0;
   for (var j = 0u; j < T; j++) {
-    let e = exp(masked_score(base, mask_base, j) - top);
+    let e = exp(masked_score(base, mask_base, bias_base, last, j) - top);
     scores[base + j] = e;
     total += e;
   }

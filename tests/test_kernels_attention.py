@@ -103,3 +103,48 @@ def test_pieces_over_a_fused_qkv_buffer(device, rng):
     (out,) = read(program, ctx)
     q64, k64, v64 = (qkv[:, i * width:(i + 1) * width].astype(np.float64) for i in range(3))
     assert rel_error(out, ref.attention_forward(q64, k64, v64, mask, heads)[0]) <= FORWARD_BOUND
+
+
+@pytest.mark.parametrize("batch, queries, keys, heads, dim, causal, masked", [
+    (2, 5, 9, 3, 4, False, True),       # cross attention: other key length, padded keys
+    (2, 6, 6, 2, 8, True, False),       # T5 decoder self-attention (no padding mask)
+    (1, 3, 11, 2, 5, True, False),      # the last 3 queries of 11 cached positions
+    (3, 7, 7, 4, 3, False, True)])      # T5 encoder self-attention
+def test_bias_scale_keys_and_causal_match_numpy(device, att, rng, batch, queries, keys, heads, dim,
+                                                causal, masked):
+    """T5's attention: scaling 1, a bias [H, Tq, Tk] shared by the batch, Tk != Tq, causal
+    limit, mask optional; forward and backward against the backend reference in float64."""
+    from py_engine.backends.numpy_backend import NumpyBackend
+
+    width = heads * dim
+    q, dctx = (rng.standard_normal((batch * queries, width), dtype=np.float32) for _ in range(2))
+    k, v = (rng.standard_normal((batch * keys, width), dtype=np.float32) for _ in range(2))
+    bias = (3 * rng.standard_normal((heads, queries, keys))).astype(np.float32)
+    mask = random_mask(rng, batch, keys) if masked else None
+    shape = dict(batch=batch, seq=queries, keys=keys, heads=heads)
+    bq, bk, bv = (device.buffer_from(x) for x in (q, k, v))
+    probs, dprobs = (poisoned(device, batch * heads * queries * keys) for _ in range(2))
+    ctx, dq = (poisoned(device, batch * queries * width) for _ in range(2))
+    dk, dv = (poisoned(device, batch * keys * width) for _ in range(2))
+    program = device.program()
+    att.scores(program, bq, bk, probs, head_dim=dim, scaling=1.0, **shape)
+    att.softmax(program, probs, None if mask is None else device.buffer_from(mask),
+                bias=device.buffer_from(bias), causal=causal, **shape)
+    att.context(program, probs, bv, ctx, head_dim=dim, **shape)
+    att.grad_values(program, probs, device.buffer_from(dctx), dv, head_dim=dim, **shape)
+    att.grad_probs(program, device.buffer_from(dctx), bv, dprobs, head_dim=dim, **shape)
+    att.softmax_backward(program, probs, dprobs, **shape)
+    att.grad_queries(program, dprobs, bk, dq, head_dim=dim, scaling=1.0, **shape)
+    att.grad_keys(program, dprobs, bq, dk, head_dim=dim, scaling=1.0, **shape)
+    out_ctx, out_probs, out_dq, out_dk, out_dv = read(program, ctx, probs, dq, dk, dv)
+
+    be = NumpyBackend(np.float64)
+    q64, k64, v64 = (x.astype(np.float64) for x in (q, k, v))
+    ref_ctx, saved = be.attention(q64, k64, v64, mask, batch, queries, heads, 0.0, scaling=1.0,
+                                  bias=bias.astype(np.float64), causal=causal)
+    ref_probs = saved[3]
+    assert rel_error(out_probs, ref_probs) <= FORWARD_BOUND
+    assert np.all(out_probs.reshape(ref_probs.shape)[ref_probs == 0] == 0)   # masked keys exactly 0
+    assert rel_error(out_ctx, ref_ctx) <= FORWARD_BOUND
+    for out, expected in zip((out_dq, out_dk, out_dv), be.attention_backward(dctx.astype(np.float64), saved)):
+        assert rel_error(out, expected) <= BACKWARD_BOUND

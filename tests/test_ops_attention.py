@@ -79,3 +79,38 @@ def test_pieces_compose_to_the_whole(rng):
     dv = att.grad_values(probs, dctx, HEADS)
     for ours, ref in zip((dq, dk, dv), att.attention_backward(dctx, q, k, v, ref_probs, HEADS, scaling)):
         np.testing.assert_allclose(ours, ref, rtol=1e-12)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_bias_scale_cross_lengths_and_causal_match_torch_autograd(rng, causal):
+    """The backend's attention with T5's keywords: scaling 1, an additive bias [H, Tq, Tk]
+    shared by the batch, fewer queries than keys (cross attention, or the last Tq queries of a
+    cached sequence when causal), a padding mask over the keys; forward and dq, dk, dv against
+    torch autograd (scores + bias + causal finfo.min + padding finfo.min, as T5's eager
+    attention adds them)."""
+    from py_engine.backends.numpy_backend import NumpyBackend
+
+    Tq, Tk, width = 4, SEQ, HEADS * DIM
+    mask = MASK.copy()
+    mask[2, :3] = 1
+    q, dctx = (rng.standard_normal((BATCH * Tq, width)) for _ in range(2))
+    k, v = (rng.standard_normal((BATCH * Tk, width)) for _ in range(2))
+    bias = rng.standard_normal((HEADS, Tq, Tk)) * 3
+    tq, tk, tv = (torch.tensor(x, requires_grad=True) for x in (q, k, v))
+    split = lambda x, T: x.view(BATCH, T, HEADS, -1).transpose(1, 2)     # noqa: E731
+    minimum = torch.finfo(torch.float64).min
+    scores = split(tq, Tq) @ split(tk, Tk).transpose(-1, -2) + torch.tensor(bias)
+    if causal:
+        ahead = torch.arange(Tk)[None, :] > torch.arange(Tk - Tq, Tk)[:, None]
+        scores = scores + torch.zeros(Tq, Tk, dtype=torch.float64).masked_fill(ahead, minimum)
+    scores = scores + (1.0 - torch.tensor(mask, dtype=torch.float64))[:, None, None, :] * minimum
+    t_ctx = (torch.softmax(scores, dim=-1) @ split(tv, Tk)).transpose(1, 2).reshape(BATCH * Tq, -1)
+    t_ctx.backward(torch.tensor(dctx))
+
+    be = NumpyBackend(np.float64)
+    ctx, saved = be.attention(q, k, v, mask, BATCH, Tq, HEADS, 0.0, scaling=1.0, bias=bias, causal=causal)
+    np.testing.assert_allclose(ctx, t_ctx.detach().numpy(), rtol=1e-12, atol=1e-12)
+    for ours, theirs in zip(be.attention_backward(dctx, saved), (tq, tk, tv)):
+        np.testing.assert_allclose(ours, theirs.grad.numpy(), rtol=1e-10, atol=1e-12)
+    if causal:
+        assert np.all(saved[3][:, :, 0, 4:] == 0)      # query 0 (position 2) sees keys 0..2 only

@@ -321,19 +321,23 @@ class GpuBackend:
         self.k.dropout.backward(self.program, dy.buffer, dx.buffer, self.step, site.n, site.p, site.base)
         return dx
 
-    def attention(self, q, k, v, mask, B, T, heads, p):
+    def attention(self, q, k, v, mask, B, T, heads, p, scaling=None, bias=None, causal=False):
+        """Bidirectional attention (BERT); with the keywords T5's (see the NumPy backend's):
+        `scaling`, an additive `bias` [H, Tq, Tk], keys of another length, `causal`, mask None."""
         a = self.k.attention
-        shape = dict(batch=B, seq=T, heads=heads, head_dim=q.cols // heads)
-        probs = self.new(B, heads, T, T)
+        keys = k.rows // B
+        shape = dict(batch=B, seq=T, heads=heads, head_dim=q.cols // heads, keys=keys)
+        probs = self.new(B, heads, T, keys)
         ctx = self.new(*q.shape)
-        a.scores(self.program, q.buffer, k.buffer, probs.buffer, **shape)
-        a.softmax(self.program, probs.buffer, mask.buffer, batch=B, seq=T, heads=heads)
+        a.scores(self.program, q.buffer, k.buffer, probs.buffer, scaling=scaling, **shape)
+        a.softmax(self.program, probs.buffer, None if mask is None else mask.buffer, batch=B, seq=T,
+                  heads=heads, keys=keys, bias=None if bias is None else bias.buffer, causal=causal)
         used, site = self.dropout(probs, p)
         a.context(self.program, used.buffer, v.buffer, ctx.buffer, **shape)
-        return ctx, (q, k, v, probs, used, site, shape)
+        return ctx, (q, k, v, probs, used, site, shape, scaling)
 
     def attention_backward(self, dctx, saved):
-        q, k, v, probs, used, site, shape = saved
+        q, k, v, probs, used, site, shape, scaling = saved
         a = self.k.attention
         dq, dk, dv = self.new(*q.shape), self.new(*k.shape), self.new(*v.shape)
         dused = self.new(*probs.shape)
@@ -341,10 +345,20 @@ class GpuBackend:
         a.grad_probs(self.program, dctx.buffer, v.buffer, dused.buffer, **shape)
         dscores = self.dropout_backward(dused, site)
         a.softmax_backward(self.program, probs.buffer, dscores.buffer, batch=shape["batch"],
-                           seq=shape["seq"], heads=shape["heads"])   # in place: dP -> dS
-        a.grad_queries(self.program, dscores.buffer, k.buffer, dq.buffer, **shape)
-        a.grad_keys(self.program, dscores.buffer, q.buffer, dk.buffer, **shape)
+                           seq=shape["seq"], heads=shape["heads"], keys=shape["keys"])   # in place: dP -> dS
+        a.grad_queries(self.program, dscores.buffer, k.buffer, dq.buffer, scaling=scaling, **shape)
+        a.grad_keys(self.program, dscores.buffer, q.buffer, dk.buffer, scaling=scaling, **shape)
         return dq, dk, dv
+
+    def relative_position_bias(self, table, buckets, queries, keys):
+        """T5's relative position bias [H, Tq, Tk]: table [num_buckets, H] gathered, as a
+        one-column table, at bucket * H + h for head h, query i, key j (buckets: a list of
+        Tq * Tk ints, row-major)."""
+        heads = table.shape[1]
+        index = array("I", (b * heads + h for h in range(heads) for b in buckets))
+        ids = Tensor(self.device.buffer_from(index, label="relative position buckets"), (1, len(index)))
+        flat = self.gather_rows(Tensor(table.buffer, (table.size, 1)), ids)
+        return Tensor(flat.buffer, (heads, queries, keys))
 
     def add(self, a, b):
         out = self.new(*a.shape)

@@ -164,9 +164,14 @@ class NumpyBackend:
             return dy
         return dy * site.multiplier
 
-    def attention(self, q, k, v, mask, B, T, heads, p):
-        scaling = attn_ops.default_scaling(q, heads)
-        probs = attn_ops.masked_softmax(attn_ops.attention_scores(q, k, B, heads, scaling), mask)
+    def attention(self, q, k, v, mask, B, T, heads, p, scaling=None, bias=None, causal=False):
+        """Bidirectional attention (BERT): q, k, v [B*T, H*D], mask [B, T]. With the keywords
+        (T5, see ops/attention.py): `scaling` instead of 1/sqrt(D), an additive `bias` [H, Tq,
+        Tk], keys of another length than the queries (T is then the queries'; mask [B, Tk] or
+        None), and `causal`."""
+        scaling = attn_ops.default_scaling(q, heads) if scaling is None else scaling
+        scores = attn_ops.add_score_bias(attn_ops.attention_scores(q, k, B, heads, scaling), bias, causal)
+        probs = attn_ops.masked_softmax(scores, mask)
         used, site = self.dropout(probs, p)
         ctx = attn_ops.attention_context(used, v, heads)
         return ctx, (q, k, v, probs, used, site, heads, scaling)
@@ -284,6 +289,12 @@ class NumpyBackend:
     def causal_attention_backward(self, dout, saved):
         s = saved
         return causal_ops.causal_attention_backward(dout, s.q, s.k, s.v, s.out, s.lse, **s.shape)
+
+    def relative_position_bias(self, table, buckets, queries, keys):
+        """T5's relative position bias [H, Tq, Tk]: row buckets[i * Tk + j] of the table
+        [num_buckets, H] for query i and key j (buckets: a list of Tq * Tk ints)."""
+        rows = table[np.asarray(buckets, np.int64)]
+        return np.ascontiguousarray(rows.reshape(queries, keys, -1).transpose(2, 0, 1))
 
     def kv_cache(self, layers, length, width):
         """Keys and values of `length` positions per layer, for decoding one sequence."""

@@ -45,7 +45,7 @@ import os
 from ..formats.json_file import read_json_object
 from ..tokenizers.chat_template import ChatTemplate
 from ..tokenizers.checkpoint import family_template
-from .classification import DataError, parse_record, read_jsonl_lines
+from .classification import DataError, parse_records, read_jsonl_lines
 
 IGNORE_INDEX = -100
 ROLES = ("system", "user", "assistant")
@@ -203,13 +203,7 @@ def _history(record, where):
 def parse_chat_jsonl(lines, source="<data>"):
     """ChatExamples from an iterable of JSONL lines; blank lines are skipped, any other line
     that is not a valid record is a DataError naming source and line number."""
-    examples = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        where = f"{source}:{number}"
-        examples.append(chat_example_from_record(parse_record(line, where), where))
-    return examples
+    return parse_records(lines, source, chat_example_from_record)
 
 
 def read_chat_jsonl(path):

@@ -62,6 +62,18 @@ def parse_record(line, where):
         raise DataError(str(e)) from None
 
 
+def parse_records(lines, source, make):
+    """make(record, where) for the JSON record of each line that is not blank, `where` being
+    "source:line"; a line that is not JSON is a DataError naming it."""
+    examples = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"{source}:{number}"
+        examples.append(make(parse_record(line, where), where))
+    return examples
+
+
 def read_jsonl_lines(path, parse):
     """parse(lines, source) over the lines of the UTF-8 text file at `path`, with errors that
     name it: no such file, not a file, not UTF-8, no examples."""

@@ -11,7 +11,8 @@ makes one over the weights it trains (runtime.decoder()).
 
 from .decoder import GpuDecoder, NumpyDecoder
 from .generation import GenerationResult, generate
+from .seq2seq import NumpySeq2SeqDecoder
 from .sampling import TextStream, greedy, sample, warp, warp_scores
 
-__all__ = ["GenerationResult", "GpuDecoder", "NumpyDecoder", "TextStream", "generate", "greedy",
-           "sample", "warp", "warp_scores"]
+__all__ = ["GenerationResult", "GpuDecoder", "NumpyDecoder", "NumpySeq2SeqDecoder", "TextStream",
+           "generate", "greedy", "sample", "warp", "warp_scores"]

@@ -107,10 +107,20 @@ def without_prefix(params):
     return {n[len(PREFIX):] if n.startswith(PREFIX) else n: t for n, t in params.items()}
 
 
+def _not_encoder_decoder(model, instead):
+    if getattr(model, "encoder_decoder", False):
+        raise ValueError(f"{model.config.model_type} is an encoder-decoder: generate with {instead} "
+                         "(py_engine.generate.seq2seq)")
+
+
 class NumpyDecoder:
     """Generation on the NumPy backend (host only)."""
 
+    encoder_decoder = False     # NumpySeq2SeqDecoder's is True
+
     def __init__(self, model, be, max_length=None):
+        if not self.encoder_decoder:
+            _not_encoder_decoder(model, "NumpySeq2SeqDecoder")
         c = model.config
         self.model, self.be, self.config = model, be, c
         self.max_length = cache_length(c, max_length)
@@ -161,12 +171,16 @@ class NumpyDecoder:
             ids = self.history.ids + ids
             self.reset()
         self.history.ids += ids
-        inputs = Tokens(np.asarray([ids], np.int64), len(ids), self.length, self.length + len(ids))
-        hidden, _ = self.model.forward(self.be, inputs, train=False, cache=self.cache)
+        hidden = self._hidden(Tokens(np.asarray([ids], np.int64), len(ids), self.length,
+                                     self.length + len(ids)))
         logits = self.be.linear(hidden[-1:], self.be.param(self.model.head_name),
                                 self.model.head_bias_param(self.be))[0]
         self.length += len(ids)
         return logits
+
+    def _hidden(self, inputs):
+        """The final hidden states of the new tokens `inputs`, appended to the cache."""
+        return self.model.forward(self.be, inputs, train=False, cache=self.cache)[0]
 
     async def prefill(self, ids):
         """Empty the cache, run the prompt `ids`; returns the next token's logits [V]."""
@@ -198,6 +212,7 @@ class GpuDecoder:
     head_dim floats."""
 
     def __init__(self, model, be, max_length=None):
+        _not_encoder_decoder(model, "GpuSeq2SeqDecoder")
         c = model.config
         self.model, self.be, self.config, self.device = model, be, c, be.device
         self.max_length = cache_length(c, max_length)

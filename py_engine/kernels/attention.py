@@ -14,6 +14,12 @@ Layouts (row-major f32):
     att.forward(program, q, k, v, attention_mask, probs, context, **shape)
     att.backward(program, dcontext, q, k, v, probs, dprobs, dq, dk, dv, **shape)
 
+T5's attention passes more (each optional, the defaults being BERT's): `keys` (Tk, when the keys
+and values have another length than the `seq` queries: cross attention, or the cached keys of
+a decoder), `scaling` (T5: 1), and to softmax a `bias` buffer [H, Tq, Tk] added to every
+sequence's scores and `causal`; attention_mask may be None (no padding). probs and dprobs are
+then [B, H, Tq, Tk].
+
 With dropout on the probabilities, record the pieces instead: scores, softmax (probs saved),
 the dropout op (probs -> dropped), context from `dropped`; backward: grad_probs and
 grad_values with `dropped`, dropout backward on dprobs, softmax_backward with the saved probs,
@@ -52,32 +58,47 @@ class AttentionKernels:
         return x.with_strides(seq * x.ld, head_dim)
 
     @staticmethod
-    def _square(x, seq, heads):
-        """Per-(batch, head) view of a dense [B, H, T, T] buffer."""
-        return as_view(x, seq).with_strides(heads * seq * seq, seq * seq)
+    def _square(x, seq, heads, keys=None):
+        """Per-(batch, head) view of a dense [B, H, Tq, Tk] buffer (Tk = Tq unless `keys`)."""
+        keys = seq if keys is None else keys
+        return as_view(x, keys).with_strides(heads * seq * keys, seq * keys)
 
     def _batched(self, program, a, b, c, m, n, k, batch, heads, **kw):
         return self.matmul.gemm(program, a, b, c, m, n, k, batch=batch, heads=heads, **kw)
 
     # --- forward --------------------------------------------------------------------------
 
-    def scores(self, program, q, k, scores, *, batch, seq, heads, head_dim, scaling=None):
-        """scores[B, H, T, T] = scaling * Q . K^T (scaling defaults to 1/sqrt(head_dim))."""
+    def scores(self, program, q, k, scores, *, batch, seq, heads, head_dim, scaling=None, keys=None):
+        """scores[B, H, Tq, Tk] = scaling * Q . K^T (scaling defaults to 1/sqrt(head_dim))."""
         scaling = head_dim ** -0.5 if scaling is None else scaling
+        keys = seq if keys is None else keys
         return self._batched(
-            program, self._heads(q, seq, heads, head_dim), self._heads(k, seq, heads, head_dim),
-            self._square(scores, seq, heads), seq, seq, head_dim, batch, heads,
+            program, self._heads(q, seq, heads, head_dim), self._heads(k, keys, heads, head_dim),
+            self._square(scores, seq, heads, keys), seq, keys, head_dim, batch, heads,
             trans_b=True, alpha=scaling)
 
-    def softmax(self, program, scores, attention_mask, *, batch, seq, heads):
-        """scores -> probs in place: masked softmax over keys."""
-        return self._rows(program, self._softmax, [scores, attention_mask], batch, seq, heads)
+    def softmax(self, program, scores, attention_mask, *, batch, seq, heads, keys=None, bias=None,
+                causal=False):
+        """scores -> probs in place: softmax over keys, after the bias, the causal limit and
+        the padding mask (each where given)."""
+        flags = (attention_mask is not None) | (bias is not None) << 1 | bool(causal) << 2
+        unused = self._unused()
+        buffers = [scores, unused if attention_mask is None else attention_mask, None,
+                   unused if bias is None else bias]
+        return self._rows(program, self._softmax, buffers, batch, seq, heads, keys, flags)
 
-    def context(self, program, probs, v, context, *, batch, seq, heads, head_dim):
-        """context[B*T, H*D] = P . V per (batch, head)."""
+    def _unused(self):
+        """A placeholder for a binding the flags say is not read."""
+        if getattr(self, "_placeholder", None) is None:
+            self._placeholder = self.device.create_buffer(16, label="unused attention input")
+        return self._placeholder
+
+    def context(self, program, probs, v, context, *, batch, seq, heads, head_dim, keys=None):
+        """context[B*Tq, H*D] = P . V per (batch, head)."""
+        keys = seq if keys is None else keys
         return self._batched(
-            program, self._square(probs, seq, heads), self._heads(v, seq, heads, head_dim),
-            self._heads(context, seq, heads, head_dim), seq, head_dim, seq, batch, heads)
+            program, self._square(probs, seq, heads, keys), self._heads(v, keys, heads, head_dim),
+            self._heads(context, seq, heads, head_dim), seq, head_dim, keys, batch, heads)
 
     def forward(self, program, q, k, v, attention_mask, probs, context, *, batch, seq, heads,
                 head_dim, scaling=None):
@@ -89,39 +110,45 @@ class AttentionKernels:
 
     # --- backward -------------------------------------------------------------------------
 
-    def grad_probs(self, program, dcontext, v, dprobs, *, batch, seq, heads, head_dim):
-        """dprobs[B, H, T, T] = dC . V^T."""
+    def grad_probs(self, program, dcontext, v, dprobs, *, batch, seq, heads, head_dim, keys=None):
+        """dprobs[B, H, Tq, Tk] = dC . V^T."""
+        keys = seq if keys is None else keys
         return self._batched(
-            program, self._heads(dcontext, seq, heads, head_dim), self._heads(v, seq, heads, head_dim),
-            self._square(dprobs, seq, heads), seq, seq, head_dim, batch, heads, trans_b=True)
+            program, self._heads(dcontext, seq, heads, head_dim), self._heads(v, keys, heads, head_dim),
+            self._square(dprobs, seq, heads, keys), seq, keys, head_dim, batch, heads, trans_b=True)
 
-    def grad_values(self, program, probs, dcontext, dv, *, batch, seq, heads, head_dim, beta=0.0):
-        """dv[B*T, H*D] = P^T . dC (P: the probabilities the context used)."""
+    def grad_values(self, program, probs, dcontext, dv, *, batch, seq, heads, head_dim, beta=0.0,
+                    keys=None):
+        """dv[B*Tk, H*D] = P^T . dC (P: the probabilities the context used)."""
+        keys = seq if keys is None else keys
         return self._batched(
-            program, self._square(probs, seq, heads), self._heads(dcontext, seq, heads, head_dim),
-            self._heads(dv, seq, heads, head_dim), seq, head_dim, seq, batch, heads,
+            program, self._square(probs, seq, heads, keys), self._heads(dcontext, seq, heads, head_dim),
+            self._heads(dv, keys, heads, head_dim), keys, head_dim, seq, batch, heads,
             trans_a=True, beta=beta)
 
-    def softmax_backward(self, program, probs, dprobs, *, batch, seq, heads):
+    def softmax_backward(self, program, probs, dprobs, *, batch, seq, heads, keys=None):
         """dprobs -> dscores in place: dS = P * (dP - rowsum(dP * P))."""
-        return self._rows(program, self._softmax_backward, [probs, dprobs], batch, seq, heads)
+        return self._rows(program, self._softmax_backward, [probs, dprobs, None], batch, seq, heads,
+                          keys)
 
     def grad_queries(self, program, dscores, k, dq, *, batch, seq, heads, head_dim, scaling=None,
-                     beta=0.0):
-        """dq[B*T, H*D] = scaling * dS . K."""
+                     beta=0.0, keys=None):
+        """dq[B*Tq, H*D] = scaling * dS . K."""
         scaling = head_dim ** -0.5 if scaling is None else scaling
+        keys = seq if keys is None else keys
         return self._batched(
-            program, self._square(dscores, seq, heads), self._heads(k, seq, heads, head_dim),
-            self._heads(dq, seq, heads, head_dim), seq, head_dim, seq, batch, heads,
+            program, self._square(dscores, seq, heads, keys), self._heads(k, keys, heads, head_dim),
+            self._heads(dq, seq, heads, head_dim), seq, head_dim, keys, batch, heads,
             alpha=scaling, beta=beta)
 
     def grad_keys(self, program, dscores, q, dk, *, batch, seq, heads, head_dim, scaling=None,
-                  beta=0.0):
-        """dk[B*T, H*D] = scaling * dS^T . Q."""
+                  beta=0.0, keys=None):
+        """dk[B*Tk, H*D] = scaling * dS^T . Q."""
         scaling = head_dim ** -0.5 if scaling is None else scaling
+        keys = seq if keys is None else keys
         return self._batched(
-            program, self._square(dscores, seq, heads), self._heads(q, seq, heads, head_dim),
-            self._heads(dk, seq, heads, head_dim), seq, head_dim, seq, batch, heads,
+            program, self._square(dscores, seq, heads, keys), self._heads(q, seq, heads, head_dim),
+            self._heads(dk, keys, heads, head_dim), keys, head_dim, seq, batch, heads,
             trans_a=True, alpha=scaling, beta=beta)
 
     def backward(self, program, dcontext, q, k, v, probs, dprobs, dq, dk, dv, *, batch, seq,
@@ -134,10 +161,14 @@ class AttentionKernels:
         self.grad_queries(program, dprobs, k, dq, head_dim=head_dim, scaling=scaling, **shape)
         return self.grad_keys(program, dprobs, q, dk, head_dim=head_dim, scaling=scaling, **shape)
 
-    def _rows(self, program, kernel, buffers, batch, seq, heads):
+    def _rows(self, program, kernel, buffers, batch, seq, heads, keys=None, flags=1):
+        """One thread per (batch, head, query) row of Tk keys; the `None` in `buffers` is where
+        the shape's uniform goes."""
+        keys = seq if keys is None else keys
         rows = batch * heads * seq
-        params = self.device.uniform("III", rows, seq, heads * seq)
+        params = self.device.uniform("IIIIIIII", rows, keys, heads * seq, seq, flags, 0, 0, 0)
         limit = self.device.limits["max_compute_workgroups_per_dimension"]
         groups = -(-rows // WORKGROUP)
-        program.dispatch(kernel, [*buffers, params], (min(groups, limit), -(-groups // limit)))
+        buffers = [params if b is None else b for b in buffers]
+        program.dispatch(kernel, buffers, (min(groups, limit), -(-groups // limit)))
         return program

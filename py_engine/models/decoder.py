@@ -30,20 +30,9 @@ class DecoderModel(AdaptedModel):
     def frozen_names(self):
         return [] if self.full else list(self.config.parameter_shapes())
 
-    head_bias = None     # the head's bias tensor, in families whose head has one (Phi-2)
-
     def head_grad(self, be):
         """Where the loss puts the head's gradient: None unless fine-tuning every weight."""
         return be.grad(self.head_name) if self.full else None
-
-    def head_bias_param(self, be):
-        """The head's bias the loss and generation add to the logits, or None."""
-        return be.param(self.head_bias) if self.head_bias else None
-
-    def head_bias_grad(self, be):
-        """Where the loss puts the head bias's gradient: None unless it has one and every
-        weight trains."""
-        return be.grad(self.head_bias) if self.head_bias and self.full else None
 
     def _lowest_layer(self):
         """The lowest layer the backward visits: 0 in full fine-tuning, else the lowest one

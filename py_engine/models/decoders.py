@@ -1,17 +1,20 @@
 """The decoder families the engine runs, picked from a checkpoint's config.json `model_type`:
 each family's configuration and model class, and the refusal that names them all.
 
-    config = decoder_config(values)      # a LlamaConfig (Llama, Gemma, Phi-3), Gpt2Config or PhiConfig
-    model = decoder_model(config, lora)  # a LlamaModel, Gpt2Model or PhiModel
+    config = decoder_config(values)      # a LlamaConfig (Llama, Gemma, Phi-3), Gpt2Config,
+                                         # PhiConfig (Phi-2) or T5Config (encoder-decoder)
+    model = decoder_model(config, lora)  # a LlamaModel, Gpt2Model, PhiModel or T5Model
 """
 
 from .bert_config import ConfigError
 from .gpt2_config import MODEL_TYPES as GPT2_TYPES, Gpt2Config
 from .llama_config import FAMILY_TYPES as LLAMA_FAMILIES, LlamaConfig
 from .phi_config import MODEL_TYPES as PHI_TYPES, PhiConfig
+from .t5_config import MODEL_TYPES as T5_TYPES, T5Config
 
 FAMILIES = {**{name: (types, LlamaConfig) for name, types in LLAMA_FAMILIES.items()},
-            "GPT-2": (GPT2_TYPES, Gpt2Config), "Phi-2": (PHI_TYPES, PhiConfig)}
+            "GPT-2": (GPT2_TYPES, Gpt2Config), "Phi-2": (PHI_TYPES, PhiConfig),
+            "T5": (T5_TYPES, T5Config)}
 
 
 DECODER_TYPES = tuple(t for types, _ in FAMILIES.values() for t in types)
@@ -19,7 +22,7 @@ DECODER_TYPES = tuple(t for types, _ in FAMILIES.values() for t in types)
 
 def supported():
     """The supported decoders as one phrase: 'Llama (llama, qwen2, mistral), Gemma (gemma),
-    Phi-3 (phi3), GPT-2 (gpt2), Phi-2 (phi)'."""
+    Phi-3 (phi3), GPT-2 (gpt2), Phi-2 (phi), T5 (t5)'."""
     return ", ".join(f"{name} ({', '.join(types)})" for name, (types, _) in FAMILIES.items())
 
 
@@ -41,5 +44,8 @@ def decoder_model(config, lora):
     if isinstance(config, PhiConfig):
         from .phi import PhiModel
         return PhiModel(config, lora)
+    if isinstance(config, T5Config):
+        from .t5 import T5Model
+        return T5Model(config, lora)
     from .llama import LlamaModel
     return LlamaModel(config, lora)

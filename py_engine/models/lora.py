@@ -138,3 +138,14 @@ class AdaptedModel:
     def is_linear_weight(self, name):
         """Whether `name` is a linear's weight (the tensors the GPU may store compressed)."""
         return self.linears.is_weight(name)
+
+    head_bias = None     # the language-model head's bias tensor, in families that have one (Phi-2)
+
+    def head_bias_param(self, be):
+        """The head's bias the loss and generation add to the logits, or None."""
+        return be.param(self.head_bias) if self.head_bias else None
+
+    def head_bias_grad(self, be):
+        """Where the loss puts the head bias's gradient: None unless it has one and every
+        weight trains."""
+        return be.grad(self.head_bias) if self.head_bias and self.full else None

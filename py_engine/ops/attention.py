@@ -13,6 +13,12 @@ keys, so padded keys get probability 0 and a row whose keys are all padded is un
 Dropout on the probabilities goes between masked_softmax and attention_context (forward) and
 between grad_probs and masked_softmax_backward (backward); the pieces take whichever
 probabilities were used.
+
+The same pieces serve T5's attention (models/t5.py): `scaling` 1 (T5 does not scale), an
+additive `bias` [H, Tq, Tk] on the scores shared by the batch (the relative position bias),
+queries and keys of different lengths (cross attention: q [B*Tq, H*D], k and v [B*Tk, H*D], the
+mask [B, Tk] over the keys), and `causal` (query i, the last of Tq after Tk - Tq cached ones,
+sees keys up to Tk - Tq + i).
 """
 
 import numpy as np
@@ -57,9 +63,25 @@ def attention_scores(q, k, batch, heads, scaling):
     return scores
 
 
+def causal_ahead(queries, keys):
+    """[Tq, Tk] True where key j is after query i (at position keys - queries + i)."""
+    return np.arange(keys)[None, :] > np.arange(keys - queries, keys)[:, None]
+
+
+def add_score_bias(scores, bias=None, causal=False):
+    """scores [B, H, Tq, Tk] plus the shared bias [H, Tq, Tk], and finfo.min on the keys after
+    each query when `causal` (set rather than added: with a padding mask's finfo.min too the
+    sum would overflow to -inf), in place."""
+    if bias is not None:
+        scores += bias
+    if causal:
+        scores[..., causal_ahead(scores.shape[-2], scores.shape[-1])] = np.finfo(scores.dtype).min
+    return scores
+
+
 def masked_softmax(scores, attention_mask):
-    """softmax over the last axis of scores + mask_bias."""
-    if np.all(np.asarray(attention_mask) != 0):
+    """softmax over the last axis of scores + mask_bias (attention_mask None: no padding)."""
+    if attention_mask is None or np.all(np.asarray(attention_mask) != 0):
         e = scores - scores.max(axis=-1, keepdims=True)   # the bias is all zeros: skip it
     else:
         e = scores + mask_bias(attention_mask, scores.dtype)

@@ -36,6 +36,8 @@ FULL_WEIGHTS = "model.safetensors"                 # a training state's weights 
 
 
 class ChatModel:
+    task_type = "CAUSAL_LM"      # PEFT's task type of its adapters
+
     def __init__(self, checkpoint, tokenizer, template, runtime, source, max_length=512):
         self.checkpoint = checkpoint
         self.tokenizer = tokenizer
@@ -69,8 +71,8 @@ class ChatModel:
             values = {n: (s, checkpoint.floats(n)) for n, s in model.trainable.items()}
         else:
             lora = lora or LoraConfig(r=8, lora_alpha=16, target_modules=list(checkpoint.config.lora_targets),
-                                      task_type="CAUSAL_LM")
-            lora.task_type = "CAUSAL_LM"
+                                      task_type=cls.task_type)
+            lora.task_type = cls.task_type
             lora.modules_to_save = []
             lora.base_model_name_or_path = lora.base_model_name_or_path or str(model_dir)
             model = decoder_model(checkpoint.config, lora)
@@ -94,8 +96,8 @@ class ChatModel:
     async def _from_adapter(cls, model_dir, source, config, tensors, backend, device, base_dtype,
                             quant_group, max_length):
         checkpoint = DecoderCheckpoint.load(model_dir)
-        if config.get("task_type") not in (None, "CAUSAL_LM"):
-            raise ValueError(f"{source} is a {config.get('task_type')} adapter, not CAUSAL_LM")
+        if config.get("task_type") not in (None, cls.task_type):
+            raise ValueError(f"{source} is a {config.get('task_type')} adapter, not {cls.task_type}")
         lora = LoraConfig.from_peft_dict(dict(config, modules_to_save=None))
         lora.modules_to_save = []
         model = decoder_model(checkpoint.config, lora)
@@ -106,6 +108,9 @@ class ChatModel:
     @classmethod
     async def _make(cls, model_dir, checkpoint, model, values, backend, device, base_dtype,
                     quant_group, max_length):
+        if getattr(checkpoint.config, "encoder_decoder", False):
+            raise ValueError(f"{model_dir} is a {checkpoint.config.model_type} encoder-decoder: use "
+                             "Seq2SeqModel (py_engine.train.seq2seq)")
         tokenizer, template = chat_tokenizer(model_dir)
         runtime = await create_runtime(backend, model, CausalLMTask(tokenizer.pad_id), checkpoint,
                                        values, device=device, base_dtype=base_dtype,
@@ -203,12 +208,7 @@ class ChatModel:
         config = CausalTrainConfig.of(config)
         if config.max_length > self.max_length:     # the checkpoint's positions bound it
             config = replace(config, max_length=self.max_length)
-        limit = config.max_length
-        examples = [e for e in examples if len(e.ids) > 1]
-        if not examples:
-            raise ValueError("the dataset is empty (no example has two or more tokens)")
-        if not any(any(y != IGNORE_INDEX for y in e.labels[1:limit]) for e in examples):
-            raise ValueError("no example has a token to train on (every label is -100)")
+        examples = self._usable(examples, config.max_length)
         if config.mode == "full" and not self.model.full:
             await self.runtime.to_full()
         if config.mode == "lora" and self.model.full:
@@ -231,6 +231,17 @@ class ChatModel:
             self._trainer.close()
         self._trainer = trainer
         return trainer
+
+    @staticmethod
+    def _usable(examples, limit):
+        """The examples that can train: two or more tokens, a label to learn within `limit`
+        (the first token is never predicted)."""
+        examples = [e for e in examples if len(e.ids) > 1]
+        if not examples:
+            raise ValueError("the dataset is empty (no example has two or more tokens)")
+        if not any(any(y != IGNORE_INDEX for y in e.labels[1:limit]) for e in examples):
+            raise ValueError("no example has a token to train on (every label is -100)")
+        return examples
 
     async def fit(self, examples, config=None, validation=None, on_step=None, guard=None):
         """Train on EncodedExample-like objects (`ids`, `labels`); returns the step log.

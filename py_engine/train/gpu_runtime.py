@@ -27,16 +27,24 @@ def _u32(rows):
     return out
 
 
+def _source_length(batch):
+    """An encoder-decoder batch's input length (Seq2SeqBatch.S); None for other batches."""
+    return getattr(batch, "S", None)
+
+
 class Inputs:
     """A program's input buffers for one batch shape, as backend tensors: the task's fields
-    ([B, T] u32 each) and its labels (u32, IGNORE_LABEL where not counted)."""
+    ([B, T] u32 each; an encoder-decoder task's source_fields [B, S]) and its labels (u32,
+    IGNORE_LABEL where not counted)."""
 
-    def __init__(self, device, task, B, T):
+    def __init__(self, device, task, B, T, S=None):
         self.B, self.T, self.position = B, T, 0
         self.fields = task.inputs
         self.loss_scale = None     # a Variable in accumulate programs
+        source = getattr(task, "source_fields", ())
         for name in self.fields:
-            setattr(self, name, Tensor(device.create_buffer(4 * B * T, label=name), (B, T)))
+            n = S if name in source else T
+            setattr(self, name, Tensor(device.create_buffer(4 * B * n, label=name), (B, n)))
         shape = task.label_shape(B, T)
         self.labels = Tensor(device.create_buffer(4 * math.prod(shape), label="labels"), shape)
 
@@ -121,18 +129,19 @@ class GpuRuntime(Runtime):
         for n in names:
             self.k.embedding.clear(program, self.be.grads[n].buffer, self.be.grads[n].size)
 
-    def _program(self, kind, B=0, T=0, max_norm=None):
-        """The recorded program of `kind` for a batch shape, made on first use.
+    def _program(self, kind, B=0, T=0, max_norm=None, S=None):
+        """The recorded program of `kind` for a batch shape (S: an encoder-decoder batch's
+        input length), made on first use.
         kinds: accumulate (its loss scale a Variable set per replay: one program serves every
         micro-batch weight), step (accumulate + update), update, evaluate, outputs."""
-        key = (kind, B, T, max_norm, self.model.merged)
+        key = (kind, B, T, max_norm, self.model.merged, S)
         if key in self._programs:
             return self._programs[key][:2]
         program = self.device.program(f"{kind} {B}x{T}")
         self.be.record(program)
         inputs = None
         if kind != "update":
-            inputs = Inputs(self.device, self.task, B, T)
+            inputs = Inputs(self.device, self.task, B, T, S)
         if kind in ("accumulate", "step", "evaluate"):
             loss_scale = 1.0
             if kind == "accumulate":
@@ -163,7 +172,7 @@ class GpuRuntime(Runtime):
     # --- training ---
 
     async def accumulate(self, batch, seed=0, loss_scale=1.0):
-        program, inputs = self._program("accumulate", batch.B, batch.T)
+        program, inputs = self._program("accumulate", batch.B, batch.T, S=_source_length(batch))
         inputs.write(batch)
         inputs.loss_scale.set(loss_scale)
         self.be.step.write(pack_step(seed, 0))
@@ -179,7 +188,8 @@ class GpuRuntime(Runtime):
     async def train_step(self, batch, seed, lr, max_norm=None, weight_decay=0.0, beta1=0.9,
                          beta2=0.999, eps=1e-8):
         """accumulate() then update() as one submission with one readback."""
-        program, inputs = self._program("step", batch.B, batch.T, max_norm=max_norm)
+        program, inputs = self._program("step", batch.B, batch.T, max_norm=max_norm,
+                                        S=_source_length(batch))
         inputs.write(batch)
         self.be.step.write(pack_step(seed, 0))
         self._write_hyper(lr, weight_decay, beta1, beta2, eps)
@@ -187,13 +197,13 @@ class GpuRuntime(Runtime):
         return decode_metrics(metrics)
 
     async def evaluate(self, batch):
-        program, inputs = self._program("evaluate", batch.B, batch.T)
+        program, inputs = self._program("evaluate", batch.B, batch.T, S=_source_length(batch))
         inputs.write(batch)
         (metrics,) = await program.run()
         return decode_metrics(metrics)
 
     async def outputs(self, batch):
-        program, inputs = self._program("outputs", batch.B, batch.T)
+        program, inputs = self._program("outputs", batch.B, batch.T, S=_source_length(batch))
         inputs.write(batch)
         (data,) = await program.run()
         values = array("f", bytes(data))
@@ -359,4 +369,8 @@ class GpuRuntime(Runtime):
     def decoder(self, max_length=None):
         from ..generate.decoder import GpuDecoder
 
+        if getattr(self.model, "encoder_decoder", False):
+            from ..generate.seq2seq import GpuSeq2SeqDecoder
+
+            return GpuSeq2SeqDecoder(self.model, self.be, max_length)
         return GpuDecoder(self.model, self.be, max_length)

@@ -210,5 +210,7 @@ class NumpyRuntime(Runtime):
 
     def decoder(self, max_length=None):
         from ..generate.decoder import NumpyDecoder
+        from ..generate.seq2seq import NumpySeq2SeqDecoder
 
-        return NumpyDecoder(self.model, self.be, max_length)
+        kind = NumpySeq2SeqDecoder if getattr(self.model, "encoder_decoder", False) else NumpyDecoder
+        return kind(self.model, self.be, max_length)

@@ -7,6 +7,10 @@ computes its metrics; the trainer and the runtimes never know which objective th
     CausalLMTask(pad_id)
         examples: anything with `ids` and `labels` (IGNORE_INDEX = not trained); the model's
         forward gives final hidden states, the chunked LM-head loss predicts labels shifted by one.
+    Seq2SeqTask(pad_id, decoder_start_id)
+        examples: anything with `ids` (the input) and `labels` (the target's ids, IGNORE_INDEX =
+        not trained); an encoder-decoder's forward gives the decoder's final hidden states, fed
+        the target shifted right; the loss predicts the target itself.
 
 Pure Python: this runs in the browser.
 """
@@ -14,7 +18,7 @@ Pure Python: this runs in the browser.
 import math
 
 from ..labels import IGNORE_INDEX, IGNORE_LABEL
-from .batch import Batch
+from .batch import Batch, Seq2SeqBatch, seq2seq_decoder_ids
 from .batching import padded_length
 
 
@@ -191,3 +195,40 @@ class CausalLMTask:
         loss = total_loss / counted if counted else float("nan")
         return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)) if counted else float("nan"),
                 "tokens": counted}
+
+
+class Seq2SeqTask(CausalLMTask):
+    """Input/target pairs for an encoder-decoder (T5): the loss, evaluation and metrics are the
+    causal LM's, over target tokens predicted without a shift (the decoder's input is the
+    target shifted right, as transformers' T5 makes it from labels)."""
+
+    name = "seq2seq"
+    inputs = ("ids", "mask", "decoder_ids")
+    source_fields = ("ids", "mask")        # [B, S]: the encoder's; decoder_ids are [B, T]
+
+    def __init__(self, pad_id=0, decoder_start_id=0):
+        super().__init__(pad_id)
+        self.decoder_start_id = decoder_start_id
+
+    def label_shape(self, B, T):
+        return (B * T,)
+
+    def lengths(self, examples):
+        return [len(e.ids) + len(e.labels) for e in examples]
+
+    def batch(self, examples, indices, multiple, cap):
+        """Right-padded input ids and mask [B, S]; the targets right-padded with IGNORE_INDEX to
+        T, shifted right into the decoder ids; labels flattened to B * T. `cap` bounds S and T
+        each (truncation keeps the start)."""
+        S = padded_length(max(len(examples[i].ids) for i in indices), multiple, cap)
+        T = padded_length(max(len(examples[i].labels) for i in indices), multiple, cap)
+        ids, mask, targets = [], [], []
+        for i in indices:
+            e = examples[i]
+            n, m = min(len(e.ids), S), min(len(e.labels), T)
+            ids.append(list(e.ids[:n]) + [self.pad_id] * (S - n))
+            mask.append([1] * n + [0] * (S - n))
+            targets.append(list(e.labels[:m]) + [IGNORE_INDEX] * (T - m))
+        labels = [IGNORE_LABEL if y == IGNORE_INDEX else y for row in targets for y in row]
+        return Seq2SeqBatch(ids, mask, seq2seq_decoder_ids(targets, self.decoder_start_id, self.pad_id),
+                            labels)

@@ -1,0 +1,304 @@
+"""T5 encoder-decoder (T5ForConditionalGeneration: FLAN-T5, T5 v1.1): the forward pass used for
+training, scoring and generation, and its explicit backward, over a backend's op interface as
+models/llama.py is; LoRA (models/lora.py) and the loss (the backend's lm_head_loss) are the
+decoders' own.
+
+    encoder:  x = Dropout(shared[input_ids])
+              per layer:  x = x + Dropout(o(Attention(q, k, v of RMSNorm(x); + bias_enc, mask)))
+                          x = x + Dropout(wo(Dropout(act(wi_0 h) * wi_1 h))),  h = RMSNorm(x)
+              enc = Dropout(RMSNorm(x))
+    decoder:  x = Dropout(shared[decoder_input_ids])     (labels shifted right after
+                                                          decoder_start_token_id)
+              per layer:  self-attention as above, causal, + bias_dec
+                          x = x + Dropout(o(Attention(q of RMSNorm(x), k, v of enc, mask)))
+                          the feed-forward as above
+    loss = CrossEntropy(Dropout(RMSNorm(x)) . lm_head^T, labels)          (no shift: the
+                                                                          decoder input is)
+    (with a tied head, the original T5's: Dropout(RMSNorm(x)) * d_model ** -0.5 . shared^T)
+
+As transformers computes it: the RMS norms are T5LayerNorm (no mean, no bias), the attention has
+no 1/sqrt(d) scale, and the relative position bias (relative_attention_bias of each stack's
+first layer, looked up by bucket: bidirectional in the encoder, looking back only in the
+decoder) is added to every layer's self-attention scores; cross attention has none. Dropout
+(the backend's counter-based dropout) runs at dropout_rate only when training.
+
+LoRA may wrap any of q, k, v, o (self and cross attention: PEFT's suffix rule matches both)
+and wi_0, wi_1, wo; the base weights and the head stay frozen. Full fine-tuning is not
+implemented for this family (the relative bias and embedding gradients are not computed).
+
+For generation the encoder runs once (`encode`), each decoder layer's cross-attention keys and
+values are computed once from its output (`cross_keys_values`), and the decoder runs one token
+at a time against its self-attention KV cache (`decode`).
+"""
+
+import math
+import struct
+
+from .bert_config import ConfigError
+from .lora import AdaptedModel, Linears
+
+ATTENTION = ("q", "k", "v", "o")
+FEED_FORWARD = ("wi_0", "wi_1", "wo")
+
+
+def _f32(x):
+    """x rounded to float32, as torch's float32 arithmetic rounds each step."""
+    return struct.unpack("f", struct.pack("f", x))[0]
+
+
+def relative_position_bucket(relative, bidirectional, num_buckets, max_distance):
+    """transformers' T5Attention._relative_position_bucket for one relative position (key
+    position - query position), its logarithm taken in float32 as torch takes it, so the
+    bucket boundaries fall where they fall there."""
+    bucket = 0
+    if bidirectional:
+        num_buckets //= 2
+        bucket = num_buckets if relative > 0 else 0
+        relative = abs(relative)
+    else:
+        relative = -min(relative, 0)
+    max_exact = num_buckets // 2
+    if relative < max_exact:
+        return bucket + relative
+    scaled = _f32(math.log(_f32(_f32(relative) / max_exact)))
+    scaled = _f32(_f32(scaled / _f32(math.log(max_distance / max_exact))) * (num_buckets - max_exact))
+    return bucket + min(max_exact + int(scaled), num_buckets - 1)
+
+
+def relative_position_buckets(queries, keys, past, bidirectional, num_buckets, max_distance):
+    """Buckets [Tq * Tk] row-major of queries at positions past .. past + Tq - 1 against keys at
+    0 .. Tk - 1."""
+    return [relative_position_bucket(j - (past + i), bidirectional, num_buckets, max_distance)
+            for i in range(queries) for j in range(keys)]
+
+
+def linear_modules(config):
+    """{module name: (out, in)} of every linear, in model order (encoder, then decoder)."""
+    shapes = config.parameter_shapes()
+    modules = {}
+    for name in shapes:
+        module = name[:-len(".weight")]
+        if module.rsplit(".", 1)[-1] in ATTENTION + FEED_FORWARD:
+            modules[module] = shapes[name]
+    return modules
+
+
+class T5Model(AdaptedModel):
+    decoder = True              # the GPU loads the decoder kernel families
+    encoder_decoder = True
+
+    def __init__(self, config, lora):
+        """lora: a LoraConfig, or None (inference only: full fine-tuning is not supported)."""
+        self.config = config
+        self.lora = lora
+        self.full = lora is None
+        self.linears = Linears(linear_modules(config), lora, "T5 model")
+        self.targets = self.linears.targets
+        self.trainable = dict(config.parameter_shapes()) if self.full else dict(self.linears.trainable)
+
+    @property
+    def head_name(self):
+        return self.config.head_name
+
+    def frozen_names(self):
+        return list(self.config.parameter_shapes())
+
+    def head_grad(self, be):
+        """The head is frozen: LoRA only."""
+        return None
+
+    def _rate(self, train):
+        return self.config.dropout_rate if train else 0.0
+
+    @staticmethod
+    def bias_table(stack):
+        """The name of `stack`'s relative position bias table [num_buckets, H]."""
+        return f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight"
+
+    def buckets(self, stack, queries, keys, past):
+        """The relative position buckets [Tq * Tk] of `stack` for queries at past.. against keys
+        at 0.. (see relative_position_buckets)."""
+        c = self.config
+        return relative_position_buckets(queries, keys, past, stack == "encoder",
+                                         c.relative_attention_num_buckets, c.relative_attention_max_distance)
+
+    def _bias(self, be, stack, queries, keys, past):
+        return be.relative_position_bias(be.param(self.bias_table(stack)),
+                                         self.buckets(stack, queries, keys, past), queries, keys)
+
+    def _norm(self, be, x, name):
+        return be.rmsnorm(x, be.param(name + ".weight"), self.config.layer_norm_epsilon)
+
+    def _feed_forward(self, be, x, p, s, train):
+        """x + Dropout(wo(Dropout(act(wi_0 h) * wi_1 h))), h = RMSNorm(x); p: the sublayer's
+        prefix ("encoder.block.0.layer.1.")."""
+        linear, rate = self.linears.forward, self._rate(train)
+        h, s["ln_ff"] = self._norm(be, x, p + "layer_norm")
+        s["gate"] = linear(be, p + "DenseReluDense.wi_0", h, s, train)
+        s["up"] = linear(be, p + "DenseReluDense.wi_1", h, s, train)
+        m, s["act_drop"] = be.dropout(be.swiglu(s["gate"], s["up"], activation=self.config.activation), rate)
+        m, s["ff_drop"] = be.dropout(linear(be, p + "DenseReluDense.wo", m, s, train), rate)
+        return be.add(x, m)
+
+    def _attention(self, be, x, kv, p, s, key, train, *, mask, B, T, bias, causal=False, cache=None,
+                   layer=0, position=0):
+        """x + Dropout(o(Attention)) of the sublayer at prefix p (its "SelfAttention" or
+        "EncDecAttention" module is `key`); kv: the cross attention's precomputed (k, v), the
+        encoder output to project them from, or None for self-attention."""
+        linear, c = self.linears.forward, self.config
+        h, s["ln_" + key] = self._norm(be, x, p + "layer_norm")
+        m = f"{p}{key}."
+        q = linear(be, m + "q", h, s, train)
+        if isinstance(kv, tuple):
+            k, v = kv
+        else:
+            source = h if kv is None else kv
+            k, v = linear(be, m + "k", source, s, train), linear(be, m + "v", source, s, train)
+        if cache is not None:
+            k, v = be.kv_cache_append(cache, layer, k, v, position)
+        a, s[key] = be.attention(q, k, v, mask, B, T, c.num_attention_heads, self._rate(train),
+                                 scaling=1.0, bias=bias, causal=causal)
+        a, s[key + "_drop"] = be.dropout(linear(be, m + "o", a, s, train), self._rate(train))
+        return be.add(x, a)
+
+    # --- forward ---
+
+    def _stack(self, be, stack, ids, count, train, layer):
+        """Run `stack` ("encoder" or "decoder") over ids: the shared embedding, `count` layers
+        (layer(x, prefix, saved, n) -> x), the final norm; returns (output, saved)."""
+        x, drop = be.dropout(be.gather_rows(be.param("shared.weight"), ids), self._rate(train))
+        layers = []
+        for n in range(count):
+            s = {}
+            x = layer(x, f"{stack}.block.{n}.layer.", s, n)
+            if train:
+                layers.append(s)
+            else:
+                be.end_layer(x)       # inference: this layer's intermediates may be reused
+        out, final = self._norm(be, x, f"{stack}.final_layer_norm")
+        out, final_drop = be.dropout(out, self._rate(train))
+        return out, {"layers": layers, "final": final, "final_drop": final_drop, "emb_drop": drop}
+
+    def encode(self, be, ids, mask, B, S, train=True):
+        """The encoder's output [B*S, d_model] of ids [B, S] (mask [B, S] of 0/1 or None), and
+        what its backward needs."""
+        bias = self._bias(be, "encoder", S, S, 0)
+
+        def layer(x, p, s, n):
+            x = self._attention(be, x, None, p + "0.", s, "SelfAttention", train, mask=mask, B=B, T=S,
+                                bias=bias)
+            return self._feed_forward(be, x, p + "1.", s, train)
+
+        return self._stack(be, "encoder", ids, self.config.num_encoder_layers, train, layer)
+
+    def cross_keys_values(self, be, enc):
+        """Each decoder layer's cross-attention keys and values of the encoder output (made
+        once per input for generation; LoRA-wrapped k or v included)."""
+        out = []
+        for n in range(self.config.num_hidden_layers):
+            m = f"decoder.block.{n}.layer.1.EncDecAttention."
+            out.append(tuple(self.linears.forward(be, m + x, enc, {}, False) for x in ("k", "v")))
+        return out
+
+    def decode(self, be, ids, B, T, enc, enc_mask, train=True, cache=None, position=0, cached=None):
+        """The decoder's final hidden states [B*T, d_model] for ids [B, T] at `position` (0, or
+        with a KV cache the tokens cached before them), and what its backward needs. enc: the
+        encoder output [B*S, d_model], or per layer its cross keys and values (see
+        cross_keys_values); enc_mask: the encoder's mask [B, S] or None. cached: for one token
+        against a whole cache whose position is set per run (the GPU decoder), the cache rows'
+        mask [1, L] (1 up to the token) and its relative position bias [H, 1, L], instead of
+        the causal limit and a bias computed here."""
+        c = self.config
+        if cached is None:
+            self_mask, bias, causal = None, self._bias(be, "decoder", T, position + T, position), True
+        else:
+            (self_mask, bias), causal = cached, False
+
+        def layer(x, p, s, n):
+            x = self._attention(be, x, None, p + "0.", s, "SelfAttention", train, mask=self_mask, B=B,
+                                T=T, bias=bias, causal=causal, cache=cache, layer=n, position=position)
+            kv = enc[n] if isinstance(enc, list) else enc
+            x = self._attention(be, x, kv, p + "1.", s, "EncDecAttention", train, mask=enc_mask, B=B,
+                                T=T, bias=None)
+            return self._feed_forward(be, x, p + "2.", s, train)
+
+        out, saved = self._stack(be, "decoder", ids, c.num_hidden_layers, train, layer)
+        if c.output_scale != 1.0:           # the tied head's rescaling
+            out = be.scale(out, c.output_scale)
+        return out, saved
+
+    def forward(self, be, inputs, train=True):
+        """The decoder's final hidden states [B*T, d_model] and what the backward needs.
+        `inputs`: a Seq2SeqBatch's fields as backend tensors: ids and mask [B, S] (the
+        encoder's), decoder_ids [B, T], sizes B and T (the decoder's)."""
+        B = inputs.B
+        enc, encoder = self.encode(be, inputs.ids, inputs.mask, B, inputs.ids.shape[-1], train)
+        out, decoder = self.decode(be, inputs.decoder_ids, B, inputs.T, enc, inputs.mask, train)
+        return out, {"encoder": encoder, "decoder": decoder}
+
+    # --- backward ---
+
+    def _lowest(self, stack):
+        """The lowest layer of `stack` holding an adapter (None: none there)."""
+        lowest = self.linears.lowest_layer(lambda m: int(m.split(".")[2]) if m.startswith(stack + ".")
+                                           else math.inf)
+        return None if lowest in (None, math.inf) else lowest
+
+    def _feed_forward_backward(self, be, dx, p, s):
+        back = self.linears.backward
+        dm = back(be, p + "DenseReluDense.wo", be.dropout_backward(dx, s["ff_drop"]), s)
+        dg, du = be.swiglu_backward(be.dropout_backward(dm, s["act_drop"]), s["gate"], s["up"],
+                                    activation=self.config.activation)
+        dh = be.add(back(be, p + "DenseReluDense.wi_0", dg, s), back(be, p + "DenseReluDense.wi_1", du, s))
+        return be.add(dx, be.rmsnorm_backward(dh, s["ln_ff"]))
+
+    def _attention_backward(self, be, dx, p, s, key, input_grad=True, kv_grad=True):
+        """dx through the sublayer's attention; for cross attention (kv_grad) also the encoder
+        output's gradient from k and v (None where not needed)."""
+        back, m = self.linears.backward, f"{p}{key}."
+        da = back(be, m + "o", be.dropout_backward(dx, s[key + "_drop"]), s)
+        dq, dk, dv = be.attention_backward(da, s[key])
+        if key == "EncDecAttention":
+            dh = back(be, m + "q", dq, s)
+            denc = [back(be, m + x, d, s, input_grad=kv_grad) for x, d in (("k", dk), ("v", dv))]
+            return be.add(dx, be.rmsnorm_backward(dh, s["ln_" + key])), \
+                (be.add(denc[0], denc[1]) if kv_grad else None)
+        dh = [back(be, m + x, d, s, input_grad=input_grad) for x, d in (("q", dq), ("k", dk), ("v", dv))]
+        if not input_grad:
+            return dx, None
+        dh = be.add(be.add(dh[0], dh[1]), dh[2])
+        return be.add(dx, be.rmsnorm_backward(dh, s["ln_" + key])), None
+
+    def backward(self, be, dhidden, saved, inputs):
+        """LoRA gradients of the loss whose gradient with respect to the decoder's final
+        hidden states is `dhidden`. The encoder's output gradient (from every decoder layer's
+        cross-attention keys and values) is only formed when the encoder holds an adapter; no
+        layer below the lowest adapter of its stack gets a backward."""
+        if self.full:
+            raise ConfigError("full fine-tuning of T5 is not supported; train a LoRA adapter")
+        c = self.config
+        dec, enc = saved["decoder"], saved["encoder"]
+        encoder_lowest = self._lowest("encoder")
+        decoder_lowest = self._lowest("decoder")
+        if decoder_lowest is None or encoder_lowest is not None:
+            decoder_lowest = 0          # the encoder's gradient comes through every decoder layer
+        if c.output_scale != 1.0:
+            dhidden = be.scale(dhidden, c.output_scale)
+        dx = be.rmsnorm_backward(be.dropout_backward(dhidden, dec["final_drop"]), dec["final"])
+        denc = None
+        for n in reversed(range(decoder_lowest, c.num_hidden_layers)):
+            p, s = f"decoder.block.{n}.layer.", dec["layers"][n]
+            dx = self._feed_forward_backward(be, dx, p + "2.", s)
+            dx, d = self._attention_backward(be, dx, p + "1.", s, "EncDecAttention",
+                                             kv_grad=encoder_lowest is not None)
+            if d is not None:
+                denc = d if denc is None else be.add(denc, d)
+            dx, _ = self._attention_backward(be, dx, p + "0.", s, "SelfAttention",
+                                            input_grad=n > decoder_lowest)
+        if encoder_lowest is None:
+            return
+        dx = be.rmsnorm_backward(be.dropout_backward(denc, enc["final_drop"]), enc["final"])
+        for n in reversed(range(encoder_lowest, c.num_encoder_layers)):
+            p, s = f"encoder.block.{n}.layer.", enc["layers"][n]
+            dx = self._feed_forward_backward(be, dx, p + "1.", s)
+            dx, _ = self._attention_backward(be, dx, p + "0.", s, "SelfAttention", input_grad=n > encoder_lowest)

@@ -1,0 +1,88 @@
+"""Seq2SeqModel: LoRA fine-tuning of an encoder-decoder checkpoint (T5: FLAN-T5, T5 v1.1) on
+input/target pairs, generation, and PEFT adapters (task SEQ_2_SEQ_LM): ChatModel's API, its
+trainer, runtimes and adapter files, with the sequence-to-sequence task.
+
+    model = await Seq2SeqModel.create("flan-t5-dir", tokenizer)
+    pairs, _ = encode_seq2seq_examples(read_seq2seq_jsonl("pairs.jsonl"), tokenizer)
+    await model.fit(pairs, CausalTrainConfig(epochs=2))
+    print((await model.generate("Translate to German: Hello")).text)
+    await model.save("adapter_dir")
+
+`tokenizer`: an object with encode(text).ids, decode(ids, skip_special_tokens) and
+token_to_id (a Hugging Face `tokenizers.Tokenizer` on the host: the engine's own tokenizers
+read BPE and WordPiece files, not T5's Unigram one). Full fine-tuning is not supported for
+this family: mode "lora" only.
+"""
+
+from ..formats.peft_adapter import load_adapter
+from .chat import ChatModel
+from .config import CausalTrainConfig
+from .runtime import create_runtime
+from .tasks import Seq2SeqTask
+
+
+class Seq2SeqModel(ChatModel):
+    task_type = "SEQ_2_SEQ_LM"
+
+    @classmethod
+    async def create(cls, model_dir, tokenizer, lora=None, backend="numpy", seed=0, max_length=512,
+                     device=None):
+        """A fresh LoRA adapter (PEFT's default targets for the family unless `lora` names
+        others) on the checkpoint in `model_dir`."""
+        model = await super().create(model_dir, lora=lora, mode="lora", backend=backend, seed=seed,
+                                     max_length=max_length, device=device)
+        model.tokenizer = tokenizer
+        return model
+
+    @classmethod
+    async def load(cls, model_dir, tokenizer, adapter_dir=None, backend="numpy", max_length=512,
+                   device=None):
+        """The checkpoint, with a PEFT LoRA adapter (task SEQ_2_SEQ_LM) when `adapter_dir` is
+        given."""
+        if adapter_dir is None:
+            return await cls.create(model_dir, tokenizer, backend=backend, max_length=max_length,
+                                    device=device)
+        config, tensors, _ = load_adapter(adapter_dir)
+        model = await cls._from_adapter(model_dir, adapter_dir, config, tensors, backend, device, "f32",
+                                        64, max_length)
+        model.tokenizer = tokenizer
+        return model
+
+    @classmethod
+    async def _make(cls, model_dir, checkpoint, model, values, backend, device, base_dtype,
+                    quant_group, max_length):
+        config = checkpoint.config
+        if not getattr(config, "encoder_decoder", False):
+            raise ValueError(f"{model_dir} is a {config.model_type} decoder, not an encoder-decoder: "
+                             "use ChatModel")
+        task = Seq2SeqTask(config.pad_token_id, config.decoder_start_token_id)
+        runtime = await create_runtime(backend, model, task, checkpoint, values, device=device,
+                                       base_dtype=base_dtype, quant_group=quant_group)
+        return cls(checkpoint, None, None, runtime, model_dir, max_length)
+
+    @staticmethod
+    def _usable(examples, limit):
+        """Pairs with an input and a target token to learn (within `limit`)."""
+        from ..labels import IGNORE_INDEX
+
+        examples = [e for e in examples if len(e.ids) and any(y != IGNORE_INDEX for y in e.labels[:limit])]
+        if not examples:
+            raise ValueError("the dataset is empty (no pair has an input and a target token to train on)")
+        return examples
+
+    async def trainer(self, examples, config=None, validation=None, guard=None, plateau=None):
+        config = CausalTrainConfig.of(config)
+        if config.mode != "lora":
+            raise ValueError(f"mode {config.mode!r}: encoder-decoders train LoRA adapters only (mode 'lora')")
+        return await super().trainer(examples, config, validation, guard, plateau)
+
+    def prompt_ids(self, prompt, raw=False):
+        """The input's token ids (the tokenizer's special tokens appended, as T5 is fed)."""
+        if not isinstance(prompt, str):
+            raise ValueError("an encoder-decoder's input is a text")
+        return self.tokenizer.encode(prompt).ids
+
+    def eos_token_ids(self):
+        eos = self.checkpoint.config.eos_token_id
+        return sorted(set(eos if isinstance(eos, list) else [] if eos is None else [eos]))
+
