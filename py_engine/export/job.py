@@ -107,6 +107,7 @@ class Job:
     gradient_checkpointing: bool
     processes: int
     protected: dict             # the inputs --out may not touch
+    dropout: float = None       # the model's own dropout rates in training (None: the checkpoint's)
 
 
 def check_job(args):
@@ -150,7 +151,7 @@ def check_job(args):
                data=examples, validation=validation,
                precision=args.precision or ("bf16" if preset else "no"),
                gradient_checkpointing=args.gradient_checkpointing, processes=args.processes,
-               protected=protected)
+               protected=protected, dropout=args.dropout)
 
 
 def _train_config(args, kind):
@@ -291,6 +292,7 @@ def job_files(job):
             "precision": job.precision,
             "gradient_checkpointing": job.gradient_checkpointing or bool(
                 job.preset and job.preset.gradient_checkpointing),
+            "dropout": job.dropout,
             "end_tokens": list(DEFAULT_END_TOKENS), "fallback_chat_template": CHATML_TEMPLATE}
     adapter = dict(job.adapter_files)
     adapter["adapter_config.json"] = _json(job.lora.to_peft_dict()) \
