@@ -352,12 +352,3 @@ def test_fan_in_fan_out_is_refused_where_the_linears_are_not_conv1d():
     lora = LoraConfig(target_modules=["q_proj"], fan_in_fan_out=True, task_type="CAUSAL_LM")
     with pytest.raises(LoraConfigError, match="fan_in_fan_out=True is for Conv1D layers"):
         LlamaModel(config, lora)
-
-
-def test_gguf_export_refuses_a_gpt2_model(tmp_path):
-    from py_engine.export.gguf_llama import model_writer
-    from py_engine.export.merged import ExportError, load_merged
-
-    tiny_gpt2(tmp_path)
-    with pytest.raises(ExportError, match="no GGUF architecture for model_type 'gpt2'"):
-        model_writer(load_merged(tmp_path), "f16", "tiny")
