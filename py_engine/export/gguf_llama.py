@@ -205,7 +205,9 @@ def gguf_groups(merged, writer):
     names = {gguf_name(n): label for label, group in merged.groups() for n in group}
     groups = {}
     for name, *_ in writer.tensors:
-        groups.setdefault(names.get(name, "embeddings"), []).append(name)
+        # not a merged tensor: rope factors (with the embeddings), or GPT-2's copied head
+        label = "head" if name == gguf_gpt2.TIED_HEAD[1] else "embeddings"
+        groups.setdefault(names.get(name, label), []).append(name)
     return list(groups.items())
 
 
