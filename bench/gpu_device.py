@@ -51,7 +51,7 @@ SIZES = {
         "gpt2": DecoderShape("GPT-2-small-shaped", "gpt2", dict(GPT2_SMALL_SHAPED, vocab_size=1000, n_embd=64,
                                                                 n_head=4, n_layer=2, n_positions=128),
                              batch=2, seq=64, targets=MODELS["gpt2"].targets),
-        "phi3": DecoderShape("Phi-3-shaped", "phi3", dict(PHI3_SHAPED, **SMALL_WIDTHS, num_key_value_heads=4),
+        "phi3": DecoderShape("Phi-3-shaped", "phi3", dict(PHI3_SHAPED, **dict(SMALL_WIDTHS, num_key_value_heads=4)),
                              batch=2, seq=64, targets=MODELS["phi3"].targets)}, 20),
 }
 
