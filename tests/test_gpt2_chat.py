@@ -1,7 +1,10 @@
 """DialoGPT's conversation format in the chat data path, and the GPT-2 family through ChatModel
 (the one trainer, runtime and generation the Llama family uses)."""
 
+import re
+
 import numpy as np
+import pytest
 import torch
 from transformers import AutoTokenizer, GPT2LMHeadModel
 
@@ -62,7 +65,8 @@ def test_chat_model_fine_tunes_gpt2_and_generates(tmp_path):
 
 def test_dropout_option_reaches_the_model_and_survives_a_saved_state(tmp_path):
     """ChatModel.create(dropout=0.0) on a checkpoint with dropout: the model trains without it,
-    and a run resumed from its saved state keeps the rates it was made with."""
+    a run resumed from its saved state keeps the rates it was made with, and restoring the state
+    into a model of other rates is refused."""
     path = tiny_dialogpt_dir(tmp_path / "dialogpt", embd_pdrop=0.1, resid_pdrop=0.1, attn_pdrop=0.1)
     tokenizer, _ = chat_tokenizer(path)
     template = load_chat_template(path, tokenizer)
@@ -77,6 +81,11 @@ def test_dropout_option_reaches_the_model_and_survives_a_saved_state(tmp_path):
         await trainer.run(max_steps=1)
         await chat.save_state(trainer, tmp_path / "state")
         resumed, _ = await ChatModel.resume(path, tmp_path / "state", examples)
+        with pytest.raises(ValueError, match=re.escape(
+                "the training state was trained with dropout {'attention': 0.0, 'embedding': 0.0, "
+                "'residual': 0.0}; this model has {'embedding': 0.1")):
+            await default.restore_state(tmp_path / "state", examples)
+        await (await ChatModel.create(path, dropout=0.0)).restore_state(tmp_path / "state", examples)
         return chat.model.dropout, default.model.dropout, resumed.model.dropout
 
     off, default, resumed = run(main())

@@ -190,6 +190,10 @@ class ChatModel:
         same LoRA options): its weights, optimizer state and position are loaded."""
         files, state, optimizer, train_config = await training_state.open_state(
             store, CausalTrainConfig)
+        recorded = (state.get("model") or {}).get("dropout")
+        if recorded is not None and recorded != self.model.dropout:
+            raise ValueError(f"the training state was trained with dropout {recorded}; this model "
+                             f"has {self.model.dropout} (make it with the same dropout option)")
         if (state.get("model") or {}).get("full"):
             if train_config.mode == "hybrid" and not self.model.full:
                 await self.runtime.to_full()
