@@ -1,9 +1,10 @@
-"""Llama decoder LoRA training steps (forward, causal-LM loss, backward, clipping and AdamW:
-one optimizer step) on py_engine against transformers + PEFT, each contender in its own
-process, rounds alternating (bench/processes.py).
+"""Decoder LoRA training steps (forward, causal-LM loss, backward, clipping and AdamW: one
+optimizer step) on py_engine against transformers + PEFT, each contender in its own process,
+rounds alternating (bench/processes.py). The model shape is a parameter (MODELS): a tiny Llama,
+GPT-2-small-shaped and Phi-3-shaped.
 
-    python bench/decoder_step.py              # cpu and memory sections, one JSON document
-    python bench/decoder_step.py cpu          # some of them
+    python bench/decoder_step.py              # every section, one JSON document
+    python bench/decoder_step.py cpu gpt2     # some of them
 
 Sections:
   cpu     a tiny Llama (hidden 256, 4 layers, 8 query heads sharing 4 key/value heads, head_dim
@@ -11,13 +12,20 @@ Sections:
           q_proj and v_proj, float32: the NumPy backend against torch + PEFT on the CPU. Where
           OPENBLAS_CORETYPE or OPENBLAS_L2_SIZE is set, the NumPy backend runs twice: with them
           and without them.
+  gpt2    the same comparison, GPT-2-small-shaped: GPT-2 small's width, heads, vocabulary and
+          positions (hidden 768, 12 heads, vocab 50257, 1024 positions, tied head) with 2 of its
+          12 layers, batch 4 x 128, LoRA r=8 on c_attn (Conv1D, fan_in_fan_out), dropout 0.
+  phi3    the same, Phi-3-shaped: Phi-3-mini's head_dim (96), its intermediate/hidden ratio
+          (8192/3072) and vocabulary (32064, untied head), at hidden 768 (8 heads) with 2 layers,
+          fused qkv_proj and gate_up_proj, batch 4 x 128, LoRA r=8 on qkv_proj. It needs the
+          engine's Phi-3 family: without it the section fails, naming the supported families.
   memory  base-weight bytes of a 1.1B TinyLlama config from its parameter shapes, per storage
           mode (f32, f16, int8, int4) by the rule the GPU runtime allocates with.
 
-The GPU comparison (the native backend against torch + PEFT on CUDA, TinyLlama-shaped) is
-bench/gpu_device.sh's. The engine is driven through its public API: ChatModel.create and fit()
-over a round of batches, each optimizer step timed by fit()'s on_step callback. The random
-checkpoint is built by transformers (tests/tiny_chat.py's way) in a process of its own.
+The GPU comparison (the native backend against torch + PEFT on CUDA) is bench/gpu_device.sh's,
+with the same contenders. The engine is driven through its public API: ChatModel.create and
+fit() over a round of batches, each optimizer step timed by fit()'s on_step callback. The
+random checkpoints are built by transformers (bench/checkpoints.py) in a process of their own.
 """
 
 import json
@@ -25,6 +33,8 @@ import math
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,9 +50,49 @@ LR = 2e-4
 TINY_LLAMA = dict(vocab_size=32000, hidden_size=256, intermediate_size=688, num_hidden_layers=4,
                   num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=2048,
                   rms_norm_eps=1e-5)
+# GPT-2 small (124M) as released, but 2 of its 12 layers: the LM head over 50257 tokens is most
+# of the step at this width, as it is for the whole model at short sequences.
+GPT2_SMALL_SHAPED = dict(vocab_size=50257, n_embd=768, n_layer=2, n_head=12, n_positions=1024,
+                         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+# Phi-3-mini (hidden 3072, 32 heads of 96, intermediate 8192, vocab 32064, 32 layers) at a
+# quarter of its width and 2 layers: the same head_dim and intermediate/hidden ratio.
+PHI3_SHAPED = dict(vocab_size=32064, hidden_size=768, intermediate_size=2048, num_hidden_layers=2,
+                   num_attention_heads=8, num_key_value_heads=8, max_position_embeddings=4096,
+                   rms_norm_eps=1e-5, tie_word_embeddings=False, attention_dropout=0.0,
+                   resid_pdrop=0.0, embd_pdrop=0.0)
 TINYLLAMA_1B = dict(vocab_size=32000, hidden_size=2048, intermediate_size=5632, num_hidden_layers=22,
                     num_attention_heads=32, num_key_value_heads=4, max_position_embeddings=2048,
                     rms_norm_eps=1e-5)
+
+
+@dataclass(frozen=True)
+class DecoderShape:
+    """One model shape of the decoder step: the checkpoint's family (config.json's model_type,
+    bench/checkpoints.py's builder), its config, the batch and the LoRA targets."""
+
+    label: str
+    model_type: str
+    config: dict
+    batch: int = B
+    seq: int = T
+    targets: tuple = TARGETS
+
+
+MODELS = {
+    "llama": DecoderShape("tiny Llama", "llama", TINY_LLAMA),
+    "gpt2": DecoderShape("GPT-2-small-shaped", "gpt2", GPT2_SMALL_SHAPED, batch=4, targets=("c_attn",)),
+    "phi3": DecoderShape("Phi-3-shaped", "phi3", PHI3_SHAPED, batch=4, targets=("qkv_proj",)),
+}
+
+
+def require_family(model_type):
+    """Fails, naming the supported families, where the engine has no decoder for `model_type`
+    (a row asked for is measured or fails: it never drops out of the table)."""
+    from py_engine.models.decoders import DECODER_TYPES, supported
+
+    if model_type not in DECODER_TYPES:
+        raise RuntimeError(f"py_engine has no decoder family for model_type {model_type!r}; "
+                           f"supported: {supported()}")
 
 
 def base_weight_memory(config=TINYLLAMA_1B, modes=("f32", "f16", "int8", "int4")):
@@ -76,14 +126,16 @@ def token_rows(vocab, rows, seq, seed=0):
 class EngineChat(EngineRounds):
     """py_engine's ChatModel on `backend` ("numpy" or "gpu")."""
 
-    def __init__(self, model_dir, backend="numpy", batch=B, seq=T, steps=3, profile=False):
+    def __init__(self, model_dir, backend="numpy", batch=B, seq=T, steps=3, profile=False, targets=TARGETS):
         from py_engine.data.chat import EncodedExample
         from py_engine.models.lora_config import LoraConfig
         from py_engine.train.chat import CausalTrainConfig, ChatModel
 
+        config = json.loads((Path(model_dir) / "config.json").read_text())
+        require_family(config.get("model_type", "llama"))
         device = self._setup(backend, profile, batch=batch, seq=seq)
-        vocab = json.loads((Path(model_dir) / "config.json").read_text())["vocab_size"]
-        lora = LoraConfig(r=R, lora_alpha=ALPHA, target_modules=list(TARGETS), task_type="CAUSAL_LM")
+        vocab = config["vocab_size"]
+        lora = LoraConfig(r=R, lora_alpha=ALPHA, target_modules=list(targets), task_type="CAUSAL_LM")
         started = time.perf_counter()
         chat = self.run_sync(ChatModel.create(model_dir, lora=lora, backend=backend, max_length=seq,
                                               device=device))
@@ -93,17 +145,20 @@ class EngineChat(EngineRounds):
 
 
 class TorchChat(TorchRounds):
-    """transformers' LlamaForCausalLM + PEFT LoRA on `device`, float32."""
+    """transformers' model of the checkpoint's family (LlamaForCausalLM, GPT2LMHeadModel,
+    Phi3ForCausalLM) + PEFT LoRA on `device`, float32."""
 
-    def __init__(self, model_dir, device="cpu", batch=B, seq=T, steps=3):
+    def __init__(self, model_dir, device="cpu", batch=B, seq=T, steps=3, targets=TARGETS):
         from peft import LoraConfig, TaskType, get_peft_model
-        from transformers import LlamaForCausalLM
+        from transformers import AutoModelForCausalLM
 
         torch, device = self._setup(device)
-        vocab = json.loads((Path(model_dir) / "config.json").read_text())["vocab_size"]
-        model = LlamaForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+        vocab = model.config.vocab_size
+        # GPT-2's Conv1D stores [in, out]: PEFT needs fan_in_fan_out there (and says so otherwise)
         model = get_peft_model(model, LoraConfig(task_type=TaskType.CAUSAL_LM, r=R, lora_alpha=ALPHA,
-                                                 lora_dropout=0.0, target_modules=list(TARGETS)))
+                                                 lora_dropout=0.0, target_modules=list(targets),
+                                                 fan_in_fan_out=model.config.model_type == "gpt2"))
         rows = torch.tensor(token_rows(vocab, batch * (steps + 1), seq))
         batches = [{"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
                    for ids in rows.split(batch)]
@@ -111,31 +166,51 @@ class TorchChat(TorchRounds):
                     attention=getattr(model.config, "_attn_implementation", None))
 
 
-def shape(config, batch, seq):
-    return {"batch": batch, "seq": seq, "r": R, "lora_alpha": ALPHA, "targets": list(TARGETS), **config}
+def shape(config, batch, seq, targets=TARGETS, model_type="llama"):
+    return {"model_type": model_type, "batch": batch, "seq": seq, "r": R, "lora_alpha": ALPHA,
+            "targets": list(targets), **config}
 
 
-def cpu_section(rounds=5, warmup=1, steps=3):
-    """The tiny Llama step: torch + PEFT vs the NumPy backend on the CPU, float32."""
+def contender_args(model, model_dir, **args):
+    """The EngineChat / TorchChat arguments of `model` (a DecoderShape) for its checkpoint."""
+    return {"model_dir": model_dir, "batch": model.batch, "seq": model.seq, "targets": list(model.targets),
+            **args}
+
+
+def cpu_section(model="llama", rounds=5, warmup=1, steps=3):
+    """MODELS[model]'s step: torch + PEFT vs the NumPy backend on the CPU, float32."""
+    m = MODELS[model]
+    require_family(m.model_type)
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = call("checkpoints:llama_dir", path=tmp, config=TINY_LLAMA)
-        args = {"model_dir": model_dir, "steps": steps}
+        model_dir = call("checkpoints:decoder_dir", path=tmp, family=m.model_type, config=m.config)
+        args = contender_args(m, model_dir, steps=steps)
         specs = {"torch": Spec("decoder_step:TorchChat", args)}
         for suffix, spec in openblas_variants(Spec("decoder_step:EngineChat", args)).items():
             specs["numpy" + suffix] = spec
         out = alternate(specs, baseline="torch", rounds=rounds, warmup=warmup)
-    return {"shape": shape(TINY_LLAMA, B, T), "dtype": "float32", "openblas_overrides": OPENBLAS_OVERRIDES, **out}
+    return {"label": m.label, "shape": shape(m.config, m.batch, m.seq, m.targets, m.model_type),
+            "dtype": "float32", "openblas_overrides": OPENBLAS_OVERRIDES, **out}
+
+
+def step_name(label, s):
+    """'GPT-2-small-shaped 4x128 LoRA r=8 on c_attn' from a section's label and shape."""
+    return (f"{label} {s['batch']}x{s['seq']} LoRA r={s['r']} on "
+            f"{','.join(t.removesuffix('_proj') if t in TARGETS else t for t in s['targets'])}")
 
 
 def table_rows(results):
-    """(measure, value, note) rows of bench/run.py's table for what run_all returned."""
+    """(measure, value, note) rows of bench/run.py's table for what run_all returned; a section
+    that failed is a row saying why."""
     rows = []
-    cpu = results.get("cpu")
-    if cpu:
+    for key in CPU_SECTIONS:
+        cpu = results.get(key)
+        if not cpu:
+            continue
+        if "failed" in cpu:
+            rows.append((f"{MODELS[CPU_SECTIONS[key]].label}: failed", "-", cpu["failed"]))
+            continue
         s = cpu["shape"]
-        name = (f"tiny Llama {s['batch']}x{s['seq']} LoRA r={s['r']} on "
-                f"{','.join(t.removesuffix('_proj') for t in s['targets'])}")
-        rows += cpu_rows(name, s["batch"] * s["seq"], cpu)
+        rows += cpu_rows(step_name(cpu.get("label", "tiny Llama"), s), s["batch"] * s["seq"], cpu)
     mem = results.get("memory")
     if mem:
         sizes = [f"{name} {v['gib']:.2f} GiB" for name, v in mem.items()
@@ -145,11 +220,29 @@ def table_rows(results):
     return rows
 
 
-SECTIONS = {"cpu": cpu_section, "memory": base_weight_memory}
+# section -> MODELS key ("cpu" is the tiny Llama's, its name from before the shape was a parameter)
+CPU_SECTIONS = {"cpu": "llama", "gpt2": "gpt2", "phi3": "phi3"}
+SECTIONS = {**{name: partial(cpu_section, model) for name, model in CPU_SECTIONS.items()},
+            "memory": base_weight_memory}
 
 
-def run_all(sections=tuple(SECTIONS)):
-    return {name: SECTIONS[name]() for name in sections}
+def run_all(sections=tuple(SECTIONS), keep_going=False):
+    """{section: result}. With `keep_going`, a section that raises is recorded as
+    {"failed": "<error>"} and the others still run (bench/run.py then fails at the end)."""
+    out = {}
+    for name in sections:
+        try:
+            out[name] = SECTIONS[name]()
+        except Exception as e:
+            if not keep_going:
+                raise
+            out[name] = {"failed": f"{type(e).__name__}: {e}"}
+    return out
+
+
+def failures(results):
+    """{section: error} of run_all's failed sections."""
+    return {k: v["failed"] for k, v in results.items() if isinstance(v, dict) and "failed" in v}
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """The GPU run behind bench/gpu_device.sh: on the native adapter, the kernel selfcheck, then the
-MiniLM-shaped and TinyLlama-shaped LoRA training steps of py_engine's GPU backend against
+MiniLM-shaped, TinyLlama-shaped, GPT-2-small-shaped and Phi-3-shaped LoRA training steps
+(bench/decoder_step.py's contenders, the shape a parameter) of py_engine's GPU backend against
 torch + PEFT on CUDA (on the CPU where torch sees no GPU; the device used is recorded), each
 contender in its own process, rounds alternating, and where the engine's step time goes
 (per-phase timings and a per-dispatch profile of the recorded step). Writes gpu_device.json
@@ -26,18 +27,32 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 from bert_step import MINILM_SHAPE  # noqa: E402
-from decoder_step import TINYLLAMA_1B  # noqa: E402
+from decoder_step import GPT2_SMALL_SHAPED, MODELS, PHI3_SHAPED, TINYLLAMA_1B, DecoderShape, contender_args, require_family  # noqa: E402
 from processes import Spec, alternate, call, machine  # noqa: E402
 
+SMALL_WIDTHS = dict(vocab_size=1000, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
 SIZES = {
-    # name: (bert config, bert batch, llama config, llama batch, llama seq, seconds of rounds per model)
-    "full": (MINILM_SHAPE, 16, TINYLLAMA_1B, 4, 256, 100),
+    # name: (bert config, bert batch, {key: decoder shape}, seconds of rounds per model)
+    "full": (MINILM_SHAPE, 16, {
+        "tinyllama": DecoderShape("TinyLlama-shaped", "llama", TINYLLAMA_1B, batch=4, seq=256),
+        # GPT-2 small as released (124M: 12 layers)
+        "gpt2": DecoderShape("GPT-2-small-shaped", "gpt2", dict(GPT2_SMALL_SHAPED, n_layer=12), batch=4,
+                             seq=256, targets=MODELS["gpt2"].targets),
+        # Phi-3-mini's widths (hidden 3072, 32 heads of 96, intermediate 8192), 8 of its 32 layers
+        "phi3": DecoderShape("Phi-3-shaped", "phi3", dict(PHI3_SHAPED, hidden_size=3072, intermediate_size=8192,
+                                                          num_attention_heads=32, num_key_value_heads=32,
+                                                          num_hidden_layers=8),
+                             batch=4, seq=256, targets=MODELS["phi3"].targets)}, 100),
     "small": (dict(MINILM_SHAPE, vocab_size=1000, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                    intermediate_size=128, max_position_embeddings=64),
-              4,
-              dict(TINYLLAMA_1B, vocab_size=1000, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128),
-              2, 64, 20),
+              4, {
+        "tinyllama": DecoderShape("TinyLlama-shaped", "llama", dict(TINYLLAMA_1B, **SMALL_WIDTHS), batch=2, seq=64),
+        "gpt2": DecoderShape("GPT-2-small-shaped", "gpt2", dict(GPT2_SMALL_SHAPED, vocab_size=1000, n_embd=64,
+                                                                n_head=4, n_layer=2, n_positions=128),
+                             batch=2, seq=64, targets=MODELS["gpt2"].targets),
+        "phi3": DecoderShape("Phi-3-shaped", "phi3", dict(PHI3_SHAPED, **dict(SMALL_WIDTHS, num_key_value_heads=4)),
+                             batch=2, seq=64, targets=MODELS["phi3"].targets)}, 20),
 }
 
 
@@ -89,10 +104,32 @@ def compare(name, engine, torch_spec, budget_s):
     return out
 
 
+def compare_decoder(m, path, steps, budget):
+    """A decoder shape's GPU step against torch + PEFT on CUDA; `budget()` the seconds of rounds,
+    asked for once the checkpoint is built. A family the engine lacks is a failed row."""
+    try:
+        require_family(m.model_type)
+        t0 = time.perf_counter()
+        model_dir = call("checkpoints:decoder_dir", path=str(path), family=m.model_type, config=m.config,
+                         device="cuda")
+        built_s = time.perf_counter() - t0
+    except Exception as e:
+        return {"failed": f"{type(e).__name__}: {e}", "label": m.label}
+    out = compare(m.label,
+                  Spec("decoder_step:EngineChat", contender_args(m, model_dir, backend="gpu", steps=steps,
+                                                                 profile=True)),
+                  Spec("decoder_step:TorchChat", contender_args(m, model_dir, device="cuda", steps=steps)),
+                  budget())
+    out["label"], out["checkpoint_s"] = m.label, built_s
+    out["shape"] = {"model_type": m.model_type, "batch": m.batch, "seq": m.seq, "targets": list(m.targets),
+                    **m.config}
+    return out
+
+
 def run(size, out_dir, site=None, seconds=420):
     """Everything, within `seconds`: the results are written after each part, so a run stopped
     from outside still leaves what it measured."""
-    bert, bert_batch, llama, llama_batch, llama_seq, budget = SIZES[size]
+    bert, bert_batch, decoders, budget = SIZES[size]
     started = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -117,7 +154,6 @@ def run(size, out_dir, site=None, seconds=420):
     try:
         t0 = time.perf_counter()
         bert_dir = call("checkpoints:bert_dir", path=str(tmp / "bert"), config=bert)
-        llama_dir = call("checkpoints:llama_dir", path=str(tmp / "llama"), config=llama, device="cuda")
         results["checkpoints_s"] = time.perf_counter() - t0
         steps = 2 if size == "full" else 3      # timed steps per round (one more runs untimed)
         results["minilm"] = compare(
@@ -125,16 +161,14 @@ def run(size, out_dir, site=None, seconds=420):
             Spec("bert_step:EngineClassifier", {"model_dir": bert_dir, "backend": "gpu", "batch": bert_batch,
                                                 "steps": steps, "profile": True}),
             Spec("bert_step:TorchClassifier", {"model_dir": bert_dir, "device": "cuda", "batch": bert_batch,
-                                               "steps": steps}), rounds_budget(0.25))
+                                               "steps": steps}), rounds_budget(0.2))
         results["minilm"]["shape"] = {"batch": bert_batch, "seq": 32, **bert}
         save()
-        results["tinyllama"] = compare(
-            "TinyLlama-shaped",
-            Spec("decoder_step:EngineChat", {"model_dir": llama_dir, "backend": "gpu", "batch": llama_batch,
-                                             "seq": llama_seq, "steps": steps, "profile": True}),
-            Spec("decoder_step:TorchChat", {"model_dir": llama_dir, "device": "cuda", "batch": llama_batch,
-                                            "seq": llama_seq, "steps": steps}), rounds_budget(0.4))
-        results["tinyllama"]["shape"] = {"batch": llama_batch, "seq": llama_seq, **llama}
+        for i, (key, m) in enumerate(decoders.items()):
+            # each decoder gets an equal share of what is left (the last all of it, less the
+            # checkpoint and model loading the earlier ones showed)
+            results[key] = compare_decoder(m, tmp / key, steps, lambda: rounds_budget(0.6 / (len(decoders) - i)))
+            save()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         save()
@@ -160,16 +194,18 @@ def table(results):
             ("kernel selfcheck", "ok" if check["ok"] else "FAIL",
              f"max rel error {check['max_rel_error']:.1e}, {len(check['checks'])} checks")]
     profiles = []
-    for key, label in (("minilm", "MiniLM-shaped"), ("tinyllama", "TinyLlama-shaped")):
+    for key in ("minilm", *SIZES[results["size"]][2]):
         r = results.get(key)
         if r is None:
             continue
+        label = r.get("label", "MiniLM-shaped")
         if "failed" in r:
             rows.append((label, "failed", r["failed"][:200]))
             continue
         s = r["shape"]
         tokens = s["batch"] * s["seq"]
-        name = f"{label} {s['batch']}x{s['seq']} (hidden {s['hidden_size']}, {s['num_hidden_layers']} layers)"
+        hidden, layers = s.get("hidden_size", s.get("n_embd")), s.get("num_hidden_layers", s.get("n_layer"))
+        name = f"{label} {s['batch']}x{s['seq']} (hidden {hidden}, {layers} layers)"
         t, g = r["torch"], r["gpu"]
         where = t["info"]["cuda"] or "CPU"
         rows.append((f"{name}: torch + PEFT ({where})", f"{t['seconds'] * 1e3:.1f} ms/step",

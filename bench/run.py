@@ -156,11 +156,12 @@ def bench_browser_step(batch=8, steps=6):
 
 
 def bench_decoder():
-    """Tiny Llama LoRA step: NumPy backend vs torch + PEFT (CPU); TinyLlama 1.1B base-weight
-    memory."""
+    """Decoder LoRA steps, tiny Llama, GPT-2-small-shaped and Phi-3-shaped: NumPy backend vs
+    torch + PEFT (CPU); TinyLlama 1.1B base-weight memory. A shape that fails is recorded (and
+    fails the run once everything is written)."""
     from decoder_step import run_all
 
-    return run_all(("cpu", "memory"))
+    return run_all(("cpu", "gpt2", "phi3", "memory"), keep_going=True)
 
 
 def bench_learning():
@@ -358,6 +359,12 @@ def main():
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(table({k: v for k, v in results.items() if k in sections or k == "ratios" and "browser" in sections}))
     print(f"\nwritten to {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}")
+    if "decoder" in sections:
+        from decoder_step import failures
+
+        failed = failures(results["decoder"])
+        if failed:
+            sys.exit("bench: decoder sections failed: " + "; ".join(f"{k}: {v}" for k, v in failed.items()))
 
 
 if __name__ == "__main__":

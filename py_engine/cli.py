@@ -373,7 +373,7 @@ def cmd_train_chat(args):
                         task_type="CAUSAL_LM")
     data = read_chat_jsonl(args.data)
     held_out = read_chat_jsonl(args.validation) if args.validation else None
-    create = given_options(args, "mode", "seed", "max_length", "base_dtype")
+    create = given_options(args, "mode", "seed", "max_length", "base_dtype", "dropout")
     chat = run_sync(ChatModel.create(args.model, lora=lora, backend=args.backend, **create))
     examples = _chat_examples(chat, data, args.data, skip=True)
     validation = _chat_examples(chat, held_out, args.validation) if held_out else None
@@ -405,7 +405,7 @@ def cmd_train(args):
     config = ClassifierTrainConfig(**train_options(args, "label_smoothing"))
     examples = read_jsonl(args.data)
     labels = label_names(examples)
-    create = given_options(args, "pooling", "seed", "max_length", "base_dtype")
+    create = given_options(args, "pooling", "seed", "max_length", "base_dtype", "dropout")
     lora = lora_options(args, 1, BERT_TARGET_MODULES)
     clf = run_sync(TextClassifier.create(args.model, labels, lora=lora, backend=args.backend,
                                          **create))
@@ -656,6 +656,9 @@ def add_training_options(p):
     p.add_argument("--r", type=COUNT, help="LoRA rank (default 8)")
     p.add_argument("--lora-alpha", type=_alpha, help="default: r (classifiers), 2r (chat)")
     p.add_argument("--lora-dropout", type=FRACTION)
+    p.add_argument("--dropout", type=FRACTION,
+                   help="the model's own dropout in training, every rate (default: the "
+                        "checkpoint's; 0 turns it off)")
     p.add_argument("--target-modules", type=_modules,
                    help="default: query,value (classifiers), q_proj,v_proj (chat models)")
 

@@ -6,8 +6,10 @@ it compiles llama.cpp, minutes on two cores). Run by hand:
 
 Phase one (this interpreter): tiny Llama and Qwen2 checkpoints with PEFT adapters, their
 merged GGUF in every type, the base GGUF and the adapter GGUF, a SentencePiece-style
-checkpoint, our logits and the tokenizers' ids. Phase two (the other interpreter, `--llama`):
-llama.cpp's logits (merged files, and base + --lora adapter) and tokenization, compared.
+checkpoint, a tiny DialoGPT-like GPT-2 checkpoint with a PEFT adapter merged (gpt2
+architecture, every type), our logits, PEFT's greedy tokens and the tokenizers' ids. Phase two
+(the other interpreter, `--llama`): llama.cpp's logits (merged files, and base + --lora adapter),
+greedy tokens and tokenization, compared.
 """
 
 import json
@@ -72,6 +74,34 @@ def prepare(work):
         {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}))
     write(model_writer(load_merged(d), gguf.F16, "spm"), d / "spm.gguf")
     (d / "ids.json").write_text(json.dumps({"text": {t: tok.encode(t).ids for t in corpus}}))
+    prepare_gpt2(work / "gpt2", corpus, write)
+
+
+def prepare_gpt2(d, corpus, write):
+    import numpy as np
+    import torch
+    from tokenizers import Tokenizer
+
+    import export_models as em
+    from test_gpt2_gguf import dialogpt_with_adapter
+    from py_engine.export import gguf
+    from py_engine.export.gguf_llama import model_writer
+    from py_engine.export.merged import load_merged
+
+    d.mkdir(parents=True, exist_ok=True)
+    model, adapter, merged_hf = dialogpt_with_adapter(d)
+    tok = Tokenizer.from_file(str(model / "tokenizer.json"))
+    ids = tok.encode(PROMPT).ids
+    np.save(d / "ours.npy", em.our_decoder_logits(model, adapter, ids))
+    with torch.no_grad():
+        greedy = merged_hf.generate(torch.tensor([ids]), max_new_tokens=32, min_new_tokens=32,
+                                    do_sample=False, pad_token_id=0)[0, len(ids):].tolist()
+    merged = load_merged(model, adapter)
+    for name in TYPES:
+        write(model_writer(merged, gguf.TYPE_IDS[name], "m"), d / f"merged-{name}.gguf")
+    (d / "ids.json").write_text(json.dumps(
+        {"ids": ids, "greedy": greedy,
+         "text": {t: tok.encode(t, add_special_tokens=False).ids for t in corpus}}))
 
 
 def check(work):
@@ -101,11 +131,35 @@ def check(work):
         bad = sum(m.tokenize(t.encode(), add_bos=False, special=True) != want
                   for t, want in data["text"].items())
         print(f"{family} tokenizer: {bad} of {len(data['text'])} strings differ")
+    check_gpt2(work, logits, rel)
     m = Llama(model_path=str(work / "spm" / "spm.gguf"), vocab_only=True, verbose=False)
     data = json.loads((work / "spm" / "ids.json").read_text())
     bad = sum(m.tokenize(t.encode(), add_bos=True, special=True) != want
               for t, want in data["text"].items())
     print(f"sentencepiece-style tokenizer: {bad} of {len(data['text'])} strings differ")
+
+
+def check_gpt2(work, logits, rel):
+    import numpy as np
+
+    d = work / "gpt2"
+    data = json.loads((d / "ids.json").read_text())
+    ids, ours = data["ids"], np.load(d / "ours.npy")
+    for name in TYPES:
+        got, m = logits(d / f"merged-{name}.gguf", ids)
+        print(f"gpt2 merged {name}: logits rel error {rel(got, ours):.2e}")
+        if name == "F32":
+            m.reset()
+            greedy = []
+            for token in m.generate(ids, temp=0.0, top_k=1, reset=True):
+                greedy.append(token)
+                if len(greedy) == len(data["greedy"]):
+                    break
+            print(f"gpt2 merged F32: greedy {len(greedy)} tokens equal to PEFT's: "
+                  f"{greedy == data['greedy']}")
+    bad = sum(m.tokenize(t.encode(), add_bos=False, special=True) != want
+              for t, want in data["text"].items())
+    print(f"gpt2 tokenizer: {bad} of {len(data['text'])} strings differ")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """`py-engine train | generate` on a GPT-2 family checkpoint (DialoGPT-like): the family is
 picked from config.json, the adapter is PEFT's (fan_in_fan_out, c_attn) and generates as
-transformers + PEFT do on DialoGPT's format; a decoder of another family is refused with the
-supported ones named."""
+transformers + PEFT do on DialoGPT's format; --dropout 0 trains without the checkpoint's
+dropout; a decoder of another family is refused with the supported ones named."""
 
 import json
 
@@ -44,6 +44,24 @@ def test_train_and_generate_a_dialogpt_adapter(tmp_path):
                         eos_token_id=tok.eos_token_id, pad_token_id=tok.eos_token_id)
     assert len(reply[0]) - len(ids) == 12             # a full reply, no early end-of-text
     assert generated.stdout.rstrip("\n") == tok.decode(reply[0, len(ids):], skip_special_tokens=True)
+
+
+def test_dropout_zero_trains_as_a_checkpoint_without_dropout(tmp_path):
+    """The same weights with dropout 0.1 in config.json: `--dropout 0` gives every step's loss of
+    the checkpoint whose rates are 0, without it the losses differ (masks were drawn)."""
+    rates = dict(embd_pdrop=0.1, resid_pdrop=0.1, attn_pdrop=0.1)
+    models = {"drop": tiny_dialogpt_dir(tmp_path / "drop", **rates), "plain": tiny_dialogpt_dir(tmp_path / "plain")}
+    data = write_jsonl(tmp_path / "chat.jsonl", ROWS * 2)
+
+    def losses(name, *options):
+        out = cli("train", "--model", models[name], "--data", data, "--out", tmp_path / f"{name}{len(options)}",
+                  "--epochs", 1, "--lr", 1e-2, "--batch-size", 1, *options)
+        return [json.loads(line)["loss"] for line in out.stderr.splitlines() if line.startswith('{"step"')]
+
+    plain = losses("plain")
+    assert len(plain) == 4
+    assert losses("drop", "--dropout", 0) == plain
+    assert losses("drop") != plain
 
 
 def test_a_decoder_of_another_family_is_refused_naming_the_supported(tmp_path):

@@ -25,6 +25,7 @@ from test_chat_template import CONVERSATIONS, TEMPLATES, _ours, _reference
 from test_cli_chat import ROWS
 from test_cli_classifier import write_jsonl
 from test_output_dir import snapshot
+from gpt2_checkpoints import tiny_dialogpt_dir
 from tiny_chat import tiny_chat_dir
 from py_engine.cli import main
 from py_engine.data.chat import encode_chat_examples, read_chat_jsonl
@@ -159,6 +160,39 @@ def test_chat_job_on_one_and_two_processes(ws, tmp_path, capsys):
     assert len(loaded.history) == 1 and np.isfinite(loaded.history[0].loss)
     after = run(loaded.runtime.trainable_values())
     assert any(bytes(after[n][1]) != bytes(before[n][1]) for n in before)
+
+
+def test_dialogpt_job_trains_as_py_engine(ws, tmp_path, capsys):
+    """A GPT-2 family checkpoint without a chat template (DialoGPT's): the job renders DialoGPT's
+    format (turns joined by the end-of-text token) as py_engine does, trains the Conv1D LoRA
+    (fan_in_fan_out) on c_attn, and each step's loss and gradient norm are py_engine's; with
+    --dropout 0 on a checkpoint whose config has dropout, both train without it."""
+    from py_engine.tokenizers.checkpoint import DIALOGPT_TEMPLATE
+
+    model = tiny_dialogpt_dir(tmp_path / "dialogpt", embd_pdrop=0.1, resid_pdrop=0.1, attn_pdrop=0.1)
+    job = tmp_path / "job"
+    code, err = export_job(capsys, "--model", model, "--data", ws["chats"], "--out", job,
+                           "--batch-size", 2, "--epochs", 2, "--lr", 5e-3, "--seed", 3, "--dropout", 0)
+    assert code == 0, err
+    spec = json.loads((job / "job.json").read_text())
+    assert spec["fallback_chat_template"] == DIALOGPT_TEMPLATE and spec["dropout"] == 0.0
+    assert spec["train"]["max_length"] == 64        # GPT-2's n_positions bound it
+    config = json.loads((job / "adapter" / "adapter_config.json").read_text())
+    assert config["fan_in_fan_out"] is True and config["target_modules"] == ["c_attn"]
+
+    chat = run(ChatModel.create(model, seed=3, dropout=0.0))
+    assert chat.max_length == 64
+    examples, _ = encode_chat_examples(read_chat_jsonl(ws["chats"]), chat.tokenizer,
+                                       chat.template, max_length=chat.max_length, skip_untrainable=True)
+    run(run(chat.trainer(examples, CausalTrainConfig(epochs=2, lr=5e-3, batch_size=2, seed=3))).run())
+    _, log = launch(job, "--cpu", output=tmp_path / "out")
+    assert_same_steps(log, chat.history)
+    ours = {f"base_model.model.{name}": np.frombuffer(bytes(data), np.float32)
+            for name, (_, data) in run(chat.runtime.trainable_values()).items()}
+    theirs = adapter_weights(tmp_path / "out" / "adapter")
+    assert set(theirs) == set(ours)
+    for name in ours:
+        assert em.relative_error(theirs[name].ravel(), ours[name]) < 1e-3, name
 
 
 def test_classifier_job_and_back(ws, tmp_path, capsys):

@@ -1,7 +1,10 @@
 """DialoGPT's conversation format in the chat data path, and the GPT-2 family through ChatModel
 (the one trainer, runtime and generation the Llama family uses)."""
 
+import re
+
 import numpy as np
+import pytest
 import torch
 from transformers import AutoTokenizer, GPT2LMHeadModel
 
@@ -58,3 +61,33 @@ def test_chat_model_fine_tunes_gpt2_and_generates(tmp_path):
     assert losses[-1] < 0.7 * losses[0], losses
     assert len(result.ids) <= 8 and result.finish_reason in ("eos", "length")
     assert np.isfinite(losses).all()
+
+
+def test_dropout_option_reaches_the_model_and_survives_a_saved_state(tmp_path):
+    """ChatModel.create(dropout=0.0) on a checkpoint with dropout: the model trains without it,
+    a run resumed from its saved state keeps the rates it was made with, and restoring the state
+    into a model of other rates is refused."""
+    path = tiny_dialogpt_dir(tmp_path / "dialogpt", embd_pdrop=0.1, resid_pdrop=0.1, attn_pdrop=0.1)
+    tokenizer, _ = chat_tokenizer(path)
+    template = load_chat_template(path, tokenizer)
+    messages = [{"role": ("user", "assistant")[i % 2], "content": t} for i, t in enumerate(TURNS)]
+    examples = [encode_chat_example(ChatExample(messages), tokenizer, template)] * 4
+    config = CausalTrainConfig(epochs=2, lr=1e-2, batch_size=2)
+
+    async def main():
+        chat = await ChatModel.create(path, dropout=0.0)
+        default = await ChatModel.create(path)
+        trainer = await chat.trainer(examples, config)
+        await trainer.run(max_steps=1)
+        await chat.save_state(trainer, tmp_path / "state")
+        resumed, _ = await ChatModel.resume(path, tmp_path / "state", examples)
+        with pytest.raises(ValueError, match=re.escape(
+                "the training state was trained with dropout {'attention': 0.0, 'embedding': 0.0, "
+                "'residual': 0.0}; this model has {'embedding': 0.1")):
+            await default.restore_state(tmp_path / "state", examples)
+        await (await ChatModel.create(path, dropout=0.0)).restore_state(tmp_path / "state", examples)
+        return chat.model.dropout, default.model.dropout, resumed.model.dropout
+
+    off, default, resumed = run(main())
+    assert off == resumed == {"embedding": 0.0, "residual": 0.0, "attention": 0.0}
+    assert default == {"embedding": 0.1, "residual": 0.1, "attention": 0.1}

@@ -191,11 +191,62 @@ def test_lora_step_with_dropout_matches_peft_with_the_same_masks(tmp_path, targe
         assert relative(grads[name], ref) <= GRAD_BOUND, name
 
     # The masks matter: without them (rates 0) every gradient differs by far more than the bound.
-    still = Gpt2Model(DecoderCheckpoint.load(tmp_path / "model").config, model.lora)
-    still.config.embd_pdrop = still.config.resid_pdrop = still.config.attn_pdrop = 0.0
+    still = Gpt2Model(DecoderCheckpoint.load(tmp_path / "model").config, model.lora, dropout=0.0)
     _, plain = engine_step(still, checkpoint, tensors, ids, mask, labels, seed=5)
     moved = min(relative(plain[name], ref) for name, ref in want.items())
     assert moved > 100 * GRAD_BOUND, moved
+
+
+def test_dropout_switched_off_trains_as_peft_without_dropout(tmp_path):
+    """dropout=0.0 on a checkpoint whose config has dropout: a training step draws no mask and
+    its loss and LoRA gradients are transformers + PEFT's in train mode with every dropout at 0."""
+    peft = peft_gpt2(tmp_path, ["c_attn"], **DROPOUT)
+    adapter_config, tensors, _ = load_adapter(tmp_path / "adapter")
+    checkpoint = DecoderCheckpoint.load(tmp_path / "model")
+    model = Gpt2Model(checkpoint.config, LoraConfig.from_peft_dict(adapter_config), dropout=0.0)
+    assert model.dropout == {"embedding": 0.0, "residual": 0.0, "attention": 0.0}
+    ids, mask, labels = a_batch()
+    saved = {}
+    loss, grads = engine_step(model, checkpoint, tensors, ids, mask, labels, seed=5, saved_into=saved)
+    assert saved["emb_drop"] is None or saved["emb_drop"].multiplier is None
+    for module in peft.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    want_loss = torch_step(peft, ids, mask, labels)
+    assert abs(loss - want_loss) <= LOSS_BOUND * abs(want_loss)
+    want = {n.replace("base_model.model.", "").replace(".default", ""): p.grad.numpy()
+            for n, p in peft.named_parameters() if p.requires_grad}
+    for name, ref in want.items():
+        assert relative(grads[name], ref) <= GRAD_BOUND, name
+    # the config's rates still apply without the switch: the same step moves
+    drop = Gpt2Model(checkpoint.config, model.lora)
+    assert drop.dropout == {"embedding": 0.2, "residual": 0.3, "attention": 0.25}
+    dropped, _ = engine_step(drop, checkpoint, tensors, ids, mask, labels, seed=5)
+    assert abs(dropped - loss) > 100 * LOSS_BOUND * abs(loss)
+    # full fine-tuning after LoRA (hybrid) keeps the rates the model was made with
+    assert model.to_full().dropout == model.dropout and drop.to_full().dropout == drop.dropout
+
+
+def test_dropout_option_by_name_and_its_refusals():
+    from py_engine.models.dropout_rates import DropoutError
+    from py_engine.models.gpt2_config import Gpt2Config
+    from py_engine.models.llama import LlamaModel
+    from py_engine.models.llama_config import LlamaConfig
+
+    config = Gpt2Config(vocab_size=96, n_embd=32, n_layer=1, n_head=4)      # rates 0.1
+    model = Gpt2Model(config, None, dropout={"attention": 0.0, "residual": 0.05})
+    assert model.dropout == {"embedding": 0.1, "residual": 0.05, "attention": 0.0}
+    for bad, message in ((1.0, "dropout embedding must be in \\[0, 1\\), got 1.0"),
+                         ({"hidden": 0.0}, "unknown dropout 'hidden' for the GPT-2 decoder; choose "
+                                           "from \\['attention', 'embedding', 'residual'\\]"),
+                         ("0", "dropout must be a probability or a dict of them, got '0'")):
+        with pytest.raises(DropoutError, match=message):
+            Gpt2Model(config, None, dropout=bad)
+    llama = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                        num_attention_heads=2, num_key_value_heads=1)
+    assert LlamaModel(llama, None, dropout=0.0).dropout == {}       # nothing to turn off
+    with pytest.raises(DropoutError, match="the decoder has no dropout to set \\(got 0.1\\)"):
+        LlamaModel(llama, None, dropout=0.1)
 
 
 def test_no_dropout_outside_training(tmp_path):
@@ -322,12 +373,3 @@ def test_fan_in_fan_out_is_refused_where_the_linears_are_not_conv1d():
     lora = LoraConfig(target_modules=["q_proj"], fan_in_fan_out=True, task_type="CAUSAL_LM")
     with pytest.raises(LoraConfigError, match="fan_in_fan_out=True is for Conv1D layers"):
         LlamaModel(config, lora)
-
-
-def test_gguf_export_refuses_a_gpt2_model(tmp_path):
-    from py_engine.export.gguf_llama import model_writer
-    from py_engine.export.merged import ExportError, load_merged
-
-    tiny_gpt2(tmp_path)
-    with pytest.raises(ExportError, match="no GGUF architecture for model_type 'gpt2'"):
-        model_writer(load_merged(tmp_path), "f16", "tiny")

@@ -25,8 +25,8 @@ QUANTS = {"merged": ("f32",), "gguf": ("f16", "q8_0", "q4_0", "f32"), "gguf-lora
           "onnx": ("f32", "int8")}
 KINDS = {"merged": ("decoder", "encoder"), "gguf": ("decoder",), "gguf-lora": ("decoder",),
          "onnx": ("encoder",)}
-WHY = {"gguf": "GGUF holds chat models (Llama family); export a classifier with --format onnx "
-               "or merged",
+WHY = {"gguf": "GGUF holds chat models (Llama and GPT-2 families); export a classifier with "
+               "--format onnx or merged",
        "gguf-lora": "GGUF adapters are for chat models (Llama family)",
        "onnx": "the ONNX export is for classifiers (BERT family); export a chat model with "
                "--format gguf or merged"}

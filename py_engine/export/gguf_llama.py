@@ -16,6 +16,8 @@ convert_hf_to_gguf.py writes them, and a PEFT LoRA adapter as convert_lora_to_gg
   (llama.cpp's quantizer also keeps them at more bits than the layers).
 - Llama 3's rope scaling is the rope_freqs tensor of per-frequency factors, as the converter
   computes them; linear scaling is metadata.
+- GPT-2 family checkpoints are "gpt2": their names and metadata are export/gguf_gpt2.py's, the
+  rest (types, tokenizer, writing) is this module's.
 
     writer = model_writer(merged, Q8_0, name="my-model")      # a GGUFWriter, ready to write()
     writer = adapter_writer(config, lora, tensors, F32)       # the adapter, for --lora
@@ -25,13 +27,14 @@ import math
 from array import array
 
 from ..kernels.rope import rope_attention_scaling
-from . import gguf
+from . import gguf, gguf_gpt2
 from .gguf_vocab import tokenizer_metadata
 from .merged import ExportError
 
 FILE_TYPES = {gguf.F32: 0, gguf.F16: 1, gguf.Q4_0: 2, gguf.Q8_0: 7}     # general.file_type
 QUANTIZATION_VERSION = 2
-ARCHITECTURES = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "phi3": "phi3"}
+ARCHITECTURES = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "phi3": "phi3",
+                 "gpt2": gguf_gpt2.ARCHITECTURE}
 _LAYER = {"input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q",
           "self_attn.qkv_proj": "attn_qkv", "mlp.gate_up_proj": "ffn_up",
           "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
@@ -59,7 +62,12 @@ def architecture(config):
 
 def gguf_name(name):
     """llama.cpp's tensor name for a transformers one (model.layers.3.mlp.up_proj.weight ->
-    blk.3.ffn_up.weight)."""
+    blk.3.ffn_up.weight); GPT-2's (transformer.*) by gguf_gpt2."""
+    if name.startswith("transformer."):
+        target = gguf_gpt2.gguf_name(name)
+        if target is None:
+            raise ExportError(f"no GGUF name for tensor {name!r}")
+        return target
     if name in _GLOBAL:
         return _GLOBAL[name]
     parts = name.split(".")
@@ -100,7 +108,7 @@ def _permutation(name, config):
 
 def tensor_type(gguf_tensor, shape, wanted):
     if len(shape) <= 1 or gguf_tensor.endswith("_norm.weight") or \
-            not gguf_tensor.endswith(".weight") or wanted == gguf.F32:
+            not gguf_tensor.endswith(".weight") or wanted == gguf.F32 or gguf_tensor in gguf_gpt2.KEPT_F32:
         return gguf.F32
     if wanted == gguf.Q4_0 and gguf_tensor in ("token_embd.weight", "output.weight"):
         wanted = gguf.Q8_0
@@ -110,10 +118,12 @@ def tensor_type(gguf_tensor, shape, wanted):
 def hyperparameters(config, arch, ggml_type):
     """The model's metadata entries (general.* and the architecture's)."""
     a = arch
+    general = [("general.file_type", gguf.UINT32, FILE_TYPES[ggml_type]),
+               ("general.quantization_version", gguf.UINT32, QUANTIZATION_VERSION)]
+    if arch == gguf_gpt2.ARCHITECTURE:
+        return general + gguf_gpt2.hyperparameters(config)
     head_dim = config.hidden_size // config.num_attention_heads
-    entries = [
-        ("general.file_type", gguf.UINT32, FILE_TYPES[ggml_type]),
-        ("general.quantization_version", gguf.UINT32, QUANTIZATION_VERSION),
+    entries = general + [
         (f"{a}.vocab_size", gguf.UINT32, config.vocab_size),
         (f"{a}.context_length", gguf.UINT32, config.max_position_embeddings),
         (f"{a}.embedding_length", gguf.UINT32, config.hidden_size),
@@ -171,8 +181,8 @@ def llama3_rope_factors(config):
 def model_writer(merged, ggml_type, name, warn=None):
     """A GGUFWriter holding a merged decoder (see merged.MergedModel) and its tokenizer."""
     if merged.kind != "decoder":
-        raise ExportError("GGUF holds Llama-family decoders; export classifiers with --format "
-                          "onnx or merged")
+        raise ExportError("GGUF holds decoders (Llama and GPT-2 families); export classifiers "
+                          "with --format onnx or merged")
     config = merged.config
     arch = architecture(config)
     writer = gguf.GGUFWriter()
@@ -183,17 +193,20 @@ def model_writer(merged, ggml_type, name, warn=None):
         writer.add(key, vtype, value)
     for key, vtype, value in tokenizer_metadata(merged.source, config.vocab_size, warn):
         writer.add(key, vtype, value)
-    if config.rope_parameters["rope_type"] == "llama3":
+    rope = getattr(config, "rope_parameters", None)       # GPT-2 has learned positions
+    if rope and rope["rope_type"] == "llama3":
         factors = llama3_rope_factors(config)
         writer.add_tensor("rope_freqs.weight", (len(factors),), gguf.F32, lambda: factors)
-    if config.rope_parameters["rope_type"] == "longrope":     # LongRoPE's per-frequency divisors
+    if rope and rope["rope_type"] == "longrope":     # LongRoPE's per-frequency divisors
         for kind in ("long", "short"):
             factors = array("f", config.rope_parameters[f"{kind}_factor"])
             writer.add_tensor(f"rope_factors_{kind}.weight", (len(factors),), gguf.F32,
                               lambda factors=factors: factors)
-    for hf_name in _ordered(merged.names()):
+    tensors = [(hf_name, gguf_name(hf_name)) for hf_name in _ordered(merged.names())]
+    if arch == gguf_gpt2.ARCHITECTURE:
+        tensors.append(gguf_gpt2.TIED_HEAD)
+    for hf_name, target in tensors:
         shape = tuple(merged.shape(hf_name))
-        target = gguf_name(hf_name)
         heads = _permutation(hf_name, config)
 
         def make(hf_name=hf_name, shape=shape, heads=heads):
@@ -206,6 +219,9 @@ def model_writer(merged, ggml_type, name, warn=None):
 
 def _ordered(names):
     """The converter's order: embeddings, the layers, the final norm, the output matrix."""
+    if any(name.startswith("transformer.") for name in names):
+        return gguf_gpt2.ordered(names)
+
     def key(name):
         parts = name.split(".")
         if parts[:2] == ["model", "layers"]:
@@ -219,7 +235,9 @@ def gguf_groups(merged, writer):
     names = {gguf_name(n): label for label, group in merged.groups() for n in group}
     groups = {}
     for name, *_ in writer.tensors:
-        groups.setdefault(names.get(name, "embeddings"), []).append(name)
+        # not a merged tensor: rope factors (with the embeddings), or GPT-2's copied head
+        label = "head" if name == gguf_gpt2.TIED_HEAD[1] else "embeddings"
+        groups.setdefault(names.get(name, label), []).append(name)
     return list(groups.items())
 
 
@@ -229,6 +247,9 @@ def adapter_writer(config, lora, tensors, ggml_type, name):
     "<base>.lora_b" [out, r]). `tensors`: {name without PEFT's prefix: (shape, floats)};
     llama.cpp scales by alpha / r, so rsLoRA's alpha / sqrt(r) is written as its alpha."""
     arch = architecture(config)
+    if arch == gguf_gpt2.ARCHITECTURE:
+        raise ExportError("GGUF LoRA adapters are written for Llama-family models; export a GPT-2 "
+                          "adapter merged (--format gguf with --adapter)")
     writer = gguf.GGUFWriter()
     writer.add("general.architecture", gguf.STRING, arch)
     writer.add("general.type", gguf.STRING, "adapter")

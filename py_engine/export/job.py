@@ -107,6 +107,7 @@ class Job:
     gradient_checkpointing: bool
     processes: int
     protected: dict             # the inputs --out may not touch
+    dropout: float = None       # the model's own dropout rates in training (None: the checkpoint's)
 
 
 def check_job(args):
@@ -128,8 +129,12 @@ def check_job(args):
     if local:       # as py_engine does, the checkpoint's positions bound max_length
         from ..formats.json_file import read_json_object
 
-        positions = read_json_object(Path(args.model) / "config.json").get(
-            "max_position_embeddings")
+        values = read_json_object(Path(args.model) / "config.json")
+        if kind == "decoder":       # in its family's names (GPT-2's n_positions)
+            from ..models.decoders import decoder_config
+
+            values = vars(decoder_config(values))
+        positions = values.get("max_position_embeddings")
         if type(positions) is int and config.max_length > positions:
             config = replace(config, max_length=positions)
     lora, adapter_files, adapter_labels = _adapter(args, kind, preset)
@@ -150,7 +155,7 @@ def check_job(args):
                data=examples, validation=validation,
                precision=args.precision or ("bf16" if preset else "no"),
                gradient_checkpointing=args.gradient_checkpointing, processes=args.processes,
-               protected=protected)
+               protected=protected, dropout=args.dropout)
 
 
 def _train_config(args, kind):
@@ -291,7 +296,9 @@ def job_files(job):
             "precision": job.precision,
             "gradient_checkpointing": job.gradient_checkpointing or bool(
                 job.preset and job.preset.gradient_checkpointing),
-            "end_tokens": list(DEFAULT_END_TOKENS), "fallback_chat_template": CHATML_TEMPLATE}
+            "dropout": job.dropout,
+            "end_tokens": list(DEFAULT_END_TOKENS),
+            "fallback_chat_template": _fallback_template(job) or CHATML_TEMPLATE}
     adapter = dict(job.adapter_files)
     adapter["adapter_config.json"] = _json(job.lora.to_peft_dict()) \
         if "adapter_config.json" not in adapter else adapter["adapter_config.json"]
@@ -308,6 +315,20 @@ def job_files(job):
         "README.md": _readme(job).encode(),
     })
     return files
+
+
+def _fallback_template(job):
+    """The conversation format py_engine gives a local checkpoint with no chat template, where
+    its family has one (GPT-2's: DialoGPT's turns joined by the end-of-text token); None for
+    the others (ChatML) and for presets."""
+    if job.kind != "decoder" or job.preset is not None:
+        return None
+    from ..formats.json_file import read_json_object
+    from ..tokenizers.checkpoint import family_template
+
+    config = Path(job.base) / "tokenizer_config.json"
+    template = family_template(job.base, read_json_object(config) if config.is_file() else {})
+    return template.source if template else None
 
 
 def _dataset(kind, examples, dumps_dataset):

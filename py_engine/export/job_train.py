@@ -30,7 +30,8 @@ the page (or the page continues a job's) without a jump:
     classifier) on every process, an optimizer step's the mean over its accumulated batches;
     AdamW decaying every trainable tensor, transformers' linear warmup and decay, clipping.
 Dropout (a checkpoint's hidden_dropout_prob, lora_dropout) draws torch's masks, not
-py_engine's: with it, runs agree in distribution rather than step for step.
+py_engine's: with it, runs agree in distribution rather than step for step. job.json's
+"dropout" (export-job --dropout, as train's) sets every dropout of the base model (0: none).
 """
 
 import argparse
@@ -308,6 +309,10 @@ def load_model(job, base, preset, switched, torch):
     else:
         model = transformers.AutoModelForSequenceClassification.from_pretrained(
             base, dtype=dtype, num_labels=len(job["labels"]))
+    if job.get("dropout") is not None:      # before PEFT adds its own (lora_dropout)
+        for module in model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = job["dropout"]
     adapter = HERE / "adapter"
     config = peft.LoraConfig.from_pretrained(adapter)
     targets = set(preset["target_modules"]) if preset and switched else \

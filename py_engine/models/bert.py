@@ -16,6 +16,7 @@ Only the LoRA matrices and the head (and the pooler, when the checkpoint has non
 base weights are frozen, so their gradients are never computed.
 """
 
+from .dropout_rates import override_rates
 from .lora import AdaptedModel, Linears
 from .lora_config import LoraConfig
 
@@ -53,17 +54,9 @@ class BertClassifier(AdaptedModel):
                                lora, "BERT model", adapter_prefix="bert.")
         self.targets = self.linears.targets
         self.train_pooler = train_pooler and pooling == "cls"
-        self.dropout = {"hidden": config.hidden_dropout_prob,
-                        "attention": config.attention_probs_dropout_prob,
-                        "classifier": config.classifier_dropout_prob}
-        if isinstance(dropout, (int, float)):
-            dropout = dict.fromkeys(self.dropout, float(dropout))
-        for key, p in (dropout or {}).items():
-            if key not in self.dropout:
-                raise ModelError(f"unknown dropout {key!r}; choose from {sorted(self.dropout)}")
-            if not 0.0 <= p < 1.0:
-                raise ModelError(f"dropout {key} must be in [0, 1), got {p}")
-            self.dropout[key] = float(p)
+        self.dropout = override_rates({"hidden": config.hidden_dropout_prob,
+                                       "attention": config.attention_probs_dropout_prob,
+                                       "classifier": config.classifier_dropout_prob}, dropout, "BERT model")
         # Trainable parameters with their PEFT adapter-file names (base_model.model. prefix
         # added on save) and shapes.
         self.trainable = dict(self.linears.trainable)

@@ -2,16 +2,20 @@
 train in LoRA or full fine-tuning, where the head's gradient goes, and which layers the
 backward visits. A family sets config, lora, full and linears, and names its tensors."""
 
+from .dropout_rates import override_rates
 from .lora import AdaptedModel, Linears
 
 
 class DecoderModel(AdaptedModel):
     decoder = True     # the GPU loads the decoder kernel families
 
-    def _build(self, config, lora, modules, family, conv1d=False):
+    def _build(self, config, lora, modules, family, conv1d=False, dropout=None):
         """lora: a LoraConfig, or None to train every weight (full fine-tuning); modules: the
-        family's linears, {name: (out, in)} in model order (see Linears)."""
+        family's linears, {name: (out, in)} in model order (see Linears); dropout: None for the
+        checkpoint's rates (dropout_rates(config)), a float for all of them (0.0: none while
+        training), or a dict naming some of them."""
         self.config = config
+        self.dropout = override_rates(self.dropout_rates(config), dropout, family)
         self.lora = lora
         self.full = lora is None
         self.linears = Linears(modules, lora, family, full=self.full, conv1d=conv1d)
@@ -23,9 +27,15 @@ class DecoderModel(AdaptedModel):
         """The head's weight: the token embedding when tied (transformers' names)."""
         return "model.embed_tokens.weight" if self.config.tie_word_embeddings else "lm_head.weight"
 
+    @staticmethod
+    def dropout_rates(config):
+        """{name: probability} of the dropout the family applies in training: none unless a
+        family says otherwise."""
+        return {}
+
     def to_full(self):
         """The same decoder with every weight trainable (after the LoRA update was folded in)."""
-        return type(self)(self.config, None)
+        return type(self)(self.config, None, dropout=self.dropout)
 
     def frozen_names(self):
         return [] if self.full else list(self.config.parameter_shapes())

@@ -36,16 +36,17 @@ def decoder_config(values):
     raise ConfigError(f"model_type {model_type!r} is not a supported decoder; supported: {supported()}")
 
 
-def decoder_model(config, lora):
-    """The model of `config`'s family (lora: a LoraConfig, or None for full fine-tuning)."""
+def decoder_model(config, lora, dropout=None):
+    """The model of `config`'s family (lora: a LoraConfig, or None for full fine-tuning;
+    dropout: None for the checkpoint's rates, 0.0 for none in training, see DecoderModel)."""
     if isinstance(config, Gpt2Config):
         from .gpt2 import Gpt2Model
-        return Gpt2Model(config, lora)
+        return Gpt2Model(config, lora, dropout=dropout)
     if isinstance(config, PhiConfig):
         from .phi import PhiModel
-        return PhiModel(config, lora)
+        return PhiModel(config, lora, dropout=dropout)
     if isinstance(config, T5Config):
         from .t5 import T5Model
-        return T5Model(config, lora)
+        return T5Model(config, lora, dropout=dropout)
     from .llama import LlamaModel
-    return LlamaModel(config, lora)
+    return LlamaModel(config, lora, dropout=dropout)

@@ -12,7 +12,8 @@ Llama family's own.
 Dropout (the backend's counter-based dropout, as models/bert.py uses it) is applied only when
 training, at the config's rates where transformers applies them: embd_pdrop on the embeddings,
 resid_pdrop before each residual add, attn_pdrop on the attention probabilities (inside the
-causal attention op, which never stores them).
+causal attention op, which never stores them). The model's `dropout` option overrides them
+("embedding", "residual", "attention"; 0.0 turns all three off).
 
 Every linear has a bias. LoRA may wrap c_attn, c_proj (attention's and the MLP's: PEFT's suffix
 rule matches both) and c_fc; a LoRA on c_attn is one adapter on the fused [3h, h] projection,
@@ -29,15 +30,19 @@ PROJECTIONS = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
 class Gpt2Model(DecoderModel):
     head_name = "transformer.wte.weight"     # tied: the head is the token embedding
 
-    def __init__(self, config, lora):
+    def __init__(self, config, lora, dropout=None):
         """lora: a LoraConfig (its fan_in_fan_out is set, as PEFT sets it for Conv1D), or None
-        to train every weight (full fine-tuning)."""
+        to train every weight (full fine-tuning); dropout: as DecoderModel._build's."""
         if lora is not None:
             lora.fan_in_fan_out = True
         shapes = config.parameter_shapes()
         modules = {f"transformer.h.{n}.{p}": shapes[f"transformer.h.{n}.{p}.weight"]
                    for n in range(config.num_hidden_layers) for p in PROJECTIONS}
-        self._build(config, lora, modules, "GPT-2 decoder", conv1d=True)
+        self._build(config, lora, modules, "GPT-2 decoder", conv1d=True, dropout=dropout)
+
+    @staticmethod
+    def dropout_rates(config):
+        return {"embedding": config.embd_pdrop, "residual": config.resid_pdrop, "attention": config.attn_pdrop}
 
     # --- forward ---
 
@@ -48,7 +53,8 @@ class Gpt2Model(DecoderModel):
         B, T, position = inputs.B, inputs.T, inputs.position
         h = c.hidden_size
         linear = self.linears.forward
-        p_embd, p_resid, p_attn = (c.embd_pdrop, c.resid_pdrop, c.attn_pdrop) if train else (0, 0, 0)
+        rates = self.dropout
+        p_embd, p_resid, p_attn = (rates["embedding"], rates["residual"], rates["attention"]) if train else (0, 0, 0)
         x = be.add(be.gather_rows(be.param("transformer.wte.weight"), inputs.ids),
                    be.position_rows(be.param("transformer.wpe.weight"), B, T, position))
         x, emb_drop = be.dropout(x, p_embd)

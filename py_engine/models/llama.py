@@ -31,12 +31,12 @@ from .decoder import DecoderModel
 
 
 class LlamaModel(DecoderModel):
-    def __init__(self, config, lora):
+    def __init__(self, config, lora, dropout=None):
         """lora: a LoraConfig, or None to train every weight (full fine-tuning)."""
         shapes = config.parameter_shapes()
         modules = {f"model.layers.{n}.{p}": shapes[f"model.layers.{n}.{p}.weight"]
                    for n in range(config.num_hidden_layers) for p in config.projections}
-        self._build(config, lora, modules, "decoder")
+        self._build(config, lora, modules, "decoder", dropout=dropout)
 
     # --- forward ---
 

@@ -14,7 +14,8 @@ RoPE rotates only the first rotary_dim = int(head_dim * partial_rotary_factor) d
 each head (the tables the backend makes from the config's rope_parameters say how many).
 Dropout, as in models/gpt2.py, is the backend's counter-based dropout at the config's rates and
 only in training: embd_pdrop on the embeddings, resid_pdrop on each branch's output,
-attention_dropout on the attention probabilities.
+attention_dropout on the attention probabilities; the model's `dropout` option overrides them
+("embedding", "residual", "attention"; 0.0 turns all three off).
 
 Every linear has a bias, the head too (`head_bias`: the loss adds it to the logits; full
 fine-tuning trains it). LoRA may wrap q_proj, k_proj, v_proj, dense, fc1, fc2 (PEFT's names).
@@ -30,12 +31,18 @@ PROJECTIONS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self
 class PhiModel(DecoderModel):
     head_bias = "lm_head.bias"
 
-    def __init__(self, config, lora):
-        """lora: a LoraConfig, or None to train every weight (full fine-tuning)."""
+    def __init__(self, config, lora, dropout=None):
+        """lora: a LoraConfig, or None to train every weight (full fine-tuning); dropout: as
+        DecoderModel._build's."""
         shapes = config.parameter_shapes()
         modules = {f"model.layers.{n}.{p}": shapes[f"model.layers.{n}.{p}.weight"]
                    for n in range(config.num_hidden_layers) for p in PROJECTIONS}
-        self._build(config, lora, modules, "Phi decoder")
+        self._build(config, lora, modules, "Phi decoder", dropout=dropout)
+
+    @staticmethod
+    def dropout_rates(config):
+        return {"embedding": config.embd_pdrop, "residual": config.resid_pdrop,
+                "attention": config.attention_dropout}
 
     # --- forward ---
 
@@ -47,7 +54,8 @@ class PhiModel(DecoderModel):
         H, Hkv = c.num_attention_heads, c.num_key_value_heads
         rope = be.rope_tables(c.head_dim, c.rope_parameters, cache.length if cache else T)
         linear = self.linears.forward
-        p_embd, p_resid, p_attn = (c.embd_pdrop, c.resid_pdrop, c.attention_dropout) if train else (0, 0, 0)
+        rates = self.dropout
+        p_embd, p_resid, p_attn = (rates["embedding"], rates["residual"], rates["attention"]) if train else (0, 0, 0)
         x, emb_drop = be.dropout(be.gather_rows(be.param("model.embed_tokens.weight"), inputs.ids), p_embd)
         layers = []
         for n in range(c.num_hidden_layers):

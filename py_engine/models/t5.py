@@ -35,6 +35,7 @@ import math
 import struct
 
 from .bert_config import ConfigError
+from .dropout_rates import override_rates
 from .lora import AdaptedModel, Linears
 
 ATTENTION = ("q", "k", "v", "o")
@@ -87,9 +88,11 @@ class T5Model(AdaptedModel):
     decoder = True              # the GPU loads the decoder kernel families
     encoder_decoder = True
 
-    def __init__(self, config, lora):
-        """lora: a LoraConfig, or None (inference only: full fine-tuning is not supported)."""
+    def __init__(self, config, lora, dropout=None):
+        """lora: a LoraConfig, or None (inference only: full fine-tuning is not supported);
+        dropout: None for the config's dropout_rate, a float for another (0.0: none)."""
         self.config = config
+        self.dropout = override_rates({"dropout_rate": config.dropout_rate}, dropout, "T5 model")
         self.lora = lora
         self.full = lora is None
         self.linears = Linears(linear_modules(config), lora, "T5 model")
@@ -108,7 +111,7 @@ class T5Model(AdaptedModel):
         return None
 
     def _rate(self, train):
-        return self.config.dropout_rate if train else 0.0
+        return self.dropout["dropout_rate"] if train else 0.0
 
     @staticmethod
     def bias_table(stack):

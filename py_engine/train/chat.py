@@ -59,15 +59,17 @@ class ChatModel:
 
     @classmethod
     async def create(cls, model_dir, lora=None, mode="lora", backend="numpy", seed=0,
-                     max_length=512, device=None, base_dtype="f32", quant_group=64):
+                     max_length=512, device=None, base_dtype="f32", quant_group=64, dropout=None):
         """A fresh LoRA adapter (mode "lora" or "hybrid"), or every weight trainable ("full").
         base_dtype (GPU): "f32", "f16", or "int8" / "int4" quantized in groups of quant_group
-        inputs (QLoRA-style: a frozen quantized base, f32 LoRA)."""
+        inputs (QLoRA-style: a frozen quantized base, f32 LoRA). dropout: the checkpoint's
+        dropout in training (None), 0.0 for none, or rates by name (the GPT-2 family's
+        "embedding", "residual", "attention"), as TextClassifier.create's."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         checkpoint = DecoderCheckpoint.load(model_dir)
         if mode == "full":
-            model = decoder_model(checkpoint.config, None)
+            model = decoder_model(checkpoint.config, None, dropout=dropout)
             values = {n: (s, checkpoint.floats(n)) for n, s in model.trainable.items()}
         else:
             lora = lora or LoraConfig(r=8, lora_alpha=16, target_modules=list(checkpoint.config.lora_targets),
@@ -75,32 +77,33 @@ class ChatModel:
             lora.task_type = cls.task_type
             lora.modules_to_save = []
             lora.base_model_name_or_path = lora.base_model_name_or_path or str(model_dir)
-            model = decoder_model(checkpoint.config, lora)
+            model = decoder_model(checkpoint.config, lora, dropout=dropout)
             values = initial_trainable(model, seed)
         return await cls._make(model_dir, checkpoint, model, values, backend, device, base_dtype,
                                quant_group, max_length)
 
     @classmethod
     async def load(cls, model_dir, adapter_dir=None, backend="numpy", max_length=512,
-                   device=None, base_dtype="f32", quant_group=64):
+                   device=None, base_dtype="f32", quant_group=64, dropout=None):
         """A checkpoint (a fine-tuned one saved by save() included), with a PEFT LoRA adapter
-        (task CAUSAL_LM) when `adapter_dir` is given."""
+        (task CAUSAL_LM) when `adapter_dir` is given; dropout as in create()."""
         if adapter_dir is None:
             return await cls.create(model_dir, mode="lora", backend=backend, max_length=max_length,
-                                    device=device, base_dtype=base_dtype, quant_group=quant_group)
+                                    device=device, base_dtype=base_dtype, quant_group=quant_group,
+                                    dropout=dropout)
         config, tensors, _ = load_adapter(adapter_dir)
         return await cls._from_adapter(model_dir, adapter_dir, config, tensors, backend, device,
-                                       base_dtype, quant_group, max_length)
+                                       base_dtype, quant_group, max_length, dropout)
 
     @classmethod
     async def _from_adapter(cls, model_dir, source, config, tensors, backend, device, base_dtype,
-                            quant_group, max_length):
+                            quant_group, max_length, dropout=None):
         checkpoint = DecoderCheckpoint.load(model_dir)
         if config.get("task_type") not in (None, cls.task_type):
             raise ValueError(f"{source} is a {config.get('task_type')} adapter, not {cls.task_type}")
         lora = LoraConfig.from_peft_dict(dict(config, modules_to_save=None))
         lora.modules_to_save = []
-        model = decoder_model(checkpoint.config, lora)
+        model = decoder_model(checkpoint.config, lora, dropout=dropout)
         values = merge_loaded(model, initial_trainable(model, 0), tensors, source)
         return await cls._make(model_dir, checkpoint, model, values, backend, device, base_dtype,
                                quant_group, max_length)
@@ -158,7 +161,8 @@ class ChatModel:
             files = {FULL_WEIGHTS: safetensors.save_bytes(weights)}
         else:
             files = adapter_files(self.model.lora.to_peft_dict(), values, where=store)
-        files = await training_state.capture(trainer, files, {"full": self.model.full})
+        files = await training_state.capture(trainer, files, {"full": self.model.full,
+                                                              "dropout": self.model.dropout})
         files.update(extra_files or {})
         return await training_state.as_store(store, self._protected()).save(files)
 
@@ -171,15 +175,18 @@ class ChatModel:
         kept on the device is not part of a saved state."""
         files, state, optimizer, train_config = await training_state.open_state(
             store, CausalTrainConfig)
+        # the rates it trained with (a state from before they were recorded: the checkpoint's)
+        dropout = (state.get("model") or {}).get("dropout")
         if (state.get("model") or {}).get("full"):
             checkpoint = DecoderCheckpoint.load(model_dir)
-            model = decoder_model(checkpoint.config, None)
+            model = decoder_model(checkpoint.config, None, dropout=dropout)
             chat = await cls._make(model_dir, checkpoint, model, _full_weights(files), backend,
                                    device, base_dtype, quant_group, max_length)
         else:
             config, tensors, _ = read_adapter_files(files, "the training state")
             chat = await cls._from_adapter(model_dir, "the training state", config, tensors,
-                                           backend, device, base_dtype, quant_group, max_length)
+                                           backend, device, base_dtype, quant_group, max_length,
+                                           dropout)
         return await training_state.resume_training(chat, state, optimizer, train_config,
                                                     examples, validation)
 
@@ -188,6 +195,10 @@ class ChatModel:
         same LoRA options): its weights, optimizer state and position are loaded."""
         files, state, optimizer, train_config = await training_state.open_state(
             store, CausalTrainConfig)
+        recorded = (state.get("model") or {}).get("dropout")
+        if recorded is not None and recorded != self.model.dropout:
+            raise ValueError(f"the training state was trained with dropout {recorded}; this model "
+                             f"has {self.model.dropout} (make it with the same dropout option)")
         if (state.get("model") or {}).get("full"):
             if train_config.mode == "hybrid" and not self.model.full:
                 await self.runtime.to_full()
