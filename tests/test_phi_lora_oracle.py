@@ -135,8 +135,7 @@ def test_lora_step_with_dropout_matches_peft_with_the_same_masks(tmp_path, monke
         assert relative(grads[name], ref) <= GRAD_BOUND, name
 
     # The masks matter: without them (rates 0) the gradients differ by far more than the bound.
-    still = PhiModel(DecoderCheckpoint.load(tmp_path / "model").config, model.lora)
-    still.config.embd_pdrop = still.config.resid_pdrop = still.config.attention_dropout = 0.0
+    still = PhiModel(DecoderCheckpoint.load(tmp_path / "model").config, model.lora, dropout=0.0)
     _, plain = engine_step(still, checkpoint, tensors, ids, mask, labels, seed=5)
     assert min(relative(plain[name], ref) for name, ref in want.items()) > 100 * GRAD_BOUND
 

@@ -41,7 +41,7 @@ def engine_step(path, ids, mask, labels, seed=0, saved_into=None, rate=None):
     adapter_config, tensors, _ = load_adapter(path / "adapter")
     model, be = engine(path / "model", LoraConfig.from_peft_dict(adapter_config), tensors)
     if rate is not None:
-        model.config.dropout_rate = rate
+        model.dropout = {"dropout_rate": rate}       # what the dropout option sets
     for name in model.trainable:
         be.add_grad(name)
     c = model.config
