@@ -44,7 +44,9 @@ import heapq
 import re
 import unicodedata
 
+from .precompiled import Precompiled
 from .tokenizer_file import TokenizerJsonReader
+from .unigram import UnigramModel
 from .wordpiece import (Encoding, _AddedTokens, _check_text, _ranges, padded_length,
                         template_processing)
 
@@ -351,8 +353,29 @@ def _normalizer(spec):
         return strip
     if kind in _UNICODE_FORMS:
         return functools.partial(unicodedata.normalize, kind)
+    if kind == "Precompiled":
+        return Precompiled(spec.get("precompiled_charsmap")).normalize
+    if kind == "Lowercase":
+        return _lowercase
+    if kind == "StripAccents":
+        return lambda text: "".join(c for c in text if not _is_mark(c))
     raise ValueError(f"unsupported normalizer {kind!r} in tokenizer.json "
-                     "(supported: Sequence, Prepend, Replace, Strip, NFC, NFD, NFKC, NFKD)")
+                     "(supported: Sequence, Prepend, Replace, Strip, NFC, NFD, NFKC, NFKD, "
+                     "Precompiled, Lowercase, StripAccents)")
+
+
+def _lowercase(text):
+    """The library lowercases character by character: no final-sigma rule (Python's
+    str.lower has one)."""
+    return text.lower() if "Σ" not in text else "".join(c.lower() for c in text)
+
+
+def _is_mark(ch):
+    """What StripAccents removes: combining marks (categories Mn, Mc, Me)."""
+    return unicodedata.category(ch)[0] == "M"
+
+
+_WHITESPACE_RUN = re.compile(f"[{_SPACE_BODY}]+")
 
 
 def _pre_tokenizer(spec):
@@ -411,8 +434,11 @@ def _pre_tokenizer(spec):
                 out += _split(word, regex, "MergedWithNext") if do_split else [word]
             return out
         return metaspace
+    if kind == "WhitespaceSplit":
+        return lambda words, at_start: [p for word in words
+                                        for p in _split(word, _WHITESPACE_RUN, "Removed")]
     raise ValueError(f"unsupported pre_tokenizer {kind!r} in tokenizer.json "
-                     "(supported: Sequence, ByteLevel, Split, Metaspace)")
+                     "(supported: Sequence, ByteLevel, Split, Metaspace, WhitespaceSplit)")
 
 
 # ---- the same parts, keeping each character's place in the original text ------------------
@@ -507,6 +533,17 @@ def _aligned_normalizer(spec):
         return strip
     if kind in _UNICODE_FORMS:
         return _unicode_aligned(kind)
+    if kind == "Precompiled":
+        return Precompiled(spec.get("precompiled_charsmap")).normalize_aligned
+    if kind in ("Lowercase", "StripAccents"):
+        def per_character(text, align, f=_normalizer(spec)):
+            out, out_align = [], []
+            for c, a in zip(text, align):
+                new = f(c)
+                out.append(new)
+                out_align += [a] * len(new)
+            return "".join(out), out_align
+        return per_character
     _normalizer(spec)       # raises the error naming the unsupported kind
     raise AssertionError(kind)
 
@@ -576,6 +613,10 @@ def _aligned_pre_tokenizer(spec):
                 out += [(word[a:b], align[a:b]) for a, b in spans]
             return out
         return metaspace
+    if kind == "WhitespaceSplit":
+        return lambda words, at_start: [(word[a:b], align[a:b]) for word, align in words
+                                        for a, b in _split_spans(word, _WHITESPACE_RUN,
+                                                                 "Removed")]
     _pre_tokenizer(spec)    # raises the error naming the unsupported kind
     raise AssertionError(kind)
 
@@ -695,43 +736,29 @@ _BOS_NAMES = ("<s>", "<|begin_of_text|>", "<|startoftext|>", "<bos>")
 _EOS_NAMES = ("</s>", "<|end_of_text|>", "<|endoftext|>", "<eos>")
 
 
-class BPETokenizer(TokenizerJsonReader):
-    """A byte-pair-encoding tokenizer read from a Hugging Face tokenizer.json."""
+class SubwordTokenizer(TokenizerJsonReader):
+    """A tokenizer read from a Hugging Face tokenizer.json whose model is byte-pair encoding
+    (BPE) or SentencePiece's unigram language model (Unigram: T5, mT5, ALBERT, XLNet). The
+    pipeline around the model is the same; only how a word becomes ids differs."""
 
     def __init__(self, config):
         model = config.get("model") or {}
-        if model.get("type") != "BPE":
-            raise ValueError(f"tokenizer.json describes a {model.get('type')!r} model, "
-                             "not BPE; this tokenizer reads BPE models only")
-        for option in ("dropout", "continuing_subword_prefix", "end_of_word_suffix"):
-            if model.get(option):
-                raise ValueError(f"unsupported BPE option {option}={model[option]!r}")
-        self._model_vocab = model["vocab"]
-        self._byte_fallback = bool(model.get("byte_fallback"))
-        self._fuse_unk = bool(model.get("fuse_unk"))
-        self._ignore_merges = bool(model.get("ignore_merges"))
-        self.unk_token = model.get("unk_token")
-        self.unk_id = self._model_vocab.get(self.unk_token)
-        if self.unk_token is not None and self.unk_id is None:
-            raise ValueError(f"the unknown token {self.unk_token!r} is not in the vocabulary")
-        # (left id, right id) -> (rank, merged id); the lowest rank merges first.
-        self._merges = {}
-        for rank, merge in enumerate(model.get("merges") or []):
-            left, right = merge.split(" ", 1) if isinstance(merge, str) else merge
-            ids = self._model_vocab.get(left), self._model_vocab.get(right)
-            merged = self._model_vocab.get(left + right)
-            if None in ids or merged is None:
-                raise ValueError(f"merge {left!r} + {right!r} uses tokens not in the vocabulary")
-            self._merges.setdefault(ids, (rank, merged))
-        self._byte_ids = [self._model_vocab.get(f"<0x{b:02X}>") for b in range(256)]
-
+        kind = model.get("type")
+        self._unigram = None
+        if kind == "BPE":
+            self._read_bpe(model)
+        elif kind == "Unigram":
+            self._read_unigram(model)
+        else:
+            raise ValueError(f"tokenizer.json describes a {kind!r} model; this tokenizer reads "
+                             "BPE and Unigram models")
+        self._byte_id_set = {i for i in self._byte_ids if i is not None} \
+            if self._byte_fallback else set()
         self._normalize = _normalizer(config.get("normalizer"))
         self._pre_tokenize = _pre_tokenizer(config.get("pre_tokenizer"))
         self._aligned_normalize = _aligned_normalizer(config.get("normalizer"))
         self._aligned_pre_tokenize = _aligned_pre_tokenizer(config.get("pre_tokenizer"))
         self._model_names = None     # id -> model vocabulary entry, built when offsets need it
-        self._byte_id_set = {i for i in self._byte_ids if i is not None} \
-            if self._byte_fallback else set()
         decoder = config.get("decoder")
         self._decode = None if decoder is None else _decoder(decoder)
 
@@ -742,6 +769,9 @@ class BPETokenizer(TokenizerJsonReader):
         self._names = [None] * (max(self._vocab.values(), default=-1) + 1)
         for token, i in self._model_vocab.items():
             self._names[i] = token
+        if self._unigram is not None:   # a piece listed twice: each id keeps its own name
+            for i, piece in enumerate(self._unigram.pieces):
+                self._names[i] = piece
         for token in added:     # added tokens win over the model's vocabulary, as in the library
             self._names[token["id"]] = token["content"]
         # Tokens marked "normalized" are matched in normalized text, by their normalized form.
@@ -764,7 +794,40 @@ class BPETokenizer(TokenizerJsonReader):
         strategy = padding.get("strategy")
         self._pad_length = strategy.get("Fixed") if isinstance(strategy, dict) else None
         # Per-instance cache of word -> ids: most of the time goes to words seen before.
-        self._word_ids = functools.lru_cache(maxsize=WORD_CACHE_SIZE)(self._bpe)
+        self._word_ids = functools.lru_cache(maxsize=WORD_CACHE_SIZE)(
+            self._bpe if self._unigram is None else self._unigram.word_ids)
+
+    def _read_bpe(self, model):
+        for option in ("dropout", "continuing_subword_prefix", "end_of_word_suffix"):
+            if model.get(option):
+                raise ValueError(f"unsupported BPE option {option}={model[option]!r}")
+        self._model_vocab = model["vocab"]
+        self._byte_fallback = bool(model.get("byte_fallback"))
+        self._fuse_unk = bool(model.get("fuse_unk"))
+        self._ignore_merges = bool(model.get("ignore_merges"))
+        self.unk_token = model.get("unk_token")
+        self.unk_id = self._model_vocab.get(self.unk_token)
+        if self.unk_token is not None and self.unk_id is None:
+            raise ValueError(f"the unknown token {self.unk_token!r} is not in the vocabulary")
+        # (left id, right id) -> (rank, merged id); the lowest rank merges first.
+        self._merges = {}
+        for rank, merge in enumerate(model.get("merges") or []):
+            left, right = merge.split(" ", 1) if isinstance(merge, str) else merge
+            ids = self._model_vocab.get(left), self._model_vocab.get(right)
+            merged = self._model_vocab.get(left + right)
+            if None in ids or merged is None:
+                raise ValueError(f"merge {left!r} + {right!r} uses tokens not in the vocabulary")
+            self._merges.setdefault(ids, (rank, merged))
+        self._byte_ids = [self._model_vocab.get(f"<0x{b:02X}>") for b in range(256)]
+
+    def _read_unigram(self, model):
+        unigram = self._unigram = UnigramModel(model)
+        self._model_vocab = unigram.vocab
+        self._byte_fallback = unigram.byte_fallback
+        self._fuse_unk = True
+        self._merges = {}
+        self.unk_token, self.unk_id = unigram.unk_token, unigram.unk_id
+        self._byte_ids = unigram.byte_ids or [None] * 256
 
     # ---- construction (from_file, from_json: TokenizerJsonReader) ------------------------
 
@@ -935,7 +998,10 @@ class BPETokenizer(TokenizerJsonReader):
                     ids.append(added_id)
                 elif part:
                     for word in self.pre_tokenize(part, at_start):
-                        ids.extend(self._word_ids(word))
+                        word_ids = self._word_ids(word)
+                        if self._unigram is not None and self.unk_id in word_ids:
+                            renamed += self._unknown_names(word, word_ids, len(ids))
+                        ids.extend(word_ids)
                 at_start = False
             at_start = False
         renamed = [(k, name) for k, name in renamed if name != self._names[ids[k]]]
@@ -980,6 +1046,8 @@ class BPETokenizer(TokenizerJsonReader):
                         words = self._aligned_pre_tokenize(words, at_start)
                     for word, word_align in words:
                         word_ids = self._word_ids(word)
+                        if self._unigram is not None and self.unk_id in word_ids:
+                            renamed += self._unknown_names(word, word_ids, len(ids))
                         ids.extend(word_ids)
                         offsets += [(word_align[a][0], word_align[b - 1][1])
                                     for a, b in self._token_spans(word, word_ids)]
@@ -993,10 +1061,19 @@ class BPETokenizer(TokenizerJsonReader):
         renamed = [(k, name) for k, name in renamed if name != self._names[ids[k]]]
         return ids, (names if renamed else None), offsets
 
+    def _unknown_names(self, word, ids, first):
+        """(index, name) of a Unigram word's unknown tokens, numbered from `first`: the library
+        names each by the run of characters it replaced, not by the unknown piece."""
+        spans = self._unigram.token_spans(word, ids)
+        return [(first + k, word[a:b]) for k, (i, (a, b)) in enumerate(zip(ids, spans))
+                if i == self.unk_id]
+
     def _token_spans(self, word, ids):
         """(start, end) of each token of a word in the word's characters: a vocabulary entry
         covers its own text, a <0xNN> byte token the character its byte belongs to, the
         unknown token the character (with fuse_unk, the run of characters) it replaced."""
+        if self._unigram is not None:
+            return self._unigram.token_spans(word, ids)
         names = self._model_names
         if names is None:
             names = self._model_names = {i: t for t, i in self._model_vocab.items()}
@@ -1169,5 +1246,9 @@ class BPETokenizer(TokenizerJsonReader):
         return "".join(self._decode(tokens))
 
     def __repr__(self):
-        return (f"BPETokenizer(vocab_size={self.vocab_size}, merges={len(self._merges)}, "
+        model = "Unigram" if self._unigram is not None else f"BPE, merges={len(self._merges)}"
+        return (f"SubwordTokenizer({model}, vocab_size={self.vocab_size}, "
                 f"byte_fallback={self._byte_fallback})")
+
+
+BPETokenizer = SubwordTokenizer     # the name it had when it read BPE models only
