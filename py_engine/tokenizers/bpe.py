@@ -441,6 +441,15 @@ def _pre_tokenizer(spec):
                      "(supported: Sequence, ByteLevel, Split, Metaspace, WhitespaceSplit)")
 
 
+def _prepends_first(spec):
+    """Whether a pre-tokenizer spec holds a Metaspace with prepend_scheme "first"."""
+    if spec is None:
+        return False
+    if spec.get("type") == "Sequence":
+        return any(map(_prepends_first, spec["pretokenizers"]))
+    return spec.get("type") == "Metaspace" and spec.get("prepend_scheme") == "first"
+
+
 # ---- the same parts, keeping each character's place in the original text ------------------
 #
 # Offsets need to know where every character of every word came from. These versions of the
@@ -513,8 +522,8 @@ def _aligned_normalizer(spec):
                 if a == b:      # an empty match inserts content between characters
                     at = align[a][0] if a < len(align) else align[-1][1] if align else 0
                     out_align += [(at, at)] * len(content)
-                else:
-                    out_align += [(align[a][0], align[b - 1][1])] * len(content)
+                else:   # the library ties the new text to the match's last character
+                    out_align += [align[b - 1]] * len(content)
                 prev = b
             out.append(text[prev:])
             out_align += align[prev:]
@@ -606,7 +615,7 @@ def _aligned_pre_tokenizer(spec):
             for k, (word, align) in enumerate(words):
                 word = word.replace(" ", replacement)
                 if not word.startswith(replacement) and (
-                        scheme == "always" or scheme == "first" and at_start and k == 0):
+                        scheme == "always" or scheme == "first" and align and align[0][0] == 0):
                     word, align = replacement + word, align[:1] + align
                 spans = _split_spans(word, regex, "MergedWithNext") if do_split \
                     else [(0, len(word))]
@@ -758,6 +767,9 @@ class SubwordTokenizer(TokenizerJsonReader):
         self._pre_tokenize = _pre_tokenizer(config.get("pre_tokenizer"))
         self._aligned_normalize = _aligned_normalizer(config.get("normalizer"))
         self._aligned_pre_tokenize = _aligned_pre_tokenizer(config.get("pre_tokenizer"))
+        # Metaspace's prepend_scheme "first" prepends to a word that begins the original text:
+        # whether it does depends on what normalizing removed, which only alignment tells.
+        self._prepends_first = _prepends_first(config.get("pre_tokenizer"))
         self._model_names = None     # id -> model vocabulary entry, built when offsets need it
         decoder = config.get("decoder")
         self._decode = None if decoder is None else _decoder(decoder)
@@ -985,6 +997,9 @@ class SubwordTokenizer(TokenizerJsonReader):
         """Ids of one text, without special tokens, truncation or padding, and their token
         strings if some differ from the vocabulary's (an added token named by the text it
         matched, with the whitespace lstrip/rstrip took)."""
+        if self._prepends_first:
+            ids, tokens, _ = self._text_ids_offsets(text)
+            return ids, tokens
         ids, renamed, at_start = [], [], True
         for piece, added_id in _split_added(text, self._raw_added):
             if added_id is not None:

@@ -22,24 +22,12 @@ class UnigramModel:
     {"vocab": [[piece, score], ...], "unk_id": int or null, "byte_fallback": bool}."""
 
     def __init__(self, model):
-        vocab = model.get("vocab")
-        if not isinstance(vocab, list) or not vocab:
-            raise ValueError("Unigram model.vocab must be a non-empty list of [piece, score]")
-        self.pieces, self.scores = [], []
-        for k, entry in enumerate(vocab):
-            if not (isinstance(entry, (list, tuple)) and len(entry) == 2
-                    and isinstance(entry[0], str)
-                    and isinstance(entry[1], (int, float)) and not isinstance(entry[1], bool)):
-                raise ValueError(f"Unigram model.vocab[{k}] must be [piece, score], got "
-                                 f"{entry!r:.80}")
-            self.pieces.append(entry[0])
-            self.scores.append(float(entry[1]))
+        # tokenizer_file.py has checked the shapes: vocab [[piece, score], ...], unk_id an index
+        self.pieces = [piece for piece, _ in model["vocab"]]
+        self.scores = [float(score) for _, score in model["vocab"]]
         # piece -> id; a piece listed twice gets its last id, as the library's map does
         self.vocab = {piece: i for i, piece in enumerate(self.pieces)}
         unk_id = model.get("unk_id")
-        if unk_id is not None and (type(unk_id) is not int or not 0 <= unk_id < len(vocab)):
-            raise ValueError(f"Unigram model.unk_id {unk_id!r} is not an index of its vocab "
-                             f"({len(vocab)} pieces)")
         self.unk_id = unk_id
         self.unk_token = None if unk_id is None else self.pieces[unk_id]
         self.byte_fallback = bool(model.get("byte_fallback"))
