@@ -1,10 +1,12 @@
-"""Byte-pair encoding (GPT-2, Llama-3, Qwen2; Llama-2, TinyLlama) in pure Python, giving the ids
-Hugging Face `tokenizers` gives.
+"""Byte-pair encoding (GPT-2, Llama-3, Qwen2; Llama-2, TinyLlama) and SentencePiece's unigram
+model (T5, FLAN-T5, mT5, ALBERT; the model itself in unigram.py) in pure Python, giving the ids
+Hugging Face `tokenizers` gives. SubwordTokenizer reads both; BPETokenizer is the same class.
 
 Like wordpiece.py this runs in the browser, where the compiled `tokenizers` library does not,
 and is tested against that library (tests/test_tokenizer_bpe.py): ids, tokens and decoding of
 thousands of varied strings with byte-level tokenizers configured like GPT-2 and Llama-3 and a
-SentencePiece-style one with byte fallback configured like Llama-2.
+SentencePiece-style one with byte fallback configured like Llama-2; the Unigram model and the
+Precompiled charsmap against it and sentencepiece (tests/test_tokenizer_unigram.py).
 
     tok = BPETokenizer.from_file("tokenizer.json")
     enc = tok.encode("<|im_start|>user\nHello!")        # enc.ids, enc.tokens
@@ -21,13 +23,14 @@ from the vocabulary become <0xNN> byte tokens (byte_fallback) or the unknown tok
 post-processor's template adds BOS/EOS. Words repeat, so each word's ids are cached.
 
 Supported tokenizer.json features: model BPE (byte_fallback, fuse_unk, ignore_merges, unk_token;
-no dropout, continuing_subword_prefix or end_of_word_suffix); normalizers Sequence, Prepend,
-Replace, Strip, NFC, NFD, NFKC, NFKD (Qwen2's file has NFC; Python's `unicodedata`, so the
-Unicode version is the interpreter's); pre-tokenizers Sequence, ByteLevel, Split (string or regex
-pattern, behaviours Isolated, Removed, MergedWithPrevious, MergedWithNext, Contiguous; no
-invert), Metaspace; post-processors TemplateProcessing, ByteLevel (with trim_offsets), Sequence;
-decoders ByteLevel, Sequence, Replace (string), ByteFallback, Fuse, Strip, Metaspace. Anything
-else is a ValueError naming it.
+no dropout, continuing_subword_prefix or end_of_word_suffix) or Unigram (unk_id, byte_fallback);
+normalizers Sequence, Prepend, Replace, Strip, NFC, NFD, NFKC, NFKD (Qwen2's file has NFC),
+Lowercase, StripAccents (Python's `unicodedata`, so the Unicode version is the interpreter's),
+Precompiled (SentencePiece's charsmap, precompiled.py); pre-tokenizers Sequence, ByteLevel, Split
+(string or regex pattern, behaviours Isolated, Removed, MergedWithPrevious, MergedWithNext,
+Contiguous; no invert), Metaspace, WhitespaceSplit; post-processors TemplateProcessing,
+ByteLevel (with trim_offsets), Sequence; decoders ByteLevel, Sequence, Replace (string),
+ByteFallback, Fuse, Strip, Metaspace. Anything else is a ValueError naming it.
 
 Offsets (`return_offsets=True`), as the library's `Encoding.offsets`: per token the range of
 characters of the original text it came from, followed through normalization, pre-tokenization
