@@ -811,6 +811,9 @@ class SubwordTokenizer(TokenizerJsonReader):
         # Per-instance cache of word -> ids: most of the time goes to words seen before.
         self._word_ids = functools.lru_cache(maxsize=WORD_CACHE_SIZE)(
             self._bpe if self._unigram is None else self._unigram.word_ids)
+        if self._unigram is not None:
+            self._word_unknown_names = functools.lru_cache(maxsize=WORD_CACHE_SIZE)(
+                self._unigram.unknown_names)
 
     def _read_bpe(self, model):
         for option in ("dropout", "continuing_subword_prefix", "end_of_word_suffix"):
@@ -1080,18 +1083,15 @@ class SubwordTokenizer(TokenizerJsonReader):
         return ids, (names if renamed else None), offsets
 
     def _unknown_names(self, word, ids, first):
-        """(index, name) of a Unigram word's unknown tokens, numbered from `first`: the library
-        names each by the run of characters it replaced, not by the unknown piece."""
-        spans = self._unigram.token_spans(word, ids)
-        return [(first + k, word[a:b]) for k, (i, (a, b)) in enumerate(zip(ids, spans))
-                if i == self.unk_id]
+        """(index, name) of a Unigram word's unknown tokens, numbered from `first`."""
+        return [(first + k, name) for k, name in self._word_unknown_names(word)]
 
     def _token_spans(self, word, ids):
         """(start, end) of each token of a word in the word's characters: a vocabulary entry
         covers its own text, a <0xNN> byte token the character its byte belongs to, the
         unknown token the character (with fuse_unk, the run of characters) it replaced."""
         if self._unigram is not None:
-            return self._unigram.token_spans(word, ids)
+            return self._unigram.token_spans(word)
         names = self._model_names
         if names is None:
             names = self._model_names = {i: t for t, i in self._model_vocab.items()}

@@ -51,6 +51,7 @@ class Precompiled:
             self._units = struct.unpack_from(f"<{size // 4}I", data, 4) if size else None
             self._blob = data[4 + size:]
         self._cache = {}       # text of a cluster or character -> its replacement or None
+        self._chars = {}       # character -> what it becomes on its own
 
     def _shortest_match(self, key):
         """The replacement of the shortest trie key that starts `key` (bytes), or None."""
@@ -87,22 +88,34 @@ class Precompiled:
 
     def _units_of(self, text):
         """(start, end, replacement or None) covering text: the library's pieces."""
-        out = []
+        out, transform = [], self.transform
         for a, b in grapheme_spans(text):
-            cluster = text[a:b]
-            if b - a > 1 and len(cluster.encode("utf-8")) < 6:
-                new = self.transform(cluster)
-                if new is not None:
-                    out.append((a, b, new))
-                    continue
-            for k in range(a, b):
-                out.append((k, k + 1, self.transform(text[k])))
+            if b - a > 1:
+                cluster = text[a:b]
+                if len(cluster.encode("utf-8")) < 6:
+                    new = transform(cluster)
+                    if new is not None:
+                        out.append((a, b, new))
+                        continue
+                for k in range(a, b):
+                    out.append((k, k + 1, transform(text[k])))
+            else:
+                out.append((a, b, transform(text[a])))
         return out
 
     def normalize(self, text):
         if self._units is None:
             return text
+        if not any(map(_JOINING.__contains__, map(_break_property, text))):
+            # every character its own cluster (most text): map character by character
+            chars = self._chars
+            return "".join([chars[c] if c in chars else self._char(c) for c in text])
         return "".join(text[a:b] if new is None else new for a, b, new in self._units_of(text))
+
+    def _char(self, c):
+        new = self.transform(c)
+        out = self._chars[c] = c if new is None else new
+        return out
 
     def normalize_aligned(self, text, align):
         """normalize() with alignment: each character of a replacement stands for the whole
@@ -166,6 +179,17 @@ def _within(cp, ranges):
 
 
 def _break_property(ch):
+    try:
+        return _PROPERTIES[ch]
+    except KeyError:
+        prop = _PROPERTIES[ch] = _computed_property(ch)
+        return prop
+
+
+_PROPERTIES = {}    # character -> its break property, as met
+
+
+def _computed_property(ch):
     cp = ord(ch)
     if ch == "\r":
         return _CR
@@ -199,6 +223,8 @@ def _break_property(ch):
     return _OTHER
 
 
+# What may join a cluster with its neighbour (CR only before LF).
+_JOINING = frozenset((_CR, _EXTEND, _ZWJ, _SPACING, _PREPEND, _RI, _L, _V, _T, _LV, _LVT))
 _HANGUL_JOINS = {(_L, _L), (_L, _V), (_L, _LV), (_L, _LVT), (_LV, _V), (_LV, _T), (_V, _V),
                  (_V, _T), (_LVT, _T), (_T, _T)}
 _BREAKING = (_CONTROL, _CR, _LF)

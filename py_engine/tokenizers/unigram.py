@@ -95,7 +95,24 @@ class UnigramModel:
 
     def word_ids(self, word):
         """Ids of one (normalized, pre-tokenized) word."""
-        ids = []
+        return self.tokens(word)[0]
+
+    def token_spans(self, word):
+        """(start, end) in the word's characters of each of its tokens (word_ids(word)): a
+        piece covers its text; the unknown token, or each byte token, its run of unknown
+        characters, as the library's offsets give them."""
+        return self.tokens(word)[1]
+
+    def unknown_names(self, word):
+        """(index, text) of each unknown token of word_ids(word): the library names such a
+        token by the characters it replaced, not by the unknown piece."""
+        ids, spans = self.tokens(word)
+        return tuple((k, word[a:b]) for k, (i, (a, b)) in enumerate(zip(ids, spans))
+                     if i == self.unk_id)
+
+    def tokens(self, word):
+        """(ids, spans) of a word's tokens."""
+        ids, spans = [], []
         for start, end, i in self.segment(word):
             if i is None:
                 i = self.vocab.get(word[start:end])
@@ -103,10 +120,12 @@ class UnigramModel:
                 byte_ids = self._byte_ids(word[start:end])
                 if byte_ids is not None:
                     ids += byte_ids
+                    spans += [(start, end)] * len(byte_ids)
                     continue
                 i = self.unk_id
             ids.append(i)
-        return tuple(ids)
+            spans.append((start, end))
+        return tuple(ids), spans
 
     def _byte_ids(self, text):
         """The <0xNN> ids of text's UTF-8 bytes, or None without byte fallback or where one
@@ -115,17 +134,3 @@ class UnigramModel:
             return None
         ids = [self.byte_ids[b] for b in text.encode("utf-8")]
         return None if None in ids else ids
-
-    def token_spans(self, word, ids):
-        """(start, end) in the word's characters of each of its tokens (word_ids(word)): a
-        piece covers its text; the unknown token, or each byte token, its run of unknown
-        characters, as the library's offsets give them."""
-        spans = []
-        for start, end, i in self.segment(word):
-            byte_ids = self._byte_ids(word[start:end]) if i is None \
-                and self.vocab.get(word[start:end]) is None else None
-            if byte_ids is not None:
-                spans += [(start, end)] * len(byte_ids)
-            else:
-                spans.append((start, end))
-        return spans
