@@ -771,8 +771,11 @@ class SubwordTokenizer(TokenizerJsonReader):
         self._aligned_normalize = _aligned_normalizer(config.get("normalizer"))
         self._aligned_pre_tokenize = _aligned_pre_tokenizer(config.get("pre_tokenizer"))
         # Metaspace's prepend_scheme "first" prepends to a word that begins the original text:
-        # whether it does depends on what normalizing removed, which only alignment tells.
-        self._prepends_first = _prepends_first(config.get("pre_tokenizer"))
+        # after a normalizer or another pre-tokenizer (which may drop the first characters),
+        # only alignment tells which word that is.
+        pre = config.get("pre_tokenizer")
+        self._prepends_first = _prepends_first(pre) and (
+            config.get("normalizer") is not None or pre.get("type") == "Sequence")
         self._model_names = None     # id -> model vocabulary entry, built when offsets need it
         decoder = config.get("decoder")
         self._decode = None if decoder is None else _decoder(decoder)
