@@ -358,3 +358,30 @@ def test_bad_unigram_files_are_refused(models):
     no_unk = SubwordTokenizer.from_json(dict(config, model=dict(model, unk_id=None)))
     with pytest.raises(ValueError, match="unk_id"):
         no_unk.encode(UNSEEN)
+
+
+# ---- in the browser -----------------------------------------------------------------------
+
+@pytest.mark.browser
+def test_in_the_browser_like_the_library(corpus, models, engine_page):
+    """The same tokenizer inside Pyodide (the wheel's pure Python, no compiled tokenizers):
+    a checkpoint directory's T5 tokenizer gives the library's ids and decodings."""
+    from py_engine.harness import put_files, run_json
+
+    _, ref = models["t5"]
+    texts = [t for t in corpus if len(t) < 500][::10]
+    put_files(engine_page, {"/t5tok/tokenizer.json": ref.to_str().encode(),
+                            "/t5tok/texts.json": json.dumps(texts).encode()})
+    got = run_json(engine_page, """
+import json
+from py_engine.tokenizers.checkpoint import seq2seq_tokenizer
+tok = seq2seq_tokenizer("/t5tok")
+texts = json.load(open("/t5tok/texts.json", encoding="utf-8"))
+ids = [tok.encode(t).ids for t in texts]
+json.dumps({"ids": ids, "decoded": [tok.decode(i) for i in ids]})
+""")
+    theirs = ref.encode_batch(texts)
+    assert len(texts) > 400
+    bad = [(t, m, r.ids) for t, m, r in zip(texts, got["ids"], theirs) if m != r.ids]
+    assert not bad, report(bad, len(texts), "strings in the browser")
+    assert got["decoded"] == ref.decode_batch([r.ids for r in theirs])
