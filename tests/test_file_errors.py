@@ -85,7 +85,9 @@ def test_tokenizer_files_name_the_file(tmp_path):
              (json.dumps(dict(good, added_tokens=[5])), r'"added_tokens"\[0\]'),
              (json.dumps(dict(good, pre_tokenizer="ByteLevel")), '"pre_tokenizer" must be an object'),
              (json.dumps(dict(good, model=dict(good["model"], merges=7))), '"model.merges"'),
-             (json.dumps(dict(good, model=dict(good["model"], type="Unigram"))), "'Unigram'")]
+             (json.dumps(dict(good, model=dict(good["model"], type="Unigram"))),
+              'Unigram "model.vocab" must be a non-empty list of \\[piece, score\\]'),
+             (json.dumps(dict(good, model=dict(good["model"], type="WordLevel"))), "'WordLevel'")]
     path = tmp_path / "tokenizer.json"
     for text, reason in cases:
         path.write_text(text)

@@ -492,7 +492,8 @@ def test_rejects_models_other_than_wordpiece():
     with pytest.raises(ValueError, match="'BPE'"):
         WordPieceTokenizer.from_json(bpe.to_str())
     with pytest.raises(ValueError, match="'Unigram'"):
-        WordPieceTokenizer.from_json({"model": {"type": "Unigram", "vocab": []}})
+        WordPieceTokenizer.from_json({"model": {"type": "Unigram", "unk_id": 0,
+                                                "vocab": [["<unk>", 0.0], ["a", -1.0]]}})
 
 
 def test_input_that_is_not_text_raises_type_error(ours):

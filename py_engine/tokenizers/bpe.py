@@ -1,10 +1,12 @@
-"""Byte-pair encoding (GPT-2, Llama-3, Qwen2; Llama-2, TinyLlama) in pure Python, giving the ids
-Hugging Face `tokenizers` gives.
+"""Byte-pair encoding (GPT-2, Llama-3, Qwen2; Llama-2, TinyLlama) and SentencePiece's unigram
+model (T5, FLAN-T5, mT5, ALBERT; the model itself in unigram.py) in pure Python, giving the ids
+Hugging Face `tokenizers` gives. SubwordTokenizer reads both; BPETokenizer is the same class.
 
 Like wordpiece.py this runs in the browser, where the compiled `tokenizers` library does not,
 and is tested against that library (tests/test_tokenizer_bpe.py): ids, tokens and decoding of
 thousands of varied strings with byte-level tokenizers configured like GPT-2 and Llama-3 and a
-SentencePiece-style one with byte fallback configured like Llama-2.
+SentencePiece-style one with byte fallback configured like Llama-2; the Unigram model and the
+Precompiled charsmap against it and sentencepiece (tests/test_tokenizer_unigram.py).
 
     tok = BPETokenizer.from_file("tokenizer.json")
     enc = tok.encode("<|im_start|>user\nHello!")        # enc.ids, enc.tokens
@@ -21,13 +23,14 @@ from the vocabulary become <0xNN> byte tokens (byte_fallback) or the unknown tok
 post-processor's template adds BOS/EOS. Words repeat, so each word's ids are cached.
 
 Supported tokenizer.json features: model BPE (byte_fallback, fuse_unk, ignore_merges, unk_token;
-no dropout, continuing_subword_prefix or end_of_word_suffix); normalizers Sequence, Prepend,
-Replace, Strip, NFC, NFD, NFKC, NFKD (Qwen2's file has NFC; Python's `unicodedata`, so the
-Unicode version is the interpreter's); pre-tokenizers Sequence, ByteLevel, Split (string or regex
-pattern, behaviours Isolated, Removed, MergedWithPrevious, MergedWithNext, Contiguous; no
-invert), Metaspace; post-processors TemplateProcessing, ByteLevel (with trim_offsets), Sequence;
-decoders ByteLevel, Sequence, Replace (string), ByteFallback, Fuse, Strip, Metaspace. Anything
-else is a ValueError naming it.
+no dropout, continuing_subword_prefix or end_of_word_suffix) or Unigram (unk_id, byte_fallback);
+normalizers Sequence, Prepend, Replace, Strip, NFC, NFD, NFKC, NFKD (Qwen2's file has NFC),
+Lowercase, StripAccents (Python's `unicodedata`, so the Unicode version is the interpreter's),
+Precompiled (SentencePiece's charsmap, precompiled.py); pre-tokenizers Sequence, ByteLevel, Split
+(string or regex pattern, behaviours Isolated, Removed, MergedWithPrevious, MergedWithNext,
+Contiguous; no invert), Metaspace, WhitespaceSplit; post-processors TemplateProcessing,
+ByteLevel (with trim_offsets), Sequence; decoders ByteLevel, Sequence, Replace (string),
+ByteFallback, Fuse, Strip, Metaspace. Anything else is a ValueError naming it.
 
 Offsets (`return_offsets=True`), as the library's `Encoding.offsets`: per token the range of
 characters of the original text it came from, followed through normalization, pre-tokenization
@@ -44,7 +47,9 @@ import heapq
 import re
 import unicodedata
 
+from .precompiled import Precompiled
 from .tokenizer_file import TokenizerJsonReader
+from .unigram import UnigramModel
 from .wordpiece import (Encoding, _AddedTokens, _check_text, _ranges, padded_length,
                         template_processing)
 
@@ -351,8 +356,29 @@ def _normalizer(spec):
         return strip
     if kind in _UNICODE_FORMS:
         return functools.partial(unicodedata.normalize, kind)
+    if kind == "Precompiled":
+        return Precompiled(spec.get("precompiled_charsmap")).normalize
+    if kind == "Lowercase":
+        return _lowercase
+    if kind == "StripAccents":
+        return lambda text: "".join(c for c in text if not _is_mark(c))
     raise ValueError(f"unsupported normalizer {kind!r} in tokenizer.json "
-                     "(supported: Sequence, Prepend, Replace, Strip, NFC, NFD, NFKC, NFKD)")
+                     "(supported: Sequence, Prepend, Replace, Strip, NFC, NFD, NFKC, NFKD, "
+                     "Precompiled, Lowercase, StripAccents)")
+
+
+def _lowercase(text):
+    """The library lowercases character by character: no final-sigma rule (Python's
+    str.lower has one)."""
+    return text.lower() if "Σ" not in text else "".join(c.lower() for c in text)
+
+
+def _is_mark(ch):
+    """What StripAccents removes: combining marks (categories Mn, Mc, Me)."""
+    return unicodedata.category(ch)[0] == "M"
+
+
+_WHITESPACE_RUN = re.compile(f"[{_SPACE_BODY}]+")
 
 
 def _pre_tokenizer(spec):
@@ -411,8 +437,20 @@ def _pre_tokenizer(spec):
                 out += _split(word, regex, "MergedWithNext") if do_split else [word]
             return out
         return metaspace
+    if kind == "WhitespaceSplit":
+        return lambda words, at_start: [p for word in words
+                                        for p in _split(word, _WHITESPACE_RUN, "Removed")]
     raise ValueError(f"unsupported pre_tokenizer {kind!r} in tokenizer.json "
-                     "(supported: Sequence, ByteLevel, Split, Metaspace)")
+                     "(supported: Sequence, ByteLevel, Split, Metaspace, WhitespaceSplit)")
+
+
+def _prepends_first(spec):
+    """Whether a pre-tokenizer spec holds a Metaspace with prepend_scheme "first"."""
+    if spec is None:
+        return False
+    if spec.get("type") == "Sequence":
+        return any(map(_prepends_first, spec["pretokenizers"]))
+    return spec.get("type") == "Metaspace" and spec.get("prepend_scheme") == "first"
 
 
 # ---- the same parts, keeping each character's place in the original text ------------------
@@ -487,8 +525,8 @@ def _aligned_normalizer(spec):
                 if a == b:      # an empty match inserts content between characters
                     at = align[a][0] if a < len(align) else align[-1][1] if align else 0
                     out_align += [(at, at)] * len(content)
-                else:
-                    out_align += [(align[a][0], align[b - 1][1])] * len(content)
+                else:   # the library ties the new text to the match's last character
+                    out_align += [align[b - 1]] * len(content)
                 prev = b
             out.append(text[prev:])
             out_align += align[prev:]
@@ -507,6 +545,17 @@ def _aligned_normalizer(spec):
         return strip
     if kind in _UNICODE_FORMS:
         return _unicode_aligned(kind)
+    if kind == "Precompiled":
+        return Precompiled(spec.get("precompiled_charsmap")).normalize_aligned
+    if kind in ("Lowercase", "StripAccents"):
+        def per_character(text, align, f=_normalizer(spec)):
+            out, out_align = [], []
+            for c, a in zip(text, align):
+                new = f(c)
+                out.append(new)
+                out_align += [a] * len(new)
+            return "".join(out), out_align
+        return per_character
     _normalizer(spec)       # raises the error naming the unsupported kind
     raise AssertionError(kind)
 
@@ -569,13 +618,17 @@ def _aligned_pre_tokenizer(spec):
             for k, (word, align) in enumerate(words):
                 word = word.replace(" ", replacement)
                 if not word.startswith(replacement) and (
-                        scheme == "always" or scheme == "first" and at_start and k == 0):
+                        scheme == "always" or scheme == "first" and align and align[0][0] == 0):
                     word, align = replacement + word, align[:1] + align
                 spans = _split_spans(word, regex, "MergedWithNext") if do_split \
                     else [(0, len(word))]
                 out += [(word[a:b], align[a:b]) for a, b in spans]
             return out
         return metaspace
+    if kind == "WhitespaceSplit":
+        return lambda words, at_start: [(word[a:b], align[a:b]) for word, align in words
+                                        for a, b in _split_spans(word, _WHITESPACE_RUN,
+                                                                 "Removed")]
     _pre_tokenizer(spec)    # raises the error naming the unsupported kind
     raise AssertionError(kind)
 
@@ -695,43 +748,35 @@ _BOS_NAMES = ("<s>", "<|begin_of_text|>", "<|startoftext|>", "<bos>")
 _EOS_NAMES = ("</s>", "<|end_of_text|>", "<|endoftext|>", "<eos>")
 
 
-class BPETokenizer(TokenizerJsonReader):
-    """A byte-pair-encoding tokenizer read from a Hugging Face tokenizer.json."""
+class SubwordTokenizer(TokenizerJsonReader):
+    """A tokenizer read from a Hugging Face tokenizer.json whose model is byte-pair encoding
+    (BPE) or SentencePiece's unigram language model (Unigram: T5, mT5, ALBERT, XLNet). The
+    pipeline around the model is the same; only how a word becomes ids differs."""
 
     def __init__(self, config):
         model = config.get("model") or {}
-        if model.get("type") != "BPE":
-            raise ValueError(f"tokenizer.json describes a {model.get('type')!r} model, "
-                             "not BPE; this tokenizer reads BPE models only")
-        for option in ("dropout", "continuing_subword_prefix", "end_of_word_suffix"):
-            if model.get(option):
-                raise ValueError(f"unsupported BPE option {option}={model[option]!r}")
-        self._model_vocab = model["vocab"]
-        self._byte_fallback = bool(model.get("byte_fallback"))
-        self._fuse_unk = bool(model.get("fuse_unk"))
-        self._ignore_merges = bool(model.get("ignore_merges"))
-        self.unk_token = model.get("unk_token")
-        self.unk_id = self._model_vocab.get(self.unk_token)
-        if self.unk_token is not None and self.unk_id is None:
-            raise ValueError(f"the unknown token {self.unk_token!r} is not in the vocabulary")
-        # (left id, right id) -> (rank, merged id); the lowest rank merges first.
-        self._merges = {}
-        for rank, merge in enumerate(model.get("merges") or []):
-            left, right = merge.split(" ", 1) if isinstance(merge, str) else merge
-            ids = self._model_vocab.get(left), self._model_vocab.get(right)
-            merged = self._model_vocab.get(left + right)
-            if None in ids or merged is None:
-                raise ValueError(f"merge {left!r} + {right!r} uses tokens not in the vocabulary")
-            self._merges.setdefault(ids, (rank, merged))
-        self._byte_ids = [self._model_vocab.get(f"<0x{b:02X}>") for b in range(256)]
-
+        kind = model.get("type")
+        self._unigram = None
+        if kind == "BPE":
+            self._read_bpe(model)
+        elif kind == "Unigram":
+            self._read_unigram(model)
+        else:
+            raise ValueError(f"tokenizer.json describes a {kind!r} model; this tokenizer reads "
+                             "BPE and Unigram models")
+        self._byte_id_set = {i for i in self._byte_ids if i is not None} \
+            if self._byte_fallback else set()
         self._normalize = _normalizer(config.get("normalizer"))
         self._pre_tokenize = _pre_tokenizer(config.get("pre_tokenizer"))
         self._aligned_normalize = _aligned_normalizer(config.get("normalizer"))
         self._aligned_pre_tokenize = _aligned_pre_tokenizer(config.get("pre_tokenizer"))
+        # Metaspace's prepend_scheme "first" prepends to a word that begins the original text:
+        # after a normalizer or another pre-tokenizer (which may drop the first characters),
+        # only alignment tells which word that is.
+        pre = config.get("pre_tokenizer")
+        self._prepends_first = _prepends_first(pre) and (
+            config.get("normalizer") is not None or pre.get("type") == "Sequence")
         self._model_names = None     # id -> model vocabulary entry, built when offsets need it
-        self._byte_id_set = {i for i in self._byte_ids if i is not None} \
-            if self._byte_fallback else set()
         decoder = config.get("decoder")
         self._decode = None if decoder is None else _decoder(decoder)
 
@@ -742,6 +787,9 @@ class BPETokenizer(TokenizerJsonReader):
         self._names = [None] * (max(self._vocab.values(), default=-1) + 1)
         for token, i in self._model_vocab.items():
             self._names[i] = token
+        if self._unigram is not None:   # a piece listed twice: each id keeps its own name
+            for i, piece in enumerate(self._unigram.pieces):
+                self._names[i] = piece
         for token in added:     # added tokens win over the model's vocabulary, as in the library
             self._names[token["id"]] = token["content"]
         # Tokens marked "normalized" are matched in normalized text, by their normalized form.
@@ -764,7 +812,43 @@ class BPETokenizer(TokenizerJsonReader):
         strategy = padding.get("strategy")
         self._pad_length = strategy.get("Fixed") if isinstance(strategy, dict) else None
         # Per-instance cache of word -> ids: most of the time goes to words seen before.
-        self._word_ids = functools.lru_cache(maxsize=WORD_CACHE_SIZE)(self._bpe)
+        self._word_ids = functools.lru_cache(maxsize=WORD_CACHE_SIZE)(
+            self._bpe if self._unigram is None else self._unigram.word_ids)
+        if self._unigram is not None:
+            self._word_unknown_names = functools.lru_cache(maxsize=WORD_CACHE_SIZE)(
+                self._unigram.unknown_names)
+
+    def _read_bpe(self, model):
+        for option in ("dropout", "continuing_subword_prefix", "end_of_word_suffix"):
+            if model.get(option):
+                raise ValueError(f"unsupported BPE option {option}={model[option]!r}")
+        self._model_vocab = model["vocab"]
+        self._byte_fallback = bool(model.get("byte_fallback"))
+        self._fuse_unk = bool(model.get("fuse_unk"))
+        self._ignore_merges = bool(model.get("ignore_merges"))
+        self.unk_token = model.get("unk_token")
+        self.unk_id = self._model_vocab.get(self.unk_token)
+        if self.unk_token is not None and self.unk_id is None:
+            raise ValueError(f"the unknown token {self.unk_token!r} is not in the vocabulary")
+        # (left id, right id) -> (rank, merged id); the lowest rank merges first.
+        self._merges = {}
+        for rank, merge in enumerate(model.get("merges") or []):
+            left, right = merge.split(" ", 1) if isinstance(merge, str) else merge
+            ids = self._model_vocab.get(left), self._model_vocab.get(right)
+            merged = self._model_vocab.get(left + right)
+            if None in ids or merged is None:
+                raise ValueError(f"merge {left!r} + {right!r} uses tokens not in the vocabulary")
+            self._merges.setdefault(ids, (rank, merged))
+        self._byte_ids = [self._model_vocab.get(f"<0x{b:02X}>") for b in range(256)]
+
+    def _read_unigram(self, model):
+        unigram = self._unigram = UnigramModel(model)
+        self._model_vocab = unigram.vocab
+        self._byte_fallback = unigram.byte_fallback
+        self._fuse_unk = True
+        self._merges = {}
+        self.unk_token, self.unk_id = unigram.unk_token, unigram.unk_id
+        self._byte_ids = unigram.byte_ids or [None] * 256
 
     # ---- construction (from_file, from_json: TokenizerJsonReader) ------------------------
 
@@ -922,6 +1006,9 @@ class BPETokenizer(TokenizerJsonReader):
         """Ids of one text, without special tokens, truncation or padding, and their token
         strings if some differ from the vocabulary's (an added token named by the text it
         matched, with the whitespace lstrip/rstrip took)."""
+        if self._prepends_first:
+            ids, tokens, _ = self._text_ids_offsets(text)
+            return ids, tokens
         ids, renamed, at_start = [], [], True
         for piece, added_id in _split_added(text, self._raw_added):
             if added_id is not None:
@@ -935,7 +1022,10 @@ class BPETokenizer(TokenizerJsonReader):
                     ids.append(added_id)
                 elif part:
                     for word in self.pre_tokenize(part, at_start):
-                        ids.extend(self._word_ids(word))
+                        word_ids = self._word_ids(word)
+                        if self._unigram is not None and self.unk_id in word_ids:
+                            renamed += self._unknown_names(word, word_ids, len(ids))
+                        ids.extend(word_ids)
                 at_start = False
             at_start = False
         renamed = [(k, name) for k, name in renamed if name != self._names[ids[k]]]
@@ -980,6 +1070,8 @@ class BPETokenizer(TokenizerJsonReader):
                         words = self._aligned_pre_tokenize(words, at_start)
                     for word, word_align in words:
                         word_ids = self._word_ids(word)
+                        if self._unigram is not None and self.unk_id in word_ids:
+                            renamed += self._unknown_names(word, word_ids, len(ids))
                         ids.extend(word_ids)
                         offsets += [(word_align[a][0], word_align[b - 1][1])
                                     for a, b in self._token_spans(word, word_ids)]
@@ -993,10 +1085,16 @@ class BPETokenizer(TokenizerJsonReader):
         renamed = [(k, name) for k, name in renamed if name != self._names[ids[k]]]
         return ids, (names if renamed else None), offsets
 
+    def _unknown_names(self, word, ids, first):
+        """(index, name) of a Unigram word's unknown tokens, numbered from `first`."""
+        return [(first + k, name) for k, name in self._word_unknown_names(word)]
+
     def _token_spans(self, word, ids):
         """(start, end) of each token of a word in the word's characters: a vocabulary entry
         covers its own text, a <0xNN> byte token the character its byte belongs to, the
         unknown token the character (with fuse_unk, the run of characters) it replaced."""
+        if self._unigram is not None:
+            return self._unigram.token_spans(word)
         names = self._model_names
         if names is None:
             names = self._model_names = {i: t for t, i in self._model_vocab.items()}
@@ -1169,5 +1267,9 @@ class BPETokenizer(TokenizerJsonReader):
         return "".join(self._decode(tokens))
 
     def __repr__(self):
-        return (f"BPETokenizer(vocab_size={self.vocab_size}, merges={len(self._merges)}, "
+        model = "Unigram" if self._unigram is not None else f"BPE, merges={len(self._merges)}"
+        return (f"SubwordTokenizer({model}, vocab_size={self.vocab_size}, "
                 f"byte_fallback={self._byte_fallback})")
+
+
+BPETokenizer = SubwordTokenizer     # the name it had when it read BPE models only

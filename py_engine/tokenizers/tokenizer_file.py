@@ -5,7 +5,8 @@ naming the file and the field rather than a TypeError deep inside the tokenizer.
 What is checked is the shape the tokenizers rely on: the pipeline sections (normalizer,
 pre_tokenizer, post_processor, decoder, truncation, padding) are objects or null, with a string
 "type" and Sequence members that are objects; model is an object whose vocab (BPE,
-WordPiece) maps strings to non-negative ids and whose merges are "a b" strings or [a, b] pairs;
+WordPiece) maps strings to non-negative ids and whose merges are "a b" strings or [a, b] pairs,
+or (Unigram) whose vocab is a list of [piece, score] and unk_id null or an index of it;
 added_tokens is a list of {"id": int, "content": str} objects. Which kinds and options are supported is each tokenizer's
 own check.
 """
@@ -71,20 +72,47 @@ def check_tokenizer_json(config, where):
     if not isinstance(model, dict):
         raise TokenizerFileError(f"{where}: \"model\" must be an object, got {json_kind(model)}")
     _check_type(model, "model", where)
-    if model.get("type") not in VOCAB_MODELS:
-        return      # another kind of model (Unigram...): each tokenizer names what it reads
-    vocab = model.get("vocab")
-    if vocab is not None:
-        if not isinstance(vocab, dict):
-            raise TokenizerFileError(f"{where}: \"model.vocab\" must map tokens to ids, got "
-                                     f"{json_kind(vocab)}")
-        for token, i in vocab.items():
-            if type(i) is not int or i < 0:
-                raise TokenizerFileError(f"{where}: \"model.vocab\" gives {token!r:.40} the id "
-                                         f"{i!r:.40}, not a non-negative integer")
-    _check_list(model.get("merges"), "model.merges", where, _is_merge, '"a b" or ["a", "b"]')
+    kind = model.get("type")
+    if kind == "Unigram":
+        _check_unigram(model, where)
+    elif kind in VOCAB_MODELS:
+        _check_vocab_map(model.get("vocab"), where)
+        _check_list(model.get("merges"), "model.merges", where, _is_merge,
+                    '"a b" or ["a", "b"]')
+    else:
+        return      # another kind of model: each tokenizer names what it reads
     _check_list(config.get("added_tokens"), "added_tokens", where, _is_added_token,
                 'an object with an integer "id" and a string "content"')
+
+
+def _check_vocab_map(vocab, where):
+    if vocab is None:
+        return
+    if not isinstance(vocab, dict):
+        raise TokenizerFileError(f"{where}: \"model.vocab\" must map tokens to ids, got "
+                                 f"{json_kind(vocab)}")
+    for token, i in vocab.items():
+        if type(i) is not int or i < 0:
+            raise TokenizerFileError(f"{where}: \"model.vocab\" gives {token!r:.40} the id "
+                                     f"{i!r:.40}, not a non-negative integer")
+
+
+def _check_unigram(model, where):
+    """A Unigram model: vocab a non-empty list of [piece, score], unk_id null or its index."""
+    vocab = model.get("vocab")
+    if not isinstance(vocab, list) or not vocab:
+        raise TokenizerFileError(f"{where}: Unigram \"model.vocab\" must be a non-empty list of "
+                                 f"[piece, score], got {json_kind(vocab)}")
+    _check_list(vocab, "model.vocab", where, _is_scored_piece, "[piece, score]")
+    unk_id = model.get("unk_id")
+    if unk_id is not None and (type(unk_id) is not int or not 0 <= unk_id < len(vocab)):
+        raise TokenizerFileError(f"{where}: \"model.unk_id\" {unk_id!r:.40} is not an index of "
+                                 f"the {len(vocab)}-piece vocab")
+
+
+def _is_scored_piece(entry):
+    return isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str) \
+        and type(entry[1]) in (int, float)
 
 
 def _is_merge(merge):
