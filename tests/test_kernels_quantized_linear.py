@@ -202,7 +202,7 @@ def test_tinyllama_base_weight_memory():
     """TinyLlama-1.1B's shape under the runtime's storage rule: the seven projections
     compressed (int8/int4 with an f32 scale per 64 inputs), embeddings, head and norms f32."""
     from py_engine.backends.gpu_backend import planned_base_bytes
-    from py_engine.models.llama import PROJECTIONS, LlamaModel
+    from py_engine.models.llama import LlamaModel
 
     config = LlamaConfig(vocab_size=32000, hidden_size=2048, intermediate_size=5632,
                          num_hidden_layers=22, num_attention_heads=32, num_key_value_heads=4)
@@ -210,7 +210,7 @@ def test_tinyllama_base_weight_memory():
     n = sum(int(np.prod(s)) for s in shapes.values())
     assert n == 1_100_048_384
     projections = sum(int(np.prod(s)) for name, s in shapes.items()
-                      if any(name.endswith(p + ".weight") for p in PROJECTIONS))
+                      if any(name.endswith(p + ".weight") for p in config.projections))
     rest = n - projections
     model = LlamaModel(config, None)
     per_element = {"f32": 4, "f16": 2, "int8": 1 + 4 / 64, "int4": 0.5 + 4 / 64}
