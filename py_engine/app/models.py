@@ -18,6 +18,7 @@ import tempfile
 
 from ..data.chat import DataError, encode_chat_example
 from ..data.classification import Example
+from ..models.decoders import CAUSAL_TYPES
 from ..models.lora_config import LoraConfig
 from ..train.chat import ChatModel
 from ..train.classifier import TextClassifier
@@ -25,7 +26,7 @@ from ..train.config import CausalTrainConfig, ClassifierTrainConfig
 
 KINDS = ("classification", "causal_lm")
 ENCODERS = ("bert",)
-DECODERS = ("llama", "qwen2")
+DECODERS = CAUSAL_TYPES     # every decoder-only family ChatModel runs
 DEFAULT_LABELS = ["negative", "positive"]
 
 
@@ -34,7 +35,7 @@ class ModelFilesError(ValueError):
 
 
 def kind_of(config, given=None):
-    """"classification" for BERT-family checkpoints, "causal_lm" for Llama-family ones."""
+    """"classification" for BERT-family checkpoints, "causal_lm" for decoder-only ones."""
     model_type = config.get("model_type")
     if given is not None:
         if given not in KINDS:

@@ -88,7 +88,9 @@ class BertConfig:
         if self.position_embedding_type != "absolute":
             raise ConfigError(f"position_embedding_type {self.position_embedding_type!r} is not supported")
         if self.model_type not in ("bert", "roberta", "distilbert-like"):
-            if self.model_type in ("llama", "qwen2", "mistral", "gpt2", "phi"):
+            from .decoders import DECODER_TYPES
+
+            if self.model_type in DECODER_TYPES:
                 raise ConfigError(f"model_type {self.model_type!r} is a decoder, not a BERT-family encoder")
 
     @property

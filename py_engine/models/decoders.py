@@ -18,6 +18,8 @@ FAMILIES = {**{name: (types, LlamaConfig) for name, types in LLAMA_FAMILIES.item
 
 
 DECODER_TYPES = tuple(t for types, _ in FAMILIES.values() for t in types)
+# The decoder-only ones (ChatModel's); T5 is an encoder-decoder (train/seq2seq.py).
+CAUSAL_TYPES = tuple(t for t in DECODER_TYPES if t not in T5_TYPES)
 
 
 def supported():
