@@ -574,8 +574,8 @@ def _load_chat(args, kind):
     if kind == SEQ2SEQ:
         from py_engine.train.seq2seq import Seq2SeqModel
 
-        return run_sync(Seq2SeqModel.load(args.model, adapter_dir=args.adapter, backend=args.backend,
-                                          **given_options(args, "max_length")))
+        return run_sync(Seq2SeqModel.load(args.model, adapter_dir=args.adapter,
+                                          backend=args.backend, **given_options(args, "max_length")))
     from py_engine.train.chat import ChatModel
 
     return run_sync(ChatModel.load(args.model, args.adapter, backend=args.backend,

@@ -40,14 +40,16 @@ def trained(tmp_path_factory):
 
 
 def peft_model(model_dir, adapter):
-    return PeftModel.from_pretrained(tiny_t5(model_dir.parent / "base").float(), adapter).double().eval()
+    base = tiny_t5(model_dir.parent / "base").float()
+    return PeftModel.from_pretrained(base, adapter).double().eval()
 
 
 def test_train_writes_a_peft_seq2seq_adapter_with_the_engines_logits(trained):
     root, model, tok, _, steps = trained
     assert len(steps) == 60 and steps[-1]["loss"] < 0.05 * steps[0]["loss"]
     config = json.loads((root / "adapter" / "adapter_config.json").read_text())
-    assert config["task_type"] == "SEQ_2_SEQ_LM" and sorted(config["target_modules"]) == ["q", "v", "wo"]
+    assert config["task_type"] == "SEQ_2_SEQ_LM"
+    assert sorted(config["target_modules"]) == ["q", "v", "wo"]
     assert (config["r"], config["lora_alpha"]) == (8, 16)
     peft = peft_model(model, root / "adapter")
     engine = run(Seq2SeqModel.load(model, adapter_dir=root / "adapter"))

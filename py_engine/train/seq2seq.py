@@ -8,11 +8,12 @@ trainer, runtimes and adapter files, with the sequence-to-sequence task.
     print((await model.generate("Translate to German: Hello")).text)
     await model.save("adapter_dir")
 
-`tokenizer`: left out, the checkpoint's own tokenizer.json read by the engine's pure-Python
-Unigram tokenizer (tokenizers.checkpoint.seq2seq_tokenizer, which runs in the browser too);
-or any object with encode(text).ids, decode(ids, skip_special_tokens) and token_to_id (a
-Hugging Face `tokenizers.Tokenizer`, say). Full fine-tuning is not supported for this family:
-mode "lora" only.
+`tokenizer`: left out (CHECKPOINT_TOKENIZER), the checkpoint's own tokenizer.json read by the
+engine's pure-Python Unigram tokenizer (tokenizers.checkpoint.seq2seq_tokenizer, which runs in
+the browser too); any object with encode(text).ids, decode(ids, skip_special_tokens) and
+token_to_id (a Hugging Face `tokenizers.Tokenizer`, say); or None for a model driven by token
+ids alone (encoded pairs, decoder()), whose directory needs no tokenizer.json. Full
+fine-tuning is not supported for this family: mode "lora" only.
 """
 
 from ..formats.peft_adapter import load_adapter
@@ -23,12 +24,15 @@ from .runtime import create_runtime
 from .tasks import Seq2SeqTask
 
 
+CHECKPOINT_TOKENIZER = "checkpoint"     # the tokenizer argument's default: the checkpoint's own
+
+
 class Seq2SeqModel(ChatModel):
     task_type = "SEQ_2_SEQ_LM"
 
     @classmethod
-    async def create(cls, model_dir, tokenizer=None, lora=None, backend="numpy", seed=0,
-                     max_length=512, device=None, dropout=None):
+    async def create(cls, model_dir, tokenizer=CHECKPOINT_TOKENIZER, lora=None, backend="numpy",
+                     seed=0, max_length=512, device=None, dropout=None):
         """A fresh LoRA adapter (PEFT's default targets for the family unless `lora` names
         others) on the checkpoint in `model_dir`; dropout as ChatModel.create's (T5 has one
         rate)."""
@@ -39,8 +43,8 @@ class Seq2SeqModel(ChatModel):
         return model
 
     @classmethod
-    async def load(cls, model_dir, tokenizer=None, adapter_dir=None, backend="numpy", max_length=512,
-                   device=None, dropout=None):
+    async def load(cls, model_dir, tokenizer=CHECKPOINT_TOKENIZER, adapter_dir=None,
+                   backend="numpy", max_length=512, device=None, dropout=None):
         """The checkpoint, with a PEFT LoRA adapter (task SEQ_2_SEQ_LM) when `adapter_dir` is
         given."""
         if adapter_dir is None:
@@ -94,6 +98,8 @@ class Seq2SeqModel(ChatModel):
 
 
 def _tokenizer(model_dir, tokenizer):
-    """The tokenizer given, else the checkpoint's own (read before any weight is loaded, so a
-    directory without tokenizer.json is refused at once)."""
-    return seq2seq_tokenizer(model_dir) if tokenizer is None else tokenizer
+    """The tokenizer given (None included), else the checkpoint's own (read before any weight
+    is loaded, so a directory without tokenizer.json is refused at once)."""
+    if isinstance(tokenizer, str) and tokenizer == CHECKPOINT_TOKENIZER:
+        return seq2seq_tokenizer(model_dir)
+    return tokenizer
