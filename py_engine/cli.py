@@ -20,7 +20,9 @@
                                    the fine-tuning HTTP API (see py_engine/api/)
 
 `train` looks at the checkpoint: a BERT-family encoder trains a classifier on JSONL lines
-{"text": ..., "label": ...}; a decoder (Llama family: Llama, TinyLlama, SmolLM, Qwen2; GPT-2
+{"text": ..., "label": ...}; a T5 encoder-decoder (FLAN-T5) trains a LoRA adapter on
+{"input": ..., "target": ...} pairs (or Alpaca, prompt/response and conversation records, see
+py_engine/data/seq2seq.py); a decoder (Llama family: Llama, TinyLlama, SmolLM, Qwen2; GPT-2
 family: GPT-2, DialoGPT, distilgpt2; Phi-2 family: phi-2, phi-1.5) trains on chat data: {"messages": [{"role", "content"}, ...]}, Alpaca {"instruction", "input", "output"},
 {"prompt", "response"} pairs, or {"text": ...} for continued pretraining (no chat template
 needed). Decoders train with LoRA (a PEFT adapter is written), full fine-tuning or hybrid (a
@@ -161,9 +163,13 @@ def input_file(path, what):
     return path
 
 
-def model_kind(model, max_length=None):
-    """"decoder" (Llama, GPT-2 or Phi-2 family) or "encoder" (BERT family), from the checkpoint's config.json;
-    config.json and tokenizer_config.json are read here first so that a malformed one is named.
+SEQ2SEQ = "seq2seq"     # model_kind of a T5 encoder-decoder
+
+
+def model_kind(model, max_length=None, seq2seq=False):
+    """"decoder" (Llama, GPT-2 or Phi-2 family), "encoder" (BERT family) or, where the command
+    runs them (`seq2seq`), "seq2seq" (T5 family), from the checkpoint's config.json; config.json
+    and tokenizer_config.json are read here first so that a malformed one is named.
     `max_length` (--max-length) must fit the model's positions."""
     from pathlib import Path
 
@@ -186,9 +192,10 @@ def model_kind(model, max_length=None):
     from py_engine.models.t5_config import MODEL_TYPES as T5_TYPES
 
     if config.get("model_type") in T5_TYPES:
-        raise UsageError(f"{model}: T5 encoder-decoders train through the Python API "
-                         "(py_engine.train.seq2seq.Seq2SeqModel, given a tokenizer); the command "
-                         "line reads BPE and WordPiece tokenizers, not T5's Unigram one")
+        if seq2seq:
+            return SEQ2SEQ
+        raise UsageError(f"{model}: a T5 encoder-decoder; py-engine runs those with train, score "
+                         "and generate, not this command")
     if config.get("model_type") in DECODER_TYPES:
         return "decoder"
     if any(str(a).endswith("ForConditionalGeneration") for a in config.get("architectures") or ()):
@@ -218,8 +225,15 @@ def _check_train(args, kind):
                              "keep f32 or f16 base weights")
     else:
         refuse_options(args, ("pooling", "label_smoothing"),
-                f"only for classifiers; {args.model} is a chat model (a decoder)")
+                f"only for classifiers; {args.model} is a "
+                f"{'T5 encoder-decoder' if kind == SEQ2SEQ else 'chat model (a decoder)'}")
         mode = args.mode or "lora"
+        if kind == SEQ2SEQ and mode != "lora":
+            raise UsageError(f"--mode {mode}: T5 encoder-decoders train LoRA adapters only "
+                             "(--mode lora)")
+        if kind == SEQ2SEQ and args.base_dtype not in (None, "f32"):
+            raise UsageError(f"--base-dtype {args.base_dtype}: T5 encoder-decoders keep f32 base "
+                             "weights")
         if mode == "full":
             refuse_options(args, ("r", "lora_alpha", "lora_dropout", "target_modules"),
                     "only for LoRA; --mode full trains every weight")
@@ -255,12 +269,14 @@ def check_adapter(adapter, task):
         raise UsageError(f"{adapter} is a {task_type} adapter; this command needs a {task} one")
 
 
-def _check_command_model(args, want):
-    kind = model_kind(args.model, args.max_length)
-    if kind != want:
+def _check_command_model(args, *wanted):
+    """The model's kind, one of `wanted` (else a UsageError naming the commands it takes)."""
+    kind = model_kind(args.model, args.max_length, seq2seq=SEQ2SEQ in wanted)
+    if kind not in wanted:
         what = {"encoder": "a classifier checkpoint (BERT family): use predict or eval",
                 "decoder": "a chat model (a decoder): use score or generate"}[kind]
         raise UsageError(f"{args.model} is {what}")
+    return kind
 
 
 # --- training ------------------------------------------------------------------------------------
@@ -361,6 +377,21 @@ def _chat_examples(chat, examples, path, skip=False):
     return encoded
 
 
+def _train_and_save(args, model, examples, config, validation):
+    """Train a chat model or an encoder-decoder (progress and events as JSON lines), then
+    save it to --out."""
+    from py_engine.gpu import run_sync
+
+    def report(step):
+        _progress({"loss": step.loss, "tokens": step.tokens,
+                   "trained_tokens": step.trained_tokens, "grad_norm": step.grad_norm}, step)
+
+    _train(args, model, examples, config, validation, report, plateau=True)
+    for event in model.events:
+        print(_json_line(event), file=sys.stderr)
+    run_sync(model.save(args.out))
+
+
 def cmd_train_chat(args):
     from py_engine.data.chat import read_chat_jsonl
     from py_engine.gpu import run_sync
@@ -377,24 +408,55 @@ def cmd_train_chat(args):
     chat = run_sync(ChatModel.create(args.model, lora=lora, backend=args.backend, **create))
     examples = _chat_examples(chat, data, args.data, skip=True)
     validation = _chat_examples(chat, held_out, args.validation) if held_out else None
-
-    def report(step):
-        _progress({"loss": step.loss, "tokens": step.tokens,
-                   "trained_tokens": step.trained_tokens, "grad_norm": step.grad_norm}, step)
-
-    _train(args, chat, examples, config, validation, report, plateau=True)
-    for event in chat.events:
-        print(_json_line(event), file=sys.stderr)
-    run_sync(chat.save(args.out))
+    _train_and_save(args, chat, examples, config, validation)
     kind = "checkpoint" if chat.runtime.model.full else "adapter"
     print(f"saved {kind} to {args.out} ({len(examples)} examples, mode {config.mode})",
           file=sys.stderr)
     return 0
 
 
+def _seq2seq_examples(model, examples, path, skip=False):
+    """The Seq2SeqExamples read from `path`, encoded within the model's max_length; pairs with
+    an empty side are skipped (with a note) when `skip`, an error otherwise."""
+    from py_engine.data.seq2seq import encode_seq2seq_examples
+
+    encoded, skipped = encode_seq2seq_examples(examples, model.tokenizer, model.max_length,
+                                               skip_untrainable=skip)
+    if skipped:
+        print(f"note: {path}: skipped {skipped} pairs with no input or no target token",
+              file=sys.stderr)
+    if not encoded:
+        raise UsageError(f"{path}: no pair has an input and a target token")
+    return encoded
+
+
+def cmd_train_seq2seq(args):
+    from py_engine.data.seq2seq import read_seq2seq_jsonl
+    from py_engine.gpu import run_sync
+    from py_engine.models.t5_config import T5Config
+    from py_engine.train.config import CausalTrainConfig
+    from py_engine.train.seq2seq import Seq2SeqModel
+
+    _check_train(args, SEQ2SEQ)
+    config = CausalTrainConfig(**train_options(args))
+    lora = lora_options(args, 2, T5Config.lora_targets, task_type=Seq2SeqModel.task_type)
+    data = read_seq2seq_jsonl(args.data)
+    held_out = read_seq2seq_jsonl(args.validation) if args.validation else None
+    create = given_options(args, "seed", "max_length", "dropout")
+    model = run_sync(Seq2SeqModel.create(args.model, lora=lora, backend=args.backend, **create))
+    examples = _seq2seq_examples(model, data, args.data, skip=True)
+    validation = _seq2seq_examples(model, held_out, args.validation) if held_out else None
+    _train_and_save(args, model, examples, config, validation)
+    print(f"saved adapter to {args.out} ({len(examples)} pairs)", file=sys.stderr)
+    return 0
+
+
 def cmd_train(args):
-    if model_kind(args.model, args.max_length) == "decoder":
+    kind = model_kind(args.model, args.max_length, seq2seq=True)
+    if kind == "decoder":
         return cmd_train_chat(args)
+    if kind == SEQ2SEQ:
+        return cmd_train_seq2seq(args)
     from py_engine.data.classification import label_names, read_jsonl
     from py_engine.gpu import run_sync
     from py_engine.models.lora_config import BERT_TARGET_MODULES
@@ -492,14 +554,28 @@ def cmd_eval(args):
 # --- chat models: score, generate ----------------------------------------------------------------
 
 def _check_chat_command(args):
+    """The checks of score and generate, for a decoder or a T5 encoder-decoder; its kind."""
     _check_backend(args)
-    _check_command_model(args, "decoder")
+    kind = _check_command_model(args, "decoder", SEQ2SEQ)
+    if kind == SEQ2SEQ:
+        if args.base_dtype not in (None, "f32"):
+            raise UsageError(f"--base-dtype {args.base_dtype}: T5 encoder-decoders keep f32 base "
+                             "weights")
+        refuse_options(args, ("raw",), f"{args.model} is a T5 encoder-decoder: the prompt is "
+                                       "its input text as it is, there is no chat template")
     if args.adapter is not None:
-        check_adapter(args.adapter, "CAUSAL_LM")
+        check_adapter(args.adapter, "SEQ_2_SEQ_LM" if kind == SEQ2SEQ else "CAUSAL_LM")
+    return kind
 
 
-def _load_chat(args):
+def _load_chat(args, kind):
     from py_engine.gpu import run_sync
+
+    if kind == SEQ2SEQ:
+        from py_engine.train.seq2seq import Seq2SeqModel
+
+        return run_sync(Seq2SeqModel.load(args.model, adapter_dir=args.adapter,
+                                          backend=args.backend, **given_options(args, "max_length")))
     from py_engine.train.chat import ChatModel
 
     return run_sync(ChatModel.load(args.model, args.adapter, backend=args.backend,
@@ -510,10 +586,18 @@ def cmd_score(args):
     from py_engine.data.chat import read_chat_jsonl
     from py_engine.gpu import run_sync
 
-    _check_chat_command(args)
-    data = read_chat_jsonl(args.data)
-    chat = _load_chat(args)
-    scores = run_sync(chat.score_encoded(_chat_examples(chat, data, args.data)))
+    kind = _check_chat_command(args)
+    if kind == SEQ2SEQ:
+        from py_engine.data.seq2seq import read_seq2seq_jsonl
+
+        data = read_seq2seq_jsonl(args.data)
+        model = _load_chat(args, kind)
+        encoded = _seq2seq_examples(model, data, args.data)
+    else:
+        data = read_chat_jsonl(args.data)
+        model = _load_chat(args, kind)
+        encoded = _chat_examples(model, data, args.data)
+    scores = run_sync(model.score_encoded(encoded))
     for k, score in enumerate(scores):
         if not math.isfinite(score["loss"]):
             raise UsageError(f"{args.data}: example {k + 1} scores a loss of {score['loss']} "
@@ -531,8 +615,7 @@ def cmd_generate(args):
     if args.greedy and sampling:
         raise UsageError("--greedy takes the likeliest token: it cannot be combined with "
                          "--temperature, --top-k or --top-p")
-    _check_chat_command(args)
-    chat = _load_chat(args)
+    chat = _load_chat(args, _check_chat_command(args))
     if not chat.prompt_ids(args.prompt, args.raw):
         raise UsageError("the prompt is empty: give some text to continue")
     stream = sys.stdout
@@ -710,18 +793,20 @@ def _classifier_parsers(sub):
 
 def _chat_parsers(sub):
     for name, fn, text in (
-            ("score", cmd_score, "chat models: one JSON line {loss, tokens} per input"),
-            ("generate", cmd_generate, "chat models: print the completion of a prompt")):
+            ("score", cmd_score, "chat models and T5: one JSON line {loss, tokens} per input"),
+            ("generate", cmd_generate, "chat models and T5: print the completion of a prompt")):
         p = sub.add_parser(name, help=text)
-        p.add_argument("--model", required=True, help="decoder checkpoint directory (Llama, GPT-2 or Phi-2 family)")
-        p.add_argument("--adapter", help="a PEFT LoRA adapter (task CAUSAL_LM)")
+        p.add_argument("--model", required=True, help="decoder checkpoint directory (Llama, GPT-2 "
+                                                       "or Phi-2 family), or a T5 one (FLAN-T5)")
+        p.add_argument("--adapter", help="a PEFT LoRA adapter (task CAUSAL_LM; SEQ_2_SEQ_LM for T5)")
         _backend_options(p, ["f32", "f16", "int8", "int4"])
         p.add_argument("--max-length", type=MAX_LENGTH, help="tokens (default 512)")
         p.set_defaults(fn=fn)
     sub.choices["score"].add_argument("--data", required=True)
     p = sub.choices["generate"]
     p.add_argument("--prompt", required=True,
-                   help="a user turn, rendered with the chat template (see --raw)")
+                   help="a user turn, rendered with the chat template (see --raw); T5: the "
+                        "input text")
     p.add_argument("--raw", action="store_true",
                    help="continue the text itself, no chat template (base models)")
     p.add_argument("--max-new-tokens", type=COUNT, help="default 128")

@@ -1,21 +1,120 @@
-"""`py-engine train` on encoder-decoders: a T5 checkpoint is recognised from config.json and
-pointed to the Python API (its Unigram tokenizer is not one the command line reads); another
-encoder-decoder is refused naming the supported one, rather than taken for a BERT encoder."""
+"""`py-engine train | score | generate` on a T5 encoder-decoder (FLAN-T5 layout): a tiny
+checkpoint directory with its own Unigram tokenizer.json, no tokenizer given anywhere. The
+adapter trained from the command line loads in PEFT (task SEQ_2_SEQ_LM) with the engine's
+logits, score gives transformers + PEFT's mean target loss, generate prints the learned target;
+options that do not apply to T5 are refused by name; another encoder-decoder is refused naming
+the supported one."""
 
 import json
 
+import numpy as np
+import pytest
+import torch
+from peft import PeftModel
+
+from conftest import run
+from py_engine.train.seq2seq import Seq2SeqModel
 from t5_checkpoints import tiny_t5
+from t5_tokenizer import t5_dir
 from test_cli_classifier import cli, write_jsonl
+from test_t5_reference import relative
+
+PAIRS = [("translate to german: hello world", "hallo welt"),
+         ("summarize: the cat sat on the mat", "a cat on a mat"),
+         ("question: what is two plus two? answer", "four"),
+         ("the quick brown fox", "jumps over the lazy dog")]
 
 
-def test_t5_is_recognised_and_pointed_to_the_python_api(tmp_path):
-    tiny_t5(tmp_path / "t5")
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A LoRA adapter trained by `py-engine train` on the pairs (the one command-line run the
+    tests below share)."""
+    root = tmp_path_factory.mktemp("t5-cli")
+    model, tok = t5_dir(root / "t5")
+    data = write_jsonl(root / "pairs.jsonl", [{"input": s, "target": t} for s, t in PAIRS])
+    out = cli("train", "--model", model, "--data", data, "--out", root / "adapter",
+              "--epochs", 60, "--lr", 1e-2, "--batch-size", 4, "--max-length", 64, "--r", 8,
+              "--lora-alpha", 16, "--target-modules", "q,v,wo", "--seed", 3, "--dropout", 0)
+    steps = [json.loads(line) for line in out.stderr.splitlines() if line.startswith("{")]
+    return root, model, tok, data, steps
+
+
+def peft_model(model_dir, adapter):
+    base = tiny_t5(model_dir.parent / "base").float()
+    return PeftModel.from_pretrained(base, adapter).double().eval()
+
+
+def test_train_writes_a_peft_seq2seq_adapter_with_the_engines_logits(trained):
+    root, model, tok, _, steps = trained
+    assert len(steps) == 60 and steps[-1]["loss"] < 0.05 * steps[0]["loss"]
+    config = json.loads((root / "adapter" / "adapter_config.json").read_text())
+    assert config["task_type"] == "SEQ_2_SEQ_LM"
+    assert sorted(config["target_modules"]) == ["q", "v", "wo"]
+    assert (config["r"], config["lora_alpha"]) == (8, 16)
+    peft = peft_model(model, root / "adapter")
+    engine = run(Seq2SeqModel.load(model, adapter_dir=root / "adapter"))
+    ids, target = tok.encode(PAIRS[0][0]).ids, tok.encode(PAIRS[0][1]).ids
+    decoder = engine.decoder()
+    got = [run(decoder.prefill(ids))] + [run(decoder.step(t)) for t in target]
+    with torch.no_grad():
+        want = peft(input_ids=torch.as_tensor([ids]),
+                    decoder_input_ids=torch.as_tensor([[0] + target])).logits[0].numpy()
+    assert relative(np.stack(got), want) <= 1e-5        # float32 engine
+
+
+@pytest.mark.parametrize("source, target", PAIRS[:2])
+def test_generate_prints_the_learned_target(trained, source, target):
+    root, model, *_ = trained
+    out = cli("generate", "--model", model, "--adapter", root / "adapter", "--prompt", source,
+              "--max-new-tokens", 32)
+    assert out.stdout == target + "\n"
+
+
+def test_score_gives_transformers_mean_target_loss(trained):
+    root, model, tok, data, _ = trained
+    out = cli("score", "--model", model, "--adapter", root / "adapter", "--data", data)
+    scores = [json.loads(line) for line in out.stdout.splitlines()]
+    peft = peft_model(model, root / "adapter")
+    assert len(scores) == len(PAIRS)
+    for score, (source, target) in zip(scores, PAIRS):
+        labels = tok.encode(target).ids
+        with torch.no_grad():
+            want = peft(input_ids=torch.as_tensor([tok.encode(source).ids]),
+                        labels=torch.as_tensor([labels])).loss.item()
+        assert score["tokens"] == len(labels)
+        assert abs(score["loss"] - want) <= 1e-4 * max(want, 1e-2)    # float32 engine
+
+
+@pytest.mark.parametrize("command, options, message", [
+    ("train", ["--mode", "full"], "--mode full: T5 encoder-decoders train LoRA adapters only"),
+    ("train", ["--mode", "hybrid", "--patience", "2"],
+     "--mode hybrid: T5 encoder-decoders train LoRA adapters only"),
+    ("train", ["--pooling", "mean"], "--pooling: only for classifiers; .* is a T5 encoder-decoder"),
+    ("train", ["--backend", "gpu", "--base-dtype", "int8"],
+     "--base-dtype int8: T5 encoder-decoders keep f32 base weights"),
+    ("generate", ["--prompt", "hi", "--raw"], "--raw: .* is a T5 encoder-decoder"),
+    ("generate", ["--prompt", "hi", "--adapter", "CAUSAL"],
+     "is a CAUSAL_LM adapter; this command needs a SEQ_2_SEQ_LM one"),
+])
+def test_options_that_do_not_apply_are_refused_by_name(tmp_path, command, options, message):
+    import re
+
+    model, _ = t5_dir(tmp_path / "t5")
+    (tmp_path / "CAUSAL").mkdir()
+    (tmp_path / "CAUSAL" / "adapter_config.json").write_text(json.dumps({"task_type": "CAUSAL_LM"}))
+    options = [str(tmp_path / o) if o == "CAUSAL" else o for o in options]
     data = write_jsonl(tmp_path / "pairs.jsonl", [{"input": "a", "target": "b"}])
-    out = cli("train", "--model", tmp_path / "t5", "--data", data, "--out", tmp_path / "x", check=False)
-    assert out.returncode == 2
-    assert "T5 encoder-decoders train through the Python API (py_engine.train.seq2seq.Seq2SeqModel" \
-           in out.stderr
+    given = ["--data", data, "--out", tmp_path / "x"] if command == "train" else []
+    out = cli(command, "--model", model, *given, *options, check=False)
+    assert out.returncode == 2 and len(out.stderr.splitlines()) == 1
+    assert re.search(message, out.stderr), out.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_a_checkpoint_without_tokenizer_json_is_refused(tmp_path):
+    tiny_t5(tmp_path / "t5")
+    out = cli("generate", "--model", tmp_path / "t5", "--prompt", "hi", check=False)
+    assert out.returncode == 2 and "has no tokenizer.json" in out.stderr
 
 
 def test_another_encoder_decoder_is_refused_naming_t5(tmp_path):

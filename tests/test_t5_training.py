@@ -21,7 +21,7 @@ from py_engine.train.chat import ChatModel
 from py_engine.train.seq2seq import Seq2SeqModel
 from py_engine.train.tasks import Seq2SeqTask
 from t5_checkpoints import tiny_t5
-from t5_tokenizer import t5_tokenizer
+from t5_tokenizer import t5_dir, t5_tokenizer
 from test_t5_reference import relative
 
 PAIRS = [("translate to german: hello world", "hallo welt"),
@@ -107,6 +107,21 @@ def test_training_learns_the_pairs_and_its_adapter_loads_in_peft(tmp_path):
 
     again = run(Seq2SeqModel.load(tmp_path / "model", tok, tmp_path / "adapter"))
     assert run(again.generate(PAIRS[1][0], max_new_tokens=32)).text == PAIRS[1][1]
+
+
+def test_without_a_tokenizer_the_checkpoints_own_is_read_and_trains(tmp_path):
+    """No tokenizer given: the checkpoint's Unigram tokenizer.json through the engine's own
+    tokenizer gives Hugging Face tokenizers' ids for every pair, and the model learns them."""
+    model_dir, hf_tok = t5_dir(tmp_path / "model")
+    model = run(Seq2SeqModel.create(model_dir, seed=3))
+    examples = [Seq2SeqExample(*p) for p in PAIRS]
+    ours, _ = encode_seq2seq_examples(examples, model.tokenizer)
+    theirs, _ = encode_seq2seq_examples(examples, hf_tok)
+    assert [(e.ids, e.labels) for e in ours] == [(e.ids, e.labels) for e in theirs]
+    history = run(model.fit(ours, CausalTrainConfig(epochs=30, lr=1e-2, batch_size=4)))
+    assert history[-1].loss < 0.2 * history[0].loss
+    assert run(model.generate(PAIRS[2][0], max_new_tokens=8)).text == \
+        hf_tok.decode(theirs[2].labels, skip_special_tokens=True)
 
 
 def test_full_fine_tuning_and_decoders_are_refused(tmp_path):

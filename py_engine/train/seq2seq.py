@@ -2,49 +2,58 @@
 input/target pairs, generation, and PEFT adapters (task SEQ_2_SEQ_LM): ChatModel's API, its
 trainer, runtimes and adapter files, with the sequence-to-sequence task.
 
-    model = await Seq2SeqModel.create("flan-t5-dir", tokenizer)
-    pairs, _ = encode_seq2seq_examples(read_seq2seq_jsonl("pairs.jsonl"), tokenizer)
+    model = await Seq2SeqModel.create("flan-t5-dir")
+    pairs, _ = encode_seq2seq_examples(read_seq2seq_jsonl("pairs.jsonl"), model.tokenizer)
     await model.fit(pairs, CausalTrainConfig(epochs=2))
     print((await model.generate("Translate to German: Hello")).text)
     await model.save("adapter_dir")
 
-`tokenizer`: an object with encode(text).ids, decode(ids, skip_special_tokens) and
-token_to_id (a Hugging Face `tokenizers.Tokenizer` on the host: the engine's own tokenizers
-read BPE and WordPiece files, not T5's Unigram one). Full fine-tuning is not supported for
-this family: mode "lora" only.
+`tokenizer`: left out (CHECKPOINT_TOKENIZER), the checkpoint's own tokenizer.json read by the
+engine's pure-Python Unigram tokenizer (tokenizers.checkpoint.seq2seq_tokenizer, which runs in
+the browser too); any object with encode(text).ids, decode(ids, skip_special_tokens) and
+token_to_id (a Hugging Face `tokenizers.Tokenizer`, say); or None for a model driven by token
+ids alone (encoded pairs, decoder()), whose directory needs no tokenizer.json. Full
+fine-tuning is not supported for this family: mode "lora" only.
 """
 
 from ..formats.peft_adapter import load_adapter
+from ..tokenizers.checkpoint import seq2seq_tokenizer
 from .chat import ChatModel
 from .config import CausalTrainConfig
 from .runtime import create_runtime
 from .tasks import Seq2SeqTask
 
 
+CHECKPOINT_TOKENIZER = "checkpoint"     # the tokenizer argument's default: the checkpoint's own
+
+
 class Seq2SeqModel(ChatModel):
     task_type = "SEQ_2_SEQ_LM"
 
     @classmethod
-    async def create(cls, model_dir, tokenizer, lora=None, backend="numpy", seed=0, max_length=512,
-                     device=None):
+    async def create(cls, model_dir, tokenizer=CHECKPOINT_TOKENIZER, lora=None, backend="numpy",
+                     seed=0, max_length=512, device=None, dropout=None):
         """A fresh LoRA adapter (PEFT's default targets for the family unless `lora` names
-        others) on the checkpoint in `model_dir`."""
+        others) on the checkpoint in `model_dir`; dropout as ChatModel.create's (T5 has one
+        rate)."""
+        tokenizer = _tokenizer(model_dir, tokenizer)
         model = await super().create(model_dir, lora=lora, mode="lora", backend=backend, seed=seed,
-                                     max_length=max_length, device=device)
+                                     max_length=max_length, device=device, dropout=dropout)
         model.tokenizer = tokenizer
         return model
 
     @classmethod
-    async def load(cls, model_dir, tokenizer, adapter_dir=None, backend="numpy", max_length=512,
-                   device=None):
+    async def load(cls, model_dir, tokenizer=CHECKPOINT_TOKENIZER, adapter_dir=None,
+                   backend="numpy", max_length=512, device=None, dropout=None):
         """The checkpoint, with a PEFT LoRA adapter (task SEQ_2_SEQ_LM) when `adapter_dir` is
         given."""
         if adapter_dir is None:
             return await cls.create(model_dir, tokenizer, backend=backend, max_length=max_length,
-                                    device=device)
+                                    device=device, dropout=dropout)
+        tokenizer = _tokenizer(model_dir, tokenizer)
         config, tensors, _ = load_adapter(adapter_dir)
         model = await cls._from_adapter(model_dir, adapter_dir, config, tensors, backend, device, "f32",
-                                        64, max_length)
+                                        64, max_length, dropout)
         model.tokenizer = tokenizer
         return model
 
@@ -86,3 +95,11 @@ class Seq2SeqModel(ChatModel):
         eos = self.checkpoint.config.eos_token_id
         return sorted(set(eos if isinstance(eos, list) else [] if eos is None else [eos]))
 
+
+
+def _tokenizer(model_dir, tokenizer):
+    """The tokenizer given (None included), else the checkpoint's own (read before any weight
+    is loaded, so a directory without tokenizer.json is refused at once)."""
+    if isinstance(tokenizer, str) and tokenizer == CHECKPOINT_TOKENIZER:
+        return seq2seq_tokenizer(model_dir)
+    return tokenizer
