@@ -48,6 +48,19 @@ def peft_adapter(base, path, targets, **options):
     return model.double()
 
 
+def adapter_decoder(path):
+    """(decoder, lora, tensors): the NumPy decoder (float64 LoRA, unmerged) of the checkpoint
+    under path / "model" with the PEFT adapter under path / "adapter" applied, as a standalone
+    decoder reads them, and the adapter's LoraConfig and tensors."""
+    config, tensors, _ = load_adapter(path / "adapter")
+    lora = LoraConfig.from_peft_dict(config)
+    checkpoint = DecoderCheckpoint.load(path / "model")
+    params = {n: np.frombuffer(checkpoint.floats(n), np.float32).reshape(checkpoint.shape(n))
+              for n in checkpoint.names()}
+    params.update({n: np.asarray(v, np.float64).reshape(s) for n, (s, v) in tensors.items()})
+    return NumpyDecoder.from_params(checkpoint.config, params, lora_scaling=lora.scaling), lora, tensors
+
+
 def a_batch(T=10):
     rng = np.random.default_rng()
     B = 3
@@ -317,17 +330,11 @@ def check_adapters_both_ways(tmp_path, peft, model_class, tiny, targets):
     with torch.no_grad():
         want = peft(input_ids=torch.as_tensor([ids])).logits[0, -1].numpy()
 
-    config, tensors, _ = load_adapter(tmp_path / "adapter")
-    lora = LoraConfig.from_peft_dict(config)
-    checkpoint = DecoderCheckpoint.load(tmp_path / "model")
-    params = {n: np.frombuffer(checkpoint.floats(n), np.float32).reshape(checkpoint.shape(n))
-              for n in checkpoint.names()}
-    params.update({n: np.asarray(v, np.float64).reshape(s) for n, (s, v) in tensors.items()})
-    decoder = NumpyDecoder.from_params(checkpoint.config, params, lora_scaling=lora.scaling)
+    decoder, lora, tensors = adapter_decoder(tmp_path)
     got = run(decoder.prefill(ids))
     assert relative(got, want) <= 1e-6          # PEFT's adapter file holds float32
 
-    model = model_class(checkpoint.config, lora)
+    model = model_class(decoder.config, lora)
     save_adapter(tmp_path / "ours", model.lora.to_peft_dict(), tensors)
     ours = read_adapter_config(tmp_path / "ours")
     assert sorted(ours["target_modules"]) == sorted(targets)

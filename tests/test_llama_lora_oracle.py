@@ -5,8 +5,6 @@ a float64 model, so agreement is near float32 precision: bounds 1e-6 loss, 1e-5 
 import numpy as np
 import pytest
 import torch
-from peft import LoraConfig as PeftLoraConfig
-from peft import TaskType, get_peft_model
 from transformers import LlamaConfig as HFLlamaConfig
 from transformers import LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
@@ -17,6 +15,7 @@ from py_engine.models.llama import LlamaModel, shift_labels
 from py_engine.models.llama_config import LlamaConfig
 from py_engine.models.lora_config import LoraConfig
 from py_engine.train.batch import Batch
+from test_gpt2_lora_oracle import peft_adapter
 
 TINY = dict(vocab_size=96, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, intermediate_size=48, max_position_embeddings=64)
@@ -27,14 +26,7 @@ def peft_decoder(path, model_class, config, targets, seed=0):
     torch.manual_seed(seed)
     base = model_class(config)
     base.save_pretrained(path / "model", safe_serialization=True)
-    model = get_peft_model(base, PeftLoraConfig(task_type=TaskType.CAUSAL_LM, r=4, lora_alpha=8,
-                                                lora_dropout=0.0, target_modules=targets))
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.copy_(0.1 * torch.randn_like(p))
-    model.save_pretrained(path / "adapter")
-    return model.double()
+    return peft_adapter(base, path, targets)
 
 
 @pytest.mark.parametrize("model_class, hf_config, targets", [

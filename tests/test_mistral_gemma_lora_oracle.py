@@ -8,17 +8,15 @@ both ways with PEFT and the merged export loaded by transformers. Bounds as for 
 import numpy as np
 import pytest
 import torch
-from peft import LoraConfig as PeftLoraConfig
-from peft import PeftModel, TaskType, get_peft_model
+from peft import PeftModel
 
 from conftest import run
 from mistral_gemma_checkpoints import FAMILIES, VOCAB, WINDOW, hf_model, tiny_checkpoint
 from py_engine.formats.peft_adapter import load_adapter, read_adapter_config, save_adapter
-from py_engine.generate import NumpyDecoder
 from py_engine.models.checkpoint import DecoderCheckpoint
 from py_engine.models.llama import LlamaModel
 from py_engine.models.lora_config import LoraConfig
-from test_gpt2_lora_oracle import engine_step, relative, torch_step
+from test_gpt2_lora_oracle import adapter_decoder, engine_step, peft_adapter, relative, torch_step
 
 ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 LOSS_BOUND, GRAD_BOUND = 1e-6, 1e-5
@@ -29,14 +27,7 @@ def peft_model(path, family, targets):
     path / "adapter"; returns the PEFT model in float64."""
     base = hf_model(family)
     base.save_pretrained(path / "model", safe_serialization=True)
-    model = get_peft_model(base, PeftLoraConfig(task_type=TaskType.CAUSAL_LM, r=4, lora_alpha=8,
-                                                lora_dropout=0.0, target_modules=targets))
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.copy_(0.1 * torch.randn_like(p))
-    model.save_pretrained(path / "adapter")
-    return model.double()
+    return peft_adapter(base, path, targets)
 
 
 def a_batch(T=3 * WINDOW):
@@ -102,16 +93,10 @@ def test_peft_adapter_loads_and_ours_loads_in_peft(tmp_path, family):
     with torch.no_grad():
         want = peft(input_ids=torch.as_tensor([ids])).logits[0, -1].numpy()
 
-    config, tensors, _ = load_adapter(tmp_path / "adapter")
-    lora = LoraConfig.from_peft_dict(config)
-    checkpoint = DecoderCheckpoint.load(tmp_path / "model")
-    params = {n: np.frombuffer(checkpoint.floats(n), np.float32).reshape(checkpoint.shape(n))
-              for n in checkpoint.names()}
-    params.update({n: np.asarray(v, np.float64).reshape(s) for n, (s, v) in tensors.items()})
-    decoder = NumpyDecoder.from_params(checkpoint.config, params, lora_scaling=lora.scaling)
+    decoder, lora, tensors = adapter_decoder(tmp_path)
     assert relative(run(decoder.prefill(ids)), want) <= LOSS_BOUND
 
-    model = LlamaModel(checkpoint.config, lora)
+    model = LlamaModel(decoder.config, lora)
     save_adapter(tmp_path / "ours", model.lora.to_peft_dict(), tensors)
     assert sorted(read_adapter_config(tmp_path / "ours")["target_modules"]) == sorted(ALL)
     reloaded = PeftModel.from_pretrained(hf_model(family), tmp_path / "ours").double().eval()

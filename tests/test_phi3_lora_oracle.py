@@ -16,11 +16,11 @@ from transformers import Phi3ForCausalLM
 from conftest import run
 from phi3_checkpoints import CASES, ORIGINAL, TINY, tiny_phi3
 from py_engine.formats.peft_adapter import load_adapter, read_adapter_config, save_adapter
-from py_engine.generate import NumpyDecoder
 from py_engine.models.checkpoint import DecoderCheckpoint
 from py_engine.models.llama import LlamaModel
 from py_engine.models.lora_config import LoraConfig
-from test_gpt2_lora_oracle import a_batch, engine_step, peft_adapter, relative, torch_step
+from test_gpt2_lora_oracle import (a_batch, adapter_decoder, engine_step, peft_adapter, relative,
+                                   torch_step)
 
 V = TINY["vocab_size"]
 ALL = ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]
@@ -97,16 +97,10 @@ def test_peft_adapter_loads_and_ours_loads_in_peft(tmp_path):
     with torch.no_grad():
         want = peft(input_ids=torch.as_tensor([ids])).logits[0, -1].numpy()
 
-    config, tensors, _ = load_adapter(tmp_path / "adapter")
-    lora = LoraConfig.from_peft_dict(config)
-    checkpoint = DecoderCheckpoint.load(tmp_path / "model")
-    params = {n: np.frombuffer(checkpoint.floats(n), np.float32).reshape(checkpoint.shape(n))
-              for n in checkpoint.names()}
-    params.update({n: np.asarray(v, np.float64).reshape(s) for n, (s, v) in tensors.items()})
-    decoder = NumpyDecoder.from_params(checkpoint.config, params, lora_scaling=lora.scaling)
+    decoder, lora, tensors = adapter_decoder(tmp_path)
     assert relative(run(decoder.prefill(ids)), want) <= 1e-6     # the adapter file holds float32
 
-    model = LlamaModel(checkpoint.config, lora)
+    model = LlamaModel(decoder.config, lora)
     save_adapter(tmp_path / "ours", model.lora.to_peft_dict(), tensors)
     ours = read_adapter_config(tmp_path / "ours")
     assert sorted(ours["target_modules"]) == sorted(ALL)

@@ -7,8 +7,6 @@ torch autograd, adapters both ways with PEFT, and the merged export in transform
 import numpy as np
 import pytest
 import torch
-from peft import LoraConfig as PeftLoraConfig
-from peft import TaskType, get_peft_model
 from transformers import PhiForCausalLM
 
 from phi_checkpoints import TINY, tiny_phi
@@ -17,7 +15,8 @@ from py_engine.models.checkpoint import DecoderCheckpoint
 from py_engine.models.lora_config import LoraConfig
 from py_engine.models.phi import PhiModel
 from test_gpt2_lora_oracle import (   # any decoder family's helpers
-    a_batch, check_adapters_both_ways, check_merged_export, engine_step, relative, torch_step)
+    a_batch, check_adapters_both_ways, check_merged_export, engine_step, peft_adapter, relative,
+    torch_step)
 
 V = TINY["vocab_size"]
 assert V == 96                   # a_batch draws ids below GPT-2's tiny vocabulary: the same size
@@ -31,16 +30,7 @@ LOSS_BOUND, GRAD_BOUND = 1e-6, 1e-5
 def peft_phi(path, targets, **overrides):
     """The tiny checkpoint (config `overrides`) under path / "model" and a PEFT adapter (lora_B
     non-zero) under path / "adapter"; returns the PEFT model in float64."""
-    base = tiny_phi(path / "model", **overrides).float()
-    config = PeftLoraConfig(task_type=TaskType.CAUSAL_LM, r=4, lora_alpha=8, lora_dropout=0.0,
-                            target_modules=targets)
-    model = get_peft_model(base, config)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.copy_(0.1 * torch.randn_like(p))
-    model.save_pretrained(path / "adapter")
-    return model.double()
+    return peft_adapter(tiny_phi(path / "model", **overrides), path, targets)
 
 
 def peft_grads(peft):
