@@ -30,7 +30,8 @@ that the model learns to read titles and paths rather than to remember domains (
 mostly on sites no list holds); a made-up domain is never one the generator knows.
 
 data/brands.json: the well-known sites of each category, so that the model knows which real
-site belongs where when its tab does not say ("Home | Etsy"). {"share", "policy", "pages":
+site belongs where when its tab does not say ("Home | Etsy"); none of the evaluation sets'
+sites is on it (data/tabs/eval.jsonl measures sites the model has never seen). {"share", "policy", "pages":
 {set: [[path, title], ...]}, "sites": {label: {set: [[domain, display name], ...]}}}: a domain
 listed under page set "Shopping travel" of label "Shopping" draws its pages from the generic
 set "Shopping" and the set "Shopping travel" (a set named as its label stands alone); its
