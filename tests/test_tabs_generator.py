@@ -12,8 +12,8 @@ import pytest
 
 from py_engine.cli import main
 from py_engine.tabs.categories import Categories
-from py_engine.tabs.generator import (generate, generator_domains, load_sites, made_up_site,
-                                      registrable_domain, url_domain)
+from py_engine.tabs.generator import (BRANDS_FILE, WELL_KNOWN, generate, generator_domains,
+                                      load_sites, made_up_site, registrable_domain, url_domain)
 from py_engine.tabs.normalize import LOCAL_DEV, parse_tab, tab_text
 from py_engine.tabs.rules import words
 from py_engine.tabs.tab_data import EVAL_FILE, FIELDS, read_tabs
@@ -106,8 +106,9 @@ def test_registrable_domain():
 
 def test_eval_set_is_independent_of_the_generator():
     """The evaluation set holds at least 300 tabs of every category, its domains are none of
-    the generator's (local dev servers aside), and none of its titles is one the generator
-    writes in a large sample, nor shares 60% of its words with one."""
+    the generator's (local dev servers aside; the well-known sites of data/brands.json
+    included), and none of its titles is one the generator writes in a large sample, nor
+    shares 60% of its words with one."""
     tabs = read_tabs(EVAL_FILE)
     assert len(tabs) >= 300
     assert set(Counter(t.label for t in tabs)) == set(LABELS)
@@ -141,6 +142,48 @@ def _near_copies(titles, generated, threshold):
             if len(e & s) / len(e | s) >= threshold:
                 out.append((title, sets[s]))
     return out
+
+
+_HOST = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))*\.[a-z]{2,}")
+
+
+def test_well_known_sites():
+    """brands.json is read: every category has 200 or more well-known sites, each a well-formed
+    host name with a display name, none listed twice (in one category or two) nor one of
+    sites.json's hosts; the generator draws them, each class's share, with its own label."""
+    with open(BRANDS_FILE, encoding="utf-8") as f:
+        raw = json.load(f)
+    assert set(raw["sites"]) == set(LABELS)
+    hosts = []
+    for label, sets in raw["sites"].items():
+        assert all(name == label or name.split()[0] == label for name in sets), sets.keys()
+        entries = [entry for domains in sets.values() for entry in domains]
+        assert len({registrable_domain(host) for host, _ in entries}) >= 200, label
+        for host, name in entries:
+            assert _HOST.fullmatch(host), host
+            assert name.strip() == name and name, host
+        hosts += [host for host, _ in entries]
+    repeated = sorted(h for h, n in Counter(hosts).items() if n > 1)
+    assert not repeated, repeated
+    templated = load_sites(brands=None)
+    template_hosts = {d[0] for group in (templated["categories"], templated["non_english"])
+                      for sites in group.values() for site in sites for d in site["domains"]}
+    assert not set(hosts) & template_hosts, sorted(set(hosts) & template_hosts)
+    assert not {h for h in hosts if h == registrable_domain(h)} & generator_domains(templated)
+
+    data = load_sites()
+    assert {label: len(sites) for label, sites in data["well_known"]["sites"].items()} == \
+        {label: sum(len(d) for d in sets.values()) for label, sets in raw["sites"].items()}
+    train, held, stats = generate(1400, seed=4, validation=0.1, data=data)
+    rows = [r for r in train + held if r["kind"] == WELL_KNOWN]
+    assert Counter(r["label"] for r in rows) == {label: round(raw["share"] * 200) for label in LABELS}
+    listed = {label: {registrable_domain(host) for sets in raw["sites"][label].values()
+                      for host, _ in sets} for label in LABELS}
+    for r in rows:
+        assert url_domain(r["url"]) in listed[r["label"]], r
+    assert stats["hard_case_policy"][WELL_KNOWN] == raw["policy"]
+    assert sum(r["title"] == "" for r in rows) < len(rows) / 4
+    assert generator_domains() >= generator_domains(well_known=False) | set(map(registrable_domain, hosts))
 
 
 def test_sites_file_is_consistent():

@@ -27,7 +27,20 @@ is News (the provider's status page stays Cloud); a local dev server is Dev what
 a non-English title takes its content's category; a tab with an empty title takes its URL's.
 "unknown_site" puts a page of one of the category's sites on a made-up domain and name, so
 that the model learns to read titles and paths rather than to remember domains (real tabs are
-mostly on sites no list holds).
+mostly on sites no list holds); a made-up domain is never one the generator knows.
+
+data/brands.json: the well-known sites of each category, so that the model knows which real
+site belongs where when its tab does not say ("Home | Etsy"); none of the evaluation sets'
+sites is on it (data/tabs/eval.jsonl measures sites the model has never seen). {"share", "policy", "pages":
+{set: [[path, title], ...]}, "sites": {label: {set: [[domain, display name], ...]}}}: a domain
+listed under page set "Shopping travel" of label "Shopping" draws its pages from the generic
+set "Shopping" and the set "Shopping travel" (a set named as its label stands alone); its
+pages are templates as in sites.json, written for any site of the kind ("{site} - Log In",
+"{product} | {site}", a bare "{site}", an empty title). The kind "well_known_site" takes
+`share` of each class that has well-known sites, drawing a domain uniformly from its label's
+list (every site is equally likely, not weighted by its pages). load_sites reads both files;
+the well-known sites land in data["well_known"] as {"share", "policy", "sites": {label:
+[site]}} with sites in sites.json's form.
 """
 
 import json
@@ -42,6 +55,8 @@ from .categories import Categories
 from .normalize import tab_text
 
 SITES_FILE = Path(__file__).parent / "data" / "sites.json"
+BRANDS_FILE = Path(__file__).parent / "data" / "brands.json"
+WELL_KNOWN = "well_known_site"     # the example kind of data["well_known"]
 DEFAULT_SIZE = 10000
 DEFAULT_VALIDATION = 0.1
 MAX_TRIES = 50          # draws of a new example before accepting a duplicate
@@ -107,9 +122,29 @@ def url_domain(url):
         return ""
 
 
-def load_sites(path=SITES_FILE):
+def load_sites(path=SITES_FILE, brands=BRANDS_FILE):
+    """sites.json's data, with the well-known sites of `brands` (None: none) in "well_known"."""
     with open(path, encoding="utf-8") as f:
-        return json.load(f)
+        data = json.load(f)
+    if brands is not None:
+        with open(brands, encoding="utf-8") as f:
+            data["well_known"] = well_known_sites(json.load(f))
+    return data
+
+
+def well_known_sites(brands):
+    """brands.json's lists as {"share", "policy", "sites": {label: [site]}}: one site per
+    domain, its pages the label's generic set plus the set it is listed under."""
+    pages = brands["pages"]
+    sites = {}
+    for label, sets in brands["sites"].items():
+        for name, domains in sets.items():
+            if name not in pages or label not in pages:
+                raise GeneratorDataError(f"brands.json: no page set {name if name not in pages else label!r}")
+            site_pages = pages[label] + (pages[name] if name != label else [])
+            sites.setdefault(label, []).extend({"domains": [domain], "pages": site_pages}
+                                               for domain in domains)
+    return {"share": brands["share"], "policy": brands["policy"], "sites": sites}
 
 
 def slug(value, sep="-"):
@@ -189,17 +224,31 @@ def class_plan(data, label, count):
             if kind == "non_english" and not data["non_english"].get(label):
                 continue
             plan.append((kind, round(case["share"] * count)))
+    well_known = data.get("well_known")
+    if well_known and well_known["sites"].get(label):
+        plan.append((WELL_KNOWN, round(well_known["share"] * count)))
     plan.append(("regular", count - sum(n for _, n in plan)))
     return plan
 
 
-def _example(data, label, kind, rng):
+def _made_up_site(rng, known):
+    """made_up_site, drawn again while it is one of the `known` registrable domains."""
+    while True:
+        brand = made_up_site(rng)
+        if registrable_domain(brand[0]) not in known:
+            return brand
+
+
+def _example(data, label, kind, rng, known):
     words = data["words"]
     if kind == "regular" or kind == "url_only":
         url, title = _draw(_pick(data["categories"][label], rng), words, rng)
         title = "" if kind == "url_only" else title
+    elif kind == WELL_KNOWN:
+        url, title = _draw(rng.choice(data["well_known"]["sites"][label]), words, rng)
     elif kind == "unknown_site":
-        url, title = _draw(_pick(data["categories"][label], rng), words, rng, made_up_site(rng))
+        url, title = _draw(_pick(data["categories"][label], rng), words, rng,
+                           _made_up_site(rng, known))
     elif kind == "non_english":
         url, title = _draw(_pick(data["non_english"][label], rng), words, rng)
     else:
@@ -230,6 +279,7 @@ def generate(size=DEFAULT_SIZE, seed=0, validation=DEFAULT_VALIDATION, data=None
     data = data or load_sites()
     labels = labels or Categories.default().names()
     check_sites(data, labels)
+    known = generator_domains(data)
     rng = random.Random(seed)
     seen, train, held = set(), [], []
     for k, label in enumerate(labels):
@@ -238,7 +288,7 @@ def generate(size=DEFAULT_SIZE, seed=0, validation=DEFAULT_VALIDATION, data=None
         for kind, number in class_plan(data, label, count):
             for _ in range(number):
                 for _ in range(MAX_TRIES):
-                    row = _example(data, label, kind, rng)
+                    row = _example(data, label, kind, rng, known)
                     if (row["url"], row["title"]) not in seen:
                         break
                 seen.add((row["url"], row["title"]))
@@ -262,23 +312,29 @@ def dataset_stats(train, held, data, size, seed, validation):
 
     rows = train + held
     domains = count(rows, lambda r: url_domain(r["url"]))
+    policies = {kind: case["policy"] for kind, case in data["hard_cases"].items()}
+    if data.get("well_known"):
+        policies[WELL_KNOWN] = data["well_known"]["policy"]
     return {"size": size, "seed": seed, "validation_fraction": validation,
             "examples": {"train": len(train), "validation": len(held)},
             "classes": {"train": count(train, lambda r: r["label"]),
                         "validation": count(held, lambda r: r["label"])},
             "hard_cases": {kind: count([r for r in rows if r["kind"] == kind], lambda r: r["label"])
-                           for kind in ["regular", *data["hard_cases"]]},
-            "hard_case_policy": {kind: case["policy"] for kind, case in data["hard_cases"].items()},
+                           for kind in ["regular", *policies]},
+            "hard_case_policy": policies,
             "domain_count": len(domains), "domains": domains}
 
 
-def generator_domains(data=None):
-    """Every registrable domain the generator can write, local hosts left out. A domain
-    template with slots in its registrable part ("{lib}.dev") counts once per value of the
-    slot; slots further left ("{company_slug}.atlassian.net") do not change it."""
+def generator_domains(data=None, well_known=True):
+    """Every registrable domain the generator can write, local hosts left out; without those
+    of the well-known sites unless `well_known`. A domain template with slots in its
+    registrable part ("{lib}.dev") counts once per value of the slot; slots further left
+    ("{company_slug}.atlassian.net") do not change it."""
     data = data or load_sites()
     sites = [s for group in (data["categories"], data["non_english"]) for ss in group.values()
              for s in ss] + [s for case in data["hard_cases"].values() for s in case.get("sites", [])]
+    if well_known and data.get("well_known"):
+        sites += [s for ss in data["well_known"]["sites"].values() for s in ss]
     out = set()
     for site in sites:
         for template, _ in site["domains"]:
