@@ -260,27 +260,14 @@ def deploy_tabs_model():
     return TABS_MODEL
 
 
-BACKGROUND_PER_CATEGORY = 32
-
-
 def tabs_background(model):
-    """JSON lines {url, title, label} of a class-balanced sample of the tabs the deployed
-    adapter was trained on (the generator's, by the size and seed its training.json records):
-    the extension replays them with the user's corrections so that it does not unlearn the
-    rest (EngineService.set_background)."""
-    from py_engine.tabs.generator import DEFAULT_SIZE, DEFAULT_VALIDATION, generate
+    """JSON lines {url, title, label} of the deployed adapter's training tabs that the
+    extension replays with the user's corrections (py_engine.tabs.deploy.background_tabs)."""
+    from py_engine.tabs.deploy import background_tabs
 
     record_file = model / "adapter" / "training.json"
     record = json.loads(record_file.read_text()) if record_file.is_file() else {}
-    options = record.get("config", record)
-    train, _, _ = generate(size=options.get("size", DEFAULT_SIZE), seed=options.get("seed", 0),
-                           validation=options.get("validation", DEFAULT_VALIDATION))
-    taken = {}
-    lines = []
-    for tab in train:                  # the generator's order is already shuffled
-        if taken.get(tab["label"], 0) < BACKGROUND_PER_CATEGORY:
-            taken[tab["label"]] = taken.get(tab["label"], 0) + 1
-            lines.append(json.dumps({k: tab[k] for k in ("url", "title", "label")}, ensure_ascii=False))
+    lines = [json.dumps(tab, ensure_ascii=False) for tab in background_tabs(record)]
     return ("\n".join(lines) + "\n").encode("utf-8")
 
 

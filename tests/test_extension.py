@@ -176,8 +176,8 @@ def test_tabs_are_grouped_by_the_model_a_correction_is_learned_and_kept(extensio
     status = ext.engine("status")
     assert status["queue"]["by_source"] == {"correction": 1} and status["queue"]["by_priority"] == {"300": 1}
 
-    # idle training (forced through the test hook) learns it without unlearning the rest
-    ext.engine("configure", {"train": {"epochs": 1, "lr": 3e-3}})       # few steps on SwiftShader
+    # idle training (forced through the test hook), as the extension is set up, learns it
+    # without unlearning the rest
     ext.sorter("setIdleState", "idle")
     plain = [{"url": u, "title": t} for u, t, _ in TABS]
     for _ in range(3):

@@ -6,6 +6,9 @@
     DIR/categories.json           the categories, their colours (Categories JSON)
     DIR/rules.json                the fallback rules, and rules_conformance.json their test table
 
+background_tabs(record) is the sample of the adapter's training tabs the extension replays with
+the user's corrections (build.py writes it beside the deployed model as background.jsonl).
+
 The base weights are stored as the smallest of int8-embeddings, int8, f16 whose accuracy on
 the given labelled tabs stays within TOLERANCE of f32's (or as asked). The directory is filled
 beside its destination, reloaded from there through TabClassifier.load_deployed, and swapped
@@ -27,6 +30,7 @@ from .rules import CONFORMANCE_FILE, RULES_FILE
 from .train import CATEGORIES_FILE, TRAINING_RECORD
 
 WRITTEN_BY = "py-engine tabs deploy"
+BACKGROUND_PER_CATEGORY = 32
 CANDIDATES = ("int8-embeddings", "int8", "f16")       # smallest first
 TOLERANCE = 0.005
 VERIFY_TABS = 32
@@ -143,3 +147,21 @@ def remove_deploy(to):
     """Delete a directory an earlier deploy wrote (and nothing else)."""
     check_deploy_dir(to)
     shutil.rmtree(to)
+
+
+def background_tabs(record, per_category=BACKGROUND_PER_CATEGORY):
+    """[{url, title, label}]: a class-balanced sample of the tabs an adapter was trained on,
+    generated again by the size, seed and validation share its training record (training.json,
+    a dict) keeps; the extension replays them with the user's corrections so that it does not
+    unlearn the rest (EngineService.set_background)."""
+    from .generator import DEFAULT_SIZE, DEFAULT_VALIDATION, generate
+
+    options = record.get("config", record)
+    train, _, _ = generate(size=options.get("size", DEFAULT_SIZE), seed=options.get("seed", 0),
+                           validation=options.get("validation", DEFAULT_VALIDATION))
+    taken, out = {}, []
+    for tab in train:                  # the generator's order is already shuffled
+        if taken.get(tab["label"], 0) < per_category:
+            taken[tab["label"]] = taken.get(tab["label"], 0) + 1
+            out.append({k: tab[k] for k in ("url", "title", "label")})
+    return out
