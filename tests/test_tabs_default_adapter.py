@@ -60,8 +60,8 @@ CORRECTIONS = [
 def test_corrections_are_learned_without_unlearning_the_rest():
     """Three corrections, each against what the shipped model says, each learned in one idle
     slice with TabService's defaults and the background build.py ships; the generator's
-    validation tabs lose at most 2 points (at the classifier defaults, lr 2e-3 with 3 tabs
-    replayed, they lost 10 here, 25 on the int8 base the extension ships)."""
+    validation tabs lose at most 2 points (at the classifier defaults, 3 passes at lr 2e-3 with
+    3 tabs replayed, they lost 10 here, 25 on the int8 base the extension ships)."""
     _, held, _ = generate(3500, seed=99, validation=0.1)
     probe = [{"url": t["url"], "title": t["title"]} for t in held]
     cats = Categories.default()
