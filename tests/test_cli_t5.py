@@ -1,7 +1,8 @@
 """`py-engine train | score | generate` on a T5 encoder-decoder (FLAN-T5 layout): a tiny
 checkpoint directory with its own Unigram tokenizer.json, no tokenizer given anywhere. The
 adapter trained from the command line loads in PEFT (task SEQ_2_SEQ_LM) with the engine's
-logits, score gives transformers + PEFT's mean target loss, generate prints the learned target;
+logits, score gives transformers + PEFT's mean target loss, generate prints the learned target,
+`export --format merged` writes a checkpoint transformers loads with PEFT's merged logits;
 options that do not apply to T5 are refused by name; another encoder-decoder is refused naming
 the supported one."""
 
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from peft import PeftModel
+from transformers import AutoTokenizer, T5ForConditionalGeneration
 
 from conftest import run
 from py_engine.train.seq2seq import Seq2SeqModel
@@ -83,6 +85,40 @@ def test_score_gives_transformers_mean_target_loss(trained):
                         labels=torch.as_tensor([labels])).loss.item()
         assert score["tokens"] == len(labels)
         assert abs(score["loss"] - want) <= 1e-4 * max(want, 1e-2)    # float32 engine
+
+
+def test_export_merged_loads_in_transformers_with_pefts_merged_logits(trained):
+    root, model, tok, *_ = trained
+    out = cli("export", "--format", "merged", "--model", model, "--adapter", root / "adapter",
+              "--out", root / "merged")
+    assert "merged: encoder layer 1/" in out.stderr and "merged: decoder layer 1/" in out.stderr
+    merged = T5ForConditionalGeneration.from_pretrained(root / "merged").double().eval()
+    folded = peft_model(model, root / "adapter").merge_and_unload()
+    ids = torch.as_tensor([tok.encode(PAIRS[1][0]).ids])
+    decoder_ids = torch.as_tensor([[0] + tok.encode(PAIRS[1][1]).ids])
+    with torch.no_grad():
+        got = merged(input_ids=ids, decoder_input_ids=decoder_ids).logits[0].numpy()
+        want = folded(input_ids=ids, decoder_input_ids=decoder_ids).logits[0].numpy()
+        base = tiny_t5(root / "base").double()(input_ids=ids, decoder_input_ids=decoder_ids).logits[0].numpy()
+    assert relative(got, want) <= 1e-6              # float32 weights both ways
+    assert relative(base, want) > 1e-2              # the adapter is in it
+    # the tokenizer travels with it: transformers generates the learned target from it alone
+    tokenizer = AutoTokenizer.from_pretrained(root / "merged")
+    # (use_cache=False: transformers' cache of a saved T5 with fewer encoder than decoder layers
+    # is made for the encoder's count)
+    generated = merged.generate(**tokenizer(PAIRS[0][0], return_tensors="pt"), max_new_tokens=16,
+                                use_cache=False)
+    assert tokenizer.decode(generated[0], skip_special_tokens=True) == PAIRS[0][1]
+
+
+@pytest.mark.parametrize("fmt", ["gguf", "gguf-lora", "onnx"])
+def test_other_export_formats_are_refused_naming_merged(trained, tmp_path, fmt):
+    root, model, *_ = trained
+    out = cli("export", "--format", fmt, "--model", model, "--adapter", root / "adapter",
+              "--out", tmp_path / "x", check=False)
+    assert out.returncode == 2 and len(out.stderr.splitlines()) == 1
+    assert "is a T5 encoder-decoder checkpoint" in out.stderr, out.stderr
+    assert not (tmp_path / "x").exists()
 
 
 @pytest.mark.parametrize("command, options, message", [

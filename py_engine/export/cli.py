@@ -5,8 +5,8 @@
     py-engine export --format gguf-lora --model DIR --adapter DIR --out DIR [--quant f32|f16]
     py-engine export --format onnx      --model DIR --adapter DIR --out DIR [--quant f32|int8]
 
-merged: a Hugging Face checkpoint with the adapter folded in (chat models and [CLS]-pooled
-classifiers). gguf: OUT/model.gguf for llama.cpp and OUT/Modelfile for `ollama create` (chat
+merged: a Hugging Face checkpoint with the adapter folded in (chat models, T5
+encoder-decoders and [CLS]-pooled classifiers). gguf: OUT/model.gguf for llama.cpp and OUT/Modelfile for `ollama create` (chat
 models). gguf-lora: OUT/adapter.gguf for llama.cpp's --lora over the base model's GGUF. onnx:
 OUT/model.onnx (classifiers), with the labels and tokenizer files beside it.
 
@@ -23,13 +23,15 @@ from pathlib import Path
 FORMATS = ("merged", "gguf", "gguf-lora", "onnx")
 QUANTS = {"merged": ("f32",), "gguf": ("f16", "q8_0", "q4_0", "f32"), "gguf-lora": ("f32", "f16"),
           "onnx": ("f32", "int8")}
-KINDS = {"merged": ("decoder", "encoder"), "gguf": ("decoder",), "gguf-lora": ("decoder",),
+KINDS = {"merged": ("decoder", "encoder", "seq2seq"), "gguf": ("decoder",), "gguf-lora": ("decoder",),
          "onnx": ("encoder",)}
+KIND_NAMES = {"decoder": "chat model", "encoder": "classifier", "seq2seq": "T5 encoder-decoder"}
+ADAPTER_TASKS = {"decoder": "CAUSAL_LM", "encoder": "SEQ_CLS", "seq2seq": "SEQ_2_SEQ_LM"}
 WHY = {"gguf": "GGUF holds chat models (Llama and GPT-2 families); export a classifier with "
-               "--format onnx or merged",
+               "--format onnx or merged, a T5 with --format merged",
        "gguf-lora": "GGUF adapters are for chat models (Llama family)",
        "onnx": "the ONNX export is for classifiers (BERT family); export a chat model with "
-               "--format gguf or merged"}
+               "--format gguf or merged, a T5 with --format merged"}
 
 
 def add_export_parser(sub):
@@ -55,10 +57,9 @@ def check_export(args):
     from ..cli import UsageError, model_kind
     from ..formats.output_dir import check_output_dir
 
-    kind = model_kind(args.model)
+    kind = model_kind(args.model, seq2seq=True)
     if kind not in KINDS[args.format]:
-        raise UsageError(f"{args.model} is a {'chat model' if kind == 'decoder' else 'classifier'}"
-                         f" checkpoint: {WHY[args.format]}")
+        raise UsageError(f"{args.model} is a {KIND_NAMES[kind]} checkpoint: {WHY[args.format]}")
     quant = args.quant or QUANTS[args.format][0]
     if quant not in QUANTS[args.format]:
         raise UsageError(f"--quant {quant} is not a choice for --format {args.format} (choose "
@@ -71,7 +72,7 @@ def check_export(args):
             "a classifier's head is in the adapter trained on it"
         raise UsageError(f"--format {args.format} needs --adapter ({what})")
     if args.adapter is not None:
-        _check_adapter(args.adapter, "SEQ_CLS" if kind == "encoder" else "CAUSAL_LM")
+        _check_adapter(args.adapter, ADAPTER_TASKS[kind])
     if kind == "encoder" and args.format == "merged":
         from ..formats.head_config import resolve_pooling
         from .merged import check_mergeable

@@ -8,8 +8,9 @@ it as a Hugging Face checkpoint directory that transformers loads as it loads th
     save_merged(merged, "out_dir", progress=print)
 
 The folding itself is the runtime's (runtime.merged_weights(), the merge inference uses), so
-it runs where the model runs. A decoder gives LlamaForCausalLM's (or Qwen2's) tensors; a
-classifier BertForSequenceClassification's: "bert." + the encoder and pooler, and the
+it runs where the model runs. A decoder gives its family's tensors (LlamaForCausalLM's,
+GPT2LMHeadModel's, ...), a T5 encoder-decoder T5ForConditionalGeneration's (kind DECODER too:
+one config, transformers' names); a classifier BertForSequenceClassification's: "bert." + the encoder and pooler, and the
 "classifier." head from its adapter. Pure Python (it runs in Pyodide); load_merged is host-side
 only in that it picks the NumPy backend.
 """
@@ -81,16 +82,19 @@ class MergedModel:
         return self.checkpoint.floats(self._names[name])
 
     def layer_of(self, name):
-        """The layer index a tensor belongs to, or None (embeddings, final norm, head)."""
+        """(stack, layer index) of a tensor, or None (embeddings, final norms, head); stack is
+        "encoder" or "decoder" for an encoder-decoder's blocks, "" otherwise."""
         parts = name.split(".")
-        for marker in ("layers", "layer", "h"):      # Llama, BERT, GPT-2
+        for marker in ("block", "layers", "layer", "h"):     # T5 (before its "layer"), Llama, BERT, GPT-2
             if marker in parts:
-                return int(parts[parts.index(marker) + 1])
+                stack = parts[0] if marker == "block" else ""
+                return stack, int(parts[parts.index(marker) + 1])
         return None
 
     def groups(self, names=None):
         """[(label, [names])]: the tensors in groups of one layer each (what progress reports):
-        the embeddings, each layer, then the rest (final norm, pooler, head)."""
+        the embeddings, each layer (an encoder-decoder's encoder blocks, then its decoder's),
+        then the rest (final norms, pooler, head)."""
         names = self.names() if names is None else list(names)
         first, layers, last = [], {}, []
         for name in names:
@@ -98,9 +102,13 @@ class MergedModel:
             if layer is not None:
                 layers.setdefault(layer, []).append(name)
             else:
-                (first if "embed" in name else last).append(name)
+                (first if "embed" in name or name == "shared.weight" else last).append(name)
         out = [("embeddings", first)] if first else []
-        out += [(f"layer {n + 1}/{len(layers)}", layers[n]) for n in sorted(layers)]
+        stacks = sorted({stack for stack, _ in layers}, key=("", "encoder", "decoder").index)
+        for stack in stacks:
+            count = sum(1 for s, _ in layers if s == stack)
+            out += [(f"{stack + ' ' if stack else ''}layer {n + 1}/{count}", layers[(stack, n)])
+                    for n in range(count)]
         return out + ([("head", last)] if last else [])
 
     def classifier_config(self):
@@ -120,17 +128,23 @@ def load_merged(model_dir, adapter_dir=None):
     """The merged model of a checkpoint directory and (optionally, for decoders) a PEFT
     adapter, on the host's NumPy backend. A classifier's head lives in its adapter, so
     classifiers need one."""
-    from ..cli import model_kind
+    from ..cli import SEQ2SEQ, model_kind
     from ..gpu import run_sync
     from ..models.checkpoint import DecoderCheckpoint
 
-    if model_kind(model_dir) == DECODER:
+    kind = model_kind(model_dir, seq2seq=True)
+    if kind in (DECODER, SEQ2SEQ):
         if adapter_dir is None:
             checkpoint = DecoderCheckpoint.load(model_dir)
             return MergedModel(DECODER, checkpoint.config, str(model_dir), checkpoint, {})
-        from ..train.chat import ChatModel
+        if kind == SEQ2SEQ:
+            from ..train.seq2seq import Seq2SeqModel
 
-        model = run_sync(ChatModel.load(model_dir, adapter_dir, backend="numpy"))
+            model = run_sync(Seq2SeqModel.load(model_dir, adapter_dir=adapter_dir, backend="numpy"))
+        else:
+            from ..train.chat import ChatModel
+
+            model = run_sync(ChatModel.load(model_dir, adapter_dir, backend="numpy"))
     else:
         if adapter_dir is None:
             raise ExportError(f"{model_dir} is a classifier checkpoint (BERT family): its head "

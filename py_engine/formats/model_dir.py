@@ -13,7 +13,7 @@ from .finite import require_finite
 from .output_dir import write_output_dir
 
 COPIED = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
-          "special_tokens_map.json", "chat_template.jinja", "vocab.txt")
+          "special_tokens_map.json", "chat_template.jinja", "vocab.txt", "spiece.model")
 
 
 def save_model_dir(directory, source, tensors, protected=(), config=None):

@@ -104,6 +104,11 @@ class T5Config:
             shapes["lm_head.weight"] = (self.vocab_size, d)
         return shapes
 
+    def checkpoint_layout(self, tensors):
+        """{name: (shape, float32 values)} -> as T5ForConditionalGeneration stores them: the
+        engine keeps transformers' names and layouts (a merged model)."""
+        return {name: (tuple(shape), values) for name, (shape, values) in tensors.items()}
+
     @property
     def head_name(self):
         return "shared.weight" if self.tie_word_embeddings else "lm_head.weight"
