@@ -310,11 +310,12 @@ def table(results):
 
 
 def bench_tabs():
-    """The tab classifier (bench/tabs_eval.py: accuracy, sizes, host latency) and the tab sorter
-    extension (bench/tabs_extension.py: latency in the browser, load to group, size), each in a
-    process of its own; their JSON files are kept beside latest.json and their tables printed."""
+    """The tab classifier (bench/tabs_eval.py: accuracy, sizes, host latency), the tab sorter
+    extension (bench/tabs_extension.py: latency in the browser, load to group, size) and how it
+    learns corrections (bench/tabs_corrections.py), each in a process of its own; their JSON
+    files are kept beside latest.json and their tables printed."""
     out = {}
-    for name in ("tabs_eval", "tabs_extension"):
+    for name in ("tabs_eval", "tabs_extension", "tabs_corrections"):
         subprocess.run([sys.executable, str(ROOT / "bench" / f"{name}.py")], check=True, cwd=ROOT)
         out[name] = json.loads((RESULTS.parent / f"{name}.json").read_text())
     return out
