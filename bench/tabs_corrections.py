@@ -30,12 +30,9 @@ SETTINGS = {"extension": None,
             "classifier defaults": {"replay": 3, "train": {"lr": 2e-3, "epochs": 3}}}
 
 
-def _files(directory):
-    return {p.relative_to(directory).as_posix(): p.read_bytes()
-            for p in Path(directory).rglob("*") if p.is_file()}
-
-
 def run_setting(model, setting, corrections, others, generated):
+    from idle_training import model_files
+
     from py_engine.app.learner import LearnerConfig
     from py_engine.app.scheduler import SchedulerConfig
     from py_engine.app.tab_service import TabService
@@ -53,7 +50,8 @@ def run_setting(model, setting, corrections, others, generated):
                 raise RuntimeError(f"{method}: {reply['error']}")
             return reply["result"]
 
-        call("load_tab_model", files=_files(model / "base"), adapter=_files(model / "adapter"),
+        call("load_tab_model", files=model_files(model / "base"),
+             adapter=model_files(model / "adapter"),
              categories=(model / "categories.json").read_bytes(),
              background=(model / "background.jsonl").read_bytes())
 

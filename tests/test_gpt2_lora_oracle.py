@@ -149,6 +149,13 @@ def inject_masks(hf, saved, B, T, monkeypatch):
     for block, s in zip(hf.transformer.h, saved["layers"]):
         block.attn.resid_dropout = Multiply(s["attn_drop"].multiplier, (B, T, h))
         block.mlp.dropout = Multiply(s["mlp_drop"].multiplier, (B, T, h))
+    patch_attention_dropout(hf, gpt2_module, saved, monkeypatch)
+
+
+def patch_attention_dropout(hf, modeling_module, saved, monkeypatch):
+    """Switch `hf` to transformers' eager attention and patch `modeling_module`'s
+    eager_attention_forward (any decoder family's) to multiply the attention probabilities by
+    the engine's [B, H, T, T] dropout mask of each layer, in place of its own dropout."""
     attention_masks = [torch.as_tensor(s["attn"].site.multiplier) for s in saved["layers"]]
 
     def eager_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **_):
@@ -157,7 +164,7 @@ def inject_masks(hf, saved, B, T, monkeypatch):
         return torch.matmul(weights, value).transpose(1, 2), weights
 
     hf.set_attn_implementation("eager")
-    monkeypatch.setattr(gpt2_module, "eager_attention_forward", eager_attention)
+    monkeypatch.setattr(modeling_module, "eager_attention_forward", eager_attention)
 
 
 DROPOUT = dict(embd_pdrop=0.2, resid_pdrop=0.3, attn_pdrop=0.25)

@@ -47,7 +47,13 @@ def test_rmsnorm_matches_llama_module(eps):
     x = rng.standard_normal((rows, cols)).astype(np.float32)
     weight = (1 + 0.1 * rng.standard_normal(cols)).astype(np.float32)
     dy = rng.standard_normal((rows, cols)).astype(np.float32)
-    module = LlamaRMSNorm(cols, eps=eps)
+    check_against_module(LlamaRMSNorm(cols, eps=eps), x, weight, dy, eps)
+
+
+def check_against_module(module, x, weight, dy, eps, offset=0.0):
+    """Our float64 forward and gradients against a transformers RMSNorm `module` (which
+    computes in float32) given float32 x, weight and dy: ~1e-6 apart. Returns (x, weight, dy,
+    y, dx, dweight, rstd) in float64."""
     with torch.no_grad():
         module.weight.copy_(torch.tensor(weight))
     tx = torch.tensor(x, requires_grad=True)
@@ -55,11 +61,12 @@ def test_rmsnorm_matches_llama_module(eps):
     ty.backward(torch.tensor(dy))
 
     x64, w64, dy64 = (a.astype(np.float64) for a in (x, weight, dy))
-    y, rstd = rmsnorm_forward(x64, w64, eps)
-    dx, dweight = rmsnorm_backward(dy64, x64, w64, rstd)
+    y, rstd = rmsnorm_forward(x64, w64, eps, offset=offset)
+    dx, dweight = rmsnorm_backward(dy64, x64, w64, rstd, offset=offset)
     np.testing.assert_allclose(ty.detach().numpy(), y, rtol=2e-6, atol=1e-6)
     np.testing.assert_allclose(tx.grad.numpy(), dx, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(module.weight.grad.numpy(), dweight, rtol=1e-5, atol=1e-5)
+    return x64, w64, dy64, y, dx, dweight, rstd
 
 
 def test_rmsnorm_float32_stays_float32():
@@ -81,18 +88,7 @@ def test_gemma_rmsnorm_scales_by_one_plus_weight():
     weight = (0.3 * rng.standard_normal(cols)).astype(np.float32)   # stored as offsets from 1
     dy = rng.standard_normal((rows, cols)).astype(np.float32)
     module = GemmaRMSNorm(cols, eps=eps)
-    with torch.no_grad():
-        module.weight.copy_(torch.tensor(weight))
-    tx = torch.tensor(x, requires_grad=True)
-    ty = module(tx)
-    ty.backward(torch.tensor(dy))
-
-    x64, w64, dy64 = (a.astype(np.float64) for a in (x, weight, dy))
-    y, rstd = rmsnorm_forward(x64, w64, eps, offset=1.0)
-    dx, dweight = rmsnorm_backward(dy64, x64, w64, rstd, offset=1.0)
-    np.testing.assert_allclose(ty.detach().numpy(), y, rtol=2e-6, atol=1e-6)
-    np.testing.assert_allclose(tx.grad.numpy(), dx, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(module.weight.grad.numpy(), dweight, rtol=1e-5, atol=1e-5)
+    x64, w64, dy64, y, dx, dweight, rstd = check_against_module(module, x, weight, dy, eps, 1.0)
     assert not np.allclose(y, rmsnorm_forward(x64, w64, eps)[0], atol=1e-2)   # the offset counts
 
     tx, tw = (torch.tensor(a, requires_grad=True) for a in (x64, w64))

@@ -15,8 +15,8 @@ from py_engine.models.checkpoint import DecoderCheckpoint
 from py_engine.models.lora_config import LoraConfig
 from py_engine.models.phi import PhiModel
 from test_gpt2_lora_oracle import (   # any decoder family's helpers
-    a_batch, check_adapters_both_ways, check_merged_export, engine_step, peft_adapter, relative,
-    torch_step)
+    a_batch, check_adapters_both_ways, check_merged_export, engine_step, patch_attention_dropout,
+    peft_adapter, relative, torch_step)
 
 V = TINY["vocab_size"]
 assert V == 96                   # a_batch draws ids below GPT-2's tiny vocabulary: the same size
@@ -84,15 +84,7 @@ def inject_masks(hf, saved, B, T, monkeypatch):
     hf.model.embed_dropout = Multiply([saved["emb_drop"].multiplier], (B, T, h))
     for layer, s in zip(hf.model.layers, saved["layers"]):
         layer.resid_dropout = Multiply([s["attn_drop"].multiplier, s["mlp_drop"].multiplier], (B, T, h))
-    attention_masks = [torch.as_tensor(s["attn"].site.multiplier) for s in saved["layers"]]
-
-    def eager_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **_):
-        weights = torch.matmul(query, key.transpose(-1, -2)) * scaling + attention_mask
-        weights = torch.softmax(weights, dim=-1) * attention_masks[module.layer_idx]
-        return torch.matmul(weights, value).transpose(1, 2), weights
-
-    hf.set_attn_implementation("eager")
-    monkeypatch.setattr(phi_module, "eager_attention_forward", eager_attention)
+    patch_attention_dropout(hf, phi_module, saved, monkeypatch)
 
 
 DROPOUT = dict(embd_pdrop=0.2, resid_pdrop=0.3, attention_dropout=0.25)

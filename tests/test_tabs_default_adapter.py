@@ -11,18 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from event_loop import run as run_async
 from py_engine.app.scheduler import SchedulerConfig
 from py_engine.app.tab_service import TabService
-from py_engine.tabs.deploy import background_tabs
-from py_engine.tabs.generator import generate
-
 from py_engine.cli import model_dir
 from py_engine.gpu import run_sync
 from py_engine.tabs.categories import Categories
+from py_engine.tabs.deploy import background_tabs
 from py_engine.tabs.evaluate import evaluate_tabs
+from py_engine.tabs.generator import generate
 from py_engine.tabs.model import DEFAULT_ADAPTER
 from py_engine.tabs.tab_data import EVAL_FILE, read_tabs
+from test_tab_service import call, files_of
 
 
 @pytest.fixture(scope="module")
@@ -72,23 +71,23 @@ def test_corrections_are_learned_without_unlearning_the_rest():
     with tempfile.TemporaryDirectory() as tmp:
         svc = TabService(queue=f"{tmp}/queue.sqlite", states=f"{tmp}/states", backend="numpy",
                          scheduler=SchedulerConfig(idle_fraction=1.0))
-        call = lambda method, **params: run_async(svc.call(method, params))["result"]
-        call("load_tab_model", files={n: (base / n).read_bytes() for n in
-                                      ("config.json", "tokenizer.json", "model.safetensors")},
-             adapter={p.name: p.read_bytes() for p in DEFAULT_ADAPTER.iterdir() if p.is_file()},
-             categories=cats.to_json().encode(), background=background)
+        call(svc, "load_tab_model", files={n: (base / n).read_bytes() for n in
+                                           ("config.json", "tokenizer.json", "model.safetensors")},
+             adapter=files_of(DEFAULT_ADAPTER), categories=cats.to_json().encode(),
+             background=background)
 
         def accuracy():
-            results = call("categorise", tabs=probe)["results"]
+            results = call(svc, "categorise", tabs=probe)["results"]
             return sum(r["category"] == g for r, g in zip(results, gold)) / len(gold)
 
         before = accuracy()
         for url, title, category in CORRECTIONS:
-            said = call("categorise", tabs=[{"url": url, "title": title}])["results"][0]
+            said = call(svc, "categorise", tabs=[{"url": url, "title": title}])["results"][0]
             assert said["category"] != category
-            call("correct_tab", url=url, title=title, category=category)
-            assert call("force_slice", budget_ms=600_000)["ran"]
-        results = call("categorise", tabs=[{"url": u, "title": t} for u, t, _ in CORRECTIONS])["results"]
+            call(svc, "correct_tab", url=url, title=title, category=category)
+            assert call(svc, "force_slice", budget_ms=600_000)["ran"]
+        corrected = [{"url": u, "title": t} for u, t, _ in CORRECTIONS]
+        results = call(svc, "categorise", tabs=corrected)["results"]
         assert [r["category"] for r in results] == [c for *_, c in CORRECTIONS]
         after = accuracy()
         svc.close()

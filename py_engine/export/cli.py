@@ -5,10 +5,10 @@
     py-engine export --format gguf-lora --model DIR --adapter DIR --out DIR [--quant f32|f16]
     py-engine export --format onnx      --model DIR --adapter DIR --out DIR [--quant f32|int8]
 
-merged: a Hugging Face checkpoint with the adapter folded in (chat models, T5
-encoder-decoders and [CLS]-pooled classifiers). gguf: OUT/model.gguf for llama.cpp and OUT/Modelfile for `ollama create` (chat
-models). gguf-lora: OUT/adapter.gguf for llama.cpp's --lora over the base model's GGUF. onnx:
-OUT/model.onnx (classifiers), with the labels and tokenizer files beside it.
+merged: a Hugging Face checkpoint with the adapter folded in (chat models, T5 encoder-decoders
+and [CLS]-pooled classifiers). gguf: OUT/model.gguf for llama.cpp and OUT/Modelfile for `ollama
+create` (chat models). gguf-lora: OUT/adapter.gguf for llama.cpp's --lora over the base model's
+GGUF. onnx: OUT/model.onnx (classifiers), with the labels and tokenizer files beside it.
 
 Every path and option is checked before anything is loaded; OUT must be new, empty, or written
 by py_engine before (never the model or the adapter), and is replaced only when complete. A

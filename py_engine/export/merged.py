@@ -7,12 +7,12 @@ it as a Hugging Face checkpoint directory that transformers loads as it loads th
     merged.names(), merged.shape(name), merged.floats(name)
     save_merged(merged, "out_dir", progress=print)
 
-The folding itself is the runtime's (runtime.merged_weights(), the merge inference uses), so
-it runs where the model runs. A decoder gives its family's tensors (LlamaForCausalLM's,
+The folding itself is the runtime's (runtime.merged_weights(), the merge inference uses), so it
+runs where the model runs. A decoder gives its family's tensors (LlamaForCausalLM's,
 GPT2LMHeadModel's, ...), a T5 encoder-decoder T5ForConditionalGeneration's (kind DECODER too:
-one config, transformers' names); a classifier BertForSequenceClassification's: "bert." + the encoder and pooler, and the
-"classifier." head from its adapter. Pure Python (it runs in Pyodide); load_merged is host-side
-only in that it picks the NumPy backend.
+one config, transformers' names); a classifier BertForSequenceClassification's: "bert." + the
+encoder and pooler, and the "classifier." head from its adapter. Pure Python (it runs in
+Pyodide); load_merged is host-side only in that it picks the NumPy backend.
 """
 
 import math
@@ -104,11 +104,10 @@ class MergedModel:
             else:
                 (first if "embed" in name or name == "shared.weight" else last).append(name)
         out = [("embeddings", first)] if first else []
-        stacks = sorted({stack for stack, _ in layers}, key=("", "encoder", "decoder").index)
-        for stack in stacks:
-            count = sum(1 for s, _ in layers if s == stack)
-            out += [(f"{stack + ' ' if stack else ''}layer {n + 1}/{count}", layers[(stack, n)])
-                    for n in range(count)]
+        for stack in sorted({stack for stack, _ in layers}, key=("", "encoder", "decoder").index):
+            indices = sorted(n for s, n in layers if s == stack)
+            prefix = f"{stack} " if stack else ""
+            out += [(f"{prefix}layer {n + 1}/{len(indices)}", layers[(stack, n)]) for n in indices]
         return out + ([("head", last)] if last else [])
 
     def classifier_config(self):
@@ -137,14 +136,11 @@ def load_merged(model_dir, adapter_dir=None):
         if adapter_dir is None:
             checkpoint = DecoderCheckpoint.load(model_dir)
             return MergedModel(DECODER, checkpoint.config, str(model_dir), checkpoint, {})
-        if kind == SEQ2SEQ:
-            from ..train.seq2seq import Seq2SeqModel
+        from ..train.chat import ChatModel
+        from ..train.seq2seq import Seq2SeqModel
 
-            model = run_sync(Seq2SeqModel.load(model_dir, adapter_dir=adapter_dir, backend="numpy"))
-        else:
-            from ..train.chat import ChatModel
-
-            model = run_sync(ChatModel.load(model_dir, adapter_dir, backend="numpy"))
+        model_class = Seq2SeqModel if kind == SEQ2SEQ else ChatModel
+        model = run_sync(model_class.load(model_dir, adapter_dir=adapter_dir, backend="numpy"))
     else:
         if adapter_dir is None:
             raise ExportError(f"{model_dir} is a classifier checkpoint (BERT family): its head "

@@ -31,15 +31,15 @@ mostly on sites no list holds); a made-up domain is never one the generator know
 
 data/brands.json: the well-known sites of each category, so that the model knows which real
 site belongs where when its tab does not say ("Home | Etsy"); none of the evaluation sets'
-sites is on it (data/tabs/eval.jsonl measures sites the model has never seen). {"share", "policy", "pages":
-{set: [[path, title], ...]}, "sites": {label: {set: [[domain, display name], ...]}}}: a domain
-listed under page set "Shopping travel" of label "Shopping" draws its pages from the generic
-set "Shopping" and the set "Shopping travel" (a set named as its label stands alone); its
-pages are templates as in sites.json, written for any site of the kind ("{site} - Log In",
-"{product} | {site}", a bare "{site}", an empty title). The kind "well_known_site" takes
-`share` of each class that has well-known sites, drawing a domain uniformly from its label's
-list (every site is equally likely, not weighted by its pages). load_sites reads both files;
-the well-known sites land in data["well_known"] as {"share", "policy", "sites": {label:
+sites is on it (data/tabs/eval.jsonl measures sites the model has never seen). {"share",
+"policy", "pages": {set: [[path, title], ...]}, "sites": {label: {set: [[domain, display name],
+...]}}}: a domain listed under page set "Shopping travel" of label "Shopping" draws its pages
+from the generic set "Shopping" and the set "Shopping travel" (a set named as its label stands
+alone); its pages are templates as in sites.json, written for any site of the kind ("{site} -
+Log In", "{product} | {site}", a bare "{site}", an empty title). The kind "well_known_site"
+takes `share` of each class that has well-known sites, drawing a domain uniformly from its
+label's list (every site is equally likely, not weighted by its pages). load_sites reads both
+files; the well-known sites land in data["well_known"] as {"share", "policy", "sites": {label:
 [site]}} with sites in sites.json's form.
 """
 
