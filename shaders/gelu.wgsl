@@ -18,8 +18,8 @@
 //
 // Elementwise with a grid-stride loop, so any launch covers any n; no workgroup memory.
 //
-// The tanh form: tanh(u) = 1 - 2 / (exp(2u) + 1), with 2u clamped to +-30 (tanh is +-1 to f32
-// there) so that exp never overflows to inf / inf.
+// The tanh form: from e = exp(2u), 1 + tanh(u) = 2e / (e + 1) and 1 - tanh(u)^2 = 4e / (e + 1)^2,
+// which do not cancel on the left tail (lib/gelu_tanh.wgsl); 2u clamped to +-30.
 //
 // Bindings: gelu_forward, gelu_tanh_forward, erf_approximation: x, out, params;
 //           gelu_backward, gelu_tanh_backward: x, out (dx), params, dy.
@@ -121,7 +121,7 @@ fn gelu_tanh_forward(@builtin(global_invocation_id) gid: vec3<u32>,
   let stride = groups.x * WORKGROUP;
   for (var i = gid.x; i < params.n; i += stride) {
     let v = x[i];
-    out[i] = 0.5 * v * (1.0 + tanh_of_u(v));
+    out[i] = gelu_tanh(v);
   }
 }
 

@@ -7,6 +7,7 @@ from conftest import read, rel_error, run
 
 from py_engine.gpu.selfcheck import poisoned
 from py_engine.kernels.swiglu import SwiGLUKernels
+from py_engine.ops.gelu import gelu_tanh_with_slope
 from py_engine.ops.swiglu import swiglu_backward, swiglu_forward
 
 # f32 against float64: exp plus a handful of roundings per element (measured ~1e-7 on lavapipe).
@@ -98,13 +99,19 @@ def test_geglu_matches_numpy(device, swiglu, n, spread):
     t = np.tanh(0.7978845608028654 * (g + 0.044715 * g ** 3))
     du = 0.7978845608028654 * (1 + 3 * 0.044715 * g * g)
     dgate_scale = np.linalg.norm(np.abs(dout * up) * (0.5 * (1 + np.abs(t)) + 0.5 * np.abs(g) * (1 - t * t) * du))
+    # out and dup carry gelu(gate), whose condition number |g gelu'(g) / gelu(g)| grows on the
+    # left tail (~10 at g = -3, ~55 at g = -6): rounding gate itself moves them by that many
+    # ulps, so each element's share of the bound is scaled by it (one element can sit there).
+    act, slope = gelu_tanh_with_slope(g)
+    kappa = np.maximum(1.0, np.abs(np.divide(g * slope, act, out=np.ones_like(g), where=act != 0)))
     for name, bound in BOUNDS.items():
-        err = rel_error(got[name], ref[name])
+        diff = np.linalg.norm(np.asarray(got[name], np.float64) - ref[name])
         if name == "dgate":
-            err = np.linalg.norm(np.asarray(got[name], np.float64) - ref[name]) / max(
-                np.linalg.norm(ref[name]), dgate_scale)
+            err = diff / max(np.linalg.norm(ref[name]), dgate_scale)
+        else:
+            err = diff / np.linalg.norm(ref[name] * kappa)     # NaN poison fails the check
         assert err <= bound, (name, err)
-    if spread <= 3:           # where silu and gelu differ (they meet for large |gate|)
+    if n > 1 and spread <= 3:   # silu and gelu meet at 0 (both g / 2) and for large |gate|
         silu = run_swiglu(device, swiglu, gate, up, dout)
         assert rel_error(silu["out"], ref["out"]) > 1e-2      # the activation is applied
 
