@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from py_engine.tabs.categories import Categories
+from py_engine.tabs.deploy import BACKGROUND_PER_CATEGORY
 from py_engine.tabs.generator import generate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,4 +73,5 @@ def test_the_background_tabs_are_a_balanced_sample_of_the_training_data(dist):
     trained = {(t["url"], t["title"], t["label"]) for t in train}
     rows = [json.loads(line) for line in (dist / "model" / "background.jsonl").read_text().splitlines()]
     assert all((r["url"], r["title"], r["label"]) in trained for r in rows)
-    assert Counter(r["label"] for r in rows) == {name: 32 for name in Categories.default().names()}
+    assert Counter(r["label"] for r in rows) == {name: BACKGROUND_PER_CATEGORY
+                                                  for name in Categories.default().names()}

@@ -176,10 +176,10 @@ def test_background_examples_are_replayed_with_corrections_not_saved(tmp_path, b
     corrections = [r for r in generation if r.source == "correction"]
     replayed = [r for r in generation if r.source == "dataset"]
     assert len(corrections) == 4 and len(replayed) == 4 and all(r.id < 0 for r in replayed)
-    # replayed per new record: LearnerConfig.replay (the tab service's default replays six, in
+    # replayed per new record: LearnerConfig.replay (the tab service's default replays twelve, in
     # one pass at a small learning rate: see tab_service.REPLAY)
     config = TabService(queue=str(tmp_path / "q2.sqlite"), backend="numpy").learner_config
-    assert (config.replay, config.train) == (6, {"lr": 6e-4, "epochs": 1})
+    assert (config.replay, config.train) == (12, {"lr": 6e-4, "epochs": 1})
     svc.learner.work.replay = 2
     call(svc, "correct", text="a scene", label="Work")
     call(svc, "force_slice", budget_ms=60_000)

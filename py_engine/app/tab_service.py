@@ -29,13 +29,17 @@ from .learner import LearnerConfig
 from .service import METHODS, EngineService, UserError, _bytes
 
 STATE = "tabs"
-# How a correction is learned, chosen on the generator's validation tabs with the shipped
-# adapter and its int8 base as deployed (three corrections, one idle slice each): at the
-# classifier default (3 passes at lr 2e-3, 3 tabs replayed) the corrections pulled the rest
-# along, 96.0% -> 71.4% on those tabs (86.3% on the f32 base), and one of the three was not even
-# learned; one pass at lr 6e-4 with 6 tabs replayed learns all three and keeps 96.0% (3 tabs:
-# 95.1%; 3 passes at 2e-4: 95.7%), and is the cheapest of those on a slow GPU.
-REPLAY = 6
+# How a correction is learned, chosen on generated tabs with the shipped adapter and its int8
+# base as deployed (bench/tabs_corrections.py: five sets of ten of the model's mistakes on
+# generated tabs corrected, one idle slice each, measured on other generated tabs). At the
+# classifier default (3 passes at lr 2e-3, 3 tabs replayed) a few corrections pulled the rest
+# along (three: 96.0% -> 71.4%) and were not all learned. One pass at lr 6e-4 keeps them; the
+# tabs replayed beside each correction (REPLAY per copy of it, from the background the
+# extension ships, tabs.deploy.BACKGROUND_PER_CATEGORY) set how much moves with it: 6 of 224
+# left 94.5% / 95.0% (two sets of five), 12 of 672 95.3% / 95.4%, 12 of 1,344 95.7% / 96.3%
+# with as many corrections learned (46 of 50 twice); 24 of 1,344 kept 96.3% but learned 41.
+# Choosing the replayed tabs nearest the correction (by words) gained nothing.
+REPLAY = 12
 CORRECTION_TRAINING = {"lr": 6e-4, "epochs": 1}
 CATEGORIES_FILE = "app-categories.json"     # a Learner app file (saved with the state)
 TAB_METHODS = ("load_tab_model", "categorise", "correct_tab", "tab_texts", "categories",

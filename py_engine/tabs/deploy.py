@@ -30,7 +30,7 @@ from .rules import CONFORMANCE_FILE, RULES_FILE
 from .train import CATEGORIES_FILE, TRAINING_RECORD
 
 WRITTEN_BY = "py-engine tabs deploy"
-BACKGROUND_PER_CATEGORY = 32
+BACKGROUND_PER_CATEGORY = 192      # 1,344 tabs, ~190 KB (see app/tab_service.REPLAY)
 CANDIDATES = ("int8-embeddings", "int8", "f16")       # smallest first
 TOLERANCE = 0.005
 VERIFY_TABS = 32
