@@ -16,9 +16,9 @@ convert_hf_to_gguf.py writes them, and a PEFT LoRA adapter as convert_lora_to_gg
   (llama.cpp's quantizer also keeps them at more bits than the layers).
 - Llama 3's rope scaling is the rope_freqs tensor of per-frequency factors, as the converter
   computes them; linear scaling is metadata.
-- GPT-2 family checkpoints are "gpt2", T5 encoder-decoders "t5": their names and metadata are
-  export/gguf_gpt2.py's and gguf_t5.py's, the rest (types, tokenizer, writing) is this
-  module's.
+- GPT-2 family checkpoints are "gpt2", T5 encoder-decoders "t5", Phi-2 "phi2": their names and
+  metadata are export/gguf_gpt2.py's, gguf_t5.py's and gguf_phi2.py's, the rest (types,
+  tokenizer, writing) is this module's.
 
     writer = model_writer(merged, Q8_0, name="my-model")      # a GGUFWriter, ready to write()
     writer = adapter_writer(config, lora, tensors, F32)       # the adapter, for --lora
@@ -28,23 +28,27 @@ import math
 from array import array
 
 from ..kernels.rope import rope_attention_scaling
-from . import gguf, gguf_gpt2, gguf_t5
+from . import gguf, gguf_gpt2, gguf_phi2, gguf_t5
 from .gguf_vocab import tokenizer_metadata
 from .merged import ExportError
 
 FILE_TYPES = {gguf.F32: 0, gguf.F16: 1, gguf.Q4_0: 2, gguf.Q8_0: 7}     # general.file_type
 QUANTIZATION_VERSION = 2
 # Families with their own module (names, metadata, extra tensors), by model_type.
-FAMILIES = {"gpt2": gguf_gpt2, "t5": gguf_t5}
+FAMILIES = {"gpt2": gguf_gpt2, "t5": gguf_t5, "phi": gguf_phi2}
 ARCHITECTURES = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "phi3": "phi3",
                  **{model_type: family.ARCHITECTURE for model_type, family in FAMILIES.items()}}
 _LAYER = {"input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q",
           "self_attn.qkv_proj": "attn_qkv", "mlp.gate_up_proj": "ffn_up",
           "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
           "self_attn.o_proj": "attn_output", "post_attention_layernorm": "ffn_norm",
-          "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
+          "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down",
+          # Phi-2 (PhiForCausalLM): the same layers under its own module names
+          "self_attn.dense": "attn_output", "mlp.fc1": "ffn_up", "mlp.fc2": "ffn_down"}
 _GLOBAL = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
-           "lm_head.weight": "output.weight"}
+           "lm_head.weight": "output.weight", "lm_head.bias": "output.bias",
+           "model.final_layernorm.weight": "output_norm.weight",
+           "model.final_layernorm.bias": "output_norm.bias"}
 
 
 def architecture(config):
@@ -194,7 +198,7 @@ def llama3_rope_factors(config):
 def model_writer(merged, ggml_type, name, warn=None):
     """A GGUFWriter holding a merged decoder (see merged.MergedModel) and its tokenizer."""
     if merged.kind != "decoder":
-        raise ExportError("GGUF holds language models (Llama and GPT-2 families, T5); "
+        raise ExportError("GGUF holds language models (Llama, GPT-2 and Phi-2 families, T5); "
                           "export classifiers with --format onnx or merged")
     config = merged.config
     arch = architecture(config)
@@ -264,7 +268,8 @@ def adapter_writer(config, lora, tensors, ggml_type, name):
     "<base>.lora_b" [out, r]). `tensors`: {name without PEFT's prefix: (shape, floats)};
     llama.cpp scales by alpha / r, so rsLoRA's alpha / sqrt(r) is written as its alpha."""
     arch = architecture(config)
-    merged_only = {gguf_gpt2.ARCHITECTURE: "a GPT-2", gguf_t5.ARCHITECTURE: "a T5"}
+    merged_only = {gguf_gpt2.ARCHITECTURE: "a GPT-2", gguf_t5.ARCHITECTURE: "a T5",
+                   gguf_phi2.ARCHITECTURE: "a Phi-2"}
     if arch in merged_only:
         raise ExportError(f"GGUF LoRA adapters are written for Llama-family models; export "
                           f"{merged_only[arch]} adapter merged (--format gguf with --adapter)")
