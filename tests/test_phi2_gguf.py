@@ -41,12 +41,15 @@ def with_adapter(model_class, model_dir, path, targets, seed=0):
     return path / "adapter", peft.merge_and_unload().eval()
 
 
-def library_tensors(hf, arch, transform=None):
-    """{GGUF name: float32 array}: the merged state dict under the gguf package's names for
-    `arch` (convert_hf_to_gguf.py's map); transform(gguf name, array) -> the array written."""
+def library_tensors(hf, arch, transform=None, skip=()):
+    """{GGUF name: float32 array}: the merged state dict (less `skip`) under the gguf package's
+    names for `arch` (convert_hf_to_gguf.py's map); transform(gguf name, array) -> the array
+    written."""
     names = get_tensor_name_map(arch, hf.config.num_hidden_layers)
     out = {}
     for name, value in hf.state_dict().items():
+        if name in skip:
+            continue
         target = names.get_name(name, try_suffixes=(".weight", ".bias"))
         assert target is not None, name
         value = value.float().numpy()

@@ -3,7 +3,12 @@ convert_hf_to_gguf.py writes them, and a PEFT LoRA adapter as convert_lora_to_gg
 
 - Architectures: Llama, Mistral and TinyLlama/SmolLM checkpoints are "llama"; Qwen2 is "qwen2"
   (q/k/v biases, no permutation). Neither has a sliding window in llama.cpp: a Mistral or Qwen2
-  model whose window is shorter than its context is refused; Gemma (no GGUF writer) too.
+  model whose window is shorter than its context is refused.
+  Gemma (v1) is "gemma": no permutation, key and value length always written, every norm
+  weight written as 1 + the checkpoint's (transformers' GemmaRMSNorm scales by 1 + weight,
+  llama.cpp's by the weight), no output.weight (the head is tied: llama.cpp reuses
+  token_embd) and nothing for the sqrt(hidden_size) embedding scale, which llama.cpp applies
+  itself.
   Phi-3 is "phi3" (fused attn_qkv and ffn_up = gate_up_proj, no permutation; LongRoPE as the rope_factors_long / rope_factors_short tensors, the
   switch as rope.scaling.original_context_length, the cos/sin factor as
   rope.scaling.attn_factor; the sliding window as attention.sliding_window, 0 for none).
@@ -26,6 +31,8 @@ convert_hf_to_gguf.py writes them, and a PEFT LoRA adapter as convert_lora_to_gg
 
 import math
 from array import array
+from itertools import repeat
+from operator import add
 
 from ..kernels.rope import rope_attention_scaling
 from . import gguf, gguf_gpt2, gguf_phi2, gguf_t5
@@ -37,6 +44,7 @@ QUANTIZATION_VERSION = 2
 # Families with their own module (names, metadata, extra tensors), by model_type.
 FAMILIES = {"gpt2": gguf_gpt2, "t5": gguf_t5, "phi": gguf_phi2}
 ARCHITECTURES = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "phi3": "phi3",
+                 "gemma": "gemma",
                  **{model_type: family.ARCHITECTURE for model_type, family in FAMILIES.items()}}
 _LAYER = {"input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q",
           "self_attn.qkv_proj": "attn_qkv", "mlp.gate_up_proj": "ffn_up",
@@ -139,6 +147,9 @@ def hyperparameters(config, arch, ggml_type):
                ("general.quantization_version", gguf.UINT32, QUANTIZATION_VERSION)]
     if config.model_type in FAMILIES:
         return general + FAMILIES[config.model_type].hyperparameters(config)
+    if arch == "gemma" and config.hidden_act != "gelu_pytorch_tanh":
+        raise ExportError(f"GGUF export of a Gemma with hidden_act {config.hidden_act!r} is not "
+                          "supported: llama.cpp's gemma runs the MLP with GELU (the tanh form)")
     head_dim = config.hidden_size // config.num_attention_heads
     entries = general + [
         (f"{a}.vocab_size", gguf.UINT32, config.vocab_size),
@@ -153,7 +164,7 @@ def hyperparameters(config, arch, ggml_type):
     ]
     if arch in ("llama", "phi3"):
         entries.append((f"{a}.rope.dimension_count", gguf.UINT32, config.head_dim))
-    if config.head_dim != head_dim:
+    if config.head_dim != head_dim or arch == "gemma":      # Gemma's converter always writes them
         entries += [(f"{a}.attention.key_length", gguf.UINT32, config.head_dim),
                     (f"{a}.attention.value_length", gguf.UINT32, config.head_dim)]
     rope = config.rope_parameters
@@ -198,7 +209,7 @@ def llama3_rope_factors(config):
 def model_writer(merged, ggml_type, name, warn=None):
     """A GGUFWriter holding a merged decoder (see merged.MergedModel) and its tokenizer."""
     if merged.kind != "decoder":
-        raise ExportError("GGUF holds language models (Llama, GPT-2 and Phi-2 families, T5); "
+        raise ExportError("GGUF holds language models (Llama, Gemma, GPT-2 and Phi-2 families, T5); "
                           "export classifiers with --format onnx or merged")
     config = merged.config
     arch = architecture(config)
@@ -222,13 +233,18 @@ def model_writer(merged, ggml_type, name, warn=None):
             writer.add_tensor(f"rope_factors_{kind}.weight", (len(factors),), gguf.F32,
                               lambda factors=factors: factors)
     names = family.ordered(merged.names()) if family is not None else _ordered(merged.names())
+    # Gemma's norms hold offsets from 1 (config.norm_offset): llama.cpp wants the scale itself
+    norm_offset = getattr(config, "norm_offset", 0.0)
     for hf_name in names:
         target = gguf_name(hf_name)
         shape = tuple(merged.shape(hf_name))
         heads = _permutation(hf_name, config)
+        offset = norm_offset if target.endswith("_norm.weight") else 0.0
 
-        def make(hf_name=hf_name, shape=shape, heads=heads):
+        def make(hf_name=hf_name, shape=shape, heads=heads, offset=offset):
             values = merged.floats(hf_name)
+            if offset:
+                values = array("f", map(add, gguf._f32_array(values), repeat(offset)))
             return values if heads is None else permuted_heads(values, shape[0], heads)
 
         writer.add_tensor(target, shape, tensor_type(target, shape, ggml_type), make)
@@ -269,7 +285,7 @@ def adapter_writer(config, lora, tensors, ggml_type, name):
     llama.cpp scales by alpha / r, so rsLoRA's alpha / sqrt(r) is written as its alpha."""
     arch = architecture(config)
     merged_only = {gguf_gpt2.ARCHITECTURE: "a GPT-2", gguf_t5.ARCHITECTURE: "a T5",
-                   gguf_phi2.ARCHITECTURE: "a Phi-2"}
+                   gguf_phi2.ARCHITECTURE: "a Phi-2", "gemma": "a Gemma"}
     if arch in merged_only:
         raise ExportError(f"GGUF LoRA adapters are written for Llama-family models; export "
                           f"{merged_only[arch]} adapter merged (--format gguf with --adapter)")
