@@ -2,9 +2,9 @@
 checkpoint directory with its own Unigram tokenizer.json, no tokenizer given anywhere. The
 adapter trained from the command line loads in PEFT (task SEQ_2_SEQ_LM) with the engine's
 logits, score gives transformers + PEFT's mean target loss, generate prints the learned target,
-`export --format merged` writes a checkpoint transformers loads with PEFT's merged logits;
-options that do not apply to T5 are refused by name; another encoder-decoder is refused naming
-the supported one."""
+`export --format merged` writes a checkpoint transformers loads with PEFT's merged logits
+(--format gguf: tests/test_t5_gguf.py); options that do not apply to T5 are refused by name;
+another encoder-decoder is refused naming the supported one."""
 
 import json
 
@@ -111,13 +111,15 @@ def test_export_merged_loads_in_transformers_with_pefts_merged_logits(trained):
     assert tokenizer.decode(generated[0], skip_special_tokens=True) == PAIRS[0][1]
 
 
-@pytest.mark.parametrize("fmt", ["gguf", "gguf-lora", "onnx"])
-def test_other_export_formats_are_refused_naming_merged(trained, tmp_path, fmt):
+@pytest.mark.parametrize("fmt, why", [
+    ("gguf-lora", "GGUF adapters are for chat models (Llama family); export a T5 with --format gguf"),
+    ("onnx", "export a chat model or a T5 with --format gguf or merged")])
+def test_other_export_formats_are_refused_naming_gguf_and_merged(trained, tmp_path, fmt, why):
     root, model, *_ = trained
     out = cli("export", "--format", fmt, "--model", model, "--adapter", root / "adapter",
               "--out", tmp_path / "x", check=False)
     assert out.returncode == 2 and len(out.stderr.splitlines()) == 1
-    assert "is a T5 encoder-decoder checkpoint" in out.stderr, out.stderr
+    assert "is a T5 encoder-decoder checkpoint" in out.stderr and why in out.stderr, out.stderr
     assert not (tmp_path / "x").exists()
 
 

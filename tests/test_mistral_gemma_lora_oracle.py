@@ -127,17 +127,6 @@ def test_merged_export_loads_in_transformers(tmp_path, family):
     assert relative(got, want) <= LOSS_BOUND          # the merged weights are float32
 
 
-def test_gguf_export_refuses_gemma(tmp_path):
-    """llama.cpp's Gemma layout (norms stored as 1 + weight, its own architecture keys) is not
-    written: the export says so instead of writing a file llama.cpp would misread."""
-    from py_engine.export.gguf_llama import model_writer
-    from py_engine.export.merged import ExportError, load_merged
-
-    tiny_checkpoint("gemma", tmp_path)
-    with pytest.raises(ExportError, match="no GGUF architecture for model_type 'gemma'"):
-        model_writer(load_merged(tmp_path), "f16", "tiny")
-
-
 def test_gguf_export_refuses_a_window_shorter_than_the_context(tmp_path):
     """llama.cpp's llama architecture attends to the whole context; a Mistral without a window
     (sliding_window null, as Mistral v0.2+ ships) exports."""

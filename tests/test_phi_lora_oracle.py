@@ -153,12 +153,3 @@ def test_merged_export_loads_in_transformers(tmp_path):
     """A PEFT adapter merged and saved here is, to transformers, PEFT's merged model (the head's
     bias kept)."""
     check_merged_export(tmp_path, peft_phi(tmp_path, ALL), PhiForCausalLM)
-
-
-def test_gguf_export_refuses_a_phi_model(tmp_path):
-    from py_engine.export.gguf_llama import model_writer
-    from py_engine.export.merged import ExportError, load_merged
-
-    tiny_phi(tmp_path)
-    with pytest.raises(ExportError, match="no GGUF architecture for model_type 'phi'"):
-        model_writer(load_merged(tmp_path), "f16", "tiny")

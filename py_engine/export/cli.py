@@ -6,7 +6,8 @@
     py-engine export --format onnx      --model DIR --adapter DIR --out DIR [--quant f32|int8]
 
 merged: a Hugging Face checkpoint with the adapter folded in (chat models, T5 encoder-decoders
-and [CLS]-pooled classifiers). gguf: OUT/model.gguf for llama.cpp and OUT/Modelfile for `ollama
+and [CLS]-pooled classifiers). gguf: OUT/model.gguf for llama.cpp (chat models of the Llama,
+Mistral, Qwen2, Phi-3, Gemma, Phi-2 and GPT-2 families, and T5) and OUT/Modelfile for `ollama
 create` (chat models). gguf-lora: OUT/adapter.gguf for llama.cpp's --lora over the base model's
 GGUF. onnx: OUT/model.onnx (classifiers), with the labels and tokenizer files beside it.
 
@@ -23,15 +24,15 @@ from pathlib import Path
 FORMATS = ("merged", "gguf", "gguf-lora", "onnx")
 QUANTS = {"merged": ("f32",), "gguf": ("f16", "q8_0", "q4_0", "f32"), "gguf-lora": ("f32", "f16"),
           "onnx": ("f32", "int8")}
-KINDS = {"merged": ("decoder", "encoder", "seq2seq"), "gguf": ("decoder",), "gguf-lora": ("decoder",),
+KINDS = {"merged": ("decoder", "encoder", "seq2seq"), "gguf": ("decoder", "seq2seq"), "gguf-lora": ("decoder",),
          "onnx": ("encoder",)}
 KIND_NAMES = {"decoder": "chat model", "encoder": "classifier", "seq2seq": "T5 encoder-decoder"}
 ADAPTER_TASKS = {"decoder": "CAUSAL_LM", "encoder": "SEQ_CLS", "seq2seq": "SEQ_2_SEQ_LM"}
-WHY = {"gguf": "GGUF holds chat models (Llama and GPT-2 families); export a classifier with "
-               "--format onnx or merged, a T5 with --format merged",
-       "gguf-lora": "GGUF adapters are for chat models (Llama family)",
-       "onnx": "the ONNX export is for classifiers (BERT family); export a chat model with "
-               "--format gguf or merged, a T5 with --format merged"}
+WHY = {"gguf": "GGUF holds chat models and T5; export a classifier with --format onnx or merged",
+       "gguf-lora": "GGUF adapters are for chat models (Llama family); export a T5 with "
+                    "--format gguf (the adapter merged) or merged",
+       "onnx": "the ONNX export is for classifiers (BERT family); export a chat model or a T5 "
+               "with --format gguf or merged"}
 
 
 def add_export_parser(sub):
@@ -146,8 +147,9 @@ def export_gguf(args, quant):
     def fill(staging):
         with open(staging / "model.gguf", "wb") as f:
             writer.write(f, progress=_progress, groups=gguf_groups(merged, writer))
-        (staging / "Modelfile").write_text(modelfile(args.model, "model.gguf", _warn, add_bos),
-                                           encoding="utf-8")
+        if not getattr(merged.config, "encoder_decoder", False):   # a T5 is no Ollama chat model
+            (staging / "Modelfile").write_text(modelfile(args.model, "model.gguf", _warn, add_bos),
+                                               encoding="utf-8")
 
     return write_output_dir(args.out, fill, list(_protected(args).items()))
 

@@ -46,6 +46,13 @@ def hyperparameters(config):
             (f"{a}.attention.layer_norm_epsilon", gguf.FLOAT32, config.layer_norm_epsilon)]
 
 
+def extra_tensors(merged):
+    """[(GGUF name, shape, make)] beyond the merged tensors: the tied head, the token embedding
+    written again as output.weight."""
+    source, target = TIED_HEAD
+    return [(target, tuple(merged.shape(source)), lambda: merged.floats(source))]
+
+
 def ordered(names):
     """The converter's order: the embeddings, the layers, the final norm (the head after)."""
     def key(name):

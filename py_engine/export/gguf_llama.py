@@ -3,7 +3,12 @@ convert_hf_to_gguf.py writes them, and a PEFT LoRA adapter as convert_lora_to_gg
 
 - Architectures: Llama, Mistral and TinyLlama/SmolLM checkpoints are "llama"; Qwen2 is "qwen2"
   (q/k/v biases, no permutation). Neither has a sliding window in llama.cpp: a Mistral or Qwen2
-  model whose window is shorter than its context is refused; Gemma (no GGUF writer) too.
+  model whose window is shorter than its context is refused.
+  Gemma (v1) is "gemma": no permutation, key and value length always written, every norm
+  weight written as 1 + the checkpoint's (transformers' GemmaRMSNorm scales by 1 + weight,
+  llama.cpp's by the weight), no output.weight (the head is tied: llama.cpp reuses
+  token_embd) and nothing for the sqrt(hidden_size) embedding scale, which llama.cpp applies
+  itself.
   Phi-3 is "phi3" (fused attn_qkv and ffn_up = gate_up_proj, no permutation; LongRoPE as the rope_factors_long / rope_factors_short tensors, the
   switch as rope.scaling.original_context_length, the cos/sin factor as
   rope.scaling.attn_factor; the sliding window as attention.sliding_window, 0 for none).
@@ -16,8 +21,9 @@ convert_hf_to_gguf.py writes them, and a PEFT LoRA adapter as convert_lora_to_gg
   (llama.cpp's quantizer also keeps them at more bits than the layers).
 - Llama 3's rope scaling is the rope_freqs tensor of per-frequency factors, as the converter
   computes them; linear scaling is metadata.
-- GPT-2 family checkpoints are "gpt2": their names and metadata are export/gguf_gpt2.py's, the
-  rest (types, tokenizer, writing) is this module's.
+- GPT-2 family checkpoints are "gpt2", T5 encoder-decoders "t5", Phi-2 "phi2": their names and
+  metadata are export/gguf_gpt2.py's, gguf_t5.py's and gguf_phi2.py's, the rest (types,
+  tokenizer, writing) is this module's.
 
     writer = model_writer(merged, Q8_0, name="my-model")      # a GGUFWriter, ready to write()
     writer = adapter_writer(config, lora, tensors, F32)       # the adapter, for --lora
@@ -25,23 +31,32 @@ convert_hf_to_gguf.py writes them, and a PEFT LoRA adapter as convert_lora_to_gg
 
 import math
 from array import array
+from itertools import repeat
+from operator import add
 
 from ..kernels.rope import rope_attention_scaling
-from . import gguf, gguf_gpt2
+from . import gguf, gguf_gpt2, gguf_phi2, gguf_t5
 from .gguf_vocab import tokenizer_metadata
 from .merged import ExportError
 
 FILE_TYPES = {gguf.F32: 0, gguf.F16: 1, gguf.Q4_0: 2, gguf.Q8_0: 7}     # general.file_type
 QUANTIZATION_VERSION = 2
+# Families with their own module (names, metadata, extra tensors), by model_type.
+FAMILIES = {"gpt2": gguf_gpt2, "t5": gguf_t5, "phi": gguf_phi2}
 ARCHITECTURES = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "phi3": "phi3",
-                 "gpt2": gguf_gpt2.ARCHITECTURE}
+                 "gemma": "gemma",
+                 **{model_type: family.ARCHITECTURE for model_type, family in FAMILIES.items()}}
 _LAYER = {"input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q",
           "self_attn.qkv_proj": "attn_qkv", "mlp.gate_up_proj": "ffn_up",
           "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
           "self_attn.o_proj": "attn_output", "post_attention_layernorm": "ffn_norm",
-          "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
+          "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down",
+          # Phi-2 (PhiForCausalLM): the same layers under its own module names
+          "self_attn.dense": "attn_output", "mlp.fc1": "ffn_up", "mlp.fc2": "ffn_down"}
 _GLOBAL = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
-           "lm_head.weight": "output.weight"}
+           "lm_head.weight": "output.weight", "lm_head.bias": "output.bias",
+           "model.final_layernorm.weight": "output_norm.weight",
+           "model.final_layernorm.bias": "output_norm.bias"}
 
 
 def architecture(config):
@@ -62,9 +77,11 @@ def architecture(config):
 
 def gguf_name(name):
     """llama.cpp's tensor name for a transformers one (model.layers.3.mlp.up_proj.weight ->
-    blk.3.ffn_up.weight); GPT-2's (transformer.*) by gguf_gpt2."""
-    if name.startswith("transformer."):
-        target = gguf_gpt2.gguf_name(name)
+    blk.3.ffn_up.weight); GPT-2's (transformer.*) by gguf_gpt2, T5's (encoder.*, decoder.*,
+    shared.weight) by gguf_t5."""
+    family = _family_of_name(name)
+    if family is not None:
+        target = family.gguf_name(name)
         if target is None:
             raise ExportError(f"no GGUF name for tensor {name!r}")
         return target
@@ -77,6 +94,14 @@ def gguf_name(name):
     if module not in _LAYER:
         raise ExportError(f"no GGUF name for tensor {name!r}")
     return f"blk.{parts[2]}.{_LAYER[module]}.{kind}"
+
+
+def _family_of_name(name):
+    if name.startswith("transformer."):
+        return gguf_gpt2
+    if name.startswith(("encoder.", "decoder.")) or name == "shared.weight":
+        return gguf_t5
+    return None
 
 
 def permuted_heads(values, rows, heads):
@@ -120,8 +145,11 @@ def hyperparameters(config, arch, ggml_type):
     a = arch
     general = [("general.file_type", gguf.UINT32, FILE_TYPES[ggml_type]),
                ("general.quantization_version", gguf.UINT32, QUANTIZATION_VERSION)]
-    if arch == gguf_gpt2.ARCHITECTURE:
-        return general + gguf_gpt2.hyperparameters(config)
+    if config.model_type in FAMILIES:
+        return general + FAMILIES[config.model_type].hyperparameters(config)
+    if arch == "gemma" and config.hidden_act != "gelu_pytorch_tanh":
+        raise ExportError(f"GGUF export of a Gemma with hidden_act {config.hidden_act!r} is not "
+                          "supported: llama.cpp's gemma runs the MLP with GELU (the tanh form)")
     head_dim = config.hidden_size // config.num_attention_heads
     entries = general + [
         (f"{a}.vocab_size", gguf.UINT32, config.vocab_size),
@@ -136,7 +164,7 @@ def hyperparameters(config, arch, ggml_type):
     ]
     if arch in ("llama", "phi3"):
         entries.append((f"{a}.rope.dimension_count", gguf.UINT32, config.head_dim))
-    if config.head_dim != head_dim:
+    if config.head_dim != head_dim or arch == "gemma":      # Gemma's converter always writes them
         entries += [(f"{a}.attention.key_length", gguf.UINT32, config.head_dim),
                     (f"{a}.attention.value_length", gguf.UINT32, config.head_dim)]
     rope = config.rope_parameters
@@ -181,8 +209,8 @@ def llama3_rope_factors(config):
 def model_writer(merged, ggml_type, name, warn=None):
     """A GGUFWriter holding a merged decoder (see merged.MergedModel) and its tokenizer."""
     if merged.kind != "decoder":
-        raise ExportError("GGUF holds decoders (Llama and GPT-2 families); export classifiers "
-                          "with --format onnx or merged")
+        raise ExportError("GGUF holds language models (Llama, Gemma, GPT-2 and Phi-2 families, T5); "
+                          "export classifiers with --format onnx or merged")
     config = merged.config
     arch = architecture(config)
     writer = gguf.GGUFWriter()
@@ -191,7 +219,9 @@ def model_writer(merged, ggml_type, name, warn=None):
     writer.add("general.name", gguf.STRING, name)
     for key, vtype, value in hyperparameters(config, arch, ggml_type):
         writer.add(key, vtype, value)
-    for key, vtype, value in tokenizer_metadata(merged.source, config.vocab_size, warn):
+    family = FAMILIES.get(config.model_type)
+    tokenizer = tokenizer_metadata(merged.source, config.vocab_size, warn)
+    for key, vtype, value in getattr(family, "tokenizer_overrides", _same)(tokenizer):
         writer.add(key, vtype, value)
     rope = getattr(config, "rope_parameters", None)       # GPT-2 has learned positions
     if rope and rope["rope_type"] == "llama3":
@@ -202,26 +232,33 @@ def model_writer(merged, ggml_type, name, warn=None):
             factors = array("f", config.rope_parameters[f"{kind}_factor"])
             writer.add_tensor(f"rope_factors_{kind}.weight", (len(factors),), gguf.F32,
                               lambda factors=factors: factors)
-    tensors = [(hf_name, gguf_name(hf_name)) for hf_name in _ordered(merged.names())]
-    if arch == gguf_gpt2.ARCHITECTURE:
-        tensors.append(gguf_gpt2.TIED_HEAD)
-    for hf_name, target in tensors:
+    names = family.ordered(merged.names()) if family is not None else _ordered(merged.names())
+    # Gemma's norms hold offsets from 1 (config.norm_offset): llama.cpp wants the scale itself
+    norm_offset = getattr(config, "norm_offset", 0.0)
+    for hf_name in names:
+        target = gguf_name(hf_name)
         shape = tuple(merged.shape(hf_name))
         heads = _permutation(hf_name, config)
+        offset = norm_offset if target.endswith("_norm.weight") else 0.0
 
-        def make(hf_name=hf_name, shape=shape, heads=heads):
+        def make(hf_name=hf_name, shape=shape, heads=heads, offset=offset):
             values = merged.floats(hf_name)
+            if offset:
+                values = array("f", map(add, gguf._f32_array(values), repeat(offset)))
             return values if heads is None else permuted_heads(values, shape[0], heads)
 
+        writer.add_tensor(target, shape, tensor_type(target, shape, ggml_type), make)
+    for target, shape, make in (family.extra_tensors(merged) if family is not None else ()):
         writer.add_tensor(target, shape, tensor_type(target, shape, ggml_type), make)
     return writer
 
 
+def _same(entries):
+    return entries
+
+
 def _ordered(names):
     """The converter's order: embeddings, the layers, the final norm, the output matrix."""
-    if any(name.startswith("transformer.") for name in names):
-        return gguf_gpt2.ordered(names)
-
     def key(name):
         parts = name.split(".")
         if parts[:2] == ["model", "layers"]:
@@ -235,8 +272,8 @@ def gguf_groups(merged, writer):
     names = {gguf_name(n): label for label, group in merged.groups() for n in group}
     groups = {}
     for name, *_ in writer.tensors:
-        # not a merged tensor: rope factors (with the embeddings), or GPT-2's copied head
-        label = "head" if name == gguf_gpt2.TIED_HEAD[1] else "embeddings"
+        # not a merged tensor: rope factors (with the embeddings), or a tied head written out
+        label = "head" if name == "output.weight" else "embeddings"
         groups.setdefault(names.get(name, label), []).append(name)
     return list(groups.items())
 
@@ -247,9 +284,11 @@ def adapter_writer(config, lora, tensors, ggml_type, name):
     "<base>.lora_b" [out, r]). `tensors`: {name without PEFT's prefix: (shape, floats)};
     llama.cpp scales by alpha / r, so rsLoRA's alpha / sqrt(r) is written as its alpha."""
     arch = architecture(config)
-    if arch == gguf_gpt2.ARCHITECTURE:
-        raise ExportError("GGUF LoRA adapters are written for Llama-family models; export a GPT-2 "
-                          "adapter merged (--format gguf with --adapter)")
+    merged_only = {gguf_gpt2.ARCHITECTURE: "a GPT-2", gguf_t5.ARCHITECTURE: "a T5",
+                   gguf_phi2.ARCHITECTURE: "a Phi-2", "gemma": "a Gemma"}
+    if arch in merged_only:
+        raise ExportError(f"GGUF LoRA adapters are written for Llama-family models; export "
+                          f"{merged_only[arch]} adapter merged (--format gguf with --adapter)")
     writer = gguf.GGUFWriter()
     writer.add("general.architecture", gguf.STRING, arch)
     writer.add("general.type", gguf.STRING, "adapter")

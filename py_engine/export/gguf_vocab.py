@@ -6,7 +6,10 @@ and tokenizer_config.json the way llama.cpp's convert_hf_to_gguf.py writes it:
   same way (recognized from tokenizer.json's own pre_tokenizer);
 - SentencePiece-style BPE with byte fallback (Llama 2, TinyLlama, Mistral): model "llama", the
   tokens with scores that order the merges as the merges list does (llama.cpp merges the
-  highest-scoring pair first), <0xNN> tokens typed BYTE.
+  highest-scoring pair first), <0xNN> tokens typed BYTE;
+- Unigram (T5, FLAN-T5): model "t5", the pieces with their own log-probability scores, the
+  normalizer's precompiled charsmap and whether it squeezes runs of spaces, as the converter
+  reads them from spiece.model (here from tokenizer.json, which carries the same).
 
 Token types are llama.cpp's: NORMAL 1, UNKNOWN 2, CONTROL 3 (special added tokens),
 USER_DEFINED 4 (other added tokens), UNUSED 5 (ids the vocabulary does not fill), BYTE 6.
@@ -14,6 +17,7 @@ USER_DEFINED 4 (other added tokens), UNUSED 5 (ids the vocabulary does not fill)
     entries = tokenizer_metadata(model_dir, vocab_size)   # [(key, type, value)]
 """
 
+import base64
 import re
 from pathlib import Path
 
@@ -85,9 +89,12 @@ def tokenizer_metadata(model_dir, vocab_size, warn=None):
     config_path = model_dir / "tokenizer_config.json"
     config = read_json_object(config_path) if config_path.is_file() else {}
     model = spec["model"]
+    if model.get("type") == "Unigram":
+        entries, tokens = _unigram_entries(path, spec, vocab_size)
+        return entries + _special_ids(model_dir, spec, config, tokens)
     if model.get("type") != "BPE":
         raise VocabError(f"{path}: a {model.get('type')} tokenizer; GGUF export reads BPE "
-                         "tokenizers (byte-level or SentencePiece-style)")
+                         "tokenizers (byte-level or SentencePiece-style) and Unigram ones (T5)")
     added = {t["id"]: t for t in spec.get("added_tokens") or []}
     names = {i: token for token, i in model["vocab"].items()}
     names.update({i: t["content"] for i, t in added.items()})
@@ -136,6 +143,69 @@ def tokenizer_metadata(model_dir, vocab_size, warn=None):
     if template is not None:
         entries.append(("tokenizer.chat_template", gguf.STRING, template))
     return entries
+
+
+def _unigram_entries(path, spec, vocab_size):
+    """A Unigram tokenizer (T5's SentencePiece model) as llama.cpp's "t5" tokenizer reads it:
+    each piece with its score; ids the tokenizer does not fill are "[PAD<id>]", UNUSED, scoring
+    -10000 as the converter writes them (transformers' GGUF loader names the first 100 of those
+    back to T5's <extra_id_N>; pieces the tokenizer names keep their names). (entries, tokens)"""
+    model = spec["model"]
+    pieces = model.get("vocab") or []
+    added = {t["id"]: t for t in spec.get("added_tokens") or []}
+    top = max([len(pieces) - 1, *added], default=-1)
+    if top >= vocab_size:
+        raise VocabError(f"{path} has token ids up to {top}, past the model's {vocab_size} "
+                         "embedding rows")
+    unk = model.get("unk_id")
+    tokens, scores, types = [], [], []
+    for i in range(vocab_size):
+        if i < len(pieces):
+            token, score = pieces[i][0], float(pieces[i][1])
+        elif i in added:
+            token, score = added[i]["content"], -1000.0     # the converter's added-token score
+        else:
+            tokens.append(f"[PAD{i}]")
+            scores.append(-10000.0)
+            types.append(UNUSED)
+            continue
+        if i in added and added[i]["content"] != token:
+            token = added[i]["content"]
+        tokens.append(token)
+        scores.append(score)
+        if i == unk:                    # SentencePiece's order: unknown, control, byte
+            types.append(UNKNOWN)
+        elif i in added:
+            types.append(CONTROL if added[i].get("special") else USER_DEFINED)
+        elif model.get("byte_fallback") and _BYTE_TOKEN.fullmatch(token):
+            types.append(BYTE)
+        else:
+            types.append(NORMAL)
+    charsmap, squeezes = _spm_normalizer(spec.get("normalizer"))
+    entries = [("tokenizer.ggml.model", gguf.STRING, "t5"),
+               ("tokenizer.ggml.pre", gguf.STRING, "default"),
+               ("tokenizer.ggml.tokens", gguf.ARRAY, (gguf.STRING, tokens)),
+               ("tokenizer.ggml.scores", gguf.ARRAY, (gguf.FLOAT32, scores)),
+               ("tokenizer.ggml.token_type", gguf.ARRAY, (gguf.INT32, types)),
+               ("tokenizer.ggml.add_space_prefix", gguf.BOOL, _adds_space_prefix(spec)),
+               ("tokenizer.ggml.remove_extra_whitespaces", gguf.BOOL, squeezes)]
+    if charsmap:
+        entries.append(("tokenizer.ggml.precompiled_charsmap", gguf.ARRAY, (gguf.UINT8, charsmap)))
+    return entries, tokens
+
+
+def _spm_normalizer(normalizer):
+    """(the precompiled charsmap's bytes or b"", whether runs of spaces become one) of a
+    SentencePiece model's normalizer as transformers writes it to tokenizer.json: a Precompiled
+    normalizer carries the charsmap, and Replace(" {2,}") is remove_extra_whitespaces."""
+    charsmap, squeezes = b"", False
+    normalizer = normalizer or {}
+    for n in normalizer.get("normalizers", [normalizer]):
+        if n.get("type") == "Precompiled" and n.get("precompiled_charsmap"):
+            charsmap = base64.b64decode(n["precompiled_charsmap"])
+        if n.get("type") == "Replace" and (n.get("pattern") or {}).get("Regex") == " {2,}":
+            squeezes = True
+    return charsmap, squeezes
 
 
 def _merge_scores(tokens, types, merges):

@@ -1,0 +1,102 @@
+"""GGUF export of Gemma (v1, llama.cpp's "gemma" architecture), checked with code we did not
+write: the `gguf` package's own gemma tensor map names every tensor and GGUFReader reads each
+back against PEFT's merged GemmaForCausalLM, with every norm weight as 1 + the checkpoint's
+(convert_hf_to_gguf.py's GemmaModel adds the 1 that transformers' GemmaRMSNorm adds at run
+time), the tied head not written (llama.cpp reuses token_embd) and no row permutation; the
+metadata holds every key llama.cpp's gemma loader reads. The sqrt(hidden_size) embedding scale
+is llama.cpp's to apply, so nothing of it is in the file.
+
+transformers reads GGUF for gemma2 and gemma3 but not gemma, so no logits come back through it
+here."""
+
+import numpy as np
+import pytest
+from gguf import MODEL_ARCH, GGUFReader
+from transformers import GemmaForCausalLM
+
+from mistral_gemma_checkpoints import tiny_checkpoint
+from test_export_gguf import field, write
+from test_phi2_gguf import TYPES, check_tensors, library_tensors, with_adapter
+from tiny_chat import train_tokenizer
+from py_engine.export import gguf
+from py_engine.export.gguf_llama import adapter_writer, model_writer
+from py_engine.export.merged import ExportError, load_merged
+from py_engine.models.llama_config import LlamaConfig
+from py_engine.models.lora_config import LoraConfig as OurLoraConfig
+
+LINEARS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def gemma_dir(path, **overrides):
+    """A tiny Gemma checkpoint with a byte-level BPE tokenizer.json (its vocabulary the
+    embedding's rows)."""
+    tok = train_tokenizer()
+    tiny_checkpoint("gemma", path, **dict(dict(vocab_size=tok.get_vocab_size()), **overrides))
+    tok.save(str(path / "tokenizer.json"))
+    return path
+
+
+@pytest.fixture(scope="module")
+def gemma(tmp_path_factory):
+    path = tmp_path_factory.mktemp("gemma-gguf")
+    model = gemma_dir(path / "gemma")
+    adapter, merged_hf = with_adapter(GemmaForCausalLM, model, path, LINEARS)
+    return path, model, merged_hf, load_merged(model, adapter)
+
+
+def plus_one_on_norms(name, value):
+    return value + 1 if name.endswith("_norm.weight") else value
+
+
+@pytest.mark.parametrize("ggml_type", TYPES)
+def test_gemma_gguf_reads_back_tensor_for_tensor(gemma, ggml_type):
+    path, model, merged_hf, merged = gemma
+    reader = GGUFReader(write(model_writer(merged, ggml_type, "tiny"), path / f"read-{ggml_type}.gguf"))
+    # the head is the embedding (tied), which the converter does not write again
+    assert merged_hf.lm_head.weight.data_ptr() == merged_hf.model.embed_tokens.weight.data_ptr()
+    want = library_tensors(merged_hf, MODEL_ARCH.GEMMA, plus_one_on_norms, skip=("lm_head.weight",))
+    assert "output.weight" not in want and "blk.1.ffn_gate.weight" in want
+    check_tensors(reader, want, ggml_type)
+
+
+def test_gemma_norms_are_written_as_the_scale_itself(gemma):
+    """What llama.cpp multiplies by is what transformers multiplies by: 1 + the stored weight."""
+    path, _, merged_hf, merged = gemma
+    reader = GGUFReader(write(model_writer(merged, gguf.F32, "tiny"), path / "norms.gguf"))
+    norm = merged_hf.model.layers[1].post_attention_layernorm
+    scale = (1 + norm.weight).detach().numpy()
+    written = next(np.asarray(t.data) for t in reader.tensors if t.name == "blk.1.ffn_norm.weight")
+    np.testing.assert_array_equal(written, scale.astype(np.float32))
+    assert np.abs(norm.weight.detach().numpy()).max() > 0.05        # not the trivial offsets
+
+
+def test_gemma_gguf_holds_what_llama_cpps_gemma_loader_reads(gemma):
+    path, _, merged_hf, merged = gemma
+    reader = GGUFReader(write(model_writer(merged, gguf.F16, "tiny"), path / "meta.gguf"))
+    config = merged_hf.config
+    assert field(reader, "general.architecture") == "gemma"
+    for key, want in (("context_length", config.max_position_embeddings),
+                      ("embedding_length", config.hidden_size),
+                      ("block_count", config.num_hidden_layers),
+                      ("feed_forward_length", config.intermediate_size),
+                      ("attention.head_count", config.num_attention_heads),
+                      ("attention.head_count_kv", config.num_key_value_heads),
+                      ("attention.key_length", config.head_dim),
+                      ("attention.value_length", config.head_dim)):
+        assert field(reader, f"gemma.{key}") == want, key
+    assert (config.head_dim, config.num_key_value_heads) == (256, 1)    # not hidden / heads, MQA
+    assert field(reader, "gemma.attention.layer_norm_rms_epsilon") == pytest.approx(config.rms_norm_eps, rel=1e-6)
+    assert field(reader, "gemma.rope.freq_base") == config.rope_parameters["rope_theta"]
+
+
+def test_a_gemma_llama_cpp_would_run_differently_is_refused(tmp_path):
+    gemma_dir(tmp_path, hidden_act="silu")
+    with pytest.raises(ExportError, match="hidden_act 'silu' is not supported: llama.cpp's gemma "
+                                          r"runs the MLP with GELU \(the tanh form\)"):
+        model_writer(load_merged(tmp_path), gguf.F16, "tiny")
+
+
+def test_a_gemma_adapter_is_not_written_as_a_gguf_adapter(gemma):
+    _, model, _, _ = gemma
+    with pytest.raises(ExportError, match="export a Gemma adapter merged"):
+        adapter_writer(LlamaConfig.from_file(model), OurLoraConfig(target_modules=["q_proj"]), {}, gguf.F32, "a")
