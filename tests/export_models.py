@@ -27,22 +27,38 @@ LABELS = ["neg", "neutral", "pos"]
 CHAT_SIZES = dict(intermediate_size=64)
 
 
-def chat_with_adapter(path, family="llama", seed=0, r=4, lora_alpha=8, use_rslora=False):
-    """(model_dir, adapter_dir): a tiny chat checkpoint and a PEFT adapter on all its
-    projections (seven; Phi-3's four) with lora_B drawn at random (PEFT starts it at zero)."""
-    model_dir = tiny_chat_dir(path, family=family, seed=seed, **CHAT_SIZES)
-    torch.manual_seed(seed + 1)
-    base = AutoModelForCausalLM.from_pretrained(model_dir)
-    peft = get_peft_model(base, LoraConfig(task_type=TaskType.CAUSAL_LM, r=r,
-                                           lora_alpha=lora_alpha,
-                                           target_modules=PHI3_PROJECTIONS if family == "phi3" else PROJECTIONS,
-                                           use_rslora=use_rslora))
+def random_b_adapter(model, adapter_dir, task_type, targets, **lora):
+    """PEFT's model of `model` (a transformers model) with a LoRA adapter on `targets`, lora_B
+    drawn at random from torch's generator (PEFT starts it at zero, which would test nothing),
+    saved to adapter_dir."""
+    peft = get_peft_model(model, LoraConfig(task_type=task_type, target_modules=targets,
+                                            **dict(dict(r=4, lora_alpha=8), **lora)))
     with torch.no_grad():
         for name, p in peft.named_parameters():
             if "lora_B" in name:
                 p.copy_(0.2 * torch.randn_like(p))
+    peft.save_pretrained(adapter_dir)
+    return peft
+
+
+def merged_with_adapter(model_class, model_dir, path, targets, seed=0,
+                        task_type=TaskType.CAUSAL_LM, **lora):
+    """(adapter_dir, PEFT's merged model in float32): random_b_adapter on the checkpoint at
+    model_dir, saved to path/adapter."""
+    torch.manual_seed(seed + 1)
+    peft = random_b_adapter(model_class.from_pretrained(model_dir), path / "adapter", task_type,
+                            targets, **lora)
+    return path / "adapter", peft.merge_and_unload().eval()
+
+
+def chat_with_adapter(path, family="llama", seed=0, r=4, lora_alpha=8, use_rslora=False):
+    """(model_dir, adapter_dir): a tiny chat checkpoint and a PEFT adapter on all its
+    projections (seven; Phi-3's four) with lora_B drawn at random."""
+    model_dir = tiny_chat_dir(path, family=family, seed=seed, **CHAT_SIZES)
     adapter = path / f"{family}-adapter"
-    peft.save_pretrained(adapter)
+    torch.manual_seed(seed + 1)
+    random_b_adapter(AutoModelForCausalLM.from_pretrained(model_dir), adapter, TaskType.CAUSAL_LM, PHI3_PROJECTIONS if family == "phi3" else PROJECTIONS,
+                     r=r, lora_alpha=lora_alpha, use_rslora=use_rslora)
     return model_dir, adapter
 
 

@@ -14,9 +14,10 @@ import pytest
 from gguf import MODEL_ARCH, GGUFReader
 from transformers import GemmaForCausalLM
 
+import export_models as em
 from mistral_gemma_checkpoints import tiny_checkpoint
 from test_export_gguf import field, write
-from test_phi2_gguf import TYPES, check_tensors, library_tensors, with_adapter
+from test_phi2_gguf import TYPES, check_tensors, library_tensors
 from tiny_chat import train_tokenizer
 from py_engine.export import gguf
 from py_engine.export.gguf_llama import adapter_writer, model_writer
@@ -40,7 +41,7 @@ def gemma_dir(path, **overrides):
 def gemma(tmp_path_factory):
     path = tmp_path_factory.mktemp("gemma-gguf")
     model = gemma_dir(path / "gemma")
-    adapter, merged_hf = with_adapter(GemmaForCausalLM, model, path, LINEARS)
+    adapter, merged_hf = em.merged_with_adapter(GemmaForCausalLM, model, path, LINEARS)
     return path, model, merged_hf, load_merged(model, adapter)
 
 

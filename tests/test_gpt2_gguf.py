@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 from gguf import GGUFReader, dequantize, quants
-from peft import LoraConfig, TaskType, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2LMHeadModel
 
 import export_models as em
@@ -31,16 +30,10 @@ def dialogpt_with_adapter(path, seed=0):
     count transformers' GGUF loader gives a gpt2 model) and a PEFT adapter on every Conv1D
     (fan_in_fan_out) with lora_B drawn at random."""
     model_dir = tiny_dialogpt_dir(path / "dialogpt", seed=seed, n_positions=1024)
-    torch.manual_seed(seed + 1)
-    peft = get_peft_model(GPT2LMHeadModel.from_pretrained(model_dir),
-                          LoraConfig(task_type=TaskType.CAUSAL_LM, r=4, lora_alpha=8, fan_in_fan_out=True,
-                                     target_modules=["c_attn", "c_proj", "c_fc"]))
-    with torch.no_grad():
-        for name, p in peft.named_parameters():
-            if "lora_B" in name:
-                p.copy_(0.2 * torch.randn_like(p))
-    peft.save_pretrained(path / "adapter")
-    return model_dir, path / "adapter", peft.merge_and_unload().eval()
+    adapter, merged = em.merged_with_adapter(GPT2LMHeadModel, model_dir, path,
+                                             ["c_attn", "c_proj", "c_fc"], seed=seed,
+                                             fan_in_fan_out=True)
+    return model_dir, adapter, merged
 
 
 @pytest.fixture(scope="module")

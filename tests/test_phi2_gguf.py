@@ -9,9 +9,7 @@ come back through it here; tests/llama_cpp_check.py runs such files in llama.cpp
 
 import numpy as np
 import pytest
-import torch
 from gguf import MODEL_ARCH, GGUFReader, dequantize, get_tensor_name_map, quants
-from peft import LoraConfig, TaskType, get_peft_model
 from transformers import PhiForCausalLM
 
 import export_models as em
@@ -25,20 +23,6 @@ from py_engine.models.phi_config import PhiConfig
 
 TYPES = [gguf.F32, gguf.F16, gguf.Q8_0, gguf.Q4_0]
 LINEARS = ["q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2"]
-
-
-def with_adapter(model_class, model_dir, path, targets, seed=0):
-    """(adapter_dir, PEFT's merged model in float32): a PEFT adapter on `targets` of the
-    checkpoint at model_dir, lora_B drawn at random."""
-    torch.manual_seed(seed + 1)
-    peft = get_peft_model(model_class.from_pretrained(model_dir),
-                          LoraConfig(task_type=TaskType.CAUSAL_LM, r=4, lora_alpha=8, target_modules=targets))
-    with torch.no_grad():
-        for name, p in peft.named_parameters():
-            if "lora_B" in name:
-                p.copy_(0.2 * torch.randn_like(p))
-    peft.save_pretrained(path / "adapter")
-    return path / "adapter", peft.merge_and_unload().eval()
 
 
 def library_tensors(hf, arch, transform=None, skip=()):
@@ -88,7 +72,7 @@ def check_tensors(reader, want, ggml_type):
 def phi(tmp_path_factory):
     path = tmp_path_factory.mktemp("phi2-gguf")
     model = tiny_phi_dir(path / "phi")
-    adapter, merged_hf = with_adapter(PhiForCausalLM, model, path, LINEARS)
+    adapter, merged_hf = em.merged_with_adapter(PhiForCausalLM, model, path, LINEARS)
     return path, model, merged_hf, load_merged(model, adapter)
 
 

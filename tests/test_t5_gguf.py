@@ -15,15 +15,16 @@ import json
 import numpy as np
 import pytest
 import torch
-from gguf import MODEL_ARCH, GGUFReader, dequantize, get_tensor_name_map, quants
-from peft import LoraConfig, TaskType, get_peft_model
+from gguf import MODEL_ARCH, GGUFReader, get_tensor_name_map
+from peft import TaskType
 from tokenizers import Tokenizer
 from transformers import AutoTokenizer, T5ForConditionalGeneration
 
 import export_models as em
 from t5_checkpoints import tiny_t5
 from t5_tokenizer import t5_tokenizer
-from test_export_gguf import LIBRARY_TYPES, LOGIT_BOUNDS, field, write
+from test_export_gguf import LOGIT_BOUNDS, field, write
+from test_phi2_gguf import check_tensors
 from py_engine.export import gguf
 from py_engine.export.gguf_llama import adapter_writer, model_writer
 from py_engine.export.merged import ExportError, load_merged
@@ -49,16 +50,9 @@ def t5_with_adapter(path, seed=0, **overrides):
     tok.save(str(model_dir / "tokenizer.json"))
     (model_dir / "tokenizer_config.json").write_text(json.dumps(
         {"pad_token": "<pad>", "eos_token": "</s>", "unk_token": "<unk>"}), encoding="utf-8")
-    torch.manual_seed(seed + 1)
-    peft = get_peft_model(T5ForConditionalGeneration.from_pretrained(model_dir),
-                          LoraConfig(task_type=TaskType.SEQ_2_SEQ_LM, r=4, lora_alpha=8,
-                                     target_modules=LINEARS))
-    with torch.no_grad():
-        for name, p in peft.named_parameters():
-            if "lora_B" in name:
-                p.copy_(0.2 * torch.randn_like(p))
-    peft.save_pretrained(path / "adapter")
-    return model_dir, path / "adapter", peft.merge_and_unload().eval()
+    adapter, merged = em.merged_with_adapter(T5ForConditionalGeneration, model_dir, path, LINEARS,
+                                             seed=seed, task_type=TaskType.SEQ_2_SEQ_LM)
+    return model_dir, adapter, merged
 
 
 @pytest.fixture(scope="module")
@@ -111,27 +105,8 @@ def test_t5_gguf_reads_back_tensor_for_tensor(uneven, ggml_type):
             field(reader, "tokenizer.ggml.unknown_token_id")) == (1, 0, 2)
 
     want = library_tensors(merged_hf)
-    assert {t.name for t in reader.tensors} == set(want)
     assert "dec.blk.2.cross_attn_k.weight" in want and "enc.blk.0.attn_rel_b.weight" in want
-    for t in reader.tensors:
-        w = want[t.name]
-        assert list(reversed(t.shape.tolist())) == list(w.shape), t.name
-        kind = gguf.F32 if w.ndim == 1 else ggml_type
-        if kind == gguf.Q4_0 and t.name in ("token_embd.weight", "output.weight"):
-            kind = gguf.Q8_0
-        if kind in (gguf.Q8_0, gguf.Q4_0) and w.shape[-1] % 32:
-            kind = gguf.F16             # the bias table's rows (4 heads) make no block
-        assert t.tensor_type == LIBRARY_TYPES[kind], t.name
-        got = np.asarray(dequantize(t.data, t.tensor_type)).reshape(w.shape)
-        if kind in (gguf.F32, gguf.F16):
-            ref = w.astype(np.float16).astype(np.float32) if kind == gguf.F16 else w
-            # the merge is ours (W + s.B.A), PEFT's is torch's: float32 rounding apart, then
-            # half an F16 step
-            bound = (1e-6 if kind == gguf.F32 else 2 ** -10) * np.abs(ref).max()
-            assert np.abs(got - ref).max() <= bound, t.name
-        else:
-            theirs = dequantize(quants.quantize(w, LIBRARY_TYPES[kind]), LIBRARY_TYPES[kind]).reshape(w.shape)
-            assert em.relative_error(got, theirs) <= 1e-2, t.name
+    check_tensors(reader, want, ggml_type)      # the bias table's rows (4 heads) make no block
 
 
 def logits(model, tok, **kwargs):

@@ -232,7 +232,7 @@ def model_writer(merged, ggml_type, name, warn=None):
             factors = array("f", config.rope_parameters[f"{kind}_factor"])
             writer.add_tensor(f"rope_factors_{kind}.weight", (len(factors),), gguf.F32,
                               lambda factors=factors: factors)
-    names = family.ordered(merged.names()) if family is not None else _ordered(merged.names())
+    names = getattr(family, "ordered", _ordered)(merged.names())     # Phi-2: the Llama order
     # Gemma's norms hold offsets from 1 (config.norm_offset): llama.cpp wants the scale itself
     norm_offset = getattr(config, "norm_offset", 0.0)
     for hf_name in names:

@@ -62,16 +62,6 @@ def tokenizer_overrides(entries):
             for key, vtype, value in entries]
 
 
-def ordered(names):
-    """The embedding, the layers, the final norm, the head."""
-    def key(name):
-        parts = name.split(".")
-        if parts[:2] == ["model", "layers"]:
-            return (1, int(parts[2]), name)
-        return (0 if name == "model.embed_tokens.weight" else 2, 0, name)
-    return sorted(names, key=key)
-
-
 def extra_tensors(merged):
     """[(GGUF name, shape, make)] beyond the merged tensors: a tied head as output.weight."""
     if not merged.config.tie_word_embeddings:
