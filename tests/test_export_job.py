@@ -1,9 +1,10 @@
 """`py-engine export-job`: the job folder runs under `accelerate launch` on the CPU (one
 process, and two over gloo), trains what py_engine trains (each step's loss and gradient norm
-equal py_engine's for the same data and seed), and writes a PEFT adapter that loads back into
-py_engine (logits as PEFT's) and trains on there. The folder's masking of assistant turns
-equals py_engine's for every chat template py_engine renders; every bad path and option is
-refused in one line before anything is written."""
+equal py_engine's for the same data and seed: chat models, classifiers, T5), and writes a PEFT
+adapter that loads back into py_engine (logits as PEFT's) and trains on there. The folder's
+masking of assistant turns equals py_engine's for every chat template py_engine renders, its
+T5 pairs and batches are py_engine's; every bad path and option is refused in one line before
+anything is written."""
 
 import importlib.util
 import json
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 from peft import PeftModel
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
 import export_models as em
 import peft_oracle as po
@@ -26,15 +27,22 @@ from test_cli_chat import ROWS
 from test_cli_classifier import write_jsonl
 from test_output_dir import snapshot
 from gpt2_checkpoints import tiny_dialogpt_dir
+from t5_checkpoints import tiny_t5
+from t5_tokenizer import t5_dir
+from test_cli_t5 import PAIRS
+from test_t5_reference import relative
 from tiny_chat import tiny_chat_dir
 from py_engine.cli import main
 from py_engine.data.chat import encode_chat_examples, read_chat_jsonl
 from py_engine.data.classification import label_names, read_jsonl
+from py_engine.data.seq2seq import encode_seq2seq_examples, read_seq2seq_jsonl
 from py_engine.models.lora_config import LoraConfig
 from py_engine.tokenizers.chat_template import DEFAULT_END_TOKENS
 from py_engine.train.chat import CausalTrainConfig, ChatModel
 from py_engine.train.classifier import TextClassifier
 from py_engine.train.config import ClassifierTrainConfig
+from py_engine.train.seq2seq import Seq2SeqModel
+from py_engine.train.tasks import Seq2SeqTask
 
 ACCELERATE = [str(Path(sys.executable).parent / "accelerate"), "launch"]
 CHATS = ROWS + [
@@ -44,6 +52,20 @@ CHATS = ROWS + [
                    {"role": "assistant", "content": f"It is {2 * i}."}]} for i in range(6)]
 WORDS = po.WORDS
 TARGETS = "q_proj,k_proj,v_proj,o_proj"
+# T5 pairs in each record format py_engine reads; one with runs of spaces and a tab, which
+# transformers' T5Tokenizer would cut otherwise than tokenizer.json (and py_engine) does.
+SPACED = "the  lazy\tdog  jumps"
+T5_ROWS = [{"input": s, "target": t} for s, t in PAIRS] + [
+    {"instruction": "translate to german:", "input": "good morning", "output": "hallo welt"},
+    {"prompt": "hello there", "response": "general kenobi"},
+    {"messages": [{"role": "user", "content": "what is on the mat?"},
+                  {"role": "assistant", "content": "a cat"}]},
+    {"input": SPACED, "target": "over  the fox"},
+    {"source": "summarize: good morning to you, the quick brown fox and the lazy dog",
+     "output": "good morning"},
+    {"input": "hello world", "target": "four"},
+]
+T5_TARGETS = "q,k,v,o,wi_0,wi_1,wo"
 REL = 1e-4          # each step's loss and gradient norm against py_engine's
 
 
@@ -56,8 +78,10 @@ def ws(tmp_path_factory):
     return {"root": root, "chat": tiny_chat_dir(root, family="llama", initializer_range=0.2),
             "bert": po.tiny_bert_dir(root / "bert", seed=3, hidden_dropout_prob=0.0,
                                      attention_probs_dropout_prob=0.0),
+            "t5": t5_dir(root / "t5")[0],
             "chats": write_jsonl(root / "chats.jsonl", CHATS),
-            "texts": write_jsonl(root / "texts.jsonl", texts)}
+            "texts": write_jsonl(root / "texts.jsonl", texts),
+            "pairs": write_jsonl(root / "pairs.jsonl", T5_ROWS)}
 
 
 def export_job(capsys, *argv):
@@ -236,6 +260,126 @@ def test_classifier_job_and_back(ws, tmp_path, capsys):
     assert len(loaded.history) == 1 and np.isfinite(loaded.history[0].loss)
 
 
+def test_t5_job_on_one_and_two_processes(ws, tmp_path, capsys):
+    """A T5 encoder-decoder (FLAN-T5's layout): the folder's pairs are py_engine's whatever
+    their record format; each step's loss and gradient norm are `train`'s on one process and
+    on two (the last planned batch has one row: the second process gets one that trains
+    nothing), each side of a pair cut to --max-length; the adapter (SEQ_2_SEQ_LM) loads back
+    into py_engine with PEFT's logits, and training goes on from it there."""
+    job = tmp_path / "job"
+    code, err = export_job(capsys, "--model", ws["t5"], "--data", ws["pairs"], "--out", job,
+                           "--batch-size", 3, "--grad-accum", 2, "--epochs", 2, "--lr", 5e-3,
+                           "--seed", 3, "--r", 4, "--target-modules", T5_TARGETS,
+                           "--max-length", 24, "--validation", ws["pairs"])
+    assert code == 0, err
+    pairs = read_seq2seq_jsonl(ws["pairs"])
+    rows = [json.loads(line) for line in (job / "data" / "train.jsonl").read_text().splitlines()]
+    assert rows == [{"input": e.input, "target": e.target} for e in pairs]
+    spec = json.loads((job / "job.json").read_text())
+    assert spec["task"] == "seq2seq" and spec["train"]["max_length"] == 24
+    assert "end_tokens" not in spec and "fallback_chat_template" not in spec
+    config = json.loads((job / "adapter" / "adapter_config.json").read_text())
+    assert config["task_type"] == "SEQ_2_SEQ_LM"
+    assert config["target_modules"] == T5_TARGETS.split(",") and config["r"] == 4
+    assert '{"input", "target"} pairs' in (job / "README.md").read_text()
+
+    # py_engine's train on the same pairs and seed (cli.cmd_train_seq2seq's calls).
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=T5_TARGETS.split(","),
+                      task_type="SEQ_2_SEQ_LM")
+    model = run(Seq2SeqModel.create(ws["t5"], lora=lora, seed=3, max_length=24))
+    examples, skipped = encode_seq2seq_examples(pairs, model.tokenizer, model.max_length)
+    assert skipped == 0
+    assert max(len(model.tokenizer.encode(e.input).ids) for e in pairs) > 24    # some are cut
+    config = CausalTrainConfig(epochs=2, lr=5e-3, batch_size=3, grad_accum=2, seed=3,
+                               max_length=24)
+    run(run(model.trainer(examples, config)).run())
+    assert len(model.history) == 4
+
+    err1, log1 = launch(job, "--cpu", output=tmp_path / "one")
+    assert "train.py: 1 process(es) on cpu" in err1
+    err2, log2 = launch(job, "--config_file", job / "accelerate.yaml", "--num_processes", 2,
+                        output=tmp_path / "two")
+    assert "train.py: 2 process(es) on cpu (distributed)" in err2
+    assert_same_steps(log1, model.history)
+    assert_same_steps(log2, model.history)
+    # The validation loss after the last epoch: py_engine's mean over the target tokens.
+    held_out = run(model.runtime.task.evaluate(model.runtime, examples, 8, 24))
+    for log in (log1, log2):
+        evaluations = [line for line in log if "eval_loss" in line]
+        assert [e["epoch"] for e in evaluations] == [1, 2]
+        assert evaluations[-1]["eval_loss"] == pytest.approx(held_out["loss"], rel=REL)
+
+    ours = {f"base_model.model.{name}": np.frombuffer(bytes(data), np.float32)
+            for name, (_, data) in run(model.runtime.trainable_values()).items()}
+    one = adapter_weights(tmp_path / "one" / "adapter")
+    two = adapter_weights(tmp_path / "two" / "adapter")
+    assert set(one) == set(two) == set(ours)
+    for name in ours:
+        assert em.relative_error(two[name], one[name]) < 1e-5, name
+        assert em.relative_error(one[name].ravel(), ours[name]) < 1e-3, name
+
+    # It loads back into py_engine with PEFT's logits (teacher-forced, the target's tokens).
+    adapter = tmp_path / "one" / "adapter"
+    saved = json.loads((adapter / "adapter_config.json").read_text())
+    assert saved["task_type"] == "SEQ_2_SEQ_LM"
+    loaded = run(Seq2SeqModel.load(ws["t5"], adapter_dir=adapter))
+    ids, target = examples[0].ids, examples[0].labels
+    decoder = loaded.decoder()
+    got = np.stack([run(decoder.prefill(ids))] + [run(decoder.step(t)) for t in target])
+    peft = PeftModel.from_pretrained(tiny_t5(tmp_path / "base").float(), adapter).double().eval()
+    with torch.no_grad():
+        want = peft(input_ids=torch.tensor([ids]),
+                    decoder_input_ids=torch.tensor([[0] + target])).logits[0].numpy()
+    assert relative(got, want) <= 1e-5
+    before = run(loaded.runtime.trainable_values())
+    trainer = run(loaded.trainer(examples, CausalTrainConfig(epochs=1, lr=5e-3, batch_size=4)))
+    run(trainer.run(max_steps=1))
+    assert len(loaded.history) == 1 and np.isfinite(loaded.history[0].loss)
+    after = run(loaded.runtime.trainable_values())
+    assert any(bytes(after[n][1]) != bytes(before[n][1]) for n in before)
+
+
+def test_t5_pairs_and_batches_are_py_engines(ws, tmp_path, capsys):
+    """The job's T5 tokens (tokenizer.json as written, not transformers' T5Tokenizer, which
+    cuts SPACED otherwise) and batches (the epoch plan over input + target lengths, each side
+    padded on its own, the decoder input transformers' shift of the labels) are py_engine's."""
+    from py_engine.labels import IGNORE_LABEL
+
+    job = tmp_path / "job"
+    assert export_job(capsys, "--model", ws["t5"], "--data", ws["pairs"], "--out", job,
+                      "--max-length", 24)[0] == 0
+    script = job_script(job)
+    spec = json.loads((job / "job.json").read_text())
+    tokenizer = script.load_tokenizer(spec["base"], spec)
+    items = script.encode_file(job / "data" / "train.jsonl", spec, tokenizer)
+    model = run(Seq2SeqModel.create(ws["t5"], max_length=24))
+    examples, _ = encode_seq2seq_examples(read_seq2seq_jsonl(ws["pairs"]), model.tokenizer, 24)
+    assert [(i["input_ids"], i["labels"]) for i in items] == [(e.ids, e.labels) for e in examples]
+    assert AutoTokenizer.from_pretrained(ws["t5"])(SPACED)["input_ids"] != \
+        model.tokenizer.encode(SPACED).ids
+    assert isinstance(tokenizer, PreTrainedTokenizerFast)
+
+    task = Seq2SeqTask(pad_id=0, decoder_start_id=0)
+    sizes = [script.sizes(item, "seq2seq") for item in items]
+    assert [sum(size) for size in sizes] == task.lengths(examples)
+    sampler = script.PlannedBatches(sizes, [script.trained_count(i) for i in items], 3, 1, 3,
+                                    8, 24, 0, 1)
+    collate, rows = script.collate("seq2seq", 0, 0), script.Rows(items)
+    hf = tiny_t5(tmp_path / "hf")
+    for epoch in (0, 1):
+        sampler.set_epoch(epoch)
+        for planned in sampler:
+            batch = collate([rows[key] for key in planned])
+            want = task.batch(examples, [i for i, _, _ in planned], 8, 24)
+            assert batch["input_ids"].tolist() == want.ids
+            assert batch["attention_mask"].tolist() == want.mask
+            assert batch["decoder_input_ids"].tolist() == want.decoder_ids
+            assert batch["labels"].flatten().tolist() == [
+                -100 if y == IGNORE_LABEL else y for y in want.labels]
+            assert torch.equal(batch["decoder_input_ids"], hf._shift_right(batch["labels"]))
+            assert batch["loss_denominator"].item() == task.denominator(want)
+
+
 @pytest.fixture(scope="module")
 def script(ws, tmp_path_factory):
     """The train.py of a job folder written for the tiny chat model."""
@@ -317,6 +461,25 @@ def test_presets_need_no_local_model(ws, tmp_path, capsys):
                                                presets["smollm2-135m"])
     assert script.base_settings(job, "phi-3-mini")[1]["target_modules"] == ["qkv_proj"]
     assert script.base_settings(job, "/models/mine") == ("/models/mine", None)
+    with pytest.raises(script.JobError, match="^--base flan-t5-base: a seq2seq base; this job "
+                                              "trains causal_lm$"):
+        script.base_settings(job, "flan-t5-base")
+
+    # FLAN-T5 (an encoder-decoder) from the Hub: pairs, its q and v, weights in float32.
+    code, err = export_job(capsys, "--model", "flan-t5-small", "--data", ws["pairs"], "--out",
+                           tmp_path / "flan")
+    assert code == 0, err
+    spec = json.loads((tmp_path / "flan" / "job.json").read_text())
+    assert (spec["task"], spec["base"], spec["dtype"], spec["precision"]) == \
+        ("seq2seq", "google/flan-t5-small", "float32", "bf16")
+    config = json.loads((tmp_path / "flan" / "adapter" / "adapter_config.json").read_text())
+    assert config["target_modules"] == ["q", "v"] and config["task_type"] == "SEQ_2_SEQ_LM"
+    assert "--base flan-t5-small" in (tmp_path / "flan" / "README.md").read_text()
+    flan = job_script(tmp_path / "flan")
+    assert flan.base_settings(spec, "flan-t5-base")[0] == "google/flan-t5-base"
+    with pytest.raises(flan.JobError, match="^--base llama-3-8b: a causal_lm base; this job "
+                                            "trains seq2seq$"):
+        flan.base_settings(spec, "llama-3-8b")
 
 
 def test_continues_an_adapter(ws, tmp_path, capsys):
@@ -358,7 +521,14 @@ def test_refusals_write_nothing(ws, tmp_path, capsys):
     for f in bert_adapter.iterdir():
         (mean_adapter / f.name).write_bytes(f.read_bytes())
     (mean_adapter / "head_config.json").write_text('{"pooling": "mean"}')
-    chat, texts, bert = ws["chat"], ws["texts"], ws["bert"]
+    chat, texts, bert, t5 = ws["chat"], ws["texts"], ws["bert"], ws["t5"]
+    bad_pairs = write_jsonl(tmp_path / "bad-pairs.jsonl", [
+        {"input": "a", "target": "b"},
+        {"messages": [{"role": "assistant", "content": "x"}, {"role": "user", "content": "y"}]}])
+    causal = tmp_path / "causal-adapter"
+    causal.mkdir()
+    (causal / "adapter_config.json").write_text(json.dumps({"task_type": "CAUSAL_LM"}))
+    tiny_t5(tmp_path / "t5-without-tokenizer")
     cases = [
         (("--model", tmp_path / "nothing", "--data", ws["chats"], "--out", tmp_path / "o"),
          "no model directory there, and not a preset"),
@@ -377,6 +547,18 @@ def test_refusals_write_nothing(ws, tmp_path, capsys):
           1000), "--max-length 1000 is more than the 256 positions"),
         (("--model", chat, "--data", ws["chats"], "--out", tmp_path / "o", "--lr", "nan"),
          "--lr: must be a number > 0"),
+        (("--model", t5, "--data", texts, "--out", tmp_path / "o"),
+         'texts.jsonl:1: a "text" record has no target'),
+        (("--model", t5, "--data", bad_pairs, "--out", tmp_path / "o"),
+         "bad-pairs.jsonl:2: the conversation must end on an assistant message"),
+        (("--model", "flan-t5-base", "--data", texts, "--out", tmp_path / "o"),
+         'texts.jsonl:1: a "text" record has no target'),
+        (("--model", t5, "--data", ws["pairs"], "--out", tmp_path / "o", "--label-smoothing",
+          0.1), f"--label-smoothing: only for classifiers; {t5} is a T5 encoder-decoder"),
+        (("--model", t5, "--data", ws["pairs"], "--out", tmp_path / "o", "--adapter", causal),
+         "is a CAUSAL_LM adapter; this command needs a SEQ_2_SEQ_LM one"),
+        (("--model", tmp_path / "t5-without-tokenizer", "--data", ws["pairs"], "--out",
+          tmp_path / "o"), "has no tokenizer.json"),
     ]
     before = snapshot(tmp_path)
     capsys.readouterr()

@@ -9,15 +9,16 @@ LoRA comes back.
 
 The folder holds the dataset (data/train.jsonl: `messages` conversations and {"text"} lines
 for chat models, as TRL and PEFT's examples read them; {"text", "label"} lines for
-classifiers), the LoRA adapter to start from (adapter/: adapter_config.json with these
-hyperparameters, and the weights: --adapter's, or the ones py_engine would start from for
---seed), job.json (the base, the task, the training options), train.py (transformers'
-Trainer with PEFT; it trains what py_engine trains: the same tokens, batches and loss), an
-accelerate config, presets.json (bases train.py --base can switch to: Llama 3 8B, Mistral 7B,
-Phi-3 mini, TinyLlama, SmolLM2) and a README with the commands. `accelerate launch` runs it
+classifiers; {"input", "target"} pairs for a T5 encoder-decoder such as FLAN-T5), the LoRA
+adapter to start from (adapter/: adapter_config.json with these hyperparameters, and the
+weights: --adapter's, or the ones py_engine would start from for --seed), job.json (the base,
+the task, the training options), train.py (transformers' Trainer with PEFT; it trains what
+py_engine trains: the same tokens, batches and loss), an accelerate config, presets.json (bases
+train.py --base can switch to: Llama 3 8B, Mistral 7B, Phi-3 mini, TinyLlama, SmolLM2,
+FLAN-T5 small and base) and a README with the commands. `accelerate launch` runs it
 unchanged on one GPU or many (CPU processes over gloo on a machine without one); the adapter
-it writes in output/adapter loads back into py_engine, the page included, and training
-continues from it there.
+it writes in output/adapter loads back into py_engine, the page included (chat models and
+classifiers), and training continues from it there.
 
 Every path and option is checked before anything is written; --out must be new, empty or
 written by py_engine (so a job folder that holds a run's output is never replaced).
@@ -32,6 +33,12 @@ from .job_presets import PRESETS, presets_json
 
 JOB_SCRIPT = "train.py"
 PRECISIONS = ("no", "bf16", "fp16")
+# job.json's task of each kind of model (cli.model_kind's names), and its adapters' PEFT task.
+TASKS = {"decoder": "causal_lm", "encoder": "classification", "seq2seq": "seq2seq"}
+KINDS = {task: kind for kind, task in TASKS.items()}
+PEFT_TASKS = {"decoder": "CAUSAL_LM", "encoder": "SEQ_CLS", "seq2seq": "SEQ_2_SEQ_LM"}
+KIND_NAMES = {"decoder": "a chat model (a decoder)", "encoder": "a classifier (BERT family)",
+              "seq2seq": "a T5 encoder-decoder"}
 # What the job was checked with: requirements.txt of the folder.
 REQUIREMENTS = ("torch==2.13.0", "transformers==5.23.0", "peft==0.21.2", "accelerate==1.15.0",
                 "safetensors==0.8.0")
@@ -47,7 +54,8 @@ def add_export_job_parser(sub, add_training_options, model_dir, count, fraction)
                    help=f"a Hugging Face checkpoint directory, or a preset: {', '.join(PRESETS)}")
     p.add_argument("--data", required=True,
                    help='JSONL: {"text", "label"} for classifiers; messages, Alpaca, '
-                        'prompt/response or {"text"} lines for chat models')
+                        'prompt/response or {"text"} lines for chat models; {"input", '
+                        '"target"}, Alpaca, prompt/response or messages lines for T5')
     p.add_argument("--out", required=True, help="the job folder: new, empty, or py_engine's")
     p.add_argument("--adapter", help="a PEFT LoRA adapter to continue training (from the page, "
                                      "train, or an earlier job)")
@@ -93,15 +101,15 @@ def cmd_export_job(args):
 class Job:
     """What check_job found: everything job_files writes."""
 
-    kind: str                   # "decoder" or "encoder"
+    kind: str                   # "decoder", "encoder" or "seq2seq" (cli.model_kind's)
     base: str                   # the checkpoint's absolute path, or a preset's Hub id
     preset: object              # a BasePreset, or None
     preset_name: str
-    config: object              # CausalTrainConfig or ClassifierTrainConfig
+    config: object              # CausalTrainConfig (decoders, T5) or ClassifierTrainConfig
     lora: object                # LoraConfig
     adapter_files: dict         # the adapter to start from: {file name: bytes}
     labels: list                # classifiers' label names, else None
-    data: list                  # ChatExamples or Examples
+    data: list                  # ChatExamples, Examples or Seq2SeqExamples
     validation: list
     precision: str
     gradient_checkpointing: bool
@@ -121,16 +129,17 @@ def check_job(args):
         raise UsageError(f"--model {args.model}: no model directory there, and not a preset "
                          f"({', '.join(PRESETS)})")
     preset = None if local else PRESETS[args.model]
-    kind = model_kind(args.model, args.max_length) if local else "decoder"
-    if kind == "decoder":
+    kind = model_kind(args.model, args.max_length, seq2seq=True) if local else \
+        KINDS[preset.task]
+    if kind != "encoder":
         refuse_options(args, ("label_smoothing",),
-                       f"only for classifiers; {args.model} is a chat model (a decoder)")
+                       f"only for classifiers; {args.model} is {KIND_NAMES[kind]}")
     config = _train_config(args, kind)
     if local:       # as py_engine does, the checkpoint's positions bound max_length
         from ..formats.json_file import read_json_object
 
         values = read_json_object(Path(args.model) / "config.json")
-        if kind == "decoder":       # in its family's names (GPT-2's n_positions)
+        if kind != "encoder":       # in its family's names (GPT-2's and T5's n_positions)
             from ..models.decoders import decoder_config
 
             values = vars(decoder_config(values))
@@ -139,6 +148,11 @@ def check_job(args):
             config = replace(config, max_length=positions)
     lora, adapter_files, adapter_labels = _adapter(args, kind, preset)
     examples, validation, labels = _data(args, kind, adapter_labels)
+    if local and kind == "seq2seq":
+        # train.py reads the tokenizer.json py_engine reads: a T5 without one is refused here
+        from ..tokenizers.checkpoint import seq2seq_tokenizer
+
+        seq2seq_tokenizer(args.model)
     if local:
         adapter_files = adapter_files or _initial_adapter(args.model, kind, lora, labels,
                                                           config.seed)
@@ -162,13 +176,13 @@ def _train_config(args, kind):
     from ..cli import train_options
     from ..train.config import CausalTrainConfig, ClassifierTrainConfig
 
-    if kind == "decoder":
-        return CausalTrainConfig(**train_options(args))
-    return ClassifierTrainConfig(**train_options(args, "label_smoothing"))
+    if kind == "encoder":
+        return ClassifierTrainConfig(**train_options(args, "label_smoothing"))
+    return CausalTrainConfig(**train_options(args))
 
 
 def _decoder_targets(model_dir):
-    """PEFT's default LoRA targets for the decoder family of a checkpoint directory."""
+    """PEFT's default LoRA targets for the decoder (or T5) family of a checkpoint directory."""
     from ..models.checkpoint import DecoderCheckpoint
 
     return DecoderCheckpoint.load(model_dir).config.lora_targets
@@ -180,14 +194,15 @@ def _adapter(args, kind, preset):
     from ..cli import check_adapter, lora_options, refuse_options
     from ..models.lora_config import BERT_TARGET_MODULES, LoraConfig
 
-    task = "CAUSAL_LM" if kind == "decoder" else "SEQ_CLS"
+    task = PEFT_TASKS[kind]
+    language_model = kind != "encoder"      # no head of its own to train (modules_to_save)
     if args.adapter is None:
         targets = preset.target_modules if preset else \
-            _decoder_targets(args.model) if kind == "decoder" else BERT_TARGET_MODULES
-        lora = lora_options(args, 2 if kind == "decoder" else 1, targets, task_type=task) or \
-            LoraConfig(r=8, lora_alpha=16 if kind == "decoder" else 8,
+            _decoder_targets(args.model) if language_model else BERT_TARGET_MODULES
+        lora = lora_options(args, 2 if language_model else 1, targets, task_type=task) or \
+            LoraConfig(r=8, lora_alpha=16 if language_model else 8,
                        target_modules=list(targets), task_type=task)
-        if kind == "decoder":
+        if language_model:
             lora.modules_to_save = []
         lora.base_model_name_or_path = preset.model_id if preset else str(Path(args.model))
         return lora, None, None
@@ -202,7 +217,7 @@ def _adapter(args, kind, preset):
         raise ValueError(f"{args.adapter} pools the tokens' mean, and transformers' classifier "
                          "head pools [CLS]: the job cannot continue it (train it with "
                          "py-engine train)")
-    lora = LoraConfig.from_peft_dict(dict(config, modules_to_save=None) if kind == "decoder"
+    lora = LoraConfig.from_peft_dict(dict(config, modules_to_save=None) if language_model
                                      else config)
     files = {name: (Path(args.adapter) / name).read_bytes() for name in ADAPTER_FILES
              if (Path(args.adapter) / name).is_file()}
@@ -221,6 +236,11 @@ def _data(args, kind, known_labels):
 
         return (read_chat_jsonl(args.data),
                 read_chat_jsonl(args.validation) if args.validation else None, None)
+    if kind == "seq2seq":
+        from ..data.seq2seq import read_seq2seq_jsonl
+
+        return (read_seq2seq_jsonl(args.data),
+                read_seq2seq_jsonl(args.validation) if args.validation else None, None)
     from ..data.classification import label_names, read_jsonl
 
     examples = read_jsonl(args.data)
@@ -235,7 +255,7 @@ def _data(args, kind, known_labels):
 
 def _model(model_dir, kind, lora, num_labels):
     """The model's structure (which tensors train, their shapes), from its files' headers."""
-    if kind == "decoder":
+    if kind != "encoder":       # decoders and T5 (decoder_model builds either)
         from ..models.checkpoint import DecoderCheckpoint
         from ..models.decoders import decoder_model
 
@@ -265,7 +285,7 @@ def _check_adapter_fits(model_dir, kind, files, labels):
     from ..train.init import merge_loaded
 
     config, tensors, _ = read_adapter_files(files, "the adapter")
-    lora = LoraConfig.from_peft_dict(dict(config, modules_to_save=None) if kind == "decoder"
+    lora = LoraConfig.from_peft_dict(dict(config, modules_to_save=None) if kind != "encoder"
                                      else config)
     merge_loaded(_model(model_dir, kind, lora, len(labels or ())), {}, tensors, "the adapter")
 
@@ -280,7 +300,7 @@ def job_files(job):
     from ..tokenizers.chat_template import DEFAULT_END_TOKENS
     from ..train import batching
 
-    task = "causal_lm" if job.kind == "decoder" else "classification"
+    task = TASKS[job.kind]
     data = {"train": "data/train.jsonl"}
     files = {data["train"]: _dataset(job.kind, job.data, dumps_dataset)}
     if job.validation:
@@ -296,9 +316,10 @@ def job_files(job):
             "precision": job.precision,
             "gradient_checkpointing": job.gradient_checkpointing or bool(
                 job.preset and job.preset.gradient_checkpointing),
-            "dropout": job.dropout,
-            "end_tokens": list(DEFAULT_END_TOKENS),
-            "fallback_chat_template": _fallback_template(job) or CHATML_TEMPLATE}
+            "dropout": job.dropout}
+    if job.kind == "decoder":       # how conversations are rendered and their answers found
+        spec.update(end_tokens=list(DEFAULT_END_TOKENS),
+                    fallback_chat_template=_fallback_template(job) or CHATML_TEMPLATE)
     adapter = dict(job.adapter_files)
     adapter["adapter_config.json"] = _json(job.lora.to_peft_dict()) \
         if "adapter_config.json" not in adapter else adapter["adapter_config.json"]
@@ -334,8 +355,11 @@ def _fallback_template(job):
 def _dataset(kind, examples, dumps_dataset):
     if kind == "decoder":
         return dumps_dataset(examples, "messages").encode()
-    lines = [dict({"text": e.text, "label": e.label}, **({"text_pair": e.pair} if e.pair else {}))
-             for e in examples]
+    if kind == "seq2seq":       # every record format py_engine reads, as the pair it trains
+        lines = [{"input": e.input, "target": e.target} for e in examples]
+    else:
+        lines = [dict({"text": e.text, "label": e.label},
+                      **({"text_pair": e.pair} if e.pair else {})) for e in examples]
     return "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines).encode()
 
 
@@ -362,29 +386,54 @@ use_cpu: false
 """
 
 
+# The README's words for each kind of model: the task, what data/*.jsonl holds, where
+# py_engine loads the adapter.
+README_TASKS = {
+    "decoder": ("chat model (causal LM)",
+                '`messages` conversations and {"text"} lines (TRL\'s SFTTrainer reads them)',
+                "`py-engine generate|score --adapter output/adapter`, ChatModel.load"),
+    "encoder": ("classifier", '{"text", "label"} lines',
+                "`py-engine predict --adapter output/adapter`, TextClassifier.load"),
+    "seq2seq": ("sequence to sequence (T5 encoder-decoder)",
+                '{"input", "target"} pairs: each side tokenized with tokenizer.json (T5 appends '
+                '</s>), every target token trained',
+                "`py-engine generate|score --adapter output/adapter`, Seq2SeqModel.load"),
+}
+
+
 def _readme(job):
+    import textwrap
+
     base = f"the preset {job.preset_name} ({job.base})" if job.preset else job.base
     back = "" if not job.preset or job.preset.py_engine else (
         "\nThis base is not a Llama-family model, so its adapter stays with PEFT: py_engine "
         "does not run it.\n")
+    task, data, loads = README_TASKS[job.kind]
+    # the page runs chat models and classifiers; T5 runs in py_engine on the host
+    page = "" if job.kind == "seq2seq" else "the page's adapter import, "
+    presets = [name for name, preset in PRESETS.items() if preset.task == TASKS[job.kind]]
+    switch = "" if not presets else \
+        f"    accelerate launch train.py --base {presets[0]}".ljust(79) + "# a preset's base\n"
+    examples = f"{len(job.data)} training examples in data/train.jsonl" + (
+        f", {len(job.validation)} in data/validation.jsonl" if job.validation else "") + \
+        ":\n" + textwrap.fill(f"{data}.", 95)
+    output = textwrap.fill(
+        "The adapter lands in output/adapter (PEFT's format; `--output DIR` moves it), a line "
+        "per step in output/log.jsonl. It loads where this job's adapter came from: PEFT "
+        f"(PeftModel.from_pretrained), py_engine ({loads}, whose training continues from "
+        f"it), {page}and `py-engine export-job --adapter output/adapter` for a next job.", 95)
     return f"""\
 # A LoRA training job written by py-engine export-job
 
-Base: {base}. Task: {"chat model (causal LM)" if job.kind == "decoder" else "classifier"}.
-{len(job.data)} training examples in data/train.jsonl{
-    f", {len(job.validation)} in data/validation.jsonl" if job.validation else ""}.
+Base: {base}. Task: {task}.
+{examples}
 
     pip install -r requirements.txt
     accelerate launch --config_file accelerate.yaml train.py                  # GPUs: num_processes
     accelerate launch --config_file accelerate.yaml --num_processes 4 train.py
     accelerate launch --cpu train.py                                           # one CPU process
-    accelerate launch train.py --base llama-3-8b                              # a preset's base
-
-The adapter lands in output/adapter (PEFT's format; `--output DIR` moves it), a line per step
-in output/log.jsonl. It loads where this job's adapter came from: PEFT
-(PeftModel.from_pretrained), py_engine (`py-engine generate|score|predict --adapter
-output/adapter`, ChatModel.load / TextClassifier.load, whose training continues from it), the
-page's adapter import, and `py-engine export-job --adapter output/adapter` for a next job.
+{switch}
+{output}
 {back}
 job.json holds the hyperparameters (py_engine's names; train.py maps them onto
 transformers' TrainingArguments), adapter/ the LoRA to start from, presets.json the bases

@@ -2,11 +2,15 @@
 llama-3-8b`, or `train.py --base llama-3-8b` in a job folder): where transformers finds them on
 the Hugging Face Hub, and how they train best on a GPU.
 
-target_modules: what PEFT's default for the family (q_proj, v_proj) is called in that model
-(Phi-3 fuses q, k and v into qkv_proj). dtype and gradient_checkpointing: the base's weights
-in bfloat16, activations recomputed in the backward pass, so that 7-8B models fit one 24-80 GB
-GPU with LoRA. py_engine: whether py_engine runs the family, so that the job's adapter loads
-back into it and into the page (Llama, Mistral, Phi-3: yes).
+task: what the base trains, in job.json's names: "causal_lm" (chat models) or "seq2seq"
+(FLAN-T5, an encoder-decoder); a job trains only on a base of its own task. target_modules:
+what PEFT's default for the family (q_proj, v_proj; T5's q, v) is called in that model (Phi-3
+fuses q, k and v into qkv_proj). dtype and gradient_checkpointing: the base's weights in
+bfloat16, activations recomputed in the backward pass, so that 7-8B models fit one 24-80 GB GPU
+with LoRA; FLAN-T5 small and base fit as they are, their weights kept in float32 (T5 overflows
+in float16, and bf16 autocast is precision enough). py_engine: whether py_engine runs the
+family, so that the job's adapter loads back into it and into the page (Llama, Mistral, Phi-3,
+T5: yes).
 """
 
 from dataclasses import asdict, dataclass
@@ -19,6 +23,7 @@ class BasePreset:
     dtype: str = "bfloat16"
     gradient_checkpointing: bool = True
     py_engine: bool = True
+    task: str = "causal_lm"
 
     def as_dict(self):
         return dict(asdict(self), target_modules=list(self.target_modules))
@@ -36,6 +41,10 @@ PRESETS = {
                                gradient_checkpointing=False),
     "smollm2-1.7b": BasePreset("HuggingFaceTB/SmolLM2-1.7B-Instruct",
                                gradient_checkpointing=False),
+    "flan-t5-small": BasePreset("google/flan-t5-small", target_modules=("q", "v"),
+                                dtype="float32", gradient_checkpointing=False, task="seq2seq"),
+    "flan-t5-base": BasePreset("google/flan-t5-base", target_modules=("q", "v"),
+                               dtype="float32", gradient_checkpointing=False, task="seq2seq"),
 }
 
 

@@ -19,19 +19,26 @@ It trains what py_engine would train on the same data and seed, so a job continu
 the page (or the page continues a job's) without a jump:
   - data: `messages` conversations ({"messages": [{"role", "content"}, ...]}, as TRL's
     SFTTrainer reads them) or {"text"} lines for chat models, {"text", "label"} lines for
-    classifiers. A conversation is rendered with the tokenizer's chat template and only the
+    classifiers, {"input", "target"} pairs for a T5 encoder-decoder (job.json's task
+    "seq2seq"). A conversation is rendered with the tokenizer's chat template and only the
     assistant turns are trained: each assistant content as the template prints it, and the
     end-of-turn token right after it (job.json's end_tokens, after spaces or tabs); a token
-    is trained when its characters overlap that span. A text trains every token.
+    is trained when its characters overlap that span. A text trains every token. A pair's
+    input and target are each tokenized by the base's tokenizer.json as it is written (T5's
+    appends </s>), each cut to max_length; every target token is trained, the decoder fed the
+    target shifted right after decoder_start_token_id, as T5 shifts its labels.
   - batches: py_engine's epoch plan (batching.py beside this file: shuffled by the seed,
-    grouped by length, padded to a multiple of 8); each planned batch is the global batch,
-    split across the processes, so 1 or N processes take the same optimizer steps.
+    grouped by length, a pair's length its input's and target's together, padded to a
+    multiple of 8: a pair's input and target each on its own); each planned batch is the
+    global batch, split across the processes, so 1 or N processes take the same optimizer
+    steps.
   - the loss: each planned batch's is the mean over its trained tokens (rows, for a
     classifier) on every process, an optimizer step's the mean over its accumulated batches;
     AdamW decaying every trainable tensor, transformers' linear warmup and decay, clipping.
-Dropout (a checkpoint's hidden_dropout_prob, lora_dropout) draws torch's masks, not
-py_engine's: with it, runs agree in distribution rather than step for step. job.json's
-"dropout" (export-job --dropout, as train's) sets every dropout of the base model (0: none).
+Dropout (a checkpoint's hidden_dropout_prob or T5's dropout_rate, lora_dropout) draws torch's
+masks, not py_engine's: with it, runs agree in distribution rather than step for step.
+job.json's "dropout" (export-job --dropout, as train's) sets every dropout of the base model
+(0: none).
 """
 
 import argparse
@@ -137,6 +144,19 @@ def encode_chat(tokenizer, row, end_tokens, max_length, where):
     return {"input_ids": ids, "labels": labels}
 
 
+def encode_seq2seq(tokenizer, row, max_length, where):
+    """{"input_ids", "labels"} of one {"input", "target"} pair, or None when a side has no
+    token."""
+    source, target = row.get("input"), row.get("target")
+    if not isinstance(source, str) or not isinstance(target, str):
+        raise JobError(f"{where}: expected {{\"input\": str, \"target\": str}}")
+    ids = tokenizer(source)["input_ids"][:max_length]
+    labels = tokenizer(target)["input_ids"][:max_length]
+    if not ids or not labels:
+        return None
+    return {"input_ids": ids, "labels": labels}
+
+
 def encode_classification(tokenizer, row, labels, max_length, where):
     text, label = row.get("text"), row.get("label")
     if not isinstance(text, str) or label not in labels:
@@ -151,12 +171,15 @@ def encode_classification(tokenizer, row, labels, max_length, where):
 def encode_file(path, job, tokenizer):
     """The encoded examples of a data file, in file order (skipped lines are counted)."""
     train = job["train"]
-    end_tokens = job["end_tokens"] + ([tokenizer.eos_token] if tokenizer.eos_token else [])
+    if job["task"] == "causal_lm":
+        end_tokens = job["end_tokens"] + ([tokenizer.eos_token] if tokenizer.eos_token else [])
     items, skipped = [], 0
     for number, row in read_jsonl(path):
         where = f"{path}:{number}"
         if job["task"] == "causal_lm":
             item = encode_chat(tokenizer, row, end_tokens, train["max_length"], where)
+        elif job["task"] == "seq2seq":
+            item = encode_seq2seq(tokenizer, row, train["max_length"], where)
         else:
             item = encode_classification(tokenizer, row, job["labels"], train["max_length"],
                                          where)
@@ -174,19 +197,29 @@ def encode_file(path, job, tokenizer):
 
 # ---- batches -----------------------------------------------------------------------------------
 
-class PlannedBatches:
-    """A batch sampler over py_engine's epoch plan: each planned batch is cut into one share per
-    process (contiguous rows); a process whose share is short gets rows that train nothing
-    (index -1), so every process runs every step. Items are (index, padded length, the loss's
-    denominator): as py_engine's, an optimizer step's loss is the mean of its planned batches'
-    losses, each the mean over that whole batch's trained tokens (rows), so a batch's summed
-    loss is divided by its count times the number of batches in its step."""
+def sizes(item, task):
+    """The lengths a batch pads for an example: its tokens' (a pair's input's and target's,
+    each padded on its own)."""
+    if task == "seq2seq":
+        return len(item["input_ids"]), len(item["labels"])
+    return (len(item["input_ids"]),)
 
-    def __init__(self, lengths, counts, batch_size, grad_accum, seed, multiple, cap, rank, world):
+
+class PlannedBatches:
+    """A batch sampler over py_engine's epoch plan (by each example's sizes added up): each
+    planned batch is cut into one share per process (contiguous rows); a process whose share is
+    short gets rows that train nothing (index -1), so every process runs every step. Items are
+    (index, padded lengths, the loss's denominator): as py_engine's, an optimizer step's loss
+    is the mean of its planned batches' losses, each the mean over that whole batch's trained
+    tokens (rows), so a batch's summed loss is divided by its count times the number of
+    batches in its step."""
+
+    def __init__(self, sizes, counts, batch_size, grad_accum, seed, multiple, cap, rank, world):
         from batching import padded_length, plan_epoch
 
         self.plan, self.padded_length = plan_epoch, padded_length
-        self.lengths, self.counts, self.seed = lengths, counts, seed
+        self.sizes, self.lengths = sizes, [sum(size) for size in sizes]
+        self.counts, self.seed = counts, seed
         self.batch_size, self.grad_accum = batch_size, grad_accum
         self.multiple, self.cap, self.rank, self.world = multiple, cap, rank, world
         self.epoch = 0
@@ -200,14 +233,15 @@ class PlannedBatches:
     def __iter__(self):
         batches = self.plan(self.lengths, self.batch_size, self.seed, self.epoch)
         for k, batch in enumerate(batches):
-            T = self.padded_length(max(self.lengths[i] for i in batch), self.multiple, self.cap)
+            widths = tuple(self.padded_length(max(size), self.multiple, self.cap)
+                           for size in zip(*(self.sizes[i] for i in batch)))
             group = k - k % self.grad_accum
             in_step = min(self.grad_accum, len(batches) - group)
             denominator = max(1, sum(self.counts[i] for i in batch)) * in_step
             share = math.ceil(len(batch) / self.world)
             rows = batch[self.rank * share:(self.rank + 1) * share]
-            yield [(i, T, denominator) for i in rows] + \
-                [(-1, T, denominator)] * (share - len(rows))
+            yield [(i, widths, denominator) for i in rows] + \
+                [(-1, widths, denominator)] * (share - len(rows))
 
 
 def trained_count(item):
@@ -217,51 +251,73 @@ def trained_count(item):
     return sum(y != IGNORE_INDEX for y in labels) if isinstance(labels, list) else 1
 
 
-def collate(task, pad_id):
+def collate(task, pad_id, decoder_start_id=None):
+    """The batch of planned items: right-padded to the batch's lengths (a pair's input to the
+    first, its target to the second); a seq2seq batch's decoder input is its labels shifted
+    right after decoder_start_id, as transformers' T5 makes it from labels (the Trainer hands
+    the model no labels when it computes the loss itself)."""
     import torch
 
-    def pad(rows, key, value):
-        return torch.tensor([row[key] + [value] * (row["T"] - len(row[key])) for row in rows])
+    def pad(rows, key, value, width):
+        return torch.tensor([row[key] + [value] * (width - len(row[key])) for row in rows])
 
     def make(items):
+        widths = items[0][1]
+        S, T = widths[0], widths[-1]
         rows = []
-        for item, T, _ in items:
-            row = dict(item, T=T) if item is not None else {
-                "input_ids": [pad_id], "T": T,
-                "labels": [IGNORE_INDEX] if task == "causal_lm" else IGNORE_INDEX}
+        for item, _, _ in items:
+            row = item if item is not None else {
+                "input_ids": [pad_id], "labels": IGNORE_INDEX if task == "classification"
+                else [IGNORE_INDEX]}
             rows.append(dict(row, attention_mask=[1] * len(row["input_ids"])))
-        batch = {"input_ids": pad(rows, "input_ids", pad_id),
-                 "attention_mask": pad(rows, "attention_mask", 0),
+        batch = {"input_ids": pad(rows, "input_ids", pad_id, S),
+                 "attention_mask": pad(rows, "attention_mask", 0, S),
                  "loss_denominator": torch.tensor(float(items[0][2]))}
-        if task == "causal_lm":
-            batch["labels"] = pad(rows, "labels", IGNORE_INDEX)
-        else:
+        if task == "classification":
             batch["labels"] = torch.tensor([row["labels"] for row in rows])
             if any("token_type_ids" in row for row in rows):
                 batch["token_type_ids"] = pad(
                     [dict(row, token_type_ids=row.get("token_type_ids", [0])) for row in rows],
-                    "token_type_ids", 0)
+                    "token_type_ids", 0, S)
+        else:
+            batch["labels"] = pad(rows, "labels", IGNORE_INDEX, T)
+        if task == "seq2seq":
+            batch["decoder_input_ids"] = shift_right(batch["labels"], decoder_start_id, pad_id)
         return batch
 
     return make
 
 
+def shift_right(labels, start_id, pad_id):
+    """The decoder's input: start_id, then the labels but the last; ignored ones as pad_id."""
+    shifted = labels.new_full(labels.shape, start_id)
+    shifted[:, 1:] = labels[:, :-1]
+    return shifted.masked_fill(shifted == IGNORE_INDEX, pad_id)
+
+
 class Rows:
-    """The encoded examples, indexed by (index, padded length, loss denominator); -1 is a row
+    """The encoded examples, indexed by (index, padded lengths, loss denominator); -1 is a row
     that trains nothing."""
 
     def __init__(self, items):
         self.items = items
 
     def __getitem__(self, key):
-        index, T, denominator = key
-        return (None if index < 0 else self.items[index]), T, denominator
+        index, widths, denominator = key
+        return (None if index < 0 else self.items[index]), widths, denominator
 
     def __len__(self):
         return len(self.items)
 
 
 # ---- the loss ----------------------------------------------------------------------------------
+
+def scored(task, labels):
+    """The labels the loss scores: a causal LM's from the second token on (position t predicts
+    token t + 1), every one for a pair's target (the decoder input is shifted instead) and a
+    classifier's rows."""
+    return labels[:, 1:] if task == "causal_lm" else labels
+
 
 def loss_function(task, label_smoothing):
     """compute_loss_func for transformers' Trainer: the summed loss over the rows' trained
@@ -273,7 +329,8 @@ def loss_function(task, label_smoothing):
     def loss(outputs, labels, num_items_in_batch=None):
         logits = outputs.logits.float()
         if task == "causal_lm":
-            logits, labels = logits[:, :-1], labels[:, 1:]
+            logits = logits[:, :-1]
+        labels = scored(task, labels)
         total = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
                                 ignore_index=IGNORE_INDEX, reduction="sum",
                                 label_smoothing=label_smoothing)
@@ -287,11 +344,14 @@ def loss_function(task, label_smoothing):
 # ---- the model ---------------------------------------------------------------------------------
 
 def base_settings(job, base):
-    """(model name or path, preset or None): --base names a preset of presets.json, a
-    directory or a Hub id; by default the job's own base (and preset)."""
+    """(model name or path, preset or None): --base names a preset of presets.json (one of
+    the job's task), a directory or a Hub id; by default the job's own base (and preset)."""
     presets = json.loads((HERE / "presets.json").read_text(encoding="utf-8"))
     name = base if base is not None else job.get("preset")
     if name in presets:
+        task = presets[name].get("task", "causal_lm")
+        if task != job["task"]:
+            raise JobError(f"--base {name}: a {task} base; this job trains {job['task']}")
         return presets[name]["model_id"], presets[name]
     return base or job["base"], None
 
@@ -306,6 +366,8 @@ def load_model(job, base, preset, switched, torch):
     dtype = getattr(torch, (preset or {}).get("dtype") or job["dtype"])
     if job["task"] == "causal_lm":
         model = transformers.AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
+    elif job["task"] == "seq2seq":
+        model = transformers.AutoModelForSeq2SeqLM.from_pretrained(base, dtype=dtype)
     else:
         model = transformers.AutoModelForSequenceClassification.from_pretrained(
             base, dtype=dtype, num_labels=len(job["labels"]))
@@ -326,6 +388,11 @@ def load_model(job, base, preset, switched, torch):
 def load_tokenizer(base, job):
     import transformers
 
+    if job["task"] == "seq2seq":
+        # tokenizer.json as written, as py_engine reads it: transformers' T5Tokenizer builds
+        # its own pre-tokenizer (splitting at every whitespace), which cuts some texts apart
+        # otherwise (runs of spaces, tabs)
+        return transformers.PreTrainedTokenizerFast.from_pretrained(base)
     tokenizer = transformers.AutoTokenizer.from_pretrained(base)
     if job["task"] == "causal_lm" and tokenizer.chat_template is None:
         tokenizer.chat_template = job["fallback_chat_template"]
@@ -386,20 +453,24 @@ def train(job, args):
         ddp_find_unused_parameters=False, disable_tqdm=True,
         # On the CPU where the machine has no accelerator: the same launch runs anywhere.
         use_cpu=not torch.accelerator.is_available())
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else \
-        (tokenizer.eos_token_id or 0)
+    transformers.set_seed(settings["seed"])
+    model = load_model(job, base, preset, args.base is not None, torch)
+    if job["task"] == "seq2seq":        # the base's own, as its _shift_right reads them
+        pad_id, start_id = model.config.pad_token_id, model.config.decoder_start_token_id
+    else:
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else \
+            (tokenizer.eos_token_id or 0)
+        start_id = None
 
     def loader(rows, seed):
-        sampler = PlannedBatches([len(r["input_ids"]) for r in rows],
+        sampler = PlannedBatches([sizes(r, job["task"]) for r in rows],
                                  [trained_count(r) for r in rows], settings["batch_size"],
                                  settings["grad_accum"], seed, settings["pad_multiple"],
                                  settings["max_length"], training_args.process_index,
                                  training_args.world_size)
         return EpochLoader(Rows(rows), batch_sampler=sampler,
-                           collate_fn=collate(job["task"], pad_id))
+                           collate_fn=collate(job["task"], pad_id, start_id))
 
-    transformers.set_seed(settings["seed"])
-    model = load_model(job, base, preset, args.base is not None, torch)
     if checkpointing:
         model.enable_input_require_grads()
     main_process = training_args.process_index == 0
@@ -414,8 +485,7 @@ def train(job, args):
                                                          settings.get("label_smoothing", 0.0)),
                          callbacks=[log])
     if validation:
-        trainer.add_callback(Validation(trainer, loader(validation, 0), log,
-                                        loss_function(job["task"], 0.0)))
+        trainer.add_callback(Validation(trainer, loader(validation, 0), log, job["task"]))
     trainer.train()
     if main_process:
         save_adapter(trainer.model, job, output / "adapter")
@@ -482,8 +552,9 @@ def _torch_classes():
         """The mean loss over the validation set's trained tokens (rows) after each epoch,
         without label smoothing (py_engine's held-out loss)."""
 
-        def __init__(self, trainer, loader, log, loss):
-            self.trainer, self.loader, self.log, self.loss = trainer, loader, log, loss
+        def __init__(self, trainer, loader, log, task):
+            self.trainer, self.loader, self.log, self.task = trainer, loader, log, task
+            self.loss = loss_function(task, 0.0)
 
         def on_epoch_end(self, args, state, control, **kwargs):
             model, device = self.trainer.model, self.trainer.args.device
@@ -495,7 +566,7 @@ def _torch_classes():
                     batch = {k: v.to(device) for k, v in batch.items()}
                     batch.pop("loss_denominator")
                     labels = batch.pop("labels")
-                    count = (labels[:, 1:] if labels.dim() == 2 else labels).ne(IGNORE_INDEX).sum()
+                    count = scored(self.task, labels).ne(IGNORE_INDEX).sum()
                     if count:
                         total[0] += loss(model(**batch), labels).double() * count
                         total[1] += count
