@@ -22,6 +22,7 @@ def test_adamw_matches_torch_over_steps(weight_decay, betas, eps):
     tp = torch.nn.Parameter(torch.tensor(p0))
     opt = torch.optim.AdamW([tp], lr=lrs[0], betas=betas, eps=eps, weight_decay=weight_decay)
     param, m, v = p0, np.zeros(n), np.zeros(n)
+    m_operands = 0.0
     for t, (g, lr, scale) in enumerate(zip(grads, lrs, scales), start=1):
         for group in opt.param_groups:
             group["lr"] = lr
@@ -30,10 +31,15 @@ def test_adamw_matches_torch_over_steps(weight_decay, betas, eps):
         param, m, v = adamw_step(param, g, m, v, lr, *betas, eps, weight_decay, t, grad_scale=scale)
         state = opt.state[tp]
         # Absolute floors at the operands' scale (|param| ~ 1, |g|, g^2): an element that an
-        # update brings near zero is a difference of such numbers.
+        # update brings near zero is a difference of such numbers. m carries the rounding of
+        # the earlier steps' sums too, decayed by beta1 per step: its floor is at the largest of
+        # its terms beta1^(t-k) |g_k scale_k|, not at this step's gradient alone (a step with a
+        # gradient 1e-4 of an earlier one left an element that had cancelled before out of a
+        # floor at this step's scale).
         gmax = np.abs(g * scale).max()
+        m_operands = max(betas[0] * m_operands, gmax)
         np.testing.assert_allclose(param, tp.detach().numpy(), rtol=1e-13, atol=1e-13)
-        np.testing.assert_allclose(m, state["exp_avg"].numpy(), rtol=1e-13, atol=1e-13 * gmax)
+        np.testing.assert_allclose(m, state["exp_avg"].numpy(), rtol=1e-13, atol=1e-13 * m_operands)
         np.testing.assert_allclose(v, state["exp_avg_sq"].numpy(), rtol=1e-13, atol=1e-13 * gmax**2)
 
 

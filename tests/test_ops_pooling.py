@@ -41,4 +41,9 @@ def test_tanh_matches_torch(rng):
     ty.backward(torch.tensor(dy))
     y = pooling.tanh_forward(x)
     np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-14)
-    np.testing.assert_allclose(pooling.tanh_backward(y, dy), tx.grad.numpy(), rtol=1e-12, atol=1e-15)
+    # dy (1 - y^2) cancels for |x| past ~4 (1 - y^2 = 8e-6 at x = 6.6), where torch's tanh and
+    # NumPy's differ by an ulp of y: the slack is 4 ulps of the terms |dy| (1 + y^2) (measured
+    # 1.2) rather than a fixed atol of 1e-15, which |dy| ~ 3 there brought to 0.975.
+    slack = 4 * np.finfo(np.float64).eps * np.abs(dy) * (1 + y * y)
+    dx, want = pooling.tanh_backward(y, dy), tx.grad.numpy()
+    assert np.all(np.abs(dx - want) <= 1e-12 * np.abs(want) + slack)
