@@ -61,10 +61,21 @@ def gpu_step(device, model, checkpoint, extra, ids, mask, labels, seed=0):
     return decode_metrics(values[0])["loss"], grads
 
 
+# f32 rounding in a backward pass is relative to what flows through it: any one tensor's
+# gradient error was at most ~1.2e-7 of the whole step's gradient norm (Phi-2, full fine-tuning).
+# A tensor whose own gradient is a tiny part of the whole (Phi-2's key projection in the last
+# layer, 1e-6 of it, its bias exactly zero on the dimensions without rotary) is judged against
+# this share of the whole instead of its own size (it failed 1 run in 100 on its own size).
+GRAD_FLOOR = 1e-5
+
+
 def check(got_loss, got, want_loss, want):
     assert abs(got_loss - want_loss) <= LOSS_BOUND * abs(want_loss)
+    whole = np.sqrt(sum(np.sum(np.asarray(ref, np.float64) ** 2) for ref in want.values()))
     for name, ref in want.items():
-        assert relative(got[name], ref) <= GRAD_BOUND, name
+        diff = np.asarray(got[name], np.float64) - ref
+        err = np.linalg.norm(diff) / max(np.linalg.norm(ref), GRAD_FLOOR * whole)
+        assert np.all(np.isfinite(got[name])) and err <= GRAD_BOUND, (name, err)
 
 
 def test_lora_step_on_the_gpu_matches_numpy(tmp_path, device):
