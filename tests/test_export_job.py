@@ -103,6 +103,19 @@ def launch(job, *argv, output):
     return done.stderr, log
 
 
+def launch_one_and_two(job, tmp_path, history):
+    """The job on one process (output tmp_path/one) and on two over gloo (tmp_path/two), each
+    step as py_engine's `history`; (the two step logs)."""
+    err1, log1 = launch(job, "--cpu", output=tmp_path / "one")
+    assert "train.py: 1 process(es) on cpu" in err1
+    err2, log2 = launch(job, "--config_file", job / "accelerate.yaml", "--num_processes", 2,
+                        output=tmp_path / "two")
+    assert "train.py: 2 process(es) on cpu (distributed)" in err2
+    assert_same_steps(log1, history)
+    assert_same_steps(log2, history)
+    return log1, log2
+
+
 def assert_same_steps(log, history):
     """The job's steps are py_engine's: loss and gradient norm within REL, the same rates."""
     steps = [line for line in log if "loss" in line]
@@ -151,13 +164,7 @@ def test_chat_job_on_one_and_two_processes(ws, tmp_path, capsys):
     run(run(chat.trainer(examples, config)).run())
     assert len(chat.history) == 6
 
-    err1, log1 = launch(job, "--cpu", output=tmp_path / "one")
-    assert "train.py: 1 process(es) on cpu" in err1
-    err2, log2 = launch(job, "--config_file", job / "accelerate.yaml", "--num_processes", 2,
-                        output=tmp_path / "two")
-    assert "train.py: 2 process(es) on cpu (distributed)" in err2
-    assert_same_steps(log1, chat.history)
-    assert_same_steps(log2, chat.history)
+    log1, log2 = launch_one_and_two(job, tmp_path, chat.history)
 
     # The adapters: one process, two processes and py_engine trained the same weights.
     ours = {f"base_model.model.{name}": np.frombuffer(bytes(data), np.float32)
@@ -295,13 +302,7 @@ def test_t5_job_on_one_and_two_processes(ws, tmp_path, capsys):
     run(run(model.trainer(examples, config)).run())
     assert len(model.history) == 4
 
-    err1, log1 = launch(job, "--cpu", output=tmp_path / "one")
-    assert "train.py: 1 process(es) on cpu" in err1
-    err2, log2 = launch(job, "--config_file", job / "accelerate.yaml", "--num_processes", 2,
-                        output=tmp_path / "two")
-    assert "train.py: 2 process(es) on cpu (distributed)" in err2
-    assert_same_steps(log1, model.history)
-    assert_same_steps(log2, model.history)
+    log1, log2 = launch_one_and_two(job, tmp_path, model.history)
     # The validation loss after the last epoch: py_engine's mean over the target tokens.
     held_out = run(model.runtime.task.evaluate(model.runtime, examples, 8, 24))
     for log in (log1, log2):
