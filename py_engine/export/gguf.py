@@ -75,7 +75,7 @@ def block_type_for(shape, wanted):
 
 # --- encoding ------------------------------------------------------------------------------------
 
-def _f32_array(values):
+def f32_array(values):
     """values (array('f'), a float32 buffer such as a NumPy array, or floats) as array('f')."""
     if isinstance(values, array) and values.typecode == "f":
         return values
@@ -166,7 +166,7 @@ def _interleave(scales, quants, per_block, block_bytes):
 
 def encode(values, ggml_type):
     """The stored bytes of float32 `values` (row-major; rows a multiple of the block size)."""
-    values = _f32_array(values)
+    values = f32_array(values)
     if ggml_type == F32:
         return _le(values)
     if ggml_type == F16:
@@ -266,7 +266,7 @@ class GGUFWriter:
 
     @staticmethod
     def _encoded(name, shape, ggml_type, make):
-        values = _f32_array(make())
+        values = f32_array(make())
         if len(values) != math.prod(shape):
             raise GGUFError(f"tensor {name!r}: {len(values)} values for shape {list(shape)}")
         bad = first_non_finite("F32", _le(values))

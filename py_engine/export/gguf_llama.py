@@ -107,7 +107,7 @@ def _family_of_name(name):
 def permuted_heads(values, rows, heads):
     """The rows of a [rows, cols] q or k projection (or bias, cols 1) reordered from
     transformers' rotate-halves layout to llama.cpp's interleaved pairs, head by head."""
-    values = gguf._f32_array(values)
+    values = gguf.f32_array(values)
     cols = len(values) // rows
     d = rows // heads
     out = array("f", bytes(4 * len(values)))
@@ -244,7 +244,7 @@ def model_writer(merged, ggml_type, name, warn=None):
         def make(hf_name=hf_name, shape=shape, heads=heads, offset=offset):
             values = merged.floats(hf_name)
             if offset:
-                values = array("f", map(add, gguf._f32_array(values), repeat(offset)))
+                values = array("f", map(add, gguf.f32_array(values), repeat(offset)))
             return values if heads is None else permuted_heads(values, shape[0], heads)
 
         writer.add_tensor(target, shape, tensor_type(target, shape, ggml_type), make)

@@ -113,5 +113,5 @@ def extra_tensors(merged):
     scale = config.output_scale
 
     def make():
-        return array("f", map(mul, gguf._f32_array(merged.floats("shared.weight")), repeat(scale)))
+        return array("f", map(mul, gguf.f32_array(merged.floats("shared.weight")), repeat(scale)))
     return [("output.weight", tuple(merged.shape("shared.weight")), make)]
