@@ -6,10 +6,10 @@ full fine-tuning step's gradients against torch autograd, and adapters both ways
 import numpy as np
 import pytest
 import torch
-from peft import LoraConfig as PeftLoraConfig
-from peft import PeftModel, TaskType, get_peft_model
+from peft import PeftModel, TaskType
 from transformers import GPT2LMHeadModel
 
+import export_models as em
 from conftest import run
 from gpt2_checkpoints import TINY, tiny_gpt2
 from py_engine.backends.numpy_backend import NumpyBackend
@@ -37,15 +37,8 @@ def peft_gpt2(path, targets, **overrides):
 def peft_adapter(base, path, targets, **options):
     """PEFT's LoRA (r 4, alpha 8, `options`) on `targets` of the float64 model `base`, lora_B
     drawn non-zero, saved under path / "adapter"; returns the PEFT model in float64."""
-    model = get_peft_model(base.float(), PeftLoraConfig(task_type=TaskType.CAUSAL_LM, r=4,
-                                                        lora_alpha=8, lora_dropout=0.0,
-                                                        target_modules=targets, **options))
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.copy_(0.1 * torch.randn_like(p))
-    model.save_pretrained(path / "adapter")
-    return model.double()
+    return em.random_b_adapter(base.float(), path / "adapter", TaskType.CAUSAL_LM, targets,
+                               scale=0.1, lora_dropout=0.0, **options).double()
 
 
 def adapter_decoder(path):

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 import transformers.models.t5.modeling_t5 as t5_module
-from peft import LoraConfig as PeftLoraConfig
-from peft import PeftModel, TaskType, get_peft_model
+from peft import PeftModel, TaskType
 
+import export_models as em
 from py_engine.formats.peft_adapter import load_adapter, read_adapter_config, save_adapter
 from py_engine.labels import IGNORE_INDEX, IGNORE_LABEL
 from py_engine.models.checkpoint import DecoderCheckpoint
@@ -24,14 +24,8 @@ def peft_t5(path, targets, **overrides):
     """The tiny checkpoint under path / "model" and a PEFT adapter (lora_B non-zero) under
     path / "adapter"; returns the PEFT model in float64."""
     base = tiny_t5(path / "model", **overrides).float()
-    model = get_peft_model(base, PeftLoraConfig(task_type=TaskType.SEQ_2_SEQ_LM, r=4, lora_alpha=8,
-                                                lora_dropout=0.0, target_modules=targets))
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.copy_(0.1 * torch.randn_like(p))
-    model.save_pretrained(path / "adapter")
-    return model.double()
+    return em.random_b_adapter(base, path / "adapter", TaskType.SEQ_2_SEQ_LM, targets, scale=0.1,
+                               lora_dropout=0.0).double()
 
 
 def engine_step(path, ids, mask, labels, seed=0, saved_into=None, rate=None):
