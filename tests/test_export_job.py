@@ -103,6 +103,16 @@ def launch(job, *argv, output):
     return done.stderr, log
 
 
+def assert_trains_on(loaded, examples):
+    """py_engine trains on from a job's adapter: one finite step that moves the weights."""
+    before = run(loaded.runtime.trainable_values())
+    trainer = run(loaded.trainer(examples, CausalTrainConfig(epochs=1, lr=5e-3, batch_size=4)))
+    run(trainer.run(max_steps=1))
+    assert len(loaded.history) == 1 and np.isfinite(loaded.history[0].loss)
+    after = run(loaded.runtime.trainable_values())
+    assert any(bytes(after[n][1]) != bytes(before[n][1]) for n in before)
+
+
 def launch_one_and_two(job, tmp_path, history):
     """The job on one process (output tmp_path/one) and on two over gloo (tmp_path/two), each
     step as py_engine's `history`; (the two step logs)."""
@@ -185,12 +195,7 @@ def test_chat_job_on_one_and_two_processes(ws, tmp_path, capsys):
         want = peft(input_ids=torch.tensor([ids])).logits[0].double().numpy()
     assert em.relative_error(em.our_decoder_logits(ws["chat"], adapter, ids), want) < 1e-5
     loaded = run(ChatModel.load(ws["chat"], adapter))
-    before = run(loaded.runtime.trainable_values())
-    trainer = run(loaded.trainer(examples, CausalTrainConfig(epochs=1, lr=5e-3, batch_size=4)))
-    run(trainer.run(max_steps=1))
-    assert len(loaded.history) == 1 and np.isfinite(loaded.history[0].loss)
-    after = run(loaded.runtime.trainable_values())
-    assert any(bytes(after[n][1]) != bytes(before[n][1]) for n in before)
+    assert_trains_on(loaded, examples)
 
 
 def test_dialogpt_job_trains_as_py_engine(ws, tmp_path, capsys):
@@ -332,12 +337,7 @@ def test_t5_job_on_one_and_two_processes(ws, tmp_path, capsys):
         want = peft(input_ids=torch.tensor([ids]),
                     decoder_input_ids=torch.tensor([[0] + target])).logits[0].numpy()
     assert relative(got, want) <= 1e-5
-    before = run(loaded.runtime.trainable_values())
-    trainer = run(loaded.trainer(examples, CausalTrainConfig(epochs=1, lr=5e-3, batch_size=4)))
-    run(trainer.run(max_steps=1))
-    assert len(loaded.history) == 1 and np.isfinite(loaded.history[0].loss)
-    after = run(loaded.runtime.trainable_values())
-    assert any(bytes(after[n][1]) != bytes(before[n][1]) for n in before)
+    assert_trains_on(loaded, examples)
 
 
 def test_t5_pairs_and_batches_are_py_engines(ws, tmp_path, capsys):
