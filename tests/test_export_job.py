@@ -67,6 +67,12 @@ T5_ROWS = [{"input": s, "target": t} for s, t in PAIRS] + [
 ]
 T5_TARGETS = "q,k,v,o,wi_0,wi_1,wo"
 REL = 1e-4          # each step's loss and gradient norm against py_engine's
+# Trained adapters after a few AdamW steps, one float32 run against another (one process against
+# two, torch against py_engine): the runs sum the same gradients in a different order, and
+# Adam's per-element normalisation turns a rounding difference in a near-zero gradient into a
+# visible step: measured up to 8e-5 over repeated runs (1e-5 failed now and then). A wrong batch
+# split shows first in the step logs, each step's loss and gradient norm held to REL.
+ADAPTER_REL = 1e-3
 
 
 @pytest.fixture(scope="module")
@@ -182,8 +188,8 @@ def test_chat_job_on_one_and_two_processes(ws, tmp_path, capsys):
     one, two = adapter_weights(tmp_path / "one" / "adapter"), adapter_weights(tmp_path / "two" / "adapter")
     assert set(one) == set(two) == set(ours)
     for name in ours:
-        assert em.relative_error(two[name], one[name]) < 1e-5, name
-        assert em.relative_error(one[name].ravel(), ours[name]) < 1e-3, name
+        assert em.relative_error(two[name], one[name]) < ADAPTER_REL, name
+        assert em.relative_error(one[name].ravel(), ours[name]) < ADAPTER_REL, name
 
     # It loads back into py_engine with PEFT's logits, and training goes on from it there.
     adapter = tmp_path / "one" / "adapter"
@@ -228,7 +234,7 @@ def test_dialogpt_job_trains_as_py_engine(ws, tmp_path, capsys):
     theirs = adapter_weights(tmp_path / "out" / "adapter")
     assert set(theirs) == set(ours)
     for name in ours:
-        assert em.relative_error(theirs[name].ravel(), ours[name]) < 1e-3, name
+        assert em.relative_error(theirs[name].ravel(), ours[name]) < ADAPTER_REL, name
 
 
 def test_classifier_job_and_back(ws, tmp_path, capsys):
@@ -321,8 +327,8 @@ def test_t5_job_on_one_and_two_processes(ws, tmp_path, capsys):
     two = adapter_weights(tmp_path / "two" / "adapter")
     assert set(one) == set(two) == set(ours)
     for name in ours:
-        assert em.relative_error(two[name], one[name]) < 1e-5, name
-        assert em.relative_error(one[name].ravel(), ours[name]) < 1e-3, name
+        assert em.relative_error(two[name], one[name]) < ADAPTER_REL, name
+        assert em.relative_error(one[name].ravel(), ours[name]) < ADAPTER_REL, name
 
     # It loads back into py_engine with PEFT's logits (teacher-forced, the target's tokens).
     adapter = tmp_path / "one" / "adapter"
