@@ -160,8 +160,9 @@ def test_greedy_generation_matches_transformers(chat, family):
 
 def test_lora_logits_match_peft(chat, rng):
     """LoRA on q, v, o and down_proj (random non-zero B), merged at construction, against the
-    PEFT model's logits in float64 at every cached step: relative error <= 1e-6 (transformers
-    rounds RMSNorm and the rotary tables through float32)."""
+    PEFT model's logits in float64 at every cached step: relative error <= 1e-5. transformers
+    rounds RMSNorm and the rotary tables through float32, so its float64 logits carry float32
+    rounding: up to 1.6e-6 over 300 draws (1e-6 failed 2% of them)."""
     from peft import LoraConfig, get_peft_model
 
     dirs, _ = chat
@@ -187,7 +188,7 @@ def test_lora_logits_match_peft(chat, rng):
     plain = run(NumpyDecoder.load(path).prefill(seq[:4]))
     assert np.linalg.norm(plain - want[0]) > 1e-3 * np.linalg.norm(want[0])   # LoRA matters
     for g, w in zip(got, want):
-        assert np.linalg.norm(g - w) / np.linalg.norm(w) <= 1e-6
+        assert np.linalg.norm(g - w) / np.linalg.norm(w) <= 1e-5
 
 
 class FixedDecoder:
