@@ -231,11 +231,13 @@ def test_dropout_switched_off_trains_as_peft_without_dropout(tmp_path):
             for n, p in peft.named_parameters() if p.requires_grad}
     for name, ref in want.items():
         assert relative(grads[name], ref) <= GRAD_BOUND, name
-    # the config's rates still apply without the switch: the same step moves
+    # the config's rates still apply without the switch: the same step's gradients move (the
+    # loss alone can land near the undropped one by chance: 2e-4 apart in one draw of 20)
     drop = Gpt2Model(checkpoint.config, model.lora)
     assert drop.dropout == {"embedding": 0.2, "residual": 0.3, "attention": 0.25}
-    dropped, _ = engine_step(drop, checkpoint, tensors, ids, mask, labels, seed=5)
-    assert abs(dropped - loss) > 100 * LOSS_BOUND * abs(loss)
+    _, dropped = engine_step(drop, checkpoint, tensors, ids, mask, labels, seed=5)
+    moved = min(relative(dropped[name], grads[name]) for name in want)
+    assert moved > 100 * GRAD_BOUND, moved
     # full fine-tuning after LoRA (hybrid) keeps the rates the model was made with
     assert model.to_full().dropout == model.dropout and drop.to_full().dropout == drop.dropout
 
