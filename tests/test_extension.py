@@ -27,6 +27,7 @@ pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parents[1]
 EXT_DIST = ROOT / "extension" / "dist"
 SLOW = {"perTabMs": 600_000, "minMs": 600_000}     # SwiftShader: let the model answer
+ENGINE_MS = 300_000     # a popup's wait for an answer that needs the engine (SwiftShader)
 CATEGORIES = Categories.default()
 
 # (url, title, the category a person would put it in)
@@ -161,18 +162,22 @@ def test_tabs_are_grouped_by_the_model_a_correction_is_learned_and_kept(extensio
     ext.evaluate("([id, url]) => chrome.tabs.update(id, {url})", [github, NAVIGATED[0]])
     wait_until("the navigated tab to move", lambda: group_of(ext, github) == expected_group(NAVIGATED[2]))
 
-    # the user drags a tab into another of our groups: a correction, queued first of all
-    video = ids[TABS[1][0]]
-    text = ext.engine("tab_texts", {"tabs": [{"url": TABS[1][0], "title": TABS[1][1]}]})[0]
-    probs = ext.engine("categorise", {"tabs": [{"url": TABS[1][0], "title": TABS[1][1]}]})["results"][0]["probs"]
+    # the user drags a tab into another of our groups: a correction, queued first of all. The
+    # shopping tab to its runner-up (News) is learned in one generation of 4 steps; the video
+    # tab to Cloud took four generations (16 steps, ten minutes of SwiftShader), measured with
+    # TabService on NumPy and the native GPU alike
+    moved = 2
+    tab = ids[TABS[moved][0]]
+    text = ext.engine("tab_texts", {"tabs": [{"url": TABS[moved][0], "title": TABS[moved][1]}]})[0]
+    probs = ext.engine("categorise", {"tabs": [{"url": TABS[moved][0], "title": TABS[moved][1]}]})["results"][0]["probs"]
     groups = {info["category"]: int(g) for g, info in ext.sorter("snapshot")["groups"].items()}
     # the runner-up among the categories that have a group to drag it into
-    target = max((p, c) for c, p in probs.items() if c != TABS[1][2] and c in groups)[1]
+    target = max((p, c) for c, p in probs.items() if c != TABS[moved][2] and c in groups)[1]
     target_group = groups[target]
-    ext.evaluate("([id, group]) => chrome.tabs.group({tabIds: [id], groupId: group})", [video, target_group])
+    ext.evaluate("([id, group]) => chrome.tabs.group({tabIds: [id], groupId: group})", [tab, target_group])
     event = wait_until("the correction", lambda: next((e for e in ext.sorter("snapshot")["events"]
                                                        if e["kind"] == "correction"), None))
-    assert event["tabId"] == video and event["category"] == target and event["text"] == text
+    assert event["tabId"] == tab and event["category"] == target and event["text"] == text
     status = ext.engine("status")
     assert status["queue"]["by_source"] == {"correction": 1} and status["queue"]["by_priority"] == {"300": 1}
 
@@ -184,12 +189,12 @@ def test_tabs_are_grouped_by_the_model_a_correction_is_learned_and_kept(extensio
         sliced = ext.sorter("forceSlice", 600_000, timeout_ms=900_000)
         assert sliced["ran"] and sliced["steps"] >= 1, sliced
         after = ext.engine("categorise", {"tabs": plain})["results"]
-        if after[1]["category"] == target:
+        if after[moved]["category"] == target:
             break
-    assert after[1]["category"] == target, (target, after[1])
+    assert after[moved]["category"] == target, (target, after[moved])
     ext.sorter("setIdleState", "active")      # the user is back: no training behind later checks
     for (url, _, category), result in zip(TABS, after):
-        if url != TABS[1][0]:
+        if url != TABS[moved][0]:
             assert result["category"] == category, (url, result)
     assert ext.engine("status")["trainer"]["step"] >= 1
 
@@ -197,16 +202,16 @@ def test_tabs_are_grouped_by_the_model_a_correction_is_learned_and_kept(extensio
     page = ext.context.new_page()
     ext.restart_worker(page)
     snapshot = ext.sorter("snapshot")
-    assert snapshot["tabs"][str(video)] == {"category": target, "source": "user", "host": "www.youtube.com"}
+    assert snapshot["tabs"][str(tab)] == {"category": target, "source": "user", "host": "www.amazon.com"}
     assert str(target_group) in snapshot["groups"]
-    assert group_of(ext, video) == expected_group(target)
-    assert ext.engine("categorise", {"tabs": plain[1:2]})["results"][0]["category"] == target
+    assert group_of(ext, tab) == expected_group(target)
+    assert ext.engine("categorise", {"tabs": plain[moved:moved + 1]})["results"][0]["category"] == target
 
     # the engine restarts from nothing: the learned state comes back from IndexedDB
     before = snapshot["engine"]["instance"]
     state = ext.sorter("restartEngine", timeout_ms=600_000)
     assert state["phase"] == "ready" and state["instance"] != before and state["model"]["restored"] is True
-    assert ext.engine("categorise", {"tabs": plain[1:2]})["results"][0]["category"] == target
+    assert ext.engine("categorise", {"tabs": plain[moved:moved + 1]})["results"][0]["category"] == target
     page.close()
 
 
@@ -323,7 +328,7 @@ def test_the_adapter_goes_out_of_the_popup_and_back_in(extension, tmp_path):
         # the same zip back in: the weights are those exported
         page.set_input_files("#import-file", str(saved))
         page.wait_for_function("() => document.getElementById('learning-message').textContent.startsWith('Adapter imported')",
-                               timeout=300_000)
+                               timeout=ENGINE_MS)
         again = ext.evaluate("""async () => {
             const { files } = await self.tabSorter.engine("export_adapter");
             return Object.fromEntries(Object.entries(files).map(([k, v]) => [k, Array.from(v)]));
@@ -346,6 +351,11 @@ def test_categories_renamed_added_and_removed_in_the_popup(extension):
     news = open_tab(ext, TABS[4][0])
     wait_until("a News group", lambda: group_of(ext, news) == expected_group("news"), timeout_s=600)
     news_group = next(int(g) for g, info in ext.sorter("snapshot")["groups"].items() if info["category"] == "news")
+    # A change of labels finishes the optimizer step under way first (Learner.close): on
+    # SwiftShader up to a whole step (~40 s), more with a slice running beside it. Training is
+    # paused, as in the export test, and the popup's answers get the engine's budget.
+    ext.engine("pause")
+    wait_until("the slice under way to stop", lambda: not ext.engine("status")["scheduler"]["running"])
     page = ext.context.new_page()
     try:
         page.goto(ext.url("popup.html?page"))
@@ -359,15 +369,16 @@ def test_categories_renamed_added_and_removed_in_the_popup(extension):
         # add: a new label at the end of the head
         page.fill("#new-category", "Research")
         page.click("#add")
-        page.wait_for_selector("li[data-id=research]")
+        page.wait_for_selector("li[data-id=research]", timeout=ENGINE_MS)
         assert ext.engine("status")["model"]["labels"][-1] == "research"
         # remove: its group goes, its tabs are sorted again into the categories left
         tabs_in = ext.evaluate("(id) => chrome.tabs.query({groupId: id}).then((ts) => ts.map((t) => t.id))", news_group)
         page.click("li[data-id=news] .remove")
-        page.wait_for_function("() => !document.querySelector('li[data-id=news]')")
+        page.wait_for_function("() => !document.querySelector('li[data-id=news]')", timeout=ENGINE_MS)
         wait_until("the tabs sorted again", lambda: all(
             (group_of(ext, t) or ["", ""])[0] not in ("", "Headlines") for t in tabs_in), timeout_s=600)
         assert "news" not in ext.engine("status")["model"]["labels"]
         assert not any(info["category"] == "news" for info in ext.sorter("snapshot")["groups"].values())
     finally:
         page.close()
+        ext.engine("resume")
