@@ -14,6 +14,7 @@ build fails with what to install or run.
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -101,6 +102,18 @@ def wait_until(what, probe, timeout_s=300, every_s=0.5):
         time.sleep(every_s)
 
 
+@contextmanager
+def training_paused(ext):
+    """No idle training inside: pauses the scheduler, waits for the slice under way to stop, and
+    resumes on the way out, however the block ends."""
+    ext.engine("pause")
+    try:
+        wait_until("the slice under way to stop", lambda: not ext.engine("status")["scheduler"]["running"])
+        yield
+    finally:
+        ext.engine("resume")
+
+
 def open_tab(ext, url):
     page = ext.context.new_page()
     page.goto(url)
@@ -167,12 +180,14 @@ def test_tabs_are_grouped_by_the_model_a_correction_is_learned_and_kept(extensio
     # tab to Cloud took four generations (16 steps, ten minutes of SwiftShader), measured with
     # TabService on NumPy and the native GPU alike
     moved = 2
-    tab = ids[TABS[moved][0]]
-    text = ext.engine("tab_texts", {"tabs": [{"url": TABS[moved][0], "title": TABS[moved][1]}]})[0]
-    probs = ext.engine("categorise", {"tabs": [{"url": TABS[moved][0], "title": TABS[moved][1]}]})["results"][0]["probs"]
+    moved_url, moved_title, moved_category = TABS[moved]
+    tab = ids[moved_url]
+    one = {"tabs": [{"url": moved_url, "title": moved_title}]}
+    text = ext.engine("tab_texts", one)[0]
+    probs = ext.engine("categorise", one)["results"][0]["probs"]
     groups = {info["category"]: int(g) for g, info in ext.sorter("snapshot")["groups"].items()}
     # the runner-up among the categories that have a group to drag it into
-    target = max((p, c) for c, p in probs.items() if c != TABS[moved][2] and c in groups)[1]
+    target = max((p, c) for c, p in probs.items() if c != moved_category and c in groups)[1]
     target_group = groups[target]
     ext.evaluate("([id, group]) => chrome.tabs.group({tabIds: [id], groupId: group})", [tab, target_group])
     event = wait_until("the correction", lambda: next((e for e in ext.sorter("snapshot")["events"]
@@ -194,7 +209,7 @@ def test_tabs_are_grouped_by_the_model_a_correction_is_learned_and_kept(extensio
     assert after[moved]["category"] == target, (target, after[moved])
     ext.sorter("setIdleState", "active")      # the user is back: no training behind later checks
     for (url, _, category), result in zip(TABS, after):
-        if url != TABS[moved][0]:
+        if url != moved_url:
             assert result["category"] == category, (url, result)
     assert ext.engine("status")["trainer"]["step"] >= 1
 
@@ -304,45 +319,43 @@ def test_without_webgpu_the_rules_sort_the_tabs(playwright, extension_dist, page
 
 
 def test_the_adapter_goes_out_of_the_popup_and_back_in(extension, tmp_path):
-    import io
     import zipfile
 
     ext = extension
     wait_ready(ext)
-    ext.engine("pause")             # no idle training between the export and the comparison
-    wait_until("the slice under way to stop", lambda: not ext.engine("status")["scheduler"]["running"])
-    page = ext.context.new_page()
-    try:
-        page.goto(ext.url("popup.html?page"))
-        page.wait_for_function("() => document.body.dataset.phase === 'ready'")
-        with page.expect_download() as download:
-            page.click("#export")
-        saved = tmp_path / "adapter.zip"
-        download.value.save_as(saved)
-        with zipfile.ZipFile(saved) as z:
-            files = {n: z.read(n) for n in z.namelist()}
-        assert {"adapter_config.json", "adapter_model.safetensors", "labels.json", "head_config.json",
-                "categories.json"} <= set(files)
-        assert __import__("json").loads(files["labels.json"]) == [c.id for c in CATEGORIES.items]
-        page.wait_for_function("() => document.getElementById('learning-message').textContent.startsWith('Adapter exported')")
-        # the same zip back in: the weights are those exported
-        page.set_input_files("#import-file", str(saved))
-        page.wait_for_function("() => document.getElementById('learning-message').textContent.startsWith('Adapter imported')",
-                               timeout=ENGINE_MS)
-        again = ext.evaluate("""async () => {
-            const { files } = await self.tabSorter.engine("export_adapter");
-            return Object.fromEntries(Object.entries(files).map(([k, v]) => [k, Array.from(v)]));
-        }""")
-        assert bytes(again["adapter_model.safetensors"]) == files["adapter_model.safetensors"]
-        # a damaged archive is refused in one line, and nothing changes
-        damaged = tmp_path / "damaged.zip"
-        damaged.write_bytes(saved.read_bytes()[:200])
-        page.set_input_files("#import-file", str(damaged))
-        page.wait_for_function("() => document.getElementById('learning-message').className.includes('bad')")
-        assert "zip" in page.inner_text("#learning-message")
-    finally:
-        page.close()
-        ext.engine("resume")
+    # no idle training between the export and the comparison
+    with training_paused(ext):
+        page = ext.context.new_page()
+        try:
+            page.goto(ext.url("popup.html?page"))
+            page.wait_for_function("() => document.body.dataset.phase === 'ready'")
+            with page.expect_download() as download:
+                page.click("#export")
+            saved = tmp_path / "adapter.zip"
+            download.value.save_as(saved)
+            with zipfile.ZipFile(saved) as z:
+                files = {n: z.read(n) for n in z.namelist()}
+            assert {"adapter_config.json", "adapter_model.safetensors", "labels.json", "head_config.json",
+                    "categories.json"} <= set(files)
+            assert __import__("json").loads(files["labels.json"]) == [c.id for c in CATEGORIES.items]
+            page.wait_for_function("() => document.getElementById('learning-message').textContent.startsWith('Adapter exported')")
+            # the same zip back in: the weights are those exported
+            page.set_input_files("#import-file", str(saved))
+            page.wait_for_function("() => document.getElementById('learning-message').textContent.startsWith('Adapter imported')",
+                                   timeout=ENGINE_MS)
+            again = ext.evaluate("""async () => {
+                const { files } = await self.tabSorter.engine("export_adapter");
+                return Object.fromEntries(Object.entries(files).map(([k, v]) => [k, Array.from(v)]));
+            }""")
+            assert bytes(again["adapter_model.safetensors"]) == files["adapter_model.safetensors"]
+            # a damaged archive is refused in one line, and nothing changes
+            damaged = tmp_path / "damaged.zip"
+            damaged.write_bytes(saved.read_bytes()[:200])
+            page.set_input_files("#import-file", str(damaged))
+            page.wait_for_function("() => document.getElementById('learning-message').className.includes('bad')")
+            assert "zip" in page.inner_text("#learning-message")
+        finally:
+            page.close()
 
 
 def test_categories_renamed_added_and_removed_in_the_popup(extension):
@@ -354,31 +367,29 @@ def test_categories_renamed_added_and_removed_in_the_popup(extension):
     # A change of labels finishes the optimizer step under way first (Learner.close): on
     # SwiftShader up to a whole step (~40 s), more with a slice running beside it. Training is
     # paused, as in the export test, and the popup's answers get the engine's budget.
-    ext.engine("pause")
-    wait_until("the slice under way to stop", lambda: not ext.engine("status")["scheduler"]["running"])
-    page = ext.context.new_page()
-    try:
-        page.goto(ext.url("popup.html?page"))
-        page.wait_for_function("() => document.body.dataset.phase === 'ready'")
-        # rename: the group follows, no weight changes (the model's labels are the ids)
-        page.fill("li[data-id=news] input", "Headlines")
-        page.eval_on_selector("li[data-id=news] input", "(input) => input.blur()")   # commits it
-        wait_until("the group renamed", lambda: ext.evaluate("(id) => chrome.tabGroups.get(id).then((g) => g.title)",
-                                                           news_group) == "Headlines")
-        assert ext.engine("status")["model"]["labels"] == [c.id for c in CATEGORIES.items]
-        # add: a new label at the end of the head
-        page.fill("#new-category", "Research")
-        page.click("#add")
-        page.wait_for_selector("li[data-id=research]", timeout=ENGINE_MS)
-        assert ext.engine("status")["model"]["labels"][-1] == "research"
-        # remove: its group goes, its tabs are sorted again into the categories left
-        tabs_in = ext.evaluate("(id) => chrome.tabs.query({groupId: id}).then((ts) => ts.map((t) => t.id))", news_group)
-        page.click("li[data-id=news] .remove")
-        page.wait_for_function("() => !document.querySelector('li[data-id=news]')", timeout=ENGINE_MS)
-        wait_until("the tabs sorted again", lambda: all(
-            (group_of(ext, t) or ["", ""])[0] not in ("", "Headlines") for t in tabs_in), timeout_s=600)
-        assert "news" not in ext.engine("status")["model"]["labels"]
-        assert not any(info["category"] == "news" for info in ext.sorter("snapshot")["groups"].values())
-    finally:
-        page.close()
-        ext.engine("resume")
+    with training_paused(ext):
+        page = ext.context.new_page()
+        try:
+            page.goto(ext.url("popup.html?page"))
+            page.wait_for_function("() => document.body.dataset.phase === 'ready'")
+            # rename: the group follows, no weight changes (the model's labels are the ids)
+            page.fill("li[data-id=news] input", "Headlines")
+            page.eval_on_selector("li[data-id=news] input", "(input) => input.blur()")   # commits it
+            wait_until("the group renamed", lambda: ext.evaluate("(id) => chrome.tabGroups.get(id).then((g) => g.title)",
+                                                               news_group) == "Headlines")
+            assert ext.engine("status")["model"]["labels"] == [c.id for c in CATEGORIES.items]
+            # add: a new label at the end of the head
+            page.fill("#new-category", "Research")
+            page.click("#add")
+            page.wait_for_selector("li[data-id=research]", timeout=ENGINE_MS)
+            assert ext.engine("status")["model"]["labels"][-1] == "research"
+            # remove: its group goes, its tabs are sorted again into the categories left
+            tabs_in = ext.evaluate("(id) => chrome.tabs.query({groupId: id}).then((ts) => ts.map((t) => t.id))", news_group)
+            page.click("li[data-id=news] .remove")
+            page.wait_for_function("() => !document.querySelector('li[data-id=news]')", timeout=ENGINE_MS)
+            wait_until("the tabs sorted again", lambda: all(
+                (group_of(ext, t) or ["", ""])[0] not in ("", "Headlines") for t in tabs_in), timeout_s=600)
+            assert "news" not in ext.engine("status")["model"]["labels"]
+            assert not any(info["category"] == "news" for info in ext.sorter("snapshot")["groups"].values())
+        finally:
+            page.close()
