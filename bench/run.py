@@ -112,18 +112,22 @@ def bench_bert():
     return {"cpu": bert_step.run_cpu(), "gpu": bert_step.run_gpu()}
 
 
-# Runs in the page's Python: a tiny BERT classifier trained through the public API, each
-# optimizer step timed by fit()'s on_step callback.
+# Runs in the page's Python: a BERT classifier trained through the public API with
+# bert_step.EngineClassifier's LoRA and optimizer settings, each optimizer step timed by fit()'s
+# on_step callback.
 BROWSER_STEP = """
 import json, time
 from py_engine.data.classification import Example
 from py_engine.gpu import open_device
+from py_engine.models.lora_config import LoraConfig
 from py_engine.train.classifier import TextClassifier, TrainConfig
 device = await open_device()
-clf = await TextClassifier.create("/work/model", ["neg", "pos"], backend="gpu", device=device)
+clf = await TextClassifier.create("/work/model", LABELS, lora=LoraConfig(r=RANK, lora_alpha=RANK),
+                                  backend="gpu", device=device)
 examples = [Example(text, label) for text, label in TEXTS]
 marks = [time.perf_counter()]
-await clf.fit(examples, TrainConfig(epochs=1, batch_size=BATCH, max_length=SEQ, lr=1e-4, warmup_ratio=0.0),
+await clf.fit(examples, TrainConfig(epochs=1, batch_size=BATCH, max_length=SEQ, lr=1e-4, warmup_ratio=0.0,
+                                    max_grad_norm=1.0, weight_decay=0.01),
               on_step=lambda step: marks.append(time.perf_counter()))
 times = [b - a for a, b in zip(marks, marks[1:])]
 json.dumps({"seconds": sorted(times[1:])[len(times[1:]) // 2], "first_step_seconds": times[0],
@@ -131,27 +135,48 @@ json.dumps({"seconds": sorted(times[1:])[len(times[1:]) // 2], "first_step_secon
 """
 
 
-def bench_browser_step(batch=8, steps=6):
-    """The tiny BERT config's training step inside the page (Pyodide + WebGPU)."""
-    import tempfile
-
-    sys.path.insert(0, str(ROOT / "tests"))
-    import peft_oracle
-    from bert_step import T, texts
+def browser_step(model_dir, batch, steps):
+    """Median optimizer step of the BERT checkpoint in `model_dir` inside the page (Pyodide +
+    WebGPU), batch x bert_step.T tokens."""
+    from bert_step import LABELS, R, T, texts
 
     from py_engine.harness import engine_page, put_files, run_json
 
-    with tempfile.TemporaryDirectory() as tmp:
-        model_dir = peft_oracle.tiny_bert_dir(Path(tmp) / "model")
-        files = {f"/work/model/{p.name}": p.read_bytes() for p in model_dir.iterdir()}
-    source = (BROWSER_STEP.replace("TEXTS", json.dumps(texts(batch, steps)))
-              .replace("BATCH", str(batch)).replace("SEQ", str(T)))
+    files = {f"/work/model/{p.name}": p.read_bytes() for p in Path(model_dir).iterdir() if p.is_file()}
+    source = (BROWSER_STEP.replace("LABELS", json.dumps(LABELS)).replace("RANK", str(R))
+              .replace("BATCH", str(batch)).replace("SEQ", str(T))
+              .replace("TEXTS", json.dumps(texts(batch, steps))))      # last: no name is replaced in them
     with engine_page(ROOT / "web" / "dist") as page:
         put_files(page, files)
         out = run_json(page, source)
     out["tokens_per_s"] = batch * T / out["seconds"]
+    return out
+
+
+def bench_browser_step(batch=8, steps=6, minilm_steps=3):
+    """Training steps inside the page (Pyodide + WebGPU): the tiny BERT config, and MiniLM
+    beside the same steps on the native adapter (each in a process of its own), so that the
+    page's cost over native WebGPU shows as a ratio."""
+    import tempfile
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    import peft_oracle
+    from bert_step import T, minilm_dir
+    from processes import Spec, alternate
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = peft_oracle.tiny_bert_dir(Path(tmp) / "model")
+        out = browser_step(model_dir, batch, steps)
     out["shape"] = {"batch": batch, "seq": T, **{k: v for k, v in peft_oracle.TINY.items()
                                                  if k in ("hidden_size", "num_hidden_layers")}}
+    minilm = minilm_dir()
+    page = browser_step(minilm, batch, minilm_steps)
+    native = alternate({"native": Spec("bert_step:EngineClassifier", {"model_dir": minilm, "backend": "gpu",
+                                                                      "batch": batch, "steps": minilm_steps})},
+                       rounds=1, warmup=0)["native"]
+    out["minilm"] = {"shape": {"batch": batch, "seq": T, "model": Path(minilm).name}, "page": page,
+                     "native": {"seconds": native["seconds"], "adapter": native["info"].get("adapter")},
+                     "page_vs_native": page["seconds"] / native["seconds"]}
     return out
 
 
@@ -282,6 +307,14 @@ def table(results):
                      f"({step['adapter']['vendor']} {step['adapter']['architecture']})",
                      f"{step['seconds'] * 1e3:.0f} ms/step", f"{step['tokens_per_s']:.0f} tok/s; "
                      f"first step (recording) {step['first_step_seconds'] * 1e3:.0f} ms"))
+        m = step.get("minilm")
+        if m:
+            native = m["native"]["adapter"] or {}
+            rows.append((f"MiniLM {m['shape']['batch']}x{m['shape']['seq']} step in the browser "
+                         f"({m['page']['adapter']['vendor']} {m['page']['adapter']['architecture']})",
+                         f"{m['page']['seconds'] * 1e3:.0f} ms/step",
+                         f"native ({native.get('vendor') or native.get('device')}) "
+                         f"{m['native']['seconds'] * 1e3:.0f} ms/step: {m['page_vs_native']:.2f}x"))
     browser = results.get("browser")
     if browser:
         r = results["ratios"]

@@ -70,19 +70,24 @@ def run_python(page, code):
         raise BrowserError(f"Python in the page raised:\n{e}") from None
 
 
+PUT_CHUNK = 4 << 20     # bytes per page.evaluate: a 90 MB checkpoint in one call crashes the page
+
+
 def put_files(page, files):
-    """Write {path in Pyodide's filesystem: bytes} into the page (e.g. a checkpoint directory)."""
+    """Write {path in Pyodide's filesystem: bytes} into the page (e.g. a checkpoint directory),
+    each file in chunks of PUT_CHUNK bytes."""
     import base64
 
-    payload = {path: base64.b64encode(data).decode() for path, data in files.items()}
-    page.evaluate("""(files) => {
-        const FS = window.pyEngine.pyodide.FS;
-        for (const [path, b64] of Object.entries(files)) {
-            const dir = path.slice(0, path.lastIndexOf("/"));
-            if (dir) FS.mkdirTree(dir);
-            FS.writeFile(path, Uint8Array.from(atob(b64), (c) => c.charCodeAt(0)));
-        }
-    }""", payload)
+    for path, data in files.items():
+        for start in range(0, max(len(data), 1), PUT_CHUNK):
+            chunk = base64.b64encode(data[start:start + PUT_CHUNK]).decode()
+            page.evaluate("""([path, b64, first]) => {
+                const FS = window.pyEngine.pyodide.FS;
+                const dir = path.slice(0, path.lastIndexOf("/"));
+                if (dir) FS.mkdirTree(dir);
+                FS.writeFile(path, Uint8Array.from(atob(b64), (c) => c.charCodeAt(0)),
+                             {flags: first ? "w" : "a"});
+            }""", [path, chunk, start == 0])
 
 
 def run_json(page, code):

@@ -26,14 +26,15 @@
 //   adds bias[col] once, unscaled by alpha.
 //
 //   Two families of the same GEMM:
-//   gemm_scalar, gemm_vec4, gemm_f16: register-tiled. A thread owns a TILE_M x TILE_N block of
-//       C in registers and streams op(A) and op(B) from storage four k at a time. No workgroup
-//       memory and no barriers: on software WebGPU (SwiftShader, lavapipe) that is 10-25x
-//       faster than shared-memory tiling (shared/PLATFORM.md). gemm_vec4 reads 16-byte vectors
-//       along each operand's contiguous dimension (~1.5x gemm_scalar on lavapipe at 512x384x384,
-//       `python tests/test_kernels_matmul.py`) and needs K, that dimension, the leading
-//       dimensions, offsets and strides to be multiples of 4, and TILE_M, TILE_N multiples of
-//       4; gemm_scalar takes any shape and stride.
+//   gemm_scalar, gemm_vec4, gemm_f16: register-tiled. A thread owns a block of C in registers
+//       (TILE_M x TILE_N; 4 x 4 for gemm_vec4) and streams op(A) and op(B) from storage four k
+//       at a time. No workgroup memory and no barriers: on software WebGPU (SwiftShader,
+//       lavapipe) that is 10-25x faster than shared-memory tiling (shared/PLATFORM.md).
+//       gemm_vec4 reads 16-byte vectors along each operand's contiguous dimension and needs K,
+//       that dimension, the leading dimensions, offsets and strides to be multiples of 4;
+//       gemm_scalar takes any shape and stride. At 256 x 384 x 384 (MiniLM's linear layers
+//       over 8 x 32 tokens), gemm_vec4 runs about 2.3 GFLOP/s on SwiftShader in Chromium
+//       (the array-tiled form it replaced: 0.6) and 6-10 on lavapipe, as before.
 //   gemm_tiled, gemm_tiled_f16: workgroup-memory tiled, for real GPUs. A workgroup stages a
 //       TILE_K-deep slab of op(A) and op(B) in workgroup memory with coalesced loads, then each
 //       thread accumulates TILE_M x TILE_N outputs strided by the workgroup size, so that
@@ -229,49 +230,11 @@ fn load_a_scalar(base: u32, row0: u32, k: u32) {
   }
 }
 
-// With TRANS_A, four consecutive rows of op(A) are one vector of storage (M % 4 == 0, so the
-// clamped start of a vector past M stays aligned and is never stored).
-fn load_a_vec4(base: u32, row0: u32, k: u32) {
-  if (TRANS_A) {
-    for (var t = 0u; t < 4u; t++) {
-      for (var i = 0u; i < TILE_M; i += 4u) {
-        let v = a4[a_index(base, min(row0 + i, gemm.M - 4u), k + t) / 4u];
-        a_tile[i][t] = v.x;
-        a_tile[i + 1u][t] = v.y;
-        a_tile[i + 2u][t] = v.z;
-        a_tile[i + 3u][t] = v.w;
-      }
-    }
-  } else {
-    for (var i = 0u; i < TILE_M; i++) {
-      a_tile[i] = a4[a_index(base, min(row0 + i, gemm.M - 1u), k) / 4u];
-    }
-  }
-}
-
 fn load_b_scalar(base: u32, k: u32, col0: u32) {
   for (var j = 0u; j < TILE_N; j++) {
     let n = col0 + j;
     b_tile[j] = vec4<f32>(b_at(base, k, n), b_at(base, k + 1u, n),
                           b_at(base, k + 2u, n), b_at(base, k + 3u, n));
-  }
-}
-
-fn load_b_vec4(base: u32, k: u32, col0: u32) {
-  if (TRANS_B) {
-    for (var j = 0u; j < TILE_N; j++) {
-      b_tile[j] = b4[b_index(base, k, min(col0 + j, gemm.N - 1u)) / 4u];
-    }
-  } else {
-    for (var t = 0u; t < 4u; t++) {
-      for (var j = 0u; j < TILE_N; j += 4u) {
-        let v = b4[b_index(base, k + t, min(col0 + j, gemm.N - 4u)) / 4u];
-        b_tile[j][t] = v.x;
-        b_tile[j + 1u][t] = v.y;
-        b_tile[j + 2u][t] = v.z;
-        b_tile[j + 3u][t] = v.w;
-      }
-    }
   }
 }
 
@@ -299,20 +262,92 @@ fn gemm_scalar(@builtin(global_invocation_id) gid: vec3<u32>) {
   store_block(base.c, row0, col0);
 }
 
+// gemm_vec4 holds its 4 x 4 block of C (TILE_M = TILE_N = 4) and the operands' vectors in
+// named vec4 registers rather than the private arrays above: SwiftShader's shader compiler
+// keeps private arrays in memory, which made the array form 5x slower there (lavapipe's LLVM
+// promotes either to registers).
+fn a_vec4(base: u32, row: u32, k: u32) -> vec4<f32> {
+  return a4[a_index(base, min(row, gemm.M - 1u), k) / 4u];
+}
+
+fn b_vec4(base: u32, k: u32, col: u32) -> vec4<f32> {
+  return b4[b_index(base, k, min(col, gemm.N - 1u)) / 4u];
+}
+
+fn store_row(base: u32, row: u32, col0: u32, v: vec4<f32>) {
+  if (row < gemm.M) {
+    for (var j = 0u; j < 4u; j++) {
+      if (col0 + j < gemm.N) {
+        store(base, row, col0 + j, v[j]);
+      }
+    }
+  }
+}
+
 @compute @workgroup_size(WG_X, WG_Y)
 fn gemm_vec4(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let row0 = gid.y * TILE_M;
-  let col0 = gid.x * TILE_N;
+  let row0 = gid.y * 4u;
+  let col0 = gid.x * 4u;
   if (row0 >= gemm.M || col0 >= gemm.N) {
     return;
   }
   let base = bases_for(gid.z);
+  var c0 = vec4<f32>(0.0);
+  var c1 = vec4<f32>(0.0);
+  var c2 = vec4<f32>(0.0);
+  var c3 = vec4<f32>(0.0);
   for (var k = 0u; k < gemm.K; k += 4u) {
-    load_a_vec4(base.a, row0, k);
-    load_b_vec4(base.b, k, col0);
-    multiply_tiles();
+    // a_i = op(A)[row0 + i, k..k+3], b_j = op(B)[k..k+3, col0 + j]. Transposed in storage,
+    // one vector holds four rows of op(A) (columns of op(B)) at one k (M, N % 4 == 0 then).
+    var a0: vec4<f32>;
+    var a1: vec4<f32>;
+    var a2: vec4<f32>;
+    var a3: vec4<f32>;
+    if (TRANS_A) {
+      let r = min(row0, gemm.M - 4u);
+      let t0 = a4[a_index(base.a, r, k) / 4u];
+      let t1 = a4[a_index(base.a, r, k + 1u) / 4u];
+      let t2 = a4[a_index(base.a, r, k + 2u) / 4u];
+      let t3 = a4[a_index(base.a, r, k + 3u) / 4u];
+      a0 = vec4<f32>(t0.x, t1.x, t2.x, t3.x);
+      a1 = vec4<f32>(t0.y, t1.y, t2.y, t3.y);
+      a2 = vec4<f32>(t0.z, t1.z, t2.z, t3.z);
+      a3 = vec4<f32>(t0.w, t1.w, t2.w, t3.w);
+    } else {
+      a0 = a_vec4(base.a, row0, k);
+      a1 = a_vec4(base.a, row0 + 1u, k);
+      a2 = a_vec4(base.a, row0 + 2u, k);
+      a3 = a_vec4(base.a, row0 + 3u, k);
+    }
+    var b0: vec4<f32>;
+    var b1: vec4<f32>;
+    var b2: vec4<f32>;
+    var b3: vec4<f32>;
+    if (TRANS_B) {
+      b0 = b_vec4(base.b, k, col0);
+      b1 = b_vec4(base.b, k, col0 + 1u);
+      b2 = b_vec4(base.b, k, col0 + 2u);
+      b3 = b_vec4(base.b, k, col0 + 3u);
+    } else {
+      let col = min(col0, gemm.N - 4u);
+      let t0 = b4[b_index(base.b, k, col) / 4u];
+      let t1 = b4[b_index(base.b, k + 1u, col) / 4u];
+      let t2 = b4[b_index(base.b, k + 2u, col) / 4u];
+      let t3 = b4[b_index(base.b, k + 3u, col) / 4u];
+      b0 = vec4<f32>(t0.x, t1.x, t2.x, t3.x);
+      b1 = vec4<f32>(t0.y, t1.y, t2.y, t3.y);
+      b2 = vec4<f32>(t0.z, t1.z, t2.z, t3.z);
+      b3 = vec4<f32>(t0.w, t1.w, t2.w, t3.w);
+    }
+    c0 += vec4<f32>(dot(a0, b0), dot(a0, b1), dot(a0, b2), dot(a0, b3));
+    c1 += vec4<f32>(dot(a1, b0), dot(a1, b1), dot(a1, b2), dot(a1, b3));
+    c2 += vec4<f32>(dot(a2, b0), dot(a2, b1), dot(a2, b2), dot(a2, b3));
+    c3 += vec4<f32>(dot(a3, b0), dot(a3, b1), dot(a3, b2), dot(a3, b3));
   }
-  store_block(base.c, row0, col0);
+  store_row(base.c, row0, col0, c0);
+  store_row(base.c, row0 + 1u, col0, c1);
+  store_row(base.c, row0 + 2u, col0, c2);
+  store_row(base.c, row0 + 3u, col0, c3);
 }
 
 @compute @workgroup_size(WG_X, WG_Y)

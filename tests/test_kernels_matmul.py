@@ -63,6 +63,24 @@ def test_register_variant_picks_vec4_only_for_aligned_operands(device):
     assert mm.entry_for(buf, buf, 40, 36, 28, b_half=True) == "gemm_f16"
 
 
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_vec4_covers_its_own_block_whatever_the_tiles(device, rng, layout):
+    """gemm_vec4's thread block is 4 x 4 while gemm_scalar's is TILE_M x TILE_N: with other
+    tiles, each entry's grid must still cover C (tiny workgroups: many of them, edges cut)."""
+    mm = run(MatmulKernels.load(device, "register", {"TILE_M": 8, "TILE_N": 12, "WG_X": 2, "WG_Y": 2}))
+    trans_a, trans_b = LAYOUTS[layout]
+    m, n, k = 44, 52, 24
+    a = rng.standard_normal((k, m) if trans_a else (m, k), dtype=np.float32)
+    b = rng.standard_normal((n, k) if trans_b else (k, n), dtype=np.float32)
+    ba, bb = device.buffer_from(a), device.buffer_from(b)
+    assert mm.entry_for(ba, bb, m, n, k, trans_a=trans_a, trans_b=trans_b) == "gemm_vec4"
+    c = poisoned(device, m * n)
+    program = device.program()
+    mm.gemm(program, ba, bb, c, m, n, k, trans_a=trans_a, trans_b=trans_b)
+    (out,) = read(program, c)
+    assert rel_error(out, gemm(a.astype(np.float64), b, trans_a=trans_a, trans_b=trans_b)) <= BOUND
+
+
 @pytest.mark.parametrize("m, n, k", [(33, 20, 16), (9, 7, 5)])
 def test_gemm_bias_alpha_beta(device, mm, rng, m, n, k):
     """C = alpha * A.B^T + bias + beta * C: the LoRA update and gradient accumulation."""

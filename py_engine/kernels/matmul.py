@@ -37,6 +37,7 @@ DEFAULTS = {
     REGISTER: {"TILE_M": 4, "TILE_N": 8, "WG_X": 8, "WG_Y": 8},
     TILED: {"TILE_M": 4, "TILE_N": 4, "TILE_K": 16, "WG_X": 16, "WG_Y": 16},
 }
+VEC4_TILE = 4           # gemm_vec4: every thread computes a 4 x 4 block of C
 ENTRIES = {
     REGISTER: {"scalar": "gemm_scalar", "vec4": "gemm_vec4", "f16": "gemm_f16"},
     TILED: {"scalar": "gemm_tiled", "f16": "gemm_tiled_f16"},
@@ -101,8 +102,11 @@ class MatmulKernels:
         self._kernels = kernels
         self._sum_columns = sum_columns
         self._no_bias = device.create_buffer(4, label="no bias")
-        self.block_m = constants["WG_Y"] * constants["TILE_M"]
-        self.block_n = constants["WG_X"] * constants["TILE_N"]
+        # C rows x columns a workgroup covers, by entry kind: gemm_vec4's thread block is 4 x 4
+        # whatever TILE_M and TILE_N say (it keeps its block in named registers).
+        tile = (constants["WG_Y"] * constants["TILE_M"], constants["WG_X"] * constants["TILE_N"])
+        self.blocks = {"scalar": tile, "f16": tile,
+                       "vec4": (constants["WG_Y"] * VEC4_TILE, constants["WG_X"] * VEC4_TILE)}
 
     @classmethod
     async def load(cls, device, variant=None, constants=None):
@@ -113,8 +117,6 @@ class MatmulKernels:
             raise ValueError(f"unknown matmul variant {variant!r}; choose one of {VARIANTS}")
         constants = {**DEFAULTS[variant], **(constants or {})}
         entries = dict(ENTRIES[variant])
-        if constants["TILE_M"] % 4 or constants["TILE_N"] % 4:
-            entries.pop("vec4", None)  # vec4 loads along M or N fill 4 rows or columns at once
         kernels = {}
         for kind, entry in entries.items():
             for trans_a, trans_b in HALF_LAYOUTS if kind == "f16" else LAYOUTS:
@@ -153,7 +155,8 @@ class MatmulKernels:
             _GEMM_PARAMS, m, n, k, a.ld, b.ld, c.ld, a.offset, b.offset, c.offset, heads,
             a.batch_stride, a.head_stride, b.batch_stride, b.head_stride,
             c.batch_stride, c.head_stride, alpha, beta, int(bias is not None))
-        groups = (-(-n // self.block_n), -(-m // self.block_m), batch * heads)
+        block_m, block_n = self.blocks[kind]
+        groups = (-(-n // block_n), -(-m // block_m), batch * heads)
         bias = self._no_bias if bias is None else bias
         program.dispatch(kernel, [a.buffer, b.buffer, c.buffer, bias, params], groups)
         return program
