@@ -60,15 +60,15 @@ def step_flops(config, batch=B, seq=T):
 class EngineClassifier(EngineRounds):
     """py_engine's TextClassifier on `backend` ("numpy" or "gpu")."""
 
-    def __init__(self, model_dir, backend="numpy", batch=B, steps=3, profile=False):
+    def __init__(self, model_dir, backend="numpy", batch=B, steps=3, profile=False, base_dtype="f32"):
         from py_engine.data.classification import Example
         from py_engine.models.lora_config import LoraConfig
         from py_engine.train.classifier import TextClassifier, TrainConfig
 
-        device = self._setup(backend, profile, batch=batch, seq=T)
+        device = self._setup(backend, profile, batch=batch, seq=T, base_dtype=base_dtype)
         started = time.perf_counter()
         clf = self.run_sync(TextClassifier.create(model_dir, LABELS, lora=LoraConfig(r=R, lora_alpha=R),
-                                                  backend=backend, device=device))
+                                                  backend=backend, device=device, base_dtype=base_dtype))
         self._created(clf, started, [Example(text, label) for text, label in texts(batch, steps + 1)],
                       TrainConfig(epochs=1, batch_size=batch, max_length=T, lr=LR, warmup_ratio=0.0,
                                   max_grad_norm=1.0, weight_decay=0.01))

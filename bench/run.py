@@ -123,7 +123,7 @@ from py_engine.models.lora_config import LoraConfig
 from py_engine.train.classifier import TextClassifier, TrainConfig
 device = await open_device()
 clf = await TextClassifier.create("/work/model", LABELS, lora=LoraConfig(r=RANK, lora_alpha=RANK),
-                                  backend="gpu", device=device)
+                                  backend="gpu", device=device, base_dtype=DTYPE)
 examples = [Example(text, label) for text, label in TEXTS]
 marks = [time.perf_counter()]
 await clf.fit(examples, TrainConfig(epochs=1, batch_size=BATCH, max_length=SEQ, lr=1e-4, warmup_ratio=0.0,
@@ -135,15 +135,16 @@ json.dumps({"seconds": sorted(times[1:])[len(times[1:]) // 2], "first_step_secon
 """
 
 
-def browser_step(model_dir, batch, steps):
+def browser_step(model_dir, batch, steps, base_dtype="f32"):
     """Median optimizer step of the BERT checkpoint in `model_dir` inside the page (Pyodide +
-    WebGPU), batch x bert_step.T tokens."""
+    WebGPU), batch x bert_step.T tokens, the frozen base weights stored as `base_dtype`."""
     from bert_step import LABELS, R, T, texts
 
     from py_engine.harness import engine_page, put_files, run_json
 
     files = {f"/work/model/{p.name}": p.read_bytes() for p in Path(model_dir).iterdir() if p.is_file()}
     source = (BROWSER_STEP.replace("LABELS", json.dumps(LABELS)).replace("RANK", str(R))
+              .replace("DTYPE", json.dumps(base_dtype))
               .replace("BATCH", str(batch)).replace("SEQ", str(T))
               .replace("TEXTS", json.dumps(texts(batch, steps))))      # last: no name is replaced in them
     with engine_page(ROOT / "web" / "dist") as page:
@@ -155,8 +156,9 @@ def browser_step(model_dir, batch, steps):
 
 def bench_browser_step(batch=8, steps=6, minilm_steps=3):
     """Training steps inside the page (Pyodide + WebGPU): the tiny BERT config, and MiniLM
-    beside the same steps on the native adapter (each in a process of its own), so that the
-    page's cost over native WebGPU shows as a ratio."""
+    (base weights f32, and int8 as the tab extension stores them) beside the same steps on the
+    native adapter (each in a process of its own), so that the page's cost over native WebGPU
+    shows as a ratio."""
     import tempfile
 
     sys.path.insert(0, str(ROOT / "tests"))
@@ -170,13 +172,15 @@ def bench_browser_step(batch=8, steps=6, minilm_steps=3):
     out["shape"] = {"batch": batch, "seq": T, **{k: v for k, v in peft_oracle.TINY.items()
                                                  if k in ("hidden_size", "num_hidden_layers")}}
     minilm = minilm_dir()
-    page = browser_step(minilm, batch, minilm_steps)
-    native = alternate({"native": Spec("bert_step:EngineClassifier", {"model_dir": minilm, "backend": "gpu",
-                                                                      "batch": batch, "steps": minilm_steps})},
-                       rounds=1, warmup=0)["native"]
-    out["minilm"] = {"shape": {"batch": batch, "seq": T, "model": Path(minilm).name}, "page": page,
-                     "native": {"seconds": native["seconds"], "adapter": native["info"].get("adapter")},
-                     "page_vs_native": page["seconds"] / native["seconds"]}
+    for dtype in ("f32", "int8"):
+        page = browser_step(minilm, batch, minilm_steps, dtype)
+        spec = Spec("bert_step:EngineClassifier", {"model_dir": minilm, "backend": "gpu", "batch": batch,
+                                                   "steps": minilm_steps, "base_dtype": dtype})
+        native = alternate({"native": spec}, rounds=1, warmup=0)["native"]
+        out["minilm" if dtype == "f32" else f"minilm_{dtype}"] = {
+            "shape": {"batch": batch, "seq": T, "model": Path(minilm).name, "base_dtype": dtype},
+            "page": page, "native": {"seconds": native["seconds"], "adapter": native["info"].get("adapter")},
+            "page_vs_native": page["seconds"] / native["seconds"]}
     return out
 
 
@@ -307,11 +311,10 @@ def table(results):
                      f"({step['adapter']['vendor']} {step['adapter']['architecture']})",
                      f"{step['seconds'] * 1e3:.0f} ms/step", f"{step['tokens_per_s']:.0f} tok/s; "
                      f"first step (recording) {step['first_step_seconds'] * 1e3:.0f} ms"))
-        m = step.get("minilm")
-        if m:
+        for m in filter(None, (step.get("minilm"), step.get("minilm_int8"))):
             native = m["native"]["adapter"] or {}
-            rows.append((f"MiniLM {m['shape']['batch']}x{m['shape']['seq']} step in the browser "
-                         f"({m['page']['adapter']['vendor']} {m['page']['adapter']['architecture']})",
+            rows.append((f"MiniLM {m['shape']['batch']}x{m['shape']['seq']} step, {m['shape']['base_dtype']} base, "
+                         f"in the browser ({m['page']['adapter']['vendor']} {m['page']['adapter']['architecture']})",
                          f"{m['page']['seconds'] * 1e3:.0f} ms/step",
                          f"native ({native.get('vendor') or native.get('device')}) "
                          f"{m['native']['seconds'] * 1e3:.0f} ms/step: {m['page_vs_native']:.2f}x"))

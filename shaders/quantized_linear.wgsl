@@ -22,17 +22,16 @@
 //                 (k +- 1/2) * scale w lies on. Bit for bit the NumPy reference (subnormal
 //                 scales aside, which a device may flush to zero).
 //
-// The two products are register-tiled like matmul.wgsl's gemm_* entries: a thread owns a
-// TILE_R x TILE_O (forward) or TILE_R x TILE_I (input gradient) block of the output in
-// registers and streams x / dy and the packed weight from storage, decoding each u32 word once
-// per thread with shifts (sign extension by an arithmetic right shift); no workgroup memory,
-// which software adapters run fastest (shared/PLATFORM.md). x rows are read as vec4 (in is a
-// multiple of 8). Rows and columns past the edge are clamped on load and never stored.
+// The two products are register-tiled like matmul.wgsl's gemm_vec4: a thread owns a 4 x 4
+// (forward: rows x out features) or 4 x 8 (input gradient: rows x in features) block of the
+// output in named vec4 registers and streams x / dy and the packed weight from storage,
+// decoding each u32 word once per thread with shifts (sign extension by an arithmetic right
+// shift); no workgroup memory, which software adapters run fastest (shared/PLATFORM.md), and
+// no private arrays, which SwiftShader's compiler keeps in memory. x rows are read as vec4 (in
+// is a multiple of 8). Rows and out features past the edge are clamped on load and never
+// stored; a block of 8 in features never crosses a row's end or a group (both multiples of 8).
 
 override BITS: u32 = 8u;           // 8 (int8) or 4 (int4)
-override TILE_R: u32 = 4u;         // rows of the output per thread
-override TILE_O: u32 = 4u;         // out features per thread (forward)
-override TILE_I: u32 = 8u;         // in features per thread (input gradient), a multiple of 8
 override WG_X: u32 = 8u;           // threads along the output's columns
 override WG_Y: u32 = 8u;           // threads along rows
 override WORKGROUP: u32 = 64u;     // quantize_weight
@@ -92,127 +91,155 @@ fn epilogue(old: f32, value: f32, b: f32) -> f32 {
 }
 
 // --- forward: y = x . W^T ---------------------------------------------------------------
+// acc_i = y[row0 + i, col0..col0+3]; per four in features, a_i = x[row0 + i, k..k+3] and
+// b_j = W[col0 + j, k..k+3] dequantized from word j.
 
-var<private> x_tile: array<vec4<f32>, TILE_R>;
-var<private> w_tile: array<vec4<f32>, TILE_O>;
-var<private> words: array<u32, TILE_O>;
-var<private> row_scales: array<f32, TILE_O>;
-var<private> acc_y: array<f32, TILE_R * TILE_O>;
+fn x_base(row: u32) -> u32 {
+  return min(row, params.rows - 1u) * (params.in_features / 4u);
+}
 
-@compute @workgroup_size(WG_X, WG_Y)
-fn quantized_linear_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let row0 = gid.y * TILE_R;
-  let col0 = gid.x * TILE_O;
-  let rows = params.rows;
-  let N = params.out_features;
-  if (row0 >= rows || col0 >= N) {
+fn store_y(row: u32, col0: u32, v: vec4<f32>) {
+  if (row >= params.rows) {
     return;
   }
-  let K4 = params.in_features / 4u;               // vec4s per row of x
-  let words_per_row = params.in_features / PER_WORD;
-  let words_per_group = params.group_size / PER_WORD;
-  for (var g = 0u; g < params.groups; g++) {
-    for (var j = 0u; j < TILE_O; j++) {
-      row_scales[j] = scales[min(col0 + j, N - 1u) * params.groups + g];
-    }
-    for (var wd = g * words_per_group; wd < (g + 1u) * words_per_group; wd++) {
-      for (var j = 0u; j < TILE_O; j++) {
-        words[j] = q[min(col0 + j, N - 1u) * words_per_row + wd];
+  let N = params.out_features;
+  for (var j = 0u; j < 4u; j++) {
+    let c = col0 + j;
+    if (c < N) {
+      var b = 0.0;
+      if (params.has_bias != 0u) {
+        b = bias[c];
       }
-      for (var part = 0u; part < PER_WORD; part += 4u) {
-        let k4 = (wd * PER_WORD + part) / 4u;
-        for (var i = 0u; i < TILE_R; i++) {
-          x_tile[i] = x4[min(row0 + i, rows - 1u) * K4 + k4];
-        }
-        for (var j = 0u; j < TILE_O; j++) {
-          w_tile[j] = dequant4(words[j], part, row_scales[j]);
-        }
-        for (var i = 0u; i < TILE_R; i++) {
-          for (var j = 0u; j < TILE_O; j++) {
-            acc_y[i * TILE_O + j] += dot(x_tile[i], w_tile[j]);
-          }
-        }
-      }
-    }
-  }
-  for (var i = 0u; i < TILE_R; i++) {
-    let r = row0 + i;
-    for (var j = 0u; j < TILE_O; j++) {
-      let c = col0 + j;
-      if (r < rows && c < N) {
-        var b = 0.0;
-        if (params.has_bias != 0u) {
-          b = bias[c];
-        }
-        y[r * N + c] = epilogue(y[r * N + c], acc_y[i * TILE_O + j], b);
-      }
+      y[row * N + c] = epilogue(y[row * N + c], v[j], b);
     }
   }
 }
 
-// --- input gradient: dx = dy . W ----------------------------------------------------------
-// Four out features per step: dy_tile[i] = dy[row0 + i, o..o+3] and wt_tile[c] =
-// W[o..o+3, col0 + c]; out features past the end load dy = 0 (their weights are clamped).
-
-var<private> dy_tile: array<vec4<f32>, TILE_R>;
-var<private> wt_tile: array<vec4<f32>, TILE_I>;
-var<private> acc_dx: array<f32, TILE_R * TILE_I>;
-var<private> word_cols: array<u32, TILE_I / PER_WORD>;
-var<private> group_cols: array<u32, TILE_I / PER_WORD>;
-
-fn dy_at(r: u32, o: u32) -> f32 {
+@compute @workgroup_size(WG_X, WG_Y)
+fn quantized_linear_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let row0 = gid.y * 4u;
+  let col0 = gid.x * 4u;
   let N = params.out_features;
-  return select(0.0, dy[r * N + min(o, N - 1u)], o < N);
+  if (row0 >= params.rows || col0 >= N) {
+    return;
+  }
+  let x0 = x_base(row0);
+  let x1 = x_base(row0 + 1u);
+  let x2 = x_base(row0 + 2u);
+  let x3 = x_base(row0 + 3u);
+  let o0 = min(col0, N - 1u);
+  let o1 = min(col0 + 1u, N - 1u);
+  let o2 = min(col0 + 2u, N - 1u);
+  let o3 = min(col0 + 3u, N - 1u);
+  let words_per_row = params.in_features / PER_WORD;
+  let words_per_group = params.group_size / PER_WORD;
+  var acc0 = vec4<f32>(0.0);
+  var acc1 = vec4<f32>(0.0);
+  var acc2 = vec4<f32>(0.0);
+  var acc3 = vec4<f32>(0.0);
+  for (var g = 0u; g < params.groups; g++) {
+    let s0 = scales[o0 * params.groups + g];
+    let s1 = scales[o1 * params.groups + g];
+    let s2 = scales[o2 * params.groups + g];
+    let s3 = scales[o3 * params.groups + g];
+    for (var wd = g * words_per_group; wd < (g + 1u) * words_per_group; wd++) {
+      let w0 = q[o0 * words_per_row + wd];
+      let w1 = q[o1 * words_per_row + wd];
+      let w2 = q[o2 * words_per_row + wd];
+      let w3 = q[o3 * words_per_row + wd];
+      for (var part = 0u; part < PER_WORD; part += 4u) {
+        let k4 = (wd * PER_WORD + part) / 4u;
+        let b0 = dequant4(w0, part, s0);
+        let b1 = dequant4(w1, part, s1);
+        let b2 = dequant4(w2, part, s2);
+        let b3 = dequant4(w3, part, s3);
+        let a0 = x4[x0 + k4];
+        let a1 = x4[x1 + k4];
+        let a2 = x4[x2 + k4];
+        let a3 = x4[x3 + k4];
+        acc0 += vec4<f32>(dot(a0, b0), dot(a0, b1), dot(a0, b2), dot(a0, b3));
+        acc1 += vec4<f32>(dot(a1, b0), dot(a1, b1), dot(a1, b2), dot(a1, b3));
+        acc2 += vec4<f32>(dot(a2, b0), dot(a2, b1), dot(a2, b2), dot(a2, b3));
+        acc3 += vec4<f32>(dot(a3, b0), dot(a3, b1), dot(a3, b2), dot(a3, b3));
+      }
+    }
+  }
+  store_y(row0, col0, acc0);
+  store_y(row0 + 1u, col0, acc1);
+  store_y(row0 + 2u, col0, acc2);
+  store_y(row0 + 3u, col0, acc3);
+}
+
+// --- input gradient: dx = dy . W ----------------------------------------------------------
+// lo_i, hi_i = dx[row0 + i, col0..col0+3], dx[row0 + i, col0+4..col0+7]. Per out feature o,
+// row o of W over those 8 columns (one group: one scale; two int8 words or one int4 word)
+// is added times dy[row0 + i, o]: rows of W, so nothing is transposed.
+
+fn dy_base(row: u32) -> u32 {
+  return min(row, params.rows - 1u) * params.out_features;
+}
+
+fn store_dx(row: u32, col0: u32, lo: vec4<f32>, hi: vec4<f32>) {
+  if (row >= params.rows) {
+    return;
+  }
+  let i = row * params.in_features + col0;
+  for (var c = 0u; c < 4u; c++) {
+    dx[i + c] = epilogue(dx[i + c], lo[c], 0.0);
+    dx[i + 4u + c] = epilogue(dx[i + 4u + c], hi[c], 0.0);
+  }
 }
 
 @compute @workgroup_size(WG_X, WG_Y)
 fn quantized_linear_grad_input(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let row0 = gid.y * TILE_R;
-  let col0 = gid.x * TILE_I;
-  let rows = params.rows;
-  let K = params.in_features;
+  let row0 = gid.y * 4u;
+  let col0 = gid.x * 8u;
   let N = params.out_features;
-  if (row0 >= rows || col0 >= K) {
+  if (row0 >= params.rows || col0 >= params.in_features) {
     return;
   }
-  let words_per_row = K / PER_WORD;
-  // The thread's words and groups within a row; words past the row's end are clamped to its
-  // last word (those columns are not stored).
-  for (var c = 0u; c < TILE_I; c += PER_WORD) {
-    let col = min(col0 + c, K - PER_WORD);
-    word_cols[c / PER_WORD] = col / PER_WORD;
-    group_cols[c / PER_WORD] = col / params.group_size;
+  let words_per_row = params.in_features / PER_WORD;
+  let word0 = col0 / PER_WORD;
+  let group = col0 / params.group_size;
+  let d0 = dy_base(row0);
+  let d1 = dy_base(row0 + 1u);
+  let d2 = dy_base(row0 + 2u);
+  let d3 = dy_base(row0 + 3u);
+  var lo0 = vec4<f32>(0.0);
+  var lo1 = vec4<f32>(0.0);
+  var lo2 = vec4<f32>(0.0);
+  var lo3 = vec4<f32>(0.0);
+  var hi0 = vec4<f32>(0.0);
+  var hi1 = vec4<f32>(0.0);
+  var hi2 = vec4<f32>(0.0);
+  var hi3 = vec4<f32>(0.0);
+  for (var o = 0u; o < N; o++) {
+    let s = scales[o * params.groups + group];
+    let first = q[o * words_per_row + word0];
+    let w_lo = dequant4(first, 0u, s);
+    var w_hi: vec4<f32>;
+    if (PER_WORD == 4u) {
+      w_hi = dequant4(q[o * words_per_row + word0 + 1u], 0u, s);
+    } else {
+      w_hi = dequant4(first, 4u, s);
+    }
+    let g0 = dy[d0 + o];
+    let g1 = dy[d1 + o];
+    let g2 = dy[d2 + o];
+    let g3 = dy[d3 + o];
+    lo0 = fma(vec4<f32>(g0), w_lo, lo0);
+    hi0 = fma(vec4<f32>(g0), w_hi, hi0);
+    lo1 = fma(vec4<f32>(g1), w_lo, lo1);
+    hi1 = fma(vec4<f32>(g1), w_hi, hi1);
+    lo2 = fma(vec4<f32>(g2), w_lo, lo2);
+    hi2 = fma(vec4<f32>(g2), w_hi, hi2);
+    lo3 = fma(vec4<f32>(g3), w_lo, lo3);
+    hi3 = fma(vec4<f32>(g3), w_hi, hi3);
   }
-  for (var o = 0u; o < N; o += 4u) {
-    for (var i = 0u; i < TILE_R; i++) {
-      let r = min(row0 + i, rows - 1u);
-      dy_tile[i] = vec4<f32>(dy_at(r, o), dy_at(r, o + 1u), dy_at(r, o + 2u), dy_at(r, o + 3u));
-    }
-    for (var t = 0u; t < 4u; t++) {
-      let oo = min(o + t, N - 1u);
-      for (var c = 0u; c < TILE_I; c += PER_WORD) {
-        let word = q[oo * words_per_row + word_cols[c / PER_WORD]];
-        let s = scales[oo * params.groups + group_cols[c / PER_WORD]];
-        for (var n = 0u; n < PER_WORD; n++) {
-          wt_tile[c + n][t] = field(word, n) * s;
-        }
-      }
-    }
-    for (var i = 0u; i < TILE_R; i++) {
-      for (var c = 0u; c < TILE_I; c++) {
-        acc_dx[i * TILE_I + c] += dot(dy_tile[i], wt_tile[c]);
-      }
-    }
-  }
-  for (var i = 0u; i < TILE_R; i++) {
-    let r = row0 + i;
-    for (var c = 0u; c < TILE_I; c++) {
-      let col = col0 + c;
-      if (r < rows && col < K) {
-        dx[r * K + col] = epilogue(dx[r * K + col], acc_dx[i * TILE_I + c], 0.0);
-      }
-    }
-  }
+  store_dx(row0, col0, lo0, hi0);
+  store_dx(row0 + 1u, col0, lo1, hi1);
+  store_dx(row0 + 2u, col0, lo2, hi2);
+  store_dx(row0 + 3u, col0, lo3, hi3);
 }
 
 // --- quantize_weight: W -> q + scales ----------------------------------------------------

@@ -27,7 +27,11 @@ STORAGE_MODES = ("f32", "f16", "int8", "int4")
 BITS = {"int8": 8, "int4": 4}
 SOURCE_FORMATS = {"f32": 0, "f16": 1, "bf16": 2}
 DEFAULT_GROUP = 64
-DEFAULTS = {"TILE_R": 4, "TILE_O": 4, "TILE_I": 8, "WG_X": 8, "WG_Y": 8}
+DEFAULTS = {"WG_X": 8, "WG_Y": 8}
+# A thread's block of the output (shaders/quantized_linear.wgsl): rows x out features in the
+# forward, rows x in features in the input gradient.
+FORWARD_TILE = (4, 4)
+GRAD_INPUT_TILE = (4, 8)
 QUANTIZE_WORKGROUP = 64
 
 _PARAMS = "8I2f"  # shaders/quantized_linear.wgsl struct Params
@@ -79,17 +83,18 @@ class QuantizedLinearKernels:
         self.constants = constants
         self._kernels = kernels
         self._no_bias = device.create_buffer(4, label="no bias")
-        self.block_r = constants["WG_Y"] * constants["TILE_R"]
-        self.block_o = constants["WG_X"] * constants["TILE_O"]
-        self.block_i = constants["WG_X"] * constants["TILE_I"]
+        self.block_r = constants["WG_Y"] * FORWARD_TILE[0]     # both tiles have 4 rows
+        self.block_o = constants["WG_X"] * FORWARD_TILE[1]
+        self.block_i = constants["WG_X"] * GRAD_INPUT_TILE[1]
 
     @classmethod
     async def load(cls, device, constants=None, modes=MODES, source_formats=tuple(SOURCE_FORMATS)):
         """Compile the products for `modes` and quantize_weight for each of `source_formats`
-        ("f32", "f16", "bf16"). `constants` overrides tile and workgroup sizes (DEFAULTS)."""
+        ("f32", "f16", "bf16"). `constants` overrides the workgroup sizes (DEFAULTS)."""
+        unknown = sorted(set(constants or {}) - set(DEFAULTS))
+        if unknown:
+            raise ValueError(f"unknown constants {unknown}; the products take {sorted(DEFAULTS)}")
         constants = {**DEFAULTS, **(constants or {})}
-        if constants["TILE_I"] % 8:
-            raise ValueError(f"TILE_I must be a multiple of 8, got {constants['TILE_I']}")
         kernels = {}
         for mode in modes:
             specialized = {**constants, "BITS": BITS[mode]}
