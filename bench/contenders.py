@@ -63,7 +63,7 @@ class EngineRounds:
     def finish(self):
         if not self.profile:
             return None
-        return {"phases": self.timings, "dispatches": self.programs.profile_largest()}
+        return {"phases": self.timings, "dispatches": self.run_sync(self.programs.profile_largest())}
 
 
 class TorchRounds:

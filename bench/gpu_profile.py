@@ -3,17 +3,22 @@
 The compute API records a step as a Program: a list of dispatches (`Program.ops`) replayed per
 run. ProgramLog remembers every Program a device creates while a model trains; afterwards
 `profile_largest()` takes the program with the most dispatches (the training step) and times
-its dispatches one kind at a time: for each (pipeline, workgroup grid) it replays one such
-dispatch in a program of its own (repeated, for the costliest kinds), waits for the GPU, and
-subtracts what an empty run costs. Dispatches of the same kernel and grid cost the same whoever's buffers they bind
-(every layer of a model has the same shapes), so one stands for all of them.
+its dispatches one kind at a time: for each (pipeline, workgroup grid, sizes of the buffers it
+binds) it replays one such dispatch in a program of its own (repeated, for the costliest kinds),
+waits for the GPU, and subtracts what an empty run costs. Dispatches of one kind cost the same
+whichever buffers they bind (every layer of a model has the same shapes), so one stands for all
+of them. The buffer sizes are part of the kind because a grid alone does not fix the work: the
+input gradient of a 384 -> 1536 layer runs the grid of a 384 -> 384 one, four times as long.
 
 Replaying dispatches out of order changes the buffers' contents (gradients, optimizer state):
 profile after the measured rounds, never between them.
 
-    log = ProgramLog(device)          # before the model is created
+    log = ProgramLog(device)                # before the model is created
     ...train...
-    report = log.profile_largest()    # {"kernels": [...by time per step...], "dispatches": n, ...}
+    report = await log.profile_largest()    # {"kernels": [...by time per step...], "dispatches": n, ...}
+
+profile_largest is a coroutine, as the compute API's waits are: natively run it with run_sync,
+in the page (bench/run.py's browser_step, which sends this file's source there) await it.
 """
 
 import time
@@ -36,6 +41,14 @@ class ProgramLog:
         def program(label=None):
             p = make(label)
             self.programs.append(p)
+            p.bound_sizes = []          # per dispatch, in order: the bytes of each buffer bound
+            dispatch = p.dispatch
+
+            def dispatch_logged(kernel, buffers, groups):
+                p.bound_sizes.append(tuple(b.size for b in buffers))
+                return dispatch(kernel, buffers, groups)
+
+            p.dispatch = dispatch_logged
             return p
 
         device.program = program          # the instance's attribute shadows the method
@@ -46,7 +59,7 @@ class ProgramLog:
             raise RuntimeError("no program with dispatches was recorded on this device")
         return max(dispatching, key=lambda p: sum(op[0] == "dispatch" for op in p.ops))
 
-    def _run_seconds(self, ops, runs=3):
+    async def _run_seconds(self, ops, runs=3):
         program = self.device.program("profile")
         self.programs.pop()               # not one of the model's
         program.ops.extend(ops)
@@ -54,11 +67,11 @@ class ProgramLog:
         for _ in range(runs):
             t0 = time.perf_counter()
             program.submit()
-            run_sync(self.device.synchronize())
+            await self.device.synchronize()
             times.append(time.perf_counter() - t0)
         return median(times)
 
-    def profile_largest(self, target_s=0.01, max_reps=64, budget_s=60.0):
+    async def profile_largest(self, target_s=0.01, max_reps=64, budget_s=60.0):
         """Per kernel and grid: dispatches per step, microseconds per dispatch, milliseconds per
         step and share of the sum, largest first; and the whole program replayed as recorded.
         Every kind is timed once; then, costliest first while `budget_s` lasts, each is timed
@@ -66,24 +79,25 @@ class ProgramLog:
         which estimate a row holds)."""
         program = self.largest()
         kinds = {}
+        sizes = iter(program.bound_sizes)
         for op in program.ops:
             if op[0] == "dispatch":
                 _, pipeline, _, groups = op
-                key = (getattr(pipeline, "label", "") or "?", tuple(groups))
+                key = (getattr(pipeline, "label", "") or "?", tuple(groups), next(sizes))
                 kinds.setdefault(key, [op, 0])[1] += 1
         started = time.perf_counter()
-        empty = self._run_seconds([], runs=5)
-        whole = self._run_seconds(program.ops, runs=3) - empty
+        empty = await self._run_seconds([], runs=5)
+        whole = await self._run_seconds(program.ops, runs=3) - empty
         rows = []
-        for (label, groups), (op, count) in kinds.items():
-            once = max(self._run_seconds([op], runs=1) - empty, 1e-7)
-            rows.append({"kernel": label, "groups": list(groups), "per_step": count, "runs": 1,
-                         "us_per_dispatch": once * 1e6, "op": op})
+        for (label, groups, bound), (op, count) in kinds.items():
+            once = max(await self._run_seconds([op], runs=1) - empty, 1e-7)
+            rows.append({"kernel": label, "groups": list(groups), "bound_bytes": list(bound),
+                         "per_step": count, "runs": 1, "us_per_dispatch": once * 1e6, "op": op})
         for r in sorted(rows, key=lambda r: -r["us_per_dispatch"] * r["per_step"]):
             if time.perf_counter() - started > budget_s:
                 break
             reps = int(min(max_reps, max(1, target_s / (r["us_per_dispatch"] * 1e-6))))
-            per = max(self._run_seconds([r["op"]] * reps, runs=3) - empty, 0.0) / reps
+            per = max(await self._run_seconds([r["op"]] * reps, runs=3) - empty, 0.0) / reps
             r.update(us_per_dispatch=per * 1e6, runs=3 * reps)
         for r in rows:
             del r["op"]

@@ -122,6 +122,7 @@ from py_engine.gpu import open_device
 from py_engine.models.lora_config import LoraConfig
 from py_engine.train.classifier import TextClassifier, TrainConfig
 device = await open_device()
+log = ProgramLog(device) if PROFILE else None
 clf = await TextClassifier.create("/work/model", LABELS, lora=LoraConfig(r=RANK, lora_alpha=RANK),
                                   backend="gpu", device=device, base_dtype=DTYPE)
 examples = [Example(text, label) for text, label in TEXTS]
@@ -130,14 +131,19 @@ await clf.fit(examples, TrainConfig(epochs=1, batch_size=BATCH, max_length=SEQ, 
                                     max_grad_norm=1.0, weight_decay=0.01),
               on_step=lambda step: marks.append(time.perf_counter()))
 times = [b - a for a, b in zip(marks, marks[1:])]
-json.dumps({"seconds": sorted(times[1:])[len(times[1:]) // 2], "first_step_seconds": times[0],
-            "adapter": device.info.as_dict()})
+out = {"seconds": sorted(times[1:])[len(times[1:]) // 2], "first_step_seconds": times[0],
+       "adapter": device.info.as_dict()}
+if log:
+    report = await log.profile_largest(budget_s=60.0)
+    out["profile"] = {k: report[k] for k in ("replay_ms", "sum_of_kernels_ms", "dispatches", "by_kernel_ms")}
+json.dumps(out)
 """
 
 
-def browser_step(model_dir, batch, steps, base_dtype="f32"):
+def browser_step(model_dir, batch, steps, base_dtype="f32", profile=False):
     """Median optimizer step of the BERT checkpoint in `model_dir` inside the page (Pyodide +
-    WebGPU), batch x bert_step.T tokens, the frozen base weights stored as `base_dtype`."""
+    WebGPU), batch x bert_step.T tokens, the frozen base weights stored as `base_dtype`; with
+    `profile`, where the step's time goes, kernel by kernel (bench/gpu_profile.py in the page)."""
     from bert_step import LABELS, R, T, texts
 
     from py_engine.harness import engine_page, put_files, run_json
@@ -146,12 +152,22 @@ def browser_step(model_dir, batch, steps, base_dtype="f32"):
     source = (BROWSER_STEP.replace("LABELS", json.dumps(LABELS)).replace("RANK", str(R))
               .replace("DTYPE", json.dumps(base_dtype))
               .replace("BATCH", str(batch)).replace("SEQ", str(T))
+              .replace("PROFILE", str(profile))
               .replace("TEXTS", json.dumps(texts(batch, steps))))      # last: no name is replaced in them
+    source = (ROOT / "bench" / "gpu_profile.py").read_text() + source
     with engine_page(ROOT / "web" / "dist") as page:
         put_files(page, files)
         out = run_json(page, source)
     out["tokens_per_s"] = batch * T / out["seconds"]
     return out
+
+
+def page_products_share(page):
+    """The share of a profiled page step spent in matrix products (matmul.wgsl and
+    quantized_linear.wgsl's kernels)."""
+    by_kernel = page["profile"]["by_kernel_ms"]
+    products = sum(ms for name, ms in by_kernel.items() if name.startswith(("matmul.", "quantized_linear.")))
+    return products / sum(by_kernel.values())
 
 
 def bench_browser_step(batch=8, steps=6, minilm_steps=3):
@@ -173,7 +189,7 @@ def bench_browser_step(batch=8, steps=6, minilm_steps=3):
                                                  if k in ("hidden_size", "num_hidden_layers")}}
     minilm = minilm_dir()
     for dtype in ("f32", "int8"):
-        page = browser_step(minilm, batch, minilm_steps, dtype)
+        page = browser_step(minilm, batch, minilm_steps, dtype, profile=True)
         spec = Spec("bert_step:EngineClassifier", {"model_dir": minilm, "backend": "gpu", "batch": batch,
                                                    "steps": minilm_steps, "base_dtype": dtype})
         native = alternate({"native": spec}, rounds=1, warmup=0)["native"]
@@ -317,7 +333,8 @@ def table(results):
                          f"in the browser ({m['page']['adapter']['vendor']} {m['page']['adapter']['architecture']})",
                          f"{m['page']['seconds'] * 1e3:.0f} ms/step",
                          f"native ({native.get('vendor') or native.get('device')}) "
-                         f"{m['native']['seconds'] * 1e3:.0f} ms/step: {m['page_vs_native']:.2f}x"))
+                         f"{m['native']['seconds'] * 1e3:.0f} ms/step: {m['page_vs_native']:.2f}x; "
+                         f"{page_products_share(m['page']):.0%} of the page's step in matrix products"))
     browser = results.get("browser")
     if browser:
         r = results["ratios"]
