@@ -92,14 +92,29 @@ def wait_ready(ext):
     return state
 
 
-def wait_until(what, probe, timeout_s=300, every_s=0.5):
+def wait_until(what, probe, timeout_s=300, every_s=0.5, explain=None):
+    """probe()'s first truthy value; on timeout the failure says `what`, and `explain()` too."""
     deadline = time.monotonic() + timeout_s
     while True:
         value = probe()
         if value:
             return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        if time.monotonic() >= deadline:
+            pytest.fail(f"timed out waiting for {what}" + (f"\n{explain()}" if explain else ""))
         time.sleep(every_s)
+
+
+def sorter_story(ext, tab_id=None):
+    """What the sorter knows of a tab, its last events and the extension's last console lines."""
+    snapshot = ext.sorter("snapshot")
+    try:
+        status = ext.engine("status", timeout_ms=30_000)
+        engine = f"engine: scheduler {status['scheduler']}, trainer {status['trainer']}, queue {status['queue']}"
+    except Exception as e:             # the story is told whatever the engine does
+        engine = f"engine: no status ({e})"
+    return "\n".join([f"tab: {snapshot['tabs'].get(str(tab_id))}, in group {group_of(ext, tab_id)}",
+                      f"groups: {snapshot['groups']}", f"budget: {snapshot['budget']}", engine,
+                      "events:", *map(str, snapshot["events"][-12:]), "console:", *ext.console[-20:]])
 
 
 @contextmanager
@@ -117,7 +132,9 @@ def training_paused(ext):
 def open_tab(ext, url):
     page = ext.context.new_page()
     page.goto(url)
-    return ext.evaluate("async (url) => (await chrome.tabs.query({})).find((t) => t.url === url).id", url)
+    # the newest tab of that URL (tab ids grow): an older one may still be open
+    return ext.evaluate("async (url) => Math.max(...(await chrome.tabs.query({})).filter((t) => t.url === url).map((t) => t.id))",
+                        url)
 
 
 def tab_groups(ext):
@@ -250,7 +267,7 @@ def test_the_rules_answer_when_the_model_is_over_its_budget(extension):
         ext.sorter("configure", {"perTabMs": 0.001, "minMs": 1})         # asked once more, late
         unknown = open_tab(ext, UNKNOWN_TO_RULES[0])
         info = wait_until("the late answer", lambda: (lambda t: t if t and t["category"] else None)(
-            ext.sorter("snapshot")["tabs"].get(str(unknown))))
+            ext.sorter("snapshot")["tabs"].get(str(unknown))), explain=lambda: sorter_story(ext, unknown))
         assert info["source"] == "model" and group_of(ext, unknown) == expected_group(info["category"])
         assert any(e["kind"] == "late" for e in ext.sorter("snapshot")["events"])
     finally:

@@ -162,12 +162,17 @@ now = 999; log.push(["still", b.allows(1)]);
 now = 1000; log.push(["probe", b.allows(1)]);
 b.record(1, 4);                    // the probe came back fast
 log.push(["recovered", b.allows(50), b.status().slow]);
+const before = b.epoch;
 b.configure({{ perTabMs: 0.5 }});
 log.push(["stricter", b.fits(50), b.allows(50)]);
+b.record(1, 5000, before);         // a late answer to a call made before the change
+log.push(["older call", b.allows(1), b.status().slow, b.status().estimateMs]);
+b.record(1, 5000, b.epoch);        // the same, asked under the new settings
+log.push(["newer call", b.allows(1), b.status().slow]);
 console.log(JSON.stringify(log));""")
     assert out == [["fresh", True, 100, 500], ["fast", True, False], ["slow", False, False, True],
                    ["still", False], ["probe", True], ["recovered", True, False],
-                   ["stricter", False, True]]
+                   ["stricter", False, True], ["older call", True, False, 5000], ["newer call", False, True]]
 
 
 # --- bytes across messaging, zip archives --------------------------------------------------

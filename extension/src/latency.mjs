@@ -4,11 +4,15 @@
 //   const budget = new LatencyBudget({ perTabMs: 50, minMs: 400 });
 //   budget.allows(n)          // may the model take a batch of n tabs now?
 //   budget.deadlineMs(n)      // how long its answer may take
-//   budget.record(n, ms)      // what a batch took (or, timed out, at least took)
+//   budget.record(n, ms, epoch)  // what a batch took (or, timed out, at least took); epoch:
+//                                // budget.epoch when it was asked
 //
 // The estimate is the last batches' time per tab (an exponential average). Once the model has
 // been too slow it is asked again only every `retryMs` (a probe: the GPU may be free again);
-// a probe's answer counts even when it comes late. Pure: the clock is injected.
+// a probe's answer counts even when it comes late. configure() starts a new epoch: answers to
+// calls made before it still refine the estimate, but cannot mark the model slow under the new
+// settings (a late answer landing just after a change would otherwise bar the next call).
+// Pure: the clock is injected.
 
 export class LatencyBudget {
   constructor({ perTabMs = 50, minMs = 400, retryMs = 60_000, smoothing = 0.5, now = () => Date.now() } = {}) {
@@ -19,6 +23,7 @@ export class LatencyBudget {
     this.now = now;
     this.estimate = null; // ms per tab, null until measured
     this.slowSince = null; // when the model last went over its budget
+    this.epoch = 0; // configure() calls so far
   }
 
   configure(options) {
@@ -29,6 +34,7 @@ export class LatencyBudget {
       }
     }
     this.slowSince = null;
+    this.epoch += 1;
   }
 
   deadlineMs(n) {
@@ -44,9 +50,10 @@ export class LatencyBudget {
     return this.slowSince === null || this.now() - this.slowSince >= this.retryMs;
   }
 
-  record(n, ms) {
+  record(n, ms, epoch = this.epoch) {
     const perTab = ms / Math.max(1, n);
     this.estimate = this.estimate === null ? perTab : this.smoothing * perTab + (1 - this.smoothing) * this.estimate;
+    if (epoch !== this.epoch) return; // asked under other settings
     if (ms > this.deadlineMs(n)) this.slowSince = this.now();
     else if (this.fits(n)) this.slowSince = null;
   }

@@ -117,6 +117,10 @@ export class TabSorter {
     for (const move of planMoves(live, categoryOf, this.groups)) await this.move(move);
     for (const r of results) {
       const tab = byId.get(r.tabId);
+      const known = this.tabs[r.tabId];
+      // the rules' "no idea" does not undo what the model said of the same site (a late answer,
+      // or one from before it went over its budget): the tab is still in that category's group
+      if (!r.category && known?.category && known.source === "model" && known.host === hostOf(tab.url)) continue;
       // a tab the rules could not place is kept too (category null): the model sorts it later
       this.tabs[r.tabId] = { category: r.category, source: r.source, host: hostOf(tab.url) };
     }

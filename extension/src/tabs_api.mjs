@@ -83,9 +83,10 @@ async function byModel(tabs) {
   if (engineState.phase !== "ready") return { reason: engineState.phase === "failed" ? `model unavailable: ${engineState.error}` : "model loading" };
   if (!budget.allows(n)) return { reason: "model over its budget" }; // not asked: slow lately
   const started = performance.now();
+  const epoch = budget.epoch;
   const call = engineCall("categorise", { tabs: tabs.map((t) => ({ url: t.url || "", title: t.title || "" })) });
   // a late answer still tells the budget what the model takes
-  call.then(() => budget.record(n, performance.now() - started), () => {});
+  call.then(() => budget.record(n, performance.now() - started, epoch), () => {});
   const answer = await within(call.catch((e) => ({ error: e })), budget.deadlineMs(n));
   if (answer === null) return { reason: "model too slow", late: call }; // asked, but late
   if (answer.error) return { reason: `model failed: ${answer.error.message}` };
