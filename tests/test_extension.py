@@ -105,7 +105,8 @@ def wait_until(what, probe, timeout_s=300, every_s=0.5, explain=None):
 
 
 def sorter_story(ext, tab_id=None):
-    """What the sorter knows of a tab, its last events and the extension's last console lines."""
+    """What the sorter knows of a tab (its record and group), its groups, budget and last events,
+    the engine's status and the extension's last console lines: the story of a failed wait."""
     snapshot = ext.sorter("snapshot")
     try:
         status = ext.engine("status", timeout_ms=30_000)

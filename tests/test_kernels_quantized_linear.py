@@ -184,6 +184,9 @@ def test_shape_and_layout_errors(device, ql):
         ql.linear(device.program(), x, w, y, 3)
     with pytest.raises(ValueError, match="source holds"):
         ql.quantize(device.program(), device.create_buffer(4 * 64), w)
+    # the tiles are fixed in the shader: an old tile override is refused, not silently ignored
+    with pytest.raises(ValueError, match=r"unknown constants \['TILE_R'\]"):
+        run(QuantizedLinearKernels.load(device, {"TILE_R": 2, "WG_X": 4}))
 
 
 def test_weight_bytes_per_mode():
