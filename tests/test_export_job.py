@@ -68,11 +68,28 @@ T5_ROWS = [{"input": s, "target": t} for s, t in PAIRS] + [
 T5_TARGETS = "q,k,v,o,wi_0,wi_1,wo"
 REL = 1e-4          # each step's loss and gradient norm against py_engine's
 # Trained adapters after a few AdamW steps, one float32 run against another (one process against
-# two, torch against py_engine): the runs sum the same gradients in a different order, and
-# Adam's per-element normalisation turns a rounding difference in a near-zero gradient into a
-# visible step: measured up to 8e-5 over repeated runs (1e-5 failed now and then). A wrong batch
+# two, torch against py_engine): the runs sum the same gradients in a different order, measured
+# up to 8e-5 by relative error over repeated runs (1e-5 failed now and then). A wrong batch
 # split shows first in the step logs, each step's loss and gradient norm held to REL.
 ADAPTER_REL = 1e-3
+
+
+def assert_same_adapter(got, want, name, lr, steps):
+    """The same trained weights, up to the one thing float32 runs of Adam can disagree on: an
+    element whose gradient is near zero (terms that cancel) has its step set by Adam's
+    per-element normalisation, g / (sqrt(v) + eps), so a rounding difference in g can move it by
+    up to about lr per step in either direction (seen once in a few dozen runs: one element of a
+    T5 adapter 1.5e-3 off, 1.4e-3 by relative error over its tensor). A few such elements are
+    allowed, each within 2 * lr * steps; the rest are held to ADAPTER_REL. A wrong name,
+    transpose, scale or batch moves most elements, and fails."""
+    got = np.asarray(got, np.float64).ravel()
+    want = np.asarray(want, np.float64).ravel()
+    diff = np.abs(got - want)
+    rms = np.linalg.norm(want) / np.sqrt(want.size)
+    stray = diff > ADAPTER_REL * rms
+    assert stray.sum() <= max(2, want.size // 100), (name, int(stray.sum()), want.size)
+    assert diff.max() <= 2 * lr * steps, (name, float(diff.max()))
+    assert np.linalg.norm(diff[~stray]) / np.linalg.norm(want) < ADAPTER_REL, name
 
 
 @pytest.fixture(scope="module")
@@ -187,9 +204,10 @@ def test_chat_job_on_one_and_two_processes(ws, tmp_path, capsys):
             for name, (_, data) in run(chat.runtime.trainable_values()).items()}
     one, two = adapter_weights(tmp_path / "one" / "adapter"), adapter_weights(tmp_path / "two" / "adapter")
     assert set(one) == set(two) == set(ours)
+    steps = len(chat.history)
     for name in ours:
-        assert em.relative_error(two[name], one[name]) < ADAPTER_REL, name
-        assert em.relative_error(one[name].ravel(), ours[name]) < ADAPTER_REL, name
+        assert_same_adapter(two[name], one[name], name, lr=5e-3, steps=steps)
+        assert_same_adapter(one[name], ours[name], name, lr=5e-3, steps=steps)
 
     # It loads back into py_engine with PEFT's logits, and training goes on from it there.
     adapter = tmp_path / "one" / "adapter"
@@ -234,7 +252,7 @@ def test_dialogpt_job_trains_as_py_engine(ws, tmp_path, capsys):
     theirs = adapter_weights(tmp_path / "out" / "adapter")
     assert set(theirs) == set(ours)
     for name in ours:
-        assert em.relative_error(theirs[name].ravel(), ours[name]) < ADAPTER_REL, name
+        assert_same_adapter(theirs[name], ours[name], name, lr=5e-3, steps=len(chat.history))
 
 
 def test_classifier_job_and_back(ws, tmp_path, capsys):
@@ -326,9 +344,10 @@ def test_t5_job_on_one_and_two_processes(ws, tmp_path, capsys):
     one = adapter_weights(tmp_path / "one" / "adapter")
     two = adapter_weights(tmp_path / "two" / "adapter")
     assert set(one) == set(two) == set(ours)
+    steps = len(model.history)
     for name in ours:
-        assert em.relative_error(two[name], one[name]) < ADAPTER_REL, name
-        assert em.relative_error(one[name].ravel(), ours[name]) < ADAPTER_REL, name
+        assert_same_adapter(two[name], one[name], name, lr=5e-3, steps=steps)
+        assert_same_adapter(one[name], ours[name], name, lr=5e-3, steps=steps)
 
     # It loads back into py_engine with PEFT's logits (teacher-forced, the target's tokens).
     adapter = tmp_path / "one" / "adapter"
@@ -633,3 +652,20 @@ def test_the_jobs_adapter_loads_and_trains_on_in_the_browser(ws, engine_page, tm
     got = run_json(engine_page, IN_THE_PAGE)
     assert got["ids"] == want.ids
     assert abs(got["loss"] - host.history[0].loss) <= 1e-4 * abs(host.history[0].loss)
+
+
+def test_same_adapter_allows_an_adam_flip_not_a_wrong_weight():
+    """assert_same_adapter's allowance: one element a few learning rates off passes (the seen
+    T5 case); a transposed, rescaled, shifted or other-layer tensor does not."""
+    rng = np.random.default_rng()
+    want = rng.normal(0, 0.1, (4, 32)).astype(np.float32)
+    noisy = want * (1 + rng.normal(0, 1e-5, want.shape)).astype(np.float32)
+    flipped = noisy.copy()
+    flipped[2, 7] += 1.5e-3 * rng.choice([-1, 1])
+    assert_same_adapter(flipped, want, "k.lora_A", lr=5e-3, steps=4)
+    wrong = {"transposed": want.reshape(32, 4).T, "rescaled": want * 1.02,
+             "shifted": want + 2e-3, "other layer": rng.normal(0, 0.1, want.shape),
+             "far flip": flipped + np.where(np.arange(want.size).reshape(want.shape) == 9, 0.05, 0)}
+    for what, got in wrong.items():
+        with pytest.raises(AssertionError):
+            assert_same_adapter(got, want, what, lr=5e-3, steps=4)

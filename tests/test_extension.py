@@ -27,7 +27,7 @@ pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[1]
 EXT_DIST = ROOT / "extension" / "dist"
-SLOW = {"perTabMs": 600_000, "minMs": 600_000}     # SwiftShader: let the model answer
+SLOW = {"perTabMs": 600_000, "minMs": 600_000, "retryMs": 60_000}  # SwiftShader: let the model answer
 ENGINE_MS = 300_000     # a popup's wait for an answer that needs the engine (SwiftShader)
 CATEGORIES = Categories.default()
 
@@ -275,6 +275,35 @@ def test_the_rules_answer_when_the_model_is_over_its_budget(extension):
         ext.sorter("configure", SLOW)
 
 
+def test_a_tab_the_rules_cannot_place_is_asked_again_when_the_budget_allows(extension):
+    ext = extension
+    wait_ready(ext)
+    # autoSort off: only sortAll and the retry sort, so the retry is what places the tab
+    ext.sorter("configure", {"perTabMs": 0.001, "minMs": 1, "retryMs": 600_000, "autoSort": False})
+    try:
+        open_tab(ext, TABS[6][0])
+        ext.sorter("sortAll")                       # asked, and late: the model is marked slow
+        wait_until("the model's late answer", lambda: ext.sorter("snapshot")["budget"]["slow"])
+        # over its budget, the model is not asked: the rules cannot place this one, so it waits
+        unknown = open_tab(ext, UNKNOWN_TO_RULES[0])
+        result = next(r for r in ext.sorter("sortAll") if r["tabId"] == unknown)
+        assert result["category"] is None and result["reason"] == "model over its budget"
+        assert group_of(ext, unknown) is None
+        alarm = ext.evaluate("() => chrome.alarms.get('sort-unplaced')")
+        assert alarm and alarm["scheduledTime"] / 1000 - time.time() > 500     # retryMs from now
+        # the retry comes when the budget allows (sooner here): the model is asked, late, and
+        # its answer places the tab
+        ext.sorter("configure", {"retryMs": 1000})
+        info = wait_until("the retried tab placed", lambda: (lambda t: t if t and t["category"] else None)(
+            ext.sorter("snapshot")["tabs"].get(str(unknown))), explain=lambda: sorter_story(ext, unknown))
+        assert info["source"] == "model" and group_of(ext, unknown) == expected_group(info["category"])
+        retried = [e for e in ext.sorter("snapshot")["events"] if e["kind"] == "retried"]
+        assert any(t["tabId"] == unknown for e in retried for t in e["tabs"]), sorter_story(ext, unknown)
+        wait_until("no retry left", lambda: ext.evaluate("() => chrome.alarms.get('sort-unplaced')") is None)
+    finally:
+        ext.sorter("configure", {**SLOW, "autoSort": True})
+
+
 def test_the_popup_shows_the_tab_and_its_choice_is_a_correction(extension):
     ext = extension
     wait_ready(ext)
@@ -318,7 +347,7 @@ def test_nothing_leaves_the_machine(extension, pages, extension_dist):
         "extension_pages": "script-src 'self' 'wasm-unsafe-eval'; object-src 'self'"}
     assert "host_permissions" not in manifest
     assert set(manifest["permissions"]) == {"offscreen", "storage", "unlimitedStorage", "tabs",
-                                            "tabGroups", "idle"}
+                                            "tabGroups", "idle", "alarms"}
 
 
 def test_without_webgpu_the_rules_sort_the_tabs(playwright, extension_dist, pages, tmp_path):

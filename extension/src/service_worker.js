@@ -11,7 +11,7 @@
 // `self.tabSorter` is the sorter, for tests and DevTools.
 
 import { engineCall, ensureOffscreen } from "./engine_link.mjs";
-import { TabSorter } from "./sorter.mjs";
+import { RETRY_ALARM, TabSorter } from "./sorter.mjs";
 import { benchmark } from "./tabs_api.mjs";
 
 const sorter = new TabSorter();
@@ -45,6 +45,11 @@ chrome.tabs.onUpdated.addListener((tabId, change, tab) => { sorter.onUpdated(tab
 chrome.tabs.onRemoved.addListener((tabId) => sorter.onTabRemoved(tabId));
 chrome.tabGroups.onRemoved.addListener((group) => sorter.onGroupRemoved(group));
 chrome.tabGroups.onUpdated.addListener((group) => sorter.onGroupUpdated(group));
+
+// Tabs the rules could not place while the model was over its budget: asked again later.
+chrome.alarms.onAlarm.addListener((alarm) => {
+  if (alarm.name === RETRY_ALARM) sorter.retryUnplaced().catch((e) => console.error("tab sorter:", e));
+});
 
 // Training runs while the user is away: chrome.idle's state goes to the engine's scheduler.
 chrome.idle.setDetectionInterval(60);

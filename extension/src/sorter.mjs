@@ -7,13 +7,14 @@
 // what each tab was sorted as) lives in chrome.storage.session and is read back on wake-up;
 // listeners are registered when the worker starts, as MV3 requires.
 
-import { categoriseTabs, currentCategories, initialise, budget, useCategories } from "./tabs_api.mjs";
+import { categoriseTabs, currentCategories, initialise, budget, modelBusy, useCategories } from "./tabs_api.mjs";
 import { closeOffscreen, engineCall } from "./engine_link.mjs";
 import { NO_GROUP, groupChange, movable, planMoves } from "./grouping.mjs";
 
 const SESSION_KEY = "sorter";
 const SETTINGS_KEY = "settings";
-export const DEFAULT_SETTINGS = { autoSort: true, maxGroups: 0, includeUserGroups: false, perTabMs: 50, minMs: 400 };
+export const DEFAULT_SETTINGS = { autoSort: true, maxGroups: 0, includeUserGroups: false, perTabMs: 50, minMs: 400, retryMs: 60_000 };
+export const RETRY_ALARM = "sort-unplaced"; // asks the model again of the tabs the rules could not place
 const SETTLE_MS = 250; // a loading tab's title and URL settle before it is categorised
 const EXPECT_MS = 3000; // how long a group change we made may take to be reported
 
@@ -47,7 +48,12 @@ export class TabSorter {
     this.events = session.events || [];
     const stored = (await chrome.storage.local.get(SETTINGS_KEY))[SETTINGS_KEY] || {};
     this.settings = { ...DEFAULT_SETTINGS, ...stored };
-    budget.configure({ perTabMs: this.settings.perTabMs, minMs: this.settings.minMs });
+    budget.configure(this.budgetSettings());
+  }
+
+  budgetSettings() {
+    const { perTabMs, minMs, retryMs } = this.settings;
+    return { perTabMs, minMs, retryMs };
   }
 
   save() {
@@ -70,8 +76,9 @@ export class TabSorter {
     const unknown = Object.keys(options).filter((k) => !(k in DEFAULT_SETTINGS));
     if (unknown.length) throw new Error(`unknown settings ${unknown.join(", ")}`);
     this.settings = { ...this.settings, ...options };
-    budget.configure({ perTabMs: this.settings.perTabMs, minMs: this.settings.minMs });
+    budget.configure(this.budgetSettings());
     await chrome.storage.local.set({ [SETTINGS_KEY]: this.settings });
+    await this.scheduleRetry({ reset: true }); // at the new budget's pace
     return this.settings;
   }
 
@@ -125,6 +132,46 @@ export class TabSorter {
       this.tabs[r.tabId] = { category: r.category, source: r.source, host: hostOf(tab.url) };
     }
     await this.save();
+    await this.scheduleRetry();
+  }
+
+  // --- tabs the rules could not place ---
+
+  // They stay ungrouped while the model is loading or over its budget; an alarm (the worker may
+  // stop meanwhile) asks the model again once the budget lets it answer, and again after that
+  // until each is placed. None waiting: no alarm.
+  unplacedIds() {
+    return Object.entries(this.tabs).filter(([, t]) => t.source === "rules" && !t.category).map(([id]) => Number(id));
+  }
+
+  async scheduleRetry({ reset = false } = {}) {
+    if (!this.unplacedIds().length) {
+      await chrome.alarms.clear(RETRY_ALARM);
+      return;
+    }
+    if (!reset && (await chrome.alarms.get(RETRY_ALARM))) return;
+    await chrome.alarms.create(RETRY_ALARM, { delayInMinutes: this.settings.retryMs / 60_000 });
+  }
+
+  async retryUnplaced() {
+    await this.loaded;
+    const state = await initialise();
+    if (state.phase === "failed") return []; // the rules are all there is: nothing to wait for
+    if (modelBusy()) { // a late answer may place them yet
+      await this.scheduleRetry({ reset: true });
+      return [];
+    }
+    const tabs = [];
+    for (const id of this.unplacedIds()) {
+      const tab = await chrome.tabs.get(id).catch(() => null);
+      if (tab && tab.groupId === NO_GROUP && movable(tab, this.groups, this.settings)) tabs.push(tab);
+      else delete this.tabs[id]; // closed, pinned or grouped meanwhile: not ours to place now
+    }
+    const results = await this.sort(tabs); // reschedules itself while some are still unplaced
+    if (results.length) this.log("retried", { tabs: results.map((r) => ({ tabId: r.tabId, category: r.category, source: r.source, reason: r.reason })) });
+    await this.save();
+    await this.scheduleRetry();
+    return results;
   }
 
   async forgetMissingGroups() {

@@ -25,6 +25,12 @@ export const budget = new LatencyBudget();
 let rules = null;
 let categories = null; // CategoryList, as the engine last reported them
 let engineState = { phase: "starting" };
+let modelCalls = 0; // model calls not answered yet (late ones included)
+
+// Is the model still working on a call (perhaps one whose answer came too late)?
+export function modelBusy() {
+  return modelCalls > 0;
+}
 
 async function bundled(name) {
   const response = await fetch(chrome.runtime.getURL(MODEL + name));
@@ -85,6 +91,8 @@ async function byModel(tabs) {
   const started = performance.now();
   const epoch = budget.epoch;
   const call = engineCall("categorise", { tabs: tabs.map((t) => ({ url: t.url || "", title: t.title || "" })) });
+  modelCalls += 1;
+  call.finally(() => { modelCalls -= 1; }).catch(() => {});
   // a late answer still tells the budget what the model takes
   call.then(() => budget.record(n, performance.now() - started, epoch), () => {});
   const answer = await within(call.catch((e) => ({ error: e })), budget.deadlineMs(n));
