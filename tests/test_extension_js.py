@@ -169,10 +169,14 @@ b.record(1, 5000, before);         // a late answer to a call made before the ch
 log.push(["older call", b.allows(1), b.status().slow, b.status().estimateMs]);
 b.record(1, 5000, b.epoch);        // the same, asked under the new settings
 log.push(["newer call", b.allows(1), b.status().slow]);
+let refused = null;
+try {{ b.configure({{ perTabMs: 7, retryMs: -1 }}); }} catch (e) {{ refused = e.message; }}
+log.push(["bad setting", refused, b.perTabMs, b.retryMs]);   // nothing of it applied
 console.log(JSON.stringify(log));""")
     assert out == [["fresh", True, 100, 500], ["fast", True, False], ["slow", False, False, True],
                    ["still", False], ["probe", True], ["recovered", True, False],
-                   ["stricter", False, True], ["older call", True, False, 5000], ["newer call", False, True]]
+                   ["stricter", False, True], ["older call", True, False, 5000], ["newer call", False, True],
+                   ["bad setting", "retryMs must be a number >= 0", 0.5, 1000]]
 
 
 # --- bytes across messaging, zip archives --------------------------------------------------

@@ -27,12 +27,11 @@ export class LatencyBudget {
   }
 
   configure(options) {
-    for (const key of ["perTabMs", "minMs", "retryMs"]) {
-      if (options[key] !== undefined) {
-        if (!(typeof options[key] === "number" && options[key] >= 0)) throw new Error(`${key} must be a number >= 0`);
-        this[key] = options[key];
-      }
+    const keys = ["perTabMs", "minMs", "retryMs"].filter((key) => options[key] !== undefined);
+    for (const key of keys) {
+      if (!(typeof options[key] === "number" && options[key] >= 0)) throw new Error(`${key} must be a number >= 0`);
     }
+    for (const key of keys) this[key] = options[key]; // all or nothing
     this.slowSince = null;
     this.epoch += 1;
   }

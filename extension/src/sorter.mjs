@@ -48,12 +48,7 @@ export class TabSorter {
     this.events = session.events || [];
     const stored = (await chrome.storage.local.get(SETTINGS_KEY))[SETTINGS_KEY] || {};
     this.settings = { ...DEFAULT_SETTINGS, ...stored };
-    budget.configure(this.budgetSettings());
-  }
-
-  budgetSettings() {
-    const { perTabMs, minMs, retryMs } = this.settings;
-    return { perTabMs, minMs, retryMs };
+    budget.configure(budgetSettings(this.settings));
   }
 
   save() {
@@ -75,8 +70,9 @@ export class TabSorter {
     await this.loaded;
     const unknown = Object.keys(options).filter((k) => !(k in DEFAULT_SETTINGS));
     if (unknown.length) throw new Error(`unknown settings ${unknown.join(", ")}`);
-    this.settings = { ...this.settings, ...options };
-    budget.configure(this.budgetSettings());
+    const settings = { ...this.settings, ...options };
+    budget.configure(budgetSettings(settings)); // throws on a bad value, before anything changed
+    this.settings = settings;
     await chrome.storage.local.set({ [SETTINGS_KEY]: this.settings });
     await this.scheduleRetry({ reset: true }); // at the new budget's pace
     return this.settings;
@@ -150,7 +146,8 @@ export class TabSorter {
       return;
     }
     if (!reset && (await chrome.alarms.get(RETRY_ALARM))) return;
-    await chrome.alarms.create(RETRY_ALARM, { delayInMinutes: this.settings.retryMs / 60_000 });
+    // never sooner than a second: a model still busy would otherwise wake the worker in a loop
+    await chrome.alarms.create(RETRY_ALARM, { delayInMinutes: Math.max(1000, this.settings.retryMs) / 60_000 });
   }
 
   async retryUnplaced() {
@@ -347,6 +344,10 @@ export class TabSorter {
     await closeOffscreen();
     return initialise({ wait: true });
   }
+}
+
+function budgetSettings({ perTabMs, minMs, retryMs }) {
+  return { perTabMs, minMs, retryMs };
 }
 
 function countBy(items, key) {
