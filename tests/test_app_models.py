@@ -1,10 +1,10 @@
 """The kind of model an app trains, from config.json: every decoder-only family the engine runs
-is a chat model, BERT-family encoders are classifiers, and T5 (an encoder-decoder the app does
-not train) or an unknown model type is refused by name."""
+is a chat model, BERT-family encoders are classifiers, T5 is an encoder-decoder that learns
+conversations, and an unknown model type is refused by name."""
 
 import pytest
 
-from py_engine.app.models import ModelFilesError, kind_of
+from py_engine.app.models import KINDS, RECORD_KINDS, ModelFilesError, kind_of
 from py_engine.models.decoders import CAUSAL_TYPES, FAMILIES
 
 
@@ -23,8 +23,16 @@ def test_bert_is_a_classifier():
     assert kind_of({"model_type": "bert"}) == "classification"
 
 
-@pytest.mark.parametrize("model_type", ["t5", "gpt_neo", None])
+def test_t5_is_an_encoder_decoder_that_learns_conversations():
+    assert kind_of({"model_type": "t5"}) == "seq2seq"
+    assert RECORD_KINDS == {"classification": "classification", "causal_lm": "causal_lm",
+                            "seq2seq": "causal_lm"}
+    assert set(RECORD_KINDS) == set(KINDS)
+
+
+@pytest.mark.parametrize("model_type", ["gpt_neo", "bart", None])
 def test_others_are_refused_naming_what_trains(model_type):
     with pytest.raises(ModelFilesError, match=rf"model_type {model_type!r}; this engine trains bert "
-                                              r"classifiers and llama, .*phi3.* chat models"):
+                                              r"classifiers, llama, .*phi3.* chat models and t5 "
+                                              r"encoder-decoders"):
         kind_of({"model_type": model_type})

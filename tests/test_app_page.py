@@ -28,6 +28,7 @@ from py_engine import harness
 from py_engine.server import ServerThread
 from test_fetch_endpoint import PAGE, Upstream
 from test_service import jsonl, sentiment
+from t5_tokenizer import t5_dir
 from tiny_chat import tiny_chat_dir
 
 pytestmark = pytest.mark.browser
@@ -64,7 +65,7 @@ def site(built_dist, upstream):
 def checkpoints(tmp_path_factory):
     base = tmp_path_factory.mktemp("app")
     return {"bert": po.tiny_bert_dir(base / "tiny-bert", seed=3),
-            "chat": tiny_chat_dir(base / "chat")}
+            "chat": tiny_chat_dir(base / "chat"), "t5": t5_dir(base / "t5")[0]}
 
 
 def open_app(context, site):
@@ -493,5 +494,28 @@ def test_chat_streams_a_reply_and_logs_the_conversation(browser, site, checkpoin
         page.wait_for_function("() => document.querySelectorAll('#chat-log li.assistant').length === 2 && "
                                "!document.querySelector('#chat-log li.streaming')", timeout=TRAIN_MS)
         assert status(page)["queue"]["by_source"].get("chat") == 1
+    finally:
+        context.close()
+
+
+def test_an_encoder_decoder_from_a_picked_folder_chats(browser, site, checkpoints):
+    """FLAN-T5's layout picked as a folder: the page shows it as an encoder-decoder with the chat
+    panel, and its reply streams in and is logged to learn from."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = open_app(context, site)
+    try:
+        page.set_input_files("#model-folder", str(checkpoints["t5"]))
+        model = wait_model(page)
+        assert model["kind"] == "seq2seq" and model["family"] == "t5"
+        assert page.is_visible("#chat") and not page.is_visible("#classify")
+        assert "encoder-decoder (seq2seq)" in page.inner_text("#model-summary")
+        page.fill("#chat-input", "Spell cat backwards.")
+        page.keyboard.press("Enter")
+        page.wait_for_function("() => document.querySelectorAll('#chat-log li.assistant').length === 1 && "
+                               "!document.querySelector('#chat-log li.streaming')", timeout=TRAIN_MS)
+        assert status(page)["queue"]["by_source"].get("chat") == 1
+        page.wait_for_function("() => document.getElementById('queue-total').textContent.startsWith('1 ')",
+                               timeout=TRAIN_MS)
+        shot(page, "10-encoder-decoder")
     finally:
         context.close()

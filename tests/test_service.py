@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import peft_oracle as po
+from t5_tokenizer import t5_dir
 from tiny_chat import tiny_chat_dir
 from py_engine.app.learner import LearnerConfig
 from py_engine.app.scheduler import SchedulerConfig
@@ -42,7 +43,8 @@ def files_of(directory):
 def checkpoints(tmp_path_factory):
     base = tmp_path_factory.mktemp("service")
     return {"bert": files_of(po.tiny_bert_dir(base / "bert", seed=3)),
-            "chat": files_of(tiny_chat_dir(base / "chat", family="qwen2"))}
+            "chat": files_of(tiny_chat_dir(base / "chat", family="qwen2")),
+            "t5": files_of(t5_dir(base / "t5")[0])}
 
 
 class Events(list):
@@ -208,6 +210,46 @@ def test_chat_streams_is_logged_and_becomes_a_training_record(tmp_path, checkpoi
     reply = run_async(svc.call("predict", {"text": "hi"}))
     assert reply["error"]["kind"] == "user" and "classifier" in reply["error"]["message"]
     svc.close()
+
+
+def test_an_encoder_decoder_chats_and_learns_its_logged_conversations(tmp_path, checkpoints):
+    """FLAN-T5 in the service: a chat's prompt is the conversation as the input text (the
+    mapping its training pairs use), the logged conversation is a record it learns; a plain
+    text import is not (it has no target)."""
+    from py_engine.data.seq2seq import conversation_input
+
+    events = Events()
+    svc = service(tmp_path, events)
+    summary = call(svc, "load_model", source="files", name="tiny-t5", files=checkpoints["t5"])
+    assert summary["kind"] == "seq2seq" and summary["family"] == "t5"
+    first = call(svc, "chat", conversation_id="c1", message="Spell cat backwards.",
+                 max_new_tokens=6)
+    second = call(svc, "chat", conversation_id="c1", message="And dog?", max_new_tokens=6)
+    prompt = [{"role": "user", "content": "Spell cat backwards."},
+              {"role": "assistant", "content": first["text"]},
+              {"role": "user", "content": "And dog?"}]
+    assert conversation_input(prompt) == "user: Spell cat backwards.\nassistant: " + \
+        first["text"] + "\nuser: And dog?"
+    expected = run_async(svc.model.model.generate(conversation_input(prompt), max_new_tokens=6))
+    assert second["text"] == expected.text and second["logged"]
+    stats = run_async(svc.status())["queue"]
+    assert stats["by_kind"] == {"causal_lm": 2}          # an example per reply
+    call(svc, "import_text", name="notes.md", data=b"Plain notes with no answer to learn.\n")
+    records = run_async(_records(svc))
+    (text_record,) = [r for r in records if r.text is not None]
+    assert "no target" in svc.model.unusable(text_record)
+    chats = [r for r in records if r.messages is not None]
+    assert len(chats) == 2 and all(svc.model.unusable(r) is None for r in chats)
+    before = trainable(svc)
+    result = call(svc, "force_slice", budget_ms=60_000)
+    assert result["ran"] and result["trainer"]["step"] > 0
+    after = trainable(svc)
+    assert any(not np.array_equal(before[n], after[n]) for n in before)
+    svc.close()
+
+
+async def _records(svc):
+    return [r async for r in svc.queue.records()]
 
 
 def test_adapters_and_datasets_go_out_and_back_in(tmp_path, checkpoints):

@@ -30,7 +30,7 @@ import traceback
 import warnings
 import zipfile
 
-from ..app.models import load_model_dir
+from ..app.models import RECORD_KINDS, load_model_dir
 from ..app.service import clean_and_queue
 from ..data.datasets import ExportConfig, dataset_files
 from ..data.queue import TrainingQueue
@@ -316,7 +316,7 @@ class Engine:
         if job["documents"]:
             ids = {i for d in job["documents"] for i in self.documents[d]["ids"] if i is not None}
             return [r async for r in self.queue.records() if r.id in ids]
-        return [r async for r in self.queue.records(kind=job["kind"])]
+        return [r async for r in self.queue.records(kind=RECORD_KINDS[job["kind"]])]
 
     async def _run_job(self, job):
         cancel = threading.Event()
@@ -440,7 +440,7 @@ class Engine:
 
     async def query(self, text, max_new_tokens=64):
         """The fine-tuned model's answer: a classifier's label and probabilities, or a chat
-        model's reply (awaited from the HTTP side's loop). On NumPy the serving model computes
+        model's (or an encoder-decoder's) reply (awaited from the HTTP side's loop). On NumPy the serving model computes
         on a thread of its own, beside a job's training (BLAS releases the GIL); on the GPU it
         shares the engine's loop and device, and a query waits for the step under way.
         Classifier queries that arrive together are answered in one batch."""
@@ -449,8 +449,8 @@ class Engine:
         if model.kind == "classification":
             answer = await where.run(self._batches.ask(model, text))
             return dict(answer, adapter=adapter_id)
-        result = await where.run(model.model.generate([{"role": "user", "content": text}],
-                                                      max_new_tokens=max_new_tokens))
+        result = await where.run(model.model.generate(
+            model.prompt([{"role": "user", "content": text}]), max_new_tokens=max_new_tokens))
         return {"text": result.text, "finish_reason": result.finish_reason, "adapter": adapter_id}
 
     # --- documents and the dataset ---

@@ -15,7 +15,7 @@ the last good adapter as they were.
 import asyncio
 import math
 
-from ..app.models import ModelFilesError, kind_of, load_model_dir, read_model_config
+from ..app.models import RECORD_KINDS, ModelFilesError, kind_of, load_model_dir, read_model_config
 from ..data.datasets import split_records
 from ..train.config import CausalTrainConfig, ClassifierTrainConfig
 
@@ -23,7 +23,8 @@ from ..train.config import CausalTrainConfig, ClassifierTrainConfig
 COMMON_OPTIONS = ("epochs", "lr", "batch_size", "grad_accum", "warmup_ratio", "max_grad_norm",
                   "weight_decay", "seed", "max_length")
 CONFIGS = {"classification": (ClassifierTrainConfig, COMMON_OPTIONS + ("label_smoothing",)),
-           "causal_lm": (CausalTrainConfig, COMMON_OPTIONS)}
+           "causal_lm": (CausalTrainConfig, COMMON_OPTIONS),
+           "seq2seq": (CausalTrainConfig, COMMON_OPTIONS)}
 SETUP_FIELDS = ("model", "documents", "options", "labels", "validation_split")
 MAX_LABELS = 1000
 
@@ -77,7 +78,7 @@ def job_spec(models, request):
     labels = request.get("labels")
     if labels is not None:
         if kind != "classification":
-            raise JobError("labels are for classifiers; this model is a chat model")
+            raise JobError(f"labels are for classifiers; this model is a {kind} model")
         if not isinstance(labels, list) or not 2 <= len(labels) <= MAX_LABELS or \
                 len(set(labels)) != len(labels) or \
                 not all(isinstance(x, str) and x.strip() for x in labels):
@@ -114,9 +115,9 @@ class JobRun:
     async def train(self):
         """(the trained AppModel, its metrics); JobCancelled when cancelled."""
         job = self.job
-        records = [r for r in self.records if r.kind == job["kind"]]
+        records = [r for r in self.records if r.kind == RECORD_KINDS[job["kind"]]]
         if not records:
-            raise JobError(f"nothing to train on: no {job['kind']} record in "
+            raise JobError(f"nothing to train on: no {RECORD_KINDS[job['kind']]} record in "
                            f"{'the documents' if job['documents'] else 'the queue'}", 409)
         labels = self._labels(records) if job["kind"] == "classification" else None
         self.publish(job, phase="loading the model")

@@ -90,7 +90,7 @@ class Learner:
         due = self.dirty or self.last_refresh is None or now - self.last_refresh >= self.config.refresh_s
         if not due and not (trainer is not None and trainer.done):
             return trainer is not None and not trainer.done
-        arrived, validation_changed = await self.work.refresh(self.queue, self.model.kind,
+        arrived, validation_changed = await self.work.refresh(self.queue, self.model.record_kind,
                                                               self.model.unusable)
         self.dirty, self.last_refresh = False, now
         config = self.train_config

@@ -1,10 +1,11 @@
 """The model an app trains, whatever its family: a checkpoint given as files (a folder the user
-picked, or the bundled MiniLM the worker fetched) made into a TextClassifier or a ChatModel, and
-what the learner and the service ask of either: which records it can learn, its examples, a
-trainer, its state, its adapter.
+picked, or the bundled MiniLM the worker fetched) made into a TextClassifier, a ChatModel or a
+Seq2SeqModel, and what the learner and the service ask of each: which records it can learn, its
+examples, a trainer, its state, its adapter.
 
     model = await load_model_files(files, name="minilm", labels=["neg", "pos"], backend="gpu")
-    model.kind            # "classification" or "causal_lm", from config.json (or given)
+    model.kind            # "classification", "causal_lm" or "seq2seq", from config.json (or given)
+    model.record_kind     # the queue records it learns: a seq2seq model learns conversations
     model.key             # names its saved state: the same checkpoint (and labels) -> the same key
 
 Pure Python: this runs in the browser (the files go to Pyodide's in-memory file system).
@@ -18,15 +19,21 @@ import tempfile
 
 from ..data.chat import DataError, encode_chat_example
 from ..data.classification import Example
-from ..models.decoders import CAUSAL_TYPES
+from ..data.seq2seq import conversation_input, encode_seq2seq_example, seq2seq_example_from_record
+from ..models.decoders import CAUSAL_TYPES, T5_TYPES
 from ..models.lora_config import LoraConfig
 from ..train.chat import ChatModel
 from ..train.classifier import TextClassifier
 from ..train.config import CausalTrainConfig, ClassifierTrainConfig
+from ..train.seq2seq import Seq2SeqModel
 
-KINDS = ("classification", "causal_lm")
+KINDS = ("classification", "causal_lm", "seq2seq")
 ENCODERS = ("bert",)
 DECODERS = CAUSAL_TYPES     # every decoder-only family ChatModel runs
+ENCODER_DECODERS = T5_TYPES  # Seq2SeqModel's
+# The queue records each kind of model learns: an encoder-decoder learns conversations.
+RECORD_KINDS = {"classification": "classification", "causal_lm": "causal_lm",
+                "seq2seq": "causal_lm"}
 DEFAULT_LABELS = ["negative", "positive"]
 
 
@@ -45,8 +52,11 @@ def kind_of(config, given=None):
         return "classification"
     if model_type in DECODERS:
         return "causal_lm"
+    if model_type in ENCODER_DECODERS:
+        return "seq2seq"
     raise ModelFilesError(f"config.json has model_type {model_type!r}; this engine trains "
-                          f"{', '.join(ENCODERS)} classifiers and {', '.join(DECODERS)} chat models")
+                          f"{', '.join(ENCODERS)} classifiers, {', '.join(DECODERS)} chat models "
+                          f"and {', '.join(ENCODER_DECODERS)} encoder-decoders")
 
 
 def write_model_files(files, directory=None):
@@ -93,7 +103,7 @@ def state_key(kind, state):
 async def load_model_files(files, name, kind=None, labels=None, backend="gpu", device=None,
                            pooling="mean", max_length=None, state=None, adapter=None,
                            base_dtype="f32", read_checkpoint=None):
-    """An AppClassifier or AppChat over the checkpoint in `files`; its saved state is kept
+    """An AppClassifier, AppChat or AppSeq2Seq over the checkpoint in `files`; its saved state is kept
     under model_key(...), or state_key(kind, state) when `state` names it. `adapter`
     ({file name: bytes}): the weights to start from; a classifier then takes its LoRA
     options, pooling and (unless given) labels from it. base_dtype: how the GPU keeps a
@@ -123,8 +133,9 @@ def read_model_config(directory):
 async def load_model_dir(directory, name, config=None, kind=None, labels=None, backend="gpu",
                          device=None, pooling="mean", max_length=None, state=None, adapter=None,
                          base_dtype="f32", read_checkpoint=None):
-    """An AppClassifier or AppChat over the checkpoint directory `directory` (config: its
-    config.json, read here when not given); the other options as load_model_files'."""
+    """An AppClassifier, AppChat or AppSeq2Seq over the checkpoint directory `directory`
+    (config: its config.json, read here when not given); the other options as
+    load_model_files'."""
     config = read_model_config(directory) if config is None else config
     kind = kind_of(config, kind)
     checkpoint = read_checkpoint(directory) if read_checkpoint and kind == "classification" else None
@@ -150,18 +161,24 @@ async def load_model_dir(directory, name, config=None, kind=None, labels=None, b
                                               dropout=0.0, **placement)
         key = state_key(kind, state) if state is not None else model_key(kind, name, config, labels)
         return AppClassifier(clf, name, key, directory, config, fixed_key=state is not None)
-    chat = await ChatModel.create(directory, backend=backend, device=device,
-                                  max_length=max_length or 512)
+    family, app = (Seq2SeqModel, AppSeq2Seq) if kind == "seq2seq" else (ChatModel, AppChat)
+    chat = await family.create(directory, backend=backend, device=device,
+                               max_length=max_length or 512)
     if adapter:
         await chat.load_adapter_files(adapter, "the adapter")
     key = state_key(kind, state) if state is not None else model_key(kind, name, config)
-    return AppChat(chat, name, key, directory, config)
+    return app(chat, name, key, directory, config)
 
 
 class AppModel:
-    """What the learner and the service use of a model, either family."""
+    """What the learner and the service use of a model, whatever its family."""
 
     kind = None
+
+    @property
+    def record_kind(self):
+        """The kind of the queue records this model learns."""
+        return RECORD_KINDS[self.kind]
 
     def __init__(self, model, name, key, directory, config_json=None, fixed_key=False):
         self.model, self.name, self.key, self.directory = model, name, key, directory
@@ -227,7 +244,7 @@ class AppClassifier(AppModel):
 
     def unusable(self, record):
         """Why this model cannot learn `record` (None: it can)."""
-        if record.kind != self.kind:
+        if record.kind != self.record_kind:
             return f"a {record.kind} record"
         if record.label not in self.labels:
             return f"label {record.label!r} is not among the classifier's {self.labels}"
@@ -270,7 +287,7 @@ class AppChat(AppModel):
                                    self.model.template, max_length or self.model.max_length)
 
     def unusable(self, record):
-        if record.kind != self.kind:
+        if record.kind != self.record_kind:
             return f"a {record.kind} record"
         try:
             self._encode(record)
@@ -281,5 +298,30 @@ class AppChat(AppModel):
     def examples(self, records):
         return [self._encode(r) for r in records]
 
+    def prompt(self, messages):
+        """What generate() takes for a conversation that awaits the model's reply."""
+        return messages
+
     def encoded(self, records, config):
         return self.examples(records)
+
+
+class AppSeq2Seq(AppChat):
+    """An encoder-decoder (FLAN-T5) learning the queue's conversations as (input, target) pairs:
+    the turns before the last assistant message in, that message out (data/seq2seq.py's
+    mapping, the one `train` applies to a conversation file). A plain-text record has no target
+    to learn."""
+
+    kind = "seq2seq"
+
+    def _encode(self, record, max_length=None):
+        if record.messages is None:
+            raise DataError("a text record has no target; an encoder-decoder learns "
+                            "conversations that end on an assistant message")
+        example = seq2seq_example_from_record({"messages": record.messages},
+                                              record.origin.get("where", "a conversation"))
+        return encode_seq2seq_example(example, self.model.tokenizer,
+                                      max_length or self.model.max_length)
+
+    def prompt(self, messages):
+        return conversation_input(messages)

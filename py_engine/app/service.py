@@ -195,7 +195,7 @@ class EngineService:
             learner = self._learner(model)
             restored = await learner.restore()
             self.model, self.learner = model, learner
-            if model.kind == "causal_lm":
+            if model.record_kind == "causal_lm":    # its chats are learned
                 tokenizer = model.model.tokenizer
                 self.chat_log = ChatLog(
                     self.queue, max_tokens=min(2048, model.model.max_length),
@@ -256,11 +256,11 @@ class EngineService:
         self.model = self.learner = self.chat_log = None
         self.conversations = {}
 
-    def _require(self, kind=None):
+    def _require(self, *kinds):
         if self.model is None:
             raise UserError("no model is loaded: load one first")
-        if kind is not None and self.model.kind != kind:
-            what = "a classifier" if kind == "classification" else "a chat model"
+        if kinds and self.model.kind not in kinds:
+            what = "a classifier" if kinds == ("classification",) else "a chat model"
             raise UserError(f"this needs {what}; the loaded model is a {self.model.kind} model")
         return self.model
 
@@ -450,7 +450,7 @@ class EngineService:
         model = self._require()
         async with self._using_model():
             await self.learner.close()
-            ids = [r.id async for r in self.queue.records(kind=model.kind)]
+            ids = [r.id async for r in self.queue.records(kind=model.record_kind)]
             if ids:
                 await self.queue.replace(ids)
             labels = self.initial["labels"]
@@ -469,7 +469,7 @@ class EngineService:
         """A reply to `message` in the conversation, streamed as "token" events {request,
         text} (request: the page's id for this call, default the conversation id); logged for
         training unless log is False. Training pauses meanwhile."""
-        model = self._require("causal_lm")
+        model = self._require("causal_lm", "seq2seq")
         if not isinstance(conversation_id, str) or not conversation_id:
             raise UserError("chat needs a conversation_id")
         if not isinstance(message, str) or not message.strip():
@@ -486,7 +486,7 @@ class EngineService:
                 self.emit({"event": "token", "request": request, "text": text})
 
         async with self._using_model():
-            result = await model.model.generate(prompt, max_new_tokens=max_new_tokens,
+            result = await model.model.generate(model.prompt(prompt), max_new_tokens=max_new_tokens,
                                                 on_token=on_token)
         self.conversations[conversation_id] = prompt + [{"role": "assistant", "content": result.text}]
         if log:

@@ -80,12 +80,20 @@ def seq2seq_example_from_record(record, where="<record>"):
     messages = chat.messages
     if messages[-1]["role"] != "assistant":
         raise DataError(f"{where}: the conversation must end on an assistant message (the target)")
-    before = messages[:-1]
-    if len(before) == 1 or (len(before) == 2 and before[0]["role"] == "system"):
-        lines = [m["content"] for m in before]
+    return Seq2SeqExample(conversation_input(messages[:-1]), messages[-1]["content"], where)
+
+
+def conversation_input(messages):
+    """An encoder-decoder's input text for the turns of a conversation before the reply wanted:
+    each message on its own line, a system message first, "role: content" for the turns when
+    there is more than one (one turn, after an optional system message, is its content alone).
+    Training pairs and a chat's prompt are made alike."""
+    if len(messages) == 1 or (len(messages) == 2 and messages[0]["role"] == "system"):
+        lines = [m["content"] for m in messages]
     else:
-        lines = [m["content"] if m["role"] == "system" else f"{m['role']}: {m['content']}" for m in before]
-    return Seq2SeqExample("\n".join(lines), messages[-1]["content"], where)
+        lines = [m["content"] if m["role"] == "system" else f"{m['role']}: {m['content']}"
+                 for m in messages]
+    return "\n".join(lines)
 
 
 def parse_seq2seq_jsonl(lines, source="<data>"):

@@ -327,7 +327,7 @@ async function loadPicked(items) {
 }
 
 function showTryPanel(summary) {
-  const chat = summary.kind === "causal_lm";
+  const chat = summary.kind !== "classification"; // a chat model or an encoder-decoder
   $("try-empty").hidden = true;
   $("chat").hidden = !chat;
   $("classify").hidden = chat;

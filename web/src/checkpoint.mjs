@@ -93,8 +93,10 @@ export function configName(configBytes) {
   return c.num_hidden_layers && c.hidden_size ? `${type}, ${c.num_hidden_layers} layers x ${c.hidden_size}` : type;
 }
 
-// Whether the config is a decoder's (a chat model: no labels to give).
+// Whether the model answers in text (a decoder, or an encoder-decoder such as FLAN-T5: no labels
+// to give). The engine's classifiers are BERT's family (app/models.py kind_of); a model of a
+// family it does not run is refused by the engine, by name.
 export function isChatModel(configBytes) {
   const c = parseConfig(configBytes);
-  return /ForCausalLM$/.test((c.architectures || [""])[0]) || ["llama", "qwen2"].includes(c.model_type);
+  return c.model_type !== "bert" && !/ForSequenceClassification$/.test((c.architectures || [""])[0]);
 }

@@ -124,7 +124,7 @@ export function renderQueue(queue, trainer) {
       (d.unusable ? ` · ${d.unusable} this model cannot learn` : "")
     : "";
   $("queue-total").replaceChildren(String(queue.total ?? 0), " ",
-    el("small", { text: `records queued · ${queue.available ?? 0} waiting, ${queue.leased ?? 0} in training` }));
+    el("small", { text: `${queue.total === 1 ? "record" : "records"} queued · ${queue.available ?? 0} waiting, ${queue.leased ?? 0} in training` }));
   barRows($("queue-sources").tBodies[0], queue.by_source, ([, a], [, b]) => b - a, (name) => name);
   const priorities = {};
   for (const [p, n] of Object.entries(queue.by_priority || {})) priorities[PRIORITY_NAMES[p] ? `${p} (${PRIORITY_NAMES[p]})` : p] = n;
@@ -172,7 +172,7 @@ export function renderRollbacks(list, rollbacks) {
 export function renderModel(node, m) {
   const a = m.adapter || {};
   const rows = [
-    ["kind", m.kind === "causal_lm" ? "chat (causal LM)" : m.kind === "classification" ? "classifier" : m.kind],
+    ["kind", { causal_lm: "chat (causal LM)", seq2seq: "encoder-decoder (seq2seq)", classification: "classifier" }[m.kind] || m.kind],
     ["family", m.family],
     ["parameters", m.parameters ? Number(m.parameters).toLocaleString("en") : null],
     ["trainable", m.trainable ? Number(m.trainable).toLocaleString("en") : null],
