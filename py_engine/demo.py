@@ -133,7 +133,9 @@ def run(dist, model_dir, profile, screenshots=None):
             return 1
         a = state["adapter"]
         print(f"engine ready: Python booted in {state['timings']['boot_ms'] / 1000:.1f} s, the model "
-              f"loaded in {state['timings']['load_ms'] / 1000:.1f} s on {a['vendor']} {a['architecture']}"
+              f"loaded in {state['timings']['load_ms'] / 1000:.1f} s and its first call (the GPU "
+              f"pipelines compiled) took {state['timings']['warm_ms'] / 1000:.1f} s, on {a['vendor']} "
+              f"{a['architecture']}"
               f"{' (a software adapter)' if a['is_software'] else ''}")
         wait_sorted(ext, ids)
         print("grouped by the rules while the model loaded:")

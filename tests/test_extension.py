@@ -89,6 +89,7 @@ def wait_ready(ext):
     state = wait_until("the model to load", lambda: (lambda s: s if s["phase"] in ("ready", "failed") else None)(
         ext.sorter("snapshot")["engine"]))
     assert state["phase"] == "ready", f"the model did not load: {state['error']}\n" + "\n".join(ext.console[-20:])
+    assert state["timings"]["warm_ms"] > 0          # its first call made before it says ready
     return state
 
 

@@ -68,6 +68,12 @@ const loaded = (async () => {
     background: { $fetch: MODEL + "background.jsonl" },
   });
   state.timings.load_ms = performance.now() - t0;
+  // The first call compiles the model's GPU pipelines (and records its work): made here, so
+  // that the first tabs the user opens do not pay for it against the latency budget, which
+  // would send them to the rules for a while.
+  const t1 = performance.now();
+  await engine.call("categorise", { tabs: [{ url: "https://example.com/docs/getting-started", title: "Getting started | Example" }] });
+  state.timings.warm_ms = performance.now() - t1;
   await engine.call("configure", SCHEDULER);
   await engine.call("start_loop");
   state.model = { labels: summary.labels, parameters: summary.parameters, trainable: summary.trainable, restored: summary.restored, backend: summary.backend };
