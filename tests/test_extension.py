@@ -11,6 +11,7 @@ answer at all, and few tabs go through it. Nothing here skips: a missing Chromiu
 build fails with what to install or run.
 """
 
+import os
 import subprocess
 import sys
 import time
@@ -292,6 +293,17 @@ def test_a_tab_the_rules_cannot_place_is_asked_again_when_the_budget_allows(exte
         assert group_of(ext, unknown) is None
         alarm = ext.evaluate("() => chrome.alarms.get('sort-unplaced')")
         assert alarm and alarm["scheduledTime"] / 1000 - time.time() > 500     # retryMs from now
+        popup = ext.context.new_page()
+        try:                                    # the popup says so
+            popup.goto(ext.url("popup.html"))
+            popup.wait_for_function("() => document.body.dataset.phase === 'ready'")
+            detail = popup.inner_text("#engine-detail")
+            assert "over its time budget" in detail and "the rules could not place" in detail, detail
+            if os.environ.get("PY_ENGINE_SCREENSHOTS"):
+                popup.screenshot(path=os.path.join(os.environ["PY_ENGINE_SCREENSHOTS"],
+                                                   "popup-tabs-waiting.png"), full_page=True)
+        finally:
+            popup.close()
         # the retry comes when the budget allows (sooner here): the model is asked, late, and
         # its answer places the tab
         ext.sorter("configure", {"retryMs": 1000})

@@ -49,18 +49,24 @@ function showEngine(state) {
   } else if (state.phase === "loading") {
     badge.textContent = "Loading model…";
     const p = state.progress;
-    message("engine-detail", `Loading the tab model on ${describeAdapter(state.adapter)}${p?.what ? `: ${p.what}` : ""}. Rules sort tabs meanwhile.`);
+    message("engine-detail", `Loading the tab model on ${describeAdapter(state.adapter)}${p?.what ? `: ${p.what}` : ""}. Rules sort tabs meanwhile.${waitingTabs()}`);
   } else if (ready) {
     badge.textContent = "Model ready";
     const b = snapshot?.budget;
     const slow = b?.slow ? " It is over its time budget now, so the rules answer until it is faster." : "";
-    message("engine-detail", `MiniLM classifier on ${describeAdapter(state.adapter)}, ${(state.model?.parameters / 1e6).toFixed(1)}M parameters.${slow}`);
+    message("engine-detail", `MiniLM classifier on ${describeAdapter(state.adapter)}, ${(state.model?.parameters / 1e6).toFixed(1)}M parameters.${slow}${waitingTabs()}`);
   } else {
     badge.textContent = "Rules only";
     message("engine-detail", `The model is not available (${state.error}). Tabs are sorted by domain and keyword rules.`, "warn");
     for (const id of ["training", "corrections", "steps"]) $(id).textContent = "needs the model";
   }
   for (const id of ["pause", "reset", "export", "import", "new-category", "add"]) $(id).disabled = !ready;
+}
+
+// Tabs the rules could not place wait, ungrouped, for the model (the sorter asks it again).
+function waitingTabs() {
+  const n = Object.values(snapshot?.tabs || {}).filter((t) => t.source === "rules" && !t.category).length;
+  return n ? ` ${n} tab${n === 1 ? "" : "s"} the rules could not place ${n === 1 ? "waits" : "wait"} for it.` : "";
 }
 
 function showTraining() {
