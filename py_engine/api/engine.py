@@ -440,10 +440,11 @@ class Engine:
 
     async def query(self, text, max_new_tokens=64):
         """The fine-tuned model's answer: a classifier's label and probabilities, or a chat
-        model's (or an encoder-decoder's) reply (awaited from the HTTP side's loop). On NumPy the serving model computes
-        on a thread of its own, beside a job's training (BLAS releases the GIL); on the GPU it
-        shares the engine's loop and device, and a query waits for the step under way.
-        Classifier queries that arrive together are answered in one batch."""
+        model's (or an encoder-decoder's) reply (awaited from the HTTP side's loop). On NumPy
+        the serving model computes on a thread of its own, beside a job's training (BLAS
+        releases the GIL); on the GPU it shares the engine's loop and device, and a query waits
+        for the step under way. Classifier queries that arrive together are answered in one
+        batch."""
         adapter_id, model = self._serving_now() or await self.run(self._serving_model())
         where = self._inference or self._engine
         if model.kind == "classification":

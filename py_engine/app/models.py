@@ -103,8 +103,8 @@ def state_key(kind, state):
 async def load_model_files(files, name, kind=None, labels=None, backend="gpu", device=None,
                            pooling="mean", max_length=None, state=None, adapter=None,
                            base_dtype="f32", read_checkpoint=None):
-    """An AppClassifier, AppChat or AppSeq2Seq over the checkpoint in `files`; its saved state is kept
-    under model_key(...), or state_key(kind, state) when `state` names it. `adapter`
+    """An AppClassifier, AppChat or AppSeq2Seq over the checkpoint in `files`; its saved state
+    is kept under model_key(...), or state_key(kind, state) when `state` names it. `adapter`
     ({file name: bytes}): the weights to start from; a classifier then takes its LoRA
     options, pooling and (unless given) labels from it. base_dtype: how the GPU keeps a
     classifier's frozen weights ("f32", "f16", "int8"); read_checkpoint(directory): a
