@@ -111,16 +111,30 @@ def test_export_merged_loads_in_transformers_with_pefts_merged_logits(trained):
     assert tokenizer.decode(generated[0], skip_special_tokens=True) == PAIRS[0][1]
 
 
-@pytest.mark.parametrize("fmt, why", [
-    ("gguf-lora", "GGUF adapters are for chat models (Llama family); export a T5 with --format gguf"),
-    ("onnx", "export a chat model or a T5 with --format gguf or merged")])
-def test_other_export_formats_are_refused_naming_gguf_and_merged(trained, tmp_path, fmt, why):
+def test_onnx_is_refused_naming_gguf_and_merged(trained, tmp_path):
     root, model, *_ = trained
-    out = cli("export", "--format", fmt, "--model", model, "--adapter", root / "adapter",
+    out = cli("export", "--format", "onnx", "--model", model, "--adapter", root / "adapter",
               "--out", tmp_path / "x", check=False)
     assert out.returncode == 2 and len(out.stderr.splitlines()) == 1
-    assert "is a T5 encoder-decoder checkpoint" in out.stderr and why in out.stderr, out.stderr
+    assert "is a T5 encoder-decoder checkpoint" in out.stderr, out.stderr
+    assert "export a chat model or a T5 with --format gguf or merged" in out.stderr, out.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_the_adapter_exports_for_llama_cpps_lora(trained, tmp_path):
+    """`--format gguf-lora` on a T5: OUT/adapter.gguf of t5 architecture, a pair per linear
+    the adapter wraps (tests/test_t5_gguf.py checks the weights it gives)."""
+    from gguf import GGUFReader
+
+    root, model, *_ = trained
+    out = cli("export", "--format", "gguf-lora", "--model", model, "--adapter", root / "adapter",
+              "--out", tmp_path / "lora", check=False)
+    assert out.returncode == 0, out.stderr
+    reader = GGUFReader(tmp_path / "lora" / "adapter.gguf")
+    assert bytes(reader.fields["general.architecture"].parts[-1]).decode() == "t5"
+    names = [t.name for t in reader.tensors]
+    assert names and all(n.startswith(("enc.blk.", "dec.blk.")) for n in names), names[:4]
+    assert len(names) % 2 == 0 and {n.rsplit(".", 1)[1] for n in names} == {"lora_a", "lora_b"}
 
 
 @pytest.mark.parametrize("command, options, message", [

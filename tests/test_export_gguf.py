@@ -5,6 +5,7 @@ the checkpoint's tokenizer."""
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,7 +22,7 @@ from py_engine.export.gguf_vocab import pre_tokenizer_name
 from py_engine.export.merged import load_merged
 from py_engine.formats.finite import NonFiniteWeightsError
 from py_engine.formats.peft_adapter import load_adapter
-from py_engine.models.llama_config import LlamaConfig as OurLlamaConfig
+from py_engine.models.decoders import decoder_config
 from py_engine.models.lora_config import LoraConfig
 
 PROMPT = "Hello! How are you today? The capital of France is Paris. 2026"
@@ -263,9 +264,17 @@ def test_lora_adapter_applied_to_the_base_gives_the_merged_weights(tmp_path, use
     on what the gguf package reads, it must give the merged model's weights (q and k in
     llama.cpp's layout)."""
     model, adapter = em.chat_with_adapter(tmp_path, "llama", use_rslora=use_rslora)
+    assert_lora_gives_the_merged_weights(model, adapter, tmp_path, adapted=2 * 7)
+
+
+def assert_lora_gives_the_merged_weights(model, adapter, tmp_path, adapted, r=4):
+    """The adapter GGUF of `adapter` over the base GGUF of `model`, as llama.cpp's --lora
+    applies it (W + (alpha / r) * B.A per adapted tensor, by name), gives the GGUF of the
+    merged model: every one of the `adapted` tensors, and the others unchanged. The
+    architecture is the base's."""
     config, tensors, _ = load_adapter(adapter)
     lora = LoraConfig.from_peft_dict(dict(config, modules_to_save=None))
-    ours = OurLlamaConfig.from_file(model)
+    ours = decoder_config(json.loads((Path(model) / "config.json").read_text()))
     adapter_file = write(adapter_writer(ours, lora, tensors, gguf.F32, "tiny-lora"),
                          tmp_path / "adapter.gguf")
     base_file = write(model_writer(load_merged(model), gguf.F32, "base"), tmp_path / "base.gguf")
@@ -274,8 +283,8 @@ def test_lora_adapter_applied_to_the_base_gives_the_merged_weights(tmp_path, use
     reader = GGUFReader(adapter_file)
     assert field(reader, "general.type") == "adapter"
     assert field(reader, "adapter.type") == "lora"
+    assert field(reader, "general.architecture") == field(GGUFReader(base_file), "general.architecture")
     alpha = field(reader, "adapter.lora.alpha")
-    r = 4
     assert math.isclose(alpha / r, lora.scaling, rel_tol=1e-6)
 
     def tensors_of(path):
@@ -283,7 +292,8 @@ def test_lora_adapter_applied_to_the_base_gives_the_merged_weights(tmp_path, use
             list(reversed(t.shape.tolist()))) for t in GGUFReader(path).tensors}
 
     lora_t, base, merged = tensors_of(adapter_file), tensors_of(base_file), tensors_of(merged_file)
-    assert len(lora_t) == 2 * 7 * 2
+    assert len(lora_t) == 2 * adapted
+    assert {n.rsplit(".", 1)[0] for n in lora_t} <= set(base)         # every one names a tensor
     for name, w in base.items():
         if name + ".lora_a" not in lora_t:
             assert np.array_equal(w, merged[name]), name
@@ -292,6 +302,7 @@ def test_lora_adapter_applied_to_the_base_gives_the_merged_weights(tmp_path, use
         assert a.shape == (r, w.shape[1]) and b.shape == (w.shape[0], r)
         rebuilt = w + (alpha / r) * (b.astype(np.float64) @ a)
         assert np.abs(rebuilt - merged[name]).max() <= 1e-5 * np.abs(merged[name]).max(), name
+        assert np.abs(w - merged[name]).max() > 1e-3 * np.abs(merged[name]).max(), name  # it moved
 
 
 def test_gguf_export_runs_without_numpy(tmp_path):

@@ -9,6 +9,8 @@ is llama.cpp's to apply, so nothing of it is in the file.
 transformers reads GGUF for gemma2 and gemma3 but not gemma, so no logits come back through it
 here."""
 
+import json
+
 import numpy as np
 import pytest
 from gguf import MODEL_ARCH, GGUFReader
@@ -16,14 +18,12 @@ from transformers import GemmaForCausalLM
 
 import export_models as em
 from mistral_gemma_checkpoints import tiny_checkpoint
-from test_export_gguf import field, write
+from test_export_gguf import assert_lora_gives_the_merged_weights, field, write
 from test_phi2_gguf import TYPES, check_tensors, library_tensors
 from tiny_chat import train_tokenizer
 from py_engine.export import gguf
-from py_engine.export.gguf_llama import adapter_writer, model_writer
+from py_engine.export.gguf_llama import model_writer
 from py_engine.export.merged import ExportError, load_merged
-from py_engine.models.llama_config import LlamaConfig
-from py_engine.models.lora_config import LoraConfig as OurLoraConfig
 
 LINEARS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -97,7 +97,6 @@ def test_a_gemma_llama_cpp_would_run_differently_is_refused(tmp_path):
         model_writer(load_merged(tmp_path), gguf.F16, "tiny")
 
 
-def test_a_gemma_adapter_is_not_written_as_a_gguf_adapter(gemma):
-    _, model, _, _ = gemma
-    with pytest.raises(ExportError, match="export a Gemma adapter merged"):
-        adapter_writer(LlamaConfig.from_file(model), OurLoraConfig(target_modules=["q_proj"]), {}, gguf.F32, "a")
+def test_a_gemma_adapter_over_the_base_gives_the_merged_weights(tmp_path):
+    model, adapter = em.chat_with_adapter(tmp_path, "gemma")
+    assert_lora_gives_the_merged_weights(model, adapter, tmp_path, adapted=2 * 7)

@@ -4,6 +4,8 @@ not write: the `gguf` package reads the file back tensor for tensor against PEFT
 again as output.weight), and transformers loads the file (from_pretrained(..., gguf_file=)) with
 PEFT's logits and greedy tokens. tests/llama_cpp_check.py runs the same files in llama.cpp."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -12,12 +14,11 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2LMHeadModel
 
 import export_models as em
 from gpt2_checkpoints import tiny_dialogpt_dir
-from test_export_gguf import LIBRARY_TYPES, LOGIT_BOUNDS, PROMPT, field, write
+from test_export_gguf import assert_lora_gives_the_merged_weights, LIBRARY_TYPES, LOGIT_BOUNDS, PROMPT, field, write
 from py_engine.export import gguf
-from py_engine.export.gguf_llama import adapter_writer, model_writer
-from py_engine.export.merged import ExportError, load_merged
+from py_engine.export.gguf_llama import model_writer
+from py_engine.export.merged import load_merged
 from py_engine.models.gpt2_config import Gpt2Config
-from py_engine.models.lora_config import LoraConfig as OurLoraConfig
 
 CONV1D = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
 LAYER = {"ln_1": "attn_norm", "attn.c_attn": "attn_qkv", "attn.c_proj": "attn_output", "ln_2": "ffn_norm",
@@ -128,7 +129,8 @@ def test_transformers_reads_the_gpt2_gguf_tokenizer(dialogpt):
         assert theirs(text)["input_ids"] == ours(text)["input_ids"], text
 
 
-def test_a_gpt2_adapter_is_not_written_as_a_gguf_adapter(dialogpt):
-    _, model, _, _, _ = dialogpt
-    with pytest.raises(ExportError, match="GGUF LoRA adapters are written for Llama-family models"):
-        adapter_writer(Gpt2Config.from_file(model), OurLoraConfig(target_modules=["c_attn"]), {}, gguf.F32, "a")
+def test_a_gpt2_adapter_over_the_base_gives_the_merged_weights(dialogpt, tmp_path):
+    """GPT-2's Conv1D LoRA (fan_in_fan_out) on the fused attn_qkv and the others, for --lora."""
+    _, model, adapter, _, _ = dialogpt
+    n_layers = json.loads((model / "config.json").read_text())["n_layer"]
+    assert_lora_gives_the_merged_weights(model, adapter, tmp_path, adapted=4 * n_layers)

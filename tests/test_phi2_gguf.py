@@ -7,6 +7,8 @@ checkpoint's values (partial rotary as rope.dimension_count).
 transformers has no GGUF loader for phi2 (its GGUF support covers phi3, not phi), so no logits
 come back through it here; tests/llama_cpp_check.py runs such files in llama.cpp by hand."""
 
+import json
+
 import numpy as np
 import pytest
 from gguf import MODEL_ARCH, GGUFReader, dequantize, get_tensor_name_map, quants
@@ -14,12 +16,10 @@ from transformers import PhiForCausalLM
 
 import export_models as em
 from phi_checkpoints import tiny_phi, tiny_phi_dir
-from test_export_gguf import LIBRARY_TYPES, field, write
+from test_export_gguf import assert_lora_gives_the_merged_weights, LIBRARY_TYPES, field, write
 from py_engine.export import gguf
-from py_engine.export.gguf_llama import adapter_writer, model_writer
+from py_engine.export.gguf_llama import model_writer
 from py_engine.export.merged import ExportError, load_merged
-from py_engine.models.lora_config import LoraConfig as OurLoraConfig
-from py_engine.models.phi_config import PhiConfig
 
 TYPES = [gguf.F32, gguf.F16, gguf.Q8_0, gguf.Q4_0]
 LINEARS = ["q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2"]
@@ -129,7 +129,8 @@ def test_a_phi_model_llama_cpp_would_run_differently_is_refused(tmp_path):
         model_writer(load_merged(tmp_path), gguf.F16, "tiny")
 
 
-def test_a_phi_adapter_is_not_written_as_a_gguf_adapter(phi):
+def test_a_phi_adapter_over_the_base_gives_the_merged_weights(phi, tmp_path):
     _, model, _, _ = phi
-    with pytest.raises(ExportError, match="export a Phi-2 adapter merged"):
-        adapter_writer(PhiConfig.from_file(model), OurLoraConfig(target_modules=["q_proj"]), {}, gguf.F32, "a")
+    adapter, _ = em.merged_with_adapter(PhiForCausalLM, model, tmp_path, LINEARS)
+    n_layers = json.loads((model / "config.json").read_text())["num_hidden_layers"]
+    assert_lora_gives_the_merged_weights(model, adapter, tmp_path, adapted=len(LINEARS) * n_layers)

@@ -23,12 +23,11 @@ from transformers import AutoTokenizer, T5ForConditionalGeneration
 import export_models as em
 from t5_checkpoints import tiny_t5
 from t5_tokenizer import t5_tokenizer
-from test_export_gguf import LOGIT_BOUNDS, field, write
+from test_export_gguf import assert_lora_gives_the_merged_weights, LOGIT_BOUNDS, field, write
 from test_phi2_gguf import check_tensors
 from py_engine.export import gguf
-from py_engine.export.gguf_llama import adapter_writer, model_writer
+from py_engine.export.gguf_llama import model_writer
 from py_engine.export.merged import ExportError, load_merged
-from py_engine.models.lora_config import LoraConfig as OurLoraConfig
 from py_engine.models.t5_config import T5Config
 
 TYPES = [gguf.F32, gguf.F16, gguf.Q8_0, gguf.Q4_0]
@@ -172,11 +171,12 @@ def test_what_llama_cpp_would_run_differently_is_refused(tmp_path, overrides, me
         model_writer(load_merged(tmp_path), gguf.F16, "tiny")
 
 
-def test_a_t5_adapter_is_not_written_as_a_gguf_adapter(uneven):
-    _, model, _, _ = uneven
-    with pytest.raises(ExportError, match="export a T5 adapter merged"):
-        adapter_writer(T5Config.from_file(model / "config.json"), OurLoraConfig(target_modules=["q"]),
-                       {}, gguf.F32, "a")
+def test_a_t5_adapter_over_the_base_gives_the_merged_weights(tmp_path):
+    """Both stacks' linears (self and cross attention, the gated MLP), under enc./dec. names."""
+    model, adapter, _ = t5_with_adapter(tmp_path)
+    config = json.loads((model / "config.json").read_text())
+    stacks = config["num_layers"] * (4 + 3) + config["num_decoder_layers"] * (8 + 3)
+    assert_lora_gives_the_merged_weights(model, adapter, tmp_path, adapted=stacks)
 
 
 def test_cli_exports_the_merged_t5_without_a_modelfile(even, tmp_path):

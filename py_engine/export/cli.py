@@ -9,7 +9,7 @@ merged: a Hugging Face checkpoint with the adapter folded in (chat models, T5 en
 and [CLS]-pooled classifiers). gguf: OUT/model.gguf for llama.cpp (chat models of the Llama,
 Mistral, Qwen2, Phi-3, Gemma, Phi-2 and GPT-2 families, and T5) and OUT/Modelfile for `ollama
 create` (chat models). gguf-lora: OUT/adapter.gguf for llama.cpp's --lora over the base model's
-GGUF. onnx: OUT/model.onnx (classifiers), with the labels and tokenizer files beside it.
+GGUF (the families gguf writes). onnx: OUT/model.onnx (classifiers), with the labels and tokenizer files beside it.
 
 Every path and option is checked before anything is loaded; OUT must be new, empty, or written
 by py_engine before (never the model or the adapter), and is replaced only when complete. A
@@ -18,19 +18,21 @@ export before anything is written.
 """
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 FORMATS = ("merged", "gguf", "gguf-lora", "onnx")
 QUANTS = {"merged": ("f32",), "gguf": ("f16", "q8_0", "q4_0", "f32"), "gguf-lora": ("f32", "f16"),
           "onnx": ("f32", "int8")}
-KINDS = {"merged": ("decoder", "encoder", "seq2seq"), "gguf": ("decoder", "seq2seq"), "gguf-lora": ("decoder",),
+KINDS = {"merged": ("decoder", "encoder", "seq2seq"), "gguf": ("decoder", "seq2seq"),
+         "gguf-lora": ("decoder", "seq2seq"),
          "onnx": ("encoder",)}
 KIND_NAMES = {"decoder": "chat model", "encoder": "classifier", "seq2seq": "T5 encoder-decoder"}
 ADAPTER_TASKS = {"decoder": "CAUSAL_LM", "encoder": "SEQ_CLS", "seq2seq": "SEQ_2_SEQ_LM"}
 WHY = {"gguf": "GGUF holds chat models and T5; export a classifier with --format onnx or merged",
-       "gguf-lora": "GGUF adapters are for chat models (Llama family); export a T5 with "
-                    "--format gguf (the adapter merged) or merged",
+       "gguf-lora": "GGUF adapters are for chat models and T5; export a classifier with "
+                    "--format onnx or merged",
        "onnx": "the ONNX export is for classifiers (BERT family); export a chat model or a T5 "
                "with --format gguf or merged"}
 
@@ -157,14 +159,15 @@ def export_gguf(args, quant):
 def export_gguf_lora(args, quant):
     from ..formats.output_dir import write_output_dir
     from ..formats.peft_adapter import load_adapter
-    from ..models.llama_config import LlamaConfig
+    from ..models.decoders import decoder_config
     from ..models.lora_config import LoraConfig
     from . import gguf
     from .gguf_llama import adapter_writer
 
     config, tensors, _ = load_adapter(args.adapter)
     lora = LoraConfig.from_peft_dict(dict(config, modules_to_save=None))
-    writer = adapter_writer(LlamaConfig.from_file(args.model), lora, tensors,
+    model_config = json.loads((Path(args.model) / "config.json").read_text(encoding="utf-8"))
+    writer = adapter_writer(decoder_config(model_config), lora, tensors,
                             gguf.TYPE_IDS[quant.upper()], args.name or Path(args.out).name)
 
     def fill(staging):

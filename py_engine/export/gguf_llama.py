@@ -258,12 +258,16 @@ def _same(entries):
 
 
 def _ordered(names):
-    """The converter's order: embeddings, the layers, the final norm, the output matrix."""
+    """The converter's order: embeddings, the layers (by number; a T5's encoder's before its
+    decoder's), the final norm, the output matrix."""
     def key(name):
         parts = name.split(".")
-        if parts[:2] == ["model", "layers"]:
-            return (1, int(parts[2]), name)
-        return (0 if name == "model.embed_tokens.weight" else 2, 0, name)
+        numbers = [i for i, p in enumerate(parts) if p.isdigit()]
+        if numbers:
+            i = numbers[0]
+            return (1, ".".join(parts[:i]), int(parts[i]), name)
+        return (0 if name in ("model.embed_tokens.weight", "transformer.wte.weight",
+                              "shared.weight") else 2, "", 0, name)
     return sorted(names, key=key)
 
 
@@ -282,13 +286,11 @@ def adapter_writer(config, lora, tensors, ggml_type, name):
     """A GGUFWriter holding a PEFT LoRA adapter for llama.cpp's --lora (general.type adapter,
     adapter.type lora, adapter.lora.alpha; per wrapped linear "<base>.lora_a" [r, in] and
     "<base>.lora_b" [out, r]). `tensors`: {name without PEFT's prefix: (shape, floats)};
-    llama.cpp scales by alpha / r, so rsLoRA's alpha / sqrt(r) is written as its alpha."""
+    llama.cpp scales by alpha / r, so rsLoRA's alpha / sqrt(r) is written as its alpha. Every
+    family the GGUF export writes: the adapter's tensors take the names of the base tensors
+    they change (GPT-2's fused c_attn and T5's enc./dec. ones included), and the rows of those
+    the converter reorders (the "llama" architecture's q and k)."""
     arch = architecture(config)
-    merged_only = {gguf_gpt2.ARCHITECTURE: "a GPT-2", gguf_t5.ARCHITECTURE: "a T5",
-                   gguf_phi2.ARCHITECTURE: "a Phi-2", "gemma": "a Gemma"}
-    if arch in merged_only:
-        raise ExportError(f"GGUF LoRA adapters are written for Llama-family models; export "
-                          f"{merged_only[arch]} adapter merged (--format gguf with --adapter)")
     writer = gguf.GGUFWriter()
     writer.add("general.architecture", gguf.STRING, arch)
     writer.add("general.type", gguf.STRING, "adapter")
