@@ -4,12 +4,12 @@ it compiles llama.cpp, minutes on two cores). Run by hand:
     python3 -m venv /tmp/llcpp && /tmp/llcpp/bin/pip install llama-cpp-python numpy
     .venv/bin/python tests/llama_cpp_check.py /tmp/llcpp/bin/python [WORKDIR]
 
-Phase one (this interpreter): tiny Llama and Qwen2 checkpoints with PEFT adapters, their
+Phase one (this interpreter): tiny Llama, Qwen2 and Gemma checkpoints with PEFT adapters, their
 merged GGUF in every type, the base GGUF and the adapter GGUF, a SentencePiece-style
-checkpoint, a tiny DialoGPT-like GPT-2 checkpoint with a PEFT adapter merged (gpt2
-architecture, every type), our logits, PEFT's greedy tokens and the tokenizers' ids. Phase two
-(the other interpreter, `--llama`): llama.cpp's logits (merged files, and base + --lora adapter),
-greedy tokens and tokenization, compared.
+checkpoint, a tiny DialoGPT-like GPT-2 checkpoint and a tiny Phi-2 one with PEFT adapters
+(merged in every type for GPT-2; the base and the adapter GGUF for both), our logits, PEFT's
+greedy tokens and the tokenizers' ids. Phase two (the other interpreter, `--llama`): llama.cpp's
+logits (merged files, and base + --lora adapter), greedy tokens and tokenization, compared.
 """
 
 import json
@@ -41,7 +41,7 @@ def prepare(work):
             writer.write(f)
 
     corpus = tb.make_corpus()[:3000]
-    for family in ("llama", "qwen2"):
+    for family in ("llama", "qwen2", "gemma"):
         d = work / family
         d.mkdir(parents=True, exist_ok=True)
         model, adapter = em.chat_with_adapter(d, family)
@@ -75,6 +75,46 @@ def prepare(work):
     write(model_writer(load_merged(d), gguf.F16, "spm"), d / "spm.gguf")
     (d / "ids.json").write_text(json.dumps({"text": {t: tok.encode(t).ids for t in corpus}}))
     prepare_gpt2(work / "gpt2", corpus, write)
+    prepare_phi2(work / "phi2", write)
+
+
+def base_and_adapter(d, model, adapter, write):
+    """base-F32.gguf and adapter.gguf beside the checkpoint, and our base logits."""
+    import numpy as np
+
+    import export_models as em
+    from py_engine.export import gguf
+    from py_engine.export.gguf_llama import adapter_writer, model_writer
+    from py_engine.export.merged import load_merged
+    from py_engine.formats.peft_adapter import load_adapter
+    from py_engine.models.decoders import decoder_config
+    from py_engine.models.lora_config import LoraConfig
+
+    config, tensors, _ = load_adapter(adapter)
+    lora = LoraConfig.from_peft_dict(dict(config, modules_to_save=None))
+    ours = decoder_config(json.loads((model / "config.json").read_text()))
+    write(model_writer(load_merged(model), gguf.F32, "base"), d / "base-F32.gguf")
+    write(adapter_writer(ours, lora, tensors, gguf.F32, "a"), d / "adapter.gguf")
+    ids = json.loads((d / "ids.json").read_text())["ids"]
+    np.save(d / "base.npy", em.our_decoder_logits(model, None, ids))
+
+
+def prepare_phi2(d, write):
+    import numpy as np
+    from tokenizers import Tokenizer
+    from transformers import PhiForCausalLM
+
+    import export_models as em
+    from phi_checkpoints import tiny_phi_dir
+    from test_phi2_gguf import LINEARS
+
+    d.mkdir(parents=True, exist_ok=True)
+    model = tiny_phi_dir(d / "phi")
+    adapter, _ = em.merged_with_adapter(PhiForCausalLM, model, d, LINEARS)
+    ids = Tokenizer.from_file(str(model / "tokenizer.json")).encode(PROMPT).ids
+    np.save(d / "ours.npy", em.our_decoder_logits(model, adapter, ids))
+    (d / "ids.json").write_text(json.dumps({"ids": ids}))
+    base_and_adapter(d, model, adapter, write)
 
 
 def prepare_gpt2(d, corpus, write):
@@ -102,6 +142,7 @@ def prepare_gpt2(d, corpus, write):
     (d / "ids.json").write_text(json.dumps(
         {"ids": ids, "greedy": greedy,
          "text": {t: tok.encode(t, add_special_tokens=False).ids for t in corpus}}))
+    base_and_adapter(d, model, adapter, write)
 
 
 def check(work):
@@ -117,7 +158,7 @@ def check(work):
         m.eval(ids)
         return np.array(m.scores[:len(ids)], np.float64), m
 
-    for family in ("llama", "qwen2"):
+    for family in ("llama", "qwen2", "gemma"):
         d = work / family
         data = json.loads((d / "ids.json").read_text())
         ids, ours, base = data["ids"], np.load(d / "ours.npy"), np.load(d / "base.npy")
@@ -132,11 +173,24 @@ def check(work):
                   for t, want in data["text"].items())
         print(f"{family} tokenizer: {bad} of {len(data['text'])} strings differ")
     check_gpt2(work, logits, rel)
+    for family in ("gpt2", "phi2"):
+        check_lora(work / family, family, logits, rel)
     m = Llama(model_path=str(work / "spm" / "spm.gguf"), vocab_only=True, verbose=False)
     data = json.loads((work / "spm" / "ids.json").read_text())
     bad = sum(m.tokenize(t.encode(), add_bos=True, special=True) != want
               for t, want in data["text"].items())
     print(f"sentencepiece-style tokenizer: {bad} of {len(data['text'])} strings differ")
+
+
+def check_lora(d, family, logits, rel):
+    import numpy as np
+
+    ids = json.loads((d / "ids.json").read_text())["ids"]
+    got, _ = logits(d / "base-F32.gguf", ids)
+    print(f"{family} base F32: logits rel error {rel(got, np.load(d / 'base.npy')):.2e}")
+    got, _ = logits(d / "base-F32.gguf", ids, lora=str(d / "adapter.gguf"))
+    print(f"{family} base F32 + --lora adapter.gguf: logits rel error "
+          f"{rel(got, np.load(d / 'ours.npy')):.2e}")
 
 
 def check_gpt2(work, logits, rel):
