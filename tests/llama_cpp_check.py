@@ -7,9 +7,11 @@ it compiles llama.cpp, minutes on two cores). Run by hand:
 Phase one (this interpreter): tiny Llama, Qwen2 and Gemma checkpoints with PEFT adapters, their
 merged GGUF in every type, the base GGUF and the adapter GGUF, a SentencePiece-style
 checkpoint, a tiny DialoGPT-like GPT-2 checkpoint and a tiny Phi-2 one with PEFT adapters
-(merged in every type for GPT-2; the base and the adapter GGUF for both), our logits, PEFT's
-greedy tokens and the tokenizers' ids. Phase two (the other interpreter, `--llama`): llama.cpp's
-logits (merged files, and base + --lora adapter), greedy tokens and tokenization, compared.
+(merged in every type for GPT-2; the base and the adapter GGUF for both), a tiny FLAN-T5-like
+one with an adapter (merged, base and adapter F32), our logits, PEFT's greedy tokens and the
+tokenizers' ids. Phase two (the other interpreter, `--llama`): llama.cpp's logits (merged files,
+and base + --lora adapter; T5 teacher-forced through llama.cpp's encode and decode calls),
+greedy tokens and tokenization, compared.
 """
 
 import json
@@ -76,10 +78,12 @@ def prepare(work):
     (d / "ids.json").write_text(json.dumps({"text": {t: tok.encode(t).ids for t in corpus}}))
     prepare_gpt2(work / "gpt2", corpus, write)
     prepare_phi2(work / "phi2", write)
+    prepare_t5(work / "t5", write)
 
 
-def base_and_adapter(d, model, adapter, write):
-    """base-F32.gguf and adapter.gguf beside the checkpoint, and our base logits."""
+def base_and_adapter(d, model, adapter, write, base_logits=None):
+    """base-F32.gguf and adapter.gguf beside the checkpoint, and our base logits (a decoder's,
+    unless given)."""
     import numpy as np
 
     import export_models as em
@@ -95,8 +99,9 @@ def base_and_adapter(d, model, adapter, write):
     ours = decoder_config(json.loads((model / "config.json").read_text()))
     write(model_writer(load_merged(model), gguf.F32, "base"), d / "base-F32.gguf")
     write(adapter_writer(ours, lora, tensors, gguf.F32, "a"), d / "adapter.gguf")
-    ids = json.loads((d / "ids.json").read_text())["ids"]
-    np.save(d / "base.npy", em.our_decoder_logits(model, None, ids))
+    if base_logits is None:
+        base_logits = em.our_decoder_logits(model, None, json.loads((d / "ids.json").read_text())["ids"])
+    np.save(d / "base.npy", base_logits)
 
 
 def prepare_phi2(d, write):
@@ -115,6 +120,36 @@ def prepare_phi2(d, write):
     np.save(d / "ours.npy", em.our_decoder_logits(model, adapter, ids))
     (d / "ids.json").write_text(json.dumps({"ids": ids}))
     base_and_adapter(d, model, adapter, write)
+
+
+def prepare_t5(d, write):
+    """Teacher-forced logits: the decoder's after its start token and each target token but
+    the last, our NumPy decoder's with and without the adapter."""
+    import numpy as np
+
+    from conftest import run
+    from test_t5_gguf import t5_with_adapter
+    from py_engine.export import gguf
+    from py_engine.export.gguf_llama import model_writer
+    from py_engine.export.merged import load_merged
+    from py_engine.train.seq2seq import Seq2SeqModel
+
+    d.mkdir(parents=True, exist_ok=True)
+    model, adapter, _ = t5_with_adapter(d, seed=3, num_decoder_layers=2)
+    write(model_writer(load_merged(model, adapter), gguf.F32, "m"), d / "merged-F32.gguf")
+
+    def logits(adapter_dir):
+        m = run(Seq2SeqModel.load(str(model), adapter_dir=adapter_dir))
+        ids = m.tokenizer.encode("translate: the quick brown fox").ids
+        target = m.tokenizer.encode("der schnelle braune fuchs").ids
+        decoder = m.decoder()
+        rows = [run(decoder.prefill(ids))] + [run(decoder.step(t)) for t in target[:-1]]
+        return ids, target, np.array(rows, np.float64), m.checkpoint.config.decoder_start_token_id
+
+    ids, target, ours, start = logits(str(adapter))
+    np.save(d / "ours.npy", ours)
+    (d / "ids.json").write_text(json.dumps({"ids": ids, "target": target, "start": start}))
+    base_and_adapter(d, model, adapter, write, base_logits=logits(None)[2])
 
 
 def prepare_gpt2(d, corpus, write):
@@ -175,6 +210,7 @@ def check(work):
     check_gpt2(work, logits, rel)
     for family in ("gpt2", "phi2"):
         check_lora(work / family, family, logits, rel)
+    check_t5(work / "t5", rel)
     m = Llama(model_path=str(work / "spm" / "spm.gguf"), vocab_only=True, verbose=False)
     data = json.loads((work / "spm" / "ids.json").read_text())
     bad = sum(m.tokenize(t.encode(), add_bos=True, special=True) != want
@@ -191,6 +227,45 @@ def check_lora(d, family, logits, rel):
     got, _ = logits(d / "base-F32.gguf", ids, lora=str(d / "adapter.gguf"))
     print(f"{family} base F32 + --lora adapter.gguf: logits rel error "
           f"{rel(got, np.load(d / 'ours.npy')):.2e}")
+
+
+def check_t5(d, rel):
+    """llama-cpp-python's Llama runs no encoder-decoder: its low-level calls, as llama.cpp's
+    own T5 example does (encode the input, then decode from the decoder start token)."""
+    import llama_cpp as cpp
+    import numpy as np
+
+    data = json.loads((d / "ids.json").read_text())
+    cpp.llama_backend_init()
+
+    def teacher_forced(path, lora=None):
+        model = cpp.llama_model_load_from_file(str(path).encode(), cpp.llama_model_default_params())
+        params = cpp.llama_context_default_params()
+        params.n_ctx = params.n_batch = 128
+        params.n_threads = params.n_threads_batch = 1
+        ctx = cpp.llama_init_from_model(model, params)
+        if lora:
+            adapter = cpp.llama_adapter_lora_init(model, str(lora).encode())
+            assert adapter, f"llama.cpp did not load {lora}"
+            cpp.llama_set_adapter_lora(ctx, adapter, 1.0)
+        ids = (cpp.llama_token * len(data["ids"]))(*data["ids"])
+        assert cpp.llama_encode(ctx, cpp.llama_batch_get_one(ids, len(data["ids"]))) == 0
+        start = cpp.llama_model_decoder_start_token(model)
+        assert start == data["start"], (start, data["start"])
+        vocab = cpp.llama_vocab_n_tokens(cpp.llama_model_get_vocab(model))
+        rows = []
+        for token in [start] + data["target"][:-1]:
+            one = (cpp.llama_token * 1)(token)
+            assert cpp.llama_decode(ctx, cpp.llama_batch_get_one(one, 1)) == 0
+            rows.append(np.ctypeslib.as_array(cpp.llama_get_logits_ith(ctx, -1), shape=(vocab,))
+                        .astype(np.float64))
+        return np.array(rows)
+
+    ours, base = np.load(d / "ours.npy"), np.load(d / "base.npy")
+    print(f"t5 merged F32: logits rel error {rel(teacher_forced(d / 'merged-F32.gguf'), ours):.2e}")
+    print(f"t5 base F32: logits rel error {rel(teacher_forced(d / 'base-F32.gguf'), base):.2e}")
+    got = teacher_forced(d / "base-F32.gguf", d / "adapter.gguf")
+    print(f"t5 base F32 + --lora adapter.gguf: logits rel error {rel(got, ours):.2e}")
 
 
 def check_gpt2(work, logits, rel):
