@@ -4,10 +4,10 @@ it compiles llama.cpp, minutes on two cores). Run by hand:
     python3 -m venv /tmp/llcpp && /tmp/llcpp/bin/pip install llama-cpp-python numpy
     .venv/bin/python tests/llama_cpp_check.py /tmp/llcpp/bin/python [WORKDIR]
 
-Phase one (this interpreter): tiny Llama, Qwen2 and Gemma checkpoints with PEFT adapters, their
+Phase one (this interpreter): tiny Llama, Qwen2, Gemma and Phi-3 checkpoints with PEFT adapters, their
 merged GGUF in every type, the base GGUF and the adapter GGUF, a SentencePiece-style
 checkpoint, a tiny DialoGPT-like GPT-2 checkpoint and a tiny Phi-2 one with PEFT adapters
-(merged in every type for GPT-2; the base and the adapter GGUF for both), a tiny FLAN-T5-like
+(merged in every type for GPT-2, F32 for Phi-2; the base and the adapter GGUF for both), a tiny FLAN-T5-like
 one with an adapter (merged, base and adapter F32), our logits, PEFT's greedy tokens and the
 tokenizers' ids. Phase two (the other interpreter, `--llama`): llama.cpp's logits (merged files,
 and base + --lora adapter; T5 teacher-forced through llama.cpp's encode and decode calls),
@@ -43,14 +43,23 @@ def prepare(work):
             writer.write(f)
 
     corpus = tb.make_corpus()[:3000]
-    for family in ("llama", "qwen2", "gemma"):
+    for family in ("llama", "qwen2", "gemma", "phi3"):
         d = work / family
         d.mkdir(parents=True, exist_ok=True)
         model, adapter = em.chat_with_adapter(d, family)
         tok = Tokenizer.from_file(str(model / "tokenizer.json"))
         ids = tok.encode(PROMPT).ids
-        np.save(d / "ours.npy", em.our_decoder_logits(model, adapter, ids))
-        np.save(d / "base.npy", em.our_decoder_logits(model, None, ids))
+        if family == "phi3":
+            # LongRoPE past its switch: llama.cpp takes the long factors for every position when
+            # n_ctx exceeds the original context, as transformers' forward over the whole
+            # prompt does (and our generate, which runs the sequence again at the switch); the
+            # decoder's own step calls keep the first positions' keys rotated by the short
+            # factors. So the reference here is transformers' whole-prompt forward.
+            np.save(d / "ours.npy", whole_prompt_logits(model, adapter, ids))
+            np.save(d / "base.npy", whole_prompt_logits(model, None, ids))
+        else:
+            np.save(d / "ours.npy", em.our_decoder_logits(model, adapter, ids))
+            np.save(d / "base.npy", em.our_decoder_logits(model, None, ids))
         merged = load_merged(model, adapter)
         for name in TYPES:
             write(model_writer(merged, gguf.TYPE_IDS[name], "m"), d / f"merged-{name}.gguf")
@@ -79,6 +88,19 @@ def prepare(work):
     prepare_gpt2(work / "gpt2", corpus, write)
     prepare_phi2(work / "phi2", write)
     prepare_t5(work / "t5", write)
+
+
+def whole_prompt_logits(model, adapter, ids):
+    """transformers' (PEFT's, with an adapter) logits of one forward over all of `ids`, float64."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    with torch.no_grad():
+        hf = AutoModelForCausalLM.from_pretrained(model).double()
+        if adapter is not None:
+            hf = PeftModel.from_pretrained(hf, adapter)
+        return hf.eval()(torch.tensor([ids])).logits[0].numpy()
 
 
 def base_and_adapter(d, model, adapter, write, base_logits=None):
@@ -112,10 +134,14 @@ def prepare_phi2(d, write):
     import export_models as em
     from phi_checkpoints import tiny_phi_dir
     from test_phi2_gguf import LINEARS
+    from py_engine.export import gguf
+    from py_engine.export.gguf_llama import model_writer
+    from py_engine.export.merged import load_merged
 
     d.mkdir(parents=True, exist_ok=True)
     model = tiny_phi_dir(d / "phi")
     adapter, _ = em.merged_with_adapter(PhiForCausalLM, model, d, LINEARS)
+    write(model_writer(load_merged(model, adapter), gguf.F32, "m"), d / "merged-F32.gguf")
     ids = Tokenizer.from_file(str(model / "tokenizer.json")).encode(PROMPT).ids
     np.save(d / "ours.npy", em.our_decoder_logits(model, adapter, ids))
     (d / "ids.json").write_text(json.dumps({"ids": ids}))
@@ -193,7 +219,7 @@ def check(work):
         m.eval(ids)
         return np.array(m.scores[:len(ids)], np.float64), m
 
-    for family in ("llama", "qwen2", "gemma"):
+    for family in ("llama", "qwen2", "gemma", "phi3"):
         d = work / family
         data = json.loads((d / "ids.json").read_text())
         ids, ours, base = data["ids"], np.load(d / "ours.npy"), np.load(d / "base.npy")
@@ -222,6 +248,9 @@ def check_lora(d, family, logits, rel):
     import numpy as np
 
     ids = json.loads((d / "ids.json").read_text())["ids"]
+    if (d / "merged-F32.gguf").exists():
+        got, _ = logits(d / "merged-F32.gguf", ids)
+        print(f"{family} merged F32: logits rel error {rel(got, np.load(d / 'ours.npy')):.2e}")
     got, _ = logits(d / "base-F32.gguf", ids)
     print(f"{family} base F32: logits rel error {rel(got, np.load(d / 'base.npy')):.2e}")
     got, _ = logits(d / "base-F32.gguf", ids, lora=str(d / "adapter.gguf"))
