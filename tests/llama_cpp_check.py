@@ -114,12 +114,12 @@ def base_and_adapter(d, model, adapter, write, base_logits=None):
     from py_engine.export.gguf_llama import adapter_writer, model_writer
     from py_engine.export.merged import load_merged
     from py_engine.formats.peft_adapter import load_adapter
-    from py_engine.models.decoders import decoder_config
+    from py_engine.models.checkpoint import DecoderCheckpoint
     from py_engine.models.lora_config import LoraConfig
 
     config, tensors, _ = load_adapter(adapter)
     lora = LoraConfig.from_peft_dict(dict(config, modules_to_save=None))
-    ours = decoder_config(json.loads((model / "config.json").read_text()))
+    ours = DecoderCheckpoint.read_config(model)
     write(model_writer(load_merged(model), gguf.F32, "base"), d / "base-F32.gguf")
     write(adapter_writer(ours, lora, tensors, gguf.F32, "a"), d / "adapter.gguf")
     if base_logits is None:

@@ -5,7 +5,6 @@ the checkpoint's tokenizer."""
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,7 +21,7 @@ from py_engine.export.gguf_vocab import pre_tokenizer_name
 from py_engine.export.merged import load_merged
 from py_engine.formats.finite import NonFiniteWeightsError
 from py_engine.formats.peft_adapter import load_adapter
-from py_engine.models.decoders import decoder_config
+from py_engine.models.checkpoint import DecoderCheckpoint
 from py_engine.models.lora_config import LoraConfig
 
 PROMPT = "Hello! How are you today? The capital of France is Paris. 2026"
@@ -274,7 +273,7 @@ def assert_lora_gives_the_merged_weights(model, adapter, tmp_path, adapted, r=4)
     architecture is the base's."""
     config, tensors, _ = load_adapter(adapter)
     lora = LoraConfig.from_peft_dict(dict(config, modules_to_save=None))
-    ours = decoder_config(json.loads((Path(model) / "config.json").read_text()))
+    ours = DecoderCheckpoint.read_config(model)
     adapter_file = write(adapter_writer(ours, lora, tensors, gguf.F32, "tiny-lora"),
                          tmp_path / "adapter.gguf")
     base_file = write(model_writer(load_merged(model), gguf.F32, "base"), tmp_path / "base.gguf")

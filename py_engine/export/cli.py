@@ -18,7 +18,6 @@ export before anything is written.
 """
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -159,15 +158,14 @@ def export_gguf(args, quant):
 def export_gguf_lora(args, quant):
     from ..formats.output_dir import write_output_dir
     from ..formats.peft_adapter import load_adapter
-    from ..models.decoders import decoder_config
+    from ..models.checkpoint import DecoderCheckpoint
     from ..models.lora_config import LoraConfig
     from . import gguf
     from .gguf_llama import adapter_writer
 
     config, tensors, _ = load_adapter(args.adapter)
     lora = LoraConfig.from_peft_dict(dict(config, modules_to_save=None))
-    model_config = json.loads((Path(args.model) / "config.json").read_text(encoding="utf-8"))
-    writer = adapter_writer(decoder_config(model_config), lora, tensors,
+    writer = adapter_writer(DecoderCheckpoint.read_config(args.model), lora, tensors,
                             gguf.TYPE_IDS[quant.upper()], args.name or Path(args.out).name)
 
     def fill(staging):
