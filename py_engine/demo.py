@@ -56,7 +56,8 @@ def evaluation_table(model_dir, data=EVAL_FILE):
     tabs = read_tabs(data)
     report = run_sync(evaluate_tabs(Path(model_dir) / "base", Path(model_dir) / "adapter", tabs,
                                     timing=False))
-    rules, cats = load_rules(Path(model_dir) / "rules.json"), Categories.default()
+    rules = load_rules(Path(model_dir) / "rules.json", Path(model_dir) / "listed_domains.json")
+    cats = Categories.default()
     answers = [categorise_name(rules, t.url, t.title, cats) for t in tabs]
     rules_report = {"accuracy": sum(a == t.label for a, t in zip(answers, tabs)) / len(tabs),
                     "answered": sum(a is not None for a in answers) / len(tabs)}

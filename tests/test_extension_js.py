@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from py_engine.tabs.generator import generate
-from py_engine.tabs.rules import categorise, load_conformance, load_rules, RULES_FILE
+from py_engine.tabs.rules import categorise, load_conformance, load_rules, LISTED_FILE, RULES_FILE
 from py_engine.tabs.tab_data import read_tabs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,7 +39,8 @@ def js_rules(tabs):
     return node(f"""
 import {{ readFileSync }} from "node:fs";
 import {{ categorise, parseRules }} from "{(EXT / 'rules.mjs').as_uri()}";
-const rules = parseRules(JSON.parse(readFileSync({json.dumps(str(RULES_FILE))}, "utf8")));
+const rules = parseRules(JSON.parse(readFileSync({json.dumps(str(RULES_FILE))}, "utf8")),
+                        JSON.parse(readFileSync({json.dumps(str(LISTED_FILE))}, "utf8")));
 console.log(JSON.stringify(DATA.map(([url, title]) => categorise(rules, url, title))));
 """, tabs)
 
@@ -65,6 +66,24 @@ def messy(url, rng):
     if rng.random() < 0.2:
         out += rng.choice(["?q=r%C3%A9sum%C3%A9", "#top", "/%E6%96%B0%E9%97%BB", "/a%ZZb", "?search=cloud+outage"])
     return out
+
+
+def test_the_rules_port_refuses_a_bad_listed_domains_file():
+    got = node(f"""
+import {{ parseRules }} from "{(EXT / 'rules.mjs').as_uri()}";
+const out = [];
+for (const listed of DATA) {{
+  try {{ out.push(parseRules({{ version: 1, local_dev: "dev" }}, listed).listed.size); }}
+  catch (e) {{ out.push(e.constructor.name + ": " + e.message); }}
+}}
+console.log(JSON.stringify(out));
+""", [None, {"version": 1, "domains": {"social": "a.com b.org", "news": ""}},
+      {"version": 2, "domains": {}}, {"version": 1, "domains": {"social": 7}},
+      {"version": 1, "domains": {"social": "a.com", "news": "a.com"}}])
+    assert got[:2] == [0, 2]
+    assert got[2] == 'RulesError: listed domains: expected an object with "version": 1 and "domains"'
+    assert got[3] == "RulesError: listed domains: the domains of social must be one string"
+    assert got[4] == "RulesError: listed domains: a.com is listed twice"
 
 
 def test_the_rules_port_answers_as_the_python_evaluator_on_real_and_generated_tabs():

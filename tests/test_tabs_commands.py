@@ -21,7 +21,7 @@ from py_engine.tabs.categories import Categories
 from py_engine.tabs.compress import base_files, compressed_checkpoint
 from py_engine.tabs.generator import generate
 from py_engine.tabs.model import TabClassifier
-from py_engine.tabs.rules import RULES_FILE
+from py_engine.tabs.rules import LISTED_FILE, RULES_FILE
 from py_engine.tabs.tab_data import read_tabs
 
 from peft_oracle import tiny_bert_dir, write_vocab
@@ -227,6 +227,7 @@ def test_deploy(tiny, trained, tabs_file, tmp_path, capsys):
         assert (out / name).stat().st_size == meta["bytes"]
     assert json.loads((out / "adapter" / "labels.json").read_text()) == LABELS
     assert (out / "rules.json").read_bytes() == RULES_FILE.read_bytes()
+    assert (out / manifest["listed_domains"]).read_bytes() == LISTED_FILE.read_bytes()
     assert Categories.from_json((out / "categories.json").read_text()) == Categories.default()
     clf = run_sync(TabClassifier.load_deployed(out))
     host = run_sync(TabClassifier.load(tiny, trained, checkpoint=load_base(out / "base")))

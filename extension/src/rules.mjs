@@ -2,7 +2,8 @@
 // py_engine/tabs/rules.py, which holds the matching rules step by step (this file follows them
 // in the same order) and rules_conformance.json, the answers every port must give.
 //
-//   const rules = parseRules(await (await fetch("model/rules.json")).json());
+//   const rules = parseRules(await (await fetch("model/rules.json")).json(),
+//                            await (await fetch("model/listed_domains.json")).json());
 //   categorise(rules, url, title)      // a category id ("dev", ...) or null
 //
 // Pure functions over data: no chrome.* here, so the same module runs in the service worker,
@@ -20,9 +21,10 @@ const ESCAPES = /(?:%[0-9A-Fa-f]{2})+/g;
 
 export class RulesError extends Error {}
 
-// A checked rule set from rules.json's object: {localDev, domains: [[domain, path, weak,
-// category]], keywords: {category: [[word, ...]]}}.
-export function parseRules(data) {
+// A checked rule set from rules.json's object and the listed-domains file's object (null:
+// none): {localDev, domains: [[domain, path, weak, category]], keywords: {category: [[word,
+// ...]]}, listed: Map(domain -> category)}.
+export function parseRules(data, listed = null) {
   if (!data || typeof data !== "object" || data.version !== 1) {
     throw new RulesError('rules: expected an object with "version": 1');
   }
@@ -41,7 +43,33 @@ export function parseRules(data) {
     const seen = new Set();
     keywords[category] = list.filter((k) => !seen.has(k) && seen.add(k)).map((k) => k.split(" "));
   }
-  return { localDev: data.local_dev, domains, keywords };
+  return { localDev: data.local_dev, domains, keywords, listed: listedDomains(listed) };
+}
+
+function listedDomains(data) {
+  const out = new Map();
+  if (data === null) return out;
+  if (!data || typeof data !== "object" || data.version !== 1 || !data.domains || typeof data.domains !== "object") {
+    throw new RulesError('listed domains: expected an object with "version": 1 and "domains"');
+  }
+  for (const [category, text] of Object.entries(data.domains)) {
+    if (typeof text !== "string") throw new RulesError(`listed domains: the domains of ${category} must be one string`);
+    for (const domain of text ? text.split(" ") : []) {
+      if (out.has(domain)) throw new RulesError(`listed domains: ${domain} is listed twice`);
+      out.set(domain, category);
+    }
+  }
+  return out;
+}
+
+// Step 6: the host, then each name left when its first label is dropped, down to two labels.
+function listedWinner(rules, host) {
+  const labels = host.split(".");
+  for (let k = 0; k < labels.length - 1; k++) {
+    const category = rules.listed.get(labels.slice(k).join("."));
+    if (category !== undefined) return category;
+  }
+  return null;
 }
 
 // normalize.local_server: LOCAL_DEV, LOCAL_NETWORK or null for a lower-cased host (no brackets).
@@ -128,7 +156,7 @@ function keywordWinner(rules, textWords) {
   return top >= 1 && leaders.length === 1 ? leaders[0] : null;
 }
 
-// The category id the rules give a tab, or null (rules.py's steps 1-5).
+// The category id the rules give a tab, or null (rules.py's steps 1-6).
 export function categorise(rules, url, title) {
   const { scheme, host, port, path } = urlParts(String(url ?? "").trim());
   if (host && localServer(host, scheme, port) === LOCAL_DEV) return rules.localDev;
@@ -138,5 +166,6 @@ export function categorise(rules, url, title) {
   if (!textWords.length) textWords = words(decodePercent(path));
   const keyword = keywordWinner(rules, textWords);
   if (keyword !== null) return keyword;
-  return winner !== null ? winner[3] : null;
+  if (winner !== null) return winner[3];
+  return host ? listedWinner(rules, host) : null;
 }

@@ -41,7 +41,10 @@ async function bundled(name) {
 // The engine's state ({phase: "starting" | "loading" | "ready" | "failed", error, adapter,
 // model, categories, timings}); `wait`: once the model is loaded or failed to load.
 export async function initialise({ wait = false } = {}) {
-  rules ??= parseRules(await bundled((await bundled("manifest.json")).rules));
+  if (!rules) {
+    const manifest = await bundled("manifest.json");
+    rules = parseRules(await bundled(manifest.rules), await bundled(manifest.listed_domains));
+  }
   try {
     engineState = await offscreenRequest({ type: "state", wait });
   } catch (e) {

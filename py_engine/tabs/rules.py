@@ -35,7 +35,13 @@ Matching, exactly (a port must do the same, step by step):
    that word list (a run of CJK characters is one word, so a CJK keyword matches only a run
    of its own). Each category scores the number of its distinct keywords that match; the
    one highest score, if it is at least 1 and no other category has it, is the answer.
-5. Otherwise the weak domain winner of step 3, if there was one, is the answer; else None.
+5. Otherwise the weak domain winner of step 3, if there was one, is the answer.
+6. Otherwise the listed domains (data/listed_domains.json, built from a list others keep; see
+   listed_domains.py): the host, then each name left when its first label is dropped, in
+   turn, down to two labels; the first that is a listed domain gives its category. Else None.
+
+The listed-domains file: {"version": 1, "source", "lists", "domains": {ID: "domain domain
+..."}}, each category's domains separated by single spaces, none listed twice.
 """
 
 import json
@@ -48,6 +54,7 @@ from .normalize import LOCAL_DEV, letter_digit_runs, local_server
 
 RULES_FILE = Path(__file__).parent / "data" / "rules.json"
 CONFORMANCE_FILE = Path(__file__).parent / "data" / "rules_conformance.json"
+LISTED_FILE = Path(__file__).parent / "data" / "listed_domains.json"
 
 
 class RulesError(ValueError):
@@ -55,19 +62,23 @@ class RulesError(ValueError):
 
 
 class Rules:
-    """A checked rule set: domain rules and keyword lists (see the module docstring)."""
+    """A checked rule set: domain rules, keyword lists and the listed domains (see the module
+    docstring)."""
 
-    def __init__(self, local_dev, domains, keywords):
+    def __init__(self, local_dev, domains, keywords, listed=None):
         self.local_dev = local_dev
         self.domains = domains              # [(domain, path or "", weak, category)]
         self.keywords = keywords            # {category: [tuple of words]}
+        self.listed = listed or {}          # {domain: category}
 
     def categories(self):
         """Every category id the rules can answer."""
-        return {self.local_dev} | {d[3] for d in self.domains} | set(self.keywords)
+        return {self.local_dev} | {d[3] for d in self.domains} | set(self.keywords) | set(self.listed.values())
 
     @classmethod
-    def from_dict(cls, data, source="rules"):
+    def from_dict(cls, data, source="rules", listed=None):
+        """The rules of rules.json's object `data`, with the listed domains of the
+        listed-domains file's object `listed` (None: none)."""
         if not isinstance(data, dict) or data.get("version") != 1:
             raise RulesError(f"{source}: expected an object with \"version\": 1")
         local = data.get("local_dev")
@@ -86,7 +97,35 @@ class Rules:
                 raise RulesError(f"{source}: keywords of {category!r} must be a list of lower-case "
                                  "words separated by single spaces")
             keywords[category] = list(dict.fromkeys(tuple(w.split(" ")) for w in words))
-        return cls(local, domains, keywords)
+        return cls(local, domains, keywords, None if listed is None else listed_domains(listed, f"{source}: listed domains"))
+
+
+def listed_domains(data, source="listed domains"):
+    """{domain: category id} of a listed-domains file's object, checked."""
+    if not isinstance(data, dict) or data.get("version") != 1 or not isinstance(data.get("domains"), dict):
+        raise RulesError(f"{source}: expected an object with \"version\": 1 and \"domains\"")
+    out = {}
+    for category, text in data["domains"].items():
+        if not isinstance(text, str) or (text and text.split(" ") != text.split()):
+            raise RulesError(f"{source}: the domains of {category!r} must be one string, "
+                             "separated by single spaces")
+        for domain in text.split():
+            if not is_domain(domain):
+                raise RulesError(f"{source}: {domain!r} under {category!r} is not a domain of "
+                                 "lower-case ASCII labels")
+            if domain in out:
+                raise RulesError(f"{source}: {domain} is listed twice")
+            out[domain] = category
+    return out
+
+
+def is_domain(text):
+    """Lower-case ASCII labels (letters, digits, "-") joined by dots, at least two, not an IP
+    address."""
+    labels = text.split(".")
+    return len(labels) >= 2 and not all(label.isdigit() for label in labels) and all(
+        label and all(c.isascii() and (c.isalnum() or c == "-") and not c.isupper() for c in label)
+        for label in labels)
 
 
 def _domain_rule(rule, where):
@@ -94,9 +133,7 @@ def _domain_rule(rule, where):
         raise RulesError(f"{where}: expected an object with domain, category, path, weak")
     domain, category = rule.get("domain"), rule.get("category")
     path, weak = rule.get("path", ""), rule.get("weak", False)
-    labels = domain.split(".") if isinstance(domain, str) else []
-    if len(labels) < 2 or not all(label and all(c.isascii() and (c.isalnum() or c == "-") and
-                                                not c.isupper() for c in label) for label in labels):
+    if not isinstance(domain, str) or not is_domain(domain):
         raise RulesError(f"{where}: domain must be lower-case ASCII labels joined by dots, got {domain!r}")
     if not isinstance(category, str) or not category:
         raise RulesError(f"{where}: category must be a category id")
@@ -112,9 +149,11 @@ def _is_keyword(text):
         and bool(text) and all(words(w) == [w] for w in text.split(" "))
 
 
-def load_rules(path=RULES_FILE):
+def load_rules(path=RULES_FILE, listed=LISTED_FILE):
+    """The rules of `path` with the listed domains of `listed` (None: without them)."""
     path = Path(path)
-    return Rules.from_dict(parse_json(read_utf8(path), str(path)), str(path))
+    listed_data = None if listed is None else parse_json(read_utf8(Path(listed)), str(listed))
+    return Rules.from_dict(parse_json(read_utf8(path), str(path)), str(path), listed_data)
 
 
 def words(text):
@@ -178,7 +217,18 @@ def categorise(rules, url, title):
     keyword = _keyword_winner(rules, text_words)
     if keyword is not None:
         return keyword
-    return winner[3] if winner is not None else None
+    if winner is not None:
+        return winner[3]
+    return _listed(rules, host) if host else None
+
+
+def _listed(rules, host):
+    labels = host.split(".")
+    for k in range(len(labels) - 1):
+        category = rules.listed.get(".".join(labels[k:]))
+        if category is not None:
+            return category
+    return None
 
 
 def categorise_name(rules, url, title, categories):
