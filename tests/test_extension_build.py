@@ -75,3 +75,12 @@ def test_the_background_tabs_are_a_balanced_sample_of_the_training_data(dist):
     assert all((r["url"], r["title"], r["label"]) in trained for r in rows)
     assert Counter(r["label"] for r in rows) == {name: BACKGROUND_PER_CATEGORY
                                                   for name in Categories.default().names()}
+
+
+def test_the_notice_names_each_part_others_wrote_and_its_license(dist):
+    notice = (dist / "NOTICE.txt").read_text()
+    listed = json.loads((dist / "model" / "listed_domains.json").read_text())
+    assert (dist / "pyodide" / "pyodide.asm.wasm").is_file() and "Mozilla Public License 2.0" in notice
+    config = json.loads((dist / "model" / "base" / "config.json").read_text())
+    assert config["model_type"] == "bert" and "all-MiniLM-L6-v2" in notice and "Apache License 2.0" in notice
+    assert listed["source"]["url"] in notice and "Attribution-ShareAlike 4.0" in notice
