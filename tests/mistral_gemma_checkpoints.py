@@ -1,13 +1,15 @@
-"""Tiny random MistralForCausalLM, GemmaForCausalLM and Qwen2ForCausalLM (sliding window)
-checkpoints made offline with transformers, for the Mistral and Gemma tests: non-trivial norms
-(Gemma's stored as offsets from 1), saved with save_pretrained (safetensors).
+"""Tiny random MistralForCausalLM, GemmaForCausalLM, Qwen2ForCausalLM (sliding window) and
+Qwen3ForCausalLM checkpoints made offline with transformers, for the Mistral, Gemma and Qwen3
+tests: non-trivial norms (Gemma's stored as offsets from 1; Qwen3's q_norm and k_norm too),
+saved with save_pretrained (safetensors).
 
 Mistral's window (5) is shorter than the test sequences, so the window decides the outputs; the
-Gemma case has multi-query attention (one KV head) and heads of 256."""
+Gemma case has multi-query attention (one KV head) and heads of 256; Qwen3's heads (16) are
+not hidden_size / heads (8), and its layer 1 has a window."""
 
 import torch
 from transformers import (GemmaConfig, GemmaForCausalLM, MistralConfig, MistralForCausalLM,
-                          Qwen2Config, Qwen2ForCausalLM)
+                          Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM)
 
 VOCAB = 96
 WINDOW = 5
@@ -23,6 +25,10 @@ FAMILIES = {
     "qwen2-window": (Qwen2ForCausalLM, Qwen2Config,
                      dict(BASE, num_attention_heads=4, num_key_value_heads=2,
                           use_sliding_window=True, sliding_window=WINDOW, max_window_layers=1)),
+    # Qwen3: QK-norm, head_dim 16 (queries 64 wide on a hidden size of 32), a window on layer 1.
+    "qwen3": (Qwen3ForCausalLM, Qwen3Config,
+              dict(BASE, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                   use_sliding_window=True, sliding_window=WINDOW, max_window_layers=1)),
 }
 
 

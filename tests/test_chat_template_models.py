@@ -2,7 +2,7 @@
 
 The templates (tests/data/chat_templates/) are written as Mistral v0.3 (tools), Gemma 2 and 3,
 Phi-3 and Phi-3.5, Llama 3.1 (built-in and custom tools) and 3.2 (tools, strftime_now date),
-Qwen 2.5 (tools), DeepSeek V2 and R1 (tool calls, </think>) and Hermes 2/3 (tool use through a
+Qwen 2.5 (tools), Qwen3 (tools, reasoning, enable_thinking), DeepSeek V2 and R1 (tool calls, </think>) and Hermes 2/3 (tool use through a
 recursive macro) write theirs. Each is rendered by transformers' own render function (its
 Jinja2 environment: sandbox, trim_blocks, lstrip_blocks, loop controls, its tojson, its
 globals) and by ours, for hand-picked conversations and for random ones drawn fresh on every
@@ -40,6 +40,7 @@ MODELS = {
     "llama-3.1": ("llama-3.1-tools", "<|begin_of_text|>", "<|eot_id|>", "<|eot_id|>"),
     "llama-3.2": ("llama-3.2-tools", "<|begin_of_text|>", "<|eot_id|>", "<|eot_id|>"),
     "qwen-2.5": ("qwen-2.5-tools", None, "<|im_end|>", "<|im_end|>"),
+    "qwen-3": ("qwen-3", None, "<|im_end|>", "<|im_end|>"),
     "deepseek-v2": ("deepseek-v2", DEEPSEEK_BOS, DEEPSEEK_EOS, DEEPSEEK_EOS),
     "deepseek-r1": ("deepseek-r1", DEEPSEEK_BOS, DEEPSEEK_EOS, DEEPSEEK_EOS),
     "hermes": ("hermes-tool-use", "<|begin_of_text|>", "<|im_end|>", "<|im_end|>"),
@@ -201,10 +202,12 @@ def _expected_spans(name, messages):
     end = MODELS[name][3]
     out = []
     after_tool = False
-    for m in messages:
+    for i, m in enumerate(messages):
         content, calls = m.get("content"), m.get("tool_calls")
         if m["role"] == "assistant" and isinstance(content, str):
-            if name == "deepseek-r1":
+            if name == "qwen-3":
+                out += _qwen3_spans(messages, i, end)
+            elif name == "deepseek-r1":
                 if not after_tool:
                     content = content.split("</think>")[-1]
                 out.append(content + end)
@@ -221,6 +224,37 @@ def _expected_spans(name, messages):
         # DeepSeek-R1 prints whole only the first assistant message after tool outputs: any
         # user or assistant message ends that state.
         after_tool = m["role"] == "tool" or (after_tool and m["role"] not in ("user", "assistant"))
+    return out
+
+
+def _qwen3_spans(messages, i, end):
+    """Qwen3 prints the reasoning of an assistant message after the last real user query (the
+    last one, or one with reasoning) between <think> tags: the reasoning cut from its content
+    is a span of its own, the answer after </think> another; tool calls follow the answer
+    instead of <|im_end|>."""
+    def query(m):
+        c = m.get("content")
+        return m["role"] == "user" and isinstance(c, str) and \
+            not (c.startswith("<tool_response>") and c.endswith("</tool_response>"))
+
+    last_query = max([k for k, m in enumerate(messages) if query(m)], default=len(messages) - 1)
+    m = messages[i]
+    content, calls = m["content"], m.get("tool_calls")
+    reasoning, from_content = "", False
+    if isinstance(m.get("reasoning_content"), str):
+        reasoning = m["reasoning_content"]
+    elif "</think>" in content:
+        reasoning = content.split("</think>")[0].rstrip("\n").split("<think>")[-1].lstrip("\n")
+        content, from_content = content.split("</think>")[-1].lstrip("\n"), True
+    out = []
+    if i > last_query and (i == len(messages) - 1 or reasoning):
+        if from_content and reasoning.strip("\n"):
+            out.append(reasoning.strip("\n"))
+        content = content.lstrip("\n")
+    if not calls:
+        out.append(content + end)
+    elif content:
+        out.append(content)
     return out
 
 

@@ -97,7 +97,7 @@ def test_block_types_need_whole_blocks():
 
 # --- whole models --------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module", params=["llama", "qwen2"])
+@pytest.fixture(scope="module", params=["llama", "qwen2", "qwen3"])
 def chat(request, tmp_path_factory):
     path = tmp_path_factory.mktemp(request.param)
     model, adapter = em.chat_with_adapter(path, request.param)
@@ -112,7 +112,7 @@ def test_gguf_reads_back_tensor_for_tensor(chat, ggml_type):
     out = write(model_writer(merged, ggml_type, "tiny"), path / f"read-{ggml_type}.gguf")
     reader = GGUFReader(out)
     config = merged.config
-    arch = "llama" if family == "llama" else "qwen2"
+    arch = family
     assert field(reader, "general.architecture") == arch
     assert field(reader, "general.file_type") == {0: 0, 1: 1, 8: 7, 2: 2}[ggml_type]
     assert field(reader, f"{arch}.block_count") == config.num_hidden_layers
@@ -135,8 +135,8 @@ def test_gguf_reads_back_tensor_for_tensor(chat, ggml_type):
     for n in range(config.num_hidden_layers):
         for hf, ours in (("input_layernorm", "attn_norm"), ("self_attn.q_proj", "attn_q"),
                          ("self_attn.k_proj", "attn_k"), ("self_attn.v_proj", "attn_v"),
-                         ("self_attn.o_proj", "attn_output"),
-                         ("post_attention_layernorm", "ffn_norm"), ("mlp.gate_proj", "ffn_gate"),
+                         ("self_attn.o_proj", "attn_output"), ("self_attn.q_norm", "attn_q_norm"),
+                         ("self_attn.k_norm", "attn_k_norm"), ("post_attention_layernorm", "ffn_norm"), ("mlp.gate_proj", "ffn_gate"),
                          ("mlp.up_proj", "ffn_up"), ("mlp.down_proj", "ffn_down")):
             for kind in ("weight", "bias"):
                 names[f"model.layers.{n}.{hf}.{kind}"] = f"blk.{n}.{ours}.{kind}"

@@ -1,4 +1,4 @@
-"""Mistral (sliding window), Gemma and Qwen2 with a sliding window through the Llama-family
+"""Mistral (sliding window), Gemma, Qwen2 with a sliding window and Qwen3 through the Llama-family
 decoder (models/llama.py via the NumPy generation decoder, KV cache included) against
 transformers: logits in float64 over sequences longer than the window, and 32 greedy tokens
 (Mistral's prompt + generation far longer than its window)."""
@@ -46,7 +46,7 @@ def test_the_window_and_the_gemma_parameters_decide_the_logits(tmp_path):
     ids = np.random.default_rng().integers(0, VOCAB, 17).tolist()
     for family, off in (("mistral", dict(layer_windows=(None, None))),
                         ("gemma", dict(norm_offset=0.0)), ("gemma", dict(embedding_scale=None)),
-                        ("gemma", dict(mlp_activation="silu"))):
+                        ("gemma", dict(mlp_activation="silu")), ("qwen3", dict(qk_norm=False))):
         hf = tiny_checkpoint(family, tmp_path / family)
         with torch.no_grad():
             want = hf(input_ids=torch.as_tensor([ids])).logits[0, -1].numpy()
@@ -89,6 +89,11 @@ def test_config_fields_as_transformers_reads_them():
             gemma.head_dim) == ("gelu_tanh", 1.0, True, 256)
     assert gemma.embedding_scale == float(np.float32(np.sqrt(32)))
     assert LlamaConfig(**tiny).embedding_scale is None and LlamaConfig(**tiny).norm_offset == 0.0
+    qwen3 = LlamaConfig(**tiny, model_type="qwen3", use_sliding_window=True, sliding_window=7,
+                        max_window_layers=1)
+    assert (qwen3.qk_norm, qwen3.head_dim, qwen3.attention_bias, qwen3.layer_windows) == \
+        (True, 128, False, (None, 7, 7))
+    assert "model.layers.2.self_attn.k_norm.weight" in qwen3.parameter_shapes()
 
 
 @pytest.mark.parametrize("model_type", ["gemma2", "gemma3", "gemma3_text"])
@@ -97,7 +102,7 @@ def test_gemma_2_and_3_are_refused_naming_the_supported(tmp_path, model_type):
     config = (tmp_path / "config.json").read_text().replace('"gemma"', f'"{model_type}"')
     (tmp_path / "config.json").write_text(config)
     with pytest.raises(CheckpointError, match=rf"'{model_type}' is not a supported decoder; "
-                                              r"supported: Llama \(llama, qwen2, mistral\), Gemma \(gemma\), .*GPT-2"):
+                                              r"supported: Llama \(llama, qwen2, qwen3, mistral\), Gemma \(gemma\), .*GPT-2"):
         DecoderCheckpoint.load(tmp_path)
 
 

@@ -110,5 +110,5 @@ def test_unsupported_model_type_names_phi3(tmp_path):
     config = (tmp_path / "config.json").read_text().replace('"phi3"', '"phimoe"')
     (tmp_path / "config.json").write_text(config)
     with pytest.raises(CheckpointError, match=r"'phimoe' is not a supported decoder; supported: "
-                                              r"Llama \(llama, qwen2, mistral\), .*Phi-3 \(phi3\)"):
+                                              r"Llama \(llama, qwen2, qwen3, mistral\), .*Phi-3 \(phi3\)"):
         DecoderCheckpoint.load(tmp_path)

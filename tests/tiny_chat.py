@@ -70,6 +70,14 @@ def tiny_chat_dir(path, family="qwen2", seed=0, **overrides):
 
         model = GemmaForCausalLM(GemmaConfig(**dict(settings, num_attention_heads=2,
                                                     num_key_value_heads=1, head_dim=256)))
+    elif family == "qwen3":       # QK-norm; heads of 128 (its default) on a hidden size of 32
+        from transformers import Qwen3Config, Qwen3ForCausalLM
+
+        model = Qwen3ForCausalLM(Qwen3Config(**settings, tie_word_embeddings=True))
+        with torch.no_grad():         # QK-norm weights that matter (they start at 1)
+            for name, p in model.named_parameters():
+                if name.endswith(("q_norm.weight", "k_norm.weight")):
+                    p.add_(0.3 * torch.randn_like(p))
     elif family == "phi3":
         from phi3_checkpoints import longrope
 

@@ -483,17 +483,19 @@ class GpuBackend:
             start += p.cols
         return out
 
-    def rmsnorm(self, x, weight, eps, offset=0.0):
-        """offset=1.0: Gemma's RMSNorm, scaling by (1 + weight)."""
-        y, rstd = self.new(*x.shape), self.new(x.rows)
-        self.k.rmsnorm.forward(self.program, x.buffer, weight.buffer, y.buffer, rstd.buffer,
-                               x.rows, x.cols, eps, offset=offset)
-        return y, (x, weight, rstd, offset)
+    def rmsnorm(self, x, weight, eps, offset=0.0, width=None):
+        """offset=1.0: Gemma's RMSNorm, scaling by (1 + weight). width: each row's consecutive
+        blocks of `width` normalised on their own (QK-norm: a block per head; weight [width])."""
+        rows = Tensor(x.buffer, (x.size // width, width)) if width else x
+        y, rstd = self.new(*x.shape), self.new(rows.rows)
+        self.k.rmsnorm.forward(self.program, rows.buffer, weight.buffer, y.buffer, rstd.buffer,
+                               rows.rows, rows.cols, eps, offset=offset)
+        return y, (rows, weight, rstd, offset)
 
     def rmsnorm_backward(self, dy, saved, dweight=None):
         """dx; with `dweight` the weight's gradient is also added into it."""
         x, weight, rstd, offset = saved
-        dx = self.new(*x.shape)
+        dx = self.new(*dy.shape)
         self.k.rmsnorm.backward_input(self.program, dy.buffer, x.buffer, weight.buffer,
                                       rstd.buffer, dx.buffer, x.rows, x.cols, offset=offset)
         if dweight is not None:

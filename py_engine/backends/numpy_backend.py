@@ -240,18 +240,21 @@ class NumpyBackend:
             ids, dy = ids[keep], dy[keep]
         np.add.at(dtable, ids, dy)
 
-    def rmsnorm(self, x, weight, eps, offset=0.0):
-        """offset=1.0: Gemma's RMSNorm, scaling by (1 + weight)."""
-        y, rstd = rms_ops.rmsnorm_forward(x, weight, eps, offset)
-        return y, (x, weight, rstd, offset)
+    def rmsnorm(self, x, weight, eps, offset=0.0, width=None):
+        """offset=1.0: Gemma's RMSNorm, scaling by (1 + weight). width: each row's consecutive
+        blocks of `width` normalised on their own (QK-norm: a block per head; weight [width])."""
+        rows = x.reshape(-1, width) if width else x
+        y, rstd = rms_ops.rmsnorm_forward(rows, weight, eps, offset)
+        return y.reshape(x.shape), (rows, weight, rstd, offset)
 
     def rmsnorm_backward(self, dy, saved, dweight=None):
         """dx; with `dweight` the weight's gradient is also added into it."""
+        rows = dy.reshape(saved[0].shape)
         if dweight is None:
-            return rms_ops.rmsnorm_backward_input(dy, *saved)
-        dx, dw = rms_ops.rmsnorm_backward(dy, *saved)
+            return rms_ops.rmsnorm_backward_input(rows, *saved).reshape(dy.shape)
+        dx, dw = rms_ops.rmsnorm_backward(rows, *saved)
         dweight += dw
-        return dx
+        return dx.reshape(dy.shape)
 
     def rope_tables(self, head_dim, rope_parameters, positions, seq_len=None):
         """(cos, sin) [positions, rotary_dim / 2] for positions 0 .. positions-1, made once, for

@@ -2,7 +2,8 @@
 convert_hf_to_gguf.py writes them, and a PEFT LoRA adapter as convert_lora_to_gguf.py does.
 
 - Architectures: Llama, Mistral and TinyLlama/SmolLM checkpoints are "llama"; Qwen2 is "qwen2"
-  (q/k/v biases, no permutation). Neither has a sliding window in llama.cpp: a Mistral or Qwen2
+  (q/k/v biases, no permutation), Qwen3 "qwen3" (no biases, q_norm and k_norm as attn_q_norm
+  and attn_k_norm, no permutation). None has a sliding window in llama.cpp: a Mistral or Qwen
   model whose window is shorter than its context is refused.
   Gemma (v1) is "gemma": no permutation, key and value length always written, every norm
   weight written as 1 + the checkpoint's (transformers' GemmaRMSNorm scales by 1 + weight,
@@ -43,12 +44,13 @@ FILE_TYPES = {gguf.F32: 0, gguf.F16: 1, gguf.Q4_0: 2, gguf.Q8_0: 7}     # genera
 QUANTIZATION_VERSION = 2
 # Families with their own module (names, metadata, extra tensors), by model_type.
 FAMILIES = {"gpt2": gguf_gpt2, "t5": gguf_t5, "phi": gguf_phi2}
-ARCHITECTURES = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "phi3": "phi3",
+ARCHITECTURES = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "phi3": "phi3",
                  "gemma": "gemma",
                  **{model_type: family.ARCHITECTURE for model_type, family in FAMILIES.items()}}
 _LAYER = {"input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q",
           "self_attn.qkv_proj": "attn_qkv", "mlp.gate_up_proj": "ffn_up",
           "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+          "self_attn.q_norm": "attn_q_norm", "self_attn.k_norm": "attn_k_norm",
           "self_attn.o_proj": "attn_output", "post_attention_layernorm": "ffn_norm",
           "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down",
           # Phi-2 (PhiForCausalLM): the same layers under its own module names
@@ -64,7 +66,7 @@ def architecture(config):
         arch = ARCHITECTURES[config.model_type]
     except KeyError:
         raise ExportError(f"no GGUF architecture for model_type {config.model_type!r}") from None
-    # llama.cpp's llama and qwen2 attend to the whole context: a model whose window is shorter
+    # llama.cpp's llama, qwen2 and qwen3 attend to the whole context: a model whose window is shorter
     # than its context would answer differently there (a window of null, as Mistral v0.2+
     # ships, or at least the context, changes nothing).
     windows = [w for w in getattr(config, "layer_windows", ()) if w is not None]

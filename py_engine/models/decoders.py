@@ -23,7 +23,7 @@ CAUSAL_TYPES = tuple(t for t in DECODER_TYPES if t not in T5_TYPES)
 
 
 def supported():
-    """The supported decoders as one phrase: 'Llama (llama, qwen2, mistral), Gemma (gemma),
+    """The supported decoders as one phrase: 'Llama (llama, qwen2, qwen3, mistral), Gemma (gemma),
     Phi-3 (phi3), GPT-2 (gpt2), Phi-2 (phi), T5 (t5)'."""
     return ", ".join(f"{name} ({', '.join(types)})" for name, (types, _) in FAMILIES.items())
 

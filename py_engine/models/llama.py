@@ -1,9 +1,10 @@
-"""Llama-family decoder (Llama 2/3, TinyLlama, SmolLM, Qwen2, Mistral, Gemma, Phi-3): the one
+"""Llama-family decoder (Llama 2/3, TinyLlama, SmolLM, Qwen2, Qwen3, Mistral, Gemma, Phi-3): the one
 forward pass used for training, scoring and generation, and its explicit backward, written once
 against a backend's op interface (py_engine/backends), like models/bert.py.
 
     x = embed[ids]                                    (Gemma: times sqrt(hidden_size))
     per layer:  h = RMSNorm(x);  q, k, v = LoRA/Linear(h);  q, k = RoPE(q), RoPE(k)
+                                                      (Qwen3: RMSNorm of each head of q and k first)
                 x = x + o_proj(CausalAttention(q, k, v))          (grouped-query; Mistral,
                                                                    Phi-3 and Qwen2 may slide a window)
                 h = RMSNorm(x);  x = x + down_proj(SiLU(gate_proj(h)) * up_proj(h))
@@ -61,6 +62,9 @@ class LlamaModel(DecoderModel):
             h, s["ln1"] = be.rmsnorm(x, be.param(p + "input_layernorm.weight"), c.rms_norm_eps,
                                      c.norm_offset)
             q, k, v = self._qkv(be, p, h, s, train)
+            if c.qk_norm:
+                q, s["q_norm"] = self._head_norm(be, q, p + "self_attn.q_norm.weight")
+                k, s["k_norm"] = self._head_norm(be, k, p + "self_attn.k_norm.weight")
             q = be.rope(q, rope, c.num_attention_heads, T, position)
             k = be.rope(k, rope, c.num_key_value_heads, T, position)
             if cache is not None:
@@ -88,6 +92,11 @@ class LlamaModel(DecoderModel):
             return [linear(be, p + f"self_attn.{m}_proj", h, s, train) for m in "qkv"]
         q, kv = c.num_attention_heads * c.head_dim, c.num_key_value_heads * c.head_dim
         return be.split_columns(linear(be, p + "self_attn.qkv_proj", h, s, train), (q, kv, kv))
+
+    def _head_norm(self, be, x, name):
+        """QK-norm: each head's block of x [rows, heads * head_dim] RMS-normalised on its own."""
+        c = self.config
+        return be.rmsnorm(x, be.param(name), c.rms_norm_eps, c.norm_offset, width=c.head_dim)
 
     def _gate_up(self, be, p, h, s, train):
         """The MLP's gate and up: two projections, or Phi-3's one gate_up_proj split (gate first)."""
@@ -138,6 +147,9 @@ class LlamaModel(DecoderModel):
             dq, dk, dv = be.causal_attention_backward(da, s["attn"])
             dq = be.rope_backward(dq, rope, c.num_attention_heads, T)
             dk = be.rope_backward(dk, rope, c.num_key_value_heads, T)
+            if c.qk_norm:
+                dq = self._norm_backward(be, dq, s["q_norm"], p + "self_attn.q_norm.weight")
+                dk = self._norm_backward(be, dk, s["k_norm"], p + "self_attn.k_norm.weight")
             needed = self.full or n > lowest    # nothing below the lowest adapter trains
             dh = self._qkv_backward(be, p, dq, dk, dv, s, needed)
             if needed:

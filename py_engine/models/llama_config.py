@@ -1,6 +1,6 @@
-"""Llama-family decoder configuration (Llama 2/3, TinyLlama, SmolLM/SmolLM2, Qwen2, Mistral,
-Gemma, Phi-3), read from a Hugging Face config.json, validated, with the checkpoint's expected
-tensor shapes.
+"""Llama-family decoder configuration (Llama 2/3, TinyLlama, SmolLM/SmolLM2, Qwen2, Qwen3,
+Mistral, Gemma, Phi-3), read from a Hugging Face config.json, validated, with the checkpoint's
+expected tensor shapes.
 
 Both spellings of the rotary settings are read: transformers 5's `rope_parameters` and the
 older `rope_theta` + `rope_scaling` that published checkpoints carry.
@@ -28,7 +28,7 @@ import struct
 from .bert_config import ConfigError, config_field, read_config_json
 
 # The families this configuration serves, by name (models/decoders.py names them to users).
-FAMILY_TYPES = {"Llama": ("llama", "qwen2", "mistral"), "Gemma": ("gemma",), "Phi-3": ("phi3",)}
+FAMILY_TYPES = {"Llama": ("llama", "qwen2", "qwen3", "mistral"), "Gemma": ("gemma",), "Phi-3": ("phi3",)}
 MODEL_TYPES = tuple(t for types in FAMILY_TYPES.values() for t in types)
 PHI3_TYPES = FAMILY_TYPES["Phi-3"]    # the fused-projection variant
 ROPE_TYPES = ("default", "linear", "llama3", "longrope")
@@ -78,9 +78,10 @@ class LlamaConfig:
         # Qwen2 has biases on q, k, v (not o); Llama's attention_bias puts them on all four.
         self.attention_bias = bool(values.get("attention_bias", self.model_type == "qwen2"))
         self.qkv_bias_only = self.model_type == "qwen2"
+        self.qk_norm = self.model_type == "qwen3"      # q_norm, k_norm per head
         self.mlp_bias = bool(values.get("mlp_bias", False))
-        self.head_dim = need("head_dim", int,
-                             256 if gemma else self.hidden_size // max(1, self.num_attention_heads))
+        self.head_dim = need("head_dim", int, 256 if gemma else 128 if self.qk_norm else
+                             self.hidden_size // max(1, self.num_attention_heads))
         self.layer_windows = _layer_windows(values, self.model_type, self.num_hidden_layers)
         self.use_bidirectional_attention = bool(values.get("use_bidirectional_attention"))
         self.rope_parameters = _rope_parameters(values, self.model_type in PHI3_TYPES)
@@ -155,6 +156,8 @@ class LlamaConfig:
                 p + "mlp.down_proj.weight": (h, i),
                 p + "input_layernorm.weight": (h,), p + "post_attention_layernorm.weight": (h,),
             })
+            if self.qk_norm:
+                shapes.update({p + "self_attn.q_norm.weight": (d,), p + "self_attn.k_norm.weight": (d,)})
             if self.attention_bias:
                 shapes.update({p + "self_attn.q_proj.bias": (q,), p + "self_attn.k_proj.bias": (kv,),
                                p + "self_attn.v_proj.bias": (kv,)})
@@ -193,7 +196,7 @@ def _layer_windows(values, model_type, layers):
         return (window,) * layers
     if model_type in PHI3_TYPES:        # Phi3Config's default: none
         return (values.get("sliding_window"),) * layers
-    if model_type == "qwen2":
+    if model_type in ("qwen2", "qwen3"):
         window = values.get("sliding_window", 4096) if values.get("use_sliding_window") else None
         types = values.get("layer_types")
         if types is None:

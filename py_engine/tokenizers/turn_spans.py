@@ -9,7 +9,8 @@ in what transformers renders.
 def add_turn_span(spans, text, start, end, end_tokens):
     """Append the span of an assistant content printed at text[start:end] to `spans` (sorted,
     disjoint (start, end) pairs), extended over the first of `end_tokens` (longest first)
-    that follows it; a span that touches the previous one joins it."""
+    that follows it; a span that touches the previous one joins it, and an empty one is
+    dropped."""
     gap = end
     while gap < len(text) and text[gap] in " \t":
         gap += 1
@@ -17,6 +18,8 @@ def add_turn_span(spans, text, start, end, end_tokens):
         if text.startswith(token, gap):
             end = gap + len(token)
             break
+    if end == start:                # empty content with no end-of-turn after it: nothing trains
+        return
     if spans and start <= spans[-1][1]:
         spans[-1] = (spans[-1][0], max(spans[-1][1], end))
     else:
