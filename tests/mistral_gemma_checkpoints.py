@@ -5,11 +5,12 @@ saved with save_pretrained (safetensors).
 
 Mistral's window (5) is shorter than the test sequences, so the window decides the outputs; the
 Gemma case has multi-query attention (one KV head) and heads of 256; Qwen3's heads (16) are
-not hidden_size / heads (8), and its layer 1 has a window."""
+not hidden_size / heads (8), and its layer 1 has a window; Gemma 3's layer 0 slides."""
 
 import torch
-from transformers import (GemmaConfig, GemmaForCausalLM, MistralConfig, MistralForCausalLM,
-                          Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM)
+from transformers import (Gemma3ForCausalLM, Gemma3TextConfig, GemmaConfig, GemmaForCausalLM,
+                          MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM,
+                          Qwen3Config, Qwen3ForCausalLM)
 
 VOCAB = 96
 WINDOW = 5
@@ -29,6 +30,14 @@ FAMILIES = {
     "qwen3": (Qwen3ForCausalLM, Qwen3Config,
               dict(BASE, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
                    use_sliding_window=True, sliding_window=WINDOW, max_window_layers=1)),
+    # Gemma 3 (text): QK-norm and sandwich norms by 1 + weight, a sliding layer (its own rotary
+    # base) then a full one, scores scaled by query_pre_attn_scalar (not head_dim) ^ -1/2.
+    "gemma3": (Gemma3ForCausalLM, Gemma3TextConfig,
+               dict(BASE, num_attention_heads=2, num_key_value_heads=1, head_dim=16,
+                    query_pre_attn_scalar=24, sliding_window=WINDOW,
+                    layer_types=["sliding_attention", "full_attention"],
+                    rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 1_000_000.0},
+                                     "sliding_attention": {"rope_type": "default", "rope_theta": 100.0}})),
 }
 
 

@@ -1,6 +1,7 @@
 """Mistral (sliding window shorter than the sequences), Gemma (GeGLU, (1 + weight) RMSNorm,
 scaled embeddings, tied head, one KV head of 256), Qwen2 with a window and Qwen3 (QK-norm,
-heads wider than hidden_size / heads): the training step
+heads wider than hidden_size / heads) and Gemma 3 (QK-norm, sandwich norms, a sliding layer
+with its own rotary base, scores scaled by query_pre_attn_scalar): the training step
 against code we did not write, NumPy backend in float64. A LoRA step's loss and every LoRA
 gradient against transformers + PEFT, a full fine-tuning step against torch autograd, adapters
 both ways with PEFT and the merged export loaded by transformers. Bounds as for Llama
@@ -48,7 +49,7 @@ def a_batch(T=3 * WINDOW):
 
 @pytest.mark.parametrize("family, targets", [
     ("mistral", ["q_proj", "v_proj"]), ("mistral", ALL), ("gemma", ALL), ("qwen2-window", ALL),
-    ("qwen3", ALL), ("qwen3", ["q_proj", "k_proj"])])
+    ("qwen3", ALL), ("qwen3", ["q_proj", "k_proj"]), ("gemma3", ALL)])
 def test_lora_step_matches_peft(tmp_path, family, targets):
     peft = peft_model(tmp_path, family, targets)
     ids, mask, labels = a_batch()
@@ -87,7 +88,7 @@ def test_full_finetuning_step_matches_torch(tmp_path, family):
         assert relative(grads[name], torch_grads[name].grad.numpy()) <= GRAD_BOUND, name
 
 
-@pytest.mark.parametrize("family", ["mistral", "gemma", "qwen3"])
+@pytest.mark.parametrize("family", ["mistral", "gemma", "qwen3", "gemma3"])
 def test_peft_adapter_loads_and_ours_loads_in_peft(tmp_path, family):
     """A PEFT adapter applied here gives PEFT's logits (a sequence longer than the window);
     the same weights saved here as an adapter load in PEFT and give them again."""
@@ -108,7 +109,7 @@ def test_peft_adapter_loads_and_ours_loads_in_peft(tmp_path, family):
     assert relative(again, want) <= LOSS_BOUND
 
 
-@pytest.mark.parametrize("family", ["mistral", "gemma", "qwen3"])
+@pytest.mark.parametrize("family", ["mistral", "gemma", "qwen3", "gemma3"])
 def test_merged_export_loads_in_transformers(tmp_path, family):
     """A PEFT adapter merged and saved here is, to transformers, PEFT's merged model (its
     config, window and Gemma's tied head included)."""

@@ -1,4 +1,4 @@
-"""Mistral (sliding window), Gemma, Qwen2 with a sliding window and Qwen3 through the Llama-family
+"""Mistral (sliding window), Gemma, Qwen2 with a sliding window, Qwen3 and Gemma 3 (text) through the Llama-family
 decoder (models/llama.py via the NumPy generation decoder, KV cache included) against
 transformers: logits in float64 over sequences longer than the window, and 32 greedy tokens
 (Mistral's prompt + generation far longer than its window)."""
@@ -46,7 +46,9 @@ def test_the_window_and_the_gemma_parameters_decide_the_logits(tmp_path):
     ids = np.random.default_rng().integers(0, VOCAB, 17).tolist()
     for family, off in (("mistral", dict(layer_windows=(None, None))),
                         ("gemma", dict(norm_offset=0.0)), ("gemma", dict(embedding_scale=None)),
-                        ("gemma", dict(mlp_activation="silu")), ("qwen3", dict(qk_norm=False))):
+                        ("gemma", dict(mlp_activation="silu")), ("qwen3", dict(qk_norm=False)),
+                        ("gemma3", dict(query_scale=None)), ("gemma3", dict(sandwich_norms=False)),
+                        ("gemma3", dict(layer_windows=(None, None)))):
         hf = tiny_checkpoint(family, tmp_path / family)
         with torch.no_grad():
             want = hf(input_ids=torch.as_tensor([ids])).logits[0, -1].numpy()
@@ -96,13 +98,45 @@ def test_config_fields_as_transformers_reads_them():
     assert "model.layers.2.self_attn.k_norm.weight" in qwen3.parameter_shapes()
 
 
-@pytest.mark.parametrize("model_type", ["gemma2", "gemma3", "gemma3_text"])
-def test_gemma_2_and_3_are_refused_naming_the_supported(tmp_path, model_type):
+@pytest.mark.parametrize("fields", [
+    dict(rope_theta=500_000.0, rope_local_base_freq=5_000.0, sliding_window=512,
+         sliding_window_pattern=3, query_pre_attn_scalar=256),        # as published configs
+    dict(rope_scaling={"rope_type": "linear", "factor": 8.0}),          # defaults, scaled
+    dict(layer_types=["full_attention"] * 5 + ["sliding_attention"] * 2, sliding_window=64)])
+def test_gemma3_fields_as_transformers_reads_them(fields):
+    """Gemma 3's windows and rotary bases per layer, from the older spellings of published
+    config.json files too, as transformers' Gemma3TextConfig reads them."""
+    from transformers import Gemma3TextConfig
+
+    tiny = dict(vocab_size=96, hidden_size=32, num_hidden_layers=7, num_attention_heads=2,
+                num_key_value_heads=1, intermediate_size=48, head_dim=16, **fields)
+    theirs = Gemma3TextConfig(**tiny)
+    ours = LlamaConfig(model_type="gemma3_text", **tiny)
+    assert ours.layer_windows == tuple(theirs.sliding_window if t == "sliding_attention" else None
+                                       for t in theirs.layer_types)
+    for rope, kind in zip(ours.layer_rope, theirs.layer_types):
+        want = theirs.rope_parameters[kind]
+        assert (rope["rope_type"], rope["rope_theta"], rope.get("factor")) == \
+            (want["rope_type"], want["rope_theta"], want.get("factor")), kind
+    assert ours.query_scale == (None if theirs.query_pre_attn_scalar == 16 else
+                                (16 / theirs.query_pre_attn_scalar) ** 0.5)
+
+
+def test_logit_softcapping_is_refused():
+    from py_engine.models.bert_config import ConfigError
+
+    with pytest.raises(ConfigError, match="'final_logit_softcapping' is 30.0: logit soft-capping is not supported"):
+        LlamaConfig(model_type="gemma3_text", vocab_size=96, hidden_size=32, num_hidden_layers=1,
+                    num_attention_heads=2, intermediate_size=48, final_logit_softcapping=30.0)
+
+
+@pytest.mark.parametrize("model_type", ["gemma2", "gemma3"])
+def test_gemma_2_and_multimodal_gemma_3_are_refused_naming_the_supported(tmp_path, model_type):
     tiny_checkpoint("gemma", tmp_path)
     config = (tmp_path / "config.json").read_text().replace('"gemma"', f'"{model_type}"')
     (tmp_path / "config.json").write_text(config)
     with pytest.raises(CheckpointError, match=rf"'{model_type}' is not a supported decoder; "
-                                              r"supported: Llama \(llama, qwen2, qwen3, mistral\), Gemma \(gemma\), .*GPT-2"):
+                                              r"supported: Llama \(llama, qwen2, qwen3, mistral\), Gemma \(gemma, gemma3_text\), .*GPT-2"):
         DecoderCheckpoint.load(tmp_path)
 
 

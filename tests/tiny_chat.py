@@ -78,6 +78,16 @@ def tiny_chat_dir(path, family="qwen2", seed=0, **overrides):
             for name, p in model.named_parameters():
                 if name.endswith(("q_norm.weight", "k_norm.weight")):
                     p.add_(0.3 * torch.randn_like(p))
+    elif family == "gemma3":      # QK-norm, sandwich norms; five sliding layers, then a full one
+        from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+        model = Gemma3ForCausalLM(Gemma3TextConfig(**dict(
+            settings, num_hidden_layers=6, num_attention_heads=2, num_key_value_heads=1,
+            head_dim=64, query_pre_attn_scalar=64, sliding_window=8)))
+        with torch.no_grad():         # norms that matter (Gemma's start at 0: a scale of 1)
+            for name, p in model.named_parameters():
+                if "norm" in name:
+                    p.add_(0.3 * torch.randn_like(p))
     elif family == "phi3":
         from phi3_checkpoints import longrope
 

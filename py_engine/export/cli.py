@@ -7,7 +7,7 @@
 
 merged: a Hugging Face checkpoint with the adapter folded in (chat models, T5 encoder-decoders
 and [CLS]-pooled classifiers). gguf: OUT/model.gguf for llama.cpp (chat models of the Llama,
-Mistral, Qwen2, Phi-3, Gemma, Phi-2 and GPT-2 families, and T5) and OUT/Modelfile for `ollama
+Mistral, Qwen2, Qwen3, Phi-3, Gemma, Gemma 3, Phi-2 and GPT-2 families, and T5) and OUT/Modelfile for `ollama
 create` (chat models). gguf-lora: OUT/adapter.gguf for llama.cpp's --lora over the base model's
 GGUF (the families gguf writes). onnx: OUT/model.onnx (classifiers), with the labels and tokenizer files beside it.
 

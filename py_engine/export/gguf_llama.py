@@ -10,6 +10,12 @@ convert_hf_to_gguf.py writes them, and a PEFT LoRA adapter as convert_lora_to_gg
   llama.cpp's by the weight), no output.weight (the head is tied: llama.cpp reuses
   token_embd) and nothing for the sqrt(hidden_size) embedding scale, which llama.cpp applies
   itself.
+  Gemma 3 (text) is "gemma3": Gemma's, plus attn_q_norm and attn_k_norm, its sandwich norms
+  as post_attention_norm (the attention's output), ffn_norm (pre_feedforward_layernorm) and
+  post_ffw_norm, and the window as attention.sliding_window. llama.cpp's gemma3 fixes what
+  config.json may vary: every sixth layer attends to everything and the others slide, the
+  sliding layers' rotary base is 10000, and scores are scaled by head_dim^-1/2; a model that
+  differs is refused.
   Phi-3 is "phi3" (fused attn_qkv and ffn_up = gate_up_proj, no permutation; LongRoPE as the rope_factors_long / rope_factors_short tensors, the
   switch as rope.scaling.original_context_length, the cos/sin factor as
   rope.scaling.attn_factor; the sliding window as attention.sliding_window, 0 for none).
@@ -45,7 +51,7 @@ QUANTIZATION_VERSION = 2
 # Families with their own module (names, metadata, extra tensors), by model_type.
 FAMILIES = {"gpt2": gguf_gpt2, "t5": gguf_t5, "phi": gguf_phi2}
 ARCHITECTURES = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "phi3": "phi3",
-                 "gemma": "gemma",
+                 "gemma": "gemma", "gemma3_text": "gemma3",
                  **{model_type: family.ARCHITECTURE for model_type, family in FAMILIES.items()}}
 _LAYER = {"input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q",
           "self_attn.qkv_proj": "attn_qkv", "mlp.gate_up_proj": "ffn_up",
@@ -55,6 +61,10 @@ _LAYER = {"input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q",
           "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down",
           # Phi-2 (PhiForCausalLM): the same layers under its own module names
           "self_attn.dense": "attn_output", "mlp.fc1": "ffn_up", "mlp.fc2": "ffn_down"}
+# Gemma 3's sandwich norms (its post_attention_layernorm normalises the attention's output)
+_GEMMA3_LAYER = {"post_attention_layernorm": "post_attention_norm",
+                 "pre_feedforward_layernorm": "ffn_norm", "post_feedforward_layernorm": "post_ffw_norm"}
+LLAMA_CPP_GEMMA3 = {"sliding_every": 6, "local_rope_theta": 10000.0}
 _GLOBAL = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
            "lm_head.weight": "output.weight", "lm_head.bias": "output.bias",
            "model.final_layernorm.weight": "output_norm.weight",
@@ -69,6 +79,9 @@ def architecture(config):
     # llama.cpp's llama, qwen2 and qwen3 attend to the whole context: a model whose window is shorter
     # than its context would answer differently there (a window of null, as Mistral v0.2+
     # ships, or at least the context, changes nothing).
+    if arch == "gemma3":
+        _check_gemma3(config)
+        return arch
     windows = [w for w in getattr(config, "layer_windows", ()) if w is not None]
     if arch != "phi3" and windows and min(windows) < config.max_position_embeddings:
         raise ExportError(f"GGUF export of a sliding-window model (sliding_window {min(windows)} < "
@@ -77,10 +90,28 @@ def architecture(config):
     return arch
 
 
-def gguf_name(name):
+def _check_gemma3(config):
+    """ExportError unless llama.cpp's gemma3 would run `config` as transformers does."""
+    every = LLAMA_CPP_GEMMA3["sliding_every"]
+    sliding = [w is not None for w in config.layer_windows]
+    if sliding != [(n + 1) % every != 0 for n in range(config.num_hidden_layers)]:
+        raise ExportError(f"GGUF export of a Gemma 3 whose sliding layers are not all but every "
+                          f"{every}th is not supported: llama.cpp's gemma3 fixes that pattern")
+    local = [r for r, s in zip(config.layer_rope, sliding) if s]
+    if any(r["rope_type"] != "default" or r["rope_theta"] != LLAMA_CPP_GEMMA3["local_rope_theta"]
+           for r in local):
+        raise ExportError("GGUF export of a Gemma 3 whose sliding layers' rotary base is not "
+                          f"{LLAMA_CPP_GEMMA3['local_rope_theta']:g} (unscaled) is not supported: "
+                          "llama.cpp's gemma3 fixes it")
+    if config.query_scale is not None:
+        raise ExportError("GGUF export of a Gemma 3 whose query_pre_attn_scalar is not head_dim is "
+                          "not supported: llama.cpp's gemma3 scales scores by head_dim^-1/2")
+
+
+def gguf_name(name, arch=None):
     """llama.cpp's tensor name for a transformers one (model.layers.3.mlp.up_proj.weight ->
     blk.3.ffn_up.weight); GPT-2's (transformer.*) by gguf_gpt2, T5's (encoder.*, decoder.*,
-    shared.weight) by gguf_t5."""
+    shared.weight) by gguf_t5; `arch` "gemma3" names its sandwich norms."""
     family = _family_of_name(name)
     if family is not None:
         target = family.gguf_name(name)
@@ -93,9 +124,10 @@ def gguf_name(name):
     if parts[:2] != ["model", "layers"]:
         raise ExportError(f"no GGUF name for tensor {name!r}")
     module, kind = ".".join(parts[3:-1]), parts[-1]
-    if module not in _LAYER:
+    layer = dict(_LAYER, **_GEMMA3_LAYER) if arch == "gemma3" else _LAYER
+    if module not in layer:
         raise ExportError(f"no GGUF name for tensor {name!r}")
-    return f"blk.{parts[2]}.{_LAYER[module]}.{kind}"
+    return f"blk.{parts[2]}.{layer[module]}.{kind}"
 
 
 def _family_of_name(name):
@@ -149,9 +181,9 @@ def hyperparameters(config, arch, ggml_type):
                ("general.quantization_version", gguf.UINT32, QUANTIZATION_VERSION)]
     if config.model_type in FAMILIES:
         return general + FAMILIES[config.model_type].hyperparameters(config)
-    if arch == "gemma" and config.hidden_act != "gelu_pytorch_tanh":
+    if arch in ("gemma", "gemma3") and config.hidden_act != "gelu_pytorch_tanh":
         raise ExportError(f"GGUF export of a Gemma with hidden_act {config.hidden_act!r} is not "
-                          "supported: llama.cpp's gemma runs the MLP with GELU (the tanh form)")
+                          f"supported: llama.cpp's {arch} runs the MLP with GELU (the tanh form)")
     head_dim = config.hidden_size // config.num_attention_heads
     entries = general + [
         (f"{a}.vocab_size", gguf.UINT32, config.vocab_size),
@@ -166,9 +198,12 @@ def hyperparameters(config, arch, ggml_type):
     ]
     if arch in ("llama", "phi3"):
         entries.append((f"{a}.rope.dimension_count", gguf.UINT32, config.head_dim))
-    if config.head_dim != head_dim or arch == "gemma":      # Gemma's converter always writes them
+    if config.head_dim != head_dim or arch in ("gemma", "gemma3"):     # Gemma's converters always write them
         entries += [(f"{a}.attention.key_length", gguf.UINT32, config.head_dim),
                     (f"{a}.attention.value_length", gguf.UINT32, config.head_dim)]
+    if arch == "gemma3":
+        window = next((w for w in config.layer_windows if w is not None), config.max_position_embeddings)
+        entries.append((f"{a}.attention.sliding_window", gguf.UINT32, window))
     rope = config.rope_parameters
     if rope["rope_type"] == "linear":
         entries += [(f"{a}.rope.scaling.type", gguf.STRING, "linear"),
@@ -238,7 +273,7 @@ def model_writer(merged, ggml_type, name, warn=None):
     # Gemma's norms hold offsets from 1 (config.norm_offset): llama.cpp wants the scale itself
     norm_offset = getattr(config, "norm_offset", 0.0)
     for hf_name in names:
-        target = gguf_name(hf_name)
+        target = gguf_name(hf_name, arch)
         shape = tuple(merged.shape(hf_name))
         heads = _permutation(hf_name, config)
         offset = norm_offset if target.endswith("_norm.weight") else 0.0
@@ -275,7 +310,8 @@ def _ordered(names):
 
 def gguf_groups(merged, writer):
     """merged.groups() under the writer's tensor names (for GGUFWriter.write's progress)."""
-    names = {gguf_name(n): label for label, group in merged.groups() for n in group}
+    arch = architecture(merged.config)
+    names = {gguf_name(n, arch): label for label, group in merged.groups() for n in group}
     groups = {}
     for name, *_ in writer.tensors:
         # not a merged tensor: rope factors (with the embeddings), or a tied head written out
@@ -302,7 +338,7 @@ def adapter_writer(config, lora, tensors, ggml_type, name):
     writer.add("general.quantization_version", gguf.UINT32, QUANTIZATION_VERSION)
     for key in _ordered([k.replace(".lora_A.weight", ".weight") for k in tensors
                          if k.endswith(".lora_A.weight")]):
-        base = gguf_name(key)
+        base = gguf_name(key, arch)
         a_shape, a = tensors[key.replace(".weight", ".lora_A.weight")]
         b_shape, b = tensors[key.replace(".weight", ".lora_B.weight")]
         heads = _permutation(key, config)

@@ -4,11 +4,15 @@ against a backend's op interface (py_engine/backends), like models/bert.py.
 
     x = embed[ids]                                    (Gemma: times sqrt(hidden_size))
     per layer:  h = RMSNorm(x);  q, k, v = LoRA/Linear(h);  q, k = RoPE(q), RoPE(k)
-                                                      (Qwen3: RMSNorm of each head of q and k first)
+                                                      (Qwen3, Gemma 3: RMSNorm of each head of q
+                                                       and k first; Gemma 3's sliding layers
+                                                       rotate by their own base)
                 x = x + o_proj(CausalAttention(q, k, v))          (grouped-query; Mistral,
                                                                    Phi-3 and Qwen2 may slide a window)
                 h = RMSNorm(x);  x = x + down_proj(SiLU(gate_proj(h)) * up_proj(h))
-                                                      (Gemma: GELU-tanh, RMSNorm by 1 + weight)
+                                                      (Gemma: GELU-tanh, RMSNorm by 1 + weight;
+                                                       Gemma 3: the attention's and the MLP's
+                                                       outputs RMS-normalised before each add)
     loss = CrossEntropy(RMSNorm(x) . head^T, labels shifted by one)   (vocabulary in chunks)
 
 LoRA may wrap any of q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj (PEFT's
@@ -49,8 +53,7 @@ class LlamaModel(DecoderModel):
         of the sequence whose rope tables to use (longrope's factors depend on it)."""
         c = self.config
         B, T, position = inputs.B, inputs.T, inputs.position
-        rope = be.rope_tables(c.head_dim, c.rope_parameters, cache.length if cache else T,
-                              inputs.rope_length if cache else T)
+        ropes = self._rope_tables(be, cache.length if cache else T, inputs.rope_length if cache else T)
         linear = self.linears.forward
         x = be.gather_rows(be.param("model.embed_tokens.weight"), inputs.ids)
         if c.embedding_scale is not None:
@@ -65,25 +68,52 @@ class LlamaModel(DecoderModel):
             if c.qk_norm:
                 q, s["q_norm"] = self._head_norm(be, q, p + "self_attn.q_norm.weight")
                 k, s["k_norm"] = self._head_norm(be, k, p + "self_attn.k_norm.weight")
+            rope = ropes[n]
             q = be.rope(q, rope, c.num_attention_heads, T, position)
             k = be.rope(k, rope, c.num_key_value_heads, T, position)
+            if c.query_scale is not None:
+                q = be.scale(q, c.query_scale)
             if cache is not None:
                 k, v = be.kv_cache_append(cache, n, k, v, position)
             a, s["attn"] = be.causal_attention(q, k, v, inputs.mask, B, c.num_attention_heads,
                                                c.num_key_value_heads, past=position,
                                                window=c.layer_windows[n])
-            x = be.add(x, linear(be, p + "self_attn.o_proj", a, s, train))
-            h, s["ln2"] = be.rmsnorm(x, be.param(p + "post_attention_layernorm.weight"), c.rms_norm_eps,
-                                     c.norm_offset)
+            a = linear(be, p + "self_attn.o_proj", a, s, train)
+            if c.sandwich_norms:
+                a, s["attn_out"] = self._norm(be, a, p + "post_attention_layernorm.weight")
+            x = be.add(x, a)
+            h, s["ln2"] = self._norm(be, x, p + self._mlp_norm + ".weight")
             g, u = self._gate_up(be, p, h, s, train)
             s["g"], s["u"] = g, u
-            x = be.add(x, linear(be, p + "mlp.down_proj", be.swiglu(g, u, c.mlp_activation), s, train))
+            m = linear(be, p + "mlp.down_proj", be.swiglu(g, u, c.mlp_activation), s, train)
+            if c.sandwich_norms:
+                m, s["mlp_out"] = self._norm(be, m, p + "post_feedforward_layernorm.weight")
+            x = be.add(x, m)
             if train:
                 layers.append(s)
             else:
                 be.end_layer(x)       # inference: this layer's intermediates may be reused
         out, final = be.rmsnorm(x, be.param("model.norm.weight"), c.rms_norm_eps, c.norm_offset)
-        return out, {"layers": layers, "final": final, "ids": inputs.ids, "rope": rope, "T": T}
+        return out, {"layers": layers, "final": final, "ids": inputs.ids, "ropes": ropes, "T": T}
+
+    def _rope_tables(self, be, positions, seq_len):
+        """Each layer's rotary tables (Gemma 3's sliding layers have their own base), made once
+        per distinct setting."""
+        made = {}
+        for rope in self.config.layer_rope:
+            if id(rope) not in made:
+                made[id(rope)] = be.rope_tables(self.config.head_dim, rope, positions, seq_len)
+        return [made[id(rope)] for rope in self.config.layer_rope]
+
+    @property
+    def _mlp_norm(self):
+        """The RMSNorm before the MLP: Gemma 3 names it pre_feedforward_layernorm (its
+        post_attention_layernorm normalises the attention's output)."""
+        return "pre_feedforward_layernorm" if self.config.sandwich_norms else "post_attention_layernorm"
+
+    def _norm(self, be, x, name):
+        c = self.config
+        return be.rmsnorm(x, be.param(name), c.rms_norm_eps, c.norm_offset)
 
     def _qkv(self, be, p, h, s, train):
         """q, k, v of layer prefix `p`: three projections, or Phi-3's one qkv_proj split."""
@@ -132,19 +162,28 @@ class LlamaModel(DecoderModel):
         `dhidden` (with full fine-tuning the head's own gradient comes from the loss). Layers
         below the lowest adapter get no backward; that layer computes no input gradient."""
         c = self.config
-        rope, T = saved["rope"], saved["T"]
+        ropes, T = saved["ropes"], saved["T"]
         back = self.linears.backward
         dx = self._norm_backward(be, dhidden, saved["final"], "model.norm.weight")
         lowest = self._lowest_layer()
         for n in reversed(range(lowest, c.num_hidden_layers)):
             p = f"model.layers.{n}."
             s = saved["layers"][n]
-            dm = back(be, p + "mlp.down_proj", dx, s)
+            dm = dx
+            if c.sandwich_norms:
+                dm = self._norm_backward(be, dm, s["mlp_out"], p + "post_feedforward_layernorm.weight")
+            dm = back(be, p + "mlp.down_proj", dm, s)
             dg, du = be.swiglu_backward(dm, s["g"], s["u"], c.mlp_activation)
             dh = self._gate_up_backward(be, p, dg, du, s)
-            dx = be.add(dx, self._norm_backward(be, dh, s["ln2"], p + "post_attention_layernorm.weight"))
-            da = back(be, p + "self_attn.o_proj", dx, s)
+            dx = be.add(dx, self._norm_backward(be, dh, s["ln2"], p + self._mlp_norm + ".weight"))
+            da = dx
+            if c.sandwich_norms:
+                da = self._norm_backward(be, da, s["attn_out"], p + "post_attention_layernorm.weight")
+            da = back(be, p + "self_attn.o_proj", da, s)
             dq, dk, dv = be.causal_attention_backward(da, s["attn"])
+            if c.query_scale is not None:
+                dq = be.scale(dq, c.query_scale)
+            rope = ropes[n]
             dq = be.rope_backward(dq, rope, c.num_attention_heads, T)
             dk = be.rope_backward(dk, rope, c.num_key_value_heads, T)
             if c.qk_norm:

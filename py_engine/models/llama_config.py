@@ -10,10 +10,19 @@ The variants are parameters of the one decoder (models/llama.py):
   on every layer. Qwen2: a window only with use_sliding_window, on the layers transformers
   gives one (its `layer_types`, or layers from max_window_layers on). `layer_windows` holds
   each layer's window (None = full causal attention).
-- Gemma (1; not Gemma 2/3): GeGLU with the tanh GELU (`mlp_activation` "gelu_tanh"), RMSNorm
+- Gemma (1; not Gemma 2): GeGLU with the tanh GELU (`mlp_activation` "gelu_tanh"), RMSNorm
   scaling by (1 + weight) (`norm_offset` 1.0), embeddings multiplied by sqrt(hidden_size)
   (`embedding_scale`, rounded to float32 as transformers' float32 buffer holds it), a tied head
   and heads of 256 by default.
+- Gemma 3, text only (Gemma3ForCausalLM, `gemma3_text`: Gemma 3 270M and 1B): Gemma's, plus
+  QK-norm (as Qwen3's, by 1 + weight), `sandwich_norms` (the attention's and the MLP's outputs
+  RMS-normalised before their residual adds: post_attention_layernorm and
+  post_feedforward_layernorm; pre_feedforward_layernorm before the MLP), scores scaled by
+  query_pre_attn_scalar^-1/2 (`query_scale`: the queries multiplied by
+  sqrt(head_dim / query_pre_attn_scalar)), a window on the sliding layers (its `layer_types`,
+  else every layer but each sliding_window_pattern-th) whose rotary embedding has its own base
+  (rope_local_base_freq, or rope_parameters["sliding_attention"]): `layer_rope` names each
+  layer's. Logit soft-capping (Gemma 2) is refused.
 - Phi-3 / Phi-3.5-mini (Phi3ForCausalLM): two fused projections, one self_attn.qkv_proj
   ([q + 2 kv, hidden], q first) and one mlp.gate_up_proj ([2 intermediate, hidden], gate first),
   no biases, its `sliding_window` on every layer as Mistral's, and LongRoPE ("longrope", older
@@ -28,7 +37,7 @@ import struct
 from .bert_config import ConfigError, config_field, read_config_json
 
 # The families this configuration serves, by name (models/decoders.py names them to users).
-FAMILY_TYPES = {"Llama": ("llama", "qwen2", "qwen3", "mistral"), "Gemma": ("gemma",), "Phi-3": ("phi3",)}
+FAMILY_TYPES = {"Llama": ("llama", "qwen2", "qwen3", "mistral"), "Gemma": ("gemma", "gemma3_text"), "Phi-3": ("phi3",)}
 MODEL_TYPES = tuple(t for types in FAMILY_TYPES.values() for t in types)
 PHI3_TYPES = FAMILY_TYPES["Phi-3"]    # the fused-projection variant
 ROPE_TYPES = ("default", "linear", "llama3", "longrope")
@@ -69,7 +78,8 @@ class LlamaConfig:
         self.max_position_embeddings = need("max_position_embeddings", int, 2048)
         self.rms_norm_eps = need("rms_norm_eps", float,
                                  PHI3_RMS_NORM_EPS if self.fused_projections else RMS_NORM_EPS)
-        gemma = self.model_type == "gemma"
+        gemma = self.model_type in FAMILY_TYPES["Gemma"]
+        gemma3 = self.model_type == "gemma3_text"
         self.hidden_act = _hidden_act(values, gemma)
         self.mlp_activation = ACTIVATIONS.get(self.hidden_act)
         self.norm_offset = 1.0 if gemma else 0.0
@@ -78,13 +88,37 @@ class LlamaConfig:
         # Qwen2 has biases on q, k, v (not o); Llama's attention_bias puts them on all four.
         self.attention_bias = bool(values.get("attention_bias", self.model_type == "qwen2"))
         self.qkv_bias_only = self.model_type == "qwen2"
-        self.qk_norm = self.model_type == "qwen3"      # q_norm, k_norm per head
+        self.qk_norm = self.model_type == "qwen3" or gemma3     # q_norm, k_norm per head
+        self.sandwich_norms = gemma3
         self.mlp_bias = bool(values.get("mlp_bias", False))
         self.head_dim = need("head_dim", int, 256 if gemma else 128 if self.qk_norm else
                              self.hidden_size // max(1, self.num_attention_heads))
         self.layer_windows = _layer_windows(values, self.model_type, self.num_hidden_layers)
         self.use_bidirectional_attention = bool(values.get("use_bidirectional_attention"))
-        self.rope_parameters = _rope_parameters(values, self.model_type in PHI3_TYPES)
+        # the rotary settings of full-attention layers; Gemma 3's sliding layers have their own
+        by_type = values.get("rope_parameters") if gemma3 else None
+        by_type = by_type if isinstance(by_type, dict) and "full_attention" in by_type else None
+        self.rope_parameters = _rope_parameters(
+            dict(values, rope_parameters=dict(by_type["full_attention"]), rope_scaling=None) if by_type
+            else dict(values, rope_theta=values.get("rope_theta", 1_000_000.0)) if gemma3 else values,
+            self.model_type in PHI3_TYPES)
+        local = None
+        if gemma3:
+            local = dict((by_type or {}).get("sliding_attention") or {"rope_type": "default"})
+            local.setdefault("rope_theta", values.get("rope_local_base_freq", 10_000.0))
+            local = _rope_parameters({"rope_parameters": local})
+        # each layer's rotary settings: rope_parameters, or on a Gemma 3 sliding layer its own
+        self.layer_rope = tuple(local if sliding else self.rope_parameters for sliding in
+                                (_gemma3_sliding(values, self.num_hidden_layers) if gemma3
+                                 else [False] * self.num_hidden_layers))
+        self.query_scale = None
+        if gemma3:
+            scalar = need("query_pre_attn_scalar", float, 256.0)
+            if scalar != self.head_dim:
+                self.query_scale = math.sqrt(self.head_dim / scalar)
+        self.softcapping = {name: values.get(name) for name in
+                            ("final_logit_softcapping", "attn_logit_softcapping")
+                            if values.get(name) is not None}
         # Phi-3's dropout rates, refused unless 0 (the Llama family's attention_dropout is
         # not read, as before)
         self.dropout = {name: float(values.get(name) or 0.0)
@@ -115,8 +149,12 @@ class LlamaConfig:
                 raise ConfigError(f"config.json field 'sliding_window' must be positive or null, got {window}")
         if self.use_bidirectional_attention:
             raise ConfigError("use_bidirectional_attention is not supported (causal decoders only)")
-        if self.rope_parameters["rope_type"] not in ROPE_TYPES:
-            raise ConfigError(f"rope type {self.rope_parameters['rope_type']!r} is not supported ({ROPE_TYPES})")
+        for name, value in self.softcapping.items():
+            raise ConfigError(f"config.json field {name!r} is {value}: logit soft-capping is not "
+                              "supported (only null)")
+        for rope in (self.rope_parameters, *self.layer_rope):
+            if rope["rope_type"] not in ROPE_TYPES:
+                raise ConfigError(f"rope type {rope['rope_type']!r} is not supported ({ROPE_TYPES})")
         if float(self.rope_parameters.get("partial_rotary_factor", 1.0)) != 1.0:
             raise ConfigError(f"partial_rotary_factor {self.rope_parameters['partial_rotary_factor']} is "
                               f"not supported for model_type {self.model_type!r} (only 1.0)")
@@ -158,6 +196,9 @@ class LlamaConfig:
             })
             if self.qk_norm:
                 shapes.update({p + "self_attn.q_norm.weight": (d,), p + "self_attn.k_norm.weight": (d,)})
+            if self.sandwich_norms:
+                shapes.update({p + "pre_feedforward_layernorm.weight": (h,),
+                               p + "post_feedforward_layernorm.weight": (h,)})
             if self.attention_bias:
                 shapes.update({p + "self_attn.q_proj.bias": (q,), p + "self_attn.k_proj.bias": (kv,),
                                p + "self_attn.v_proj.bias": (kv,)})
@@ -196,6 +237,9 @@ def _layer_windows(values, model_type, layers):
         return (window,) * layers
     if model_type in PHI3_TYPES:        # Phi3Config's default: none
         return (values.get("sliding_window"),) * layers
+    if model_type == "gemma3_text":
+        window = values.get("sliding_window", 4096)
+        return tuple(window if sliding else None for sliding in _gemma3_sliding(values, layers))
     if model_type in ("qwen2", "qwen3"):
         window = values.get("sliding_window", 4096) if values.get("use_sliding_window") else None
         types = values.get("layer_types")
@@ -207,6 +251,17 @@ def _layer_windows(values, model_type, layers):
             raise ConfigError(f"config.json field 'layer_types' has {len(types)} entries for {layers} layers")
         return tuple(window if t == "sliding_attention" else None for t in types)
     return (None,) * layers
+
+
+def _gemma3_sliding(values, layers):
+    """Whether each Gemma 3 layer is a sliding one: its layer_types, else all but each
+    sliding_window_pattern-th (6 by default), as Gemma3TextConfig makes them."""
+    pattern = values.get("sliding_window_pattern", values.get("_sliding_window_pattern", 6))
+    types = values.get("layer_types") or [
+        "sliding_attention" if (n + 1) % pattern else "full_attention" for n in range(layers)]
+    if len(types) != layers:
+        raise ConfigError(f"config.json field 'layer_types' has {len(types)} entries for {layers} layers")
+    return [t == "sliding_attention" for t in types]
 
 
 def _padding_row(pad, vocab_size):
