@@ -10,7 +10,7 @@ bfloat16, activations recomputed in the backward pass, so that 7-8B models fit o
 with LoRA; FLAN-T5 small and base fit as they are, their weights kept in float32 (T5 overflows
 in float16, and bf16 autocast is precision enough). py_engine: whether py_engine runs the
 family, so that the job's adapter loads back into it and into the page (Llama, Mistral, Phi-3,
-Qwen3, T5: yes).
+Qwen3, Gemma 3, T5: yes).
 """
 
 from dataclasses import asdict, dataclass
@@ -41,6 +41,8 @@ PRESETS = {
                                gradient_checkpointing=False),
     "smollm2-1.7b": BasePreset("HuggingFaceTB/SmolLM2-1.7B-Instruct",
                                gradient_checkpointing=False),
+    "gemma-3-270m": BasePreset("google/gemma-3-270m-it", gradient_checkpointing=False),
+    "gemma-3-1b": BasePreset("google/gemma-3-1b-it", gradient_checkpointing=False),
     "qwen3-0.6b": BasePreset("Qwen/Qwen3-0.6B", gradient_checkpointing=False),
     "qwen3-1.7b": BasePreset("Qwen/Qwen3-1.7B", gradient_checkpointing=False),
     "flan-t5-small": BasePreset("google/flan-t5-small", target_modules=("q", "v"),
