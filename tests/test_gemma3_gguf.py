@@ -9,6 +9,8 @@ gives the merged one. llama.cpp's gemma3 fixes the layer pattern (every sixth la
 sliding layers' rotary base (10000) and the score scale (head_dim^-1/2): the tiny model here is
 made that way, and a model that differs is refused."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -16,15 +18,13 @@ from gguf import MODEL_ARCH, GGUFReader
 from transformers import AutoModelForCausalLM, Gemma3ForCausalLM
 
 import export_models as em
-from mistral_gemma_checkpoints import tiny_checkpoint
 from test_export_gguf import assert_lora_gives_the_merged_weights, field, write
+from test_gemma_gguf import check_gemma_metadata, gemma_dir, merged_gemma, plus_one_on_norms
 from test_phi2_gguf import TYPES, check_tensors, library_tensors
-from tiny_chat import train_tokenizer
 from py_engine.export import gguf
 from py_engine.export.gguf_llama import model_writer
 from py_engine.export.merged import ExportError, load_merged
 
-LINEARS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 # as llama.cpp's gemma3 runs it: five sliding layers then a full one, the default rotary bases,
 # scores scaled by head_dim^-1/2; heads of 256, as transformers' GGUF reader assumes (it leaves
 # query_pre_attn_scalar at its default, 256)
@@ -32,26 +32,9 @@ LLAMA_CPP_SHAPE = dict(num_hidden_layers=6, layer_types=None, rope_parameters=No
                        query_pre_attn_scalar=256)
 
 
-def gemma3_dir(path, **overrides):
-    """A tiny Gemma 3 checkpoint with a byte-level BPE tokenizer.json (its vocabulary the
-    embedding's rows)."""
-    tok = train_tokenizer()
-    tiny_checkpoint("gemma3", path, **dict(LLAMA_CPP_SHAPE, vocab_size=tok.get_vocab_size(),
-                                           **overrides))
-    tok.save(str(path / "tokenizer.json"))
-    return path
-
-
 @pytest.fixture(scope="module")
 def gemma3(tmp_path_factory):
-    path = tmp_path_factory.mktemp("gemma3-gguf")
-    model = gemma3_dir(path / "gemma3")
-    adapter, merged_hf = em.merged_with_adapter(Gemma3ForCausalLM, model, path, LINEARS)
-    return path, model, merged_hf, load_merged(model, adapter)
-
-
-def plus_one_on_norms(name, value):
-    return value + 1 if name.endswith("_norm.weight") else value
+    return merged_gemma(tmp_path_factory, "gemma3", Gemma3ForCausalLM, **LLAMA_CPP_SHAPE)
 
 
 @pytest.mark.parametrize("ggml_type", TYPES)
@@ -65,34 +48,31 @@ def test_gemma3_gguf_reads_back_tensor_for_tensor(gemma3, ggml_type):
 
 
 def test_gemma3_gguf_holds_what_llama_cpps_gemma3_loader_reads(gemma3):
-    path, _, merged_hf, merged = gemma3
-    reader = GGUFReader(write(model_writer(merged, gguf.F16, "tiny"), path / "meta.gguf"))
-    config = merged_hf.config
-    assert field(reader, "general.architecture") == "gemma3"
-    for key, want in (("context_length", config.max_position_embeddings),
-                      ("embedding_length", config.hidden_size),
-                      ("block_count", config.num_hidden_layers),
-                      ("feed_forward_length", config.intermediate_size),
-                      ("attention.head_count", config.num_attention_heads),
-                      ("attention.head_count_kv", config.num_key_value_heads),
-                      ("attention.key_length", config.head_dim),
-                      ("attention.value_length", config.head_dim),
-                      ("attention.sliding_window", config.sliding_window)):
-        assert field(reader, f"gemma3.{key}") == want, key
-    assert field(reader, "gemma3.rope.freq_base") == config.rope_parameters["full_attention"]["rope_theta"]
-    assert field(reader, "gemma3.attention.layer_norm_rms_epsilon") == pytest.approx(config.rms_norm_eps, rel=1e-6)
+    config = gemma3[2].config
+    check_gemma_metadata(gemma3, "gemma3", lambda c: c.rope_parameters["full_attention"]["rope_theta"],
+                         extra=[("attention.sliding_window", config.sliding_window)])
 
 
 @pytest.mark.parametrize("ggml_type", [gguf.F32, gguf.F16])
 def test_transformers_loads_the_gemma3_gguf_with_our_logits(gemma3, ggml_type):
-    path, model, _, merged = gemma3
+    """F32: our logits. F16: PEFT's merged model with its matrices rounded to float16, as the
+    file stores them (norms stay F32), to float32 precision: the file holds nothing else."""
+    path, model, merged_hf, merged = gemma3
     ids = np.random.default_rng().integers(0, merged.config.vocab_size, 17).tolist()
     out = write(model_writer(merged, ggml_type, "tiny"), path / f"hf-{ggml_type}.gguf")
     hf = AutoModelForCausalLM.from_pretrained(path, gguf_file=out.name).eval()
     with torch.no_grad():
         theirs = hf(torch.tensor([ids])).logits[0].double().numpy()
-    ours = em.our_decoder_logits(model, path / "adapter", ids)
-    assert em.relative_error(theirs, ours) <= {gguf.F32: 1e-5, gguf.F16: 5e-3}[ggml_type]
+    if ggml_type == gguf.F32:
+        want = em.our_decoder_logits(model, path / "adapter", ids)
+    else:
+        rounded = copy.deepcopy(merged_hf)
+        with torch.no_grad():
+            for name, p in rounded.named_parameters():
+                if p.ndim == 2:
+                    p.copy_(p.half().float())
+            want = rounded(torch.tensor([ids])).logits[0].double().numpy()
+    assert em.relative_error(theirs, want) <= 1e-5
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -104,7 +84,7 @@ def test_transformers_loads_the_gemma3_gguf_with_our_logits(gemma3, ggml_type):
     (dict(query_pre_attn_scalar=24), "query_pre_attn_scalar is not head_dim"),
 ])
 def test_a_gemma3_llama_cpp_would_run_differently_is_refused(tmp_path, overrides, message):
-    gemma3_dir(tmp_path, **overrides)
+    gemma_dir(tmp_path, "gemma3", **dict(LLAMA_CPP_SHAPE, **overrides))
     with pytest.raises(ExportError, match=message):
         model_writer(load_merged(tmp_path), gguf.F16, "tiny")
 

@@ -28,21 +28,27 @@ from py_engine.export.merged import ExportError, load_merged
 LINEARS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-def gemma_dir(path, **overrides):
-    """A tiny Gemma checkpoint with a byte-level BPE tokenizer.json (its vocabulary the
-    embedding's rows)."""
+def gemma_dir(path, family="gemma", **overrides):
+    """A tiny Gemma (or Gemma 3: family "gemma3") checkpoint with a byte-level BPE
+    tokenizer.json (its vocabulary the embedding's rows)."""
     tok = train_tokenizer()
-    tiny_checkpoint("gemma", path, **dict(dict(vocab_size=tok.get_vocab_size()), **overrides))
+    tiny_checkpoint(family, path, **dict(dict(vocab_size=tok.get_vocab_size()), **overrides))
     tok.save(str(path / "tokenizer.json"))
     return path
 
 
+def merged_gemma(tmp_path_factory, family, model_class, **overrides):
+    """(path, model_dir, PEFT's merged model, our MergedModel) of a tiny `family` checkpoint
+    with a random adapter on every projection."""
+    path = tmp_path_factory.mktemp(f"{family}-gguf")
+    model = gemma_dir(path / family, family, **overrides)
+    adapter, merged_hf = em.merged_with_adapter(model_class, model, path, LINEARS)
+    return path, model, merged_hf, load_merged(model, adapter)
+
+
 @pytest.fixture(scope="module")
 def gemma(tmp_path_factory):
-    path = tmp_path_factory.mktemp("gemma-gguf")
-    model = gemma_dir(path / "gemma")
-    adapter, merged_hf = em.merged_with_adapter(GemmaForCausalLM, model, path, LINEARS)
-    return path, model, merged_hf, load_merged(model, adapter)
+    return merged_gemma(tmp_path_factory, "gemma", GemmaForCausalLM)
 
 
 def plus_one_on_norms(name, value):
@@ -71,11 +77,12 @@ def test_gemma_norms_are_written_as_the_scale_itself(gemma):
     assert np.abs(norm.weight.detach().numpy()).max() > 0.05        # not the trivial offsets
 
 
-def test_gemma_gguf_holds_what_llama_cpps_gemma_loader_reads(gemma):
-    path, _, merged_hf, merged = gemma
+def check_gemma_metadata(merged_gemma_fixture, arch, rope_theta, extra=()):
+    """The F16 file's metadata: what llama.cpp's `arch` loader reads, from the config."""
+    path, _, merged_hf, merged = merged_gemma_fixture
     reader = GGUFReader(write(model_writer(merged, gguf.F16, "tiny"), path / "meta.gguf"))
     config = merged_hf.config
-    assert field(reader, "general.architecture") == "gemma"
+    assert field(reader, "general.architecture") == arch
     for key, want in (("context_length", config.max_position_embeddings),
                       ("embedding_length", config.hidden_size),
                       ("block_count", config.num_hidden_layers),
@@ -83,11 +90,16 @@ def test_gemma_gguf_holds_what_llama_cpps_gemma_loader_reads(gemma):
                       ("attention.head_count", config.num_attention_heads),
                       ("attention.head_count_kv", config.num_key_value_heads),
                       ("attention.key_length", config.head_dim),
-                      ("attention.value_length", config.head_dim)):
-        assert field(reader, f"gemma.{key}") == want, key
+                      ("attention.value_length", config.head_dim), *extra):
+        assert field(reader, f"{arch}.{key}") == want, key
+    assert field(reader, f"{arch}.attention.layer_norm_rms_epsilon") == pytest.approx(config.rms_norm_eps, rel=1e-6)
+    assert field(reader, f"{arch}.rope.freq_base") == rope_theta(config)
+    return config
+
+
+def test_gemma_gguf_holds_what_llama_cpps_gemma_loader_reads(gemma):
+    config = check_gemma_metadata(gemma, "gemma", lambda c: c.rope_parameters["rope_theta"])
     assert (config.head_dim, config.num_key_value_heads) == (256, 1)    # not hidden / heads, MQA
-    assert field(reader, "gemma.attention.layer_norm_rms_epsilon") == pytest.approx(config.rms_norm_eps, rel=1e-6)
-    assert field(reader, "gemma.rope.freq_base") == config.rope_parameters["rope_theta"]
 
 
 def test_a_gemma_llama_cpp_would_run_differently_is_refused(tmp_path):
