@@ -7,6 +7,7 @@
     py-engine score --model DIR [--adapter DIR] --data FILE.jsonl
     py-engine generate --model DIR [--adapter DIR] --prompt TEXT [--max-new-tokens N]
                        [--greedy | --temperature X --top-k K --top-p P] [--raw]
+                       [--template-arg NAME=VALUE ...]
     py-engine data import|clean|export|stats ...   the training queue (see py_engine/cli_data.py)
     py-engine tabs generate|train|eval|deploy ...  the tab classifier (see py_engine/tabs/cli.py)
     py-engine export --format merged|gguf|gguf-lora|onnx --model DIR [--adapter DIR] --out DIR
@@ -561,8 +562,8 @@ def _check_chat_command(args):
         if args.base_dtype not in (None, "f32"):
             raise UsageError(f"--base-dtype {args.base_dtype}: T5 encoder-decoders keep f32 base "
                              "weights")
-        refuse_options(args, ("raw",), f"{args.model} is a T5 encoder-decoder: the prompt is "
-                                       "its input text as it is, there is no chat template")
+        refuse_options(args, ("raw", "template_arg"), f"{args.model} is a T5 encoder-decoder: "
+                       "the prompt is its input text as it is, there is no chat template")
     if args.adapter is not None:
         check_adapter(args.adapter, "SEQ_2_SEQ_LM" if kind == SEQ2SEQ else "CAUSAL_LM")
     return kind
@@ -615,8 +616,13 @@ def cmd_generate(args):
     if args.greedy and sampling:
         raise UsageError("--greedy takes the likeliest token: it cannot be combined with "
                          "--temperature, --top-k or --top-p")
+    if args.raw and args.template_arg:
+        raise UsageError("--template-arg: --raw continues the text itself, without the chat template")
+    template_args = dict(args.template_arg or ())
     chat = _load_chat(args, _check_chat_command(args))
-    if not chat.prompt_ids(args.prompt, args.raw):
+    if template_args and getattr(chat, "template", None) is None:
+        raise UsageError(f"--template-arg: {args.model} has no chat template")
+    if not chat.prompt_ids(args.prompt, args.raw, template_args):
         raise UsageError("the prompt is empty: give some text to continue")
     stream = sys.stdout
 
@@ -625,7 +631,8 @@ def cmd_generate(args):
         stream.flush()
 
     run_sync(chat.generate(args.prompt, greedy=not sampling, stop=args.stop, on_token=show,
-                           raw=args.raw, **sampling, **given_options(args, "max_new_tokens", "seed")))
+                           raw=args.raw, template_args=template_args, **sampling,
+                           **given_options(args, "max_new_tokens", "seed")))
     stream.write("\n")
     return 0
 
@@ -817,6 +824,28 @@ def _chat_parsers(sub):
     p.add_argument("--stop", action="append", default=[], type=_text,
                    help="stop at this text (repeatable)")
     p.add_argument("--seed", type=SEED)
+    p.add_argument("--template-arg", action="append", type=template_arg, metavar="NAME=VALUE",
+                   help="a variable for the chat template (repeatable), its value JSON where it "
+                        "parses as JSON, else text: --template-arg enable_thinking=false turns "
+                        "Qwen3's thinking off")
+
+
+# variables the chat template gets from generate itself
+TEMPLATE_OWN = ("messages", "add_generation_prompt", "tools", "documents")
+
+
+def template_arg(text):
+    """(name, value) of NAME=VALUE: VALUE as JSON (false, 3, "x", [..]) where it parses, else
+    the text itself."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE with NAME a template variable, got {text!r}")
+    if name in TEMPLATE_OWN:
+        raise argparse.ArgumentTypeError(f"{name} is set by generate itself")
+    try:
+        return name, json.loads(value)
+    except ValueError:
+        return name, value
 
 
 def build_parser():

@@ -278,16 +278,18 @@ class ChatModel:
 
     # --- generation ---
 
-    def prompt_ids(self, prompt, raw=False):
+    def prompt_ids(self, prompt, raw=False, template_args=None):
         """Token ids of a prompt: a list of messages, or a string taken as one user turn, both
-        rendered with the chat template and its generation prompt; with `raw` (or a checkpoint
-        without a template) the string itself with the tokenizer's default special tokens."""
+        rendered with the chat template and its generation prompt (`template_args`: more
+        variables for the template, such as Qwen3's enable_thinking); with `raw` (or a
+        checkpoint without a template) the string itself with the tokenizer's default special
+        tokens."""
         if isinstance(prompt, str) and (raw or self.template is None):
             return self.tokenizer.encode(prompt).ids
         if self.template is None:
             raise ValueError("this checkpoint has no chat template: give the prompt as text")
         messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
-        text = self.template.render(messages, add_generation_prompt=True)
+        text = self.template.render(messages, add_generation_prompt=True, **(template_args or {}))
         return self.tokenizer.encode(text, add_special_tokens=False).ids
 
     def eos_token_ids(self):
@@ -313,12 +315,12 @@ class ChatModel:
         return self._decoder
 
     async def generate(self, prompt, max_new_tokens=128, greedy=True, temperature=1.0, top_k=0,
-                       top_p=1.0, stop=(), seed=0, on_token=None, raw=False):
+                       top_p=1.0, stop=(), seed=0, on_token=None, raw=False, template_args=None):
         """Continue a prompt (see prompt_ids); returns a GenerationResult (ids, text,
         finish_reason). on_token(id, text piece) streams the reply as it is made."""
         from ..generate import generate
 
-        ids = self.prompt_ids(prompt, raw)
+        ids = self.prompt_ids(prompt, raw, template_args)
         limit = self.checkpoint.config.max_position_embeddings
         if len(ids) + max_new_tokens > limit:
             raise ValueError(f"prompt ({len(ids)} tokens) + max_new_tokens ({max_new_tokens}) "
