@@ -85,10 +85,13 @@ class Seq2SeqModel(ChatModel):
             raise ValueError(f"mode {config.mode!r}: encoder-decoders train LoRA adapters only (mode 'lora')")
         return await super().trainer(examples, config, validation, guard, plateau)
 
-    def prompt_ids(self, prompt, raw=False):
-        """The input's token ids (the tokenizer's special tokens appended, as T5 is fed)."""
+    def prompt_ids(self, prompt, raw=False, template_args=None):
+        """The input's token ids (the tokenizer's special tokens appended, as T5 is fed); there
+        is no chat template, so no `template_args`."""
         if not isinstance(prompt, str):
             raise ValueError("an encoder-decoder's input is a text")
+        if template_args:
+            raise ValueError("an encoder-decoder has no chat template: template_args do not apply")
         return self.tokenizer.encode(prompt).ids
 
     def eos_token_ids(self):
