@@ -23,8 +23,9 @@
 `train` looks at the checkpoint: a BERT-family encoder trains a classifier on JSONL lines
 {"text": ..., "label": ...}; a T5 encoder-decoder (FLAN-T5) trains a LoRA adapter on
 {"input": ..., "target": ...} pairs (or Alpaca, prompt/response and conversation records, see
-py_engine/data/seq2seq.py); a decoder (Llama family: Llama, TinyLlama, SmolLM, Qwen2, Qwen3; Gemma 1 and 3; GPT-2
-family: GPT-2, DialoGPT, distilgpt2; Phi-2 family: phi-2, phi-1.5) trains on chat data: {"messages": [{"role", "content"}, ...]}, Alpaca {"instruction", "input", "output"},
+py_engine/data/seq2seq.py); a decoder (Llama family: Llama, TinyLlama, SmolLM, Qwen2, Qwen3;
+Gemma 1 and 3; GPT-2 family: GPT-2, DialoGPT, distilgpt2; Phi-2 family: phi-2, phi-1.5) trains
+on chat data: {"messages": [{"role", "content"}, ...]}, Alpaca {"instruction", "input", "output"},
 {"prompt", "response"} pairs, or {"text": ...} for continued pretraining (no chat template
 needed). Decoders train with LoRA (a PEFT adapter is written), full fine-tuning or hybrid (a
 whole checkpoint is written). Options left out take the Python API's defaults for the task.

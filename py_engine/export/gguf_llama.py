@@ -61,9 +61,9 @@ _LAYER = {"input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q",
           "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down",
           # Phi-2 (PhiForCausalLM): the same layers under its own module names
           "self_attn.dense": "attn_output", "mlp.fc1": "ffn_up", "mlp.fc2": "ffn_down"}
-# Gemma 3's sandwich norms (its post_attention_layernorm normalises the attention's output)
-_GEMMA3_LAYER = {"post_attention_layernorm": "post_attention_norm",
-                 "pre_feedforward_layernorm": "ffn_norm", "post_feedforward_layernorm": "post_ffw_norm"}
+# Gemma 3's, with its sandwich norms (its post_attention_layernorm normalises the attention's output)
+_GEMMA3_LAYER = dict(_LAYER, post_attention_layernorm="post_attention_norm",
+                     pre_feedforward_layernorm="ffn_norm", post_feedforward_layernorm="post_ffw_norm")
 LLAMA_CPP_GEMMA3 = {"sliding_every": 6, "local_rope_theta": 10000.0}
 _GLOBAL = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
            "lm_head.weight": "output.weight", "lm_head.bias": "output.bias",
@@ -124,7 +124,7 @@ def gguf_name(name, arch=None):
     if parts[:2] != ["model", "layers"]:
         raise ExportError(f"no GGUF name for tensor {name!r}")
     module, kind = ".".join(parts[3:-1]), parts[-1]
-    layer = dict(_LAYER, **_GEMMA3_LAYER) if arch == "gemma3" else _LAYER
+    layer = _GEMMA3_LAYER if arch == "gemma3" else _LAYER
     if module not in layer:
         raise ExportError(f"no GGUF name for tensor {name!r}")
     return f"blk.{parts[2]}.{layer[module]}.{kind}"
@@ -154,9 +154,9 @@ def permuted_heads(values, rows, heads):
     return out
 
 
-def _permutation(name, config):
-    """The head count whose rows `name` is reordered by, or None."""
-    if architecture(config) != "llama":
+def _permutation(name, config, arch):
+    """The head count whose rows `name` is reordered by (arch: architecture(config)), or None."""
+    if arch != "llama":
         return None
     if ".self_attn.q_proj." in name:
         return config.num_attention_heads
@@ -275,7 +275,7 @@ def model_writer(merged, ggml_type, name, warn=None):
     for hf_name in names:
         target = gguf_name(hf_name, arch)
         shape = tuple(merged.shape(hf_name))
-        heads = _permutation(hf_name, config)
+        heads = _permutation(hf_name, config, arch)
         offset = norm_offset if target.endswith("_norm.weight") else 0.0
 
         def make(hf_name=hf_name, shape=shape, heads=heads, offset=offset):
@@ -341,7 +341,7 @@ def adapter_writer(config, lora, tensors, ggml_type, name):
         base = gguf_name(key, arch)
         a_shape, a = tensors[key.replace(".weight", ".lora_A.weight")]
         b_shape, b = tensors[key.replace(".weight", ".lora_B.weight")]
-        heads = _permutation(key, config)
+        heads = _permutation(key, config, arch)
         b_rows = b if heads is None else permuted_heads(b, b_shape[0], heads)
         for suffix, shape, values in ((".lora_a", a_shape, a), (".lora_b", b_shape, b_rows)):
             target = base[:-len(".weight")] + ".weight" + suffix

@@ -7,8 +7,8 @@ against a backend's op interface (py_engine/backends), like models/bert.py.
                                                       (Qwen3, Gemma 3: RMSNorm of each head of q
                                                        and k first; Gemma 3's sliding layers
                                                        rotate by their own base)
-                x = x + o_proj(CausalAttention(q, k, v))          (grouped-query; Mistral,
-                                                                   Phi-3 and Qwen2 may slide a window)
+                x = x + o_proj(CausalAttention(q, k, v))          (grouped-query; Mistral, Phi-3,
+                                                                   Qwen2/3 and Gemma 3 may slide a window)
                 h = RMSNorm(x);  x = x + down_proj(SiLU(gate_proj(h)) * up_proj(h))
                                                       (Gemma: GELU-tanh, RMSNorm by 1 + weight;
                                                        Gemma 3: the attention's and the MLP's
@@ -62,12 +62,11 @@ class LlamaModel(DecoderModel):
         for n in range(c.num_hidden_layers):
             p = f"model.layers.{n}."
             s = {}
-            h, s["ln1"] = be.rmsnorm(x, be.param(p + "input_layernorm.weight"), c.rms_norm_eps,
-                                     c.norm_offset)
+            h, s["ln1"] = self._norm(be, x, p + "input_layernorm.weight")
             q, k, v = self._qkv(be, p, h, s, train)
             if c.qk_norm:
-                q, s["q_norm"] = self._head_norm(be, q, p + "self_attn.q_norm.weight")
-                k, s["k_norm"] = self._head_norm(be, k, p + "self_attn.k_norm.weight")
+                q, s["q_norm"] = self._norm(be, q, p + "self_attn.q_norm.weight", c.head_dim)
+                k, s["k_norm"] = self._norm(be, k, p + "self_attn.k_norm.weight", c.head_dim)
             rope = ropes[n]
             q = be.rope(q, rope, c.num_attention_heads, T, position)
             k = be.rope(k, rope, c.num_key_value_heads, T, position)
@@ -93,7 +92,7 @@ class LlamaModel(DecoderModel):
                 layers.append(s)
             else:
                 be.end_layer(x)       # inference: this layer's intermediates may be reused
-        out, final = be.rmsnorm(x, be.param("model.norm.weight"), c.rms_norm_eps, c.norm_offset)
+        out, final = self._norm(be, x, "model.norm.weight")
         return out, {"layers": layers, "final": final, "ids": inputs.ids, "ropes": ropes, "T": T}
 
     def _rope_tables(self, be, positions, seq_len):
@@ -111,9 +110,11 @@ class LlamaModel(DecoderModel):
         post_attention_layernorm normalises the attention's output)."""
         return "pre_feedforward_layernorm" if self.config.sandwich_norms else "post_attention_layernorm"
 
-    def _norm(self, be, x, name):
+    def _norm(self, be, x, name, width=None):
+        """RMSNorm by the weight `name` (Gemma's by 1 + weight); with `width` each block of that
+        many columns on its own (QK-norm: a block per head)."""
         c = self.config
-        return be.rmsnorm(x, be.param(name), c.rms_norm_eps, c.norm_offset)
+        return be.rmsnorm(x, be.param(name), c.rms_norm_eps, c.norm_offset, width=width)
 
     def _qkv(self, be, p, h, s, train):
         """q, k, v of layer prefix `p`: three projections, or Phi-3's one qkv_proj split."""
@@ -122,11 +123,6 @@ class LlamaModel(DecoderModel):
             return [linear(be, p + f"self_attn.{m}_proj", h, s, train) for m in "qkv"]
         q, kv = c.num_attention_heads * c.head_dim, c.num_key_value_heads * c.head_dim
         return be.split_columns(linear(be, p + "self_attn.qkv_proj", h, s, train), (q, kv, kv))
-
-    def _head_norm(self, be, x, name):
-        """QK-norm: each head's block of x [rows, heads * head_dim] RMS-normalised on its own."""
-        c = self.config
-        return be.rmsnorm(x, be.param(name), c.rms_norm_eps, c.norm_offset, width=c.head_dim)
 
     def _gate_up(self, be, p, h, s, train):
         """The MLP's gate and up: two projections, or Phi-3's one gate_up_proj split (gate first)."""

@@ -93,7 +93,8 @@ class LlamaConfig:
         self.mlp_bias = bool(values.get("mlp_bias", False))
         self.head_dim = need("head_dim", int, 256 if gemma else 128 if self.qk_norm else
                              self.hidden_size // max(1, self.num_attention_heads))
-        self.layer_windows = _layer_windows(values, self.model_type, self.num_hidden_layers)
+        sliding = _sliding_layers(values, self.model_type, self.num_hidden_layers)
+        self.layer_windows = _layer_windows(values, self.model_type, sliding)
         self.use_bidirectional_attention = bool(values.get("use_bidirectional_attention"))
         # the rotary settings of full-attention layers; Gemma 3's sliding layers have their own
         by_type = values.get("rope_parameters") if gemma3 else None
@@ -108,9 +109,8 @@ class LlamaConfig:
             local.setdefault("rope_theta", values.get("rope_local_base_freq", 10_000.0))
             local = _rope_parameters({"rope_parameters": local})
         # each layer's rotary settings: rope_parameters, or on a Gemma 3 sliding layer its own
-        self.layer_rope = tuple(local if sliding else self.rope_parameters for sliding in
-                                (_gemma3_sliding(values, self.num_hidden_layers) if gemma3
-                                 else [False] * self.num_hidden_layers))
+        self.layer_rope = tuple(local if local is not None and s else self.rope_parameters
+                                for s in sliding)
         self.query_scale = None
         if gemma3:
             scalar = need("query_pre_attn_scalar", float, 256.0)
@@ -230,38 +230,40 @@ def _hidden_act(values, gemma):
     return "gelu_pytorch_tanh" if act == "gelu" else act
 
 
-def _layer_windows(values, model_type, layers):
-    """Each layer's sliding window (None = full causal attention), as transformers picks them."""
-    if model_type == "mistral":
-        window = values.get("sliding_window", MISTRAL_WINDOW)
-        return (window,) * layers
-    if model_type in PHI3_TYPES:        # Phi3Config's default: none
-        return (values.get("sliding_window"),) * layers
-    if model_type == "gemma3_text":
-        window = values.get("sliding_window", 4096)
-        return tuple(window if sliding else None for sliding in _gemma3_sliding(values, layers))
-    if model_type in ("qwen2", "qwen3"):
-        window = values.get("sliding_window", 4096) if values.get("use_sliding_window") else None
-        types = values.get("layer_types")
-        if types is None:
-            first = values.get("max_window_layers", 28)
-            types = ["sliding_attention" if window is not None and n >= first else "full_attention"
-                     for n in range(layers)]
-        if len(types) != layers:
-            raise ConfigError(f"config.json field 'layer_types' has {len(types)} entries for {layers} layers")
-        return tuple(window if t == "sliding_attention" else None for t in types)
-    return (None,) * layers
-
-
-def _gemma3_sliding(values, layers):
-    """Whether each Gemma 3 layer is a sliding one: its layer_types, else all but each
-    sliding_window_pattern-th (6 by default), as Gemma3TextConfig makes them."""
-    pattern = values.get("sliding_window_pattern", values.get("_sliding_window_pattern", 6))
-    types = values.get("layer_types") or [
-        "sliding_attention" if (n + 1) % pattern else "full_attention" for n in range(layers)]
+def _sliding_layers(values, model_type, layers):
+    """Whether each layer is a sliding-window one, as transformers lays them out: config.json's
+    layer_types where the family reads them (Qwen2/3, Gemma 3), else its default pattern."""
+    if model_type == "mistral" or model_type in PHI3_TYPES:
+        return [True] * layers
+    if model_type == "gemma3_text":      # all but each sliding_window_pattern-th (6 by default)
+        pattern = values.get("sliding_window_pattern", values.get("_sliding_window_pattern", 6))
+        default = [(n + 1) % pattern != 0 for n in range(layers)]
+    elif model_type in ("qwen2", "qwen3"):   # with use_sliding_window, from max_window_layers on
+        first = values.get("max_window_layers", 28)
+        default = [bool(values.get("use_sliding_window")) and n >= first for n in range(layers)]
+    else:
+        return [False] * layers
+    types = values.get("layer_types")
+    if types is None:
+        return default
     if len(types) != layers:
         raise ConfigError(f"config.json field 'layer_types' has {len(types)} entries for {layers} layers")
     return [t == "sliding_attention" for t in types]
+
+
+def _layer_windows(values, model_type, sliding):
+    """Each layer's sliding window (None = full causal attention), as transformers picks them."""
+    if model_type == "mistral":
+        window = values.get("sliding_window", MISTRAL_WINDOW)
+    elif model_type in PHI3_TYPES:        # Phi3Config's default: none
+        window = values.get("sliding_window")
+    elif model_type == "gemma3_text":
+        window = values.get("sliding_window", 4096)
+    elif model_type in ("qwen2", "qwen3"):
+        window = values.get("sliding_window", 4096) if values.get("use_sliding_window") else None
+    else:
+        window = None
+    return tuple(window if s else None for s in sliding)
 
 
 def _padding_row(pad, vocab_size):
