@@ -9,7 +9,7 @@ import pytest
 from py_engine.tabs.categories import Categories
 from py_engine.tabs.tab_data import EVAL_FILE, read_tabs
 from py_engine.tabs.generator import url_domain
-from py_engine.tabs.listed_domains import UT1_LISTS, build
+from py_engine.tabs.listed_domains import UT1_LISTS, build, main as build_listed_file
 from py_engine.tabs.rules import (LISTED_FILE, Rules, RulesError, categorise, categorise_name,
                                   decode_percent, listed_domains, load_conformance, load_rules, words)
 
@@ -123,15 +123,19 @@ def test_bad_listed_domain_files(domains, message):
         listed_domains({"version": 2, "domains": {}}, "listed.json")
 
 
+def fake_ut1(root, lists):
+    for name in UT1_LISTS:
+        (root / "blacklists" / name).mkdir(parents=True)
+        (root / "blacklists" / name / "domains").write_text(lists.get(name, ""))
+
+
 def test_listed_domains_are_built_from_a_ut1_copy(tmp_path):
     """build() maps each UT1 list to its category, lower-cases, drops what is not a domain,
     a domain two categories claim and one a hand rule names; the result loads as rules."""
     lists = {"social_networks": "Friends.example\nboth.example\n# a comment\n10.1.2.3\n",
              "dating": "friends.example\n", "games": "play.example\nboth.example\n",
              "shopping": "shop.example\nhand.example\n", "press": "daily.example.\n"}
-    for name in UT1_LISTS:
-        (tmp_path / "blacklists" / name).mkdir(parents=True)
-        (tmp_path / "blacklists" / name / "domains").write_text(lists.get(name, ""))
+    fake_ut1(tmp_path, lists)
     data = build(tmp_path, hand_domains={"hand.example"}, commit="abc")
     assert data["source"]["commit"] == "abc"
     assert listed_domains(data) == {"friends.example": "social", "play.example": "entertainment",
@@ -142,3 +146,38 @@ def test_listed_domains_are_built_from_a_ut1_copy(tmp_path):
     (tmp_path / "blacklists" / "press" / "domains").unlink()
     with pytest.raises(FileNotFoundError, match="press/domains: no such UT1 list"):
         build(tmp_path)
+
+
+def test_the_listed_domains_command_replaces_only_a_listed_domains_file(tmp_path, capsys):
+    """`python -m py_engine.tabs.listed_domains UT1_DIR --out FILE` writes a new file or
+    replaces a listed-domains file built from UT1; any other file, a folder, a missing folder
+    or a missing list is refused with one line before anything is written."""
+    fake_ut1(tmp_path / "ut1", {"press": "daily.example\n"})
+    out = tmp_path / "listed.json"
+    assert build_listed_file([str(tmp_path / "ut1"), "--out", str(out), "--commit", "abc"]) == 0
+    assert listed_domains(json.loads(out.read_text())) == {"daily.example": "news"}
+    fake_ut1(tmp_path / "ut1b", {"press": "other.example\n"})
+    assert build_listed_file([str(tmp_path / "ut1b"), "--out", str(out)]) == 0
+    assert listed_domains(json.loads(out.read_text())) == {"other.example": "news"}
+    mine = {"notes.txt": "my notes\n", "config.json": '{"a": 1}\n',
+            "listed.json": json.dumps({"version": 1, "domains": {}})}
+    for name, text in mine.items():
+        (tmp_path / "mine").mkdir(exist_ok=True)
+        (tmp_path / "mine" / name).write_text(text)
+    refused = [(str(tmp_path / "mine" / "notes.txt"), "not valid JSON"),
+               (str(tmp_path / "mine" / "config.json"), 'expected an object with "version": 1'),
+               (str(tmp_path / "mine" / "listed.json"), "not a listed-domains file built from UT1"),
+               (str(tmp_path / "mine"), "is a folder, not a file"),
+               (str(tmp_path / "none" / "x.json"), "no folder")]
+    for path, message in refused:
+        with pytest.raises(SystemExit) as e:
+            build_listed_file([str(tmp_path / "ut1"), "--out", path])
+        assert e.value.code == 2
+        assert message in capsys.readouterr().err
+    assert {p.name: p.read_text() for p in (tmp_path / "mine").iterdir()} == mine
+    assert not (tmp_path / "none").exists()
+    with pytest.raises(SystemExit):
+        build_listed_file([str(tmp_path / "nothing"), "--out", str(tmp_path / "new.json")])
+    assert "no such UT1 list" in capsys.readouterr().err
+    assert not (tmp_path / "new.json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["listed.json", "mine", "ut1", "ut1b"]

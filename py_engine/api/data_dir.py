@@ -20,6 +20,8 @@ import secrets
 import stat
 from pathlib import Path
 
+from ..formats.atomic_file import write_atomically
+
 MARKER = ".py_engine-api"
 TOKEN_FILE = "admin_token"
 QUEUE_FILE = "queue.sqlite"
@@ -29,20 +31,6 @@ DEFAULT_DATA_DIR = Path("~/.py_engine/api")
 
 class DataDirError(ValueError):
     """A data directory that cannot be used; the message says why."""
-
-
-def _write_atomically(path, data, mode=0o644):
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 class DataDir:
@@ -63,7 +51,7 @@ class DataDir:
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
         (root / "adapters").mkdir(exist_ok=True, mode=0o700)
         if not (root / MARKER).is_file():
-            _write_atomically(root / MARKER, b'{"written_by": "py_engine serve-api"}\n')
+            write_atomically(root / MARKER, [b'{"written_by": "py_engine serve-api"}\n'], mode=0o644)
         return cls(root, cls._token(root / TOKEN_FILE))
 
     @staticmethod
@@ -107,8 +95,8 @@ class DataDir:
                 from None
 
     def write_registry(self, name, value):
-        _write_atomically(self.root / f"{name}.json",
-                          (json.dumps(value, indent=1, ensure_ascii=False) + "\n").encode())
+        write_atomically(self.root / f"{name}.json",
+                         [(json.dumps(value, indent=1, ensure_ascii=False) + "\n").encode()], mode=0o644)
 
 
 def checked_id(value):

@@ -35,6 +35,8 @@ import sys
 from array import array
 from functools import lru_cache
 
+from .atomic_file import write_atomically
+
 # Every dtype the format defines, in the order of the library's Dtype enum (roughly by
 # alignment): it writes tensors sorted by this order descending, then by name, and so do we.
 # Values are bits per element.
@@ -299,40 +301,7 @@ def save(tensors, path, metadata=None):
     order; ours are sorted, so equal inputs give equal files).
     """
     header, pieces = _serialize(tensors, metadata)
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    temp = os.path.join(folder, f".{os.path.basename(path)}.{os.urandom(6).hex()}.tmp")
-    # O_EXCL: never reuse an existing file; mode 0o666 lets the umask decide, as open() would.
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(header)
-            for piece in pieces:
-                f.write(piece)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        try:
-            os.unlink(temp)
-        except OSError:
-            pass
-        raise
-    _fsync_folder(folder)
-
-
-def _fsync_folder(folder):
-    """Make the rename itself durable where the platform allows opening a folder (POSIX)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    write_atomically(path, [header, *pieces])
 
 
 def _serialize(tensors, metadata):

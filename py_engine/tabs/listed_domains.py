@@ -25,7 +25,9 @@ import json
 import sys
 from pathlib import Path
 
-from .rules import LISTED_FILE, is_domain, load_rules
+from ..formats.atomic_file import write_atomically
+from ..formats.json_file import JsonFileError, read_json_object
+from .rules import LISTED_FILE, RulesError, is_domain, listed_domains, load_rules
 
 # UT1 list -> category id, by the categories' descriptions (categories.py): Social is social
 # networks, forums and personal messaging (dating sites are people meeting people); Entertainment
@@ -76,15 +78,42 @@ def build(ut1_dir, hand_domains=(), commit=None):
             "domains": {c: " ".join(sorted(domains.get(c, []))) for c in lists}}
 
 
+def check_out(path):
+    """`path` for the file main() writes: in an existing folder, and either new or a
+    listed-domains file already (one whose source is UT1), so that no other file is replaced."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"{path}: no folder {path.parent}")
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path} is a folder, not a file")
+    if path.exists():
+        try:
+            data = read_json_object(path)
+            listed_domains(data, str(path))
+        except (JsonFileError, RulesError) as e:
+            raise argparse.ArgumentTypeError(f"{e}: it is not a listed-domains file to replace; "
+                                             "give a new path") from None
+        source = data.get("source")
+        if not isinstance(source, dict) or source.get("copy") != SOURCE["copy"]:
+            raise argparse.ArgumentTypeError(f"{path} is not a listed-domains file built from "
+                                             "UT1 to replace; give a new path")
+    return path
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m py_engine.tabs.listed_domains", description=__doc__.split("\n\n")[0])
     p.add_argument("ut1_dir", help="a copy of the UT1 blacklists (holding blacklists/<list>/domains)")
     p.add_argument("--commit", help="the copy's commit, recorded in the file")
-    p.add_argument("--out", default=str(LISTED_FILE))
+    p.add_argument("--out", type=check_out, default=str(LISTED_FILE),
+                   help="the file to write: new, or a listed-domains file to replace (default: the shipped one)")
     args = p.parse_args(argv)
     hand = {domain for domain, *_ in load_rules(listed=None).domains}
-    data = build(args.ut1_dir, hand, args.commit)
-    Path(args.out).write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    try:
+        data = build(args.ut1_dir, hand, args.commit)
+    except FileNotFoundError as e:
+        p.error(str(e))
+    text = json.dumps(data, indent=1, ensure_ascii=False) + "\n"
+    write_atomically(args.out, [text.encode("utf-8")])
     counts = {c: len(d.split()) for c, d in data["domains"].items()}
     print(f"wrote {sum(counts.values())} domains to {args.out}: {counts}", file=sys.stderr)
     return 0
