@@ -623,8 +623,6 @@ def cmd_generate(args):
     chat = _load_chat(args, _check_chat_command(args))
     if template_args and getattr(chat, "template", None) is None:
         raise UsageError(f"--template-arg: {args.model} has no chat template")
-    if not chat.prompt_ids(args.prompt, args.raw, template_args):
-        raise UsageError("the prompt is empty: give some text to continue")
     stream = sys.stdout
 
     def show(token, piece):

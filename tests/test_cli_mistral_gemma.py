@@ -46,6 +46,8 @@ def test_template_args_reach_the_chat_template(tmp_path):
     assert out.returncode == 0
     for extra, match in ((["--template-arg", "messages=[]"], "messages is set by generate itself"),
                          (["--template-arg", "enable_thinking"], "expected NAME=VALUE"),
-                         (["--raw", "--template-arg", "x=1"], "--raw continues the text itself")):
+                         (["--raw", "--template-arg", "x=1"], "--raw continues the text itself"),
+                         (["--raw", "--prompt", ""], "the prompt is empty")):
         out = cli("generate", "--model", model, "--prompt", "Hi", *extra, check=False)
         assert out.returncode == 2 and match in out.stderr, out.stderr
+        assert out.stdout == ""

@@ -321,6 +321,8 @@ class ChatModel:
         from ..generate import generate
 
         ids = self.prompt_ids(prompt, raw, template_args)
+        if not ids:
+            raise ValueError("the prompt is empty: give some text to continue")
         limit = self.checkpoint.config.max_position_embeddings
         if len(ids) + max_new_tokens > limit:
             raise ValueError(f"prompt ({len(ids)} tokens) + max_new_tokens ({max_new_tokens}) "
