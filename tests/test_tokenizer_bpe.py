@@ -387,6 +387,26 @@ def test_pairs_truncation_and_padding(corpus, references, style):
 
 # ---- what is refused --------------------------------------------------------------------
 
+def test_many_added_tokens_sharing_prefixes_match_like_the_library(references):
+    """Added tokens are found leftmost-longest, as the library's automaton finds them, with
+    many that share prefixes or hold one another (Llama-3's 256 reserved tokens, "ab" inside
+    "abc" and "xabcx"): random texts of their fragments give the library's ids."""
+    ref = Tokenizer.from_str(references["gpt2"].to_str())
+    reserved = [f"<|reserved_{i}|>" for i in range(256)]
+    nested = ["ab", "abc", "abcd", "bc", "xabcx", "<|", "|>", "<|reserved_1", "é<", "<é>"]
+    ref.add_special_tokens(reserved)
+    ref.add_tokens([AddedToken(t, normalized=False) for t in nested])
+    ours = BPETokenizer.from_json(ref.to_str())
+    rng = random.Random(11)
+    pieces = reserved[:40] + nested + ["<|reserved_", "|", ">", "a", "b", "c", "x", " ", "1", "7", "<"]
+    texts = ["".join(rng.choice(pieces) for _ in range(rng.randint(1, 30))) for _ in range(1500)]
+    theirs = ref.encode_batch(texts, add_special_tokens=False)
+    bad = [(text, mine.ids, r.ids) for text, r in zip(texts, theirs)
+           if (mine := ours.encode(text, add_special_tokens=False)).ids != r.ids]
+    assert not bad, report(bad, len(texts), "strings of added-token fragments")
+    assert sum(any(i >= ref.get_vocab_size() - 266 for i in r.ids) for r in theirs) > 1000
+
+
 def test_unsupported_features_are_refused(references):
     config = json.loads(references["gpt2"].to_str())
     with pytest.raises(ValueError, match="'WordPiece'"):
