@@ -1,5 +1,5 @@
 """Our tokenizers on the real vocabularies of the families we train (Qwen2/2.5/3, Llama 3,
-Llama 2, Phi-3, GPT-2), against the ids Hugging Face `tokenizers` gave for them. The
+Llama 2, Phi-3, GPT-2, and Gemma's construction on Gemma 4's vocabulary), against the ids Hugging Face `tokenizers` gave for them. The
 vocabularies and those ids come from llama.cpp's tokenizer tests (models/ggml-vocab-NAME.gguf,
 with .inp texts and .out ids that its convert_hf_to_gguf_update.py wrote from each model's own
 tokenizer). They are too large to keep in the repository, so this runs by hand, on the copy of
@@ -10,8 +10,9 @@ llama.cpp that the llama-cpp-python source package carries:
     .venv/bin/python tests/real_vocab_check.py /tmp/llsrc/llama_cpp_python-0.3.36/vendor/llama.cpp/models
 
 Each GGUF vocabulary becomes the tokenizer.json its model ships (byte-level BPE with the
-family's split regex, or SentencePiece-style BPE whose merges are built from the pieces'
-scores, as transformers' converter builds them); the library must then give the .out ids
+family's split regex; SentencePiece-style BPE whose merges are built from the pieces' scores,
+as transformers' converter builds them; or Gemma's: spaces replaced by U+2581, its merges, byte
+fallback); the library must then give the .out ids
 (proving the file is the model's), and ours must give them too and equal the library's on
 tests/test_tokenizer_bpe.py's 5,000 varied strings. Exits 1 on any difference.
 """
@@ -26,7 +27,7 @@ QWEN2 = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{
 LLAMA3 = QWEN2.replace(r"|\p{N}|", r"|\p{N}{1,3}|")
 # name: (pattern for byte-level BPE (None: GPT-2's own), normalizer) or "spm"
 VOCABS = {"qwen2": (QWEN2, {"type": "NFC"}), "llama-bpe": (LLAMA3, None), "gpt-2": (None, None),
-          "llama-spm": "spm", "phi-3": "spm"}
+          "llama-spm": "spm", "phi-3": "spm", "gemma-4": "gemma"}
 CONTROL, USER_DEFINED, NORMAL = 3, 4, 1      # llama.cpp's token types
 
 
@@ -82,6 +83,28 @@ def spm_json(vocab):
                       "merges": [m for *_, m in merges]}}
 
 
+def gemma_json(vocab):
+    tokens, types = vocab["tokens"], vocab["token_type"]
+    return {"version": "1.0",
+            "added_tokens": added(tokens, types, {CONTROL}) + added(tokens, types, {USER_DEFINED}, False),
+            "normalizer": {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"},
+            "pre_tokenizer": None, "post_processor": None,
+            "decoder": {"type": "Sequence", "decoders": [
+                {"type": "Replace", "pattern": {"String": "\u2581"}, "content": " "},
+                {"type": "ByteFallback"}, {"type": "Fuse"}]},
+            "model": {"type": "BPE", "dropout": None, "unk_token": "<unk>", "fuse_unk": True,
+                      "byte_fallback": True, "ignore_merges": False,
+                      "vocab": {t: i for i, t in enumerate(tokens)}, "merges": vocab["merges"]}}
+
+
+def tokenizer_json(vocab, how):
+    if how == "spm":
+        return spm_json(vocab)
+    if how == "gemma":
+        return gemma_json(vocab)
+    return byte_level_json(vocab, *how)
+
+
 def reference_cases(models, name):
     texts = (models / f"ggml-vocab-{name}.gguf.inp").read_text(encoding="utf-8").split("\n__ggml_vocab_test__\n")
     ids = (models / f"ggml-vocab-{name}.gguf.out").read_text(encoding="utf-8").split("\n")
@@ -99,7 +122,7 @@ def main(models):
     models, corpus, failed = Path(models), make_corpus(), 0
     for name, how in VOCABS.items():
         vocab = read_vocab(models / f"ggml-vocab-{name}.gguf")
-        text = json.dumps(spm_json(vocab) if how == "spm" else byte_level_json(vocab, *how), ensure_ascii=False)
+        text = json.dumps(tokenizer_json(vocab, how), ensure_ascii=False)
         theirs, ours = Tokenizer.from_str(text), BPETokenizer.from_json(text)
         cases = reference_cases(models, name)
         lib_wrong = sum(theirs.encode(t, add_special_tokens=False).ids != want for t, want in cases)
