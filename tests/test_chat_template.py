@@ -366,6 +366,17 @@ MINI = [
     "{{ 'odd' is test }}{{ 'x' if 'x' is string else 'y' }}",
     "{% for m in messages %}{{ m.role }}: {% if m.role == 'assistant' %}{% generation %}"
     "{{ m.content }}{% endgeneration %}{% else %}{{ m.content }}{% endif %}\n{% endfor %}",
+    # filter blocks; select/map over none (nothing, as jinja2 gives: Functionary v3.1 without tools)
+    "{% filter upper %}{{ messages | length }} {{ messages[0].role }}{% endfilter %}"
+    "{% set x = 1 %}{% filter replace('a', 'A') | trim %}  {% set x = 2 %}a{{ x }}  {% endfilter %}"
+    "{{ x }}{% for m in messages %}{% filter title %}{{ m.content }}{% endfilter %}|{% endfor %}",
+    "{{ none | selectattr('type', 'equalto', 'x') | list | length }}{{ none | map('upper') | list }}"
+    "{{ foo | select | list }}{{ none | rejectattr('a') | list }}{{ none | reject('none') | list }}"
+    "{{ none | map(attribute='a') | list }}",
+    # a filter or test we lack, where jinja2 compiles it and fails only when it is reached
+    "{% if messages | length > 5 %}{{ messages | from_json }}{% endif %}{{ 1 if true else "
+    "messages | from_json }}{% for m in messages %}{% if m.role == 'x' and m is frob %}{% endif %}{% endfor %}"
+    "{% macro f(a) %}{% if a %}{{ a | from_json }}{% endif %}{% endmacro %}{{ f(0) }}ok",
     # dict literals whose closing braces meet the tag's, dict.fromkeys, range
     "{{ {'a': {'b': 1}} }}{{ [{'a': [1, {'b': 2}]}] | tojson }}{{ {'k': {'v': 1}}|tojson }}"
     "{{ dict.fromkeys(['x', 'y'], 0) }}{{ dict(a=1) }}{{ range(3) }}",
@@ -408,6 +419,55 @@ def test_strftime_now():
     import datetime
     out = ChatTemplate("{{ strftime_now('%Y') }}").render([])
     assert out == str(datetime.datetime.now().year)
+
+
+def test_unknown_filters_and_tests_are_refused_where_jinja2_refuses_them():
+    """jinja2 refuses a filter or test it lacks when it compiles the template, except inside an
+    {% if %} block or a conditional expression (not in a for loop's, macro's or block's body
+    there), where it fails only when the filter or test is reached: ours refuses in the same
+    places, at construction or at render (DeepSeek V3.2's template has llama.cpp's from_json
+    on a path transformers never takes)."""
+    env = jinja2.sandbox.ImmutableSandboxedEnvironment()
+    cases = [
+        ("{% for a in b %}{{ a|from_json }}{% endfor %}", "compile"),
+        ("{% if x %}{% for a in b %}{{ a|from_json }}{% endfor %}{% endif %}", "compile"),
+        ("{% macro m(a) %}{{ a|from_json }}{% endmacro %}", "compile"),
+        ("{% if x %}{% macro m(a) %}{{ a|from_json }}{% endmacro %}{% endif %}", "compile"),
+        ("{% if x %}{% set y %}{{ x|from_json }}{% endset %}{% endif %}", "compile"),
+        ("{% if x %}{% filter from_json %}x{% endfilter %}{% endif %}", "compile"),
+        ("{% for a in b if a is frob %}{% endfor %}", "compile"),
+        ("{{ x is frob }}", "compile"),
+        ("{{ x|from_json }}", "compile"),
+        ("{% for a in b %}{% if a %}{{ a|from_json }}{% endif %}{% endfor %}ok", "ok"),
+        ("{% macro m(a) %}{% if a %}{{ a|from_json }}{% endif %}{% endmacro %}ok", "ok"),
+        ("{% if x %}{% for a in b|from_json %}{% endfor %}{% endif %}ok", "ok"),
+        ("{% if x %}{% set y = x|from_json %}{% endif %}ok", "ok"),
+        ("{{ (x|from_json) if x else '' }}ok", "ok"),
+        ("{% if 'from_json' is filter %}{{ x|from_json }}{% endif %}ok", "ok"),
+        ("{% if x %}ok{% else %}{{ x|from_json }}{% endif %}", "render"),
+        ("{% if x|from_json %}{% endif %}", "render"),
+        ("{% if x is frob %}{% endif %}", "render"),
+        ("{% set y = 1 if x is frob else 2 %}", "render"),
+    ]
+    for template, outcome in cases:
+        try:
+            env.from_string(template).render(b=[])
+            theirs = "ok"
+        except jinja2.exceptions.TemplateAssertionError:
+            theirs = "compile"
+        except jinja2.exceptions.TemplateRuntimeError:
+            theirs = "render"
+        assert theirs == outcome, template
+        if outcome == "compile":
+            with pytest.raises(ValueError, match="unsupported (filter 'from_json'|test 'is frob')"):
+                ChatTemplate(template)
+            continue
+        ours = ChatTemplate(template)
+        if outcome == "ok":
+            assert ours.render([]) == "ok", template
+        else:
+            with pytest.raises(ValueError, match="unsupported (filter 'from_json'|test 'is frob')"):
+                ours.render([])
 
 
 @pytest.mark.parametrize("template, word", [

@@ -549,9 +549,7 @@ class _Parser:
         while True:
             if self.at("op", "|"):
                 self.take()
-                name = self.take("name")
-                if name not in _FILTERS:
-                    raise ValueError(f"chat template: unsupported filter {name!r}")
+                name = self.take("name")   # an unknown one: see _refuse_unknown
                 args, kwargs = self.args() if self.at("op", "(") else ([], [])
                 node = ("filter", name, node, args, kwargs)
             elif self.at("name", "is"):
@@ -568,8 +566,6 @@ class _Parser:
             negate = True
         name = self.take("name")
         name = {"None": "none", "True": "true", "False": "false"}.get(name, name)
-        if name not in _TESTS:
-            raise ValueError(f"chat template: unsupported test 'is {name}'")
         k, v = self.peek()
         if k == "op" and v == "(":
             args, kwargs = self.args()
@@ -609,6 +605,56 @@ def _parse_params(p):
             p.take("op", ",")
     p.take()
     return params
+
+
+def _refuse_unknown(body, soft=False):
+    """Refuse a filter or test we do not have where jinja2 refuses it when it compiles the
+    template: anywhere but inside an {% if %} block or a conditional expression (its "soft"
+    frames; a for loop's, a macro's or a block's body starts a frame that is not). There,
+    jinja2 compiles it and fails only if it is reached, and so do we (_eval): templates such
+    as DeepSeek V3.2's use llama.cpp's from_json on a path that transformers never takes."""
+    def expression(node, soft):
+        if isinstance(node, tuple) and node:
+            kind = node[0]
+            if kind == "filter" and len(node) == 5 and node[1] not in _FILTERS and not soft:
+                raise ValueError(f"chat template: unsupported filter {node[1]!r}")
+            if kind == "test" and len(node) == 6 and node[1] not in _TESTS and not soft:
+                raise ValueError(f"chat template: unsupported test 'is {node[1]}'")
+            soft = soft or kind == "cond"
+        if isinstance(node, (tuple, list)):
+            for child in node:
+                expression(child, soft)
+
+    for statement in body:
+        kind = statement[0]
+        if kind == "if":
+            _, branches, other = statement
+            for cond, sub in branches:
+                expression(cond, True)
+                _refuse_unknown(sub, True)
+            _refuse_unknown(other or [], True)
+        elif kind == "for":
+            _, targets, seq, cond, sub, other = statement
+            expression(seq, soft)
+            expression(cond, False)
+            _refuse_unknown(sub)
+            _refuse_unknown(other or [])
+        elif kind in ("macro", "callblock"):
+            macro = statement[-1]
+            if kind == "callblock":
+                expression(statement[1], soft)
+            expression([d for _, d in macro.params], False)
+            _refuse_unknown(macro.body)
+        elif kind == "setblock":
+            expression(statement[2], soft)
+            _refuse_unknown(statement[3])
+        elif kind == "filterblock":
+            expression(statement[1], False)
+            _refuse_unknown(statement[2])
+        elif kind == "generation":
+            _refuse_unknown(statement[1], soft)
+        else:
+            expression(statement[1:], soft)
 
 
 def _names_used(tree):
@@ -733,6 +779,14 @@ def _parse(items):
                     body.append(("setblock", targets[0], value, sub))
                 else:
                     raise ValueError("chat template: expected '=' in {% set %}")
+            elif word == "filter":       # {% filter f(args) | g %}...{% endfilter %}
+                p.t = p.t[:p.i] + [("op", "|")] + p.t[p.i:]
+                value = p.filters(("name", _CAPTURED))
+                p.done()
+                sub, _, q = block(("endfilter",))
+                q.done()
+                pos += 1
+                body.append(("filterblock", value, sub))
             elif word == "generation":   # transformers' assistant-mask tag: its body as is
                 p.done()
                 sub, _, q = block(("endgeneration",))
@@ -964,27 +1018,37 @@ def _test_of(args, kwargs):
     return lambda v: test(v, *args, **kwargs)
 
 
+def _select_or_reject(value, get, keep, args, kwargs):
+    """Jinja's select/reject/selectattr/rejectattr: lazy, and nothing at all from a false
+    value (none, an undefined name), which it does not iterate."""
+    if value:
+        test = _test_of(args, kwargs)
+        for x in value:
+            if bool(test(get(x))) is keep:
+                yield x
+
+
 def _select(value, *args, **kwargs):
-    test = _test_of(args, kwargs)
-    return (x for x in value if test(x))
+    return _select_or_reject(value, lambda x: x, True, args, kwargs)
 
 
 def _reject(value, *args, **kwargs):
-    test = _test_of(args, kwargs)
-    return (x for x in value if not test(x))
+    return _select_or_reject(value, lambda x: x, False, args, kwargs)
 
 
 def _selectattr(value, attribute, *args, **kwargs):
-    get, test = _attrgetter(attribute), _test_of(args, kwargs)
-    return (x for x in value if test(get(x)))
+    return _select_or_reject(value, _attrgetter(attribute), True, args, kwargs)
 
 
 def _rejectattr(value, attribute, *args, **kwargs):
-    get, test = _attrgetter(attribute), _test_of(args, kwargs)
-    return (x for x in value if not test(get(x)))
+    return _select_or_reject(value, _attrgetter(attribute), False, args, kwargs)
 
 
 def _map(value, *args, **kwargs):
+    """Jinja's map: an attribute (with a default) or a filter applied to each item; like
+    select, nothing from a false value."""
+    if not value:
+        return iter(())
     if not args and "attribute" in kwargs:
         get = _attrgetter(kwargs.pop("attribute"), default=kwargs.pop("default", None))
         if kwargs:
@@ -1207,6 +1271,8 @@ def _eval(node, scope):
         return _getitem(_eval(node[1], scope), _eval(node[2], scope))
     if kind == "filter":
         _, name, arg, args, kwargs = node
+        if name not in _FILTERS:
+            raise ValueError(f"chat template: unsupported filter {name!r}")
         return _FILTERS[name](_eval(arg, scope), *[_eval(a, scope) for a in args],
                               **{k: _eval(v, scope) for k, v in kwargs})
     if kind == "bin":
@@ -1229,6 +1295,8 @@ def _eval(node, scope):
         return not _eval(node[1], scope)
     if kind == "test":
         _, name, arg, negate, args, kwargs = node
+        if name not in _TESTS:
+            raise ValueError(f"chat template: unsupported test 'is {name}'")
         result = _TESTS[name](_eval(arg, scope), *[_eval(a, scope) for a in args],
                               **{k: _eval(v, scope) for k, v in kwargs})
         return not result if negate else result
@@ -1308,6 +1376,13 @@ def _exec(body, scope, out):
             inner = _Scope(scope)
             inner.vars[_CAPTURED] = _join(captured)
             scope.vars[name] = _eval(value, inner)
+        elif kind == "filterblock":     # the body in a scope of its own, as jinja2 runs it
+            _, value, sub = stmt
+            inner = _Scope(scope)
+            captured = []
+            _exec(sub, inner, captured)
+            inner.vars[_CAPTURED] = _join(captured)
+            out.append(_eval(value, inner))
         elif kind == "generation":
             _exec(stmt[1], scope, out)
         elif kind == "macro":
@@ -1441,6 +1516,7 @@ class ChatTemplate:
         self.origin = origin
         try:
             self.body = _parse(_lex(source))
+            _refuse_unknown(self.body)
         except ValueError as e:
             if origin is None:
                 raise

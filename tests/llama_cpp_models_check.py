@@ -1,20 +1,27 @@
-"""Our tokenizers on the real vocabularies of the families we train (Qwen2/2.5/3, Llama 3,
-Llama 2, Phi-3, GPT-2, and Gemma's construction on Gemma 4's vocabulary), against the ids Hugging Face `tokenizers` gave for them. The
-vocabularies and those ids come from llama.cpp's tokenizer tests (models/ggml-vocab-NAME.gguf,
-with .inp texts and .out ids that its convert_hf_to_gguf_update.py wrote from each model's own
-tokenizer). They are too large to keep in the repository, so this runs by hand, on the copy of
-llama.cpp that the llama-cpp-python source package carries:
+"""Our tokenizers and chat templates on the real ones of the models llama.cpp tests with: too
+large (vocabularies) or not ours to copy (templates) for this repository, so this runs by hand,
+on the copy of llama.cpp's models/ folder that the llama-cpp-python source package carries:
 
     pip download --no-deps --no-binary :all: llama-cpp-python==0.3.36 -d /tmp/llsrc
     tar -xzf /tmp/llsrc/llama_cpp_python-0.3.36.tar.gz -C /tmp/llsrc
-    .venv/bin/python tests/real_vocab_check.py /tmp/llsrc/llama_cpp_python-0.3.36/vendor/llama.cpp/models
+    .venv/bin/python tests/llama_cpp_models_check.py /tmp/llsrc/llama_cpp_python-0.3.36/vendor/llama.cpp/models
 
-Each GGUF vocabulary becomes the tokenizer.json its model ships (byte-level BPE with the
-family's split regex; SentencePiece-style BPE whose merges are built from the pieces' scores,
-as transformers' converter builds them; or Gemma's: spaces replaced by U+2581, its merges, byte
-fallback); the library must then give the .out ids
-(proving the file is the model's), and ours must give them too and equal the library's on
-tests/test_tokenizer_bpe.py's 5,000 varied strings. Exits 1 on any difference.
+Vocabularies: the families we train (Qwen2/2.5/3, Llama 3, Llama 2, Phi-3, GPT-2, and Gemma's
+construction on Gemma 4's vocabulary), from models/ggml-vocab-NAME.gguf, with the .inp texts
+and .out ids that llama.cpp's convert_hf_to_gguf_update.py wrote from each model's own
+tokenizer. Each becomes the tokenizer.json its model ships (byte-level BPE with the family's
+split regex; SentencePiece-style BPE whose merges are built from the pieces' scores, as
+transformers' converter builds them; or Gemma's: spaces replaced by U+2581, its merges, byte
+fallback); the library must then give the .out ids (proving the file is the model's), and ours
+must give them too and equal the library's on tests/test_tokenizer_bpe.py's 5,000 strings.
+
+Chat templates: every models/templates/*.jinja (some 70 checkpoints' templates), rendered by
+transformers' own render function and by ours for a few conversations (one turn, a system
+message, a tool call with its result and tools given, reasoning, content as a list of parts),
+with and without the generation prompt: equal text, or both refuse (with the template's own
+message where it raises one). KNOWN_TEMPLATE_DIFFERENCES are reported, not failed.
+
+Exits 1 on any other difference.
 """
 
 import json
@@ -111,6 +118,61 @@ def reference_cases(models, name):
     return [(text, [int(i) for i in line.split()]) for text, line in zip(texts, ids)]
 
 
+# template: why it differs where tools are given (only there)
+KNOWN_TEMPLATE_DIFFERENCES = {
+    "meetkai-functionary-medium-v3.1.jinja": "jinja2 HTML-escapes a plain string added to a "
+                                             "`| safe` one (the tool list); we do not",
+}
+TOOLS = [{"type": "function", "function": {
+    "name": "get_weather", "description": "Weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+CONVERSATIONS = [  # (messages, tools)
+    ([{"role": "user", "content": "Hello! How are you?"}], None),
+    ([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+      {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "Name a colour."}], None),
+    ([{"role": "user", "content": "Weather in Paris?"},
+      {"role": "assistant", "content": "", "tool_calls": [{"id": "call_123456789", "type": "function",
+       "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]},
+      {"role": "tool", "tool_call_id": "call_123456789", "name": "get_weather", "content": "{\"temp\": 21}"},
+      {"role": "assistant", "content": "It is 21 degrees."}], TOOLS),
+    ([{"role": "user", "content": "Hi"},
+      {"role": "assistant", "content": "<think>greet</think>Hello!", "reasoning_content": "greet"},
+      {"role": "user", "content": "Bye"}], None),
+    ([{"role": "user", "content": [{"type": "text", "text": "in parts"}]}], None),
+]
+
+
+def check_templates(folder):
+    """(renders compared, differences) over every template in `folder`."""
+    from chat_template_fixtures import Refused, reference_render
+    from py_engine.tokenizers.chat_template import ChatTemplate, TemplateError
+
+    def outcome(render):
+        try:
+            return render()
+        except (Refused, TemplateError) as e:
+            return ("refused", e.message)
+        except Exception:       # noqa: BLE001 - any other failure: both must fail
+            return ("failed",)
+
+    special = {"bos_token": "<s>", "eos_token": "</s>"}
+    compared, differences = 0, []
+    for path in sorted(folder.glob("*.jinja")):
+        source = path.read_text(encoding="utf-8")
+        ours = outcome(lambda: ChatTemplate(source, **special))
+        for messages, tools in CONVERSATIONS:
+            for prompt in (False, True):
+                compared += 1
+                want = outcome(lambda: reference_render(source, messages, add_generation_prompt=prompt,
+                                                        tools=tools, **special))
+                got = ours if isinstance(ours, tuple) else outcome(
+                    lambda: ours.render(messages, add_generation_prompt=prompt, tools=tools))
+                if got != want:
+                    known = KNOWN_TEMPLATE_DIFFERENCES.get(path.name) if tools else None
+                    differences.append((path.name, known, repr(want)[:160], repr(got)[:160]))
+    return compared, differences
+
+
 def main(models):
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -135,6 +197,17 @@ def main(models):
         print(f"{name:10s} {len(vocab['tokens']):6d} tokens: reference ids {len(cases)}, library wrong "
               f"{lib_wrong}, ours wrong {our_wrong}; {len(corpus)} strings, ours differ {differ} "
               f"({seconds:.1f} s to encode them)")
+    compared, differences = check_templates(models / "templates")
+    for name in sorted({name for name, *_ in differences}):
+        found = [d for d in differences if d[0] == name]
+        unknown = [d for d in found if d[1] is None]
+        print(f"template {name}: {len(found)} renders differ" +
+              (f" (known: {found[0][1]})" if not unknown else ""))
+        failed += len(unknown)
+        for _, _, want, got in unknown[:2]:
+            print(f"    transformers: {want}\n    ours:         {got}")
+    print(f"chat templates: {len(list((models / 'templates').glob('*.jinja')))} templates, "
+          f"{compared} renders compared, {len(differences)} differ")
     return 1 if failed else 0
 
 
