@@ -621,8 +621,6 @@ def cmd_generate(args):
         raise UsageError("--template-arg: --raw continues the text itself, without the chat template")
     template_args = dict(args.template_arg or ())
     chat = _load_chat(args, _check_chat_command(args))
-    if template_args and getattr(chat, "template", None) is None:
-        raise UsageError(f"--template-arg: {args.model} has no chat template")
     stream = sys.stdout
 
     def show(token, piece):
@@ -829,18 +827,18 @@ def _chat_parsers(sub):
                         "Qwen3's thinking off")
 
 
-# variables the chat template gets from generate itself
-TEMPLATE_OWN = ("messages", "add_generation_prompt", "tools", "documents")
-
-
 def template_arg(text):
     """(name, value) of NAME=VALUE: VALUE as JSON (false, 3, "x", [..]) where it parses, else
     the text itself."""
+    from py_engine.tokenizers.chat_template import check_template_args
+
     name, sep, value = text.partition("=")
-    if not sep or not name.isidentifier():
+    if not sep:
         raise argparse.ArgumentTypeError(f"expected NAME=VALUE with NAME a template variable, got {text!r}")
-    if name in TEMPLATE_OWN:
-        raise argparse.ArgumentTypeError(f"{name} is set by generate itself")
+    try:
+        check_template_args({name: value}, "NAME=VALUE")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
     try:
         return name, json.loads(value)
     except ValueError:

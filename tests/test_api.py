@@ -18,10 +18,12 @@ import sys
 import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlencode
 
 import pytest
 
 import peft_oracle as po
+from chat_template_fixtures import model_template
 from api_client import Client, load, multipart
 from test_trainer import sentiment
 from t5_tokenizer import t5_dir
@@ -58,6 +60,10 @@ def models(tmp_path_factory):
     base = tmp_path_factory.mktemp("api-models")
     bert = po.tiny_bert_dir(base / "bert", seed=3)
     chat = tiny_chat_dir(base / "chat", family="qwen2")
+    # Qwen3's template: its enable_thinking is what chat_template_kwargs set
+    config = json.loads((chat / "tokenizer_config.json").read_text())
+    config["chat_template"] = model_template("qwen-3")
+    (chat / "tokenizer_config.json").write_text(json.dumps(config))
     t5 = t5_dir(base / "t5")[0]
     broken = base / "broken"
     broken.mkdir()
@@ -212,6 +218,8 @@ def test_classifier_upload_setup_events_query_download(api, models, tmp_path):
                               "application/x-www-form-urlencoded").json()
     assert by_json == by_form and by_json["label"] in ("neg", "pos")
     assert abs(sum(by_json["probs"].values()) - 1) < 1e-9
+    answer = api.client.post("/fine-tuning/query", {"query": "x", "chat_template_kwargs": {"a": 1}})
+    assert answer.status == 422 and "a classifier" in answer.json()["error"]
 
     texts = [" ".join(e.text.split()[:k + 2]) for k, e in enumerate(sentiment(8, 7))]
     alone = [api.client.post("/fine-tuning/query", {"query": t}).json() for t in texts]
@@ -252,6 +260,27 @@ def test_chat_job_on_the_queue_and_its_reply(api, models, tmp_path):
     expected = run_sync(chat.generate([{"role": "user", "content": "What is 2 plus 1?"}],
                                       max_new_tokens=12))
     assert reply["text"] == expected.text and reply["finish_reason"] == expected.finish_reason
+    # chat_template_kwargs reach the template: Qwen3's enable_thinking=false closes an empty
+    # think block in the prompt, which changes the reply; as JSON and as a form field
+    args = {"enable_thinking": False}
+    unthinking = run_sync(chat.generate([{"role": "user", "content": "What is 2 plus 1?"}],
+                                        max_new_tokens=12, template_args=args))
+    assert chat.prompt_ids("Hi", template_args=args) != chat.prompt_ids("Hi")
+    for body in ({"query": "What is 2 plus 1?", "max_new_tokens": 12, "chat_template_kwargs": args},
+                 {"query": "What is 2 plus 1?", "max_new_tokens": "12",
+                  "chat_template_kwargs": json.dumps(args)}):
+        if isinstance(body["max_new_tokens"], str):
+            answer = api.client.post("/fine-tuning/query", urlencode(body).encode(),
+                                     "application/x-www-form-urlencoded")
+        else:
+            answer = api.client.post("/fine-tuning/query", body)
+        assert answer.json()["text"] == unthinking.text, body
+    for kwargs, message in (([1], "must be an object"), ({"messages": []}, "set by generate itself"),
+                            ({"not a name": 1}, "not a template variable name"),
+                            ("{not json", "must be a JSON object")):
+        answer = api.client.post("/fine-tuning/query", {"query": "x", "chat_template_kwargs": kwargs})
+        assert answer.status == 422 and "chat_template_kwargs" in answer.json()["error"], answer.json()
+        assert message in answer.json()["error"]
 
 
 def test_flan_t5_job_learns_conversations_and_replies(api, models, tmp_path):
@@ -273,6 +302,8 @@ def test_flan_t5_job_learns_conversations_and_replies(api, models, tmp_path):
     reply = api.client.post("/fine-tuning/query", {"query": "Spell river backwards.",
                                                    "max_new_tokens": 8}).json()
     assert reply["adapter"] == job["adapter"]
+    answer = api.client.post("/fine-tuning/query", {"query": "x", "chat_template_kwargs": {"a": 1}})
+    assert answer.status == 422 and "an encoder-decoder" in answer.json()["error"]
     adapter = unzip(api.client.get(f"/fine-tuning/adapters/{job['adapter']}").body, tmp_path)
     assert json.loads((adapter / "adapter_config.json").read_text())["task_type"] == "SEQ_2_SEQ_LM"
     from py_engine.train.seq2seq import Seq2SeqModel

@@ -41,12 +41,18 @@ def test_template_args_reach_the_chat_template(tmp_path):
         want = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, **args)
         assert chat.tokenizer.decode(chat.prompt_ids("Hi", template_args=args), skip_special_tokens=False) == want
     assert want.endswith("<think>\n\n</think>\n\n")
+    for raw, message in ((True, "raw text is not rendered"), (False, "no chat template")):
+        if not raw:
+            chat.template = None
+        with pytest.raises(ValueError, match=message):
+            chat.prompt_ids("Hi", raw=raw, template_args={"enable_thinking": False})
     out = cli("generate", "--model", model, "--prompt", "Hi", "--max-new-tokens", 4,
               "--template-arg", "enable_thinking=false")
     assert out.returncode == 0
     for extra, match in ((["--template-arg", "messages=[]"], "messages is set by generate itself"),
                          (["--template-arg", "enable_thinking"], "expected NAME=VALUE"),
                          (["--raw", "--template-arg", "x=1"], "--raw continues the text itself"),
+                         (["--template-arg", "two words=1"], "not a template variable name"),
                          (["--raw", "--prompt", ""], "the prompt is empty")):
         out = cli("generate", "--model", model, "--prompt", "Hi", *extra, check=False)
         assert out.returncode == 2 and match in out.stderr, out.stderr

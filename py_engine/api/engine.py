@@ -438,20 +438,25 @@ class Engine:
             current = self.adapters["current"]
         return serving if serving is not None and serving[0] == current else None
 
-    async def query(self, text, max_new_tokens=64):
+    async def query(self, text, max_new_tokens=64, template_args=None):
         """The fine-tuned model's answer: a classifier's label and probabilities, or a chat
-        model's (or an encoder-decoder's) reply (awaited from the HTTP side's loop). On NumPy
+        model's (or an encoder-decoder's) reply, its chat template given `template_args`
+        (awaited from the HTTP side's loop). On NumPy
         the serving model computes on a thread of its own, beside a job's training (BLAS
         releases the GIL); on the GPU it shares the engine's loop and device, and a query waits
         for the step under way. Classifier queries that arrive together are answered in one
         batch."""
         adapter_id, model = self._serving_now() or await self.run(self._serving_model())
         where = self._inference or self._engine
+        if template_args and model.kind != "causal_lm":
+            raise ValueError("chat_template_kwargs are for a chat model's template; the serving "
+                             f"adapter is {'a classifier' if model.kind == 'classification' else 'an encoder-decoder'}")
         if model.kind == "classification":
             answer = await where.run(self._batches.ask(model, text))
             return dict(answer, adapter=adapter_id)
         result = await where.run(model.model.generate(
-            model.prompt([{"role": "user", "content": text}]), max_new_tokens=max_new_tokens))
+            model.prompt([{"role": "user", "content": text}]), max_new_tokens=max_new_tokens,
+            template_args=template_args))
         return {"text": result.text, "finish_reason": result.finish_reason, "adapter": adapter_id}
 
     # --- documents and the dataset ---

@@ -19,6 +19,7 @@ import traceback
 from dataclasses import dataclass
 
 from ..data.classification import DataError
+from ..tokenizers.chat_template import check_template_args
 from ..server import addressed_to_loopback
 from .engine import FINISHED, Conflict, NotFound
 from .jobs import SETUP_FIELDS, JobError, job_spec
@@ -314,7 +315,15 @@ def app_for_api(engine, token, limits=ApiLimits()):
         if isinstance(tokens, bool) or not isinstance(tokens, int) or \
                 not 1 <= tokens <= limits.max_new_tokens:
             raise ApiError(422, f"max_new_tokens must be a whole number in 1..{limits.max_new_tokens}")
-        return await engine.query(text, tokens)
+        template_args = body.get("chat_template_kwargs")
+        if isinstance(template_args, str):      # a form field: the object as JSON text
+            try:
+                template_args = json.loads(template_args, parse_constant=_no_constant)
+            except ValueError:
+                raise ApiError(422, "chat_template_kwargs must be a JSON object") from None
+        if template_args is not None:
+            template_args = check_template_args(template_args, "chat_template_kwargs")
+        return await engine.query(text, tokens, template_args)
 
     async def jobs(request):
         return {"jobs": engine.job_list()}

@@ -70,6 +70,24 @@ from collections.abc import Mapping
 from ..formats.json_file import read_json_object, read_utf8
 from .turn_spans import add_turn_span
 
+# Variables rendering sets itself: template_args cannot name them.
+TEMPLATE_OWN = ("messages", "add_generation_prompt", "tools", "documents")
+
+
+def check_template_args(args, what="template_args"):
+    """`args`, more variables for a chat template (Qwen3's enable_thinking...), as a dict:
+    a mapping whose keys are variable names, none of them one rendering sets itself; else a
+    ValueError starting with `what`."""
+    if not isinstance(args, Mapping):
+        raise ValueError(f"{what} must be an object of template variables and their values")
+    for name in args:
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ValueError(f"{what}: {name!r} is not a template variable name")
+        if name in TEMPLATE_OWN:
+            raise ValueError(f"{what}: {name} is set by generate itself")
+    return dict(args)
+
+
 DEFAULT_END_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<|endoftext|>", "</s>",
                       "<end_of_turn>")
 

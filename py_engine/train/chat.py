@@ -24,6 +24,7 @@ from ..models.decoders import decoder_model
 from ..models.llama_config import LlamaConfig
 from ..models.lora_config import LoraConfig
 from ..tokenizers.checkpoint import chat_tokenizer
+from ..tokenizers.chat_template import check_template_args
 from .config import MODES, CausalTrainConfig, TrainConfig  # noqa: F401 (TrainConfig: the API's)
 from .init import initial_trainable, merge_loaded
 from . import state as training_state
@@ -284,6 +285,11 @@ class ChatModel:
         variables for the template, such as Qwen3's enable_thinking); with `raw` (or a
         checkpoint without a template) the string itself with the tokenizer's default special
         tokens."""
+        if template_args:
+            template_args = check_template_args(template_args)
+            if raw or self.template is None:
+                raise ValueError("template_args: " + ("raw text is not rendered with the chat "
+                                 "template" if raw else "this checkpoint has no chat template"))
         if isinstance(prompt, str) and (raw or self.template is None):
             return self.tokenizer.encode(prompt).ids
         if self.template is None:
