@@ -30,6 +30,7 @@ from test_fetch_endpoint import PAGE, Upstream
 from test_service import jsonl, sentiment
 from t5_tokenizer import t5_dir
 from tiny_chat import tiny_chat_dir
+from chat_template_fixtures import model_template
 
 pytestmark = pytest.mark.browser
 
@@ -64,8 +65,12 @@ def site(built_dist, upstream):
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
     base = tmp_path_factory.mktemp("app")
+    chat = tiny_chat_dir(base / "chat")
+    # Qwen3's template, whose thinking switch the page shows
+    config = json.loads((chat / "tokenizer_config.json").read_text())
+    (chat / "tokenizer_config.json").write_text(json.dumps(dict(config, chat_template=model_template("qwen-3"))))
     return {"bert": po.tiny_bert_dir(base / "tiny-bert", seed=3),
-            "chat": tiny_chat_dir(base / "chat"), "t5": t5_dir(base / "t5")[0]}
+            "chat": chat, "t5": t5_dir(base / "t5")[0]}
 
 
 def open_app(context, site):
@@ -475,7 +480,16 @@ def test_chat_streams_a_reply_and_logs_the_conversation(browser, site, checkpoin
         }""", files)
         model = wait_model(page)
         assert model["kind"] == "causal_lm" and page.is_visible("#chat")
-        page.evaluate("() => { window.tokens = []; window.app.engine.on('token', (e) => window.tokens.push(e)); }")
+        assert model["thinking"] and page.is_visible("#chat-thinking") and page.is_checked("#chat-thinking")
+        page.evaluate("""() => {
+            window.tokens = []; window.app.engine.on('token', (e) => window.tokens.push(e));
+            window.chatCalls = [];
+            const call = window.app.engine.call.bind(window.app.engine);
+            window.app.engine.call = (method, params) => {
+                if (method === 'chat') window.chatCalls.push(params);
+                return call(method, params);
+            };
+        }""")
         page.fill("#chat-input", "Hello! How are you today?")
         page.keyboard.press("Enter")
         page.wait_for_selector("#chat-log li.assistant.streaming", timeout=TRAIN_MS)
@@ -487,13 +501,21 @@ def test_chat_streams_a_reply_and_logs_the_conversation(browser, site, checkpoin
         queue = status(page)["queue"]
         assert queue["by_source"].get("chat") == 1, queue
         shot(page, "09-chat")
-        # with logging off, the next exchange is not queued
+        # with logging off, the next exchange is not queued; with thinking off, the template
+        # gets enable_thinking false
         page.uncheck("#chat-log-switch")
+        page.uncheck("#chat-thinking")
         page.fill("#chat-input", "What is the capital of France?")
         page.click("#chat-send")
         page.wait_for_function("() => document.querySelectorAll('#chat-log li.assistant').length === 2 && "
                                "!document.querySelector('#chat-log li.streaming')", timeout=TRAIN_MS)
         assert status(page)["queue"]["by_source"].get("chat") == 1
+        calls = page.evaluate("() => window.chatCalls")
+        assert [c.get("template_args") for c in calls] == [{"enable_thinking": True}, {"enable_thinking": False}]
+        # the tiny model's 256 positions hold the second prompt only without the first exchange
+        assert page.locator("#chat-log li.bad").count() == 0
+        assert "did not see the 2 oldest messages" in page.inner_text("#chat-log li.note")
+        shot(page, "09b-chat-thinking-off")
     finally:
         context.close()
 
@@ -508,6 +530,7 @@ def test_an_encoder_decoder_from_a_picked_folder_chats(browser, site, checkpoint
         model = wait_model(page)
         assert model["kind"] == "seq2seq" and model["family"] == "t5"
         assert page.is_visible("#chat") and not page.is_visible("#classify")
+        assert not page.is_visible("#chat-thinking")      # no chat template, no switch
         assert "encoder-decoder (seq2seq)" in page.inner_text("#model-summary")
         page.fill("#chat-input", "Spell cat backwards.")
         page.keyboard.press("Enter")

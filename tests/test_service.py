@@ -188,7 +188,7 @@ def test_chat_streams_is_logged_and_becomes_a_training_record(tmp_path, checkpoi
     events = Events()
     svc = service(tmp_path, events)
     summary = call(svc, "load_model", source="files", name="tiny-chat", files=checkpoints["chat"])
-    assert summary["kind"] == "causal_lm"
+    assert summary["kind"] == "causal_lm" and summary["thinking"] is False    # ChatML: no switch
     reply = call(svc, "chat", conversation_id="c1", message="Hello! How are you today?",
                  max_new_tokens=12)
     tokens = [e for e in events.of("token") if e["request"] == "c1"]
@@ -209,6 +209,46 @@ def test_chat_streams_is_logged_and_becomes_a_training_record(tmp_path, checkpoi
     assert result["ran"] and result["trainer"]["step"] > 0
     reply = run_async(svc.call("predict", {"text": "hi"}))
     assert reply["error"]["kind"] == "user" and "classifier" in reply["error"]["message"]
+    svc.close()
+
+
+def test_a_thinking_switch_reaches_the_chat_template(tmp_path, checkpoints):
+    """A chat template with Qwen3's enable_thinking: the summary says so (the page shows its
+    switch) and chat's template_args reach the template, as generate's do; names the template
+    cannot take are refused as the user's error."""
+    from chat_template_fixtures import model_template
+
+    files = dict(checkpoints["chat"])
+    config = json.loads(bytes(files["tokenizer_config.json"]))
+    files["tokenizer_config.json"] = json.dumps(dict(config, chat_template=model_template("qwen-3"))).encode()
+    svc = service(tmp_path, Events())
+    assert call(svc, "load_model", source="files", name="tiny-qwen3", files=files)["thinking"] is True
+    off = {"enable_thinking": False}
+    replies = [call(svc, "chat", conversation_id=f"c{k}", message="Hello!", max_new_tokens=8,
+                    log=False, template_args=args) for k, args in enumerate((None, off))]
+    prompt = [{"role": "user", "content": "Hello!"}]
+    for reply, args in zip(replies, (None, off)):
+        expected = run_async(svc.model.model.generate(prompt, max_new_tokens=8, template_args=args))
+        assert reply["text"] == expected.text
+    model = svc.model.model
+    assert model.prompt_ids(prompt, template_args=off) != model.prompt_ids(prompt)
+    # a conversation longer than the model's 256 positions: the reply sees its latest turns,
+    # cut before a user message, and says how many it left out; the log keeps them all
+    long = "Write a short poem about the sea: waves roll in, waves roll out. " * 2
+    replies = [call(svc, "chat", conversation_id="long", message=f"{k}: {long}", max_new_tokens=16,
+                    template_args=off) for k in range(4)]
+    assert replies[0]["dropped"] == 0 and replies[-1]["dropped"] >= 2, replies
+    history = svc.conversations["long"][:-1]
+    assert len(history) == 7 and history[-1]["content"].startswith("3: ")
+    kept = model.latest_turns(history, 16, off)
+    assert len(history) - len(kept) == replies[-1]["dropped"] and kept[0]["role"] == "user"
+    assert len(model.prompt_ids(kept, template_args=off)) + 16 <= 256
+    assert len(model.prompt_ids(history[len(history) - len(kept) - 2:], template_args=off)) + 16 > 256
+    expected = run_async(model.generate(kept, max_new_tokens=16, template_args=off))
+    assert replies[-1]["text"] == expected.text
+    answer = run_async(svc.call("chat", {"conversation_id": "c9", "message": "Hi",
+                                         "template_args": {"messages": []}}))
+    assert answer["error"]["kind"] == "user" and "set by generate itself" in answer["error"]["message"]
     svc.close()
 
 

@@ -277,6 +277,12 @@ class AppClassifier(AppModel):
 class AppChat(AppModel):
     kind = "causal_lm"
 
+    def summary(self):
+        """thinking: the chat template has Qwen3's switch (enable_thinking) for the page to show."""
+        template = self.model.template
+        return dict(super().summary(),
+                    thinking=template is not None and template.reads("enable_thinking"))
+
     def train_config(self, **options):
         return CausalTrainConfig(**dict(dict(epochs=2, lr=2e-4, batch_size=4,
                                              max_length=min(512, self.model.max_length)),

@@ -465,10 +465,12 @@ class EngineService:
         return dict(model.summary(), removed=len(ids))
 
     async def chat(self, conversation_id=None, message=None, log=True, request=None,
-                   max_new_tokens=128):
+                   max_new_tokens=128, template_args=None):
         """A reply to `message` in the conversation, streamed as "token" events {request,
         text} (request: the page's id for this call, default the conversation id); logged for
-        training unless log is False. Training pauses meanwhile."""
+        training unless log is False. `template_args`: more variables for the chat template
+        ({"enable_thinking": false} where the model's summary says thinking). Training pauses
+        meanwhile."""
         model = self._require("causal_lm", "seq2seq")
         if not isinstance(conversation_id, str) or not conversation_id:
             raise UserError("chat needs a conversation_id")
@@ -480,14 +482,17 @@ class EngineService:
             history = [{"role": m["role"], "content": m["content"]}
                        for m in await self.chat_log.messages(conversation_id)]
         prompt = history + [{"role": "user", "content": message}]
+        # a conversation longer than the model's positions: its latest turns that fit
+        shown = (model.model.latest_turns(prompt, max_new_tokens, template_args)
+                 if model.kind == "causal_lm" else prompt)
 
         def on_token(_, text):
             if text:
                 self.emit({"event": "token", "request": request, "text": text})
 
         async with self._using_model():
-            result = await model.model.generate(model.prompt(prompt), max_new_tokens=max_new_tokens,
-                                                on_token=on_token)
+            result = await model.model.generate(model.prompt(shown), max_new_tokens=max_new_tokens,
+                                                on_token=on_token, template_args=template_args)
         self.conversations[conversation_id] = prompt + [{"role": "assistant", "content": result.text}]
         if log:
             await self.chat_log.log(conversation_id, "user", message)
@@ -496,7 +501,7 @@ class EngineService:
             self.learner.queue_changed()
             self._status_changed()
         return {"text": result.text, "finish_reason": result.finish_reason,
-                "logged": bool(log)}
+                "logged": bool(log), "dropped": len(prompt) - len(shown)}
 
     # --- scheduling ---
 

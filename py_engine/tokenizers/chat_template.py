@@ -1539,6 +1539,7 @@ class ChatTemplate:
             if origin is None:
                 raise
             raise ValueError(f"{origin}: {e}") from None
+        self._names_read = frozenset(_names_used(self.body))
         self.special = {"bos_token": _token_text(bos_token), "eos_token": _token_text(eos_token),
                         "unk_token": _token_text(unk_token), "pad_token": _token_text(pad_token)}
         if end_tokens is None:
@@ -1621,6 +1622,10 @@ class ChatTemplate:
                              f"{type(e).__name__}: {e}") from None
         text = _join(out)
         return str.__str__(text), list(_spans(text))
+
+    def reads(self, name):
+        """Whether the template reads variable `name` anywhere (Qwen3's enable_thinking...)."""
+        return name in self._names_read
 
     def render(self, messages, add_generation_prompt=False, tools=None, documents=None, **kwargs):
         """The text transformers' apply_chat_template(..., tokenize=False) gives."""

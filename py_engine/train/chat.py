@@ -320,6 +320,22 @@ class ChatModel:
         self._decoder.reset()
         return self._decoder
 
+    def latest_turns(self, messages, max_new_tokens, template_args=None):
+        """The latest part of a conversation whose prompt leaves room for max_new_tokens in the
+        model's positions: a leading system message kept, the oldest exchanges dropped, each
+        cut made before a user message so that the turns still start as templates expect.
+        The whole conversation when it fits; its last user turn (and the system message)
+        when nothing shorter does, for generate to refuse with the sizes."""
+        messages = list(messages)
+        limit = self.checkpoint.config.max_position_embeddings
+        start = 1 if messages and messages[0].get("role") == "system" else 0
+        cuts = [k for k in range(start, len(messages)) if messages[k].get("role") == "user"]
+        for k in [start] + [k for k in cuts if k > start]:
+            kept = messages[:start] + messages[k:]
+            if len(self.prompt_ids(kept, template_args=template_args)) + max_new_tokens <= limit:
+                return kept
+        return messages[:start] + messages[cuts[-1]:] if cuts else messages
+
     async def generate(self, prompt, max_new_tokens=128, greedy=True, temperature=1.0, top_k=0,
                        top_p=1.0, stop=(), seed=0, on_token=None, raw=False, template_args=None):
         """Continue a prompt (see prompt_ids); returns a GenerationResult (ids, text,

@@ -332,6 +332,7 @@ function showTryPanel(summary) {
   $("chat").hidden = !chat;
   $("classify").hidden = chat;
   $("try-title").textContent = chat ? "Chat" : "Classify";
+  $("chat-thinking-row").hidden = !summary.thinking; // Qwen3's enable_thinking in its template
   if (chat) view.renderChat($("chat-log"), conversation().messages);
 }
 
@@ -430,9 +431,12 @@ async function sendChat(text) {
     $("chat-log").scrollTop = $("chat-log").scrollHeight;
   });
   try {
-    const result = await engine.call("chat", { conversation_id: convo.id, message: text, log: $("chat-log-switch").checked });
+    const request = { conversation_id: convo.id, message: text, log: $("chat-log-switch").checked };
+    if (!$("chat-thinking-row").hidden) request.template_args = { enable_thinking: $("chat-thinking").checked };
+    const result = await engine.call("chat", request);
     reply.content = result.text;
     reply.finish = result.finish_reason;
+    if (result.dropped) reply.dropped = result.dropped;
   } catch (e) {
     reply.error = describe(e);
   } finally {
@@ -671,6 +675,11 @@ function wire() {
   $("chat-log-switch").checked = saved.logChat !== false;
   $("chat-log-switch").addEventListener("change", (e) => {
     saved.logChat = e.target.checked;
+    save();
+  });
+  $("chat-thinking").checked = saved.thinking !== false;
+  $("chat-thinking").addEventListener("change", (e) => {
+    saved.thinking = e.target.checked;
     save();
   });
   $("chat-new").addEventListener("click", () => {

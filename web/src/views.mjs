@@ -253,10 +253,14 @@ export function renderChat(list, messages) {
     list.replaceChildren(el("li", { class: "note", text: "No messages yet. Training pauses while the model answers." }));
     return;
   }
-  list.replaceChildren(...messages.map((m) => el("li", {
-    class: `${m.role}${m.streaming ? " streaming" : ""}${m.error ? " bad" : ""}`,
-    text: m.error ? `⚠ ${m.error}` : chatText(m),
-  })));
+  list.replaceChildren(...messages.flatMap((m) => [
+    // the engine gave the model only the latest turns that fit its positions
+    m.dropped ? el("li", { class: "note", text: `This reply did not see the ${m.dropped} oldest message${m.dropped === 1 ? "" : "s"}: the conversation is longer than the model's context.` }) : null,
+    el("li", {
+      class: `${m.role}${m.streaming ? " streaming" : ""}${m.error ? " bad" : ""}`,
+      text: m.error ? `⚠ ${m.error}` : chatText(m),
+    }),
+  ].filter(Boolean)));
   list.scrollTop = list.scrollHeight;
 }
 
