@@ -151,6 +151,38 @@ def build_wheel():
     return wheels[0]
 
 
+# What the wheel holds for the host only: the browser runs neither the tab generator nor its
+# training (sites.json, brands.json), and the extension ships the tab adapter and the listed
+# domains under model/ (py-engine tabs deploy), so its wheel would carry them twice.
+HOST_ONLY = ("py_engine/tabs/default_adapter/", "py_engine/tabs/data/listed_domains.json",
+             "py_engine/tabs/data/sites.json", "py_engine/tabs/data/brands.json")
+
+
+def browser_wheel(wheel):
+    """The wheel the page and the extension load: `wheel` without HOST_ONLY's files (its RECORD
+    without their lines), entries otherwise as they are (names, dates, compression)."""
+    import zipfile
+
+    out = BUILD / "browser-wheel" / wheel.name
+    marker = out.with_suffix(".source.sha256")
+    key = f"{digest([wheel])} without {' '.join(HOST_ONLY)}"
+    if out.is_file() and marker.is_file() and marker.read_text() == key:
+        return out
+    shutil.rmtree(out.parent, ignore_errors=True)
+    out.parent.mkdir(parents=True)
+    with zipfile.ZipFile(wheel) as source, zipfile.ZipFile(out, "w") as target:
+        for info in source.infolist():
+            if info.filename.startswith(HOST_ONLY):
+                continue
+            data = source.read(info)
+            if info.filename.endswith(".dist-info/RECORD"):
+                lines = data.decode("utf-8").splitlines(keepends=True)
+                data = "".join(line for line in lines if not line.startswith(HOST_ONLY)).encode("utf-8")
+            target.writestr(info, data)
+    marker.write_text(key)
+    return out
+
+
 def lock_with_wheel(wheel):
     """Pyodide's own lock file plus an entry for our wheel, so `loadPackage("py-engine")` works.
 
@@ -294,7 +326,7 @@ def extension_files(runtime):
 
 def build():
     wheel = build_wheel()
-    runtime = runtime_files(wheel)
+    runtime = runtime_files(browser_wheel(wheel))
     web = dict(runtime)
     web.update(demo_model_files())
     for pattern in ("*.mjs", "*.html", "*.css"):     # the pages: index.html and the app

@@ -31,8 +31,36 @@ def test_rebuild_is_incremental_and_wheel_is_pure_python(built_dist):
     assert {i.date_time for i in zipfile.ZipFile(wheels[0]).infolist()} == {(1980, 1, 1, 0, 0, 0)}
 
 
+def test_the_browser_wheel_is_the_wheel_without_host_only_files(built_dist):
+    """The page and the extension load the wheel without the tab generator's data, the default
+    tab adapter and the listed domains (the extension has those under model/): every other
+    entry byte for byte, and a RECORD that lists exactly what it holds."""
+    import importlib.util
+
+    # loaded under another name: on sys.path as "build" it would hide pypa's build package
+    spec = importlib.util.spec_from_file_location("py_engine_build_script", ROOT / "build.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    HOST_ONLY = script.HOST_ONLY
+
+    full = zipfile.ZipFile(next((ROOT / "build" / "wheel").glob("*.whl")))
+    browser = zipfile.ZipFile(next((ROOT / "build" / "browser-wheel").glob("*.whl")))
+    dropped = [n for n in full.namelist() if n.startswith(HOST_ONLY)]
+    assert "py_engine/tabs/default_adapter/adapter_model.safetensors" in dropped
+    assert "py_engine/tabs/data/listed_domains.json" in dropped
+    assert browser.namelist() == [n for n in full.namelist() if n not in dropped]
+    record = next(n for n in browser.namelist() if n.endswith(".dist-info/RECORD"))
+    listed = [line.split(",")[0] for line in browser.read(record).decode().splitlines()]
+    assert sorted(listed) == sorted(browser.namelist())
+    for name in browser.namelist():
+        if name != record:
+            assert browser.read(name) == full.read(name), name
+    assert (ROOT / "extension" / "dist" / "model" / "listed_domains.json").is_file()
+    assert (ROOT / "extension" / "dist" / "model" / "adapter" / "adapter_model.safetensors").is_file()
+
+
 def test_dist_trees_hold_runtime_wheel_and_registered_lock(built_dist):
-    wheel = next((ROOT / "build" / "wheel").glob("*.whl"))
+    wheel = next((ROOT / "build" / "browser-wheel").glob("*.whl"))
     for dist in (ROOT / "web" / "dist", ROOT / "extension" / "dist"):
         for name in ("pyodide.mjs", "pyodide.asm.wasm", "python_stdlib.zip", wheel.name):
             assert (dist / "pyodide" / name).is_file(), (dist, name)
