@@ -516,6 +516,25 @@ def test_chat_streams_a_reply_and_logs_the_conversation(browser, site, checkpoin
         assert page.locator("#chat-log li.bad").count() == 0
         assert "did not see the 2 oldest messages" in page.inner_text("#chat-log li.note")
         shot(page, "09b-chat-thinking-off")
+        # a reply that thought first (as Qwen3 with thinking on): the thinking folds away
+        page.evaluate("""async () => {
+            const view = await import('./views.mjs');
+            view.renderChat(document.getElementById('chat-log'), [
+                {role: 'user', content: 'What is 2 + 2?'},
+                {role: 'assistant', content: '<think>\\nTwo plus two is four.\\n</think>\\n\\nIt is 4.'},
+                {role: 'user', content: 'And 3 + 3?'},
+                {role: 'assistant', content: '<think>\\nThree and three'}]);
+        }""")
+        thinking = page.locator("#chat-log details.thinking")
+        assert thinking.count() == 2 and not thinking.first.get_attribute("open")
+        assert thinking.first.locator("summary").inner_text() == "Thinking (5 words)"
+        assert not thinking.first.locator("div").is_visible()
+        first = page.locator("#chat-log li.assistant").first
+        assert first.inner_text().endswith("It is 4.") and "Two plus" not in first.inner_text()
+        assert "(no answer after thinking)" in page.locator("#chat-log li.assistant").last.inner_text()
+        thinking.first.locator("summary").click()
+        assert thinking.first.locator("div").inner_text() == "Two plus two is four."
+        shot(page, "09c-chat-thinking-folded")
     finally:
         context.close()
 

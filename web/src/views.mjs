@@ -248,6 +248,30 @@ export function chatText(m) {
   return m.content ? "(a reply of only whitespace)" : "(empty reply)";
 }
 
+// A finished reply that starts with a <think> block (Qwen3, DeepSeek R1 with thinking on):
+// [thinking, answer], else null. A block never closed (the reply ran out of tokens) is all
+// thinking.
+export function splitThinking(m) {
+  if (m.role !== "assistant" || m.streaming || m.error || typeof m.content !== "string") return null;
+  const text = m.content.replace(/^\s+/, "");
+  if (!text.startsWith("<think>")) return null;
+  const end = text.indexOf("</think>");
+  const thinking = (end < 0 ? text.slice(7) : text.slice(7, end)).trim();
+  return [thinking, end < 0 ? "" : text.slice(end + 8).trim()];
+}
+
+function chatItem(m) {
+  const cls = `${m.role}${m.streaming ? " streaming" : ""}${m.error ? " bad" : ""}`;
+  const split = splitThinking(m);
+  if (!split) return el("li", { class: cls, text: m.error ? `⚠ ${m.error}` : chatText(m) });
+  const [thinking, answer] = split;
+  return el("li", { class: cls },
+    el("details", { class: "thinking" },
+      el("summary", { text: thinking ? `Thinking (${thinking.split(/\s+/).length} words)` : "Thinking (empty)" }),
+      el("div", { text: thinking })),
+    el("div", { text: answer || "(no answer after thinking)" }));
+}
+
 export function renderChat(list, messages) {
   if (!messages.length) {
     list.replaceChildren(el("li", { class: "note", text: "No messages yet. Training pauses while the model answers." }));
@@ -256,10 +280,7 @@ export function renderChat(list, messages) {
   list.replaceChildren(...messages.flatMap((m) => [
     // the engine gave the model only the latest turns that fit its positions
     m.dropped ? el("li", { class: "note", text: `This reply did not see the ${m.dropped} oldest message${m.dropped === 1 ? "" : "s"}: the conversation is longer than the model's context.` }) : null,
-    el("li", {
-      class: `${m.role}${m.streaming ? " streaming" : ""}${m.error ? " bad" : ""}`,
-      text: m.error ? `⚠ ${m.error}` : chatText(m),
-    }),
+    chatItem(m),
   ].filter(Boolean)));
   list.scrollTop = list.scrollHeight;
 }
