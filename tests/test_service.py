@@ -272,6 +272,18 @@ def test_an_encoder_decoder_chats_and_learns_its_logged_conversations(tmp_path, 
         first["text"] + "\nuser: And dog?"
     expected = run_async(svc.model.model.generate(conversation_input(prompt), max_new_tokens=6))
     assert second["text"] == expected.text and second["logged"]
+    # a conversation longer than its positions: the input is its latest turns that fit
+    t5 = svc.model.model
+    limit = t5.checkpoint.config.max_position_embeddings
+    words = "the river stone house apple green cat " * (limit // 40)
+    replies = [call(svc, "chat", conversation_id="long", message=f"{k}: {words}", max_new_tokens=6, log=False)
+               for k in range(4)]
+    assert replies[0]["dropped"] == 0 and replies[-1]["dropped"] >= 2, replies
+    history = svc.conversations["long"][:-1]
+    kept = history[replies[-1]["dropped"]:]
+    assert kept[0]["role"] == "user" and len(t5.prompt_ids(conversation_input(kept))) + 6 <= limit
+    expected = run_async(t5.generate(conversation_input(kept), max_new_tokens=6))
+    assert replies[-1]["text"] == expected.text
     stats = run_async(svc.status())["queue"]
     assert stats["by_kind"] == {"causal_lm": 2}          # an example per reply
     call(svc, "import_text", name="notes.md", data=b"Plain notes with no answer to learn.\n")

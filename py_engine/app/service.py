@@ -483,8 +483,7 @@ class EngineService:
                        for m in await self.chat_log.messages(conversation_id)]
         prompt = history + [{"role": "user", "content": message}]
         # a conversation longer than the model's positions: its latest turns that fit
-        shown = (model.model.latest_turns(prompt, max_new_tokens, template_args)
-                 if model.kind == "causal_lm" else prompt)
+        shown = model.model.latest_turns(prompt, max_new_tokens, template_args, as_prompt=model.prompt)
 
         def on_token(_, text):
             if text:

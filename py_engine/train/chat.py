@@ -320,19 +320,21 @@ class ChatModel:
         self._decoder.reset()
         return self._decoder
 
-    def latest_turns(self, messages, max_new_tokens, template_args=None):
+    def latest_turns(self, messages, max_new_tokens, template_args=None, as_prompt=None):
         """The latest part of a conversation whose prompt leaves room for max_new_tokens in the
         model's positions: a leading system message kept, the oldest exchanges dropped, each
         cut made before a user message so that the turns still start as templates expect.
         The whole conversation when it fits; its last user turn (and the system message)
-        when nothing shorter does, for generate to refuse with the sizes."""
+        when nothing shorter does, for generate to refuse with the sizes. `as_prompt`: what
+        generate is given for some messages (an encoder-decoder's input text), if not them."""
         messages = list(messages)
         limit = self.checkpoint.config.max_position_embeddings
         start = 1 if messages and messages[0].get("role") == "system" else 0
         cuts = [k for k in range(start, len(messages)) if messages[k].get("role") == "user"]
         for k in [start] + [k for k in cuts if k > start]:
             kept = messages[:start] + messages[k:]
-            if len(self.prompt_ids(kept, template_args=template_args)) + max_new_tokens <= limit:
+            prompt = as_prompt(kept) if as_prompt is not None else kept
+            if len(self.prompt_ids(prompt, template_args=template_args)) + max_new_tokens <= limit:
                 return kept
         return messages[:start] + messages[cuts[-1]:] if cuts else messages
 
