@@ -330,13 +330,27 @@ class ChatModel:
         messages = list(messages)
         limit = self.checkpoint.config.max_position_embeddings
         start = 1 if messages and messages[0].get("role") == "system" else 0
-        cuts = [k for k in range(start, len(messages)) if messages[k].get("role") == "user"]
-        for k in [start] + [k for k in cuts if k > start]:
+
+        def fits(k):
             kept = messages[:start] + messages[k:]
             prompt = as_prompt(kept) if as_prompt is not None else kept
-            if len(self.prompt_ids(prompt, template_args=template_args)) + max_new_tokens <= limit:
-                return kept
-        return messages[:start] + messages[cuts[-1]:] if cuts else messages
+            return len(self.prompt_ids(prompt, template_args=template_args)) + max_new_tokens <= limit
+
+        if fits(start):
+            return messages
+        cuts = [k for k in range(start + 1, len(messages)) if messages[k].get("role") == "user"]
+        if not cuts:
+            return messages
+        # fewer turns, a shorter prompt: the earliest cut that fits by bisection, so that a
+        # long conversation is rendered a few times, not once per exchange
+        low, high = 0, len(cuts) - 1
+        while low < high:
+            middle = (low + high) // 2
+            if fits(cuts[middle]):
+                high = middle
+            else:
+                low = middle + 1
+        return messages[:start] + messages[cuts[low]:]
 
     async def generate(self, prompt, max_new_tokens=128, greedy=True, temperature=1.0, top_k=0,
                        top_p=1.0, stop=(), seed=0, on_token=None, raw=False, template_args=None):
