@@ -58,7 +58,7 @@ def test_transformers_loads_the_gemma3_gguf_with_our_logits(gemma3, ggml_type):
     """F32: our logits (float32, NumPy), against transformers computing in float64 on the
     file's weights, so that the bound is our rounding alone: Gemma 3's norms after the
     attention and the MLP amplify it, to 1.7e-5 at most over 1,900 random prompts (0.4% over
-    1e-5; transformers in float32 doubled that tail), hence 5e-5; the same file in F16 is 2e-3
+    1e-5; transformers in float32 tripled that), hence 5e-5; the same file in F16 is 2e-3
     to 1e-2 from our logits. F16: PEFT's merged model with its matrices rounded to float16, as
     the file stores them (norms stay F32), to float32 precision: the file holds nothing else."""
     path, model, merged_hf, merged = gemma3
