@@ -22,6 +22,10 @@ from test_gpt2_lora_oracle import adapter_decoder, engine_step, peft_adapter, re
 
 ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 LOSS_BOUND, GRAD_BOUND = 1e-6, 1e-5
+# Our float64 logits against PEFT's, whose RMSNorms compute in float32: Gemma 3 has six per
+# layer (input, query, key, after the attention, before and after the MLP), and its last logits
+# differ by up to 2.3e-6 over 1,500 random prompts (1.6% over 1e-6; Qwen3 4.2e-7, Gemma 1.6e-7)
+LOGIT_BOUNDS = {"gemma3": 5e-6}
 
 
 def peft_model(path, family, targets):
@@ -98,7 +102,7 @@ def test_peft_adapter_loads_and_ours_loads_in_peft(tmp_path, family):
         want = peft(input_ids=torch.as_tensor([ids])).logits[0, -1].numpy()
 
     decoder, lora, tensors = adapter_decoder(tmp_path)
-    assert relative(run(decoder.prefill(ids)), want) <= LOSS_BOUND
+    assert relative(run(decoder.prefill(ids)), want) <= LOGIT_BOUNDS.get(family, LOSS_BOUND), ids
 
     model = LlamaModel(decoder.config, lora)
     save_adapter(tmp_path / "ours", model.lora.to_peft_dict(), tensors)
