@@ -240,7 +240,8 @@ def test_a_thinking_switch_reaches_the_chat_template(tmp_path, checkpoints):
     assert replies[0]["dropped"] == 0 and replies[-1]["dropped"] >= 2, replies
     history = svc.conversations["long"][:-1]
     assert len(history) == 7 and history[-1]["content"].startswith("3: ")
-    kept = model.latest_turns(history, 16, off)
+    kept, ids = model.latest_turns(history, 16, off)
+    assert ids == model.prompt_ids(kept, template_args=off)
     assert len(history) - len(kept) == replies[-1]["dropped"] and kept[0]["role"] == "user"
     assert len(model.prompt_ids(kept, template_args=off)) + 16 <= 256
     assert len(model.prompt_ids(history[len(history) - len(kept) - 2:], template_args=off)) + 16 > 256

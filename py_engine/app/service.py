@@ -483,7 +483,8 @@ class EngineService:
                        for m in await self.chat_log.messages(conversation_id)]
         prompt = history + [{"role": "user", "content": message}]
         # a conversation longer than the model's positions: its latest turns that fit
-        shown = model.model.latest_turns(prompt, max_new_tokens, template_args, as_prompt=model.prompt)
+        shown, ids = model.model.latest_turns(prompt, max_new_tokens, template_args,
+                                              as_prompt=model.prompt)
 
         def on_token(_, text):
             if text:
@@ -491,7 +492,7 @@ class EngineService:
 
         async with self._using_model():
             result = await model.model.generate(model.prompt(shown), max_new_tokens=max_new_tokens,
-                                                on_token=on_token, template_args=template_args)
+                                                on_token=on_token, prompt_ids=ids)
         self.conversations[conversation_id] = prompt + [{"role": "assistant", "content": result.text}]
         if log:
             await self.chat_log.log(conversation_id, "user", message)

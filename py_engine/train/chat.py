@@ -321,26 +321,28 @@ class ChatModel:
         return self._decoder
 
     def latest_turns(self, messages, max_new_tokens, template_args=None, as_prompt=None):
-        """The latest part of a conversation whose prompt leaves room for max_new_tokens in the
-        model's positions: a leading system message kept, the oldest exchanges dropped, each
-        cut made before a user message so that the turns still start as templates expect.
-        The whole conversation when it fits; its last user turn (and the system message)
-        when nothing shorter does, for generate to refuse with the sizes. `as_prompt`: what
-        generate is given for some messages (an encoder-decoder's input text), if not them."""
+        """(kept, ids): the latest part of a conversation whose prompt leaves room for
+        max_new_tokens in the model's positions, and that prompt's token ids (for generate's
+        prompt_ids, so that it is not made twice). A leading system message is kept, the oldest
+        exchanges dropped, each cut made before a user message so that the turns still start
+        as templates expect. The whole conversation when it fits; its last user turn (and the
+        system message) when nothing shorter does, for generate to refuse with the sizes.
+        `as_prompt`: what generate is given for some messages (an encoder-decoder's input
+        text), if not them."""
         messages = list(messages)
         limit = self.checkpoint.config.max_position_embeddings
         start = 1 if messages and messages[0].get("role") == "system" else 0
+        made = {}
 
         def fits(k):
             kept = messages[:start] + messages[k:]
-            prompt = as_prompt(kept) if as_prompt is not None else kept
-            return len(self.prompt_ids(prompt, template_args=template_args)) + max_new_tokens <= limit
+            made[k] = self.prompt_ids(as_prompt(kept) if as_prompt is not None else kept,
+                                      template_args=template_args)
+            return len(made[k]) + max_new_tokens <= limit
 
-        if fits(start):
-            return messages
         cuts = [k for k in range(start + 1, len(messages)) if messages[k].get("role") == "user"]
-        if not cuts:
-            return messages
+        if fits(start) or not cuts:
+            return messages, made[start]
         # fewer turns, a shorter prompt: the earliest cut that fits by bisection, so that a
         # long conversation is rendered a few times, not once per exchange
         low, high = 0, len(cuts) - 1
@@ -350,15 +352,21 @@ class ChatModel:
                 high = middle
             else:
                 low = middle + 1
-        return messages[:start] + messages[cuts[low]:]
+        cut = cuts[low]
+        if cut not in made:     # where the bisection settled without trying it
+            fits(cut)
+        return messages[:start] + messages[cut:], made[cut]
 
     async def generate(self, prompt, max_new_tokens=128, greedy=True, temperature=1.0, top_k=0,
-                       top_p=1.0, stop=(), seed=0, on_token=None, raw=False, template_args=None):
+                       top_p=1.0, stop=(), seed=0, on_token=None, raw=False, template_args=None,
+                       prompt_ids=None):
         """Continue a prompt (see prompt_ids); returns a GenerationResult (ids, text,
-        finish_reason). on_token(id, text piece) streams the reply as it is made."""
+        finish_reason). on_token(id, text piece) streams the reply as it is made. `prompt_ids`:
+        the prompt's token ids where they are made already (latest_turns gives them); the
+        prompt is then not rendered again."""
         from ..generate import generate
 
-        ids = self.prompt_ids(prompt, raw, template_args)
+        ids = self.prompt_ids(prompt, raw, template_args) if prompt_ids is None else list(prompt_ids)
         if not ids:
             raise ValueError("the prompt is empty: give some text to continue")
         limit = self.checkpoint.config.max_position_embeddings
