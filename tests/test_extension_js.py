@@ -244,3 +244,51 @@ console.log(JSON.stringify({{ ours: [...ours], back: decode(await unzip(ours)), 
     assert {k: bytes(v) for k, v in out["theirs"].items()} == files       # JS reads Python's
     assert out["error"] and "adapter_config.json" in out["error"]
     assert out["notZip"] == "not a zip archive (no end of central directory)"
+
+
+# --- the sorter's moves --------------------------------------------------------------------
+
+def extension_modules(path):
+    """extension/src's modules beside the web/src ones they import (as extension/dist has them)."""
+    for source in (WEB, EXT):
+        for module in source.glob("*.mjs"):
+            shutil.copy(module, path / module.name)
+    return path
+
+
+def test_a_tab_put_in_the_users_group_while_it_was_categorised_stays_there(tmp_path):
+    """The sorter reads tabs, the rules or the model answer, then it moves them: a tab the user
+    grouped, pinned or placed meanwhile is left where it is and not recorded as sorted (it was
+    taken out of the user's own group, then re-sorted as the rules' when the model came). Run
+    on TabSorter.apply with a chrome stand-in whose tabs changed between the read and the move."""
+    modules = extension_modules(tmp_path)
+    out = node(f"""
+const groupCalls = [];
+const live = [
+  {{ id: 1, windowId: 1, groupId: -1, url: "https://a.dev/", pinned: false }},
+  {{ id: 2, windowId: 1, groupId: 9, url: "https://b.dev/", pinned: false }},   // the user's group now
+  {{ id: 3, windowId: 1, groupId: -1, url: "https://c.dev/", pinned: true }},   // pinned now
+  {{ id: 4, windowId: 1, groupId: -1, url: "https://d.dev/", pinned: false }},  // placed by the user
+];
+const store = {{ session: {{}}, local: {{}} }};
+const area = (name) => ({{ get: async (k) => ({{ [k]: store[name][k] }}), set: async (o) => Object.assign(store[name], o) }});
+globalThis.chrome = {{
+  storage: {{ session: area("session"), local: area("local") }},
+  tabs: {{ query: async () => live, group: async (o) => {{ groupCalls.push(o); return 77; }} }},
+  tabGroups: {{ query: async () => [{{ id: 9 }}], update: async () => {{}} }},
+  alarms: {{ clear: async () => true, get: async () => null, create: async () => {{}} }},
+}};
+const {{ TabSorter }} = await import("{(modules / 'sorter.mjs').as_uri()}");
+const {{ useCategories }} = await import("{(modules / 'tabs_api.mjs').as_uri()}");
+useCategories([{{ id: "dev", name: "Dev", colour: "blue" }}]);
+const sorter = new TabSorter();
+await sorter.loaded;
+sorter.tabs[4] = {{ category: null, source: "user", host: "d.dev", placed: true }};
+const read = live.map((t) => ({{ ...t, groupId: -1, pinned: false }}));    // as they were read
+await sorter.apply(read, read.map((t) => ({{ tabId: t.id, category: "dev", source: "rules" }})));
+console.log(JSON.stringify({{ groupCalls, tabs: sorter.tabs, groups: sorter.groups }}));
+""")
+    assert out["groupCalls"] == [{"tabIds": [1], "createProperties": {"windowId": 1}}]
+    assert out["groups"] == {"77": {"category": "dev", "windowId": 1}}
+    assert set(out["tabs"]) == {"1", "4"} and out["tabs"]["1"]["source"] == "rules"
+    assert out["tabs"]["4"]["source"] == "user"

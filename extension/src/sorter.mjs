@@ -80,15 +80,20 @@ export class TabSorter {
 
   // --- sorting ---
 
+  // May the sorter place `tab`? Not pinned, not in a group of the user's (unless asked), and not
+  // a tab the user put somewhere (it stays there until it goes to another site).
+  placeable(tab, includeUserGroups) {
+    return movable(tab, this.groups, { includeUserGroups }) && this.tabs[tab.id]?.source !== "user";
+  }
+
   // Categorise `tabs` and move them into our groups; returns the results.
   async sort(tabs, { includeUserGroups = this.settings.includeUserGroups } = {}) {
     await this.loaded;
-    // a tab the user put somewhere stays there (until it goes to another site)
-    const candidates = tabs.filter((t) => movable(t, this.groups, { includeUserGroups }) && this.tabs[t.id]?.source !== "user");
+    const candidates = tabs.filter((t) => this.placeable(t, includeUserGroups));
     if (!candidates.length) return [];
     const onLate = (late) => this.serially(() => this.applyLate(candidates, late));
     const results = await categoriseTabs(candidates, this.settings.maxGroups, { onLate });
-    await this.serially(() => this.apply(candidates, results));
+    await this.serially(() => this.apply(candidates, results, { includeUserGroups }));
     return results;
   }
 
@@ -110,15 +115,18 @@ export class TabSorter {
     return results;
   }
 
-  async apply(tabs, results) {
+  async apply(tabs, results, { includeUserGroups = this.settings.includeUserGroups } = {}) {
     const byId = new Map(tabs.map((t) => [t.id, t]));
     const categoryOf = {};
     for (const r of results) categoryOf[r.tabId] = r.category;
-    // tabs may have moved or closed since they were read
-    const live = (await chrome.tabs.query({})).filter((t) => byId.has(t.id));
     await this.forgetMissingGroups();
+    // tabs may have closed, been pinned, or been put in a group of the user's or placed by the
+    // user since they were read (while the rules or the model answered): those stay where they are
+    const live = (await chrome.tabs.query({})).filter((t) => byId.has(t.id) && this.placeable(t, includeUserGroups));
+    const liveIds = new Set(live.map((t) => t.id));
     for (const move of planMoves(live, categoryOf, this.groups)) await this.move(move);
     for (const r of results) {
+      if (!liveIds.has(r.tabId)) continue;
       const tab = byId.get(r.tabId);
       const known = this.tabs[r.tabId];
       // the rules' "no idea" does not undo what the model said of the same site (a late answer,
