@@ -335,6 +335,11 @@ def test_setup_as_a_form_with_files(api):
                                   [("file", "more.jsonl", labelled(4, 10))])
     answer = api.client.post("/fine-tuning/setup", bad, content_type)
     assert answer.status == 422 and "epochs" in answer.json()["error"]
+    for options in ("[1]", "{not json", "{\"lr\": NaN}"):      # the options field: a JSON object
+        bad, content_type = multipart([("model", "tiny"), ("options", options)],
+                                      [("file", "more.jsonl", labelled(4, 10))])
+        answer = api.client.post("/fine-tuning/setup", bad, content_type)
+        assert answer.status == 400 and "options must be a JSON object" in answer.json()["error"], options
     assert len(api.client.get("/fine-tuning/documents").json()["documents"]) == len(listed)
 
 

@@ -317,10 +317,7 @@ def app_for_api(engine, token, limits=ApiLimits()):
             raise ApiError(422, f"max_new_tokens must be a whole number in 1..{limits.max_new_tokens}")
         template_args = body.get("chat_template_kwargs")
         if isinstance(template_args, str):      # a form field: the object as JSON text
-            try:
-                template_args = json.loads(template_args, parse_constant=_no_constant)
-            except ValueError:
-                raise ApiError(422, "chat_template_kwargs must be a JSON object") from None
+            template_args = _form_object("chat_template_kwargs", template_args, 422)
         if template_args is not None:
             template_args = check_template_args(template_args, "chat_template_kwargs")
         return await engine.query(text, tokens, template_args)
@@ -402,13 +399,7 @@ def _form_setup(fields):
     body, options = {}, {}
     for key, value in fields.items():
         if key == "options":
-            try:
-                given = json.loads(value)
-            except ValueError:
-                raise ApiError(400, "the options field is not a JSON object") from None
-            if not isinstance(given, dict):
-                raise ApiError(400, "the options field is not a JSON object")
-            options.update(given)
+            options.update(_form_object("options", value, 400))
         elif key in ("documents", "labels"):
             body[key] = [x.strip() for x in value.split(",") if x.strip()]
         elif key == "model":
@@ -422,6 +413,17 @@ def _form_setup(fields):
     if options:
         body["options"] = options
     return body
+
+
+def _form_object(key, value, status):
+    """A form field holding a JSON object (how a form sends one); ApiError(status) otherwise."""
+    try:
+        given = json.loads(value, parse_constant=_no_constant)
+    except ValueError:
+        given = None
+    if not isinstance(given, dict):
+        raise ApiError(status, f"{key} must be a JSON object")
+    return given
 
 
 def _form_number(key, value):
