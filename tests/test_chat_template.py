@@ -377,6 +377,9 @@ MINI = [
     "{% if messages | length > 5 %}{{ messages | from_json }}{% endif %}{{ 1 if true else "
     "messages | from_json }}{% for m in messages %}{% if m.role == 'x' and m is frob %}{% endif %}{% endfor %}"
     "{% macro f(a) %}{% if a %}{{ a | from_json }}{% endif %}{% endmacro %}{{ f(0) }}ok",
+    # keyword arguments called name (Gemma 4's template passes name=[...])
+    "{% macro f(name) %}{{ name }}{% endmacro %}{{ f(name=[1, {'a': 2}]) }}"
+    "{{ dict(name=messages | length, other=(1, 2)) }}",
     # dict literals whose closing braces meet the tag's, dict.fromkeys, range
     "{{ {'a': {'b': 1}} }}{{ [{'a': [1, {'b': 2}]}] | tojson }}{{ {'k': {'v': 1}}|tojson }}"
     "{{ dict.fromkeys(['x', 'y'], 0) }}{{ dict(a=1) }}{{ range(3) }}",
@@ -496,6 +499,16 @@ def test_unsupported_is_value_error(template, word):
     with pytest.raises(ValueError) as e:
         ChatTemplate(template).render([{"role": "user", "content": "x"}])
     assert word in str(e.value)
+
+
+def test_reads_names_the_template_reads():
+    """ChatTemplate.reads (the page's thinking switch): names read anywhere, and not keyword
+    arguments that only share a name's spelling (a keyword `name` whose value is a list once
+    broke loading Gemma 4's template)."""
+    tpl = ChatTemplate("{% macro f(name) %}{{ name }}{% endmacro %}{{ f(name=[enable_thinking]) }}"
+                       "{{ dict(name=tools) }}{{ x(name={'a': documents}) }}")
+    assert tpl.reads("enable_thinking") and tpl.reads("tools") and tpl.reads("documents")
+    assert not tpl.reads("other") and not tpl.reads("a")
 
 
 def test_from_config(tmp_path):

@@ -681,8 +681,8 @@ def _names_used(tree):
     stack = [tree]
     while stack:
         node = stack.pop()
-        if isinstance(node, tuple) and len(node) == 2 and node[0] == "name":
-            found.add(node[1])
+        if isinstance(node, tuple) and len(node) == 2 and node[0] == "name" and isinstance(node[1], str):
+            found.add(node[1])      # (a keyword argument called name is ("name", its value))
         elif isinstance(node, (tuple, list)):
             stack.extend(node)
     return found
