@@ -6,7 +6,7 @@ on the copy of llama.cpp's models/ folder that the llama-cpp-python source packa
     tar -xzf /tmp/llsrc/llama_cpp_python-0.3.36.tar.gz -C /tmp/llsrc
     .venv/bin/python tests/llama_cpp_models_check.py /tmp/llsrc/llama_cpp_python-0.3.36/vendor/llama.cpp/models
 
-Vocabularies: the families we train (Qwen2/2.5/3, Llama 3, Llama 2, Phi-3, GPT-2, and Gemma's
+Vocabularies: the families we train (Qwen2/2.5/3, Qwen 3.5, Llama 3, Llama 2, Phi-3, GPT-2, and Gemma's
 construction on Gemma 4's vocabulary), from models/ggml-vocab-NAME.gguf, with the .inp texts
 and .out ids that llama.cpp's convert_hf_to_gguf_update.py wrote from each model's own
 tokenizer. Each becomes the tokenizer.json its model ships (byte-level BPE with the family's
@@ -32,8 +32,12 @@ from pathlib import Path
 QWEN2 = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
          r"|\s*[\r\n]+|\s+(?!\S)|\s+")
 LLAMA3 = QWEN2.replace(r"|\p{N}|", r"|\p{N}{1,3}|")
+# Qwen 3.5's: combining marks (\p{M}) stay with their letters
+QWEN35 = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}"
+          r"\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 # name: (pattern for byte-level BPE (None: GPT-2's own), normalizer) or "spm"
-VOCABS = {"qwen2": (QWEN2, {"type": "NFC"}), "llama-bpe": (LLAMA3, None), "gpt-2": (None, None),
+VOCABS = {"qwen2": (QWEN2, {"type": "NFC"}), "qwen35": (QWEN35, None),
+          "llama-bpe": (LLAMA3, None), "gpt-2": (None, None),
           "llama-spm": "spm", "phi-3": "spm", "gemma-4": "gemma"}
 CONTROL, USER_DEFINED, NORMAL = 3, 4, 1      # llama.cpp's token types
 

@@ -37,6 +37,11 @@ LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{
                   r"\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 QWEN2_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}"
                  r"\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+# GPT-4o's (o200k), as Phi-4-mini's tokenizer.json has it
+O200K_PATTERN = (r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+"
+                 r"(?i:'s|'t|'re|'ve|'m|'ll|'d)?|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+"
+                 r"[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+"
+                 r"[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 LLAMA3_SPECIAL = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>",
                   "<|end_header_id|>", "<|eot_id|>"]
 
@@ -159,6 +164,11 @@ def byte_level_tokenizer(style):
             pre_tokenizers.Split(Regex(QWEN2_PATTERN), behavior="isolated", invert=False),
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
         specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    elif style == "o200k":     # GPT-4o's split (Phi-4-mini's, Mistral's tekken): letter subclasses
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(O200K_PATTERN), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+        specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
     else:
         tok.pre_tokenizer = pre_tokenizers.Sequence([
             pre_tokenizers.Split(Regex(LLAMA3_PATTERN), behavior="isolated", invert=False),
@@ -168,7 +178,7 @@ def byte_level_tokenizer(style):
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(training_texts(), trainer)
     tok.decoder = decoders.ByteLevel()
-    if style in ("gpt2", "qwen2"):
+    if style in ("gpt2", "qwen2", "o200k"):
         tok.post_processor = processors.ByteLevel(trim_offsets=False)
     else:
         bos = ("<|begin_of_text|>", tok.token_to_id("<|begin_of_text|>"))
@@ -211,7 +221,7 @@ def sentencepiece_tokenizer(metaspace=False):
     return tok
 
 
-STYLES = ["gpt2", "llama3", "llama2", "metaspace"]
+STYLES = ["gpt2", "llama3", "o200k", "llama2", "metaspace"]
 
 
 @pytest.fixture(scope="module")
@@ -222,6 +232,7 @@ def corpus():
 @pytest.fixture(scope="module")
 def references():
     return {"gpt2": byte_level_tokenizer("gpt2"), "llama3": byte_level_tokenizer("llama3"),
+            "o200k": byte_level_tokenizer("o200k"),
             "llama2": sentencepiece_tokenizer(), "metaspace": sentencepiece_tokenizer(True)}
 
 
@@ -240,6 +251,20 @@ def report(bad, n, what):
 
 
 # ---- against the library ------------------------------------------------------------------
+
+def test_regex_classes_are_the_librarys_on_every_code_point():
+    """Each \\p{..} class of regex_classes.py and the \\s of bpe.py match exactly the code
+    points the library's regexes match (its Oniguruma's Unicode tables, not Python's). A range
+    split across two lines of the letter table once dropped Tamil's U+0BAF-U+0BB8."""
+    from py_engine.tokenizers.bpe import _SPACE
+    from py_engine.tokenizers.regex_classes import CLASSES, PARTS, class_spec, read_from_library
+    from py_engine.tokenizers.wordpiece import _ranges
+
+    expand = lambda ranges: {c for a, b in ranges for c in range(a, b + 1)}
+    for name in (*CLASSES, *PARTS):
+        ours, theirs = expand(_ranges(class_spec(name))), set(read_from_library(name))
+        assert ours == theirs, (name, sorted(ours - theirs)[:10], sorted(theirs - ours)[:10])
+    assert expand(_ranges(_SPACE)) == set(read_from_library("s", r"\s"))
 
 def test_corpus_is_large_and_varied(corpus):
     assert len(corpus) >= 5000
@@ -357,7 +382,8 @@ def test_vocabulary_and_special_ids(references, style):
     assert [ours.id_to_token(i) for i in range(ours.vocab_size)] == \
         [ref.id_to_token(i) for i in range(ours.vocab_size)]
     assert ours.id_to_token(ours.vocab_size) is None and ours.token_to_id("no such") is None
-    expected = {"gpt2": (None, 0), "llama3": (0, 1), "llama2": (1, 2), "metaspace": (1, 2)}
+    expected = {"gpt2": (None, 0), "llama3": (0, 1), "o200k": (None, 0), "llama2": (1, 2),
+                "metaspace": (1, 2)}
     assert (ours.bos_id, ours.eos_id) == expected[style]
 
 
@@ -428,9 +454,9 @@ def test_unsupported_features_are_refused(references):
             "type": "Sequence", "normalizers": [{"type": "NFC"}, {"type": "BertNormalizer"}]}))
     with pytest.raises(ValueError, match="'Digits'"):
         BPETokenizer.from_json(dict(config, pre_tokenizer={"type": "Digits"}))
-    split = {"type": "Split", "pattern": {"Regex": r"\p{Lu}+"}, "behavior": "Isolated",
+    split = {"type": "Split", "pattern": {"Regex": r"\p{Mn}+"}, "behavior": "Isolated",
              "invert": False}
-    with pytest.raises(ValueError, match="Lu"):
+    with pytest.raises(ValueError, match=r"unsupported regex class '\\\\p\{Mn\}'.*supported: L, Ll, Lm, Lo"):
         BPETokenizer.from_json(dict(config, pre_tokenizer=split))
     with pytest.raises(ValueError, match="dropout"):
         BPETokenizer.from_json(dict(config, model=dict(config["model"], dropout=0.1)))

@@ -105,8 +105,12 @@ _CJK = "3400-4dbf 4e00-9fff f900-faff 20000-2a6df 2a700-2b73f 2b740-2b81f 2b920-
 
 
 def _ranges(spec):
+    """(first, last) code points of a range spec ("41-5a 61-7a aa ..."); a range cut in two
+    ("bae- bb9", as a table split across lines once had) is refused, not read as one point."""
     for item in spec.split():
-        first, _, last = item.partition("-")
+        first, sep, last = item.partition("-")
+        if sep and not last:
+            raise ValueError(f"malformed range {item!r}")
         yield int(first, 16), int(last or first, 16)
 
 
