@@ -14,6 +14,9 @@
 // is real, and with a sliding window (shape.window > 0, Mistral) also j + window > past + i: the
 // query at position p sees keys p - window + 1 .. p. A row that sees no key gets out = 0, lse = 0
 // and no gradient. Every kernel skips the key (or query) blocks a window leaves out.
+// With a soft cap (shape.softcap > 0, Gemma 2) every scaled score s becomes c tanh(s / c)
+// (lib/softcap.wgsl) before the softmax, and dS is multiplied by the cap's slope 1 - tanh^2
+// before it reaches dq and dk.
 //
 //   causal_attention_forward:  one workgroup per (batch, query head, block of BLOCK_Q query
 //                              rows), one thread per row. Key/value blocks of BLOCK_K rows are
@@ -67,6 +70,7 @@ struct Shape {
   drop_threshold: u32,  // 0: no dropout
   drop_scale: f32,      // 1 / (1 - p)
   window: u32,          // sliding window: keys a query sees; 0 = unlimited
+  softcap: f32,         // logit soft cap c: scores become c tanh(s / c); 0 = none
 }
 
 struct Step {           // the dropout step buffer (py_engine/kernels/dropout.py)
@@ -84,6 +88,7 @@ var<workgroup> tile_b: array<f32, TILE>;
 
 //#include "lib/grid.wgsl"
 //#include "lib/dropout_bits.wgsl"
+//#include "lib/softcap.wgsl"
 
 // The dropout factor of probability (b, h, i, j): 0 or drop_scale; 1 without dropout.
 fn drop_factor(s: Shape, step: Step, key: u32, b: u32, h: u32, i: u32, j: u32) -> f32 {
@@ -103,6 +108,15 @@ fn in_window(s: Shape, i: u32, j: u32) -> bool {
 fn window_start(s: Shape, i: u32) -> u32 {
   let p = s.past + i;
   return select(0u, p + 1u - s.window, s.window != 0u && p + 1u > s.window);
+}
+
+// A scaled score as the softmax sees it, with the cap's slope: (c tanh(s / c), 1 - tanh^2) with
+// a soft cap, (s, 1) without.
+fn capped(sh: Shape, score: f32) -> vec2<f32> {
+  if (sh.softcap > 0.0) {
+    return softcap_with_slope(score, sh.softcap);
+  }
+  return vec2<f32>(score, 1.0);
 }
 
 fn key_is_real(s: Shape, b: u32, j: u32) -> bool {
@@ -169,8 +183,8 @@ fn causal_attention_forward(@builtin(workgroup_id) wid: vec3<u32>,
           for (var d = 0u; d < D; d++) {
             dot = fma(qs[d], tile_a[r * D + d], dot);
           }
-          s[r] = dot;
-          top = max(top, dot);
+          s[r] = capped(fwd, dot).x;
+          top = max(top, s[r]);
         }
       }
       if (top > MASKED) {
@@ -301,7 +315,8 @@ fn causal_attention_grad_q(@builtin(workgroup_id) wid: vec3<u32>,
             score = fma(qs[d], tile_a[r * D + d], score);
             dp = fma(dos[d], tile_b[r * D + d], dp);
           }
-          let ds = exp(score - row_lse) * (dp * drop_factor(gq, gq_step, key, b, h, i, j) - delta);
+          let cap = capped(gq, score);
+          let ds = exp(cap.x - row_lse) * (dp * drop_factor(gq, gq_step, key, b, h, i, j) - delta) * cap.y;
           for (var d = 0u; d < D; d++) {
             acc[d] = fma(ds, tile_a[r * D + d], acc[d]);
           }
@@ -385,9 +400,10 @@ fn causal_attention_grad_kv(@builtin(workgroup_id) wid: vec3<u32>,
               score = fma(ks[d], tile_a[r * D + d], score);
               dp = fma(vs[d], tile_b[r * D + d], dp);
             }
-            let p = exp(score - kv_stats[2u * row]);
+            let cap = capped(gkv, score);
+            let p = exp(cap.x - kv_stats[2u * row]);
             let factor = drop_factor(gkv, gkv_step, key, b, h, i, j);
-            let ds = p * (dp * factor - kv_stats[2u * row + 1u]);
+            let ds = p * (dp * factor - kv_stats[2u * row + 1u]) * cap.y;
             for (var d = 0u; d < D; d++) {
               dv_acc[d] = fma(p * factor, tile_b[r * D + d], dv_acc[d]);
               dk_acc[d] = fma(ds, tile_a[r * D + d], dk_acc[d]);

@@ -23,6 +23,12 @@
 //                    NaN there, this gives zero gradients). Reads the forward's stats and
 //                    metrics, so it runs after lm_finish of the same batch.
 //
+// Final logit soft-capping (Gemma 2's final_logit_softcapping: params.softcap = c > 0): the
+// logits are z = c tanh(z_raw / c) (lib/softcap.wgsl). lm_chunk_update caps its row of the
+// chunk in place before reading it; lm_chunk_grad reads the recomputed raw chunk and multiplies
+// each dz by the cap's slope 1 - tanh^2. lm_softcap caps a buffer of logits in place
+// (generation's, which then sample from capped logits as transformers does).
+//
 // Bindings: labels, stats, params, then logits (update, grad; read_write: grad overwrites the
 // chunk with its gradient) or the metrics written (finish), then metrics read (grad).
 // Reference: py_engine/ops/lm_head_loss.py; checked in tests/test_kernels_lm_head_loss.py.
@@ -37,7 +43,7 @@ struct Params {
   first: u32,            // 1 on the first chunk of the forward
   metrics_offset: u32,
   dloss: f32,            // upstream gradient of the loss (1, or a loss scale)
-  _pad: u32,
+  softcap: f32,          // final logit soft cap c; 0 = none
 }
 
 @group(0) @binding(0) var<storage, read> labels: array<u32>;
@@ -53,6 +59,7 @@ struct Params {
 alias Summed = vec4<f32>;   // (loss term, correct, counted, unused)
 //#include "lib/workgroup_sum.wgsl"
 //#include "lib/row_max.wgsl"
+//#include "lib/softcap.wgsl"
 
 @compute @workgroup_size(WORKGROUP)
 fn lm_chunk_update(@builtin(global_invocation_id) gid: vec3<u32>,
@@ -61,6 +68,11 @@ fn lm_chunk_update(@builtin(global_invocation_id) gid: vec3<u32>,
   let stride = groups.x * WORKGROUP;
   for (var row = gid.x; row < params.rows; row += stride) {
     let base = row * cols;
+    if (params.softcap > 0.0) {     // this thread's own row: capped before anything reads it
+      for (var c = 0u; c < cols; c++) {
+        logits[base + c] = softcap_with_slope(logits[base + c], params.softcap).x;
+      }
+    }
     let chunk = row_max(base, cols);
     let chunk_max = chunk.value;
     var state = vec4(chunk_max, 0.0, 0.0, f32(params.start + chunk.index));
@@ -128,8 +140,27 @@ fn lm_chunk_grad(@builtin(global_invocation_id) gid: vec3<u32>,
       continue;
     }
     let s = stats[row];
-    let p = exp(logits[e] - s.x) / s.y;
+    var z = vec2<f32>(logits[e], 1.0);     // (logit, its slope in the raw logit)
+    if (params.softcap > 0.0) {
+      z = softcap_with_slope(z.x, params.softcap);
+    }
+    let p = exp(z.x - s.x) / s.y;
     let onehot = select(0.0, 1.0, params.start + c == y);
-    logits[e] = (p - onehot) * scale;
+    logits[e] = (p - onehot) * scale * z.y;
+  }
+}
+
+// Its own bindings: the logits, then the params. In place over cap_params.rows *
+// cap_params.cols logits: z = c tanh(z / c).
+@group(0) @binding(0) var<storage, read_write> to_cap: array<f32>;
+@group(0) @binding(1) var<uniform> cap_params: Params;
+
+@compute @workgroup_size(WORKGROUP)
+fn lm_softcap(@builtin(global_invocation_id) gid: vec3<u32>,
+              @builtin(num_workgroups) groups: vec3<u32>) {
+  let total = cap_params.rows * cap_params.cols;
+  let stride = groups.x * WORKGROUP;
+  for (var e = gid.x; e < total; e += stride) {
+    to_cap[e] = softcap_with_slope(to_cap[e], cap_params.softcap).x;
   }
 }

@@ -4,7 +4,7 @@ it compiles llama.cpp, minutes on two cores). Run by hand:
     python3 -m venv /tmp/llcpp && /tmp/llcpp/bin/pip install llama-cpp-python numpy
     .venv/bin/python tests/llama_cpp_check.py /tmp/llcpp/bin/python [WORKDIR]
 
-Phase one (this interpreter): tiny Llama, Qwen2, Qwen3, Gemma, Gemma 3 and Phi-3 checkpoints with PEFT adapters, their
+Phase one (this interpreter): tiny Llama, Qwen2, Qwen3, SmolLM3, Gemma, Gemma 2, Gemma 3 and Phi-3 checkpoints with PEFT adapters, their
 merged GGUF in every type, the base GGUF and the adapter GGUF, a SentencePiece-style
 checkpoint, a tiny DialoGPT-like GPT-2 checkpoint and a tiny Phi-2 one with PEFT adapters
 (merged in every type for GPT-2, F32 for Phi-2; the base and the adapter GGUF for both), a tiny FLAN-T5-like
@@ -44,7 +44,7 @@ def prepare(work):
             writer.write(f)
 
     corpus = tb.make_corpus()[:3000]
-    for family in ("llama", "qwen2", "qwen3", "gemma", "gemma3", "phi3"):
+    for family in ("llama", "qwen2", "qwen3", "smollm3", "gemma", "gemma2", "gemma3", "phi3"):
         d = work / family
         d.mkdir(parents=True, exist_ok=True)
         model, adapter = em.chat_with_adapter(d, family)
@@ -222,7 +222,7 @@ def check(work):
         m.eval(ids)
         return np.array(m.scores[:len(ids)], np.float64), m
 
-    for family in ("llama", "qwen2", "qwen3", "gemma", "gemma3", "phi3"):
+    for family in ("llama", "qwen2", "qwen3", "smollm3", "gemma", "gemma2", "gemma3", "phi3"):
         d = work / family
         data = json.loads((d / "ids.json").read_text())
         ids, ours, base = data["ids"], np.load(d / "ours.npy"), np.load(d / "base.npy")

@@ -73,4 +73,4 @@ def test_a_decoder_of_another_family_is_refused_naming_the_supported(tmp_path):
     out = cli("train", "--model", model, "--data", data, "--out", tmp_path / "x", check=False)
     assert out.returncode == 2
     assert "model_type 'gpt_neo' is a decoder py_engine does not run; supported decoders: " \
-           "Llama (llama, qwen2, qwen3, mistral), " in out.stderr and "GPT-2 (gpt2)" in out.stderr
+           "Llama (llama, qwen2, qwen3, mistral, smollm3), " in out.stderr and "GPT-2 (gpt2)" in out.stderr

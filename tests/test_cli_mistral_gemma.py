@@ -1,8 +1,8 @@
 """`py-engine train | score | generate` on Mistral (sliding window shorter than the chats),
-Gemma, Qwen3 and Gemma 3 chat checkpoints: the family is picked from config.json; scores are transformers + PEFT's
-and greedy completions transformers' (LoRA on every projection, and Gemma fully fine-tuned:
-the checkpoint written, its norms stored as offsets from 1 and its head tied, loads in
-transformers)."""
+Gemma, Qwen3, Gemma 3 and Gemma 2 chat checkpoints: the family is picked from config.json; scores are transformers + PEFT's
+and greedy completions transformers' (LoRA on every projection, and Gemma and Gemma 2 fully
+fine-tuned: the checkpoint written, its norms stored as offsets from 1 and its head tied, loads
+in transformers)."""
 
 import json
 
@@ -14,7 +14,7 @@ from tiny_chat import tiny_chat_dir
 
 
 @pytest.mark.parametrize("family, mode", [("mistral", "lora"), ("gemma", "lora"), ("gemma", "full"),
-                                          ("qwen3", "lora"), ("gemma3", "lora")])
+                                          ("qwen3", "lora"), ("gemma3", "lora"), ("gemma2", "full")])
 def test_train_score_generate(tmp_path, family, mode):
     model = tiny_chat_dir(tmp_path, family=family, initializer_range=0.2)
     check_train_score_generate(tmp_path, model, write_jsonl(tmp_path / "chat.jsonl", ROWS * 2), mode)

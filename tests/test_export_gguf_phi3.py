@@ -105,3 +105,24 @@ def test_adapter_on_the_fused_projections(phi3):
         want = np.asarray(merged.floats(hf), np.float32).reshape(shape)
         applied = w + alpha / lora.r * (b.astype(np.float64) @ a.astype(np.float64))
         assert em.relative_error(applied, want) <= 1e-6, hf
+
+
+def test_a_partial_rotary_phi3_writes_its_rotated_dimensions(tmp_path):
+    """Phi-4-mini's partial rotary embedding: rope.dimension_count is the rotated dimensions
+    (convert_hf_to_gguf.py's int(partial_rotary_factor * hidden / heads)), and LongRoPE's factor
+    tensors hold one number per rotated pair."""
+    from phi3_checkpoints import CASES, tiny_phi3
+    from tiny_chat import train_tokenizer
+
+    tok = train_tokenizer()
+    tiny_phi3(tmp_path, vocab_size=tok.get_vocab_size(), **CASES["partial-longrope"])
+    tok.save(str(tmp_path / "tokenizer.json"))
+    merged = load_merged(tmp_path)
+    assert (merged.config.head_dim, merged.config.rotary_dim) == (8, 4)
+    reader = GGUFReader(write(model_writer(merged, gguf.F32, "tiny"), tmp_path / "partial.gguf"))
+    assert field(reader, "phi3.rope.dimension_count") == 4
+    tensors = {t.name: t for t in reader.tensors}
+    for kind in ("long", "short"):
+        got = np.asarray(tensors[f"rope_factors_{kind}.weight"].data)
+        np.testing.assert_array_equal(got, np.float32(merged.config.rope_parameters[f"{kind}_factor"]))
+        assert got.size == 2

@@ -61,16 +61,24 @@ def test_transformers_loads_the_gemma3_gguf_with_our_logits(gemma3, ggml_type):
     1e-5; transformers in float32 tripled that), hence 5e-5; the same file in F16 is 2e-3
     to 1e-2 from our logits. F16: PEFT's merged model with its matrices rounded to float16, as
     the file stores them (norms stay F32), to float32 precision: the file holds nothing else."""
-    path, model, merged_hf, merged = gemma3
+    check_logits_through_transformers(gemma3, ggml_type, f32_bound=5e-5)
+
+
+def check_logits_through_transformers(fixture, ggml_type, f32_bound):
+    """transformers' GGUF reader on the `ggml_type` file of a merged_gemma fixture: in F32 (and
+    float64) our logits within f32_bound, in F16 PEFT's merged model with its matrices rounded
+    to float16 within 1e-5."""
+    path, model, merged_hf, merged = fixture
     ids = np.random.default_rng().integers(0, merged.config.vocab_size, 17).tolist()
     out = write(model_writer(merged, ggml_type, "tiny"), path / f"hf-{ggml_type}.gguf")
     hf = AutoModelForCausalLM.from_pretrained(path, gguf_file=out.name).eval()
+    assert type(hf) is type(merged_hf)
     if ggml_type == gguf.F32:
         hf = hf.double()
     with torch.no_grad():
         theirs = hf(torch.tensor([ids])).logits[0].double().numpy()
     if ggml_type == gguf.F32:
-        want, bound = em.our_decoder_logits(model, path / "adapter", ids), 5e-5
+        want, bound = em.our_decoder_logits(model, path / "adapter", ids), f32_bound
     else:
         rounded = copy.deepcopy(merged_hf)
         with torch.no_grad():

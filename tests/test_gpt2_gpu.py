@@ -49,7 +49,8 @@ def gpu_step(device, model, checkpoint, extra, ids, mask, labels, seed=0):
     hidden, saved = model.forward(be, batch)
     metrics, dh = be.lm_head_loss(hidden, be.param(model.head_name), u32(shift_labels(labels.tolist())),
                                   dweight=model.head_grad(be), chunk=40,
-                                  bias=model.head_bias_param(be), dbias=model.head_bias_grad(be))
+                                  bias=model.head_bias_param(be), dbias=model.head_bias_grad(be),
+                                  softcap=model.logit_softcap)
     model.backward(be, dh, saved, batch)
     program.read(metrics)
     names = list(model.trainable)

@@ -83,7 +83,8 @@ def engine_step(model, checkpoint, extra, ids, mask, labels, seed=0, saved_into=
         saved_into.update(saved)
     metrics, dh = be.lm_head_loss(hidden, be.param(model.head_name),
                                   np.asarray(shift_labels(labels.tolist())), dweight=model.head_grad(be),
-                                  bias=model.head_bias_param(be), dbias=model.head_bias_grad(be))
+                                  bias=model.head_bias_param(be), dbias=model.head_bias_grad(be),
+                                  softcap=model.logit_softcap)
     model.backward(be, dh, saved, batch)
     return metrics["loss"], be.grads
 

@@ -82,5 +82,5 @@ def test_unsupported_model_type_names_the_supported_families(tmp_path):
     config = (tmp_path / "config.json").read_text().replace('"gpt2"', '"gpt_neo"')
     (tmp_path / "config.json").write_text(config)
     with pytest.raises(CheckpointError, match=r"'gpt_neo' is not a supported decoder; supported: "
-                                              r"Llama \(llama, qwen2, qwen3, mistral\), .*GPT-2 \(gpt2\)"):
+                                              r"Llama \(llama, qwen2, qwen3, mistral, smollm3\), .*GPT-2 \(gpt2\)"):
         DecoderCheckpoint.load(tmp_path)

@@ -36,14 +36,14 @@ def right_padding(rng, batch, keys):
 
 
 def check(device, att, rng, batch, seq, heads, kv_heads, dim, *, past=0, mask=None,
-          scaling=None, backward=True, dropout=None, window=None):
+          scaling=None, backward=True, dropout=None, window=None, softcap=None):
     """dropout: (p, seed, offset, base) of attention dropout on the probabilities; window: a
-    sliding window."""
+    sliding window; softcap: Gemma 2's logit soft cap."""
     keys = past + seq
     q, dout = (rng.standard_normal((batch * seq, heads * dim), dtype=np.float32) for _ in range(2))
     k, v = (rng.standard_normal((batch * keys, kv_heads * dim), dtype=np.float32) for _ in range(2))
     shape = dict(batch=batch, seq=seq, heads=heads, kv_heads=kv_heads, head_dim=dim, past=past,
-                 scaling=scaling, window=window)
+                 scaling=scaling, window=window, softcap=softcap)
     bq, bk, bv, bdout = (device.buffer_from(x) for x in (q, k, v, dout))
     bmask = None if mask is None else device.buffer_from(mask)
     multiplier = None
@@ -67,7 +67,7 @@ def check(device, att, rng, batch, seq, heads, kv_heads, dim, *, past=0, mask=No
 
     q64, k64, v64, do64 = (x.astype(np.float64) for x in (q, k, v, dout))
     meta = dict(batch=batch, heads=heads, kv_heads=kv_heads, attention_mask=mask, past=past,
-                scaling=scaling, dropout=multiplier, window=window)
+                scaling=scaling, dropout=multiplier, window=window, softcap=softcap)
     ref_out, ref_lse = ref.causal_attention_forward(q64, k64, v64, **meta)
     errors = [rel_error(results[0], ref_out), rel_error(results[1], ref_lse)]
     assert errors[0] <= FORWARD_BOUND and errors[1] <= FORWARD_BOUND, errors
@@ -197,6 +197,24 @@ def test_head_dim_256(device, rng, heads, kv_heads, seq, past, window):
     check(device, wide, rng, 2, seq, heads, kv_heads, 256, past=past, mask=mask, window=window)
 
 
+# Caps of 0.8 and 2 bend nearly every score of these draws (|s| / c reaches 3-10, past the
+# tanh's switch from its continued fraction to exp at 1); with a window, a cache offset,
+# padding, GQA and dropout.
+@pytest.mark.parametrize("batch, seq, heads, kv_heads, dim, past, window, softcap, dropout", [
+    (2, 13, 2, 2, 8, 0, None, 0.8, None),
+    (1, 21, 4, 2, 16, 0, 6, 2.0, None),
+    (2, 5, 4, 1, 8, 9, None, 2.0, None),
+    (2, 19, 4, 2, 8, 0, None, 0.8, (0.25, 5, 3, 100)),
+])
+def test_logit_softcap(device, att, rng, batch, seq, heads, kv_heads, dim, past, window, softcap,
+                       dropout):
+    """Gemma 2's attention logit soft-capping, forward and backward."""
+    mask = right_padding(rng, batch, past + seq)
+    mask[:, :past + 1] = 1
+    check(device, att, rng, batch, seq, heads, kv_heads, dim, past=past, mask=mask, window=window,
+          softcap=softcap, scaling=1.5 * dim ** -0.5, dropout=dropout)
+
+
 def test_custom_scaling_and_default_blocks(device, rng):
     att16 = run(CausalAttentionKernels.load(device))
     check(device, att16, rng, 1, 19, 2, 1, 32, scaling=0.3)
@@ -214,5 +232,8 @@ def test_rejects_unsupported_shapes(device, att):
     with pytest.raises(ValueError):
         att.forward(program, buf, buf, buf, None, buf, buf, batch=1, seq=1, heads=1, kv_heads=1,
                     head_dim=4, window=0)
+    with pytest.raises(ValueError, match="softcap"):
+        att.forward(program, buf, buf, buf, None, buf, buf, batch=1, seq=1, heads=1, kv_heads=1,
+                    head_dim=4, softcap=0.0)
     with pytest.raises(ValueError):
         run(CausalAttentionKernels.load(device, head_dim=257))

@@ -15,7 +15,7 @@ from py_engine.kernels.cross_entropy import (
 )
 from py_engine.kernels.lm_head_loss import IGNORE_LABEL, STATS_PER_ROW, LMHeadLossKernels
 from py_engine.kernels.matmul import pack_half
-from py_engine.ops.lm_head_loss import lm_head_loss_backward, lm_head_loss_forward
+from py_engine.ops.lm_head_loss import lm_head_loss_backward, lm_head_loss_forward, softcap_logits
 
 # f32 against float64 on the same f32 inputs. The loss is a tree sum of per-row online
 # logsumexp terms over f32 matmul logits; dh and dW are f32 products of softmax-minus-onehot
@@ -38,7 +38,7 @@ def random_case(rng, rows, hidden, vocab, ignored, spread=3.0):
 
 
 def run_lm(device, lm, h, w, labels, chunk, dloss=1.0, train_head=True, w_half=False,
-           dh_init=None, dw_init=None):
+           dh_init=None, dw_init=None, softcap=None):
     rows, hidden = h.shape
     vocab = w.shape[0]
     metrics = poisoned(device, METRIC_SLOTS)
@@ -52,10 +52,11 @@ def run_lm(device, lm, h, w, labels, chunk, dloss=1.0, train_head=True, w_half=F
     w_b = device.buffer_from(pack_half(w.ravel().tolist()) if w_half else w)
     program = device.program()
     lm.forward(program, h_b, w_b, labels_b, scratch, stats, metrics, rows, hidden, vocab, chunk,
-               w_half=w_half)
+               w_half=w_half, softcap=softcap)
     lm.backward(program, h_b, w_b, labels_b, scratch, stats, metrics, dh, rows, hidden, vocab,
                 chunk, dweight=dw, dloss=dloss, w_half=w_half,
-                dh_beta=float(dh_init is not None), dw_beta=float(dw_init is not None))
+                dh_beta=float(dh_init is not None), dw_beta=float(dw_init is not None),
+                softcap=softcap)
     for b in (metrics, dh) + ((dw,) if dw is not None else ()):
         program.read(b)
     out = [floats(v) for v in run(program.run())]
@@ -64,11 +65,11 @@ def run_lm(device, lm, h, w, labels, chunk, dloss=1.0, train_head=True, w_half=F
     return m, dh_out, dw_out
 
 
-def reference(h, w, labels, dloss):
+def reference(h, w, labels, dloss, softcap=None):
     h64, w64 = h.astype(np.float64), w.astype(np.float64)
-    loss, lse, counted = lm_head_loss_forward(h64, w64, labels)
-    dh, dw = lm_head_loss_backward(h64, w64, labels, lse, counted, dloss=dloss)
-    logits = h64 @ w64.T
+    loss, lse, counted = lm_head_loss_forward(h64, w64, labels, softcap=softcap)
+    dh, dw = lm_head_loss_backward(h64, w64, labels, lse, counted, dloss=dloss, softcap=softcap)
+    logits = softcap_logits(h64 @ w64.T, softcap)
     kept = labels != IGNORE_LABEL
     correct = int((kept & (logits.argmax(axis=1) == labels.astype(np.int64))).sum())
     return loss, counted, correct, dh, dw
@@ -83,10 +84,37 @@ def reference(h, w, labels, dloss):
     (33, 20, 77, 200, 32),     # chunk wider than the vocabulary; one counted token
 ])
 def test_lm_head_loss_matches_numpy(device, lm, rng, rows, hidden, vocab, chunk, ignored):
+    check_against_numpy(device, lm, rng, rows, hidden, vocab, chunk, ignored)
+
+
+# Caps of 1.5 and 2 bend most logits of these draws (|z| / c reaches about 6) without making
+# them equal in f32 (a cap of 0.7 saturates tanh to 1 in f32, and the argmax among tied
+# logits, hence the correct count, then differed from float64's in 1 of 6 runs).
+@pytest.mark.parametrize("rows, hidden, vocab, chunk, ignored, softcap", [
+    (24, 16, 100, 32, 5, 2.0),
+    (9, 8, 13, 1, 2, 1.5),
+    (40, 32, 300, 64, 0, 1.5),
+])
+def test_final_logit_softcap(device, lm, rng, rows, hidden, vocab, chunk, ignored, softcap):
+    """Gemma 2's final logit soft-capping: loss, correct count and gradients; and lm_softcap,
+    which caps generation's logits in place."""
+    check_against_numpy(device, lm, rng, rows, hidden, vocab, chunk, ignored, softcap)
+    z = (rng.standard_normal(rows * vocab) * 5 * softcap).astype(np.float32)
+    buffer = device.buffer_from(z)
+    program = lm.softcap(device.program(), buffer, z.size, softcap)
+    program.read(buffer)
+    (got,) = [floats(v) for v in run(program.run())]
+    want = softcap_logits(z.astype(np.float64), softcap)
+    assert np.abs(got - want).max() <= 2e-7 * softcap, np.abs(got - want).max()
+    with pytest.raises(ValueError, match="softcap"):
+        lm.softcap(device.program(), buffer, z.size, 0.0)
+
+
+def check_against_numpy(device, lm, rng, rows, hidden, vocab, chunk, ignored, softcap=None):
     h, w, labels = random_case(rng, rows, hidden, vocab, ignored)
     dloss = float(np.float32(rng.uniform(0.5, 2.0)))
-    m, dh, dw = run_lm(device, lm, h, w, labels, chunk, dloss)
-    loss, counted, correct, ref_dh, ref_dw = reference(h, w, labels, dloss)
+    m, dh, dw = run_lm(device, lm, h, w, labels, chunk, dloss, softcap=softcap)
+    loss, counted, correct, ref_dh, ref_dw = reference(h, w, labels, dloss, softcap)
     # loss = logsumexp - label logit: when the label dominates, the two nearly cancel, so the
     # error is bounded relative to the logits' magnitude, not to the (possibly tiny) loss.
     scale = max(abs(loss), np.abs(h.astype(np.float64) @ w.astype(np.float64).T).max())

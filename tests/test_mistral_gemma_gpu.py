@@ -1,5 +1,5 @@
 """Mistral (sliding window), Gemma (GeGLU, (1 + weight) RMSNorm, scaled embeddings, one KV
-head of 256), Qwen3 (QK-norm) and Gemma 3 (text) on the GPU backend (wgpu-native; lavapipe here): a LoRA step and a full fine-tuning
+head of 256), Qwen3 (QK-norm), Gemma 3 (text), Gemma 2 (soft caps) and SmolLM3 (NoPE layers) on the GPU backend (wgpu-native; lavapipe here): a LoRA step and a full fine-tuning
 step recorded on the GPU against the NumPy backend in float64 (which
 tests/test_mistral_gemma_lora_oracle.py checks against transformers + PEFT), 32 greedy tokens
 from the GPU decoder equal to transformers' (Mistral's prompt + generation far past its window),
@@ -22,7 +22,7 @@ from test_chat_model import random_examples
 from test_gpt2_gpu import check, gpu_step
 from test_mistral_gemma_lora_oracle import ALL, a_batch, engine_step, peft_model
 
-FAMILIES = ["mistral", "gemma", "qwen3", "gemma3"]
+FAMILIES = ["mistral", "gemma", "qwen3", "gemma3", "gemma2", "smollm3"]
 
 
 @pytest.mark.parametrize("family", FAMILIES)

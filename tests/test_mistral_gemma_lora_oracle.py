@@ -1,7 +1,9 @@
 """Mistral (sliding window shorter than the sequences), Gemma (GeGLU, (1 + weight) RMSNorm,
 scaled embeddings, tied head, one KV head of 256), Qwen2 with a window and Qwen3 (QK-norm,
 heads wider than hidden_size / heads) and Gemma 3 (QK-norm, sandwich norms, a sliding layer
-with its own rotary base, scores scaled by query_pre_attn_scalar): the training step
+with its own rotary base, scores scaled by query_pre_attn_scalar), Gemma 2 (sandwich norms,
+a sliding layer, soft-capped attention scores and logits), SmolLM3 (a layer without rotary
+embedding, windowed): the training step
 against code we did not write, NumPy backend in float64. A LoRA step's loss and every LoRA
 gradient against transformers + PEFT, a full fine-tuning step against torch autograd, adapters
 both ways with PEFT and the merged export loaded by transformers. Bounds as for Llama
@@ -53,7 +55,8 @@ def a_batch(T=3 * WINDOW):
 
 @pytest.mark.parametrize("family, targets", [
     ("mistral", ["q_proj", "v_proj"]), ("mistral", ALL), ("gemma", ALL), ("qwen2-window", ALL),
-    ("qwen3", ALL), ("qwen3", ["q_proj", "k_proj"]), ("gemma3", ALL)])
+    ("qwen3", ALL), ("qwen3", ["q_proj", "k_proj"]), ("gemma3", ALL), ("gemma2", ALL),
+    ("smollm3", ALL)])
 def test_lora_step_matches_peft(tmp_path, family, targets):
     peft = peft_model(tmp_path, family, targets)
     ids, mask, labels = a_batch()
@@ -92,7 +95,7 @@ def test_full_finetuning_step_matches_torch(tmp_path, family):
         assert relative(grads[name], torch_grads[name].grad.numpy()) <= GRAD_BOUND, name
 
 
-@pytest.mark.parametrize("family", ["mistral", "gemma", "qwen3", "gemma3"])
+@pytest.mark.parametrize("family", ["mistral", "gemma", "qwen3", "gemma3", "gemma2", "smollm3"])
 def test_peft_adapter_loads_and_ours_loads_in_peft(tmp_path, family):
     """A PEFT adapter applied here gives PEFT's logits (a sequence longer than the window);
     the same weights saved here as an adapter load in PEFT and give them again."""
@@ -113,7 +116,7 @@ def test_peft_adapter_loads_and_ours_loads_in_peft(tmp_path, family):
     assert relative(again, want) <= LOSS_BOUND
 
 
-@pytest.mark.parametrize("family", ["mistral", "gemma", "qwen3", "gemma3"])
+@pytest.mark.parametrize("family", ["mistral", "gemma", "qwen3", "gemma3", "gemma2", "smollm3"])
 def test_merged_export_loads_in_transformers(tmp_path, family):
     """A PEFT adapter merged and saved here is, to transformers, PEFT's merged model (its
     config, window and Gemma's tied head included)."""

@@ -1,4 +1,4 @@
-"""Mistral (sliding window), Gemma, Qwen2 with a sliding window, Qwen3 and Gemma 3 (text) through the Llama-family
+"""Mistral (sliding window), Gemma, Qwen2 with a sliding window, Qwen3, Gemma 2, Gemma 3 (text) and SmolLM3 through the Llama-family
 decoder (models/llama.py via the NumPy generation decoder, KV cache included) against
 transformers: logits in float64 over sequences longer than the window, and 32 greedy tokens
 (Mistral's prompt + generation far longer than its window)."""
@@ -12,6 +12,7 @@ from mistral_gemma_checkpoints import FAMILIES, VOCAB, WINDOW, tiny_checkpoint
 from py_engine.generate import NumpyDecoder
 from py_engine.generate.generation import generate
 from py_engine.models.checkpoint import CheckpointError, DecoderCheckpoint
+from py_engine.models.bert_config import ConfigError
 from py_engine.models.llama_config import LlamaConfig
 
 # transformers computes RMSNorm (and Gemma's (1 + weight)) in float32 even in a float64 model:
@@ -48,7 +49,13 @@ def test_the_window_and_the_gemma_parameters_decide_the_logits(tmp_path):
                         ("gemma", dict(norm_offset=0.0)), ("gemma", dict(embedding_scale=None)),
                         ("gemma", dict(mlp_activation="silu")), ("qwen3", dict(qk_norm=False)),
                         ("gemma3", dict(query_scale=None)), ("gemma3", dict(sandwich_norms=False)),
-                        ("gemma3", dict(layer_windows=(None, None)))):
+                        ("gemma3", dict(layer_windows=(None, None))),
+                        ("gemma2", dict(attn_logit_softcapping=None)),
+                        ("gemma2", dict(final_logit_softcapping=None)),
+                        ("gemma2", dict(layer_windows=(None, None))),
+                        ("gemma2", dict(sandwich_norms=False)),
+                        ("smollm3", dict(layer_rope_used=(True, True))),
+                        ("smollm3", dict(layer_windows=(None, None)))):
         hf = tiny_checkpoint(family, tmp_path / family)
         with torch.no_grad():
             want = hf(input_ids=torch.as_tensor([ids])).logits[0, -1].numpy()
@@ -122,21 +129,72 @@ def test_gemma3_fields_as_transformers_reads_them(fields):
                                 (16 / theirs.query_pre_attn_scalar) ** 0.5)
 
 
-def test_logit_softcapping_is_refused():
+@pytest.mark.parametrize("fields", [
+    dict(),                                                             # Gemma2Config's defaults
+    dict(num_hidden_layers=5, sliding_window=512, query_pre_attn_scalar=144,
+         attn_logit_softcapping=None, final_logit_softcapping=20.0),
+    dict(layer_types=["full_attention"] * 3 + ["sliding_attention"] * 2, rope_theta=5_000.0)])
+def test_gemma2_fields_as_transformers_reads_them(fields):
+    """Gemma 2's windows, query scale, rotary base and soft caps (defaults when config.json
+    omits them, null for none) as transformers' Gemma2Config reads them."""
+    from transformers import Gemma2Config
+
+    tiny = dict(vocab_size=96, hidden_size=32, num_hidden_layers=5, num_attention_heads=2,
+                num_key_value_heads=1, intermediate_size=48, head_dim=16)
+    tiny.update(fields)
+    theirs = Gemma2Config(**tiny)
+    ours = LlamaConfig(model_type="gemma2", **tiny)
+    assert ours.layer_windows == tuple(theirs.sliding_window if t == "sliding_attention" else None
+                                       for t in theirs.layer_types)
+    assert all(r["rope_theta"] == theirs.rope_parameters["rope_theta"] for r in ours.layer_rope)
+    assert ours.query_scale == (None if theirs.query_pre_attn_scalar == 16 else
+                                (16 / theirs.query_pre_attn_scalar) ** 0.5)
+    assert (ours.attn_logit_softcapping, ours.final_logit_softcapping) == \
+        (theirs.attn_logit_softcapping, theirs.final_logit_softcapping)
+    assert (ours.sandwich_norms, ours.qk_norm, ours.norm_offset) == (True, False, 1.0)
+
+
+@pytest.mark.parametrize("fields", [
+    dict(),                                                             # SmolLM3Config's defaults
+    dict(num_hidden_layers=7, no_rope_layer_interval=3, use_sliding_window=True, sliding_window=64),
+    dict(no_rope_layers=[1, 0, 0, 1, 1], use_sliding_window=True, sliding_window=32),
+    dict(use_sliding_window=False, sliding_window=32)])
+def test_smollm3_fields_as_transformers_reads_them(fields):
+    """SmolLM3's layers without rotary embedding and its windows, as SmolLM3Config lays them out."""
+    from transformers import SmolLM3Config
+
+    tiny = dict(vocab_size=96, hidden_size=32, num_hidden_layers=5, num_attention_heads=4,
+                num_key_value_heads=2, intermediate_size=48, pad_token_id=0)
+    tiny.update(fields)
+    theirs = SmolLM3Config(**tiny)
+    ours = LlamaConfig(model_type="smollm3", **tiny)
+    assert ours.layer_rope_used == tuple(bool(x) for x in theirs.no_rope_layers)
+    assert ours.layer_windows == tuple(
+        theirs.sliding_window if theirs.use_sliding_window and t == "sliding_attention" else None
+        for t in theirs.layer_types)
+    assert ours.tie_word_embeddings is theirs.tie_word_embeddings is True
+    with pytest.raises(ConfigError, match="'no_rope_layers' must hold 0 or 1 for each of the \d layers"):
+        LlamaConfig(model_type="smollm3", **dict(tiny, no_rope_layers=[1, 0]))
+
+
+def test_logit_softcapping_is_refused_outside_gemma2():
     from py_engine.models.bert_config import ConfigError
 
+    tiny = dict(vocab_size=96, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                intermediate_size=48)
     with pytest.raises(ConfigError, match="'final_logit_softcapping' is 30.0: logit soft-capping is not supported"):
-        LlamaConfig(model_type="gemma3_text", vocab_size=96, hidden_size=32, num_hidden_layers=1,
-                    num_attention_heads=2, intermediate_size=48, final_logit_softcapping=30.0)
+        LlamaConfig(model_type="gemma3_text", **tiny, final_logit_softcapping=30.0)
+    with pytest.raises(ConfigError, match="'attn_logit_softcapping' must be a positive number or null, got 0"):
+        LlamaConfig(model_type="gemma2", **tiny, attn_logit_softcapping=0)
 
 
-@pytest.mark.parametrize("model_type", ["gemma2", "gemma3"])
-def test_gemma_2_and_multimodal_gemma_3_are_refused_naming_the_supported(tmp_path, model_type):
+@pytest.mark.parametrize("model_type", ["recurrent_gemma", "gemma3"])
+def test_other_gemmas_are_refused_naming_the_supported(tmp_path, model_type):
     tiny_checkpoint("gemma", tmp_path)
     config = (tmp_path / "config.json").read_text().replace('"gemma"', f'"{model_type}"')
     (tmp_path / "config.json").write_text(config)
     with pytest.raises(CheckpointError, match=rf"'{model_type}' is not a supported decoder; "
-                                              r"supported: Llama \(llama, qwen2, qwen3, mistral\), Gemma \(gemma, gemma3_text\), .*GPT-2"):
+                                              r"supported: Llama \(llama, qwen2, qwen3, mistral, smollm3\), Gemma \(gemma, gemma2, gemma3_text\), .*GPT-2"):
         DecoderCheckpoint.load(tmp_path)
 
 

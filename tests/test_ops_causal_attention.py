@@ -30,15 +30,20 @@ def additive_mask(batch, seq, past, mask, dtype):
     return torch.zeros(seen.shape, dtype=dtype).masked_fill(~seen, torch.finfo(dtype).min)
 
 
-def torch_reference(q, k, v, batch, seq, heads, kv_heads, past, mask, scaling, dropout=None):
+def torch_reference(q, k, v, batch, seq, heads, kv_heads, past, mask, scaling, dropout=None,
+                    softcap=None):
     """Causal GQA with a -inf mask, autograd-differentiable; also returns the row logsumexp.
-    dropout: a [B, Hq, Tq, Tk] multiplier on the probabilities."""
+    dropout: a [B, Hq, Tq, Tk] multiplier on the probabilities; softcap: scores capped to
+    softcap * tanh(. / softcap)."""
     keys = past + seq
     qh = q.view(batch, seq, heads, -1).transpose(1, 2)
     kh = k.view(batch, keys, kv_heads, -1).transpose(1, 2).repeat_interleave(heads // kv_heads, 1)
     vh = v.view(batch, keys, kv_heads, -1).transpose(1, 2).repeat_interleave(heads // kv_heads, 1)
     seen = torch.tensor(ca.visible(batch, seq, past, mask))
-    scores = torch.where(seen, qh @ kh.transpose(-1, -2) * scaling, -torch.inf)
+    scores = qh @ kh.transpose(-1, -2) * scaling
+    if softcap is not None:
+        scores = softcap * torch.tanh(scores / softcap)
+    scores = torch.where(seen, scores, -torch.inf)
     probs = torch.softmax(scores, dim=-1)
     out = (probs if dropout is None else probs * torch.as_tensor(dropout)) @ vh
     return out.transpose(1, 2).reshape(batch * seq, -1), torch.logsumexp(scores, dim=-1)
@@ -59,25 +64,33 @@ def test_forward_and_backward_match_torch_autograd(rng, batch, seq, heads, kv_he
                                                    padded, dropout):
     """With `dropout`, a random 0 / (1 / (1 - p)) multiplier on the probabilities (attention
     dropout with a given mask) in both."""
-    q, k, v, dout = random_inputs(rng, batch, seq, heads, kv_heads, dim, past)
+    inputs = random_inputs(rng, batch, seq, heads, kv_heads, dim, past)
     mask = right_padding(rng, batch, past + seq) if padded else None
-    scaling = dim ** -0.5
     if dropout is not None:
         keep = rng.random((batch, heads, seq, past + seq)) >= dropout
         dropout = keep / (1 - dropout)
-    tq, tk, tv = (torch.tensor(x, requires_grad=True) for x in (q, k, v))
-    t_out, t_lse = torch_reference(tq, tk, tv, batch, seq, heads, kv_heads, past, mask, scaling,
-                                   dropout)
-    t_out.backward(torch.tensor(dout))
+    check_against_autograd(inputs, dict(batch=batch, heads=heads, kv_heads=kv_heads,
+                                        attention_mask=mask, past=past, scaling=dim ** -0.5,
+                                        dropout=dropout))
 
-    meta = dict(batch=batch, heads=heads, kv_heads=kv_heads, attention_mask=mask, past=past,
-                dropout=dropout)
+
+def check_against_autograd(inputs, meta):
+    """Our forward (out, lse) and backward against torch_reference under autograd, both in
+    float64; returns our out."""
+    q, k, v, dout = inputs
+    tq, tk, tv = (torch.tensor(x, requires_grad=True) for x in (q, k, v))
+    batch = meta["batch"]
+    t_out, t_lse = torch_reference(tq, tk, tv, batch, q.shape[0] // batch, meta["heads"],
+                                   meta["kv_heads"], meta["past"], meta["attention_mask"],
+                                   meta["scaling"], meta.get("dropout"), meta.get("softcap"))
+    t_out.backward(torch.tensor(dout))
     out, lse = ca.causal_attention_forward(q, k, v, **meta)
     np.testing.assert_allclose(out, t_out.detach().numpy(), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(lse, t_lse.detach().numpy(), rtol=1e-12, atol=1e-12)
     grads = ca.causal_attention_backward(dout, q, k, v, out, lse, **meta)
     for ours, theirs in zip(grads, (tq, tk, tv)):
         np.testing.assert_allclose(ours, theirs.grad.numpy(), rtol=1e-10, atol=1e-12)
+    return out
 
 
 @pytest.mark.parametrize("batch, seq, heads, kv_heads, dim, past, padded", CASES)
@@ -100,6 +113,34 @@ def test_matches_transformers_eager_llama_attention(rng, batch, seq, heads, kv_h
     probs, _ = ca.causal_attention_probs(q, k, batch=batch, heads=heads, kv_heads=kv_heads,
                                          attention_mask=mask, scaling=scaling, past=past)
     np.testing.assert_allclose(probs, weights.numpy(), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("batch, seq, heads, kv_heads, dim, past, padded", CASES)
+def test_softcap_matches_torch_autograd_and_gemma2_eager_attention(rng, batch, seq, heads,
+                                                                   kv_heads, dim, past, padded):
+    """Gemma 2's attention logit soft-capping: forward and backward against torch autograd, and
+    the forward against transformers' own Gemma 2 eager attention (which caps its scores), with
+    a cap low enough to bend most scores (|s| / c up to ~2)."""
+    from transformers.models.gemma2.modeling_gemma2 import eager_attention_forward as gemma2_eager
+
+    inputs = random_inputs(rng, batch, seq, heads, kv_heads, dim, past)
+    q, k, v, _ = inputs
+    mask = right_padding(rng, batch, past + seq) if padded else None
+    scaling, softcap = 1.3 * dim ** -0.5, 1.5
+    meta = dict(batch=batch, heads=heads, kv_heads=kv_heads, attention_mask=mask, past=past,
+                scaling=scaling, softcap=softcap)
+    out = check_against_autograd(inputs, meta)
+    uncapped, _ = ca.causal_attention_forward(q, k, v, **dict(meta, softcap=None))
+    assert np.abs(uncapped - out).max() > 1e-2          # the cap bends these scores
+
+    keys = past + seq
+    module = SimpleNamespace(num_key_value_groups=heads // kv_heads, training=False)
+    expected, _ = gemma2_eager(module, torch.tensor(q).view(batch, seq, heads, dim).transpose(1, 2),
+                               torch.tensor(k).view(batch, keys, kv_heads, dim).transpose(1, 2),
+                               torch.tensor(v).view(batch, keys, kv_heads, dim).transpose(1, 2),
+                               additive_mask(batch, seq, past, mask, torch.float64),
+                               scaling=scaling, softcap=softcap)
+    np.testing.assert_allclose(out, expected.reshape(batch * seq, -1).numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_padded_query_rows_attend_to_the_real_prefix(rng):

@@ -146,3 +146,41 @@ def test_head_bias_matches_torch(chunk, block_logits):
     assert abs(loss - want.item()) <= BOUND * abs(want.item())
     assert rel(dh, th.grad.numpy()) <= 1e-10 and rel(dw, tw.grad.numpy()) <= 1e-10
     assert rel(db, tb.grad.numpy()) <= 1e-10
+
+
+@pytest.mark.parametrize("chunk, block_logits", [(None, 1 << 22), (16, 37), (1, 11)])
+def test_final_logit_softcap_matches_torch(chunk, block_logits):
+    """Gemma 2's final logit soft-capping: cross_entropy(c tanh((h W^T + b) / c), y) and its
+    gradients against torch, chunked and fused, with a cap that bends most logits."""
+    from py_engine.ops.lm_head_loss import lm_head_loss_fused, softcap_logits
+
+    rng = np.random.default_rng()
+    h, w, labels = random_case(rng, 14, 8, 50, 3)
+    b, cap = rng.standard_normal(50), 1.5
+    th, tw, tb = (torch.tensor(a, requires_grad=True) for a in (h, w, b))
+    ty = torch.tensor(np.where(labels == IGNORE, -100, labels))
+    logits = cap * torch.tanh((th @ tw.T + tb) / cap)
+    want = torch.nn.functional.cross_entropy(logits, ty, ignore_index=-100)
+    (want * 0.7).backward()
+    uncapped = torch.nn.functional.cross_entropy(th @ tw.T + tb, ty, ignore_index=-100)
+    assert abs(uncapped.item() - want.item()) > 0.1       # the cap bends these logits
+
+    loss, lse, counted = lm_head_loss_forward(h, w, labels, chunk=chunk, bias=b, softcap=cap)
+    db = np.zeros(50)
+    dh, dw = lm_head_loss_backward(h, w, labels, lse, counted, dloss=0.7, chunk=chunk, bias=b,
+                                   dbias=db, softcap=cap)
+    assert abs(loss - want.item()) <= BOUND * abs(want.item())
+    assert rel(dh, th.grad.numpy()) <= 1e-10 and rel(dw, tw.grad.numpy()) <= 1e-10
+    assert rel(db, tb.grad.numpy()) <= 1e-10
+
+    db = np.zeros(50)
+    loss, _, dh, dw = lm_head_loss_fused(h, w, labels, dloss=0.7, grad_weight=True,
+                                         block_logits=block_logits, bias=b, dbias=db, softcap=cap)
+    assert abs(loss - want.item()) <= BOUND * abs(want.item())
+    assert rel(dh, th.grad.numpy()) <= 1e-10 and rel(dw, tw.grad.numpy()) <= 1e-10
+    assert rel(db, tb.grad.numpy()) <= 1e-10
+    z = h @ w.T + b
+    assert rel(softcap_logits(z, cap), logits.detach().numpy()) <= 1e-12
+    assert softcap_logits(z, None) is z
+    with pytest.raises(ValueError, match="softcap"):
+        lm_head_loss_forward(h, w, labels, softcap=0.0)

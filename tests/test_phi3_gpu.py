@@ -42,7 +42,8 @@ def test_full_finetuning_step_on_the_gpu_matches_numpy(tmp_path, device):
     check(got_loss, got, want_loss, want)
 
 
-@pytest.mark.parametrize("case, half", [("no-scaling", False), ("longrope", False), ("longrope", True)])
+@pytest.mark.parametrize("case, half", [("no-scaling", False), ("longrope", False), ("longrope", True),
+                                        ("partial-longrope", False)])
 def test_gpu_greedy_generation_matches_transformers(tmp_path, device, case, half):
     """With LongRoPE the 37 tokens pass its switch at 12: the GPU decoder re-runs the sequence
     there, on the long factors' programs, as transformers' generate does."""

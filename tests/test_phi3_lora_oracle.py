@@ -28,7 +28,7 @@ ALL = ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]
 # for the loss even in a float64 model: the Llama family's bounds.
 LOSS_BOUND, GRAD_BOUND = 1e-6, 1e-5
 # (rope case, sequence length): LongRoPE's short factors, and its long ones past ORIGINAL
-STEPS = [("no-scaling", 10), ("longrope", 10), ("longrope", ORIGINAL + 4)]
+STEPS = [("no-scaling", 10), ("longrope", 10), ("longrope", ORIGINAL + 4), ("partial-longrope", ORIGINAL + 4)]
 
 
 def peft_phi3(path, targets, case="no-scaling"):

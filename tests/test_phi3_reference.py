@@ -80,15 +80,26 @@ def test_config_reads_phi3_as_transformers_does(tmp_path):
 
 
 @pytest.mark.parametrize("fields, match", [
-    (dict(partial_rotary_factor=0.5), "partial_rotary_factor 0.5 is not supported"),
+    (dict(partial_rotary_factor=0.375), "partial_rotary_factor 0.375 of head_dim 8 gives 3 rotary"),
+    (dict(partial_rotary_factor=0.1), "gives 0 rotary dimensions"),
     (dict(rope_scaling={"type": "longrope", "short_factor": [1.0] * 3, "long_factor": [1.0] * 4}),
-     "short_factor must hold head_dim / 2 = 4 numbers"),
+     "short_factor must hold one number per rotated pair of dimensions, 4"),
+    (dict(partial_rotary_factor=0.5, rope_scaling={"type": "longrope", "short_factor": [1.0] * 4,
+                                                   "long_factor": [1.0] * 4}),
+     "short_factor must hold one number per rotated pair of dimensions, 2"),
     (dict(resid_pdrop=0.1), "'resid_pdrop' is 0.1: dropout is not supported"),
     (dict(rope_scaling={"type": "dynamic", "factor": 2.0}), "rope type 'dynamic' is not supported"),
 ])
 def test_config_refusals(fields, match):
     with pytest.raises(ConfigError, match=match):
         LlamaConfig(**dict(TINY, model_type="phi3", **fields))
+
+
+def test_partial_rotary_is_phi3s_alone():
+    """transformers rotates whole heads in the other Llama-family models."""
+    with pytest.raises(ConfigError, match="partial_rotary_factor 0.5 is not supported for model_type 'llama'"):
+        LlamaConfig(**dict(TINY, model_type="llama", partial_rotary_factor=0.5))
+    assert LlamaConfig(**dict(TINY, model_type="phi3", partial_rotary_factor=0.5)).rotary_dim == 4
 
 
 def test_sequences_past_the_sliding_window(tmp_path):
@@ -110,5 +121,5 @@ def test_unsupported_model_type_names_phi3(tmp_path):
     config = (tmp_path / "config.json").read_text().replace('"phi3"', '"phimoe"')
     (tmp_path / "config.json").write_text(config)
     with pytest.raises(CheckpointError, match=r"'phimoe' is not a supported decoder; supported: "
-                                              r"Llama \(llama, qwen2, qwen3, mistral\), .*Phi-3 \(phi3\)"):
+                                              r"Llama \(llama, qwen2, qwen3, mistral, smollm3\), .*Phi-3 \(phi3\)"):
         DecoderCheckpoint.load(tmp_path)

@@ -5,6 +5,7 @@ tokenizer_config.json with a ChatML chat template (Qwen2's, minus the tools bran
 
     path = tiny_chat_dir(tmp_path, family="qwen2")      # or "llama" (untied) / "llama-tied",
                                                         # "mistral" (window 8) / "gemma" /
+                                                        # "gemma2" / "gemma3" / "qwen3" / "smollm3" /
                                                         # "phi3" (LongRoPE, switch at 16 tokens)
     tok = transformers.AutoTokenizer.from_pretrained(path)   # loads as any chat model does
 """
@@ -88,6 +89,21 @@ def tiny_chat_dir(path, family="qwen2", seed=0, **overrides):
             for name, p in model.named_parameters():
                 if "norm" in name:
                     p.add_(0.3 * torch.randn_like(p))
+    elif family == "gemma2":      # sandwich norms, soft caps that bend; sliding layers 0 and 2
+        from transformers import Gemma2Config, Gemma2ForCausalLM
+
+        model = Gemma2ForCausalLM(Gemma2Config(**dict(
+            settings, num_hidden_layers=3, num_attention_heads=2, num_key_value_heads=1,
+            head_dim=64, query_pre_attn_scalar=64, sliding_window=8, attn_logit_softcapping=1.0,
+            final_logit_softcapping=2.0)))
+        with torch.no_grad():         # norms that matter (Gemma's start at 0: a scale of 1)
+            for name, p in model.named_parameters():
+                if "norm" in name:
+                    p.add_(0.3 * torch.randn_like(p))
+    elif family == "smollm3":     # four layers, the last without rotary embedding (its default
+        from transformers import SmolLM3Config, SmolLM3ForCausalLM     # every 4th, as llama.cpp's)
+
+        model = SmolLM3ForCausalLM(SmolLM3Config(**dict(settings, num_hidden_layers=4)))
     elif family == "phi3":
         from phi3_checkpoints import longrope
 

@@ -365,6 +365,13 @@ class GpuBackend:
         self.k.elementwise.add(self.program, a.buffer, b.buffer, out.buffer, a.size)
         return out
 
+    def softcap_logits(self, logits, softcap):
+        """softcap * tanh(logits / softcap), in place (generation's logits; Gemma 2); the
+        logits themselves without a cap."""
+        if softcap is not None:
+            self.k.lm_head.softcap(self.program, logits.buffer, logits.size, softcap)
+        return logits
+
     def scale(self, x, alpha):
         """alpha * x (alpha rounded to f32, as the kernel multiplies in f32)."""
         out = self.new(*x.shape)
@@ -530,12 +537,13 @@ class GpuBackend:
     def rope_backward(self, dy, tables, heads, seq):
         return self.rope(dy, tables, heads, seq, backward=True)
 
-    def causal_attention(self, q, k, v, mask, B, heads, kv_heads, past=0, p=0.0, window=None):
+    def causal_attention(self, q, k, v, mask, B, heads, kv_heads, past=0, p=0.0, window=None,
+                         softcap=None):
         """With `p` > 0 (training) the attention probabilities [B, heads, Tq, Tk] are dropped
         with the counter-based mask, recomputed by the backward. `window`: a sliding window
-        (None = none)."""
+        (None = none); `softcap`: the scores' soft cap (None = none)."""
         shape = dict(batch=B, seq=q.rows // B, heads=heads, kv_heads=kv_heads,
-                     head_dim=q.cols // heads, window=window)
+                     head_dim=q.cols // heads, window=window, softcap=softcap)
         if p:
             site = self._dropout_site(p, B * heads * shape["seq"] * (past + shape["seq"]))
             shape["dropout"] = (self.step, p, site.base)
@@ -600,12 +608,13 @@ class GpuBackend:
         return self.metrics, dlogits
 
     def lm_head_loss(self, h, w, labels, loss_scale=1.0, dweight=None, backward=True, chunk=256,
-                     bias=None, dbias=None):
+                     bias=None, dbias=None, softcap=None):
         """(metrics, dh): loss and counted tokens land in the metrics buffer (read it after
         the run); dh is the gradient of loss * loss_scale (None without `backward`); with
         `dweight` the head's gradient is added into it (full fine-tuning; otherwise the head
         is frozen). A head with a `bias` (Phi-2) adds it to the logits; with `dbias` its
-        gradient is added into that."""
+        gradient is added into that; `softcap` caps the logits (Gemma 2's
+        final_logit_softcapping)."""
         N, H = h.shape
         V = w.shape[0]
         chunk = min(chunk, V)
@@ -615,14 +624,15 @@ class GpuBackend:
         args = (self.program, h.buffer, w.buffer, labels.buffer, scratch, stats, self.metrics)
         shape = (N, H, V, chunk)
         bias = None if bias is None else bias.buffer
-        lm.forward(*args, *shape, w_half=w.half, bias=bias)
+        lm.forward(*args, *shape, w_half=w.half, bias=bias, softcap=softcap)
         if not backward:
             return self.metrics, None
         dh = self.new(*h.shape)
         extra = {} if dweight is None else dict(dweight=dweight.buffer, dw_beta=1.0)
         if dbias is not None:
             extra.update(dbias=dbias.buffer, db_beta=1.0)
-        lm.backward(*args, dh.buffer, *shape, dloss=loss_scale, w_half=w.half, bias=bias, **extra)
+        lm.backward(*args, dh.buffer, *shape, dloss=loss_scale, w_half=w.half, bias=bias,
+                    softcap=softcap, **extra)
         return self.metrics, dh
 
 

@@ -119,6 +119,10 @@ class NumpyBackend:
     def linear(self, x, w, b):
         return mm_ops.linear_forward(x, w, b)
 
+    def softcap_logits(self, logits, softcap):
+        """softcap * tanh(logits / softcap) (generation's logits; Gemma 2)."""
+        return lm_ops.softcap_logits(logits, softcap)
+
     def linear_grad_input(self, dy, w):
         return mm_ops.gemm(dy, w)
 
@@ -279,13 +283,15 @@ class NumpyBackend:
         cos, sin = tables
         return rope_ops.rope_backward(dy, cos[:seq], sin[:seq], heads)
 
-    def causal_attention(self, q, k, v, mask, B, heads, kv_heads, past=0, p=0.0, window=None):
+    def causal_attention(self, q, k, v, mask, B, heads, kv_heads, past=0, p=0.0, window=None,
+                         softcap=None):
         """With `p` > 0 the attention probabilities [B, heads, Tq, Tk] are dropped (training);
-        the mask is the saved state's `site`. `window`: a sliding window (None = none)."""
+        the mask is the saved state's `site`. `window`: a sliding window (None = none);
+        `softcap`: the scores' soft cap (None = none)."""
         T = q.shape[0] // B
         site = self._dropout_site((B, heads, T, past + T), p, q.dtype) if p else None
         shape = dict(batch=B, heads=heads, kv_heads=kv_heads, attention_mask=mask, past=past,
-                     dropout=site and site.multiplier, window=window)
+                     dropout=site and site.multiplier, window=window, softcap=softcap)
         out, lse = causal_ops.causal_attention_forward(q, k, v, **shape)
         return out, CausalAttentionSaved(q, k, v, out, lse, shape, site)
 
@@ -358,17 +364,18 @@ class NumpyBackend:
                                                       dloss=loss_scale)
 
     def lm_head_loss(self, h, w, labels, loss_scale=1.0, dweight=None, backward=True,
-                     bias=None, dbias=None):
+                     bias=None, dbias=None, softcap=None):
         """(metrics, dh): the causal-LM loss over shifted labels (IGNORE_LABEL = not counted)
         as metrics {"loss", "counted"}, and the gradient of loss * loss_scale with respect to
         h (None without `backward`); with `dweight` the head's gradient is added into it (full
         fine-tuning; otherwise the head is frozen). A head with a `bias` (Phi-2) adds it to the
-        logits; with `dbias` its gradient is added into that. One pass over blocks of rows:
+        logits; with `dbias` its gradient is added into that; `softcap` caps the logits (Gemma
+        2's final_logit_softcapping). One pass over blocks of rows:
         each block's logits are made once and never all at once."""
         loss, counted, dh, dw = lm_ops.lm_head_loss_fused(
             h, w, np.asarray(labels), dloss=loss_scale, grad_input=backward,
             grad_weight=backward and dweight is not None, bias=bias,
-            dbias=dbias if backward else None)
+            dbias=dbias if backward else None, softcap=softcap)
         if dw is not None:
             dweight += dw
         return {"loss": float(loss), "counted": counted}, dh

@@ -16,6 +16,14 @@ convert_hf_to_gguf.py writes them, and a PEFT LoRA adapter as convert_lora_to_gg
   config.json may vary: every sixth layer attends to everything and the others slide, the
   sliding layers' rotary base is 10000, and scores are scaled by head_dim^-1/2; a model that
   differs is refused.
+  Gemma 2 is "gemma2": Gemma's, with the sandwich norms named as Gemma 3's, the window as
+  attention.sliding_window and both soft caps (attn_logit_softcapping,
+  final_logit_softcapping). llama.cpp's gemma2 slides every other layer from the first, always
+  caps both, and scales scores by head_dim^-1/2 (but for its 27B): a model that differs is
+  refused.
+  SmolLM3 is "smollm3": Llama's names, rows and metadata (its converter is Llama's);
+  llama.cpp's smollm3 leaves out the rotary embedding on every 4th layer and has no window, so
+  another pattern, or a window shorter than the context, is refused.
   Phi-3 is "phi3" (fused attn_qkv and ffn_up = gate_up_proj, no permutation; LongRoPE as the rope_factors_long / rope_factors_short tensors, the
   switch as rope.scaling.original_context_length, the cos/sin factor as
   rope.scaling.attn_factor; the sliding window as attention.sliding_window, 0 for none).
@@ -51,7 +59,8 @@ QUANTIZATION_VERSION = 2
 # Families with their own module (names, metadata, extra tensors), by model_type.
 FAMILIES = {"gpt2": gguf_gpt2, "t5": gguf_t5, "phi": gguf_phi2}
 ARCHITECTURES = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "phi3": "phi3",
-                 "gemma": "gemma", "gemma3_text": "gemma3",
+                 "smollm3": "smollm3",
+                 "gemma": "gemma", "gemma2": "gemma2", "gemma3_text": "gemma3",
                  **{model_type: family.ARCHITECTURE for model_type, family in FAMILIES.items()}}
 _LAYER = {"input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q",
           "self_attn.qkv_proj": "attn_qkv", "mlp.gate_up_proj": "ffn_up",
@@ -61,10 +70,14 @@ _LAYER = {"input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q",
           "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down",
           # Phi-2 (PhiForCausalLM): the same layers under its own module names
           "self_attn.dense": "attn_output", "mlp.fc1": "ffn_up", "mlp.fc2": "ffn_down"}
-# Gemma 3's, with its sandwich norms (its post_attention_layernorm normalises the attention's output)
-_GEMMA3_LAYER = dict(_LAYER, post_attention_layernorm="post_attention_norm",
-                     pre_feedforward_layernorm="ffn_norm", post_feedforward_layernorm="post_ffw_norm")
+# Gemma 2's and 3's, with their sandwich norms (post_attention_layernorm normalises the
+# attention's output)
+_SANDWICH_LAYER = dict(_LAYER, post_attention_layernorm="post_attention_norm",
+                       pre_feedforward_layernorm="ffn_norm", post_feedforward_layernorm="post_ffw_norm")
+SANDWICH_ARCHITECTURES = ("gemma2", "gemma3")
+GEMMA_ARCHITECTURES = ("gemma", "gemma2", "gemma3")
 LLAMA_CPP_GEMMA3 = {"sliding_every": 6, "local_rope_theta": 10000.0}
+LLAMA_CPP_NO_ROPE_STEP = 4     # llama.cpp's smollm3: every 4th layer without rotary embedding
 _GLOBAL = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
            "lm_head.weight": "output.weight", "lm_head.bias": "output.bias",
            "model.final_layernorm.weight": "output_norm.weight",
@@ -82,6 +95,14 @@ def architecture(config):
     if arch == "gemma3":
         _check_gemma3(config)
         return arch
+    if arch == "gemma2":
+        _check_gemma2(config)
+        return arch
+    if arch == "smollm3" and list(config.layer_rope_used) != \
+            [(n + 1) % LLAMA_CPP_NO_ROPE_STEP != 0 for n in range(config.num_hidden_layers)]:
+        raise ExportError(f"GGUF export of a SmolLM3 whose layers without rotary embedding are not "
+                          f"every {LLAMA_CPP_NO_ROPE_STEP}th is not supported: llama.cpp's smollm3 "
+                          "fixes that pattern")
     windows = [w for w in getattr(config, "layer_windows", ()) if w is not None]
     if arch != "phi3" and windows and min(windows) < config.max_position_embeddings:
         raise ExportError(f"GGUF export of a sliding-window model (sliding_window {min(windows)} < "
@@ -108,10 +129,25 @@ def _check_gemma3(config):
                           "not supported: llama.cpp's gemma3 scales scores by head_dim^-1/2")
 
 
+def _check_gemma2(config):
+    """ExportError unless llama.cpp's gemma2 would run `config` as transformers does."""
+    sliding = [w is not None for w in config.layer_windows]
+    if sliding != [n % 2 == 0 for n in range(config.num_hidden_layers)]:
+        raise ExportError("GGUF export of a Gemma 2 whose sliding layers are not every other one "
+                          "from the first is not supported: llama.cpp's gemma2 fixes that pattern")
+    for name in ("attn_logit_softcapping", "final_logit_softcapping"):
+        if getattr(config, name) is None:
+            raise ExportError(f"GGUF export of a Gemma 2 without {name} is not supported: "
+                              "llama.cpp's gemma2 always caps")
+    if config.query_scale is not None:
+        raise ExportError("GGUF export of a Gemma 2 whose query_pre_attn_scalar is not head_dim is "
+                          "not supported: llama.cpp's gemma2 scales scores by head_dim^-1/2")
+
+
 def gguf_name(name, arch=None):
     """llama.cpp's tensor name for a transformers one (model.layers.3.mlp.up_proj.weight ->
     blk.3.ffn_up.weight); GPT-2's (transformer.*) by gguf_gpt2, T5's (encoder.*, decoder.*,
-    shared.weight) by gguf_t5; `arch` "gemma3" names its sandwich norms."""
+    shared.weight) by gguf_t5; `arch` "gemma2" or "gemma3" names their sandwich norms."""
     family = _family_of_name(name)
     if family is not None:
         target = family.gguf_name(name)
@@ -124,7 +160,7 @@ def gguf_name(name, arch=None):
     if parts[:2] != ["model", "layers"]:
         raise ExportError(f"no GGUF name for tensor {name!r}")
     module, kind = ".".join(parts[3:-1]), parts[-1]
-    layer = _GEMMA3_LAYER if arch == "gemma3" else _LAYER
+    layer = _SANDWICH_LAYER if arch in SANDWICH_ARCHITECTURES else _LAYER
     if module not in layer:
         raise ExportError(f"no GGUF name for tensor {name!r}")
     return f"blk.{parts[2]}.{layer[module]}.{kind}"
@@ -156,7 +192,7 @@ def permuted_heads(values, rows, heads):
 
 def _permutation(name, config, arch):
     """The head count whose rows `name` is reordered by (arch: architecture(config)), or None."""
-    if arch != "llama":
+    if arch not in ("llama", "smollm3"):
         return None
     if ".self_attn.q_proj." in name:
         return config.num_attention_heads
@@ -181,7 +217,7 @@ def hyperparameters(config, arch, ggml_type):
                ("general.quantization_version", gguf.UINT32, QUANTIZATION_VERSION)]
     if config.model_type in FAMILIES:
         return general + FAMILIES[config.model_type].hyperparameters(config)
-    if arch in ("gemma", "gemma3") and config.hidden_act != "gelu_pytorch_tanh":
+    if arch in GEMMA_ARCHITECTURES and config.hidden_act != "gelu_pytorch_tanh":
         raise ExportError(f"GGUF export of a Gemma with hidden_act {config.hidden_act!r} is not "
                           f"supported: llama.cpp's {arch} runs the MLP with GELU (the tanh form)")
     head_dim = config.hidden_size // config.num_attention_heads
@@ -196,14 +232,17 @@ def hyperparameters(config, arch, ggml_type):
         (f"{a}.rope.freq_base", gguf.FLOAT32, float(config.rope_parameters["rope_theta"])),
         (f"{a}.attention.layer_norm_rms_epsilon", gguf.FLOAT32, config.rms_norm_eps),
     ]
-    if arch in ("llama", "phi3"):
-        entries.append((f"{a}.rope.dimension_count", gguf.UINT32, config.head_dim))
-    if config.head_dim != head_dim or arch in ("gemma", "gemma3"):     # Gemma's converters always write them
+    if arch in ("llama", "smollm3", "phi3"):
+        entries.append((f"{a}.rope.dimension_count", gguf.UINT32, config.rotary_dim))
+    if config.head_dim != head_dim or arch in GEMMA_ARCHITECTURES:     # Gemma's converters always write them
         entries += [(f"{a}.attention.key_length", gguf.UINT32, config.head_dim),
                     (f"{a}.attention.value_length", gguf.UINT32, config.head_dim)]
-    if arch == "gemma3":
+    if arch in SANDWICH_ARCHITECTURES:
         window = next((w for w in config.layer_windows if w is not None), config.max_position_embeddings)
         entries.append((f"{a}.attention.sliding_window", gguf.UINT32, window))
+    if arch == "gemma2":
+        entries += [(f"{a}.attn_logit_softcapping", gguf.FLOAT32, config.attn_logit_softcapping),
+                    (f"{a}.final_logit_softcapping", gguf.FLOAT32, config.final_logit_softcapping)]
     rope = config.rope_parameters
     if rope["rope_type"] == "linear":
         entries += [(f"{a}.rope.scaling.type", gguf.STRING, "linear"),

@@ -10,7 +10,7 @@ bfloat16, activations recomputed in the backward pass, so that 7-8B models fit o
 with LoRA; FLAN-T5 small and base fit as they are, their weights kept in float32 (T5 overflows
 in float16, and bf16 autocast is precision enough). py_engine: whether py_engine runs the
 family, so that the job's adapter loads back into it and into the page (Llama, Mistral, Phi-3,
-Qwen3, Gemma 3, T5: yes).
+Qwen3, SmolLM3, Gemma 2 and 3, T5: yes).
 """
 
 from dataclasses import asdict, dataclass
@@ -34,6 +34,7 @@ PRESETS = {
     "llama-3.1-8b": BasePreset("meta-llama/Llama-3.1-8B-Instruct"),
     "mistral-7b": BasePreset("mistralai/Mistral-7B-Instruct-v0.3"),
     "phi-3-mini": BasePreset("microsoft/Phi-3-mini-4k-instruct", target_modules=("qkv_proj",)),
+    "smollm3-3b": BasePreset("HuggingFaceTB/SmolLM3-3B"),
     "tinyllama": BasePreset("TinyLlama/TinyLlama-1.1B-Chat-v1.0", gradient_checkpointing=False),
     "smollm2-135m": BasePreset("HuggingFaceTB/SmolLM2-135M-Instruct",
                                gradient_checkpointing=False),
@@ -41,6 +42,7 @@ PRESETS = {
                                gradient_checkpointing=False),
     "smollm2-1.7b": BasePreset("HuggingFaceTB/SmolLM2-1.7B-Instruct",
                                gradient_checkpointing=False),
+    "gemma-2-2b": BasePreset("google/gemma-2-2b-it"),
     "gemma-3-270m": BasePreset("google/gemma-3-270m-it", gradient_checkpointing=False),
     "gemma-3-1b": BasePreset("google/gemma-3-1b-it", gradient_checkpointing=False),
     "qwen3-0.6b": BasePreset("Qwen/Qwen3-0.6B", gradient_checkpointing=False),

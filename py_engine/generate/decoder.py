@@ -173,8 +173,7 @@ class NumpyDecoder:
         self.history.ids += ids
         hidden = self._hidden(Tokens(np.asarray([ids], np.int64), len(ids), self.length,
                                      self.length + len(ids)))
-        logits = self.be.linear(hidden[-1:], self.be.param(self.model.head_name),
-                                self.model.head_bias_param(self.be))[0]
+        logits = self.model.head_logits(self.be, hidden[-1:])[0]
         self.length += len(ids)
         return logits
 
@@ -276,7 +275,7 @@ class GpuDecoder:
                                        cache=self.cache)
         if T > 1:    # the last real row of a right-padded prompt, chosen per run
             hidden = be.gather_rows(hidden, r.last)
-        logits = be.linear(hidden, be.param(self.model.head_name), self.model.head_bias_param(be))
+        logits = self.model.head_logits(be, hidden)
         r.program.read(logits.buffer, size=4 * self.config.vocab_size)
         r.buffers = [r.ids.buffer, r.last.buffer] + be.finish()
         return r

@@ -102,7 +102,7 @@ class GpuSeq2SeqDecoder:
         r.position = Variable(0, name="cache position")
         hidden, _ = model.decode(be, r.token, 1, 1, cross, r.mask, train=False, cache=self.cache,
                                  position=r.position, cached=(r.cache_mask, Tensor(bias.buffer, (H, 1, L))))
-        logits = be.linear(hidden, be.param(model.head_name), None)
+        logits = model.head_logits(be, hidden)
         r.decode.read(logits.buffer, size=4 * c.vocab_size)
         r.buffers = [r.ids.buffer, r.mask.buffer, r.token.buffer, r.cache_mask.buffer,
                      r.bias_index.buffer] + buffers + be.finish()

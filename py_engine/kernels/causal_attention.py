@@ -29,6 +29,9 @@ dropout layer at counter `base`, recomputed in the backward (pass the same tripl
 Sliding window (Mistral): `window=W` lets the query at position p see only keys p - W + 1 .. p
 (forward and backward; None = no window).
 
+Logit soft-capping (Gemma 2): `softcap=c` caps each scaled score to c * tanh(s / c) before the
+softmax (forward and backward; None = no cap).
+
 Limits: head_dim <= the family's `head_dim` capacity (load(..., head_dim=256) for Gemma; 128 by
 default, at most 256), block sizes <= 64 with block * head_dim <= 2048 (the workgroup tiles):
 the default blocks shrink to fit (8 rows for head_dim 256).
@@ -73,7 +76,7 @@ class CausalAttentionKernels:
         return cls(device, kernels, block_q, block_k, head_dim)
 
     def _shape(self, batch, seq, heads, kv_heads, head_dim, past, has_mask, blocks, scaling,
-               dropout=None, window=None):
+               dropout=None, window=None, softcap=None):
         if heads % kv_heads:
             raise ValueError(f"heads ({heads}) must be a multiple of kv_heads ({kv_heads})")
         if not 1 <= head_dim <= self.head_dim:
@@ -81,15 +84,17 @@ class CausalAttentionKernels:
                              f"{head_dim} for larger heads), got {head_dim}")
         if window is not None and window < 1:
             raise ValueError(f"window must be positive or None, got {window}")
+        if softcap is not None and not softcap > 0:
+            raise ValueError(f"softcap must be positive or None, got {softcap}")
         if max(self.block_q, self.block_k) * head_dim > TILE:
             raise ValueError(f"block size x head_dim must be <= {TILE}: load with smaller blocks")
         if batch < 1 or seq < 1 or value_of(past) < 0:
             raise ValueError("batch and seq must be positive, past non-negative")
         scaling = head_dim ** -0.5 if scaling is None else scaling
         _, p, base = dropout or (None, 0.0, 0)
-        return self.device.uniform("IIIIIIIIfIIfI", batch, seq, past, heads, kv_heads, head_dim,
+        return self.device.uniform("IIIIIIIIfIIfIf", batch, seq, past, heads, kv_heads, head_dim,
                                    int(has_mask), blocks, scaling, base & 0xFFFFFFFF, threshold(p),
-                                   scale(p), window or 0)
+                                   scale(p), window or 0, softcap or 0.0)
 
     def _step(self, dropout):
         """The dropout step buffer, or one never read (threshold 0) without dropout."""
@@ -113,7 +118,7 @@ class CausalAttentionKernels:
         return program
 
     def forward(self, program, q, k, v, attention_mask, out, lse, *, batch, seq, heads, kv_heads,
-                head_dim, past=0, scaling=None, dropout=None, window=None):
+                head_dim, past=0, scaling=None, dropout=None, window=None, softcap=None):
         """out [B*Tq, Hq*D] and lse [B, Hq, Tq] for queries at positions past..past+Tq-1."""
         blocks = -(-seq // self.block_q)
         key_rows = min(k.size, v.size) // (4 * kv_heads * head_dim * batch)
@@ -123,7 +128,7 @@ class CausalAttentionKernels:
         elif not fits(past):
             raise ValueError(f"past ({past}) + seq ({seq}) keys do not fit k/v of {key_rows} rows")
         shape = self._shape(batch, seq, heads, kv_heads, head_dim, past,
-                            attention_mask is not None, blocks, scaling, dropout, window)
+                            attention_mask is not None, blocks, scaling, dropout, window, softcap)
         return self._dispatch(program, "causal_attention_forward",
                               [q, k, v, self._mask(attention_mask), out, lse, shape,
                                self._step(dropout)],
@@ -131,7 +136,7 @@ class CausalAttentionKernels:
 
     def backward(self, program, dout, q, k, v, attention_mask, out, lse, stats, dq, dk, dv, *,
                  batch, seq, heads, kv_heads, head_dim, past=0, scaling=None, dropout=None,
-                 window=None):
+                 window=None, softcap=None):
         """dq [B*Tq, Hq*D], dk and dv [B*Tk, Hkv*D] (overwritten, summed over each KV head's
         query heads) from the forward's out and lse; stats [B*Hq*Tq*2] is scratch."""
         if isinstance(past, Variable):
@@ -142,7 +147,7 @@ class CausalAttentionKernels:
         q_blocks = -(-seq // self.block_q)
         k_blocks = -(-(past + seq) // self.block_k)
         shape = dict(batch=batch, seq=seq, heads=heads, kv_heads=kv_heads, head_dim=head_dim,
-                     past=past, has_mask=has_mask, scaling=scaling, window=window)
+                     past=past, has_mask=has_mask, scaling=scaling, window=window, softcap=softcap)
         self._dispatch(program, "causal_attention_stats",
                        [out, lse, dout, stats, self._shape(blocks=0, **shape)],
                        -(-rows // self.block_q))

@@ -27,6 +27,10 @@ bias; `dbias=` [V] f32 gets the column sums of each chunk's gradient block (the 
 family's bias_grad into that buffer, copied to the slice; `db_beta` as dw_beta), so no
 shader of this family knows of the bias.
 
+Final logit soft-capping (Gemma 2): `softcap=c` to forward and backward caps the logits to
+c * tanh(z / c) before the loss (the backward multiplies each logit's gradient by the cap's
+slope); `softcap(program, logits, n, c)` caps n logits in place (generation's).
+
 Cost: the backward recomputes the forward's logits (one extra N x V x H product); the dispatch
 count is about 2 + 2 * ceil(V / chunk) forward and up to 3 * ceil(V / chunk) backward.
 """
@@ -44,7 +48,7 @@ __all__ = ["IGNORE_LABEL", "LMHeadLossKernels", "STATS_PER_ROW"]
 
 class LMHeadLossKernels(KernelFamily):
     SOURCE = SOURCE
-    ENTRIES = ("lm_chunk_update", "lm_finish", "lm_chunk_grad")
+    ENTRIES = ("lm_chunk_update", "lm_finish", "lm_chunk_grad", "lm_softcap")
     WORKGROUP = 256
 
     def __init__(self, device, kernels, matmul):
@@ -66,9 +70,19 @@ class LMHeadLossKernels(KernelFamily):
     def stats_floats(rows):
         return rows * STATS_PER_ROW
 
-    def _params(self, rows, cols, start, vocab, first, metrics_offset, dloss):
-        return self.device.uniform("IIIIIIfI", rows, cols, start, vocab, first, metrics_offset,
-                                   dloss, 0)
+    def _params(self, rows, cols, start, vocab, first, metrics_offset, dloss, softcap=None):
+        if softcap is not None and not softcap > 0:
+            raise ValueError(f"softcap must be positive or None, got {softcap}")
+        return self.device.uniform("IIIIIIff", rows, cols, start, vocab, first, metrics_offset,
+                                   dloss, softcap or 0.0)
+
+    def softcap(self, program, logits, n, softcap):
+        """logits[:n] = softcap * tanh(logits[:n] / softcap), in place."""
+        require_floats(logits, n, "logits")
+        if softcap is None:
+            raise ValueError("softcap needs a cap")
+        self._dispatch(program, "lm_softcap", [logits, self._params(n, 1, 0, 0, 0, 0, 1.0, softcap)], n)
+        return program
 
     def _check(self, hidden, weight, labels, scratch, stats, metrics, rows, hidden_size, vocab,
                chunk, w_half, metrics_offset):
@@ -104,7 +118,8 @@ class LMHeadLossKernels(KernelFamily):
                            bias=bias_chunk, w_half=w_half)
 
     def forward(self, program, hidden, weight, labels, scratch, stats, metrics, rows,
-                hidden_size, vocab, chunk, w_half=False, metrics_offset=METRIC_LOSS, bias=None):
+                hidden_size, vocab, chunk, w_half=False, metrics_offset=METRIC_LOSS, bias=None,
+                softcap=None):
         """Loss, correct count and counted tokens (twice: counted is the denominator) into
         metrics[offset:offset+4]; per-row (max, sum, label logit, argmax) into stats."""
         self._check(hidden, weight, labels, scratch, stats, metrics, rows, hidden_size, vocab,
@@ -113,7 +128,8 @@ class LMHeadLossKernels(KernelFamily):
         for start, cols in self._chunks(vocab, chunk):
             self._logits(program, hidden, weight, scratch, rows, hidden_size, start, cols, w_half,
                          bias, bias_chunk)
-            params = self._params(rows, cols, start, vocab, int(start == 0), metrics_offset, 1.0)
+            params = self._params(rows, cols, start, vocab, int(start == 0), metrics_offset, 1.0,
+                                  softcap)
             self._dispatch(program, "lm_chunk_update", [labels, stats, params, scratch], rows)
         params = self._params(rows, 0, 0, vocab, 0, metrics_offset, 1.0)
         program.dispatch(self._kernels["lm_finish"], [labels, stats, params, metrics], 1)
@@ -121,7 +137,8 @@ class LMHeadLossKernels(KernelFamily):
 
     def backward(self, program, hidden, weight, labels, scratch, stats, metrics, dhidden, rows,
                  hidden_size, vocab, chunk, dweight=None, dloss=1.0, w_half=False, dh_beta=0.0,
-                 dw_beta=0.0, metrics_offset=METRIC_LOSS, bias=None, dbias=None, db_beta=0.0):
+                 dw_beta=0.0, metrics_offset=METRIC_LOSS, bias=None, dbias=None, db_beta=0.0,
+                 softcap=None):
         """dhidden = dh_beta * dhidden + d(dloss * loss)/dh and, when dweight is given,
         dweight = dw_beta * dweight + d(dloss * loss)/dW; with `dbias`, dbias = db_beta *
         dbias + d(dloss * loss)/db (the head's `bias` as in the forward)."""
@@ -141,7 +158,7 @@ class LMHeadLossKernels(KernelFamily):
         for start, cols in self._chunks(vocab, chunk):
             self._logits(program, hidden, weight, scratch, rows, hidden_size, start, cols, w_half,
                          bias, bias_chunk)
-            params = self._params(rows, cols, start, vocab, 0, metrics_offset, dloss)
+            params = self._params(rows, cols, start, vocab, 0, metrics_offset, dloss, softcap)
             self._dispatch(program, "lm_chunk_grad", [labels, stats, params, scratch, metrics],
                            rows * cols)
             w_chunk = MatrixView(weight, ld=hidden_size, offset=start * hidden_size)

@@ -23,8 +23,8 @@ CAUSAL_TYPES = tuple(t for t in DECODER_TYPES if t not in T5_TYPES)
 
 
 def supported():
-    """The supported decoders as one phrase: 'Llama (llama, qwen2, qwen3, mistral), Gemma (gemma),
-    Phi-3 (phi3), GPT-2 (gpt2), Phi-2 (phi), T5 (t5)'."""
+    """The supported decoders as one phrase: 'Llama (llama, qwen2, qwen3, mistral, smollm3), Gemma (gemma,
+    gemma2, gemma3_text), Phi-3 (phi3), GPT-2 (gpt2), Phi-2 (phi), T5 (t5)'."""
     return ", ".join(f"{name} ({', '.join(types)})" for name, (types, _) in FAMILIES.items())
 
 

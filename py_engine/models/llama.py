@@ -1,19 +1,21 @@
-"""Llama-family decoder (Llama 2/3, TinyLlama, SmolLM, Qwen2, Qwen3, Mistral, Gemma, Phi-3): the one
+"""Llama-family decoder (Llama 2/3, TinyLlama, SmolLM 1-3, Qwen2, Qwen3, Mistral, Gemma 1/2/3, Phi-3): the one
 forward pass used for training, scoring and generation, and its explicit backward, written once
 against a backend's op interface (py_engine/backends), like models/bert.py.
 
     x = embed[ids]                                    (Gemma: times sqrt(hidden_size))
-    per layer:  h = RMSNorm(x);  q, k, v = LoRA/Linear(h);  q, k = RoPE(q), RoPE(k)
+    per layer:  h = RMSNorm(x);  q, k, v = LoRA/Linear(h);  q, k = RoPE(q), RoPE(k)  (not on SmolLM3's NoPE layers)
                                                       (Qwen3, Gemma 3: RMSNorm of each head of q
                                                        and k first; Gemma 3's sliding layers
                                                        rotate by their own base)
                 x = x + o_proj(CausalAttention(q, k, v))          (grouped-query; Mistral, Phi-3,
-                                                                   Qwen2/3 and Gemma 3 may slide a window)
+                                                                   Qwen2/3 and Gemma 2/3 may slide a window;
+                                                                   Gemma 2 soft-caps the scores)
                 h = RMSNorm(x);  x = x + down_proj(SiLU(gate_proj(h)) * up_proj(h))
                                                       (Gemma: GELU-tanh, RMSNorm by 1 + weight;
-                                                       Gemma 3: the attention's and the MLP's
+                                                       Gemma 2/3: the attention's and the MLP's
                                                        outputs RMS-normalised before each add)
-    loss = CrossEntropy(RMSNorm(x) . head^T, labels shifted by one)   (vocabulary in chunks)
+    loss = CrossEntropy(RMSNorm(x) . head^T, labels shifted by one)   (vocabulary in chunks;
+                                                      Gemma 2 soft-caps the logits)
 
 LoRA may wrap any of q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj (PEFT's
 names and its suffix rule); the base weights and the head stay frozen. Phi-3's fused
@@ -43,6 +45,11 @@ class LlamaModel(DecoderModel):
                    for n in range(config.num_hidden_layers) for p in config.projections}
         self._build(config, lora, modules, "decoder", dropout=dropout)
 
+    @property
+    def logit_softcap(self):
+        """The final logits' soft cap: Gemma 2's final_logit_softcapping, else None."""
+        return self.config.final_logit_softcapping
+
     # --- forward ---
 
     def forward(self, be, inputs, train=True, cache=None):
@@ -68,15 +75,17 @@ class LlamaModel(DecoderModel):
                 q, s["q_norm"] = self._norm(be, q, p + "self_attn.q_norm.weight", c.head_dim)
                 k, s["k_norm"] = self._norm(be, k, p + "self_attn.k_norm.weight", c.head_dim)
             rope = ropes[n]
-            q = be.rope(q, rope, c.num_attention_heads, T, position)
-            k = be.rope(k, rope, c.num_key_value_heads, T, position)
+            if c.layer_rope_used[n]:          # SmolLM3's NoPE layers do not rotate
+                q = be.rope(q, rope, c.num_attention_heads, T, position)
+                k = be.rope(k, rope, c.num_key_value_heads, T, position)
             if c.query_scale is not None:
                 q = be.scale(q, c.query_scale)
             if cache is not None:
                 k, v = be.kv_cache_append(cache, n, k, v, position)
             a, s["attn"] = be.causal_attention(q, k, v, inputs.mask, B, c.num_attention_heads,
                                                c.num_key_value_heads, past=position,
-                                               window=c.layer_windows[n])
+                                               window=c.layer_windows[n],
+                                               softcap=c.attn_logit_softcapping)
             a = linear(be, p + "self_attn.o_proj", a, s, train)
             if c.sandwich_norms:
                 a, s["attn_out"] = self._norm(be, a, p + "post_attention_layernorm.weight")
@@ -180,8 +189,9 @@ class LlamaModel(DecoderModel):
             if c.query_scale is not None:
                 dq = be.scale(dq, c.query_scale)
             rope = ropes[n]
-            dq = be.rope_backward(dq, rope, c.num_attention_heads, T)
-            dk = be.rope_backward(dk, rope, c.num_key_value_heads, T)
+            if c.layer_rope_used[n]:
+                dq = be.rope_backward(dq, rope, c.num_attention_heads, T)
+                dk = be.rope_backward(dk, rope, c.num_key_value_heads, T)
             if c.qk_norm:
                 dq = self._norm_backward(be, dq, s["q_norm"], p + "self_attn.q_norm.weight")
                 dk = self._norm_backward(be, dk, s["k_norm"], p + "self_attn.k_norm.weight")

@@ -1,5 +1,5 @@
-"""Llama-family decoder configuration (Llama 2/3, TinyLlama, SmolLM/SmolLM2, Qwen2, Qwen3,
-Mistral, Gemma, Phi-3), read from a Hugging Face config.json, validated, with the checkpoint's
+"""Llama-family decoder configuration (Llama 2/3, TinyLlama, SmolLM/SmolLM2/SmolLM3, Qwen2, Qwen3,
+Mistral, Gemma 1/2/3, Phi-3), read from a Hugging Face config.json, validated, with the checkpoint's
 expected tensor shapes.
 
 Both spellings of the rotary settings are read: transformers 5's `rope_parameters` and the
@@ -10,7 +10,11 @@ The variants are parameters of the one decoder (models/llama.py):
   on every layer. Qwen2: a window only with use_sliding_window, on the layers transformers
   gives one (its `layer_types`, or layers from max_window_layers on). `layer_windows` holds
   each layer's window (None = full causal attention).
-- Gemma (1; not Gemma 2): GeGLU with the tanh GELU (`mlp_activation` "gelu_tanh"), RMSNorm
+- SmolLM3 (SmolLM3ForCausalLM, `smollm3`): Llama's, with no rotary embedding on some layers
+  (NoPE: its `no_rope_layers`, 1 where a layer rotates, else every no_rope_layer_interval-th
+  layer (4) goes without; `layer_rope_used`), a window only with use_sliding_window on the
+  layers without rotation, and a tied head by default.
+- Gemma (1): GeGLU with the tanh GELU (`mlp_activation` "gelu_tanh"), RMSNorm
   scaling by (1 + weight) (`norm_offset` 1.0), embeddings multiplied by sqrt(hidden_size)
   (`embedding_scale`, rounded to float32 as transformers' float32 buffer holds it), a tied head
   and heads of 256 by default.
@@ -22,22 +26,33 @@ The variants are parameters of the one decoder (models/llama.py):
   sqrt(head_dim / query_pre_attn_scalar)), a window on the sliding layers (its `layer_types`,
   else every layer but each sliding_window_pattern-th) whose rotary embedding has its own base
   (rope_local_base_freq, or rope_parameters["sliding_attention"]): `layer_rope` names each
-  layer's. Logit soft-capping (Gemma 2) is refused.
+  layer's.
+- Gemma 2 (Gemma2ForCausalLM, `gemma2`: gemma-2-2b/9b/27b): Gemma's, with Gemma 3's sandwich
+  norms, query_scale and sliding layers (every other one from the first, or its layer_types),
+  one rotary base for all layers, no QK-norm, and logit soft-capping: each attention score s
+  becomes c * tanh(s / c) with c = attn_logit_softcapping (50 by default) and the final logits
+  likewise with final_logit_softcapping (30 by default); null turns either off. Other families
+  refuse a soft cap.
 - Phi-3 / Phi-3.5-mini (Phi3ForCausalLM): two fused projections, one self_attn.qkv_proj
   ([q + 2 kv, hidden], q first) and one mlp.gate_up_proj ([2 intermediate, hidden], gate first),
   no biases, its `sliding_window` on every layer as Mistral's, and LongRoPE ("longrope", older
   "su" / "yarn") as its rope scaling, read as transformers' Phi3Config reads it: the top-level
   original_max_position_embeddings wins, and the attention factor's `factor` defaults to
-  max_position_embeddings / original_max_position_embeddings.
+  max_position_embeddings / original_max_position_embeddings. Phi-4-mini's partial rotary
+  embedding (partial_rotary_factor: only the first `rotary_dim` dimensions of each head turn,
+  as transformers' Phi3 rotates them; LongRoPE's factors then number rotary_dim / 2) is read
+  too; the other families refuse it, as transformers' rotate whole heads.
 """
 
 import math
 import struct
 
+from ..kernels.rope import rotary_dim
 from .bert_config import ConfigError, config_field, read_config_json
 
 # The families this configuration serves, by name (models/decoders.py names them to users).
-FAMILY_TYPES = {"Llama": ("llama", "qwen2", "qwen3", "mistral"), "Gemma": ("gemma", "gemma3_text"), "Phi-3": ("phi3",)}
+FAMILY_TYPES = {"Llama": ("llama", "qwen2", "qwen3", "mistral", "smollm3"), "Gemma": ("gemma", "gemma2", "gemma3_text"),
+                "Phi-3": ("phi3",)}
 MODEL_TYPES = tuple(t for types in FAMILY_TYPES.values() for t in types)
 PHI3_TYPES = FAMILY_TYPES["Phi-3"]    # the fused-projection variant
 ROPE_TYPES = ("default", "linear", "llama3", "longrope")
@@ -48,6 +63,8 @@ FUSED_PROJECTIONS = ("self_attn.qkv_proj", "self_attn.o_proj", "mlp.gate_up_proj
 # (and hidden_activation "gelu_pytorch_tanh"), which transformers runs as the tanh form.
 ACTIVATIONS = {"silu": "silu", "gelu_pytorch_tanh": "gelu_tanh"}
 MISTRAL_WINDOW = 4096    # transformers' MistralConfig default sliding_window
+# Gemma2Config's defaults for the soft caps config.json may omit
+GEMMA2_SOFTCAPS = {"attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0}
 
 
 RMS_NORM_EPS = 1e-6      # transformers' LlamaConfig default; the RMSNorm ops' default too
@@ -80,20 +97,24 @@ class LlamaConfig:
                                  PHI3_RMS_NORM_EPS if self.fused_projections else RMS_NORM_EPS)
         gemma = self.model_type in FAMILY_TYPES["Gemma"]
         gemma3 = self.model_type == "gemma3_text"
+        gemma2 = self.model_type == "gemma2"
         self.hidden_act = _hidden_act(values, gemma)
         self.mlp_activation = ACTIVATIONS.get(self.hidden_act)
         self.norm_offset = 1.0 if gemma else 0.0
         self.embedding_scale = _float32(math.sqrt(self.hidden_size)) if gemma else None
-        self.tie_word_embeddings = bool(values.get("tie_word_embeddings", gemma))
+        self.tie_word_embeddings = bool(values.get("tie_word_embeddings",
+                                                   gemma or self.model_type == "smollm3"))
         # Qwen2 has biases on q, k, v (not o); Llama's attention_bias puts them on all four.
         self.attention_bias = bool(values.get("attention_bias", self.model_type == "qwen2"))
         self.qkv_bias_only = self.model_type == "qwen2"
         self.qk_norm = self.model_type == "qwen3" or gemma3     # q_norm, k_norm per head
-        self.sandwich_norms = gemma3
+        self.sandwich_norms = gemma3 or gemma2
         self.mlp_bias = bool(values.get("mlp_bias", False))
         self.head_dim = need("head_dim", int, 256 if gemma else 128 if self.qk_norm else
                              self.hidden_size // max(1, self.num_attention_heads))
-        sliding = _sliding_layers(values, self.model_type, self.num_hidden_layers)
+        self.layer_rope_used = _layer_rope_used(values, self.model_type, self.num_hidden_layers)
+        sliding = _sliding_layers(values, self.model_type, self.num_hidden_layers,
+                                  self.layer_rope_used)
         self.layer_windows = _layer_windows(values, self.model_type, sliding)
         self.use_bidirectional_attention = bool(values.get("use_bidirectional_attention"))
         # the rotary settings of full-attention layers; Gemma 3's sliding layers have their own
@@ -112,13 +133,16 @@ class LlamaConfig:
         self.layer_rope = tuple(local if local is not None and s else self.rope_parameters
                                 for s in sliding)
         self.query_scale = None
-        if gemma3:
+        if gemma3 or gemma2:
             scalar = need("query_pre_attn_scalar", float, 256.0)
             if scalar != self.head_dim:
                 self.query_scale = math.sqrt(self.head_dim / scalar)
-        self.softcapping = {name: values.get(name) for name in
-                            ("final_logit_softcapping", "attn_logit_softcapping")
-                            if values.get(name) is not None}
+        # the soft caps (None = none): Gemma 2's, refused in other families
+        caps = {name: values.get(name, default if gemma2 else None)
+                for name, default in GEMMA2_SOFTCAPS.items()}
+        self.attn_logit_softcapping = _softcap(caps, "attn_logit_softcapping")
+        self.final_logit_softcapping = _softcap(caps, "final_logit_softcapping")
+        self.softcapping = {} if gemma2 else {n: v for n, v in caps.items() if v is not None}
         # Phi-3's dropout rates, refused unless 0 (the Llama family's attention_dropout is
         # not read, as before)
         self.dropout = {name: float(values.get(name) or 0.0)
@@ -155,14 +179,21 @@ class LlamaConfig:
         for rope in (self.rope_parameters, *self.layer_rope):
             if rope["rope_type"] not in ROPE_TYPES:
                 raise ConfigError(f"rope type {rope['rope_type']!r} is not supported ({ROPE_TYPES})")
-        if float(self.rope_parameters.get("partial_rotary_factor", 1.0)) != 1.0:
-            raise ConfigError(f"partial_rotary_factor {self.rope_parameters['partial_rotary_factor']} is "
-                              f"not supported for model_type {self.model_type!r} (only 1.0)")
+        factor = float(self.rope_parameters.get("partial_rotary_factor", 1.0))
+        if factor != 1.0 and not self.fused_projections:
+            # transformers rotates whole heads in these families (a partial table fails there)
+            raise ConfigError(f"partial_rotary_factor {factor} is not supported for model_type "
+                              f"{self.model_type!r} (only 1.0)")
+        try:
+            self.rotary_dim = rotary_dim(self.head_dim, self.rope_parameters)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         if self.rope_parameters["rope_type"] == "longrope":
             for name in ("short_factor", "long_factor"):
-                if len(self.rope_parameters.get(name) or ()) != self.head_dim // 2:
-                    raise ConfigError(f"longrope {name} must hold head_dim / 2 = {self.head_dim // 2} "
-                                      f"numbers, got {self.rope_parameters.get(name)!r}")
+                if len(self.rope_parameters.get(name) or ()) != self.rotary_dim // 2:
+                    raise ConfigError(f"longrope {name} must hold one number per rotated pair of "
+                                      f"dimensions, {self.rotary_dim // 2}, got "
+                                      f"{self.rope_parameters.get(name)!r}")
         for name, p in self.dropout.items():
             if p:
                 raise ConfigError(f"config.json field {name!r} is {p}: dropout is not supported for "
@@ -230,17 +261,40 @@ def _hidden_act(values, gemma):
     return "gelu_pytorch_tanh" if act == "gelu" else act
 
 
-def _sliding_layers(values, model_type, layers):
+def _layer_rope_used(values, model_type, layers):
+    """Whether each layer rotates its queries and keys: all of them, but SmolLM3's
+    no_rope_layers (1 = rotates), by default every no_rope_layer_interval-th without."""
+    if model_type != "smollm3":
+        return (True,) * layers
+    used = values.get("no_rope_layers")
+    if used is None:
+        interval = config_field(values, "no_rope_layer_interval", int, 4)
+        if interval < 1:
+            raise ConfigError(f"config.json field 'no_rope_layer_interval' must be positive, got {interval}")
+        used = [(n + 1) % interval != 0 for n in range(layers)]
+    if not isinstance(used, list) or len(used) != layers or any(u not in (0, 1) for u in used):
+        raise ConfigError(f"config.json field 'no_rope_layers' must hold 0 or 1 for each of the "
+                          f"{layers} layers, got {used!r}")
+    return tuple(bool(u) for u in used)
+
+
+def _sliding_layers(values, model_type, layers, rope_used):
     """Whether each layer is a sliding-window one, as transformers lays them out: config.json's
-    layer_types where the family reads them (Qwen2/3, Gemma 3), else its default pattern."""
+    layer_types where the family reads them (Qwen2/3, Gemma 2/3, SmolLM3), else its default
+    pattern."""
     if model_type == "mistral" or model_type in PHI3_TYPES:
         return [True] * layers
-    if model_type == "gemma3_text":      # all but each sliding_window_pattern-th (6 by default)
+    if model_type == "gemma2":           # every other layer, from the first
+        default = [n % 2 == 0 for n in range(layers)]
+    elif model_type == "gemma3_text":    # all but each sliding_window_pattern-th (6 by default)
         pattern = values.get("sliding_window_pattern", values.get("_sliding_window_pattern", 6))
         default = [(n + 1) % pattern != 0 for n in range(layers)]
     elif model_type in ("qwen2", "qwen3"):   # with use_sliding_window, from max_window_layers on
         first = values.get("max_window_layers", 28)
         default = [bool(values.get("use_sliding_window")) and n >= first for n in range(layers)]
+    elif model_type == "smollm3":        # with use_sliding_window, the layers without rotation
+        window = bool(values.get("use_sliding_window")) and values.get("sliding_window") is not None
+        default = [window and not used for used in rope_used]
     else:
         return [False] * layers
     types = values.get("layer_types")
@@ -257,13 +311,25 @@ def _layer_windows(values, model_type, sliding):
         window = values.get("sliding_window", MISTRAL_WINDOW)
     elif model_type in PHI3_TYPES:        # Phi3Config's default: none
         window = values.get("sliding_window")
-    elif model_type == "gemma3_text":
+    elif model_type in ("gemma2", "gemma3_text"):
         window = values.get("sliding_window", 4096)
     elif model_type in ("qwen2", "qwen3"):
         window = values.get("sliding_window", 4096) if values.get("use_sliding_window") else None
+    elif model_type == "smollm3":
+        window = values.get("sliding_window") if values.get("use_sliding_window") else None
     else:
         window = None
     return tuple(window if s else None for s in sliding)
+
+
+def _softcap(caps, name):
+    """A soft cap as a positive float, or None."""
+    value = caps[name]
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ConfigError(f"config.json field {name!r} must be a positive number or null, got {value!r}")
+    return float(value)
 
 
 def _padding_row(pad, vocab_size):

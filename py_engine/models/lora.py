@@ -140,6 +140,13 @@ class AdaptedModel:
         return self.linears.is_weight(name)
 
     head_bias = None     # the language-model head's bias tensor, in families that have one (Phi-2)
+    logit_softcap = None     # the final logits' soft cap, in families that cap them (Gemma 2)
+
+    def head_logits(self, be, hidden):
+        """The language-model head's logits of `hidden` [N, hidden]: h W^T (+ the head's bias),
+        soft-capped where the family caps them."""
+        logits = be.linear(hidden, be.param(self.head_name), self.head_bias_param(be))
+        return logits if self.logit_softcap is None else be.softcap_logits(logits, self.logit_softcap)
 
     def head_bias_param(self, be):
         """The head's bias the loss and generation add to the logits, or None."""

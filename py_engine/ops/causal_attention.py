@@ -29,6 +29,11 @@ dropout_multiplier of that layer, 0 or 1 / (1 - p)), multiplies the probabilitie
 weigh the values, as torch's dropout on attention weights does; the backward takes the same
 multiplier: dV = (P * M)^T . dO, dS = P * (M * dP - delta) (delta = rowsum(dO * O) with the
 dropped output O is still rowsum(P * M * dP)).
+
+Logit soft-capping (Gemma 2's attn_logit_softcapping): with `softcap=c` each scaled score s
+becomes c * tanh(s / c) before the mask and the softmax, as transformers' eager attention caps
+them; the backward multiplies dS by the cap's slope 1 - tanh(s / c)^2 before it reaches q and
+k. softcap None = no cap.
 """
 
 import numpy as np
@@ -79,15 +84,23 @@ def _ungrouped(x, heads):
     return x.reshape(batch, heads, seq, dim).transpose(0, 2, 1, 3).reshape(batch * seq, heads * dim)
 
 
-def _masked_scores(q, k, batch, heads, kv_heads, scaling, seen):
-    """scaling * Q.K^T as [B, Hq, Tq, Tk] (a fresh array), -inf where a key is not seen."""
+def _masked_scores(q, k, batch, heads, kv_heads, scaling, seen, softcap=None):
+    """(scores, slope): scaling * Q.K^T as [B, Hq, Tq, Tk] (a fresh array), capped to
+    softcap * tanh(. / softcap) with a softcap, -inf where a key is not seen; slope is the
+    cap's derivative 1 - tanh^2 (None without a cap)."""
     q_len = q.shape[0] // batch
     qg = _grouped(q, batch, heads, kv_heads)
     kh = _split(k, batch, kv_heads)
     scores = (qg @ np.swapaxes(kh, -1, -2)).reshape(batch, heads, q_len, kh.shape[2])
     scores *= scaling
+    slope = None
+    if softcap is not None:
+        assert softcap > 0, f"softcap must be positive, got {softcap}"
+        np.tanh(scores / softcap, out=scores)
+        slope = 1.0 - scores * scores
+        scores *= softcap
     np.copyto(scores, -np.inf, where=~seen)
-    return scores
+    return scores, slope
 
 
 def _check(q, k, batch, heads, kv_heads):
@@ -97,14 +110,14 @@ def _check(q, k, batch, heads, kv_heads):
 
 
 def causal_attention_probs(q, k, *, batch, heads, kv_heads, attention_mask=None, scaling=None,
-                           past=0, window=None):
+                           past=0, window=None, softcap=None):
     """Materialized probabilities [B, Hq, Tq, Tk] (0 on invisible keys) and lse [B, Hq, Tq]."""
     _check(q, k, batch, heads, kv_heads)
     scaling = (q.shape[1] // heads) ** -0.5 if scaling is None else scaling
     q_len = q.shape[0] // batch
     assert k.shape[0] // batch == past + q_len, "k and v hold past + Tq rows per sequence"
     seen = visible(batch, q_len, past, attention_mask, window)
-    probs = _masked_scores(q, k, batch, heads, kv_heads, scaling, seen)
+    probs, _ = _masked_scores(q, k, batch, heads, kv_heads, scaling, seen, softcap)
     top = probs.max(axis=-1, keepdims=True)
     any_seen = np.isfinite(top)
     top[~any_seen] = 0.0
@@ -118,11 +131,11 @@ def causal_attention_probs(q, k, *, batch, heads, kv_heads, attention_mask=None,
 
 
 def causal_attention_forward(q, k, v, *, batch, heads, kv_heads, attention_mask=None,
-                             scaling=None, past=0, dropout=None, window=None):
+                             scaling=None, past=0, dropout=None, window=None, softcap=None):
     """Returns (out [B*Tq, Hq*D], lse [B, Hq, Tq])."""
     probs, lse = causal_attention_probs(q, k, batch=batch, heads=heads, kv_heads=kv_heads,
                                         attention_mask=attention_mask, scaling=scaling, past=past,
-                                        window=window)
+                                        window=window, softcap=softcap)
     if dropout is not None:
         probs *= dropout.reshape(probs.shape)
     b, hq, tq, tk = probs.shape
@@ -132,13 +145,13 @@ def causal_attention_forward(q, k, v, *, batch, heads, kv_heads, attention_mask=
 
 def causal_attention_backward(dout, q, k, v, out, lse, *, batch, heads, kv_heads,
                               attention_mask=None, scaling=None, past=0, dropout=None,
-                              window=None):
+                              window=None, softcap=None):
     """Gradients of causal_attention_forward from its saved out and lse: (dq, dk, dv)."""
     _check(q, k, batch, heads, kv_heads)
     scaling = (q.shape[1] // heads) ** -0.5 if scaling is None else scaling
     q_len = q.shape[0] // batch
     seen = visible(batch, q_len, past, attention_mask, window)
-    probs = _masked_scores(q, k, batch, heads, kv_heads, scaling, seen)
+    probs, slope = _masked_scores(q, k, batch, heads, kv_heads, scaling, seen, softcap)
     probs -= lse[..., None]
     np.exp(probs, out=probs)                      # 0 on invisible keys (exp(-inf))
     b, hq, tq, tk = probs.shape
@@ -153,6 +166,8 @@ def causal_attention_backward(dout, q, k, v, out, lse, *, batch, heads, kv_heads
         dscores *= dropout
     dscores -= delta
     dscores *= probs
+    if slope is not None:                         # through the cap: d(c tanh(s / c)) = slope ds
+        dscores *= slope.reshape(dscores.shape)
     dq = _ungrouped(dscores @ kh, heads)
     dq *= scaling
     dk = _merge(np.swapaxes(dscores, -1, -2) @ _grouped(q, batch, heads, kv_heads))

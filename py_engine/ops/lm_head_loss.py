@@ -17,6 +17,11 @@ p = softmax(z[i]) per row and g = dloss / counted:
 A head with a bias b [V] (Phi-2's lm_head) has logits z = h W^T + b and db = column sums of dz;
 `bias=` gives it, and `dbias=` (an array [V]) receives db added into it (full fine-tuning).
 
+Final logit soft-capping (Gemma 2's final_logit_softcapping): with `softcap=c` the logits are
+z = c * tanh(z_raw / c) before the loss, as transformers caps them, and each dz is multiplied
+by the cap's slope 1 - tanh(z_raw / c)^2 on its way to dh, dW and db. softcap_logits caps
+generation's logits the same way.
+
 Where torch returns NaN (every row ignored) these functions return a loss and gradients of 0.
 
 `chunk` (forward and backward) walks the vocabulary in column blocks of that many logits, as the
@@ -55,14 +60,33 @@ def _blocks(vocab, chunk):
     return [(start, min(start + chunk, vocab)) for start in range(0, vocab, chunk)]
 
 
-def _block_logits(h, w, bias, start, stop):
+def _block_logits(h, w, bias, start, stop, softcap=None):
+    """(z, slope): a block's logits, capped with a softcap, and the cap's slope (None without)."""
     z = h @ w[start:stop].T
     if bias is not None:
         z += bias[start:stop]
-    return z
+    return _capped(z, softcap)
 
 
-def lm_head_loss_forward(h, w, labels, ignore_index=IGNORE, chunk=None, bias=None):
+def _capped(z, softcap):
+    """(z capped in place to softcap * tanh(z / softcap), the slope 1 - tanh^2); (z, None)
+    without a cap."""
+    if softcap is None:
+        return z, None
+    if not softcap > 0:
+        raise ValueError(f"softcap must be positive or None, got {softcap}")
+    np.tanh(z / softcap, out=z)
+    slope = 1.0 - z * z
+    z *= softcap
+    return z, slope
+
+
+def softcap_logits(logits, softcap):
+    """softcap * tanh(logits / softcap) (a new array); the logits themselves without a cap."""
+    return logits if softcap is None else _capped(np.array(logits), softcap)[0]
+
+
+def lm_head_loss_forward(h, w, labels, ignore_index=IGNORE, chunk=None, bias=None, softcap=None):
     """Returns (loss, lse, counted): the mean loss over counted tokens, each row's logsumexp
     [N] (what the backward needs) and the number of counted tokens."""
     rows, vocab = h.shape[0], w.shape[0]
@@ -71,7 +95,7 @@ def lm_head_loss_forward(h, w, labels, ignore_index=IGNORE, chunk=None, bias=Non
     running_sum = np.zeros(rows, dtype=h.dtype)
     label_logit = np.zeros(rows, dtype=h.dtype)
     for start, stop in _blocks(vocab, chunk):
-        z = _block_logits(h, w, bias, start, stop)
+        z, _ = _block_logits(h, w, bias, start, stop, softcap)
         new_max = np.maximum(running_max, z.max(axis=1))
         running_sum = (running_sum * np.exp(running_max - new_max)
                        + np.exp(z - new_max[:, None]).sum(axis=1))
@@ -86,7 +110,7 @@ def lm_head_loss_forward(h, w, labels, ignore_index=IGNORE, chunk=None, bias=Non
 
 
 def lm_head_loss_backward(h, w, labels, lse, counted, ignore_index=IGNORE, dloss=1.0,
-                          chunk=None, grad_weight=True, bias=None, dbias=None):
+                          chunk=None, grad_weight=True, bias=None, dbias=None, softcap=None):
     """Returns (dh, dw) for upstream gradient `dloss` of the mean loss; dw is None unless
     grad_weight; db is added into `dbias` when given."""
     rows, vocab = h.shape[0], w.shape[0]
@@ -97,11 +121,13 @@ def lm_head_loss_backward(h, w, labels, lse, counted, ignore_index=IGNORE, dloss
         return dh, dw
     scale = np.where(mask, dloss / counted, 0.0)[:, None]
     for start, stop in _blocks(vocab, chunk):
-        z = _block_logits(h, w, bias, start, stop)
+        z, slope = _block_logits(h, w, bias, start, stop, softcap)
         dz = np.exp(z - lse[:, None])
         here = mask & (labels >= start) & (labels < stop)
         dz[here, labels[here] - start] -= 1.0
         dz *= scale
+        if slope is not None:
+            dz *= slope
         dh += dz @ w[start:stop]
         if grad_weight:
             dw[start:stop] = dz.T @ h
@@ -111,7 +137,8 @@ def lm_head_loss_backward(h, w, labels, lse, counted, ignore_index=IGNORE, dloss
 
 
 def lm_head_loss_fused(h, w, labels, ignore_index=IGNORE, dloss=1.0, grad_input=True,
-                       grad_weight=False, block_logits=BLOCK_LOGITS, bias=None, dbias=None):
+                       grad_weight=False, block_logits=BLOCK_LOGITS, bias=None, dbias=None,
+                       softcap=None):
     """The loss and its gradients in one pass: returns (loss, counted, dh, dw), the mean loss
     over counted tokens, their number, dh [N, H] (None unless grad_input) and dW [V, H] (None
     unless grad_weight) for upstream gradient `dloss`; db is added into `dbias` when given.
@@ -137,6 +164,7 @@ def lm_head_loss_fused(h, w, labels, ignore_index=IGNORE, dloss=1.0, grad_input=
         z = hb @ w.T
         if bias is not None:
             z += bias
+        z, slope = _capped(z, softcap)
         at = np.arange(index.size)
         label_logit = z[at, labels[index]]
         top = z.max(axis=1)
@@ -148,6 +176,8 @@ def lm_head_loss_fused(h, w, labels, ignore_index=IGNORE, dloss=1.0, grad_input=
             continue
         z *= (g / sums)[:, None].astype(z.dtype, copy=False)
         z[at, labels[index]] -= g
+        if slope is not None:
+            z *= slope
         if grad_input:
             dh[index] = z @ w
         if grad_weight:

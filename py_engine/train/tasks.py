@@ -171,7 +171,8 @@ class CausalLMTask:
         metrics, dh = be.lm_head_loss(hidden, be.param(model.head_name), inputs.labels, loss_scale,
                                       dweight=model.head_grad(be) if train else None,
                                       backward=train, bias=model.head_bias_param(be),
-                                      dbias=model.head_bias_grad(be) if train else None)
+                                      dbias=model.head_bias_grad(be) if train else None,
+                                      softcap=model.logit_softcap)
         if train:
             model.backward(be, dh, saved, inputs)
         return metrics
