@@ -230,9 +230,6 @@ def _check_train(args, kind):
                 f"only for classifiers; {args.model} is a "
                 f"{'T5 encoder-decoder' if kind == SEQ2SEQ else 'chat model (a decoder)'}")
         mode = args.mode or "lora"
-        if kind == SEQ2SEQ and mode != "lora":
-            raise UsageError(f"--mode {mode}: T5 encoder-decoders train LoRA adapters only "
-                             "(--mode lora)")
         if kind == SEQ2SEQ and args.base_dtype not in (None, "f32"):
             raise UsageError(f"--base-dtype {args.base_dtype}: T5 encoder-decoders keep f32 base "
                              "weights")
@@ -440,16 +437,17 @@ def cmd_train_seq2seq(args):
     from py_engine.train.seq2seq import Seq2SeqModel
 
     _check_train(args, SEQ2SEQ)
-    config = CausalTrainConfig(**train_options(args))
+    config = CausalTrainConfig(**train_options(args, "mode", "patience", "full_lr"))
     lora = lora_options(args, 2, T5Config.lora_targets, task_type=Seq2SeqModel.task_type)
     data = read_seq2seq_jsonl(args.data)
     held_out = read_seq2seq_jsonl(args.validation) if args.validation else None
-    create = given_options(args, "seed", "max_length", "dropout")
+    create = given_options(args, "mode", "seed", "max_length", "dropout")
     model = run_sync(Seq2SeqModel.create(args.model, lora=lora, backend=args.backend, **create))
     examples = _seq2seq_examples(model, data, args.data, skip=True)
     validation = _seq2seq_examples(model, held_out, args.validation) if held_out else None
     _train_and_save(args, model, examples, config, validation)
-    print(f"saved adapter to {args.out} ({len(examples)} pairs)", file=sys.stderr)
+    kind = "checkpoint" if model.runtime.model.full else "adapter"
+    print(f"saved {kind} to {args.out} ({len(examples)} pairs, mode {config.mode})", file=sys.stderr)
     return 0
 
 

@@ -18,13 +18,21 @@
 //                               a padded key gets probability exactly 0, and a row with every
 //                               key padded gets the uniform distribution, as eager does.
 //   attention_softmax_backward: dS = P * (dP - rowsum(dP * P)), overwriting dP.
+//   attention_bias_backward:    dtable[r, h] += sum over sequences b and positions (i, j) whose
+//                               bucket is r of dS[b, h, i, j]: the gradient of a bias gathered
+//                               from a table [R, H] by a bucket per position (T5's relative
+//                               position bias, bias[h, i, j] = table[bucket[i * Tk + j], h]).
 //
 // Dropout on the probabilities, when wanted, runs between the two (the caller's dropout op)
 // so P stays the saved softmax output both kernels agree on.
 //
-// One thread per row, three passes over it (max, sum of exponentials, normalise): rows are
-// short (T <= 512) and numerous (B*H*T), and no workgroup memory or barrier is needed, which
-// software adapters favour. Rows past 65535 workgroups spill into the dispatch's y dimension.
+// The row kernels: one thread per row, three passes over it (max, sum of exponentials,
+// normalise): rows are short (T <= 512) and numerous (B*H*T), and no workgroup memory or barrier
+// is needed, which software adapters favour. Rows past 65535 workgroups spill into the
+// dispatch's y dimension. The bias backward instead runs one workgroup per table cell (R*H of
+// them, a few hundred): its lanes scan the positions for the cell's bucket and add up the
+// batch's scores there, then sum in a tree; each cell has one writer, so no atomics are needed
+// and the order, hence the result, is the same on every run.
 
 override WORKGROUP: u32 = 64u;
 
@@ -42,6 +50,8 @@ const MASKED_KEYS: u32 = 1u;   // attention_mask [B, Tk] is read
 const BIAS: u32 = 2u;          // bias [H, Tq, Tk] is added
 const CAUSAL: u32 = 4u;
 
+alias Summed = f32;
+//#include "lib/workgroup_sum.wgsl"
 //#include "lib/grid.wgsl"
 
 // --- attention_softmax -------------------------------------------------------------------
@@ -118,5 +128,44 @@ fn attention_softmax_backward(@builtin(global_invocation_id) gid: vec3<u32>,
   }
   for (var j = 0u; j < T; j++) {
     grad[base + j] = probs[base + j] * (grad[base + j] - inner);
+  }
+}
+
+// --- attention_bias_backward ---------------------------------------------------------------
+
+struct BiasGrad {
+  batch: u32,
+  heads: u32,
+  positions: u32,   // Tq * Tk
+  cells: u32,       // R * H: the table's size
+}
+
+@group(0) @binding(0) var<storage, read> score_grad: array<f32>;        // dS [B, H, Tq, Tk]
+@group(0) @binding(1) var<storage, read> position_bucket: array<u32>;   // [Tq * Tk]
+@group(0) @binding(2) var<storage, read_write> table_grad: array<f32>;  // [R, H], added to
+@group(0) @binding(3) var<uniform> bias_shape: BiasGrad;
+
+@compute @workgroup_size(WORKGROUP)
+fn attention_bias_backward(@builtin(local_invocation_index) lane: u32,
+                           @builtin(workgroup_id) group: vec3<u32>,
+                           @builtin(num_workgroups) groups: vec3<u32>) {
+  let cell = workgroup_index(group, groups);
+  let H = bias_shape.heads;
+  let P = bias_shape.positions;
+  let bucket = cell / H;
+  let h = cell % H;
+  var acc = 0.0;
+  if (cell < bias_shape.cells) {
+    for (var p = lane; p < P; p += WORKGROUP) {
+      if (position_bucket[p] == bucket) {
+        for (var b = 0u; b < bias_shape.batch; b++) {
+          acc += score_grad[(b * H + h) * P + p];
+        }
+      }
+    }
+  }
+  let total = workgroup_sum(lane, acc);     // every lane takes part: uniform control flow
+  if (lane == 0u && cell < bias_shape.cells) {
+    table_grad[cell] += total;
   }
 }

@@ -113,7 +113,9 @@ def test_pieces_over_a_fused_qkv_buffer(device, rng):
 def test_bias_scale_keys_and_causal_match_numpy(device, att, rng, batch, queries, keys, heads, dim,
                                                 causal, masked):
     """T5's attention: scaling 1, a bias [H, Tq, Tk] shared by the batch, Tk != Tq, causal
-    limit, mask optional; forward and backward against the backend reference in float64."""
+    limit, mask optional; forward and backward against the backend reference in float64, and
+    the gradient of a table [R, H] the bias would be gathered from by bucket (full fine-tuning's
+    relative position bias), added into what the table's gradient held."""
     from py_engine.backends.numpy_backend import NumpyBackend
 
     width = heads * dim
@@ -136,7 +138,13 @@ def test_bias_scale_keys_and_causal_match_numpy(device, att, rng, batch, queries
     att.softmax_backward(program, probs, dprobs, **shape)
     att.grad_queries(program, dprobs, bk, dq, head_dim=dim, scaling=1.0, **shape)
     att.grad_keys(program, dprobs, bq, dk, head_dim=dim, scaling=1.0, **shape)
-    out_ctx, out_probs, out_dq, out_dk, out_dv = read(program, ctx, probs, dq, dk, dv)
+    R = 5
+    buckets = rng.integers(0, R, queries * keys)
+    held = rng.standard_normal((R, heads), dtype=np.float32)
+    dtable = device.buffer_from(held)
+    att.bias_backward(program, dprobs, device.buffer_from(buckets.astype(np.uint32)), dtable,
+                      table_rows=R, **shape)
+    out_ctx, out_probs, out_dq, out_dk, out_dv, out_dtable = read(program, ctx, probs, dq, dk, dv, dtable)
 
     be = NumpyBackend(np.float64)
     q64, k64, v64 = (x.astype(np.float64) for x in (q, k, v))
@@ -146,5 +154,8 @@ def test_bias_scale_keys_and_causal_match_numpy(device, att, rng, batch, queries
     assert rel_error(out_probs, ref_probs) <= FORWARD_BOUND
     assert np.all(out_probs.reshape(ref_probs.shape)[ref_probs == 0] == 0)   # masked keys exactly 0
     assert rel_error(out_ctx, ref_ctx) <= FORWARD_BOUND
-    for out, expected in zip((out_dq, out_dk, out_dv), be.attention_backward(dctx.astype(np.float64), saved)):
+    ref_dtable = held.astype(np.float64)
+    grads = be.attention_backward(dctx.astype(np.float64), saved, bias_grad=(ref_dtable, buckets))
+    for out, expected in zip((out_dq, out_dk, out_dv), grads):
         assert rel_error(out, expected) <= BACKWARD_BOUND
+    assert rel_error(out_dtable - held.ravel(), ref_dtable - held) <= BACKWARD_BOUND

@@ -87,7 +87,8 @@ def test_bias_scale_cross_lengths_and_causal_match_torch_autograd(rng, causal):
     shared by the batch, fewer queries than keys (cross attention, or the last Tq queries of a
     cached sequence when causal), a padding mask over the keys; forward and dq, dk, dv against
     torch autograd (scores + bias + causal finfo.min + padding finfo.min, as T5's eager
-    attention adds them)."""
+    attention adds them). The bias is gathered from a table [R, H] by a bucket per position, as
+    T5's relative position bias is: the table's gradient against autograd's too."""
     from py_engine.backends.numpy_backend import NumpyBackend
 
     Tq, Tk, width = 4, SEQ, HEADS * DIM
@@ -95,11 +96,14 @@ def test_bias_scale_cross_lengths_and_causal_match_torch_autograd(rng, causal):
     mask[2, :3] = 1
     q, dctx = (rng.standard_normal((BATCH * Tq, width)) for _ in range(2))
     k, v = (rng.standard_normal((BATCH * Tk, width)) for _ in range(2))
-    bias = rng.standard_normal((HEADS, Tq, Tk)) * 3
-    tq, tk, tv = (torch.tensor(x, requires_grad=True) for x in (q, k, v))
+    R = 6
+    table = rng.standard_normal((R, HEADS)) * 3
+    buckets = rng.integers(0, R - 1, Tq * Tk)         # the last row unused: its gradient is 0
+    bias = np.ascontiguousarray(table[buckets].T.reshape(HEADS, Tq, Tk))
+    tq, tk, tv, ttable = (torch.tensor(x, requires_grad=True) for x in (q, k, v, table))
     split = lambda x, T: x.view(BATCH, T, HEADS, -1).transpose(1, 2)     # noqa: E731
     minimum = torch.finfo(torch.float64).min
-    scores = split(tq, Tq) @ split(tk, Tk).transpose(-1, -2) + torch.tensor(bias)
+    scores = split(tq, Tq) @ split(tk, Tk).transpose(-1, -2) + ttable[torch.tensor(buckets)].T.reshape(HEADS, Tq, Tk)
     if causal:
         ahead = torch.arange(Tk)[None, :] > torch.arange(Tk - Tq, Tk)[:, None]
         scores = scores + torch.zeros(Tq, Tk, dtype=torch.float64).masked_fill(ahead, minimum)
@@ -110,7 +114,11 @@ def test_bias_scale_cross_lengths_and_causal_match_torch_autograd(rng, causal):
     be = NumpyBackend(np.float64)
     ctx, saved = be.attention(q, k, v, mask, BATCH, Tq, HEADS, 0.0, scaling=1.0, bias=bias, causal=causal)
     np.testing.assert_allclose(ctx, t_ctx.detach().numpy(), rtol=1e-12, atol=1e-12)
-    for ours, theirs in zip(be.attention_backward(dctx, saved), (tq, tk, tv)):
+    dtable = np.ones((R, HEADS))                       # the table's gradient is added into it
+    for ours, theirs in zip(be.attention_backward(dctx, saved, bias_grad=(dtable, buckets.tolist())),
+                            (tq, tk, tv)):
         np.testing.assert_allclose(ours, theirs.grad.numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(dtable - 1, ttable.grad.numpy(), rtol=1e-10, atol=1e-12)
+    assert np.all(dtable[-1] == 1) and np.linalg.norm(dtable[:-1] - 1) > 1e-3
     if causal:
         assert np.all(saved[3][:, :, 0, 4:] == 0)      # query 0 (position 2) sees keys 0..2 only

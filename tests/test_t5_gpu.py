@@ -1,7 +1,8 @@
 """The T5 family on the GPU runtime (wgpu-native; lavapipe here): one LoRA step's loss and
-every LoRA gradient against the NumPy runtime in float64 (which tests/test_t5_lora_oracle.py
-checks against transformers + PEFT), and a training run through the trainer whose losses
-equal the NumPy runtime's."""
+every LoRA gradient, and one full fine-tuning step's every gradient, against the NumPy runtime
+in float64 (which tests/test_t5_lora_oracle.py checks against transformers + PEFT and torch
+autograd), and training runs (LoRA, full) through the trainer whose losses equal the NumPy
+runtime's."""
 
 import numpy as np
 import pytest
@@ -23,22 +24,34 @@ from test_t5_reference import a_batch, relative
 LOSS_BOUND, GRAD_BOUND = 1e-5, 1e-4
 
 
-def runtimes(device, path):
-    adapter, tensors, _ = load_adapter(path / "adapter")
+def runtimes(device, path, full=False):
+    """NumPy (float64) and GPU runtimes of the checkpoint under path / "model", training the
+    adapter under path / "adapter", or with `full` every weight."""
     checkpoint = DecoderCheckpoint.load(path / "model")
-    model = T5Model(checkpoint.config, LoraConfig.from_peft_dict(adapter))
+    if full:
+        model = T5Model(checkpoint.config, None)
+        values = {n: (s, np.frombuffer(checkpoint.floats(n), np.float32)) for n, s in model.trainable.items()}
+    else:
+        adapter, tensors, _ = load_adapter(path / "adapter")
+        model = T5Model(checkpoint.config, LoraConfig.from_peft_dict(adapter))
+        values = {n: (s, np.asarray(v, np.float32)) for n, (s, v) in tensors.items()}
     task = Seq2SeqTask(checkpoint.config.pad_token_id, checkpoint.config.decoder_start_token_id)
-    values = {n: (s, np.asarray(v, np.float32)) for n, (s, v) in tensors.items()}
     host = NumpyRuntime(model, task, checkpoint, values, dtype=np.float64)
     gpu = run(GpuRuntime.create(T5Model(checkpoint.config, model.lora), task, checkpoint, values,
                                 device=device))
     return host, gpu, task
 
 
-@pytest.mark.parametrize("targets, tied", [(["q", "v"], False), (ALL, False), (ALL, True)])
-def test_lora_step_matches_numpy(device, tmp_path, targets, tied):
-    peft_t5(tmp_path, targets, tied=tied)
-    host, gpu, task = runtimes(device, tmp_path)
+@pytest.mark.parametrize("targets, tied", [(["q", "v"], False), (ALL, False), (ALL, True),
+                                           (None, False), (None, True)])
+def test_step_matches_numpy(device, tmp_path, targets, tied):
+    """targets None: full fine-tuning (the shared embedding, both bias tables, the head)."""
+    if targets is None:
+        from t5_checkpoints import tiny_t5
+        tiny_t5(tmp_path / "model", tied=tied)
+    else:
+        peft_t5(tmp_path, targets, tied=tied)
+    host, gpu, task = runtimes(device, tmp_path, full=targets is None)
     ids, mask, labels = a_batch()
     from py_engine.data.seq2seq import Seq2SeqIds
 
@@ -54,7 +67,8 @@ def test_lora_step_matches_numpy(device, tmp_path, targets, tied):
         assert relative(np.asarray(got_grads[name]).reshape(ref.shape), ref) <= GRAD_BOUND, name
 
 
-def test_training_run_matches_numpy(device, tmp_path):
+@pytest.mark.parametrize("mode, lr", [("lora", 1e-2), ("full", 1e-3)])
+def test_training_run_matches_numpy(device, tmp_path, mode, lr):
     from t5_checkpoints import tiny_t5
     from t5_tokenizer import t5_tokenizer
     from test_t5_training import PAIRS
@@ -63,10 +77,10 @@ def test_training_run_matches_numpy(device, tmp_path):
     tiny_t5(tmp_path)
     tok = t5_tokenizer()
     encoded, _ = encode_seq2seq_examples([Seq2SeqExample(*p) for p in PAIRS], tok)
-    config = CausalTrainConfig(epochs=4, lr=1e-2, batch_size=2, max_length=64)
+    config = CausalTrainConfig(epochs=4, lr=lr, batch_size=2, max_length=64, mode=mode)
     losses = []
     for backend in ("numpy", "gpu"):
-        model = run(Seq2SeqModel.create(tmp_path, tok, seed=5, backend=backend, device=device))
+        model = run(Seq2SeqModel.create(tmp_path, tok, seed=5, backend=backend, device=device, mode=mode))
         losses.append([s.loss for s in run(model.fit(encoded, config))])
     assert len(losses[0]) == 8
     np.testing.assert_allclose(losses[1], losses[0], rtol=1e-4)

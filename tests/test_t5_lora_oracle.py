@@ -1,6 +1,7 @@
-"""The T5 family's LoRA training step against transformers + PEFT on tiny FLAN-T5-like
-checkpoints (tests/t5_checkpoints.py), NumPy backend in float64: one step's loss and every LoRA
-gradient (PEFT's default q, v and every linear), and adapters both ways with PEFT."""
+"""The T5 family's training step against transformers + PEFT on tiny FLAN-T5-like checkpoints
+(tests/t5_checkpoints.py), NumPy backend in float64: one step's loss and every LoRA gradient
+(PEFT's default q, v and every linear), one full fine-tuning step's every gradient against
+torch autograd, and adapters both ways with PEFT."""
 
 import numpy as np
 import pytest
@@ -28,12 +29,15 @@ def peft_t5(path, targets, **overrides):
                                lora_dropout=0.0).double()
 
 
-def engine_step(path, ids, mask, labels, seed=0, saved_into=None, rate=None):
-    """Loss and LoRA gradients of one step on the NumPy backend in float64, its dropout masks
-    drawn from `seed` (at the config's dropout_rate, or `rate`); what the forward saved goes
-    into the dict `saved_into` when one is given."""
-    adapter_config, tensors, _ = load_adapter(path / "adapter")
-    model, be = engine(path / "model", LoraConfig.from_peft_dict(adapter_config), tensors)
+def engine_step(path, ids, mask, labels, seed=0, saved_into=None, rate=None, full=False):
+    """Loss and LoRA gradients (with `full`, every weight's) of one step on the NumPy backend in
+    float64, its dropout masks drawn from `seed` (at the config's dropout_rate, or `rate`); what
+    the forward saved goes into the dict `saved_into` when one is given."""
+    if full:
+        model, be = engine(path / "model")
+    else:
+        adapter_config, tensors, _ = load_adapter(path / "adapter")
+        model, be = engine(path / "model", LoraConfig.from_peft_dict(adapter_config), tensors)
     if rate is not None:
         model.dropout = {"dropout_rate": rate}       # what the dropout option sets
     for name in model.trainable:
@@ -46,12 +50,15 @@ def engine_step(path, ids, mask, labels, seed=0, saved_into=None, rate=None):
     hidden, saved = model.forward(be, batch)
     if saved_into is not None:
         saved_into.update(saved)
-    metrics, dh = be.lm_head_loss(hidden, be.param(model.head_name), np.asarray(flat))
+    metrics, dh = be.lm_head_loss(hidden, be.param(model.head_name), np.asarray(flat),
+                                  dweight=model.head_grad(be))
     model.backward(be, dh, saved, batch)
     return model, metrics["loss"], be.grads
 
 
 def peft_step(peft, ids, mask, labels):
+    """Loss and the gradient of every trainable parameter (a PEFT model's adapters, or every
+    weight of a plain transformers model), by the engine's names."""
     peft.train()
     out = peft(input_ids=torch.as_tensor(ids), attention_mask=torch.as_tensor(mask),
                labels=torch.as_tensor(labels))
@@ -105,14 +112,24 @@ def test_peft_adapter_loads_and_ours_loads_in_peft(tmp_path, monkeypatch):
     assert relative(again, want) <= 1e-12
 
 
-def test_full_finetuning_is_refused(tmp_path):
-    from py_engine.models.bert_config import ConfigError
-    from py_engine.models.t5 import T5Model
-
-    tiny_t5(tmp_path)
-    model = T5Model(DecoderCheckpoint.load(tmp_path).config, None)
-    with pytest.raises(ConfigError, match="full fine-tuning of T5 is not supported"):
-        model.backward(None, None, {}, None)
+@pytest.mark.parametrize("float64_norm, tied", [(True, False), (False, False), (True, True)])
+def test_full_step_matches_transformers(tmp_path, monkeypatch, float64_norm, tied):
+    """Every weight trains: the loss and each parameter's gradient against torch autograd:
+    the shared embedding through both stacks' inputs (and, tied, the rescaled head), each
+    stack's relative position bias table through every layer of the stack, every norm and
+    linear, the head."""
+    if float64_norm:
+        float64_layer_norm(monkeypatch)
+    hf = tiny_t5(tmp_path / "model", tied=tied)
+    ids, mask, labels = a_batch()
+    want_loss, want = peft_step(hf, ids, mask, labels)
+    model, loss, grads = engine_step(tmp_path, ids, mask, labels, full=True)
+    loss_bound, grad_bound = (1e-12, 1e-10) if float64_norm else (1e-6, 1e-5)
+    assert abs(loss - want_loss) <= loss_bound * abs(want_loss)
+    assert set(want) == set(model.trainable) == set(DecoderCheckpoint.load(tmp_path / "model").names())
+    for name, ref in want.items():
+        assert np.linalg.norm(ref) > 0, name        # every gradient is there to be checked
+        assert relative(grads[name], ref) <= grad_bound, name
 
 
 class Masks(torch.nn.Module):
@@ -178,3 +195,19 @@ def test_lora_step_with_dropout_matches_peft_with_the_same_masks(tmp_path, monke
         assert relative(grads[name], ref) <= 1e-10, name
     _, _, plain = engine_step(tmp_path, ids, mask, labels, seed=4, rate=0.0)
     assert min(relative(plain[name], ref) for name, ref in want.items()) > 1e-3
+
+
+def test_full_step_with_dropout_matches_transformers_with_the_same_masks(tmp_path, monkeypatch):
+    """Full fine-tuning with dropout on: transformers with the engine's masks gives every
+    weight's gradient, the embedding's and the bias tables' included."""
+    float64_layer_norm(monkeypatch)
+    hf = tiny_t5(tmp_path / "model", dropout_rate=0.3)
+    ids, mask, labels = a_batch()
+    saved = {}
+    model, loss, grads = engine_step(tmp_path, ids, mask, labels, seed=7, saved_into=saved, full=True)
+    inject_masks(hf, saved, monkeypatch)
+    want_loss, want = peft_step(hf, ids, mask, labels)
+    assert abs(loss - want_loss) <= 1e-12 * abs(want_loss)
+    assert set(want) == set(model.trainable)
+    for name, ref in want.items():
+        assert relative(grads[name], ref) <= 1e-10, name

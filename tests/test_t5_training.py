@@ -12,7 +12,7 @@ from peft import PeftModel
 
 from conftest import run
 from py_engine.data.classification import DataError
-from py_engine.data.seq2seq import (Seq2SeqExample, encode_seq2seq_examples, parse_seq2seq_jsonl,
+from py_engine.data.seq2seq import (Seq2SeqExample, Seq2SeqIds, encode_seq2seq_examples, parse_seq2seq_jsonl,
                                     read_seq2seq_jsonl)
 from py_engine.labels import IGNORE_LABEL
 from py_engine.models.lora_config import LoraConfig
@@ -124,13 +124,15 @@ def test_without_a_tokenizer_the_checkpoints_own_is_read_and_trains(tmp_path):
         hf_tok.decode(theirs[2].labels, skip_special_tokens=True)
 
 
-def test_full_fine_tuning_and_decoders_are_refused(tmp_path):
+def test_modes_other_than_the_models_and_decoders_are_refused(tmp_path):
     from gpt2_checkpoints import tiny_gpt2
 
     tiny_t5(tmp_path / "t5")
-    model = run(Seq2SeqModel.create(tmp_path / "t5", t5_tokenizer()))
-    with pytest.raises(ValueError, match="encoder-decoders train LoRA adapters only"):
-        run(model.fit([], CausalTrainConfig(mode="full")))
+    model = run(Seq2SeqModel.create(tmp_path / "t5", t5_tokenizer(), mode="full"))
+    with pytest.raises(ValueError, match="mode 'lora' needs LoRA; this model already trains every weight"):
+        run(model.fit([Seq2SeqIds([5, 6], [7])], CausalTrainConfig(mode="lora")))
+    with pytest.raises(ValueError, match="mode must be one of"):
+        run(Seq2SeqModel.create(tmp_path / "t5", t5_tokenizer(), mode="partial"))
     with pytest.raises(ValueError, match="is a t5 encoder-decoder: use Seq2SeqModel"):
         run(ChatModel.create(tmp_path / "t5"))
     from py_engine.generate import NumpyDecoder

@@ -336,7 +336,9 @@ class GpuBackend:
         a.context(self.program, used.buffer, v.buffer, ctx.buffer, **shape)
         return ctx, (q, k, v, probs, used, site, shape, scaling)
 
-    def attention_backward(self, dctx, saved):
+    def attention_backward(self, dctx, saved, bias_grad=None):
+        """dq, dk, dv; with `bias_grad` (dtable, buckets) the bias table's gradient is added
+        into dtable (see the NumPy backend's)."""
         q, k, v, probs, used, site, shape, scaling = saved
         a = self.k.attention
         dq, dk, dv = self.new(*q.shape), self.new(*k.shape), self.new(*v.shape)
@@ -346,9 +348,22 @@ class GpuBackend:
         dscores = self.dropout_backward(dused, site)
         a.softmax_backward(self.program, probs.buffer, dscores.buffer, batch=shape["batch"],
                            seq=shape["seq"], heads=shape["heads"], keys=shape["keys"])   # in place: dP -> dS
+        if bias_grad is not None:
+            dtable, buckets = bias_grad
+            a.bias_backward(self.program, dscores.buffer, self._buckets(buckets), dtable.buffer,
+                            batch=shape["batch"], seq=shape["seq"], heads=shape["heads"],
+                            keys=shape["keys"], table_rows=dtable.shape[0])
         a.grad_queries(self.program, dscores.buffer, k.buffer, dq.buffer, scaling=scaling, **shape)
         a.grad_keys(self.program, dscores.buffer, q.buffer, dk.buffer, scaling=scaling, **shape)
         return dq, dk, dv
+
+    def _buckets(self, buckets):
+        """The buckets (a list of ints) as a u32 buffer, made once per list of values (a
+        stack's layers share theirs)."""
+        key = ("buckets", tuple(buckets))
+        if key not in self._zeros:
+            self._zeros[key] = self.device.buffer_from(array("I", buckets), label="position buckets")
+        return self._zeros[key]
 
     def relative_position_bias(self, table, buckets, queries, keys):
         """T5's relative position bias [H, Tq, Tk]: table [num_buckets, H] gathered, as a

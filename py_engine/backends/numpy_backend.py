@@ -180,13 +180,19 @@ class NumpyBackend:
         ctx = attn_ops.attention_context(used, v, heads)
         return ctx, (q, k, v, probs, used, site, heads, scaling)
 
-    def attention_backward(self, dctx, saved):
+    def attention_backward(self, dctx, saved, bias_grad=None):
+        """dq, dk, dv; with `bias_grad` (dtable, buckets), the gradient of the table [R, H]
+        the forward's bias was gathered from by bucket (relative_position_bias's) is added
+        into dtable."""
         q, k, v, probs, used, site, heads, scaling = saved
         B = probs.shape[0]
         dv = attn_ops.grad_values(used, dctx, heads)
         dused = attn_ops.grad_probs(dctx, v, B, heads)
         dprobs = self.dropout_backward(dused, site)
         dscores = attn_ops.masked_softmax_backward(probs, dprobs)
+        if bias_grad is not None:
+            dtable, buckets = bias_grad
+            dtable += attn_ops.bucketed_bias_backward(dscores, buckets, dtable.shape[0])
         return (attn_ops.grad_queries(dscores, k, heads, scaling),
                 attn_ops.grad_keys(dscores, q, heads, scaling), dv)
 

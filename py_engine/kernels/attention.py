@@ -24,6 +24,10 @@ With dropout on the probabilities, record the pieces instead: scores, softmax (p
 the dropout op (probs -> dropped), context from `dropped`; backward: grad_probs and
 grad_values with `dropped`, dropout backward on dprobs, softmax_backward with the saved probs,
 grad_queries, grad_keys. softmax and softmax_backward work in place.
+
+A bias gathered from a table by bucket (T5's relative position bias) gets its table's gradient
+from the score gradient: bias_backward(program, dscores, buckets, dtable, ...) adds into
+dtable [R, H] after softmax_backward (buckets: u32 [Tq*Tk], the bucket of each position).
 """
 
 from .matmul import MatmulKernels, as_view
@@ -33,11 +37,12 @@ WORKGROUP = 64
 
 
 class AttentionKernels:
-    def __init__(self, device, matmul, softmax, softmax_backward):
+    def __init__(self, device, matmul, softmax, softmax_backward, bias_backward):
         self.device = device
         self.matmul = matmul
         self._softmax = softmax
         self._softmax_backward = softmax_backward
+        self._bias_backward = bias_backward
 
     @classmethod
     async def load(cls, device, matmul=None, variant=None):
@@ -47,7 +52,8 @@ class AttentionKernels:
         constants = {"WORKGROUP": WORKGROUP}
         softmax = await device.kernel(SOURCE, "attention_softmax", constants)
         backward = await device.kernel(SOURCE, "attention_softmax_backward", constants)
-        return cls(device, matmul, softmax, backward)
+        bias_backward = await device.kernel(SOURCE, "attention_bias_backward", constants)
+        return cls(device, matmul, softmax, backward, bias_backward)
 
     # --- views ----------------------------------------------------------------------------
 
@@ -130,6 +136,19 @@ class AttentionKernels:
         """dprobs -> dscores in place: dS = P * (dP - rowsum(dP * P))."""
         return self._rows(program, self._softmax_backward, [probs, dprobs, None], batch, seq, heads,
                           keys)
+
+    def bias_backward(self, program, dscores, buckets, dtable, *, batch, seq, heads, table_rows,
+                      keys=None):
+        """dtable[r, h] += the sum of dscores[b, h, i, j] over the batch and the positions whose
+        bucket (buckets[i * Tk + j], u32) is r: the gradient of the table [table_rows, H] that
+        the softmax's bias [H, Tq, Tk] was gathered from."""
+        keys = seq if keys is None else keys
+        cells = table_rows * heads
+        params = self.device.uniform("IIII", batch, heads, seq * keys, cells)
+        limit = self.device.limits["max_compute_workgroups_per_dimension"]
+        program.dispatch(self._bias_backward, [dscores, buckets, dtable, params],
+                         (min(cells, limit), -(-cells // limit)))
+        return program
 
     def grad_queries(self, program, dscores, k, dq, *, batch, seq, heads, head_dim, scaling=None,
                      beta=0.0, keys=None):

@@ -23,8 +23,11 @@ decoder) is added to every layer's self-attention scores; cross attention has no
 (the backend's counter-based dropout) runs at dropout_rate only when training.
 
 LoRA may wrap any of q, k, v, o (self and cross attention: PEFT's suffix rule matches both)
-and wi_0, wi_1, wo; the base weights and the head stay frozen. Full fine-tuning is not
-implemented for this family (the relative bias and embedding gradients are not computed).
+and wi_0, wi_1, wo; the base weights and the head stay frozen. With `lora=None` every weight
+trains instead (full fine-tuning): the backward then also gives each linear's and RMSNorm's
+weight gradient, the head's (from the loss), the shared embedding's (a scatter-add of both
+stacks' input gradients; with the tied head it adds to the head's) and each stack's relative
+position bias table's (the score gradients of every layer of the stack summed by bucket).
 
 For generation the encoder runs once (`encode`), each decoder layer's cross-attention keys and
 values are computed once from its output (`cross_keys_values`), and the decoder runs one token
@@ -34,7 +37,6 @@ at a time against its self-attention KV cache (`decode`).
 import math
 import struct
 
-from .bert_config import ConfigError
 from .dropout_rates import override_rates
 from .lora import AdaptedModel, Linears
 
@@ -89,13 +91,13 @@ class T5Model(AdaptedModel):
     encoder_decoder = True
 
     def __init__(self, config, lora, dropout=None):
-        """lora: a LoraConfig, or None (inference only: full fine-tuning is not supported);
-        dropout: None for the config's dropout_rate, a float for another (0.0: none)."""
+        """lora: a LoraConfig, or None to train every weight (full fine-tuning); dropout: None
+        for the config's dropout_rate, a float for another (0.0: none)."""
         self.config = config
         self.dropout = override_rates({"dropout_rate": config.dropout_rate}, dropout, "T5 model")
         self.lora = lora
         self.full = lora is None
-        self.linears = Linears(linear_modules(config), lora, "T5 model")
+        self.linears = Linears(linear_modules(config), lora, "T5 model", full=self.full)
         self.targets = self.linears.targets
         self.trainable = dict(config.parameter_shapes()) if self.full else dict(self.linears.trainable)
 
@@ -103,12 +105,16 @@ class T5Model(AdaptedModel):
     def head_name(self):
         return self.config.head_name
 
+    def to_full(self):
+        """The same model with every weight trainable (after the LoRA update was folded in)."""
+        return type(self)(self.config, None, dropout=self.dropout)
+
     def frozen_names(self):
-        return list(self.config.parameter_shapes())
+        return [] if self.full else list(self.config.parameter_shapes())
 
     def head_grad(self, be):
-        """The head is frozen: LoRA only."""
-        return None
+        """Where the loss puts the head's gradient: None unless fine-tuning every weight."""
+        return be.grad(self.head_name) if self.full else None
 
     def _rate(self, train):
         return self.dropout["dropout_rate"] if train else 0.0
@@ -126,11 +132,16 @@ class T5Model(AdaptedModel):
                                          c.relative_attention_num_buckets, c.relative_attention_max_distance)
 
     def _bias(self, be, stack, queries, keys, past):
-        return be.relative_position_bias(be.param(self.bias_table(stack)),
-                                         self.buckets(stack, queries, keys, past), queries, keys)
+        """(bias [H, Tq, Tk], its buckets)."""
+        buckets = self.buckets(stack, queries, keys, past)
+        return be.relative_position_bias(be.param(self.bias_table(stack)), buckets, queries, keys), buckets
 
     def _norm(self, be, x, name):
         return be.rmsnorm(x, be.param(name + ".weight"), self.config.layer_norm_epsilon)
+
+    def _norm_backward(self, be, dy, saved, name):
+        """dx; in full fine-tuning the norm's weight gradient is added too."""
+        return be.rmsnorm_backward(dy, saved, be.grad(name + ".weight") if self.full else None)
 
     def _feed_forward(self, be, x, p, s, train):
         """x + Dropout(wo(Dropout(act(wi_0 h) * wi_1 h))), h = RMSNorm(x); p: the sublayer's
@@ -166,9 +177,10 @@ class T5Model(AdaptedModel):
 
     # --- forward ---
 
-    def _stack(self, be, stack, ids, count, train, layer):
+    def _stack(self, be, stack, ids, count, train, layer, buckets=None):
         """Run `stack` ("encoder" or "decoder") over ids: the shared embedding, `count` layers
-        (layer(x, prefix, saved, n) -> x), the final norm; returns (output, saved)."""
+        (layer(x, prefix, saved, n) -> x), the final norm; returns (output, saved). buckets:
+        those of the stack's relative position bias, kept for the backward."""
         x, drop = be.dropout(be.gather_rows(be.param("shared.weight"), ids), self._rate(train))
         layers = []
         for n in range(count):
@@ -180,19 +192,20 @@ class T5Model(AdaptedModel):
                 be.end_layer(x)       # inference: this layer's intermediates may be reused
         out, final = self._norm(be, x, f"{stack}.final_layer_norm")
         out, final_drop = be.dropout(out, self._rate(train))
-        return out, {"layers": layers, "final": final, "final_drop": final_drop, "emb_drop": drop}
+        return out, {"layers": layers, "final": final, "final_drop": final_drop, "emb_drop": drop,
+                     "ids": ids, "buckets": buckets}
 
     def encode(self, be, ids, mask, B, S, train=True):
         """The encoder's output [B*S, d_model] of ids [B, S] (mask [B, S] of 0/1 or None), and
         what its backward needs."""
-        bias = self._bias(be, "encoder", S, S, 0)
+        bias, buckets = self._bias(be, "encoder", S, S, 0)
 
         def layer(x, p, s, n):
             x = self._attention(be, x, None, p + "0.", s, "SelfAttention", train, mask=mask, B=B, T=S,
                                 bias=bias)
             return self._feed_forward(be, x, p + "1.", s, train)
 
-        return self._stack(be, "encoder", ids, self.config.num_encoder_layers, train, layer)
+        return self._stack(be, "encoder", ids, self.config.num_encoder_layers, train, layer, buckets)
 
     def cross_keys_values(self, be, enc):
         """Each decoder layer's cross-attention keys and values of the encoder output (made
@@ -212,8 +225,9 @@ class T5Model(AdaptedModel):
         mask [1, L] (1 up to the token) and its relative position bias [H, 1, L], instead of
         the causal limit and a bias computed here."""
         c = self.config
+        buckets = None
         if cached is None:
-            self_mask, bias, causal = None, self._bias(be, "decoder", T, position + T, position), True
+            (bias, buckets), self_mask, causal = self._bias(be, "decoder", T, position + T, position), None, True
         else:
             (self_mask, bias), causal = cached, False
 
@@ -225,7 +239,7 @@ class T5Model(AdaptedModel):
                                 T=T, bias=None)
             return self._feed_forward(be, x, p + "2.", s, train)
 
-        out, saved = self._stack(be, "decoder", ids, c.num_hidden_layers, train, layer)
+        out, saved = self._stack(be, "decoder", ids, c.num_hidden_layers, train, layer, buckets)
         if c.output_scale != 1.0:           # the tied head's rescaling
             out = be.scale(out, c.output_scale)
         return out, saved
@@ -253,41 +267,55 @@ class T5Model(AdaptedModel):
         dg, du = be.swiglu_backward(be.dropout_backward(dm, s["act_drop"]), s["gate"], s["up"],
                                     activation=self.config.activation)
         dh = be.add(back(be, p + "DenseReluDense.wi_0", dg, s), back(be, p + "DenseReluDense.wi_1", du, s))
-        return be.add(dx, be.rmsnorm_backward(dh, s["ln_ff"]))
+        return be.add(dx, self._norm_backward(be, dh, s["ln_ff"], p + "layer_norm"))
 
-    def _attention_backward(self, be, dx, p, s, key, input_grad=True, kv_grad=True):
+    def _attention_backward(self, be, dx, p, s, key, input_grad=True, kv_grad=True, bias_grad=None):
         """dx through the sublayer's attention; for cross attention (kv_grad) also the encoder
-        output's gradient from k and v (None where not needed)."""
+        output's gradient from k and v (None where not needed). bias_grad: (the bias table's
+        gradient, the buckets) where the table trains."""
         back, m = self.linears.backward, f"{p}{key}."
         da = back(be, m + "o", be.dropout_backward(dx, s[key + "_drop"]), s)
-        dq, dk, dv = be.attention_backward(da, s[key])
+        dq, dk, dv = be.attention_backward(da, s[key], bias_grad=bias_grad)
+        norm = lambda dh: self._norm_backward(be, dh, s["ln_" + key], p + "layer_norm")
         if key == "EncDecAttention":
             dh = back(be, m + "q", dq, s)
             denc = [back(be, m + x, d, s, input_grad=kv_grad) for x, d in (("k", dk), ("v", dv))]
-            return be.add(dx, be.rmsnorm_backward(dh, s["ln_" + key])), \
-                (be.add(denc[0], denc[1]) if kv_grad else None)
+            return be.add(dx, norm(dh)), (be.add(denc[0], denc[1]) if kv_grad else None)
         dh = [back(be, m + x, d, s, input_grad=input_grad) for x, d in (("q", dq), ("k", dk), ("v", dv))]
         if not input_grad:
             return dx, None
         dh = be.add(be.add(dh[0], dh[1]), dh[2])
-        return be.add(dx, be.rmsnorm_backward(dh, s["ln_" + key])), None
+        return be.add(dx, norm(dh)), None
+
+    def _bias_grad(self, be, stack, saved):
+        """(the bias table's gradient, the buckets) of `stack` in full fine-tuning, else None."""
+        return (be.grad(self.bias_table(stack)), saved["buckets"]) if self.full else None
+
+    def _embedding_backward(self, be, dx, saved):
+        """Full fine-tuning: the shared embedding's gradient from a stack's input gradient (every
+        row, the padding's too: T5's embedding has no padding_idx)."""
+        be.gather_rows_backward(be.dropout_backward(dx, saved["emb_drop"]), saved["ids"],
+                                be.grad("shared.weight"))
 
     def backward(self, be, dhidden, saved, inputs):
-        """LoRA gradients of the loss whose gradient with respect to the decoder's final
-        hidden states is `dhidden`. The encoder's output gradient (from every decoder layer's
-        cross-attention keys and values) is only formed when the encoder holds an adapter; no
-        layer below the lowest adapter of its stack gets a backward."""
-        if self.full:
-            raise ConfigError("full fine-tuning of T5 is not supported; train a LoRA adapter")
+        """Gradients of the loss whose gradient with respect to the decoder's final hidden
+        states is `dhidden` (with full fine-tuning the head's own gradient comes from the
+        loss). With LoRA the encoder's output gradient (from every decoder layer's
+        cross-attention keys and values) is only formed when the encoder holds an adapter, and
+        no layer below the lowest adapter of its stack gets a backward."""
         c = self.config
         dec, enc = saved["decoder"], saved["encoder"]
-        encoder_lowest = self._lowest("encoder")
-        decoder_lowest = self._lowest("decoder")
-        if decoder_lowest is None or encoder_lowest is not None:
-            decoder_lowest = 0          # the encoder's gradient comes through every decoder layer
+        if self.full:
+            encoder_lowest = decoder_lowest = 0
+        else:
+            encoder_lowest = self._lowest("encoder")
+            decoder_lowest = self._lowest("decoder")
+            if decoder_lowest is None or encoder_lowest is not None:
+                decoder_lowest = 0          # the encoder's gradient comes through every decoder layer
         if c.output_scale != 1.0:
             dhidden = be.scale(dhidden, c.output_scale)
-        dx = be.rmsnorm_backward(be.dropout_backward(dhidden, dec["final_drop"]), dec["final"])
+        dx = self._norm_backward(be, be.dropout_backward(dhidden, dec["final_drop"]), dec["final"],
+                                 "decoder.final_layer_norm")
         denc = None
         for n in reversed(range(decoder_lowest, c.num_hidden_layers)):
             p, s = f"decoder.block.{n}.layer.", dec["layers"][n]
@@ -297,11 +325,19 @@ class T5Model(AdaptedModel):
             if d is not None:
                 denc = d if denc is None else be.add(denc, d)
             dx, _ = self._attention_backward(be, dx, p + "0.", s, "SelfAttention",
-                                            input_grad=n > decoder_lowest)
+                                            input_grad=self.full or n > decoder_lowest,
+                                            bias_grad=self._bias_grad(be, "decoder", dec))
+        if self.full:
+            self._embedding_backward(be, dx, dec)
         if encoder_lowest is None:
             return
-        dx = be.rmsnorm_backward(be.dropout_backward(denc, enc["final_drop"]), enc["final"])
+        dx = self._norm_backward(be, be.dropout_backward(denc, enc["final_drop"]), enc["final"],
+                                 "encoder.final_layer_norm")
         for n in reversed(range(encoder_lowest, c.num_encoder_layers)):
             p, s = f"encoder.block.{n}.layer.", enc["layers"][n]
             dx = self._feed_forward_backward(be, dx, p + "1.", s)
-            dx, _ = self._attention_backward(be, dx, p + "0.", s, "SelfAttention", input_grad=n > encoder_lowest)
+            dx, _ = self._attention_backward(be, dx, p + "0.", s, "SelfAttention",
+                                            input_grad=self.full or n > encoder_lowest,
+                                            bias_grad=self._bias_grad(be, "encoder", enc))
+        if self.full:
+            self._embedding_backward(be, dx, enc)

@@ -18,7 +18,9 @@ The same pieces serve T5's attention (models/t5.py): `scaling` 1 (T5 does not sc
 additive `bias` [H, Tq, Tk] on the scores shared by the batch (the relative position bias),
 queries and keys of different lengths (cross attention: q [B*Tq, H*D], k and v [B*Tk, H*D], the
 mask [B, Tk] over the keys), and `causal` (query i, the last of Tq after Tk - Tq cached ones,
-sees keys up to Tk - Tq + i).
+sees keys up to Tk - Tq + i). T5's bias is gathered from a table [R, H] by a bucket per
+position; bucketed_bias_backward gives that table's gradient from the score gradient (full
+fine-tuning).
 """
 
 import numpy as np
@@ -97,6 +99,17 @@ def masked_softmax_backward(probs, dprobs):
     np.subtract(dprobs, ds.sum(axis=-1, keepdims=True), out=ds)
     ds *= probs
     return ds
+
+
+def bucketed_bias_backward(dscores, buckets, table_rows):
+    """The gradient of the table [table_rows, H] a score bias was gathered from
+    (bias[h, i, j] = table[buckets[i * Tk + j], h], shared by the batch): dtable[r, h] = the sum
+    of dscores [B, H, Tq, Tk] over the batch and the positions whose bucket is r."""
+    B, H, Tq, Tk = dscores.shape
+    summed = dscores.sum(axis=0).reshape(H, Tq * Tk)
+    out = np.zeros((table_rows, H), dscores.dtype)
+    np.add.at(out, np.asarray(buckets, np.int64), summed.T)
+    return out
 
 
 def attention_context(probs, v, heads):

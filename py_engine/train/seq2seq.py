@@ -1,6 +1,7 @@
-"""Seq2SeqModel: LoRA fine-tuning of an encoder-decoder checkpoint (T5: FLAN-T5, T5 v1.1) on
-input/target pairs, generation, and PEFT adapters (task SEQ_2_SEQ_LM): ChatModel's API, its
-trainer, runtimes and adapter files, with the sequence-to-sequence task.
+"""Seq2SeqModel: fine-tuning of an encoder-decoder checkpoint (T5: FLAN-T5, T5 v1.1) on
+input/target pairs (LoRA, full or hybrid, as ChatModel's modes), generation, and PEFT adapters
+(task SEQ_2_SEQ_LM) or whole checkpoints: ChatModel's API, its trainer, runtimes, adapter and
+checkpoint files, with the sequence-to-sequence task.
 
     model = await Seq2SeqModel.create("flan-t5-dir")
     pairs, _ = encode_seq2seq_examples(read_seq2seq_jsonl("pairs.jsonl"), model.tokenizer)
@@ -12,14 +13,12 @@ trainer, runtimes and adapter files, with the sequence-to-sequence task.
 engine's pure-Python Unigram tokenizer (tokenizers.checkpoint.seq2seq_tokenizer, which runs in
 the browser too); any object with encode(text).ids, decode(ids, skip_special_tokens) and
 token_to_id (a Hugging Face `tokenizers.Tokenizer`, say); or None for a model driven by token
-ids alone (encoded pairs, decoder()), whose directory needs no tokenizer.json. Full
-fine-tuning is not supported for this family: mode "lora" only.
+ids alone (encoded pairs, decoder()), whose directory needs no tokenizer.json.
 """
 
 from ..formats.peft_adapter import load_adapter
 from ..tokenizers.checkpoint import seq2seq_tokenizer
 from .chat import ChatModel
-from .config import CausalTrainConfig
 from .runtime import create_runtime
 from .tasks import Seq2SeqTask
 
@@ -31,13 +30,13 @@ class Seq2SeqModel(ChatModel):
     task_type = "SEQ_2_SEQ_LM"
 
     @classmethod
-    async def create(cls, model_dir, tokenizer=CHECKPOINT_TOKENIZER, lora=None, backend="numpy",
-                     seed=0, max_length=512, device=None, dropout=None):
+    async def create(cls, model_dir, tokenizer=CHECKPOINT_TOKENIZER, lora=None, mode="lora",
+                     backend="numpy", seed=0, max_length=512, device=None, dropout=None):
         """A fresh LoRA adapter (PEFT's default targets for the family unless `lora` names
-        others) on the checkpoint in `model_dir`; dropout as ChatModel.create's (T5 has one
-        rate)."""
+        others; mode "lora" or "hybrid") on the checkpoint in `model_dir`, or every weight
+        trainable (mode "full"); dropout as ChatModel.create's (T5 has one rate)."""
         tokenizer = _tokenizer(model_dir, tokenizer)
-        model = await super().create(model_dir, lora=lora, mode="lora", backend=backend, seed=seed,
+        model = await super().create(model_dir, lora=lora, mode=mode, backend=backend, seed=seed,
                                      max_length=max_length, device=device, dropout=dropout)
         model.tokenizer = tokenizer
         return model
@@ -78,12 +77,6 @@ class Seq2SeqModel(ChatModel):
         if not examples:
             raise ValueError("the dataset is empty (no pair has an input and a target token to train on)")
         return examples
-
-    async def trainer(self, examples, config=None, validation=None, guard=None, plateau=None):
-        config = CausalTrainConfig.of(config)
-        if config.mode != "lora":
-            raise ValueError(f"mode {config.mode!r}: encoder-decoders train LoRA adapters only (mode 'lora')")
-        return await super().trainer(examples, config, validation, guard, plateau)
 
     def prompt_ids(self, prompt, raw=False, template_args=None):
         """The input's token ids (the tokenizer's special tokens appended, as T5 is fed); there
