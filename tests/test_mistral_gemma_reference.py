@@ -173,8 +173,25 @@ def test_smollm3_fields_as_transformers_reads_them(fields):
         theirs.sliding_window if theirs.use_sliding_window and t == "sliding_attention" else None
         for t in theirs.layer_types)
     assert ours.tie_word_embeddings is theirs.tie_word_embeddings is True
-    with pytest.raises(ConfigError, match="'no_rope_layers' must hold 0 or 1 for each of the \d layers"):
+    with pytest.raises(ConfigError, match=r"'no_rope_layers' must hold 0 or 1 for each of the \d layers"):
         LlamaConfig(model_type="smollm3", **dict(tiny, no_rope_layers=[1, 0]))
+
+
+@pytest.mark.parametrize("model_type", ["llama", "qwen2", "qwen3", "mistral", "smollm3", "gemma",
+                                        "gemma2", "gemma3_text", "phi3"])
+def test_pad_token_id_defaults_as_transformers(model_type):
+    """A config.json without pad_token_id gets the family's default, as its transformers config
+    class gives it (the embedding's padding_idx, which full fine-tuning leaves alone); one that
+    says null gets none."""
+    from transformers import AutoConfig
+
+    tiny = dict(vocab_size=130_000, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                num_key_value_heads=1, intermediate_size=48, head_dim=16)
+    theirs = AutoConfig.for_model(model_type, **tiny)
+    assert LlamaConfig(model_type=model_type, **tiny).pad_token_id == theirs.pad_token_id
+    assert LlamaConfig(model_type=model_type, **tiny, pad_token_id=None).pad_token_id is None
+    small = LlamaConfig(model_type=model_type, **dict(tiny, vocab_size=96))
+    assert small.pad_token_id == (0 if model_type.startswith("gemma") else None)
 
 
 def test_logit_softcapping_is_refused_outside_gemma2():

@@ -65,6 +65,9 @@ ACTIVATIONS = {"silu": "silu", "gelu_pytorch_tanh": "gelu_tanh"}
 MISTRAL_WINDOW = 4096    # transformers' MistralConfig default sliding_window
 # Gemma2Config's defaults for the soft caps config.json may omit
 GEMMA2_SOFTCAPS = {"attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0}
+# transformers' pad_token_id defaults where a config.json leaves it out (the embedding's
+# padding_idx, whose row full fine-tuning leaves alone); the other families default to none
+PAD_TOKEN_DEFAULTS = {"gemma": 0, "gemma2": 0, "gemma3_text": 0, "phi3": 32000, "smollm3": 128004}
 
 
 RMS_NORM_EPS = 1e-6      # transformers' LlamaConfig default; the RMSNorm ops' default too
@@ -151,8 +154,11 @@ class LlamaConfig:
         self.initializer_range = need("initializer_range", float, 0.02)
         self.bos_token_id = values.get("bos_token_id")
         self.eos_token_id = values.get("eos_token_id")
-        # transformers' padding_idx: the embedding row no token's gradient reaches
-        self.pad_token_id = _padding_row(values.get("pad_token_id"), self.vocab_size)
+        # transformers' padding_idx: the embedding row no token's gradient reaches (a family's
+        # default past a tiny vocabulary, where transformers could not build the embedding, is none)
+        pad = PAD_TOKEN_DEFAULTS.get(self.model_type)
+        pad = values.get("pad_token_id", pad if pad is not None and pad < self.vocab_size else None)
+        self.pad_token_id = _padding_row(pad, self.vocab_size)
         self._validate()
 
     def _validate(self):
