@@ -20,11 +20,10 @@ from transformers import Gemma2ForCausalLM
 import export_models as em
 from test_export_gguf import assert_lora_gives_the_merged_weights, write
 from test_gemma3_gguf import check_logits_through_transformers
-from test_gemma_gguf import check_gemma_metadata, gemma_dir, merged_gemma, plus_one_on_norms
+from test_gemma_gguf import assert_export_refused, check_gemma_metadata, merged_gemma, plus_one_on_norms
 from test_phi2_gguf import TYPES, check_tensors, library_tensors
 from py_engine.export import gguf
 from py_engine.export.gguf_llama import model_writer
-from py_engine.export.merged import ExportError, load_merged
 
 # as llama.cpp's gemma2 runs it and transformers' GGUF reader reads it back
 LLAMA_CPP_SHAPE = dict(num_hidden_layers=3, head_dim=256, query_pre_attn_scalar=256,
@@ -70,9 +69,7 @@ def test_transformers_loads_the_gemma2_gguf_with_our_logits(gemma2, ggml_type):
     (dict(query_pre_attn_scalar=24), "query_pre_attn_scalar is not head_dim"),
 ])
 def test_a_gemma2_llama_cpp_would_run_differently_is_refused(tmp_path, overrides, message):
-    gemma_dir(tmp_path, "gemma2", **dict(LLAMA_CPP_SHAPE, **overrides))
-    with pytest.raises(ExportError, match=message):
-        model_writer(load_merged(tmp_path), gguf.F16, "tiny")
+    assert_export_refused(tmp_path, "gemma2", dict(LLAMA_CPP_SHAPE, **overrides), message)
 
 
 def test_a_gemma2_adapter_over_the_base_gives_the_merged_weights(tmp_path):

@@ -18,12 +18,11 @@ from gguf import MODEL_ARCH, GGUFReader
 from transformers import AutoModelForCausalLM, Gemma3ForCausalLM
 
 import export_models as em
-from test_export_gguf import assert_lora_gives_the_merged_weights, field, write
-from test_gemma_gguf import check_gemma_metadata, gemma_dir, merged_gemma, plus_one_on_norms
+from test_export_gguf import assert_lora_gives_the_merged_weights, write
+from test_gemma_gguf import assert_export_refused, check_gemma_metadata, merged_gemma, plus_one_on_norms
 from test_phi2_gguf import TYPES, check_tensors, library_tensors
 from py_engine.export import gguf
 from py_engine.export.gguf_llama import model_writer
-from py_engine.export.merged import ExportError, load_merged
 
 # as llama.cpp's gemma3 runs it: five sliding layers then a full one, the default rotary bases,
 # scores scaled by head_dim^-1/2; heads of 256, as transformers' GGUF reader assumes (it leaves
@@ -99,9 +98,7 @@ def check_logits_through_transformers(fixture, ggml_type, f32_bound):
     (dict(query_pre_attn_scalar=24), "query_pre_attn_scalar is not head_dim"),
 ])
 def test_a_gemma3_llama_cpp_would_run_differently_is_refused(tmp_path, overrides, message):
-    gemma_dir(tmp_path, "gemma3", **dict(LLAMA_CPP_SHAPE, **overrides))
-    with pytest.raises(ExportError, match=message):
-        model_writer(load_merged(tmp_path), gguf.F16, "tiny")
+    assert_export_refused(tmp_path, "gemma3", dict(LLAMA_CPP_SHAPE, **overrides), message)
 
 
 def test_a_gemma3_adapter_over_the_base_gives_the_merged_weights(tmp_path):

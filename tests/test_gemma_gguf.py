@@ -9,7 +9,6 @@ is llama.cpp's to apply, so nothing of it is in the file.
 transformers reads GGUF for gemma2 and gemma3 but not gemma, so no logits come back through it
 here."""
 
-import json
 
 import numpy as np
 import pytest
@@ -35,6 +34,14 @@ def gemma_dir(path, family="gemma", **overrides):
     tiny_checkpoint(family, path, **dict(dict(vocab_size=tok.get_vocab_size()), **overrides))
     tok.save(str(path / "tokenizer.json"))
     return path
+
+
+def assert_export_refused(path, family, fields, message):
+    """A tiny `family` checkpoint with `fields` that llama.cpp would run differently: its GGUF
+    export is refused with a message matching `message`."""
+    gemma_dir(path, family, **fields)
+    with pytest.raises(ExportError, match=message):
+        model_writer(load_merged(path), gguf.F16, "tiny")
 
 
 def merged_gemma(tmp_path_factory, family, model_class, **overrides):
@@ -103,10 +110,9 @@ def test_gemma_gguf_holds_what_llama_cpps_gemma_loader_reads(gemma):
 
 
 def test_a_gemma_llama_cpp_would_run_differently_is_refused(tmp_path):
-    gemma_dir(tmp_path, hidden_act="silu")
-    with pytest.raises(ExportError, match="hidden_act 'silu' is not supported: llama.cpp's gemma "
-                                          r"runs the MLP with GELU \(the tanh form\)"):
-        model_writer(load_merged(tmp_path), gguf.F16, "tiny")
+    assert_export_refused(tmp_path, "gemma", dict(hidden_act="silu"),
+                          r"hidden_act 'silu' is not supported: llama.cpp's gemma runs the MLP with "
+                          r"GELU \(the tanh form\)")
 
 
 def test_a_gemma_adapter_over_the_base_gives_the_merged_weights(tmp_path):

@@ -11,11 +11,11 @@ from gguf import MODEL_ARCH, GGUFReader
 
 import export_models as em
 from test_export_gguf import assert_lora_gives_the_merged_weights, field, write
-from test_gemma_gguf import gemma_dir
+from test_gemma_gguf import assert_export_refused, gemma_dir
 from test_phi2_gguf import library_tensors
 from py_engine.export import gguf
 from py_engine.export.gguf_llama import model_writer, permuted_heads
-from py_engine.export.merged import ExportError, load_merged
+from py_engine.export.merged import load_merged
 
 LLAMA_CPP_SHAPE = dict(num_hidden_layers=4, no_rope_layer_interval=4, use_sliding_window=False)
 
@@ -51,9 +51,7 @@ def test_smollm3_gguf_reads_back_under_llama_cpps_names(tmp_path):
     (dict(use_sliding_window=True, sliding_window=5), "sliding-window model"),
 ])
 def test_a_smollm3_llama_cpp_would_run_differently_is_refused(tmp_path, overrides, message):
-    gemma_dir(tmp_path, "smollm3", **dict(LLAMA_CPP_SHAPE, **overrides))
-    with pytest.raises(ExportError, match=message):
-        model_writer(load_merged(tmp_path), gguf.F16, "tiny")
+    assert_export_refused(tmp_path, "smollm3", dict(LLAMA_CPP_SHAPE, **overrides), message)
 
 
 def test_a_smollm3_adapter_over_the_base_gives_the_merged_weights(tmp_path):
