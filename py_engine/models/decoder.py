@@ -1,6 +1,7 @@
 """What every decoder family's model shares (models/llama.py, models/gpt2.py, models/phi.py): which weights
-train in LoRA or full fine-tuning, where the head's gradient goes, and which layers the
-backward visits. A family sets config, lora, full and linears, and names its tensors."""
+train in LoRA or full fine-tuning, the head's name, and which layers the backward visits (what
+T5 shares with them, where full fine-tuning puts the head's gradient included, is
+lora.AdaptedModel's). A family sets config, lora, full and linears, and names its tensors."""
 
 from .dropout_rates import override_rates
 from .lora import AdaptedModel, Linears
@@ -32,17 +33,6 @@ class DecoderModel(AdaptedModel):
         """{name: probability} of the dropout the family applies in training: none unless a
         family says otherwise."""
         return {}
-
-    def to_full(self):
-        """The same decoder with every weight trainable (after the LoRA update was folded in)."""
-        return type(self)(self.config, None, dropout=self.dropout)
-
-    def frozen_names(self):
-        return [] if self.full else list(self.config.parameter_shapes())
-
-    def head_grad(self, be):
-        """Where the loss puts the head's gradient: None unless fine-tuning every weight."""
-        return be.grad(self.head_name) if self.full else None
 
     def _lowest_layer(self):
         """The lowest layer the backward visits: 0 in full fine-tuning, else the lowest one

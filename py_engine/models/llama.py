@@ -159,9 +159,6 @@ class LlamaModel(DecoderModel):
             return back(be, p + "mlp.gate_up_proj", be.concat_columns([dg, du]), s)
         return be.add(back(be, p + "mlp.gate_proj", dg, s), back(be, p + "mlp.up_proj", du, s))
 
-    def _norm_backward(self, be, dy, saved, name):
-        return be.rmsnorm_backward(dy, saved, be.grad(name) if self.full else None)
-
     def backward(self, be, dhidden, saved, inputs):
         """Gradients of the loss whose gradient with respect to the final hidden states is
         `dhidden` (with full fine-tuning the head's own gradient comes from the loss). Layers

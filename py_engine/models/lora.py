@@ -120,7 +120,9 @@ class Linears:
 
 class AdaptedModel:
     """What a model family built on Linears shares: merged inference, the merge names, which
-    tensors are linear weights. Subclasses set self.linears."""
+    tensors are linear weights; for the language models (decoders, T5), which train with LoRA
+    or every weight, what full fine-tuning changes. Subclasses set self.linears (and a
+    language model config, lora, full, dropout and head_name)."""
 
     @property
     def merged(self):
@@ -138,6 +140,21 @@ class AdaptedModel:
     def is_linear_weight(self, name):
         """Whether `name` is a linear's weight (the tensors the GPU may store compressed)."""
         return self.linears.is_weight(name)
+
+    def to_full(self):
+        """The same model with every weight trainable (after the LoRA update was folded in)."""
+        return type(self)(self.config, None, dropout=self.dropout)
+
+    def frozen_names(self):
+        return [] if self.full else list(self.config.parameter_shapes())
+
+    def head_grad(self, be):
+        """Where the loss puts the head's gradient: None unless fine-tuning every weight."""
+        return be.grad(self.head_name) if self.full else None
+
+    def _norm_backward(self, be, dy, saved, weight):
+        """dx through an RMSNorm; in full fine-tuning its `weight`'s gradient is added too."""
+        return be.rmsnorm_backward(dy, saved, be.grad(weight) if self.full else None)
 
     head_bias = None     # the language-model head's bias tensor, in families that have one (Phi-2)
     logit_softcap = None     # the final logits' soft cap, in families that cap them (Gemma 2)

@@ -105,17 +105,6 @@ class T5Model(AdaptedModel):
     def head_name(self):
         return self.config.head_name
 
-    def to_full(self):
-        """The same model with every weight trainable (after the LoRA update was folded in)."""
-        return type(self)(self.config, None, dropout=self.dropout)
-
-    def frozen_names(self):
-        return [] if self.full else list(self.config.parameter_shapes())
-
-    def head_grad(self, be):
-        """Where the loss puts the head's gradient: None unless fine-tuning every weight."""
-        return be.grad(self.head_name) if self.full else None
-
     def _rate(self, train):
         return self.dropout["dropout_rate"] if train else 0.0
 
@@ -138,10 +127,6 @@ class T5Model(AdaptedModel):
 
     def _norm(self, be, x, name):
         return be.rmsnorm(x, be.param(name + ".weight"), self.config.layer_norm_epsilon)
-
-    def _norm_backward(self, be, dy, saved, name):
-        """dx; in full fine-tuning the norm's weight gradient is added too."""
-        return be.rmsnorm_backward(dy, saved, be.grad(name + ".weight") if self.full else None)
 
     def _feed_forward(self, be, x, p, s, train):
         """x + Dropout(wo(Dropout(act(wi_0 h) * wi_1 h))), h = RMSNorm(x); p: the sublayer's
@@ -267,7 +252,7 @@ class T5Model(AdaptedModel):
         dg, du = be.swiglu_backward(be.dropout_backward(dm, s["act_drop"]), s["gate"], s["up"],
                                     activation=self.config.activation)
         dh = be.add(back(be, p + "DenseReluDense.wi_0", dg, s), back(be, p + "DenseReluDense.wi_1", du, s))
-        return be.add(dx, self._norm_backward(be, dh, s["ln_ff"], p + "layer_norm"))
+        return be.add(dx, self._norm_backward(be, dh, s["ln_ff"], p + "layer_norm.weight"))
 
     def _attention_backward(self, be, dx, p, s, key, input_grad=True, kv_grad=True, bias_grad=None):
         """dx through the sublayer's attention; for cross attention (kv_grad) also the encoder
@@ -276,7 +261,7 @@ class T5Model(AdaptedModel):
         back, m = self.linears.backward, f"{p}{key}."
         da = back(be, m + "o", be.dropout_backward(dx, s[key + "_drop"]), s)
         dq, dk, dv = be.attention_backward(da, s[key], bias_grad=bias_grad)
-        norm = lambda dh: self._norm_backward(be, dh, s["ln_" + key], p + "layer_norm")
+        norm = lambda dh: self._norm_backward(be, dh, s["ln_" + key], p + "layer_norm.weight")
         if key == "EncDecAttention":
             dh = back(be, m + "q", dq, s)
             denc = [back(be, m + x, d, s, input_grad=kv_grad) for x, d in (("k", dk), ("v", dv))]
@@ -315,7 +300,7 @@ class T5Model(AdaptedModel):
         if c.output_scale != 1.0:
             dhidden = be.scale(dhidden, c.output_scale)
         dx = self._norm_backward(be, be.dropout_backward(dhidden, dec["final_drop"]), dec["final"],
-                                 "decoder.final_layer_norm")
+                                 "decoder.final_layer_norm.weight")
         denc = None
         for n in reversed(range(decoder_lowest, c.num_hidden_layers)):
             p, s = f"decoder.block.{n}.layer.", dec["layers"][n]
@@ -332,7 +317,7 @@ class T5Model(AdaptedModel):
         if encoder_lowest is None:
             return
         dx = self._norm_backward(be, be.dropout_backward(denc, enc["final_drop"]), enc["final"],
-                                 "encoder.final_layer_norm")
+                                 "encoder.final_layer_norm.weight")
         for n in reversed(range(encoder_lowest, c.num_encoder_layers)):
             p, s = f"encoder.block.{n}.layer.", enc["layers"][n]
             dx = self._feed_forward_backward(be, dx, p + "1.", s)
