@@ -50,9 +50,9 @@ import unicodedata
 
 from .precompiled import Precompiled
 from .regex_classes import CLASSES, PARTS, class_spec
-from .tokenizer_file import TokenizerJsonReader
+from .encoding import Encoding, TokenizerBase
 from .unigram import UnigramModel
-from .wordpiece import (Encoding, _AddedTokens, _char_class, _check_text, _ranges, padded_length,
+from .wordpiece import (_AddedTokens, _char_class, _check_text, _ranges, _split_added,
                         template_processing)
 
 WORD_CACHE_SIZE = 1 << 16   # words whose ids are remembered
@@ -629,10 +629,6 @@ def _decoder(spec):
                      "ByteLevel, ByteFallback, Fuse, Replace, Strip, Metaspace)")
 
 
-def _split_added(text, added):
-    return added.split(text) if added is not None else ((text, None),)
-
-
 # What trim_offsets counts as space: the byte-level space "Ġ" and the library's whitespace.
 _TRIM_CHARS = "Ġ" + "".join(chr(c) for a, b in _ranges(_SPACE) for c in range(a, b + 1))
 
@@ -652,7 +648,7 @@ _BOS_NAMES = ("<s>", "<|begin_of_text|>", "<|startoftext|>", "<bos>")
 _EOS_NAMES = ("</s>", "<|end_of_text|>", "<|endoftext|>", "<eos>")
 
 
-class SubwordTokenizer(TokenizerJsonReader):
+class SubwordTokenizer(TokenizerBase):
     """A tokenizer read from a Hugging Face tokenizer.json whose model is byte-pair encoding
     (BPE) or SentencePiece's unigram language model (Unigram: T5, mT5, ALBERT, XLNet). The
     pipeline around the model is the same; only how a word becomes ids differs."""
@@ -685,17 +681,7 @@ class SubwordTokenizer(TokenizerJsonReader):
         self._decode = None if decoder is None else _decoder(decoder)
 
         added = [t for t in config.get("added_tokens") or [] if t["content"]]
-        self._vocab = dict(self._model_vocab)   # token -> id, added tokens included
-        for token in added:
-            self._vocab[token["content"]] = token["id"]
-        self._names = [None] * (max(self._vocab.values(), default=-1) + 1)
-        for token, i in self._model_vocab.items():
-            self._names[i] = token
-        if self._unigram is not None:   # a piece listed twice: each id keeps its own name
-            for i, piece in enumerate(self._unigram.pieces):
-                self._names[i] = piece
-        for token in added:     # added tokens win over the model's vocabulary, as in the library
-            self._names[token["id"]] = token["content"]
+        self._read_vocabulary(added, None if self._unigram is None else dict(enumerate(self._unigram.pieces)))
         # Tokens marked "normalized" are matched in normalized text, by their normalized form.
         if self._normalize is not None:
             added = [dict(t, content=self._normalize(t["content"])) if t.get("normalized") else t
@@ -709,12 +695,9 @@ class SubwordTokenizer(TokenizerJsonReader):
         self._read_post_processor(config.get("post_processor"))
         self._read_truncation(config.get("truncation"))
         padding = config.get("padding") or {}
-        self.pad_id = padding.get("pad_id") if padding else None
-        self._pad_type_id = padding.get("pad_type_id", 0)
-        self._pad_left = padding.get("direction", "Right") == "Left"
-        self._pad_multiple = padding.get("pad_to_multiple_of")
-        strategy = padding.get("strategy")
-        self._pad_length = strategy.get("Fixed") if isinstance(strategy, dict) else None
+        self.pad_id = padding.get("pad_id")             # chat models' files often define none
+        self.pad_token = padding.get("pad_token")
+        self._read_padding(padding)
         # Per-instance cache of word -> ids: most of the time goes to words seen before.
         self._word_ids = functools.lru_cache(maxsize=WORD_CACHE_SIZE)(
             self._bpe if self._unigram is None else self._unigram.word_ids)
@@ -754,7 +737,7 @@ class SubwordTokenizer(TokenizerJsonReader):
         self.unk_token, self.unk_id = unigram.unk_token, unigram.unk_id
         self._byte_ids = unigram.byte_ids or [None] * 256
 
-    # ---- construction (from_file, from_json: TokenizerJsonReader) ------------------------
+    # ---- construction (from_file, from_json: TokenizerBase's) ----------------------------
 
     def _read_post_processor(self, processor):
         kind = processor and processor.get("type")
@@ -792,27 +775,6 @@ class SubwordTokenizer(TokenizerJsonReader):
 
     def _named(self, names):
         return next((self._vocab[n] for n in names if n in self._vocab), None)
-
-    def _read_truncation(self, truncation):
-        truncation = truncation or {}
-        self.max_length = truncation.get("max_length")      # default truncation length, or None
-        self._truncation_strategy = truncation.get("strategy", "LongestFirst")
-        if self._truncation_strategy not in ("LongestFirst", "OnlyFirst", "OnlySecond"):
-            raise ValueError(f"unknown truncation strategy {self._truncation_strategy!r}")
-        self._truncate_left = truncation.get("direction", "Right") == "Left"
-
-    # ---- vocabulary ---------------------------------------------------------------------
-
-    @property
-    def vocab_size(self):
-        """Size of the vocabulary, added tokens included (the library's get_vocab_size())."""
-        return len(self._vocab)
-
-    def token_to_id(self, token):
-        return self._vocab.get(token)
-
-    def id_to_token(self, i):
-        return self._names[i] if 0 <= i < len(self._names) else None
 
     # ---- the pipeline -------------------------------------------------------------------
 
@@ -1090,33 +1052,6 @@ class SubwordTokenizer(TokenizerJsonReader):
                 offsets += part_offsets
         return BPEEncoding(ids, type_ids, [1] * len(ids), self._names, tokens, offsets)
 
-    def _kept_lengths(self, lengths, max_length, n_special):
-        """How many tokens of each sequence truncation to `max_length` keeps."""
-        budget = max_length - n_special
-        if budget < 0:
-            raise ValueError(f"max_length {max_length} leaves no room for the "
-                             f"{n_special} special tokens")
-        if sum(lengths) <= budget:
-            return lengths
-        if len(lengths) == 1:
-            return [budget]
-        n1, n2 = lengths
-        if self._truncation_strategy == "LongestFirst":
-            short, long_ = min(n1, n2), max(n1, n2)
-            long_ = short if short > budget else max(short, budget - short)
-            if short + long_ > budget:
-                short, long_ = budget // 2, budget // 2 + budget % 2
-            return [long_, short] if n1 > n2 else [short, long_]
-        excess = n1 + n2 - budget
-        first = self._truncation_strategy == "OnlyFirst"
-        if (n1 if first else n2) <= excess:
-            raise ValueError(f"cannot truncate to {max_length}: the "
-                             f"{'first' if first else 'second'} sequence is too short")
-        return [n1 - excess, n2] if first else [n1, n2 - excess]
-
-    def _cut(self, items, n):
-        return items[len(items) - n:] if self._truncate_left else items[:n]
-
     def encode_batch(self, texts, pairs=None, add_special_tokens=True, max_length=None,
                      padding="longest", pad_to_multiple_of=None, truncation=True,
                      return_offsets=False):
@@ -1125,38 +1060,9 @@ class SubwordTokenizer(TokenizerJsonReader):
         padding: "longest", "max_length" (`max_length`, else tokenizer.json's) or None. Chat
         models' files often define no pad token: set `tok.pad_id` (e.g. to `tok.eos_id`).
         """
-        if isinstance(texts, (str, bytes)):
-            raise TypeError("texts must be a list of str, not a single "
-                            f"{type(texts).__name__}; use encode() for one text")
-        texts = list(texts)
-        if pairs is None:
-            pairs = [None] * len(texts)
-        elif isinstance(pairs, (str, bytes)) or len(pairs) != len(texts):
-            raise ValueError("pairs must be a list as long as texts")
-        batch = [self.encode(t, p, add_special_tokens, max_length, truncation, return_offsets)
-                 for t, p in zip(texts, pairs)]
-        if padding is None:
-            return batch
-        length = padded_length(self, batch, padding, max_length, pad_to_multiple_of)
-        for encoding in batch:
-            self._pad(encoding, length)
-        return batch
-
-    def _pad(self, encoding, length):
-        missing = length - len(encoding.ids)
-        if missing <= 0:
-            return
-        if self.pad_id is None:
-            raise ValueError("cannot pad: tokenizer.json defines no pad token; set pad_id "
-                             "(e.g. tok.pad_id = tok.eos_id)")
-        fields = [("ids", self.pad_id), ("type_ids", self._pad_type_id), ("attention_mask", 0)]
-        if encoding._tokens is not None:
-            fields.append(("_tokens", self.id_to_token(self.pad_id)))
-        if getattr(encoding, "offsets", None) is not None:
-            fields.append(("offsets", (0, 0)))
-        for field, pad in fields:
-            value, padding = getattr(encoding, field), [pad] * missing
-            setattr(encoding, field, padding + value if self._pad_left else value + padding)
+        return self._encode_batch(
+            texts, pairs, lambda t, p: self.encode(t, p, add_special_tokens, max_length, truncation, return_offsets),
+            padding, max_length, pad_to_multiple_of)
 
     # ---- decoding -----------------------------------------------------------------------
 

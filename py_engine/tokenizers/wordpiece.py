@@ -31,7 +31,8 @@ import re
 import unicodedata
 
 from ..formats.json_file import read_utf8
-from .tokenizer_file import TokenizerFileError, TokenizerJsonReader
+from .encoding import Encoding, TokenizerBase
+from .tokenizer_file import TokenizerFileError
 
 WORD_CACHE_SIZE = 1 << 16   # words whose pieces are remembered; text repeats words a lot
 
@@ -189,52 +190,6 @@ def template_processing(processor):
     return compile_template(processor["single"]), compile_template(processor["pair"])
 
 
-def padded_length(tokenizer, batch, padding, max_length, pad_to_multiple_of):
-    """The length a batch is padded to: its longest encoding ("longest") or max_length, else
-    the file's padding length ("max_length"), rounded up to the multiple asked for or set in
-    tokenizer.json. Shared by every tokenizer here, as HF applies one rule to all."""
-    if padding == "longest":
-        length = max(map(len, batch), default=0)
-    elif padding == "max_length":
-        length = max_length or tokenizer._pad_length or tokenizer.max_length
-        if length is None:
-            raise ValueError('padding="max_length" needs max_length: none given, '
-                             "none in tokenizer.json")
-    else:
-        raise ValueError(f"padding must be 'longest', 'max_length' or None, not {padding!r}")
-    multiple = pad_to_multiple_of or tokenizer._pad_multiple
-    if multiple and length % multiple:
-        length += multiple - length % multiple
-    return length
-
-
-class Encoding:
-    """One encoded text (or pair): parallel lists of token ids, type ids and attention mask."""
-
-    __slots__ = ("ids", "type_ids", "attention_mask", "_names", "_tokens")
-
-    def __init__(self, ids, type_ids, attention_mask, names, tokens=None):
-        self.ids = ids
-        self.type_ids = type_ids
-        self.attention_mask = attention_mask
-        self._names = names
-        self._tokens = tokens   # only when some token's text is not its vocabulary entry
-
-    @property
-    def tokens(self):
-        """The token strings, looked up only when asked for (training needs only the ids)."""
-        if self._tokens is not None:
-            return self._tokens
-        return [self._names[i] for i in self.ids]
-
-    def __len__(self):
-        return len(self.ids)
-
-    def __repr__(self):
-        more = "..." if len(self) > 8 else ""
-        return f"Encoding({len(self.ids)} tokens: {self.tokens[:8]}{more})"
-
-
 def _trie_pattern(words):
     """A regex matching any of `words` (non-empty strings): at each position the longest word
     there, so finditer gives the leftmost-longest matches the library's Aho-Corasick automaton
@@ -299,7 +254,7 @@ class _AddedTokens:
             yield text[start:], None
 
 
-class WordPieceTokenizer(TokenizerJsonReader):
+class WordPieceTokenizer(TokenizerBase):
     """A BERT WordPiece tokenizer read from a Hugging Face tokenizer.json or a vocab.txt."""
 
     def __init__(self, config):
@@ -324,9 +279,7 @@ class WordPieceTokenizer(TokenizerJsonReader):
             raise ValueError(f"unsupported pre_tokenizer {pre!r}; expected BertPreTokenizer")
 
         added = [t for t in config.get("added_tokens") or [] if t["content"]]
-        self._vocab = dict(self._model_vocab)   # token -> id, added tokens included
-        for token in added:
-            self._vocab[token["content"]] = token["id"]
+        self._read_vocabulary(added)
         # Tokens marked "normalized" are matched in normalized text, and the library then
         # names them by their normalized form ("New York" -> "new york"), in decoding too.
         added = [dict(t, content=self.normalize(t["content"])) if t.get("normalized") else t
@@ -336,11 +289,7 @@ class WordPieceTokenizer(TokenizerJsonReader):
         self._raw_added = _AddedTokens(raw) if raw else None
         self._normalized_added = _AddedTokens(normalized) if normalized else None
         self._special_ids = {t["id"] for t in added if t.get("special")}
-
-        self._names = [None] * (max(self._vocab.values(), default=-1) + 1)
-        for token, i in self._model_vocab.items():
-            self._names[i] = token
-        for token in added:     # added tokens win over the model's vocabulary, as in the library
+        for token in added:     # the normalized tokens' names (the library's)
             self._names[token["id"]] = token["content"]
 
         self._read_post_processor(config.get("post_processor"))
@@ -354,7 +303,7 @@ class WordPieceTokenizer(TokenizerJsonReader):
         # Per-instance cache of word -> ids: most of the time goes to words seen before.
         self._word_ids = functools.lru_cache(maxsize=WORD_CACHE_SIZE)(self._wordpiece)
 
-    # ---- construction (from_file, from_json: TokenizerJsonReader) ------------------------
+    # ---- construction (from_file, from_json: TokenizerBase's) ----------------------------
 
     @classmethod
     def from_vocab(cls, path_or_lines, lowercase=True):
@@ -423,35 +372,14 @@ class WordPieceTokenizer(TokenizerJsonReader):
         self.cls_id = marks[0] if len(marks) >= 2 else self._vocab.get("[CLS]")
         self.sep_id = marks[-1] if len(marks) >= 2 else self._vocab.get("[SEP]")
 
-    def _read_truncation(self, truncation):
-        truncation = truncation or {}
-        self.max_length = truncation.get("max_length")      # default truncation length, or None
-        self._truncation_strategy = truncation.get("strategy", "LongestFirst")
-        if self._truncation_strategy not in ("LongestFirst", "OnlyFirst", "OnlySecond"):
-            raise ValueError(f"unknown truncation strategy {self._truncation_strategy!r}")
-        self._truncate_left = truncation.get("direction", "Right") == "Left"
-
     def _read_padding(self, padding):
-        padding = padding or {}
-        self.pad_token = padding.get("pad_token", "[PAD]")
-        self.pad_id = padding.get("pad_id", self._vocab.get(self.pad_token))
-        self._pad_type_id = padding.get("pad_type_id", 0)
-        self._pad_left = padding.get("direction", "Right") == "Left"
-        self._pad_multiple = padding.get("pad_to_multiple_of")
-        strategy = padding.get("strategy")
-        self._pad_length = strategy.get("Fixed") if isinstance(strategy, dict) else None
+        """BERT's pad token [PAD] unless the padding section names another."""
+        self.pad_token = (padding or {}).get("pad_token", "[PAD]")
+        self.pad_id = (padding or {}).get("pad_id", self._vocab.get(self.pad_token))
+        super()._read_padding(padding)
 
-    # ---- vocabulary ---------------------------------------------------------------------
-
-    @property
-    def vocab_size(self):
-        return len(self._vocab)
-
-    def token_to_id(self, token):
-        return self._vocab.get(token)
-
-    def id_to_token(self, i):
-        return self._names[i] if 0 <= i < len(self._names) else None
+    def _no_pad_token(self):
+        return f"cannot pad: the pad token {self.pad_token!r} is not in the vocabulary"
 
     # ---- the pipeline -------------------------------------------------------------------
 
@@ -539,7 +467,8 @@ class WordPieceTokenizer(TokenizerJsonReader):
             sequences["B"] = self._text_ids(_check_text(pair, "pair"))
         limit = self.max_length if max_length is None else max_length
         if truncation and limit is not None:
-            kept = self._kept_lengths([len(ids) for ids, _ in sequences.values()], limit)
+            kept = self._kept_lengths([len(ids) for ids, _ in sequences.values()], limit,
+                                      self._n_special[pair is not None])
             sequences = {name: (self._cut(ids, n), tokens and self._cut(tokens, n))
                          for (name, (ids, tokens)), n in zip(sequences.items(), kept)}
         named = any(tokens is not None for _, tokens in sequences.values())
@@ -552,36 +481,6 @@ class WordPieceTokenizer(TokenizerJsonReader):
                 tokens += part_tokens or [self._names[i] for i in part]
         return Encoding(ids, type_ids, [1] * len(ids), self._names, tokens)
 
-    def _kept_lengths(self, lengths, max_length):
-        """How many tokens of each sequence truncation to `max_length` keeps."""
-        n_special = self._n_special[len(lengths) == 2]
-        budget = max_length - n_special
-        if budget < 0:
-            raise ValueError(f"max_length {max_length} leaves no room for the "
-                             f"{n_special} special tokens")
-        excess = sum(lengths) - budget
-        if excess <= 0:
-            return lengths
-        if len(lengths) == 1:
-            return [budget]
-        n1, n2 = lengths
-        if self._truncation_strategy == "LongestFirst":
-            # The library's rule: the shorter keeps its length if the longer can take the rest
-            # (but no less than the shorter), else both get half, the second one the odd token.
-            short, long_ = min(n1, n2), max(n1, n2)
-            long_ = short if short > budget else max(short, budget - short)
-            if short + long_ > budget:
-                short, long_ = budget // 2, budget // 2 + budget % 2
-            return [long_, short] if n1 > n2 else [short, long_]
-        first = self._truncation_strategy == "OnlyFirst"
-        if (n1 if first else n2) <= excess:
-            raise ValueError(f"cannot truncate to {max_length}: the "
-                             f"{'first' if first else 'second'} sequence is too short")
-        return [n1 - excess, n2] if first else [n1, n2 - excess]
-
-    def _cut(self, items, n):
-        return items[len(items) - n:] if self._truncate_left else items[:n]
-
     def encode_batch(self, texts, pairs=None, max_length=None, padding="longest",
                      pad_to_multiple_of=None, truncation=True):
         """Encode many texts (and pairs), padded with `pad_id` (attention mask 0).
@@ -589,35 +488,8 @@ class WordPieceTokenizer(TokenizerJsonReader):
         padding: "longest" (the longest in the batch), "max_length" (`max_length`, else the
         length in tokenizer.json) or None. pad_to_multiple_of rounds the padded length up.
         """
-        if isinstance(texts, (str, bytes)):
-            raise TypeError("texts must be a list of str, not a single "
-                            f"{type(texts).__name__}; use encode() for one text")
-        texts = list(texts)
-        if pairs is None:
-            pairs = [None] * len(texts)
-        elif isinstance(pairs, (str, bytes)) or len(pairs) != len(texts):
-            raise ValueError("pairs must be a list as long as texts")
-        batch = [self.encode(t, p, max_length, truncation) for t, p in zip(texts, pairs)]
-        if padding is None:
-            return batch
-        length = padded_length(self, batch, padding, max_length, pad_to_multiple_of)
-        for encoding in batch:
-            self._pad(encoding, length)
-        return batch
-
-    def _pad(self, encoding, length):
-        missing = length - len(encoding.ids)
-        if missing <= 0:
-            return
-        if self.pad_id is None:
-            raise ValueError(f"cannot pad: the pad token {self.pad_token!r} is not in the "
-                             "vocabulary")
-        fields = ["ids", "type_ids", "attention_mask"]
-        if encoding._tokens is not None:
-            fields.append("_tokens")
-        for field, pad in zip(fields, (self.pad_id, self._pad_type_id, 0, self.pad_token)):
-            value, pads = getattr(encoding, field), [pad] * missing
-            setattr(encoding, field, pads + value if self._pad_left else value + pads)
+        return self._encode_batch(texts, pairs, lambda t, p: self.encode(t, p, max_length, truncation),
+                                  padding, max_length, pad_to_multiple_of)
 
     # ---- decoding -----------------------------------------------------------------------
 

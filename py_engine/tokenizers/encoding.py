@@ -1,0 +1,178 @@
+"""What both tokenizers (WordPiece, and the BPE or Unigram SubwordTokenizer) share around their
+model: the Encoding they return, the vocabulary with its added tokens, and truncation, padding
+and batches as the Hugging Face `tokenizers` library applies them (one rule for every model),
+read from tokenizer.json's truncation and padding sections."""
+
+from .tokenizer_file import TokenizerJsonReader
+
+
+class Encoding:
+    """One encoded text (or pair): parallel lists of token ids, type ids and attention mask."""
+
+    __slots__ = ("ids", "type_ids", "attention_mask", "_names", "_tokens")
+
+    def __init__(self, ids, type_ids, attention_mask, names, tokens=None):
+        self.ids = ids
+        self.type_ids = type_ids
+        self.attention_mask = attention_mask
+        self._names = names
+        self._tokens = tokens   # only when some token's text is not its vocabulary entry
+
+    @property
+    def tokens(self):
+        """The token strings, looked up only when asked for (training needs only the ids)."""
+        if self._tokens is not None:
+            return self._tokens
+        return [self._names[i] for i in self.ids]
+
+    def __len__(self):
+        return len(self.ids)
+
+    def __repr__(self):
+        more = "..." if len(self) > 8 else ""
+        return f"Encoding({len(self.ids)} tokens: {self.tokens[:8]}{more})"
+
+
+def padded_length(tokenizer, batch, padding, max_length, pad_to_multiple_of):
+    """The length a batch is padded to: its longest encoding ("longest") or max_length, else
+    the file's padding length ("max_length"), rounded up to the multiple asked for or set in
+    tokenizer.json."""
+    if padding == "longest":
+        length = max(map(len, batch), default=0)
+    elif padding == "max_length":
+        length = max_length or tokenizer._pad_length or tokenizer.max_length
+        if length is None:
+            raise ValueError('padding="max_length" needs max_length: none given, '
+                             "none in tokenizer.json")
+    else:
+        raise ValueError(f"padding must be 'longest', 'max_length' or None, not {padding!r}")
+    multiple = pad_to_multiple_of or tokenizer._pad_multiple
+    if multiple and length % multiple:
+        length += multiple - length % multiple
+    return length
+
+
+class TokenizerBase(TokenizerJsonReader):
+    """A subclass reads its model into _model_vocab (token -> id), then calls _read_vocabulary,
+    _read_truncation and _read_padding (after setting pad_token and pad_id its own way), and
+    encodes one text in encode(); encode_batch is _encode_batch over it."""
+
+    def _read_vocabulary(self, added, names=None):
+        """_vocab (token -> id, the added tokens included) and _names (id -> token) from
+        _model_vocab and the added tokens ({"id", "content"}), which win over the model's
+        entries as in the library; `names` ({id: name}) first overrides the model's (a
+        Unigram piece listed twice keeps each id's own)."""
+        self._vocab = dict(self._model_vocab)
+        for token in added:
+            self._vocab[token["content"]] = token["id"]
+        self._names = [None] * (max(self._vocab.values(), default=-1) + 1)
+        for token, i in self._model_vocab.items():
+            self._names[i] = token
+        for i, name in (names or {}).items():
+            self._names[i] = name
+        for token in added:
+            self._names[token["id"]] = token["content"]
+
+    @property
+    def vocab_size(self):
+        """Size of the vocabulary, added tokens included (the library's get_vocab_size())."""
+        return len(self._vocab)
+
+    def token_to_id(self, token):
+        return self._vocab.get(token)
+
+    def id_to_token(self, i):
+        return self._names[i] if 0 <= i < len(self._names) else None
+
+    # ---- truncation ---------------------------------------------------------------------
+
+    def _read_truncation(self, truncation):
+        truncation = truncation or {}
+        self.max_length = truncation.get("max_length")      # default truncation length, or None
+        self._truncation_strategy = truncation.get("strategy", "LongestFirst")
+        if self._truncation_strategy not in ("LongestFirst", "OnlyFirst", "OnlySecond"):
+            raise ValueError(f"unknown truncation strategy {self._truncation_strategy!r}")
+        self._truncate_left = truncation.get("direction", "Right") == "Left"
+
+    def _kept_lengths(self, lengths, max_length, n_special):
+        """How many tokens of each sequence (one, or a pair) truncation to `max_length` keeps,
+        beside the template's `n_special` tokens."""
+        budget = max_length - n_special
+        if budget < 0:
+            raise ValueError(f"max_length {max_length} leaves no room for the "
+                             f"{n_special} special tokens")
+        if sum(lengths) <= budget:
+            return lengths
+        if len(lengths) == 1:
+            return [budget]
+        n1, n2 = lengths
+        if self._truncation_strategy == "LongestFirst":
+            # The library's rule: the shorter keeps its length if the longer can take the rest
+            # (but no less than the shorter), else both get half, the second one the odd token.
+            short, long_ = min(n1, n2), max(n1, n2)
+            long_ = short if short > budget else max(short, budget - short)
+            if short + long_ > budget:
+                short, long_ = budget // 2, budget // 2 + budget % 2
+            return [long_, short] if n1 > n2 else [short, long_]
+        excess = n1 + n2 - budget
+        first = self._truncation_strategy == "OnlyFirst"
+        if (n1 if first else n2) <= excess:
+            raise ValueError(f"cannot truncate to {max_length}: the "
+                             f"{'first' if first else 'second'} sequence is too short")
+        return [n1 - excess, n2] if first else [n1, n2 - excess]
+
+    def _cut(self, items, n):
+        return items[len(items) - n:] if self._truncate_left else items[:n]
+
+    # ---- padding and batches ------------------------------------------------------------
+
+    def _read_padding(self, padding):
+        """What pads a batch, besides pad_token and pad_id (each tokenizer's defaults differ)."""
+        padding = padding or {}
+        self._pad_type_id = padding.get("pad_type_id", 0)
+        self._pad_left = padding.get("direction", "Right") == "Left"
+        self._pad_multiple = padding.get("pad_to_multiple_of")
+        strategy = padding.get("strategy")
+        self._pad_length = strategy.get("Fixed") if isinstance(strategy, dict) else None
+
+    def _no_pad_token(self):
+        """The message when a batch needs padding and there is no pad id."""
+        return "cannot pad: tokenizer.json defines no pad token; set pad_id (e.g. tok.pad_id = tok.eos_id)"
+
+    def _encode_batch(self, texts, pairs, encode, padding, max_length, pad_to_multiple_of):
+        """encode(text, pair) for each text (and pair), padded as `padding` says (see
+        padded_length; None: not padded)."""
+        if isinstance(texts, (str, bytes)):
+            raise TypeError("texts must be a list of str, not a single "
+                            f"{type(texts).__name__}; use encode() for one text")
+        texts = list(texts)
+        if pairs is None:
+            pairs = [None] * len(texts)
+        elif isinstance(pairs, (str, bytes)) or len(pairs) != len(texts):
+            raise ValueError("pairs must be a list as long as texts")
+        batch = [encode(t, p) for t, p in zip(texts, pairs)]
+        if padding is None:
+            return batch
+        length = padded_length(self, batch, padding, max_length, pad_to_multiple_of)
+        for encoding in batch:
+            self._pad(encoding, length)
+        return batch
+
+    def _pad(self, encoding, length):
+        """Pad `encoding` to `length` tokens on the padding's side: the pad id (its token
+        named pad_token, else the id's vocabulary entry), pad_type_id, mask 0, and offsets
+        (0, 0) where the encoding has offsets."""
+        missing = length - len(encoding.ids)
+        if missing <= 0:
+            return
+        if self.pad_id is None:
+            raise ValueError(self._no_pad_token())
+        fields = [("ids", self.pad_id), ("type_ids", self._pad_type_id), ("attention_mask", 0)]
+        if encoding._tokens is not None:
+            fields.append(("_tokens", self.pad_token if self.pad_token is not None
+                           else self.id_to_token(self.pad_id)))
+        if getattr(encoding, "offsets", None) is not None:
+            fields.append(("offsets", (0, 0)))
+        for field, pad in fields:
+            value, pads = getattr(encoding, field), [pad] * missing
+            setattr(encoding, field, pads + value if self._pad_left else value + pads)
