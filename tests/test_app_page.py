@@ -257,7 +257,10 @@ def test_the_rollback_button_restores_a_chosen_snapshot(session):
 
     def restore(snapshot, restores):
         page.click(f"#snapshots button[aria-label^='Roll back to snapshot {snapshot['index']} ']")
-        page.wait_for_function(f"() => document.querySelectorAll('#rollbacks li.manual').length === {restores}")
+        # a restore reloads the snapshot's weights onto the GPU: on two loaded cores (SwiftShader)
+        # it once took more than the default 30 s, so it gets the training waits' budget
+        page.wait_for_function(f"() => document.querySelectorAll('#rollbacks li.manual').length === {restores}",
+                               timeout=TRAIN_MS)
         assert f"snapshot #{snapshot['index']}" in page.inner_text("[data-banner=restore]")
         return download_adapter(page)
 
