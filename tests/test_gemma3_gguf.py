@@ -14,13 +14,13 @@ import copy
 import numpy as np
 import pytest
 import torch
-from gguf import MODEL_ARCH, GGUFReader
+from gguf import MODEL_ARCH
 from transformers import AutoModelForCausalLM, Gemma3ForCausalLM
 
 import export_models as em
 from test_export_gguf import assert_lora_gives_the_merged_weights, write
-from test_gemma_gguf import assert_export_refused, check_gemma_metadata, merged_gemma, plus_one_on_norms
-from test_phi2_gguf import TYPES, check_tensors, library_tensors
+from test_gemma_gguf import assert_export_refused, check_gemma_metadata, check_read_back, merged_gemma
+from test_phi2_gguf import TYPES
 from py_engine.export import gguf
 from py_engine.export.gguf_llama import model_writer
 
@@ -38,12 +38,8 @@ def gemma3(tmp_path_factory):
 
 @pytest.mark.parametrize("ggml_type", TYPES)
 def test_gemma3_gguf_reads_back_tensor_for_tensor(gemma3, ggml_type):
-    path, _, merged_hf, merged = gemma3
-    reader = GGUFReader(write(model_writer(merged, ggml_type, "tiny"), path / f"read-{ggml_type}.gguf"))
-    want = library_tensors(merged_hf, MODEL_ARCH.GEMMA3, plus_one_on_norms, skip=("lm_head.weight",))
-    assert {"blk.1.attn_q_norm.weight", "blk.1.post_attention_norm.weight", "blk.1.ffn_norm.weight",
-            "blk.1.post_ffw_norm.weight"} <= set(want) and "output.weight" not in want
-    check_tensors(reader, want, ggml_type)
+    check_read_back(gemma3, MODEL_ARCH.GEMMA3, ggml_type, ["blk.1.attn_q_norm.weight", "blk.1.post_attention_norm.weight",
+                                                          "blk.1.ffn_norm.weight", "blk.1.post_ffw_norm.weight"])
 
 
 def test_gemma3_gguf_holds_what_llama_cpps_gemma3_loader_reads(gemma3):

@@ -62,15 +62,23 @@ def plus_one_on_norms(name, value):
     return value + 1 if name.endswith("_norm.weight") else value
 
 
+def check_read_back(merged_family, arch, ggml_type, names):
+    """The GGUF of a merged Gemma-family model (merged_gemma's tuple), read back, holds every
+    tensor of PEFT's merged model under the gguf package's names for `arch` (norms as 1 +
+    weight; the tied head, the embedding, not written again), `names` among them."""
+    path, _, merged_hf, merged = merged_family
+    reader = GGUFReader(write(model_writer(merged, ggml_type, "tiny"), path / f"read-{ggml_type}.gguf"))
+    want = library_tensors(merged_hf, arch, plus_one_on_norms, skip=("lm_head.weight",))
+    assert set(names) <= set(want) and "output.weight" not in want
+    check_tensors(reader, want, ggml_type)
+
+
 @pytest.mark.parametrize("ggml_type", TYPES)
 def test_gemma_gguf_reads_back_tensor_for_tensor(gemma, ggml_type):
-    path, model, merged_hf, merged = gemma
-    reader = GGUFReader(write(model_writer(merged, ggml_type, "tiny"), path / f"read-{ggml_type}.gguf"))
+    merged_hf = gemma[2]
     # the head is the embedding (tied), which the converter does not write again
     assert merged_hf.lm_head.weight.data_ptr() == merged_hf.model.embed_tokens.weight.data_ptr()
-    want = library_tensors(merged_hf, MODEL_ARCH.GEMMA, plus_one_on_norms, skip=("lm_head.weight",))
-    assert "output.weight" not in want and "blk.1.ffn_gate.weight" in want
-    check_tensors(reader, want, ggml_type)
+    check_read_back(gemma, MODEL_ARCH.GEMMA, ggml_type, ["blk.1.ffn_gate.weight"])
 
 
 def test_gemma_norms_are_written_as_the_scale_itself(gemma):
