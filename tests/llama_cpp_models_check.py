@@ -123,10 +123,7 @@ def reference_cases(models, name):
 
 
 # template: why it differs where tools are given (only there)
-KNOWN_TEMPLATE_DIFFERENCES = {
-    "meetkai-functionary-medium-v3.1.jinja": "jinja2 HTML-escapes a plain string added to a "
-                                             "`| safe` one (the tool list); we do not",
-}
+KNOWN_TEMPLATE_DIFFERENCES = {}
 TOOLS = [{"type": "function", "function": {
     "name": "get_weather", "description": "Weather in a city",
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]

@@ -418,6 +418,57 @@ def test_spans_through_macros_block_set_and_split():
     assert [text[a:b] for a, b in spans] == ["a<|im_end|>", "c<|im_end|>"]
 
 
+# `| safe` gives markupsafe's Markup even without autoescape: what is added to it is escaped
+SAFE_STRINGS = [
+    "{{ ('<b>' | safe) + messages[0].content + '&' }}|{{ messages[0].content + ('<i>' | safe) }}"
+    "|{{ ('x' | safe) ~ '<' }}",
+    # its methods and the filters that keep it safe, and those that give plain strings
+    "{% set m = messages[0].content | safe %}{{ m | trim + '<' }}{{ m | upper + '>' }}"
+    "{{ (m | replace('a', '<')) + '&' }}{{ (m | title) + '\"' }}{{ m.strip() + '<' }}"
+    "{{ m.replace('l', '<') }}{{ m.split('l') | join('<') }}{{ (m.split('l')[0]) + '&' }}",
+    "{{ ('%s<%s' | safe) % ('<', messages[0].content) }}{{ ('{}<{}' | safe).format('<', 1) }}"
+    "{{ ('<' | safe).join(['&', '<']) }}{{ ('a' | safe) * 2 + '<' }}{{ messages[0].content | e }}"
+    "{{ ('<' | safe) | forceescape }}{{ '<' | escape | escape }}",
+    "{{ ('<' | safe) is escaped }}{{ '<' is escaped }}{{ (('ab' | safe)[0] + '<') }}"
+    "{{ ('a\nb' | safe | indent(2) + '<') }}{{ ('a' | safe | center(5) + '<') }}"
+    "{{ (('a' | safe) | string) + '<' }}{{ ('ab' | safe | reverse) + '<' }}"
+    "{{ (('ab' | safe) | first) + '<' }}",
+    "{% set b %}{{ '<' | safe }}{% endset %}{{ b + '<' }}{% macro f() %}{{ 'x' | safe }}"
+    "{% endmacro %}{{ f() + '<' }}{{ (none | safe) + '<' }}{{ (5 | safe) + '<' }}"
+    "{{ (foo | safe) + '<' }}{{ ('<' | safe | lower) + '&' }}{{ ('a' | safe | capitalize) + '&' }}",
+    # the construct of Functionary v3.1's tool list
+    "{% for t in tools %}{{ 'Use the function \\'' | safe + t['function']['name'] + '\\' to \\''"
+    " | safe + t['function']['description'] + '\\'\\n' | safe + t['function'] | tojson }}\n"
+    "{% endfor %}",
+]
+SAFE_MESSAGES = [{"role": "user", "content": "he<l>lo & 'q' \"w\""},
+                 {"role": "assistant", "content": "a<b"}]
+SAFE_TOOLS = [{"type": "function", "function": {
+    "name": "get<x>", "description": "It's \"quoted\" & <b>", "parameters": {
+        "type": "object", "properties": {"a": {"type": "string", "description": "<&>"}}}}}]
+
+
+@pytest.mark.parametrize("idx", range(len(SAFE_STRINGS)))
+def test_safe_strings_escape_what_is_added_to_them(idx):
+    template = SAFE_STRINGS[idx]
+    ref = _hf("<s>", "</s>").apply_chat_template(SAFE_MESSAGES, chat_template=template,
+                                                 tools=SAFE_TOOLS, tokenize=False)
+    assert "&lt;" in ref or "&#39;" in ref or "True" in ref      # jinja2 escaped something
+    assert ChatTemplate(template).render(SAFE_MESSAGES, tools=SAFE_TOOLS) == ref
+
+
+def test_safe_assistant_content_keeps_its_span():
+    """Content marked safe keeps its span; plain text added after it is escaped, outside it."""
+    template = ("{% for m in messages %}{{ '<|im_start|>' + m.role + '\n' }}"
+                "{% if m.role == 'assistant' %}{{ (m.content | safe) + '<|im_end|>' }}"
+                "{% else %}{{ m.content + '<|im_end|>' }}{% endif %}{{ '\n' }}{% endfor %}")
+    messages = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a & b"}]
+    ref = _hf("<s>", "</s>").apply_chat_template(messages, chat_template=template, tokenize=False)
+    text, spans = ChatTemplate(template).render_with_spans(messages)
+    assert text == ref and "a & b&lt;|im_end|&gt;" in text
+    assert [text[a:b] for a, b in spans] == ["a & b"]
+
+
 def test_strftime_now():
     import datetime
     out = ChatTemplate("{{ strftime_now('%Y') }}").render([])

@@ -8,7 +8,8 @@ tools, Gemma 2/3, Phi-3/3.5, DeepSeek, Hermes tool use with macros, Zephyr, Tiny
 configured the way transformers configures its Jinja environment: trim_blocks and lstrip_blocks
 on, loop controls, a trailing newline of the template dropped, `tojson` without HTML escaping,
 `raise_exception`, `strftime_now`, `namespace()` and `dict` as globals, a message's reasoning
-under both `reasoning_content` and `thinking`. It is tested against transformers itself
+under both `reasoning_content` and `thinking`; `| safe` gives a safe string that escapes the
+plain text added to it, as jinja2's Markup does with autoescape off (_Markup). It is tested against transformers itself
 (tests/test_chat_template.py, tests/test_chat_template_models.py).
 
     tpl = ChatTemplate.from_pretrained("checkpoint_dir")    # reads tokenizer_config.json
@@ -44,7 +45,7 @@ iterable, callable, even, odd, divisibleby, lower, upper, escaped, sameas, in, e
 ne/!=, lt/lessthan/<, le/<=, gt/greaterthan/>, ge/>=, filter, test. Filters: trim, length,
 count, tojson (indent, separators, sort_keys, ensure_ascii), capitalize, upper, lower, title,
 default/d, join (attribute=), first, last, list, string, int, float, abs, round, replace,
-reverse, safe, items, select, reject, selectattr, rejectattr, map (a filter's name, or
+reverse, safe, escape/e, forceescape, items, select, reject, selectattr, rejectattr, map (a filter's name, or
 attribute= with default=), unique, dictsort, sort, sum, min, max, indent, center, wordcount,
 format; select/reject/selectattr/rejectattr/map/unique/items give one-pass generators as in
 jinja2 (`| list` before `| length`). Globals: messages, add_generation_prompt, bos_token,
@@ -65,6 +66,7 @@ import math
 import operator
 import os
 import re
+import string
 from collections.abc import Mapping
 
 from ..formats.json_file import read_json_object, read_utf8
@@ -157,12 +159,155 @@ def _spans(value):
     return value.spans if isinstance(value, _Marked) else ()
 
 
+def _with_spans(like, text, spans):
+    """`text` with `spans`, a safe string (_Markup) where `like` is one, as its methods give."""
+    if isinstance(like, _Markup):
+        return _Markup(text, spans)
+    return _Marked(text, spans) if spans else text
+
+
 def _concat(a, b):
+    """a + b as plain strings (jinja2's `~`; `+` of two strings neither of them safe)."""
     s = str.__add__(a, b)
     sa, sb = _spans(a), _spans(b)
     if not sa and not sb:
         return s
     return _Marked(s, sa + tuple((x + len(a), y + len(a)) for x, y in sb))
+
+
+_HTML_ESCAPES = (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ("'", "&#39;"), ('"', "&#34;"))
+
+
+def _escape(value):
+    """markupsafe.escape: a safe string as it is; anything else as text with & < > ' "
+    escaped. The spans it carries survive where escaping leaves its text unchanged."""
+    if isinstance(value, _Markup):
+        return value
+    text = _to_str(value)
+    escaped = str(text)
+    for char, entity in _HTML_ESCAPES:
+        escaped = escaped.replace(char, entity)
+    return _Markup(escaped, _spans(value) if escaped == text else ())
+
+
+class _EscapedArgument:
+    """A `%` argument of a safe string, printed escaped (markupsafe's _MarkupEscapeHelper)."""
+
+    def __init__(self, obj):
+        self.obj = obj
+
+    def __getitem__(self, key):
+        return _EscapedArgument(self.obj[key])
+
+    def __str__(self):
+        return str(_escape(self.obj))
+
+    def __repr__(self):
+        return str(_escape(repr(self.obj)))
+
+    def __int__(self):
+        return int(self.obj)
+
+    def __float__(self):
+        return float(self.obj)
+
+
+class _EscapeFormatter(string.Formatter):
+    """str.format on a safe string: each field escaped after formatting, as markupsafe's."""
+
+    def format_field(self, value, format_spec):
+        if isinstance(value, _Markup):
+            if format_spec:
+                raise ValueError("chat template: a safe string takes no format specification")
+            return str(value)
+        return str(_escape(super().format_field(value, str(format_spec))))
+
+
+class _Markup(_Marked):
+    """A string marked safe (`| safe`, `| escape`): markupsafe's Markup, which jinja2 gives
+    even with autoescape off, as transformers renders. Its text prints as it is, but a plain
+    string added to it, joined by it, put in by `%` or .format, or given to .replace, .center,
+    .ljust or .rjust is HTML-escaped first, and its string methods return safe strings
+    (Functionary v3.1's tool list is escaped this way). `~`, output, block set and macros give
+    plain strings again, as jinja2 does without autoescape."""
+
+    def __new__(cls, value="", spans=()):
+        return _Marked.__new__(cls, _to_str(value), spans)
+
+    def __html__(self):
+        return self
+
+    def __add__(self, other):
+        if isinstance(other, str):
+            return _Markup._of(_concat(self, _escape(other)))
+        return NotImplemented
+
+    def __radd__(self, other):
+        if isinstance(other, str):
+            return _Markup._of(_concat(_escape(other), self))
+        return NotImplemented
+
+    @staticmethod
+    def _of(value):
+        return _Markup(value, _spans(value))
+
+    def __mul__(self, n):
+        return _Markup(str.__mul__(self, n))
+
+    __rmul__ = __mul__
+
+    def __mod__(self, args):
+        if isinstance(args, tuple):
+            args = tuple(_EscapedArgument(a) for a in args)
+        elif hasattr(type(args), "__getitem__") and not isinstance(args, str):
+            args = _EscapedArgument(args)
+        else:
+            args = (_EscapedArgument(args),)
+        return _Markup(str.__mod__(self, args))
+
+    def join(self, items):
+        return _Markup(str.join(self, map(_escape, items)))
+
+    def split(self, sep=None, maxsplit=-1):
+        return [_Markup(v) for v in str.split(self, sep, maxsplit)]
+
+    def rsplit(self, sep=None, maxsplit=-1):
+        return [_Markup(v) for v in str.rsplit(self, sep, maxsplit)]
+
+    def splitlines(self, keepends=False):
+        return [_Markup(v) for v in str.splitlines(self, keepends)]
+
+    def partition(self, sep):
+        return tuple(_Markup(v) for v in str.partition(self, sep))
+
+    def rpartition(self, sep):
+        return tuple(_Markup(v) for v in str.rpartition(self, sep))
+
+    def format(self, *args, **kwargs):
+        return _Markup(_EscapeFormatter().vformat(self, args, kwargs))
+
+    def format_map(self, mapping):
+        return _Markup(_EscapeFormatter().vformat(self, (), mapping))
+
+
+def _safe_string_method(name, escaped=()):
+    """str's method `name` returning a safe string, with the arguments at `escaped` escaped."""
+    method = getattr(str, name)
+
+    def safe(self, *args):
+        return _Markup(method(self, *(_escape(a) if i in escaped else a
+                                      for i, a in enumerate(args))))
+    safe.__name__ = name
+    return safe
+
+
+for _name in ("__getitem__", "capitalize", "title", "lower", "upper", "lstrip", "rstrip",
+              "strip", "translate", "expandtabs", "swapcase", "zfill", "casefold",
+              "removeprefix", "removesuffix"):
+    setattr(_Markup, _name, _safe_string_method(_name))
+_Markup.replace = _safe_string_method("replace", escaped=(1,))
+for _name in ("ljust", "rjust", "center"):
+    setattr(_Markup, _name, _safe_string_method(_name, escaped=(1,)))
 
 
 def _trim(value, chars=None, left=True, right=True):
@@ -171,11 +316,8 @@ def _trim(value, chars=None, left=True, right=True):
     lo = len(s) - len(s.lstrip(chars)) if left else 0
     hi = len(s.rstrip(chars)) if right else len(s)
     hi = max(hi, lo)
-    out = s[lo:hi]
-    sp = _spans(value)
-    if not sp:
-        return out
-    return _Marked(out, tuple((min(max(x, lo), hi) - lo, min(max(y, lo), hi) - lo) for x, y in sp))
+    return _with_spans(value, s[lo:hi], tuple((min(max(x, lo), hi) - lo, min(max(y, lo), hi) - lo)
+                                             for x, y in _spans(value)))
 
 
 def _split(value, sep=None, maxsplit=-1):
@@ -184,12 +326,13 @@ def _split(value, sep=None, maxsplit=-1):
     s = str.__str__(value)
     parts = s.split(sep, maxsplit)
     if sep is None or not sep:
-        return parts
+        return [_with_spans(value, part, ()) for part in parts]
     out, start = [], 0
     for part in parts:
         lo, hi = start, start + len(part)
-        out.append(_Marked(part, tuple((min(max(x, lo), hi) - lo, min(max(y, lo), hi) - lo)
-                                       for x, y in value.spans)))
+        out.append(_with_spans(value, part, tuple((min(max(x, lo), hi) - lo,
+                                                   min(max(y, lo), hi) - lo)
+                                                  for x, y in value.spans)))
         start = hi + len(sep)
     return out
 
@@ -864,6 +1007,8 @@ def _getattr(obj, name):
             return lambda chars=None: _trim(obj, chars, name != "rstrip", name != "lstrip")
         if isinstance(obj, _Marked) and name == "split":
             return lambda sep=None, maxsplit=-1: _split(obj, sep, maxsplit)
+        if isinstance(obj, _Markup) and hasattr(str, name):
+            return getattr(obj, name)
         if isinstance(obj, str) and hasattr(str, name):
             return getattr(str(obj), name)
         for t, allowed in _SAFE_METHODS.items():
@@ -1000,7 +1145,8 @@ def _last(value):
 
 
 def _replace(value, old, new, count=None):
-    return _to_str(value).replace(old, new, -1 if count is None else count)
+    # str(...): without autoescape jinja2 replaces in plain strings, a safe one too
+    return str(_to_str(value)).replace(str(old), str(new), -1 if count is None else count)
 
 
 def _lower_if_str(value):
@@ -1138,6 +1284,8 @@ def _join_filter(value, d="", attribute=None):
 
 
 def _indent(s, width=4, first=False, blank=False):
+    if isinstance(s, _Markup):    # jinja2 indents a safe string's lines as safe strings
+        return _Markup(_indent(str(s), width, first, blank))
     indention = width if isinstance(width, str) else " " * width
     s = _to_str(s) + "\n"
     if blank:
@@ -1186,7 +1334,10 @@ _FILTERS = {
     "round": _round,
     "replace": _replace,
     "reverse": lambda v: v[::-1] if isinstance(v, str) else list(reversed(list(v))),
-    "safe": lambda v: v,
+    "safe": lambda v: _Markup(v, _spans(v)),
+    "escape": _escape,
+    "e": _escape,
+    "forceescape": lambda v: _escape(str(_to_str(v))),
     "items": _items,
     "select": _select,
     "reject": _reject,
@@ -1227,6 +1378,10 @@ def _binop(op, a, b):
     if op == "~":
         return _concat(_to_str(a), _to_str(b))
     if op == "+" and isinstance(a, str) and isinstance(b, str):
+        if isinstance(a, _Markup):
+            return a + b
+        if isinstance(b, _Markup):   # a _Marked's own + would not ask b first, as str's does
+            return b.__radd__(a)
         return _concat(a, b)
     if isinstance(a, _Undefined) or isinstance(b, _Undefined):
         raise ValueError(f"chat template: undefined value in {op!r}")
