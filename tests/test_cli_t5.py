@@ -4,7 +4,8 @@ adapter trained from the command line loads in PEFT (task SEQ_2_SEQ_LM) with the
 logits, score gives transformers + PEFT's mean target loss, generate prints the learned target,
 `export --format merged` writes a checkpoint transformers loads with PEFT's merged logits
 (--format gguf: tests/test_t5_gguf.py); `--mode full` and `--mode hybrid` write whole
-checkpoints transformers loads with the engine's logits; options that do not apply to T5 are
+checkpoints transformers loads with the engine's logits, and a full run kept with --state continues
+after an interruption to the checkpoint an uninterrupted run writes; options that do not apply to T5 are
 refused by name; another encoder-decoder is refused naming the supported one."""
 
 import json
@@ -153,6 +154,46 @@ def test_full_and_hybrid_write_a_checkpoint_transformers_loads(tmp_path, mode, o
     for source, target in PAIRS[:2]:
         generated = hf.generate(**tokenizer(source, return_tensors="pt"), max_new_tokens=16, use_cache=False)
         assert tokenizer.decode(generated[0], skip_special_tokens=True) == target
+
+
+def test_a_full_run_with_state_continues_where_it_stopped(tmp_path, monkeypatch, capsys):
+    """--mode full --state keeps every weight and the optimizer after each epoch: the same
+    command after an interruption continues from it and writes the checkpoint an uninterrupted
+    run writes, tensor for tensor."""
+    from safetensors.numpy import load_file
+
+    from py_engine.cli import main
+    from py_engine.train.trainer import Trainer
+
+    model, _ = t5_dir(tmp_path / "t5")
+    data = write_jsonl(tmp_path / "pairs.jsonl", [{"input": s, "target": t} for s, t in PAIRS])
+    common = [str(a) for a in ("train", "--model", model, "--data", data, "--mode", "full",
+                               "--lr", 3e-3, "--epochs", 3, "--batch-size", 2, "--max-length", 64,
+                               "--seed", 3, "--dropout", 0)]
+    assert main([*common, "--out", str(tmp_path / "whole")]) == 0
+    original, calls = Trainer.run, []
+
+    async def interrupted(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return await original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "run", interrupted)
+    state = tmp_path / "state"
+    assert main([*common, "--out", str(tmp_path / "resumed"), "--state", str(state)]) != 0
+    assert not (tmp_path / "resumed").exists() and (state / "training_state.json").is_file()
+    monkeypatch.setattr(Trainer, "run", original)
+    capsys.readouterr()
+    assert main([*common, "--out", str(tmp_path / "resumed"), "--state", str(state)]) == 0
+    assert "continuing from" in capsys.readouterr().err
+    whole = load_file(tmp_path / "whole" / "model.safetensors")
+    resumed = load_file(tmp_path / "resumed" / "model.safetensors")
+    base = load_file(model / "model.safetensors")
+    assert set(resumed) == set(whole)
+    for name in whole:
+        assert np.array_equal(resumed[name], whole[name]), name
+    assert not any(np.array_equal(base[n], whole[n]) for n in base)   # every tensor trained
 
 
 def test_onnx_is_refused_naming_gguf_and_merged(trained, tmp_path):
