@@ -9,17 +9,21 @@
 //                                 position_ids). An id past its table is clamped to the last
 //                                 row rather than read out of bounds (torch would raise; the
 //                                 tokenizer never produces one).
-//   embedding_backward_word:      dword[v, :] += sum of dout[p, :] over tokens p with id v.
+//   embedding_word_links:         links[p] = the next token after p with p's id (NONE: none),
+//                                 links[tokens + p] = 1 when no token before p has its id.
+//   embedding_backward_word:      dword[v, :] += sum of dout[p, :] over tokens p with id v,
+//                                 following the links.
 //   embedding_backward_position:  dposition[t, :] += sum over sequences b of dout[b*T + t, :].
 //   embedding_backward_type:      dtoken_type[v, :] += sum of dout[p, :] over tokens of type v.
 //   embedding_clear:              x[i] = 0, to start a gradient that is not accumulated.
 //
 // The backward kernels add into the tables' gradients without float atomics (WebGPU has
 // none): each output element has exactly one writer. For the word table the writer of row v,
-// column c is the thread of the first token p carrying id v; it scans every token for the same
-// id. That is O(tokens^2 * hidden) work, fine for the batch sizes a browser trains (and the
-// tables are frozen under LoRA, so only full fine-tuning runs it). Rows no token uses are not
-// touched: clear the gradient first (embedding_clear) unless accumulating.
+// column c is the thread of the first token p carrying id v; it follows the chain of tokens
+// with that id, which embedding_word_links finds once per token rather than once per column:
+// O(tokens^2) id comparisons plus O(tokens * hidden) additions, in token order, so the sum is
+// the same every run. Rows no token uses are not touched: clear the gradient first
+// (embedding_clear) unless accumulating.
 //
 // Flat grid-stride loops let a capped dispatch cover any size.
 
@@ -61,41 +65,65 @@ fn embedding_forward(@builtin(global_invocation_id) gid: vec3<u32>,
   }
 }
 
+// --- embedding_word_links ------------------------------------------------------------------
+
+const NONE: u32 = 0xFFFFFFFFu;
+
+@group(0) @binding(0) var<storage, read> link_ids: array<u32>;
+@group(0) @binding(1) var<storage, read_write> links_out: array<u32>;   // [2 * tokens]
+@group(0) @binding(2) var<uniform> link_shape: Embedding;
+
+fn link_row(p: u32) -> u32 {
+  return min(link_ids[p], link_shape.vocab - 1u);
+}
+
+@compute @workgroup_size(WORKGROUP)
+fn embedding_word_links(@builtin(global_invocation_id) gid: vec3<u32>,
+                        @builtin(num_workgroups) groups: vec3<u32>) {
+  let n = link_shape.tokens;
+  for (var p = gid.x; p < n; p += groups.x * WORKGROUP) {
+    let v = link_row(p);
+    var first = 1u;
+    for (var q = 0u; q < p; q++) {
+      if (link_row(q) == v) {
+        first = 0u;
+        break;
+      }
+    }
+    var next = NONE;
+    for (var q = p + 1u; q < n; q++) {
+      if (link_row(q) == v) {
+        next = q;
+        break;
+      }
+    }
+    links_out[p] = next;
+    links_out[n + p] = first;
+  }
+}
+
 // --- embedding_backward_word ---------------------------------------------------------------
 
 @group(0) @binding(0) var<storage, read> word_ids: array<u32>;
 @group(0) @binding(1) var<storage, read> word_dout: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dword: array<f32>;
 @group(0) @binding(3) var<uniform> word_shape: Embedding;
-
-fn word_row(p: u32) -> u32 {
-  return min(word_ids[p], word_shape.vocab - 1u);
-}
-
-// True when no token before p carries p's id: p then owns that row of the gradient.
-fn first_with_id(p: u32, v: u32) -> bool {
-  for (var q = 0u; q < p; q++) {
-    if (word_row(q) == v) {
-      return false;
-    }
-  }
-  return true;
-}
+@group(0) @binding(4) var<storage, read> word_links: array<u32>;    // embedding_word_links'
 
 @compute @workgroup_size(WORKGROUP)
 fn embedding_backward_word(@builtin(global_invocation_id) gid: vec3<u32>,
                            @builtin(num_workgroups) groups: vec3<u32>) {
   let H = word_shape.hidden;
-  for (var i = gid.x; i < word_shape.tokens * H; i += groups.x * WORKGROUP) {
+  let n = word_shape.tokens;
+  for (var i = gid.x; i < n * H; i += groups.x * WORKGROUP) {
     let p = i / H;
     let c = i % H;
-    let v = word_row(p);
-    if (v != word_shape.padding && first_with_id(p, v)) {
+    let v = min(word_ids[p], word_shape.vocab - 1u);
+    // p, the first token with id v, owns that row of the gradient
+    if (v != word_shape.padding && word_links[n + p] == 1u) {
       var total = 0.0;
-      for (var q = p; q < word_shape.tokens; q++) {
-        if (word_row(q) == v) {
-          total += word_dout[q * H + c];
-        }
+      for (var q = p; q != NONE; q = word_links[q]) {
+        total += word_dout[q * H + c];
       }
       dword[v * H + c] += total;
     }

@@ -13,7 +13,7 @@ from py_engine.kernels.embedding import EmbeddingKernels
 from py_engine.ops.embedding import embedding_backward, embedding_forward
 
 FORWARD_BOUND = 1e-6    # two f32 additions per element
-BACKWARD_BOUND = 1e-5   # sums over <= B*T = 40 tokens
+BACKWARD_BOUND = 1e-5   # sums over <= B*T = 576 tokens, about 44 per row
 VOCAB, POSITIONS, TYPES, HIDDEN = 13, 12, 2, 6
 
 
@@ -46,7 +46,7 @@ def test_forward_matches_numpy(device, emb, rng, batch, seq):
 
 @pytest.mark.parametrize("padding", [None, 7])
 @pytest.mark.parametrize("accumulate", [False, True])
-@pytest.mark.parametrize("batch, seq", [(4, 10), (1, 1)])
+@pytest.mark.parametrize("batch, seq", [(4, 10), (1, 1), (48, 12)])   # 48x12: chains of ~44 tokens
 def test_backward_matches_numpy(device, emb, rng, batch, seq, accumulate, padding):
     """With `padding` (nn.Embedding's padding_idx, an id the inputs repeat) that word row keeps
     its start: cleared, or the accumulated values."""

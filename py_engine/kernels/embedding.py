@@ -15,13 +15,26 @@ from . import KernelFamily
 
 SOURCE = "embedding.wgsl"
 WORKGROUP = 64
-ENTRIES = ("embedding_forward", "embedding_backward_word", "embedding_backward_position",
-           "embedding_backward_type", "embedding_clear")
+ENTRIES = ("embedding_forward", "embedding_word_links", "embedding_backward_word",
+           "embedding_backward_position", "embedding_backward_type", "embedding_clear")
 NO_PADDING = 0xFFFFFFFF
 
 
 class EmbeddingKernels(KernelFamily):
     SOURCE, ENTRIES, WORKGROUP = SOURCE, ENTRIES, WORKGROUP
+
+    def __init__(self, device, kernels):
+        super().__init__(device, kernels)
+        # the word backward's token chains, one buffer per token count: the dispatches of a
+        # program run in order, so the calls recorded into it can share it
+        self._links = {}
+
+    def _word_links(self, program, ids, params, tokens):
+        if tokens not in self._links:
+            self._links[tokens] = self.device.create_buffer(8 * tokens, label="embedding word links")
+        links = self._links[tokens]
+        self._dispatch(program, "embedding_word_links", [ids, links, params], tokens)
+        return links
 
     def _params(self, batch, seq, hidden, vocab, positions, type_vocab, padding=None):
         if seq > positions:
@@ -49,8 +62,9 @@ class EmbeddingKernels(KernelFamily):
         row `padding` gets no gradient."""
         params = self._params(batch, seq, hidden, vocab, positions, type_vocab, padding)
         tokens = batch * seq
+        links = self._word_links(program, ids, params, tokens) if dword is not None else None
         work = (
-            (dword, vocab, "embedding_backward_word", [ids, dout, dword, params], tokens),
+            (dword, vocab, "embedding_backward_word", [ids, dout, dword, params, links], tokens),
             (dposition, positions, "embedding_backward_position", [dout, dposition, params], seq),
             (dtoken_type, type_vocab, "embedding_backward_type", [type_ids, dout, dtoken_type, params],
              type_vocab),
