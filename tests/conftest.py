@@ -7,6 +7,7 @@ message saying what to install or run.
 import subprocess
 import sys
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -94,3 +95,24 @@ def engine_page(browser, built_dist):
             pytest.fail(f"py_engine did not boot in Chromium: {e}\n" + "\n".join(console[-30:]))
         yield page
         page.close()
+
+
+@contextmanager
+def stopped_after_first_epoch(monkeypatch):
+    """Within the block, a training run (its Trainer.run calls, one per epoch on the command
+    line) stops with KeyboardInterrupt when its second epoch starts, as a user's Ctrl-C would."""
+    from py_engine.train.trainer import Trainer
+
+    original, calls = Trainer.run, []
+
+    async def interrupted(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return await original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "run", interrupted)
+    try:
+        yield
+    finally:
+        monkeypatch.setattr(Trainer, "run", original)

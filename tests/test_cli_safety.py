@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import peft_oracle as po
+from conftest import stopped_after_first_epoch
 from py_engine.cli import main
 from py_engine.formats.head_config import HEAD_CONFIG
 from py_engine.formats.output_dir import MARKER
@@ -451,24 +452,13 @@ def test_chat_training_takes_a_quantized_base_on_the_gpu(ws, tmp_path, capsys, d
 def test_a_run_with_state_continues_where_it_stopped(ws, tmp_path, capsys, monkeypatch):
     """--state keeps the training state after every epoch; the same command after an
     interruption continues from it and ends with the adapter an uninterrupted run writes."""
-    from py_engine.train.trainer import Trainer
-
     common = ["train", "--model", ws["bert"], "--data", ws["cls"], "--epochs", "3",
               "--batch-size", "2", "--pooling", "mean", "--lr", "1e-2"]
     assert main([*map(str, common), "--out", str(tmp_path / "whole")]) == 0
-    original, calls = Trainer.run, []
-
-    async def interrupted(self, *args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return await original(self, *args, **kwargs)
-
-    monkeypatch.setattr(Trainer, "run", interrupted)
     state = tmp_path / "state"
-    assert main([*map(str, common), "--out", str(tmp_path / "resumed"), "--state", str(state)]) != 0
+    with stopped_after_first_epoch(monkeypatch):
+        assert main([*map(str, common), "--out", str(tmp_path / "resumed"), "--state", str(state)]) != 0
     assert not (tmp_path / "resumed").exists() and (state / "training_state.json").is_file()
-    monkeypatch.setattr(Trainer, "run", original)
     capsys.readouterr()
     assert main([*map(str, common), "--out", str(tmp_path / "resumed"), "--state", str(state)]) == 0
     assert "continuing from" in capsys.readouterr().err

@@ -16,7 +16,7 @@ import torch
 from peft import PeftModel
 from transformers import AutoTokenizer, T5ForConditionalGeneration
 
-from conftest import run
+from conftest import run, stopped_after_first_epoch
 from py_engine.train.seq2seq import Seq2SeqModel
 from t5_checkpoints import tiny_t5
 from t5_tokenizer import t5_dir
@@ -163,7 +163,6 @@ def test_a_full_run_with_state_continues_where_it_stopped(tmp_path, monkeypatch,
     from safetensors.numpy import load_file
 
     from py_engine.cli import main
-    from py_engine.train.trainer import Trainer
 
     model, _ = t5_dir(tmp_path / "t5")
     data = write_jsonl(tmp_path / "pairs.jsonl", [{"input": s, "target": t} for s, t in PAIRS])
@@ -171,19 +170,10 @@ def test_a_full_run_with_state_continues_where_it_stopped(tmp_path, monkeypatch,
                                "--lr", 3e-3, "--epochs", 3, "--batch-size", 2, "--max-length", 64,
                                "--seed", 3, "--dropout", 0)]
     assert main([*common, "--out", str(tmp_path / "whole")]) == 0
-    original, calls = Trainer.run, []
-
-    async def interrupted(self, *args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return await original(self, *args, **kwargs)
-
-    monkeypatch.setattr(Trainer, "run", interrupted)
     state = tmp_path / "state"
-    assert main([*common, "--out", str(tmp_path / "resumed"), "--state", str(state)]) != 0
+    with stopped_after_first_epoch(monkeypatch):
+        assert main([*common, "--out", str(tmp_path / "resumed"), "--state", str(state)]) != 0
     assert not (tmp_path / "resumed").exists() and (state / "training_state.json").is_file()
-    monkeypatch.setattr(Trainer, "run", original)
     capsys.readouterr()
     assert main([*common, "--out", str(tmp_path / "resumed"), "--state", str(state)]) == 0
     assert "continuing from" in capsys.readouterr().err
