@@ -31,7 +31,8 @@ class EmbeddingKernels(KernelFamily):
 
     def _word_links(self, program, ids, params, tokens):
         if tokens not in self._links:
-            self._links[tokens] = self.device.create_buffer(8 * tokens, label="embedding word links")
+            self._links[tokens] = self.device.create_buffer(8 * tokens,
+                                                            label="embedding word links")
         links = self._links[tokens]
         self._dispatch(program, "embedding_word_links", [ids, links, params], tokens)
         return links

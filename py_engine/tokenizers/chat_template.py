@@ -9,8 +9,8 @@ configured the way transformers configures its Jinja environment: trim_blocks an
 on, loop controls, a trailing newline of the template dropped, `tojson` without HTML escaping,
 `raise_exception`, `strftime_now`, `namespace()` and `dict` as globals, a message's reasoning
 under both `reasoning_content` and `thinking`; `| safe` gives a safe string that escapes the
-plain text added to it, as jinja2's Markup does with autoescape off (_Markup). It is tested against transformers itself
-(tests/test_chat_template.py, tests/test_chat_template_models.py).
+plain text added to it, as jinja2's Markup does with autoescape off (_Markup). It is tested
+against transformers itself (tests/test_chat_template.py, tests/test_chat_template_models.py).
 
     tpl = ChatTemplate.from_pretrained("checkpoint_dir")    # reads tokenizer_config.json
     text = tpl.render(messages, add_generation_prompt=True)
@@ -45,10 +45,10 @@ iterable, callable, even, odd, divisibleby, lower, upper, escaped, sameas, in, e
 ne/!=, lt/lessthan/<, le/<=, gt/greaterthan/>, ge/>=, filter, test. Filters: trim, length,
 count, tojson (indent, separators, sort_keys, ensure_ascii), capitalize, upper, lower, title,
 default/d, join (attribute=), first, last, list, string, int, float, abs, round, replace,
-reverse, safe, escape/e, forceescape, items, select, reject, selectattr, rejectattr, map (a filter's name, or
-attribute= with default=), unique, dictsort, sort, sum, min, max, indent, center, wordcount,
-format; select/reject/selectattr/rejectattr/map/unique/items give one-pass generators as in
-jinja2 (`| list` before `| length`). Globals: messages, add_generation_prompt, bos_token,
+reverse, safe, escape/e, forceescape, items, select, reject, selectattr, rejectattr, map (a
+filter's name, or attribute= with default=), unique, dictsort, sort, sum, min, max, indent,
+center, wordcount, format; select/reject/selectattr/rejectattr/map/unique/items give one-pass
+generators as in jinja2 (`| list` before `| length`). Globals: messages, add_generation_prompt, bos_token,
 eos_token, unk_token, pad_token, tools and documents (None unless given), raise_exception,
 strftime_now, namespace, range, dict. Public methods of strings, read-only ones of dicts and
 lists (`message.content.strip()`, `.items()`). `{% generation %}...{% endgeneration %}`
