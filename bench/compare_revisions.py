@@ -14,7 +14,6 @@ bench/results/revisions.json and prints a table of per-step ratios to torch.
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -24,22 +23,12 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 import bert_step  # noqa: E402
 import decoder_step  # noqa: E402
-from processes import Spec, alternate, call, openblas_variants  # noqa: E402
+from processes import Spec, alternate, call, export_revision, openblas_variants  # noqa: E402
 
 SHAPES = {
     "decoder": ("tiny Llama 8x128", "decoder_step:TorchChat", "decoder_step:EngineChat"),
     "bert": ("MiniLM 16x32", "bert_step:TorchClassifier", "bert_step:EngineClassifier"),
 }
-
-
-def export(rev, into):
-    """REV's py_engine/ under `into`; returns the full commit."""
-    commit = subprocess.run(["git", "rev-parse", "--verify", f"{rev}^{{commit}}"], cwd=ROOT, check=True,
-                            capture_output=True, text=True).stdout.strip()
-    archive = subprocess.run(["git", "archive", commit, "py_engine"], cwd=ROOT, check=True,
-                             capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
-    return commit
 
 
 def compare(shape, model_dir, old_root, rev, rounds, warmup):
@@ -79,7 +68,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         old_root = Path(tmp) / "old"
         old_root.mkdir()
-        results["rev"] = export(args.rev, old_root)
+        results["rev"] = export_revision(args.rev, old_root)
         for shape in args.only or list(SHAPES):
             if shape == "decoder":
                 model_dir = call("checkpoints:llama_dir", path=str(Path(tmp) / "llama"),

@@ -13,7 +13,6 @@ GPU's speed. Writes bench/results/embedding_backward.json and prints a table.
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-from processes import Spec, alternate  # noqa: E402
+from processes import Spec, alternate, export_revision  # noqa: E402
 
 
 class WordBackward:
@@ -57,16 +56,6 @@ class WordBackward:
         return {"seconds": [time.perf_counter() - start], "loss": 0.0}
 
 
-def export(rev, into):
-    """REV's py_engine/ and shaders/ under `into`; returns the full commit."""
-    commit = subprocess.run(["git", "rev-parse", "--verify", f"{rev}^{{commit}}"], cwd=ROOT, check=True,
-                            capture_output=True, text=True).stdout.strip()
-    archive = subprocess.run(["git", "archive", commit, "py_engine", "shaders"], cwd=ROOT, check=True,
-                             capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
-    return commit
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("rev", help="the older revision (a commit, tag or branch)")
@@ -79,7 +68,7 @@ def main():
     args = parser.parse_args()
     shape = {"batch": args.batch, "seq": args.seq, "hidden": args.hidden, "vocab": args.vocab}
     with tempfile.TemporaryDirectory() as tmp:
-        commit = export(args.rev, tmp)
+        commit = export_revision(args.rev, tmp, ("py_engine", "shaders"))
         specs = {f"{args.rev}": Spec("embedding_backward:WordBackward", shape, engine_root=tmp),
                  "this tree": Spec("embedding_backward:WordBackward", shape)}
         results = alternate(specs, baseline=args.rev, rounds=args.rounds, warmup=1)

@@ -46,6 +46,17 @@ ENV_PREFIXES = ("OPENBLAS_", "GOTO", "OMP_", "GOMP_", "KMP_", "MKL_", "BLIS_", "
 OPENBLAS_OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
 
+def export_revision(rev, into, paths=("py_engine",)):
+    """REV's `paths` (py_engine/, say, or with shaders/) under `into`, taken with git archive,
+    for a contender to import as its engine_root; returns the full commit."""
+    commit = subprocess.run(["git", "rev-parse", "--verify", f"{rev}^{{commit}}"], cwd=ROOT,
+                            check=True, capture_output=True, text=True).stdout.strip()
+    archive = subprocess.run(["git", "archive", commit, *paths], cwd=ROOT, check=True,
+                             capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return commit
+
+
 def median(values):
     values = sorted(values)
     mid = len(values) // 2
