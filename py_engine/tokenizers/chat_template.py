@@ -268,8 +268,7 @@ class _Markup(_Marked):
     def join(self, items):
         return _Markup(str.join(self, map(_escape, items)))
 
-    def split(self, sep=None, maxsplit=-1):
-        return [_Markup(v) for v in str.split(self, sep, maxsplit)]
+    # .strip() and .split(): _trim and _split, which keep a safe string safe (and its spans)
 
     def rsplit(self, sep=None, maxsplit=-1):
         return [_Markup(v) for v in str.rsplit(self, sep, maxsplit)]
@@ -301,9 +300,8 @@ def _safe_string_method(name, escaped=()):
     return safe
 
 
-for _name in ("__getitem__", "capitalize", "title", "lower", "upper", "lstrip", "rstrip",
-              "strip", "translate", "expandtabs", "swapcase", "zfill", "casefold",
-              "removeprefix", "removesuffix"):
+for _name in ("__getitem__", "capitalize", "title", "lower", "upper", "translate", "expandtabs",
+              "swapcase", "zfill", "casefold", "removeprefix", "removesuffix"):
     setattr(_Markup, _name, _safe_string_method(_name))
 _Markup.replace = _safe_string_method("replace", escaped=(1,))
 for _name in ("ljust", "rjust", "center"):
@@ -322,7 +320,8 @@ def _trim(value, chars=None, left=True, right=True):
 
 def _split(value, sep=None, maxsplit=-1):
     """value.split(sep, maxsplit), each part keeping the spans it carries (as after
-    `content.split('</think>')[-1]`); split on whitespace (no sep) gives plain strings."""
+    `content.split('</think>')[-1]`); split on whitespace (no sep) gives plain strings (safe
+    ones from a safe string)."""
     s = str.__str__(value)
     parts = s.split(sep, maxsplit)
     if sep is None or not sep:
