@@ -50,15 +50,22 @@ def test_each_reply_is_an_example_trimmed_from_the_oldest_turns():
             messages.append({"id": f"{role[0]}{turn}", "role": role, "content": words})
     for m, t in zip(messages, range(len(messages))):
         m["timestamp"] = 100.0 + t
-    budget = 200
-    records, too_long = conversation_examples("c1", messages, count, budget)
 
     def size(m):       # Hugging Face's count, not ours
         return len(hf.encode(m["content"], add_special_tokens=False).ids) + MESSAGE_OVERHEAD
 
-    replies = [m for m in messages if m["role"] == "assistant"]
-    assert len(records) + len(too_long) == len(replies) and len(records) >= 6
+    replies = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
+    # A reply is too long when it cannot fit with the system prompt and its own question.
+    least = {messages[i]["id"]: size(messages[0]) + size(messages[i - 1]) + size(messages[i])
+             for i in replies}
+    _, too_long = conversation_examples("c1", messages, count, 200)
+    assert too_long == [i for i, need in least.items() if need > 200]
+    # A budget every reply fits in but the whole conversation does not: each is trimmed.
+    budget = max(max(least.values()), sum(size(m) for m in messages) // 2)
+    records, too_long = conversation_examples("c1", messages, count, budget)
+    assert len(records) == len(replies) and too_long == []
     by_id = {m["id"]: i for i, m in enumerate(messages)}
+    assert by_id[records[-1].origin["messages"][1]] > 1        # the last one lost turns
     for r in records:
         ids = r.origin["messages"]
         kept = [messages[by_id[i]] for i in ids]
