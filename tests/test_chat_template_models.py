@@ -91,10 +91,11 @@ def _tool_call(rng, tool, json_text, good_id=True, builtin=None):
             "function": {"name": name, "arguments": json.dumps(args) if json_text else args}}
 
 
-def random_conversation(rng, with_tools=0.5, list_content=0.02):
+def random_conversation(rng, with_tools=0.5, list_content=0.02, system=0.5):
     """(messages, tools, extra template variables): mostly well-formed, sometimes not.
     with_tools: how often tools are given; list_content: how often a user message's content is
-    a list of parts (which only Gemma 3's template prints, the others fail on)."""
+    a list of parts (which only Gemma 3's template prints, the others fail on); system: how
+    often there is a system message."""
     tools = rng.sample(TOOL_POOL, rng.randint(1, 3)) if rng.random() < with_tools else None
     extra = {}
     if rng.random() < 0.5:
@@ -104,7 +105,7 @@ def random_conversation(rng, with_tools=0.5, list_content=0.02):
         extra["builtin_tools"] = BUILTIN_TOOLS
     json_text = rng.random() < 0.5
     messages = []
-    if rng.random() < 0.5:
+    if rng.random() < system:
         messages.append({"role": "system", "content": rng.choice(["Be brief.", "", "  Sys  "])})
     for turn in range(rng.randint(1, 4)):
         user = rng.choice(CONTENTS)
@@ -139,7 +140,10 @@ def random_conversation(rng, with_tools=0.5, list_content=0.02):
 
 # How random conversations are drawn where the template asks for something else: Hermes' always
 # lists tools, Gemma 3's takes content as a list of parts.
-DRAWS = {"hermes": {"with_tools": 0.95}, "gemma-3": {"list_content": 0.3}}
+# Gemma 2's template refuses a system message and tool turns (roles must alternate): fewer of
+# them, so that enough of its draws render.
+DRAWS = {"hermes": {"with_tools": 0.95}, "gemma-3": {"list_content": 0.3},
+         "gemma-2": {"system": 0.2, "with_tools": 0.25}}
 
 
 # Hand-picked conversations every template sees, and the refusal each template must give.
