@@ -362,11 +362,10 @@ def test_no_long_task_on_the_main_thread_while_training(session):
 
 def test_the_adapter_and_the_dataset_go_out_and_back_in(session, tmp_path):
     page = session
-    # the page saves a few seconds after training, and a save finishes a step under way: save
-    # now, so that no such step lands between the download and the prediction held to it
-    page.evaluate("() => window.app.engine.call('save')")
-    assert not status(page)["trainer"]["mid_step"]
+    # the page saves a few seconds after training, and a save finishes a step under way; the
+    # download finishes it first, so that no step lands between it and the prediction held to it
     adapter = download_adapter(page)
+    assert not status(page)["trainer"]["mid_step"]
     probs = predict(page, "good great fine")["probs"]
     # the oldest snapshot's weights, then the downloaded adapter put back: its predictions
     first = min(status(page)["snapshots"], key=lambda snapshot: snapshot["step"])

@@ -342,6 +342,30 @@ def test_adapters_and_datasets_go_out_and_back_in(tmp_path, checkpoints):
     other.close()
 
 
+def test_an_exported_adapter_is_what_the_next_save_keeps(tmp_path, checkpoints):
+    """A slice can end inside an optimizer step (between micro-batches); a save finishes it.
+    The export finishes it too, so that the weights go out as they will be kept."""
+    svc = service(tmp_path, Events(), grad_accum=2, batch_size=4)
+    call(svc, "load_model", source="files", name="tiny", files=checkpoints["bert"],
+         labels=["neg", "pos"])
+    call(svc, "import_text", name="a.jsonl", data=jsonl(sentiment(40, 7)))
+    call(svc, "force_slice", budget_ms=1)
+    trainer = svc.learner.trainer
+    for checks in range(1, 20):               # end a slice after `checks` of its stop checks
+        left = iter(range(checks))
+        run_async(trainer.run(stop=lambda: next(left, None) is None))
+        if trainer.mid_step:
+            break
+    assert trainer.mid_step and not trainer.done
+    step = trainer.progress.step
+    exported = call(svc, "export_adapter")["files"]
+    assert trainer.progress.step == step + 1 and not trainer.mid_step and svc.learner.unsaved
+    call(svc, "save")
+    assert trainer.progress.step == step + 1 and not svc.learner.unsaved
+    assert call(svc, "export_adapter")["files"] == exported
+    svc.close()
+
+
 def test_status_is_pushed_while_things_change_at_most_four_times_a_second(tmp_path, checkpoints):
     import time
 

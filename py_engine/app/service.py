@@ -617,8 +617,11 @@ class EngineService:
     # --- adapters and datasets ---
 
     async def export_adapter(self):
+        """The adapter's files. A step under way is finished first (as a save would), so that
+        the weights exported are those the next save keeps."""
         model = self._require()
         async with self._using_model():
+            await self._finish_step()
             return {"files": await model.adapter_files()}
 
     async def import_adapter(self, files=None):
@@ -627,12 +630,18 @@ class EngineService:
             raise UserError("import_adapter needs the adapter's files")
         files = {name: _bytes(data) for name, data in files.items()}
         async with self._using_model():
-            if self.learner.trainer is not None:
-                await self.learner.trainer.finish_step()
+            await self._finish_step()
             await model.load_adapter_files(files)
             self.learner.unsaved = True
             await self.learner.save()
         return model.summary()
+
+    async def _finish_step(self):
+        """Finish the optimizer step a slice left under way; the learner then has unsaved
+        training."""
+        trainer = self.learner.trainer
+        if trainer is not None and await trainer.finish_step() is not None:
+            self.learner.unsaved = True
 
     async def export_dataset(self, format="jsonl", split=None):
         records = [r async for r in self.queue.records()]
