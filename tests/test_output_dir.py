@@ -68,6 +68,21 @@ def test_new_empty_and_own_directories_may_be_written(inputs):
     assert not [p for p in os.listdir(work) if p.startswith(".")]     # no staging left behind
 
 
+def test_written_directories_get_the_umask_or_keep_their_own_permissions(inputs):
+    work, model, data = inputs
+    old = os.umask(0o027)
+    try:
+        write_output_dir(work / "fresh", fill_with(a="1"), [model, data])
+        (work / "shared").mkdir()
+        os.chmod(work / "shared", 0o755)
+        write_output_dir(work / "shared", fill_with(a="1"), [model, data])
+        write_output_dir(work / "shared", fill_with(b="2"), [model, data])     # replaced
+    finally:
+        os.umask(old)
+    assert (work / "fresh").stat().st_mode & 0o7777 == 0o750      # as mkdir makes it
+    assert (work / "shared").stat().st_mode & 0o7777 == 0o755     # not mkdtemp's 0700
+
+
 @pytest.mark.parametrize("case, reason", [
     ("model", "it is the model directory"),
     ("data", "it is the data file"),

@@ -126,6 +126,7 @@ def write_output_dir(path, fill, protected=()):
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
+        os.chmod(staging, _mode_for(out))
         fill(staging)
         files = sorted(os.listdir(staging))
         (staging / MARKER).write_text(json.dumps({"written_by": "py_engine", "files": files})
@@ -136,6 +137,17 @@ def write_output_dir(path, fill, protected=()):
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return Path(path)
+
+
+def _mode_for(out):
+    """The permissions the written directory gets: an existing directory's own, else what
+    mkdir gives under the umask (mkdtemp's staging directory is private, 0700)."""
+    try:
+        return out.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        mask = os.umask(0)
+        os.umask(mask)
+        return 0o777 & ~mask
 
 
 def write_files(path, files, protected=()):
