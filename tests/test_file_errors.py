@@ -199,3 +199,38 @@ def test_bad_head_config_is_named(tmp_path, text, reason):
     with pytest.raises(ValueError, match=reason) as e:
         resolve_pooling(adapter)
     assert str(adapter / HEAD_CONFIG) in str(e.value)
+
+
+@pytest.mark.parametrize("field, value, reason", [
+    ("target_modules", 5, "target_modules must be a list of module names, got 5"),
+    ("target_modules", ["query", 5], "target_modules must be a list of module names"),
+    ("target_modules", "all-linear", "'all-linear' .PEFT's keyword. is not supported"),
+    ("target_modules", ".*query", "regular expressions are not supported"),
+    ("modules_to_save", 5, "modules_to_save must be a list of module names"),
+    ("lora_dropout", "x", "lora_dropout must be a number in"),
+    ("fan_in_fan_out", "no", "fan_in_fan_out must be true or false, got 'no'"),
+    ("use_rslora", 1, "use_rslora must be true or false"),
+    ("r", True, "r must be a positive int, got True"),
+])
+def test_adapter_config_fields_of_the_wrong_kind_are_named(field, value, reason):
+    from py_engine.models.lora_config import LoraConfig, LoraConfigError
+    with pytest.raises(LoraConfigError, match=reason):
+        LoraConfig.from_peft_dict(dict(CONFIG, **{field: value}))
+    assert LoraConfig.from_peft_dict(CONFIG).target_modules == ["query"]
+
+
+@pytest.mark.parametrize("field, value, reason", [
+    ("type_vocab_size", None, "'type_vocab_size' is null; it should be int .or left out for 2."),
+    ("max_position_embeddings", None, "'max_position_embeddings' is null"),
+    ("vocab_size", None, "config.json is missing 'vocab_size'"),
+    ("num_hidden_layers", 1.5, "'num_hidden_layers' should be int, got 1.5"),
+    ("num_hidden_layers", True, "'num_hidden_layers' should be int, got True"),
+    ("hidden_act", 3, "'hidden_act' should be str, got 3"),
+])
+def test_bert_config_fields_of_the_wrong_kind_are_named(field, value, reason):
+    from py_engine.models.bert_config import BertConfig, ConfigError
+    good = dict(vocab_size=30, hidden_size=8, num_hidden_layers=2, num_attention_heads=2,
+                intermediate_size=16, layer_norm_eps=1e-12, hidden_dropout_prob=0)
+    assert BertConfig(**good).hidden_dropout_prob == 0.0
+    with pytest.raises(ConfigError, match=reason):
+        BertConfig(**dict(good, **{field: value}))

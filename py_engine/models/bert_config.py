@@ -61,13 +61,16 @@ class BertConfig:
     def __init__(self, **values):
         for name, (kind, default) in self.FIELDS.items():
             value = values.get(name, default)
-            if value is None and default is None and name != "classifier_dropout":
-                raise ConfigError(f"config.json is missing {name!r}")
+            if value is None and name != "classifier_dropout":
+                raise ConfigError(f"config.json is missing {name!r}" if default is None else
+                                  f"config.json field {name!r} is null; it should be "
+                                  f"{kind.__name__} (or left out for {default!r})")
             if value is not None:
-                try:
-                    value = kind(value)
-                except (TypeError, ValueError):
+                # As JSON gives them: an int field takes no 1.5 (int() would make it 1).
+                exact = isinstance(value, (int, float)) if kind is float else isinstance(value, kind)
+                if isinstance(value, bool) or not exact:
                     raise ConfigError(f"config.json field {name!r} should be {kind.__name__}, got {value!r}")
+                value = kind(value)
             setattr(self, name, value)
         self.model_type = values.get("model_type", "bert")
         self.id2label = values.get("id2label")

@@ -5,6 +5,7 @@ hyperparameter names (r, lora_alpha, lora_dropout, target_modules, bias, modules
 the JSON written are PEFT's own.
 """
 
+import re
 from pathlib import Path
 
 # PEFT's defaults for BERT-family models (peft.utils.constants: bert -> ["query", "value"]).
@@ -26,17 +27,23 @@ class LoraConfig:
                        and k not in _IGNORED_PEFT_FIELDS}
         if unsupported:
             raise LoraConfigError(f"unsupported LoRA options: {sorted(unsupported)}")
-        if not isinstance(r, int) or r <= 0:
+        if isinstance(r, bool) or not isinstance(r, int) or r <= 0:
             raise LoraConfigError(f"r must be a positive int, got {r!r}")
         if isinstance(lora_alpha, bool) or not isinstance(lora_alpha, (int, float)) \
                 or not 0 < lora_alpha < float("inf"):
             raise LoraConfigError(f"lora_alpha must be a positive finite number, got {lora_alpha!r}")
-        if not 0.0 <= lora_dropout < 1.0:
-            raise LoraConfigError(f"lora_dropout must be in [0, 1), got {lora_dropout!r}")
+        if isinstance(lora_dropout, bool) or not isinstance(lora_dropout, (int, float)) \
+                or not 0.0 <= lora_dropout < 1.0:
+            raise LoraConfigError(f"lora_dropout must be a number in [0, 1), got {lora_dropout!r}")
         if bias != "none":
             raise LoraConfigError(f"bias={bias!r} is not supported (only 'none')")
         if isinstance(target_modules, str):
             target_modules = [target_modules]
+        target_modules = _names("target_modules", target_modules)
+        modules_to_save = _names("modules_to_save", modules_to_save)
+        for name, value in (("use_rslora", use_rslora), ("fan_in_fan_out", fan_in_fan_out)):
+            if not isinstance(value, bool):
+                raise LoraConfigError(f"{name} must be true or false, got {value!r}")
         self.r = r
         self.lora_alpha = lora_alpha
         self.lora_dropout = float(lora_dropout)
@@ -80,7 +87,10 @@ class LoraConfig:
         fields = {k: v for k, v in data.items() if k not in ("peft_type",)}
         if fields.get("rank_pattern") or fields.get("alpha_pattern"):
             raise LoraConfigError("per-module rank_pattern/alpha_pattern are not supported")
-        return cls(**fields)
+        try:
+            return cls(**fields)
+        except LoraConfigError as e:
+            raise LoraConfigError(f"adapter_config.json: {e}") from None
 
     @classmethod
     def from_file(cls, path):
@@ -92,6 +102,25 @@ class LoraConfig:
         from ..formats.json_file import read_json_object
 
         return cls.from_peft_dict(read_json_object(path))
+
+
+def _names(field, value):
+    """A list of module names (None stays None); LoraConfigError for anything else, and for
+    PEFT's forms we do not implement (the "all-linear" keyword, a regular expression)."""
+    if value is None:
+        return None
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
+        raise LoraConfigError(f"{field} must be a list of module names, got {value!r}")
+    for name in value:
+        if name == "all-linear":
+            raise LoraConfigError(f"{field} 'all-linear' (PEFT's keyword) is not supported: "
+                                  "name the modules, such as ['q_proj', 'k_proj', 'v_proj', "
+                                  "'o_proj'] or ['query', 'key', 'value', 'dense']")
+        if not re.fullmatch(r"\w+(\.\w+)*", name):
+            raise LoraConfigError(f"{field} {name!r} is not a module name (regular "
+                                  "expressions are not supported): name the modules, such as "
+                                  "['query', 'value']")
+    return list(value)
 
 
 # PEFT fields that change nothing for the adapters built here (bookkeeping, or options whose
