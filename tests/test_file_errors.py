@@ -234,3 +234,45 @@ def test_bert_config_fields_of_the_wrong_kind_are_named(field, value, reason):
     assert BertConfig(**good).hidden_dropout_prob == 0.0
     with pytest.raises(ConfigError, match=reason):
         BertConfig(**dict(good, **{field: value}))
+
+
+@pytest.mark.parametrize("family", ["bert", "qwen2"])
+def test_checkpoints_with_non_finite_weights_or_more_layers_than_their_config_are_named(
+        tmp_path, family):
+    """A NaN in the base weights would otherwise surface as a diverged run or an unusable
+    adapter, and layers config.json leaves out would be dropped without a word."""
+    import shutil
+
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+
+    from peft_oracle import tiny_bert_dir
+    from py_engine.models.checkpoint import Checkpoint, CheckpointError, DecoderCheckpoint
+    from tiny_chat import tiny_chat_dir
+    good = tiny_bert_dir(tmp_path / "bert") if family == "bert" else \
+        tiny_chat_dir(tmp_path, family="qwen2")
+    load = Checkpoint.load if family == "bert" else DecoderCheckpoint.load
+    assert load(good).names()
+    rng = np.random.default_rng()
+    tensors = load_file(good / "model.safetensors")
+    name = rng.choice(sorted(n for n in tensors if ".1." in n and n.endswith("weight")))
+    for value, shown in ((np.nan, "NaN"), (np.inf, "inf"), (-np.inf, "-inf")):
+        bad = tmp_path / f"bad-{shown}"
+        shutil.copytree(good, bad)
+        broken = dict(tensors)
+        broken[name] = tensors[name].copy()
+        index = int(rng.integers(broken[name].size))
+        broken[name].reshape(-1)[index] = value
+        save_file(broken, bad / "model.safetensors", metadata={"format": "pt"})
+        with pytest.raises(CheckpointError, match=f"holds {shown} .element {index}.; the "
+                                                  "checkpoint is damaged"):
+            load(bad)
+    fewer = tmp_path / "fewer"
+    shutil.copytree(good, fewer)
+    config = json.loads((fewer / "config.json").read_text())
+    config["num_hidden_layers"] = 1
+    config.pop("layer_types", None)
+    (fewer / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=r"layers?\.1\..* is in a layer config.json does not "
+                                              "have: the checkpoint has more layers"):
+        load(fewer)

@@ -128,6 +128,13 @@ class SafeTensorsFile:
         _, _, begin, end = self._entry(name)
         return self._data[begin:end]
 
+    def first_non_finite(self, name):
+        """(index, value) of the tensor's first NaN or infinite element, or None."""
+        from .finite import first_non_finite, value_at
+        dtype, _, begin, end = self._entry(name)
+        index = first_non_finite(dtype, self._data[begin:end])
+        return None if index is None else (index, value_at(dtype, self._data[begin:end], index))
+
     def floats(self, name):
         """The tensor as array('f'), from F32 (a copy), F16, BF16 (exact) or F64 (rounded)."""
         dtype, _, begin, end = self._entry(name)

@@ -5,9 +5,11 @@ the browser. Tensor names are normalized to the bare BertModel layout (a "bert."
 BertFor* checkpoints carry, is removed; old "gamma"/"beta" LayerNorm names are renamed).
 """
 
+import re
 from pathlib import Path
 
 from ..formats import safetensors
+from ..formats.finite import describe
 from .bert_config import BertConfig, ConfigError, read_config_json
 from .decoders import decoder_config
 from .gpt2_config import Gpt2Config, transposed
@@ -52,6 +54,11 @@ def _normalized(name):
     return name.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
 
 
+def _layer_pattern(name):
+    """A tensor name with its layer numbers blanked: "layer.#.output.dense.weight"."""
+    return re.sub(r"(^|\.)\d+(?=\.)", r"\1#", name)
+
+
 class Checkpoint:
     """A validated BERT checkpoint: `config`, and tensors by normalized name.
 
@@ -87,6 +94,17 @@ class Checkpoint:
                 )
             if dtype not in safetensors.FLOAT_DTYPES:
                 raise CheckpointError(f"{self.source}: tensor {name!r} has dtype {dtype}, not a float type")
+            found = self._file.first_non_finite(self._names[name])
+            if found is not None:      # else every error later blames the run or the adapter
+                raise CheckpointError(f"{self.source}: tensor {name!r} holds "
+                                      f"{describe(found[1])} (element {found[0]}); the "
+                                      "checkpoint is damaged")
+        used = {_layer_pattern(name) for name in expected}
+        for name in sorted(set(self._names) - set(expected)):
+            if _layer_pattern(name) in used:
+                raise CheckpointError(
+                    f"{self.source}: tensor {self._names[name]!r} is in a layer config.json "
+                    "does not have: the checkpoint has more layers than config.json says")
 
     config_class = BertConfig
 

@@ -54,6 +54,17 @@ class Int8Tensors:
         dtype, shape = self.file.info(name)
         return ("F32" if name in self.quantized else dtype), shape
 
+    def first_non_finite(self, name):
+        """As SafeTensorsFile's; a quantized tensor is finite when its scales are (the index is
+        then the first element of the group whose scale is not)."""
+        if name not in self.quantized:
+            return self.file.first_non_finite(name)
+        found = self.file.first_non_finite(name + SCALES)
+        cols = self.file.info(name)[1][1]
+        return None if found is None else \
+            (found[0] // (cols // self.group) * cols + found[0] % (cols // self.group) * self.group,
+             found[1])
+
     def floats(self, name):
         if name not in self.quantized:
             return self.file.floats(name)
