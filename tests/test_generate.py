@@ -2,6 +2,7 @@
 streamed text (split UTF-8 characters, stop strings), and the NumPy KV-cache decoder against the
 float64 reference (per-step logits), transformers (32 greedy tokens) and PEFT (LoRA logits)."""
 
+import math
 import random
 
 import numpy as np
@@ -237,6 +238,35 @@ def test_generate_stops_at_eos_stop_strings_and_length(chat):
     with pytest.raises(ValueError, match="exceeds"):
         run(generate(FixedDecoder(script, tok.vocab_size, max_length=10), tok, [1] * 4,
                      max_new_tokens=7))
+
+
+class SpoiledDecoder(FixedDecoder):
+    """FixedDecoder whose logits after `at` tokens hold `value` at a random place."""
+
+    def __init__(self, tokens, vocab, at, value, as_array):
+        super().__init__(tokens, vocab)
+        self.at, self.value, self.as_array = at, value, as_array
+
+    def _logits(self):
+        row = super()._logits()
+        if len(self.calls) - 1 == self.at:
+            wanted = self.tokens[len(self.calls) - 1]
+            row[random.choice([i for i in range(len(row)) if i != wanted])] = self.value
+        return np.asarray(row, np.float32) if self.as_array else row
+
+
+@pytest.mark.parametrize("as_array", [False, True])
+def test_logits_holding_nan_or_inf_stop_generation_with_a_message(chat, as_array):
+    _, tok = chat
+    words = tok.encode("Hello! How are you today?", add_special_tokens=False).ids
+    for at, value, shown in ((0, math.nan, "NaN"), (2, math.inf, "inf")):
+        for greedy in (True, False):
+            decoder = SpoiledDecoder(words, tok.vocab_size, at, value, as_array)
+            with pytest.raises(ValueError, match=f"logits for token {at + 1} of the reply hold "
+                                                 f"{shown}: its weights or activations"):
+                run(generate(decoder, tok, [1], max_new_tokens=6, greedy=greedy))
+    masked = SpoiledDecoder(words, tok.vocab_size, 1, -math.inf, as_array)   # a masked token
+    assert run(generate(masked, tok, [1], max_new_tokens=6)).ids == words[:6]
 
 
 def test_sampled_generation_is_reproducible_with_a_seed(chat):

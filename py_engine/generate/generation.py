@@ -20,6 +20,7 @@ the token that completed it). An eos token ends generation and is kept in result
 the text (special tokens are skipped when decoding).
 """
 
+import math
 import random
 
 from .sampling import TextStream, greedy as argmax, sample
@@ -59,6 +60,7 @@ async def generate(decoder, tokenizer, prompt_ids, *, max_new_tokens=64, greedy=
         return GenerationResult(ids, "", reason)
     logits = await decoder.prefill(prompt_ids)
     while True:
+        _require_finite(logits, len(ids))
         token = argmax(logits) if greedy else sample(logits, rng, temperature, top_k, top_p)
         ids.append(token)
         piece = stream.push(token)
@@ -71,3 +73,14 @@ async def generate(decoder, tokenizer, prompt_ids, *, max_new_tokens=64, greedy=
         if done:
             return GenerationResult(ids, stream.text, reason)
         logits = await decoder.step(token)
+
+
+def _require_finite(logits, generated):
+    """A NaN or +inf logit (weights or activations out of range) would make greedy decoding
+    pick token 0 forever and sampling fail: say so. -inf is a masked token, and allowed."""
+    total = logits.sum() if hasattr(logits, "sum") else sum(logits)    # NaN or inf if one is
+    if total != total or total == math.inf:
+        bad = next(float(v) for v in logits if v != v or v == math.inf)
+        raise ValueError(f"the model's logits for token {generated + 1} of the reply hold "
+                         f"{'NaN' if bad != bad else bad}: its weights or activations are out "
+                         "of range (a diverged model, or f16/quantized weights that overflow)")
