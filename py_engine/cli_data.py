@@ -135,8 +135,10 @@ def cmd_import(args):
     queue.close()
     print(json.dumps({"queue": str(path), "inputs": len(inputs), "failed": len(failed), **totals}))
     if failed:
-        print(f"py-engine: error: {len(failed)} of {len(inputs)} inputs could not be imported; "
-              "the others were", file=sys.stderr)
+        said = "it could not be imported" if len(inputs) == 1 else \
+            f"none of the {len(inputs)} inputs could be imported" if len(failed) == len(inputs) \
+            else f"{len(failed)} of {len(inputs)} inputs could not be imported; the others were"
+        print(f"py-engine: error: {said}", file=sys.stderr)
         return 2
     return 0
 

@@ -276,3 +276,27 @@ def test_checkpoints_with_non_finite_weights_or_more_layers_than_their_config_ar
     with pytest.raises(CheckpointError, match=r"layers?\.1\..* is in a layer config.json does not "
                                               "have: the checkpoint has more layers"):
         load(fewer)
+
+
+@pytest.mark.parametrize("parse", [parse_jsonl, parse_chat_jsonl])
+def test_a_lone_surrogate_is_named_with_its_line_before_any_work(parse):
+    fine = '{"text": "a pair \\ud83d\\ude00 is an emoji", "label": "a"}'
+    assert "\U0001F600" in str(parse([fine], "data.jsonl"))
+    for field in ("text", "label"):
+        bad = json.dumps({"text": "x", "label": "b", field: "half \ud800 of a pair"})
+        with pytest.raises(DataError, match=r"data.jsonl:2: not usable JSON \(a lone surrogate "
+                                            r"\\ud800, half of a UTF-16 pair, is not text\)"):
+            parse([fine, bad], "data.jsonl")
+
+
+def test_an_imported_record_with_a_lone_surrogate_is_named():
+    from py_engine.data.importers.text import record_from_object
+    assert record_from_object({"text": "\U0001F600", "label": "a"}, "x.json:3", {}).text == \
+        "\U0001F600"
+    for obj in ({"text": "\udc00", "label": "a"},
+                {"messages": [{"role": "user", "content": "hi \ud800"},
+                              {"role": "assistant", "content": "ok"}]},
+                {"kind": "causal_lm", "source": "text", "text": "b \udfff"}):
+        with pytest.raises(DataError, match=r"x.json:3: a lone surrogate \\ud[89a-f][0-9a-f]{2}, "
+                                            "half of a UTF-16 pair, is not text"):
+            record_from_object(obj, "x.json:3", {})

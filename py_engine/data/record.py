@@ -70,6 +70,11 @@ class Record:
         origin = {} if origin is None else origin
         if not isinstance(origin, dict):
             raise RecordError(f"origin must be a dict, got {type(origin).__name__}")
+        try:            # a lone UTF-16 surrogate (from a "\\ud800" escape) is not text
+            json.dumps([text, label, messages], ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise RecordError(f"a lone surrogate \\u{ord(e.object[e.start]):04x}, half of a "
+                              "UTF-16 pair, is not text") from None
         self.kind, self.source, self.text, self.label = kind, source, text, label
         self.messages, self.priority, self.created = messages, priority, float(created)
         self.origin, self.id = origin, id

@@ -24,7 +24,14 @@ def _reject_constant(name):
 def parse_json(text, where):
     """The value of JSON `text`; `where` (a file name, or file:line) starts every error."""
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        value = json.loads(text, parse_constant=_reject_constant)
+        if "\\u" in text:        # only a \uD800-style escape can make a string that is not text
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        return value
+    except UnicodeEncodeError as e:
+        raise JsonFileError(f"{where}: not usable JSON (a lone surrogate "
+                            f"\\u{ord(e.object[e.start]):04x}, half of a UTF-16 pair, is not "
+                            "text)") from None
     except json.JSONDecodeError as e:
         line = f"line {e.lineno}, " if e.lineno > 1 else ""
         raise JsonFileError(f"{where}: not valid JSON ({e.msg} at {line}column "

@@ -299,13 +299,17 @@ def _record_shape(obj):
 def record_from_object(obj, where, origin):
     """The Record for one JSON object in any shape of the module docstring; `where`
     ("file:line") starts every error."""
+    try:
+        return _record_from_object(obj, where, origin)
+    except RecordError as e:
+        raise DataError(f"{where}: {e}") from None
+
+
+def _record_from_object(obj, where, origin):
     if not isinstance(obj, dict):
         raise DataError(f"{where}: expected a JSON object, got {json_kind(obj)}")
     if "kind" in obj and "source" in obj:      # a record as py_engine writes one: kept whole
-        try:
-            return Record.from_dict(obj)
-        except RecordError as e:
-            raise DataError(f"{where}: {e}") from None
+        return Record.from_dict(obj)
     origin = {**origin, "where": where}
     if isinstance(obj.get("id"), (str, int)) and not isinstance(obj.get("id"), bool):
         origin["id"] = obj["id"]
