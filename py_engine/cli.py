@@ -627,7 +627,7 @@ def cmd_generate(args):
 
     run_sync(chat.generate(args.prompt, greedy=not sampling, stop=args.stop, on_token=show,
                            raw=args.raw, template_args=template_args, **sampling,
-                           **given_options(args, "max_new_tokens", "seed")))
+                           **given_options(args, "max_new_tokens", "seed", "max_length")))
     stream.write("\n")
     return 0
 
@@ -802,7 +802,9 @@ def _chat_parsers(sub):
                                                        "or Phi-2 family), or a T5 one (FLAN-T5)")
         p.add_argument("--adapter", help="a PEFT LoRA adapter (task CAUSAL_LM; SEQ_2_SEQ_LM for T5)")
         _backend_options(p, ["f32", "f16", "int8", "int4"])
-        p.add_argument("--max-length", type=MAX_LENGTH, help="tokens (default 512)")
+        p.add_argument("--max-length", type=MAX_LENGTH,
+                       help="tokens (default 512); generate: of the prompt and the reply "
+                            "together (default: the model's positions)")
         p.set_defaults(fn=fn)
     sub.choices["score"].add_argument("--data", required=True)
     p = sub.choices["generate"]

@@ -187,6 +187,26 @@ def test_generate_after_training_matches_transformers_with_the_adapter(checkpoin
     assert "".join(streamed) == result.text == chat.tokenizer.decode(want)
 
 
+@pytest.mark.parametrize("backend", ["numpy", "gpu"])
+def test_the_kv_cache_is_sized_to_the_reply_not_the_models_positions(tmp_path, backend):
+    """A cache of every position would hold 1.2 GB for Gemma 3 270M: it is made for the prompt
+    and the reply (the next power of two from 256), kept while it is big enough, and a reply
+    from a larger cache is the same."""
+    chat = run(ChatModel.create(tiny_chat_dir(tmp_path, family="qwen2", max_position_embeddings=2048),
+                                backend=backend))
+    short = run(chat.generate("Hello! How are you?", max_new_tokens=8))
+    assert chat.decoder(20).max_length == 256
+    first = chat.decoder(300)
+    assert first.max_length == 512 and chat.decoder(100) is first       # kept: big enough
+    assert chat.decoder(1000).max_length == 1024 and chat.decoder().max_length == 2048
+    assert run(chat.generate("Hello! How are you?", max_new_tokens=8)).ids == short.ids
+    n = len(chat.prompt_ids("Hello! How are you?"))
+    with pytest.raises(ValueError, match=f"max_new_tokens .8. exceeds max_length {n + 7}"):
+        run(chat.generate("Hello! How are you?", max_new_tokens=8, max_length=n + 7))
+    assert run(chat.generate("Hello! How are you?", max_new_tokens=8, max_length=n + 8)).ids \
+        == short.ids
+
+
 def test_quantized_base_weights_train_and_report_memory(checkpoint):
     """QLoRA-style: the same LoRA training with the frozen projections stored f32, f16, int8 and
     int4 (groups of 16 inputs) on the GPU. Memory shrinks in that order, exactly as the storage

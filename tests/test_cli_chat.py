@@ -119,4 +119,7 @@ def test_sampling_options_and_errors(workspace):
     assert out.returncode == 2 and "greedy" in out.stderr
     out = cli("score", "--model", root / "missing", "--data", data, check=False)
     assert out.returncode == 2 and "missing" in out.stderr
+    out = cli("generate", "--model", model, "--prompt", "Hi", "--max-length", 6,
+              "--max-new-tokens", 8, check=False)      # prompt and reply together
+    assert out.returncode == 2 and "+ max_new_tokens (8) exceeds max_length 6" in out.stderr
     assert not (root / "x").exists()
