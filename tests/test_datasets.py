@@ -221,8 +221,8 @@ def test_export_writes_only_owned_directories(tmp_path):
     with pytest.raises(OutputDirError):
         export_dataset(records, mine)
     assert (mine / "notes.txt").read_text() == "mine" and len(list(mine.iterdir())) == 1
-    with pytest.raises(DataError, match="record 1 .* cannot be written as sharegpt: it holds "
-                                        "conversations, and this is a plain text"):
+    with pytest.raises(DataError, match="record 1 .* cannot be written as sharegpt: sharegpt "
+                                        "holds only conversations, and this is a plain text"):
         export_dataset(records, tmp_path / "new", ExportConfig(format="sharegpt"))
     assert not (tmp_path / "new").exists()
 
@@ -347,7 +347,8 @@ def test_what_a_format_cannot_hold_is_refused():
     text = Record("causal_lm", "website", text="a page")
     cases = [(chat, "instruction", "has 2; use messages"),
              (Record("classification", "correction", text="x", label="y"), "messages",
-              "it holds causal-LM records; use json, jsonl or csv"),
+              "messages holds only causal-LM records .texts and conversations., and this is a "
+              "classification record; use json, jsonl or csv"),
              (unanswered, "messages", "no assistant message"),
              (text, "alpaca", "this is a plain text"),
              (Record("causal_lm", "chat", messages=[{"role": "user", "content": "<|im_end|>"},

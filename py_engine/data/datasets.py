@@ -93,8 +93,8 @@ def _pairs(k, record, fmt):
         system, messages = messages[0]["content"], messages[1:]
     roles = [m["role"] for m in messages]
     if not messages or roles != ["user", "assistant"] * (len(roles) // 2):
-        _refuse(k, record, fmt, "it holds conversations that alternate user and assistant "
-                "turns and end on an answer; use messages or sharegpt")
+        _refuse(k, record, fmt, f"{fmt} holds only conversations that alternate user and "
+                "assistant turns and end on an answer; use messages or sharegpt")
     return system, [(messages[i]["content"], messages[i + 1]["content"])
                     for i in range(0, len(messages), 2)]
 
@@ -102,7 +102,8 @@ def _pairs(k, record, fmt):
 def _to_object(k, record, fmt, template):
     """The JSON object of one record in a chat format."""
     if record.kind != "causal_lm":
-        _refuse(k, record, fmt, "it holds causal-LM records; use json, jsonl or csv")
+        _refuse(k, record, fmt, f"{fmt} holds only causal-LM records (texts and "
+                f"conversations), and this is a {record.kind} record; use json, jsonl or csv")
     if record.messages is None:
         if fmt == "messages":
             return {"text": record.text}
@@ -110,7 +111,7 @@ def _to_object(k, record, fmt, template):
             if any(t in record.text for t in CHATML_TOKENS):
                 _refuse(k, record, fmt, "the text holds ChatML's own markers")
             return {"text": record.text}
-        _refuse(k, record, fmt, "it holds conversations, and this is a plain text")
+        _refuse(k, record, fmt, f"{fmt} holds only conversations, and this is a plain text")
     if not any(m["role"] == "assistant" for m in record.messages):
         _refuse(k, record, fmt, "the conversation has no assistant message, so nothing in it "
                 "would be trained")
