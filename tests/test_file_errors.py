@@ -300,3 +300,27 @@ def test_an_imported_record_with_a_lone_surrogate_is_named():
         with pytest.raises(DataError, match=r"x.json:3: a lone surrogate \\ud[89a-f][0-9a-f]{2}, "
                                             "half of a UTF-16 pair, is not text"):
             record_from_object(obj, "x.json:3", {})
+
+
+def test_a_token_the_model_has_no_row_for_is_refused_on_the_text_that_uses_it(tmp_path):
+    """Gemma 3's tokenizer.json holds <image_soft_token> past its 262,144 rows: the model
+    loads, texts without it encode, and one with it is refused instead of reading past the
+    embedding table."""
+    from conftest import run
+    from py_engine.train.chat import ChatModel
+    from tiny_chat import tiny_chat_dir
+    model = tiny_chat_dir(tmp_path, family="qwen2")
+    spec = json.loads((model / "tokenizer.json").read_text())
+    rows = json.loads((model / "config.json").read_text())["vocab_size"]
+    spec["added_tokens"].append({"id": rows, "content": "<|tool|>", "single_word": False,
+                                 "lstrip": False, "rstrip": False, "normalized": False,
+                                 "special": True})
+    (model / "tokenizer.json").write_text(json.dumps(spec))
+    chat = run(ChatModel.create(model, backend="numpy"))
+    assert max(chat.tokenizer.encode("Hello world").ids) < rows
+    with pytest.raises(ValueError, match=f"'Hello <\\|tool\\|>' gives the token '<\\|tool\\|>' "
+                                         f"\\(id {rows}\\), which the model does not have: its "
+                                         f"embedding has {rows} rows"):
+        chat.tokenizer.encode("Hello <|tool|>")
+    with pytest.raises(ValueError, match="which the model does not have"):
+        run(chat.generate("<|tool|>", max_new_tokens=2, raw=True))

@@ -1050,6 +1050,7 @@ class SubwordTokenizer(TokenizerBase):
                 tokens += part_tokens or [self._names[i] for i in part]
             if return_offsets:
                 offsets += part_offsets
+        self._check_ids(ids, text)
         return BPEEncoding(ids, type_ids, [1] * len(ids), self._names, tokens, offsets)
 
     def encode_batch(self, texts, pairs=None, add_special_tokens=True, max_length=None,

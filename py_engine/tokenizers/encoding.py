@@ -73,6 +73,23 @@ class TokenizerBase(TokenizerJsonReader):
         for token in added:
             self._names[token["id"]] = token["content"]
 
+    _id_limit = None
+
+    def limit_ids(self, rows):
+        """Refuse, in encode(), a text that gives an id the model has no embedding row for
+        (id >= rows): a tokenizer may hold more tokens than its model (Gemma 3's
+        <image_soft_token>, or tokens added without resizing the model), and such an id would
+        fail deep in the model, or read past the table on the GPU."""
+        self._id_limit = rows if len(self._names) > rows else None
+
+    def _check_ids(self, ids, text):
+        limit = self._id_limit
+        if limit is not None and ids and max(ids) >= limit:
+            bad = next(i for i in ids if i >= limit)
+            raise ValueError(f"{text!r:.80} gives the token {self._names[bad]!r} (id {bad}), "
+                             f"which the model does not have: its embedding has {limit} rows "
+                             "(config.json's vocab_size), fewer than the tokenizer's tokens")
+
     @property
     def vocab_size(self):
         """Size of the vocabulary, added tokens included (the library's get_vocab_size())."""

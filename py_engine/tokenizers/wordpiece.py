@@ -479,6 +479,7 @@ class WordPieceTokenizer(TokenizerBase):
             type_ids += [type_id] * len(part)
             if named:
                 tokens += part_tokens or [self._names[i] for i in part]
+        self._check_ids(ids, text)
         return Encoding(ids, type_ids, [1] * len(ids), self._names, tokens)
 
     def encode_batch(self, texts, pairs=None, max_length=None, padding="longest",

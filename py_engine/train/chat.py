@@ -116,6 +116,7 @@ class ChatModel:
             raise ValueError(f"{model_dir} is a {checkpoint.config.model_type} encoder-decoder: use "
                              "Seq2SeqModel (py_engine.train.seq2seq)")
         tokenizer, template = chat_tokenizer(model_dir)
+        tokenizer.limit_ids(checkpoint.config.vocab_size)
         runtime = await create_runtime(backend, model, CausalLMTask(tokenizer.pad_id), checkpoint,
                                        values, device=device, base_dtype=base_dtype,
                                        quant_group=quant_group)

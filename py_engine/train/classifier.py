@@ -97,6 +97,7 @@ class TextClassifier:
     async def _make(cls, model_dir, checkpoint, model, labels, values, backend, device,
                     base_dtype, quant_group, max_length):
         tokenizer = wordpiece_tokenizer(model_dir)
+        tokenizer.limit_ids(checkpoint.config.vocab_size)
         task = ClassificationTask(len(labels), tokenizer.pad_id)
         placement = dict(backend=backend, device=device, base_dtype=base_dtype,
                          quant_group=quant_group)

@@ -38,8 +38,7 @@ class Seq2SeqModel(ChatModel):
         tokenizer = _tokenizer(model_dir, tokenizer)
         model = await super().create(model_dir, lora=lora, mode=mode, backend=backend, seed=seed,
                                      max_length=max_length, device=device, dropout=dropout)
-        model.tokenizer = tokenizer
-        return model
+        return _with_tokenizer(model, tokenizer)
 
     @classmethod
     async def load(cls, model_dir, tokenizer=CHECKPOINT_TOKENIZER, adapter_dir=None,
@@ -53,8 +52,7 @@ class Seq2SeqModel(ChatModel):
         config, tensors, _ = load_adapter(adapter_dir)
         model = await cls._from_adapter(model_dir, adapter_dir, config, tensors, backend, device, "f32",
                                         64, max_length, dropout)
-        model.tokenizer = tokenizer
-        return model
+        return _with_tokenizer(model, tokenizer)
 
     @classmethod
     async def _make(cls, model_dir, checkpoint, model, values, backend, device, base_dtype,
@@ -91,6 +89,15 @@ class Seq2SeqModel(ChatModel):
         eos = self.checkpoint.config.eos_token_id
         return sorted(set(eos if isinstance(eos, list) else [] if eos is None else [eos]))
 
+
+
+def _with_tokenizer(model, tokenizer):
+    """`model` with `tokenizer`, which (when it is the engine's own) refuses ids the model's
+    embedding has no row for."""
+    if hasattr(tokenizer, "limit_ids"):
+        tokenizer.limit_ids(model.checkpoint.config.vocab_size)
+    model.tokenizer = tokenizer
+    return model
 
 
 def _tokenizer(model_dir, tokenizer):
