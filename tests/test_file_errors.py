@@ -52,9 +52,14 @@ def test_json_object_kind_encoding_and_missing_files(tmp_path):
         read_json_object(tmp_path)
 
 
+def fine_line(parse, text):
+    """A good line for `parse`: chat data has no label (a label makes it classifier data)."""
+    return json.dumps({"text": text, "label": "a"} if parse is parse_jsonl else {"text": text})
+
+
 @pytest.mark.parametrize("parse", [parse_jsonl, parse_chat_jsonl])
 def test_data_lines_nested_too_deeply_name_file_and_line(parse):
-    lines = ['{"text": "fine", "label": "a"}', DEEP]
+    lines = [fine_line(parse, "fine"), DEEP]
     with pytest.raises(DataError, match="data.jsonl:2: not usable JSON"):
         parse(lines, "data.jsonl")
 
@@ -280,10 +285,10 @@ def test_checkpoints_with_non_finite_weights_or_more_layers_than_their_config_ar
 
 @pytest.mark.parametrize("parse", [parse_jsonl, parse_chat_jsonl])
 def test_a_lone_surrogate_is_named_with_its_line_before_any_work(parse):
-    fine = '{"text": "a pair \\ud83d\\ude00 is an emoji", "label": "a"}'
-    assert "\U0001F600" in str(parse([fine], "data.jsonl"))
-    for field in ("text", "label"):
-        bad = json.dumps({"text": "x", "label": "b", field: "half \ud800 of a pair"})
+    fine = fine_line(parse, "a pair \ud83d\ude00 is an emoji")    # json.dumps escapes both
+    assert "\\ud83d\\ude00" in fine and "\U0001F600" in str(parse([fine], "data.jsonl"))
+    for field in ("text", "label") if parse is parse_jsonl else ("text",):
+        bad = json.dumps({**json.loads(fine_line(parse, "x")), field: "half \ud800 of a pair"})
         with pytest.raises(DataError, match=r"data.jsonl:2: not usable JSON \(a lone surrogate "
                                             r"\\ud800, half of a UTF-16 pair, is not text\)"):
             parse([fine, bad], "data.jsonl")
@@ -324,3 +329,12 @@ def test_a_token_the_model_has_no_row_for_is_refused_on_the_text_that_uses_it(tm
         chat.tokenizer.encode("Hello <|tool|>")
     with pytest.raises(ValueError, match="which the model does not have"):
         run(chat.generate("<|tool|>", max_new_tokens=2, raw=True))
+
+
+def test_classifier_lines_given_to_a_chat_model_are_refused_not_stripped_of_their_label():
+    lines = ['{"text": "plain text to learn"}', '{"text": "the film was great", "label": "pos"}']
+    with pytest.raises(DataError, match='data.jsonl:2: a "text" with a "label" is a classifier '
+                                        'example; a chat model learns plain "text" or '
+                                        'conversations'):
+        parse_chat_jsonl(lines, "data.jsonl")
+    assert parse_chat_jsonl(lines[:1] + ['{"text": "x", "label": null}'], "data.jsonl")

@@ -161,6 +161,10 @@ def chat_example_from_record(record, where="<record>"):
     if kind == "messages":
         return ChatExample(messages=_messages(record["messages"], where), source=where)
     if kind == "text":
+        if record.get("label") is not None:     # else the label would be dropped unsaid
+            raise DataError(f"{where}: a \"text\" with a \"label\" is a classifier example; "
+                            "a chat model learns plain \"text\" or conversations: leave the "
+                            "label out, or train a classifier")
         return ChatExample(text=_string(record, "text", where), source=where)
     before = _system(record, where)
     if kind == "alpaca":

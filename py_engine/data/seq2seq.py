@@ -73,8 +73,10 @@ def seq2seq_example_from_record(record, where="<record>"):
             and any(k in record for k in INPUT_KEYS):
         return Seq2SeqExample(_pair_key(record, INPUT_KEYS, where, "input"),
                               _pair_key(record, TARGET_KEYS, where, "target"), where)
-    chat = chat_example_from_record(record, where)
-    if chat.text is not None:
+    text_only = isinstance(record, dict) and "text" in record and not any(
+        k in record for k in ("messages", "instruction", "prompt"))     # labelled or not
+    chat = None if text_only else chat_example_from_record(record, where)
+    if chat is None or chat.text is not None:
         raise DataError(f"{where}: a \"text\" record has no target; sequence-to-sequence data needs "
                         "\"input\"/\"target\" pairs, Alpaca records or conversations")
     messages = chat.messages
