@@ -56,6 +56,12 @@ def serve_api(data_dir=None, models=None, host="127.0.0.1", port=DEFAULT_PORT, b
     import uvicorn
 
     check_loopback(host, LOOPBACK_WHY)
+    if port == 0:          # the port printed below is one clients can use
+        import socket
+
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.bind((host, 0))
+            port = probe.getsockname()[1]
     data = DataDir.open(data_dir)
     engine = Engine(data, models or {}, backend).start()
     try:
