@@ -189,13 +189,15 @@ def _split(text):
     return tuple(parts)
 
 
-def _fraction(text):
+def _fraction(text, closed=False):
+    """A number in (0, 1), or in (0, 1] when `closed`."""
     try:
         value = float(text)
     except ValueError:
         value = None
-    if value is None or not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1), got {text!r}")
+    if value is None or not (0 < value < 1 or closed and value == 1):
+        raise argparse.ArgumentTypeError(f"expected a number in (0, {'1]' if closed else '1)'}, "
+                                         f"got {text!r}")
     return value
 
 
@@ -204,6 +206,10 @@ def cmd_export(args):
     from py_engine.formats.output_dir import check_output_dir
     from py_engine.gpu import run_sync
 
+    if args.split is not None and args.validation_split is not None:
+        raise ValueError("--split and --validation-split: give one of them")
+    if args.system_prompt is not None and args.no_system:
+        raise ValueError("--system-prompt and --no-system: give one of them")
     queue, path = _queue(args)
     check_output_dir(args.out, protected=[("the queue", path)])
     config = ExportConfig.from_options(
@@ -262,7 +268,7 @@ def add_data_parser(sub, positive_int, formats):
     p.add_argument("--no-pii", action="store_true")
     p.add_argument("--no-quality", action="store_true")
     p.add_argument("--no-dedup", action="store_true")
-    p.add_argument("--near-threshold", type=float, default=0.5,
+    p.add_argument("--near-threshold", type=lambda text: _fraction(text, closed=True), default=0.5,
                    help="near duplicates: estimated Jaccard similarity at least this (0.5)")
     p.add_argument("--dry-run", action="store_true", help="report only; change nothing")
     p = command("export", cmd_export, "write the queue as a dataset")

@@ -141,3 +141,20 @@ def test_export_writes_only_where_it_may(files, tmp_path, capsys):
     code, _, err = run_cli(capsys, "data", "export", "--queue", queue, "--format", "jsonl",
                            "--out", tmp_path / "x", "--split", "0.5,0.6")
     assert code == 2 and "adding up to 1" in err
+    for options, words in ((["--split", "0.8,0.2", "--validation-split", 0.1],
+                            "--split and --validation-split: give one of them"),
+                           (["--system-prompt", "Be brief.", "--no-system"],
+                            "--system-prompt and --no-system: give one of them"),
+                           (["--validation-split", 1], "--validation-split: expected a number "
+                                                       "in (0, 1), got '1'")):
+        code, _, err = run_cli(capsys, "data", "export", "--queue", queue, "--format", "jsonl",
+                               "--out", tmp_path / "x", *options)
+        assert code == 2 and words in err, err
+    code, _, err = run_cli(capsys, "data", "clean", "--queue", queue, "--near-threshold", 0)
+    assert code == 2 and "--near-threshold: expected a number in (0, 1], got '0'" in err
+    code, out, _ = run_cli(capsys, "data", "clean", "--queue", queue, "--near-threshold", 1,
+                           "--dry-run")
+    assert code == 0 and json.loads(out)["dry_run"] is True
+    (tmp_path / "broken.json").write_text('{"messages": [')
+    code, _, err = run_cli(capsys, "data", "import", tmp_path / "broken.json", "--queue", queue)
+    assert code == 2 and "error: it could not be imported" in err and "others" not in err
