@@ -338,3 +338,11 @@ def test_classifier_lines_given_to_a_chat_model_are_refused_not_stripped_of_thei
                                         'conversations'):
         parse_chat_jsonl(lines, "data.jsonl")
     assert parse_chat_jsonl(lines[:1] + ['{"text": "x", "label": null}'], "data.jsonl")
+
+
+def test_a_classifier_line_without_text_or_with_an_empty_label_is_named():
+    with pytest.raises(DataError, match='data.jsonl:2: missing "text" .the line has label, txt.'):
+        parse_jsonl(['{"text": "a", "label": "x"}', '{"txt": "b", "label": "y"}'], "data.jsonl")
+    with pytest.raises(DataError, match='data.jsonl:1: "label" is empty'):
+        parse_jsonl(['{"text": "a", "label": " "}'], "data.jsonl")
+    assert [e.label for e in parse_jsonl(['{"text": "a", "label": 0}'], "d")] == ["0"]

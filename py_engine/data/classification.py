@@ -35,6 +35,9 @@ def parse_jsonl(lines, source="<data>", require_label=True):
         if not isinstance(record, dict):
             raise DataError(f"{source}:{number}: expected a JSON object, got {type(record).__name__}")
         text = record.get("text")
+        if "text" not in record:
+            raise DataError(f"{source}:{number}: missing \"text\" (the line has "
+                            f"{', '.join(sorted(record)) or 'no keys'})")
         if not isinstance(text, str):
             raise DataError(f"{source}:{number}: \"text\" must be a string, got {text!r}")
         pair = record.get("text_pair")
@@ -47,6 +50,8 @@ def parse_jsonl(lines, source="<data>", require_label=True):
             if isinstance(label, bool) or not isinstance(label, (str, int)):
                 raise DataError(f"{source}:{number}: \"label\" must be a string or an int, got {label!r}")
             label = str(label)
+            if not label.strip():
+                raise DataError(f"{source}:{number}: \"label\" is empty")
         elif label is not None:
             label = str(label)
         examples.append(Example(text, label, pair))
