@@ -480,6 +480,8 @@ def test_malformed_and_wrong_requests_get_one_line_errors(api, tmp_path):
         (c.post("/fine-tuning/setup", {"model": "tiny", "options": {"mode": "full"}}), 422,
          "unknown training option"),
         (c.post("/fine-tuning/setup", {"model": "tiny", "colour": 1}), 422, "unknown field"),
+        (c.post("/fine-tuning/setup", {"model": "chat", "options": {"max_length": 100000}}), 422,
+         "max_length 100000 is more than the 256 positions of the 'chat' model"),
         (c.post("/fine-tuning/setup", {"model": "tiny", "documents": ["doc-999"]}), 404,
          "no document"),
         (c.post("/fine-tuning/setup", {"model": "tiny", "validation_split": 1.5}), 422,

@@ -44,6 +44,13 @@ def model_kind(model_dir):
         raise JobError(str(e), 500) from None
 
 
+def model_positions(model_dir):
+    """The positions config.json gives the model (GPT-2's n_positions), or None."""
+    config = read_model_config(model_dir)
+    positions = config.get("max_position_embeddings", config.get("n_positions"))
+    return positions if type(positions) is int else None
+
+
 def job_spec(models, request):
     """The job a setup request describes (model, kind, documents or None for the whole queue,
     options, labels, validation_split), every value checked."""
@@ -75,6 +82,11 @@ def job_spec(models, request):
         config(**options)
     except ValueError as e:
         raise JobError(str(e)) from None
+    positions = model_positions(models[name])
+    if options.get("max_length") is not None and positions is not None and \
+            options["max_length"] > positions:
+        raise JobError(f"max_length {options['max_length']} is more than the {positions} "
+                       f"positions of the {name!r} model (config.json's max_position_embeddings)")
     labels = request.get("labels")
     if labels is not None:
         if kind != "classification":
