@@ -241,3 +241,10 @@ def test_generate_refuses_a_foreign_directory(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "cannot write to" in err and "did not write" in err
     assert (out / "notes.txt").read_text() == "keep me" and len(list(out.iterdir())) == 1
+
+
+def test_generate_refuses_a_split_that_leaves_no_training_tabs(tmp_path, capsys):
+    assert main(["tabs", "generate", "--out", str(tmp_path / "o"), "--size", "20",
+                 "--validation", "0.99"]) == 2
+    assert "--size 20 with --validation 0.99 leaves no training tabs" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

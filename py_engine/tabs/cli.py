@@ -103,6 +103,9 @@ def cmd_generate(args):
 
     _check_out(args.out)
     train, held, stats = generate(args.size, args.seed, args.validation)
+    if not train:
+        raise ValueError(f"--size {args.size} with --validation {args.validation} leaves no "
+                         "training tabs: give a larger --size or a smaller --validation")
     files = {f"train.{args.format}": tabs_bytes(train, args.format), "stats.json": _json_bytes(stats)}
     if held:
         files[f"validation.{args.format}"] = tabs_bytes(held, args.format)
