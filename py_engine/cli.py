@@ -249,9 +249,10 @@ def _check_train(args, kind):
 
     inputs = {"the model directory": args.model, "the data file": args.data,
               "the validation file": getattr(args, "validation", None)}
-    check_output_dir(args.out, protected=dict(inputs, **{"--state": args.state}))
+    check_output_dir(args.out, protected=dict(inputs, **{"--state": args.state}), kind="a model")
     if args.state:
-        check_output_dir(args.state, protected=dict(inputs, **{"--out": args.out}))
+        check_output_dir(args.state, protected=dict(inputs, **{"--out": args.out}),
+                         kind="a training state")
         from pathlib import Path
 
         if Path(args.state).resolve() == Path(args.out).resolve():

@@ -211,7 +211,7 @@ def cmd_export(args):
     if args.system_prompt is not None and args.no_system:
         raise ValueError("--system-prompt and --no-system: give one of them")
     queue, path = _queue(args)
-    check_output_dir(args.out, protected=[("the queue", path)])
+    check_output_dir(args.out, protected=[("the queue", path)], kind="a dataset")
     config = ExportConfig.from_options(
         args.format, quality_filter=args.quality, deduplicate=args.dedup,
         include_system=not args.no_system, system_prompt=args.system_prompt, split=args.split,

@@ -16,6 +16,8 @@ import torch
 import peft_oracle as po
 from conftest import stopped_after_first_epoch
 from py_engine.cli import main
+from py_engine.data.datasets import export_dataset
+from py_engine.data.record import Record
 from py_engine.formats.head_config import HEAD_CONFIG
 from py_engine.formats.output_dir import MARKER
 from py_engine.train.chat import CausalTrainConfig, ChatModel
@@ -198,6 +200,8 @@ def test_defaults_are_the_python_apis(ws, capsys, monkeypatch):
     ("under_file", "is a file, not a directory"),
     ("peft", "files py_engine did not write \\(a PEFT adapter made elsewhere\\)"),
     ("owned_with_notes", "besides py_engine's output it holds notes.txt"),
+    ("dataset", "cannot write to dataset: it holds a dataset py_engine wrote, which writing a "
+                "model there would delete"),
 ])
 def test_out_is_refused_before_training(ws, tmp_path, capsys, monkeypatch, nothing_loads, case,
                                         match):
@@ -209,6 +213,7 @@ def test_out_is_refused_before_training(ws, tmp_path, capsys, monkeypatch, nothi
     po.save_adapter(peft, work / "peft", labels=["neg", "pos"])
     shutil.copytree(ws["adapter"], work / "owned_with_notes")
     (work / "owned_with_notes" / "notes.txt").write_text("why this adapter is good")
+    export_dataset([Record("classification", "text", text="a", label="x")], work / "dataset")
     monkeypatch.chdir(work)
     out = {"model": "model", "data": "data.jsonl", "file": "file.txt",
            "under_file": "file.txt/adapter"}.get(case, case)

@@ -68,6 +68,31 @@ def test_new_empty_and_own_directories_may_be_written(inputs):
     assert not [p for p in os.listdir(work) if p.startswith(".")]     # no staging left behind
 
 
+def test_an_output_is_replaced_only_by_output_of_its_kind(inputs):
+    """A dataset export where a training state was (--out pointed at the wrong folder) would
+    lose what a resume needs: refused before anything is written."""
+    work, model, data = inputs
+    state = work / "state"
+    write_output_dir(state, fill_with(**{"training_state.json": "{}"}), kind="a training state")
+    assert json.loads((state / MARKER).read_text())["kind"] == "a training state"
+    before = snapshot(state)
+    for kind in ("a dataset", "a model"):
+        with pytest.raises(OutputDirError, match=f"cannot write to .*: it holds a training "
+                                                 f"state py_engine wrote, which writing {kind} "
+                                                 "there would delete"):
+            check_output_dir(state, [model, data], kind=kind)
+        with pytest.raises(OutputDirError, match="it holds a training state"):
+            write_output_dir(state, fill_with(a="1"), kind=kind)
+    assert snapshot(state) == before
+    write_output_dir(state, fill_with(b="2"), kind="a training state")        # its own kind
+    assert sorted(os.listdir(state)) == [MARKER, "b"]
+    write_output_dir(work / "old", fill_with(a="1"))        # a marker without a kind (older)
+    write_output_dir(work / "old", fill_with(c="3"), kind="a model")
+    assert json.loads((work / "old" / MARKER).read_text())["kind"] == "a model"
+    with pytest.raises(ValueError, match="unknown output kind 'a poem'"):
+        check_output_dir(work / "new", kind="a poem")
+
+
 def test_written_directories_get_the_umask_or_keep_their_own_permissions(inputs):
     work, model, data = inputs
     old = os.umask(0o027)

@@ -675,7 +675,7 @@ def export_dataset(records, out_dir, config=None, protected=()):
     not fit the format."""
     config = config or ExportConfig()
     result = dataset_files(records, config)
-    write_files(out_dir, result.files, protected)
+    write_files(out_dir, result.files, protected, kind="a dataset")
     result.paths = {name: os.path.join(os.fspath(out_dir), path)
                     for name, path in result.paths.items()}
     result.files = sorted(result.files)

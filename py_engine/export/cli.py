@@ -84,7 +84,8 @@ def check_export(args):
             (Path(args.model) / f).is_file() for f in ("tokenizer.json", "vocab.txt")):
         raise FileNotFoundError(f"{args.model} has no tokenizer.json, which the {args.format} "
                                 "export needs")
-    check_output_dir(args.out, protected=_protected(args))
+    check_output_dir(args.out, protected=_protected(args),
+                     kind="a model" if args.format == "merged" else "an export")
     return kind, quant
 
 
@@ -152,7 +153,7 @@ def export_gguf(args, quant):
             (staging / "Modelfile").write_text(modelfile(args.model, "model.gguf", _warn, add_bos),
                                                encoding="utf-8")
 
-    return write_output_dir(args.out, fill, list(_protected(args).items()))
+    return write_output_dir(args.out, fill, list(_protected(args).items()), kind="an export")
 
 
 def export_gguf_lora(args, quant):
@@ -172,7 +173,7 @@ def export_gguf_lora(args, quant):
         with open(staging / "adapter.gguf", "wb") as f:
             writer.write(f, progress=_progress)
 
-    return write_output_dir(args.out, fill, list(_protected(args).items()))
+    return write_output_dir(args.out, fill, list(_protected(args).items()), kind="an export")
 
 
 def export_onnx(args, quant):

@@ -88,7 +88,7 @@ def cmd_export_job(args):
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
 
-    write_output_dir(args.out, fill, job.protected)
+    write_output_dir(args.out, fill, job.protected, kind="a training job")
     counts = f"{len(job.data)} examples" + (f", {len(job.validation)} for validation"
                                             if job.validation else "")
     print(f"wrote {args.out} ({counts}; base {job.base}); run it with:\n"
@@ -162,7 +162,7 @@ def check_job(args):
     protected = {"the model directory": args.model if local else None,
                  "the data file": args.data, "the validation file": args.validation,
                  "the adapter": args.adapter}
-    check_output_dir(args.out, protected=protected)
+    check_output_dir(args.out, protected=protected, kind="a training job")
     base = str(Path(args.model).resolve()) if local else preset.model_id
     return Job(kind=kind, base=base, preset=preset, preset_name=None if local else args.model,
                config=config, lora=lora, adapter_files=adapter_files or {}, labels=labels,

@@ -198,4 +198,4 @@ def save_onnx(merged, directory, quant="f32", protected=(), progress=None):
             if (Path(merged.source) / name).is_file():
                 shutil.copyfile(Path(merged.source) / name, staging / name)
 
-    return write_output_dir(directory, fill, protected)
+    return write_output_dir(directory, fill, protected, kind="an export")

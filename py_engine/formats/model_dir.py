@@ -35,4 +35,5 @@ def save_model_dir(directory, source, tensors, protected=(), config=None):
         safetensors.save(weights, staging / "model.safetensors", metadata={"format": "pt"})
 
     kept = protected.items() if isinstance(protected, dict) else protected
-    return write_output_dir(directory, fill, [("the checkpoint being fine-tuned", source), *kept])
+    return write_output_dir(directory, fill, [("the checkpoint being fine-tuned", source), *kept],
+                            kind="a model")

@@ -7,9 +7,11 @@ it would delete them); paths are compared with symlinks resolved. A PEFT adapter
 (no marker) is the user's and is never replaced.
 
 The marker: every directory py_engine writes holds a file MARKER (".py_engine-output"), JSON
-{"written_by": "py_engine", "files": [the names written beside it]}. A directory holding the
-marker and nothing but the files it lists may be replaced; one with other files too (say, notes
-the user added) may not.
+{"written_by": "py_engine", "files": [the names written beside it], "kind": what it is}. A
+directory holding the marker and nothing but the files it lists may be replaced by output of
+the same kind (KINDS: a model, a training state, a dataset, ...); one with other files too (say,
+notes the user added), or of another kind (a dataset export where a training state would go),
+may not. A marker without a kind (written before kinds were recorded) does not restrict.
 
 Writing is atomic: the new directory is filled beside the destination (".NAME.XXXX" in the same
 parent), then swapped in by renames, and the old one is removed last; a save that fails or is
@@ -26,6 +28,10 @@ import tempfile
 from pathlib import Path
 
 MARKER = ".py_engine-output"
+# What a py_engine output directory holds; an adapter, a checkpoint and a merged export are all
+# "a model" (one may replace another), the GGUF and ONNX files "an export".
+KINDS = ("a model", "a training state", "a dataset", "an export", "a training job",
+         "the extension's model")
 
 
 class OutputDirError(ValueError):
@@ -38,24 +44,40 @@ def _resolved(path):
 
 def written_by_py_engine(directory):
     """The file names MARKER lists when `directory` holds a readable marker, else None."""
+    marker = _marker(directory)
+    return None if marker is None else set(marker["files"])
+
+
+def output_kind(directory):
+    """What the marker says `directory` holds (one of KINDS), or None."""
+    marker = _marker(directory)
+    kind = None if marker is None else marker.get("kind")
+    return kind if kind in KINDS else None
+
+
+def _marker(directory):
     path = Path(directory) / MARKER
     try:
         marker = json.loads(path.read_text(encoding="utf-8"))
         files = marker["files"]
     except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return None
-    if not (isinstance(files, list) and all(isinstance(f, str) for f in files)):
+    if not (isinstance(marker, dict) and isinstance(files, list)
+            and all(isinstance(f, str) for f in files)):
         return None
-    return set(files)
+    return marker
 
 
-def check_output_dir(path, protected=()):
+def check_output_dir(path, protected=(), kind=None):
     """The resolved output path, after checking that py_engine may write a directory there
     (see the module docstring); OutputDirError naming the path and the reason otherwise.
     `protected`: paths of the run's inputs (the model directory, data files, an adapter read),
     none of which the output may be or contain: paths, (description, path) pairs for the
     messages (say ("the model directory", model_dir)), or a {description: path} dict; None
-    paths are skipped. The current directory is always protected."""
+    paths are skipped. The current directory is always protected. `kind` (one of KINDS): what
+    will be written, which an earlier output of another kind may not be replaced by."""
+    if kind is not None and kind not in KINDS:
+        raise ValueError(f"unknown output kind {kind!r}")
     out = _resolved(path)
     shown = os.fspath(path)
     if out.parent == out:
@@ -76,7 +98,7 @@ def check_output_dir(path, protected=()):
             raise OutputDirError(f"cannot write to {shown}: it holds {what} ({item}), which "
                                  "writing there would delete; name a new directory")
     if out.exists() or out.is_symlink():
-        _check_existing(out, shown)
+        _check_existing(out, shown, kind)
         writable = out.parent
     else:
         writable = out.parent
@@ -96,7 +118,7 @@ def _described(protected):
     return [item if isinstance(item, tuple) else ("an input of this run", item) for item in items]
 
 
-def _check_existing(out, shown):
+def _check_existing(out, shown, kind):
     if not out.is_dir():
         raise OutputDirError(f"cannot write to {shown}: it exists and is not a directory")
     try:
@@ -117,21 +139,28 @@ def _check_existing(out, shown):
         raise OutputDirError(f"cannot write to {shown}: besides py_engine's output it holds "
                              f"{listed}, which writing there would delete; name a new "
                              "directory or move them")
+    held = output_kind(out)
+    if kind is not None and held is not None and held != kind:
+        raise OutputDirError(f"cannot write to {shown}: it holds {held} py_engine wrote, which "
+                             f"writing {kind} there would delete; name a new directory")
 
 
-def write_output_dir(path, fill, protected=()):
+def write_output_dir(path, fill, protected=(), kind=None):
     """Check `path` (check_output_dir), create a staging directory beside it, call
-    fill(staging: Path) to write the files, add the marker, and swap it in. Returns the path."""
-    out = check_output_dir(path, protected)
+    fill(staging: Path) to write the files, add the marker (with `kind`), and swap it in.
+    Returns the path."""
+    out = check_output_dir(path, protected, kind)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         os.chmod(staging, _mode_for(out))
         fill(staging)
         files = sorted(os.listdir(staging))
-        (staging / MARKER).write_text(json.dumps({"written_by": "py_engine", "files": files})
-                                      + "\n", encoding="utf-8")
-        check_output_dir(path, protected)       # unchanged while the files were written
+        marker = {"written_by": "py_engine", "files": files}
+        if kind is not None:
+            marker["kind"] = kind
+        (staging / MARKER).write_text(json.dumps(marker) + "\n", encoding="utf-8")
+        check_output_dir(path, protected, kind)   # unchanged while the files were written
         _swap_in(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -150,13 +179,13 @@ def _mode_for(out):
         return 0o777 & ~mask
 
 
-def write_files(path, files, protected=()):
+def write_files(path, files, protected=(), kind=None):
     """write_output_dir for a directory of {file name: bytes}."""
     def fill(staging):
         for name, data in files.items():
             (staging / name).write_bytes(bytes(data))
 
-    return write_output_dir(path, fill, protected)
+    return write_output_dir(path, fill, protected, kind)
 
 
 def _swap_in(staging, directory):

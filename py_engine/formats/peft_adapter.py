@@ -58,7 +58,7 @@ def save_adapter(directory, config_dict, tensors, labels=None, extra_json=None, 
     """Write an adapter directory atomically (see adapter_files; protected: inputs the
     directory must not be or hold, see output_dir.check_output_dir)."""
     files = adapter_files(config_dict, tensors, labels, extra_json, directory)
-    return write_files(directory, files, protected)
+    return write_files(directory, files, protected, kind="a model")
 
 
 def read_adapter_config(directory):

@@ -88,10 +88,10 @@ def add_tabs_parser(sub):
     return tabs
 
 
-def _check_out(path, *protected):
+def _check_out(path, kind, *protected):
     from py_engine.formats.output_dir import check_output_dir
 
-    return check_output_dir(path, protected=[p for p in protected if p is not None])
+    return check_output_dir(path, protected=[p for p in protected if p is not None], kind=kind)
 
 
 # --- generate ------------------------------------------------------------------------------------
@@ -101,7 +101,7 @@ def cmd_generate(args):
     from .generator import generate
     from .tab_data import tabs_bytes
 
-    _check_out(args.out)
+    _check_out(args.out, "a dataset")
     train, held, stats = generate(args.size, args.seed, args.validation)
     if not train:
         raise ValueError(f"--size {args.size} with --validation {args.validation} leaves no "
@@ -109,7 +109,7 @@ def cmd_generate(args):
     files = {f"train.{args.format}": tabs_bytes(train, args.format), "stats.json": _json_bytes(stats)}
     if held:
         files[f"validation.{args.format}"] = tabs_bytes(held, args.format)
-    write_files(args.out, files)
+    write_files(args.out, files, kind="a dataset")
     print(f"wrote {len(train)} training and {len(held)} validation tabs from {stats['domain_count']} "
           f"domains to {args.out}", file=sys.stderr)
     return 0
@@ -173,7 +173,7 @@ def cmd_train(args):
     config = _train_config(args)
     if args.data and any(getattr(args, k) is not None for k in ("size", "validation")):
         raise UsageError("--size and --validation describe generated data; --data gives its own")
-    _check_out(args.out, args.model, args.data)
+    _check_out(args.out, "a model", args.model, args.data)
     data = _dataset_rows(args.data) if args.data else None
     categories = Categories.default()
     unknown = sorted({r["label"] for rows in data or () for r in rows} - set(categories.names()))

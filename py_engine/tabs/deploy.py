@@ -35,11 +35,12 @@ BACKGROUND_PER_CATEGORY = 192      # 1,344 tabs, ~190 KB (see app/tab_service.RE
 CANDIDATES = ("int8-embeddings", "int8", "f16")       # smallest first
 TOLERANCE = 0.005
 VERIFY_TABS = 32
+DEPLOYED = "the extension's model"          # its output kind (formats.output_dir.KINDS)
 
 
 def check_deploy_dir(to, protected=()):
     """check_output_dir, and a non-empty directory must be an earlier deploy."""
-    out = check_output_dir(to, protected)
+    out = check_output_dir(to, protected, kind=DEPLOYED)
     if out.is_dir() and any(out.iterdir()):
         try:
             manifest = read_deploy_manifest(out)
@@ -121,7 +122,7 @@ async def deploy(to, model_dir, adapter_dir, tabs, base_dtype="auto", protected=
         (staging / DEPLOY_MANIFEST).write_bytes(manifest_bytes(manifest))
         verified.update(_verify(staging, sample, expected))
 
-    write_output_dir(to, fill, protected)
+    write_output_dir(to, fill, protected, kind=DEPLOYED)
     return {"to": str(to), "base_dtype": base_dtype, "accuracy": manifest["accuracy"],
             "bytes": {"base": sum(len(d) for n, d in tree.items() if n.startswith("base/")),
                       "adapter": sum(len(d) for n, d in tree.items() if n.startswith("adapter/")),

@@ -123,7 +123,8 @@ class TextClassifier:
         clash = sorted(set(files) & set(extra_files or {}))
         if clash:
             raise ValueError(f"extra files {clash} would replace the adapter's own")
-        return write_files(adapter_dir, dict(files, **(extra_files or {})), self._protected())
+        return write_files(adapter_dir, dict(files, **(extra_files or {})), self._protected(),
+                           kind="a model")
 
     async def adapter_files(self):
         """The adapter as {file name: bytes}: what save() writes (for the browser to hand out)."""

@@ -224,7 +224,7 @@ class DirectoryStore:
     async def save(self, files):
         from ..formats.output_dir import write_files
 
-        return write_files(self.path, files, self.protected)
+        return write_files(self.path, files, self.protected, kind="a training state")
 
     async def load(self):
         if not self.path.is_dir():
