@@ -23,6 +23,8 @@ import hashlib
 import json
 import time
 
+from ..formats.json_file import lone_surrogate
+
 SOURCES = ("correction", "chat", "website", "image", "text", "dataset")
 KINDS = ("classification", "causal_lm")
 ROLES = ("system", "user", "assistant")
@@ -70,11 +72,9 @@ class Record:
         origin = {} if origin is None else origin
         if not isinstance(origin, dict):
             raise RecordError(f"origin must be a dict, got {type(origin).__name__}")
-        try:            # a lone UTF-16 surrogate (from a "\\ud800" escape) is not text
-            json.dumps([text, label, messages], ensure_ascii=False).encode("utf-8")
-        except UnicodeEncodeError as e:
-            raise RecordError(f"a lone surrogate \\u{ord(e.object[e.start]):04x}, half of a "
-                              "UTF-16 pair, is not text") from None
+        wrong = lone_surrogate([text, label, messages])
+        if wrong:
+            raise RecordError(wrong)
         self.kind, self.source, self.text, self.label = kind, source, text, label
         self.messages, self.priority, self.created = messages, priority, float(created)
         self.origin, self.id = origin, id

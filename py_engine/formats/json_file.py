@@ -21,17 +21,22 @@ def _reject_constant(name):
     raise ValueError(f"{name} is not a JSON value")
 
 
+def lone_surrogate(value):
+    """What is wrong when a string in `value` (strings, lists, dicts) holds a lone UTF-16
+    surrogate, which JSON's "\\ud800" escape makes and which is not text; else None."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as e:
+        return (f"a lone surrogate \\u{ord(e.object[e.start]):04x}, half of a UTF-16 pair, is "
+                "not text")
+    return None
+
+
 def parse_json(text, where):
     """The value of JSON `text`; `where` (a file name, or file:line) starts every error."""
     try:
         value = json.loads(text, parse_constant=_reject_constant)
-        if "\\u" in text:        # only a \uD800-style escape can make a string that is not text
-            json.dumps(value, ensure_ascii=False).encode("utf-8")
-        return value
-    except UnicodeEncodeError as e:
-        raise JsonFileError(f"{where}: not usable JSON (a lone surrogate "
-                            f"\\u{ord(e.object[e.start]):04x}, half of a UTF-16 pair, is not "
-                            "text)") from None
+        wrong = lone_surrogate(value) if "\\u" in text else None   # only an escape makes one
     except json.JSONDecodeError as e:
         line = f"line {e.lineno}, " if e.lineno > 1 else ""
         raise JsonFileError(f"{where}: not valid JSON ({e.msg} at {line}column "
@@ -40,6 +45,9 @@ def parse_json(text, where):
         raise JsonFileError(f"{where}: not usable JSON (nested too deeply to read)") from None
     except ValueError as e:     # NaN/Infinity, integers too long to convert
         raise JsonFileError(f"{where}: not usable JSON ({e})") from None
+    if wrong:
+        raise JsonFileError(f"{where}: not usable JSON ({wrong})")
+    return value
 
 
 def read_json(path):
