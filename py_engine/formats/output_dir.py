@@ -48,14 +48,8 @@ def written_by_py_engine(directory):
     return None if marker is None else set(marker["files"])
 
 
-def output_kind(directory):
-    """What the marker says `directory` holds (one of KINDS), or None."""
-    marker = _marker(directory)
-    kind = None if marker is None else marker.get("kind")
-    return kind if kind in KINDS else None
-
-
 def _marker(directory):
+    """MARKER's content when `directory` holds a readable one, else None."""
     path = Path(directory) / MARKER
     try:
         marker = json.loads(path.read_text(encoding="utf-8"))
@@ -127,20 +121,20 @@ def _check_existing(out, shown, kind):
         raise OutputDirError(f"cannot write to {shown}: {e.strerror}") from None
     if not entries:
         return
-    owned = written_by_py_engine(out)
-    if owned is None:
+    marker = _marker(out)
+    if marker is None:
         what = " (a PEFT adapter made elsewhere)" if "adapter_config.json" in entries else \
             " (a model checkpoint)" if "config.json" in entries else ""
         raise OutputDirError(f"cannot write to {shown}: it holds files py_engine did not "
                              f"write{what}; name a new or empty directory")
-    foreign = sorted(entries - owned - {MARKER})
+    foreign = sorted(entries - set(marker["files"]) - {MARKER})
     if foreign:
         listed = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
         raise OutputDirError(f"cannot write to {shown}: besides py_engine's output it holds "
                              f"{listed}, which writing there would delete; name a new "
                              "directory or move them")
-    held = output_kind(out)
-    if kind is not None and held is not None and held != kind:
+    held = marker.get("kind")      # None in a marker written before kinds were recorded
+    if kind is not None and held in KINDS and held != kind:
         raise OutputDirError(f"cannot write to {shown}: it holds {held} py_engine wrote, which "
                              f"writing {kind} there would delete; name a new directory")
 
