@@ -144,9 +144,9 @@ def _messages(value, where):
     return messages
 
 
-def chat_example_from_record(record, where="<record>"):
-    """A ChatExample from one decoded JSON record in any of the formats above; `where` (e.g.
-    "data.jsonl:12") starts every error message."""
+def record_format(record, where="<record>"):
+    """Which of the formats above (a key of _FORMATS) one decoded JSON record is in; a
+    DataError starting with `where` when it is none, or more than one."""
     if not isinstance(record, dict):
         raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
     formats = [name for name, keys in _FORMATS.items() if any(k in record for k in keys)]
@@ -157,7 +157,13 @@ def chat_example_from_record(record, where="<record>"):
     if len(formats) > 1:
         raise DataError(f"{where}: the record mixes formats ({' and '.join(formats)}); "
                         "give one of them per line")
-    kind = formats[0]
+    return formats[0]
+
+
+def chat_example_from_record(record, where="<record>"):
+    """A ChatExample from one decoded JSON record in any of the formats above; `where` (e.g.
+    "data.jsonl:12") starts every error message."""
+    kind = record_format(record, where)
     if kind == "messages":
         return ChatExample(messages=_messages(record["messages"], where), source=where)
     if kind == "text":

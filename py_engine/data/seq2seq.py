@@ -21,7 +21,7 @@ transformers' T5 tokenizer does for inputs and for text_target; every target tok
 Truncation keeps the start.
 """
 
-from .chat import IGNORE_INDEX, chat_example_from_record
+from .chat import IGNORE_INDEX, chat_example_from_record, record_format
 from .classification import DataError, parse_records, read_jsonl_lines
 
 INPUT_KEYS = ("input", "source")
@@ -73,13 +73,10 @@ def seq2seq_example_from_record(record, where="<record>"):
             and any(k in record for k in INPUT_KEYS):
         return Seq2SeqExample(_pair_key(record, INPUT_KEYS, where, "input"),
                               _pair_key(record, TARGET_KEYS, where, "target"), where)
-    text_only = isinstance(record, dict) and "text" in record and not any(
-        k in record for k in ("messages", "instruction", "prompt"))     # labelled or not
-    chat = None if text_only else chat_example_from_record(record, where)
-    if chat is None or chat.text is not None:
+    if record_format(record, where) == "text":       # labelled or not
         raise DataError(f"{where}: a \"text\" record has no target; sequence-to-sequence data needs "
                         "\"input\"/\"target\" pairs, Alpaca records or conversations")
-    messages = chat.messages
+    messages = chat_example_from_record(record, where).messages
     if messages[-1]["role"] != "assistant":
         raise DataError(f"{where}: the conversation must end on an assistant message (the target)")
     return Seq2SeqExample(conversation_input(messages[:-1]), messages[-1]["content"], where)
