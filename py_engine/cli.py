@@ -176,7 +176,7 @@ def model_kind(model, max_length=None, seq2seq=False):
     from pathlib import Path
 
     from py_engine.formats.json_file import read_json_object
-    from py_engine.models.decoders import DECODER_TYPES
+    from py_engine.models.decoders import DECODER_TYPES, config_positions
 
     path = Path(model)
     if not path.is_dir():
@@ -187,8 +187,8 @@ def model_kind(model, max_length=None, seq2seq=False):
     config = read_json_object(path / "config.json")
     if (path / "tokenizer_config.json").exists():
         read_json_object(path / "tokenizer_config.json")
-    positions = config.get("max_position_embeddings", config.get("n_positions"))   # GPT-2: n_positions
-    if max_length is not None and type(positions) is int and max_length > positions:
+    positions = config_positions(config)
+    if max_length is not None and positions is not None and max_length > positions:
         raise UsageError(f"--max-length {max_length} is more than the {positions} positions of "
                          f"{model} (config.json's max_position_embeddings)")
     from py_engine.models.t5_config import MODEL_TYPES as T5_TYPES

@@ -17,6 +17,7 @@ import math
 
 from ..app.models import RECORD_KINDS, ModelFilesError, kind_of, load_model_dir, read_model_config
 from ..data.datasets import split_records
+from ..models.decoders import config_positions
 from ..train.config import CausalTrainConfig, ClassifierTrainConfig
 
 # The training options a setup request may give (TrainConfig names); the rest keep the app's.
@@ -37,18 +38,13 @@ class JobError(ValueError):
         self.status = status
 
 
-def model_kind(model_dir):
+def model_config(model_dir):
+    """(config.json as a dict, the model's kind)."""
     try:
-        return kind_of(read_model_config(model_dir))
+        config = read_model_config(model_dir)
+        return config, kind_of(config)
     except ModelFilesError as e:
         raise JobError(str(e), 500) from None
-
-
-def model_positions(model_dir):
-    """The positions config.json gives the model (GPT-2's n_positions), or None."""
-    config = read_model_config(model_dir)
-    positions = config.get("max_position_embeddings", config.get("n_positions"))
-    return positions if type(positions) is int else None
 
 
 def job_spec(models, request):
@@ -64,7 +60,7 @@ def job_spec(models, request):
     if not isinstance(name, str) or name not in models:
         raise JobError(f"model must be one of {sorted(models)}, got {name!r:.60}",
                        404 if isinstance(name, str) else 422)
-    kind = model_kind(models[name])
+    model, kind = model_config(models[name])
     documents = request.get("documents")
     if documents is not None and (not isinstance(documents, list) or not documents or
                                   not all(isinstance(d, str) for d in documents)):
@@ -82,7 +78,7 @@ def job_spec(models, request):
         config(**options)
     except ValueError as e:
         raise JobError(str(e)) from None
-    positions = model_positions(models[name])
+    positions = config_positions(model)
     if options.get("max_length") is not None and positions is not None and \
             options["max_length"] > positions:
         raise JobError(f"max_length {options['max_length']} is more than the {positions} "

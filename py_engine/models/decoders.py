@@ -22,6 +22,13 @@ DECODER_TYPES = tuple(t for types, _ in FAMILIES.values() for t in types)
 CAUSAL_TYPES = tuple(t for t in DECODER_TYPES if t not in T5_TYPES)
 
 
+def config_positions(config):
+    """The positions a config.json (a dict) gives its model: max_position_embeddings, GPT-2's
+    n_positions; None when it gives no int."""
+    positions = config.get("max_position_embeddings", config.get("n_positions"))
+    return positions if type(positions) is int else None
+
+
 def supported():
     """The supported decoders as one phrase: 'Llama (llama, qwen2, qwen3, mistral, smollm3), Gemma (gemma,
     gemma2, gemma3_text), Phi-3 (phi3), GPT-2 (gpt2), Phi-2 (phi), T5 (t5)'."""
