@@ -59,11 +59,8 @@ class Int8Tensors:
         then the first element of the group whose scale is not)."""
         if name not in self.quantized:
             return self.file.first_non_finite(name)
-        found = self.file.first_non_finite(name + SCALES)
-        cols = self.file.info(name)[1][1]
-        return None if found is None else \
-            (found[0] // (cols // self.group) * cols + found[0] % (cols // self.group) * self.group,
-             found[1])
+        found = self.file.first_non_finite(name + SCALES)     # one scale per `group` elements
+        return None if found is None else (found[0] * self.group, found[1])
 
     def floats(self, name):
         if name not in self.quantized:
