@@ -8,7 +8,7 @@ with the BLAS, thread counts and OPENBLAS_* / OMP_* / MKL_* variables of each re
 comparison against torch + PEFT on CUDA is bench/gpu_device.sh's.
 
     python build.py bench                 # everything
-    python build.py bench --only native   # one section: native, browser, bert, decoder, browser_step, learning, idle, api, tabs
+    python build.py bench --only native   # one section: native, browser, bert, decoder, browser_step, generation, learning, idle, api, tabs
 """
 
 import argparse
@@ -31,7 +31,8 @@ from py_engine.gpu import SoftwareAdapterWarning, open_device, shaders  # noqa: 
 
 RESULTS = ROOT / "bench" / "results" / "latest.json"
 TARGETS = {"replay_vs_js": 2.0, "upload_vs_js": 1.5}
-SECTIONS = ("native", "browser", "bert", "decoder", "browser_step", "learning", "idle", "api", "tabs")
+SECTIONS = ("native", "browser", "bert", "decoder", "browser_step", "generation", "learning", "idle",
+            "api", "tabs")
 
 
 def bench_native():
@@ -200,6 +201,32 @@ def bench_browser_step(batch=8, steps=6, minilm_steps=3):
     return out
 
 
+def bench_generation():
+    """Greedy generation's host time per token (bench/generation.py): logits read back and
+    scanned in Python against the token chosen on the GPU, natively and in the page."""
+    from generation import generation_rounds
+
+    from py_engine.harness import engine_page, run_json
+
+    async def native():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SoftwareAdapterWarning)
+            device = await open_device("native")
+        return await generation_rounds(device)
+
+    source = (ROOT / "bench" / "generation.py").read_text() + """
+import json, warnings
+from py_engine.gpu import open_device
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    _device = await open_device()
+json.dumps(await generation_rounds(_device))
+"""
+    with engine_page(ROOT / "web" / "dist") as page:
+        in_page = run_json(page, source)
+    return {"native": asyncio.run(native()), "page": in_page}
+
+
 def bench_decoder():
     """Decoder LoRA steps, tiny Llama, GPT-2-small-shaped and Phi-3-shaped: NumPy backend vs
     torch + PEFT (CPU); TinyLlama 1.1B base-weight memory. A shape that fails is recorded (and
@@ -321,6 +348,14 @@ def table(results):
         from api_load import rows as api_rows
 
         rows += api_rows(api)
+    generation = results.get("generation")
+    if generation:
+        for where, label in (("native", "native"), ("page", "in the browser")):
+            for name, g in generation[where].items():
+                rows.append((f"greedy token, {name} vocabulary ({g['vocab']:,}), {label}: host's share",
+                             f"{g['saved_ms']:.1f} ms/token saved",
+                             f"logits read and scanned in Python {g['host_ms']:.1f} ms/token, "
+                             f"chosen on the GPU {g['device_ms']:.1f} (1-layer, hidden 64)"))
     step = results.get("browser_step")
     if step:
         rows.append((f"tiny BERT {step['shape']['batch']}x{step['shape']['seq']} step in the browser "
@@ -401,6 +436,8 @@ def main():
         results["decoder"] = bench_decoder()
     if "browser_step" in sections:
         results["browser_step"] = bench_browser_step()
+    if "generation" in sections:
+        results["generation"] = bench_generation()
     if "learning" in sections:
         results["learning"] = bench_learning()
     if "idle" in sections:

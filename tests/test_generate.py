@@ -269,6 +269,47 @@ def test_logits_holding_nan_or_inf_stop_generation_with_a_message(chat, as_array
     assert run(generate(masked, tok, [1], max_new_tokens=6)).ids == words[:6]
 
 
+class ChoosingDecoder(SpoiledDecoder):
+    """SpoiledDecoder that chooses greedy tokens itself, as the GPU decoders do: (token,
+    problem) from prefill and step with greedy=True, the logits without."""
+
+    greedy_on_device = True
+
+    async def prefill(self, ids, greedy=False):
+        return self._choice(await super().prefill(ids), greedy)
+
+    async def step(self, token, greedy=False):
+        return self._choice(await super().step(token), greedy)
+
+    def _choice(self, logits, greedy):
+        if not greedy:
+            return logits
+        self.chosen += 1
+        values = [float(v) for v in logits]
+        problem = "NaN" if any(v != v for v in values) else "inf" if math.inf in values else None
+        return values.index(max(values)), problem
+
+
+def test_a_decoder_that_chooses_greedy_tokens_is_asked_for_them(chat):
+    """Greedy decoding takes the decoder's own choice (no logits come back) and turns its
+    problem into the message the host check gives; sampling still reads the logits."""
+    _, tok = chat
+    words = tok.encode("Hello! How are you today?", add_special_tokens=False).ids
+    decoder = ChoosingDecoder(words, tok.vocab_size, -1, 0.0, False)
+    decoder.chosen = 0
+    assert run(generate(decoder, tok, [1], max_new_tokens=5)).ids == words[:5]
+    assert decoder.chosen == 5
+    run(generate(decoder, tok, [1], max_new_tokens=5, greedy=False, top_k=1))
+    assert decoder.chosen == 5
+    for at, value, shown in ((0, math.nan, "NaN"), (3, math.inf, "inf")):
+        decoder = ChoosingDecoder(words, tok.vocab_size, at, value, False)
+        decoder.chosen = 0
+        with pytest.raises(ValueError, match=f"logits for token {at + 1} of the reply hold "
+                                             f"{shown}: its weights or activations"):
+            run(generate(decoder, tok, [1], max_new_tokens=6))
+        assert decoder.chosen == at + 1
+
+
 def test_sampled_generation_is_reproducible_with_a_seed(chat):
     dirs, tok = chat
     decoder = NumpyDecoder.load(dirs["llama"], dtype=np.float32)

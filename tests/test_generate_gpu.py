@@ -90,6 +90,37 @@ def test_step_logits_match_the_numpy_decoder(device, kernels, chat, rng, family)
     assert rel(run(gpu.prefill(seq[:4])), run(ref.prefill(seq[:4]))) <= F32_BOUND
 
 
+@pytest.mark.parametrize("family", ["qwen2", "llama-tied"])
+def test_greedy_tokens_chosen_on_the_gpu_are_the_argmax_of_its_logits(device, kernels, chat, rng, family):
+    """prefill and step with greedy=True give the first argmax of the logits the same runs
+    read back without it, and no problem; across the prefill buckets and cached steps."""
+    path = chat[0][family]
+    gpu = run(GpuDecoder.load(device, path, kernels=kernels, max_length=MAX_LENGTH))
+    V = gpu.config.vocab_size
+    for prompt, steps in ((3, 4), (17, 2)):
+        seq = rng.integers(0, V, prompt + steps).tolist()
+        want = [(int(np.argmax(g)), None) for g in step_logits(gpu, seq, prompt)]
+        got = [run(gpu.prefill(seq[:prompt], greedy=True))]
+        got += [run(gpu.step(t, greedy=True)) for t in seq[prompt:]]
+        assert got == want
+
+
+def test_nan_weights_stop_gpu_greedy_generation_with_a_message(device, kernels, chat):
+    """A NaN in the final norm's weight makes every logit NaN: the GPU's choice carries the
+    problem and generation names it, as the host check does for logits it reads."""
+    dirs, tok = chat
+    config = LlamaConfig.from_file(dirs["llama"])
+    weights = LlamaReference.load(dirs["llama"]).p
+    weights["model.norm.weight"] = weights["model.norm.weight"].copy()
+    weights["model.norm.weight"][3] = np.nan
+    params = {n: Tensor(device.buffer_from(v.astype(np.float32)), v.shape) for n, v in weights.items()}
+    gpu = run(GpuDecoder.create(device, config, params, kernels=kernels, max_length=32))
+    token, problem = run(gpu.prefill([1, 2, 3], greedy=True))
+    assert problem == "NaN"
+    with pytest.raises(ValueError, match="logits for token 1 of the reply hold NaN"):
+        run(generate(gpu, tok, [1, 2, 3], max_new_tokens=4))
+
+
 def hf_greedy(path, prompt, n=32):
     hf = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float64).eval()
     with torch.no_grad():

@@ -1,5 +1,5 @@
 """A representative subset of the training kernels (BERT's, and the decoders' RMSNorm, RoPE and
-SwiGLU) run inside Chromium (Pyodide + WebGPU, compiled by Tint, run on SwiftShader), checked
+SwiGLU) and generation's argmax run inside Chromium (Pyodide + WebGPU, compiled by Tint, run on SwiftShader), checked
 against the NumPy references on the host with
 the same bounds as on lavapipe. Inputs are drawn fresh here, outputs are NaN-poisoned there."""
 
@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from py_engine.harness import run_json
+from py_engine.ops import argmax as argmax_ops
 from py_engine.ops import attention as attn_ops
 from py_engine.ops import cross_entropy as ce_ops
 from py_engine.ops import dropout as dropout_ops
@@ -27,6 +28,7 @@ import json, struct
 from array import array
 from py_engine.gpu import open_device
 from py_engine.gpu.selfcheck import poisoned
+from py_engine.kernels.argmax import ArgmaxKernels, decode_choices
 from py_engine.kernels.attention import AttentionKernels
 from py_engine.kernels.cross_entropy import CrossEntropyKernels, create_metrics, decode_metrics
 from py_engine.kernels.dropout import DropoutKernels, pack_step
@@ -99,10 +101,16 @@ rq = poisoned(device, B * T * H * D)
 rope.forward(program, f("q"), cos, sin, rq, B * T, H, D, T)
 result("rope", rq)
 
+am = await ArgmaxKernels.load(device)
+chosen = device.buffer_from(bytes([0xef, 0xbe, 0xad, 0xde]) * am.out_words(I["am_rows"]))
+am.rows(program, f("am"), chosen, rows=I["am_rows"], cols=I["am_cols"])
+result("argmax", chosen)
+
 values = await program.run()
 for name, slot in reads.items():
     out[name] = list(array("f", bytes(values[slot])))
 out["metrics"] = decode_metrics(bytes(values[reads["metrics"]]))
+out["argmax"] = decode_choices(values[reads["argmax"]])
 json.dumps(out)
 """
 
@@ -126,12 +134,18 @@ def test_training_kernels_in_the_browser(engine_page):
     logits, labels = 3 * f32(R, CLASSES), rng.integers(0, CLASSES, R).astype(np.uint32)
     weights = rng.uniform(0.5, 2.0, CLASSES).astype(np.float32)
     seed, base = int(rng.integers(0, 2**32)), int(rng.integers(0, 2**20))
+    # argmax rows: normal draws, ties everywhere, a NaN, a +inf, a row of -inf, -inf scattered
+    am = np.concatenate([f32(1, 1000), rng.integers(0, 3, (1, 1000)).astype(np.float32),
+                         f32(4, 1000)])
+    am[2, rng.integers(1000)], am[3, rng.integers(1000)], am[4] = np.nan, np.inf, -np.inf
+    am[5, rng.choice(1000, 50, replace=False)] = -np.inf
     inputs = {"rows": R, "cols": C, "out": OUT, "classes": CLASSES, "B": B, "T": T, "H": H, "D": D,
               "x": x.ravel().tolist(), "dy": dy.ravel().tolist(), "w": w.ravel().tolist(),
               "b": b.tolist(), "gamma": gamma.tolist(), "beta": beta.tolist(),
               "q": q.ravel().tolist(), "k": k.ravel().tolist(), "v": v.ravel().tolist(),
               "mask": mask.ravel().tolist(), "logits": logits.ravel().tolist(),
-              "labels": labels.tolist(), "weights": weights.tolist(), "seed": seed, "base": base}
+              "labels": labels.tolist(), "weights": weights.tolist(), "seed": seed, "base": base,
+              "am": am.ravel().tolist(), "am_rows": am.shape[0], "am_cols": am.shape[1]}
     got = run_json(engine_page, PAGE.replace("INPUTS", repr(json.dumps(inputs))))
 
     d = lambda a: np.asarray(a, np.float64)
@@ -152,3 +166,8 @@ def test_training_kernels_in_the_browser(engine_page):
     ref, keep = dropout_ops.dropout_forward(d(x), 0.25, seed, 0, base)
     assert np.array_equal(np.asarray(got["dropout"]).reshape(R, C) != 0, keep)   # the same mask
     assert rel(got["dropout"], ref) <= 2e-7
+    index, flags = argmax_ops.argmax_rows(am)
+    assert [i for i, _ in got["argmax"]][:2] + [got["argmax"][5][0]] == [index[0], index[1], index[5]]
+    assert got["argmax"][4][0] == 0 == index[4]
+    assert [p for _, p in got["argmax"]] == [None, None, "NaN", "inf", None, None]
+    assert flags.tolist() == [0, 0, 2, 1, 0, 0]

@@ -86,9 +86,9 @@ class Kernels:
     async def load(cls, device, matmul_variant=None, decoder=False, quantized=False,
                    head_dim=None):
         """`decoder`: also the decoder families (RMSNorm, RoPE, SwiGLU, causal attention,
-        the chunked LM-head loss, the KV cache, column block copies); `quantized`: the int8/int4 weight kernels;
-        `head_dim`: the decoder's attention head size, when above the causal attention's
-        default capacity (Gemma's 256)."""
+        the chunked LM-head loss, the KV cache, column block copies, generation's argmax);
+        `quantized`: the int8/int4 weight kernels; `head_dim`: the decoder's attention head
+        size, when above the causal attention's default capacity (Gemma's 256)."""
         k = cls()
         k.matmul = await MatmulKernels.load(device, variant=matmul_variant)
         k.quantized = None
@@ -108,6 +108,7 @@ class Kernels:
         k.adamw = await AdamWKernels.load(device)
         k.grad_norm = await GradNormKernels.load(device)
         if decoder:
+            from ..kernels.argmax import ArgmaxKernels
             from ..kernels.causal_attention import DEFAULT_HEAD_DIM, CausalAttentionKernels
             from ..kernels.columns import ColumnKernels
             from ..kernels.kv_cache import KVCacheKernels
@@ -124,6 +125,7 @@ class Kernels:
             k.lm_head = await LMHeadLossKernels.load(device, matmul=k.matmul)
             k.kv_cache = await KVCacheKernels.load(device)
             k.columns = await ColumnKernels.load(device)
+            k.argmax = await ArgmaxKernels.load(device)
         return k
 
 
@@ -603,6 +605,14 @@ class GpuBackend:
         self.k.swiglu.backward(self.program, dout.buffer, gate.buffer, up.buffer, dgate.buffer,
                                dup.buffer, gate.size, activation)
         return dgate, dup
+
+    def argmax_rows(self, x):
+        """[2 * rows] u32: the first argmax of each row of x [rows, cols] and flags for a NaN
+        or +inf in it (kernels/argmax.py decodes them)."""
+        rows, cols = x.shape
+        out = self.new(self.k.argmax.out_words(rows))
+        self.k.argmax.rows(self.program, x.buffer, out.buffer, rows=rows, cols=cols)
+        return out
 
     def cross_entropy(self, logits, labels, loss_scale=1.0, weights=None, label_smoothing=0.0,
                       backward=True):

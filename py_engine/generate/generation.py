@@ -5,7 +5,9 @@
     decoder.reset()
     decoder.max_length         -> tokens the cache holds (prompt + generated)
 
-(NumpyDecoder on the host, GpuDecoder on WebGPU). Pure Python: it runs in Pyodide.
+(NumpyDecoder on the host, GpuDecoder on WebGPU). Pure Python: it runs in Pyodide. Greedy
+decoding on a decoder with greedy_on_device takes the token the GPU chose (prefill and step
+with greedy=True) instead of reading the logits back and scanning them here.
 
     result = await generate(decoder, tokenizer, prompt_ids, max_new_tokens=64, greedy=False,
                             temperature=0.7, top_p=0.9, stop=("\\nUser:",),
@@ -58,10 +60,20 @@ async def generate(decoder, tokenizer, prompt_ids, *, max_new_tokens=64, greedy=
     ids, reason = [], "length"
     if max_new_tokens == 0:
         return GenerationResult(ids, "", reason)
-    logits = await decoder.prefill(prompt_ids)
+    on_device = greedy and getattr(decoder, "greedy_on_device", False)
+
+    def choose(out):
+        if on_device:
+            token, problem = out
+            if problem:
+                raise _non_finite(problem, len(ids))
+            return token
+        _require_finite(out, len(ids))
+        return argmax(out) if greedy else sample(out, rng, temperature, top_k, top_p)
+
+    token = choose(await (decoder.prefill(prompt_ids, greedy=True) if on_device
+                          else decoder.prefill(prompt_ids)))
     while True:
-        _require_finite(logits, len(ids))
-        token = argmax(logits) if greedy else sample(logits, rng, temperature, top_k, top_p)
         ids.append(token)
         piece = stream.push(token)
         done = token in eos or stream.stopped or len(ids) >= max_new_tokens
@@ -72,7 +84,7 @@ async def generate(decoder, tokenizer, prompt_ids, *, max_new_tokens=64, greedy=
             on_token(token, piece)
         if done:
             return GenerationResult(ids, stream.text, reason)
-        logits = await decoder.step(token)
+        token = choose(await (decoder.step(token, greedy=True) if on_device else decoder.step(token)))
 
 
 def _require_finite(logits, generated):
@@ -81,6 +93,10 @@ def _require_finite(logits, generated):
     total = logits.sum() if hasattr(logits, "sum") else sum(logits)    # NaN or inf if one is
     if total != total or total == math.inf:
         bad = next(float(v) for v in logits if v != v or v == math.inf)
-        raise ValueError(f"the model's logits for token {generated + 1} of the reply hold "
-                         f"{'NaN' if bad != bad else bad}: its weights or activations are out "
-                         "of range (a diverged model, or f16/quantized weights that overflow)")
+        raise _non_finite("NaN" if bad != bad else "inf", generated)
+
+
+def _non_finite(problem, generated):
+    return ValueError(f"the model's logits for token {generated + 1} of the reply hold {problem}: "
+                      "its weights or activations are out of range (a diverged model, or "
+                      "f16/quantized weights that overflow)")

@@ -13,7 +13,7 @@ GpuSeq2SeqDecoder on WebGPU.
 
 from array import array
 
-from .decoder import MIN_BUCKET, NumpyDecoder
+from .decoder import MIN_BUCKET, NumpyDecoder, Readout
 
 
 class NumpySeq2SeqDecoder(NumpyDecoder):
@@ -44,7 +44,7 @@ class _Programs:
     """The recorded programs for inputs padded to one length: the encoder with the cross keys
     and values, and the one-token decoder reading them."""
 
-    __slots__ = ("encode", "decode", "ids", "mask", "token", "cache_mask", "bias_index", "position",
+    __slots__ = ("encode", "decode", "readout", "ids", "mask", "token", "cache_mask", "bias_index", "position",
                  "buffers")
 
 
@@ -56,6 +56,8 @@ class GpuSeq2SeqDecoder:
     run once per input; and the decoder for one token, replayed per token at a cache position
     set per run. Its self-attention reads the whole cache with a mask over the rows written so
     far and the relative position bias of its position, both written per run."""
+
+    greedy_on_device = True
 
     def __init__(self, model, be, max_length=None):
         from .decoder import cache_length
@@ -102,15 +104,14 @@ class GpuSeq2SeqDecoder:
         r.position = Variable(0, name="cache position")
         hidden, _ = model.decode(be, r.token, 1, 1, cross, r.mask, train=False, cache=self.cache,
                                  position=r.position, cached=(r.cache_mask, Tensor(bias.buffer, (H, 1, L))))
-        logits = model.head_logits(be, hidden)
-        r.decode.read(logits.buffer, size=4 * c.vocab_size)
+        r.readout = Readout(be, r.decode, model.head_logits(be, hidden))
         r.buffers = [r.ids.buffer, r.mask.buffer, r.token.buffer, r.cache_mask.buffer,
                      r.bias_index.buffer] + buffers + be.finish()
         return r
 
-    async def prefill(self, ids):
+    async def prefill(self, ids, greedy=False):
         """Encode `ids`, empty the cache, run the decoder start token; returns the first target
-        token's logits."""
+        token's logits (or, with `greedy`, the likeliest token as GpuDecoder.prefill does)."""
         ids = [int(i) for i in ids]
         if not ids:
             raise ValueError("the input needs at least one token")
@@ -122,9 +123,9 @@ class GpuSeq2SeqDecoder:
         r.mask.buffer.write(array("I", [1] * len(ids) + [0] * (S - len(ids))))
         await r.encode.run()
         self.reset()
-        return await self._run(self.config.decoder_start_token_id)
+        return await self._run(self.config.decoder_start_token_id, greedy)
 
-    async def _run(self, token):
+    async def _run(self, token, greedy):
         r, L, H = self._current, self.max_length, self.config.num_attention_heads
         if self.length >= L:
             raise ValueError(f"the cache of {L} tokens is full")
@@ -134,21 +135,22 @@ class GpuSeq2SeqDecoder:
         r.cache_mask.buffer.write(array("I", [1] * (p + 1) + [0] * (L - p - 1)))
         r.bias_index.buffer.write(array("I", (b * H + h for h in range(H) for b in buckets)))
         r.position.set(p)
-        (logits,) = await r.decode.run()
+        out = await r.readout.run(greedy)
         self.length += 1
-        return array("f", bytes(logits))
+        return out
 
-    async def step(self, token):
-        """Append one token to the decoder; returns the logits after it."""
+    async def step(self, token, greedy=False):
+        """Append one token to the decoder; returns the logits after it (or, with `greedy`, the
+        likeliest next token)."""
         if self.length == 0:
             raise ValueError("step needs a prefilled input")
-        return await self._run(token)
+        return await self._run(token, greedy)
 
     def release(self):
         """Free the recorded programs and their buffers."""
         for r in self._programs.values():
-            for program in (r.encode, r.decode):
-                program.release()
+            r.encode.release()
+            r.readout.release()
             for b in r.buffers:
                 b.destroy()
         self._programs = {}

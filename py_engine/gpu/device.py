@@ -140,6 +140,14 @@ class Program:
         self._encoded = None
         return len(self.reads) - 1
 
+    def replica(self, label=None):
+        """A program replaying this one's dispatches and copies (as recorded so far) with no
+        reads of its own: the same work with other results brought back, such as a decoder's
+        chosen token from one and all its logits from the other."""
+        other = Program(self.device, label or self.label)
+        other.ops = list(self.ops)
+        return other
+
     def encoded(self):
         if self._encoded is None:
             self._encoded = self.device._backend.encode(self.ops, self.reads)
