@@ -1,4 +1,5 @@
-"""The GPU run behind bench/gpu_device.sh: on the native adapter, the kernel selfcheck, then the
+"""The GPU run behind bench/gpu_device.sh: on the native adapter, the kernel selfcheck, a
+decoding step's one-row products (bench/decode_products.py: gemv against the GEMM entries), the
 MiniLM-shaped, TinyLlama-shaped, GPT-2-small-shaped and Phi-3-shaped LoRA training steps
 (bench/decoder_step.py's contenders, the shape a parameter) of py_engine's GPU backend against
 torch + PEFT on CUDA (on the CPU where torch sees no GPU; the device used is recorded), each
@@ -28,6 +29,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 from bert_step import MINILM_SHAPE  # noqa: E402
 from decoder_step import GPT2_SMALL_SHAPED, MODELS, PHI3_SHAPED, TINYLLAMA_1B, DecoderShape, contender_args, require_family  # noqa: E402
+from decode_products import table_rows as decode_table_rows  # noqa: E402
 from processes import Spec, alternate, call, machine  # noqa: E402
 
 SMALL_WIDTHS = dict(vocab_size=1000, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
@@ -150,6 +152,11 @@ def run(size, out_dir, site=None, seconds=420):
           f"{n['adapter']['vendor']} {n['adapter']['device']} ({n['adapter']['backend']}, "
           f"software: {n['adapter']['is_software']}); selfcheck ok: {n['selfcheck']['ok']}", flush=True)
     save()
+    try:     # a decoding step's one-row products: gemv against the GEMM entries (seconds)
+        results["decode_products"] = call("decode_products:measure_native", size=size)
+    except Exception as e:
+        results["decode_products"] = {"failed": str(e)}
+    save()
     tmp = Path(tempfile.mkdtemp(prefix="gpu-device-"))
     try:
         t0 = time.perf_counter()
@@ -193,6 +200,11 @@ def table(results):
              f"{a['backend']}, {'software' if a['is_software'] else 'hardware'}"),
             ("kernel selfcheck", "ok" if check["ok"] else "FAIL",
              f"max rel error {check['max_rel_error']:.1e}, {len(check['checks'])} checks")]
+    decode = results.get("decode_products")
+    if decode and "failed" in decode:
+        rows.append(("decoding products", "failed", decode["failed"][:200]))
+    elif decode:
+        rows += decode_table_rows(decode, f"{a['vendor']} {a['device']}".strip())
     profiles = []
     for key in ("minilm", *SIZES[results["size"]][2]):
         r = results.get(key)

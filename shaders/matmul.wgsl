@@ -43,6 +43,9 @@
 //   unpack2x16float (no shader-f16 feature); element e sits in word e/2, low half first, so
 //   any inner dimension, odd included, works.
 //
+//   gemv, gemv_f16: the same product for M = 1 in the linear layout (NT, one product): a
+//       decoding step's linear layers, where a GEMM's block of rows would be all but one wasted.
+//
 //   sum_columns: out[n] = sum_m X[m, n] (+ beta * out[n]): the bias gradient, column sums of dY.
 //
 // Each entry declares its own bindings (entries may reuse binding numbers with other types;
@@ -55,7 +58,7 @@ override WG_X: u32 = 8u;       // threads along N
 override WG_Y: u32 = 8u;       // threads along M
 override TRANS_A: bool = false;
 override TRANS_B: bool = false;
-override WORKGROUP: u32 = 64u; // sum_columns
+override WORKGROUP: u32 = 64u; // sum_columns, gemv
 
 // --- matmul: the plain kernel of the self-check -----------------------------------------
 
@@ -496,6 +499,67 @@ fn gemm_tiled_f16(@builtin(local_invocation_id) lid: vec3<u32>,
     workgroupBarrier();
   }
   store_strided(base.c, block_row, block_col, lid);
+}
+
+// --- gemv, gemv_f16: one row of A times B^T (a decoding step's linear layers) -------------
+// A tiled GEMM given M = 1 computes a whole block of rows and stores one (64 x the work in the
+// tiled variant, 32 x in the register one). These compute y = alpha * x . W^T + bias + beta * y
+// for x = op(A)[0, :] and W = B stored [N, K] (TRANS_A false, TRANS_B true; one product,
+// z = 0): LANES threads per output walk its weight row k = lane, lane + LANES, ... (LANES
+// neighbouring floats per step: coalesced on a GPU), then add their partial sums in a tree
+// through workgroup memory. WORKGROUP / LANES outputs per workgroup; workgroups past the
+// per-dimension limit spill into y. LANES = 1 (a thread per output, no tree) suits software
+// adapters; 32 suits GPUs.
+
+override LANES: u32 = 1u;   // threads per output, a power of two dividing WORKGROUP
+
+//#include "lib/grid.wgsl"
+
+var<workgroup> gemv_partial: array<f32, WORKGROUP>;
+
+fn gemv_finish(local: u32, n: u32, c_base: u32, partial: f32) {
+  gemv_partial[local] = partial;
+  workgroupBarrier();
+  let lane = local % LANES;
+  for (var width = LANES / 2u; width > 0u; width /= 2u) {
+    if (lane < width) {
+      gemv_partial[local] += gemv_partial[local + width];
+    }
+    workgroupBarrier();
+  }
+  if (lane == 0u && n < gemm.N) {
+    store(c_base, 0u, n, gemv_partial[local]);
+  }
+}
+
+@compute @workgroup_size(WORKGROUP)
+fn gemv(@builtin(local_invocation_index) local: u32,
+        @builtin(workgroup_id) wid: vec3<u32>,
+        @builtin(num_workgroups) groups: vec3<u32>) {
+  let base = bases_for(0u);
+  let n = workgroup_index(wid, groups) * (WORKGROUP / LANES) + local / LANES;
+  var acc = 0.0;
+  if (n < gemm.N) {
+    for (var k = local % LANES; k < gemm.K; k += LANES) {
+      acc = fma(a[a_index(base.a, 0u, k)], b[b_index(base.b, k, n)], acc);
+    }
+  }
+  gemv_finish(local, n, base.c, acc);
+}
+
+@compute @workgroup_size(WORKGROUP)
+fn gemv_f16(@builtin(local_invocation_index) local: u32,
+            @builtin(workgroup_id) wid: vec3<u32>,
+            @builtin(num_workgroups) groups: vec3<u32>) {
+  let base = bases_for(0u);
+  let n = workgroup_index(wid, groups) * (WORKGROUP / LANES) + local / LANES;
+  var acc = 0.0;
+  if (n < gemm.N) {
+    for (var k = local % LANES; k < gemm.K; k += LANES) {
+      acc = fma(a[a_index(base.a, 0u, k)], half_at(b_index(base.b, k, n)), acc);
+    }
+  }
+  gemv_finish(local, n, base.c, acc);
 }
 
 // --- sum_columns: the bias gradient -------------------------------------------------------

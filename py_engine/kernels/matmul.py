@@ -11,7 +11,9 @@ Variants: "register" (register tiling, no workgroup memory: what software adapte
 SwiftShader and lavapipe run fastest) and "tiled" (workgroup-memory tiling: what real GPUs
 prefer). `load` picks "register" when device.info.is_software, else "tiled"; pass `variant=`
 to override. Within "register", a product whose operands are all 16-byte aligned along their
-contiguous dimension (see `MatrixView`) runs the vec4 entry, otherwise the scalar one.
+contiguous dimension (see `MatrixView`) runs the vec4 entry, otherwise the scalar one. In both,
+one row times a weight (M = 1 in the linear layout, a single product: a decoding step) runs
+the gemv entries, which compute only that row.
 
 Operands are Buffers holding a dense row-major matrix, or MatrixViews of a strided one. Frozen
 weights may be f16 (`w_half=True`, bytes from `pack_half`). No NumPy here: this runs in the
@@ -20,7 +22,7 @@ browser.
 
 import struct
 
-from ..gpu.device import Buffer
+from ..gpu.device import Buffer, row_groups
 
 REGISTER = "register"
 TILED = "tiled"
@@ -38,6 +40,9 @@ DEFAULTS = {
     TILED: {"TILE_M": 4, "TILE_N": 4, "TILE_K": 16, "WG_X": 16, "WG_Y": 16},
 }
 VEC4_TILE = 4           # gemm_vec4: every thread computes a 4 x 4 block of C
+# gemv, gemv_f16 (M = 1, the linear layout): LANES threads per output, WORKGROUP threads. A
+# thread per output on software adapters; 32 threads reading neighbouring floats on a GPU.
+GEMV = {REGISTER: {"LANES": 1, "WORKGROUP": 64}, TILED: {"LANES": 32, "WORKGROUP": 256}}
 ENTRIES = {
     REGISTER: {"scalar": "gemm_scalar", "vec4": "gemm_vec4", "f16": "gemm_f16"},
     TILED: {"scalar": "gemm_tiled", "f16": "gemm_tiled_f16"},
@@ -107,11 +112,15 @@ class MatmulKernels:
         tile = (constants["WG_Y"] * constants["TILE_M"], constants["WG_X"] * constants["TILE_N"])
         self.blocks = {"scalar": tile, "f16": tile,
                        "vec4": (constants["WG_Y"] * VEC4_TILE, constants["WG_X"] * VEC4_TILE)}
+        if "LANES" in constants:
+            outputs = constants["WORKGROUP"] // constants["LANES"]
+            self.blocks["gemv"] = self.blocks["gemv_f16"] = (1, outputs)
 
     @classmethod
-    async def load(cls, device, variant=None, constants=None):
+    async def load(cls, device, variant=None, constants=None, gemv=True):
         """Compile the entry points of `variant` ("register", "tiled"; default from the
-        adapter). `constants` overrides tile and workgroup sizes (see DEFAULTS)."""
+        adapter). `constants` overrides tile and workgroup sizes (see DEFAULTS, GEMV); without
+        `gemv`, one row runs the GEMM entries too (what bench/decode_products.py compares)."""
         variant = variant or (REGISTER if device.info.is_software else TILED)
         if variant not in VARIANTS:
             raise ValueError(f"unknown matmul variant {variant!r}; choose one of {VARIANTS}")
@@ -122,9 +131,13 @@ class MatmulKernels:
             for trans_a, trans_b in HALF_LAYOUTS if kind == "f16" else LAYOUTS:
                 specialized = {**constants, "TRANS_A": trans_a, "TRANS_B": trans_b}
                 kernels[kind, trans_a, trans_b] = await device.kernel(SOURCE, entry, specialized)
+        gemv_constants = {**GEMV[variant], **{k: v for k, v in constants.items() if k in GEMV[variant]}}
+        for kind, entry in (("gemv", "gemv"), ("gemv_f16", "gemv_f16")) if gemv else ():
+            specialized = {**constants, **gemv_constants, "TRANS_A": False, "TRANS_B": True}
+            kernels[kind, False, True] = await device.kernel(SOURCE, entry, specialized)
         sum_columns = await device.kernel(SOURCE, "sum_columns",
                                           {"WORKGROUP": SUM_COLUMNS_WORKGROUP})
-        return cls(device, variant, constants, kernels, sum_columns)
+        return cls(device, variant, {**constants, **gemv_constants}, kernels, sum_columns)
 
     # --- the general product ----------------------------------------------------------
 
@@ -146,7 +159,7 @@ class MatmulKernels:
         if c.buffer is a.buffer or c.buffer is b.buffer or (bias is not None and bias is c.buffer):
             raise ValueError("gemm cannot write C into a buffer it also reads (WebGPU forbids "
                              "binding one buffer as writable and read-only in one dispatch)")
-        kind = self._kind(a, b, m, n, k, trans_a, trans_b, b_half)
+        kind = self._kind(a, b, m, n, k, trans_a, trans_b, b_half, batch * heads)
         kernel = self._kernels.get((kind, trans_a, trans_b))
         if kernel is None:
             raise ValueError(f"no {'f16 ' if b_half else ''}gemm compiled for trans_a={trans_a}, "
@@ -157,18 +170,22 @@ class MatmulKernels:
             c.batch_stride, c.head_stride, alpha, beta, int(bias is not None))
         block_m, block_n = self.blocks[kind]
         groups = (-(-n // block_n), -(-m // block_m), batch * heads)
+        if kind.startswith("gemv"):     # one row: the workgroups past the limit spill into y
+            groups = row_groups(self.device, groups[0])
         bias = self._no_bias if bias is None else bias
         program.dispatch(kernel, [a.buffer, b.buffer, c.buffer, bias, params], groups)
         return program
 
-    def entry_for(self, a, b, m, n, k, trans_a=False, trans_b=False, b_half=False):
+    def entry_for(self, a, b, m, n, k, trans_a=False, trans_b=False, b_half=False, batch=1, heads=1):
         """The entry point `gemm` would dispatch for these operands (for tests and benchmarks)."""
         a = as_view(a, m if trans_a else k)
         b = as_view(b, k if trans_b else n)
-        kind = self._kind(a, b, m, n, k, trans_a, trans_b, b_half)
+        kind = self._kind(a, b, m, n, k, trans_a, trans_b, b_half, batch * heads)
         return self._kernels[kind, trans_a, trans_b].entry
 
-    def _kind(self, a, b, m, n, k, trans_a, trans_b, b_half):
+    def _kind(self, a, b, m, n, k, trans_a, trans_b, b_half, products=1):
+        if m == 1 and trans_b and not trans_a and products == 1 and ("gemv", False, True) in self._kernels:
+            return "gemv_f16" if b_half else "gemv"
         if b_half:
             return "f16"
         if ("vec4", trans_a, trans_b) in self._kernels:
