@@ -11,8 +11,10 @@ as one generated token runs it, so the sum is the products' time per token:
                     down (4864 -> 896), and the tied head (896 -> 151,936)
     "small"         the same layers at an eighth of the widths (software adapters)
 
-Weights f32 and f16 (the GPU runtime's `--base-dtype f16`). Each measured program replays one
-product REPEATS times, so that the per-run submit and read-back do not hide it.
+Weights f32, f16, int8 and int4 (the GPU runtime's `--base-dtype`; the quantized ones in groups
+of 16, which every width here divides, against shaders/quantized_linear.wgsl's blocked forward).
+Each measured program replays one product REPEATS times, so that the per-run submit and
+read-back do not hide it.
 
     python bench/decode_products.py [--size small|full] [--variant tiled]   # native adapter: JSON
 
@@ -22,6 +24,7 @@ bench/gpu_device.py runs it on the GPU (measure_native, in a process of its own)
 import time
 
 REPEATS = 10
+DTYPES = ("f32", "f16", "int8", "int4")
 ROUNDS = 5
 # (label, in_features, out_features, times per token)
 SHAPES = {
@@ -38,9 +41,12 @@ async def decode_products(device, size="full", rounds=ROUNDS, repeats=REPEATS, v
     product; per token, the products of one generated token summed with their counts.
     `variant`: the matmul variant (default: the adapter's)."""
     from py_engine.kernels.matmul import MatmulKernels
+    from py_engine.kernels.quantized_linear import QuantizedLinearKernels
 
     with_gemv = await MatmulKernels.load(device, variant)
     without = await MatmulKernels.load(device, with_gemv.variant, gemv=False)
+    quantized = {"gemv": await QuantizedLinearKernels.load(device, source_formats=()),
+                 "gemm": await QuantizedLinearKernels.load(device, source_formats=(), gemv=False)}
     out = {"variant": with_gemv.variant, "size": size, "repeats": repeats, "rounds": rounds,
            "shapes": {}, "per_token": {}}
     totals = {}
@@ -48,14 +54,20 @@ async def decode_products(device, size="full", rounds=ROUNDS, repeats=REPEATS, v
         x = device.create_buffer(4 * fin, label="x")
         y = device.create_buffer(4 * fout, label="y")
         entry = {}
-        for dtype in ("f32", "f16"):
+        for dtype in DTYPES:
             half = dtype == "f16"
-            w = device.create_buffer((2 if half else 4) * fin * fout, label="w")
+            if dtype in ("int8", "int4"):
+                w = quantized["gemv"].allocate(fout, fin, dtype, group_size=16)
+                record = {name: (lambda p, ql=ql: ql.linear(p, x, w, y, 1)) for name, ql in quantized.items()}
+            else:
+                w = device.create_buffer((2 if half else 4) * fin * fout, label="w")
+                record = {name: (lambda p, mm=mm: mm.linear(p, x, w, y, 1, fin, fout, w_half=half))
+                          for name, mm in (("gemv", with_gemv), ("gemm", without))}
             programs = {}
-            for name, mm in (("gemv", with_gemv), ("gemm", without)):
+            for name, add in record.items():
                 program = device.program(f"{label} {dtype} {name}")
                 for _ in range(repeats):
-                    mm.linear(program, x, w, y, 1, fin, fout, w_half=half)
+                    add(program)
                 program.read(y, size=4)
                 await program.run()                  # warm-up
                 programs[name] = program
@@ -73,7 +85,8 @@ async def decode_products(device, size="full", rounds=ROUNDS, repeats=REPEATS, v
             total["gemm"] += count * us["gemm"]
             for program in programs.values():
                 program.release()
-            w.destroy()
+            for buffer in (w.packed, w.scales) if dtype in ("int8", "int4") else (w,):
+                buffer.destroy()
         out["shapes"][f"{label} ({fin} -> {fout})"] = entry
         x.destroy()
         y.destroy()

@@ -10,6 +10,7 @@
 //   group % 8 == 0 and in % group == 0, so every row and every group starts a new word.
 //
 //   quantized_linear_forward     y[rows, out] = alpha * x[rows, in] . W^T + bias + beta * y
+//   quantized_gemv               the forward for one row (a decoding step), computing only it
 //   quantized_linear_grad_input  dx[rows, in] = alpha * dy[rows, out] . W + beta * dx
 //       (the base is frozen: there is no weight gradient). beta == 0 never reads the output,
 //       so a NaN-poisoned or uninitialised output stays harmless.
@@ -34,7 +35,8 @@
 override BITS: u32 = 8u;           // 8 (int8) or 4 (int4)
 override WG_X: u32 = 8u;           // threads along the output's columns
 override WG_Y: u32 = 8u;           // threads along rows
-override WORKGROUP: u32 = 64u;     // quantize_weight
+override WORKGROUP: u32 = 64u;     // quantize_weight, quantized_gemv
+override LANES: u32 = 1u;          // quantized_gemv: threads per output, a power of two
 override SOURCE_FORMAT: u32 = 0u;  // quantize_weight's input: 0 f32, 1 f16 pairs, 2 bf16 pairs
 
 const PER_WORD: u32 = 32u / BITS;
@@ -168,6 +170,52 @@ fn quantized_linear_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
   store_y(row0 + 1u, col0, acc1);
   store_y(row0 + 2u, col0, acc2);
   store_y(row0 + 3u, col0, acc3);
+}
+
+// --- forward for one row: y = x . W^T (a decoding step) ---------------------------------
+// The forward above computes a 32-row block per workgroup and would keep one. Here LANES
+// threads per output feature o walk its row's words wd = lane, lane + LANES, ... (neighbouring
+// words: coalesced on a GPU), each word's fields dequantized with its group's scale and dotted
+// with x, then add their partial sums in a tree through workgroup memory. WORKGROUP / LANES
+// outputs per workgroup; workgroups past the per-dimension limit spill into y.
+
+//#include "lib/grid.wgsl"
+
+var<workgroup> gemv_partial: array<f32, WORKGROUP>;
+
+@compute @workgroup_size(WORKGROUP)
+fn quantized_gemv(@builtin(local_invocation_index) local: u32,
+                  @builtin(workgroup_id) wid: vec3<u32>,
+                  @builtin(num_workgroups) groups: vec3<u32>) {
+  let o = workgroup_index(wid, groups) * (WORKGROUP / LANES) + local / LANES;
+  let lane = local % LANES;
+  var acc = 0.0;
+  if (o < params.out_features) {
+    let words_per_row = params.in_features / PER_WORD;
+    let words_per_group = params.group_size / PER_WORD;
+    for (var wd = lane; wd < words_per_row; wd += LANES) {
+      let word = q[o * words_per_row + wd];
+      let scale = scales[o * params.groups + wd / words_per_group];
+      for (var part = 0u; part < PER_WORD; part += 4u) {
+        acc += dot(x4[(wd * PER_WORD + part) / 4u], dequant4(word, part, scale));
+      }
+    }
+  }
+  gemv_partial[local] = acc;
+  workgroupBarrier();
+  for (var width = LANES / 2u; width > 0u; width /= 2u) {
+    if (lane < width) {
+      gemv_partial[local] += gemv_partial[local + width];
+    }
+    workgroupBarrier();
+  }
+  if (lane == 0u && o < params.out_features) {
+    var b = 0.0;
+    if (params.has_bias != 0u) {
+      b = bias[o];
+    }
+    y[o] = epilogue(y[o], gemv_partial[local], b);
+  }
 }
 
 // --- input gradient: dx = dy . W ----------------------------------------------------------

@@ -24,14 +24,18 @@ MODES = {"int8": 8, "int4": 4}
 
 # Shapes (rows, in, out, group): one row; in = group; several groups; edges that are not
 # multiples of any tile; a group of 8 (one int4 word).
-SHAPES = [(1, 64, 5, 64), (37, 192, 29, 64), (9, 40, 70, 8), (16, 256, 33, 32), (3, 64, 1, 32)]
+# One row (a decoding step) runs quantized_gemv.
+SHAPES = [(1, 64, 5, 64), (37, 192, 29, 64), (9, 40, 70, 8), (16, 256, 33, 32), (3, 64, 1, 32),
+          (1, 192, 29, 64), (1, 40, 70, 8), (1, 256, 33, 32)]
 
 
-@pytest.fixture(scope="module", params=["default", "small"])
+@pytest.fixture(scope="module", params=["default", "small", "lanes"])
 def ql(request, device):
     # The small workgroups make the shapes above span several of them in each direction, with
-    # a part-filled one at each edge.
-    constants = {"default": None, "small": {"WG_X": 2, "WG_Y": 2}}
+    # a part-filled one at each edge; "lanes": four threads per output of one row, two outputs
+    # per workgroup (partial sums added in a tree).
+    constants = {"default": None, "small": {"WG_X": 2, "WG_Y": 2},
+                 "lanes": {"WG_X": 2, "WG_Y": 2, "LANES": 4, "WORKGROUP": 8}}
     return run(QuantizedLinearKernels.load(device, constants[request.param]))
 
 
@@ -70,9 +74,10 @@ def test_forward_and_grad_input_match_numpy(device, ql, rng, mode, rows, in_f, o
 
 
 @pytest.mark.parametrize("mode", sorted(MODES))
-def test_alpha_beta_accumulate(device, ql, rng, mode):
+@pytest.mark.parametrize("rows", [11, 1])
+def test_alpha_beta_accumulate(device, ql, rng, mode, rows):
     """out = alpha * product + beta * out: dx accumulates, as the LoRA backward adds dh . A."""
-    rows, in_f, out_f, group = 11, 128, 20, 64
+    in_f, out_f, group = 128, 20, 64
     qw = random_quantized(rng, out_f, in_f, MODES[mode], group)
     w = upload(device, qw, mode)
     x = rng.standard_normal((rows, in_f), dtype=np.float32)
@@ -88,6 +93,20 @@ def test_alpha_beta_accumulate(device, ql, rng, mode):
     ref_dx = 1.5 * quantized_linear_grad_input(dy.astype(np.float64), qw) + dx0
     assert rel_error(out_y, ref_y) <= BOUND
     assert rel_error(out_dx, ref_dx) <= BOUND
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_one_row_past_the_workgroup_limit(device, rng, mode):
+    """One output per workgroup: 70,001 outputs spill past 65,535 workgroups into y."""
+    ql = run(QuantizedLinearKernels.load(device, {"LANES": 1, "WORKGROUP": 1}, modes=(mode,),
+                                         source_formats=()))
+    qw = random_quantized(rng, 70001, 8, MODES[mode], 8)
+    x = rng.standard_normal((1, 8), dtype=np.float32)
+    y = poisoned(device, 70001)
+    program = device.program()
+    ql.linear(program, device.buffer_from(x), upload(device, qw, mode), y, 1)
+    (out,) = read(program, y)
+    assert rel_error(out, quantized_linear_forward(x.astype(np.float64), qw)) <= BOUND
 
 
 def weight_with_ties(rng, out_f, in_f, bits, group):

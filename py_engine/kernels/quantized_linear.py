@@ -5,6 +5,7 @@
     w = ql.allocate(out_features, in_features, "int4", group_size=64)   # packed + scales buffers
     ql.quantize(program, w_f32, w)                                      # or source_format="f16"/"bf16"
     ql.linear(program, x, w, y, rows, bias=b)                           # y = x . W^T + b
+                                                                        # (rows = 1: quantized_gemv)
     ql.linear_grad_input(program, dy, w, dx, rows)                      # dx = dy . W
 
 x [rows, in], y [rows, out], dy [rows, out], dx [rows, in], bias [out]: dense row-major f32.
@@ -19,7 +20,7 @@ which weights a model compresses is backends.gpu_backend.storage_of's rule). No 
 in the browser.
 """
 
-from ..gpu import require_floats
+from ..gpu import require_floats, row_groups
 
 SOURCE = "quantized_linear.wgsl"
 MODES = ("int8", "int4")
@@ -33,6 +34,9 @@ DEFAULTS = {"WG_X": 8, "WG_Y": 8}
 FORWARD_TILE = (4, 4)
 GRAD_INPUT_TILE = (4, 8)
 QUANTIZE_WORKGROUP = 64
+# quantized_gemv (one row): LANES threads per output, WORKGROUP threads; a thread per output on
+# software adapters, 32 threads reading neighbouring words on a GPU (as matmul.GEMV).
+GEMV = {"software": {"LANES": 1, "WORKGROUP": 64}, "gpu": {"LANES": 32, "WORKGROUP": 256}}
 
 _PARAMS = "8I2f"  # shaders/quantized_linear.wgsl struct Params
 
@@ -88,23 +92,33 @@ class QuantizedLinearKernels:
         self.block_i = constants["WG_X"] * GRAD_INPUT_TILE[1]
 
     @classmethod
-    async def load(cls, device, constants=None, modes=MODES, source_formats=tuple(SOURCE_FORMATS)):
+    async def load(cls, device, constants=None, modes=MODES, source_formats=tuple(SOURCE_FORMATS),
+                   gemv=True):
         """Compile the products for `modes` and quantize_weight for each of `source_formats`
-        ("f32", "f16", "bf16"). `constants` overrides the workgroup sizes (DEFAULTS)."""
-        unknown = sorted(set(constants or {}) - set(DEFAULTS))
+        ("f32", "f16", "bf16"). `constants` overrides the workgroup sizes (DEFAULTS, and
+        LANES / WORKGROUP of the one-row product: GEMV); without `gemv`, one row runs the
+        blocked forward too (what bench/decode_products.py compares)."""
+        gemv_constants = GEMV["software" if device.info.is_software else "gpu"]
+        unknown = sorted(set(constants or {}) - set(DEFAULTS) - set(gemv_constants))
         if unknown:
-            raise ValueError(f"unknown constants {unknown}; the products take {sorted(DEFAULTS)}")
-        constants = {**DEFAULTS, **(constants or {})}
+            raise ValueError(f"unknown constants {unknown}; the products take "
+                             f"{sorted(DEFAULTS) + sorted(gemv_constants)}")
+        gemv_constants = {**gemv_constants,
+                          **{k: v for k, v in (constants or {}).items() if k in gemv_constants}}
+        constants = {**DEFAULTS, **{k: v for k, v in (constants or {}).items() if k in DEFAULTS}}
         kernels = {}
         for mode in modes:
             specialized = {**constants, "BITS": BITS[mode]}
             for entry in ("quantized_linear_forward", "quantized_linear_grad_input"):
                 kernels[entry, mode] = await device.kernel(SOURCE, entry, specialized)
+            if gemv:
+                kernels["quantized_gemv", mode] = await device.kernel(
+                    SOURCE, "quantized_gemv", {**specialized, **gemv_constants})
             for fmt in source_formats:
                 kernels["quantize_weight", mode, fmt] = await device.kernel(
                     SOURCE, "quantize_weight", {"BITS": BITS[mode], "WORKGROUP": QUANTIZE_WORKGROUP,
                                                 "SOURCE_FORMAT": SOURCE_FORMATS[fmt]})
-        return cls(device, constants, kernels)
+        return cls(device, {**constants, **gemv_constants}, kernels)
 
     def allocate(self, out_features, in_features, mode, group_size=DEFAULT_GROUP, label=None):
         """Zeroed buffers for a quantized [out_features, in_features] weight."""
@@ -171,7 +185,12 @@ class QuantizedLinearKernels:
             raise ValueError("linear cannot write y into a buffer it also reads")
         params = self._params(rows, w, bias is not None, alpha, beta)
         groups = (-(-out_f // self.block_o), -(-rows // self.block_r))
-        program.dispatch(self._kernel(("quantized_linear_forward", w.mode)),
+        entry = "quantized_linear_forward"
+        if rows == 1 and ("quantized_gemv", w.mode) in self._kernels:
+            entry = "quantized_gemv"
+            outputs = self.constants["WORKGROUP"] // self.constants["LANES"]
+            groups = row_groups(self.device, -(-out_f // outputs))
+        program.dispatch(self._kernel((entry, w.mode)),
                          [params, x, w.packed, w.scales,
                           self._no_bias if bias is None else bias, y], groups)
         return program
