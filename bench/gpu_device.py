@@ -4,8 +4,9 @@ MiniLM-shaped, TinyLlama-shaped, GPT-2-small-shaped and Phi-3-shaped LoRA traini
 (bench/decoder_step.py's contenders, the shape a parameter) of py_engine's GPU backend against
 torch + PEFT on CUDA (on the CPU where torch sees no GPU; the device used is recorded), each
 contender in its own process, rounds alternating, and where the engine's step time goes
-(per-phase timings and a per-dispatch profile of the recorded step). Writes gpu_device.json
-and gpu_device.md (the table) into --out.
+(per-phase timings and a per-dispatch profile of the recorded step), and on each decoder
+checkpoint greedy generation against transformers' generate (bench/generation_speed.py).
+Writes gpu_device.json and gpu_device.md (the table) into --out.
 
     python bench/gpu_device.py --size full --out DIR     # what gpu_device.sh runs
     python bench/gpu_device.py --size small --out DIR    # small shapes: proves the path on lavapipe
@@ -106,6 +107,24 @@ def compare(name, engine, torch_spec, budget_s):
     return out
 
 
+def compare_generation(name, model_dir, budget_s=20):
+    """Greedy generation on the same checkpoint (bench/generation_speed.py): per-token time of
+    the GPU decoder against transformers' generate on CUDA, and how many of the greedy tokens
+    agree (random weights: near-ties may part ways after float rounding)."""
+    try:
+        out = alternate({"gpu": Spec("generation_speed:EngineGenerate", {"model_dir": model_dir}),
+                         "torch": Spec("generation_speed:TorchGenerate", {"model_dir": model_dir,
+                                                                          "device": "cuda"})},
+                        baseline="torch", rounds=3, warmup=1, budget_s=budget_s, settle_s=0.1)
+    except Exception as e:
+        return {"failed": f"{type(e).__name__}: {e}"}
+    ours, theirs = out["gpu"]["finish"]["ids"], out["torch"]["finish"]["ids"]
+    out["same_prefix"] = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b), len(ours))
+    print(f"[gpu_device] {name} generation: engine {out['gpu']['seconds'] * 1e3:.2f} ms/token, torch "
+          f"{out['torch']['seconds'] * 1e3:.2f} ms/token on {out['torch']['info']['device']}", flush=True)
+    return out
+
+
 def compare_decoder(m, path, steps, budget):
     """A decoder shape's GPU step against torch + PEFT on CUDA; `budget()` the seconds of rounds,
     asked for once the checkpoint is built. A family the engine lacks is a failed row."""
@@ -122,6 +141,7 @@ def compare_decoder(m, path, steps, budget):
                                                                  profile=True)),
                   Spec("decoder_step:TorchChat", contender_args(m, model_dir, device="cuda", steps=steps)),
                   budget())
+    out["generation"] = compare_generation(m.label, model_dir)
     out["label"], out["checkpoint_s"] = m.label, built_s
     out["shape"] = {"model_type": m.model_type, "batch": m.batch, "seq": m.seq, "targets": list(m.targets),
                     **m.config}
@@ -229,6 +249,16 @@ def table(results):
         prof = g["finish"]["dispatches"]
         rows.append((f"{name}: its step replayed", f"{prof['replay_ms']:.1f} ms",
                      f"{prof['dispatches']} dispatches; kernels alone sum to {prof['sum_of_kernels_ms']:.1f} ms"))
+        gen = r.get("generation")
+        if gen and "failed" in gen:
+            rows.append((f"{label}: greedy generation", "failed", gen["failed"][:200]))
+        elif gen:
+            tg, eg = gen["torch"], gen["gpu"]
+            rows.append((f"{label}: greedy generation, transformers ({tg['info']['cuda'] or tg['info']['device']})",
+                         f"{tg['seconds'] * 1e3:.2f} ms/token", f"{tg['info']['tokens']} tokens after "
+                         f"{tg['info']['prompt']}, prefill included"))
+            rows.append((f"{label}: greedy generation, py_engine GPU decoder", f"{eg['seconds'] * 1e3:.2f} ms/token",
+                         f"{eg['vs_torch']:.2f}x transformers; first {gen['same_prefix']} tokens the same"))
         profiles.append((name, prof))
     text = _md(rows)
     for name, prof in profiles:
