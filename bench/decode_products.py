@@ -101,7 +101,8 @@ def table_rows(result, where):
     """(measure, value, note) rows for a results table."""
     rows = []
     for dtype, t in result["per_token"].items():
-        rows.append((f"decoding products per token, {result['size']} Qwen2.5-0.5B layers, {dtype} weights, {where}",
+        rows.append((f"decoding products per token, {result['size']} Qwen2.5-0.5B layers, "
+                     f"{dtype} weights, {where}",
                      f"{t['gemv_ms']:.2f} ms", f"GEMM entries at M = 1: {t['gemm_ms']:.2f} ms, "
                      f"{t['gemm_vs_gemv']:.2f}x ({result['variant']} variant)"))
     return rows

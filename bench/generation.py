@@ -12,6 +12,7 @@ This file is pure Python with no imports outside py_engine and the standard libr
 runs its source (bench/run.py's generation section).
 """
 
+import math
 import time
 
 TOKENS = 24
@@ -32,7 +33,7 @@ async def generation_rounds(device, vocabs=VOCABS, tokens=TOKENS, rounds=ROUNDS)
         config = LlamaConfig(vocab_size=vocab, hidden_size=64, intermediate_size=128,
                              num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=256,
                              tie_word_embeddings=True)
-        params = {n: Tensor(device.create_buffer(4 * _count(shape), label=n), shape)
+        params = {n: Tensor(device.create_buffer(4 * math.prod(shape), label=n), shape)
                   for n, shape in config.parameter_shapes().items()}
         decoder = await GpuDecoder.create(device, config, params, max_length=tokens + 8)
 
@@ -62,10 +63,3 @@ async def generation_rounds(device, vocabs=VOCABS, tokens=TOKENS, rounds=ROUNDS)
                      "saved_ms": round(ms["host"] - ms["device"], 3)}
         decoder.release()
     return out
-
-
-def _count(shape):
-    n = 1
-    for d in shape:
-        n *= d
-    return n

@@ -3,6 +3,7 @@ transformers, adapters both ways with PEFT (task CAUSAL_LM), a fully fine-tuned 
 transformers loads, the GPU runtime against the NumPy one over several steps, and the hybrid
 mode's switch and rollback."""
 
+import json
 import random
 
 import numpy as np
@@ -87,6 +88,28 @@ def test_trained_adapter_loads_in_peft_and_back(checkpoint, tmp_path):
                 p.copy_(0.2 * torch.randn_like(p))
     theirs.save_pretrained(tmp_path / "theirs")
     loaded = run(ChatModel.load(checkpoint, tmp_path / "theirs", backend="numpy"))
+    for got, (loss, _) in zip(run(loaded.score_encoded(examples)), hf_losses(theirs.eval(), examples)):
+        assert abs(got["loss"] - loss) <= 1e-5 * abs(loss)
+
+
+def test_an_adapter_without_target_modules_targets_the_family_defaults(checkpoint, tmp_path):
+    """adapter_config.json with target_modules null: PEFT's default modules for the model's
+    family (q_proj, v_proj for Llama), as PEFT picks them, not BERT's."""
+    torch.manual_seed(1)
+    theirs = get_peft_model(AutoModelForCausalLM.from_pretrained(checkpoint),
+                            PeftLoraConfig(task_type=TaskType.CAUSAL_LM, r=2, lora_alpha=4))
+    with torch.no_grad():
+        for name, p in theirs.named_parameters():
+            if "lora_B" in name:
+                p.copy_(0.2 * torch.randn_like(p))
+    theirs.save_pretrained(tmp_path / "theirs")
+    config_path = tmp_path / "theirs" / "adapter_config.json"
+    config = json.loads(config_path.read_text())
+    assert sorted(config["target_modules"]) == ["q_proj", "v_proj"]
+    config_path.write_text(json.dumps(dict(config, target_modules=None)))
+    loaded = run(ChatModel.load(checkpoint, tmp_path / "theirs", backend="numpy"))
+    assert sorted(loaded.model.lora.target_modules) == ["q_proj", "v_proj"]
+    examples = random_examples(4, loaded.checkpoint.config.vocab_size)
     for got, (loss, _) in zip(run(loaded.score_encoded(examples)), hf_losses(theirs.eval(), examples)):
         assert abs(got["loss"] - loss) <= 1e-5 * abs(loss)
 

@@ -165,8 +165,9 @@ def export_gguf_lora(args, quant):
     from .gguf_llama import adapter_writer
 
     config, tensors, _ = load_adapter(args.adapter)
-    lora = LoraConfig.from_peft_dict(dict(config, modules_to_save=None))
-    writer = adapter_writer(DecoderCheckpoint.read_config(args.model), lora, tensors,
+    model_config = DecoderCheckpoint.read_config(args.model)
+    lora = LoraConfig.from_peft_dict(dict(config, modules_to_save=None), model_config.lora_targets)
+    writer = adapter_writer(model_config, lora, tensors,
                             gguf.TYPE_IDS[quant.upper()], args.name or Path(args.out).name)
 
     def fill(staging):

@@ -217,7 +217,7 @@ class Readout:
     def __init__(self, be, program, logits):
         chosen = be.argmax_rows(logits)
         self.logits = program.replica(f"{program.label} (logits)")
-        self.logits.read(logits.buffer)
+        self.logits.read(logits.buffer, size=4 * logits.shape[0] * logits.shape[1])
         self.choice = program
         self.choice.read(chosen.buffer)
 

@@ -44,8 +44,8 @@ class _Programs:
     """The recorded programs for inputs padded to one length: the encoder with the cross keys
     and values, and the one-token decoder reading them."""
 
-    __slots__ = ("encode", "decode", "readout", "ids", "mask", "token", "cache_mask", "bias_index", "position",
-                 "buffers")
+    __slots__ = ("encode", "decode", "readout", "ids", "mask", "token", "cache_mask", "bias_index",
+                 "position", "buffers")
 
 
 class GpuSeq2SeqDecoder:

@@ -184,7 +184,8 @@ class MatmulKernels:
         return self._kernels[kind, trans_a, trans_b].entry
 
     def _kind(self, a, b, m, n, k, trans_a, trans_b, b_half, products=1):
-        if m == 1 and trans_b and not trans_a and products == 1 and ("gemv", False, True) in self._kernels:
+        one_row = m == 1 and trans_b and not trans_a and products == 1
+        if one_row and ("gemv", False, True) in self._kernels:
             return "gemv_f16" if b_half else "gemv"
         if b_half:
             return "f16"

@@ -81,10 +81,14 @@ class LoraConfig:
         }
 
     @classmethod
-    def from_peft_dict(cls, data):
+    def from_peft_dict(cls, data, default_targets=None):
+        """From adapter_config.json's fields. Without target_modules, PEFT targets its default
+        modules for the model's family: `default_targets` (BERT's when None)."""
         if data.get("peft_type", "LORA") != "LORA":
             raise LoraConfigError(f"adapter is {data.get('peft_type')!r}, not LORA")
         fields = {k: v for k, v in data.items() if k not in ("peft_type",)}
+        if fields.get("target_modules") is None and default_targets:
+            fields["target_modules"] = list(default_targets)
         if fields.get("rank_pattern") or fields.get("alpha_pattern"):
             raise LoraConfigError("per-module rank_pattern/alpha_pattern are not supported")
         try:
