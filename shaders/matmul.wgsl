@@ -506,45 +506,28 @@ fn gemm_tiled_f16(@builtin(local_invocation_id) lid: vec3<u32>,
 // tiled variant, 32 x in the register one). These compute y = alpha * x . W^T + bias + beta * y
 // for x = op(A)[0, :] and W = B stored [N, K] (TRANS_A false, TRANS_B true; one product,
 // z = 0): LANES threads per output walk its weight row k = lane, lane + LANES, ... (LANES
-// neighbouring floats per step: coalesced on a GPU), then add their partial sums in a tree
-// through workgroup memory. WORKGROUP / LANES outputs per workgroup; workgroups past the
-// per-dimension limit spill into y. LANES = 1 (a thread per output, no tree) suits software
-// adapters; 32 suits GPUs.
+// neighbouring floats per step: coalesced on a GPU), then add their partial sums
+// (lib/lane_sum.wgsl). WORKGROUP / LANES outputs per workgroup. LANES = 1 (a thread per
+// output, no tree) suits software adapters; 32 suits GPUs.
 
 override LANES: u32 = 1u;   // threads per output, a power of two dividing WORKGROUP
 
-//#include "lib/grid.wgsl"
-
-var<workgroup> gemv_partial: array<f32, WORKGROUP>;
-
-fn gemv_finish(local: u32, n: u32, c_base: u32, partial: f32) {
-  gemv_partial[local] = partial;
-  workgroupBarrier();
-  let lane = local % LANES;
-  for (var width = LANES / 2u; width > 0u; width /= 2u) {
-    if (lane < width) {
-      gemv_partial[local] += gemv_partial[local + width];
-    }
-    workgroupBarrier();
-  }
-  if (lane == 0u && n < gemm.N) {
-    store(c_base, 0u, n, gemv_partial[local]);
-  }
-}
+//#include "lib/lane_sum.wgsl"
 
 @compute @workgroup_size(WORKGROUP)
 fn gemv(@builtin(local_invocation_index) local: u32,
         @builtin(workgroup_id) wid: vec3<u32>,
         @builtin(num_workgroups) groups: vec3<u32>) {
   let base = bases_for(0u);
-  let n = workgroup_index(wid, groups) * (WORKGROUP / LANES) + local / LANES;
+  let n = lane_output(local, wid, groups);
   var acc = 0.0;
-  if (n < gemm.N) {
-    for (var k = local % LANES; k < gemm.K; k += LANES) {
-      acc = fma(a[a_index(base.a, 0u, k)], b[b_index(base.b, k, n)], acc);
-    }
+  for (var k = local % LANES; n < gemm.N && k < gemm.K; k += LANES) {
+    acc = fma(a[a_index(base.a, 0u, k)], b[b_index(base.b, k, n)], acc);
   }
-  gemv_finish(local, n, base.c, acc);
+  let total = lane_sum(local, acc);
+  if (local % LANES == 0u && n < gemm.N) {
+    store(base.c, 0u, n, total);
+  }
 }
 
 @compute @workgroup_size(WORKGROUP)
@@ -552,14 +535,15 @@ fn gemv_f16(@builtin(local_invocation_index) local: u32,
             @builtin(workgroup_id) wid: vec3<u32>,
             @builtin(num_workgroups) groups: vec3<u32>) {
   let base = bases_for(0u);
-  let n = workgroup_index(wid, groups) * (WORKGROUP / LANES) + local / LANES;
+  let n = lane_output(local, wid, groups);
   var acc = 0.0;
-  if (n < gemm.N) {
-    for (var k = local % LANES; k < gemm.K; k += LANES) {
-      acc = fma(a[a_index(base.a, 0u, k)], half_at(b_index(base.b, k, n)), acc);
-    }
+  for (var k = local % LANES; n < gemm.N && k < gemm.K; k += LANES) {
+    acc = fma(a[a_index(base.a, 0u, k)], half_at(b_index(base.b, k, n)), acc);
   }
-  gemv_finish(local, n, base.c, acc);
+  let total = lane_sum(local, acc);
+  if (local % LANES == 0u && n < gemm.N) {
+    store(base.c, 0u, n, total);
+  }
 }
 
 // --- sum_columns: the bias gradient -------------------------------------------------------

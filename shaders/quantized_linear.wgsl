@@ -176,24 +176,21 @@ fn quantized_linear_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
 // The forward above computes a 32-row block per workgroup and would keep one. Here LANES
 // threads per output feature o walk its row's words wd = lane, lane + LANES, ... (neighbouring
 // words: coalesced on a GPU), each word's fields dequantized with its group's scale and dotted
-// with x, then add their partial sums in a tree through workgroup memory. WORKGROUP / LANES
-// outputs per workgroup; workgroups past the per-dimension limit spill into y.
+// with x, then add their partial sums (lib/lane_sum.wgsl). WORKGROUP / LANES outputs per
+// workgroup.
 
-//#include "lib/grid.wgsl"
-
-var<workgroup> gemv_partial: array<f32, WORKGROUP>;
+//#include "lib/lane_sum.wgsl"
 
 @compute @workgroup_size(WORKGROUP)
 fn quantized_gemv(@builtin(local_invocation_index) local: u32,
                   @builtin(workgroup_id) wid: vec3<u32>,
                   @builtin(num_workgroups) groups: vec3<u32>) {
-  let o = workgroup_index(wid, groups) * (WORKGROUP / LANES) + local / LANES;
-  let lane = local % LANES;
+  let o = lane_output(local, wid, groups);
   var acc = 0.0;
   if (o < params.out_features) {
     let words_per_row = params.in_features / PER_WORD;
     let words_per_group = params.group_size / PER_WORD;
-    for (var wd = lane; wd < words_per_row; wd += LANES) {
+    for (var wd = local % LANES; wd < words_per_row; wd += LANES) {
       let word = q[o * words_per_row + wd];
       let scale = scales[o * params.groups + wd / words_per_group];
       for (var part = 0u; part < PER_WORD; part += 4u) {
@@ -201,20 +198,13 @@ fn quantized_gemv(@builtin(local_invocation_index) local: u32,
       }
     }
   }
-  gemv_partial[local] = acc;
-  workgroupBarrier();
-  for (var width = LANES / 2u; width > 0u; width /= 2u) {
-    if (lane < width) {
-      gemv_partial[local] += gemv_partial[local + width];
-    }
-    workgroupBarrier();
-  }
-  if (lane == 0u && o < params.out_features) {
+  let total = lane_sum(local, acc);
+  if (local % LANES == 0u && o < params.out_features) {
     var b = 0.0;
     if (params.has_bias != 0u) {
       b = bias[o];
     }
-    y[o] = epilogue(y[o], gemv_partial[local], b);
+    y[o] = epilogue(y[o], total, b);
   }
 }
 
