@@ -24,7 +24,7 @@ async def generation_rounds(device, vocabs=VOCABS, tokens=TOKENS, rounds=ROUNDS)
     """{name: {"vocab", "device_ms", "host_ms", "saved_ms"}}: median milliseconds per token."""
     from py_engine.backends.gpu_backend import Tensor
     from py_engine.generate import GpuDecoder
-    from py_engine.generate.generation import _require_finite
+    from py_engine.generate.generation import require_finite_logits
     from py_engine.generate.sampling import greedy
     from py_engine.models.llama_config import LlamaConfig
 
@@ -48,7 +48,7 @@ async def generation_rounds(device, vocabs=VOCABS, tokens=TOKENS, rounds=ROUNDS)
             logits = await decoder.prefill([1, 2, 3])
             start = time.perf_counter()
             for k in range(tokens):
-                _require_finite(logits, k)
+                require_finite_logits(logits, k)
                 logits = await decoder.step(greedy(logits))
             return time.perf_counter() - start
 

@@ -68,7 +68,7 @@ async def generate(decoder, tokenizer, prompt_ids, *, max_new_tokens=64, greedy=
             if problem:
                 raise _non_finite(problem, len(ids))
             return token
-        _require_finite(out, len(ids))
+        require_finite_logits(out, len(ids))
         return argmax(out) if greedy else sample(out, rng, temperature, top_k, top_p)
 
     token = choose(await (decoder.prefill(prompt_ids, greedy=True) if on_device
@@ -87,7 +87,7 @@ async def generate(decoder, tokenizer, prompt_ids, *, max_new_tokens=64, greedy=
         token = choose(await (decoder.step(token, greedy=True) if on_device else decoder.step(token)))
 
 
-def _require_finite(logits, generated):
+def require_finite_logits(logits, generated):
     """A NaN or +inf logit (weights or activations out of range) would make greedy decoding
     pick token 0 forever and sampling fail: say so. -inf is a masked token, and allowed."""
     total = logits.sum() if hasattr(logits, "sum") else sum(logits)    # NaN or inf if one is

@@ -49,5 +49,6 @@ class ArgmaxKernels(KernelFamily):
         require_floats(logits, rows * cols, "logits")
         require_floats(out, self.out_words(rows), "the argmax output")
         params = self.device.uniform("2I", rows, cols)
-        program.dispatch(self._kernels["argmax_rows"], [logits, out, params], row_groups(self.device, rows))
+        program.dispatch(self._kernels["argmax_rows"], [logits, out, params],
+                         row_groups(self.device, rows))
         return program

@@ -97,6 +97,11 @@ def pack_half(values):
     return struct.pack(f"<{len(values)}e", *values)
 
 
+def default_variant(device):
+    """The variant for `device`: "register" on a software adapter, "tiled" on a GPU."""
+    return REGISTER if device.info.is_software else TILED
+
+
 class MatmulKernels:
     """The matmul family's compiled entry points for one variant; records dispatches."""
 
@@ -121,7 +126,7 @@ class MatmulKernels:
         """Compile the entry points of `variant` ("register", "tiled"; default from the
         adapter). `constants` overrides tile and workgroup sizes (see DEFAULTS, GEMV); without
         `gemv`, one row runs the GEMM entries too (what bench/decode_products.py compares)."""
-        variant = variant or (REGISTER if device.info.is_software else TILED)
+        variant = variant or default_variant(device)
         if variant not in VARIANTS:
             raise ValueError(f"unknown matmul variant {variant!r}; choose one of {VARIANTS}")
         constants = {**DEFAULTS[variant], **(constants or {})}

@@ -21,6 +21,7 @@ in the browser.
 """
 
 from ..gpu import require_floats, row_groups
+from .matmul import GEMV, default_variant
 
 SOURCE = "quantized_linear.wgsl"
 MODES = ("int8", "int4")
@@ -34,9 +35,6 @@ DEFAULTS = {"WG_X": 8, "WG_Y": 8}
 FORWARD_TILE = (4, 4)
 GRAD_INPUT_TILE = (4, 8)
 QUANTIZE_WORKGROUP = 64
-# quantized_gemv (one row): LANES threads per output, WORKGROUP threads; a thread per output on
-# software adapters, 32 threads reading neighbouring words on a GPU (as matmul.GEMV).
-GEMV = {"software": {"LANES": 1, "WORKGROUP": 64}, "gpu": {"LANES": 32, "WORKGROUP": 256}}
 
 _PARAMS = "8I2f"  # shaders/quantized_linear.wgsl struct Params
 
@@ -96,9 +94,10 @@ class QuantizedLinearKernels:
                    gemv=True):
         """Compile the products for `modes` and quantize_weight for each of `source_formats`
         ("f32", "f16", "bf16"). `constants` overrides the workgroup sizes (DEFAULTS, and
-        LANES / WORKGROUP of the one-row product: GEMV); without `gemv`, one row runs the
+        LANES / WORKGROUP of the one-row product: matmul.GEMV); without `gemv`, one row runs the
         blocked forward too (what bench/decode_products.py compares)."""
-        gemv_constants = GEMV["software" if device.info.is_software else "gpu"]
+        # quantized_gemv's LANES and WORKGROUP: the matmul gemv entries' for this adapter
+        gemv_constants = GEMV[default_variant(device)]
         unknown = sorted(set(constants or {}) - set(DEFAULTS) - set(gemv_constants))
         if unknown:
             raise ValueError(f"unknown constants {unknown}; the products take "
