@@ -338,6 +338,30 @@ def test_bad_bytes_and_paths(tmp_path):
                             "instruction", "sharegpt"}
 
 
+def test_a_byte_order_mark_is_not_data(tmp_path):
+    """Notepad and Excel's "CSV UTF-8" begin a file with a UTF-8 byte order mark: every reader
+    of user data takes such a file as the same file without it."""
+    from py_engine.export.job_train import read_jsonl as read_job_jsonl
+    from py_engine.tabs.tab_data import read_tabs
+
+    rows = {"texts": '{"text": "good", "label": "pos"}\n{"text": "bad", "label": "neg"}\n',
+            "chats": '{"messages": [{"role": "user", "content": "hi"}, '
+                     '{"role": "assistant", "content": "yo"}]}\n',
+            "tabs": '{"url": "https://github.com/a/b", "title": "a/b", "label": "Dev"}\n'}
+    files = {}
+    for name, text in rows.items():
+        plain, marked = tmp_path / f"{name}.jsonl", tmp_path / f"{name}_bom.jsonl"
+        plain.write_text(text, encoding="utf-8")
+        marked.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+        files[name] = plain, marked
+    for name, read in [("texts", read_jsonl), ("chats", read_chat_jsonl), ("tabs", read_tabs),
+                       ("texts", read_job_jsonl), ("chats", import_dataset)]:
+        plain, marked = files[name]
+        # the records name their file: alike but for that name
+        assert repr(read(marked)).replace("_bom", "") == repr(read(plain)), (name, read)
+        assert len(read(marked)) == rows[name].count("\n")
+
+
 def test_what_a_format_cannot_hold_is_refused():
     chat = Record("causal_lm", "chat", messages=[{"role": "user", "content": "a"},
                                                  {"role": "assistant", "content": "b"},

@@ -86,7 +86,7 @@ def read_jsonl_lines(path, parse):
     if not path.is_file():
         raise DataError(f"no data file at {path}" if not path.exists() else
                         f"{path} is not a file (give a JSONL file)")
-    with path.open(encoding="utf-8") as f:
+    with path.open(encoding="utf-8-sig") as f:     # a byte order mark, as Notepad writes, is not data
         try:
             examples = parse(f, str(path))
         except UnicodeDecodeError as e:

@@ -60,7 +60,7 @@ class JobError(ValueError):
 def read_jsonl(path):
     """(line number, object) of each non-blank line."""
     rows = []
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:
         for number, line in enumerate(f, 1):
             if not line.strip():
                 continue
