@@ -81,6 +81,11 @@ def _grad_norm(text):
     return NO_CLIPPING if text.strip().lower() == NO_CLIPPING else _CLIP_NORM(text)
 
 
+# LoRA scales (alpha / r) above this are named when training diverges: PEFT's defaults are 1-2,
+# and papers' recipes stay within 16
+LARGE_LORA_SCALE = 64
+
+
 def _alpha(text):
     value = POSITIVE(text)
     return int(value) if value == int(value) else value     # 16, not 16.0, in adapter_config
@@ -353,6 +358,10 @@ def _train(args, model, examples, config, validation, report, **trainer_options)
         run_sync(trainer.fit())          # the end of training: last evaluations, hooks
     except TrainingDiverged as e:
         hint = f"try a lower --lr than {args.lr:g}" if args.lr is not None else "try a lower --lr"
+        lora = getattr(model.model, "lora", None)
+        if lora is not None and lora.scaling > LARGE_LORA_SCALE:
+            hint += (f", or a lower --lora-alpha: {lora.lora_alpha:g} scales the LoRA update by "
+                     f"{lora.scaling:g}")
         kept = f" (and {args.state} holds the last good state)" if args.state else ""
         raise UsageError(f"{e.what}; stopped without saving, nothing was written to "
                          f"{args.out}{kept}; {hint}") from None

@@ -253,6 +253,15 @@ def test_a_diverged_run_keeps_the_good_adapter_byte_for_byte(ws, tmp_path, capsy
     assert [p.name for p in tmp_path.iterdir()] == ["good"]     # no staging left behind
 
 
+def test_a_run_diverged_by_its_lora_alpha_names_it(ws, tmp_path, capsys):
+    line = refused(capsys, "train", "--model", ws["bert"], "--data", ws["cls"], "--out",
+                   tmp_path / "out", "--lora-alpha", "1e300", "--epochs", "1", "--batch-size", "2",
+                   match="training diverged at step [0-9]+: .*try a lower --lr, or a lower "
+                         "--lora-alpha: 1e\\+300 scales the LoRA update by 1.25e\\+299",
+                   progress=True)
+    assert not (tmp_path / "out").exists(), line
+
+
 def test_diverged_weights_are_never_saved_by_the_api(ws, tmp_path):
     from py_engine.data.classification import read_jsonl
     from py_engine.formats.finite import NonFiniteWeightsError
