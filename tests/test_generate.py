@@ -55,6 +55,53 @@ def test_warpers_match_transformers(rng, temperature, top_k, top_p):
         assert np.abs(probs_got - probs_want).max() <= 1e-12
 
 
+def sorted_warp(logits, temperature, top_k, top_p):
+    """warp() as the warpers are written: softmax over the whole row and a sort of all of it
+    (what sampling.py computed before it pruned; here, the reference it must agree with)."""
+    def softmax(scores):
+        top = max(scores)
+        exps = [math.exp(s - top) if s != -math.inf else 0.0 for s in scores]
+        total = sum(exps)
+        return [e / total for e in exps]
+
+    scores = [float(x) / temperature for x in logits]
+    if top_k and top_k < len(scores):
+        kth = sorted(scores, reverse=True)[top_k - 1]
+        scores = [s if s >= kth else -math.inf for s in scores]
+    if top_p < 1.0:
+        probs = softmax(scores)
+        cumulative, removed = 0.0, set()
+        for i in sorted(range(len(scores)), key=lambda i: scores[i])[:-1]:
+            cumulative += probs[i]
+            if cumulative > 1.0 - top_p:
+                break
+            removed.add(i)
+        scores = [-math.inf if i in removed else s for i, s in enumerate(scores)]
+    kept = [(i, p) for i, p in enumerate(softmax(scores)) if p > 0.0]
+    return sorted(kept, key=lambda item: -item[1])
+
+
+@pytest.mark.parametrize("temperature, top_k, top_p",
+                         [(0.7, 0, 0.9), (1.0, 0, 0.3), (1.3, 50, 0.8), (0.6, 40, 1.0),
+                          (1.0, 0, 1.0), (2.0, 0, 0.999)])
+def test_a_whole_vocabulary_is_warped_and_sampled_as_sorting_it_would(rng, temperature, top_k,
+                                                                      top_p):
+    """Rows as wide as a vocabulary, peaked and flat, with ties (scores rounded) and masked
+    tokens: the pruned warpers keep the same tokens in the same order with the same
+    probabilities as the whole-row sort, and a seed draws the same token."""
+    for spread, decimals in ((4.0, 6), (0.3, 1)):
+        logits = np.round(rng.normal(0, spread, 32_000), decimals).astype(np.float32)
+        logits[rng.choice(logits.size, 100, replace=False)] = -np.inf
+        want = sorted_warp(logits, temperature, top_k, top_p)
+        got = warp(logits, temperature, top_k, top_p)
+        assert [t for t, _ in got] == [t for t, _ in want]
+        assert max(abs(p - q) for (_, p), (_, q) in zip(got, want)) <= 1e-15
+        for seed in range(20):
+            u, cumulative = random.Random(seed).random(), 0.0
+            token = next((t for t, p in want if u < (cumulative := cumulative + p)), want[-1][0])
+            assert sample(logits, random.Random(seed), temperature, top_k, top_p) == token
+
+
 def test_top_k_keeps_ties_with_the_kth_score_and_greedy_takes_the_lowest_index():
     logits = [0.0, 3.0, 1.0, 3.0, 1.0, -2.0]
     assert greedy(logits) == 1

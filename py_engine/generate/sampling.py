@@ -22,6 +22,7 @@ its last byte arrives), stop strings end the text before them, and text that mig
 stop string is held back until it cannot.
 """
 
+import heapq
 import math
 
 REPLACEMENT = "\ufffd"
@@ -36,63 +37,108 @@ def greedy(logits):
     return best
 
 
-def _softmax(scores):
-    """Probabilities of finite scores (-inf -> 0)."""
-    top = max(scores)
-    exps = [math.exp(s - top) if s != -math.inf else 0.0 for s in scores]
+def _scaled(logits, temperature):
+    """The row as a list of Python floats, divided by `temperature` (the warpers' first step)."""
+    if not temperature > 0:
+        raise ValueError(f"temperature must be positive, got {temperature} (use greedy decoding)")
+    scores = logits.tolist() if hasattr(logits, "tolist") else [float(x) for x in logits]
+    return scores if temperature == 1.0 else [s / temperature for s in scores]
+
+
+def _check(top_k, top_p):
+    if top_k < 0:
+        raise ValueError(f"top_k must be >= 0, got {top_k}")
+    if not 0.0 <= top_p <= 1.0:
+        raise ValueError(f"top_p must be in [0, 1], got {top_p}")
+
+
+def _kept(scores, top_k, top_p):
+    """Indices, ascending, of the tokens top-k and then top-p keep of `scores`; None when they
+    keep every token.
+
+    A row is a whole vocabulary (150,000 tokens and more), so the work is kept linear: top-k
+    finds its k-th score with a heap, and top-p sorts only the tokens that could stay. Those
+    are the tokens more likely than (1 - top_p) / n: a token at most that likely sits, in
+    ascending order, after only tokens as unlikely, which together hold at most 1 - top_p,
+    so top-p removes it whatever the rest (halved, against rounding). Their mass starts the
+    cumulative sum that the others continue in ascending order, as in TopPLogitsWarper."""
+    kept = None
+    if top_k and top_k < len(scores):
+        kth = heapq.nlargest(top_k, scores)[-1]
+        kept = [i for i, s in enumerate(scores) if s >= kth]        # ties with the k-th stay
+    if top_p >= 1.0:
+        return kept
+    exps = _exps(scores if kept is None else [scores[i] for i in kept])
     total = sum(exps)
-    return [e / total for e in exps]
+    cut = 0.5 * (1.0 - top_p) / len(exps) * total
+    candidates = [k for k, e in enumerate(exps) if e > cut]
+    cumulative = max(0.0, total - sum(exps[k] for k in candidates)) / total
+    index = (lambda k: k) if kept is None else kept.__getitem__
+    removed = set()
+    # ascending, stable (ties: lower index first); the most likely token always stays
+    for k in sorted(candidates, key=lambda k: scores[index(k)])[:-1]:
+        cumulative += exps[k] / total
+        if cumulative <= 1.0 - top_p:
+            removed.add(k)
+        else:
+            break
+    return [index(k) for k in candidates if k not in removed]
+
+
+def _exps(scores):
+    """exp(score - max) of each score (0 for -inf)."""
+    top = max(scores)
+    return list(map(math.exp, [s - top for s in scores]))
 
 
 def warp_scores(logits, temperature=1.0, top_k=0, top_p=1.0):
     """The scores after temperature, top-k and top-p, as transformers' warpers leave them:
     a list of floats with -inf on removed tokens."""
-    if not temperature > 0:
-        raise ValueError(f"temperature must be positive, got {temperature} (use greedy decoding)")
-    if top_k < 0:
-        raise ValueError(f"top_k must be >= 0, got {top_k}")
-    if not 0.0 <= top_p <= 1.0:
-        raise ValueError(f"top_p must be in [0, 1], got {top_p}")
-    scores = [float(x) for x in logits]
-    if temperature != 1.0:
-        scores = [s / temperature for s in scores]
-    if top_k and top_k < len(scores):
-        kth = sorted(scores, reverse=True)[top_k - 1]
-        scores = [s if s >= kth else -math.inf for s in scores]
-    if top_p < 1.0:
-        probs = _softmax(scores)
-        order = sorted(range(len(scores)), key=lambda i: scores[i])   # ascending, stable
-        cumulative = 0.0
-        removed = set()
-        for i in order[:-1]:                  # the most likely token always stays
-            cumulative += probs[i]
-            if cumulative <= 1.0 - top_p:
-                removed.add(i)
-            else:
-                break
-        scores = [-math.inf if i in removed else s for i, s in enumerate(scores)]
-    return scores
+    scores = _scaled(logits, temperature)
+    _check(top_k, top_p)
+    kept = _kept(scores, top_k, top_p)
+    if kept is None:
+        return scores
+    kept = set(kept)
+    return [s if i in kept else -math.inf for i, s in enumerate(scores)]
+
+
+def _kept_probabilities(logits, temperature, top_k, top_p):
+    """(tokens, probabilities): the kept tokens in index order and the softmax of their scores
+    (0 where it underflows)."""
+    scores = _scaled(logits, temperature)
+    _check(top_k, top_p)
+    kept = _kept(scores, top_k, top_p)
+    exps = _exps(scores if kept is None else [scores[i] for i in kept])
+    total = sum(exps)
+    return range(len(scores)) if kept is None else kept, [e / total for e in exps]
 
 
 def warp(logits, temperature=1.0, top_k=0, top_p=1.0):
     """[(token, probability)] of the tokens left after the warpers, renormalized, in order of
     decreasing probability (ties: lower index first)."""
-    probs = _softmax(warp_scores(logits, temperature, top_k, top_p))
-    kept = [(i, p) for i, p in enumerate(probs) if p > 0.0]
+    kept = [(t, p) for t, p in zip(*_kept_probabilities(logits, temperature, top_k, top_p)) if p > 0.0]
     kept.sort(key=lambda item: -item[1])
     return kept
 
 
 def sample(logits, rng, temperature=1.0, top_k=0, top_p=1.0):
-    """One token drawn from the warped distribution with `rng` (a random.Random)."""
-    kept = warp(logits, temperature, top_k, top_p)
+    """One token drawn from the warped distribution with `rng` (a random.Random): the first
+    token of warp()'s order at which the cumulative probability passes a uniform draw. Only the
+    tokens likelier than 1/1000 of an even share are sorted first; together they hold at least
+    99.9% of the probability, so the rest is sorted only for a draw that reaches it."""
+    tokens, probs = _kept_probabilities(logits, temperature, top_k, top_p)
+    cut = 1e-3 / len(probs)
     u = rng.random()
-    cumulative = 0.0
-    for token, p in kept:
-        cumulative += p
-        if u < cumulative:
-            return token
-    return kept[-1][0]          # u within rounding of 1
+    cumulative, last = 0.0, None
+    for share in ([k for k, p in enumerate(probs) if p > cut],
+                  [k for k, p in enumerate(probs) if 0.0 < p <= cut]):
+        for k in sorted(share, key=lambda k: -probs[k]):     # stable: lower index first on ties
+            cumulative += probs[k]
+            if u < cumulative:
+                return tokens[k]
+            last = k
+    return tokens[last]         # u within rounding of 1: the least likely token
 
 
 class TextStream:
