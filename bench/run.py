@@ -356,6 +356,10 @@ def table(results):
                              f"{g['saved_ms']:.1f} ms/token saved",
                              f"logits read and scanned in Python {g['host_ms']:.1f} ms/token, "
                              f"chosen on the GPU {g['device_ms']:.1f} (1-layer, hidden 64)"))
+                if "sample_ms" in g:
+                    rows.append((f"sampled token, {name} vocabulary, {label}: the draw",
+                                 f"{g['sample_ms']:.1f} ms/token",
+                                 "temperature 0.7, top-p 0.9, in Python after the logits are read"))
     step = results.get("browser_step")
     if step:
         rows.append((f"tiny BERT {step['shape']['batch']}x{step['shape']['seq']} step in the browser "
