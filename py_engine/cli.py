@@ -358,7 +358,7 @@ def _train(args, model, examples, config, validation, report, **trainer_options)
         run_sync(trainer.fit())          # the end of training: last evaluations, hooks
     except TrainingDiverged as e:
         hint = f"try a lower --lr than {args.lr:g}" if args.lr is not None else "try a lower --lr"
-        lora = getattr(model.model, "lora", None)
+        lora = getattr(getattr(model, "model", None), "lora", None)     # None: full fine-tuning
         if lora is not None and lora.scaling > LARGE_LORA_SCALE:
             hint += (f", or a lower --lora-alpha: {lora.lora_alpha:g} scales the LoRA update by "
                      f"{lora.scaling:g}")
