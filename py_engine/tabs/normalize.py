@@ -59,14 +59,27 @@ def tab_text(url, title):
     return SEPARATOR.join(p for p in (parts[0], " ".join(parts[1]), parts[2]) if p)
 
 
+def split_url(url):
+    """urlsplit(url), with its port read: a ValueError for what a browser would not load as a
+    URL and urlsplit lets through. That is a port out of range, a malformed IPv6 address, and
+    an IPv6 address that is not the whole host ("www.[::1]", whose hostname urlsplit gives as
+    "::1"), so that the host text here is the one the extension's URL parser sees."""
+    split = urlsplit(url)
+    split.port                      # read for its check: a port out of range raises
+    host = split.netloc.rpartition("@")[2]
+    if "[" in host and not host.startswith("["):
+        raise ValueError(f"an IPv6 address must be the whole host, not part of {host!r}")
+    return split
+
+
 def parse_tab(url, title):
     """(domain text, [path words], title text) of a tab; see the module docstring."""
     url = (url or "").strip()
     try:
-        split = urlsplit(url)
+        split = split_url(url)
         scheme, port = split.scheme.lower(), split.port
         host = split.hostname or ""
-    except ValueError:              # a port out of range, a malformed IPv6 address
+    except ValueError:              # not a URL a browser loads (split_url)
         return "", words_of(url), clean_title(title)
     if scheme in ("http", "https") or (not scheme and host):
         domain = domain_text(host, scheme, port)

@@ -47,10 +47,9 @@ The listed-domains file: {"version": 1, "source", "lists", "domains": {ID: "doma
 import json
 import re
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from ..formats.json_file import parse_json, read_utf8
-from .normalize import LOCAL_DEV, letter_digit_runs, local_server
+from .normalize import LOCAL_DEV, letter_digit_runs, local_server, split_url
 
 RULES_FILE = Path(__file__).parent / "data" / "rules.json"
 CONFORMANCE_FILE = Path(__file__).parent / "data" / "rules_conformance.json"
@@ -179,7 +178,7 @@ def decode_percent(text):
 def _url_parts(url):
     """(scheme, host, port, path) as step 1 says."""
     try:
-        split = urlsplit(url)
+        split = split_url(url)
         return split.scheme.lower(), (split.hostname or "").rstrip("."), split.port, split.path
     except ValueError:
         return "", "", None, url
