@@ -103,6 +103,10 @@ def test_greedy_tokens_chosen_on_the_gpu_are_the_argmax_of_its_logits(device, ke
         got = [run(gpu.prefill(seq[:prompt], greedy=True))]
         got += [run(gpu.step(t, greedy=True)) for t in seq[prompt:]]
         assert got == want
+    for recorded in [*gpu._prefill.values(), *gpu._decode.values()]:
+        # the logits' replica (sampling) is the choice's program without the argmax dispatch
+        choice, logits = recorded.readout.choice.ops, recorded.readout.logits.ops
+        assert choice[:len(logits)] == logits and len(choice) == len(logits) + 1
 
 
 def test_nan_weights_stop_gpu_greedy_generation_with_a_message(device, kernels, chat):

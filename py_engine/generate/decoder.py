@@ -207,17 +207,17 @@ class Readout:
     """What a recorded decoding program brings back per run: the likeliest token, chosen on the
     GPU (8 bytes: greedy decoding), or all the logits (sampling), from a replica of the same
     program. Reading a token instead of the vocabulary spares the transfer and, above all, a
-    scan of it in Python: 18 ms per token in the page at Qwen2.5's 151,936 tokens, 61 ms at
-    Gemma 3's 262,144 (bench/generation.py).
+    scan of it in Python (bench/generation.py measures what that saves).
 
-    Make it while `be` records `program`, right after the logits [1, V]."""
+    Make it while `be` records `program`, right after the logits [1, V]. The replica is taken
+    before the argmax is recorded, so sampling runs no choice it would not read."""
 
     __slots__ = ("choice", "logits")
 
     def __init__(self, be, program, logits):
-        chosen = be.argmax_rows(logits)
         self.logits = program.replica(f"{program.label} (logits)")
         self.logits.read(logits.buffer, size=4 * logits.shape[0] * logits.shape[1])
+        chosen = be.argmax_rows(logits)
         self.choice = program
         self.choice.read(chosen.buffer)
 
