@@ -295,7 +295,9 @@ def test_an_encoder_decoder_chats_and_learns_its_logged_conversations(tmp_path, 
     assert len(chats) == 2 and all(svc.model.unusable(r) is None for r in chats)
     before = trainable(svc)
     result = call(svc, "force_slice", budget_ms=60_000)
-    assert result["ran"] and result["trainer"]["step"] > 0
+    # the slice's story in the failure: its steps, the trainer's idle reason, batches, events
+    story = (result, events.of("slice"), events.of("rollback"))
+    assert result["ran"] and result["trainer"]["step"] > 0, story
     after = trainable(svc)
     assert any(not np.array_equal(before[n], after[n]) for n in before)
     svc.close()
