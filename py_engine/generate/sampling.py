@@ -91,12 +91,18 @@ def _exps(scores):
     return list(map(math.exp, [s - top for s in scores]))
 
 
+def _warped(logits, temperature, top_k, top_p):
+    """(scores, kept): the row after temperature, and the indices top-k and top-p keep of it
+    (None: every token)."""
+    scores = _scaled(logits, temperature)
+    _check(top_k, top_p)
+    return scores, _kept(scores, top_k, top_p)
+
+
 def warp_scores(logits, temperature=1.0, top_k=0, top_p=1.0):
     """The scores after temperature, top-k and top-p, as transformers' warpers leave them:
     a list of floats with -inf on removed tokens."""
-    scores = _scaled(logits, temperature)
-    _check(top_k, top_p)
-    kept = _kept(scores, top_k, top_p)
+    scores, kept = _warped(logits, temperature, top_k, top_p)
     if kept is None:
         return scores
     kept = set(kept)
@@ -106,9 +112,7 @@ def warp_scores(logits, temperature=1.0, top_k=0, top_p=1.0):
 def _kept_probabilities(logits, temperature, top_k, top_p):
     """(tokens, probabilities): the kept tokens in index order and the softmax of their scores
     (0 where it underflows)."""
-    scores = _scaled(logits, temperature)
-    _check(top_k, top_p)
-    kept = _kept(scores, top_k, top_p)
+    scores, kept = _warped(logits, temperature, top_k, top_p)
     exps = _exps(scores if kept is None else [scores[i] for i in kept])
     total = sum(exps)
     return range(len(scores)) if kept is None else kept, [e / total for e in exps]

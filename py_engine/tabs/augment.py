@@ -23,7 +23,7 @@ import re
 from urllib.parse import urlsplit, urlunsplit
 
 from .generator import made_up_site, registrable_domain
-from .normalize import local_server, parse_tab, tab_text
+from .normalize import local_server, parse_tab, split_url, tab_text
 
 REWRITES = ("made_up_domain", "url_only", "no_path")
 MIN_WORDS = 3
@@ -93,9 +93,9 @@ def content_words(url, title, name):
 
 def _rewritable(url):
     try:
-        split = urlsplit(url)
+        split = split_url(url)
         host, port = split.hostname or "", split.port
-    except ValueError:
+    except ValueError:              # not a URL a browser loads
         return False
     return split.scheme in ("http", "https") and "." in host and not host.replace(".", "").isdigit() \
         and local_server(host, split.scheme, port) is None
