@@ -19,6 +19,7 @@ from py_engine.tabs import plot
 from py_engine.tabs.base_weights import INT8_FILE, load_base
 from py_engine.tabs.categories import Categories
 from py_engine.tabs.compress import base_files, compressed_checkpoint
+from py_engine.tabs.evaluate import SHOWN_MISTAKES, print_report
 from py_engine.tabs.generator import generate
 from py_engine.tabs.model import TabClassifier
 from py_engine.tabs.rules import LISTED_FILE, RULES_FILE
@@ -96,7 +97,8 @@ def test_eval_report(tiny, trained, tabs_file, tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     tabs = read_tabs(tabs_file)
     clf = run_sync(TabClassifier.load(tiny, trained))
-    predicted = [p["label"] for p in run_sync(clf.predict([(t.url, t.title) for t in tabs]))]
+    predictions = run_sync(clf.predict([(t.url, t.title) for t in tabs]))
+    predicted = [p["label"] for p in predictions]
     gold = [t.label for t in tabs]
     assert report["count"] == len(tabs) == 70
     assert report["accuracy"] == pytest.approx(sum(g == p for g, p in zip(gold, predicted)) / 70)
@@ -116,6 +118,20 @@ def test_eval_report(tiny, trained, tabs_file, tmp_path, capsys):
         stats = report["latency_ms"][key]
         assert 0 < stats["mean"] <= stats["p95"] * 1.5 and stats["runs"] >= 8
     assert report["latency_ms"]["per_batch_50"]["mean"] > report["latency_ms"]["per_tab"]["mean"]
+    # every wrong tab, the most confident first, with the probability of what was predicted
+    wrong = [(t.url, t.title, t.label, p["label"], p["probs"][p["label"]])
+             for t, p in zip(tabs, predictions) if p["label"] != t.label]
+    assert wrong, "the tiny model gets every tab right: nothing to check the mistakes by"
+    listed = [(m["url"], m["title"], m["label"], m["predicted"], m["confidence"]) for m in report["mistakes"]]
+    assert sorted(m[:4] for m in listed) == sorted(m[:4] for m in wrong)
+    confidence = {m[:4]: m[4] for m in wrong}
+    assert all(m[4] == pytest.approx(confidence[m[:4]], rel=1e-6) for m in listed)
+    assert [m[4] for m in listed] == sorted((m[4] for m in listed), reverse=True)
+    print_report(report)            # the printed report lists the most confident of them
+    shown = [line for line in capsys.readouterr().out.splitlines() if line.startswith("  ") and " as " in line]
+    first = report["mistakes"][0]
+    assert len(shown) == min(len(wrong), SHOWN_MISTAKES) and first["url"] in shown[0]
+    assert shown[0].startswith(f"  {first['label']} as {first['predicted']} ")
     assert report["sizes"]["model_bytes"] == (tiny / "model.safetensors").stat().st_size
     assert report["sizes"]["adapter_bytes"] == sum((trained / n).stat().st_size for n in
                                                    ("adapter_config.json", "adapter_model.safetensors",

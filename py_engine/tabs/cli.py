@@ -65,7 +65,7 @@ def add_tabs_parser(sub):
     p.add_argument("--backend", choices=["numpy", "gpu"], default="numpy")
     p.set_defaults(fn=cmd_train)
 
-    p = commands.add_parser("eval", help="accuracy, per-class F1, confusion, latency and sizes on labelled tabs")
+    p = commands.add_parser("eval", help="accuracy, per-class F1, confusion, the mistakes, latency and sizes on labelled tabs")
     p.add_argument("--data", required=True, help='JSONL lines {"url", "title", "label"}')
     p.add_argument("--adapter", help="adapter directory (default: the one shipped with py_engine)")
     p.add_argument("--model", type=model_dir, default="minilm",

@@ -4,6 +4,7 @@ prints and bench/tabs_eval.py records.
     report = await evaluate_tabs(model_dir, adapter_dir, tabs)
     report["accuracy"], report["per_class"]["Dev"]["f1"], report["confusion"]["matrix"]
     report["latency_ms"]["per_tab"]["p95"], report["sizes"]["model_bytes"]
+    report["mistakes"][0]      # {url, title, label, predicted, confidence}, most confident first
 
 Accuracy, precision, recall and F1 come from the engine's classification report
 (py_engine/train/tasks.py). Latency is wall time of the model's predictions on this machine's
@@ -25,6 +26,7 @@ from .train import examples_of, summary
 BATCH = 50
 LATENCY_TABS = 100      # single-tab predictions timed (the first ones of the data, cycled)
 LATENCY_BATCHES = 8     # batches of 50 timed
+SHOWN_MISTAKES = 10     # mistakes the printed report lists (the JSON has them all)
 
 
 def check_labels(tabs, labels, source):
@@ -42,6 +44,15 @@ def confusion(gold, predicted, labels):
     for g, p in zip(gold, predicted):
         matrix[index[g]][index[p]] += 1
     return {"labels": list(labels), "matrix": matrix}
+
+
+def mistakes(tabs, predictions):
+    """The tabs predicted wrong, the most confident first: {url, title, label, predicted,
+    confidence} (the probability of the predicted label)."""
+    wrong = [{"url": t.url, "title": t.title, "label": t.label, "predicted": p["label"],
+              "confidence": p["probs"][p["label"]]}
+             for t, p in zip(tabs, predictions) if p["label"] != t.label]
+    return sorted(wrong, key=lambda m: -m["confidence"])
 
 
 def percentile(values, q):
@@ -97,6 +108,7 @@ async def evaluate_tabs(model_dir, adapter_dir, tabs, backend="numpy", device=No
     report = classification_report(gold, predicted, clf.labels)
     out = {"accuracy": report["accuracy"], "count": report["count"],
            "per_class": report["labels"], "confusion": confusion(gold, predicted, clf.labels),
+           "mistakes": mistakes(tabs, predictions),
            "latency_ms": await latency(clf, tabs) if timing else None,
            "sizes": sizes(model_dir, adapter_dir),
            "backend": backend, "base_dtype": base_dtype_of(model_dir),
@@ -126,3 +138,9 @@ def print_report(report):
               f"per batch of 50 {lat['per_batch_50']['mean']:.1f} ms (p95 {lat['per_batch_50']['p95']:.1f})")
     print(f"sizes: model {report['sizes']['model_bytes']:,} bytes, adapter "
           f"{report['sizes']['adapter_bytes']:,} bytes")
+    wrong = report["mistakes"]
+    if wrong:
+        more = len(wrong) > SHOWN_MISTAKES
+        print(f"{len(wrong)} mistakes" + (f", the {SHOWN_MISTAKES} most confident:" if more else ":"))
+        for m in wrong[:SHOWN_MISTAKES]:
+            print(f"  {m['label']} as {m['predicted']} ({m['confidence']:.2f}): {m['url']} | {m['title']}")
