@@ -117,6 +117,15 @@ def train_now(page):
     return start, now(page)
 
 
+def train_until_learned(page, most):
+    """Train now until the trainer has learned every record, `most` slices at most."""
+    for _ in range(most):
+        if status(page)["trainer"]["idle_reason"]:
+            break
+        page.training.append(train_now(page))
+    assert status(page)["trainer"]["idle_reason"] == "every record has been learned"
+
+
 def finish_imports(page, count):
     page.wait_for_function(f"() => document.querySelectorAll('#imports li:not(.busy)').length >= {count}",
                            timeout=TRAIN_MS)
@@ -205,11 +214,7 @@ def test_a_forced_slice_trains_and_the_chart_updates(session):
     assert f"{len(state['history'])} steps" in page.get_attribute("#loss-chart", "aria-label")
     assert float(page.inner_text("#m-loss")) == pytest.approx(state["trainer"]["loss"], rel=1e-3)
     # train the import to its end: a correction's slice is then about the correction alone
-    for _ in range(8):
-        if status(page)["trainer"]["idle_reason"]:
-            break
-        page.training.append(train_now(page))
-    assert status(page)["trainer"]["idle_reason"] == "every record has been learned"
+    train_until_learned(page, 8)
     assert page.locator("#snapshots tbody button.restore").count() >= 2
     shot(page, "03-training")
 
@@ -226,11 +231,8 @@ def test_a_correction_changes_the_next_prediction_after_forced_slices(session):
     assert status(page)["queue"]["by_priority"].get("300") == 1
     # one Train now (a 4 s slice) learns it here; on two loaded cores its steps can take
     # longer than the slice, so the slices go on until the correction's generation is learned
-    slices = 0
-    while slices < 4 and (slices == 0 or not status(page)["trainer"]["idle_reason"]):
-        page.training.append(train_now(page))
-        slices += 1
-    assert status(page)["trainer"]["idle_reason"] == "every record has been learned"
+    page.training.append(train_now(page))
+    train_until_learned(page, 3)
     after = predict(page, text)
     assert after["label"] == wanted, (before, after)
     assert page.inner_text("#prediction .label") == wanted

@@ -296,11 +296,12 @@ def test_an_encoder_decoder_chats_and_learns_its_logged_conversations(tmp_path, 
     # one record in ten is held out for validation by its content's hash, and the content is
     # the model's replies: on another CPU (other BLAS kernels) a tiny random model's greedy
     # replies may differ, and then every logged chat can be held out (nothing to train on)
-    turn = 0
-    while all(held_out(r) for r in chats):
+    for turn in range(20):
+        if not all(held_out(r) for r in chats):
+            break
         call(svc, "chat", conversation_id="more", message=f"Spell {turn} backwards.", max_new_tokens=6)
         chats = [r for r in run_async(_records(svc)) if r.messages is not None]
-        turn += 1
+    assert not all(held_out(r) for r in chats), "every logged chat is held out for validation"
     before = trainable(svc)
     result = call(svc, "force_slice", budget_ms=60_000)
     # the slice's story in the failure: its steps, the trainer's idle reason, batches, events
