@@ -18,8 +18,10 @@ from py_engine.app.service import EngineService
 from py_engine.app.tab_service import TabService
 from py_engine.gpu import run_sync
 from py_engine.models.lora_config import LoraConfig
+from py_engine.tabs.answer import UNSURE_BELOW
 from py_engine.tabs.categories import Categories
 from py_engine.tabs.normalize import tab_text
+from py_engine.tabs.rules import categorise, load_rules
 from py_engine.train.classifier import TextClassifier
 
 CATS = Categories.default()
@@ -223,12 +225,22 @@ def test_tabs_are_categorised_by_the_classifier_over_their_text(tmp_path, bert, 
     expected = run_sync(reference.predict(texts))
     result = call(svc, "categorise", tabs=TABS)
     assert result["model_ms"] > 0 and call(svc, "tab_texts", tabs=TABS) == texts + [""]
-    for got, want in zip(result["results"], expected):
+    rules = load_rules()
+    sources = []
+    for tab, got, want in zip(TABS, result["results"], expected):
         assert got["text"] == texts[result["results"].index(got)]
         by_id = {CATS.get(name).id: p for name, p in want.items()}
-        assert got["category"] == max(by_id, key=by_id.get)
-        assert abs(got["confidence"] - max(by_id.values())) < 1e-6
-    assert result["results"][3] == {"category": None, "confidence": None, "probs": None, "text": ""}
+        # the model's answer, unless it is unsure (under 0.9) and the rules know the site
+        by_rules = categorise(rules, tab["url"], tab["title"])
+        unsure = max(by_id.values()) < UNSURE_BELOW and by_rules is not None
+        assert (got["category"], got["source"]) == ((by_rules, "rules") if unsure else
+                                                    (max(by_id, key=by_id.get), "model"))
+        assert abs(got["confidence"] - by_id[got["category"]]) < 1e-6
+        sources.append(got["source"])
+    # the tiny random model is unsure of everything: the rules know github.com and bbc.com
+    assert sources == ["rules", "rules", "model"]
+    assert result["results"][3] == {"category": None, "confidence": None, "probs": None,
+                                    "source": None, "text": ""}
     assert "tab 1" in error(svc, "categorise", tabs=[{"url": 3}])["message"]
     svc.close()
 
@@ -241,8 +253,15 @@ def test_corrections_and_category_changes_are_learned_and_kept(tmp_path, bert, s
     assert queued["queued"] and queued["text"] == tab_text(tab["url"], tab["title"])
     assert "no category with id 'News'" in error(svc, "correct_tab", category="News", **tab)["message"]
     assert "nothing to learn" in error(svc, "correct_tab", category="news", url="", title="")["message"]
+    # a site the rules know (github.com: dev) corrected: the model answers for the site from
+    # now on, however unsure (the tiny model is), where the rules answered before
+    code, other_page = TABS[0], {"url": "https://github.com/x/y", "title": "the film was great"}
+    assert [r["source"] for r in call(svc, "categorise", tabs=[code, other_page])["results"]] == ["rules"] * 2
+    call(svc, "correct_tab", category="news", **code)
     learn(svc)
     assert call(svc, "categorise", tabs=[tab])["results"][0]["category"] == "news"
+    answers = call(svc, "categorise", tabs=[code, other_page])["results"]
+    assert [r["source"] for r in answers] == ["model"] * 2 and answers[0]["category"] == "news"
 
     trained = weights(svc)
     listed = call(svc, "rename_category", id="news", name="  Headlines ")
@@ -252,7 +271,7 @@ def test_corrections_and_category_changes_are_learned_and_kept(tmp_path, bert, s
     listed = call(svc, "add_category", name="Research", description="papers")
     assert [c["id"] for c in listed][-1] == "research" and svc.model.labels[-1] == "research"
     # the learned correction is still replayed (it left the queue when it was learned)
-    assert [(r.source, r.label) for r in svc.learner.work.memory] == [("correction", "news")]
+    assert [(r.source, r.label) for r in svc.learner.work.memory] == [("correction", "news")] * 2
     assert "differ in more than letter case" in error(svc, "add_category", name="research")["message"]
     paper = {"url": "https://arxiv.org/abs/1", "title": "good fine great really very good"}
     call(svc, "correct_tab", category="research", **paper)
@@ -273,9 +292,11 @@ def test_corrections_and_category_changes_are_learned_and_kept(tmp_path, bert, s
     for name, value in weights(svc).items():
         assert np.array_equal(value, kept[name]), name
     assert call(svc, "categorise", tabs=[paper])["results"][0]["category"] == "research"
+    assert call(svc, "categorise", tabs=[other_page])["results"][0]["source"] == "model"
 
-    # reset: the shipped model and categories
+    # reset: the shipped model and categories; the corrected sites are forgotten
     reset = call(svc, "reset_tabs")
+    assert call(svc, "categorise", tabs=[other_page])["results"][0]["source"] == "rules"
     assert reset["categories"] == CATS.to_dict()["categories"] and reset["labels"] == [c.id for c in CATS.items]
     assert call(svc, "categories") == CATS.to_dict()["categories"]
     svc.close()

@@ -17,12 +17,13 @@ from py_engine.models.checkpoint import Checkpoint
 from py_engine.ops.quantize import dequantize, quantize
 from py_engine.tabs import plot
 from py_engine.tabs.base_weights import INT8_FILE, load_base
+from py_engine.tabs.answer import UNSURE_BELOW
 from py_engine.tabs.categories import Categories
 from py_engine.tabs.compress import base_files, compressed_checkpoint
 from py_engine.tabs.evaluate import SHOWN_MISTAKES, print_report
 from py_engine.tabs.generator import generate
 from py_engine.tabs.model import TabClassifier
-from py_engine.tabs.rules import LISTED_FILE, RULES_FILE
+from py_engine.tabs.rules import LISTED_FILE, RULES_FILE, categorise_name, load_rules
 from py_engine.tabs.tab_data import read_tabs
 
 from peft_oracle import tiny_bert_dir, write_vocab
@@ -98,10 +99,25 @@ def test_eval_report(tiny, trained, tabs_file, tmp_path, capsys):
     tabs = read_tabs(tabs_file)
     clf = run_sync(TabClassifier.load(tiny, trained))
     predictions = run_sync(clf.predict([(t.url, t.title) for t in tabs]))
-    predicted = [p["label"] for p in predictions]
     gold = [t.label for t in tabs]
+    # the extension's answers: the model's, or the rules' where the model is under 0.9
+    rules = load_rules()
+    by_rules = [categorise_name(rules, t.url, t.title, Categories.default()) for t in tabs]
+    for p, r in zip(predictions, by_rules):
+        if r is not None and p["probs"][p["label"]] < UNSURE_BELOW:
+            p.update(model=p["label"], label=r, source="rules")
+    predicted = [p["label"] for p in predictions]
     assert report["count"] == len(tabs) == 70
     assert report["accuracy"] == pytest.approx(sum(g == p for g, p in zip(gold, predicted)) / 70)
+    assert report["model_accuracy"] == pytest.approx(
+        sum(g == p.get("model", p["label"]) for g, p in zip(gold, predictions)) / 70)
+    given = [(r, g) for r, g in zip(by_rules, gold) if r is not None]
+    assert report["rules"] == pytest.approx({
+        "answered": len(given) / 70, "accuracy_when_answered": sum(r == g for r, g in given) / len(given),
+        "accuracy": sum(r == g for r, g in given) / 70,
+        "answered_for_model": sum(p.get("source") == "rules" for p in predictions)})
+    # the tiny model is unsure: the rules answer for it on some tabs, and not on others
+    assert 0 < report["rules"]["answered_for_model"] < 70
     matrix = report["confusion"]["matrix"]
     assert report["confusion"]["labels"] == LABELS
     for i, label in enumerate(LABELS):
@@ -119,14 +135,15 @@ def test_eval_report(tiny, trained, tabs_file, tmp_path, capsys):
         assert 0 < stats["mean"] <= stats["p95"] * 1.5 and stats["runs"] >= 8
     assert report["latency_ms"]["per_batch_50"]["mean"] > report["latency_ms"]["per_tab"]["mean"]
     # every wrong tab, the most confident first, with the probability of what was predicted
-    wrong = [(t.url, t.title, t.label, p["label"], p["probs"][p["label"]])
+    wrong = [(t.url, t.title, t.label, p["label"], p.get("source", "model"), p["probs"][p["label"]])
              for t, p in zip(tabs, predictions) if p["label"] != t.label]
     assert wrong, "the tiny model gets every tab right: nothing to check the mistakes by"
-    listed = [(m["url"], m["title"], m["label"], m["predicted"], m["confidence"]) for m in report["mistakes"]]
-    assert sorted(m[:4] for m in listed) == sorted(m[:4] for m in wrong)
-    confidence = {m[:4]: m[4] for m in wrong}
-    assert all(m[4] == pytest.approx(confidence[m[:4]], rel=1e-6) for m in listed)
-    assert [m[4] for m in listed] == sorted((m[4] for m in listed), reverse=True)
+    listed = [(m["url"], m["title"], m["label"], m["predicted"], m["source"], m["confidence"])
+              for m in report["mistakes"]]
+    assert sorted(m[:5] for m in listed) == sorted(m[:5] for m in wrong)
+    confidence = {m[:5]: m[5] for m in wrong}
+    assert all(m[5] == pytest.approx(confidence[m[:5]], rel=1e-6) for m in listed)
+    assert [m[5] for m in listed] == sorted((m[5] for m in listed), reverse=True)
     print_report(report)            # the printed report lists the most confident of them
     shown = [line for line in capsys.readouterr().out.splitlines() if line.startswith("  ") and " as " in line]
     first = report["mistakes"][0]
@@ -137,6 +154,12 @@ def test_eval_report(tiny, trained, tabs_file, tmp_path, capsys):
                                                    ("adapter_config.json", "adapter_model.safetensors",
                                                     "labels.json", "head_config.json"))
     _check_png(png, report["confusion"])
+    # --model-only: the model's answers, the rules answering for none
+    assert main(["tabs", "eval", "--data", str(tabs_file), "--adapter", str(trained), "--model", str(tiny),
+                 "--json", "--model-only"]) == 0
+    alone = json.loads(capsys.readouterr().out)
+    assert alone["accuracy"] == pytest.approx(report["model_accuracy"]) and alone["rules"]["answered_for_model"] == 0
+    assert alone["unsure_below"] == 0 and alone["mistakes"] and {m["source"] for m in alone["mistakes"]} == {"model"}
 
 
 def _check_png(path, confusion):

@@ -1,7 +1,9 @@
 """The adapter shipped with py_engine (py_engine/tabs/default_adapter) on the real MiniLM: the
-accuracy on the hand-checked evaluation set that its training record claims (91.6%, short of
-the 95% aimed at: the floors below sit just under what it measures, so a worse adapter fails),
-every category's F1 above a floor, the record telling the truth about what it measured, and
+accuracy on the hand-checked evaluation set of the extension's answers (93.9%: the model, and
+the rules where it is unsure; short of the 95% aimed at: the floors below sit just under what
+it measures, so a worse adapter or a worse choice between it and the rules fails), every
+category's F1 above a floor, the training record telling the truth about what the model alone
+measured (91.6%), and
 the extension's way of learning corrections (TabService's defaults, the background it
 replays) learning three of them without unlearning the generator's validation tabs."""
 
@@ -31,18 +33,22 @@ def report():
 
 def test_accuracy_on_the_eval_set(report):
     assert report["count"] >= 300
-    assert report["accuracy"] >= 0.91
+    assert report["accuracy"] >= 0.935 and report["model_accuracy"] >= 0.91
+    assert report["accuracy"] >= report["model_accuracy"] + 0.015      # the rules earn their place
     for label, m in report["per_class"].items():
-        assert m["f1"] >= 0.80, (label, m)
+        assert m["f1"] >= 0.86, (label, m)
 
 
-def test_training_record(report):
+def test_training_record():
     record = json.loads((DEFAULT_ADAPTER / "training.json").read_text())
+    alone = run_sync(evaluate_tabs(model_dir("minilm"), DEFAULT_ADAPTER, read_tabs(EVAL_FILE),
+                                   timing=False, unsure_below=0.0))
+    assert alone["rules"]["answered_for_model"] == 0
     assert record["command"].startswith("py-engine tabs train")
     assert record["train_seconds"] > 0 and record["config"]["seed"] == 0
-    assert record["eval"]["accuracy"] == pytest.approx(report["accuracy"], abs=1e-4)
+    assert record["eval"]["accuracy"] == pytest.approx(alone["accuracy"], abs=1e-4)
     assert record["validation"]["accuracy"] >= 0.97     # a fifth of it well-known sites' generic pages
-    assert record["eval"]["f1"] == pytest.approx({k: m["f1"] for k, m in report["per_class"].items()}, abs=1e-4)
+    assert record["eval"]["f1"] == pytest.approx({k: m["f1"] for k, m in alone["per_class"].items()}, abs=1e-4)
     labels = json.loads((DEFAULT_ADAPTER / "labels.json").read_text())
     assert labels == Categories.default().names()
     assert Categories.from_json((DEFAULT_ADAPTER / "categories.json").read_text()) == Categories.default()

@@ -66,6 +66,9 @@ const loaded = (async () => {
     base_dtype: manifest.gpu_base_dtype,
     // tabs it was trained on, replayed with the user's corrections (build.py writes them)
     background: { $fetch: MODEL + "background.jsonl" },
+    // the rules answer for tabs the model is unsure of (py_engine/tabs/answer.py)
+    rules: { $fetch: MODEL + manifest.rules },
+    listed_domains: { $fetch: MODEL + manifest.listed_domains },
   });
   state.timings.load_ms = performance.now() - t0;
   // The first call compiles the model's GPU pipelines (and records its work): made here, so

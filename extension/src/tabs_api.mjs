@@ -9,7 +9,8 @@
 //
 // categoriseTabs never waits on a slow model: the model answers when it is loaded and its
 // measured latency fits the budget (latency.mjs), within a deadline; otherwise the rule set
-// answers (rules.mjs), at once. Results name the category by id (stable across renames) and
+// answers (rules.mjs), at once. The engine itself lets the rules answer for a tab its model is
+// unsure of (source "rules" in the model's answer; py_engine/tabs/answer.py). Results name the category by id (stable across renames) and
 // by its current name and colour.
 
 import { CategoryList } from "./categories.mjs";
@@ -117,7 +118,7 @@ export async function categoriseTabs(tabs, maxGroups = 0, { onLate = null } = {}
     batch.forEach((tab, i) => {
       const m = model.results?.[i];
       if (m && m.category && categories.byId(m.category)) {
-        out.push({ tabId: tab.id, category: m.category, confidence: m.confidence, probs: m.probs, source: "model" });
+        out.push({ tabId: tab.id, category: m.category, confidence: m.confidence, probs: m.probs, source: m.source });
       } else {
         out.push({ ...rulesFor(tab), reason: model.reason || "model gave no category" });
       }
@@ -128,7 +129,7 @@ export async function categoriseTabs(tabs, maxGroups = 0, { onLate = null } = {}
         model.late.then((answer) => {
           const late = unplaced.map(([tab]) => answer.results[batch.indexOf(tab)])
             .map((m, k) => ({ tabId: unplaced[k][0].id, category: m.category && categories.byId(m.category) ? m.category : null,
-              confidence: m.confidence, probs: m.probs, source: "model", late: true }))
+              confidence: m.confidence, probs: m.probs, source: m.source, late: true }))
             .filter((r) => r.category);
           if (late.length) onLate(late.map(named));
         }, () => {});

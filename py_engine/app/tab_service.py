@@ -4,7 +4,8 @@
     await service.call("load_tab_model", {"files": {...}, "adapter": {...},
                                           "categories": b'{"categories": [...]}'})
     await service.call("categorise", {"tabs": [{"url": ..., "title": ...}, ...]})
-    # {"results": [{"category": "dev", "confidence": 0.97, "probs": {...}}, ...], "model_ms": ...}
+    # {"results": [{"category": "dev", "confidence": 0.97, "probs": {...}, "source": "model"},
+    #              ...], "model_ms": ...}
     await service.call("correct_tab", {"url": ..., "title": ..., "category": "news"})
 
 An EngineService (every method of it answers too) over the deployed tab classifier, whose
@@ -13,7 +14,9 @@ its id, so a rename changes no weight; adding or removing one relabels the head
 (EngineService.relabel). The user's categories are kept with the model's training state (one
 write: the labels and their meaning never part), under the state name STATE. A tab becomes the
 model's input through py_engine.tabs.normalize.tab_text, the function the default adapter was
-trained with.
+trained with. Where the model is unsure of a tab the rules answer for it
+(py_engine.tabs.answer), except on a site the user corrected: those sites are kept with the
+state too (SITES_FILE), so a correction is never undone by the rules.
 
 Pure Python: this runs in the browser.
 """
@@ -21,10 +24,13 @@ Pure Python: this runs in the browser.
 import json
 import time
 
+from ..formats.json_file import JsonFileError, parse_json
+from ..tabs import rules as tab_rules
+from ..tabs.answer import choose
 from ..tabs.base_weights import load_base
 from ..tabs.categories import Categories, Category, CategoryError
 from ..tabs.model import MAX_LENGTH
-from ..tabs.normalize import tab_text
+from ..tabs.normalize import parse_tab, tab_text
 from .learner import LearnerConfig
 from .service import METHODS, EngineService, UserError, _bytes
 
@@ -42,6 +48,7 @@ STATE = "tabs"
 REPLAY = 12
 CORRECTION_TRAINING = {"lr": 6e-4, "epochs": 1}
 CATEGORIES_FILE = "app-categories.json"     # a Learner app file (saved with the state)
+SITES_FILE = "app-corrected-sites.json"     # the sites of the user's corrections (tab_site)
 TAB_METHODS = ("load_tab_model", "categorise", "correct_tab", "tab_texts", "categories",
                "rename_category", "add_category", "remove_category", "reset_tabs")
 
@@ -57,25 +64,28 @@ class TabService(EngineService):
         super().__init__(queue=queue, learner=learner, **options)
         self.shipped = None          # the categories the adapter was trained with
         self.cats = None             # the user's categories (ids: the model's labels)
+        self.rules = None            # tabs.rules.Rules: they answer where the model is unsure
 
     # --- the model ---
 
     async def load_tab_model(self, files=None, adapter=None, categories=None, base_dtype="f32",
-                             background=None):
+                             background=None, rules=None, listed_domains=None):
         """Load the deployed classifier (what `py-engine tabs deploy` wrote): the base
         checkpoint's `files` (f16 or int8 weights), the trained `adapter` (its labels.json
         names the categories, by name or id), the `categories` it was trained with
         (categories.json) and how the GPU keeps the base weights (the deploy manifest's
         gpu_base_dtype). `background`: JSON lines {url, title, label} of tabs it was trained
-        on, replayed with the corrections it learns (EngineService.set_background). A saved
-        state (the user's corrections, categories) is put back. Returns the model's summary
-        with "categories"."""
+        on, replayed with the corrections it learns (EngineService.set_background). `rules`
+        and `listed_domains`: the deployed rules.json and listed_domains.json (default: the
+        ones py_engine ships, where it has them). A saved state (the user's corrections,
+        categories) is put back. Returns the model's summary with "categories"."""
         if not files or not adapter or categories is None:
             raise UserError("load_tab_model needs the model's files, its adapter and its "
                             "categories")
         try:
             shipped = Categories.from_json(_bytes(categories).decode("utf-8"), "categories.json")
-        except (CategoryError, UnicodeDecodeError) as e:
+            rules = _rules(rules, listed_domains)
+        except (CategoryError, tab_rules.RulesError, JsonFileError, UnicodeDecodeError) as e:
             raise UserError(str(e)) from None
         adapter = dict(adapter)
         adapter["labels.json"] = _json(_adapter_ids(adapter, shipped))
@@ -85,6 +95,7 @@ class TabService(EngineService):
                                         adapter=adapter, state=STATE, base_dtype=base_dtype,
                                         max_length=MAX_LENGTH)
         self.shipped = shipped
+        self.rules = rules
         saved = self.learner.app_files.get(CATEGORIES_FILE)
         cats = Categories.from_json(saved.decode("utf-8"), CATEGORIES_FILE) if saved else shipped
         self.cats = _matching(cats, shipped, self.model.labels)
@@ -99,18 +110,25 @@ class TabService(EngineService):
     # --- tabs ---
 
     async def categorise(self, tabs=None):
-        """The category id of each tab ({url, title}), with the model's confidence and its
-        probabilities by id; a tab with nothing to go by (no URL or title words) gets None.
-        "model_ms": the time the model took."""
+        """The category id of each tab ({url, title}), with the model's confidence (its
+        probability of that category) and its probabilities by id, and "source": "model", or
+        "rules" where the model was unsure and the rules answered (answer.choose; never on a
+        site the user corrected). A tab with nothing to go by (no URL or title words) gets
+        None. "model_ms": the time the model and the rules took."""
         self._categories()
         texts = _texts(tabs)
         wanted = [i for i, t in enumerate(texts) if t]
-        results = [{"category": None, "confidence": None, "probs": None, "text": t} for t in texts]
+        results = [{"category": None, "confidence": None, "probs": None, "source": None, "text": t}
+                   for t in texts]
         started = time.perf_counter()
         if wanted:
+            corrected = self._corrected_sites()
             for i, p in zip(wanted, await self.predict_many([texts[i] for i in wanted])):
-                results[i].update(category=p["label"], confidence=p["probs"][p["label"]],
-                                  probs=p["probs"])
+                url, title = _tab(tabs[i])
+                category, source = choose(p, tab_rules.categorise(self.rules, url, title),
+                                          trusted=tab_site(url, title) in corrected)
+                results[i].update(category=category, confidence=p["probs"][category],
+                                  probs=p["probs"], source=source)
         return {"results": results, "model_ms": (time.perf_counter() - started) * 1000.0}
 
     async def correct_tab(self, url=None, title=None, category=None, where=None):
@@ -122,8 +140,18 @@ class TabService(EngineService):
         (text,) = _texts([{"url": url, "title": title}])
         if not text:
             raise UserError("this tab has nothing to learn from (no address or title words)")
-        return dict(await self.correct(text, category, where or "a tab the user moved"),
-                    text=text)
+        result = await self.correct(text, category, where or "a tab the user moved")
+        site = tab_site(url, title)
+        corrected = self._corrected_sites()
+        if site and site not in corrected:
+            # kept with the state at once: from now on this site is the model's to answer
+            self.learner.app_files[SITES_FILE] = _json(sorted(corrected | {site}))
+            await self.save()
+        return dict(result, text=text)
+
+    def _corrected_sites(self):
+        saved = self.learner.app_files.get(SITES_FILE)
+        return set(json.loads(saved.decode("utf-8"))) if saved else set()
 
     async def tab_texts(self, tabs=None):
         """The model's input for each tab ({url, title}): tab_text's normalised line."""
@@ -178,6 +206,29 @@ class TabService(EngineService):
         return dict(summary, categories=self.cats.to_dict()["categories"])
 
 
+def tab_site(url, title):
+    """The site of a tab as the model reads it: tab_text's domain part ("github.com", "local
+    dev server"); "" for a tab without an address."""
+    return parse_tab(url or "", title or "")[0]
+
+
+def _tab(tab):
+    return tab.get("url") or "", tab.get("title") or ""
+
+
+def _rules(rules, listed_domains):
+    """tabs.rules.Rules of rules.json's and listed_domains.json's bytes (None: the files
+    py_engine ships)."""
+    if rules is None and listed_domains is None:
+        return tab_rules.load_rules()
+    if rules is None or listed_domains is None:
+        raise UserError("load_tab_model needs both rules and listed_domains, or neither")
+    return tab_rules.Rules.from_dict(parse_json(_bytes(rules).decode("utf-8"), "rules.json"),
+                                     "rules.json",
+                                     parse_json(_bytes(listed_domains).decode("utf-8"),
+                                                "listed_domains.json"))
+
+
 def _texts(tabs):
     if not isinstance(tabs, list):
         raise UserError("tabs must be a list of {url, title}")
@@ -185,7 +236,7 @@ def _texts(tabs):
     for i, tab in enumerate(tabs):
         if not isinstance(tab, dict):
             raise UserError(f"tab {i + 1} is not an object with url and title")
-        url, title = tab.get("url") or "", tab.get("title") or ""
+        url, title = _tab(tab)
         if not isinstance(url, str) or not isinstance(title, str):
             raise UserError(f"tab {i + 1}: url and title must be strings")
         out.append(tab_text(url, title))

@@ -2,7 +2,7 @@
 
     py-engine tabs generate --out DIR [--size 10000] [--seed 0] [--validation 0.1] [--format jsonl|json|csv]
     py-engine tabs train --out DIR [--model minilm] [--data DIR] [--size N] [--seed N] [--epochs N] [--lr X] [--augment S] ...
-    py-engine tabs eval --data FILE.jsonl [--adapter DIR] [--model minilm] [--json] [--plot out.png]
+    py-engine tabs eval --data FILE.jsonl [--adapter DIR] [--model minilm] [--json] [--plot out.png] [--model-only]
     py-engine tabs deploy --to DIR [--adapter DIR] [--model minilm] [--base-dtype auto|f16|int8]
 
 generate writes train and validation files and stats.json (counts per class, hard case and
@@ -10,8 +10,9 @@ domain, and each hard case's labelling policy). train fine-tunes MiniLM with LoR
 mean-pooled head on generated tabs (--data: a directory `generate` wrote) and writes the
 adapter with labels.json, categories.json and training.json (how it was made). eval reads
 lines {"url", "title", "label"} and reports accuracy, per-class precision, recall and F1, the
-confusion matrix, latency per tab and per batch of 50, and sizes; without --adapter it uses the
-adapter shipped with py_engine. deploy writes what the extension loads: the base model (f16 or
+confusion matrix, latency per tab and per batch of 50, and sizes, of the extension's answers
+(the model's, the rules' where it is unsure; --model-only: the model's alone); without
+--adapter it uses the adapter shipped with py_engine. deploy writes what the extension loads: the base model (f16 or
 int8, whichever the measured accuracy allows), adapter, categories and rules, then reloads the
 directory and checks its predictions equal the host's.
 
@@ -73,6 +74,9 @@ def add_tabs_parser(sub):
     p.add_argument("--backend", choices=["numpy", "gpu"], default="numpy")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--plot", help="write the confusion matrix as a PNG here")
+    p.add_argument("--model-only", action="store_true",
+                   help="the model's answers alone (by default the rules answer for tabs the "
+                        "model is unsure of, as in the extension)")
     p.set_defaults(fn=cmd_eval)
 
     p = commands.add_parser("deploy", help="copy the model, adapter, categories and rules for the extension, then verify")
@@ -220,6 +224,7 @@ def _device(backend):
 def cmd_eval(args):
     from py_engine.cli import UsageError
     from py_engine.gpu import run_sync
+    from .answer import UNSURE_BELOW
     from .evaluate import evaluate_tabs, print_report
     from .model import DEFAULT_ADAPTER
     from .plot import write_confusion_png
@@ -234,7 +239,8 @@ def cmd_eval(args):
             raise UsageError(f"--plot {args.plot}: not a file in an existing directory")
     tabs = read_tabs(args.data)
     report = run_sync(evaluate_tabs(args.model, adapter, tabs, backend=args.backend,
-                                    device=_device(args.backend), source=args.data))
+                                    device=_device(args.backend), source=args.data,
+                                    unsure_below=0.0 if args.model_only else UNSURE_BELOW))
     if args.plot:
         write_confusion_png(report["confusion"], args.plot)
     if args.json:

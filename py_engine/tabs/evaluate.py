@@ -4,7 +4,13 @@ prints and bench/tabs_eval.py records.
     report = await evaluate_tabs(model_dir, adapter_dir, tabs)
     report["accuracy"], report["per_class"]["Dev"]["f1"], report["confusion"]["matrix"]
     report["latency_ms"]["per_tab"]["p95"], report["sizes"]["model_bytes"]
-    report["mistakes"][0]      # {url, title, label, predicted, confidence}, most confident first
+    report["mistakes"][0]      # {url, title, label, predicted, source, confidence}, most confident first
+    report["model_accuracy"], report["rules"]["answered_for_model"]
+
+The answers measured are the extension's: the model's, or the rules' where the model is unsure
+(answer.choose; "source" says which). "model_accuracy" is the model's alone, and "rules" what
+the rules do on their own (the share of tabs they answer, how often right) and for how many
+tabs they answered instead of the model.
 
 Accuracy, precision, recall and F1 come from the engine's classification report
 (py_engine/train/tasks.py). Latency is wall time of the model's predictions on this machine's
@@ -19,8 +25,10 @@ from pathlib import Path
 from ..data.classification import DataError
 from ..formats.peft_adapter import ADAPTER_FILES
 from ..train.tasks import classification_report
+from .answer import UNSURE_BELOW
 from .base_weights import F16_FILE, INT8_FILE, base_dtype_of
 from .model import TabClassifier
+from .rules import categorise_name, load_rules
 from .train import examples_of, summary
 
 BATCH = 50
@@ -48,9 +56,10 @@ def confusion(gold, predicted, labels):
 
 def mistakes(tabs, predictions):
     """The tabs predicted wrong, the most confident first: {url, title, label, predicted,
-    confidence} (the probability of the predicted label)."""
+    source, confidence} (the model's probability of the predicted label; source: "model" or
+    "rules", when the predictions say)."""
     wrong = [{"url": t.url, "title": t.title, "label": t.label, "predicted": p["label"],
-              "confidence": p["probs"][p["label"]]}
+              "source": p.get("source", "model"), "confidence": p["probs"][p["label"]]}
              for t, p in zip(tabs, predictions) if p["label"] != t.label]
     return sorted(wrong, key=lambda m: -m["confidence"])
 
@@ -97,16 +106,34 @@ def sizes(model_dir, adapter_dir):
     return {"model_bytes": weights.stat().st_size, "adapter_bytes": adapter}
 
 
+def rules_report(tabs, predictions, rules, categories):
+    """What the rules do on `tabs`: the share they answer, how often right then and overall,
+    and how many tabs they answered instead of the unsure model (`predictions` from
+    TabClassifier.categorise)."""
+    answers = [categorise_name(rules, t.url, t.title, categories) for t in tabs]
+    given = [(a, t.label) for a, t in zip(answers, tabs) if a is not None]
+    return {"answered": len(given) / len(tabs),
+            "accuracy_when_answered": sum(a == b for a, b in given) / max(1, len(given)),
+            "accuracy": sum(a == t.label for a, t in zip(answers, tabs)) / len(tabs),
+            "answered_for_model": sum(p["source"] == "rules" for p in predictions)}
+
+
 async def evaluate_tabs(model_dir, adapter_dir, tabs, backend="numpy", device=None, source="the data",
-                        timing=True):
-    """The report on labelled `tabs` (see the module docstring)."""
+                        timing=True, rules=None, unsure_below=UNSURE_BELOW):
+    """The report on labelled `tabs` (see the module docstring); `rules` default to the
+    shipped ones (rules.load_rules); `unsure_below` 0: the model's answers alone."""
     clf = await TabClassifier.load(model_dir, adapter_dir, backend=backend, device=device)
     check_labels(tabs, clf.labels, source)
-    predictions = await clf.predict([(t.url, t.title) for t in tabs], batch_size=BATCH)
+    rules = rules or load_rules()
+    predictions = await clf.categorise([(t.url, t.title) for t in tabs], rules, batch_size=BATCH,
+                                       unsure_below=unsure_below)
     gold = [t.label for t in tabs]
     predicted = [p["label"] for p in predictions]
+    model_alone = [max(p["probs"], key=p["probs"].get) for p in predictions]
     report = classification_report(gold, predicted, clf.labels)
-    out = {"accuracy": report["accuracy"], "count": report["count"],
+    out = {"accuracy": report["accuracy"], "count": report["count"], "unsure_below": unsure_below,
+           "model_accuracy": sum(g == m for g, m in zip(gold, model_alone)) / len(tabs),
+           "rules": rules_report(tabs, predictions, rules, clf.categories),
            "per_class": report["labels"], "confusion": confusion(gold, predicted, clf.labels),
            "mistakes": mistakes(tabs, predictions),
            "latency_ms": await latency(clf, tabs) if timing else None,
@@ -127,8 +154,12 @@ async def eval_summary(clf, path):
 
 def print_report(report):
     """The report as a short table."""
+    rules = report["rules"]
+    how = (f"the model, and the rules for {rules['answered_for_model']} tabs it was unsure of "
+           f"(the model alone {report['model_accuracy']:.4f})") if report["unsure_below"] > 0 \
+        else "the model alone"
     print(f"accuracy {report['accuracy']:.4f} on {report['count']} tabs "
-          f"({report['backend']}, base {report['base_dtype']})")
+          f"({report['backend']}, base {report['base_dtype']}): {how}")
     for label, m in report["per_class"].items():
         print(f"  {label:<14} precision {m['precision']:.3f}  recall {m['recall']:.3f}  "
               f"f1 {m['f1']:.3f}  support {m['support']}")
@@ -138,9 +169,12 @@ def print_report(report):
               f"per batch of 50 {lat['per_batch_50']['mean']:.1f} ms (p95 {lat['per_batch_50']['p95']:.1f})")
     print(f"sizes: model {report['sizes']['model_bytes']:,} bytes, adapter "
           f"{report['sizes']['adapter_bytes']:,} bytes")
+    print(f"the rules alone: accuracy {rules['accuracy']:.4f} (they answer "
+          f"{rules['answered']:.0%} of the tabs, {rules['accuracy_when_answered']:.0%} of those right)")
     wrong = report["mistakes"]
     if wrong:
         more = len(wrong) > SHOWN_MISTAKES
         print(f"{len(wrong)} mistakes" + (f", the {SHOWN_MISTAKES} most confident:" if more else ":"))
         for m in wrong[:SHOWN_MISTAKES]:
-            print(f"  {m['label']} as {m['predicted']} ({m['confidence']:.2f}): {m['url']} | {m['title']}")
+            by = "rules" if m["source"] == "rules" else f"{m['confidence']:.2f}"
+            print(f"  {m['label']} as {m['predicted']} ({by}): {m['url']} | {m['title']}")

@@ -5,6 +5,8 @@ Pure Python: this is what the extension's offscreen document runs in Pyodide.
     clf = await TabClassifier.load(model_dir, adapter_dir)              # any base + adapter
     await clf.predict([("https://github.com/x/y", "x/y: a tool"), ...])
     -> [{"label": "Dev", "probs": {"Dev": 0.97, ...}}, ...]
+    await clf.categorise(tabs, load_rules())    # the extension's answer: the model, or the
+    -> [{"label", "probs", "source": "model" | "rules"}, ...]   # rules where it is unsure
 
 DEFAULT_ADAPTER is the adapter shipped in the wheel (trained by `py-engine tabs train`; see its
 training.json); DEPLOY_MANIFEST names what a deployed directory holds.
@@ -15,11 +17,15 @@ from pathlib import Path
 
 from ..formats.json_file import read_json_object
 from ..train.classifier import TextClassifier
+from .answer import UNSURE_BELOW, choose
 from .base_weights import load_base
+from .categories import Categories
 from .normalize import tab_text
+from .rules import categorise_name
 
 DEFAULT_ADAPTER = Path(__file__).parent / "default_adapter"
 DEPLOY_MANIFEST = "manifest.json"
+CATEGORIES_FILE = "categories.json"     # in an adapter directory: what its labels mean
 MAX_LENGTH = 64         # tokens: a tab's text fits (domain, path words, a title of 200 characters)
 
 
@@ -34,8 +40,10 @@ def as_tab(tab):
 
 
 class TabClassifier:
-    def __init__(self, classifier):
+    def __init__(self, classifier, categories=None):
         self.classifier = classifier
+        # what the labels mean: the rules name categories by id, the labels by name
+        self.categories = categories or Categories.default()
 
     @property
     def labels(self):
@@ -50,7 +58,7 @@ class TabClassifier:
         clf = await TextClassifier.load(model_dir, adapter_dir, backend=backend, device=device,
                                         base_dtype=base_dtype, checkpoint=checkpoint,
                                         max_length=max_length)
-        return cls(clf)
+        return cls(clf, adapter_categories(adapter_dir))
 
     @classmethod
     async def load_deployed(cls, directory, backend="numpy", device=None, base_dtype=None):
@@ -67,6 +75,27 @@ class TabClassifier:
         texts = [tab_text(*as_tab(tab)) for tab in tabs]
         rows = await self.classifier.predict(texts, batch_size=batch_size)
         return [{"label": max(probs, key=probs.get), "probs": probs} for probs in rows]
+
+    async def categorise(self, tabs, rules, batch_size=50, unsure_below=UNSURE_BELOW):
+        """What the extension answers for each tab: predict()'s {"label", "probs"} with the
+        label chosen by answer.choose between the model and `rules` (rules.Rules), and
+        "source" saying which."""
+        pairs = [as_tab(tab) for tab in tabs]
+        out = []
+        for (url, title), p in zip(pairs, await self.predict(pairs, batch_size=batch_size)):
+            label, source = choose(p, categorise_name(rules, url, title, self.categories),
+                                   unsure_below=unsure_below)
+            out.append(dict(p, label=label, source=source))
+        return out
+
+
+def adapter_categories(adapter_dir):
+    """The categories an adapter was trained with (its categories.json), else the shipped
+    ones."""
+    path = Path(adapter_dir) / CATEGORIES_FILE
+    if path.is_file():
+        return Categories.from_json(path.read_text(encoding="utf-8"), str(path))
+    return Categories.default()
 
 
 def read_deploy_manifest(directory):

@@ -22,11 +22,10 @@ from ..train.config import ClassifierTrainConfig
 from .augment import augmented
 from .categories import Categories
 from .generator import DEFAULT_SIZE, DEFAULT_VALIDATION, generate
-from .model import MAX_LENGTH
+from .model import CATEGORIES_FILE, MAX_LENGTH
 from .normalize import tab_text
 
 TRAINING_RECORD = "training.json"
-CATEGORIES_FILE = "categories.json"
 
 
 @dataclass
