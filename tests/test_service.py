@@ -7,6 +7,7 @@ and becomes a training record. Errors answer in one line with their kind."""
 
 import asyncio
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -402,3 +403,36 @@ def test_status_is_pushed_while_things_change_at_most_four_times_a_second(tmp_pa
     assert set(last) >= {"model", "scheduler", "trainer", "queue", "snapshots", "rollbacks",
                          "history"}
     svc.close()
+
+
+def test_the_files_written_for_a_model_go_with_it(tmp_path, checkpoints, monkeypatch):
+    """In the browser the checkpoint's files are held in memory: each model written for a load
+    is removed when another replaces it or the service closes, the adapter's once read, and
+    nothing stays behind a load that fails."""
+    import tempfile
+
+    written = tmp_path / "written"
+    written.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(written))
+    left = lambda: sorted(p.name for p in written.iterdir())
+    svc = service(tmp_path, Events())
+    call(svc, "load_model", source="files", name="tiny", files=checkpoints["bert"],
+         labels=["neg", "pos"])
+    first = svc.model.directory
+    assert left() == [Path(first).name] and (Path(first) / "config.json").is_file()
+    adapter = call(svc, "export_adapter")["files"]
+    call(svc, "load_model", source="files", name="tiny", files=checkpoints["bert"],
+         adapter=adapter)
+    assert not Path(first).exists() and left() == [Path(svc.model.directory).name]
+    assert call(svc, "predict", text="loved it")    # the model still reads what it needs
+    for files, words in ((dict(checkpoints["bert"], **{"../x": b""}), "relative path"),
+                         (checkpoints["bert"], "labels")):
+        reply = run_async(svc.call("load_model", {"files": files, "labels": ["a", "b"],
+                                                  "adapter": adapter}))
+        assert reply["error"]["kind"] == "user" and words in reply["error"]["message"], reply
+        assert left() == [], "a failed load keeps no files (the model it replaced is unloaded)"
+    call(svc, "load_model", source="files", name="tiny", files=checkpoints["bert"],
+         labels=["neg", "pos"])
+    assert len(left()) == 1
+    svc.close()
+    assert left() == []

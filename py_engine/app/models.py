@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import posixpath
+import shutil
 import tempfile
 
 from ..data.chat import DataError, encode_chat_example
@@ -72,15 +73,24 @@ def write_model_files(files, directory=None):
         raise ModelFilesError(f"config.json is not valid JSON: {e}") from None
     if not isinstance(config, dict):
         raise ModelFilesError("config.json does not hold a JSON object")
-    directory = directory or tempfile.mkdtemp(prefix="py_engine-model-")
-    for name, data in files.items():
+    paths = {}
+    for name in files:    # all checked before anything is written
         path = posixpath.normpath(str(name).replace("\\", "/"))
         if path.startswith(("../", "/")) or path in ("..", ".") or ":" in path:
             raise ModelFilesError(f"model file {name!r} is not a relative path inside the model")
-        target = os.path.join(directory, *path.split("/"))
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        with open(target, "wb") as f:
-            f.write(bytes(data))
+        paths[name] = path.split("/")
+    made = directory is None
+    directory = directory or tempfile.mkdtemp(prefix="py_engine-model-")
+    try:
+        for name, data in files.items():
+            target = os.path.join(directory, *paths[name])
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            with open(target, "wb") as f:
+                f.write(bytes(data))
+    except BaseException:
+        if made:
+            remove_written(directory)
+        raise
     return directory, config
 
 
@@ -111,8 +121,21 @@ async def load_model_files(files, name, kind=None, labels=None, backend="gpu", d
     classifier's Checkpoint when its weights are not a plain model.safetensors (compressed
     ones)."""
     directory, config = write_model_files(files)
-    return await load_model_dir(directory, name, config, kind, labels, backend, device, pooling,
-                                max_length, state, adapter, base_dtype, read_checkpoint)
+    try:
+        model = await load_model_dir(directory, name, config, kind, labels, backend, device,
+                                     pooling, max_length, state, adapter, base_dtype,
+                                     read_checkpoint)
+    except BaseException:
+        remove_written(directory)
+        raise
+    model.owns_directory = True      # close() lets go of the files written for it
+    return model
+
+
+def remove_written(directory):
+    """Remove a directory write_model_files made. In the browser its files are held in memory
+    (Emscripten's file system), so a model loaded again and again would keep every copy."""
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 def read_model_config(directory):
@@ -151,7 +174,10 @@ async def load_model_dir(directory, name, config=None, kind=None, labels=None, b
                                   f"{labels!r:.100}")
         if adapter:
             adapter_dir, _ = write_model_files(dict(adapter, **{"config.json": b"{}"}))
-            clf = await TextClassifier.load(directory, adapter_dir, **placement)
+            try:    # the adapter is read whole: its files are not needed after this
+                clf = await TextClassifier.load(directory, adapter_dir, **placement)
+            finally:
+                remove_written(adapter_dir)
             if clf.labels != labels:
                 raise ModelFilesError(f"the adapter has labels {clf.labels}, not {labels}")
         else:
@@ -184,6 +210,14 @@ class AppModel:
         self.model, self.name, self.key, self.directory = model, name, key, directory
         self.config_json = config_json    # config.json's contents (model_key's input)
         self.fixed_key = fixed_key        # the app named the state: labels do not change it
+        self.owns_directory = False       # `directory` was written for this model alone
+
+    def close(self):
+        """Let go of the checkpoint's files when they were written for this model
+        (load_model_files); a directory the caller gave stays. The model is not used after."""
+        if self.owns_directory:
+            remove_written(self.directory)
+            self.owns_directory = False
 
     @property
     def runtime(self):

@@ -186,14 +186,18 @@ class EngineService:
                                            pooling=pooling, state=state, adapter=adapter,
                                            base_dtype=base_dtype, max_length=max_length,
                                            read_checkpoint=self.read_checkpoint)
-            self.initial = {"adapter": adapter or await model.adapter_files(),
-                            "labels": getattr(model, "labels", None)}
-            saved = await self._saved_labels(model) if state is not None else None
-            if saved is not None and saved != model.labels:
-                await model.relabel(saved, {})
-            self._progress("load_model", 1, 3, "restoring the saved state")
-            learner = self._learner(model)
-            restored = await learner.restore()
+            try:
+                self.initial = {"adapter": adapter or await model.adapter_files(),
+                                "labels": getattr(model, "labels", None)}
+                saved = await self._saved_labels(model) if state is not None else None
+                if saved is not None and saved != model.labels:
+                    await model.relabel(saved, {})
+                self._progress("load_model", 1, 3, "restoring the saved state")
+                learner = self._learner(model)
+                restored = await learner.restore()
+            except BaseException:
+                model.close()
+                raise
             self.model, self.learner = model, learner
             if model.record_kind == "causal_lm":    # its chats are learned
                 tokenizer = model.model.tokenizer
@@ -253,6 +257,8 @@ class EngineService:
             if self.learner.unsaved:
                 await self.learner.save()
             await self.learner.close()
+        if self.model is not None:
+            self.model.close()
         self.model = self.learner = self.chat_log = None
         self.conversations = {}
 
@@ -657,6 +663,8 @@ class EngineService:
 
     def close(self):
         self._closed = True
+        if self.model is not None:
+            self.model.close()
         if self._status_task is not None and not self._status_task.done():
             self._status_task.cancel()
         self.scheduler.stop()
