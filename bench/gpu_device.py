@@ -6,6 +6,9 @@ torch + PEFT on CUDA (on the CPU where torch sees no GPU; the device used is rec
 contender in its own process, rounds alternating, and where the engine's step time goes
 (per-phase timings and a per-dispatch profile of the recorded step), and on each decoder
 checkpoint greedy generation against transformers' generate (bench/generation_speed.py).
+When extension/dist/model is there (`python build.py build` deploys it; carry it to the GPU
+machine), also the tab sorter's classifier on the native adapter: its answers on the
+evaluation tabs and its latency per tab alone and in a batch of 50.
 Writes gpu_device.json and gpu_device.md (the table) into --out.
 
     python bench/gpu_device.py --size full --out DIR     # what gpu_device.sh runs
@@ -78,6 +81,32 @@ def native_report(site=None):
     out["selfcheck"] = run_sync(run_selfcheck(device))
     out["selfcheck"]["seconds"] = time.perf_counter() - t0
     return out
+
+
+TAB_MODEL = ROOT / "extension" / "dist" / "model"   # the extension's model, as `build.py build` deploys it
+# size: (evaluation tabs classified, or None for all; single tabs timed; batches of 50 timed)
+TAB_RUNS = {"full": (None, 100, 8), "small": (10, 2, 1)}
+
+
+def tab_report(model, size):
+    """The extension's tab classifier (its int8 base weights, adapter and rules, as deployed)
+    on the native adapter: its answers on the evaluation tabs there, and the latency of one tab
+    alone and of a batch of 50 (the issue's target: under 5 ms per tab in a batch)."""
+    from contenders import open_native
+    from py_engine.demo import evaluation_table
+    from py_engine.gpu import run_sync
+    from py_engine.tabs.evaluate import latency
+    from py_engine.tabs.model import TabClassifier
+    from py_engine.tabs.tab_data import EVAL_FILE, read_tabs
+
+    count, tab_runs, batch_runs = TAB_RUNS[size]
+    device = open_native()
+    report = evaluation_table(model, backend="gpu", device=device, count=count)
+    clf = run_sync(TabClassifier.load(Path(model) / "base", Path(model) / "adapter", backend="gpu",
+                                      device=device))
+    timed = run_sync(latency(clf, read_tabs(EVAL_FILE), tab_runs, batch_runs))
+    out = {k: report[k] for k in ("accuracy", "model_accuracy", "count", "sizes", "base_dtype")}
+    return dict(out, latency_ms=timed, model=str(model), adapter=device.info.as_dict())
 
 
 def system_report():
@@ -172,6 +201,15 @@ def run(size, out_dir, site=None, seconds=420):
           f"{n['adapter']['vendor']} {n['adapter']['device']} ({n['adapter']['backend']}, "
           f"software: {n['adapter']['is_software']}); selfcheck ok: {n['selfcheck']['ok']}", flush=True)
     save()
+    if TAB_MODEL.is_dir():   # the tab sorter's model: an ignored build output, carried
+        try:
+            results["tabs"] = call("gpu_device:tab_report", model=str(TAB_MODEL), size=size)
+        except Exception as e:
+            results["tabs"] = {"failed": str(e)}
+    else:
+        results["tabs"] = {"failed": f"no {TAB_MODEL.relative_to(ROOT)}: run `python build.py "
+                                     "build` and carry it beside the checkout"}
+    save()
     try:     # a decoding step's one-row products: gemv against the GEMM entries (seconds)
         results["decode_products"] = call("decode_products:measure_native", size=size)
     except Exception as e:
@@ -220,6 +258,18 @@ def table(results):
              f"{a['backend']}, {'software' if a['is_software'] else 'hardware'}"),
             ("kernel selfcheck", "ok" if check["ok"] else "FAIL",
              f"max rel error {check['max_rel_error']:.1e}, {len(check['checks'])} checks")]
+    tabs = results.get("tabs")
+    if tabs and "failed" in tabs:
+        rows.append(("tab classifier", "failed", tabs["failed"][:200]))
+    elif tabs:
+        lat = tabs["latency_ms"]
+        rows.append((f"tab classifier (base {tabs['base_dtype']}): a batch of 50",
+                     f"{lat['per_batch_50']['mean'] / 50:.2f} ms per tab",
+                     f"target under 5 ms; p95 of the batch {lat['per_batch_50']['p95']:.1f} ms"))
+        rows.append(("tab classifier: one tab alone", f"{lat['per_tab']['mean']:.2f} ms",
+                     f"p95 {lat['per_tab']['p95']:.2f} ms"))
+        rows.append((f"tab classifier: {tabs['count']} evaluation tabs", f"{tabs['accuracy']:.4f}",
+                     f"the model alone {tabs['model_accuracy']:.4f}"))
     decode = results.get("decode_products")
     if decode and "failed" in decode:
         rows.append(("decoding products", "failed", decode["failed"][:200]))

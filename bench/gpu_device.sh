@@ -15,6 +15,8 @@
 #              --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
 #              wgpu==0.32.0 rendercanvas==2.7.2 cffi==2.1.1 pycparser==3.12; done
 #          (cffi is compiled per Python version: pip takes the wheel that fits the interpreter)
+#   extension/dist/model   the tab sorter's model as `python build.py build` deploys it (29 MiB):
+#          carried, the run also times the tab classifier (else its row says it is missing)
 # then runs bench/gpu_device.py: the kernel selfcheck on the native adapter, the MiniLM-shaped
 # and TinyLlama-shaped LoRA steps of the GPU backend against torch + PEFT on CUDA, and a
 # per-dispatch profile of the engine's steps; gpu_device.json and gpu_device.md land in OUT_DIR.

@@ -46,9 +46,9 @@ DEMO_TABS = [
 ]
 
 
-def evaluation_table(model_dir, data=EVAL_FILE):
-    """The deployed classifier, with the deployed rules, on labelled tabs: evaluate_tabs'
-    report."""
+def evaluation_table(model_dir, data=EVAL_FILE, backend="numpy", device=None, count=None):
+    """The deployed classifier, with the deployed rules, on labelled tabs (the first `count`
+    of them when given): evaluate_tabs' report (without latency)."""
     from .gpu import run_sync
     from .tabs.evaluate import evaluate_tabs
     from .tabs.rules import load_rules
@@ -56,7 +56,8 @@ def evaluation_table(model_dir, data=EVAL_FILE):
 
     rules = load_rules(Path(model_dir) / "rules.json", Path(model_dir) / "listed_domains.json")
     return run_sync(evaluate_tabs(Path(model_dir) / "base", Path(model_dir) / "adapter",
-                                  read_tabs(data), timing=False, rules=rules))
+                                  read_tabs(data)[:count], backend=backend, device=device, timing=False,
+                                  rules=rules))
 
 
 def print_evaluation(report, data=EVAL_FILE):
