@@ -46,18 +46,22 @@ DEMO_TABS = [
 ]
 
 
-def evaluation_table(model_dir, data=EVAL_FILE, backend="numpy", device=None, count=None):
+def evaluation_table(model_dir, data=EVAL_FILE, backend="numpy", device=None, count=None,
+                     latency_runs=None):
     """The deployed classifier, with the deployed rules, on labelled tabs (the first `count`
-    of them when given): evaluate_tabs' report (without latency)."""
+    of them when given): evaluate_tabs' report, with latency when `latency_runs` gives
+    (single tabs, batches of 50) to time."""
     from .gpu import run_sync
     from .tabs.evaluate import evaluate_tabs
     from .tabs.rules import load_rules
     from .tabs.tab_data import read_tabs
 
     rules = load_rules(Path(model_dir) / "rules.json", Path(model_dir) / "listed_domains.json")
+    tab_runs, batch_runs = latency_runs or (0, 0)
     return run_sync(evaluate_tabs(Path(model_dir) / "base", Path(model_dir) / "adapter",
-                                  read_tabs(data)[:count], backend=backend, device=device, timing=False,
-                                  rules=rules))
+                                  read_tabs(data)[:count], backend=backend, device=device,
+                                  timing=latency_runs is not None, rules=rules,
+                                  tab_runs=tab_runs, batch_runs=batch_runs))
 
 
 def print_evaluation(report, data=EVAL_FILE):

@@ -80,7 +80,8 @@ def write_model_files(files, directory=None):
             raise ModelFilesError(f"model file {name!r} is not a relative path inside the model")
         paths[name] = path.split("/")
     made = directory is None
-    directory = directory or tempfile.mkdtemp(prefix="py_engine-model-")
+    if made:
+        directory = tempfile.mkdtemp(prefix="py_engine-model-")
     try:
         for name, data in files.items():
             target = os.path.join(directory, *paths[name])

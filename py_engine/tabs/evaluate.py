@@ -119,9 +119,11 @@ def rules_report(tabs, predictions, rules, categories):
 
 
 async def evaluate_tabs(model_dir, adapter_dir, tabs, backend="numpy", device=None, source="the data",
-                        timing=True, rules=None, unsure_below=UNSURE_BELOW):
+                        timing=True, rules=None, unsure_below=UNSURE_BELOW,
+                        tab_runs=LATENCY_TABS, batch_runs=LATENCY_BATCHES):
     """The report on labelled `tabs` (see the module docstring); `rules` default to the
-    shipped ones (rules.load_rules); `unsure_below` 0: the model's answers alone."""
+    shipped ones (rules.load_rules); `unsure_below` 0: the model's answers alone; with
+    `timing`, latency() over `tab_runs` single tabs and `batch_runs` batches."""
     clf = await TabClassifier.load(model_dir, adapter_dir, backend=backend, device=device)
     check_labels(tabs, clf.labels, source)
     rules = rules or load_rules()
@@ -136,7 +138,7 @@ async def evaluate_tabs(model_dir, adapter_dir, tabs, backend="numpy", device=No
            "rules": rules_report(tabs, predictions, rules, clf.categories),
            "per_class": report["labels"], "confusion": confusion(gold, predicted, clf.labels),
            "mistakes": mistakes(tabs, predictions),
-           "latency_ms": await latency(clf, tabs) if timing else None,
+           "latency_ms": await latency(clf, tabs, tab_runs, batch_runs) if timing else None,
            "sizes": sizes(model_dir, adapter_dir),
            "backend": backend, "base_dtype": base_dtype_of(model_dir),
            "adapter": str(adapter_dir), "model": str(model_dir)}
