@@ -93,6 +93,13 @@ def test_rmsnorm_accumulates_weight_grad(device, kernels):
     assert rel_error(got["dx"], ref["dx"]) <= BOUNDS["dx"]
 
 
+# dweight of 65,537 rows against the sum of its terms' magnitudes, per column: four sums of
+# 65,537 random terms can cancel to a small norm by chance (the norm-relative error then
+# reached 1.4e-6 in 150 draws, 3.9e-6 with 64-wide workgroups), while the kernel's error
+# measured against sum |dy * xhat| stays at 3e-9 typically and 1.2e-8 at most (300 draws).
+LONG_SUM_BOUND = 3e-8
+
+
 def test_rmsnorm_rows_spill_into_second_dispatch_dimension(device):
     kernels = run(RmsNormKernels.load(device, workgroup=4))
     rows, cols = 65_537, 4
@@ -100,7 +107,13 @@ def test_rmsnorm_rows_spill_into_second_dispatch_dimension(device):
     got = run_rmsnorm(device, kernels, x, weight, dy, 1e-6)
     ref = reference(x, weight, dy, 1e-6)
     for name, bound in BOUNDS.items():
-        assert rel_error(got[name], ref[name]) <= bound, name
+        if name != "dweight":
+            assert rel_error(got[name], ref[name]) <= bound, name
+    assert np.all(np.isfinite(got["dweight"]))
+    xhat = x.astype(np.float64) * ref["rstd"].reshape(-1, 1)
+    magnitude = np.abs(dy.astype(np.float64) * xhat).sum(axis=0)
+    error = np.abs(np.asarray(got["dweight"], np.float64) - ref["dweight"])
+    assert np.all(error <= LONG_SUM_BOUND * magnitude), (error / magnitude).max()
 
 
 def test_backward_input_alone_matches_numpy(device, rng):
