@@ -36,6 +36,18 @@ def rel_error(out, ref):
     return np.linalg.norm(out - ref) / norm if norm else np.linalg.norm(out - ref)
 
 
+def column_sum_error(out, ref, terms):
+    """rel_error of column sums of `terms` ([rows, cols]) over many rows, against the larger of
+    ||ref|| and ||terms||: a column whose terms happen to cancel has a small sum but the
+    rounding of all its terms, so a long sum is bounded against its terms' own scale (the norm
+    of the terms, the size such a sum has on average). inf when out holds a NaN or inf."""
+    out = np.asarray(out, dtype=np.float64).ravel()
+    ref = np.asarray(ref, dtype=np.float64).ravel()
+    if not np.all(np.isfinite(out)):
+        return np.inf
+    return np.linalg.norm(out - ref) / max(np.linalg.norm(ref), np.linalg.norm(terms))
+
+
 def read(program, *buffers):
     """Add reads of `buffers` to `program`, run it, return their f32 values."""
     for b in buffers:
