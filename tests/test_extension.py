@@ -256,6 +256,8 @@ def test_tabs_are_grouped_by_the_model_a_correction_is_learned_and_kept(extensio
     before = snapshot["engine"]["instance"]
     state = ext.sorter("restartEngine", timeout_ms=600_000)
     assert state["phase"] == "ready" and state["instance"] != before and state["model"]["restored"] is True
+    # ... and trains only if chrome.idle says the user is away (headless: never)
+    assert ext.engine("status")["scheduler"]["user"] == ext.evaluate("() => chrome.idle.queryState(60)")
     assert ext.engine("categorise", {"tabs": plain[moved:moved + 1]})["results"][0]["category"] == target
     page.close()
 

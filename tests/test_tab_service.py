@@ -211,6 +211,22 @@ def load_tabs(svc, bert, shipped):
                 background=b'{"url": "https://github.com/a", "title": "code", "label": "Dev"}\n')
 
 
+def test_the_extensions_engine_trains_only_once_told_the_user_is_away(tmp_path):
+    # chrome.idle's state is pushed in by the extension; an engine started again (before
+    # anyone tells it) must not take the user for away, as a page's engine does with no input
+    (tmp_path / "page").mkdir()
+    page = service(tmp_path / "page")
+    assert page.scheduler.user_state() == "idle"
+    page.close()
+    svc = service(tmp_path, cls=TabService)
+    config = svc.scheduler.config
+    assert svc.scheduler.user_state() == "active" and svc.scheduler.fraction() == config.active_fraction
+    assert call(svc, "set_idle_state", state="locked")["state"] == "idle"
+    assert svc.scheduler.fraction() == config.idle_fraction == 1.0
+    assert call(svc, "set_idle_state", state="active")["state"] == "active"
+    svc.close()
+
+
 def test_tabs_are_categorised_by_the_classifier_over_their_text(tmp_path, bert, shipped):
     svc = service(tmp_path, cls=TabService)
     summary = load_tabs(svc, bert, shipped)

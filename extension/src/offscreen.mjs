@@ -78,6 +78,10 @@ const loaded = (async () => {
   await engine.call("categorise", { tabs: [{ url: "https://example.com/docs/getting-started", title: "Getting started | Example" }] });
   state.timings.warm_ms = performance.now() - t1;
   await engine.call("configure", SCHEDULER);
+  // chrome.idle is the service worker's to read: asked here, so that an engine started again
+  // (the document closed and made anew) trains only if the user is away. Until told, the
+  // engine counts the user as active.
+  await engine.call("set_idle_state", { state: await userIdleState() });
   await engine.call("start_loop");
   state.model = { labels: summary.labels, parameters: summary.parameters, trainable: summary.trainable, restored: summary.restored, backend: summary.backend };
   state.categories = summary.categories;
@@ -88,6 +92,16 @@ loaded.catch((e) => {
   state.error = String(e?.message ?? e);
   console.error("the tab classifier failed to load:", e);
 });
+
+// chrome.idle's state, from the service worker; "active" (no training) if it cannot say.
+async function userIdleState() {
+  try {
+    return (await chrome.runtime.sendMessage({ target: "service-worker", type: "idleState" })) || "active";
+  } catch (e) {
+    console.warn("the user's idle state is unknown; training waits for it:", e);
+    return "active";
+  }
+}
 
 const handlers = {
   async state(message) {

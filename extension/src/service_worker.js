@@ -6,6 +6,7 @@
 //
 //   {target: "service-worker", type: "relay", message}      -> the offscreen document's answer
 //   {target: "service-worker", type: "sorter", action, args} -> TabSorter[action](...args)
+//   {target: "service-worker", type: "idleState"}          -> chrome.idle's state now
 //
 // Listeners are registered synchronously when the worker starts (MV3 wakes it for them).
 // `self.tabSorter` is the sorter, for tests and DevTools.
@@ -16,6 +17,9 @@ import { benchmark } from "./tabs_api.mjs";
 
 const sorter = new TabSorter();
 self.tabSorter = sorter;
+
+// The user is idle after this many seconds without input (chrome.idle), and then training runs.
+const IDLE_AFTER_S = 60;
 
 // What the popup may ask of the sorter.
 const ACTIONS = new Set(["snapshot", "sortAll", "correct", "configure", "categoriesChanged", "upgrade"]);
@@ -31,6 +35,8 @@ chrome.runtime.onMessage.addListener((message, sender, sendResponse) => {
   let work;
   if (message.type === "relay") {
     work = ensureOffscreen().then(() => chrome.runtime.sendMessage({ ...message.message, target: "offscreen" }));
+  } else if (message.type === "idleState") {
+    work = chrome.idle.queryState(IDLE_AFTER_S);
   } else if (message.type === "sorter" && ACTIONS.has(message.action)) {
     work = sorter[message.action](...(message.args || []));
   } else {
@@ -52,7 +58,7 @@ chrome.alarms.onAlarm.addListener((alarm) => {
 });
 
 // Training runs while the user is away: chrome.idle's state goes to the engine's scheduler.
-chrome.idle.setDetectionInterval(60);
+chrome.idle.setDetectionInterval(IDLE_AFTER_S);
 chrome.idle.onStateChanged.addListener((state) => { sorter.setIdleState(state).catch(() => {}); });
 
 // The first sort: every open tab, by the rules at once while the model loads, then again by
@@ -67,6 +73,6 @@ chrome.runtime.onStartup.addListener(() => { sortEverything().catch((e) => conso
 // Start the engine as soon as the worker runs, so that it is ready by the time anyone asks; and
 // tell it whether the user is idle now.
 ensureOffscreen()
-  .then(() => chrome.idle.queryState(60))
+  .then(() => chrome.idle.queryState(IDLE_AFTER_S))
   .then((state) => sorter.setIdleState(state))
   .catch((e) => console.error("tab sorter: could not start the engine:", e));

@@ -62,6 +62,9 @@ class TabService(EngineService):
         # (the user's whole say) would otherwise pull the tabs around them along (see REPLAY)
         learner = learner or LearnerConfig(replay=REPLAY, train=dict(CORRECTION_TRAINING))
         super().__init__(queue=queue, learner=learner, **options)
+        # The extension pushes chrome.idle's state in (set_idle_state); until it does, the user
+        # counts as active, so that an engine started again does not train while they work.
+        self.scheduler.set_idle_state("active")
         self.shipped = None          # the categories the adapter was trained with
         self.cats = None             # the user's categories (ids: the model's labels)
         self.rules = None            # tabs.rules.Rules: they answer where the model is unsure
