@@ -252,12 +252,18 @@ def test_tabs_are_grouped_by_the_model_a_correction_is_learned_and_kept(extensio
     assert group_of(ext, tab) == expected_group(target)
     assert ext.engine("categorise", {"tabs": plain[moved:moved + 1]})["results"][0]["category"] == target
 
-    # the engine restarts from nothing: the learned state comes back from IndexedDB
+    # the engine restarts from nothing: the learned state comes back from IndexedDB; it trains
+    # only if chrome.idle says the user is away (headless: never) and the user's pause holds
+    ext.sorter("configure", {"trainingPaused": True})
+    assert ext.engine("status")["scheduler"]["state"] == "paused"
     before = snapshot["engine"]["instance"]
     state = ext.sorter("restartEngine", timeout_ms=600_000)
     assert state["phase"] == "ready" and state["instance"] != before and state["model"]["restored"] is True
-    # ... and trains only if chrome.idle says the user is away (headless: never)
-    assert ext.engine("status")["scheduler"]["user"] == ext.evaluate("() => chrome.idle.queryState(60)")
+    scheduler = ext.engine("status")["scheduler"]
+    assert scheduler["user"] == ext.evaluate("() => chrome.idle.queryState(60)")
+    assert scheduler["state"] == "paused"
+    ext.sorter("configure", {"trainingPaused": False})
+    assert ext.engine("status")["scheduler"]["state"] == scheduler["user"]
     assert ext.engine("categorise", {"tabs": plain[moved:moved + 1]})["results"][0]["category"] == target
     page.close()
 
@@ -352,12 +358,14 @@ def test_the_popup_shows_the_tab_and_its_choice_is_a_correction(extension):
         page.wait_for_function("() => document.getElementById('tab-message').textContent.startsWith('Moved')")
         corrections = [e for e in ext.sorter("snapshot")["events"] if e["kind"] == "correction"]
         assert corrections[-1]["tabId"] == tab and corrections[-1]["category"] == choice
-        # pause and resume reach the engine's scheduler
+        # pause and resume reach the engine's scheduler, and are kept in the settings
         page.click("#pause")
         page.wait_for_function("() => document.getElementById('training').textContent === 'paused'")
         assert ext.engine("status")["scheduler"]["state"] == "paused"
+        assert ext.sorter("snapshot")["settings"]["trainingPaused"] is True
         page.click("#pause")
         page.wait_for_function("() => document.getElementById('training').textContent !== 'paused'")
+        assert ext.sorter("snapshot")["settings"]["trainingPaused"] is False
     finally:
         page.close()
 

@@ -78,10 +78,12 @@ const loaded = (async () => {
   await engine.call("categorise", { tabs: [{ url: "https://example.com/docs/getting-started", title: "Getting started | Example" }] });
   state.timings.warm_ms = performance.now() - t1;
   await engine.call("configure", SCHEDULER);
-  // chrome.idle is the service worker's to read: asked here, so that an engine started again
-  // (the document closed and made anew) trains only if the user is away. Until told, the
-  // engine counts the user as active.
-  await engine.call("set_idle_state", { state: await userIdleState() });
+  // chrome.idle and the user's settings are the service worker's to read: asked here, so that
+  // an engine started again (the document closed and made anew) trains only if the user is
+  // away and has not paused training. Until told, the engine counts the user as active.
+  const wishes = await trainingWishes();
+  await engine.call("set_idle_state", { state: wishes.idle });
+  if (wishes.paused) await engine.call("pause");
   await engine.call("start_loop");
   state.model = { labels: summary.labels, parameters: summary.parameters, trainable: summary.trainable, restored: summary.restored, backend: summary.backend };
   state.categories = summary.categories;
@@ -93,13 +95,16 @@ loaded.catch((e) => {
   console.error("the tab classifier failed to load:", e);
 });
 
-// chrome.idle's state, from the service worker; "active" (no training) if it cannot say.
-async function userIdleState() {
+// {idle: chrome.idle's state, paused: whether the user paused training}, from the service
+// worker; if it cannot say, the user counts as active (no training until chrome.idle changes).
+async function trainingWishes() {
   try {
-    return (await chrome.runtime.sendMessage({ target: "service-worker", type: "idleState" })) || "active";
+    const wishes = await chrome.runtime.sendMessage({ target: "service-worker", type: "training" });
+    if (wishes?.idle) return wishes;
+    throw new Error(`the service worker answered ${JSON.stringify(wishes)}`);
   } catch (e) {
     console.warn("the user's idle state is unknown; training waits for it:", e);
-    return "active";
+    return { idle: "active", paused: false };
   }
 }
 

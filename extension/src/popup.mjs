@@ -227,7 +227,8 @@ $("sort-all").addEventListener("click", async () => {
 $("include-user-groups").addEventListener("change", (e) => sorter("configure", { includeUserGroups: e.target.checked }));
 
 $("pause").addEventListener("click", async () => {
-  await engineCall(status?.scheduler.state === "paused" ? "resume" : "pause");
+  // a setting of the sorter's, so that the pause outlasts the engine and the browser
+  await sorter("configure", { trainingPaused: status?.scheduler.state !== "paused" });
   await refresh();
 });
 

@@ -6,7 +6,7 @@
 //
 //   {target: "service-worker", type: "relay", message}      -> the offscreen document's answer
 //   {target: "service-worker", type: "sorter", action, args} -> TabSorter[action](...args)
-//   {target: "service-worker", type: "idleState"}          -> chrome.idle's state now
+//   {target: "service-worker", type: "training"}           -> {idle: chrome.idle's state, paused}
 //
 // Listeners are registered synchronously when the worker starts (MV3 wakes it for them).
 // `self.tabSorter` is the sorter, for tests and DevTools.
@@ -35,8 +35,8 @@ chrome.runtime.onMessage.addListener((message, sender, sendResponse) => {
   let work;
   if (message.type === "relay") {
     work = ensureOffscreen().then(() => chrome.runtime.sendMessage({ ...message.message, target: "offscreen" }));
-  } else if (message.type === "idleState") {
-    work = chrome.idle.queryState(IDLE_AFTER_S);
+  } else if (message.type === "training") {
+    work = chrome.idle.queryState(IDLE_AFTER_S).then((idle) => sorter.trainingWishes(idle));
   } else if (message.type === "sorter" && ACTIONS.has(message.action)) {
     work = sorter[message.action](...(message.args || []));
   } else {

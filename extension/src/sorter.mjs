@@ -13,7 +13,8 @@ import { NO_GROUP, groupChange, movable, planMoves } from "./grouping.mjs";
 
 const SESSION_KEY = "sorter";
 const SETTINGS_KEY = "settings";
-export const DEFAULT_SETTINGS = { autoSort: true, maxGroups: 0, includeUserGroups: false, perTabMs: 50, minMs: 400, retryMs: 60_000 };
+// trainingPaused: the user paused idle training in the popup (kept until they resume it)
+export const DEFAULT_SETTINGS = { autoSort: true, maxGroups: 0, includeUserGroups: false, perTabMs: 50, minMs: 400, retryMs: 60_000, trainingPaused: false };
 export const RETRY_ALARM = "sort-unplaced"; // asks the model again of the tabs the rules could not place
 const SETTLE_MS = 250; // a loading tab's title and URL settle before it is categorised
 const EXPECT_MS = 3000; // how long a group change we made may take to be reported
@@ -72,10 +73,23 @@ export class TabSorter {
     if (unknown.length) throw new Error(`unknown settings ${unknown.join(", ")}`);
     const settings = { ...this.settings, ...options };
     budget.configure(budgetSettings(settings)); // throws on a bad value, before anything changed
+    const pausing = "trainingPaused" in options && options.trainingPaused !== this.settings.trainingPaused;
     this.settings = settings;
     await chrome.storage.local.set({ [SETTINGS_KEY]: this.settings });
+    if (pausing) {
+      // kept in the settings first: an engine that cannot be told now is told when it starts
+      await engineCall(settings.trainingPaused ? "pause" : "resume")
+        .catch((e) => console.warn("tab sorter: the engine will take the pause when it starts:", e));
+    }
     await this.scheduleRetry({ reset: true }); // at the new budget's pace
     return this.settings;
+  }
+
+  // What the user wants of training, for an engine starting: whether they are away
+  // (chrome.idle's state, `idle` from the service worker) and whether they paused it.
+  async trainingWishes(idle) {
+    await this.loaded;
+    return { idle, paused: this.settings.trainingPaused };
   }
 
   // --- sorting ---
