@@ -264,6 +264,8 @@ def test_tabs_are_grouped_by_the_model_a_correction_is_learned_and_kept(extensio
     assert scheduler["state"] == "paused"
     ext.sorter("configure", {"trainingPaused": False})
     assert ext.engine("status")["scheduler"]["state"] == scheduler["user"]
+    with pytest.raises(Exception, match="trainingPaused must be true or false"):
+        ext.sorter("configure", {"trainingPaused": "no"})
     assert ext.engine("categorise", {"tabs": plain[moved:moved + 1]})["results"][0]["category"] == target
     page.close()
 

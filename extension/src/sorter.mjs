@@ -73,10 +73,10 @@ export class TabSorter {
     if (unknown.length) throw new Error(`unknown settings ${unknown.join(", ")}`);
     const settings = { ...this.settings, ...options };
     budget.configure(budgetSettings(settings)); // throws on a bad value, before anything changed
-    const pausing = "trainingPaused" in options && options.trainingPaused !== this.settings.trainingPaused;
+    if (typeof settings.trainingPaused !== "boolean") throw new Error(`trainingPaused must be true or false, got ${JSON.stringify(settings.trainingPaused)}`);
     this.settings = settings;
     await chrome.storage.local.set({ [SETTINGS_KEY]: this.settings });
-    if (pausing) {
+    if ("trainingPaused" in options) {
       // kept in the settings first: an engine that cannot be told now is told when it starts
       await engineCall(settings.trainingPaused ? "pause" : "resume")
         .catch((e) => console.warn("tab sorter: the engine will take the pause when it starts:", e));
