@@ -288,11 +288,16 @@ def test_a_reload_restores_everything(session):
     before = status(page)
     probs = predict(page, "good great fine")["probs"]
     shown = {sel: page.inner_text(sel) for sel in ("#imports", "#rollbacks", "#queue-total")}
+    page.click("#pause")                  # the user's pause outlasts the reload
+    page.wait_for_function("() => window.app.status.scheduler.state === 'paused'")
     page.reload()
     page.training = []                    # the page's clock starts again
     wait_ready(page)
     model = wait_model(page)
     assert model["restored"] is True
+    assert status(page)["scheduler"]["state"] == "paused"
+    page.click("#pause")
+    page.wait_for_function("() => window.app.status.scheduler.state !== 'paused'")
     after = status(page)
     for key in ("queue", "snapshots", "rollbacks", "history"):
         assert json.dumps(after[key], sort_keys=True) == json.dumps(before[key], sort_keys=True), key

@@ -611,7 +611,13 @@ function wire() {
   }));
   $("pause").addEventListener("click", (e) => busy(e.currentTarget, async () => {
     const paused = app.status?.scheduler?.state === "paused";
-    await engine.call(paused ? "resume" : "pause").catch((err) => banner("train", "bad", describe(err)));
+    try {
+      await engine.call(paused ? "resume" : "pause");
+      saved.paused = !paused; // a reload keeps it: the engine starts paused
+      save();
+    } catch (err) {
+      banner("train", "bad", describe(err));
+    }
     await refresh();
   }));
 
@@ -748,6 +754,8 @@ async function start() {
   engine.on("ready", (event) => {
     app.ready = true;
     if (event.adapter) showAdapter(event.adapter);
+    // the user paused training before this reload: it stays paused until they resume it
+    if (saved.paused) engine.call("pause").catch((err) => banner("train", "bad", describe(err)));
     if (!noGPU && saved.model) {
       loadModel(saved.model, `Restoring ${saved.model.name || "the last model"}…`);
     } else if (!noGPU) {
