@@ -70,9 +70,7 @@ async function sortEverything() {
 chrome.runtime.onInstalled.addListener(() => { sortEverything().catch((e) => console.error("tab sorter:", e)); });
 chrome.runtime.onStartup.addListener(() => { sortEverything().catch((e) => console.error("tab sorter:", e)); });
 
-// Start the engine as soon as the worker runs, so that it is ready by the time anyone asks; and
-// tell it whether the user is idle now.
+// Start the engine as soon as the worker runs, so that it is ready by the time anyone asks. It
+// asks for chrome.idle's state itself as it starts ({type: "training"}); changes come above.
 ensureOffscreen()
-  .then(() => chrome.idle.queryState(IDLE_AFTER_S))
-  .then((state) => sorter.setIdleState(state))
   .catch((e) => console.error("tab sorter: could not start the engine:", e));
