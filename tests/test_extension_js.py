@@ -292,3 +292,86 @@ console.log(JSON.stringify({{ groupCalls, tabs: sorter.tabs, groups: sorter.grou
     assert out["groups"] == {"77": {"category": "dev", "windowId": 1}}
     assert set(out["tabs"]) == {"1", "4"} and out["tabs"]["1"]["source"] == "rules"
     assert out["tabs"]["4"]["source"] == "user"
+
+
+def test_a_sorter_woken_by_a_tab_or_group_event_keeps_what_it_knew(tmp_path):
+    """MV3 stops the service worker when it is idle and wakes it for an event; the listener runs
+    before the sorter has read its state back from chrome.storage.session. A tab closed, our
+    group removed, or our group renamed by the user (it is theirs from then on) must act on the
+    state read back, not on the empty one, and must not write the empty one over it. Run with a
+    chrome stand-in whose storage answers a moment later, as Chrome's does."""
+    modules = extension_modules(tmp_path)
+    out = node(f"""
+const before = {{
+  groups: {{ "10": {{ category: "dev", windowId: 1 }}, "11": {{ category: "news", windowId: 1 }}, "12": {{ category: "dev", windowId: 2 }} }},
+  tabs: {{ "1": {{ category: "dev", source: "model", host: "a.dev" }}, "2": {{ category: "news", source: "rules", host: "b.news" }} }},
+  events: [],
+}};
+const later = () => new Promise((resolve) => setTimeout(resolve, 20));
+const results = {{}};
+for (const event of ["tab closed", "group removed", "group renamed"]) {{
+  const store = {{ session: {{ sorter: structuredClone(before) }}, local: {{}} }};
+  const area = (name) => ({{
+    get: async (k) => {{ const value = structuredClone(store[name][k]); await later(); return {{ [k]: value }}; }},
+    set: async (o) => {{ Object.assign(store[name], structuredClone(o)); }},
+  }});
+  globalThis.chrome = {{ storage: {{ session: area("session"), local: area("local") }} }};
+  const {{ TabSorter }} = await import("{(modules / 'sorter.mjs').as_uri()}");
+  const {{ useCategories }} = await import("{(modules / 'tabs_api.mjs').as_uri()}");
+  useCategories([{{ id: "dev", name: "Dev", colour: "blue" }}, {{ id: "news", name: "News", colour: "red" }}]);
+  const sorter = new TabSorter();   // the worker woke up: the listener comes at once
+  if (event === "tab closed") await sorter.onTabRemoved(1);
+  if (event === "group removed") await sorter.onGroupRemoved({{ id: 11 }});
+  if (event === "group renamed") await sorter.onGroupUpdated({{ id: 12, title: "My stuff", color: "blue" }});
+  await later(); await later();
+  results[event] = {{ stored: store.session.sorter, groups: sorter.groups, tabs: sorter.tabs }};
+}}
+console.log(JSON.stringify(results));
+""")
+    for event, result in out.items():
+        for where in ("stored", "memory"):
+            state = result["stored"] if where == "stored" else result
+            groups, tabs = set(state["groups"]), set(state["tabs"])
+            expect_groups = {"10", "11", "12"} - {"group removed": {"11"}, "group renamed": {"12"}}.get(event, set())
+            expect_tabs = {"1", "2"} - ({"1"} if event == "tab closed" else set())
+            assert (groups, tabs) == (expect_groups, expect_tabs), (event, where, state)
+
+
+def test_the_sorters_settings_refuse_a_wrong_value_and_keep_the_old_ones(tmp_path):
+    """configure() takes the popup's and the JS API's settings: a wrong type or number is refused
+    with a message naming the setting, and neither the settings nor chrome.storage change; a
+    right one is kept in both."""
+    modules = extension_modules(tmp_path)
+    out = node(f"""
+const store = {{ session: {{}}, local: {{}} }};
+const area = (name) => ({{ get: async (k) => ({{ [k]: store[name][k] }}), set: async (o) => Object.assign(store[name], structuredClone(o)) }});
+globalThis.chrome = {{ storage: {{ session: area("session"), local: area("local") }},
+  alarms: {{ clear: async () => true, get: async () => null, create: async () => {{}} }} }};
+const {{ TabSorter }} = await import("{(modules / 'sorter.mjs').as_uri()}");
+const sorter = new TabSorter();
+await sorter.loaded;
+const refused = [];
+let storedBefore;
+for (const options of DATA) {{
+  storedBefore = structuredClone(store.local.settings ?? null);   // before the last one
+  try {{ await sorter.configure(options); refused.push(null); }} catch (e) {{ refused.push(e.message); }}
+}}
+console.log(JSON.stringify({{ refused, settings: sorter.settings, storedBefore, stored: store.local.settings ?? null }}));
+""", [{"maxGroups": "3"}, {"maxGroups": -1}, {"maxGroups": 2.5}, {"autoSort": "no"},
+      {"includeUserGroups": 1}, {"trainingPaused": None}, {"perTabMs": "fast"}, {"colour": "red"},
+      {"maxGroups": 4, "autoSort": False}])
+    assert out["refused"][:8] == [
+        'maxGroups must be a whole number >= 0 (0: no limit), got "3"',
+        "maxGroups must be a whole number >= 0 (0: no limit), got -1",
+        "maxGroups must be a whole number >= 0 (0: no limit), got 2.5",
+        'autoSort must be true or false, got "no"',
+        "includeUserGroups must be true or false, got 1",
+        "trainingPaused must be true or false, got null",
+        "perTabMs must be a number >= 0",
+        "unknown settings colour",
+    ]
+    assert out["refused"][8] is None
+    assert out["settings"] == {"autoSort": False, "maxGroups": 4, "includeUserGroups": False, "perTabMs": 50,
+                               "minMs": 400, "retryMs": 60_000, "trainingPaused": False}
+    assert out["storedBefore"] is None       # nothing refused was stored
+    assert out["stored"] == out["settings"]

@@ -47,14 +47,15 @@ chrome.runtime.onMessage.addListener((message, sender, sendResponse) => {
   return true; // the answer comes later
 });
 
-chrome.tabs.onUpdated.addListener((tabId, change, tab) => { sorter.onUpdated(tabId, change, tab); });
-chrome.tabs.onRemoved.addListener((tabId) => sorter.onTabRemoved(tabId));
-chrome.tabGroups.onRemoved.addListener((group) => sorter.onGroupRemoved(group));
-chrome.tabGroups.onUpdated.addListener((group) => sorter.onGroupUpdated(group));
+const report = (e) => console.error("tab sorter:", e);
+chrome.tabs.onUpdated.addListener((tabId, change, tab) => { sorter.onUpdated(tabId, change, tab).catch(report); });
+chrome.tabs.onRemoved.addListener((tabId) => { sorter.onTabRemoved(tabId).catch(report); });
+chrome.tabGroups.onRemoved.addListener((group) => { sorter.onGroupRemoved(group).catch(report); });
+chrome.tabGroups.onUpdated.addListener((group) => { sorter.onGroupUpdated(group).catch(report); });
 
 // Tabs the rules could not place while the model was over its budget: asked again later.
 chrome.alarms.onAlarm.addListener((alarm) => {
-  if (alarm.name === RETRY_ALARM) sorter.retryUnplaced().catch((e) => console.error("tab sorter:", e));
+  if (alarm.name === RETRY_ALARM) sorter.retryUnplaced().catch(report);
 });
 
 // Training runs while the user is away: chrome.idle's state goes to the engine's scheduler.
@@ -67,8 +68,8 @@ async function sortEverything() {
   await sorter.sortAll();
   await sorter.upgrade();
 }
-chrome.runtime.onInstalled.addListener(() => { sortEverything().catch((e) => console.error("tab sorter:", e)); });
-chrome.runtime.onStartup.addListener(() => { sortEverything().catch((e) => console.error("tab sorter:", e)); });
+chrome.runtime.onInstalled.addListener(() => { sortEverything().catch(report); });
+chrome.runtime.onStartup.addListener(() => { sortEverything().catch(report); });
 
 // Start the engine as soon as the worker runs, so that it is ready by the time anyone asks. It
 // asks for chrome.idle's state itself as it starts ({type: "training"}); changes come above.

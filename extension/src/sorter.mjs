@@ -72,8 +72,8 @@ export class TabSorter {
     const unknown = Object.keys(options).filter((k) => !(k in DEFAULT_SETTINGS));
     if (unknown.length) throw new Error(`unknown settings ${unknown.join(", ")}`);
     const settings = { ...this.settings, ...options };
-    budget.configure(budgetSettings(settings)); // throws on a bad value, before anything changed
-    if (typeof settings.trainingPaused !== "boolean") throw new Error(`trainingPaused must be true or false, got ${JSON.stringify(settings.trainingPaused)}`);
+    checkSettings(settings); // before anything changed
+    budget.configure(budgetSettings(settings)); // ... and this checks the budget's numbers
     this.settings = settings;
     await chrome.storage.local.set({ [SETTINGS_KEY]: this.settings });
     if ("trainingPaused" in options) {
@@ -287,26 +287,31 @@ export class TabSorter {
     return this.tabs[tabId];
   }
 
-  onGroupRemoved(group) {
+  // These three wake a stopped worker, and then run before load() has read what the sorter
+  // knew back: they wait for it, or they would act on (and save) an empty state.
+  async onGroupRemoved(group) {
+    await this.loaded;
     delete this.groups[group.id];
-    this.save();
+    await this.save();
   }
 
   // A group of ours the user renamed or recoloured is theirs from then on.
-  onGroupUpdated(group) {
+  async onGroupUpdated(group) {
+    await this.loaded;
     const ours = this.groups[group.id];
     const c = ours && currentCategories()?.byId(ours.category);
     if (c && (group.title !== c.name || group.color !== c.colour)) {
       delete this.groups[group.id];
       this.log("adopted", { groupId: group.id, title: group.title });
-      this.save();
+      await this.save();
     }
   }
 
-  onTabRemoved(tabId) {
+  async onTabRemoved(tabId) {
+    await this.loaded;
     delete this.tabs[tabId];
     this.expected.delete(tabId);
-    this.save();
+    await this.save();
   }
 
   // Tabs the rules sorted while the model was loading (or slow) are sorted again once it is
@@ -365,6 +370,17 @@ export class TabSorter {
   async restartEngine() {
     await closeOffscreen();
     return initialise({ wait: true });
+  }
+}
+
+// The settings that are not the budget's: a wrong type would otherwise be kept, and act later
+// (a maxGroups of "3" limits nothing, an autoSort of "no" sorts).
+function checkSettings(settings) {
+  for (const key of ["autoSort", "includeUserGroups", "trainingPaused"]) {
+    if (typeof settings[key] !== "boolean") throw new Error(`${key} must be true or false, got ${JSON.stringify(settings[key])}`);
+  }
+  if (!(Number.isInteger(settings.maxGroups) && settings.maxGroups >= 0)) {
+    throw new Error(`maxGroups must be a whole number >= 0 (0: no limit), got ${JSON.stringify(settings.maxGroups)}`);
   }
 }
 
