@@ -421,9 +421,12 @@ def test_the_adapter_goes_out_of_the_popup_and_back_in(extension, tmp_path):
                     "categories.json"} <= set(files)
             assert __import__("json").loads(files["labels.json"]) == [c.id for c in CATEGORIES.items]
             page.wait_for_function("() => document.getElementById('learning-message').textContent.startsWith('Adapter exported')")
-            # the same zip back in: the weights are those exported
+            # the same zip back in: the weights are those exported, and the categories it was
+            # exported with come back (a category renamed since is named as it was)
+            ext.engine("rename_category", {"id": "news", "name": "Headlines"})
             page.set_input_files("#import-file", str(saved))
             page.wait_for_function("() => document.getElementById('learning-message').textContent.startsWith('Adapter imported')")
+            assert [c["name"] for c in ext.sorter("snapshot")["engine"]["categories"]] == CATEGORIES.names()
             again = ext.evaluate("""async () => {
                 const { files } = await self.tabSorter.engine("export_adapter");
                 return Object.fromEntries(Object.entries(files).map(([k, v]) => [k, Array.from(v)]));

@@ -333,3 +333,52 @@ def test_bad_deployments_are_refused_in_one_line(tmp_path, bert, shipped):
                     categories=CATS.to_json().encode(), background=b"{not json\n")["message"]
     assert message.startswith("background line 1")
     svc.close()
+
+
+def test_an_adapter_comes_in_with_its_categories(tmp_path, bert, shipped):
+    """The popup exports the adapter with the categories it was trained with (categories.json)
+    and imports it again, perhaps after the categories changed or a reset; `py-engine tabs
+    train` writes its labels by name. Each comes in whole, or not at all."""
+    svc = service(tmp_path, cls=TabService)
+    load_tabs(svc, bert, shipped)
+    # the host's adapter: labels by name, no categories.json
+    call(svc, "import_adapter", files=shipped)
+    # the user's categories change and a correction is learned, then the adapter goes out
+    call(svc, "rename_category", id="news", name="Headlines")
+    call(svc, "add_category", name="Research")
+    paper = {"url": "https://arxiv.org/abs/1", "title": "good fine great really very good"}
+    call(svc, "correct_tab", category="research", **paper)
+    learn(svc)
+    exported = dict(call(svc, "export_adapter")["files"],
+                    **{"categories.json": json.dumps({"categories": call(svc, "categories")}).encode()})
+    learned, learned_cats = weights(svc), call(svc, "categories")
+    assert learned_cats[-2:] == [dict(learned_cats[-2], name="Headlines"), dict(learned_cats[-1], id="research")]
+
+    call(svc, "reset_tabs")
+    shipped_weights, default_cats = weights(svc), CATS.to_dict()["categories"]
+    without_categories = {k: v for k, v in exported.items() if k != "categories.json"}
+    damaged = dict(exported, **{"adapter_model.safetensors": exported["adapter_model.safetensors"][:100]})
+    bad_categories = dict(exported, **{"categories.json": b'{"categories": [{"id": "a", "name": "A"}]}'})
+    other_lora = dict(exported, **{"adapter_config.json": exported["adapter_config.json"].replace(b'"r": 4', b'"r": 8')})
+    for files, words in ((without_categories, "import it with the categories.json it was exported with"),
+                         (damaged, "adapter_model.safetensors"),
+                         (bad_categories, "at least two categories"),
+                         (other_lora, "other LoRA options: r 8 (now 4)")):
+        assert words in error(svc, "import_adapter", files=files)["message"]
+        # nothing changed: the shipped weights and categories
+        assert call(svc, "categories") == default_cats and svc.model.labels == [c.id for c in CATS.items]
+        for name, value in weights(svc).items():
+            assert np.array_equal(value, shipped_weights[name]), name
+
+    summary = call(svc, "import_adapter", files=exported)
+    assert summary["categories"] == learned_cats and summary["labels"] == [c["id"] for c in learned_cats]
+    for name, value in weights(svc).items():
+        assert np.array_equal(value, learned[name]), name
+    assert call(svc, "categorise", tabs=[paper])["results"][0]["category"] == "research"
+    svc.close()
+    # kept: a reload has them
+    svc = service(tmp_path, cls=TabService)
+    assert load_tabs(svc, bert, shipped)["categories"] == learned_cats
+    for name, value in weights(svc).items():
+        assert np.array_equal(value, learned[name]), name
+    svc.close()

@@ -21,6 +21,8 @@ const SCHEDULER = { active_fraction: 0.0, idle_fraction: 0.5, slice_ms: 1000 };
 
 // methods whose answer is the list of categories
 const CATEGORY_LISTS = new Set(["categories", "rename_category", "add_category", "remove_category"]);
+// ... and those whose answer is the model's summary with them
+const CATEGORIES_WITH_MODEL = new Set(["reset_tabs", "import_adapter"]);
 
 const started = performance.now();
 const state = {
@@ -118,7 +120,7 @@ const handlers = {
       const result = await engine.call(message.method, message.params || {});
       // the categories as they are now, for whoever asks for the state next
       if (CATEGORY_LISTS.has(message.method)) state.categories = result;
-      else if (message.method === "reset_tabs") state.categories = result.categories;
+      else if (CATEGORIES_WITH_MODEL.has(message.method)) state.categories = result.categories;
       return { result };
     } catch (e) {
       return { error: { message: e.message, kind: e.kind || "bug", traceback: e.traceback || "" } };

@@ -292,9 +292,10 @@ $("import-file").addEventListener("change", async (e) => {
       else files[file.name] = bytes;
     }
     files = Object.fromEntries(Object.entries(files).map(([name, data]) => [name.split("/").pop(), data]));
-    delete files["categories.json"];
-    await engineCall("import_adapter", { files });
-    message("learning-message", `Adapter imported from ${[...e.target.files].map((f) => f.name).join(", ")}.`, "ok");
+    // its categories.json (what the export wrote) brings back the categories it was trained with
+    const result = await engineCall("import_adapter", { files });
+    await sorter("categoriesChanged", result.categories);
+    message("learning-message", `Adapter imported from ${[...e.target.files].map((f) => f.name).join(", ")}: ${result.categories.map((c) => c.name).join(", ")}.`, "ok");
   } catch (err) {
     message("learning-message", err.message, "bad");
   } finally {

@@ -308,6 +308,10 @@ class AppClassifier(AppModel):
         if not self.fixed_key:
             self.key = model_key(self.kind, self.name, self.config_json, self.labels)
 
+    def check_adapter_files(self, files, labels):
+        """TextClassifier.check_adapter_files of an import, for the model with `labels`."""
+        self.model.check_adapter_files(files, "the imported adapter", labels)
+
 
 class AppChat(AppModel):
     kind = "causal_lm"

@@ -48,6 +48,7 @@ STATE = "tabs"
 REPLAY = 12
 CORRECTION_TRAINING = {"lr": 6e-4, "epochs": 1}
 CATEGORIES_FILE = "app-categories.json"     # a Learner app file (saved with the state)
+IMPORTED_CATEGORIES = "categories.json"     # beside an adapter: what its labels are
 SITES_FILE = "app-corrected-sites.json"     # the sites of the user's corrections (tab_site)
 TAB_METHODS = ("load_tab_model", "categorise", "correct_tab", "tab_texts", "categories",
                "rename_category", "add_category", "remove_category", "reset_tabs")
@@ -199,6 +200,39 @@ class TabService(EngineService):
             raise UserError(f"no category with id {id!r}")
         return await self._keep(_checked(lambda: cats.removed(found.name)))
 
+    # --- adapters ---
+
+    async def import_adapter(self, files=None):
+        """An adapter exported by the extension (its categories.json beside it) or trained on
+        the host (`py-engine tabs train`'s folder; labels by name): with a categories.json its
+        categories become the user's, as they were when it was made (the head is theirs);
+        without one, its labels (names or ids) must be the current categories. Everything is
+        checked before anything changes. Returns the model's summary with "categories"."""
+        current = self._categories()
+        if not files:
+            raise UserError("import_adapter needs the adapter's files")
+        files = {name: _bytes(data) for name, data in files.items()}
+        given = files.pop(IMPORTED_CATEGORIES, None)
+        try:
+            cats = (current if given is None else
+                    Categories.from_json(given.decode("utf-8"), f"the imported {IMPORTED_CATEGORIES}"))
+        except (CategoryError, JsonFileError, UnicodeDecodeError) as e:
+            raise UserError(str(e)) from None
+        hint = "" if given else f": import it with the {IMPORTED_CATEGORIES} it was exported with"
+        ids = _adapter_ids(files, cats, hint)
+        if sorted(ids) != sorted(c.id for c in cats.items):
+            raise UserError(f"the adapter's labels are not the categories {cats.names()}{hint}")
+        cats = _matching(cats, self.shipped, ids)
+        files["labels.json"] = _json(ids)
+        self.model.check_adapter_files(files, ids)
+        keep = {CATEGORIES_FILE: cats.to_json().encode("utf-8")}
+        if ids != self.model.labels:
+            await self.relabel(ids, {}, app_files=keep)
+        self.learner.app_files.update(keep)
+        self.cats = cats
+        summary = await super().import_adapter(files)
+        return dict(summary, categories=cats.to_dict()["categories"])
+
     async def reset_tabs(self):
         """Back to the shipped model and categories: the corrections are forgotten."""
         self._categories()
@@ -280,17 +314,24 @@ def _json(value):
     return (json.dumps(value, ensure_ascii=False) + "\n").encode("utf-8")
 
 
-def _adapter_ids(adapter, shipped):
-    """The adapter's labels as category ids (an adapter may name them by name or by id)."""
+def _adapter_ids(adapter, cats, hint=""):
+    """The adapter's labels as ids of the categories `cats` (an adapter may name them by name
+    or by id); `hint` ends the message of a label that is not one of them."""
     if "labels.json" not in adapter:
         raise UserError("the tab adapter has no labels.json")
-    labels = json.loads(_bytes(adapter["labels.json"]).decode("utf-8"))
+    try:
+        labels = parse_json(_bytes(adapter["labels.json"]).decode("utf-8"), "the adapter's labels.json")
+    except (JsonFileError, UnicodeDecodeError) as e:
+        raise UserError(str(e)) from None
+    if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+        raise UserError(f"the adapter's labels.json must be a list of category names, got "
+                        f"{labels!r:.100}")
     ids = []
     for label in labels:
-        found = shipped.by_id(label) or next((c for c in shipped.items if c.name == label), None)
+        found = cats.by_id(label) or next((c for c in cats.items if c.name == label), None)
         if found is None:
             raise UserError(f"the adapter's label {label!r} is not one of the categories "
-                            f"{shipped.names()}")
+                            f"{cats.names()}{hint}")
         ids.append(found.id)
     return ids
 

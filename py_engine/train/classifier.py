@@ -130,14 +130,17 @@ class TextClassifier:
         """The adapter as {file name: bytes}: what save() writes (for the browser to hand out)."""
         return self._files(await self.runtime.trainable_values(), "the adapter")
 
-    async def load_adapter_files(self, files, source="the adapter"):
-        """Take the trainable weights of an adapter given as {file name: bytes}, made with this
-        classifier's LoRA options, labels and pooling (a PEFT adapter without head_config.json
-        is taken as cls)."""
-        config, tensors, labels = read_adapter_files(files, source)
+    def check_adapter_files(self, files, source="the adapter", labels=None):
+        """The trainable values of an adapter given as {file name: bytes}, checked against this
+        classifier as it would be with `labels` (default: its own) before anything changes:
+        the LoRA options, labels.json (when there is one) naming those labels, the pooling (a
+        PEFT adapter without head_config.json is taken as cls), and every trainable tensor
+        with its shape."""
+        labels = list(self.labels if labels is None else labels)
+        config, tensors, adapter_labels = read_adapter_files(files, source)
         training_state.check_same_adapter(self.model, config, source)
-        if labels is not None and labels != self.labels:
-            raise ValueError(f"{source} has labels {labels}, this classifier {self.labels}")
+        if adapter_labels is not None and adapter_labels != labels:
+            raise ValueError(f"{source} has labels {adapter_labels}, this classifier {labels}")
         pooling = "cls"
         if HEAD_CONFIG in files:
             where = f"{source}/{HEAD_CONFIG}"
@@ -146,8 +149,13 @@ class TextClassifier:
         if pooling != self.model.pooling:
             raise ValueError(f"{source} pools with {pooling!r}, this classifier with "
                              f"{self.model.pooling!r}")
-        current = await self.runtime.trainable_values()
-        await self.runtime.load_trainable(merge_loaded(self.model, current, tensors, source))
+        model = self.model if len(labels) == len(self.labels) else self._model_for(len(labels))
+        return merge_loaded(model, {}, tensors, source)
+
+    async def load_adapter_files(self, files, source="the adapter"):
+        """Take the trainable weights of an adapter given as {file name: bytes}, made with this
+        classifier's LoRA options, labels and pooling (check_adapter_files)."""
+        await self.runtime.load_trainable(self.check_adapter_files(files, source))
 
     async def save_state(self, trainer, store, extra_files=None):
         """Save everything `trainer` needs to continue (the adapter's files, the optimizer
@@ -210,13 +218,17 @@ class TextClassifier:
             self.runtime.model.merged = False
             await self.runtime.load_trainable(values)
         else:
-            old = self.model
-            model = BertClassifier(old.config, old.lora, len(sources), pooling=old.pooling,
-                                   train_pooler=old.train_pooler, dropout=old.dropout)
+            model = self._model_for(len(sources))
             task = ClassificationTask(len(sources), self.tokenizer.pad_id)
             self.runtime = await create_runtime(model=model, task=task, checkpoint=self.checkpoint,
                                                 trainable=values, **self._placement)
         self.labels = list(labels)
+
+    def _model_for(self, n_labels):
+        """This classifier's model with a head of `n_labels` rows."""
+        old = self.model
+        return BertClassifier(old.config, old.lora, n_labels, pooling=old.pooling,
+                              train_pooler=old.train_pooler, dropout=old.dropout)
 
     # --- data ---
 
