@@ -368,6 +368,17 @@ def test_the_popup_shows_the_tab_and_its_choice_is_a_correction(extension):
         page.click("#pause")
         page.wait_for_function("() => document.getElementById('training').textContent !== 'paused'")
         assert ext.sorter("snapshot")["settings"]["trainingPaused"] is False
+        # a setting that cannot be kept says why in the popup
+        ext.evaluate("() => { self.tabSorter.configure = async () => { throw new Error('storage is full'); }; }")
+        try:
+            page.click("#pause")
+            page.wait_for_function("() => document.getElementById('learning-message').textContent === 'storage is full'")
+            page.click("#include-user-groups")
+            page.wait_for_function("() => document.getElementById('sort-result').textContent === 'storage is full'")
+            page.wait_for_function("() => !document.getElementById('include-user-groups').checked")
+        finally:
+            ext.evaluate("() => { delete self.tabSorter.configure; }")
+        assert ext.sorter("snapshot")["settings"]["trainingPaused"] is False
     finally:
         page.close()
 

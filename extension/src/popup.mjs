@@ -224,11 +224,22 @@ $("sort-all").addEventListener("click", async () => {
   await refresh();
 });
 
-$("include-user-groups").addEventListener("change", (e) => sorter("configure", { includeUserGroups: e.target.checked }));
+$("include-user-groups").addEventListener("change", async (e) => {
+  try {
+    await sorter("configure", { includeUserGroups: e.target.checked });
+  } catch (err) {
+    message("sort-result", err.message, "bad");
+  }
+  await refresh(); // the box shows the setting as it is kept
+});
 
 $("pause").addEventListener("click", async () => {
-  // a setting of the sorter's, so that the pause outlasts the engine and the browser
-  await sorter("configure", { trainingPaused: status?.scheduler.state !== "paused" });
+  try {
+    // a setting of the sorter's, so that the pause outlasts the engine and the browser
+    await sorter("configure", { trainingPaused: status?.scheduler.state !== "paused" });
+  } catch (e) {
+    message("learning-message", e.message, "bad");
+  }
   await refresh();
 });
 
