@@ -407,6 +407,15 @@ def test_without_webgpu_the_rules_sort_the_tabs(playwright, extension_dist, page
         wait_until("the tab grouped", lambda: group_of(ext, tab) == expected_group("shopping"))
         info = ext.sorter("snapshot")["tabs"][str(tab)]
         assert info == {"category": "shopping", "source": "rules", "host": "www.amazon.com"}
+        # a category chosen in the popup moves the tab, and the popup says nothing is learned
+        page = ext.context.new_page()
+        page.goto(ext.url(f"popup.html?tab={tab}"))
+        page.wait_for_function("() => document.body.dataset.phase === 'failed'")
+        page.select_option("#tab-category", "work")
+        wait_until("the tab moved", lambda: group_of(ext, tab) == expected_group("work"))
+        page.wait_for_function("() => document.getElementById('tab-message').textContent.startsWith('Moved')")
+        assert page.inner_text("#tab-message").startswith("Moved. The model is not available, so it does not learn this")
+        assert ext.sorter("snapshot")["tabs"][str(tab)]["source"] == "user"
     finally:
         ext.context.close()
 

@@ -201,8 +201,9 @@ async function refresh() {
 $("tab-category").addEventListener("change", async (e) => {
   if (!e.target.value) return;
   try {
-    await sorter("correct", tab.id, e.target.value);
-    message("tab-message", "Moved. The model learns this the next time you are away.", "ok");
+    const kept = await sorter("correct", tab.id, e.target.value);
+    if (kept.learned) message("tab-message", "Moved. The model learns this the next time you are away.", "ok");
+    else message("tab-message", "Moved. The model is not available, so it does not learn this; the tab stays where you put it.", "warn");
   } catch (err) {
     message("tab-message", err.message, "bad");
   }

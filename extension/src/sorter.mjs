@@ -263,28 +263,32 @@ export class TabSorter {
   }
 
   // The user says `tab` belongs in `category`: the engine learns it, the tab stays there.
+  // Returns whether the engine took the correction (the model may be unavailable).
   async learn(tab, category, where) {
     this.tabs[tab.id] = { category, source: "user", host: hostOf(tab.url) };
     try {
       const queued = await engineCall("correct_tab", { url: tab.url || "", title: tab.title || "", category, where });
       this.log("correction", { tabId: tab.id, category, text: queued.text });
+      return true;
     } catch (e) {
       this.log("correction-failed", { tabId: tab.id, category, error: e.message });
+      return false;
     }
   }
 
-  // The popup's choice of a category for a tab: learned, and the tab moved there.
+  // The popup's choice of a category for a tab: learned, and the tab moved there. Returns
+  // what the sorter keeps of the tab, and `learned`: whether the engine took the correction.
   async correct(tabId, category) {
     await this.loaded;
     const tab = await chrome.tabs.get(tabId);
     if (!currentCategories()?.byId(category)) throw new Error(`no category ${JSON.stringify(category)}`);
-    await this.learn(tab, category, "a category chosen in the popup");
+    const learned = await this.learn(tab, category, "a category chosen in the popup");
     await this.serially(async () => {
       await this.forgetMissingGroups();
       for (const move of planMoves([tab], { [tabId]: category }, this.groups)) await this.move(move);
     });
     await this.save();
-    return this.tabs[tabId];
+    return { ...this.tabs[tabId], learned };
   }
 
   // These three wake a stopped worker, and then run before load() has read what the sorter
