@@ -218,7 +218,7 @@ class TabService(EngineService):
                     Categories.from_json(given.decode("utf-8"), f"the imported {IMPORTED_CATEGORIES}"))
         except (CategoryError, JsonFileError, UnicodeDecodeError) as e:
             raise UserError(str(e)) from None
-        hint = "" if given else f": import it with the {IMPORTED_CATEGORIES} it was exported with"
+        hint = "" if given is not None else f": import it with the {IMPORTED_CATEGORIES} it was exported with"
         ids = _adapter_ids(files, cats, hint)
         if sorted(ids) != sorted(c.id for c in cats.items):
             raise UserError(f"the adapter's labels are not the categories {cats.names()}{hint}")
