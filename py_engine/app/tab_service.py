@@ -214,11 +214,12 @@ class TabService(EngineService):
         files = {name: _bytes(data) for name, data in files.items()}
         given = files.pop(IMPORTED_CATEGORIES, None)
         try:
-            cats = (current if given is None else
-                    Categories.from_json(given.decode("utf-8"), f"the imported {IMPORTED_CATEGORIES}"))
+            cats = current if given is None else Categories.from_json(
+                given.decode("utf-8"), f"the imported {IMPORTED_CATEGORIES}")
         except (CategoryError, JsonFileError, UnicodeDecodeError) as e:
             raise UserError(str(e)) from None
-        hint = "" if given is not None else f": import it with the {IMPORTED_CATEGORIES} it was exported with"
+        hint = ("" if given is not None else
+                f": import it with the {IMPORTED_CATEGORIES} it was exported with")
         ids = _adapter_ids(files, cats, hint)
         if sorted(ids) != sorted(c.id for c in cats.items):
             raise UserError(f"the adapter's labels are not the categories {cats.names()}{hint}")
@@ -320,7 +321,8 @@ def _adapter_ids(adapter, cats, hint=""):
     if "labels.json" not in adapter:
         raise UserError("the tab adapter has no labels.json")
     try:
-        labels = parse_json(_bytes(adapter["labels.json"]).decode("utf-8"), "the adapter's labels.json")
+        labels = parse_json(_bytes(adapter["labels.json"]).decode("utf-8"),
+                            "the adapter's labels.json")
     except (JsonFileError, UnicodeDecodeError) as e:
         raise UserError(str(e)) from None
     if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
