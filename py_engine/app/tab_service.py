@@ -25,6 +25,7 @@ import json
 import time
 
 from ..formats.json_file import JsonFileError, parse_json
+from ..formats.peft_adapter import read_labels
 from ..tabs import rules as tab_rules
 from ..tabs.answer import choose
 from ..tabs.base_weights import load_base
@@ -220,7 +221,7 @@ class TabService(EngineService):
             raise UserError(str(e)) from None
         hint = ("" if given is not None else
                 f": import it with the {IMPORTED_CATEGORIES} it was exported with")
-        ids = _adapter_ids(files, cats, hint)
+        ids = _adapter_ids(files, cats, hint, "the imported adapter")
         if sorted(ids) != sorted(c.id for c in cats.items):
             raise UserError(f"the adapter's labels are not the categories {cats.names()}{hint}")
         cats = _matching(cats, self.shipped, ids)
@@ -315,19 +316,15 @@ def _json(value):
     return (json.dumps(value, ensure_ascii=False) + "\n").encode("utf-8")
 
 
-def _adapter_ids(adapter, cats, hint=""):
+def _adapter_ids(adapter, cats, hint="", source="the tab adapter"):
     """The adapter's labels as ids of the categories `cats` (an adapter may name them by name
     or by id); `hint` ends the message of a label that is not one of them."""
-    if "labels.json" not in adapter:
-        raise UserError("the tab adapter has no labels.json")
     try:
-        labels = parse_json(_bytes(adapter["labels.json"]).decode("utf-8"),
-                            "the adapter's labels.json")
-    except (JsonFileError, UnicodeDecodeError) as e:
+        labels = read_labels(adapter, source)
+    except ValueError as e:
         raise UserError(str(e)) from None
-    if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
-        raise UserError(f"the adapter's labels.json must be a list of category names, got "
-                        f"{labels!r:.100}")
+    if labels is None:
+        raise UserError(f"{source} has no labels.json")
     ids = []
     for label in labels:
         found = cats.by_id(label) or next((c for c in cats.items if c.name == label), None)

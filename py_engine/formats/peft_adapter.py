@@ -121,16 +121,22 @@ def read_adapter_files(files, source):
                                         "is unusable (a diverged run?)")
         name = key[len(PREFIX):].replace(".default.", ".").replace(".modules_to_save.", ".")
         tensors[name] = (shape, values)
-    labels = None
-    if "labels.json" in files:
-        labels_path = where("labels.json")
-        labels = parse_json(decode_utf8(files["labels.json"], labels_path), labels_path)
-        if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
-            raise AdapterError(f"{labels_path} must hold a JSON list of label names (strings), "
-                               f"got {json_kind(labels)}" if not isinstance(labels, list) else
-                               f"{labels_path} must hold a JSON list of label names (strings), "
-                               f"got {labels!r:.100}")
-        if len(set(labels)) != len(labels) or len(labels) < 2:
-            raise AdapterError(f"{labels_path} must name two or more distinct labels, got "
-                               f"{labels!r:.100}")
-    return config, tensors, labels
+    return config, tensors, read_labels(files, source)
+
+
+def read_labels(files, source):
+    """The label names in an adapter's labels.json ({file name: bytes}), or None when it has
+    none; errors name `source`/labels.json."""
+    if "labels.json" not in files:
+        return None
+    labels_path = f"{source}/labels.json"
+    labels = parse_json(decode_utf8(files["labels.json"], labels_path), labels_path)
+    if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+        raise AdapterError(f"{labels_path} must hold a JSON list of label names (strings), "
+                           f"got {json_kind(labels)}" if not isinstance(labels, list) else
+                           f"{labels_path} must hold a JSON list of label names (strings), "
+                           f"got {labels!r:.100}")
+    if len(set(labels)) != len(labels) or len(labels) < 2:
+        raise AdapterError(f"{labels_path} must name two or more distinct labels, got "
+                           f"{labels!r:.100}")
+    return labels
