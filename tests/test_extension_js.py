@@ -375,3 +375,58 @@ console.log(JSON.stringify({{ refused, settings: sorter.settings, storedBefore, 
                                "minMs": 400, "retryMs": 60_000, "trainingPaused": False}
     assert out["storedBefore"] is None       # nothing refused was stored
     assert out["stored"] == out["settings"]
+
+
+def test_the_js_api_refuses_wrong_arguments_before_asking_anything(tmp_path):
+    """categoriseTabs and benchmark are the API other extension code calls: tabs that are not an
+    array of objects with text urls and titles, a maxGroups that is not a whole number >= 0, or
+    rounds that are not a count are refused with a message naming them, and nothing is asked
+    (no storage read, no message to the engine); right arguments are answered."""
+    modules = extension_modules(tmp_path)
+    out = node(f"""
+import {{ readFileSync }} from "node:fs";
+const asked = [];
+const files = {{ "model/manifest.json": {{ rules: "rules.json", listed_domains: "listed.json" }},
+  "model/rules.json": JSON.parse(readFileSync({json.dumps(str(RULES_FILE))}, "utf8")),
+  "model/listed.json": JSON.parse(readFileSync({json.dumps(str(LISTED_FILE))}, "utf8")),
+  "model/categories.json": [{{ id: "dev", name: "Dev", colour: "blue" }}, {{ id: "news", name: "News", colour: "red" }}] }};
+globalThis.fetch = async (url) => {{ asked.push(`fetch ${{url}}`); return {{ ok: true, json: async () => files[url] }}; }};
+globalThis.chrome = {{
+  runtime: {{ getURL: (p) => p, sendMessage: async (m) => {{ asked.push(`message ${{m.type}}`); return {{ phase: "failed", error: "no WebGPU" }}; }} }},
+  storage: {{ local: {{ get: async () => {{ asked.push("storage"); return {{}}; }}, set: async () => {{}} }} }},
+}};
+const {{ categoriseTabs, benchmark }} = await import("{(modules / 'tabs_api.mjs').as_uri()}");
+const refused = [];
+for (const [call, args] of DATA) {{
+  try {{ await (call === "benchmark" ? benchmark : categoriseTabs)(...args); refused.push(null); }}
+  catch (e) {{ refused.push(e.message); }}
+}}
+const askedWhenRefused = [...asked];
+const answered = await categoriseTabs([{{ id: 5, url: "https://github.com/pola-rs/polars/issues/1", title: "Issue" }}, {{ id: 6 }}], 0);
+console.log(JSON.stringify({{ refused, askedWhenRefused, answered, askedAfter: asked.length }}));
+""", [["categorise", ["https://github.com/"]],
+      ["categorise", [[{"url": "https://github.com/"}, None]]],
+      ["categorise", [[{"url": 7, "title": "x"}]]],
+      ["categorise", [[{"url": "https://github.com/", "title": ["x"]}]]],
+      ["categorise", [[], "3"]],
+      ["categorise", [[], -1]],
+      ["categorise", [[], 0, {"onLate": "yes"}]],
+      ["benchmark", [[]]],
+      ["benchmark", [[{"url": "https://github.com/"}], {"rounds": 0}]],
+      ["benchmark", [[{"url": "https://github.com/"}], {"singles": 1.5}]]])
+    assert out["refused"] == [
+        'tabs must be an array of {id, url, title}, got "https://github.com/"',
+        "tabs[1] must be an object {id, url, title}, got null",
+        "tabs[0].url must be text, got 7",
+        'tabs[0].title must be text, got ["x"]',
+        'maxGroups must be a whole number >= 0 (0: no limit), got "3"',
+        "maxGroups must be a whole number >= 0 (0: no limit), got -1",
+        'onLate must be a function, got "yes"',
+        "tabs must hold at least one tab",
+        "rounds must be a whole number >= 1, got 0",
+        "singles must be a whole number >= 1, got 1.5",
+    ]
+    assert out["askedWhenRefused"] == []
+    # the engine has no model here: the rules answer, and a tab without url or title has none
+    assert [(r["tabId"], r["category"], r["source"]) for r in out["answered"]] == [(5, "dev", "rules"), (6, None, "rules")]
+    assert out["askedAfter"] > 0

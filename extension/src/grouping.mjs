@@ -14,6 +14,14 @@ export function movable(tab, ourGroups, { includeUserGroups = false } = {}) {
   return includeUserGroups || !inUserGroup;
 }
 
+// A number of groups to keep to, as the sorter's settings and categoriseTabs take it: a whole
+// number >= 0 (0: no limit). Throws a message naming `name` otherwise.
+export function checkMaxGroups(value, name = "maxGroups") {
+  if (!(Number.isInteger(value) && value >= 0)) {
+    throw new Error(`${name} must be a whole number >= 0 (0: no limit), got ${JSON.stringify(value)}`);
+  }
+}
+
 // Keep at most `maxGroups` categories (the most common; ties to the earlier in `order`): a
 // result whose category is dropped takes the kept one the model thought likeliest, or none
 // (the rules give no likelihoods). results: [{category, probs|null, ...}] -> the same, changed.

@@ -9,7 +9,7 @@
 
 import { categoriseTabs, currentCategories, initialise, budget, modelBusy, useCategories } from "./tabs_api.mjs";
 import { closeOffscreen, engineCall } from "./engine_link.mjs";
-import { NO_GROUP, groupChange, movable, planMoves } from "./grouping.mjs";
+import { NO_GROUP, checkMaxGroups, groupChange, movable, planMoves } from "./grouping.mjs";
 
 const SESSION_KEY = "sorter";
 const SETTINGS_KEY = "settings";
@@ -383,9 +383,7 @@ function checkSettings(settings) {
   for (const key of ["autoSort", "includeUserGroups", "trainingPaused"]) {
     if (typeof settings[key] !== "boolean") throw new Error(`${key} must be true or false, got ${JSON.stringify(settings[key])}`);
   }
-  if (!(Number.isInteger(settings.maxGroups) && settings.maxGroups >= 0)) {
-    throw new Error(`maxGroups must be a whole number >= 0 (0: no limit), got ${JSON.stringify(settings.maxGroups)}`);
-  }
+  checkMaxGroups(settings.maxGroups);
 }
 
 function budgetSettings({ perTabMs, minMs, retryMs }) {

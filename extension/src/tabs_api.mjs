@@ -15,7 +15,7 @@
 
 import { CategoryList } from "./categories.mjs";
 import { EngineError, engineCall, offscreenRequest } from "./engine_link.mjs";
-import { limitGroups } from "./grouping.mjs";
+import { checkMaxGroups, limitGroups } from "./grouping.mjs";
 import { LatencyBudget } from "./latency.mjs";
 import { categorise as byRules, parseRules } from "./rules.mjs";
 
@@ -105,10 +105,35 @@ async function byModel(tabs) {
   return { results: answer.results, modelMs: answer.model_ms, ms: performance.now() - started };
 }
 
+// What callers pass for tabs: an array of objects whose url and title, where given, are text
+// (chrome.tabs leaves them out of a tab it may not read). Throws a message naming the tab.
+function checkTabs(tabs, { nonEmpty = false } = {}) {
+  if (!Array.isArray(tabs)) throw new TypeError(`tabs must be an array of {id, url, title}, got ${describe(tabs)}`);
+  if (nonEmpty && !tabs.length) throw new TypeError("tabs must hold at least one tab");
+  tabs.forEach((tab, i) => {
+    if (!tab || typeof tab !== "object") throw new TypeError(`tabs[${i}] must be an object {id, url, title}, got ${describe(tab)}`);
+    for (const key of ["url", "title"]) {
+      if (tab[key] != null && typeof tab[key] !== "string") throw new TypeError(`tabs[${i}].${key} must be text, got ${describe(tab[key])}`);
+    }
+  });
+}
+
+function checkCount(value, name) {
+  if (!(Number.isInteger(value) && value >= 1)) throw new TypeError(`${name} must be a whole number >= 1, got ${describe(value)}`);
+}
+
+function describe(value) {
+  return value === undefined ? "undefined" : JSON.stringify(value)?.slice(0, 80) ?? String(value);
+}
+
 // Categorise tabs ([{id, url, title}]) into at most `maxGroups` categories (0: no limit).
 // `onLate(results)`: when the model answered too late, what it said of the tabs the rules
 // gave no category (they are ungrouped: placing them now moves nothing the user has seen).
+// Wrong arguments are refused before anything is asked.
 export async function categoriseTabs(tabs, maxGroups = 0, { onLate = null } = {}) {
+  checkTabs(tabs);
+  checkMaxGroups(maxGroups);
+  if (onLate !== null && typeof onLate !== "function") throw new TypeError(`onLate must be a function, got ${describe(onLate)}`);
   if (!rules || !categories) await initialise();
   const out = [];
   for (let start = 0; start < tabs.length; start += BATCH) {
@@ -142,6 +167,9 @@ export async function categoriseTabs(tabs, maxGroups = 0, { onLate = null } = {}
 // Latency of the model on `tabs` ([{url, title}], e.g. 50 of them): one tab at a time
 // (`singles` of them), then the whole batch, `rounds` times; the rules for comparison.
 export async function benchmark(tabs, { rounds = 3, singles = 10 } = {}) {
+  checkTabs(tabs, { nonEmpty: true });
+  checkCount(rounds, "rounds");
+  checkCount(singles, "singles");
   if (!rules || !categories) await initialise();
   const state = await initialise({ wait: true });
   if (state.phase !== "ready") throw new EngineError({ message: `the model is not ready (${state.phase}: ${state.error})`, kind: "user" });
