@@ -404,7 +404,8 @@ for (const [call, args] of DATA) {{
 const askedWhenRefused = [...asked];
 const answered = await categoriseTabs([{{ id: 5, url: "https://github.com/pola-rs/polars/issues/1", title: "Issue" }}, {{ id: 6 }}], 0);
 console.log(JSON.stringify({{ refused, askedWhenRefused, answered, askedAfter: asked.length }}));
-""", [["categorise", ["https://github.com/"]],
+""", [["categorise", []],
+      ["categorise", ["https://github.com/"]],
       ["categorise", [[{"url": "https://github.com/"}, None]]],
       ["categorise", [[{"url": 7, "title": "x"}]]],
       ["categorise", [[{"url": "https://github.com/", "title": ["x"]}]]],
@@ -415,6 +416,7 @@ console.log(JSON.stringify({{ refused, askedWhenRefused, answered, askedAfter: a
       ["benchmark", [[{"url": "https://github.com/"}], {"rounds": 0}]],
       ["benchmark", [[{"url": "https://github.com/"}], {"singles": 1.5}]]])
     assert out["refused"] == [
+        "tabs must be an array of {id, url, title}, got undefined",
         'tabs must be an array of {id, url, title}, got "https://github.com/"',
         "tabs[1] must be an object {id, url, title}, got null",
         "tabs[0].url must be text, got 7",

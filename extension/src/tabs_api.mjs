@@ -122,8 +122,12 @@ function checkCount(value, name) {
   if (!(Number.isInteger(value) && value >= 1)) throw new TypeError(`${name} must be a whole number >= 1, got ${describe(value)}`);
 }
 
+// A value as an error message shows it: JSON where it has one (a BigInt or a function has
+// none), cut short.
 function describe(value) {
-  return value === undefined ? "undefined" : JSON.stringify(value)?.slice(0, 80) ?? String(value);
+  let text;
+  try { text = JSON.stringify(value); } catch { text = undefined; }
+  return (text ?? String(value)).slice(0, 80);
 }
 
 // Categorise tabs ([{id, url, title}]) into at most `maxGroups` categories (0: no limit).
