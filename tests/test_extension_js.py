@@ -432,3 +432,26 @@ console.log(JSON.stringify({{ refused, askedWhenRefused, answered, askedAfter: a
     # the engine has no model here: the rules answer, and a tab without url or title has none
     assert [(r["tabId"], r["category"], r["source"]) for r in out["answered"]] == [(5, "dev", "rules"), (6, None, "rules")]
     assert out["askedAfter"] > 0
+
+
+def test_a_tab_gone_to_another_site_is_forgotten_in_the_stored_state_too(tmp_path):
+    """A tab the user placed (or corrected) is the user's until it goes to another site; then
+    the sorter forgets it. With autoSort off nothing sorts it afterwards, so the forgetting must
+    be saved at once: a worker stopped and woken again would otherwise still hold the tab as
+    the user's, and "Sort all tabs" would skip it."""
+    modules = extension_modules(tmp_path)
+    out = node(f"""
+const store = {{ session: {{ sorter: {{ groups: {{}}, events: [],
+  tabs: {{ "4": {{ category: null, source: "user", host: "d.dev", placed: true }}, "5": {{ category: "dev", source: "user", host: "e.dev" }} }} }} }},
+  local: {{ settings: {{ autoSort: false }} }} }};
+const area = (name) => ({{ get: async (k) => ({{ [k]: structuredClone(store[name][k]) }}), set: async (o) => Object.assign(store[name], structuredClone(o)) }});
+globalThis.chrome = {{ storage: {{ session: area("session"), local: area("local") }} }};
+const {{ TabSorter }} = await import("{(modules / 'sorter.mjs').as_uri()}");
+const sorter = new TabSorter();
+await sorter.onUpdated(4, {{ url: "https://news.example.org/story" }}, {{ id: 4, url: "https://news.example.org/story", status: "loading" }});
+await sorter.onUpdated(5, {{ url: "https://e.dev/other-page" }}, {{ id: 5, url: "https://e.dev/other-page", status: "loading" }});
+const woken = new TabSorter();   // the worker stopped and woke again
+await woken.loaded;
+console.log(JSON.stringify({{ stored: Object.keys(store.session.sorter.tabs), woken: Object.keys(woken.tabs) }}));
+""")
+    assert out == {"stored": ["5"], "woken": ["5"]}       # the same site stays the user's

@@ -241,6 +241,7 @@ export class TabSorter {
     if ("groupId" in change) await this.onGroupChanged(tab, change.groupId);
     if (change.url && this.tabs[tabId] && this.tabs[tabId].host !== hostOf(change.url)) {
       delete this.tabs[tabId]; // another site: what the user said of the last one is moot
+      await this.save(); // kept now: with autoSort off nothing else saves it before the worker stops
     }
     if (!this.settings.autoSort) return;
     if (change.status === "complete" || (change.title && tab.status === "complete")) this.schedule(tabId);
