@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
+from py_engine.cli import COUNT  # noqa: E402
 
 from api_client import Client, load, percentile  # noqa: E402
 from idle_training import topic_texts  # noqa: E402
@@ -159,9 +160,9 @@ def rows(api):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--threads", type=int, default=8)
-    parser.add_argument("--each", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--threads", type=COUNT, default=8)
+    parser.add_argument("--each", type=COUNT, default=8)
+    parser.add_argument("--rounds", type=COUNT, default=2)
     args = parser.parse_args()
     print(json.dumps(run(args.threads, args.each, args.rounds), indent=1))
 

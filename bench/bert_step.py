@@ -19,6 +19,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+from py_engine.cli import COUNT  # noqa: E402
 
 from checkpoints import sentences  # noqa: E402
 from contenders import EngineRounds, TorchRounds, cpu_rows  # noqa: E402
@@ -157,7 +158,7 @@ def table_rows(results):
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gpu", action="store_true")
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=COUNT, default=5)
     args = parser.parse_args()
     result = run_gpu() if args.gpu else run_cpu(rounds=args.rounds)
     print(json.dumps(result, indent=2))

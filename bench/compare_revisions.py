@@ -20,6 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+from py_engine.cli import COUNT  # noqa: E402
 
 import bert_step  # noqa: E402
 import decoder_step  # noqa: E402
@@ -61,7 +62,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("rev", help="the older revision (a commit, tag or branch)")
     parser.add_argument("--only", choices=sorted(SHAPES), action="append")
-    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--rounds", type=COUNT, default=8)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "revisions.json")
     args = parser.parse_args()
     results = {"command": "python bench/compare_revisions.py " + " ".join(sys.argv[1:])}

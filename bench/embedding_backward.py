@@ -20,6 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+from py_engine.cli import COUNT  # noqa: E402
 
 from processes import Spec, alternate, export_revision  # noqa: E402
 
@@ -59,11 +60,11 @@ class WordBackward:
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("rev", help="the older revision (a commit, tag or branch)")
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--seq", type=int, default=256)
-    parser.add_argument("--hidden", type=int, default=576)
-    parser.add_argument("--vocab", type=int, default=49152)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batch", type=COUNT, default=8)
+    parser.add_argument("--seq", type=COUNT, default=256)
+    parser.add_argument("--hidden", type=COUNT, default=576)
+    parser.add_argument("--vocab", type=COUNT, default=49152)
+    parser.add_argument("--rounds", type=COUNT, default=3)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "embedding_backward.json")
     args = parser.parse_args()
     shape = {"batch": args.batch, "seq": args.seq, "hidden": args.hidden, "vocab": args.vocab}

@@ -30,6 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+from py_engine.cli import POSITIVE  # noqa: E402
 
 from bert_step import MINILM_SHAPE  # noqa: E402
 from decoder_step import GPT2_SMALL_SHAPED, MODELS, PHI3_SHAPED, TINYLLAMA_1B, DecoderShape, contender_args, require_family  # noqa: E402
@@ -320,7 +321,7 @@ if __name__ == "__main__":
     parser.add_argument("--size", choices=sorted(SIZES), default="full")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     parser.add_argument("--site", default=None, help="where wgpu must come from (checked and recorded)")
-    parser.add_argument("--seconds", type=float, default=420, help="time for the whole run")
+    parser.add_argument("--seconds", type=POSITIVE, default=420, help="time for the whole run")
     args = parser.parse_args()
     # `timeout` stops the run with SIGTERM: exit through the finally blocks, which write the
     # results so far and end the contenders' processes.

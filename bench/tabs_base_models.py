@@ -31,6 +31,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))
+from py_engine.cli import COUNT  # noqa: E402
 
 RESULTS = BENCH / "results" / "tabs_base_models.json"
 EVAL = ROOT / "data" / "tabs" / "eval.jsonl"
@@ -173,7 +174,7 @@ def main(argv=None):
     from py_engine.tabs.tab_data import read_tabs
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[6300, 12600])
+    parser.add_argument("--sizes", type=COUNT, nargs="+", default=[6300, 12600])
     parser.add_argument("--base", action="append", default=[], metavar="NAME=DIR")
     parser.add_argument("--fetch-mpnet", metavar="DIR")
     parser.add_argument("--skip-probe", action="store_true")

@@ -28,6 +28,7 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(BENCH))
+from py_engine.cli import COUNT  # noqa: E402
 
 DEPLOYED = ROOT / "extension" / "dist" / "model"
 # None: the extension's own (TabService's defaults, the background it ships); the others as the
@@ -169,8 +170,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, default=DEPLOYED,
                         help="a directory `py-engine tabs deploy` wrote (default: extension/dist/model)")
-    parser.add_argument("--corrections", type=int, default=10, help="corrections per set (10)")
-    parser.add_argument("--sets", type=int, default=5, help="sets of generated-tab corrections (5)")
+    parser.add_argument("--corrections", type=COUNT, default=10, help="corrections per set (10)")
+    parser.add_argument("--sets", type=COUNT, default=5, help="sets of generated-tab corrections (5)")
     parser.add_argument("--out", type=Path, default=BENCH / "results" / "tabs_corrections.json")
     args = parser.parse_args()
     if not (args.model / "manifest.json").is_file():

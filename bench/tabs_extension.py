@@ -35,6 +35,7 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(BENCH))
+from py_engine.cli import COUNT  # noqa: E402
 
 from processes import Spec, alternate, machine  # noqa: E402
 
@@ -197,9 +198,9 @@ def table(result):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=2, help="batches of 50 timed in the extension (and natively)")
-    parser.add_argument("--singles", type=int, default=5, help="single tabs timed in the extension")
-    parser.add_argument("--loads", type=int, default=3, help="new tabs timed from load to group, per way")
+    parser.add_argument("--rounds", type=COUNT, default=2, help="batches of 50 timed in the extension (and natively)")
+    parser.add_argument("--singles", type=COUNT, default=5, help="single tabs timed in the extension")
+    parser.add_argument("--loads", type=COUNT, default=3, help="new tabs timed from load to group, per way")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     if not (EXT_DIST / "model" / "manifest.json").is_file():

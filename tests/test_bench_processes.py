@@ -101,3 +101,20 @@ def test_a_contender_can_run_another_trees_engine(tmp_path):
     assert Path(out["there"]["info"]["py_engine"]).parent == other
     assert out["there"]["info"]["engine"] == str(other)
     assert Path(out["here"]["info"]["py_engine"]).parent == TESTS.parent / "py_engine"
+
+
+@pytest.mark.parametrize("script, option, value", [
+    ("api_load.py", "--threads", "0"), ("bert_step.py", "--rounds", "-1"),
+    ("compare_revisions.py", "--rounds", "0"), ("embedding_backward.py", "--vocab", "0"),
+    ("tabs_base_models.py", "--sizes", "0"), ("tabs_corrections.py", "--sets", "two"),
+    ("tabs_extension.py", "--singles", "0"), ("gpu_device.py", "--seconds", "nan"),
+])
+def test_a_benchmarks_counts_are_checked_before_it_starts(script, option, value):
+    """A count of 0 (or a time that is not a number > 0) would run no round and report
+    nothing or NaN; each benchmark refuses it as it reads its options, naming the option."""
+    import subprocess
+
+    done = subprocess.run([sys.executable, str(TESTS.parent / "bench" / script), option, value],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert f"argument {option}: " in done.stderr and value in done.stderr, done.stderr
