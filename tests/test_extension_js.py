@@ -191,11 +191,16 @@ log.push(["newer call", b.allows(1), b.status().slow]);
 let refused = null;
 try {{ b.configure({{ perTabMs: 7, retryMs: -1 }}); }} catch (e) {{ refused = e.message; }}
 log.push(["bad setting", refused, b.perTabMs, b.retryMs]);   // nothing of it applied
+try {{ b.configure({{ perTabMs: Infinity }}); }} catch (e) {{ refused = e.message; }}
+log.push(["endless", refused, b.perTabMs]);
+b.configure({{ perTabMs: 1e9 }});   // a timer cannot wait 50e9 ms: the deadline stops at its limit
+log.push(["long", b.deadlineMs(50)]);
 console.log(JSON.stringify(log));""")
     assert out == [["fresh", True, 100, 500], ["fast", True, False], ["slow", False, False, True],
                    ["still", False], ["probe", True], ["recovered", True, False],
                    ["stricter", False, True], ["older call", True, False, 5000], ["newer call", False, True],
-                   ["bad setting", "retryMs must be a number >= 0", 0.5, 1000]]
+                   ["bad setting", "retryMs must be a finite number >= 0", 0.5, 1000],
+                   ["endless", "perTabMs must be a finite number >= 0", 0.5], ["long", 2 ** 31 - 1]]
 
 
 # --- bytes across messaging, zip archives --------------------------------------------------
@@ -367,7 +372,7 @@ console.log(JSON.stringify({{ refused, settings: sorter.settings, storedBefore, 
         'autoSort must be true or false, got "no"',
         "includeUserGroups must be true or false, got 1",
         "trainingPaused must be true or false, got null",
-        "perTabMs must be a number >= 0",
+        "perTabMs must be a finite number >= 0",
         "unknown settings colour",
     ]
     assert out["refused"][8] is None

@@ -14,6 +14,8 @@
 // settings (a late answer landing just after a change would otherwise bar the next call).
 // Pure: the clock is injected.
 
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 export class LatencyBudget {
   constructor({ perTabMs = 50, minMs = 400, retryMs = 60_000, smoothing = 0.5, now = () => Date.now() } = {}) {
     this.perTabMs = perTabMs; // the most the model may take per tab in a batch
@@ -29,15 +31,16 @@ export class LatencyBudget {
   configure(options) {
     const keys = ["perTabMs", "minMs", "retryMs"].filter((key) => options[key] !== undefined);
     for (const key of keys) {
-      if (!(typeof options[key] === "number" && options[key] >= 0)) throw new Error(`${key} must be a number >= 0`);
+      if (!(Number.isFinite(options[key]) && options[key] >= 0)) throw new Error(`${key} must be a finite number >= 0`);
     }
     for (const key of keys) this[key] = options[key]; // all or nothing
     this.slowSince = null;
     this.epoch += 1;
   }
 
+  // Never past what a timer can wait: setTimeout fires at once for a longer delay.
   deadlineMs(n) {
-    return Math.max(this.minMs, this.perTabMs * n);
+    return Math.min(MAX_TIMER_MS, Math.max(this.minMs, this.perTabMs * n));
   }
 
   fits(n) {
