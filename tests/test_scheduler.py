@@ -161,6 +161,11 @@ def test_force_pause_resume_configure_while_running():
             scheduler.configure(active_fraction=1.5)
         with pytest.raises(ValueError, match="unknown scheduler option"):
             scheduler.configure(speed=2)
+        for name in ("poll_s", "slice_ms", "window_s"):
+            with pytest.raises(ValueError, match=f"{name} must be a finite number >= 0, got inf"):
+                scheduler.configure(**{name: float("inf")})
+        with pytest.raises(ValueError, match="idle_after_s must be a finite number >= 0, got nan"):
+            scheduler.configure(idle_after_s=float("nan"))
         assert scheduler.config.active_fraction == 0.0
         # pause() stops a running slice at its next micro-batch
         running = asyncio.ensure_future(scheduler.force(budget_ms=5_000))

@@ -26,6 +26,7 @@ threads and no blocking sleeps: this runs in Pyodide's event loop.
 """
 
 import asyncio
+import math
 import time
 from dataclasses import dataclass, fields
 
@@ -51,8 +52,11 @@ class SchedulerConfig:
     def __post_init__(self):
         for f in fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-                raise ValueError(f"{f.name} must be a number >= 0, got {value!r}")
+            # finite: an endless window, slice or poll (JSON through Python's json takes
+            # Infinity) would stop the loop for good
+            if (isinstance(value, bool) or not isinstance(value, (int, float))
+                    or not math.isfinite(value) or value < 0):
+                raise ValueError(f"{f.name} must be a finite number >= 0, got {value!r}")
         for name in ("active_fraction", "idle_fraction"):
             if getattr(self, name) > 1:
                 raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)!r}")
