@@ -351,6 +351,16 @@ def test_adapters_and_datasets_go_out_and_back_in(tmp_path, checkpoints):
                                   ("nothing", {}, "unknown method")):
         reply = run_async(other.call(method, params))
         assert reply["error"]["kind"] == "user" and words in reply["error"]["message"], reply
+    # every option is checked before any is applied; times must be finite (Python's json
+    # reads NaN and Infinity, so the HTTP API can pass them)
+    before = call(other, "configure")
+    for options, words in (({"slice_ms": 100, "save_every_s": float("nan")},
+                            "save_every_s must be a finite number of seconds >= 0, got nan"),
+                           ({"refresh_s": 1, "poll_s": float("inf")},
+                            "poll_s must be a finite number >= 0, got inf")):
+        reply = run_async(other.call("configure", options))
+        assert reply["error"]["kind"] == "user" and words in reply["error"]["message"], reply
+    assert call(other, "configure") == before
     other.close()
 
 

@@ -27,6 +27,7 @@ Pure Python: this runs in the browser.
 import asyncio
 import contextlib
 import json
+import math
 import time
 import traceback
 from dataclasses import fields
@@ -584,6 +585,11 @@ class EngineService:
             split[group][key] = value
         SchedulerConfig(**dict(vars(self.scheduler.config), **split["scheduler"]))
         BatchConfig(**dict(vars(self.batch_config), **split["batches"]))
+        for key, value in split["learner"].items():
+            # finite: a NaN or endless save_every_s would never save what was learned
+            if (not isinstance(value, (int, float)) or isinstance(value, bool)
+                    or not math.isfinite(value) or value < 0):
+                raise UserError(f"{key} must be a finite number of seconds >= 0, got {value!r}")
         if train is not None:
             self._require()
             if not isinstance(train, dict):
@@ -596,8 +602,6 @@ class EngineService:
             if self.learner is not None:
                 self.learner.manager.configure(**split["batches"])
         for key, value in split["learner"].items():
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-                raise UserError(f"{key} must be a number of seconds >= 0, got {value!r}")
             setattr(self.learner_config, key, value)
         return {"scheduler": dict(vars(self.scheduler.config)),
                 "batches": dict(vars(self.batch_config)),
