@@ -52,8 +52,8 @@ class SchedulerConfig:
     def __post_init__(self):
         for f in fields(self):
             value = getattr(self, f.name)
-            # finite: an endless window, slice or poll (JSON through Python's json takes
-            # Infinity) would stop the loop for good
+            # finite (Python's json reads Infinity and NaN): an endless poll stops the loop
+            # for good, an endless window lifts the budget
             if (isinstance(value, bool) or not isinstance(value, (int, float))
                     or not math.isfinite(value) or value < 0):
                 raise ValueError(f"{f.name} must be a finite number >= 0, got {value!r}")
