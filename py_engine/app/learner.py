@@ -17,6 +17,7 @@ Pure Python: this runs in the browser.
 """
 
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -43,6 +44,14 @@ class LearnerConfig:
     replay: int = 1
     guard: GuardConfig = field(default_factory=lambda: GuardConfig(keep=5, tolerance=0.1))
     train: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        for name in ("save_every_s", "refresh_s"):
+            value = getattr(self, name)
+            # finite: a NaN or endless save_every_s would never save what was learned
+            if (not isinstance(value, (int, float)) or isinstance(value, bool)
+                    or not math.isfinite(value) or value < 0):
+                raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
 
 
 class Learner:

@@ -27,10 +27,9 @@ Pure Python: this runs in the browser.
 import asyncio
 import contextlib
 import json
-import math
 import time
 import traceback
-from dataclasses import fields
+from dataclasses import fields, replace
 
 from ..data.chat_log import ChatLog
 from ..data.classification import DataError
@@ -585,11 +584,7 @@ class EngineService:
             split[group][key] = value
         SchedulerConfig(**dict(vars(self.scheduler.config), **split["scheduler"]))
         BatchConfig(**dict(vars(self.batch_config), **split["batches"]))
-        for key, value in split["learner"].items():
-            # finite: a NaN or endless save_every_s would never save what was learned
-            if (not isinstance(value, (int, float)) or isinstance(value, bool)
-                    or not math.isfinite(value) or value < 0):
-                raise UserError(f"{key} must be a finite number of seconds >= 0, got {value!r}")
+        replace(self.learner_config, **split["learner"])
         if train is not None:
             self._require()
             if not isinstance(train, dict):
