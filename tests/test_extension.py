@@ -383,6 +383,77 @@ def test_the_popup_shows_the_tab_and_its_choice_is_a_correction(extension):
         page.close()
 
 
+def settled(count, quiet_s=1.5, timeout_s=60):
+    """Waits until count() has not changed for quiet_s."""
+    last, since = count(), time.monotonic()
+    deadline = since + timeout_s
+    while time.monotonic() - since < quiet_s:
+        if time.monotonic() > deadline:
+            pytest.fail(f"still changing after {timeout_s} s: {last}")
+        time.sleep(0.1)
+        if (now := count()) != last:
+            last, since = now, time.monotonic()
+
+
+def test_the_overview_follows_the_tab_strip(extension):
+    """groups.html redraws on every change to the tab strip (a tab closed, a group made), one
+    render at a time, and draws a group it read no entry for instead of failing."""
+    ext = extension
+    wait_ready(ext)
+    ext.sorter("configure", {"autoSort": False})     # the strip changes only as the test says
+    overview = ext.context.new_page()
+    errors = []
+    overview.on("pageerror", lambda e: errors.append(str(e)))
+    renders = lambda: int(overview.evaluate("() => document.body.dataset.rendered || 0"))
+    # the page's cards as (group title, [tab lines]); earlier tests leave tabs and groups open
+    cards = lambda: [tuple(c) for c in overview.evaluate("""() => [...document.querySelectorAll('#windows .group')].map((g) => {
+        const h3 = g.querySelector('h3'), why = h3.querySelector('.why');
+        return [h3.textContent.slice(0, h3.textContent.length - (why ? why.textContent.length : 0)),
+                [...g.querySelectorAll('li')].map((li) => li.textContent)]; })""")]
+    titles = lambda: [title for title, _ in cards()]
+    count = lambda tab_title: sum(line.startswith(tab_title) for _, lines in cards() for line in lines)
+    mine = "Overview check"
+    tab = None
+    try:
+        overview.goto(ext.url("groups.html"))
+        overview.wait_for_function("() => document.body.dataset.rendered")
+        n, untitled = count(USER_GROUP[1]), titles().count("(untitled)")
+        tab = open_tab(ext, USER_GROUP[0])
+        wait_until("the new tab shown", lambda: count(USER_GROUP[1]) == n + 1, explain=cards)
+        group = ext.evaluate("""async ([tab, title]) => {
+            const group = await chrome.tabs.group({ tabIds: [tab] });
+            await chrome.tabGroups.update(group, { title, color: "cyan" });
+            return group; }""", [tab, mine])
+        wait_until("the group shown", lambda: mine in titles(), explain=cards)
+        # a group made between the page's two reads: the tabs name it, the groups read has not
+        overview.evaluate("() => { self.realQuery = chrome.tabGroups.query; chrome.tabGroups.query = async () => []; }")
+        before = renders()
+        ext.evaluate("(group) => chrome.tabGroups.update(group, { color: 'pink' })", group)
+        wait_until("the page drawn again", lambda: renders() > before)
+        assert titles().count("(untitled)") > untitled and count(USER_GROUP[1]) == n + 1, cards()
+        overview.evaluate("() => { chrome.tabGroups.query = self.realQuery; }")
+        ext.evaluate("(group) => chrome.tabGroups.update(group, { color: 'cyan' })", group)
+        wait_until("the group's title back", lambda: mine in titles() and titles().count("(untitled)") == untitled,
+                   explain=cards)
+        # closed tabs leave the page: a loose one's closing fires no tabs.onUpdated
+        m = count(UNKNOWN_TO_RULES[1])
+        loose = open_tab(ext, UNKNOWN_TO_RULES[0])
+        wait_until("the loose tab shown", lambda: count(UNKNOWN_TO_RULES[1]) == m + 1, explain=cards)
+        settled(renders)                # its page's last load events drawn
+        ext.evaluate("(tab) => chrome.tabs.remove(tab)", loose)
+        wait_until("the closed tab gone", lambda: count(UNKNOWN_TO_RULES[1]) == m, timeout_s=20, explain=cards)
+        ext.evaluate("(tab) => chrome.tabs.remove(tab)", tab)
+        wait_until("the closed group gone", lambda: mine not in titles() and count(USER_GROUP[1]) == n,
+                   timeout_s=20, explain=cards)
+        tab = None
+        assert errors == []
+    finally:
+        if tab is not None:
+            ext.evaluate("(tab) => chrome.tabs.remove(tab)", tab)
+        overview.close()
+        ext.sorter("configure", {"autoSort": True})
+
+
 def test_nothing_leaves_the_machine(extension, pages, extension_dist):
     # every host name resolves to the local server: anything the extension fetched from the
     # network (telemetry, a model download, a remote script) would be there, naming its origin

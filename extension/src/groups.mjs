@@ -24,6 +24,10 @@ function host(url) {
   }
 }
 
+// A group made between the two reads below has no entry in `groups`: it is drawn grey and
+// untitled until the event that made it renders the page again.
+const UNKNOWN_GROUP = { title: "", color: "grey" };
+
 async function render() {
   const snapshot = await sorter("snapshot");
   const groups = await chrome.tabGroups.query({});
@@ -40,7 +44,7 @@ async function render() {
     for (const t of inWindow) {
       if (t.groupId !== -1 && !seen.has(t.groupId)) {
         seen.add(t.groupId);
-        const g = groups.find((x) => x.id === t.groupId);
+        const g = groups.find((x) => x.id === t.groupId) || UNKNOWN_GROUP;
         const members = inWindow.filter((x) => x.groupId === t.groupId);
         const ours = String(t.groupId) in snapshot.groups;
         strip.append(el("span", { className: "chip", style: `background: var(--${g.color})` }, g.title || "(untitled)"));
@@ -65,9 +69,40 @@ async function render() {
   const counts = {};
   for (const info of Object.values(snapshot.tabs)) if (info.category) counts[info.source] = (counts[info.source] || 0) + 1;
   $("summary").textContent = `${plural(shown.length, "tab")} in ${plural(groups.length, "group")}. Sorted by the model: ${counts.model || 0}, by the rules: ${counts.rules || 0}, by you: ${counts.user || 0}.`;
-  document.body.dataset.rendered = "yes";
+  document.body.dataset.rendered = String(Number(document.body.dataset.rendered || 0) + 1);
 }
 
-await render();
-chrome.tabs.onUpdated.addListener(() => render());
-chrome.tabGroups.onUpdated.addListener(() => render());
+// One render at a time, and one more after it for whatever changed while it ran: renders that
+// overlapped could finish out of order and leave an older strip on the page.
+let rendering = null;
+let again = false;
+function rerender() {
+  if (rendering) {
+    again = true;
+    return rendering;
+  }
+  rendering = (async () => {
+    try {
+      do {
+        again = false;
+        try {
+          await render();
+        } catch (e) {
+          $("summary").textContent = `Could not read the tabs: ${e.message}`;
+        }
+      } while (again);
+    } finally {
+      rendering = null;
+    }
+  })();
+  return rendering;
+}
+
+await rerender();
+// every change to the tab strip: a closed, opened, moved or regrouped tab, a group made or gone
+for (const event of ["onCreated", "onRemoved", "onUpdated", "onMoved", "onAttached", "onDetached"]) {
+  chrome.tabs[event].addListener(() => rerender());
+}
+for (const event of ["onCreated", "onRemoved", "onUpdated", "onMoved"]) {
+  chrome.tabGroups[event].addListener(() => rerender());
+}
