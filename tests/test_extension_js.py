@@ -199,8 +199,8 @@ console.log(JSON.stringify(log));""")
     assert out == [["fresh", True, 100, 500], ["fast", True, False], ["slow", False, False, True],
                    ["still", False], ["probe", True], ["recovered", True, False],
                    ["stricter", False, True], ["older call", True, False, 5000], ["newer call", False, True],
-                   ["bad setting", "retryMs must be a finite number >= 0", 0.5, 1000],
-                   ["endless", "perTabMs must be a finite number >= 0", 0.5], ["long", 2 ** 31 - 1]]
+                   ["bad setting", "retryMs must be a finite number >= 0, got -1", 0.5, 1000],
+                   ["endless", "perTabMs must be a finite number >= 0, got Infinity", 0.5], ["long", 2 ** 31 - 1]]
 
 
 # --- bytes across messaging, zip archives --------------------------------------------------
@@ -372,7 +372,7 @@ console.log(JSON.stringify({{ refused, settings: sorter.settings, storedBefore, 
         'autoSort must be true or false, got "no"',
         "includeUserGroups must be true or false, got 1",
         "trainingPaused must be true or false, got null",
-        "perTabMs must be a finite number >= 0",
+        'perTabMs must be a finite number >= 0, got "fast"',
         "unknown settings colour",
     ]
     assert out["refused"][8] is None
@@ -406,6 +406,10 @@ for (const [call, args] of DATA) {{
   try {{ await (call === "benchmark" ? benchmark : categoriseTabs)(...args); refused.push(null); }}
   catch (e) {{ refused.push(e.message); }}
 }}
+// what JSON cannot say: a BigInt (JSON.stringify throws) and NaN (it writes null)
+for (const maxGroups of [3n, NaN]) {{
+  try {{ await categoriseTabs([], maxGroups); refused.push(null); }} catch (e) {{ refused.push(e.message); }}
+}}
 const askedWhenRefused = [...asked];
 const answered = await categoriseTabs([{{ id: 5, url: "https://github.com/pola-rs/polars/issues/1", title: "Issue" }}, {{ id: 6 }}], 0);
 console.log(JSON.stringify({{ refused, askedWhenRefused, answered, askedAfter: asked.length }}));
@@ -432,6 +436,8 @@ console.log(JSON.stringify({{ refused, askedWhenRefused, answered, askedAfter: a
         "tabs must hold at least one tab",
         "rounds must be a whole number >= 1, got 0",
         "singles must be a whole number >= 1, got 1.5",
+        "maxGroups must be a whole number >= 0 (0: no limit), got 3",
+        "maxGroups must be a whole number >= 0 (0: no limit), got NaN",
     ]
     assert out["askedWhenRefused"] == []
     # the engine has no model here: the rules answer, and a tab without url or title has none

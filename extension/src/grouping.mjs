@@ -3,6 +3,8 @@
 // result is kept within a number of groups, and what a group change the user made means.
 // Pure functions over plain data, tested in Node.
 
+import { describe } from "./describe.mjs";
+
 export const NO_GROUP = -1; // chrome.tabGroups.TAB_GROUP_ID_NONE
 
 // Whether the sorter may move `tab` ({pinned, groupId, url}): never a pinned tab; a tab in a
@@ -18,7 +20,7 @@ export function movable(tab, ourGroups, { includeUserGroups = false } = {}) {
 // number >= 0 (0: no limit). Throws a message naming `name` otherwise.
 export function checkMaxGroups(value, name = "maxGroups") {
   if (!(Number.isInteger(value) && value >= 0)) {
-    throw new Error(`${name} must be a whole number >= 0 (0: no limit), got ${JSON.stringify(value)}`);
+    throw new Error(`${name} must be a whole number >= 0 (0: no limit), got ${describe(value)}`);
   }
 }
 

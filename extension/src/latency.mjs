@@ -14,6 +14,8 @@
 // settings (a late answer landing just after a change would otherwise bar the next call).
 // Pure: the clock is injected.
 
+import { describe } from "./describe.mjs";
+
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
 export class LatencyBudget {
@@ -31,7 +33,7 @@ export class LatencyBudget {
   configure(options) {
     const keys = ["perTabMs", "minMs", "retryMs"].filter((key) => options[key] !== undefined);
     for (const key of keys) {
-      if (!(Number.isFinite(options[key]) && options[key] >= 0)) throw new Error(`${key} must be a finite number >= 0`);
+      if (!(Number.isFinite(options[key]) && options[key] >= 0)) throw new Error(`${key} must be a finite number >= 0, got ${describe(options[key])}`);
     }
     for (const key of keys) this[key] = options[key]; // all or nothing
     this.slowSince = null;

@@ -9,6 +9,7 @@
 
 import { categoriseTabs, currentCategories, initialise, budget, modelBusy, useCategories } from "./tabs_api.mjs";
 import { closeOffscreen, engineCall } from "./engine_link.mjs";
+import { describe } from "./describe.mjs";
 import { NO_GROUP, checkMaxGroups, groupChange, movable, planMoves } from "./grouping.mjs";
 
 const SESSION_KEY = "sorter";
@@ -382,7 +383,7 @@ export class TabSorter {
 // (a maxGroups of "3" limits nothing, an autoSort of "no" sorts).
 function checkSettings(settings) {
   for (const key of ["autoSort", "includeUserGroups", "trainingPaused"]) {
-    if (typeof settings[key] !== "boolean") throw new Error(`${key} must be true or false, got ${JSON.stringify(settings[key])}`);
+    if (typeof settings[key] !== "boolean") throw new Error(`${key} must be true or false, got ${describe(settings[key])}`);
   }
   checkMaxGroups(settings.maxGroups);
 }

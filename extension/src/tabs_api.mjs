@@ -14,6 +14,7 @@
 // by its current name and colour.
 
 import { CategoryList } from "./categories.mjs";
+import { describe } from "./describe.mjs";
 import { EngineError, engineCall, offscreenRequest } from "./engine_link.mjs";
 import { checkMaxGroups, limitGroups } from "./grouping.mjs";
 import { LatencyBudget } from "./latency.mjs";
@@ -120,14 +121,6 @@ function checkTabs(tabs, { nonEmpty = false } = {}) {
 
 function checkCount(value, name) {
   if (!(Number.isInteger(value) && value >= 1)) throw new TypeError(`${name} must be a whole number >= 1, got ${describe(value)}`);
-}
-
-// A value as an error message shows it: JSON where it has one (a BigInt or a function has
-// none), cut short.
-function describe(value) {
-  let text;
-  try { text = JSON.stringify(value); } catch { text = undefined; }
-  return (text ?? String(value)).slice(0, 80);
 }
 
 // Categorise tabs ([{id, url, title}]) into at most `maxGroups` categories (0: no limit).
