@@ -431,6 +431,9 @@ def test_the_overview_follows_the_tab_strip(extension):
         ext.evaluate("(group) => chrome.tabGroups.update(group, { color: 'pink' })", group)
         wait_until("the page drawn again", lambda: renders() > before)
         assert titles().count("(untitled)") > untitled and count(USER_GROUP[1]) == n + 1, cards()
+        if os.environ.get("PY_ENGINE_SCREENSHOTS"):
+            overview.screenshot(path=os.path.join(os.environ["PY_ENGINE_SCREENSHOTS"],
+                                                  "groups-unknown-group.png"), full_page=True)
         overview.evaluate("() => { chrome.tabGroups.query = self.realQuery; }")
         ext.evaluate("(group) => chrome.tabGroups.update(group, { color: 'cyan' })", group)
         wait_until("the group's title back", lambda: mine in titles() and titles().count("(untitled)") == untitled,
