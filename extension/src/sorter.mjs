@@ -283,7 +283,7 @@ export class TabSorter {
   async correct(tabId, category) {
     await this.loaded;
     const tab = await chrome.tabs.get(tabId);
-    if (!currentCategories()?.byId(category)) throw new Error(`no category ${JSON.stringify(category)}`);
+    if (!currentCategories()?.byId(category)) throw new Error(`no category ${describe(category)}`);
     const learned = await this.learn(tab, category, "a category chosen in the popup");
     await this.serially(async () => {
       await this.forgetMissingGroups();
