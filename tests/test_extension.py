@@ -446,9 +446,9 @@ def test_the_overview_follows_the_tab_strip(extension):
         ext.evaluate("(tab) => chrome.tabs.remove(tab)", loose)
         wait_until("the closed tab gone", lambda: count(UNKNOWN_TO_RULES[1]) == m, timeout_s=20, explain=cards)
         ext.evaluate("(tab) => chrome.tabs.remove(tab)", tab)
+        tab = None                      # closed: a failed wait below is not hidden by closing it again
         wait_until("the closed group gone", lambda: mine not in titles() and count(USER_GROUP[1]) == n,
                    timeout_s=20, explain=cards)
-        tab = None
         assert errors == []
     finally:
         if tab is not None:
