@@ -383,6 +383,69 @@ def test_the_popup_shows_the_tab_and_its_choice_is_a_correction(extension):
         page.close()
 
 
+def test_a_tab_is_corrected_from_the_overview(extension):
+    """Each web page in groups.html links to the popup for that tab, where the category chosen
+    is a correction; a pinned tab has no link, and a category chosen for it in the popup is
+    learned while the tab stays pinned (grouping it would unpin it)."""
+    ext = extension
+    wait_ready(ext)
+    ext.sorter("configure", {"autoSort": False})     # the tabs stay loose until corrected
+    overview = ext.context.new_page()
+    opened = []
+    try:
+        tab = open_tab(ext, TABS[3][0])
+        pinned = open_tab(ext, PINNED[0])
+        opened += [tab, pinned]
+        ext.evaluate("(tab) => chrome.tabs.update(tab, { pinned: true })", pinned)
+        overview.goto(ext.url("groups.html"))
+        link = f'a.change[href="popup.html?page&tab={tab}"]'
+        overview.wait_for_selector(link, timeout=60_000)
+        assert overview.eval_on_selector_all(f'a.change[href="popup.html?page&tab={pinned}"]', "(a) => a.length") == 0
+        with ext.context.expect_page() as new_page:
+            overview.click(link)
+        page = new_page.value
+        try:
+            page.wait_for_function("() => document.body.dataset.phase === 'ready'")
+            assert page.inner_text("#tab-title") == TABS[3][1]
+            assert page.input_value("#tab-category") == ""
+            page.select_option("#tab-category", "dev")
+            wait_until("the tab moved", lambda: group_of(ext, tab) == expected_group("dev"),
+                       explain=lambda: sorter_story(ext, tab))
+            page.wait_for_function("() => document.getElementById('tab-message').textContent.startsWith('Moved.')")
+            # the overview shows it in its group, placed by the user
+            name = CATEGORIES.by_id("dev").name
+            overview.wait_for_function("""([name, title]) => [...document.querySelectorAll('#windows .group')].some((g) =>
+                g.querySelector('h3').textContent.startsWith(name) &&
+                [...g.querySelectorAll('li')].some((li) => li.textContent.startsWith(title + ' · you')))""", arg=[name, TABS[3][1]], timeout=60_000)
+            # the pinned tab: learned, left pinned and ungrouped
+            page.goto(ext.url(f"popup.html?page&tab={pinned}"))
+            page.wait_for_function("() => document.body.dataset.phase === 'ready'")
+            assert "the tab stays pinned" in page.inner_text("#tab-source")
+            page.select_option("#tab-category", "work")
+            page.wait_for_function("() => document.getElementById('tab-message').textContent")
+            assert ext.evaluate("async (tab) => { const t = await chrome.tabs.get(tab); return [t.pinned, t.groupId]; }",
+                                pinned) == [True, -1]
+            assert page.inner_text("#tab-message").startswith("Kept where it is: pinned tabs stay pinned. The model learns")
+            assert ext.sorter("snapshot")["tabs"][str(pinned)]["category"] == "work"
+            corrections = [e for e in ext.sorter("snapshot")["events"] if e["kind"] == "correction"]
+            assert corrections[-1]["tabId"] == pinned and corrections[-1]["category"] == "work"
+            # the overview shows who placed it though the strip did not change
+            overview.wait_for_function("""(title) => [...document.querySelectorAll('#windows li')].some((li) =>
+                li.textContent.includes(title + ' · you'))""", arg=PINNED[1], timeout=60_000)
+            if os.environ.get("PY_ENGINE_SCREENSHOTS"):
+                overview.screenshot(path=os.path.join(os.environ["PY_ENGINE_SCREENSHOTS"], "groups-change-links.png"),
+                                    full_page=True)
+                page.screenshot(path=os.path.join(os.environ["PY_ENGINE_SCREENSHOTS"], "popup-pinned-tab.png"),
+                                full_page=True)
+        finally:
+            page.close()
+    finally:
+        for t in opened:
+            ext.evaluate("(tab) => chrome.tabs.remove(tab).catch(() => {})", t)
+        overview.close()
+        ext.sorter("configure", {"autoSort": True})
+
+
 def settled(count, quiet_s=1.5, timeout_s=60):
     """Waits until count() has not changed for quiet_s."""
     last, since = count(), time.monotonic()

@@ -7,11 +7,16 @@ import { describe } from "./describe.mjs";
 
 export const NO_GROUP = -1; // chrome.tabGroups.TAB_GROUP_ID_NONE
 
+// Whether `url` is a web page (http, https, file): the only tabs sorted, and corrected.
+export function isWebPage(url) {
+  return /^(https?|file):/i.test(url || "");
+}
+
 // Whether the sorter may move `tab` ({pinned, groupId, url}): never a pinned tab; a tab in a
 // group we did not make only when `includeUserGroups`; only web pages (http, https, file).
 export function movable(tab, ourGroups, { includeUserGroups = false } = {}) {
   if (tab.pinned) return false;
-  if (!/^(https?|file):/i.test(tab.url || "")) return false;
+  if (!isWebPage(tab.url)) return false;
   const inUserGroup = tab.groupId !== NO_GROUP && tab.groupId !== undefined && !(String(tab.groupId) in ourGroups);
   return includeUserGroups || !inUserGroup;
 }

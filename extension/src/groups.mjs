@@ -1,6 +1,9 @@
 // The overview page: every window's tab strip as groups of tabs, with what sorted each tab
 // (the model, the rules, or you) — the tab strip itself in one page, which also shows it where
-// there is no window to look at (a headless browser).
+// there is no window to look at (a headless browser). Each web page links to the popup for
+// that tab (popup.html?page&tab=ID), where choosing another category is a correction.
+
+import { NO_GROUP, isWebPage } from "./grouping.mjs";
 
 const $ = (id) => document.getElementById(id);
 
@@ -24,6 +27,21 @@ function host(url) {
   }
 }
 
+const HOW = { model: "model", rules: "rules", user: "you" };
+
+// A tab's line: its title, what sorted it (`info`, the sorter's record; a tab it could not
+// place is "not sorted"), a link to change its category (a web page not pinned: the sorter
+// leaves pinned tabs where they are) and its address.
+function tabLine(t, info) {
+  const name = t.title || t.url;
+  const change = isWebPage(t.url) && !t.pinned
+    ? el("a", { className: "change", href: `popup.html?page&tab=${t.id}`, target: "_blank", title: `Change the category of ${name}` }, "change")
+    : "";
+  const why = !info ? "" : !info.category && info.source !== "user" ? "not sorted" : HOW[info.source] || "";
+  return el("li", {}, `${t.pinned ? "📌 " : ""}${name}`, why ? el("span", { className: "why" }, ` · ${why}`) : "",
+    change, el("span", { className: "url" }, host(t.url)));
+}
+
 // A group made between the two reads below has no entry in `groups`: it is drawn grey and
 // untitled until the event that made it renders the page again.
 const UNKNOWN_GROUP = { title: "", color: "grey" };
@@ -34,7 +52,6 @@ async function render() {
   const tabs = await chrome.tabs.query({ windowType: "normal" });
   const self = await chrome.tabs.getCurrent();
   const shown = tabs.filter((t) => t.id !== self?.id);
-  const how = { model: "model", rules: "rules", user: "you" };
   const windows = [...new Set(shown.map((t) => t.windowId))];
   $("windows").replaceChildren(...windows.map((windowId) => {
     const inWindow = shown.filter((t) => t.windowId === windowId);
@@ -42,7 +59,7 @@ async function render() {
     const cards = el("div", { className: "groups" });
     const seen = new Set();
     for (const t of inWindow) {
-      if (t.groupId !== -1 && !seen.has(t.groupId)) {
+      if (t.groupId !== NO_GROUP && !seen.has(t.groupId)) {
         seen.add(t.groupId);
         const g = groups.find((x) => x.id === t.groupId) || UNKNOWN_GROUP;
         const members = inWindow.filter((x) => x.groupId === t.groupId);
@@ -50,19 +67,15 @@ async function render() {
         strip.append(el("span", { className: "chip", style: `background: var(--${g.color})` }, g.title || "(untitled)"));
         const title = el("h3", {}, el("span", { className: "dot", style: `background: var(--${g.color})` }), g.title || "(untitled)",
           el("span", { className: "why" }, `${ours ? "" : "your group, "}${plural(members.length, "tab")}`));
-        cards.append(el("div", { className: "group" }, title, el("ul", {}, ...members.map((m) => {
-          const info = snapshot.tabs[m.id];
-          return el("li", {}, m.title || m.url, info ? el("span", { className: "why" }, ` · ${how[info.source] || ""}`) : "",
-            el("span", { className: "url" }, host(m.url)));
-        }))));
-      } else if (t.groupId === -1) {
+        cards.append(el("div", { className: "group" }, title, el("ul", {}, ...members.map((m) => tabLine(m, snapshot.tabs[m.id])))));
+      } else if (t.groupId === NO_GROUP) {
         strip.append(el("span", { className: `tab${t.pinned ? " pinned" : ""}` }, el("span", {}, t.pinned ? "📌" : t.title || t.url)));
       }
     }
-    const loose = inWindow.filter((t) => t.groupId === -1);
+    const loose = inWindow.filter((t) => t.groupId === NO_GROUP);
     if (loose.length) {
       cards.append(el("div", { className: "group" }, el("h3", {}, "Not in a group"),
-        el("ul", {}, ...loose.map((m) => el("li", {}, `${m.pinned ? "📌 " : ""}${m.title || m.url}`, el("span", { className: "url" }, host(m.url)))))));
+        el("ul", {}, ...loose.map((m) => tabLine(m, snapshot.tabs[m.id])))));
     }
     return el("div", { className: "window" }, strip, cards);
   }));
@@ -106,3 +119,6 @@ for (const event of ["onCreated", "onRemoved", "onUpdated", "onMoved", "onAttach
 for (const event of ["onCreated", "onRemoved", "onUpdated", "onMoved"]) {
   chrome.tabGroups[event].addListener(() => rerender());
 }
+// what the sorter knows of each tab (who sorted it) changes without the strip changing: a
+// category chosen for a pinned tab; the sorter keeps it in chrome.storage.session
+chrome.storage.session.onChanged.addListener(() => rerender());

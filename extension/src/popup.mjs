@@ -5,9 +5,10 @@
 //
 // The popup holds no state: it asks the service worker (the sorter) and, through it, the
 // engine, and refreshes while it is open. popup.html?tab=ID shows tab ID instead of the active
-// one (the overview page and the tests use it).
+// one: the overview page links each web page to popup.html?page&tab=ID, to correct it there.
 
 import { engineCall } from "./engine_link.mjs";
+import { isWebPage } from "./grouping.mjs";
 import { unzip, zip } from "./zip.mjs";
 
 const $ = (id) => document.getElementById(id);
@@ -108,7 +109,7 @@ function showSpeed() {
 async function findTab() {
   if (params.has("tab")) return chrome.tabs.get(Number(params.get("tab"))).catch(() => null);
   const [active] = await chrome.tabs.query({ active: true, currentWindow: true });
-  return active && /^(https?|file):/.test(active.url || "") ? active : null;
+  return active && isWebPage(active.url) ? active : null;
 }
 
 function categories() {
@@ -130,7 +131,7 @@ function showTab() {
   }
   const how = { model: "sorted by the model", rules: "sorted by the rules", user: "placed by you" };
   const said = known && !known.category && known.source !== "user" ? "Not sorted yet: the rules do not know this page; the model sorts it when it can." : known ? how[known.source] || "" : "";
-  message("tab-source", tab.pinned ? "Pinned tabs are left where they are." : said);
+  message("tab-source", tab.pinned ? "Pinned tabs stay where they are: a category chosen here is learned, and the tab stays pinned." : said);
 }
 
 // --- categories -----------------------------------------------------------------------------
@@ -202,8 +203,9 @@ $("tab-category").addEventListener("change", async (e) => {
   if (!e.target.value) return;
   try {
     const kept = await sorter("correct", tab.id, e.target.value);
-    if (kept.learned) message("tab-message", "Moved. The model learns this the next time you are away.", "ok");
-    else message("tab-message", "Moved. The model is not available, so it does not learn this; the tab stays where you put it.", "warn");
+    const done = kept.moved ? "Moved." : "Kept where it is: pinned tabs stay pinned.";
+    if (kept.learned) message("tab-message", `${done} The model learns this the next time you are away.`, "ok");
+    else message("tab-message", `${done} The model is not available, so it does not learn this.${kept.moved ? " The tab stays where you put it." : ""}`, "warn");
   } catch (err) {
     message("tab-message", err.message, "bad");
   }

@@ -278,19 +278,23 @@ export class TabSorter {
     }
   }
 
-  // The popup's choice of a category for a tab: learned, and the tab moved there. Returns
-  // what the sorter keeps of the tab, and `learned`: whether the engine took the correction.
+  // The popup's choice of a category for a tab: learned, and the tab moved there, unless it is
+  // pinned (grouping a pinned tab would unpin it; pinned tabs stay where the user put them).
+  // Returns what the sorter keeps of the tab, `learned`: whether the engine took the
+  // correction, and `moved`: whether the tab was put in its category's group.
   async correct(tabId, category) {
     await this.loaded;
     const tab = await chrome.tabs.get(tabId);
     if (!currentCategories()?.byId(category)) throw new Error(`no category ${describe(category)}`);
     const learned = await this.learn(tab, category, "a category chosen in the popup");
-    await this.serially(async () => {
-      await this.forgetMissingGroups();
-      for (const move of planMoves([tab], { [tabId]: category }, this.groups)) await this.move(move);
-    });
+    if (!tab.pinned) {
+      await this.serially(async () => {
+        await this.forgetMissingGroups();
+        for (const move of planMoves([tab], { [tabId]: category }, this.groups)) await this.move(move);
+      });
+    }
     await this.save();
-    return { ...this.tabs[tabId], learned };
+    return { ...this.tabs[tabId], learned, moved: !tab.pinned };
   }
 
   // These three wake a stopped worker, and then run before load() has read what the sorter
