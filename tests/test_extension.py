@@ -385,8 +385,10 @@ def test_the_popup_shows_the_tab_and_its_choice_is_a_correction(extension):
 
 def test_a_tab_is_corrected_from_the_overview(extension):
     """Each web page in groups.html links to the popup for that tab, where the category chosen
-    is a correction; a pinned tab has no link, and a category chosen for it in the popup is
-    learned while the tab stays pinned (grouping it would unpin it)."""
+    is a correction; the popup follows the tab to another page and says when it is closed, and
+    a choice for the page it showed before is refused. A pinned tab has no link, and a category
+    chosen for it in the popup is learned while the tab stays pinned (grouping it would unpin
+    it)."""
     ext = extension
     wait_ready(ext)
     ext.sorter("configure", {"autoSort": False})     # the tabs stay loose until corrected
@@ -417,6 +419,32 @@ def test_a_tab_is_corrected_from_the_overview(extension):
             overview.wait_for_function("""([name, title]) => [...document.querySelectorAll('#windows .group')].some((g) =>
                 g.querySelector('h3').textContent.startsWith(name) &&
                 [...g.querySelectorAll('li')].some((li) => li.textContent.startsWith(title + ' · you')))""", arg=[name, TABS[3][1]], timeout=60_000)
+            # the tab goes to another page: the popup shows that one, and a choice made for the
+            # page it showed before is refused, not learned for this one
+            ext.evaluate("([tab, url]) => chrome.tabs.update(tab, { url })", [tab, NAVIGATED[0]])
+            page.wait_for_function("(title) => document.getElementById('tab-title').textContent === title",
+                                   arg=NAVIGATED[1], timeout=60_000)
+            record = ext.sorter("snapshot")["tabs"].get(str(tab))    # what it keeps of the new page
+            with pytest.raises(Exception, match="The tab shows another page now"):
+                ext.sorter("correct", tab, "news", {"url": TABS[3][0]})
+            assert ext.sorter("snapshot")["tabs"].get(str(tab)) == record
+            # closed: the popup says so and offers no choice; the sorter refuses it too
+            ext.evaluate("(tab) => chrome.tabs.remove(tab)", tab)
+            page.wait_for_function("() => document.getElementById('tab-source').textContent === 'This tab is closed.'",
+                                   timeout=60_000)
+            assert page.is_disabled("#tab-category") and page.inner_text("#tab-title") == NAVIGATED[1]
+            assert page.text_content("#tab-message") == ""       # "Moved." was of the page before
+            if os.environ.get("PY_ENGINE_SCREENSHOTS"):
+                page.screenshot(path=os.path.join(os.environ["PY_ENGINE_SCREENSHOTS"], "popup-tab-closed.png"))
+            with pytest.raises(Exception, match="The tab is closed"):
+                ext.sorter("correct", tab, "news")
+            # a page that is not a web page (the overview itself) is not sorted, nor corrected
+            own = ext.evaluate("async () => (await chrome.tabs.query({})).find((t) => t.url.endsWith('/groups.html')).id")
+            with pytest.raises(Exception, match="Only web pages"):
+                ext.sorter("correct", own, "news")
+            page.goto(ext.url(f"popup.html?page&tab={own}"))
+            page.wait_for_function("() => document.getElementById('tab-source').textContent === 'Only web pages are sorted.'")
+            assert page.is_disabled("#tab-category")
             # the pinned tab: learned, left pinned and ungrouped
             page.goto(ext.url(f"popup.html?page&tab={pinned}"))
             page.wait_for_function("() => document.body.dataset.phase === 'ready'")

@@ -17,7 +17,8 @@ const REFRESH_MS = 1000;
 
 let snapshot = null; // the sorter's snapshot: engine state, groups, tabs, settings, budget
 let status = null; // the engine's status (training, queue)
-let tab = null; // the tab this popup speaks of
+let tab = null; // the tab this popup speaks of, read again at each refresh (it may navigate)
+let tabClosed = false; // ... and closed since
 let resetArmed = null; // the reset button asks twice
 
 function sorter(action, ...args) {
@@ -116,15 +117,32 @@ function categories() {
   return snapshot?.engine?.categories || [];
 }
 
+// The tab as it is now: its title and address change when it navigates; closed, it keeps what
+// was shown and says so.
+async function readTab() {
+  if (!tab || tabClosed) return;
+  const now = await chrome.tabs.get(tab.id).catch(() => null);
+  if (now?.url !== tab.url) message("tab-message", ""); // it spoke of the page shown before
+  if (now) tab = now;
+  else tabClosed = true;
+}
+
 function showTab() {
   if (!tab) return;
   $("this-tab").hidden = false;
   $("tab-title").textContent = tab.title || tab.url;
   $("tab-title").title = tab.url;
-  if (tab.favIconUrl && tab.favIconUrl.startsWith("data:")) $("tab-icon").src = tab.favIconUrl;
-  else $("tab-icon").hidden = true;
-  const known = snapshot?.tabs?.[tab.id];
+  const icon = tab.favIconUrl?.startsWith("data:") ? tab.favIconUrl : "";
+  if (icon) $("tab-icon").src = icon;
+  $("tab-icon").hidden = !icon;
   const select = $("tab-category");
+  const choosable = !tabClosed && isWebPage(tab.url);
+  select.disabled = !choosable;
+  if (!choosable) {
+    message("tab-source", tabClosed ? "This tab is closed." : "Only web pages are sorted.", "warn");
+    return;
+  }
+  const known = snapshot?.tabs?.[tab.id];
   if (document.activeElement !== select) {
     select.replaceChildren(new Option("(not sorted)", ""), ...categories().map((c) => new Option(c.name, c.id)));
     select.value = known?.category || "";
@@ -184,6 +202,7 @@ async function refresh() {
   try {
     snapshot = await sorter("snapshot");
     if (snapshot.engine.phase === "ready") status = await engineCall("status");
+    await readTab();
   } catch (e) {
     message("engine-detail", e.message, "bad");
     return;
@@ -202,7 +221,7 @@ async function refresh() {
 $("tab-category").addEventListener("change", async (e) => {
   if (!e.target.value) return;
   try {
-    const kept = await sorter("correct", tab.id, e.target.value);
+    const kept = await sorter("correct", tab.id, e.target.value, { url: tab.url });
     const done = kept.moved ? "Moved." : "Kept where it is: pinned tabs stay pinned.";
     if (kept.learned) message("tab-message", `${done} The model learns this the next time you are away.`, "ok");
     else message("tab-message", `${done} The model is not available, so it does not learn this.${kept.moved ? " The tab stays where you put it." : ""}`, "warn");

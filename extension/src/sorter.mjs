@@ -10,7 +10,7 @@
 import { categoriseTabs, currentCategories, initialise, budget, modelBusy, useCategories } from "./tabs_api.mjs";
 import { closeOffscreen, engineCall } from "./engine_link.mjs";
 import { describe } from "./describe.mjs";
-import { NO_GROUP, checkMaxGroups, groupChange, movable, planMoves } from "./grouping.mjs";
+import { NO_GROUP, checkMaxGroups, groupChange, isWebPage, movable, planMoves } from "./grouping.mjs";
 
 const SESSION_KEY = "sorter";
 const SETTINGS_KEY = "settings";
@@ -280,11 +280,16 @@ export class TabSorter {
 
   // The popup's choice of a category for a tab: learned, and the tab moved there, unless it is
   // pinned (grouping a pinned tab would unpin it; pinned tabs stay where the user put them).
-  // Returns what the sorter keeps of the tab, `learned`: whether the engine took the
-  // correction, and `moved`: whether the tab was put in its category's group.
-  async correct(tabId, category) {
+  // `seen.url`: the address the user saw when choosing; a tab that has gone to another page
+  // since is not corrected (the choice was for the page they saw). Returns what the sorter
+  // keeps of the tab, `learned`: whether the engine took the correction, and `moved`: whether
+  // the tab was put in its category's group.
+  async correct(tabId, category, seen = {}) {
     await this.loaded;
-    const tab = await chrome.tabs.get(tabId);
+    const tab = await chrome.tabs.get(tabId).catch(() => null);
+    if (!tab) throw new Error("The tab is closed.");
+    if (!isWebPage(tab.url)) throw new Error("Only web pages (http, https, file) are sorted.");
+    if (seen.url !== undefined && tab.url !== seen.url) throw new Error("The tab shows another page now: choose again for this one.");
     if (!currentCategories()?.byId(category)) throw new Error(`no category ${describe(category)}`);
     const learned = await this.learn(tab, category, "a category chosen in the popup");
     if (!tab.pinned) {
