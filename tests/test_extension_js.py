@@ -382,6 +382,34 @@ console.log(JSON.stringify({{ refused, settings: sorter.settings, storedBefore, 
     assert out["stored"] == out["settings"]
 
 
+def test_a_change_of_idle_state_brings_the_users_pause_to_the_engine(tmp_path):
+    """An engine that could not ask for the user's wishes as it started counts them active and
+    not paused; chrome.idle's next change is passed on after the user's pause (or resume), so
+    that it never trains while the user has paused it. Run with a chrome stand-in that records
+    the engine calls relayed through the service worker."""
+    modules = extension_modules(tmp_path)
+    out = node(f"""
+const calls = [];
+const results = {{}};
+for (const paused of [true, false]) {{
+  const store = {{ session: {{}}, local: {{ settings: {{ trainingPaused: paused }} }} }};
+  const area = (name) => ({{ get: async (k) => ({{ [k]: store[name][k] }}), set: async (o) => Object.assign(store[name], o) }});
+  const seen = [];
+  globalThis.chrome = {{
+    storage: {{ session: area("session"), local: area("local") }},
+    runtime: {{ sendMessage: async (m) => {{ seen.push([m.message.method, m.message.params]); return {{ result: {{}} }}; }} }},
+  }};
+  const {{ TabSorter }} = await import("{(modules / 'sorter.mjs').as_uri()}");
+  const sorter = new TabSorter();
+  await sorter.idleChanged("idle");
+  results[paused] = seen;
+}}
+console.log(JSON.stringify(results));
+""")
+    assert out["true"] == [["pause", {}], ["set_idle_state", {"state": "idle"}]]
+    assert out["false"] == [["resume", {}], ["set_idle_state", {"state": "idle"}]]
+
+
 def test_the_js_api_refuses_wrong_arguments_before_asking_anything(tmp_path):
     """categoriseTabs and benchmark are the API other extension code calls: tabs that are not an
     array of objects with text urls and titles, a maxGroups that is not a whole number >= 0, or

@@ -98,7 +98,8 @@ loaded.catch((e) => {
 });
 
 // {idle: chrome.idle's state, paused: whether the user paused training}, from the service
-// worker; if it cannot say, the user counts as active (no training until chrome.idle changes).
+// worker; if it cannot say, the user counts as active (no training until chrome.idle changes,
+// and the change comes with the user's pause: TabSorter.idleChanged).
 async function trainingWishes() {
   try {
     const wishes = await chrome.runtime.sendMessage({ target: "service-worker", type: "training" });

@@ -58,9 +58,10 @@ chrome.alarms.onAlarm.addListener((alarm) => {
   if (alarm.name === RETRY_ALARM) sorter.retryUnplaced().catch(report);
 });
 
-// Training runs while the user is away: chrome.idle's state goes to the engine's scheduler.
+// Training runs while the user is away: chrome.idle's state goes to the engine's scheduler,
+// with the user's pause.
 chrome.idle.setDetectionInterval(IDLE_AFTER_S);
-chrome.idle.onStateChanged.addListener((state) => { sorter.setIdleState(state).catch(() => {}); });
+chrome.idle.onStateChanged.addListener((state) => { sorter.idleChanged(state).catch(() => {}); });
 
 // The first sort: every open tab, by the rules at once while the model loads, then again by
 // the model once it is ready.

@@ -93,6 +93,15 @@ export class TabSorter {
     return { idle, paused: this.settings.trainingPaused };
   }
 
+  // chrome.idle's new state for the engine, after the user's pause: an engine that could not
+  // ask for trainingWishes as it started (it then counts the user active and not paused) learns
+  // of a pause before the user goes away and it would train.
+  async idleChanged(idle) {
+    await this.loaded;
+    await engineCall(this.settings.trainingPaused ? "pause" : "resume");
+    await engineCall("set_idle_state", { state: idle });
+  }
+
   // --- sorting ---
 
   // May the sorter place `tab`? Not pinned, not in a group of the user's (unless asked), and not
