@@ -490,6 +490,10 @@ def train(job, args):
     if main_process:
         save_adapter(trainer.model, job, output / "adapter")
     trainer.accelerator.wait_for_everyone()
+    # destroys the process group while the interpreter is whole: a process that exits with it
+    # alive can abort in gloo's threads as Python is torn down ("terminate called without an
+    # active exception", SIGABRT), failing a launch whose training went well
+    trainer.accelerator.end_training()
     return 0
 
 
