@@ -146,11 +146,20 @@ def open_tab(ext, url):
 
 
 def tab_groups(ext):
-    """{tab id: (group title, colour) or None} of every tab, and the groups by id."""
+    """[(tab id, [group title, colour] or None)] of every tab. Groups and tabs are two reads: a
+    group the sorter makes between them is named by a tab and missing from the groups, so
+    they are read again until they agree."""
     return ext.evaluate("""async () => {
-        const groups = Object.fromEntries((await chrome.tabGroups.query({})).map((g) => [g.id, g]));
-        const tabs = await chrome.tabs.query({});
-        return tabs.map((t) => [t.id, t.groupId === -1 ? null : [groups[t.groupId].title, groups[t.groupId].color]]);
+        for (let tries = 1; ; tries++) {
+            const groups = Object.fromEntries((await chrome.tabGroups.query({})).map((g) => [g.id, g]));
+            const tabs = await chrome.tabs.query({});
+            const unknown = tabs.filter((t) => t.groupId !== -1 && !groups[t.groupId]);
+            if (!unknown.length) {
+                return tabs.map((t) => [t.id, t.groupId === -1 ? null : [groups[t.groupId].title, groups[t.groupId].color]]);
+            }
+            if (tries === 50) throw new Error(`tabs name groups that are not there: ${unknown.map((t) => `${t.id} in ${t.groupId}`)}`);
+            await new Promise((resolve) => setTimeout(resolve, 20));
+        }
     }""")
 
 
