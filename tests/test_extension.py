@@ -405,8 +405,9 @@ def test_a_tab_is_corrected_from_the_overview(extension):
     opened = []
     try:
         tab = open_tab(ext, TABS[3][0])
+        opened.append(tab)
         pinned = open_tab(ext, PINNED[0])
-        opened += [tab, pinned]
+        opened.append(pinned)
         ext.evaluate("(tab) => chrome.tabs.update(tab, { pinned: true })", pinned)
         overview.goto(ext.url("groups.html"))
         link = f'a.change[href="popup.html?page&tab={tab}"]'

@@ -389,7 +389,6 @@ def test_a_change_of_idle_state_brings_the_users_pause_to_the_engine(tmp_path):
     the engine calls relayed through the service worker."""
     modules = extension_modules(tmp_path)
     out = node(f"""
-const calls = [];
 const results = {{}};
 for (const paused of [true, false]) {{
   const store = {{ session: {{}}, local: {{ settings: {{ trainingPaused: paused }} }} }};

@@ -12,6 +12,17 @@ export function isWebPage(url) {
   return /^(https?|file):/i.test(url || "");
 }
 
+// What the sorter's record of a tab ({category, source}) says. waitsForModel: the rules could
+// not place it, and the sorter asks the model again. notSorted: in no category, and not put
+// anywhere by the user (the popup and the overview say "not sorted").
+export function waitsForModel(record) {
+  return record?.source === "rules" && !record.category;
+}
+
+export function notSorted(record) {
+  return Boolean(record) && !record.category && record.source !== "user";
+}
+
 // Whether the sorter may move `tab` ({pinned, groupId, url}): never a pinned tab; a tab in a
 // group we did not make only when `includeUserGroups`; only web pages (http, https, file).
 export function movable(tab, ourGroups, { includeUserGroups = false } = {}) {

@@ -3,7 +3,7 @@
 // there is no window to look at (a headless browser). Each web page links to the popup for
 // that tab (popup.html?page&tab=ID), where choosing another category is a correction.
 
-import { NO_GROUP, isWebPage } from "./grouping.mjs";
+import { NO_GROUP, isWebPage, notSorted } from "./grouping.mjs";
 
 const $ = (id) => document.getElementById(id);
 
@@ -37,7 +37,7 @@ function tabLine(t, info) {
   const change = isWebPage(t.url) && !t.pinned
     ? el("a", { className: "change", href: `popup.html?page&tab=${t.id}`, target: "_blank", title: `Change the category of ${name}` }, "change")
     : "";
-  const why = !info ? "" : !info.category && info.source !== "user" ? "not sorted" : HOW[info.source] || "";
+  const why = !info ? "" : notSorted(info) ? "not sorted" : HOW[info.source] || "";
   return el("li", {}, `${t.pinned ? "📌 " : ""}${name}`, why ? el("span", { className: "why" }, ` · ${why}`) : "",
     change, el("span", { className: "url" }, host(t.url)));
 }

@@ -8,7 +8,7 @@
 // one: the overview page links each web page to popup.html?page&tab=ID, to correct it there.
 
 import { engineCall } from "./engine_link.mjs";
-import { isWebPage } from "./grouping.mjs";
+import { isWebPage, notSorted, waitsForModel } from "./grouping.mjs";
 import { unzip, zip } from "./zip.mjs";
 
 const $ = (id) => document.getElementById(id);
@@ -67,7 +67,7 @@ function showEngine(state) {
 
 // Tabs the rules could not place wait, ungrouped, for the model (the sorter asks it again).
 function waitingTabs() {
-  const n = Object.values(snapshot?.tabs || {}).filter((t) => t.source === "rules" && !t.category).length;
+  const n = Object.values(snapshot?.tabs || {}).filter(waitsForModel).length;
   return n ? ` ${n} tab${n === 1 ? "" : "s"} the rules could not place ${n === 1 ? "waits" : "wait"} for it.` : "";
 }
 
@@ -148,7 +148,7 @@ function showTab() {
     select.value = known?.category || "";
   }
   const how = { model: "sorted by the model", rules: "sorted by the rules", user: "placed by you" };
-  const said = known && !known.category && known.source !== "user" ? "Not sorted yet: the rules do not know this page; the model sorts it when it can." : known ? how[known.source] || "" : "";
+  const said = notSorted(known) ? "Not sorted yet: the rules do not know this page; the model sorts it when it can." : known ? how[known.source] || "" : "";
   message("tab-source", tab.pinned ? "Pinned tabs stay where they are: a category chosen here is learned, and the tab stays pinned." : said);
 }
 

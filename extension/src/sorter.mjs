@@ -10,7 +10,7 @@
 import { categoriseTabs, currentCategories, initialise, budget, modelBusy, useCategories } from "./tabs_api.mjs";
 import { closeOffscreen, engineCall } from "./engine_link.mjs";
 import { describe } from "./describe.mjs";
-import { NO_GROUP, checkMaxGroups, groupChange, isWebPage, movable, planMoves } from "./grouping.mjs";
+import { NO_GROUP, checkMaxGroups, groupChange, isWebPage, movable, planMoves, waitsForModel } from "./grouping.mjs";
 
 const SESSION_KEY = "sorter";
 const SETTINGS_KEY = "settings";
@@ -123,7 +123,7 @@ export class TabSorter {
 
   // The model's late answer for tabs the rules left ungrouped: placed if they still are.
   async applyLate(tabs, late) {
-    const ungrouped = late.filter((r) => this.tabs[r.tabId]?.source === "rules" && !this.tabs[r.tabId].category);
+    const ungrouped = late.filter((r) => waitsForModel(this.tabs[r.tabId]));
     if (!ungrouped.length) return;
     const live = new Set((await chrome.tabs.query({ groupId: NO_GROUP })).map((t) => t.id));
     await this.apply(tabs, ungrouped.filter((r) => live.has(r.tabId)));
@@ -169,7 +169,7 @@ export class TabSorter {
   // stop meanwhile) asks the model again once the budget lets it answer, and again after that
   // until each is placed. None waiting: no alarm.
   unplacedIds() {
-    return Object.entries(this.tabs).filter(([, t]) => t.source === "rules" && !t.category).map(([id]) => Number(id));
+    return Object.entries(this.tabs).filter(([, t]) => waitsForModel(t)).map(([id]) => Number(id));
   }
 
   async scheduleRetry({ reset = false } = {}) {
