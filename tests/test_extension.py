@@ -595,6 +595,42 @@ def test_without_webgpu_the_rules_sort_the_tabs(playwright, extension_dist, page
         ext.context.close()
 
 
+def test_a_correction_made_while_the_model_loads_is_learned_once_it_is_ready(playwright, extension_dist, pages, tmp_path):
+    """A category chosen in the popup while the model is still loading (the first seconds of a
+    browser session, when the engine cannot take a correction yet) moves the tab, says it is
+    learned once the model has loaded, and is given to the engine when it is ready. The engine
+    boots Pyodide and loads the model for 10 s or more here: the choice is made well before."""
+    ext = harness.launch_extension(playwright, extension_dist, tmp_path / "profile", pages.chromium_args)
+    ext.context.set_default_timeout(ENGINE_MS)
+    try:
+        tab = open_tab(ext, TABS[4][0])                 # The Guardian: News, by the rules
+        page = ext.context.new_page()
+        page.goto(ext.url(f"popup.html?tab={tab}"))
+        page.wait_for_function("() => ['starting', 'loading'].includes(document.body.dataset.phase)")
+        page.select_option("#tab-category", "work")
+        wait_until("the tab moved", lambda: group_of(ext, tab) == expected_group("work"))
+        page.wait_for_function("() => document.getElementById('tab-message').textContent.startsWith('Moved')")
+        said = page.inner_text("#tab-message")
+        assert said == "Moved. The model is still loading: it learns this once it has loaded, the next time you are away.", said
+        if ext.sorter("snapshot")["engine"]["phase"] != "ready":
+            # the popup says the correction waits (it may have loaded meanwhile)
+            page.wait_for_function("() => document.getElementById('corrections').textContent === '1 waiting for the model to load'"
+                                   " || document.body.dataset.phase === 'ready'")
+        if os.environ.get("PY_ENGINE_SCREENSHOTS"):
+            page.screenshot(path=os.path.join(os.environ["PY_ENGINE_SCREENSHOTS"], "popup-correction-while-loading.png"),
+                            full_page=True)
+        wait_ready(ext)
+        wait_until("the correction given to the engine", lambda: any(
+            e["kind"] == "correction" and e["tabId"] == tab for e in ext.sorter("snapshot")["events"]),
+            timeout_s=60, explain=lambda: sorter_story(ext, tab))
+        snapshot = ext.sorter("snapshot")
+        assert snapshot["unlearned"] == 0
+        assert snapshot["tabs"][str(tab)] == {"category": "work", "source": "user", "host": "www.theguardian.com"}
+        assert ext.engine("status")["queue"]["by_source"] == {"correction": 1}
+    finally:
+        ext.context.close()
+
+
 def test_the_adapter_goes_out_of_the_popup_and_back_in(extension, tmp_path):
     import zipfile
 

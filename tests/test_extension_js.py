@@ -409,6 +409,85 @@ console.log(JSON.stringify(results));
     assert out["false"] == [["resume", {}], ["set_idle_state", {"state": "idle"}]]
 
 
+def test_a_correction_made_while_the_model_loads_is_learned_once_it_is_ready(tmp_path):
+    """The engine cannot take a correction before its tab model is loaded (it answers "the tab
+    model is not loaded"), and the user's move was lost. Now the sorter keeps it, with its state
+    (a worker stopped meanwhile starts again with it), the tab's latest word replacing an
+    earlier one for the same page, and gives it to the engine once the engine is ready; an
+    engine that fails to load lets it go, saying why. Run with a chrome stand-in for storage and
+    for the engine behind the service worker, whose loading ends when the test says."""
+    modules = extension_modules(tmp_path)
+    out = node(f"""
+const results = {{}};
+for (const ending of ["ready", "failed"]) {{
+  const store = {{ session: {{}}, local: {{}} }};
+  const area = (name) => ({{ get: async (k) => ({{ [k]: store[name][k] }}), set: async (o) => Object.assign(store[name], structuredClone(o)) }});
+  const taught = [];
+  let phase = "loading";
+  let finish;
+  const loaded = new Promise((resolve) => {{ finish = resolve; }});
+  const files = {{ "model/manifest.json": {{ rules: "rules.json", listed_domains: "listed.json" }},
+    "model/rules.json": {{ version: 1, local_dev: "dev", domains: [], keywords: {{}} }},
+    "model/listed.json": {{ version: 1, domains: {{}} }},
+    "model/categories.json": [{{ id: "dev", name: "Dev", colour: "blue" }}, {{ id: "news", name: "News", colour: "red" }}] }};
+  globalThis.fetch = async (url) => ({{ ok: true, json: async () => files[url] }});
+  // each worker's chrome; a stopped worker's wait for the engine never ends
+  const chromeOf = (worker) => ({{
+    storage: {{ session: area("session"), local: area("local") }},
+    runtime: {{
+      getURL: (p) => p,
+      sendMessage: async ({{ message }}) => {{
+        if (message.type === "state") {{
+          if (message.wait) await loaded;
+          if (worker === stopped) await new Promise(() => {{}});
+          return {{ phase, error: phase === "failed" ? "no WebGPU adapter" : null }};
+        }}
+        if (phase !== "ready") return {{ error: {{ message: "the tab model is not loaded: call load_tab_model first", kind: "user" }} }};
+        taught.push([message.method, message.params]);
+        return {{ result: {{ text: message.params.title }} }};
+      }},
+    }},
+  }});
+  let stopped = null;
+  globalThis.chrome = chromeOf(1);
+  const {{ TabSorter }} = await import("{(modules / 'sorter.mjs').as_uri()}?" + ending);
+  const first = new TabSorter();
+  const tab = {{ id: 7, url: "https://lwn.net/Articles/1/", title: "A look at the merge window" }};
+  const said = [await first.learn(tab, "dev", "a category chosen in the popup"),
+                await first.learn(tab, "news", "a category chosen in the popup")];
+  const kept = structuredClone(store.session.sorter.unlearned);
+  // the worker stops; a new one reads the sorter's state back and waits for the engine with it
+  stopped = 1;
+  globalThis.chrome = chromeOf(2);
+  const second = new TabSorter();
+  await second.loaded;
+  const waiting = (await second.snapshot()).unlearned;
+  phase = ending;
+  finish();
+  await second.delivering;
+  results[ending] = {{ said, kept, waiting, taught, left: store.session.sorter.unlearned,
+    events: store.session.sorter.events.map((e) => [e.kind, e.category, e.error || null]),
+    record: store.session.sorter.tabs["7"] }};
+}}
+console.log(JSON.stringify(results));
+""")
+    for ending in ("ready", "failed"):
+        got = out[ending]
+        assert got["said"] == [{"learned": False, "waiting": True}] * 2
+        # one correction kept: the second replaced the first for the same page
+        assert got["kept"] == [{"tabId": 7, "url": "https://lwn.net/Articles/1/", "title": "A look at the merge window",
+                                "category": "news", "where": "a category chosen in the popup"}]
+        assert got["waiting"] == 1
+        assert got["left"] == []
+        assert got["record"] == {"category": "news", "source": "user", "host": "lwn.net"}
+    # learned once, the latest word, once the engine was ready
+    assert out["ready"]["taught"] == [["correct_tab", {"url": "https://lwn.net/Articles/1/", "title": "A look at the merge window",
+                                                       "category": "news", "where": "a category chosen in the popup"}]]
+    assert ["correction", "news", None] in out["ready"]["events"]
+    assert out["failed"]["taught"] == []
+    assert ["correction-failed", "news", "the model is not available (no WebGPU adapter)"] in out["failed"]["events"]
+
+
 def test_the_js_api_refuses_wrong_arguments_before_asking_anything(tmp_path):
     """categoriseTabs and benchmark are the API other extension code calls: tabs that are not an
     array of objects with text urls and titles, a maxGroups that is not a whole number >= 0, or

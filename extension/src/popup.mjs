@@ -62,6 +62,11 @@ function showEngine(state) {
     message("engine-detail", `The model is not available (${state.error}). Tabs are sorted by domain and keyword rules.`, "warn");
     for (const id of ["training", "corrections", "steps"]) $(id).textContent = "needs the model";
   }
+  if (state.phase === "starting" || state.phase === "loading") {
+    // corrections made meanwhile wait in the sorter and are given to the model once it is ready
+    const n = snapshot?.unlearned || 0;
+    $("corrections").textContent = n ? `${n} waiting for the model to load` : "–";
+  }
   for (const id of ["pause", "reset", "export", "import", "new-category", "add"]) $(id).disabled = !ready;
 }
 
@@ -224,7 +229,9 @@ $("tab-category").addEventListener("change", async (e) => {
     const kept = await sorter("correct", tab.id, e.target.value, { url: tab.url });
     const done = kept.moved ? "Moved." : "Kept where it is: pinned tabs stay pinned.";
     if (kept.learned) message("tab-message", `${done} The model learns this the next time you are away.`, "ok");
-    else message("tab-message", `${done} The model is not available, so it does not learn this.${kept.moved ? " The tab stays where you put it." : ""}`, "warn");
+    else if (kept.waiting) message("tab-message", `${done} The model is still loading: it learns this once it has loaded, the next time you are away.`, "ok");
+    else if (snapshot?.engine?.phase === "failed") message("tab-message", `${done} The model is not available, so it does not learn this.${kept.moved ? " The tab stays where you put it." : ""}`, "warn");
+    else message("tab-message", `${done} The model could not take this correction: ${kept.why}`, "warn");
   } catch (err) {
     message("tab-message", err.message, "bad");
   }

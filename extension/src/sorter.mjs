@@ -35,10 +35,16 @@ export class TabSorter {
     this.settings = { ...DEFAULT_SETTINGS };
     this.expected = new Map(); // tabId -> time: a group change we are making
     this.pending = new Set(); // tabs waiting to be categorised
+    // corrections made while the model was loading: {tabId, url, title, category, where}, given
+    // to the engine once it is ready (it cannot take them before: the tab model is not loaded)
+    this.unlearned = [];
+    this.delivering = null; // the wait for the engine, then the delivery, in progress
     this.timer = null;
     this.work = Promise.resolve(); // tab-strip changes, one at a time
     this.events = []; // what happened lately (the popup and the tests read it)
     this.loaded = this.load();
+    // a worker stopped while corrections waited for the model: they wait again from here
+    this.loaded.then(() => { if (this.unlearned.length) this.learnWhenReady(); }, () => {});
   }
 
   // --- state ---
@@ -48,13 +54,14 @@ export class TabSorter {
     this.groups = session.groups || {};
     this.tabs = session.tabs || {};
     this.events = session.events || [];
+    this.unlearned = session.unlearned || [];
     const stored = (await chrome.storage.local.get(SETTINGS_KEY))[SETTINGS_KEY] || {};
     this.settings = { ...DEFAULT_SETTINGS, ...stored };
     budget.configure(budgetSettings(this.settings));
   }
 
   save() {
-    return chrome.storage.session.set({ [SESSION_KEY]: { groups: this.groups, tabs: this.tabs, events: this.events.slice(-50) } });
+    return chrome.storage.session.set({ [SESSION_KEY]: { groups: this.groups, tabs: this.tabs, events: this.events.slice(-50), unlearned: this.unlearned } });
   }
 
   log(kind, detail) {
@@ -274,25 +281,72 @@ export class TabSorter {
   }
 
   // The user says `tab` belongs in `category`: the engine learns it, the tab stays there.
-  // Returns whether the engine took the correction (the model may be unavailable).
+  // Returns {learned: the engine took the correction, waiting: it will once the model has
+  // loaded, why: what kept the engine from taking it}. A correction made while the model loads
+  // is kept (with the sorter's state, so a worker that stops meanwhile keeps it too) and given
+  // to the engine once it is ready; the user's word is not lost to a model still loading.
   async learn(tab, category, where) {
     this.tabs[tab.id] = { category, source: "user", host: hostOf(tab.url) };
-    try {
-      const queued = await engineCall("correct_tab", { url: tab.url || "", title: tab.title || "", category, where });
-      this.log("correction", { tabId: tab.id, category, text: queued.text });
-      return true;
-    } catch (e) {
-      this.log("correction-failed", { tabId: tab.id, category, error: e.message });
-      return false;
+    const correction = { tabId: tab.id, url: tab.url || "", title: tab.title || "", category, where };
+    const state = await initialise();
+    if (state.phase === "starting" || state.phase === "loading") {
+      // the tab's latest word replaces what was said of the same page before
+      this.unlearned = this.unlearned.filter((c) => c.tabId !== tab.id || c.url !== correction.url);
+      this.unlearned.push(correction);
+      this.log("correction-waiting", { tabId: tab.id, category });
+      await this.save();
+      this.learnWhenReady();
+      return { learned: false, waiting: true };
     }
+    if (state.phase === "failed") {
+      this.log("correction-failed", { tabId: tab.id, category, error: state.error });
+      return { learned: false, waiting: false, why: `the model is not available (${state.error})` };
+    }
+    const why = await this.teach(correction);
+    return { learned: why === null, waiting: false, why };
+  }
+
+  // Give one correction to the engine; null when it took it, else why not (logged either way).
+  async teach({ tabId, url, title, category, where }) {
+    try {
+      const queued = await engineCall("correct_tab", { url, title, category, where });
+      this.log("correction", { tabId, category, text: queued.text });
+      return null;
+    } catch (e) {
+      this.log("correction-failed", { tabId, category, error: e.message });
+      return e.message;
+    }
+  }
+
+  // Once the engine is ready, the corrections that waited for it are learned, in the order they
+  // were made; an engine that failed to load can learn none of them, and they are let go.
+  learnWhenReady() {
+    this.delivering ??= (async () => {
+      try {
+        const state = await initialise({ wait: true });
+        while (this.unlearned.length) {
+          const correction = this.unlearned[0];
+          if (state.phase === "ready") await this.teach(correction);
+          else this.log("correction-failed", { tabId: correction.tabId, category: correction.category, error: `the model is not available (${state.error})` });
+          this.unlearned.shift();
+          await this.save();
+        }
+      } catch (e) {
+        console.error("tab sorter: corrections wait for the model:", e);
+      } finally {
+        // at once after the last look at the list: a correction kept later starts a new delivery
+        this.delivering = null;
+      }
+    })();
+    return this.delivering;
   }
 
   // The popup's choice of a category for a tab: learned, and the tab moved there, unless it is
   // pinned (grouping a pinned tab would unpin it; pinned tabs stay where the user put them).
   // `seen.url`: the address the user saw when choosing; a tab that has gone to another page
   // since is not corrected (the choice was for the page they saw). Returns what the sorter
-  // keeps of the tab, `learned`: whether the engine took the correction, and `moved`: whether
-  // the tab was put in its category's group.
+  // keeps of the tab, what learn() says (`learned`, `waiting`, `why`), and `moved`: whether the
+  // tab was put in its category's group.
   async correct(tabId, category, seen = {}) {
     await this.loaded;
     const tab = await chrome.tabs.get(tabId).catch(() => null);
@@ -300,7 +354,7 @@ export class TabSorter {
     if (!isWebPage(tab.url)) throw new Error("Only web pages (http, https, file) are sorted.");
     if (seen.url !== undefined && tab.url !== seen.url) throw new Error("The tab shows another page now: choose again for this one.");
     if (!currentCategories()?.byId(category)) throw new Error(`no category ${describe(category)}`);
-    const learned = await this.learn(tab, category, "a category chosen in the popup");
+    const learning = await this.learn(tab, category, "a category chosen in the popup");
     if (!tab.pinned) {
       await this.serially(async () => {
         await this.forgetMissingGroups();
@@ -308,7 +362,7 @@ export class TabSorter {
       });
     }
     await this.save();
-    return { ...this.tabs[tabId], learned, moved: !tab.pinned };
+    return { ...this.tabs[tabId], ...learning, moved: !tab.pinned };
   }
 
   // These three wake a stopped worker, and then run before load() has read what the sorter
@@ -386,7 +440,7 @@ export class TabSorter {
   async snapshot() {
     await this.loaded;
     const state = await initialise();
-    return { engine: state, groups: this.groups, tabs: this.tabs, settings: this.settings, budget: budget.status(), events: this.events.slice(-20) };
+    return { engine: state, groups: this.groups, tabs: this.tabs, settings: this.settings, budget: budget.status(), events: this.events.slice(-20), unlearned: this.unlearned.length };
   }
 
   // The engine restarted from scratch (its state comes back from IndexedDB): what tests use to
