@@ -649,7 +649,10 @@ def test_the_adapter_goes_out_of_the_popup_and_back_in(extension, tmp_path):
             with zipfile.ZipFile(saved) as z:
                 files = {n: z.read(n) for n in z.namelist()}
             assert {"adapter_config.json", "adapter_model.safetensors", "labels.json", "head_config.json",
-                    "categories.json"} <= set(files)
+                    "categories.json", "corrected_sites.json"} <= set(files)
+            # the sites of the corrections learned (those of the tests before, if any)
+            sites = __import__("json").loads(files["corrected_sites.json"])
+            assert isinstance(sites, list) and all(isinstance(s, str) for s in sites), sites
             assert __import__("json").loads(files["labels.json"]) == [c.id for c in CATEGORIES.items]
             page.wait_for_function("() => document.getElementById('learning-message').textContent.startsWith('Adapter exported')")
             # the same zip back in: the weights are those exported, and the categories it was
@@ -663,6 +666,7 @@ def test_the_adapter_goes_out_of_the_popup_and_back_in(extension, tmp_path):
                 return Object.fromEntries(Object.entries(files).map(([k, v]) => [k, Array.from(v)]));
             }""")
             assert bytes(again["adapter_model.safetensors"]) == files["adapter_model.safetensors"]
+            assert bytes(again["corrected_sites.json"]) == files["corrected_sites.json"]
             # a damaged archive is refused in one line, and nothing changes
             damaged = tmp_path / "damaged.zip"
             damaged.write_bytes(saved.read_bytes()[:200])

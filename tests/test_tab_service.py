@@ -337,8 +337,9 @@ def test_bad_deployments_are_refused_in_one_line(tmp_path, bert, shipped):
 
 def test_an_adapter_comes_in_with_its_categories(tmp_path, bert, shipped):
     """The popup exports the adapter with the categories it was trained with (categories.json)
-    and imports it again, perhaps after the categories changed or a reset; `py-engine tabs
-    train` writes its labels by name. Each comes in whole, or not at all."""
+    and the sites of the corrections it learned (corrected_sites.json: the model answers there
+    however unsure), and imports it again, perhaps after the categories changed or a reset;
+    `py-engine tabs train` writes its labels by name. Each comes in whole, or not at all."""
     svc = service(tmp_path, cls=TabService)
     load_tabs(svc, bert, shipped)
     # the host's adapter: labels by name, no categories.json
@@ -348,10 +349,17 @@ def test_an_adapter_comes_in_with_its_categories(tmp_path, bert, shipped):
     call(svc, "add_category", name="Research")
     paper = {"url": "https://arxiv.org/abs/1", "title": "good fine great really very good"}
     call(svc, "correct_tab", category="research", **paper)
+    # a site the rules know (github.com: dev), where the tiny model is unsure: the rules answer
+    # until it is corrected
+    code, other_page = TABS[0], {"url": "https://github.com/x/y", "title": "the film was great"}
+    assert call(svc, "categorise", tabs=[other_page])["results"][0]["source"] == "rules"
+    call(svc, "correct_tab", category="research", **code)
     learn(svc)
-    exported = dict(call(svc, "export_adapter")["files"],
-                    **{"categories.json": json.dumps({"categories": call(svc, "categories")}).encode()})
+    exported = call(svc, "export_adapter")["files"]
     learned, learned_cats = weights(svc), call(svc, "categories")
+    assert json.loads(exported["categories.json"]) == {"categories": learned_cats}
+    assert json.loads(exported["corrected_sites.json"]) == ["arxiv.org", "github.com"]
+    source_of_other_page = lambda: call(svc, "categorise", tabs=[other_page])["results"][0]["source"]
     assert learned_cats[-2:] == [dict(learned_cats[-2], name="Headlines"), dict(learned_cats[-1], id="research")]
 
     call(svc, "reset_tabs")
@@ -360,25 +368,35 @@ def test_an_adapter_comes_in_with_its_categories(tmp_path, bert, shipped):
     damaged = dict(exported, **{"adapter_model.safetensors": exported["adapter_model.safetensors"][:100]})
     bad_categories = dict(exported, **{"categories.json": b'{"categories": [{"id": "a", "name": "A"}]}'})
     other_lora = dict(exported, **{"adapter_config.json": exported["adapter_config.json"].replace(b'"r": 4', b'"r": 8')})
+    bad_sites = dict(exported, **{"corrected_sites.json": b'{"github.com": true}'})
     for files, words in ((without_categories, "import it with the categories.json it was exported with"),
                          (damaged, "adapter_model.safetensors"),
                          (bad_categories, "at least two categories"),
-                         (other_lora, "other LoRA options: r 8 (now 4)")):
+                         (other_lora, "other LoRA options: r 8 (now 4)"),
+                         (bad_sites, "the imported corrected_sites.json is not a list of site names")):
         assert words in error(svc, "import_adapter", files=files)["message"]
-        # nothing changed: the shipped weights and categories
+        # nothing changed: the shipped weights and categories, no corrected site
         assert call(svc, "categories") == default_cats and svc.model.labels == [c.id for c in CATS.items]
         for name, value in weights(svc).items():
             assert np.array_equal(value, shipped_weights[name]), name
+        assert source_of_other_page() == "rules"
 
+    # without its corrected_sites.json (an export from before they were written): the adapter
+    # and categories come in, and no site is the model's whatever it says
+    without_sites = {k: v for k, v in exported.items() if k != "corrected_sites.json"}
+    assert call(svc, "import_adapter", files=without_sites)["categories"] == learned_cats
+    assert source_of_other_page() == "rules"
     summary = call(svc, "import_adapter", files=exported)
     assert summary["categories"] == learned_cats and summary["labels"] == [c["id"] for c in learned_cats]
     for name, value in weights(svc).items():
         assert np.array_equal(value, learned[name]), name
     assert call(svc, "categorise", tabs=[paper])["results"][0]["category"] == "research"
+    assert source_of_other_page() == "model"
     svc.close()
     # kept: a reload has them
     svc = service(tmp_path, cls=TabService)
     assert load_tabs(svc, bert, shipped)["categories"] == learned_cats
     for name, value in weights(svc).items():
         assert np.array_equal(value, learned[name]), name
+    assert call(svc, "export_adapter")["files"]["corrected_sites.json"] == exported["corrected_sites.json"]
     svc.close()

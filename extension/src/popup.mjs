@@ -300,8 +300,8 @@ $("reset").addEventListener("click", async () => {
 
 $("export").addEventListener("click", async () => {
   try {
+    // the adapter, its categories.json and corrected_sites.json (TabService.export_adapter)
     const { files } = await engineCall("export_adapter");
-    files["categories.json"] = new TextEncoder().encode(JSON.stringify({ categories: categories() }, null, 2));
     const a = document.createElement("a");
     a.href = URL.createObjectURL(zip(files));
     a.download = "tab-sorter-adapter.zip";
@@ -332,7 +332,8 @@ $("import-file").addEventListener("change", async (e) => {
       else files[file.name] = bytes;
     }
     files = Object.fromEntries(Object.entries(files).map(([name, data]) => [name.split("/").pop(), data]));
-    // its categories.json (what the export wrote) brings back the categories it was trained with
+    // its categories.json and corrected_sites.json (what the export wrote) bring back the
+    // categories it was trained with and the sites it learned the user's word for
     const result = await engineCall("import_adapter", { files });
     await sorter("categoriesChanged", result.categories);
     message("learning-message", `Adapter imported from ${[...e.target.files].map((f) => f.name).join(", ")}: ${result.categories.map((c) => c.name).join(", ")}.`, "ok");

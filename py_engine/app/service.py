@@ -683,13 +683,15 @@ async def clean_and_queue(queue, records):
              "examples": [r.as_dict() for r in report.records[:EXAMPLES_SHOWN]]}, result["ids"])
 
 
-def _json_list(data, where):
+def _json_list(data, where, items="label names"):
+    """The list of text in JSON `data`; a UserError naming `where` and the `items` it should
+    hold otherwise."""
     try:
         value = json.loads(_bytes(data).decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as e:
         raise UserError(f"{where} is not JSON: {e}") from None
     if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
-        raise UserError(f"{where} is not a list of label names")
+        raise UserError(f"{where} is not a list of {items}")
     return value
 
 

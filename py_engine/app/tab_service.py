@@ -16,7 +16,9 @@ write: the labels and their meaning never part), under the state name STATE. A t
 model's input through py_engine.tabs.normalize.tab_text, the function the default adapter was
 trained with. Where the model is unsure of a tab the rules answer for it
 (py_engine.tabs.answer), except on a site the user corrected: those sites are kept with the
-state too (SITES_FILE), so a correction is never undone by the rules.
+state too (SITES_FILE), so a correction is never undone by the rules. An exported adapter
+carries its categories and those sites beside it (IMPORTED_CATEGORIES, IMPORTED_SITES), and
+an import brings both back.
 
 Pure Python: this runs in the browser.
 """
@@ -33,7 +35,7 @@ from ..tabs.categories import Categories, Category, CategoryError
 from ..tabs.model import MAX_LENGTH
 from ..tabs.normalize import parse_tab, tab_text
 from .learner import LearnerConfig
-from .service import METHODS, EngineService, UserError, _bytes
+from .service import METHODS, EngineService, UserError, _bytes, _json_list
 
 STATE = "tabs"
 # How a correction is learned, chosen on generated tabs with the shipped adapter and its int8
@@ -50,6 +52,7 @@ REPLAY = 12
 CORRECTION_TRAINING = {"lr": 6e-4, "epochs": 1}
 CATEGORIES_FILE = "app-categories.json"     # a Learner app file (saved with the state)
 IMPORTED_CATEGORIES = "categories.json"     # beside an adapter: what its labels are
+IMPORTED_SITES = "corrected_sites.json"     # ... and the sites whose corrections it learned
 SITES_FILE = "app-corrected-sites.json"     # the sites of the user's corrections (tab_site)
 TAB_METHODS = ("load_tab_model", "categorise", "correct_tab", "tab_texts", "categories",
                "rename_category", "add_category", "remove_category", "reset_tabs")
@@ -203,17 +206,33 @@ class TabService(EngineService):
 
     # --- adapters ---
 
+    async def export_adapter(self):
+        """The adapter's files, with the categories its labels are (IMPORTED_CATEGORIES) and
+        the sites of the corrections it learned (IMPORTED_SITES): what an import needs to bring
+        all of it back."""
+        cats = self._categories()
+        exported = await super().export_adapter()
+        files = dict(exported["files"], **{IMPORTED_CATEGORIES: cats.to_json().encode("utf-8"),
+                                           IMPORTED_SITES: _json(sorted(self._corrected_sites()))})
+        return dict(exported, files=files)
+
     async def import_adapter(self, files=None):
-        """An adapter exported by the extension (its categories.json beside it) or trained on
-        the host (`py-engine tabs train`'s folder; labels by name): with a categories.json its
-        categories become the user's, as they were when it was made (the head is theirs);
-        without one, its labels (names or ids) must be the current categories. Everything is
-        checked before anything changes. Returns the model's summary with "categories"."""
+        """An adapter exported by the extension (its categories.json and corrected_sites.json
+        beside it) or trained on the host (`py-engine tabs train`'s folder; labels by name):
+        with a categories.json its categories become the user's, as they were when it was made
+        (the head is theirs); without one, its labels (names or ids) must be the current
+        categories. The sites the model answers for however unsure become the imported
+        adapter's (none for an adapter that comes without them: it learned no correction of
+        this user's). Everything is checked before anything changes. Returns the model's
+        summary with "categories"."""
         current = self._categories()
         if not files:
             raise UserError("import_adapter needs the adapter's files")
         files = {name: _bytes(data) for name, data in files.items()}
         given = files.pop(IMPORTED_CATEGORIES, None)
+        given_sites = files.pop(IMPORTED_SITES, None)
+        sites = [] if given_sites is None else _json_list(
+            given_sites, f"the imported {IMPORTED_SITES}", "site names")
         try:
             cats = current if given is None else Categories.from_json(
                 given.decode("utf-8"), f"the imported {IMPORTED_CATEGORIES}")
@@ -227,7 +246,7 @@ class TabService(EngineService):
         cats = _matching(cats, self.shipped, ids)
         files["labels.json"] = _json(ids)
         self.model.check_adapter_files(files, ids)
-        keep = {CATEGORIES_FILE: cats.to_json().encode("utf-8")}
+        keep = {CATEGORIES_FILE: cats.to_json().encode("utf-8"), SITES_FILE: _json(sorted(set(sites)))}
         if ids != self.model.labels:
             await self.relabel(ids, {}, app_files=keep)
         self.learner.app_files.update(keep)
