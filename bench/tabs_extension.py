@@ -141,7 +141,7 @@ def load_to_group(ext, urls):
         page = ext.context.new_page()
         page.goto(url)                           # returns at the load event
         loaded = time.perf_counter()
-        tab = ext.evaluate("async (url) => (await chrome.tabs.query({})).find((t) => t.url === url).id", url)
+        tab = ext.tab_id(url)
         while ext.evaluate("async (id) => (await chrome.tabs.get(id)).groupId", tab) == -1:
             if time.perf_counter() - loaded > 600:
                 raise SystemExit(f"{url} was not grouped in 10 minutes")

@@ -74,17 +74,13 @@ def print_evaluation(report, data=EVAL_FILE):
 
 def groups_text(ext):
     """The window's groups as lines: title (colour): tabs, each with what sorted it."""
-    rows = ext.evaluate("""async () => {
-        const snap = await self.tabSorter.snapshot();
-        const groups = await chrome.tabGroups.query({});
-        const tabs = await chrome.tabs.query({});
-        return groups.map((g) => [g.title, g.color, tabs.filter((t) => t.groupId === g.id)
-            .map((t) => [t.title, (snap.tabs[t.id] || {}).source || "?"])]);
-    }""")
+    known = ext.sorter("snapshot")["tabs"]
+    strip = ext.tab_strip()
     lines = []
-    for title, colour, tabs in rows:
-        lines.append(f"  {title} ({colour})")
-        lines += [f"      {tab_title[:76]}  [{source}]" for tab_title, source in tabs]
+    for group in strip["groups"]:
+        lines.append(f"  {group['title']} ({group['color']})")
+        lines += [f"      {t['title'][:76]}  [{known.get(str(t['id']), {}).get('source', '?')}]"
+                  for t in strip["tabs"] if t["groupId"] == group["id"]]
     return "\n".join(lines)
 
 
@@ -119,7 +115,7 @@ def run(dist, model_dir, profile, screenshots=None):
         ids = []
         for url, _, _ in DEMO_TABS:
             ext.context.new_page().goto(url)
-            ids.append(ext.evaluate("async (url) => (await chrome.tabs.query({})).find((t) => t.url === url).id", url))
+            ids.append(ext.tab_id(url))
         for page in blank:
             page.close()                        # the window's first, empty tab
         if shots:
@@ -217,7 +213,7 @@ def rules_only_shot(pw, dist, profile, pages, shots, ids):
 
     ext = harness.launch_extension(pw, dist, profile, pages.chromium_args, webgpu=False)
     ext.context.new_page().goto(DEMO_TABS[4][0])
-    tab = ext.evaluate("async (url) => (await chrome.tabs.query({})).find((t) => t.url === url).id", DEMO_TABS[4][0])
+    tab = ext.tab_id(DEMO_TABS[4][0])
     wait_for_engine(ext)
     wait_sorted(ext, [tab])
     popup_shot(ext, shots / "popup-rules-only.png", tab).close()

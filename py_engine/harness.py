@@ -169,6 +169,31 @@ class Extension:
         return self.evaluate("([method, params]) => self.tabSorter.engine(method, params)",
                              [method, params or {}], timeout_ms)
 
+    def tab_id(self, url):
+        """The id of the newest tab showing `url` (tab ids grow: an older one may still be open)."""
+        return self.evaluate("async (url) => Math.max(...(await chrome.tabs.query({})).filter((t) => t.url === url).map((t) => t.id))",
+                             url)
+
+    def tab_strip(self):
+        """The groups and the tabs, read so that they agree: {"groups": [{id, title, color}],
+        "tabs": [{id, groupId, title}]} (groupId -1: in no group). They are two reads of
+        Chrome's; a group the sorter makes between them is named by a tab and missing from the
+        groups, so both are read again until they agree (at most 50 times, 20 ms apart)."""
+        return self.evaluate("""async () => {
+            for (let tries = 1; ; tries++) {
+                const groups = await chrome.tabGroups.query({});
+                const tabs = await chrome.tabs.query({});
+                const known = new Set(groups.map((g) => g.id));
+                const unknown = tabs.filter((t) => t.groupId !== -1 && !known.has(t.groupId));
+                if (!unknown.length) {
+                    return { groups: groups.map(({ id, title, color }) => ({ id, title, color })),
+                             tabs: tabs.map(({ id, groupId, title }) => ({ id, groupId, title })) };
+                }
+                if (tries === 50) throw new Error(`tabs name groups that are not there: ${unknown.map((t) => `${t.id} in ${t.groupId}`)}`);
+                await new Promise((resolve) => setTimeout(resolve, 20));
+            }
+        }""")
+
     def restart_worker(self, page):
         """Stop the service worker (CDP), then wake it by opening `page`'s popup: its globals are
         gone, the offscreen document is not."""

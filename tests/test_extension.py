@@ -140,27 +140,14 @@ def training_paused(ext):
 def open_tab(ext, url):
     page = ext.context.new_page()
     page.goto(url)
-    # the newest tab of that URL (tab ids grow): an older one may still be open
-    return ext.evaluate("async (url) => Math.max(...(await chrome.tabs.query({})).filter((t) => t.url === url).map((t) => t.id))",
-                        url)
+    return ext.tab_id(url)
 
 
 def tab_groups(ext):
-    """[(tab id, [group title, colour] or None)] of every tab. Groups and tabs are two reads: a
-    group the sorter makes between them is named by a tab and missing from the groups, so
-    they are read again until they agree."""
-    return ext.evaluate("""async () => {
-        for (let tries = 1; ; tries++) {
-            const groups = Object.fromEntries((await chrome.tabGroups.query({})).map((g) => [g.id, g]));
-            const tabs = await chrome.tabs.query({});
-            const unknown = tabs.filter((t) => t.groupId !== -1 && !groups[t.groupId]);
-            if (!unknown.length) {
-                return tabs.map((t) => [t.id, t.groupId === -1 ? null : [groups[t.groupId].title, groups[t.groupId].color]]);
-            }
-            if (tries === 50) throw new Error(`tabs name groups that are not there: ${unknown.map((t) => `${t.id} in ${t.groupId}`)}`);
-            await new Promise((resolve) => setTimeout(resolve, 20));
-        }
-    }""")
+    """[(tab id, [group title, colour] or None)] of every tab."""
+    strip = ext.tab_strip()
+    groups = {g["id"]: [g["title"], g["color"]] for g in strip["groups"]}
+    return [(t["id"], groups.get(t["groupId"])) for t in strip["tabs"]]
 
 
 def group_of(ext, tab_id):
