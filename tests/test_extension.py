@@ -570,16 +570,23 @@ def test_without_webgpu_the_rules_sort_the_tabs(playwright, extension_dist, page
         info = ext.sorter("snapshot")["tabs"][str(tab)]
         assert info == {"category": "shopping", "source": "rules", "host": "www.amazon.com"}
         # a category chosen in the popup moves the tab, and the popup says nothing is learned
-        page = ext.context.new_page()
-        page.goto(ext.url(f"popup.html?tab={tab}"))
-        page.wait_for_function("() => document.body.dataset.phase === 'failed'")
-        page.select_option("#tab-category", "work")
-        wait_until("the tab moved", lambda: group_of(ext, tab) == expected_group("work"))
-        page.wait_for_function("() => document.getElementById('tab-message').textContent.startsWith('Moved')")
-        assert page.inner_text("#tab-message").startswith("Moved. The model is not available, so it does not learn this")
+        _, said = popup_choice(ext, tab, "work", ["failed"])
+        assert said.startswith("Moved. The model is not available, so it does not learn this"), said
         assert ext.sorter("snapshot")["tabs"][str(tab)]["source"] == "user"
     finally:
         ext.context.close()
+
+
+def popup_choice(ext, tab, category, phases):
+    """Open the popup of `tab` while the engine is in one of `phases` and choose `category`:
+    (the popup's page, its message once the tab has moved into that category's group)."""
+    page = ext.context.new_page()
+    page.goto(ext.url(f"popup.html?tab={tab}"))
+    page.wait_for_function("(phases) => phases.includes(document.body.dataset.phase)", arg=phases)
+    page.select_option("#tab-category", category)
+    wait_until("the tab moved", lambda: group_of(ext, tab) == expected_group(category))
+    page.wait_for_function("() => document.getElementById('tab-message').textContent.startsWith('Moved')")
+    return page, page.inner_text("#tab-message")
 
 
 def test_a_correction_made_while_the_model_loads_is_learned_once_it_is_ready(playwright, extension_dist, pages, tmp_path):
@@ -591,13 +598,7 @@ def test_a_correction_made_while_the_model_loads_is_learned_once_it_is_ready(pla
     ext.context.set_default_timeout(ENGINE_MS)
     try:
         tab = open_tab(ext, TABS[4][0])                 # The Guardian: News, by the rules
-        page = ext.context.new_page()
-        page.goto(ext.url(f"popup.html?tab={tab}"))
-        page.wait_for_function("() => ['starting', 'loading'].includes(document.body.dataset.phase)")
-        page.select_option("#tab-category", "work")
-        wait_until("the tab moved", lambda: group_of(ext, tab) == expected_group("work"))
-        page.wait_for_function("() => document.getElementById('tab-message').textContent.startsWith('Moved')")
-        said = page.inner_text("#tab-message")
+        page, said = popup_choice(ext, tab, "work", ["starting", "loading"])
         assert said == "Moved. The model is still loading: it learns this once it has loaded, the next time you are away.", said
         if ext.sorter("snapshot")["engine"]["phase"] != "ready":
             # the popup says the correction waits (it may have loaded meanwhile)
