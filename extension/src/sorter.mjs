@@ -328,7 +328,8 @@ export class TabSorter {
           const correction = this.unlearned[0];
           if (state.phase === "ready") await this.teach(correction);
           else this.log("correction-failed", { tabId: correction.tabId, category: correction.category, error: `the model is not available (${state.error})` });
-          this.unlearned.shift();
+          // this one, not the first: a correction kept meanwhile may have replaced the list
+          this.unlearned = this.unlearned.filter((c) => c !== correction);
           await this.save();
         }
       } catch (e) {
