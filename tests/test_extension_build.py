@@ -84,3 +84,23 @@ def test_the_notice_names_each_part_others_wrote_and_its_license(dist):
     config = json.loads((dist / "model" / "base" / "config.json").read_text())
     assert config["model_type"] == "bert" and "all-MiniLM-L6-v2" in notice and "Apache License 2.0" in notice
     assert listed["source"]["url"] in notice and "Attribution-ShareAlike 4.0" in notice
+
+
+def test_every_icon_the_manifest_names_is_its_size_and_the_drawing_it_comes_from(dist):
+    from PIL import Image
+
+    sys.path.insert(0, str(ROOT / "extension"))
+    import draw_icons
+
+    manifest = json.loads((dist / "manifest.json").read_text())
+    named = {**manifest["icons"], **manifest["action"]["default_icon"]}
+    assert set(manifest["icons"]) == {str(s) for s in draw_icons.SIZES}
+    for size, name in named.items():
+        with Image.open(dist / name) as icon:
+            assert icon.format == "PNG" and icon.size == (int(size), int(size)), name
+            # the file is what draw_icons draws now (so a change to the drawing is redrawn)
+            assert icon.convert("RGBA").tobytes() == draw_icons.draw(int(size)).tobytes(), name
+            corner, middle = icon.convert("RGBA").getpixel((0, 0)), icon.convert("RGBA").getpixel((int(size) // 2, int(size) // 2))
+            assert corner[3] == 0 and middle[3] == 255, f"{name}: a rounded tile on a transparent ground"
+    pages = (dist / "groups.html").read_text()
+    assert re.search(r'<link rel="icon" href="icons/icon-32.png">', pages)

@@ -17,7 +17,8 @@ py_engine/ops/<family>.py. The pattern every family follows:
 
 class KernelFamily:
     """The entry points of one shader file compiled with one workgroup size, and the grid
-    dispatch most of them use. Subclasses set SOURCE, ENTRIES and WORKGROUP."""
+    dispatch most of them use. Subclasses set SOURCE, ENTRIES and WORKGROUP (the default
+    size; load(device, workgroup) compiles another, which the family then uses)."""
 
     SOURCE = None
     ENTRIES = ()
@@ -28,9 +29,13 @@ class KernelFamily:
         self._kernels = kernels
 
     @classmethod
-    async def load(cls, device):
-        constants = {"WORKGROUP": cls.WORKGROUP}
-        return cls(device, {e: await device.kernel(cls.SOURCE, e, constants) for e in cls.ENTRIES})
+    async def load(cls, device, workgroup=None):
+        """Compile the entry points with `workgroup` threads a workgroup (default WORKGROUP)."""
+        workgroup = workgroup or cls.WORKGROUP
+        constants = {"WORKGROUP": workgroup}
+        family = cls(device, {e: await device.kernel(cls.SOURCE, e, constants) for e in cls.ENTRIES})
+        family.WORKGROUP = workgroup
+        return family
 
     def _dispatch(self, program, entry, buffers, count):
         """Enough workgroups for `count` items within the device limit; the kernels' grid-stride

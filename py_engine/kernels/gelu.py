@@ -9,42 +9,32 @@
 All buffers are flat f32 arrays of n elements; the backward needs the forward's input x.
 """
 
-from ..gpu import grid_groups, require_floats
+from . import KernelFamily
+from ..gpu import require_floats
 
 SOURCE = "gelu.wgsl"
 
 
-class GeluKernels:
-    def __init__(self, device, kernels, workgroup):
-        self.device = device
-        self._kernels = kernels
-        self.workgroup = workgroup
+class GeluKernels(KernelFamily):
+    SOURCE = SOURCE
+    ENTRIES = ("gelu_forward", "gelu_backward", "erf_approximation", "gelu_tanh_forward",
+               "gelu_tanh_backward")
 
-    @classmethod
-    async def load(cls, device, workgroup=256):
-        constants = {"WORKGROUP": workgroup}
-        kernels = {entry: await device.kernel(SOURCE, entry, constants)
-                   for entry in ("gelu_forward", "gelu_backward", "erf_approximation",
-                                 "gelu_tanh_forward", "gelu_tanh_backward")}
-        return cls(device, kernels, workgroup)
-
-    def _dispatch(self, program, entry, buffers, n):
+    def _elementwise(self, program, entry, buffers, n):
         for buffer, name in zip(buffers, ("x", "out", "dout")):
             require_floats(buffer, n, name)
         params = self.device.uniform("I", n)
-        buffers = buffers[:2] + [params] + buffers[2:]
-        groups = grid_groups(self.device, n, self.workgroup)
-        program.dispatch(self._kernels[entry], buffers, groups)
+        self._dispatch(program, entry, buffers[:2] + [params] + buffers[2:], n)
 
     def forward(self, program, x, out, n, approximate="none"):
-        self._dispatch(program, _entry("gelu_forward", approximate), [x, out], n)
+        self._elementwise(program, _entry("gelu_forward", approximate), [x, out], n)
 
     def backward(self, program, dout, x, dx, n, approximate="none"):
-        self._dispatch(program, _entry("gelu_backward", approximate), [x, dx, dout], n)
+        self._elementwise(program, _entry("gelu_backward", approximate), [x, dx, dout], n)
 
     def erf(self, program, x, out, n):
         """out = erf(x) with the approximation the GELU kernels use (to measure it)."""
-        self._dispatch(program, "erf_approximation", [x, out], n)
+        self._elementwise(program, "erf_approximation", [x, out], n)
 
 
 def _entry(name, approximate):

@@ -10,6 +10,8 @@ dbeta instead of overwriting them (gradient accumulation); dx is always overwrit
 """
 
 import math
+
+from . import KernelFamily
 from ..gpu import require_floats, row_groups
 
 BERT_EPS = 1e-12
@@ -22,21 +24,12 @@ def chunking(rows):
     return chunk_rows, math.ceil(rows / chunk_rows)
 
 
-class LayerNormKernels:
+class LayerNormKernels(KernelFamily):
+    """load(device, workgroup): `workgroup` threads share a row (a power of two)."""
+    SOURCE = SOURCE
     ENTRIES = ("layernorm_forward", "layernorm_backward", "layernorm_params_partial",
                "layernorm_params_finish")
-
-    def __init__(self, device, kernels, workgroup):
-        self.device = device
-        self._kernels = kernels
-        self.workgroup = workgroup
-
-    @classmethod
-    async def load(cls, device, workgroup=64):
-        """Compile the entry points; `workgroup` threads share a row (a power of two)."""
-        constants = {"WORKGROUP": workgroup}
-        kernels = {entry: await device.kernel(SOURCE, entry, constants) for entry in cls.ENTRIES}
-        return cls(device, kernels, workgroup)
+    WORKGROUP = 64
 
     def _params(self, rows, cols, eps=BERT_EPS, accumulate=False):
         if rows < 1 or cols < 1:
@@ -79,7 +72,7 @@ class LayerNormKernels:
         _, chunks = chunking(rows)
         partials = self.device.create_buffer(8 * chunks * cols, label="layernorm partials")
         limit = self.device.limits["max_compute_workgroups_per_dimension"]
-        column_groups = min(math.ceil(cols / self.workgroup), limit)
+        column_groups = min(math.ceil(cols / self.WORKGROUP), limit)
         program.dispatch(self._kernels["layernorm_params_partial"],
                          [x, mean, rstd, params, dout, partials], (column_groups, chunks))
         program.dispatch(self._kernels["layernorm_params_finish"],

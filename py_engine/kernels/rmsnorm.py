@@ -16,6 +16,7 @@ import math
 
 from . import KernelFamily
 from ..gpu import require_floats, row_groups
+from .layernorm import chunking
 from ..models.llama_config import RMS_NORM_EPS as LLAMA_EPS
 
 SOURCE = "rmsnorm.wgsl"
@@ -24,22 +25,9 @@ ENTRIES = ("rmsnorm_forward", "rmsnorm_backward", "rmsnorm_weight_partial",
            "rmsnorm_weight_finish")
 
 
-def chunking(rows):
-    """(chunk_rows, chunks) for the two-pass column sums: ~sqrt(rows) rows per partial sum."""
-    chunk_rows = math.isqrt(rows - 1) + 1
-    return chunk_rows, math.ceil(rows / chunk_rows)
-
-
 class RmsNormKernels(KernelFamily):
+    """load(device, workgroup): `workgroup` threads share a row (a power of two)."""
     SOURCE, ENTRIES, WORKGROUP = SOURCE, ENTRIES, WORKGROUP
-
-    @classmethod
-    async def load(cls, device, workgroup=WORKGROUP):
-        """Compile the entry points; `workgroup` threads share a row (a power of two)."""
-        constants = {"WORKGROUP": workgroup}
-        family = cls(device, {e: await device.kernel(SOURCE, e, constants) for e in ENTRIES})
-        family.WORKGROUP = workgroup
-        return family
 
     def _params(self, rows, cols, eps=LLAMA_EPS, accumulate=False, offset=0.0):
         if rows < 1 or cols < 1:

@@ -131,13 +131,6 @@ def rope_tables(inv_freq, positions, scaling=1.0):
 class RopeKernels(KernelFamily):
     SOURCE, ENTRIES, WORKGROUP = SOURCE, ENTRIES, WORKGROUP
 
-    @classmethod
-    async def load(cls, device, workgroup=WORKGROUP):
-        constants = {"WORKGROUP": workgroup}
-        family = cls(device, {e: await device.kernel(SOURCE, e, constants) for e in ENTRIES})
-        family.WORKGROUP = workgroup
-        return family
-
     def tables(self, head_dim, positions, rope_parameters=None, seq_len=None):
         """(cos, sin) buffers for positions 0 .. positions-1 (see rope_tables), for sequences
         of `seq_len` tokens (which longrope's factors depend on; default: positions)."""

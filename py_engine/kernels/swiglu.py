@@ -22,13 +22,6 @@ ACTIVATIONS = ("silu", "gelu_tanh")     # params.activation: the index in this t
 class SwiGLUKernels(KernelFamily):
     SOURCE, ENTRIES, WORKGROUP = SOURCE, ENTRIES, WORKGROUP
 
-    @classmethod
-    async def load(cls, device, workgroup=WORKGROUP):
-        constants = {"WORKGROUP": workgroup}
-        family = cls(device, {e: await device.kernel(SOURCE, e, constants) for e in ENTRIES})
-        family.WORKGROUP = workgroup
-        return family
-
     def _params(self, n, activation, **buffers):
         if n < 1:
             raise ValueError(f"swiglu needs n >= 1, got {n}")
