@@ -87,10 +87,14 @@ def test_the_notice_names_each_part_others_wrote_and_its_license(dist):
 
 
 def test_every_icon_the_manifest_names_is_its_size_and_the_drawing_it_comes_from(dist):
+    import importlib.util
+
     from PIL import Image
 
-    sys.path.insert(0, str(ROOT / "extension"))
-    import draw_icons
+    # loaded from its file: extension/ on sys.path would stay there for every later test
+    spec = importlib.util.spec_from_file_location("draw_icons", ROOT / "extension" / "draw_icons.py")
+    draw_icons = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(draw_icons)
 
     manifest = json.loads((dist / "manifest.json").read_text())
     named = {**manifest["icons"], **manifest["action"]["default_icon"]}
@@ -98,9 +102,10 @@ def test_every_icon_the_manifest_names_is_its_size_and_the_drawing_it_comes_from
     for size, name in named.items():
         with Image.open(dist / name) as icon:
             assert icon.format == "PNG" and icon.size == (int(size), int(size)), name
+            rgba = icon.convert("RGBA")
             # the file is what draw_icons draws now (so a change to the drawing is redrawn)
-            assert icon.convert("RGBA").tobytes() == draw_icons.draw(int(size)).tobytes(), name
-            corner, middle = icon.convert("RGBA").getpixel((0, 0)), icon.convert("RGBA").getpixel((int(size) // 2, int(size) // 2))
+            assert rgba.tobytes() == draw_icons.draw(int(size)).tobytes(), name
+            corner, middle = rgba.getpixel((0, 0)), rgba.getpixel((int(size) // 2, int(size) // 2))
             assert corner[3] == 0 and middle[3] == 255, f"{name}: a rounded tile on a transparent ground"
     pages = (dist / "groups.html").read_text()
     assert re.search(r'<link rel="icon" href="icons/icon-32.png">', pages)
