@@ -216,6 +216,38 @@ def test_a_write_breaking_the_unique_hash_fails_whole(path):
     assert [r.id for r in run(collect(q.records()))] == [1]
 
 
+def test_a_counter_reading_low_never_hands_out_an_id_in_use(path):
+    """A store put back from an older copy, or a browser that lost a write, may hold a counter
+    lower than the ids already given: new records still get ids above every queued one, and a
+    row staged under a taken key fails the write rather than replace the record."""
+    q = TrainingQueue(path)
+    run(q.put([text(i) for i in range(5)]))
+    assert run(atomically(q.store, lambda tx: tx.last("records"))) == 5
+
+    async def rewind(tx):
+        tx.put("counters", {"name": "records", "value": 2})
+
+    async def forget(tx):
+        tx.delete("counters", "records")
+
+    run(atomically(q.store, rewind))
+    assert run(q.put([text(10), text(11)]))["ids"] == [6, 7]
+    run(atomically(q.store, forget))
+    assert run(q.put([text(12)]))["ids"] == [8]                # no counter at all
+    lease = run(q.lease("trainer", 10))
+    assert run(q.ack(lease.id)) == 8                           # the queue is empty again
+    assert run(atomically(q.store, lambda tx: tx.last("records"))) is None
+    assert run(q.put([text(20)]))["ids"] == [9]                # the counter, when it is ahead
+
+    async def taken(tx):
+        tx.insert("records", record_row(text(30), 10, 1))
+        tx.insert("records", record_row(text(31), 9, 1))       # 9 is queued
+
+    with pytest.raises(StoreError, match="nothing was written .UNIQUE constraint failed"):
+        run(atomically(q.store, taken))
+    assert [(r.id, r.text) for r in run(collect(q.records()))] == [(9, "example 20")]
+
+
 class Interleaving:
     """A store that yields to the event loop in the middle of every read, so that two writers'
     transactions interleave."""

@@ -26,6 +26,9 @@ refused rather than added), never one under a live lease; a queue full of leased
 what does not fit.
 Atomicity: put, lease, ack, release and delete are each one store transaction: stored whole or
 not at all, even when the process or page dies in the middle.
+Ids: a new record's id lies above every id in the queue and above the store's counter; it is
+inserted, never put in place of a row, so a counter gone wrong fails a put instead of
+overwriting records.
 """
 
 import math
@@ -113,10 +116,19 @@ class TrainingQueue:
         self.config = config or QueueConfig()
         self.clock = clock
 
-    async def next_ids(self, tx, name, n):
-        """`n` fresh ids from the store's counter `name` (staged in `tx`)."""
-        row = await tx.get_one("counters", name)
+    async def next_ids(self, tx, name, n, table=None):
+        """`n` fresh ids from the store's counter `name` (staged in `tx`); with `table`, also
+        above the greatest key in it, so that a counter reading lower than the ids it handed
+        out (a store put back from an older copy, a browser that lost a write when it was
+        killed) cannot hand them out again."""
+        queries = [{"q": "get", "table": "counters", "keys": [name]}]
+        if table is not None:
+            queries.append({"q": "last", "table": table})
+        found = await tx.read(*queries)
+        row = found[0][0]
         first = row["value"] if row else 1
+        if table is not None and found[1] is not None:
+            first = max(first, found[1] + 1)
         tx.put("counters", {"name": name, "value": first + n})
         return range(first, first + n)
 
@@ -154,7 +166,7 @@ class TrainingQueue:
             else:
                 fresh.append(record)
                 known[h] = None          # later copies in this batch are duplicates too
-        new_ids = await self.next_ids(tx, "records", len(fresh))
+        new_ids = await self.next_ids(tx, "records", len(fresh), table="records")
         rows = [record_row(r, i, self.config.priority(r)) for r, i in zip(fresh, new_ids)]
         reclaimed = [r for r in await self._reclaim(tx) if r["id"] not in removing]
         total = await tx.count("records") - len(removing)
@@ -171,7 +183,7 @@ class TrainingQueue:
                 result["refused"] += 1
                 known[row["hash"]] = None
             else:
-                tx.put("records", row)
+                tx.insert("records", row)        # never in place of a record already queued
                 known[row["hash"]] = row["id"]
                 result["added"] += 1
         fresh_ids = {row["id"] for row in rows}

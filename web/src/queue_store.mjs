@@ -86,6 +86,9 @@ function runQuery(tx, q, results, i) {
   else if (q.q === "scan") {
     const request = source.getAll(keyRange(q.prefix, q.after), q.limit ?? undefined);
     request.onsuccess = () => { results[i] = pick(request.result, q.fields); };
+  } else if (q.q === "last") {
+    const request = store.openKeyCursor(null, "prev");
+    request.onsuccess = () => { results[i] = request.result ? request.result.key : null; };
   } else if (q.q === "count") {
     const request = source.count(keyRange(q.prefix, null) ?? undefined);
     request.onsuccess = () => { results[i] = request.result; };
@@ -124,13 +127,14 @@ export async function read(name, schemaText, queriesText) {
   });
 }
 
-// opsText: JSON [{op: "put", table, row} | {op: "delete", table, key}, ...], applied in one
-// transaction when the store's version is still `expect`; resolves to JSON {ok, version}.
+// opsText: JSON [{op: "put" | "insert", table, row} | {op: "delete", table, key}, ...], applied
+// in one transaction when the store's version is still `expect`; resolves to JSON {ok, version}.
+// An insert whose key is taken fails (ConstraintError), and with it the whole transaction.
 export async function write(name, schemaText, opsText, expect) {
   const { db, tables } = await connect(name, schemaText);
   const ops = JSON.parse(opsText);
   for (const op of ops) {
-    if ((op.op !== "put" && op.op !== "delete") || !tables.includes(op.table) || op.table === META) {
+    if (!["put", "insert", "delete"].includes(op.op) || !tables.includes(op.table) || op.table === META) {
       throw new Error(`bad write op ${JSON.stringify(op).slice(0, 200)}`);
     }
   }
@@ -149,6 +153,7 @@ export async function write(name, schemaText, opsText, expect) {
       for (const op of ops) {
         const store = tx.objectStore(op.table);
         if (op.op === "put") store.put(op.row);
+        else if (op.op === "insert") store.add(op.row);
         else store.delete(op.key);
       }
       meta.put(current + 1, "version");

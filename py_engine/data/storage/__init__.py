@@ -15,12 +15,14 @@ Queries:  {"q": "get", "table", "keys": [key, ...]}                  -> [row or 
           {"q": "scan", "table", "index": name or None, "prefix": [...], "after": key or None,
            "limit": n or None, "fields": [...] or None}             -> [row, ...]
           {"q": "count", "table", "index": name or None, "prefix": [...]} -> int
+          {"q": "last", "table"}                                       -> the greatest key or None
           A scan walks an index in order (its fields, then the key) over the rows whose first
           fields equal `prefix`, or the table in key order (index None), then past the key
           `after`; `fields` picks what each row returns.
-Ops:      {"op": "put", "table", "row"} (insert or replace by key), {"op": "delete", "table", "key"},
-          applied in the order given. A put that would give two rows one value of a unique
-          index fails the whole write.
+Ops:      {"op": "put", "table", "row"} (insert or replace by key), {"op": "insert", "table",
+          "row"} (a new row: a row already under its key fails the whole write rather than be
+          replaced), {"op": "delete", "table", "key"}, applied in the order given. A put that
+          would give two rows one value of a unique index fails the whole write.
 
 Why optimistic transactions: IndexedDB ends a transaction as soon as its requests run out,
 so Python cannot hold one open across awaits. A Transaction therefore reads (each read at one
@@ -96,8 +98,17 @@ class Transaction:
         return (await self.read({"q": "count", "table": table, "index": index,
                                  "prefix": list(prefix)}))[0]
 
+    async def last(self, table):
+        """The greatest key in `table`, or None when it is empty."""
+        return (await self.read({"q": "last", "table": table}))[0]
+
     def put(self, table, row):
         self.ops.append({"op": "put", "table": table, "row": row})
+
+    def insert(self, table, row):
+        """Stage a new row: when its key is taken by the time the write commits, the whole
+        write fails (StoreError) instead of replacing what is there."""
+        self.ops.append({"op": "insert", "table": table, "row": row})
 
     def delete(self, table, key):
         self.ops.append({"op": "delete", "table": table, "key": key})

@@ -126,16 +126,20 @@ class SQLiteStore:
         columns = spec.columns()
         names = ", ".join(_name(c) for c in columns)
         marks = ", ".join("?" * (len(columns) + 1))
-        update = ", ".join(f"{_name(c)}=excluded.{_name(c)}" for c in columns[1:] + ["row"])
-        self.db.execute(f"INSERT INTO {_name(table)} ({names}, row) VALUES ({marks}) "
-                        f"ON CONFLICT({_name(spec.key)}) DO UPDATE SET {update}",
-                        [row.get(c) for c in columns] + [_dumps(row)])
+        sql = f"INSERT INTO {_name(table)} ({names}, row) VALUES ({marks})"
+        if op["op"] == "put":
+            update = ", ".join(f"{_name(c)}=excluded.{_name(c)}" for c in columns[1:] + ["row"])
+            sql += f" ON CONFLICT({_name(spec.key)}) DO UPDATE SET {update}"
+        self.db.execute(sql, [row.get(c) for c in columns] + [_dumps(row)])
 
     def _query(self, q):
         table = q["table"]
         spec = TABLES[table]
         t, key = _name(table), _name(spec.key)
         kind = q["q"]
+        if kind == "last":
+            hit = self.db.execute(f"SELECT {key} FROM {t} ORDER BY {key} DESC LIMIT 1").fetchone()
+            return hit[0] if hit else None
         if kind == "get":
             found = {}
             keys = q["keys"]
