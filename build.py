@@ -152,9 +152,11 @@ def build_wheel():
 
 
 # What the wheel holds for the host only: the browser runs neither the tab generator nor its
-# training (sites.json, brands.json), and the extension ships the tab adapter and the listed
-# domains under model/ (py-engine tabs deploy), so its wheel would carry them twice.
+# training (sites.json, brands.json), and the extension ships the tab adapter, the listed
+# domains and the word weights under model/ (py-engine tabs deploy), so its wheel would carry
+# them twice.
 HOST_ONLY = ("py_engine/tabs/default_adapter/", "py_engine/tabs/data/listed_domains.json",
+             "py_engine/tabs/data/word_weights.json",
              "py_engine/tabs/data/sites.json", "py_engine/tabs/data/brands.json")
 
 

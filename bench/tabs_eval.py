@@ -39,7 +39,9 @@ SWEEP = (0.0, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 1.01)   # 0.0: the model alon
 
 def sweep(clf, rules, tab_sets):
     """{threshold: {set name: accuracy}} of the answers answer.choose gives at each threshold
-    of SWEEP (one prediction per tab)."""
+    of SWEEP (one prediction per tab); "NAME with guess": the same with the word weights'
+    guess (rules.py step 7) answering too where the rules say nothing, which the extension
+    keeps for a browser without a model (this measures whether it would help the model)."""
     from py_engine.gpu import run_sync
     from py_engine.tabs.answer import choose
     from py_engine.tabs.rules import categorise_name
@@ -49,6 +51,8 @@ def sweep(clf, rules, tab_sets):
         predicted = run_sync(clf.predict([(t.url, t.title) for t in tabs]))
         answers[name] = [(p, categorise_name(rules, t.url, t.title, clf.categories), t.label)
                          for p, t in zip(predicted, tabs)]
+        answers[name + " with guess"] = [(p, categorise_name(rules, t.url, t.title, clf.categories, guess=True),
+                                          t.label) for p, t in zip(predicted, tabs)]
     right = lambda rows, u: sum(choose(p, by_rules, unsure_below=u)[0] == gold
                                 for p, by_rules, gold in rows) / len(rows)
     return {str(u): {name: right(rows, u) for name, rows in answers.items()} for u in SWEEP}
@@ -118,10 +122,13 @@ def table(out):
         lines.append(f"{'eval accuracy, the model alone, base ' + dtype:<44} {m['eval_accuracy']:.4f}")
     r = out["rules"]
     lines.append(f"{'rules: answered / right when answered':<44} {r['answered']:.3f} / {r['accuracy_when_answered']:.3f}")
+    if r.get("with_guess"):
+        lines.append(f"{'rules + word weights (no WebGPU): accuracy':<44} {r['with_guess']['accuracy']:.4f}")
     for u, acc in out["unsure_below"]["sweep"].items():
         mark = "  (shipped)" if float(u) == out["unsure_below"]["shipped"] else ""
         lines.append(f"{'rules answer under p = ' + u + ': validation / eval':<44} "
-                     f"{acc['validation']:.4f} / {acc['eval']:.4f}{mark}")
+                     f"{acc['validation']:.4f} / {acc['eval']:.4f}{mark}"
+                     f"  (with the guess {acc['validation with guess']:.4f} / {acc['eval with guess']:.4f})")
     for backend, lat in out["latency_ms"].items():
         lines.append(f"{'latency per tab, ' + backend:<44} {lat['per_tab']['mean']:.2f} ms (p95 {lat['per_tab']['p95']:.2f})")
         lines.append(f"{'latency per batch of 50, ' + backend:<44} {lat['per_batch_50']['mean']:.1f} ms "

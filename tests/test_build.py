@@ -48,6 +48,7 @@ def test_the_browser_wheel_is_the_wheel_without_host_only_files(built_dist):
     dropped = [n for n in full.namelist() if n.startswith(HOST_ONLY)]
     assert "py_engine/tabs/default_adapter/adapter_model.safetensors" in dropped
     assert "py_engine/tabs/data/listed_domains.json" in dropped
+    assert "py_engine/tabs/data/word_weights.json" in dropped
     assert browser.namelist() == [n for n in full.namelist() if n not in dropped]
     record = next(n for n in browser.namelist() if n.endswith(".dist-info/RECORD"))
     listed = [line.split(",")[0] for line in browser.read(record).decode().splitlines()]
@@ -56,6 +57,7 @@ def test_the_browser_wheel_is_the_wheel_without_host_only_files(built_dist):
         if name != record:
             assert browser.read(name) == full.read(name), name
     assert (ROOT / "extension" / "dist" / "model" / "listed_domains.json").is_file()
+    assert (ROOT / "extension" / "dist" / "model" / "word_weights.json").is_file()
     assert (ROOT / "extension" / "dist" / "model" / "adapter" / "adapter_model.safetensors").is_file()
 
 

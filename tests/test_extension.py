@@ -24,6 +24,7 @@ from py_engine import harness
 from py_engine.tab_pages import TabPages
 from py_engine.tabs.answer import UNSURE_BELOW
 from py_engine.tabs.categories import Categories
+from py_engine.tabs.rules import categorise, load_rules
 
 pytestmark = pytest.mark.browser
 
@@ -569,6 +570,13 @@ def test_without_webgpu_the_rules_sort_the_tabs(playwright, extension_dist, page
         wait_until("the tab grouped", lambda: group_of(ext, tab) == expected_group("shopping"))
         info = ext.sorter("snapshot")["tabs"][str(tab)]
         assert info == {"category": "shopping", "source": "rules", "host": "www.amazon.com"}
+        # a tab no rule places is placed by the word weights' guess (rules.py step 7): no model
+        # will ever place it
+        guess = categorise(load_rules(), UNKNOWN_TO_RULES[0], UNKNOWN_TO_RULES[1], guess=True)
+        assert categorise(load_rules(), UNKNOWN_TO_RULES[0], UNKNOWN_TO_RULES[1]) is None and guess
+        unknown = open_tab(ext, UNKNOWN_TO_RULES[0])
+        wait_until("the guessed tab grouped", lambda: group_of(ext, unknown) == expected_group(guess))
+        assert ext.sorter("snapshot")["tabs"][str(unknown)]["source"] == "rules"
         # a category chosen in the popup moves the tab, and the popup says nothing is learned
         _, said = popup_choice(ext, tab, "work", ["failed"])
         assert said.startswith("Moved. The model is not available, so it does not learn this"), said

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from py_engine.tabs.categories import Categories
 from py_engine.tabs.generator import generate
-from py_engine.tabs.rules import categorise, load_conformance, load_rules, LISTED_FILE, RULES_FILE
+from py_engine.tabs.rules import (categorise, features, load_conformance, load_rules, LISTED_FILE, RULES_FILE,
+                                  WEIGHTS_FILE)
 from py_engine.tabs.tab_data import read_tabs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,13 +37,14 @@ def node(source, data=None):
     return json.loads(done.stdout)
 
 
-def js_rules(tabs):
+def js_rules(tabs, guess=False):
     return node(f"""
 import {{ readFileSync }} from "node:fs";
 import {{ categorise, parseRules }} from "{(EXT / 'rules.mjs').as_uri()}";
 const rules = parseRules(JSON.parse(readFileSync({json.dumps(str(RULES_FILE))}, "utf8")),
-                        JSON.parse(readFileSync({json.dumps(str(LISTED_FILE))}, "utf8")));
-console.log(JSON.stringify(DATA.map(([url, title]) => categorise(rules, url, title))));
+                        JSON.parse(readFileSync({json.dumps(str(LISTED_FILE))}, "utf8")),
+                        JSON.parse(readFileSync({json.dumps(str(WEIGHTS_FILE))}, "utf8")));
+console.log(JSON.stringify(DATA.map(([url, title]) => categorise(rules, url, title, {{ guess: {json.dumps(guess)} }}))));
 """, tabs)
 
 
@@ -95,11 +98,38 @@ def test_the_rules_port_answers_as_the_python_evaluator_on_real_and_generated_ta
     tabs += [("http://localhost:3000/app", ""), ("http://[::1]:8080/", "x"), ("http://10.0.0.8:8000/", ""),
              ("http://printer.lan/", "Status"), ("file:///home/me/todo.txt", ""), ("not a url", "Inbox")]
     rules = load_rules()
-    expected = [categorise(rules, u, t) for u, t in tabs]
-    got = js_rules(tabs)
-    wrong = [(tab, e, g) for tab, e, g in zip(tabs, expected, got) if e != g]
-    assert not wrong, f"{len(wrong)} of {len(tabs)} differ, e.g. {wrong[:5]}"
-    assert len({e for e in expected}) == 8          # every category, and None, were exercised
+    for guess in (False, True):     # the rules alone, and with the word weights' guess (step 7)
+        expected = [categorise(rules, u, t, guess) for u, t in tabs]
+        got = js_rules(tabs, guess)
+        wrong = [(tab, e, g) for tab, e, g in zip(tabs, expected, got) if e != g]
+        assert not wrong, f"guess {guess}: {len(wrong)} of {len(tabs)} differ, e.g. {wrong[:5]}"
+        # every category was exercised, and None by the rules alone; the guess places all but the odd tab
+        assert len(set(expected) - {None}) == 7
+        assert (expected.count(None) < len(tabs) // 50) if guess else None in expected
+    got = node(f"""
+import {{ features }} from "{(EXT / 'rules.mjs').as_uri()}";
+console.log(JSON.stringify(DATA.map(([url, title]) => features(url, title))));
+""", tabs[:1000])
+    assert [set(f) for f in got] == [set(features(u, t)) for u, t in tabs[:1000]]
+
+
+def test_the_rules_port_refuses_a_bad_word_weights_file():
+    got = node(f"""
+import {{ parseRules }} from "{(EXT / 'rules.mjs').as_uri()}";
+const out = [];
+for (const weights of DATA) {{
+  try {{ const w = parseRules({{ version: 1, local_dev: "dev" }}, null, weights).weights; out.push(w && w.features.size); }}
+  catch (e) {{ out.push(e.constructor.name + ": " + e.message); }}
+}}
+console.log(JSON.stringify(out));
+""", [None, {"version": 1, "categories": ["dev", "news"], "bias": [1, -1], "features": {"t:code": [5, -5]}},
+      {"version": 1, "categories": ["dev", "news"], "bias": [1], "features": {}},
+      {"version": 1, "categories": ["dev", "news"], "bias": [1, 0], "features": {"t:code": [0.5, 1]}},
+      {"version": 2, "categories": ["dev"], "bias": [0], "features": {}}])
+    assert got[:2] == [None, 1]
+    assert got[2].startswith("RulesError: word weights: expected an object")
+    assert got[3] == "RulesError: word weights: feature t:code must hold one whole number per category"
+    assert got[4].startswith("RulesError: word weights: expected an object")
 
 
 # --- grouping -----------------------------------------------------------------------------
@@ -572,3 +602,40 @@ await woken.loaded;
 console.log(JSON.stringify({{ stored: Object.keys(store.session.sorter.tabs), woken: Object.keys(woken.tabs) }}));
 """)
     assert out == {"stored": ["5"], "woken": ["5"]}       # the same site stays the user's
+
+
+def test_without_webgpu_the_word_weights_place_the_tabs_no_rule_places(tmp_path):
+    """categoriseTabs with an engine that failed (no WebGPU: no model will ever answer) guesses
+    with the word weights for a tab no rule places; with an engine that is loading it leaves
+    such a tab ungrouped for the model (category null), and a tab a rule places is the rule's
+    either way. A deployment without word weights (an older model/) guesses nothing."""
+    rules = load_rules()
+    unruled = [(t.url, t.title) for t in read_tabs(EVAL) if categorise(rules, t.url, t.title) is None]
+    ruled = [(t.url, t.title) for t in read_tabs(EVAL) if categorise(rules, t.url, t.title) is not None]
+    tabs = [{"id": k, "url": u, "title": t} for k, (u, t) in enumerate(unruled[:20] + ruled[:5])]
+    expected = [categorise(rules, t["url"], t["title"], guess=True) for t in tabs]
+    assert all(expected) and len(set(expected)) > 2
+    modules = extension_modules(tmp_path)
+    out = node(f"""
+import {{ readFileSync }} from "node:fs";
+const read = (p) => JSON.parse(readFileSync(p, "utf8"));
+const out = {{}};
+for (const [phase, weights] of [["failed", true], ["loading", true], ["failed", false]]) {{
+  const files = {{ "model/manifest.json": {{ rules: "rules.json", listed_domains: "listed.json", ...(weights ? {{ word_weights: "weights.json" }} : {{}}) }},
+    "model/rules.json": read({json.dumps(str(RULES_FILE))}), "model/listed.json": read({json.dumps(str(LISTED_FILE))}),
+    "model/weights.json": read({json.dumps(str(WEIGHTS_FILE))}),
+    "model/categories.json": {json.dumps([{"id": c.id, "name": c.name, "colour": c.colour} for c in Categories.default().items])} }};
+  globalThis.fetch = async (url) => ({{ ok: true, json: async () => files[url] }});
+  globalThis.chrome = {{
+    runtime: {{ getURL: (p) => p, sendMessage: async () => ({{ phase, error: phase === "failed" ? "no WebGPU adapter" : null }}) }},
+    storage: {{ local: {{ get: async () => ({{}}), set: async () => {{}} }} }},
+  }};
+  const api = await import("{(modules / 'tabs_api.mjs').as_uri()}?" + phase + weights);
+  out[phase + (weights ? "" : " without weights")] = (await api.categoriseTabs(DATA)).map((r) => [r.category, r.source]);
+}}
+console.log(JSON.stringify(out));
+""", tabs)
+    assert out["failed"] == [[e, "rules"] for e in expected]
+    n = len(unruled[:20])
+    assert out["loading"] == [[None, "rules"]] * n + [[e, "rules"] for e in expected[n:]]
+    assert out["failed without weights"] == out["loading"]

@@ -112,10 +112,18 @@ def test_eval_report(tiny, trained, tabs_file, tmp_path, capsys):
     assert report["model_accuracy"] == pytest.approx(
         sum(g == p.get("model", p["label"]) for g, p in zip(gold, predictions)) / 70)
     given = [(r, g) for r, g in zip(by_rules, gold) if r is not None]
+    with_guess = report["rules"].pop("with_guess")
     assert report["rules"] == pytest.approx({
         "answered": len(given) / 70, "accuracy_when_answered": sum(r == g for r, g in given) / len(given),
         "accuracy": sum(r == g for r, g in given) / 70,
         "answered_for_model": sum(p.get("source") == "rules" for p in predictions)})
+    # without WebGPU the word weights guess where no rule answers: every one of these tabs placed
+    guessed = [categorise_name(rules, t.url, t.title, Categories.default(), guess=True) for t in tabs]
+    assert all(g is not None for g in guessed)
+    assert [g for g, r in zip(guessed, by_rules) if r is not None] == [r for r in by_rules if r is not None]
+    assert with_guess == pytest.approx({"answered": 1.0, "accuracy_when_answered": sum(g == t for g, t in zip(guessed, gold)) / 70,
+                                        "accuracy": sum(g == t for g, t in zip(guessed, gold)) / 70})
+    assert with_guess["accuracy"] > report["rules"]["accuracy"]
     # the tiny model is unsure: the rules answer for it on some tabs, and not on others
     assert 0 < report["rules"]["answered_for_model"] < 70
     matrix = report["confusion"]["matrix"]

@@ -181,3 +181,60 @@ def test_the_listed_domains_command_replaces_only_a_listed_domains_file(tmp_path
     assert "no such UT1 list" in capsys.readouterr().err
     assert not (tmp_path / "new.json").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["listed.json", "mine", "ut1", "ut1b"]
+
+
+# --- step 7: the word weights -------------------------------------------------------------
+
+def test_the_word_weights_guess_only_where_no_rule_answers_and_only_when_asked(rules):
+    """guess=True adds step 7 for the tabs steps 1-6 leave; it never changes what a rule said,
+    and a tab with no feature the weights know (no title, path or known host label) stays
+    None. On the evaluation tabs it places every tab the rules leave, most of them right."""
+    tabs = read_tabs(EVAL_FILE)
+    plain = [categorise(rules, t.url, t.title) for t in tabs]
+    guessed = [categorise(rules, t.url, t.title, guess=True) for t in tabs]
+    assert all(g == p for g, p in zip(guessed, plain) if p is not None)
+    assert None in plain and None not in guessed
+    right = lambda answers: sum(a == t.label.lower() for a, t in zip(answers, tabs)) / len(tabs)
+    assert right(plain) < 0.6 and right(guessed) > 0.85
+    assert categorise(rules, "https://zq.zq/", "", guess=True) is None
+    assert categorise(load_rules(weights=None), tabs[0].url, tabs[0].title, guess=True) == plain[0]
+
+
+def test_word_weights_add_up_whole_numbers_and_break_ties_to_the_first_category():
+    data = {"version": 1, "categories": ["dev", "news", "social"], "bias": [0, 1, 0],
+            "features": {"t:code": [3, 0, 0], "t:daily": [0, 2, 0], "h:example": [0, 0, 3]}}
+    r = Rules.from_dict({"version": 1, "local_dev": "dev"}, weights=data)
+    assert r.categories() == {"dev", "news", "social"}
+    assert categorise(r, "https://x.test.example.org/", "Code daily", guess=True) == "dev"   # local dev server
+    assert categorise(r, "https://example.org/", "code", guess=True) == "dev"       # 3, 1, 3: the first
+    assert categorise(r, "https://example.org/", "daily", guess=True) == "news"     # 0, 3, 3
+    assert categorise(r, "https://example.org/", "", guess=True) == "social"        # 0, 1, 3
+    assert categorise(r, "https://other.org/", "nothing known", guess=True) is None
+    cats = Categories.default().removed("News")
+    assert categorise_name(r, "https://a.org/", "daily", cats, guess=True) is None   # a removed category
+    for bad, message in (({"version": 1, "categories": [], "bias": [], "features": {}}, "categories"),
+                         ({**data, "bias": [0, 1]}, "bias"),
+                         ({**data, "features": {"t:x": [1, 2, 3.5]}}, "feature 't:x'"),
+                         ({**data, "features": {"t:x": [True, 0, 0]}}, "feature 't:x'"),
+                         ({**data, "version": 2}, "version")):
+        with pytest.raises(RulesError, match=message):
+            Rules.from_dict({"version": 1, "local_dev": "dev"}, weights=bad)
+
+
+def test_the_shipped_word_weights_are_what_their_command_learns(tmp_path, capsys):
+    """data/word_weights.json is `python -m py_engine.tabs.word_weights` run again (the same
+    generated tabs, the same fit, NumPy): a change of the generator or the recipe without a new
+    file fails here. The command replaces only a word-weights file."""
+    from py_engine.tabs.rules import WEIGHTS_FILE
+    from py_engine.tabs.word_weights import main as write_weights
+
+    out = tmp_path / "weights.json"
+    assert write_weights(["--out", str(out)]) == 0
+    assert out.read_bytes() == WEIGHTS_FILE.read_bytes()
+    assert write_weights(["--out", str(out)]) == 0        # an earlier file of its own is replaced
+    mine = tmp_path / "notes.json"
+    mine.write_text('{"version": 1}\n')
+    with pytest.raises(SystemExit) as e:
+        write_weights(["--out", str(mine)])
+    assert e.value.code == 2 and "not a word-weights file to replace" in capsys.readouterr().err
+    assert mine.read_text() == '{"version": 1}\n'

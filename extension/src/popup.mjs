@@ -59,7 +59,7 @@ function showEngine(state) {
     message("engine-detail", `MiniLM classifier on ${describeAdapter(state.adapter)}, ${(state.model?.parameters / 1e6).toFixed(1)}M parameters.${slow}${waitingTabs()}`);
   } else {
     badge.textContent = "Rules only";
-    message("engine-detail", `The model is not available (${state.error}). Tabs are sorted by domain and keyword rules.`, "warn");
+    message("engine-detail", `The model is not available (${state.error}). Tabs are sorted by domain and keyword rules, and by a guess from their words where no rule knows the site.`, "warn");
     for (const id of ["training", "corrections", "steps"]) $(id).textContent = "needs the model";
   }
   if (state.phase === "starting" || state.phase === "loading") {

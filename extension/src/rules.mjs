@@ -3,8 +3,10 @@
 // in the same order) and rules_conformance.json, the answers every port must give.
 //
 //   const rules = parseRules(await (await fetch("model/rules.json")).json(),
-//                            await (await fetch("model/listed_domains.json")).json());
+//                            await (await fetch("model/listed_domains.json")).json(),
+//                            await (await fetch("model/word_weights.json")).json());
 //   categorise(rules, url, title)      // a category id ("dev", ...) or null
+//   categorise(rules, url, title, { guess: true })  // and the word weights' guess (step 7)
 //
 // Pure functions over data: no chrome.* here, so the same module runs in the service worker,
 // extension pages and Node (the tests).
@@ -21,10 +23,11 @@ const ESCAPES = /(?:%[0-9A-Fa-f]{2})+/g;
 
 export class RulesError extends Error {}
 
-// A checked rule set from rules.json's object and the listed-domains file's object (null:
-// none): {localDev, domains: [[domain, path, weak, category]], keywords: {category: [[word,
-// ...]]}, listed: Map(domain -> category)}.
-export function parseRules(data, listed = null) {
+// A checked rule set from rules.json's object, the listed-domains file's object and the
+// word-weights file's object (null: none): {localDev, domains: [[domain, path, weak,
+// category]], keywords: {category: [[word, ...]]}, listed: Map(domain -> category), weights:
+// {categories, bias, features: Map(feature -> [number per category])} | null}.
+export function parseRules(data, listed = null, weights = null) {
   if (!data || typeof data !== "object" || data.version !== 1) {
     throw new RulesError('rules: expected an object with "version": 1');
   }
@@ -43,7 +46,43 @@ export function parseRules(data, listed = null) {
     const seen = new Set();
     keywords[category] = list.filter((k) => !seen.has(k) && seen.add(k)).map((k) => k.split(" "));
   }
-  return { localDev: data.local_dev, domains, keywords, listed: listedDomains(listed) };
+  return { localDev: data.local_dev, domains, keywords, listed: listedDomains(listed), weights: wordWeights(weights) };
+}
+
+function wordWeights(data) {
+  if (data === null) return null;
+  const whole = (row, n) => Array.isArray(row) && row.length === n && row.every(Number.isInteger);
+  if (!data || typeof data !== "object" || data.version !== 1 || !Array.isArray(data.categories) || !data.categories.length ||
+      !whole(data.bias, data.categories.length) || !data.features || typeof data.features !== "object") {
+    throw new RulesError('word weights: expected an object with "version": 1, "categories", "bias" and "features"');
+  }
+  const features = new Map();
+  for (const [feature, row] of Object.entries(data.features)) {
+    if (!whole(row, data.categories.length)) throw new RulesError(`word weights: feature ${feature} must hold one whole number per category`);
+    features.set(feature, row);
+  }
+  return { categories: data.categories, bias: data.bias, features };
+}
+
+// Step 7's features of a tab: "h:" + each host label, "p:" + each path word, "t:" + each
+// title word, each once.
+export function features(url, title) {
+  const { host, path } = urlParts(String(url ?? "").trim());
+  const out = new Set(host.split(".").filter(Boolean).map((l) => "h:" + l));
+  for (const w of words(decodePercent(path))) out.add("p:" + w);
+  for (const w of words(String(title ?? ""))) out.add("t:" + w);
+  return [...out].sort();
+}
+
+// Step 7: the category of the highest bias + known weights (the first on a tie), or null
+// when the weights know none of the tab's features.
+function guessed(weights, tabFeatures) {
+  const known = tabFeatures.map((f) => weights.features.get(f)).filter(Boolean);
+  if (!known.length) return null;
+  let best = 0;
+  const scores = weights.bias.map((b, k) => known.reduce((sum, row) => sum + row[k], b));
+  scores.forEach((score, k) => { if (score > scores[best]) best = k; });
+  return weights.categories[best];
 }
 
 function listedDomains(data) {
@@ -156,8 +195,14 @@ function keywordWinner(rules, textWords) {
   return top >= 1 && leaders.length === 1 ? leaders[0] : null;
 }
 
-// The category id the rules give a tab, or null (rules.py's steps 1-6).
-export function categorise(rules, url, title) {
+// The category id the rules give a tab, or null (rules.py's steps 1-6; with `guess`, step 7
+// for a tab they leave).
+export function categorise(rules, url, title, { guess = false } = {}) {
+  const answer = matched(rules, url, title);
+  return answer === null && guess && rules.weights ? guessed(rules.weights, features(url, title)) : answer;
+}
+
+function matched(rules, url, title) {
   const { scheme, host, port, path } = urlParts(String(url ?? "").trim());
   if (host && localServer(host, scheme, port) === LOCAL_DEV) return rules.localDev;
   const winner = host ? domainWinner(rules, host, path) : null;

@@ -9,7 +9,8 @@
 //
 // categoriseTabs never waits on a slow model: the model answers when it is loaded and its
 // measured latency fits the budget (latency.mjs), within a deadline; otherwise the rule set
-// answers (rules.mjs), at once. The engine itself lets the rules answer for a tab its model is
+// answers (rules.mjs), at once, and where there is no model at all (no WebGPU) it guesses for
+// the tabs no rule places. The engine itself lets the rules answer for a tab its model is
 // unsure of (source "rules" in the model's answer; py_engine/tabs/answer.py). Results name the category by id (stable across renames) and
 // by its current name and colour.
 
@@ -45,7 +46,8 @@ async function bundled(name) {
 export async function initialise({ wait = false } = {}) {
   if (!rules) {
     const manifest = await bundled("manifest.json");
-    rules = parseRules(await bundled(manifest.rules), await bundled(manifest.listed_domains));
+    rules = parseRules(await bundled(manifest.rules), await bundled(manifest.listed_domains),
+      manifest.word_weights ? await bundled(manifest.word_weights) : null);
   }
   try {
     engineState = await offscreenRequest({ type: "state", wait });
@@ -77,8 +79,11 @@ function named(result) {
   return { ...result, category: c ? c.id : null, name: c ? c.name : null, colour: c ? c.colour : null };
 }
 
+// The rules' answer for a tab; where no model will ever answer (the engine failed: no
+// WebGPU), with the word weights' guess for a tab no rule places (rules.py, step 7), since a
+// tab left ungrouped would stay so. A model that is loading or slow places such tabs later.
 function rulesFor(tab) {
-  const id = byRules(rules, tab.url || "", tab.title || "");
+  const id = byRules(rules, tab.url || "", tab.title || "", { guess: engineState.phase === "failed" });
   return { tabId: tab.id, category: id && categories.byId(id) ? id : null, confidence: null, probs: null, source: "rules" };
 }
 

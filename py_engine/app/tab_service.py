@@ -278,7 +278,8 @@ def _rules(rules, listed_domains):
     """tabs.rules.Rules of rules.json's and listed_domains.json's bytes (None: the files
     py_engine ships)."""
     if rules is None and listed_domains is None:
-        return tab_rules.load_rules()
+        # without the word weights: the model answers here, and guesses are for no model at all
+        return tab_rules.load_rules(weights=None)
     if rules is None or listed_domains is None:
         raise UserError("load_tab_model needs both rules and listed_domains, or neither")
     return tab_rules.Rules.from_dict(parse_json(_bytes(rules).decode("utf-8"), "rules.json"),

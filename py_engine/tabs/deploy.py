@@ -6,6 +6,7 @@
     DIR/categories.json           the categories, their colours (Categories JSON)
     DIR/rules.json                the fallback rules, and rules_conformance.json their test table
     DIR/listed_domains.json       the rules' listed domains (CC BY-SA 4.0, see listed_domains.py)
+    DIR/word_weights.json         the rules' guess where no model answers (word_weights.py)
 
 background_tabs(record) is the sample of the adapter's training tabs the extension replays with
 the user's corrections (build.py writes it beside the deployed model as background.jsonl).
@@ -27,7 +28,7 @@ from .categories import Categories
 from .compress import base_files, compressed_checkpoint
 from .evaluate import check_labels
 from .model import DEPLOY_MANIFEST, MAX_LENGTH, TabClassifier, manifest_bytes, read_deploy_manifest
-from .rules import CONFORMANCE_FILE, LISTED_FILE, RULES_FILE
+from .rules import CONFORMANCE_FILE, LISTED_FILE, RULES_FILE, WEIGHTS_FILE
 from .train import CATEGORIES_FILE, TRAINING_RECORD
 
 WRITTEN_BY = "py-engine tabs deploy"
@@ -102,11 +103,13 @@ async def deploy(to, model_dir, adapter_dir, tabs, base_dtype="auto", protected=
             CATEGORIES_FILE: _categories_bytes(adapter, labels),
             "rules.json": RULES_FILE.read_bytes(),
             "listed_domains.json": LISTED_FILE.read_bytes(),
+            "word_weights.json": WEIGHTS_FILE.read_bytes(),
             "rules_conformance.json": CONFORMANCE_FILE.read_bytes()}
     manifest = {"written_by": WRITTEN_BY, "format": 1, "base": "base", "adapter": "adapter",
                 "base_dtype": base_dtype, "gpu_base_dtype": "f16" if base_dtype in ("f16", "f32") else "int8",
                 "categories": CATEGORIES_FILE, "rules": "rules.json",
-                "listed_domains": "listed_domains.json", "rules_conformance": "rules_conformance.json", "labels": labels,
+                "listed_domains": "listed_domains.json", "word_weights": "word_weights.json",
+                "rules_conformance": "rules_conformance.json", "labels": labels,
                 "max_length": MAX_LENGTH, "input": "py_engine.tabs.normalize.tab_text(url, title)",
                 "accuracy": {k: round(v, 4) for k, v in accuracy.items()}, "checked_on": len(tabs),
                 "files": {name: {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}

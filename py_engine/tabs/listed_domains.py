@@ -26,8 +26,7 @@ import sys
 from pathlib import Path
 
 from ..formats.atomic_file import write_atomically
-from ..formats.json_file import JsonFileError, read_json_object
-from .rules import LISTED_FILE, RulesError, is_domain, listed_domains, load_rules
+from .rules import LISTED_FILE, RulesError, is_domain, listed_domains, load_rules, replaceable_file
 
 # UT1 list -> category id, by the categories' descriptions (categories.py): Social is social
 # networks, forums and personal messaging (dating sites are people meeting people); Entertainment
@@ -79,25 +78,14 @@ def build(ut1_dir, hand_domains=(), commit=None):
 
 
 def check_out(path):
-    """`path` for the file main() writes: in an existing folder, and either new or a
-    listed-domains file already (one whose source is UT1), so that no other file is replaced."""
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise argparse.ArgumentTypeError(f"{path}: no folder {path.parent}")
-    if path.is_dir():
-        raise argparse.ArgumentTypeError(f"{path} is a folder, not a file")
-    if path.exists():
-        try:
-            data = read_json_object(path)
-            listed_domains(data, str(path))
-        except (JsonFileError, RulesError) as e:
-            raise argparse.ArgumentTypeError(f"{e}: it is not a listed-domains file to replace; "
-                                             "give a new path") from None
+    """`path` for the file main() writes: new, or a listed-domains file built from UT1."""
+    def built_from_ut1(data):
+        listed_domains(data, str(path))
         source = data.get("source")
         if not isinstance(source, dict) or source.get("copy") != SOURCE["copy"]:
-            raise argparse.ArgumentTypeError(f"{path} is not a listed-domains file built from "
-                                             "UT1 to replace; give a new path")
-    return path
+            raise RulesError(f"{path} has another source")
+
+    return replaceable_file(path, built_from_ut1, "a listed-domains file built from UT1")
 
 
 def main(argv=None):

@@ -5,6 +5,7 @@ title, expected) rows every port must reproduce.
 
     rules = load_rules()                       # data/rules.json, checked
     categorise(rules, url, title)              # a category id ("dev", ...) or None
+    categorise(rules, url, title, guess=True)  # ... and the word weights' guess for the rest
     categorise_name(rules, url, title, cats)   # the current name of that category, or None
 
 The file:
@@ -38,10 +39,22 @@ Matching, exactly (a port must do the same, step by step):
 5. Otherwise the weak domain winner of step 3, if there was one, is the answer.
 6. Otherwise the listed domains (data/listed_domains.json, built from a list others keep; see
    listed_domains.py): the host, then each name left when its first label is dropped, in
-   turn, down to two labels; the first that is a listed domain gives its category. Else None.
+   turn, down to two labels; the first that is a listed domain gives its category. Else None,
+   unless the caller asks for a guess:
+7. The word weights (data/word_weights.json, learned from generated tabs: word_weights.py),
+   with guess=True only. A tab's features are "h:" + each label of the host, "p:" + each word
+   of the path (percent-decoded as in step 4), "t:" + each word of the title, each counted
+   once. If the weights know at least one of them, each category scores its bias plus the
+   weights of the known features (whole numbers, so every port sums them exactly); the
+   highest score wins, a tie going to the category listed first. Else None.
+   The extension guesses only where no model will answer (no WebGPU): a wrong guess is then
+   better than a tab left ungrouped, while a model that is loading or slow answers later.
 
 The listed-domains file: {"version": 1, "source", "lists", "domains": {ID: "domain domain
 ..."}}, each category's domains separated by single spaces, none listed twice.
+
+The word-weights file: {"version": 1, "source", "categories": [ID, ...], "bias": [N, ...],
+"features": {FEATURE: [N, ...]}}, one whole number per category in each list.
 """
 
 import json
@@ -54,6 +67,7 @@ from .normalize import LOCAL_DEV, letter_digit_runs, local_server, split_url
 RULES_FILE = Path(__file__).parent / "data" / "rules.json"
 CONFORMANCE_FILE = Path(__file__).parent / "data" / "rules_conformance.json"
 LISTED_FILE = Path(__file__).parent / "data" / "listed_domains.json"
+WEIGHTS_FILE = Path(__file__).parent / "data" / "word_weights.json"
 
 
 class RulesError(ValueError):
@@ -64,20 +78,24 @@ class Rules:
     """A checked rule set: domain rules, keyword lists and the listed domains (see the module
     docstring)."""
 
-    def __init__(self, local_dev, domains, keywords, listed=None):
+    def __init__(self, local_dev, domains, keywords, listed=None, weights=None):
         self.local_dev = local_dev
         self.domains = domains              # [(domain, path or "", weak, category)]
         self.keywords = keywords            # {category: [tuple of words]}
         self.listed = listed or {}          # {domain: category}
+        self.weights = weights              # WordWeights, or None
 
     def categories(self):
         """Every category id the rules can answer."""
-        return {self.local_dev} | {d[3] for d in self.domains} | set(self.keywords) | set(self.listed.values())
+        guessed = set(self.weights.categories) if self.weights else set()
+        return ({self.local_dev} | {d[3] for d in self.domains} | set(self.keywords)
+                | set(self.listed.values()) | guessed)
 
     @classmethod
-    def from_dict(cls, data, source="rules", listed=None):
+    def from_dict(cls, data, source="rules", listed=None, weights=None):
         """The rules of rules.json's object `data`, with the listed domains of the
-        listed-domains file's object `listed` (None: none)."""
+        listed-domains file's object `listed` and the word weights of the word-weights file's
+        object `weights` (None: none)."""
         if not isinstance(data, dict) or data.get("version") != 1:
             raise RulesError(f"{source}: expected an object with \"version\": 1")
         local = data.get("local_dev")
@@ -96,7 +114,45 @@ class Rules:
                 raise RulesError(f"{source}: keywords of {category!r} must be a list of lower-case "
                                  "words separated by single spaces")
             keywords[category] = list(dict.fromkeys(tuple(w.split(" ")) for w in words))
-        return cls(local, domains, keywords, None if listed is None else listed_domains(listed, f"{source}: listed domains"))
+        return cls(local, domains, keywords,
+                   None if listed is None else listed_domains(listed, f"{source}: listed domains"),
+                   None if weights is None else WordWeights.from_dict(weights, f"{source}: word weights"))
+
+
+class WordWeights:
+    """Step 7's weights: `categories` (ids), `bias` and `features` ({feature: [whole number per
+    category]})."""
+
+    def __init__(self, categories, bias, features):
+        self.categories, self.bias, self.features = categories, bias, features
+
+    @classmethod
+    def from_dict(cls, data, source="word weights"):
+        if not isinstance(data, dict) or data.get("version") != 1:
+            raise RulesError(f"{source}: expected an object with \"version\": 1")
+        categories, bias, features = data.get("categories"), data.get("bias"), data.get("features")
+        if not (isinstance(categories, list) and categories and len(set(categories)) == len(categories)
+                and all(isinstance(c, str) and c for c in categories)):
+            raise RulesError(f"{source}: \"categories\" must be a list of distinct category ids")
+        whole = lambda v: (isinstance(v, list) and len(v) == len(categories)
+                           and all(isinstance(n, int) and not isinstance(n, bool) for n in v))
+        if not whole(bias):
+            raise RulesError(f"{source}: \"bias\" must hold one whole number per category")
+        if not isinstance(features, dict):
+            raise RulesError(f"{source}: \"features\" must be an object")
+        for feature, row in features.items():
+            if not whole(row):
+                raise RulesError(f"{source}: feature {feature!r} must hold one whole number per category")
+        return cls(list(categories), list(bias), features)
+
+    def guess(self, features):
+        """The category the weights give a tab of `features` (an iterable of distinct
+        features), or None when they know none of them."""
+        known = [self.features[f] for f in features if f in self.features]
+        if not known:
+            return None
+        scores = [b + sum(row[k] for row in known) for k, b in enumerate(self.bias)]
+        return self.categories[scores.index(max(scores))]
 
 
 def listed_domains(data, source="listed domains"):
@@ -148,11 +204,33 @@ def _is_keyword(text):
         and bool(text) and all(words(w) == [w] for w in text.split(" "))
 
 
-def load_rules(path=RULES_FILE, listed=LISTED_FILE):
-    """The rules of `path` with the listed domains of `listed` (None: without them)."""
+def replaceable_file(path, check, kind):
+    """`path` for a command that writes one of the rules' data files: in an existing folder,
+    and new or a file `check` accepts (it raises RulesError for any other), so that no other
+    file is replaced. An argparse type's errors (ArgumentTypeError) name the path and `kind`."""
+    import argparse
+
+    from ..formats.json_file import JsonFileError, read_json_object
+
     path = Path(path)
-    listed_data = None if listed is None else parse_json(read_utf8(Path(listed)), str(listed))
-    return Rules.from_dict(parse_json(read_utf8(path), str(path)), str(path), listed_data)
+    if not path.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"{path}: no folder {path.parent}")
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path} is a folder, not a file")
+    if path.exists():
+        try:
+            check(read_json_object(path))
+        except (JsonFileError, RulesError) as e:
+            raise argparse.ArgumentTypeError(f"{e}: it is not {kind} to replace; give a new path") from None
+    return path
+
+
+def load_rules(path=RULES_FILE, listed=LISTED_FILE, weights=WEIGHTS_FILE):
+    """The rules of `path` with the listed domains of `listed` and the word weights of
+    `weights` (None: without them)."""
+    path = Path(path)
+    read = lambda p: None if p is None else parse_json(read_utf8(Path(p)), str(p))
+    return Rules.from_dict(read(path), str(path), read(listed), read(weights))
 
 
 def words(text):
@@ -204,8 +282,26 @@ def _keyword_winner(rules, text_words):
     return leaders[0] if top >= 1 and len(leaders) == 1 else None
 
 
-def categorise(rules, url, title):
-    """The category id the rules give a tab, or None (see the module docstring)."""
+def features(url, title):
+    """Step 7's features of a tab, sorted (see the module docstring)."""
+    _, host, _, path = _url_parts((url or "").strip())
+    out = {"h:" + label for label in host.split(".") if label}
+    out |= {"p:" + w for w in words(decode_percent(path))}
+    out |= {"t:" + w for w in words(title or "")}
+    return sorted(out)
+
+
+def categorise(rules, url, title, guess=False):
+    """The category id the rules give a tab, or None (see the module docstring); `guess`:
+    step 7 too."""
+    answer = _matched(rules, url, title)
+    if answer is None and guess and rules.weights is not None:
+        return rules.weights.guess(features(url, title))
+    return answer
+
+
+def _matched(rules, url, title):
+    """Steps 1-6."""
     scheme, host, port, path = _url_parts((url or "").strip())
     if host and local_server(host, scheme, port) == LOCAL_DEV:
         return rules.local_dev
@@ -230,10 +326,10 @@ def _listed(rules, host):
     return None
 
 
-def categorise_name(rules, url, title, categories):
+def categorise_name(rules, url, title, categories, guess=False):
     """categorise(), as the current name of that category in `categories` (None when the
     rules give nothing, or a category that was removed)."""
-    category_id = categorise(rules, url, title)
+    category_id = categorise(rules, url, title, guess)
     found = categories.by_id(category_id) if category_id is not None else None
     return found.name if found is not None else None
 
