@@ -218,8 +218,8 @@ def test_a_write_breaking_the_unique_hash_fails_whole(path):
 
 def test_a_counter_reading_low_never_hands_out_an_id_in_use(path):
     """A store put back from an older copy, or a browser that lost a write, may hold a counter
-    lower than the ids already given: new records still get ids above every queued one, and a
-    row staged under a taken key fails the write rather than replace the record."""
+    lower than the ids already given: new records and leases still get ids above every one in
+    the store, and a row staged under a taken key fails the write rather than replace it."""
     q = TrainingQueue(path)
     run(q.put([text(i) for i in range(5)]))
     assert run(atomically(q.store, lambda tx: tx.last("records"))) == 5
@@ -239,13 +239,24 @@ def test_a_counter_reading_low_never_hands_out_an_id_in_use(path):
     assert run(atomically(q.store, lambda tx: tx.last("records"))) is None
     assert run(q.put([text(20)]))["ids"] == [9]                # the counter, when it is ahead
 
+    async def rewind_leases(tx):
+        tx.put("counters", {"name": "leases", "value": 2})     # lease-2 is held
+
+    held = run(q.lease("trainer", 1))                          # lease-2: lease-1 was acked
+    run(atomically(q.store, rewind_leases))
+    run(q.put([text(21)]))
+    other = run(q.lease("other", 1))
+    assert (held.id, other.id) == ("lease-2", "lease-3")
+    assert run(q.release(held.id)) == 1 and run(q.release(other.id)) == 1
+
     async def taken(tx):
-        tx.insert("records", record_row(text(30), 10, 1))
+        tx.insert("records", record_row(text(30), 11, 1))
         tx.insert("records", record_row(text(31), 9, 1))       # 9 is queued
 
     with pytest.raises(StoreError, match="nothing was written .UNIQUE constraint failed"):
         run(atomically(q.store, taken))
-    assert [(r.id, r.text) for r in run(collect(q.records()))] == [(9, "example 20")]
+    assert [(r.id, r.text) for r in run(collect(q.records()))] == [(9, "example 20"),
+                                                                   (10, "example 21")]
 
 
 class Interleaving:

@@ -26,9 +26,9 @@ refused rather than added), never one under a live lease; a queue full of leased
 what does not fit.
 Atomicity: put, lease, ack, release and delete are each one store transaction: stored whole or
 not at all, even when the process or page dies in the middle.
-Ids: a new record's id lies above every id in the queue and above the store's counter; it is
-inserted, never put in place of a row, so a counter gone wrong fails a put instead of
-overwriting records.
+Ids: a new record's or lease's id lies above every one in the store and above the store's
+counter, and is inserted, never put in place of a row: a counter gone wrong can neither reuse
+an id nor overwrite a record.
 """
 
 import math
@@ -40,6 +40,7 @@ from .record import DEFAULT_PRIORITY, KINDS, SOURCES, Record
 from .storage import atomically, open_store
 
 DEFAULT_CAPACITY = 100_000
+LEASE = "lease-"      # a lease's id: this, then a number from the counter "leases"
 LEASE_SECONDS = 600.0
 PAGE = 500
 
@@ -116,19 +117,13 @@ class TrainingQueue:
         self.config = config or QueueConfig()
         self.clock = clock
 
-    async def next_ids(self, tx, name, n, table=None):
-        """`n` fresh ids from the store's counter `name` (staged in `tx`); with `table`, also
-        above the greatest key in it, so that a counter reading lower than the ids it handed
-        out (a store put back from an older copy, a browser that lost a write when it was
-        killed) cannot hand them out again."""
-        queries = [{"q": "get", "table": "counters", "keys": [name]}]
-        if table is not None:
-            queries.append({"q": "last", "table": table})
-        found = await tx.read(*queries)
-        row = found[0][0]
-        first = row["value"] if row else 1
-        if table is not None and found[1] is not None:
-            first = max(first, found[1] + 1)
+    async def next_ids(self, tx, name, n, above=0):
+        """`n` fresh ids from the store's counter `name` (staged in `tx`), all above `above`
+        (the greatest id in use): a counter reading lower than the ids it handed out (a store
+        put back from an older copy, a browser that lost a write when it was killed) must not
+        hand them out again."""
+        row = await tx.get_one("counters", name)
+        first = max(row["value"] if row else 1, above + 1)
         tx.put("counters", {"name": name, "value": first + n})
         return range(first, first + n)
 
@@ -166,7 +161,8 @@ class TrainingQueue:
             else:
                 fresh.append(record)
                 known[h] = None          # later copies in this batch are duplicates too
-        new_ids = await self.next_ids(tx, "records", len(fresh), table="records")
+        highest = await tx.last("records") or 0
+        new_ids = await self.next_ids(tx, "records", len(fresh), above=highest)
         rows = [record_row(r, i, self.config.priority(r)) for r, i in zip(fresh, new_ids)]
         reclaimed = [r for r in await self._reclaim(tx) if r["id"] not in removing]
         total = await tx.count("records") - len(removing)
@@ -273,8 +269,10 @@ class TrainingQueue:
             if not chosen:
                 return None
             now = self.clock()
-            lease_id = f"lease-{(await self.next_ids(tx, 'leases', 1))[0]}"
-            tx.put("leases", {"id": lease_id, "consumer": consumer, "created": now,
+            held = [int(row["id"][len(LEASE):]) for row in await tx.scan("leases", fields=("id",))]
+            number = (await self.next_ids(tx, "leases", 1, above=max(held, default=0)))[0]
+            lease_id = f"{LEASE}{number}"
+            tx.insert("leases", {"id": lease_id, "consumer": consumer, "created": now,
                               "expires": now + seconds, "records": [r["id"] for r in chosen]})
             for row in chosen:
                 tx.put("records", dict(row, leased=1, lease=lease_id))
