@@ -225,11 +225,12 @@ class TrainingQueue:
     # Ops apply in the order staged, so a record released by _reclaim and then leased again or
     # evicted in the same transaction ends up as the later op leaves it.
 
-    async def _reclaim(self, tx):
-        """Stage the release of every expired lease; returns its records' rows as released."""
+    async def _reclaim(self, tx, leases=None):
+        """Stage the release of every expired lease; returns its records' rows as released.
+        `leases`: the leases table's rows, when the caller has read them already."""
         now = self.clock()
         rows = []
-        for lease in await tx.scan("leases"):
+        for lease in await tx.scan("leases") if leases is None else leases:
             if lease["expires"] <= now:
                 rows += await self._give_back(tx, lease)
         return rows
@@ -258,7 +259,8 @@ class TrainingQueue:
         _check_seconds(seconds, "lease: seconds")
 
         async def work(tx):
-            reclaimed = [r for r in await self._reclaim(tx) if kind is None or r["kind"] == kind]
+            leases = await tx.scan("leases")
+            reclaimed = [r for r in await self._reclaim(tx, leases) if kind is None or r["kind"] == kind]
             limit = n + len(exclude)
             if kind is None:
                 rows = await tx.scan("records", "take", prefix=[0], limit=limit)
@@ -269,8 +271,8 @@ class TrainingQueue:
             if not chosen:
                 return None
             now = self.clock()
-            held = [int(row["id"][len(LEASE):]) for row in await tx.scan("leases", fields=("id",))]
-            number = (await self.next_ids(tx, "leases", 1, above=max(held, default=0)))[0]
+            held = max((int(lease["id"][len(LEASE):]) for lease in leases), default=0)
+            number = (await self.next_ids(tx, "leases", 1, above=held))[0]
             lease_id = f"{LEASE}{number}"
             tx.insert("leases", {"id": lease_id, "consumer": consumer, "created": now,
                               "expires": now + seconds, "records": [r["id"] for r in chosen]})
