@@ -1,12 +1,15 @@
 """The tab classifier's input text (py_engine/tabs/normalize.py): domain, path words, title."""
 
+import json
 import random
+import shutil
 import subprocess
 import sys
 
 import pytest
 
-from py_engine.tabs.normalize import LOCAL_DEV, LOCAL_NETWORK, is_noise, local_server, parse_tab, tab_text
+from py_engine.tabs.normalize import (LOCAL_DEV, LOCAL_NETWORK, is_noise, local_server, parse_tab, split_url,
+                                     tab_text)
 
 CASES = [
     ("https://www.github.com/rust-lang/rust/pull/1234", "Fix ICE · Pull Request #1234",
@@ -53,6 +56,44 @@ def test_local_servers():
     assert local_server("172.32.1.1", "https", 8443) is None           # outside 172.16/12
     assert local_server("nas.home.arpa", "https", 5001) == LOCAL_DEV
     assert local_server("example.com", "http", 8080) is None
+
+
+def test_hosts_are_read_as_the_browser_reads_them():
+    """split_url's host against the WHATWG URL parser (Node's URL, the one the extension's
+    rules port uses) on fresh random hosts that end in numbers: IPv4 addresses in the forms a
+    browser accepts ("127.1", "0x7f.0.0.1", octal parts) come back dotted-decimal, hosts that
+    end in a number but are no address ("m.127.0.0.1") and missing hosts are refused, and a
+    special scheme's host is found after any number of slashes ("http:x", "http:///x").
+    Hosts with escapes, spaces or IPv6 addresses inside are not drawn: tabs do not hold them."""
+    node = shutil.which("node")
+    assert node, "Node is needed to check hosts against the WHATWG URL parser: apt-get install nodejs"
+    rng = random.Random()
+    parts = ["", "0", "1", "08", "017", "0x", "0x7f", "0Xff", "0xg", "127", "255", "256", "65535",
+             "16777216", "4294967295", "4294967296", "1e", "m", "www", "example"]
+    urls = []
+    for _ in range(600):
+        host = ".".join(rng.choice(parts) for _ in range(rng.randint(1, 6))) + rng.choice(["", "", "."])
+        urls.append(f"{rng.choice(['http', 'HTTPS', 'ws', 'ftp', 'file', 'foo'])}:{rng.choice(['//', '//', '', '/', '///'])}"
+                    f"{rng.choice(['', 'user:pw@', '@'])}{host}{rng.choice(['', ':8080', ':', ':99999'])}/a?b#c")
+    urls += ["http:\\\\x/", "http:x", "foo://:1/", "http://m.127.0.0.1:5000/", "http://127.1/", "http://:80/",
+             "https://0x7f.1/"]
+    done = subprocess.run([node, "-e", "const urls = JSON.parse(require('fs').readFileSync(0, 'utf8'));"
+                           "console.log(JSON.stringify(urls.map((u) => { try { return new URL(u).hostname; }"
+                           " catch { return null; } })))"],   # lower-cased below, as the rules port reads hosts
+                          input=json.dumps(urls), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    expected = [h if h is None else h.lower() for h in json.loads(done.stdout)]
+
+    def host(url):
+        try:
+            return split_url(url).hostname or ""
+        except ValueError:
+            return None
+    got = [host(u) for u in urls]
+    wrong = [(u, g, e) for u, g, e in zip(urls, got, expected) if g != e]
+    assert not wrong, f"{len(wrong)} of {len(urls)} hosts differ from the browser's, e.g. {wrong[:5]}"
+    assert got[-4:] == [None, "127.0.0.1", None, "127.0.0.1"]
+    assert None in got[:-4] and any(g and g.count(".") == 3 and g[0].isdigit() for g in got[:-4])
 
 
 def test_noise_words():

@@ -51,6 +51,10 @@ _CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
 _COUNTER = re.compile(r"^\(\d+\+?\)\s+")
 _HEX = re.compile(r"^[0-9a-f]+$")
 _IPV4 = re.compile(r"^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$")
+_DIGITS = re.compile(r"[0-9]+")                  # whole strings (fullmatch)
+_RADIX_DIGITS = {8: re.compile(r"[0-7]+"), 10: _DIGITS, 16: re.compile(r"[0-9a-fA-F]+")}
+# Schemes whose hosts the WHATWG URL standard parses as domains or addresses (not opaque).
+SPECIAL_SCHEMES = frozenset({"http", "https", "ws", "wss", "ftp", "file"})
 
 
 def tab_text(url, title):
@@ -61,15 +65,72 @@ def tab_text(url, title):
 
 def split_url(url):
     """urlsplit(url), with its port read: a ValueError for what a browser would not load as a
-    URL and urlsplit lets through. That is a port out of range, a malformed IPv6 address, and
-    an IPv6 address that is not the whole host ("www.[::1]", whose hostname urlsplit gives as
-    "::1"), so that the host text here is the one the extension's URL parser sees."""
+    URL and urlsplit lets through. That is a port out of range, a malformed IPv6 address, an
+    IPv6 address that is not the whole host ("www.[::1]", whose hostname urlsplit gives as
+    "::1"), no host where the scheme needs one ("http://:80/"), a file URL with a port or a
+    user name, and a host that ends in a number but is no IPv4 address ("m.127.0.0.1"). An
+    IPv4 address a browser reads in another form ("127.1", "0x7f.0.0.1") comes back
+    dotted-decimal ("127.0.0.1"), so that the host here is the one the extension's URL parser
+    sees (as the rules port reads it: lower-cased)."""
     split = urlsplit(url)
+    scheme = split.scheme.lower()
+    if scheme in SPECIAL_SCHEMES - {"file"}:
+        # Such a URL's host follows the scheme after any number of slashes or backslashes,
+        # two or none ("http:///x", "http:x" are http://x/): rebuilt with exactly two.
+        rest = url.partition(":")[2]
+        authority = rest.lstrip("/\\")
+        if rest[:len(rest) - len(authority)] != "//":
+            split = urlsplit(f"{split.scheme}://{authority}")
     split.port                      # read for its check: a port out of range raises
-    host = split.netloc.rpartition("@")[2]
-    if "[" in host and not host.startswith("["):
-        raise ValueError(f"an IPv6 address must be the whole host, not part of {host!r}")
+    userinfo, at, host_port = split.netloc.rpartition("@")
+    if "[" in host_port and not host_port.startswith("["):
+        raise ValueError(f"an IPv6 address must be the whole host, not part of {host_port!r}")
+    host, colon, port = ("", "", "") if host_port.startswith("[") else host_port.partition(":")
+    if not host_port.startswith("[") and not host and (at or colon or scheme in SPECIAL_SCHEMES - {"file"}):
+        raise ValueError(f"{url!r} has no host")
+    if scheme == "file" and (at or colon):
+        raise ValueError(f"{url!r}: a file URL has no user name, password or port")
+    if scheme in SPECIAL_SCHEMES:
+        address = whatwg_ipv4(host.lower())
+        if address is not None and address != host:
+            split = split._replace(netloc=f"{userinfo}{at}{address}{colon}{port}")
     return split
+
+
+def whatwg_ipv4(host):
+    """The dotted-decimal IPv4 address of a host that ends in a number, as the WHATWG URL
+    standard's host parser reads it (parts in decimal, octal "0..." or hex "0x...", the last
+    part filling the bytes left: "127.1" is 127.0.0.1), or None for a host that does not end
+    in a number. A host that ends in a number but is no address raises ValueError, as the
+    browser refuses its URL. Written here because urllib keeps such hosts as they are."""
+    parts = host.split(".")
+    if parts[-1] == "" and len(parts) > 1:
+        parts.pop()                 # one trailing dot is allowed
+    if not (_DIGITS.fullmatch(parts[-1]) or _ipv4_number(parts[-1]) is not None):
+        return None
+    numbers = [_ipv4_number(part) for part in parts]
+    if len(parts) > 4 or None in numbers or any(n > 255 for n in numbers[:-1]) \
+            or numbers[-1] >= 256 ** (5 - len(numbers)):
+        raise ValueError(f"{host!r} ends in a number but is not an IPv4 address")
+    value = numbers[-1] + sum(n << 8 * (3 - i) for i, n in enumerate(numbers[:-1]))
+    return ".".join(str(value >> shift & 255) for shift in (24, 16, 8, 0))
+
+
+def _ipv4_number(part):
+    """The WHATWG IPv4 number parser: a part's value, or None where it fails."""
+    if not part:
+        return None
+    if part[:2] in ("0x", "0X"):
+        digits, base = part[2:], 16
+    elif len(part) > 1 and part[0] == "0":
+        digits, base = part[1:], 8
+    else:
+        digits, base = part, 10
+    if not digits:
+        return 0                    # "0x" alone is zero
+    if not _RADIX_DIGITS[base].fullmatch(digits):
+        return None
+    return int(digits, base)
 
 
 def parse_tab(url, title):
