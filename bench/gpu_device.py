@@ -35,6 +35,7 @@ from py_engine.cli import POSITIVE  # noqa: E402
 from bert_step import MINILM_SHAPE  # noqa: E402
 from decoder_step import GPT2_SMALL_SHAPED, MODELS, PHI3_SHAPED, TINYLLAMA_1B, DecoderShape, contender_args, require_family  # noqa: E402
 from decode_products import table_rows as decode_table_rows  # noqa: E402
+from matmul_variants import table_rows as matmul_table_rows  # noqa: E402
 from processes import Spec, alternate, call, machine  # noqa: E402
 
 SMALL_WIDTHS = dict(vocab_size=1000, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
@@ -173,10 +174,23 @@ def compare_decoder(m, path, steps, budget):
     return out
 
 
-def run(size, out_dir, site=None, seconds=420):
-    """Everything, within `seconds`: the results are written after each part, so a run stopped
-    from outside still leaves what it measured."""
+PARTS = ("tabs", "matmul", "decode", "minilm", "tinyllama", "gpt2", "phi3")
+
+
+def parts_list(text):
+    """--parts: names from PARTS, comma-separated."""
+    parts = tuple(p for p in text.split(",") if p)
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown or not parts:
+        raise argparse.ArgumentTypeError(f"{text!r}: choose from {','.join(PARTS)}")
+    return parts
+
+
+def run(size, out_dir, site=None, seconds=420, parts=PARTS):
+    """Everything, or the `parts` named (PARTS), within `seconds`: the results are written after
+    each part, so a run stopped from outside still leaves what it measured."""
     bert, bert_batch, decoders, budget = SIZES[size]
+    decoders = {key: m for key, m in decoders.items() if key in parts}
     started = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -197,7 +211,9 @@ def run(size, out_dir, site=None, seconds=420):
           f"{n['adapter']['vendor']} {n['adapter']['device']} ({n['adapter']['backend']}, "
           f"software: {n['adapter']['is_software']}); selfcheck ok: {n['selfcheck']['ok']}", flush=True)
     save()
-    if TAB_MODEL.is_dir():   # the tab sorter's model: an ignored build output, carried
+    if "tabs" not in parts:
+        pass
+    elif TAB_MODEL.is_dir():   # the tab sorter's model: an ignored build output, carried
         try:
             results["tabs"] = call("gpu_device:tab_report", model=str(TAB_MODEL), size=size)
         except Exception as e:
@@ -206,25 +222,33 @@ def run(size, out_dir, site=None, seconds=420):
         results["tabs"] = {"failed": f"no {TAB_MODEL.relative_to(ROOT)}: run `python build.py "
                                      "build` and carry it beside the checkout"}
     save()
-    try:     # a decoding step's one-row products: gemv against the GEMM entries (seconds)
-        results["decode_products"] = call("decode_products:measure_native", size=size)
-    except Exception as e:
-        results["decode_products"] = {"failed": str(e)}
-    save()
-    tmp = Path(tempfile.mkdtemp(prefix="gpu-device-"))
-    try:
-        t0 = time.perf_counter()
-        bert_dir = call("checkpoints:bert_dir", path=str(tmp / "bert"), config=bert)
-        results["checkpoints_s"] = time.perf_counter() - t0
-        steps = 2 if size == "full" else 3      # timed steps per round (one more runs untimed)
-        results["minilm"] = compare(
-            "MiniLM-shaped",
-            Spec("bert_step:EngineClassifier", {"model_dir": bert_dir, "backend": "gpu", "batch": bert_batch,
-                                                "steps": steps, "profile": True}),
-            Spec("bert_step:TorchClassifier", {"model_dir": bert_dir, "device": "cuda", "batch": bert_batch,
-                                               "steps": steps}), rounds_budget(0.2))
-        results["minilm"]["shape"] = {"batch": bert_batch, "seq": 32, **bert}
+    if "matmul" in parts:    # the matrix products' kernels side by side (seconds)
+        try:
+            results["matmul"] = call("matmul_variants:measure_native", size=size, seconds=60)
+        except Exception as e:
+            results["matmul"] = {"failed": str(e)}
         save()
+    if "decode" in parts:    # a decoding step's one-row products: gemv against the GEMM entries (seconds)
+        try:
+            results["decode_products"] = call("decode_products:measure_native", size=size)
+        except Exception as e:
+            results["decode_products"] = {"failed": str(e)}
+        save()
+    tmp = Path(tempfile.mkdtemp(prefix="gpu-device-"))
+    steps = 2 if size == "full" else 3          # timed steps per round (one more runs untimed)
+    try:
+        if "minilm" in parts:
+            t0 = time.perf_counter()
+            bert_dir = call("checkpoints:bert_dir", path=str(tmp / "bert"), config=bert)
+            results["checkpoints_s"] = time.perf_counter() - t0
+            results["minilm"] = compare(
+                "MiniLM-shaped",
+                Spec("bert_step:EngineClassifier", {"model_dir": bert_dir, "backend": "gpu", "batch": bert_batch,
+                                                    "steps": steps, "profile": True}),
+                Spec("bert_step:TorchClassifier", {"model_dir": bert_dir, "device": "cuda", "batch": bert_batch,
+                                                   "steps": steps}), rounds_budget(0.2))
+            results["minilm"]["shape"] = {"batch": bert_batch, "seq": 32, **bert}
+            save()
         for i, (key, m) in enumerate(decoders.items()):
             # each decoder gets an equal share of what is left (the last all of it, less the
             # checkpoint and model loading the earlier ones showed)
@@ -266,6 +290,11 @@ def table(results):
                      f"p95 {lat['per_tab']['p95']:.2f} ms"))
         rows.append((f"tab classifier: {tabs['count']} evaluation tabs", f"{tabs['accuracy']:.4f}",
                      f"the model alone {tabs['model_accuracy']:.4f}"))
+    matmul = results.get("matmul")
+    if matmul and "failed" in matmul and isinstance(matmul["failed"], str):
+        rows.append(("matrix products", "failed", matmul["failed"][:200]))
+    elif matmul:
+        rows += matmul_table_rows(matmul)
     decode = results.get("decode_products")
     if decode and "failed" in decode:
         rows.append(("decoding products", "failed", decode["failed"][:200]))
@@ -322,11 +351,13 @@ if __name__ == "__main__":
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     parser.add_argument("--site", default=None, help="where wgpu must come from (checked and recorded)")
     parser.add_argument("--seconds", type=POSITIVE, default=420, help="time for the whole run")
+    parser.add_argument("--parts", type=parts_list, default=PARTS,
+                        help=f"what to run, comma-separated (default all: {','.join(PARTS)})")
     args = parser.parse_args()
     # `timeout` stops the run with SIGTERM: exit through the finally blocks, which write the
     # results so far and end the contenders' processes.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    results = run(args.size, args.out, args.site, args.seconds)
+    results = run(args.size, args.out, args.site, args.seconds, args.parts)
     if args.site and not results["native"]["wgpu"]["from_site"]:
         sys.exit(f"[gpu_device] wgpu came from {results['native']['wgpu']['file']}, not {args.site}")
     if not results["native"]["selfcheck"]["ok"]:

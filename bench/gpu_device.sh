@@ -21,7 +21,9 @@
 # and TinyLlama-shaped LoRA steps of the GPU backend against torch + PEFT on CUDA, and a
 # per-dispatch profile of the engine's steps; gpu_device.json and gpu_device.md land in OUT_DIR.
 # "small" runs the same path with small shapes (a few minutes on lavapipe, the CPU Vulkan driver).
-# The whole run is held under 8 minutes. PYTHON picks the interpreter (default python3).
+# The whole run is held under 8 minutes (RUN_SECONDS: another limit). PYTHON picks the
+# interpreter (default python3); PARTS a comma-separated part of the run (bench/gpu_device.py
+# --parts: tabs, matmul, decode, minilm, tinyllama, gpt2, phi3; default all).
 set -euo pipefail
 
 SIZE=${1:-full}
@@ -61,8 +63,8 @@ fi
 export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp}
 echo "[gpu_device] set up in $(( $(date +%s) - started )) s; size $SIZE; results to $OUT_DIR"
 
-# 4. The run, within what is left of 8 minutes.
-left=$(( 480 - ($(date +%s) - started) - 15 ))
+# 4. The run, within what is left of 8 minutes (or of RUN_SECONDS), of the PARTS asked for.
+left=$(( ${RUN_SECONDS:-480} - ($(date +%s) - started) - 15 ))
 PYTHONUNBUFFERED=1 timeout "$left" "$PYTHON" bench/gpu_device.py --size "$SIZE" --out "$OUT_DIR" \
-    --site "$SITE" --seconds "$(( left - 45 ))"
+    --site "$SITE" --seconds "$(( left - 45 ))" ${PARTS:+--parts "$PARTS"}
 echo "[gpu_device] done in $(( $(date +%s) - started )) s"

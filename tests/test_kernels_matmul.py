@@ -4,12 +4,14 @@ Fresh random inputs every run; outputs NaN-poisoned before the dispatch unless t
 them (beta != 0); relative error ||out - ref|| / ||ref|| against float64 under BOUND.
 """
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 from conftest import read, rel_error, run
 
 from py_engine.gpu.selfcheck import poisoned
-from py_engine.kernels.matmul import MatmulKernels, MatrixView, pack_half
+from py_engine.kernels.matmul import GEMV, MatmulKernels, MatrixView, default_variant, gemv_settings, pack_half
 from py_engine.ops.matmul import gemm, linear_backward, linear_forward, round_to_half
 
 # f32 products of K <= ~100 terms accumulate a few ulps (~1e-7) per output; 1e-5 leaves a
@@ -24,15 +26,22 @@ LAYOUTS = {"nn": (False, False), "nt": (False, True), "tn": (True, False)}
 
 @pytest.fixture(scope="module", params=VARIANTS)
 def mm(request, device):
-    # Small tiles in both variants so that the small shapes below span several workgroups.
+    # Small tiles in both variants so that the small shapes below span several workgroups; the
+    # tiled one's one-row products run with a GPU's settings (32 threads per output).
     constants = {"register": {"TILE_M": 4, "TILE_N": 4, "WG_X": 4, "WG_Y": 4},
-                 "tiled": {"TILE_M": 2, "TILE_N": 2, "TILE_K": 8, "WG_X": 8, "WG_Y": 8}}
+                 "tiled": {"TILE_M": 2, "TILE_N": 2, "TILE_K": 8, "WG_X": 8, "WG_Y": 8, **GEMV["gpu"]}}
     return run(MatmulKernels.load(device, request.param, constants[request.param]))
 
 
 def test_variant_defaults_follow_the_adapter(device):
+    """The register variant everywhere (bench/matmul_variants.py: on a GPU too); the one-row
+    products' settings from the adapter."""
     mm = run(MatmulKernels.load(device))
-    assert mm.variant == ("register" if device.info.is_software else "tiled")
+    assert mm.variant == "register"
+    expected = GEMV["software" if device.info.is_software else "gpu"]
+    assert {k: mm.constants[k] for k in expected} == expected
+    gpu = SimpleNamespace(info=SimpleNamespace(is_software=False))      # what a real GPU reports
+    assert default_variant(gpu) == "register" and gemv_settings(gpu) == {"LANES": 32, "WORKGROUP": 256}
     with pytest.raises(ValueError, match="unknown matmul variant"):
         run(MatmulKernels.load(device, "fast"))
 

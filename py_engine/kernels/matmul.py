@@ -7,11 +7,15 @@
     mm.bias_grad(program, dy, db, rows=M, out_features=N)
     mm.gemm(program, a, b, c, m, n, k, trans_a=..., trans_b=..., batch=B, heads=H)
 
-Variants: "register" (register tiling, no workgroup memory: what software adapters such as
-SwiftShader and lavapipe run fastest) and "tiled" (workgroup-memory tiling: what real GPUs
-prefer). `load` picks "register" when device.info.is_software, else "tiled"; pass `variant=`
-to override. Within "register", a product whose operands are all 16-byte aligned along their
-contiguous dimension (see `MatrixView`) runs the vec4 entry, otherwise the scalar one. In both,
+Variants: "register" (register tiling, no workgroup memory) and "tiled" (workgroup-memory
+tiling). `load` picks "register" on every adapter: it is what software adapters (SwiftShader,
+lavapipe) run fastest, and on the one real GPU measured (an NVIDIA H200 through wgpu's Vulkan
+back end, bench/matmul_variants.py) it ran a decoder's linear layers at about 6,000 GFLOP/s
+against the tiled variant's 340, slower there even than a naive kernel; pass `variant=` to
+override. The one-row products (gemv) take their settings from the adapter: a thread per output
+on a software adapter, 32 threads reading neighbouring floats on a GPU (GEMV). Within
+"register", a product whose operands are all 16-byte aligned along their contiguous dimension
+(see `MatrixView`) runs the vec4 entry, otherwise the scalar one. In both,
 one row times a weight (M = 1 in the linear layout, a single product: a decoding step) runs
 the gemv entries, which compute only that row.
 
@@ -42,7 +46,7 @@ DEFAULTS = {
 VEC4_TILE = 4           # gemm_vec4: every thread computes a 4 x 4 block of C
 # gemv, gemv_f16 (M = 1, the linear layout): LANES threads per output, WORKGROUP threads. A
 # thread per output on software adapters; 32 threads reading neighbouring floats on a GPU.
-GEMV = {REGISTER: {"LANES": 1, "WORKGROUP": 64}, TILED: {"LANES": 32, "WORKGROUP": 256}}
+GEMV = {"software": {"LANES": 1, "WORKGROUP": 64}, "gpu": {"LANES": 32, "WORKGROUP": 256}}
 ENTRIES = {
     REGISTER: {"scalar": "gemm_scalar", "vec4": "gemm_vec4", "f16": "gemm_f16"},
     TILED: {"scalar": "gemm_tiled", "f16": "gemm_tiled_f16"},
@@ -98,8 +102,13 @@ def pack_half(values):
 
 
 def default_variant(device):
-    """The variant for `device`: "register" on a software adapter, "tiled" on a GPU."""
-    return REGISTER if device.info.is_software else TILED
+    """The variant for `device`: "register" on every adapter (see the module docstring)."""
+    return REGISTER
+
+
+def gemv_settings(device):
+    """LANES and WORKGROUP of the one-row products on `device` (GEMV)."""
+    return dict(GEMV["software" if device.info.is_software else "gpu"])
 
 
 class MatmulKernels:
@@ -136,7 +145,8 @@ class MatmulKernels:
             for trans_a, trans_b in HALF_LAYOUTS if kind == "f16" else LAYOUTS:
                 specialized = {**constants, "TRANS_A": trans_a, "TRANS_B": trans_b}
                 kernels[kind, trans_a, trans_b] = await device.kernel(SOURCE, entry, specialized)
-        gemv_constants = {**GEMV[variant], **{k: v for k, v in constants.items() if k in GEMV[variant]}}
+        gemv_constants = gemv_settings(device)
+        gemv_constants.update((k, v) for k, v in constants.items() if k in gemv_constants)
         for kind, entry in (("gemv", "gemv"), ("gemv_f16", "gemv_f16")) if gemv else ():
             specialized = {**constants, **gemv_constants, "TRANS_A": False, "TRANS_B": True}
             kernels[kind, False, True] = await device.kernel(SOURCE, entry, specialized)

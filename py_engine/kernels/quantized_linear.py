@@ -21,7 +21,7 @@ in the browser.
 """
 
 from ..gpu import require_floats, row_groups
-from .matmul import GEMV, default_variant
+from .matmul import gemv_settings
 
 SOURCE = "quantized_linear.wgsl"
 MODES = ("int8", "int4")
@@ -94,10 +94,10 @@ class QuantizedLinearKernels:
                    gemv=True):
         """Compile the products for `modes` and quantize_weight for each of `source_formats`
         ("f32", "f16", "bf16"). `constants` overrides the workgroup sizes (DEFAULTS, and
-        LANES / WORKGROUP of the one-row product: matmul.GEMV); without `gemv`, one row runs the
+        LANES / WORKGROUP of the one-row product: matmul.gemv_settings); without `gemv`, one row runs the
         blocked forward too (what bench/decode_products.py compares)."""
         # quantized_gemv's LANES and WORKGROUP: the matmul gemv entries' for this adapter
-        gemv_constants = GEMV[default_variant(device)]
+        gemv_constants = gemv_settings(device)
         unknown = sorted(set(constants or {}) - set(DEFAULTS) - set(gemv_constants))
         if unknown:
             raise ValueError(f"unknown constants {unknown}; the products take "
