@@ -95,15 +95,25 @@ def tab_report(model, size):
     on the native adapter: its answers on the evaluation tabs there, and the latency of one tab
     alone and of a batch of 50 (the issue's target: under 5 ms per tab in a batch)."""
     from contenders import open_native
+    from gpu_profile import ProgramLog
     from py_engine.demo import evaluation_table
+    from py_engine.gpu import run_sync
 
     count, tab_runs, batch_runs = TAB_RUNS[size]
     device = open_native()
+    log = ProgramLog(device)
     report = evaluation_table(model, backend="gpu", device=device, count=count,
                               latency_runs=(tab_runs, batch_runs))
     out = {k: report[k] for k in ("accuracy", "model_accuracy", "count", "sizes", "base_dtype",
                                   "latency_ms")}
-    return dict(out, model=str(model), adapter=device.info.as_dict())
+    # where the time of one tab alone and of a batch of 50 goes (the classifier records a
+    # program per batch shape, labelled "outputs BATCHxSEQ"), after the timed calls
+    profiles = {}
+    for name, prefix in (("one tab", "outputs 1x"), ("a batch of 50", "outputs 50x")):
+        program = next((p for p in log.programs if (p.label or "").startswith(prefix)), None)
+        if program is not None:
+            profiles[name] = run_sync(log.profile_largest(budget_s=15.0, program=program))
+    return dict(out, model=str(model), adapter=device.info.as_dict(), profiles=profiles)
 
 
 def system_report():
@@ -336,6 +346,9 @@ def table(results):
                          f"{eg['vs_torch']:.2f}x transformers; first {gen['same_prefix']} tokens the same"))
         profiles.append((name, prof))
     text = _md(rows)
+    if tabs and "failed" not in tabs:
+        profiles = [(f"the tab classifier, {name} ({prof['program']})", prof)
+                    for name, prof in tabs.get("profiles", {}).items()] + profiles
     for name, prof in profiles:
         kernel_rows = [("kernel", "grid", "per step", "us/dispatch", "ms/step", "share")]
         for r in prof["kernels"][:8]:

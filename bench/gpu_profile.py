@@ -71,13 +71,14 @@ class ProgramLog:
             times.append(time.perf_counter() - t0)
         return median(times)
 
-    async def profile_largest(self, target_s=0.01, max_reps=64, budget_s=60.0):
+    async def profile_largest(self, target_s=0.01, max_reps=64, budget_s=60.0, program=None):
         """Per kernel and grid: dispatches per step, microseconds per dispatch, milliseconds per
         step and share of the sum, largest first; and the whole program replayed as recorded.
+        The program with the most dispatches, or `program` (one of self.programs).
         Every kind is timed once; then, costliest first while `budget_s` lasts, each is timed
         again as the median of three runs of enough repeats to last `target_s` ("runs" says
         which estimate a row holds)."""
-        program = self.largest()
+        program = program or self.largest()
         kinds = {}
         sizes = iter(program.bound_sizes)
         for op in program.ops:
