@@ -184,30 +184,41 @@ fn store(base: u32, row: u32, col: u32, value: f32) {
 }
 
 // --- register-tiled GEMM ----------------------------------------------------------------
-// A thread's block of C starts at (row0, col0); each step loads a_tile[i] = op(A)[row0 + i,
-// k..k+3] and b_tile[j] = op(B)[k..k+3, col0 + j] and adds their dot products to acc. Rows and
-// columns past M and N are clamped on load (their results are never stored); k past K loads 0.
+// Every thread computes a 4 x 4 block of C starting at (row0, col0): per step of 4 along k it
+// reads a_i = op(A)[row0 + i, k..k+3] and b_j = op(B)[k..k+3, col0 + j] and adds their dot
+// products. The block and the operands live in named vec4 registers (a mat4x4 for the block),
+// not private arrays indexed in loops: SwiftShader's shader compiler keeps private arrays in
+// memory, which made the array form 5x slower there (lavapipe's LLVM promotes either to
+// registers), and on an NVIDIA H200 (wgpu, Vulkan) the array form ran at a fifth of the
+// vec4 entry's speed, below a naive kernel. gemm_vec4 reads whole vectors (operands 16-byte
+// aligned along their contiguous dimension); gemm_scalar and gemm_f16 read one element at a
+// time (any alignment; f16 weights). Rows and columns past M and N are clamped on load (their
+// results are never stored); k past K loads 0 in the element-wise loads (K % 4 == 0 for vec4).
 
-var<private> a_tile: array<vec4<f32>, TILE_M>;
-var<private> b_tile: array<vec4<f32>, TILE_N>;
-var<private> acc: array<f32, TILE_M * TILE_N>;
+// Column i of the result is row i of the 4 x 4 product [a0; a1; a2; a3] . [b0 b1 b2 b3].
+fn block(a0: vec4<f32>, a1: vec4<f32>, a2: vec4<f32>, a3: vec4<f32>,
+         b0: vec4<f32>, b1: vec4<f32>, b2: vec4<f32>, b3: vec4<f32>) -> mat4x4<f32> {
+  return mat4x4<f32>(vec4<f32>(dot(a0, b0), dot(a0, b1), dot(a0, b2), dot(a0, b3)),
+                     vec4<f32>(dot(a1, b0), dot(a1, b1), dot(a1, b2), dot(a1, b3)),
+                     vec4<f32>(dot(a2, b0), dot(a2, b1), dot(a2, b2), dot(a2, b3)),
+                     vec4<f32>(dot(a3, b0), dot(a3, b1), dot(a3, b2), dot(a3, b3)));
+}
 
-fn multiply_tiles() {
-  for (var i = 0u; i < TILE_M; i++) {
-    for (var j = 0u; j < TILE_N; j++) {
-      acc[i * TILE_N + j] += dot(a_tile[i], b_tile[j]);
+fn store_row(base: u32, row: u32, col0: u32, v: vec4<f32>) {
+  if (row < gemm.M) {
+    for (var j = 0u; j < 4u; j++) {
+      if (col0 + j < gemm.N) {
+        store(base, row, col0 + j, v[j]);
+      }
     }
   }
 }
 
-fn store_block(base: u32, row0: u32, col0: u32) {
-  for (var i = 0u; i < TILE_M; i++) {
-    for (var j = 0u; j < TILE_N; j++) {
-      if (row0 + i < gemm.M && col0 + j < gemm.N) {
-        store(base, row0 + i, col0 + j, acc[i * TILE_N + j]);
-      }
-    }
-  }
+fn store_block(base: u32, row0: u32, col0: u32, rows: mat4x4<f32>) {
+  store_row(base, row0, col0, rows[0]);
+  store_row(base, row0 + 1u, col0, rows[1]);
+  store_row(base, row0 + 2u, col0, rows[2]);
+  store_row(base, row0 + 3u, col0, rows[3]);
 }
 
 fn a_at(base: u32, m: u32, k: u32) -> f32 {
@@ -225,66 +236,62 @@ fn b_half_at(base: u32, k: u32, n: u32) -> f32 {
   return select(0.0, v, k < gemm.K);
 }
 
-fn load_a_scalar(base: u32, row0: u32, k: u32) {
-  for (var i = 0u; i < TILE_M; i++) {
-    let m = row0 + i;
-    a_tile[i] = vec4<f32>(a_at(base, m, k), a_at(base, m, k + 1u),
-                          a_at(base, m, k + 2u), a_at(base, m, k + 3u));
-  }
+// op(A)[m, k..k+3] and op(B)[k..k+3, n], element by element.
+fn a_row(base: u32, m: u32, k: u32) -> vec4<f32> {
+  return vec4<f32>(a_at(base, m, k), a_at(base, m, k + 1u), a_at(base, m, k + 2u), a_at(base, m, k + 3u));
 }
 
-fn load_b_scalar(base: u32, k: u32, col0: u32) {
-  for (var j = 0u; j < TILE_N; j++) {
-    let n = col0 + j;
-    b_tile[j] = vec4<f32>(b_at(base, k, n), b_at(base, k + 1u, n),
-                          b_at(base, k + 2u, n), b_at(base, k + 3u, n));
-  }
+fn b_column(base: u32, k: u32, n: u32) -> vec4<f32> {
+  return vec4<f32>(b_at(base, k, n), b_at(base, k + 1u, n), b_at(base, k + 2u, n), b_at(base, k + 3u, n));
 }
 
-fn load_b_half(base: u32, k: u32, col0: u32) {
-  for (var j = 0u; j < TILE_N; j++) {
-    let n = col0 + j;
-    b_tile[j] = vec4<f32>(b_half_at(base, k, n), b_half_at(base, k + 1u, n),
-                          b_half_at(base, k + 2u, n), b_half_at(base, k + 3u, n));
-  }
+fn b_half_column(base: u32, k: u32, n: u32) -> vec4<f32> {
+  return vec4<f32>(b_half_at(base, k, n), b_half_at(base, k + 1u, n),
+                   b_half_at(base, k + 2u, n), b_half_at(base, k + 3u, n));
 }
 
 @compute @workgroup_size(WG_X, WG_Y)
 fn gemm_scalar(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let row0 = gid.y * TILE_M;
-  let col0 = gid.x * TILE_N;
+  let row0 = gid.y * 4u;
+  let col0 = gid.x * 4u;
   if (row0 >= gemm.M || col0 >= gemm.N) {
     return;
   }
   let base = bases_for(gid.z);
+  var c = mat4x4<f32>();
   for (var k = 0u; k < gemm.K; k += 4u) {
-    load_a_scalar(base.a, row0, k);
-    load_b_scalar(base.b, k, col0);
-    multiply_tiles();
+    c += block(a_row(base.a, row0, k), a_row(base.a, row0 + 1u, k),
+               a_row(base.a, row0 + 2u, k), a_row(base.a, row0 + 3u, k),
+               b_column(base.b, k, col0), b_column(base.b, k, col0 + 1u),
+               b_column(base.b, k, col0 + 2u), b_column(base.b, k, col0 + 3u));
   }
-  store_block(base.c, row0, col0);
+  store_block(base.c, row0, col0, c);
 }
 
-// gemm_vec4 holds its 4 x 4 block of C (TILE_M = TILE_N = 4) and the operands' vectors in
-// named vec4 registers rather than the private arrays above: SwiftShader's shader compiler
-// keeps private arrays in memory, which made the array form 5x slower there (lavapipe's LLVM
-// promotes either to registers).
+@compute @workgroup_size(WG_X, WG_Y)
+fn gemm_f16(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let row0 = gid.y * 4u;
+  let col0 = gid.x * 4u;
+  if (row0 >= gemm.M || col0 >= gemm.N) {
+    return;
+  }
+  let base = bases_for(gid.z);
+  var c = mat4x4<f32>();
+  for (var k = 0u; k < gemm.K; k += 4u) {
+    c += block(a_row(base.a, row0, k), a_row(base.a, row0 + 1u, k),
+               a_row(base.a, row0 + 2u, k), a_row(base.a, row0 + 3u, k),
+               b_half_column(base.b, k, col0), b_half_column(base.b, k, col0 + 1u),
+               b_half_column(base.b, k, col0 + 2u), b_half_column(base.b, k, col0 + 3u));
+  }
+  store_block(base.c, row0, col0, c);
+}
+
 fn a_vec4(base: u32, row: u32, k: u32) -> vec4<f32> {
   return a4[a_index(base, min(row, gemm.M - 1u), k) / 4u];
 }
 
 fn b_vec4(base: u32, k: u32, col: u32) -> vec4<f32> {
   return b4[b_index(base, k, min(col, gemm.N - 1u)) / 4u];
-}
-
-fn store_row(base: u32, row: u32, col0: u32, v: vec4<f32>) {
-  if (row < gemm.M) {
-    for (var j = 0u; j < 4u; j++) {
-      if (col0 + j < gemm.N) {
-        store(base, row, col0 + j, v[j]);
-      }
-    }
-  }
 }
 
 @compute @workgroup_size(WG_X, WG_Y)
@@ -295,10 +302,7 @@ fn gemm_vec4(@builtin(global_invocation_id) gid: vec3<u32>) {
     return;
   }
   let base = bases_for(gid.z);
-  var c0 = vec4<f32>(0.0);
-  var c1 = vec4<f32>(0.0);
-  var c2 = vec4<f32>(0.0);
-  var c3 = vec4<f32>(0.0);
+  var c = mat4x4<f32>();
   for (var k = 0u; k < gemm.K; k += 4u) {
     // a_i = op(A)[row0 + i, k..k+3], b_j = op(B)[k..k+3, col0 + j]. Transposed in storage,
     // one vector holds four rows of op(A) (columns of op(B)) at one k (M, N % 4 == 0 then).
@@ -342,31 +346,9 @@ fn gemm_vec4(@builtin(global_invocation_id) gid: vec3<u32>) {
       b2 = vec4<f32>(t0.z, t1.z, t2.z, t3.z);
       b3 = vec4<f32>(t0.w, t1.w, t2.w, t3.w);
     }
-    c0 += vec4<f32>(dot(a0, b0), dot(a0, b1), dot(a0, b2), dot(a0, b3));
-    c1 += vec4<f32>(dot(a1, b0), dot(a1, b1), dot(a1, b2), dot(a1, b3));
-    c2 += vec4<f32>(dot(a2, b0), dot(a2, b1), dot(a2, b2), dot(a2, b3));
-    c3 += vec4<f32>(dot(a3, b0), dot(a3, b1), dot(a3, b2), dot(a3, b3));
+    c += block(a0, a1, a2, a3, b0, b1, b2, b3);
   }
-  store_row(base.c, row0, col0, c0);
-  store_row(base.c, row0 + 1u, col0, c1);
-  store_row(base.c, row0 + 2u, col0, c2);
-  store_row(base.c, row0 + 3u, col0, c3);
-}
-
-@compute @workgroup_size(WG_X, WG_Y)
-fn gemm_f16(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let row0 = gid.y * TILE_M;
-  let col0 = gid.x * TILE_N;
-  if (row0 >= gemm.M || col0 >= gemm.N) {
-    return;
-  }
-  let base = bases_for(gid.z);
-  for (var k = 0u; k < gemm.K; k += 4u) {
-    load_a_scalar(base.a, row0, k);
-    load_b_half(base.b, k, col0);
-    multiply_tiles();
-  }
-  store_block(base.c, row0, col0);
+  store_block(base.c, row0, col0, c);
 }
 
 // --- workgroup-memory tiled GEMM --------------------------------------------------------
@@ -380,6 +362,7 @@ const BLOCK_M: u32 = WG_Y * TILE_M;
 const BLOCK_N: u32 = WG_X * TILE_N;
 const THREADS: u32 = WG_X * WG_Y;
 
+var<private> acc: array<f32, TILE_M * TILE_N>;
 var<workgroup> a_slab: array<f32, TILE_K * BLOCK_M>;
 var<workgroup> b_slab: array<f32, TILE_K * BLOCK_N>;
 

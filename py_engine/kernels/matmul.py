@@ -40,10 +40,10 @@ LAYOUTS = ((False, False), (False, True), (True, False))
 HALF_LAYOUTS = ((False, False), (False, True))
 
 DEFAULTS = {
-    REGISTER: {"TILE_M": 4, "TILE_N": 8, "WG_X": 8, "WG_Y": 8},
+    REGISTER: {"WG_X": 8, "WG_Y": 8},      # threads, each computing REGISTER_TILE x REGISTER_TILE
     TILED: {"TILE_M": 4, "TILE_N": 4, "TILE_K": 16, "WG_X": 16, "WG_Y": 16},
 }
-VEC4_TILE = 4           # gemm_vec4: every thread computes a 4 x 4 block of C
+REGISTER_TILE = 4       # the register entries: every thread computes a 4 x 4 block of C
 # gemv, gemv_f16 (M = 1, the linear layout): LANES threads per output, WORKGROUP threads. A
 # thread per output on software adapters; 32 threads reading neighbouring floats on a GPU.
 GEMV = {"software": {"LANES": 1, "WORKGROUP": 64}, "gpu": {"LANES": 32, "WORKGROUP": 256}}
@@ -121,11 +121,13 @@ class MatmulKernels:
         self._kernels = kernels
         self._sum_columns = sum_columns
         self._no_bias = device.create_buffer(4, label="no bias")
-        # C rows x columns a workgroup covers, by entry kind: gemm_vec4's thread block is 4 x 4
-        # whatever TILE_M and TILE_N say (it keeps its block in named registers).
-        tile = (constants["WG_Y"] * constants["TILE_M"], constants["WG_X"] * constants["TILE_N"])
-        self.blocks = {"scalar": tile, "f16": tile,
-                       "vec4": (constants["WG_Y"] * VEC4_TILE, constants["WG_X"] * VEC4_TILE)}
+        # C rows x columns a workgroup covers, by entry kind: the register entries' thread block
+        # is 4 x 4 (kept in named registers), the tiled ones' TILE_M x TILE_N.
+        tile = ((constants["TILE_M"], constants["TILE_N"]) if variant == TILED
+                else (REGISTER_TILE, REGISTER_TILE))
+        block = (constants["WG_Y"] * tile[0], constants["WG_X"] * tile[1])
+        self.blocks = {"scalar": block, "f16": block,
+                       "vec4": (constants["WG_Y"] * REGISTER_TILE, constants["WG_X"] * REGISTER_TILE)}
         if "LANES" in constants:
             outputs = constants["WORKGROUP"] // constants["LANES"]
             self.blocks["gemv"] = self.blocks["gemv_f16"] = (1, outputs)
