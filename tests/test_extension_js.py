@@ -125,8 +125,13 @@ console.log(JSON.stringify(out));
 """, [None, {"version": 1, "categories": ["dev", "news"], "bias": [1, -1], "features": {"t:code": [5, -5]}},
       {"version": 1, "categories": ["dev", "news"], "bias": [1], "features": {}},
       {"version": 1, "categories": ["dev", "news"], "bias": [1, 0], "features": {"t:code": [0.5, 1]}},
-      {"version": 2, "categories": ["dev"], "bias": [0], "features": {}}])
+      {"version": 2, "categories": ["dev"], "bias": [0], "features": {}},
+      {"version": 1, "categories": ["dev", "dev"], "bias": [1, 0], "features": {}},
+      {"version": 1, "categories": ["dev", 7], "bias": [1, 0], "features": {}},
+      {"version": 1, "categories": ["dev", ""], "bias": [1, 0], "features": {}}])
     assert got[:2] == [None, 1]
+    # as the Python reader (rules.WordWeights.from_dict) says
+    assert got[5:] == ['RulesError: word weights: "categories" must be a list of distinct category ids'] * 3
     assert got[2].startswith("RulesError: word weights: expected an object")
     assert got[3] == "RulesError: word weights: feature t:code must hold one whole number per category"
     assert got[4].startswith("RulesError: word weights: expected an object")

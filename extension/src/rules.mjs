@@ -56,6 +56,10 @@ function wordWeights(data) {
       !whole(data.bias, data.categories.length) || !data.features || typeof data.features !== "object") {
     throw new RulesError('word weights: expected an object with "version": 1, "categories", "bias" and "features"');
   }
+  const ids = data.categories;
+  if (!ids.every((c) => typeof c === "string" && c) || new Set(ids).size !== ids.length) {
+    throw new RulesError('word weights: "categories" must be a list of distinct category ids');
+  }
   const features = new Map();
   for (const [feature, row] of Object.entries(data.features)) {
     if (!whole(row, data.categories.length)) throw new RulesError(`word weights: feature ${feature} must hold one whole number per category`);
