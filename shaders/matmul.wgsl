@@ -195,13 +195,13 @@ fn store(base: u32, row: u32, col: u32, value: f32) {
 // time (any alignment; f16 weights). Rows and columns past M and N are clamped on load (their
 // results are never stored); k past K loads 0 in the element-wise loads (K % 4 == 0 for vec4).
 
-// Column i of the result is row i of the 4 x 4 product [a0; a1; a2; a3] . [b0 b1 b2 b3].
-fn block(a0: vec4<f32>, a1: vec4<f32>, a2: vec4<f32>, a3: vec4<f32>,
-         b0: vec4<f32>, b1: vec4<f32>, b2: vec4<f32>, b3: vec4<f32>) -> mat4x4<f32> {
-  return mat4x4<f32>(vec4<f32>(dot(a0, b0), dot(a0, b1), dot(a0, b2), dot(a0, b3)),
-                     vec4<f32>(dot(a1, b0), dot(a1, b1), dot(a1, b2), dot(a1, b3)),
-                     vec4<f32>(dot(a2, b0), dot(a2, b1), dot(a2, b2), dot(a2, b3)),
-                     vec4<f32>(dot(a3, b0), dot(a3, b1), dot(a3, b2), dot(a3, b3)));
+// Column i of the result is row i of the 4 x 4 product of a's columns (rows of op(A)) and b's
+// columns (columns of op(B)): dot(a[i], b[j]) at [i][j].
+fn block(a: mat4x4<f32>, b: mat4x4<f32>) -> mat4x4<f32> {
+  return mat4x4<f32>(vec4<f32>(dot(a[0], b[0]), dot(a[0], b[1]), dot(a[0], b[2]), dot(a[0], b[3])),
+                     vec4<f32>(dot(a[1], b[0]), dot(a[1], b[1]), dot(a[1], b[2]), dot(a[1], b[3])),
+                     vec4<f32>(dot(a[2], b[0]), dot(a[2], b[1]), dot(a[2], b[2]), dot(a[2], b[3])),
+                     vec4<f32>(dot(a[3], b[0]), dot(a[3], b[1]), dot(a[3], b[2]), dot(a[3], b[3])));
 }
 
 fn store_row(base: u32, row: u32, col0: u32, v: vec4<f32>) {
@@ -236,7 +236,8 @@ fn b_half_at(base: u32, k: u32, n: u32) -> f32 {
   return select(0.0, v, k < gemm.K);
 }
 
-// op(A)[m, k..k+3] and op(B)[k..k+3, n], element by element.
+// op(A)[row0..row0+3, k..k+3] and op(B)[k..k+3, col0..col0+3] (as columns), element by
+// element; written out rather than looped, so that nothing is indexed at run time.
 fn a_row(base: u32, m: u32, k: u32) -> vec4<f32> {
   return vec4<f32>(a_at(base, m, k), a_at(base, m, k + 1u), a_at(base, m, k + 2u), a_at(base, m, k + 3u));
 }
@@ -250,40 +251,49 @@ fn b_half_column(base: u32, k: u32, n: u32) -> vec4<f32> {
                    b_half_at(base, k + 2u, n), b_half_at(base, k + 3u, n));
 }
 
+fn a_rows(base: u32, row0: u32, k: u32) -> mat4x4<f32> {
+  return mat4x4<f32>(a_row(base, row0, k), a_row(base, row0 + 1u, k),
+                     a_row(base, row0 + 2u, k), a_row(base, row0 + 3u, k));
+}
+
+fn b_columns(base: u32, k: u32, col0: u32) -> mat4x4<f32> {
+  return mat4x4<f32>(b_column(base, k, col0), b_column(base, k, col0 + 1u),
+                     b_column(base, k, col0 + 2u), b_column(base, k, col0 + 3u));
+}
+
+fn b_half_columns(base: u32, k: u32, col0: u32) -> mat4x4<f32> {
+  return mat4x4<f32>(b_half_column(base, k, col0), b_half_column(base, k, col0 + 1u),
+                     b_half_column(base, k, col0 + 2u), b_half_column(base, k, col0 + 3u));
+}
+
+// gemm_scalar and gemm_f16 differ in B's reads alone; one entry point cannot read both of the
+// declarations bound at binding 1 (b and b_half), so each has its own few lines.
 @compute @workgroup_size(WG_X, WG_Y)
 fn gemm_scalar(@builtin(global_invocation_id) gid: vec3<u32>) {
   let row0 = gid.y * 4u;
   let col0 = gid.x * 4u;
-  if (row0 >= gemm.M || col0 >= gemm.N) {
-    return;
+  if (row0 < gemm.M && col0 < gemm.N) {
+    let base = bases_for(gid.z);
+    var c = mat4x4<f32>();
+    for (var k = 0u; k < gemm.K; k += 4u) {
+      c += block(a_rows(base.a, row0, k), b_columns(base.b, k, col0));
+    }
+    store_block(base.c, row0, col0, c);
   }
-  let base = bases_for(gid.z);
-  var c = mat4x4<f32>();
-  for (var k = 0u; k < gemm.K; k += 4u) {
-    c += block(a_row(base.a, row0, k), a_row(base.a, row0 + 1u, k),
-               a_row(base.a, row0 + 2u, k), a_row(base.a, row0 + 3u, k),
-               b_column(base.b, k, col0), b_column(base.b, k, col0 + 1u),
-               b_column(base.b, k, col0 + 2u), b_column(base.b, k, col0 + 3u));
-  }
-  store_block(base.c, row0, col0, c);
 }
 
 @compute @workgroup_size(WG_X, WG_Y)
 fn gemm_f16(@builtin(global_invocation_id) gid: vec3<u32>) {
   let row0 = gid.y * 4u;
   let col0 = gid.x * 4u;
-  if (row0 >= gemm.M || col0 >= gemm.N) {
-    return;
+  if (row0 < gemm.M && col0 < gemm.N) {
+    let base = bases_for(gid.z);
+    var c = mat4x4<f32>();
+    for (var k = 0u; k < gemm.K; k += 4u) {
+      c += block(a_rows(base.a, row0, k), b_half_columns(base.b, k, col0));
+    }
+    store_block(base.c, row0, col0, c);
   }
-  let base = bases_for(gid.z);
-  var c = mat4x4<f32>();
-  for (var k = 0u; k < gemm.K; k += 4u) {
-    c += block(a_row(base.a, row0, k), a_row(base.a, row0 + 1u, k),
-               a_row(base.a, row0 + 2u, k), a_row(base.a, row0 + 3u, k),
-               b_half_column(base.b, k, col0), b_half_column(base.b, k, col0 + 1u),
-               b_half_column(base.b, k, col0 + 2u), b_half_column(base.b, k, col0 + 3u));
-  }
-  store_block(base.c, row0, col0, c);
 }
 
 fn a_vec4(base: u32, row: u32, k: u32) -> vec4<f32> {
@@ -346,7 +356,7 @@ fn gemm_vec4(@builtin(global_invocation_id) gid: vec3<u32>) {
       b2 = vec4<f32>(t0.z, t1.z, t2.z, t3.z);
       b3 = vec4<f32>(t0.w, t1.w, t2.w, t3.w);
     }
-    c += block(a0, a1, a2, a3, b0, b1, b2, b3);
+    c += block(mat4x4<f32>(a0, a1, a2, a3), mat4x4<f32>(b0, b1, b2, b3));
   }
   store_block(base.c, row0, col0, c);
 }
