@@ -32,7 +32,7 @@ PRODUCTS = ("forward", "grad_input", "grad_weight", "forward_f16", "forward_unal
 # (label, variant, constants): the engine's default first
 CONFIGS = [("register (engine default)", "register", None),
            ("tiled", "tiled", None),
-           ("tiled, 16x16 threads of 2x2", "tiled", {"TILE_M": 2, "TILE_N": 2})]
+           ("tiled, TILE_K 8, 8x8 threads", "tiled", {"TILE_K": 8, "WG_X": 8, "WG_Y": 8})]
 
 NAIVE = """
 struct Dims { m: u32, n: u32, k: u32, pad: u32 }

@@ -26,19 +26,22 @@
 //   adds bias[col] once, unscaled by alpha.
 //
 //   Two families of the same GEMM:
-//   gemm_scalar, gemm_vec4, gemm_f16: register-tiled. A thread owns a block of C in registers
-//       (TILE_M x TILE_N; 4 x 4 for gemm_vec4) and streams op(A) and op(B) from storage four k
-//       at a time. No workgroup memory and no barriers: on software WebGPU (SwiftShader,
-//       lavapipe) that is 10-25x faster than shared-memory tiling (shared/PLATFORM.md).
+//   gemm_scalar, gemm_vec4, gemm_f16: register-tiled. A thread owns a 4 x 4 block of C in
+//       registers and streams op(A) and op(B) from storage four k at a time. No workgroup
+//       memory and no barriers: on software WebGPU (SwiftShader, lavapipe) that is 10-25x
+//       faster than shared-memory tiling (shared/PLATFORM.md), and on an NVIDIA H200 (wgpu,
+//       Vulkan) gemm_vec4 ran 6-17 TFLOP/s where the tiled entries' array form ran 0.34. The
+//       default on every adapter (kernels/matmul.py).
 //       gemm_vec4 reads 16-byte vectors along each operand's contiguous dimension and needs K,
 //       that dimension, the leading dimensions, offsets and strides to be multiples of 4;
 //       gemm_scalar takes any shape and stride. At 256 x 384 x 384 (MiniLM's linear layers
 //       over 8 x 32 tokens), gemm_vec4 runs about 2.3 GFLOP/s on SwiftShader in Chromium
 //       (the array-tiled form it replaced: 0.6) and 6-10 on lavapipe, as before.
-//   gemm_tiled, gemm_tiled_f16: workgroup-memory tiled, for real GPUs. A workgroup stages a
-//       TILE_K-deep slab of op(A) and op(B) in workgroup memory with coalesced loads, then each
-//       thread accumulates TILE_M x TILE_N outputs strided by the workgroup size, so that
-//       neighbouring threads write neighbouring columns.
+//   gemm_tiled, gemm_tiled_f16: workgroup-memory tiled. A workgroup stages a TILE_K-deep slab
+//       of op(A) and op(B) in workgroup memory with coalesced loads, then each thread
+//       accumulates 4 x 4 outputs strided by the workgroup size, so that neighbouring threads
+//       write neighbouring columns. Its loads coalesce where gemm_vec4's NT reads of B do not;
+//       kept in the register form for a GPU run to weigh against gemm_vec4 (variant="tiled").
 //   The _f16 entries read B (the frozen weight) as packed f16 pairs, array<u32> through core
 //   unpack2x16float (no shader-f16 feature); element e sits in word e/2, low half first, so
 //   any inner dimension, odd included, works.
@@ -51,8 +54,8 @@
 // Each entry declares its own bindings (entries may reuse binding numbers with other types;
 // naga and Tint allow that as long as one entry uses each binding once).
 
-override TILE_M: u32 = 4u;     // rows of C per thread
-override TILE_N: u32 = 4u;     // columns of C per thread
+override TILE_M: u32 = 4u;     // rows of C per thread (the plain matmul)
+override TILE_N: u32 = 4u;     // columns of C per thread (the plain matmul)
 override TILE_K: u32 = 16u;    // depth of the workgroup-memory slab (tiled entries)
 override WG_X: u32 = 8u;       // threads along N
 override WG_Y: u32 = 8u;       // threads along M
@@ -362,17 +365,18 @@ fn gemm_vec4(@builtin(global_invocation_id) gid: vec3<u32>) {
 }
 
 // --- workgroup-memory tiled GEMM --------------------------------------------------------
-// The workgroup owns a (WG_Y*TILE_M) x (WG_X*TILE_N) block of C. Per TILE_K slab it stages
-// op(A) as a_slab[k][m] and op(B) as b_slab[k][n]; consecutive threads load consecutive
-// storage addresses (along whichever dimension is contiguous), and out-of-range elements load
-// as 0 so edges need no special case. Thread (x, y) owns rows y + i*WG_Y and columns
-// x + j*WG_X: reads of a slab row are broadcasts or consecutive, stores coalesce.
+// The workgroup owns a (WG_Y*4) x (WG_X*4) block of C. Per TILE_K slab it stages op(A) as
+// a_slab[k][m] and op(B) as b_slab[k][n]; consecutive threads load consecutive storage
+// addresses (along whichever dimension is contiguous), and out-of-range elements load as 0 so
+// edges need no special case. Thread (x, y) owns rows y + i*WG_Y and columns x + j*WG_X
+// (i, j < 4): reads of a slab row are broadcasts or consecutive, stores coalesce. Its block
+// lives in a mat4x4 (column i: row y + i*WG_Y), named registers as in the register entries,
+// and each k of the slab adds the outer product of its four values of a_slab[k] and b_slab[k].
 
-const BLOCK_M: u32 = WG_Y * TILE_M;
-const BLOCK_N: u32 = WG_X * TILE_N;
+const BLOCK_M: u32 = WG_Y * 4u;
+const BLOCK_N: u32 = WG_X * 4u;
 const THREADS: u32 = WG_X * WG_Y;
 
-var<private> acc: array<f32, TILE_M * TILE_N>;
 var<workgroup> a_slab: array<f32, TILE_K * BLOCK_M>;
 var<workgroup> b_slab: array<f32, TILE_K * BLOCK_N>;
 
@@ -430,34 +434,48 @@ fn stage_b_half(base: u32, block_col: u32, k0: u32, lane: u32) {
   }
 }
 
-fn multiply_slabs(lid: vec3<u32>) {
-  var a_reg: array<f32, TILE_M>;
-  var b_reg: array<f32, TILE_N>;
+// The thread's four values of slab row k: op(A)[y + i*WG_Y, k] and op(B)[k, x + j*WG_X].
+fn slab_a(k: u32, y: u32) -> vec4<f32> {
+  let at = k * BLOCK_M + y;
+  return vec4<f32>(a_slab[at], a_slab[at + WG_Y], a_slab[at + 2u * WG_Y], a_slab[at + 3u * WG_Y]);
+}
+
+fn slab_b(k: u32, x: u32) -> vec4<f32> {
+  let at = k * BLOCK_N + x;
+  return vec4<f32>(b_slab[at], b_slab[at + WG_X], b_slab[at + 2u * WG_X], b_slab[at + 3u * WG_X]);
+}
+
+// c plus the outer product of a (one value per row) and b (one per column).
+fn add_outer(c: mat4x4<f32>, a: vec4<f32>, b: vec4<f32>) -> mat4x4<f32> {
+  return mat4x4<f32>(fma(vec4<f32>(a.x), b, c[0]), fma(vec4<f32>(a.y), b, c[1]),
+                     fma(vec4<f32>(a.z), b, c[2]), fma(vec4<f32>(a.w), b, c[3]));
+}
+
+fn multiply_slabs(lid: vec3<u32>, c: mat4x4<f32>) -> mat4x4<f32> {
+  var out = c;
   for (var k = 0u; k < TILE_K; k++) {
-    for (var i = 0u; i < TILE_M; i++) {
-      a_reg[i] = a_slab[k * BLOCK_M + lid.y + i * WG_Y];
-    }
-    for (var j = 0u; j < TILE_N; j++) {
-      b_reg[j] = b_slab[k * BLOCK_N + lid.x + j * WG_X];
-    }
-    for (var i = 0u; i < TILE_M; i++) {
-      for (var j = 0u; j < TILE_N; j++) {
-        acc[i * TILE_N + j] = fma(a_reg[i], b_reg[j], acc[i * TILE_N + j]);
+    out = add_outer(out, slab_a(k, lid.y), slab_b(k, lid.x));
+  }
+  return out;
+}
+
+fn store_strided_row(base: u32, row: u32, col: u32, v: vec4<f32>) {
+  if (row < gemm.M) {
+    for (var j = 0u; j < 4u; j++) {
+      if (col + j * WG_X < gemm.N) {
+        store(base, row, col + j * WG_X, v[j]);
       }
     }
   }
 }
 
-fn store_strided(base: u32, block_row: u32, block_col: u32, lid: vec3<u32>) {
-  for (var i = 0u; i < TILE_M; i++) {
-    let row = block_row + lid.y + i * WG_Y;
-    for (var j = 0u; j < TILE_N; j++) {
-      let col = block_col + lid.x + j * WG_X;
-      if (row < gemm.M && col < gemm.N) {
-        store(base, row, col, acc[i * TILE_N + j]);
-      }
-    }
-  }
+fn store_strided(base: u32, block_row: u32, block_col: u32, lid: vec3<u32>, c: mat4x4<f32>) {
+  let row = block_row + lid.y;
+  let col = block_col + lid.x;
+  store_strided_row(base, row, col, c[0]);
+  store_strided_row(base, row + WG_Y, col, c[1]);
+  store_strided_row(base, row + 2u * WG_Y, col, c[2]);
+  store_strided_row(base, row + 3u * WG_Y, col, c[3]);
 }
 
 @compute @workgroup_size(WG_X, WG_Y)
@@ -467,14 +485,15 @@ fn gemm_tiled(@builtin(local_invocation_id) lid: vec3<u32>,
   let base = bases_for(wid.z);
   let block_row = wid.y * BLOCK_M;
   let block_col = wid.x * BLOCK_N;
+  var c = mat4x4<f32>();
   for (var k0 = 0u; k0 < gemm.K; k0 += TILE_K) {
     stage_a(base.a, block_row, k0, lane);
     stage_b(base.b, block_col, k0, lane);
     workgroupBarrier();
-    multiply_slabs(lid);
+    c = multiply_slabs(lid, c);
     workgroupBarrier();
   }
-  store_strided(base.c, block_row, block_col, lid);
+  store_strided(base.c, block_row, block_col, lid, c);
 }
 
 @compute @workgroup_size(WG_X, WG_Y)
@@ -484,14 +503,15 @@ fn gemm_tiled_f16(@builtin(local_invocation_id) lid: vec3<u32>,
   let base = bases_for(wid.z);
   let block_row = wid.y * BLOCK_M;
   let block_col = wid.x * BLOCK_N;
+  var c = mat4x4<f32>();
   for (var k0 = 0u; k0 < gemm.K; k0 += TILE_K) {
     stage_a(base.a, block_row, k0, lane);
     stage_b_half(base.b, block_col, k0, lane);
     workgroupBarrier();
-    multiply_slabs(lid);
+    c = multiply_slabs(lid, c);
     workgroupBarrier();
   }
-  store_strided(base.c, block_row, block_col, lid);
+  store_strided(base.c, block_row, block_col, lid, c);
 }
 
 // --- gemv, gemv_f16: one row of A times B^T (a decoding step's linear layers) -------------

@@ -71,6 +71,12 @@ result("context", ctx)
 y2 = poisoned(device, R * I["out"])
 mm.linear(program, f("x"), f("w"), y2, R, C, I["out"], bias=f("b"))
 result("linear", y2)
+# the tiled variant too (small workgroups: every thread's four rows and columns in use): no
+# browser runs it by default, so Tint must be shown to compile it
+y3 = poisoned(device, R * I["out"])
+tiled = await MatmulKernels.load(device, "tiled", {"WG_X": 2, "WG_Y": 2, "TILE_K": 4})
+tiled.linear(program, f("x"), f("w"), y3, R, C, I["out"], bias=f("b"))
+result("linear_tiled", y3)
 
 ce = await CrossEntropyKernels.load(device)
 metrics, predictions, dlogits = create_metrics(device), device.create_buffer(4 * R), poisoned(device, R * I["classes"])
@@ -154,6 +160,7 @@ def test_training_kernels_in_the_browser(engine_page):
     assert rel(got["gelu_backward"], gelu_ops.gelu_backward(d(dy), d(x))) <= 1e-6
     assert rel(got["context"], attn_ops.attention_forward(d(q), d(k), d(v), mask, H)[0]) <= 1e-5
     assert rel(got["linear"], mm_ops.linear_forward(d(x), d(w), d(b))) <= 1e-5
+    assert rel(got["linear_tiled"], mm_ops.linear_forward(d(x), d(w), d(b))) <= 1e-5
     loss, correct, wsum = ce_ops.cross_entropy_forward(d(logits), labels, d(weights), 0.1)
     assert abs(got["metrics"]["loss"] - loss) <= 2e-6 * abs(loss)
     assert got["metrics"]["correct"] == correct.sum()

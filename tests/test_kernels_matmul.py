@@ -28,8 +28,8 @@ LAYOUTS = {"nn": (False, False), "nt": (False, True), "tn": (True, False)}
 def mm(request, device):
     # Small tiles in both variants so that the small shapes below span several workgroups; the
     # tiled one's one-row products run with a GPU's settings (32 threads per output).
-    constants = {"register": {"TILE_M": 4, "TILE_N": 4, "WG_X": 4, "WG_Y": 4},
-                 "tiled": {"TILE_M": 2, "TILE_N": 2, "TILE_K": 8, "WG_X": 8, "WG_Y": 8, **GEMV["gpu"]}}
+    constants = {"register": {"WG_X": 4, "WG_Y": 4},
+                 "tiled": {"TILE_K": 8, "WG_X": 4, "WG_Y": 2, **GEMV["gpu"]}}
     return run(MatmulKernels.load(device, request.param, constants[request.param]))
 
 
@@ -72,22 +72,33 @@ def test_register_variant_picks_vec4_only_for_aligned_operands(device):
     assert mm.entry_for(buf, buf, 40, 36, 28, b_half=True) == "gemm_f16"
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
-def test_vec4_covers_its_own_block_whatever_the_tiles(device, rng, layout):
-    """gemm_vec4's thread block is 4 x 4 while gemm_scalar's is TILE_M x TILE_N: with other
-    tiles, each entry's grid must still cover C (tiny workgroups: many of them, edges cut)."""
-    mm = run(MatmulKernels.load(device, "register", {"TILE_M": 8, "TILE_N": 12, "WG_X": 2, "WG_Y": 2}))
+@pytest.mark.parametrize("k, entry", [(24, "gemm_vec4"), (23, "gemm_scalar")])
+def test_tiny_workgroups_cover_c(device, rng, variant, layout, k, entry):
+    """Every thread owns a 4 x 4 block of C: with 2 x 2 threads per workgroup the grid must
+    still cover C (many workgroups, edges cut), in every entry of both variants."""
+    mm = run(MatmulKernels.load(device, variant, {"WG_X": 2, "WG_Y": 2}))
     trans_a, trans_b = LAYOUTS[layout]
-    m, n, k = 44, 52, 24
+    m, n = 44, 52
     a = rng.standard_normal((k, m) if trans_a else (m, k), dtype=np.float32)
     b = rng.standard_normal((n, k) if trans_b else (k, n), dtype=np.float32)
     ba, bb = device.buffer_from(a), device.buffer_from(b)
-    assert mm.entry_for(ba, bb, m, n, k, trans_a=trans_a, trans_b=trans_b) == "gemm_vec4"
+    expected = entry if variant == "register" else "gemm_tiled"
+    assert mm.entry_for(ba, bb, m, n, k, trans_a=trans_a, trans_b=trans_b) == expected
     c = poisoned(device, m * n)
     program = device.program()
     mm.gemm(program, ba, bb, c, m, n, k, trans_a=trans_a, trans_b=trans_b)
     (out,) = read(program, c)
     assert rel_error(out, gemm(a.astype(np.float64), b, trans_a=trans_a, trans_b=trans_b)) <= BOUND
+
+
+def test_unknown_constants_are_refused(device):
+    """Per-thread tiles are fixed at 4 x 4 now: an old TILE_M is refused, not ignored."""
+    with pytest.raises(ValueError, match=r"unknown constants \['TILE_M'\] for the register variant"):
+        run(MatmulKernels.load(device, "register", {"TILE_M": 8}))
+    with pytest.raises(ValueError, match=r"unknown constants \['TILE_N'\] for the tiled variant"):
+        run(MatmulKernels.load(device, "tiled", {"TILE_N": 2, "TILE_K": 8}))
 
 
 @pytest.mark.parametrize("m, n, k", [(33, 20, 16), (9, 7, 5)])

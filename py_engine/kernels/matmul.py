@@ -40,10 +40,10 @@ LAYOUTS = ((False, False), (False, True), (True, False))
 HALF_LAYOUTS = ((False, False), (False, True))
 
 DEFAULTS = {
-    REGISTER: {"WG_X": 8, "WG_Y": 8},      # threads, each computing REGISTER_TILE x REGISTER_TILE
-    TILED: {"TILE_M": 4, "TILE_N": 4, "TILE_K": 16, "WG_X": 16, "WG_Y": 16},
+    REGISTER: {"WG_X": 8, "WG_Y": 8},      # threads per workgroup
+    TILED: {"TILE_K": 16, "WG_X": 16, "WG_Y": 16},
 }
-REGISTER_TILE = 4       # the register entries: every thread computes a 4 x 4 block of C
+THREAD_TILE = 4         # every GEMM entry's thread computes a 4 x 4 block of C
 # gemv, gemv_f16 (M = 1, the linear layout): LANES threads per output, WORKGROUP threads. A
 # thread per output on software adapters; 32 threads reading neighbouring floats on a GPU.
 GEMV = {"software": {"LANES": 1, "WORKGROUP": 64}, "gpu": {"LANES": 32, "WORKGROUP": 256}}
@@ -121,13 +121,9 @@ class MatmulKernels:
         self._kernels = kernels
         self._sum_columns = sum_columns
         self._no_bias = device.create_buffer(4, label="no bias")
-        # C rows x columns a workgroup covers, by entry kind: the register entries' thread block
-        # is 4 x 4 (kept in named registers), the tiled ones' TILE_M x TILE_N.
-        tile = ((constants["TILE_M"], constants["TILE_N"]) if variant == TILED
-                else (REGISTER_TILE, REGISTER_TILE))
-        block = (constants["WG_Y"] * tile[0], constants["WG_X"] * tile[1])
-        self.blocks = {"scalar": block, "f16": block,
-                       "vec4": (constants["WG_Y"] * REGISTER_TILE, constants["WG_X"] * REGISTER_TILE)}
+        # C rows x columns a workgroup covers (every GEMM entry's thread owns a 4 x 4 block)
+        block = (constants["WG_Y"] * THREAD_TILE, constants["WG_X"] * THREAD_TILE)
+        self.blocks = {"scalar": block, "f16": block, "vec4": block}
         if "LANES" in constants:
             outputs = constants["WORKGROUP"] // constants["LANES"]
             self.blocks["gemv"] = self.blocks["gemv_f16"] = (1, outputs)
@@ -135,11 +131,16 @@ class MatmulKernels:
     @classmethod
     async def load(cls, device, variant=None, constants=None, gemv=True):
         """Compile the entry points of `variant` ("register", "tiled"; default from the
-        adapter). `constants` overrides tile and workgroup sizes (see DEFAULTS, GEMV); without
+        adapter). `constants` overrides workgroup sizes and the tiled slab's depth (DEFAULTS) and
+        the one-row products' LANES and WORKGROUP (GEMV); others are refused. Without
         `gemv`, one row runs the GEMM entries too (what bench/decode_products.py compares)."""
         variant = variant or default_variant(device)
         if variant not in VARIANTS:
             raise ValueError(f"unknown matmul variant {variant!r}; choose one of {VARIANTS}")
+        unknown = sorted(set(constants or {}) - set(DEFAULTS[variant]) - set(GEMV["gpu"]))
+        if unknown:
+            raise ValueError(f"unknown constants {unknown} for the {variant} variant; it takes "
+                             f"{sorted(DEFAULTS[variant]) + sorted(GEMV['gpu'])}")
         constants = {**DEFAULTS[variant], **(constants or {})}
         entries = dict(ENTRIES[variant])
         kernels = {}
