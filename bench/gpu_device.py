@@ -161,9 +161,11 @@ def compare_generation(name, model_dir, budget_s=20):
     return out
 
 
-def compare_decoder(m, path, steps, budget):
+def compare_decoder(m, path, steps, budget, partial=None):
     """A decoder shape's GPU step against torch + PEFT on CUDA; `budget()` the seconds of rounds,
-    asked for once the checkpoint is built. A family the engine lacks is a failed row."""
+    asked for once the checkpoint is built. A family the engine lacks is a failed row.
+    `partial(out)` is handed the step's result before generation is timed, so that a run
+    stopped during generation keeps it."""
     try:
         require_family(m.model_type)
         t0 = time.perf_counter()
@@ -177,10 +179,12 @@ def compare_decoder(m, path, steps, budget):
                                                                  profile=True)),
                   Spec("decoder_step:TorchChat", contender_args(m, model_dir, device="cuda", steps=steps)),
                   budget())
-    out["generation"] = compare_generation(m.label, model_dir)
     out["label"], out["checkpoint_s"] = m.label, built_s
     out["shape"] = {"model_type": m.model_type, "batch": m.batch, "seq": m.seq, "targets": list(m.targets),
                     **m.config}
+    if partial is not None:
+        partial(out)
+    out["generation"] = compare_generation(m.label, model_dir)
     return out
 
 
@@ -262,7 +266,11 @@ def run(size, out_dir, site=None, seconds=420, parts=PARTS):
         for i, (key, m) in enumerate(decoders.items()):
             # each decoder gets an equal share of what is left (the last all of it, less the
             # checkpoint and model loading the earlier ones showed)
-            results[key] = compare_decoder(m, tmp / key, steps, lambda: rounds_budget(0.6 / (len(decoders) - i)))
+            def partial(out, key=key):
+                results[key] = out
+                save()
+            results[key] = compare_decoder(m, tmp / key, steps, lambda: rounds_budget(0.6 / (len(decoders) - i)),
+                                           partial)
             save()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
