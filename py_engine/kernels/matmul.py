@@ -10,9 +10,9 @@
 Variants: "register" (register tiling, no workgroup memory) and "tiled" (workgroup-memory
 tiling). `load` picks "register" on every adapter: it is what software adapters (SwiftShader,
 lavapipe) run fastest, and on the one real GPU measured (an NVIDIA H200 through wgpu's Vulkan
-back end, bench/matmul_variants.py) it ran a decoder's linear layers at about 6,000 GFLOP/s
-against the tiled variant's 340, slower there even than a naive kernel; pass `variant=` to
-override. The one-row products (gemv) take their settings from the adapter: a thread per output
+back end, bench/matmul_variants.py) it ran a decoder's linear layers at 6,000-17,000 GFLOP/s
+against 340 for the tiled variant (in its earlier form, private arrays indexed in loops),
+slower there even than a naive kernel. Pass `variant=` to override. The one-row products (gemv) take their settings from the adapter: a thread per output
 on a software adapter, 32 threads reading neighbouring floats on a GPU (GEMV). Within
 "register", a product whose operands are all 16-byte aligned along their contiguous dimension
 (see `MatrixView`) runs the vec4 entry, otherwise the scalar one. In both,
