@@ -1,9 +1,9 @@
 """Matrix-product kernels side by side on one adapter: each variant of shaders/matmul.wgsl (and
 tile settings of the tiled one) against a naive GEMM written inline (a thread per output, one
 loop over k), on a decoder's linear-layer shapes and the products a training step runs on them
-(PRODUCTS). GFLOP/s per kernel, rounds alternating, so
-that a slow entry point is told apart from a slow toolchain: where even the naive kernel is far
-below the adapter's peak, the loss lies in how the shader is compiled, not in the tiling.
+(PRODUCTS). GFLOP/s per kernel, rounds alternating, so that a slow entry point is told apart
+from a slow toolchain: where even the naive kernel is far below the adapter's peak, the loss
+lies in how the shader is compiled, not in the tiling.
 
     python bench/matmul_variants.py [--size small|full] [--seconds 150]   # native adapter: JSON
 
@@ -19,7 +19,8 @@ from array import array
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+from gpu_profile import median  # noqa: E402
 from py_engine.cli import POSITIVE  # noqa: E402
 
 SHAPES = {"full": [("q", 1024, 2048, 2048), ("up", 1024, 5632, 2048)],
@@ -84,13 +85,14 @@ async def measure(device, size="full", seconds=150.0, repeats=3, rounds=3):
 
     started = time.perf_counter()
     rng = random.Random(0)
-    out = {"adapter": device.info.as_dict(), "repeats": repeats, "shapes": {}, "failed": {}}
+    # "refused": configs the adapter would not compile ("failed" would be the whole run's)
+    out = {"adapter": device.info.as_dict(), "repeats": repeats, "shapes": {}, "refused": {}}
     kernels = {}
     for label, variant, constants in CONFIGS:
         try:
             kernels[label] = await MatmulKernels.load(device, variant, constants, gemv=False)
         except Exception as e:          # a setting the adapter refuses is a row, not a crash
-            out["failed"][label] = f"{type(e).__name__}: {e}"
+            out["refused"][label] = f"{type(e).__name__}: {e}"
     naive = await device.kernel_from_source(NAIVE, "main", "naive gemm")
     for name, m, n, k in SHAPES[size]:
         shape = out["shapes"][f"{name} {m}x{n}x{k}"] = {}
@@ -130,14 +132,9 @@ async def measure(device, size="full", seconds=150.0, repeats=3, rounds=3):
     return out
 
 
-def median(values):
-    values = sorted(values)
-    return values[len(values) // 2]
-
-
 def measure_native(size="full", seconds=150.0):
     """measure() on the native adapter (what bench/gpu_device.py calls in a process)."""
-    from bench.contenders import open_native
+    from contenders import open_native
     from py_engine.gpu import run_sync
 
     return run_sync(measure(open_native(), size, seconds))
@@ -146,11 +143,14 @@ def measure_native(size="full", seconds=150.0):
 def table_rows(result):
     """Rows (measure, value, note) for bench/gpu_device.py's table: each shape's products,
     the engine's default against the best other kernel."""
-    rows = []
+    default_label = CONFIGS[0][0]
+    rows = [(f"matrix products, {label}", "refused", why[:200]) for label, why in result.get("refused", {}).items()]
     for shape, products in result["shapes"].items():
         for product, kernels in products.items():
-            default = kernels["register (engine default)"]
-            others = {k: v for k, v in kernels.items() if k != "register (engine default)"}
+            others = {k: v for k, v in kernels.items() if k != default_label}
+            if default_label not in kernels or not others:
+                continue
+            default = kernels[default_label]
             best = max(others, key=lambda k: others[k]["gflops"])
             rows.append((f"matrix product {shape}, {product} ({default['entry']})",
                          f"{default['gflops']:.0f} GFLOP/s",

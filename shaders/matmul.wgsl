@@ -192,8 +192,8 @@ fn store(base: u32, row: u32, col: u32, value: f32) {
 // products. The block and the operands live in named vec4 registers (a mat4x4 for the block),
 // not private arrays indexed in loops: SwiftShader's shader compiler keeps private arrays in
 // memory, which made the array form 5x slower there (lavapipe's LLVM promotes either to
-// registers), and on an NVIDIA H200 (wgpu, Vulkan) the array form ran at a fifth of the
-// vec4 entry's speed, below a naive kernel. gemm_vec4 reads whole vectors (operands 16-byte
+// registers), and on an NVIDIA H200 (wgpu, Vulkan) the array form ran at a quarter of the
+// vec4 entry's forward speed, below a naive kernel. gemm_vec4 reads whole vectors (operands 16-byte
 // aligned along their contiguous dimension); gemm_scalar and gemm_f16 read one element at a
 // time (any alignment; f16 weights). Rows and columns past M and N are clamped on load (their
 // results are never stored); k past K loads 0 in the element-wise loads (K % 4 == 0 for vec4).
@@ -207,21 +207,24 @@ fn block(a: mat4x4<f32>, b: mat4x4<f32>) -> mat4x4<f32> {
                      vec4<f32>(dot(a[3], b[0]), dot(a[3], b[1]), dot(a[3], b[2]), dot(a[3], b[3])));
 }
 
-fn store_row(base: u32, row: u32, col0: u32, v: vec4<f32>) {
+// A thread's 4 x 4 block of C (column i of `rows`: row i), its rows `row_step` apart from
+// `row`, its columns `col_step` apart from `col` (1 in the register entries; the workgroup's
+// width in the tiled ones, whose threads interleave); elements past M or N are not stored.
+fn store_row(base: u32, row: u32, col: u32, col_step: u32, v: vec4<f32>) {
   if (row < gemm.M) {
     for (var j = 0u; j < 4u; j++) {
-      if (col0 + j < gemm.N) {
-        store(base, row, col0 + j, v[j]);
+      if (col + j * col_step < gemm.N) {
+        store(base, row, col + j * col_step, v[j]);
       }
     }
   }
 }
 
-fn store_block(base: u32, row0: u32, col0: u32, rows: mat4x4<f32>) {
-  store_row(base, row0, col0, rows[0]);
-  store_row(base, row0 + 1u, col0, rows[1]);
-  store_row(base, row0 + 2u, col0, rows[2]);
-  store_row(base, row0 + 3u, col0, rows[3]);
+fn store_block(base: u32, row: u32, col: u32, row_step: u32, col_step: u32, rows: mat4x4<f32>) {
+  store_row(base, row, col, col_step, rows[0]);
+  store_row(base, row + row_step, col, col_step, rows[1]);
+  store_row(base, row + 2u * row_step, col, col_step, rows[2]);
+  store_row(base, row + 3u * row_step, col, col_step, rows[3]);
 }
 
 fn a_at(base: u32, m: u32, k: u32) -> f32 {
@@ -281,7 +284,7 @@ fn gemm_scalar(@builtin(global_invocation_id) gid: vec3<u32>) {
     for (var k = 0u; k < gemm.K; k += 4u) {
       c += block(a_rows(base.a, row0, k), b_columns(base.b, k, col0));
     }
-    store_block(base.c, row0, col0, c);
+    store_block(base.c, row0, col0, 1u, 1u, c);
   }
 }
 
@@ -295,7 +298,7 @@ fn gemm_f16(@builtin(global_invocation_id) gid: vec3<u32>) {
     for (var k = 0u; k < gemm.K; k += 4u) {
       c += block(a_rows(base.a, row0, k), b_half_columns(base.b, k, col0));
     }
-    store_block(base.c, row0, col0, c);
+    store_block(base.c, row0, col0, 1u, 1u, c);
   }
 }
 
@@ -361,7 +364,7 @@ fn gemm_vec4(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     c += block(mat4x4<f32>(a0, a1, a2, a3), mat4x4<f32>(b0, b1, b2, b3));
   }
-  store_block(base.c, row0, col0, c);
+  store_block(base.c, row0, col0, 1u, 1u, c);
 }
 
 // --- workgroup-memory tiled GEMM --------------------------------------------------------
@@ -459,25 +462,6 @@ fn multiply_slabs(lid: vec3<u32>, c: mat4x4<f32>) -> mat4x4<f32> {
   return out;
 }
 
-fn store_strided_row(base: u32, row: u32, col: u32, v: vec4<f32>) {
-  if (row < gemm.M) {
-    for (var j = 0u; j < 4u; j++) {
-      if (col + j * WG_X < gemm.N) {
-        store(base, row, col + j * WG_X, v[j]);
-      }
-    }
-  }
-}
-
-fn store_strided(base: u32, block_row: u32, block_col: u32, lid: vec3<u32>, c: mat4x4<f32>) {
-  let row = block_row + lid.y;
-  let col = block_col + lid.x;
-  store_strided_row(base, row, col, c[0]);
-  store_strided_row(base, row + WG_Y, col, c[1]);
-  store_strided_row(base, row + 2u * WG_Y, col, c[2]);
-  store_strided_row(base, row + 3u * WG_Y, col, c[3]);
-}
-
 @compute @workgroup_size(WG_X, WG_Y)
 fn gemm_tiled(@builtin(local_invocation_id) lid: vec3<u32>,
               @builtin(local_invocation_index) lane: u32,
@@ -493,7 +477,7 @@ fn gemm_tiled(@builtin(local_invocation_id) lid: vec3<u32>,
     c = multiply_slabs(lid, c);
     workgroupBarrier();
   }
-  store_strided(base.c, block_row, block_col, lid, c);
+  store_block(base.c, block_row + lid.y, block_col + lid.x, WG_Y, WG_X, c);
 }
 
 @compute @workgroup_size(WG_X, WG_Y)
@@ -511,7 +495,7 @@ fn gemm_tiled_f16(@builtin(local_invocation_id) lid: vec3<u32>,
     c = multiply_slabs(lid, c);
     workgroupBarrier();
   }
-  store_strided(base.c, block_row, block_col, lid, c);
+  store_block(base.c, block_row + lid.y, block_col + lid.x, WG_Y, WG_X, c);
 }
 
 // --- gemv, gemv_f16: one row of A times B^T (a decoding step's linear layers) -------------

@@ -53,8 +53,10 @@ _HEX = re.compile(r"^[0-9a-f]+$")
 _IPV4 = re.compile(r"^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$")
 _DIGITS = re.compile(r"[0-9]+")                  # whole strings (fullmatch)
 _RADIX_DIGITS = {8: re.compile(r"[0-7]+"), 10: _DIGITS, 16: re.compile(r"[0-9a-fA-F]+")}
-# Schemes whose hosts the WHATWG URL standard parses as domains or addresses (not opaque).
+# Schemes whose hosts the WHATWG URL standard parses as domains or addresses (not opaque);
+# all but "file" must have a host.
 SPECIAL_SCHEMES = frozenset({"http", "https", "ws", "wss", "ftp", "file"})
+_HOST_SCHEMES = SPECIAL_SCHEMES - {"file"}
 
 
 def tab_text(url, title):
@@ -74,7 +76,7 @@ def split_url(url):
     sees (as the rules port reads it: lower-cased)."""
     split = urlsplit(url)
     scheme = split.scheme.lower()
-    if scheme in SPECIAL_SCHEMES - {"file"}:
+    if scheme in _HOST_SCHEMES:
         # Such a URL's host follows the scheme after any number of slashes or backslashes,
         # two or none ("http:///x", "http:x" are http://x/): rebuilt with exactly two.
         rest = url.partition(":")[2]
@@ -83,10 +85,11 @@ def split_url(url):
             split = urlsplit(f"{split.scheme}://{authority}")
     split.port                      # read for its check: a port out of range raises
     userinfo, at, host_port = split.netloc.rpartition("@")
-    if "[" in host_port and not host_port.startswith("["):
+    ipv6 = host_port.startswith("[")
+    if "[" in host_port and not ipv6:
         raise ValueError(f"an IPv6 address must be the whole host, not part of {host_port!r}")
-    host, colon, port = ("", "", "") if host_port.startswith("[") else host_port.partition(":")
-    if not host_port.startswith("[") and not host and (at or colon or scheme in SPECIAL_SCHEMES - {"file"}):
+    host, colon, port = ("", "", "") if ipv6 else host_port.partition(":")
+    if not ipv6 and not host and (at or colon or scheme in _HOST_SCHEMES):
         raise ValueError(f"{url!r} has no host")
     if scheme == "file" and (at or colon):
         raise ValueError(f"{url!r}: a file URL has no user name, password or port")
