@@ -12,7 +12,7 @@ import pytest
 from py_engine.data.chat_log import MESSAGE_OVERHEAD, ChatLog, conversation_examples, count_chars
 from py_engine.data.queue import QueueError, TrainingQueue
 from py_engine.data.record import Record
-from py_engine.data.storage import StoreError
+from py_engine.data.storage import StoreError, atomically
 from py_engine.data.storage.sqlite_store import SQLiteStore
 from py_engine.tokenizers.bpe import BPETokenizer
 from test_queue import run
@@ -178,6 +178,27 @@ def test_a_failed_log_keeps_neither_message_nor_example(chat, monkeypatch):
     monkeypatch.undo()
     assert [m["content"] for m in run(chat.messages("c1"))] == ["question"]
     assert run(queued(chat.queue)) == []
+
+
+def test_a_counter_reading_low_keeps_a_conversations_order(tmp_path):
+    """Messages logged at one timestamp keep the order they were logged in, even when the
+    store's counter reads below the seq numbers already given (a store put back from an older
+    copy, a browser that lost a write): a new message still gets a seq above its
+    conversation's, and an id of its own."""
+    queue = TrainingQueue(tmp_path / "data.sqlite")
+    chat = ChatLog(queue, clock=lambda: 5000.0)
+    for n in range(4):
+        run(chat.log("c", "user" if n % 2 == 0 else "assistant", f"turn {n}"))
+
+    async def rewind(tx):
+        tx.put("counters", {"name": "messages", "value": 1})
+
+    run(atomically(queue.store, rewind))
+    new_id = run(chat.log("c", "user", "turn 4"))
+    messages = run(chat.messages("c"))
+    assert [m["content"] for m in messages] == [f"turn {n}" for n in range(5)]
+    assert messages[-1]["id"] == new_id and len({m["id"] for m in messages}) == 5
+    assert messages[-1]["seq"] > messages[-2]["seq"]
 
 
 def test_bad_messages_are_refused(chat):

@@ -129,7 +129,11 @@ class ChatLog:
                                          f"(conversation {old['conversation']!r}) with another "
                                          "role or content")
                     return message_id
-            seq = (await self.queue.next_ids(tx, "messages", 1))[0]
+            # above the conversation's own messages even when the counter reads lower (a store
+            # put back from an older copy): equal timestamps are ordered by seq
+            logged = await tx.scan("messages", "conversation", prefix=[conversation_id], fields=["seq"])
+            above = max((m["seq"] for m in logged), default=0)
+            seq = (await self.queue.next_ids(tx, "messages", 1, above=above))[0]
             new_id = message_id or await self._fresh_id(tx, seq)
             now = self.clock()
             row = {"id": new_id, "conversation": conversation_id, "seq": seq,
