@@ -35,6 +35,7 @@ from py_engine.cli import POSITIVE  # noqa: E402
 from bert_step import MINILM_SHAPE  # noqa: E402
 from decoder_step import GPT2_SMALL_SHAPED, MODELS, PHI3_SHAPED, TINYLLAMA_1B, DecoderShape, contender_args, require_family  # noqa: E402
 from decode_products import table_rows as decode_table_rows  # noqa: E402
+from attention_variants import table_rows as attention_table_rows  # noqa: E402
 from matmul_variants import table_rows as matmul_table_rows  # noqa: E402
 from processes import Spec, alternate, call, machine  # noqa: E402
 
@@ -188,7 +189,7 @@ def compare_decoder(m, path, steps, budget, partial=None):
     return out
 
 
-PARTS = ("tabs", "matmul", "decode", "minilm", "tinyllama", "gpt2", "phi3")
+PARTS = ("tabs", "matmul", "attention", "decode", "minilm", "tinyllama", "gpt2", "phi3")
 
 
 def parts_list(text):
@@ -240,6 +241,12 @@ def run(size, out_dir, site=None, seconds=420, parts=PARTS):
             results["matmul"] = call("matmul_variants:measure_native", size=size, seconds=60)
         except Exception as e:
             results["matmul"] = {"failed": str(e)}
+        save()
+    if "attention" in parts:    # the causal attention's backward, grad_kv both ways (seconds)
+        try:
+            results["attention"] = call("attention_variants:measure_native", size=size, seconds=40)
+        except Exception as e:
+            results["attention"] = {"failed": str(e)}
         save()
     if "decode" in parts:    # a decoding step's one-row products: gemv against the GEMM entries (seconds)
         try:
@@ -312,6 +319,11 @@ def table(results):
         rows.append(("matrix products", "failed", matmul["failed"][:200]))
     elif matmul:
         rows += matmul_table_rows(matmul)
+    attention = results.get("attention")
+    if attention and "failed" in attention:
+        rows.append(("attention backward", "failed", attention["failed"][:200]))
+    elif attention:
+        rows += attention_table_rows(attention)
     decode = results.get("decode_products")
     if decode and "failed" in decode:
         rows.append(("decoding products", "failed", decode["failed"][:200]))

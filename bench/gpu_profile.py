@@ -32,6 +32,21 @@ def median(values):
     return values[len(values) // 2]
 
 
+async def time_alternating(device, programs, repeats, rounds):
+    """{label: median seconds of one repeat} for `programs` ({label: a Program recorded with
+    `repeats` copies of one piece of work}): one round that compiles and warms up, then
+    `rounds` in which the programs take turns, so that a machine's drift touches them alike."""
+    samples = {label: [] for label in programs}
+    for round_index in range(rounds + 1):
+        for label, program in programs.items():
+            t0 = time.perf_counter()
+            program.submit()
+            await device.synchronize()
+            if round_index:
+                samples[label].append((time.perf_counter() - t0) / repeats)
+    return {label: median(times) for label, times in samples.items()}
+
+
 class ProgramLog:
     def __init__(self, device):
         self.device = device

@@ -20,7 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
-from gpu_profile import median  # noqa: E402
+from gpu_profile import time_alternating  # noqa: E402
 from py_engine.cli import POSITIVE  # noqa: E402
 
 SHAPES = {"full": [("q", 1024, 2048, 2048), ("up", 1024, 5632, 2048)],
@@ -115,17 +115,10 @@ async def measure(device, size="full", seconds=150.0, repeats=3, rounds=3):
                     program.dispatch(naive, [a, b, c, dims], (-(-pn // 16), -(-pm // 16), 1))
                 programs["naive (a thread per output)"] = program
                 entries["naive (a thread per output)"] = "inline"
-            samples = {label: [] for label in programs}
-            for round_index in range(rounds + 1):
-                for label, program in programs.items():
-                    t0 = time.perf_counter()
-                    program.submit()
-                    await device.synchronize()
-                    if round_index:
-                        samples[label].append((time.perf_counter() - t0) / repeats)
+            seconds_each = await time_alternating(device, programs, repeats, rounds)
             flops = 2 * pm * pn * pk
-            shape[product] = {label: {"ms": 1e3 * median(v), "gflops": flops / median(v) / 1e9,
-                                      "entry": entries[label]} for label, v in samples.items()}
+            shape[product] = {label: {"ms": 1e3 * t, "gflops": flops / t / 1e9, "entry": entries[label]}
+                              for label, t in seconds_each.items()}
             print(f"[matmul_variants] {name} {product}: " + ", ".join(
                 f"{label} {r['gflops']:.0f}" for label, r in shape[product].items()) + " GFLOP/s", flush=True)
     out["seconds"] = time.perf_counter() - started

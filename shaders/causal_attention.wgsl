@@ -33,6 +33,14 @@
 //                              the first row that can see the block: dv += P * dout,
 //                              dk += scaling * dS * q. Each thread owns its key's dk/dv rows and
 //                              sums the group's query heads itself: no atomics.
+//                              Split by query head (shape.split = 1): one workgroup per (batch,
+//                              query head, key block), as many as the forward has, each writing
+//                              its head's share into slot h % group of dk/dv's [group, B*Tk,
+//                              Hkv*D] partial sums. A GPU runs Hq / Hkv times more threads; with
+//                              few KV heads and short sequences the unsplit grid is a few hundred
+//                              workgroups of BLOCK_K threads, far from filling one.
+//   causal_attention_grad_kv_sum: one thread per element of dk and dv: the sum of the group's
+//                              partial sums, in head order.
 //
 // Attention dropout (GPT-2's attn_pdrop): the probabilities P are multiplied by a counter-based
 // dropout mask, never stored: element (b, h, i, j) of the [B, Hq, Tq, Tk] probabilities draws
@@ -71,6 +79,7 @@ struct Shape {
   drop_scale: f32,      // 1 / (1 - p)
   window: u32,          // sliding window: keys a query sees; 0 = unlimited
   softcap: f32,         // logit soft cap c: scores become c tanh(s / c); 0 = none
+  split: u32,           // grad_kv: 1 = a workgroup per query head, writing partial sums
 }
 
 struct Step {           // the dropout step buffer (py_engine/kernels/dropout.py)
@@ -345,13 +354,19 @@ fn causal_attention_grad_kv(@builtin(workgroup_id) wid: vec3<u32>,
                             @builtin(num_workgroups) groups: vec3<u32>,
                             @builtin(local_invocation_index) lid: u32) {
   let block = workgroup_index(wid, groups);
-  if (block >= gkv.batch * gkv.kv_heads * gkv.blocks) {
+  let split = gkv.split != 0u;
+  let heads = select(gkv.kv_heads, gkv.q_heads, split);   // heads the grid spans
+  if (block >= gkv.batch * heads * gkv.blocks) {
     return;
   }
   let D = gkv.head_dim;
-  let kvh = (block / gkv.blocks) % gkv.kv_heads;
-  let b = block / (gkv.blocks * gkv.kv_heads);
   let group = gkv.q_heads / gkv.kv_heads;
+  let head = (block / gkv.blocks) % heads;
+  let b = block / (gkv.blocks * heads);
+  let kvh = select(head, head / group, split);
+  // the group's query heads this workgroup sums: all of them, or its own
+  let g_first = select(0u, head % group, split);
+  let g_end = select(group, g_first + 1u, split);
   let keys = gkv.past + gkv.q_len;
   let k0 = (block % gkv.blocks) * BLOCK_K;
   let j = k0 + lid;
@@ -378,7 +393,7 @@ fn causal_attention_grad_kv(@builtin(workgroup_id) wid: vec3<u32>,
   let last = select(gkv.q_len, min(gkv.q_len, reach - gkv.past),
                     gkv.window != 0u && reach > gkv.past);
   let q_end = select(last, 0u, gkv.window != 0u && reach <= gkv.past);
-  for (var g = 0u; g < group; g++) {
+  for (var g = g_first; g < g_end; g++) {
     let h = kvh * group + g;
     for (var i0 = first; i0 < q_end; i0 += BLOCK_Q) {
       let n = min(BLOCK_Q, q_end - i0);
@@ -414,9 +429,40 @@ fn causal_attention_grad_kv(@builtin(workgroup_id) wid: vec3<u32>,
     }
   }
   if (j < keys) {
+    // split: this head's slot of the partial sums (slot 0 is dk/dv themselves unsplit)
+    let slot = select(0u, g_first * gkv.batch * keys * gkv.kv_heads * D, split);
     for (var d = 0u; d < D; d++) {
-      dk[kv_base + d] = dk_acc[d] * gkv.scaling;   // 0 for a padded key
-      dv[kv_base + d] = dv_acc[d];
+      dk[slot + kv_base + d] = dk_acc[d] * gkv.scaling;   // 0 for a padded key
+      dv[slot + kv_base + d] = dv_acc[d];
     }
   }
+}
+
+// --- causal_attention_grad_kv_sum ------------------------------------------------------------
+
+// Its own bindings 0-4.
+@group(0) @binding(0) var<storage, read> dk_parts: array<f32>;
+@group(0) @binding(1) var<storage, read> dv_parts: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dk_sum: array<f32>;
+@group(0) @binding(3) var<storage, read_write> dv_sum: array<f32>;
+@group(0) @binding(4) var<uniform> sums: Shape;
+
+const SUM_THREADS: u32 = 64u;
+
+@compute @workgroup_size(SUM_THREADS)
+fn causal_attention_grad_kv_sum(@builtin(global_invocation_id) gid: vec3<u32>,
+                                @builtin(num_workgroups) groups: vec3<u32>) {
+  let e = thread_index(gid, groups, SUM_THREADS);
+  let n = sums.batch * (sums.past + sums.q_len) * sums.kv_heads * sums.head_dim;
+  if (e >= n) {
+    return;
+  }
+  var dk_total = 0.0;
+  var dv_total = 0.0;
+  for (var g = 0u; g < sums.q_heads / sums.kv_heads; g++) {
+    dk_total += dk_parts[g * n + e];
+    dv_total += dv_parts[g * n + e];
+  }
+  dk_sum[e] = dk_total;
+  dv_sum[e] = dv_total;
 }

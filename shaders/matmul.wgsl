@@ -46,8 +46,10 @@
 //   unpack2x16float (no shader-f16 feature); element e sits in word e/2, low half first, so
 //   any inner dimension, odd included, works.
 //
-//   gemv, gemv_f16: the same product for M = 1 in the linear layout (NT, one product): a
-//       decoding step's linear layers, where a GEMM's block of rows would be all but one wasted.
+//   gemv, gemv_f16, gemv_vec4, gemv_f16_vec4: the same product for M = 1 in the linear layout
+//       (NT, one product): a decoding step's linear layers, where a GEMM's block of rows would be
+//       all but one wasted. The _vec4 entries read four k at a time (x and W 16-byte aligned
+//       along k, K % 4 == 0; f16 weights 8-byte aligned).
 //
 //   sum_columns: out[n] = sum_m X[m, n] (+ beta * out[n]): the bias gradient, column sums of dY.
 //
@@ -139,6 +141,7 @@ struct Gemm {
 @group(0) @binding(1) var<storage, read> b: array<f32>;
 @group(0) @binding(1) var<storage, read> b4: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read> b_half: array<u32>;
+@group(0) @binding(1) var<storage, read> b_half4: array<vec2<u32>>;   // four halves a read
 @group(0) @binding(2) var<storage, read_write> c: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<uniform> gemm: Gemm;
@@ -498,7 +501,7 @@ fn gemm_tiled_f16(@builtin(local_invocation_id) lid: vec3<u32>,
   store_block(base.c, block_row + lid.y, block_col + lid.x, WG_Y, WG_X, c);
 }
 
-// --- gemv, gemv_f16: one row of A times B^T (a decoding step's linear layers) -------------
+// --- the gemv entries: one row of A times B^T (a decoding step's linear layers) ---------
 // A tiled GEMM given M = 1 computes a whole block of rows and stores one (64 x the work in the
 // tiled variant, 32 x in the register one). These compute y = alpha * x . W^T + bias + beta * y
 // for x = op(A)[0, :] and W = B stored [N, K] (TRANS_A false, TRANS_B true; one product,
@@ -511,6 +514,15 @@ override LANES: u32 = 1u;   // threads per output, a power of two dividing WORKG
 
 //#include "lib/lane_sum.wgsl"
 
+// Every gemv entry's end: the LANES partial sums of output n added, and stored by the first lane
+// (called by every thread: lane_sum holds barriers).
+fn finish_gemv(local: u32, c_base: u32, n: u32, partial: f32) {
+  let total = lane_sum(local, partial);
+  if (local % LANES == 0u && n < gemm.N) {
+    store(c_base, 0u, n, total);
+  }
+}
+
 @compute @workgroup_size(WORKGROUP)
 fn gemv(@builtin(local_invocation_index) local: u32,
         @builtin(workgroup_id) wid: vec3<u32>,
@@ -521,10 +533,7 @@ fn gemv(@builtin(local_invocation_index) local: u32,
   for (var k = local % LANES; n < gemm.N && k < gemm.K; k += LANES) {
     acc = fma(a[a_index(base.a, 0u, k)], b[b_index(base.b, k, n)], acc);
   }
-  let total = lane_sum(local, acc);
-  if (local % LANES == 0u && n < gemm.N) {
-    store(base.c, 0u, n, total);
-  }
+  finish_gemv(local, base.c, n, acc);
 }
 
 @compute @workgroup_size(WORKGROUP)
@@ -537,10 +546,44 @@ fn gemv_f16(@builtin(local_invocation_index) local: u32,
   for (var k = local % LANES; n < gemm.N && k < gemm.K; k += LANES) {
     acc = fma(a[a_index(base.a, 0u, k)], half_at(b_index(base.b, k, n)), acc);
   }
-  let total = lane_sum(local, acc);
-  if (local % LANES == 0u && n < gemm.N) {
-    store(base.c, 0u, n, total);
+  finish_gemv(local, base.c, n, acc);
+}
+
+// The _vec4 entries: each lane reads 16 bytes of x and of W's row (8 of an f16 row) per step
+// instead of 4, so that a GPU has four times the bytes in flight per thread: a decoding step
+// reads every weight once, and its speed is the memory's (gemv on an NVIDIA H200 read some
+// 140 GB/s, latency-bound). Operands aligned: x's element offset, W's offset and row stride
+// multiples of 4, K % 4 == 0 (kernels/matmul.py checks before choosing them).
+
+@compute @workgroup_size(WORKGROUP)
+fn gemv_vec4(@builtin(local_invocation_index) local: u32,
+             @builtin(workgroup_id) wid: vec3<u32>,
+             @builtin(num_workgroups) groups: vec3<u32>) {
+  let base = bases_for(0u);
+  let n = lane_output(local, wid, groups);
+  let x_row = base.a / 4u;                                     // in vectors
+  let w_row = (base.b + min(n, gemm.N - 1u) * gemm.ldb) / 4u;
+  var acc = vec4<f32>(0.0);
+  for (var k = local % LANES; n < gemm.N && k < gemm.K / 4u; k += LANES) {
+    acc = fma(a4[x_row + k], b4[w_row + k], acc);
   }
+  finish_gemv(local, base.c, n, (acc.x + acc.y) + (acc.z + acc.w));
+}
+
+@compute @workgroup_size(WORKGROUP)
+fn gemv_f16_vec4(@builtin(local_invocation_index) local: u32,
+                 @builtin(workgroup_id) wid: vec3<u32>,
+                 @builtin(num_workgroups) groups: vec3<u32>) {
+  let base = bases_for(0u);
+  let n = lane_output(local, wid, groups);
+  let x_row = base.a / 4u;
+  let w_row = (base.b + min(n, gemm.N - 1u) * gemm.ldb) / 4u;
+  var acc = vec4<f32>(0.0);
+  for (var k = local % LANES; n < gemm.N && k < gemm.K / 4u; k += LANES) {
+    let w = b_half4[w_row + k];
+    acc = fma(a4[x_row + k], vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)), acc);
+  }
+  finish_gemv(local, base.c, n, (acc.x + acc.y) + (acc.z + acc.w));
 }
 
 // --- sum_columns: the bias gradient -------------------------------------------------------

@@ -109,6 +109,7 @@ def test_a_contender_can_run_another_trees_engine(tmp_path):
     ("tabs_base_models.py", "--sizes", "0"), ("tabs_corrections.py", "--sets", "two"),
     ("tabs_extension.py", "--singles", "0"), ("gpu_device.py", "--seconds", "nan"),
     ("gpu_device.py", "--parts", "tabs,bogus"), ("matmul_variants.py", "--seconds", "0"),
+    ("attention_variants.py", "--seconds", "0"),
 ])
 def test_a_benchmarks_counts_are_checked_before_it_starts(script, option, value):
     """A count of 0 (or a time that is not a number > 0) would run no round and report

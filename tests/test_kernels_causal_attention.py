@@ -36,9 +36,10 @@ def right_padding(rng, batch, keys):
 
 
 def check(device, att, rng, batch, seq, heads, kv_heads, dim, *, past=0, mask=None,
-          scaling=None, backward=True, dropout=None, window=None, softcap=None):
+          scaling=None, backward=True, dropout=None, window=None, softcap=None, split_heads=None):
     """dropout: (p, seed, offset, base) of attention dropout on the probabilities; window: a
-    sliding window; softcap: Gemma 2's logit soft cap."""
+    sliding window; softcap: Gemma 2's logit soft cap; split_heads: grad_kv's grid (None: the
+    recorder's choice, which on this software adapter is a workgroup per KV head)."""
     keys = past + seq
     q, dout = (rng.standard_normal((batch * seq, heads * dim), dtype=np.float32) for _ in range(2))
     k, v = (rng.standard_normal((batch * keys, kv_heads * dim), dtype=np.float32) for _ in range(2))
@@ -61,7 +62,8 @@ def check(device, att, rng, batch, seq, heads, kv_heads, dim, *, past=0, mask=No
     att.forward(program, bq, bk, bv, bmask, out, lse, **shape)
     buffers = [out, lse]
     if backward:
-        att.backward(program, bdout, bq, bk, bv, bmask, out, lse, stats, dq, dk, dv, **shape)
+        att.backward(program, bdout, bq, bk, bv, bmask, out, lse, stats, dq, dk, dv,
+                     split_heads=split_heads, **shape)
         buffers += [dq, dk, dv]
     results = read(program, *buffers)
 
@@ -86,8 +88,10 @@ def check(device, att, rng, batch, seq, heads, kv_heads, dim, *, past=0, mask=No
     (2, 9, 4, 1, 4),       # multi-query, Hq / Hkv = 4
     (1, 1, 1, 1, 1),
 ])
-def test_forward_and_backward_match_numpy(device, att, rng, batch, seq, heads, kv_heads, dim):
-    check(device, att, rng, batch, seq, heads, kv_heads, dim)
+@pytest.mark.parametrize("split_heads", [False, True])
+def test_forward_and_backward_match_numpy(device, att, rng, batch, seq, heads, kv_heads, dim,
+                                          split_heads):
+    check(device, att, rng, batch, seq, heads, kv_heads, dim, split_heads=split_heads)
 
 
 def test_right_padded_batch(device, att, rng):
@@ -178,23 +182,38 @@ def test_sliding_window(device, att, rng, batch, seq, heads, kv_heads, past, win
     check(device, att, rng, batch, seq, heads, kv_heads, 8, past=past, mask=mask, window=window)
 
 
-def test_sliding_window_with_dropout(device, att, rng):
+@pytest.mark.parametrize("split_heads", [False, True])
+def test_sliding_window_with_dropout(device, att, rng, split_heads):
     seed = int(rng.integers(0, 2**32))
     check(device, att, rng, 2, 19, 4, 2, 8, mask=right_padding(rng, 2, 19), window=6,
-          dropout=(0.3, seed, 5, 11))
+          dropout=(0.3, seed, 5, 11), split_heads=split_heads)
 
 
 @pytest.mark.parametrize("heads, kv_heads, seq, past, window", [
     (4, 1, 19, 0, None),       # Gemma: multi-query, head_dim 256
     (2, 1, 3, 9, 6),           # with a cache offset and a window
 ])
-def test_head_dim_256(device, rng, heads, kv_heads, seq, past, window):
+@pytest.mark.parametrize("split_heads", [False, True])
+def test_head_dim_256(device, rng, heads, kv_heads, seq, past, window, split_heads):
     """Gemma's heads of 256: the family loaded for them stages blocks of 8 rows (16 KiB)."""
     wide = run(CausalAttentionKernels.load(device, head_dim=256))
     assert (wide.block_q, wide.block_k) == (8, 8)
     mask = right_padding(rng, 2, past + seq)
     mask[:, :past + 1] = 1
-    check(device, wide, rng, 2, seq, heads, kv_heads, 256, past=past, mask=mask, window=window)
+    check(device, wide, rng, 2, seq, heads, kv_heads, 256, past=past, mask=mask, window=window,
+          split_heads=split_heads)
+
+
+def test_grad_kv_splits_by_query_head_where_a_gpu_would_idle(device, att, monkeypatch):
+    """On a hardware adapter: split where the KV heads make few workgroups and a group has
+    several query heads; never on a software one (a CPU), nor where one query head per KV head
+    leaves nothing to split, nor where the KV heads already make enough workgroups."""
+    tiny_llama = dict(batch=4, seq=256, heads=32, kv_heads=4, head_dim=64)
+    assert not att.splits_heads(**tiny_llama)                       # lavapipe
+    monkeypatch.setattr(device.info, "is_software", False)
+    assert att.splits_heads(**tiny_llama)
+    assert not att.splits_heads(**dict(tiny_llama, heads=4))        # multi-head
+    assert not att.splits_heads(**dict(tiny_llama, batch=64))       # 64 x 4 x 32 blocks of 8
 
 
 # Caps of 0.8 and 2 bend nearly every score of these draws (|s| / c reaches 3-10, past the
@@ -206,13 +225,43 @@ def test_head_dim_256(device, rng, heads, kv_heads, seq, past, window):
     (2, 5, 4, 1, 8, 9, None, 2.0, None),
     (2, 19, 4, 2, 8, 0, None, 0.8, (0.25, 5, 3, 100)),
 ])
+@pytest.mark.parametrize("split_heads", [False, True])
 def test_logit_softcap(device, att, rng, batch, seq, heads, kv_heads, dim, past, window, softcap,
-                       dropout):
+                       dropout, split_heads):
     """Gemma 2's attention logit soft-capping, forward and backward."""
     mask = right_padding(rng, batch, past + seq)
     mask[:, :past + 1] = 1
     check(device, att, rng, batch, seq, heads, kv_heads, dim, past=past, mask=mask, window=window,
-          softcap=softcap, scaling=1.5 * dim ** -0.5, dropout=dropout)
+          softcap=softcap, scaling=1.5 * dim ** -0.5, dropout=dropout, split_heads=split_heads)
+
+
+def test_layers_share_the_partial_sums(device, att, rng):
+    """Two backwards of one shape in one program, split by query head: they share the scratch
+    of the partial sums, and each layer's dk and dv are its own."""
+    batch, seq, heads, kv_heads, dim = 2, 11, 4, 1, 8
+    shape = dict(batch=batch, seq=seq, heads=heads, kv_heads=kv_heads, head_dim=dim)
+    draw = lambda rows, cols: rng.standard_normal((rows, cols), dtype=np.float32)
+    layers, program, outputs = [], device.program(), []
+    for _ in range(2):
+        q, dout = draw(batch * seq, heads * dim), draw(batch * seq, heads * dim)
+        k, v = draw(batch * seq, kv_heads * dim), draw(batch * seq, kv_heads * dim)
+        bq, bk, bv, bdout = (device.buffer_from(x) for x in (q, k, v, dout))
+        out, dq = (poisoned(device, q.size) for _ in range(2))
+        lse, stats = poisoned(device, batch * heads * seq), poisoned(device, 2 * batch * heads * seq)
+        dk, dv = (poisoned(device, k.size) for _ in range(2))
+        att.forward(program, bq, bk, bv, None, out, lse, **shape)
+        att.backward(program, bdout, bq, bk, bv, None, out, lse, stats, dq, dk, dv,
+                     split_heads=True, **shape)
+        layers.append((q, k, v, dout))
+        outputs += [dk, dv]
+    results = read(program, *outputs)
+    for n, (q, k, v, dout) in enumerate(layers):
+        x64 = [x.astype(np.float64) for x in (q, k, v, dout)]
+        meta = dict(batch=batch, heads=heads, kv_heads=kv_heads)
+        ref_out, ref_lse = ref.causal_attention_forward(*x64[:3], **meta)
+        _, ref_dk, ref_dv = ref.causal_attention_backward(x64[3], *x64[:3], ref_out, ref_lse, **meta)
+        assert rel_error(results[2 * n], ref_dk) <= BACKWARD_BOUND
+        assert rel_error(results[2 * n + 1], ref_dv) <= BACKWARD_BOUND
 
 
 def test_custom_scaling_and_default_blocks(device, rng):

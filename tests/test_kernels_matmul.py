@@ -163,25 +163,31 @@ def test_half_weight_linear_and_input_grad(device, mm, rng, rows, fin, fout):
 
 
 GEMV_SHAPES = [(1, 1), (29, 19), (70, 45), (300, 64), (1000, 7)]
+# K % 4 == 0: with x and W's rows on 16 bytes, the entries that read four k at a time
+ALIGNED_GEMV_SHAPES = [(1, 4), (29, 20), (70, 44), (300, 64), (1000, 8)]
 
 
-def one_row_product(device, mm, rng, n, k, half):
+def one_row_product(device, mm, rng, n, k, half, aligned=False):
     """y = -1.5 * x . W^T + bias + 0.5 * y for one row x read from the middle of a larger
-    buffer and W [n, k] stored with a row stride of k + 3 (f32) or packed f16; against NumPy."""
-    x = rng.standard_normal(k + 5, dtype=np.float32)
-    w = rng.standard_normal((n, k + 3), dtype=np.float32)
+    buffer and W [n, k] stored with a row stride of k + 3 (f32) or packed f16; against NumPy.
+    `aligned`: x at offset 4 and a row stride of k + 4 (k % 4 == 0): the _vec4 entries."""
+    offset, stride = (4, k + 4) if aligned else (5, k + 3)
+    x = rng.standard_normal(k + offset, dtype=np.float32)
+    w = rng.standard_normal((n, stride), dtype=np.float32)
     bias = rng.standard_normal(n, dtype=np.float32)
     y0 = rng.standard_normal(n, dtype=np.float32)
     y = device.buffer_from(y0)
     wb = device.buffer_from(pack_half(w.ravel().tolist())) if half else device.buffer_from(w)
-    a, b = MatrixView(device.buffer_from(x), ld=k, offset=5), MatrixView(wb, ld=k + 3)
-    assert mm.entry_for(a, b, 1, n, k, trans_b=True, b_half=half) == ("gemv_f16" if half else "gemv")
+    a, b = MatrixView(device.buffer_from(x), ld=k, offset=offset), MatrixView(wb, ld=stride)
+    entry = ("gemv_f16" if half else "gemv") + ("_vec4" if aligned else "")
+    assert mm.entry_for(a, b, 1, n, k, trans_b=True, b_half=half) == entry
     program = device.program()
     mm.gemm(program, a, b, y, 1, n, k, trans_b=True, alpha=-1.5, beta=0.5,
             bias=device.buffer_from(bias), b_half=half)
     (out,) = read(program, y)
     w_used = (round_to_half(w) if half else w.astype(np.float64))[:, :k]
-    ref = gemm(x[5:].astype(np.float64)[None], w_used, y0[None], trans_b=True, alpha=-1.5, beta=0.5, bias=bias)
+    ref = gemm(x[offset:].astype(np.float64)[None], w_used, y0[None], trans_b=True, alpha=-1.5,
+               beta=0.5, bias=bias)
     return rel_error(out, ref)
 
 
@@ -192,6 +198,12 @@ def test_one_row_runs_the_gemv_entry(device, mm, rng, n, k, half):
     assert one_row_product(device, mm, rng, n, k, half) <= BOUND
 
 
+@pytest.mark.parametrize("half", [False, True])
+@pytest.mark.parametrize("n, k", ALIGNED_GEMV_SHAPES)
+def test_aligned_one_row_reads_four_at_a_time(device, mm, rng, n, k, half):
+    assert one_row_product(device, mm, rng, n, k, half, aligned=True) <= BOUND
+
+
 @pytest.mark.parametrize("lanes, workgroup", [(4, 8), (2, 2), (1, 1)])
 def test_gemv_lanes_per_output(device, rng, lanes, workgroup):
     """Several threads per output adding partial sums in a tree, several outputs per
@@ -199,14 +211,19 @@ def test_gemv_lanes_per_output(device, rng, lanes, workgroup):
     mm = run(MatmulKernels.load(device, "tiled", {"LANES": lanes, "WORKGROUP": workgroup}))
     for n, k in GEMV_SHAPES[1:]:
         assert one_row_product(device, mm, rng, n, k, half=lanes == 2) <= BOUND
+    for n, k in ALIGNED_GEMV_SHAPES[1:]:
+        assert one_row_product(device, mm, rng, n, k, half=lanes == 4, aligned=True) <= BOUND
     if workgroup == 1:
         assert one_row_product(device, mm, rng, 70001, 3, half=False) <= BOUND
+        assert one_row_product(device, mm, rng, 70001, 4, half=True, aligned=True) <= BOUND
 
 
 def test_gemv_only_for_one_row_of_one_product(device):
     mm = run(MatmulKernels.load(device, "register"))
     buf = device.create_buffer(4 * 64 * 64)
-    assert mm.entry_for(buf, buf, 1, 36, 28, trans_b=True) == "gemv"
+    assert mm.entry_for(buf, buf, 1, 36, 28, trans_b=True) == "gemv_vec4"
+    assert mm.entry_for(buf, buf, 1, 36, 27, trans_b=True) == "gemv"
+    assert mm.entry_for(buf, MatrixView(buf, ld=30), 1, 36, 28, trans_b=True) == "gemv"
     assert mm.entry_for(buf, buf, 2, 36, 28, trans_b=True) == "gemm_vec4"
     assert mm.entry_for(buf, buf, 1, 36, 28) == "gemm_vec4"                       # NN
     assert mm.entry_for(buf, buf, 1, 36, 28, trans_b=True, heads=2) == "gemm_vec4"

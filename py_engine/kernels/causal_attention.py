@@ -32,6 +32,11 @@ Sliding window (Mistral): `window=W` lets the query at position p see only keys 
 Logit soft-capping (Gemma 2): `softcap=c` caps each scaled score to c * tanh(s / c) before the
 softmax (forward and backward; None = no cap).
 
+The backward's dk and dv: with few KV heads and short sequences, a workgroup per KV head
+leaves a GPU mostly idle, so backward() then runs one per query head on a hardware adapter, writing partial sums
+(scratch this object holds: Hq / Hkv times dk and dv, shared by every layer) that one more
+kernel adds in head order (`split_heads`; splits_heads() says what it does when not told).
+
 Limits: head_dim <= the family's `head_dim` capacity (load(..., head_dim=256) for Gemma; 128 by
 default, at most 256), block sizes <= 64 with block * head_dim <= 2048 (the workgroup tiles):
 the default blocks shrink to fit (8 rows for head_dim 256).
@@ -46,7 +51,12 @@ MAX_HEAD_DIM = 256      # each thread's private rows stay within WGSL's 8 KiB fu
 MAX_BLOCK = 64
 TILE = 2048
 ENTRIES = ("causal_attention_forward", "causal_attention_stats", "causal_attention_grad_q",
-           "causal_attention_grad_kv")
+           "causal_attention_grad_kv", "causal_attention_grad_kv_sum")
+SUM_THREADS = 64        # causal_attention_grad_kv_sum's workgroup
+# grad_kv runs a workgroup per query head, writing partial sums, when one per KV head would be
+# fewer workgroups than this: too few to fill a GPU (TinyLlama's 4 KV heads at batch 4 and 256
+# tokens make 256 workgroups of 16 threads, and its grad_kv took 18 ms on an H200).
+SPLIT_BELOW = 2048
 
 
 class CausalAttentionKernels:
@@ -58,6 +68,7 @@ class CausalAttentionKernels:
         self.head_dim = head_dim
         self._no_mask = None
         self._no_step = None
+        self._partials = None   # (dk, dv) partial-sum scratch, shared by every layer
 
     @classmethod
     async def load(cls, device, block_q=None, block_k=None, head_dim=DEFAULT_HEAD_DIM):
@@ -76,7 +87,7 @@ class CausalAttentionKernels:
         return cls(device, kernels, block_q, block_k, head_dim)
 
     def _shape(self, batch, seq, heads, kv_heads, head_dim, past, has_mask, blocks, scaling,
-               dropout=None, window=None, softcap=None):
+               dropout=None, window=None, softcap=None, split=False):
         if heads % kv_heads:
             raise ValueError(f"heads ({heads}) must be a multiple of kv_heads ({kv_heads})")
         if not 1 <= head_dim <= self.head_dim:
@@ -92,9 +103,9 @@ class CausalAttentionKernels:
             raise ValueError("batch and seq must be positive, past non-negative")
         scaling = head_dim ** -0.5 if scaling is None else scaling
         _, p, base = dropout or (None, 0.0, 0)
-        return self.device.uniform("IIIIIIIIfIIfIf", batch, seq, past, heads, kv_heads, head_dim,
+        return self.device.uniform("IIIIIIIIfIIfIfI", batch, seq, past, heads, kv_heads, head_dim,
                                    int(has_mask), blocks, scaling, base & 0xFFFFFFFF, threshold(p),
-                                   scale(p), window or 0, softcap or 0.0)
+                                   scale(p), window or 0, softcap or 0.0, int(split))
 
     def _step(self, dropout):
         """The dropout step buffer, or one never read (threshold 0) without dropout."""
@@ -136,9 +147,13 @@ class CausalAttentionKernels:
 
     def backward(self, program, dout, q, k, v, attention_mask, out, lse, stats, dq, dk, dv, *,
                  batch, seq, heads, kv_heads, head_dim, past=0, scaling=None, dropout=None,
-                 window=None, softcap=None):
+                 window=None, softcap=None, split_heads=None):
         """dq [B*Tq, Hq*D], dk and dv [B*Tk, Hkv*D] (overwritten, summed over each KV head's
-        query heads) from the forward's out and lse; stats [B*Hq*Tq*2] is scratch."""
+        query heads) from the forward's out and lse; stats [B*Hq*Tq*2] is scratch.
+        `split_heads`: compute dk and dv with a workgroup per query head and sum the partial
+        sums after (scratch of Hq / Hkv times dk and dv, held by this object), rather than one
+        per KV head; None splits when the KV heads alone make fewer than SPLIT_BELOW
+        workgroups."""
         if isinstance(past, Variable):
             raise TypeError("the backward is recorded for a fixed past; pass an int")
         mask = self._mask(attention_mask)
@@ -146,6 +161,11 @@ class CausalAttentionKernels:
         rows = batch * heads * seq
         q_blocks = -(-seq // self.block_q)
         k_blocks = -(-(past + seq) // self.block_k)
+        group = heads // kv_heads if kv_heads and heads % kv_heads == 0 else 1
+        values = batch * (past + seq) * kv_heads * head_dim     # of dk, and of dv
+        if split_heads is None:
+            split_heads = self.splits_heads(batch, seq, heads, kv_heads, head_dim, past)
+        split_heads = bool(split_heads) and group > 1
         shape = dict(batch=batch, seq=seq, heads=heads, kv_heads=kv_heads, head_dim=head_dim,
                      past=past, has_mask=has_mask, scaling=scaling, window=window, softcap=softcap)
         self._dispatch(program, "causal_attention_stats",
@@ -156,7 +176,38 @@ class CausalAttentionKernels:
                        [q, k, v, mask, stats, dout, dq,
                         self._shape(blocks=q_blocks, dropout=dropout, **shape), step],
                        batch * heads * q_blocks)
-        return self._dispatch(program, "causal_attention_grad_kv",
-                              [q, k, v, mask, stats, dout, dk, dv,
-                               self._shape(blocks=k_blocks, dropout=dropout, **shape), step],
-                              batch * kv_heads * k_blocks)
+        kv_shape = self._shape(blocks=k_blocks, dropout=dropout, split=split_heads, **shape)
+        if not split_heads:
+            return self._dispatch(program, "causal_attention_grad_kv",
+                                  [q, k, v, mask, stats, dout, dk, dv, kv_shape, step],
+                                  batch * kv_heads * k_blocks)
+        dk_parts, dv_parts = self._partial_sums(4 * group * values)
+        self._dispatch(program, "causal_attention_grad_kv",
+                       [q, k, v, mask, stats, dout, dk_parts, dv_parts, kv_shape, step],
+                       batch * heads * k_blocks)
+        return self._dispatch(program, "causal_attention_grad_kv_sum",
+                              [dk_parts, dv_parts, dk, dv, kv_shape], -(-values // SUM_THREADS))
+
+    def splits_heads(self, batch, seq, heads, kv_heads, head_dim, past=0):
+        """Whether backward() computes dk and dv with a workgroup per query head on this shape
+        when not told: on a hardware adapter, when the group has more than one query head, the
+        KV heads alone make fewer than SPLIT_BELOW workgroups, and the partial sums fit one
+        buffer. A software adapter is a CPU that a few hundred workgroups already keep busy
+        (on lavapipe the split backward took 1.5 times as long at TinyLlama's shape)."""
+        group = heads // kv_heads
+        values = batch * (past + seq) * kv_heads * head_dim
+        limit = min(self.device.limits["max_buffer_size"],
+                    self.device.limits["max_storage_buffer_binding_size"])
+        return (not self.device.info.is_software and group > 1
+                and batch * kv_heads * -(-(past + seq) // self.block_k) < SPLIT_BELOW
+                and 4 * group * values <= limit)
+
+    def _partial_sums(self, size):
+        """Two scratch buffers of at least `size` bytes for grad_kv's partial sums. Every
+        backward recorded after shares them: a program's dispatches run in order, and each sum
+        reads its partial sums before the next layer's grad_kv writes them. A larger need
+        replaces them (programs recorded before keep the ones they bound)."""
+        if self._partials is None or self._partials[0].size < size:
+            self._partials = tuple(self.device.create_buffer(size, label=f"attention {part} partial sums")
+                                   for part in ("dk", "dv"))
+        return self._partials

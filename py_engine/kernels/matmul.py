@@ -17,7 +17,8 @@ on a software adapter, 32 threads reading neighbouring floats on a GPU (GEMV). W
 "register", a product whose operands are all 16-byte aligned along their contiguous dimension
 (see `MatrixView`) runs the vec4 entry, otherwise the scalar one. In both,
 one row times a weight (M = 1 in the linear layout, a single product: a decoding step) runs
-the gemv entries, which compute only that row.
+the gemv entries, which compute only that row: gemv_vec4 and gemv_f16_vec4 (four k a read)
+where x's offset, W's offset and row stride and K are multiples of 4, else gemv and gemv_f16.
 
 Operands are Buffers holding a dense row-major matrix, or MatrixViews of a strided one. Frozen
 weights may be f16 (`w_half=True`, bytes from `pack_half`). No NumPy here: this runs in the
@@ -44,9 +45,11 @@ DEFAULTS = {
     TILED: {"TILE_K": 16, "WG_X": 16, "WG_Y": 16},
 }
 THREAD_TILE = 4         # every GEMM entry's thread computes a 4 x 4 block of C
-# gemv, gemv_f16 (M = 1, the linear layout): LANES threads per output, WORKGROUP threads. A
+# the gemv entries (M = 1, the linear layout): LANES threads per output, WORKGROUP threads. A
 # thread per output on software adapters; 32 threads reading neighbouring floats on a GPU.
 GEMV = {"software": {"LANES": 1, "WORKGROUP": 64}, "gpu": {"LANES": 32, "WORKGROUP": 256}}
+# one row, f32 or f16 weights, read an element or four at a time (kinds and entry names alike)
+GEMV_ENTRIES = ("gemv", "gemv_f16", "gemv_vec4", "gemv_f16_vec4")
 ENTRIES = {
     REGISTER: {"scalar": "gemm_scalar", "vec4": "gemm_vec4", "f16": "gemm_f16"},
     TILED: {"scalar": "gemm_tiled", "f16": "gemm_tiled_f16"},
@@ -126,7 +129,7 @@ class MatmulKernels:
         self.blocks = {"scalar": block, "f16": block, "vec4": block}
         if "LANES" in constants:
             outputs = constants["WORKGROUP"] // constants["LANES"]
-            self.blocks["gemv"] = self.blocks["gemv_f16"] = (1, outputs)
+            self.blocks.update((kind, (1, outputs)) for kind in GEMV_ENTRIES)
 
     @classmethod
     async def load(cls, device, variant=None, constants=None, gemv=True):
@@ -150,7 +153,8 @@ class MatmulKernels:
                 kernels[kind, trans_a, trans_b] = await device.kernel(SOURCE, entry, specialized)
         gemv_constants = gemv_settings(device)
         gemv_constants.update((k, v) for k, v in constants.items() if k in gemv_constants)
-        for kind, entry in (("gemv", "gemv"), ("gemv_f16", "gemv_f16")) if gemv else ():
+        for kind in GEMV_ENTRIES if gemv else ():
+            entry = kind
             specialized = {**constants, **gemv_constants, "TRANS_A": False, "TRANS_B": True}
             kernels[kind, False, True] = await device.kernel(SOURCE, entry, specialized)
         sum_columns = await device.kernel(SOURCE, "sum_columns",
@@ -204,7 +208,10 @@ class MatmulKernels:
     def _kind(self, a, b, m, n, k, trans_a, trans_b, b_half, products=1):
         one_row = m == 1 and trans_b and not trans_a and products == 1
         if one_row and ("gemv", False, True) in self._kernels:
-            return "gemv_f16" if b_half else "gemv"
+            # four k a read: x and W's rows start on 16 bytes (a half row's offset counts
+            # halves, and four of them are 8 bytes: the f16 entry reads them as two words)
+            whole = k % 4 == 0 and a.offset % 4 == 0 and b.offset % 4 == 0 and b.ld % 4 == 0
+            return ("gemv_f16" if b_half else "gemv") + ("_vec4" if whole else "")
         if b_half:
             return "f16"
         if ("vec4", trans_a, trans_b) in self._kernels:

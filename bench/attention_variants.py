@@ -1,0 +1,107 @@
+"""The causal attention's backward both ways on one adapter: grad_kv with a workgroup per KV head
+(each summing its group's query heads) against a workgroup per query head writing partial sums
+that a second kernel adds (shaders/causal_attention.wgsl, `split_heads`), on decoder shapes
+whose KV heads alone make few workgroups. Milliseconds per backward (stats, grad_q, grad_kv and
+the sum), the forward beside them, rounds alternating; the engine's choice is named.
+
+    python bench/attention_variants.py [--size small|full] [--seconds 60]   # native adapter: JSON
+
+"full": TinyLlama's attention at batch 4 x 256 (32 query heads, 4 KV heads of 64) and Llama 3
+8B's at 1 x 1024 (32 and 8 of 128); "small": a shape a software adapter runs in seconds.
+"""
+
+import argparse
+import json
+import sys
+import time
+from array import array
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+from gpu_profile import time_alternating  # noqa: E402
+from py_engine.cli import POSITIVE  # noqa: E402
+
+# (name, batch, seq, heads, kv_heads, head_dim)
+SHAPES = {"full": [("TinyLlama", 4, 256, 32, 4, 64), ("Llama 3 8B", 1, 1024, 32, 8, 128)],
+          "small": [("small", 2, 64, 8, 2, 32)]}
+VARIANTS = {"per KV head": False, "per query head": True}
+
+
+async def measure(device, size="full", seconds=60.0, repeats=3, rounds=3):
+    """{"shapes": {shape: {"forward_ms", "backward_ms": {variant: ms}, "engine": variant}}}:
+    medians over `rounds` (after one that compiles and warms up), variants alternating."""
+    import random
+
+    from py_engine.kernels.causal_attention import CausalAttentionKernels
+
+    started = time.perf_counter()
+    rng = random.Random(0)
+    out = {"adapter": device.info.as_dict(), "repeats": repeats, "shapes": {}}
+    kernels = {}
+    for name, batch, seq, heads, kv_heads, dim in SHAPES[size]:
+        if time.perf_counter() - started > seconds:
+            out["stopped"] = f"out of time before {name}"
+            return out
+        if dim not in kernels:
+            kernels[dim] = await CausalAttentionKernels.load(device, head_dim=max(128, dim))
+        att = kernels[dim]
+
+        def buffer(count):
+            return device.buffer_from(array("f", (rng.uniform(-1, 1) for _ in range(count))))
+        q, dout = buffer(batch * seq * heads * dim), buffer(batch * seq * heads * dim)
+        k, v = buffer(batch * seq * kv_heads * dim), buffer(batch * seq * kv_heads * dim)
+        make = lambda count: device.create_buffer(4 * count)
+        out_, dq, lse, stats = make(q.size // 4), make(q.size // 4), make(batch * heads * seq), \
+            make(2 * batch * heads * seq)
+        dk, dv = make(k.size // 4), make(v.size // 4)
+        shape = dict(batch=batch, seq=seq, heads=heads, kv_heads=kv_heads, head_dim=dim)
+        programs = {"forward": device.program("attention forward")}
+        for _ in range(repeats):
+            att.forward(programs["forward"], q, k, v, None, out_, lse, **shape)
+        for label, split in VARIANTS.items():
+            programs[label] = device.program(f"attention backward, {label}")
+            for _ in range(repeats):
+                att.backward(programs[label], dout, q, k, v, None, out_, lse, stats, dq, dk, dv,
+                             split_heads=split, **shape)
+        ms = {label: 1e3 * t for label, t in (await time_alternating(device, programs, repeats, rounds)).items()}
+        engine = "per query head" if att.splits_heads(**shape) else "per KV head"
+        out["shapes"][f"{name} {batch}x{seq}, {heads}/{kv_heads} heads of {dim}"] = {
+            "forward_ms": ms.pop("forward"), "backward_ms": ms, "engine": engine}
+        print(f"[attention_variants] {name}: " + ", ".join(f"{k} {v:.2f} ms" for k, v in ms.items()),
+              flush=True)
+    out["seconds"] = time.perf_counter() - started
+    return out
+
+
+def measure_native(size="full", seconds=60.0):
+    """measure() on the native adapter (what bench/gpu_device.py calls in a process)."""
+    from contenders import open_native
+    from py_engine.gpu import run_sync
+
+    return run_sync(measure(open_native(), size, seconds))
+
+
+def table_rows(result):
+    """Rows (measure, value, note) for bench/gpu_device.py's table: each shape's backward as the
+    engine records it, against the other way."""
+    rows = []
+    for shape, r in result["shapes"].items():
+        mine = r["backward_ms"][r["engine"]]
+        other = next(label for label in r["backward_ms"] if label != r["engine"])
+        rows.append((f"attention backward {shape} (grad_kv {r['engine']})", f"{mine:.2f} ms",
+                     f"{other} {r['backward_ms'][other]:.2f} ms: the engine's way "
+                     f"{r['backward_ms'][other] / mine:.2f}x as fast; forward {r['forward_ms']:.2f} ms"))
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", choices=sorted(SHAPES), default="full")
+    parser.add_argument("--seconds", type=POSITIVE, default=60.0, help="time for the whole run")
+    args = parser.parse_args(argv)
+    print(json.dumps(measure_native(args.size, args.seconds), indent=1))
+
+
+if __name__ == "__main__":
+    main()
