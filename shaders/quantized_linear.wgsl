@@ -10,7 +10,7 @@
 //   group % 8 == 0 and in % group == 0, so every row and every group starts a new word.
 //
 //   quantized_linear_forward     y[rows, out] = alpha * x[rows, in] . W^T + bias + beta * y
-//   quantized_gemv               the forward for one row (a decoding step), computing only it
+//   quantized_gemv(_vec4)        the forward for one row (a decoding step), computing only it
 //   quantized_linear_grad_input  dx[rows, in] = alpha * dy[rows, out] . W + beta * dx
 //       (the base is frozen: there is no weight gradient). beta == 0 never reads the output,
 //       so a NaN-poisoned or uninitialised output stays harmless.
@@ -64,6 +64,7 @@ struct Params {
 @group(0) @binding(1) var<storage, read> dy: array<f32>;              // grad input: dy [rows, out]
 @group(0) @binding(1) var<storage, read> source: array<u32>;          // quantize: W
 @group(0) @binding(2) var<storage, read> q: array<u32>;
+@group(0) @binding(2) var<storage, read> q4: array<vec4<u32>>;        // one row: four words a read
 @group(0) @binding(2) var<storage, read_write> q_out: array<u32>;
 @group(0) @binding(3) var<storage, read> scales: array<f32>;
 @group(0) @binding(3) var<storage, read_write> scales_out: array<f32>;
@@ -181,6 +182,29 @@ fn quantized_linear_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
 
 //#include "lib/lane_sum.wgsl"
 
+// Word wd of W's row o (its PER_WORD fields dequantized with their group's scale) dotted with
+// x's matching features.
+fn word_dot(o: u32, wd: u32, word: u32) -> f32 {
+  let scale = scales[o * params.groups + wd / (params.group_size / PER_WORD)];
+  var sum = 0.0;
+  for (var part = 0u; part < PER_WORD; part += 4u) {
+    sum += dot(x4[(wd * PER_WORD + part) / 4u], dequant4(word, part, scale));
+  }
+  return sum;
+}
+
+// Every quantized_gemv entry's end: the LANES partial sums added, the epilogue by the first lane.
+fn finish_gemv(local: u32, o: u32, partial: f32) {
+  let total = lane_sum(local, partial);
+  if (local % LANES == 0u && o < params.out_features) {
+    var b = 0.0;
+    if (params.has_bias != 0u) {
+      b = bias[o];
+    }
+    y[o] = epilogue(y[o], total, b);
+  }
+}
+
 @compute @workgroup_size(WORKGROUP)
 fn quantized_gemv(@builtin(local_invocation_index) local: u32,
                   @builtin(workgroup_id) wid: vec3<u32>,
@@ -189,23 +213,33 @@ fn quantized_gemv(@builtin(local_invocation_index) local: u32,
   var acc = 0.0;
   if (o < params.out_features) {
     let words_per_row = params.in_features / PER_WORD;
-    let words_per_group = params.group_size / PER_WORD;
     for (var wd = local % LANES; wd < words_per_row; wd += LANES) {
-      let word = q[o * words_per_row + wd];
-      let scale = scales[o * params.groups + wd / words_per_group];
-      for (var part = 0u; part < PER_WORD; part += 4u) {
-        acc += dot(x4[(wd * PER_WORD + part) / 4u], dequant4(word, part, scale));
-      }
+      acc += word_dot(o, wd, q[o * words_per_row + wd]);
     }
   }
-  let total = lane_sum(local, acc);
-  if (local % LANES == 0u && o < params.out_features) {
-    var b = 0.0;
-    if (params.has_bias != 0u) {
-      b = bias[o];
+  finish_gemv(local, o, acc);
+}
+
+// Four neighbouring words (16 bytes) a lane a step rather than one, so that a GPU has four
+// times the bytes in flight per thread (a decoding step's speed is the memory's). Rows of a
+// multiple of four words (in_features % (4 * PER_WORD) == 0; kernels/quantized_linear.py
+// checks before choosing it).
+@compute @workgroup_size(WORKGROUP)
+fn quantized_gemv_vec4(@builtin(local_invocation_index) local: u32,
+                       @builtin(workgroup_id) wid: vec3<u32>,
+                       @builtin(num_workgroups) groups: vec3<u32>) {
+  let o = lane_output(local, wid, groups);
+  var acc = 0.0;
+  if (o < params.out_features) {
+    let vectors_per_row = params.in_features / PER_WORD / 4u;
+    for (var v = local % LANES; v < vectors_per_row; v += LANES) {
+      let words = q4[o * vectors_per_row + v];
+      let wd = 4u * v;
+      acc += (word_dot(o, wd, words.x) + word_dot(o, wd + 1u, words.y))
+           + (word_dot(o, wd + 2u, words.z) + word_dot(o, wd + 3u, words.w));
     }
-    y[o] = epilogue(y[o], total, b);
   }
+  finish_gemv(local, o, acc);
 }
 
 // --- input gradient: dx = dy . W ----------------------------------------------------------

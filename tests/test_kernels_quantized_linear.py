@@ -24,9 +24,11 @@ MODES = {"int8": 8, "int4": 4}
 
 # Shapes (rows, in, out, group): one row; in = group; several groups; edges that are not
 # multiples of any tile; a group of 8 (one int4 word).
-# One row (a decoding step) runs quantized_gemv.
+# One row (a decoding step) runs quantized_gemv, or quantized_gemv_vec4 where a row of W is a
+# whole number of four-word reads (every one-row shape here but in = 40; with groups of 8 an
+# int8 read spans two groups, an int4 one four).
 SHAPES = [(1, 64, 5, 64), (37, 192, 29, 64), (9, 40, 70, 8), (16, 256, 33, 32), (3, 64, 1, 32),
-          (1, 192, 29, 64), (1, 40, 70, 8), (1, 256, 33, 32)]
+          (1, 192, 29, 64), (1, 40, 70, 8), (1, 256, 33, 32), (1, 96, 13, 8), (1, 128, 13, 8)]
 
 
 @pytest.fixture(scope="module", params=["default", "small", "lanes"])
@@ -93,6 +95,14 @@ def test_alpha_beta_accumulate(device, ql, rng, mode, rows):
     ref_dx = 1.5 * quantized_linear_grad_input(dy.astype(np.float64), qw) + dx0
     assert rel_error(out_y, ref_y) <= BOUND
     assert rel_error(out_dx, ref_dx) <= BOUND
+
+
+def test_one_row_reads_four_words_where_a_row_allows(device, ql):
+    for mode, in_f, entry in [("int8", 96, "quantized_gemv_vec4"), ("int8", 40, "quantized_gemv"),
+                              ("int4", 128, "quantized_gemv_vec4"), ("int4", 80, "quantized_gemv")]:
+        w = ql.allocate(3, in_f, mode, group_size=8)
+        assert ql.entry_for(1, w) == entry, (mode, in_f)
+        assert ql.entry_for(2, w) == "quantized_linear_forward"
 
 
 @pytest.mark.parametrize("mode", sorted(MODES))

@@ -110,9 +110,8 @@ class QuantizedLinearKernels:
             specialized = {**constants, "BITS": BITS[mode]}
             for entry in ("quantized_linear_forward", "quantized_linear_grad_input"):
                 kernels[entry, mode] = await device.kernel(SOURCE, entry, specialized)
-            if gemv:
-                kernels["quantized_gemv", mode] = await device.kernel(
-                    SOURCE, "quantized_gemv", {**specialized, **gemv_constants})
+            for entry in ("quantized_gemv", "quantized_gemv_vec4") if gemv else ():
+                kernels[entry, mode] = await device.kernel(SOURCE, entry, {**specialized, **gemv_constants})
             for fmt in source_formats:
                 kernels["quantize_weight", mode, fmt] = await device.kernel(
                     SOURCE, "quantize_weight", {"BITS": BITS[mode], "WORKGROUP": QUANTIZE_WORKGROUP,
@@ -184,15 +183,23 @@ class QuantizedLinearKernels:
             raise ValueError("linear cannot write y into a buffer it also reads")
         params = self._params(rows, w, bias is not None, alpha, beta)
         groups = (-(-out_f // self.block_o), -(-rows // self.block_r))
-        entry = "quantized_linear_forward"
-        if rows == 1 and ("quantized_gemv", w.mode) in self._kernels:
-            entry = "quantized_gemv"
+        entry = self.entry_for(rows, w)
+        if entry != "quantized_linear_forward":
             outputs = self.constants["WORKGROUP"] // self.constants["LANES"]
             groups = row_groups(self.device, -(-out_f // outputs))
         program.dispatch(self._kernel((entry, w.mode)),
                          [params, x, w.packed, w.scales,
                           self._no_bias if bias is None else bias, y], groups)
         return program
+
+    def entry_for(self, rows, w):
+        """The entry point linear() dispatches for `rows` rows of x times the weight `w`: one row
+        runs a gemv entry (reading four words a step where every row of W is a whole number of
+        them), more rows the blocked forward."""
+        if rows == 1 and ("quantized_gemv", w.mode) in self._kernels:
+            words = w.shape[1] // (32 // BITS[w.mode])
+            return "quantized_gemv_vec4" if words % 4 == 0 else "quantized_gemv"
+        return "quantized_linear_forward"
 
     def linear_grad_input(self, program, dy, w, dx, rows, in_features=None, out_features=None,
                           alpha=1.0, beta=0.0):
