@@ -24,6 +24,8 @@
 //                              running max m, running sum l and unnormalised output, rescaling
 //                              them by exp(m_old - m_new) when a block raises the max. Writes
 //                              out = acc / l and lse = m + log(l).
+//   causal_attention_decode:   the forward of one query row (a decoding step): a workgroup per
+//                              (batch, query head) whose threads share the keys and features.
 //   causal_attention_stats:    one thread per (batch, query head, row): stats = (lse, delta).
 //   causal_attention_grad_q:   same grid as the forward; streams key/value blocks again with
 //                              P = exp(S - lse), dS = P * (dout . v - delta), dq = scaling * dS . K.
@@ -231,6 +233,113 @@ fn causal_attention_forward(@builtin(workgroup_id) wid: vec3<u32>,
       }
       lse[row] = 0.0;
     }
+  }
+}
+
+// --- causal_attention_decode -----------------------------------------------------------------
+// One query row per sequence (Tq = 1: a decoding step against a KV cache), no dropout; the
+// forward's bindings and results. The forward above gives that row one thread, which walks
+// every key and the whole head alone while the workgroup's other threads idle. Here one
+// workgroup of DECODE_THREADS threads shares the row: the threads split the keys to score them
+// (chunks of up to TILE keys, the scores held in workgroup memory, q staged there once), take
+// the chunk's maximum and sum together, and split the head's features for the weighted sum of
+// values (thread t owns features t, t + DECODE_THREADS, ...: at most DECODE_DIMS of them),
+// reading each value row in one coalesced run.
+
+const DECODE_THREADS: u32 = 64u;
+const DECODE_DIMS: u32 = 4u;   // features a thread owns: MAX_HEAD_DIM (<= 256) / DECODE_THREADS
+
+var<workgroup> decode_part: array<f32, DECODE_THREADS>;
+
+// The maximum (take_max) or the sum of `value` over the workgroup, in a tree.
+fn decode_reduce(lid: u32, value: f32, take_max: bool) -> f32 {
+  workgroupBarrier();   // the last reduction's result read
+  decode_part[lid] = value;
+  workgroupBarrier();
+  for (var width = DECODE_THREADS / 2u; width > 0u; width /= 2u) {
+    if (lid < width) {
+      let other = decode_part[lid + width];
+      decode_part[lid] = select(decode_part[lid] + other, max(decode_part[lid], other), take_max);
+    }
+    workgroupBarrier();
+  }
+  return decode_part[0];
+}
+
+@compute @workgroup_size(DECODE_THREADS)
+fn causal_attention_decode(@builtin(workgroup_id) wid: vec3<u32>,
+                           @builtin(num_workgroups) groups: vec3<u32>,
+                           @builtin(local_invocation_index) lid: u32) {
+  let row = workgroup_index(wid, groups);      // b * q_heads + h: lse's row too (Tq = 1)
+  if (row >= fwd.batch * fwd.q_heads) {
+    return;
+  }
+  let D = fwd.head_dim;
+  let h = row % fwd.q_heads;
+  let b = row / fwd.q_heads;
+  let kvh = h / (fwd.q_heads / fwd.kv_heads);
+  let keys = fwd.past + 1u;
+  let q_base = row * D;                        // (b * Tq + 0) * Hq * D + h * D
+  let kv_width = fwd.kv_heads * D;
+  for (var d = lid; d < D; d += DECODE_THREADS) {
+    tile_a[d] = q[q_base + d] * fwd.scaling;
+  }
+  var m = MASKED;
+  var l = 0.0;
+  var acc = vec4<f32>(0.0);    // features lid + i * DECODE_THREADS, i < DECODE_DIMS
+  for (var c0 = window_start(fwd, 0u); c0 < keys; c0 += TILE) {
+    let n = min(TILE, keys - c0);
+    workgroupBarrier();        // q staged; the last chunk's probabilities read
+    var top = MASKED;
+    for (var r = lid; r < n; r += DECODE_THREADS) {
+      let j = c0 + r;
+      var score = MASKED;
+      if (in_window(fwd, 0u, j) && key_is_real(fwd, b, j)) {
+        let k_row = (b * keys + j) * kv_width + kvh * D;
+        var dot = 0.0;
+        for (var d = 0u; d < D; d++) {
+          dot = fma(tile_a[d], k[k_row + d], dot);
+        }
+        score = capped(fwd, dot).x;
+      }
+      tile_b[r] = score;
+      top = max(top, score);
+    }
+    // No branch on what the reductions return: barriers must stay in uniform control flow. A
+    // chunk of invisible keys leaves m, l and acc as they were (every p below is 0).
+    let m_new = max(m, decode_reduce(lid, top, true));
+    let correction = select(0.0, exp(m - m_new), l > 0.0);
+    var part = 0.0;
+    for (var r = lid; r < n; r += DECODE_THREADS) {
+      let p = select(0.0, exp(tile_b[r] - m_new), tile_b[r] > MASKED);
+      tile_b[r] = p;
+      part += p;
+    }
+    l = fma(l, correction, decode_reduce(lid, part, false));   // its barriers publish tile_b
+    acc *= correction;
+    for (var r = 0u; r < n; r++) {
+      let p = tile_b[r];
+      if (p > 0.0) {
+        let v_row = (b * keys + c0 + r) * kv_width + kvh * D;
+        for (var i = 0u; i < DECODE_DIMS; i++) {
+          let d = lid + i * DECODE_THREADS;
+          if (d < D) {
+            acc[i] = fma(p, v[v_row + d], acc[i]);
+          }
+        }
+      }
+    }
+    m = m_new;
+  }
+  let inv = select(0.0, 1.0 / l, l > 0.0);   // a row that sees no key: out 0, lse 0
+  for (var i = 0u; i < DECODE_DIMS; i++) {
+    let d = lid + i * DECODE_THREADS;
+    if (d < D) {
+      out[q_base + d] = acc[i] * inv;
+    }
+  }
+  if (lid == 0u) {
+    lse[row] = select(0.0, m + log(l), l > 0.0);
   }
 }
 

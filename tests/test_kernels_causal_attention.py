@@ -264,6 +264,32 @@ def test_layers_share_the_partial_sums(device, att, rng):
         assert rel_error(results[2 * n + 1], ref_dv) <= BACKWARD_BOUND
 
 
+# One query row (a decoding step) runs causal_attention_decode: keys in chunks of 2,048 (the
+# tile), so past 4,500 spans three; a window inside one chunk and one across a chunk's edge;
+# padding; GQA; the soft cap; heads of 256 (four features a thread). The backward of a
+# one-row batch reads the decode entry's lse. Not the backward over 4,501 keys: its grad_q gives
+# each thread every key, past what lavapipe's loops allow (CausalAttentionKernels.loop_budget).
+@pytest.mark.parametrize("batch, past, heads, kv_heads, dim, window, softcap, backward", [
+    (1, 4500, 2, 1, 8, None, None, False),
+    (2, 2100, 4, 2, 16, 60, None, True),
+    (1, 2060, 2, 2, 8, 30, 2.0, True),
+    (2, 9, 4, 1, 8, None, 0.8, True),
+    (1, 0, 1, 1, 4, None, None, True),
+])
+def test_decoding_step(device, att, rng, batch, past, heads, kv_heads, dim, window, softcap,
+                       backward):
+    mask = right_padding(rng, batch, past + 1)
+    mask[:, :1] = 1
+    mask[:, -1] = 1          # the new token is real
+    check(device, att, rng, batch, 1, heads, kv_heads, dim, past=past, mask=mask, window=window,
+          softcap=softcap, backward=backward)
+
+
+def test_decoding_step_heads_of_256(device, rng):
+    wide = run(CausalAttentionKernels.load(device, head_dim=256))
+    check(device, wide, rng, 1, 1, 4, 1, 256, past=40)
+
+
 def test_custom_scaling_and_default_blocks(device, rng):
     att16 = run(CausalAttentionKernels.load(device))
     check(device, att16, rng, 1, 19, 2, 1, 32, scaling=0.3)

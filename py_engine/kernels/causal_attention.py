@@ -50,8 +50,8 @@ DEFAULT_HEAD_DIM = 128
 MAX_HEAD_DIM = 256      # each thread's private rows stay within WGSL's 8 KiB function memory
 MAX_BLOCK = 64
 TILE = 2048
-ENTRIES = ("causal_attention_forward", "causal_attention_stats", "causal_attention_grad_q",
-           "causal_attention_grad_kv", "causal_attention_grad_kv_sum")
+ENTRIES = ("causal_attention_forward", "causal_attention_decode", "causal_attention_stats",
+           "causal_attention_grad_q", "causal_attention_grad_kv", "causal_attention_grad_kv_sum")
 SUM_THREADS = 64        # causal_attention_grad_kv_sum's workgroup
 # grad_kv runs a workgroup per query head, writing partial sums, when one per KV head would be
 # fewer workgroups than this: too few to fill a GPU (TinyLlama's 4 KV heads at batch 4 and 256
@@ -140,6 +140,10 @@ class CausalAttentionKernels:
             raise ValueError(f"past ({past}) + seq ({seq}) keys do not fit k/v of {key_rows} rows")
         shape = self._shape(batch, seq, heads, kv_heads, head_dim, past,
                             attention_mask is not None, blocks, scaling, dropout, window, softcap)
+        if seq == 1 and dropout is None:      # a decoding step: the row's threads share it
+            return self._dispatch(program, "causal_attention_decode",
+                                  [q, k, v, self._mask(attention_mask), out, lse, shape],
+                                  batch * heads)
         return self._dispatch(program, "causal_attention_forward",
                               [q, k, v, self._mask(attention_mask), out, lse, shape,
                                self._step(dropout)],
