@@ -49,6 +49,58 @@ def test_software_adapter_is_reported_not_fatal():
     dev.destroy()
 
 
+LOOPS = """
+struct Counts { first: u32, second: u32 }
+@group(0) @binding(0) var<storage, read_write> out: array<u32>;
+@group(0) @binding(1) var<uniform> counts: Counts;
+
+@compute @workgroup_size(1)
+fn main() {
+  var a = 0u;
+  for (var i = 0u; i < counts.first; i++) { a += 1u; }
+  var b = 0u;
+  for (var j = 0u; j < counts.second; j++) { b += 1u; }
+  out[0] = a;
+  out[1] = b;
+}
+"""
+
+
+def test_loop_limit_is_what_the_adapter_does(device):
+    """AdapterInfo.loop_limit: llvmpipe (here) stops an invocation's loops once 65,535
+    iterations have run in all of them, silently; an adapter without a limit runs them all."""
+    kernel = run(device.kernel_from_source(LOOPS, "main", "loops"))
+
+    def counted(first, second):
+        out = device.create_buffer(8)
+        program = device.program()
+        program.dispatch(kernel, [out, device.uniform("II", first, second)], (1, 1, 1))
+        program.read(out)
+        (data,) = run(program.run())
+        return list(np.frombuffer(bytes(data), dtype=np.uint32))
+
+    limit = device.info.loop_limit
+    assert limit is None or "llvmpipe" in repr(device.info.as_dict()).lower()
+    if limit is None:
+        assert counted(70_000, 10) == [70_000, 10]
+    else:
+        assert counted(limit + 5000, 10)[0] < limit + 5000
+        first, second = counted(40_000, 40_000)
+        assert first == 40_000 and first + second <= limit + 2 and second < 40_000
+        assert counted(1000, 2000) == [1000, 2000]
+
+
+@pytest.mark.parametrize("names, limit", [
+    (("llvmpipe", "", "llvmpipe (LLVM 15.0.6, 256 bits)", "Mesa 22.3.6"), 65535),
+    (("google", "swiftshader", "", ""), None),
+    (("NVIDIA", "", "NVIDIA H200", "580.159.04"), None),
+])
+def test_loop_limits_by_adapter(names, limit):
+    from py_engine.gpu.device import AdapterInfo
+
+    assert AdapterInfo(*names, backend="native-vulkan", is_fallback=False).loop_limit == limit
+
+
 def test_unknown_backend_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown backend 'cuda'"):
         run(open_device("cuda"))

@@ -290,6 +290,71 @@ def test_decoding_step_heads_of_256(device, rng):
     check(device, wide, rng, 1, 1, 4, 1, 256, past=40)
 
 
+def largest_allowed(att, entries, make_shape):
+    """The largest n for which every entry's loop_iterations(**make_shape(n)) stays within
+    65,535, whatever the adapter (bisection)."""
+    lo, hi = 2, 1 << 17
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        fits = all(att.loop_iterations(e, **make_shape(mid)) <= 65535 for e in entries)
+        lo, hi = (mid, hi) if fits else (lo, mid - 1)
+    return lo
+
+
+@pytest.mark.parametrize("kind, dim", [("forward", 64), ("backward", 8), ("decode", 16)])
+def test_attention_that_lavapipe_would_cut_short_is_refused(device, att, rng, kind, dim):
+    """llvmpipe stops an invocation's loops after 65,535 iterations in all (AdapterInfo.
+    loop_limit), which a thread walking every key and the whole head passes at a few hundred
+    keys of 64. The largest shape loop_iterations allows gives the reference's answer (so the
+    count is an upper bound of what the kernels run), and one key more is refused before
+    anything is recorded, naming the limit."""
+    heads, kv_heads = 4, 1      # grad_kv sums a group of 4 query heads per key
+    entries = {"forward": ["causal_attention_forward"], "decode": ["causal_attention_decode"],
+               "backward": ["causal_attention_forward", "causal_attention_grad_q",
+                            "causal_attention_grad_kv"]}[kind]
+    split = lambda n: {"forward": (2, n - 2), "decode": (1, n - 1), "backward": (n, 0)}[kind]
+    make = lambda n: dict(seq=split(n)[0], past=split(n)[1], head_dim=dim, heads=heads,
+                          kv_heads=kv_heads)
+    n = largest_allowed(att, entries, make)
+    assert 100 < n < 40_000, n
+    seq, past = split(n)
+    check(device, att, rng, 1, seq, heads, kv_heads, dim, past=past,
+          backward=kind == "backward", split_heads=False)
+    seq, past = split(n + 1)
+    program = device.program()
+    buf = poisoned(device, (past + seq) * heads * dim)
+    run_one = lambda: (att.forward(program, buf, buf, buf, None, buf, buf, batch=1, seq=seq,
+                                   heads=heads, kv_heads=kv_heads, head_dim=dim, past=past)
+                       if kind != "backward" else
+                       att.backward(program, buf, buf, buf, buf, None, buf, buf, buf, buf, buf,
+                                    buf, batch=1, seq=seq, heads=heads, kv_heads=kv_heads,
+                                    head_dim=dim, past=past, split_heads=False))
+    if device.info.loop_limit is None:     # an adapter without the limit refuses nothing
+        return
+    with pytest.raises(ValueError, match="stops them after 65,535"):
+        run_one()
+    assert not program.ops
+
+
+def test_a_decoding_position_past_the_loop_limit_is_refused(device, att):
+    from py_engine.gpu import Variable
+
+    dim, heads = 16, 4
+    n = largest_allowed(att, ["causal_attention_decode"],
+                        lambda n: dict(seq=1, past=n - 1, head_dim=dim, heads=heads, kv_heads=1))
+    cache = poisoned(device, (n + 10) * dim)
+    q, out, lse = poisoned(device, heads * dim), poisoned(device, heads * dim), poisoned(device, heads)
+    position = Variable(0, name="position")
+    att.forward(device.program(), q, cache, cache, None, out, lse, batch=1, seq=1, heads=heads,
+                kv_heads=1, head_dim=dim, past=position)
+    position.set(n - 1)
+    if device.info.loop_limit is None:
+        position.set(n)
+        return
+    with pytest.raises(ValueError, match="position = .* is out of range for causal_attention_decode"):
+        position.set(n)
+
+
 def test_custom_scaling_and_default_blocks(device, rng):
     att16 = run(CausalAttentionKernels.load(device))
     check(device, att16, rng, 1, 19, 2, 1, 32, scaling=0.3)

@@ -32,6 +32,7 @@ UNIFORM = "uniform"
 USAGES = (STORAGE, UNIFORM)
 
 _SOFTWARE_NAMES = ("swiftshader", "llvmpipe", "lavapipe", "softpipe", "warp")
+LLVMPIPE_LOOP_LIMIT = 65535
 
 
 class AdapterInfo:
@@ -46,6 +47,15 @@ class AdapterInfo:
         self.is_fallback = bool(is_fallback)
         text = " ".join((self.vendor, self.architecture, self.device, self.description)).lower()
         self.is_software = self.is_fallback or any(name in text for name in _SOFTWARE_NAMES)
+
+    @property
+    def loop_limit(self):
+        """The loop iterations one shader invocation may run in all, where the adapter caps
+        them, else None. llvmpipe (lavapipe) stops every loop of an invocation once 65,535
+        iterations have run across all of them (Mesa's LP_MAX_TGSI_LOOP_ITERATIONS), and the
+        results are then silently wrong; SwiftShader and GPUs have no such cap."""
+        text = " ".join((self.vendor, self.architecture, self.device, self.description)).lower()
+        return LLVMPIPE_LOOP_LIMIT if ("llvmpipe" in text or "lavapipe" in text) else None
 
     def as_dict(self):
         return dict(vars(self))
@@ -413,9 +423,11 @@ def open_backend_device(backend, info_dict, limits, features):
     info = AdapterInfo(**info_dict)
     device = Device(backend, info, limits, features)
     if info.is_software:
+        capped = (f"; its shaders stop looping after {info.loop_limit:,} iterations per invocation, "
+                  "and work that would need more is refused") if info.loop_limit else ""
         warnings.warn(
             f"WebGPU adapter {info.vendor} {info.architecture or info.device} is a CPU "
-            f"implementation: results are correct, speed is not representative",
+            f"implementation: results are correct, speed is not representative{capped}",
             SoftwareAdapterWarning,
             stacklevel=3,
         )

@@ -53,6 +53,7 @@ TILE = 2048
 ENTRIES = ("causal_attention_forward", "causal_attention_decode", "causal_attention_stats",
            "causal_attention_grad_q", "causal_attention_grad_kv", "causal_attention_grad_kv_sum")
 SUM_THREADS = 64        # causal_attention_grad_kv_sum's workgroup
+DECODE_THREADS, DECODE_DIMS = 64, 4     # causal_attention_decode's workgroup, features a thread
 # grad_kv runs a workgroup per query head, writing partial sums, when one per KV head would be
 # fewer workgroups than this: too few to fill a GPU (TinyLlama's 4 KV heads at batch 4 and 256
 # tokens make 256 workgroups of 16 threads, and its grad_kv took 18 ms on an H200).
@@ -138,9 +139,18 @@ class CausalAttentionKernels:
             past.require(fits, f"attention over {key_rows} cached keys ({seq} queries)")
         elif not fits(past):
             raise ValueError(f"past ({past}) + seq ({seq}) keys do not fit k/v of {key_rows} rows")
+        decode = seq == 1 and dropout is None     # a decoding step: the row's threads share it
+        entry = "causal_attention_decode" if decode else "causal_attention_forward"
+        geometry = dict(seq=seq, head_dim=head_dim, heads=heads, kv_heads=kv_heads, window=window)
+        if isinstance(past, Variable):
+            past.require(lambda p: self._loops_fit(entry, past=p, **geometry),
+                         f"{entry} on this adapter: {self.device.info.loop_limit or 0:,} loop "
+                         "iterations per invocation")
+        else:
+            self._check_loops((entry,), past=past, **geometry)
         shape = self._shape(batch, seq, heads, kv_heads, head_dim, past,
                             attention_mask is not None, blocks, scaling, dropout, window, softcap)
-        if seq == 1 and dropout is None:      # a decoding step: the row's threads share it
+        if decode:
             return self._dispatch(program, "causal_attention_decode",
                                   [q, k, v, self._mask(attention_mask), out, lse, shape],
                                   batch * heads)
@@ -170,6 +180,9 @@ class CausalAttentionKernels:
         if split_heads is None:
             split_heads = self.splits_heads(batch, seq, heads, kv_heads, head_dim, past)
         split_heads = bool(split_heads) and group > 1
+        self._check_loops(("causal_attention_grad_q", "causal_attention_grad_kv"), seq=seq,
+                          past=past, head_dim=head_dim, heads=heads, kv_heads=kv_heads,
+                          window=window, split_heads=split_heads)
         shape = dict(batch=batch, seq=seq, heads=heads, kv_heads=kv_heads, head_dim=head_dim,
                      past=past, has_mask=has_mask, scaling=scaling, window=window, softcap=softcap)
         self._dispatch(program, "causal_attention_stats",
@@ -191,6 +204,51 @@ class CausalAttentionKernels:
                        batch * heads * k_blocks)
         return self._dispatch(program, "causal_attention_grad_kv_sum",
                               [dk_parts, dv_parts, dk, dv, kv_shape], -(-values // SUM_THREADS))
+
+    def loop_iterations(self, entry, *, seq, past, head_dim, heads, kv_heads, window=None,
+                        split_heads=False):
+        """The most loop iterations one invocation of `entry` runs on this shape: an upper
+        bound counted from its loops, each loop's last test counted as an iteration, as
+        llvmpipe's loop limiter counts them (checked against it: tests/test_kernels_causal_attention.py).
+        llvmpipe stops an invocation's loops once 65,535 have run in all (AdapterInfo.loop_limit),
+        which attention over a long sequence passes: a query row's thread walks every key and
+        the whole head."""
+        D, bq, bk = head_dim, self.block_q, self.block_k
+        keys = past + seq
+        seen = keys if window is None else min(keys, window + max(bq, bk))   # one row's keys
+        if entry == "causal_attention_decode":
+            return (seen * 2 + -(-seen // DECODE_THREADS) * (D + 4)
+                    + -(-seen // TILE) * (4 + 2 * DECODE_THREADS.bit_length()) + 2 * D + 8)
+        if entry in ("causal_attention_forward", "causal_attention_grad_q"):
+            # per key: the score's and the sum's loops over the head (D + 1 each) and their own
+            # turn of the loops over the block; per block: its staging and the rescaling
+            blocks = -(-seen // bk) + 1
+            return seen * (2 * D + 6) + blocks * (6 + D + -(-bk * D // bq)) + 2 * D + 4
+        if entry == "causal_attention_grad_kv":
+            rows = seq if window is None else min(seq, window + bk)   # the rows one key meets
+            summed = 1 if split_heads else heads // kv_heads
+            blocks = -(-rows // bq) + 1
+            return summed * (rows * (2 * D + 6) + blocks * (6 + -(-bq * D // bk)) + 2) + 2 * D + 4
+        raise ValueError(f"unknown entry {entry!r}")
+
+    def _loops_fit(self, entry, **shape):
+        limit = self.device.info.loop_limit
+        return limit is None or self.loop_iterations(entry, **shape) <= limit
+
+    def _check_loops(self, entries, **shape):
+        """Refuse a shape whose loops an adapter that caps them would cut short: its results
+        would be silently wrong."""
+        limit = self.device.info.loop_limit
+        for entry in entries if limit else ():
+            need = self.loop_iterations(entry, **shape)
+            if need > limit:
+                info = self.device.info
+                raise ValueError(
+                    f"attention over {shape['past'] + shape['seq']:,} positions with heads of "
+                    f"{shape['head_dim']} needs up to {need:,} loop iterations in one invocation of "
+                    f"{entry}, and this adapter ({info.vendor} {info.device or info.architecture}) "
+                    f"stops them after {limit:,}, so its results would be wrong: use a GPU, the "
+                    "numpy backend, or shorter sequences")
 
     def splits_heads(self, batch, seq, heads, kv_heads, head_dim, past=0):
         """Whether backward() computes dk and dv with a workgroup per query head on this shape
