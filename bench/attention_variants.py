@@ -10,8 +10,6 @@ the sum), the forward beside them, rounds alternating; the engine's choice is na
 8B's at 1 x 1024 (32 and 8 of 128); "small": a shape a software adapter runs in seconds.
 """
 
-import argparse
-import json
 import sys
 import time
 from array import array
@@ -19,8 +17,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
-from gpu_profile import time_alternating  # noqa: E402
-from py_engine.cli import POSITIVE  # noqa: E402
+from gpu_profile import on_native, time_alternating, variants_main  # noqa: E402
 
 # (name, batch, seq, heads, kv_heads, head_dim)
 SHAPES = {"full": [("TinyLlama", 4, 256, 32, 4, 64), ("Llama 3 8B", 1, 1024, 32, 8, 128)],
@@ -76,10 +73,7 @@ async def measure(device, size="full", seconds=60.0, repeats=3, rounds=3):
 
 def measure_native(size="full", seconds=60.0):
     """measure() on the native adapter (what bench/gpu_device.py calls in a process)."""
-    from contenders import open_native
-    from py_engine.gpu import run_sync
-
-    return run_sync(measure(open_native(), size, seconds))
+    return on_native(measure, size, seconds)
 
 
 def table_rows(result):
@@ -96,11 +90,7 @@ def table_rows(result):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", choices=sorted(SHAPES), default="full")
-    parser.add_argument("--seconds", type=POSITIVE, default=60.0, help="time for the whole run")
-    args = parser.parse_args(argv)
-    print(json.dumps(measure_native(args.size, args.seconds), indent=1))
+    variants_main(__doc__, SHAPES, measure_native, 60.0, argv)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,29 @@ def median(values):
     return values[len(values) // 2]
 
 
+def on_native(measure, size, seconds):
+    """measure(device, size, seconds) run to its end on the native adapter: what a side-by-side
+    benchmark's measure_native is (bench/gpu_device.py calls it in a process of its own)."""
+    from contenders import open_native
+
+    return run_sync(measure(open_native(), size, seconds))
+
+
+def variants_main(doc, sizes, measure_native, seconds, argv=None):
+    """A side-by-side benchmark's command line: --size (one of `sizes`) and --seconds for the
+    whole run; prints measure_native's result as JSON."""
+    import argparse
+    import json
+
+    from py_engine.cli import POSITIVE
+
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--size", choices=sorted(sizes), default="full")
+    parser.add_argument("--seconds", type=POSITIVE, default=seconds, help="time for the whole run")
+    args = parser.parse_args(argv)
+    print(json.dumps(measure_native(args.size, args.seconds), indent=1))
+
+
 async def time_alternating(device, programs, repeats, rounds):
     """{label: median seconds of one repeat} for `programs` ({label: a Program recorded with
     `repeats` copies of one piece of work}): one round that compiles and warms up, then

@@ -11,8 +11,6 @@ lies in how the shader is compiled, not in the tiling.
 up projection (N 5632); "small" is an eighth of each (software adapters).
 """
 
-import argparse
-import json
 import sys
 import time
 from array import array
@@ -20,8 +18,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
-from gpu_profile import time_alternating  # noqa: E402
-from py_engine.cli import POSITIVE  # noqa: E402
+from gpu_profile import on_native, time_alternating, variants_main  # noqa: E402
 
 SHAPES = {"full": [("q", 1024, 2048, 2048), ("up", 1024, 5632, 2048)],
           "small": [("q", 128, 256, 256), ("up", 128, 704, 256)]}
@@ -127,10 +124,7 @@ async def measure(device, size="full", seconds=150.0, repeats=3, rounds=3):
 
 def measure_native(size="full", seconds=150.0):
     """measure() on the native adapter (what bench/gpu_device.py calls in a process)."""
-    from contenders import open_native
-    from py_engine.gpu import run_sync
-
-    return run_sync(measure(open_native(), size, seconds))
+    return on_native(measure, size, seconds)
 
 
 def table_rows(result):
@@ -152,11 +146,7 @@ def table_rows(result):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", choices=sorted(SHAPES), default="full")
-    parser.add_argument("--seconds", type=POSITIVE, default=150.0, help="time for the whole run")
-    args = parser.parse_args(argv)
-    print(json.dumps(measure_native(args.size, args.seconds), indent=1))
+    variants_main(__doc__, SHAPES, measure_native, 150.0, argv)
 
 
 if __name__ == "__main__":
