@@ -194,7 +194,7 @@ fn word_dot(o: u32, wd: u32, word: u32) -> f32 {
 }
 
 // Every quantized_gemv entry's end: the LANES partial sums added, the epilogue by the first lane.
-fn finish_gemv(local: u32, o: u32, partial: f32) {
+fn finish_quantized_gemv(local: u32, o: u32, partial: f32) {
   let total = lane_sum(local, partial);
   if (local % LANES == 0u && o < params.out_features) {
     var b = 0.0;
@@ -217,7 +217,7 @@ fn quantized_gemv(@builtin(local_invocation_index) local: u32,
       acc += word_dot(o, wd, q[o * words_per_row + wd]);
     }
   }
-  finish_gemv(local, o, acc);
+  finish_quantized_gemv(local, o, acc);
 }
 
 // Four neighbouring words (16 bytes) a lane a step rather than one, so that a GPU has four
@@ -239,7 +239,7 @@ fn quantized_gemv_vec4(@builtin(local_invocation_index) local: u32,
            + (word_dot(o, wd + 2u, words.z) + word_dot(o, wd + 3u, words.w));
     }
   }
-  finish_gemv(local, o, acc);
+  finish_quantized_gemv(local, o, acc);
 }
 
 // --- input gradient: dx = dy . W ----------------------------------------------------------
