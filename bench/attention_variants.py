@@ -61,7 +61,8 @@ async def measure(device, size="full", seconds=60.0, repeats=3, rounds=3):
             for _ in range(repeats):
                 att.backward(programs[label], dout, q, k, v, None, out_, lse, stats, dq, dk, dv,
                              split_heads=split, **shape)
-        ms = {label: 1e3 * t for label, t in (await time_alternating(device, programs, repeats, rounds)).items()}
+        seconds_each = await time_alternating(device, programs, repeats, rounds)
+        ms = {label: 1e3 * t for label, t in seconds_each.items()}
         engine = "per query head" if att.splits_heads(**shape) else "per KV head"
         out["shapes"][f"{name} {batch}x{seq}, {heads}/{kv_heads} heads of {dim}"] = {
             "forward_ms": ms.pop("forward"), "backward_ms": ms, "engine": engine}

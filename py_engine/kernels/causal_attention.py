@@ -33,9 +33,15 @@ Logit soft-capping (Gemma 2): `softcap=c` caps each scaled score to c * tanh(s /
 softmax (forward and backward; None = no cap).
 
 The backward's dk and dv: with few KV heads and short sequences, a workgroup per KV head
-leaves a GPU mostly idle, so backward() then runs one per query head on a hardware adapter, writing partial sums
-(scratch this object holds: Hq / Hkv times dk and dv, shared by every layer) that one more
-kernel adds in head order (`split_heads`; splits_heads() says what it does when not told).
+leaves a GPU mostly idle, so on a hardware adapter backward() then runs one per query head,
+writing partial sums (scratch this object holds: Hq / Hkv times dk and dv, shared by every
+layer) that one more kernel adds in head order (`split_heads`; splits_heads() says what it
+does when not told).
+
+A decoding step (one query row, no dropout) runs causal_attention_decode, whose 64 threads
+share the row's keys and features. On an adapter that caps a shader invocation's loops
+(lavapipe: AdapterInfo.loop_limit), shapes whose loops would be cut short are refused
+(loop_iterations).
 
 Limits: head_dim <= the family's `head_dim` capacity (load(..., head_dim=256) for Gemma; 128 by
 default, at most 256), block sizes <= 64 with block * head_dim <= 2048 (the workgroup tiles):
@@ -166,8 +172,7 @@ class CausalAttentionKernels:
         query heads) from the forward's out and lse; stats [B*Hq*Tq*2] is scratch.
         `split_heads`: compute dk and dv with a workgroup per query head and sum the partial
         sums after (scratch of Hq / Hkv times dk and dv, held by this object), rather than one
-        per KV head; None splits when the KV heads alone make fewer than SPLIT_BELOW
-        workgroups."""
+        per KV head; None: as splits_heads() says."""
         if isinstance(past, Variable):
             raise TypeError("the backward is recorded for a fixed past; pass an int")
         mask = self._mask(attention_mask)
@@ -209,10 +214,10 @@ class CausalAttentionKernels:
                         split_heads=False):
         """The most loop iterations one invocation of `entry` runs on this shape: an upper
         bound counted from its loops, each loop's last test counted as an iteration, as
-        llvmpipe's loop limiter counts them (checked against it: tests/test_kernels_causal_attention.py).
-        llvmpipe stops an invocation's loops once 65,535 have run in all (AdapterInfo.loop_limit),
-        which attention over a long sequence passes: a query row's thread walks every key and
-        the whole head."""
+        llvmpipe's loop limiter counts them (checked against it in
+        tests/test_kernels_causal_attention.py). llvmpipe stops an invocation's loops once
+        65,535 have run in all (AdapterInfo.loop_limit), which attention over a long sequence
+        passes: a query row's thread walks every key and the whole head."""
         D, bq, bk = head_dim, self.block_q, self.block_k
         keys = past + seq
         seen = keys if window is None else min(keys, window + max(bq, bk))   # one row's keys
@@ -270,6 +275,6 @@ class CausalAttentionKernels:
         reads its partial sums before the next layer's grad_kv writes them. A larger need
         replaces them (programs recorded before keep the ones they bound)."""
         if self._partials is None or self._partials[0].size < size:
-            self._partials = tuple(self.device.create_buffer(size, label=f"attention {part} partial sums")
-                                   for part in ("dk", "dv"))
+            make = lambda part: self.device.create_buffer(size, label=f"attention {part} partial sums")
+            self._partials = (make("dk"), make("dv"))
         return self._partials
