@@ -150,8 +150,8 @@ class CausalAttentionKernels:
         geometry = dict(seq=seq, head_dim=head_dim, heads=heads, kv_heads=kv_heads, window=window)
         if isinstance(past, Variable):
             past.require(lambda p: self._loops_fit(entry, past=p, **geometry),
-                         f"{entry} on this adapter: {self.device.info.loop_limit or 0:,} loop "
-                         "iterations per invocation")
+                         f"attention over {seq:,} new position{'s' * (seq != 1)} with heads "
+                         f"of {head_dim} on {self._cut_short()}")
         else:
             self._check_loops((entry,), past=past, **geometry)
         shape = self._shape(batch, seq, heads, kv_heads, head_dim, past,
@@ -247,13 +247,16 @@ class CausalAttentionKernels:
         for entry in entries if limit else ():
             need = self.loop_iterations(entry, **shape)
             if need > limit:
-                info = self.device.info
                 raise ValueError(
                     f"attention over {shape['past'] + shape['seq']:,} positions with heads of "
                     f"{shape['head_dim']} needs up to {need:,} loop iterations in one invocation of "
-                    f"{entry}, and this adapter ({info.vendor} {info.device or info.architecture}) "
-                    f"stops them after {limit:,}, so its results would be wrong: use a GPU, the "
-                    "numpy backend, or shorter sequences")
+                    f"{entry}, too many for {self._cut_short()}")
+
+    def _cut_short(self):
+        info = self.device.info
+        return (f"this adapter ({info.vendor} {info.device or info.architecture}), which stops a "
+                f"shader invocation's loops after {info.loop_limit or 0:,} iterations, so its "
+                "results would be wrong: use a GPU, the numpy backend, or shorter sequences")
 
     def splits_heads(self, batch, seq, heads, kv_heads, head_dim, past=0):
         """Whether backward() computes dk and dv with a workgroup per query head on this shape
