@@ -97,9 +97,11 @@ struct Step {           // the dropout step buffer (py_engine/kernels/dropout.py
 var<workgroup> tile_a: array<f32, TILE>;
 var<workgroup> tile_b: array<f32, TILE>;
 
+alias Summed = f32;     // the decode's workgroup maximum and sum (row_reduce, row_sum)
 //#include "lib/grid.wgsl"
 //#include "lib/dropout_bits.wgsl"
 //#include "lib/softcap.wgsl"
+//#include "lib/workgroup_sum.wgsl"
 
 // The dropout factor of probability (b, h, i, j): 0 or drop_scale; 1 without dropout.
 fn drop_factor(s: Shape, step: Step, key: u32, b: u32, h: u32, i: u32, j: u32) -> f32 {
@@ -240,33 +242,16 @@ fn causal_attention_forward(@builtin(workgroup_id) wid: vec3<u32>,
 // One query row per sequence (Tq = 1: a decoding step against a KV cache), no dropout; the
 // forward's bindings and results. The forward above gives that row one thread, which walks
 // every key and the whole head alone while the workgroup's other threads idle. Here one
-// workgroup of DECODE_THREADS threads shares the row: the threads split the keys to score them
+// workgroup of WORKGROUP threads shares the row: the threads split the keys to score them
 // (chunks of up to TILE keys, the scores held in workgroup memory, q staged there once), take
 // the chunk's maximum and sum together, and split the head's features for the weighted sum of
-// values (thread t owns features t, t + DECODE_THREADS, ...: at most DECODE_DIMS of them),
+// values (thread t owns features t, t + WORKGROUP, ...: at most DECODE_DIMS of them),
 // reading each value row in one coalesced run.
 
-const DECODE_THREADS: u32 = 64u;
-const DECODE_DIMS: u32 = 4u;   // features a thread owns: MAX_HEAD_DIM (<= 256) / DECODE_THREADS
+override WORKGROUP: u32 = 64u;   // causal_attention_decode's threads (DECODE_THREADS)
+const DECODE_DIMS: u32 = 4u;      // features a thread owns: MAX_HEAD_DIM (<= 256) / WORKGROUP
 
-var<workgroup> decode_part: array<f32, DECODE_THREADS>;
-
-// The maximum (take_max) or the sum of `value` over the workgroup, in a tree.
-fn decode_reduce(lid: u32, value: f32, take_max: bool) -> f32 {
-  workgroupBarrier();   // the last reduction's result read
-  decode_part[lid] = value;
-  workgroupBarrier();
-  for (var width = DECODE_THREADS / 2u; width > 0u; width /= 2u) {
-    if (lid < width) {
-      let other = decode_part[lid + width];
-      decode_part[lid] = select(decode_part[lid] + other, max(decode_part[lid], other), take_max);
-    }
-    workgroupBarrier();
-  }
-  return decode_part[0];
-}
-
-@compute @workgroup_size(DECODE_THREADS)
+@compute @workgroup_size(WORKGROUP)
 fn causal_attention_decode(@builtin(workgroup_id) wid: vec3<u32>,
                            @builtin(num_workgroups) groups: vec3<u32>,
                            @builtin(local_invocation_index) lid: u32) {
@@ -281,17 +266,17 @@ fn causal_attention_decode(@builtin(workgroup_id) wid: vec3<u32>,
   let keys = fwd.past + 1u;
   let q_base = row * D;                        // (b * Tq + 0) * Hq * D + h * D
   let kv_width = fwd.kv_heads * D;
-  for (var d = lid; d < D; d += DECODE_THREADS) {
+  for (var d = lid; d < D; d += WORKGROUP) {
     tile_a[d] = q[q_base + d] * fwd.scaling;
   }
   var m = MASKED;
   var l = 0.0;
-  var acc = vec4<f32>(0.0);    // features lid + i * DECODE_THREADS, i < DECODE_DIMS
+  var acc = vec4<f32>(0.0);    // features lid + i * WORKGROUP, i < DECODE_DIMS
   for (var c0 = window_start(fwd, 0u); c0 < keys; c0 += TILE) {
     let n = min(TILE, keys - c0);
     workgroupBarrier();        // q staged; the last chunk's probabilities read
     var top = MASKED;
-    for (var r = lid; r < n; r += DECODE_THREADS) {
+    for (var r = lid; r < n; r += WORKGROUP) {
       let j = c0 + r;
       var score = MASKED;
       if (in_window(fwd, 0u, j) && key_is_real(fwd, b, j)) {
@@ -307,22 +292,22 @@ fn causal_attention_decode(@builtin(workgroup_id) wid: vec3<u32>,
     }
     // No branch on what the reductions return: barriers must stay in uniform control flow. A
     // chunk of invisible keys leaves m, l and acc as they were (every p below is 0).
-    let m_new = max(m, decode_reduce(lid, top, true));
+    let m_new = max(m, row_reduce(lid, top, true));
     let correction = select(0.0, exp(m - m_new), l > 0.0);
     var part = 0.0;
-    for (var r = lid; r < n; r += DECODE_THREADS) {
+    for (var r = lid; r < n; r += WORKGROUP) {
       let p = select(0.0, exp(tile_b[r] - m_new), tile_b[r] > MASKED);
       tile_b[r] = p;
       part += p;
     }
-    l = fma(l, correction, decode_reduce(lid, part, false));   // its barriers publish tile_b
+    l = fma(l, correction, row_sum(lid, part));   // its barriers publish tile_b
     acc *= correction;
     for (var r = 0u; r < n; r++) {
       let p = tile_b[r];
       if (p > 0.0) {
         let v_row = (b * keys + c0 + r) * kv_width + kvh * D;
         for (var i = 0u; i < DECODE_DIMS; i++) {
-          let d = lid + i * DECODE_THREADS;
+          let d = lid + i * WORKGROUP;
           if (d < D) {
             acc[i] = fma(p, v[v_row + d], acc[i]);
           }
@@ -333,7 +318,7 @@ fn causal_attention_decode(@builtin(workgroup_id) wid: vec3<u32>,
   }
   let inv = select(0.0, 1.0 / l, l > 0.0);   // a row that sees no key: out 0, lse 0
   for (var i = 0u; i < DECODE_DIMS; i++) {
-    let d = lid + i * DECODE_THREADS;
+    let d = lid + i * WORKGROUP;
     if (d < D) {
       out[q_base + d] = acc[i] * inv;
     }
@@ -554,7 +539,7 @@ fn causal_attention_grad_kv(@builtin(workgroup_id) wid: vec3<u32>,
 @group(0) @binding(1) var<storage, read> dv_parts: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dk_sum: array<f32>;
 @group(0) @binding(3) var<storage, read_write> dv_sum: array<f32>;
-@group(0) @binding(4) var<uniform> sums: Shape;
+@group(0) @binding(4) var<uniform> gsum: Shape;
 
 const SUM_THREADS: u32 = 64u;
 
@@ -562,13 +547,13 @@ const SUM_THREADS: u32 = 64u;
 fn causal_attention_grad_kv_sum(@builtin(global_invocation_id) gid: vec3<u32>,
                                 @builtin(num_workgroups) groups: vec3<u32>) {
   let e = thread_index(gid, groups, SUM_THREADS);
-  let n = sums.batch * (sums.past + sums.q_len) * sums.kv_heads * sums.head_dim;
+  let n = gsum.batch * (gsum.past + gsum.q_len) * gsum.kv_heads * gsum.head_dim;
   if (e >= n) {
     return;
   }
   var dk_total = 0.0;
   var dv_total = 0.0;
-  for (var g = 0u; g < sums.q_heads / sums.kv_heads; g++) {
+  for (var g = 0u; g < gsum.q_heads / gsum.kv_heads; g++) {
     dk_total += dk_parts[g * n + e];
     dv_total += dv_parts[g * n + e];
   }
