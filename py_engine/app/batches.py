@@ -19,6 +19,8 @@ Pure Python, no clock of its own (the trainer measures): this runs in the browse
 import math
 from dataclasses import dataclass
 
+from ..gpu.device import buffer_limit
+
 F32 = 4
 LM_HEAD_CHUNK = 256       # the vocabulary columns of the LM-head loss's logits block (gpu_backend)
 
@@ -65,14 +67,6 @@ def largest_buffer_bytes(model, rows, T):
     else:
         sizes.append(rows * c.num_attention_heads * T * T)
     return F32 * max(sizes)
-
-
-def buffer_limit(limits):
-    """The largest buffer a kernel may bind, from a device's limits (None: no limit)."""
-    if not limits:
-        return None
-    return min(limits.get("max_storage_buffer_binding_size", math.inf),
-               limits.get("max_buffer_size", math.inf))
 
 
 def power_below(n):

@@ -14,6 +14,7 @@ from .device import (
     Device,
     Kernel,
     Program,
+    buffer_limit,
     grid_groups,
     groups_for,
     require_floats,
@@ -72,6 +73,7 @@ def run_sync(coroutine):
 __all__ = [
     "AdapterInfo", "Buffer", "BufferTooLargeError", "Device", "DeviceLostError", "GPUError",
     "Kernel", "NoWebGPUError", "Program", "STORAGE", "ShaderCompileError", "ShaderIncludeError",
-    "SoftwareAdapterWarning", "UNIFORM", "Variable", "default_backend", "grid_groups", "groups_for",
+    "SoftwareAdapterWarning", "UNIFORM", "Variable", "buffer_limit", "default_backend", "grid_groups",
+    "groups_for",
     "open_device", "require_floats", "row_groups", "run_sync", "value_of",
 ]

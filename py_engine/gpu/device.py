@@ -45,8 +45,11 @@ class AdapterInfo:
         self.description = description or ""
         self.backend = backend
         self.is_fallback = bool(is_fallback)
-        text = " ".join((self.vendor, self.architecture, self.device, self.description)).lower()
-        self.is_software = self.is_fallback or any(name in text for name in _SOFTWARE_NAMES)
+        self.is_software = self.is_fallback or any(name in self._names() for name in _SOFTWARE_NAMES)
+
+    def _names(self):
+        """What the adapter calls itself, lower case, in one string."""
+        return " ".join((self.vendor, self.architecture, self.device, self.description)).lower()
 
     @property
     def loop_limit(self):
@@ -54,8 +57,8 @@ class AdapterInfo:
         them, else None. llvmpipe (lavapipe) stops every loop of an invocation once 65,535
         iterations have run across all of them (Mesa's LP_MAX_TGSI_LOOP_ITERATIONS), and the
         results are then silently wrong; SwiftShader and GPUs have no such cap."""
-        text = " ".join((self.vendor, self.architecture, self.device, self.description)).lower()
-        return LLVMPIPE_LOOP_LIMIT if ("llvmpipe" in text or "lavapipe" in text) else None
+        names = self._names()
+        return LLVMPIPE_LOOP_LIMIT if ("llvmpipe" in names or "lavapipe" in names) else None
 
     def as_dict(self):
         return dict(vars(self))
@@ -267,11 +270,7 @@ class Device:
 
     def _check_size(self, size, usage, label):
         what = f"buffer {label!r}" if label else "buffer"
-        limit = self.limits["max_buffer_size"]
-        if usage == STORAGE:
-            limit = min(limit, self.limits["max_storage_buffer_binding_size"])
-        else:
-            limit = min(limit, self.limits["max_uniform_buffer_binding_size"])
+        limit = buffer_limit(self.limits, usage)
         if size > limit:
             raise BufferTooLargeError(
                 f"{what} of {size:,} bytes exceeds this device's limit of {limit:,} bytes "
@@ -410,6 +409,15 @@ def row_groups(device, rows):
     """One workgroup per row; rows past the per-dimension limit spill into y."""
     limit = device.limits["max_compute_workgroups_per_dimension"]
     return (min(rows, limit), math.ceil(rows / limit))
+
+
+def buffer_limit(limits, usage=STORAGE):
+    """The largest buffer a kernel may bind as `usage` ("storage" or "uniform"), from a device's
+    limits (a dict as Device.limits; a limit it lacks is none; None for no limits at all)."""
+    if not limits:
+        return None
+    binding = "max_storage_buffer_binding_size" if usage == STORAGE else "max_uniform_buffer_binding_size"
+    return min(limits.get(binding, math.inf), limits.get("max_buffer_size", math.inf))
 
 
 def require_floats(buffer, count, name):

@@ -48,7 +48,7 @@ default, at most 256), block sizes <= 64 with block * head_dim <= 2048 (the work
 the default blocks shrink to fit (8 rows for head_dim 256).
 """
 
-from ..gpu import Variable, value_of
+from ..gpu import Variable, buffer_limit, value_of
 from .dropout import pack_step, scale, threshold
 
 SOURCE = "causal_attention.wgsl"
@@ -266,11 +266,9 @@ class CausalAttentionKernels:
         (on lavapipe the split backward took 1.5 times as long at TinyLlama's shape)."""
         group = heads // kv_heads
         values = batch * (past + seq) * kv_heads * head_dim
-        limit = min(self.device.limits["max_buffer_size"],
-                    self.device.limits["max_storage_buffer_binding_size"])
         return (not self.device.info.is_software and group > 1
                 and batch * kv_heads * -(-(past + seq) // self.block_k) < SPLIT_BELOW
-                and 4 * group * values <= limit)
+                and 4 * group * values <= buffer_limit(self.device.limits))
 
     def _partial_sums(self, size):
         """Two scratch buffers of at least `size` bytes for grad_kv's partial sums. Every

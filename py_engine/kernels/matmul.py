@@ -153,10 +153,9 @@ class MatmulKernels:
                 kernels[kind, trans_a, trans_b] = await device.kernel(SOURCE, entry, specialized)
         gemv_constants = gemv_settings(device)
         gemv_constants.update((k, v) for k, v in constants.items() if k in gemv_constants)
-        for kind in GEMV_ENTRIES if gemv else ():
-            entry = kind
+        for kind in GEMV_ENTRIES if gemv else ():     # each kind is its entry's name
             specialized = {**constants, **gemv_constants, "TRANS_A": False, "TRANS_B": True}
-            kernels[kind, False, True] = await device.kernel(SOURCE, entry, specialized)
+            kernels[kind, False, True] = await device.kernel(SOURCE, kind, specialized)
         sum_columns = await device.kernel(SOURCE, "sum_columns",
                                           {"WORKGROUP": SUM_COLUMNS_WORKGROUP})
         return cls(device, variant, {**constants, **gemv_constants}, kernels, sum_columns)
