@@ -1,8 +1,11 @@
-"""The causal attention's backward both ways on one adapter: grad_kv with a workgroup per KV head
-(each summing its group's query heads) against a workgroup per query head writing partial sums
-that a second kernel adds (shaders/causal_attention.wgsl, `split_heads`), on decoder shapes
-whose KV heads alone make few workgroups. Milliseconds per backward (stats, grad_q, grad_kv and
-the sum), the forward beside them, rounds alternating; the engine's choice is named.
+"""The causal attention's variants side by side on one adapter (shaders/causal_attention.wgsl):
+the backward's grad_kv with a workgroup per KV head (each summing its group's query heads)
+against a workgroup per query head writing partial sums that a second kernel adds
+(`split_heads`), on decoder shapes whose KV heads alone make few workgroups; and a decoding
+step (one query row over the shape's other positions, cached) on causal_attention_decode
+against the training forward, which gives the row one thread (`decode_entry`). Milliseconds
+per backward (stats, grad_q, grad_kv and the sum) and per decoding step, the forward beside
+them, rounds alternating; the engine's choice is named.
 
     python bench/attention_variants.py [--size small|full] [--seconds 60]   # native adapter: JSON
 
@@ -23,11 +26,13 @@ from gpu_profile import on_native, time_alternating, variants_main  # noqa: E402
 SHAPES = {"full": [("TinyLlama", 4, 256, 32, 4, 64), ("Llama 3 8B", 1, 1024, 32, 8, 128)],
           "small": [("small", 2, 64, 8, 2, 32)]}
 VARIANTS = {"per KV head": False, "per query head": True}
+DECODE_VARIANTS = {"decode entry": True, "training forward": False}
 
 
 async def measure(device, size="full", seconds=60.0, repeats=3, rounds=3):
-    """{"shapes": {shape: {"forward_ms", "backward_ms": {variant: ms}, "engine": variant}}}:
-    medians over `rounds` (after one that compiles and warms up), variants alternating."""
+    """{"shapes": {shape: {"forward_ms", "decode_ms": {entry: ms}, "backward_ms": {variant: ms},
+    "refused": {label: why}, "engine": variant}}}: medians over `rounds` (after one that
+    compiles and warms up), variants alternating; what the recorder refused is not timed."""
     import random
 
     from py_engine.kernels.causal_attention import CausalAttentionKernels
@@ -53,21 +58,37 @@ async def measure(device, size="full", seconds=60.0, repeats=3, rounds=3):
             make(2 * batch * heads * seq)
         dk, dv = make(k.size // 4), make(v.size // 4)
         shape = dict(batch=batch, seq=seq, heads=heads, kv_heads=kv_heads, head_dim=dim)
-        programs = {"forward": device.program("attention forward")}
-        for _ in range(repeats):
-            att.forward(programs["forward"], q, k, v, None, out_, lse, **shape)
+        programs, refused = {}, {}
+
+        def record(label, add):
+            """programs[label]: `repeats` calls of add(program), unless the recorder refuses
+            the shape (loops an adapter would cut short: lavapipe)."""
+            program = device.program(label)
+            try:
+                for _ in range(repeats):
+                    add(program)
+            except ValueError as e:
+                refused[label] = str(e)
+                return
+            programs[label] = program
+
+        record("forward", lambda p: att.forward(p, q, k, v, None, out_, lse, **shape))
+        step = dict(shape, batch=1, seq=1, past=seq - 1)    # the first sequence's last row
+        for label, decode_entry in DECODE_VARIANTS.items():
+            record(label, lambda p, d=decode_entry: att.forward(p, q, k, v, None, out_, lse,
+                                                                 decode_entry=d, **step))
         for label, split in VARIANTS.items():
-            programs[label] = device.program(f"attention backward, {label}")
-            for _ in range(repeats):
-                att.backward(programs[label], dout, q, k, v, None, out_, lse, stats, dq, dk, dv,
-                             split_heads=split, **shape)
+            record(label, lambda p, split=split: att.backward(
+                p, dout, q, k, v, None, out_, lse, stats, dq, dk, dv, split_heads=split, **shape))
         seconds_each = await time_alternating(device, programs, repeats, rounds)
         ms = {label: 1e3 * t for label, t in seconds_each.items()}
+        print(f"[attention_variants] {name}: " + ", ".join(f"{k} {v:.3f} ms" for k, v in ms.items()),
+              flush=True)
         engine = "per query head" if att.splits_heads(**shape) else "per KV head"
         out["shapes"][f"{name} {batch}x{seq}, {heads}/{kv_heads} heads of {dim}"] = {
-            "forward_ms": ms.pop("forward"), "backward_ms": ms, "engine": engine}
-        print(f"[attention_variants] {name}: " + ", ".join(f"{k} {v:.2f} ms" for k, v in ms.items()),
-              flush=True)
+            "forward_ms": ms.pop("forward", None),
+            "decode_ms": {label: ms.pop(label) for label in DECODE_VARIANTS if label in ms},
+            "backward_ms": ms, "refused": refused, "engine": engine}
     out["seconds"] = time.perf_counter() - started
     return out
 
@@ -78,15 +99,20 @@ def measure_native(size="full", seconds=60.0):
 
 
 def table_rows(result):
-    """Rows (measure, value, note) for bench/gpu_device.py's table: each shape's backward as the
-    engine records it, against the other way."""
+    """Rows (measure, value, note) for bench/gpu_device.py's table: each shape's backward and
+    decoding step as the engine records them, against the other way."""
     rows = []
     for shape, r in result["shapes"].items():
-        mine = r["backward_ms"][r["engine"]]
-        other = next(label for label in r["backward_ms"] if label != r["engine"])
-        rows.append((f"attention backward {shape} (grad_kv {r['engine']})", f"{mine:.2f} ms",
-                     f"{other} {r['backward_ms'][other]:.2f} ms: the engine's way "
-                     f"{r['backward_ms'][other] / mine:.2f}x as fast; forward {r['forward_ms']:.2f} ms"))
+        for what, times, engine, labels in (
+                ("backward", r["backward_ms"], r["engine"], VARIANTS),
+                ("decoding step", r["decode_ms"], "decode entry", DECODE_VARIANTS)):
+            if engine not in times:
+                continue
+            other = next(label for label in labels if label != engine)
+            note = (f"{other} {times[other]:.3f} ms: the engine's way "
+                    f"{times[other] / times[engine]:.2f}x as fast" if other in times
+                    else f"{other} refused: {r['refused'].get(other, '')[:100]}")
+            rows.append((f"attention {what} {shape} ({engine})", f"{times[engine]:.3f} ms", note))
     return rows
 
 

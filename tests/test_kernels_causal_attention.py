@@ -39,7 +39,7 @@ def check(device, att, rng, batch, seq, heads, kv_heads, dim, *, past=0, mask=No
           scaling=None, backward=True, dropout=None, window=None, softcap=None, split_heads=None):
     """dropout: (p, seed, offset, base) of attention dropout on the probabilities; window: a
     sliding window; softcap: Gemma 2's logit soft cap; split_heads: grad_kv's grid (None: the
-    recorder's choice, which on this software adapter is a workgroup per KV head)."""
+    recorder's choice, splits_heads)."""
     keys = past + seq
     q, dout = (rng.standard_normal((batch * seq, heads * dim), dtype=np.float32) for _ in range(2))
     k, v = (rng.standard_normal((batch * keys, kv_heads * dim), dtype=np.float32) for _ in range(2))
@@ -205,15 +205,19 @@ def test_head_dim_256(device, rng, heads, kv_heads, seq, past, window, split_hea
 
 
 def test_grad_kv_splits_by_query_head_where_a_gpu_would_idle(device, att, monkeypatch):
-    """On a hardware adapter: split where the KV heads make few workgroups and a group has
-    several query heads; never on a software one (a CPU), nor where one query head per KV head
-    leaves nothing to split, nor where the KV heads already make enough workgroups."""
+    """Split where the KV heads make few workgroups and a group has several query heads, or
+    where a workgroup per KV head would run more loop iterations than the adapter allows; not
+    where one query head per KV head leaves nothing to split, nor where the KV heads already
+    make enough workgroups within the limit."""
     tiny_llama = dict(batch=4, seq=256, heads=32, kv_heads=4, head_dim=64)
-    assert not att.splits_heads(**tiny_llama)                       # lavapipe
-    monkeypatch.setattr(device.info, "is_software", False)
     assert att.splits_heads(**tiny_llama)
     assert not att.splits_heads(**dict(tiny_llama, heads=4))        # multi-head
-    assert not att.splits_heads(**dict(tiny_llama, batch=64))       # 64 x 4 x 32 blocks of 8
+    many = dict(tiny_llama, batch=64)                               # 64 x 4 x 32 blocks of 8
+    # a key's thread walks 256 rows of 8 heads of 64: past lavapipe's limit, split or not
+    assert att.splits_heads(**many) == (device.info.loop_limit is not None)
+    assert not att.splits_heads(**dict(many, batch=512, seq=16))    # enough, and within it
+    monkeypatch.setattr(type(device.info), "loop_limit", property(lambda info: None))
+    assert not att.splits_heads(**many)                             # an adapter without one
 
 
 # Caps of 0.8 and 2 bend nearly every score of these draws (|s| / c reaches 3-10, past the
@@ -283,6 +287,25 @@ def test_decoding_step(device, att, rng, batch, past, heads, kv_heads, dim, wind
     mask[:, -1] = 1          # the new token is real
     check(device, att, rng, batch, 1, heads, kv_heads, dim, past=past, mask=mask, window=window,
           softcap=softcap, backward=backward)
+
+
+@pytest.mark.parametrize("decode_entry", [True, False])
+def test_a_decoding_step_on_either_entry(device, att, rng, decode_entry):
+    """decode_entry=False keeps one query row on the training forward (what the benchmark
+    compares the decode entry with); both give the reference's out and lse."""
+    heads, kv_heads, dim, past = 4, 2, 16, 37
+    q = rng.standard_normal((1, heads * dim), dtype=np.float32)
+    k, v = (rng.standard_normal((past + 1, kv_heads * dim), dtype=np.float32) for _ in range(2))
+    out, lse = poisoned(device, heads * dim), poisoned(device, heads)
+    program = device.program()
+    att.forward(program, *(device.buffer_from(x) for x in (q, k, v)), None, out, lse, batch=1,
+                seq=1, heads=heads, kv_heads=kv_heads, head_dim=dim, past=past,
+                decode_entry=decode_entry)
+    got_out, got_lse = read(program, out, lse)
+    ref_out, ref_lse = ref.causal_attention_forward(
+        *(x.astype(np.float64) for x in (q, k, v)), batch=1, heads=heads, kv_heads=kv_heads, past=past)
+    assert rel_error(got_out, ref_out) <= FORWARD_BOUND
+    assert rel_error(got_lse, ref_lse) <= FORWARD_BOUND
 
 
 def test_decoding_step_heads_of_256(device, rng):

@@ -33,7 +33,7 @@ Logit soft-capping (Gemma 2): `softcap=c` caps each scaled score to c * tanh(s /
 softmax (forward and backward; None = no cap).
 
 The backward's dk and dv: with few KV heads and short sequences, a workgroup per KV head
-leaves a GPU mostly idle, so on a hardware adapter backward() then runs one per query head,
+leaves a GPU mostly idle, so backward() then runs one per query head,
 writing partial sums (scratch this object holds: Hq / Hkv times dk and dv, shared by every
 layer) that one more kernel adds in head order (`split_heads`; splits_heads() says what it
 does when not told).
@@ -61,7 +61,7 @@ ENTRIES = ("causal_attention_forward", "causal_attention_decode", "causal_attent
 SUM_THREADS = 64        # causal_attention_grad_kv_sum's workgroup
 DECODE_THREADS, DECODE_DIMS = 64, 4     # causal_attention_decode's workgroup, features a thread
 # grad_kv runs a workgroup per query head, writing partial sums, when one per KV head would be
-# fewer workgroups than this: too few to fill a GPU (TinyLlama's 4 KV heads at batch 4 and 256
+# fewer workgroups than this (splits_heads): too few to fill a GPU (TinyLlama's 4 KV heads at batch 4 and 256
 # tokens make 256 workgroups of 16 threads, and its grad_kv took 18 ms on an H200).
 SPLIT_BELOW = 2048
 
@@ -136,8 +136,11 @@ class CausalAttentionKernels:
         return program
 
     def forward(self, program, q, k, v, attention_mask, out, lse, *, batch, seq, heads, kv_heads,
-                head_dim, past=0, scaling=None, dropout=None, window=None, softcap=None):
-        """out [B*Tq, Hq*D] and lse [B, Hq, Tq] for queries at positions past..past+Tq-1."""
+                head_dim, past=0, scaling=None, dropout=None, window=None, softcap=None,
+                decode_entry=None):
+        """out [B*Tq, Hq*D] and lse [B, Hq, Tq] for queries at positions past..past+Tq-1.
+        `decode_entry`: one query row without dropout runs causal_attention_decode (None, True),
+        or the training forward (False: what bench/attention_variants.py compares it with)."""
         blocks = -(-seq // self.block_q)
         key_rows = min(k.size, v.size) // (4 * kv_heads * head_dim * batch)
         fits = lambda p: 0 <= p and p + seq <= key_rows
@@ -145,7 +148,8 @@ class CausalAttentionKernels:
             past.require(fits, f"attention over {key_rows} cached keys ({seq} queries)")
         elif not fits(past):
             raise ValueError(f"past ({past}) + seq ({seq}) keys do not fit k/v of {key_rows} rows")
-        decode = seq == 1 and dropout is None     # a decoding step: the row's threads share it
+        # a decoding step: the row's threads share it
+        decode = seq == 1 and dropout is None and decode_entry is not False
         entry = "causal_attention_decode" if decode else "causal_attention_forward"
         geometry = dict(seq=seq, head_dim=head_dim, heads=heads, kv_heads=kv_heads, window=window)
         if isinstance(past, Variable):
@@ -183,7 +187,7 @@ class CausalAttentionKernels:
         group = heads // kv_heads if kv_heads and heads % kv_heads == 0 else 1
         values = batch * (past + seq) * kv_heads * head_dim     # of dk, and of dv
         if split_heads is None:
-            split_heads = self.splits_heads(batch, seq, heads, kv_heads, head_dim, past)
+            split_heads = self.splits_heads(batch, seq, heads, kv_heads, head_dim, past, window)
         split_heads = bool(split_heads) and group > 1
         self._check_loops(("causal_attention_grad_q", "causal_attention_grad_kv"), seq=seq,
                           past=past, head_dim=head_dim, heads=heads, kv_heads=kv_heads,
@@ -258,17 +262,20 @@ class CausalAttentionKernels:
                 f"shader invocation's loops after {info.loop_limit or 0:,} iterations, so its "
                 "results would be wrong: use a GPU, the numpy backend, or shorter sequences")
 
-    def splits_heads(self, batch, seq, heads, kv_heads, head_dim, past=0):
+    def splits_heads(self, batch, seq, heads, kv_heads, head_dim, past=0, window=None):
         """Whether backward() computes dk and dv with a workgroup per query head on this shape
-        when not told: on a hardware adapter, when the group has more than one query head, the
-        KV heads alone make fewer than SPLIT_BELOW workgroups, and the partial sums fit one
-        buffer. A software adapter is a CPU that a few hundred workgroups already keep busy
-        (on lavapipe the split backward took 1.5 times as long at TinyLlama's shape)."""
+        when not told: when the group has more than one query head, the partial sums fit one
+        buffer, and either the KV heads alone make fewer than SPLIT_BELOW workgroups or a
+        workgroup per KV head would run more loop iterations than the adapter allows (lavapipe:
+        a key's thread then walks the rows of every head of its group; split, of one)."""
         group = heads // kv_heads
         values = batch * (past + seq) * kv_heads * head_dim
-        return (not self.device.info.is_software and group > 1
-                and batch * kv_heads * -(-(past + seq) // self.block_k) < SPLIT_BELOW
-                and 4 * group * values <= buffer_limit(self.device.limits))
+        if group == 1 or 4 * group * values > buffer_limit(self.device.limits):
+            return False
+        few = batch * kv_heads * -(-(past + seq) // self.block_k) < SPLIT_BELOW
+        return few or not self._loops_fit("causal_attention_grad_kv", seq=seq, past=past,
+                                          head_dim=head_dim, heads=heads, kv_heads=kv_heads,
+                                          window=window)
 
     def _partial_sums(self, size):
         """Two scratch buffers of at least `size` bytes for grad_kv's partial sums. Every
