@@ -264,7 +264,7 @@ class Interleaving:
     transactions interleave."""
 
     def __init__(self, store):
-        self.store, self.name = store, store.name
+        self.store, self.name, self.lost = store, store.name, store.lost
 
     async def read(self, queries):
         await asyncio.sleep(0)

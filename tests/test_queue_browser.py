@@ -1,7 +1,8 @@
 """The training queue and the chat log inside Chromium (Pyodide, IndexedDB): the same script
 gives the same answers in the page as on the host over SQLite, across a page reload; and pages
 killed in the middle of a burst of puts (renderer SIGKILLed, page closed, navigated away, the
-whole browser SIGKILLed and started again on its profile) leave every put whole or absent."""
+whole browser SIGKILLed and started again on its profile) leave every put whole or absent; and
+a database Chromium found corrupt, deleted and started empty is reported as lost."""
 
 import json
 import os
@@ -169,9 +170,9 @@ batches = {}
 async for r in TrainingQueue(NAME).records():
     assert r.text == f"batch {r.origin['batch']} item {r.origin['item']}", r
     batches.setdefault(r.origin["batch"], []).append(r.id)
-version, found = await TrainingQueue(NAME).store.read(
-    [{"q": "get", "table": "counters", "keys": ["records"]}])
-json.dumps({"batches": batches, "counter": found[0][0], "version": version})
+store = TrainingQueue(NAME).store
+version, found = await store.read([{"q": "get", "table": "counters", "keys": ["records"]}])
+json.dumps({"batches": batches, "counter": found[0][0], "version": version, "lost": store.lost})
 '''
 
 SIZE = 150
@@ -219,6 +220,14 @@ def browser_processes(profile, renderers_only=False):
     return tree
 
 
+def alive(pid):
+    """Whether `pid` runs still (a zombie has let go of its files)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def open_engine(context, url):
     """A new page of `context` with py_engine booted."""
     page = context.new_page()
@@ -229,8 +238,21 @@ def open_engine(context, url):
 
 def launch(playwright, profile, launch_args):
     """Chromium on a profile directory of its own: IndexedDB on disk, and its processes known
-    by the directory in their command lines."""
-    return playwright.chromium.launch_persistent_context(profile, **launch_args)
+    by the directory in their command lines. It logs to chrome_debug.log there, which a
+    failure quotes."""
+    args = [*launch_args.get("args", ()), "--enable-logging", "--v=0"]
+    return playwright.chromium.launch_persistent_context(profile, **{**launch_args, "args": args})
+
+
+def storage_log(profile):
+    """The lines of Chromium's log on `profile` about storage (IndexedDB, LevelDB, quota)."""
+    path = profile / "chrome_debug.log"
+    if not path.is_file():
+        return "(Chromium wrote no log)"
+    lines = [line for line in path.read_text(errors="replace").splitlines()
+             if any(w in line.lower() for w in ("indexeddb", "leveldb", "quota", "corrupt",
+                                                 "bucket", "storage"))]
+    return "\n".join(lines[-40:]) or "(no storage lines in Chromium's log)"
 
 
 def kill(page, profile, how):
@@ -239,8 +261,15 @@ def kill(page, profile, how):
             for pid in browser_processes(profile, renderers_only=True):
                 os.kill(pid, signal.SIGKILL)
     elif how == "browser":
-        for pid in browser_processes(profile):
+        doomed = browser_processes(profile)
+        for pid in doomed:
             os.kill(pid, signal.SIGKILL)
+        # gone before the next launch: one still dying (in an fsync) would hold the database's
+        # lock, and the new browser fails to open it
+        deadline = time.monotonic() + 30
+        while any(alive(pid) for pid in doomed):
+            assert time.monotonic() < deadline, f"killed processes still alive: {doomed}"
+            time.sleep(0.05)
         return
     elif how == "navigate":
         page.goto("about:blank")
@@ -260,16 +289,34 @@ def start_burst(page, name, first):
     return acknowledged
 
 
-def check_survivors(page, name, rounds):
+def check_survivors(page, name, rounds, profile):
     """Every surviving batch whole, with consecutive ids; in each round, the batches that
     survive are the first ones it started (puts run one after another), every acknowledged
     one among them (an acknowledgement still on its way when the browser died is not
-    counted). Returns how many batches survived."""
+    counted). Returns how many batches survived.
+
+    One loss is Chromium's and allowed: a browser killed in the middle of a write can leave
+    the database corrupt, which Chromium deletes and starts empty on the next open (seen once
+    in some forty runs). The store must then say so (`lost`, from the open's dataLoss), which
+    the test checks, and the rounds before it are forgotten with a warning; a loss after any
+    other kill, or one the store does not report, fails."""
     store = run_json(page, COUNT.replace("NAME", repr(name)))
+    if store["lost"]:
+        assert rounds and rounds[-1][2] == "browser", \
+            f"the store was started empty after the {rounds[-1][2] if rounds else 'no'} kill: {store['lost']}"
+        assert not store["batches"], f"a store reported lost holds batches: {store}"
+        warnings.warn(f"Chromium found the store corrupt after the browser kill of round "
+                      f"{len(rounds) - 1}, deleted it and started it empty ({store['lost']}); "
+                      f"the store reported it, and the rounds before are not checked")
+        rounds.clear()
+        return 0
     found = {int(b): sorted(ids) for b, ids in store["batches"].items()}
     # what a failure needs to be understood: the id counter, and where each batch lies
-    seen = (f"counter {store['counter']}, store version {store['version']}, batches "
+    seen = (f"after the {rounds[-1][2] if rounds else 'no'} kill of round {len(rounds) - 1}; "
+            f"counter {store['counter']}, store version {store['version']}, batches "
             f"{ {b: (ids[0], len(ids)) for b, ids in sorted(found.items())} }")
+    if rounds and not found:
+        seen += f"; Chromium's log on storage:\n{storage_log(profile)}"
     highest = max((ids[-1] for ids in found.values()), default=0)
     if highest and (store["counter"] or {"value": 0})["value"] <= highest:
         # The queue steps over such a counter (TrainingQueue.next_ids); the browser lost a
@@ -278,7 +325,7 @@ def check_survivors(page, name, rounds):
     for number, ids in found.items():
         assert len(ids) == SIZE, f"batch {number} is partial: {len(ids)} of {SIZE}; {seen}"
         assert ids == list(range(ids[0], ids[0] + SIZE)), seen
-    for first, acknowledged in rounds:
+    for first, acknowledged, _ in rounds:
         mine = sorted(b for b in found if first <= b < first + ROUND)
         assert mine == list(range(first, first + len(mine))), seen
         assert set(acknowledged) <= set(mine) and acknowledged, \
@@ -295,15 +342,64 @@ def test_pages_killed_mid_burst_leave_whole_puts(playwright, built_dist, tmp_pat
         try:
             for k, how in enumerate(KILLS):
                 page = open_engine(context, url)
-                check_survivors(page, name, rounds)
+                check_survivors(page, name, rounds, profile)
                 acknowledged = start_burst(page, name, k * ROUND)
                 time.sleep(rng.uniform(0, 0.4))   # the kill lands anywhere in the next puts
                 kill(page, profile, how)
-                rounds.append((k * ROUND, list(acknowledged)))
+                rounds.append((k * ROUND, list(acknowledged), how))
                 if how == "browser":
                     context = launch(playwright, profile, browser_type_launch_args)
-            found = check_survivors(open_engine(context, url), name, rounds)
+            found = check_survivors(open_engine(context, url), name, rounds, profile)
         finally:
             context.close()
-    print(f"{len(KILLS)} kills ({', '.join(KILLS)}): {sum(len(a) for _, a in rounds)} puts "
+    print(f"{len(KILLS)} kills ({', '.join(KILLS)}): {sum(len(a) for _, a, _ in rounds)} puts "
           f"acknowledged, {found} whole puts found")
+
+
+STATS = '''
+import json
+from py_engine.data.queue import TrainingQueue
+from py_engine.data.record import Record
+
+queue = TrainingQueue(NAME)
+before = await queue.stats()
+added = (await queue.put([Record("classification", "text", text=f"after {i}", label="k")
+                          for i in range(3)]))["added"]
+json.dumps({"before": before, "added": added, "after": await queue.stats(), "lost": queue.store.lost})
+'''
+
+
+def test_a_store_the_browser_found_corrupt_says_it_was_started_empty(playwright, built_dist,
+                                                                     tmp_path,
+                                                                     browser_type_launch_args):
+    """Chromium deletes an IndexedDB database whose files fail their checksums and opens it
+    empty; the queue says so (stats' "lost", the store's `lost`) rather than look as if
+    nothing had ever been queued, and works on."""
+    profile, name = tmp_path / "profile", "corrupt"
+    with ServerThread(built_dist) as url:
+        context = launch(playwright, profile, browser_type_launch_args)
+        try:
+            first = run_json(open_engine(context, url), STATS.replace("NAME", repr(name)))
+            assert first["lost"] is None and "lost" not in first["after"]
+            assert first["after"]["total"] == 3
+            context.close()
+            (manifest,) = profile.glob("Default/IndexedDB/*.leveldb/MANIFEST-*")
+            data = bytearray(manifest.read_bytes())
+            for i in range(len(data) // 3, len(data) // 3 + 8):   # inside a record: its CRC fails
+                data[i] ^= 0x5A
+            manifest.write_bytes(bytes(data))
+            context = launch(playwright, profile, browser_type_launch_args)
+            page = open_engine(context, url)
+            messages = []
+            page.on("console", lambda m: messages.append(m.text))
+            second = run_json(page, STATS.replace("NAME", repr(name)))
+            third = run_json(open_engine(context, url), STATS.replace("NAME", repr(name)))
+        finally:
+            context.close()
+    assert "corrupt" in second["lost"] and second["before"]["lost"] == second["lost"]
+    assert second["before"]["total"] == 0 and second["after"]["total"] == 3
+    assert any("started empty" in m for m in messages), messages
+    # another page's connection opens the database as it now is: the new records are there
+    # (the same texts again are duplicates), and nothing more is reported lost
+    assert third["lost"] is None and third["before"]["total"] == 3 and third["added"] == 0
+    assert "corrupt" in storage_log(profile)

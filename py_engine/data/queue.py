@@ -346,7 +346,8 @@ class TrainingQueue:
     async def stats(self):
         """Counts of the queued records, read in one consistent view: total, available, leased
         (under a live lease), capacity, live leases, and by priority, source, label
-        (classification records) and kind."""
+        (classification records) and kind; with "lost" when the browser found the store
+        corrupt and started it empty (its message: what was queued before is gone)."""
         async def work(tx):
             now = self.clock()
             live = {lease["id"] for lease in await tx.scan("leases") if lease["expires"] > now}
@@ -363,7 +364,10 @@ class TrainingQueue:
                         out[name][value] = out[name].get(value, 0) + 1
             return out
 
-        return await atomically(self.store, work)
+        out = await atomically(self.store, work)
+        if self.store.lost:
+            out["lost"] = self.store.lost
+        return out
 
     async def records(self, kind=None, source=None, label=None, page=PAGE):
         """Every queued record (leased ones too) in the order they were added, as Records with

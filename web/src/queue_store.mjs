@@ -6,6 +6,10 @@
 // A write carries the version its reads saw and is refused (nothing written, {ok: false}) when
 // another write has committed since. The database "py_engine_data/<name>" is shared by the
 // pages, workers and the extension's documents of one origin.
+// Chromium deletes a database it finds corrupt when opening it (a browser killed in the middle
+// of a write can leave one so) and starts it empty, saying so only in the upgrade event's
+// dataLoss: every reply on such a connection carries that message as `lost`, so nothing the
+// user had vanishes without a word.
 
 const PREFIX = "py_engine_data/";
 const META = "_meta"; // out-of-line key "version": the number of writes committed
@@ -38,13 +42,20 @@ function connect(name, schemaText) {
     const schema = JSON.parse(schemaText);
     pending = new Promise((resolve, reject) => {
       const request = indexedDB.open(PREFIX + name, schema.version);
-      request.onupgradeneeded = () => upgrade(request.result, request.transaction, schema);
+      let lost = null;
+      request.onupgradeneeded = (event) => {
+        if (event.dataLoss && event.dataLoss !== "none") {
+          lost = event.dataLossMessage || `the browser lost the database (${event.dataLoss})`;
+          console.warn(`${PREFIX + name} was started empty: ${lost}`);
+        }
+        upgrade(request.result, request.transaction, schema);
+      };
       request.onsuccess = () => {
         const db = request.result;
         const forget = () => connections.delete(name);
         db.onversionchange = () => { db.close(); forget(); };
         db.onclose = forget;
-        resolve({ db, tables: [META, ...Object.keys(schema.tables)] });
+        resolve({ db, tables: [META, ...Object.keys(schema.tables)], lost });
       };
       request.onerror = () => { connections.delete(name); reject(request.error); };
       request.onblocked = () => {
@@ -97,18 +108,19 @@ function runQuery(tx, q, results, i) {
 
 // A failed request is left unhandled, so it aborts its whole transaction (a handler calling
 // preventDefault() would let the rest commit).
-function settle(tx, resolve, reject, value) {
-  tx.oncomplete = () => resolve(JSON.stringify(value()));
+function settle(tx, resolve, reject, value, lost) {
+  const reply = (v) => JSON.stringify(lost ? { ...v, lost } : v);
+  tx.oncomplete = () => resolve(reply(value()));
   tx.onabort = () => {
     const v = value();
-    if (v && v.ok === false) resolve(JSON.stringify(v));
+    if (v && v.ok === false) resolve(reply(v));
     else reject(tx.error || new Error("IndexedDB transaction aborted"));
   };
 }
 
 // queriesText: JSON [query, ...]; resolves to JSON {version, results}, read in one transaction.
 export async function read(name, schemaText, queriesText) {
-  const { db, tables } = await connect(name, schemaText);
+  const { db, tables, lost } = await connect(name, schemaText);
   const queries = JSON.parse(queriesText);
   return new Promise((resolve, reject) => {
     const tx = db.transaction(tables, "readonly");
@@ -123,7 +135,7 @@ export async function read(name, schemaText, queriesText) {
       reject(error);
       return;
     }
-    settle(tx, resolve, reject, () => ({ version, results }));
+    settle(tx, resolve, reject, () => ({ version, results }), lost);
   });
 }
 
@@ -131,7 +143,7 @@ export async function read(name, schemaText, queriesText) {
 // in one transaction when the store's version is still `expect`; resolves to JSON {ok, version}.
 // An insert whose key is taken fails (ConstraintError), and with it the whole transaction.
 export async function write(name, schemaText, opsText, expect) {
-  const { db, tables } = await connect(name, schemaText);
+  const { db, tables, lost } = await connect(name, schemaText);
   const ops = JSON.parse(opsText);
   for (const op of ops) {
     if (!["put", "insert", "delete"].includes(op.op) || !tables.includes(op.table) || op.table === META) {
@@ -159,7 +171,7 @@ export async function write(name, schemaText, opsText, expect) {
       meta.put(current + 1, "version");
       outcome = { ok: true, version: current + 1 };
     };
-    settle(tx, resolve, reject, () => outcome);
+    settle(tx, resolve, reject, () => outcome, lost);
   });
 }
 

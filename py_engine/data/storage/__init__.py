@@ -5,7 +5,8 @@ SQLite file (the host) and an IndexedDB database (the browser), with the layout 
     result = await atomically(store, work)  # work(tx): reads, then staged writes, all or nothing
 
 A back end (sqlite_store.SQLiteStore, indexeddb_store.IndexedDBStore) has a `name` for
-messages, close(), and two calls, each one transaction of its own:
+messages, close(), `lost` (None, or why the browser deleted a corrupt database and started it
+empty: IndexedDB only), and two calls, each one transaction of its own:
     await store.read(queries)        -> (version, [result per query]), one consistent snapshot
     await store.write(ops, version)  -> True, or False (nothing written) when another write
                                         committed since `version`; the store's version advances
@@ -40,6 +41,11 @@ from .schema import TABLES
 
 class StoreError(DataError):
     """A store that cannot be opened or written; the message names it and says why."""
+
+
+class StoreWarning(UserWarning):
+    """Something happened to the stored data that the user should hear of (a database the
+    browser found corrupt and started empty)."""
 
 
 class Conflict(Exception):

@@ -4,12 +4,16 @@ transaction run wholly in JS; queries, ops and results cross as JSON text (one s
 is far cheaper than converting many small objects through the FFI).
 
 The database is "py_engine_data/<name>", shared by the pages, workers and the extension's
-documents of one origin.
+documents of one origin. Chromium deletes a database it finds corrupt on opening it (a browser
+killed in the middle of a write can leave one so) and starts it empty; the store then says so
+in `lost` (Chromium's message) and with a warning, instead of answering as if it had always
+been empty.
 """
 
 import json
+import warnings
 
-from . import StoreError
+from . import StoreError, StoreWarning
 from .schema import as_json
 
 _SCHEMA = json.dumps(as_json())
@@ -24,15 +28,21 @@ class IndexedDBStore:
         if not isinstance(name, str) or not name:
             raise StoreError(f"an IndexedDB data store needs a non-empty name, got {name!r}")
         self.name = name
+        self.lost = None        # why the browser started the database empty, when it did
 
     async def _call(self, what, *args):
         import py_engine_queue
         from pyodide.ffi import JsException
 
         try:
-            return json.loads(await getattr(py_engine_queue, what)(self.name, _SCHEMA, *args))
+            reply = json.loads(await getattr(py_engine_queue, what)(self.name, _SCHEMA, *args))
         except JsException as e:
             raise StoreError(f"IndexedDB data store {self.name!r}: {what} failed ({e})") from None
+        if reply.get("lost") and self.lost is None:
+            self.lost = reply["lost"]
+            warnings.warn(f"IndexedDB data store {self.name!r}: the browser found the database "
+                          f"corrupt, deleted it and started it empty ({self.lost})", StoreWarning)
+        return reply
 
     async def read(self, queries):
         found = await self._call("read", _dumps(queries))

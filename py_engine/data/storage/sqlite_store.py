@@ -28,6 +28,8 @@ def _dumps(row):
 
 
 class SQLiteStore:
+    lost = None         # SQLite raises on a corrupt file rather than start it empty
+
     def __init__(self, path):
         self.name = str(path)
         if self.name != ":memory:":
