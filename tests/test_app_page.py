@@ -204,8 +204,8 @@ def test_imports_land_in_the_queue(session):
     render = "async (q) => (await import('./views.mjs')).renderQueue(q, null)"
     page.evaluate(render, {**queue, "lost": "IndexedDB (database was corrupt): checksum mismatch"})
     warning = page.locator("#queue-work .error")
-    assert "started it empty: what was queued before then is gone (IndexedDB (database was corrupt)" \
-        in warning.inner_text()
+    assert "started it empty: the queue and the training state from before then are gone " \
+           "(IndexedDB (database was corrupt)" in warning.inner_text()
     shot(page, "03b-queue-started-empty")
     page.evaluate(render, queue)
     assert page.locator("#queue-work .error").count() == 0

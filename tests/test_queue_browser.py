@@ -360,28 +360,36 @@ STATS = '''
 import json
 from py_engine.data.queue import TrainingQueue
 from py_engine.data.record import Record
+from py_engine.train.state import IndexedDBStateStore, StateError
 
+try:          # the training state's database is opened first: the loss is told to it
+    state = (await IndexedDBStateStore(NAME).load())["weights"].decode()
+except StateError as e:
+    state = str(e)
+await IndexedDBStateStore(NAME).save({"weights": b"saved"})
 queue = TrainingQueue(NAME)
 before = await queue.stats()
 added = (await queue.put([Record("classification", "text", text=f"after {i}", label="k")
                           for i in range(3)]))["added"]
-json.dumps({"before": before, "added": added, "after": await queue.stats(), "lost": queue.store.lost})
+json.dumps({"before": before, "added": added, "after": await queue.stats(), "lost": queue.store.lost,
+            "state": state})
 '''
 
 
 def test_a_store_the_browser_found_corrupt_says_it_was_started_empty(playwright, built_dist,
                                                                      tmp_path,
                                                                      browser_type_launch_args):
-    """Chromium deletes an IndexedDB database whose files fail their checksums and opens it
-    empty; the queue says so (stats' "lost", the store's `lost`) rather than look as if
-    nothing had ever been queued, and works on."""
+    """Chromium deletes an origin's IndexedDB databases when their files fail their checksums
+    and opens them empty, telling only the first open; the training state and the queue both
+    say so (StateError's message; stats' "lost", the store's `lost`) rather than look as if
+    nothing had ever been saved, and work on."""
     profile, name = tmp_path / "profile", "corrupt"
     with ServerThread(built_dist) as url:
         context = launch(playwright, profile, browser_type_launch_args)
         try:
             first = run_json(open_engine(context, url), STATS.replace("NAME", repr(name)))
             assert first["lost"] is None and "lost" not in first["after"]
-            assert first["after"]["total"] == 3
+            assert first["after"]["total"] == 3 and first["state"] == f"no training state {name!r} in IndexedDB"
             context.close()
             (manifest,) = profile.glob("Default/IndexedDB/*.leveldb/MANIFEST-*")
             data = bytearray(manifest.read_bytes())
@@ -397,9 +405,13 @@ def test_a_store_the_browser_found_corrupt_says_it_was_started_empty(playwright,
         finally:
             context.close()
     assert "corrupt" in second["lost"] and second["before"]["lost"] == second["lost"]
+    assert second["state"] == (f"no training state {name!r} in IndexedDB: the browser found its "
+                               f"databases corrupt, deleted them and started them empty "
+                               f"({second['lost']})")
     assert second["before"]["total"] == 0 and second["after"]["total"] == 3
     assert any("started empty" in m for m in messages), messages
     # another page's connection opens the database as it now is: the new records are there
     # (the same texts again are duplicates), and nothing more is reported lost
     assert third["lost"] is None and third["before"]["total"] == 3 and third["added"] == 0
+    assert third["state"] == "saved"
     assert "corrupt" in storage_log(profile)

@@ -260,8 +260,19 @@ class IndexedDBStateStore:
 
         found = await getFiles(self.key)
         if found is None or found is jsnull:     # JS null (a missing key) is not None
-            raise StateError(f"no training state {self.key!r} in IndexedDB")
+            lost = lost_by_the_browser()
+            raise StateError(f"no training state {self.key!r} in IndexedDB" + (
+                f": the browser found its databases corrupt, deleted them and started them "
+                f"empty ({lost})" if lost else ""))
         return {name: bytes(value.to_py()) for name, value in found.to_py(depth=1).items()}
+
+
+def lost_by_the_browser():
+    """Chromium's message when it found this origin's IndexedDB corrupt, deleted it and
+    started it empty (web/src/storage_loss.mjs), else None."""
+    from py_engine_state_store import lost
+
+    return lost()
 
 
 def _js_object(entries):

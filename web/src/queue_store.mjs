@@ -6,10 +6,12 @@
 // A write carries the version its reads saw and is refused (nothing written, {ok: false}) when
 // another write has committed since. The database "py_engine_data/<name>" is shared by the
 // pages, workers and the extension's documents of one origin.
-// Chromium deletes a database it finds corrupt when opening it (a browser killed in the middle
-// of a write can leave one so) and starts it empty, saying so only in the upgrade event's
-// dataLoss: every reply on such a connection carries that message as `lost`, so nothing the
+// Chromium deletes the origin's databases when it finds them corrupt on opening one (a browser
+// killed in the middle of a write can leave them so) and starts them empty, saying so only to
+// that open (storage_loss.mjs): every reply then carries its message as `lost`, so nothing the
 // user had vanishes without a word.
+
+import { dataLost, noteDataLoss } from "./storage_loss.mjs";
 
 const PREFIX = "py_engine_data/";
 const META = "_meta"; // out-of-line key "version": the number of writes committed
@@ -42,12 +44,8 @@ function connect(name, schemaText) {
     const schema = JSON.parse(schemaText);
     pending = new Promise((resolve, reject) => {
       const request = indexedDB.open(PREFIX + name, schema.version);
-      let lost = null;
       request.onupgradeneeded = (event) => {
-        if (event.dataLoss && event.dataLoss !== "none") {
-          lost = event.dataLossMessage || `the browser lost the database (${event.dataLoss})`;
-          console.warn(`${PREFIX + name} was started empty: ${lost}`);
-        }
+        noteDataLoss(event, PREFIX + name);
         upgrade(request.result, request.transaction, schema);
       };
       request.onsuccess = () => {
@@ -55,7 +53,7 @@ function connect(name, schemaText) {
         const forget = () => connections.delete(name);
         db.onversionchange = () => { db.close(); forget(); };
         db.onclose = forget;
-        resolve({ db, tables: [META, ...Object.keys(schema.tables)], lost });
+        resolve({ db, tables: [META, ...Object.keys(schema.tables)] });
       };
       request.onerror = () => { connections.delete(name); reject(request.error); };
       request.onblocked = () => {
@@ -108,8 +106,11 @@ function runQuery(tx, q, results, i) {
 
 // A failed request is left unhandled, so it aborts its whole transaction (a handler calling
 // preventDefault() would let the rest commit).
-function settle(tx, resolve, reject, value, lost) {
-  const reply = (v) => JSON.stringify(lost ? { ...v, lost } : v);
+function settle(tx, resolve, reject, value) {
+  const reply = (v) => {
+    const lost = dataLost();
+    return JSON.stringify(lost ? { ...v, lost } : v);
+  };
   tx.oncomplete = () => resolve(reply(value()));
   tx.onabort = () => {
     const v = value();
@@ -120,7 +121,7 @@ function settle(tx, resolve, reject, value, lost) {
 
 // queriesText: JSON [query, ...]; resolves to JSON {version, results}, read in one transaction.
 export async function read(name, schemaText, queriesText) {
-  const { db, tables, lost } = await connect(name, schemaText);
+  const { db, tables } = await connect(name, schemaText);
   const queries = JSON.parse(queriesText);
   return new Promise((resolve, reject) => {
     const tx = db.transaction(tables, "readonly");
@@ -135,7 +136,7 @@ export async function read(name, schemaText, queriesText) {
       reject(error);
       return;
     }
-    settle(tx, resolve, reject, () => ({ version, results }), lost);
+    settle(tx, resolve, reject, () => ({ version, results }));
   });
 }
 
@@ -143,7 +144,7 @@ export async function read(name, schemaText, queriesText) {
 // in one transaction when the store's version is still `expect`; resolves to JSON {ok, version}.
 // An insert whose key is taken fails (ConstraintError), and with it the whole transaction.
 export async function write(name, schemaText, opsText, expect) {
-  const { db, tables, lost } = await connect(name, schemaText);
+  const { db, tables } = await connect(name, schemaText);
   const ops = JSON.parse(opsText);
   for (const op of ops) {
     if (!["put", "insert", "delete"].includes(op.op) || !tables.includes(op.table) || op.table === META) {
@@ -171,7 +172,7 @@ export async function write(name, schemaText, opsText, expect) {
       meta.put(current + 1, "version");
       outcome = { ok: true, version: current + 1 };
     };
-    settle(tx, resolve, reject, () => outcome, lost);
+    settle(tx, resolve, reject, () => outcome);
   });
 }
 

@@ -4,13 +4,18 @@
 // closed mid-save keeps the previous record. Pages, workers and the extension's offscreen
 // document of one origin share the database.
 
+import { dataLost, noteDataLoss } from "./storage_loss.mjs";
+
 const DB = "py_engine";
 const STORE = "states";
 
 function open() {
   return new Promise((resolve, reject) => {
     const request = indexedDB.open(DB, 1);
-    request.onupgradeneeded = () => request.result.createObjectStore(STORE);
+    request.onupgradeneeded = (event) => {
+      noteDataLoss(event, DB);
+      request.result.createObjectStore(STORE);
+    };
     request.onsuccess = () => resolve(request.result);
     request.onerror = () => reject(request.error);
   });
@@ -50,4 +55,10 @@ export function deleteFiles(key) {
 
 export function listKeys() {
   return transact("readonly", (store) => store.getAllKeys());
+}
+
+// Chromium's message when it found the origin's databases corrupt and started them empty
+// (storage_loss.mjs), else null.
+export function lost() {
+  return dataLost();
 }

@@ -123,9 +123,9 @@ export function renderQueue(queue, trainer) {
     ? `${d.validation} held out to check quality · ${d.training} being learned · ${d.memory} learned and kept for replay` +
       (d.unusable ? ` · ${d.unusable} this model cannot learn` : "")
     : "";
-  // the browser deleted a corrupt copy of the queue: what was queued before is gone, and says so
+  // the browser deleted the origin's corrupt databases: what they held is gone, and the page says so
   $("queue-work").replaceChildren(...(queue.lost ? [el("span", { class: "error",
-    text: `The browser found the saved queue corrupt and started it empty: what was queued before then is gone (${queue.lost}).` }), work && " "] : []), work);
+    text: `The browser found this site's saved data corrupt and started it empty: the queue and the training state from before then are gone (${queue.lost}).` }), work && " "] : []), work);
   $("queue-total").replaceChildren(String(queue.total ?? 0), " ",
     el("small", { text: `${queue.total === 1 ? "record" : "records"} queued · ${queue.available ?? 0} waiting, ${queue.leased ?? 0} in training` }));
   barRows($("queue-sources").tBodies[0], queue.by_source, ([, a], [, b]) => b - a, (name) => name);

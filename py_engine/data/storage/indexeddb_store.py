@@ -4,10 +4,10 @@ transaction run wholly in JS; queries, ops and results cross as JSON text (one s
 is far cheaper than converting many small objects through the FFI).
 
 The database is "py_engine_data/<name>", shared by the pages, workers and the extension's
-documents of one origin. Chromium deletes a database it finds corrupt on opening it (a browser
-killed in the middle of a write can leave one so) and starts it empty; the store then says so
-in `lost` (Chromium's message) and with a warning, instead of answering as if it had always
-been empty.
+documents of one origin. Chromium deletes an origin's databases when it finds them corrupt on
+opening one (a browser killed in the middle of a write can leave them so) and starts them
+empty; the store then says so in `lost` (Chromium's message, web/src/storage_loss.mjs) and with
+a warning, instead of answering as if it had always been empty.
 """
 
 import json
