@@ -14,6 +14,9 @@ from transformers import (AutoModelForCausalLM, TemperatureLogitsWarper, TopKLog
 from conftest import run
 from tiny_chat import tiny_chat_dir
 from py_engine.generate import NumpyDecoder, TextStream, generate, greedy, sample, warp, warp_scores
+from py_engine.generate.sampling import SAMPLE_TAIL, Sampling, sample_candidates
+from py_engine.kernels.argmax import RowCandidates
+from py_engine.ops.argmax import sampling_candidates
 from py_engine.models.llama_config import LlamaConfig
 from llama_reference import LlamaReference
 from py_engine.tokenizers import BPETokenizer
@@ -125,6 +128,57 @@ def test_sampling_is_seeded_and_follows_the_warped_distribution(rng):
     assert set(counts) <= set(kept)
     for t, p in kept.items():   # binomial: 5 standard deviations
         assert abs(counts.get(t, 0) / n - p) <= 5 * (p * (1 - p) / n) ** 0.5 + 1e-9
+
+
+def reference_candidates(logits, settings, capacity=None):
+    """The candidates shaders/argmax.wgsl picks for `settings`, from its NumPy reference, the
+    total rounded to f32 as the GPU sends it; at most `capacity` of them come back."""
+    row = np.asarray(logits, np.float32)
+    ((index, cut, largest, total),) = sampling_candidates(row[None], 1 / settings.temperature,
+                                                          settings.top_k, settings.tail)
+    back = index[:capacity]
+    return RowCandidates(back.tolist(), [float(v) for v in row[back]], len(index), len(row),
+                         largest, float(np.float32(total)), cut)
+
+
+@pytest.mark.parametrize("temperature, top_k, top_p", WARPS)
+def test_a_draw_from_the_candidates_is_the_draw_from_the_row(rng, temperature, top_k, top_p):
+    """Drawing among the likeliest tokens the GPU picks gives the token sample() draws from
+    the whole row; only plain sampling may be undecided, when the draw falls past them (at
+    most SAMPLE_TAIL of the mass), which the test checks for each such draw."""
+    settings = Sampling(temperature, top_k, top_p)
+    for spread in (4.0, 1.0):
+        logits = rng.normal(0, spread, 32_000).astype(np.float32)
+        logits[rng.choice(logits.size, 100, replace=False)] = -np.inf
+        c = reference_candidates(logits, settings)
+        assert c.complete and len(c.tokens) < logits.size
+        exps = np.exp((np.float64(c.logits) - c.largest) / temperature)
+        held = exps.sum() / (c.total)
+        for seed in range(40):
+            want = sample(logits, random.Random(seed), temperature, top_k, top_p)
+            got = sample_candidates(c, random.Random(seed), temperature, top_k, top_p)
+            if got is None:
+                assert not top_k and top_p == 1.0 and held >= 1 - SAMPLE_TAIL
+                assert random.Random(seed).random() >= held - 1e-9, (seed, held)
+            else:
+                assert got == want, (seed, spread)
+
+
+def test_candidates_that_cannot_decide_say_so(rng):
+    """None, for the whole row to be read: fewer candidates than top-k, more mass left out
+    than top-p removes, or candidates that did not all come back."""
+    logits = rng.normal(0, 1.0, 5000).astype(np.float32)
+    logits[7] = 30.0                                              # one token holds nearly all
+    few = reference_candidates(logits, Sampling(1.0, 0, 0.5))
+    assert few.tokens == [7]
+    assert sample_candidates(few, random.Random(0), 1.0, 5, 1.0) is None
+    assert sample_candidates(few, random.Random(0), 1.0, 1, 1.0) == 7
+    wide = reference_candidates(rng.normal(0, 1.0, 5000), Sampling(1.0, 0, 0.5))
+    assert sample_candidates(wide, random.Random(0), 1.0, 0, 0.99) is None
+    cut = reference_candidates(rng.normal(0, 1.0, 5000), Sampling(1.0, 0, 0.9), capacity=10)
+    assert cut.count > 10 and sample_candidates(cut, random.Random(0), 1.0, 0, 0.9) is None
+    with pytest.raises(ValueError, match="temperature must be positive"):
+        sample_candidates(few, random.Random(0), 0.0)
 
 
 def test_bad_sampling_settings_are_refused():
@@ -355,6 +409,53 @@ def test_a_decoder_that_chooses_greedy_tokens_is_asked_for_them(chat):
                                              f"{shown}: its weights or activations"):
             run(generate(decoder, tok, [1], max_new_tokens=6))
         assert decoder.chosen == at + 1
+
+
+class CandidatesDecoder:
+    """A NumPy decoder that answers sampling=... with the candidates the GPU would pick (the
+    kernel's NumPy reference), at most `capacity` of them, as the GPU decoders do."""
+
+    samples_on_device = True
+
+    def __init__(self, decoder, capacity):
+        self.decoder, self.capacity, self.max_length = decoder, capacity, decoder.max_length
+        self.asked = self.undecided = 0
+
+    async def prefill(self, ids, sampling=None):
+        return self._choice(await self.decoder.prefill(ids), sampling)
+
+    async def step(self, token, sampling=None):
+        return self._choice(await self.decoder.step(token), sampling)
+
+    def _choice(self, logits, sampling):
+        self.last, self.asked = logits, self.asked + 1
+        return reference_candidates(logits, sampling, self.capacity), None
+
+    async def last_logits(self):
+        self.undecided += 1
+        return self.last
+
+
+def test_sampled_generation_from_candidates_is_the_generation_from_the_rows(chat):
+    """generate() draws among a decoder's candidates, reads the row when they cannot decide
+    (a small capacity makes that happen), and gives the tokens the whole rows give."""
+    dirs, tok = chat
+    prompt = tok.encode("My name is", add_special_tokens=False).ids
+    for capacity, kwargs in ((8, dict(temperature=0.9, top_p=0.95)),
+                             (4096, dict(temperature=1.2, top_k=30)),
+                             (4096, dict(temperature=0.7))):
+        for seed in range(3):
+            decoder = NumpyDecoder.load(dirs["llama"], dtype=np.float32)
+            want = run(generate(decoder, tok, prompt, max_new_tokens=16, greedy=False, seed=seed,
+                                **kwargs))
+            sampler = CandidatesDecoder(NumpyDecoder.load(dirs["llama"], dtype=np.float32), capacity)
+            got = run(generate(sampler, tok, prompt, max_new_tokens=16, greedy=False, seed=seed,
+                               **kwargs))
+            assert got.ids == want.ids and sampler.asked == len(got.ids)
+            if "top_k" in kwargs:        # top-k's candidates always decide
+                assert sampler.undecided == 0
+            elif capacity == 8:           # too few come back: the rows are read
+                assert sampler.undecided > 0
 
 
 def test_sampled_generation_is_reproducible_with_a_seed(chat):

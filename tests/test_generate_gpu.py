@@ -13,6 +13,7 @@ from conftest import floats, run
 from tiny_chat import tiny_chat_dir
 from py_engine.backends.gpu_backend import Kernels, Tensor
 from py_engine.generate import GpuDecoder, NumpyDecoder, generate
+from py_engine.generate.sampling import Sampling
 from py_engine.gpu import Variable
 from py_engine.kernels.kv_cache import KVCacheKernels
 from py_engine.models.llama_config import LlamaConfig
@@ -109,9 +110,62 @@ def test_greedy_tokens_chosen_on_the_gpu_are_the_argmax_of_its_logits(device, ke
         assert choice[:len(logits)] == logits and len(choice) == len(logits) + 1
 
 
+class HostSampling:
+    """A decoder's logits only: generate() samples from the whole rows on the host."""
+
+    def __init__(self, decoder):
+        self.decoder, self.max_length = decoder, decoder.max_length
+
+    async def prefill(self, ids):
+        return await self.decoder.prefill(ids)
+
+    async def step(self, token):
+        return await self.decoder.step(token)
+
+
+@pytest.mark.parametrize("family", ["qwen2", "llama-tied"])
+def test_sampling_draws_among_the_gpu_candidates_as_from_its_logits(device, kernels, chat, rng,
+                                                                     family):
+    """prefill and step with sampling=... bring back the likeliest tokens of the logits the
+    run computed (every token above the cut the kernel chose, the softmax total within 1e-5),
+    and generate() draws from them the tokens it draws from the whole rows, seed by seed; the
+    candidates' program is the logits' program with one more dispatch."""
+    dirs, tok = chat
+    gpu = run(GpuDecoder.load(device, dirs[family], kernels=kernels, max_length=MAX_LENGTH))
+    V = gpu.config.vocab_size
+    settings = Sampling(temperature=0.8, top_p=0.9)
+    seq = rng.integers(0, V, 9).tolist()
+    for k in range(5, 10):
+        candidates, problem = run(gpu.prefill(seq[:5], sampling=settings) if k == 5
+                                  else gpu.step(seq[k - 1], sampling=settings))
+        row = np.asarray(run(gpu.last_logits()), np.float32)      # this run's
+        assert problem is None and candidates.size == V and candidates.largest == row.max()
+        distance = (row.max() - row) / np.float32(settings.temperature)
+        total = np.exp(-distance.astype(np.float64)).sum()
+        assert abs(candidates.total - total) <= 1e-5 * total
+        assert candidates.complete and candidates.tokens == sorted(candidates.tokens)
+        # an upper set of the row: every token left out scores below every candidate
+        left_out = np.delete(row, candidates.tokens)
+        assert left_out.size == 0 or left_out.max() < min(candidates.logits)
+        assert candidates.logits == row[candidates.tokens].tolist()
+    prompt = tok.encode("My name is", add_special_tokens=False).ids
+    for kwargs in (dict(temperature=0.8, top_p=0.9), dict(temperature=1.1, top_k=20),
+                   dict(temperature=0.6)):
+        for seed in range(2):
+            want = run(generate(HostSampling(gpu), tok, prompt, max_new_tokens=10, greedy=False,
+                                seed=seed, **kwargs))
+            got = run(generate(gpu, tok, prompt, max_new_tokens=10, greedy=False, seed=seed,
+                               **kwargs))
+            assert got.ids == want.ids, (kwargs, seed)
+    for recorded in [*gpu._prefill.values(), *gpu._decode.values()]:
+        candidates, logits = recorded.readout.candidates.ops, recorded.readout.logits.ops
+        assert candidates[:len(logits)] == logits and len(candidates) == len(logits) + 1
+
+
 def test_nan_weights_stop_gpu_greedy_generation_with_a_message(device, kernels, chat):
-    """A NaN in the final norm's weight makes every logit NaN: the GPU's choice carries the
-    problem and generation names it, as the host check does for logits it reads."""
+    """A NaN in the final norm's weight makes every logit NaN: the GPU's choice (greedy, or
+    sampling's candidates) carries the problem and generation names it, as the host check does
+    for logits it reads."""
     dirs, tok = chat
     config = LlamaConfig.from_file(dirs["llama"])
     weights = LlamaReference.load(dirs["llama"]).p
@@ -121,8 +175,10 @@ def test_nan_weights_stop_gpu_greedy_generation_with_a_message(device, kernels, 
     gpu = run(GpuDecoder.create(device, config, params, kernels=kernels, max_length=32))
     token, problem = run(gpu.prefill([1, 2, 3], greedy=True))
     assert problem == "NaN"
-    with pytest.raises(ValueError, match="logits for token 1 of the reply hold NaN"):
-        run(generate(gpu, tok, [1, 2, 3], max_new_tokens=4))
+    assert run(gpu.prefill([1, 2, 3], sampling=Sampling(0.7)))[1] == "NaN"
+    for greedy in (True, False):
+        with pytest.raises(ValueError, match="logits for token 1 of the reply hold NaN"):
+            run(generate(gpu, tok, [1, 2, 3], max_new_tokens=4, greedy=greedy))
 
 
 def hf_greedy(path, prompt, n=32):

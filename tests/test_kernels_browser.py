@@ -1,5 +1,5 @@
 """A representative subset of the training kernels (BERT's, and the decoders' RMSNorm, RoPE and
-SwiGLU) and generation's argmax run inside Chromium (Pyodide + WebGPU, compiled by Tint, run on SwiftShader), checked
+SwiGLU) and generation's argmax and sampling candidates run inside Chromium (Pyodide + WebGPU, compiled by Tint, run on SwiftShader), checked
 against the NumPy references on the host with
 the same bounds as on lavapipe. Inputs are drawn fresh here, outputs are NaN-poisoned there."""
 
@@ -28,7 +28,7 @@ import json, struct
 from array import array
 from py_engine.gpu import open_device
 from py_engine.gpu.selfcheck import poisoned
-from py_engine.kernels.argmax import ArgmaxKernels, decode_choices
+from py_engine.kernels.argmax import ArgmaxKernels, decode_candidates, decode_choices
 from py_engine.kernels.attention import AttentionKernels
 from py_engine.kernels.cross_entropy import CrossEntropyKernels, create_metrics, decode_metrics
 from py_engine.kernels.dropout import DropoutKernels, pack_step
@@ -111,12 +111,18 @@ am = await ArgmaxKernels.load(device)
 chosen = device.buffer_from(bytes([0xef, 0xbe, 0xad, 0xde]) * am.out_words(I["am_rows"]))
 am.rows(program, f("am"), chosen, rows=I["am_rows"], cols=I["am_cols"])
 result("argmax", chosen)
+picked = device.buffer_from(bytes([0xef, 0xbe, 0xad, 0xde]) * am.candidate_words(2, 2048))
+am.candidates(program, f("sc"), picked, rows=2, cols=I["sc_cols"], capacity=2048,
+              inv_temperature=1.25, top_k=0, tail=0.05)
+result("candidates", picked)
 
 values = await program.run()
 for name, slot in reads.items():
     out[name] = list(array("f", bytes(values[slot])))
 out["metrics"] = decode_metrics(bytes(values[reads["metrics"]]))
 out["argmax"] = decode_choices(values[reads["argmax"]])
+out["candidates"] = [[c.tokens, c.count, c.cut, c.total, c.problem]
+                     for c in decode_candidates(values[reads["candidates"]], I["sc_cols"], 2048)]
 json.dumps(out)
 """
 
@@ -145,13 +151,17 @@ def test_training_kernels_in_the_browser(engine_page):
                          f32(4, 1000)])
     am[2, rng.integers(1000)], am[3, rng.integers(1000)], am[4] = np.nan, np.inf, -np.inf
     am[5, rng.choice(1000, 50, replace=False)] = -np.inf
+    # sampling candidates: rows on a grid of 1/16 (every bin exact in f32), a few masked
+    sc = (np.round(rng.normal(0.0, 3.0, (2, 3000)) * 16) / 16).astype(np.float32)
+    sc[1, rng.choice(3000, 40, replace=False)] = -np.inf
     inputs = {"rows": R, "cols": C, "out": OUT, "classes": CLASSES, "B": B, "T": T, "H": H, "D": D,
               "x": x.ravel().tolist(), "dy": dy.ravel().tolist(), "w": w.ravel().tolist(),
               "b": b.tolist(), "gamma": gamma.tolist(), "beta": beta.tolist(),
               "q": q.ravel().tolist(), "k": k.ravel().tolist(), "v": v.ravel().tolist(),
               "mask": mask.ravel().tolist(), "logits": logits.ravel().tolist(),
               "labels": labels.tolist(), "weights": weights.tolist(), "seed": seed, "base": base,
-              "am": am.ravel().tolist(), "am_rows": am.shape[0], "am_cols": am.shape[1]}
+              "am": am.ravel().tolist(), "am_rows": am.shape[0], "am_cols": am.shape[1],
+              "sc": sc.ravel().tolist(), "sc_cols": sc.shape[1]}
     got = run_json(engine_page, PAGE.replace("INPUTS", repr(json.dumps(inputs))))
 
     d = lambda a: np.asarray(a, np.float64)
@@ -178,3 +188,11 @@ def test_training_kernels_in_the_browser(engine_page):
     assert got["argmax"][4][0] == 0 == index[4]
     assert [p for _, p in got["argmax"]] == [None, None, "NaN", "inf", None, None]
     assert flags.tolist() == [0, 0, 2, 1, 0, 0]
+    for row, (tokens, count, cut, total, problem) in zip(sc, got["candidates"]):
+        # the cut is one the reference's f64 sums allow within 1e-4; its tokens are exact
+        low = argmax_ops.sampling_candidates(row[None], 1.25, 0, 0.05 * (1 + 1e-4))[0]
+        high = argmax_ops.sampling_candidates(row[None], 1.25, 0, 0.05 * (1 - 1e-4))[0]
+        assert low[1] <= cut <= high[1] and problem is None
+        bins = np.minimum((low[2] - row) * np.float32(1.25) * np.float32(8.0), 255).astype(int)
+        want = np.flatnonzero((row != -np.inf) & (bins <= cut)).tolist()
+        assert tokens == want and count == len(want) and abs(total - low[3]) <= 1e-5 * low[3]

@@ -7,7 +7,10 @@ generation.generate drives:
     decoder.reset(); decoder.max_length
 
 A decoder with greedy_on_device (the GPU ones) also takes greedy=True in prefill and step and
-returns the likeliest token, chosen on the GPU, as (token, problem) instead of the logits.
+returns the likeliest token, chosen on the GPU, as (token, problem) instead of the logits; and
+sampling=Sampling(...) (generate/sampling.py), returning the row's likeliest tokens as the GPU
+picked them, (RowCandidates, problem), to draw from with sampling.sample_candidates; when they
+cannot decide, `await decoder.last_logits()` brings back the whole row of that run.
 
 NumpyDecoder runs the forward eagerly (host only). GpuDecoder records it into programs replayed
 per call: prefill programs per length bucket (powers of two from 16, capped at max_length: the
@@ -15,8 +18,8 @@ prompt is right-padded with token 0, causal attention keeps the real rows indepe
 padding, and the padded rows' cache entries are overwritten before any query can see them; the
 last real row is gathered by an index written per run) and one single-token decode program.
 Each program's position (the RoPE offset, the cache row its keys and values land at, the
-attention's count of cached keys) is a Variable set per replay; each run reads back either the
-V logits or the 8 bytes of the likeliest token (Readout).
+attention's count of cached keys) is a Variable set per replay; each run reads back the V
+logits, the 8 bytes of the likeliest token, or a sampled token's candidates (Readout).
 
 LongRoPE (Phi-3) switches from its short to its long factors once the sequence is longer than
 original_max_position_embeddings; as transformers' Phi3ForCausalLM generates, the token that
@@ -33,12 +36,14 @@ from array import array
 
 from ..formats.peft_adapter import PREFIX
 from ..gpu import Variable
-from ..kernels.argmax import decode_choices
+from ..kernels.argmax import decode_candidates, decode_choices
 from ..kernels.rope import uses_long_factor
 from ..models.decoders import decoder_model
 from ..models.lora_config import LoraConfig
 
 MIN_BUCKET = 16
+CANDIDATES = 4096     # a sampled token's candidates read back at most (32 KB): more, and the
+                      # whole row is read (a flat row, or plain sampling at a high temperature)
 
 
 class Tokens:
@@ -205,34 +210,70 @@ class NumpyDecoder:
 
 class Readout:
     """What a recorded decoding program brings back per run: the likeliest token, chosen on the
-    GPU (8 bytes: greedy decoding), or all the logits (sampling), from a replica of the same
-    program. Reading a token instead of the vocabulary spares the transfer and, above all, a
-    scan of it in Python (bench/generation.py measures what that saves).
+    GPU (8 bytes: greedy decoding), a sampled token's candidates (the row's likeliest tokens,
+    at most CANDIDATES of them), or all the logits, each from its own copy of the same
+    program. Reading a token or a few instead of the vocabulary spares the transfer and, above
+    all, a scan of it in Python (bench/generation.py measures what that saves).
 
-    Make it while `be` records `program`, right after the logits [1, V]. The replica is taken
-    before the argmax is recorded, so sampling runs no choice it would not read."""
+    Make it while `be` records `program`, right after the logits [1, V]. The copies are taken
+    before the argmax is recorded, so each runs no choice it would not read."""
 
-    __slots__ = ("choice", "logits")
+    __slots__ = ("choice", "logits", "candidates", "settings", "_device", "_row", "_cols",
+                 "_out", "_params", "_capacity")
 
-    def __init__(self, be, program, logits):
+    def __init__(self, be, program, logits, capacity=None):
+        rows, cols = logits.shape
+        self._device, self._row, self._cols = be.device, (logits.buffer, 4 * rows * cols), cols
         self.logits = program.replica(f"{program.label} (logits)")
-        self.logits.read(logits.buffer, size=4 * logits.shape[0] * logits.shape[1])
+        self.logits.read(logits.buffer, size=4 * rows * cols)
+        # sampling's settings, set per run: 1 / temperature, top_k, the tail left out
+        self.settings = (Variable(1.0, "f", "1 / temperature"), Variable(0, name="top_k"),
+                         Variable(1.0, "f", "candidates' tail"))
+        self._capacity = capacity or CANDIDATES
+        argmax = be.k.argmax
+        self.candidates = program.replica(f"{program.label} (candidates)")
+        self._out = be.device.create_buffer(4 * argmax.candidate_words(rows, self._capacity),
+                                            label="sampling candidates")
+        inv_temperature, top_k, tail = self.settings
+        self._params = argmax.candidates(self.candidates, logits.buffer, self._out, rows=rows,
+                                         cols=cols, capacity=self._capacity,
+                                         inv_temperature=inv_temperature, top_k=top_k, tail=tail)
+        self.candidates.read(self._out)
         chosen = be.argmax_rows(logits)
         self.choice = program
         self.choice.read(chosen.buffer)
 
-    async def run(self, greedy):
+    async def run(self, greedy=False, sampling=None):
         """(token, problem) with `greedy` (problem: None, or "NaN" / "inf" when the logits
-        hold one and the token means nothing); else the logits as array("f")."""
+        hold one and the token means nothing); (RowCandidates, problem) with `sampling` (a
+        generate.sampling.Sampling); else the logits as array("f")."""
         if greedy:
             (data,) = await self.choice.run()
             return decode_choices(data)[0]
+        if sampling is not None:
+            inv_temperature, top_k, tail = self.settings
+            inv_temperature.set(1.0 / sampling.temperature)
+            top_k.set(sampling.top_k)
+            tail.set(sampling.tail)
+            (data,) = await self.candidates.run()
+            row = decode_candidates(data, self._cols, self._capacity)[0]
+            return row, row.problem
         (data,) = await self.logits.run()
         return array("f", bytes(data))
+
+    async def last_logits(self):
+        """The logits of the last run, whichever way it read (the buffer still holds them)."""
+        buffer, size = self._row
+        return array("f", bytes(await self._device.read(buffer, size=size)))
 
     def release(self):
         self.choice.release()
         self.logits.release()
+        self.candidates.release()
+        for variable in self.settings:
+            variable.forget([self._params])
+        self._out.destroy()
+        self._params.destroy()
 
 
 class _Recorded:
@@ -248,6 +289,7 @@ class GpuDecoder:
     head_dim floats."""
 
     greedy_on_device = True
+    samples_on_device = True
 
     def __init__(self, model, be, max_length=None):
         _not_encoder_decoder(model, "GpuSeq2SeqDecoder")
@@ -263,6 +305,7 @@ class GpuDecoder:
         self.history = History(c)
         self._prefill = {}       # (bucket, long rope) -> recorded program
         self._decode = {False: self._record(1, 1)}
+        self._last = None        # the program of the last run
 
     @classmethod
     async def create(cls, device, config, params, kernels=None, lora_scaling=None, max_length=None):
@@ -328,6 +371,8 @@ class GpuDecoder:
             r.readout.release()
             for b in r.buffers:
                 b.destroy()
+        if self._last in self._prefill.values():
+            self._last = None
         self._prefill = {}
 
     def bucket(self, n):
@@ -336,15 +381,23 @@ class GpuDecoder:
             b *= 2
         return min(b, self.max_length)
 
-    async def _run(self, r, ids, last, greedy):
+    async def _run(self, r, ids, last, greedy, sampling):
         r.ids.buffer.write(array("I", ids))
         r.last.buffer.write(array("I", [last]))
         r.position.set(self.length)
-        return await r.readout.run(greedy)
+        self._last = r
+        return await r.readout.run(greedy, sampling)
 
-    async def prefill(self, ids, greedy=False):
+    async def last_logits(self):
+        """The logits of the last prefill or step, whatever it read back."""
+        if self._last is None:
+            raise ValueError("nothing has run yet")
+        return await self._last.readout.last_logits()
+
+    async def prefill(self, ids, greedy=False, sampling=None):
         """Empty the cache, run the prompt `ids` through it; returns the next token's logits,
-        or with `greedy` its likeliest token as (token, problem) (see Readout.run)."""
+        or with `greedy` its likeliest token as (token, problem), or with `sampling` its
+        candidates (see Readout.run)."""
         ids = [int(i) for i in ids]
         if not 1 <= len(ids) <= self.max_length:
             raise ValueError(f"a prompt of {len(ids)} tokens does not fit the cache of {self.max_length}")
@@ -352,24 +405,25 @@ class GpuDecoder:
         T, long = self.bucket(len(ids)), self.history.long(len(ids))
         if (T, long) not in self._prefill:
             self._prefill[T, long] = self._record(T, len(ids))
-        out = await self._run(self._prefill[T, long], ids + [0] * (T - len(ids)), len(ids) - 1, greedy)
+        out = await self._run(self._prefill[T, long], ids + [0] * (T - len(ids)), len(ids) - 1,
+                              greedy, sampling)
         self.length = len(ids)
         self.history.ids = ids
         return out
 
-    async def step(self, token, greedy=False):
+    async def step(self, token, greedy=False, sampling=None):
         """Append one token at the current position; returns the logits after it (or, with
-        `greedy`, the likeliest next token as prefill does)."""
+        `greedy` or `sampling`, what prefill returns with them)."""
         if self.length >= self.max_length:
             raise ValueError(f"the cache of {self.max_length} tokens is full")
         if self.length == 0:
             raise ValueError("step needs a prefilled prompt")
         if self.history.crosses(1):
-            return await self.prefill(self.history.ids + [int(token)], greedy)
+            return await self.prefill(self.history.ids + [int(token)], greedy, sampling)
         long = self.history.long(self.length + 1)
         if long not in self._decode:
             self._decode[long] = self._record(1, self.length + 1)
-        out = await self._run(self._decode[long], [int(token)], 0, greedy)
+        out = await self._run(self._decode[long], [int(token)], 0, greedy, sampling)
         self.length += 1
         self.history.ids.append(int(token))
         return out

@@ -7,7 +7,9 @@
 
 (NumpyDecoder on the host, GpuDecoder on WebGPU). Pure Python: it runs in Pyodide. Greedy
 decoding on a decoder with greedy_on_device takes the token the GPU chose (prefill and step
-with greedy=True) instead of reading the logits back and scanning them here.
+with greedy=True) instead of reading the logits back and scanning them here; sampling on a
+decoder with samples_on_device draws among the likeliest tokens the GPU picked (sampling=...),
+and reads the whole row only when they cannot decide (sampling.sample_candidates).
 
     result = await generate(decoder, tokenizer, prompt_ids, max_new_tokens=64, greedy=False,
                             temperature=0.7, top_p=0.9, stop=("\\nUser:",),
@@ -25,7 +27,7 @@ the text (special tokens are skipped when decoding).
 import math
 import random
 
-from .sampling import TextStream, greedy as argmax, sample
+from .sampling import Sampling, TextStream, greedy as argmax, sample, sample_candidates
 
 
 class GenerationResult:
@@ -60,19 +62,31 @@ async def generate(decoder, tokenizer, prompt_ids, *, max_new_tokens=64, greedy=
     ids, reason = [], "length"
     if max_new_tokens == 0:
         return GenerationResult(ids, "", reason)
-    on_device = greedy and getattr(decoder, "greedy_on_device", False)
+    settings = None if greedy else Sampling(temperature, top_k, top_p)
+    if greedy and getattr(decoder, "greedy_on_device", False):
+        ask = {"greedy": True}
+    elif not greedy and getattr(decoder, "samples_on_device", False):
+        ask = {"sampling": settings}
+    else:
+        ask = {}
 
-    def choose(out):
-        if on_device:
-            token, problem = out
-            if problem:
-                raise _non_finite(problem, len(ids))
-            return token
-        require_finite_logits(out, len(ids))
-        return argmax(out) if greedy else sample(out, rng, temperature, top_k, top_p)
+    async def choose(out):
+        if not ask:
+            require_finite_logits(out, len(ids))
+            return argmax(out) if greedy else sample(out, rng, temperature, top_k, top_p)
+        chosen, problem = out
+        if problem:
+            raise _non_finite(problem, len(ids))
+        if greedy:
+            return chosen
+        state = rng.getstate()
+        token = sample_candidates(chosen, rng, temperature, top_k, top_p)
+        if token is None:        # the candidates cannot decide: the same draw from the row
+            rng.setstate(state)
+            token = sample(await decoder.last_logits(), rng, temperature, top_k, top_p)
+        return token
 
-    token = choose(await (decoder.prefill(prompt_ids, greedy=True) if on_device
-                          else decoder.prefill(prompt_ids)))
+    token = await choose(await decoder.prefill(prompt_ids, **ask))
     while True:
         ids.append(token)
         piece = stream.push(token)
@@ -84,7 +98,7 @@ async def generate(decoder, tokenizer, prompt_ids, *, max_new_tokens=64, greedy=
             on_token(token, piece)
         if done:
             return GenerationResult(ids, stream.text, reason)
-        token = choose(await (decoder.step(token, greedy=True) if on_device else decoder.step(token)))
+        token = await choose(await decoder.step(token, **ask))
 
 
 def require_finite_logits(logits, generated):

@@ -10,6 +10,15 @@ follow transformers' LogitsWarper classes and their order in `generate`:
     warp(logits, temperature=0.7, top_k=50, top_p=0.9)
         # [(token, probability)] of the tokens kept, renormalized, highest first
     sample(logits, rng, temperature=0.7, top_k=50, top_p=0.9)   # rng: random.Random(seed)
+    sample_candidates(candidates, rng, temperature=0.7, top_p=0.9)  # the same draw, or None
+
+A GPU decoder sends back a row's likeliest tokens instead of the row (kernels/argmax.py's
+RowCandidates: every token above some value, and the whole row's softmax total), picked by
+Sampling(...).tail: all that top-k keeps, or all but half of what top-p removes, or all but
+SAMPLE_TAIL of the mass. sample_candidates draws from them as sample() draws from the row, up
+to the rounding of the GPU's f32 total, or answers None when they cannot decide (the draw
+fell past them, or too few came back): the caller then draws from the whole row with the
+rng as it was.
 
 top_k: keep the k highest scores and every score tied with the k-th (transformers compares
 with the k-th value); 0 disables it. top_p: sort ascending, drop the tokens whose cumulative
@@ -24,8 +33,33 @@ stop string is held back until it cannot.
 
 import heapq
 import math
+from dataclasses import dataclass
 
 REPLACEMENT = "\ufffd"
+SAMPLE_TAIL = 1e-4      # the mass plain sampling leaves past its candidates: a draw reaches it
+                        # (and the whole row is read) at most this often
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """The warpers' settings for a sampled token, checked when made."""
+
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+
+    def __post_init__(self):
+        _check_temperature(self.temperature)
+        _check(self.top_k, self.top_p)
+
+    @property
+    def tail(self):
+        """The share of the row's mass the GPU's candidates may leave out: with top-k none
+        matters (the candidates hold its k and their ties), with top-p half of what it
+        removes (the rest is then removed whatever it holds), else SAMPLE_TAIL."""
+        if self.top_k:
+            return 1.0
+        return 0.5 * (1.0 - self.top_p) if self.top_p < 1.0 else SAMPLE_TAIL
 
 
 def greedy(logits):
@@ -39,10 +73,14 @@ def greedy(logits):
 
 def _scaled(logits, temperature):
     """The row as a list of Python floats, divided by `temperature` (the warpers' first step)."""
-    if not temperature > 0:
-        raise ValueError(f"temperature must be positive, got {temperature} (use greedy decoding)")
+    _check_temperature(temperature)
     scores = logits.tolist() if hasattr(logits, "tolist") else [float(x) for x in logits]
     return scores if temperature == 1.0 else [s / temperature for s in scores]
+
+
+def _check_temperature(temperature):
+    if not temperature > 0:
+        raise ValueError(f"temperature must be positive, got {temperature} (use greedy decoding)")
 
 
 def _check(top_k, top_p):
@@ -52,9 +90,12 @@ def _check(top_k, top_p):
         raise ValueError(f"top_p must be in [0, 1], got {top_p}")
 
 
-def _kept(scores, top_k, top_p):
+def _kept(scores, top_k, top_p, rest=0.0, size=None):
     """Indices, ascending, of the tokens top-k and then top-p keep of `scores`; None when they
-    keep every token.
+    keep every token. `scores` may be the highest of a row of `size` tokens, the others
+    together holding `rest` (in exp(score - max) units, as _exps) and each scoring below all
+    of them: top-k then takes its k among them (the caller checks there are k), and top-p
+    removes the others (the caller checks rest is within what it removes).
 
     A row is a whole vocabulary (150,000 tokens and more), so the work is kept linear: top-k
     finds its k-th score with a heap, and top-p sorts only the tokens that could stay. Those
@@ -69,8 +110,9 @@ def _kept(scores, top_k, top_p):
     if top_p >= 1.0:
         return kept
     exps = _exps(scores if kept is None else [scores[i] for i in kept])
-    total = sum(exps)
-    cut = 0.5 * (1.0 - top_p) / len(exps) * total
+    whole = kept is None and not top_k
+    total = sum(exps) + (rest if whole else 0.0)
+    cut = 0.5 * (1.0 - top_p) / (size if whole and size else len(exps)) * total
     candidates = [k for k, e in enumerate(exps) if e > cut]
     cumulative = max(0.0, total - sum(exps[k] for k in candidates)) / total
     index = (lambda k: k) if kept is None else kept.__getitem__
@@ -113,8 +155,14 @@ def _kept_probabilities(logits, temperature, top_k, top_p):
     """(tokens, probabilities): the kept tokens in index order and the softmax of their scores
     (0 where it underflows)."""
     scores, kept = _warped(logits, temperature, top_k, top_p)
+    return _probabilities(scores, kept)
+
+
+def _probabilities(scores, kept, rest=0.0):
+    """(tokens, probabilities) of the `kept` indices of `scores` (None: all), `rest` being the
+    mass of the row's tokens not given when they all stay (sampling without top-k or top-p)."""
     exps = _exps(scores if kept is None else [scores[i] for i in kept])
-    total = sum(exps)
+    total = sum(exps) + (rest if kept is None else 0.0)
     return range(len(scores)) if kept is None else kept, [e / total for e in exps]
 
 
@@ -132,8 +180,15 @@ def sample(logits, rng, temperature=1.0, top_k=0, top_p=1.0):
     tokens likelier than 1/1000 of an even share are sorted first; together they hold at least
     99.9% of the probability, so the rest is sorted only for a draw that reaches it."""
     tokens, probs = _kept_probabilities(logits, temperature, top_k, top_p)
-    cut = 1e-3 / len(probs)
-    u = rng.random()
+    return _draw(tokens, probs, rng.random(), len(probs))
+
+
+def _draw(tokens, probs, u, size, past=False):
+    """The first token in order of decreasing probability at which the cumulative probability
+    passes u; with `past` (tokens of the row were left out, holding the rest), None when u
+    lies beyond the tokens given. The tokens likelier than 1/1000 of an even share of `size`
+    are sorted first: they hold at least 99.9% of the probability."""
+    cut = 1e-3 / size
     cumulative, last = 0.0, None
     for share in ([k for k, p in enumerate(probs) if p > cut],
                   [k for k, p in enumerate(probs) if 0.0 < p <= cut]):
@@ -142,7 +197,31 @@ def sample(logits, rng, temperature=1.0, top_k=0, top_p=1.0):
             if u < cumulative:
                 return tokens[k]
             last = k
+    if past:
+        return None
     return tokens[last]         # u within rounding of 1: the least likely token
+
+
+def sample_candidates(candidates, rng, temperature=1.0, top_k=0, top_p=1.0):
+    """sample()'s draw from a row's likeliest tokens as the GPU picked them with
+    Sampling(temperature, top_k, top_p).tail (kernels/argmax.py's RowCandidates), or None when
+    they cannot decide: fewer than top-k of them, more than top-p may remove left out, some
+    that did not come back, or a draw past them. rng then has drawn; the caller draws from
+    the whole row with it as it was."""
+    c = candidates
+    Sampling(temperature, top_k, top_p)              # checked as the whole row's draw checks
+    if not c.tokens or c.count != len(c.tokens) or top_k > len(c.tokens):
+        return None
+    scores = _scaled(c.logits, temperature)
+    rest = max(0.0, c.total - sum(_exps(scores)))    # the row's mass outside the candidates
+    if top_k:
+        rest = 0.0                                   # every other token scores below the k-th
+    elif top_p < 1.0 and rest > 0.75 * (1.0 - top_p) * c.total:
+        return None                                  # top-p might keep some of the rest
+    kept = _kept(scores, top_k, top_p, rest, c.size)
+    tokens, probs = _probabilities(scores, kept, rest if kept is None else 0.0)
+    token = _draw(tokens, probs, rng.random(), c.size, past=rest > 0.0 and kept is None)
+    return None if token is None else c.tokens[token]
 
 
 class TextStream:

@@ -58,6 +58,7 @@ class GpuSeq2SeqDecoder:
     far and the relative position bias of its position, both written per run."""
 
     greedy_on_device = True
+    samples_on_device = True
 
     def __init__(self, model, be, max_length=None):
         from .decoder import cache_length
@@ -109,9 +110,9 @@ class GpuSeq2SeqDecoder:
                      r.bias_index.buffer] + buffers + be.finish()
         return r
 
-    async def prefill(self, ids, greedy=False):
+    async def prefill(self, ids, greedy=False, sampling=None):
         """Encode `ids`, empty the cache, run the decoder start token; returns the first target
-        token's logits (or, with `greedy`, the likeliest token as GpuDecoder.prefill does)."""
+        token's logits (or, with `greedy` or `sampling`, what GpuDecoder.prefill returns)."""
         ids = [int(i) for i in ids]
         if not ids:
             raise ValueError("the input needs at least one token")
@@ -123,9 +124,9 @@ class GpuSeq2SeqDecoder:
         r.mask.buffer.write(array("I", [1] * len(ids) + [0] * (S - len(ids))))
         await r.encode.run()
         self.reset()
-        return await self._run(self.config.decoder_start_token_id, greedy)
+        return await self._run(self.config.decoder_start_token_id, greedy, sampling)
 
-    async def _run(self, token, greedy):
+    async def _run(self, token, greedy, sampling):
         r, L, H = self._current, self.max_length, self.config.num_attention_heads
         if self.length >= L:
             raise ValueError(f"the cache of {L} tokens is full")
@@ -135,16 +136,22 @@ class GpuSeq2SeqDecoder:
         r.cache_mask.buffer.write(array("I", [1] * (p + 1) + [0] * (L - p - 1)))
         r.bias_index.buffer.write(array("I", (b * H + h for h in range(H) for b in buckets)))
         r.position.set(p)
-        out = await r.readout.run(greedy)
+        out = await r.readout.run(greedy, sampling)
         self.length += 1
         return out
 
-    async def step(self, token, greedy=False):
-        """Append one token to the decoder; returns the logits after it (or, with `greedy`, the
-        likeliest next token)."""
+    async def step(self, token, greedy=False, sampling=None):
+        """Append one token to the decoder; returns the logits after it (or, with `greedy` or
+        `sampling`, what prefill returns with them)."""
         if self.length == 0:
             raise ValueError("step needs a prefilled input")
-        return await self._run(token, greedy)
+        return await self._run(token, greedy, sampling)
+
+    async def last_logits(self):
+        """The logits of the last prefill or step, whatever it read back."""
+        if self._current is None or self.length == 0:
+            raise ValueError("nothing has run yet")
+        return await self._current.readout.last_logits()
 
     def release(self):
         """Free the recorded programs and their buffers."""
