@@ -36,19 +36,6 @@ class _Silent:
         return ""
 
 
-class _HostSampling:
-    """A decoder's logits only: generate() draws from the whole rows in Python."""
-
-    def __init__(self, decoder):
-        self.decoder, self.max_length = decoder, decoder.max_length
-
-    async def prefill(self, ids):
-        return await self.decoder.prefill(ids)
-
-    async def step(self, token):
-        return await self.decoder.step(token)
-
-
 async def generation_rounds(device, vocabs=VOCABS, tokens=TOKENS, rounds=ROUNDS):
     """{name: {"vocab", "device_ms", "host_ms", "saved_ms", "sampled_host_ms",
     "sampled_device_ms", "sampled_saved_ms", "rows_read"}}: median milliseconds per token
@@ -58,7 +45,7 @@ async def generation_rounds(device, vocabs=VOCABS, tokens=TOKENS, rounds=ROUNDS)
 
     from py_engine.backends.gpu_backend import Tensor
     from py_engine.generate import GpuDecoder, generate
-    from py_engine.generate.generation import require_finite_logits
+    from py_engine.generate.generation import RowsOnly, require_finite_logits
     from py_engine.generate.sampling import greedy
     from py_engine.models.llama_config import LlamaConfig
 
@@ -77,7 +64,7 @@ async def generation_rounds(device, vocabs=VOCABS, tokens=TOKENS, rounds=ROUNDS)
         params["model.embed_tokens.weight"].buffer.write(table)
         params["model.norm.weight"].buffer.write(array("f", [1.0] * hidden))
         decoder = await GpuDecoder.create(device, config, params, max_length=tokens + 8)
-        host_sampling = _HostSampling(decoder)
+        host_sampling = RowsOnly(decoder)
         reads = [0]
 
         async def last_logits():

@@ -13,6 +13,7 @@ from conftest import floats, run
 from tiny_chat import tiny_chat_dir
 from py_engine.backends.gpu_backend import Kernels, Tensor
 from py_engine.generate import GpuDecoder, NumpyDecoder, generate
+from py_engine.generate.generation import RowsOnly
 from py_engine.generate.sampling import Sampling
 from py_engine.gpu import Variable
 from py_engine.kernels.kv_cache import KVCacheKernels
@@ -110,19 +111,6 @@ def test_greedy_tokens_chosen_on_the_gpu_are_the_argmax_of_its_logits(device, ke
         assert choice[:len(logits)] == logits and len(choice) == len(logits) + 1
 
 
-class HostSampling:
-    """A decoder's logits only: generate() samples from the whole rows on the host."""
-
-    def __init__(self, decoder):
-        self.decoder, self.max_length = decoder, decoder.max_length
-
-    async def prefill(self, ids):
-        return await self.decoder.prefill(ids)
-
-    async def step(self, token):
-        return await self.decoder.step(token)
-
-
 @pytest.mark.parametrize("family", ["qwen2", "llama-tied"])
 def test_sampling_draws_among_the_gpu_candidates_as_from_its_logits(device, kernels, chat, rng,
                                                                      family):
@@ -152,7 +140,7 @@ def test_sampling_draws_among_the_gpu_candidates_as_from_its_logits(device, kern
     for kwargs in (dict(temperature=0.8, top_p=0.9), dict(temperature=1.1, top_k=20),
                    dict(temperature=0.6)):
         for seed in range(2):
-            want = run(generate(HostSampling(gpu), tok, prompt, max_new_tokens=10, greedy=False,
+            want = run(generate(RowsOnly(gpu), tok, prompt, max_new_tokens=10, greedy=False,
                                 seed=seed, **kwargs))
             got = run(generate(gpu, tok, prompt, max_new_tokens=10, greedy=False, seed=seed,
                                **kwargs))

@@ -101,6 +101,20 @@ async def generate(decoder, tokenizer, prompt_ids, *, max_new_tokens=64, greedy=
         token = await choose(await decoder.step(token, **ask))
 
 
+class RowsOnly:
+    """`decoder` without its choices on the GPU: generate() then reads every row of logits
+    back and chooses in Python (how the GPU's choices are checked and timed)."""
+
+    def __init__(self, decoder):
+        self.decoder, self.max_length = decoder, decoder.max_length
+
+    async def prefill(self, ids):
+        return await self.decoder.prefill(ids)
+
+    async def step(self, token):
+        return await self.decoder.step(token)
+
+
 def require_finite_logits(logits, generated):
     """A NaN or +inf logit (weights or activations out of range) would make greedy decoding
     pick token 0 forever and sampling fail: say so. -inf is a masked token, and allowed."""
