@@ -334,6 +334,42 @@ def test_a_tab_the_rules_cannot_place_is_asked_again_when_the_budget_allows(exte
         ext.sorter("configure", {**SLOW, "autoSort": True})
 
 
+def test_the_popup_says_when_chrome_started_the_saved_data_empty(extension):
+    """The engine's status carries the message Chrome gave when it deleted the extension's
+    corrupt databases (the queue's stats' "lost", checked in tests/test_queue_browser.py);
+    the popup shows it. Here the status is given the message on its way to the popup."""
+    ext = extension
+    wait_ready(ext)
+    page = ext.context.new_page()
+    page.add_init_script("""(() => {
+        const send = chrome.runtime.sendMessage.bind(chrome.runtime);
+        chrome.runtime.sendMessage = async (message, ...rest) => {
+            const answer = await send(message, ...rest);
+            if (message?.message?.method === "status" && answer?.result?.queue)
+                answer.result.queue.lost = "IndexedDB (database was corrupt): checksum mismatch";
+            return answer;
+        };
+    })()""")
+    try:
+        page.goto(ext.url("popup.html"))
+        page.wait_for_function("() => document.getElementById('storage-message').textContent !== ''")
+        text = page.inner_text("#storage-message")
+        assert text.startswith("Chrome found the extension's saved data corrupt and started it empty") \
+            and "(IndexedDB (database was corrupt): checksum mismatch)" in text, text
+        if os.environ.get("PY_ENGINE_SCREENSHOTS"):
+            page.screenshot(path=os.path.join(os.environ["PY_ENGINE_SCREENSHOTS"],
+                                              "popup-data-lost.png"), full_page=True)
+    finally:
+        page.close()
+    page = ext.context.new_page()            # without it, nothing is said
+    try:
+        page.goto(ext.url("popup.html"))
+        page.wait_for_function("() => document.getElementById('training').textContent !== '–'")
+        assert page.inner_text("#storage-message") == ""
+    finally:
+        page.close()
+
+
 def test_the_popup_shows_the_tab_and_its_choice_is_a_correction(extension):
     ext = extension
     wait_ready(ext)

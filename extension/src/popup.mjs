@@ -96,6 +96,10 @@ function showTraining() {
   $("training").textContent = byState[s.state] || s.state;
   $("pause").textContent = s.state === "paused" ? "Resume" : "Pause";
   $("corrections").textContent = `${waiting} waiting, ${learned} learned`;
+  // Chrome deleted the extension's databases, found corrupt (web/src/storage_loss.mjs): say so
+  const lost = status.queue?.lost;
+  message("storage-message", lost ? `Chrome found the extension's saved data corrupt and started it empty: ` +
+    `the corrections and what the model had learned before then are gone (${lost}).` : "", lost ? "bad" : "");
   $("steps").textContent = t && t.step ? `${t.step}${t.loss != null ? `, last loss ${t.loss.toFixed(3)}` : ""}` : "none yet";
 }
 
