@@ -5,7 +5,8 @@ MiniLM-shaped, TinyLlama-shaped, GPT-2-small-shaped and Phi-3-shaped LoRA traini
 torch + PEFT on CUDA (on the CPU where torch sees no GPU; the device used is recorded), each
 contender in its own process, rounds alternating, and where the engine's step time goes
 (per-phase timings and a per-dispatch profile of the recorded step), and on each decoder
-checkpoint greedy generation against transformers' generate (bench/generation_speed.py).
+checkpoint greedy and sampled generation against transformers' generate
+(bench/generation_speed.py).
 When extension/dist/model is there (`python build.py build` deploys it; carry it to the GPU
 machine), also the tab sorter's classifier on the native adapter: its answers on the
 evaluation tabs and its latency per tab alone and in a batch of 50.
@@ -38,6 +39,7 @@ from decode_products import table_rows as decode_table_rows  # noqa: E402
 from attention_variants import table_rows as attention_table_rows  # noqa: E402
 from matmul_variants import table_rows as matmul_table_rows  # noqa: E402
 from processes import Spec, alternate, call, machine  # noqa: E402
+from generation_speed import SAMPLED  # noqa: E402
 
 SMALL_WIDTHS = dict(vocab_size=1000, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                     num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
@@ -144,29 +146,32 @@ def compare(name, engine, torch_spec, budget_s):
     return out
 
 
-def compare_generation(name, model_dir, budget_s=20):
-    """Greedy generation on the same checkpoint (bench/generation_speed.py): per-token time of
-    the GPU decoder against transformers' generate on CUDA, and how many of the greedy tokens
-    agree (random weights: near-ties may part ways after float rounding)."""
+def compare_generation(name, model_dir, budget_s=20, sampling=None):
+    """Generation on the same checkpoint (bench/generation_speed.py), greedy or with `sampling`
+    (its settings): per-token time of the GPU decoder against transformers' generate on CUDA,
+    and, greedy, how many of the tokens agree (random weights: near-ties may part ways after
+    float rounding)."""
+    args = {"model_dir": model_dir, "sampling": sampling}
     try:
-        out = alternate({"gpu": Spec("generation_speed:EngineGenerate", {"model_dir": model_dir}),
-                         "torch": Spec("generation_speed:TorchGenerate", {"model_dir": model_dir,
-                                                                          "device": "cuda"})},
+        out = alternate({"gpu": Spec("generation_speed:EngineGenerate", args),
+                         "torch": Spec("generation_speed:TorchGenerate", {**args, "device": "cuda"})},
                         baseline="torch", rounds=3, warmup=1, budget_s=budget_s, settle_s=0.1)
     except Exception as e:
         return {"failed": f"{type(e).__name__}: {e}"}
     ours, theirs = out["gpu"]["finish"]["ids"], out["torch"]["finish"]["ids"]
     out["same_prefix"] = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b), len(ours))
-    print(f"[gpu_device] {name} generation: engine {out['gpu']['seconds'] * 1e3:.2f} ms/token, torch "
-          f"{out['torch']['seconds'] * 1e3:.2f} ms/token on {out['torch']['info']['device']}", flush=True)
+    how = "sampled" if sampling else "greedy"
+    print(f"[gpu_device] {name} {how} generation: engine {out['gpu']['seconds'] * 1e3:.2f} ms/token, "
+          f"torch {out['torch']['seconds'] * 1e3:.2f} ms/token on {out['torch']['info']['device']}",
+          flush=True)
     return out
 
 
 def compare_decoder(m, path, steps, budget, partial=None):
     """A decoder shape's GPU step against torch + PEFT on CUDA; `budget()` the seconds of rounds,
     asked for once the checkpoint is built. A family the engine lacks is a failed row.
-    `partial(out)` is handed the step's result before generation is timed, so that a run
-    stopped during generation keeps it."""
+    `partial(out)` is handed the step's result before generation is timed, and again after
+    the greedy generation, so that a run stopped during generation keeps what it has."""
     try:
         require_family(m.model_type)
         t0 = time.perf_counter()
@@ -186,6 +191,9 @@ def compare_decoder(m, path, steps, budget, partial=None):
     if partial is not None:
         partial(out)
     out["generation"] = compare_generation(m.label, model_dir)
+    if partial is not None:
+        partial(out)
+    out["sampled_generation"] = compare_generation(m.label, model_dir, sampling=SAMPLED)
     return out
 
 
@@ -353,16 +361,20 @@ def table(results):
         prof = g["finish"]["dispatches"]
         rows.append((f"{name}: its step replayed", f"{prof['replay_ms']:.1f} ms",
                      f"{prof['dispatches']} dispatches; kernels alone sum to {prof['sum_of_kernels_ms']:.1f} ms"))
-        gen = r.get("generation")
-        if gen and "failed" in gen:
-            rows.append((f"{label}: greedy generation", "failed", gen["failed"][:200]))
-        elif gen:
-            tg, eg = gen["torch"], gen["gpu"]
-            rows.append((f"{label}: greedy generation, transformers ({tg['info']['cuda'] or tg['info']['device']})",
-                         f"{tg['seconds'] * 1e3:.2f} ms/token", f"{tg['info']['tokens']} tokens after "
-                         f"{tg['info']['prompt']}, prefill included"))
-            rows.append((f"{label}: greedy generation, py_engine GPU decoder", f"{eg['seconds'] * 1e3:.2f} ms/token",
-                         f"{eg['vs_torch']:.2f}x transformers; first {gen['same_prefix']} tokens the same"))
+        for key, how in (("generation", "greedy"), ("sampled_generation", "sampled")):
+            gen = r.get(key)
+            if gen and "failed" in gen:
+                rows.append((f"{label}: {how} generation", "failed", gen["failed"][:200]))
+            elif gen:
+                tg, eg = gen["torch"], gen["gpu"]
+                settings = (f"; temperature {SAMPLED['temperature']}, top-p {SAMPLED['top_p']}"
+                            if how == "sampled" else "")
+                rows.append((f"{label}: {how} generation, transformers ({tg['info']['cuda'] or tg['info']['device']})",
+                             f"{tg['seconds'] * 1e3:.2f} ms/token", f"{tg['info']['tokens']} tokens after "
+                             f"{tg['info']['prompt']}, prefill included{settings}"))
+                agree = f"; first {gen['same_prefix']} tokens the same" if how == "greedy" else ""
+                rows.append((f"{label}: {how} generation, py_engine GPU decoder",
+                             f"{eg['seconds'] * 1e3:.2f} ms/token", f"{eg['vs_torch']:.2f}x transformers{agree}"))
         profiles.append((name, prof))
     text = _md(rows)
     if tabs and "failed" not in tabs:
