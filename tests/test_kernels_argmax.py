@@ -115,8 +115,9 @@ def allowed_cuts(row, inv_temperature, top_k, tail, slack=1e-4):
 
 @pytest.mark.parametrize("rows, cols, inv_temperature, top_k, tail", [
     (1, 1, 1.0, 0, 0.05), (1, 300, 1.0, 0, 0.05), (3, 1000, 2.0, 0, 0.05),
-    (2, 5000, 0.5, 0, 1e-4), (2, 4096, 1.0, 50, 1.0), (1, 151936, 2.0, 0, 0.05),
-    (1, 151936, 1.0, 40, 1.0), (1, 262144, 1.0, 0, 0.005)])
+    (2, 5000, 0.5, 0, 1e-4), (2, 4096, 1.0, 50, 1e30), (1, 151936, 2.0, 0, 0.05),
+    (1, 151936, 1.0, 40, 1e30), (1, 262144, 1.0, 0, 0.005),
+    (1, 30000, 1.0, 50, 1e30), (1, 30000, 1.0, 50, 1.0)])
 def test_sampling_candidates_match_the_reference(device, argmax, rng, rows, cols,
                                                  inv_temperature, top_k, tail):
     """Rows on a grid of 1/16 in a trained model's spread (std 3): every d and every bin is
@@ -138,6 +139,8 @@ def test_sampling_candidates_match_the_reference(device, argmax, rng, rows, cols
             assert len(g.tokens) == capacity == len(set(g.tokens)) and set(g.tokens) <= set(expected)
         assert abs(g.total - total) <= 1e-5 * total
         assert top_k <= g.count
+        if tail >= 1e30 and g.cut > 0:      # no limit on the mass: the fewest bins holding k
+            assert (bins < g.cut).sum() < top_k
         # what the tokens past the cut can hold, at most: within the tail asked for
         rest = np.exp(-((largest - row[bins > g.cut]) * inv_temperature).astype(np.float64)).sum()
         assert rest <= tail * total * (1 + 1e-4)

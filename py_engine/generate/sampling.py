@@ -38,6 +38,7 @@ from dataclasses import dataclass
 REPLACEMENT = "\ufffd"
 SAMPLE_TAIL = 1e-4      # the mass plain sampling leaves past its candidates: a draw reaches it
                         # (and the whole row is read) at most this often
+NO_TAIL_LIMIT = 1e30    # times the row's total (at most 262,144): finite in f32
 
 
 @dataclass(frozen=True)
@@ -54,11 +55,13 @@ class Sampling:
 
     @property
     def tail(self):
-        """The share of the row's mass the GPU's candidates may leave out: with top-k none
-        matters (the candidates hold its k and their ties), with top-p half of what it
-        removes (the rest is then removed whatever it holds), else SAMPLE_TAIL."""
+        """The share of the row's mass the GPU's candidates may leave out: with top-k no
+        limit (the candidates need only hold its k and their ties; the kernel's bound on the
+        mass left out runs up to 13% over it, so even 1 could keep more than needed), with
+        top-p half of what it removes (the rest is then removed whatever it holds), else
+        SAMPLE_TAIL."""
         if self.top_k:
-            return 1.0
+            return NO_TAIL_LIMIT
         return 0.5 * (1.0 - self.top_p) if self.top_p < 1.0 else SAMPLE_TAIL
 
 
