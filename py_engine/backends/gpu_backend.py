@@ -614,6 +614,19 @@ class GpuBackend:
         self.k.argmax.rows(self.program, x.buffer, out.buffer, rows=rows, cols=cols)
         return out
 
+    def sampling_candidates(self, program, x, capacity, inv_temperature, top_k, tail):
+        """Record into `program` (a copy of the one being recorded, which never reads the
+        result) the sampling candidates of each row of x [rows, cols] (kernels/argmax.py;
+        the settings may be Variables). Returns (out, params): buffers of the caller's own,
+        to destroy with the program."""
+        rows, cols = x.shape
+        out = self.device.create_buffer(4 * self.k.argmax.candidate_words(rows, capacity),
+                                        label="sampling candidates")
+        params = self.k.argmax.candidates(program, x.buffer, out, rows=rows, cols=cols,
+                                          capacity=capacity, inv_temperature=inv_temperature,
+                                          top_k=top_k, tail=tail)
+        return out, params
+
     def cross_entropy(self, logits, labels, loss_scale=1.0, weights=None, label_smoothing=0.0,
                       backward=True):
         """(metrics, dlogits): the loss, correct and counted rows land in the metrics buffer

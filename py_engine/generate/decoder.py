@@ -230,14 +230,9 @@ class Readout:
         self.settings = (Variable(1.0, "f", "1 / temperature"), Variable(0, name="top_k"),
                          Variable(1.0, "f", "candidates' tail"))
         self._capacity = capacity or CANDIDATES
-        argmax = be.k.argmax
         self.candidates = program.replica(f"{program.label} (candidates)")
-        self._out = be.device.create_buffer(4 * argmax.candidate_words(rows, self._capacity),
-                                            label="sampling candidates")
-        inv_temperature, top_k, tail = self.settings
-        self._params = argmax.candidates(self.candidates, logits.buffer, self._out, rows=rows,
-                                         cols=cols, capacity=self._capacity,
-                                         inv_temperature=inv_temperature, top_k=top_k, tail=tail)
+        self._out, self._params = be.sampling_candidates(self.candidates, logits, self._capacity,
+                                                         *self.settings)
         self.candidates.read(self._out)
         chosen = be.argmax_rows(logits)
         self.choice = program
