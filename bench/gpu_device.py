@@ -167,11 +167,12 @@ def compare_generation(name, model_dir, budget_s=20, sampling=None):
     return out
 
 
-def compare_decoder(m, path, steps, budget, partial=None):
+def compare_decoder(m, path, steps, budget, partial=None, left=lambda: float("inf")):
     """A decoder shape's GPU step against torch + PEFT on CUDA; `budget()` the seconds of rounds,
     asked for once the checkpoint is built. A family the engine lacks is a failed row.
     `partial(out)` is handed the step's result before generation is timed, and again after
-    the greedy generation, so that a run stopped during generation keeps what it has."""
+    the greedy generation, so that a run stopped during generation keeps what it has; sampled
+    generation is timed only while `left()` seconds of the run leave room for it."""
     try:
         require_family(m.model_type)
         t0 = time.perf_counter()
@@ -193,11 +194,16 @@ def compare_decoder(m, path, steps, budget, partial=None):
     out["generation"] = compare_generation(m.label, model_dir)
     if partial is not None:
         partial(out)
-    out["sampled_generation"] = compare_generation(m.label, model_dir, sampling=SAMPLED)
+    if left() >= SAMPLED_NEEDS_S:
+        out["sampled_generation"] = compare_generation(m.label, model_dir, sampling=SAMPLED)
+    else:
+        out["sampled_generation"] = {"skipped": f"{left():.0f} s of the run left, "
+                                                f"{SAMPLED_NEEDS_S} s needed"}
     return out
 
 
 PARTS = ("tabs", "matmul", "attention", "decode", "minilm", "tinyllama", "gpt2", "phi3")
+SAMPLED_NEEDS_S = 60   # two processes loading a checkpoint, then rounds of sampled generation
 
 
 def parts_list(text):
@@ -284,7 +290,7 @@ def run(size, out_dir, site=None, seconds=420, parts=PARTS):
                 results[key] = out
                 save()
             results[key] = compare_decoder(m, tmp / key, steps, lambda: rounds_budget(0.6 / (len(decoders) - i)),
-                                           partial)
+                                           partial, left=lambda: seconds - (time.perf_counter() - started))
             save()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -363,7 +369,9 @@ def table(results):
                      f"{prof['dispatches']} dispatches; kernels alone sum to {prof['sum_of_kernels_ms']:.1f} ms"))
         for key, how in (("generation", "greedy"), ("sampled_generation", "sampled")):
             gen = r.get(key)
-            if gen and "failed" in gen:
+            if gen and "skipped" in gen:
+                rows.append((f"{label}: {how} generation", "not run", gen["skipped"]))
+            elif gen and "failed" in gen:
                 rows.append((f"{label}: {how} generation", "failed", gen["failed"][:200]))
             elif gen:
                 tg, eg = gen["torch"], gen["gpu"]
