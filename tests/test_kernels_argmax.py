@@ -16,9 +16,9 @@ import pytest
 from conftest import run
 
 from py_engine.generate.sampling import greedy
-from py_engine.kernels.argmax import (BIN_SCALE, BINS, NAN_FLAG, POS_INF_FLAG, ArgmaxKernels,
-                                      decode_candidates, decode_choices)
-from py_engine.ops.argmax import argmax_rows, sampling_candidates
+from py_engine.kernels.argmax import (NAN_FLAG, POS_INF_FLAG, ArgmaxKernels, decode_candidates,
+                                      decode_choices)
+from py_engine.ops.argmax import argmax_rows, candidate_bins, sampling_candidates
 
 POISON = b"\xef\xbe\xad\xde"
 
@@ -129,8 +129,7 @@ def test_sampling_candidates_match_the_reference(device, argmax, rng, rows, cols
     for row, g, (_, _, largest, total) in zip(x, got, want):
         assert g.problem is None and g.size == cols and g.largest == largest
         assert g.cut in allowed_cuts(row, inv_temperature, top_k, tail), (g.cut, want)
-        bins = np.minimum((largest - row) * np.float32(inv_temperature) * np.float32(BIN_SCALE),
-                          BINS - 1).astype(int)
+        bins = candidate_bins(row, largest, inv_temperature)
         expected = np.flatnonzero(bins <= g.cut)
         assert g.count == len(expected) and g.complete == (len(expected) <= capacity)
         if g.complete:

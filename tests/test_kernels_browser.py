@@ -193,6 +193,6 @@ def test_training_kernels_in_the_browser(engine_page):
         low = argmax_ops.sampling_candidates(row[None], 1.25, 0, 0.05 * (1 + 1e-4))[0]
         high = argmax_ops.sampling_candidates(row[None], 1.25, 0, 0.05 * (1 - 1e-4))[0]
         assert low[1] <= cut <= high[1] and problem is None
-        bins = np.minimum((low[2] - row) * np.float32(1.25) * np.float32(8.0), 255).astype(int)
+        bins = argmax_ops.candidate_bins(row, low[2], 1.25)
         want = np.flatnonzero((row != -np.inf) & (bins <= cut)).tolist()
         assert tokens == want and count == len(want) and abs(total - low[3]) <= 1e-5 * low[3]

@@ -218,14 +218,13 @@ class Readout:
     Make it while `be` records `program`, right after the logits [1, V]. The copies are taken
     before the argmax is recorded, so each runs no choice it would not read."""
 
-    __slots__ = ("choice", "logits", "candidates", "settings", "_device", "_row", "_cols",
-                 "_out", "_params", "_capacity")
+    __slots__ = ("choice", "logits", "candidates", "settings", "_device", "_logits", "_out",
+                 "_params", "_capacity")
 
     def __init__(self, be, program, logits, capacity=None):
-        rows, cols = logits.shape
-        self._device, self._row, self._cols = be.device, (logits.buffer, 4 * rows * cols), cols
+        self._device, self._logits = be.device, logits
         self.logits = program.replica(f"{program.label} (logits)")
-        self.logits.read(logits.buffer, size=4 * rows * cols)
+        self.logits.read(logits.buffer, size=4 * logits.size)
         # sampling's settings, set per run: 1 / temperature, top_k, the tail left out
         self.settings = (Variable(1.0, "f", "1 / temperature"), Variable(0, name="top_k"),
                          Variable(1.0, "f", "candidates' tail"))
@@ -251,15 +250,15 @@ class Readout:
             top_k.set(sampling.top_k)
             tail.set(sampling.tail)
             (data,) = await self.candidates.run()
-            row = decode_candidates(data, self._cols, self._capacity)[0]
+            row = decode_candidates(data, self._logits.shape[1], self._capacity)[0]
             return row, row.problem
         (data,) = await self.logits.run()
         return array("f", bytes(data))
 
     async def last_logits(self):
         """The logits of the last run, whichever way it read (the buffer still holds them)."""
-        buffer, size = self._row
-        return array("f", bytes(await self._device.read(buffer, size=size)))
+        logits = self._logits
+        return array("f", bytes(await self._device.read(logits.buffer, size=4 * logits.size)))
 
     def release(self):
         self.choice.release()

@@ -23,6 +23,16 @@ def argmax_rows(x):
     return index, flags
 
 
+def candidate_bins(row, largest, inv_temperature):
+    """The histogram bin of each value of `row` as sampling_candidates computes it, in f32:
+    d = (largest - x) * inv_temperature in bins of 1 / BIN_SCALE, the last holding everything
+    farther."""
+    from ..kernels.argmax import BIN_SCALE, BINS
+
+    distance = (np.float32(largest) - np.asarray(row, np.float32)) * np.float32(inv_temperature)
+    return np.minimum(distance * np.float32(BIN_SCALE), np.float32(BINS - 1)).astype(np.int64)
+
+
 def sampling_candidates(x, inv_temperature, top_k, tail):
     """Per row of x [rows, cols]: (candidates, cut, largest, total) as sampling_candidates picks
     them: d = (largest - x) * inv_temperature in f32, bins of 1 / BIN_SCALE (the last holding
@@ -38,7 +48,7 @@ def sampling_candidates(x, inv_temperature, top_k, tail):
         finite = row != -np.inf
         largest = row[finite].max() if finite.any() else np.float32(np.finfo(np.float32).min)
         distance = (largest - row) * np.float32(inv_temperature)
-        bins = np.minimum(distance * np.float32(BIN_SCALE), np.float32(BINS - 1)).astype(np.int64)
+        bins = candidate_bins(row, largest, inv_temperature)
         total = float(np.exp(-distance[finite].astype(np.float64)).sum())
         histogram = np.bincount(bins[finite], minlength=BINS)
         cut, beyond, within = BINS - 1, 0.0, int(finite.sum())
