@@ -4,7 +4,7 @@
 // closed mid-save keeps the previous record. Pages, workers and the extension's offscreen
 // document of one origin share the database.
 
-import { dataLost, noteDataLoss } from "./storage_loss.mjs";
+import { noteDataLoss } from "./storage_loss.mjs";
 
 const DB = "py_engine";
 const STORE = "states";
@@ -57,8 +57,6 @@ export function listKeys() {
   return transact("readonly", (store) => store.getAllKeys());
 }
 
-// Chromium's message when it found the origin's databases corrupt and started them empty
-// (storage_loss.mjs), else null.
-export function lost() {
-  return dataLost();
-}
+// Chromium's message when it found the origin's databases corrupt and started them empty, else
+// null (for py_engine/train/state.py).
+export { dataLost as lost } from "./storage_loss.mjs";
