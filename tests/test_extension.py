@@ -337,15 +337,18 @@ def test_a_tab_the_rules_cannot_place_is_asked_again_when_the_budget_allows(exte
 def test_the_popup_says_when_chrome_started_the_saved_data_empty(extension):
     """The engine's status carries the message Chrome gave when it deleted the extension's
     corrupt databases (the queue's stats' "lost", checked in tests/test_queue_browser.py);
-    the popup shows it. Here the status is given the message on its way to the popup."""
+    the popup shows it until the user dismisses it. Here the status is given the message on its
+    way to the popup until the engine has answered the popup's acknowledge_loss."""
     ext = extension
     wait_ready(ext)
     page = ext.context.new_page()
     page.add_init_script("""(() => {
         const send = chrome.runtime.sendMessage.bind(chrome.runtime);
+        let acknowledged = false;
         chrome.runtime.sendMessage = async (message, ...rest) => {
             const answer = await send(message, ...rest);
-            if (message?.message?.method === "status" && answer?.result?.queue)
+            if (message?.message?.method === "acknowledge_loss" && answer?.result) acknowledged = true;
+            if (message?.message?.method === "status" && answer?.result?.queue && !acknowledged)
                 answer.result.queue.lost = "IndexedDB (database was corrupt): checksum mismatch";
             return answer;
         };
@@ -356,16 +359,20 @@ def test_the_popup_says_when_chrome_started_the_saved_data_empty(extension):
         text = page.inner_text("#storage-message")
         assert text.startswith("Chrome found the extension's saved data corrupt and started it empty") \
             and "(IndexedDB (database was corrupt): checksum mismatch)" in text, text
+        assert page.is_visible("#dismiss-loss")
         if os.environ.get("PY_ENGINE_SCREENSHOTS"):
             page.screenshot(path=os.path.join(os.environ["PY_ENGINE_SCREENSHOTS"],
                                               "popup-data-lost.png"), full_page=True)
+        page.click("#dismiss-loss")
+        page.wait_for_function("() => document.getElementById('storage-message').textContent === ''")
+        assert not page.is_visible("#dismiss-loss") and page.inner_text("#learning-message") == ""
     finally:
         page.close()
     page = ext.context.new_page()            # without it, nothing is said
     try:
         page.goto(ext.url("popup.html"))
         page.wait_for_function("() => document.getElementById('training').textContent !== '–'")
-        assert page.inner_text("#storage-message") == ""
+        assert page.inner_text("#storage-message") == "" and not page.is_visible("#dismiss-loss")
     finally:
         page.close()
 

@@ -376,18 +376,39 @@ json.dumps({"before": before, "added": added, "after": await queue.stats(), "los
 '''
 
 
+DISMISS = '''
+import json
+from py_engine.data.queue import TrainingQueue
+
+queue = TrainingQueue(NAME)
+await queue.stats()
+await queue.acknowledge_loss()
+json.dumps({"lost": queue.store.lost, "stats": (await queue.stats()).get("lost")})
+'''
+
+DISMISSED = '''
+import json
+from py_engine.data.queue import TrainingQueue
+
+queue = TrainingQueue(NAME)
+json.dumps({"stats": (await queue.stats()).get("lost"), "lost": queue.store.lost})
+'''
+
+
 def test_a_store_the_browser_found_corrupt_says_it_was_started_empty(playwright, built_dist,
                                                                      tmp_path,
                                                                      browser_type_launch_args):
     """Chromium deletes an origin's IndexedDB databases when their files fail their checksums
     and opens them empty, telling only the first open; the training state and the queue both
     say so (StateError's message; stats' "lost", the store's `lost`) rather than look as if
-    nothing had ever been saved, and work on."""
+    nothing had ever been saved, and work on. Pages opened later say it too, until the user
+    dismisses it in any page (TrainingQueue.acknowledge_loss); then none does, open or new."""
     profile, name = tmp_path / "profile", "corrupt"
+    stats = STATS.replace("NAME", repr(name))
     with ServerThread(built_dist) as url:
         context = launch(playwright, profile, browser_type_launch_args)
         try:
-            first = run_json(open_engine(context, url), STATS.replace("NAME", repr(name)))
+            first = run_json(open_engine(context, url), stats)
             assert first["lost"] is None and "lost" not in first["after"]
             assert first["after"]["total"] == 3 and first["state"] == f"no training state {name!r} in IndexedDB"
             context.close()
@@ -400,8 +421,16 @@ def test_a_store_the_browser_found_corrupt_says_it_was_started_empty(playwright,
             page = open_engine(context, url)
             messages = []
             page.on("console", lambda m: messages.append(m.text))
-            second = run_json(page, STATS.replace("NAME", repr(name)))
-            third = run_json(open_engine(context, url), STATS.replace("NAME", repr(name)))
+            second = run_json(page, stats)
+            later = open_engine(context, url)
+            third = run_json(later, stats)
+            dismissed = run_json(later, DISMISS.replace("NAME", repr(name)))
+            # the page that heard the loss first hears of the dismissal too
+            still_open = run_json(page, DISMISSED.replace("NAME", repr(name)))
+            log = storage_log(profile)          # before the next launch starts a new log
+            context.close()
+            context = launch(playwright, profile, browser_type_launch_args)
+            fourth = run_json(open_engine(context, url), stats)
         finally:
             context.close()
     assert "corrupt" in second["lost"] and second["before"]["lost"] == second["lost"]
@@ -411,7 +440,12 @@ def test_a_store_the_browser_found_corrupt_says_it_was_started_empty(playwright,
     assert second["before"]["total"] == 0 and second["after"]["total"] == 3
     assert any("started empty" in m for m in messages), messages
     # another page's connection opens the database as it now is: the new records are there
-    # (the same texts again are duplicates), and nothing more is reported lost
-    assert third["lost"] is None and third["before"]["total"] == 3 and third["added"] == 0
-    assert third["state"] == "saved"
-    assert "corrupt" in storage_log(profile)
+    # (the same texts again are duplicates), and the loss is still said, not yet dismissed
+    assert third["lost"] == second["lost"] and third["after"]["lost"] == second["lost"]
+    assert third["before"]["total"] == 3 and third["added"] == 0 and third["state"] == "saved"
+    assert dismissed == {"lost": None, "stats": None}, dismissed
+    assert still_open == {"lost": None, "stats": None}, still_open
+    # after a restart: nothing said, the data kept
+    assert fourth["lost"] is None and "lost" not in fourth["before"] and fourth["state"] == "saved"
+    assert fourth["before"]["total"] == 3 and fourth["added"] == 0
+    assert "corrupt" in log

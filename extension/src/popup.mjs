@@ -100,6 +100,7 @@ function showTraining() {
   const lost = status.queue?.lost;
   message("storage-message", lost ? `Chrome found the extension's saved data corrupt and started it empty: ` +
     `the corrections and what the model had learned before then are gone (${lost}).` : "", lost ? "bad" : "");
+  $("dismiss-loss").hidden = !lost; // said until the user has read it (acknowledge_loss)
   $("steps").textContent = t && t.step ? `${t.step}${t.loss != null ? `, last loss ${t.loss.toFixed(3)}` : ""}` : "none yet";
 }
 
@@ -270,6 +271,15 @@ $("pause").addEventListener("click", async () => {
   try {
     // a setting of the sorter's, so that the pause outlasts the engine and the browser
     await sorter("configure", { trainingPaused: status?.scheduler.state !== "paused" });
+  } catch (e) {
+    message("learning-message", e.message, "bad");
+  }
+  await refresh();
+});
+
+$("dismiss-loss").addEventListener("click", async () => {
+  try {
+    await engineCall("acknowledge_loss");
   } catch (e) {
     message("learning-message", e.message, "bad");
   }

@@ -50,7 +50,7 @@ METHODS = ("device", "load_model", "status", "import_text", "import_html", "impo
            "import_dataset", "predict", "predict_many", "correct", "relabel", "reset", "chat",
            "idle", "activity", "set_idle_state", "force_slice", "pause", "resume", "configure",
            "start_loop", "stop_loop", "snapshots", "restore_snapshot", "export_adapter",
-           "import_adapter", "export_dataset", "save")
+           "import_adapter", "export_dataset", "save", "acknowledge_loss")
 LEASE_SECONDS = 120.0        # a reload gives back what it held within two minutes
 EXAMPLES_SHOWN = 5
 
@@ -286,6 +286,13 @@ class EngineService:
                 "snapshots": [] if learner is None else learner.snapshots(),
                 "rollbacks": [] if learner is None else learner.rollbacks(),
                 "history": [] if learner is None else learner.history(200)}
+
+    async def acknowledge_loss(self):
+        """The user has read the queue's "lost" (the browser started the saved data empty): it
+        is no longer said, in this page or any other. Returns the queue's stats."""
+        await self.queue.acknowledge_loss()
+        self._status_changed()
+        return await self._stats(fresh=True)
 
     def _forward(self, event):
         self.emit(event)

@@ -347,7 +347,8 @@ class TrainingQueue:
         """Counts of the queued records, read in one consistent view: total, available, leased
         (under a live lease), capacity, live leases, and by priority, source, label
         (classification records) and kind; with "lost" when the browser found the store
-        corrupt and started it empty (its message: what was queued before is gone)."""
+        corrupt and started it empty (its message: what was queued before is gone), until
+        acknowledge_loss."""
         async def work(tx):
             now = self.clock()
             live = {lease["id"] for lease in await tx.scan("leases") if lease["expires"] > now}
@@ -368,6 +369,10 @@ class TrainingQueue:
         if self.store.lost:
             out["lost"] = self.store.lost
         return out
+
+    async def acknowledge_loss(self):
+        """The user has read stats' "lost": it is no longer said, in this page or any other."""
+        await self.store.acknowledge_loss()
 
     async def records(self, kind=None, source=None, label=None, page=PAGE):
         """Every queued record (leased ones too) in the order they were added, as Records with

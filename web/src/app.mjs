@@ -143,7 +143,7 @@ function render(status) {
   view.renderScheduler($("scheduler-badge"), $("scheduler-line"), s, Boolean(app.model), status.trainer || {});
   $("pause").setAttribute("aria-pressed", String(s.state === "paused"));
   $("pause").textContent = s.state === "paused" ? "Resume" : "Pause";
-  view.renderQueue(status.queue, status.trainer);
+  view.renderQueue(status.queue, status.trainer, dismissLoss);
   view.renderSnapshots($("snapshots").tBodies[0], status.snapshots || [], restoreSnapshot);
   view.renderRollbacks($("rollbacks"), mergeRestores(status.rollbacks || []));
   drawChart();
@@ -463,6 +463,18 @@ async function correct(text, label, button) {
     } catch (e) {
       view.predictionMessage($("prediction"), describe(e), "bad");
     }
+  });
+}
+
+// The user has read that the browser started the saved data empty: no page says it again.
+async function dismissLoss(button) {
+  await busy(button, async () => {
+    try {
+      await engine.call("acknowledge_loss");
+    } catch (e) {
+      banner("queue", "bad", `Could not dismiss the message: ${describe(e)}`);
+    }
+    await refresh();
   });
 }
 

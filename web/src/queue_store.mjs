@@ -8,10 +8,10 @@
 // pages, workers and the extension's documents of one origin.
 // Chromium deletes the origin's databases when it finds them corrupt on opening one (a browser
 // killed in the middle of a write can leave them so) and starts them empty, saying so only to
-// that open (storage_loss.mjs): every reply then carries its message as `lost`, so nothing the
-// user had vanishes without a word.
+// that open (storage_loss.mjs, which keeps the message until the user dismisses it): every reply
+// then carries it as `lost`, so nothing the user had vanishes without a word.
 
-import { dataLost, noteDataLoss } from "./storage_loss.mjs";
+import { dataLost, noteDataLoss, recallDataLoss } from "./storage_loss.mjs";
 
 const PREFIX = "py_engine_data/";
 const META = "_meta"; // out-of-line key "version": the number of writes committed
@@ -42,7 +42,7 @@ function connect(name, schemaText) {
   let pending = connections.get(name);
   if (!pending) {
     const schema = JSON.parse(schemaText);
-    pending = new Promise((resolve, reject) => {
+    const opened = new Promise((resolve, reject) => {
       const request = indexedDB.open(PREFIX + name, schema.version);
       request.onupgradeneeded = (event) => {
         noteDataLoss(event, PREFIX + name);
@@ -61,6 +61,8 @@ function connect(name, schemaText) {
         reject(new Error(`${PREFIX + name} is held open by an older version of the page; close it`));
       };
     });
+    // a loss reported to an earlier page or worker, not yet dismissed, is said here too
+    pending = opened.then(async (connection) => { await recallDataLoss(); return connection; });
     connections.set(name, pending);
   }
   return pending;
@@ -175,6 +177,9 @@ export async function write(name, schemaText, opsText, expect) {
     settle(tx, resolve, reject, () => outcome);
   });
 }
+
+// The user has read the message of `lost`: replies no longer carry it (storage_loss.mjs).
+export { acknowledgeDataLoss as acknowledgeLoss } from "./storage_loss.mjs";
 
 // Deletes the whole store (every table): the page's "forget everything".
 export async function remove(name) {

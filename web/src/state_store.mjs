@@ -4,7 +4,7 @@
 // closed mid-save keeps the previous record. Pages, workers and the extension's offscreen
 // document of one origin share the database.
 
-import { noteDataLoss } from "./storage_loss.mjs";
+import { noteDataLoss, recallDataLoss } from "./storage_loss.mjs";
 
 const DB = "py_engine";
 const STORE = "states";
@@ -23,6 +23,7 @@ function open() {
 
 async function transact(mode, work) {
   const db = await open();
+  await recallDataLoss(); // a loss reported to an earlier page or worker, not yet dismissed
   try {
     return await new Promise((resolve, reject) => {
       const tx = db.transaction(STORE, mode);

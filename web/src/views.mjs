@@ -116,16 +116,20 @@ function barRows(tbody, counts, order, cls) {
 
 const PRIORITY_NAMES = { 300: "corrections", 200: "chats", 100: "imports" };
 
-export function renderQueue(queue, trainer) {
+// dismiss(button): what the "Dismiss" button beside a loss message does.
+export function renderQueue(queue, trainer, dismiss) {
   if (!queue) return;
   const d = trainer?.data;
   const work = d
     ? `${d.validation} held out to check quality · ${d.training} being learned · ${d.memory} learned and kept for replay` +
       (d.unusable ? ` · ${d.unusable} this model cannot learn` : "")
     : "";
-  // the browser deleted the origin's corrupt databases: what they held is gone, and the page says so
+  // the browser deleted the origin's corrupt databases: what they held is gone, and the page says
+  // so until the user dismisses it
   $("queue-work").replaceChildren(...(queue.lost ? [el("span", { class: "error",
-    text: `The browser found this site's saved data corrupt and started it empty: the queue and the training state from before then are gone (${queue.lost}).` }), work && " "] : []), work);
+    text: `The browser found this site's saved data corrupt and started it empty: the queue and the training state from before then are gone (${queue.lost}).` }),
+  " ", el("button", { class: "link", id: "dismiss-loss", type: "button", text: "Dismiss",
+    onclick: (event) => dismiss?.(event.currentTarget) }), work && " "] : []), work);
   $("queue-total").replaceChildren(String(queue.total ?? 0), " ",
     el("small", { text: `${queue.total === 1 ? "record" : "records"} queued · ${queue.available ?? 0} waiting, ${queue.leased ?? 0} in training` }));
   barRows($("queue-sources").tBodies[0], queue.by_source, ([, a], [, b]) => b - a, (name) => name);

@@ -7,7 +7,8 @@ The database is "py_engine_data/<name>", shared by the pages, workers and the ex
 documents of one origin. Chromium deletes an origin's databases when it finds them corrupt on
 opening one (a browser killed in the middle of a write can leave them so) and starts them
 empty; the store then says so in `lost` (Chromium's message, web/src/storage_loss.mjs) and with
-a warning, instead of answering as if it had always been empty.
+a warning, instead of answering as if it had always been empty, in every page until the user
+dismisses it (acknowledge_loss).
 """
 
 import json
@@ -38,11 +39,24 @@ class IndexedDBStore:
             reply = json.loads(await getattr(py_engine_queue, what)(self.name, _SCHEMA, *args))
         except JsException as e:
             raise StoreError(f"IndexedDB data store {self.name!r}: {what} failed ({e})") from None
-        if reply.get("lost") and self.lost is None:
-            self.lost = reply["lost"]
+        lost = reply.get("lost")
+        if lost and lost != self.lost:
             warnings.warn(f"IndexedDB data store {self.name!r}: the browser found the database "
-                          f"corrupt, deleted it and started it empty ({self.lost})", StoreWarning)
+                          f"corrupt, deleted it and started it empty ({lost})", StoreWarning)
+        self.lost = lost or None    # kept until the user dismisses it, here or in another page
         return reply
+
+    async def acknowledge_loss(self):
+        """The user has read `lost`: no page of the origin says it any more."""
+        import py_engine_queue
+        from pyodide.ffi import JsException
+
+        try:
+            await py_engine_queue.acknowledgeLoss()
+        except JsException as e:
+            raise StoreError(f"IndexedDB data store {self.name!r}: could not dismiss the notice "
+                             f"of lost data ({e})") from None
+        self.lost = None
 
     async def read(self, queries):
         found = await self._call("read", _dumps(queries))

@@ -179,5 +179,8 @@ class SQLiteStore:
             rows = [{f: r.get(f) for f in q["fields"]} for r in rows]
         return rows
 
+    async def acknowledge_loss(self):
+        """Nothing to dismiss: `lost` is always None here."""
+
     def close(self):
         self.db.close()
