@@ -2,8 +2,9 @@
 the backward's grad_kv with a workgroup per KV head (each summing its group's query heads)
 against a workgroup per query head writing partial sums that a second kernel adds
 (`split_heads`), on decoder shapes whose KV heads alone make few workgroups; and a decoding
-step (one query row over the shape's other positions, cached) on causal_attention_decode
-against the training forward, which gives the row one thread (`decode_entry`). Milliseconds
+step (one query row over all the shape's positions, cached, as one sequence) on
+causal_attention_decode with the keys split as the engine chooses (`decode_splits`), with one
+workgroup a row, and on the training forward, which gives the row one thread. Milliseconds
 per backward (stats, grad_q, grad_kv and the sum) and per decoding step, the forward beside
 them, rounds alternating; the engine's choice is named.
 
@@ -26,7 +27,9 @@ from gpu_profile import on_native, time_alternating, variants_main  # noqa: E402
 SHAPES = {"full": [("TinyLlama", 4, 256, 32, 4, 64), ("Llama 3 8B", 1, 1024, 32, 8, 128)],
           "small": [("small", 2, 64, 8, 2, 32)]}
 VARIANTS = {"per KV head": False, "per query head": True}
-DECODE_VARIANTS = {"decode entry": True, "training forward": False}
+# forward()'s options for each way of a decoding step; the first is the engine's
+DECODE_VARIANTS = {"decode entry": {}, "one workgroup a row": {"decode_splits": 1},
+                   "training forward": {"decode_entry": False}}
 
 
 async def measure(device, size="full", seconds=60.0, repeats=3, rounds=3):
@@ -73,10 +76,9 @@ async def measure(device, size="full", seconds=60.0, repeats=3, rounds=3):
             programs[label] = program
 
         record("forward", lambda p: att.forward(p, q, k, v, None, out_, lse, **shape))
-        step = dict(shape, batch=1, seq=1, past=seq - 1)    # the first sequence's last row
-        for label, decode_entry in DECODE_VARIANTS.items():
-            record(label, lambda p, d=decode_entry: att.forward(p, q, k, v, None, out_, lse,
-                                                                 decode_entry=d, **step))
+        step = dict(shape, batch=1, seq=1, past=batch * seq - 1)   # every row, one sequence
+        for label, options in DECODE_VARIANTS.items():
+            record(label, lambda p, o=options: att.forward(p, q, k, v, None, out_, lse, **o, **step))
         for label, split in VARIANTS.items():
             record(label, lambda p, split=split: att.backward(
                 p, dout, q, k, v, None, out_, lse, stats, dq, dk, dv, split_heads=split, **shape))
@@ -88,6 +90,7 @@ async def measure(device, size="full", seconds=60.0, repeats=3, rounds=3):
         out["shapes"][f"{name} {batch}x{seq}, {heads}/{kv_heads} heads of {dim}"] = {
             "forward_ms": ms.pop("forward", None),
             "decode_ms": {label: ms.pop(label) for label in DECODE_VARIANTS if label in ms},
+            "decode_keys": batch * seq, "decode_splits": att.decode_splits(1, heads, batch * seq),
             "backward_ms": ms, "refused": refused, "engine": engine}
     out["seconds"] = time.perf_counter() - started
     return out
@@ -103,16 +106,21 @@ def table_rows(result):
     decoding step as the engine records them, against the other way."""
     rows = []
     for shape, r in result["shapes"].items():
+        splits = r.get("decode_splits", 1)
+        decode = (f"decoding step over {r['decode_keys']:,} keys" if "decode_keys" in r
+                  else "decoding step")
         for what, times, engine, labels in (
                 ("backward", r["backward_ms"], r["engine"], VARIANTS),
-                ("decoding step", r["decode_ms"], "decode entry", DECODE_VARIANTS)):
+                (decode, r["decode_ms"], "decode entry", DECODE_VARIANTS)):
             if engine not in times:
                 continue
-            other = next(label for label in labels if label != engine)
-            note = (f"{other} {times[other]:.3f} ms: the engine's way "
-                    f"{times[other] / times[engine]:.2f}x as fast" if other in times
-                    else f"{other} refused: {r['refused'].get(other, '')[:100]}")
-            rows.append((f"attention {what} {shape} ({engine})", f"{times[engine]:.3f} ms", note))
+            notes = [f"{other} {times[other]:.3f} ms: the engine's way "
+                     f"{times[other] / times[engine]:.2f}x as fast" if other in times
+                     else f"{other} refused: {r['refused'].get(other, '')[:100]}"
+                     for other in labels if other != engine]
+            named = f"decode entry, {splits} split{'s' * (splits != 1)}" if labels is DECODE_VARIANTS else engine
+            rows.append((f"attention {what} {shape} ({named})", f"{times[engine]:.3f} ms",
+                         "; ".join(notes)))
     return rows
 
 

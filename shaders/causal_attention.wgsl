@@ -26,6 +26,11 @@
 //                              out = acc / l and lse = m + log(l).
 //   causal_attention_decode:   the forward of one query row (a decoding step): a workgroup per
 //                              (batch, query head) whose threads share the keys and features.
+//                              Split over the keys (shape.blocks = S > 1, flash-decoding): a
+//                              workgroup per (batch, query head, S-th of the keys), each writing
+//                              its share's unnormalised output and (m, l) as partial results.
+//   causal_attention_decode_combine: one workgroup per (batch, query head): out and lse from
+//                              the S partial results, rescaled to their common maximum.
 //   causal_attention_stats:    one thread per (batch, query head, row): stats = (lse, delta).
 //   causal_attention_grad_q:   same grid as the forward; streams key/value blocks again with
 //                              P = exp(S - lse), dS = P * (dout . v - delta), dq = scaling * dS . K.
@@ -74,7 +79,8 @@ struct Shape {
   kv_heads: u32,
   head_dim: u32,
   has_mask: u32,
-  blocks: u32,      // workgroups per (batch, head): query blocks, or key blocks for grad_kv
+  blocks: u32,      // workgroups per (batch, head): query blocks, key blocks for grad_kv, or
+                    // the decode's key splits
   scaling: f32,
   drop_base: u32,       // the dropout layer's first counter
   drop_threshold: u32,  // 0: no dropout
@@ -247,6 +253,10 @@ fn causal_attention_forward(@builtin(workgroup_id) wid: vec3<u32>,
 // the chunk's maximum and sum together, and split the head's features for the weighted sum of
 // values (thread t owns features t, t + WORKGROUP, ...: at most DECODE_DIMS of them),
 // reading each value row in one coalesced run.
+// A long cache and few heads leave most of a GPU idle with a workgroup per row, so the keys may
+// be split S = shape.blocks ways: the workgroup of split s takes the s-th of the row's visible
+// keys and writes, instead of out and lse, its unnormalised output to out[(row * S + s) * D ..]
+// and its (m, l) to lse[(row * S + s) * 2 ..]; causal_attention_decode_combine finishes the row.
 
 override WORKGROUP: u32 = 64u;   // causal_attention_decode's threads (DECODE_THREADS)
 const DECODE_DIMS: u32 = 4u;      // features a thread owns: MAX_HEAD_DIM (<= 256) / WORKGROUP
@@ -255,7 +265,10 @@ const DECODE_DIMS: u32 = 4u;      // features a thread owns: MAX_HEAD_DIM (<= 25
 fn causal_attention_decode(@builtin(workgroup_id) wid: vec3<u32>,
                            @builtin(num_workgroups) groups: vec3<u32>,
                            @builtin(local_invocation_index) lid: u32) {
-  let row = workgroup_index(wid, groups);      // b * q_heads + h: lse's row too (Tq = 1)
+  let splits = max(fwd.blocks, 1u);
+  let w = workgroup_index(wid, groups);
+  let row = w / splits;                        // b * q_heads + h: lse's row too (Tq = 1)
+  let split = w % splits;
   if (row >= fwd.batch * fwd.q_heads) {
     return;
   }
@@ -272,8 +285,13 @@ fn causal_attention_decode(@builtin(workgroup_id) wid: vec3<u32>,
   var m = MASKED;
   var l = 0.0;
   var acc = vec4<f32>(0.0);    // features lid + i * WORKGROUP, i < DECODE_DIMS
-  for (var c0 = window_start(fwd, 0u); c0 < keys; c0 += TILE) {
-    let n = min(TILE, keys - c0);
+  // this split's keys: the split-th of the visible ones (all of them unsplit)
+  let first = window_start(fwd, 0u);
+  let share = (keys - first + splits - 1u) / splits;
+  let start = min(keys, first + split * share);
+  let end = min(keys, start + share);
+  for (var c0 = start; c0 < end; c0 += TILE) {
+    let n = min(TILE, end - c0);
     workgroupBarrier();        // q staged; the last chunk's probabilities read
     var top = MASKED;
     for (var r = lid; r < n; r += WORKGROUP) {
@@ -316,6 +334,20 @@ fn causal_attention_decode(@builtin(workgroup_id) wid: vec3<u32>,
     }
     m = m_new;
   }
+  if (splits > 1u) {           // a partial result: the combine normalises
+    let part = row * splits + split;
+    for (var i = 0u; i < DECODE_DIMS; i++) {
+      let d = lid + i * WORKGROUP;
+      if (d < D) {
+        out[part * D + d] = acc[i];
+      }
+    }
+    if (lid == 0u) {
+      lse[2u * part] = m;
+      lse[2u * part + 1u] = l;
+    }
+    return;
+  }
   let inv = select(0.0, 1.0 / l, l > 0.0);   // a row that sees no key: out 0, lse 0
   for (var i = 0u; i < DECODE_DIMS; i++) {
     let d = lid + i * WORKGROUP;
@@ -325,6 +357,60 @@ fn causal_attention_decode(@builtin(workgroup_id) wid: vec3<u32>,
   }
   if (lid == 0u) {
     lse[row] = select(0.0, m + log(l), l > 0.0);
+  }
+}
+
+// --- causal_attention_decode_combine ---------------------------------------------------------
+
+// Its own bindings 0-4: the split decode's partial outputs and (m, l), the row's out and lse.
+@group(0) @binding(0) var<storage, read> decode_parts: array<f32>;
+@group(0) @binding(1) var<storage, read> decode_part_stats: array<f32>;
+@group(0) @binding(2) var<storage, read_write> decode_out: array<f32>;
+@group(0) @binding(3) var<storage, read_write> decode_lse: array<f32>;
+@group(0) @binding(4) var<uniform> dc: Shape;
+
+// Each thread reads the S (m, l) pairs itself (S is small) and owns the features of the decode's
+// threads: the row's output is the partial outputs rescaled to the largest m, over their l.
+@compute @workgroup_size(WORKGROUP)
+fn causal_attention_decode_combine(@builtin(workgroup_id) wid: vec3<u32>,
+                                   @builtin(num_workgroups) groups: vec3<u32>,
+                                   @builtin(local_invocation_index) lid: u32) {
+  let row = workgroup_index(wid, groups);
+  if (row >= dc.batch * dc.q_heads) {
+    return;
+  }
+  let splits = dc.blocks;
+  let D = dc.head_dim;
+  var m = MASKED;
+  for (var s = 0u; s < splits; s++) {
+    let part = row * splits + s;
+    if (decode_part_stats[2u * part + 1u] > 0.0) {   // a split that saw no key has l = 0
+      m = max(m, decode_part_stats[2u * part]);
+    }
+  }
+  var l = 0.0;
+  var acc = vec4<f32>(0.0);
+  for (var s = 0u; s < splits; s++) {
+    let part = row * splits + s;
+    let part_l = decode_part_stats[2u * part + 1u];
+    let rescale = select(0.0, exp(decode_part_stats[2u * part] - m), part_l > 0.0);
+    l = fma(part_l, rescale, l);
+    for (var i = 0u; i < DECODE_DIMS; i++) {
+      let d = lid + i * WORKGROUP;
+      if (d < D) {
+        acc[i] = fma(decode_parts[part * D + d], rescale, acc[i]);
+      }
+    }
+  }
+  let inv = select(0.0, 1.0 / l, l > 0.0);   // a row that sees no key: out 0, lse 0
+  for (var i = 0u; i < DECODE_DIMS; i++) {
+    let d = lid + i * WORKGROUP;
+    if (d < D) {
+      decode_out[row * D + d] = acc[i] * inv;
+    }
+  }
+  if (lid == 0u) {
+    decode_lse[row] = select(0.0, m + log(l), l > 0.0);
   }
 }
 

@@ -92,6 +92,23 @@ def test_step_logits_match_the_numpy_decoder(device, kernels, chat, rng, family)
     assert rel(run(gpu.prefill(seq[:4])), run(ref.prefill(seq[:4]))) <= F32_BOUND
 
 
+def test_steps_with_the_keys_split_match_the_numpy_decoder(device, kernels, chat, rng,
+                                                          monkeypatch):
+    """A decoding step's attention split over the cached keys (flash-decoding: here 8 splits of
+    the 64-row cache, most of them empty at the first positions), every layer sharing the
+    partial results' scratch: the same logits as the NumPy decoder."""
+    import py_engine.kernels.causal_attention as causal
+
+    monkeypatch.setattr(causal, "DECODE_SPLIT_KEYS", 8)
+    assert kernels.causal_attention.decode_splits(1, 4, MAX_LENGTH) == 8
+    path = chat[0]["llama"]
+    gpu = run(GpuDecoder.load(device, path, kernels=kernels, max_length=MAX_LENGTH))
+    ref = NumpyDecoder.load(path, max_length=MAX_LENGTH)
+    seq = rng.integers(0, ref.config.vocab_size, 45).tolist()
+    errors = [rel(g, w) for g, w in zip(step_logits(gpu, seq, 5), step_logits(ref, seq, 5))]
+    assert max(errors) <= F32_BOUND, errors
+
+
 @pytest.mark.parametrize("family", ["qwen2", "llama-tied"])
 def test_greedy_tokens_chosen_on_the_gpu_are_the_argmax_of_its_logits(device, kernels, chat, rng, family):
     """prefill and step with greedy=True give the first argmax of the logits the same runs

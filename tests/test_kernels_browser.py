@@ -1,5 +1,5 @@
 """A representative subset of the training kernels (BERT's, and the decoders' RMSNorm, RoPE and
-SwiGLU) and generation's argmax and sampling candidates run inside Chromium (Pyodide + WebGPU, compiled by Tint, run on SwiftShader), checked
+SwiGLU) and generation's argmax, sampling candidates and split decoding attention run inside Chromium (Pyodide + WebGPU, compiled by Tint, run on SwiftShader), checked
 against the NumPy references on the host with
 the same bounds as on lavapipe. Inputs are drawn fresh here, outputs are NaN-poisoned there."""
 
@@ -11,6 +11,7 @@ import pytest
 from py_engine.harness import run_json
 from py_engine.ops import argmax as argmax_ops
 from py_engine.ops import attention as attn_ops
+from py_engine.ops import causal_attention as causal_ops
 from py_engine.ops import cross_entropy as ce_ops
 from py_engine.ops import dropout as dropout_ops
 from py_engine.ops import gelu as gelu_ops
@@ -30,6 +31,7 @@ from py_engine.gpu import open_device
 from py_engine.gpu.selfcheck import poisoned
 from py_engine.kernels.argmax import ArgmaxKernels, decode_candidates, decode_choices
 from py_engine.kernels.attention import AttentionKernels
+from py_engine.kernels.causal_attention import CausalAttentionKernels
 from py_engine.kernels.cross_entropy import CrossEntropyKernels, create_metrics, decode_metrics
 from py_engine.kernels.dropout import DropoutKernels, pack_step
 from py_engine.kernels.gelu import GeluKernels
@@ -116,6 +118,14 @@ am.candidates(program, f("sc"), picked, rows=2, cols=I["sc_cols"], capacity=2048
               inv_temperature=1.25, top_k=0, tail=0.05)
 result("candidates", picked)
 
+# a decoding step whose keys three workgroups per row share, then combined
+ca = await CausalAttentionKernels.load(device)
+dd, past = I["dec_dim"], I["dec_past"]
+dec_out, dec_lse = poisoned(device, 2 * dd), poisoned(device, 2)
+ca.forward(program, f("dec_q"), f("dec_k"), f("dec_v"), u("dec_mask"), dec_out, dec_lse, batch=1,
+           seq=1, heads=2, kv_heads=1, head_dim=dd, past=past, decode_splits=3)
+result("decode_out", dec_out); result("decode_lse", dec_lse)
+
 values = await program.run()
 for name, slot in reads.items():
     out[name] = list(array("f", bytes(values[slot])))
@@ -154,6 +164,12 @@ def test_training_kernels_in_the_browser(engine_page):
     # sampling candidates: rows on a grid of 1/16 (every bin exact in f32), a few masked
     sc = (np.round(rng.normal(0.0, 3.0, (2, 3000)) * 16) / 16).astype(np.float32)
     sc[1, rng.choice(3000, 40, replace=False)] = -np.inf
+    # decoding: 2 query heads on one KV head over 601 keys in three splits of 201, keys 201 to
+    # 599 padding (the second split sees no real key)
+    DEC_DIM, DEC_PAST = 8, 600
+    dec_q, dec_k, dec_v = f32(1, 2 * DEC_DIM), f32(DEC_PAST + 1, DEC_DIM), f32(DEC_PAST + 1, DEC_DIM)
+    dec_mask = np.ones(DEC_PAST + 1, np.uint32)
+    dec_mask[201:-1] = 0
     inputs = {"rows": R, "cols": C, "out": OUT, "classes": CLASSES, "B": B, "T": T, "H": H, "D": D,
               "x": x.ravel().tolist(), "dy": dy.ravel().tolist(), "w": w.ravel().tolist(),
               "b": b.tolist(), "gamma": gamma.tolist(), "beta": beta.tolist(),
@@ -161,7 +177,10 @@ def test_training_kernels_in_the_browser(engine_page):
               "mask": mask.ravel().tolist(), "logits": logits.ravel().tolist(),
               "labels": labels.tolist(), "weights": weights.tolist(), "seed": seed, "base": base,
               "am": am.ravel().tolist(), "am_rows": am.shape[0], "am_cols": am.shape[1],
-              "sc": sc.ravel().tolist(), "sc_cols": sc.shape[1]}
+              "sc": sc.ravel().tolist(), "sc_cols": sc.shape[1],
+              "dec_dim": DEC_DIM, "dec_past": DEC_PAST, "dec_q": dec_q.ravel().tolist(),
+              "dec_k": dec_k.ravel().tolist(), "dec_v": dec_v.ravel().tolist(),
+              "dec_mask": dec_mask.tolist()}
     got = run_json(engine_page, PAGE.replace("INPUTS", repr(json.dumps(inputs))))
 
     d = lambda a: np.asarray(a, np.float64)
@@ -188,6 +207,10 @@ def test_training_kernels_in_the_browser(engine_page):
     assert got["argmax"][4][0] == 0 == index[4]
     assert [p for _, p in got["argmax"]] == [None, None, "NaN", "inf", None, None]
     assert flags.tolist() == [0, 0, 2, 1, 0, 0]
+    want_out, want_lse = causal_ops.causal_attention_forward(
+        d(dec_q), d(dec_k), d(dec_v), batch=1, heads=2, kv_heads=1, past=DEC_PAST,
+        attention_mask=dec_mask[None])
+    assert rel(got["decode_out"], want_out) <= 1e-5 and rel(got["decode_lse"], want_lse) <= 1e-5
     for row, (tokens, count, cut, total, problem) in zip(sc, got["candidates"]):
         # the cut is one the reference's f64 sums allow within 1e-4; its tokens are exact
         low = argmax_ops.sampling_candidates(row[None], 1.25, 0, 0.05 * (1 + 1e-4))[0]

@@ -36,10 +36,12 @@ def right_padding(rng, batch, keys):
 
 
 def check(device, att, rng, batch, seq, heads, kv_heads, dim, *, past=0, mask=None,
-          scaling=None, backward=True, dropout=None, window=None, softcap=None, split_heads=None):
+          scaling=None, backward=True, dropout=None, window=None, softcap=None, split_heads=None,
+          decode_splits=None):
     """dropout: (p, seed, offset, base) of attention dropout on the probabilities; window: a
     sliding window; softcap: Gemma 2's logit soft cap; split_heads: grad_kv's grid (None: the
-    recorder's choice, splits_heads)."""
+    recorder's choice, splits_heads); decode_splits: workgroups per decoded row (None: the
+    recorder's choice, decode_splits)."""
     keys = past + seq
     q, dout = (rng.standard_normal((batch * seq, heads * dim), dtype=np.float32) for _ in range(2))
     k, v = (rng.standard_normal((batch * keys, kv_heads * dim), dtype=np.float32) for _ in range(2))
@@ -59,7 +61,7 @@ def check(device, att, rng, batch, seq, heads, kv_heads, dim, *, past=0, mask=No
     stats = poisoned(device, 2 * batch * heads * seq)
     dk, dv = (poisoned(device, batch * keys * kv_heads * dim) for _ in range(2))
     program = device.program()
-    att.forward(program, bq, bk, bv, bmask, out, lse, **shape)
+    att.forward(program, bq, bk, bv, bmask, out, lse, decode_splits=decode_splits, **shape)
     buffers = [out, lse]
     if backward:
         att.backward(program, bdout, bq, bk, bv, bmask, out, lse, stats, dq, dk, dv,
@@ -289,6 +291,66 @@ def test_decoding_step(device, att, rng, batch, past, heads, kv_heads, dim, wind
           softcap=softcap, backward=backward)
 
 
+# The keys split among several workgroups per row (flash-decoding), their partial results
+# combined: splits within one tile and across two (5,000 keys in 2), 64 splits, a window and the
+# soft cap with padding (some splits see only padding), more splits than keys (empty splits).
+@pytest.mark.parametrize("batch, past, heads, kv_heads, dim, window, softcap, splits", [
+    (1, 4500, 2, 1, 8, None, None, 5),
+    (2, 5000, 1, 1, 8, None, None, 2),
+    (1, 700, 2, 1, 8, None, None, 64),
+    (2, 300, 4, 2, 16, 100, 1.5, 7),
+    (1, 2, 2, 1, 4, None, None, 8),
+])
+def test_a_decoding_step_split_over_the_keys(device, att, rng, batch, past, heads, kv_heads, dim,
+                                             window, softcap, splits):
+    mask = right_padding(rng, batch, past + 1)
+    mask[:, :1] = 1
+    mask[:, -1] = 1
+    check(device, att, rng, batch, 1, heads, kv_heads, dim, past=past, mask=mask, window=window,
+          softcap=softcap, backward=False, decode_splits=splits)
+
+
+def test_split_decoding_layers_share_the_partial_results(device, att, rng):
+    """Two split decoding steps in one program share the scratch of the partial results, and
+    each layer's out and lse are its own; the recorder splits a long cache of few heads by
+    itself."""
+    heads, dim, past = 2, 8, 1500
+    assert att.decode_splits(1, heads, past + 1) > 1
+    program, layers, outputs = device.program(), [], []
+    for _ in range(2):
+        q = rng.standard_normal((1, heads * dim), dtype=np.float32)
+        k, v = (rng.standard_normal((past + 1, dim), dtype=np.float32) for _ in range(2))
+        out, lse = poisoned(device, heads * dim), poisoned(device, heads)
+        att.forward(program, *(device.buffer_from(x) for x in (q, k, v)), None, out, lse, batch=1,
+                    seq=1, heads=heads, kv_heads=1, head_dim=dim, past=past)
+        layers.append((q, k, v))
+        outputs += [out, lse]
+    results = read(program, *outputs)
+    for n, (q, k, v) in enumerate(layers):
+        ref_out, ref_lse = ref.causal_attention_forward(
+            *(x.astype(np.float64) for x in (q, k, v)), batch=1, heads=heads, kv_heads=1, past=past)
+        assert rel_error(results[2 * n], ref_out) <= FORWARD_BOUND
+        assert rel_error(results[2 * n + 1], ref_lse) <= FORWARD_BOUND
+
+
+def test_decode_splits_fill_a_gpu_only_where_one_workgroup_a_row_would_not(device, att):
+    """Rows enough for DECODE_WORKGROUPS, or keys too few for two splits: one workgroup a row.
+    Otherwise as many splits as fill DECODE_WORKGROUPS, each with DECODE_SPLIT_KEYS keys or
+    more, at most MAX_DECODE_SPLITS; a window bounds the keys a row sees."""
+    from py_engine.kernels.causal_attention import DECODE_SPLIT_KEYS, MAX_DECODE_SPLITS
+
+    assert att.decode_splits(8, 32, 4096) == 1                 # 256 rows
+    assert att.decode_splits(1, 32, 2 * DECODE_SPLIT_KEYS - 1) == 1
+    assert att.decode_splits(1, 32, 2048) == 8                 # TinyLlama: 8 x 32 workgroups
+    assert att.decode_splits(1, 32, 1024) == 1024 // DECODE_SPLIT_KEYS
+    assert att.decode_splits(1, 1, 1 << 20) == MAX_DECODE_SPLITS
+    assert att.decode_splits(1, 8, 1 << 20, window=512) == 2
+    with pytest.raises(ValueError, match="decode_splits must be a whole number in 1..64"):
+        buf = poisoned(device, 4)
+        att.forward(device.program(), *(buf,) * 3, None, buf, buf, batch=1, seq=1, heads=1,
+                    kv_heads=1, head_dim=4, decode_splits=0)
+
+
 @pytest.mark.parametrize("decode_entry", [True, False])
 def test_a_decoding_step_on_either_entry(device, att, rng, decode_entry):
     """decode_entry=False keeps one query row on the training forward (what the benchmark
@@ -342,12 +404,13 @@ def test_attention_that_lavapipe_would_cut_short_is_refused(device, att, rng, ki
     assert 100 < n < 40_000, n
     seq, past = split(n)
     check(device, att, rng, 1, seq, heads, kv_heads, dim, past=past,
-          backward=kind == "backward", split_heads=False)
+          backward=kind == "backward", split_heads=False, decode_splits=1)
     seq, past = split(n + 1)
     program = device.program()
     buf = poisoned(device, (past + seq) * heads * dim)
     run_one = lambda: (att.forward(program, buf, buf, buf, None, buf, buf, batch=1, seq=seq,
-                                   heads=heads, kv_heads=kv_heads, head_dim=dim, past=past)
+                                   heads=heads, kv_heads=kv_heads, head_dim=dim, past=past,
+                                   decode_splits=1)
                        if kind != "backward" else
                        att.backward(program, buf, buf, buf, buf, None, buf, buf, buf, buf, buf,
                                     buf, batch=1, seq=seq, heads=heads, kv_heads=kv_heads,
@@ -369,7 +432,7 @@ def test_a_decoding_position_past_the_loop_limit_is_refused(device, att):
     q, out, lse = poisoned(device, heads * dim), poisoned(device, heads * dim), poisoned(device, heads)
     position = Variable(0, name="position")
     att.forward(device.program(), q, cache, cache, None, out, lse, batch=1, seq=1, heads=heads,
-                kv_heads=1, head_dim=dim, past=position)
+                kv_heads=1, head_dim=dim, past=position, decode_splits=1)
     position.set(n - 1)
     if device.info.loop_limit is None:
         position.set(n)

@@ -39,7 +39,10 @@ layer) that one more kernel adds in head order (`split_heads`; splits_heads() sa
 does when not told).
 
 A decoding step (one query row, no dropout) runs causal_attention_decode, whose 64 threads
-share the row's keys and features. On an adapter that caps a shader invocation's loops
+share the row's keys and features. With few rows (batch x heads) and many keys a workgroup per
+row leaves a GPU mostly idle, so the keys are then split among several workgroups per row
+(flash-decoding), whose partial results causal_attention_decode_combine rescales and adds
+(`decode_splits`; decode_splits() says how many when not told). On an adapter that caps a shader invocation's loops
 (lavapipe: AdapterInfo.loop_limit), shapes whose loops would be cut short are refused
 (loop_iterations).
 
@@ -56,14 +59,19 @@ DEFAULT_HEAD_DIM = 128
 MAX_HEAD_DIM = 256      # each thread's private rows stay within WGSL's 8 KiB function memory
 MAX_BLOCK = 64
 TILE = 2048
-ENTRIES = ("causal_attention_forward", "causal_attention_decode", "causal_attention_stats",
-           "causal_attention_grad_q", "causal_attention_grad_kv", "causal_attention_grad_kv_sum")
+ENTRIES = ("causal_attention_forward", "causal_attention_decode", "causal_attention_decode_combine",
+           "causal_attention_stats", "causal_attention_grad_q", "causal_attention_grad_kv",
+           "causal_attention_grad_kv_sum")
 SUM_THREADS = 64        # causal_attention_grad_kv_sum's workgroup
 DECODE_THREADS, DECODE_DIMS = 64, 4     # causal_attention_decode's workgroup, features a thread
 # grad_kv runs a workgroup per query head, writing partial sums, when one per KV head would be
 # fewer workgroups than this (splits_heads): too few to fill a GPU (TinyLlama's 4 KV heads at batch 4 and 256
 # tokens make 256 workgroups of 16 threads, and its grad_kv took 18 ms on an H200).
 SPLIT_BELOW = 2048
+# A decoding step splits each row's keys (decode_splits) until the step has DECODE_WORKGROUPS
+# workgroups (a few per multiprocessor of a large GPU), giving none fewer than DECODE_SPLIT_KEYS
+# keys: TinyLlama's 32 heads over 2,048 cached keys make 8 splits of 256.
+DECODE_WORKGROUPS, DECODE_SPLIT_KEYS, MAX_DECODE_SPLITS = 256, 256, 64
 
 
 class CausalAttentionKernels:
@@ -75,7 +83,7 @@ class CausalAttentionKernels:
         self.head_dim = head_dim
         self._no_mask = None
         self._no_step = None
-        self._partials = None   # (dk, dv) partial-sum scratch, shared by every layer
+        self._scratch = {}      # what -> buffers: partial results shared by every layer
 
     @classmethod
     async def load(cls, device, block_q=None, block_k=None, head_dim=DEFAULT_HEAD_DIM):
@@ -137,10 +145,12 @@ class CausalAttentionKernels:
 
     def forward(self, program, q, k, v, attention_mask, out, lse, *, batch, seq, heads, kv_heads,
                 head_dim, past=0, scaling=None, dropout=None, window=None, softcap=None,
-                decode_entry=None):
+                decode_entry=None, decode_splits=None):
         """out [B*Tq, Hq*D] and lse [B, Hq, Tq] for queries at positions past..past+Tq-1.
         `decode_entry`: one query row without dropout runs causal_attention_decode (None, True),
-        or the training forward (False: what bench/attention_variants.py compares it with)."""
+        or the training forward (False: what bench/attention_variants.py compares it with).
+        `decode_splits`: how many workgroups share a decoded row's keys (1: one per row, as
+        without splits); None: as decode_splits() says for the keys k and v hold."""
         blocks = -(-seq // self.block_q)
         key_rows = min(k.size, v.size) // (4 * kv_heads * head_dim * batch)
         fits = lambda p: 0 <= p and p + seq <= key_rows
@@ -152,6 +162,15 @@ class CausalAttentionKernels:
         decode = seq == 1 and dropout is None and decode_entry is not False
         entry = "causal_attention_decode" if decode else "causal_attention_forward"
         geometry = dict(seq=seq, head_dim=head_dim, heads=heads, kv_heads=kv_heads, window=window)
+        splits = 1
+        if decode:
+            keys = key_rows if isinstance(past, Variable) else past + seq
+            splits = (self.decode_splits(batch, heads, keys, window) if decode_splits is None
+                      else decode_splits)
+            if not (isinstance(splits, int) and 1 <= splits <= MAX_DECODE_SPLITS):
+                raise ValueError(f"decode_splits must be a whole number in 1..{MAX_DECODE_SPLITS}, "
+                                 f"got {decode_splits!r}")
+            geometry["splits"] = splits
         if isinstance(past, Variable):
             past.require(lambda p: self._loops_fit(entry, past=p, **geometry),
                          f"attention over {seq:,} new position{'s' * (seq != 1)} with heads "
@@ -159,11 +178,19 @@ class CausalAttentionKernels:
         else:
             self._check_loops((entry,), past=past, **geometry)
         shape = self._shape(batch, seq, heads, kv_heads, head_dim, past,
-                            attention_mask is not None, blocks, scaling, dropout, window, softcap)
-        if decode:
+                            attention_mask is not None, splits if decode else blocks, scaling,
+                            dropout, window, softcap)
+        if decode and splits == 1:
             return self._dispatch(program, "causal_attention_decode",
                                   [q, k, v, self._mask(attention_mask), out, lse, shape],
                                   batch * heads)
+        if decode:
+            parts = batch * heads * splits
+            outs, stats = self._held("decode partial results", (4 * parts * head_dim, 8 * parts))
+            self._dispatch(program, "causal_attention_decode",
+                           [q, k, v, self._mask(attention_mask), outs, stats, shape], parts)
+            return self._dispatch(program, "causal_attention_decode_combine",
+                                  [outs, stats, out, lse, shape], batch * heads)
         return self._dispatch(program, "causal_attention_forward",
                               [q, k, v, self._mask(attention_mask), out, lse, shape,
                                self._step(dropout)],
@@ -207,7 +234,7 @@ class CausalAttentionKernels:
             return self._dispatch(program, "causal_attention_grad_kv",
                                   [q, k, v, mask, stats, dout, dk, dv, kv_shape, step],
                                   batch * kv_heads * k_blocks)
-        dk_parts, dv_parts = self._partial_sums(4 * group * values)
+        dk_parts, dv_parts = self._held("grad_kv partial sums", (4 * group * values,) * 2)
         self._dispatch(program, "causal_attention_grad_kv",
                        [q, k, v, mask, stats, dout, dk_parts, dv_parts, kv_shape, step],
                        batch * heads * k_blocks)
@@ -215,7 +242,7 @@ class CausalAttentionKernels:
                               [dk_parts, dv_parts, dk, dv, kv_shape], -(-values // SUM_THREADS))
 
     def loop_iterations(self, entry, *, seq, past, head_dim, heads, kv_heads, window=None,
-                        split_heads=False):
+                        split_heads=False, splits=1):
         """The most loop iterations one invocation of `entry` runs on this shape: an upper
         bound counted from its loops, each loop's last test counted as an iteration, as
         llvmpipe's loop limiter counts them (checked against it in
@@ -226,6 +253,7 @@ class CausalAttentionKernels:
         keys = past + seq
         seen = keys if window is None else min(keys, window + max(bq, bk))   # one row's keys
         if entry == "causal_attention_decode":
+            seen = -(-seen // splits)       # a split's share of the keys
             return (seen * 2 + -(-seen // DECODE_THREADS) * (D + 4)
                     + -(-seen // TILE) * (4 + 2 * DECODE_THREADS.bit_length()) + 2 * D + 8)
         if entry in ("causal_attention_forward", "causal_attention_grad_q"):
@@ -277,12 +305,24 @@ class CausalAttentionKernels:
                                           head_dim=head_dim, heads=heads, kv_heads=kv_heads,
                                           window=window)
 
-    def _partial_sums(self, size):
-        """Two scratch buffers of at least `size` bytes for grad_kv's partial sums. Every
-        backward recorded after shares them: a program's dispatches run in order, and each sum
-        reads its partial sums before the next layer's grad_kv writes them. A larger need
-        replaces them (programs recorded before keep the ones they bound)."""
-        if self._partials is None or self._partials[0].size < size:
-            make = lambda part: self.device.create_buffer(size, label=f"attention {part} partial sums")
-            self._partials = (make("dk"), make("dv"))
-        return self._partials
+    def decode_splits(self, batch, heads, keys, window=None):
+        """How many workgroups share a decoded row's keys when forward() is not told: enough
+        for DECODE_WORKGROUPS in all, none with fewer than DECODE_SPLIT_KEYS of the row's
+        visible keys (`keys`: the most the step may see: the cache's rows), at most
+        MAX_DECODE_SPLITS; 1 when the rows alone are enough or the keys few."""
+        seen = keys if window is None else min(keys, window)
+        wanted = -(-DECODE_WORKGROUPS // (batch * heads))
+        return max(1, min(wanted, seen // DECODE_SPLIT_KEYS, MAX_DECODE_SPLITS))
+
+    def _held(self, what, sizes):
+        """Scratch buffers of at least `sizes` bytes for partial results (grad_kv's partial
+        sums, the split decode's partial outputs). Every program recorded after shares them: a
+        program's dispatches run in order, and each layer's partial results are read before the
+        next layer's are written. A larger need replaces them (programs recorded before keep
+        the ones they bound)."""
+        held = self._scratch.get(what)
+        if held is None or any(b.size < n for b, n in zip(held, sizes)):
+            held = tuple(self.device.create_buffer(n, label=f"attention {what} {i}")
+                         for i, n in enumerate(sizes))
+            self._scratch[what] = held
+        return held
