@@ -133,6 +133,8 @@ class Extension:
         self.context = context
         self.id = worker.url.split("/")[2]
         self.worker_url = worker.url
+        self.console = []       # what the context's pages (the popup, the overview) logged
+        context.on("console", lambda m: self.console.append(f"{m.type}: {m.text}"))
 
     @property
     def worker(self):

@@ -645,8 +645,10 @@ def popup_choice(ext, tab, category, phases):
 def test_a_correction_made_while_the_model_loads_is_learned_once_it_is_ready(playwright, extension_dist, pages, tmp_path):
     """A category chosen in the popup while the model is still loading (the first seconds of a
     browser session, when the engine cannot take a correction yet) moves the tab, says it is
-    learned once the model has loaded, and is given to the engine when it is ready. The engine
-    boots Pyodide and loads the model for 10 s or more here: the choice is made well before."""
+    learned once the model has loaded, and is given to the engine when it is ready, even if the
+    engine's document goes away meanwhile (closed here; the next request makes it anew). The
+    engine boots Pyodide and loads the model for 10 s or more here: the choice is made well
+    before."""
     ext = harness.launch_extension(playwright, extension_dist, tmp_path / "profile", pages.chromium_args)
     ext.context.set_default_timeout(ENGINE_MS)
     try:
@@ -660,12 +662,19 @@ def test_a_correction_made_while_the_model_loads_is_learned_once_it_is_ready(pla
         if os.environ.get("PY_ENGINE_SCREENSHOTS"):
             page.screenshot(path=os.path.join(os.environ["PY_ENGINE_SCREENSHOTS"], "popup-correction-while-loading.png"),
                             full_page=True)
+        closed = bool(ext.sorter("snapshot")["unlearned"])
+        if closed:
+            # the document closed while the correction waits for its model: asked again, anew
+            ext.sorter("restartEngine", timeout_ms=600_000)
         wait_ready(ext)
         wait_until("the correction given to the engine", lambda: any(
             e["kind"] == "correction" and e["tabId"] == tab for e in ext.sorter("snapshot")["events"]),
             timeout_s=60, explain=lambda: sorter_story(ext, tab))
         snapshot = ext.sorter("snapshot")
         assert snapshot["unlearned"] == 0
+        kinds = [e["kind"] for e in snapshot["events"]]
+        assert "correction-failed" not in kinds and ("engine-unreachable" in kinds) == closed, \
+            snapshot["events"]
         assert snapshot["tabs"][str(tab)] == {"category": "work", "source": "user", "host": "www.theguardian.com"}
         assert ext.engine("status")["queue"]["by_source"] == {"correction": 1}
     finally:

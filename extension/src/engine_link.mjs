@@ -43,18 +43,24 @@ export async function closeOffscreen() {
   if (contexts.length) await chrome.offscreen.closeDocument();
 }
 
-// Send {type, ...} to the offscreen document; resolves to its answer.
+// Send {type, ...} to the offscreen document; resolves to its answer. A document that could
+// not be reached or made, or that went away before answering (closed, crashed), rejects with an
+// EngineError of kind "unreachable": the next request makes the document anew.
 export async function offscreenRequest(message) {
   const wire = { ...toWire(message), target: "offscreen" };
   let answer;
-  if (inServiceWorker) {
-    await ensureOffscreen();
-    answer = await chrome.runtime.sendMessage(wire);
-  } else {
-    answer = await chrome.runtime.sendMessage({ target: "service-worker", type: "relay", message: wire });
+  try {
+    if (inServiceWorker) {
+      await ensureOffscreen();
+      answer = await chrome.runtime.sendMessage(wire);
+    } else {
+      answer = await chrome.runtime.sendMessage({ target: "service-worker", type: "relay", message: wire });
+    }
+  } catch (e) {
+    throw new EngineError({ message: `the engine could not be reached: ${e?.message ?? e}`, kind: "unreachable" });
   }
-  if (answer === undefined) throw new EngineError({ message: `the engine did not answer ${JSON.stringify(message.type)}` });
-  if (answer?.relayError) throw new EngineError(answer.relayError);
+  if (answer == null) throw new EngineError({ message: `the engine did not answer ${JSON.stringify(message.type)}`, kind: "unreachable" });
+  if (answer.relayError) throw new EngineError(answer.relayError);
   return fromWire(answer);
 }
 

@@ -34,7 +34,9 @@ chrome.runtime.onMessage.addListener((message, sender, sendResponse) => {
   if (message?.target !== "service-worker") return false;
   let work;
   if (message.type === "relay") {
-    work = ensureOffscreen().then(() => chrome.runtime.sendMessage({ ...message.message, target: "offscreen" }));
+    // a document that cannot be made or reached is "unreachable" to the caller, as here
+    work = ensureOffscreen().then(() => chrome.runtime.sendMessage({ ...message.message, target: "offscreen" }))
+      .catch((e) => { throw Object.assign(new Error(`the engine could not be reached: ${e?.message ?? e}`), { kind: "unreachable" }); });
   } else if (message.type === "training") {
     work = chrome.idle.queryState(IDLE_AFTER_S).then((idle) => sorter.trainingWishes(idle));
   } else if (message.type === "sorter" && ACTIONS.has(message.action)) {

@@ -19,6 +19,7 @@ export const DEFAULT_SETTINGS = { autoSort: true, maxGroups: 0, includeUserGroup
 export const RETRY_ALARM = "sort-unplaced"; // asks the model again of the tabs the rules could not place
 const SETTLE_MS = 250; // a loading tab's title and URL settle before it is categorised
 const EXPECT_MS = 3000; // how long a group change we made may take to be reported
+const ENGINE_TRIES = 3; // asks of an engine whose document went away, before corrections wait on
 
 function hostOf(url) {
   try {
@@ -282,56 +283,72 @@ export class TabSorter {
 
   // The user says `tab` belongs in `category`: the engine learns it, the tab stays there.
   // Returns {learned: the engine took the correction, waiting: it will once the model has
-  // loaded, why: what kept the engine from taking it}. A correction made while the model loads
+  // loaded, why: what kept the engine from taking it}. A correction made while the model loads,
+  // or while the engine's document is gone (closed or crashed: the next request makes it anew),
   // is kept (with the sorter's state, so a worker that stops meanwhile keeps it too) and given
   // to the engine once it is ready; the user's word is not lost to a model still loading.
   async learn(tab, category, where) {
     this.tabs[tab.id] = { category, source: "user", host: hostOf(tab.url) };
     const correction = { tabId: tab.id, url: tab.url || "", title: tab.title || "", category, where };
     const state = await initialise();
-    if (state.phase === "starting" || state.phase === "loading") {
-      // the tab's latest word replaces what was said of the same page before
-      this.unlearned = this.unlearned.filter((c) => c.tabId !== tab.id || c.url !== correction.url);
-      this.unlearned.push(correction);
-      this.log("correction-waiting", { tabId: tab.id, category });
-      await this.save();
-      this.learnWhenReady();
-      return { learned: false, waiting: true };
-    }
-    if (state.phase === "failed") {
+    if (state.phase === "failed" && !state.unreachable) {
       this.log("correction-failed", { tabId: tab.id, category, error: state.error });
       return { learned: false, waiting: false, why: `the model is not available (${state.error})` };
     }
-    const why = await this.teach(correction);
-    return { learned: why === null, waiting: false, why };
+    if (state.phase === "ready") {
+      const failed = await this.teach(correction);
+      if (!failed?.unreachable) return { learned: failed === null, waiting: false, why: failed?.why };
+    }
+    // the tab's latest word replaces what was said of the same page before
+    this.unlearned = this.unlearned.filter((c) => c.tabId !== tab.id || c.url !== correction.url);
+    this.unlearned.push(correction);
+    this.log("correction-waiting", { tabId: tab.id, category });
+    await this.save();
+    this.learnWhenReady();
+    return { learned: false, waiting: true };
   }
 
-  // Give one correction to the engine; null when it took it, else why not (logged either way).
+  // Give one correction to the engine: null when it took it, else {why, unreachable: the
+  // engine's document did not answer}; logged either way.
   async teach({ tabId, url, title, category, where }) {
     try {
       const queued = await engineCall("correct_tab", { url, title, category, where });
       this.log("correction", { tabId, category, text: queued.text });
       return null;
     } catch (e) {
-      this.log("correction-failed", { tabId, category, error: e.message });
-      return e.message;
+      const unreachable = e.kind === "unreachable";
+      this.log(unreachable ? "engine-unreachable" : "correction-failed", { tabId, category, error: e.message });
+      return { why: e.message, unreachable };
     }
   }
 
   // Once the engine is ready, the corrections that waited for it are learned, in the order they
-  // were made; an engine that failed to load can learn none of them, and they are let go.
+  // were made; an engine that failed to load can learn none of them, and they are let go. An
+  // engine whose document went away meanwhile (unreachable) is asked again, as the request
+  // makes the document anew; after ENGINE_TRIES such tries the corrections wait on, for the next
+  // correction or the next start of the service worker.
   learnWhenReady() {
     this.delivering ??= (async () => {
       try {
-        const state = await initialise({ wait: true });
-        while (this.unlearned.length) {
-          const correction = this.unlearned[0];
-          if (state.phase === "ready") await this.teach(correction);
-          else this.log("correction-failed", { tabId: correction.tabId, category: correction.category, error: `the model is not available (${state.error})` });
-          // this one, not the first: a correction kept meanwhile may have replaced the list
-          this.unlearned = this.unlearned.filter((c) => c !== correction);
-          await this.save();
+        for (let tries = 0; this.unlearned.length && tries < ENGINE_TRIES; tries++) {
+          const state = await initialise({ wait: true });
+          if (state.unreachable) {
+            this.log("engine-unreachable", { error: state.error, waiting: this.unlearned.length });
+            continue;
+          }
+          while (this.unlearned.length) {
+            const correction = this.unlearned[0];
+            if (state.phase === "ready") {
+              if ((await this.teach(correction))?.unreachable) break; // kept: asked again
+            } else {
+              this.log("correction-failed", { tabId: correction.tabId, category: correction.category, error: `the model is not available (${state.error})` });
+            }
+            // this one, not the first: a correction kept meanwhile may have replaced the list
+            this.unlearned = this.unlearned.filter((c) => c !== correction);
+            await this.save();
+          }
         }
+        await this.save();
       } catch (e) {
         console.error("tab sorter: corrections wait for the model:", e);
       } finally {

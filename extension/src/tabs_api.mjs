@@ -42,7 +42,9 @@ async function bundled(name) {
 }
 
 // The engine's state ({phase: "starting" | "loading" | "ready" | "failed", error, adapter,
-// model, categories, timings}); `wait`: once the model is loaded or failed to load.
+// model, categories, timings}); `wait`: once the model is loaded or failed to load. A request
+// the offscreen document did not answer (closed or gone meanwhile) is phase "failed" with
+// `unreachable`: the next request makes the document anew.
 export async function initialise({ wait = false } = {}) {
   if (!rules) {
     const manifest = await bundled("manifest.json");
@@ -52,7 +54,7 @@ export async function initialise({ wait = false } = {}) {
   try {
     engineState = await offscreenRequest({ type: "state", wait });
   } catch (e) {
-    engineState = { phase: "failed", error: e.message };
+    engineState = { phase: "failed", error: e.message, unreachable: true };
   }
   if (engineState.categories) {
     useCategories(engineState.categories);
@@ -81,9 +83,10 @@ function named(result) {
 
 // The rules' answer for a tab; where no model will ever answer (the engine failed: no
 // WebGPU), with the word weights' guess for a tab no rule places (rules.py, step 7), since a
-// tab left ungrouped would stay so. A model that is loading or slow places such tabs later.
+// tab left ungrouped would stay so. A model that is loading or slow, or whose document is made
+// anew, places such tabs later.
 function rulesFor(tab) {
-  const id = byRules(rules, tab.url || "", tab.title || "", { guess: engineState.phase === "failed" });
+  const id = byRules(rules, tab.url || "", tab.title || "", { guess: engineState.phase === "failed" && !engineState.unreachable });
   return { tabId: tab.id, category: id && categories.byId(id) ? id : null, confidence: null, probs: null, source: "rules" };
 }
 
@@ -96,7 +99,9 @@ function within(promise, ms) {
 async function byModel(tabs) {
   const n = tabs.length;
   if (engineState.phase !== "ready") await initialise();
-  if (engineState.phase !== "ready") return { reason: engineState.phase === "failed" ? `model unavailable: ${engineState.error}` : "model loading" };
+  if (engineState.phase !== "ready") {
+    return { reason: engineState.phase === "failed" && !engineState.unreachable ? `model unavailable: ${engineState.error}` : "model loading" };
+  }
   if (!budget.allows(n)) return { reason: "model over its budget" }; // not asked: slow lately
   const started = performance.now();
   const epoch = budget.epoch;
