@@ -4,37 +4,16 @@
 // closed mid-save keeps the previous record. Pages, workers and the extension's offscreen
 // document of one origin share the database.
 
+import { transact as inStore } from "./idb.mjs";
 import { noteDataLoss, recallDataLoss } from "./storage_loss.mjs";
 
 const DB = "py_engine";
 const STORE = "states";
 
-function open() {
-  return new Promise((resolve, reject) => {
-    const request = indexedDB.open(DB, 1);
-    request.onupgradeneeded = (event) => {
-      noteDataLoss(event, DB);
-      request.result.createObjectStore(STORE);
-    };
-    request.onsuccess = () => resolve(request.result);
-    request.onerror = () => reject(request.error);
-  });
-}
-
 async function transact(mode, work) {
-  const db = await open();
+  const result = await inStore(DB, STORE, mode, work, noteDataLoss);
   await recallDataLoss(); // a loss reported to an earlier page or worker, not yet dismissed
-  try {
-    return await new Promise((resolve, reject) => {
-      const tx = db.transaction(STORE, mode);
-      const request = work(tx.objectStore(STORE));
-      tx.oncomplete = () => resolve(request.result);
-      tx.onerror = () => reject(tx.error);
-      tx.onabort = () => reject(tx.error || new Error("IndexedDB transaction aborted"));
-    });
-  } finally {
-    db.close();
-  }
+  return result;
 }
 
 // files: a plain object {name: Uint8Array}; the bytes are copied out of the wasm heap first.

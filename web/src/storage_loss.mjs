@@ -9,6 +9,8 @@
 // dismisses it (acknowledgeDataLoss), and pages and workers open at the time hear of a loss and
 // of its dismissal on a BroadcastChannel.
 
+import { transact } from "./idb.mjs";
+
 const NOTICES = "py_engine_notices";
 const STORE = "notices";
 const KEY = "dataLoss";
@@ -24,30 +26,8 @@ if (channel) {
   };
 }
 
-function openNotices() {
-  return new Promise((resolve, reject) => {
-    const request = indexedDB.open(NOTICES, 1);
-    request.onupgradeneeded = (event) => {
-      noteDataLoss(event, NOTICES);
-      request.result.createObjectStore(STORE);
-    };
-    request.onsuccess = () => resolve(request.result);
-    request.onerror = () => reject(request.error);
-  });
-}
-
-async function onNotices(mode, work) {
-  const db = await openNotices();
-  try {
-    return await new Promise((resolve, reject) => {
-      const tx = db.transaction(STORE, mode);
-      const request = work(tx.objectStore(STORE));
-      tx.oncomplete = () => resolve(request.result);
-      tx.onabort = () => reject(tx.error || new Error("IndexedDB transaction aborted"));
-    });
-  } finally {
-    db.close();
-  }
+function onNotices(mode, work) {
+  return transact(NOTICES, STORE, mode, work, noteDataLoss);
 }
 
 // An open request's upgradeneeded event: remembers Chromium's message if it reports a loss,
