@@ -45,7 +45,9 @@ function showEngine(state) {
   const badge = $("engine");
   badge.className = `badge ${state.phase}`;
   const ready = state.phase === "ready";
-  if (state.phase === "starting") {
+  const starting = state.phase === "starting" || state.unreachable; // a document gone is made anew
+  if (starting) {
+    badge.className = "badge starting";
     badge.textContent = "Starting…";
     message("engine-detail", "Starting Python and the GPU. Until the model is ready, tabs are sorted by rules.");
   } else if (state.phase === "loading") {
@@ -62,7 +64,7 @@ function showEngine(state) {
     message("engine-detail", `The model is not available (${state.error}). Tabs are sorted by domain and keyword rules, and by a guess from their words where no rule knows the site.`, "warn");
     for (const id of ["training", "corrections", "steps"]) $(id).textContent = "needs the model";
   }
-  if (state.phase === "starting" || state.phase === "loading") {
+  if (starting || state.phase === "loading") {
     // corrections made meanwhile wait in the sorter and are given to the model once it is ready
     const n = snapshot?.unlearned || 0;
     $("corrections").textContent = n ? `${n} waiting for the model to load` : "–";
