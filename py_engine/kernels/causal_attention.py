@@ -42,9 +42,9 @@ A decoding step (one query row, no dropout) runs causal_attention_decode, whose 
 share the row's keys and features. With few rows (batch x heads) and many keys a workgroup per
 row leaves a GPU mostly idle, so the keys are then split among several workgroups per row
 (flash-decoding), whose partial results causal_attention_decode_combine rescales and adds
-(`decode_splits`; decode_splits() says how many when not told). On an adapter that caps a shader invocation's loops
-(lavapipe: AdapterInfo.loop_limit), shapes whose loops would be cut short are refused
-(loop_iterations).
+(`decode_splits`; decode_splits() says how many when not told). On an adapter that caps a
+shader invocation's loops (lavapipe: AdapterInfo.loop_limit), shapes whose loops would be cut
+short are refused (loop_iterations).
 
 Limits: head_dim <= the family's `head_dim` capacity (load(..., head_dim=256) for Gemma; 128 by
 default, at most 256), block sizes <= 64 with block * head_dim <= 2048 (the workgroup tiles):
