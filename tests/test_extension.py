@@ -681,6 +681,36 @@ def test_a_correction_made_while_the_model_loads_is_learned_once_it_is_ready(pla
         ext.context.close()
 
 
+def test_a_correction_waiting_for_the_model_outlives_the_browser(playwright, extension_dist, pages,
+                                                                 tmp_path):
+    """A correction made while the model loads is the user's word about a page: a browser
+    closed before the model is ready keeps it (in IndexedDB; the sorter's map of this
+    session's tabs goes), and the next session gives it to the engine once it is ready."""
+    profile = tmp_path / "profile"
+    ext = harness.launch_extension(playwright, extension_dist, profile, pages.chromium_args)
+    ext.context.set_default_timeout(ENGINE_MS)
+    try:
+        tab = open_tab(ext, TABS[4][0])                 # The Guardian: News, by the rules
+        popup_choice(ext, tab, "work", ["starting", "loading"])
+        closed_waiting = ext.sorter("snapshot")["unlearned"] == 1
+    finally:
+        ext.context.close()
+    assert closed_waiting, "the model loaded before the browser closed: nothing was left waiting"
+    ext = harness.launch_extension(playwright, extension_dist, profile, pages.chromium_args)
+    ext.context.set_default_timeout(ENGINE_MS)
+    try:
+        wait_ready(ext)
+        wait_until("the correction given to the engine", lambda: any(
+            e["kind"] == "correction" and e["category"] == "work" for e in ext.sorter("snapshot")["events"]),
+            timeout_s=60, explain=lambda: sorter_story(ext))
+        assert ext.sorter("snapshot")["unlearned"] == 0
+        assert ext.engine("status")["queue"]["by_source"] == {"correction": 1}
+        learned = [e for e in ext.sorter("snapshot")["events"] if e["kind"] == "correction"]
+        assert "theguardian" in learned[0]["text"], learned
+    finally:
+        ext.context.close()
+
+
 def test_the_adapter_goes_out_of_the_popup_and_back_in(extension, tmp_path):
     import zipfile
 

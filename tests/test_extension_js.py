@@ -25,12 +25,42 @@ WEB = ROOT / "web" / "src"
 EVAL = ROOT / "data" / "tabs" / "eval.jsonl"
 
 
+# Node has no IndexedDB: a stand-in holding what web/src/idb.mjs asks of it (open a database of
+# one store, get and put in a transaction), its databases in INDEXED_DB by name, each store a Map.
+FAKE_INDEXED_DB = """
+globalThis.INDEXED_DB = {};
+globalThis.indexedDB = { open(name) {
+  const request = {};
+  setTimeout(() => {
+    const fresh = !INDEXED_DB[name];
+    const stores = INDEXED_DB[name] ??= {};
+    request.result = {
+      createObjectStore: (store) => { stores[store] = new Map(); },
+      transaction: (store) => {
+        const tx = { objectStore: () => ({
+          get: (key) => ({ result: structuredClone(stores[store].get(key)) }),
+          put: (value, key) => { stores[store].set(key, structuredClone(value)); return { result: key }; },
+        }) };
+        setTimeout(() => tx.oncomplete?.(), 0);
+        return tx;
+      },
+      close: () => {},
+    };
+    if (fresh) request.onupgradeneeded?.({ dataLoss: "none" });
+    request.onsuccess?.();
+  }, 0);
+  return request;
+} };
+"""
+
+
 def node(source, data=None):
-    """Run an ES module body in Node with `data` (JSON, on stdin) as DATA; returns what it
-    prints as JSON."""
+    """Run an ES module body in Node with `data` (JSON, on stdin) as DATA, and the IndexedDB
+    stand-in; returns what it prints as JSON."""
     executable = shutil.which("node")
     assert executable, "Node is needed for the extension's JavaScript tests: apt-get install nodejs"
-    prelude = 'import { readFileSync as __read } from "node:fs";\nconst DATA = JSON.parse(__read(0, "utf8"));\n'
+    prelude = ('import { readFileSync as __read } from "node:fs";\nconst DATA = JSON.parse(__read(0, "utf8"));\n'
+               + FAKE_INDEXED_DB)
     done = subprocess.run([executable, "--input-type=module", "-e", prelude + source],
                           input=json.dumps(data), capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -446,7 +476,7 @@ console.log(JSON.stringify(results));
 
 def test_a_correction_made_while_the_model_loads_is_learned_once_it_is_ready(tmp_path):
     """The engine cannot take a correction before its tab model is loaded (it answers "the tab
-    model is not loaded"), and the user's move was lost. Now the sorter keeps it, with its state
+    model is not loaded"), and the user's move was lost. Now the sorter keeps it, in IndexedDB
     (a worker stopped meanwhile starts again with it), the tab's latest word replacing an
     earlier one for the same page, and gives it to the engine once the engine is ready; an
     engine that fails to load lets it go, saying why. Run with a chrome stand-in for storage and
@@ -454,7 +484,9 @@ def test_a_correction_made_while_the_model_loads_is_learned_once_it_is_ready(tmp
     modules = extension_modules(tmp_path)
     out = node(f"""
 const results = {{}};
+const waiting = () => INDEXED_DB.tab_sorter?.corrections.get("unlearned");
 for (const ending of ["ready", "failed"]) {{
+  delete INDEXED_DB.tab_sorter;
   const store = {{ session: {{}}, local: {{}} }};
   const area = (name) => ({{ get: async (k) => ({{ [k]: store[name][k] }}), set: async (o) => Object.assign(store[name], structuredClone(o)) }});
   const taught = [];
@@ -490,17 +522,17 @@ for (const ending of ["ready", "failed"]) {{
   const tab = {{ id: 7, url: "https://lwn.net/Articles/1/", title: "A look at the merge window" }};
   const said = [await first.learn(tab, "dev", "a category chosen in the popup"),
                 await first.learn(tab, "news", "a category chosen in the popup")];
-  const kept = structuredClone(store.session.sorter.unlearned);
+  const kept = structuredClone(waiting());
   // the worker stops; a new one reads the sorter's state back and waits for the engine with it
   stopped = 1;
   globalThis.chrome = chromeOf(2);
   const second = new TabSorter();
   await second.loaded;
-  const waiting = (await second.snapshot()).unlearned;
+  const count = (await second.snapshot()).unlearned;
   phase = ending;
   finish();
   await second.delivering;
-  results[ending] = {{ said, kept, waiting, taught, left: store.session.sorter.unlearned,
+  results[ending] = {{ said, kept, waiting: count, taught, left: waiting(), session: Object.keys(store.session.sorter),
     events: store.session.sorter.events.map((e) => [e.kind, e.category, e.error || null]),
     record: store.session.sorter.tabs["7"] }};
 }}
@@ -513,7 +545,7 @@ console.log(JSON.stringify(results));
         assert got["kept"] == [{"tabId": 7, "url": "https://lwn.net/Articles/1/", "title": "A look at the merge window",
                                 "category": "news", "where": "a category chosen in the popup"}]
         assert got["waiting"] == 1
-        assert got["left"] == []
+        assert got["left"] == [] and "unlearned" not in got["session"]   # in IndexedDB only
         assert got["record"] == {"category": "news", "source": "user", "host": "lwn.net"}
     # learned once, the latest word, once the engine was ready
     assert out["ready"]["taught"] == [["correct_tab", {"url": "https://lwn.net/Articles/1/", "title": "A look at the merge window",

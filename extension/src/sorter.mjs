@@ -5,14 +5,18 @@
 //
 // The service worker may stop at any time, so what the sorter knows (which groups are ours,
 // what each tab was sorted as) lives in chrome.storage.session and is read back on wake-up;
-// listeners are registered when the worker starts, as MV3 requires.
+// listeners are registered when the worker starts, as MV3 requires. Corrections waiting for the
+// model are the user's words about pages, not about this session's tab ids: they are kept in
+// IndexedDB (the database "tab_sorter"), where they outlive the browser until learned.
 
 import { categoriseTabs, currentCategories, initialise, budget, modelBusy, useCategories } from "./tabs_api.mjs";
 import { closeOffscreen, engineCall } from "./engine_link.mjs";
 import { describe } from "./describe.mjs";
+import { transact } from "./idb.mjs";
 import { NO_GROUP, checkMaxGroups, groupChange, isWebPage, movable, planMoves, waitsForModel } from "./grouping.mjs";
 
 const SESSION_KEY = "sorter";
+const CORRECTIONS = ["tab_sorter", "corrections", "unlearned"]; // database, store, key
 const SETTINGS_KEY = "settings";
 // trainingPaused: the user paused idle training in the popup (kept until they resume it)
 export const DEFAULT_SETTINGS = { autoSort: true, maxGroups: 0, includeUserGroups: false, perTabMs: 50, minMs: 400, retryMs: 60_000, trainingPaused: false };
@@ -39,12 +43,14 @@ export class TabSorter {
     // corrections made while the model was loading: {tabId, url, title, category, where}, given
     // to the engine once it is ready (it cannot take them before: the tab model is not loaded)
     this.unlearned = [];
+    this.keptUnlearned = "[]"; // what IndexedDB holds of them, as JSON
     this.delivering = null; // the wait for the engine, then the delivery, in progress
     this.timer = null;
     this.work = Promise.resolve(); // tab-strip changes, one at a time
     this.events = []; // what happened lately (the popup and the tests read it)
     this.loaded = this.load();
-    // a worker stopped while corrections waited for the model: they wait again from here
+    // a worker stopped (or the browser closed) while corrections waited for the model: they
+    // wait again from here
     this.loaded.then(() => { if (this.unlearned.length) this.learnWhenReady(); }, () => {});
   }
 
@@ -55,14 +61,24 @@ export class TabSorter {
     this.groups = session.groups || {};
     this.tabs = session.tabs || {};
     this.events = session.events || [];
-    this.unlearned = session.unlearned || [];
+    const [db, store, key] = CORRECTIONS;
+    const kept = await transact(db, store, "readonly", (s) => s.get(key))
+      .catch((e) => { console.error("tab sorter: the corrections waiting for the model could not be read:", e); });
+    this.unlearned = kept ?? session.unlearned ?? []; // (a session of an older version kept them there)
+    this.keptUnlearned = JSON.stringify(kept ?? []);
     const stored = (await chrome.storage.local.get(SETTINGS_KEY))[SETTINGS_KEY] || {};
     this.settings = { ...DEFAULT_SETTINGS, ...stored };
     budget.configure(budgetSettings(this.settings));
   }
 
-  save() {
-    return chrome.storage.session.set({ [SESSION_KEY]: { groups: this.groups, tabs: this.tabs, events: this.events.slice(-50), unlearned: this.unlearned } });
+  async save() {
+    await chrome.storage.session.set({ [SESSION_KEY]: { groups: this.groups, tabs: this.tabs, events: this.events.slice(-50) } });
+    const unlearned = JSON.stringify(this.unlearned);
+    if (unlearned !== this.keptUnlearned) {
+      const [db, store, key] = CORRECTIONS;
+      await transact(db, store, "readwrite", (s) => s.put(JSON.parse(unlearned), key));
+      this.keptUnlearned = unlearned;
+    }
   }
 
   log(kind, detail) {
@@ -285,7 +301,7 @@ export class TabSorter {
   // Returns {learned: the engine took the correction, waiting: it will once the model has
   // loaded, why: what kept the engine from taking it}. A correction made while the model loads,
   // or while the engine's document is gone (closed or crashed: the next request makes it anew),
-  // is kept (with the sorter's state, so a worker that stops meanwhile keeps it too) and given
+  // is kept (in IndexedDB, so a worker that stops or a browser closed meanwhile keeps it) and given
   // to the engine once it is ready; the user's word is not lost to a model still loading.
   async learn(tab, category, where) {
     this.tabs[tab.id] = { category, source: "user", host: hostOf(tab.url) };
