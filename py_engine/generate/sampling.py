@@ -213,7 +213,7 @@ def sample_candidates(candidates, rng, temperature=1.0, top_k=0, top_p=1.0):
     the whole row with it as it was."""
     c = candidates
     Sampling(temperature, top_k, top_p)              # checked as the whole row's draw checks
-    if not c.tokens or c.count != len(c.tokens) or top_k > len(c.tokens):
+    if not c.tokens or not c.complete or top_k > len(c.tokens):
         return None
     scores = _scaled(c.logits, temperature)
     rest = max(0.0, c.total - sum(_exps(scores)))    # the row's mass outside the candidates
