@@ -505,6 +505,45 @@ def test_without_webgpu_the_page_says_so(playwright, site):
         browser.close()
 
 
+def test_a_lost_gpu_is_told_and_a_reload_starts_again(playwright, site, checkpoints):
+    """Chrome's GPU process crashes under a loaded model (CDP Browser.crashGpuProcess: what a
+    driver reset does), and the engine's WebGPU device is lost for good. The next call fails
+    with kind "device_lost", the page says so with a Reload button, and the reload brings the
+    model back on a new device, answering as before. A browser of its own: the crash reaches
+    every page of a browser."""
+    browser = playwright.chromium.launch(**harness.launch_args())
+    try:
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        page = open_app(context, site)
+        page.fill("#model-labels", "neg, pos")
+        page.set_input_files("#model-folder", str(checkpoints["bert"]))
+        wait_model(page)
+        ask = """async (text) => { try { return {result: await window.app.engine.call('predict', {text})}; }
+                                   catch (e) { return {error: {kind: e.kind, message: e.message}}; } }"""
+        before = page.evaluate(ask, "a fine film")["result"]
+        browser.new_browser_cdp_session().send("Browser.crashGpuProcess")
+        deadline = time.monotonic() + 60
+        while "error" not in (answer := page.evaluate(ask, "a fine film")):
+            assert time.monotonic() < deadline, "no call met the lost GPU"
+            time.sleep(0.25)
+        assert answer["error"]["kind"] == "device_lost", answer
+        assert answer["error"]["message"].startswith("the GPU device was lost: "), answer
+        page.wait_for_selector("[data-banner=gpu]")
+        told = page.inner_text("[data-banner=gpu]")
+        assert told.startswith("The GPU went away (the browser said: ") and "reload the page" in told, told
+        shot(page, "09-error-gpu-lost")
+        page.click("[data-banner=gpu] button:text-is('Reload')")
+        page.wait_for_load_state()
+        wait_ready(page)
+        assert wait_model(page)["labels"] == ["neg", "pos"]
+        again = page.evaluate(ask, "a fine film")["result"]
+        assert again["label"] == before["label"], (before, again)
+        assert all(abs(again["probs"][k] - p) < 1e-4 for k, p in before["probs"].items()), (before, again)
+        assert not page.is_visible("[data-banner=gpu]")
+    finally:
+        browser.close()
+
+
 def test_chat_streams_a_reply_and_logs_the_conversation(browser, site, checkpoints):
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = open_app(context, site)

@@ -681,6 +681,54 @@ def test_a_correction_made_while_the_model_loads_is_learned_once_it_is_ready(pla
         ext.context.close()
 
 
+def test_the_engine_is_made_anew_when_the_gpu_goes_away(playwright, extension_dist, pages, tmp_path):
+    """Chrome's GPU process crashes (CDP Browser.crashGpuProcess: what a driver reset or a GPU
+    hang does), and every WebGPU device the engine holds is lost for good. The next call meets
+    it; the offscreen document (the same one) makes the engine anew on a new device, and it
+    carries on from what IndexedDB holds: the popup says so meanwhile, a correction made
+    meanwhile waits and is learned once the model is back, the one learned before is kept, and
+    the model answers again."""
+    ext = harness.launch_extension(playwright, extension_dist, tmp_path / "profile", pages.chromium_args)
+    ext.context.set_default_timeout(ENGINE_MS)
+    try:
+        before = wait_ready(ext)
+        assert before["restarts"] == 0 and before["gpuLost"] is None
+        first = open_tab(ext, TABS[2][0])               # Amazon
+        assert ext.sorter("correct", first, "work")["learned"] is True
+        tab = open_tab(ext, TABS[4][0])                 # The Guardian
+        cdp = ext.context.new_cdp_session(ext.context.pages[0])
+        cdp.send("Browser.crashGpuProcess")
+        probe = {"tabs": [{"url": TABS[0][0], "title": TABS[0][1]}]}
+
+        def a_call_fails():
+            try:
+                ext.engine("categorise", probe, timeout_ms=60_000)
+            except Exception as e:              # noqa: BLE001 - the failure is the answer
+                return str(e)
+        failed = wait_until("a call to meet the lost GPU", a_call_fails, timeout_s=60, every_s=0.25)
+        assert "the engine is starting again: the GPU was lost" in failed, failed
+        page, said = popup_choice(ext, tab, "work", ["starting", "loading"])
+        assert said == "Moved. The model is still loading: it learns this once it has loaded, the next time you are away.", said
+        assert page.inner_text("#engine-detail").startswith("The GPU went away (Chrome said: "), page.inner_text("#engine-detail")
+        if os.environ.get("PY_ENGINE_SCREENSHOTS"):
+            page.screenshot(path=os.path.join(os.environ["PY_ENGINE_SCREENSHOTS"], "popup-gpu-lost.png"), full_page=True)
+        after = wait_ready(ext)
+        assert after["instance"] == before["instance"] and after["restarts"] == 1, after
+        assert after["gpuLost"]["reason"].startswith("the GPU device was lost"), after["gpuLost"]
+        assert after["model"]["restored"] is True        # the state saved with the first correction
+        wait_until("the waiting correction given to the engine", lambda: any(
+            e["kind"] == "correction" and e["tabId"] == tab for e in ext.sorter("snapshot")["events"]),
+            timeout_s=60, explain=lambda: sorter_story(ext, tab))
+        snapshot = ext.sorter("snapshot")
+        assert snapshot["unlearned"] == 0 and "correction-failed" not in [e["kind"] for e in snapshot["events"]]
+        assert ext.engine("status")["queue"]["by_source"] == {"correction": 2}
+        (answer,) = ext.engine("categorise", probe)["results"]
+        assert answer["source"] == "model" and answer["category"] == TABS[0][2], answer
+        page.wait_for_function("() => document.body.dataset.phase === 'ready'")
+    finally:
+        ext.context.close()
+
+
 def test_a_correction_waiting_for_the_model_outlives_the_browser(playwright, extension_dist, pages,
                                                                  tmp_path):
     """A correction made while the model loads is the user's word about a page: a browser

@@ -45,8 +45,14 @@ def test_software_adapter_is_reported_not_fatal():
         assert any(issubclass(w.category, SoftwareAdapterWarning) for w in caught)
     else:
         assert not any(issubclass(w.category, SoftwareAdapterWarning) for w in caught)
-    assert run(dev.read(dev.buffer_from(b"\1\2\3\4"))).tobytes() == b"\1\2\3\4"
+    buffer = dev.buffer_from(b"\1\2\3\4")
+    assert run(dev.read(buffer)).tobytes() == b"\1\2\3\4"
     dev.destroy()
+    # every later call says the device is gone (an upload too: it never reaches a program)
+    for later in (lambda: dev.write(buffer, b"\5\6\7\8"), lambda: run(dev.read(buffer)),
+                  lambda: dev.create_buffer(16)):
+        with pytest.raises(DeviceLostError, match="the GPU device was lost: destroyed"):
+            later()
 
 
 LOOPS = """

@@ -7,6 +7,7 @@ and becomes a training record. Errors answer in one line with their kind."""
 
 import asyncio
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from py_engine.app.scheduler import SchedulerConfig
 from py_engine.app.service import EngineService
 from py_engine.app.working_set import held_out
 from py_engine.data.record import Record
+from py_engine.gpu import SoftwareAdapterWarning, open_device
 from py_engine.train.config import GuardConfig
 from event_loop import run as run_async
 from test_trainer import sentiment as trainer_sentiment
@@ -446,3 +448,41 @@ def test_the_files_written_for_a_model_go_with_it(tmp_path, checkpoints, monkeyp
     assert len(left()) == 1
     svc.close()
     assert left() == []
+
+
+def test_a_lost_gpu_is_said_as_such_by_calls_and_by_the_training_loop(tmp_path, checkpoints):
+    """The GPU device goes away under a loaded classifier (Device.destroy(): what a driver reset
+    or a restarted GPU process does to WebGPU): a call then fails with kind "device_lost", not
+    "user", and the scheduler's own loop, whose next slice meets it, says "loop_failed" with
+    that kind, so that whoever hosts the engine can make it anew on a new device."""
+    async def scenario():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SoftwareAdapterWarning)
+            device = await open_device("native")      # its own: destroyed below
+        events = Events()
+        config = LearnerConfig(save_every_s=3600.0, train={"lr": 1e-2, "epochs": 4})
+        svc = EngineService(queue=str(tmp_path / "queue.sqlite"), states=str(tmp_path / "states"),
+                            emit=events.append, backend="gpu", device=device, learner=config,
+                            scheduler=SchedulerConfig(idle_fraction=1.0, poll_s=0.01))
+        replies = [await svc.call("load_model", {"source": "files", "name": "tiny",
+                                                 "files": checkpoints["bert"], "labels": ["neg", "pos"]}),
+                   await svc.call("import_text", {"name": "reviews.jsonl", "data": jsonl(sentiment(32, 7))}),
+                   await svc.call("predict", {"text": "a fine film"})]
+        device.destroy()
+        replies.append(await svc.call("predict", {"text": "a fine film"}))
+        await svc.call("set_idle_state", {"state": "idle"})
+        replies.append(await svc.call("start_loop", {}))
+        for _ in range(1000):
+            if events.of("loop_failed"):
+                break
+            await asyncio.sleep(0.01)
+        svc.close()
+        return replies, events
+
+    replies, events = run_async(scenario())
+    assert all("result" in r for r in replies[:3]), replies[:3]
+    lost = replies[3]["error"]
+    assert lost["kind"] == "device_lost" and "GPU device was lost" in lost["message"], lost
+    assert "result" in replies[4], replies[4]
+    (failed,) = events.of("loop_failed")
+    assert failed["kind"] == "device_lost" and "GPU device was lost" in failed["message"], failed

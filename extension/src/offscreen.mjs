@@ -4,12 +4,15 @@
 // weights, the default adapter, categories, rules; model/manifest.json says where),
 // starts idle training, and answers what the service worker relays (engine_link.mjs):
 //
-//   {type: "state", wait?}     -> {phase, error, adapter, model, categories, timings, instance}
-//                                 (wait: once the model is loaded, or failed to)
+//   {type: "state", wait?}     -> {phase, error, adapter, model, categories, timings, instance,
+//                                  gpuLost, restarts} (wait: once the model is loaded, or failed to)
 //   {type: "call", method, params} -> the engine's {result} or {error}
 //
 // The document outlives service-worker restarts, so booting and loading are paid once per
-// browser session; what the model learns is saved in IndexedDB by the engine itself.
+// browser session; what the model learns is saved in IndexedDB by the engine itself. When the
+// GPU goes away under the engine (a driver reset, Chrome's GPU process crashed and restarted:
+// WebGPU devices are lost for good), the document makes the engine anew on a new device, and
+// it carries on from what IndexedDB holds.
 
 import { EngineClient } from "./engine_client.mjs";
 import { fromWire, toWire } from "./wire.mjs";
@@ -24,7 +27,11 @@ const CATEGORY_LISTS = new Set(["categories", "rename_category", "add_category",
 // ... and those whose answer is the model's summary with them
 const CATEGORIES_WITH_MODEL = new Set(["reset_tabs", "import_adapter"]);
 
-const started = performance.now();
+// After the GPU is lost, the engine is made anew at most this often in RESTART_WINDOW_MS; a GPU
+// lost again and again leaves the rules to sort tabs.
+const MAX_RESTARTS = 3;
+const RESTART_WINDOW_MS = 60 * 60 * 1000;
+
 const state = {
   phase: "starting", // starting -> loading -> ready | failed
   error: null,
@@ -34,16 +41,58 @@ const state = {
   progress: null,
   timings: {},
   instance: crypto.randomUUID(), // tells callers whether they still talk to the same document
+  gpuLost: null, // {reason, at}: the last time the GPU went away and the engine was made anew
+  restarts: 0, // how many times the engine was made anew in this document
 };
+const restartTimes = [];
 
-const engine = new EngineClient(new URL("./worker.mjs?service=tabs&queue=tabs", import.meta.url));
+let engine = null; // the engine's worker now: made anew after the GPU is lost
+let loaded = null; // its loading: resolves once its model is ready
 
-engine.on("progress", (event) => { state.progress = { what: event.what, done: event.done, total: event.total }; });
+// Start an engine (a new worker: Pyodide, py_engine, a WebGPU device of its own) and load the
+// tab model into it. What an engine that was replaced meanwhile says no longer counts.
+function startEngine() {
+  const client = new EngineClient(new URL("./worker.mjs?service=tabs&queue=tabs", import.meta.url));
+  engine = client;
+  const current = () => engine === client;
+  Object.assign(state, { phase: "starting", error: null, adapter: null, model: null, progress: null, timings: {} });
+  client.on("progress", (event) => { if (current()) state.progress = { what: event.what, done: event.done, total: event.total }; });
+  // a call, or the training loop while nobody was asking anything, met the lost GPU
+  client.on("device_lost", (event) => gpuLost(client, event.message));
+  client.on("loop_failed", (event) => { if (event.kind !== "device_lost") console.error("the engine's training loop stopped:", event.message); });
+  const booted = new Promise((resolve, reject) => {
+    client.on("ready", (event) => resolve(event));
+    client.on("failed", (event) => reject(new Error(event.error?.message || "the engine failed to start")));
+  });
+  loaded = load(client, booted, current);
+  loaded.catch((e) => {
+    if (!current()) return;
+    if (e?.kind === "device_lost") return gpuLost(client, e.message);
+    state.phase = "failed";
+    state.error = String(e?.message ?? e);
+    console.error("the tab classifier failed to load:", e);
+  });
+}
 
-const booted = new Promise((resolve, reject) => {
-  engine.on("ready", (event) => resolve(event));
-  engine.on("failed", (event) => reject(new Error(event.error?.message || "the engine failed to start")));
-});
+// The GPU device of `client` went away (a driver reset, Chrome's GPU process restarted): no
+// call will work on it again. Its work is in IndexedDB (the training state as last saved, the
+// queue), so a new engine on a new device carries on from there.
+function gpuLost(client, reason) {
+  if (client !== engine) return; // already made anew
+  const now = Date.now();
+  while (restartTimes.length && now - restartTimes[0] > RESTART_WINDOW_MS) restartTimes.shift();
+  client.terminate();
+  state.gpuLost = { reason, at: now };
+  if (restartTimes.length >= MAX_RESTARTS) {
+    Object.assign(state, { phase: "failed", error: `the GPU was lost ${MAX_RESTARTS + 1} times within an hour (last: ${reason})`, model: null });
+    console.error("the GPU keeps going away; the rules sort tabs from now on:", reason);
+    return;
+  }
+  restartTimes.push(now);
+  state.restarts += 1;
+  console.warn("the GPU was lost; the engine starts again:", reason);
+  startEngine();
+}
 
 // {name: {$fetch: url}} of the files of the deploy's folder `dir` (the worker fetches them)
 function filesUnder(manifest, dir) {
@@ -52,8 +101,10 @@ function filesUnder(manifest, dir) {
     .map((n) => [n.slice(prefix.length), { $fetch: MODEL + n }]));
 }
 
-const loaded = (async () => {
+async function load(client, booted, current) {
+  const started = performance.now();
   const ready = await booted;
+  if (!current()) return;
   state.adapter = ready.adapter;
   state.timings.boot_ms = performance.now() - started;
   if (!ready.adapter) throw new Error("no WebGPU adapter: this browser offers no GPU to the extension");
@@ -61,7 +112,7 @@ const loaded = (async () => {
   // what `py-engine tabs deploy` wrote: base/, adapter/, categories.json, manifest.json
   const manifest = await (await fetch(MODEL + "manifest.json")).json();
   const t0 = performance.now();
-  const summary = await engine.call("load_tab_model", {
+  const summary = await client.call("load_tab_model", {
     files: filesUnder(manifest, manifest.base),
     adapter: filesUnder(manifest, manifest.adapter),
     categories: { $fetch: MODEL + manifest.categories },
@@ -77,25 +128,31 @@ const loaded = (async () => {
   // that the first tabs the user opens do not pay for it against the latency budget, which
   // would send them to the rules for a while.
   const t1 = performance.now();
-  await engine.call("categorise", { tabs: [{ url: "https://example.com/docs/getting-started", title: "Getting started | Example" }] });
+  await client.call("categorise", { tabs: [{ url: "https://example.com/docs/getting-started", title: "Getting started | Example" }] });
   state.timings.warm_ms = performance.now() - t1;
-  await engine.call("configure", SCHEDULER);
+  await client.call("configure", SCHEDULER);
   // chrome.idle and the user's settings are the service worker's to read: asked here, so that
   // an engine started again (the document closed and made anew) trains only if the user is
   // away and has not paused training. Until told, the engine counts the user as active.
   const wishes = await trainingWishes();
-  await engine.call("set_idle_state", { state: wishes.idle });
-  if (wishes.paused) await engine.call("pause");
-  await engine.call("start_loop");
+  await client.call("set_idle_state", { state: wishes.idle });
+  if (wishes.paused) await client.call("pause");
+  await client.call("start_loop");
+  if (!current()) return;
   state.model = { labels: summary.labels, parameters: summary.parameters, trainable: summary.trainable, restored: summary.restored, backend: summary.backend };
   state.categories = summary.categories;
   state.phase = "ready";
-})();
-loaded.catch((e) => {
-  state.phase = "failed";
-  state.error = String(e?.message ?? e);
-  console.error("the tab classifier failed to load:", e);
-});
+}
+
+startEngine();
+
+// Once the engine now is loaded (or failed to load); an engine made anew meanwhile is waited for.
+async function settled() {
+  for (let seen = null; seen !== loaded;) {
+    seen = loaded;
+    await seen.catch(() => {});
+  }
+}
 
 // {idle: chrome.idle's state, paused: whether the user paused training}, from the service
 // worker; if it cannot say, the user counts as active (no training until chrome.idle changes,
@@ -113,17 +170,27 @@ async function trainingWishes() {
 
 const handlers = {
   async state(message) {
-    if (message.wait) await loaded.catch(() => {});
+    if (message.wait) await settled();
     return { ...state };
   },
   async call(message) {
+    const client = engine;
+    // an engine made anew after the GPU was lost takes calls once its model is back: until
+    // then the caller hears what a document being made anew says (engine_link.mjs)
+    if (state.restarts && state.phase !== "ready" && state.phase !== "failed") {
+      return { error: { message: `the engine is starting again: the GPU was lost (${state.gpuLost.reason})`, kind: "unreachable" } };
+    }
     try {
-      const result = await engine.call(message.method, message.params || {});
+      const result = await client.call(message.method, message.params || {});
       // the categories as they are now, for whoever asks for the state next
       if (CATEGORY_LISTS.has(message.method)) state.categories = result;
       else if (CATEGORIES_WITH_MODEL.has(message.method)) state.categories = result.categories;
       return { result };
     } catch (e) {
+      if (e.kind === "device_lost" || client !== engine) {
+        gpuLost(client, e.message);
+        return { error: { message: `the engine is starting again: the GPU was lost (${state.gpuLost?.reason ?? e.message})`, kind: "unreachable" } };
+      }
       return { error: { message: e.message, kind: e.kind || "bug", traceback: e.traceback || "" } };
     }
   },

@@ -46,14 +46,17 @@ function showEngine(state) {
   badge.className = `badge ${state.phase}`;
   const ready = state.phase === "ready";
   const starting = state.phase === "starting" || state.unreachable; // a document gone is made anew
+  // the engine made anew after the GPU went away (offscreen.mjs), until its model is back
+  const again = state.restarts && state.gpuLost && !ready && state.phase !== "failed"
+    ? `The GPU went away (Chrome said: ${state.gpuLost.reason.replace(/^the GPU device was lost: /, "").replace(/\.$/, "")}), so the model starts again on a new one; what it learned is kept. ` : "";
   if (starting) {
     badge.className = "badge starting";
     badge.textContent = "Starting…";
-    message("engine-detail", "Starting Python and the GPU. Until the model is ready, tabs are sorted by rules.");
+    message("engine-detail", `${again || "Starting Python and the GPU. "}Until the model is ready, tabs are sorted by rules.`, again ? "warn" : "");
   } else if (state.phase === "loading") {
     badge.textContent = "Loading model…";
     const p = state.progress;
-    message("engine-detail", `Loading the tab model on ${describeAdapter(state.adapter)}${p?.what ? `: ${p.what}` : ""}. Rules sort tabs meanwhile.${waitingTabs()}`);
+    message("engine-detail", `${again}Loading the tab model on ${describeAdapter(state.adapter)}${p?.what ? `: ${p.what}` : ""}. Rules sort tabs meanwhile.${waitingTabs()}`, again ? "warn" : "");
   } else if (ready) {
     badge.textContent = "Model ready";
     const b = snapshot?.budget;

@@ -112,7 +112,12 @@ async function byModel(tabs) {
   call.then(() => budget.record(n, performance.now() - started, epoch), () => {});
   const answer = await within(call.catch((e) => ({ error: e })), budget.deadlineMs(n));
   if (answer === null) return { reason: "model too slow", late: call }; // asked, but late
-  if (answer.error) return { reason: `model failed: ${answer.error.message}` };
+  if (answer.error) {
+    // the engine is being made anew (its document, or the engine after the GPU was lost): the
+    // next batch asks for its state first, and waits for the model like at the start
+    if (answer.error.kind === "unreachable") engineState = { phase: "failed", error: answer.error.message, unreachable: true };
+    return { reason: `model failed: ${answer.error.message}` };
+  }
   return { results: answer.results, modelMs: answer.model_ms, ms: performance.now() - started };
 }
 

@@ -4,7 +4,7 @@
     service = EngineService(queue="queue.sqlite", states="states/", backend="numpy")   # host
     reply = await service.call("load_model", {"source": "bundled", "name": "minilm",
                                               "files": {...}})
-    # {"result": {...}} or {"error": {"message": "...", "kind": "user" | "bug"}}
+    # {"result": {...}} or {"error": {"message": "...", "kind": "user" | "device_lost" | "bug"}}
 
 Methods (keyword params as the page sends them; results JSON-ready, bytes as Python bytes):
 load_model, status, import_text, import_html, import_file, import_url, import_dataset,
@@ -13,7 +13,9 @@ start_loop, stop_loop, snapshots, restore_snapshot, export_adapter, import_adapt
 export_dataset, save. Events go to emit(event): the trainer's ("step", "quality", "snapshot",
 "rollback", "slice", "restore", "saved", "restored"), "token" {request, text} while chatting,
 "progress" {task, done, total, what}, "status" (status(), at most every status_interval_s
-while something changes) and "log" {level, message}.
+while something changes), "log" {level, message}, and "loop_failed" {message, kind} when the
+scheduler's own loop ends on an error (kind "device_lost": the GPU went away, and no call will
+work until the engine is made anew on a new device).
 
 Over the pieces: a model (app/models.py) on the GPU in the browser (NumPy or the native GPU on
 the host), the TrainingQueue (IndexedDB in the browser, SQLite on the host), a ChatLog, the
@@ -39,7 +41,7 @@ from ..data.importers import import_file as route_file
 from ..data.queue import QueueConfig, TrainingQueue
 from ..data.record import Record
 from ..data.storage import in_browser
-from ..gpu import GPUError
+from ..gpu import DeviceLostError, GPUError
 from ..train.state import DirectoryStore, IndexedDBStateStore, StateError, as_store
 from .batches import BatchConfig
 from .learner import Learner, LearnerConfig
@@ -60,8 +62,23 @@ class UserError(ValueError):
 
 
 def error_kind(error):
-    """"user" for bad input and expected failures (a one-line message), "bug" otherwise."""
+    """"user" for bad input and expected failures (a one-line message), "device_lost" when the
+    GPU device went away (a driver reset, the browser's GPU process restarted: whoever hosts
+    the engine makes it anew), "bug" otherwise."""
+    if device_lost(error):
+        return "device_lost"
     return "user" if isinstance(error, (ValueError, KeyError, GPUError)) else "bug"
+
+
+def device_lost(error):
+    """Whether `error`, or an error it was raised from, is the GPU device's loss."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, DeviceLostError):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def _message(error):
@@ -99,6 +116,7 @@ class EngineService:
         self.status_interval_s = status_interval_s
         self._status_dirty = False
         self._status_task = None
+        self._watched_loop = None         # the scheduler's loop task whose end is told
         self._closed = False
         self._last_status = None
         self._queue_stats = None
@@ -567,8 +585,18 @@ class EngineService:
     async def start_loop(self):
         """The scheduler's own loop (slices by the idle state and the budget, no deadlines
         needed): the extension's way."""
-        self.scheduler.start()
+        task = self.scheduler.start()
+        if task is not self._watched_loop:
+            self._watched_loop = task
+            task.add_done_callback(self._loop_ended)
         return {"state": self.scheduler.state}
+
+    def _loop_ended(self, task):
+        """The loop's task ended: an error ending it is told (nobody awaits the task)."""
+        if task.cancelled() or task.exception() is None:
+            return
+        error = task.exception()
+        self.emit({"event": "loop_failed", "message": _message(error), "kind": error_kind(error)})
 
     async def stop_loop(self):
         self.scheduler.stop()

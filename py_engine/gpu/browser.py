@@ -5,7 +5,7 @@ Per-dispatch work runs in the JS helper web/src/webgpu_helper.mjs (registered as
 one FFI call per run, and uploads are read in place from the wasm heap.
 """
 
-from .errors import GPUError, NoWebGPUError
+from .errors import DeviceLostError, GPUError, NoWebGPUError
 from .shaders import compile_error
 
 
@@ -79,7 +79,7 @@ class BrowserBackend:
         self._raise_reported()
 
     async def run(self, encoded, sizes):
-        await self._js.run(encoded)
+        await self._lost_under(self._js.run(encoded))
         self._raise_reported()
         results = []
         for index, size in enumerate(sizes):
@@ -92,8 +92,19 @@ class BrowserBackend:
         self._js.release(encoded)
 
     async def synchronize(self):
-        await self._js.synchronize(self._device)
+        await self._lost_under(self._js.synchronize(self._device))
         self._raise_reported()
+
+    async def _lost_under(self, waiting):
+        """Await `waiting` (a wait on the GPU); a wait that fails because the device went away
+        (its mapAsync aborted: the wait can fail a moment before device.lost settles) raises
+        DeviceLostError, whatever the browser's own error said."""
+        try:
+            await waiting
+        except Exception as e:
+            if await self._js.lostSoon(self._device):
+                raise DeviceLostError(f"the GPU device was lost: {self.lost_reason()}") from e
+            raise
 
     def _raise_reported(self):
         error = self._js.takeError(self._device)

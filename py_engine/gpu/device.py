@@ -243,6 +243,7 @@ class Device:
 
     def write(self, buffer, data, offset=0):
         """Upload `data` into `buffer` at `offset`; sizes that are not multiples of 4 are padded."""
+        self._check_lost()
         self._check_live(buffer)
         view = _bytes_view(data)
         if offset % 4:

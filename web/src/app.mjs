@@ -57,7 +57,8 @@ function save() {
 
 // --- messages ------------------------------------------------------------------------------
 
-function banner(id, kind, text, { dismiss = true } = {}) {
+// `action`: {label, run}, a button before Dismiss.
+function banner(id, kind, text, { dismiss = true, action = null } = {}) {
   let node = document.querySelector(`[data-banner="${id}"]`);
   if (!text) {
     node?.remove();
@@ -70,6 +71,11 @@ function banner(id, kind, text, { dismiss = true } = {}) {
   }
   node.className = `banner ${kind}`;
   node.replaceChildren(Object.assign(document.createElement("span"), { textContent: text }));
+  if (action) {
+    const button = Object.assign(document.createElement("button"), { type: "button", textContent: action.label });
+    button.addEventListener("click", action.run);
+    node.append(button);
+  }
   if (dismiss) {
     const close = Object.assign(document.createElement("button"), { type: "button", textContent: "Dismiss", className: "link" });
     close.addEventListener("click", () => node.remove());
@@ -759,6 +765,13 @@ async function start() {
     if (event.reason) banner("rollback", "warn", `Training was rolled back to step ${event.to_step}: ${event.reason}.`);
   });
   engine.on("log", (event) => (event.level === "error" ? console.error : console.log)(`[engine] ${event.message}`));
+  // WebGPU devices do not come back: a reload starts the engine on a new one, and the model
+  // with what it learned (restored from the saved training state, as after any reload)
+  engine.on("device_lost", (event) => {
+    const reason = String(event.message).replace(/^the GPU device was lost: /, "").replace(/\.$/, "");
+    banner("gpu", "bad", `The GPU went away (the browser said: ${reason}). The engine cannot use it again: reload the page to start it on a new one, with what the model learned up to its last save.`,
+      { dismiss: false, action: { label: "Reload", run: () => location.reload() } });
+  });
   engine.on("failed", (event) => {
     banner("engine", "bad", `The engine stopped. ${describe(event.error || {})} Reload the page to start it again.`, { dismiss: false });
     show($("model-progress"), "");

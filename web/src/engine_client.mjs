@@ -3,6 +3,7 @@
 //
 //   const engine = new EngineClient();
 //   engine.on("status", (status) => render(status));
+//   engine.on("device_lost", ({ message }) => ...);  // the GPU went away: no call works again
 //   const summary = await engine.call("load_model", { source: "bundled" });
 //   try { await engine.call("import_url", { url }); } catch (e) { e.kind === "user" ... }
 
@@ -12,7 +13,9 @@ export class EngineError extends Error {
   constructor({ message, kind = "bug", traceback = "" }) {
     super(message);
     this.name = "EngineError";
-    this.kind = kind; // "user": bad input or an expected failure; "bug": with a traceback
+    // "user": bad input or an expected failure; "device_lost": the GPU went away (the engine
+    // must be made anew); "bug": with a traceback
+    this.kind = kind;
     this.traceback = traceback;
   }
 }
@@ -57,10 +60,13 @@ export class EngineClient {
       this.pending.delete(message.id);
       if (message.error) call.reject(new EngineError(message.error));
       else call.resolve(message.result);
+      if (message.error?.kind === "device_lost") this.emit({ event: "device_lost", message: message.error.message });
       return;
     }
     if (message.event === "failed") this.fail(message.error);
     this.emit(message);
+    // the training loop met it while no call was made
+    if (message.event === "loop_failed" && message.kind === "device_lost") this.emit({ event: "device_lost", message: message.message });
   }
 
   emit(event) {

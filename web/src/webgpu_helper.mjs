@@ -54,6 +54,17 @@ export function lostReason(device) {
   return lost.get(device);
 }
 
+// Whether `device` is lost, or is within `ms`: a wait on it (mapAsync) fails with an AbortError
+// a moment before its lost promise settles. open()'s reaction to device.lost was registered
+// first, so it has run by the time the race settles.
+export async function lostSoon(device, ms = 2000) {
+  if (lost.has(device)) return true;
+  let timer;
+  await Promise.race([device.lost, new Promise((resolve) => { timer = setTimeout(resolve, ms); })]);
+  clearTimeout(timer);
+  return lost.has(device);
+}
+
 export function destroy(device) {
   lost.set(device, "destroyed");
   device.destroy();
