@@ -5,14 +5,15 @@
 // starts idle training, and answers what the service worker relays (engine_link.mjs):
 //
 //   {type: "state", wait?}     -> {phase, error, adapter, model, categories, timings, instance,
-//                                  gpuLost, restarts} (wait: once the model is loaded, or failed to)
+//                                  remade, restarts} (wait: once the model is loaded, or failed to)
 //   {type: "call", method, params} -> the engine's {result} or {error}
+//   {type: "watchdog", every_ms?, hung_ms?} -> the watchdog's settings (tests shorten them)
 //
 // The document outlives service-worker restarts, so booting and loading are paid once per
-// browser session; what the model learns is saved in IndexedDB by the engine itself. When the
-// GPU goes away under the engine (a driver reset, Chrome's GPU process crashed and restarted:
-// WebGPU devices are lost for good), the document makes the engine anew on a new device, and
-// it carries on from what IndexedDB holds.
+// browser session; what the model learns is saved in IndexedDB by the engine itself. The
+// document makes the engine anew (a new worker, WebGPU device and model, carrying on from what
+// IndexedDB holds) when the GPU goes away under it (a driver reset, Chrome's GPU process crashed
+// and restarted: WebGPU devices are lost for good), and when its worker stops answering.
 
 import { EngineClient } from "./engine_client.mjs";
 import { fromWire, toWire } from "./wire.mjs";
@@ -27,10 +28,14 @@ const CATEGORY_LISTS = new Set(["categories", "rename_category", "add_category",
 // ... and those whose answer is the model's summary with them
 const CATEGORIES_WITH_MODEL = new Set(["reset_tabs", "import_adapter"]);
 
-// After the GPU is lost, the engine is made anew at most this often in RESTART_WINDOW_MS; a GPU
-// lost again and again leaves the rules to sort tabs.
+// The engine is made anew at most this often in RESTART_WINDOW_MS; a GPU lost (or an engine
+// hung) again and again leaves the rules to sort tabs.
 const MAX_RESTARTS = 3;
 const RESTART_WINDOW_MS = 60 * 60 * 1000;
+// The worker is asked every every_ms whether its thread still runs (EngineClient.ping, answered
+// before Python); no answer in hung_ms and it is hung. Generous: Python may hold the thread for
+// seconds at a time while loading, never for a minute.
+const watch = { every_ms: 15_000, hung_ms: 60_000 };
 
 const state = {
   phase: "starting", // starting -> loading -> ready | failed
@@ -41,13 +46,14 @@ const state = {
   progress: null,
   timings: {},
   instance: crypto.randomUUID(), // tells callers whether they still talk to the same document
-  gpuLost: null, // {reason, at}: the last time the GPU went away and the engine was made anew
+  remade: null, // {why: "gpu_lost" | "hung", reason, at}: the last time the engine was made anew
   restarts: 0, // how many times the engine was made anew in this document
 };
 const restartTimes = [];
 
 let engine = null; // the engine's worker now: made anew after the GPU is lost
 let loaded = null; // its loading: resolves once its model is ready
+self.engineNow = () => engine; // for tests and DevTools
 
 // Start an engine (a new worker: Pyodide, py_engine, a WebGPU device of its own) and load the
 // tab model into it. What an engine that was replaced meanwhile says no longer counts.
@@ -58,7 +64,7 @@ function startEngine() {
   Object.assign(state, { phase: "starting", error: null, adapter: null, model: null, progress: null, timings: {} });
   client.on("progress", (event) => { if (current()) state.progress = { what: event.what, done: event.done, total: event.total }; });
   // a call, or the training loop while nobody was asking anything, met the lost GPU
-  client.on("device_lost", (event) => gpuLost(client, event.message));
+  client.on("device_lost", (event) => remake(client, "gpu_lost", event.message));
   client.on("loop_failed", (event) => { if (event.kind !== "device_lost") console.error("the engine's training loop stopped:", event.message); });
   const booted = new Promise((resolve, reject) => {
     client.on("ready", (event) => resolve(event));
@@ -67,31 +73,50 @@ function startEngine() {
   loaded = load(client, booted, current);
   loaded.catch((e) => {
     if (!current()) return;
-    if (e?.kind === "device_lost") return gpuLost(client, e.message);
+    if (e?.kind === "device_lost") return remake(client, "gpu_lost", e.message);
     state.phase = "failed";
     state.error = String(e?.message ?? e);
     console.error("the tab classifier failed to load:", e);
   });
 }
 
-// The GPU device of `client` went away (a driver reset, Chrome's GPU process restarted): no
-// call will work on it again. Its work is in IndexedDB (the training state as last saved, the
-// queue), so a new engine on a new device carries on from there.
-function gpuLost(client, reason) {
+// `client` can work no more: its GPU device went away ("gpu_lost": a driver reset, Chrome's GPU
+// process restarted; no call will work on it again), or its worker stopped answering ("hung").
+// Its work is in IndexedDB (the training state as last saved, the queue), so a new engine
+// carries on from there.
+function remake(client, why, reason) {
   if (client !== engine) return; // already made anew
   const now = Date.now();
   while (restartTimes.length && now - restartTimes[0] > RESTART_WINDOW_MS) restartTimes.shift();
   client.terminate();
-  state.gpuLost = { reason, at: now };
+  state.remade = { why, reason, at: now };
+  const what = why === "gpu_lost" ? "the GPU was lost" : "the engine stopped answering";
   if (restartTimes.length >= MAX_RESTARTS) {
-    Object.assign(state, { phase: "failed", error: `the GPU was lost ${MAX_RESTARTS + 1} times within an hour (last: ${reason})`, model: null });
-    console.error("the GPU keeps going away; the rules sort tabs from now on:", reason);
+    Object.assign(state, { phase: "failed", error: `${what}, the ${MAX_RESTARTS + 1}th time within an hour (${reason})`, model: null });
+    console.error(`${what} again; the rules sort tabs from now on:`, reason);
     return;
   }
   restartTimes.push(now);
   state.restarts += 1;
-  console.warn("the GPU was lost; the engine starts again:", reason);
+  console.warn(`${what}; the engine starts again:`, reason);
   startEngine();
+}
+
+// What a caller hears while the engine is made anew (engine_link.mjs: "unreachable", as for a
+// document made anew: corrections wait, the rules answer).
+function remaking() {
+  const what = state.remade.why === "gpu_lost" ? "the GPU was lost" : "the engine stopped answering";
+  return { error: { message: `the engine is starting again: ${what} (${state.remade.reason})`, kind: "unreachable" } };
+}
+
+async function watchdog() {
+  for (;;) {
+    await new Promise((resolve) => setTimeout(resolve, watch.every_ms));
+    const client = engine;
+    if (state.phase === "failed") continue;
+    const hungMs = watch.hung_ms;
+    if (!(await client.ping(hungMs)) && client === engine) remake(client, "hung", `no answer in ${hungMs / 1000} s`);
+  }
 }
 
 // {name: {$fetch: url}} of the files of the deploy's folder `dir` (the worker fetches them)
@@ -145,6 +170,7 @@ async function load(client, booted, current) {
 }
 
 startEngine();
+watchdog();
 
 // Once the engine now is loaded (or failed to load); an engine made anew meanwhile is waited for.
 async function settled() {
@@ -173,13 +199,19 @@ const handlers = {
     if (message.wait) await settled();
     return { ...state };
   },
+  async watchdog(message) {
+    for (const key of ["every_ms", "hung_ms"]) {
+      if (message[key] === undefined) continue;
+      if (!(Number.isFinite(message[key]) && message[key] > 0)) throw new Error(`${key} must be a number > 0, got ${JSON.stringify(message[key])}`);
+      watch[key] = message[key];
+    }
+    return { ...watch };
+  },
   async call(message) {
     const client = engine;
     // an engine made anew after the GPU was lost takes calls once its model is back: until
     // then the caller hears what a document being made anew says (engine_link.mjs)
-    if (state.restarts && state.phase !== "ready" && state.phase !== "failed") {
-      return { error: { message: `the engine is starting again: the GPU was lost (${state.gpuLost.reason})`, kind: "unreachable" } };
-    }
+    if (state.restarts && state.phase !== "ready" && state.phase !== "failed") return remaking();
     try {
       const result = await client.call(message.method, message.params || {});
       // the categories as they are now, for whoever asks for the state next
@@ -187,10 +219,8 @@ const handlers = {
       else if (CATEGORIES_WITH_MODEL.has(message.method)) state.categories = result.categories;
       return { result };
     } catch (e) {
-      if (e.kind === "device_lost" || client !== engine) {
-        gpuLost(client, e.message);
-        return { error: { message: `the engine is starting again: the GPU was lost (${state.gpuLost?.reason ?? e.message})`, kind: "unreachable" } };
-      }
+      if (e.kind === "device_lost") remake(client, "gpu_lost", e.message);
+      if (client !== engine && state.remade) return remaking(); // made anew under this call
       return { error: { message: e.message, kind: e.kind || "bug", traceback: e.traceback || "" } };
     }
   },

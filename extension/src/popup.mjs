@@ -46,9 +46,8 @@ function showEngine(state) {
   badge.className = `badge ${state.phase}`;
   const ready = state.phase === "ready";
   const starting = state.phase === "starting" || state.unreachable; // a document gone is made anew
-  // the engine made anew after the GPU went away (offscreen.mjs), until its model is back
-  const again = state.restarts && state.gpuLost && !ready && state.phase !== "failed"
-    ? `The GPU went away (Chrome said: ${state.gpuLost.reason.replace(/^the GPU device was lost: /, "").replace(/\.$/, "")}), so the model starts again on a new one; what it learned is kept. ` : "";
+  // the engine made anew (offscreen.mjs), until its model is back
+  const again = state.restarts && state.remade && !ready && state.phase !== "failed" ? remadeBecause(state.remade) : "";
   if (starting) {
     badge.className = "badge starting";
     badge.textContent = "Starting…";
@@ -73,6 +72,13 @@ function showEngine(state) {
     $("corrections").textContent = n ? `${n} waiting for the model to load` : "–";
   }
   for (const id of ["pause", "reset", "export", "import", "new-category", "add"]) $(id).disabled = !ready;
+}
+
+function remadeBecause({ why, reason }) {
+  if (why === "gpu_lost") {
+    return `The GPU went away (Chrome said: ${reason.replace(/^the GPU device was lost: /, "").replace(/\.$/, "")}), so the model starts again on a new one; what it learned is kept. `;
+  }
+  return `The engine stopped answering (${reason}), so it starts again; what the model learned is kept. `;
 }
 
 // Tabs the rules could not place wait, ungrouped, for the model (the sorter asks it again).

@@ -11,7 +11,7 @@
 // Listeners are registered synchronously when the worker starts (MV3 wakes it for them).
 // `self.tabSorter` is the sorter, for tests and DevTools.
 
-import { engineCall, ensureOffscreen } from "./engine_link.mjs";
+import { engineCall, ensureOffscreen, offscreenRequest } from "./engine_link.mjs";
 import { RETRY_ALARM, TabSorter } from "./sorter.mjs";
 import { benchmark } from "./tabs_api.mjs";
 
@@ -28,6 +28,11 @@ const ACTIONS = new Set(["snapshot", "sortAll", "correct", "configure", "categor
 sorter.setIdleState = (state) => engineCall("set_idle_state", { state });
 sorter.forceSlice = (budgetMs) => engineCall("force_slice", { budget_ms: budgetMs });
 sorter.engine = (method, params) => engineCall(method, params);
+sorter.watchdog = async (settings) => {
+  const answer = await offscreenRequest({ type: "watchdog", ...settings });
+  if (answer.error) throw new Error(answer.error.message);
+  return answer;
+};
 sorter.benchmark = (tabs, options) => benchmark(tabs, options);
 
 chrome.runtime.onMessage.addListener((message, sender, sendResponse) => {

@@ -24,6 +24,7 @@ export class EngineClient {
   constructor(workerURL = new URL("./worker.mjs", import.meta.url)) {
     this.worker = new Worker(workerURL, { type: "module", name: "py_engine" });
     this.pending = new Map(); // id -> {resolve, reject, method}
+    this.pongs = new Map(); // ping number -> its resolve
     this.listeners = new Map(); // event name or "*" -> Set of functions
     this.nextId = 1;
     this.failure = null;
@@ -45,6 +46,24 @@ export class EngineClient {
     });
   }
 
+  // Whether the worker's thread answers within `ms`: a ping its JS answers at once, before
+  // Python. A worker stuck (a loop that never ends) never answers; one busy in Python for a
+  // moment answers late.
+  ping(ms) {
+    const n = this.nextId++;
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.pongs.delete(n);
+        resolve(false);
+      }, ms);
+      this.pongs.set(n, () => {
+        clearTimeout(timer);
+        resolve(true);
+      });
+      this.worker.postMessage({ ping: n });
+    });
+  }
+
   // Call `listener(event)` for each event named `name` ("*": every event); returns an
   // unsubscribe function.
   on(name, listener) {
@@ -54,6 +73,11 @@ export class EngineClient {
   }
 
   receive(message) {
+    if (message.pong !== undefined) {
+      this.pongs.get(message.pong)?.();
+      this.pongs.delete(message.pong);
+      return;
+    }
     if (message.id !== undefined) {
       const call = this.pending.get(message.id);
       if (!call) return;

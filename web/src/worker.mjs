@@ -3,10 +3,11 @@
 // messages, so that nothing of Python, training or inference runs on the page's main thread.
 //
 // Messages (engine_client.mjs is the other side):
-//   page -> worker  {id, method, params}
-//   worker -> page  {id, result} | {id, error: {message, kind: "user" | "bug", traceback?}}
+//   page -> worker  {id, method, params} | {ping}
+//   worker -> page  {id, result} | {id, error: {message, kind: "user" | "device_lost" | "bug", traceback?}}
+//                   {pong}: the ping's answer, given before Python
 //                   {event: "ready" | "status" | "step" | "quality" | "snapshot" | "rollback" |
-//                    "slice" | "token" | "progress" | "log" | "failed", ...}
+//                    "slice" | "token" | "progress" | "log" | "loop_failed" | "failed", ...}
 // Bytes (model and adapter files, imported files, exports) travel as ArrayBuffers, transferred.
 //
 // The worker's URL chooses the service (?service=tabs: py_engine.app.tab_service.TabService,
@@ -205,6 +206,11 @@ function errorOf(e) {
 }
 
 self.onmessage = async (event) => {
+  // EngineClient.ping: answered at once, whatever Python is doing (if the thread runs at all)
+  if (event.data?.ping !== undefined) {
+    post({ pong: event.data.ping });
+    return;
+  }
   const { id, method, params } = event.data;
   try {
     const handler = Object.hasOwn(handlers, method) ? handlers[method] : null;
