@@ -544,6 +544,29 @@ def test_a_lost_gpu_is_told_and_a_reload_starts_again(playwright, site, checkpoi
         browser.close()
 
 
+def test_an_engine_that_stops_answering_is_told_until_it_answers_again(browser, site):
+    """The page pings the engine's worker (every 15 s, silent after 60 s without an answer;
+    shortened here). While the page hears nothing from it (what a worker stuck in a loop looks
+    like from the page), it says so with a Reload button; when the worker answers again, the
+    message goes."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = open_app(context, site)
+    try:
+        assert page.evaluate("() => window.app.watch") == {"every_ms": 15_000, "hung_ms": 60_000}
+        page.evaluate("() => { window.app.watch = {every_ms: 100, hung_ms: 500}; }")
+        page.wait_for_timeout(1500)
+        assert not page.is_visible("[data-banner=silent]")          # it answers
+        page.evaluate("() => { window.app.engine.worker.onmessage = null; }")
+        page.wait_for_selector("[data-banner=silent]", timeout=10_000)
+        told = page.inner_text("[data-banner=silent]")
+        assert told.startswith("The engine has not answered for 1 s.") and "Reload" in told, told
+        shot(page, "10-engine-silent")
+        page.evaluate("() => { const e = window.app.engine; e.worker.onmessage = (m) => e.receive(m.data); }")
+        page.wait_for_selector("[data-banner=silent]", state="detached", timeout=10_000)
+    finally:
+        context.close()
+
+
 def test_chat_streams_a_reply_and_logs_the_conversation(browser, site, checkpoints):
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = open_app(context, site)

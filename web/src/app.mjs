@@ -36,6 +36,10 @@ const app = {
   idle: null,
 };
 window.app = app;
+// The engine's worker is pinged every every_ms (EngineClient.ping: answered before Python); no
+// answer in hung_ms and the page says it stopped answering, until it answers again (a long
+// stretch of Python holds it for a while; a loop that never ends, for good). Tests shorten them.
+app.watch = { every_ms: 15_000, hung_ms: 60_000 };
 
 // --- saved page state (the engine keeps its own: queue, adapter, optimizer, snapshots) ----
 
@@ -263,6 +267,23 @@ function watchActivity() {
   };
   for (const type of ["keydown", "pointerdown", "wheel", "touchstart", "input"]) {
     document.addEventListener(type, onInput, { passive: true, capture: true });
+  }
+}
+
+async function watchEngine() {
+  let last = performance.now();
+  while (!engine.failure) {
+    // a second at a time: new settings take effect within one
+    await new Promise((resolve) => setTimeout(resolve, Math.min(1000, app.watch.every_ms)));
+    if (performance.now() - last < app.watch.every_ms) continue;
+    last = performance.now();
+    const hungMs = app.watch.hung_ms;
+    if (await engine.ping(hungMs)) {
+      banner("silent", "", "");
+    } else if (!engine.failure) {
+      banner("silent", "bad", `The engine has not answered for ${Math.round(hungMs / 1000)} s. If it stays silent, reload the page to start it again; the model comes back as it was last saved.`,
+        { dismiss: false, action: { label: "Reload", run: () => location.reload() } });
+    }
   }
 }
 
@@ -765,6 +786,7 @@ async function start() {
     if (event.reason) banner("rollback", "warn", `Training was rolled back to step ${event.to_step}: ${event.reason}.`);
   });
   engine.on("log", (event) => (event.level === "error" ? console.error : console.log)(`[engine] ${event.message}`));
+  watchEngine();
   // WebGPU devices do not come back: a reload starts the engine on a new one, and the model
   // with what it learned (restored from the saved training state, as after any reload)
   engine.on("device_lost", (event) => {
