@@ -597,6 +597,28 @@ def test_a_restart_keeps_the_adapter_token_and_jobs(models, tmp_path):
 
 # --- the command ---------------------------------------------------------------------------------
 
+def test_a_lost_gpu_is_opened_anew_for_the_next_query_and_job(models, tmp_path):
+    """The server's GPU device goes away (Device.destroy(): what a driver reset or a GPU fault
+    does; a lost device never works again): the next query opens the GPU anew and answers as
+    before, and the next job trains on the new device."""
+    with ApiServer(tmp_path / "data", models, backend="gpu", limits=LIMITS) as server:
+        client = Client(server.url, server.token)
+        upload(client, "reviews.jsonl", labelled(24, 11))
+        job = client.wait_job(setup_job(client, {"model": "tiny", "options": {"epochs": 1}})["id"])
+        assert job["state"] == "done", job
+        before = client.post("/fine-tuning/query", {"query": "great good fine film"}).json()
+        lost = server.engine.device
+        lost.destroy()
+        after = client.post("/fine-tuning/query", {"query": "great good fine film"})
+        assert after.status == 200, after
+        assert after.json()["label"] == before["label"]
+        assert after.json()["probs"] == pytest.approx(before["probs"], rel=1e-4)
+        assert server.engine.device is not lost and server.engine.device.lost is None
+        assert server.engine.backend == "gpu"
+        again = client.wait_job(setup_job(client, {"model": "tiny", "options": {"epochs": 1}})["id"])
+        assert again["state"] == "done", again
+
+
 def test_py_engine_serve_api_command(models, tmp_path):
     def command(*args):
         return [sys.executable, "-m", "py_engine", "serve-api", *map(str, args)]

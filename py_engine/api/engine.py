@@ -312,6 +312,19 @@ class Engine:
                 continue
             await self._run_job(job)
 
+    async def _live_device(self):
+        """Open the GPU anew if the device held was lost (a driver reset, a GPU fault: a lost
+        device never works again); the model serving queries on it goes with it. A job or a
+        query that met the loss failed; the next one runs on the new device."""
+        if self.backend != "gpu" or self.device.lost is None:
+            return
+        lost = self.device.lost
+        self.backend, self.device, self.backend_note = await pick_backend(self.wanted_backend)
+        with self._lock:
+            self._serving = None
+        print(f"py-engine: the GPU device was lost ({lost}); now on {self.backend} "
+              f"({self.backend_note})", file=sys.stderr)
+
     async def _job_records(self, job):
         if job["documents"]:
             ids = {i for d in job["documents"] for i in self.documents[d]["ids"] if i is not None}
@@ -328,6 +341,7 @@ class Engine:
             if job["model"] not in self.models:
                 raise JobError(f"this server was started without the model {job['model']!r} "
                                f"(--model {job['model']}=DIR)", 409)
+            await self._live_device()
             run = JobRun(job, self.models[job["model"]], self.backend, self.device,
                          await self._job_records(job), self._update,
                          lambda: cancel.is_set() or self._stopping)
@@ -417,6 +431,7 @@ class Engine:
         if current is None:
             raise Conflict("no fine-tuned model yet: set up a job (POST /fine-tuning/setup) and "
                            "wait for it to finish")
+        await self._live_device()
         if self._serving is None or self._serving[0] != current:
             entry = self._adapter(current)
             if entry["model"] not in self.models:
@@ -436,7 +451,8 @@ class Engine:
         with self._lock:
             serving = self._serving
             current = self.adapters["current"]
-        return serving if serving is not None and serving[0] == current else None
+            lost = self.backend == "gpu" and self.device.lost is not None
+        return serving if serving is not None and serving[0] == current and not lost else None
 
     async def query(self, text, max_new_tokens=64, template_args=None):
         """The fine-tuned model's answer: a classifier's label and probabilities, or a chat
