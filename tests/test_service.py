@@ -8,6 +8,7 @@ and becomes a training record. Errors answer in one line with their kind."""
 import asyncio
 import json
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -486,3 +487,42 @@ def test_a_lost_gpu_is_said_as_such_by_calls_and_by_the_training_loop(tmp_path, 
     assert "result" in replies[4], replies[4]
     (failed,) = events.of("loop_failed")
     assert failed["kind"] == "device_lost" and "GPU device was lost" in failed["message"], failed
+    assert failed["retry_s"] is None                    # no slice will ever run on that device
+
+
+def test_a_training_loop_ended_by_an_error_starts_again(tmp_path, checkpoints):
+    """A slice of the scheduler's own loop fails once (storage that refused a save, a bug one
+    batch meets): the loop says so ("loop_failed", kind "bug") and starts again loop_retry_s
+    later, and the next slices train; idle training is not over for the rest of the session."""
+    async def scenario():
+        events = Events()
+        svc = service(tmp_path, events)
+        svc.scheduler.config = replace(svc.scheduler.config, poll_s=0.01)
+        svc.loop_retry_s = 0.05
+        await svc.call("load_model", {"source": "files", "name": "tiny", "files": checkpoints["bert"],
+                                      "labels": ["neg", "pos"]})
+        await svc.call("import_text", {"name": "reviews.jsonl", "data": jsonl(sentiment(32, 7))})
+        run_slice, failures = svc.scheduler.run_slice, []
+
+        async def failing_once(*args):
+            if not failures:
+                failures.append(1)
+                raise RuntimeError("the storage refused a save")
+            return await run_slice(*args)
+        svc.scheduler.run_slice = failing_once
+        await svc.call("set_idle_state", {"state": "idle"})
+        await svc.call("start_loop", {})
+        for _ in range(2000):
+            if (await svc.status())["scheduler"]["steps"] > 0:
+                break
+            await asyncio.sleep(0.01)
+        status = await svc.status()
+        svc.close()
+        return events, status
+
+    events, status = run_async(scenario())
+    (failed,) = events.of("loop_failed")
+    assert {k: failed[k] for k in ("message", "kind", "retry_s")} == {
+        "message": "the storage refused a save", "kind": "bug", "retry_s": 0.05}, failed
+    assert "in failing_once" in failed["traceback"], failed
+    assert status["scheduler"]["steps"] > 0 and status["scheduler"]["scheduled"], status["scheduler"]

@@ -51,7 +51,7 @@ const state = {
 };
 const restartTimes = [];
 
-let engine = null; // the engine's worker now: made anew after the GPU is lost
+let engine = null; // the engine's worker now: made anew after the GPU is lost or it hung
 let loaded = null; // its loading: resolves once its model is ready
 self.engineNow = () => engine; // for tests and DevTools
 
@@ -65,7 +65,9 @@ function startEngine() {
   client.on("progress", (event) => { if (current()) state.progress = { what: event.what, done: event.done, total: event.total }; });
   // a call, or the training loop while nobody was asking anything, met the lost GPU
   client.on("device_lost", (event) => remake(client, "gpu_lost", event.message));
-  client.on("loop_failed", (event) => { if (event.kind !== "device_lost") console.error("the engine's training loop stopped:", event.message); });
+  client.on("loop_failed", (event) => {
+    if (event.kind !== "device_lost") console.error(`the engine's training loop failed (it starts again in ${event.retry_s} s):`, event.message);
+  });
   const booted = new Promise((resolve, reject) => {
     client.on("ready", (event) => resolve(event));
     client.on("failed", (event) => reject(new Error(event.error?.message || "the engine failed to start")));

@@ -13,9 +13,11 @@ start_loop, stop_loop, snapshots, restore_snapshot, export_adapter, import_adapt
 export_dataset, save. Events go to emit(event): the trainer's ("step", "quality", "snapshot",
 "rollback", "slice", "restore", "saved", "restored"), "token" {request, text} while chatting,
 "progress" {task, done, total, what}, "status" (status(), at most every status_interval_s
-while something changes), "log" {level, message}, and "loop_failed" {message, kind} when the
-scheduler's own loop ends on an error (kind "device_lost": the GPU went away, and no call will
-work until the engine is made anew on a new device).
+while something changes), "log" {level, message}, and "loop_failed" {message, kind, retry_s,
+traceback (for a bug)}
+when the scheduler's own loop ends on an error: it starts again retry_s later, except for kind
+"device_lost" (the GPU went away; no call will work until the engine is made anew on a new
+device).
 
 Over the pieces: a model (app/models.py) on the GPU in the browser (NumPy or the native GPU on
 the host), the TrainingQueue (IndexedDB in the browser, SQLite on the host), a ChatLog, the
@@ -54,6 +56,7 @@ METHODS = ("device", "load_model", "status", "import_text", "import_html", "impo
            "start_loop", "stop_loop", "snapshots", "restore_snapshot", "export_adapter",
            "import_adapter", "export_dataset", "save", "acknowledge_loss")
 LEASE_SECONDS = 120.0        # a reload gives back what it held within two minutes
+LOOP_RETRY_S = 60.0          # the scheduler's loop, ended by an error, starts again this much later
 EXAMPLES_SHOWN = 5
 
 
@@ -117,6 +120,7 @@ class EngineService:
         self._status_dirty = False
         self._status_task = None
         self._watched_loop = None         # the scheduler's loop task whose end is told
+        self.loop_retry_s = LOOP_RETRY_S
         self._closed = False
         self._last_status = None
         self._queue_stats = None
@@ -592,11 +596,27 @@ class EngineService:
         return {"state": self.scheduler.state}
 
     def _loop_ended(self, task):
-        """The loop's task ended: an error ending it is told (nobody awaits the task)."""
+        """The loop's task ended: an error ending it is told (nobody awaits the task), and the
+        loop starts again after loop_retry_s, unless the GPU is gone (no slice will ever run
+        on it: whoever hosts the engine makes it anew) or the loop was stopped meanwhile. A
+        slice that failed once (storage that refused a save, a bug that one batch meets) does
+        not end idle training for good."""
         if task.cancelled() or task.exception() is None:
             return
         error = task.exception()
-        self.emit({"event": "loop_failed", "message": _message(error), "kind": error_kind(error)})
+        kind = error_kind(error)
+        retry = None if kind == "device_lost" or self._closed else self.loop_retry_s
+        event = {"event": "loop_failed", "message": _message(error), "kind": kind, "retry_s": retry}
+        if kind == "bug":
+            event["traceback"] = "".join(traceback.format_exception(error))
+        self.emit(event)
+        if retry is not None:
+            asyncio.get_running_loop().call_later(retry, self._restart_loop, task)
+
+    def _restart_loop(self, failed):
+        # not if it was stopped, or started again by someone, since
+        if self._watched_loop is failed and not self.scheduler.stopped and not self._closed:
+            asyncio.ensure_future(self.start_loop())
 
     async def stop_loop(self):
         self.scheduler.stop()
