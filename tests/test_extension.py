@@ -622,9 +622,20 @@ def test_without_webgpu_the_rules_sort_the_tabs(playwright, extension_dist, page
         wait_until("the guessed tab grouped", lambda: group_of(ext, unknown) == expected_group(guess))
         assert ext.sorter("snapshot")["tabs"][str(unknown)]["source"] == "rules"
         # a category chosen in the popup moves the tab, and the popup says nothing is learned
-        _, said = popup_choice(ext, tab, "work", ["failed"])
+        page, said = popup_choice(ext, tab, "work", ["failed"])
         assert said.startswith("Moved. The model is not available, so it does not learn this"), said
         assert ext.sorter("snapshot")["tabs"][str(tab)]["source"] == "user"
+        # the popup offers to try the model again: the engine's document is made anew (and
+        # fails again here, where WebGPU stays off)
+        assert page.is_visible("#retry-model")
+        if os.environ.get("PY_ENGINE_SCREENSHOTS"):
+            page.screenshot(path=os.path.join(os.environ["PY_ENGINE_SCREENSHOTS"], "popup-rules-only.png"), full_page=True)
+        page.click("#retry-model")
+        again = wait_until("the engine made anew to give up", lambda: (lambda s: s if s["phase"] == "failed" and s["instance"] != state["instance"] else None)(
+            ext.sorter("snapshot")["engine"]), timeout_s=180)
+        assert "no WebGPU adapter" in again["error"]
+        assert any(e["kind"] == "retried-model" for e in ext.sorter("snapshot")["events"])
+        page.wait_for_function("() => !document.getElementById('retry-model').hidden && document.body.dataset.phase === 'failed'")
     finally:
         ext.context.close()
 

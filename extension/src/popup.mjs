@@ -43,6 +43,7 @@ function describeAdapter(a) {
 
 function showEngine(state) {
   const badge = $("engine");
+  $("retry-model").hidden = true;
   badge.className = `badge ${state.phase}`;
   const ready = state.phase === "ready";
   const starting = state.phase === "starting" || state.unreachable; // a document gone is made anew
@@ -63,6 +64,7 @@ function showEngine(state) {
     message("engine-detail", `MiniLM classifier on ${describeAdapter(state.adapter)}, ${(state.model?.parameters / 1e6).toFixed(1)}M parameters.${slow}${waitingTabs()}`);
   } else {
     badge.textContent = "Rules only";
+    $("retry-model").hidden = false; // a GPU back, WebGPU turned on: the model may load now
     message("engine-detail", `The model is not available (${state.error}). Tabs are sorted by domain and keyword rules, and by a guess from their words where no rule knows the site.`, "warn");
     for (const id of ["training", "corrections", "steps"]) $(id).textContent = "needs the model";
   }
@@ -284,6 +286,18 @@ $("pause").addEventListener("click", async () => {
     await sorter("configure", { trainingPaused: status?.scheduler.state !== "paused" });
   } catch (e) {
     message("learning-message", e.message, "bad");
+  }
+  await refresh();
+});
+
+$("retry-model").addEventListener("click", async () => {
+  $("retry-model").disabled = true;
+  try {
+    await sorter("retryModel");
+  } catch (e) {
+    message("engine-detail", e.message, "bad");
+  } finally {
+    $("retry-model").disabled = false;
   }
   await refresh();
 });

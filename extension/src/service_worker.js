@@ -22,7 +22,7 @@ self.tabSorter = sorter;
 const IDLE_AFTER_S = 60;
 
 // What the popup may ask of the sorter.
-const ACTIONS = new Set(["snapshot", "sortAll", "correct", "configure", "categoriesChanged", "upgrade"]);
+const ACTIONS = new Set(["snapshot", "sortAll", "correct", "configure", "categoriesChanged", "upgrade", "retryModel"]);
 
 // Test hooks: chrome.idle never changes headless, and a slice should not wait for idleness.
 sorter.setIdleState = (state) => engineCall("set_idle_state", { state });

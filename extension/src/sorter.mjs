@@ -477,6 +477,19 @@ export class TabSorter {
     return { engine: state, groups: this.groups, tabs: this.tabs, settings: this.settings, budget: budget.status(), events: this.events.slice(-20), unlearned: this.unlearned.length };
   }
 
+  // The user asks for the model again after it failed (no WebGPU then, a GPU lost too often):
+  // the engine's document is made anew; once the model is ready, the tabs the rules sorted
+  // meanwhile are sorted by it. Returns the new engine's first state.
+  async retryModel() {
+    await this.loaded;
+    await closeOffscreen();
+    const state = await initialise();
+    this.log("retried-model", { phase: state.phase });
+    await this.save();
+    this.upgrade().catch((e) => console.error("tab sorter:", e));
+    return state;
+  }
+
   // The engine restarted from scratch (its state comes back from IndexedDB): what tests use to
   // show that what was learned is kept.
   async restartEngine() {
