@@ -143,7 +143,9 @@ def test_sampling_draws_among_the_gpu_candidates_as_from_its_logits(device, kern
     for k in range(5, 10):
         candidates, problem = run(gpu.prefill(seq[:5], sampling=settings) if k == 5
                                   else gpu.step(seq[k - 1], sampling=settings))
+        assert gpu.rows_read == k - 5                             # only the rows asked for
         row = np.asarray(run(gpu.last_logits()), np.float32)      # this run's
+        assert gpu.rows_read == k - 4
         assert problem is None and candidates.size == V and candidates.largest == row.max()
         distance = (row.max() - row) / np.float32(settings.temperature)
         total = np.exp(-distance.astype(np.float64)).sum()

@@ -300,6 +300,7 @@ class GpuDecoder:
         self._prefill = {}       # (bucket, long rope) -> recorded program
         self._decode = {False: self._record(1, 1)}
         self._last = None        # the program of the last run
+        self.rows_read = 0       # whole rows of logits read back (last_logits): what sampling costs
 
     @classmethod
     async def create(cls, device, config, params, kernels=None, lora_scaling=None, max_length=None):
@@ -386,6 +387,7 @@ class GpuDecoder:
         """The logits of the last prefill or step, whatever it read back."""
         if self._last is None:
             raise ValueError("nothing has run yet")
+        self.rows_read += 1
         return await self._last.readout.last_logits()
 
     async def prefill(self, ids, greedy=False, sampling=None):
