@@ -174,8 +174,9 @@ def run(dist, model_dir, profile, screenshots=None):
         status = ext.engine("status")
         print(f"learned while you were away: the model now says {cats.by_id(learned['category']).name} "
               f"({learned['confidence']:.2f}) after {status['trainer']['step']} training steps")
+        ext.engine("save")                      # learned records leave the queue once saved
+        gpu_lost(ext, DEMO_TABS[1], cats, shots and (shots / "popup-gpu-lost.png"), talk)
         if shots:
-            ext.engine("save")                  # learned records leave the queue once saved
             popup_shot(ext, shots / "popup-learned.png", talk).close()
             ext.engine("pause")
             popup_shot(ext, shots / "popup-paused.png", talk).close()
@@ -187,6 +188,33 @@ def run(dist, model_dir, profile, screenshots=None):
     print(f"\nextension/dist is ready: in Chrome open chrome://extensions, turn on Developer mode, "
           f"\"Load unpacked\" and pick {dist}  ({time.monotonic() - started:.0f} s)")
     return 0
+
+
+def gpu_lost(ext, tab, cats, shot, tab_id, timeout_s=600):
+    """Chrome's GPU process crashes (CDP Browser.crashGpuProcess; a driver reset does the same):
+    the engine's next call meets the lost device, the engine is made anew on a new one, and it
+    answers as it did."""
+    cdp = ext.context.new_cdp_session(ext.context.pages[0])
+    cdp.send("Browser.crashGpuProcess")
+    started = time.monotonic()
+    probe = {"tabs": [{"url": tab[0], "title": tab[1]}]}
+    while True:                                 # the device goes a moment after the crash
+        try:
+            ext.engine("categorise", probe, timeout_ms=60_000)
+        except Exception:                       # noqa: BLE001 - the lost GPU, as expected
+            break
+        if time.monotonic() - started > 60:
+            raise RuntimeError("the GPU process crashed, yet the engine's calls still work")
+        time.sleep(0.25)
+    if shot:
+        popup_shot(ext, shot, tab_id, "() => document.getElementById('engine-detail').textContent.startsWith('The GPU went away')").close()
+    state = wait_for_engine(ext, timeout_s)
+    if state["phase"] != "ready" or not state["restarts"]:
+        raise RuntimeError(f"the engine did not come back after the GPU was lost: {state}")
+    answer = ext.engine("categorise", probe)["results"][0]
+    print(f"\nthe GPU process crashes (as after a driver reset): the engine is back on a new device "
+          f"in {time.monotonic() - started:.1f} s, and the model still says "
+          f"{cats.by_id(answer['category']).name} ({answer['confidence']:.2f})")
 
 
 def wait_for_engine(ext, timeout_s=600):
