@@ -39,6 +39,10 @@ REPLACEMENT = "\ufffd"
 SAMPLE_TAIL = 1e-4      # the mass plain sampling leaves past its candidates: a draw reaches it
                         # (and the whole row is read) at most this often
 NO_TAIL_LIMIT = 1e30    # times the row's total (at most 262,144): finite in f32
+TOTAL_ROUNDING = 2.0 ** -22  # the row's total comes back rounded to f32 (half a unit in 2^24):
+                        # a candidates' decision this close to a boundary, relative to the
+                        # total, could go the other way on the whole row, and is left to it
+_UNDECIDED = object()
 
 
 @dataclass(frozen=True)
@@ -93,7 +97,7 @@ def _check(top_k, top_p):
         raise ValueError(f"top_p must be in [0, 1], got {top_p}")
 
 
-def _kept(scores, top_k, top_p, rest=0.0, size=None):
+def _kept(scores, top_k, top_p, rest=0.0, size=None, margin=0.0):
     """Indices, ascending, of the tokens top-k and then top-p keep of `scores`; None when they
     keep every token. `scores` may be the highest of a row of `size` tokens, the others
     together holding `rest` (in exp(score - max) units, as _exps) and each scoring below all
@@ -105,7 +109,10 @@ def _kept(scores, top_k, top_p, rest=0.0, size=None):
     are the tokens more likely than (1 - top_p) / n: a token at most that likely sits, in
     ascending order, after only tokens as unlikely, which together hold at most 1 - top_p,
     so top-p removes it whatever the rest (halved, against rounding). Their mass starts the
-    cumulative sum that the others continue in ascending order, as in TopPLogitsWarper."""
+    cumulative sum that the others continue in ascending order, as in TopPLogitsWarper.
+
+    `margin`: how far `rest` may be off, as a share of the total; a cumulative sum within it
+    of top-p's cut could fall on the other side of it: _UNDECIDED then."""
     kept = None
     if top_k and top_k < len(scores):
         kth = heapq.nlargest(top_k, scores)[-1]
@@ -123,6 +130,8 @@ def _kept(scores, top_k, top_p, rest=0.0, size=None):
     # ascending, stable (ties: lower index first); the most likely token always stays
     for k in sorted(candidates, key=lambda k: scores[index(k)])[:-1]:
         cumulative += exps[k] / total
+        if margin and abs(cumulative - (1.0 - top_p)) <= margin:
+            return _UNDECIDED
         if cumulative <= 1.0 - top_p:
             removed.add(k)
         else:
@@ -186,17 +195,20 @@ def sample(logits, rng, temperature=1.0, top_k=0, top_p=1.0):
     return _draw(tokens, probs, rng.random(), len(probs))
 
 
-def _draw(tokens, probs, u, size, past=False):
+def _draw(tokens, probs, u, size, past=False, margin=0.0):
     """The first token in order of decreasing probability at which the cumulative probability
     passes u; with `past` (tokens of the row were left out, holding the rest), None when u
-    lies beyond the tokens given. The tokens likelier than 1/1000 of an even share of `size`
-    are sorted first: they hold at least 99.9% of the probability."""
+    lies beyond the tokens given, or within `margin` of a step (probabilities that may be off
+    by that much could put it on the other side). The tokens likelier than 1/1000 of an even
+    share of `size` are sorted first: they hold at least 99.9% of the probability."""
     cut = 1e-3 / size
     cumulative, last = 0.0, None
     for share in ([k for k, p in enumerate(probs) if p > cut],
                   [k for k, p in enumerate(probs) if 0.0 < p <= cut]):
         for k in sorted(share, key=lambda k: -probs[k]):     # stable: lower index first on ties
             cumulative += probs[k]
+            if margin and abs(u - cumulative) <= margin:
+                return None
             if u < cumulative:
                 return tokens[k]
             last = k
@@ -209,8 +221,9 @@ def sample_candidates(candidates, rng, temperature=1.0, top_k=0, top_p=1.0):
     """sample()'s draw from a row's likeliest tokens as the GPU picked them with
     Sampling(temperature, top_k, top_p).tail (kernels/argmax.py's RowCandidates), or None when
     they cannot decide: fewer than top-k of them, more than top-p may remove left out, some
-    that did not come back, or a draw past them. rng then has drawn; the caller draws from
-    the whole row with it as it was."""
+    that did not come back, or a draw past them or too close to call (within the f32 rounding
+    of the row's total, TOTAL_ROUNDING). rng then has drawn; the caller draws from the whole
+    row with it as it was."""
     c = candidates
     Sampling(temperature, top_k, top_p)              # checked as the whole row's draw checks
     if not c.tokens or not c.complete or top_k > len(c.tokens):
@@ -221,9 +234,14 @@ def sample_candidates(candidates, rng, temperature=1.0, top_k=0, top_p=1.0):
         rest = 0.0                                   # every other token scores below the k-th
     elif top_p < 1.0 and rest > 0.75 * (1.0 - top_p) * c.total:
         return None                                  # top-p might keep some of the rest
-    kept = _kept(scores, top_k, top_p, rest, c.size)
+    # the rest is the f32 total less the candidates: decisions that close to it are the row's
+    margin = TOTAL_ROUNDING if rest > 0.0 else 0.0
+    kept = _kept(scores, top_k, top_p, rest, c.size, margin)
+    if kept is _UNDECIDED:
+        return None
     tokens, probs = _probabilities(scores, kept, rest if kept is None else 0.0)
-    token = _draw(tokens, probs, rng.random(), c.size, past=rest > 0.0 and kept is None)
+    token = _draw(tokens, probs, rng.random(), c.size, past=rest > 0.0 and kept is None,
+                  margin=margin if kept is None else 0.0)
     return None if token is None else c.tokens[token]
 
 
