@@ -50,6 +50,8 @@ const state = {
   restarts: 0, // how many times the engine was made anew in this document
 };
 const restartTimes = [];
+// what each reason to make the engine anew is, in words
+const WHY = { gpu_lost: "the GPU was lost", hung: "the engine stopped answering" };
 
 let engine = null; // the engine's worker now: made anew after the GPU is lost or it hung
 let loaded = null; // its loading: resolves once its model is ready
@@ -92,7 +94,7 @@ function remake(client, why, reason) {
   while (restartTimes.length && now - restartTimes[0] > RESTART_WINDOW_MS) restartTimes.shift();
   client.terminate();
   state.remade = { why, reason, at: now };
-  const what = why === "gpu_lost" ? "the GPU was lost" : "the engine stopped answering";
+  const what = WHY[why];
   if (restartTimes.length >= MAX_RESTARTS) {
     Object.assign(state, { phase: "failed", error: `${what}, the ${MAX_RESTARTS + 1}th time within an hour (${reason})`, model: null });
     console.error(`${what} again; the rules sort tabs from now on:`, reason);
@@ -107,8 +109,7 @@ function remake(client, why, reason) {
 // What a caller hears while the engine is made anew (engine_link.mjs: "unreachable", as for a
 // document made anew: corrections wait, the rules answer).
 function remaking() {
-  const what = state.remade.why === "gpu_lost" ? "the GPU was lost" : "the engine stopped answering";
-  return { error: { message: `the engine is starting again: ${what} (${state.remade.reason})`, kind: "unreachable" } };
+  return { error: { message: `the engine is starting again: ${WHY[state.remade.why]} (${state.remade.reason})`, kind: "unreachable" } };
 }
 
 async function watchdog() {

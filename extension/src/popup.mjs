@@ -7,6 +7,7 @@
 // engine, and refreshes while it is open. popup.html?tab=ID shows tab ID instead of the active
 // one: the overview page links each web page to popup.html?page&tab=ID, to correct it there.
 
+import { deviceLostReason } from "./engine_client.mjs";
 import { engineCall } from "./engine_link.mjs";
 import { isWebPage, notSorted, waitsForModel } from "./grouping.mjs";
 import { unzip, zip } from "./zip.mjs";
@@ -78,7 +79,7 @@ function showEngine(state) {
 
 function remadeBecause({ why, reason }) {
   if (why === "gpu_lost") {
-    return `The GPU went away (Chrome said: ${reason.replace(/^the GPU device was lost: /, "").replace(/\.$/, "")}), so the model starts again on a new one; what it learned is kept. `;
+    return `The GPU went away (Chrome said: ${deviceLostReason(reason)}), so the model starts again on a new one; what it learned is kept. `;
   }
   return `The engine stopped answering (${reason}), so it starts again; what the model learned is kept. `;
 }

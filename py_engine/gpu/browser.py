@@ -103,7 +103,7 @@ class BrowserBackend:
             await waiting
         except Exception as e:
             if await self._js.lostSoon(self._device):
-                raise DeviceLostError(f"the GPU device was lost: {self.lost_reason()}") from e
+                raise DeviceLostError(self.lost_reason()) from e
             raise
 
     def _raise_reported(self):

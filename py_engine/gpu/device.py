@@ -359,7 +359,7 @@ class Device:
     def _check_lost(self):
         reason = self._backend.lost_reason()
         if reason is not None:
-            raise DeviceLostError(f"the GPU device was lost: {reason}")
+            raise DeviceLostError(reason)
 
     def destroy(self):
         """Release the device; every later call raises DeviceLostError."""

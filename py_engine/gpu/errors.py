@@ -10,7 +10,12 @@ class NoWebGPUError(GPUError):
 
 
 class DeviceLostError(GPUError):
-    """The GPU device was lost (destroyed, driver reset, tab backgrounded too long)."""
+    """The GPU device was lost (destroyed, driver reset, tab backgrounded too long); `reason`
+    is what the backend said."""
+
+    def __init__(self, reason):
+        super().__init__(f"the GPU device was lost: {reason}")
+        self.reason = reason
 
 
 class BufferTooLargeError(GPUError, ValueError):

@@ -10,7 +10,7 @@
 // time then comes only from `app.idle.fire(ms)` (an injectable idle source for tests).
 
 import { drawLossChart } from "./chart.mjs";
-import { EngineClient } from "./engine_client.mjs";
+import { EngineClient, deviceLostReason } from "./engine_client.mjs";
 import { commonFolder, download, droppedFiles, formatBytes, pickedFiles, readFiles, withoutCommonFolder } from "./files.mjs";
 import { checkpointFiles, configName, isChatModel, weightsProblem } from "./checkpoint.mjs";
 import * as view from "./views.mjs";
@@ -40,6 +40,7 @@ window.app = app;
 // answer in hung_ms and the page says it stopped answering, until it answers again (a long
 // stretch of Python holds it for a while; a loop that never ends, for good). Tests shorten them.
 app.watch = { every_ms: 15_000, hung_ms: 60_000 };
+const RELOAD = { label: "Reload", run: () => location.reload() }; // a banner's action
 
 // --- saved page state (the engine keeps its own: queue, adapter, optimizer, snapshots) ----
 
@@ -282,7 +283,7 @@ async function watchEngine() {
       banner("silent", "", "");
     } else if (!engine.failure) {
       banner("silent", "bad", `The engine has not answered for ${Math.round(hungMs / 1000)} s. If it stays silent, reload the page to start it again; the model comes back as it was last saved.`,
-        { dismiss: false, action: { label: "Reload", run: () => location.reload() } });
+        { dismiss: false, action: RELOAD });
     }
   }
 }
@@ -790,9 +791,8 @@ async function start() {
   // WebGPU devices do not come back: a reload starts the engine on a new one, and the model
   // with what it learned (restored from the saved training state, as after any reload)
   engine.on("device_lost", (event) => {
-    const reason = String(event.message).replace(/^the GPU device was lost: /, "").replace(/\.$/, "");
-    banner("gpu", "bad", `The GPU went away (the browser said: ${reason}). The engine cannot use it again: reload the page to start it on a new one, with what the model learned up to its last save.`,
-      { dismiss: false, action: { label: "Reload", run: () => location.reload() } });
+    banner("gpu", "bad", `The GPU went away (the browser said: ${deviceLostReason(event.message)}). The engine cannot use it again: reload the page to start it on a new one, with what the model learned up to its last save.`,
+      { dismiss: false, action: RELOAD });
   });
   engine.on("failed", (event) => {
     banner("engine", "bad", `The engine stopped. ${describe(event.error || {})} Reload the page to start it again.`, { dismiss: false });

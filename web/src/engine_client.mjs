@@ -20,6 +20,12 @@ export class EngineError extends Error {
   }
 }
 
+// What the browser said of a lost GPU, from a device_lost message (py_engine.gpu's
+// DeviceLostError: "the GPU device was lost: <reason>"), without its closing period.
+export function deviceLostReason(message) {
+  return String(message).replace(/^the GPU device was lost: /, "").replace(/\.$/, "");
+}
+
 export class EngineClient {
   constructor(workerURL = new URL("./worker.mjs", import.meta.url)) {
     this.worker = new Worker(workerURL, { type: "module", name: "py_engine" });
