@@ -693,14 +693,42 @@ def test_a_correction_made_while_the_model_loads_is_learned_once_it_is_ready(pla
         ext.context.close()
 
 
-def test_the_engine_is_made_anew_when_the_gpu_goes_away(playwright, extension_dist, pages, tmp_path):
+def in_offscreen_document(ext, expression):
+    """The value of `expression` evaluated in the offscreen document, reached through CDP (it is
+    no Playwright page)."""
+    page = ext.context.pages[0]
+    cdp = ext.context.new_cdp_session(page)
+    answers = []
+    cdp.on("Target.receivedMessageFromTarget", lambda event: answers.append(json.loads(event["message"])))
+    (target,) = [t for t in cdp.send("Target.getTargets")["targetInfos"] if t["url"] == ext.url("offscreen.html")]
+    session = cdp.send("Target.attachToTarget", {"targetId": target["targetId"], "flatten": False})["sessionId"]
+    cdp.send("Target.sendMessageToTarget", {"sessionId": session, "message": json.dumps(
+        {"id": 1, "method": "Runtime.evaluate", "params": {"expression": expression, "returnByValue": True}})})
+    deadline = time.monotonic() + 10
+    while not answers and time.monotonic() < deadline:
+        page.wait_for_timeout(50)
+    cdp.detach()
+    assert answers, f"the offscreen document did not evaluate {expression}"
+    return answers[0]["result"]["result"].get("value")
+
+
+def test_the_engine_is_made_anew_when_the_gpu_goes_away_or_stops_answering(playwright, extension_dist,
+                                                                           pages, tmp_path):
     """Chrome's GPU process crashes (CDP Browser.crashGpuProcess: what a driver reset or a GPU
     hang does), and every WebGPU device the engine holds is lost for good: first while the
     model loads, then once it is ready. The loading, or the next call, meets it; the offscreen
     document (the same one) makes the engine anew on a new device, and it carries on from what
     IndexedDB holds: the popup says so meanwhile, a correction made meanwhile waits and is
     learned once the model is back, the one learned before is kept, and the model answers
-    again."""
+    again.
+
+    Then the engine's worker stops answering (a loop that never ends, a wait that never
+    returns; here the document stops hearing the worker, which is what a hung worker looks like
+    from there): the document's watchdog, which pings the worker (every 15 s, hung after 60 s
+    without an answer; shortened here), makes the engine anew the same way (the third restart
+    within the hour, the last one allowed), and a correction whose call was caught in the hung
+    worker waits and is learned once the model is back. One browser for both: each launch
+    and model load costs 15 s or more here."""
     ext = harness.launch_extension(playwright, extension_dist, tmp_path / "profile", pages.chromium_args)
     ext.context.set_default_timeout(ENGINE_MS)
     try:
@@ -743,54 +771,24 @@ def test_the_engine_is_made_anew_when_the_gpu_goes_away(playwright, extension_di
         (answer,) = ext.engine("categorise", probe)["results"]
         assert answer["source"] == "model" and answer["category"] == TABS[0][2], answer
         page.wait_for_function("() => document.body.dataset.phase === 'ready'")
-    finally:
-        ext.context.close()
+        page.close()
 
-
-def in_offscreen_document(ext, expression):
-    """The value of `expression` evaluated in the offscreen document, reached through CDP (it is
-    no Playwright page)."""
-    page = ext.context.pages[0]
-    cdp = ext.context.new_cdp_session(page)
-    answers = []
-    cdp.on("Target.receivedMessageFromTarget", lambda event: answers.append(json.loads(event["message"])))
-    (target,) = [t for t in cdp.send("Target.getTargets")["targetInfos"] if t["url"] == ext.url("offscreen.html")]
-    session = cdp.send("Target.attachToTarget", {"targetId": target["targetId"], "flatten": False})["sessionId"]
-    cdp.send("Target.sendMessageToTarget", {"sessionId": session, "message": json.dumps(
-        {"id": 1, "method": "Runtime.evaluate", "params": {"expression": expression, "returnByValue": True}})})
-    deadline = time.monotonic() + 10
-    while not answers and time.monotonic() < deadline:
-        page.wait_for_timeout(50)
-    cdp.detach()
-    assert answers, f"the offscreen document did not evaluate {expression}"
-    return answers[0]["result"]["result"].get("value")
-
-
-def test_an_engine_that_stops_answering_is_made_anew(playwright, extension_dist, pages, tmp_path):
-    """The engine's worker stops answering (a loop that never ends, a wait that never returns;
-    here the document stops hearing the worker, which is what a hung worker looks like from
-    there): the document's watchdog, which pings the worker (every 15 s, hung after 60 s
-    without an answer; shortened here), makes the engine anew, and a correction whose call was
-    caught in the hung worker waits and is learned once the model is back."""
-    ext = harness.launch_extension(playwright, extension_dist, tmp_path / "profile", pages.chromium_args)
-    ext.context.set_default_timeout(ENGINE_MS)
-    try:
-        before = wait_ready(ext)
+        # the worker goes silent
         assert ext.sorter("watchdog", {}) == {"every_ms": 15_000, "hung_ms": 60_000}
-        tab = open_tab(ext, TABS[4][0])                 # The Guardian
+        silent = open_tab(ext, TABS[6][0])              # Reddit
         ext.sorter("watchdog", {"every_ms": 500, "hung_ms": 8_000})
         assert in_offscreen_document(ext, "(self.engineNow().worker.onmessage = null, 'deaf')") == "deaf"
-        said = ext.sorter("correct", tab, "work", {})   # its call waits in the hung worker
+        said = ext.sorter("correct", silent, "work", {})   # its call waits in the hung worker
         ext.sorter("watchdog", {"every_ms": 15_000, "hung_ms": 60_000})
         assert said["learned"] is False and said["waiting"] is True, said
-        after = wait_ready(ext)
-        assert after["instance"] == before["instance"] and after["restarts"] == 1, after
-        assert after["remade"]["why"] == "hung" and after["remade"]["reason"] == "no answer in 8 s", after["remade"]
-        wait_until("the waiting correction given to the engine", lambda: any(
-            e["kind"] == "correction" and e["tabId"] == tab for e in ext.sorter("snapshot")["events"]),
-            timeout_s=60, explain=lambda: sorter_story(ext, tab))
+        woken = wait_ready(ext)
+        assert woken["instance"] == before["instance"] and woken["restarts"] == 3, woken
+        assert woken["remade"]["why"] == "hung" and woken["remade"]["reason"] == "no answer in 8 s", woken["remade"]
+        wait_until("the correction caught in the silent worker given to the engine", lambda: any(
+            e["kind"] == "correction" and e["tabId"] == silent for e in ext.sorter("snapshot")["events"]),
+            timeout_s=60, explain=lambda: sorter_story(ext, silent))
         assert ext.sorter("snapshot")["unlearned"] == 0
-        assert ext.engine("status")["queue"]["by_source"] == {"correction": 1}
+        assert ext.engine("status")["queue"]["by_source"] == {"correction": 3}
         with pytest.raises(Exception, match="hung_ms must be a number > 0"):
             ext.sorter("watchdog", {"hung_ms": -1})
     finally:
