@@ -27,6 +27,7 @@ import peft_oracle as po
 from py_engine import harness
 from py_engine.server import ServerThread
 from test_fetch_endpoint import PAGE, Upstream
+from saved_states import STATES_JS
 from test_service import jsonl, sentiment
 from t5_tokenizer import t5_dir
 from tiny_chat import tiny_chat_dir
@@ -563,6 +564,49 @@ def test_an_engine_that_stops_answering_is_told_until_it_answers_again(browser, 
         shot(page, "10-engine-silent")
         page.evaluate("() => { const e = window.app.engine; e.worker.onmessage = (m) => e.receive(m.data); }")
         page.wait_for_selector("[data-banner=silent]", state="detached", timeout=10_000)
+    finally:
+        context.close()
+
+
+def test_a_saved_state_that_cannot_be_put_back_is_kept_aside(browser, site, checkpoints):
+    """The model's saved state in IndexedDB is cut short (what storage that failed mid-write or
+    an older version's state looks like to the engine): the reload does not fail to load the
+    model for good, as it did. The unreadable state is kept under another key, the model starts
+    from what it was loaded with (answering as it did then), and the page says so; the next
+    reload finds the fresh state saved in its place."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = open_app(context, site)
+    try:
+        page.fill("#model-labels", "neg, pos")
+        page.set_input_files("#model-folder", str(checkpoints["bert"]))
+        key = "app/" + wait_model(page)["key"]
+        assert page.evaluate("() => window.app.engine.call('save')")["saved"]
+        loaded = page.evaluate("(text) => window.app.engine.call('predict', {text})", "a fine film")
+        before = page.evaluate(STATES_JS, None)
+        assert before[key]["adapter_model.safetensors"] > 100, before    # beside it: the picked files
+        page.evaluate(STATES_JS, {"key": key, "name": "adapter_model.safetensors", "keep": 100})
+        page.reload()
+        wait_ready(page)
+        model = wait_model(page)
+        assert model["restored"] is False, model
+        aside = model["set_aside"]
+        assert aside["kept_as"] == key.removeprefix("app/") + ".unreadable-1", aside
+        assert "adapter_model.safetensors" in aside["reason"], aside
+        page.wait_for_selector("[data-banner=state]")
+        told = page.inner_text("[data-banner=state]")
+        assert told.startswith("The saved training state could not be put back (") and aside["kept_as"] in told, told
+        shot(page, "11-state-set-aside")
+        states = page.evaluate(STATES_JS, None)
+        assert set(states) == set(before) | {"app/" + aside["kept_as"]}, states
+        assert states["app/" + aside["kept_as"]] == dict(before[key], **{"adapter_model.safetensors": 100})
+        again = page.evaluate("(text) => window.app.engine.call('predict', {text})", "a fine film")
+        assert again["label"] == loaded["label"], (loaded, again)
+        assert all(abs(again["probs"][k] - p) < 1e-5 for k, p in loaded["probs"].items()), (loaded, again)
+        page.reload()
+        wait_ready(page)
+        model = wait_model(page)
+        assert model["restored"] is True and "set_aside" not in model, model
+        assert not page.is_visible("[data-banner=state]")
     finally:
         context.close()
 

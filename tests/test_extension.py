@@ -26,6 +26,7 @@ from py_engine.tab_pages import TabPages
 from py_engine.tabs.answer import UNSURE_BELOW
 from py_engine.tabs.categories import Categories
 from py_engine.tabs.rules import categorise, load_rules
+from saved_states import STATES_JS
 
 pytestmark = pytest.mark.browser
 
@@ -823,6 +824,41 @@ def test_a_correction_waiting_for_the_model_outlives_the_browser(playwright, ext
         assert "theguardian" in learned[0]["text"], learned
     finally:
         ext.context.close()
+
+
+def test_a_saved_state_that_cannot_be_put_back_is_kept_aside(extension):
+    """The tab model's saved state in IndexedDB is cut short (storage that failed mid-write, an
+    older version's state): before, every load of the model failed on it, and the rules sorted
+    the tabs for good. Now the unreadable state is kept under another key, the model starts
+    from the shipped one and answers, and the popup says so."""
+    ext = extension
+    wait_ready(ext)
+    with training_paused(ext):
+        assert ext.engine("save")["saved"]
+    page = ext.context.new_page()
+    try:
+        page.goto(ext.url("popup.html?page"))
+        before = page.evaluate(STATES_JS, None)
+        assert before["app/classification-state-tabs"]["optimizer.safetensors"] > 100, before
+        page.evaluate(STATES_JS, {"key": "app/classification-state-tabs", "name": "optimizer.safetensors", "keep": 100})
+        state = ext.sorter("restartEngine", timeout_ms=600_000)
+        assert state["phase"] == "ready" and state["model"]["restored"] is False, state
+        aside = state["model"]["set_aside"]
+        assert aside["kept_as"] == "classification-state-tabs.unreadable-1" and "optimizer.safetensors" in aside["reason"], aside
+        states = page.evaluate(STATES_JS, None)
+        assert states["app/classification-state-tabs.unreadable-1"] == dict(before["app/classification-state-tabs"], **{"optimizer.safetensors": 100})
+        assert ext.engine("status")["trainer"]["step"] == 0
+        (answer,) = ext.engine("categorise", {"tabs": [{"url": TABS[0][0], "title": TABS[0][1]}]})["results"]
+        assert answer["source"] == "model" and answer["category"] == TABS[0][2], answer
+        page.reload()
+        page.wait_for_function("() => document.body.dataset.phase === 'ready'")
+        told = page.inner_text("#engine-detail")
+        assert "could not be read back" in told and "classification-state-tabs.unreadable-1" in told, told
+        if os.environ.get("PY_ENGINE_SCREENSHOTS"):
+            page.screenshot(path=os.path.join(os.environ["PY_ENGINE_SCREENSHOTS"], "popup-state-set-aside.png"),
+                            full_page=True)
+    finally:
+        page.close()
 
 
 def test_the_adapter_goes_out_of_the_popup_and_back_in(extension, tmp_path):

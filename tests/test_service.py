@@ -7,6 +7,7 @@ and becomes a training record. Errors answer in one line with their kind."""
 
 import asyncio
 import json
+import shutil
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -526,3 +527,97 @@ def test_a_training_loop_ended_by_an_error_starts_again(tmp_path, checkpoints):
         "message": "the storage refused a save", "kind": "bug", "retry_s": 0.05}, failed
     assert "in failing_once" in failed["traceback"], failed
     assert status["scheduler"]["steps"] > 0 and status["scheduler"]["scheduled"], status["scheduler"]
+
+
+def _broken_json(directory):
+    (directory / "training_state.json").write_text("{broken")
+
+
+def _cut_snapshots(directory, name="snapshots.safetensors"):
+    # snapshots are read after the weights and the optimizer: the restore is half done
+    path = directory / name
+    path.write_bytes(path.read_bytes()[:100])
+
+
+def _nan_weight(directory):
+    path = directory / "adapter_model.safetensors"
+    data = bytearray(path.read_bytes())
+    start = 8 + int.from_bytes(data[:8], "little")       # the first tensor's first element
+    data[start:start + 4] = np.float32("nan").tobytes()
+    path.write_bytes(bytes(data))
+
+
+def test_a_saved_state_that_cannot_be_put_back_is_kept_aside_and_the_model_starts_anew(tmp_path, checkpoints):
+    """A saved state that cannot be put back (a file unreadable or cut short, a NaN in the
+    weights) would fail every load of its model from then on: in the extension, the model
+    would never come back. It is kept under another name, byte for byte, the model starts from
+    what it was loaded with (as if nothing had been saved) and says so, and the next load finds
+    the fresh state saved in its place. A second one is kept beside the first. A store that
+    cannot be read (not a state that is wrong) still fails the load, and nothing is written."""
+    load = {"source": "files", "name": "tiny", "files": checkpoints["bert"], "labels": ["neg", "pos"]}
+    texts = ["good great fine", "a dull and bad film"]
+    trained, fresh_dir = tmp_path / "trained", tmp_path / "fresh"
+    trained.mkdir(), fresh_dir.mkdir()
+    svc = service(trained, Events())
+    call(svc, "load_model", **load)
+    call(svc, "import_text", name="reviews.jsonl", data=jsonl(sentiment(60, 1)))
+    assert call(svc, "force_slice", budget_ms=60_000)["steps"] > 0
+    assert call(svc, "save")["saved"]
+    learned = [call(svc, "predict", text=t)["probs"] for t in texts]
+    svc.close()
+    fresh = service(fresh_dir, Events())
+    call(fresh, "load_model", **load)
+    untrained = [call(fresh, "predict", text=t)["probs"] for t in texts]
+    fresh.close()
+    assert learned != untrained
+    (key,) = [p.name for p in (trained / "states").iterdir()]
+
+    for n, (spoil, file) in enumerate([(_broken_json, "training_state.json"),
+                                      (_cut_snapshots, "snapshots.safetensors"),
+                                      (_nan_weight, "adapter_model.safetensors")]):
+        case = tmp_path / f"case{n}"
+        shutil.copytree(trained, case)
+        spoil(case / "states" / key)
+        spoiled = files_of(case / "states" / key)
+        events = Events()
+        svc = service(case, events)
+        summary = call(svc, "load_model", **load)
+        assert summary["restored"] is False and summary["step"] == 0, summary
+        aside = summary["set_aside"]
+        assert file in aside["reason"] and aside["kept_as"] == f"{key}.unreadable-1", aside
+        assert files_of(case / "states" / aside["kept_as"]) == spoiled      # kept as it was
+        (told,) = events.of("state_set_aside")
+        assert told["reason"] == aside["reason"] and told["kept_as"] == aside["kept_as"]
+        for text, probs in zip(texts, untrained):
+            assert call(svc, "predict", text=text)["probs"] == pytest.approx(probs, abs=1e-12), text
+        assert call(svc, "force_slice", budget_ms=60_000)["ran"]      # and it learns again
+        svc.close()
+        again = service(case, Events())
+        summary = call(again, "load_model", **load)
+        assert summary["restored"] is True and "set_aside" not in summary, summary
+        again.close()
+
+    # a second unreadable state is kept beside the first, which stays as it was
+    case = tmp_path / "case0"
+    first = files_of(case / "states" / f"{key}.unreadable-1")
+    _cut_snapshots(case / "states" / key, "adapter_model.safetensors")
+    svc = service(case, Events())
+    assert call(svc, "load_model", **load)["set_aside"]["kept_as"] == f"{key}.unreadable-2"
+    svc.close()
+    assert files_of(case / "states" / f"{key}.unreadable-1") == first
+
+    # a store that cannot be read is not a state that is wrong: the load fails, nothing is set aside
+    saves = []
+
+    class Unreadable:
+        async def load(self):
+            raise OSError("Input/output error")
+
+        async def save(self, files):
+            saves.append(files)
+
+    svc = EngineService(queue=str(tmp_path / "queue.sqlite"), states=lambda key: Unreadable(),
+                        emit=Events().append, backend="numpy")
+    reply = run_async(svc.call("load_model", load))
+    svc.close()
+    assert reply["error"]["message"] == "Input/output error" and saves == [], reply

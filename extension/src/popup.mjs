@@ -62,7 +62,9 @@ function showEngine(state) {
     badge.textContent = "Model ready";
     const b = snapshot?.budget;
     const slow = b?.slow ? " It is over its time budget now, so the rules answer until it is faster." : "";
-    message("engine-detail", `MiniLM classifier on ${describeAdapter(state.adapter)}, ${(state.model?.parameters / 1e6).toFixed(1)}M parameters.${slow}${waitingTabs()}`);
+    const aside = state.model?.set_aside;
+    const unread = aside ? ` What it had learned could not be read back (${aside.reason}), so it starts again from the shipped model; the unreadable copy is kept as "${aside.kept_as}".` : "";
+    message("engine-detail", `MiniLM classifier on ${describeAdapter(state.adapter)}, ${(state.model?.parameters / 1e6).toFixed(1)}M parameters.${unread}${slow}${waitingTabs()}`, aside ? "warn" : "");
   } else {
     badge.textContent = "Rules only";
     $("retry-model").hidden = false; // a GPU back, WebGPU turned on: the model may load now

@@ -262,7 +262,7 @@ class Learner:
                 await training_state.restore_snapshots(trainer.guard,
                                                        files[training_state.SNAPSHOTS_FILE])
         else:
-            await self.model.load_adapter_files(files)
+            await self.model.load_adapter_files(files, "the saved adapter")
         self.dirty, self.unsaved = True, False
         self.emit({"event": "restored", "step": 0 if self.trainer is None else
                    self.trainer.progress.step})

@@ -248,8 +248,9 @@ class AppModel:
     async def adapter_files(self):
         return await self.model.adapter_files()
 
-    async def load_adapter_files(self, files):
-        await self.model.load_adapter_files(files, "the imported adapter")
+    async def load_adapter_files(self, files, source="the imported adapter"):
+        """The adapter `files` into the model; `source` names them in a failure's message."""
+        await self.model.load_adapter_files(files, source)
 
     async def relabel(self, labels, renamed):
         raise ValueError(f"a {self.kind} model has no labels to change")

@@ -211,12 +211,21 @@ class EngineService:
             try:
                 self.initial = {"adapter": adapter or await model.adapter_files(),
                                 "labels": getattr(model, "labels", None)}
-                saved = await self._saved_labels(model) if state is not None else None
-                if saved is not None and saved != model.labels:
-                    await model.relabel(saved, {})
                 self._progress("load_model", 1, 3, "restoring the saved state")
-                learner = self._learner(model)
-                restored = await learner.restore()
+                set_aside = learner = None
+                try:
+                    saved = await self._saved_labels(model) if state is not None else None
+                    if saved is not None and saved != model.labels:
+                        await model.relabel(saved, {})
+                    learner = self._learner(model)
+                    restored = await learner.restore()
+                except (ValueError, KeyError) as e:
+                    if isinstance(e, GPUError):
+                        raise
+                    if learner is not None:         # what the failed restore may have begun
+                        await learner.close()
+                    set_aside, learner = await self._set_aside(model, e)
+                    restored = False
             except BaseException:
                 model.close()
                 raise
@@ -228,7 +237,45 @@ class EngineService:
                     count_tokens=lambda text: len(tokenizer.encode(text, add_special_tokens=False).ids))
             self._progress("load_model", 3, 3, "ready")
         self._status_changed()
-        return dict(model.summary(), restored=restored, step=learner.status()["step"])
+        out = dict(model.summary(), restored=restored, step=learner.status()["step"])
+        if set_aside is not None:
+            out["set_aside"] = set_aside
+        return out
+
+    async def _set_aside(self, model, error):
+        """A saved state of `model` that cannot be put back (`error`: a file unreadable or
+        cut short, written by another version, trained with other options) would fail every
+        load of the model from now on. It is kept under another name, never deleted, and the
+        model starts from what it was loaded with (a fresh state saved in its place), and
+        says so: ({"reason", "kept_as"} (also the "state_set_aside" event), its new Learner)."""
+        files = await as_store(self._store(model.key)).load()
+        for n in range(1, 100):
+            kept_as = f"{model.key}.unreadable-{n}"
+            try:
+                await as_store(self._store(kept_as)).load()
+            except StateError:
+                break                       # a free name
+        else:
+            raise UserError(f"the saved state {model.key!r} cannot be put back ({_message(error)}), "
+                            f"and 99 unreadable states are kept already: remove some")
+        await as_store(self._store(kept_as)).save(files)
+        await self._back_to_initial(model)
+        learner = self._learner(model)
+        learner.unsaved = True
+        await learner.save()
+        out = {"reason": _message(error), "kept_as": kept_as}
+        self.emit(dict(out, event="state_set_aside"))
+        self.emit({"event": "log", "level": "error",
+                   "message": f"the saved state could not be put back ({out['reason']}): kept as "
+                              f"{kept_as!r}, and the model starts from what it was loaded with"})
+        return out, learner
+
+    async def _back_to_initial(self, model):
+        """The model's weights and labels as load_model gave them (reset, a state set aside)."""
+        labels = self.initial["labels"]
+        if labels is not None and labels != model.labels:
+            await model.relabel(labels, {})
+        await model.load_adapter_files(self.initial["adapter"], "the loaded adapter")
 
     def _learner(self, model):
         learner = Learner(model, self.queue, self._store(model.key), self._forward,
@@ -488,10 +535,7 @@ class EngineService:
             ids = [r.id async for r in self.queue.records(kind=model.record_kind)]
             if ids:
                 await self.queue.replace(ids)
-            labels = self.initial["labels"]
-            if labels is not None and labels != model.labels:
-                await model.relabel(labels, {})
-            await model.load_adapter_files(self.initial["adapter"])
+            await self._back_to_initial(model)
             self._queue_stats = None
             self.learner = self._learner(model)
             self.learner.unsaved = True

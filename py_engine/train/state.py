@@ -229,7 +229,11 @@ class DirectoryStore:
     async def load(self):
         if not self.path.is_dir():
             raise StateError(f"no training state at {self.path}")
-        files = {p.name: p.read_bytes() for p in self.path.iterdir() if p.is_file()}
+        from ..formats.output_dir import MARKER
+
+        # the marker is the directory's (who wrote it), not a file of the state
+        files = {p.name: p.read_bytes() for p in self.path.iterdir()
+                 if p.is_file() and p.name != MARKER}
         # an adapter alone is a state too (a model saved before it trained), as in IndexedDB;
         # parse() still wants STATE_FILE of a state to resume training from
         if STATE_FILE not in files and ADAPTER_FILES[0] not in files:

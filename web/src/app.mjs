@@ -305,6 +305,9 @@ async function loadModel(params, label) {
     // What loads the same model again after a reload (the same labels: the same saved state).
     saved.model = { source: params.source === "files" ? "cached" : params.source, name: params.name, kind: params.kind, labels: summary.labels };
     save();
+    if (summary.set_aside) {
+      banner("state", "warn", `The saved training state could not be put back (${summary.set_aside.reason}). The model starts from what it was loaded with; the unreadable state is kept in this browser's storage as "${summary.set_aside.kept_as}".`);
+    }
     view.renderModel($("model-summary"), summary);
     $("model-summary").hidden = false;
     $("model-choose").hidden = true;
