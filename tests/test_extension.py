@@ -830,26 +830,38 @@ def test_a_saved_state_that_cannot_be_put_back_is_kept_aside(extension):
     """The tab model's saved state in IndexedDB is cut short (storage that failed mid-write, an
     older version's state): before, every load of the model failed on it, and the rules sorted
     the tabs for good. Now the unreadable state is kept under another key, the model starts
-    from the shipped one and answers, and the popup says so."""
+    from the shipped one and answers, the popup says so, and our groups follow the shipped
+    categories (a category renamed is named as shipped again)."""
     ext = extension
     wait_ready(ext)
+    news = open_tab(ext, TABS[4][0])                    # The Guardian
+    wait_until("a News group", lambda: group_of(ext, news) == expected_group("news"), timeout_s=600)
     with training_paused(ext):
+        # a category renamed (as the popup does it): kept with the state, which is then lost
+        renamed = ext.engine("rename_category", {"id": "news", "name": "Headlines"})
+        ext.sorter("categoriesChanged", renamed)
+        assert group_of(ext, news) == ["Headlines", expected_group("news")[1]]
         assert ext.engine("save")["saved"]
     page = ext.context.new_page()
     try:
         page.goto(ext.url("popup.html?page"))
         before = page.evaluate(STATES_JS, None)
-        assert before["app/classification-state-tabs"]["optimizer.safetensors"] > 100, before
-        page.evaluate(STATES_JS, {"key": "app/classification-state-tabs", "name": "optimizer.safetensors", "keep": 100})
+        assert before["app/classification-state-tabs"]["adapter_model.safetensors"] > 100, before
+        page.evaluate(STATES_JS, {"key": "app/classification-state-tabs", "name": "adapter_model.safetensors", "keep": 100})
         state = ext.sorter("restartEngine", timeout_ms=600_000)
         assert state["phase"] == "ready" and state["model"]["restored"] is False, state
         aside = state["model"]["set_aside"]
-        assert aside["kept_as"] == "classification-state-tabs.unreadable-1" and "optimizer.safetensors" in aside["reason"], aside
+        assert aside["kept_as"] == "classification-state-tabs.unreadable-1" and "adapter_model.safetensors" in aside["reason"], aside
         states = page.evaluate(STATES_JS, None)
-        assert states["app/classification-state-tabs.unreadable-1"] == dict(before["app/classification-state-tabs"], **{"optimizer.safetensors": 100})
+        assert states["app/classification-state-tabs.unreadable-1"] == dict(before["app/classification-state-tabs"], **{"adapter_model.safetensors": 100})
         assert ext.engine("status")["trainer"]["step"] == 0
         (answer,) = ext.engine("categorise", {"tabs": [{"url": TABS[0][0], "title": TABS[0][1]}]})["results"]
         assert answer["source"] == "model" and answer["category"] == TABS[0][2], answer
+        # the model starts from the shipped categories, and our groups follow them
+        assert [c["name"] for c in state["categories"]] == CATEGORIES.names()
+        ext.sorter("upgrade")
+        assert group_of(ext, news) == expected_group("news")
+        assert any(e["kind"] == "categories-followed" for e in ext.sorter("snapshot")["events"])
         page.reload()
         page.wait_for_function("() => document.body.dataset.phase === 'ready'")
         told = page.inner_text("#engine-detail")

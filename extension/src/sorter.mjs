@@ -14,6 +14,7 @@ import { closeOffscreen, engineCall } from "./engine_link.mjs";
 import { describe } from "./describe.mjs";
 import { transact } from "./idb.mjs";
 import { NO_GROUP, checkMaxGroups, groupChange, isWebPage, movable, planMoves, waitsForModel } from "./grouping.mjs";
+import { CategoryList } from "./categories.mjs";
 
 const SESSION_KEY = "sorter";
 const CORRECTIONS = ["tab_sorter", "corrections", "unlearned"]; // database, store, key
@@ -432,6 +433,7 @@ export class TabSorter {
     await this.loaded;
     const state = await initialise({ wait: true });
     if (state.phase !== "ready") return [];
+    await this.followEngineCategories(state.categories);
     const ids = Object.entries(this.tabs).filter(([, t]) => t.source === "rules").map(([id]) => Number(id));
     const tabs = (await Promise.all(ids.map((id) => chrome.tabs.get(id).catch(() => null)))).filter(Boolean);
     const results = await this.sort(tabs);
@@ -441,6 +443,21 @@ export class TabSorter {
   }
 
   // --- categories ---
+
+  // The engine's categories are the model's labels. They can differ from those our groups were
+  // made with: the engine's saved state could not be put back and was set aside (service.py),
+  // so the model starts from the shipped categories. The groups then follow the engine's.
+  async followEngineCategories(list) {
+    const cats = CategoryList.fromJSON(list);
+    for (const [id, g] of Object.entries(this.groups)) {
+      const group = await chrome.tabGroups.get(Number(id)).catch(() => null);
+      const c = cats.byId(g.category);
+      if (group && (!c || group.title !== c.name || group.color !== c.colour)) {
+        this.log("categories-followed", { categories: cats.ids() });
+        return this.categoriesChanged(list);
+      }
+    }
+  }
 
   // After the categories changed (in the popup): our groups take the new names and colours; the
   // tabs of a removed category are ungrouped, then sorted again (not awaited).
