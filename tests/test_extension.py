@@ -830,17 +830,23 @@ def test_a_saved_state_that_cannot_be_put_back_is_kept_aside(extension):
     """The tab model's saved state in IndexedDB is cut short (storage that failed mid-write, an
     older version's state): before, every load of the model failed on it, and the rules sorted
     the tabs for good. Now the unreadable state is kept under another key, the model starts
-    from the shipped one and answers, the popup says so, and our groups follow the shipped
-    categories (a category renamed is named as shipped again)."""
+    from the shipped one and answers, with the user's category names; the corrections it had
+    learned are queued to learn again; the popup says so; and our groups follow the model's
+    categories (a category the user added is not among its labels now: its tabs are sorted
+    again)."""
     ext = extension
     wait_ready(ext)
     news = open_tab(ext, TABS[4][0])                    # The Guardian
     wait_until("a News group", lambda: group_of(ext, news) == expected_group("news"), timeout_s=600)
+    headlines = ["Headlines", expected_group("news")[1]]
     with training_paused(ext):
-        # a category renamed (as the popup does it): kept with the state, which is then lost
-        renamed = ext.engine("rename_category", {"id": "news", "name": "Headlines"})
-        ext.sorter("categoriesChanged", renamed)
-        assert group_of(ext, news) == ["Headlines", expected_group("news")[1]]
+        # categories changed as the popup changes them: kept with the state
+        ext.sorter("categoriesChanged", ext.engine("rename_category", {"id": "news", "name": "Headlines"}))
+        ext.sorter("categoriesChanged", ext.engine("add_category", {"name": "Research"}))
+        assert group_of(ext, news) == headlines
+        ext.sorter("correct", news, "research")
+        assert group_of(ext, news)[0] == "Research"
+        steps = ext.engine("status")["trainer"]["step"]
         assert ext.engine("save")["saved"]
     page = ext.context.new_page()
     try:
@@ -854,21 +860,27 @@ def test_a_saved_state_that_cannot_be_put_back_is_kept_aside(extension):
         assert aside["kept_as"] == "classification-state-tabs.unreadable-1" and "adapter_model.safetensors" in aside["reason"], aside
         states = page.evaluate(STATES_JS, None)
         assert states["app/classification-state-tabs.unreadable-1"] == dict(before["app/classification-state-tabs"], **{"adapter_model.safetensors": 100})
-        assert ext.engine("status")["trainer"]["step"] == 0
+        # the corrections the tests before this one made were learned: queued to learn again
+        assert aside["corrections_requeued"] >= 1 or steps == 0, (aside, steps)
+        status = ext.engine("status")
+        assert status["trainer"]["step"] == 0 and status["queue"]["by_source"]["correction"] >= aside["corrections_requeued"]
         (answer,) = ext.engine("categorise", {"tabs": [{"url": TABS[0][0], "title": TABS[0][1]}]})["results"]
         assert answer["source"] == "model" and answer["category"] == TABS[0][2], answer
-        # the model starts from the shipped categories, and our groups follow them
-        assert [c["name"] for c in state["categories"]] == CATEGORIES.names()
+        # the shipped categories, named as the user named them; our groups follow them
+        assert [c["name"] for c in state["categories"]] == [("Headlines" if n == "News" else n) for n in CATEGORIES.names()]
         ext.sorter("upgrade")
-        assert group_of(ext, news) == expected_group("news")
         assert any(e["kind"] == "categories-followed" for e in ext.sorter("snapshot")["events"])
+        wait_until("the Research tab sorted again", lambda: group_of(ext, news) == headlines)
         page.reload()
         page.wait_for_function("() => document.body.dataset.phase === 'ready'")
         told = page.inner_text("#engine-detail")
         assert "could not be read back" in told and "classification-state-tabs.unreadable-1" in told, told
+        assert ("again while you are away" in told) == bool(aside["corrections_requeued"]), told
         if os.environ.get("PY_ENGINE_SCREENSHOTS"):
             page.screenshot(path=os.path.join(os.environ["PY_ENGINE_SCREENSHOTS"], "popup-state-set-aside.png"),
                             full_page=True)
+        # the shipped names again, for the tests after this one
+        ext.sorter("categoriesChanged", ext.engine("rename_category", {"id": "news", "name": "News"}))
     finally:
         page.close()
 

@@ -551,8 +551,9 @@ def test_a_saved_state_that_cannot_be_put_back_is_kept_aside_and_the_model_start
     """A saved state that cannot be put back (a file unreadable or cut short, a NaN in the
     weights) would fail every load of its model from then on: in the extension, the model
     would never come back. It is kept under another name, byte for byte, the model starts from
-    what it was loaded with (as if nothing had been saved) and says so, and the next load finds
-    the fresh state saved in its place. A second one is kept beside the first. A store that
+    what it was loaded with (as if nothing had been saved) and says so, the corrections it had
+    learned are queued to be learned again, and the next load finds the fresh state saved in
+    its place. A second one is kept beside the first. A store that
     cannot be read (not a state that is wrong) still fails the load, and nothing is written."""
     load = {"source": "files", "name": "tiny", "files": checkpoints["bert"], "labels": ["neg", "pos"]}
     texts = ["good great fine", "a dull and bad film"]
@@ -561,8 +562,12 @@ def test_a_saved_state_that_cannot_be_put_back_is_kept_aside_and_the_model_start
     svc = service(trained, Events())
     call(svc, "load_model", **load)
     call(svc, "import_text", name="reviews.jsonl", data=jsonl(sentiment(60, 1)))
-    assert call(svc, "force_slice", budget_ms=60_000)["steps"] > 0
+    call(svc, "correct", text="a wonderful and moving film", label="pos")
+    for _ in range(4):
+        assert call(svc, "force_slice", budget_ms=60_000)["ran"]
     assert call(svc, "save")["saved"]
+    # the correction was learned, and left the queue (the state's working set remembers it)
+    assert "correction" not in run_async(svc.status())["queue"]["by_source"]
     learned = [call(svc, "predict", text=t)["probs"] for t in texts]
     svc.close()
     fresh = service(fresh_dir, Events())
@@ -585,6 +590,9 @@ def test_a_saved_state_that_cannot_be_put_back_is_kept_aside_and_the_model_start
         assert summary["restored"] is False and summary["step"] == 0, summary
         aside = summary["set_aside"]
         assert file in aside["reason"] and aside["kept_as"] == f"{key}.unreadable-1", aside
+        # the correction it had learned is queued again, for the fresh model to learn
+        assert aside["corrections_requeued"] == 1, aside
+        assert run_async(svc.status())["queue"]["by_source"]["correction"] == 1
         assert files_of(case / "states" / aside["kept_as"]) == spoiled      # kept as it was
         (told,) = events.of("state_set_aside")
         assert told["reason"] == aside["reason"] and told["kept_as"] == aside["kept_as"]

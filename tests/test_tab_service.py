@@ -309,6 +309,24 @@ def test_corrections_and_category_changes_are_learned_and_kept(tmp_path, bert, s
         assert np.array_equal(value, kept[name]), name
     assert call(svc, "categorise", tabs=[paper])["results"][0]["category"] == "research"
     assert call(svc, "categorise", tabs=[other_page])["results"][0]["source"] == "model"
+    assert run_async(svc.status())["queue"]["by_source"] == {}      # every correction learned
+    svc.close()
+
+    # the state cut short (storage that failed mid-write): set aside, and the model starts from
+    # the shipped adapter with the user's category names and corrected sites, and the
+    # corrections it had learned queued again (not the Research one: no such label now)
+    path = tmp_path / "states" / "classification-state-tabs" / "adapter_model.safetensors"
+    path.write_bytes(path.read_bytes()[:100])
+    svc = service(tmp_path, cls=TabService)
+    summary = load_tabs(svc, bert, shipped)
+    aside = summary["set_aside"]
+    assert summary["restored"] is False and aside["corrections_requeued"] == 2, aside
+    assert [c["name"] for c in summary["categories"]] == ["Dev", "Social", "Entertainment", "Work",
+                                                          "Cloud", "Shopping", "Headlines"]
+    assert call(svc, "categorise", tabs=[other_page])["results"][0]["source"] == "model"
+    assert run_async(svc.status())["queue"]["by_source"] == {"correction": 2}
+    learn(svc)
+    assert call(svc, "categorise", tabs=[tab])["results"][0]["category"] == "news"
 
     # reset: the shipped model and categories; the corrected sites are forgotten
     reset = call(svc, "reset_tabs")

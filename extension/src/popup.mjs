@@ -63,7 +63,9 @@ function showEngine(state) {
     const b = snapshot?.budget;
     const slow = b?.slow ? " It is over its time budget now, so the rules answer until it is faster." : "";
     const aside = state.model?.set_aside;
-    const unread = aside ? ` What it had learned could not be read back (${aside.reason}), so it starts again from the shipped model; the unreadable copy is kept as "${aside.kept_as}".` : "";
+    const n = aside?.corrections_requeued;
+    const again = n ? ` It learns your ${n === 1 ? "correction" : `${n} corrections`} again while you are away.` : "";
+    const unread = aside ? ` What it had learned could not be read back (${aside.reason}), so it starts again from the shipped model; the unreadable copy is kept as "${aside.kept_as}".${again}` : "";
     message("engine-detail", `MiniLM classifier on ${describeAdapter(state.adapter)}, ${(state.model?.parameters / 1e6).toFixed(1)}M parameters.${unread}${slow}${waitingTabs()}`, aside ? "warn" : "");
   } else {
     badge.textContent = "Rules only";

@@ -46,7 +46,7 @@ from ..data.storage import in_browser
 from ..gpu import DeviceLostError, GPUError
 from ..train.state import DirectoryStore, IndexedDBStateStore, StateError, as_store
 from .batches import BatchConfig
-from .learner import Learner, LearnerConfig
+from .learner import WORKING_SET_FILE, Learner, LearnerConfig
 from .models import load_model_files
 from .scheduler import SchedulerConfig, TrainingScheduler
 
@@ -261,14 +261,42 @@ class EngineService:
         await as_store(self._store(kept_as)).save(files)
         await self._back_to_initial(model)
         learner = self._learner(model)
+        learner.app_files.update(self._carried_app_files(files))
         learner.unsaved = True
         await learner.save()
-        out = {"reason": _message(error), "kept_as": kept_as}
+        requeued = await self._requeue_corrections(files, model)
+        learner.queue_changed()
+        out = {"reason": _message(error), "kept_as": kept_as, "corrections_requeued": requeued}
         self.emit(dict(out, event="state_set_aside"))
         self.emit({"event": "log", "level": "error",
                    "message": f"the saved state could not be put back ({out['reason']}): kept as "
-                              f"{kept_as!r}, and the model starts from what it was loaded with"})
+                              f"{kept_as!r}; the model starts from what it was loaded with, and "
+                              f"{requeued} corrections it had learned are queued to learn again"})
         return out, learner
+
+    def _carried_app_files(self, files):
+        """The app's files of a state set aside that a fresh state keeps ({name: bytes}, those
+        that still read): none here; an app's service says which of its own."""
+        return {}
+
+    async def _requeue_corrections(self, files, model):
+        """The user's corrections a state set aside had learned or was learning (its working
+        set's, where that still reads), queued again at their priority so that the fresh
+        model learns them too; the number queued (one already queued counts once)."""
+        try:
+            data = json.loads(bytes(files[WORKING_SET_FILE]).decode("utf-8"))
+            records = [Record.from_dict(r) for r in data["records"].values()]
+        except (KeyError, ValueError, TypeError, AttributeError):
+            return 0                        # unreadable too: nothing to take from it
+        labels = getattr(model, "labels", None)
+        wanted = [r.replace(id=None) for r in records
+                  if r.source == "correction" and r.kind == model.record_kind
+                  and (labels is None or r.label in labels)]
+        if not wanted:
+            return 0
+        result = await self.queue.put(wanted)
+        self._queue_stats = None
+        return result["added"] + result["duplicates"]
 
     async def _back_to_initial(self, model):
         """The model's weights and labels as load_model gave them (reset, a state set aside)."""

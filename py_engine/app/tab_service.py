@@ -157,6 +157,24 @@ class TabService(EngineService):
             await self.save()
         return dict(result, text=text)
 
+    def _carried_app_files(self, files):
+        """Of a saved state set aside (EngineService._set_aside), the user's categories (their
+        names; the model's labels decide which, see _matching) and the sites they corrected,
+        where those files still read."""
+        kept = {}
+        try:
+            Categories.from_json(bytes(files[CATEGORIES_FILE]).decode("utf-8"), CATEGORIES_FILE)
+            kept[CATEGORIES_FILE] = bytes(files[CATEGORIES_FILE])
+        except (KeyError, CategoryError, JsonFileError, UnicodeDecodeError):
+            pass
+        try:
+            sites = json.loads(bytes(files[SITES_FILE]).decode("utf-8"))
+            if isinstance(sites, list) and all(isinstance(s, str) for s in sites):
+                kept[SITES_FILE] = _json(sorted(set(sites)))
+        except (KeyError, ValueError):
+            pass
+        return kept
+
     def _corrected_sites(self):
         saved = self.learner.app_files.get(SITES_FILE)
         return set(json.loads(saved.decode("utf-8"))) if saved else set()

@@ -306,7 +306,8 @@ async function loadModel(params, label) {
     saved.model = { source: params.source === "files" ? "cached" : params.source, name: params.name, kind: params.kind, labels: summary.labels };
     save();
     if (summary.set_aside) {
-      banner("state", "warn", `The saved training state could not be put back (${summary.set_aside.reason}). The model starts from what it was loaded with; the unreadable state is kept in this browser's storage as "${summary.set_aside.kept_as}".`);
+      const { reason, kept_as: keptAs, corrections_requeued: again } = summary.set_aside;
+      banner("state", "warn", `The saved training state could not be put back (${reason}). The model starts from what it was loaded with; the unreadable state is kept in this browser's storage as "${keptAs}".${again ? ` The ${again} correction${again === 1 ? "" : "s"} it had learned ${again === 1 ? "is" : "are"} queued to be learned again.` : ""}`);
     }
     view.renderModel($("model-summary"), summary);
     $("model-summary").hidden = false;
