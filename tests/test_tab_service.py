@@ -339,6 +339,70 @@ def test_corrections_and_category_changes_are_learned_and_kept(tmp_path, bert, s
     svc.close()
 
 
+def test_a_new_shipped_model_replaces_the_one_learned_from_the_old_and_learns_the_corrections_again(
+        tmp_path, bert, shipped):
+    """An update of the extension ships another adapter. A state trained from the old one would
+    keep the old model for good; instead it is set aside (kept, never deleted), the model starts
+    from the new adapter with the user's category names and corrected sites, and learns the
+    user's corrections again. A state that does not say what it started from (saved before
+    that was recorded) is taken to have started from the adapter shipped now."""
+    lora = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["query", "key", "value"])
+    newer = run_sync(run_sync(TextClassifier.create(bert, CATS.names(), lora=lora, pooling="mean",
+                                                    seed=11)).adapter_files())
+    fresh_dir = tmp_path / "fresh"
+    fresh_dir.mkdir()
+    fresh = service(fresh_dir, cls=TabService)
+    load_tabs(fresh, bert, newer)
+    tab = TABS[2]
+    expected = call(fresh, "categorise", tabs=[tab])["results"][0]["probs"]
+    fresh.close()
+
+    svc = service(tmp_path, cls=TabService)
+    assert "set_aside" not in load_tabs(svc, bert, shipped)
+    call(svc, "correct_tab", category="news", **tab)
+    code = TABS[0]                                   # github.com: the rules' site, corrected
+    call(svc, "correct_tab", category="news", **code)
+    learn(svc)
+    call(svc, "rename_category", id="news", name="Headlines")
+    svc.close()
+    state = tmp_path / "states" / "classification-state-tabs"
+    assert json.loads((state / "app-shipped.json").read_text())["adapter_sha256"]
+    learned = {n: b for n, b in files_of(state).items() if not n.startswith(".")}
+
+    svc = service(tmp_path, cls=TabService)
+    summary = load_tabs(svc, bert, newer)
+    aside = summary["set_aside"]
+    assert summary["restored"] is False and summary["step"] == 0, summary
+    assert aside["why"] == "shipped_changed" and aside["kept_as"] == "classification-state-tabs.shipped_changed-1", aside
+    assert aside["corrections_requeued"] == 2, aside
+    kept = files_of(tmp_path / "states" / aside["kept_as"])
+    assert {n: b for n, b in kept.items() if not n.startswith(".")} == learned   # kept as it was
+    assert summary["categories"][-1]["name"] == "Headlines"
+    got = call(svc, "categorise", tabs=[tab, code])["results"]
+    assert got[0]["probs"] == pytest.approx(expected, abs=1e-6)      # the new adapter's answer
+    assert got[1]["source"] == "model"                               # a site the user corrected
+    assert run_async(svc.status())["queue"]["by_source"] == {"correction": 2}
+    learn(svc)
+    assert call(svc, "categorise", tabs=[tab])["results"][0]["category"] == "news"
+    svc.close()
+    svc = service(tmp_path, cls=TabService)
+    summary = load_tabs(svc, bert, newer)
+    assert summary["restored"] is True and "set_aside" not in summary, summary
+    svc.close()
+
+    # a state that does not say: kept, and it says from now on
+    (state / "app-shipped.json").unlink()
+    svc = service(tmp_path, cls=TabService)
+    summary = load_tabs(svc, bert, shipped)
+    assert summary["restored"] is True and "set_aside" not in summary, summary
+    call(svc, "save")
+    svc.close()
+    assert (state / "app-shipped.json").is_file()
+    svc = service(tmp_path, cls=TabService)
+    assert load_tabs(svc, bert, newer)["set_aside"]["kept_as"] == "classification-state-tabs.shipped_changed-2"
+    svc.close()
+
+
 def test_bad_deployments_are_refused_in_one_line(tmp_path, bert, shipped):
     svc = service(tmp_path, cls=TabService)
     assert "needs the model's files" in error(svc, "load_tab_model", files=files_of(bert))["message"]

@@ -64,9 +64,14 @@ function showEngine(state) {
     const slow = b?.slow ? " It is over its time budget now, so the rules answer until it is faster." : "";
     const aside = state.model?.set_aside;
     const n = aside?.corrections_requeued;
-    const again = n ? ` It learns your ${n === 1 ? "correction" : `${n} corrections`} again while you are away.` : "";
-    const unread = aside ? ` What it had learned could not be read back (${aside.reason}), so it starts again from the shipped model; the unreadable copy is kept as "${aside.kept_as}".${again}` : "";
-    message("engine-detail", `MiniLM classifier on ${describeAdapter(state.adapter)}, ${(state.model?.parameters / 1e6).toFixed(1)}M parameters.${unread}${slow}${waitingTabs()}`, aside ? "warn" : "");
+    const relearn = n ? ` It learns your ${n === 1 ? "correction" : `${n} corrections`} again while you are away.` : "";
+    // the saved state set aside (py_engine/app/service.py): unreadable, or made from the model an
+    // earlier version of the extension shipped
+    const updated = aside?.why === "shipped_changed";
+    const set = !aside ? "" : updated
+      ? ` This version of the extension ships a new model, so it starts from that one, with your categories; the model it had made of the old one is kept as "${aside.kept_as}".${relearn}`
+      : ` What it had learned could not be read back (${aside.reason}), so it starts again from the shipped model; the unreadable copy is kept as "${aside.kept_as}".${relearn}`;
+    message("engine-detail", `MiniLM classifier on ${describeAdapter(state.adapter)}, ${(state.model?.parameters / 1e6).toFixed(1)}M parameters.${set}${slow}${waitingTabs()}`, aside && !updated ? "warn" : "");
   } else {
     badge.textContent = "Rules only";
     $("retry-model").hidden = false; // a GPU back, WebGPU turned on: the model may load now

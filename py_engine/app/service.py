@@ -12,7 +12,8 @@ predict, predict_many, correct, relabel, reset, chat, idle, activity, set_idle_s
 start_loop, stop_loop, snapshots, restore_snapshot, export_adapter, import_adapter,
 export_dataset, save. Events go to emit(event): the trainer's ("step", "quality", "snapshot",
 "rollback", "slice", "restore", "saved", "restored"), "token" {request, text} while chatting,
-"progress" {task, done, total, what}, "status" (status(), at most every status_interval_s
+"progress" {task, done, total, what}, "state_set_aside" {why, reason, kept_as,
+corrections_requeued} (load_model put aside a saved state it could not use), "status" (status(), at most every status_interval_s
 while something changes), "log" {level, message}, and "loop_failed" {message, kind, retry_s,
 traceback (for a bug)}
 when the scheduler's own loop ends on an error: it starts again retry_s later, except for kind
@@ -224,7 +225,7 @@ class EngineService:
                         raise
                     if learner is not None:         # what the failed restore may have begun
                         await learner.close()
-                    set_aside, learner = await self._set_aside(model, e)
+                    set_aside, learner = await self._set_aside(model, _message(e))
                     restored = False
             except BaseException:
                 model.close()
@@ -242,22 +243,27 @@ class EngineService:
             out["set_aside"] = set_aside
         return out
 
-    async def _set_aside(self, model, error):
-        """A saved state of `model` that cannot be put back (`error`: a file unreadable or
-        cut short, written by another version, trained with other options) would fail every
-        load of the model from now on. It is kept under another name, never deleted, and the
-        model starts from what it was loaded with (a fresh state saved in its place), and
-        says so: ({"reason", "kept_as"} (also the "state_set_aside" event), its new Learner)."""
+    async def _set_aside(self, model, reason, why="unreadable"):
+        """Put the saved state of `model` aside and start the model afresh. `why`
+        "unreadable": the state cannot be put back (`reason`: a file unreadable or cut short,
+        written by another version, trained with other options), which would fail every load
+        of the model from now on; an app's service gives its own (the model it was trained
+        from changed). The state is kept under another name (KEY.WHY-N), never deleted; the
+        model starts from what it was loaded with, and a fresh state, with the app files it
+        carries (_carried_app_files), is saved in its place; the user's corrections it had
+        learned are queued again (_requeue_corrections). Says so: ({"why", "reason",
+        "kept_as", "corrections_requeued"}, also the "state_set_aside" event; its new
+        Learner)."""
         files = await as_store(self._store(model.key)).load()
         for n in range(1, 100):
-            kept_as = f"{model.key}.unreadable-{n}"
+            kept_as = f"{model.key}.{why}-{n}"
             try:
                 await as_store(self._store(kept_as)).load()
             except StateError:
                 break                       # a free name
         else:
-            raise UserError(f"the saved state {model.key!r} cannot be put back ({_message(error)}), "
-                            f"and 99 unreadable states are kept already: remove some")
+            raise UserError(f"the saved state {model.key!r} is to be set aside ({reason}), but "
+                            f"99 states set aside are kept already: remove some")
         await as_store(self._store(kept_as)).save(files)
         await self._back_to_initial(model)
         learner = self._learner(model)
@@ -266,12 +272,12 @@ class EngineService:
         await learner.save()
         requeued = await self._requeue_corrections(files, model)
         learner.queue_changed()
-        out = {"reason": _message(error), "kept_as": kept_as, "corrections_requeued": requeued}
+        out = {"why": why, "reason": reason, "kept_as": kept_as, "corrections_requeued": requeued}
         self.emit(dict(out, event="state_set_aside"))
-        self.emit({"event": "log", "level": "error",
-                   "message": f"the saved state could not be put back ({out['reason']}): kept as "
-                              f"{kept_as!r}; the model starts from what it was loaded with, and "
-                              f"{requeued} corrections it had learned are queued to learn again"})
+        self.emit({"event": "log", "level": "error" if why == "unreadable" else "info",
+                   "message": f"the saved state was set aside ({reason}): kept as {kept_as!r}; "
+                              f"the model starts from what it was loaded with, and {requeued} "
+                              f"corrections it had learned are queued to learn again"})
         return out, learner
 
     def _carried_app_files(self, files):

@@ -23,6 +23,7 @@ an import brings both back.
 Pure Python: this runs in the browser.
 """
 
+import hashlib
 import json
 import time
 
@@ -54,6 +55,7 @@ CATEGORIES_FILE = "app-categories.json"     # a Learner app file (saved with the
 IMPORTED_CATEGORIES = "categories.json"     # beside an adapter: what its labels are
 IMPORTED_SITES = "corrected_sites.json"     # ... and the sites whose corrections it learned
 SITES_FILE = "app-corrected-sites.json"     # the sites of the user's corrections (tab_site)
+SHIPPED_FILE = "app-shipped.json"           # {"adapter_sha256"}: the adapter the state started from
 TAB_METHODS = ("load_tab_model", "categorise", "correct_tab", "tab_texts", "categories",
                "rename_category", "add_category", "remove_category", "reset_tabs")
 
@@ -73,6 +75,7 @@ class TabService(EngineService):
         self.shipped = None          # the categories the adapter was trained with
         self.cats = None             # the user's categories (ids: the model's labels)
         self.rules = None            # tabs.rules.Rules: they answer where the model is unsure
+        self.shipped_sha256 = None   # the shipped adapter's (SHIPPED_FILE)
 
     # --- the model ---
 
@@ -99,9 +102,23 @@ class TabService(EngineService):
         adapter["labels.json"] = _json(_adapter_ids(adapter, shipped))
         if background is not None:
             self.set_background(_background(background, shipped))
+        self.shipped_sha256 = _files_sha256(adapter)
         summary = await self.load_model(source="files", name="tab-classifier", files=files,
                                         adapter=adapter, state=STATE, base_dtype=base_dtype,
                                         max_length=MAX_LENGTH)
+        started_from = _started_from(self.learner.app_files.get(SHIPPED_FILE))
+        if summary["restored"] and started_from not in (None, self.shipped_sha256):
+            # An update of the extension shipped another model: it starts from that one, with
+            # the user's categories, corrected sites and corrections (learned again), rather
+            # than keep the older model the state had made of the shipped one before.
+            async with self._using_model():
+                await self.learner.close()
+                aside, self.learner = await self._set_aside(
+                    self.model, "the shipped model changed since this state was trained",
+                    why="shipped_changed")
+            summary = dict(summary, restored=False, step=0, set_aside=aside)
+        # a state saved before the adapter it started from was recorded: taken to be this one's
+        self.learner.app_files[SHIPPED_FILE] = self._shipped_file()
         self.shipped = shipped
         self.rules = rules
         saved = self.learner.app_files.get(CATEGORIES_FILE)
@@ -156,6 +173,15 @@ class TabService(EngineService):
             self.learner.app_files[SITES_FILE] = _json(sorted(corrected | {site}))
             await self.save()
         return dict(result, text=text)
+
+    def _learner(self, model):
+        # every state records the shipped adapter it started from (load_tab_model compares)
+        learner = super()._learner(model)
+        learner.app_files[SHIPPED_FILE] = self._shipped_file()
+        return learner
+
+    def _shipped_file(self):
+        return _json({"adapter_sha256": self.shipped_sha256})
 
     def _carried_app_files(self, files):
         """Of a saved state set aside (EngineService._set_aside), the user's categories (their
@@ -280,6 +306,26 @@ class TabService(EngineService):
         self.learner.app_files[CATEGORIES_FILE] = self.cats.to_json().encode("utf-8")
         await self.save()
         return dict(summary, categories=self.cats.to_dict()["categories"])
+
+
+def _files_sha256(files):
+    """sha256 over {name: bytes} (names sorted): which adapter a state started from."""
+    h = hashlib.sha256()
+    for name in sorted(files):
+        data = _bytes(files[name])
+        h.update(f"{name}\0{len(data)}\0".encode("utf-8"))
+        h.update(data)
+    return h.hexdigest()
+
+
+def _started_from(saved):
+    """The adapter_sha256 a state's SHIPPED_FILE records, or None (none recorded, or it does not
+    read: the state is then taken to have started from the adapter shipped now)."""
+    try:
+        found = json.loads(bytes(saved).decode("utf-8"))["adapter_sha256"] if saved else None
+    except (ValueError, KeyError, TypeError):
+        return None
+    return found if isinstance(found, str) else None
 
 
 def tab_site(url, title):
