@@ -364,6 +364,7 @@ def test_a_new_shipped_model_replaces_the_one_learned_from_the_old_and_learns_th
     call(svc, "correct_tab", category="news", **code)
     learn(svc)
     call(svc, "rename_category", id="news", name="Headlines")
+    call(svc, "add_category", name="Research")
     svc.close()
     state = tmp_path / "states" / "classification-state-tabs"
     assert json.loads((state / "app-shipped.json").read_text())["adapter_sha256"]
@@ -377,6 +378,8 @@ def test_a_new_shipped_model_replaces_the_one_learned_from_the_old_and_learns_th
     assert aside["corrections_requeued"] == 2, aside
     kept = files_of(tmp_path / "states" / aside["kept_as"])
     assert {n: b for n, b in kept.items() if not n.startswith(".")} == learned   # kept as it was
+    # the new model's labels (Research was the old state's); the user's name for News kept
+    assert summary["labels"] == [c.id for c in CATS.items] == svc.model.labels, summary["labels"]
     assert summary["categories"][-1]["name"] == "Headlines"
     got = call(svc, "categorise", tabs=[tab, code])["results"]
     assert got[0]["probs"] == pytest.approx(expected, abs=1e-6)      # the new adapter's answer

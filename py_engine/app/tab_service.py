@@ -116,7 +116,8 @@ class TabService(EngineService):
                 aside, self.learner = await self._set_aside(
                     self.model, "the shipped model changed since this state was trained",
                     why="shipped_changed")
-            summary = dict(summary, restored=False, step=0, set_aside=aside)
+            # the model as it is now (the state may have had other labels)
+            summary = dict(self.model.summary(), restored=False, step=0, set_aside=aside)
         # a state saved before the adapter it started from was recorded: taken to be this one's
         self.learner.app_files[SHIPPED_FILE] = self._shipped_file()
         self.shipped = shipped
