@@ -167,7 +167,8 @@ async function load(client, booted, current) {
   if (wishes.paused) await client.call("pause");
   await client.call("start_loop");
   if (!current()) return;
-  // set_aside: the saved state could not be put back, and is kept under another name (service.py)
+  // set_aside: the saved state was kept under another name and the model started afresh: it could
+  // not be put back, or the shipped model changed since it was trained (service.py, tab_service.py)
   state.model = { labels: summary.labels, parameters: summary.parameters, trainable: summary.trainable, restored: summary.restored, backend: summary.backend, set_aside: summary.set_aside ?? null };
   state.categories = summary.categories;
   state.phase = "ready";

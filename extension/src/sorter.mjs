@@ -445,8 +445,9 @@ export class TabSorter {
   // --- categories ---
 
   // The engine's categories are the model's labels. They can differ from those our groups were
-  // made with: the engine's saved state could not be put back and was set aside (service.py),
-  // so the model starts from the shipped categories. The groups then follow the engine's.
+  // made with: the engine's saved state was set aside (it could not be put back, or the
+  // shipped model changed; service.py), so the model's labels are the shipped categories again.
+  // The groups then follow the engine's.
   async followEngineCategories(list) {
     const cats = CategoryList.fromJSON(list);
     for (const [id, g] of Object.entries(this.groups)) {
