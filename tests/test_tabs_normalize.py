@@ -31,6 +31,8 @@ CASES = [
     ("chrome://settings/privacy", "Settings", "browser chrome settings | privacy | Settings"),
     ("file:///home/me/Downloads/report%20Q3.pdf", "report Q3.pdf",
      "local file | home me downloads report pdf | report Q3.pdf"),
+    ("file://C:/Users/me/Budget%202027.xlsx", "", "local file | users me budget xlsx"),   # a drive, no host
+    ("http://github.com\\rust-lang\\rust", "", "github.com | rust lang rust"),           # backslashes are slashes
     ("https://d1a2b3c4e5.cloudfront.net/x/3fa85f64-5717-4562-b3fc-2c963f66afa6/getElementById", "x",
      "cloudfront.net | get element by id | x"),
     ("https://xn--bcher-kva.de/buch/iPhone15Pro", "Bücher", "bücher.de | buch phone pro | Bücher"),
@@ -63,18 +65,24 @@ def test_hosts_are_read_as_the_browser_reads_them():
     rules port uses) on fresh random hosts that end in numbers: IPv4 addresses in the forms a
     browser accepts ("127.1", "0x7f.0.0.1", octal parts) come back dotted-decimal, hosts that
     end in a number but are no address ("m.127.0.0.1") and missing hosts are refused, and a
-    special scheme's host is found after any number of slashes ("http:x", "http:///x").
-    Hosts with escapes, spaces or IPv6 addresses inside are not drawn: tabs do not hold them."""
+    special scheme's host is found after any number of slashes or backslashes ("http:x",
+    "http:///x", "http:\\\\x"), ends at a backslash, and holds no forbidden character ("a^b"),
+    and a file URL's drive letter ("file://c:/") or "localhost" is no host. Hosts with escapes
+    or IPv6 addresses inside are not drawn: tabs do not hold them."""
     node = shutil.which("node")
     assert node, "Node is needed to check hosts against the WHATWG URL parser: apt-get install nodejs"
     rng = random.Random()
     parts = ["", "0", "1", "08", "017", "0x", "0x7f", "0Xff", "0xg", "127", "255", "256", "65535",
-             "16777216", "4294967295", "4294967296", "1e", "m", "www", "example"]
+             "16777216", "4294967295", "4294967296", "1e", "m", "www", "example", "a^b", "a b"]
+    schemes = ["http", "HTTPS", "ws", "ftp", "file", "foo"]
+    slashes = ["//", "//", "", "/", "///", "\\\\", "/\\"]
+    tails = ["/a?b#c", "/a?b#c", "\\a/b", "?q", "#f", ""]
     urls = []
     for _ in range(600):
         host = ".".join(rng.choice(parts) for _ in range(rng.randint(1, 6))) + rng.choice(["", "", "."])
-        urls.append(f"{rng.choice(['http', 'HTTPS', 'ws', 'ftp', 'file', 'foo'])}:{rng.choice(['//', '//', '', '/', '///'])}"
-                    f"{rng.choice(['', 'user:pw@', '@'])}{host}{rng.choice(['', ':8080', ':', ':99999'])}/a?b#c")
+        host = rng.choice([host] * 8 + ["m:", "C|", "localhost", "LocalHost"])
+        urls.append(f"{rng.choice(schemes)}:{rng.choice(slashes)}{rng.choice(['', 'user:pw@', '@'])}{host}"
+                    f"{rng.choice(['', ':8080', ':', ':99999'])}{rng.choice(tails)}{rng.choice(['', ' ', chr(9)])}")
     urls += ["http:\\\\x/", "http:x", "foo://:1/", "http://m.127.0.0.1:5000/", "http://127.1/", "http://:80/",
              "https://0x7f.1/"]
     done = subprocess.run([node, "-e", "const urls = JSON.parse(require('fs').readFileSync(0, 'utf8'));"

@@ -57,6 +57,15 @@ _RADIX_DIGITS = {8: re.compile(r"[0-7]+"), 10: _DIGITS, 16: re.compile(r"[0-9a-f
 # all but "file" must have a host.
 SPECIAL_SCHEMES = frozenset({"http", "https", "ws", "wss", "ftp", "file"})
 _HOST_SCHEMES = SPECIAL_SCHEMES - {"file"}
+_DRIVE_LETTER = re.compile(r"[A-Za-z][:|]")
+# The WHATWG forbidden host code points, and for a special scheme's host also the controls
+# (not "%": an escape, which a browser decodes first).
+_FORBIDDEN_HOST = re.compile(r"[\x00\t\n\r #/:<>?@\[\\\]^|]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# What the URL parser takes away before it reads: controls and spaces at the ends, and
+# tabs and newlines anywhere.
+_URL_ENDS = "".join(map(chr, range(0x21)))
+_TAB_OR_NEWLINE = re.compile(r"[\t\n\r]")
 
 
 def tab_text(url, title):
@@ -70,19 +79,17 @@ def split_url(url):
     URL and urlsplit lets through. That is a port out of range, a malformed IPv6 address, an
     IPv6 address that is not the whole host ("www.[::1]", whose hostname urlsplit gives as
     "::1"), no host where the scheme needs one ("http://:80/"), a file URL with a port or a
-    user name, and a host that ends in a number but is no IPv4 address ("m.127.0.0.1"). An
+    user name, a host holding a character no host may hold ("a^b"), and a host that ends in a
+    number but is no IPv4 address ("m.127.0.0.1"). A special scheme's URL is read as a browser
+    reads it (backslashes are slashes, "file://c:/" has no host; see _special_url). An
     IPv4 address a browser reads in another form ("127.1", "0x7f.0.0.1") comes back
     dotted-decimal ("127.0.0.1"), so that the host here is the one the extension's URL parser
     sees (as the rules port reads it: lower-cased)."""
+    url = _TAB_OR_NEWLINE.sub("", url.strip(_URL_ENDS))
     split = urlsplit(url)
     scheme = split.scheme.lower()
-    if scheme in _HOST_SCHEMES:
-        # Such a URL's host follows the scheme after any number of slashes or backslashes,
-        # two or none ("http:///x", "http:x" are http://x/): rebuilt with exactly two.
-        rest = url.partition(":")[2]
-        authority = rest.lstrip("/\\")
-        if rest[:len(rest) - len(authority)] != "//":
-            split = urlsplit(f"{split.scheme}://{authority}")
+    if scheme in SPECIAL_SCHEMES:
+        split = urlsplit(_special_url(split.scheme, url.partition(":")[2]))
     split.port                      # read for its check: a port out of range raises
     userinfo, at, host_port = split.netloc.rpartition("@")
     ipv6 = host_port.startswith("[")
@@ -91,6 +98,8 @@ def split_url(url):
     host, colon, port = ("", "", "") if ipv6 else host_port.partition(":")
     if not ipv6 and not host and (at or colon or scheme in _HOST_SCHEMES):
         raise ValueError(f"{url!r} has no host")
+    if _FORBIDDEN_HOST.search(host) or (scheme in SPECIAL_SCHEMES and _CONTROL.search(host)):
+        raise ValueError(f"{host!r} is not a host: it holds a character no host may hold")
     if scheme == "file" and (at or colon):
         raise ValueError(f"{url!r}: a file URL has no user name, password or port")
     if scheme in SPECIAL_SCHEMES:
@@ -98,6 +107,31 @@ def split_url(url):
         if address is not None and address != host:
             split = split._replace(netloc=f"{userinfo}{at}{address}{colon}{port}")
     return split
+
+
+def _special_url(scheme, rest):
+    """A special scheme's URL, `rest` being what follows its colon, rebuilt as urlsplit reads
+    it right: "scheme://authority/path...". As the WHATWG URL standard reads such URLs, a
+    backslash is a slash, and the authority ends at the first of / \\ ? #. Any number of
+    slashes may come before it ("http:x", "http:///x" are http://x/); a file URL has one only
+    after exactly two, and a Windows drive letter there ("file://c:/x") or "localhost" is no
+    host; the path keeps its words."""
+    if scheme.lower() == "file":
+        if len(rest) < 2 or rest[0] not in "/\\" or rest[1] not in "/\\":
+            return "file:///" + rest.lstrip("/\\")
+        after = rest[2:]
+    else:
+        after = rest.lstrip("/\\")
+    authority = re.match(r"[^/\\?#]*", after).group(0)
+    tail = after[len(authority):]
+    path_end = re.match(r"[^?#]*", tail).end()
+    tail = tail[:path_end].replace("\\", "/") + tail[path_end:]
+    if scheme.lower() == "file":
+        if _DRIVE_LETTER.fullmatch(authority):
+            authority, tail = "", "/" + authority + tail
+        elif authority.lower() == "localhost":
+            authority = ""
+    return f"{scheme}://{authority}{tail}"
 
 
 def whatwg_ipv4(host):
