@@ -289,7 +289,8 @@ def _check_command_model(args, *wanted):
 def train_options(args, *extra):
     """The TrainConfig options the user gave; the API's defaults apply to the rest."""
     options = given_options(args, "epochs", "lr", "batch_size", "grad_accum", "seed", "max_length",
-                     "max_grad_norm", "weight_decay", *extra)
+                     "max_grad_norm", "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon",
+                     *extra)
     if options.get("max_grad_norm") == NO_CLIPPING:
         options["max_grad_norm"] = None
     return options
@@ -747,6 +748,9 @@ def add_training_options(p):
                    help=f"clip the gradient norm to this (default 1.0); {NO_CLIPPING!r}: do "
                         "not clip")
     p.add_argument("--weight-decay", type=NON_NEGATIVE, help="default: 0.01 classifiers, 0 chat")
+    p.add_argument("--adam-beta1", type=FRACTION, help="AdamW's first-moment decay (default 0.9)")
+    p.add_argument("--adam-beta2", type=FRACTION, help="AdamW's second-moment decay (default 0.999)")
+    p.add_argument("--adam-epsilon", type=POSITIVE, help="added to AdamW's denominator (default 1e-8)")
     p.add_argument("--seed", type=SEED)
     p.add_argument("--r", type=COUNT, help="LoRA rank (default 8)")
     p.add_argument("--lora-alpha", type=_alpha, help="default: r (classifiers), 2r (chat)")

@@ -10,8 +10,8 @@ import pytest
 from conftest import run
 from py_engine.harness import put_files, run_json
 from py_engine.models.lora_config import LoraConfig
-from py_engine.train.chat import CausalTrainConfig, ChatModel
-from test_chat_model import ALL, random_examples
+from py_engine.train.chat import ChatModel
+from test_chat_model import ALL, compared_run, random_examples
 from tiny_chat import tiny_chat_dir
 
 pytestmark = pytest.mark.browser
@@ -29,13 +29,13 @@ I = json.loads(INPUTS)
 chat = await ChatModel.create(I["path"], lora=LoraConfig(r=4, lora_alpha=8, target_modules=I["targets"]),
                               backend="gpu", seed=1)
 history = await chat.fit([Example(*e) for e in I["examples"]],
-                         CausalTrainConfig(epochs=2, lr=2e-2, batch_size=4))
+                         CausalTrainConfig.from_dict(json.loads(RUN_CONFIG)))
 pieces = []
 reply = await chat.generate(I["prompt"], max_new_tokens=10,
                             on_token=lambda token, piece: pieces.append([token, piece]))
 json.dumps({"losses": [h.loss for h in history], "ids": reply.ids, "text": reply.text,
             "pieces": pieces})
-"""
+""".replace("RUN_CONFIG", repr(json.dumps(compared_run().as_dict())))
 
 
 def test_chat_model_trains_and_streams_in_the_browser(engine_page, tmp_path):
@@ -44,7 +44,7 @@ def test_chat_model_trains_and_streams_in_the_browser(engine_page, tmp_path):
     lora = LoraConfig(r=4, lora_alpha=8, target_modules=ALL)
     host = run(ChatModel.create(path, lora=lora, backend="numpy", seed=1))
     examples = random_examples(8, host.checkpoint.config.vocab_size)
-    history = run(host.fit(examples, CausalTrainConfig(epochs=2, lr=2e-2, batch_size=4)))
+    history = run(host.fit(examples, compared_run()))
     prompt = "What is the capital of France?"
     want = run(host.generate(prompt, max_new_tokens=10))
 

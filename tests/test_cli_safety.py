@@ -185,8 +185,10 @@ def test_defaults_are_the_python_apis(ws, capsys, monkeypatch):
     assert vars(seen["config"]) == vars(CausalTrainConfig())
     with pytest.raises(stop):
         main(["train", "--model", str(ws["llama"]), "--data", str(ws["chat"]), "--out", "x",
-              "--max-grad-norm", "none", "--lr", "3e-4", "--epochs", "2"])
-    assert vars(seen["config"]) == vars(CausalTrainConfig(max_grad_norm=None, lr=3e-4, epochs=2))
+              "--max-grad-norm", "none", "--lr", "3e-4", "--epochs", "2", "--adam-beta2", "0.98",
+              "--adam-epsilon", "1e-6"])
+    assert vars(seen["config"]) == vars(CausalTrainConfig(max_grad_norm=None, lr=3e-4, epochs=2,
+                                                          adam_beta2=0.98, adam_epsilon=1e-6))
 
 
 # --- outputs -------------------------------------------------------------------------------------

@@ -19,8 +19,8 @@ from py_engine.models.gpt2 import Gpt2Model
 from py_engine.models.llama import shift_labels
 from py_engine.models.lora_config import LoraConfig
 from py_engine.train.batch import Batch
-from py_engine.train.chat import CausalTrainConfig, ChatModel
-from test_chat_model import random_examples
+from py_engine.train.chat import ChatModel
+from test_chat_model import compared_run, random_examples
 from test_gpt2_lora_oracle import ALL, DROPOUT, a_batch, engine_step, peft_gpt2, relative
 from test_gpt2_reference import hf_greedy
 
@@ -151,7 +151,7 @@ def host_run(path, examples, prompt, backend, targets=ALL):
     ChatModel."""
     lora = LoraConfig(r=4, lora_alpha=8, target_modules=targets)
     chat = run(ChatModel.create(path, lora=lora, backend=backend, seed=1))
-    history = run(chat.fit(examples, CausalTrainConfig(epochs=2, lr=2e-2, batch_size=4)))
+    history = run(chat.fit(examples, compared_run()))
     return [h.loss for h in history], run(chat.generate(prompt, max_new_tokens=10))
 
 

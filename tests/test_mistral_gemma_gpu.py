@@ -17,8 +17,8 @@ from py_engine.generate import GpuDecoder
 from py_engine.models.checkpoint import DecoderCheckpoint
 from py_engine.models.llama import LlamaModel
 from py_engine.models.lora_config import LoraConfig
-from py_engine.train.chat import CausalTrainConfig, ChatModel
-from test_chat_model import random_examples
+from py_engine.train.chat import ChatModel
+from test_chat_model import compared_run, random_examples
 from test_gpt2_gpu import check, gpu_step
 from test_mistral_gemma_lora_oracle import ALL, a_batch, engine_step, peft_model
 
@@ -68,7 +68,7 @@ def host_run(path, examples, prompt, backend):
     """(losses, greedy reply) of two LoRA epochs on every projection, through ChatModel."""
     lora = LoraConfig(r=4, lora_alpha=8, target_modules=ALL)
     chat = run(ChatModel.create(path, lora=lora, backend=backend, seed=1))
-    history = run(chat.fit(examples, CausalTrainConfig(epochs=2, lr=2e-2, batch_size=4)))
+    history = run(chat.fit(examples, compared_run()))
     return [h.loss for h in history], run(chat.generate(prompt, max_new_tokens=10))
 
 

@@ -13,8 +13,8 @@ from py_engine.formats.peft_adapter import load_adapter
 from py_engine.models.checkpoint import DecoderCheckpoint
 from py_engine.models.lora_config import LoraConfig
 from py_engine.models.phi import PhiModel
-from py_engine.train.chat import CausalTrainConfig, ChatModel
-from test_chat_model import random_examples
+from py_engine.train.chat import ChatModel
+from test_chat_model import compared_run, random_examples
 from test_gpt2_gpu import check, f16_rounded, gpu_greedy, gpu_step      # any decoder family's
 from test_gpt2_reference import hf_greedy
 from test_phi_lora_oracle import ALL, DROPOUT, a_batch, engine_step, peft_phi
@@ -61,8 +61,7 @@ def host_run(path, examples, prompt, backend, full=False):
     full fine-tuning (every weight, the head's bias too)."""
     lora = None if full else LoraConfig(r=4, lora_alpha=8, target_modules=ALL)
     chat = run(ChatModel.create(path, lora=lora, backend=backend, seed=1))
-    history = run(chat.fit(examples, CausalTrainConfig(epochs=2, lr=2e-2 if lora else 1e-3,
-                                                       batch_size=4)))
+    history = run(chat.fit(examples, compared_run(lr=2e-2 if lora else 1e-3)))
     return [h.loss for h in history], run(chat.generate(prompt, max_new_tokens=10))
 
 

@@ -127,7 +127,8 @@ def test_train_config_rejects_nonsense():
     for bad in (dict(epochs=0), dict(lr=-1.0), dict(lr=0.0), dict(batch_size=0), dict(grad_accum=0),
                 dict(max_grad_norm=0.0), dict(max_grad_norm=-1.0), dict(lr=float("nan")),
                 dict(weight_decay=-0.1), dict(warmup_ratio=1.0), dict(max_length=2),
-                dict(epochs=1.5), dict(seed=-1)):
+                dict(epochs=1.5), dict(seed=-1), dict(adam_beta1=1.0), dict(adam_beta2=-0.1),
+                dict(adam_epsilon=0.0), dict(adam_epsilon=float("inf"))):
         with pytest.raises(ConfigError):
             TrainConfig(**bad)
     for bad in (dict(label_smoothing=1.0), dict(class_weights=[0.0, 0.0]), dict(class_weights=[1.0, -1.0])):

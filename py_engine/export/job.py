@@ -308,7 +308,8 @@ def job_files(job):
         files[data["validation"]] = _dataset(job.kind, job.validation, dumps_dataset)
     settings = {k: v for k, v in job.config.as_dict().items()
                 if k in ("epochs", "lr", "batch_size", "grad_accum", "warmup_ratio",
-                         "max_grad_norm", "weight_decay", "seed", "max_length", "pad_multiple",
+                         "max_grad_norm", "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon",
+                         "seed", "max_length", "pad_multiple",
                          "label_smoothing")}
     spec = {"task": task, "base": job.base, "preset": job.preset_name, "labels": job.labels,
             "train": settings, "data": data,

@@ -35,7 +35,8 @@ def _finite(name, value, low=None, high=None, low_open=False, high_open=True):
 
 @dataclass
 class TrainConfig:
-    """What the training loop needs, whatever the task. max_grad_norm None disables clipping."""
+    """What the training loop needs, whatever the task. max_grad_norm None disables clipping.
+    The AdamW options keep transformers' names and defaults (TrainingArguments)."""
 
     epochs: int = 3
     lr: float = 5e-4
@@ -44,6 +45,9 @@ class TrainConfig:
     warmup_ratio: float = 0.1
     max_grad_norm: float = 1.0
     weight_decay: float = 0.01
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_epsilon: float = 1e-8
     seed: int = 0
     max_length: int = 128
     pad_multiple: int = 8
@@ -58,6 +62,9 @@ class TrainConfig:
         _finite("lr", self.lr, low=0.0, low_open=True, high=None)
         _finite("warmup_ratio", self.warmup_ratio, 0.0, 1.0)
         _finite("weight_decay", self.weight_decay, 0.0, None)
+        _finite("adam_beta1", self.adam_beta1, 0.0, 1.0, high_open=True)
+        _finite("adam_beta2", self.adam_beta2, 0.0, 1.0, high_open=True)
+        _finite("adam_epsilon", self.adam_epsilon, low=0.0, low_open=True, high=None)
         if self.max_grad_norm is not None:
             _finite("max_grad_norm", self.max_grad_norm, low=0.0, low_open=True)
 

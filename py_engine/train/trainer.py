@@ -292,6 +292,11 @@ class Trainer:
         return linear_warmup_decay(step - start, self.base_lr, self.warmup_steps,
                                    self.total_steps - start)
 
+    def adam(self):
+        """The config's AdamW options, as the runtimes' update() names them."""
+        c = self.config
+        return {"beta1": c.adam_beta1, "beta2": c.adam_beta2, "eps": c.adam_epsilon}
+
     def seed(self, step, micro=0):
         """The dropout seed of a micro-batch: a function of the config's seed and the step."""
         return self.config.seed * 7919 + step * 131 + micro
@@ -330,7 +335,7 @@ class Trainer:
                     await self._micro(work, rows)
             if not fused:
                 work.metrics["grad_norm"] = await runtime.update(self.lr(p.step), c.max_grad_norm,
-                                                                 c.weight_decay)
+                                                                 c.weight_decay, **self.adam())
         finally:
             work.seconds += self.clock() - entered
         self._work = None
@@ -362,7 +367,8 @@ class Trainer:
         c, p = self.config, self.progress
         batch = work.batches[0]
         call = self.runtime.train_step(batch, seed=self.seed(p.step), lr=self.lr(p.step),
-                                       max_norm=c.max_grad_norm, weight_decay=c.weight_decay)
+                                       max_norm=c.max_grad_norm, weight_decay=c.weight_decay,
+                                       **self.adam())
         work.metrics = dict(await self._timed(work, batch.B, call))
         work.index, work.row = 1, 0
         return True
