@@ -145,12 +145,13 @@ def test_full_finetuning_writes_a_checkpoint_transformers_loads(checkpoint, tmp_
 @pytest.mark.parametrize("mode", ["lora", "full"])
 def test_gpu_runtime_tracks_numpy(checkpoint, mode):
     """Six AdamW steps (clipping on, padding in every batch) on lavapipe against the NumPy
-    runtime in float32: per-step loss 1e-4, trained tensors 2e-2 relative at the end.
+    runtime in float32: per-step loss 1e-4, trained tensors 1e-3 relative at the end.
 
-    The tensors' bound is loose because AdamW divides each gradient by its own running scale:
-    an element whose gradient is near zero moves by about lr in the direction of its sign, so
-    float32 rounding that flips such a sign moves that element by up to 2 lr (seen: one seed
-    in many gave 5e-3 relative on a LoRA A). The losses, step by step, are the tight check."""
+    At transformers' adam_epsilon (1e-8) the tensors part by much more on rare draws: an
+    element whose gradient is near zero moves by about lr in the direction of its sign, and
+    float32 rounding that flips the sign moves it by up to 2 lr (one seed in many gave 5e-3
+    relative on a LoRA A). At AGREEING_EPS the worst of 60 draws was 4.5e-5 (full) and 2.1e-5
+    (LoRA), the losses' 1.8e-7."""
     lora = LoraConfig(r=4, lora_alpha=8, target_modules=ALL) if mode == "lora" else None
     config = compared_run(lr=5e-3, mode=mode, max_grad_norm=0.5)
     seed = random.randrange(1 << 30)
@@ -166,7 +167,7 @@ def test_gpu_runtime_tracks_numpy(checkpoint, mode):
     for name, (_, ref) in np_values.items():
         ref = np.asarray(ref, np.float64)
         got = np.asarray(gpu_values[name][1], np.float64)
-        assert np.linalg.norm(got - ref) <= 2e-2 * np.linalg.norm(ref), (name, seed)
+        assert np.linalg.norm(got - ref) <= 1e-3 * np.linalg.norm(ref), (name, seed)
 
 
 def test_hybrid_switches_on_plateau_and_restores_the_best(checkpoint):
