@@ -60,10 +60,10 @@ class Capture:
         self.gradients.append({n: np.asarray(g, np.float64).ravel() for n, g in grads.items()})
         return await self.runtime.update(*args, **kwargs)
 
-    async def train_step(self, batch, seed, lr, max_norm=None, weight_decay=0.0):
+    async def train_step(self, batch, seed, lr, max_norm=None, weight_decay=0.0, **adam):
         self.fused += 1
         metrics = dict(await self.runtime.accumulate(batch, seed=seed))
-        metrics["grad_norm"] = await self.update(lr, max_norm, weight_decay)
+        metrics["grad_norm"] = await self.update(lr, max_norm, weight_decay, **adam)
         return metrics
 
 

@@ -44,6 +44,7 @@ job.json's "dropout" (export-job --dropout, as train's) sets every dropout of th
 import argparse
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -491,11 +492,23 @@ def train(job, args):
     if main_process:
         save_adapter(trainer.model, job, output / "adapter")
     trainer.accelerator.wait_for_everyone()
-    # destroys the process group while the interpreter is whole: a process that exits with it
-    # alive can abort in gloo's threads as Python is torn down ("terminate called without an
-    # active exception", SIGABRT), failing a launch whose training went well
-    trainer.accelerator.end_training()
+    if training_args.world_size > 1:
+        leave_the_process_group()
     return 0
+
+
+def leave_the_process_group():
+    """End a distributed process once every rank has passed the last barrier, and all is
+    written: at once, neither destroying the process group nor tearing Python down, as either
+    can fail a launch whose training went well. A process that exits with the group alive can
+    abort in gloo's threads as Python is torn down ("terminate called without an active
+    exception", SIGABRT). Destroying the group can deadlock: it joins gloo's worker threads
+    holding the GIL, while one of them, freeing the last gather's tensors under its queue's
+    lock, waits for the GIL (seen: rank 1 hung for good after its last step, on a busy
+    machine)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def save_adapter(model, job, out):
