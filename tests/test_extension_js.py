@@ -88,17 +88,55 @@ def test_the_rules_port_passes_the_conformance_table():
 
 
 def messy(url, rng):
-    """A URL as tabs hold them: case, ports, trailing dots, escapes, queries, fragments."""
+    """A URL as tabs and files hold them: case, ports (a scheme's default too), trailing dots,
+    escapes, queries, fragments; and as only files hold them: another special scheme,
+    backslashes, a user name, spaces at the ends, no scheme."""
     out = url
     if rng.random() < 0.3:
         out = out.replace("://", "://" + rng.choice(["WWW.", "m.", ""]), 1).upper() if rng.random() < 0.2 else out
+    if rng.random() < 0.1:
+        out = rng.choice(["ws", "wss", "ftp"]) + out[out.find(":"):]
     if rng.random() < 0.2:
         scheme, _, rest = out.partition("://")
         host, slash, path = rest.partition("/")
-        out = f"{scheme}://{host}{rng.choice(['.', ':8080', ':443', ':80'])}{slash}{path}"
+        out = f"{scheme}://{host}{rng.choice(['.', ':8080', ':443', ':80', ':21'])}{slash}{path}"
     if rng.random() < 0.2:
         out += rng.choice(["?q=r%C3%A9sum%C3%A9", "#top", "/%E6%96%B0%E9%97%BB", "/a%ZZb", "?search=cloud+outage"])
+    if rng.random() < 0.1:
+        out = out.replace("/", "\\", rng.randint(1, 5))
+    if rng.random() < 0.05:
+        out = out.replace("://", "://user@", 1)
+    if rng.random() < 0.05:
+        out = out.partition("://")[2]
+    if rng.random() < 0.05:
+        out = f" {out}\t"
     return out
+
+
+def odd_tabs(rng, n):
+    """Tabs built from pieces that test the URL parsers at their edges: local and numeric
+    hosts, schemes with and without their default ports, no scheme, user names, backslashes,
+    punycode, titles of separators, symbols and scripts."""
+    hosts = ["github.com", "www.youtube.com", "M.Facebook.com", "news.ycombinator.com", "127.0.0.1",
+             "localhost", "10.0.0.5", "xn--bcher-kva.de", "docs.python.org", "amazon.co.uk", "reddit.com.",
+             "a.b.c", "0x7f.1", "mail.google.com", "example.test", "printer.lan"]
+    paths = ["", "/", "/a/b", "/watch?v=xyz", "/r/python/comments/1", "\\x\\y", "/search?q=python+docs",
+             "/%E4%B8%AD/x", "/@user/123", "/wiki/Main_Page#x"]
+    schemes = ["http://", "https://", "HTTPS://", "http:", "https:///", "file://", "chrome://", "ftp://",
+               "ws://", "wss://", "foo://", ""]
+    words = ["docs", "Python", "news", "video", "shop", "cart", "pull request", "Slack", "weather", "|", "-",
+             "Mastodon", "", "中文", "Ünïcode", "@", "#1"]
+    tabs = []
+    for _ in range(n):
+        host = rng.choice(hosts)
+        if rng.random() < 0.3:
+            host = ".".join(rng.choice(["www", "m", "en", "api", "x1", "docs", "0", "a-b"])
+                            for _ in range(rng.randint(1, 2))) + "." + host
+        url = (rng.choice(schemes) + rng.choice(["", "", "user@"]) + host
+               + rng.choice(["", "", ":8080", ":443", ":80", ":21"]) + rng.choice(paths))
+        tabs.append((f" {url}\t" if rng.random() < 0.1 else url,
+                     " ".join(rng.choice(words) for _ in range(rng.randint(0, 6)))))
+    return tabs
 
 
 def test_the_rules_port_refuses_a_bad_listed_domains_file():
@@ -125,8 +163,11 @@ def test_the_rules_port_answers_as_the_python_evaluator_on_real_and_generated_ta
     train, _, _ = generate(size=1500, seed=rng.randrange(10**6))
     tabs += [(t["url"], t["title"]) for t in train]
     tabs += [(messy(u, rng), t if rng.random() < 0.7 else "") for u, t in tabs[:800]]
+    tabs += odd_tabs(rng, 1500)
     tabs += [("http://localhost:3000/app", ""), ("http://[::1]:8080/", "x"), ("http://10.0.0.8:8000/", ""),
-             ("http://printer.lan/", "Status"), ("file:///home/me/todo.txt", ""), ("not a url", "Inbox")]
+             ("http://printer.lan/", "Status"), ("file:///home/me/todo.txt", ""), ("not a url", "Inbox"),
+             ("ws://10.0.0.5:80/watch?v=xyz", "|"),                    # ws's default port: no port
+             ("10.0.0.5/search?q=python+docs", ""), ("user@mail.google.com:443/search?q=docs", "@")]  # no scheme
     rules = load_rules()
     for guess in (False, True):     # the rules alone, and with the word weights' guess (step 7)
         expected = [categorise(rules, u, t, guess) for u, t in tabs]

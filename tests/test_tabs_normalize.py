@@ -67,8 +67,9 @@ def test_hosts_are_read_as_the_browser_reads_them():
     end in a number but are no address ("m.127.0.0.1") and missing hosts are refused, and a
     special scheme's host is found after any number of slashes or backslashes ("http:x",
     "http:///x", "http:\\\\x"), ends at a backslash, and holds no forbidden character ("a^b"),
-    and a file URL's drive letter ("file://c:/") or "localhost" is no host. Hosts with escapes
-    or IPv6 addresses inside are not drawn: tabs do not hold them."""
+    and a file URL's drive letter ("file://c:/") or "localhost" is no host. The port is the
+    browser's too: none where it is the scheme's default ("ws://x:80/"). Hosts with escapes or
+    IPv6 addresses inside are not drawn: tabs do not hold them."""
     node = shutil.which("node")
     assert node, "Node is needed to check hosts against the WHATWG URL parser: apt-get install nodejs"
     rng = random.Random()
@@ -82,26 +83,28 @@ def test_hosts_are_read_as_the_browser_reads_them():
         host = ".".join(rng.choice(parts) for _ in range(rng.randint(1, 6))) + rng.choice(["", "", "."])
         host = rng.choice([host] * 8 + ["m:", "C|", "localhost", "LocalHost"])
         urls.append(f"{rng.choice(schemes)}:{rng.choice(slashes)}{rng.choice(['', 'user:pw@', '@'])}{host}"
-                    f"{rng.choice(['', ':8080', ':', ':99999'])}{rng.choice(tails)}{rng.choice(['', ' ', chr(9)])}")
+                    f"{rng.choice(['', ':8080', ':', ':99999', ':80', ':443', ':21', ':0080'])}{rng.choice(tails)}{rng.choice(['', ' ', chr(9)])}")
     urls += ["http:\\\\x/", "http:x", "foo://:1/", "http://m.127.0.0.1:5000/", "http://127.1/", "http://:80/",
              "https://0x7f.1/"]
     done = subprocess.run([node, "-e", "const urls = JSON.parse(require('fs').readFileSync(0, 'utf8'));"
-                           "console.log(JSON.stringify(urls.map((u) => { try { return new URL(u).hostname; }"
-                           " catch { return null; } })))"],   # lower-cased below, as the rules port reads hosts
+                           "console.log(JSON.stringify(urls.map((u) => { try { const p = new URL(u); return [p.hostname, p.port]; }"
+                           " catch { return null; } })))"],   # hosts lower-cased below, as the rules port reads them
                           input=json.dumps(urls), capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    expected = [h if h is None else h.lower() for h in json.loads(done.stdout)]
+    expected = [h if h is None else (h[0].lower(), h[1]) for h in json.loads(done.stdout)]
 
     def host(url):
         try:
-            return split_url(url).hostname or ""
+            split = split_url(url)
         except ValueError:
             return None
+        return split.hostname or "", "" if split.port is None else str(split.port)
     got = [host(u) for u in urls]
     wrong = [(u, g, e) for u, g, e in zip(urls, got, expected) if g != e]
     assert not wrong, f"{len(wrong)} of {len(urls)} hosts differ from the browser's, e.g. {wrong[:5]}"
-    assert got[-4:] == [None, "127.0.0.1", None, "127.0.0.1"]
-    assert None in got[:-4] and any(g and g.count(".") == 3 and g[0].isdigit() for g in got[:-4])
+    assert got[-4:] == [None, ("127.0.0.1", ""), None, ("127.0.0.1", "")]
+    assert None in got[:-4] and any(g and g[0].count(".") == 3 and g[0][0].isdigit() for g in got[:-4])
+    assert any(g and g[1] == "8080" for g in got) and any(g and g[1] == "" and ":80/" in u for u, g in zip(urls, got))
 
 
 def test_noise_words():

@@ -45,7 +45,9 @@ BROWSER_SCHEMES = frozenset({"chrome", "about", "edge", "brave", "opera", "vival
 LOOPBACK_NAMES = frozenset({"localhost", "0.0.0.0", "::1"})
 DEV_SUFFIXES = (".localhost", ".test")       # reserved for testing (RFC 2606, RFC 6761)
 LAN_SUFFIXES = (".local", ".internal", ".lan", ".home.arpa")
-DEFAULT_PORTS = {"http": 80, "https": 443}
+# The special schemes' default ports (WHATWG): a URL that names one has no port, as a browser
+# reads it.
+DEFAULT_PORTS = {"ftp": 21, "http": 80, "https": 443, "ws": 80, "wss": 443}
 
 _CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
 _COUNTER = re.compile(r"^\(\d+\+?\)\s+")
@@ -83,8 +85,9 @@ def split_url(url):
     number but is no IPv4 address ("m.127.0.0.1"). A special scheme's URL is read as a browser
     reads it (backslashes are slashes, "file://c:/" has no host; see _special_url). An
     IPv4 address a browser reads in another form ("127.1", "0x7f.0.0.1") comes back
-    dotted-decimal ("127.0.0.1"), so that the host here is the one the extension's URL parser
-    sees (as the rules port reads it: lower-cased)."""
+    dotted-decimal ("127.0.0.1"), and the scheme's default port is no port ("http://x:80/"),
+    so that the host and port here are the ones the extension's URL parser sees (as the rules
+    port reads the host: lower-cased)."""
     url = _TAB_OR_NEWLINE.sub("", url.strip(_URL_ENDS))
     split = urlsplit(url)
     scheme = split.scheme.lower()
@@ -103,7 +106,10 @@ def split_url(url):
     if scheme == "file" and (at or colon):
         raise ValueError(f"{url!r}: a file URL has no user name, password or port")
     if scheme in SPECIAL_SCHEMES:
-        address = whatwg_ipv4(host.lower())
+        if split.port is not None and split.port == DEFAULT_PORTS.get(scheme):
+            colon, port = "", ""            # the scheme's default port: no port, as read
+            split = split._replace(netloc=split.netloc[:split.netloc.rindex(":")])
+        address = None if ipv6 else whatwg_ipv4(host.lower())
         if address is not None and address != host:
             split = split._replace(netloc=f"{userinfo}{at}{address}{colon}{port}")
     return split

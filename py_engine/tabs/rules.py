@@ -254,12 +254,15 @@ def decode_percent(text):
 
 
 def _url_parts(url):
-    """(scheme, host, port, path) as step 1 says."""
+    """(scheme, host, port, path) as step 1 says: a URL without a scheme ("//x.com/a",
+    "x.com/a") does not parse either, as in a browser's URL parser."""
     try:
         split = split_url(url)
-        return split.scheme.lower(), (split.hostname or "").rstrip("."), split.port, split.path
     except ValueError:
         return "", "", None, url
+    if not split.scheme:
+        return "", "", None, url
+    return split.scheme.lower(), (split.hostname or "").rstrip("."), split.port, split.path
 
 
 def _domain_winner(rules, host, path):
