@@ -18,8 +18,9 @@ and say nothing about a removed one. A domain is lower-case ASCII labels; a path
 
 Matching, exactly (a port must do the same, step by step):
 1. The URL is parsed as a WHATWG/RFC 3986 URL: the scheme lower-cased; the host lower-cased,
-   without brackets around an IPv6 address and without a trailing dot; the port; the path.
-   A URL that does not parse has an empty host and its whole text as the path.
+   without brackets around an IPv6 address and without a trailing dot; the port (none where
+   it is the scheme's default, "ws://x:80"); the path. A URL that does not parse (one
+   without a scheme among them) has an empty host and its whole text as the path.
 2. Local dev server: if the host is one (normalize.local_server gives "local dev server":
    localhost, 127.0.0.0/8, 0.0.0.0, ::1, *.localhost, *.test on any port; private IPv4
    addresses and *.local, *.internal, *.lan, *.home.arpa on a port other than the scheme's
