@@ -24,6 +24,7 @@ Run: .venv/bin/python -m pytest tests/test_chat_template.py -q
 
 import json
 import random
+import re
 
 import jinja2
 import pytest
@@ -623,3 +624,121 @@ def test_whitespace_control_fuzz():
         template = _random_template(rng) + rng.choice(["", "\n", " \n", "\n\n"])
         ref = tok.apply_chat_template(messages, chat_template=template, tokenize=False)
         assert ChatTemplate(template).render(messages) == ref, repr(template)
+
+
+# Pieces of random expressions: literals of each type jinja2 reads (1_000, 0x1f and 1e3 too),
+# the conversation, and the operators, filters, tests and methods real templates use.
+_LITERALS = [
+    ["'abc'", "'Hello World'", "' pad '", "''", "'a,b,c'", "'x-ray o\\'neil'", "'ünï'", "'3'",
+     "'-2'", "'2.5'", "'A b\\nC'", "'<b>&'", "'%s-%d'", "'{}|{}'", "\"q\\t\""],
+    ["0", "1", "2", "-3", "7", "2.5", "-0.5", "1e3", "3.0", "1_000", "0x1f", "0o17", "0b101",
+     "2.5e-1", "1E2"],
+    ["[1, 2, 3]", "[]", "['b', 'A', 'c']", "[3, 1, 2]", "[1, 'a']", "[[1, 2], [3]]", "[none, 1]",
+     "(1, 2)", "[true, false]", "[2.5, 1]"],
+    ["{'a': 1, 'b': 2}", "{}", "{'B': 'x', 'a': 'y'}", "{'k': [1, 2]}", "{1: 'one'}"],
+    ["none", "true", "false", "messages", "messages[0]", "messages[0].content", "m0", "nothing",
+     "range(4)", "messages | length", "ns.n", "messages.0.role", "messages.1"],
+]
+_OPERATORS = ["+", "-", "*", "/", "//", "%", "**", "~", "==", "!=", "<", "<=", ">", ">=", "in",
+              "not in", "and", "or"]
+# Not indent: jinja2's indent filter extends a list it is given with "\n" in place.
+_FILTERS = ["trim", "length", "count", "tojson", "capitalize", "upper", "lower", "title",
+            "default('d')", "default('d', true)", "join", "join(', ')", "first", "last", "list",
+            "string", "int", "float", "abs", "round", "round(1)", "round(1, 'floor')",
+            "round(0, 'ceil')", "replace('a', 'Z')", "reverse", "safe", "escape", "items",
+            "unique", "dictsort", "sort", "sort(reverse=true)", "sum", "min", "max", "center(9)",
+            "wordcount", "int(5)", "float(1.5)", "trim('ab')", "select('odd')", "reject('none')",
+            "map('string')", "map('upper')", "tojson(indent=1)", "selectattr('role')",
+            "map(attribute='role')", "dictsort(by='value')", "sort(case_sensitive=true)",
+            "unique(case_sensitive=true)", "join('-', attribute='role')", "first | string", "d",
+            "e", "list | length"]
+_TESTS = ["defined", "undefined", "none", "string", "number", "integer", "float", "boolean",
+          "true", "false", "mapping", "sequence", "iterable", "callable", "even", "odd",
+          "divisibleby 2", "lower", "upper", "sameas none", "in [1, 2]", "eq 1", "ne 2", "gt 1",
+          "lt 2", "ge 1", "le 2"]
+_METHODS = ["strip()", "upper()", "lower()", "split()", "split(',')", "startswith('a')",
+            "endswith('c')", "replace('a', 'b')", "title()", "capitalize()", "lstrip()",
+            "rstrip()", "rstrip('c')", "find('b')", "count('a')", "splitlines()", "isdigit()",
+            "isspace()", "format(1, 2)", "zfill(5)", "center(8)", "ljust(6)", "partition(',')",
+            "items()", "keys()", "values()", "get('a')", "get('z', 3)", "index(1)", "copy()"]
+_SUBSCRIPTS = ["[0]", "[-1]", "[1:]", "[:2]", "[::-1]", "[::2]", "['a']", "[1:-1]", "[5]", "[0, 1]"]
+
+
+def _random_expression(rng, depth=0):
+    if depth < 3 and rng.random() < 0.5:
+        op = rng.choice(_OPERATORS)
+        # jinja2 folds a constant negative base and writes it unbracketed into Python, so
+        # that `-3 ** x` is -(3 ** x) there and (-3) ** x here: not worth copying
+        left = (rng.choice(["2", "3", "0.5", "ns.n", "(messages | length)"]) if op == "**"
+                else _random_operand(rng, depth))
+        return f"{left} {op} {_random_operand(rng, depth)}"
+    return _random_operand(rng, depth)
+
+
+def _random_operand(rng, depth):
+    r = rng.random()
+    if depth > 2 or r < 0.5:
+        return rng.choice(rng.choice(_LITERALS))
+    deeper = depth + 1
+    r = rng.random()
+    if r < 0.3:
+        return f"({_random_expression(rng, deeper)})"
+    if r < 0.5:
+        return f"{_random_operand(rng, deeper)} | {rng.choice(_FILTERS)}"
+    if r < 0.6:
+        negated = rng.choice(["", "not "])
+        return f"({_random_operand(rng, deeper)} is {negated}{rng.choice(_TESTS)})"
+    if r < 0.75:   # parenthesized where jinja2 would read `x | f.m()` as a filter named f.m
+        operand = _random_operand(rng, deeper)
+        operand = f"({operand})" if " " in operand else operand
+        return f"{operand}.{rng.choice(_METHODS)}"
+    if r < 0.85:
+        return f"({_random_operand(rng, deeper)}){rng.choice(_SUBSCRIPTS)}"
+    if r < 0.92:
+        return (f"({_random_expression(rng, deeper)} if {_random_expression(rng, deeper)} "
+                f"else {_random_expression(rng, deeper)})")
+    return f"{rng.choice(['not ', '-', '+'])}{_random_operand(rng, deeper)}"
+
+
+# jinja2's lazy filters: they give iterators, whose repr (an address) may be printed or measured
+_LAZY_FILTER = re.compile(r"\| (map|select|reject|selectattr|rejectattr|items|unique|reverse)"
+                          r"(\([^()]*\))?")
+
+
+def test_random_expressions_evaluate_as_jinja2_evaluates_them():
+    """Fresh random expressions (operators, precedence, filters, tests, string and dict methods,
+    subscripts and slices of every type, number literals) printed by transformers and by us.
+    Wherever transformers prints a value, we print the same. Where they differ and a lazy filter
+    (map, select, items, reverse...) is in the expression, its iterator's repr may be what was
+    printed: the expression is compared again with `| list` after each lazy filter. Expressions
+    jinja2 refuses (most of the random ones: 'abc' - 1) may fail or not on our side; ours must
+    not fail where jinja2 prints."""
+    seed = random.randrange(10**6)
+    rng = random.Random(seed)
+    tok = _hf("<s>", "</s>")
+    messages = [{"role": "user", "content": " Hi there "}, {"role": "assistant", "content": "ok"}]
+
+    def both(expression):
+        template = ("{% set m0 = messages[0] %}{% set ns = namespace(n=3) %}{{ " + expression
+                    + " }}")
+        try:
+            ref = tok.apply_chat_template(messages, chat_template=template, tokenize=False)
+        except Exception:
+            return None, None
+        try:
+            return ref, ChatTemplate(template).render(messages)
+        except ValueError as e:
+            pytest.fail(f"seed {seed}: {expression} prints {ref!r} in jinja2, fails here: {e}")
+
+    compared = 0
+    for _ in range(2500):
+        expression = _random_expression(rng)
+        ref, ours = both(expression)
+        if ref is not None and ref != ours and _LAZY_FILTER.search(expression):
+            expression = _LAZY_FILTER.sub(lambda m: m.group() + " | list", expression)
+            ref, ours = both(expression)
+        if ref is None or re.search("(?i)0x[0-9a-fz]{6}", ref):   # an address, maybe filtered
+            continue
+        assert ours == ref, f"seed {seed}: {expression}"
+        compared += 1
+    assert compared > 700, f"seed {seed}: only {compared} expressions printed"

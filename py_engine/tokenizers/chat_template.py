@@ -237,6 +237,9 @@ class _Markup(_Marked):
     def __html__(self):
         return self
 
+    def __repr__(self):   # as markupsafe's, which a printed list of safe strings shows
+        return f"Markup({str.__repr__(self)})"
+
     def __add__(self, other):
         if isinstance(other, str):
             return _Markup._of(_concat(self, _escape(other)))
@@ -350,7 +353,8 @@ _TAG_START = re.compile(r"\{\{|\{%|\{#")
 _EXPR_TOKEN = re.compile(r"""
     (?P<ws>\s+)
   | (?P<str>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")
-  | (?P<num>\d+\.\d+(?:[eE][+-]?\d+)?|\d+)
+  | (?P<num>(?:\d+_)*\d+(?:(?:\.(?:\d+_)*\d+)?[eE][+-]?(?:\d+_)*\d+|\.(?:\d+_)*\d+)
+            |0[bB](?:_?[01])+|0[oO](?:_?[0-7])+|0[xX](?:_?[0-9a-fA-F])+|[1-9](?:_?\d)*|0(?:_?0)*)
   | (?P<name>[A-Za-z_][A-Za-z0-9_]*)
   | (?P<op>//|\*\*|==|!=|<=|>=|[-+*/%~<>()\[\]{}.,:|=])
 """, re.S | re.X)
@@ -379,8 +383,9 @@ def _lex_expr(src, pos, kind):
         v = m.group()
         if k == "str":
             v = v[1:-1].encode("ascii", "backslashreplace").decode("unicode-escape")
-        elif k == "num":
-            v = float(v) if "." in v else int(v)
+        elif k == "num":   # jinja2's literals: 1_000, 0x1f, 0o17, 0b101, 2.5, 1e3
+            v = int(v, 0) if v[:2].lower() in ("0x", "0o", "0b") or not re.search("[.eE]", v) \
+                else float(v)
         elif k == "op" and v in "([{":
             depth += 1
         elif k == "op" and v in ")]}":
@@ -471,7 +476,7 @@ _TESTS = {
     "mapping": lambda v: isinstance(v, Mapping),
     "sequence": _is_sequence,
     "iterable": _is_iterable,
-    "callable": callable,
+    "callable": lambda v: callable(v) or isinstance(v, _Undefined),   # as jinja2's Undefined
     "even": lambda v: v % 2 == 0,
     "odd": lambda v: v % 2 == 1,
     "divisibleby": lambda v, n: v % n == 0,
@@ -668,19 +673,26 @@ class _Parser:
             elif self.at("op", "["):
                 self.take()
                 parts = [None]
+                keys = []   # jinja2 reads x[a, b] as x[(a, b)]
                 while not self.at("op", "]"):
                     if self.at("op", ":"):
                         self.take()
                         parts.append(None)
+                    elif self.at("op", ",") and len(parts) == 1 and parts[0] is not None:
+                        self.take()
+                        keys.append(parts[0])
+                        parts = [None]
                     else:
                         if parts[-1] is not None:
                             raise ValueError("chat template: bad subscript")
                         parts[-1] = self.expr()
                 self.take()
-                if len(parts) == 1:
-                    if parts[0] is None:
-                        raise ValueError("chat template: empty subscript")
-                    node = ("item", node, parts[0])
+                if keys:
+                    if len(parts) > 1:
+                        raise ValueError("chat template: a slice in a tuple subscript")
+                    node = ("item", node, ("tuple", keys + [x for x in parts if x is not None]))
+                elif len(parts) == 1:   # x[] is x[()] in jinja2
+                    node = ("item", node, ("tuple", []) if parts[0] is None else parts[0])
                 elif len(parts) <= 3:
                     node = ("slice", node, parts + [None] * (3 - len(parts)))
                 else:
@@ -709,13 +721,21 @@ class _Parser:
         while True:
             if self.at("op", "|"):
                 self.take()
-                name = self.take("name")   # an unknown one: see _refuse_unknown
+                name = self.dotted_name()   # an unknown one: see _refuse_unknown
                 args, kwargs = self.args() if self.at("op", "(") else ([], [])
                 node = ("filter", name, node, args, kwargs)
             elif self.at("name", "is"):
                 node = self.test(node)
             else:
                 return node
+
+    def dotted_name(self):
+        """A filter's or test's name: jinja2 reads `x | a.b` as the filter named "a.b"."""
+        name = self.take("name")
+        while self.at("op", "."):
+            self.take()
+            name += "." + self.take("name")
+        return name
 
     def test(self, node):
         """`node is [not] name [arg | (args)]`, parsed as jinja2 parses it."""
@@ -724,7 +744,7 @@ class _Parser:
         if self.at("name", "not"):
             self.take()
             negate = True
-        name = self.take("name")
+        name = self.dotted_name()
         name = {"None": "none", "True": "true", "False": "false"}.get(name, name)
         k, v = self.peek()
         if k == "op" and v == "(":
@@ -988,8 +1008,9 @@ def _parse(items):
 # ---- evaluation --------------------------------------------------------------------------------
 
 _SAFE_METHODS = {
-    dict: {"get", "items", "keys", "values"},
-    list: {"index", "count"},
+    dict: {"get", "items", "keys", "values", "copy"},
+    list: {"index", "count", "copy"},
+    range: {"index", "count"},
     tuple: {"index", "count"},
 }
 
@@ -1209,22 +1230,27 @@ def _rejectattr(value, attribute, *args, **kwargs):
 
 def _map(value, *args, **kwargs):
     """Jinja's map: an attribute (with a default) or a filter applied to each item; like
-    select, nothing from a false value."""
+    select, lazy (its arguments are checked when it is iterated), and nothing from a false
+    value."""
     if not value:
-        return iter(())
+        return
     if not args and "attribute" in kwargs:
         get = _attrgetter(kwargs.pop("attribute"), default=kwargs.pop("default", None))
         if kwargs:
             raise ValueError(f"chat template: map got an unexpected keyword argument "
                              f"{next(iter(kwargs))!r}")
-        return (get(x) for x in value)
-    if not args:
+    elif not args:
         raise ValueError("chat template: map needs a filter name or attribute=")
-    name, args = args[0], args[1:]
-    if name not in _FILTERS:
-        raise ValueError(f"chat template: unsupported filter {name!r}")
-    f = _FILTERS[name]
-    return (f(x, *args, **kwargs) for x in value)
+    else:
+        name, args = args[0], args[1:]
+        if name not in _FILTERS:
+            raise ValueError(f"chat template: unsupported filter {name!r}")
+        f = _FILTERS[name]
+
+        def get(x):
+            return f(x, *args, **kwargs)
+    for x in value:
+        yield get(x)
 
 
 def _unique(value, case_sensitive=False, attribute=None):
@@ -1248,11 +1274,11 @@ def _dictsort(value, case_sensitive=False, by="key", reverse=False):
 
 
 def _sort(value, reverse=False, case_sensitive=False, attribute=None):
+    """Jinja's sort, whose keys are lists (so equal items, undefined ones too, never meet <)."""
     post = None if case_sensitive else _lower_if_str
-    if isinstance(attribute, str) and "," in attribute:
-        getters = [_attrgetter(a, post) for a in attribute.split(",")]
-        return sorted(value, key=lambda x: [g(x) for g in getters], reverse=reverse)
-    return sorted(value, key=_attrgetter(attribute, post), reverse=reverse)
+    names = attribute.split(",") if isinstance(attribute, str) else [attribute]
+    getters = [_attrgetter(a, post) for a in names]
+    return sorted(value, key=lambda x: [g(x) for g in getters], reverse=reverse)
 
 
 def _min_or_max(pick, value, case_sensitive=False, attribute=None):
@@ -1263,11 +1289,26 @@ def _min_or_max(pick, value, case_sensitive=False, attribute=None):
 
 
 def _items(value):
+    """Jinja's items: lazy, like map."""
     if isinstance(value, _Undefined):
-        return iter(())
+        return
     if not isinstance(value, Mapping):
         raise ValueError("chat template: the items filter needs a mapping")
-    return iter(value.items())
+    yield from value.items()
+
+
+def _reverse(value):
+    """Jinja's reverse: a string reversed, else an iterator where Python's reversed() gives one
+    (true even when empty, as in jinja2), else a reversed list of the items."""
+    if isinstance(value, str):
+        return value[::-1]
+    try:
+        return reversed(value)
+    except TypeError:
+        try:
+            return list(value)[::-1]
+        except TypeError:
+            raise ValueError("chat template: reverse needs a string or an iterable") from None
 
 
 def _sum(value, attribute=None, start=0):
@@ -1332,7 +1373,7 @@ _FILTERS = {
     "abs": abs,
     "round": _round,
     "replace": _replace,
-    "reverse": lambda v: v[::-1] if isinstance(v, str) else list(reversed(list(v))),
+    "reverse": _reverse,
     "safe": lambda v: _Markup(v, _spans(v)),
     "escape": _escape,
     "e": _escape,
@@ -1382,6 +1423,8 @@ def _binop(op, a, b):
         if isinstance(b, _Markup):   # a _Marked's own + would not ask b first, as str's does
             return b.__radd__(a)
         return _concat(a, b)
+    if op == "%" and isinstance(a, str) and isinstance(b, _Undefined):
+        return a % b   # as in jinja2: Python formats it as an empty mapping or as ''
     if isinstance(a, _Undefined) or isinstance(b, _Undefined):
         raise ValueError(f"chat template: undefined value in {op!r}")
     if op == "+":
@@ -1486,7 +1529,7 @@ def _eval(node, scope):
     if kind == "slice":
         obj = _eval(node[1], scope)
         a, b, c = (None if x is None else _eval(x, scope) for x in node[2])
-        return obj[a:b:c]
+        return _getitem(obj, slice(a, b, c))
     if kind == "list":
         return [_eval(x, scope) for x in node[1]]
     if kind == "tuple":
