@@ -29,9 +29,9 @@ span. Content is followed through `+`, `~`, `{% set %}` (block ones too), what a
 printed only through its tool_calls has no span.
 
 Supported: `{{ expr }}`, `{% if %}/{% elif %}/{% else %}/{% endif %}`, `{% for x in xs [if
-cond] %}...[{% else %}]...{% endfor %}` (also `for k, v in ...`) with `{% break %}`,
+cond] [recursive] %}...[{% else %}]...{% endfor %}` (also `for k, v in ...`) with `{% break %}`,
 `{% continue %}` and loop.index0, index, revindex, revindex0, first, last, length, previtem,
-nextitem, depth, cycle(); `{% set name = expr %}`, `{% set a, b = expr %}`, `{% set ns.attr =
+nextitem, depth, depth0, cycle(), changed(), loop(items) in a recursive loop; `{% set name = expr %}`, `{% set a, b = expr %}`, `{% set ns.attr =
 expr %}` on a namespace(), block `{% set name [| filters] %}...{% endset %}`; `{% macro name(a,
 b=default) %}` with keyword arguments, `varargs`, `kwargs`, recursion, and `{% call[(args)]
 macro(...) %}...{% endcall %}` with `caller(...)`, scoped as jinja2 scopes them (a macro sees its
@@ -53,7 +53,7 @@ eos_token, unk_token, pad_token, tools and documents (None unless given), raise_
 strftime_now, namespace, range, dict. Public methods of strings, read-only ones of dicts and
 lists (`message.content.strip()`, `.items()`). `{% generation %}...{% endgeneration %}`
 (transformers' marker of assistant text) prints its body; the spans stay those described
-above. Anything else (include, import, `for ... recursive`, other filters and tests...) is a
+above. Anything else (include, import, other filters and tests...) is a
 ValueError naming it. A conversation the
 template refuses through raise_exception(...) is a TemplateError carrying the template's message;
 one it fails on otherwise, where jinja2 fails too (a None content added to a string...), is a
@@ -814,7 +814,7 @@ def _refuse_unknown(body, soft=False):
                 _refuse_unknown(sub, True)
             _refuse_unknown(other or [], True)
         elif kind == "for":
-            _, targets, seq, cond, sub, other = statement
+            _, targets, seq, cond, sub, other, _ = statement
             expression(seq, soft)
             expression(cond, False)
             _refuse_unknown(sub)
@@ -914,8 +914,9 @@ def _parse(items):
                 if p.at("name", "if"):
                     p.take()
                     cond = p.expr()
-                if p.at("name", "recursive"):
-                    raise ValueError("chat template: unsupported construct 'for ... recursive'")
+                recursive = p.at("name", "recursive")
+                if recursive:
+                    p.take()
                 p.done()
                 loops += 1
                 sub, end, q = block(("else", "endfor"))
@@ -927,7 +928,7 @@ def _parse(items):
                     other, end, q = block(("endfor",))
                     q.done()
                     pos += 1
-                body.append(("for", targets, seq, cond, sub, other))
+                body.append(("for", targets, seq, cond, sub, other, recursive))
             elif word in ("break", "continue"):
                 p.done()
                 if not loops:
@@ -1053,20 +1054,38 @@ def _getitem(obj, key):
         return _Undefined(repr(key))
 
 
+_NOTHING_YET = object()
+
+
 class _Loop:
-    def __init__(self, items):
+    """A for loop's `loop`; in a recursive loop, loop(items) renders the body over items one
+    level deeper and gives the text."""
+
+    def __init__(self, items, depth0=0, recurse=None):
         self.items = items
         self.length = len(items)
         self.index0 = 0
+        self.depth0 = depth0
+        self.recurse = recurse
+        self.last_changed = _NOTHING_YET
+
+    def __call__(self, items):
+        if self.recurse is None:
+            raise ValueError("chat template: loop() is only for a 'for ... recursive' loop")
+        return self.recurse(items, self.depth0 + 1)
+
+    def __repr__(self):   # as jinja2's LoopContext
+        return f"<LoopContext {self.index0 + 1}/{self.length}>"
 
     def get(self, name):
         i, n = self.index0, self.length
         values = {
             "index0": i, "index": i + 1, "revindex0": n - i - 1, "revindex": n - i,
-            "first": i == 0, "last": i == n - 1, "length": n, "depth": 1, "depth0": 0,
+            "first": i == 0, "last": i == n - 1, "length": n, "depth": self.depth0 + 1,
+            "depth0": self.depth0,
             "previtem": self.items[i - 1] if i > 0 else _Undefined("previtem"),
             "nextitem": self.items[i + 1] if i + 1 < n else _Undefined("nextitem"),
-            "cycle": self.cycle,
+            "cycle": self.cycle, "changed": self.changed,
         }
         if name not in values:
             raise ValueError(f"chat template: unsupported loop attribute loop.{name}")
@@ -1076,6 +1095,13 @@ class _Loop:
         if not values:
             raise ValueError("chat template: loop.cycle() needs at least one value")
         return values[self.index0 % len(values)]
+
+    def changed(self, *value):
+        """True on the first call, then whenever the value differs from the last call's."""
+        if value != self.last_changed:
+            self.last_changed = value
+            return True
+        return False
 
 
 class _MacroDef:
@@ -1557,7 +1583,7 @@ def _exec(body, scope, out):
         if kind == "text":
             out.append(stmt[1])
         elif kind == "out":
-            out.append(_eval(stmt[1], scope))
+            out.append(_to_str(_eval(stmt[1], scope)))   # now: a loop prints as it is now
         elif kind == "if":
             for cond, sub in stmt[1]:
                 if _eval(cond, scope):
@@ -1584,10 +1610,11 @@ def _exec(body, scope, out):
                 ns._attrs[attr] = value
             else:
                 _bind(scope, targets, value)
-        elif kind == "setblock":
+        elif kind == "setblock":   # the body in a scope of its own, as jinja2 runs it
             _, name, value, sub = stmt
             captured = []
-            _exec(sub, scope, captured)
+            inner = _Scope(scope)
+            _exec(sub, inner, captured)
             inner = _Scope(scope)
             inner.vars[_CAPTURED] = _join(captured)
             scope.vars[name] = _eval(value, inner)
@@ -1598,8 +1625,8 @@ def _exec(body, scope, out):
             _exec(sub, inner, captured)
             inner.vars[_CAPTURED] = _join(captured)
             out.append(_eval(value, inner))
-        elif kind == "generation":
-            _exec(stmt[1], scope, out)
+        elif kind == "generation":   # a call block in transformers: its body is a macro's
+            _exec(stmt[1], _Scope(scope), out)
         elif kind == "macro":
             scope.vars[stmt[1].name] = _Macro(stmt[1], scope)
         elif kind == "callblock":
@@ -1613,9 +1640,9 @@ def _exec(body, scope, out):
             raise AssertionError(kind)
 
 
-def _exec_for(stmt, scope, out):
-    _, targets, seq, cond, sub, other = stmt
-    seq = _eval(seq, scope)
+def _exec_for(stmt, scope, out, depth0=0, seq=None):
+    _, targets, seq_expr, cond, sub, other, recursive = stmt
+    seq = _eval(seq_expr, scope) if seq is None else seq
     if isinstance(seq, dict):
         seq = list(seq)
     items = list(seq)
@@ -1624,14 +1651,19 @@ def _exec_for(stmt, scope, out):
         for item in items:
             s = _Scope(scope)
             _bind(s, targets, item)
-            if _eval(cond, s):
-                kept.append(item)
+            if _eval(cond, s):   # jinja2's filtering generator yields tuples when unpacking
+                kept.append(tuple(item) if len(targets) > 1 else item)
         items = kept
-    if not items:
-        if other is not None:
-            _exec(other, scope, out)
-        return
-    loop = _Loop(items)
+
+    def recurse(items, depth0):
+        captured = []
+        _exec_for(stmt, scope, captured, depth0, items)
+        return _join(captured)
+
+    loop = _Loop(items, depth0, recurse if recursive else None)
+    # jinja2 runs the else block unless an iteration reached the end of the body: after no
+    # items, and also when every iteration left by {% continue %} or the first by {% break %}
+    completed = False
     for i, item in enumerate(items):
         loop.index0 = i
         s = _Scope(scope)   # each iteration's {% set %}s are its own, as in jinja2
@@ -1643,6 +1675,9 @@ def _exec_for(stmt, scope, out):
             continue
         except _Break:
             break
+        completed = True
+    if other is not None and not completed:
+        _exec(other, _Scope(scope), out)   # its {% set %}s are its own too
 
 
 def _bind(scope, targets, item):
