@@ -128,7 +128,8 @@ def test_train_config_rejects_nonsense():
                 dict(max_grad_norm=0.0), dict(max_grad_norm=-1.0), dict(lr=float("nan")),
                 dict(weight_decay=-0.1), dict(warmup_ratio=1.0), dict(max_length=2),
                 dict(epochs=1.5), dict(seed=-1), dict(adam_beta1=1.0), dict(adam_beta2=-0.1),
-                dict(adam_epsilon=0.0), dict(adam_epsilon=float("inf"))):
+                dict(adam_epsilon=0.0), dict(adam_epsilon=float("inf")), dict(adam_epsilon=1e-300),
+                dict(lr=1e39), dict(weight_decay=10 ** 40), dict(max_grad_norm=1e-40)):
         with pytest.raises(ConfigError):
             TrainConfig(**bad)
     for bad in (dict(label_smoothing=1.0), dict(class_weights=[0.0, 0.0]), dict(class_weights=[1.0, -1.0])):

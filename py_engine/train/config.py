@@ -24,9 +24,22 @@ def _positive_int(name, value):
         raise ConfigError(f"{name} must be a positive whole number, got {value!r}")
 
 
+# The training arithmetic is float32 (WGSL's f32 on the GPU): a value past its largest finite
+# number would be infinite there, and a positive one under its smallest normal number is read as
+# zero on GPUs that flush subnormals (an adam_epsilon of 1e-300 would divide by zero).
+FLOAT32_MAX = 3.4028234663852886e38
+FLOAT32_TINY = 1.1754943508222875e-38
+
+
 def _finite(name, value, low=None, high=None, low_open=False, high_open=True):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ConfigError(f"{name} must be a finite number, got {value!r}")
+    if abs(value) > FLOAT32_MAX:
+        raise ConfigError(f"{name} {value!r} is past float32's range (about 3.4e38), in which "
+                          "training computes")
+    if low == 0.0 and low_open and value < FLOAT32_TINY:
+        raise ConfigError(f"{name} must be > 0 and at least float32's smallest normal number "
+                          f"(about 1.2e-38), got {value!r}")
     if low is not None and (value < low or (low_open and value == low)):
         raise ConfigError(f"{name} must be {'>' if low_open else '>='} {low}, got {value!r}")
     if high is not None and (value > high or (high_open and value == high)):
