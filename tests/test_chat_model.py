@@ -34,6 +34,26 @@ def compared_run(lr=2e-2, **options):
     return CausalTrainConfig(epochs=2, lr=lr, batch_size=4, adam_epsilon=AGREEING_EPS, **options)
 
 
+def host_run(path, examples, prompt, backend, targets, full=False):
+    """(losses, greedy reply) of a compared_run through ChatModel: LoRA on `targets`, or full
+    fine-tuning (every weight) at a smaller lr. Each decoder family's GPU and browser tests run
+    it on the NumPy backend and repeat it on theirs."""
+    lora = None if full else LoraConfig(r=4, lora_alpha=8, target_modules=targets)
+    chat = run(ChatModel.create(path, lora=lora, backend=backend, seed=1))
+    history = run(chat.fit(examples, compared_run(lr=1e-3 if full else 2e-2)))
+    return [h.loss for h in history], run(chat.generate(prompt, max_new_tokens=10))
+
+
+def check_gpu_run(path, targets, full=False, vocab=320):
+    """host_run's losses on the native GPU within 1e-4 of NumPy's, and the same greedy reply."""
+    examples = random_examples(8, vocab)
+    prompt = "What is the capital of France?"
+    losses, want = host_run(path, examples, prompt, "numpy", targets, full)
+    gpu_losses, got = host_run(path, examples, prompt, "gpu", targets, full)
+    np.testing.assert_allclose(gpu_losses, losses, rtol=1e-4)
+    assert got.ids == want.ids
+
+
 class Example:
     def __init__(self, ids, labels):
         self.ids, self.labels = ids, labels

@@ -19,8 +19,7 @@ from py_engine.models.gpt2 import Gpt2Model
 from py_engine.models.llama import shift_labels
 from py_engine.models.lora_config import LoraConfig
 from py_engine.train.batch import Batch
-from py_engine.train.chat import ChatModel
-from test_chat_model import compared_run, random_examples
+from test_chat_model import check_gpu_run
 from test_gpt2_lora_oracle import ALL, DROPOUT, a_batch, engine_step, peft_gpt2, relative
 from test_gpt2_reference import hf_greedy
 
@@ -146,27 +145,8 @@ def test_gpu_greedy_generation_matches_transformers(tmp_path, device, half):
     assert gpu_greedy(device, tmp_path, prompt, half) == hf_greedy(hf, prompt)
 
 
-def host_run(path, examples, prompt, backend, targets=ALL):
-    """(losses, greedy reply) of two LoRA epochs on `targets` (all of GPT-2's linears), through
-    ChatModel."""
-    lora = LoraConfig(r=4, lora_alpha=8, target_modules=targets)
-    chat = run(ChatModel.create(path, lora=lora, backend=backend, seed=1))
-    history = run(chat.fit(examples, compared_run()))
-    return [h.loss for h in history], run(chat.generate(prompt, max_new_tokens=10))
-
-
 def test_gpt2_chat_model_on_the_native_gpu_matches_numpy(tmp_path):
     """ChatModel's LoRA training run (dropout on, as DialoGPT's config has it) and greedy reply
     on the GPU backend equal the NumPy backend's (tests/test_gpt2_browser.py runs it in
     Chromium)."""
-    check_gpu_run(tiny_dialogpt_dir(tmp_path / "dialogpt", initializer_range=0.2, **DROPOUT))
-
-
-def check_gpu_run(path, targets=ALL):
-    """host_run's losses on the GPU within 1e-4 of NumPy's, and the same greedy reply."""
-    examples = random_examples(8, 320)
-    prompt = "What is the capital of France?"
-    losses, want = host_run(path, examples, prompt, "numpy", targets)
-    gpu_losses, got = host_run(path, examples, prompt, "gpu", targets)
-    np.testing.assert_allclose(gpu_losses, losses, rtol=1e-4)
-    assert got.ids == want.ids
+    check_gpu_run(tiny_dialogpt_dir(tmp_path / "dialogpt", initializer_range=0.2, **DROPOUT), ALL)

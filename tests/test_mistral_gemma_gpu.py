@@ -17,8 +17,7 @@ from py_engine.generate import GpuDecoder
 from py_engine.models.checkpoint import DecoderCheckpoint
 from py_engine.models.llama import LlamaModel
 from py_engine.models.lora_config import LoraConfig
-from py_engine.train.chat import ChatModel
-from test_chat_model import compared_run, random_examples
+from test_chat_model import check_gpu_run
 from test_gpt2_gpu import check, gpu_step
 from test_mistral_gemma_lora_oracle import ALL, a_batch, engine_step, peft_model
 
@@ -64,22 +63,8 @@ def test_gpu_greedy_generation_matches_transformers(tmp_path, device, family):
     assert tokens == out[0, len(prompt):].tolist(), family
 
 
-def host_run(path, examples, prompt, backend):
-    """(losses, greedy reply) of two LoRA epochs on every projection, through ChatModel."""
-    lora = LoraConfig(r=4, lora_alpha=8, target_modules=ALL)
-    chat = run(ChatModel.create(path, lora=lora, backend=backend, seed=1))
-    history = run(chat.fit(examples, compared_run()))
-    return [h.loss for h in history], run(chat.generate(prompt, max_new_tokens=10))
-
-
 @pytest.mark.parametrize("family", FAMILIES)
 def test_chat_model_on_the_native_gpu_matches_numpy(tmp_path, family):
     from tiny_chat import tiny_chat_dir
 
-    path = tiny_chat_dir(tmp_path, family=family, initializer_range=0.2)
-    examples = random_examples(8, 320)
-    prompt = "What is the capital of France?"
-    losses, want = host_run(path, examples, prompt, "numpy")
-    gpu_losses, got = host_run(path, examples, prompt, "gpu")
-    np.testing.assert_allclose(gpu_losses, losses, rtol=1e-4)
-    assert got.ids == want.ids
+    check_gpu_run(tiny_chat_dir(tmp_path, family=family, initializer_range=0.2), ALL)

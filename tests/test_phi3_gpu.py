@@ -12,8 +12,8 @@ from py_engine.formats.peft_adapter import load_adapter
 from py_engine.models.checkpoint import DecoderCheckpoint
 from py_engine.models.llama import LlamaModel
 from py_engine.models.lora_config import LoraConfig
-from test_gpt2_gpu import check, check_gpu_run, f16_rounded, gpu_greedy, gpu_step
-from test_gpt2_gpu import host_run as gpt2_host_run
+from test_chat_model import check_gpu_run
+from test_gpt2_gpu import check, f16_rounded, gpu_greedy, gpu_step
 from test_gpt2_reference import hf_greedy
 from test_gpt2_lora_oracle import a_batch, engine_step
 from test_phi3_lora_oracle import ALL, STEPS, peft_phi3, with_padding_tokens
@@ -52,11 +52,6 @@ def test_gpu_greedy_generation_matches_transformers(tmp_path, device, case, half
         f16_rounded(hf, ("embed_tokens",))
     prompt = [int(t) for t in np.random.default_rng(7).integers(0, TINY["vocab_size"], 5)]
     assert gpu_greedy(device, tmp_path, prompt, half) == hf_greedy(hf, prompt)
-
-
-def host_run(path, examples, prompt, backend):
-    """(losses, greedy reply) of two LoRA epochs on every Phi-3 projection, through ChatModel."""
-    return gpt2_host_run(path, examples, prompt, backend, targets=ALL)
 
 
 def test_phi3_chat_model_on_the_native_gpu_matches_numpy(tmp_path):

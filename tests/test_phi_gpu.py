@@ -5,16 +5,13 @@ decoder equal to transformers', and ChatModel's training run equal to the host's
 
 import numpy as np
 import pytest
-import torch
 
-from conftest import run
 from phi_checkpoints import TINY, tiny_phi, tiny_phi_dir
 from py_engine.formats.peft_adapter import load_adapter
 from py_engine.models.checkpoint import DecoderCheckpoint
 from py_engine.models.lora_config import LoraConfig
 from py_engine.models.phi import PhiModel
-from py_engine.train.chat import ChatModel
-from test_chat_model import compared_run, random_examples
+from test_chat_model import check_gpu_run
 from test_gpt2_gpu import check, f16_rounded, gpu_greedy, gpu_step      # any decoder family's
 from test_gpt2_reference import hf_greedy
 from test_phi_lora_oracle import ALL, DROPOUT, a_batch, engine_step, peft_phi
@@ -56,23 +53,9 @@ def test_gpu_greedy_generation_matches_transformers(tmp_path, device, half):
     assert gpu_greedy(device, tmp_path, prompt, half) == hf_greedy(hf, prompt)
 
 
-def host_run(path, examples, prompt, backend, full=False):
-    """(losses, greedy reply) of two epochs through ChatModel: LoRA on all of Phi's linears, or
-    full fine-tuning (every weight, the head's bias too)."""
-    lora = None if full else LoraConfig(r=4, lora_alpha=8, target_modules=ALL)
-    chat = run(ChatModel.create(path, lora=lora, backend=backend, seed=1))
-    history = run(chat.fit(examples, compared_run(lr=2e-2 if lora else 1e-3)))
-    return [h.loss for h in history], run(chat.generate(prompt, max_new_tokens=10))
-
-
 @pytest.mark.parametrize("full", [False, True])
 def test_phi_chat_model_on_the_native_gpu_matches_numpy(tmp_path, full):
     """ChatModel's training run (dropout on) and greedy reply on the GPU backend equal the
     NumPy backend's (tests/test_phi_browser.py runs it in Chromium)."""
-    path = tiny_phi_dir(tmp_path / "phi", initializer_range=0.2, **DROPOUT)
-    examples = random_examples(8, 300)
-    prompt = "What is the capital of France?"
-    losses, want = host_run(path, examples, prompt, "numpy", full)
-    gpu_losses, got = host_run(path, examples, prompt, "gpu", full)
-    np.testing.assert_allclose(gpu_losses, losses, rtol=1e-4)
-    assert got.ids == want.ids
+    check_gpu_run(tiny_phi_dir(tmp_path / "phi", initializer_range=0.2, **DROPOUT), ALL, full,
+                  vocab=300)
