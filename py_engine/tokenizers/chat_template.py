@@ -1394,7 +1394,7 @@ _FILTERS = {
     "last": _last,
     "list": list,
     "string": _to_str,
-    "int": lambda v, default=0: _int(v, default),
+    "int": lambda v, default=0, base=10: _int(v, default, base),
     "float": lambda v, default=0.0: _float(v, default),
     "abs": abs,
     "round": _round,
@@ -1423,13 +1423,14 @@ _FILTERS = {
 }
 
 
-def _int(v, default):
+def _int(v, default=0, base=10):
+    """Jinja's int: a string read in `base`, "42.23" as 42, anything unreadable as default."""
     try:
-        return int(v)
+        return int(v, base) if isinstance(v, str) else int(v)
     except (TypeError, ValueError):
         try:
             return int(float(v))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             return default
 
 
