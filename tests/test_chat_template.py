@@ -659,7 +659,12 @@ _FILTERS = ["trim", "length", "count", "tojson", "capitalize", "upper", "lower",
             "map('string')", "map('upper')", "tojson(indent=1)", "selectattr('role')",
             "map(attribute='role')", "dictsort(by='value')", "sort(case_sensitive=true)",
             "unique(case_sensitive=true)", "join('-', attribute='role')", "first | string", "d",
-            "e", "list | length"]
+            "e", "list | length", "round(2, 'ceil')", "replace('a', 'Z', 1)", "default(none)",
+            "sum(start=10)", "center(width=3)", "join(d='+')", "tojson(sort_keys=true)",
+            "tojson(separators=(',', ':'))", "unique(attribute='role')", "min(attribute='role')",
+            "sort(attribute='role')", "dictsort(true)", "select('equalto', 1)",
+            "select('in', [1, 'a'])", "reject('string')", "selectattr('role', 'equalto', 'user')",
+            "map('int')", "map('default', 'x')", "map('round', 1)", "count", "string | list"]
 _TESTS = ["defined", "undefined", "none", "string", "number", "integer", "float", "boolean",
           "true", "false", "mapping", "sequence", "iterable", "callable", "even", "odd",
           "divisibleby 2", "lower", "upper", "sameas none", "in [1, 2]", "eq 1", "ne 2", "gt 1",
@@ -822,8 +827,13 @@ def _random_statements(rng, depth, names, in_loop):
                          + "{% endmacro %}{{ " + name + "("
                          + rng.choice(["1", "v", "x", "q=2, p=3"]) + ") }}")
         elif r < 0.9 and depth < 3:
-            parts.append("{% set blk %}" + _random_statements(rng, depth + 1, names, in_loop)
-                         + "{% endset %}{{ blk | trim }}")
+            inner = _random_statements(rng, depth + 1, names, in_loop)
+            parts.append(rng.choice([
+                "{% set blk %}" + inner + "{% endset %}{{ blk | trim }}",
+                "{% filter upper | trim %}" + inner + "{% endfilter %}",
+                "{% macro wrap(t) %}<{{ t }}{{ caller() }}>{% endmacro %}{% call wrap(x) %}"
+                + inner.replace("{% break %}", "").replace("{% continue %}", "")
+                + "{% endcall %}"]))
         else:
             parts.append(rng.choice(["-", "\n", " "]))
     return "".join(parts)
