@@ -569,6 +569,10 @@ def test_reads_names_the_template_reads():
                        "{{ dict(name=tools) }}{{ x(name={'a': documents}) }}")
     assert tpl.reads("enable_thinking") and tpl.reads("tools") and tpl.reads("documents")
     assert not tpl.reads("other") and not tpl.reads("a")
+    # read only inside a macro, a default or a call block (these were missed once)
+    tpl = ChatTemplate("{% macro f(a=documents) %}{{ enable_thinking }}{% endmacro %}{{ f() }}"
+                       "{% call f() %}{{ tools }}{% endcall %}")
+    assert tpl.reads("enable_thinking") and tpl.reads("tools") and tpl.reads("documents")
 
 
 def test_from_config(tmp_path):
@@ -861,6 +865,77 @@ def test_random_statements_run_as_jinja2_runs_them():
             continue
         try:
             ours = ChatTemplate(template, bos_token="<s>", eos_token="</s>").render(messages)
+        except ValueError as e:
+            pytest.fail(f"seed {seed}: {template!r} renders in jinja2, fails here: {e}")
+        assert ours == ref, f"seed {seed}: {template!r}"
+        compared += 1
+    assert compared > 250, f"seed {seed}: only {compared} templates rendered"
+
+
+def _random_macro(rng, depth):
+    """A macro reading its parameters, varargs, kwargs and caller (maybe from a macro nested
+    in it), called with positional, keyword and surplus arguments, or by a call block."""
+    params = rng.sample(["p", "q", "r"], rng.randint(0, 3))
+    signature = ", ".join(p + rng.choice(["", "", "=1", "=x", "=none", "=" + params[0]])
+                          for p in params)
+    name = rng.choice(["f", "g"])
+    out = ("{% macro " + name + "(" + signature + ") %}" + _random_macro_body(rng, depth, params)
+           + "{% endmacro %}")
+    for _ in range(rng.randint(1, 2)):
+        args = rng.choice(["", "1", "1, 2", "1, 2, 3, 4", "q=5", "p=1, z=2", "x", "'a', q='b'"])
+        if rng.random() < 0.3:
+            out += ("{% call(" + rng.choice(["", "a", "a=0"]) + ") " + name + "(" + args
+                    + ") %}C{{ a if a is defined }}{% endcall %}")
+        else:
+            out += "{{ " + name + "(" + args + ") }}"
+    return out
+
+
+def _random_macro_body(rng, depth, params):
+    values = params + ["x", "ns.a", "varargs", "kwargs", "caller is defined", "varargs | length",
+                       "kwargs | dictsort"]
+    parts = []
+    for _ in range(rng.randint(1, 3)):
+        r = rng.random()
+        if r < 0.4:
+            parts.append("{{ " + rng.choice(values) + " }},")
+        elif r < 0.5:
+            parts.append("{% set x = " + rng.choice(values + ["1", "'s'"]) + " %}")
+        elif r < 0.6:
+            parts.append("{% set ns.a = " + rng.choice(values + ["ns.a ~ 'z'"]) + " %}")
+        elif r < 0.7:
+            parts.append("{{ caller(" + rng.choice(["", "1", "x", "p"]) + ") if caller is defined }}")
+        elif r < 0.8 and depth < 2:
+            parts.append("{% for i in [1, 2] %}" + _random_macro_body(rng, depth + 1, params + ["i"])
+                         + "{% endfor %}")
+        elif r < 0.9 and depth < 2:
+            parts.append(_random_macro(rng, depth + 1))
+        else:
+            parts.append("{% if " + rng.choice(values) + " %}"
+                         + _random_macro_body(rng, depth + 1, params) + "{% endif %}")
+    return "".join(parts)
+
+
+def test_random_macros_bind_arguments_as_jinja2_binds_them():
+    """Fresh random macros and calls, rendered by transformers and by us: positional and keyword
+    arguments, defaults that read earlier parameters (a later one's name hides an outer
+    variable), surplus ones in varargs and kwargs (a keyword naming a parameter given by
+    position stays a keyword argument), a call block's caller in kwargs where the macro never
+    reads caller, and nested macros whose reads count as the enclosing macro's."""
+    seed = random.randrange(10**6)
+    rng = random.Random(seed)
+    tok = _hf("<s>", "</s>")
+    messages = [{"role": "user", "content": "a"}]
+    compared = 0
+    for _ in range(800):
+        template = ("{% set ns = namespace(a=0) %}{% set x = 'X' %}" + _random_macro(rng, 0)
+                    + "{{ x }}")
+        try:
+            ref = tok.apply_chat_template(messages, chat_template=template, tokenize=False)
+        except Exception:
+            continue
+        try:
+            ours = ChatTemplate(template).render(messages)
         except ValueError as e:
             pytest.fail(f"seed {seed}: {template!r} renders in jinja2, fails here: {e}")
         assert ours == ref, f"seed {seed}: {template!r}"

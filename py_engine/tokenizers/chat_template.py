@@ -838,7 +838,9 @@ def _refuse_unknown(body, soft=False):
 
 
 def _names_used(tree):
-    """Every variable name read anywhere in a parsed body or expression."""
+    """Every variable name read anywhere in a parsed body or expression, the bodies and
+    defaults of the macros and call blocks in it included (as jinja2 counts a nested macro's
+    `caller` as its enclosing macro's)."""
     found = set()
     stack = [tree]
     while stack:
@@ -847,6 +849,8 @@ def _names_used(tree):
             found.add(node[1])      # (a keyword argument called name is ("name", its value))
         elif isinstance(node, (tuple, list)):
             stack.extend(node)
+        elif isinstance(node, _MacroDef):
+            found |= node.names
     return found
 
 
@@ -1109,7 +1113,7 @@ class _MacroDef:
 
     def __init__(self, name, params, body):
         self.name, self.params, self.body = name, params, body
-        used = _names_used(body) | _names_used([d for _, d in params])
+        self.names = used = _names_used(body) | _names_used([d for _, d in params])
         self.varargs, self.kwargs, self.caller = ("varargs" in used, "kwargs" in used,
                                                   "caller" in used)
 
@@ -1118,25 +1122,26 @@ class _Macro:
     """A macro bound to the scope it was defined in: like jinja2's, it sees that scope's
     variables as they are when it is called, not those of the place that calls it."""
 
-    def __init__(self, definition, scope):
-        self.definition, self.scope = definition, scope
+    def __init__(self, definition, scope, anonymous=False):
+        self.definition, self.scope, self.anonymous = definition, scope, anonymous
+
+    def __repr__(self):   # as jinja2's; a call block's caller has no name there
+        return "<Macro anonymous>" if self.anonymous else f"<Macro {self.definition.name!r}>"
 
     def __call__(self, *args, **kwargs):
+        """Arguments bound as jinja2's Macro binds them: positional ones first; keyword ones
+        for the parameters left (a keyword naming a parameter already given by position stays
+        a keyword argument); `caller` (a call block's) where the macro reads caller, else among
+        the keyword arguments where it reads kwargs."""
         d = self.definition
         names = [name for name, _ in d.params]
-        if len(args) > len(names) and not d.varargs:
-            raise ValueError(f"chat template: macro {d.name!r} takes not more than "
-                             f"{len(names)} argument(s)")
         scope = _Scope(self.scope)
-        if "caller" in kwargs and not d.caller:
-            raise ValueError(f"chat template: macro {d.name!r} is called by a {{% call %}} "
-                             "block but never calls caller()")
-        scope.vars["caller"] = kwargs.pop("caller", _Undefined("caller"))
+        if d.caller and "caller" not in names:
+            scope.vars["caller"] = kwargs.pop("caller", _Undefined("caller"))
+        for name in names:   # a default reads the parameters before it, never outer names
+            scope.vars[name] = _Undefined(name)      # that a later parameter's name hides
         for i, (name, default) in enumerate(d.params):
             if i < len(args):
-                if name in kwargs:
-                    raise ValueError(f"chat template: macro {d.name!r} got multiple values "
-                                     f"for argument {name!r}")
                 value = args[i]
             elif name in kwargs:
                 value = kwargs.pop(name)
@@ -1146,8 +1151,14 @@ class _Macro:
                 value = _Undefined(name)
             scope.vars[name] = value
         if kwargs and not d.kwargs:
+            if "caller" in kwargs:
+                raise ValueError(f"chat template: macro {d.name!r} is called by a {{% call %}} "
+                                 "block but never calls caller()")
             raise ValueError(f"chat template: macro {d.name!r} takes no keyword argument "
                              f"{next(iter(kwargs))!r}")
+        if len(args) > len(names) and not d.varargs:
+            raise ValueError(f"chat template: macro {d.name!r} takes not more than "
+                             f"{len(names)} argument(s)")
         scope.vars["varargs"] = tuple(args[len(names):])
         scope.vars["kwargs"] = kwargs
         out = []
@@ -1635,8 +1646,9 @@ def _exec(body, scope, out):
             fn = _eval(call[1], scope)
             if not isinstance(fn, _Macro):
                 raise ValueError("chat template: {% call %} needs a macro")
-            out.append(fn(*[_eval(a, scope) for a in call[2]], caller=_Macro(caller, scope),
-                          **{k: _eval(v, scope) for k, v in call[3]}))
+            keywords = {k: _eval(v, scope) for k, v in call[3]}   # then caller, as jinja2
+            keywords["caller"] = _Macro(caller, scope, anonymous=True)
+            out.append(fn(*[_eval(a, scope) for a in call[2]], **keywords))
         else:
             raise AssertionError(kind)
 
