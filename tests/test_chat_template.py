@@ -609,6 +609,10 @@ def _random_template(rng, depth=0):
             out.append(tag("{{", rng.choice(["'x'", "' y '", "messages | length", "'\\n'"])))
         elif r < 0.6:
             out.append(tag("{#", "note"))
+        elif r < 0.65:   # {% raw %} takes no + before its %}
+            out.append("{%" + rng.choice(["", "-", "+"]) + " raw " + rng.choice(["", "-"]) + "%}"
+                       + rng.choice(texts) + "{{ v }}{% x %}" + rng.choice(texts)
+                       + tag("{%", "endraw"))
         elif r < 0.7:
             out.append(tag("{%", "set v = 1"))
         elif depth < 2 and r < 0.85:
@@ -628,14 +632,15 @@ def _random_template(rng, depth=0):
 
 def test_whitespace_control_fuzz():
     """trim_blocks, lstrip_blocks, -/+ markers and the trailing newline, as transformers' Jinja
-    environment applies them, on random templates."""
-    rng = random.Random(1)
+    environment applies them (raw blocks too), on fresh random templates."""
+    seed = random.randrange(10**6)
+    rng = random.Random(seed)
     tok = _hf("<s>", "</s>")
     messages = [{"role": "user", "content": "hi"}]
     for _ in range(400):
         template = _random_template(rng) + rng.choice(["", "\n", " \n", "\n\n"])
         ref = tok.apply_chat_template(messages, chat_template=template, tokenize=False)
-        assert ChatTemplate(template).render(messages) == ref, repr(template)
+        assert ChatTemplate(template).render(messages) == ref, f"seed {seed}: {template!r}"
 
 
 # Pieces of random expressions: literals of each type jinja2 reads (1_000, 0x1f and 1e3 too),

@@ -35,7 +35,7 @@ nextitem, depth, depth0, cycle(), changed(), loop(items) in a recursive loop; `{
 expr %}` on a namespace(), block `{% set name [| filters] %}...{% endset %}`; `{% macro name(a,
 b=default) %}` with keyword arguments, `varargs`, `kwargs`, recursion, and `{% call[(args)]
 macro(...) %}...{% endcall %}` with `caller(...)`, scoped as jinja2 scopes them (a macro sees its
-defining scope as it is when called); `{# comments #}`; whitespace control `{%-`, `-%}`, `{{-`,
+defining scope as it is when called); `{# comments #}`; `{% raw %}...{% endraw %}`; whitespace control `{%-`, `-%}`, `{{-`,
 `-}}`, `{%+`, `+%}`. Expressions: string (adjacent ones joined), integer, float, list, tuple and
 dict literals, true/false/none, names, `.attr`, `[key]`, `[a:b:c]` slices, calls, `a if c else
 b`, `+ - * / // % ** ~`, `== != < <= > >= in not in` (chained as in Python), `and or not`.
@@ -359,6 +359,9 @@ _EXPR_TOKEN = re.compile(r"""
   | (?P<op>//|\*\*|==|!=|<=|>=|[-+*/%~<>()\[\]{}.,:|=])
 """, re.S | re.X)
 _WHITESPACE = re.compile(r"\s+")
+# jinja2's raw block: no trim_blocks after {% raw %}, which `-%}` ends by eating whitespace
+_RAW_BEGIN = re.compile(r"\s*raw\s*(?:-%\}\s*|%\})")
+_RAW_END = re.compile(r"\{%(-|\+|)\s*endraw\s*(?:\+%\}|-%\}\s*|%\}\n?)", re.S)
 
 
 def _lex_expr(src, pos, kind):
@@ -421,6 +424,24 @@ def _lex(src):
                 text = text[:l_pos]
         if text:
             out.append(("text", text))
+        raw = _RAW_BEGIN.match(src, p) if kind == "block" else None
+        if raw:   # {% raw %}: text up to {% endraw %}, lexed as jinja2 lexes it
+            end = _RAW_END.search(src, raw.end())
+            if end is None:
+                raise ValueError("chat template: {% raw %} without {% endraw %}")
+            body = src[raw.end():end.start()]
+            if end.group(1) == "-":
+                body = body.rstrip()
+            elif end.group(1) != "+":            # lstrip_blocks before {% endraw %}
+                l_pos = body.rfind("\n") + 1
+                starts_line = src[raw.end() - 1] == "\n"
+                if (l_pos > 0 or starts_line) and _WHITESPACE.fullmatch(body, l_pos):
+                    body = body[:l_pos]
+            if body:
+                out.append(("text", body))
+            pos = end.end()
+            line_start = src[pos - 1] == "\n"
+            continue
         if kind == "comment":
             e = src.find("#}", p)
             if e < 0:
