@@ -840,6 +840,7 @@ def _random_statements(rng, depth, names, in_loop):
             parts.append(rng.choice([
                 "{% set blk %}" + inner + "{% endset %}{{ blk | trim }}",
                 "{% filter upper | trim %}" + inner + "{% endfilter %}",
+                "{% with x = " + value() + ", a = x %}" + inner + "{% endwith %}",
                 "{% macro wrap(t) %}<{{ t }}{{ caller() }}>{% endmacro %}{% call wrap(x) %}"
                 + inner.replace("{% break %}", "").replace("{% continue %}", "")
                 + "{% endcall %}"]))
@@ -851,8 +852,8 @@ def _random_statements(rng, depth, names, in_loop):
 def test_random_statements_run_as_jinja2_runs_them():
     """Fresh random templates of loops, conditions, sets, macros and set blocks, rendered by
     transformers and by us: where transformers renders one, ours gives the same text. This is
-    where jinja2's scoping shows: a set in a loop, its else block, a set block or a macro stays
-    there; loop.changed(); recursive loops; the else block after break and continue."""
+    where jinja2's scoping shows: a set in a loop, its else block, a set block, a with block or
+    a macro stays there; loop.changed(); recursive loops; the else block after break and continue."""
     seed = random.randrange(10**6)
     rng = random.Random(seed)
     tok = _hf("<s>", "</s>")

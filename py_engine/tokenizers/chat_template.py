@@ -35,7 +35,7 @@ nextitem, depth, depth0, cycle(), changed(), loop(items) in a recursive loop; `{
 expr %}` on a namespace(), block `{% set name [| filters] %}...{% endset %}`; `{% macro name(a,
 b=default) %}` with keyword arguments, `varargs`, `kwargs`, recursion, and `{% call[(args)]
 macro(...) %}...{% endcall %}` with `caller(...)`, scoped as jinja2 scopes them (a macro sees its
-defining scope as it is when called); `{# comments #}`; `{% raw %}...{% endraw %}`; whitespace control `{%-`, `-%}`, `{{-`,
+defining scope as it is when called); `{# comments #}`; `{% raw %}...{% endraw %}`; `{% with a = x, ... %}...{% endwith %}`; whitespace control `{%-`, `-%}`, `{{-`,
 `-}}`, `{%+`, `+%}`. Expressions: string (adjacent ones joined), integer, float, list, tuple and
 dict literals, true/false/none, names, `.attr`, `[key]`, `[a:b:c]` slices, calls, `a if c else
 b`, `+ - * / // % ** ~`, `== != < <= > >= in not in` (chained as in Python), `and or not`.
@@ -538,6 +538,9 @@ class _Parser:
         self.i += 1
         return v
 
+    def done_yet(self):
+        return self.i >= len(self.t)
+
     def done(self):
         if self.i != len(self.t):
             raise ValueError(f"chat template: unexpected {self.t[self.i][1]!r}")
@@ -854,6 +857,9 @@ def _refuse_unknown(body, soft=False):
             _refuse_unknown(statement[2])
         elif kind == "generation":
             _refuse_unknown(statement[1], soft)
+        elif kind == "with":
+            expression([value for _, value in statement[1]], soft)
+            _refuse_unknown(statement[2])
         else:
             expression(statement[1:], soft)
 
@@ -993,6 +999,18 @@ def _parse(items):
                 q.done()
                 pos += 1
                 body.append(("filterblock", value, sub))
+            elif word == "with":         # {% with a = x, b = y %}...{% endwith %}
+                assignments = []
+                while not p.done_yet():
+                    if assignments:
+                        p.take("op", ",")
+                    name = p.take("name")
+                    p.take("op", "=")
+                    assignments.append((name, p.expr()))
+                sub, _, q = block(("endwith",))
+                q.done()
+                pos += 1
+                body.append(("with", assignments, sub))
             elif word == "generation":   # transformers' assistant-mask tag: its body as is
                 p.done()
                 sub, _, q = block(("endgeneration",))
@@ -1651,6 +1669,12 @@ def _exec(body, scope, out):
             inner = _Scope(scope)
             inner.vars[_CAPTURED] = _join(captured)
             scope.vars[name] = _eval(value, inner)
+        elif kind == "with":   # values read outside, bound in a scope of the body's own
+            _, assignments, sub = stmt
+            values = [(name, _eval(value, scope)) for name, value in assignments]
+            inner = _Scope(scope)
+            inner.vars.update(values)
+            _exec(sub, inner, out)
         elif kind == "filterblock":     # the body in a scope of its own, as jinja2 runs it
             _, value, sub = stmt
             inner = _Scope(scope)
