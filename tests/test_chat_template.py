@@ -386,7 +386,9 @@ MINI = [
     "{% for m in messages %}{% break %}{% else %}E2{% endfor %}"
     "{% for m in messages %}{% if not loop.first %}{% break %}{% endif %}{% else %}E3{% endfor %}"
     "{% set x = 1 %}{% for m in [] %}{% else %}{% set x = 2 %}{% endfor %}{{ x }}"
-    "{% set b %}{% set x = 3 %}{% endset %}{{ x }}{% for m in messages %}{{ loop }}{% endfor %}",
+    "{% set b %}{% set x = 3 %}{% endset %}{{ x }}{% for m in messages %}{{ loop }}{% endfor %}"
+    "{% set y = 'Q' %}{% set b | replace('a', y) %}{% set y = 'b' %}a{% endset %}{{ b }}{{ y }}"
+    "{% filter replace('a', y) %}{% set y = 'c' %}a{% endfilter %}{{ y }}",
     # keyword arguments called name (Gemma 4's template passes name=[...])
     "{% macro f(name) %}{{ name }}{% endmacro %}{{ f(name=[1, {'a': 2}]) }}"
     "{{ dict(name=messages | length, other=(1, 2)) }}",

@@ -1661,27 +1661,18 @@ def _exec(body, scope, out):
                 ns._attrs[attr] = value
             else:
                 _bind(scope, targets, value)
-        elif kind == "setblock":   # the body in a scope of its own, as jinja2 runs it
+        elif kind == "setblock":
             _, name, value, sub = stmt
-            captured = []
-            inner = _Scope(scope)
-            _exec(sub, inner, captured)
-            inner = _Scope(scope)
-            inner.vars[_CAPTURED] = _join(captured)
-            scope.vars[name] = _eval(value, inner)
+            scope.vars[name] = _eval(value, _captured(sub, scope))
         elif kind == "with":   # values read outside, bound in a scope of the body's own
             _, assignments, sub = stmt
             values = [(name, _eval(value, scope)) for name, value in assignments]
             inner = _Scope(scope)
             inner.vars.update(values)
             _exec(sub, inner, out)
-        elif kind == "filterblock":     # the body in a scope of its own, as jinja2 runs it
+        elif kind == "filterblock":
             _, value, sub = stmt
-            inner = _Scope(scope)
-            captured = []
-            _exec(sub, inner, captured)
-            inner.vars[_CAPTURED] = _join(captured)
-            out.append(_eval(value, inner))
+            out.append(_eval(value, _captured(sub, scope)))
         elif kind == "generation":   # a call block in transformers: its body is a macro's
             _exec(stmt[1], _Scope(scope), out)
         elif kind == "macro":
@@ -1696,6 +1687,17 @@ def _exec(body, scope, out):
             out.append(fn(*[_eval(a, scope) for a in call[2]], **keywords))
         else:
             raise AssertionError(kind)
+
+
+def _captured(body, scope):
+    """A set or filter block's body run in a scope of its own, as jinja2 runs it; that scope,
+    with the text the body printed as _CAPTURED, is where the block's filters run (they see
+    the body's sets, as in jinja2)."""
+    inner = _Scope(scope)
+    captured = []
+    _exec(body, inner, captured)
+    inner.vars[_CAPTURED] = _join(captured)
+    return inner
 
 
 def _exec_for(stmt, scope, out, depth0=0, seq=None):
