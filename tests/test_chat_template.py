@@ -856,15 +856,21 @@ def test_random_statements_run_as_jinja2_runs_them():
     transformers and by us: where transformers renders one, ours gives the same text. This is
     where jinja2's scoping shows: a set in a loop, its else block, a set block, a with block or
     a macro stays there; loop.changed(); recursive loops; the else block after break and continue."""
+    messages = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+                {"role": "user", "content": "c"}]
+    _render_random_templates(lambda rng: "{% set ns = namespace(a=0) %}"
+                             + _random_statements(rng, 0, [], False), messages)
+
+
+def _render_random_templates(draw, messages, n=800, at_least=250):
+    """n templates draw(rng) gives from a fresh seed, rendered by transformers and by us:
+    where transformers renders one (at least `at_least` of them), ours gives the same text."""
     seed = random.randrange(10**6)
     rng = random.Random(seed)
     tok = _hf("<s>", "</s>")
-    messages = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
-                {"role": "user", "content": "c"}]
     compared = 0
-    for _ in range(800):
-        template = ("{% set ns = namespace(a=0) %}"
-                    + _random_statements(rng, 0, [], False))
+    for _ in range(n):
+        template = draw(rng)
         try:
             ref = tok.apply_chat_template(messages, chat_template=template, tokenize=False)
         except Exception:
@@ -877,7 +883,7 @@ def test_random_statements_run_as_jinja2_runs_them():
             pytest.fail(f"seed {seed}: {template!r} renders in jinja2, fails here: {e}")
         assert ours == ref, f"seed {seed}: {template!r}"
         compared += 1
-    assert compared > 250, f"seed {seed}: only {compared} templates rendered"
+    assert compared > at_least, f"seed {seed}: only {compared} templates rendered"
 
 
 def _random_macro(rng, depth):
@@ -930,22 +936,5 @@ def test_random_macros_bind_arguments_as_jinja2_binds_them():
     variable), surplus ones in varargs and kwargs (a keyword naming a parameter given by
     position stays a keyword argument), a call block's caller in kwargs where the macro never
     reads caller, and nested macros whose reads count as the enclosing macro's."""
-    seed = random.randrange(10**6)
-    rng = random.Random(seed)
-    tok = _hf("<s>", "</s>")
-    messages = [{"role": "user", "content": "a"}]
-    compared = 0
-    for _ in range(800):
-        template = ("{% set ns = namespace(a=0) %}{% set x = 'X' %}" + _random_macro(rng, 0)
-                    + "{{ x }}")
-        try:
-            ref = tok.apply_chat_template(messages, chat_template=template, tokenize=False)
-        except Exception:
-            continue
-        try:
-            ours = ChatTemplate(template).render(messages)
-        except ValueError as e:
-            pytest.fail(f"seed {seed}: {template!r} renders in jinja2, fails here: {e}")
-        assert ours == ref, f"seed {seed}: {template!r}"
-        compared += 1
-    assert compared > 250, f"seed {seed}: only {compared} templates rendered"
+    _render_random_templates(lambda rng: "{% set ns = namespace(a=0) %}{% set x = 'X' %}"
+                             + _random_macro(rng, 0) + "{{ x }}", [{"role": "user", "content": "a"}])
