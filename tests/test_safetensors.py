@@ -373,7 +373,7 @@ MALFORMED = [
     ("three offsets", blob({"w": f32((0, 4, 4))}, b"\0" * 4), "tensor 'w': data_offsets must be"),
     ("size mismatch", blob({"w": f32((0, 4), [2])}, b"\0" * 4),
      "tensor 'w': data_offsets [0, 4] hold 4 bytes, but F32 shape [2] needs 8"),
-    ("huge shape", blob({"w": f32((0, 4), [2**40, 2**40])}, b"\0" * 4), "tensor 'w': data_offsets"),
+    ("huge shape", blob({"w": f32((0, 4), [2**40, 2**40])}, b"\0" * 4), "tensor 'w': counting the bits"),
     ("sub-byte remainder", blob({"w": {"dtype": "F4", "shape": [3], "data_offsets": [0, 2]}},
                                 b"\0" * 2), "tensor 'w': F4 shape [3] does not fill whole bytes"),
     ("past the end", blob({"w": f32((0, 8), [2])}, b"\0" * 4),
@@ -390,6 +390,29 @@ MALFORMED = [
     ("duplicate key", blob(None, b"\0" * 8, raw=b'{"a": %s, "a": %s}' % (
         json.dumps(f32((0, 4))).encode(), json.dumps(f32((4, 8))).encode())),
      "header has duplicate key 'a'"),
+    ("duplicate field", blob(None, b"\0" * 4, raw=b'{"a": {"dtype": "F32", "dtype": "F32", '
+                                                   b'"shape": [1], "data_offsets": [0, 4]}}'),
+     "tensor 'a': entry has duplicate field 'dtype'"),
+    ("duplicate metadata", blob(None, raw=b'{"__metadata__": {}, "__metadata__": {}}'),
+     "header has duplicate key '__metadata__'"),
+    ("repeated metadata key, not a string once", blob(None, raw=b'{"__metadata__": {"k": 1, "k": "v"}}'),
+     "__metadata__ must map strings to strings"),
+    ("dtype not a string", blob({"w": {**f32((0, 4)), "dtype": {"F32": 1}}}, b"\0" * 4),
+     "tensor 'w': unknown dtype {'F32': 1}"),
+    # serde_json reads these as errors where Python's json module reads values
+    ("lone surrogate", blob(None, b"\0" * 4, raw=b'{"\\ud800": %s}' % json.dumps(f32((0, 4))).encode()),
+     "holds a lone surrogate escape"),
+    ("lone surrogate in an ignored field", blob({"w": {**f32((0, 4)), "x": "\udc00"}}, b"\0" * 4),
+     "holds a lone surrogate escape"),
+    ("number out of range", blob(None, b"\0" * 4, raw=b'{"w": %s}' % json.dumps(
+        {**f32((0, 4)), "x": 0}).encode().replace(b'"x": 0', b'"x": 1e400')), "1e400 is out of range"),
+    ("integer out of range", blob(None, raw=b'{"__x": 1%s}' % (b"0" * 400)), "is out of range"),
+    ("negative zero", blob(None, b"\0" * 4, raw=b'{"w": {"dtype": "F32", "shape": [1], '
+                                               b'"data_offsets": [-0, 4]}}'),
+     "tensor 'w': data_offsets must be [begin, end], got [-0.0, 4]"),
+    ("count overflows before a zero", blob({"w": f32((0, 0), [2**64 - 1, 2, 0])}),
+     "counting the bits of F32 shape [18446744073709551615, 2, 0] overflows 64 bits"),
+    ("bits overflow", blob({"w": f32((0, 0), [2**61])}), "overflows 64 bits"),
 ]
 
 
@@ -416,10 +439,90 @@ def test_what_the_library_accepts_we_accept():
     zero_size = blob({"c": f32((4, 4), [0, 3]), "b": f32((0, 4)), "a": f32((0, 0), [0])}, b"\0" * 4)
     extra_field = blob({"w": {**f32((0, 4)), "extra": 1}}, b"\0" * 4)
     padded = blob(None, raw=b'  {"__metadata__": null}  \n ')
-    for data in (zero_size, extra_field, padded, blob({})):
+    # serde_json's readings, where Python's json module differs: repeated keys where no name
+    # is at stake (the last one counts), a surrogate pair escaped, numbers past u64 and -0 in
+    # ignored fields, a zero dimension reached before the count overflows
+    repeated = blob(None, b"\0" * 4, raw=b'{"__metadata__": {"k": "v", "k": "w"}, "w": {"dtype": '
+                    b'"F32", "shape": [1], "data_offsets": [0, 4], "x": {"y": 1, "y": 2}, "x": 3}}')
+    numbers = blob({"w": {**f32((0, 4)), "x": [2**64, -2**70, 10**300, -0.0, 1e-400]}}, b"\0" * 4)
+    pair = blob(None, b"\0" * 4, raw=b'{"\\ud83d\\ude00": %s}' % json.dumps(f32((0, 4))).encode())
+    zero_first = blob({"w": f32((0, 0), [0, 2**64 - 1, 2])})
+    for data in (zero_size, extra_field, padded, blob({}), repeated, numbers, pair, zero_first):
         ours, theirs = st.load(data), safetensors.deserialize(data)
         assert_same_tensors(ours, theirs)
     assert st.load(padded).metadata is None
+    assert st.load(repeated).metadata == {"k": "w"} and st.load(pair).keys() == ["\U0001f600"]
+
+
+def random_header(rng):
+    """The text of a random valid header, the size of its data region, and the same header
+    changed in up to two random ways (types, repeats, numbers, escapes, shapes, padding)."""
+    names = rng.sample(["a", "b", "w", "x.y", "\u00e9", "__metadata__x", "", "\\ud800"], rng.randint(0, 4))
+    header, offset = {}, 0
+    for name in names:
+        dtype = rng.choice(["F32", "F16", "U8", "I64", "BOOL", "F4", "BF16", "F8_E4M3"])
+        shape = [rng.choice([0, 1, 2, 3]) for _ in range(rng.randint(0, 3))]
+        size = (int(np.prod(shape)) * st.DTYPES[dtype] + 7) // 8
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + size]}
+        offset += size
+    if rng.random() < 0.3:
+        header["__metadata__"] = rng.choice([{"k": "v"}, None, {}, {"k": 1}, [], "x", {"k": None}])
+    changes = [
+        lambda t: t.replace('"data_offsets": [0,', '"data_offsets": [0.0,', 1),
+        lambda t: t.replace('"shape": [', '"shape": [1, ', 1),
+        lambda t: t.replace('"shape": [', '"shape": [18446744073709551615, 2, ', 1),
+        lambda t: t.replace('"F32"', '"F32 "', 1),
+        lambda t: t.replace('"U8"', '"u8"'),
+        lambda t: t.replace('"F16"', rng.choice(['{}', '[]', '1', 'null', '["F16"]']), 1),
+        lambda t: t.replace('"dtype"', '"dtype": "F16", "dtype"', 1),
+        lambda t: t.replace('"data_offsets"', '"data_offsets": [0, 0], "data_offsets"', 1),
+        lambda t: t.replace('{', '{"__metadata__": {"a": "b"}, ', 1),
+        lambda t: t.replace('{"k": "v"}', rng.choice(['{"k": "v", "k": "w"}', '{"k": 5, "k": "w"}']), 1),
+        lambda t: t.replace("]}", rng.choice(['], "x": {"y": [1, 2]}}', '], "x": {"z": 1, "z": 2}}',
+                                              '], "x": 1e400}', '], "x": -0}', '], "x": "\\udc00"}']), 1),
+        lambda t: t.replace('"shape": [', '"shape": {"x": [', 1).replace('], "data_offsets"',
+                                                                       ']}, "data_offsets"', 1),
+        lambda t: t.replace('{"dtype"', '[{"dtype"', 1).replace(']}', ']}]', 1),
+        lambda t: t.replace("0", "-0", 1),
+        lambda t: t.replace("1", "1e0", 1),
+        lambda t: t.replace("2", rng.choice(["18446744073709551615", "18446744073709551616"]), 1),
+        lambda t: t.replace('"a"', '"\\u0061"', 1),
+        lambda t: t.replace('"\\\\ud800"', '"\\ud800"', 1),
+        lambda t: t.replace('"shape": []', '"shape": null', 1),
+        lambda t: rng.choice([" \n\t" + t, t + " ", t + "\x00", t[:-1] + ",}"]),
+    ]
+    text = json.dumps(header, ensure_ascii=rng.random() < 0.5)
+    for _ in range(rng.randint(0, 2)):
+        text = rng.choice(changes)(text)
+    return text, offset
+
+
+def test_random_headers_are_read_or_refused_as_the_library_does(tmp_path):
+    """Fresh random headers, valid and changed (see random_header), over data regions of the
+    right size or a byte off: we load exactly the files the library loads, with its names,
+    dtypes, shapes, bytes and metadata, and refuse the rest with SafeTensorsError."""
+    seed = int.from_bytes(os.urandom(4), "little")
+    rng, loaded, refused = __import__("random").Random(seed), 0, 0
+    path = tmp_path / "random.safetensors"
+    for _ in range(1500):
+        text, size = random_header(rng)
+        raw = text.encode("utf-8", "surrogatepass")
+        size += rng.choice([0, 0, 0, 1, -1]) if size else 0
+        data = struct.pack("<Q", len(raw)) + raw + rng.randbytes(max(0, size))
+        try:
+            theirs = safetensors.deserialize(data)
+        except safetensors.SafetensorError:
+            with pytest.raises(SafeTensorsError):
+                st.load(data)
+            refused += 1
+            continue
+        ours = st.load(data)
+        assert_same_tensors(ours, theirs)
+        path.write_bytes(data)
+        with safetensors.safe_open(path, "np") as f:
+            assert (ours.metadata or None) == (f.metadata() or None), (seed, text)
+        loaded += 1
+    assert loaded > 300 and refused > 300, (loaded, refused)
 
 
 def test_invalid_tensors_are_refused_on_save(tmp_path):

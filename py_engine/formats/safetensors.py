@@ -30,6 +30,7 @@ same arithmetic and converted one by one.
 import json
 import math
 import os
+import re
 import struct
 import sys
 from array import array
@@ -199,39 +200,103 @@ class SafeTensorsFile:
 
 
 def _parse_header(raw, data_len):
-    """(metadata or None, {name: (dtype, shape, begin, end)}), every rule of the format checked."""
+    """(metadata or None, {name: (dtype, shape, begin, end)}), every rule of the format checked.
+
+    The JSON is read as the library's serde_json reads it, where that differs from Python's
+    json module: an escape of a lone surrogate ("\\ud800") is no character, a number past
+    f64's range (1e400) is an error, -0 is a float (so no size or offset), and a repeated key
+    is an error only for a tensor's name, a tensor's field or __metadata__ (elsewhere the last
+    one counts, as in the metadata map, whose every value must still be a string)."""
     try:
         text = bytes(raw).decode("utf-8")
     except UnicodeDecodeError as e:
         raise SafeTensorsError(f"header is not valid UTF-8: {e}") from None
     try:
-        header = json.loads(text, object_pairs_hook=_object_without_duplicates,
-                            parse_constant=_reject_constant)
+        header = json.loads(text, object_pairs_hook=_JSONObject.of, parse_constant=_reject_constant,
+                            parse_int=_json_int, parse_float=_json_float)
     except SafeTensorsError:
         raise
     except (ValueError, RecursionError) as e:
         raise SafeTensorsError(f"header is not valid JSON: {e}") from None
+    if _SURROGATE_ESCAPE.search(text):
+        _refuse_lone_surrogates(header)
     if not isinstance(header, dict):
         raise SafeTensorsError(f"header is a JSON {type(header).__name__}, not an object")
+    _refuse_repeated_keys(header, "header has duplicate key {!r}")
 
     metadata = header.pop("__metadata__", None)
     if metadata is not None and not (
             isinstance(metadata, dict)
-            and all(isinstance(v, str) for v in metadata.values())):
+            and all(isinstance(v, str) for _, v in _JSONObject.pairs_of(metadata))):
         raise SafeTensorsError(f"__metadata__ must map strings to strings, got {metadata!r:.200}")
+    metadata = None if metadata is None else dict(metadata)
 
     tensors = {name: _tensor_entry(name, entry) for name, entry in header.items()}
     _check_layout(tensors, data_len)
     return metadata, tensors
 
 
-def _object_without_duplicates(pairs):
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
+class _JSONObject(dict):
+    """A JSON object whose keys repeat: the last value of each, as a dict, and all its pairs
+    (objects without repeats stay plain dicts)."""
+
+    @classmethod
+    def of(cls, pairs):
+        obj = dict(pairs)
+        if len(obj) == len(pairs):
+            return obj
+        obj = cls(obj)
+        obj.pairs = pairs
+        return obj
+
+    @staticmethod
+    def pairs_of(obj):
+        return obj.pairs if isinstance(obj, _JSONObject) else obj.items()
+
+
+def _refuse_repeated_keys(obj, message, keys=None):
+    if isinstance(obj, _JSONObject):
         seen = set()
-        duplicate = next(k for k, _ in pairs if k in seen or seen.add(k))
-        raise SafeTensorsError(f"header has duplicate key {duplicate!r}")
-    return obj
+        for key, _ in obj.pairs:
+            if key in seen and (keys is None or key in keys):
+                raise SafeTensorsError(message.format(key))
+            seen.add(key)
+
+
+# A \\u escape of a surrogate, after an even number of backslashes: the text may hold a lone one
+_SURROGATE_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _refuse_lone_surrogates(value):
+    """Python's json decodes an escaped surrogate pair to its character and keeps a lone
+    surrogate as it is; serde_json refuses the lone one, and so do we."""
+    stack = [value]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            stack += [k for k, _ in _JSONObject.pairs_of(value)]
+            stack += [v for _, v in _JSONObject.pairs_of(value)]
+        elif isinstance(value, list):
+            stack += value
+        elif isinstance(value, str) and _SURROGATE.search(value):
+            raise SafeTensorsError(f"header is not valid JSON: {value!r:.60} holds a lone "
+                                   f"surrogate escape, which is no character")
+
+
+def _json_int(text):
+    if text == "-0":
+        return -0.0                 # serde_json's -0 is a float
+    if len(text) > 20:
+        _json_float(text)           # past f64's range: an error there
+    return int(text)
+
+
+def _json_float(text):
+    value = float(text)
+    if math.isinf(value):
+        raise SafeTensorsError(f"header is not valid JSON: the number {text:.40} is out of range")
+    return value
 
 
 def _reject_constant(name):
@@ -242,11 +307,13 @@ def _tensor_entry(name, entry):
     """(dtype, shape, begin, end) of one header entry."""
     if not isinstance(entry, dict):
         raise SafeTensorsError(f"tensor {name!r}: entry must be an object, got {entry!r:.100}")
+    _refuse_repeated_keys(entry, f"tensor {name!r}: entry has duplicate field {{!r}}",
+                          ("dtype", "shape", "data_offsets"))
     for key in ("dtype", "shape", "data_offsets"):
         if key not in entry:
             raise SafeTensorsError(f"tensor {name!r}: entry has no {key!r}")
     dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
-    if dtype not in DTYPES:
+    if not isinstance(dtype, str) or dtype not in DTYPES:
         raise SafeTensorsError(f"tensor {name!r}: unknown dtype {dtype!r}")
     if not (isinstance(shape, list) and all(_is_u64(d) for d in shape)):
         raise SafeTensorsError(f"tensor {name!r}: shape must be a list of non-negative integers, "
@@ -274,7 +341,10 @@ def _check_layout(tensors, data_len):
             after = f"after tensor {previous!r}" if previous is not None else "at the start"
             raise SafeTensorsError(f"{where} leave a hole of {begin - expected} bytes "
                                    f"{after} (the data region must be covered without gaps)")
-        bits = math.prod(shape) * DTYPES[dtype]
+        bits = _bits(dtype, shape)
+        if bits is None:
+            raise SafeTensorsError(f"tensor {name!r}: counting the bits of {dtype} shape "
+                                   f"{list(shape)} overflows 64 bits")
         if bits % 8:
             raise SafeTensorsError(f"tensor {name!r}: {dtype} shape {list(shape)} does not fill "
                                    f"whole bytes")
@@ -288,6 +358,18 @@ def _check_layout(tensors, data_len):
     if expected != data_len:
         raise SafeTensorsError(f"file has {data_len - expected} bytes after the last tensor "
                                f"(the data region must end with the last tensor)")
+
+
+def _bits(dtype, shape):
+    """The bits a tensor holds, or None where the library's u64 count overflows: it multiplies
+    the dimensions left to right, then by the dtype's width, checking each step, so
+    [2**64 - 1, 2, 0] overflows before its 0 is reached."""
+    count = 1
+    for size in (*shape, DTYPES[dtype]):
+        count *= size
+        if count >= _LIMIT:
+            return None
+    return count
 
 
 # --- writing -----------------------------------------------------------------------------------
@@ -359,7 +441,7 @@ def _tensor_value(name, value):
         data = _le_bytes(values)
     elif isinstance(value, (tuple, list)) and len(value) == 3:
         dtype, shape, data = value
-        if dtype not in DTYPES:
+        if not isinstance(dtype, str) or dtype not in DTYPES:
             raise SafeTensorsError(f"tensor {name!r}: unknown dtype {dtype!r}")
         try:
             data = _byte_view(data)
