@@ -16,14 +16,20 @@ fallback); the library must then give the .out ids (proving the file is the mode
 must give them too and equal the library's on tests/test_tokenizer_bpe.py's 5,000 strings.
 
 Chat templates: every models/templates/*.jinja (some 70 checkpoints' templates), rendered by
-transformers' own render function and by ours for a few conversations (one turn, a system
-message, a tool call with its result and tools given, reasoning, content as a list of parts),
-with and without the generation prompt: equal text, or both refuse (with the template's own
-message where it raises one). KNOWN_TEMPLATE_DIFFERENCES are reported, not failed.
+transformers' own render function and by ours for 13 conversations (one turn, a system
+message, tool calls one or two at a time with their results and tools given, arguments as
+objects or JSON text, reasoning, content as lists of parts, a developer message, template
+syntax and special tokens as text), each with the options templates read (enable_thinking
+either way, reasoning_effort, documents) and with and without the generation prompt: equal
+text, or both refuse (with the template's own message where it raises one).
+KNOWN_TEMPLATE_DIFFERENCES are reported, not failed. check_templates(folder) runs on any
+folder of .jinja files.
 
 Exits 1 on any other difference.
 """
 
+import copy
+import itertools
 import json
 import sys
 import time
@@ -127,6 +133,21 @@ KNOWN_TEMPLATE_DIFFERENCES = {}
 TOOLS = [{"type": "function", "function": {
     "name": "get_weather", "description": "Weather in a city",
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+TOOLS2 = TOOLS + [{"type": "function", "function": {
+    "name": "search_docs", "description": "Search \"docs\" for a query.\nReturns hits — ranked.",
+    "parameters": {"type": "object", "properties": {
+        "query": {"type": "string", "description": "what to find"},
+        "limit": {"type": "integer", "minimum": 1, "default": 5},
+        "kinds": {"type": "array", "items": {"type": "string", "enum": ["pdf", "html"]}},
+        "filter": {"type": "object", "properties": {"after": {"type": "string", "format": "date"}}},
+        "exact": {"type": "boolean"}, "score": {"type": "number"}, "anything": {}},
+        "required": ["query"]}}}]
+
+
+def _call(number, name, arguments):
+    return {"id": f"call_{number:09d}", "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
 CONVERSATIONS = [  # (messages, tools)
     ([{"role": "user", "content": "Hello! How are you?"}], None),
     ([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
@@ -140,7 +161,43 @@ CONVERSATIONS = [  # (messages, tools)
       {"role": "assistant", "content": "<think>greet</think>Hello!", "reasoning_content": "greet"},
       {"role": "user", "content": "Bye"}], None),
     ([{"role": "user", "content": [{"type": "text", "text": "in parts"}]}], None),
+    # two calls in one turn, arguments as JSON text, two results, a schema of every kind
+    ([{"role": "system", "content": "You are helpful."},
+      {"role": "user", "content": "Weather in Paris, and docs on 'fjords'?"},
+      {"role": "assistant", "content": None, "tool_calls": [
+          _call(1, "get_weather", '{"city": "Paris"}'), _call(2, "search_docs", '{"query": "fjords", "limit": 3}')]},
+      {"role": "tool", "tool_call_id": "call_000000001", "name": "get_weather", "content": "{\"temp\": 21}"},
+      {"role": "tool", "tool_call_id": "call_000000002", "name": "search_docs", "content": "[\"a\", \"b\"]"},
+      {"role": "assistant", "content": "Paris 21. Docs: a, b."}, {"role": "user", "content": "Thanks"}], TOOLS2),
+    # nested dict arguments, non-ASCII, reasoning beside a call, a result without a name
+    ([{"role": "user", "content": "Finde Dokumente über Ölpreise 📈"},
+      {"role": "assistant", "content": "", "reasoning_content": "The user wants docs.", "tool_calls": [
+          _call(3, "search_docs", {"query": "Ölpreise", "kinds": ["pdf"], "filter": {"after": "2024-01-01"},
+                                   "exact": True, "score": 0.5})]},
+      {"role": "tool", "tool_call_id": "call_000000003", "content": "no hits"}], TOOLS2),
+    # reasoning in two turns, the conversation ending on the assistant
+    ([{"role": "system", "content": "Think first."}, {"role": "user", "content": "2+2?"},
+      {"role": "assistant", "content": "4", "reasoning_content": "two and two"},
+      {"role": "user", "content": "and 3+3?"},
+      {"role": "assistant", "content": "<think>\nthree and three\n</think>\n\n6"}], None),
+    # parts everywhere, an image among them
+    ([{"role": "system", "content": [{"type": "text", "text": "Describe images."}]},
+      {"role": "user", "content": [{"type": "image", "url": "https://x/y.png"}, {"type": "text", "text": "What is this?"}]},
+      {"role": "assistant", "content": [{"type": "text", "text": "A cat."}]},
+      {"role": "user", "content": [{"type": "text", "text": "Sure?"}]}], None),
+    # template syntax, special tokens and whitespace as text, an empty answer
+    ([{"role": "user", "content": "{{ not a template }} {% nor this %}\n\n  spaced  "},
+      {"role": "assistant", "content": ""}, {"role": "user", "content": "<|im_end|> </s> [INST]"}], None),
+    ([{"role": "developer", "content": "Answer in French."}, {"role": "user", "content": "Hello"}], None),
+    # a call without id or type, tools given but unused
+    ([{"role": "user", "content": "Weather?"},
+      {"role": "assistant", "tool_calls": [{"function": {"name": "get_weather", "arguments": {"city": "Rome"}}}]},
+      {"role": "tool", "content": "sunny"}, {"role": "user", "content": "ok"}], TOOLS),
+    ([{"role": "system", "content": "Use tools when needed."}, {"role": "user", "content": "Hi"}], TOOLS2),
 ]
+# the template options real templates read, each rendered with every conversation
+OPTIONS = [{}, {"enable_thinking": False}, {"enable_thinking": True}, {"reasoning_effort": "high"},
+           {"documents": [{"title": "Doc A", "text": "Alpha."}, {"title": "Doc B", "text": "Beta."}]}]
 
 
 def check_templates(folder):
@@ -161,16 +218,16 @@ def check_templates(folder):
     for path in sorted(folder.glob("*.jinja")):
         source = path.read_text(encoding="utf-8")
         ours = outcome(lambda: ChatTemplate(source, **special))
-        for messages, tools in CONVERSATIONS:
-            for prompt in (False, True):
-                compared += 1
-                want = outcome(lambda: reference_render(source, messages, add_generation_prompt=prompt,
-                                                        tools=tools, **special))
-                got = ours if isinstance(ours, tuple) else outcome(
-                    lambda: ours.render(messages, add_generation_prompt=prompt, tools=tools))
-                if got != want:
-                    known = KNOWN_TEMPLATE_DIFFERENCES.get(path.name) if tools else None
-                    differences.append((path.name, known, repr(want)[:160], repr(got)[:160]))
+        for (messages, tools), options, prompt in itertools.product(CONVERSATIONS, OPTIONS, (False, True)):
+            compared += 1
+            # each render gets its own copies: a template may change what it is given
+            want = outcome(lambda: reference_render(source, *copy.deepcopy((messages, prompt, tools)),
+                                                    **special, **copy.deepcopy(options)))
+            got = ours if isinstance(ours, tuple) else outcome(
+                lambda: ours.render(*copy.deepcopy((messages, prompt, tools)), **copy.deepcopy(options)))
+            if got != want:
+                known = KNOWN_TEMPLATE_DIFFERENCES.get(path.name) if tools else None
+                differences.append((path.name, known, repr(want)[:160], repr(got)[:160]))
     return compared, differences
 
 
