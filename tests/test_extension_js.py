@@ -8,6 +8,7 @@ import json
 import random
 import shutil
 import subprocess
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -355,6 +356,99 @@ console.log(JSON.stringify({{ ours: [...ours], back: decode(await unzip(ours)), 
     assert {k: bytes(v) for k, v in out["theirs"].items()} == files       # JS reads Python's
     assert out["error"] and "adapter_config.json" in out["error"]
     assert out["notZip"] == "not a zip archive (no end of central directory)"
+
+
+def random_archive(rng):
+    """A random archive as Python's zipfile writes it (stored, deflated, bzip2 or LZMA; ZIP64
+    fields, comments, extra fields, data descriptors when written to a stream, repeated
+    names, folders), its names sometimes in code page 437 or a stub put before it, then cut,
+    bit-flipped, overwritten or spliced into, or left whole."""
+    class Stream(io.RawIOBase):             # not seekable: zipfile writes data descriptors
+        def __init__(self):
+            self.written = bytearray()
+
+        def writable(self):
+            return True
+
+        def write(self, b):
+            self.written += b
+            return len(b)
+
+    out = Stream() if rng.random() < 0.25 else io.BytesIO()
+    method = rng.choice([zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2,
+                         zipfile.ZIP_LZMA])
+    with warnings.catch_warnings(), zipfile.ZipFile(out, "w", method) as z:
+        warnings.simplefilter("ignore")     # repeated names, on purpose
+        z.comment = rng.randbytes(rng.randint(0, 300)) if rng.random() < 0.3 else b""
+        for i in range(rng.randint(0, 5)):
+            name = rng.choice(["a.json", "dir/b.bin", "\u00e9.txt", f"f{i}", "x/"])
+            if name.endswith("/"):
+                z.writestr(name, b"")
+                continue
+            info = zipfile.ZipInfo(name + (str(i) if rng.random() < 0.5 else ""))
+            info.compress_type = method
+            info.extra = b"\x99\x99\x04\x00abcd" if rng.random() < 0.3 else b""
+            info.comment = b"c" * rng.randint(0, 20)
+            with z.open(info, "w", force_zip64=rng.random() < 0.2) as f:
+                f.write(rng.randbytes(rng.randint(0, 3000)) if rng.random() < 0.5 else b"abc" * rng.randint(0, 2000))
+    data = bytearray(out.written if isinstance(out, Stream) else out.getvalue())
+    if rng.random() < 0.2:                  # names in code page 437: the UTF-8 flag cleared
+        for signature, flags in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+            for at in range(len(data) - 4):
+                if data[at:at + 4] == signature:
+                    data[at + flags] &= ~0x08
+    if rng.random() < 0.15:
+        data[:0] = rng.randbytes(rng.randint(1, 200))
+    damage = rng.choice(["none", "none", "flip", "cut", "overwrite", "splice"]) if data else "none"
+    at = rng.randrange(len(data)) if data else 0
+    if damage == "flip":
+        for _ in range(rng.randint(1, 4)):
+            data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+    elif damage == "cut":
+        del data[at:]
+    elif damage == "overwrite":
+        data[at:at + 8] = bytes([rng.choice([0, 255])]) * 8
+    elif damage == "splice":
+        data[at:at] = rng.randbytes(rng.randint(1, 10))
+    return bytes(data)
+
+
+def test_random_archives_unzip_as_pythons_zipfile_reads_them():
+    """Fresh random archives, whole and damaged (random_archive): wherever Python's zipfile
+    reads every entry, unzip gives the same files; wherever it cannot, unzip throws an Error
+    whose message says what is wrong ("zip: ..."), never an error of its own code; and it
+    refuses only what Python refuses, or the bzip2 and LZMA entries it does not read."""
+    seed = random.randrange(10**9)
+    rng = random.Random(seed)
+    archives, expected = [], []
+    for _ in range(400):
+        data = random_archive(rng)
+        try:
+            with zipfile.ZipFile(io.BytesIO(data)) as z:
+                files = {i.filename: z.read(i) for i in z.infolist() if not i.filename.endswith("/")}
+                methods = {i.compress_type for i in z.infolist()}
+            expected.append(("read", {k: list(v) for k, v in files.items()}, methods <= {0, 8}))
+        except Exception as e:              # noqa: BLE001 - whatever refuses it
+            expected.append(("refused", repr(e), None))
+        archives.append(list(data))
+    got = node(f"""
+import {{ unzip }} from "{(WEB / 'zip.mjs').as_uri()}";
+const out = [];
+for (const data of DATA) {{
+  try {{
+    const files = await unzip(Uint8Array.from(data));
+    out.push(["read", Object.fromEntries(Object.entries(files).map(([k, v]) => [k, [...v]]))]);
+  }} catch (e) {{ out.push(["refused", `${{e.constructor.name}}: ${{e.message}}`]); }}
+}}
+console.log(JSON.stringify(out));""", archives)
+    for (want, files, readable), (outcome, ours) in zip(expected, got):
+        if outcome == "refused":
+            assert ours.startswith(("Error: zip: ", "Error: not a zip archive")), (seed, ours)
+            assert want == "refused" or not readable, (seed, ours)
+        else:
+            assert want == "read" and ours == files, (seed, want, sorted(ours))
+    outcomes = [(w, o) for (w, _, _), (o, _) in zip(expected, got)]
+    assert outcomes.count(("read", "read")) > 80 and outcomes.count(("refused", "refused")) > 80, seed
 
 
 # --- the sorter's moves --------------------------------------------------------------------
