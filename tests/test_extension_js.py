@@ -341,7 +341,8 @@ def test_zip_archives_go_both_ways_with_pythons_zipfile():
     out = node(f"""
 import {{ unzip, zip }} from "{(WEB / 'zip.mjs').as_uri()}";
 const decode = (files) => Object.fromEntries(Object.entries(files).map(([k, v]) => [k, [...v]]));
-const ours = new Uint8Array(await zip(Object.fromEntries(Object.entries(DATA.files).map(([k, v]) => [k, Uint8Array.from(v)]))).arrayBuffer());
+const ours = new Uint8Array(await zip(Object.fromEntries(Object.entries(DATA.files).map(([k, v]) => [k, Uint8Array.from(v)])),
+                                      new Date(2026, 11, 5, 16, 42, 31)).arrayBuffer());
 const theirs = await unzip(Uint8Array.from(DATA.deflated));
 let error = null;
 try {{ await unzip(Uint8Array.from(DATA.damaged)); }} catch (e) {{ error = e.message; }}
@@ -352,6 +353,7 @@ console.log(JSON.stringify({{ ours: [...ours], back: decode(await unzip(ours)), 
                 "damaged": list(damaged)})
     with zipfile.ZipFile(io.BytesIO(bytes(out["ours"]))) as z:      # Python reads what JS wrote
         assert z.testzip() is None and {n: z.read(n) for n in z.namelist()} == files
+        assert {i.date_time for i in z.infolist()} == {(2026, 12, 5, 16, 42, 30)}   # 2-second steps
     assert {k: bytes(v) for k, v in out["back"].items()} == files
     assert {k: bytes(v) for k, v in out["theirs"].items()} == files       # JS reads Python's
     assert out["error"] and "adapter_config.json" in out["error"]

@@ -18,9 +18,13 @@ export function crc32(bytes) {
   return (c ^ 0xffffffff) >>> 0;
 }
 
-// files: {name: Uint8Array} -> a Blob of the archive.
-export function zip(files) {
+// files: {name: Uint8Array} -> a Blob of the archive, its entries dated `when` (local time,
+// as zip tools show it).
+export function zip(files, when = new Date()) {
   const encoder = new TextEncoder();
+  // MS-DOS time and date: 2-second steps, years from 1980
+  const time = (when.getHours() << 11) | (when.getMinutes() << 5) | (when.getSeconds() >> 1);
+  const date = ((Math.max(when.getFullYear(), 1980) - 1980) << 9) | ((when.getMonth() + 1) << 5) | when.getDate();
   const local = [];
   const central = [];
   let offset = 0;
@@ -31,6 +35,8 @@ export function zip(files) {
     header.setUint32(0, 0x04034b50, true); // local file header
     header.setUint16(4, 20, true); // version needed
     header.setUint16(6, 0x0800, true); // UTF-8 names
+    header.setUint16(10, time, true);
+    header.setUint16(12, date, true);
     header.setUint32(14, crc, true);
     header.setUint32(18, data.length, true);
     header.setUint32(22, data.length, true);
@@ -41,6 +47,8 @@ export function zip(files) {
     entry.setUint16(4, 20, true);
     entry.setUint16(6, 20, true);
     entry.setUint16(8, 0x0800, true);
+    entry.setUint16(12, time, true);
+    entry.setUint16(14, date, true);
     entry.setUint32(16, crc, true);
     entry.setUint32(20, data.length, true);
     entry.setUint32(24, data.length, true);
