@@ -453,6 +453,37 @@ console.log(JSON.stringify(out));""", archives)
     assert outcomes.count(("read", "read")) > 80 and outcomes.count(("refused", "refused")) > 80, seed
 
 
+def test_a_checkpoints_headers_are_sized_up_or_refused_in_one_line():
+    """weightsProblem reads each .safetensors header alone: the largest tensor, in f32, against
+    the GPU's largest buffer; a header that is cut short, not JSON or not a JSON object is a
+    one-line Error naming the file, never an error of the page's own code."""
+    def file(header):
+        raw = header.encode()
+        return [len(raw).to_bytes(8, "little") + raw]
+    cases = [file(json.dumps({"__metadata__": {"k": "v"}, "small": {"dtype": "F16", "shape": [10, 10]},
+                              "big": {"dtype": "F16", "shape": [1000, 100]}, "odd": None, "no": {"shape": 5}})),
+             file("null"), file("[1, 2]"), file('"text"'), file("{nope"), [b"\x05\0\0\0\0\0\0\0{}"], [b"\x01"]]
+    got = node(f"""
+import {{ weightsProblem }} from "{(WEB / 'checkpoint.mjs').as_uri()}";
+const out = [];
+for (const parts of DATA) {{
+  const file = new File(parts.map((p) => Uint8Array.from(p)), "model.safetensors");
+  for (const limit of [1e9, 300000]) {{
+    try {{
+      const problem = await weightsProblem([{{ path: "model.safetensors", file }}], {{ maxStorageBufferBindingSize: limit, maxBufferSize: 1e12 }}, (n) => `${{n}} B`);
+      out.push(problem ? `problem: ${{problem.message}}` : "fits");
+    }} catch (e) {{ out.push(`${{e.constructor.name}}: ${{e.message}}`); }}
+  }}
+}}
+console.log(JSON.stringify(out));""", [[list(p) for p in parts] for parts in cases])
+    assert got[:2] == ["fits", "problem: This model does not fit on this GPU: its tensor big needs 400000 B in one "
+                       "buffer, and this GPU binds at most 300000 B. Pick a smaller model."]
+    not_object = "Error: model.safetensors is not a safetensors file (its header is not a JSON object)."
+    assert got[2:8] == [not_object] * 6
+    assert got[8:10] == ["Error: model.safetensors is not a safetensors file (its header is not JSON)."] * 2
+    assert got[10:] == ["Error: model.safetensors is not a safetensors file (its header is cut short or too long)."] * 4
+
+
 # --- the sorter's moves --------------------------------------------------------------------
 
 def extension_modules(path):

@@ -47,6 +47,9 @@ async function largestTensor(file) {
   } catch {
     throw new Error(`${file.name} is not a safetensors file (its header is not JSON).`);
   }
+  if (!header || typeof header !== "object" || Array.isArray(header)) {
+    throw new Error(`${file.name} is not a safetensors file (its header is not a JSON object).`);
+  }
   let best = { name: null, bytes: 0 };
   for (const [name, t] of Object.entries(header)) {
     if (name === "__metadata__" || !t || !Array.isArray(t.shape)) continue;
