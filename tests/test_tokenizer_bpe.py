@@ -445,6 +445,209 @@ def test_added_tokens_nested_too_deeply_for_a_trie_still_match_longest_first():
     assert [m.group() for m in pattern.finditer("b" + "a" * 1500 + "b" + "aaa")] == ["a" * 1199, "a" * 301, "aaa"]
 
 
+def test_single_word_tokens_see_word_characters_as_the_library_does():
+    """A single_word added token is not matched next to a word character, which the library
+    tells with the Rust regex crate's \\w: marks ("ٜ", U+065C) are word characters there and
+    "²" is not, unlike Python's \\w. is_word_char against the library on every code point
+    Python's Unicode tables assign (the library's are newer: it knows more)."""
+    from tokenizers import AddedToken
+    from py_engine.tokenizers.wordpiece import is_word_char
+
+    probe = Tokenizer(models.WordLevel({"[UNK]": 0}, unk_token="[UNK]"))
+    probe.add_tokens([AddedToken("<x>", single_word=True)])
+    mark = probe.token_to_id("<x>")
+    chars = [chr(c) for c in range(0x110000) if unicodedata.category(chr(c)) not in ("Cn", "Cs")]
+    for texts in ([c + "<x>" for c in chars], ["<x>" + c for c in chars]):
+        library = [mark not in e.ids for e in probe.encode_batch(texts)]
+        wrong = [c for c, word in zip(chars, library) if is_word_char(c) != word]
+        assert not wrong, [f"U+{ord(c):04X} {unicodedata.category(c)}" for c in wrong[:10]]
+    assert is_word_char("\u065c") and not is_word_char("\u00b2") and is_word_char("\u24b6")
+
+
+def test_added_tokens_take_the_ids_the_library_gives_them(qwen2_reference):
+    """The library adds tokenizer.json's added tokens one by one and gives each the model's id
+    for its text, else the next id past the vocabulary and those added before; the ids the
+    file lists count only where they agree (as in every file it writes). Listed out of order,
+    past a gap, or naming a text the vocabulary holds: the library's ids, in encoding,
+    decoding and names."""
+    config = json.loads(qwen2_reference.to_str())
+    special = dict(config["added_tokens"][0])
+    config["added_tokens"] += [dict(special, id=3001, content="<b>"), dict(special, id=3000, content="<a>"),
+                               dict(special, id=3009, content="<gap>"), dict(special, id=5, content="the"),
+                               dict(special, id=7, content="<b>")]
+    text = json.dumps(config)
+    lib, ours = Tokenizer.from_str(text), BPETokenizer.from_json(text)
+    for sample in ["<a><b> the <gap>the", "<|im_start|>the", "x<b>"]:
+        want = lib.encode(sample)
+        got = ours.encode(sample)
+        assert (got.ids, got.tokens) == (want.ids, want.tokens), sample
+        assert ours.decode(want.ids, skip_special_tokens=False) == lib.decode(want.ids, skip_special_tokens=False)
+    assert [ours.token_to_id(t) for t in ("<b>", "<a>", "<gap>")] == [3000, 3001, 3002]
+
+
+def test_unknown_characters_without_byte_fallback_keep_their_offsets(references):
+    """Without byte_fallback, an unknown character becomes the unknown token's symbol, which
+    the library merges like any other ("<unk>d" is an entry of this vocabulary, learned from
+    text holding "<unk>"), or, with no unknown token, no symbol at all: the library's ids,
+    and offsets that cover what each token came from. With the unknown token these are the
+    library's; without it the library's offsets lose count of the dropped characters
+    ("▁don't" from "ڷdon't" gets (0, 4)), ours cover the whole word."""
+    config = json.loads(references["llama2"].to_str())
+    assert "<unk>d" in config["model"]["vocab"]
+    texts = ["ڷdon't", "a ſ b", "ſſd ſ", "IT'S 'ſ 'K", "ok ڷڷ"]
+    for unk in ("<unk>", None):
+        config["model"].update(byte_fallback=False, unk_token=unk)
+        lib, ours = Tokenizer.from_str(json.dumps(config)), BPETokenizer.from_json(json.dumps(config))
+        for text in texts:
+            want, got = lib.encode(text), ours.encode(text, return_offsets=True)
+            assert got.ids == want.ids, (unk, text)
+            if unk is not None:
+                assert got.offsets == want.offsets, (unk, text)
+        if unk is None:
+            assert ours.encode("ڷdon't", return_offsets=True).offsets == [(0, 0), (0, 6)]
+            assert ours.encode("a ſ b", return_offsets=True).offsets[-1] == (3, 5)     # " b"
+    config["model"]["unk_token"] = "<nope>"     # not in the vocabulary: an error only when needed
+    lib, ours = Tokenizer.from_str(json.dumps(config)), BPETokenizer.from_json(json.dumps(config))
+    assert ours.encode("hello").ids == lib.encode("hello").ids
+    with pytest.raises(ValueError, match="neither is the unknown token '<nope>'"):
+        ours.encode("ڷ")
+
+
+def test_an_added_token_inside_the_spaces_rstrip_took_is_the_librarys(references):
+    """Llama 3's <tool> here takes the spaces around it (lstrip, rstrip); a second added token
+    matched inside those spaces is a token of its own, its span overlapping <tool>'s, as the
+    library makes it, and one wholly inside them is dropped."""
+    config = json.loads(references["llama3"].to_str())
+    config["added_tokens"][1]["content"] = " "
+    plain = json.loads(json.dumps(config))
+    plain["added_tokens"] = [t for t in plain["added_tokens"] if t["content"] != "<tool>"]
+    tool = next(t for t in config["added_tokens"] if t["content"] == "<tool>")
+    for cfg in (config, json.loads(json.dumps(config).replace('"content": " "', '"content": "  "'))):
+        lib, ours = Tokenizer.from_str(json.dumps(cfg)), BPETokenizer.from_json(json.dumps(cfg))
+        for text in ["<tool> call <tool>  spaced  ", "  ", "a  <tool>   b", " <tool> "]:
+            want, got = lib.encode(text), ours.encode(text, return_offsets=True)
+            assert (got.ids, got.offsets) == (want.ids, want.offsets), text
+    assert tool["lstrip"] and tool["rstrip"]
+
+
+def test_a_normalized_added_token_is_named_and_decoded_as_the_library_does(references):
+    """An added token marked "normalized" is named by its normalized text ("▁</s>" under
+    Llama 2's Prepend), which decoding then reads."""
+    config = json.loads(references["llama2"].to_str())
+    for token in config["added_tokens"]:
+        token["normalized"] = True
+    lib, ours = Tokenizer.from_str(json.dumps(config)), BPETokenizer.from_json(json.dumps(config))
+    for text in ["a</s>b", "<unk> x </s>", "<s>[INST] hi [/INST] ok</s>"]:
+        ids = lib.encode(text).ids
+        assert ours.encode(text).ids == ids
+        for skip in (False, True):
+            assert ours.decode(ids, skip_special_tokens=skip) == lib.decode(ids, skip_special_tokens=skip)
+    assert ours.id_to_token(2) == lib.id_to_token(2) == "\u2581</s>"
+
+
+@pytest.mark.parametrize("change, message", [  # the first three the library reads, then fails or errs
+    ({"post_processor": {"type": "TemplateProcessing", "single": [{"Sequence": {"type_id": 0}}], "pair": [],
+                         "special_tokens": {}}}, r"post_processor.single: .* is not a piece"),
+    ({"post_processor": {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}],
+                         "pair": [], "special_tokens": {}}}, "special token '<s>' is not among its special_tokens"),
+    ({"post_processor": {"type": "TemplateProcessing", "single": [], "pair": [],
+                         "special_tokens": {"<s>": {"id": "<s>", "ids": [1, 2], "tokens": ["<s>"]}}}},
+     "must hold as many ids"),
+    ({"post_processor": {"type": "TemplateProcessing", "single": [{"Sequence": {"id": "C", "type_id": 0}}],
+                         "pair": [], "special_tokens": {}}}, "sequence 'C' is neither A nor B"),
+    ({"post_processor": {"single": [], "pair": [], "special_tokens": {}}}, 'has no "type"'),
+    ({"pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": "no"}}, '"pre_tokenizer.add_prefix_space" must be true or false'),
+    ({"decoder": {"type": "Replace", "pattern": True, "content": " "}}, '"decoder.pattern" must be'),
+    ({"decoder": {"type": "Replace", "pattern": {"String": "x"}, "content": None}}, '"decoder.content" must be a string'),
+    ({"model": {"type": "BPE", "vocab": {}, "merges": [], "fuse_unk": 1}}, '"model.fuse_unk" must be true or false'),
+    ({"model": {"type": "BPE", "vocab": {}, "merges": [], "continuing_subword_prefix": []}},
+     '"model.continuing_subword_prefix" must be a string'),
+    ({"truncation": {"max_length": -1, "strategy": "LongestFirst", "stride": 0, "direction": "Right"}},
+     '"truncation.max_length" must be a non-negative integer'),
+    ({"added_tokens": [{"id": 0, "content": "<x>", "special": "yes"}]}, "true or false for single_word"),
+    ({"decoder": {"type": "Sequence"}}, '"decoder" is a Sequence without the list of its members'),
+])
+def test_malformed_files_are_named_where_the_library_refuses_them(references, change, message):
+    """What the library refuses to read is an error naming the field here too, not a
+    TypeError or KeyError deep inside, nor a value read as true or false. Three it reads:
+    a template naming a special token its map lacks (it panics when encoding), a special
+    token with more ids than tokens (it gives an encoding whose tokens miss some), and a
+    component without "type" (it guesses the kind from the fields; it always writes one)."""
+    config = dict(json.loads(references["gpt2"].to_str()), **change)
+    if not any(m in message for m in ("is not among", "as many ids", 'no "type"')):
+        with pytest.raises(Exception):                      # noqa: B017 - any refusal there
+            Tokenizer.from_str(json.dumps(config))
+    with pytest.raises(ValueError, match=message):
+        BPETokenizer.from_json(json.dumps(config))
+
+
+# Values the library accepts for the options real files set (and that this tokenizer reads)
+LEGAL_OPTIONS = {
+    "add_prefix_space": [True, False], "trim_offsets": [True, False], "use_regex": [True, False],
+    "behavior": ["Isolated", "Removed", "MergedWithPrevious", "MergedWithNext", "Contiguous"],
+    "prepend_scheme": ["always", "first", "never"], "split": [True, False],
+    "byte_fallback": [True, False], "fuse_unk": [True, False], "ignore_merges": [True, False],
+    "lstrip": [True, False], "rstrip": [True, False], "single_word": [True, False],
+    "normalized": [True, False], "special": [True, False], "unk_token": ["<unk>", None],
+    "start": [0, 1, 2], "stop": [0, 1],
+}
+
+
+def test_files_with_other_legal_options_encode_and_decode_as_the_library(corpus, references, qwen2_reference):
+    """Each reference file with one to three of its options set to other values the library
+    accepts (LEGAL_OPTIONS: ByteLevel's add_prefix_space, trim_offsets, use_regex; Split's
+    behavior; Metaspace's prepend_scheme and split; BPE's byte_fallback, fuse_unk,
+    ignore_merges, unk_token; the added tokens' flags; the Strip decoder's counts), fresh
+    each run: the library's ids and decodings on part of the corpus."""
+    seed = random.randrange(10**6)
+    rng = random.Random(seed)
+    files = {name: json.loads(ref.to_str()) for name, ref in references.items() if name != "o200k"}
+    files["qwen2"] = json.loads(qwen2_reference.to_str())
+
+    def options(node, path=()):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in LEGAL_OPTIONS and not isinstance(value, (dict, list)):
+                    yield path + (key,)
+                if key not in ("vocab", "merges"):
+                    yield from options(value, path + (key,))
+        elif isinstance(node, list):
+            for k, value in enumerate(node):
+                yield from options(value, path + (k,))
+
+    texts, compared = corpus[:3000:20], 0
+    for _ in range(60):
+        name = rng.choice(sorted(files))
+        config = json.loads(json.dumps(files[name]))
+        changed = []
+        for path in rng.sample(list(options(config)), rng.randint(1, 3)):
+            node = config
+            for key in path[:-1]:
+                node = node[key]
+            node[path[-1]] = rng.choice(LEGAL_OPTIONS[path[-1]])
+            changed.append((path, node[path[-1]]))
+        text = json.dumps(config)
+        try:
+            lib = Tokenizer.from_str(text)
+        except BaseException:               # noqa: BLE001 - the library refuses the mix
+            continue
+        ours = BPETokenizer.from_json(text)
+        for sample in texts:
+            try:
+                want = lib.encode(sample).ids
+            except BaseException:           # noqa: BLE001 - e.g. no unknown token for a character
+                continue
+            assert ours.encode(sample).ids == want, (seed, name, changed, sample)
+            for skip in (False, True):
+                try:
+                    decoded = lib.decode(want, skip_special_tokens=skip)
+                except BaseException:       # noqa: BLE001 - a panic of the library's decoders
+                    continue
+                assert ours.decode(want, skip_special_tokens=skip) == decoded, (seed, name, changed, sample)
+        compared += 1
+    assert compared >= 30, (seed, compared)
+
+
 def test_unsupported_features_are_refused(references):
     config = json.loads(references["gpt2"].to_str())
     with pytest.raises(ValueError, match="'WordPiece'"):

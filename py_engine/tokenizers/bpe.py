@@ -52,7 +52,7 @@ from .precompiled import Precompiled
 from .regex_classes import CLASSES, PARTS, class_spec
 from .encoding import Encoding, TokenizerBase
 from .unigram import UnigramModel
-from .wordpiece import (_AddedTokens, _char_class, _check_text, _ranges, _split_added,
+from .wordpiece import (_char_class, _check_text, _ranges, _split_added, read_added_tokens,
                         template_processing)
 
 WORD_CACHE_SIZE = 1 << 16   # words whose ids are remembered
@@ -680,17 +680,10 @@ class SubwordTokenizer(TokenizerBase):
         decoder = config.get("decoder")
         self._decode = None if decoder is None else _decoder(decoder)
 
-        added = [t for t in config.get("added_tokens") or [] if t["content"]]
-        self._read_vocabulary(added, None if self._unigram is None else dict(enumerate(self._unigram.pieces)))
-        # Tokens marked "normalized" are matched in normalized text, by their normalized form.
-        if self._normalize is not None:
-            added = [dict(t, content=self._normalize(t["content"])) if t.get("normalized") else t
-                     for t in added]
-        raw = [t for t in added if not t.get("normalized")]
-        normalized = [t for t in added if t.get("normalized")]
-        self._raw_added = _AddedTokens(raw) if raw else None
-        self._normalized_added = _AddedTokens(normalized) if normalized else None
-        self._special_ids = {t["id"] for t in added if t.get("special")}
+        unigram = self._unigram
+        read_added_tokens(self, config, self._normalize,
+                          None if unigram is None else dict(enumerate(unigram.pieces)),
+                          None if unigram is None else len(unigram.pieces))
 
         self._read_post_processor(config.get("post_processor"))
         self._read_truncation(config.get("truncation"))
@@ -715,8 +708,9 @@ class SubwordTokenizer(TokenizerBase):
         self._ignore_merges = bool(model.get("ignore_merges"))
         self.unk_token = model.get("unk_token")
         self.unk_id = self._model_vocab.get(self.unk_token)
-        if self.unk_token is not None and self.unk_id is None:
-            raise ValueError(f"the unknown token {self.unk_token!r} is not in the vocabulary")
+        # An unknown token the vocabulary lacks is an error only for a text that needs it (a
+        # byte-level model never does), as in the library.
+        self._missing_unk = self.unk_token if self.unk_id is None else None
         # (left id, right id) -> (rank, merged id); the lowest rank merges first.
         self._merges = {}
         for rank, merge in enumerate(model.get("merges") or []):
@@ -735,6 +729,7 @@ class SubwordTokenizer(TokenizerBase):
         self._fuse_unk = True
         self._merges = {}
         self.unk_token, self.unk_id = unigram.unk_token, unigram.unk_id
+        self._missing_unk = None
         self._byte_ids = unigram.byte_ids or [None] * 256
 
     # ---- construction (from_file, from_json: TokenizerBase's) ----------------------------
@@ -804,6 +799,9 @@ class SubwordTokenizer(TokenizerBase):
                 if None not in byte_ids:
                     ids += byte_ids
                     continue
+            if self._missing_unk is not None:
+                raise ValueError(f"{ch!r} is not in the vocabulary, and neither is the unknown "
+                                 f"token {self._missing_unk!r} that should stand for it")
             if self.unk_id is not None:
                 if unk and not self._fuse_unk:
                     ids.append(self.unk_id)
@@ -876,13 +874,13 @@ class SubwordTokenizer(TokenizerBase):
             ids, tokens, _ = self._text_ids_offsets(text)
             return ids, tokens
         ids, renamed, at_start = [], [], True
-        for piece, added_id in _split_added(text, self._raw_added):
+        for piece, added_id, _ in _split_added(text, self._raw_added):
             if added_id is not None:
                 renamed.append((len(ids), piece))
                 ids.append(added_id)
                 at_start = False
                 continue
-            for part, added_id in _split_added(self.normalize(piece), self._normalized_added):
+            for part, added_id, _ in _split_added(self.normalize(piece), self._normalized_added):
                 if added_id is not None:
                     renamed.append((len(ids), part))
                     ids.append(added_id)
@@ -909,8 +907,8 @@ class SubwordTokenizer(TokenizerBase):
         from: the library's offsets. A token holding part of a character's UTF-8 bytes
         gets that whole character; an added token gets what it matched (with the whitespace
         lstrip/rstrip took)."""
-        ids, offsets, renamed, at_start, pos = [], [], [], True, 0
-        for piece, added_id in _split_added(text, self._raw_added):
+        ids, offsets, renamed, at_start = [], [], [], True
+        for piece, added_id, pos in _split_added(text, self._raw_added):
             end = pos + len(piece)
             if added_id is not None:
                 renamed.append((len(ids), piece))
@@ -921,8 +919,7 @@ class SubwordTokenizer(TokenizerBase):
             align = [(k, k + 1) for k in range(pos, end)]
             if self._aligned_normalize is not None:
                 piece, align = self._aligned_normalize(piece, align)
-            part_pos = 0
-            for part, added_id in _split_added(piece, self._normalized_added):
+            for part, added_id, part_pos in _split_added(piece, self._normalized_added):
                 part_end = part_pos + len(part)
                 part_align = align[part_pos:part_end]
                 if added_id is not None:
@@ -941,8 +938,8 @@ class SubwordTokenizer(TokenizerBase):
                         ids.extend(word_ids)
                         offsets += [(word_align[a][0], word_align[b - 1][1])
                                     for a, b in self._token_spans(word, word_ids)]
-                at_start, part_pos = False, part_end
-            at_start, pos = False, end
+                at_start = False
+            at_start = False
         names = [self._names[i] for i in ids]
         for k, name in renamed:
             names[k] = name
@@ -967,9 +964,13 @@ class SubwordTokenizer(TokenizerBase):
         spans, pos, n_bytes = [], 0, 0
         for i in ids:
             name = names.get(i)
-            if not n_bytes and name is not None and word.startswith(name, pos):
-                spans.append((pos, pos + len(name)))
-                pos += len(name)
+            if not n_bytes and self.unk_id is None:
+                while pos < len(word) and self._is_unknown(word[pos]):
+                    pos += 1        # no unknown token: the character gives no token
+            end = None if n_bytes or name is None else self._symbol_end(name, word, pos)
+            if end is not None:
+                spans.append((pos, end))
+                pos = end
             elif i in self._byte_id_set:
                 spans.append((pos, pos + 1))
                 n_bytes += 1
@@ -984,6 +985,33 @@ class SubwordTokenizer(TokenizerBase):
             else:
                 raise AssertionError(f"token {name!r} does not match word {word!r} at {pos}")
         return spans
+
+    def _symbol_end(self, name, word, pos):
+        """Where a vocabulary entry `name` ends if it begins at word[pos], or None. Its name is
+        the characters it covers, but that the library merges the unknown token's symbol as
+        any other (an entry such as "<unk>d" covers an unknown character, with fuse_unk a run
+        of them, then "d"), and that without an unknown token an unknown character gives no
+        symbol at all (so "▁don't" may cover "▁ڷdon't")."""
+        if word.startswith(name, pos):
+            return pos + len(name)
+        unk, dropped = self.unk_token, self.unk_id is None
+        if not dropped and (not unk or unk not in name):
+            return None
+        j = 0
+        while j < len(name):
+            unknown = pos < len(word) and self._is_unknown(word[pos])
+            if unknown and dropped:
+                pos += 1
+            elif unknown and name.startswith(unk, j):
+                pos += 1
+                while self._fuse_unk and pos < len(word) and self._is_unknown(word[pos]):
+                    pos += 1
+                j += len(unk)
+            elif pos < len(word) and name[j] == word[pos]:
+                j, pos = j + 1, pos + 1
+            else:
+                return None
+        return pos
 
     def _is_unknown(self, ch):
         if ch in self._model_vocab:

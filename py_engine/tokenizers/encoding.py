@@ -57,11 +57,15 @@ class TokenizerBase(TokenizerJsonReader):
     _read_truncation and _read_padding (after setting pad_token and pad_id its own way), and
     encodes one text in encode(); encode_batch is _encode_batch over it."""
 
-    def _read_vocabulary(self, added, names=None):
+    def _read_vocabulary(self, added, names=None, model_size=None):
         """_vocab (token -> id, the added tokens included) and _names (id -> token) from
         _model_vocab and the added tokens ({"id", "content"}), which win over the model's
         entries as in the library; `names` ({id: name}) first overrides the model's (a
-        Unigram piece listed twice keeps each id's own)."""
+        Unigram piece listed twice keeps each id's own). Returns the added tokens with the
+        ids the library gives them (library_ids; model_size: its model's vocabulary size,
+        default len(_model_vocab))."""
+        added = library_ids(added, self._model_vocab,
+                            len(self._model_vocab) if model_size is None else model_size)
         self._vocab = dict(self._model_vocab)
         for token in added:
             self._vocab[token["content"]] = token["id"]
@@ -72,6 +76,7 @@ class TokenizerBase(TokenizerJsonReader):
             self._names[i] = name
         for token in added:
             self._names[token["id"]] = token["content"]
+        return added
 
     _id_limit = None
 
@@ -193,3 +198,35 @@ class TokenizerBase(TokenizerJsonReader):
         for field, pad in fields:
             value, pads = getattr(encoding, field), [pad] * missing
             setattr(encoding, field, pads + value if self._pad_left else value + pads)
+
+
+def library_ids(added, model_vocab, model_size):
+    """The added tokens ({"id", "content", ...}, in the file's order) with the ids the library
+    gives them, which are not always the ids tokenizer.json lists: it adds them one by one as
+    its AddedVocabulary.add_tokens does. A content added before keeps its id, one the model's
+    vocabulary holds takes the model's id, and any other the next id past both the model's
+    vocabulary (model_size entries) and the tokens added so far. In the files the library
+    writes the two agree; where a file's ids disagree (edited by hand, or written by other
+    tools), transformers uses these, and so do we."""
+    ids, out = {}, []
+    for token in added:
+        content = token["content"]
+        if content in ids:
+            new = ids[content]
+        elif content in model_vocab:
+            new = model_vocab[content]
+        else:
+            top = max(ids.values(), default=None)
+            new = model_size if top is None or (top < model_size and model_size) else top + 1
+        ids[content] = new
+        out.append(token if token["id"] == new else dict(token, id=new))
+    return out
+
+
+def special_ids(original, added):
+    """The ids decoding skips as special: the added tokens marked special (`original`, as
+    the file lists them) whose name (in `added`, a "normalized" token's content normalized)
+    is still a special token's text. The library checks the name, so a special token that
+    normalizing renames ("</s>" to "▁</s>") is not skipped there, nor here."""
+    texts = {t["content"] for t in original if t.get("special")}
+    return {t["id"] for t, o in zip(added, original) if o.get("special") and t["content"] in texts}

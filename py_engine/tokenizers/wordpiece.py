@@ -31,7 +31,7 @@ import re
 import unicodedata
 
 from ..formats.json_file import read_utf8
-from .encoding import Encoding, TokenizerBase
+from .encoding import Encoding, TokenizerBase, special_ids
 from .tokenizer_file import TokenizerFileError
 
 WORD_CACHE_SIZE = 1 << 16   # words whose pieces are remembered; text repeats words a lot
@@ -143,8 +143,20 @@ _LOWERCASE_ADDED_TABLE = _lowercase_table(_LOWERCASE_ADDED)
 _LOWERCASE_ADDED_RE = re.compile("[" + "".join(map(chr, _LOWERCASE_ADDED_TABLE)) + "]")
 # Added tokens with single_word: the library's regex \w also counts marks and connector
 # punctuation; Python's \w is close enough for the ASCII word boundaries this is used for.
-_ENDS_WITH_WORD = re.compile(r"\w\Z")
-_STARTS_WITH_WORD = re.compile(r"\w")
+# The letters, numbers and marks of the Rust regex crate's \w, which the library's single_word
+# check uses: Alphabetic (letters, Nl, and the Other_Alphabetic symbols: circled and squared
+# Latin letters), marks, decimal digits, connector punctuation and the joiners. Python's \w
+# differs: it has No ("²") and lacks the marks.
+_WORD_CATEGORIES = frozenset({"Lu", "Ll", "Lt", "Lm", "Lo", "Nl", "Nd", "Mn", "Mc", "Me", "Pc"})
+_OTHER_ALPHABETIC_SYMBOLS = ((0x24B6, 0x24E9), (0x1F130, 0x1F149), (0x1F150, 0x1F169),
+                             (0x1F170, 0x1F189))
+
+
+def is_word_char(ch):
+    if unicodedata.category(ch) in _WORD_CATEGORIES or ch in "\u200c\u200d":
+        return True
+    return any(a <= ord(ch) <= b for a, b in _OTHER_ALPHABETIC_SYMBOLS)
+
 _TRAILING_SPACE = re.compile(f"[{_char_class(_WHITESPACE)}]*\\Z")
 _LEADING_SPACE = re.compile(f"[{_char_class(_WHITESPACE)}]*")
 
@@ -162,7 +174,7 @@ def _nfd(text):
 
 
 def _split_added(text, added):
-    return added.split(text) if added is not None else ((text, None),)
+    return added.split(text) if added is not None else ((text, None, 0),)
 
 
 def _check_text(value, name):
@@ -173,21 +185,49 @@ def _check_text(value, name):
 
 def template_processing(processor):
     """(single, pair) templates of a TemplateProcessing post-processor: lists of (special ids,
-    None, type id) for special tokens and (None, sequence name "A"/"B", type id) for the text."""
+    None, type id) for special tokens and (None, sequence name "A"/"B", type id) for the text.
+    A malformed one (a piece that is neither kind, a special token its map lacks, ids and
+    tokens of different lengths) is a ValueError naming it, where the library refuses it."""
     specials = processor.get("special_tokens", {})
+    if not isinstance(specials, dict):
+        raise ValueError("post_processor.special_tokens must be an object")
+    for name, token in specials.items():
+        ids = token.get("ids") if isinstance(token, dict) else None
+        tokens = token.get("tokens") if isinstance(token, dict) else None
+        if not (isinstance(ids, list) and all(_is_u32(i) for i in ids) and isinstance(tokens, list)
+                and len(tokens) == len(ids)):
+            raise ValueError(f"post_processor.special_tokens[{name!r}] must hold as many ids "
+                             f"(non-negative integers) as tokens")
 
-    def compile_template(pieces):
+    def compile_template(which):
+        pieces = processor.get(which)
+        if not isinstance(pieces, list):
+            raise ValueError(f"post_processor.{which} must be a list of pieces")
         out = []
         for piece in pieces:
-            if "SpecialToken" in piece:
-                p = piece["SpecialToken"]
-                out.append((list(specials[p["id"]]["ids"]), None, p["type_id"]))
+            kind = next(iter(piece)) if isinstance(piece, dict) and len(piece) == 1 else None
+            fields = piece[kind] if kind in ("SpecialToken", "Sequence") else None
+            name = fields.get("id") if isinstance(fields, dict) else None
+            if not isinstance(name, str) or not _is_u32(fields.get("type_id")):
+                raise ValueError(f"post_processor.{which}: {piece!r:.100} is not a piece "
+                                 f"({{\"Sequence\": {{\"id\": \"A\", \"type_id\": 0}}}} or "
+                                 f"{{\"SpecialToken\": {{\"id\": ..., \"type_id\": 0}}}})")
+            if kind == "SpecialToken":
+                if name not in specials:
+                    raise ValueError(f"post_processor.{which}: special token {name!r} is not "
+                                     f"among its special_tokens")
+                out.append((list(specials[name]["ids"]), None, fields["type_id"]))
+            elif name in ("A", "B"):
+                out.append((None, name, fields["type_id"]))
             else:
-                p = piece["Sequence"]
-                out.append((None, p["id"], p["type_id"]))
+                raise ValueError(f"post_processor.{which}: sequence {name!r} is neither A nor B")
         return out
 
-    return compile_template(processor["single"]), compile_template(processor["pair"])
+    return compile_template("single"), compile_template("pair")
+
+
+def _is_u32(value):
+    return type(value) is int and 0 <= value < 1 << 32
 
 
 def _trie_pattern(words):
@@ -224,6 +264,25 @@ def _trie_regex(words):
     return re.compile(pattern(trie)).pattern   # the compiler's recursion fails here too
 
 
+def read_added_tokens(tokenizer, config, normalize, names=None, model_size=None):
+    """A tokenizer's added tokens from tokenizer.json, once its model vocabulary is read:
+    their ids and names (TokenizerBase._read_vocabulary), the matchers of the raw ones and of
+    those marked "normalized" (matched in normalized text by their normalized form, which
+    the library then names them by, in decoding too: "New York" -> "new york"), and the ids
+    decoding skips as special (special_ids)."""
+    original = [t for t in config.get("added_tokens") or [] if t["content"]]
+    original = tokenizer._read_vocabulary(original, names, model_size)
+    added = original if normalize is None else [
+        dict(t, content=normalize(t["content"])) if t.get("normalized") else t for t in original]
+    raw = [t for t in added if not t.get("normalized")]
+    normalized = [t for t in added if t.get("normalized")]
+    tokenizer._raw_added = _AddedTokens(raw) if raw else None
+    tokenizer._normalized_added = _AddedTokens(normalized) if normalized else None
+    tokenizer._special_ids = special_ids(original, added)
+    for token in added:
+        tokenizer._names[token["id"]] = token["content"]
+
+
 class _AddedTokens:
     """Tokens matched verbatim before WordPiece (special tokens and user-added ones)."""
 
@@ -234,24 +293,32 @@ class _AddedTokens:
         self.pattern = re.compile(_trie_pattern(self.by_content))
 
     def split(self, text):
-        """Yield (piece, None) for plain text and (matched text, id) for each added token."""
+        """Yield (piece, None, start) for plain text and (matched text, id, start) for each
+        added token, start being where the piece begins in `text`: as in the library, a token
+        matched inside the spaces a previous one's rstrip took is a token of its own, its
+        span overlapping that one's."""
         start = 0
         for match in self.pattern.finditer(text):
             token = self.by_content[match.group()]
             left, right = match.span()
             if token.get("single_word") and (
-                    _ENDS_WITH_WORD.search(text, 0, left) or _STARTS_WITH_WORD.match(text, right)):
+                    (left and is_word_char(text[left - 1]))
+                    or (right < len(text) and is_word_char(text[right]))):
                 continue
             if token.get("lstrip"):
-                left = _TRAILING_SPACE.search(text, start, left).start()
+                # the spaces before it, but none a previous token's rstrip took (that token
+                # may even have taken this one's text: as the library, it keeps its id)
+                left = _TRAILING_SPACE.search(text, start, left).start() if start <= left else start
             if token.get("rstrip"):
                 right = _LEADING_SPACE.match(text, right).end()
+            if left >= right:
+                continue            # all of it taken by the previous token's rstrip
             if start < left:
-                yield text[start:left], None
-            yield text[left:right], token["id"]
+                yield text[start:left], None, start
+            yield text[left:right], token["id"], left
             start = right
         if start < len(text):
-            yield text[start:], None
+            yield text[start:], None, start
 
 
 class WordPieceTokenizer(TokenizerBase):
@@ -278,19 +345,7 @@ class WordPieceTokenizer(TokenizerBase):
         if pre != "BertPreTokenizer":
             raise ValueError(f"unsupported pre_tokenizer {pre!r}; expected BertPreTokenizer")
 
-        added = [t for t in config.get("added_tokens") or [] if t["content"]]
-        self._read_vocabulary(added)
-        # Tokens marked "normalized" are matched in normalized text, and the library then
-        # names them by their normalized form ("New York" -> "new york"), in decoding too.
-        added = [dict(t, content=self.normalize(t["content"])) if t.get("normalized") else t
-                 for t in added]
-        raw = [t for t in added if not t.get("normalized")]
-        normalized = [t for t in added if t.get("normalized")]
-        self._raw_added = _AddedTokens(raw) if raw else None
-        self._normalized_added = _AddedTokens(normalized) if normalized else None
-        self._special_ids = {t["id"] for t in added if t.get("special")}
-        for token in added:     # the normalized tokens' names (the library's)
-            self._names[token["id"]] = token["content"]
+        read_added_tokens(self, config, self.normalize)
 
         self._read_post_processor(config.get("post_processor"))
         decoder = config.get("decoder")
@@ -434,12 +489,12 @@ class WordPieceTokenizer(TokenizerBase):
         strings if some differ from the vocabulary's: the library names an added token by the
         text it matched (with the whitespace lstrip/rstrip took, or normalized)."""
         ids, renamed = [], []
-        for piece, added_id in _split_added(text, self._raw_added):
+        for piece, added_id, _ in _split_added(text, self._raw_added):
             if added_id is not None:
                 renamed.append((len(ids), piece))
                 ids.append(added_id)
                 continue
-            for part, added_id in _split_added(self.normalize(piece), self._normalized_added):
+            for part, added_id, _ in _split_added(self.normalize(piece), self._normalized_added):
                 if added_id is not None:
                     renamed.append((len(ids), part))
                     ids.append(added_id)
