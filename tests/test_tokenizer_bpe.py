@@ -566,15 +566,20 @@ def test_a_normalized_added_token_is_named_and_decoded_as_the_library_does(refer
      '"truncation.max_length" must be a non-negative integer'),
     ({"added_tokens": [{"id": 0, "content": "<x>", "special": "yes"}]}, "true or false for single_word"),
     ({"decoder": {"type": "Sequence"}}, '"decoder" is a Sequence without the list of its members'),
+    ({"post_processor": {"type": "TemplateProcessing", "single": [], "pair": [], "special_tokens": {}}},
+     "post_processor.single has no place for the text"),
+    ({"decoder": {"type": "Sequence", "decoders": [{"type": "Replace", "pattern": {"String": "x"}}]}},
+     r'"decoder.decoders\[0\]" \(Replace\) has no "content"'),
 ])
 def test_malformed_files_are_named_where_the_library_refuses_them(references, change, message):
     """What the library refuses to read is an error naming the field here too, not a
-    TypeError or KeyError deep inside, nor a value read as true or false. Three it reads:
+    TypeError or KeyError deep inside, nor a value read as true or false. Four it reads:
     a template naming a special token its map lacks (it panics when encoding), a special
-    token with more ids than tokens (it gives an encoding whose tokens miss some), and a
-    component without "type" (it guesses the kind from the fields; it always writes one)."""
+    token with more ids than tokens (it gives an encoding whose tokens miss some), a
+    template without the text's place (it encodes every text to nothing), and a component
+    without "type" (it guesses the kind from the fields; it always writes one)."""
     config = dict(json.loads(references["gpt2"].to_str()), **change)
-    if not any(m in message for m in ("is not among", "as many ids", 'no "type"')):
+    if not any(m in message for m in ("is not among", "as many ids", 'no "type"', "no place")):
         with pytest.raises(Exception):                      # noqa: B017 - any refusal there
             Tokenizer.from_str(json.dumps(config))
     with pytest.raises(ValueError, match=message):

@@ -52,7 +52,7 @@ from .precompiled import Precompiled
 from .regex_classes import CLASSES, PARTS, class_spec
 from .encoding import Encoding, TokenizerBase
 from .unigram import UnigramModel
-from .wordpiece import (_char_class, _check_text, _ranges, _split_added, read_added_tokens,
+from .wordpiece import (_AddedTokens, _char_class, _check_text, _ranges, _split_added,
                         template_processing)
 
 WORD_CACHE_SIZE = 1 << 16   # words whose ids are remembered
@@ -681,9 +681,9 @@ class SubwordTokenizer(TokenizerBase):
         self._decode = None if decoder is None else _decoder(decoder)
 
         unigram = self._unigram
-        read_added_tokens(self, config, self._normalize,
-                          None if unigram is None else dict(enumerate(unigram.pieces)),
-                          None if unigram is None else len(unigram.pieces))
+        self._read_added_tokens(config, self._normalize, _AddedTokens,
+                                None if unigram is None else dict(enumerate(unigram.pieces)),
+                                None if unigram is None else len(unigram.pieces))
 
         self._read_post_processor(config.get("post_processor"))
         self._read_truncation(config.get("truncation"))

@@ -78,6 +78,24 @@ class TokenizerBase(TokenizerJsonReader):
             self._names[token["id"]] = token["content"]
         return added
 
+    def _read_added_tokens(self, config, normalize, matcher, names=None, model_size=None):
+        """The added tokens of tokenizer.json, once _model_vocab is read: their ids and names
+        (_read_vocabulary), matchers (`matcher`, built from a list of tokens) of the raw ones
+        and of those marked "normalized" (matched in normalized text by their normalized
+        form, which the library then names them by, in decoding too: "New York" -> "new
+        york"), and the ids decoding skips as special (special_ids)."""
+        original = [t for t in config.get("added_tokens") or [] if t["content"]]
+        original = self._read_vocabulary(original, names, model_size)
+        added = original if normalize is None else [
+            dict(t, content=normalize(t["content"])) if t.get("normalized") else t for t in original]
+        raw = [t for t in added if not t.get("normalized")]
+        normalized = [t for t in added if t.get("normalized")]
+        self._raw_added = matcher(raw) if raw else None
+        self._normalized_added = matcher(normalized) if normalized else None
+        self._special_ids = special_ids(original, added)
+        for token in added:
+            self._names[token["id"]] = token["content"]
+
     _id_limit = None
 
     def limit_ids(self, rows):

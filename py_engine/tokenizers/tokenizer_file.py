@@ -23,6 +23,8 @@ BOOLEAN_OPTIONS = ("add_prefix_space", "trim_offsets", "use_regex", "invert", "s
                    "clean_text", "handle_chinese_chars", "cleanup", "byte_fallback", "fuse_unk",
                    "ignore_merges", "strip_accents")
 ADDED_TOKEN_FLAGS = ("single_word", "lstrip", "rstrip", "normalized", "special")
+# The fields a component of these types must have (a Strip decoder also its "content")
+REQUIRED_FIELDS = {"Prepend": ("prepend",), "Replace": ("pattern", "content"), "Split": ("pattern",)}
 # Options the library reads as strings, and those it reads as strings or null
 STRING_OPTIONS = ("replacement", "prepend", "content", "prefix", "pad_token", "direction")
 NULLABLE_STRING_OPTIONS = ("unk_token", "end_of_word_suffix")
@@ -165,6 +167,12 @@ def _check_component(spec, name, where, typed=True):
     _check_type(spec, name, where)
     if typed and "type" not in spec:
         raise TokenizerFileError(f"{where}: \"{name}\" has no \"type\" naming what it is")
+    required = REQUIRED_FIELDS.get(spec.get("type"), ())
+    if spec.get("type") == "Strip" and name.startswith("decoder"):
+        required = ("content",)
+    for key in required:
+        if key not in spec:
+            raise TokenizerFileError(f"{where}: \"{name}\" ({spec['type']}) has no \"{key}\"")
     if spec.get("type") == "Sequence" and not any(key in spec for key in SEQUENCE_MEMBERS):
         raise TokenizerFileError(f"{where}: \"{name}\" is a Sequence without the list of its "
                                  f"members ({' or '.join(SEQUENCE_MEMBERS)})")

@@ -31,7 +31,7 @@ import re
 import unicodedata
 
 from ..formats.json_file import read_utf8
-from .encoding import Encoding, TokenizerBase, special_ids
+from .encoding import Encoding, TokenizerBase
 from .tokenizer_file import TokenizerFileError
 
 WORD_CACHE_SIZE = 1 << 16   # words whose pieces are remembered; text repeats words a lot
@@ -141,8 +141,6 @@ _PUNCT = _char_class(_PUNCTUATION)
 _WORD_RE = re.compile(f"[{_PUNCT}]|[^{_PUNCT}{_char_class(_WHITESPACE)}]+")
 _LOWERCASE_ADDED_TABLE = _lowercase_table(_LOWERCASE_ADDED)
 _LOWERCASE_ADDED_RE = re.compile("[" + "".join(map(chr, _LOWERCASE_ADDED_TABLE)) + "]")
-# Added tokens with single_word: the library's regex \w also counts marks and connector
-# punctuation; Python's \w is close enough for the ASCII word boundaries this is used for.
 # The letters, numbers and marks of the Rust regex crate's \w, which the library's single_word
 # check uses: Alphabetic (letters, Nl, and the Other_Alphabetic symbols: circled and squared
 # Latin letters), marks, decimal digits, connector punctuation and the joiners. Python's \w
@@ -223,7 +221,10 @@ def template_processing(processor):
                 raise ValueError(f"post_processor.{which}: sequence {name!r} is neither A nor B")
         return out
 
-    return compile_template("single"), compile_template("pair")
+    single = compile_template("single")
+    if not any(name == "A" for _, name, _ in single):
+        raise ValueError("post_processor.single has no place for the text (a Sequence A piece)")
+    return single, compile_template("pair")
 
 
 def _is_u32(value):
@@ -262,25 +263,6 @@ def _trie_regex(words):
         return "(?:" + "|".join(branches) + ")" + ("?" if ends else "")
 
     return re.compile(pattern(trie)).pattern   # the compiler's recursion fails here too
-
-
-def read_added_tokens(tokenizer, config, normalize, names=None, model_size=None):
-    """A tokenizer's added tokens from tokenizer.json, once its model vocabulary is read:
-    their ids and names (TokenizerBase._read_vocabulary), the matchers of the raw ones and of
-    those marked "normalized" (matched in normalized text by their normalized form, which
-    the library then names them by, in decoding too: "New York" -> "new york"), and the ids
-    decoding skips as special (special_ids)."""
-    original = [t for t in config.get("added_tokens") or [] if t["content"]]
-    original = tokenizer._read_vocabulary(original, names, model_size)
-    added = original if normalize is None else [
-        dict(t, content=normalize(t["content"])) if t.get("normalized") else t for t in original]
-    raw = [t for t in added if not t.get("normalized")]
-    normalized = [t for t in added if t.get("normalized")]
-    tokenizer._raw_added = _AddedTokens(raw) if raw else None
-    tokenizer._normalized_added = _AddedTokens(normalized) if normalized else None
-    tokenizer._special_ids = special_ids(original, added)
-    for token in added:
-        tokenizer._names[token["id"]] = token["content"]
 
 
 class _AddedTokens:
@@ -345,7 +327,7 @@ class WordPieceTokenizer(TokenizerBase):
         if pre != "BertPreTokenizer":
             raise ValueError(f"unsupported pre_tokenizer {pre!r}; expected BertPreTokenizer")
 
-        read_added_tokens(self, config, self.normalize)
+        self._read_added_tokens(config, self.normalize, _AddedTokens)
 
         self._read_post_processor(config.get("post_processor"))
         decoder = config.get("decoder")
