@@ -189,6 +189,24 @@ def test_encode_and_decode_like_the_library(corpus, models, style):
 
 
 @pytest.mark.parametrize("style", ["t5", "t5-bytes"])
+def test_the_unknown_pieces_own_text_fuses_with_unknown_characters(models, style):
+    """The library fuses unknown tokens by id, so the unknown piece's own text ("<unk>", where
+    no added token takes it: here single_word after a letter) fuses with the unknown
+    characters beside it into one token, or (byte_fallback) into the bytes of the whole run."""
+    _, ref = models[style]
+    config = json.loads(ref.to_str())
+    for token in config["added_tokens"]:
+        token["single_word"] = True
+    ref = Tokenizer.from_str(json.dumps(config))
+    ours = SubwordTokenizer.from_json(json.dumps(config))
+    for text in [f"is<unk>{UNSEEN}", f"x{UNSEEN}<unk>y", "is<unk>", f"{UNSEEN} <unk>{UNSEEN}"]:
+        want, got = ref.encode(text), ours.encode(text, return_offsets=True)
+        assert (got.ids, got.tokens, got.offsets) == (want.ids, want.tokens, want.offsets), text
+    fused = ours.encode(f"is<unk>{UNSEEN}").tokens
+    assert (f"<unk>{UNSEEN}" in fused) if style == "t5" else ("<unk>" not in fused)
+
+
+@pytest.mark.parametrize("style", ["t5", "t5-bytes"])
 def test_offsets_like_the_library(corpus, models, style):
     """encode(return_offsets=True): the same ids, and the library's offsets on every text the
     charsmap leaves as it is. Where it replaces or removes characters, the library's

@@ -10,8 +10,9 @@ edge from there to its end, scored by the piece's score; a character that no one
 covers gets an edge to the unknown piece scored min_score - 10. The best path ending at each
 position is kept; among equal totals the first candidate found wins (starts left to right,
 then shorter pieces before longer ones, the unknown edge last), as in the library. Consecutive
-unknown pieces fuse into one; an unknown run becomes its UTF-8 bytes as <0xNN> pieces when the
-model has byte_fallback and all 256 byte pieces.
+unknown pieces fuse into one (the unknown piece's own text among them: the library fuses by
+id); an unknown run becomes its UTF-8 bytes as <0xNN> pieces when the model has byte_fallback
+and all 256 byte pieces.
 """
 
 UNK_PENALTY = 10.0      # an unknown character scores this much below the lowest piece
@@ -79,7 +80,8 @@ class UnigramModel:
         out, end, unk_end = [], n, None
         while end > 0:
             _, start, i = best[end]
-            if i == -1:             # unknown: fuse with the unknowns after it
+            if i == -1 or i == self.unk_id:     # unknown: fuse with the unknowns after it
+                # (the unknown piece's own text too, as the library fuses by id)
                 if unk_end is None:
                     unk_end = end
             else:
