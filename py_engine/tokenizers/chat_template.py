@@ -29,16 +29,18 @@ span. Content is followed through `+`, `~`, `{% set %}` (block ones too), what a
 printed only through its tool_calls has no span.
 
 Supported: `{{ expr }}`, `{% if %}/{% elif %}/{% else %}/{% endif %}`, `{% for x in xs [if
-cond] [recursive] %}...[{% else %}]...{% endfor %}` (also `for k, v in ...`) with `{% break %}`,
-`{% continue %}` and loop.index0, index, revindex, revindex0, first, last, length, previtem,
-nextitem, depth, depth0, cycle(), changed(), loop(items) in a recursive loop; `{% set name = expr %}`, `{% set a, b = expr %}`, `{% set ns.attr =
-expr %}` on a namespace(), block `{% set name [| filters] %}...{% endset %}`; `{% macro name(a,
-b=default) %}` with keyword arguments, `varargs`, `kwargs`, recursion, and `{% call[(args)]
-macro(...) %}...{% endcall %}` with `caller(...)`, scoped as jinja2 scopes them (a macro sees its
-defining scope as it is when called); `{# comments #}`; `{% raw %}...{% endraw %}`; `{% with a = x, ... %}...{% endwith %}`; whitespace control `{%-`, `-%}`, `{{-`,
-`-}}`, `{%+`, `+%}`. Expressions: string (adjacent ones joined), integer, float, list, tuple and
-dict literals, true/false/none, names, `.attr`, `[key]`, `[a:b:c]` slices, calls, `a if c else
-b`, `+ - * / // % ** ~`, `== != < <= > >= in not in` (chained as in Python), `and or not`.
+cond] [recursive] %}...[{% else %}]...{% endfor %}` (also `for k, v in ...`) with `{% break
+%}`, `{% continue %}` and loop.index0, index, revindex, revindex0, first, last, length,
+previtem, nextitem, depth, depth0, cycle(), changed(), loop(items) in a recursive loop; `{% set
+name = expr %}`, `{% set a, b = expr %}`, `{% set ns.attr = expr %}` on a namespace(), block
+`{% set name [| filters] %}...{% endset %}`; `{% macro name(a, b=default) %}` with keyword
+arguments, `varargs`, `kwargs`, recursion, and `{% call[(args)] macro(...) %}...{% endcall %}`
+with `caller(...)`, scoped as jinja2 scopes them (a macro sees its defining scope as it is when
+called); `{# comments #}`; `{% raw %}...{% endraw %}`; `{% with a = x, ... %}...{% endwith %}`;
+whitespace control `{%-`, `-%}`, `{{-`, `-}}`, `{%+`, `+%}`. Expressions: string (adjacent ones
+joined), integer, float, list, tuple and dict literals, true/false/none, names, `.attr`,
+`[key]`, `[a:b:c]` slices, calls, `a if c else b`, `+ - * / // % ** ~`, `== != < <= > >= in not
+in` (chained as in Python), `and or not`.
 Tests (`is` / `is not`, with an argument as `is divisibleby 3` or `is in(xs)`): defined,
 undefined, none, string, number, integer, float, boolean, true, false, mapping, sequence,
 iterable, callable, even, odd, divisibleby, lower, upper, escaped, sameas, in, eq/equalto/==,

@@ -53,7 +53,7 @@ def padded_length(tokenizer, batch, padding, max_length, pad_to_multiple_of):
 
 
 class TokenizerBase(TokenizerJsonReader):
-    """A subclass reads its model into _model_vocab (token -> id), then calls _read_vocabulary,
+    """A subclass reads its model into _model_vocab (token -> id), then calls _read_added_tokens,
     _read_truncation and _read_padding (after setting pad_token and pad_id its own way), and
     encodes one text in encode(); encode_batch is _encode_batch over it."""
 
@@ -93,7 +93,7 @@ class TokenizerBase(TokenizerJsonReader):
         self._raw_added = matcher(raw) if raw else None
         self._normalized_added = matcher(normalized) if normalized else None
         self._special_ids = special_ids(original, added)
-        for token in added:
+        for token in normalized:    # the raw ones _read_vocabulary named
             self._names[token["id"]] = token["content"]
 
     _id_limit = None
