@@ -7,10 +7,12 @@ styles, forms, cookie banners, ad blocks, share bars, related links or comments.
     page.text                       # "# How the harbour was rebuilt\\n\\nThe first ..."
     page.blocks[2].kind, page.blocks[2].start, page.blocks[2].end   # "paragraph", 5120, 5496
 
-Written here, in pure Python over the standard library's html.parser, so that it runs in
-Pyodide's core; its output is checked against trafilatura (the reference extractor on the
-host) on realistic pages in tests/pages/, with main-text recall and boilerplate leakage
-measured on gold texts marked up by hand (tests/test_import_website.py).
+Written here, in pure Python over our own HTML tokenizer (html_tokens.py, the WHATWG
+standard's, checked against html5lib), so that it runs in Pyodide's core and reads a page
+alike on the host and in the browser, whatever their Python's html.parser. Its output is
+checked against trafilatura (the reference extractor on the host) on realistic pages in
+tests/pages/, with main-text recall and boilerplate leakage measured on gold texts marked up
+by hand (tests/test_import_website.py).
 
 Nothing on the page is executed or fetched: scripts, styles, iframes and event handlers are
 markup to skip, never code to run; images and links are never loaded.
@@ -43,7 +45,8 @@ How the main text is found, in order:
 
 import re
 from dataclasses import dataclass
-from html.parser import HTMLParser
+
+from .html_tokens import tokenize
 
 VOID = frozenset("area base br col embed hr img input link meta param source track wbr "
                  "keygen frame".split())
@@ -107,15 +110,6 @@ DOMINANT = 0.7             # share of the text that makes one part of a page its
 LINK_DENSE = 0.5           # share of a block's characters in links that makes it a link block
 WHITESPACE = re.compile(r"[ \t\n\r\f\xa0]+")
 TITLE_SEPARATORS = re.compile(r"\s+[|\-\u2013\u2014\u00b7:]{1,2}\s+")
-# Older html.parser releases read what is inside <title>, <textarea>, <iframe>, <xmp>, <noembed>
-# and <noframes> as markup; newer ones (Python 3.14, and the 3.12/3.13 security releases) read
-# it as text, as browsers do. Reading it as text everywhere keeps the host's result the
-# browser's (Pyodide has 3.14).
-RAW_TEXT = ("script", "style", "xmp", "iframe", "noembed", "noframes")
-ESCAPABLE_RAW_TEXT = ("textarea", "title")
-OLD_PARSER = not hasattr(HTMLParser, "RCDATA_CONTENT_ELEMENTS")
-
-
 class Text:
     __slots__ = ("data", "start", "end")
 
@@ -161,52 +155,41 @@ class Element:
         return any(node.tag in tags for node in self.ancestors())
 
 
-class TreeBuilder(HTMLParser):
-    """A tree from html.parser's events, with HTML's common implied end tags and every node's
-    character span in the source."""
+class TreeBuilder:
+    """A tree from the tokenizer's tokens (html_tokens.py), with HTML's common implied end tags
+    and every node's character span in the source."""
 
-    CDATA_CONTENT_ELEMENTS = RAW_TEXT
-
-    def __init__(self, source):
-        super().__init__(convert_charrefs=True)
-        self.line_starts = [0] + [m.end() for m in re.finditer("\n", source)]
+    def __init__(self):
         self.root = Element("#document", {}, None, 0)
         self.stack = [self.root]
-        self.last_text = None
-        self.unescape_raw = False
 
-    def position(self):
-        line, column = self.getpos()
-        return self.line_starts[line - 1] + column
+    def build(self, source):
+        for token in tokenize(source):
+            if token.kind == "start":
+                self.start_tag(token)
+            elif token.kind == "end":
+                self.end_tag(token)
+            elif token.kind == "text":
+                self.text(token)
+        for element in self.stack:
+            element.end = len(source)
+        return self.root
 
-    def mark(self):
-        """Close the span of the text just read at the parser's position."""
-        if self.last_text is not None:
-            self.last_text.end = self.position()
-            self.last_text = None
-
-    def handle_starttag(self, tag, attrs):
-        self.mark()
-        start = self.position()
+    def start_tag(self, token):
+        tag, start = token.name, token.start
         if tag in P_CLOSERS:
             self.close_implied(("p",), SCOPE["p"], start)
         if tag in IMPLIED:
             self.close_implied(IMPLIED[tag], SCOPE[tag], start)
         parent = self.stack[-1]
-        element = Element(tag, {k: v or "" for k, v in attrs}, parent, start)
+        element = Element(tag, dict(token.attrs), parent, start)
         parent.children.append(element)
         if tag in VOID:
             return
+        if token.self_closing:          # <div/>: read as an empty element
+            return
         if len(self.stack) < MAX_DEPTH:
             self.stack.append(element)
-        if OLD_PARSER and tag in ESCAPABLE_RAW_TEXT:
-            self.set_cdata_mode(tag)
-            self.unescape_raw = True
-
-    def handle_startendtag(self, tag, attrs):
-        self.handle_starttag(tag, attrs)
-        if tag not in VOID and self.stack[-1].tag == tag:
-            self.stack.pop().end = self.position()
 
     def close_implied(self, tags, scope, position):
         for i in range(len(self.stack) - 1, 0, -1):
@@ -219,56 +202,30 @@ class TreeBuilder(HTMLParser):
             if tag in scope or tag in ("table", "body", "html"):
                 return
 
-    def handle_endtag(self, tag):
-        self.mark()
-        self.unescape_raw = False
+    def end_tag(self, token):
         for i in range(len(self.stack) - 1, 0, -1):
-            if self.stack[i].tag == tag:
-                end = self.position()
+            if self.stack[i].tag == token.name:
                 for element in self.stack[i:]:
-                    element.end = end
+                    element.end = token.start
                 del self.stack[i:]
                 return
         # A stray end tag (</p> with no <p> open) is ignored, as browsers mostly do.
 
-    def handle_data(self, data):
-        if self.unescape_raw:
-            import html
-
-            data = html.unescape(data)
-        if self.last_text is not None:           # the parser may hand one text over in pieces
-            self.last_text.data += data
-            return
-        text = Text(data, self.position())
-        self.stack[-1].children.append(text)
-        self.last_text = text
-
-    def handle_comment(self, data):
-        self.mark()
-
-    def handle_decl(self, decl):
-        self.mark()
-
-    def handle_pi(self, data):
-        self.mark()
-
-    def unknown_decl(self, data):
-        self.mark()
-
-    def finish(self, source_length):
-        self.close()
-        if self.last_text is not None:
-            self.last_text.end = source_length
-        for element in self.stack:
-            element.end = source_length
-        return self.root
+    def text(self, token):
+        data = token.data.replace("\0", "")       # NUL in text is dropped, as browsers drop it
+        children = self.stack[-1].children
+        if children and isinstance(children[-1], Text) and children[-1].end == token.start:
+            children[-1].data += data            # text on both sides of a dropped "</>"
+            children[-1].end = token.end
+        elif data:
+            text = Text(data, token.start)
+            text.end = token.end
+            children.append(text)
 
 
 def parse_html(source):
     """The element tree of an HTML string (a "#document" root)."""
-    builder = TreeBuilder(source)
-    builder.feed(source)
-    return builder.finish(len(source))
+    return TreeBuilder().build(source)
 
 
 @dataclass

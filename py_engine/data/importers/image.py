@@ -24,7 +24,7 @@ NothingToLearn (a DataError) saying so.
 Origin: "file" (the name) or "url", "page" (the page's URL), "format", "width", "height",
 "fields" (the fields the text was built from, in order) and "where", the name used in errors.
 
-Pure Python (html.parser, urllib.parse): this runs in the browser.
+Pure Python (html_text's parser, urllib.parse): this runs in the browser.
 """
 
 import re
