@@ -1,5 +1,5 @@
-"""The image and text importers inside Chromium (Pyodide): the same files give the same
-records (every field but the creation time) and the same error messages as on the host."""
+"""The image, text and web-page importers inside Chromium (Pyodide): the same files give the
+same records (every field but the creation time) and the same error messages as on the host."""
 
 import json
 import random
@@ -9,6 +9,7 @@ import pytest
 from py_engine.data.classification import DataError
 from py_engine.data.importers.image import import_image, import_page_image
 from py_engine.data.importers.text import import_text
+from py_engine.data.importers.website import import_html
 from py_engine.harness import put_files, run_json
 from test_import_image import FORMATS, PAGE, make_image
 from test_import_text import MARKDOWN, render_chatml
@@ -22,6 +23,7 @@ import json, os
 from py_engine.data.classification import DataError
 from py_engine.data.importers.image import import_image, import_page_image
 from py_engine.data.importers.text import import_text
+from py_engine.data.importers.website import import_html
 
 def outcome(call):
     try:
@@ -36,6 +38,8 @@ for name in sorted(os.listdir("/work/import")):
         out[name] = outcome(lambda: import_image(data, name=name[6:], caption="seen from the pier"))
     elif name == "page.html":
         out[name] = outcome(lambda: import_page_image(data, "/img/bike.jpg", page_url=PAGE_URL))
+    elif name.startswith("web-"):
+        out[name] = outcome(lambda: import_html(data, PAGE_URL))
     else:
         out[name] = outcome(lambda: import_text(data, name=name, max_tokens=40))
 json.dumps(out)
@@ -69,15 +73,28 @@ def test_importers_give_the_same_records_in_the_browser(engine_page):
     files["notes.md"] = MARKDOWN.encode()
     files["cut.json"] = json.dumps(items).encode()[:-9]
     files["latin1.txt"] = "café".encode("latin-1")
+    # Web pages in charsets Python's codecs name or read otherwise, and markup that Python's
+    # html.parser releases read apart (a "<![CDATA[" in the body, a repeated attribute).
+    files["web-thai.html"] = ("<html><head><meta charset='windows-874'><title>ข่าวเช้า</title></head><body>"
+                              "<article><h1>ข่าวเช้า</h1><p>สวัสดีครับ ยินดีต้อนรับ</p></article></body></html>").encode("cp874")
+    files["web-1252.html"] = (b"<html><head><meta http-equiv='Content-Type' content='text/html; charset=latin1'>"
+                              b"</head><body><main><p>Caf\xe9 cr\xe8me \x81 \x80 five</p><![CDATA[ a > b ]]>"
+                              b"<p class=intro class=signature>Read on past the section.</p></main></body></html>")
+    files["web-rot13.html"] = b"<meta charset=rot13><p>Plain page, an odd charset name.</p>"
 
     want = {name: (outcome(lambda: import_image(data, name=name[6:], caption="seen from the pier"))
                    if name.startswith("image-") else
                    outcome(lambda: import_page_image(data, "/img/bike.jpg", page_url=PAGE_URL))
                    if name == "page.html" else
+                   outcome(lambda: import_html(data, PAGE_URL))
+                   if name.startswith("web-") else
                    outcome(lambda: import_text(data, name=name, max_tokens=40)))
             for name, data in files.items()}
     assert sum(isinstance(v, str) for v in want.values()) == 3    # the broken ones, refused
     assert len(want["notes.md"]) > 3                              # chunked
+    assert "สวัสดีครับ" in want["web-thai.html"][0]["text"]
+    assert "Café crème \x81 € five" in want["web-1252.html"][0]["text"]
+    assert "Read on past the section." in want["web-1252.html"][0]["text"]
 
     put_files(engine_page, {f"/work/import/{name}": data for name, data in files.items()})
     got = run_json(engine_page, IMPORT.replace("PAGE_URL", repr(PAGE_URL)))

@@ -27,10 +27,13 @@ token per 4 characters (about what English BPE gives), so pass the model's token
 chunks must fit exactly.
 
 Charset (the HTML standard's order): a byte order mark, else the `charset` argument (the HTTP
-header's), else a <meta charset> or <meta http-equiv="Content-Type"> in the first 8 KiB, else
-UTF-8. Bytes that are not valid in that charset are an error naming the URL and byte offset,
-never silently replaced: a wrong guess would teach the model mojibake. As browsers do, the
-labels iso-8859-1, latin1 and us-ascii mean windows-1252.
+header's), else a <meta charset> or <meta http-equiv="Content-Type"> in the first 8 KiB (found
+by the standard's prescan), else UTF-8. Charsets are named and read as browsers name and read
+them (charsets.py, the Encoding Standard): iso-8859-1, latin1 and us-ascii mean windows-1252,
+windows-874 and x-mac-cyrillic are known, a name browsers do not know (utf-7, rot13) is passed
+over as they pass it over, and one they refuse to read (iso-2022-kr) is an error. Bytes that
+are not valid in the charset are an error naming the URL and byte offset, never silently
+replaced: a wrong guess would teach the model mojibake.
 
 Refused with a DataError naming the URL and the problem: more than max_bytes, empty input,
 bytes that are not HTML (PDF, images, archives, other binary data, JSON, XML feeds, text with no
@@ -41,10 +44,10 @@ Pure Python, also in the browser; fetch_url and import_url need the host's netwo
 """
 
 import bisect
-import codecs
 import json
 import re
 
+from .. import charsets
 from ..chunks import approx_tokens, fit_chunks
 from ..classification import DataError
 from ..html_text import extract_main_text
@@ -55,17 +58,9 @@ DEFAULT_MAX_BYTES = 5 * 1024 * 1024
 DEFAULT_MAX_TOKENS = 512
 DEFAULT_TIMEOUT = 20.0
 META_SCAN_BYTES = 8192
-BOMS = ((b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"))
-# Charset labels that browsers read as another encoding (the WHATWG Encoding standard).
-CHARSET_ALIASES = {"iso-8859-1": "cp1252", "iso8859-1": "cp1252", "latin1": "cp1252",
-                   "latin-1": "cp1252", "l1": "cp1252", "us-ascii": "cp1252", "ascii": "cp1252",
-                   "iso-8859-9": "cp1254", "latin5": "cp1254", "tis-620": "cp874",
-                   "gb2312": "gbk", "x-gbk": "gbk", "euc-kr": "cp949", "ks_c_5601-1987": "cp949",
-                   "x-sjis": "shift_jis", "shift-jis": "shift_jis", "windows-31j": "cp932",
-                   "utf-16": "utf-8", "utf-16le": "utf-8", "utf-16be": "utf-8"}
+BOMS = ((b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe", "utf-16le"), (b"\xfe\xff", "utf-16be"))
 HTML_MARKUP = re.compile(r"<(?:!doctype\s+html|html|head|body|title|meta|div|p|article|main|"
                          r"section|h[1-6]|table|ul|ol|span|a|br|script|style|!--)[\s/>]", re.I)
-META_CHARSET = re.compile(rb"<meta\s[^>]*?charset\s*=\s*[\"']?\s*([A-Za-z0-9_.:()+-]+)", re.I)
 
 
 def import_html(html_bytes, url, charset=None, count_tokens=None, max_tokens=DEFAULT_MAX_TOKENS,
@@ -124,15 +119,15 @@ def decode_html(data, url, charset=None, max_bytes=DEFAULT_MAX_BYTES):
     else:
         encoding, declared, body = bom[1], "by its byte order mark", data[len(bom[0]):]
     try:
-        text = body.decode(encoding)
+        text = charsets.decode(body, encoding)
     except UnicodeDecodeError as e:
         offset = e.start + (len(bom[0]) if bom else 0)
         hint = (" and no charset is declared (HTTP header or <meta>); give the page's charset"
                 if declared is None else f" ({declared})")
         raise DataError(f"{url}: byte {offset} (0x{data[offset]:02x}) is not valid "
-                        f"{codecs.lookup(encoding).name}{hint}") from None
+                        f"{encoding}{hint}") from None
     sniff_text(text, url)
-    return text, encoding, len(bom[0]) if bom else 0
+    return text, charsets.python_codec(encoding), len(bom[0]) if bom else 0
 
 
 def sniff_binary(data, url):
@@ -161,24 +156,27 @@ def sniff_text(text, url):
 
 
 def charset_of(data, url, header_charset):
-    """(Python codec, how it was declared or None) for BOM-less bytes."""
+    """(the Encoding Standard's name, how it was declared or None) for BOM-less bytes."""
+    passed_over = ""
     if header_charset:
-        return codec_for(header_charset, url, "from the HTTP header"), "declared in the HTTP header"
-    head = re.sub(rb"<!--.*?-->", b"", data[:META_SCAN_BYTES], flags=re.S)
-    match = META_CHARSET.search(head)
-    if match:
-        label = match.group(1).decode("ascii")
-        return codec_for(label, url, "from the page's <meta>"), "declared in the page's <meta>"
+        encoding = charsets.encoding_for(header_charset)
+        if encoding is not None:
+            return _readable(encoding, url, "the HTTP header"), "declared in the HTTP header"
+        passed_over = f"the HTTP header's charset {header_charset!r} is not one browsers know; "
+    encoding = charsets.meta_charset(data, META_SCAN_BYTES)
+    if encoding is not None:
+        return (_readable(encoding, url, "the page's <meta>"),
+                passed_over + "declared in the page's <meta>")
+    if passed_over:
+        return "utf-8", passed_over + "read as UTF-8, as no <meta> names one they know"
     return "utf-8", None
 
 
-def codec_for(label, url, where):
-    label = label.strip().strip("\"'").lower()
-    label = CHARSET_ALIASES.get(label, label)
-    try:
-        return codecs.lookup(label).name
-    except LookupError:
-        raise DataError(f"{url}: unknown charset {label!r} ({where})") from None
+def _readable(encoding, url, where):
+    if encoding == "replacement":
+        raise DataError(f"{url}: {where} declares a charset browsers refuse to read (one the "
+                        f"Encoding Standard maps to \"replacement\", such as iso-2022-kr)")
+    return encoding
 
 
 class ByteOffsets:
