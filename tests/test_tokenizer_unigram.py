@@ -334,6 +334,31 @@ def test_precompiled_normalizer_like_the_library(corpus, models, style):
     print(f"\n{style}: {len(texts)} strings normalized as the library does ({changed} changed)")
 
 
+def test_a_replaced_character_keeps_or_drops_the_next_as_the_library_does(models):
+    """The library replaces a whole grapheme cluster under 6 bytes by the replacement of its
+    first character, dropping what joined it; so every character after a replaced one must
+    join it or not as UAX #29 says. Every spacing mark (Mc: the exceptions UAX #29 makes for
+    some, U+102B, U+1A61, U+AA7B... start clusters of their own) and fresh random characters,
+    each after replaced characters of 1, 2 and 3 bytes; characters this Python's Unicode does
+    not have are left out (see precompiled.py)."""
+    sp, _ = models["t5"]
+    blob = charsmap(sp)
+    ref, ours = normalizers.Precompiled(blob), Precompiled(base64.b64encode(blob).decode())
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+    replaced = [c for c in map(chr, range(0x80, 0x10000)) if not 0xD800 <= ord(c) < 0xE000
+                and ours.normalize(c) != c]
+    firsts = [c for c in replaced if len(c.encode()) == 2][:40] + rng.sample(
+        [c for c in replaced if len(c.encode()) == 3], 40) + ["\u00a0", "\u00b4", "\uff45", "\ufb01"]
+    assigned = [c for c in map(chr, range(0x80, 0x10000)) if unicodedata.category(c) not in ("Cn", "Cs")]
+    marks = [c for c in assigned if unicodedata.category(c) == "Mc"]
+    pairs = [(a, b) for a in firsts for b in marks] + \
+        [(rng.choice(firsts), rng.choice(assigned)) for _ in range(20000)]
+    bad = [(a + b, ours.normalize(a + b), ref.normalize_str(a + b)) for a, b in pairs
+           if len((a + b).encode()) < 6 and ours.normalize(a + b) != ref.normalize_str(a + b)]
+    assert not bad, f"seed {seed}: " + report(bad, len(pairs), "pairs")
+
+
 # ---- the checkpoint directory -------------------------------------------------------------
 
 def test_seq2seq_tokenizer_from_a_checkpoint_directory(models, tmp_path):

@@ -14,7 +14,9 @@ the whole text) on such clusters; the tokenizer.json's behaviour is the one repr
 
 Grapheme clusters follow Unicode's extended grapheme cluster rules (UAX #29) with the break
 properties derived from `unicodedata` categories and code point ranges (no property tables ship
-with Python); they only matter for clusters of several characters under 6 bytes.
+with Python); they only matter for clusters of several characters under 6 bytes. A mark that
+Python's Unicode does not have yet (U+0CF3 is 15.0's, and the host's Python 3.11 has 14.0) is
+read as no mark, where the library, on a newer Unicode, joins it to the character before.
 """
 
 import base64
@@ -147,6 +149,11 @@ _EXTRA_EXTEND = ((0x200C, 0x200C), (0x09BE, 0x09BE), (0x09D7, 0x09D7), (0x0B3E, 
                  (0x1D165, 0x1D165), (0x1D16E, 0x1D172), (0x1F3FB, 0x1F3FF),
                  (0xE0020, 0xE007F))
 _EXTRA_SPACING = ((0x0E33, 0x0E33), (0x0EB3, 0x0EB3))
+# Spacing marks (Mc) that UAX #29 leaves out of SpacingMark: they start a cluster of their own.
+_NOT_SPACING = ((0x102B, 0x102C), (0x1038, 0x1038), (0x1062, 0x1064), (0x1067, 0x106D),
+                (0x1083, 0x1083), (0x1087, 0x108C), (0x108F, 0x108F), (0x109A, 0x109C),
+                (0x1A61, 0x1A61), (0x1A63, 0x1A64), (0xAA7B, 0xAA7B), (0xAA7D, 0xAA7D),
+                (0x11720, 0x11721))
 _PREPENDS = ((0x0600, 0x0605), (0x06DD, 0x06DD), (0x070F, 0x070F), (0x0890, 0x0891),
              (0x08E2, 0x08E2), (0x110BD, 0x110BD), (0x110CD, 0x110CD))
 # Extended_Pictographic, in outline: the emoji blocks and the older symbols emoji use.
@@ -214,7 +221,7 @@ def _computed_property(ch):
     category = unicodedata.category(ch)
     if category in ("Mn", "Me"):
         return _EXTEND
-    if category == "Mc" or _within(cp, _EXTRA_SPACING):
+    if category == "Mc" and not _within(cp, _NOT_SPACING) or _within(cp, _EXTRA_SPACING):
         return _SPACING
     if category in ("Cc", "Zl", "Zp", "Cf"):
         return _CONTROL
