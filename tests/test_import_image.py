@@ -365,6 +365,21 @@ def test_image_context_gathers_what_the_page_says_about_an_img():
     assert records[0].text.startswith("The bike\n\nA red bicycle\n\nA red bicycle leaning on a fence.")
 
 
+def test_a_page_given_as_bytes_is_read_in_its_charset():
+    """As the web importer reads it: the <meta> charset, else the HTTP header's, else UTF-8,
+    and bytes that are not valid there an error, never replacement characters in alt text."""
+    page = ("<html><head><meta charset='windows-1251'></head><body><p>Велосипед у моря</p>"
+            "<img src='/img/bike.jpg' alt='Красный велосипед'></body></html>")
+    url = "https://example.org/posts/ride.html"
+    assert image_context(page.encode("cp1251"), "/img/bike.jpg", url).alt == "Красный велосипед"
+    plain = page.replace("<meta charset='windows-1251'>", "")
+    assert image_context(plain.encode("cp1251"), "/img/bike.jpg", url, charset="cp1251").alt == \
+        "Красный велосипед"
+    with pytest.raises(DataError, match=r"^https://example.org/posts/ride.html: byte \d+ \(0x[0-9a-f]{2}\) "
+                                        r"is not valid utf-8 and no charset is declared"):
+        import_page_image(plain.encode("cp1251"), "/img/bike.jpg", page_url=url, data=b"")
+
+
 @pytest.mark.parametrize("data, message", [
     (b"", r"^shot\.png: empty file, not an image$"),
     (b"hello world", r"^shot\.png: not an image \(no PNG, JPEG, GIF, WebP or BMP signature at byte 0"),

@@ -216,15 +216,18 @@ class ImageContext:
                 "surrounding": self.surrounding}
 
 
-def image_context(html, src, page_url=None):
+def image_context(html, src, page_url=None, charset=None):
     """The ImageContext of the first <img> in `html` whose src (or data-src, or a srcset
     candidate) is `src`, compared after both are resolved against `page_url`: its alt and
     title, the caption of its <figure> (figcaption), table (caption) or a nearby element whose
     class names a caption, and the text beside it (up to SURROUNDING_CHARS on each side, within
     its article, section or main). Nothing in the page is run. A DataError where no <img> has
-    that src."""
-    if isinstance(html, (bytes, bytearray)):
-        html = bytes(html).decode("utf-8", "replace")
+    that src. Bytes are read in the page's charset as the web importer reads them (`charset`:
+    the HTTP header's), never with characters replaced."""
+    if isinstance(html, (bytes, bytearray, memoryview)):
+        from .website import decode_html
+
+        html = decode_html(html, page_url or "the page", charset)[0]
     root = parse_html(html)
     want = urljoin(page_url or "", src)
     img = next((n for n in root.elements() if n.tag == "img" and
@@ -238,9 +241,9 @@ def image_context(html, src, page_url=None):
                         surrounding=_surrounding(img, caption_node) or None)
 
 
-def import_page_image(html, src, page_url=None, data=None):
+def import_page_image(html, src, page_url=None, data=None, charset=None):
     """import_image for the <img> of `html` with this src, with what image_context finds."""
-    ctx = image_context(html, src, page_url)
+    ctx = image_context(html, src, page_url, charset)
     return import_image(data, name=ctx.url, page_url=page_url, **ctx.fields())
 
 
