@@ -209,3 +209,9 @@ def test_the_first_of_a_repeated_attribute_is_the_elements():
                              '<div class="content" class="signature">Ask me about gaskets any time.</div>'
                              '</article></body>')
     assert "Ask me about gaskets any time." in page.text
+
+
+def test_an_unclosed_heading_closes_at_the_next_as_in_a_browser():
+    page = extract_main_text("<body><article><h1>Harbour works<h2>The wall</h2><p>Stones were "
+                             "laid again.</p></article></body>")
+    assert [b.text for b in page.blocks] == ["# Harbour works", "## The wall", "Stones were laid again."]

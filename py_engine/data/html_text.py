@@ -181,6 +181,8 @@ class TreeBuilder:
             self.close_implied(("p",), SCOPE["p"], start)
         if tag in IMPLIED:
             self.close_implied(IMPLIED[tag], SCOPE[tag], start)
+        if tag in HEADINGS and self.stack[-1].tag in HEADINGS:    # <h1>Title<h2>: two headings
+            self.stack.pop().end = start
         parent = self.stack[-1]
         element = Element(tag, dict(token.attrs), parent, start)
         parent.children.append(element)
