@@ -192,11 +192,6 @@ def _split_spans(text, pattern, behavior):
     return [(a, b) for a, b in pieces if a < b]
 
 
-def _split(text, pattern, behavior):
-    """The non-empty pieces of text, as strings."""
-    return [text[a:b] for a, b in _split_spans(text, pattern, behavior)]
-
-
 def bytes_to_unicode():
     """GPT-2's map of the 256 bytes to printable characters (byte -> str)."""
     bs = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
@@ -286,8 +281,11 @@ _WHITESPACE_RUN = re.compile(f"[{_SPACE_BODY}]+")
 
 
 def _pre_tokenizer(spec):
-    """A (words, at_start) -> words function for a pre-tokenizer spec; at_start: the first
-    word begins the original text (Metaspace's prepend_scheme "first" needs it)."""
+    """A (words, at_start) -> words function for a pre-tokenizer spec. Each word is a pair
+    (text, align): align is None where offsets are not asked for, else for each character the
+    (start, end) range of original characters it stands for (see the aligned normalizers
+    below). at_start: the first word begins the original text (Metaspace's prepend_scheme
+    "first" needs it; where align is kept, it tells that instead)."""
     if spec is None:
         return None
     kind = spec.get("type")
@@ -305,21 +303,25 @@ def _pre_tokenizer(spec):
 
         def byte_level(words, at_start):
             out = []
-            for word in words:
+            for word, align in words:
                 if prefix and not word.startswith(" "):
-                    word = " " + word
-                pieces = _split(word, regex, "Isolated") if regex is not None else [word]
-                out += [_byte_level(p) for p in pieces]
+                    word, align = " " + word, None if align is None else align[:1] + align
+                if regex is None:
+                    out.append(_byte_level_aligned(word, align))
+                else:
+                    out += [_byte_level_aligned(word[a:b], _part(align, a, b))
+                            for a, b in _split_spans(word, regex, "Isolated")]
             return out
         return byte_level
     if kind == "Split":
         if spec.get("invert"):
             raise ValueError("unsupported Split pre-tokenizer with invert=true")
         regex, behavior = _pattern(spec["pattern"]), spec.get("behavior", "Isolated")
-        _split("", regex, behavior)     # refuse an unknown behavior now
+        _split_spans("", regex, behavior)     # refuse an unknown behavior now
 
         def split(words, at_start):
-            return [p for word in words for p in _split(word, regex, behavior)]
+            return [(word[a:b], _part(align, a, b)) for word, align in words
+                    for a, b in _split_spans(word, regex, behavior)]
         return split
     if kind == "Metaspace":
         replacement = spec.get("replacement", "▁")
@@ -333,19 +335,30 @@ def _pre_tokenizer(spec):
 
         def metaspace(words, at_start):
             out = []
-            for k, word in enumerate(words):
+            for k, (word, align) in enumerate(words):
                 word = word.replace(" ", replacement)
+                first = at_start and k == 0 if align is None else bool(align) and align[0][0] == 0
                 if not word.startswith(replacement) and (
-                        scheme == "always" or scheme == "first" and at_start and k == 0):
-                    word = replacement + word
-                out += _split(word, regex, "MergedWithNext") if do_split else [word]
+                        scheme == "always" or scheme == "first" and first):
+                    word, align = replacement + word, None if align is None else align[:1] + align
+                if do_split:
+                    out += [(word[a:b], _part(align, a, b))
+                            for a, b in _split_spans(word, regex, "MergedWithNext")]
+                else:
+                    out.append((word, align))
             return out
         return metaspace
     if kind == "WhitespaceSplit":
-        return lambda words, at_start: [p for word in words
-                                        for p in _split(word, _WHITESPACE_RUN, "Removed")]
+        return lambda words, at_start: [(word[a:b], _part(align, a, b)) for word, align in words
+                                        for a, b in _split_spans(word, _WHITESPACE_RUN,
+                                                                 "Removed")]
     raise ValueError(f"unsupported pre_tokenizer {kind!r} in tokenizer.json "
                      "(supported: Sequence, ByteLevel, Split, Metaspace, WhitespaceSplit)")
+
+
+def _part(align, start, end):
+    """The alignment of word[start:end] (None stays None: offsets are not being kept)."""
+    return None if align is None else align[start:end]
 
 
 def _prepends_first(spec):
@@ -360,10 +373,10 @@ def _prepends_first(spec):
 # ---- the same parts, keeping each character's place in the original text ------------------
 #
 # Offsets need to know where every character of every word came from. These versions of the
-# normalizer and pre-tokenizer carry, beside each string, an `align` list: for each of its
-# characters the (start, end) range of original characters it stands for. They run only when
-# offsets are asked for, so the plain path stays as fast as it was; the tests check that both
-# give the same ids.
+# normalizers carry, beside each string, an `align` list: for each of its characters the
+# (start, end) range of original characters it stands for (the pre-tokenizers above carry it
+# too, where it is not None). They run only when offsets are asked for, so the plain path
+# stays as fast as it was; the tests check that both give the same ids.
 
 def _unicode_aligned(form):
     """NFC/NFD/NFKC/NFKD with alignment. Normalization is local: the text is cut before each
@@ -465,76 +478,15 @@ def _aligned_normalizer(spec):
 
 
 def _byte_level_aligned(piece, align):
+    """(piece byte-level mapped, its alignment: each character's for each of its bytes)."""
     text = _byte_level(piece)
-    if len(text) == len(piece):
+    if align is None or len(text) == len(piece):
         return text, align
     out_align = []
     for c, a in zip(piece, align):
         n = len(c.encode("utf-8"))
         out_align += [a] * n
     return text, out_align
-
-
-def _aligned_pre_tokenizer(spec):
-    """A ([(word, align)], at_start) -> [(word, align)] function for a pre-tokenizer spec."""
-    if spec is None:
-        return None
-    kind = spec.get("type")
-    if kind == "Sequence":
-        steps = [_aligned_pre_tokenizer(s) for s in spec["pretokenizers"]]
-
-        def sequence(words, at_start):
-            for f in steps:
-                words = f(words, at_start)
-            return words
-        return sequence
-    if kind == "ByteLevel":
-        prefix = spec.get("add_prefix_space", True)
-        regex = translate_regex(GPT2_PATTERN) if spec.get("use_regex", True) else None
-
-        def byte_level(words, at_start):
-            out = []
-            for word, align in words:
-                if prefix and not word.startswith(" "):
-                    word, align = " " + word, align[:1] + align
-                spans = _split_spans(word, regex, "Isolated") if regex is not None \
-                    else [(0, len(word))]
-                out += [_byte_level_aligned(word[a:b], align[a:b]) for a, b in spans]
-            return out
-        return byte_level
-    if kind == "Split":
-        regex, behavior = _pattern(spec["pattern"]), spec.get("behavior", "Isolated")
-
-        def split(words, at_start):
-            return [(word[a:b], align[a:b]) for word, align in words
-                    for a, b in _split_spans(word, regex, behavior)]
-        return split
-    if kind == "Metaspace":
-        replacement = spec.get("replacement", "▁")
-        scheme = spec.get("prepend_scheme")
-        if scheme is None:
-            scheme = "always" if spec.get("add_prefix_space", True) else "never"
-        do_split = spec.get("split", True)
-        regex = re.compile(re.escape(replacement))
-
-        def metaspace(words, at_start):
-            out = []
-            for k, (word, align) in enumerate(words):
-                word = word.replace(" ", replacement)
-                if not word.startswith(replacement) and (
-                        scheme == "always" or scheme == "first" and align and align[0][0] == 0):
-                    word, align = replacement + word, align[:1] + align
-                spans = _split_spans(word, regex, "MergedWithNext") if do_split \
-                    else [(0, len(word))]
-                out += [(word[a:b], align[a:b]) for a, b in spans]
-            return out
-        return metaspace
-    if kind == "WhitespaceSplit":
-        return lambda words, at_start: [(word[a:b], align[a:b]) for word, align in words
-                                        for a, b in _split_spans(word, _WHITESPACE_RUN,
-                                                                 "Removed")]
-    _pre_tokenizer(spec)    # raises the error naming the unsupported kind
-    raise AssertionError(kind)
 
 
 def _byte_fallback(tokens):
@@ -669,7 +621,6 @@ class SubwordTokenizer(TokenizerBase):
         self._normalize = _normalizer(config.get("normalizer"))
         self._pre_tokenize = _pre_tokenizer(config.get("pre_tokenizer"))
         self._aligned_normalize = _aligned_normalizer(config.get("normalizer"))
-        self._aligned_pre_tokenize = _aligned_pre_tokenizer(config.get("pre_tokenizer"))
         # Metaspace's prepend_scheme "first" prepends to a word that begins the original text:
         # after a normalizer or another pre-tokenizer (which may drop the first characters),
         # only alignment tells which word that is.
@@ -780,7 +731,7 @@ class SubwordTokenizer(TokenizerBase):
         """The words of (normalized) text, byte-level mapped where the model is byte-level."""
         if self._pre_tokenize is None:
             return [text] if text else []
-        return self._pre_tokenize([text], at_start)
+        return [word for word, _ in self._pre_tokenize([(text, None)], at_start)]
 
     def _symbols(self, word):
         """Ids of a word's characters: their vocabulary entries, <0xNN> byte tokens for the
@@ -929,8 +880,8 @@ class SubwordTokenizer(TokenizerBase):
                                    else (pos, pos))
                 elif part:
                     words = [(part, part_align)]
-                    if self._aligned_pre_tokenize is not None:
-                        words = self._aligned_pre_tokenize(words, at_start)
+                    if self._pre_tokenize is not None:
+                        words = self._pre_tokenize(words, at_start)
                     for word, word_align in words:
                         word_ids = self._word_ids(word)
                         if self._unigram is not None and self.unk_id in word_ids:
