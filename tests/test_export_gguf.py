@@ -87,6 +87,36 @@ def test_quantizers_make_the_libraries_bytes(ggml_type):
     assert (err <= bound * (1 + 1e-6)).all()
 
 
+@pytest.mark.parametrize("ggml_type", [gguf.F16, gguf.Q8_0, gguf.Q4_0])
+def test_quantizers_on_the_edges_of_float32(ggml_type):
+    """Blocks of -0.0, of values past float16's range, of exact ties, of powers of ten from
+    1e-40 to 1e38: the library's bytes. Blocks of subnormal values (under ~1e-38), whose
+    scale's inverse passes float32's range, raised OverflowError; their half-precision scale
+    is 0, so they decode to zeros whatever the quants (ggml multiplies by infinity there and
+    converts to an integer, which C leaves undefined): Q8_0's bytes are still the library's
+    here, Q4_0's decode to the library's zeros."""
+    rng = np.random.default_rng()
+    x = (rng.standard_normal((96, 32)) * 10.0 ** rng.uniform(-40, 38, (96, 1))).astype(np.float32)
+    x[0] = -0.0
+    x[1] = 1e5                                   # past float16: inf, as the library's astype
+    x[2] = rng.integers(-254, 255, 32) / 2 / 127
+    subnormal = rng.standard_normal((8, 32)).astype(np.float32) * np.float32(1e-42)
+    x[3:11] = subnormal
+    x = x.reshape(12, 256)
+    ours = gguf.encode(x.ravel(), ggml_type)
+    theirs = quants.quantize(x, LIBRARY_TYPES[ggml_type]).tobytes()
+    decoded = [np.asarray(dequantize(np.frombuffer(b, np.uint8).reshape(12, -1), LIBRARY_TYPES[ggml_type]))
+               for b in (ours, theirs)]
+    assert np.array_equal(decoded[0], decoded[1], equal_nan=True)
+    if ggml_type != gguf.Q4_0:
+        assert ours == theirs
+    else:                                        # the quants of blocks whose scale is 0 may differ
+        kept = np.repeat(np.abs(x.reshape(-1, 32)).max(axis=1) / 8 >= 1 / np.finfo(np.float32).max, 18)
+        kept[0::18] = kept[1::18] = True         # the scales themselves always agree
+        assert np.array_equal(np.frombuffer(ours, np.uint8)[kept], np.frombuffer(theirs, np.uint8)[kept])
+        assert not kept.all()
+
+
 def test_block_types_need_whole_blocks():
     assert gguf.block_type_for((64, 48), gguf.Q8_0) == gguf.F16
     assert gguf.block_type_for((48, 64), gguf.Q4_0) == gguf.Q4_0

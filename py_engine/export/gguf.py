@@ -18,6 +18,8 @@ starting on a 32-byte boundary.
 Shapes are given as the model holds them ([out, in] for a linear's weight, row-major); a block
 type needs rows whose length is a multiple of 32 (block_type_for falls back to F16 otherwise, as
 llama.cpp's converter does). Tensors holding NaN or infinity are refused as they are written.
+A block of values all under ~1e-38 (subnormal) has a half-precision scale of 0, so it stores
+zeros; its quants are 0 here where ggml's come from converting infinity to an integer.
 """
 
 import math
@@ -97,6 +99,9 @@ def _le(values):
     return values.tobytes()
 
 
+F32_MAX = 3.4028234663852886e38
+
+
 def _f32(x):
     """x rounded to float32 (as NumPy's float32 arithmetic rounds each result)."""
     return struct.unpack("<f", struct.pack("<f", x))[0]
@@ -115,7 +120,11 @@ def _scales_and_quants(values, scale_of, offset, rounding, block=32):
     for start in range(0, len(values), block):
         d = scale_of(values[start:start + block])
         scales.append(_half_of(d))
-        inverses.append(_f32(1.0 / d) if d else 0.0)
+        inverse = 1.0 / d if d else 0.0
+        # A block of values under ~1e-38 has a scale whose inverse passes float32's range
+        # (ggml's then multiplies by infinity, whose rounding to int8 C leaves undefined):
+        # its half-precision scale is 0, so any quants give its zeros; these give 0.
+        inverses.append(_f32(inverse) if abs(inverse) <= F32_MAX else 0.0)
     # x * inverse: each product rounded to float32 by array("f"), as NumPy's float32 multiply.
     scaled = array("f", map(mul, values, chain.from_iterable(map(repeat, inverses,
                                                                  repeat(block)))))
@@ -125,7 +134,8 @@ def _scales_and_quants(values, scale_of, offset, rounding, block=32):
 
 
 def _q8_0_scale(block):
-    return _f32(max(max(block), -min(block)) / 127.0)
+    # + 0.0: a block of -0.0 has scale +0, as NumPy's abs().max() gives it (max() keeps -0.0)
+    return _f32(max(max(block), -min(block)) / 127.0) + 0.0
 
 
 def _round_half_away(scaled):
