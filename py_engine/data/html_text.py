@@ -54,6 +54,10 @@ INLINE = frozenset("a abbr b bdi bdo big cite code data del dfn em font i ins kb
                    "rp rt ruby s samp small span strike strong sub sup time tt u var wbr "
                    "label".split())
 HEADINGS = {f"h{n}": n for n in range(1, 7)}
+# What a page's <head> holds; any other element, or text, before a <body> tag opens the body.
+HEAD_CONTENT = frozenset("base basefont bgsound link meta title noscript noframes style script "
+                         "template".split())
+WHITESPACE_CHARS = "\t\n\f\r "
 # Never main text, whatever the page: skipped with everything inside.
 SKIPPED = frozenset("script style template noscript svg math canvas iframe frame frameset "
                     "object embed applet video audio source track map area picture img input "
@@ -162,6 +166,7 @@ class TreeBuilder:
     def __init__(self):
         self.root = Element("#document", {}, None, 0)
         self.stack = [self.root]
+        self.html = self.head = self.body = None     # the document's first of each
 
     def build(self, source):
         for token in tokenize(source):
@@ -177,6 +182,18 @@ class TreeBuilder:
 
     def start_tag(self, token):
         tag, start = token.name, token.start
+        # The document's frame, as browsers build it: a second <html>, <head> or <body> (or a
+        # <head> after the body began) is ignored; content other than the head's opens the
+        # body where no <body> tag does (both tags are optional), closing the head.
+        if tag == "html" and self.html is not None or tag == "head" and (
+                self.head is not None or self.body is not None):
+            return
+        if tag == "body":
+            if self.body is not None:
+                return
+            self.leave_head(start)
+        elif tag not in HEAD_CONTENT and tag != "html" and tag != "head" and self.body is None:
+            self.open_body(start)
         if tag in P_CLOSERS:
             self.close_implied(("p",), SCOPE["p"], start)
         if tag in IMPLIED:
@@ -186,6 +203,8 @@ class TreeBuilder:
         parent = self.stack[-1]
         element = Element(tag, dict(token.attrs), parent, start)
         parent.children.append(element)
+        if tag in ("html", "head", "body"):
+            setattr(self, tag, element)
         if tag in VOID:
             return
         if token.self_closing:          # <div/>: read as an empty element
@@ -204,7 +223,24 @@ class TreeBuilder:
             if tag in scope or tag in ("table", "body", "html"):
                 return
 
+    def leave_head(self, position):
+        """Close whatever is open above <html> (the head and what it holds)."""
+        base = self.stack.index(self.html) if self.html in self.stack else 0
+        for element in self.stack[base + 1:]:
+            element.end = position
+        del self.stack[base + 1:]
+
+    def open_body(self, position):
+        """The implied <body>, at `position`."""
+        self.leave_head(position)
+        parent = self.stack[-1]
+        self.body = Element("body", {}, parent, position)
+        parent.children.append(self.body)
+        self.stack.append(self.body)
+
     def end_tag(self, token):
+        if token.name in ("body", "html"):      # browsers keep the body open for what follows
+            return
         for i in range(len(self.stack) - 1, 0, -1):
             if self.stack[i].tag == token.name:
                 for element in self.stack[i:]:
@@ -215,6 +251,9 @@ class TreeBuilder:
 
     def text(self, token):
         data = token.data.replace("\0", "")       # NUL in text is dropped, as browsers drop it
+        if self.body is None and self.stack[-1].tag in ("#document", "html", "head", "noscript") \
+                and data.strip(WHITESPACE_CHARS):
+            self.open_body(token.start)           # text before any <body> is the body's
         children = self.stack[-1].children
         if children and isinstance(children[-1], Text) and children[-1].end == token.start:
             children[-1].data += data            # text on both sides of a dropped "</>"
