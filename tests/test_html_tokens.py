@@ -210,25 +210,3 @@ def test_the_first_of_a_repeated_attribute_is_the_elements():
                              '</article></body>')
     assert "Ask me about gaskets any time." in page.text
 
-
-def test_an_unclosed_heading_closes_at_the_next_as_in_a_browser():
-    page = extract_main_text("<body><article><h1>Harbour works<h2>The wall</h2><p>Stones were "
-                             "laid again.</p></article></body>")
-    assert [b.text for b in page.blocks] == ["# Harbour works", "## The wall", "Stones were laid again."]
-
-
-@pytest.mark.parametrize("page", [
-    # Both <head>'s end tag and <body> are optional: the first content opens the body.
-    "<!DOCTYPE html><html><head><meta charset=utf-8><title>Harbour</title><p>The wall is being rebuilt stone by stone.",
-    "<title>Harbour</title><p>The wall is being rebuilt stone by stone.</p>",
-    "<html><head><title>Harbour</title><noscript><img src=/pixel.gif></noscript><div class=story><p>The wall is "
-    "being rebuilt stone by stone.</p></div></html>",
-    # What follows </body></html> is the body's, and a second <head> or <body> is ignored.
-    "<html><head><title>Harbour</title></head><body><h1>Harbour</h1></body></html>"
-    "<p>The wall is being rebuilt stone by stone.</p>",
-    "<html><body><article><h1>Harbour</h1><head><meta name=robots content=none></head><body class=other>"
-    "<p>The wall is being rebuilt stone by stone.</p></article></body></html>",
-])
-def test_the_body_is_found_where_a_browser_finds_it(page):
-    text = extract_main_text(page).text
-    assert "The wall is being rebuilt stone by stone." in text and "Harbour" in text

@@ -194,12 +194,16 @@ class TreeBuilder:
             self.leave_head(start)
         elif tag not in HEAD_CONTENT and tag != "html" and tag != "head" and self.body is None:
             self.open_body(start)
+        elif tag in HEAD_CONTENT and self.head is None and self.body is None:
+            self.open_implied("head", start)
         if tag in P_CLOSERS:
             self.close_implied(("p",), SCOPE["p"], start)
         if tag in IMPLIED:
             self.close_implied(IMPLIED[tag], SCOPE[tag], start)
         if tag in HEADINGS and self.stack[-1].tag in HEADINGS:    # <h1>Title<h2>: two headings
             self.stack.pop().end = start
+        if tag == "a":
+            self.close_open_link(start)
         parent = self.stack[-1]
         element = Element(tag, dict(token.attrs), parent, start)
         parent.children.append(element)
@@ -223,6 +227,19 @@ class TreeBuilder:
             if tag in scope or tag in ("table", "body", "html"):
                 return
 
+    def close_open_link(self, position):
+        """A link inside a link closes the first, as browsers' adoption agency does where only
+        inline elements are open inside it (with a block between, the nesting is left)."""
+        for i in range(len(self.stack) - 1, 0, -1):
+            tag = self.stack[i].tag
+            if tag == "a":
+                for element in self.stack[i:]:
+                    element.end = position
+                del self.stack[i:]
+                return
+            if tag not in INLINE:
+                return
+
     def leave_head(self, position):
         """Close whatever is open above <html> (the head and what it holds)."""
         base = self.stack.index(self.html) if self.html in self.stack else 0
@@ -233,10 +250,15 @@ class TreeBuilder:
     def open_body(self, position):
         """The implied <body>, at `position`."""
         self.leave_head(position)
+        self.open_implied("body", position)
+
+    def open_implied(self, tag, position):
+        """An element no tag opens (<head>, <body>), at `position` in the current node."""
         parent = self.stack[-1]
-        self.body = Element("body", {}, parent, position)
-        parent.children.append(self.body)
-        self.stack.append(self.body)
+        element = Element(tag, {}, parent, position)
+        parent.children.append(element)
+        self.stack.append(element)
+        setattr(self, tag, element)
 
     def end_tag(self, token):
         if token.name in ("body", "html"):      # browsers keep the body open for what follows
