@@ -216,13 +216,17 @@ class TreeBuilder:
         if len(self.stack) < MAX_DEPTH:
             self.stack.append(element)
 
+    def close_from(self, i, position):
+        """Close the open elements from the i-th of the stack up, ending them at `position`."""
+        for element in self.stack[i:]:
+            element.end = position
+        del self.stack[i:]
+
     def close_implied(self, tags, scope, position):
         for i in range(len(self.stack) - 1, 0, -1):
             tag = self.stack[i].tag
             if tag in tags:
-                for element in self.stack[i:]:
-                    element.end = position
-                del self.stack[i:]
+                self.close_from(i, position)
                 return
             if tag in scope or tag in ("table", "body", "html"):
                 return
@@ -233,19 +237,14 @@ class TreeBuilder:
         for i in range(len(self.stack) - 1, 0, -1):
             tag = self.stack[i].tag
             if tag == "a":
-                for element in self.stack[i:]:
-                    element.end = position
-                del self.stack[i:]
+                self.close_from(i, position)
                 return
             if tag not in INLINE:
                 return
 
     def leave_head(self, position):
         """Close whatever is open above <html> (the head and what it holds)."""
-        base = self.stack.index(self.html) if self.html in self.stack else 0
-        for element in self.stack[base + 1:]:
-            element.end = position
-        del self.stack[base + 1:]
+        self.close_from(self.stack.index(self.html) + 1 if self.html in self.stack else 1, position)
 
     def open_body(self, position):
         """The implied <body>, at `position`."""
@@ -265,9 +264,7 @@ class TreeBuilder:
             return
         for i in range(len(self.stack) - 1, 0, -1):
             if self.stack[i].tag == token.name:
-                for element in self.stack[i:]:
-                    element.end = token.start
-                del self.stack[i:]
+                self.close_from(i, token.start)
                 return
         # A stray end tag (</p> with no <p> open) is ignored, as browsers mostly do.
 
