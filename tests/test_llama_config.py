@@ -47,3 +47,16 @@ def test_older_rope_spelling_and_errors(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
     with pytest.raises(ConfigError, match="vocab_size"):
         LlamaConfig.from_file(tmp_path)
+
+
+@pytest.mark.parametrize("model_type", ["llama", "qwen2", "qwen3", "mistral", "smollm3", "gemma", "gemma2",
+                                        "gemma3_text", "phi3"])
+def test_a_missing_max_position_embeddings_takes_the_familys_default(model_type):
+    """The context a config.json that leaves the field out allows (chats and training are cut
+    to it) is the family's, as transformers' config class gives it (Qwen2: 32768, not 2048)."""
+    from transformers import AutoConfig
+
+    fields = {k: v for k, v in TINY.items() if k != "max_position_embeddings"}
+    ours = LlamaConfig(model_type=model_type, pad_token_id=None, **fields)
+    theirs = AutoConfig.for_model(model_type, pad_token_id=None, **fields)
+    assert ours.max_position_embeddings == theirs.max_position_embeddings

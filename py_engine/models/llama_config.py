@@ -68,6 +68,10 @@ GEMMA2_SOFTCAPS = {"attn_logit_softcapping": 50.0, "final_logit_softcapping": 30
 # transformers' pad_token_id defaults where a config.json leaves it out (the embedding's
 # padding_idx, whose row full fine-tuning leaves alone); the other families default to none
 PAD_TOKEN_DEFAULTS = {"gemma": 0, "gemma2": 0, "gemma3_text": 0, "phi3": 32000, "smollm3": 128004}
+# transformers' max_position_embeddings defaults, where a config.json leaves it out
+MAX_POSITIONS_DEFAULTS = {"llama": 2048, "qwen2": 32768, "qwen3": 32768, "mistral": 131072,
+                          "smollm3": 32768, "gemma": 8192, "gemma2": 8192, "gemma3_text": 131072,
+                          "phi3": 4096}
 
 
 RMS_NORM_EPS = 1e-6      # transformers' LlamaConfig default; the RMSNorm ops' default too
@@ -95,7 +99,8 @@ class LlamaConfig:
         self.num_attention_heads = need("num_attention_heads")
         self.num_key_value_heads = need("num_key_value_heads", int, values.get("num_attention_heads"))
         self.intermediate_size = need("intermediate_size")
-        self.max_position_embeddings = need("max_position_embeddings", int, 2048)
+        self.max_position_embeddings = need("max_position_embeddings", int,
+                                            MAX_POSITIONS_DEFAULTS[self.model_type])
         self.rms_norm_eps = need("rms_norm_eps", float,
                                  PHI3_RMS_NORM_EPS if self.fused_projections else RMS_NORM_EPS)
         gemma = self.model_type in FAMILY_TYPES["Gemma"]
@@ -360,7 +365,8 @@ def _rope_parameters(values, phi3=False):
     if phi3 and params["rope_type"] in ("su", "yarn"):      # Phi3Config's older spellings
         params["rope_type"] = "longrope"
     if params["rope_type"] == "longrope":
-        max_positions = values.get("max_position_embeddings", 2048)
+        max_positions = values.get("max_position_embeddings",
+                                   MAX_POSITIONS_DEFAULTS["phi3" if phi3 else "llama"])
         # a top-level original_max_position_embeddings wins, as transformers reads it
         # (Phi3Config always has one: 4096 by default)
         top = values.get("original_max_position_embeddings", 4096 if phi3 else None)
