@@ -167,7 +167,7 @@ codecs.register(_search)
 
 # --- the HTML standard's prescan for <meta> --------------------------------------------------
 
-_SPACE = b"\t\n\f\r "
+_SPACES = (b"\t", b"\n", b"\f", b"\r", b" ")
 _FAILURE = "failure"            # a charset that names no encoding (not the same as none given)
 
 
@@ -205,7 +205,7 @@ class _Prescan:
                     return None
                 self.pos = close + 2
             elif data[self.pos:self.pos + 5].lower() == b"<meta" and \
-                    data[self.pos + 5:self.pos + 6] in (*_chars(_SPACE), b"/"):
+                    data[self.pos + 5:self.pos + 6] in (*_SPACES, b"/"):
                 self.pos += 6
                 found = self.meta()
                 if found is not None:
@@ -214,7 +214,7 @@ class _Prescan:
             elif data[self.pos:self.pos + 1] == b"<" and (
                     _letter(data[self.pos + 1:self.pos + 2]) or data[self.pos + 1:self.pos + 2] == b"/"
                     and _letter(data[self.pos + 2:self.pos + 3])):
-                while self.byte() not in (*_chars(_SPACE), b">"):
+                while self.byte() not in (*_SPACES, b">"):
                     self.pos += 1
                 while self.attribute() is not None:
                     pass
@@ -253,7 +253,7 @@ class _Prescan:
 
     def attribute(self):
         """(name, value) of the attribute at the position, lower-cased, or None at ">"."""
-        while self.byte() in (*_chars(_SPACE), b"/"):
+        while self.byte() in (*_SPACES, b"/"):
             self.pos += 1
         if self.byte() == b">":
             return None
@@ -263,8 +263,8 @@ class _Prescan:
             if c == b"=" and name:
                 self.pos += 1
                 break
-            if c in _chars(_SPACE):
-                while self.byte() in _chars(_SPACE):
+            if c in _SPACES:
+                while self.byte() in _SPACES:
                     self.pos += 1
                 if self.byte() != b"=":
                     return _text(name), ""
@@ -274,7 +274,7 @@ class _Prescan:
                 return _text(name), ""
             name += c.lower()
             self.pos += 1
-        while self.byte() in _chars(_SPACE):
+        while self.byte() in _SPACES:
             self.pos += 1
         c = self.byte()
         if c in (b"\"", b"'"):
@@ -288,7 +288,7 @@ class _Prescan:
         if c == b">":
             return _text(name), ""
         value = bytearray()
-        while self.byte() not in (*_chars(_SPACE), b">"):
+        while self.byte() not in (*_SPACES, b">"):
             value += self.byte().lower()
             self.pos += 1
         return _text(name), _text(value)
@@ -318,10 +318,6 @@ def charset_in_content(content):
         while end < len(content) and content[end] not in ASCII_WHITESPACE + ";":
             end += 1
         return encoding_for(content[at:end])
-
-
-def _chars(data):
-    return tuple(data[i:i + 1] for i in range(len(data)))
 
 
 def _letter(c):
