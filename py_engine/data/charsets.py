@@ -19,8 +19,8 @@ the standard's indexes, and meta_charset against html5lib's prescan
 (tests/test_charsets.py).
 
 Multi-byte encodings are read by the Python codec closest to the standard's decoder (gb18030
-for gbk, big5hkscs for big5, cp932 for shift_jis, cp949 for euc-kr, as webencodings does); they
-may differ from it on rare characters. The "replacement" encoding (labels such as iso-2022-kr
+for gbk, whose decoder the standard makes gb18030's; big5hkscs for big5, cp932 for shift_jis
+and cp949 for euc-kr, as webencodings maps them); they may differ from it on rare characters. The "replacement" encoding (labels such as iso-2022-kr
 and hz-gb-2312, which browsers refuse to read for safety) has no codec: decode raises
 LookupError naming it.
 """
