@@ -128,3 +128,21 @@ def test_mean_pooling_is_remembered_by_the_adapter(tmp_path, tiny_dir):
     assert np.abs(matrix(loaded) - matrix(clf)).max() <= 1e-6
     with pytest.raises(ValueError, match="mean pooling"):
         run(TextClassifier.load(tiny_dir, adapter, pooling="cls"))
+
+
+def test_targets_of_other_families_are_passed_over_as_peft_does(tmp_path, tiny_dir):
+    """An adapter_config.json listing targets this model lacks beside ones it has (a list
+    written for several families) loads in PEFT, wrapping the ones it has: here too. Targets
+    that match nothing at all are refused, as PEFT refuses them, naming the model's linears."""
+    peft = po.peft_model(tiny_dir, 3, seed=33, dtype=torch.float32,
+                         target_modules=("query", "value", "q_proj", "gate_proj"))
+    adapter = po.save_adapter(peft, tmp_path / "adapter", labels=LABELS)
+    clf = run(TextClassifier.load(tiny_dir, adapter, backend="numpy"))
+    ours = np.array([[p[label] for label in LABELS] for p in run(clf.predict(TEXTS))])
+    theirs = peft_probabilities(tiny_dir, adapter, TEXTS)
+    assert np.abs(ours - theirs).max() <= 1e-5, (ours, theirs)
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    (adapter / "adapter_config.json").write_text(json.dumps(dict(config, target_modules=["q_proj", "gate_proj"])))
+    with pytest.raises(ValueError, match=r"LoRA targets \['q_proj', 'gate_proj'\] match no linear layer of "
+                                         r"this .*\(its linear layers: .*query.*value"):
+        run(TextClassifier.load(tiny_dir, adapter, backend="numpy"))

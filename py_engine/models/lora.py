@@ -25,13 +25,15 @@ class LoraTargetError(ValueError):
 
 def match_targets(modules, target_modules, family):
     """The modules an adapter wraps, in model order, by PEFT's rule: a module matches a target
-    when its full name equals the target or ends with "." + target."""
-    chosen = set()
-    for target in target_modules:
-        hits = [m for m in modules if m == target or m.endswith("." + target)]
-        if not hits:
-            raise LoraTargetError(f"LoRA target {target!r} matches no linear layer of this {family}")
-        chosen.update(hits)
+    when its full name equals the target or ends with "." + target. As in PEFT, a target that
+    matches nothing is passed over when another matches (lists written for several families,
+    such as ["q_proj", "v_proj", "query", "value"], are common in adapter_config.json files);
+    targets that match nothing at all are an error naming the model's linears."""
+    chosen = {m for m in modules for t in target_modules if m == t or m.endswith("." + t)}
+    if not chosen:
+        names = sorted({m.rsplit(".", 1)[-1] for m in modules})
+        raise LoraTargetError(f"LoRA targets {list(target_modules)} match no linear layer of this "
+                              f"{family} (its linear layers: {', '.join(names)})")
     return [m for m in modules if m in chosen]
 
 
