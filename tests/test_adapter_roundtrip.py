@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 from peft import LoraConfig as PeftLoraConfig
-from transformers import BertTokenizerFast
+from peft import get_peft_model
+from transformers import BertForSequenceClassification, BertTokenizerFast
 
 import peft_oracle as po
 from conftest import run
@@ -145,4 +146,30 @@ def test_targets_of_other_families_are_passed_over_as_peft_does(tmp_path, tiny_d
     (adapter / "adapter_config.json").write_text(json.dumps(dict(config, target_modules=["q_proj", "gate_proj"])))
     with pytest.raises(ValueError, match=r"LoRA targets \['q_proj', 'gate_proj'\] match no linear layer of "
                                          r"this .*\(its linear layers: .*query.*value"):
+        run(TextClassifier.load(tiny_dir, adapter, backend="numpy"))
+
+
+@pytest.mark.parametrize("pattern", [r".*\.(query|value)", r"bert\.encoder\.layer\.0\.attention\.self\.key"])
+def test_a_target_modules_string_is_a_regular_expression_as_in_peft(tmp_path, tiny_dir, pattern):
+    """PEFT reads a target_modules string as a regular expression each module's full name in
+    the base model must match whole: the same modules are wrapped here, the adapter gives
+    PEFT's probabilities, and one saved here keeps the string."""
+    torch.manual_seed(34)
+    base = BertForSequenceClassification.from_pretrained(tiny_dir, num_labels=3, attn_implementation="eager")
+    peft = get_peft_model(base, PeftLoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=8, target_modules=pattern))
+    with torch.no_grad():
+        for name, p in peft.named_parameters():
+            if "lora_B" in name or "modules_to_save" in name:
+                p.copy_(0.1 * torch.randn_like(p))
+    adapter = po.save_adapter(peft, tmp_path / "adapter", labels=LABELS)
+    clf = run(TextClassifier.load(tiny_dir, adapter, backend="numpy"))
+    ours = np.array([[p[label] for label in LABELS] for p in run(clf.predict(TEXTS))])
+    theirs = peft_probabilities(tiny_dir, adapter, TEXTS)
+    assert np.abs(ours - theirs).max() <= 1e-5, (ours, theirs)
+    saved = run(clf.save(tmp_path / "again"))
+    assert json.loads((saved / "adapter_config.json").read_text())["target_modules"] == pattern
+    assert np.abs(peft_probabilities(tiny_dir, saved, TEXTS) - theirs).max() <= 1e-5
+    with pytest.raises(ValueError, match=r"match no linear layer"):
+        config = json.loads((adapter / "adapter_config.json").read_text())
+        (adapter / "adapter_config.json").write_text(json.dumps(dict(config, target_modules="query")))
         run(TextClassifier.load(tiny_dir, adapter, backend="numpy"))

@@ -16,6 +16,8 @@ transformers' "bert." module prefix there). A merged weight W + scaling * B.A, f
 is "{module}.merged.weight".
 """
 
+import re
+
 from .lora_config import LoraConfig, LoraConfigError
 
 
@@ -23,16 +25,22 @@ class LoraTargetError(ValueError):
     """A target_modules entry that names no linear layer of the model."""
 
 
-def match_targets(modules, target_modules, family):
-    """The modules an adapter wraps, in model order, by PEFT's rule: a module matches a target
-    when its full name equals the target or ends with "." + target. As in PEFT, a target that
-    matches nothing is passed over when another matches (lists written for several families,
-    such as ["q_proj", "v_proj", "query", "value"], are common in adapter_config.json files);
-    targets that match nothing at all are an error naming the model's linears."""
-    chosen = {m for m in modules for t in target_modules if m == t or m.endswith("." + t)}
+def match_targets(modules, target_modules, family, prefix=""):
+    """The modules an adapter wraps, in model order, by PEFT's rules: a module matches a target
+    of a list when its name equals the target or ends with "." + target; a target_modules
+    string is a regular expression its full name (prefix + module, PEFT's name in the base
+    model) must match whole. As in PEFT, a target that matches nothing is passed over when
+    another matches (lists written for several families, such as ["q_proj", "v_proj", "query",
+    "value"], are common in adapter_config.json files); targets that match nothing at all are an
+    error naming the model's linears."""
+    if isinstance(target_modules, str):
+        chosen = {m for m in modules if re.fullmatch(target_modules, prefix + m)}
+    else:
+        chosen = {m for m in modules for t in target_modules if m == t or m.endswith("." + t)}
     if not chosen:
         names = sorted({m.rsplit(".", 1)[-1] for m in modules})
-        raise LoraTargetError(f"LoRA targets {list(target_modules)} match no linear layer of this "
+        shown = repr(target_modules) if isinstance(target_modules, str) else list(target_modules)
+        raise LoraTargetError(f"LoRA targets {shown} match no linear layer of this "
                               f"{family} (its linear layers: {', '.join(names)})")
     return [m for m in modules if m in chosen]
 
@@ -52,7 +60,8 @@ class Linears:
         self.lora = lora
         self.full = full
         self.prefix = adapter_prefix
-        self.targets = match_targets(list(self.modules), lora.target_modules, family) if lora else []
+        self.targets = match_targets(list(self.modules), lora.target_modules, family, adapter_prefix) \
+            if lora else []
         self._targeted = set(self.targets)
         self.merged = False
         self.trainable = {}

@@ -37,9 +37,10 @@ class LoraConfig:
             raise LoraConfigError(f"lora_dropout must be a number in [0, 1), got {lora_dropout!r}")
         if bias != "none":
             raise LoraConfigError(f"bias={bias!r} is not supported (only 'none')")
-        if isinstance(target_modules, str):
-            target_modules = [target_modules]
-        target_modules = _names("target_modules", target_modules)
+        if isinstance(target_modules, str):       # PEFT: a regular expression over full names
+            target_modules = _pattern("target_modules", target_modules)
+        else:
+            target_modules = _names("target_modules", target_modules)
         modules_to_save = _names("modules_to_save", modules_to_save)
         for name, value in (("use_rslora", use_rslora), ("fan_in_fan_out", fan_in_fan_out)):
             if not isinstance(value, bool):
@@ -47,8 +48,9 @@ class LoraConfig:
         self.r = r
         self.lora_alpha = lora_alpha
         self.lora_dropout = float(lora_dropout)
-        # Which layers these name is decided against the model (PEFT's suffix rule), there.
-        self.target_modules = list(target_modules or BERT_TARGET_MODULES)
+        # Which layers these name is decided against the model (PEFT's rules), there.
+        self.target_modules = target_modules if isinstance(target_modules, str) else \
+            list(target_modules or BERT_TARGET_MODULES)
         self.bias = bias
         self.task_type = task_type
         self.use_rslora = bool(use_rslora)
@@ -108,9 +110,22 @@ class LoraConfig:
         return cls.from_peft_dict(read_json_object(path))
 
 
+def _pattern(field, value):
+    """A target_modules string: as in PEFT, a regular expression each module's full name must
+    match whole (re.fullmatch), "all-linear" aside (PEFT's keyword, not supported here)."""
+    if value == "all-linear":
+        _names(field, [value])
+    try:
+        re.compile(value)
+    except re.error as e:
+        raise LoraConfigError(f"{field} {value!r} is not a regular expression: {e}") from None
+    return value
+
+
 def _names(field, value):
     """A list of module names (None stays None); LoraConfigError for anything else, and for
-    PEFT's forms we do not implement (the "all-linear" keyword, a regular expression)."""
+    PEFT's forms we do not implement (the "all-linear" keyword; a regular expression in a list:
+    PEFT reads one only as the whole target_modules string)."""
     if value is None:
         return None
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
