@@ -190,6 +190,8 @@ def test_pages_in_charsets_python_names_otherwise_are_read():
     russian = "<meta charset=x-mac-cyrillic><p>Привет, мир</p>"
     assert import_html(russian.encode("mac-cyrillic"), "u")[0].text == "Привет, мир"
     # windows-1252 has characters for the five bytes Python's cp1252 leaves out (0x81 ...):
+    quoted = decode_html("<p>Привет, мир</p>".encode("cp1251"), "u", charset='"windows-1251"')[0]
+    assert quoted == "<p>Привет, мир</p>"     # a Content-Type parameter may come quoted
     text, codec, _ = decode_html(b"<p>caf\xe9 \x81 \x9d</p>", "u", charset="ISO-8859-1")
     assert text == "<p>caf\u00e9 \x81 \x9d</p>" and text.encode(codec) == b"<p>caf\xe9 \x81 \x9d</p>"
 

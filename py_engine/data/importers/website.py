@@ -159,7 +159,8 @@ def charset_of(data, url, header_charset):
     """(the Encoding Standard's name, how it was declared or None) for BOM-less bytes."""
     passed_over = ""
     if header_charset:
-        encoding = charsets.encoding_for(header_charset)
+        # A Content-Type parameter may come quoted (charset="utf-8"), as MIME allows.
+        encoding = charsets.encoding_for(header_charset.strip().strip('"'))
         if encoding is not None:
             return _readable(encoding, url, "the HTTP header"), "declared in the HTTP header"
         passed_over = f"the HTTP header's charset {header_charset!r} is not one browsers know; "
