@@ -19,7 +19,8 @@ markup to skip, never code to run; images and links are never loaded.
 
 How the main text is found, in order:
 1. The markup is parsed into a tree with HTML's implied end tags (a <p> closes at the next
-   block, an <li> at the next <li>, ...). Every text keeps its character span in the source.
+   block, an <li> at the next <li>, a heading at the next heading, ...) and its implied <head>
+   and <body> (both optional in HTML). Every text keeps its character span in the source.
 2. Content that is never main text is cut: scripts, styles, templates, noscript, iframes,
    embedded media, form controls, hidden elements (hidden, aria-hidden, display:none).
 3. Page furniture is cut: <nav>, <aside>, <footer>, <dialog>, forms, a <header> that is not
@@ -114,6 +115,8 @@ DOMINANT = 0.7             # share of the text that makes one part of a page its
 LINK_DENSE = 0.5           # share of a block's characters in links that makes it a link block
 WHITESPACE = re.compile(r"[ \t\n\r\f\xa0]+")
 TITLE_SEPARATORS = re.compile(r"\s+[|\-\u2013\u2014\u00b7:]{1,2}\s+")
+
+
 class Text:
     __slots__ = ("data", "start", "end")
 
