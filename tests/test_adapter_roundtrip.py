@@ -173,3 +173,61 @@ def test_a_target_modules_string_is_a_regular_expression_as_in_peft(tmp_path, ti
         config = json.loads((adapter / "adapter_config.json").read_text())
         (adapter / "adapter_config.json").write_text(json.dumps(dict(config, target_modules="query")))
         run(TextClassifier.load(tiny_dir, adapter, backend="numpy"))
+
+
+def _random_narrowing(rng):
+    """adapter_config.json fields that choose the wrapped modules, drawn at random (regular
+    expressions that match only linears: PEFT refuses one that matches a block, which is not
+    a layer it wraps)."""
+    names = ["query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense",
+             "self.query", "bert.encoder.layer.1.attention.self.value", "encoder.layer.0.output.dense",
+             "q_proj", "gate_proj"]
+    fields = {"target_modules": rng.sample(names, rng.randint(1, 4))}
+    if rng.random() < 0.2:
+        fields["target_modules"] = rng.choice([r".*\.(query|value)", r".*layer\.1\..*(query|dense)", r"bert\..*self\.key"])
+    if rng.random() < 0.4:
+        fields["exclude_modules"] = rng.choice([rng.sample(names, rng.randint(1, 2)), r".*layer\.0\..*query",
+                                                r".*\.value"])
+    if rng.random() < 0.5:
+        fields["layers_to_transform"] = rng.choice([0, 1, 5, [0], [1], [0, 1], [3]])
+        fields["layers_pattern"] = rng.choice([None, "layer", ["layers", "layer"], "h", ["encoder"]])
+    return fields
+
+
+def test_targets_exclusions_and_layers_choose_the_modules_peft_chooses():
+    """target_modules (names, full names, suffixes, a regular expression), exclude_modules and
+    layers_to_transform with or without layers_pattern, drawn at random: the modules wrapped
+    here are the ones get_peft_model wraps in transformers' BERT (its pooler aside: a LoRA on
+    it is refused here by name), and where PEFT finds none this refuses too."""
+    import random
+
+    from transformers import BertConfig, BertForSequenceClassification as Bert
+
+    from py_engine.models.bert import LINEAR_NAMES
+    from py_engine.models.lora import Linears
+    from py_engine.models.lora_config import LoraConfig
+
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+    base = Bert(BertConfig(**po.TINY, num_labels=3))
+    modules = {f"encoder.layer.{n}.{name}": (1, 1) for n in range(po.TINY["num_hidden_layers"])
+               for name in LINEAR_NAMES}
+    compared = 0
+    for _ in range(60):
+        fields = _random_narrowing(rng)
+        try:
+            peft = get_peft_model(Bert(base.config), PeftLoraConfig(task_type="SEQ_CLS", r=2, **fields))
+            theirs = sorted(n[len("base_model.model."):-len(".lora_A")] for n, _ in peft.named_modules()
+                            if n.endswith(".lora_A"))
+        except ValueError:
+            theirs = "refused"
+        if theirs != "refused" and "bert.pooler.dense" in theirs:
+            continue
+        try:
+            ours = sorted("bert." + m for m in Linears(modules, LoraConfig(**fields), "BERT model",
+                                                       adapter_prefix="bert.").targets)
+        except ValueError:
+            ours = "refused"
+        assert ours == theirs, f"seed {seed}: {fields}"
+        compared += 1
+    assert compared > 40

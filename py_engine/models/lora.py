@@ -25,24 +25,55 @@ class LoraTargetError(ValueError):
     """A target_modules entry that names no linear layer of the model."""
 
 
-def match_targets(modules, target_modules, family, prefix=""):
-    """The modules an adapter wraps, in model order, by PEFT's rules: a module matches a target
-    of a list when its name equals the target or ends with "." + target; a target_modules
-    string is a regular expression its full name (prefix + module, PEFT's name in the base
-    model) must match whole. As in PEFT, a target that matches nothing is passed over when
-    another matches (lists written for several families, such as ["q_proj", "v_proj", "query",
-    "value"], are common in adapter_config.json files); targets that match nothing at all are an
-    error naming the model's linears."""
-    if isinstance(target_modules, str):
-        chosen = {m for m in modules if re.fullmatch(target_modules, prefix + m)}
-    else:
-        chosen = {m for m in modules for t in target_modules if m == t or m.endswith("." + t)}
+def match_targets(modules, lora, family, prefix=""):
+    """The modules an adapter of LoraConfig `lora` wraps, in model order, by PEFT's rules
+    (check_target_module_exists) on each module's full name in the base model (prefix +
+    module): it matches a target of a list when it equals the target or ends with "." + target,
+    and a target_modules string when it matches that regular expression whole; exclude_modules
+    (a list or a string, read alike) takes modules out; layers_to_transform keeps, of the
+    modules a list target matched by suffix, those of these layer indexes (the number after
+    layers_pattern, or after the first name that a number follows). As in PEFT, a target that
+    matches nothing is passed over when another matches (lists written for several families,
+    such as ["q_proj", "v_proj", "query", "value"], are common in adapter_config.json files);
+    targets that match nothing at all are an error naming the model's linears."""
+    chosen = [m for m in modules if _targeted(lora, prefix + m)]
     if not chosen:
         names = sorted({m.rsplit(".", 1)[-1] for m in modules})
-        shown = repr(target_modules) if isinstance(target_modules, str) else list(target_modules)
+        targets = lora.target_modules
+        shown = repr(targets) if isinstance(targets, str) else list(targets)
         raise LoraTargetError(f"LoRA targets {shown} match no linear layer of this "
                               f"{family} (its linear layers: {', '.join(names)})")
-    return [m for m in modules if m in chosen]
+    return chosen
+
+
+def _named(names, key):
+    """Whether `key` is named by a target_modules-style value (a list, or a regular
+    expression string)."""
+    if isinstance(names, str):
+        return re.fullmatch(names, key) is not None
+    return key in names or any(key.endswith("." + name) for name in names)
+
+
+def _targeted(lora, key):
+    if lora.exclude_modules and _named(lora.exclude_modules, key):
+        return False
+    targets = lora.target_modules
+    if isinstance(targets, str) or key in targets:
+        return _named(targets, key)
+    if not _named(targets, key):
+        return False
+    layers = lora.layers_to_transform
+    if layers is None:
+        return True
+    if lora.layers_pattern:
+        found = next(filter(None, (re.match(rf"(?:^|.*?\.){p}\.(?P<idx>\d+)\.", key)
+                                   for p in lora.layers_pattern)), None)
+    else:
+        found = re.match(r".*?\.[^.]*\.(?P<idx>\d+)\.", key)
+    if found is None:
+        return False
+    index = int(found.group("idx"))
+    return index == layers if isinstance(layers, int) else index in layers
 
 
 class Linears:
@@ -60,8 +91,7 @@ class Linears:
         self.lora = lora
         self.full = full
         self.prefix = adapter_prefix
-        self.targets = match_targets(list(self.modules), lora.target_modules, family, adapter_prefix) \
-            if lora else []
+        self.targets = match_targets(list(self.modules), lora, family, adapter_prefix) if lora else []
         self._targeted = set(self.targets)
         self.merged = False
         self.trainable = {}

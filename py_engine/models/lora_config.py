@@ -21,7 +21,8 @@ class LoraConfigError(ValueError):
 class LoraConfig:
     def __init__(self, r=8, lora_alpha=8, lora_dropout=0.0, target_modules=None, bias="none",
                  modules_to_save=None, task_type="SEQ_CLS", use_rslora=False,
-                 base_model_name_or_path=None, fan_in_fan_out=False, **unsupported):
+                 base_model_name_or_path=None, fan_in_fan_out=False, exclude_modules=None,
+                 layers_to_transform=None, layers_pattern=None, **unsupported):
         # Options we do not implement must not be silently ignored.
         unsupported = {k: v for k, v in unsupported.items() if v not in (None, False, {}, [], "")
                        and k not in _IGNORED_PEFT_FIELDS}
@@ -42,6 +43,19 @@ class LoraConfig:
         else:
             target_modules = _names("target_modules", target_modules)
         modules_to_save = _names("modules_to_save", modules_to_save)
+        if isinstance(exclude_modules, str):
+            exclude_modules = _pattern("exclude_modules", exclude_modules)
+        elif exclude_modules is not None:
+            exclude_modules = _names("exclude_modules", exclude_modules)
+        if isinstance(target_modules, str) and (layers_to_transform, layers_pattern) != (None, None):
+            raise LoraConfigError("layers_to_transform and layers_pattern cannot narrow a "
+                                  "target_modules regular expression (a string), as in PEFT")
+        if layers_pattern and layers_to_transform is None:
+            raise LoraConfigError("layers_pattern needs layers_to_transform, as in PEFT")
+        layers_to_transform = _layer_indexes(layers_to_transform)
+        if isinstance(layers_pattern, str):
+            layers_pattern = [layers_pattern]
+        layers_pattern = _names("layers_pattern", layers_pattern)
         for name, value in (("use_rslora", use_rslora), ("fan_in_fan_out", fan_in_fan_out)):
             if not isinstance(value, bool):
                 raise LoraConfigError(f"{name} must be true or false, got {value!r}")
@@ -60,6 +74,10 @@ class LoraConfig:
         # True for models whose linears are Conv1D ([in, out], GPT-2): the model family sets
         # it, as PEFT does; the adapter tensors' shapes are the same either way.
         self.fan_in_fan_out = bool(fan_in_fan_out)
+        # PEFT's narrowing of the targets (see lora.match_targets)
+        self.exclude_modules = exclude_modules
+        self.layers_to_transform = layers_to_transform
+        self.layers_pattern = layers_pattern
 
     @property
     def scaling(self):
@@ -71,9 +89,10 @@ class LoraConfig:
         return {
             "alpha_pattern": {}, "auto_mapping": None,
             "base_model_name_or_path": self.base_model_name_or_path, "bias": self.bias,
-            "exclude_modules": None, "fan_in_fan_out": self.fan_in_fan_out, "inference_mode": True,
-            "init_lora_weights": True, "layer_replication": None, "layers_pattern": None,
-            "layers_to_transform": None, "loftq_config": {}, "lora_alpha": self.lora_alpha,
+            "exclude_modules": self.exclude_modules, "fan_in_fan_out": self.fan_in_fan_out,
+            "inference_mode": True, "init_lora_weights": True, "layer_replication": None,
+            "layers_pattern": self.layers_pattern, "layers_to_transform": self.layers_to_transform,
+            "loftq_config": {}, "lora_alpha": self.lora_alpha,
             "lora_bias": False, "lora_dropout": self.lora_dropout, "megatron_config": None,
             "megatron_core": "megatron.core", "modules_to_save": self.modules_to_save,
             "peft_type": "LORA", "peft_version": PEFT_VERSION, "r": self.r, "rank_pattern": {},
@@ -108,6 +127,18 @@ class LoraConfig:
         from ..formats.json_file import read_json_object
 
         return cls.from_peft_dict(read_json_object(path))
+
+
+def _layer_indexes(value):
+    """layers_to_transform: None, a layer index, or a list of them (PEFT's forms)."""
+    if value is None or value == []:
+        return None
+    indexes = [value] if isinstance(value, int) else value
+    if not isinstance(indexes, list) or not all(isinstance(i, int) and not isinstance(i, bool)
+                                                and i >= 0 for i in indexes):
+        raise LoraConfigError(f"layers_to_transform must be a layer index or a list of them, "
+                              f"got {value!r}")
+    return value
 
 
 def _pattern(field, value):
@@ -146,5 +177,5 @@ def _names(field, value):
 # effect is only at initialization). Any other field set to a non-default value is refused.
 _IGNORED_PEFT_FIELDS = {
     "auto_mapping", "inference_mode", "init_lora_weights", "loftq_config", "megatron_config",
-    "megatron_core", "peft_version", "revision", "qalora_group_size", "layers_pattern",
+    "megatron_core", "peft_version", "revision", "qalora_group_size",
 }
