@@ -210,7 +210,11 @@ def test_bad_head_config_is_named(tmp_path, text, reason):
     ("target_modules", 5, "target_modules must be a list of module names, got 5"),
     ("target_modules", ["query", 5], "target_modules must be a list of module names"),
     ("target_modules", "all-linear", "'all-linear' .PEFT's keyword. is not supported"),
-    ("target_modules", ".*query", "regular expressions are not supported"),
+    ("target_modules", [".*query"], "regular expressions are not supported"),     # in a list
+    ("target_modules", "(query", "target_modules '.query' is not a regular expression"),
+    ("exclude_modules", 5, "exclude_modules must be a list of module names, got 5"),
+    ("layers_to_transform", [0, "1"], "layers_to_transform must be a layer index or a list of them"),
+    ("layers_pattern", "layer", "layers_pattern needs layers_to_transform"),
     ("modules_to_save", 5, "modules_to_save must be a list of module names"),
     ("lora_dropout", "x", "lora_dropout must be a number in"),
     ("fan_in_fan_out", "no", "fan_in_fan_out must be true or false, got 'no'"),
