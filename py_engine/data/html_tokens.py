@@ -54,6 +54,9 @@ _NEWLINES = re.compile(r"\r\n?")
 _COMMENT_END = re.compile(r"--!?>")
 _UNFINISHED_CLOSE = re.compile(r"(?:--!|--?)\Z")
 _TAG_NAME_END = re.compile(r"[\t\n\f\r />]")
+_SPACE_RUN = re.compile(r"[\t\n\f\r ]*")
+_ATTRIBUTE_NAME = re.compile(r"[^\t\n\f\r />=]*")     # a name after its first character (which may be "=")
+_UNQUOTED_VALUE = re.compile(r"[^\t\n\f\r >]*")
 
 
 class Token:
@@ -205,8 +208,7 @@ def tag(source, lt, name_from, kind):
     name, i = source[name_from:stop.start()].translate(_LOWER), stop.start()
     attrs, seen = [], set()
     while True:
-        while i < n and source[i] in WHITESPACE:
-            i += 1
+        i = _SPACE_RUN.match(source, i).end()
         if i >= n:
             return _CUT_OFF, n
         if source[i] == ">":
@@ -217,16 +219,10 @@ def tag(source, lt, name_from, kind):
             i += 1                              # a stray "/": read on as between attributes
             continue
         # An attribute's name (a leading "=" is part of it), then maybe "=" and its value.
-        j = i + 1
-        while j < n and source[j] not in "\t\n\f\r />=":
-            j += 1
-        attr, value, i = source[i:j].translate(_LOWER), "", j
-        while i < n and source[i] in WHITESPACE:
-            i += 1
+        j = _ATTRIBUTE_NAME.match(source, i + 1).end()
+        attr, value, i = source[i:j].translate(_LOWER), "", _SPACE_RUN.match(source, j).end()
         if source.startswith("=", i):
-            i += 1
-            while i < n and source[i] in WHITESPACE:
-                i += 1
+            i = _SPACE_RUN.match(source, i + 1).end()
             quote = source[i:i + 1]
             if quote in ("\"", "'"):
                 close = source.find(quote, i + 1)
@@ -234,9 +230,7 @@ def tag(source, lt, name_from, kind):
                     return _CUT_OFF, n
                 value, i = source[i + 1:close], close + 1
             else:                               # unquoted, to a space or ">" ("" before ">")
-                j = i
-                while j < n and source[j] not in "\t\n\f\r >":
-                    j += 1
+                j = _UNQUOTED_VALUE.match(source, i).end()
                 value, i = source[i:j], j
             value = decode_references(_clean(value), in_attribute=True)
         if attr not in seen:
@@ -272,6 +266,14 @@ def raw_text_end(source, name, i):
 
 
 _LETTERS = re.compile(r"[A-Za-z]*")
+_AFTER_TAG_NAME = tuple(WHITESPACE + "/>")
+
+
+def _script_word(source, at):
+    """(where the letters at `at` end, whether they spell "script" with a space, "/" or ">"
+    after them): what the script data states ask after a "<" or "</" in an escaped script."""
+    end = _LETTERS.match(source, at).end()
+    return end, source[at:end].lower() == "script" and source[end:end + 1] in _AFTER_TAG_NAME
 
 
 def script_end(source, i):
@@ -302,18 +304,12 @@ def script_end(source, i):
         elif state.startswith("escaped"):
             if end_tag.match(source, i):
                 return i
-            letters = _LETTERS.match(source, i + 1).end()
-            hidden = (source[i + 1:letters].lower() == "script"
-                      and source[letters:letters + 1] in tuple(WHITESPACE + "/>"))
+            letters, hidden = _script_word(source, i + 1)
             state, i = ("double", letters + 1) if hidden else ("escaped", max(letters, i + 1))
         else:                                   # "<" in a double-escaped script
             i += 1
             state = "double"
             if source.startswith("/", i):
-                letters = _LETTERS.match(source, i + 1).end()
-                if (source[i + 1:letters].lower() == "script"
-                        and source[letters:letters + 1] in tuple(WHITESPACE + "/>")):
-                    state, i = "escaped", letters + 1
-                else:
-                    i = letters
+                letters, ends_it = _script_word(source, i + 1)
+                state, i = ("escaped", letters + 1) if ends_it else ("double", letters)
     return n
