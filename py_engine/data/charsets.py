@@ -26,6 +26,7 @@ LookupError naming it.
 """
 
 import codecs
+import re
 
 # The Encoding Standard's encodings and their labels (https://encoding.spec.whatwg.org/).
 LABELS_OF = {
@@ -190,11 +191,14 @@ class _Prescan:
     def __init__(self, data):
         self.data, self.pos = data, 0
 
-    def byte(self, offset=0):
-        at = self.pos + offset
-        if at >= len(self.data):
+    def byte(self):
+        if self.pos >= len(self.data):
             raise _OutOfBytes
-        return self.data[at:at + 1]
+        return self.data[self.pos:self.pos + 1]
+
+    def skip(self, skipped=_SPACES):
+        while self.byte() in skipped:
+            self.pos += 1
 
     def run(self):
         data = self.data
@@ -253,8 +257,7 @@ class _Prescan:
 
     def attribute(self):
         """(name, value) of the attribute at the position, lower-cased, or None at ">"."""
-        while self.byte() in (*_SPACES, b"/"):
-            self.pos += 1
+        self.skip((*_SPACES, b"/"))
         if self.byte() == b">":
             return None
         name = bytearray()
@@ -264,8 +267,7 @@ class _Prescan:
                 self.pos += 1
                 break
             if c in _SPACES:
-                while self.byte() in _SPACES:
-                    self.pos += 1
+                self.skip()
                 if self.byte() != b"=":
                     return _text(name), ""
                 self.pos += 1
@@ -274,8 +276,7 @@ class _Prescan:
                 return _text(name), ""
             name += c.lower()
             self.pos += 1
-        while self.byte() in _SPACES:
-            self.pos += 1
+        self.skip()
         c = self.byte()
         if c in (b"\"", b"'"):
             value = bytearray()
@@ -294,15 +295,18 @@ class _Prescan:
         return _text(name), _text(value)
 
 
+_CHARSET_WORD = re.compile("charset", re.IGNORECASE | re.ASCII)
+
+
 def charset_in_content(content):
     """The encoding a <meta> content attribute's "charset=..." names, or None (the HTML
     standard's "extracting a character encoding from a meta element")."""
     at = 0
     while True:
-        at = content.lower().find("charset", at)
-        if at < 0:
+        found = _CHARSET_WORD.search(content, at)
+        if found is None:
             return None
-        at += 7
+        at = found.end()
         while at < len(content) and content[at] in ASCII_WHITESPACE:
             at += 1
         if content[at:at + 1] != "=":
