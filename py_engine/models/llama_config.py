@@ -131,12 +131,13 @@ class LlamaConfig:
         self.rope_parameters = _rope_parameters(
             dict(values, rope_parameters=dict(by_type["full_attention"]), rope_scaling=None) if by_type
             else dict(values, rope_theta=values.get("rope_theta", 1_000_000.0)) if gemma3 else values,
-            self.model_type in PHI3_TYPES)
+            self.model_type in PHI3_TYPES, self.max_position_embeddings)
         local = None
         if gemma3:
             local = dict((by_type or {}).get("sliding_attention") or {"rope_type": "default"})
             local.setdefault("rope_theta", values.get("rope_local_base_freq", 10_000.0))
-            local = _rope_parameters({"rope_parameters": local})
+            local = _rope_parameters({"rope_parameters": local},
+                                     max_positions=self.max_position_embeddings)
         # each layer's rotary settings: rope_parameters, or on a Gemma 3 sliding layer its own
         self.layer_rope = tuple(local if local is not None and s else self.rope_parameters
                                 for s in sliding)
@@ -352,7 +353,9 @@ def _padding_row(pad, vocab_size):
     return pad % vocab_size
 
 
-def _rope_parameters(values, phi3=False):
+def _rope_parameters(values, phi3=False, max_positions=None):
+    """The rotary settings of config.json's fields; `max_positions`: the model's context
+    (max_position_embeddings, or its family's default), which LongRoPE's factor defaults from."""
     params = values.get("rope_parameters")
     if params is None:
         params = dict(values.get("rope_scaling") or {})
@@ -365,8 +368,6 @@ def _rope_parameters(values, phi3=False):
     if phi3 and params["rope_type"] in ("su", "yarn"):      # Phi3Config's older spellings
         params["rope_type"] = "longrope"
     if params["rope_type"] == "longrope":
-        max_positions = values.get("max_position_embeddings",
-                                   MAX_POSITIONS_DEFAULTS["phi3" if phi3 else "llama"])
         # a top-level original_max_position_embeddings wins, as transformers reads it
         # (Phi3Config always has one: 4096 by default)
         top = values.get("original_max_position_embeddings", 4096 if phi3 else None)

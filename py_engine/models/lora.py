@@ -58,8 +58,10 @@ def _targeted(lora, key):
     if lora.exclude_modules and _named(lora.exclude_modules, key):
         return False
     targets = lora.target_modules
-    if isinstance(targets, str) or key in targets:
+    if isinstance(targets, str):
         return _named(targets, key)
+    if key in targets:                  # named whole: layers_to_transform narrows only suffixes
+        return True
     if not _named(targets, key):
         return False
     layers = lora.layers_to_transform

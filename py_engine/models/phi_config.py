@@ -39,7 +39,7 @@ class PhiConfig:
         self.hidden_act = values.get("hidden_act", "gelu_new")
         self.tie_word_embeddings = bool(values.get("tie_word_embeddings", False))
         self.head_dim = self.hidden_size // max(1, self.num_attention_heads)
-        self.rope_parameters = _rope_parameters(values)
+        self.rope_parameters = _rope_parameters(values, max_positions=self.max_position_embeddings)
         self.rope_parameters.setdefault(
             "partial_rotary_factor", need("partial_rotary_factor", float, PARTIAL_ROTARY_FACTOR))
         self.qk_layernorm = bool(values.get("qk_layernorm", False))
