@@ -194,6 +194,16 @@ def test_pages_in_charsets_python_names_otherwise_are_read():
     assert quoted == "<p>Привет, мир</p>"     # a Content-Type parameter may come quoted
     text, codec, _ = decode_html(b"<p>caf\xe9 \x81 \x9d</p>", "u", charset="ISO-8859-1")
     assert text == "<p>caf\u00e9 \x81 \x9d</p>" and text.encode(codec) == b"<p>caf\xe9 \x81 \x9d</p>"
+    # Multi-byte pages with the codes Python's codecs refuse or read otherwise (web_codecs.py):
+    # NEC's circled numbers in EUC-JP, the euro sign as GBK's 0x80, a HKSCS-2008 character.
+    japanese = (b"<meta charset=euc-jp><p>\xad\xa1 \xa1\xc1 \xad\xa2 "
+                b"\xa4\xb3\xa4\xec\xa4\xcf\xcb\xdc\xa4\xc7\xa4\xb9</p>")
+    assert import_html(japanese, "u")[0].text == "① ～ ② これは本です"
+    chinese = "<meta charset=gb2312><p>价格：\u20ac100，\ufe10好</p>".encode("gb18030")
+    chinese = chinese.replace(b"\xa2\xe3", b"\x80").replace(b"\x84\x31\x82\x36", b"\xa6\xd9")
+    assert import_html(chinese, "u")[0].text == "价格：€100，︐好"
+    hong_kong = b"<meta charset=big5-hkscs><p>\x87\x7a\xa4\xa4\xa4\xe5\xa1\x45</p>"
+    assert import_html(hong_kong, "u")[0].text == "\u3875中文\u2027"
 
 
 @pytest.mark.parametrize("label", ["rot13", "base64", "zlib", "punycode", "undefined", "utf-7", "cp037"])

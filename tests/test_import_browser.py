@@ -81,6 +81,10 @@ def test_importers_give_the_same_records_in_the_browser(engine_page):
                               b"</head><body><main><p>Caf\xe9 cr\xe8me \x81 \x80 five</p><![CDATA[ a > b ]]>"
                               b"<p class=intro class=signature>Read on past the section.</p></main></body></html>")
     files["web-rot13.html"] = b"<meta charset=rot13><p>Plain page, an odd charset name.</p>"
+    # Multi-byte codes Python's codecs refuse or read otherwise (web_codecs.py), and their offsets.
+    files["web-euc-jp.html"] = (b"<meta charset=euc-jp><article><h1>\xc6\xfc\xcb\xdc</h1><p>\xad\xa1 \xa1\xc1 "
+                                b"\xa4\xb3\xa4\xec\xa4\xcf\xcb\xdc\xa4\xc7\xa4\xb9</p><h2>\xad\xa2</h2><p>\xcb\xdc\xa1\xa3</p></article>")
+    files["web-gbk.html"] = b"<meta charset=gbk><p>\xbc\xdb\xb8\xf1\xa3\xba\x80100\xa3\xac\xa6\xd9 \x87\x7a</p>"
 
     want = {name: (outcome(lambda: import_image(data, name=name[6:], caption="seen from the pier"))
                    if name.startswith("image-") else
@@ -95,6 +99,8 @@ def test_importers_give_the_same_records_in_the_browser(engine_page):
     assert "สวัสดีครับ" in want["web-thai.html"][0]["text"]
     assert "Café crème \x81 € five" in want["web-1252.html"][0]["text"]
     assert "Read on past the section." in want["web-1252.html"][0]["text"]
+    assert "① ～ これは本です" in want["web-euc-jp.html"][0]["text"]
+    assert "价格：€100，︐ 噝" in want["web-gbk.html"][0]["text"]
 
     put_files(engine_page, {f"/work/import/{name}": data for name, data in files.items()})
     got = run_json(engine_page, IMPORT.replace("PAGE_URL", repr(PAGE_URL)))

@@ -9,24 +9,18 @@ charset.
     meta_charset(page_bytes)                # "shift_jis", or None where no <meta> says
 
 Written here since the browser's runtime has only Python's codecs, which know other names (and
-transforms such as "rot13" and "base64" that decode no text) and read a few bytes otherwise:
-windows-1250 to -1258 and windows-874 give the C1 control of the same number for a byte they
-leave undefined (0x81 in windows-1252), windows-1255 has U+05BA at 0xCA, and KOI8-U has the
-Belarusian letters at 0xAE and 0xBE. Those are Python charmap codecs registered here
-("web-windows-1252", ...), so text re-encodes to the bytes it came from. The labels are checked
-against webencodings (the Encoding Standard's table in Python), the single-byte tables against
-the standard's indexes, and meta_charset against html5lib's prescan
-(tests/test_charsets.py).
-
-Multi-byte encodings are read by the Python codec closest to the standard's decoder (gb18030
-for gbk, whose decoder the standard makes gb18030's; big5hkscs for big5, cp932 for shift_jis
-and cp949 for euc-kr, as webencodings maps them); they may differ from it on rare characters. The "replacement" encoding (labels such as iso-2022-kr
-and hz-gb-2312, which browsers refuse to read for safety) has no codec: decode raises
-LookupError naming it.
+transforms such as "rot13" and "base64" that decode no text). Each encoding is read by Python's
+codec or, where that reads some bytes otherwise, by a "web-" codec of web_codecs.py (gbk is read
+as gb18030, as the standard reads it). The labels are checked against webencodings (the Encoding
+Standard's table in Python) and meta_charset against html5lib's prescan
+(tests/test_charsets.py). The "replacement" encoding (labels such as iso-2022-kr and
+hz-gb-2312, which browsers refuse to read for safety) has no codec: decode raises LookupError
+naming it.
 """
 
-import codecs
 import re
+
+from . import web_codecs  # noqa: F401  (registers the "web-" codecs)
 
 # The Encoding Standard's encodings and their labels (https://encoding.spec.whatwg.org/).
 LABELS_OF = {
@@ -92,27 +86,17 @@ LABELS_OF = {
 ENCODING_OF_LABEL = {label: name for name, labels in LABELS_OF.items() for label in labels.split()}
 ASCII_WHITESPACE = "\t\n\f\r "
 
-# The Python codec each encoding is read with; "web-" ones are registered below.
+# The Python codec each encoding is read with ("web-" ones from web_codecs.py).
 PYTHON_CODECS = {
     "utf-8": "utf-8", "ibm866": "cp866", "iso-8859-8-i": "iso8859-8", "koi8-r": "koi8-r",
     "koi8-u": "web-koi8-u", "macintosh": "mac-roman", "x-mac-cyrillic": "mac-cyrillic",
-    "windows-874": "web-windows-874", "gbk": "gb18030", "gb18030": "gb18030",
-    "big5": "big5hkscs", "euc-jp": "euc-jp", "iso-2022-jp": "iso2022-jp", "shift_jis": "cp932",
+    "windows-874": "web-windows-874", "gbk": "web-gb18030", "gb18030": "web-gb18030",
+    "big5": "web-big5", "euc-jp": "web-euc-jp", "iso-2022-jp": "web-iso-2022-jp",
+    "shift_jis": "web-shift-jis",
     "euc-kr": "cp949", "utf-16be": "utf-16-be", "utf-16le": "utf-16-le",
     "x-user-defined": "web-x-user-defined",
     **{f"iso-8859-{n}": f"iso8859-{n}" for n in (2, 3, 4, 5, 6, 7, 8, 10, 13, 14, 15, 16)},
     **{f"windows-{n}": f"web-windows-{n}" for n in range(1250, 1259)},
-}
-# Where the standard's single-byte tables differ from Python's codec of the same name: the
-# codec, and byte -> code point.
-_C1_FOR_UNDEFINED = -1          # every byte 0x80-0x9F the codec leaves undefined: its C1 control
-_WEB_SINGLE_BYTE = {
-    "web-koi8-u": ("koi8-u", {0xAE: 0x045E, 0xBE: 0x040E}),
-    "web-windows-874": ("cp874", {_C1_FOR_UNDEFINED: 0}),
-    "web-windows-1255": ("cp1255", {_C1_FOR_UNDEFINED: 0, 0xCA: 0x05BA}),
-    **{f"web-windows-{n}": (f"cp{n}", {_C1_FOR_UNDEFINED: 0}) for n in range(1250, 1259) if n != 1255},
-    # x-user-defined: ASCII, then the bytes 0x80-0xFF at U+F780-U+F7FF.
-    "web-x-user-defined": ("latin-1", {b: 0xF700 + b for b in range(0x80, 0x100)}),
 }
 
 
@@ -138,32 +122,6 @@ def python_codec(encoding):
 def decode(data, encoding):
     """`data` read as `encoding`; UnicodeDecodeError at the first byte without a character."""
     return bytes(data).decode(python_codec(encoding))
-
-
-def _single_byte_table(base, changes):
-    table = []
-    for byte in range(256):
-        try:
-            char = bytes([byte]).decode(base)
-        except UnicodeDecodeError:
-            char = chr(byte) if _C1_FOR_UNDEFINED in changes and 0x80 <= byte <= 0x9F else "\ufffe"
-        table.append(chr(changes[byte]) if byte in changes else char)
-    return "".join(table)
-
-
-def _search(name):
-    name = name.replace("_", "-")
-    if name not in _WEB_SINGLE_BYTE:
-        return None
-    decoding = _single_byte_table(*_WEB_SINGLE_BYTE[name])
-    encoding = codecs.charmap_build(decoding)
-    return codecs.CodecInfo(
-        name=name,
-        encode=lambda text, errors="strict": codecs.charmap_encode(text, errors, encoding),
-        decode=lambda data, errors="strict": codecs.charmap_decode(data, errors, decoding))
-
-
-codecs.register(_search)
 
 
 # --- the HTML standard's prescan for <meta> --------------------------------------------------
