@@ -212,13 +212,19 @@ def test_permalink_anchors_are_not_text():
     assert page.text == "## Setup\n\nText and #."
 
 
-def test_title_falls_back_to_og_title_then_the_longest_part_of_title():
+def test_title_falls_back_to_og_title_then_the_longest_part_of_title_then_an_h1():
     assert extract("<p>Body text here.</p>", "<title>Site | A long page title</title>").title == \
         "A long page title"
     assert extract("<p>Body text here.</p>", '<title>x</title><meta property="og:title" '
                    'content="From OG">').title == "From OG"
     page = extract("<article><p>Body text here.</p></article>", "<title>Only title</title>")
     assert page.text == "# Only title\n\nBody text here."
+    # With neither, the page's <h1> outside the content (a small page's heading above its text).
+    page = extract("<h1>Japan</h1><p>A page about the country and its many islands.</p>")
+    assert page.text == "# Japan\n\nA page about the country and its many islands."
+    page = extract("<h1>Site name</h1><p>A page about the country and its many islands.</p>",
+                   "<title>Japan</title>")
+    assert page.text == "# Japan\n\nA page about the country and its many islands."
 
 
 def test_class_words_cut_furniture_but_not_a_wrapper_of_the_content():

@@ -352,7 +352,7 @@ def extract_main_text(source):
     container = main_container(body)
     blocks = Layout().run(container)
     blocks = drop_link_blocks(blocks)
-    title = choose_title(container, head)
+    title = choose_title(container, head, body)
     blocks = drop_empty_headings(blocks)
     return Page(title, with_title(blocks, title), head.get("lang", ""))
 
@@ -712,17 +712,21 @@ def drop_empty_headings(blocks):
     return [b for b, k in zip(blocks, keep) if k]
 
 
-def choose_title(container, head):
-    for element in container.elements():
-        if element.tag == "h1":
-            text = one_line(element)
-            if text:
-                return text
+def choose_title(container, head, body):
+    """The content's <h1>, else the page's og:title or <title> (the longest part between
+    separators), else an <h1> elsewhere on the page (a heading above a content column: where the
+    page names itself in its head, such an <h1> is more often the site's name)."""
+    title = first_h1(container)
+    if title:
+        return title
     if head.get("og:title"):
         return head["og:title"]
-    title = head.get("title", "")
-    parts = [p for p in TITLE_SEPARATORS.split(title) if p.strip()]
-    return max(parts, key=len).strip() if parts else ""
+    parts = [p for p in TITLE_SEPARATORS.split(head.get("title", "")) if p.strip()]
+    return max(parts, key=len).strip() if parts else first_h1(body)
+
+
+def first_h1(element):
+    return next((text for e in element.elements() if e.tag == "h1" for text in [one_line(e)] if text), "")
 
 
 def with_title(blocks, title):
