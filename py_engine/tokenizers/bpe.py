@@ -220,52 +220,6 @@ def _byte_level(text):
 _UNICODE_FORMS = ("NFC", "NFD", "NFKC", "NFKD")
 
 
-def _normalizer(spec):
-    """A str -> str function for a normalizer spec (None: identity)."""
-    if spec is None:
-        return None
-    kind = spec.get("type")
-    if kind == "Sequence":
-        steps = [f for f in map(_normalizer, spec["normalizers"]) if f is not None]
-
-        def sequence(text):
-            for f in steps:
-                text = f(text)
-            return text
-        return sequence
-    if kind == "Prepend":
-        prepend = spec["prepend"]
-        return lambda text: prepend + text if text else text
-    if kind == "Replace":
-        content, pattern = spec["content"], spec["pattern"]
-        if "String" in pattern:
-            old = pattern["String"]
-            return lambda text: text.replace(old, content)
-        regex = _pattern(pattern)
-        return lambda text: regex.sub(content.replace("\\", "\\\\"), text)
-    if kind == "Strip":
-        left, right = spec.get("strip_left", True), spec.get("strip_right", True)
-
-        def strip(text):
-            if left:
-                text = text[_SPACE_RUN.match(text).end():]
-            if right:
-                text = text[:_TRAILING_SPACE_RUN.search(text).start()]
-            return text
-        return strip
-    if kind in _UNICODE_FORMS:
-        return functools.partial(unicodedata.normalize, kind)
-    if kind == "Precompiled":
-        return Precompiled(spec.get("precompiled_charsmap")).normalize
-    if kind == "Lowercase":
-        return _lowercase
-    if kind == "StripAccents":
-        return lambda text: "".join(c for c in text if not _is_mark(c))
-    raise ValueError(f"unsupported normalizer {kind!r} in tokenizer.json "
-                     "(supported: Sequence, Prepend, Replace, Strip, NFC, NFD, NFKC, NFKD, "
-                     "Precompiled, Lowercase, StripAccents)")
-
-
 def _lowercase(text):
     """The library lowercases character by character: no final-sigma rule (Python's
     str.lower has one)."""
@@ -370,13 +324,12 @@ def _prepends_first(spec):
     return spec.get("type") == "Metaspace" and spec.get("prepend_scheme") == "first"
 
 
-# ---- the same parts, keeping each character's place in the original text ------------------
+# ---- normalizers, keeping each character's place in the original text where asked ----------
 #
-# Offsets need to know where every character of every word came from. These versions of the
-# normalizers carry, beside each string, an `align` list: for each of its characters the
-# (start, end) range of original characters it stands for (the pre-tokenizers above carry it
-# too, where it is not None). They run only when offsets are asked for, so the plain path
-# stays as fast as it was; the tests check that both give the same ids.
+# Offsets need to know where every character of every word came from: the normalizers and
+# pre-tokenizers carry, beside each string, an `align` list: for each of its characters the
+# (start, end) range of original characters it stands for; None where offsets are not asked
+# for.
 
 def _unicode_aligned(form):
     """NFC/NFD/NFKC/NFKD with alignment. Normalization is local: the text is cut before each
@@ -411,13 +364,16 @@ def _unicode_aligned(form):
     return aligned
 
 
-def _aligned_normalizer(spec):
-    """A (text, align) -> (text, align) function for a normalizer spec (None: identity)."""
+def _normalizer(spec):
+    """A (text, align) -> (text, align) function for a normalizer spec (None: identity). align:
+    for each character of text the (start, end) range of original characters it stands for,
+    or None where offsets are not asked for; then none is computed (the plain path stays as
+    fast as str methods: replace, unicodedata.normalize, lower)."""
     if spec is None:
         return None
     kind = spec.get("type")
     if kind == "Sequence":
-        steps = [f for f in map(_aligned_normalizer, spec["normalizers"]) if f is not None]
+        steps = [f for f in map(_normalizer, spec["normalizers"]) if f is not None]
 
         def sequence(text, align):
             for f in steps:
@@ -426,13 +382,17 @@ def _aligned_normalizer(spec):
         return sequence
     if kind == "Prepend":
         prepend = spec["prepend"]
-        return lambda text, align: (prepend + text, align[:1] * len(prepend) + align) \
+        return lambda text, align: (prepend + text, align and align[:1] * len(prepend) + align) \
             if text else (text, align)
     if kind == "Replace":
         content, pattern = spec["content"], spec["pattern"]
         regex = _pattern(pattern)
+        plain = (lambda text, old=pattern["String"]: text.replace(old, content)) if "String" in pattern \
+            else (lambda text, escaped=content.replace("\\", "\\\\"): regex.sub(escaped, text))
 
         def replace(text, align):
+            if align is None:
+                return plain(text), None
             out, out_align, prev = [], [], 0
             for m in regex.finditer(text):
                 a, b = m.span()
@@ -458,23 +418,33 @@ def _aligned_normalizer(spec):
                 a = _SPACE_RUN.match(text).end()
             if right:
                 b = max(a, _TRAILING_SPACE_RUN.search(text).start())
-            return text[a:b], align[a:b]
+            return text[a:b], _part(align, a, b)
         return strip
     if kind in _UNICODE_FORMS:
-        return _unicode_aligned(kind)
+        aligned = _unicode_aligned(kind)
+        return lambda text, align: (unicodedata.normalize(kind, text), None) if align is None \
+            else aligned(text, align)
     if kind == "Precompiled":
-        return Precompiled(spec.get("precompiled_charsmap")).normalize_aligned
+        charsmap = Precompiled(spec.get("precompiled_charsmap"))
+        return lambda text, align: (charsmap.normalize(text), None) if align is None \
+            else charsmap.normalize_aligned(text, align)
     if kind in ("Lowercase", "StripAccents"):
-        def per_character(text, align, f=_normalizer(spec)):
+        plain = _lowercase if kind == "Lowercase" else \
+            (lambda text: "".join(c for c in text if not _is_mark(c)))
+
+        def per_character(text, align):
+            if align is None:
+                return plain(text), None
             out, out_align = [], []
             for c, a in zip(text, align):
-                new = f(c)
+                new = plain(c)
                 out.append(new)
                 out_align += [a] * len(new)
             return "".join(out), out_align
         return per_character
-    _normalizer(spec)       # raises the error naming the unsupported kind
-    raise AssertionError(kind)
+    raise ValueError(f"unsupported normalizer {kind!r} in tokenizer.json "
+                     "(supported: Sequence, Prepend, Replace, Strip, NFC, NFD, NFKC, NFKD, "
+                     "Precompiled, Lowercase, StripAccents)")
 
 
 def _byte_level_aligned(piece, align):
@@ -620,7 +590,6 @@ class SubwordTokenizer(TokenizerBase):
             if self._byte_fallback else set()
         self._normalize = _normalizer(config.get("normalizer"))
         self._pre_tokenize = _pre_tokenizer(config.get("pre_tokenizer"))
-        self._aligned_normalize = _aligned_normalizer(config.get("normalizer"))
         # Metaspace's prepend_scheme "first" prepends to a word that begins the original text:
         # after a normalizer or another pre-tokenizer (which may drop the first characters),
         # only alignment tells which word that is.
@@ -632,7 +601,7 @@ class SubwordTokenizer(TokenizerBase):
         self._decode = None if decoder is None else _decoder(decoder)
 
         unigram = self._unigram
-        self._read_added_tokens(config, self._normalize, _AddedTokens,
+        self._read_added_tokens(config, self._normalize and self.normalize, _AddedTokens,
                                 None if unigram is None else dict(enumerate(unigram.pieces)),
                                 None if unigram is None else len(unigram.pieces))
 
@@ -725,7 +694,7 @@ class SubwordTokenizer(TokenizerBase):
     # ---- the pipeline -------------------------------------------------------------------
 
     def normalize(self, text):
-        return self._normalize(text) if self._normalize is not None else text
+        return self._normalize(text, None)[0] if self._normalize is not None else text
 
     def pre_tokenize(self, text, at_start=True):
         """The words of (normalized) text, byte-level mapped where the model is byte-level."""
@@ -817,47 +786,16 @@ class SubwordTokenizer(TokenizerBase):
             k = nxt[k]
         return tuple(out)
 
-    def _text_ids(self, text):
-        """Ids of one text, without special tokens, truncation or padding, and their token
-        strings if some differ from the vocabulary's (an added token named by the text it
-        matched, with the whitespace lstrip/rstrip took)."""
-        if self._prepends_first:
-            ids, tokens, _ = self._text_ids_offsets(text)
-            return ids, tokens
-        ids, renamed, at_start = [], [], True
-        for piece, added_id, _ in _split_added(text, self._raw_added):
-            if added_id is not None:
-                renamed.append((len(ids), piece))
-                ids.append(added_id)
-                at_start = False
-                continue
-            for part, added_id, _ in _split_added(self.normalize(piece), self._normalized_added):
-                if added_id is not None:
-                    renamed.append((len(ids), part))
-                    ids.append(added_id)
-                elif part:
-                    for word in self.pre_tokenize(part, at_start):
-                        word_ids = self._word_ids(word)
-                        if self._unigram is not None and self.unk_id in word_ids:
-                            renamed += self._unknown_names(word, word_ids, len(ids))
-                        ids.extend(word_ids)
-                at_start = False
-            at_start = False
-        renamed = [(k, name) for k, name in renamed if name != self._names[ids[k]]]
-        if not renamed:
-            return ids, None
-        tokens = [self._names[i] for i in ids]
-        for k, name in renamed:
-            tokens[k] = name
-        return ids, tokens
-
-    # ---- offsets ------------------------------------------------------------------------
-
-    def _text_ids_offsets(self, text):
-        """_text_ids plus, per token, the (start, end) range of characters of `text` it came
-        from: the library's offsets. A token holding part of a character's UTF-8 bytes
-        gets that whole character; an added token gets what it matched (with the whitespace
-        lstrip/rstrip took)."""
+    def _text_ids(self, text, with_offsets=False):
+        """(ids, token strings, offsets) of one text, without special tokens, truncation or
+        padding. Token strings: None unless some differ from the vocabulary's (an added token
+        named by the text it matched, with the whitespace lstrip/rstrip took). Offsets, where
+        asked for (else None): per token the (start, end) range of characters of `text` it
+        came from, the library's offsets; a token holding part of a character's UTF-8 bytes
+        gets that whole character, an added token what it matched (with that whitespace).
+        Alignment is kept only for offsets, or where Metaspace's prepend_scheme "first" needs
+        it (see __init__)."""
+        aligned = with_offsets or self._prepends_first
         ids, offsets, renamed, at_start = [], [], [], True
         for piece, added_id, pos in _split_added(text, self._raw_added):
             end = pos + len(piece)
@@ -865,14 +803,13 @@ class SubwordTokenizer(TokenizerBase):
                 renamed.append((len(ids), piece))
                 ids.append(added_id)
                 offsets.append((pos, end))
-                at_start, pos = False, end
+                at_start = False
                 continue
-            align = [(k, k + 1) for k in range(pos, end)]
-            if self._aligned_normalize is not None:
-                piece, align = self._aligned_normalize(piece, align)
+            align = [(k, k + 1) for k in range(pos, end)] if aligned else None
+            if self._normalize is not None:
+                piece, align = self._normalize(piece, align)
             for part, added_id, part_pos in _split_added(piece, self._normalized_added):
-                part_end = part_pos + len(part)
-                part_align = align[part_pos:part_end]
+                part_align = _part(align, part_pos, part_pos + len(part))
                 if added_id is not None:
                     renamed.append((len(ids), part))
                     ids.append(added_id)
@@ -887,17 +824,20 @@ class SubwordTokenizer(TokenizerBase):
                         if self._unigram is not None and self.unk_id in word_ids:
                             renamed += self._unknown_names(word, word_ids, len(ids))
                         ids.extend(word_ids)
-                        offsets += [(word_align[a][0], word_align[b - 1][1])
-                                    for a, b in self._token_spans(word, word_ids)]
+                        if with_offsets:
+                            offsets += [(word_align[a][0], word_align[b - 1][1])
+                                        for a, b in self._token_spans(word, word_ids)]
                 at_start = False
             at_start = False
-        names = [self._names[i] for i in ids]
-        for k, name in renamed:
-            names[k] = name
-        if self._trim_offsets:
-            offsets = self._trimmed(names, offsets)
         renamed = [(k, name) for k, name in renamed if name != self._names[ids[k]]]
-        return ids, (names if renamed else None), offsets
+        names = None
+        if renamed or with_offsets and self._trim_offsets:
+            names = [self._names[i] for i in ids]
+            for k, name in renamed:
+                names[k] = name
+        if with_offsets and self._trim_offsets:
+            offsets = self._trimmed(names, offsets)
+        return ids, (names if renamed else None), (offsets if with_offsets else None)
 
     def _unknown_names(self, word, ids, first):
         """(index, name) of a Unigram word's unknown tokens, numbered from `first`."""
@@ -998,12 +938,9 @@ class SubwordTokenizer(TokenizerBase):
         range of the text (of the pair, for its tokens) it came from, as the library's
         `Encoding.offsets`; (0, 0) for the template's special tokens. Off by default: it
         costs about as much again as encoding."""
-        read = self._text_ids_offsets if return_offsets else self._text_ids
-        sequences = {"A": read(_check_text(text, "text"))}
+        sequences = {"A": self._text_ids(_check_text(text, "text"), return_offsets)}
         if pair is not None:
-            sequences["B"] = read(_check_text(pair, "pair"))
-        if not return_offsets:
-            sequences = {name: (ids, tokens, None) for name, (ids, tokens) in sequences.items()}
+            sequences["B"] = self._text_ids(_check_text(pair, "pair"), return_offsets)
         template = self._templates[pair is not None]
         if not add_special_tokens:
             template = [(None, name, 0) for name in sequences]
