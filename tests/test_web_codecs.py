@@ -10,7 +10,8 @@ import re
 
 import pytest
 
-from py_engine.data import charsets
+from py_engine.data import charsets, web_codecs
+from py_engine.data.importers.website import ByteOffsets
 
 ENCODINGS = ["gb18030", "gbk", "big5", "euc-jp", "shift_jis", "euc-kr"]
 
@@ -204,3 +205,31 @@ def test_iso_2022_jp_reads_as_chromium_reads_it(read_by_chromium):
     assert sum(text is None for text in want.values()) > 100 and len(texts) > 500
     back = chromium(page, "iso-2022-jp", list(texts))
     assert all(back[code] == text for code, text in texts.items()), f"seed {seed}"
+
+
+def test_iso_2022_jp_byte_offsets_point_at_each_characters_code(read_by_chromium):
+    """The web importer's byte offsets in an ISO-2022-JP page (from iso_2022_jp_runs, since a
+    part of such text does not re-encode alone): each character's offset is where its code
+    starts, which read after its run's escape sequence gives that character."""
+    reference, seed, _ = read_by_chromium
+    rng = random.Random(seed + 1)
+    jis_codes = [bytes([code[0] - 0x80, code[1] - 0x80]) for code, text in reference["euc-jp"].items()
+                 if len(code) == 2 and code[0] >= 0xA1 and text is not None]
+    checked = 0
+    for _ in range(300):
+        data = iso_2022_jp_run(rng, jis_codes)
+        text = ours(data, "iso-2022-jp")
+        if not text:
+            continue
+        bom = rng.choice([0, 3])
+        to_bytes = ByteOffsets(text, "web-iso-2022-jp", bom, b"\xef\xbb\xbf"[:bom] + data)
+        runs = web_codecs.iso_2022_jp_runs(data)
+        for first, (start, pos, width) in enumerate(runs):
+            end = runs[first + 1][0] if first + 1 < len(runs) else len(text)
+            escape = data[pos - 3:pos] if pos >= 3 else b""
+            for c in range(start, end):
+                at = to_bytes(c) - bom
+                assert ours(escape + data[at:at + width], "iso-2022-jp") == text[c], (seed, data, c)
+                checked += 1
+        assert to_bytes(len(text)) - bom == runs[-1][1] + (len(text) - runs[-1][0]) * runs[-1][2]
+    assert checked > 1000

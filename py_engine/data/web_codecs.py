@@ -25,7 +25,7 @@ same encoding plus the places where the standard differs, which are few:
 - iso-2022-jp: its JIS X 0208 with the standard's euc-jp index, and its half-width katakana
   (ESC ( I), which Python's iso2022-jp refuses; two escape sequences in a row are an error.
   Being stateful, a part of its text does not re-encode to its bytes alone (an escape sequence
-  before or after it), so byte offsets in such a page are approximate.
+  before or after it): iso_2022_jp_runs gives where each character came from.
 
 euc-kr needs nothing (Python's cp949 reads as the standard does). The multi-byte codecs read
 strictly only (errors="strict"): a page with a byte the standard gives no character is
@@ -307,7 +307,39 @@ def _iso_2022_jp_decode(data, errors="strict"):
     (no character between) is an error, as is an escape that names no state."""
     _strict_only("web-iso-2022-jp", errors)
     data = bytes(data)
-    parts, text, pos, state = _ISO_2022_JP_ESCAPE.split(data), [], 0, b"(B"
+    text = []
+    for state, pos, part in _iso_2022_jp_parts(data):
+        if state in (b"$@", b"$B"):
+            try:
+                text.append(part.translate(_JIS_TO_EUC).decode("web-euc-jp"))
+            except UnicodeDecodeError as e:
+                raise UnicodeDecodeError("web-iso-2022-jp", data, pos + e.start, pos + e.end,
+                                         e.reason) from None
+        else:
+            chars = part.decode("latin-1")
+            text.append(chars.translate(_ROMAN) if state == b"(J" else
+                        chars.translate(_KATAKANA) if state == b"(I" else chars)
+    return "".join(text), len(data)
+
+
+def iso_2022_jp_runs(data):
+    """[(first character, its byte offset, bytes per character)] for each run of text in one
+    state of ISO-2022-JP `data` (valid: decoded without error): where each character of the
+    text came from. The web importer's byte offsets need it, since a part of the text does not
+    re-encode to its bytes alone."""
+    runs, chars = [], 0
+    for state, pos, part in _iso_2022_jp_parts(bytes(data)):
+        width = 2 if state in (b"$@", b"$B") else 1
+        runs.append((chars, pos, width))
+        chars += len(part) // width
+    return runs
+
+
+def _iso_2022_jp_parts(data):
+    """(state, byte offset, bytes) of each run between escape sequences, as far as the state
+    reads them; then UnicodeDecodeError at a byte it does not read, or at an escape right after
+    another."""
+    parts, pos, state = _ISO_2022_JP_ESCAPE.split(data), 0, b"(B"
     for i, part in enumerate(parts):
         if i % 2:
             if i > 1 and not parts[i - 1]:
@@ -316,21 +348,12 @@ def _iso_2022_jp_decode(data, errors="strict"):
             state, pos = part[1:], pos + len(part)
             continue
         read = _ISO_2022_JP_BYTES[state].match(part).end()
-        if state in (b"$@", b"$B"):
-            try:
-                text.append(part[:read].translate(_JIS_TO_EUC).decode("web-euc-jp"))
-            except UnicodeDecodeError as e:
-                raise UnicodeDecodeError("web-iso-2022-jp", data, pos + e.start, pos + e.end,
-                                         e.reason) from None
-        else:
-            chars = part[:read].decode("latin-1")
-            text.append(chars.translate(_ROMAN) if state == b"(J" else
-                        chars.translate(_KATAKANA) if state == b"(I" else chars)
+        if read:
+            yield state, pos, part[:read]
         if read < len(part):
             raise UnicodeDecodeError("web-iso-2022-jp", data, pos + read, pos + read + 1,
                                      "no character in the Encoding Standard")
         pos += len(part)
-    return "".join(text), len(data)
 
 
 def _iso_2022_jp_encode(text, errors="strict"):

@@ -47,7 +47,7 @@ import bisect
 import json
 import re
 
-from .. import charsets
+from .. import charsets, web_codecs
 from ..chunks import approx_tokens, fit_chunks
 from ..classification import DataError
 from ..html_text import extract_main_text
@@ -76,7 +76,7 @@ def import_html(html_bytes, url, charset=None, count_tokens=None, max_tokens=DEF
         raise DataError(f"{url}: no readable text in the page")
     text = page.text
     offsets = page.block_offsets()
-    to_bytes = ByteOffsets(source, encoding, bom)
+    to_bytes = ByteOffsets(source, encoding, bom, bytes(html_bytes))
     title = page.title or None
 
     def html_span(first, last):
@@ -182,13 +182,21 @@ def _readable(encoding, url, where):
 
 class ByteOffsets:
     """Byte offsets in the page's bytes of character offsets in its decoded text; each call
-    encodes only from the nearest offset already known."""
+    encodes only from the nearest offset already known. ISO-2022-JP, whose escape sequences
+    make a part of the text encode otherwise alone, is read from its runs instead."""
 
-    def __init__(self, text, encoding, bom):
+    def __init__(self, text, encoding, bom, data):
         self.text, self.encoding = text, encoding
         self.chars, self.bytes = [0], [bom]
+        self.runs = web_codecs.iso_2022_jp_runs(data[bom:]) if encoding == "web-iso-2022-jp" else None
 
     def __call__(self, char):
+        if self.runs is not None:
+            i = bisect.bisect_right(self.runs, (char, float("inf"))) - 1
+            if i < 0:
+                return self.bytes[0]
+            first, byte, width = self.runs[i]
+            return self.bytes[0] + byte + (char - first) * width
         i = bisect.bisect_right(self.chars, char) - 1
         byte = self.bytes[i] + len(self.text[self.chars[i]:char].encode(self.encoding))
         self.chars.insert(i + 1, char)
