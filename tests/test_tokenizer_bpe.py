@@ -8,7 +8,9 @@ corpus and writes as tokenizer.json, configured like the chat models' files:
   - "llama2": SentencePiece-style BPE: Prepend("▁") + Replace(" ", "▁") normalizers, byte
     fallback to the 256 <0xNN> tokens, fuse_unk, the Replace/ByteFallback/Fuse/Strip decoder;
   - "metaspace": the same model with a Metaspace(prepend_scheme="first") pre-tokenizer instead;
-  - "qwen2": an NFC normalizer, Split with Qwen2's regex then ByteLevel(use_regex=False).
+  - "qwen2": an NFC normalizer, Split with Qwen2's regex then ByteLevel(use_regex=False);
+  - "smollm": SmolLM2's Digits(individual_digits=True) then ByteLevel, an alphabet without the
+    rarest bytes (the library drops them: no unknown token).
 Each is compared on the same corpus (fixed cases plus seeded random strings: prose, code,
 numbers, whitespace runs, accents, CJK, emoji, RTL scripts, control characters, random code
 points, added tokens in the text, 10k+ character inputs, empty strings): ids and tokens must be
@@ -169,16 +171,24 @@ def byte_level_tokenizer(style):
             pre_tokenizers.Split(Regex(O200K_PATTERN), behavior="isolated", invert=False),
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
         specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    elif style == "smollm":    # SmolLM2's: each digit a word, then GPT-2's regex; an alphabet
+        # without the rarest bytes and no unknown token, so those bytes are dropped
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True)])
+        specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
     else:
         tok.pre_tokenizer = pre_tokenizers.Sequence([
             pre_tokenizers.Split(Regex(LLAMA3_PATTERN), behavior="isolated", invert=False),
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
         specials = LLAMA3_SPECIAL
+    alphabet = dict(initial_alphabet=[], limit_alphabet=150) if style == "smollm" else \
+        dict(initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     trainer = trainers.BpeTrainer(vocab_size=3000, special_tokens=specials, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+                                  **alphabet)
     tok.train_from_iterator(training_texts(), trainer)
     tok.decoder = decoders.ByteLevel()
-    if style in ("gpt2", "qwen2", "o200k"):
+    if style in ("gpt2", "qwen2", "o200k", "smollm"):
         tok.post_processor = processors.ByteLevel(trim_offsets=False)
     else:
         bos = ("<|begin_of_text|>", tok.token_to_id("<|begin_of_text|>"))
@@ -221,7 +231,7 @@ def sentencepiece_tokenizer(metaspace=False):
     return tok
 
 
-STYLES = ["gpt2", "llama3", "o200k", "llama2", "metaspace"]
+STYLES = ["gpt2", "llama3", "o200k", "smollm", "llama2", "metaspace"]
 
 
 @pytest.fixture(scope="module")
@@ -232,7 +242,7 @@ def corpus():
 @pytest.fixture(scope="module")
 def references():
     return {"gpt2": byte_level_tokenizer("gpt2"), "llama3": byte_level_tokenizer("llama3"),
-            "o200k": byte_level_tokenizer("o200k"),
+            "o200k": byte_level_tokenizer("o200k"), "smollm": byte_level_tokenizer("smollm"),
             "llama2": sentencepiece_tokenizer(), "metaspace": sentencepiece_tokenizer(True)}
 
 
@@ -256,8 +266,9 @@ def test_regex_classes_are_the_librarys_on_every_code_point():
     """Each \\p{..} class of regex_classes.py and the \\s of bpe.py match exactly the code
     points the library's regexes match (its Oniguruma's Unicode tables, not Python's). A range
     split across two lines of the letter table once dropped Tamil's U+0BAF-U+0BB8."""
-    from py_engine.tokenizers.bpe import _SPACE
-    from py_engine.tokenizers.regex_classes import CLASSES, PARTS, class_spec, read_from_library
+    from py_engine.tokenizers.bpe import _NUMERIC, _SPACE
+    from py_engine.tokenizers.regex_classes import (CLASSES, PARTS, class_spec, numeric_from_library,
+                                                    read_from_library)
     from py_engine.tokenizers.wordpiece import _ranges
 
     expand = lambda ranges: {c for a, b in ranges for c in range(a, b + 1)}
@@ -265,6 +276,9 @@ def test_regex_classes_are_the_librarys_on_every_code_point():
         ours, theirs = expand(_ranges(class_spec(name))), set(read_from_library(name))
         assert ours == theirs, (name, sorted(ours - theirs)[:10], sorted(theirs - ours)[:10])
     assert expand(_ranges(_SPACE)) == set(read_from_library("s", r"\s"))
+    # The Digits pre-tokenizer's numbers (Rust's is_numeric, a newer Unicode than \p{N}'s).
+    numeric = {c for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF and _NUMERIC.match(chr(c))}
+    assert numeric == set(numeric_from_library())
 
 def test_corpus_is_large_and_varied(corpus):
     assert len(corpus) >= 5000
@@ -382,7 +396,7 @@ def test_vocabulary_and_special_ids(references, style):
     assert [ours.id_to_token(i) for i in range(ours.vocab_size)] == \
         [ref.id_to_token(i) for i in range(ours.vocab_size)]
     assert ours.id_to_token(ours.vocab_size) is None and ours.token_to_id("no such") is None
-    expected = {"gpt2": (None, 0), "llama3": (0, 1), "o200k": (None, 0), "llama2": (1, 2),
+    expected = {"gpt2": (None, 0), "llama3": (0, 1), "o200k": (None, 0), "smollm": (None, 0), "llama2": (1, 2),
                 "metaspace": (1, 2)}
     assert (ours.bos_id, ours.eos_id) == expected[style]
 
@@ -660,8 +674,8 @@ def test_unsupported_features_are_refused(references):
     with pytest.raises(ValueError, match="'BertNormalizer'"):
         BPETokenizer.from_json(dict(config, normalizer={
             "type": "Sequence", "normalizers": [{"type": "NFC"}, {"type": "BertNormalizer"}]}))
-    with pytest.raises(ValueError, match="'Digits'"):
-        BPETokenizer.from_json(dict(config, pre_tokenizer={"type": "Digits"}))
+    with pytest.raises(ValueError, match="'Punctuation'"):
+        BPETokenizer.from_json(dict(config, pre_tokenizer={"type": "Punctuation"}))
     split = {"type": "Split", "pattern": {"Regex": r"\p{Mn}+"}, "behavior": "Isolated",
              "invert": False}
     with pytest.raises(ValueError, match=r"unsupported regex class '\\\\p\{Mn\}'.*supported: L, Ll, Lm, Lo"):

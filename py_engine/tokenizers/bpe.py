@@ -17,8 +17,8 @@ Precompiled charsmap against it and sentencepiece (tests/test_tokenizer_unigram.
 
 The pipeline is the library's: added tokens (<|begin_of_text|>, <s>...) are cut out of the raw
 text; the rest is normalized (Prepend/Replace, for SentencePiece-style models), split into words
-by the pre-tokenizer (a regex Split, ByteLevel with its GPT-2 regex and byte-to-character map,
-Metaspace), and each word is merged pair by pair, lowest merge rank first; characters missing
+by the pre-tokenizer (a regex Split, Digits, ByteLevel with its GPT-2 regex and
+byte-to-character map, Metaspace), and each word is merged pair by pair, lowest merge rank first; characters missing
 from the vocabulary become <0xNN> byte tokens (byte_fallback) or the unknown token. Then the
 post-processor's template adds BOS/EOS. Words repeat, so each word's ids are cached.
 
@@ -28,7 +28,8 @@ normalizers Sequence, Prepend, Replace, Strip, NFC, NFD, NFKC, NFKD (Qwen2's fil
 Lowercase, StripAccents (Python's `unicodedata`, so the Unicode version is the interpreter's),
 Precompiled (SentencePiece's charsmap, precompiled.py); pre-tokenizers Sequence, ByteLevel, Split
 (string or regex pattern, behaviours Isolated, Removed, MergedWithPrevious, MergedWithNext,
-Contiguous; no invert), Metaspace, WhitespaceSplit; post-processors TemplateProcessing,
+Contiguous; no invert), Digits (SmolLM and SmolLM2 isolate each digit), Metaspace,
+WhitespaceSplit; post-processors TemplateProcessing,
 ByteLevel (with trim_offsets), Sequence; decoders ByteLevel, Sequence, Replace (string),
 ByteFallback, Fuse, Strip, Metaspace. Anything else is a ValueError naming it.
 
@@ -49,7 +50,7 @@ import re
 import unicodedata
 
 from .precompiled import Precompiled
-from .regex_classes import CLASSES, PARTS, class_spec
+from .regex_classes import CLASSES, NUMERIC_BEYOND_N, PARTS, class_spec
 from .encoding import Encoding, TokenizerBase
 from .unigram import UnigramModel
 from .wordpiece import (_AddedTokens, _char_class, _check_text, _ranges, _split_added,
@@ -66,6 +67,7 @@ _SPACE = (
 
 _CLASS_BODIES = {name: _char_class(class_spec(name)) for name in (*CLASSES, *PARTS)}
 _SPACE_BODY = _char_class(_SPACE)
+_NUMERIC = re.compile(f"[{_char_class(class_spec('N') + ' ' + NUMERIC_BEYOND_N)}]")
 _SPACE_RUN = re.compile(f"[{_SPACE_BODY}]*")
 _TRAILING_SPACE_RUN = re.compile(f"[{_SPACE_BODY}]*\\Z")
 
@@ -237,8 +239,8 @@ _WHITESPACE_RUN = re.compile(f"[{_SPACE_BODY}]+")
 def _pre_tokenizer(spec):
     """A (words, at_start) -> words function for a pre-tokenizer spec. Each word is a pair
     (text, align): align is None where offsets are not asked for, else for each character the
-    (start, end) range of original characters it stands for (see the aligned normalizers
-    below). at_start: the first word begins the original text (Metaspace's prepend_scheme
+    (start, end) range of original characters it stands for (as the normalizers carry it).
+    at_start: the first word begins the original text (Metaspace's prepend_scheme
     "first" needs it; where align is kept, it tells that instead)."""
     if spec is None:
         return None
@@ -270,13 +272,9 @@ def _pre_tokenizer(spec):
     if kind == "Split":
         if spec.get("invert"):
             raise ValueError("unsupported Split pre-tokenizer with invert=true")
-        regex, behavior = _pattern(spec["pattern"]), spec.get("behavior", "Isolated")
-        _split_spans("", regex, behavior)     # refuse an unknown behavior now
-
-        def split(words, at_start):
-            return [(word[a:b], _part(align, a, b)) for word, align in words
-                    for a, b in _split_spans(word, regex, behavior)]
-        return split
+        return _splitter(_pattern(spec["pattern"]), spec.get("behavior", "Isolated"))
+    if kind == "Digits":    # each number, or each run of them, a word of its own (SmolLM2)
+        return _splitter(_NUMERIC, "Isolated" if spec.get("individual_digits") else "Contiguous")
     if kind == "Metaspace":
         replacement = spec.get("replacement", "▁")
         scheme = spec.get("prepend_scheme")
@@ -307,7 +305,17 @@ def _pre_tokenizer(spec):
                                         for a, b in _split_spans(word, _WHITESPACE_RUN,
                                                                  "Removed")]
     raise ValueError(f"unsupported pre_tokenizer {kind!r} in tokenizer.json "
-                     "(supported: Sequence, ByteLevel, Split, Metaspace, WhitespaceSplit)")
+                     "(supported: Sequence, ByteLevel, Split, Digits, Metaspace, WhitespaceSplit)")
+
+
+def _splitter(regex, behavior):
+    """A pre-tokenizer cutting each word where `regex` matches, as `behavior` says."""
+    _split_spans("", regex, behavior)     # refuse an unknown behavior now
+
+    def split(words, at_start):
+        return [(word[a:b], _part(align, a, b)) for word, align in words
+                for a, b in _split_spans(word, regex, behavior)]
+    return split
 
 
 def _part(align, start, end):

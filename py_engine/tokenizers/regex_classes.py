@@ -284,6 +284,9 @@ CLASSES = {
 }
 # \p{L} is the union of its parts, as the library's tables have it
 PARTS = {"L": ("Lu", "Ll", "Lt", "Lm", "Lo")}
+# The Digits pre-tokenizer's numbers: Rust's char::is_numeric (the N categories), whose Unicode
+# is newer than Oniguruma's \p{N}: these Unicode 17 digits are numeric there too.
+NUMERIC_BEYOND_N = "11de0-11de9 16ff4-16ff6 "
 
 
 def class_spec(name):
@@ -321,6 +324,21 @@ def as_ranges(code_points):
     return " ".join(items)
 
 
+def numeric_from_library():
+    """The code points the library's Digits pre-tokenizer isolates (host only)."""
+    from tokenizers import pre_tokenizers
+
+    digits = pre_tokenizers.Digits(individual_digits=True)
+    every = [chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF and c != ord("x")]
+    numeric = []
+    for start in range(0, len(every), 50_000):      # "cxcx...": a numeric c is a piece alone
+        for piece, _ in digits.pre_tokenize_str("x".join(every[start:start + 50_000]) + "x"):
+            if len(piece) == 1 and piece != "x":
+                numeric.append(ord(piece))
+    return numeric
+
+
 if __name__ == "__main__":
     for name in CLASSES:
         print(name, as_ranges(read_from_library(name)))
+    print("NUMERIC_BEYOND_N", as_ranges(set(numeric_from_library()) - set(read_from_library("N"))))
