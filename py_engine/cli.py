@@ -92,6 +92,8 @@ def _alpha(text):
 
 
 def _modules(text):
+    if text.strip().lower() == "all-linear":    # PEFT's keyword: every linear layer
+        return "all-linear"
     names = [name.strip() for name in text.split(",")]
     if not all(names):
         raise argparse.ArgumentTypeError(f"expected module names separated by commas, got {text!r}")
@@ -759,7 +761,8 @@ def add_training_options(p):
                    help="the model's own dropout in training, every rate (default: the "
                         "checkpoint's; 0 turns it off)")
     p.add_argument("--target-modules", type=_modules,
-                   help="default: query,value (classifiers), q_proj,v_proj (chat models)")
+                   help="default: query,value (classifiers), q_proj,v_proj (chat models); "
+                        "all-linear: every linear layer, as PEFT's keyword")
 
 
 def _train_parser(sub):

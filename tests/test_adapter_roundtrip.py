@@ -231,3 +231,58 @@ def test_targets_exclusions_and_layers_choose_the_modules_peft_chooses():
         assert ours == theirs, f"seed {seed}: {fields}"
         compared += 1
     assert compared > 40
+
+
+@pytest.mark.parametrize("family", ["bert", "llama", "gpt2", "phi", "t5"])
+def test_all_linear_wraps_the_linears_peft_wraps(family):
+    """target_modules="all-linear" (PEFT's keyword, any case): the modules wrapped here are
+    the ones get_peft_model wraps (every linear but the output layer and a classifier's head;
+    BERT's pooler aside, which PEFT wraps too and this engine does not), and, as PEFT does, the
+    saved adapter_config.json lists them, so that PEFT wraps exactly these."""
+    import warnings
+
+    from transformers import (BertConfig as HfBert, GPT2Config, GPT2LMHeadModel, LlamaConfig,
+                              LlamaForCausalLM, PhiConfig, PhiForCausalLM, T5Config as HfT5,
+                              T5ForConditionalGeneration)
+
+    from py_engine.models.bert import BertClassifier
+    from py_engine.models.bert_config import BertConfig
+    from py_engine.models.decoders import decoder_config, decoder_model
+    from py_engine.models.lora_config import LoraConfig
+    from py_engine.models.t5 import T5Model
+    from py_engine.models.t5_config import T5Config
+
+    small = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                 vocab_size=100)
+    if family == "bert":
+        hf, task = BertForSequenceClassification(HfBert(**small, num_labels=3)), "SEQ_CLS"
+        ours = BertClassifier(BertConfig(**hf.config.to_dict()), LoraConfig(target_modules="ALL-LINEAR"), 3)
+    elif family == "t5":
+        hf = T5ForConditionalGeneration(HfT5(d_model=32, d_ff=64, num_layers=2, num_heads=2, d_kv=16,
+                                             vocab_size=100, feed_forward_proj="gated-gelu"))
+        task = "SEQ_2_SEQ_LM"
+        ours = T5Model(T5Config(**hf.config.to_dict()), LoraConfig(target_modules="all-linear", task_type=task))
+    else:
+        kind = {"llama": (LlamaForCausalLM, LlamaConfig(**small)),
+                "gpt2": (GPT2LMHeadModel, GPT2Config(n_embd=32, n_layer=2, n_head=2, vocab_size=100)),
+                "phi": (PhiForCausalLM, PhiConfig(**small))}[family]
+        hf, task = kind[0](kind[1]), "CAUSAL_LM"
+        ours = decoder_model(decoder_config(hf.config.to_dict()),
+                             LoraConfig(target_modules="all-linear", task_type=task))
+
+    def wrapped(peft):
+        return sorted(n[len("base_model.model."):-len(".lora_A")] for n, _ in peft.named_modules()
+                      if n.endswith(".lora_A"))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = wrapped(get_peft_model(hf, PeftLoraConfig(task_type=task, r=2, target_modules="all-linear")))
+    prefix = ours.linears.prefix
+    mine = sorted(prefix + m for m in ours.linears.targets)
+    assert mine == [m for m in theirs if m != "bert.pooler.dense"] and len(mine) >= 8, (mine, theirs)
+    saved = ours.lora.to_peft_dict()["target_modules"]
+    assert sorted(saved) == mine
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        again = type(hf)(hf.config)
+        assert wrapped(get_peft_model(again, PeftLoraConfig(task_type=task, r=2, target_modules=saved))) == mine

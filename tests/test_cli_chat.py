@@ -75,12 +75,16 @@ def check_train_score_generate(root, model, data, mode):
     """Train (LoRA on every projection, or every weight), score and generate through the CLI;
     scores and the greedy reply against transformers (+ PEFT)."""
     out = root / f"out-{mode}"
-    lora = ("--target-modules", "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj") \
-        if mode == "lora" else ()      # full fine-tuning has no LoRA options
+    # LoRA on every projection (PEFT's "all-linear": q, k, v, o, gate, up and down)
+    lora = ("--target-modules", "all-linear") if mode == "lora" else ()   # full has no LoRA options
     trained = cli("train", "--model", model, "--data", data, "--out", out, "--mode", mode,
                   "--epochs", 2, "--lr", 1e-2 if mode == "lora" else 1e-3, "--batch-size", 4, *lora)
     steps = [json.loads(line) for line in trained.stderr.splitlines() if line.startswith('{"step"')]
     assert len(steps) == 6 and all(s["tokens"] > 0 for s in steps)
+    if mode == "lora":      # spelled out in adapter_config.json, as PEFT saves it
+        saved = json.loads((out / "adapter_config.json").read_text())["target_modules"]
+        assert len(saved) == 7 * 2 and {m.rsplit(".", 1)[1] for m in saved} == {
+            "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
     adapter_args = ("--adapter", out) if mode == "lora" else ()
     scored_model = model if mode == "lora" else out
     scored = cli("score", "--model", scored_model, *adapter_args, "--data", data)

@@ -209,7 +209,7 @@ def test_bad_head_config_is_named(tmp_path, text, reason):
 @pytest.mark.parametrize("field, value, reason", [
     ("target_modules", 5, "target_modules must be a list of module names, got 5"),
     ("target_modules", ["query", 5], "target_modules must be a list of module names"),
-    ("target_modules", "all-linear", "'all-linear' .PEFT's keyword. is not supported"),
+    ("target_modules", ["all-linear"], "names a module 'all-linear'; PEFT's keyword for every linear layer is the string"),
     ("target_modules", [".*query"], "regular expressions are not supported"),     # in a list
     ("target_modules", "(query", "target_modules '.query' is not a regular expression"),
     ("exclude_modules", 5, "exclude_modules must be a list of module names, got 5"),

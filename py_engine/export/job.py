@@ -274,7 +274,7 @@ def _initial_adapter(model_dir, kind, lora, labels, seed):
     from ..train.init import initial_trainable
 
     model = _model(model_dir, kind, lora, len(labels or ()))
-    return adapter_files(lora.to_peft_dict(), initial_trainable(model, seed), labels,
+    return adapter_files(model.lora.to_peft_dict(), initial_trainable(model, seed), labels,
                          where="the job's adapter")
 
 

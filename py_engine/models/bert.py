@@ -43,7 +43,6 @@ class BertClassifier(AdaptedModel):
         if pooling not in ("cls", "mean"):
             raise ModelError(f"pooling must be 'cls' or 'mean', got {pooling!r}")
         self.config = config
-        self.lora = lora
         self.full = False
         self.num_labels = num_labels
         self.pooling = pooling
@@ -52,6 +51,7 @@ class BertClassifier(AdaptedModel):
         self.linears = Linears({f"encoder.layer.{n}.{name}": shapes.get(name, (h, h))
                                 for n in range(config.num_hidden_layers) for name in LINEAR_NAMES},
                                lora, "BERT model", adapter_prefix="bert.")
+        self.lora = self.linears.lora        # "all-linear" spelled out
         self.targets = self.linears.targets
         self.train_pooler = train_pooler and pooling == "cls"
         self.dropout = override_rates({"hidden": config.hidden_dropout_prob,

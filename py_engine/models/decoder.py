@@ -17,9 +17,9 @@ class DecoderModel(AdaptedModel):
         training), or a dict naming some of them."""
         self.config = config
         self.dropout = override_rates(self.dropout_rates(config), dropout, family)
-        self.lora = lora
         self.full = lora is None
         self.linears = Linears(modules, lora, family, full=self.full, conv1d=conv1d)
+        self.lora = self.linears.lora        # "all-linear" spelled out
         self.targets = self.linears.targets
         self.trainable = dict(config.parameter_shapes()) if self.full else dict(self.linears.trainable)
 

@@ -18,7 +18,7 @@ is "{module}.merged.weight".
 
 import re
 
-from .lora_config import LoraConfig, LoraConfigError
+from .lora_config import ALL_LINEAR, LoraConfig, LoraConfigError
 
 
 class LoraTargetError(ValueError):
@@ -90,6 +90,11 @@ class Linears:
         if lora is not None and lora.fan_in_fan_out and not conv1d:
             raise LoraConfigError(f"fan_in_fan_out=True is for Conv1D layers; this {family} has none")
         self.modules = dict(modules)
+        if lora is not None and lora.target_modules == ALL_LINEAR:
+            # As PEFT does, the keyword becomes the names of every linear it wraps (their full
+            # names), which the saved adapter_config.json lists; the model's output layer is not
+            # among these linears. BERT's pooler is, in PEFT, but not here (see match_targets).
+            lora = lora.with_targets([adapter_prefix + m for m in self.modules])
         self.lora = lora
         self.full = full
         self.prefix = adapter_prefix

@@ -18,6 +18,9 @@ class LoraConfigError(ValueError):
     pass
 
 
+ALL_LINEAR = "all-linear"    # PEFT's target_modules keyword: every linear layer of the model
+
+
 class LoraConfig:
     def __init__(self, r=8, lora_alpha=8, lora_dropout=0.0, target_modules=None, bias="none",
                  modules_to_save=None, task_type="SEQ_CLS", use_rslora=False,
@@ -101,6 +104,12 @@ class LoraConfig:
             "use_qalora": False, "use_rslora": self.use_rslora,
         }
 
+    def with_targets(self, target_modules):
+        """A copy that targets these modules (a list of names) instead."""
+        copy = LoraConfig.__new__(LoraConfig)
+        copy.__dict__.update(self.__dict__, target_modules=_names("target_modules", target_modules))
+        return copy
+
     @classmethod
     def from_peft_dict(cls, data, default_targets=None):
         """From adapter_config.json's fields. Without target_modules, PEFT targets its default
@@ -143,9 +152,10 @@ def _layer_indexes(value):
 
 def _pattern(field, value):
     """A target_modules string: as in PEFT, a regular expression each module's full name must
-    match whole (re.fullmatch), "all-linear" aside (PEFT's keyword, not supported here)."""
-    if value == "all-linear":
-        _names(field, [value])
+    match whole (re.fullmatch), but PEFT's keyword "all-linear" (any case) for every linear
+    layer of the model (Linears spells them out)."""
+    if field == "target_modules" and value.lower() == ALL_LINEAR:
+        return ALL_LINEAR
     try:
         re.compile(value)
     except re.error as e:
@@ -155,17 +165,17 @@ def _pattern(field, value):
 
 def _names(field, value):
     """A list of module names (None stays None); LoraConfigError for anything else, and for
-    PEFT's forms we do not implement (the "all-linear" keyword; a regular expression in a list:
-    PEFT reads one only as the whole target_modules string)."""
+    PEFT's forms we do not implement (a regular expression in a list: PEFT reads one only as the
+    whole target_modules string; "all-linear" in a list)."""
     if value is None:
         return None
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
         raise LoraConfigError(f"{field} must be a list of module names, got {value!r}")
     for name in value:
-        if name == "all-linear":
-            raise LoraConfigError(f"{field} 'all-linear' (PEFT's keyword) is not supported: "
-                                  "name the modules, such as ['q_proj', 'k_proj', 'v_proj', "
-                                  "'o_proj'] or ['query', 'key', 'value', 'dense']")
+        if name.lower() == ALL_LINEAR:
+            raise LoraConfigError(f"{field} ['all-linear'] names a module 'all-linear'; PEFT's "
+                                  "keyword for every linear layer is the string 'all-linear', "
+                                  "not a list")
         if not re.fullmatch(r"\w+(\.\w+)*", name):
             raise LoraConfigError(f"{field} {name!r} is not a module name (regular "
                                   "expressions are not supported): name the modules, such as "

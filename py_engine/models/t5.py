@@ -95,9 +95,9 @@ class T5Model(AdaptedModel):
         for the config's dropout_rate, a float for another (0.0: none)."""
         self.config = config
         self.dropout = override_rates({"dropout_rate": config.dropout_rate}, dropout, "T5 model")
-        self.lora = lora
         self.full = lora is None
         self.linears = Linears(linear_modules(config), lora, "T5 model", full=self.full)
+        self.lora = self.linears.lora        # "all-linear" spelled out
         self.targets = self.linears.targets
         self.trainable = dict(config.parameter_shapes()) if self.full else dict(self.linears.trainable)
 
