@@ -166,6 +166,13 @@ def _decoded_or_none(data, codec):
         return None
 
 
+def _encoded_or_none(text, codec):
+    try:
+        return text.encode(codec)
+    except UnicodeEncodeError:
+        return None
+
+
 MULTI_BYTE = {
     "web-gb18030": MultiByte(
         "gb18030", rb"[\x81-\xfe](?:[\x30-\x39][\x81-\xfe][\x30-\x39]|[\x40-\x7e\x80-\xfe])|[\x00-\x7f]",
@@ -241,10 +248,7 @@ class _MultiByteCodec:
         for code, text in sorted(self.overrides.items(), key=lambda item: len(item[0])):
             if text is None or text in back:
                 continue
-            try:
-                base = text.encode(self.base)
-            except UnicodeEncodeError:
-                base = None
+            base = _encoded_or_none(text, self.base)
             if base is None or self._read_here(base) != text or 1 < len(code) < len(base):
                 back[text] = code
         lost = {}
@@ -259,10 +263,8 @@ class _MultiByteCodec:
         return back
 
     def _encodes_back(self, text):
-        try:
-            return self._read_here(text.encode(self.base)) == text
-        except UnicodeEncodeError:
-            return False
+        base = _encoded_or_none(text, self.base)
+        return base is not None and self._read_here(base) == text
 
 
 def _codes_of_length(char, lengths):
