@@ -83,7 +83,8 @@ def check_train_score_generate(root, model, data, mode):
     assert len(steps) == 6 and all(s["tokens"] > 0 for s in steps)
     if mode == "lora":      # spelled out in adapter_config.json, as PEFT saves it
         saved = json.loads((out / "adapter_config.json").read_text())["target_modules"]
-        assert len(saved) == 7 * 2 and {m.rsplit(".", 1)[1] for m in saved} == {
+        layers = {m.split(".")[2] for m in saved}
+        assert len(saved) == 7 * len(layers) == len(set(saved)) and {m.rsplit(".", 1)[1] for m in saved} == {
             "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
     adapter_args = ("--adapter", out) if mode == "lora" else ()
     scored_model = model if mode == "lora" else out
