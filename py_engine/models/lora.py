@@ -92,8 +92,9 @@ class Linears:
         self.modules = dict(modules)
         if lora is not None and lora.target_modules == ALL_LINEAR:
             # As PEFT does, the keyword becomes the names of every linear it wraps (their full
-            # names), which the saved adapter_config.json lists; the model's output layer is not
-            # among these linears. BERT's pooler is, in PEFT, but not here (see match_targets).
+            # names), which the saved adapter_config.json lists; the model's output layer and a
+            # classifier's head are not among these linears, nor is BERT's pooler (PEFT wraps
+            # it too; this engine has no LoRA on it).
             lora = lora.with_targets([adapter_prefix + m for m in self.modules])
         self.lora = lora
         self.full = full
