@@ -47,7 +47,7 @@ How the main text is found, in order:
 import re
 from dataclasses import dataclass
 
-from .html_tokens import tokenize
+from .html_tokens import WHITESPACE as WHITESPACE_CHARS, tokenize
 
 VOID = frozenset("area base br col embed hr img input link meta param source track wbr "
                  "keygen frame".split())
@@ -58,7 +58,6 @@ HEADINGS = {f"h{n}": n for n in range(1, 7)}
 # What a page's <head> holds; any other element, or text, before a <body> tag opens the body.
 HEAD_CONTENT = frozenset("base basefont bgsound link meta title noscript noframes style script "
                          "template".split())
-WHITESPACE_CHARS = "\t\n\f\r "
 # Never main text, whatever the page: skipped with everything inside.
 SKIPPED = frozenset("script style template noscript svg math canvas iframe frame frameset "
                     "object embed applet video audio source track map area picture img input "
@@ -726,7 +725,13 @@ def choose_title(container, head, body):
 
 
 def first_h1(element):
-    return next((text for e in element.elements() if e.tag == "h1" for text in [one_line(e)] if text), "")
+    """The text of the first <h1> below `element` that has some, or ""."""
+    for e in element.elements():
+        if e.tag == "h1":
+            text = one_line(e)
+            if text:
+                return text
+    return ""
 
 
 def with_title(blocks, title):

@@ -5,6 +5,7 @@ hyperparameter names (r, lora_alpha, lora_dropout, target_modules, bias, modules
 the JSON written are PEFT's own.
 """
 
+import copy
 import re
 from pathlib import Path
 
@@ -106,9 +107,9 @@ class LoraConfig:
 
     def with_targets(self, target_modules):
         """A copy that targets these modules (a list of names) instead."""
-        copy = LoraConfig.__new__(LoraConfig)
-        copy.__dict__.update(self.__dict__, target_modules=_names("target_modules", target_modules))
-        return copy
+        other = copy.copy(self)
+        other.target_modules = _names("target_modules", target_modules)
+        return other
 
     @classmethod
     def from_peft_dict(cls, data, default_targets=None):

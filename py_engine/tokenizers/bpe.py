@@ -18,9 +18,9 @@ Precompiled charsmap against it and sentencepiece (tests/test_tokenizer_unigram.
 The pipeline is the library's: added tokens (<|begin_of_text|>, <s>...) are cut out of the raw
 text; the rest is normalized (Prepend/Replace, for SentencePiece-style models), split into words
 by the pre-tokenizer (a regex Split, Digits, ByteLevel with its GPT-2 regex and
-byte-to-character map, Metaspace), and each word is merged pair by pair, lowest merge rank first; characters missing
-from the vocabulary become <0xNN> byte tokens (byte_fallback) or the unknown token. Then the
-post-processor's template adds BOS/EOS. Words repeat, so each word's ids are cached.
+byte-to-character map, Metaspace), and each word is merged pair by pair, lowest merge rank
+first; characters missing from the vocabulary become <0xNN> byte tokens (byte_fallback) or the
+unknown token. Then the post-processor's template adds BOS/EOS. Words repeat, so each word's ids are cached.
 
 Supported tokenizer.json features: model BPE (byte_fallback, fuse_unk, ignore_merges, unk_token;
 no dropout, continuing_subword_prefix or end_of_word_suffix) or Unigram (unk_id, byte_fallback);
@@ -301,9 +301,7 @@ def _pre_tokenizer(spec):
             return out
         return metaspace
     if kind == "WhitespaceSplit":
-        return lambda words, at_start: [(word[a:b], _part(align, a, b)) for word, align in words
-                                        for a, b in _split_spans(word, _WHITESPACE_RUN,
-                                                                 "Removed")]
+        return _splitter(_WHITESPACE_RUN, "Removed")
     raise ValueError(f"unsupported pre_tokenizer {kind!r} in tokenizer.json "
                      "(supported: Sequence, ByteLevel, Split, Digits, Metaspace, WhitespaceSplit)")
 
