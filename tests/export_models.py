@@ -51,14 +51,15 @@ def merged_with_adapter(model_class, model_dir, path, targets, seed=0,
     return path / "adapter", peft.merge_and_unload().eval()
 
 
-def chat_with_adapter(path, family="llama", seed=0, r=4, lora_alpha=8, use_rslora=False):
+def chat_with_adapter(path, family="llama", seed=0, r=4, lora_alpha=8, use_rslora=False, **lora):
     """(model_dir, adapter_dir): a tiny chat checkpoint and a PEFT adapter on all its
-    projections (seven; Phi-3's four) with lora_B drawn at random."""
+    projections (seven; Phi-3's four) with lora_B drawn at random (`lora`: PEFT's other
+    LoraConfig options)."""
     model_dir = tiny_chat_dir(path, family=family, seed=seed, **CHAT_SIZES)
     adapter = path / f"{family}-adapter"
     torch.manual_seed(seed + 1)
     random_b_adapter(AutoModelForCausalLM.from_pretrained(model_dir), adapter, TaskType.CAUSAL_LM, PHI3_PROJECTIONS if family == "phi3" else PROJECTIONS,
-                     r=r, lora_alpha=lora_alpha, use_rslora=use_rslora)
+                     r=r, lora_alpha=lora_alpha, use_rslora=use_rslora, **lora)
     return model_dir, adapter
 
 

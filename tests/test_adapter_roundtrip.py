@@ -3,6 +3,7 @@ probabilities, PEFT's load in py_engine and give the same probabilities, and a f
 replaces a good adapter."""
 
 import json
+import math
 
 from pathlib import Path
 
@@ -286,3 +287,89 @@ def test_all_linear_wraps_the_linears_peft_wraps(family):
         warnings.simplefilter("ignore")
         again = type(hf)(hf.config)
         assert wrapped(get_peft_model(again, PeftLoraConfig(task_type=task, r=2, target_modules=saved))) == mine
+
+
+def _random_patterns(rng):
+    """rank_pattern and alpha_pattern keys as adapters write them: a module's short name, a
+    longer suffix, a full name (with PEFT's conversions' "^" or not), a regular expression; two
+    keys of one dict may both match a module (the first in the file's order wins)."""
+    keys = ["query", "value", "key", "dense", "self.query", "attention.output.dense",
+            "encoder.layer.1.attention.self.value", "^bert.encoder.layer.0.attention.self.query",
+            r".*layer\.1\..*", r"(query|value)", "uery", "layer.0.output.dense"]
+    rank_pattern = {k: rng.randint(1, 6) for k in rng.sample(keys, rng.randint(0, 4))}
+    alpha_pattern = {k: rng.choice([1, 3, 8, 16, 2.5]) for k in rng.sample(keys, rng.randint(0, 4))}
+    return dict(rank_pattern=rank_pattern, alpha_pattern=alpha_pattern,
+                use_rslora=rng.random() < 0.3, r=rng.choice([2, 4]), lora_alpha=rng.choice([4, 8]))
+
+
+def test_rank_and_alpha_patterns_give_each_module_peft_s_rank_and_scale():
+    """rank_pattern and alpha_pattern, drawn at random over BERT's linears (with rsLoRA now and
+    then): each module's rank and scale here are those of get_peft_model's LoRA layer on it,
+    and the adapter tensors' shapes follow."""
+    import random
+
+    from transformers import BertConfig, BertForSequenceClassification as Bert
+
+    from py_engine.models.bert import LINEAR_NAMES
+    from py_engine.models.lora import Linears
+    from py_engine.models.lora_config import LoraConfig
+
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+    base = Bert(BertConfig(**po.TINY, num_labels=3))
+    modules = {f"encoder.layer.{n}.{name}": (5, 7) for n in range(po.TINY["num_hidden_layers"])
+               for name in LINEAR_NAMES}
+    patterned = 0
+    for _ in range(40):
+        fields = dict(_random_patterns(rng), target_modules=["query", "key", "value", "dense"],
+                      exclude_modules=["bert.pooler.dense"])
+        peft = get_peft_model(Bert(base.config), PeftLoraConfig(task_type="SEQ_CLS", **fields))
+        theirs = {n[len("base_model.model."):]: (m.r["default"], m.scaling["default"])
+                  for n, m in peft.named_modules() if hasattr(m, "lora_A") and "default" in m.r}
+        linears = Linears(modules, LoraConfig(**fields), "BERT model", adapter_prefix="bert.")
+        ours = {"bert." + m: (linears.ranks[m], linears.scalings[m]) for m in linears.targets}
+        assert set(ours) == set(theirs), f"seed {seed}: {fields}"
+        for name, (rank, scaling) in theirs.items():
+            assert ours[name][0] == rank and math.isclose(ours[name][1], scaling, rel_tol=1e-12), \
+                f"seed {seed}: {fields}, {name}: ours {ours[name]}, PEFT's {(rank, scaling)}"
+            m = name[len("bert."):]
+            assert linears.trainable[linears.lora_a(m)] == (rank, 7)
+            assert linears.trainable[linears.lora_b(m)] == (5, rank)
+        patterned += len({r for r, _ in ours.values()}) > 1
+    assert patterned > 10
+
+
+def test_an_adapter_with_rank_and_alpha_patterns_round_trips_with_peft(tmp_path, tiny_dir, device):
+    """An adapter whose modules have ranks and alphas of their own (as PEFT's EVA
+    initialisation and its conversions write them): ours gives PEFT's probabilities on both
+    backends, merged on the GPU too; trained here and saved, it keeps its patterns and PEFT
+    reads the same probabilities from it."""
+    torch.manual_seed(35)
+    base = BertForSequenceClassification.from_pretrained(tiny_dir, num_labels=3, attn_implementation="eager")
+    fields = dict(r=4, lora_alpha=8, target_modules=["query", "key", "value"],
+                  rank_pattern={"key": 2, r"layer\.1\.attention\.self\.value": 6},
+                  alpha_pattern={"^bert.encoder.layer.0.attention.self.query": 3, "value": 16})
+    peft = get_peft_model(base, PeftLoraConfig(task_type="SEQ_CLS", **fields))
+    with torch.no_grad():
+        for name, p in peft.named_parameters():
+            if "lora_B" in name or "modules_to_save" in name:
+                p.copy_(0.1 * torch.randn_like(p))
+    adapter = po.save_adapter(peft, tmp_path / "adapter", labels=LABELS)
+    theirs = peft_probabilities(tiny_dir, adapter, TEXTS)
+    for backend in ("numpy", "gpu"):
+        clf = run(TextClassifier.load(tiny_dir, adapter, backend=backend, device=device))
+        ours = np.array([[p[label] for label in LABELS] for p in run(clf.predict(TEXTS))])
+        assert np.abs(ours - theirs).max() <= 1e-5, (backend, ours, theirs)
+    run(clf.runtime.merge())                            # the GPU's merged weights, per-module scale
+    merged = np.array([[p[label] for label in LABELS] for p in run(clf.predict(TEXTS))])
+    assert clf.model.merged and np.abs(merged - theirs).max() <= 1e-5, (merged, theirs)
+
+    clf = run(TextClassifier.load(tiny_dir, adapter, backend="numpy"))
+    examples = [Example(t, LABELS[i % 3]) for i, t in enumerate(TEXTS * 4)]
+    run(clf.fit(examples, TrainConfig(epochs=2, batch_size=8, lr=1e-2, seed=1)))
+    saved = run(clf.save(tmp_path / "trained"))
+    config = json.loads((saved / "adapter_config.json").read_text())
+    assert (config["rank_pattern"], config["alpha_pattern"]) == (fields["rank_pattern"], fields["alpha_pattern"])
+    trained = np.array([[p[label] for label in LABELS] for p in run(clf.predict(TEXTS))])
+    assert np.abs(trained - theirs).max() > 1e-3                          # it trained
+    assert np.abs(peft_probabilities(tiny_dir, saved, TEXTS) - trained).max() <= 1e-5

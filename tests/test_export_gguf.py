@@ -18,7 +18,7 @@ from test_tokenizer_bpe import byte_level_tokenizer, make_corpus, sentencepiece_
 from py_engine.export import gguf
 from py_engine.export.gguf_llama import adapter_writer, model_writer
 from py_engine.export.gguf_vocab import pre_tokenizer_name
-from py_engine.export.merged import load_merged
+from py_engine.export.merged import ExportError, load_merged
 from py_engine.formats.finite import NonFiniteWeightsError
 from py_engine.formats.peft_adapter import load_adapter
 from py_engine.models.checkpoint import DecoderCheckpoint
@@ -287,20 +287,35 @@ def test_non_finite_weights_stop_the_write(chat, tmp_path):
 
 # --- LoRA adapters for --lora --------------------------------------------------------------------
 
-@pytest.mark.parametrize("use_rslora", [False, True])
-def test_lora_adapter_applied_to_the_base_gives_the_merged_weights(tmp_path, use_rslora):
-    """llama.cpp's --lora computes W + (alpha / r) * B.A from the two files: done here in NumPy
-    on what the gguf package reads, it must give the merged model's weights (q and k in
-    llama.cpp's layout)."""
-    model, adapter = em.chat_with_adapter(tmp_path, "llama", use_rslora=use_rslora)
+# some modules with a rank and alpha of their own (PEFT's rank_pattern and alpha_pattern)
+PATTERNS = dict(rank_pattern={"k_proj": 2, r"layers\.1\.mlp\.down_proj": 6},
+                alpha_pattern={"^model.layers.0.self_attn.o_proj": 20, "gate_proj": 3, "k_proj": 5})
+
+
+@pytest.mark.parametrize("options", [{}, dict(use_rslora=True), PATTERNS,
+                                     dict(PATTERNS, use_rslora=True)])
+def test_lora_adapter_applied_to_the_base_gives_the_merged_weights(tmp_path, options):
+    """llama.cpp's --lora computes W + (alpha / r) * B.A from the two files, r from each
+    tensor: done here in NumPy on what the gguf package reads, it must give the merged model's
+    weights (q and k in llama.cpp's layout)."""
+    model, adapter = em.chat_with_adapter(tmp_path, "llama", **options)
     assert_lora_gives_the_merged_weights(model, adapter, tmp_path, adapted=2 * 7)
+
+
+def test_lora_adapter_whose_tensors_disagree_with_its_config_is_refused(tmp_path):
+    model, adapter = em.chat_with_adapter(tmp_path, "llama")
+    config, tensors, _ = load_adapter(adapter)
+    lora = LoraConfig.from_peft_dict(dict(config, modules_to_save=None, rank_pattern={"v_proj": 3}))
+    with pytest.raises(ExportError, match=r"model.layers.0.self_attn.v_proj tensors have rank 4 "
+                                          r"and 4, its adapter_config.json says 3"):
+        adapter_writer(DecoderCheckpoint.read_config(model), lora, tensors, gguf.F32, "x")
 
 
 def assert_lora_gives_the_merged_weights(model, adapter, tmp_path, adapted, r=4):
     """The adapter GGUF of `adapter` over the base GGUF of `model`, as llama.cpp's --lora
-    applies it (W + (alpha / r) * B.A per adapted tensor, by name), gives the GGUF of the
-    merged model: every one of the `adapted` tensors, and the others unchanged. The
-    architecture is the base's."""
+    applies it (W + (alpha / rank) * B.A per adapted tensor, by name, the rank lora_a's), gives
+    the GGUF of the merged model: every one of the `adapted` tensors, and the others unchanged.
+    The architecture is the base's; alpha / r is the scale of a module at the adapter's r."""
     config, tensors, _ = load_adapter(adapter)
     lora = LoraConfig.from_peft_dict(dict(config, modules_to_save=None))
     ours = DecoderCheckpoint.read_config(model)
@@ -328,8 +343,9 @@ def assert_lora_gives_the_merged_weights(model, adapter, tmp_path, adapted, r=4)
             assert np.array_equal(w, merged[name]), name
             continue
         a, b = lora_t[name + ".lora_a"], lora_t[name + ".lora_b"]
-        assert a.shape == (r, w.shape[1]) and b.shape == (w.shape[0], r)
-        rebuilt = w + (alpha / r) * (b.astype(np.float64) @ a)
+        rank = a.shape[0]
+        assert a.shape == (rank, w.shape[1]) and b.shape == (w.shape[0], rank)
+        rebuilt = w + (alpha / rank) * (b.astype(np.float64) @ a)
         assert np.abs(rebuilt - merged[name]).max() <= 1e-5 * np.abs(merged[name]).max(), name
         assert np.abs(w - merged[name]).max() > 1e-3 * np.abs(merged[name]).max(), name  # it moved
 

@@ -220,6 +220,11 @@ def test_bad_head_config_is_named(tmp_path, text, reason):
     ("fan_in_fan_out", "no", "fan_in_fan_out must be true or false, got 'no'"),
     ("use_rslora", 1, "use_rslora must be true or false"),
     ("r", True, "r must be a positive int, got True"),
+    ("rank_pattern", ["query"], "rank_pattern must be an object of module name patterns"),
+    ("rank_pattern", {"query": 2.0}, r"rank_pattern\['query'\] must be a positive int, got 2.0"),
+    ("rank_pattern", {"(query": 2}, "rank_pattern key '.query' is not a regular expression"),
+    ("alpha_pattern", {"value": float("inf")}, r"alpha_pattern\['value'\] must be a positive finite"),
+    ("alpha_pattern", {"value": 0}, r"alpha_pattern\['value'\] must be a positive finite"),
 ])
 def test_adapter_config_fields_of_the_wrong_kind_are_named(field, value, reason):
     from py_engine.models.lora_config import LoraConfig, LoraConfigError

@@ -20,22 +20,27 @@ from test_gpt2_lora_oracle import peft_adapter
 TINY = dict(vocab_size=96, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, intermediate_size=48, max_position_embeddings=64)
 ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+# ranks and alphas of their own for some modules (PEFT's rank_pattern and alpha_pattern)
+PATTERNS = dict(rank_pattern={"k_proj": 2, r"layers\.1\.mlp\.down_proj": 7, "up_proj": 3},
+                alpha_pattern={"^model.layers.0.self_attn.o_proj": 20, "gate_proj": 3, "k_proj": 5})
 
 
-def peft_decoder(path, model_class, config, targets, seed=0):
+def peft_decoder(path, model_class, config, targets, seed=0, **options):
     torch.manual_seed(seed)
     base = model_class(config)
     base.save_pretrained(path / "model", safe_serialization=True)
-    return peft_adapter(base, path, targets)
+    return peft_adapter(base, path, targets, **options)
 
 
-@pytest.mark.parametrize("model_class, hf_config, targets", [
-    (LlamaForCausalLM, HFLlamaConfig(**TINY), ["q_proj", "v_proj"]),
-    (LlamaForCausalLM, HFLlamaConfig(**TINY, tie_word_embeddings=True), ALL),
-    (Qwen2ForCausalLM, Qwen2Config(**TINY), ALL),
+@pytest.mark.parametrize("model_class, hf_config, targets, options", [
+    (LlamaForCausalLM, HFLlamaConfig(**TINY), ["q_proj", "v_proj"], {}),
+    (LlamaForCausalLM, HFLlamaConfig(**TINY, tie_word_embeddings=True), ALL, {}),
+    (Qwen2ForCausalLM, Qwen2Config(**TINY), ALL, {}),
+    (LlamaForCausalLM, HFLlamaConfig(**TINY), ALL, PATTERNS),
+    (Qwen2ForCausalLM, Qwen2Config(**TINY), ALL, dict(PATTERNS, use_rslora=True)),
 ])
-def test_decoder_lora_step_matches_peft(tmp_path, model_class, hf_config, targets):
-    peft = peft_decoder(tmp_path, model_class, hf_config, targets)
+def test_decoder_lora_step_matches_peft(tmp_path, model_class, hf_config, targets, options):
+    peft = peft_decoder(tmp_path, model_class, hf_config, targets, **options)
     rng = np.random.default_rng()
     B, T = 3, 10
     ids = rng.integers(0, 96, (B, T))
@@ -75,12 +80,12 @@ def test_decoder_lora_step_matches_peft(tmp_path, model_class, hf_config, target
 
 def test_decoder_lora_step_on_the_gpu_matches_numpy(tmp_path, device):
     """The same step recorded on the GPU backend (lavapipe) against the NumPy backend in float64:
-    loss 1e-5, gradients 1e-4."""
+    loss 1e-5, gradients 1e-4 (some modules with a rank and alpha of their own)."""
     from conftest import run
     from py_engine.backends.gpu_backend import GpuBackend, Kernels, Tensor
     from py_engine.kernels.cross_entropy import decode_metrics
 
-    peft_decoder(tmp_path, Qwen2ForCausalLM, Qwen2Config(**TINY), ALL)
+    peft_decoder(tmp_path, Qwen2ForCausalLM, Qwen2Config(**TINY), ALL, **PATTERNS)
     config = LlamaConfig.from_file(tmp_path / "model")
     adapter_config, tensors, _ = load_adapter(tmp_path / "adapter")
     model = LlamaModel(config, LoraConfig.from_peft_dict(adapter_config))

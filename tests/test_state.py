@@ -102,3 +102,22 @@ def test_a_diverged_state_is_not_saved(dirs, tmp_path):
     with pytest.raises(ValueError, match="refusing to save the optimizer state: tensor 'm.* holds NaN"):
         run(model.save_state(trainer, tmp_path / "state"))
     assert {p.name: p.read_bytes() for p in (tmp_path / "state").iterdir()} == before
+
+
+def test_a_state_s_adapter_options_include_its_rank_and_alpha_patterns():
+    """A state trained with other per-module ranks or alphas is refused as other options are;
+    a state file written before the patterns existed reads as having none."""
+    from types import SimpleNamespace
+
+    from py_engine.train.state import check_same_adapter
+
+    patterned = SimpleNamespace(lora=LoraConfig(r=4, rank_pattern={"query": 2}))
+    plain = LoraConfig(r=4).to_peft_dict()
+    with pytest.raises(StateError, match=r"rank_pattern \{\} \(now \{'query': 2\}\)"):
+        check_same_adapter(patterned, plain, "the state")
+    with pytest.raises(StateError, match=r"alpha_pattern \{'value': 3\} \(now \{\}\)"):
+        check_same_adapter(SimpleNamespace(lora=LoraConfig(r=4)),
+                           LoraConfig(r=4, alpha_pattern={"value": 3}).to_peft_dict(), "the state")
+    older = {k: v for k, v in plain.items() if not k.endswith("_pattern")}
+    check_same_adapter(SimpleNamespace(lora=LoraConfig(r=4)), older, "the state")
+    check_same_adapter(patterned, patterned.lora.to_peft_dict(), "the state")

@@ -326,7 +326,7 @@ def test_metrics_stream(dirs):
 def test_an_int8_classifier_refuses_to_merge(dirs, device):
     clf = run(TextClassifier.create(dirs["classifier"], ["neg", "pos"], backend="gpu", device=device,
                                     base_dtype="int8", quant_group=16))
-    assert all(clf.runtime.be.params[w].quant is not None for _, w, _, _ in clf.model.merge_names())
+    assert all(clf.runtime.be.params[w].quant is not None for _, w, *_ in clf.model.merge_names())
     with pytest.raises(ValueError, match="needs f32 base weights"):
         run(clf.merge())
 

@@ -363,7 +363,9 @@ def adapter_writer(config, lora, tensors, ggml_type, name):
     """A GGUFWriter holding a PEFT LoRA adapter for llama.cpp's --lora (general.type adapter,
     adapter.type lora, adapter.lora.alpha; per wrapped linear "<base>.lora_a" [r, in] and
     "<base>.lora_b" [out, r]). `tensors`: {name without PEFT's prefix: (shape, floats)};
-    llama.cpp scales by alpha / r, so rsLoRA's alpha / sqrt(r) is written as its alpha. Every
+    llama.cpp scales by alpha / r, so rsLoRA's alpha / sqrt(r) is written as its alpha, and
+    where rank_pattern or alpha_pattern give a module a scale of its own, lora_b carries the
+    ratio of that scale to alpha / r (llama.cpp reads r from each lora_b). Every
     family the GGUF export writes: the adapter's tensors take the names of the base tensors
     they change (GPT-2's fused c_attn and T5's enc./dec. ones included), and the rows of those
     the converter reorders (the "llama" architecture's q and k)."""
@@ -373,13 +375,22 @@ def adapter_writer(config, lora, tensors, ggml_type, name):
     writer.add("general.type", gguf.STRING, "adapter")
     writer.add("general.name", gguf.STRING, name)
     writer.add("adapter.type", gguf.STRING, "lora")
-    writer.add("adapter.lora.alpha", gguf.FLOAT32, float(lora.scaling * lora.r))
+    alpha = float(lora.scaling * lora.r)
+    writer.add("adapter.lora.alpha", gguf.FLOAT32, alpha)
     writer.add("general.quantization_version", gguf.UINT32, QUANTIZATION_VERSION)
     for key in _ordered([k.replace(".lora_A.weight", ".weight") for k in tensors
                          if k.endswith(".lora_A.weight")]):
         base = gguf_name(key, arch)
         a_shape, a = tensors[key.replace(".weight", ".lora_A.weight")]
         b_shape, b = tensors[key.replace(".weight", ".lora_B.weight")]
+        module = key[:-len(".weight")]
+        rank = lora.rank_of(module)
+        if a_shape[0] != rank or b_shape[1] != rank:
+            raise ExportError(f"the adapter's {module} tensors have rank {a_shape[0]} and "
+                             f"{b_shape[1]}, its adapter_config.json says {rank}")
+        ratio = lora.scaling_of(module) * rank / alpha
+        if ratio != 1.0:
+            b = array("f", (v * ratio for v in b))
         heads = _permutation(key, config, arch)
         b_rows = b if heads is None else permuted_heads(b, b_shape[0], heads)
         for suffix, shape, values in ((".lora_a", a_shape, a), (".lora_b", b_shape, b_rows)):

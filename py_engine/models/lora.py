@@ -13,12 +13,24 @@ Tensor names: the base weight and bias are "{module}.weight" / "{module}.bias" a
 holds them; the adapter's are "{adapter_prefix}{module}.lora_A.weight" / ".lora_B.weight", the
 names PEFT's adapter files use after its "base_model.model." prefix (BERT classifiers keep
 transformers' "bert." module prefix there). A merged weight W + scaling * B.A, for inference,
-is "{module}.merged.weight".
+is "{module}.merged.weight". Each module's rank and scaling are its own where the adapter's
+rank_pattern or alpha_pattern names it.
 """
 
 import re
+from typing import NamedTuple
 
 from .lora_config import ALL_LINEAR, LoraConfig, LoraConfigError
+
+
+class Merge(NamedTuple):
+    """One LoRA-wrapped linear's merge W + scaling * B.A: its tensor names, rank and scale."""
+    merged: str
+    weight: str
+    lora_a: str
+    lora_b: str
+    rank: int
+    scaling: float
 
 
 class LoraTargetError(ValueError):
@@ -102,11 +114,14 @@ class Linears:
         self.targets = match_targets(list(self.modules), lora, family, adapter_prefix) if lora else []
         self._targeted = set(self.targets)
         self.merged = False
+        # each wrapped module's rank and scale (rank_pattern, alpha_pattern), by its full name
+        self.ranks = {m: lora.rank_of(adapter_prefix + m) for m in self.targets}
+        self.scalings = {m: lora.scaling_of(adapter_prefix + m) for m in self.targets}
         self.trainable = {}
         for m in self.targets:
             out_f, in_f = self.modules[m]
-            self.trainable[self.lora_a(m)] = (lora.r, in_f)
-            self.trainable[self.lora_b(m)] = (out_f, lora.r)
+            self.trainable[self.lora_a(m)] = (self.ranks[m], in_f)
+            self.trainable[self.lora_b(m)] = (out_f, self.ranks[m])
 
     def lora_a(self, module):
         return f"{self.prefix}{module}.lora_A.weight"
@@ -115,9 +130,10 @@ class Linears:
         return f"{self.prefix}{module}.lora_B.weight"
 
     def merge_names(self):
-        """(merged weight, base weight, lora_A, lora_B) of each LoRA-wrapped linear."""
-        return [(f"{m}.merged.weight", f"{m}.weight", self.lora_a(m), self.lora_b(m))
-                for m in self.targets]
+        """A Merge (merged weight, base weight, lora_A, lora_B names; rank, scaling) of each
+        LoRA-wrapped linear."""
+        return [Merge(f"{m}.merged.weight", f"{m}.weight", self.lora_a(m), self.lora_b(m),
+                      self.ranks[m], self.scalings[m]) for m in self.targets]
 
     def is_weight(self, name):
         """Whether `name` is one of these linears' weights (what a GPU may store compressed)."""
@@ -136,7 +152,7 @@ class Linears:
             return be.linear(x, be.param(module + ".merged.weight"), b)
         xd, drop = be.dropout(x, self.lora.lora_dropout if train else 0.0)
         y, h = be.lora_linear(x, xd, w, b, be.param(self.lora_a(module)),
-                              be.param(self.lora_b(module)), self.lora.scaling)
+                              be.param(self.lora_b(module)), self.scalings[module])
         saved[module] = (xd, drop, h)
         return y
 
@@ -154,7 +170,7 @@ class Linears:
         # Without LoRA dropout the two input-gradient paths add up at once; with it, the
         # adapter's path goes back through the dropout mask first.
         a, b = self.lora_a(module), self.lora_b(module)
-        dx, dxd = be.lora_linear_backward(dy, xd, w, be.param(a), be.param(b), h, self.lora.scaling,
+        dx, dxd = be.lora_linear_backward(dy, xd, w, be.param(a), be.param(b), h, self.scalings[module],
                                           be.grad(a), be.grad(b), separate=drop is not None,
                                           input_grad=input_grad)
         if not input_grad:
@@ -183,7 +199,7 @@ class AdaptedModel:
         self.linears.merged = value
 
     def merge_names(self):
-        """(merged weight, base weight, lora_A, lora_B) names of each LoRA-wrapped linear."""
+        """A Merge of each LoRA-wrapped linear (see Linears.merge_names)."""
         return self.linears.merge_names()
 
     def is_linear_weight(self, name):

@@ -26,17 +26,17 @@ class LoraConfig:
     def __init__(self, r=8, lora_alpha=8, lora_dropout=0.0, target_modules=None, bias="none",
                  modules_to_save=None, task_type="SEQ_CLS", use_rslora=False,
                  base_model_name_or_path=None, fan_in_fan_out=False, exclude_modules=None,
-                 layers_to_transform=None, layers_pattern=None, **unsupported):
+                 layers_to_transform=None, layers_pattern=None, rank_pattern=None,
+                 alpha_pattern=None, **unsupported):
         # Options we do not implement must not be silently ignored.
         unsupported = {k: v for k, v in unsupported.items() if v not in (None, False, {}, [], "")
                        and k not in _IGNORED_PEFT_FIELDS}
         if unsupported:
             raise LoraConfigError(f"unsupported LoRA options: {sorted(unsupported)}")
-        if isinstance(r, bool) or not isinstance(r, int) or r <= 0:
-            raise LoraConfigError(f"r must be a positive int, got {r!r}")
-        if isinstance(lora_alpha, bool) or not isinstance(lora_alpha, (int, float)) \
-                or not 0 < lora_alpha < float("inf"):
-            raise LoraConfigError(f"lora_alpha must be a positive finite number, got {lora_alpha!r}")
+        _check_rank("r", r)
+        _check_alpha("lora_alpha", lora_alpha)
+        rank_pattern = _module_patterns("rank_pattern", rank_pattern, _check_rank)
+        alpha_pattern = _module_patterns("alpha_pattern", alpha_pattern, _check_alpha)
         if isinstance(lora_dropout, bool) or not isinstance(lora_dropout, (int, float)) \
                 or not 0.0 <= lora_dropout < 1.0:
             raise LoraConfigError(f"lora_dropout must be a number in [0, 1), got {lora_dropout!r}")
@@ -82,16 +82,37 @@ class LoraConfig:
         self.exclude_modules = exclude_modules
         self.layers_to_transform = layers_to_transform
         self.layers_pattern = layers_pattern
+        # Per-module r and lora_alpha, by PEFT's rules (see rank_of); written by PEFT's own
+        # tools (EVA initialisation, PiSSA/OLoRA conversion, conversion of other adapter types).
+        self.rank_pattern = rank_pattern
+        self.alpha_pattern = alpha_pattern
 
     @property
     def scaling(self):
-        """PEFT's scale on the LoRA path: alpha / r, or alpha / sqrt(r) with rsLoRA."""
-        return self.lora_alpha / (self.r ** 0.5 if self.use_rslora else self.r)
+        """PEFT's scale on the LoRA path: alpha / r, or alpha / sqrt(r) with rsLoRA (of a module
+        rank_pattern and alpha_pattern leave at r and lora_alpha: see scaling_of)."""
+        return self._scaling(self.r, self.lora_alpha)
+
+    def rank_of(self, module):
+        """The r of the adapter on `module` (its full name in the base model, as PEFT's
+        current_key): rank_pattern's value for its first key that matches, else r."""
+        return _pattern_value(self.rank_pattern, module, self.r)
+
+    def alpha_of(self, module):
+        """The lora_alpha of the adapter on `module`, from alpha_pattern as rank_of."""
+        return _pattern_value(self.alpha_pattern, module, self.lora_alpha)
+
+    def scaling_of(self, module):
+        """The scale on `module`'s LoRA path, from its own r and alpha."""
+        return self._scaling(self.rank_of(module), self.alpha_of(module))
+
+    def _scaling(self, r, alpha):
+        return alpha / (r ** 0.5 if self.use_rslora else r)
 
     def to_peft_dict(self):
         """adapter_config.json as PEFT 0.21 writes it for these options."""
         return {
-            "alpha_pattern": {}, "auto_mapping": None,
+            "alpha_pattern": dict(self.alpha_pattern), "auto_mapping": None,
             "base_model_name_or_path": self.base_model_name_or_path, "bias": self.bias,
             "exclude_modules": self.exclude_modules, "fan_in_fan_out": self.fan_in_fan_out,
             "inference_mode": True, "init_lora_weights": True, "layer_replication": None,
@@ -99,7 +120,8 @@ class LoraConfig:
             "loftq_config": {}, "lora_alpha": self.lora_alpha,
             "lora_bias": False, "lora_dropout": self.lora_dropout, "megatron_config": None,
             "megatron_core": "megatron.core", "modules_to_save": self.modules_to_save,
-            "peft_type": "LORA", "peft_version": PEFT_VERSION, "r": self.r, "rank_pattern": {},
+            "peft_type": "LORA", "peft_version": PEFT_VERSION, "r": self.r,
+            "rank_pattern": dict(self.rank_pattern),
             "revision": None, "target_modules": self.target_modules, "target_parameters": None,
             "task_type": self.task_type, "trainable_token_indices": None, "use_dora": False,
             "use_qalora": False, "use_rslora": self.use_rslora,
@@ -120,8 +142,6 @@ class LoraConfig:
         fields = {k: v for k, v in data.items() if k not in ("peft_type",)}
         if fields.get("target_modules") is None and default_targets:
             fields["target_modules"] = list(default_targets)
-        if fields.get("rank_pattern") or fields.get("alpha_pattern"):
-            raise LoraConfigError("per-module rank_pattern/alpha_pattern are not supported")
         try:
             return cls(**fields)
         except LoraConfigError as e:
@@ -137,6 +157,42 @@ class LoraConfig:
         from ..formats.json_file import read_json_object
 
         return cls.from_peft_dict(read_json_object(path))
+
+
+def _check_rank(field, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise LoraConfigError(f"{field} must be a positive int, got {value!r}")
+
+
+def _check_alpha(field, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not 0 < value < float("inf"):
+        raise LoraConfigError(f"{field} must be a positive finite number, got {value!r}")
+
+
+def _module_patterns(field, value, check):
+    """rank_pattern / alpha_pattern: {regular expression over module names: value}; None or {}
+    for none."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise LoraConfigError(f"{field} must be an object of module name patterns, got {value!r}")
+    for key, item in value.items():
+        try:
+            re.compile(key)
+        except re.error as e:
+            raise LoraConfigError(f"{field} key {key!r} is not a regular expression: {e}") from None
+        check(f"{field}[{key!r}]", item)
+    return dict(value)
+
+
+def _pattern_value(patterns, module, default):
+    """PEFT's get_pattern_key: the first key (in the file's order) that matches the end of the
+    module's name at a dot boundary, as a regular expression; its value, else `default`."""
+    for key, value in patterns.items():
+        if re.match(rf"(.*\.)?({key})$", module):
+            return value
+    return default
 
 
 def _layer_indexes(value):

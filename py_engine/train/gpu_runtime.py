@@ -307,7 +307,7 @@ class GpuRuntime(Runtime):
 
     def _require_f32_base(self, what):
         if any(self.be.params[w].half or self.be.params[w].quant is not None
-               for _, w, _, _ in self.model.merge_names()):
+               for _, w, *_ in self.model.merge_names()):
             raise ValueError(f"{what} needs f32 base weights; load with base_dtype='f32'")
 
     async def merge(self):
@@ -315,16 +315,16 @@ class GpuRuntime(Runtime):
         W + scaling * B . A, one GEMM on the GPU (the base weight is kept for training)."""
         self._require_f32_base("merging LoRA")
         program = self.device.program("merge")
-        for merged, w, a, b in self.model.merge_names():
-            base = self.be.params[w]
+        for m in self.model.merge_names():
+            base = self.be.params[m.weight]
             out_f, in_f = base.shape
-            if merged not in self.be.params:
-                self.be.params[merged] = self.be.new(out_f, in_f, label=merged)
-            target = self.be.params[merged]
+            if m.merged not in self.be.params:
+                self.be.params[m.merged] = self.be.new(out_f, in_f, label=m.merged)
+            target = self.be.params[m.merged]
             program.copy(base.buffer, target.buffer)
-            self.k.matmul.gemm(program, self.be.params[b].buffer, self.be.params[a].buffer,
-                               target.buffer, out_f, in_f, self.model.lora.r,
-                               alpha=self.model.lora.scaling, beta=1.0)
+            self.k.matmul.gemm(program, self.be.params[m.lora_b].buffer,
+                               self.be.params[m.lora_a].buffer, target.buffer, out_f, in_f, m.rank,
+                               alpha=m.scaling, beta=1.0)
         await program.run()
         await self.device.synchronize()
         self.model.merged = True
@@ -335,7 +335,7 @@ class GpuRuntime(Runtime):
         await self.merge()
         p = self.be.params
         return {w: (p[merged].shape, await self._read(p[merged]))
-                for merged, w, _, _ in self.model.merge_names()}
+                for merged, w, *_ in self.model.merge_names()}
 
     async def to_full(self):
         """Switch from LoRA to full fine-tuning: W += scaling * B.A in place, the LoRA tensors
@@ -346,10 +346,11 @@ class GpuRuntime(Runtime):
         if any(t.half or t.quant is not None for t in be.params.values()):
             raise ValueError("full fine-tuning needs f32 base weights; load with base_dtype='f32'")
         program = self.device.program("fold LoRA")
-        for _, w, a, b in model.merge_names():
-            out_f, in_f = be.params[w].shape
-            self.k.matmul.gemm(program, be.params[b].buffer, be.params[a].buffer, be.params[w].buffer,
-                               out_f, in_f, model.lora.r, alpha=model.lora.scaling, beta=1.0)
+        for m in model.merge_names():
+            out_f, in_f = be.params[m.weight].shape
+            self.k.matmul.gemm(program, be.params[m.lora_b].buffer, be.params[m.lora_a].buffer,
+                               be.params[m.weight].buffer, out_f, in_f, m.rank, alpha=m.scaling,
+                               beta=1.0)
         await program.run()
         await self.device.synchronize()
         for name in list(model.trainable):

@@ -175,8 +175,8 @@ class NumpyRuntime(Runtime):
         """Fold each LoRA update into a copy of its base weight for inference:
         W + scaling * B . A (the base weight itself is kept for training)."""
         p = self.be.params
-        for merged, w, a, b in self.model.merge_names():
-            p[merged] = p[w] + self.model.lora.scaling * (p[b] @ p[a])
+        for m in self.model.merge_names():
+            p[m.merged] = p[m.weight] + m.scaling * (p[m.lora_b] @ p[m.lora_a])
         self.model.merged = True
 
     async def merged_weights(self):
@@ -185,7 +185,7 @@ class NumpyRuntime(Runtime):
         await self.merge()
         p = self.be.params
         return {w: (p[merged].shape, p[merged].astype(np.float32).ravel())
-                for merged, w, _, _ in self.model.merge_names()}
+                for merged, w, *_ in self.model.merge_names()}
 
     async def to_full(self):
         """Switch from LoRA to full fine-tuning: W += scaling * B.A, the LoRA tensors and their
@@ -193,8 +193,8 @@ class NumpyRuntime(Runtime):
         model, p = self.model, self.be.params
         if model.full:
             return
-        for _, w, a, b in model.merge_names():
-            p[w] += model.lora.scaling * (p[b] @ p[a])
+        for m in model.merge_names():
+            p[m.weight] += m.scaling * (p[m.lora_b] @ p[m.lora_a])
         for name in model.trainable:
             for table in (p, self.be.grads, self.m, self.v):
                 table.pop(name)

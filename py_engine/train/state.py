@@ -181,7 +181,9 @@ def check_same_adapter(model, saved_config, source):
     """The LoRA options a state's adapter was trained with equal `model`'s."""
     ours = model.lora.to_peft_dict()
     keys = ("r", "lora_alpha", "lora_dropout", "target_modules", "use_rslora", "task_type")
+    patterns = ("rank_pattern", "alpha_pattern")      # {} when a state's file predates them
     differ = [k for k in keys if saved_config.get(k) != ours.get(k)]
+    differ += [k for k in patterns if (saved_config.get(k) or {}) != ours[k]]
     if differ:
         shown = ", ".join(f"{k} {saved_config.get(k)!r} (now {ours.get(k)!r})" for k in differ)
         raise StateError(f"{source} was trained with other LoRA options: {shown}")
