@@ -373,3 +373,46 @@ def test_an_adapter_with_rank_and_alpha_patterns_round_trips_with_peft(tmp_path,
     trained = np.array([[p[label] for label in LABELS] for p in run(clf.predict(TEXTS))])
     assert np.abs(trained - theirs).max() > 1e-3                          # it trained
     assert np.abs(peft_probabilities(tiny_dir, saved, TEXTS) - trained).max() <= 1e-5
+
+
+@pytest.mark.parametrize("init", ["pissa", "olora"])
+def test_an_adapter_for_a_changed_base_is_refused_and_its_conversion_loads(tmp_path, init):
+    """PiSSA and OLoRA adapters are trained on a base with the initial adapter taken out of it,
+    which PEFT redoes whenever such an adapter loads: one saved as it is is refused by name,
+    and PEFT's conversion of it into a plain LoRA adapter (twice the rank) gives here the
+    logits of the trained PEFT model."""
+    import warnings
+
+    from transformers import AutoModelForCausalLM
+
+    import export_models as em
+    from py_engine.train.chat import ChatModel
+    from tiny_chat import tiny_chat_dir
+
+    model_dir = tiny_chat_dir(tmp_path, family="llama", **em.CHAT_SIZES)
+    torch.manual_seed(36)
+    base = AutoModelForCausalLM.from_pretrained(model_dir)
+    peft = get_peft_model(base, PeftLoraConfig(task_type="CAUSAL_LM", r=4, lora_alpha=8,
+                                               target_modules=em.PROJECTIONS, init_lora_weights=init))
+    peft.save_pretrained(tmp_path / "start")                # the initial adapter, as PEFT's guide
+    with torch.no_grad():
+        for name, p in peft.named_parameters():
+            if "lora_" in name:
+                p.add_(0.05 * torch.randn_like(p))                         # "trained"
+    peft.save_pretrained(tmp_path / "as-saved")
+    with pytest.raises(ValueError, match=rf"init_lora_weights '{init}': PEFT changes the base "
+                                         "model's weights when such an adapter loads"):
+        run(ChatModel.load(model_dir, tmp_path / "as-saved", backend="numpy"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        peft.save_pretrained(tmp_path / "converted",
+                             path_initial_model_for_weight_conversion=str(tmp_path / "start"))
+    assert json.loads((tmp_path / "converted" / "adapter_config.json").read_text())["r"] == 8
+    ids = [5, 17, 2, 40, 33, 8, 21]
+    peft.eval()
+    with torch.no_grad():
+        trained = peft(input_ids=torch.tensor([ids])).logits[0].double().numpy()
+    ours = em.our_decoder_logits(model_dir, tmp_path / "converted", ids)
+    unadapted = em.our_decoder_logits(model_dir, None, ids)
+    assert em.relative_error(unadapted, trained) > 1e-2                 # the adapter matters
+    assert em.relative_error(ours, trained) <= 1e-5

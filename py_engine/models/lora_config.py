@@ -27,7 +27,7 @@ class LoraConfig:
                  modules_to_save=None, task_type="SEQ_CLS", use_rslora=False,
                  base_model_name_or_path=None, fan_in_fan_out=False, exclude_modules=None,
                  layers_to_transform=None, layers_pattern=None, rank_pattern=None,
-                 alpha_pattern=None, **unsupported):
+                 alpha_pattern=None, init_lora_weights=True, **unsupported):
         # Options we do not implement must not be silently ignored.
         unsupported = {k: v for k, v in unsupported.items() if v not in (None, False, {}, [], "")
                        and k not in _IGNORED_PEFT_FIELDS}
@@ -35,6 +35,7 @@ class LoraConfig:
             raise LoraConfigError(f"unsupported LoRA options: {sorted(unsupported)}")
         _check_rank("r", r)
         _check_alpha("lora_alpha", lora_alpha)
+        _check_init(init_lora_weights)
         rank_pattern = _module_patterns("rank_pattern", rank_pattern, _check_rank)
         alpha_pattern = _module_patterns("alpha_pattern", alpha_pattern, _check_alpha)
         if isinstance(lora_dropout, bool) or not isinstance(lora_dropout, (int, float)) \
@@ -170,6 +171,21 @@ def _check_alpha(field, value):
         raise LoraConfigError(f"{field} must be a positive finite number, got {value!r}")
 
 
+# init_lora_weights PEFT applies to the base model's weights whenever the adapter loads: it takes
+# the initial adapter out of them (PiSSA, CorDA, OLoRA) or quantizes them (LoftQ), so the trained
+# tensors are meant for that changed base. The other values only draw the first lora_A/lora_B.
+_BASE_CHANGING_INITS = ("pissa", "corda", "olora", "loftq")
+
+
+def _check_init(value):
+    if isinstance(value, str) and value.lower().startswith(_BASE_CHANGING_INITS):
+        raise LoraConfigError(
+            f"init_lora_weights {value!r}: PEFT changes the base model's weights when such an "
+            "adapter loads (the adapter's first values are taken out of them, or they are "
+            "quantized), which is not done here; convert it into a plain LoRA adapter with PEFT "
+            "(save_pretrained(..., path_initial_model_for_weight_conversion=...)) and load that")
+
+
 def _module_patterns(field, value, check):
     """rank_pattern / alpha_pattern: {regular expression over module names: value}; None or {}
     for none."""
@@ -243,6 +259,6 @@ def _names(field, value):
 # PEFT fields that change nothing for the adapters built here (bookkeeping, or options whose
 # effect is only at initialization). Any other field set to a non-default value is refused.
 _IGNORED_PEFT_FIELDS = {
-    "auto_mapping", "inference_mode", "init_lora_weights", "loftq_config", "megatron_config",
+    "auto_mapping", "inference_mode", "loftq_config", "megatron_config",
     "megatron_core", "peft_version", "revision", "qalora_group_size",
 }
