@@ -261,4 +261,5 @@ def _names(field, value):
 _IGNORED_PEFT_FIELDS = {
     "auto_mapping", "inference_mode", "loftq_config", "megatron_config",
     "megatron_core", "peft_version", "revision", "qalora_group_size",
+    "runtime_config",       # some PEFT versions saved it; PEFT drops it on load (runtime only)
 }
