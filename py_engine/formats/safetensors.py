@@ -13,6 +13,7 @@ Offsets are relative to the data region, tensors are little-endian and C-ordered
 tensors must cover the data region exactly: no holes, no overlaps, nothing after the last one.
 
     f = load(path_or_bytes)        # a path natively (mmap), bytes from fetch() in the browser
+    f = load_sharded(directory / "model.safetensors.index.json")   # shards read as one file
     f.keys(), f.metadata, f.info("w") -> ("F32", (384, 384))
     f.raw("w")                     # memoryview into the file, no copy
     f.floats("w")                  # array('f') from F32, F16, BF16, F64
@@ -35,6 +36,7 @@ import struct
 import sys
 from array import array
 from functools import lru_cache
+from pathlib import Path
 
 from .atomic_file import write_atomically
 
@@ -197,6 +199,114 @@ class SafeTensorsFile:
 
     def __repr__(self):
         return f"SafeTensorsFile({len(self._tensors)} tensors, {len(self._data)} data bytes)"
+
+
+INDEX_SUFFIX = ".index.json"
+
+
+def load_sharded(index_path):
+    """The shards a Hugging Face index file ("model.safetensors.index.json", as transformers'
+    save_pretrained writes beside model-00001-of-00002.safetensors ...) names, read as one file:
+    a SafeTensorsShards. Each shard is a file beside the index; every tensor is in one shard
+    only, the one its "weight_map" entry names."""
+    from .json_file import json_kind, read_json_object
+
+    index_path = Path(index_path)
+    index = read_json_object(index_path)
+    weight_map = index.get("weight_map")
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise SafeTensorsError(f"{index_path}: \"weight_map\" must be an object naming the shard "
+                               f"of each tensor, got {json_kind(weight_map)}")
+    for name, shard in weight_map.items():
+        # Shards are plain file names beside the index: a path elsewhere is not read.
+        if not isinstance(shard, str) or not shard.endswith(".safetensors") or \
+                shard != Path(shard).name or shard in (".", ".."):
+            raise SafeTensorsError(f"{index_path}: tensor {name!r} is in {shard!r}, which is not "
+                                   "the name of a .safetensors file beside the index")
+    shards = {}
+    try:
+        for shard in sorted(set(weight_map.values())):
+            path = index_path.parent / shard
+            if not path.is_file():
+                raise SafeTensorsError(f"{index_path} names {shard}, which is missing from "
+                                       f"{index_path.parent}")
+            try:
+                shards[shard] = SafeTensorsFile.open(path)
+            except SafeTensorsError as e:
+                raise SafeTensorsError(f"{path}: {e}") from None
+        return SafeTensorsShards(shards, weight_map, index_path)
+    except BaseException:
+        for file in shards.values():
+            file.close()
+        raise
+
+
+class SafeTensorsShards:
+    """Several safetensors files read as one (SafeTensorsFile's reading methods): the shards
+    of a checkpoint too large for one file."""
+
+    def __init__(self, shards, weight_map, source):
+        self.metadata = None
+        self._shards = shards
+        self._shard_of = {}
+        for shard, file in shards.items():
+            for name in file.keys():
+                if name in self._shard_of:
+                    raise SafeTensorsError(f"{source}: tensor {name!r} is in both "
+                                           f"{self._shard_of[name]} and {shard}")
+                self._shard_of[name] = shard
+        for name, shard in weight_map.items():
+            if self._shard_of.get(name) != shard:
+                where = self._shard_of.get(name)
+                raise SafeTensorsError(
+                    f"{source} says tensor {name!r} is in {shard}, but " +
+                    (f"it is in {where}" if where else "no shard holds it"))
+
+    def keys(self):
+        return sorted(self._shard_of)
+
+    def __contains__(self, name):
+        return name in self._shard_of
+
+    def __len__(self):
+        return len(self._shard_of)
+
+    def __iter__(self):
+        return iter(self.keys())
+
+    def _file(self, name):
+        try:
+            return self._shards[self._shard_of[name]]
+        except KeyError:
+            raise KeyError(f"no tensor named {name!r} in these shards") from None
+
+    def info(self, name):
+        return self._file(name).info(name)
+
+    def raw(self, name):
+        return self._file(name).raw(name)
+
+    def first_non_finite(self, name):
+        return self._file(name).first_non_finite(name)
+
+    def floats(self, name):
+        return self._file(name).floats(name)
+
+    def f16_bits(self, name):
+        return self._file(name).f16_bits(name)
+
+    def close(self):
+        for file in self._shards.values():
+            file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        return f"SafeTensorsShards({len(self._shards)} files, {len(self._shard_of)} tensors)"
 
 
 def _parse_header(raw, data_len):

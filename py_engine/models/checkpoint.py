@@ -1,4 +1,5 @@
-"""Hugging Face checkpoint directories: config.json + model.safetensors, validated.
+"""Hugging Face checkpoint directories: config.json + model.safetensors (or the shards a
+model.safetensors.index.json names), validated.
 
 Reads with the pure-Python safetensors reader, so the same code loads a model natively and in
 the browser. Tensor names are normalized to the bare BertModel layout (a "bert." prefix, as
@@ -10,9 +11,14 @@ from pathlib import Path
 
 from ..formats import safetensors
 from ..formats.finite import describe
+from ..formats.json_file import JsonFileError
 from .bert_config import BertConfig, ConfigError, read_config_json
 from .decoders import decoder_config
 from .gpt2_config import Gpt2Config, transposed
+
+
+WEIGHTS = "model.safetensors"
+SHARD_INDEX = WEIGHTS + safetensors.INDEX_SUFFIX      # transformers' sharded checkpoints
 
 
 class CheckpointError(ValueError):
@@ -114,8 +120,8 @@ class Checkpoint:
 
     @classmethod
     def load(cls, directory, weights=None):
-        """Load `directory` (config.json + model.safetensors). `weights`: the safetensors file's
-        bytes, when it was fetched rather than read from disk (the browser)."""
+        """Load `directory` (config.json + model.safetensors, or its shards). `weights`: the
+        safetensors file's bytes, when it was fetched rather than read from disk."""
         directory = Path(directory)
         if weights is None and not directory.is_dir():
             raise CheckpointError(f"no model directory at {directory}")
@@ -123,18 +129,21 @@ class Checkpoint:
             config = cls.read_config(directory / "config.json")
         except ConfigError as e:
             raise CheckpointError(str(e)) from None
-        if weights is None:
-            path = directory / "model.safetensors"
-            if not path.is_file():
-                raise CheckpointError(
-                    f"no model.safetensors in {directory} (PyTorch .bin checkpoints are not "
-                    "supported: convert with transformers' save_pretrained(safe_serialization=True))"
-                )
-            weights = path
+        # transformers' order: model.safetensors, else the shards its index names
+        sharded = weights is None and not (directory / WEIGHTS).is_file() and \
+            (directory / SHARD_INDEX).is_file()
+        if weights is None and not sharded and not (directory / WEIGHTS).is_file():
+            raise CheckpointError(
+                f"no {WEIGHTS} (or {SHARD_INDEX} and its shards) in {directory} (PyTorch .bin "
+                "checkpoints are not supported: convert with transformers' "
+                "save_pretrained(safe_serialization=True))")
         try:
-            tensors = safetensors.load(weights)
-        except safetensors.SafeTensorsError as e:
-            raise CheckpointError(f"{directory}/model.safetensors: {e}") from None
+            if sharded:                 # its errors name the index or the shard
+                tensors = safetensors.load_sharded(directory / SHARD_INDEX)
+            else:
+                tensors = safetensors.load(directory / WEIGHTS if weights is None else weights)
+        except (safetensors.SafeTensorsError, JsonFileError) as e:
+            raise CheckpointError(str(e) if sharded else f"{directory}/{WEIGHTS}: {e}") from None
         return cls.for_config(config)(config, tensors, str(directory))
 
     @classmethod
