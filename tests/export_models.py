@@ -63,11 +63,12 @@ def chat_with_adapter(path, family="llama", seed=0, r=4, lora_alpha=8, use_rslor
     return model_dir, adapter
 
 
-def classifier_with_adapter(path, seed=0, **bert_options):
+def classifier_with_adapter(path, seed=0, targets=("query", "value"), **bert_options):
     """(model_dir, adapter_dir): a tiny BERT checkpoint (with a pooler) and a PEFT SEQ_CLS
-    adapter with random lora_B and head, labels.json beside it."""
+    adapter on `targets` with random lora_B and head, labels.json beside it."""
     model_dir = po.tiny_bert_dir(path / "bert", seed=seed, **bert_options)
-    peft = po.peft_model(model_dir, len(LABELS), seed=seed + 1, dtype=torch.float32)
+    peft = po.peft_model(model_dir, len(LABELS), seed=seed + 1, dtype=torch.float32,
+                         target_modules=targets)
     adapter = po.save_adapter(peft, path / "bert-adapter", labels=LABELS)
     return model_dir, adapter
 

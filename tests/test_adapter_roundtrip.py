@@ -198,13 +198,13 @@ def _random_narrowing(rng):
 def test_targets_exclusions_and_layers_choose_the_modules_peft_chooses():
     """target_modules (names, full names, suffixes, a regular expression), exclude_modules and
     layers_to_transform with or without layers_pattern, drawn at random: the modules wrapped
-    here are the ones get_peft_model wraps in transformers' BERT (its pooler aside: a LoRA on
-    it is refused here by name), and where PEFT finds none this refuses too."""
+    here are the ones get_peft_model wraps in transformers' BERT (its pooler among them), and
+    where PEFT finds none this refuses too."""
     import random
 
     from transformers import BertConfig, BertForSequenceClassification as Bert
 
-    from py_engine.models.bert import LINEAR_NAMES
+    from py_engine.models.bert import LINEAR_NAMES, POOLER
     from py_engine.models.lora import Linears
     from py_engine.models.lora_config import LoraConfig
 
@@ -213,6 +213,7 @@ def test_targets_exclusions_and_layers_choose_the_modules_peft_chooses():
     base = Bert(BertConfig(**po.TINY, num_labels=3))
     modules = {f"encoder.layer.{n}.{name}": (1, 1) for n in range(po.TINY["num_hidden_layers"])
                for name in LINEAR_NAMES}
+    modules[POOLER] = (1, 1)
     compared = 0
     for _ in range(60):
         fields = _random_narrowing(rng)
@@ -222,8 +223,6 @@ def test_targets_exclusions_and_layers_choose_the_modules_peft_chooses():
                             if n.endswith(".lora_A"))
         except ValueError:
             theirs = "refused"
-        if theirs != "refused" and "bert.pooler.dense" in theirs:
-            continue
         try:
             ours = sorted("bert." + m for m in Linears(modules, LoraConfig(**fields), "BERT model",
                                                        adapter_prefix="bert.").targets)
@@ -231,14 +230,14 @@ def test_targets_exclusions_and_layers_choose_the_modules_peft_chooses():
             ours = "refused"
         assert ours == theirs, f"seed {seed}: {fields}"
         compared += 1
-    assert compared > 40
+    assert compared == 60
 
 
 @pytest.mark.parametrize("family", ["bert", "llama", "gpt2", "phi", "t5"])
 def test_all_linear_wraps_the_linears_peft_wraps(family):
     """target_modules="all-linear" (PEFT's keyword, any case): the modules wrapped here are
     the ones get_peft_model wraps (every linear but the output layer and a classifier's head;
-    BERT's pooler aside, which PEFT wraps too and this engine does not), and, as PEFT does, the
+    BERT's pooler included), and, as PEFT does, the
     saved adapter_config.json lists them, so that PEFT wraps exactly these."""
     import warnings
 
@@ -280,7 +279,7 @@ def test_all_linear_wraps_the_linears_peft_wraps(family):
         theirs = wrapped(get_peft_model(hf, PeftLoraConfig(task_type=task, r=2, target_modules="all-linear")))
     prefix = ours.linears.prefix
     mine = sorted(prefix + m for m in ours.linears.targets)
-    assert mine == [m for m in theirs if m != "bert.pooler.dense"] and len(mine) >= 8, (mine, theirs)
+    assert mine == theirs and len(mine) >= 8, (mine, theirs)
     saved = ours.lora.to_peft_dict()["target_modules"]
     assert sorted(saved) == mine
     with warnings.catch_warnings():
@@ -310,7 +309,7 @@ def test_rank_and_alpha_patterns_give_each_module_peft_s_rank_and_scale():
 
     from transformers import BertConfig, BertForSequenceClassification as Bert
 
-    from py_engine.models.bert import LINEAR_NAMES
+    from py_engine.models.bert import LINEAR_NAMES, POOLER
     from py_engine.models.lora import Linears
     from py_engine.models.lora_config import LoraConfig
 
@@ -319,10 +318,10 @@ def test_rank_and_alpha_patterns_give_each_module_peft_s_rank_and_scale():
     base = Bert(BertConfig(**po.TINY, num_labels=3))
     modules = {f"encoder.layer.{n}.{name}": (5, 7) for n in range(po.TINY["num_hidden_layers"])
                for name in LINEAR_NAMES}
+    modules[POOLER] = (5, 7)
     patterned = 0
     for _ in range(40):
-        fields = dict(_random_patterns(rng), target_modules=["query", "key", "value", "dense"],
-                      exclude_modules=["bert.pooler.dense"])
+        fields = dict(_random_patterns(rng), target_modules=["query", "key", "value", "dense"])
         peft = get_peft_model(Bert(base.config), PeftLoraConfig(task_type="SEQ_CLS", **fields))
         theirs = {n[len("base_model.model."):]: (m.r["default"], m.scaling["default"])
                   for n, m in peft.named_modules() if hasattr(m, "lora_A") and "default" in m.r}
@@ -416,3 +415,39 @@ def test_an_adapter_for_a_changed_base_is_refused_and_its_conversion_loads(tmp_p
     unadapted = em.our_decoder_logits(model_dir, None, ids)
     assert em.relative_error(unadapted, trained) > 1e-2                 # the adapter matters
     assert em.relative_error(ours, trained) <= 1e-5
+
+
+@pytest.mark.parametrize("targets", [["query", "value", "dense"], "all-linear", ["pooler.dense"]])
+def test_an_adapter_on_bert_s_pooler_gives_peft_s_probabilities(tmp_path, tiny_dir, device, targets):
+    """PEFT wraps BERT's pooler (bert.pooler.dense) wherever a target names it: "dense", as in
+    the common ["query", "value", "dense"], or "all-linear". Such an adapter gives PEFT's
+    probabilities on both backends (merged on the GPU too), and trained here its pooler's
+    adapter moves and PEFT reads what it gives."""
+    torch.manual_seed(37)
+    base = BertForSequenceClassification.from_pretrained(tiny_dir, num_labels=3, attn_implementation="eager")
+    peft = get_peft_model(base, PeftLoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=8, target_modules=targets))
+    with torch.no_grad():
+        for name, p in peft.named_parameters():
+            if "lora_B" in name or "modules_to_save" in name:
+                p.copy_(0.3 * torch.randn_like(p))
+    adapter = po.save_adapter(peft, tmp_path / "adapter", labels=LABELS)
+    assert "base_model.model.bert.pooler.dense.lora_A.weight" in safetensors.load(
+        adapter / "adapter_model.safetensors").keys()
+    theirs = peft_probabilities(tiny_dir, adapter, TEXTS)
+    for backend in ("numpy", "gpu"):
+        clf = run(TextClassifier.load(tiny_dir, adapter, backend=backend, device=device))
+        ours = np.array([[p[label] for label in LABELS] for p in run(clf.predict(TEXTS))])
+        assert np.abs(ours - theirs).max() <= 1e-5, (backend, ours, theirs)
+    run(clf.runtime.merge())
+    merged = np.array([[p[label] for label in LABELS] for p in run(clf.predict(TEXTS))])
+    assert np.abs(merged - theirs).max() <= 1e-5, (merged, theirs)
+
+    clf = run(TextClassifier.load(tiny_dir, adapter, backend="numpy"))
+    before = run(clf.runtime.trainable_values())["bert.pooler.dense.lora_B.weight"][1]
+    examples = [Example(t, LABELS[i % 3]) for i, t in enumerate(TEXTS * 4)]
+    run(clf.fit(examples, TrainConfig(epochs=2, batch_size=8, lr=1e-2, seed=1)))
+    after = run(clf.runtime.trainable_values())["bert.pooler.dense.lora_B.weight"][1]
+    assert np.abs(np.asarray(after) - np.asarray(before)).max() > 1e-4
+    saved = run(clf.save(tmp_path / "trained"))
+    trained = np.array([[p[label] for label in LABELS] for p in run(clf.predict(TEXTS))])
+    assert np.abs(peft_probabilities(tiny_dir, saved, TEXTS) - trained).max() <= 1e-5

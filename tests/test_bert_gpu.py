@@ -10,6 +10,8 @@ import pytest
 import peft_oracle as po
 from conftest import run
 from test_bert_oracle import ALL_LINEARS, random_batch, rel
+
+POOLER_TOO = ("query", "value", "dense")     # "dense" names the pooler too, as PEFT matches it
 from py_engine.formats.peft_adapter import load_adapter
 from py_engine.models.bert import BertClassifier
 from py_engine.models.checkpoint import Checkpoint
@@ -55,7 +57,7 @@ def tiny(tmp_path_factory):
     path = tmp_path_factory.mktemp("tiny")
     model_dir = po.tiny_bert_dir(path / "model", seed=11)
     adapters = {}
-    for targets in (("query", "value"), ALL_LINEARS):
+    for targets in (("query", "value"), ALL_LINEARS, POOLER_TOO):
         peft = po.peft_model(model_dir, 3, target_modules=targets, seed=12)
         adapters[targets] = po.save_adapter(peft, path / ("adapter-" + "-".join(targets)))
     return model_dir, adapters
@@ -71,7 +73,7 @@ def tiny_batch(seed, B=4, T=12):
     return Batch(ids.tolist(), types.tolist(), mask.tolist(), labels.tolist())
 
 
-@pytest.mark.parametrize("targets", [("query", "value"), ALL_LINEARS])
+@pytest.mark.parametrize("targets", [("query", "value"), ALL_LINEARS, POOLER_TOO])
 def test_gpu_step_matches_reference(device, tiny, targets):
     model_dir, adapters = tiny
     reference, gpu = runtimes(device, model_dir, adapters[targets], 3)

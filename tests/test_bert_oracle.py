@@ -65,7 +65,10 @@ def check_step(tmp_path, model_dir, targets, B, T, num_labels, seed, bound_loss,
     return engine, peft, (ids, types, mask, labels)
 
 
-@pytest.mark.parametrize("targets", [("query", "value"), ALL_LINEARS])
+# "dense" names BERT's pooler too (bert.pooler.dense), as PEFT matches it; the pooler alone
+# leaves every layer without an adapter.
+@pytest.mark.parametrize("targets", [("query", "value"), ALL_LINEARS, ("query", "value", "dense"),
+                                     ("pooler.dense",)])
 def test_tiny_bert_step_matches_peft(tmp_path, targets):
     model_dir = po.tiny_bert_dir(tmp_path / "model", seed=1)
     check_step(tmp_path, model_dir, targets, B=4, T=11, num_labels=3, seed=2,

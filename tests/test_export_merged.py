@@ -45,8 +45,10 @@ def test_merged_decoder_gives_our_logits_in_transformers(tmp_path, family):
     assert em.relative_error(theirs, ours) <= LOGITS_BOUND
 
 
-def test_merged_classifier_gives_our_probabilities_in_transformers(tmp_path):
-    model, adapter = em.classifier_with_adapter(tmp_path)
+@pytest.mark.parametrize("targets", [("query", "value"), ("query", "value", "dense")])
+def test_merged_classifier_gives_our_probabilities_in_transformers(tmp_path, targets):
+    """("dense" wraps the pooler too, whose merged weight is written as well.)"""
+    model, adapter = em.classifier_with_adapter(tmp_path, targets=targets)
     out = save_merged(load_merged(model, adapter), tmp_path / "merged")
     config = json.loads((out / "config.json").read_text())
     assert config["architectures"] == ["BertForSequenceClassification"]

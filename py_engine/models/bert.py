@@ -13,7 +13,9 @@ linears:
     logits = Linear(Dropout(pooled));  loss = CrossEntropy(logits, labels)
 
 Only the LoRA matrices and the head (and the pooler, when the checkpoint has none) train; the
-base weights are frozen, so their gradients are never computed.
+base weights are frozen, so their gradients are never computed. The checkpoint's pooler is one
+of the linears LoRA may wrap, as PEFT wraps it ("bert.pooler.dense": matched by "dense" and by
+"all-linear"), where cls pooling reads it.
 """
 
 from .dropout_rates import override_rates
@@ -22,6 +24,7 @@ from .lora_config import LoraConfig
 
 LINEAR_NAMES = ("attention.self.query", "attention.self.key", "attention.self.value",
                 "attention.output.dense", "intermediate.dense", "output.dense")
+POOLER = "pooler.dense"
 
 
 class ModelError(ValueError):
@@ -48,12 +51,14 @@ class BertClassifier(AdaptedModel):
         self.pooling = pooling
         h, i = config.hidden_size, config.intermediate_size
         shapes = {"intermediate.dense": (i, h), "output.dense": (h, i)}
-        self.linears = Linears({f"encoder.layer.{n}.{name}": shapes.get(name, (h, h))
-                                for n in range(config.num_hidden_layers) for name in LINEAR_NAMES},
-                               lora, "BERT model", adapter_prefix="bert.")
+        modules = {f"encoder.layer.{n}.{name}": shapes.get(name, (h, h))
+                   for n in range(config.num_hidden_layers) for name in LINEAR_NAMES}
+        self.train_pooler = train_pooler and pooling == "cls"
+        if pooling == "cls" and not self.train_pooler:     # the checkpoint's pooler is read
+            modules[POOLER] = (h, h)
+        self.linears = Linears(modules, lora, "BERT model", adapter_prefix="bert.")
         self.lora = self.linears.lora        # "all-linear" spelled out
         self.targets = self.linears.targets
-        self.train_pooler = train_pooler and pooling == "cls"
         self.dropout = override_rates({"hidden": config.hidden_dropout_prob,
                                        "attention": config.attention_probs_dropout_prob,
                                        "classifier": config.classifier_dropout_prob}, dropout, "BERT model")
@@ -101,8 +106,11 @@ class BertClassifier(AdaptedModel):
         saved["x_final"] = x
         if self.pooling == "cls":
             first = be.cls_pool(x, batch.B, batch.T)
-            w, b = self.pooler_names()
-            pre = be.linear(first, be.param(w), be.param(b))
+            if self.train_pooler:
+                w, b = self.pooler_names()
+                pre = be.linear(first, be.param(w), be.param(b))
+            else:
+                pre = self.linears.forward(be, POOLER, first, saved, train)
             pooled = be.tanh(pre)
             saved["first"], saved["pooled"] = first, pooled
         else:
@@ -149,10 +157,15 @@ class BertClassifier(AdaptedModel):
         dpooled = be.dropout_backward(dpooled, saved["cls_drop"])
         if self.pooling == "cls":
             dpre = be.tanh_backward(saved["pooled"], dpooled)
-            w, b = self.pooler_names()
+            layers_train = self._lowest_lora_layer() < self.config.num_hidden_layers
             if self.train_pooler:
+                w, b = self.pooler_names()
                 be.linear_grad_params(dpre, saved["first"], be.grad(w), be.grad(b))
-            dfirst = be.linear_grad_input(dpre, be.param(w))
+                dfirst = be.linear_grad_input(dpre, be.param(w))
+            else:
+                dfirst = self.linears.backward(be, POOLER, dpre, saved, input_grad=layers_train)
+            if not layers_train:        # only the head (and the pooler's adapter) train
+                return
             dx = be.cls_pool_backward(dfirst, batch.B, batch.T)
         else:
             dx = be.mean_pool_backward(dpooled, batch.mask, batch.B, batch.T)
@@ -163,8 +176,10 @@ class BertClassifier(AdaptedModel):
     def _lowest_lora_layer(self):
         """Layers below it need no backward at all: nothing trains there. Its own backward
         needs no input gradient (nothing below reads it), only its adapters' gradients."""
-        lowest = self.linears.lowest_layer(lambda m: int(m.split(".")[2]))
-        return self.config.num_hidden_layers if lowest is None else lowest
+        layers = self.config.num_hidden_layers       # the pooler sits above every layer
+        lowest = self.linears.lowest_layer(
+            lambda m: int(m.split(".")[2]) if m.startswith("encoder.") else layers)
+        return layers if lowest is None else lowest
 
     def _layer_backward(self, be, n, dout, s, batch, input_grad=True):
         p = f"encoder.layer.{n}."

@@ -105,8 +105,7 @@ class Linears:
         if lora is not None and lora.target_modules == ALL_LINEAR:
             # As PEFT does, the keyword becomes the names of every linear it wraps (their full
             # names), which the saved adapter_config.json lists; the model's output layer and a
-            # classifier's head are not among these linears, nor is BERT's pooler (PEFT wraps
-            # it too; this engine has no LoRA on it).
+            # classifier's head are not among these linears.
             lora = lora.with_targets([adapter_prefix + m for m in self.modules])
         self.lora = lora
         self.full = full

@@ -86,7 +86,8 @@ class TextClassifier:
         if labels is None:
             raise ValueError(f"{source} has no labels.json: label names are needed to predict")
         lora = LoraConfig.from_peft_dict(config)
-        train_pooler = any(n.startswith("bert.pooler.") for n in tensors)
+        # the pooler's own weights (a checkpoint without one), not a LoRA on the checkpoint's
+        train_pooler = "bert.pooler.dense.weight" in tensors
         model = BertClassifier(checkpoint.config, lora, len(labels), pooling=pooling,
                                train_pooler=train_pooler)
         values = merge_loaded(model, initial_trainable(model, 0), tensors, source)
