@@ -3,6 +3,7 @@ back), and every bad path and option refused in one line before anything is load
 was there left as it was."""
 
 import json
+import re
 
 import numpy as np
 import onnxruntime as ort
@@ -160,3 +161,32 @@ def test_a_diverged_adapter_writes_nothing(ws, tmp_path, capsys):
                        "--out", out)
     assert code == 2 and "NaN" in err, err
     assert (out / "model.gguf").read_bytes() == b"the good one"
+
+
+def test_a_chat_adapter_that_trains_whole_modules_is_refused_by_name(ws, tmp_path, capsys):
+    """modules_to_save on a language model's adapter (an output layer or embedding trained in
+    full, as when tokens were added): every export and ChatModel refuse it by name, where the
+    GGUF adapter used to leave the trained output layer out without a word."""
+    import torch
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from conftest import run
+    from py_engine.train.chat import ChatModel
+
+    torch.manual_seed(5)
+    peft = get_peft_model(AutoModelForCausalLM.from_pretrained(ws["chat"]),
+                          PeftLoraConfig(task_type="CAUSAL_LM", r=4, target_modules=["q_proj"],
+                                         modules_to_save=["lm_head"]))
+    peft.save_pretrained(tmp_path / "adapter")
+    assert "base_model.model.lm_head.weight" in safetensors.load(
+        tmp_path / "adapter" / "adapter_model.safetensors").keys()
+    message = r"modules_to_save \['lm_head'\] trains those modules in full beside the LoRA"
+    for fmt in ("gguf-lora", "gguf", "merged"):
+        code, err = export(capsys, "--format", fmt, "--model", ws["chat"], "--adapter",
+                           tmp_path / "adapter", "--out", tmp_path / fmt)
+        assert code != 0 and re.search(message, err), (fmt, err)
+        assert not (tmp_path / fmt).exists()
+    with pytest.raises(ValueError, match=message):
+        run(ChatModel.load(ws["chat"], tmp_path / "adapter", backend="numpy"))

@@ -166,7 +166,7 @@ def export_gguf_lora(args, quant):
 
     config, tensors, _ = load_adapter(args.adapter)
     model_config = DecoderCheckpoint.read_config(args.model)
-    lora = LoraConfig.from_peft_dict(dict(config, modules_to_save=None), model_config.lora_targets)
+    lora = LoraConfig.from_language_model_dict(config, model_config.lora_targets)
     writer = adapter_writer(model_config, lora, tensors,
                             gguf.TYPE_IDS[quant.upper()], args.name or Path(args.out).name)
 

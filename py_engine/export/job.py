@@ -217,8 +217,8 @@ def _adapter(args, kind, preset):
         raise ValueError(f"{args.adapter} pools the tokens' mean, and transformers' classifier "
                          "head pools [CLS]: the job cannot continue it (train it with "
                          "py-engine train)")
-    lora = LoraConfig.from_peft_dict(dict(config, modules_to_save=None) if language_model else config,
-                                     _decoder_targets(args.model) if language_model else None)
+    lora = LoraConfig.from_language_model_dict(config, _decoder_targets(args.model)) \
+        if language_model else LoraConfig.from_peft_dict(config)
     files = {name: (Path(args.adapter) / name).read_bytes() for name in ADAPTER_FILES
              if (Path(args.adapter) / name).is_file()}
     return lora, files, labels
@@ -285,8 +285,8 @@ def _check_adapter_fits(model_dir, kind, files, labels):
     from ..train.init import merge_loaded
 
     config, tensors, _ = read_adapter_files(files, "the adapter")
-    lora = LoraConfig.from_peft_dict(dict(config, modules_to_save=None) if kind != "encoder" else config,
-                                     _decoder_targets(model_dir) if kind != "encoder" else None)
+    lora = LoraConfig.from_peft_dict(config) if kind == "encoder" else \
+        LoraConfig.from_language_model_dict(config, _decoder_targets(model_dir))
     merge_loaded(_model(model_dir, kind, lora, len(labels or ())), {}, tensors, "the adapter")
 
 

@@ -149,6 +149,22 @@ class LoraConfig:
             raise LoraConfigError(f"adapter_config.json: {e}") from None
 
     @classmethod
+    def from_language_model_dict(cls, data, default_targets):
+        """A language model's adapter (chat models, T5): its LoRA alone. modules_to_save would
+        train whole modules beside it (the embedding or the output layer, as when tokens were
+        added), which are not read here: refused by name, since dropping them would give
+        another model than the adapter's."""
+        saved = data.get("modules_to_save")
+        if saved:
+            raise LoraConfigError(
+                f"adapter_config.json: modules_to_save {saved!r} trains those modules in full "
+                "beside the LoRA (such as a new embedding or output layer); only the LoRA "
+                "tensors of a language model's adapter are read here")
+        lora = cls.from_peft_dict(dict(data, modules_to_save=None), default_targets)
+        lora.modules_to_save = []
+        return lora
+
+    @classmethod
     def from_file(cls, path):
         path = Path(path)
         if path.is_dir():

@@ -102,8 +102,7 @@ class ChatModel:
         checkpoint = DecoderCheckpoint.load(model_dir)
         if config.get("task_type") not in (None, cls.task_type):
             raise ValueError(f"{source} is a {config.get('task_type')} adapter, not {cls.task_type}")
-        lora = LoraConfig.from_peft_dict(dict(config, modules_to_save=None), checkpoint.config.lora_targets)
-        lora.modules_to_save = []
+        lora = LoraConfig.from_language_model_dict(config, checkpoint.config.lora_targets)
         model = decoder_model(checkpoint.config, lora, dropout=dropout)
         values = merge_loaded(model, initial_trainable(model, 0), tensors, source)
         return await cls._make(model_dir, checkpoint, model, values, backend, device, base_dtype,
