@@ -295,3 +295,32 @@ def test_quantized_base_weights_train_and_report_memory(checkpoint):
         assert final[dtype] < first[dtype]
     assert abs(final["int8"] - final["f32"]) <= 0.02 * final["f32"]
     assert abs(final["int4"] - final["f32"]) <= 0.10 * final["f32"]
+
+
+@pytest.mark.parametrize("backend", ["numpy", "gpu"])
+def test_a_reply_ends_where_generation_config_says_as_in_transformers(tmp_path, backend):
+    """Instruct checkpoints name their end of turn in generation_config.json (Phi-3's <|end|>,
+    Gemma 2's <end_of_turn>), which config.json may leave out: a greedy reply stops at it as
+    transformers' generate stops, and a malformed one is named before anything runs."""
+    from py_engine.models.checkpoint import CheckpointError
+
+    model_dir = tiny_chat_dir(tmp_path, family="llama")
+    chat = run(ChatModel.create(model_dir, backend=backend))
+    prompt = chat.prompt_ids("Hello! How are you?")
+    free = run(chat.generate(None, prompt_ids=prompt, max_new_tokens=12)).ids
+    at = next(i for i in range(2, len(free)) if free[i] not in free[:i]
+              and free[i] not in chat.eos_token_ids())
+    ends = sorted(set(chat.eos_token_ids()) | {free[at]})
+    (model_dir / "generation_config.json").write_text(json.dumps({"eos_token_id": ends}))
+    chat = run(ChatModel.create(model_dir, backend=backend))
+    assert chat.eos_token_ids() == ends
+    stopped = run(chat.generate(None, prompt_ids=prompt, max_new_tokens=12)).ids
+    hf = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    assert hf.generation_config.eos_token_id == ends
+    want = hf.generate(torch.tensor([prompt]), max_new_tokens=12, do_sample=False,
+                       pad_token_id=0)[0, len(prompt):].tolist()
+    assert stopped == want == free[:at + 1]
+    (model_dir / "generation_config.json").write_text(json.dumps({"eos_token_id": "</s>"}))
+    with pytest.raises(CheckpointError, match=r"generation_config.json: eos_token_id must be a "
+                                              r"token id, a list of them or null, got '</s>'"):
+        run(ChatModel.create(model_dir, backend=backend))

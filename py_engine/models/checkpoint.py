@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..formats import safetensors
 from ..formats.finite import describe
-from ..formats.json_file import JsonFileError
+from ..formats.json_file import JsonFileError, read_json_object
 from .bert_config import BertConfig, ConfigError, read_config_json
 from .decoders import decoder_config
 from .gpt2_config import Gpt2Config, transposed
@@ -19,6 +19,7 @@ from .gpt2_config import Gpt2Config, transposed
 
 WEIGHTS = "model.safetensors"
 SHARD_INDEX = WEIGHTS + safetensors.INDEX_SUFFIX      # transformers' sharded checkpoints
+GENERATION_CONFIG = "generation_config.json"
 
 
 class CheckpointError(ValueError):
@@ -181,9 +182,39 @@ class DecoderCheckpoint(Checkpoint):
         self._file = tensors
         self._names = {raw: raw for raw in tensors.keys()}
         self._validate(config.parameter_shapes())
+        self.generation_eos = []        # generation_config.json's eos_token_id(s), see load
+
+    @classmethod
+    def load(cls, directory, weights=None):
+        """As Checkpoint.load, and generation_config.json's eos_token_id read where there is one
+        (transformers' generate stops there: instruct checkpoints name their end of turn in it,
+        such as Phi-3's <|end|> and Gemma 2's <end_of_turn>, which config.json may leave out)."""
+        checkpoint = super().load(directory, weights)
+        path = Path(directory) / GENERATION_CONFIG
+        if path.is_file():
+            try:
+                eos = read_json_object(path).get("eos_token_id")
+            except JsonFileError as e:
+                raise CheckpointError(str(e)) from None
+            checkpoint.generation_eos = _token_ids(eos, f"{path}: eos_token_id")
+        checkpoint.eos_token_ids()      # config.json's, checked before any work
+        return checkpoint
+
+    def eos_token_ids(self):
+        """The ids that end a reply: config.json's eos_token_id(s) and generation_config.json's."""
+        eos = _token_ids(self.config.eos_token_id, "config.json: eos_token_id")
+        return sorted(set(eos + self.generation_eos))
 
     def names(self):
         return list(self.config.parameter_shapes())
+
+
+def _token_ids(value, where):
+    """An eos_token_id field's ids: a token id, a list of them, or null."""
+    ids = [] if value is None else value if isinstance(value, list) else [value]
+    if not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):
+        raise CheckpointError(f"{where} must be a token id, a list of them or null, got {value!r}")
+    return list(ids)
 
 
 class Gpt2Checkpoint(DecoderCheckpoint):

@@ -299,9 +299,9 @@ class ChatModel:
         return self.tokenizer.encode(text, add_special_tokens=False).ids
 
     def eos_token_ids(self):
-        """The ids that end a reply: config.json's eos_token_id(s) and the template's eos."""
-        eos = self.checkpoint.config.eos_token_id
-        ids = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
+        """The ids that end a reply: the checkpoint's (config.json's and generation_config.json's
+        eos_token_id) and the template's eos."""
+        ids = set(self.checkpoint.eos_token_ids())
         if self.template is not None and self.template.special.get("eos_token"):
             found = self.tokenizer.token_to_id(self.template.special["eos_token"])
             if found is not None:

@@ -86,8 +86,7 @@ class Seq2SeqModel(ChatModel):
         return self.tokenizer.encode(prompt).ids
 
     def eos_token_ids(self):
-        eos = self.checkpoint.config.eos_token_id
-        return sorted(set(eos if isinstance(eos, list) else [] if eos is None else [eos]))
+        return self.checkpoint.eos_token_ids()
 
 
 
