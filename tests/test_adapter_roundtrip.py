@@ -33,6 +33,24 @@ def peft_probabilities(model_dir, adapter_dir, texts):
     return po.probabilities(model_dir, adapter_dir, enc["input_ids"], enc["attention_mask"])
 
 
+def peft_bert_adapter(tiny_dir, path, seed, scale=0.1, **lora):
+    """A PEFT SEQ_CLS adapter (r 4, alpha 8 unless `lora` says otherwise) on the tiny BERT,
+    lora_B and the head drawn at random times `scale`, saved to `path` with LABELS."""
+    torch.manual_seed(seed)
+    base = BertForSequenceClassification.from_pretrained(tiny_dir, num_labels=3, attn_implementation="eager")
+    peft = get_peft_model(base, PeftLoraConfig(task_type="SEQ_CLS", **dict(dict(r=4, lora_alpha=8), **lora)))
+    with torch.no_grad():
+        for name, p in peft.named_parameters():
+            if "lora_B" in name or "modules_to_save" in name:
+                p.copy_(scale * torch.randn_like(p))
+    return po.save_adapter(peft, path, labels=LABELS)
+
+
+def our_probabilities(clf):
+    """[text, label] of `clf`'s probabilities of TEXTS, in LABELS order."""
+    return np.array([[p[label] for label in LABELS] for p in run(clf.predict(TEXTS))])
+
+
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
     return po.tiny_bert_dir(tmp_path_factory.mktemp("tiny") / "model", seed=31)
@@ -47,7 +65,7 @@ def test_trained_adapter_loads_in_peft(tmp_path, tiny_dir, device, backend):
     assert {p.name for p in adapter.iterdir()} == {"adapter_config.json", "adapter_model.safetensors",
                                                    "labels.json", "head_config.json", MARKER}
     assert json.loads((adapter / "head_config.json").read_text()) == {"pooling": "cls"}
-    ours = np.array([[p[label] for label in LABELS] for p in run(clf.predict(TEXTS))])
+    ours = our_probabilities(clf)
     theirs = peft_probabilities(tiny_dir, adapter, TEXTS)
     assert np.abs(ours - theirs).max() <= 1e-5, (ours, theirs)
     # Trained: the LoRA B matrices moved away from zero.
@@ -64,7 +82,7 @@ def test_peft_adapter_loads_in_engine(tmp_path, tiny_dir, device, backend):
     peft = po.peft_model(tiny_dir, 3, seed=32, dtype=torch.float32)
     adapter = po.save_adapter(peft, tmp_path / "adapter", labels=LABELS)
     clf = run(TextClassifier.load(tiny_dir, adapter, backend=backend, device=device))
-    ours = np.array([[p[label] for label in LABELS] for p in run(clf.predict(TEXTS))])
+    ours = our_probabilities(clf)
     theirs = peft_probabilities(tiny_dir, adapter, TEXTS)
     assert np.abs(ours - theirs).max() <= 1e-5, (ours, theirs)
 
@@ -100,9 +118,9 @@ def test_merged_inference_equals_unmerged(tmp_path, tiny_dir, device, backend):
                          target_modules=("query", "value", "intermediate.dense"))
     adapter = po.save_adapter(peft, tmp_path / "adapter", labels=LABELS)
     clf = run(TextClassifier.load(tiny_dir, adapter, backend=backend, device=device))
-    unmerged = np.array([[p[label] for label in LABELS] for p in run(clf.predict(TEXTS))])
+    unmerged = our_probabilities(clf)
     run(clf.merge())
-    merged = np.array([[p[label] for label in LABELS] for p in run(clf.predict(TEXTS))])
+    merged = our_probabilities(clf)
     assert np.abs(merged - unmerged).max() <= 1e-5
     assert np.abs(merged - peft_probabilities(tiny_dir, adapter, TEXTS)).max() <= 1e-5
     # The merged path really reads the merged weights: zeroing lora_B changes nothing now ...
@@ -113,10 +131,10 @@ def test_merged_inference_equals_unmerged(tmp_path, tiny_dir, device, backend):
                 param[...] = 0.0
             else:
                 param.buffer.write(bytes(param.buffer.size))
-    again = np.array([[p[label] for label in LABELS] for p in run(clf.predict(TEXTS))])
+    again = our_probabilities(clf)
     assert np.abs(again - merged).max() <= 1e-6
     clf.unmerge()                     # ... and the unmerged path sees the zeroed adapter.
-    base_only = np.array([[p[label] for label in LABELS] for p in run(clf.predict(TEXTS))])
+    base_only = our_probabilities(clf)
     assert np.abs(base_only - merged).max() > 1e-4
 
 
@@ -140,7 +158,7 @@ def test_targets_of_other_families_are_passed_over_as_peft_does(tmp_path, tiny_d
                          target_modules=("query", "value", "q_proj", "gate_proj"))
     adapter = po.save_adapter(peft, tmp_path / "adapter", labels=LABELS)
     clf = run(TextClassifier.load(tiny_dir, adapter, backend="numpy"))
-    ours = np.array([[p[label] for label in LABELS] for p in run(clf.predict(TEXTS))])
+    ours = our_probabilities(clf)
     theirs = peft_probabilities(tiny_dir, adapter, TEXTS)
     assert np.abs(ours - theirs).max() <= 1e-5, (ours, theirs)
     config = json.loads((adapter / "adapter_config.json").read_text())
@@ -155,16 +173,9 @@ def test_a_target_modules_string_is_a_regular_expression_as_in_peft(tmp_path, ti
     """PEFT reads a target_modules string as a regular expression each module's full name in
     the base model must match whole: the same modules are wrapped here, the adapter gives
     PEFT's probabilities, and one saved here keeps the string."""
-    torch.manual_seed(34)
-    base = BertForSequenceClassification.from_pretrained(tiny_dir, num_labels=3, attn_implementation="eager")
-    peft = get_peft_model(base, PeftLoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=8, target_modules=pattern))
-    with torch.no_grad():
-        for name, p in peft.named_parameters():
-            if "lora_B" in name or "modules_to_save" in name:
-                p.copy_(0.1 * torch.randn_like(p))
-    adapter = po.save_adapter(peft, tmp_path / "adapter", labels=LABELS)
+    adapter = peft_bert_adapter(tiny_dir, tmp_path / "adapter", 34, target_modules=pattern)
     clf = run(TextClassifier.load(tiny_dir, adapter, backend="numpy"))
-    ours = np.array([[p[label] for label in LABELS] for p in run(clf.predict(TEXTS))])
+    ours = our_probabilities(clf)
     theirs = peft_probabilities(tiny_dir, adapter, TEXTS)
     assert np.abs(ours - theirs).max() <= 1e-5, (ours, theirs)
     saved = run(clf.save(tmp_path / "again"))
@@ -174,6 +185,19 @@ def test_a_target_modules_string_is_a_regular_expression_as_in_peft(tmp_path, ti
         config = json.loads((adapter / "adapter_config.json").read_text())
         (adapter / "adapter_config.json").write_text(json.dumps(dict(config, target_modules="query")))
         run(TextClassifier.load(tiny_dir, adapter, backend="numpy"))
+
+
+def _tiny_bert_linears(shape):
+    """transformers' tiny BERT classifier (po.TINY), and the linears our BERT classifier has,
+    {name: shape} with the pooler."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from py_engine.models.bert import LINEAR_NAMES, POOLER
+
+    modules = {f"encoder.layer.{n}.{name}": shape for n in range(po.TINY["num_hidden_layers"])
+               for name in LINEAR_NAMES}
+    modules[POOLER] = shape
+    return BertForSequenceClassification(BertConfig(**po.TINY, num_labels=3)), modules
 
 
 def _random_narrowing(rng):
@@ -202,18 +226,13 @@ def test_targets_exclusions_and_layers_choose_the_modules_peft_chooses():
     where PEFT finds none this refuses too."""
     import random
 
-    from transformers import BertConfig, BertForSequenceClassification as Bert
-
-    from py_engine.models.bert import LINEAR_NAMES, POOLER
     from py_engine.models.lora import Linears
     from py_engine.models.lora_config import LoraConfig
 
     seed = random.randrange(1 << 30)
     rng = random.Random(seed)
-    base = Bert(BertConfig(**po.TINY, num_labels=3))
-    modules = {f"encoder.layer.{n}.{name}": (1, 1) for n in range(po.TINY["num_hidden_layers"])
-               for name in LINEAR_NAMES}
-    modules[POOLER] = (1, 1)
+    base, modules = _tiny_bert_linears((1, 1))
+    Bert = type(base)
     compared = 0
     for _ in range(60):
         fields = _random_narrowing(rng)
@@ -307,18 +326,13 @@ def test_rank_and_alpha_patterns_give_each_module_peft_s_rank_and_scale():
     and the adapter tensors' shapes follow."""
     import random
 
-    from transformers import BertConfig, BertForSequenceClassification as Bert
-
-    from py_engine.models.bert import LINEAR_NAMES, POOLER
     from py_engine.models.lora import Linears
     from py_engine.models.lora_config import LoraConfig
 
     seed = random.randrange(1 << 30)
     rng = random.Random(seed)
-    base = Bert(BertConfig(**po.TINY, num_labels=3))
-    modules = {f"encoder.layer.{n}.{name}": (5, 7) for n in range(po.TINY["num_hidden_layers"])
-               for name in LINEAR_NAMES}
-    modules[POOLER] = (5, 7)
+    base, modules = _tiny_bert_linears((5, 7))
+    Bert = type(base)
     patterned = 0
     for _ in range(40):
         fields = dict(_random_patterns(rng), target_modules=["query", "key", "value", "dense"])
@@ -343,24 +357,17 @@ def test_an_adapter_with_rank_and_alpha_patterns_round_trips_with_peft(tmp_path,
     initialisation and its conversions write them): ours gives PEFT's probabilities on both
     backends, merged on the GPU too; trained here and saved, it keeps its patterns and PEFT
     reads the same probabilities from it."""
-    torch.manual_seed(35)
-    base = BertForSequenceClassification.from_pretrained(tiny_dir, num_labels=3, attn_implementation="eager")
-    fields = dict(r=4, lora_alpha=8, target_modules=["query", "key", "value"],
+    fields = dict(target_modules=["query", "key", "value"],
                   rank_pattern={"key": 2, r"layer\.1\.attention\.self\.value": 6},
                   alpha_pattern={"^bert.encoder.layer.0.attention.self.query": 3, "value": 16})
-    peft = get_peft_model(base, PeftLoraConfig(task_type="SEQ_CLS", **fields))
-    with torch.no_grad():
-        for name, p in peft.named_parameters():
-            if "lora_B" in name or "modules_to_save" in name:
-                p.copy_(0.1 * torch.randn_like(p))
-    adapter = po.save_adapter(peft, tmp_path / "adapter", labels=LABELS)
+    adapter = peft_bert_adapter(tiny_dir, tmp_path / "adapter", 35, **fields)
     theirs = peft_probabilities(tiny_dir, adapter, TEXTS)
     for backend in ("numpy", "gpu"):
         clf = run(TextClassifier.load(tiny_dir, adapter, backend=backend, device=device))
-        ours = np.array([[p[label] for label in LABELS] for p in run(clf.predict(TEXTS))])
+        ours = our_probabilities(clf)
         assert np.abs(ours - theirs).max() <= 1e-5, (backend, ours, theirs)
     run(clf.runtime.merge())                            # the GPU's merged weights, per-module scale
-    merged = np.array([[p[label] for label in LABELS] for p in run(clf.predict(TEXTS))])
+    merged = our_probabilities(clf)
     assert clf.model.merged and np.abs(merged - theirs).max() <= 1e-5, (merged, theirs)
 
     clf = run(TextClassifier.load(tiny_dir, adapter, backend="numpy"))
@@ -369,7 +376,7 @@ def test_an_adapter_with_rank_and_alpha_patterns_round_trips_with_peft(tmp_path,
     saved = run(clf.save(tmp_path / "trained"))
     config = json.loads((saved / "adapter_config.json").read_text())
     assert (config["rank_pattern"], config["alpha_pattern"]) == (fields["rank_pattern"], fields["alpha_pattern"])
-    trained = np.array([[p[label] for label in LABELS] for p in run(clf.predict(TEXTS))])
+    trained = our_probabilities(clf)
     assert np.abs(trained - theirs).max() > 1e-3                          # it trained
     assert np.abs(peft_probabilities(tiny_dir, saved, TEXTS) - trained).max() <= 1e-5
 
@@ -423,23 +430,16 @@ def test_an_adapter_on_bert_s_pooler_gives_peft_s_probabilities(tmp_path, tiny_d
     the common ["query", "value", "dense"], or "all-linear". Such an adapter gives PEFT's
     probabilities on both backends (merged on the GPU too), and trained here its pooler's
     adapter moves and PEFT reads what it gives."""
-    torch.manual_seed(37)
-    base = BertForSequenceClassification.from_pretrained(tiny_dir, num_labels=3, attn_implementation="eager")
-    peft = get_peft_model(base, PeftLoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=8, target_modules=targets))
-    with torch.no_grad():
-        for name, p in peft.named_parameters():
-            if "lora_B" in name or "modules_to_save" in name:
-                p.copy_(0.3 * torch.randn_like(p))
-    adapter = po.save_adapter(peft, tmp_path / "adapter", labels=LABELS)
+    adapter = peft_bert_adapter(tiny_dir, tmp_path / "adapter", 37, scale=0.3, target_modules=targets)
     assert "base_model.model.bert.pooler.dense.lora_A.weight" in safetensors.load(
         adapter / "adapter_model.safetensors").keys()
     theirs = peft_probabilities(tiny_dir, adapter, TEXTS)
     for backend in ("numpy", "gpu"):
         clf = run(TextClassifier.load(tiny_dir, adapter, backend=backend, device=device))
-        ours = np.array([[p[label] for label in LABELS] for p in run(clf.predict(TEXTS))])
+        ours = our_probabilities(clf)
         assert np.abs(ours - theirs).max() <= 1e-5, (backend, ours, theirs)
     run(clf.runtime.merge())
-    merged = np.array([[p[label] for label in LABELS] for p in run(clf.predict(TEXTS))])
+    merged = our_probabilities(clf)
     assert np.abs(merged - theirs).max() <= 1e-5, (merged, theirs)
 
     clf = run(TextClassifier.load(tiny_dir, adapter, backend="numpy"))
@@ -449,5 +449,5 @@ def test_an_adapter_on_bert_s_pooler_gives_peft_s_probabilities(tmp_path, tiny_d
     after = run(clf.runtime.trainable_values())["bert.pooler.dense.lora_B.weight"][1]
     assert np.abs(np.asarray(after) - np.asarray(before)).max() > 1e-4
     saved = run(clf.save(tmp_path / "trained"))
-    trained = np.array([[p[label] for label in LABELS] for p in run(clf.predict(TEXTS))])
+    trained = our_probabilities(clf)
     assert np.abs(peft_probabilities(tiny_dir, saved, TEXTS) - trained).max() <= 1e-5

@@ -75,7 +75,31 @@ def load(source):
     return SafeTensorsFile(source)
 
 
-class SafeTensorsFile:
+class _TensorReader:
+    """What the readers share: their tensors' names (keys(), in, len, iteration) and a with
+    block that closes them. A reader keeps {name: ...} as _by_name."""
+
+    def keys(self):
+        """Tensor names, sorted (as the library's `keys()`)."""
+        return sorted(self._by_name)
+
+    def __contains__(self, name):
+        return name in self._by_name
+
+    def __len__(self):
+        return len(self._by_name)
+
+    def __iter__(self):
+        return iter(self.keys())
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class SafeTensorsFile(_TensorReader):
     """The header of a safetensors file, validated, over a buffer holding the whole file."""
 
     def __init__(self, data):
@@ -108,18 +132,9 @@ class SafeTensorsFile:
         file._mapping = data
         return file
 
-    def keys(self):
-        """Tensor names, sorted (as the library's `keys()`)."""
-        return sorted(self._tensors)
-
-    def __contains__(self, name):
-        return name in self._tensors
-
-    def __len__(self):
-        return len(self._tensors)
-
-    def __iter__(self):
-        return iter(self.keys())
+    @property
+    def _by_name(self):
+        return self._tensors
 
     def info(self, name):
         """(dtype, shape): dtype as the format spells it ("F32", "BF16", ...), shape a tuple."""
@@ -185,12 +200,6 @@ class SafeTensorsFile:
             except BufferError:     # raw() views still exported: the mapping goes with them
                 pass
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
     def _entry(self, name):
         try:
             return self._tensors[name]
@@ -241,7 +250,7 @@ def load_sharded(index_path):
         raise
 
 
-class SafeTensorsShards:
+class SafeTensorsShards(_TensorReader):
     """Several safetensors files read as one (SafeTensorsFile's reading methods): the shards
     of a checkpoint too large for one file."""
 
@@ -262,17 +271,9 @@ class SafeTensorsShards:
                     f"{source} says tensor {name!r} is in {shard}, but " +
                     (f"it is in {where}" if where else "no shard holds it"))
 
-    def keys(self):
-        return sorted(self._shard_of)
-
-    def __contains__(self, name):
-        return name in self._shard_of
-
-    def __len__(self):
-        return len(self._shard_of)
-
-    def __iter__(self):
-        return iter(self.keys())
+    @property
+    def _by_name(self):
+        return self._shard_of
 
     def _file(self, name):
         try:
@@ -298,12 +299,6 @@ class SafeTensorsShards:
     def close(self):
         for file in self._shards.values():
             file.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def __repr__(self):
         return f"SafeTensorsShards({len(self._shards)} files, {len(self._shard_of)} tensors)"
