@@ -323,8 +323,10 @@ def _random_patterns(rng):
 def test_rank_and_alpha_patterns_give_each_module_peft_s_rank_and_scale():
     """rank_pattern and alpha_pattern, drawn at random over BERT's linears (with rsLoRA now and
     then): each module's rank and scale here are those of get_peft_model's LoRA layer on it,
-    and the adapter tensors' shapes follow."""
+    the adapter tensors' shapes follow, and the keys that match no module are warned of."""
     import random
+    import re
+    import warnings
 
     from py_engine.models.lora import Linears
     from py_engine.models.lora_config import LoraConfig
@@ -333,13 +335,22 @@ def test_rank_and_alpha_patterns_give_each_module_peft_s_rank_and_scale():
     rng = random.Random(seed)
     base, modules = _tiny_bert_linears((5, 7))
     Bert = type(base)
-    patterned = 0
+    patterned = warned = 0
     for _ in range(40):
         fields = dict(_random_patterns(rng), target_modules=["query", "key", "value", "dense"])
-        peft = get_peft_model(Bert(base.config), PeftLoraConfig(task_type="SEQ_CLS", **fields))
+        with warnings.catch_warnings(record=True) as peft_warned:
+            warnings.simplefilter("always")
+            peft = get_peft_model(Bert(base.config), PeftLoraConfig(task_type="SEQ_CLS", **fields))
         theirs = {n[len("base_model.model."):]: (m.r["default"], m.scaling["default"])
                   for n, m in peft.named_modules() if hasattr(m, "lora_A") and "default" in m.r}
-        linears = Linears(modules, LoraConfig(**fields), "BERT model", adapter_prefix="bert.")
+        with warnings.catch_warnings(record=True) as we_warned:
+            warnings.simplefilter("always")
+            linears = Linears(modules, LoraConfig(**fields), "BERT model", adapter_prefix="bert.")
+        # the keys matching no wrapped module, which both pass over with a warning
+        unmatched = lambda caught: sorted(re.findall(r"(rank_pattern|alpha_pattern) keys [^[]*(\[.*?\])",
+                                                     " ".join(str(w.message) for w in caught)))
+        assert unmatched(we_warned) == unmatched(peft_warned), f"seed {seed}: {fields}"
+        warned += bool(unmatched(we_warned))
         ours = {"bert." + m: (linears.ranks[m], linears.scalings[m]) for m in linears.targets}
         assert set(ours) == set(theirs), f"seed {seed}: {fields}"
         for name, (rank, scaling) in theirs.items():
@@ -349,7 +360,7 @@ def test_rank_and_alpha_patterns_give_each_module_peft_s_rank_and_scale():
             assert linears.trainable[linears.lora_a(m)] == (rank, 7)
             assert linears.trainable[linears.lora_b(m)] == (5, rank)
         patterned += len({r for r, _ in ours.values()}) > 1
-    assert patterned > 10
+    assert patterned > 10 and warned >= 1
 
 
 def test_an_adapter_with_rank_and_alpha_patterns_round_trips_with_peft(tmp_path, tiny_dir, device):

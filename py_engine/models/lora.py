@@ -18,9 +18,10 @@ rank_pattern or alpha_pattern names it.
 """
 
 import re
+import warnings
 from typing import NamedTuple
 
-from .lora_config import ALL_LINEAR, LoraConfig, LoraConfigError
+from .lora_config import ALL_LINEAR, LoraConfig, LoraConfigError, unmatched_pattern_keys
 
 
 class Merge(NamedTuple):
@@ -114,6 +115,11 @@ class Linears:
         self._targeted = set(self.targets)
         self.merged = False
         # each wrapped module's rank and scale (rank_pattern, alpha_pattern), by its full name
+        if lora is not None:
+            for field, keys in unmatched_pattern_keys(
+                    lora, [adapter_prefix + m for m in self.targets]).items():
+                warnings.warn(f"{field} keys {keys} match no module the adapter wraps: passed "
+                              "over, as PEFT passes them over", RuntimeWarning, stacklevel=3)
         self.ranks = {m: lora.rank_of(adapter_prefix + m) for m in self.targets}
         self.scalings = {m: lora.scaling_of(adapter_prefix + m) for m in self.targets}
         self.trainable = {}

@@ -222,9 +222,25 @@ def _pattern_value(patterns, module, default):
     """PEFT's get_pattern_key: the first key (in the file's order) that matches the end of the
     module's name at a dot boundary, as a regular expression; its value, else `default`."""
     for key, value in patterns.items():
-        if re.match(rf"(.*\.)?({key})$", module):
+        if _pattern_matches(key, module):
             return value
     return default
+
+
+def _pattern_matches(key, module):
+    return re.match(rf"(.*\.)?({key})$", module) is not None
+
+
+def unmatched_pattern_keys(lora, modules):
+    """{field: keys} of rank_pattern's and alpha_pattern's keys that match none of `modules`
+    (full names): passed over, as PEFT passes them over (with a warning)."""
+    found = {}
+    for field in ("rank_pattern", "alpha_pattern"):
+        keys = sorted(k for k in getattr(lora, field)
+                      if not any(_pattern_matches(k, m) for m in modules))
+        if keys:
+            found[field] = keys
+    return found
 
 
 def _layer_indexes(value):
