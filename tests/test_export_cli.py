@@ -190,3 +190,22 @@ def test_a_chat_adapter_that_trains_whole_modules_is_refused_by_name(ws, tmp_pat
         assert not (tmp_path / fmt).exists()
     with pytest.raises(ValueError, match=message):
         run(ChatModel.load(ws["chat"], tmp_path / "adapter", backend="numpy"))
+
+
+def test_a_chat_adapter_with_a_lora_on_the_embedding_is_refused_by_name(ws, tmp_path):
+    import torch
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from conftest import run
+    from py_engine.train.chat import ChatModel
+
+    torch.manual_seed(6)
+    peft = get_peft_model(AutoModelForCausalLM.from_pretrained(ws["chat"]),
+                          PeftLoraConfig(task_type="CAUSAL_LM", r=4,
+                                         target_modules=["q_proj", "embed_tokens"]))
+    peft.save_pretrained(tmp_path / "adapter")
+    with pytest.raises(ValueError, match=r"lora_embedding_A.*a LoRA on an embedding layer, which "
+                                         r"is not trained here"):
+        run(ChatModel.load(ws["chat"], tmp_path / "adapter", backend="numpy"))

@@ -175,9 +175,9 @@ class Linears:
         # Without LoRA dropout the two input-gradient paths add up at once; with it, the
         # adapter's path goes back through the dropout mask first.
         a, b = self.lora_a(module), self.lora_b(module)
-        dx, dxd = be.lora_linear_backward(dy, xd, w, be.param(a), be.param(b), h, self.scalings[module],
-                                          be.grad(a), be.grad(b), separate=drop is not None,
-                                          input_grad=input_grad)
+        dx, dxd = be.lora_linear_backward(dy, xd, w, be.param(a), be.param(b), h,
+                                          self.scalings[module], be.grad(a), be.grad(b),
+                                          separate=drop is not None, input_grad=input_grad)
         if not input_grad:
             return None
         return dx if dxd is None else be.add(dx, be.dropout_backward(dxd, drop))

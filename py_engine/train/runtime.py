@@ -31,7 +31,12 @@ def check_trainable(model, values, what="trainable tensors"):
     missing = sorted(set(model.trainable) - set(values))
     extra = sorted(set(values) - set(model.trainable))
     if missing or extra:
-        raise ValueError(f"{what} does not match the model: missing {missing}, unexpected {extra}")
+        hint = ""
+        if any(".lora_embedding_" in name for name in extra):
+            hint = (" (a LoRA on an embedding layer, which is not trained here: LoRA wraps "
+                    "linear layers)")
+        raise ValueError(f"{what} does not match the model: missing {missing}, unexpected "
+                         f"{extra}{hint}")
     for name, (shape, data) in values.items():
         if tuple(shape) != tuple(model.trainable[name]):
             raise ValueError(f"{what}: tensor {name} has shape {tuple(shape)}, the model needs "
