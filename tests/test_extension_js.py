@@ -484,6 +484,21 @@ console.log(JSON.stringify(out));""", [[list(p) for p in parts] for parts in cas
     assert got[10:] == ["Error: model.safetensors is not a safetensors file (its header is cut short or too long)."] * 4
 
 
+
+def test_a_sharded_checkpoint_folder_gives_the_engine_its_index_and_shards():
+    """A folder picked on the page: the index and every shard go to the engine (which reads
+    them as one file), with the config and tokenizer; PyTorch weights, sub-folders and other
+    files stay behind."""
+    names = ["config.json", "model.safetensors.index.json", "model-00001-of-00002.safetensors",
+             "model-00002-of-00002.safetensors", "tokenizer.json", "generation_config.json",
+             "pytorch_model.bin", "README.md", "onnx/model.safetensors"]
+    got = node(f"""
+import {{ checkpointFiles }} from "{(WEB / 'checkpoint.mjs').as_uri()}";
+console.log(JSON.stringify(checkpointFiles(DATA.map((path) => ({{ path, file: null }}))).map((i) => i.path)));""",
+               names)
+    assert sorted(got) == sorted(names[:6])
+
+
 # --- the sorter's moves --------------------------------------------------------------------
 
 def extension_modules(path):
