@@ -487,16 +487,26 @@ console.log(JSON.stringify(out));""", [[list(p) for p in parts] for parts in cas
 
 def test_a_sharded_checkpoint_folder_gives_the_engine_its_index_and_shards():
     """A folder picked on the page: the index and every shard go to the engine (which reads
-    them as one file), with the config and tokenizer; PyTorch weights, sub-folders and other
-    files stay behind."""
+    them as one file), with the config and tokenizer; PyTorch weights beside safetensors,
+    sub-folders and other files stay behind. A folder of PyTorch weights alone gives them."""
     names = ["config.json", "model.safetensors.index.json", "model-00001-of-00002.safetensors",
              "model-00002-of-00002.safetensors", "tokenizer.json", "generation_config.json",
              "pytorch_model.bin", "README.md", "onnx/model.safetensors"]
+    older = ["config.json", "vocab.txt", "pytorch_model.bin.index.json", "pytorch_model-00001-of-00002.bin",
+             "pytorch_model-00002-of-00002.bin", "training_args.bin", "model.onnx"]
+    bare = ["config.json", "vocab.txt", "model.onnx", "model.gguf"]
     got = node(f"""
 import {{ checkpointFiles }} from "{(WEB / 'checkpoint.mjs').as_uri()}";
-console.log(JSON.stringify(checkpointFiles(DATA.map((path) => ({{ path, file: null }}))).map((i) => i.path)));""",
-               names)
-    assert sorted(got) == sorted(names[:6])
+const out = [];
+for (const names of DATA) {{
+  try {{ out.push(checkpointFiles(names.map((path) => ({{ path, file: null }}))).map((i) => i.path)); }}
+  catch (e) {{ out.push(e.message); }}
+}}
+console.log(JSON.stringify(out));""", [names, older, bare])
+    assert sorted(got[0]) == sorted(names[:6])
+    assert sorted(got[1]) == sorted(older[:5])          # no safetensors: the PyTorch weights
+    assert got[2] == ("This folder has no weights the engine reads: model.safetensors (or "
+                      "pytorch_model.bin), not ONNX, GGUF or other PyTorch files.")
 
 
 # --- the sorter's moves --------------------------------------------------------------------

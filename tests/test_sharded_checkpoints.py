@@ -130,8 +130,9 @@ def test_a_directory_without_weights_names_both_forms(tmp_path, llama):
     empty = tmp_path / "empty"
     empty.mkdir()
     shutil.copyfile(model_dir / "config.json", empty / "config.json")
-    with pytest.raises(CheckpointError, match=r"no model.safetensors \(or model.safetensors.index.json "
-                                              r"and its shards\) in"):
+    with pytest.raises(CheckpointError, match=r"no model.safetensors in .* \(nor model.safetensors."
+                                              r"index.json, pytorch_model.bin or pytorch_model.bin."
+                                              r"index.json\)"):
         DecoderCheckpoint.load(empty)
 
 

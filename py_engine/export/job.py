@@ -210,7 +210,7 @@ def _adapter(args, kind, preset):
                    f"the job continues {args.adapter}, whose LoRA settings it keeps")
     check_adapter(args.adapter, task)
     from ..formats.head_config import resolve_pooling
-    from ..formats.peft_adapter import ADAPTER_FILES, load_adapter
+    from ..formats.peft_adapter import READ_FILES, load_adapter
 
     config, _, labels = load_adapter(args.adapter)
     if kind == "encoder" and resolve_pooling(args.adapter)[0] != "cls":
@@ -219,7 +219,7 @@ def _adapter(args, kind, preset):
                          "py-engine train)")
     lora = LoraConfig.from_language_model_dict(config, _decoder_targets(args.model)) \
         if language_model else LoraConfig.from_peft_dict(config)
-    files = {name: (Path(args.adapter) / name).read_bytes() for name in ADAPTER_FILES
+    files = {name: (Path(args.adapter) / name).read_bytes() for name in READ_FILES
              if (Path(args.adapter) / name).is_file()}
     return lora, files, labels
 

@@ -380,7 +380,8 @@ def load_model(job, base, preset, switched, torch):
     config = peft.LoraConfig.from_pretrained(adapter)
     targets = set(preset["target_modules"]) if preset and switched else \
         set(config.target_modules)
-    if targets == set(config.target_modules) and (adapter / "adapter_model.safetensors").is_file():
+    weights = ("adapter_model.safetensors", "adapter_model.bin")      # PEFT reads either
+    if targets == set(config.target_modules) and any((adapter / w).is_file() for w in weights):
         return peft.PeftModel.from_pretrained(model, adapter, is_trainable=True)
     config.target_modules = targets
     return peft.get_peft_model(model, config)

@@ -1,5 +1,5 @@
 """PEFT adapter directories: adapter_config.json + adapter_model.safetensors (+ labels.json,
-and head_config.json for classifiers).
+and head_config.json for classifiers); older PEFT versions' adapter_model.bin is read too.
 
 Key names are PEFT's: "base_model.model." + the module path + ".lora_A.weight" etc., with the
 classification head saved under its plain name (PEFT strips "modules_to_save.default" when it
@@ -16,6 +16,7 @@ from .finite import NonFiniteWeightsError, describe, first_non_finite, require_f
 from .head_config import HEAD_CONFIG, head_config
 from .json_file import decode_utf8, json_kind, parse_json, read_json_object
 from .output_dir import write_files
+from .torch_pickle import TorchFileError, load_torch
 
 PREFIX = "base_model.model."
 
@@ -25,6 +26,9 @@ class AdapterError(ValueError):
 
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "labels.json", HEAD_CONFIG)
+# the weights an adapter may hold, in PEFT's order: older PEFT versions saved adapter_model.bin
+WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
+READ_FILES = ADAPTER_FILES + WEIGHT_FILES[1:]
 
 
 def adapter_files(config_dict, tensors, labels=None, extra_json=None, where="the adapter"):
@@ -81,8 +85,9 @@ def _adapter_file(directory, name):
 def load_adapter(directory):
     """(config dict, {name without PREFIX: (shape, array('f'))}, labels or None)."""
     read_adapter_config(directory)          # the directory and its config exist, readably
-    _adapter_file(directory, "adapter_model.safetensors")
-    files = {name: (Path(directory) / name).read_bytes() for name in ADAPTER_FILES
+    if not any((Path(directory) / name).is_file() for name in WEIGHT_FILES):
+        _adapter_file(directory, WEIGHT_FILES[0])     # the error naming what is missing
+    files = {name: (Path(directory) / name).read_bytes() for name in READ_FILES
              if (Path(directory) / name).is_file()}
     return read_adapter_files(files, directory)
 
@@ -91,7 +96,8 @@ def read_adapter_files(files, source):
     """(config dict, {name without PREFIX: (shape, array('f'))}, labels or None) of an
     adapter's {file name: bytes}; errors name `source`/file. Weights holding NaN or infinity
     make the adapter unusable (a diverged run)."""
-    for name in ("adapter_config.json", "adapter_model.safetensors"):
+    weights = next((name for name in WEIGHT_FILES if name in files), WEIGHT_FILES[0])
+    for name in ("adapter_config.json", weights):
         if name not in files:
             raise AdapterError(f"{source} has no {name}")
     where = lambda name: f"{source}/{name}"
@@ -100,10 +106,11 @@ def read_adapter_files(files, source):
     if not isinstance(config, dict):
         raise AdapterError(f"{where('adapter_config.json')} must hold a JSON object, got "
                            f"{json_kind(config)}")
-    weights_path = where("adapter_model.safetensors")
+    weights_path = where(weights)
     try:
-        file = safetensors.load(bytes(files["adapter_model.safetensors"]))
-    except safetensors.SafeTensorsError as e:
+        file = safetensors.load(bytes(files[weights])) if weights == WEIGHT_FILES[0] else \
+            load_torch(files[weights])
+    except (safetensors.SafeTensorsError, TorchFileError) as e:
         raise AdapterError(f"{weights_path}: {e}") from None
     tensors = {}
     for key in file.keys():

@@ -213,11 +213,13 @@ class SafeTensorsFile(_TensorReader):
 INDEX_SUFFIX = ".index.json"
 
 
-def load_sharded(index_path):
+def load_sharded(index_path, open_shard=None, suffix=".safetensors"):
     """The shards a Hugging Face index file ("model.safetensors.index.json", as transformers'
     save_pretrained writes beside model-00001-of-00002.safetensors ...) names, read as one file:
-    a SafeTensorsShards. Each shard is a file beside the index; every tensor is in one shard
-    only, the one its "weight_map" entry names."""
+    a SafeTensorsShards. Each shard is a `suffix` file beside the index, read by `open_shard`
+    (a path -> a reader; SafeTensorsFile.open by default); every tensor is in one shard only,
+    the one its "weight_map" entry names."""
+    open_shard = open_shard or SafeTensorsFile.open
     from .json_file import json_kind, read_json_object
 
     index_path = Path(index_path)
@@ -228,10 +230,10 @@ def load_sharded(index_path):
                                f"of each tensor, got {json_kind(weight_map)}")
     for name, shard in weight_map.items():
         # Shards are plain file names beside the index: a path elsewhere is not read.
-        if not isinstance(shard, str) or not shard.endswith(".safetensors") or \
+        if not isinstance(shard, str) or not shard.endswith(suffix) or \
                 shard != Path(shard).name or shard in (".", ".."):
             raise SafeTensorsError(f"{index_path}: tensor {name!r} is in {shard!r}, which is not "
-                                   "the name of a .safetensors file beside the index")
+                                   f"the name of a {suffix} file beside the index")
     shards = {}
     try:
         for shard in sorted(set(weight_map.values())):
@@ -240,8 +242,8 @@ def load_sharded(index_path):
                 raise SafeTensorsError(f"{index_path} names {shard}, which is missing from "
                                        f"{index_path.parent}")
             try:
-                shards[shard] = SafeTensorsFile.open(path)
-            except SafeTensorsError as e:
+                shards[shard] = open_shard(path)
+            except ValueError as e:         # the reader's error with a malformed file
                 raise SafeTensorsError(f"{path}: {e}") from None
         return SafeTensorsShards(shards, weight_map, index_path)
     except BaseException:

@@ -1,5 +1,5 @@
 """Hugging Face checkpoint directories: config.json + model.safetensors (or the shards a
-model.safetensors.index.json names), validated.
+model.safetensors.index.json names, or an older checkpoint's pytorch_model.bin), validated.
 
 Reads with the pure-Python safetensors reader, so the same code loads a model natively and in
 the browser. Tensor names are normalized to the bare BertModel layout (a "bert." prefix, as
@@ -12,6 +12,7 @@ from pathlib import Path
 from ..formats import safetensors
 from ..formats.finite import describe
 from ..formats.json_file import JsonFileError, read_json_object
+from ..formats.torch_pickle import TorchFileError, load_torch
 from .bert_config import BertConfig, ConfigError, read_config_json
 from .decoders import decoder_config
 from .gpt2_config import Gpt2Config, transposed
@@ -20,10 +21,31 @@ from .gpt2_config import Gpt2Config, transposed
 WEIGHTS = "model.safetensors"
 SHARD_INDEX = WEIGHTS + safetensors.INDEX_SUFFIX      # transformers' sharded checkpoints
 GENERATION_CONFIG = "generation_config.json"
+TORCH_WEIGHTS = "pytorch_model.bin"
+TORCH_INDEX = TORCH_WEIGHTS + ".index.json"
 
 
 class CheckpointError(ValueError):
     """A checkpoint directory that cannot be loaded; the message names the file or tensor."""
+
+
+def _read_weights(directory):
+    """The weights of a checkpoint directory, in transformers' order: model.safetensors, the
+    shards its index names, pytorch_model.bin (older checkpoints; torch_pickle), its shards."""
+    readers = ((WEIGHTS, safetensors.load), (SHARD_INDEX, safetensors.load_sharded),
+               (TORCH_WEIGHTS, load_torch),
+               (TORCH_INDEX, lambda path: safetensors.load_sharded(path, load_torch, ".bin")))
+    for name, read in readers:
+        path = directory / name
+        if path.is_file():
+            try:
+                return read(path)
+            except (safetensors.SafeTensorsError, TorchFileError, JsonFileError) as e:
+                # an index's errors name the index or the shard already
+                raise CheckpointError(str(e) if name.endswith(".json") else f"{path}: {e}") \
+                    from None
+    raise CheckpointError(f"no {WEIGHTS} in {directory} (nor {SHARD_INDEX}, {TORCH_WEIGHTS} or "
+                          f"{TORCH_INDEX})")
 
 
 def bert_parameter_shapes(config):
@@ -130,21 +152,13 @@ class Checkpoint:
             config = cls.read_config(directory / "config.json")
         except ConfigError as e:
             raise CheckpointError(str(e)) from None
-        # transformers' order: model.safetensors, else the shards its index names
-        sharded = weights is None and not (directory / WEIGHTS).is_file() and \
-            (directory / SHARD_INDEX).is_file()
-        if weights is None and not sharded and not (directory / WEIGHTS).is_file():
-            raise CheckpointError(
-                f"no {WEIGHTS} (or {SHARD_INDEX} and its shards) in {directory} (PyTorch .bin "
-                "checkpoints are not supported: convert with transformers' "
-                "save_pretrained(safe_serialization=True))")
-        try:
-            if sharded:                 # its errors name the index or the shard
-                tensors = safetensors.load_sharded(directory / SHARD_INDEX)
-            else:
-                tensors = safetensors.load(directory / WEIGHTS if weights is None else weights)
-        except (safetensors.SafeTensorsError, JsonFileError) as e:
-            raise CheckpointError(str(e) if sharded else f"{directory}/{WEIGHTS}: {e}") from None
+        if weights is None:
+            tensors = _read_weights(directory)
+        else:
+            try:
+                tensors = safetensors.load(weights)
+            except safetensors.SafeTensorsError as e:
+                raise CheckpointError(f"{directory}/{WEIGHTS}: {e}") from None
         return cls.for_config(config)(config, tensors, str(directory))
 
     @classmethod

@@ -1,13 +1,16 @@
 // What of a picked or dropped folder is a Hugging Face checkpoint the engine reads (the config,
-// safetensors weights and tokenizer files at the folder's top level), and whether its weights
-// fit the GPU, told from the safetensors headers before anything is loaded. Other weights
-// (PyTorch .bin, ONNX, GGUF) and sub-folders are left unread: they can be gigabytes.
+// safetensors weights, or an older checkpoint's pytorch_model.bin where it has no safetensors,
+// and tokenizer files at the folder's top level), and whether its weights fit the GPU, told
+// from the safetensors headers before anything is loaded. Other weights (ONNX, GGUF, .bin files
+// beside safetensors) and sub-folders are left unread: they can be gigabytes.
 
 const WANTED = new Set([
   "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt",
   "vocab.json", "merges.txt", "special_tokens_map.json", "added_tokens.json", "chat_template.jinja",
   "chat_template.json", "model.safetensors.index.json",
 ]);
+// PyTorch weights as transformers names them: one file, or shards and their index
+const TORCH_WEIGHTS = /^pytorch_model(-\d+-of-\d+\.bin|\.bin|\.bin\.index\.json)$/;
 // Pyodide keeps the files in wasm memory (at most 4 GiB, shared with everything else).
 const MAX_TOTAL_BYTES = 2 * 1024 ** 3;
 const F32_BYTES = 4;
@@ -15,16 +18,18 @@ const F32_BYTES = 4;
 // The items ({path, file}) to read; an Error whose message says what is missing.
 export function checkpointFiles(items) {
   const top = items.filter((i) => !i.path.includes("/"));
-  const chosen = top.filter((i) => WANTED.has(i.path) || i.path.endsWith(".safetensors"));
+  const safetensors = top.some((i) => i.path.endsWith(".safetensors"));
+  const chosen = top.filter((i) => WANTED.has(i.path) || i.path.endsWith(".safetensors")
+    || (!safetensors && TORCH_WEIGHTS.test(i.path)));
   const names = new Set(chosen.map((i) => i.path));
   const given = top.map((i) => i.path).slice(0, 6).join(", ") || "nothing at the top level";
   if (!names.has("config.json")) {
     throw new Error(`Not a model folder: no config.json (found ${given}). Give a Hugging Face checkpoint folder: config.json, model.safetensors, tokenizer files.`);
   }
-  if (![...names].some((n) => n.endsWith(".safetensors"))) {
-    const bin = top.some((i) => /\.(bin|pt|pth|ckpt|gguf|onnx|h5)$/.test(i.path));
-    throw new Error(bin
-      ? "This folder has no .safetensors weights: the engine reads model.safetensors, not PyTorch .bin, ONNX or GGUF files."
+  if (![...names].some((n) => n.endsWith(".safetensors") || /\.bin$/.test(n))) {
+    const other = top.some((i) => /\.(bin|pt|pth|ckpt|gguf|onnx|h5)$/.test(i.path));
+    throw new Error(other
+      ? "This folder has no weights the engine reads: model.safetensors (or pytorch_model.bin), not ONNX, GGUF or other PyTorch files."
       : "This folder has no model.safetensors: the weights are missing.");
   }
   if (!names.has("tokenizer.json") && !names.has("vocab.txt")) {
@@ -63,8 +68,10 @@ async function largestTensor(file) {
 // the adapter's maxStorageBufferBindingSize and maxBufferSize (the engine keeps each weight in
 // one buffer, in f32).
 export async function weightsProblem(items, limits, formatBytes) {
+  const total = items.filter((i) => i.path.endsWith(".safetensors") || /\.bin$/.test(i.path))
+    .reduce((n, i) => n + i.file.size, 0);
+  // a .bin file has no header to size its tensors up from: its total counts
   const weights = items.filter((i) => i.path.endsWith(".safetensors"));
-  const total = weights.reduce((n, i) => n + i.file.size, 0);
   if (total > MAX_TOTAL_BYTES) {
     return new Error(`This model does not fit: its weights are ${formatBytes(total)}, more than the ${formatBytes(MAX_TOTAL_BYTES)} a browser tab can hold for them. Pick a smaller model.`);
   }

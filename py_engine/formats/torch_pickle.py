@@ -1,0 +1,175 @@
+"""PyTorch .bin checkpoints (what torch.save writes, as older Hugging Face checkpoints and
+PEFT adapters hold their weights: pytorch_model.bin, adapter_model.bin) read in pure Python.
+
+This is our own reader because torch cannot run in the browser, and so that no code in the file
+ever runs: the pickle inside is read by an unpickler that resolves only the names a state dict
+is made of (collections.OrderedDict, torch._utils._rebuild_tensor_v2 and _rebuild_parameter,
+torch's typed storages), as torch.load(weights_only=True) restricts them; any other name is
+refused by name. tests/test_torch_pickle.py checks it against torch.load.
+
+    tensors = load_torch(path_or_bytes)      # a SafeTensorsFile: keys(), info(), floats(), ...
+
+The format (torch >= 1.6): a zip archive "<name>/data.pkl" (the pickled state dict, whose
+tensors refer to storages by key through persistent ids), "<name>/data/<key>" (each storage's
+bytes), "<name>/byteorder". A tensor is (storage, offset, size, stride) over its storage's
+elements; views and shared storages are read as torch reads them. The tensors are gathered
+into a safetensors file in memory (safetensors.save_bytes), so the rest of the engine reads one
+format. Files of PyTorch before 1.6 (a bare pickle stream, not a zip) are refused by name.
+"""
+
+import io
+import math
+import pickle
+import zipfile
+from collections import OrderedDict
+
+from . import safetensors
+
+# torch's storage class -> (safetensors dtype, bytes per element)
+STORAGES = {
+    "FloatStorage": ("F32", 4), "HalfStorage": ("F16", 2), "BFloat16Storage": ("BF16", 2),
+    "DoubleStorage": ("F64", 8), "LongStorage": ("I64", 8), "IntStorage": ("I32", 4),
+    "ShortStorage": ("I16", 2), "CharStorage": ("I8", 1), "ByteStorage": ("U8", 1),
+    "BoolStorage": ("BOOL", 1),
+}
+
+
+class TorchFileError(ValueError):
+    """A .bin file that is not a readable PyTorch state dict; the message says why."""
+
+
+class _Storage:
+    def __init__(self, name):
+        self.dtype, self.itemsize = STORAGES[name]
+
+
+class _StorageRef:
+    def __init__(self, storage, key, numel):
+        self.storage, self.key, self.numel = storage, key, numel
+
+
+class _Tensor:
+    def __init__(self, ref, offset, size, stride):
+        self.ref, self.offset, self.size, self.stride = ref, offset, tuple(size), tuple(stride)
+
+
+def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False,
+                       backward_hooks=None, metadata=None):
+    if not isinstance(storage, _StorageRef):
+        raise TorchFileError("a tensor refers to something other than a storage")
+    return _Tensor(storage, storage_offset, size, stride)
+
+
+def _rebuild_parameter(data, requires_grad=False, backward_hooks=None):
+    return data                 # an nn.Parameter: its tensor
+
+
+_ALLOWED = {
+    ("collections", "OrderedDict"): OrderedDict,
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+}
+
+
+class _Unpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        if module == "torch" and name in STORAGES:
+            return _Storage(name)
+        try:
+            return _ALLOWED[(module, name)]
+        except KeyError:
+            raise TorchFileError(f"the file's pickle names {module}.{name}, which a state dict "
+                                 "of tensors does not hold; it is not read (no code in the "
+                                 "file is run)") from None
+
+    def persistent_load(self, pid):
+        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"
+                and isinstance(pid[1], _Storage) and isinstance(pid[2], str)
+                and isinstance(pid[4], int)):
+            raise TorchFileError(f"unreadable storage reference {pid!r:.80}")
+        return _StorageRef(pid[1], pid[2], pid[4])
+
+
+def load_torch(source):
+    """A SafeTensorsFile of the state dict in a torch.save file (a path or the file's bytes)."""
+    try:
+        archive = zipfile.ZipFile(source if isinstance(source, str) or hasattr(source, "__fspath__")
+                                  else io.BytesIO(bytes(source)))
+    except zipfile.BadZipFile:
+        raise TorchFileError("not a zip archive: a file saved by PyTorch before 1.6, or not a "
+                             "PyTorch file at all (load it with torch and save it again with "
+                             "save_pretrained to have model.safetensors)") from None
+    with archive:
+        pickles = [n for n in archive.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
+        if len(pickles) != 1:
+            raise TorchFileError(f"a PyTorch archive holds one <name>/data.pkl; this one has "
+                                 f"{len(pickles)}")
+        prefix = pickles[0][:-len("data.pkl")]
+        order = _read(archive, prefix + "byteorder", optional=True)
+        if order not in (None, b"little"):
+            raise TorchFileError(f"the tensors are stored {order.decode(errors='replace')!r}-"
+                                 "endian; only little-endian files are read")
+        try:
+            state = _Unpickler(io.BytesIO(_read(archive, pickles[0]))).load()
+        except TorchFileError:
+            raise
+        except Exception as e:       # a damaged pickle: what the pickle module says of it
+            raise TorchFileError(f"{pickles[0]} is not a readable pickle: {e}") from None
+        if not isinstance(state, dict):
+            raise TorchFileError(f"the file holds a {type(state).__name__}, not a state dict")
+        storages = {}
+        tensors = {}
+        for name, tensor in state.items():
+            if not isinstance(name, str) or not isinstance(tensor, _Tensor):
+                raise TorchFileError(f"the state dict maps {name!r:.60} to something other "
+                                     "than a tensor")
+            ref = tensor.ref
+            if ref.key not in storages:
+                storages[ref.key] = _read(archive, f"{prefix}data/{ref.key}")
+                if len(storages[ref.key]) != ref.numel * ref.storage.itemsize:
+                    raise TorchFileError(f"storage {ref.key} holds {len(storages[ref.key])} "
+                                         f"bytes, not the {ref.numel} elements it declares")
+            tensors[name] = (ref.storage.dtype, tensor.size,
+                             _gather(storages[ref.key], ref, tensor, name))
+    return safetensors.load(safetensors.save_bytes(tensors))
+
+
+def _read(archive, name, optional=False):
+    try:
+        return archive.read(name)
+    except KeyError:
+        if optional:
+            return None
+        raise TorchFileError(f"the archive has no {name}") from None
+
+
+def _gather(data, ref, tensor, name):
+    """The tensor's elements in C order, as bytes, from its storage's bytes."""
+    size, stride, offset, item = tensor.size, tensor.stride, tensor.offset, ref.storage.itemsize
+    count = math.prod(size)
+    if len(size) != len(stride) or offset < 0 or any(d < 0 for d in size) or \
+            any(s < 0 for s in stride):
+        raise TorchFileError(f"tensor {name!r} has an unreadable layout")
+    if count == 0:
+        return b""
+    last = offset + sum((d - 1) * s for d, s in zip(size, stride))
+    if last >= ref.numel:
+        raise TorchFileError(f"tensor {name!r} reaches past the end of its storage")
+    contiguous = all(s == math.prod(size[k + 1:]) for k, (d, s) in enumerate(zip(size, stride))
+                     if d > 1)
+    view = memoryview(data).cast("B")
+    if contiguous:              # a view: the file's bytes are copied once, into the safetensors
+        return view[offset * item:(offset + count) * item]
+    out = bytearray()
+
+    def rows(dim, start):       # the innermost dimension one strided run at a time
+        if dim == len(size) - 1:
+            for k in range(size[dim]):
+                at = (start + k * stride[dim]) * item
+                out.extend(view[at:at + item])
+            return
+        for k in range(size[dim]):
+            rows(dim + 1, start + k * stride[dim])
+
+    rows(0, offset)
+    return bytes(out)
