@@ -38,26 +38,27 @@ class TorchFileError(ValueError):
     """A .bin file that is not a readable PyTorch state dict; the message says why."""
 
 
-class _Storage:
-    def __init__(self, name):
-        self.dtype, self.itemsize = STORAGES[name]
+MAX_PICKLE = 100 << 20          # data.pkl of a state dict is small: names and shapes
+MAX_REPEAT = 64                 # a broadcast tensor's elements per element of its storage
 
 
-class _StorageRef:
-    def __init__(self, storage, key, numel):
-        self.storage, self.key, self.numel = storage, key, numel
+# What the pickle builds is tuples (no attributes a pickle could set after making them), checked
+# where they are used.
+class _Storage(tuple):          # (torch's storage class name,)
+    __slots__ = ()
 
 
-class _Tensor:
-    def __init__(self, ref, offset, size, stride):
-        self.ref, self.offset, self.size, self.stride = ref, offset, tuple(size), tuple(stride)
+class _StorageRef(tuple):       # (storage class name, key, number of elements)
+    __slots__ = ()
+
+
+class _Tensor(tuple):           # (_StorageRef, offset, size, stride)
+    __slots__ = ()
 
 
 def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False,
                        backward_hooks=None, metadata=None):
-    if not isinstance(storage, _StorageRef):
-        raise TorchFileError("a tensor refers to something other than a storage")
-    return _Tensor(storage, storage_offset, size, stride)
+    return _Tensor((storage, storage_offset, tuple(size), tuple(stride)))
 
 
 def _rebuild_parameter(data, requires_grad=False, backward_hooks=None):
@@ -74,7 +75,7 @@ _ALLOWED = {
 class _Unpickler(pickle.Unpickler):
     def find_class(self, module, name):
         if module == "torch" and name in STORAGES:
-            return _Storage(name)
+            return _Storage((name,))
         try:
             return _ALLOWED[(module, name)]
         except KeyError:
@@ -84,10 +85,9 @@ class _Unpickler(pickle.Unpickler):
 
     def persistent_load(self, pid):
         if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"
-                and isinstance(pid[1], _Storage) and isinstance(pid[2], str)
-                and isinstance(pid[4], int)):
+                and isinstance(pid[1], _Storage)):
             raise TorchFileError(f"unreadable storage reference {pid!r:.80}")
-        return _StorageRef(pid[1], pid[2], pid[4])
+        return _StorageRef((pid[1][0], pid[2], pid[4]))
 
 
 def load_torch(source):
@@ -105,6 +105,8 @@ def load_torch(source):
             raise TorchFileError(f"a PyTorch archive holds one <name>/data.pkl; this one has "
                                  f"{len(pickles)}")
         prefix = pickles[0][:-len("data.pkl")]
+        if archive.getinfo(pickles[0]).file_size > MAX_PICKLE:
+            raise TorchFileError(f"{pickles[0]} is over {MAX_PICKLE >> 20} MB: not a state dict")
         order = _read(archive, prefix + "byteorder", optional=True)
         if order not in (None, b"little"):
             raise TorchFileError(f"the tensors are stored {order.decode(errors='replace')!r}-"
@@ -123,15 +125,42 @@ def load_torch(source):
             if not isinstance(name, str) or not isinstance(tensor, _Tensor):
                 raise TorchFileError(f"the state dict maps {name!r:.60} to something other "
                                      "than a tensor")
-            ref = tensor.ref
-            if ref.key not in storages:
-                storages[ref.key] = _read(archive, f"{prefix}data/{ref.key}")
-                if len(storages[ref.key]) != ref.numel * ref.storage.itemsize:
-                    raise TorchFileError(f"storage {ref.key} holds {len(storages[ref.key])} "
-                                         f"bytes, not the {ref.numel} elements it declares")
-            tensors[name] = (ref.storage.dtype, tensor.size,
-                             _gather(storages[ref.key], ref, tensor, name))
+            kind, key, numel, offset, size, stride = _checked(tensor, name)
+            dtype, item = STORAGES[kind]
+            if key not in storages:
+                storages[key] = _read_storage(archive, f"{prefix}data/{key}", numel * item)
+            tensors[name] = (dtype, size, _gather(storages[key], item, numel, offset, size,
+                                                  stride, name))
     return safetensors.load(safetensors.save_bytes(tensors))
+
+
+def _checked(tensor, name):
+    """(storage kind, key, numel, offset, size, stride) of a tensor the pickle made, or an error
+    naming it."""
+    def whole(*values):
+        return all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values)
+
+    ref, offset, size, stride = tensor if len(tensor) == 4 else (None,) * 4
+    if not (isinstance(ref, _StorageRef) and len(ref) == 3 and ref[0] in STORAGES
+            and isinstance(ref[1], str) and whole(ref[2], offset, *size, *stride)
+            and len(size) == len(stride)):
+        raise TorchFileError(f"tensor {name!r} has an unreadable layout")
+    return (*ref, offset, size, stride)
+
+
+def _read_storage(archive, entry, size):
+    """A storage's bytes, which torch.save stores uncompressed (so no entry inflates to more
+    than the file holds), of the size its tensors declare."""
+    try:
+        info = archive.getinfo(entry)
+    except KeyError:
+        raise TorchFileError(f"the archive has no {entry}") from None
+    if info.compress_type != zipfile.ZIP_STORED:
+        raise TorchFileError(f"{entry} is compressed; torch.save stores storages as they are")
+    if info.file_size != size:
+        raise TorchFileError(f"storage {entry.rsplit('/', 1)[-1]} holds {info.file_size} bytes, "
+                             f"not the {size} its tensors declare")
+    return archive.read(info)
 
 
 def _read(archive, name, optional=False):
@@ -143,18 +172,18 @@ def _read(archive, name, optional=False):
         raise TorchFileError(f"the archive has no {name}") from None
 
 
-def _gather(data, ref, tensor, name):
-    """The tensor's elements in C order, as bytes, from its storage's bytes."""
-    size, stride, offset, item = tensor.size, tensor.stride, tensor.offset, ref.storage.itemsize
+def _gather(data, item, numel, offset, size, stride, name):
+    """The tensor's elements in C order, as bytes, from its storage's bytes (`numel` elements
+    of `item` bytes)."""
     count = math.prod(size)
-    if len(size) != len(stride) or offset < 0 or any(d < 0 for d in size) or \
-            any(s < 0 for s in stride):
-        raise TorchFileError(f"tensor {name!r} has an unreadable layout")
     if count == 0:
         return b""
     last = offset + sum((d - 1) * s for d, s in zip(size, stride))
-    if last >= ref.numel:
+    if last >= numel:
         raise TorchFileError(f"tensor {name!r} reaches past the end of its storage")
+    if count > MAX_REPEAT * numel:     # a broadcast view (stride 0) is as large as it says
+        raise TorchFileError(f"tensor {name!r} repeats its storage's elements over "
+                             f"{MAX_REPEAT} times ({count} elements from {numel})")
     contiguous = all(s == math.prod(size[k + 1:]) for k, (d, s) in enumerate(zip(size, stride))
                      if d > 1)
     view = memoryview(data).cast("B")
