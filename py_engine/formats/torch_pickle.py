@@ -20,7 +20,9 @@ format. Files of PyTorch before 1.6 (a bare pickle stream, not a zip) are refuse
 import io
 import math
 import pickle
+import struct
 import zipfile
+import zlib
 from collections import OrderedDict
 
 from . import safetensors
@@ -40,6 +42,9 @@ class TorchFileError(ValueError):
 
 MAX_PICKLE = 100 << 20          # data.pkl of a state dict is small: names and shapes
 MAX_REPEAT = 64                 # a broadcast tensor's elements per element of its storage
+# what zipfile raises on a damaged archive (a header's fields read as other numbers)
+DAMAGED = (zipfile.BadZipFile, EOFError, ValueError, OSError, NotImplementedError,
+           OverflowError, RuntimeError, struct.error, zlib.error)   # RuntimeError: "encrypted"
 
 
 # What the pickle builds is tuples (no attributes a pickle could set after making them), checked
@@ -99,39 +104,52 @@ def load_torch(source):
         raise TorchFileError("not a zip archive: a file saved by PyTorch before 1.6, or not a "
                              "PyTorch file at all (load it with torch and save it again with "
                              "save_pretrained to have model.safetensors)") from None
-    with archive:
-        pickles = [n for n in archive.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
-        if len(pickles) != 1:
-            raise TorchFileError(f"a PyTorch archive holds one <name>/data.pkl; this one has "
-                                 f"{len(pickles)}")
-        prefix = pickles[0][:-len("data.pkl")]
-        if archive.getinfo(pickles[0]).file_size > MAX_PICKLE:
-            raise TorchFileError(f"{pickles[0]} is over {MAX_PICKLE >> 20} MB: not a state dict")
-        order = _read(archive, prefix + "byteorder", optional=True)
-        if order not in (None, b"little"):
-            raise TorchFileError(f"the tensors are stored {order.decode(errors='replace')!r}-"
-                                 "endian; only little-endian files are read")
-        try:
-            state = _Unpickler(io.BytesIO(_read(archive, pickles[0]))).load()
-        except TorchFileError:
+    except DAMAGED as e:
+        raise TorchFileError(f"the archive is damaged: {e}") from None
+    try:
+        with archive:
+            tensors = _state_dict(archive)
+    except DAMAGED as e:
+        if isinstance(e, TorchFileError):
             raise
-        except Exception as e:       # a damaged pickle: what the pickle module says of it
-            raise TorchFileError(f"{pickles[0]} is not a readable pickle: {e}") from None
-        if not isinstance(state, dict):
-            raise TorchFileError(f"the file holds a {type(state).__name__}, not a state dict")
-        storages = {}
-        tensors = {}
-        for name, tensor in state.items():
-            if not isinstance(name, str) or not isinstance(tensor, _Tensor):
-                raise TorchFileError(f"the state dict maps {name!r:.60} to something other "
-                                     "than a tensor")
-            kind, key, numel, offset, size, stride = _checked(tensor, name)
-            dtype, item = STORAGES[kind]
-            if key not in storages:
-                storages[key] = _read_storage(archive, f"{prefix}data/{key}", numel * item)
-            tensors[name] = (dtype, size, _gather(storages[key], item, numel, offset, size,
-                                                  stride, name))
+        raise TorchFileError(f"the archive is damaged: {e}") from None
     return safetensors.load(safetensors.save_bytes(tensors))
+
+
+def _state_dict(archive):
+    """{name: (dtype, shape, bytes)} of the state dict in a torch.save archive."""
+    pickles = [n for n in archive.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
+    if len(pickles) != 1:
+        raise TorchFileError(f"a PyTorch archive holds one <name>/data.pkl; this one has "
+                             f"{len(pickles)}")
+    prefix = pickles[0][:-len("data.pkl")]
+    if archive.getinfo(pickles[0]).file_size > MAX_PICKLE:
+        raise TorchFileError(f"{pickles[0]} is over {MAX_PICKLE >> 20} MB: not a state dict")
+    order = _read(archive, prefix + "byteorder", optional=True)
+    if order not in (None, b"little"):
+        raise TorchFileError(f"the tensors are stored {order.decode(errors='replace')!r}-"
+                             "endian; only little-endian files are read")
+    try:
+        state = _Unpickler(io.BytesIO(_read(archive, pickles[0]))).load()
+    except TorchFileError:
+        raise
+    except Exception as e:       # a damaged pickle: what the pickle module says of it
+        raise TorchFileError(f"{pickles[0]} is not a readable pickle: {e}") from None
+    if not isinstance(state, dict):
+        raise TorchFileError(f"the file holds a {type(state).__name__}, not a state dict")
+    storages = {}
+    tensors = {}
+    for name, tensor in state.items():
+        if not isinstance(name, str) or not isinstance(tensor, _Tensor):
+            raise TorchFileError(f"the state dict maps {name!r:.60} to something other "
+                                 "than a tensor")
+        kind, key, numel, offset, size, stride = _checked(tensor, name)
+        dtype, item = STORAGES[kind]
+        if key not in storages:
+            storages[key] = _read_storage(archive, f"{prefix}data/{key}", numel * item)
+        tensors[name] = (dtype, size, _gather(storages[key], item, numel, offset, size,
+                                              stride, name))
+    return tensors
 
 
 def _checked(tensor, name):
