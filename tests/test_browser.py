@@ -121,3 +121,56 @@ json.dumps(result)
     finally:
         browser.close()
     assert error and "requestAdapter() returned null" in error
+
+
+def test_pytorch_and_sharded_weights_read_in_the_browser(engine_page, tmp_path):
+    """The .bin reader (pickle, zipfile: Pyodide's standard library) and the sharded
+    safetensors reader give in Pyodide what they give here, refusals included."""
+    import hashlib
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    from py_engine.formats import safetensors
+    from py_engine.formats.torch_pickle import TorchFileError, load_torch
+    from py_engine.harness import put_files
+
+    torch.manual_seed(3)
+    state = {"w": torch.randn(4, 3).t(), "h": torch.randn(5).half(), "i": torch.arange(4)}
+    torch.save(state, tmp_path / "model.bin")
+    torch.save([1, 2], tmp_path / "list.bin")
+    save_file({"a": torch.randn(2, 2)}, tmp_path / "s-1.safetensors")
+    save_file({"b": torch.randn(3)}, tmp_path / "s-2.safetensors")
+    (tmp_path / "index.json").write_text(json.dumps(
+        {"weight_map": {"a": "s-1.safetensors", "b": "s-2.safetensors"}}))
+    files = {f"/work/weights/{p.name}": p.read_bytes() for p in tmp_path.iterdir()}
+    put_files(engine_page, files)
+
+    def digest(file):
+        return {n: [file.info(n)[0], list(file.info(n)[1]), hashlib.sha256(bytes(file.raw(n))).hexdigest()]
+                for n in file.keys()}
+
+    want = {"model": digest(load_torch(tmp_path / "model.bin")),
+            "sharded": digest(safetensors.load_sharded(tmp_path / "index.json"))}
+    with pytest.raises(TorchFileError) as refused:
+        load_torch(tmp_path / "list.bin")
+    want["list"] = str(refused.value)
+    got = run_json(engine_page, """
+import hashlib, json
+from py_engine.formats import safetensors
+from py_engine.formats.torch_pickle import TorchFileError, load_torch
+
+def digest(file):
+    return {n: [file.info(n)[0], list(file.info(n)[1]), hashlib.sha256(bytes(file.raw(n))).hexdigest()]
+            for n in file.keys()}
+
+out = {"model": digest(load_torch("/work/weights/model.bin")),
+       "sharded": digest(safetensors.load_sharded("/work/weights/index.json"))}
+try:
+    load_torch("/work/weights/list.bin")
+except TorchFileError as e:
+    out["list"] = str(e)
+json.dumps(out)
+""")
+    assert got == want and len(want["model"]) == 3 and "not a state dict" in want["list"]
