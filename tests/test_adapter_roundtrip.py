@@ -12,6 +12,7 @@ import pytest
 import torch
 from peft import LoraConfig as PeftLoraConfig
 from peft import get_peft_model
+from safetensors.torch import load_file, save_file
 from transformers import BertForSequenceClassification, BertTokenizerFast
 
 import peft_oracle as po
@@ -462,3 +463,18 @@ def test_an_adapter_on_bert_s_pooler_gives_peft_s_probabilities(tmp_path, tiny_d
     saved = run(clf.save(tmp_path / "trained"))
     trained = our_probabilities(clf)
     assert np.abs(peft_probabilities(tiny_dir, saved, TEXTS) - trained).max() <= 1e-5
+
+
+def test_an_adapter_saved_before_the_pooler_took_a_lora_still_loads(tmp_path, tiny_dir):
+    """Targets naming the pooler ("dense") in an adapter saved when it could not be wrapped, so
+    without tensors for it: it loads, gives what PEFT gives (PEFT leaves the missing LoRA at
+    zero), and saved again it is the same adapter."""
+    adapter = peft_bert_adapter(tiny_dir, tmp_path / "adapter", 38, target_modules=["query", "value", "dense"])
+    weights = adapter / "adapter_model.safetensors"
+    kept = {k: v for k, v in load_file(weights).items() if ".pooler.dense.lora_" not in k}
+    save_file(kept, weights)
+    theirs = peft_probabilities(tiny_dir, adapter, TEXTS)
+    clf = run(TextClassifier.load(tiny_dir, adapter, backend="numpy"))
+    assert np.abs(our_probabilities(clf) - theirs).max() <= 1e-5
+    saved = run(clf.save(tmp_path / "again"))
+    assert set(load_file(saved / "adapter_model.safetensors")) == set(kept)

@@ -253,8 +253,9 @@ def _data(args, kind, known_labels):
     return examples, validation, labels
 
 
-def _model(model_dir, kind, lora, num_labels):
-    """The model's structure (which tensors train, their shapes), from its files' headers."""
+def _model(model_dir, kind, lora, num_labels, pooler_lora=True):
+    """The model's structure (which tensors train, their shapes), from its files' headers
+    (pooler_lora: see BertClassifier)."""
     if kind != "encoder":       # decoders and T5 (decoder_model builds either)
         from ..models.checkpoint import DecoderCheckpoint
         from ..models.decoders import decoder_model
@@ -265,7 +266,7 @@ def _model(model_dir, kind, lora, num_labels):
 
     checkpoint = Checkpoint.load(model_dir)
     return BertClassifier(checkpoint.config, lora, num_labels, pooling="cls",
-                          train_pooler=not checkpoint.has_pooler)
+                          train_pooler=not checkpoint.has_pooler, pooler_lora=pooler_lora)
 
 
 def _initial_adapter(model_dir, kind, lora, labels, seed):
@@ -287,7 +288,10 @@ def _check_adapter_fits(model_dir, kind, files, labels):
     config, tensors, _ = read_adapter_files(files, "the adapter")
     lora = LoraConfig.from_peft_dict(config) if kind == "encoder" else \
         LoraConfig.from_language_model_dict(config, _decoder_targets(model_dir))
-    merge_loaded(_model(model_dir, kind, lora, len(labels or ())), {}, tensors, "the adapter")
+    from ..models.bert import holds_pooler_lora
+
+    merge_loaded(_model(model_dir, kind, lora, len(labels or ()), holds_pooler_lora(tensors)), {},
+                 tensors, "the adapter")
 
 
 # ---- the folder ----------------------------------------------------------------------------------

@@ -31,14 +31,24 @@ class ModelError(ValueError):
     pass
 
 
+def holds_pooler_lora(tensors):
+    """Whether an adapter's tensors (names without PEFT's prefix) hold a LoRA on the pooler:
+    PEFT's do wherever its targets name the pooler; ours saved before it could be wrapped
+    do not (BertClassifier's pooler_lora)."""
+    return any(name.startswith(f"bert.{POOLER}.lora_") for name in tensors)
+
+
 class BertClassifier(AdaptedModel):
     """Structure of the model: which parameters exist, which train, and the step's math."""
 
     decoder = False
 
-    def __init__(self, config, lora, num_labels, pooling="cls", train_pooler=False, dropout=None):
+    def __init__(self, config, lora, num_labels, pooling="cls", train_pooler=False, dropout=None,
+                 pooler_lora=True):
         """`dropout` overrides the checkpoint's dropout probabilities: a float for all of them,
-        or a dict with any of "hidden", "attention", "classifier"."""
+        or a dict with any of "hidden", "attention", "classifier". pooler_lora=False: the
+        checkpoint's pooler is never wrapped (an adapter saved before it could be holds no
+        tensors for it, which PEFT reads as a LoRA that changes nothing)."""
         if not isinstance(lora, LoraConfig):
             raise TypeError("lora must be a LoraConfig")
         if num_labels < 2:
@@ -54,7 +64,8 @@ class BertClassifier(AdaptedModel):
         modules = {f"encoder.layer.{n}.{name}": shapes.get(name, (h, h))
                    for n in range(config.num_hidden_layers) for name in LINEAR_NAMES}
         self.train_pooler = train_pooler and pooling == "cls"
-        if pooling == "cls" and not self.train_pooler:     # the checkpoint's pooler is read
+        self.pooler_lora = pooler_lora
+        if pooling == "cls" and not self.train_pooler and pooler_lora:  # the checkpoint's pooler
             modules[POOLER] = (h, h)
         self.linears = Linears(modules, lora, "BERT model", adapter_prefix="bert.")
         self.lora = self.linears.lora        # "all-linear" spelled out
@@ -106,11 +117,11 @@ class BertClassifier(AdaptedModel):
         saved["x_final"] = x
         if self.pooling == "cls":
             first = be.cls_pool(x, batch.B, batch.T)
-            if self.train_pooler:
+            if POOLER in self.linears.modules:
+                pre = self.linears.forward(be, POOLER, first, saved, train)
+            else:
                 w, b = self.pooler_names()
                 pre = be.linear(first, be.param(w), be.param(b))
-            else:
-                pre = self.linears.forward(be, POOLER, first, saved, train)
             pooled = be.tanh(pre)
             saved["first"], saved["pooled"] = first, pooled
         else:
@@ -158,12 +169,13 @@ class BertClassifier(AdaptedModel):
         if self.pooling == "cls":
             dpre = be.tanh_backward(saved["pooled"], dpooled)
             layers_train = self._lowest_lora_layer() < self.config.num_hidden_layers
-            if self.train_pooler:
-                w, b = self.pooler_names()
-                be.linear_grad_params(dpre, saved["first"], be.grad(w), be.grad(b))
-                dfirst = be.linear_grad_input(dpre, be.param(w))
-            else:
+            if POOLER in self.linears.modules:
                 dfirst = self.linears.backward(be, POOLER, dpre, saved, input_grad=layers_train)
+            else:
+                w, b = self.pooler_names()
+                if self.train_pooler:
+                    be.linear_grad_params(dpre, saved["first"], be.grad(w), be.grad(b))
+                dfirst = be.linear_grad_input(dpre, be.param(w)) if layers_train else None
             if not layers_train:        # only the head (and the pooler's adapter) train
                 return
             dx = be.cls_pool_backward(dfirst, batch.B, batch.T)

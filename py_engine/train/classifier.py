@@ -24,7 +24,7 @@ from ..formats.head_config import HEAD_CONFIG, head_config, resolve_pooling
 from ..formats.json_file import decode_utf8, parse_json
 from ..formats.output_dir import write_files
 from ..formats.peft_adapter import adapter_files, load_adapter, read_adapter_files
-from ..models.bert import BertClassifier
+from ..models.bert import BertClassifier, holds_pooler_lora
 from ..models.checkpoint import Checkpoint
 from ..models.lora_config import LoraConfig
 from ..tokenizers.checkpoint import wordpiece_tokenizer
@@ -89,7 +89,7 @@ class TextClassifier:
         # the pooler's own weights (a checkpoint without one), not a LoRA on the checkpoint's
         train_pooler = "bert.pooler.dense.weight" in tensors
         model = BertClassifier(checkpoint.config, lora, len(labels), pooling=pooling,
-                               train_pooler=train_pooler)
+                               train_pooler=train_pooler, pooler_lora=holds_pooler_lora(tensors))
         values = merge_loaded(model, initial_trainable(model, 0), tensors, source)
         return await cls._make(model_dir, checkpoint, model, labels, values, backend, device,
                                base_dtype, quant_group, max_length)
@@ -229,7 +229,8 @@ class TextClassifier:
         """This classifier's model with a head of `n_labels` rows."""
         old = self.model
         return BertClassifier(old.config, old.lora, n_labels, pooling=old.pooling,
-                              train_pooler=old.train_pooler, dropout=old.dropout)
+                              train_pooler=old.train_pooler, dropout=old.dropout,
+                              pooler_lora=old.pooler_lora)
 
     # --- data ---
 
