@@ -143,7 +143,7 @@ class Checkpoint:
 
     @classmethod
     def load(cls, directory, weights=None):
-        """Load `directory` (config.json + model.safetensors, or its shards). `weights`: the
+        """Load `directory` (config.json and its weights, see _read_weights). `weights`: the
         safetensors file's bytes, when it was fetched rather than read from disk."""
         directory = Path(directory)
         if weights is None and not directory.is_dir():

@@ -210,6 +210,8 @@ def _module_patterns(field, value, check):
     if not isinstance(value, dict):
         raise LoraConfigError(f"{field} must be an object of module name patterns, got {value!r}")
     for key, item in value.items():
+        if not isinstance(key, str):
+            raise LoraConfigError(f"{field} keys must be module name patterns, got {key!r}")
         try:
             re.compile(key)
         except re.error as e:
