@@ -209,3 +209,21 @@ def test_a_chat_adapter_with_a_lora_on_the_embedding_is_refused_by_name(ws, tmp_
     with pytest.raises(ValueError, match=r"lora_embedding_A.*a LoRA on an embedding layer, which "
                                          r"is not trained here"):
         run(ChatModel.load(ws["chat"], tmp_path / "adapter", backend="numpy"))
+
+
+def test_a_chat_adapter_with_a_lora_on_the_output_layer_is_refused_by_name(ws, tmp_path):
+    import torch
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from conftest import run
+    from py_engine.train.chat import ChatModel
+
+    torch.manual_seed(7)
+    peft = get_peft_model(AutoModelForCausalLM.from_pretrained(ws["chat"]),
+                          PeftLoraConfig(task_type="CAUSAL_LM", r=4, target_modules=["q_proj", "lm_head"]))
+    peft.save_pretrained(tmp_path / "adapter")
+    with pytest.raises(ValueError, match=r"'lm_head.lora_A.weight', 'lm_head.lora_B.weight'\] "
+                                         r"\(a LoRA on lm_head, which this model does not wrap\)"):
+        run(ChatModel.load(ws["chat"], tmp_path / "adapter", backend="numpy"))

@@ -32,9 +32,12 @@ def check_trainable(model, values, what="trainable tensors"):
     extra = sorted(set(values) - set(model.trainable))
     if missing or extra:
         hint = ""
+        unwrapped = sorted({n.rsplit(".lora_", 1)[0] for n in extra if ".lora_" in n})
         if any(".lora_embedding_" in name for name in extra):
             hint = (" (a LoRA on an embedding layer, which is not trained here: LoRA wraps "
                     "linear layers)")
+        elif unwrapped:
+            hint = f" (a LoRA on {', '.join(unwrapped)}, which this model does not wrap)"
         raise ValueError(f"{what} does not match the model: missing {missing}, unexpected "
                          f"{extra}{hint}")
     for name, (shape, data) in values.items():
