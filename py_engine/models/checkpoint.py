@@ -196,7 +196,8 @@ class DecoderCheckpoint(Checkpoint):
         self._file = tensors
         self._names = {raw: raw for raw in tensors.keys()}
         self._validate(config.parameter_shapes())
-        self.generation_eos = []        # generation_config.json's eos_token_id(s), see load
+
+    generation_eos = ()     # generation_config.json's eos_token_id(s), as load reads them
 
     @classmethod
     def load(cls, directory, weights=None):
@@ -217,7 +218,7 @@ class DecoderCheckpoint(Checkpoint):
     def eos_token_ids(self):
         """The ids that end a reply: config.json's eos_token_id(s) and generation_config.json's."""
         eos = _token_ids(self.config.eos_token_id, "config.json: eos_token_id")
-        return sorted(set(eos + self.generation_eos))
+        return sorted(set(eos) | set(self.generation_eos))
 
     def names(self):
         return list(self.config.parameter_shapes())
