@@ -478,3 +478,20 @@ def test_an_adapter_saved_before_the_pooler_took_a_lora_still_loads(tmp_path, ti
     assert np.abs(our_probabilities(clf) - theirs).max() <= 1e-5
     saved = run(clf.save(tmp_path / "again"))
     assert set(load_file(saved / "adapter_model.safetensors")) == set(kept)
+
+
+@pytest.mark.parametrize("saved", [["classifier", "pooler"], ["classifier", "LayerNorm"]])
+def test_modules_to_save_beside_the_head(tmp_path, tiny_dir, saved):
+    """PEFT's modules_to_save trains whole modules beside the LoRA: the pooler (trained whole
+    here too) gives PEFT's probabilities; others (the layer norms) are refused, named as
+    modules trained whole, with what this model trains whole."""
+    adapter = peft_bert_adapter(tiny_dir, tmp_path / "adapter", 39, scale=0.3,
+                                target_modules=["query", "value"], modules_to_save=list(saved))
+    if saved[1] == "pooler":
+        clf = run(TextClassifier.load(tiny_dir, adapter, backend="numpy"))
+        assert np.abs(our_probabilities(clf) - peft_probabilities(tiny_dir, adapter, TEXTS)).max() <= 1e-5
+        return
+    with pytest.raises(ValueError, match=r"'bert.embeddings.LayerNorm.bias'.*\(modules trained whole "
+                                         r"beside the LoRA, as PEFT's modules_to_save trains them; "
+                                         r"this model trains whole only classifier\)"):
+        run(TextClassifier.load(tiny_dir, adapter, backend="numpy"))
