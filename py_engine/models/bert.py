@@ -166,9 +166,10 @@ class BertClassifier(AdaptedModel):
                               be.grad("classifier.bias"))
         dpooled = be.linear_grad_input(dlogits, be.param("classifier.weight"))
         dpooled = be.dropout_backward(dpooled, saved["cls_drop"])
+        lowest = self._lowest_lora_layer()
         if self.pooling == "cls":
             dpre = be.tanh_backward(saved["pooled"], dpooled)
-            layers_train = self._lowest_lora_layer() < self.config.num_hidden_layers
+            layers_train = lowest < self.config.num_hidden_layers
             if POOLER in self.linears.modules:
                 dfirst = self.linears.backward(be, POOLER, dpre, saved, input_grad=layers_train)
             else:
@@ -181,7 +182,6 @@ class BertClassifier(AdaptedModel):
             dx = be.cls_pool_backward(dfirst, batch.B, batch.T)
         else:
             dx = be.mean_pool_backward(dpooled, batch.mask, batch.B, batch.T)
-        lowest = self._lowest_lora_layer()
         for n in reversed(range(lowest, self.config.num_hidden_layers)):
             dx = self._layer_backward(be, n, dx, saved["layers"][n], batch, input_grad=n > lowest)
 

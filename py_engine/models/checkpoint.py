@@ -22,7 +22,7 @@ WEIGHTS = "model.safetensors"
 SHARD_INDEX = WEIGHTS + safetensors.INDEX_SUFFIX      # transformers' sharded checkpoints
 GENERATION_CONFIG = "generation_config.json"
 TORCH_WEIGHTS = "pytorch_model.bin"
-TORCH_INDEX = TORCH_WEIGHTS + ".index.json"
+TORCH_INDEX = TORCH_WEIGHTS + safetensors.INDEX_SUFFIX
 
 
 class CheckpointError(ValueError):

@@ -20,7 +20,8 @@ text; the rest is normalized (Prepend/Replace, for SentencePiece-style models), 
 by the pre-tokenizer (a regex Split, Digits, ByteLevel with its GPT-2 regex and
 byte-to-character map, Metaspace), and each word is merged pair by pair, lowest merge rank
 first; characters missing from the vocabulary become <0xNN> byte tokens (byte_fallback) or the
-unknown token. Then the post-processor's template adds BOS/EOS. Words repeat, so each word's ids are cached.
+unknown token. Then the post-processor's template adds BOS/EOS. Words repeat, so each word's
+ids are cached.
 
 Supported tokenizer.json features: model BPE (byte_fallback, fuse_unk, ignore_merges, unk_token;
 no dropout, continuing_subword_prefix or end_of_word_suffix) or Unigram (unk_id, byte_fallback);
