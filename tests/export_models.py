@@ -30,13 +30,16 @@ CHAT_SIZES = dict(intermediate_size=64)
 def random_b_adapter(model, adapter_dir, task_type, targets, scale=0.2, **lora):
     """PEFT's model of `model` (a transformers model) with a LoRA adapter on `targets` (r 4,
     alpha 8 unless `lora` says otherwise), lora_B drawn from torch's generator times `scale`
-    (PEFT starts it at zero, which would test nothing), saved to adapter_dir."""
+    (PEFT starts it at zero, which would test nothing) and DoRA's magnitudes, if any, moved
+    off their initial norms by as much, saved to adapter_dir."""
     peft = get_peft_model(model, LoraConfig(task_type=task_type, target_modules=targets,
                                             **dict(dict(r=4, lora_alpha=8), **lora)))
     with torch.no_grad():
         for name, p in peft.named_parameters():
             if "lora_B" in name:
                 p.copy_(scale * torch.randn_like(p))
+            elif "lora_magnitude_vector" in name:
+                p.mul_(1 + scale * torch.randn_like(p))
     peft.save_pretrained(adapter_dir)
     return peft
 

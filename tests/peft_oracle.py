@@ -94,8 +94,10 @@ def step_gradients(model, input_ids, attention_mask, labels, token_type_ids=None
 
 
 def adapter_key(parameter_name):
-    """The adapter_model.safetensors key of a PEFT parameter name (adapter name removed)."""
-    return parameter_name.replace(".default", "").replace(".modules_to_save", "")
+    """The adapter_model.safetensors key of a PEFT parameter name (adapter name removed; DoRA's
+    magnitude is a layer's weight in the model, saved without ".weight")."""
+    return parameter_name.replace(".default", "").replace(".modules_to_save", "").replace(
+        "lora_magnitude_vector.weight", "lora_magnitude_vector")
 
 
 def probabilities(model_dir, adapter_dir, input_ids, attention_mask, dtype=torch.float64):

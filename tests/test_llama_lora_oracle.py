@@ -16,6 +16,7 @@ from py_engine.models.llama_config import LlamaConfig
 from py_engine.models.lora_config import LoraConfig
 from py_engine.train.batch import Batch
 from test_gpt2_lora_oracle import peft_adapter
+import peft_oracle as po
 
 TINY = dict(vocab_size=96, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, intermediate_size=48, max_position_embeddings=64)
@@ -38,6 +39,9 @@ def peft_decoder(path, model_class, config, targets, seed=0, **options):
     (Qwen2ForCausalLM, Qwen2Config(**TINY), ALL, {}),
     (LlamaForCausalLM, HFLlamaConfig(**TINY), ALL, PATTERNS),
     (Qwen2ForCausalLM, Qwen2Config(**TINY), ALL, dict(PATTERNS, use_rslora=True)),
+    (LlamaForCausalLM, HFLlamaConfig(**TINY), ALL, dict(use_dora=True)),
+    (Qwen2ForCausalLM, Qwen2Config(**TINY), ["q_proj", "v_proj", "down_proj"],
+     dict(PATTERNS, use_dora=True)),
 ])
 def test_decoder_lora_step_matches_peft(tmp_path, model_class, hf_config, targets, options):
     peft = peft_decoder(tmp_path, model_class, hf_config, targets, **options)
@@ -52,7 +56,7 @@ def test_decoder_lora_step_matches_peft(tmp_path, model_class, hf_config, target
     out = peft(input_ids=torch.as_tensor(ids), attention_mask=torch.as_tensor(mask),
                labels=torch.as_tensor(labels))
     out.loss.backward()
-    want = {n.replace("base_model.model.", "").replace(".default", ""): p.grad.double().numpy()
+    want = {po.adapter_key(n).replace("base_model.model.", ""): p.grad.double().numpy()
             for n, p in peft.named_parameters() if p.requires_grad}
 
     config = LlamaConfig.from_file(tmp_path / "model")
@@ -78,14 +82,16 @@ def test_decoder_lora_step_matches_peft(tmp_path, model_class, hf_config, target
         assert err <= 1e-5, f"{name}: relative error {err:.2e}"
 
 
-def test_decoder_lora_step_on_the_gpu_matches_numpy(tmp_path, device):
+@pytest.mark.parametrize("options", [PATTERNS, dict(PATTERNS, use_dora=True)])
+def test_decoder_lora_step_on_the_gpu_matches_numpy(tmp_path, device, options):
     """The same step recorded on the GPU backend (lavapipe) against the NumPy backend in float64:
-    loss 1e-5, gradients 1e-4 (some modules with a rank and alpha of their own)."""
+    loss 1e-5, gradients 1e-4 (some modules with a rank and alpha of their own; LoRA and
+    DoRA)."""
     from conftest import run
     from py_engine.backends.gpu_backend import GpuBackend, Kernels, Tensor
     from py_engine.kernels.cross_entropy import decode_metrics
 
-    peft_decoder(tmp_path, Qwen2ForCausalLM, Qwen2Config(**TINY), ALL, **PATTERNS)
+    peft_decoder(tmp_path, Qwen2ForCausalLM, Qwen2Config(**TINY), ALL, **options)
     config = LlamaConfig.from_file(tmp_path / "model")
     adapter_config, tensors, _ = load_adapter(tmp_path / "adapter")
     model = LlamaModel(config, LoraConfig.from_peft_dict(adapter_config))

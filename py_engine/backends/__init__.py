@@ -10,9 +10,11 @@ The interface (tensors are backend handles; shapes are row-major, activations [B
     lora_linear(x, xd, w, b, a, bm, scaling) -> (y, h)
     lora_linear_backward(dy, xd, w, a, bm, h, scaling, da, dbm, separate, input_grad=True)
         -> (dx, dxd)      (separate=False: (dx + dxd, None); input_grad=False: only da, dbm)
+    dora_scale(w, a, bm, scaling, magnitude) -> (scale, norm);  scale_columns(z, scale, b=None)
+    dora_magnitude_grad(dy, z, norm, dmagnitude)              (DoRA's steps: ops/dora.py)
     dropout(x, p) -> (y, site);  dropout_backward(dy, site) -> dx     (p == 0: identity)
     attention(q, k, v, mask, B, T, heads, p) -> (ctx, saved);  attention_backward(dctx, saved)
-    add(a, b), gelu(x), gelu_backward(dy, x), tanh(x), tanh_backward(y, dy)
+    add(a, b), sub(a, b), gelu(x), gelu_backward(dy, x), tanh(x), tanh_backward(y, dy)
     cls_pool(x, B, T), cls_pool_backward(d, B, T), mean_pool(x, mask, B, T), mean_pool_backward
 Gradient outputs named by grad(...) are accumulated into (+=), so micro-batches add up.
 """

@@ -17,6 +17,7 @@ from ..kernels.embedding import EmbeddingKernels
 from ..kernels.gelu import GeluKernels
 from ..kernels.grad_norm import GradNormKernels
 from ..kernels.layernorm import LayerNormKernels
+from ..kernels.dora import DoraKernels
 from ..kernels.lora_linear import LoraLinearKernels
 from ..kernels.matmul import MatmulKernels
 from ..kernels.pooling import PoolingKernels
@@ -97,6 +98,7 @@ class Kernels:
 
             k.quantized = await QuantizedLinearKernels.load(device)
         k.lora = await LoraLinearKernels.load(device, matmul=k.matmul, quantized=k.quantized)
+        k.dora = await DoraKernels.load(device)
         k.attention = await AttentionKernels.load(device, matmul=k.matmul)
         k.embedding = await EmbeddingKernels.load(device)
         k.layernorm = await LayerNormKernels.load(device)
@@ -150,6 +152,7 @@ class GpuBackend:
         self._counter = 0
         self._zeros = {}
         self._rope = {}
+        self._dora_adapted = {}     # DoRA's scratch W + s B.A, by size in bytes
         self._pool = None      # while recording inference: {"owned", "live", "free"} buffers
 
     # --- recording ---
@@ -302,6 +305,36 @@ class GpuBackend:
                              w_half=w.half, w_quant=w.quant)
         return dx, dxd
 
+    def dora_scale(self, w, a, bm, scaling, magnitude):
+        """(scale, norm) [out] of DoRA: each row's norm of W + scaling * B.A and magnitude /
+        norm. W must be f32 (the update is added to a copy of it)."""
+        if w.half or w.quant is not None:
+            raise ValueError("DoRA needs f32 base weights on the GPU (its row norms are taken "
+                             "with the update added); load with base_dtype='f32'")
+        out_f, in_f = w.shape
+        # One scratch weight per shape, shared by every layer: each is read right after it is
+        # written (a program's dispatches run in order), so no two layers need theirs at once.
+        size = 4 * out_f * in_f
+        if size not in self._dora_adapted:
+            self._dora_adapted[size] = self.device.create_buffer(size, label="DoRA adapted weight")
+        adapted = Tensor(self._dora_adapted[size], (out_f, in_f))
+        norm, scale = self.new(out_f), self.new(out_f)
+        self.k.dora.adapted_weight(self.program, self.k.matmul, w.buffer, a.buffer, bm.buffer,
+                                   adapted.buffer, out_f, in_f, a.shape[0], scaling)
+        self.k.dora.weight_norm(self.program, adapted.buffer, magnitude.buffer, norm.buffer,
+                                scale.buffer, out_f, in_f)
+        return scale, norm
+
+    def scale_columns(self, z, scale, b=None):
+        out = self.new(*z.shape)
+        self.k.dora.scale_columns(self.program, z.buffer, scale.buffer, out.buffer, z.rows, z.cols,
+                                  bias=_buffer(b))
+        return out
+
+    def dora_magnitude_grad(self, dy, z, norm, dmagnitude):
+        self.k.dora.magnitude_grad(self.program, dy.buffer, z.buffer, norm.buffer,
+                                   dmagnitude.buffer, dy.rows, dy.cols, accumulate=True)
+
     def dropout(self, x, p):
         if p == 0.0:
             return x, None
@@ -380,6 +413,12 @@ class GpuBackend:
     def add(self, a, b):
         out = self.new(*a.shape)
         self.k.elementwise.add(self.program, a.buffer, b.buffer, out.buffer, a.size)
+        return out
+
+    def sub(self, a, b):
+        """a - b."""
+        out = self.new(*a.shape)
+        self.k.elementwise.scaled_add(self.program, b.buffer, a.buffer, out.buffer, a.size, -1.0)
         return out
 
     def softcap_logits(self, logits, softcap):

@@ -19,6 +19,7 @@ from ..ops import dropout as dropout_ops
 from ..ops import embedding as emb_ops
 from ..ops import gelu as gelu_ops
 from ..ops import layernorm as ln_ops
+from ..ops import dora as dora_ops
 from ..ops import lora_linear as lora_ops
 from ..ops import matmul as mm_ops
 from ..ops import causal_attention as causal_ops
@@ -149,6 +150,15 @@ class NumpyBackend:
         dx += dxd
         return dx, None
 
+    def dora_scale(self, w, a, bm, scaling, magnitude):
+        return dora_ops.weight_norm_scale(w, a, bm, scaling, magnitude)
+
+    def scale_columns(self, z, scale, b=None):
+        return dora_ops.scale_columns(z, scale, b)
+
+    def dora_magnitude_grad(self, dy, z, norm, dmagnitude):
+        dmagnitude += dora_ops.magnitude_grad(dy, z, norm)
+
     def dropout(self, x, p):
         if p == 0.0:
             return x, None
@@ -198,6 +208,9 @@ class NumpyBackend:
 
     def add(self, a, b):
         return a + b
+
+    def sub(self, a, b):
+        return a - b
 
     def scale(self, x, alpha):
         """alpha * x."""

@@ -253,20 +253,23 @@ def _data(args, kind, known_labels):
     return examples, validation, labels
 
 
-def _model(model_dir, kind, lora, num_labels, pooler_lora=True):
+def _model(model_dir, kind, lora, num_labels, pooler_lora=True, with_checkpoint=False):
     """The model's structure (which tensors train, their shapes), from its files' headers
-    (pooler_lora: see BertClassifier)."""
+    (pooler_lora: see BertClassifier); with_checkpoint: (model, its checkpoint)."""
     if kind != "encoder":       # decoders and T5 (decoder_model builds either)
         from ..models.checkpoint import DecoderCheckpoint
         from ..models.decoders import decoder_model
 
-        return decoder_model(DecoderCheckpoint.load(model_dir).config, lora)
-    from ..models.bert import BertClassifier
-    from ..models.checkpoint import Checkpoint
+        checkpoint = DecoderCheckpoint.load(model_dir)
+        model = decoder_model(checkpoint.config, lora)
+    else:
+        from ..models.bert import BertClassifier
+        from ..models.checkpoint import Checkpoint
 
-    checkpoint = Checkpoint.load(model_dir)
-    return BertClassifier(checkpoint.config, lora, num_labels, pooling="cls",
-                          train_pooler=not checkpoint.has_pooler, pooler_lora=pooler_lora)
+        checkpoint = Checkpoint.load(model_dir)
+        model = BertClassifier(checkpoint.config, lora, num_labels, pooling="cls",
+                               train_pooler=not checkpoint.has_pooler, pooler_lora=pooler_lora)
+    return (model, checkpoint) if with_checkpoint else model
 
 
 def _initial_adapter(model_dir, kind, lora, labels, seed):
@@ -274,8 +277,8 @@ def _initial_adapter(model_dir, kind, lora, labels, seed):
     from ..formats.peft_adapter import adapter_files
     from ..train.init import initial_trainable
 
-    model = _model(model_dir, kind, lora, len(labels or ()))
-    return adapter_files(model.lora.to_peft_dict(), initial_trainable(model, seed), labels,
+    model, checkpoint = _model(model_dir, kind, lora, len(labels or ()), with_checkpoint=True)
+    return adapter_files(model.lora.to_peft_dict(), initial_trainable(model, seed, checkpoint), labels,
                          where="the job's adapter")
 
 

@@ -84,7 +84,8 @@ class History:
 
 def model_for_params(config, names, lora_scaling):
     """A decoder model whose LoRA wraps exactly the modules that `names` hold adapter tensors for
-    (names without PEFT's prefix), applied with `lora_scaling`."""
+    (names without PEFT's prefix), applied with `lora_scaling`; DoRA where they hold magnitude
+    vectors (lora_magnitude_vector) for them."""
     modules = sorted(n[:-len(".lora_A.weight")] for n in names if n.endswith(".lora_A.weight"))
     for m in modules:
         if m + ".lora_B.weight" not in names:
@@ -96,7 +97,8 @@ def model_for_params(config, names, lora_scaling):
     if lora_scaling is None:
         raise ValueError("params hold LoRA weights: pass lora_scaling (lora_alpha / r)")
     r = names[modules[0] + ".lora_A.weight"][0]
-    lora = LoraConfig(r=r, lora_alpha=lora_scaling * r, target_modules=modules, task_type="CAUSAL_LM")
+    lora = LoraConfig(r=r, lora_alpha=lora_scaling * r, target_modules=modules, task_type="CAUSAL_LM",
+                      use_dora=any(n.endswith(".lora_magnitude_vector") for n in names))
     model = decoder_model(config, lora)
     for name, shape in model.trainable.items():
         if tuple(names[name]) != tuple(shape):

@@ -33,9 +33,11 @@ class DoraKernels(KernelFamily):
     @staticmethod
     def adapted_weight(program, matmul, w, lora_a, lora_b, adapted, out_features, in_features,
                        r, scaling):
-        """adapted = W + scaling * B.A (a copy of W, then one GEMM into it)."""
+        """adapted = W + scaling * B.A (a copy of W, then one GEMM into it; in place when
+        adapted is w)."""
         require_floats(adapted, out_features * in_features, "adapted")
-        program.copy(w, adapted)
+        if adapted is not w:
+            program.copy(w, adapted)
         return matmul.gemm(program, lora_b, lora_a, adapted, out_features, in_features, r,
                            alpha=scaling, beta=1.0)
 

@@ -14,7 +14,9 @@ holds them; the adapter's are "{adapter_prefix}{module}.lora_A.weight" / ".lora_
 names PEFT's adapter files use after its "base_model.model." prefix (BERT classifiers keep
 transformers' "bert." module prefix there). A merged weight W + scaling * B.A, for inference,
 is "{module}.merged.weight". Each module's rank and scaling are its own where the adapter's
-rank_pattern or alpha_pattern names it.
+rank_pattern or alpha_pattern names it. With DoRA (use_dora) each wrapped linear also trains
+"{adapter_prefix}{module}.lora_magnitude_vector" [out] (PEFT's name), and its merged weight is
+scale * (W + scaling * B.A), scale = magnitude / each row's norm (ops/dora.py).
 """
 
 import re
@@ -25,13 +27,15 @@ from .lora_config import ALL_LINEAR, LoraConfig, LoraConfigError, unmatched_patt
 
 
 class Merge(NamedTuple):
-    """One LoRA-wrapped linear's merge W + scaling * B.A: its tensor names, rank and scale."""
+    """One LoRA-wrapped linear's merge W + scaling * B.A: its tensor names, rank and scale;
+    with DoRA, the magnitude's name (the merge is then magnitude / row norm * (W + s B.A))."""
     merged: str
     weight: str
     lora_a: str
     lora_b: str
     rank: int
     scaling: float
+    magnitude: str = None
 
 
 class LoraTargetError(ValueError):
@@ -122,11 +126,14 @@ class Linears:
                               "over, as PEFT passes them over", RuntimeWarning, stacklevel=3)
         self.ranks = {m: lora.rank_of(adapter_prefix + m) for m in self.targets}
         self.scalings = {m: lora.scaling_of(adapter_prefix + m) for m in self.targets}
+        self.dora = lora is not None and lora.use_dora
         self.trainable = {}
         for m in self.targets:
             out_f, in_f = self.modules[m]
             self.trainable[self.lora_a(m)] = (self.ranks[m], in_f)
             self.trainable[self.lora_b(m)] = (out_f, self.ranks[m])
+            if self.dora:
+                self.trainable[self.magnitude(m)] = (out_f,)
 
     def lora_a(self, module):
         return f"{self.prefix}{module}.lora_A.weight"
@@ -134,11 +141,21 @@ class Linears:
     def lora_b(self, module):
         return f"{self.prefix}{module}.lora_B.weight"
 
+    def magnitude(self, module):
+        """DoRA's magnitude vector of `module` (PEFT's name in adapter files)."""
+        return f"{self.prefix}{module}.lora_magnitude_vector"
+
+    def magnitude_weights(self):
+        """{magnitude name: base weight name} of each DoRA-wrapped linear ({} without DoRA): a
+        fresh adapter's magnitude is its base weight's row norms."""
+        return {self.magnitude(m): f"{m}.weight" for m in self.targets} if self.dora else {}
+
     def merge_names(self):
-        """A Merge (merged weight, base weight, lora_A, lora_B names; rank, scaling) of each
-        LoRA-wrapped linear."""
+        """A Merge (merged weight, base weight, lora_A, lora_B names; rank, scaling; DoRA's
+        magnitude or None) of each LoRA-wrapped linear."""
         return [Merge(f"{m}.merged.weight", f"{m}.weight", self.lora_a(m), self.lora_b(m),
-                      self.ranks[m], self.scalings[m]) for m in self.targets]
+                      self.ranks[m], self.scalings[m], self.magnitude(m) if self.dora else None)
+                for m in self.targets]
 
     def is_weight(self, name):
         """Whether `name` is one of these linears' weights (what a GPU may store compressed)."""
@@ -156,6 +173,8 @@ class Linears:
         if self.merged and not train:
             return be.linear(x, be.param(module + ".merged.weight"), b)
         xd, drop = be.dropout(x, self.lora.lora_dropout if train else 0.0)
+        if self.dora:
+            return self._dora_forward(be, module, x, xd, drop, w, b, saved)
         y, h = be.lora_linear(x, xd, w, b, be.param(self.lora_a(module)),
                               be.param(self.lora_b(module)), self.scalings[module])
         saved[module] = (xd, drop, h)
@@ -171,6 +190,8 @@ class Linears:
                 be.linear_grad_params(dy, saved[module], be.grad(module + ".weight"),
                                       be.grad(bias) if bias in be.grads else None)
             return be.linear_grad_input(dy, w) if input_grad else None
+        if self.dora:
+            return self._dora_backward(be, module, dy, saved[module], w, input_grad)
         xd, drop, h = saved[module]
         # Without LoRA dropout the two input-gradient paths add up at once; with it, the
         # adapter's path goes back through the dropout mask first.
@@ -181,6 +202,38 @@ class Linears:
         if not input_grad:
             return None
         return dx if dxd is None else be.add(dx, be.dropout_backward(dxd, drop))
+
+    def _dora_forward(self, be, module, x, xd, drop, w, b, saved):
+        """PEFT's DoRA: y = scale * (xd W^T + s (xd A^T) B^T) + b, scale = m / ||W + s B.A||
+        per row (a constant of the step); with dropout, x W^T + b - xd W^T is added to the
+        scaled part instead of b (PEFT scales only the dropped input's path)."""
+        a, bm = be.param(self.lora_a(module)), be.param(self.lora_b(module))
+        s = self.scalings[module]
+        scale, norm = be.dora_scale(w, a, bm, s, be.param(self.magnitude(module)))
+        z, h = be.lora_linear(xd, xd, w, None, a, bm, s)
+        if drop is None:
+            y = be.scale_columns(z, scale, b)
+        else:
+            y = be.add(be.scale_columns(z, scale), be.sub(be.linear(x, w, b), be.linear(xd, w, None)))
+        saved[module] = (xd, drop, h, z, scale, norm)
+        return y
+
+    def _dora_backward(self, be, module, dy, saved, w, input_grad):
+        """The magnitude's gradient (dy * z summed over rows, over the norm); the LoRA
+        weights' through the scaled output gradient; dx as _dora_forward's terms give it."""
+        xd, drop, h, z, scale, norm = saved
+        a, b = self.lora_a(module), self.lora_b(module)
+        be.dora_magnitude_grad(dy, z, norm, be.grad(self.magnitude(module)))
+        dys = be.scale_columns(dy, scale)
+        dx, dxd = be.lora_linear_backward(dys, xd, w, be.param(a), be.param(b), h,
+                                          self.scalings[module], be.grad(a), be.grad(b),
+                                          separate=drop is not None, input_grad=input_grad)
+        if not input_grad or drop is None:
+            return dx
+        # dx = dy W through the unscaled x W^T; the dropped input's gradient is
+        # dys W - dy W (its scaled and subtracted W paths) plus the adapter's dh A.
+        direct = be.linear_grad_input(dy, w)
+        return be.add(direct, be.dropout_backward(be.add(be.sub(dx, direct), dxd), drop))
 
     def lowest_layer(self, layer_of):
         """The lowest layer holding a wrapped linear (`layer_of(module)` -> its index); layers

@@ -27,7 +27,7 @@ class LoraConfig:
                  modules_to_save=None, task_type="SEQ_CLS", use_rslora=False,
                  base_model_name_or_path=None, fan_in_fan_out=False, exclude_modules=None,
                  layers_to_transform=None, layers_pattern=None, rank_pattern=None,
-                 alpha_pattern=None, init_lora_weights=True, **unsupported):
+                 alpha_pattern=None, init_lora_weights=True, use_dora=False, **unsupported):
         # Options we do not implement must not be silently ignored.
         unsupported = {k: v for k, v in unsupported.items() if v not in (None, False, {}, [], "")
                        and k not in _IGNORED_PEFT_FIELDS}
@@ -36,6 +36,7 @@ class LoraConfig:
         _check_rank("r", r)
         _check_alpha("lora_alpha", lora_alpha)
         _check_init(init_lora_weights)
+        use_dora = False if use_dora is None else use_dora
         rank_pattern = _module_patterns("rank_pattern", rank_pattern, _check_rank)
         alpha_pattern = _module_patterns("alpha_pattern", alpha_pattern, _check_alpha)
         if isinstance(lora_dropout, bool) or not isinstance(lora_dropout, (int, float)) \
@@ -61,7 +62,8 @@ class LoraConfig:
         if isinstance(layers_pattern, str):
             layers_pattern = [layers_pattern]
         layers_pattern = _names("layers_pattern", layers_pattern)
-        for name, value in (("use_rslora", use_rslora), ("fan_in_fan_out", fan_in_fan_out)):
+        for name, value in (("use_rslora", use_rslora), ("fan_in_fan_out", fan_in_fan_out),
+                            ("use_dora", use_dora)):
             if not isinstance(value, bool):
                 raise LoraConfigError(f"{name} must be true or false, got {value!r}")
         self.r = r
@@ -87,6 +89,8 @@ class LoraConfig:
         # tools (EVA initialisation, PiSSA/OLoRA conversion, conversion of other adapter types).
         self.rank_pattern = rank_pattern
         self.alpha_pattern = alpha_pattern
+        # DoRA: each wrapped linear also trains a magnitude per output feature (see ops/dora.py)
+        self.use_dora = use_dora
 
     @property
     def scaling(self):
@@ -124,7 +128,7 @@ class LoraConfig:
             "peft_type": "LORA", "peft_version": PEFT_VERSION, "r": self.r,
             "rank_pattern": dict(self.rank_pattern),
             "revision": None, "target_modules": self.target_modules, "target_parameters": None,
-            "task_type": self.task_type, "trainable_token_indices": None, "use_dora": False,
+            "task_type": self.task_type, "trainable_token_indices": None, "use_dora": self.use_dora,
             "use_qalora": False, "use_rslora": self.use_rslora,
         }
 

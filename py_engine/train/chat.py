@@ -79,7 +79,7 @@ class ChatModel:
             lora.modules_to_save = []
             lora.base_model_name_or_path = lora.base_model_name_or_path or str(model_dir)
             model = decoder_model(checkpoint.config, lora, dropout=dropout)
-            values = initial_trainable(model, seed)
+            values = initial_trainable(model, seed, checkpoint)
         return await cls._make(model_dir, checkpoint, model, values, backend, device, base_dtype,
                                quant_group, max_length)
 

@@ -63,7 +63,8 @@ class TextClassifier:
         lora.base_model_name_or_path = lora.base_model_name_or_path or str(model_dir)
         model = BertClassifier(checkpoint.config, lora, len(labels), pooling=pooling,
                                train_pooler=not checkpoint.has_pooler, dropout=dropout)
-        return await cls._make(model_dir, checkpoint, model, labels, initial_trainable(model, seed),
+        return await cls._make(model_dir, checkpoint, model, labels,
+                               initial_trainable(model, seed, checkpoint),
                                backend, device, base_dtype, quant_group, max_length)
 
     @classmethod

@@ -315,19 +315,33 @@ class GpuRuntime(Runtime):
         W + scaling * B . A, one GEMM on the GPU (the base weight is kept for training)."""
         self._require_f32_base("merging LoRA")
         program = self.device.program("merge")
+        scratch = []
         for m in self.model.merge_names():
             base = self.be.params[m.weight]
             out_f, in_f = base.shape
             if m.merged not in self.be.params:
                 self.be.params[m.merged] = self.be.new(out_f, in_f, label=m.merged)
-            target = self.be.params[m.merged]
-            program.copy(base.buffer, target.buffer)
-            self.k.matmul.gemm(program, self.be.params[m.lora_b].buffer,
-                               self.be.params[m.lora_a].buffer, target.buffer, out_f, in_f, m.rank,
-                               alpha=m.scaling, beta=1.0)
+            self._record_merge(program, m, self.be.params[m.merged], scratch)
         await program.run()
         await self.device.synchronize()
+        for buffer in scratch:
+            buffer.destroy()
         self.model.merged = True
+
+    def _record_merge(self, program, m, target, scratch):
+        """Record Merge `m`'s weight into `target` (W's own tensor: in place): W + scaling * B . A
+        (a copy, then one GEMM), with DoRA each row then scaled to magnitude / its norm (the
+        buffers that takes are added to `scratch`, for the caller to free after the run)."""
+        p, dora = self.be.params, self.k.dora
+        out_f, in_f = p[m.weight].shape
+        dora.adapted_weight(program, self.k.matmul, p[m.weight].buffer, p[m.lora_a].buffer,
+                            p[m.lora_b].buffer, target.buffer, out_f, in_f, m.rank, m.scaling)
+        if m.magnitude is not None:
+            norm, scale = (self.device.create_buffer(4 * out_f, label=f"{m.merged} {what}")
+                           for what in ("norms", "scale"))
+            scratch += [norm, scale]
+            dora.weight_norm(program, target.buffer, p[m.magnitude].buffer, norm, scale, out_f, in_f)
+            dora.scale_rows(program, scale, target.buffer, out_f, in_f)
 
     async def merged_weights(self):
         """{base weight name: (shape, array('f'))} of each LoRA-wrapped linear with its update
@@ -346,13 +360,13 @@ class GpuRuntime(Runtime):
         if any(t.half or t.quant is not None for t in be.params.values()):
             raise ValueError("full fine-tuning needs f32 base weights; load with base_dtype='f32'")
         program = self.device.program("fold LoRA")
+        scratch = []
         for m in model.merge_names():
-            out_f, in_f = be.params[m.weight].shape
-            self.k.matmul.gemm(program, be.params[m.lora_b].buffer, be.params[m.lora_a].buffer,
-                               be.params[m.weight].buffer, out_f, in_f, m.rank, alpha=m.scaling,
-                               beta=1.0)
+            self._record_merge(program, m, be.params[m.weight], scratch)    # in place
         await program.run()
         await self.device.synchronize()
+        for buffer in scratch:
+            buffer.destroy()
         for name in list(model.trainable):
             for table in (be.params, be.grads, self.m, self.v):
                 table.pop(name).buffer.destroy()

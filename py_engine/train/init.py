@@ -1,7 +1,8 @@
 """Initial values of the trainable parameters, as PEFT and transformers draw them.
 
 PEFT's default LoRA init: lora_A from kaiming_uniform(a=sqrt(5)), i.e. U(-1/sqrt(in), 1/sqrt(in)),
-lora_B zeros (so training starts from the base model exactly). transformers initializes a fresh
+lora_B zeros (so training starts from the base model exactly); DoRA's magnitude, each row's norm
+of the base weight (of W + s B.A, which is W while B is zero). transformers initializes a fresh
 classification head (and a pooler a checkpoint lacks) from N(0, initializer_range), biases 0.
 Pure Python (random.Random): this runs in the browser too. Seeded, so runs are reproducible;
 the values are not torch's bit for bit (a different generator), only the same distributions.
@@ -12,13 +13,20 @@ import random
 from array import array
 
 
-def initial_trainable(model, seed):
+def initial_trainable(model, seed, checkpoint=None):
+    """{name: (shape, array('f'))} of every trainable tensor. DoRA's magnitudes are read from
+    `checkpoint`'s base weights (floats(name), shape(name)); without one they are NaN, for an
+    adapter's tensors to replace (merge_loaded requires every one of them)."""
     rng = random.Random(seed)
     std = model.config.initializer_range
+    magnitudes = model.linears.magnitude_weights() if hasattr(model, "linears") else {}
     values = {}
     for name, shape in model.trainable.items():
         n = math.prod(shape)
-        if name.endswith("lora_A.weight"):
+        if name in magnitudes:
+            data = (row_norms(checkpoint.floats(magnitudes[name]), *checkpoint.shape(magnitudes[name]))
+                    if checkpoint is not None else array("f", [math.nan]) * n)
+        elif name.endswith("lora_A.weight"):
             bound = 1.0 / math.sqrt(shape[1])
             data = array("f", (rng.uniform(-bound, bound) for _ in range(n)))
         elif name.endswith("lora_B.weight") or name.endswith(".bias"):
@@ -27,6 +35,18 @@ def initial_trainable(model, seed):
             data = array("f", (rng.gauss(0.0, std) for _ in range(n)))
         values[name] = (shape, data)
     return values
+
+
+def row_norms(values, rows, cols):
+    """array('f') of the Euclidean norm of each row of a row-major [rows, cols] array('f').
+    Pure Python (the browser has no NumPy); math.sumprod (Python 3.12, Pyodide's) where there."""
+    sumprod = getattr(math, "sumprod", None)
+    view = memoryview(values)
+    norms = array("f", bytes(4 * rows))
+    for r in range(rows):
+        row = view[r * cols:(r + 1) * cols]
+        norms[r] = math.sqrt(sumprod(row, row) if sumprod else math.fsum(v * v for v in row))
+    return norms
 
 
 def merge_loaded(model, values, loaded, source):

@@ -13,6 +13,7 @@ import numpy as np
 from ..backends.numpy_backend import NumpyBackend
 from ..labels import IGNORE_LABEL
 from ..ops import adamw as adamw_ops
+from ..ops import dora as dora_ops
 from ..ops import grad_norm as norm_ops
 from .runtime import Runtime, check_trainable
 
@@ -171,12 +172,20 @@ class NumpyRuntime(Runtime):
     def release(self, snapshot):
         snapshot["tensors"].clear()
 
+    def _merged(self, m):
+        """A Merge's weight: W + scaling * B . A, with DoRA its rows scaled to the magnitude."""
+        p = self.be.params
+        if m.magnitude is None:
+            return p[m.weight] + m.scaling * (p[m.lora_b] @ p[m.lora_a])
+        return dora_ops.merged_weight(p[m.weight], p[m.lora_a], p[m.lora_b], m.scaling,
+                                      p[m.magnitude])
+
     async def merge(self):
         """Fold each LoRA update into a copy of its base weight for inference:
-        W + scaling * B . A (the base weight itself is kept for training)."""
+        W + scaling * B . A, or DoRA's merge (the base weight itself is kept for training)."""
         p = self.be.params
         for m in self.model.merge_names():
-            p[m.merged] = p[m.weight] + m.scaling * (p[m.lora_b] @ p[m.lora_a])
+            p[m.merged] = self._merged(m)
         self.model.merged = True
 
     async def merged_weights(self):
@@ -194,7 +203,7 @@ class NumpyRuntime(Runtime):
         if model.full:
             return
         for m in model.merge_names():
-            p[m.weight] += m.scaling * (p[m.lora_b] @ p[m.lora_a])
+            p[m.weight][...] = self._merged(m)
         for name in model.trainable:
             for table in (p, self.be.grads, self.m, self.v):
                 table.pop(name)
