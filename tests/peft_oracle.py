@@ -53,14 +53,15 @@ def write_vocab(path, size):
 
 
 def peft_model(model_dir, num_labels, r=4, lora_alpha=8, target_modules=("query", "value"),
-               seed=0, dtype=torch.float64, dropout=0.0):
-    """BertForSequenceClassification + PEFT LoRA, lora_B and the head drawn at random."""
+               seed=0, dtype=torch.float64, dropout=0.0, **lora):
+    """BertForSequenceClassification + PEFT LoRA (other LoraConfig options in `lora`), lora_B,
+    the head and DoRA's magnitudes (if any, off their initial norms) drawn at random."""
     torch.manual_seed(seed)
     base = BertForSequenceClassification.from_pretrained(
         model_dir, num_labels=num_labels, hidden_dropout_prob=dropout,
         attention_probs_dropout_prob=dropout, attn_implementation="eager")
     config = LoraConfig(task_type=TaskType.SEQ_CLS, r=r, lora_alpha=lora_alpha, lora_dropout=0.0,
-                        target_modules=list(target_modules))
+                        target_modules=list(target_modules), **lora)
     model = get_peft_model(base, config)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -68,6 +69,8 @@ def peft_model(model_dir, num_labels, r=4, lora_alpha=8, target_modules=("query"
                 p.copy_(0.1 * torch.randn_like(p))
             elif "modules_to_save" in name:
                 p.copy_(0.2 * torch.randn_like(p))
+            elif "lora_magnitude_vector" in name:
+                p.mul_(1 + 0.1 * torch.randn_like(p))
     return model.to(dtype)
 
 

@@ -60,6 +60,8 @@ def tiny(tmp_path_factory):
     for targets in (("query", "value"), ALL_LINEARS, POOLER_TOO):
         peft = po.peft_model(model_dir, 3, target_modules=targets, seed=12)
         adapters[targets] = po.save_adapter(peft, path / ("adapter-" + "-".join(targets)))
+    peft = po.peft_model(model_dir, 3, target_modules=POOLER_TOO, seed=13, use_dora=True)
+    adapters["dora"] = po.save_adapter(peft, path / "adapter-dora")
     return model_dir, adapters
 
 
@@ -73,7 +75,7 @@ def tiny_batch(seed, B=4, T=12):
     return Batch(ids.tolist(), types.tolist(), mask.tolist(), labels.tolist())
 
 
-@pytest.mark.parametrize("targets", [("query", "value"), ALL_LINEARS, POOLER_TOO])
+@pytest.mark.parametrize("targets", [("query", "value"), ALL_LINEARS, POOLER_TOO, "dora"])
 def test_gpu_step_matches_reference(device, tiny, targets):
     model_dir, adapters = tiny
     reference, gpu = runtimes(device, model_dir, adapters[targets], 3)
@@ -89,6 +91,47 @@ def test_gpu_dropout_draws_the_reference_masks(device, tiny):
     # A different seed gives a different loss: dropout is really on.
     no_drop, _ = runtimes(device, model_dir, adapters["query", "value"], 3)
     assert abs(run(no_drop.accumulate(tiny_batch(2)))["loss"] - run(reference.accumulate(tiny_batch(2), seed=99))["loss"]) > 1e-4
+
+
+def test_gpu_dora_with_dropout_matches_reference(device, tiny):
+    """DoRA's dropout path (PEFT scales the dropped input's part only) draws the same masks
+    and gives the same step on the GPU; a different seed drops otherwise."""
+    model_dir, adapters = tiny
+    reference, gpu = runtimes(device, model_dir, adapters["dora"], 3, lora_dropout=0.2)
+    compare_step(reference, gpu, tiny_batch(2), seed=77)
+    assert abs(run(reference.accumulate(tiny_batch(2), seed=78))["loss"]
+               - run(reference.accumulate(tiny_batch(2), seed=77))["loss"]) > 1e-6
+
+
+@pytest.mark.parametrize("base_dtype", ["f16", "int8"])
+def test_gpu_dora_keeps_its_linears_f32(device, tiny, base_dtype):
+    """With compressed base weights the DoRA-wrapped linears stay f32 (their row norms need
+    W + s B.A): the step matches the f32 reference to f16's rounding of the other linears,
+    and merging (which needs f32 wrapped weights) works."""
+    model_dir, adapters = tiny
+    reference, gpu = runtimes(device, model_dir, adapters["dora"], 3, base_dtype=base_dtype)
+    wrapped = {m.weight for m in gpu.model.merge_names()}
+    assert all(not gpu.be.params[w].half and gpu.be.params[w].quant is None for w in wrapped)
+    others = [n for n in gpu.model.frozen_names()
+              if gpu.model.is_linear_weight(n) and n not in wrapped]
+    assert others and all(gpu.be.params[n].half or gpu.be.params[n].quant is not None for n in others)
+    compare_step(reference, gpu, tiny_batch(4), loss_bound=2e-2, grad_bound=5e-2)
+
+
+def test_gpu_dora_merged_outputs(device, tiny):
+    """DoRA's merged weights (magnitude / row norm * (W + s B.A)) give the unmerged outputs,
+    on the GPU as in NumPy."""
+    model_dir, adapters = tiny
+    reference, gpu = runtimes(device, model_dir, adapters["dora"], 3)
+    batch = tiny_batch(6)
+    want = np.array(run(reference.outputs(batch)))
+    unmerged = np.array(run(gpu.outputs(batch)))
+    run(reference.merge())
+    run(gpu.merge())
+    gpu.forget_programs()
+    assert rel(np.array(run(reference.outputs(batch))), want) <= 1e-12
+    assert rel(np.array(run(gpu.outputs(batch))), want) <= 1e-5
+    assert rel(unmerged, want) <= 1e-5
 
 
 def test_gpu_f16_base_weights(device, tiny):

@@ -46,8 +46,8 @@ def rel(a, b):
     return np.linalg.norm(np.asarray(a) - b) / np.linalg.norm(b)
 
 
-def check_step(tmp_path, model_dir, targets, B, T, num_labels, seed, bound_loss, bound_grad):
-    peft = po.peft_model(model_dir, num_labels, target_modules=targets, seed=seed)
+def check_step(tmp_path, model_dir, targets, B, T, num_labels, seed, bound_loss, bound_grad, **lora):
+    peft = po.peft_model(model_dir, num_labels, target_modules=targets, seed=seed, **lora)
     adapter = po.save_adapter(peft, tmp_path / "adapter")
     rng = np.random.default_rng(seed)
     vocab = peft.config.vocab_size if hasattr(peft, "config") else 100
@@ -75,14 +75,23 @@ def test_tiny_bert_step_matches_peft(tmp_path, targets):
                bound_loss=1e-12, bound_grad=1e-10)
 
 
+# DoRA: the magnitudes' gradients too; "dense" wraps the pooler (cls pooling) as well
+@pytest.mark.parametrize("targets", [("query", "value"), ("query", "value", "dense")])
+def test_tiny_bert_dora_step_matches_peft(tmp_path, targets):
+    model_dir = po.tiny_bert_dir(tmp_path / "model", seed=1)
+    check_step(tmp_path, model_dir, targets, B=4, T=11, num_labels=3, seed=2,
+               bound_loss=1e-12, bound_grad=1e-10, use_dora=True)
+
+
 def test_minilm_step_matches_peft(tmp_path):
     check_step(tmp_path, po.MINILM_DIR, ("query", "value"), B=3, T=16, num_labels=2, seed=3,
                bound_loss=1e-12, bound_grad=1e-9)
 
 
-def test_twenty_adamw_steps_track_peft(tmp_path):
+@pytest.mark.parametrize("use_dora", [False, True])
+def test_twenty_adamw_steps_track_peft(tmp_path, use_dora):
     model_dir = po.tiny_bert_dir(tmp_path / "model", seed=4)
-    peft = po.peft_model(model_dir, 3, seed=5)
+    peft = po.peft_model(model_dir, 3, seed=5, use_dora=use_dora)
     adapter = po.save_adapter(peft, tmp_path / "adapter")
     engine = engine_from_peft(model_dir, adapter, 3)
     params = [p for p in peft.parameters() if p.requires_grad]

@@ -369,6 +369,11 @@ def adapter_writer(config, lora, tensors, ggml_type, name):
     family the GGUF export writes: the adapter's tensors take the names of the base tensors
     they change (GPT-2's fused c_attn and T5's enc./dec. ones included), and the rows of those
     the converter reorders (the "llama" architecture's q and k)."""
+    if lora.use_dora:
+        raise ExportError("a DoRA adapter (use_dora) cannot be a llama.cpp LoRA adapter: those "
+                          "hold lora_a and lora_b only, and DoRA also rescales each row of the "
+                          "weight by its magnitude; export the merged model (--format gguf) "
+                          "instead")
     arch = architecture(config)
     writer = gguf.GGUFWriter()
     writer.add("general.architecture", gguf.STRING, arch)

@@ -81,7 +81,8 @@ class GpuRuntime(Runtime):
         base_dtype: "f32"; "f16" (the linear weights as packed halves); "int8" or "int4" (the
         linear weights quantized on the GPU in groups of `quant_group` inputs with one f32
         scale each, QLoRA-style; a weight whose inputs do not split into groups is kept f16).
-        The math is f32 in every mode."""
+        The math is f32 in every mode. DoRA-wrapped linears keep f32 weights in every mode (the
+        norms of their rows are taken with the update added to a copy)."""
         if base_dtype not in BASE_DTYPES:
             raise ValueError(f"base_dtype must be one of {BASE_DTYPES}, got {base_dtype!r}")
         check_trainable(model, trainable)
@@ -90,10 +91,11 @@ class GpuRuntime(Runtime):
         kernels = await Kernels.load(device, matmul_variant, decoder=model.decoder, quantized=quantized,
                                      head_dim=getattr(model.config, "head_dim", None))
         be = GpuBackend(device, kernels)
+        dora_weights = set(model.linears.magnitude_weights().values())
         for name in model.frozen_names():
-            await be.upload(name, checkpoint, storage_of(checkpoint.shape(name),
-                                                         model.is_linear_weight(name), base_dtype,
-                                                         quant_group), quant_group)
+            storage = "f32" if name in dora_weights else storage_of(
+                checkpoint.shape(name), model.is_linear_weight(name), base_dtype, quant_group)
+            await be.upload(name, checkpoint, storage, quant_group)
         runtime = cls(device, kernels, model, task, be)
         runtime.base_dtype = base_dtype
         for name, (shape, values) in trainable.items():
