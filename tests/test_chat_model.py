@@ -222,15 +222,19 @@ def test_bad_input_is_refused(checkpoint):
         run(ChatModel.create(checkpoint, backend="numpy", base_dtype="f16"))
 
 
+@pytest.mark.parametrize("use_dora", [False, True])
 @pytest.mark.parametrize("backend", ["numpy", "gpu"])
-def test_generate_after_training_matches_transformers_with_the_adapter(checkpoint, tmp_path, backend):
+def test_generate_after_training_matches_transformers_with_the_adapter(checkpoint, tmp_path, backend,
+                                                                       use_dora):
     """Greedy replies of the trained LoRA model (KV cache, chat template, eos) equal
-    transformers' generate with the saved adapter loaded by PEFT."""
-    lora = LoraConfig(r=4, lora_alpha=8, target_modules=ALL)
+    transformers' generate with the saved adapter loaded by PEFT; with DoRA too (its fresh
+    magnitudes from the checkpoint, trained, saved, applied at every decoding step)."""
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=ALL, use_dora=use_dora)
     chat = run(ChatModel.create(checkpoint, lora=lora, backend=backend, seed=4))
     run(chat.fit(random_examples(8, chat.checkpoint.config.vocab_size, seed=7),
                  CausalTrainConfig(epochs=2, lr=2e-2, batch_size=4)))
     run(chat.save(tmp_path / "adapter"))
+    assert json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())["use_dora"] is use_dora
     streamed = []
     result = run(chat.generate("Hello! How are you?", max_new_tokens=12,
                                on_token=lambda t, piece: streamed.append(piece)))

@@ -121,3 +121,17 @@ def test_a_state_s_adapter_options_include_its_rank_and_alpha_patterns():
     older = {k: v for k, v in plain.items() if not k.endswith("_pattern")}
     check_same_adapter(SimpleNamespace(lora=LoraConfig(r=4)), older, "the state")
     check_same_adapter(patterned, patterned.lora.to_peft_dict(), "the state")
+
+
+def test_a_state_s_adapter_options_include_dora():
+    """A LoRA state does not resume as DoRA, nor the other way round."""
+    from types import SimpleNamespace
+
+    from py_engine.train.state import check_same_adapter
+
+    dora = SimpleNamespace(lora=LoraConfig(r=4, use_dora=True))
+    with pytest.raises(StateError, match=r"use_dora False \(now True\)"):
+        check_same_adapter(dora, LoraConfig(r=4).to_peft_dict(), "the state")
+    with pytest.raises(StateError, match=r"use_dora True \(now False\)"):
+        check_same_adapter(SimpleNamespace(lora=LoraConfig(r=4)), dora.lora.to_peft_dict(), "the state")
+    check_same_adapter(dora, dora.lora.to_peft_dict(), "the state")

@@ -183,6 +183,7 @@ def check_same_adapter(model, saved_config, source):
     keys = ("r", "lora_alpha", "lora_dropout", "target_modules", "use_rslora", "task_type")
     patterns = ("rank_pattern", "alpha_pattern")      # {} when a state's file predates them
     differ = [k for k in keys if saved_config.get(k) != ours.get(k)]
+    differ += ["use_dora"] if bool(saved_config.get("use_dora")) != ours["use_dora"] else []
     differ += [k for k in patterns if (saved_config.get(k) or {}) != ours[k]]
     if differ:
         shown = ", ".join(f"{k} {saved_config.get(k)!r} (now {ours.get(k)!r})" for k in differ)
