@@ -150,6 +150,10 @@ def _user_error(e):
 
 # --- checks made before anything is loaded ---------------------------------------------------
 
+# The options that set a new LoRA adapter (the rest of a LoraConfig is py_engine's default).
+LORA_OPTIONS = ("r", "lora_alpha", "lora_dropout", "target_modules", "use_dora")
+
+
 def given_options(args, *names):
     """{name: value} of the options the user gave (argparse defaults are None)."""
     return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
@@ -241,8 +245,7 @@ def _check_train(args, kind):
             raise UsageError(f"--base-dtype {args.base_dtype}: T5 encoder-decoders keep f32 base "
                              "weights")
         if mode == "full":
-            refuse_options(args, ("r", "lora_alpha", "lora_dropout", "target_modules"),
-                    "only for LoRA; --mode full trains every weight")
+            refuse_options(args, LORA_OPTIONS, "only for LoRA; --mode full trains every weight")
         if mode != "hybrid":
             refuse_options(args, ("patience", "full_lr"),
                     "only for --mode hybrid, whose switch to full fine-tuning they set")
@@ -304,13 +307,14 @@ def lora_options(args, alpha_per_r, targets, **fixed):
     `targets`."""
     from py_engine.models.lora_config import LoraConfig
 
-    given = given_options(args, "r", "lora_alpha", "lora_dropout", "target_modules")
+    given = given_options(args, *LORA_OPTIONS)
     if not given:
         return None
     r = given.get("r", 8)
     return LoraConfig(r=r, lora_alpha=given.get("lora_alpha", alpha_per_r * r),
                       lora_dropout=given.get("lora_dropout", 0.0),
-                      target_modules=given.get("target_modules", list(targets)), **fixed)
+                      target_modules=given.get("target_modules", list(targets)),
+                      use_dora=given.get("use_dora", False), **fixed)
 
 
 def _json_line(values, rounded=()):
@@ -763,6 +767,9 @@ def add_training_options(p):
     p.add_argument("--target-modules", type=_modules,
                    help="default: query,value (classifiers), q_proj,v_proj (chat models); "
                         "all-linear: every linear layer, as PEFT's keyword")
+    p.add_argument("--use-dora", action="store_true", default=None,
+                   help="DoRA, as PEFT's use_dora: each wrapped layer also learns a magnitude "
+                        "per output feature (its weight kept f32 on the GPU)")
 
 
 def _train_parser(sub):

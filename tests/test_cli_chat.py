@@ -66,17 +66,20 @@ def peft_scores(model, adapter, rows):
     return out
 
 
-@pytest.mark.parametrize("mode", ["lora", "full"])
+@pytest.mark.parametrize("mode", ["lora", "full", "dora"])
 def test_train_score_generate(workspace, mode):
     check_train_score_generate(*workspace, mode)
 
 
 def check_train_score_generate(root, model, data, mode):
-    """Train (LoRA on every projection, or every weight), score and generate through the CLI;
-    scores and the greedy reply against transformers (+ PEFT)."""
+    """Train (LoRA on every projection, DoRA there with mode "dora", or every weight), score
+    and generate through the CLI; scores and the greedy reply against transformers (+ PEFT)."""
     out = root / f"out-{mode}"
+    dora = mode == "dora"
+    mode = "lora" if dora else mode
     # LoRA on every projection (PEFT's "all-linear": q, k, v, o, gate, up and down)
     lora = ("--target-modules", "all-linear") if mode == "lora" else ()   # full has no LoRA options
+    lora += ("--use-dora",) if dora else ()
     trained = cli("train", "--model", model, "--data", data, "--out", out, "--mode", mode,
                   "--epochs", 2, "--lr", 1e-2 if mode == "lora" else 1e-3, "--batch-size", 4, *lora)
     steps = [json.loads(line) for line in trained.stderr.splitlines() if line.startswith('{"step"')]
@@ -86,6 +89,7 @@ def check_train_score_generate(root, model, data, mode):
         layers = {m.split(".")[2] for m in saved}
         assert len(saved) == 7 * len(layers) == len(set(saved)) and {m.rsplit(".", 1)[1] for m in saved} == {
             "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+        assert json.loads((out / "adapter_config.json").read_text())["use_dora"] is dora
     adapter_args = ("--adapter", out) if mode == "lora" else ()
     scored_model = model if mode == "lora" else out
     scored = cli("score", "--model", scored_model, *adapter_args, "--data", data)

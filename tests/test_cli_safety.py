@@ -131,6 +131,7 @@ def test_generate_options_are_range_checked(ws, capsys, nothing_loads, option, v
     ("llama", ["--pooling", "mean"], "--pooling: only for classifiers; .* is a chat model"),
     ("llama", ["--label-smoothing", "0.1"], "--label-smoothing: only for classifiers"),
     ("llama", ["--mode", "full", "--r", "4"], "--r: only for LoRA; --mode full"),
+    ("llama", ["--mode", "full", "--use-dora"], "--use-dora: only for LoRA; --mode full"),
     ("llama", ["--patience", "2"], "--patience: only for --mode hybrid"),
     ("llama", ["--base-dtype", "int4"], "int4 is a storage mode of the GPU backend"),
     ("llama", ["--mode", "hybrid", "--backend", "gpu", "--base-dtype", "int8"],

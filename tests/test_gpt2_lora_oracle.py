@@ -10,6 +10,7 @@ from peft import PeftModel, TaskType
 from transformers import GPT2LMHeadModel
 
 import export_models as em
+import peft_oracle as po
 from conftest import run
 from gpt2_checkpoints import TINY, tiny_gpt2
 from py_engine.backends.numpy_backend import NumpyBackend
@@ -28,10 +29,12 @@ ALL = ["c_attn", "c_proj", "c_fc"]
 LOSS_BOUND, GRAD_BOUND = 1e-6, 1e-5
 
 
-def peft_gpt2(path, targets, **overrides):
+def peft_gpt2(path, targets, lora=None, **overrides):
     """The tiny checkpoint (config `overrides`) under path / "model" and a PEFT adapter (lora_B
-    non-zero) under path / "adapter"; returns the PEFT model in float64."""
-    return peft_adapter(tiny_gpt2(path / "model", **overrides), path, targets, fan_in_fan_out=True)
+    non-zero; PEFT's other options in `lora`) under path / "adapter"; returns the PEFT model in
+    float64."""
+    return peft_adapter(tiny_gpt2(path / "model", **overrides), path, targets, fan_in_fan_out=True,
+                        **(lora or {}))
 
 
 def peft_adapter(base, path, targets, **options):
@@ -101,12 +104,13 @@ def relative(got, want):
     return np.linalg.norm(got - want) / np.linalg.norm(want)
 
 
-@pytest.mark.parametrize("targets", [["c_attn"], ALL])
-def test_lora_step_matches_peft(tmp_path, targets):
-    peft = peft_gpt2(tmp_path, targets)
+@pytest.mark.parametrize("targets, lora", [(["c_attn"], None), (ALL, None),
+                                          (ALL, dict(use_dora=True))])    # DoRA on Conv1D layers
+def test_lora_step_matches_peft(tmp_path, targets, lora):
+    peft = peft_gpt2(tmp_path, targets, lora)
     ids, mask, labels = a_batch()
     want_loss = torch_step(peft, ids, mask, labels)
-    want = {n.replace("base_model.model.", "").replace(".default", ""): p.grad.numpy()
+    want = {po.adapter_key(n).replace("base_model.model.", ""): p.grad.numpy()
             for n, p in peft.named_parameters() if p.requires_grad}
 
     adapter_config, tensors, _ = load_adapter(tmp_path / "adapter")

@@ -1,4 +1,4 @@
-"""A representative subset of the training kernels (BERT's, and the decoders' RMSNorm, RoPE and
+"""A representative subset of the training kernels (BERT's, DoRA's, and the decoders' RMSNorm, RoPE and
 SwiGLU) and generation's argmax, sampling candidates and split decoding attention run inside Chromium (Pyodide + WebGPU, compiled by Tint, run on SwiftShader), checked
 against the NumPy references on the host with
 the same bounds as on lavapipe. Inputs are drawn fresh here, outputs are NaN-poisoned there."""
@@ -13,6 +13,7 @@ from py_engine.ops import argmax as argmax_ops
 from py_engine.ops import attention as attn_ops
 from py_engine.ops import causal_attention as causal_ops
 from py_engine.ops import cross_entropy as ce_ops
+from py_engine.ops import dora as dora_ops
 from py_engine.ops import dropout as dropout_ops
 from py_engine.ops import gelu as gelu_ops
 from py_engine.ops import layernorm as ln_ops
@@ -33,6 +34,7 @@ from py_engine.kernels.argmax import ArgmaxKernels, decode_candidates, decode_ch
 from py_engine.kernels.attention import AttentionKernels
 from py_engine.kernels.causal_attention import CausalAttentionKernels
 from py_engine.kernels.cross_entropy import CrossEntropyKernels, create_metrics, decode_metrics
+from py_engine.kernels.dora import DoraKernels
 from py_engine.kernels.dropout import DropoutKernels, pack_step
 from py_engine.kernels.gelu import GeluKernels
 from py_engine.kernels.layernorm import LayerNormKernels
@@ -73,6 +75,20 @@ result("context", ctx)
 y2 = poisoned(device, R * I["out"])
 mm.linear(program, f("x"), f("w"), y2, R, C, I["out"], bias=f("b"))
 result("linear", y2)
+
+# DoRA around the same weight: W + s B.A, its row norms, the scaled output, the magnitude's
+# gradient (z: y2 without the bias stands in), the merged weight
+O, DR = I["out"], I["dora_r"]
+dora = await DoraKernels.load(device)
+adapted, dnorm, dscale = poisoned(device, O * C), poisoned(device, O), poisoned(device, O)
+dy_out, dmag = poisoned(device, R * O), poisoned(device, O)
+dora.adapted_weight(program, mm, f("w"), f("dora_a"), f("dora_b"), adapted, O, C, DR, I["dora_s"])
+dora.weight_norm(program, adapted, f("dora_m"), dnorm, dscale, O, C)
+dora.scale_columns(program, y2, dscale, dy_out, R, O, bias=f("b"))
+dora.magnitude_grad(program, f("dora_dy"), y2, dnorm, dmag, R, O)
+dora.scale_rows(program, dscale, adapted, O, C)
+result("dora_norm", dnorm); result("dora_y", dy_out); result("dora_dm", dmag)
+result("dora_merged", adapted)
 # the tiled variant too (small workgroups: every thread's four rows and columns in use): no
 # browser runs it by default, so Tint must be shown to compile it
 y3 = poisoned(device, R * I["out"])
@@ -170,6 +186,8 @@ def test_training_kernels_in_the_browser(engine_page):
     dec_q, dec_k, dec_v = f32(1, 2 * DEC_DIM), f32(DEC_PAST + 1, DEC_DIM), f32(DEC_PAST + 1, DEC_DIM)
     dec_mask = np.ones(DEC_PAST + 1, np.uint32)
     dec_mask[201:-1] = 0
+    dora_a, dora_b, dora_dy = 0.3 * f32(3, C), 0.3 * f32(OUT, 3), f32(R, OUT)
+    dora_m = rng.uniform(0.5, 2.0, OUT).astype(np.float32)
     inputs = {"rows": R, "cols": C, "out": OUT, "classes": CLASSES, "B": B, "T": T, "H": H, "D": D,
               "x": x.ravel().tolist(), "dy": dy.ravel().tolist(), "w": w.ravel().tolist(),
               "b": b.tolist(), "gamma": gamma.tolist(), "beta": beta.tolist(),
@@ -180,7 +198,9 @@ def test_training_kernels_in_the_browser(engine_page):
               "sc": sc.ravel().tolist(), "sc_cols": sc.shape[1],
               "dec_dim": DEC_DIM, "dec_past": DEC_PAST, "dec_q": dec_q.ravel().tolist(),
               "dec_k": dec_k.ravel().tolist(), "dec_v": dec_v.ravel().tolist(),
-              "dec_mask": dec_mask.tolist()}
+              "dec_mask": dec_mask.tolist(), "dora_r": 3, "dora_s": 1.5,
+              "dora_a": dora_a.ravel().tolist(), "dora_b": dora_b.ravel().tolist(),
+              "dora_m": dora_m.tolist(), "dora_dy": dora_dy.ravel().tolist()}
     got = run_json(engine_page, PAGE.replace("INPUTS", repr(json.dumps(inputs))))
 
     d = lambda a: np.asarray(a, np.float64)
@@ -190,6 +210,12 @@ def test_training_kernels_in_the_browser(engine_page):
     assert rel(got["context"], attn_ops.attention_forward(d(q), d(k), d(v), mask, H)[0]) <= 1e-5
     assert rel(got["linear"], mm_ops.linear_forward(d(x), d(w), d(b))) <= 1e-5
     assert rel(got["linear_tiled"], mm_ops.linear_forward(d(x), d(w), d(b))) <= 1e-5
+    z = mm_ops.linear_forward(d(x), d(w), d(b))
+    scale, norm = dora_ops.weight_norm_scale(d(w), d(dora_a), d(dora_b), 1.5, d(dora_m))
+    assert rel(got["dora_norm"], norm) <= 1e-6
+    assert rel(got["dora_y"], dora_ops.scale_columns(z, scale, d(b))) <= 1e-5
+    assert rel(got["dora_dm"], dora_ops.magnitude_grad(d(dora_dy), z, norm)) <= 1e-5
+    assert rel(got["dora_merged"], dora_ops.merged_weight(d(w), d(dora_a), d(dora_b), 1.5, d(dora_m))) <= 1e-6
     loss, correct, wsum = ce_ops.cross_entropy_forward(d(logits), labels, d(weights), 0.1)
     assert abs(got["metrics"]["loss"] - loss) <= 2e-6 * abs(loss)
     assert got["metrics"]["correct"] == correct.sum()

@@ -10,6 +10,7 @@ import transformers.models.t5.modeling_t5 as t5_module
 from peft import PeftModel, TaskType
 
 import export_models as em
+import peft_oracle as po
 from py_engine.formats.peft_adapter import load_adapter, read_adapter_config, save_adapter
 from py_engine.labels import IGNORE_INDEX, IGNORE_LABEL
 from py_engine.models.checkpoint import DecoderCheckpoint
@@ -21,12 +22,12 @@ from test_t5_reference import a_batch, engine, engine_logits, float64_layer_norm
 ALL = ["q", "k", "v", "o", "wi_0", "wi_1", "wo"]
 
 
-def peft_t5(path, targets, **overrides):
-    """The tiny checkpoint under path / "model" and a PEFT adapter (lora_B non-zero) under
-    path / "adapter"; returns the PEFT model in float64."""
+def peft_t5(path, targets, lora=None, **overrides):
+    """The tiny checkpoint under path / "model" and a PEFT adapter (lora_B non-zero; PEFT's
+    other options in `lora`) under path / "adapter"; returns the PEFT model in float64."""
     base = tiny_t5(path / "model", **overrides).float()
     return em.random_b_adapter(base, path / "adapter", TaskType.SEQ_2_SEQ_LM, targets, scale=0.1,
-                               lora_dropout=0.0).double()
+                               lora_dropout=0.0, **(lora or {})).double()
 
 
 def engine_step(path, ids, mask, labels, seed=0, saved_into=None, rate=None, full=False):
@@ -63,7 +64,7 @@ def peft_step(peft, ids, mask, labels):
     out = peft(input_ids=torch.as_tensor(ids), attention_mask=torch.as_tensor(mask),
                labels=torch.as_tensor(labels))
     out.loss.backward()
-    return out.loss.item(), {n.replace("base_model.model.", "").replace(".default", ""): p.grad.numpy()
+    return out.loss.item(), {po.adapter_key(n).replace("base_model.model.", ""): p.grad.numpy()
                              for n, p in peft.named_parameters() if p.requires_grad}
 
 
@@ -85,6 +86,19 @@ def test_lora_step_matches_peft(tmp_path, monkeypatch, targets, float64_norm, ti
     assert set(want) == set(model.trainable) and want
     for name, ref in want.items():
         assert relative(grads[name], ref) <= grad_bound, name
+
+
+def test_dora_step_matches_peft(tmp_path, monkeypatch):
+    """DoRA on T5's attention and feed-forward linears: loss, LoRA and magnitude gradients."""
+    float64_layer_norm(monkeypatch)
+    peft = peft_t5(tmp_path, ["q", "v", "EncDecAttention.k", "wo"], lora=dict(use_dora=True))
+    ids, mask, labels = a_batch()
+    want_loss, want = peft_step(peft, ids, mask, labels)
+    model, loss, grads = engine_step(tmp_path, ids, mask, labels)
+    assert abs(loss - want_loss) <= 1e-12 * abs(want_loss)
+    assert set(want) == set(model.trainable) and any(n.endswith("magnitude_vector") for n in want)
+    for name, ref in want.items():
+        assert relative(grads[name], ref) <= 1e-10, name
 
 
 def test_peft_adapter_loads_and_ours_loads_in_peft(tmp_path, monkeypatch):

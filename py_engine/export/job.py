@@ -191,7 +191,7 @@ def _decoder_targets(model_dir):
 def _adapter(args, kind, preset):
     """(LoraConfig, the adapter's files or None, its labels or None): --adapter's, or a new
     adapter of the LoRA options given (py_engine's defaults for the rest)."""
-    from ..cli import check_adapter, lora_options, refuse_options
+    from ..cli import LORA_OPTIONS, check_adapter, lora_options, refuse_options
     from ..models.lora_config import BERT_TARGET_MODULES, LoraConfig
 
     task = PEFT_TASKS[kind]
@@ -206,8 +206,7 @@ def _adapter(args, kind, preset):
             lora.modules_to_save = []
         lora.base_model_name_or_path = preset.model_id if preset else str(Path(args.model))
         return lora, None, None
-    refuse_options(args, ("r", "lora_alpha", "lora_dropout", "target_modules"),
-                   f"the job continues {args.adapter}, whose LoRA settings it keeps")
+    refuse_options(args, LORA_OPTIONS, f"the job continues {args.adapter}, whose LoRA settings it keeps")
     check_adapter(args.adapter, task)
     from ..formats.head_config import resolve_pooling
     from ..formats.peft_adapter import READ_FILES, load_adapter
