@@ -33,14 +33,23 @@ runtime = await GpuRuntime.create(model, ClassificationTask(3), checkpoint, valu
 batch = Batch(**BATCH)
 metrics = await runtime.accumulate(batch, seed=SEED)
 grads = {name: list(values) for name, values in (await runtime.gradients()).items()}
+# a fresh DoRA adapter's magnitudes: its base weights' row norms, computed here in Python
+fresh = BertClassifier(checkpoint.config, LoraConfig(target_modules=["query"], use_dora=True), 3)
+magnitudes = {n: list(v) for n, (_, v) in initial_trainable(fresh, 0, checkpoint).items()
+              if n.endswith("lora_magnitude_vector")}
 json.dumps({"loss": metrics["loss"], "correct": metrics["correct"], "grads": grads,
-            "adapter": runtime.device.info.as_dict()})
+            "adapter": runtime.device.info.as_dict(), "magnitudes": magnitudes})
 """
 
 
-def test_tiny_bert_step_in_the_browser(engine_page, tmp_path):
+@pytest.mark.parametrize("use_dora", [False, True])
+def test_tiny_bert_step_in_the_browser(engine_page, tmp_path, use_dora):
+    """LoRA, or DoRA (on the pooler too: "dense"), with dropout; a fresh DoRA adapter's
+    magnitudes are the host's row norms."""
     model_dir = po.tiny_bert_dir(tmp_path / "model", seed=51)
-    adapter = po.save_adapter(po.peft_model(model_dir, 3, seed=52), tmp_path / "adapter")
+    targets = ("query", "value", "dense") if use_dora else ("query", "value")
+    adapter = po.save_adapter(po.peft_model(model_dir, 3, seed=52, target_modules=targets,
+                                            use_dora=use_dora), tmp_path / "adapter")
     files = {f"/work/model/{p.name}": p.read_bytes() for p in model_dir.iterdir()}
     files.update({f"/work/adapter/{p.name}": p.read_bytes() for p in adapter.iterdir()})
     put_files(engine_page, files)
@@ -58,6 +67,14 @@ def test_tiny_bert_step_in_the_browser(engine_page, tmp_path):
     assert abs(got["loss"] - want) <= LOSS_BOUND * abs(want), (got["loss"], want)
     assert got["correct"] == want_correct
     theirs = run(reference.gradients())
+    assert set(got["grads"]) == set(theirs)
     for name, values in got["grads"].items():
         err = rel(np.asarray(values), theirs[name].ravel())
         assert err <= GRAD_BOUND, f"{name}: relative error {err:.2e}"
+    assert any(n.endswith("lora_magnitude_vector") for n in theirs) is use_dora
+    assert len(got["magnitudes"]) == 2
+    for i in range(2):
+        weight = reference.be.params[f"encoder.layer.{i}.attention.self.query.weight"]
+        norms = np.linalg.norm(np.asarray(weight, np.float64), axis=1)
+        mags = got["magnitudes"][f"bert.encoder.layer.{i}.attention.self.query.lora_magnitude_vector"]
+        assert rel(np.asarray(mags), norms) <= 1e-6

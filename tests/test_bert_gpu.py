@@ -115,6 +115,10 @@ def test_gpu_dora_keeps_its_linears_f32(device, tiny, base_dtype):
     others = [n for n in gpu.model.frozen_names()
               if gpu.model.is_linear_weight(n) and n not in wrapped]
     assert others and all(gpu.be.params[n].half or gpu.be.params[n].quant is not None for n in others)
+    from py_engine.backends.gpu_backend import planned_base_bytes
+
+    shapes = {n: gpu.be.params[n].shape for n in gpu.model.frozen_names()}
+    assert planned_base_bytes(gpu.model, shapes, base_dtype) == gpu.base_weight_bytes()
     compare_step(reference, gpu, tiny_batch(4), loss_bound=2e-2, grad_bound=5e-2)
 
 

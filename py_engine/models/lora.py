@@ -158,8 +158,11 @@ class Linears:
                 for m in self.targets]
 
     def is_weight(self, name):
-        """Whether `name` is one of these linears' weights (what a GPU may store compressed)."""
-        return name.endswith(".weight") and name[:-len(".weight")] in self.modules
+        """Whether `name` is one of these linears' weights that a GPU may store compressed:
+        not a DoRA-wrapped one, whose row norms are taken with the update added to it in f32."""
+        module = name[:-len(".weight")]
+        return name.endswith(".weight") and module in self.modules and not (
+            self.dora and module in self._targeted)
 
     def forward(self, be, module, x, saved, train):
         """y = x W^T + b, plus the adapter's scaling * B.A x when `module` is wrapped (through
@@ -261,7 +264,7 @@ class AdaptedModel:
         return self.linears.merge_names()
 
     def is_linear_weight(self, name):
-        """Whether `name` is a linear's weight (the tensors the GPU may store compressed)."""
+        """Whether `name` is a linear's weight the GPU may store compressed (Linears.is_weight)."""
         return self.linears.is_weight(name)
 
     def to_full(self):

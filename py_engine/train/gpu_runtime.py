@@ -91,11 +91,10 @@ class GpuRuntime(Runtime):
         kernels = await Kernels.load(device, matmul_variant, decoder=model.decoder, quantized=quantized,
                                      head_dim=getattr(model.config, "head_dim", None))
         be = GpuBackend(device, kernels)
-        dora_weights = set(model.linears.magnitude_weights().values())
         for name in model.frozen_names():
-            storage = "f32" if name in dora_weights else storage_of(
-                checkpoint.shape(name), model.is_linear_weight(name), base_dtype, quant_group)
-            await be.upload(name, checkpoint, storage, quant_group)
+            await be.upload(name, checkpoint, storage_of(checkpoint.shape(name),
+                                                         model.is_linear_weight(name), base_dtype,
+                                                         quant_group), quant_group)
         runtime = cls(device, kernels, model, task, be)
         runtime.base_dtype = base_dtype
         for name, (shape, values) in trainable.items():
