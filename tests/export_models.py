@@ -66,12 +66,13 @@ def chat_with_adapter(path, family="llama", seed=0, r=4, lora_alpha=8, use_rslor
     return model_dir, adapter
 
 
-def classifier_with_adapter(path, seed=0, targets=("query", "value"), **bert_options):
+def classifier_with_adapter(path, seed=0, targets=("query", "value"), lora=None, **bert_options):
     """(model_dir, adapter_dir): a tiny BERT checkpoint (with a pooler) and a PEFT SEQ_CLS
-    adapter on `targets` with random lora_B and head, labels.json beside it."""
+    adapter on `targets` (PEFT's other options in `lora`) with random lora_B and head,
+    labels.json beside it."""
     model_dir = po.tiny_bert_dir(path / "bert", seed=seed, **bert_options)
     peft = po.peft_model(model_dir, len(LABELS), seed=seed + 1, dtype=torch.float32,
-                         target_modules=targets)
+                         target_modules=targets, **(lora or {}))
     adapter = po.save_adapter(peft, path / "bert-adapter", labels=LABELS)
     return model_dir, adapter
 

@@ -50,6 +50,17 @@ def test_onnx_runtime_gives_our_probabilities(tmp_path, pooling):
     assert np.abs(theirs - ours).max() <= F32_BOUND
 
 
+def test_onnx_runtime_gives_our_probabilities_with_a_dora_adapter(tmp_path):
+    """The export folds DoRA's magnitudes into the weights it writes: onnxruntime's
+    probabilities are ours, computed unmerged."""
+    model, adapter = em.classifier_with_adapter(tmp_path, targets=("query", "value", "dense"),
+                                                lora=dict(use_dora=True))
+    out = save_onnx(load_merged(model, adapter), tmp_path / "onnx")
+    ours = em.our_probabilities(model, adapter, TEXTS)
+    theirs = onnx_probabilities(out / "model.onnx", model, TEXTS)
+    assert np.abs(theirs - ours).max() <= F32_BOUND
+
+
 def labelled(n, seed):
     """Short texts labelled by the sentiment words in them (a small labelled set)."""
     rng = random.Random(seed)
