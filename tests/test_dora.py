@@ -22,6 +22,7 @@ from py_engine.models.lora import Linears
 from py_engine.models.lora_config import LoraConfig, LoraConfigError
 from py_engine.train.chat import ChatModel
 from py_engine.train.classifier import TextClassifier, TrainConfig
+from test_export_merged import check_merged_weights_are_peft_s
 from test_adapter_roundtrip import (LABELS, TEXTS, our_probabilities, peft_bert_adapter,
                                     peft_probabilities)
 
@@ -181,22 +182,8 @@ def test_merged_weights_of_a_dora_adapter_are_peft_s(tmp_path, device, backend):
     """The weights the merged exports fold (magnitude / row norm * (W + s B.A)), on either
     backend, are PEFT's merge_and_unload's; after the hybrid switch to full fine-tuning the
     model's outputs are the adapter's."""
-    from transformers import LlamaForCausalLM
-
-    from tiny_chat import tiny_chat_dir
-
-    model = tiny_chat_dir(tmp_path, family="llama", **em.CHAT_SIZES)
-    adapter, merged_hf = em.merged_with_adapter(LlamaForCausalLM, model, tmp_path, em.PROJECTIONS,
-                                                use_dora=True, rank_pattern={"k_proj": 2})
-    chat = run(ChatModel.load(model, adapter, backend=backend, device=device))
-    weights = run(chat.runtime.merged_weights())
-    want = dict(merged_hf.named_parameters())
-    assert len(weights) == 2 * len(em.PROJECTIONS)
-    for name, (shape, values) in weights.items():
-        ref = want[name].detach().double().numpy()
-        got = np.asarray(values, np.float64).reshape(shape)
-        assert np.abs(got - ref).max() <= 1e-6 * np.abs(ref).max(), name
-
+    model, adapter = check_merged_weights_are_peft_s(tmp_path, device, backend, use_dora=True,
+                                                     rank_pattern={"k_proj": 2})
     chat = run(ChatModel.load(model, adapter, backend=backend, device=device))
     ids = [5, 17, 33, 2, 60]
     before = np.asarray(run(chat.decoder().prefill(ids)), np.float64)

@@ -108,16 +108,23 @@ def test_non_finite_weights_are_never_written(tmp_path):
 def test_merged_weights_of_an_adapter_with_rank_and_alpha_patterns_are_peft_s(tmp_path, device, backend):
     """Modules with a rank and alpha of their own (rank_pattern, alpha_pattern, rsLoRA): the
     weights the merged export folds, on either backend, are PEFT's merge_and_unload's."""
+    check_merged_weights_are_peft_s(tmp_path, device, backend,
+                                    rank_pattern={"k_proj": 2, r"layers\.1\.mlp\.down_proj": 6},
+                                    alpha_pattern={"^model.layers.0.self_attn.o_proj": 20,
+                                                   "gate_proj": 3},
+                                    use_rslora=True)
+
+
+def check_merged_weights_are_peft_s(tmp_path, device, backend, **lora):
+    """A tiny Llama and a PEFT adapter on its projections (`lora`: PEFT's options): the weights
+    our runtime merges are merge_and_unload's. Returns (model_dir, adapter_dir)."""
     from transformers import LlamaForCausalLM
 
     from tiny_chat import tiny_chat_dir
 
     model = tiny_chat_dir(tmp_path, family="llama", **em.CHAT_SIZES)
-    patterns = dict(rank_pattern={"k_proj": 2, r"layers\.1\.mlp\.down_proj": 6},
-                    alpha_pattern={"^model.layers.0.self_attn.o_proj": 20, "gate_proj": 3},
-                    use_rslora=True)
     adapter, merged_hf = em.merged_with_adapter(LlamaForCausalLM, model, tmp_path, em.PROJECTIONS,
-                                                **patterns)
+                                                **lora)
     chat = run(ChatModel.load(model, adapter, backend=backend, device=device))
     weights = run(chat.runtime.merged_weights())
     want = dict(merged_hf.named_parameters())
@@ -126,3 +133,4 @@ def test_merged_weights_of_an_adapter_with_rank_and_alpha_patterns_are_peft_s(tm
         ref = want[name].detach().double().numpy()
         got = np.asarray(values, np.float64).reshape(shape)
         assert np.abs(got - ref).max() <= 1e-6 * np.abs(ref).max(), name
+    return model, adapter
