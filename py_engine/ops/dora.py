@@ -20,10 +20,7 @@ merged_weight is the weight inference and the exports use, PEFT's merge: scale *
 
 import numpy as np
 
-
-def adapted_weight(w, lora_a, lora_b, scaling):
-    """W + scaling * B.A [out, in]."""
-    return w + scaling * (lora_b @ lora_a)
+from .lora_linear import merged_weight as adapted_weight     # W + scaling * B.A
 
 
 def weight_norm_scale(w, lora_a, lora_b, scaling, magnitude):

@@ -31,6 +31,11 @@ def lora_linear_backward(dy, xd, w, lora_a, lora_b, h, scaling):
     return dx, dxd, d_lora_a, d_lora_b
 
 
+def merged_weight(w, lora_a, lora_b, scaling):
+    """W + scaling * B.A [out, in]: the layer with its adapter folded in (PEFT's merge)."""
+    return w + scaling * (lora_b @ lora_a)
+
+
 def lora_weight_grads(dy, xd, lora_b, h, scaling):
     """The adapter's part of the backward: (d lora_A, d lora_B, dh = scaling * dy . B), for a
     caller that needs no input gradient."""

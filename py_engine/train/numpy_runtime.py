@@ -14,6 +14,7 @@ from ..backends.numpy_backend import NumpyBackend
 from ..labels import IGNORE_LABEL
 from ..ops import adamw as adamw_ops
 from ..ops import dora as dora_ops
+from ..ops import lora_linear as lora_ops
 from ..ops import grad_norm as norm_ops
 from .runtime import Runtime, check_trainable
 
@@ -176,7 +177,7 @@ class NumpyRuntime(Runtime):
         """A Merge's weight: W + scaling * B . A, with DoRA its rows scaled to the magnitude."""
         p = self.be.params
         if m.magnitude is None:
-            return p[m.weight] + m.scaling * (p[m.lora_b] @ p[m.lora_a])
+            return lora_ops.merged_weight(p[m.weight], p[m.lora_a], p[m.lora_b], m.scaling)
         return dora_ops.merged_weight(p[m.weight], p[m.lora_a], p[m.lora_b], m.scaling,
                                       p[m.magnitude])
 
