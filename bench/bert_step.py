@@ -4,6 +4,7 @@ in its own process, rounds alternating (bench/processes.py).
 
     python bench/bert_step.py                 # CPU: torch + PEFT vs the NumPy backend, JSON
     python bench/bert_step.py --gpu           # the GPU backend (native adapter) alone
+    python bench/bert_step.py --dora          # DoRA (use_dora) instead of LoRA, both contenders
 
 The engine is driven through its public API, as a user would: TextClassifier.create and fit()
 over a round of batches, each optimizer step timed by fit()'s on_step callback. torch + PEFT
@@ -61,14 +62,15 @@ def step_flops(config, batch=B, seq=T):
 class EngineClassifier(EngineRounds):
     """py_engine's TextClassifier on `backend` ("numpy" or "gpu")."""
 
-    def __init__(self, model_dir, backend="numpy", batch=B, steps=3, profile=False, base_dtype="f32"):
+    def __init__(self, model_dir, backend="numpy", batch=B, steps=3, profile=False, base_dtype="f32",
+                 use_dora=False):
         from py_engine.data.classification import Example
         from py_engine.models.lora_config import LoraConfig
         from py_engine.train.classifier import TextClassifier, TrainConfig
 
         device = self._setup(backend, profile, batch=batch, seq=T, base_dtype=base_dtype)
         started = time.perf_counter()
-        clf = self.run_sync(TextClassifier.create(model_dir, LABELS, lora=LoraConfig(r=R, lora_alpha=R),
+        clf = self.run_sync(TextClassifier.create(model_dir, LABELS, lora=LoraConfig(r=R, lora_alpha=R, use_dora=use_dora),
                                                   backend=backend, device=device, base_dtype=base_dtype))
         self._created(clf, started, [Example(text, label) for text, label in texts(batch, steps + 1)],
                       TrainConfig(epochs=1, batch_size=batch, max_length=T, lr=LR, warmup_ratio=0.0,
@@ -88,14 +90,15 @@ class EngineClassifier(EngineRounds):
 class TorchClassifier(TorchRounds):
     """transformers' BertForSequenceClassification + PEFT LoRA on `device`."""
 
-    def __init__(self, model_dir, device="cpu", batch=B, steps=3):
+    def __init__(self, model_dir, device="cpu", batch=B, steps=3, use_dora=False):
         from peft import LoraConfig, TaskType, get_peft_model
         from transformers import AutoTokenizer, BertForSequenceClassification
 
         torch, device = self._setup(device)
         model = BertForSequenceClassification.from_pretrained(model_dir, num_labels=len(LABELS))
         model = get_peft_model(model, LoraConfig(task_type=TaskType.SEQ_CLS, r=R, lora_alpha=R,
-                                                 lora_dropout=0.0, target_modules=["query", "value"]))
+                                                 lora_dropout=0.0, target_modules=["query", "value"],
+                                                 use_dora=use_dora))
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         pairs = texts(batch, steps + 1)
         batches = []
@@ -107,20 +110,23 @@ class TorchClassifier(TorchRounds):
         self._ready(model, device, batches, LR, 0.01, batch=batch, seq=T)
 
 
-def cpu_contenders(model_dir, steps=3):
+def cpu_contenders(model_dir, steps=3, use_dora=False):
     """torch + PEFT on the CPU, the NumPy backend (and, where OPENBLAS_CORETYPE / _L2_SIZE are
-    set, the NumPy backend again without them)."""
-    specs = {"torch": Spec("bert_step:TorchClassifier", {"model_dir": model_dir, "steps": steps})}
-    numpy = Spec("bert_step:EngineClassifier", {"model_dir": model_dir, "backend": "numpy", "steps": steps})
+    set, the NumPy backend again without them); DoRA in both with use_dora."""
+    options = {"model_dir": model_dir, "steps": steps, "use_dora": use_dora}
+    specs = {"torch": Spec("bert_step:TorchClassifier", options)}
+    numpy = Spec("bert_step:EngineClassifier", dict(options, backend="numpy"))
     for suffix, spec in openblas_variants(numpy).items():
         specs["numpy" + suffix] = spec
     return specs
 
 
-def run_cpu(model_dir=None, rounds=5, warmup=1, steps=3):
+def run_cpu(model_dir=None, rounds=5, warmup=1, steps=3, use_dora=False):
     model_dir = model_dir or minilm_dir()
-    out = alternate(cpu_contenders(model_dir, steps), baseline="torch", rounds=rounds, warmup=warmup)
-    return {"shape": {"batch": B, "seq": T, "r": R, "model": Path(model_dir).name},
+    out = alternate(cpu_contenders(model_dir, steps, use_dora), baseline="torch", rounds=rounds,
+                    warmup=warmup)
+    return {"shape": {"batch": B, "seq": T, "r": R, "model": Path(model_dir).name,
+                      "dora": use_dora},
             "openblas_overrides": OPENBLAS_OVERRIDES, **out}
 
 
@@ -143,7 +149,8 @@ def table_rows(results):
     cpu = results.get("cpu")
     if cpu:
         s = cpu["shape"]
-        rows += cpu_rows(f"MiniLM {s['batch']}x{s['seq']} r={s['r']}", s["batch"] * s["seq"], cpu)
+        kind = "DoRA " if s.get("dora") else ""
+        rows += cpu_rows(f"MiniLM {s['batch']}x{s['seq']} {kind}r={s['r']}", s["batch"] * s["seq"], cpu)
     gpu = results.get("gpu")
     if gpu:
         s, g = gpu["shape"], gpu["gpu"]
@@ -159,6 +166,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gpu", action="store_true")
     parser.add_argument("--rounds", type=COUNT, default=5)
+    parser.add_argument("--dora", action="store_true", help="DoRA (use_dora) in both contenders")
     args = parser.parse_args()
-    result = run_gpu() if args.gpu else run_cpu(rounds=args.rounds)
+    result = run_gpu() if args.gpu else run_cpu(rounds=args.rounds, use_dora=args.dora)
     print(json.dumps(result, indent=2))
