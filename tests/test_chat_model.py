@@ -328,3 +328,49 @@ def test_a_reply_ends_where_generation_config_says_as_in_transformers(tmp_path, 
     with pytest.raises(CheckpointError, match=r"generation_config.json: eos_token_id must be a "
                                               r"token id, a list of them or null, got '</s>'"):
         run(ChatModel.create(model_dir, backend=backend))
+
+
+CUSTOM_TEMPLATE = ("{% for m in messages %}<<{{ m['role'] }}>> {{ m['content'] }}{{ eos_token }}"
+                   "{% endfor %}{% if add_generation_prompt %}<<assistant>> {% endif %}")
+
+
+def _template_ids(tokenizer, messages):
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+    return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+
+
+def test_an_adapter_folder_s_chat_template_is_the_one_used(tmp_path):
+    """TRL saves the tokenizer it trained with beside the adapter: its chat template renders
+    the prompts, as AutoTokenizer.from_pretrained(the adapter folder) renders them; one with
+    tokens added is refused by name; a folder with the tokenizer but no template keeps the
+    checkpoint's."""
+    from transformers import AutoTokenizer
+
+    import export_models as em
+    from py_engine.tokenizers.checkpoint import AdapterTokenizerError
+
+    model_dir, adapter = em.chat_with_adapter(tmp_path, family="llama", seed=5)
+    messages = [{"role": "user", "content": "Hello! How are you?"}]
+    base_ids = _template_ids(AutoTokenizer.from_pretrained(model_dir), messages)
+    assert run(ChatModel.load(model_dir, adapter)).prompt_ids(messages) == base_ids
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer.chat_template = CUSTOM_TEMPLATE
+    tokenizer.save_pretrained(adapter)
+    want = _template_ids(AutoTokenizer.from_pretrained(adapter), messages)
+    chat = run(ChatModel.load(model_dir, adapter))
+    assert chat.prompt_ids(messages) == want != base_ids
+    reply = run(chat.generate(messages, max_new_tokens=3))     # it generates from that prompt
+    assert len(reply.ids) <= 3
+
+    tokenizer.add_tokens(["<extra_tok>"])
+    tokenizer.save_pretrained(adapter)
+    with pytest.raises(AdapterTokenizerError, match=r"1 tokens the checkpoint lacks \('<extra_tok>'\)"):
+        run(ChatModel.load(model_dir, adapter))
+
+    plain = AutoTokenizer.from_pretrained(model_dir)
+    plain.chat_template = None
+    for name in ("tokenizer_config.json", "chat_template.jinja", "tokenizer.json"):
+        (adapter / name).unlink(missing_ok=True)
+    plain.save_pretrained(adapter)
+    assert run(ChatModel.load(model_dir, adapter)).prompt_ids(messages) == base_ids

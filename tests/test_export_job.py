@@ -547,6 +547,25 @@ def test_continues_an_adapter(ws, tmp_path, capsys):
     code, err = export_job(capsys, "--model", model, "--data", ws["chats"], "--out",
                            tmp_path / "job2", "--adapter", adapter, "--r", 16)
     assert code == 2 and "--r: the job continues" in err
+    assert "chat_template" not in job           # the folder carries none: the base's
+
+    # An adapter folder with its own chat template (TRL saves the tokenizer it trained with):
+    # the job's tokenizer renders conversations with it, as py_engine does.
+    from transformers import AutoTokenizer
+
+    from test_chat_model import CUSTOM_TEMPLATE, _template_ids
+
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    tokenizer.chat_template = CUSTOM_TEMPLATE
+    tokenizer.save_pretrained(adapter)
+    code, err = export_job(capsys, "--model", model, "--data", ws["chats"], "--out",
+                           tmp_path / "job3", "--adapter", adapter)
+    assert code == 0, err
+    job = json.loads((tmp_path / "job3" / "job.json").read_text())
+    assert job["chat_template"] == CUSTOM_TEMPLATE
+    messages = [{"role": "user", "content": "Hi there"}]
+    ours = run(ChatModel.load(model, adapter)).prompt_ids(messages)
+    assert _template_ids(script.load_tokenizer(job["base"], job), messages) == ours
 
 
 def test_refusals_write_nothing(ws, tmp_path, capsys):

@@ -116,6 +116,7 @@ class Job:
     processes: int
     protected: dict             # the inputs --out may not touch
     dropout: float = None       # the model's own dropout rates in training (None: the checkpoint's)
+    chat_template: str = None   # the chat template --adapter's folder carries (py_engine uses it)
 
 
 def check_job(args):
@@ -153,10 +154,16 @@ def check_job(args):
         from ..tokenizers.checkpoint import seq2seq_tokenizer
 
         seq2seq_tokenizer(args.model)
+    chat_template = None
     if local:
         adapter_files = adapter_files or _initial_adapter(args.model, kind, lora, labels,
                                                           config.seed)
         _check_adapter_fits(args.model, kind, adapter_files, labels)
+        if kind == "decoder" and args.adapter:
+            from ..tokenizers.checkpoint import adapter_chat_template
+
+            template = adapter_chat_template(args.adapter, args.model)
+            chat_template = template.source if template else None
     from ..formats.output_dir import check_output_dir
 
     protected = {"the model directory": args.model if local else None,
@@ -169,7 +176,7 @@ def check_job(args):
                data=examples, validation=validation,
                precision=args.precision or ("bf16" if preset else "no"),
                gradient_checkpointing=args.gradient_checkpointing, processes=args.processes,
-               protected=protected, dropout=args.dropout)
+               protected=protected, dropout=args.dropout, chat_template=chat_template)
 
 
 def _train_config(args, kind):
@@ -327,6 +334,8 @@ def job_files(job):
     if job.kind == "decoder":       # how conversations are rendered and their answers found
         spec.update(end_tokens=list(DEFAULT_END_TOKENS),
                     fallback_chat_template=_fallback_template(job) or CHATML_TEMPLATE)
+        if job.chat_template:       # the adapter folder's, over the base's (as py_engine reads it)
+            spec["chat_template"] = job.chat_template
     adapter = dict(job.adapter_files)
     adapter["adapter_config.json"] = _json(job.lora.to_peft_dict()) \
         if "adapter_config.json" not in adapter else adapter["adapter_config.json"]

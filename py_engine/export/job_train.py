@@ -396,7 +396,9 @@ def load_tokenizer(base, job):
         # otherwise (runs of spaces, tabs)
         return transformers.PreTrainedTokenizerFast.from_pretrained(base)
     tokenizer = transformers.AutoTokenizer.from_pretrained(base)
-    if job["task"] == "causal_lm" and tokenizer.chat_template is None:
+    if job["task"] == "causal_lm" and job.get("chat_template"):
+        tokenizer.chat_template = job["chat_template"]    # the continued adapter's own
+    elif job["task"] == "causal_lm" and tokenizer.chat_template is None:
         tokenizer.chat_template = job["fallback_chat_template"]
     return tokenizer
 

@@ -58,6 +58,8 @@ def add_tabs_parser(sub):
     p.add_argument("--lora-alpha", type=_alpha)
     p.add_argument("--lora-dropout", type=FRACTION)
     p.add_argument("--target-modules", type=_modules)
+    p.add_argument("--use-dora", action="store_true", default=None,
+                   help="DoRA (PEFT's use_dora) instead of plain LoRA")
     p.add_argument("--label-smoothing", type=FRACTION)
     p.add_argument("--max-length", type=MAX_LENGTH)
     p.add_argument("--augment", type=SHARE,
@@ -126,7 +128,8 @@ def _json_bytes(value):
 # --- train ---------------------------------------------------------------------------------------
 
 TRAIN_OPTIONS = ("size", "seed", "validation", "epochs", "lr", "batch_size", "r", "lora_alpha",
-                 "lora_dropout", "target_modules", "label_smoothing", "max_length", "augment")
+                 "lora_dropout", "target_modules", "label_smoothing", "max_length", "augment",
+                 "use_dora")
 
 
 def _train_config(args):
@@ -146,8 +149,12 @@ def _command(args, names):
             continue
         if name == "model":
             value = "minilm" if _is_minilm(value) else value
+        flag = f"--{name.replace('_', '-')}"
+        if value is True:           # a switch (--use-dora)
+            parts.append(flag)
+            continue
         shown = ",".join(value) if isinstance(value, list) else value
-        parts += [f"--{name.replace('_', '-')}", str(shown)]
+        parts += [flag, str(shown)]
     return " ".join(parts)
 
 

@@ -46,6 +46,7 @@ class TabTrainConfig:
     label_smoothing: float = 0.1
     max_length: int = MAX_LENGTH
     augment: float = 0.0        # share of the training tabs added again rewritten (augment.py)
+    use_dora: bool = False      # DoRA instead of plain LoRA (PEFT's use_dora)
 
     def classifier_config(self):
         return ClassifierTrainConfig(epochs=self.epochs, lr=self.lr, batch_size=self.batch_size,
@@ -54,7 +55,7 @@ class TabTrainConfig:
 
     def lora(self, base_model=None):
         return LoraConfig(r=self.r, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout,
-                          target_modules=list(self.target_modules),
+                          target_modules=list(self.target_modules), use_dora=self.use_dora,
                           base_model_name_or_path=base_model)
 
 

@@ -23,16 +23,69 @@ def wordpiece_tokenizer(model_dir):
     raise FileNotFoundError(f"{model_dir} has neither tokenizer.json nor vocab.txt")
 
 
-def chat_tokenizer(model_dir):
+def chat_tokenizer(model_dir, adapter_dir=None):
     """(SubwordTokenizer, ChatTemplate or None). Without a pad token of its own, the tokenizer
-    pads with tokenizer_config.json's pad_token, else its eos_token (as transformers' users do)."""
+    pads with tokenizer_config.json's pad_token, else its eos_token (as transformers' users do).
+
+    With `adapter_dir`, a chat template the adapter's folder carries is used instead of the
+    checkpoint's (TRL's trainers save the tokenizer they trained with beside the adapter, and
+    one loads it from there); see adapter_chat_template."""
     model_dir = Path(model_dir)
     tokenizer, config = _tokenizer_and_config(model_dir)
-    template = None
-    if (model_dir / "tokenizer_config.json").is_file() and (
-            config.get("chat_template") or (model_dir / "chat_template.jinja").is_file()):
+    template = adapter_chat_template(adapter_dir, model_dir) if adapter_dir is not None else None
+    if template is None and _holds_chat_template(model_dir, config):
         template = ChatTemplate.from_pretrained(model_dir)
     return tokenizer, template or family_template(model_dir, config)
+
+
+class AdapterTokenizerError(ValueError):
+    """An adapter folder's tokenizer that is not its checkpoint's."""
+
+
+def adapter_chat_template(adapter_dir, model_dir):
+    """The ChatTemplate of an adapter folder's tokenizer_config.json (or chat_template.jinja),
+    with that file's special tokens, or None where it carries none. A tokenizer.json beside it
+    must hold the checkpoint's vocabulary: one with tokens added (an adapter trained with a
+    resized embedding) is refused by name, since its new tokens have no embedding here."""
+    adapter_dir = Path(adapter_dir)
+    config_path = adapter_dir / "tokenizer_config.json"
+    config = read_json_object(config_path) if config_path.is_file() else {}
+    if not _holds_chat_template(adapter_dir, config):
+        return None
+    if (adapter_dir / "tokenizer.json").is_file():
+        _check_same_vocabulary(adapter_dir / "tokenizer.json", Path(model_dir) / "tokenizer.json")
+    return ChatTemplate.from_pretrained(adapter_dir)
+
+
+def _holds_chat_template(directory, tokenizer_config):
+    return (directory / "tokenizer_config.json").is_file() and bool(
+        tokenizer_config.get("chat_template") or (directory / "chat_template.jinja").is_file())
+
+
+def _check_same_vocabulary(theirs, ours):
+    """AdapterTokenizerError unless tokenizer.json files `theirs` and `ours` map the same tokens
+    (the model's vocabulary and the added tokens) to the same ids."""
+    def tokens(path):
+        data = read_json_object(path)
+        vocab = (data.get("model") or {}).get("vocab") or {}
+        if isinstance(vocab, list):                      # Unigram: [[piece, score], ...]
+            vocab = {piece[0]: i for i, piece in enumerate(vocab) if piece}
+        added = {t.get("content"): t.get("id") for t in data.get("added_tokens") or ()
+                 if isinstance(t, dict)}
+        return dict(vocab, **added)
+
+    adapter, base = tokens(theirs), tokens(ours)
+    if adapter == base:
+        return
+    new = sorted((t for t in adapter if t not in base), key=lambda t: adapter[t])
+    moved = sorted(t for t in adapter if t in base and adapter[t] != base[t])
+    what = (f"{len(new)} tokens the checkpoint lacks ({', '.join(map(repr, new[:3]))}"
+            f"{', ...' if len(new) > 3 else ''}): it was trained with tokens added, whose "
+            "embeddings this adapter does not carry" if new else
+            f"other ids for {len(moved)} tokens ({', '.join(map(repr, moved[:3]))})" if moved else
+            f"{len(base) - len(adapter)} fewer tokens than the checkpoint's")
+    raise AdapterTokenizerError(f"{theirs}: the adapter's tokenizer has {what}; load the "
+                                "checkpoint it was trained on")
 
 
 def seq2seq_tokenizer(model_dir):

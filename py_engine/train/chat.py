@@ -94,11 +94,12 @@ class ChatModel:
                                     dropout=dropout)
         config, tensors, _ = load_adapter(adapter_dir)
         return await cls._from_adapter(model_dir, adapter_dir, config, tensors, backend, device,
-                                       base_dtype, quant_group, max_length, dropout)
+                                       base_dtype, quant_group, max_length, dropout,
+                                       adapter_dir=adapter_dir)
 
     @classmethod
     async def _from_adapter(cls, model_dir, source, config, tensors, backend, device, base_dtype,
-                            quant_group, max_length, dropout=None):
+                            quant_group, max_length, dropout=None, adapter_dir=None):
         checkpoint = DecoderCheckpoint.load(model_dir)
         if config.get("task_type") not in (None, cls.task_type):
             raise ValueError(f"{source} is a {config.get('task_type')} adapter, not {cls.task_type}")
@@ -106,15 +107,17 @@ class ChatModel:
         model = decoder_model(checkpoint.config, lora, dropout=dropout)
         values = merge_loaded(model, initial_trainable(model, 0), tensors, source)
         return await cls._make(model_dir, checkpoint, model, values, backend, device, base_dtype,
-                               quant_group, max_length)
+                               quant_group, max_length, adapter_dir)
 
     @classmethod
     async def _make(cls, model_dir, checkpoint, model, values, backend, device, base_dtype,
-                    quant_group, max_length):
+                    quant_group, max_length, adapter_dir=None):
+        """adapter_dir: the folder the adapter came from, whose chat template (if it carries
+        one) is used (tokenizers.checkpoint.chat_tokenizer)."""
         if getattr(checkpoint.config, "encoder_decoder", False):
             raise ValueError(f"{model_dir} is a {checkpoint.config.model_type} encoder-decoder: use "
                              "Seq2SeqModel (py_engine.train.seq2seq)")
-        tokenizer, template = chat_tokenizer(model_dir)
+        tokenizer, template = chat_tokenizer(model_dir, adapter_dir)
         tokenizer.limit_ids(checkpoint.config.vocab_size)
         runtime = await create_runtime(backend, model, CausalLMTask(tokenizer.pad_id), checkpoint,
                                        values, device=device, base_dtype=base_dtype,

@@ -56,7 +56,8 @@ class Seq2SeqModel(ChatModel):
 
     @classmethod
     async def _make(cls, model_dir, checkpoint, model, values, backend, device, base_dtype,
-                    quant_group, max_length):
+                    quant_group, max_length, adapter_dir=None):
+        """adapter_dir: unused (a T5 has no chat template)."""
         config = checkpoint.config
         if not getattr(config, "encoder_decoder", False):
             raise ValueError(f"{model_dir} is a {config.model_type} decoder, not an encoder-decoder: "
