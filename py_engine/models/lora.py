@@ -207,9 +207,9 @@ class Linears:
         return dx if dxd is None else be.add(dx, be.dropout_backward(dxd, drop))
 
     def _dora_forward(self, be, module, x, xd, drop, w, b, saved):
-        """PEFT's DoRA: y = scale * (xd W^T + s (xd A^T) B^T) + b, scale = m / ||W + s B.A||
-        per row (a constant of the step); with dropout, x W^T + b - xd W^T is added to the
-        scaled part instead of b (PEFT scales only the dropped input's path)."""
+        """PEFT's DoRA: y = scale * z + b, z = xd W^T + s (xd A^T) B^T, scale = m / ||W + s B.A||
+        per row (a constant of the step); with dropout, y = x W^T + b + (scale - 1) * (xd W^T)
+        + scale * s (xd A^T) B^T (PEFT scales only the dropped input's path)."""
         a, bm = be.param(self.lora_a(module)), be.param(self.lora_b(module))
         s = self.scalings[module]
         scale, norm = be.dora_scale(w, a, bm, s, be.param(self.magnitude(module)))
@@ -217,7 +217,10 @@ class Linears:
         if drop is None:
             y = be.scale_columns(z, scale, b)
         else:
-            y = be.add(be.scale_columns(z, scale), be.sub(be.linear(x, w, b), be.linear(xd, w, None)))
+            # x W^T + b + (scale - 1) * z + l, l = s (xd A^T) B^T, the adapter's part of z (a
+            # product of rank r): two products of the weight's size, as PEFT computes it.
+            lora = be.scale(be.linear(h, bm, None), s)
+            y = be.add(be.add(be.linear(x, w, b), lora), be.sub(be.scale_columns(z, scale), z))
         saved[module] = (xd, drop, h, z, scale, norm)
         return y
 
