@@ -84,6 +84,27 @@ def test_train_with_augmented_tabs(tiny, tmp_path):
     assert record["validation"]["count"] == 14          # validation tabs are never rewritten
 
 
+def test_train_and_deploy_a_dora_adapter(tiny, tabs_file, tmp_path, capsys, device):
+    """--use-dora trains DoRA (the record and its command line say so); deployed, the
+    extension's GPU path (the base stored as the manifest says, DoRA's linears f32) predicts
+    what the host predicts, with each probability within 1e-5."""
+    out = tmp_path / "dora"
+    assert main(["tabs", "train", "--model", str(tiny), "--out", str(out), "--size", "140", "--epochs", "1",
+                 "--batch-size", "16", "--max-length", "32", "--use-dora"]) == 0
+    record = json.loads((out / "training.json").read_text())
+    assert record["config"]["use_dora"] is True and record["command"].endswith("--use-dora")
+    assert json.loads((out / "adapter_config.json").read_text())["use_dora"] is True
+    dist = tmp_path / "dist" / "model"
+    assert main(["tabs", "deploy", "--to", str(dist), "--adapter", str(out), "--model", str(tiny),
+                 "--data", str(tabs_file)]) == 0
+    capsys.readouterr()
+    tabs = [(t.url, t.title) for t in read_tabs(tabs_file)]
+    gpu = run_sync(run_sync(TabClassifier.load_deployed(dist, backend="gpu", device=device)).predict(tabs))
+    host = run_sync(run_sync(TabClassifier.load_deployed(dist)).predict(tabs))
+    assert [p["label"] for p in gpu] == [p["label"] for p in host]
+    assert max(abs(g["probs"][k] - h["probs"][k]) for g, h in zip(gpu, host) for k in h["probs"]) <= 1e-5
+
+
 def test_train_bad_augment(tiny, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["tabs", "train", "--model", str(tiny), "--out", str(tmp_path / "x"), "--augment", "1.5"])
