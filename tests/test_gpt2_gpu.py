@@ -78,8 +78,9 @@ def check(got_loss, got, want_loss, want):
         assert np.all(np.isfinite(got[name])) and err <= GRAD_BOUND, (name, err)
 
 
-def test_lora_step_on_the_gpu_matches_numpy(tmp_path, device):
-    peft_gpt2(tmp_path, ALL)
+@pytest.mark.parametrize("lora", [None, dict(use_dora=True)])       # DoRA on Conv1D layers
+def test_lora_step_on_the_gpu_matches_numpy(tmp_path, device, lora):
+    peft_gpt2(tmp_path, ALL, lora)
     config, tensors, _ = load_adapter(tmp_path / "adapter")
     checkpoint = DecoderCheckpoint.load(tmp_path / "model")
     model = Gpt2Model(checkpoint.config, LoraConfig.from_peft_dict(config))
