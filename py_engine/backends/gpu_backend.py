@@ -153,6 +153,10 @@ class GpuBackend:
         self._zeros = {}
         self._rope = {}
         self._dora_adapted = {}     # DoRA's scratch W + s B.A, by size in bytes
+        # DoRA's scale and norm during generation: None (computed where used), "write" (the
+        # prompt's program keeps them) or "read" (a one-token program takes the kept ones)
+        self.dora_norms = None
+        self._dora_kept = {}        # id(weight buffer) -> (scale, norm) Tensors
         self._pool = None      # while recording inference: {"owned", "live", "free"} buffers
 
     # --- recording ---
@@ -312,13 +316,26 @@ class GpuBackend:
             raise ValueError("DoRA needs f32 base weights on the GPU (its row norms are taken "
                              "with the update added); load with base_dtype='f32'")
         out_f, in_f = w.shape
+        if self.dora_norms is not None:
+            # Generation: the weights hold still for a whole reply, so the prompt's program
+            # ("write") leaves each layer's scale and norm in buffers of its own, which the
+            # one-token programs ("read") take instead of recomputing them every token.
+            key = id(w.buffer)
+            if key not in self._dora_kept:
+                self._dora_kept[key] = tuple(
+                    Tensor(self.device.create_buffer(4 * out_f, label=f"DoRA {what}"), (out_f,))
+                    for what in ("scale", "norm"))
+            scale, norm = self._dora_kept[key]
+            if self.dora_norms == "read":
+                return scale, norm
+        else:
+            norm, scale = self.new(out_f), self.new(out_f)
         # One scratch weight per shape, shared by every layer: each is read right after it is
         # written (a program's dispatches run in order), so no two layers need theirs at once.
         size = 4 * out_f * in_f
         if size not in self._dora_adapted:
             self._dora_adapted[size] = self.device.create_buffer(size, label="DoRA adapted weight")
         adapted = Tensor(self._dora_adapted[size], (out_f, in_f))
-        norm, scale = self.new(out_f), self.new(out_f)
         self.k.dora.adapted_weight(self.program, self.k.matmul, w.buffer, a.buffer, bm.buffer,
                                    adapted.buffer, out_f, in_f, a.shape[0], scaling)
         self.k.dora.weight_norm(self.program, adapted.buffer, magnitude.buffer, norm.buffer,

@@ -300,7 +300,7 @@ class GpuDecoder:
         self.length = 0
         self.history = History(c)
         self._prefill = {}       # (bucket, long rope) -> recorded program
-        self._decode = {False: self._record(1, 1)}
+        self._decode = {False: self._record(1, 1, prefill=False)}
         self._last = None        # the program of the last run
         self.rows_read = 0       # whole rows of logits read back (last_logits): what sampling costs
 
@@ -338,9 +338,10 @@ class GpuDecoder:
                 params[name] = Tensor(device.buffer_from(checkpoint.floats(name), label=name), shape)
         return await cls.create(device, checkpoint.config, params, kernels=kernels, **kwargs)
 
-    def _record(self, T, rope_length):
-        """The program for T new tokens, its rope tables those of sequences of rope_length
-        (the same for every length on the same side of longrope's switch)."""
+    def _record(self, T, rope_length, prefill=True):
+        """The program for T new tokens (a prompt's, or with prefill=False one token's after
+        it), its rope tables those of sequences of rope_length (the same for every length on
+        the same side of longrope's switch)."""
         from ..backends.gpu_backend import Tensor
 
         be, device = self.be, self.device
@@ -350,8 +351,14 @@ class GpuDecoder:
         r.ids = Tensor(device.create_buffer(4 * T, label="token ids"), (1, T))
         r.last = Tensor(device.create_buffer(4, label="last row"), (1, 1))
         r.position = Variable(0, name="cache position")
-        hidden, _ = self.model.forward(be, Tokens(r.ids, T, r.position, rope_length), train=False,
-                                       cache=self.cache)
+        # DoRA's norms: the prompt's programs compute and keep them, the one-token ones read
+        # them (every reply starts with a prompt, after any change of the weights)
+        be.dora_norms = "read" if prefill is False else "write"
+        try:
+            hidden, _ = self.model.forward(be, Tokens(r.ids, T, r.position, rope_length),
+                                           train=False, cache=self.cache)
+        finally:
+            be.dora_norms = None
         if T > 1:    # the last real row of a right-padded prompt, chosen per run
             hidden = be.gather_rows(hidden, r.last)
         r.readout = Readout(be, r.program, self.model.head_logits(be, hidden))
@@ -420,7 +427,7 @@ class GpuDecoder:
             return await self.prefill(self.history.ids + [int(token)], greedy, sampling)
         long = self.history.long(self.length + 1)
         if long not in self._decode:
-            self._decode[long] = self._record(1, self.length + 1)
+            self._decode[long] = self._record(1, self.length + 1, prefill=False)
         out = await self._run(self._decode[long], [int(token)], 0, greedy, sampling)
         self.length += 1
         self.history.ids.append(int(token))
