@@ -156,7 +156,7 @@ class GpuBackend:
         # DoRA's scale and norm during generation: None (computed where used), "write" (the
         # prompt's program keeps them) or "read" (a one-token program takes the kept ones)
         self.dora_norms = None
-        self._dora_kept = {}        # id(weight buffer) -> (scale, norm) Tensors
+        self._dora_kept = {}        # weight buffer -> its (scale, norm) Tensors
         self._pool = None      # while recording inference: {"owned", "live", "free"} buffers
 
     # --- recording ---
@@ -320,7 +320,7 @@ class GpuBackend:
             # Generation: the weights hold still for a whole reply, so the prompt's program
             # ("write") leaves each layer's scale and norm in buffers of its own, which the
             # one-token programs ("read") take instead of recomputing them every token.
-            key = id(w.buffer)
+            key = w.buffer          # the buffer itself: its identity cannot pass to another
             if key not in self._dora_kept:
                 self._dora_kept[key] = tuple(
                     Tensor(self.device.create_buffer(4 * out_f, label=f"DoRA {what}"), (out_f,))
