@@ -365,7 +365,7 @@ def test_an_adapter_folder_s_chat_template_is_the_one_used(tmp_path):
 
     tokenizer.add_tokens(["<extra_tok>"])
     tokenizer.save_pretrained(adapter)
-    with pytest.raises(AdapterTokenizerError, match=r"1 tokens the checkpoint lacks \('<extra_tok>'\)"):
+    with pytest.raises(AdapterTokenizerError, match=r"1 token the checkpoint lacks \('<extra_tok>'\)"):
         run(ChatModel.load(model_dir, adapter))
 
     plain = AutoTokenizer.from_pretrained(model_dir)

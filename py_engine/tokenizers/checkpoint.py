@@ -72,20 +72,28 @@ def _check_same_vocabulary(theirs, ours):
             vocab = {piece[0]: i for i, piece in enumerate(vocab) if piece}
         added = {t.get("content"): t.get("id") for t in data.get("added_tokens") or ()
                  if isinstance(t, dict)}
-        return dict(vocab, **added)
+        return {**vocab, **added}
 
     adapter, base = tokens(theirs), tokens(ours)
     if adapter == base:
         return
-    new = sorted((t for t in adapter if t not in base), key=lambda t: adapter[t])
-    moved = sorted(t for t in adapter if t in base and adapter[t] != base[t])
-    what = (f"{len(new)} tokens the checkpoint lacks ({', '.join(map(repr, new[:3]))}"
+    new = sorted((t for t in adapter if t not in base), key=lambda t: _id_order(adapter[t]))
+    moved = sorted((t for t in adapter if t in base and adapter[t] != base[t]), key=str)
+    what = (f"{_tokens(len(new))} the checkpoint lacks ({', '.join(map(repr, new[:3]))}"
             f"{', ...' if len(new) > 3 else ''}): it was trained with tokens added, whose "
             "embeddings this adapter does not carry" if new else
-            f"other ids for {len(moved)} tokens ({', '.join(map(repr, moved[:3]))})" if moved else
-            f"{len(base) - len(adapter)} fewer tokens than the checkpoint's")
+            f"other ids for {_tokens(len(moved))} ({', '.join(map(repr, moved[:3]))})" if moved else
+            f"{_tokens(len(base) - len(adapter))} fewer than the checkpoint's")
     raise AdapterTokenizerError(f"{theirs}: the adapter's tokenizer has {what}; load the "
                                 "checkpoint it was trained on")
+
+
+def _id_order(token_id):
+    return token_id if isinstance(token_id, int) else -1
+
+
+def _tokens(n):
+    return f"{n} token{'' if n == 1 else 's'}"
 
 
 def seq2seq_tokenizer(model_dir):
