@@ -1,8 +1,10 @@
 """DoRA (use_dora) adapters against PEFT: PEFT's own layer with LoRA dropout, PEFT's adapters
 read here (classifier probabilities, a chat model's logits at every decoding step, merged
-weights), ours read by PEFT, a fresh adapter's magnitudes, and what cannot hold DoRA refused
-by name. The training step's loss and gradients are in test_bert_oracle.py and
-test_llama_lora_oracle.py (NumPy against PEFT) and test_bert_gpu.py (the GPU against NumPy)."""
+weights and the hybrid switch), ours read by PEFT, a fresh adapter's magnitudes, the norms the
+GPU keeps for a reply, and what cannot hold DoRA refused by name. The training step's loss and
+gradients against PEFT are in the step oracles (test_bert_oracle.py, test_llama_lora_oracle.py,
+test_gpt2_lora_oracle.py, test_t5_lora_oracle.py), the GPU's against NumPy in test_bert_gpu.py,
+test_gpt2_gpu.py and test_llama_lora_oracle.py, the kernels in test_kernels_dora.py."""
 
 import json
 
@@ -22,11 +24,10 @@ from py_engine.models.lora import Linears
 from py_engine.models.lora_config import LoraConfig, LoraConfigError
 from py_engine.train.chat import ChatModel
 from py_engine.train.classifier import TextClassifier, TrainConfig
-from test_export_merged import check_merged_weights_are_peft_s
+import peft_oracle as po
 from test_adapter_roundtrip import (LABELS, TEXTS, our_probabilities, peft_bert_adapter,
                                     peft_probabilities)
-
-import peft_oracle as po
+from test_export_merged import check_merged_weights_are_peft_s
 
 
 @pytest.fixture(scope="module")
