@@ -27,7 +27,7 @@ class Example:
 
 I = json.loads(INPUTS)
 chat = await ChatModel.create(I["path"], lora=LoraConfig(r=4, lora_alpha=8, target_modules=I["targets"],
-                                                       use_dora=I["use_dora"]),
+                                                       use_dora=I.get("use_dora", False)),
                               backend="gpu", seed=1)
 history = await chat.fit([Example(*e) for e in I["examples"]],
                          CausalTrainConfig.from_dict(json.loads(RUN_CONFIG)))
