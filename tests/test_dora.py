@@ -210,10 +210,10 @@ def test_what_cannot_hold_dora_refuses_it_by_name(tmp_path, capsys):
 
 
 def test_generation_keeps_dora_s_norms_for_a_reply_and_takes_them_afresh_for_the_next(tmp_path, device):
-    """On the GPU the prompt's program keeps each layer's DoRA scale and the one-token programs
-    read it: after the adapter changes (here its magnitudes and lora_B, as a training step
-    would change them) the next reply's logits at every step are the changed adapter's, as the
-    NumPy backend computes them afresh."""
+    """The prompt's pass keeps each layer's DoRA scale and the one-token passes read it (on the
+    GPU and in NumPy): after the adapter changes (here its magnitudes and lora_B, as a training
+    step would change them) the next reply's logits at every step are the changed adapter's,
+    from the same decoders, as a fresh NumPy model computes them."""
     model_dir, adapter = em.chat_with_adapter(tmp_path, family="llama", seed=6, use_dora=True)
     ids = np.random.default_rng().integers(0, 90, 7).tolist()
     gpu = run(ChatModel.load(model_dir, adapter, backend="gpu", device=device))
@@ -223,13 +223,16 @@ def test_generation_keeps_dora_s_norms_for_a_reply_and_takes_them_afresh_for_the
         rows = [run(decoder.prefill(ids[:2]))] + [run(decoder.step(t)) for t in ids[2:]]
         return np.array([np.asarray(r, np.float64) for r in rows])
 
-    decoder = gpu.decoder()
-    assert em.relative_error(logits(decoder), logits(reference.decoder())) <= 1e-5
+    decoder, reference_decoder = gpu.decoder(), reference.decoder()
+    assert em.relative_error(logits(decoder), logits(reference_decoder)) <= 1e-5
     values = run(reference.runtime.trainable_values())
     rng = np.random.default_rng(1)
     changed = {n: (s, np.asarray(v, np.float32) * (1 + 0.3 * rng.standard_normal(len(v))).astype(np.float32))
                if "magnitude" in n or "lora_B" in n else (s, v) for n, (s, v) in values.items()}
     for chat in (gpu, reference):
         run(chat.runtime.load_trainable(changed))
-    want = logits(reference.decoder())
-    assert em.relative_error(logits(decoder), want) <= 1e-5     # the same decoder, afresh
+    fresh = run(ChatModel.load(model_dir, adapter, backend="numpy"))
+    run(fresh.runtime.load_trainable(changed))
+    want = logits(fresh.decoder())
+    assert em.relative_error(logits(decoder), want) <= 1e-5     # the same decoders, afresh
+    assert em.relative_error(logits(reference_decoder), want) <= 1e-12

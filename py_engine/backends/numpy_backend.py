@@ -63,6 +63,8 @@ class NumpyBackend:
         self._train = False
         self._gelu_slopes = {}      # id(x) -> (x, gelu'(x)) from this step's forward
         self._rope = {}
+        self.dora_norms = None      # DoRA's norms in generation: None, "write" or "read"
+        self._dora_kept = {}        # id(weight) -> (weight, (scale, norm))
 
     # --- parameters ---
 
@@ -151,7 +153,16 @@ class NumpyBackend:
         return dx, None
 
     def dora_scale(self, w, a, bm, scaling, magnitude):
-        return dora_ops.weight_norm_scale(w, a, bm, scaling, magnitude)
+        """(scale, norm) of DoRA (ops/dora.py); in generation, kept by the prompt's pass
+        ("write") and taken by the one-token passes ("read"), as on the GPU."""
+        if self.dora_norms == "read":
+            kept_w, kept = self._dora_kept.get(id(w), (None, None))
+            if kept_w is w:
+                return kept
+        result = dora_ops.weight_norm_scale(w, a, bm, scaling, magnitude)
+        if self.dora_norms is not None:
+            self._dora_kept[id(w)] = (w, result)      # w held: its id cannot pass to another
+        return result
 
     def scale_columns(self, z, scale, b=None):
         return dora_ops.scale_columns(z, scale, b)

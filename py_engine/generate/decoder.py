@@ -183,8 +183,13 @@ class NumpyDecoder:
             ids = self.history.ids + ids
             self.reset()
         self.history.ids += ids
-        hidden = self._hidden(Tokens(np.asarray([ids], np.int64), len(ids), self.length,
-                                     self.length + len(ids)))
+        # DoRA's norms: a prompt's pass keeps them, the one-token passes after it read them
+        self.be.dora_norms = "write" if self.length == 0 else "read"
+        try:
+            hidden = self._hidden(Tokens(np.asarray([ids], np.int64), len(ids), self.length,
+                                         self.length + len(ids)))
+        finally:
+            self.be.dora_norms = None
         logits = self.model.head_logits(self.be, hidden[-1:])[0]
         self.length += len(ids)
         return logits
