@@ -313,8 +313,8 @@ class GpuBackend:
         """(scale, norm) [out] of DoRA: each row's norm of W + scaling * B.A and magnitude /
         norm. W must be f32 (the update is added to a copy of it)."""
         if w.half or w.quant is not None:
-            raise ValueError("DoRA needs f32 base weights on the GPU (its row norms are taken "
-                             "with the update added); load with base_dtype='f32'")
+            raise ValueError("DoRA needs the weights of the layers it wraps in f32 on the GPU "
+                             "(their row norms are taken with the update added)")
         out_f, in_f = w.shape
         if self.dora_norms is not None:
             # Generation: the weights hold still for a whole reply, so the prompt's program

@@ -266,6 +266,10 @@ class AdaptedModel:
         """A Merge of each LoRA-wrapped linear (see Linears.merge_names)."""
         return self.linears.merge_names()
 
+    def magnitude_weights(self):
+        """DoRA's {magnitude name: base weight name} (Linears.magnitude_weights)."""
+        return self.linears.magnitude_weights()
+
     def is_linear_weight(self, name):
         """Whether `name` is a linear's weight the GPU may store compressed (Linears.is_weight)."""
         return self.linears.is_weight(name)

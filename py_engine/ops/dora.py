@@ -25,7 +25,7 @@ from .lora_linear import merged_weight as adapted_weight     # W + scaling * B.A
 
 def weight_norm_scale(w, lora_a, lora_b, scaling, magnitude):
     """(scale [out], norm [out]): each row's Euclidean norm of W + scaling * B.A, and m / norm."""
-    norm = np.sqrt(np.square(adapted_weight(w, lora_a, lora_b, scaling)).sum(axis=1))
+    norm = _row_norms(adapted_weight(w, lora_a, lora_b, scaling))
     return magnitude / norm, norm
 
 
@@ -43,10 +43,8 @@ def magnitude_grad(dy, z, norm):
 def merged_weight(w, lora_a, lora_b, scaling, magnitude):
     """scale * (W + scaling * B.A), row by row: the layer with its adapter folded in."""
     merged = adapted_weight(w, lora_a, lora_b, scaling)
-    norm = np.sqrt(np.square(merged).sum(axis=1))
-    return merged * (magnitude / norm)[:, None]
+    return merged * (magnitude / _row_norms(merged))[:, None]
 
 
-def row_norms(w):
-    """Each row's Euclidean norm: a fresh adapter's magnitude (B is zero, so W + s B.A is W)."""
-    return np.sqrt(np.square(np.asarray(w, np.float64)).sum(axis=1))
+def _row_norms(v):
+    return np.sqrt(np.square(v).sum(axis=1))

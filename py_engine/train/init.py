@@ -19,7 +19,7 @@ def initial_trainable(model, seed, checkpoint=None):
     adapter's tensors to replace (merge_loaded requires every one of them)."""
     rng = random.Random(seed)
     std = model.config.initializer_range
-    magnitudes = model.linears.magnitude_weights() if hasattr(model, "linears") else {}
+    magnitudes = model.magnitude_weights()
     values = {}
     for name, shape in model.trainable.items():
         n = math.prod(shape)
