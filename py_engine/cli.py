@@ -43,6 +43,8 @@ import math
 import sys
 import warnings
 
+from py_engine.models.lora_config import LORA_BIAS
+
 # --- option values ------------------------------------------------------------------------------
 
 NO_CLIPPING = "none"    # --max-grad-norm none: no gradient clipping (the API's max_grad_norm=None)
@@ -151,7 +153,7 @@ def _user_error(e):
 # --- checks made before anything is loaded ---------------------------------------------------
 
 # The options that set a new LoRA adapter (the rest of a LoraConfig is py_engine's default).
-LORA_OPTIONS = ("r", "lora_alpha", "lora_dropout", "target_modules", "use_dora")
+LORA_OPTIONS = ("r", "lora_alpha", "lora_dropout", "target_modules", "use_dora", "bias")
 
 
 def given_options(args, *names):
@@ -314,7 +316,8 @@ def lora_options(args, alpha_per_r, targets, **fixed):
     return LoraConfig(r=r, lora_alpha=given.get("lora_alpha", alpha_per_r * r),
                       lora_dropout=given.get("lora_dropout", 0.0),
                       target_modules=given.get("target_modules", list(targets)),
-                      use_dora=given.get("use_dora", False), **fixed)
+                      use_dora=given.get("use_dora", False), bias=given.get("bias", "none"),
+                      **fixed)
 
 
 def _json_line(values, rounded=()):
@@ -770,6 +773,9 @@ def add_training_options(p):
     p.add_argument("--use-dora", action="store_true", default=None,
                    help="DoRA, as PEFT's use_dora: each wrapped layer also learns a magnitude "
                         "per output feature (its weight kept f32 on the GPU)")
+    p.add_argument("--bias", choices=LORA_BIAS,
+                   help="the base model's biases that train beside the adapter, as PEFT's bias: "
+                        "none (default), lora_only (the wrapped layers'), all")
 
 
 def _train_parser(sub):

@@ -31,7 +31,8 @@ def random_b_adapter(model, adapter_dir, task_type, targets, scale=0.2, **lora):
     """PEFT's model of `model` (a transformers model) with a LoRA adapter on `targets` (r 4,
     alpha 8 unless `lora` says otherwise), lora_B drawn from torch's generator times `scale`
     (PEFT starts it at zero, which would test nothing) and DoRA's magnitudes, if any, moved
-    off their initial norms by as much, saved to adapter_dir."""
+    off their initial norms by as much, as are the biases that train (bias "lora_only" or
+    "all"), saved to adapter_dir."""
     peft = get_peft_model(model, LoraConfig(task_type=task_type, target_modules=targets,
                                             **dict(dict(r=4, lora_alpha=8), **lora)))
     with torch.no_grad():
@@ -40,6 +41,8 @@ def random_b_adapter(model, adapter_dir, task_type, targets, scale=0.2, **lora):
                 p.copy_(scale * torch.randn_like(p))
             elif "lora_magnitude_vector" in name:
                 p.mul_(1 + scale * torch.randn_like(p))
+            elif name.endswith(".bias") and p.requires_grad and "modules_to_save" not in name:
+                p.add_(scale * torch.randn_like(p))
     peft.save_pretrained(adapter_dir)
     return peft
 

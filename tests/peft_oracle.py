@@ -55,7 +55,8 @@ def write_vocab(path, size):
 def peft_model(model_dir, num_labels, r=4, lora_alpha=8, target_modules=("query", "value"),
                seed=0, dtype=torch.float64, dropout=0.0, **lora):
     """BertForSequenceClassification + PEFT LoRA (other LoraConfig options in `lora`), lora_B,
-    the head and DoRA's magnitudes (if any, off their initial norms) drawn at random."""
+    the head, DoRA's magnitudes (if any, off their initial norms) and the biases that train
+    (bias "lora_only" or "all", off the checkpoint's) drawn at random."""
     torch.manual_seed(seed)
     base = BertForSequenceClassification.from_pretrained(
         model_dir, num_labels=num_labels, hidden_dropout_prob=dropout,
@@ -71,6 +72,8 @@ def peft_model(model_dir, num_labels, r=4, lora_alpha=8, target_modules=("query"
                 p.copy_(0.2 * torch.randn_like(p))
             elif "lora_magnitude_vector" in name:
                 p.mul_(1 + 0.1 * torch.randn_like(p))
+            elif name.endswith(".bias") and p.requires_grad:
+                p.add_(0.1 * torch.randn_like(p))
     return model.to(dtype)
 
 
@@ -112,3 +115,18 @@ def probabilities(model_dir, adapter_dir, input_ids, attention_mask, dtype=torch
         logits = model(input_ids=torch.as_tensor(input_ids),
                        attention_mask=torch.as_tensor(attention_mask)).logits
     return torch.softmax(logits, -1).numpy()
+
+
+def check_gradients(got, want, bound):
+    """Every gradient of `want` ({name: array}) within relative error `bound` of `got`'s. One
+    that is zero in exact arithmetic (a key projection's bias: softmax ignores what it adds to
+    every score of a query) is rounding noise on both sides: both must be that small."""
+    assert set(got) >= set(want), sorted(set(want) - set(got))
+    largest = max(np.linalg.norm(g) for g in want.values())
+    for name, ref in want.items():
+        mine = np.asarray(got[name])
+        if np.linalg.norm(ref) < 1e-9 * largest:
+            assert np.linalg.norm(mine) < 1e-9 * largest, name
+            continue
+        err = np.linalg.norm(mine - ref) / np.linalg.norm(ref)
+        assert err <= bound, f"{name}: relative error {err:.2e} > {bound}"

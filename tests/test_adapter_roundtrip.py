@@ -36,8 +36,8 @@ def peft_probabilities(model_dir, adapter_dir, texts):
 
 def peft_bert_adapter(tiny_dir, path, seed, scale=0.1, **lora):
     """A PEFT SEQ_CLS adapter (r 4, alpha 8 unless `lora` says otherwise) on the tiny BERT,
-    lora_B and the head drawn at random times `scale` (DoRA's magnitudes moved by as much),
-    saved to `path` with LABELS."""
+    lora_B and the head drawn at random times `scale` (DoRA's magnitudes and the biases that
+    train, bias "lora_only" or "all", moved by as much), saved to `path` with LABELS."""
     torch.manual_seed(seed)
     base = BertForSequenceClassification.from_pretrained(tiny_dir, num_labels=3, attn_implementation="eager")
     peft = get_peft_model(base, PeftLoraConfig(task_type="SEQ_CLS", **dict(dict(r=4, lora_alpha=8), **lora)))
@@ -47,6 +47,8 @@ def peft_bert_adapter(tiny_dir, path, seed, scale=0.1, **lora):
                 p.copy_(scale * torch.randn_like(p))
             elif "lora_magnitude_vector" in name:        # DoRA's, off their initial norms
                 p.mul_(1 + scale * torch.randn_like(p))
+            elif name.endswith(".bias") and p.requires_grad:
+                p.add_(scale * torch.randn_like(p))
     return po.save_adapter(peft, path, labels=LABELS)
 
 

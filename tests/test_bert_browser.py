@@ -8,7 +8,7 @@ import pytest
 
 import peft_oracle as po
 from conftest import run
-from test_bert_gpu import GRAD_BOUND, LOSS_BOUND, tiny_batch
+from test_bert_gpu import LOSS_BOUND, check_gradients, tiny_batch
 from test_bert_oracle import engine_from_peft, rel
 from py_engine.harness import put_files, run_json
 
@@ -42,14 +42,16 @@ json.dumps({"loss": metrics["loss"], "correct": metrics["correct"], "grads": gra
 """
 
 
-@pytest.mark.parametrize("use_dora", [False, True])
-def test_tiny_bert_step_in_the_browser(engine_page, tmp_path, use_dora):
-    """LoRA, or DoRA (on the pooler too: "dense"), with dropout; a fresh DoRA adapter's
-    magnitudes are the host's row norms."""
+@pytest.mark.parametrize("options", [{}, {"use_dora": True}, {"bias": "all"}])
+def test_tiny_bert_step_in_the_browser(engine_page, tmp_path, options):
+    """LoRA, DoRA (on the pooler too: "dense"), or LoRA with every bias trained beside it
+    (PEFT's bias="all", the norms' too), with dropout; a fresh DoRA adapter's magnitudes are the
+    host's row norms."""
     model_dir = po.tiny_bert_dir(tmp_path / "model", seed=51)
+    use_dora = options.get("use_dora", False)
     targets = ("query", "value", "dense") if use_dora else ("query", "value")
     adapter = po.save_adapter(po.peft_model(model_dir, 3, seed=52, target_modules=targets,
-                                            use_dora=use_dora), tmp_path / "adapter")
+                                            **options), tmp_path / "adapter")
     files = {f"/work/model/{p.name}": p.read_bytes() for p in model_dir.iterdir()}
     files.update({f"/work/adapter/{p.name}": p.read_bytes() for p in adapter.iterdir()})
     put_files(engine_page, files)
@@ -67,11 +69,9 @@ def test_tiny_bert_step_in_the_browser(engine_page, tmp_path, use_dora):
     assert abs(got["loss"] - want) <= LOSS_BOUND * abs(want), (got["loss"], want)
     assert got["correct"] == want_correct
     theirs = run(reference.gradients())
-    assert set(got["grads"]) == set(theirs)
-    for name, values in got["grads"].items():
-        err = rel(np.asarray(values), theirs[name].ravel())
-        assert err <= GRAD_BOUND, f"{name}: relative error {err:.2e}"
+    check_gradients(got["grads"], theirs)
     assert any(n.endswith("lora_magnitude_vector") for n in theirs) is use_dora
+    assert ("bert.embeddings.LayerNorm.bias" in theirs) is ("bias" in options)
     assert len(got["magnitudes"]) == 2
     for i in range(2):
         weight = reference.be.params[f"encoder.layer.{i}.attention.self.query.weight"]

@@ -59,9 +59,8 @@ def check_step(tmp_path, model_dir, targets, B, T, num_labels, seed, bound_loss,
     assert abs(ours - loss) <= bound_loss * abs(loss), (ours, loss)
     got = run_sync(engine.gradients())
     assert set(got) == {k.removeprefix("base_model.model.") for k in grads}
-    for key, ref in grads.items():
-        err = rel(got[key.removeprefix("base_model.model.")], ref)
-        assert err <= bound_grad, f"{key}: relative error {err:.2e} > {bound_grad}"
+    po.check_gradients(got, {k.removeprefix("base_model.model."): g for k, g in grads.items()},
+                       bound_grad)
     return engine, peft, (ids, types, mask, labels)
 
 
@@ -83,15 +82,31 @@ def test_tiny_bert_dora_step_matches_peft(tmp_path, targets):
                bound_loss=1e-12, bound_grad=1e-10, use_dora=True)
 
 
+# PEFT's bias option: the wrapped linears' biases, or every bias (the norms', the pooler's)
+# train beside the adapter; "all" takes the backward down to the embeddings' norm.
+@pytest.mark.parametrize("bias,targets", [("lora_only", ("query", "value")),
+                                          ("all", ("query", "value")),
+                                          ("all", ("value", "dense")),
+                                          ("lora_only", ("query", "value", "dense"))])
+def test_tiny_bert_step_with_trained_biases_matches_peft(tmp_path, bias, targets):
+    model_dir = po.tiny_bert_dir(tmp_path / "model", seed=1)
+    engine, peft, _ = check_step(tmp_path, model_dir, targets, B=4, T=11, num_labels=3, seed=2,
+                                 bound_loss=1e-12, bound_grad=1e-10, bias=bias)
+    trained = {k for k in engine.model.trainable if k.endswith(".bias") and k != "classifier.bias"}
+    assert trained and all(".lora_" not in k for k in trained)
+    if bias == "all":
+        assert "bert.embeddings.LayerNorm.bias" in trained
+
+
 def test_minilm_step_matches_peft(tmp_path):
     check_step(tmp_path, po.MINILM_DIR, ("query", "value"), B=3, T=16, num_labels=2, seed=3,
                bound_loss=1e-12, bound_grad=1e-9)
 
 
-@pytest.mark.parametrize("use_dora", [False, True])
-def test_twenty_adamw_steps_track_peft(tmp_path, use_dora):
+@pytest.mark.parametrize("options", [{}, {"use_dora": True}, {"bias": "all"}])
+def test_twenty_adamw_steps_track_peft(tmp_path, options):
     model_dir = po.tiny_bert_dir(tmp_path / "model", seed=4)
-    peft = po.peft_model(model_dir, 3, seed=5, use_dora=use_dora)
+    peft = po.peft_model(model_dir, 3, seed=5, **options)
     adapter = po.save_adapter(peft, tmp_path / "adapter")
     engine = engine_from_peft(model_dir, adapter, 3)
     params = [p for p in peft.parameters() if p.requires_grad]

@@ -226,11 +226,12 @@ def test_chat_job_on_one_and_two_processes(ws, tmp_path, capsys):
 ADAM = {"adam_beta1": 0.8, "adam_beta2": 0.99, "adam_epsilon": 1e-6}
 
 
-@pytest.mark.parametrize("use_dora", [False, True])
-def test_dialogpt_job_trains_as_py_engine(ws, tmp_path, capsys, use_dora):
+@pytest.mark.parametrize("use_dora, bias", [(False, "none"), (True, "none"), (False, "all")])
+def test_dialogpt_job_trains_as_py_engine(ws, tmp_path, capsys, use_dora, bias):
     """A GPT-2 family checkpoint without a chat template (DialoGPT's): the job renders DialoGPT's
     format (turns joined by the end-of-text token) as py_engine does, trains the Conv1D LoRA
-    (fan_in_fan_out; DoRA with --use-dora, its magnitudes starting from py_engine's) on c_attn,
+    (fan_in_fan_out; DoRA with --use-dora, its magnitudes starting from py_engine's; every bias
+    beside it with --bias all, the norms' too, starting from the checkpoint's) on c_attn,
     and each step's loss and gradient norm are py_engine's; with --dropout 0 on a checkpoint
     whose config has dropout, both train without it; AdamW's options other than transformers'
     defaults reach both."""
@@ -241,7 +242,8 @@ def test_dialogpt_job_trains_as_py_engine(ws, tmp_path, capsys, use_dora):
     code, err = export_job(capsys, "--model", model, "--data", ws["chats"], "--out", job,
                            "--batch-size", 2, "--epochs", 2, "--lr", 5e-3, "--seed", 3, "--dropout", 0,
                            *(f"--{k.replace('_', '-')}={v}" for k, v in ADAM.items()),
-                           *(["--use-dora"] if use_dora else []))
+                           *(["--use-dora"] if use_dora else []),
+                           *(["--bias", bias] if bias != "none" else []))
     assert code == 0, err
     spec = json.loads((job / "job.json").read_text())
     assert spec["fallback_chat_template"] == DIALOGPT_TEMPLATE and spec["dropout"] == 0.0
@@ -249,9 +251,10 @@ def test_dialogpt_job_trains_as_py_engine(ws, tmp_path, capsys, use_dora):
     assert {k: spec["train"][k] for k in ADAM} == ADAM
     config = json.loads((job / "adapter" / "adapter_config.json").read_text())
     assert config["fan_in_fan_out"] is True and config["target_modules"] == ["c_attn"]
-    assert config["use_dora"] is use_dora
+    assert config["use_dora"] is use_dora and config["bias"] == bias
 
-    lora = LoraConfig(r=8, lora_alpha=16, target_modules=["c_attn"], use_dora=True) if use_dora else None
+    lora = LoraConfig(r=8, lora_alpha=16, target_modules=["c_attn"], use_dora=use_dora,
+                      bias=bias) if use_dora or bias != "none" else None
     chat = run(ChatModel.create(model, seed=3, dropout=0.0, lora=lora))
     assert chat.max_length == 64
     examples, _ = encode_chat_examples(read_chat_jsonl(ws["chats"]), chat.tokenizer,

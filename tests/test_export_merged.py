@@ -45,10 +45,13 @@ def test_merged_decoder_gives_our_logits_in_transformers(tmp_path, family):
     assert em.relative_error(theirs, ours) <= LOGITS_BOUND
 
 
-@pytest.mark.parametrize("targets", [("query", "value"), ("query", "value", "dense")])
-def test_merged_classifier_gives_our_probabilities_in_transformers(tmp_path, targets):
-    """("dense" wraps the pooler too, whose merged weight is written as well.)"""
-    model, adapter = em.classifier_with_adapter(tmp_path, targets=targets)
+@pytest.mark.parametrize("targets, lora", [(("query", "value"), None),
+                                           (("query", "value", "dense"), None),
+                                           (("value",), {"bias": "all"})])
+def test_merged_classifier_gives_our_probabilities_in_transformers(tmp_path, targets, lora):
+    """("dense" wraps the pooler too, whose merged weight is written as well; with bias="all"
+    every bias the adapter trained replaces the checkpoint's.)"""
+    model, adapter = em.classifier_with_adapter(tmp_path, targets=targets, lora=lora)
     out = save_merged(load_merged(model, adapter), tmp_path / "merged")
     config = json.loads((out / "config.json").read_text())
     assert config["architectures"] == ["BertForSequenceClassification"]

@@ -78,7 +78,8 @@ def check(got_loss, got, want_loss, want):
         assert np.all(np.isfinite(got[name])) and err <= GRAD_BOUND, (name, err)
 
 
-@pytest.mark.parametrize("lora", [None, dict(use_dora=True)])       # DoRA on Conv1D layers
+@pytest.mark.parametrize("lora", [None, dict(use_dora=True),       # DoRA on Conv1D layers
+                                  dict(bias="all")])       # every bias trains, the norms' too
 def test_lora_step_on_the_gpu_matches_numpy(tmp_path, device, lora):
     peft_gpt2(tmp_path, ALL, lora)
     config, tensors, _ = load_adapter(tmp_path / "adapter")

@@ -105,7 +105,9 @@ def relative(got, want):
 
 
 @pytest.mark.parametrize("targets, lora", [(["c_attn"], None), (ALL, None),
-                                          (ALL, dict(use_dora=True))])    # DoRA on Conv1D layers
+                                          (ALL, dict(use_dora=True)),     # DoRA on Conv1D layers
+                                          (["c_attn"], dict(bias="all")),   # the norms' biases too
+                                          (["c_proj"], dict(bias="lora_only"))])
 def test_lora_step_matches_peft(tmp_path, targets, lora):
     peft = peft_gpt2(tmp_path, targets, lora)
     ids, mask, labels = a_batch()
@@ -121,8 +123,7 @@ def test_lora_step_matches_peft(tmp_path, targets, lora):
 
     assert abs(loss - want_loss) <= LOSS_BOUND * abs(want_loss)
     assert set(want) == set(model.trainable)
-    for name, ref in want.items():
-        assert relative(grads[name], ref) <= GRAD_BOUND, name
+    po.check_gradients(grads, want, GRAD_BOUND)
 
 
 class Multiply(torch.nn.Module):

@@ -6,6 +6,8 @@ torch autograd, adapters both ways with PEFT, and the merged export in transform
 
 import numpy as np
 import pytest
+
+import peft_oracle as po
 import torch
 from transformers import PhiForCausalLM
 
@@ -27,10 +29,11 @@ ALL = ["q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2"]
 LOSS_BOUND, GRAD_BOUND = 1e-6, 1e-5
 
 
-def peft_phi(path, targets, **overrides):
+def peft_phi(path, targets, lora=None, **overrides):
     """The tiny checkpoint (config `overrides`) under path / "model" and a PEFT adapter (lora_B
-    non-zero) under path / "adapter"; returns the PEFT model in float64."""
-    return peft_adapter(tiny_phi(path / "model", **overrides), path, targets)
+    non-zero; PEFT's other options in `lora`) under path / "adapter"; returns the PEFT model in
+    float64."""
+    return peft_adapter(tiny_phi(path / "model", **overrides), path, targets, **(lora or {}))
 
 
 def peft_grads(peft):
@@ -41,9 +44,11 @@ def peft_grads(peft):
 @pytest.mark.parametrize("targets, overrides", [
     (DEFAULT, {}), (ALL, dict(hidden_size=40, partial_rotary_factor=0.4)),
     (["dense", "k_proj"], dict(num_key_value_heads=2, num_hidden_layers=3)),
+    (DEFAULT, dict(lora=dict(bias="all"))),    # the norms' and the head's biases train too
 ])
 def test_lora_step_matches_peft(tmp_path, targets, overrides):
-    peft = peft_phi(tmp_path, targets, **overrides)
+    overrides = dict(overrides)
+    peft = peft_phi(tmp_path, targets, lora=overrides.pop("lora", None), **overrides)
     ids, mask, labels = a_batch()
     want_loss = torch_step(peft, ids, mask, labels)
     want = peft_grads(peft)
@@ -55,8 +60,7 @@ def test_lora_step_matches_peft(tmp_path, targets, overrides):
 
     assert abs(loss - want_loss) <= LOSS_BOUND * abs(want_loss)
     assert set(want) == set(model.trainable)
-    for name, ref in want.items():
-        assert relative(grads[name], ref) <= GRAD_BOUND, name
+    po.check_gradients(grads, want, GRAD_BOUND)
 
 
 class Multiply(torch.nn.Module):

@@ -247,13 +247,16 @@ class GpuBackend:
         return y, (x, gamma, mean, rstd)
 
     def layernorm_backward(self, dy, saved, dgamma=None, dbeta=None):
-        """dx; with `dgamma` and `dbeta` (full fine-tuning) their gradients are added into
-        them, otherwise gamma and beta are frozen and only dx is computed."""
+        """dx; the gradients of gamma and beta are added into `dgamma` and `dbeta` where given
+        (full fine-tuning both, PEFT's bias="all" beta alone); None: frozen."""
         x, gamma, mean, rstd = saved
         dx = self.new(*x.shape)
         self.k.layernorm.backward_input(self.program, dy.buffer, x.buffer, gamma.buffer, mean.buffer,
                                         rstd.buffer, dx.buffer, x.rows, x.cols)
-        if dgamma is not None:
+        if dbeta is not None and dgamma is None:
+            # beta's gradient is dy's column sums (the kernel's pass computes gamma's beside it)
+            self.bias_grad(dy, dbeta)
+        elif dgamma is not None:
             self.k.layernorm.backward_params(self.program, dy.buffer, x.buffer, mean.buffer,
                                              rstd.buffer, dgamma.buffer, dbeta.buffer, x.rows,
                                              x.cols, accumulate=True)
@@ -283,7 +286,11 @@ class GpuBackend:
         self.k.matmul.linear_grad_weight(self.program, dy.buffer, x.buffer, dw.buffer, dy.rows,
                                          in_f, out_f, beta=1.0)
         if db is not None:
-            self.k.matmul.bias_grad(self.program, dy.buffer, db.buffer, dy.rows, out_f, beta=1.0)
+            self.bias_grad(dy, db)
+
+    def bias_grad(self, dy, db):
+        """db += column sums of dy: a linear's bias gradient."""
+        self.k.matmul.bias_grad(self.program, dy.buffer, db.buffer, dy.rows, db.size, beta=1.0)
 
     def lora_linear(self, x, xd, w, b, a, bm, scaling):
         out_f, in_f = w.shape

@@ -110,13 +110,15 @@ class NumpyBackend:
         return y, (x, gamma, mean, rstd)
 
     def layernorm_backward(self, dy, saved, dgamma=None, dbeta=None):
-        """dx; with `dgamma` and `dbeta` (full fine-tuning) their gradients are added into
-        them, otherwise gamma and beta are frozen and only dx is computed."""
-        if dgamma is None:
+        """dx; the gradients of gamma and beta are added into `dgamma` and `dbeta` where given
+        (full fine-tuning both, PEFT's bias="all" beta alone); None: frozen."""
+        if dgamma is None and dbeta is None:
             return ln_ops.layernorm_backward_input(dy, *saved)
         dx, dg, db = ln_ops.layernorm_backward(dy, *saved)
-        dgamma += dg
-        dbeta += db
+        if dgamma is not None:
+            dgamma += dg
+        if dbeta is not None:
+            dbeta += db
         return dx
 
     def linear(self, x, w, b):
@@ -133,7 +135,11 @@ class NumpyBackend:
         """dw += dy^T x; db += column sums of dy (db None: no bias)."""
         dw += mm_ops.gemm(dy, x, trans_a=True)
         if db is not None:
-            db += dy.sum(axis=0)
+            self.bias_grad(dy, db)
+
+    def bias_grad(self, dy, db):
+        """db += column sums of dy: a linear's bias gradient."""
+        db += dy.sum(axis=0)
 
     def lora_linear(self, x, xd, w, b, a, bm, scaling):
         return lora_ops.lora_linear_forward(x, xd, w, b, a, bm, scaling)

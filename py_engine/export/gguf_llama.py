@@ -374,6 +374,10 @@ def adapter_writer(config, lora, tensors, ggml_type, name):
                           "hold lora_a and lora_b only, and DoRA also rescales each row of the "
                           "weight by its magnitude; export the merged model (--format gguf) "
                           "instead")
+    if lora.bias != "none":
+        raise ExportError(f"an adapter that trains the base model's biases (bias={lora.bias!r}) "
+                          "cannot be a llama.cpp LoRA adapter: those hold lora_a and lora_b only; "
+                          "export the merged model (--format gguf) instead")
     arch = architecture(config)
     writer = gguf.GGUFWriter()
     writer.add("general.architecture", gguf.STRING, arch)

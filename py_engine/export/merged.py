@@ -55,11 +55,14 @@ class MergedModel:
             replaced = trained
         else:
             merged = await runtime.merged_weights()
+            # the biases trained beside the adapter (PEFT's bias option) replace the checkpoint's
+            merged.update({base: trained[key] for key, base in structure.bias_sources().items()})
             if structure.decoder:
                 replaced = merged
             else:
                 replaced = {"bert." + name: value for name, value in merged.items()}
-                replaced.update({n: v for n, v in trained.items() if ".lora_" not in n})
+                replaced.update({n: v for n, v in trained.items()
+                                 if ".lora_" not in n and n not in structure.bias_sources()})
         replaced = {name: (tuple(shape), data) for name, (shape, data) in replaced.items()}
         if structure.decoder:
             return cls(DECODER, structure.config, model.source, model.checkpoint, replaced)

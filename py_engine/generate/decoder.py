@@ -116,7 +116,14 @@ def check_params(config, shapes):
 
 
 def without_prefix(params):
-    return {n[len(PREFIX):] if n.startswith(PREFIX) else n: t for n, t in params.items()}
+    """`params` with PEFT's "base_model.model." prefix taken off the adapter tensors' names. A
+    bias an adapter trained beside a wrapped layer (PEFT's bias option saves it as
+    "<module>.base_layer.bias") replaces the checkpoint's "<module>.bias": generation reads it
+    there."""
+    out = {n[len(PREFIX):] if n.startswith(PREFIX) else n: t for n, t in params.items()}
+    for name in [n for n in out if n.endswith(".base_layer.bias")]:
+        out[name[:-len(".base_layer.bias")] + ".bias"] = out.pop(name)
+    return out
 
 
 def _not_encoder_decoder(model, instead):

@@ -67,7 +67,8 @@ class BertClassifier(AdaptedModel):
         self.pooler_lora = pooler_lora
         if pooling == "cls" and not self.train_pooler and pooler_lora:  # the checkpoint's pooler
             modules[POOLER] = (h, h)
-        self.linears = Linears(modules, lora, "BERT model", adapter_prefix="bert.")
+        self.linears = Linears(modules, lora, "BERT model", adapter_prefix="bert.",
+                               params=self._read_shapes())
         self.lora = self.linears.lora        # "all-linear" spelled out
         self.targets = self.linears.targets
         self.dropout = override_rates({"hidden": config.hidden_dropout_prob,
@@ -82,19 +83,23 @@ class BertClassifier(AdaptedModel):
         self.trainable["classifier.weight"] = (num_labels, h)
         self.trainable["classifier.bias"] = (num_labels,)
 
-    def frozen_names(self):
-        """The checkpoint tensors the model reads (bare BertModel names)."""
+    def _read_shapes(self):
+        """{name: shape} of the checkpoint tensors the model reads (bare BertModel names)."""
         from .checkpoint import bert_parameter_shapes
 
-        names = [n for n in bert_parameter_shapes(self.config) if not n.startswith("pooler.")]
-        if self.pooling == "cls" and not self.train_pooler:
-            names += ["pooler.dense.weight", "pooler.dense.bias"]
-        return names
+        shapes = bert_parameter_shapes(self.config)
+        reads_pooler = self.pooling == "cls" and not self.train_pooler
+        return {n: s for n, s in shapes.items() if reads_pooler or not n.startswith("pooler.")}
+
+    def frozen_names(self):
+        """The checkpoint tensors the model reads as they are (bare BertModel names; a bias
+        that trains is read from its trainable copy)."""
+        return [n for n in self._read_shapes() if n not in self.linears.bias_keys]
 
     def pooler_names(self):
         if self.train_pooler:
             return "bert.pooler.dense.weight", "bert.pooler.dense.bias"
-        return "pooler.dense.weight", "pooler.dense.bias"
+        return "pooler.dense.weight", self.linears.param_name("pooler.dense.bias")
 
     # --- forward ------------------------------------------------------------------------
 
@@ -108,8 +113,7 @@ class BertClassifier(AdaptedModel):
         x = be.embedding(batch.ids, batch.type_ids, be.param("embeddings.word_embeddings.weight"),
                          be.param("embeddings.position_embeddings.weight"),
                          be.param("embeddings.token_type_embeddings.weight"))
-        x, saved["emb_ln"] = be.layernorm(x, be.param("embeddings.LayerNorm.weight"),
-                                          be.param("embeddings.LayerNorm.bias"), cfg.layer_norm_eps)
+        x, saved["emb_ln"] = self._layernorm(be, x, "embeddings.LayerNorm")
         x, saved["emb_drop"] = be.dropout(x, p_hidden)
         for n in range(cfg.num_hidden_layers):
             x, layer_saved = self._layer_forward(be, n, x, batch, p_hidden, p_attn, train)
@@ -144,8 +148,7 @@ class BertClassifier(AdaptedModel):
         a = self.linears.forward(be, p + "attention.output.dense", ctx, s, train)
         a, s["attn_drop"] = be.dropout(a, p_hidden)
         a = be.add(a, x)
-        a, s["attn_ln"] = be.layernorm(a, be.param(p + "attention.output.LayerNorm.weight"),
-                                       be.param(p + "attention.output.LayerNorm.bias"), cfg.layer_norm_eps)
+        a, s["attn_ln"] = self._layernorm(be, a, p + "attention.output.LayerNorm")
         s["a"] = a
         h = self.linears.forward(be, p + "intermediate.dense", a, s, train)
         s["h_pre"] = h
@@ -154,9 +157,17 @@ class BertClassifier(AdaptedModel):
         o = self.linears.forward(be, p + "output.dense", g, s, train)
         o, s["out_drop"] = be.dropout(o, p_hidden)
         o = be.add(o, a)
-        o, s["out_ln"] = be.layernorm(o, be.param(p + "output.LayerNorm.weight"),
-                                      be.param(p + "output.LayerNorm.bias"), cfg.layer_norm_eps)
+        o, s["out_ln"] = self._layernorm(be, o, p + "output.LayerNorm")
         return o, s
+
+    def _layernorm(self, be, x, name):
+        return be.layernorm(x, be.param(name + ".weight"),
+                            be.param(self.linears.param_name(name + ".bias")),
+                            self.config.layer_norm_eps)
+
+    def _layernorm_backward(self, be, dy, saved, name):
+        """dx; with bias="all" the norm's bias gradient is added too."""
+        return be.layernorm_backward(dy, saved, None, self.linears.bias_grad(be, name + ".bias"))
 
     # --- backward -----------------------------------------------------------------------
 
@@ -176,18 +187,27 @@ class BertClassifier(AdaptedModel):
                 w, b = self.pooler_names()
                 if self.train_pooler:
                     be.linear_grad_params(dpre, saved["first"], be.grad(w), be.grad(b))
+                elif self.linears.bias_grad(be, "pooler.dense.bias") is not None:   # bias="all"
+                    be.bias_grad(dpre, self.linears.bias_grad(be, "pooler.dense.bias"))
                 dfirst = be.linear_grad_input(dpre, be.param(w)) if layers_train else None
             if not layers_train:        # only the head (and the pooler's adapter) train
                 return
             dx = be.cls_pool_backward(dfirst, batch.B, batch.T)
         else:
             dx = be.mean_pool_backward(dpooled, batch.mask, batch.B, batch.T)
+        below = self.linears.trains_other_biases      # the embeddings' norm's bias trains
         for n in reversed(range(lowest, self.config.num_hidden_layers)):
-            dx = self._layer_backward(be, n, dx, saved["layers"][n], batch, input_grad=n > lowest)
+            dx = self._layer_backward(be, n, dx, saved["layers"][n], batch,
+                                      input_grad=below or n > lowest)
+        if below:
+            self._layernorm_backward(be, be.dropout_backward(dx, saved["emb_drop"]),
+                                     saved["emb_ln"], "embeddings.LayerNorm")
 
     def _lowest_lora_layer(self):
         """Layers below it need no backward at all: nothing trains there. Its own backward
         needs no input gradient (nothing below reads it), only its adapters' gradients."""
+        if self.linears.trains_other_biases:
+            return 0
         layers = self.config.num_hidden_layers       # the pooler sits above every layer
         lowest = self.linears.lowest_layer(
             lambda m: int(m.split(".")[2]) if m.startswith("encoder.") else layers)
@@ -195,13 +215,13 @@ class BertClassifier(AdaptedModel):
 
     def _layer_backward(self, be, n, dout, s, batch, input_grad=True):
         p = f"encoder.layer.{n}."
-        do = be.layernorm_backward(dout, s["out_ln"])           # d(o + a)
+        do = self._layernorm_backward(be, dout, s["out_ln"], p + "output.LayerNorm")  # d(o + a)
         da = do
         do = be.dropout_backward(do, s["out_drop"])
         dg = self.linears.backward(be, p + "output.dense", do, s)
         dh = be.gelu_backward(dg, s["h_pre"])
         da = be.add(da, self.linears.backward(be, p + "intermediate.dense", dh, s))
-        dsum = be.layernorm_backward(da, s["attn_ln"])          # d(attn + x)
+        dsum = self._layernorm_backward(be, da, s["attn_ln"], p + "attention.output.LayerNorm")
         dx = dsum
         dattn = be.dropout_backward(dsum, s["attn_drop"])
         dctx = self.linears.backward(be, p + "attention.output.dense", dattn, s)

@@ -18,7 +18,8 @@ class DecoderModel(AdaptedModel):
         self.config = config
         self.dropout = override_rates(self.dropout_rates(config), dropout, family)
         self.full = lora is None
-        self.linears = Linears(modules, lora, family, full=self.full, conv1d=conv1d)
+        self.linears = Linears(modules, lora, family, full=self.full, conv1d=conv1d,
+                               params=config.parameter_shapes())
         self.lora = self.linears.lora        # "all-linear" spelled out
         self.targets = self.linears.targets
         self.trainable = dict(config.parameter_shapes()) if self.full else dict(self.linears.trainable)
@@ -37,16 +38,17 @@ class DecoderModel(AdaptedModel):
     def _lowest_layer(self):
         """The lowest layer the backward visits: 0 in full fine-tuning, else the lowest one
         holding an adapter (module names "<prefix>.<layers>.<n>....")."""
-        if self.full:
+        if self.backward_to_inputs:
             return 0
         return self.linears.lowest_layer(lambda m: int(m.split(".")[2]))
 
     def _layernorm(self, be, x, name, eps):
         """LayerNorm with weight and bias (GPT-2, Phi-2): the output and what its backward needs."""
-        return be.layernorm(x, be.param(name + ".weight"), be.param(name + ".bias"), eps)
+        return be.layernorm(x, be.param(name + ".weight"),
+                            be.param(self.linears.param_name(name + ".bias")), eps)
 
     def _layernorm_backward(self, be, dy, saved, name):
-        """dx; in full fine-tuning the norm's weight and bias gradients are added too."""
-        if not self.full:
-            return be.layernorm_backward(dy, saved)
-        return be.layernorm_backward(dy, saved, be.grad(name + ".weight"), be.grad(name + ".bias"))
+        """dx; in full fine-tuning the norm's weight and bias gradients are added too, with
+        bias="all" its bias's."""
+        return be.layernorm_backward(dy, saved, be.grad(name + ".weight") if self.full else None,
+                                     self.linears.bias_grad(be, name + ".bias"))

@@ -103,7 +103,7 @@ class Gpt2Model(DecoderModel):
             dx = be.add(dx, self._layernorm_backward(be, dh, s["ln2"], p + "ln_2"))
             da = back(be, p + "attn.c_proj", be.dropout_backward(dx, s["attn_drop"]), s)
             dqkv = be.concat_columns(be.causal_attention_backward(da, s["attn"]))
-            needed = self.full or n > lowest    # nothing below the lowest adapter trains
+            needed = self.backward_to_inputs or n > lowest    # nothing below the lowest adapter trains
             da = back(be, p + "attn.c_attn", dqkv, s, input_grad=needed)
             if needed:
                 dx = be.add(dx, self._layernorm_backward(be, da, s["ln1"], p + "ln_1"))

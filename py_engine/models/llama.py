@@ -192,7 +192,7 @@ class LlamaModel(DecoderModel):
             if c.qk_norm:
                 dq = self._norm_backward(be, dq, s["q_norm"], p + "self_attn.q_norm.weight")
                 dk = self._norm_backward(be, dk, s["k_norm"], p + "self_attn.k_norm.weight")
-            needed = self.full or n > lowest    # nothing below the lowest adapter trains
+            needed = self.backward_to_inputs or n > lowest    # nothing below the lowest adapter trains
             dh = self._qkv_backward(be, p, dq, dk, dv, s, needed)
             if needed:
                 dx = be.add(dx, self._norm_backward(be, dh, s["ln1"], p + "input_layernorm.weight"))

@@ -99,9 +99,12 @@ class Linears:
     """modules: {module name: (out_features, in_features)} in model order. lora: a LoraConfig,
     or None when no adapter is used; full: every linear's weight (and bias) trains."""
 
-    def __init__(self, modules, lora, family, adapter_prefix="", full=False, conv1d=False):
+    def __init__(self, modules, lora, family, adapter_prefix="", full=False, conv1d=False,
+                 params=None):
         """conv1d: the checkpoint stores these linears as Conv1D ([in, out]), for which PEFT's
-        adapters say fan_in_fan_out; for any other linear that option is refused."""
+        adapters say fan_in_fan_out; for any other linear that option is refused. params:
+        {checkpoint name: shape} of the tensors the model reads, among which the LoRA config's
+        `bias` option finds the biases that train (see trained_biases)."""
         if lora is not None and not isinstance(lora, LoraConfig):
             raise TypeError("lora must be a LoraConfig or None")
         if lora is not None and lora.fan_in_fan_out and not conv1d:
@@ -134,6 +137,10 @@ class Linears:
             self.trainable[self.lora_b(m)] = (out_f, self.ranks[m])
             if self.dora:
                 self.trainable[self.magnitude(m)] = (out_f,)
+        self.bias_keys = trained_biases(lora, family, params or {}, self._targeted, adapter_prefix) \
+            if lora is not None and not full else {}
+        for name, key in self.bias_keys.items():
+            self.trainable[key] = tuple(params[name])
 
     def lora_a(self, module):
         return f"{self.prefix}{module}.lora_A.weight"
@@ -157,6 +164,17 @@ class Linears:
                       self.ranks[m], self.scalings[m], self.magnitude(m) if self.dora else None)
                 for m in self.targets]
 
+    def param_name(self, name):
+        """The tensor the model reads for checkpoint tensor `name`: a bias that trains is read
+        from its trainable copy (bias_keys), anything else from the checkpoint's."""
+        return self.bias_keys.get(name, name)
+
+    def bias_grad(self, be, name):
+        """Where the gradient of checkpoint bias `name` goes: its trainable copy's, or with
+        full fine-tuning its own (None when it does not train)."""
+        key = self.bias_keys.get(name, name if self.full else None)
+        return be.grad(key) if key is not None and key in be.grads else None
+
     def is_weight(self, name):
         """Whether `name` is one of these linears' weights that a GPU may store compressed:
         not a DoRA-wrapped one, whose row norms are taken with the update added to it in f32."""
@@ -168,7 +186,7 @@ class Linears:
         """y = x W^T + b, plus the adapter's scaling * B.A x when `module` is wrapped (through
         LoRA dropout while training). Keeps in `saved` what backward() needs."""
         w = be.param(module + ".weight")
-        b = be.params.get(module + ".bias")
+        b = be.params.get(self.param_name(module + ".bias"))
         if module not in self._targeted:
             if self.full and train:
                 saved[module] = x
@@ -187,12 +205,15 @@ class Linears:
         """dx (None without input_grad); the adapter's gradients, or with full fine-tuning the
         weight's and bias's, accumulated into be.grad."""
         w = be.param(module + ".weight")
+        db = self.bias_grad(be, module + ".bias")
         if module not in self._targeted:
             if self.full:
-                bias = module + ".bias"
-                be.linear_grad_params(dy, saved[module], be.grad(module + ".weight"),
-                                      be.grad(bias) if bias in be.grads else None)
+                be.linear_grad_params(dy, saved[module], be.grad(module + ".weight"), db)
+            elif db is not None:           # the bias trains beside an adapter elsewhere
+                be.bias_grad(dy, db)
             return be.linear_grad_input(dy, w) if input_grad else None
+        if db is not None:       # y = ... + b, in LoRA and DoRA alike
+            be.bias_grad(dy, db)
         if self.dora:
             return self._dora_backward(be, module, dy, saved[module], w, input_grad)
         xd, drop, h = saved[module]
@@ -242,9 +263,38 @@ class Linears:
         return be.add(direct, be.dropout_backward(be.add(be.sub(dx, direct), dxd), drop))
 
     def lowest_layer(self, layer_of):
-        """The lowest layer holding a wrapped linear (`layer_of(module)` -> its index); layers
-        below it need no backward when only adapters train."""
-        return min((layer_of(m) for m in self.targets), default=None)
+        """The lowest layer holding a wrapped linear or a linear whose bias trains
+        (`layer_of(module)` -> its index); layers below it need no backward when only these
+        train (see trains_other_biases for the rest)."""
+        biased = [name[:-len(".bias")] for name in self.bias_keys]
+        return min((layer_of(m) for m in self.targets + [m for m in biased if m in self.modules]),
+                   default=None)
+
+    @property
+    def trains_other_biases(self):
+        """Whether biases outside these linears train (a norm's, a head's: bias="all"), for
+        which the backward goes through every layer to the embeddings, as in full fine-tuning."""
+        return any(name[:-len(".bias")] not in self.modules for name in self.bias_keys)
+
+
+def trained_biases(lora, family, params, targeted, prefix=""):
+    """{checkpoint name: trainable name} of the biases PEFT's `bias` option trains beside the
+    adapter: "lora_only" those of the wrapped linears, "all" every parameter named a bias (PEFT
+    takes each whose name holds "bias"). The trainable names are PEFT's adapter-file keys: a
+    wrapped linear's bias is its base layer's ("<module>.base_layer.bias")."""
+    if lora.bias == "none":
+        return {}
+    keys = {}
+    for name in params:
+        module = name[:-len(".bias")] if name.endswith(".bias") else None
+        if "bias" not in name or (lora.bias == "lora_only" and module not in targeted):
+            continue
+        if module is None:
+            raise LoraConfigError(f"bias='all' trains every parameter named a bias, and this "
+                                  f"{family}'s {name} is not trained here; use bias='lora_only' "
+                                  "or 'none'")
+        keys[name] = prefix + module + (".base_layer.bias" if module in targeted else ".bias")
+    return keys
 
 
 class AdaptedModel:
@@ -270,6 +320,17 @@ class AdaptedModel:
         """DoRA's {magnitude name: base weight name} (Linears.magnitude_weights)."""
         return self.linears.magnitude_weights()
 
+    def bias_sources(self):
+        """{trainable name: checkpoint name} of the biases that train beside the adapter (the
+        LoRA config's `bias`; {} for "none"): each starts from the checkpoint's value."""
+        return {key: name for name, key in self.linears.bias_keys.items()}
+
+    @property
+    def backward_to_inputs(self):
+        """Whether the backward visits every layer with its input gradient: in full
+        fine-tuning, and where biases outside the linears (norms) train."""
+        return self.full or self.linears.trains_other_biases
+
     def is_linear_weight(self, name):
         """Whether `name` is a linear's weight the GPU may store compressed (Linears.is_weight)."""
         return self.linears.is_weight(name)
@@ -279,7 +340,11 @@ class AdaptedModel:
         return type(self)(self.config, None, dropout=self.dropout)
 
     def frozen_names(self):
-        return [] if self.full else list(self.config.parameter_shapes())
+        """The checkpoint tensors the model reads as they are (a bias that trains is read from
+        its trainable copy)."""
+        if self.full:
+            return []
+        return [n for n in self.config.parameter_shapes() if n not in self.linears.bias_keys]
 
     def head_grad(self, be):
         """Where the loss puts the head's gradient: None unless fine-tuning every weight."""
@@ -300,9 +365,9 @@ class AdaptedModel:
 
     def head_bias_param(self, be):
         """The head's bias the loss and generation add to the logits, or None."""
-        return be.param(self.head_bias) if self.head_bias else None
+        return be.param(self.linears.param_name(self.head_bias)) if self.head_bias else None
 
     def head_bias_grad(self, be):
-        """Where the loss puts the head bias's gradient: None unless it has one and every
-        weight trains."""
-        return be.grad(self.head_bias) if self.head_bias and self.full else None
+        """Where the loss puts the head bias's gradient: None unless it has one and it trains
+        (every weight does, or bias="all")."""
+        return self.linears.bias_grad(be, self.head_bias) if self.head_bias else None

@@ -21,6 +21,10 @@ class LoraConfigError(ValueError):
 
 ALL_LINEAR = "all-linear"    # PEFT's target_modules keyword: every linear layer of the model
 
+# PEFT's bias option: which of the base model's biases train beside the adapter (their values
+# saved in the adapter file): none; those of the LoRA-wrapped linears; every bias of the model.
+LORA_BIAS = ("none", "lora_only", "all")
+
 
 class LoraConfig:
     def __init__(self, r=8, lora_alpha=8, lora_dropout=0.0, target_modules=None, bias="none",
@@ -42,8 +46,9 @@ class LoraConfig:
         if isinstance(lora_dropout, bool) or not isinstance(lora_dropout, (int, float)) \
                 or not 0.0 <= lora_dropout < 1.0:
             raise LoraConfigError(f"lora_dropout must be a number in [0, 1), got {lora_dropout!r}")
-        if bias != "none":
-            raise LoraConfigError(f"bias={bias!r} is not supported (only 'none')")
+        if bias not in LORA_BIAS:
+            raise LoraConfigError(f"bias must be one of {', '.join(map(repr, LORA_BIAS))} (PEFT's "
+                                  f"values), got {bias!r}")
         if isinstance(target_modules, str):       # PEFT: a regular expression over full names
             target_modules = _pattern("target_modules", target_modules)
         else:

@@ -98,7 +98,7 @@ class PhiModel(DecoderModel):
         for n in reversed(range(lowest, c.num_hidden_layers)):
             p = f"model.layers.{n}."
             s = saved["layers"][n]
-            needed = self.full or n > lowest    # nothing below the lowest adapter trains
+            needed = self.backward_to_inputs or n > lowest    # nothing below the lowest adapter trains
             dm = back(be, p + "mlp.fc2", be.dropout_backward(dx, s["mlp_drop"]), s)
             df = be.gelu_backward(dm, s["fc"], c.gelu_approximate)
             dh = [back(be, p + "mlp.fc1", df, s, input_grad=needed)]

@@ -368,9 +368,15 @@ class GpuRuntime(Runtime):
         await self.device.synchronize()
         for buffer in scratch:
             buffer.destroy()
+        biases = model.bias_sources()       # a bias trained beside the adapter is the model's now
         for name in list(model.trainable):
-            for table in (be.params, be.grads, self.m, self.v):
+            for table in (be.grads, self.m, self.v):
                 table.pop(name).buffer.destroy()
+            value = be.params.pop(name)
+            if name in biases:
+                be.params[biases[name]] = value
+            else:
+                value.buffer.destroy()
         for name in [n for n in be.params if n.endswith(".merged.weight")]:
             be.params.pop(name).buffer.destroy()
         self.model = model.to_full()

@@ -2,7 +2,8 @@
 
 PEFT's default LoRA init: lora_A from kaiming_uniform(a=sqrt(5)), i.e. U(-1/sqrt(in), 1/sqrt(in)),
 lora_B zeros (so training starts from the base model exactly); DoRA's magnitude, each row's norm
-of the base weight (of W + s B.A, which is W while B is zero). transformers initializes a fresh
+of the base weight (of W + s B.A, which is W while B is zero); a base bias that trains beside
+the adapter (PEFT's bias option), the checkpoint's value. transformers initializes a fresh
 classification head (and a pooler a checkpoint lacks) from N(0, initializer_range), biases 0.
 Pure Python (random.Random): this runs in the browser too. Seeded, so runs are reproducible;
 the values are not torch's bit for bit (a different generator), only the same distributions.
@@ -14,16 +15,21 @@ from array import array
 
 
 def initial_trainable(model, seed, checkpoint=None):
-    """{name: (shape, array('f'))} of every trainable tensor. DoRA's magnitudes are read from
-    `checkpoint`'s base weights (floats(name), shape(name)); without one they are NaN, for an
-    adapter's tensors to replace (merge_loaded requires every one of them)."""
+    """{name: (shape, array('f'))} of every trainable tensor. DoRA's magnitudes and the base
+    biases that train are read from `checkpoint`'s tensors (floats(name), shape(name)); without
+    one they are NaN, for an adapter's tensors to replace (merge_loaded requires every one of
+    them)."""
     rng = random.Random(seed)
     std = model.config.initializer_range
     magnitudes = model.magnitude_weights()
+    biases = model.bias_sources()
     values = {}
     for name, shape in model.trainable.items():
         n = math.prod(shape)
-        if name in magnitudes:
+        if name in biases:
+            data = (array("f", checkpoint.floats(biases[name])) if checkpoint is not None
+                    else array("f", [math.nan]) * n)
+        elif name in magnitudes:
             data = (row_norms(checkpoint.floats(magnitudes[name]), *checkpoint.shape(magnitudes[name]))
                     if checkpoint is not None else array("f", [math.nan]) * n)
         elif name.endswith("lora_A.weight"):
@@ -54,6 +60,19 @@ def merge_loaded(model, values, loaded, source):
     with its shape, and the adapter may hold nothing this model does not train."""
     from .runtime import check_trainable
 
-    check_trainable(model, {n: (tuple(shape), data) for n, (shape, data) in loaded.items()},
-                    f"{source}: adapter")
-    return dict(values, **{n: (tuple(shape), data) for n, (shape, data) in loaded.items()})
+    loaded = {n: (tuple(shape), data) for n, (shape, data) in loaded.items()
+              if not _peft_copy(n, model.trainable)}
+    check_trainable(model, loaded, f"{source}: adapter")
+    return dict(values, **loaded)
+
+
+def _peft_copy(name, trainable):
+    """Whether `name` is a copy PEFT's bias="all" writes beside a module trained whole
+    ("classifier.original_module.bias", "classifier.modules_to_save.bias" beside
+    "classifier.bias": it saves every state-dict key holding "bias", these included); the
+    module's own tensor is the trained one, as PEFT loads it."""
+    for copy in (".original_module.", ".modules_to_save."):
+        module, found, rest = name.partition(copy)
+        if found and f"{module}.{rest}" in trainable:
+            return True
+    return False

@@ -184,6 +184,7 @@ def check_same_adapter(model, saved_config, source):
     patterns = ("rank_pattern", "alpha_pattern")      # {} when a state's file predates them
     differ = [k for k in keys if saved_config.get(k) != ours.get(k)]
     differ += ["use_dora"] if bool(saved_config.get("use_dora")) != ours["use_dora"] else []
+    differ += ["bias"] if saved_config.get("bias", "none") != ours["bias"] else []
     differ += [k for k in patterns if (saved_config.get(k) or {}) != ours[k]]
     if differ:
         shown = ", ".join(f"{k} {saved_config.get(k)!r} (now {ours.get(k)!r})" for k in differ)
