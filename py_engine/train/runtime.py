@@ -39,7 +39,9 @@ def check_trainable(model, values, what="trainable tensors"):
         elif unwrapped:
             hint = f" (a LoRA on {', '.join(unwrapped)}, which this model does not wrap)"
         elif extra:             # whole tensors: PEFT's modules_to_save
-            whole = sorted({n.rsplit(".", 1)[0] for n in model.trainable if ".lora_" not in n})
+            biases = model.bias_sources()
+            whole = sorted({n.rsplit(".", 1)[0] for n in model.trainable
+                            if ".lora_" not in n and n not in biases})
             hint = (" (modules trained whole beside the LoRA, as PEFT's modules_to_save trains "
                     f"them; this model trains whole only {', '.join(whole) or 'none'})")
         raise ValueError(f"{what} does not match the model: missing {missing}, unexpected "
