@@ -6,6 +6,24 @@ from ..formats.json_file import JsonFileError, read_json_object
 
 SUPPORTED_ACTIVATIONS = ("gelu",)  # BERT's exact erf GELU
 
+# The encoders read here. Others with BERT's tensor names compute otherwise and are refused by
+# name rather than read as BERT (their outputs would be wrong without a word): why each differs.
+BERT_TYPES = ("bert",)
+OTHER_ENCODERS = {
+    "electra": "its sequence classifier's head (ElectraForSequenceClassification's) is not "
+               "BERT's pooler and classifier, so the adapters and exports made here would not be "
+               "its own",
+    "roberta": "its position ids start after the padding token's",
+    "xlm-roberta": "its position ids start after the padding token's",
+    "camembert": "its position ids start after the padding token's",
+    "xlm-roberta-xl": "its position ids start after the padding token's and it normalises "
+                      "before each sub-layer",
+    "mpnet": "it adds a relative position bias to attention",
+    "ernie": "it adds task type embeddings",
+    "nezha": "it uses relative position encodings",
+    "megatron-bert": "it normalises before each sub-layer",
+}
+
 
 class ConfigError(ValueError):
     """A config.json that py_engine cannot use; the message names the field."""
@@ -90,11 +108,15 @@ class BertConfig:
             raise ConfigError(f"hidden_act {self.hidden_act!r} is not supported (only {SUPPORTED_ACTIVATIONS})")
         if self.position_embedding_type != "absolute":
             raise ConfigError(f"position_embedding_type {self.position_embedding_type!r} is not supported")
-        if self.model_type not in ("bert", "roberta", "distilbert-like"):
+        if self.model_type not in BERT_TYPES:
             from .decoders import DECODER_TYPES
 
             if self.model_type in DECODER_TYPES:
                 raise ConfigError(f"model_type {self.model_type!r} is a decoder, not a BERT-family encoder")
+            why = OTHER_ENCODERS.get(self.model_type, "it is not one of the encoders read here")
+            raise ConfigError(f"model_type {self.model_type!r} is not supported: {why}, which "
+                              f"BERT's encoder does not compute (supported encoders: "
+                              f"{', '.join(BERT_TYPES)})")
 
     @property
     def head_dim(self):
