@@ -56,7 +56,7 @@ def _count_tokens(args):
     """The model's tokenizer as a counter of tokens (None: about 4 characters a token)."""
     if not getattr(args, "tokenizer", None):
         return None
-    from py_engine.tokenizers.checkpoint import chat_tokenizer, wordpiece_tokenizer
+    from py_engine.tokenizers.checkpoint import chat_tokenizer, classifier_tokenizer
 
     model = Path(args.tokenizer)
     if not model.is_dir():
@@ -65,7 +65,7 @@ def _count_tokens(args):
         tokenizer, _ = chat_tokenizer(model)
         return lambda text: len(tokenizer.encode(text, add_special_tokens=False).ids)
     except (FileNotFoundError, ValueError):      # a BERT-family checkpoint: WordPiece
-        tokenizer = wordpiece_tokenizer(model)
+        tokenizer = classifier_tokenizer(model)
         return lambda text: len(tokenizer.encode(text, truncation=False).ids)
 
 

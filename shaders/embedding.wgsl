@@ -3,10 +3,11 @@
 // checks: tests/test_kernels_embedding.py.
 //
 //   embedding_forward:            out[p, :] = word[ids[p]] + token_type[type_ids[p]]
-//                                             + position[p % T]
+//                                             + position[first_position + p % T]
 //                                 for p over the B*T tokens (row-major [B, T]); ids are u32.
-//                                 Positions are 0..T-1 in every sequence (BERT's default
-//                                 position_ids). An id past its table is clamped to the last
+//                                 Positions are first_position.. in every sequence (BERT's
+//                                 default position_ids from 0; RoBERTa's start after its
+//                                 padding token's row). An id past its table is clamped to the last
 //                                 row rather than read out of bounds (torch would raise; the
 //                                 tokenizer never produces one).
 //   embedding_word_links:         links[p] = the next token after p with p's id (NONE: none),
@@ -37,7 +38,7 @@ struct Embedding {
   positions: u32,   // rows of the position table
   type_vocab: u32,  // rows of the token-type table
   padding: u32,     // the word row that gets no gradient (nn.Embedding's padding_idx); NONE: none
-  unused: u32,
+  first_position: u32,   // the position row of each sequence's first token
 }
 
 // --- embedding_forward ---------------------------------------------------------------------
@@ -59,7 +60,7 @@ fn embedding_forward(@builtin(global_invocation_id) gid: vec3<u32>,
     let c = i % H;
     let v = min(ids[p], forward_shape.vocab - 1u);
     let tt = min(type_ids[p], forward_shape.type_vocab - 1u);
-    let t = min(p % forward_shape.seq, forward_shape.positions - 1u);
+    let t = min(forward_shape.first_position + p % forward_shape.seq, forward_shape.positions - 1u);
     // transformers' order: (word + token type) + position.
     out[i] = (word[v * H + c] + token_type[tt * H + c]) + position[t * H + c];
   }

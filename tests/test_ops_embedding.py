@@ -60,3 +60,29 @@ def test_padding_row_gets_no_gradient_as_in_torch(rng):
     dword = embedding_backward(dout, ids, np.zeros_like(ids), VOCAB, POSITIONS, TYPES, padding_idx=3)[0]
     assert not dword[3].any()
     np.testing.assert_allclose(dword, word.grad.numpy(), rtol=1e-12, atol=1e-12)
+
+
+def test_matches_roberta_embeddings_from_the_first_position_after_padding(rng):
+    """RoBERTa numbers a sequence's tokens from its padding row + 1 (padding_idx 1: rows 2..);
+    our first_position gives its embeddings for every token that is not padding (a padded
+    token's own row is masked out of everything it feeds)."""
+    from transformers import RobertaConfig
+    from transformers.models.roberta.modeling_roberta import RobertaEmbeddings
+
+    config = RobertaConfig(vocab_size=VOCAB, hidden_size=HIDDEN, max_position_embeddings=POSITIONS,
+                           type_vocab_size=1, pad_token_id=1, hidden_dropout_prob=0.0)
+    module = RobertaEmbeddings(config).double().eval()
+    module.LayerNorm = torch.nn.Identity()
+    ids = rng.integers(2, VOCAB, (2, 6))
+    ids[1, 4:] = 1                                  # a right-padded row
+    with torch.no_grad():
+        expected = module(input_ids=torch.tensor(ids)).reshape(12, HIDDEN).numpy()
+    ours = embedding_forward(ids, np.zeros_like(ids), module.word_embeddings.weight.detach().numpy(),
+                             module.position_embeddings.weight.detach().numpy(),
+                             module.token_type_embeddings.weight.detach().numpy(), first_position=2)
+    real = (ids != 1).ravel()
+    np.testing.assert_allclose(ours[real], expected[real], rtol=1e-12)
+    assert np.abs(embedding_forward(ids, np.zeros_like(ids), *(
+        t.weight.detach().numpy() for t in (module.word_embeddings, module.position_embeddings,
+                                            module.token_type_embeddings)))[real]
+        - expected[real]).max() > 1e-3          # from row 0, as BERT counts, they differ

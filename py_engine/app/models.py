@@ -21,6 +21,7 @@ import tempfile
 from ..data.chat import DataError, encode_chat_example
 from ..data.classification import Example
 from ..data.seq2seq import conversation_input, encode_seq2seq_example, seq2seq_example_from_record
+from ..models.bert_config import BERT_TYPES
 from ..models.decoders import CAUSAL_TYPES, T5_TYPES
 from ..models.lora_config import LoraConfig
 from ..train.chat import ChatModel
@@ -29,7 +30,7 @@ from ..train.config import CausalTrainConfig, ClassifierTrainConfig
 from ..train.seq2seq import Seq2SeqModel
 
 KINDS = ("classification", "causal_lm", "seq2seq")
-ENCODERS = ("bert",)
+ENCODERS = BERT_TYPES       # BERT and RoBERTa's kind: TextClassifier's
 DECODERS = CAUSAL_TYPES     # every decoder-only family ChatModel runs
 ENCODER_DECODERS = T5_TYPES  # Seq2SeqModel's
 # The queue records each kind of model learns: an encoder-decoder learns conversations.

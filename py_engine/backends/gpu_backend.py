@@ -230,13 +230,14 @@ class GpuBackend:
 
     # --- ops (see py_engine/backends/__init__.py) ---
 
-    def embedding(self, ids, type_ids, word, position, token_type):
+    def embedding(self, ids, type_ids, word, position, token_type, first_position=0):
         B, T = ids.shape
         out = self.new(B * T, word.shape[1])
         self.k.embedding.forward(self.program, ids.buffer, type_ids.buffer, word.buffer,
                                  position.buffer, token_type.buffer, out.buffer, batch=B, seq=T,
                                  hidden=word.shape[1], vocab=word.shape[0],
-                                 positions=position.shape[0], type_vocab=token_type.shape[0])
+                                 positions=position.shape[0], type_vocab=token_type.shape[0],
+                                 first_position=first_position)
         return out
 
     def layernorm(self, x, gamma, beta, eps):

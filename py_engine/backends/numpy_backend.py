@@ -102,8 +102,8 @@ class NumpyBackend:
 
     # --- ops ---
 
-    def embedding(self, ids, type_ids, word, position, token_type):
-        return emb_ops.embedding_forward(ids, type_ids, word, position, token_type)
+    def embedding(self, ids, type_ids, word, position, token_type, first_position=0):
+        return emb_ops.embedding_forward(ids, type_ids, word, position, token_type, first_position)
 
     def layernorm(self, x, gamma, beta, eps):
         y, mean, rstd = ln_ops.layernorm_forward(x, gamma, beta, eps)

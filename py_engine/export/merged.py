@@ -11,15 +11,22 @@ The folding itself is the runtime's (runtime.merged_weights(), the merge inferen
 runs where the model runs. A decoder gives its family's tensors (LlamaForCausalLM's,
 GPT2LMHeadModel's, ...), a T5 encoder-decoder T5ForConditionalGeneration's (kind DECODER too:
 one config, transformers' names); a classifier BertForSequenceClassification's: "bert." + the
-encoder and pooler, and the "classifier." head from its adapter. Pure Python (it runs in
+encoder and pooler, and the "classifier." head from its adapter (RoBERTa's kind's:
+"roberta." + the encoder, and its head "classifier.dense" and "classifier.out_proj"). Pure Python (it runs in
 Pyodide); load_merged is host-side only in that it picks the NumPy backend.
 """
 
 import math
 
 from ..formats.model_dir import save_model_dir
+from ..models.bert import encoder_prefix
 
 DECODER, ENCODER = "decoder", "encoder"
+# transformers' sequence classifier of each encoder type read here (models/bert_config.py)
+CLASSIFIER_ARCHITECTURES = {"bert": "BertForSequenceClassification",
+                            "roberta": "RobertaForSequenceClassification",
+                            "xlm-roberta": "XLMRobertaForSequenceClassification",
+                            "camembert": "CamembertForSequenceClassification"}
 
 
 class ExportError(ValueError):
@@ -42,7 +49,9 @@ class MergedModel:
         if kind == DECODER:
             self._names = {name: name for name in config.parameter_shapes()}
         else:
-            self._names = {"bert." + name: name for name in checkpoint.names()}
+            # RoBERTa's sequence classifier has no pooler (its head holds the dense layer)
+            self._names = {encoder_prefix(config) + name: name for name in checkpoint.names()
+                           if not (config.roberta and name.startswith("pooler."))}
         for name in self.replaced:
             self._names.setdefault(name, None)
 
@@ -60,7 +69,8 @@ class MergedModel:
             if structure.decoder:
                 replaced = merged
             else:
-                replaced = {"bert." + name: value for name, value in merged.items()}
+                prefix = encoder_prefix(structure.config)
+                replaced = {prefix + name: value for name, value in merged.items()}
                 replaced.update({n: v for n, v in trained.items()
                                  if ".lora_" not in n and n not in structure.bias_sources()})
         replaced = {name: (tuple(shape), data) for name, (shape, data) in replaced.items()}
@@ -114,12 +124,13 @@ class MergedModel:
         return out + ([("head", last)] if last else [])
 
     def classifier_config(self):
-        """config.json of the merged classifier: the checkpoint's with transformers'
-        BertForSequenceClassification architecture and the adapter's labels."""
+        """config.json of the merged classifier: the checkpoint's with transformers' sequence
+        classifier of its type as architecture (CLASSIFIER_ARCHITECTURES) and the adapter's
+        labels."""
         from ..formats.json_file import read_json_object
 
         config = read_json_object(f"{self.source}/config.json")
-        config["architectures"] = ["BertForSequenceClassification"]
+        config["architectures"] = [CLASSIFIER_ARCHITECTURES[self.config.model_type]]
         config["id2label"] = {str(i): label for i, label in enumerate(self.labels)}
         config["label2id"] = {label: i for i, label in enumerate(self.labels)}
         config.pop("num_labels", None)
@@ -162,7 +173,7 @@ def check_mergeable(kind, pooling):
     pools the [CLS] token (mean pooling has no field in its config)."""
     if kind == ENCODER and pooling == "mean":
         raise ExportError("this classifier pools with the mean over tokens, which transformers' "
-                          "BertForSequenceClassification cannot express (it always pools [CLS]); "
+                          "sequence classifiers cannot express (they always pool [CLS]); "
                           "export it with --format onnx, whose graph pools as it was trained")
 
 

@@ -26,6 +26,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from ..formats.finite import NonFiniteWeightsError
 from ..formats.output_dir import write_output_dir
+from ..models.bert import encoder_prefix, head_modules
 from .merged import ENCODER, ExportError
 
 OPSET = 17
@@ -109,7 +110,9 @@ def classifier_graph(merged):
     g.const("zero", np.array([0], np.int64))
     g.const("axis1", np.array([1], np.int64))
 
-    e = "bert.embeddings"
+    prefix = encoder_prefix(config)
+    dense, head = head_modules(config)
+    e = prefix + "embeddings"
     words = g.op("Gather", [g.const(f"{e}.word_embeddings.weight",
                                     _weight(merged, f"{e}.word_embeddings.weight")), "input_ids"])
     types = g.op("Gather", [g.const(f"{e}.token_type_embeddings.weight",
@@ -117,9 +120,11 @@ def classifier_graph(merged):
                             "token_type_ids"])
     length = g.op("Slice", [g.op("Shape", ["input_ids"]), "axis1",
                             g.const("two", np.array([2], np.int64))])
+    # rows first_position.. (RoBERTa's kind counts from the row after its padding token's)
+    first_position = g.const("first_position", np.array([config.first_position], np.int64))
     positions = g.op("Slice", [g.const(f"{e}.position_embeddings.weight",
                                        _weight(merged, f"{e}.position_embeddings.weight")),
-                               "zero", length, "zero"])
+                               first_position, g.op("Add", [first_position, length]), "zero"])
     x = _layer_norm(g, merged, g.op("Add", [g.op("Add", [words, types]), positions]),
                     f"{e}.LayerNorm", eps)
 
@@ -128,7 +133,7 @@ def classifier_graph(merged):
     mask_bias = g.op("Mul", [g.op("Sub", ["one", mask]), "lowest"])
     mask_bias = g.op("Unsqueeze", [mask_bias, g.const("axes12", np.array([1, 2], np.int64))])
     for n in range(config.num_hidden_layers):
-        p = f"bert.encoder.layer.{n}"
+        p = f"{prefix}encoder.layer.{n}"
         a = _attention(g, merged, x, mask_bias, p, config)
         a = _layer_norm(g, merged, g.op("Add", [a, x]), f"{p}.attention.output.LayerNorm", eps)
         h = _gelu(g, _linear(g, merged, a, f"{p}.intermediate.dense"))
@@ -142,8 +147,8 @@ def classifier_graph(merged):
         pooled = g.op("Div", [total, count])
     else:
         first = g.op("Gather", [x, g.const("first", np.array(0, np.int64))], axis=1)
-        pooled = g.op("Tanh", [_linear(g, merged, first, "bert.pooler.dense")])
-    logits = _linear(g, merged, pooled, "classifier")
+        pooled = g.op("Tanh", [_linear(g, merged, first, dense)])
+    logits = _linear(g, merged, pooled, head)
     g.nodes.append(helper.make_node("Identity", [logits], ["logits"]))
     g.nodes.append(helper.make_node("Softmax", [logits], ["probabilities"], axis=-1))
 

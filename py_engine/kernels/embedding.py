@@ -37,18 +37,21 @@ class EmbeddingKernels(KernelFamily):
         self._dispatch(program, "embedding_word_links", [ids, links, params], tokens)
         return links
 
-    def _params(self, batch, seq, hidden, vocab, positions, type_vocab, padding=None):
-        if seq > positions:
-            raise ValueError(f"sequence length {seq} exceeds the {positions} position embeddings")
+    def _params(self, batch, seq, hidden, vocab, positions, type_vocab, padding=None,
+                first_position=0):
+        if first_position + seq > positions:
+            raise ValueError(f"sequence length {seq} exceeds the {positions - first_position} "
+                             "position embeddings")
         if padding is not None and not 0 <= padding < vocab:
             raise ValueError(f"padding row {padding} is not a row of the {vocab}-row word table")
         return self.device.uniform("8I", batch * seq, seq, hidden, vocab, positions, type_vocab,
-                                   NO_PADDING if padding is None else padding, 0)
+                                   NO_PADDING if padding is None else padding, first_position)
 
     def forward(self, program, ids, type_ids, word, position, token_type, out, *, batch, seq,
-                hidden, vocab, positions, type_vocab):
-        """out[B*T, H] = word[ids] + token_type[type_ids] + position[t]."""
-        params = self._params(batch, seq, hidden, vocab, positions, type_vocab)
+                hidden, vocab, positions, type_vocab, first_position=0):
+        """out[B*T, H] = word[ids] + token_type[type_ids] + position[first_position + t]."""
+        params = self._params(batch, seq, hidden, vocab, positions, type_vocab,
+                              first_position=first_position)
         buffers = [ids, type_ids, word, position, token_type, out, params]
         return self._dispatch(program, "embedding_forward", buffers, batch * seq * hidden)
 

@@ -16,6 +16,12 @@ Only the LoRA matrices and the head (and the pooler, when the checkpoint has non
 base weights are frozen, so their gradients are never computed. The checkpoint's pooler is one
 of the linears LoRA may wrap, as PEFT wraps it ("bert.pooler.dense": matched by "dense" and by
 "all-linear"), where cls pooling reads it.
+
+RoBERTa's kind (RoBERTa, XLM-RoBERTa, CamemBERT; config.roberta) is the same encoder under
+"roberta." with its positions counted from the row after its padding token's, and
+RobertaForSequenceClassification's head in place of the pooler and classifier, trained whole:
+
+    logits = out_proj(Dropout(tanh(dense(Dropout(x[:, 0])))))   ("classifier.dense", "classifier.out_proj")
 """
 
 from .dropout_rates import override_rates
@@ -32,10 +38,28 @@ class ModelError(ValueError):
 
 
 def holds_pooler_lora(tensors):
-    """Whether an adapter's tensors (names without PEFT's prefix) hold a LoRA on the pooler:
+    """Whether an adapter's tensors (names without PEFT's prefix) hold a LoRA on BERT's pooler:
     PEFT's do wherever its targets name the pooler; ours saved before it could be wrapped
     do not (BertClassifier's pooler_lora)."""
     return any(name.startswith(f"bert.{POOLER}.lora_") for name in tensors)
+
+
+def encoder_prefix(config):
+    """Where transformers' sequence classifier keeps the encoder: "bert." or "roberta."."""
+    return "roberta." if config.roberta else "bert."
+
+
+def head_modules(config):
+    """(the dense layer under the tanh, the output layer) of the checkpoint family's sequence
+    classifier, as transformers names them."""
+    return ("classifier.dense", "classifier.out_proj") if config.roberta else \
+        ("bert.pooler.dense", "classifier")
+
+
+def trains_pooler(config, tensors):
+    """Whether an adapter's tensors hold a pooler trained whole (BERT's, where the checkpoint
+    has none; RoBERTa's head always holds its dense layer)."""
+    return config.roberta or "bert.pooler.dense.weight" in tensors
 
 
 class BertClassifier(AdaptedModel):
@@ -63,11 +87,14 @@ class BertClassifier(AdaptedModel):
         shapes = {"intermediate.dense": (i, h), "output.dense": (h, i)}
         modules = {f"encoder.layer.{n}.{name}": shapes.get(name, (h, h))
                    for n in range(config.num_hidden_layers) for name in LINEAR_NAMES}
-        self.train_pooler = train_pooler and pooling == "cls"
+        # RoBERTa's head holds the dense layer BERT's pooler holds, trained whole
+        self.train_pooler = (train_pooler or config.roberta) and pooling == "cls"
         self.pooler_lora = pooler_lora
+        self.prefix = encoder_prefix(config)
+        self.dense_module, self.head_module = head_modules(config)
         if pooling == "cls" and not self.train_pooler and pooler_lora:  # the checkpoint's pooler
             modules[POOLER] = (h, h)
-        self.linears = Linears(modules, lora, "BERT model", adapter_prefix="bert.",
+        self.linears = Linears(modules, lora, "BERT model", adapter_prefix=self.prefix,
                                params=self._read_shapes())
         self.lora = self.linears.lora        # "all-linear" spelled out
         self.targets = self.linears.targets
@@ -78,10 +105,11 @@ class BertClassifier(AdaptedModel):
         # added on save) and shapes.
         self.trainable = dict(self.linears.trainable)
         if self.train_pooler:
-            self.trainable["bert.pooler.dense.weight"] = (h, h)
-            self.trainable["bert.pooler.dense.bias"] = (h,)
-        self.trainable["classifier.weight"] = (num_labels, h)
-        self.trainable["classifier.bias"] = (num_labels,)
+            w, b = self.pooler_names()
+            self.trainable[w] = (h, h)
+            self.trainable[b] = (h,)
+        self.trainable[self.head_module + ".weight"] = (num_labels, h)
+        self.trainable[self.head_module + ".bias"] = (num_labels,)
 
     def _read_shapes(self):
         """{name: shape} of the checkpoint tensors the model reads (bare BertModel names)."""
@@ -97,8 +125,10 @@ class BertClassifier(AdaptedModel):
         return [n for n in self._read_shapes() if n not in self.linears.bias_keys]
 
     def pooler_names(self):
+        """The dense layer under the tanh: trained whole ("bert.pooler.dense", RoBERTa's
+        "classifier.dense"), or the checkpoint's pooler."""
         if self.train_pooler:
-            return "bert.pooler.dense.weight", "bert.pooler.dense.bias"
+            return self.dense_module + ".weight", self.dense_module + ".bias"
         return "pooler.dense.weight", self.linears.param_name("pooler.dense.bias")
 
     # --- forward ------------------------------------------------------------------------
@@ -112,7 +142,8 @@ class BertClassifier(AdaptedModel):
         saved = {"layers": []}
         x = be.embedding(batch.ids, batch.type_ids, be.param("embeddings.word_embeddings.weight"),
                          be.param("embeddings.position_embeddings.weight"),
-                         be.param("embeddings.token_type_embeddings.weight"))
+                         be.param("embeddings.token_type_embeddings.weight"),
+                         first_position=cfg.first_position)
         x, saved["emb_ln"] = self._layernorm(be, x, "embeddings.LayerNorm")
         x, saved["emb_drop"] = be.dropout(x, p_hidden)
         for n in range(cfg.num_hidden_layers):
@@ -121,6 +152,8 @@ class BertClassifier(AdaptedModel):
         saved["x_final"] = x
         if self.pooling == "cls":
             first = be.cls_pool(x, batch.B, batch.T)
+            if cfg.roberta:         # RobertaClassificationHead drops before its dense layer too
+                first, saved["head_drop"] = be.dropout(first, self.dropout["classifier"] if train else 0.0)
             if POOLER in self.linears.modules:
                 pre = self.linears.forward(be, POOLER, first, saved, train)
             else:
@@ -132,7 +165,8 @@ class BertClassifier(AdaptedModel):
             pooled = be.mean_pool(x, batch.mask, batch.B, batch.T)
         dropped, saved["cls_drop"] = be.dropout(pooled, self.dropout["classifier"] if train else 0.0)
         saved["dropped"] = dropped
-        logits = be.linear(dropped, be.param("classifier.weight"), be.param("classifier.bias"))
+        logits = be.linear(dropped, be.param(self.head_module + ".weight"),
+                           be.param(self.head_module + ".bias"))
         return logits, saved
 
     def _layer_forward(self, be, n, x, batch, p_hidden, p_attn, train):
@@ -173,9 +207,9 @@ class BertClassifier(AdaptedModel):
 
     def backward(self, be, dlogits, saved, batch):
         """Accumulate the gradient of every trainable parameter into be.grad(name)."""
-        be.linear_grad_params(dlogits, saved["dropped"], be.grad("classifier.weight"),
-                              be.grad("classifier.bias"))
-        dpooled = be.linear_grad_input(dlogits, be.param("classifier.weight"))
+        be.linear_grad_params(dlogits, saved["dropped"], be.grad(self.head_module + ".weight"),
+                              be.grad(self.head_module + ".bias"))
+        dpooled = be.linear_grad_input(dlogits, be.param(self.head_module + ".weight"))
         dpooled = be.dropout_backward(dpooled, saved["cls_drop"])
         lowest = self._lowest_lora_layer()
         if self.pooling == "cls":
@@ -192,6 +226,8 @@ class BertClassifier(AdaptedModel):
                 dfirst = be.linear_grad_input(dpre, be.param(w)) if layers_train else None
             if not layers_train:        # only the head (and the pooler's adapter) train
                 return
+            if self.config.roberta:
+                dfirst = be.dropout_backward(dfirst, saved["head_drop"])
             dx = be.cls_pool_backward(dfirst, batch.B, batch.T)
         else:
             dx = be.mean_pool_backward(dpooled, batch.mask, batch.B, batch.T)

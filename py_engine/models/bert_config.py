@@ -6,18 +6,17 @@ from ..formats.json_file import JsonFileError, read_json_object
 
 SUPPORTED_ACTIVATIONS = ("gelu",)  # BERT's exact erf GELU
 
-# The encoders read here. Others with BERT's tensor names compute otherwise and are refused by
-# name rather than read as BERT (their outputs would be wrong without a word): why each differs.
-BERT_TYPES = ("bert",)
+# The encoders read here: BERT, and RoBERTa's kind (its positions count from the row after its
+# padding token's, its classifier head is its own: see BertClassifier). Others with BERT's
+# tensor names compute otherwise and are refused by name rather than read as BERT (their
+# outputs would be wrong without a word): why each differs.
+ROBERTA_TYPES = ("roberta", "xlm-roberta", "camembert")
+BERT_TYPES = ("bert",) + ROBERTA_TYPES
 OTHER_ENCODERS = {
     "electra": "its sequence classifier's head (ElectraForSequenceClassification's) is not "
                "BERT's pooler and classifier, so the adapters and exports made here would not be "
                "its own",
-    "roberta": "its position ids start after the padding token's",
-    "xlm-roberta": "its position ids start after the padding token's",
-    "camembert": "its position ids start after the padding token's",
-    "xlm-roberta-xl": "its position ids start after the padding token's and it normalises "
-                      "before each sub-layer",
+    "xlm-roberta-xl": "it normalises before each sub-layer",
     "mpnet": "it adds a relative position bias to attention",
     "ernie": "it adds task type embeddings",
     "nezha": "it uses relative position encodings",
@@ -91,6 +90,8 @@ class BertConfig:
                 value = kind(value)
             setattr(self, name, value)
         self.model_type = values.get("model_type", "bert")
+        if self.model_type in ROBERTA_TYPES and "pad_token_id" not in values:
+            self.pad_token_id = 1           # RobertaConfig's default
         self.id2label = values.get("id2label")
         self._validate()
 
@@ -106,6 +107,10 @@ class BertConfig:
             )
         if self.hidden_act not in SUPPORTED_ACTIVATIONS:
             raise ConfigError(f"hidden_act {self.hidden_act!r} is not supported (only {SUPPORTED_ACTIVATIONS})")
+        if self.roberta and not 0 <= self.pad_token_id < min(self.vocab_size,
+                                                             self.max_position_embeddings - 1):
+            raise ConfigError(f"pad_token_id {self.pad_token_id} leaves no position row: RoBERTa's "
+                              "positions start after its padding token's")
         if self.position_embedding_type != "absolute":
             raise ConfigError(f"position_embedding_type {self.position_embedding_type!r} is not supported")
         if self.model_type not in BERT_TYPES:
@@ -117,6 +122,23 @@ class BertConfig:
             raise ConfigError(f"model_type {self.model_type!r} is not supported: {why}, which "
                               f"BERT's encoder does not compute (supported encoders: "
                               f"{', '.join(BERT_TYPES)})")
+
+    @property
+    def roberta(self):
+        """Whether this is RoBERTa's kind (RoBERTa, XLM-RoBERTa, CamemBERT): see first_position
+        and BertClassifier's head."""
+        return self.model_type in ROBERTA_TYPES
+
+    @property
+    def first_position(self):
+        """The position row of a sequence's first token: RoBERTa numbers tokens from its
+        padding token's row + 1 (transformers' create_position_ids_from_input_ids), BERT from 0."""
+        return self.pad_token_id + 1 if self.roberta else 0
+
+    @property
+    def positions(self):
+        """The longest sequence the position table holds."""
+        return self.max_position_embeddings - self.first_position
 
     @property
     def head_dim(self):

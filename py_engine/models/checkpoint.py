@@ -77,7 +77,7 @@ def bert_parameter_shapes(config):
 
 
 def _normalized(name):
-    for prefix in ("bert.", "model."):
+    for prefix in ("bert.", "roberta.", "model."):
         if name.startswith(prefix):
             name = name[len(prefix):]
     return name.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")

@@ -23,10 +23,18 @@ CAUSAL_TYPES = tuple(t for t in DECODER_TYPES if t not in T5_TYPES)
 
 
 def config_positions(config):
-    """The positions a config.json (a dict) gives its model: max_position_embeddings, GPT-2's
+    """The positions a config.json (a dict) gives its model: max_position_embeddings (less the
+    rows up to the padding token's for RoBERTa's kind, whose positions start after it), GPT-2's
     n_positions; None when it gives no int."""
+    from .bert_config import ROBERTA_TYPES
+
     positions = config.get("max_position_embeddings", config.get("n_positions"))
-    return positions if type(positions) is int else None
+    if type(positions) is not int:
+        return None
+    pad = config.get("pad_token_id", 1)
+    if config.get("model_type") in ROBERTA_TYPES and type(pad) is int:
+        return positions - pad - 1
+    return positions
 
 
 def supported():

@@ -11,11 +11,12 @@ position_ids). The LayerNorm and dropout that follow in BertEmbeddings are separ
 import numpy as np
 
 
-def embedding_forward(ids, type_ids, word, position, token_type):
-    """(word[ids] + token_type[type_ids]) + position[t], as [B*T, hidden]."""
+def embedding_forward(ids, type_ids, word, position, token_type, first_position=0):
+    """(word[ids] + token_type[type_ids]) + position[first_position + t], as [B*T, hidden]
+    (first_position: RoBERTa's positions start after its padding token's, BERT's at 0)."""
     ids = np.asarray(ids)
     seq = ids.shape[1]
-    out = (word[ids] + token_type[np.asarray(type_ids)]) + position[np.arange(seq)][None]
+    out = (word[ids] + token_type[np.asarray(type_ids)]) + position[first_position + np.arange(seq)][None]
     return out.reshape(ids.size, word.shape[1])
 
 

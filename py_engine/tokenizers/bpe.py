@@ -30,7 +30,7 @@ Lowercase, StripAccents (Python's `unicodedata`, so the Unicode version is the i
 Precompiled (SentencePiece's charsmap, precompiled.py); pre-tokenizers Sequence, ByteLevel, Split
 (string or regex pattern, behaviours Isolated, Removed, MergedWithPrevious, MergedWithNext,
 Contiguous; no invert), Digits (SmolLM and SmolLM2 isolate each digit), Metaspace,
-WhitespaceSplit; post-processors TemplateProcessing,
+WhitespaceSplit; post-processors TemplateProcessing, RobertaProcessing, BertProcessing,
 ByteLevel (with trim_offsets), Sequence; decoders ByteLevel, Sequence, Replace (string),
 ByteFallback, Fuse, Strip, Metaspace. Anything else is a ValueError naming it.
 
@@ -55,7 +55,7 @@ from .regex_classes import CLASSES, NUMERIC_BEYOND_N, PARTS, class_spec
 from .encoding import Encoding, TokenizerBase
 from .unigram import UnigramModel
 from .wordpiece import (_AddedTokens, _char_class, _check_text, _ranges, _split_added,
-                        template_processing)
+                        template_processing, cls_sep_processing)
 
 WORD_CACHE_SIZE = 1 << 16   # words whose ids are remembered
 
@@ -665,7 +665,8 @@ class SubwordTokenizer(TokenizerBase):
         kind = processor and processor.get("type")
         # The ByteLevel processor's trim_offsets moves offsets past a token's leading and
         # trailing spaces (GPT-2's file sets it; Llama-3's and Qwen2's do not).
-        byte_levels = [processor] if kind == "ByteLevel" else \
+        # RobertaProcessing carries the same two fields
+        byte_levels = [processor] if kind in ("ByteLevel", "RobertaProcessing") else \
             [p for p in processor["processors"] if p.get("type") == "ByteLevel"] \
             if kind == "Sequence" else []
         trimming = [p for p in byte_levels if p.get("trim_offsets", True)]
@@ -682,9 +683,12 @@ class SubwordTokenizer(TokenizerBase):
             single, pair = [(None, "A", 0)], [(None, "A", 0), (None, "B", 1)]
         elif kind == "TemplateProcessing":
             single, pair = template_processing(processor)
+        elif kind in ("RobertaProcessing", "BertProcessing"):
+            single, pair = cls_sep_processing(processor)
         else:
             raise ValueError(f"unsupported post_processor {kind!r} in tokenizer.json "
-                             "(supported: TemplateProcessing, ByteLevel, Sequence)")
+                             "(supported: TemplateProcessing, RobertaProcessing, BertProcessing, "
+                             "ByteLevel, Sequence)")
         self._templates = {False: single, True: pair}
         self._n_special = {is_pair: sum(len(ids) for ids, _, _ in t if ids)
                            for is_pair, t in self._templates.items()}

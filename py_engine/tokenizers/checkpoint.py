@@ -1,7 +1,7 @@
 """A checkpoint directory's tokenizer: tokenizer.json (or BERT's vocab.txt), and for chat models
 tokenizer_config.json's padding token and chat template (or chat_template.jinja).
 
-    tokenizer = wordpiece_tokenizer(model_dir)               # BERT family
+    tokenizer = classifier_tokenizer(model_dir)              # BERT family, RoBERTa's kind
     tokenizer, template = chat_tokenizer(model_dir)          # decoders; template may be None
     tokenizer = seq2seq_tokenizer(model_dir)                 # T5 family (Unigram)
 """
@@ -11,13 +11,21 @@ from pathlib import Path
 from ..formats.json_file import read_json_object
 from .bpe import SubwordTokenizer
 from .chat_template import ChatTemplate
+from .tokenizer_file import read_tokenizer_json
 from .wordpiece import WordPieceTokenizer
 
 
-def wordpiece_tokenizer(model_dir):
+def classifier_tokenizer(model_dir):
+    """A classifier checkpoint's tokenizer: BERT's WordPiece (tokenizer.json, or vocab.txt), or
+    the subword tokenizer.json of RoBERTa's kind (byte-level BPE; XLM-RoBERTa's Unigram),
+    padding as tokenizer_config.json says where tokenizer.json does not."""
     model_dir = Path(model_dir)
-    if (model_dir / "tokenizer.json").is_file():
-        return WordPieceTokenizer.from_file(model_dir / "tokenizer.json")
+    path = model_dir / "tokenizer.json"
+    if path.is_file():
+        config = read_tokenizer_json(path)
+        if (config.get("model") or {}).get("type") != "WordPiece":
+            return _tokenizer_and_config(model_dir, config)[0]
+        return WordPieceTokenizer.from_file(path, config)
     if (model_dir / "vocab.txt").is_file():
         return WordPieceTokenizer.from_vocab(model_dir / "vocab.txt")
     raise FileNotFoundError(f"{model_dir} has neither tokenizer.json nor vocab.txt")
@@ -104,13 +112,13 @@ def seq2seq_tokenizer(model_dir):
     return _tokenizer_and_config(Path(model_dir))[0]
 
 
-def _tokenizer_and_config(model_dir):
-    """tokenizer.json's tokenizer, padding as chat_tokenizer says, and tokenizer_config.json
-    ({} where there is none)."""
+def _tokenizer_and_config(model_dir, parsed=None):
+    """tokenizer.json's tokenizer (`parsed`: its contents, where read already), padding as
+    chat_tokenizer says, and tokenizer_config.json ({} where there is none)."""
     path = model_dir / "tokenizer.json"
     if not path.is_file():
         raise FileNotFoundError(f"{model_dir} has no tokenizer.json")
-    tokenizer = SubwordTokenizer.from_file(path)
+    tokenizer = SubwordTokenizer.from_file(path, parsed)
     config_path = model_dir / "tokenizer_config.json"
     config = read_json_object(config_path) if config_path.is_file() else {}
     if tokenizer.pad_id is None:

@@ -44,9 +44,10 @@ class TokenizerJsonReader:
     gets: from_file and from_json, with the file checked and its errors naming it."""
 
     @classmethod
-    def from_file(cls, path):
-        """Read a Hugging Face tokenizer.json; errors name the file."""
-        config = read_tokenizer_json(path)
+    def from_file(cls, path, config=None):
+        """Read a Hugging Face tokenizer.json (`config`: its checked contents, where they were
+        read already: read_tokenizer_json); errors name the file."""
+        config = read_tokenizer_json(path) if config is None else config
         try:
             return cls(config)
         except TokenizerFileError:

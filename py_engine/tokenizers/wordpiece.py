@@ -227,6 +227,24 @@ def template_processing(processor):
     return single, compile_template("pair")
 
 
+def cls_sep_processing(processor):
+    """(single, pair) templates, as template_processing gives them, of BertProcessing
+    ([CLS] A [SEP], then B [SEP] of type 1) or RobertaProcessing (<s> A </s>, then </s> B </s>,
+    every token of type 0)."""
+    try:
+        (_, cls_id), (_, sep_id) = processor["cls"], processor["sep"]
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(f"post_processor {processor.get('type')} needs cls and sep as "
+                         "[token, id]") from None
+    if not (_is_u32(cls_id) and _is_u32(sep_id)):
+        raise ValueError(f"post_processor {processor.get('type')}: ids must be non-negative "
+                         "integers")
+    single = [([cls_id], None, 0), (None, "A", 0), ([sep_id], None, 0)]
+    if processor.get("type") == "RobertaProcessing":
+        return single, single + [([sep_id], None, 0), (None, "B", 0), ([sep_id], None, 0)]
+    return single, single + [(None, "B", 1), ([sep_id], None, 1)]
+
+
 def _is_u32(value):
     return type(value) is int and 0 <= value < 1 << 32
 
@@ -392,10 +410,8 @@ class WordPieceTokenizer(TokenizerBase):
         kind = processor and processor.get("type")
         if kind is None:
             single, pair = [(None, "A", 0)], [(None, "A", 0), (None, "B", 0)]
-        elif kind == "BertProcessing":
-            (_, cls_id), (_, sep_id) = processor["cls"], processor["sep"]
-            single = [([cls_id], None, 0), (None, "A", 0), ([sep_id], None, 0)]
-            pair = single + [(None, "B", 1), ([sep_id], None, 1)]
+        elif kind in ("BertProcessing", "RobertaProcessing"):
+            single, pair = cls_sep_processing(processor)
         elif kind == "TemplateProcessing":
             single, pair = template_processing(processor)
         else:

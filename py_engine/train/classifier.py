@@ -24,10 +24,10 @@ from ..formats.head_config import HEAD_CONFIG, head_config, resolve_pooling
 from ..formats.json_file import decode_utf8, parse_json
 from ..formats.output_dir import write_files
 from ..formats.peft_adapter import adapter_files, load_adapter, read_adapter_files
-from ..models.bert import BertClassifier, holds_pooler_lora
+from ..models.bert import BertClassifier, holds_pooler_lora, trains_pooler
 from ..models.checkpoint import Checkpoint
 from ..models.lora_config import LoraConfig
-from ..tokenizers.checkpoint import wordpiece_tokenizer
+from ..tokenizers.checkpoint import classifier_tokenizer
 from .config import ClassifierTrainConfig, TrainConfig  # noqa: F401 (TrainConfig: the API's)
 from .init import initial_trainable, merge_loaded
 from . import state as training_state
@@ -42,7 +42,7 @@ class TextClassifier:
         self.tokenizer = tokenizer
         self.labels = list(labels)
         self.runtime = runtime
-        self.max_length = min(max_length, checkpoint.config.max_position_embeddings)
+        self.max_length = min(max_length, checkpoint.config.positions)
         self.history = []
         self._trainer = None        # the last trainer made: its snapshots are released with it
 
@@ -88,7 +88,7 @@ class TextClassifier:
             raise ValueError(f"{source} has no labels.json: label names are needed to predict")
         lora = LoraConfig.from_peft_dict(config)
         # the pooler's own weights (a checkpoint without one), not a LoRA on the checkpoint's
-        train_pooler = "bert.pooler.dense.weight" in tensors
+        train_pooler = trains_pooler(checkpoint.config, tensors)
         model = BertClassifier(checkpoint.config, lora, len(labels), pooling=pooling,
                                train_pooler=train_pooler, pooler_lora=holds_pooler_lora(tensors))
         values = merge_loaded(model, initial_trainable(model, 0), tensors, source)
@@ -98,7 +98,7 @@ class TextClassifier:
     @classmethod
     async def _make(cls, model_dir, checkpoint, model, labels, values, backend, device,
                     base_dtype, quant_group, max_length):
-        tokenizer = wordpiece_tokenizer(model_dir)
+        tokenizer = classifier_tokenizer(model_dir)
         tokenizer.limit_ids(checkpoint.config.vocab_size)
         task = ClassificationTask(len(labels), tokenizer.pad_id)
         placement = dict(backend=backend, device=device, base_dtype=base_dtype,
@@ -211,7 +211,7 @@ class TextClassifier:
         of labels rebuilds the runtime (on the GPU the base weights are uploaded again)."""
         sources = head_sources(self.labels, labels, renamed)
         values = await self.runtime.trainable_values()
-        for name in ("classifier.weight", "classifier.bias"):
+        for name in (self.model.head_module + ".weight", self.model.head_module + ".bias"):
             values[name] = relabel_rows(*values[name], sources)
         if self._trainer is not None:
             self._trainer.close()
