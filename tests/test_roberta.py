@@ -179,3 +179,32 @@ def test_the_cli_trains_and_predicts(tmp_path, tiny, capsys):
     printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     got = np.array([[line["probs"][label] for label in LABELS] for line in printed[:len(TEXTS)]])
     assert np.abs(got - peft_probabilities(tiny, tmp_path / "a", TEXTS)).max() <= 1e-5
+
+
+BROWSER_PREDICT = """
+import json
+from py_engine.train.classifier import TextClassifier
+
+clf = await TextClassifier.load("/work/model", "/work/adapter", backend="gpu")
+probs = await clf.predict(json.loads(TEXTS))
+json.dumps({"probs": [[p[label] for label in json.loads(LABELS)] for p in probs],
+            "backend": clf.runtime.device.info.as_dict()["backend"]})
+"""
+
+
+@pytest.mark.browser
+def test_a_peft_adapter_predicts_in_the_browser(engine_page, tmp_path, tiny):
+    """In Pyodide + WebGPU the checkpoint's tokenizer and RoBERTa's positions and head give the
+    host's probabilities (which are PEFT's: test_a_peft_adapter_round_trips)."""
+    from py_engine.harness import put_files, run_json
+
+    peft = po.peft_model(tiny, 3, target_modules=("query", "value"), seed=10, dtype=torch.float32)
+    adapter = po.save_adapter(peft, tmp_path / "adapter", labels=LABELS)
+    files = {f"/work/model/{p.name}": p.read_bytes() for p in tiny.iterdir()}
+    files.update({f"/work/adapter/{p.name}": p.read_bytes() for p in adapter.iterdir()})
+    put_files(engine_page, files)
+    got = run_json(engine_page, BROWSER_PREDICT.replace("TEXTS", repr(json.dumps(TEXTS)))
+                   .replace("LABELS", repr(json.dumps(LABELS))))
+    assert got["backend"] == "browser-webgpu"
+    host = our_probabilities(run(TextClassifier.load(tiny, adapter, backend="numpy")))
+    assert np.abs(np.array(got["probs"]) - host).max() <= 1e-5
