@@ -102,3 +102,13 @@ def labels_of(adapter_dir):
 def relative_error(got, want):
     got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
     return float(np.linalg.norm(got - want) / np.linalg.norm(want))
+
+
+def check_switch_to_full_keeps_outputs(chat, ids):
+    """The hybrid switch to full fine-tuning (the adapter folded into the weights) leaves the
+    chat model's logits of `ids` as they were."""
+    before = np.asarray(run(chat.decoder().prefill(ids)), np.float64)
+    run(chat.runtime.to_full())
+    assert chat.runtime.model.full
+    after = np.asarray(run(chat.runtime.decoder().prefill(ids)), np.float64)
+    assert relative_error(after, before) <= 1e-5

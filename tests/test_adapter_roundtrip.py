@@ -57,6 +57,30 @@ def our_probabilities(clf):
     return np.array([[p[label] for label in LABELS] for p in run(clf.predict(TEXTS))])
 
 
+def check_round_trip(tiny_dir, adapter, saved_dir, device):
+    """A PEFT adapter gives PEFT's probabilities here on both backends and merged on the GPU;
+    trained here (NumPy) and saved to `saved_dir`, its probabilities moved and PEFT reads them
+    from it. Returns (trainable values before, after, the saved adapter's directory)."""
+    theirs = peft_probabilities(tiny_dir, adapter, TEXTS)
+    for backend in ("numpy", "gpu"):
+        clf = run(TextClassifier.load(tiny_dir, adapter, backend=backend, device=device))
+        assert np.abs(our_probabilities(clf) - theirs).max() <= 1e-5, backend
+    run(clf.runtime.merge())
+    assert clf.model.merged and np.abs(our_probabilities(clf) - theirs).max() <= 1e-5
+
+    clf = run(TextClassifier.load(tiny_dir, adapter, backend="numpy"))
+    values = lambda: {k: np.asarray(v, np.float64)
+                      for k, (_, v) in run(clf.runtime.trainable_values()).items()}
+    before = values()
+    examples = [Example(t, LABELS[i % 3]) for i, t in enumerate(TEXTS * 4)]
+    run(clf.fit(examples, TrainConfig(epochs=2, batch_size=8, lr=1e-2, seed=1)))
+    saved = run(clf.save(saved_dir))
+    trained = our_probabilities(clf)
+    assert np.abs(trained - theirs).max() > 1e-3
+    assert np.abs(peft_probabilities(tiny_dir, saved, TEXTS) - trained).max() <= 1e-5
+    return before, values(), saved
+
+
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
     return po.tiny_bert_dir(tmp_path_factory.mktemp("tiny") / "model", seed=31)

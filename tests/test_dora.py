@@ -19,14 +19,13 @@ from safetensors.torch import load_file
 import export_models as em
 from conftest import run
 from py_engine.backends.numpy_backend import NumpyBackend
-from py_engine.data.classification import Example
 from py_engine.models.lora import Linears
 from py_engine.models.lora_config import LoraConfig, LoraConfigError
 from py_engine.train.chat import ChatModel
-from py_engine.train.classifier import TextClassifier, TrainConfig
+from py_engine.train.classifier import TextClassifier
 import peft_oracle as po
-from test_adapter_roundtrip import (LABELS, TEXTS, our_probabilities, peft_bert_adapter,
-                                    peft_probabilities)
+from test_adapter_roundtrip import (LABELS, TEXTS, check_round_trip, our_probabilities,
+                                    peft_bert_adapter, peft_probabilities)
 from test_export_merged import check_merged_weights_are_peft_s
 
 
@@ -113,25 +112,10 @@ def test_a_peft_dora_adapter_round_trips(tmp_path, tiny_dir, device):
                                 target_modules=["query", "value", "dense"])
     assert any(k.endswith("lora_magnitude_vector")
                for k in load_file(adapter / "adapter_model.safetensors"))
-    theirs = peft_probabilities(tiny_dir, adapter, TEXTS)
-    for backend in ("numpy", "gpu"):
-        clf = run(TextClassifier.load(tiny_dir, adapter, backend=backend, device=device))
-        assert np.abs(our_probabilities(clf) - theirs).max() <= 1e-5, backend
-    run(clf.runtime.merge())
-    assert clf.model.merged and np.abs(our_probabilities(clf) - theirs).max() <= 1e-5
-
-    clf = run(TextClassifier.load(tiny_dir, adapter, backend="numpy"))
-    before = {k: np.asarray(v) for k, (_, v) in run(clf.runtime.trainable_values()).items()}
-    examples = [Example(t, LABELS[i % 3]) for i, t in enumerate(TEXTS * 4)]
-    run(clf.fit(examples, TrainConfig(epochs=2, batch_size=8, lr=1e-2, seed=1)))
-    saved = run(clf.save(tmp_path / "trained"))
+    before, after, saved = check_round_trip(tiny_dir, adapter, tmp_path / "trained", device)
     assert json.loads((saved / "adapter_config.json").read_text())["use_dora"] is True
-    after = {k: np.asarray(v) for k, (_, v) in run(clf.runtime.trainable_values()).items()}
     magnitudes = [k for k in after if k.endswith("lora_magnitude_vector")]
     assert len(magnitudes) == 11 and all(np.abs(after[k] - before[k]).max() > 1e-4 for k in magnitudes)
-    trained = our_probabilities(clf)
-    assert np.abs(trained - theirs).max() > 1e-3
-    assert np.abs(peft_probabilities(tiny_dir, saved, TEXTS) - trained).max() <= 1e-5
 
 
 @pytest.mark.parametrize("backend", ["numpy", "gpu"])
@@ -187,11 +171,7 @@ def test_merged_weights_of_a_dora_adapter_are_peft_s(tmp_path, device, backend):
                                                      rank_pattern={"k_proj": 2})
     chat = run(ChatModel.load(model, adapter, backend=backend, device=device))
     ids = [5, 17, 33, 2, 60]
-    before = np.asarray(run(chat.decoder().prefill(ids)), np.float64)
-    run(chat.runtime.to_full())
-    assert chat.runtime.model.full
-    after = np.asarray(run(chat.runtime.decoder().prefill(ids)), np.float64)
-    assert em.relative_error(after, before) <= 1e-5
+    em.check_switch_to_full_keeps_outputs(chat, ids)
 
 
 def test_what_cannot_hold_dora_refuses_it_by_name(tmp_path, capsys):
