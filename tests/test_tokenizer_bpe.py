@@ -684,10 +684,28 @@ def test_unsupported_features_are_refused(references):
         BPETokenizer.from_json(dict(config, model=dict(config["model"], dropout=0.1)))
     with pytest.raises(ValueError, match="'CTC'"):
         BPETokenizer.from_json(dict(config, decoder={"type": "CTC"}))
-    with pytest.raises(ValueError, match="'RobertaProcessing'"):
+    with pytest.raises(ValueError, match="'ElectraProcessing'"):
+        BPETokenizer.from_json(dict(config, post_processor={"type": "ElectraProcessing"}))
+    with pytest.raises(ValueError, match="RobertaProcessing needs cls and sep"):
         BPETokenizer.from_json(dict(config, post_processor={"type": "RobertaProcessing"}))
     ours = BPETokenizer.from_json(config)
     with pytest.raises(TypeError, match="NoneType"):
         ours.encode(None)
     with pytest.raises(ValueError, match="pad"):
         ours.encode_batch(["a", "a b c"])
+
+
+@pytest.mark.parametrize("kind", ["roberta", "xlm-roberta"])
+def test_roberta_s_post_processors_are_the_library_s(kind):
+    """RoBERTa's RobertaProcessing (<s> A </s>, </s> B </s> for pairs, every type 0) and
+    XLM-R's TemplateProcessing, on single texts and pairs: the library's ids and type ids."""
+    from roberta_checkpoints import CORPUS, roberta_tokenizer
+
+    library = roberta_tokenizer(kind)
+    ours = BPETokenizer.from_json(library.to_str())
+    texts = CORPUS[:10] + ["", "  two  spaces", "ünïcödé and 数字 42"]
+    for a, b in zip(texts, reversed(texts)):
+        for pair in (None, b):
+            want = library.encode(a, pair)
+            got = ours.encode(a, pair)
+            assert (got.ids, got.type_ids) == (want.ids, want.type_ids), (a, pair)
