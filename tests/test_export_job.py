@@ -311,6 +311,35 @@ def test_classifier_job_and_back(ws, tmp_path, capsys):
     assert len(loaded.history) == 1 and np.isfinite(loaded.history[0].loss)
 
 
+def test_roberta_classifier_job_trains_as_py_engine(ws, tmp_path, capsys):
+    """An XLM-RoBERTa checkpoint (its Unigram tokenizer, positions after the padding row,
+    RobertaForSequenceClassification's head trained whole beside the LoRA, every bias too with
+    --bias all): each step's loss and gradient norm are py_engine's, and so are the trained
+    weights, under PEFT's names."""
+    from roberta_checkpoints import tiny_roberta_dir
+
+    model = tiny_roberta_dir(tmp_path / "xlmr", "xlm-roberta", seed=3)
+    job = tmp_path / "job"
+    code, err = export_job(capsys, "--model", model, "--data", ws["texts"], "--out", job,
+                           "--batch-size", 4, "--epochs", 2, "--lr", 2e-3, "--seed", 7,
+                           "--bias", "all", "--dropout", 0)
+    assert code == 0, err
+    data = read_jsonl(ws["texts"])
+    labels = label_names(data)
+    clf = run(TextClassifier.create(model, labels, seed=7, dropout=0.0,
+                                    lora=LoraConfig(target_modules=["query", "value"], bias="all")))
+    run(run(clf.trainer(data, ClassifierTrainConfig(epochs=2, lr=2e-3, batch_size=4, seed=7))).run())
+    _, log = launch(job, "--cpu", output=tmp_path / "out")
+    assert_same_steps(log, clf.history)
+    ours = {f"base_model.model.{name}": np.frombuffer(bytes(data), np.float32)
+            for name, (_, data) in run(clf.runtime.trainable_values()).items()}
+    theirs = {k: v for k, v in adapter_weights(tmp_path / "out" / "adapter").items()
+              if ".original_module." not in k and ".modules_to_save." not in k}
+    assert set(theirs) == set(ours) and "base_model.model.classifier.dense.weight" in ours
+    for name in ours:
+        assert_same_adapter(theirs[name], ours[name], name, lr=2e-3, steps=len(clf.history))
+
+
 def test_t5_job_on_one_and_two_processes(ws, tmp_path, capsys):
     """A T5 encoder-decoder (FLAN-T5's layout): the folder's pairs are py_engine's whatever
     their record format; each step's loss and gradient norm are `train`'s on one process and
