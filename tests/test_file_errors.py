@@ -272,7 +272,7 @@ def test_bert_config_fields_of_the_wrong_kind_are_named(field, value, reason):
 @pytest.mark.parametrize("family, why", [
     ("electra", "its sequence classifier's head"),
     ("mpnet", "it adds a relative position bias to attention"),
-    ("distilbert", "missing 'hidden_size'"),
+    ("distilbert", "its layers and its classifier head .pre_classifier, ReLU. are named"),
 ])
 def test_encoders_that_are_not_bert_are_refused_by_name(tmp_path, family, why):
     """Checkpoints transformers writes for encoders with BERT's tensor names that compute

@@ -16,11 +16,13 @@ OTHER_ENCODERS = {
     "electra": "its sequence classifier's head (ElectraForSequenceClassification's) is not "
                "BERT's pooler and classifier, so the adapters and exports made here would not be "
                "its own",
-    "xlm-roberta-xl": "it normalises before each sub-layer",
-    "mpnet": "it adds a relative position bias to attention",
-    "ernie": "it adds task type embeddings",
-    "nezha": "it uses relative position encodings",
-    "megatron-bert": "it normalises before each sub-layer",
+    "distilbert": "its layers and its classifier head (pre_classifier, ReLU) are named and "
+                  "built otherwise than BERT's",
+    "xlm-roberta-xl": "it normalises before each sub-layer, which BERT's encoder does not",
+    "megatron-bert": "it normalises before each sub-layer, which BERT's encoder does not",
+    "mpnet": "it adds a relative position bias to attention, which BERT's encoder does not",
+    "nezha": "it uses relative position encodings, which BERT's encoder does not",
+    "ernie": "it adds task type embeddings, which BERT's encoder does not",
 }
 
 
@@ -53,6 +55,20 @@ def config_field(values, name, kind=int, default=None):
         raise ConfigError(f"config.json field {name!r} should be {kind.__name__}, got {value!r}") from None
 
 
+def _check_model_type(model_type):
+    """ConfigError unless config.json's model_type is an encoder read here (BERT_TYPES), naming
+    why another is not."""
+    if model_type in BERT_TYPES:
+        return
+    from .decoders import DECODER_TYPES
+
+    if model_type in DECODER_TYPES:
+        raise ConfigError(f"model_type {model_type!r} is a decoder, not a BERT-family encoder")
+    why = OTHER_ENCODERS.get(model_type, "it is not one of the encoders read here")
+    raise ConfigError(f"model_type {model_type!r} is not supported: {why} (supported "
+                      f"encoders: {', '.join(BERT_TYPES)})")
+
+
 class BertConfig:
     """The fields of transformers' BertConfig that the encoder needs."""
 
@@ -76,6 +92,8 @@ class BertConfig:
     }
 
     def __init__(self, **values):
+        self.model_type = values.get("model_type", "bert")
+        _check_model_type(self.model_type)
         for name, (kind, default) in self.FIELDS.items():
             value = values.get(name, default)
             if value is None and name != "classifier_dropout":
@@ -89,7 +107,6 @@ class BertConfig:
                     raise ConfigError(f"config.json field {name!r} should be {kind.__name__}, got {value!r}")
                 value = kind(value)
             setattr(self, name, value)
-        self.model_type = values.get("model_type", "bert")
         if self.model_type in ROBERTA_TYPES and "pad_token_id" not in values:
             self.pad_token_id = 1           # RobertaConfig's default
         self.id2label = values.get("id2label")
@@ -113,15 +130,6 @@ class BertConfig:
                               "positions start after its padding token's")
         if self.position_embedding_type != "absolute":
             raise ConfigError(f"position_embedding_type {self.position_embedding_type!r} is not supported")
-        if self.model_type not in BERT_TYPES:
-            from .decoders import DECODER_TYPES
-
-            if self.model_type in DECODER_TYPES:
-                raise ConfigError(f"model_type {self.model_type!r} is a decoder, not a BERT-family encoder")
-            why = OTHER_ENCODERS.get(self.model_type, "it is not one of the encoders read here")
-            raise ConfigError(f"model_type {self.model_type!r} is not supported: {why}, which "
-                              f"BERT's encoder does not compute (supported encoders: "
-                              f"{', '.join(BERT_TYPES)})")
 
     @property
     def roberta(self):
