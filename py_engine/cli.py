@@ -479,7 +479,7 @@ def cmd_train(args):
         return cmd_train_seq2seq(args)
     from py_engine.data.classification import label_names, read_jsonl
     from py_engine.gpu import run_sync
-    from py_engine.models.lora_config import BERT_TARGET_MODULES
+    from py_engine.models.checkpoint import Checkpoint
     from py_engine.train.classifier import TextClassifier
     from py_engine.train.config import ClassifierTrainConfig
 
@@ -488,7 +488,7 @@ def cmd_train(args):
     examples = read_jsonl(args.data)
     labels = label_names(examples)
     create = given_options(args, "pooling", "seed", "max_length", "base_dtype", "dropout")
-    lora = lora_options(args, 1, BERT_TARGET_MODULES)
+    lora = lora_options(args, 1, Checkpoint.read_config(args.model).classifier_targets)
     clf = run_sync(TextClassifier.create(args.model, labels, lora=lora, backend=args.backend,
                                          **create))
 

@@ -1,4 +1,5 @@
-// Sequence pooling for classification heads, and the pooler's tanh, forward and backward.
+// Sequence pooling for classification heads, and the head's activations (the pooler's tanh,
+// DistilBERT's pre_classifier's ReLU), forward and backward.
 // Reference: py_engine/ops/pooling.py (NumPy); recorder: py_engine/kernels/pooling.py;
 // checks: tests/test_kernels_pooling.py.
 //
@@ -13,6 +14,8 @@
 //                        (with `accumulate`, added to dx).
 //   tanh_forward:        y = tanh(x), the pooler dense's activation.
 //   tanh_backward:       dx = dy * (1 - y^2), from the saved output y.
+//   relu_forward:        y = max(x, 0).
+//   relu_backward:       dx = dy where the saved output y > 0, else 0 (torch's: none at 0).
 //
 // tanh is computed here rather than with the builtin: lavapipe's builtin tanh loses all
 // relative precision near 0 (it comes from (e^x - e^-x) / (e^x + e^-x); tanh(1e-8) came back
@@ -177,5 +180,32 @@ fn tanh_backward(@builtin(global_invocation_id) gid: vec3<u32>,
   for (var i = gid.x; i < tanh_grad_count.n; i += groups.x * WORKGROUP) {
     let y = tanh_y[i];
     tanh_dx[i] = tanh_dy[i] * (1.0 - y * y);
+  }
+}
+
+// --- relu ----------------------------------------------------------------------------------
+
+@group(0) @binding(0) var<storage, read> relu_in: array<f32>;
+@group(0) @binding(1) var<storage, read_write> relu_out: array<f32>;
+@group(0) @binding(2) var<uniform> relu_count: Count;
+
+@compute @workgroup_size(WORKGROUP)
+fn relu_forward(@builtin(global_invocation_id) gid: vec3<u32>,
+                @builtin(num_workgroups) groups: vec3<u32>) {
+  for (var i = gid.x; i < relu_count.n; i += groups.x * WORKGROUP) {
+    relu_out[i] = max(relu_in[i], 0.0);
+  }
+}
+
+@group(0) @binding(0) var<storage, read> relu_y: array<f32>;
+@group(0) @binding(1) var<storage, read> relu_dy: array<f32>;
+@group(0) @binding(2) var<storage, read_write> relu_dx: array<f32>;
+@group(0) @binding(3) var<uniform> relu_grad_count: Count;
+
+@compute @workgroup_size(WORKGROUP)
+fn relu_backward(@builtin(global_invocation_id) gid: vec3<u32>,
+                 @builtin(num_workgroups) groups: vec3<u32>) {
+  for (var i = gid.x; i < relu_grad_count.n; i += groups.x * WORKGROUP) {
+    relu_dx[i] = select(0.0, relu_dy[i], relu_y[i] > 0.0);
   }
 }

@@ -38,6 +38,30 @@ def tiny_bert_dir(path, seed=0, **overrides):
     return Path(path)
 
 
+def tiny_distilbert_dir(path, seed=0, with_head=False, **overrides):
+    """A random DistilBertModel checkpoint directory with BERT's tiny vocab.txt; with_head: a
+    DistilBertForSequenceClassification checkpoint (its pre_classifier and classifier saved,
+    as a fine-tuned one holds them)."""
+    from transformers import DistilBertConfig, DistilBertForSequenceClassification, DistilBertModel
+
+    torch.manual_seed(seed)
+    config = DistilBertConfig(**{"vocab_size": TINY["vocab_size"], "dim": TINY["hidden_size"],
+                                 "n_layers": TINY["num_hidden_layers"],
+                                 "n_heads": TINY["num_attention_heads"],
+                                 "hidden_dim": TINY["intermediate_size"],
+                                 "max_position_embeddings": TINY["max_position_embeddings"],
+                                 "dropout": 0.0, "attention_dropout": 0.0,
+                                 "seq_classif_dropout": 0.0, **overrides})
+    model = (DistilBertForSequenceClassification if with_head else DistilBertModel)(config)
+    with torch.no_grad():           # norms and biases that matter (they start at 1 and 0)
+        for name, p in model.named_parameters():
+            if "layer_norm" in name or "LayerNorm" in name or name.endswith(".bias"):
+                p.add_(0.1 * torch.randn_like(p))
+    model.save_pretrained(path, safe_serialization=True)
+    write_vocab(path, config.vocab_size)
+    return Path(path)
+
+
 WORDS = ("the film was great good bad awful fine movie plot actor scene really not very and a "
          "it is this that of to in").split()
 
@@ -59,9 +83,11 @@ def peft_model(model_dir, num_labels, r=4, lora_alpha=8, target_modules=("query"
     the head, DoRA's magnitudes (if any, off their initial norms) and the biases that train
     (bias "lora_only" or "all", off the checkpoint's) drawn at random."""
     torch.manual_seed(seed)
+    distilbert = json.loads((Path(model_dir) / "config.json").read_text())["model_type"] == "distilbert"
+    rates = dict(dropout=dropout, attention_dropout=dropout, seq_classif_dropout=dropout) \
+        if distilbert else dict(hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
     base = AutoModelForSequenceClassification.from_pretrained(
-        model_dir, num_labels=num_labels, hidden_dropout_prob=dropout,
-        attention_probs_dropout_prob=dropout, attn_implementation="eager")
+        model_dir, num_labels=num_labels, attn_implementation="eager", **rates)
     config = LoraConfig(task_type=TaskType.SEQ_CLS, r=r, lora_alpha=lora_alpha, lora_dropout=0.0,
                         target_modules=list(target_modules), **lora)
     model = get_peft_model(base, config)

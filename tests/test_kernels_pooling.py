@@ -5,6 +5,7 @@ when the kernel accumulates into them); relative error against float64.
 """
 
 import numpy as np
+import torch
 import pytest
 from conftest import read, rel_error, run
 
@@ -88,3 +89,22 @@ def test_tanh_forward_and_backward(device, pool, rng):
     tiny = np.abs(x) < 0.55
     np.testing.assert_allclose(got_y[tiny], ref_y[tiny], rtol=1e-6, atol=0)
     assert rel_error(got_dx, pooling.tanh_backward(got_y.astype(np.float64), dy)) <= TANH_GRAD_BOUND
+
+
+def test_relu_forward_and_backward(device, pool, rng):
+    """DistilBERT's pre_classifier activation: exact (a max and a select), no gradient where
+    the output is 0 (as torch's ReLU, whose backward reads its output)."""
+    x = np.concatenate([rng.standard_normal(3000), [0.0, -0.0, 1e-30, -1e-30]]).astype(np.float32)
+    dy = rng.standard_normal(x.shape, dtype=np.float32)
+    n = x.size
+    y, dx = poisoned(device, n), poisoned(device, n)
+    program = device.program()
+    pool.relu(program, device.buffer_from(x), y, n)
+    pool.relu_backward(program, y, device.buffer_from(dy), dx, n)
+    got_y, got_dx = read(program, y, dx)
+    tx, tdy = torch.tensor(x, dtype=torch.float64, requires_grad=True), torch.tensor(dy, dtype=torch.float64)
+    ty = torch.relu(tx)
+    ty.backward(tdy)
+    np.testing.assert_array_equal(got_y, ty.detach().numpy().astype(np.float32))
+    np.testing.assert_array_equal(got_dx, tx.grad.numpy().astype(np.float32))
+    np.testing.assert_array_equal(pooling.relu_backward(got_y.astype(np.float64), dy), got_dx)

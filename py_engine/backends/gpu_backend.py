@@ -231,14 +231,25 @@ class GpuBackend:
     # --- ops (see py_engine/backends/__init__.py) ---
 
     def embedding(self, ids, type_ids, word, position, token_type, first_position=0):
+        """token_type None: a family without token types (DistilBERT) adds a row of zeros."""
         B, T = ids.shape
         out = self.new(B * T, word.shape[1])
+        if token_type is None:
+            token_type = self._zero_row(word.shape[1])
         self.k.embedding.forward(self.program, ids.buffer, type_ids.buffer, word.buffer,
                                  position.buffer, token_type.buffer, out.buffer, batch=B, seq=T,
                                  hidden=word.shape[1], vocab=word.shape[0],
                                  positions=position.shape[0], type_vocab=token_type.shape[0],
                                  first_position=first_position)
         return out
+
+    def _zero_row(self, width):
+        """A [1, width] tensor of zeros kept for the backend's life (buffers start zeroed)."""
+        key = ("zero row", width)
+        if key not in self._zeros:
+            self._zeros[key] = Tensor(self.device.create_buffer(4 * width, label="zero row"),
+                                      (1, width))
+        return self._zeros[key]
 
     def layernorm(self, x, gamma, beta, eps):
         y = self.new(*x.shape)
@@ -473,6 +484,16 @@ class GpuBackend:
         y = self.new(*x.shape)
         self.k.pooling.tanh(self.program, x.buffer, y.buffer, x.size)
         return y
+
+    def relu(self, x):
+        y = self.new(*x.shape)
+        self.k.pooling.relu(self.program, x.buffer, y.buffer, x.size)
+        return y
+
+    def relu_backward(self, y, dy):
+        dx = self.new(*y.shape)
+        self.k.pooling.relu_backward(self.program, y.buffer, dy.buffer, dx.buffer, y.size)
+        return dx
 
     def tanh_backward(self, y, dy):
         dx = self.new(*y.shape)

@@ -253,6 +253,12 @@ class NumpyBackend:
     def tanh_backward(self, y, dy):
         return pool_ops.tanh_backward(y, dy)
 
+    def relu(self, x):
+        return pool_ops.relu_forward(x)
+
+    def relu_backward(self, y, dy):
+        return pool_ops.relu_backward(y, dy)
+
     def cls_pool(self, x, B, T):
         return pool_ops.cls_pool(x, B)
 

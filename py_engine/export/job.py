@@ -199,13 +199,15 @@ def _adapter(args, kind, preset):
     """(LoraConfig, the adapter's files or None, its labels or None): --adapter's, or a new
     adapter of the LoRA options given (py_engine's defaults for the rest)."""
     from ..cli import LORA_OPTIONS, check_adapter, lora_options, refuse_options
-    from ..models.lora_config import BERT_TARGET_MODULES, LoraConfig
+    from ..models.checkpoint import Checkpoint
+    from ..models.lora_config import LoraConfig
 
     task = PEFT_TASKS[kind]
     language_model = kind != "encoder"      # no head of its own to train (modules_to_save)
     if args.adapter is None:
         targets = preset.target_modules if preset else \
-            _decoder_targets(args.model) if language_model else BERT_TARGET_MODULES
+            _decoder_targets(args.model) if language_model else \
+            Checkpoint.read_config(args.model).classifier_targets
         lora = lora_options(args, 2 if language_model else 1, targets, task_type=task) or \
             LoraConfig(r=8, lora_alpha=16 if language_model else 8,
                        target_modules=list(targets), task_type=task)

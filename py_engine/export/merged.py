@@ -26,7 +26,8 @@ DECODER, ENCODER = "decoder", "encoder"
 CLASSIFIER_ARCHITECTURES = {"bert": "BertForSequenceClassification",
                             "roberta": "RobertaForSequenceClassification",
                             "xlm-roberta": "XLMRobertaForSequenceClassification",
-                            "camembert": "CamembertForSequenceClassification"}
+                            "camembert": "CamembertForSequenceClassification",
+                            "distilbert": "DistilBertForSequenceClassification"}
 
 
 class ExportError(ValueError):

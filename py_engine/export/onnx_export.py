@@ -79,12 +79,13 @@ def _gelu(g, x):
     return g.op("Mul", [g.op("Mul", [x, "half"]), g.op("Add", [inner, "one"])])
 
 
-def _attention(g, merged, x, mask_bias, prefix, config):
+def _attention(g, merged, x, mask_bias, names, config):
+    """names: {what: full name} of the layer's linears and norms (BertConfig.layer_names)."""
     heads, dim = config.num_attention_heads, config.head_dim
-    split = g.const(f"{prefix}.split_shape", np.array([0, 0, heads, dim], np.int64))
+    split = g.const(f"{names['query']}.split_shape", np.array([0, 0, heads, dim], np.int64))
 
     def project(name, perm):
-        y = _linear(g, merged, x, f"{prefix}.attention.self.{name}")
+        y = _linear(g, merged, x, names[name])
         return g.op("Transpose", [g.op("Reshape", [y, split])], perm=perm)
 
     q, k, v = project("query", [0, 2, 1, 3]), project("key", [0, 2, 3, 1]), \
@@ -92,7 +93,7 @@ def _attention(g, merged, x, mask_bias, prefix, config):
     scores = g.op("Add", [g.op("Mul", [g.op("MatMul", [q, k]), "attn_scale"]), mask_bias])
     context = g.op("MatMul", [g.op("Softmax", [scores], axis=-1), v])
     context = g.op("Reshape", [g.op("Transpose", [context], perm=[0, 2, 1, 3]), "merge_shape"])
-    return _linear(g, merged, context, f"{prefix}.attention.output.dense")
+    return _linear(g, merged, context, names["attention_output"])
 
 
 def classifier_graph(merged):
@@ -115,9 +116,10 @@ def classifier_graph(merged):
     e = prefix + "embeddings"
     words = g.op("Gather", [g.const(f"{e}.word_embeddings.weight",
                                     _weight(merged, f"{e}.word_embeddings.weight")), "input_ids"])
-    types = g.op("Gather", [g.const(f"{e}.token_type_embeddings.weight",
-                                    _weight(merged, f"{e}.token_type_embeddings.weight")),
-                            "token_type_ids"])
+    if config.token_types:
+        words = g.op("Add", [words, g.op("Gather", [
+            g.const(f"{e}.token_type_embeddings.weight",
+                    _weight(merged, f"{e}.token_type_embeddings.weight")), "token_type_ids"])])
     length = g.op("Slice", [g.op("Shape", ["input_ids"]), "axis1",
                             g.const("two", np.array([2], np.int64))])
     # rows first_position.. (RoBERTa's kind counts from the row after its padding token's)
@@ -125,20 +127,20 @@ def classifier_graph(merged):
     positions = g.op("Slice", [g.const(f"{e}.position_embeddings.weight",
                                        _weight(merged, f"{e}.position_embeddings.weight")),
                                first_position, g.op("Add", [first_position, length]), "zero"])
-    x = _layer_norm(g, merged, g.op("Add", [g.op("Add", [words, types]), positions]),
-                    f"{e}.LayerNorm", eps)
+    x = _layer_norm(g, merged, g.op("Add", [words, positions]), f"{e}.LayerNorm", eps)
 
     mask = g.op("Cast", ["attention_mask"], to=TensorProto.FLOAT)
     # Padded keys get float32's lowest value added to their scores: [B, 1, 1, T].
     mask_bias = g.op("Mul", [g.op("Sub", ["one", mask]), "lowest"])
     mask_bias = g.op("Unsqueeze", [mask_bias, g.const("axes12", np.array([1, 2], np.int64))])
     for n in range(config.num_hidden_layers):
-        p = f"{prefix}encoder.layer.{n}"
+        p = {what: f"{prefix}{config.layers}{n}.{name}"
+             for what, name in config.layer_names.items()}
         a = _attention(g, merged, x, mask_bias, p, config)
-        a = _layer_norm(g, merged, g.op("Add", [a, x]), f"{p}.attention.output.LayerNorm", eps)
-        h = _gelu(g, _linear(g, merged, a, f"{p}.intermediate.dense"))
-        o = _linear(g, merged, h, f"{p}.output.dense")
-        x = _layer_norm(g, merged, g.op("Add", [o, a]), f"{p}.output.LayerNorm", eps)
+        a = _layer_norm(g, merged, g.op("Add", [a, x]), p["attention_norm"], eps)
+        h = _gelu(g, _linear(g, merged, a, p["intermediate"]))
+        o = _linear(g, merged, h, p["output"])
+        x = _layer_norm(g, merged, g.op("Add", [o, a]), p["output_norm"], eps)
 
     if merged.pooling == "mean":
         weights = g.op("Unsqueeze", [mask, g.const("axes2", np.array([2], np.int64))])
@@ -147,7 +149,8 @@ def classifier_graph(merged):
         pooled = g.op("Div", [total, count])
     else:
         first = g.op("Gather", [x, g.const("first", np.array(0, np.int64))], axis=1)
-        pooled = g.op("Tanh", [_linear(g, merged, first, dense)])
+        # the head's activation: the pooler's tanh, DistilBERT's pre_classifier's ReLU
+        pooled = g.op("Relu" if config.distilbert else "Tanh", [_linear(g, merged, first, dense)])
     logits = _linear(g, merged, pooled, head)
     g.nodes.append(helper.make_node("Identity", [logits], ["logits"]))
     g.nodes.append(helper.make_node("Softmax", [logits], ["probabilities"], axis=-1))
@@ -155,7 +158,8 @@ def classifier_graph(merged):
     batch = ["batch", "sequence"]
     graph = helper.make_graph(
         g.nodes, "py_engine_classifier",
-        [helper.make_tensor_value_info(name, TensorProto.INT64, batch) for name in INPUTS],
+        [helper.make_tensor_value_info(name, TensorProto.INT64, batch) for name in INPUTS
+         if config.token_types or name != "token_type_ids"],
         [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", len(merged.labels)])
          for name in ("logits", "probabilities")],
         initializer=g.initializers)

@@ -1,4 +1,4 @@
-"""GPU pooling and the pooler's tanh (shaders/pooling.wgsl); NumPy reference:
+"""GPU pooling and the head's activations, tanh and ReLU (shaders/pooling.wgsl); NumPy reference:
 py_engine/ops/pooling.py.
 
     pool = await PoolingKernels.load(device)
@@ -7,6 +7,7 @@ py_engine/ops/pooling.py.
     pool.mean(program, x, attention_mask, out, batch=B, seq=T, hidden=H)
     pool.mean_backward(program, dout, attention_mask, dx, batch=B, seq=T, hidden=H)
     pool.tanh(program, x, y, n); pool.tanh_backward(program, y, dy, dx, n)
+    pool.relu(program, x, y, n); pool.relu_backward(program, y, dy, dx, n)
 
 attention_mask: [B, T] u32 0/1. The backward kernels overwrite dx, or add into it with
 accumulate=True.
@@ -17,7 +18,7 @@ from . import KernelFamily
 SOURCE = "pooling.wgsl"
 WORKGROUP = 64
 ENTRIES = ("cls_pool", "cls_pool_backward", "mean_pool", "mean_pool_backward", "tanh_forward",
-           "tanh_backward")
+           "tanh_backward", "relu_forward", "relu_backward")
 
 
 class PoolingKernels(KernelFamily):
@@ -54,3 +55,12 @@ class PoolingKernels(KernelFamily):
         """dx = dy * (1 - y^2) over n floats, from the saved output y."""
         params = self.device.uniform("I", n)
         return self._dispatch(program, "tanh_backward", [y, dy, dx, params], n)
+
+    def relu(self, program, x, y, n):
+        """y = max(x, 0) over n floats (y may not be x)."""
+        return self._dispatch(program, "relu_forward", [x, y, self.device.uniform("I", n)], n)
+
+    def relu_backward(self, program, y, dy, dx, n):
+        """dx = dy where y > 0, else 0, over n floats, from the saved output y."""
+        params = self.device.uniform("I", n)
+        return self._dispatch(program, "relu_backward", [y, dy, dx, params], n)

@@ -22,15 +22,22 @@ RoBERTa's kind (RoBERTa, XLM-RoBERTa, CamemBERT; config.roberta) is the same enc
 RobertaForSequenceClassification's head in place of the pooler and classifier, trained whole:
 
     logits = out_proj(Dropout(tanh(dense(Dropout(x[:, 0])))))   ("classifier.dense", "classifier.out_proj")
+
+DistilBERT (config.distilbert) is the same encoder under "distilbert." with its own names
+(BertConfig.layer_names), no token types, no dropout after the attention's output linear, and
+DistilBertForSequenceClassification's head, pre_classifier trained whole:
+
+    logits = classifier(Dropout(ReLU(pre_classifier(x[:, 0]))))
 """
 
+from .bert_config import BERT_LAYER
 from .dropout_rates import override_rates
 from .lora import AdaptedModel, Linears
 from .lora_config import LoraConfig
 
-LINEAR_NAMES = ("attention.self.query", "attention.self.key", "attention.self.value",
-                "attention.output.dense", "intermediate.dense", "output.dense")
-POOLER = "pooler.dense"
+LINEARS = ("query", "key", "value", "attention_output", "intermediate", "output")  # BertConfig.layer_names
+LINEAR_NAMES = tuple(BERT_LAYER[what] for what in LINEARS)     # BERT's (and RoBERTa's)
+POOLER = "pooler.dense"         # BERT's checkpoint pooler (BertConfig.pooler_module)
 
 
 class ModelError(ValueError):
@@ -45,13 +52,16 @@ def holds_pooler_lora(tensors):
 
 
 def encoder_prefix(config):
-    """Where transformers' sequence classifier keeps the encoder: "bert." or "roberta."."""
-    return "roberta." if config.roberta else "bert."
+    """Where transformers' sequence classifier keeps the encoder: "bert.", "roberta." or
+    "distilbert."."""
+    return "roberta." if config.roberta else "distilbert." if config.distilbert else "bert."
 
 
 def head_modules(config):
     """(the dense layer under the tanh, the output layer) of the checkpoint family's sequence
     classifier, as transformers names them."""
+    if config.distilbert:
+        return "pre_classifier", "classifier"
     return ("classifier.dense", "classifier.out_proj") if config.roberta else \
         ("bert.pooler.dense", "classifier")
 
@@ -59,7 +69,7 @@ def head_modules(config):
 def trains_pooler(config, tensors):
     """Whether an adapter's tensors hold a pooler trained whole (BERT's, where the checkpoint
     has none; RoBERTa's head always holds its dense layer)."""
-    return config.roberta or "bert.pooler.dense.weight" in tensors
+    return config.roberta or head_modules(config)[0] + ".weight" in tensors
 
 
 class BertClassifier(AdaptedModel):
@@ -84,15 +94,20 @@ class BertClassifier(AdaptedModel):
         self.num_labels = num_labels
         self.pooling = pooling
         h, i = config.hidden_size, config.intermediate_size
-        shapes = {"intermediate.dense": (i, h), "output.dense": (h, i)}
-        modules = {f"encoder.layer.{n}.{name}": shapes.get(name, (h, h))
-                   for n in range(config.num_hidden_layers) for name in LINEAR_NAMES}
-        # RoBERTa's head holds the dense layer BERT's pooler holds, trained whole
-        self.train_pooler = (train_pooler or config.roberta) and pooling == "cls"
-        self.pooler_lora = pooler_lora
+        shapes = {"intermediate": (i, h), "output": (h, i)}
+        self.names = config.layer_names
+        modules = {f"{config.layers}{n}.{self.names[what]}": shapes.get(what, (h, h))
+                   for n in range(config.num_hidden_layers) for what in LINEARS}
+        # RoBERTa's and DistilBERT's heads hold the dense layer BERT's pooler holds, trained
+        # whole (PEFT's default modules_to_save, "classifier", matches pre_classifier too)
+        self.train_pooler = (train_pooler or config.roberta or config.distilbert) \
+            and pooling == "cls"
+        # DistilBERT's pre_classifier lies outside its encoder's prefix: LoRA never wraps it
+        self.pooler_lora = pooler_lora and not config.distilbert
+        self.pooler = config.pooler_module
         self.prefix = encoder_prefix(config)
         self.dense_module, self.head_module = head_modules(config)
-        if pooling == "cls" and not self.train_pooler and pooler_lora:  # the checkpoint's pooler
+        if pooling == "cls" and not self.train_pooler and self.pooler_lora:  # the checkpoint's
             modules[POOLER] = (h, h)
         self.linears = Linears(modules, lora, "BERT model", adapter_prefix=self.prefix,
                                params=self._read_shapes())
@@ -117,19 +132,30 @@ class BertClassifier(AdaptedModel):
 
         shapes = bert_parameter_shapes(self.config)
         reads_pooler = self.pooling == "cls" and not self.train_pooler
-        return {n: s for n, s in shapes.items() if reads_pooler or not n.startswith("pooler.")}
+        return {n: s for n, s in shapes.items()
+                if reads_pooler or not n.startswith(self.pooler + ".")}
 
     def frozen_names(self):
         """The checkpoint tensors the model reads as they are (bare BertModel names; a bias
         that trains is read from its trainable copy)."""
         return [n for n in self._read_shapes() if n not in self.linears.bias_keys]
 
+    def head_sources(self):
+        """{trainable name: checkpoint name} of the dense layer trained whole, which starts
+        from the checkpoint's where it holds one (a DistilBertForSequenceClassification
+        checkpoint's pre_classifier), as transformers' from_pretrained starts it ({} for
+        RoBERTa, whose checkpoint pooler is not its head's dense layer)."""
+        if not self.train_pooler or self.config.roberta:
+            return {}
+        w, b = self.pooler_names()
+        return {w: self.pooler + ".weight", b: self.pooler + ".bias"}
+
     def pooler_names(self):
-        """The dense layer under the tanh: trained whole ("bert.pooler.dense", RoBERTa's
-        "classifier.dense"), or the checkpoint's pooler."""
+        """The dense layer under the head's activation: trained whole ("bert.pooler.dense",
+        RoBERTa's "classifier.dense", DistilBERT's "pre_classifier"), or the checkpoint's."""
         if self.train_pooler:
             return self.dense_module + ".weight", self.dense_module + ".bias"
-        return "pooler.dense.weight", self.linears.param_name("pooler.dense.bias")
+        return self.pooler + ".weight", self.linears.param_name(self.pooler + ".bias")
 
     # --- forward ------------------------------------------------------------------------
 
@@ -140,9 +166,9 @@ class BertClassifier(AdaptedModel):
         p_hidden = self.dropout["hidden"] if train else 0.0
         p_attn = self.dropout["attention"] if train else 0.0
         saved = {"layers": []}
+        types = be.param("embeddings.token_type_embeddings.weight") if cfg.token_types else None
         x = be.embedding(batch.ids, batch.type_ids, be.param("embeddings.word_embeddings.weight"),
-                         be.param("embeddings.position_embeddings.weight"),
-                         be.param("embeddings.token_type_embeddings.weight"),
+                         be.param("embeddings.position_embeddings.weight"), types,
                          first_position=cfg.first_position)
         x, saved["emb_ln"] = self._layernorm(be, x, "embeddings.LayerNorm")
         x, saved["emb_drop"] = be.dropout(x, p_hidden)
@@ -159,7 +185,7 @@ class BertClassifier(AdaptedModel):
             else:
                 w, b = self.pooler_names()
                 pre = be.linear(first, be.param(w), be.param(b))
-            pooled = be.tanh(pre)
+            pooled = be.relu(pre) if cfg.distilbert else be.tanh(pre)   # pre_classifier's ReLU
             saved["first"], saved["pooled"] = first, pooled
         else:
             pooled = be.mean_pool(x, batch.mask, batch.B, batch.T)
@@ -170,29 +196,33 @@ class BertClassifier(AdaptedModel):
         return logits, saved
 
     def _layer_forward(self, be, n, x, batch, p_hidden, p_attn, train):
-        cfg = self.config
-        p = f"encoder.layer.{n}."
+        cfg, names = self.config, self._layer(n)
         s = {"x": x}
-        q = self.linears.forward(be, p + "attention.self.query", x, s, train)
-        k = self.linears.forward(be, p + "attention.self.key", x, s, train)
-        v = self.linears.forward(be, p + "attention.self.value", x, s, train)
+        q = self.linears.forward(be, names["query"], x, s, train)
+        k = self.linears.forward(be, names["key"], x, s, train)
+        v = self.linears.forward(be, names["value"], x, s, train)
         ctx, s["attn"] = be.attention(q, k, v, batch.mask, batch.B, batch.T,
                                       cfg.num_attention_heads, p_attn)
         s["ctx"] = ctx
-        a = self.linears.forward(be, p + "attention.output.dense", ctx, s, train)
-        a, s["attn_drop"] = be.dropout(a, p_hidden)
+        a = self.linears.forward(be, names["attention_output"], ctx, s, train)
+        # DistilBERT drops nothing after its attention's output linear
+        a, s["attn_drop"] = be.dropout(a, 0.0 if cfg.distilbert else p_hidden)
         a = be.add(a, x)
-        a, s["attn_ln"] = self._layernorm(be, a, p + "attention.output.LayerNorm")
+        a, s["attn_ln"] = self._layernorm(be, a, names["attention_norm"])
         s["a"] = a
-        h = self.linears.forward(be, p + "intermediate.dense", a, s, train)
+        h = self.linears.forward(be, names["intermediate"], a, s, train)
         s["h_pre"] = h
         g = be.gelu(h)
         s["g"] = g
-        o = self.linears.forward(be, p + "output.dense", g, s, train)
+        o = self.linears.forward(be, names["output"], g, s, train)
         o, s["out_drop"] = be.dropout(o, p_hidden)
         o = be.add(o, a)
-        o, s["out_ln"] = self._layernorm(be, o, p + "output.LayerNorm")
+        o, s["out_ln"] = self._layernorm(be, o, names["output_norm"])
         return o, s
+
+    def _layer(self, n):
+        """{what: full name} of layer n's linears and norms (BertConfig.layer_names)."""
+        return {what: f"{self.config.layers}{n}.{name}" for what, name in self.names.items()}
 
     def _layernorm(self, be, x, name):
         return be.layernorm(x, be.param(name + ".weight"),
@@ -213,7 +243,8 @@ class BertClassifier(AdaptedModel):
         dpooled = be.dropout_backward(dpooled, saved["cls_drop"])
         lowest = self._lowest_lora_layer()
         if self.pooling == "cls":
-            dpre = be.tanh_backward(saved["pooled"], dpooled)
+            dpre = (be.relu_backward if self.config.distilbert else be.tanh_backward)(
+                saved["pooled"], dpooled)
             layers_train = lowest < self.config.num_hidden_layers
             if POOLER in self.linears.modules:
                 dfirst = self.linears.backward(be, POOLER, dpre, saved, input_grad=layers_train)
@@ -221,8 +252,8 @@ class BertClassifier(AdaptedModel):
                 w, b = self.pooler_names()
                 if self.train_pooler:
                     be.linear_grad_params(dpre, saved["first"], be.grad(w), be.grad(b))
-                elif self.linears.bias_grad(be, "pooler.dense.bias") is not None:   # bias="all"
-                    be.bias_grad(dpre, self.linears.bias_grad(be, "pooler.dense.bias"))
+                elif self.linears.bias_grad(be, self.pooler + ".bias") is not None:  # bias="all"
+                    be.bias_grad(dpre, self.linears.bias_grad(be, self.pooler + ".bias"))
                 dfirst = be.linear_grad_input(dpre, be.param(w)) if layers_train else None
             if not layers_train:        # only the head (and the pooler's adapter) train
                 return
@@ -246,27 +277,26 @@ class BertClassifier(AdaptedModel):
             return 0
         layers = self.config.num_hidden_layers       # the pooler sits above every layer
         lowest = self.linears.lowest_layer(
-            lambda m: int(m.split(".")[2]) if m.startswith("encoder.") else layers)
+            lambda m: int(m.split(".")[2]) if m.startswith(self.config.layers) else layers)
         return layers if lowest is None else lowest
 
     def _layer_backward(self, be, n, dout, s, batch, input_grad=True):
-        p = f"encoder.layer.{n}."
-        do = self._layernorm_backward(be, dout, s["out_ln"], p + "output.LayerNorm")  # d(o + a)
+        names = self._layer(n)
+        do = self._layernorm_backward(be, dout, s["out_ln"], names["output_norm"])  # d(o + a)
         da = do
         do = be.dropout_backward(do, s["out_drop"])
-        dg = self.linears.backward(be, p + "output.dense", do, s)
+        dg = self.linears.backward(be, names["output"], do, s)
         dh = be.gelu_backward(dg, s["h_pre"])
-        da = be.add(da, self.linears.backward(be, p + "intermediate.dense", dh, s))
-        dsum = self._layernorm_backward(be, da, s["attn_ln"], p + "attention.output.LayerNorm")
+        da = be.add(da, self.linears.backward(be, names["intermediate"], dh, s))
+        dsum = self._layernorm_backward(be, da, s["attn_ln"], names["attention_norm"])
         dx = dsum
         dattn = be.dropout_backward(dsum, s["attn_drop"])
-        dctx = self.linears.backward(be, p + "attention.output.dense", dattn, s)
+        dctx = self.linears.backward(be, names["attention_output"], dattn, s)
         dq, dk, dv = be.attention_backward(dctx, s["attn"])
         if not input_grad:     # the lowest LoRA layer: its adapters' gradients, no dx
-            for name, d in (("query", dq), ("key", dk), ("value", dv)):
-                self.linears.backward(be, p + "attention.self." + name, d, s, input_grad=False)
+            for what, d in (("query", dq), ("key", dk), ("value", dv)):
+                self.linears.backward(be, names[what], d, s, input_grad=False)
             return None
-        dx = be.add(dx, self.linears.backward(be, p + "attention.self.query", dq, s))
-        dx = be.add(dx, self.linears.backward(be, p + "attention.self.key", dk, s))
-        dx = be.add(dx, self.linears.backward(be, p + "attention.self.value", dv, s))
+        for what, d in (("query", dq), ("key", dk), ("value", dv)):
+            dx = be.add(dx, self.linears.backward(be, names[what], d, s))
         return dx

@@ -11,19 +11,36 @@ SUPPORTED_ACTIVATIONS = ("gelu",)  # BERT's exact erf GELU
 # tensor names compute otherwise and are refused by name rather than read as BERT (their
 # outputs would be wrong without a word): why each differs.
 ROBERTA_TYPES = ("roberta", "xlm-roberta", "camembert")
-BERT_TYPES = ("bert",) + ROBERTA_TYPES
+BERT_TYPES = ("bert",) + ROBERTA_TYPES + ("distilbert",)
 OTHER_ENCODERS = {
     "electra": "its sequence classifier's head (ElectraForSequenceClassification's) is not "
                "BERT's pooler and classifier, so the adapters and exports made here would not be "
                "its own",
-    "distilbert": "its layers and its classifier head (pre_classifier, ReLU) are named and "
-                  "built otherwise than BERT's",
     "xlm-roberta-xl": "it normalises before each sub-layer, which BERT's encoder does not",
     "megatron-bert": "it normalises before each sub-layer, which BERT's encoder does not",
     "mpnet": "it adds a relative position bias to attention, which BERT's encoder does not",
     "nezha": "it uses relative position encodings, which BERT's encoder does not",
     "ernie": "it adds task type embeddings, which BERT's encoder does not",
 }
+
+
+# Each layer's linears and norms (after "<layers>.<n>."), by what they are: BERT's names (and
+# RoBERTa's), DistilBERT's. DistilBERT is BERT's encoder (post-norm, exact GELU) with these
+# names, no token types, no dropout after the attention's output linear, and its own head.
+BERT_LAYER = {"query": "attention.self.query", "key": "attention.self.key",
+              "value": "attention.self.value", "attention_output": "attention.output.dense",
+              "attention_norm": "attention.output.LayerNorm", "intermediate": "intermediate.dense",
+              "output": "output.dense", "output_norm": "output.LayerNorm"}
+DISTILBERT_LAYER = {"query": "attention.q_lin", "key": "attention.k_lin",
+                    "value": "attention.v_lin", "attention_output": "attention.out_lin",
+                    "attention_norm": "sa_layer_norm", "intermediate": "ffn.lin1",
+                    "output": "ffn.lin2", "output_norm": "output_layer_norm"}
+# DistilBertConfig's names for BertConfig's fields
+DISTILBERT_FIELDS = {"dim": "hidden_size", "n_layers": "num_hidden_layers",
+                     "n_heads": "num_attention_heads", "hidden_dim": "intermediate_size",
+                     "dropout": "hidden_dropout_prob",
+                     "attention_dropout": "attention_probs_dropout_prob",
+                     "seq_classif_dropout": "classifier_dropout", "activation": "hidden_act"}
 
 
 class ConfigError(ValueError):
@@ -94,6 +111,10 @@ class BertConfig:
     def __init__(self, **values):
         self.model_type = values.get("model_type", "bert")
         _check_model_type(self.model_type)
+        if self.distilbert:         # its names, and no token types (one row of zeros here)
+            values = {DISTILBERT_FIELDS.get(k, k): v for k, v in values.items()
+                      if k not in DISTILBERT_FIELDS.values()}
+            values.update(type_vocab_size=1, layer_norm_eps=1e-12)
         for name, (kind, default) in self.FIELDS.items():
             value = values.get(name, default)
             if value is None and name != "classifier_dropout":
@@ -130,6 +151,37 @@ class BertConfig:
                               "positions start after its padding token's")
         if self.position_embedding_type != "absolute":
             raise ConfigError(f"position_embedding_type {self.position_embedding_type!r} is not supported")
+
+    @property
+    def distilbert(self):
+        """Whether this is DistilBERT (see DISTILBERT_LAYER)."""
+        return self.model_type == "distilbert"
+
+    @property
+    def layers(self):
+        """Where the layers are: "encoder.layer." (BERT, RoBERTa) or "transformer.layer."."""
+        return "transformer.layer." if self.distilbert else "encoder.layer."
+
+    @property
+    def layer_names(self):
+        """{what: name} of each layer's linears and norms (BERT_LAYER or DISTILBERT_LAYER)."""
+        return DISTILBERT_LAYER if self.distilbert else BERT_LAYER
+
+    @property
+    def token_types(self):
+        """Whether the embeddings add token type rows (DistilBERT's do not)."""
+        return not self.distilbert
+
+    @property
+    def pooler_module(self):
+        """The checkpoint's dense layer under the head's activation, where it has one: BERT's
+        pooler, a DistilBertForSequenceClassification checkpoint's pre_classifier."""
+        return "pre_classifier" if self.distilbert else "pooler.dense"
+
+    @property
+    def classifier_targets(self):
+        """PEFT's default LoRA targets for the family (peft.utils.constants)."""
+        return ("q_lin", "v_lin") if self.distilbert else ("query", "value")
 
     @property
     def roberta(self):

@@ -49,35 +49,34 @@ def _read_weights(directory):
 
 
 def bert_parameter_shapes(config):
-    """{name: shape} of every BertModel parameter the encoder and pooler need."""
+    """{name: shape} of every encoder parameter the model reads, with the pooler's (BERT's,
+    where a checkpoint has one), under the family's names (BertConfig.layer_names)."""
     h, i = config.hidden_size, config.intermediate_size
     shapes = {
         "embeddings.word_embeddings.weight": (config.vocab_size, h),
         "embeddings.position_embeddings.weight": (config.max_position_embeddings, h),
-        "embeddings.token_type_embeddings.weight": (config.type_vocab_size, h),
-        "embeddings.LayerNorm.weight": (h,),
-        "embeddings.LayerNorm.bias": (h,),
     }
+    if config.token_types:
+        shapes["embeddings.token_type_embeddings.weight"] = (config.type_vocab_size, h)
+    shapes["embeddings.LayerNorm.weight"] = shapes["embeddings.LayerNorm.bias"] = (h,)
+    names = config.layer_names
+    linears = {"query": (h, h), "key": (h, h), "value": (h, h), "attention_output": (h, h),
+               "intermediate": (i, h), "output": (h, i)}
     for n in range(config.num_hidden_layers):
-        p = f"encoder.layer.{n}."
-        for name in ("attention.self.query", "attention.self.key", "attention.self.value",
-                     "attention.output.dense"):
-            shapes[p + name + ".weight"] = (h, h)
-            shapes[p + name + ".bias"] = (h,)
-        shapes[p + "intermediate.dense.weight"] = (i, h)
-        shapes[p + "intermediate.dense.bias"] = (i,)
-        shapes[p + "output.dense.weight"] = (h, i)
-        shapes[p + "output.dense.bias"] = (h,)
-        for ln in ("attention.output.LayerNorm", "output.LayerNorm"):
-            shapes[p + ln + ".weight"] = (h,)
-            shapes[p + ln + ".bias"] = (h,)
-    shapes["pooler.dense.weight"] = (h, h)
-    shapes["pooler.dense.bias"] = (h,)
+        p = f"{config.layers}{n}."
+        for what, shape in linears.items():
+            shapes[p + names[what] + ".weight"] = shape
+            shapes[p + names[what] + ".bias"] = (shape[0],)
+        for what in ("attention_norm", "output_norm"):
+            shapes[p + names[what] + ".weight"] = (h,)
+            shapes[p + names[what] + ".bias"] = (h,)
+    shapes[config.pooler_module + ".weight"] = (h, h)
+    shapes[config.pooler_module + ".bias"] = (h,)
     return shapes
 
 
 def _normalized(name):
-    for prefix in ("bert.", "roberta.", "model."):
+    for prefix in ("bert.", "roberta.", "distilbert.", "model."):
         if name.startswith(prefix):
             name = name[len(prefix):]
     return name.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
@@ -102,9 +101,10 @@ class Checkpoint:
         self._names = {}
         for raw in tensors.keys():
             self._names.setdefault(_normalized(raw), raw)
-        self.has_pooler = "pooler.dense.weight" in self._names
+        pooler = config.pooler_module + "."
+        self.has_pooler = pooler + "weight" in self._names
         expected = {name: shape for name, shape in bert_parameter_shapes(config).items()
-                    if self.has_pooler or not name.startswith("pooler.")}
+                    if self.has_pooler or not name.startswith(pooler)}
         self._validate(expected)
         self._expected = list(expected)
 

@@ -325,6 +325,11 @@ class AdaptedModel:
         LoRA config's `bias`; {} for "none"): each starts from the checkpoint's value."""
         return {key: name for name, key in self.linears.bias_keys.items()}
 
+    def head_sources(self):
+        """{trainable name: checkpoint name} of whole layers that start from the checkpoint's
+        values where it holds them (a classifier's dense layer: BertClassifier)."""
+        return {}
+
     @property
     def backward_to_inputs(self):
         """Whether the backward visits every layer with its input gradient: in full

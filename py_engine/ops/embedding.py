@@ -13,10 +13,12 @@ import numpy as np
 
 def embedding_forward(ids, type_ids, word, position, token_type, first_position=0):
     """(word[ids] + token_type[type_ids]) + position[first_position + t], as [B*T, hidden]
-    (first_position: RoBERTa's positions start after its padding token's, BERT's at 0)."""
+    (first_position: RoBERTa's positions start after its padding token's, BERT's at 0;
+    token_type None: a family without token types, DistilBERT)."""
     ids = np.asarray(ids)
     seq = ids.shape[1]
-    out = (word[ids] + token_type[np.asarray(type_ids)]) + position[first_position + np.arange(seq)][None]
+    words = word[ids] if token_type is None else word[ids] + token_type[np.asarray(type_ids)]
+    out = words + position[first_position + np.arange(seq)][None]
     return out.reshape(ids.size, word.shape[1])
 
 

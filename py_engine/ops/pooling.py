@@ -1,10 +1,12 @@
-"""Sequence pooling for classification heads, and the pooler's tanh.
+"""Sequence pooling for classification heads, and the head's activations (BERT's pooler's
+tanh, DistilBERT's pre_classifier's ReLU).
 
 x is the encoder output [B*T, hidden] (row-major [B, T, hidden]); attention_mask is [B, T] 0/1.
 
     pooled = cls_pool(x, batch)                     # BERT's pooler input: the [CLS] rows
     pooled = mean_pool(x, attention_mask)           # sentence-transformers' mean pooling
     y = tanh_forward(h); dh = tanh_backward(y, dy)  # the pooler dense's activation
+    y = relu_forward(h); dh = relu_backward(y, dy)  # DistilBERT's pre_classifier's
 """
 
 import numpy as np
@@ -53,3 +55,13 @@ def tanh_forward(x):
 def tanh_backward(y, dy):
     """dx = dy * (1 - y^2) from the saved output y = tanh(x)."""
     return dy * (1.0 - y * y)
+
+
+def relu_forward(x):
+    return np.maximum(x, 0.0)
+
+
+def relu_backward(y, dy):
+    """dx = dy where the saved output y = relu(x) is positive, else 0 (torch's ReLU: no
+    gradient at 0)."""
+    return dy * (y > 0.0)

@@ -59,7 +59,7 @@ class TextClassifier:
         """`checkpoint`: model_dir's weights when they were loaded already (fetched bytes, or a
         compressed file read into a Checkpoint); model_dir still gives the tokenizer."""
         checkpoint = checkpoint or Checkpoint.load(model_dir)
-        lora = lora or LoraConfig()
+        lora = lora or LoraConfig(target_modules=list(checkpoint.config.classifier_targets))
         lora.base_model_name_or_path = lora.base_model_name_or_path or str(model_dir)
         model = BertClassifier(checkpoint.config, lora, len(labels), pooling=pooling,
                                train_pooler=not checkpoint.has_pooler, dropout=dropout)
@@ -86,9 +86,16 @@ class TextClassifier:
         checkpoint = checkpoint or Checkpoint.load(model_dir)
         if labels is None:
             raise ValueError(f"{source} has no labels.json: label names are needed to predict")
-        lora = LoraConfig.from_peft_dict(config)
+        lora = LoraConfig.from_peft_dict(config, checkpoint.config.classifier_targets)
         # the pooler's own weights (a checkpoint without one), not a LoRA on the checkpoint's
         train_pooler = trains_pooler(checkpoint.config, tensors)
+        if pooling == "cls" and not train_pooler and not checkpoint.has_pooler:
+            name = checkpoint.config.pooler_module
+            raise ValueError(
+                f"{source} holds no {name} and {model_dir} has none: PEFT draws that layer at "
+                "random whenever it loads the checkpoint (its modules_to_save names only the "
+                "classifier), so the adapter's predictions cannot be reproduced; train it with "
+                f"modules_to_save including {name.split('.')[0]!r}")
         model = BertClassifier(checkpoint.config, lora, len(labels), pooling=pooling,
                                train_pooler=train_pooler, pooler_lora=holds_pooler_lora(tensors))
         values = merge_loaded(model, initial_trainable(model, 0), tensors, source)

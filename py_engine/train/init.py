@@ -3,7 +3,8 @@
 PEFT's default LoRA init: lora_A from kaiming_uniform(a=sqrt(5)), i.e. U(-1/sqrt(in), 1/sqrt(in)),
 lora_B zeros (so training starts from the base model exactly); DoRA's magnitude, each row's norm
 of the base weight (of W + s B.A, which is W while B is zero); a base bias that trains beside
-the adapter (PEFT's bias option), the checkpoint's value. transformers initializes a fresh
+the adapter (PEFT's bias option), and a classifier's dense layer the checkpoint holds
+(model.head_sources), the checkpoint's value. transformers initializes a fresh
 classification head (and a pooler a checkpoint lacks) from N(0, initializer_range), biases 0.
 Pure Python (random.Random): this runs in the browser too. Seeded, so runs are reproducible;
 the values are not torch's bit for bit (a different generator), only the same distributions.
@@ -23,10 +24,14 @@ def initial_trainable(model, seed, checkpoint=None):
     std = model.config.initializer_range
     magnitudes = model.magnitude_weights()
     biases = model.bias_sources()
+    heads = {name: source for name, source in model.head_sources().items()
+             if checkpoint is not None and source in checkpoint.names()}
     values = {}
     for name, shape in model.trainable.items():
         n = math.prod(shape)
-        if name in biases:
+        if name in heads:
+            data = array("f", checkpoint.floats(heads[name]))
+        elif name in biases:
             data = (array("f", checkpoint.floats(biases[name])) if checkpoint is not None
                     else array("f", [math.nan]) * n)
         elif name in magnitudes:
