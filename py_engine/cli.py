@@ -791,7 +791,7 @@ def _train_parser(sub):
     _backend_options(p, ["f32", "f16", "int8", "int4"])
     add_training_options(p)
     p.add_argument("--pooling", choices=["cls", "mean"],
-                   help="classifiers: cls, BertForSequenceClassification's head (PEFT-compatible, "
+                   help="classifiers: cls, transformers' sequence classifier head (PEFT-compatible, "
                         "the default); mean: mean over tokens, best for sentence-embedding "
                         "checkpoints such as minilm")
     p.add_argument("--label-smoothing", type=FRACTION, help="classifiers")

@@ -62,6 +62,23 @@ def tiny_distilbert_dir(path, seed=0, with_head=False, **overrides):
     return Path(path)
 
 
+def tiny_electra_dir(path, seed=0, **overrides):
+    """A random ElectraModel checkpoint directory (embeddings as wide as the layers, as
+    ELECTRA-base's and -large's) with BERT's tiny vocab.txt."""
+    from transformers import ElectraConfig, ElectraModel
+
+    torch.manual_seed(seed)
+    config = ElectraConfig(**{**TINY, "embedding_size": TINY["hidden_size"], **overrides})
+    model = ElectraModel(config)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "LayerNorm" in name or name.endswith(".bias"):
+                p.add_(0.1 * torch.randn_like(p))
+    model.save_pretrained(path, safe_serialization=True)
+    write_vocab(path, config.vocab_size)
+    return Path(path)
+
+
 WORDS = ("the film was great good bad awful fine movie plot actor scene really not very and a "
          "it is this that of to in").split()
 

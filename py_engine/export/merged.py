@@ -19,7 +19,6 @@ Pyodide); load_merged is host-side only in that it picks the NumPy backend.
 import math
 
 from ..formats.model_dir import save_model_dir
-from ..models.bert import encoder_prefix
 
 DECODER, ENCODER = "decoder", "encoder"
 # transformers' sequence classifier of each encoder type read here (models/bert_config.py)
@@ -27,7 +26,8 @@ CLASSIFIER_ARCHITECTURES = {"bert": "BertForSequenceClassification",
                             "roberta": "RobertaForSequenceClassification",
                             "xlm-roberta": "XLMRobertaForSequenceClassification",
                             "camembert": "CamembertForSequenceClassification",
-                            "distilbert": "DistilBertForSequenceClassification"}
+                            "distilbert": "DistilBertForSequenceClassification",
+                            "electra": "ElectraForSequenceClassification"}
 
 
 class ExportError(ValueError):
@@ -51,8 +51,12 @@ class MergedModel:
             self._names = {name: name for name in config.parameter_shapes()}
         else:
             # RoBERTa's sequence classifier has no pooler (its head holds the dense layer)
-            self._names = {encoder_prefix(config) + name: name for name in checkpoint.names()
-                           if not (config.roberta and name.startswith("pooler."))}
+            # the checkpoint's pooler is the classifier's only where it sits under the encoder's
+            # prefix (BERT's); others' heads hold their own dense layer (trained: `replaced`)
+            pooler = config.pooler_module
+            own = config.head.dense == config.prefix + pooler
+            self._names = {config.prefix + name: name for name in checkpoint.names()
+                           if own or not name.startswith(pooler + ".")}
         for name in self.replaced:
             self._names.setdefault(name, None)
 
@@ -70,7 +74,7 @@ class MergedModel:
             if structure.decoder:
                 replaced = merged
             else:
-                prefix = encoder_prefix(structure.config)
+                prefix = structure.config.prefix
                 replaced = {prefix + name: value for name, value in merged.items()}
                 replaced.update({n: v for n, v in trained.items()
                                  if ".lora_" not in n and n not in structure.bias_sources()})

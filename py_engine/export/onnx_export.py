@@ -26,7 +26,6 @@ from onnx import TensorProto, helper, numpy_helper
 
 from ..formats.finite import NonFiniteWeightsError
 from ..formats.output_dir import write_output_dir
-from ..models.bert import encoder_prefix, head_modules
 from .merged import ENCODER, ExportError
 
 OPSET = 17
@@ -111,8 +110,8 @@ def classifier_graph(merged):
     g.const("zero", np.array([0], np.int64))
     g.const("axis1", np.array([1], np.int64))
 
-    prefix = encoder_prefix(config)
-    dense, head = head_modules(config)
+    prefix = config.prefix
+    dense, head = config.head.dense, config.head.output
     e = prefix + "embeddings"
     words = g.op("Gather", [g.const(f"{e}.word_embeddings.weight",
                                     _weight(merged, f"{e}.word_embeddings.weight")), "input_ids"])
@@ -149,8 +148,9 @@ def classifier_graph(merged):
         pooled = g.op("Div", [total, count])
     else:
         first = g.op("Gather", [x, g.const("first", np.array(0, np.int64))], axis=1)
-        # the head's activation: the pooler's tanh, DistilBERT's pre_classifier's ReLU
-        pooled = g.op("Relu" if config.distilbert else "Tanh", [_linear(g, merged, first, dense)])
+        pre = _linear(g, merged, first, dense)          # the head's activation (ClassifierHead)
+        kind = config.head.activation
+        pooled = _gelu(g, pre) if kind == "gelu" else g.op("Relu" if kind == "relu" else "Tanh", [pre])
     logits = _linear(g, merged, pooled, head)
     g.nodes.append(helper.make_node("Identity", [logits], ["logits"]))
     g.nodes.append(helper.make_node("Softmax", [logits], ["probabilities"], axis=-1))

@@ -1,6 +1,7 @@
 """head_config.json: how a classifier adapter pools the encoder's output, which PEFT's files
-have no field for. "cls" is BertForSequenceClassification's head (the [CLS] token through the
-pooler), what an adapter made by PEFT always means; "mean" averages the tokens (what
+have no field for. "cls" is transformers' sequence classifier head (the first token through
+the pooler, BertForSequenceClassification's, or the family's own), what an adapter made by PEFT
+always means; "mean" averages the tokens (what
 sentence-embedding checkpoints such as MiniLM were trained for).
 
 py_engine writes head_config.json beside every classifier adapter it saves, cls included, so a
@@ -65,4 +66,4 @@ def resolve_pooling(adapter_dir, requested=None):
                               "missing, so its pooling is unknown; give the pooling it was "
                               "trained with (cls or mean)")
     return "cls", (f"{adapter_dir} has no {HEAD_CONFIG} (an adapter made by PEFT): using cls "
-                   "pooling, BertForSequenceClassification's head")
+                   "pooling, the model's sequence classifier head")

@@ -51,25 +51,10 @@ def holds_pooler_lora(tensors):
     return any(name.startswith(f"bert.{POOLER}.lora_") for name in tensors)
 
 
-def encoder_prefix(config):
-    """Where transformers' sequence classifier keeps the encoder: "bert.", "roberta." or
-    "distilbert."."""
-    return "roberta." if config.roberta else "distilbert." if config.distilbert else "bert."
-
-
-def head_modules(config):
-    """(the dense layer under the tanh, the output layer) of the checkpoint family's sequence
-    classifier, as transformers names them."""
-    if config.distilbert:
-        return "pre_classifier", "classifier"
-    return ("classifier.dense", "classifier.out_proj") if config.roberta else \
-        ("bert.pooler.dense", "classifier")
-
-
 def trains_pooler(config, tensors):
-    """Whether an adapter's tensors hold a pooler trained whole (BERT's, where the checkpoint
-    has none; RoBERTa's head always holds its dense layer)."""
-    return config.roberta or head_modules(config)[0] + ".weight" in tensors
+    """Whether an adapter's tensors hold the head's dense layer trained whole (BERT's pooler
+    where the checkpoint has none; RoBERTa's and ELECTRA's heads always hold theirs)."""
+    return not config.head.from_pooler or config.head.dense + ".weight" in tensors
 
 
 class BertClassifier(AdaptedModel):
@@ -98,15 +83,15 @@ class BertClassifier(AdaptedModel):
         self.names = config.layer_names
         modules = {f"{config.layers}{n}.{self.names[what]}": shapes.get(what, (h, h))
                    for n in range(config.num_hidden_layers) for what in LINEARS}
-        # RoBERTa's and DistilBERT's heads hold the dense layer BERT's pooler holds, trained
-        # whole (PEFT's default modules_to_save, "classifier", matches pre_classifier too)
-        self.train_pooler = (train_pooler or config.roberta or config.distilbert) \
-            and pooling == "cls"
+        # RoBERTa's, DistilBERT's and ELECTRA's heads hold the dense layer BERT's pooler holds,
+        # trained whole (PEFT's default modules_to_save, "classifier", matches pre_classifier too)
+        self.train_pooler = (train_pooler or not config.head.from_pooler
+                             or config.distilbert) and pooling == "cls"
         # DistilBERT's pre_classifier lies outside its encoder's prefix: LoRA never wraps it
         self.pooler_lora = pooler_lora and not config.distilbert
         self.pooler = config.pooler_module
-        self.prefix = encoder_prefix(config)
-        self.dense_module, self.head_module = head_modules(config)
+        self.prefix = config.prefix
+        self.dense_module, self.head_module = config.head.dense, config.head.output
         if pooling == "cls" and not self.train_pooler and self.pooler_lora:  # the checkpoint's
             modules[POOLER] = (h, h)
         self.linears = Linears(modules, lora, "BERT model", adapter_prefix=self.prefix,
@@ -145,7 +130,7 @@ class BertClassifier(AdaptedModel):
         from the checkpoint's where it holds one (a DistilBertForSequenceClassification
         checkpoint's pre_classifier), as transformers' from_pretrained starts it ({} for
         RoBERTa, whose checkpoint pooler is not its head's dense layer)."""
-        if not self.train_pooler or self.config.roberta:
+        if not self.train_pooler or not self.config.head.from_pooler:
             return {}
         w, b = self.pooler_names()
         return {w: self.pooler + ".weight", b: self.pooler + ".bias"}
@@ -178,15 +163,15 @@ class BertClassifier(AdaptedModel):
         saved["x_final"] = x
         if self.pooling == "cls":
             first = be.cls_pool(x, batch.B, batch.T)
-            if cfg.roberta:         # RobertaClassificationHead drops before its dense layer too
+            if cfg.head.drop_first:     # RoBERTa's and ELECTRA's heads drop before the dense layer too
                 first, saved["head_drop"] = be.dropout(first, self.dropout["classifier"] if train else 0.0)
             if POOLER in self.linears.modules:
                 pre = self.linears.forward(be, POOLER, first, saved, train)
             else:
                 w, b = self.pooler_names()
                 pre = be.linear(first, be.param(w), be.param(b))
-            pooled = be.relu(pre) if cfg.distilbert else be.tanh(pre)   # pre_classifier's ReLU
-            saved["first"], saved["pooled"] = first, pooled
+            pooled = self._activation(be, pre)
+            saved["first"], saved["pre"], saved["pooled"] = first, pre, pooled
         else:
             pooled = be.mean_pool(x, batch.mask, batch.B, batch.T)
         dropped, saved["cls_drop"] = be.dropout(pooled, self.dropout["classifier"] if train else 0.0)
@@ -220,6 +205,18 @@ class BertClassifier(AdaptedModel):
         o, s["out_ln"] = self._layernorm(be, o, names["output_norm"])
         return o, s
 
+    def _activation(self, be, x):
+        """The head's activation (ClassifierHead.activation): tanh, ReLU or GELU."""
+        kind = self.config.head.activation
+        return be.gelu(x) if kind == "gelu" else be.relu(x) if kind == "relu" else be.tanh(x)
+
+    def _activation_backward(self, be, dy, x, y):
+        """Its backward, from its input x (GELU) or output y (tanh, ReLU)."""
+        kind = self.config.head.activation
+        if kind == "gelu":
+            return be.gelu_backward(dy, x)
+        return be.relu_backward(y, dy) if kind == "relu" else be.tanh_backward(y, dy)
+
     def _layer(self, n):
         """{what: full name} of layer n's linears and norms (BertConfig.layer_names)."""
         return {what: f"{self.config.layers}{n}.{name}" for what, name in self.names.items()}
@@ -243,8 +240,7 @@ class BertClassifier(AdaptedModel):
         dpooled = be.dropout_backward(dpooled, saved["cls_drop"])
         lowest = self._lowest_lora_layer()
         if self.pooling == "cls":
-            dpre = (be.relu_backward if self.config.distilbert else be.tanh_backward)(
-                saved["pooled"], dpooled)
+            dpre = self._activation_backward(be, dpooled, saved["pre"], saved["pooled"])
             layers_train = lowest < self.config.num_hidden_layers
             if POOLER in self.linears.modules:
                 dfirst = self.linears.backward(be, POOLER, dpre, saved, input_grad=layers_train)
@@ -257,7 +253,7 @@ class BertClassifier(AdaptedModel):
                 dfirst = be.linear_grad_input(dpre, be.param(w)) if layers_train else None
             if not layers_train:        # only the head (and the pooler's adapter) train
                 return
-            if self.config.roberta:
+            if self.config.head.drop_first:
                 dfirst = be.dropout_backward(dfirst, saved["head_drop"])
             dx = be.cls_pool_backward(dfirst, batch.B, batch.T)
         else:

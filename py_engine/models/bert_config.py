@@ -1,5 +1,6 @@
 """BERT-family configuration, read from a Hugging Face config.json and validated."""
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..formats.json_file import JsonFileError, read_json_object
@@ -11,11 +12,8 @@ SUPPORTED_ACTIVATIONS = ("gelu",)  # BERT's exact erf GELU
 # tensor names compute otherwise and are refused by name rather than read as BERT (their
 # outputs would be wrong without a word): why each differs.
 ROBERTA_TYPES = ("roberta", "xlm-roberta", "camembert")
-BERT_TYPES = ("bert",) + ROBERTA_TYPES + ("distilbert",)
+BERT_TYPES = ("bert",) + ROBERTA_TYPES + ("distilbert", "electra")
 OTHER_ENCODERS = {
-    "electra": "its sequence classifier's head (ElectraForSequenceClassification's) is not "
-               "BERT's pooler and classifier, so the adapters and exports made here would not be "
-               "its own",
     "xlm-roberta-xl": "it normalises before each sub-layer, which BERT's encoder does not",
     "megatron-bert": "it normalises before each sub-layer, which BERT's encoder does not",
     "mpnet": "it adds a relative position bias to attention, which BERT's encoder does not",
@@ -41,6 +39,25 @@ DISTILBERT_FIELDS = {"dim": "hidden_size", "n_layers": "num_hidden_layers",
                      "dropout": "hidden_dropout_prob",
                      "attention_dropout": "attention_probs_dropout_prob",
                      "seq_classif_dropout": "classifier_dropout", "activation": "hidden_act"}
+
+
+@dataclass(frozen=True)
+class ClassifierHead:
+    """transformers' sequence classifier head of a family, read from the first token (cls
+    pooling): output(Dropout(activation(dense(x[:, 0]))))."""
+    dense: str          # the dense layer under the activation (transformers' name)
+    output: str         # the output layer
+    activation: str     # "tanh", "relu" or "gelu"
+    drop_first: bool    # a dropout before the dense layer too (RoBERTa's, ELECTRA's heads)
+    from_pooler: bool   # the dense layer is the checkpoint's pooler where it holds one
+
+
+HEADS = {
+    "bert": ClassifierHead("bert.pooler.dense", "classifier", "tanh", False, True),
+    "roberta": ClassifierHead("classifier.dense", "classifier.out_proj", "tanh", True, False),
+    "distilbert": ClassifierHead("pre_classifier", "classifier", "relu", False, True),
+    "electra": ClassifierHead("classifier.dense", "classifier.out_proj", "gelu", True, False),
+}
 
 
 class ConfigError(ValueError):
@@ -130,6 +147,7 @@ class BertConfig:
             setattr(self, name, value)
         if self.model_type in ROBERTA_TYPES and "pad_token_id" not in values:
             self.pad_token_id = 1           # RobertaConfig's default
+        self.embedding_size = values.get("embedding_size", self.hidden_size)   # ELECTRA's
         self.id2label = values.get("id2label")
         self._validate()
 
@@ -145,12 +163,31 @@ class BertConfig:
             )
         if self.hidden_act not in SUPPORTED_ACTIVATIONS:
             raise ConfigError(f"hidden_act {self.hidden_act!r} is not supported (only {SUPPORTED_ACTIVATIONS})")
+        if self.model_type == "electra" and self.embedding_size != self.hidden_size:
+            raise ConfigError(f"ELECTRA's embeddings are narrower than its layers (embedding_size "
+                              f"{self.embedding_size}, hidden_size {self.hidden_size}): its "
+                              "embeddings_project layer is not read here")
         if self.roberta and not 0 <= self.pad_token_id < min(self.vocab_size,
                                                              self.max_position_embeddings - 1):
             raise ConfigError(f"pad_token_id {self.pad_token_id} leaves no position row: RoBERTa's "
                               "positions start after its padding token's")
         if self.position_embedding_type != "absolute":
             raise ConfigError(f"position_embedding_type {self.position_embedding_type!r} is not supported")
+
+    @property
+    def family(self):
+        """"bert", "roberta" (RoBERTa's kind), "distilbert" or "electra"."""
+        return "roberta" if self.roberta else self.model_type
+
+    @property
+    def prefix(self):
+        """Where transformers' sequence classifier keeps the encoder ("bert.", ...)."""
+        return self.family + "."
+
+    @property
+    def head(self):
+        """The family's sequence classifier head (ClassifierHead)."""
+        return HEADS[self.family]
 
     @property
     def distilbert(self):

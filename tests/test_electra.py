@@ -1,0 +1,90 @@
+"""ELECTRA as a classifier, against transformers + PEFT: BERT's encoder under "electra." with
+ElectraForSequenceClassification's head (a dropout, classifier.dense, GELU, a dropout,
+classifier.out_proj, trained whole as PEFT's modules_to_save trains it): one LoRA step's loss
+and every gradient, PEFT's adapters read here on both backends and ours read by PEFT, the GPU
+step against NumPy with dropout, the merged and ONNX exports."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import peft_oracle as po
+from conftest import run
+from py_engine.export.merged import load_merged, save_merged
+from py_engine.train.batch import Batch
+from py_engine.train.classifier import TextClassifier
+from test_adapter_roundtrip import LABELS, TEXTS, check_round_trip, our_probabilities
+from test_bert_gpu import check_gradients as check_gpu_gradients
+from test_bert_gpu import runtimes
+from test_bert_oracle import engine_from_peft, random_batch
+from test_distilbert import encoded
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return po.tiny_electra_dir(tmp_path_factory.mktemp("electra") / "model", seed=31)
+
+
+def peft_adapter(model_dir, path, targets=("query", "value"), seed=3, dtype=torch.float32):
+    peft = po.peft_model(model_dir, 3, target_modules=targets, seed=seed, dtype=dtype)
+    return po.save_adapter(peft, path, labels=LABELS), peft
+
+
+@pytest.mark.parametrize("targets", [("query", "value"), ("query", "key", "value", "dense")])
+def test_step_matches_peft(tmp_path, tiny, targets):
+    adapter, peft = peft_adapter(tiny, tmp_path / "adapter", targets, dtype=torch.float64)
+    ids, types, mask, labels = random_batch(np.random.default_rng(), 4, 11, 120, 3)
+    loss, grads, _ = po.step_gradients(peft, ids, mask, labels, token_type_ids=types)
+    engine = engine_from_peft(tiny, adapter, 3)
+    ours = run(engine.accumulate(Batch(ids.tolist(), types.tolist(), mask.tolist(), labels.tolist())))
+    assert abs(ours["loss"] - loss) <= 1e-12 * abs(loss)
+    want = {k.removeprefix("base_model.model."): g for k, g in grads.items()}
+    got = run(engine.gradients())
+    assert set(got) == set(want) and {"classifier.dense.weight", "classifier.out_proj.weight"} <= set(want)
+    po.check_gradients(got, want, 1e-10)
+
+
+def test_a_peft_adapter_round_trips(tmp_path, tiny, device):
+    adapter, _ = peft_adapter(tiny, tmp_path / "adapter", seed=4)
+    before, after, _ = check_round_trip(tiny, adapter, tmp_path / "trained", device)
+    assert np.abs(after["classifier.dense.weight"] - before["classifier.dense.weight"]).max() > 1e-4
+
+
+def test_gpu_step_matches_numpy_with_dropout(tmp_path, tiny, device):
+    adapter, _ = peft_adapter(tiny, tmp_path / "adapter", ("query", "value", "dense"), seed=6)
+    reference, gpu = runtimes(device, tiny, adapter, 3, dropout=0.1)
+    ids, types, mask, labels = random_batch(np.random.default_rng(), 4, 12, 120, 3)
+    batch = Batch(ids.tolist(), types.tolist(), mask.tolist(), labels.tolist())
+    want = run(reference.accumulate(batch, seed=9))
+    got = run(gpu.accumulate(batch, seed=9))
+    assert abs(got["loss"] - want["loss"]) <= 1e-5 * abs(want["loss"])
+    check_gpu_gradients(run(gpu.gradients()), run(reference.gradients()))
+
+
+def test_merged_and_onnx_exports(tmp_path, tiny):
+    """The merged classifier is ElectraForSequenceClassification (transformers gives our
+    probabilities); the ONNX graph's head applies GELU (onnxruntime gives them too)."""
+    import onnxruntime as ort
+    from transformers import AutoModelForSequenceClassification
+
+    from py_engine.export.onnx_export import save_onnx
+
+    adapter, _ = peft_adapter(tiny, tmp_path / "adapter", seed=7)
+    ours = our_probabilities(run(TextClassifier.load(tiny, adapter, backend="numpy")))
+    out = save_merged(load_merged(tiny, adapter), tmp_path / "merged")
+    assert json.loads((out / "config.json").read_text())["architectures"] == \
+        ["ElectraForSequenceClassification"]
+    hf = AutoModelForSequenceClassification.from_pretrained(out).eval()
+    ids, mask = encoded(out)
+    with torch.no_grad():
+        theirs = torch.softmax(hf(input_ids=torch.as_tensor(ids),
+                                  attention_mask=torch.as_tensor(mask)).logits, -1).numpy()
+    assert np.abs(theirs - ours).max() <= 1e-5
+
+    onnx_dir = save_onnx(load_merged(tiny, adapter), tmp_path / "onnx")
+    session = ort.InferenceSession(str(onnx_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    feeds = {"input_ids": ids.astype(np.int64), "attention_mask": mask.astype(np.int64),
+             "token_type_ids": np.zeros_like(ids, np.int64)}
+    assert np.abs(session.run(["probabilities"], feeds)[0] - ours).max() <= 1e-5
