@@ -16,13 +16,11 @@ from safetensors.torch import load_file, save_file
 
 import peft_oracle as po
 from conftest import run
-from py_engine.export.merged import load_merged, save_merged
+from encoder_checks import check_exports, check_gpu_step, encoded
 from py_engine.models.checkpoint import Checkpoint
 from py_engine.train.batch import Batch
 from py_engine.train.classifier import TextClassifier
 from test_adapter_roundtrip import LABELS, TEXTS, check_round_trip, our_probabilities
-from test_bert_gpu import check_gradients as check_gpu_gradients
-from test_bert_gpu import runtimes
 from test_bert_oracle import engine_from_peft, random_batch
 
 ALL = ("q_lin", "k_lin", "v_lin", "out_lin", "lin1", "lin2")
@@ -79,7 +77,7 @@ def test_a_new_adapter_starts_from_the_checkpoint_s_pre_classifier(tmp_path, dev
         assert np.array_equal(np.asarray(values["pre_classifier.weight"][1]),
                               np.asarray(checkpoint.floats("pre_classifier.weight")))
         adapter = run(clf.save(tmp_path / f"adapter-{backend}"))
-        theirs = po.probabilities(model_dir, adapter, *encoded(model_dir))
+        theirs = po.probabilities(model_dir, adapter, *encoded(model_dir, TEXTS))
         assert np.abs(our_probabilities(clf) - theirs).max() <= 1e-5, backend
 
     without = tmp_path / "without"
@@ -92,54 +90,22 @@ def test_a_new_adapter_starts_from_the_checkpoint_s_pre_classifier(tmp_path, dev
         run(TextClassifier.load(bare, without, backend="numpy"))
 
 
-def encoded(model_dir):
-    from transformers import AutoTokenizer
-
-    enc = AutoTokenizer.from_pretrained(str(model_dir))(TEXTS, padding=True, return_tensors="np")
-    return enc["input_ids"], enc["attention_mask"]
-
-
 def test_gpu_step_matches_numpy_with_dropout(tmp_path, tiny, device):
     """The model's dropout (no site after the attention's output linear, as DistilBERT has
     none) draws the same masks on the GPU as in NumPy."""
     adapter, _ = peft_adapter(tiny, tmp_path / "adapter", ALL, seed=6)
-    reference, gpu = runtimes(device, tiny, adapter, 3, dropout=0.1)
     ids, _, mask, labels = random_batch(np.random.default_rng(), 4, 12, 120, 3)
-    batch = Batch(ids.tolist(), np.zeros_like(ids).tolist(), mask.tolist(), labels.tolist())
-    want = run(reference.accumulate(batch, seed=9))
-    got = run(gpu.accumulate(batch, seed=9))
-    assert abs(got["loss"] - want["loss"]) <= 1e-5 * abs(want["loss"])
-    check_gpu_gradients(run(gpu.gradients()), run(reference.gradients()))
+    check_gpu_step(device, tiny, adapter, ids, np.zeros_like(ids), mask, labels)
 
 
 def test_merged_and_onnx_exports(tmp_path, tiny):
-    """The merged classifier is DistilBertForSequenceClassification (transformers gives our
-    probabilities); the ONNX graph takes no token types and gives them in onnxruntime."""
-    import onnxruntime as ort
-    from transformers import AutoModelForSequenceClassification
-
-    from py_engine.export.onnx_export import save_onnx
-
+    """The merged classifier is DistilBertForSequenceClassification; the ONNX graph takes no
+    token types and copies the checkpoint's vocab.txt."""
     adapter, _ = peft_adapter(tiny, tmp_path / "adapter", seed=7)
-    ours = our_probabilities(run(TextClassifier.load(tiny, adapter, backend="numpy")))
-    out = save_merged(load_merged(tiny, adapter), tmp_path / "merged")
-    assert json.loads((out / "config.json").read_text())["architectures"] == \
-        ["DistilBertForSequenceClassification"]
-    hf = AutoModelForSequenceClassification.from_pretrained(out).eval()
-    ids, mask = encoded(out)
-    with torch.no_grad():
-        theirs = torch.softmax(hf(input_ids=torch.as_tensor(ids),
-                                  attention_mask=torch.as_tensor(mask)).logits, -1).numpy()
-    assert np.abs(theirs - ours).max() <= 1e-5
-
-    onnx_dir = save_onnx(load_merged(tiny, adapter), tmp_path / "onnx")
-    session = ort.InferenceSession(str(onnx_dir / "model.onnx"), providers=["CPUExecutionProvider"])
-    assert [i.name for i in session.get_inputs()] == ["input_ids", "attention_mask"]
-    ids, mask = encoded(tiny)            # the vocab.txt the export copied is the checkpoint's
-    assert (onnx_dir / "vocab.txt").read_bytes() == (tiny / "vocab.txt").read_bytes()
-    theirs = session.run(["probabilities"], {"input_ids": ids.astype(np.int64),
-                                             "attention_mask": mask.astype(np.int64)})[0]
-    assert np.abs(theirs - ours).max() <= 1e-5
+    inputs = check_exports(tiny, adapter, tmp_path, "DistilBertForSequenceClassification", TEXTS,
+                           LABELS)
+    assert inputs == ["input_ids", "attention_mask"]
+    assert (tmp_path / "onnx" / "vocab.txt").read_bytes() == (tiny / "vocab.txt").read_bytes()
 
 
 def test_the_cli_trains_with_peft_s_default_targets(tmp_path, tiny, capsys):
@@ -153,5 +119,5 @@ def test_the_cli_trains_with_peft_s_default_targets(tmp_path, tiny, capsys):
     config = json.loads((tmp_path / "a" / "adapter_config.json").read_text())
     assert config["target_modules"] == ["q_lin", "v_lin"]
     clf = run(TextClassifier.load(tiny, tmp_path / "a", backend="numpy"))
-    theirs = po.probabilities(tiny, tmp_path / "a", *encoded(tiny))
+    theirs = po.probabilities(tiny, tmp_path / "a", *encoded(tiny, TEXTS))
     assert np.abs(our_probabilities(clf) - theirs).max() <= 1e-5

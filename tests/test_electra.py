@@ -4,22 +4,16 @@ classifier.out_proj, trained whole as PEFT's modules_to_save trains it): one LoR
 and every gradient, PEFT's adapters read here on both backends and ours read by PEFT, the GPU
 step against NumPy with dropout, the merged and ONNX exports."""
 
-import json
-
 import numpy as np
 import pytest
 import torch
 
 import peft_oracle as po
 from conftest import run
-from py_engine.export.merged import load_merged, save_merged
+from encoder_checks import check_exports, check_gpu_step
 from py_engine.train.batch import Batch
-from py_engine.train.classifier import TextClassifier
-from test_adapter_roundtrip import LABELS, TEXTS, check_round_trip, our_probabilities
-from test_bert_gpu import check_gradients as check_gpu_gradients
-from test_bert_gpu import runtimes
+from test_adapter_roundtrip import LABELS, TEXTS, check_round_trip
 from test_bert_oracle import engine_from_peft, random_batch
-from test_distilbert import encoded
 
 
 @pytest.fixture(scope="module")
@@ -54,37 +48,12 @@ def test_a_peft_adapter_round_trips(tmp_path, tiny, device):
 
 def test_gpu_step_matches_numpy_with_dropout(tmp_path, tiny, device):
     adapter, _ = peft_adapter(tiny, tmp_path / "adapter", ("query", "value", "dense"), seed=6)
-    reference, gpu = runtimes(device, tiny, adapter, 3, dropout=0.1)
-    ids, types, mask, labels = random_batch(np.random.default_rng(), 4, 12, 120, 3)
-    batch = Batch(ids.tolist(), types.tolist(), mask.tolist(), labels.tolist())
-    want = run(reference.accumulate(batch, seed=9))
-    got = run(gpu.accumulate(batch, seed=9))
-    assert abs(got["loss"] - want["loss"]) <= 1e-5 * abs(want["loss"])
-    check_gpu_gradients(run(gpu.gradients()), run(reference.gradients()))
+    check_gpu_step(device, tiny, adapter, *random_batch(np.random.default_rng(), 4, 12, 120, 3))
 
 
 def test_merged_and_onnx_exports(tmp_path, tiny):
-    """The merged classifier is ElectraForSequenceClassification (transformers gives our
-    probabilities); the ONNX graph's head applies GELU (onnxruntime gives them too)."""
-    import onnxruntime as ort
-    from transformers import AutoModelForSequenceClassification
-
-    from py_engine.export.onnx_export import save_onnx
-
+    """The merged classifier is ElectraForSequenceClassification; the ONNX graph's head
+    applies GELU."""
     adapter, _ = peft_adapter(tiny, tmp_path / "adapter", seed=7)
-    ours = our_probabilities(run(TextClassifier.load(tiny, adapter, backend="numpy")))
-    out = save_merged(load_merged(tiny, adapter), tmp_path / "merged")
-    assert json.loads((out / "config.json").read_text())["architectures"] == \
-        ["ElectraForSequenceClassification"]
-    hf = AutoModelForSequenceClassification.from_pretrained(out).eval()
-    ids, mask = encoded(out)
-    with torch.no_grad():
-        theirs = torch.softmax(hf(input_ids=torch.as_tensor(ids),
-                                  attention_mask=torch.as_tensor(mask)).logits, -1).numpy()
-    assert np.abs(theirs - ours).max() <= 1e-5
-
-    onnx_dir = save_onnx(load_merged(tiny, adapter), tmp_path / "onnx")
-    session = ort.InferenceSession(str(onnx_dir / "model.onnx"), providers=["CPUExecutionProvider"])
-    feeds = {"input_ids": ids.astype(np.int64), "attention_mask": mask.astype(np.int64),
-             "token_type_ids": np.zeros_like(ids, np.int64)}
-    assert np.abs(session.run(["probabilities"], feeds)[0] - ours).max() <= 1e-5
+    inputs = check_exports(tiny, adapter, tmp_path, "ElectraForSequenceClassification", TEXTS, LABELS)
+    assert inputs == ["input_ids", "attention_mask", "token_type_ids"]

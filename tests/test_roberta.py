@@ -13,13 +13,12 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import peft_oracle as po
 from conftest import run
+from encoder_checks import check_exports, check_gpu_step, encoded
 from py_engine.data.classification import Example
-from py_engine.export.merged import load_merged, save_merged
+from py_engine.export.merged import load_merged
 from py_engine.train.batch import Batch
 from py_engine.train.classifier import TextClassifier, TrainConfig
 from roberta_checkpoints import tiny_roberta_dir
-from test_bert_gpu import check_gradients as check_gpu_gradients
-from test_bert_gpu import runtimes
 from test_bert_oracle import engine_from_peft
 
 LABELS = ["neg", "neutral", "pos"]
@@ -104,58 +103,37 @@ def test_a_peft_adapter_round_trips(tmp_path, tiny, device):
 def test_gpu_step_matches_numpy(tmp_path, tiny, device):
     peft = po.peft_model(tiny, 3, target_modules=("query", "value", "dense"), seed=5)
     adapter = po.save_adapter(peft, tmp_path / "adapter")
-    reference, gpu = runtimes(device, tiny, adapter, 3, dropout=0.1)
-    ids, types, mask, labels = roberta_batch(np.random.default_rng(), 4, 12, peft.config.vocab_size)
-    batch = Batch(ids.tolist(), types.tolist(), mask.tolist(), labels.tolist())
-    want = run(reference.accumulate(batch, seed=9))
-    got = run(gpu.accumulate(batch, seed=9))
-    assert abs(got["loss"] - want["loss"]) <= 1e-5 * abs(want["loss"])
-    check_gpu_gradients(run(gpu.gradients()), run(reference.gradients()))
+    check_gpu_step(device, tiny, adapter,
+                   *roberta_batch(np.random.default_rng(), 4, 12, peft.config.vocab_size))
 
 
-def test_merged_export_loads_in_transformers(tmp_path, tiny):
+def test_merged_and_onnx_exports(tmp_path, tiny):
     """The merged classifier is the checkpoint's own sequence classifier (RoBERTa's head, its
-    names under "roberta."): transformers gives our probabilities from it."""
+    names under "roberta."); the ONNX graph reads positions from the row after the padding
+    token's."""
     peft = po.peft_model(tiny, 3, target_modules=("query", "value"), seed=6, dtype=torch.float32)
     adapter = po.save_adapter(peft, tmp_path / "adapter", labels=LABELS)
-    out = save_merged(load_merged(tiny, adapter), tmp_path / "merged")
-    config = json.loads((out / "config.json").read_text())
     kind = json.loads((tiny / "config.json").read_text())["model_type"]
-    assert config["model_type"] == kind
-    assert config["architectures"] == [{"roberta": "RobertaForSequenceClassification",
-                                        "xlm-roberta": "XLMRobertaForSequenceClassification"}[kind]]
-    tok = AutoTokenizer.from_pretrained(out)
-    hf = AutoModelForSequenceClassification.from_pretrained(out).eval()
-    with torch.no_grad():
-        theirs = torch.softmax(hf(**tok(TEXTS, padding=True, return_tensors="pt")).logits, -1).numpy()
-    clf = run(TextClassifier.load(tiny, adapter, backend="numpy"))
-    assert np.abs(theirs - our_probabilities(clf)).max() <= 1e-5
+    check_exports(tiny, adapter, tmp_path, {"roberta": "RobertaForSequenceClassification",
+                                            "xlm-roberta": "XLMRobertaForSequenceClassification"}[kind],
+                  TEXTS, LABELS)
 
 
-@pytest.mark.parametrize("pooling", ["cls", "mean"])
-def test_onnx_export_gives_our_probabilities(tmp_path, tiny, pooling):
-    """The ONNX graph reads RoBERTa's positions from the row after the padding token's and its
-    head (or the mean over real tokens): onnxruntime gives our probabilities."""
+def test_a_mean_pooled_classifier_s_onnx_graph(tmp_path, tiny):
+    """Ours (the mean over real tokens, then out_proj): onnxruntime gives our probabilities."""
     import onnxruntime as ort
 
     from py_engine.export.onnx_export import save_onnx
 
-    if pooling == "cls":            # PEFT's, with RobertaForSequenceClassification's head
-        peft = po.peft_model(tiny, 3, target_modules=("query", "value"), seed=8, dtype=torch.float32)
-        adapter = po.save_adapter(peft, tmp_path / "adapter", labels=LABELS)
-    else:                           # ours: the mean over real tokens, then out_proj
-        clf = run(TextClassifier.create(tiny, LABELS, pooling="mean", seed=2))
-        examples = [Example(t, LABELS[i % 3]) for i, t in enumerate(TEXTS * 2)]
-        run(clf.fit(examples, TrainConfig(epochs=1, batch_size=4, lr=1e-2, seed=1)))
-        adapter = run(clf.save(tmp_path / "adapter"))
+    clf = run(TextClassifier.create(tiny, LABELS, pooling="mean", seed=2))
+    examples = [Example(t, LABELS[i % 3]) for i, t in enumerate(TEXTS * 2)]
+    run(clf.fit(examples, TrainConfig(epochs=1, batch_size=4, lr=1e-2, seed=1)))
+    adapter = run(clf.save(tmp_path / "adapter"))
     out = save_onnx(load_merged(tiny, adapter), tmp_path / "onnx")
-    enc = AutoTokenizer.from_pretrained(out)(TEXTS, padding=True, return_tensors="np")
+    ids, mask = encoded(out, TEXTS)
     session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
-    feeds = {"input_ids": enc["input_ids"].astype(np.int64),
-             "attention_mask": enc["attention_mask"].astype(np.int64),
-             "token_type_ids": np.zeros_like(enc["input_ids"], np.int64)}
-    theirs = session.run(["probabilities"], feeds)[0]
-    clf = run(TextClassifier.load(tiny, adapter, backend="numpy"))
+    theirs = session.run(["probabilities"], {"input_ids": ids, "attention_mask": mask,
+                                             "token_type_ids": np.zeros_like(ids)})[0]
     assert np.abs(theirs - our_probabilities(clf)).max() <= 1e-5
 
 

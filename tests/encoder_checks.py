@@ -1,0 +1,64 @@
+"""Checks every classifier family shares (BERT's, RoBERTa's kind, DistilBERT, ELECTRA): the GPU
+step against NumPy with the model's dropout on, and the merged and ONNX exports against
+transformers and onnxruntime, through the checkpoint's own tokenizer."""
+
+import json
+
+import numpy as np
+import torch
+
+from conftest import run
+from py_engine.export.merged import load_merged, save_merged
+from py_engine.train.batch import Batch
+from py_engine.train.classifier import TextClassifier
+from test_bert_gpu import check_gradients, runtimes
+
+
+def encoded(tokenizer_dir, texts):
+    """(input_ids, attention_mask) of `texts`, padded, by transformers' tokenizer of the folder."""
+    from transformers import AutoTokenizer
+
+    enc = AutoTokenizer.from_pretrained(str(tokenizer_dir))(texts, padding=True, return_tensors="np")
+    return enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64)
+
+
+def check_gpu_step(device, model_dir, adapter, ids, types, mask, labels):
+    """With dropout on (the masks drawn from one seed on both), the GPU's loss and gradients
+    are NumPy's."""
+    reference, gpu = runtimes(device, model_dir, adapter, 3, dropout=0.1)
+    batch = Batch(ids.tolist(), types.tolist(), mask.tolist(), labels.tolist())
+    want = run(reference.accumulate(batch, seed=9))
+    got = run(gpu.accumulate(batch, seed=9))
+    assert abs(got["loss"] - want["loss"]) <= 1e-5 * abs(want["loss"])
+    check_gradients(run(gpu.gradients()), run(reference.gradients()))
+
+
+def check_exports(model_dir, adapter, out, architecture, texts, labels):
+    """The merged classifier is transformers' `architecture` and gives our probabilities of
+    `texts`; so does the ONNX graph in onnxruntime (fed token types where the family has
+    them)."""
+    import onnxruntime as ort
+    from transformers import AutoModelForSequenceClassification
+
+    from py_engine.export.onnx_export import save_onnx
+
+    clf = run(TextClassifier.load(model_dir, adapter, backend="numpy"))
+    ours = np.array([[p[label] for label in labels] for p in run(clf.predict(texts))])
+    merged = save_merged(load_merged(model_dir, adapter), out / "merged")
+    config = json.loads((merged / "config.json").read_text())
+    assert config["architectures"] == [architecture]
+    assert config["model_type"] == json.loads((model_dir / "config.json").read_text())["model_type"]
+    ids, mask = encoded(merged, texts)
+    hf = AutoModelForSequenceClassification.from_pretrained(merged).eval()
+    with torch.no_grad():
+        logits = hf(input_ids=torch.as_tensor(ids), attention_mask=torch.as_tensor(mask)).logits
+    assert np.abs(torch.softmax(logits, -1).numpy() - ours).max() <= 1e-5
+
+    onnx_dir = save_onnx(load_merged(model_dir, adapter), out / "onnx")
+    session = ort.InferenceSession(str(onnx_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+    names = [i.name for i in session.get_inputs()]
+    assert names[:2] == ["input_ids", "attention_mask"]
+    theirs = session.run(["probabilities"], {name: feeds[name] for name in names})[0]
+    assert np.abs(theirs - ours).max() <= 1e-5
+    return names
