@@ -28,6 +28,9 @@ DistilBERT (config.distilbert) is the same encoder under "distilbert." with its 
 DistilBertForSequenceClassification's head, pre_classifier trained whole:
 
     logits = classifier(Dropout(ReLU(pre_classifier(x[:, 0]))))
+
+ELECTRA (electra) is BERT's encoder under "electra." with ElectraForSequenceClassification's
+head: RoBERTa's, GELU for tanh. Each family's head is described once: bert_config.HEADS.
 """
 
 from .bert_config import BERT_LAYER
