@@ -11,7 +11,7 @@ import pytest
 from gpt2_checkpoints import tiny_dialogpt_dir
 from py_engine.harness import put_files, run_json
 from test_chat_browser import CHAT      # the in-page run, the checkpoint given by path
-from test_chat_model import host_run, random_examples
+from test_chat_model import assert_same_greedy, host_run, random_examples
 from test_gpt2_lora_oracle import ALL, DROPOUT
 
 pytestmark = pytest.mark.browser
@@ -22,10 +22,10 @@ def test_gpt2_chat_model_trains_and_replies_in_the_browser(engine_page, tmp_path
     put_files(engine_page, {f"/work/dialogpt/{p.name}": p.read_bytes() for p in path.iterdir()})
     examples = random_examples(8, 320)
     prompt = "What is the capital of France?"
-    losses, want = host_run(path, examples, prompt, "numpy", ALL)
+    losses, want, chat = host_run(path, examples, prompt, "numpy", ALL)
 
     inputs = {"path": "/work/dialogpt", "targets": ALL, "prompt": prompt, "examples": [[e.ids, e.labels] for e in examples]}
     got = run_json(engine_page, CHAT.replace("INPUTS", repr(json.dumps(inputs))))
     np.testing.assert_allclose(got["losses"], losses, rtol=1e-4)
-    assert got["ids"] == want.ids and got["text"] == want.text
+    assert_same_greedy(chat, prompt, want, got["ids"], got["text"])
 

@@ -11,7 +11,7 @@ import pytest
 
 from py_engine.harness import put_files, run_json
 from test_chat_browser import CHAT      # the in-page run, the checkpoint given by path
-from test_chat_model import host_run, random_examples
+from test_chat_model import assert_same_greedy, host_run, random_examples
 from test_mistral_gemma_lora_oracle import ALL
 from tiny_chat import tiny_chat_dir
 
@@ -24,9 +24,9 @@ def test_mistral_gemma_qwen3_gemma3_gemma2_and_smollm3_chat_models_train_and_rep
     for family in ("mistral", "gemma", "qwen3", "gemma3", "gemma2", "smollm3"):
         path = tiny_chat_dir(tmp_path, family=family, initializer_range=0.2)
         put_files(engine_page, {f"/work/{family}/{p.name}": p.read_bytes() for p in path.iterdir()})
-        losses, want = host_run(path, examples, prompt, "numpy", ALL)
+        losses, want, chat = host_run(path, examples, prompt, "numpy", ALL)
         inputs = {"path": f"/work/{family}", "targets": ALL, "prompt": prompt,
                   "examples": [[e.ids, e.labels] for e in examples]}
         got = run_json(engine_page, CHAT.replace("INPUTS", repr(json.dumps(inputs))))
         np.testing.assert_allclose(got["losses"], losses, rtol=1e-4, err_msg=family)
-        assert got["ids"] == want.ids and got["text"] == want.text, family
+        assert_same_greedy(chat, prompt, want, got["ids"], got["text"])
