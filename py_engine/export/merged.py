@@ -50,13 +50,11 @@ class MergedModel:
         if kind == DECODER:
             self._names = {name: name for name in config.parameter_shapes()}
         else:
-            # RoBERTa's sequence classifier has no pooler (its head holds the dense layer)
             # the checkpoint's pooler is the classifier's only where it sits under the encoder's
             # prefix (BERT's); others' heads hold their own dense layer (trained: `replaced`)
-            pooler = config.pooler_module
-            own = config.head.dense == config.prefix + pooler
+            pooler = config.pooler_module + "."
             self._names = {config.prefix + name: name for name in checkpoint.names()
-                           if own or not name.startswith(pooler + ".")}
+                           if config.pooler_in_encoder or not name.startswith(pooler)}
         for name in self.replaced:
             self._names.setdefault(name, None)
 
@@ -70,14 +68,15 @@ class MergedModel:
         else:
             merged = await runtime.merged_weights()
             # the biases trained beside the adapter (PEFT's bias option) replace the checkpoint's
-            merged.update({base: trained[key] for key, base in structure.bias_sources().items()})
+            biases = structure.bias_sources()
+            merged.update({base: trained[key] for key, base in biases.items()})
             if structure.decoder:
                 replaced = merged
             else:
                 prefix = structure.config.prefix
                 replaced = {prefix + name: value for name, value in merged.items()}
                 replaced.update({n: v for n, v in trained.items()
-                                 if ".lora_" not in n and n not in structure.bias_sources()})
+                                 if ".lora_" not in n and n not in biases})
         replaced = {name: (tuple(shape), data) for name, (shape, data) in replaced.items()}
         if structure.decoder:
             return cls(DECODER, structure.config, model.source, model.checkpoint, replaced)

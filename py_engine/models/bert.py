@@ -88,10 +88,9 @@ class BertClassifier(AdaptedModel):
                    for n in range(config.num_hidden_layers) for what in LINEARS}
         # RoBERTa's, DistilBERT's and ELECTRA's heads hold the dense layer BERT's pooler holds,
         # trained whole (PEFT's default modules_to_save, "classifier", matches pre_classifier too)
-        self.train_pooler = (train_pooler or not config.head.from_pooler
-                             or config.distilbert) and pooling == "cls"
-        # DistilBERT's pre_classifier lies outside its encoder's prefix: LoRA never wraps it
-        self.pooler_lora = pooler_lora and not config.distilbert
+        self.train_pooler = (train_pooler or config.head.trained) and pooling == "cls"
+        # LoRA wraps only a pooler under the encoder's prefix (not DistilBERT's pre_classifier)
+        self.pooler_lora = pooler_lora and config.pooler_in_encoder
         self.pooler = config.pooler_module
         self.prefix = config.prefix
         self.dense_module, self.head_module = config.head.dense, config.head.output
@@ -193,8 +192,8 @@ class BertClassifier(AdaptedModel):
                                       cfg.num_attention_heads, p_attn)
         s["ctx"] = ctx
         a = self.linears.forward(be, names["attention_output"], ctx, s, train)
-        # DistilBERT drops nothing after its attention's output linear
-        a, s["attn_drop"] = be.dropout(a, 0.0 if cfg.distilbert else p_hidden)
+        # DistilBERT drops nothing after its attention's output linear (EncoderFamily)
+        a, s["attn_drop"] = be.dropout(a, p_hidden if cfg.encoder.attention_dropout else 0.0)
         a = be.add(a, x)
         a, s["attn_ln"] = self._layernorm(be, a, names["attention_norm"])
         s["a"] = a

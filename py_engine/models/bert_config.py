@@ -1,6 +1,6 @@
 """BERT-family configuration, read from a Hugging Face config.json and validated."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..formats.json_file import JsonFileError, read_json_object
@@ -49,14 +49,36 @@ class ClassifierHead:
     output: str         # the output layer
     activation: str     # "tanh", "relu" or "gelu"
     drop_first: bool    # a dropout before the dense layer too (RoBERTa's, ELECTRA's heads)
-    from_pooler: bool   # the dense layer is the checkpoint's pooler where it holds one
+    from_pooler: bool   # the dense layer starts from the checkpoint's pooler where it holds one
+    trained: bool       # the dense layer always trains whole (PEFT's modules_to_save "classifier"
+                        # matches it), not only where the checkpoint has none
 
 
-HEADS = {
-    "bert": ClassifierHead("bert.pooler.dense", "classifier", "tanh", False, True),
-    "roberta": ClassifierHead("classifier.dense", "classifier.out_proj", "tanh", True, False),
-    "distilbert": ClassifierHead("pre_classifier", "classifier", "relu", False, True),
-    "electra": ClassifierHead("classifier.dense", "classifier.out_proj", "gelu", True, False),
+@dataclass(frozen=True)
+class EncoderFamily:
+    """What a family of encoders names and builds otherwise than BERT (BertConfig.family)."""
+    layers: str                 # where the layers are: "<layers><n>.<name>"
+    layer_names: dict           # {what: name} of each layer's linears and norms
+    token_types: bool           # the embeddings add token type rows
+    attention_dropout: bool     # a dropout after the attention's output linear
+    pooler_module: str          # the checkpoint's dense layer under the head, where it has one
+    targets: tuple              # PEFT's default LoRA targets (peft.utils.constants)
+    head: ClassifierHead
+
+
+_BERT_HEAD = ClassifierHead("bert.pooler.dense", "classifier", "tanh", False, True, False)
+_BERT = EncoderFamily("encoder.layer.", BERT_LAYER, True, True, "pooler.dense", ("query", "value"),
+                      _BERT_HEAD)
+FAMILIES = {
+    "bert": _BERT,
+    "roberta": replace(_BERT, head=ClassifierHead("classifier.dense", "classifier.out_proj",
+                                                  "tanh", True, False, True)),
+    "distilbert": EncoderFamily("transformer.layer.", DISTILBERT_LAYER, False, False,
+                                "pre_classifier", ("q_lin", "v_lin"),
+                                ClassifierHead("pre_classifier", "classifier", "relu", False,
+                                               True, True)),
+    "electra": replace(_BERT, head=ClassifierHead("classifier.dense", "classifier.out_proj",
+                                                  "gelu", True, False, True)),
 }
 
 
@@ -185,9 +207,14 @@ class BertConfig:
         return self.family + "."
 
     @property
+    def encoder(self):
+        """The family's names and structure (EncoderFamily)."""
+        return FAMILIES[self.family]
+
+    @property
     def head(self):
         """The family's sequence classifier head (ClassifierHead)."""
-        return HEADS[self.family]
+        return self.encoder.head
 
     @property
     def distilbert(self):
@@ -197,28 +224,34 @@ class BertConfig:
     @property
     def layers(self):
         """Where the layers are: "encoder.layer." (BERT, RoBERTa) or "transformer.layer."."""
-        return "transformer.layer." if self.distilbert else "encoder.layer."
+        return self.encoder.layers
 
     @property
     def layer_names(self):
         """{what: name} of each layer's linears and norms (BERT_LAYER or DISTILBERT_LAYER)."""
-        return DISTILBERT_LAYER if self.distilbert else BERT_LAYER
+        return self.encoder.layer_names
 
     @property
     def token_types(self):
         """Whether the embeddings add token type rows (DistilBERT's do not)."""
-        return not self.distilbert
+        return self.encoder.token_types
 
     @property
     def pooler_module(self):
         """The checkpoint's dense layer under the head's activation, where it has one: BERT's
         pooler, a DistilBertForSequenceClassification checkpoint's pre_classifier."""
-        return "pre_classifier" if self.distilbert else "pooler.dense"
+        return self.encoder.pooler_module
+
+    @property
+    def pooler_in_encoder(self):
+        """Whether the checkpoint's pooler sits under the encoder's prefix and is the head's
+        dense layer (BERT's): only then may LoRA wrap it, and does a merged model keep it."""
+        return self.head.dense == self.prefix + self.pooler_module
 
     @property
     def classifier_targets(self):
         """PEFT's default LoRA targets for the family (peft.utils.constants)."""
-        return ("q_lin", "v_lin") if self.distilbert else ("query", "value")
+        return self.encoder.targets
 
     @property
     def roberta(self):
