@@ -248,10 +248,11 @@ class BertClassifier(AdaptedModel):
                 dfirst = self.linears.backward(be, POOLER, dpre, saved, input_grad=layers_train)
             else:
                 w, b = self.pooler_names()
+                frozen_bias_grad = self.linears.bias_grad(be, self.pooler + ".bias")   # bias="all"
                 if self.train_pooler:
                     be.linear_grad_params(dpre, saved["first"], be.grad(w), be.grad(b))
-                elif self.linears.bias_grad(be, self.pooler + ".bias") is not None:  # bias="all"
-                    be.bias_grad(dpre, self.linears.bias_grad(be, self.pooler + ".bias"))
+                elif frozen_bias_grad is not None:
+                    be.bias_grad(dpre, frozen_bias_grad)
                 dfirst = be.linear_grad_input(dpre, be.param(w)) if layers_train else None
             if not layers_train:        # only the head (and the pooler's adapter) train
                 return
