@@ -67,9 +67,10 @@ class MergedModel:
             replaced = trained
         else:
             merged = await runtime.merged_weights()
-            # the biases trained beside the adapter (PEFT's bias option) replace the checkpoint's
+            # what trained beside the adapter (PEFT's bias option, a language model's
+            # modules_to_save) replaces the checkpoint's
             biases = structure.bias_sources()
-            merged.update({base: trained[key] for key, base in biases.items()})
+            merged.update({base: trained[key] for key, base in structure.kept_names().items()})
             if structure.decoder:
                 replaced = merged
             else:

@@ -5,6 +5,7 @@ lora.AdaptedModel's). A family sets config, lora, full and linears, and names it
 
 from .dropout_rates import override_rates
 from .lora import AdaptedModel, Linears
+from .lora_config import saved_modules
 
 
 class DecoderModel(AdaptedModel):
@@ -23,11 +24,43 @@ class DecoderModel(AdaptedModel):
         self.lora = self.linears.lora        # "all-linear" spelled out
         self.targets = self.linears.targets
         self.trainable = dict(config.parameter_shapes()) if self.full else dict(self.linears.trainable)
+        # modules trained whole beside the LoRA (PEFT's modules_to_save: the embedding, the
+        # output layer), {weight: module}; their shapes are the config's (with_saved's)
+        whole = getattr(config, "whole_modules", {})
+        self.whole = {} if self.full else {whole[m]: m for m in saved_modules(self.lora, whole)}
+        shapes = config.parameter_shapes()
+        self.trainable.update({w: shapes[w] for w in self.whole})
 
     @property
     def head_name(self):
         """The head's weight: the token embedding when tied (transformers' names)."""
         return "model.embed_tokens.weight" if self.config.tie_word_embeddings else "lm_head.weight"
+
+    def head_sources(self):
+        """{weight: checkpoint tensor} each module trained whole starts from: its own, but a
+        head trained as a copy of the tied embedding (LlamaConfig.with_saved) starts from it."""
+        copied = getattr(self.config, "head_copies_embedding", False)
+        return {w: self.config.embedding_tables[0] if copied and w == self.head_name else w
+                for w in self.whole}
+
+    def whole_names(self):
+        return {w: w for w in self.whole}
+
+    @property
+    def saves_vocabulary(self):
+        """Whether the adapter carries the embedding and the output layer whole: its vocabulary
+        is its own (tokens added), its tokenizer the one saved with it."""
+        return len(self.whole) == len(getattr(self.config, "whole_modules", ())) > 0
+
+    @property
+    def embedding_trains(self):
+        """Whether the token embedding trains (full fine-tuning, or modules_to_save): its
+        gradient is a scatter-add of the input gradient, so the backward visits every layer."""
+        return self.config.embedding_tables[0] in self.trainable
+
+    @property
+    def backward_to_inputs(self):
+        return super().backward_to_inputs or self.embedding_trains
 
     @staticmethod
     def dropout_rates(config):

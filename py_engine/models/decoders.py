@@ -9,6 +9,7 @@ each family's configuration and model class, and the refusal that names them all
 from .bert_config import ConfigError
 from .gpt2_config import MODEL_TYPES as GPT2_TYPES, Gpt2Config
 from .llama_config import FAMILY_TYPES as LLAMA_FAMILIES, LlamaConfig
+from .lora_config import check_saved_modules, saved_modules
 from .phi_config import MODEL_TYPES as PHI_TYPES, PhiConfig
 from .t5_config import MODEL_TYPES as T5_TYPES, T5Config
 
@@ -53,9 +54,16 @@ def decoder_config(values):
     raise ConfigError(f"model_type {model_type!r} is not a supported decoder; supported: {supported()}")
 
 
-def decoder_model(config, lora, dropout=None):
+def decoder_model(config, lora, dropout=None, vocab_size=None):
     """The model of `config`'s family (lora: a LoraConfig, or None for full fine-tuning;
-    dropout: None for the checkpoint's rates, 0.0 for none in training, see DecoderModel)."""
+    dropout: None for the checkpoint's rates, 0.0 for none in training, see DecoderModel).
+    Where the LoRA's modules_to_save trains the embedding or the output layer whole, the
+    model's config is the checkpoint's for that (LlamaConfig.with_saved; vocab_size: the rows
+    of an adapter's saved embedding)."""
+    if lora is not None and lora.modules_to_save:
+        whole = getattr(config, "whole_modules", {})
+        check_saved_modules(lora.modules_to_save, whole)
+        config = config.with_saved(saved_modules(lora, whole), vocab_size)
     if isinstance(config, Gpt2Config):
         from .gpt2 import Gpt2Model
         return Gpt2Model(config, lora, dropout=dropout)

@@ -196,7 +196,7 @@ class LlamaModel(DecoderModel):
             dh = self._qkv_backward(be, p, dq, dk, dv, s, needed)
             if needed:
                 dx = be.add(dx, self._norm_backward(be, dh, s["ln1"], p + "input_layernorm.weight"))
-        if self.full:
+        if self.embedding_trains:
             if c.embedding_scale is not None:
                 dx = be.scale(dx, c.embedding_scale)
             be.gather_rows_backward(dx, saved["ids"], be.grad("model.embed_tokens.weight"),

@@ -327,8 +327,20 @@ class AdaptedModel:
 
     def head_sources(self):
         """{trainable name: checkpoint name} of whole layers that start from the checkpoint's
-        values where it holds them (a classifier's dense layer: BertClassifier)."""
+        values where it holds them (a classifier's dense layer: BertClassifier; a language
+        model's embedding or output layer: DecoderModel)."""
         return {}
+
+    def whole_names(self):
+        """{trainable name: model tensor name} of a language model's modules trained whole
+        beside the adapter (DecoderModel), {} elsewhere."""
+        return {}
+
+    def kept_names(self):
+        """{trainable name: the tensor it is in the base model} of what trains beside the
+        adapter in place of the checkpoint's (the biases of the `bias` option, a language
+        model's modules_to_save): a merge, or a switch to full fine-tuning, keeps them so."""
+        return dict(self.bias_sources(), **self.whole_names())
 
     @property
     def backward_to_inputs(self):
@@ -349,11 +361,13 @@ class AdaptedModel:
         its trainable copy)."""
         if self.full:
             return []
-        return [n for n in self.config.parameter_shapes() if n not in self.linears.bias_keys]
+        return [n for n in self.config.parameter_shapes()
+                if n not in self.linears.bias_keys and n not in self.trainable]
 
     def head_grad(self, be):
-        """Where the loss puts the head's gradient: None unless fine-tuning every weight."""
-        return be.grad(self.head_name) if self.full else None
+        """Where the loss puts the head's gradient: None unless the head trains (fine-tuning
+        every weight, or modules_to_save)."""
+        return be.grad(self.head_name) if self.head_name in self.trainable else None
 
     def _norm_backward(self, be, dy, saved, weight):
         """dx through an RMSNorm; in full fine-tuning its `weight`'s gradient is added too."""

@@ -158,19 +158,16 @@ class LoraConfig:
             raise LoraConfigError(f"adapter_config.json: {e}") from None
 
     @classmethod
-    def from_language_model_dict(cls, data, default_targets):
-        """A language model's adapter (chat models, T5): its LoRA alone. modules_to_save would
-        train whole modules beside it (the embedding or the output layer, as when tokens were
-        added), which are not read here: refused by name, since dropping them would give
-        another model than the adapter's."""
-        saved = data.get("modules_to_save")
-        if saved:
-            raise LoraConfigError(
-                f"adapter_config.json: modules_to_save {saved!r} trains those modules in full "
-                "beside the LoRA (such as a new embedding or output layer); only the LoRA "
-                "tensors of a language model's adapter are read here")
+    def from_language_model_dict(cls, data, default_targets, whole_modules=()):
+        """A language model's adapter (chat models, T5). modules_to_save trains whole modules
+        beside the LoRA (the embedding and the output layer, as when tokens were added): those
+        of `whole_modules` (the family's modules that may train whole, full names) are read,
+        an entry naming a module whole or by its last parts (PEFT's rule); any other entry is
+        refused by name, since dropping it would give another model than the adapter's."""
+        saved = _names("modules_to_save", data.get("modules_to_save")) or []
+        check_saved_modules(saved, whole_modules, "adapter_config.json: ")
         lora = cls.from_peft_dict(dict(data, modules_to_save=None), default_targets)
-        lora.modules_to_save = []
+        lora.modules_to_save = saved
         return lora
 
     @classmethod
@@ -183,6 +180,28 @@ class LoraConfig:
         from ..formats.json_file import read_json_object
 
         return cls.from_peft_dict(read_json_object(path))
+
+
+def _saves(entry, module):
+    """Whether modules_to_save entry `entry` names `module` (a full name): PEFT's rule, the
+    name whole or its last dotted parts."""
+    return module == entry or module.endswith("." + entry)
+
+
+def check_saved_modules(entries, modules, where=""):
+    """LoraConfigError unless every modules_to_save entry names one of `modules` (full names:
+    a language model's that may train whole)."""
+    unread = [e for e in entries if not any(_saves(e, m) for m in modules)]
+    if unread:
+        readable = (f"only {', '.join(modules)} of this model may train whole here" if modules
+                    else "only the LoRA tensors of this model's adapters are read here")
+        raise LoraConfigError(f"{where}modules_to_save {unread!r} trains those modules in full "
+                              f"beside the LoRA (such as a new embedding or output layer); {readable}")
+
+
+def saved_modules(lora, modules):
+    """Those of `modules` (full names) that `lora`'s modules_to_save trains whole."""
+    return [m for m in modules if any(_saves(e, m) for e in lora.modules_to_save)]
 
 
 def _check_rank(field, value):

@@ -31,16 +31,22 @@ def classifier_tokenizer(model_dir):
     raise FileNotFoundError(f"{model_dir} has neither tokenizer.json nor vocab.txt")
 
 
-def chat_tokenizer(model_dir, adapter_dir=None):
+def chat_tokenizer(model_dir, adapter_dir=None, own_vocabulary=False):
     """(SubwordTokenizer, ChatTemplate or None). Without a pad token of its own, the tokenizer
     pads with tokenizer_config.json's pad_token, else its eos_token (as transformers' users do).
 
     With `adapter_dir`, a chat template the adapter's folder carries is used instead of the
     checkpoint's (TRL's trainers save the tokenizer they trained with beside the adapter, and
-    one loads it from there); see adapter_chat_template."""
+    one loads it from there); see adapter_chat_template. With `own_vocabulary` (the adapter
+    carries its embedding and output layer: PEFT's modules_to_save), a tokenizer.json in the
+    adapter's folder is the tokenizer, tokens added to it included (TRL's setup_chat_format
+    adds its ChatML tokens so)."""
     model_dir = Path(model_dir)
-    tokenizer, config = _tokenizer_and_config(model_dir)
-    template = adapter_chat_template(adapter_dir, model_dir) if adapter_dir is not None else None
+    own = own_vocabulary and adapter_dir is not None and (Path(adapter_dir) / "tokenizer.json").is_file()
+    tokenizer, config = _tokenizer_and_config(Path(adapter_dir) if own else model_dir)
+    if own:
+        config = _tokenizer_config(model_dir)
+    template = adapter_chat_template(adapter_dir, model_dir, own) if adapter_dir is not None else None
     if template is None and _holds_chat_template(model_dir, config):
         template = ChatTemplate.from_pretrained(model_dir)
     return tokenizer, template or family_template(model_dir, config)
@@ -50,17 +56,18 @@ class AdapterTokenizerError(ValueError):
     """An adapter folder's tokenizer that is not its checkpoint's."""
 
 
-def adapter_chat_template(adapter_dir, model_dir):
+def adapter_chat_template(adapter_dir, model_dir, own_vocabulary=False):
     """The ChatTemplate of an adapter folder's tokenizer_config.json (or chat_template.jinja),
-    with that file's special tokens, or None where it carries none. A tokenizer.json beside it
-    must hold the checkpoint's vocabulary: one with tokens added (an adapter trained with a
-    resized embedding) is refused by name, since its new tokens have no embedding here."""
+    with that file's special tokens, or None where it carries none. Unless the adapter carries
+    its own embedding (`own_vocabulary`), a tokenizer.json beside it must hold the checkpoint's
+    vocabulary: one with tokens added (an adapter trained with a resized embedding) is refused
+    by name, since its new tokens have no embedding here."""
     adapter_dir = Path(adapter_dir)
     config_path = adapter_dir / "tokenizer_config.json"
     config = read_json_object(config_path) if config_path.is_file() else {}
     if not _holds_chat_template(adapter_dir, config):
         return None
-    if (adapter_dir / "tokenizer.json").is_file():
+    if (adapter_dir / "tokenizer.json").is_file() and not own_vocabulary:
         _check_same_vocabulary(adapter_dir / "tokenizer.json", Path(model_dir) / "tokenizer.json")
     return ChatTemplate.from_pretrained(adapter_dir)
 
@@ -119,8 +126,7 @@ def _tokenizer_and_config(model_dir, parsed=None):
     if not path.is_file():
         raise FileNotFoundError(f"{model_dir} has no tokenizer.json")
     tokenizer = SubwordTokenizer.from_file(path, parsed)
-    config_path = model_dir / "tokenizer_config.json"
-    config = read_json_object(config_path) if config_path.is_file() else {}
+    config = _tokenizer_config(model_dir)
     if tokenizer.pad_id is None:
         for key in ("pad_token", "eos_token"):
             token = config.get(key)
@@ -129,6 +135,12 @@ def _tokenizer_and_config(model_dir, parsed=None):
                 tokenizer.pad_id = tokenizer.token_to_id(token)
                 break
     return tokenizer, config
+
+
+def _tokenizer_config(directory):
+    """tokenizer_config.json's fields ({} where there is none)."""
+    path = Path(directory) / "tokenizer_config.json"
+    return read_json_object(path) if path.is_file() else {}
 
 
 # DialoGPT's conversation format (GPT-2 family checkpoints carry no chat template): each turn's

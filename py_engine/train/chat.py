@@ -75,8 +75,9 @@ class ChatModel:
         else:
             lora = lora or LoraConfig(r=8, lora_alpha=16, target_modules=list(checkpoint.config.lora_targets),
                                       task_type=cls.task_type)
+            if lora.task_type != cls.task_type:    # a classifier's default head to save
+                lora.modules_to_save = []
             lora.task_type = cls.task_type
-            lora.modules_to_save = []
             lora.base_model_name_or_path = lora.base_model_name_or_path or str(model_dir)
             model = decoder_model(checkpoint.config, lora, dropout=dropout)
             values = initial_trainable(model, seed, checkpoint)
@@ -103,8 +104,10 @@ class ChatModel:
         checkpoint = DecoderCheckpoint.load(model_dir)
         if config.get("task_type") not in (None, cls.task_type):
             raise ValueError(f"{source} is a {config.get('task_type')} adapter, not {cls.task_type}")
-        lora = LoraConfig.from_language_model_dict(config, checkpoint.config.lora_targets)
-        model = decoder_model(checkpoint.config, lora, dropout=dropout)
+        lora = LoraConfig.from_language_model_dict(config, checkpoint.config.lora_targets,
+                                                   getattr(checkpoint.config, "whole_modules", ()))
+        model = decoder_model(checkpoint.config, lora, dropout=dropout,
+                              vocab_size=saved_vocabulary(checkpoint.config, tensors))
         values = merge_loaded(model, initial_trainable(model, 0), tensors, source)
         return await cls._make(model_dir, checkpoint, model, values, backend, device, base_dtype,
                                quant_group, max_length, adapter_dir)
@@ -117,8 +120,9 @@ class ChatModel:
         if getattr(checkpoint.config, "encoder_decoder", False):
             raise ValueError(f"{model_dir} is a {checkpoint.config.model_type} encoder-decoder: use "
                              "Seq2SeqModel (py_engine.train.seq2seq)")
-        tokenizer, template = chat_tokenizer(model_dir, adapter_dir)
-        tokenizer.limit_ids(checkpoint.config.vocab_size)
+        tokenizer, template = chat_tokenizer(model_dir, adapter_dir,
+                                             own_vocabulary=model.saves_vocabulary)
+        tokenizer.limit_ids(model.config.vocab_size)
         runtime = await create_runtime(backend, model, CausalLMTask(tokenizer.pad_id), checkpoint,
                                        values, device=device, base_dtype=base_dtype,
                                        quant_group=quant_group)
@@ -390,6 +394,13 @@ class ChatModel:
                               greedy=greedy, temperature=temperature, top_k=top_k, top_p=top_p,
                               stop=stop, eos_token_ids=self.eos_token_ids(), seed=seed,
                               on_token=on_token)
+
+
+def saved_vocabulary(config, tensors):
+    """The rows of the embedding an adapter's tensors carry (PEFT's modules_to_save: a resized
+    vocabulary's), or None."""
+    table = next((tensors[n] for n in getattr(config, "whole_modules", {}).values() if n in tensors), None)
+    return None if table is None else int(table[0][0])
 
 
 def _full_weights(files):

@@ -368,13 +368,13 @@ class GpuRuntime(Runtime):
         await self.device.synchronize()
         for buffer in scratch:
             buffer.destroy()
-        biases = model.bias_sources()       # a bias trained beside the adapter is the model's now
+        kept = model.kept_names()     # what trained beside the adapter is the model's now
         for name in list(model.trainable):
             for table in (be.grads, self.m, self.v):
                 table.pop(name).buffer.destroy()
             value = be.params.pop(name)
-            if name in biases:
-                be.params[biases[name]] = value
+            if name in kept:
+                be.params[kept[name]] = value
             else:
                 value.buffer.destroy()
         for name in [n for n in be.params if n.endswith(".merged.weight")]:

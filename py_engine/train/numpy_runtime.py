@@ -205,13 +205,13 @@ class NumpyRuntime(Runtime):
             return
         for m in model.merge_names():
             p[m.weight][...] = self._merged(m)
-        biases = model.bias_sources()       # a bias trained beside the adapter is the model's now
+        kept = model.kept_names()     # what trained beside the adapter is the model's now
         for name in model.trainable:
             for table in (self.be.grads, self.m, self.v):
                 table.pop(name)
             value = p.pop(name)
-            if name in biases:
-                p[biases[name]] = value
+            if name in kept:
+                p[kept[name]] = value
         for name in [n for n in p if n.endswith(".merged.weight")]:
             p.pop(name)
         self.model = model.to_full()
