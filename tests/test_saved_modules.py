@@ -145,3 +145,275 @@ def test_what_modules_to_save_may_name(tmp_path):
     assert model.config.tie_word_embeddings is False and tied.tie_word_embeddings is True
     assert model.head_sources() == {"lm_head.weight": "model.embed_tokens.weight"}
     assert "model.embed_tokens.weight" in model.frozen_names() and not model.saves_vocabulary
+
+
+# --- an adapter trained after adding tokens (TRL's setup_chat_format), through ChatModel ---
+
+CHATML_TOKENS = ["<|im_start|>", "<|im_end|>"]
+MESSAGES = [{"role": "user", "content": "Hello! How are you today?"}]
+
+
+def base_without_chat_tokens(path, tied):
+    """A tiny Llama checkpoint whose tokenizer has no chat tokens and no chat template (a base
+    model), under path / "base"."""
+    import json
+
+    from tiny_chat import TINY as CHAT, train_tokenizer
+
+    out = path / "base"
+    out.mkdir(parents=True)
+    tok = train_tokenizer(special=["<|endoftext|>"])
+    tok.save(str(out / "tokenizer.json"))
+    eos = tok.token_to_id("<|endoftext|>")
+    torch.manual_seed(0)
+    LlamaForCausalLM(HFLlamaConfig(**CHAT, vocab_size=tok.get_vocab_size(),
+                                   eos_token_id=eos, bos_token_id=None, pad_token_id=None,
+                                   tie_word_embeddings=tied)).save_pretrained(out)
+    (out / "tokenizer_config.json").write_text(json.dumps({
+        "eos_token": "<|endoftext|>", "bos_token": None, "unk_token": None,
+        "tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces": False}))
+    return out
+
+
+def chat_tokens_added(model_dir, adapter_dir, resized_to=16):
+    """(PEFT model in float64, its tokenizer): what TRL's setup_chat_format does to a base
+    model, then a LoRA with the embedding and the output layer in modules_to_save: ChatML's
+    tokens added (and made end of turn and padding), its template set, the vocabulary resized
+    to a multiple of `resized_to` rows; lora_B and the tables moved off their starting values;
+    the adapter and the tokenizer saved to adapter_dir."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tiny_chat import CHATML
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer.add_special_tokens({"additional_special_tokens": CHATML_TOKENS})
+    tokenizer.eos_token = tokenizer.pad_token = "<|im_end|>"
+    tokenizer.chat_template = CHATML
+    base = AutoModelForCausalLM.from_pretrained(model_dir)
+    base.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=resized_to, mean_resizing=False)
+    torch.manual_seed(1)
+    peft = get_peft_model(base, PeftLoraConfig(r=4, lora_alpha=8, task_type="CAUSAL_LM",
+                                              target_modules=["q_proj", "v_proj", "down_proj"],
+                                              modules_to_save=BOTH))
+    with torch.no_grad():
+        for name, p in peft.named_parameters():
+            if p.requires_grad:
+                p.add_(0.1 * torch.randn_like(p))
+    peft.save_pretrained(adapter_dir)
+    tokenizer.save_pretrained(adapter_dir)
+    return peft.double().eval(), tokenizer
+
+
+def peft_logits(peft, ids):
+    with torch.no_grad():
+        return peft(input_ids=torch.tensor([ids])).logits[0].double().numpy()
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["untied", "tied"])
+def added_tokens(request, tmp_path_factory):
+    path = tmp_path_factory.mktemp("added")
+    model_dir = base_without_chat_tokens(path, request.param)
+    peft, tokenizer = chat_tokens_added(model_dir, path / "adapter")
+    return model_dir, path / "adapter", peft, tokenizer
+
+
+def test_an_adapter_with_tokens_added_reads_as_peft(added_tokens):
+    """The adapter's own tokenizer renders the chat as transformers' does (ChatML's tokens one
+    id each), and the model's logits at every position are PEFT's (1e-5)."""
+    from conftest import run
+    from export_models import relative_error, our_decoder_logits
+    from py_engine.train.chat import ChatModel
+
+    model_dir, adapter, peft, tokenizer = added_tokens
+    chat = run(ChatModel.load(model_dir, adapter))
+    ids = chat.prompt_ids(MESSAGES)
+    want = tokenizer.apply_chat_template(MESSAGES, add_generation_prompt=True)
+    assert ids == list(want["input_ids"] if hasattr(want, "keys") else want)
+    assert tokenizer.convert_tokens_to_ids("<|im_start|>") in ids
+    assert chat.model.config.vocab_size == peft.get_input_embeddings().weight.shape[0] > \
+        chat.checkpoint.config.vocab_size
+    assert relative_error(our_decoder_logits(model_dir, adapter, ids), peft_logits(peft, ids)) <= 1e-5
+
+
+def chat_examples(chat):
+    """Two conversations encoded with the adapter's template (ChatML's added tokens in them)."""
+    from py_engine.data.chat import ChatExample, encode_chat_example
+
+    turns = [[{"role": "user", "content": "Hello! How are you today?"},
+              {"role": "assistant", "content": "I am fine, thank you. And you?"}],
+             [{"role": "user", "content": "What is the capital of France?"},
+              {"role": "assistant", "content": "The capital of France is Paris."}]]
+    return [encode_chat_example(ChatExample(m), chat.tokenizer, chat.template) for m in turns] * 2
+
+
+def peft_of(model_dir, adapter_dir, vocab):
+    """PEFT's model of an adapter saved here, on the checkpoint resized to `vocab` rows (as
+    one loads an adapter trained with tokens added), in float64."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(model_dir)
+    base.resize_token_embeddings(vocab, mean_resizing=False)
+    return PeftModel.from_pretrained(base, adapter_dir).double().eval()
+
+
+def test_training_saves_an_adapter_peft_reads_with_its_tokenizer(added_tokens, tmp_path):
+    """Two epochs through ChatModel move the tables; the saved adapter carries them and the
+    tokenizer beside them; PEFT scores the examples as we do (1e-5), and the saved folder
+    loads here again with its tokens."""
+    from conftest import run
+    from export_models import relative_error
+    from py_engine.train.chat import CausalTrainConfig, ChatModel
+
+    model_dir, adapter, _, tokenizer = added_tokens
+    chat = run(ChatModel.load(model_dir, adapter))
+    examples = chat_examples(chat)
+    before = run(chat.runtime.trainable_values())
+    run(chat.fit(examples, CausalTrainConfig(epochs=2, lr=1e-2, batch_size=2)))
+    after = run(chat.runtime.trainable_values())
+    for name in ("model.embed_tokens.weight", "lm_head.weight"):
+        assert relative_error(after[name][1], before[name][1]) > 1e-4, name
+    run(chat.save(tmp_path / "out"))
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        assert (tmp_path / "out" / name).read_bytes() == (adapter / name).read_bytes()
+    ours = run(chat.score_encoded(examples))
+    peft = peft_of(model_dir, tmp_path / "out", chat.model.config.vocab_size)
+    with torch.no_grad():
+        for got, e in zip(ours, examples):
+            loss = peft(input_ids=torch.tensor([e.ids]), labels=torch.tensor([e.labels])).loss.item()
+            assert abs(got["loss"] - loss) <= 1e-5 * abs(loss)
+    again = run(ChatModel.load(model_dir, tmp_path / "out"))
+    assert again.prompt_ids(MESSAGES) == chat.prompt_ids(MESSAGES)
+    assert [s["loss"] for s in run(again.score_encoded(examples))] == pytest.approx(
+        [s["loss"] for s in ours], rel=1e-6)
+
+
+def test_the_gpu_trains_the_tables_as_numpy_does(added_tokens):
+    """Four AdamW steps on lavapipe against the NumPy runtime in float32: losses 1e-4, every
+    trained tensor (the tables included) 1e-3 relative."""
+    from conftest import run
+    from test_chat_model import compared_run
+    from py_engine.train.chat import ChatModel
+
+    model_dir, adapter, _, _ = added_tokens
+    results = []
+    for backend in ("numpy", "gpu"):
+        chat = run(ChatModel.load(model_dir, adapter, backend=backend))
+        history = run(chat.fit(chat_examples(chat), compared_run(lr=5e-3, max_grad_norm=0.5)))
+        results.append(([h.loss for h in history], run(chat.runtime.trainable_values())))
+    (np_losses, np_values), (gpu_losses, gpu_values) = results
+    np.testing.assert_allclose(gpu_losses, np_losses, rtol=1e-4)
+    assert {"model.embed_tokens.weight", "lm_head.weight"} <= set(gpu_values)
+    for name, (_, ref) in np_values.items():
+        ref = np.asarray(ref, np.float64)
+        got = np.asarray(gpu_values[name][1], np.float64)
+        assert np.linalg.norm(got - ref) <= 1e-3 * np.linalg.norm(ref), name
+
+
+def test_the_merged_model_and_the_switch_to_full_keep_the_tables(added_tokens, tmp_path):
+    """The merged export is PEFT's merge_and_unload (every tensor 1e-6) with the resized
+    vocabulary and an untied head in config.json and the adapter's tokenizer beside it;
+    transformers loads it and gives PEFT's logits; the hybrid switch keeps the outputs."""
+    import json
+
+    from safetensors.numpy import load_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from conftest import run
+    from export_models import check_switch_to_full_keeps_outputs, relative_error
+    from py_engine.export.merged import load_merged, save_merged
+    from py_engine.train.chat import ChatModel
+
+    model_dir, adapter, peft, tokenizer = added_tokens
+    save_merged(load_merged(model_dir, adapter), tmp_path / "merged")
+    config = json.loads((tmp_path / "merged" / "config.json").read_text())
+    vocab = peft.get_input_embeddings().weight.shape[0]
+    assert config["vocab_size"] == vocab and config.get("tie_word_embeddings") is False
+    assert AutoTokenizer.from_pretrained(tmp_path / "merged").get_vocab() == tokenizer.get_vocab()
+    import copy
+    want = {n: p.detach().numpy() for n, p in copy.deepcopy(peft).merge_and_unload().state_dict().items()}
+    got = load_file(tmp_path / "merged" / "model.safetensors")
+    assert set(got) == set(want)
+    for name, value in got.items():
+        assert relative_error(value, want[name]) <= 1e-6, name
+    ids = run(ChatModel.load(model_dir, adapter)).prompt_ids(MESSAGES)
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path / "merged").double().eval()
+    with torch.no_grad():
+        merged_logits = hf(input_ids=torch.tensor([ids])).logits[0].numpy()
+    assert relative_error(merged_logits, peft_logits(peft, ids)) <= 1e-5
+
+    check_switch_to_full_keeps_outputs(run(ChatModel.load(model_dir, adapter)), ids)
+
+
+def test_a_saved_state_keeps_the_tokenizer(added_tokens, tmp_path):
+    """A training state of such an adapter holds its tokenizer: the resumed model renders the
+    chat with the added tokens and goes on from the same weights."""
+    from conftest import run
+    from py_engine.train.chat import CausalTrainConfig, ChatModel
+
+    model_dir, adapter, _, _ = added_tokens
+
+    async def main():
+        chat = await ChatModel.load(model_dir, adapter)
+        examples = chat_examples(chat)
+        trainer = await chat.trainer(examples, CausalTrainConfig(epochs=2, lr=1e-2, batch_size=2))
+        await trainer.run(max_steps=1)
+        await chat.save_state(trainer, tmp_path / "state")
+        resumed, _ = await ChatModel.resume(model_dir, tmp_path / "state", examples)
+        return chat, resumed, await chat.runtime.trainable_values(), \
+            await resumed.runtime.trainable_values()
+
+    chat, resumed, values, again = run(main())
+    assert resumed.prompt_ids(MESSAGES) == chat.prompt_ids(MESSAGES)
+    assert (tmp_path / "state" / "tokenizer.json").is_file()
+    for name, (_, data) in values.items():
+        assert np.array_equal(np.asarray(again[name][1]), np.asarray(data)), name
+
+
+def test_a_resized_vocabulary_without_its_tokenizer_warns(added_tokens, tmp_path):
+    """An adapter folder holding the tables but not the tokenizer they were trained with: the
+    checkpoint's tokenizer is used, with a warning saying what is missing."""
+    import shutil
+
+    from conftest import run
+    from py_engine.train.chat import ChatModel
+
+    model_dir, adapter, _, _ = added_tokens
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        shutil.copyfile(adapter / name, bare / name)
+    with pytest.warns(RuntimeWarning, match="resized the vocabulary to .* and has no "
+                                            "tokenizer.json beside it"):
+        chat = run(ChatModel.load(model_dir, bare))
+    assert chat.tokenizer.token_to_id("<|im_start|>") is None
+
+
+def test_the_merged_gguf_holds_the_added_tokens(added_tokens, tmp_path):
+    """The merged GGUF (F32) carries the resized vocabulary with the adapter's tokenizer:
+    transformers reads it back with PEFT's logits (1e-5) and encodes ChatML as the adapter's
+    tokenizer does."""
+    import shutil
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from conftest import run
+    from export_models import relative_error
+    from py_engine.export import gguf
+    from py_engine.export.gguf_llama import model_writer
+    from py_engine.export.merged import load_merged
+    from py_engine.train.chat import ChatModel
+
+    model_dir, adapter, peft, tokenizer = added_tokens
+    out = tmp_path / "model.gguf"
+    with open(out, "wb") as f:
+        model_writer(load_merged(model_dir, adapter), gguf.F32, "tiny").write(f)
+    ids = run(ChatModel.load(model_dir, adapter)).prompt_ids(MESSAGES)
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file=out.name).double().eval()
+    with torch.no_grad():
+        theirs = hf(input_ids=torch.tensor([ids])).logits[0].numpy()
+    assert relative_error(theirs, peft_logits(peft, ids)) <= 1e-5
+    text = "<|im_start|>user\nHello! How are you today?<|im_end|>\n"
+    got = AutoTokenizer.from_pretrained(tmp_path, gguf_file=out.name)
+    assert got(text)["input_ids"] == tokenizer(text)["input_ids"]
+    shutil.rmtree(tmp_path, ignore_errors=True)

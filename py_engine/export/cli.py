@@ -150,7 +150,8 @@ def export_gguf(args, quant):
         with open(staging / "model.gguf", "wb") as f:
             writer.write(f, progress=_progress, groups=gguf_groups(merged, writer))
         if not getattr(merged.config, "encoder_decoder", False):   # a T5 is no Ollama chat model
-            (staging / "Modelfile").write_text(modelfile(args.model, "model.gguf", _warn, add_bos),
+            (staging / "Modelfile").write_text(modelfile(merged.tokenizer_dir, "model.gguf", _warn,
+                                                         add_bos),
                                                encoding="utf-8")
 
     return write_output_dir(args.out, fill, list(_protected(args).items()), kind="an export")
@@ -163,8 +164,13 @@ def export_gguf_lora(args, quant):
     from ..models.lora_config import LoraConfig
     from . import gguf
     from .gguf_llama import adapter_writer
+    from .merged import ExportError
 
     config, tensors, _ = load_adapter(args.adapter)
+    if config.get("modules_to_save"):
+        raise ExportError(f"{args.adapter}: modules_to_save {config['modules_to_save']!r} trains "
+                          "those modules in full beside the LoRA, and llama.cpp's LoRA adapters "
+                          "hold lora_a and lora_b only; export the merged model (--format gguf)")
     model_config = DecoderCheckpoint.read_config(args.model)
     lora = LoraConfig.from_language_model_dict(config, model_config.lora_targets)
     writer = adapter_writer(model_config, lora, tensors,

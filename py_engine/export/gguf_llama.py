@@ -296,7 +296,7 @@ def model_writer(merged, ggml_type, name, warn=None):
     for key, vtype, value in hyperparameters(config, arch, ggml_type):
         writer.add(key, vtype, value)
     family = FAMILIES.get(config.model_type)
-    tokenizer = tokenizer_metadata(merged.source, config.vocab_size, warn)
+    tokenizer = tokenizer_metadata(merged.tokenizer_dir, config.vocab_size, warn, merged.source)
     for key, vtype, value in getattr(family, "tokenizer_overrides", _same)(tokenizer):
         writer.add(key, vtype, value)
     rope = getattr(config, "rope_parameters", None)       # GPT-2 has learned positions

@@ -77,11 +77,14 @@ def _adds(processor, position):
     return False
 
 
-def tokenizer_metadata(model_dir, vocab_size, warn=None):
+def tokenizer_metadata(model_dir, vocab_size, warn=None, config_dir=None):
     """[(key, value type, value)] describing the checkpoint's tokenizer for llama.cpp.
     `vocab_size`: the embedding's rows (ids past the tokenizer's are UNUSED placeholders).
-    warn(message) is told when llama.cpp may split text differently from the tokenizer."""
+    warn(message) is told when llama.cpp may split text differently from the tokenizer.
+    config_dir: the folder of the model's config.json, where not the tokenizer's (an
+    adapter's own tokenizer, tokens added)."""
     model_dir = Path(model_dir)
+    config_dir = Path(config_dir or model_dir)
     path = model_dir / "tokenizer.json"
     if not path.is_file():
         raise VocabError(f"{model_dir} has no tokenizer.json, which GGUF's tokenizer is made from")
@@ -91,7 +94,7 @@ def tokenizer_metadata(model_dir, vocab_size, warn=None):
     model = spec["model"]
     if model.get("type") == "Unigram":
         entries, tokens = _unigram_entries(path, spec, vocab_size)
-        return entries + _special_ids(model_dir, spec, config, tokens)
+        return entries + _special_ids(config_dir, spec, config, tokens)
     if model.get("type") != "BPE":
         raise VocabError(f"{path}: a {model.get('type')} tokenizer; GGUF export reads BPE "
                          "tokenizers (byte-level or SentencePiece-style) and Unigram ones (T5)")
@@ -138,7 +141,7 @@ def tokenizer_metadata(model_dir, vocab_size, warn=None):
                     ("tokenizer.ggml.tokens", gguf.ARRAY, (gguf.STRING, tokens)),
                     ("tokenizer.ggml.token_type", gguf.ARRAY, (gguf.INT32, types)),
                     ("tokenizer.ggml.merges", gguf.ARRAY, (gguf.STRING, merges))]
-    entries += _special_ids(model_dir, spec, config, tokens)
+    entries += _special_ids(config_dir, spec, config, tokens)
     template = chat_template_text(model_dir, config)
     if template is not None:
         entries.append(("tokenizer.chat_template", gguf.STRING, template))
@@ -233,9 +236,9 @@ def _adds_space_prefix(spec):
     return False
 
 
-def _special_ids(model_dir, spec, config, tokens):
+def _special_ids(config_dir, spec, config, tokens):
     ids = {token: i for i, token in enumerate(tokens)}
-    model_config = read_json_object(model_dir / "config.json")
+    model_config = read_json_object(config_dir / "config.json")
     found = {}
     for key, name in (("bos_token", "bos"), ("eos_token", "eos"), ("pad_token", "padding"),
                       ("unk_token", "unknown")):

@@ -18,7 +18,7 @@ Pyodide); load_merged is host-side only in that it picks the NumPy backend.
 
 import math
 
-from ..formats.model_dir import save_model_dir
+from ..formats.model_dir import decoder_config_json, save_model_dir
 
 DECODER, ENCODER = "decoder", "encoder"
 # transformers' sequence classifier of each encoder type read here (models/bert_config.py)
@@ -39,10 +39,14 @@ class MergedModel:
     checkpoint directory; checkpoint: its tensors; replaced: {transformers name: (shape,
     floats)} that differ from the checkpoint's (merged linears, a classifier's head)."""
 
-    def __init__(self, kind, config, source, checkpoint, replaced, labels=None, pooling=None):
+    def __init__(self, kind, config, source, checkpoint, replaced, labels=None, pooling=None,
+                 tokenizer_dir=None):
         self.kind = kind
         self.config = config
         self.source = source
+        # the tokenizer's files: the checkpoint's, or an adapter's own (tokens added with its
+        # saved embedding and output layer)
+        self.tokenizer_dir = tokenizer_dir or source
         self.checkpoint = checkpoint
         self.replaced = dict(replaced)
         self.labels = labels
@@ -80,7 +84,8 @@ class MergedModel:
                                  if ".lora_" not in n and n not in biases})
         replaced = {name: (tuple(shape), data) for name, (shape, data) in replaced.items()}
         if structure.decoder:
-            return cls(DECODER, structure.config, model.source, model.checkpoint, replaced)
+            return cls(DECODER, structure.config, model.source, model.checkpoint, replaced,
+                       tokenizer_dir=model.tokenizer_dir)
         return cls(ENCODER, structure.config, model.model_dir, model.checkpoint, replaced,
                    labels=list(model.labels), pooling=structure.pooling)
 
@@ -197,7 +202,10 @@ def save_merged(merged, directory, protected=(), progress=None):
             tensors[name] = (shape, data)
         if progress is not None:
             progress(f"merged: {label}")
-    config = merged.classifier_config() if merged.kind == ENCODER else None
-    if merged.kind == DECODER:
+    if merged.kind == ENCODER:
+        config = merged.classifier_config()
+    else:
+        config = decoder_config_json(merged.source, merged.config)
         tensors = merged.config.checkpoint_layout(tensors)
-    return save_model_dir(directory, merged.source, tensors, protected, config=config)
+    return save_model_dir(directory, merged.source, tensors, protected, config=config,
+                          tokenizer_dir=merged.tokenizer_dir)

@@ -84,6 +84,7 @@ class LlamaConfig:
     # the modules an adapter may train whole (PEFT's modules_to_save): {module: its weight}
     whole_modules = {"model.embed_tokens": "model.embed_tokens.weight", "lm_head": "lm_head.weight"}
     head_copies_embedding = False   # the head trains as a copy of the tied embedding (with_saved)
+    saved_fields = {}       # config.json's fields with_saved changed
     def __init__(self, **values):
         def need(name, kind=int, default=None):
             return config_field(values, name, kind, default)
@@ -276,9 +277,11 @@ class LlamaConfig:
                               "the embedding and the output layer in modules_to_save")
         config = copy.copy(self)
         config.vocab_size = vocab_size or self.vocab_size
+        config.saved_fields = {"vocab_size": config.vocab_size}
         if self.tie_word_embeddings and "lm_head" in modules:
             config.tie_word_embeddings = False
             config.head_copies_embedding = True
+            config.saved_fields["tie_word_embeddings"] = False
         return config
 
     def checkpoint_layout(self, tensors):

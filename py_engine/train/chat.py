@@ -12,9 +12,12 @@ py_engine.data.chat encodes them (assistant turns only for conversations). Train
 with held-out checks and rollback: chat.trainer(examples, config, validation, guard).
 """
 
+import warnings
 from dataclasses import replace
+from pathlib import Path
 
-from ..formats.model_dir import save_model_dir
+from ..formats.model_dir import TOKENIZER_FILES, decoder_config_json, save_model_dir
+from ..formats.output_dir import write_files
 from ..formats import safetensors
 from ..formats.finite import require_finite
 from ..formats.peft_adapter import adapter_files, load_adapter, read_adapter_files, save_adapter
@@ -51,6 +54,7 @@ class ChatModel:
         self.events = []
         self._decoder = None
         self._decoder_key = None
+        self.tokenizer_dir = source     # where the tokenizer's files are (an adapter's own: _make)
 
     @property
     def model(self):
@@ -120,22 +124,45 @@ class ChatModel:
         if getattr(checkpoint.config, "encoder_decoder", False):
             raise ValueError(f"{model_dir} is a {checkpoint.config.model_type} encoder-decoder: use "
                              "Seq2SeqModel (py_engine.train.seq2seq)")
-        tokenizer, template = chat_tokenizer(model_dir, adapter_dir,
-                                             own_vocabulary=model.saves_vocabulary)
+        # an adapter carrying its embedding and output layer brings its own tokenizer (tokens
+        # added to it), saved beside it
+        own = model.saves_vocabulary and adapter_dir is not None and \
+            (Path(adapter_dir) / "tokenizer.json").is_file()
+        if model.config.vocab_size != checkpoint.config.vocab_size and not own:
+            warnings.warn(f"{adapter_dir or 'the adapter'} resized the vocabulary to "
+                          f"{model.config.vocab_size} tokens (the checkpoint has "
+                          f"{checkpoint.config.vocab_size}) and has no tokenizer.json beside it: the "
+                          "checkpoint's tokenizer knows none of the tokens added; put the tokenizer "
+                          "files it was trained with in the adapter's folder", RuntimeWarning,
+                          stacklevel=3)
+        tokenizer, template = chat_tokenizer(model_dir, adapter_dir, own_vocabulary=own)
         tokenizer.limit_ids(model.config.vocab_size)
         runtime = await create_runtime(backend, model, CausalLMTask(tokenizer.pad_id), checkpoint,
                                        values, device=device, base_dtype=base_dtype,
                                        quant_group=quant_group)
-        return cls(checkpoint, tokenizer, template, runtime, model_dir, max_length)
+        chat = cls(checkpoint, tokenizer, template, runtime, model_dir, max_length)
+        chat.tokenizer_dir = adapter_dir if own else model_dir
+        return chat
 
     async def save(self, out_dir):
         """A PEFT adapter while training LoRA; a whole checkpoint directory (config and tokenizer
         files copied) once every weight trains."""
         values = await self.runtime.trainable_values()
         if self.model.full:
-            return save_model_dir(out_dir, self.source, self.model.config.checkpoint_layout(values))
-        return save_adapter(out_dir, self.model.lora.to_peft_dict(), values,
-                            protected=self._protected())
+            return save_model_dir(out_dir, self.source, self.model.config.checkpoint_layout(values),
+                                  config=decoder_config_json(self.source, self.model.config),
+                                  tokenizer_dir=self.tokenizer_dir)
+        files = adapter_files(self.model.lora.to_peft_dict(), values, where=out_dir)
+        files.update(self._tokenizer_files())
+        return write_files(out_dir, files, self._protected(), kind="a model")
+
+    def _tokenizer_files(self):
+        """{name: bytes} of an adapter's own tokenizer (tokens added with its saved embedding),
+        which its saved copies carry beside them; {} for the checkpoint's."""
+        if Path(self.tokenizer_dir) == Path(self.source):
+            return {}
+        return {name: (Path(self.tokenizer_dir) / name).read_bytes() for name in TOKENIZER_FILES
+                if (Path(self.tokenizer_dir) / name).is_file()}
 
     def _protected(self):
         return [("the model directory", self.source)]
@@ -144,8 +171,9 @@ class ChatModel:
         """The LoRA adapter as {file name: bytes}: what save() writes while training LoRA."""
         if self.model.full:
             raise ValueError("every weight trains: there is no adapter, save the whole model")
-        return adapter_files(self.model.lora.to_peft_dict(), await self.runtime.trainable_values(),
-                             where="the adapter")
+        files = adapter_files(self.model.lora.to_peft_dict(), await self.runtime.trainable_values(),
+                              where="the adapter")
+        return dict(files, **self._tokenizer_files())
 
     async def load_adapter_files(self, files, source="the adapter"):
         """Take the trainable weights of a LoRA adapter given as {file name: bytes}, made with
@@ -169,6 +197,7 @@ class ChatModel:
             files = {FULL_WEIGHTS: safetensors.save_bytes(weights)}
         else:
             files = adapter_files(self.model.lora.to_peft_dict(), values, where=store)
+            files.update(self._tokenizer_files())
         files = await training_state.capture(trainer, files, {"full": self.model.full,
                                                               "dropout": self.model.dropout})
         files.update(extra_files or {})
@@ -194,7 +223,7 @@ class ChatModel:
             config, tensors, _ = read_adapter_files(files, "the training state")
             chat = await cls._from_adapter(model_dir, "the training state", config, tensors,
                                            backend, device, base_dtype, quant_group, max_length,
-                                           dropout)
+                                           dropout, adapter_dir=_tokenizer_folder(files))
         return await training_state.resume_training(chat, state, optimizer, train_config,
                                                     examples, validation)
 
@@ -401,6 +430,20 @@ def saved_vocabulary(config, tensors):
     vocabulary's), or None."""
     table = next((tensors[n] for n in getattr(config, "whole_modules", {}).values() if n in tensors), None)
     return None if table is None else int(table[0][0])
+
+
+def _tokenizer_folder(files):
+    """A folder holding the tokenizer files among a saved state's {name: bytes} (an adapter's
+    own tokenizer, saved with it: ChatModel._tokenizer_files), or None where there are none."""
+    if "tokenizer.json" not in files:
+        return None
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="py_engine_tokenizer_"))
+    for name in TOKENIZER_FILES:
+        if name in files:
+            (folder / name).write_bytes(bytes(files[name]))
+    return folder
 
 
 def _full_weights(files):
