@@ -98,9 +98,14 @@ def a_batch(vocab):
     (LlamaForCausalLM, HFLlamaConfig(**TINY, tie_word_embeddings=True), BOTH, 100),
     (Qwen2ForCausalLM, Qwen2Config(**TINY, tie_word_embeddings=True), ["lm_head"], None),
     (Qwen2ForCausalLM, Qwen2Config(**TINY), BOTH, None),
+    # PEFT's ensure_weight_tying: one table for a tied pair (PEFT saves it under both names)
+    (LlamaForCausalLM, HFLlamaConfig(**TINY, tie_word_embeddings=True), BOTH + ["tied"], 100),
+    (Qwen2ForCausalLM, Qwen2Config(**TINY, tie_word_embeddings=True), ["lm_head", "tied"], None),
 ])
 def test_saved_modules_step_matches_peft(tmp_path, model_class, hf_config, saved, vocab):
-    peft = saved_modules_adapter(tmp_path, model_class, hf_config, saved, vocab)
+    options = dict(ensure_weight_tying=True) if "tied" in saved else {}
+    saved = [m for m in saved if m != "tied"]
+    peft = saved_modules_adapter(tmp_path, model_class, hf_config, saved, vocab, **options)
     ids, mask, labels = a_batch(vocab or 96)
     peft.train()
     out = peft(input_ids=torch.as_tensor(ids), attention_mask=torch.as_tensor(mask),
@@ -175,7 +180,7 @@ def base_without_chat_tokens(path, tied):
     return out
 
 
-def chat_tokens_added(model_dir, adapter_dir, resized_to=16):
+def chat_tokens_added(model_dir, adapter_dir, resized_to=16, **options):
     """(PEFT model in float64, its tokenizer): what TRL's setup_chat_format does to a base
     model, then a LoRA with the embedding and the output layer in modules_to_save: ChatML's
     tokens added (and made end of turn and padding), its template set, the vocabulary resized
@@ -194,7 +199,7 @@ def chat_tokens_added(model_dir, adapter_dir, resized_to=16):
     torch.manual_seed(1)
     peft = get_peft_model(base, PeftLoraConfig(r=4, lora_alpha=8, task_type="CAUSAL_LM",
                                               target_modules=["q_proj", "v_proj", "down_proj"],
-                                              modules_to_save=BOTH))
+                                              modules_to_save=BOTH, **options))
     with torch.no_grad():
         for name, p in peft.named_parameters():
             if p.requires_grad:
@@ -209,11 +214,14 @@ def peft_logits(peft, ids):
         return peft(input_ids=torch.tensor([ids])).logits[0].double().numpy()
 
 
-@pytest.fixture(scope="module", params=[False, True], ids=["untied", "tied"])
+@pytest.fixture(scope="module", params=["untied", "tied", "tied-ensure"])
 def added_tokens(request, tmp_path_factory):
+    """(checkpoint, adapter, PEFT model, tokenizer): an untied or a tied checkpoint, the tied
+    one's pair trained as two copies or (PEFT's ensure_weight_tying) as one table."""
     path = tmp_path_factory.mktemp("added")
-    model_dir = base_without_chat_tokens(path, request.param)
-    peft, tokenizer = chat_tokens_added(model_dir, path / "adapter")
+    model_dir = base_without_chat_tokens(path, request.param != "untied")
+    options = dict(ensure_weight_tying=True) if request.param == "tied-ensure" else {}
+    peft, tokenizer = chat_tokens_added(model_dir, path / "adapter", **options)
     return model_dir, path / "adapter", peft, tokenizer
 
 
@@ -271,11 +279,20 @@ def test_training_saves_an_adapter_peft_reads_with_its_tokenizer(added_tokens, t
     before = run(chat.runtime.trainable_values())
     run(chat.fit(examples, CausalTrainConfig(epochs=2, lr=1e-2, batch_size=2)))
     after = run(chat.runtime.trainable_values())
-    for name in ("model.embed_tokens.weight", "lm_head.weight"):
+    assert set(chat.model.whole) == ({"model.embed_tokens.weight"} if chat.model.config.tie_word_embeddings
+                                     else {"model.embed_tokens.weight", "lm_head.weight"})
+    for name in chat.model.whole:
         assert relative_error(after[name][1], before[name][1]) > 1e-4, name
     run(chat.save(tmp_path / "out"))
     for name in ("tokenizer.json", "tokenizer_config.json"):
         assert (tmp_path / "out" / name).read_bytes() == (adapter / name).read_bytes()
+    # the tables under PEFT's names (PEFT's files hold more copies of them beside: the
+    # wrapper's copy and, with a resized vocabulary, the resized checkpoint's table)
+    from py_engine.formats import safetensors
+    keys = lambda d: {k for k in safetensors.load(d / "adapter_model.safetensors").keys()
+                      if "lora_" not in k}
+    tables = {"base_model.model.lm_head.weight", "base_model.model.model.embed_tokens.weight"}
+    assert keys(tmp_path / "out") == tables and keys(adapter) > tables
     ours = run(chat.score_encoded(examples))
     peft = peft_of(model_dir, tmp_path / "out", chat.model.config.vocab_size)
     with torch.no_grad():
@@ -303,7 +320,7 @@ def test_the_gpu_trains_the_tables_as_numpy_does(added_tokens):
         results.append(([h.loss for h in history], run(chat.runtime.trainable_values())))
     (np_losses, np_values), (gpu_losses, gpu_values) = results
     np.testing.assert_allclose(gpu_losses, np_losses, rtol=1e-4)
-    assert {"model.embed_tokens.weight", "lm_head.weight"} <= set(gpu_values)
+    assert set(chat.model.whole) <= set(gpu_values) and chat.model.whole
     for name, (_, ref) in np_values.items():
         ref = np.asarray(ref, np.float64)
         got = np.asarray(gpu_values[name][1], np.float64)
@@ -314,6 +331,7 @@ def test_the_merged_model_and_the_switch_to_full_keep_the_tables(added_tokens, t
     """The merged export is PEFT's merge_and_unload (every tensor 1e-6) with the resized
     vocabulary and an untied head in config.json and the adapter's tokenizer beside it;
     transformers loads it and gives PEFT's logits; the hybrid switch keeps the outputs."""
+    import copy
     import json
 
     from safetensors.numpy import load_file
@@ -327,13 +345,14 @@ def test_the_merged_model_and_the_switch_to_full_keep_the_tables(added_tokens, t
     model_dir, adapter, peft, tokenizer = added_tokens
     save_merged(load_merged(model_dir, adapter), tmp_path / "merged")
     config = json.loads((tmp_path / "merged" / "config.json").read_text())
-    vocab = peft.get_input_embeddings().weight.shape[0]
-    assert config["vocab_size"] == vocab and config.get("tie_word_embeddings") is False
+    theirs = copy.deepcopy(peft).merge_and_unload()
+    tied = theirs.config.tie_word_embeddings       # PEFT unties a pair trained as two copies
+    assert config["vocab_size"] == theirs.config.vocab_size > 300
+    assert config["tie_word_embeddings"] == tied
     assert AutoTokenizer.from_pretrained(tmp_path / "merged").get_vocab() == tokenizer.get_vocab()
-    import copy
-    want = {n: p.detach().numpy() for n, p in copy.deepcopy(peft).merge_and_unload().state_dict().items()}
+    want = {n: p.detach().numpy() for n, p in theirs.state_dict().items()}
     got = load_file(tmp_path / "merged" / "model.safetensors")
-    assert set(got) == set(want)
+    assert set(got) == set(want) - ({"lm_head.weight"} if tied else set())   # as transformers saves
     for name, value in got.items():
         assert relative_error(value, want[name]) <= 1e-6, name
     ids = run(ChatModel.load(model_dir, adapter)).prompt_ids(MESSAGES)

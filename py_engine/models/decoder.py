@@ -27,8 +27,11 @@ class DecoderModel(AdaptedModel):
         # modules trained whole beside the LoRA (PEFT's modules_to_save: the embedding, the
         # output layer), {weight: module}; their shapes are the config's (with_saved's)
         whole = getattr(config, "whole_modules", {})
-        self.whole = {} if self.full else {whole[m]: m for m in saved_modules(self.lora, whole)}
         shapes = config.parameter_shapes()
+        # a head tied to the embedding is the embedding's table (ensure_weight_tying)
+        self.whole = {} if self.full else {
+            whole[m] if whole[m] in shapes else self.head_name: m
+            for m in saved_modules(self.lora, whole)}
         self.trainable.update({w: shapes[w] for w in self.whole})
 
     @property
@@ -46,11 +49,21 @@ class DecoderModel(AdaptedModel):
     def whole_names(self):
         return {w: w for w in self.whole}
 
+    def tied_copies(self):
+        """{name: trained table} of the copies PEFT writes of a table trained whole for a tied
+        pair (ensure_weight_tying: the output layer's, the embedding's values): an adapter file
+        holds them, the model reads the one table."""
+        whole = getattr(self.config, "whole_modules", {})
+        head = whole.get("lm_head")
+        if not self.config.tie_word_embeddings or self.head_name not in self.whole or head is None:
+            return {}
+        return {head: self.head_name}
+
     @property
     def saves_vocabulary(self):
         """Whether the adapter carries the embedding and the output layer whole: its vocabulary
         is its own (tokens added), its tokenizer the one saved with it."""
-        return len(self.whole) == len(getattr(self.config, "whole_modules", ())) > 0
+        return self.embedding_trains and self.head_name in self.trainable and not self.full
 
     @property
     def embedding_trains(self):

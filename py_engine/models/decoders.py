@@ -63,7 +63,8 @@ def decoder_model(config, lora, dropout=None, vocab_size=None):
     if lora is not None and lora.modules_to_save:
         whole = getattr(config, "whole_modules", {})
         check_saved_modules(lora.modules_to_save, whole)
-        config = config.with_saved(saved_modules(lora, whole), vocab_size)
+        config = config.with_saved(saved_modules(lora, whole), vocab_size,
+                                   keep_tied=lora.ensure_weight_tying)
     if isinstance(config, Gpt2Config):
         from .gpt2 import Gpt2Model
         return Gpt2Model(config, lora, dropout=dropout)

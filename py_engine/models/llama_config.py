@@ -259,26 +259,29 @@ class LlamaConfig:
             shapes["lm_head.weight"] = (self.vocab_size, h)
         return shapes
 
-    def with_saved(self, modules, vocab_size=None):
+    def with_saved(self, modules, vocab_size=None, keep_tied=False):
         """This config for a model whose adapter trains `modules` (of whole_modules) whole.
         PEFT trains a copy of each such module; where the head is tied to the embedding, the
         head's copy is a tensor of its own (the head untied here, starting from the embedding:
-        head_copies_embedding). vocab_size: the rows of the adapter's saved embedding and head,
-        where the vocabulary was resized (tokens added), which needs both of them saved."""
+        head_copies_embedding), unless `keep_tied` (PEFT's ensure_weight_tying: one table for
+        both). vocab_size: the rows of the adapter's saved embedding and head, where the
+        vocabulary was resized (tokens added), which needs both of them saved."""
         if not modules and vocab_size in (None, self.vocab_size):
             return self
-        if self.tie_word_embeddings and "model.embed_tokens" in modules and "lm_head" not in modules:
+        tied = self.tie_word_embeddings and keep_tied
+        if self.tie_word_embeddings and not keep_tied and "model.embed_tokens" in modules \
+                and "lm_head" not in modules:
             raise ConfigError("modules_to_save trains the embedding whole while the output layer, "
                               "tied to it, stays the checkpoint's: PEFT's split of a tied pair is "
-                              "not read here; save 'lm_head' too")
-        if vocab_size not in (None, self.vocab_size) and len(set(modules)) < 2:
+                              "not read here; save 'lm_head' too (or set ensure_weight_tying)")
+        if vocab_size not in (None, self.vocab_size) and len(set(modules)) < 2 and not tied:
             raise ConfigError(f"the adapter's vocabulary has {vocab_size} tokens and the "
                               f"checkpoint's {self.vocab_size}: a resized vocabulary needs both "
                               "the embedding and the output layer in modules_to_save")
         config = copy.copy(self)
         config.vocab_size = vocab_size or self.vocab_size
         config.saved_fields = {"vocab_size": config.vocab_size}
-        if self.tie_word_embeddings and "lm_head" in modules:
+        if self.tie_word_embeddings and not keep_tied and "lm_head" in modules:
             config.tie_word_embeddings = False
             config.head_copies_embedding = True
             config.saved_fields["tie_word_embeddings"] = False

@@ -336,6 +336,11 @@ class AdaptedModel:
         beside the adapter (DecoderModel), {} elsewhere."""
         return {}
 
+    def tied_copies(self):
+        """{name: trained tensor} of copies PEFT writes beside a trained tensor (DecoderModel's
+        tied tables), {} elsewhere."""
+        return {}
+
     def kept_names(self):
         """{trainable name: the tensor it is in the base model} of what trains beside the
         adapter in place of the checkpoint's (the biases of the `bias` option, a language

@@ -31,7 +31,8 @@ class LoraConfig:
                  modules_to_save=None, task_type="SEQ_CLS", use_rslora=False,
                  base_model_name_or_path=None, fan_in_fan_out=False, exclude_modules=None,
                  layers_to_transform=None, layers_pattern=None, rank_pattern=None,
-                 alpha_pattern=None, init_lora_weights=True, use_dora=False, **unsupported):
+                 alpha_pattern=None, init_lora_weights=True, use_dora=False,
+                 ensure_weight_tying=False, **unsupported):
         # Options we do not implement must not be silently ignored.
         unsupported = {k: v for k, v in unsupported.items() if v not in (None, False, {}, [], "")
                        and k not in _IGNORED_PEFT_FIELDS}
@@ -68,7 +69,7 @@ class LoraConfig:
             layers_pattern = [layers_pattern]
         layers_pattern = _names("layers_pattern", layers_pattern)
         for name, value in (("use_rslora", use_rslora), ("fan_in_fan_out", fan_in_fan_out),
-                            ("use_dora", use_dora)):
+                            ("use_dora", use_dora), ("ensure_weight_tying", ensure_weight_tying)):
             if not isinstance(value, bool):
                 raise LoraConfigError(f"{name} must be true or false, got {value!r}")
         self.r = r
@@ -96,6 +97,9 @@ class LoraConfig:
         self.alpha_pattern = alpha_pattern
         # DoRA: each wrapped linear also trains a magnitude per output feature (see ops/dora.py)
         self.use_dora = use_dora
+        # a tied embedding and output layer that modules_to_save names train as one table
+        # (PEFT 0.18's option; without it PEFT trains a copy of each)
+        self.ensure_weight_tying = ensure_weight_tying
 
     @property
     def scaling(self):
@@ -124,6 +128,7 @@ class LoraConfig:
         return {
             "alpha_pattern": dict(self.alpha_pattern), "auto_mapping": None,
             "base_model_name_or_path": self.base_model_name_or_path, "bias": self.bias,
+            "ensure_weight_tying": self.ensure_weight_tying,
             "exclude_modules": self.exclude_modules, "fan_in_fan_out": self.fan_in_fan_out,
             "inference_mode": True, "init_lora_weights": True, "layer_replication": None,
             "layers_pattern": self.layers_pattern, "layers_to_transform": self.layers_to_transform,

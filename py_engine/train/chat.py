@@ -152,17 +152,19 @@ class ChatModel:
             return save_model_dir(out_dir, self.source, self.model.config.checkpoint_layout(values),
                                   config=decoder_config_json(self.source, self.model.config),
                                   tokenizer_dir=self.tokenizer_dir)
-        files = adapter_files(self.model.lora.to_peft_dict(), values, where=out_dir)
-        files.update(self._tokenizer_files())
-        return write_files(out_dir, files, self._protected(), kind="a model")
+        return write_files(out_dir, self._adapter_files(values, out_dir), self._protected(),
+                           kind="a model")
 
-    def _tokenizer_files(self):
-        """{name: bytes} of an adapter's own tokenizer (tokens added with its saved embedding),
-        which its saved copies carry beside them; {} for the checkpoint's."""
-        if Path(self.tokenizer_dir) == Path(self.source):
-            return {}
-        return {name: (Path(self.tokenizer_dir) / name).read_bytes() for name in TOKENIZER_FILES
-                if (Path(self.tokenizer_dir) / name).is_file()}
+    def _adapter_files(self, values, where):
+        """{name: bytes} of the adapter with trainable `values`: PEFT's files (with the copies
+        PEFT writes of a tied table, DecoderModel.tied_copies) and an adapter's own tokenizer
+        (tokens added with its saved embedding), which its saved copies carry beside them."""
+        values = dict(values, **{copy: values[name] for copy, name in self.model.tied_copies().items()})
+        files = adapter_files(self.model.lora.to_peft_dict(), values, where=where)
+        if Path(self.tokenizer_dir) != Path(self.source):
+            files.update({name: (Path(self.tokenizer_dir) / name).read_bytes()
+                          for name in TOKENIZER_FILES if (Path(self.tokenizer_dir) / name).is_file()})
+        return files
 
     def _protected(self):
         return [("the model directory", self.source)]
@@ -171,9 +173,7 @@ class ChatModel:
         """The LoRA adapter as {file name: bytes}: what save() writes while training LoRA."""
         if self.model.full:
             raise ValueError("every weight trains: there is no adapter, save the whole model")
-        files = adapter_files(self.model.lora.to_peft_dict(), await self.runtime.trainable_values(),
-                              where="the adapter")
-        return dict(files, **self._tokenizer_files())
+        return self._adapter_files(await self.runtime.trainable_values(), "the adapter")
 
     async def load_adapter_files(self, files, source="the adapter"):
         """Take the trainable weights of a LoRA adapter given as {file name: bytes}, made with
@@ -196,8 +196,7 @@ class ChatModel:
             require_finite(weights, store)
             files = {FULL_WEIGHTS: safetensors.save_bytes(weights)}
         else:
-            files = adapter_files(self.model.lora.to_peft_dict(), values, where=store)
-            files.update(self._tokenizer_files())
+            files = self._adapter_files(values, store)
         files = await training_state.capture(trainer, files, {"full": self.model.full,
                                                               "dropout": self.model.dropout})
         files.update(extra_files or {})
@@ -434,7 +433,7 @@ def saved_vocabulary(config, tensors):
 
 def _tokenizer_folder(files):
     """A folder holding the tokenizer files among a saved state's {name: bytes} (an adapter's
-    own tokenizer, saved with it: ChatModel._tokenizer_files), or None where there are none."""
+    own tokenizer, saved with it: ChatModel._adapter_files), or None where there are none."""
     if "tokenizer.json" not in files:
         return None
     import tempfile

@@ -62,20 +62,24 @@ def row_norms(values, rows, cols):
 
 def merge_loaded(model, values, loaded, source):
     """Replace initial values by an adapter's tensors; every trainable tensor must be present
-    with its shape, and the adapter may hold nothing this model does not train."""
+    with its shape, and the adapter may hold nothing this model does not train (but for the
+    copies PEFT writes of what trains: _peft_copy, model.tied_copies)."""
     from .runtime import check_trainable
 
+    copies = model.tied_copies()
+    known = set(model.trainable) | set(copies)
     loaded = {n: (tuple(shape), data) for n, (shape, data) in loaded.items()
-              if not _peft_copy(n, model.trainable)}
+              if not _peft_copy(n, known) and n not in copies}
     check_trainable(model, loaded, f"{source}: adapter")
     return dict(values, **loaded)
 
 
 def _peft_copy(name, trainable):
-    """Whether `name` is a copy PEFT's bias="all" writes beside a module trained whole
-    ("classifier.original_module.bias", "classifier.modules_to_save.bias" beside
-    "classifier.bias": it saves every state-dict key holding "bias", these included); the
-    module's own tensor is the trained one, as PEFT loads it."""
+    """Whether `name` is a copy PEFT writes beside a module trained whole: bias="all" saves
+    every state-dict key holding "bias" ("classifier.original_module.bias",
+    "classifier.modules_to_save.bias" beside "classifier.bias"), and a resized vocabulary's
+    embedding layers are saved whole ("lm_head.original_module.weight", the resized
+    checkpoint's table); the module's own tensor is the trained one, as PEFT loads it."""
     for copy in (".original_module.", ".modules_to_save."):
         module, found, rest = name.partition(copy)
         if found and f"{module}.{rest}" in trainable:
