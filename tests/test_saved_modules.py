@@ -151,6 +151,14 @@ def test_what_modules_to_save_may_name(tmp_path):
     assert model.head_sources() == {"lm_head.weight": "model.embed_tokens.weight"}
     assert "model.embed_tokens.weight" in model.frozen_names() and not model.saves_vocabulary
 
+    # the standalone decoder reads a tied checkpoint's head from the embedding: an output layer
+    # of its own among its params is refused, not passed over
+    from py_engine.generate.decoder import NumpyDecoder
+
+    params = {n: np.zeros(shape) for n, shape in tied.parameter_shapes().items()}
+    with pytest.raises(ValueError, match="params hold lm_head.weight while the checkpoint ties"):
+        NumpyDecoder.from_params(tied, dict(params, **{"lm_head.weight": np.zeros((96, 32))}))
+
 
 # --- an adapter trained after adding tokens (TRL's setup_chat_format), through ChatModel ---
 
@@ -436,3 +444,31 @@ def test_the_merged_gguf_holds_the_added_tokens(added_tokens, tmp_path):
     got = AutoTokenizer.from_pretrained(tmp_path, gguf_file=out.name)
     assert got(text)["input_ids"] == tokenizer(text)["input_ids"]
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_a_new_adapter_trains_the_tied_head_as_a_copy(tmp_path):
+    """ChatModel.create with modules_to_save ["lm_head"] on a tied checkpoint: the head starts
+    as the embedding's copy (PEFT's), trains, and PEFT scores the saved adapter as we do."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from conftest import run
+    from test_chat_model import hf_losses, random_examples
+    from tiny_chat import tiny_chat_dir
+    from py_engine.train.chat import CausalTrainConfig, ChatModel
+
+    model_dir = tiny_chat_dir(tmp_path, family="qwen2")          # tied
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                      task_type="CAUSAL_LM", modules_to_save=["lm_head"])
+    chat = run(ChatModel.create(model_dir, lora=lora))
+    start = run(chat.runtime.trainable_values())
+    checkpoint = chat.checkpoint
+    assert np.array_equal(np.asarray(start["lm_head.weight"][1]),
+                          np.asarray(checkpoint.floats("model.embed_tokens.weight")))
+    examples = random_examples(8, checkpoint.config.vocab_size, seed=4)
+    run(chat.fit(examples, CausalTrainConfig(epochs=2, lr=1e-2, batch_size=4)))
+    run(chat.save(tmp_path / "adapter"))
+    peft = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir),
+                                     tmp_path / "adapter").eval()
+    for got, (loss, _) in zip(run(chat.score_encoded(examples)), hf_losses(peft, examples)):
+        assert abs(got["loss"] - loss) <= 1e-5 * abs(loss)

@@ -107,12 +107,18 @@ def model_for_params(config, names, lora_scaling):
 
 
 def check_params(config, shapes):
-    """Every parameter of the config present with its shape ({name: shape})."""
+    """Every parameter of the config present with its shape ({name: shape}). An output layer of
+    its own beside a tied embedding (an adapter's modules_to_save) would not be read here:
+    refused by name."""
     for name, shape in config.parameter_shapes().items():
         if name not in shapes:
             raise ValueError(f"parameter {name!r} is missing")
         if tuple(shapes[name]) != tuple(shape):
             raise ValueError(f"parameter {name!r} has shape {tuple(shapes[name])}, expected {tuple(shape)}")
+    if "lm_head.weight" in shapes and "lm_head.weight" not in config.parameter_shapes():
+        raise ValueError("params hold lm_head.weight while the checkpoint ties its output layer to "
+                         "the embedding (an adapter that trained the output layer whole: "
+                         "modules_to_save); load such an adapter with ChatModel.load")
 
 
 def without_prefix(params):

@@ -280,7 +280,8 @@ class LlamaConfig:
                               "the embedding and the output layer in modules_to_save")
         config = copy.copy(self)
         config.vocab_size = vocab_size or self.vocab_size
-        config.saved_fields = {"vocab_size": config.vocab_size}
+        config.saved_fields = {"vocab_size": config.vocab_size} \
+            if config.vocab_size != self.vocab_size else {}
         if self.tie_word_embeddings and not keep_tied and "lm_head" in modules:
             config.tie_word_embeddings = False
             config.head_copies_embedding = True
