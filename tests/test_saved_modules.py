@@ -4,8 +4,11 @@ resizes the vocabulary; the adapter saves both tables and the tokenizer beside t
 
 Against transformers + PEFT: one step's loss and every gradient (the tables' included) on the
 NumPy backend in float64 (bounds as test_llama_lora_oracle's: 1e-6 loss, 1e-5 gradients), for
-an untied and a tied checkpoint (PEFT trains a copy of each: the tied head becomes a tensor of
-its own), with the vocabulary resized or not.
+an untied and a tied Llama checkpoint (PEFT trains a copy of each: the tied head becomes a
+tensor of its own; with ensure_weight_tying one table) and Phi-2 (the head's bias trains with
+it), with the vocabulary resized or not. Through ChatModel, an adapter made as TRL makes one
+(ChatML's tokens added): its tokenizer, logits, training on both backends, saving, training
+state, the merged checkpoint and GGUF, each against PEFT, transformers or the gguf package.
 """
 
 import numpy as np
@@ -13,7 +16,7 @@ import pytest
 import torch
 from peft import LoraConfig as PeftLoraConfig, get_peft_model
 from transformers import LlamaConfig as HFLlamaConfig
-from transformers import LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+from transformers import LlamaForCausalLM, PhiConfig, PhiForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 from py_engine.backends.numpy_backend import NumpyBackend
 from py_engine.formats.peft_adapter import load_adapter
@@ -24,12 +27,18 @@ from py_engine.models.bert_config import ConfigError
 from py_engine.models.llama_config import LlamaConfig
 from py_engine.models.lora_config import LoraConfig, LoraConfigError
 from py_engine.train.batch import Batch
-from py_engine.train.chat import saved_vocabulary
+from py_engine.train.tasks import CausalLMTask
+from py_engine.models.saved_modules import saved_vocabulary
 import peft_oracle as po
+from phi_checkpoints import TINY as PHI_TINY
 
 TINY = dict(vocab_size=96, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, intermediate_size=48, max_position_embeddings=64)
-BOTH = ["embed_tokens", "lm_head"]
+BOTH = ("embed_tokens", "lm_head")      # PEFT may rewrite the list it is given: a tuple, copied
+# Phi-2's kind (phi_checkpoints.TINY: half of each head rotates)
+PHI = PhiConfig(**{k: v for k, v in PHI_TINY.items() if k != "partial_rotary_factor"},
+                rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                 "partial_rotary_factor": PHI_TINY["partial_rotary_factor"]})
 
 
 def saved_modules_adapter(path, model_class, config, saved, vocab=None, seed=0, **options):
@@ -43,7 +52,7 @@ def saved_modules_adapter(path, model_class, config, saved, vocab=None, seed=0, 
     if vocab is not None:
         base.resize_token_embeddings(vocab)
     peft = get_peft_model(base, PeftLoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
-                                              modules_to_save=saved, **options))
+                                              modules_to_save=list(saved), **options))
     with torch.no_grad():
         for name, p in peft.named_parameters():
             if p.requires_grad and ("lora_B" in name or "modules_to_save" in name):
@@ -69,12 +78,9 @@ def our_step(path, ids, mask, labels):
         be.set_param(name, np.asarray(values, np.float64), shape)
         be.add_grad(name)
     B, T = ids.shape
-    batch = Batch(ids.tolist(), [[0] * T] * B, mask.tolist())
-    hidden, saved = model.forward(be, batch)
-    metrics, dh = be.lm_head_loss(hidden, be.param(model.head_name),
-                                  np.asarray(shift_labels(labels.tolist())),
-                                  dweight=model.head_grad(be))
-    model.backward(be, dh, saved, batch)
+    batch = Batch(ids.tolist(), [[0] * T] * B, mask.tolist(),
+                  np.asarray(shift_labels(labels.tolist())))
+    metrics = CausalLMTask().loss(be, model, batch, train=True)     # the trainer's step
     return metrics["loss"], be.grads, model
 
 
@@ -99,8 +105,11 @@ def a_batch(vocab):
     (Qwen2ForCausalLM, Qwen2Config(**TINY, tie_word_embeddings=True), ["lm_head"], None),
     (Qwen2ForCausalLM, Qwen2Config(**TINY), BOTH, None),
     # PEFT's ensure_weight_tying: one table for a tied pair (PEFT saves it under both names)
-    (LlamaForCausalLM, HFLlamaConfig(**TINY, tie_word_embeddings=True), BOTH + ["tied"], 100),
+    (LlamaForCausalLM, HFLlamaConfig(**TINY, tie_word_embeddings=True), [*BOTH, "tied"], 100),
     (Qwen2ForCausalLM, Qwen2Config(**TINY, tie_word_embeddings=True), ["lm_head", "tied"], None),
+    # Phi-2: the output layer has a bias, which trains with it
+    (PhiForCausalLM, PHI, BOTH, 100),
+    (PhiForCausalLM, PHI, ["lm_head"], None),
 ])
 def test_saved_modules_step_matches_peft(tmp_path, model_class, hf_config, saved, vocab):
     options = dict(ensure_weight_tying=True) if "tied" in saved else {}
@@ -203,7 +212,7 @@ def chat_tokens_added(model_dir, adapter_dir, resized_to=16, **options):
     torch.manual_seed(1)
     peft = get_peft_model(base, PeftLoraConfig(r=4, lora_alpha=8, task_type="CAUSAL_LM",
                                               target_modules=["q_proj", "v_proj", "down_proj"],
-                                              modules_to_save=BOTH, **options))
+                                              modules_to_save=list(BOTH), **options))
     with torch.no_grad():
         for name, p in peft.named_parameters():
             if p.requires_grad:
@@ -218,12 +227,19 @@ def peft_logits(peft, ids):
         return peft(input_ids=torch.tensor([ids])).logits[0].double().numpy()
 
 
-@pytest.fixture(scope="module", params=["untied", "tied", "tied-ensure"])
+@pytest.fixture(scope="module", params=["untied", "tied", "tied-ensure", "phi"])
 def added_tokens(request, tmp_path_factory):
-    """(checkpoint, adapter, PEFT model, tokenizer): an untied or a tied checkpoint, the tied
-    one's pair trained as two copies or (PEFT's ensure_weight_tying) as one table."""
+    """(checkpoint, adapter, PEFT model, tokenizer): an untied or a tied Llama checkpoint, the
+    tied one's pair trained as two copies or (PEFT's ensure_weight_tying) as one table; a
+    Phi-2 checkpoint (its output layer's bias trains with it)."""
+    from phi_checkpoints import tiny_phi_dir
+
     path = tmp_path_factory.mktemp("added")
-    model_dir = base_without_chat_tokens(path, request.param != "untied")
+    if request.param == "phi":
+        model_dir = path / "base"
+        tiny_phi_dir(model_dir)
+    else:
+        model_dir = base_without_chat_tokens(path, request.param != "untied")
     options = dict(ensure_weight_tying=True) if request.param == "tied-ensure" else {}
     peft, tokenizer = chat_tokens_added(model_dir, path / "adapter", **options)
     return model_dir, path / "adapter", peft, tokenizer
@@ -283,8 +299,10 @@ def test_training_saves_an_adapter_peft_reads_with_its_tokenizer(added_tokens, t
     before = run(chat.runtime.trainable_values())
     run(chat.fit(examples, CausalTrainConfig(epochs=2, lr=1e-2, batch_size=2)))
     after = run(chat.runtime.trainable_values())
-    assert set(chat.model.whole) == ({"model.embed_tokens.weight"} if chat.model.config.tie_word_embeddings
-                                     else {"model.embed_tokens.weight", "lm_head.weight"})
+    config = chat.model.config       # the head: the tied table, or one of its own (and its bias)
+    assert set(chat.model.whole) == {"model.embed_tokens.weight"} | (
+        set() if config.tie_word_embeddings else {"lm_head.weight"}) | (
+        {"lm_head.bias"} if config.model_type == "phi" else set())
     for name in chat.model.whole:
         assert relative_error(after[name][1], before[name][1]) > 1e-4, name
     run(chat.save(tmp_path / "out"))
@@ -296,7 +314,8 @@ def test_training_saves_an_adapter_peft_reads_with_its_tokenizer(added_tokens, t
     keys = lambda d: {k for k in safetensors.load(d / "adapter_model.safetensors").keys()
                       if "lora_" not in k}
     tables = {"base_model.model.lm_head.weight", "base_model.model.model.embed_tokens.weight"}
-    assert keys(tmp_path / "out") == tables and keys(adapter) > tables
+    assert tables <= keys(tmp_path / "out") < keys(adapter)
+    assert keys(tmp_path / "out") == tables | {"base_model.model." + n for n in chat.model.whole}
     ours = run(chat.score_encoded(examples))
     peft = peft_of(model_dir, tmp_path / "out", chat.model.config.vocab_size)
     with torch.no_grad():
@@ -414,14 +433,18 @@ def test_a_resized_vocabulary_without_its_tokenizer_warns(added_tokens, tmp_path
 
 def test_the_merged_gguf_holds_the_added_tokens(added_tokens, tmp_path):
     """The merged GGUF (F32) carries the resized vocabulary with the adapter's tokenizer:
-    transformers reads it back with PEFT's logits (1e-5) and encodes ChatML as the adapter's
-    tokenizer does."""
-    import shutil
+    its tokens are the adapter tokenizer's; transformers reads a Llama one back with PEFT's
+    logits (1e-5) and encodes ChatML as the adapter's tokenizer does; a Phi-2 one (which
+    transformers does not read) holds PEFT's merged tensors, as test_phi2_gguf checks them."""
+    import copy
 
+    from gguf import MODEL_ARCH, GGUFReader
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from conftest import run
     from export_models import relative_error
+    from test_export_gguf import field
+    from test_phi2_gguf import check_tensors, library_tensors
     from py_engine.export import gguf
     from py_engine.export.gguf_llama import model_writer
     from py_engine.export.merged import load_merged
@@ -431,6 +454,14 @@ def test_the_merged_gguf_holds_the_added_tokens(added_tokens, tmp_path):
     out = tmp_path / "model.gguf"
     with open(out, "wb") as f:
         model_writer(load_merged(model_dir, adapter), gguf.F32, "tiny").write(f)
+    tokens = field(GGUFReader(out), "tokenizer.ggml.tokens")
+    assert len(tokens) == peft.get_input_embeddings().weight.shape[0]
+    for token in CHATML_TOKENS:
+        assert tokens[tokenizer.convert_tokens_to_ids(token)] == token
+    if peft.config.model_type == "phi":
+        merged = copy.deepcopy(peft).merge_and_unload().float()
+        check_tensors(GGUFReader(out), library_tensors(merged, MODEL_ARCH.PHI2), gguf.F32)
+        return
     ids = run(ChatModel.load(model_dir, adapter)).prompt_ids(MESSAGES)
     hf = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file=out.name).double().eval()
     with torch.no_grad():
@@ -439,7 +470,6 @@ def test_the_merged_gguf_holds_the_added_tokens(added_tokens, tmp_path):
     text = "<|im_start|>user\nHello! How are you today?<|im_end|>\n"
     got = AutoTokenizer.from_pretrained(tmp_path, gguf_file=out.name)
     assert got(text)["input_ids"] == tokenizer(text)["input_ids"]
-    shutil.rmtree(tmp_path, ignore_errors=True)
 
 
 def test_a_new_adapter_trains_the_tied_head_as_a_copy(tmp_path):

@@ -6,6 +6,7 @@ lora.AdaptedModel's). A family sets config, lora, full and linears, and names it
 from .dropout_rates import override_rates
 from .lora import AdaptedModel, Linears
 from .lora_config import saved_modules
+from .saved_modules import HEAD_WEIGHT
 
 
 class DecoderModel(AdaptedModel):
@@ -30,8 +31,8 @@ class DecoderModel(AdaptedModel):
         shapes = config.parameter_shapes()
         # a head tied to the embedding is the embedding's table (ensure_weight_tying)
         self.whole = {} if self.full else {
-            whole[m] if whole[m] in shapes else self.head_name: m
-            for m in saved_modules(self.lora, whole)}
+            tensor if tensor in shapes else self.head_name: m
+            for m in saved_modules(self.lora, whole) for tensor in whole[m]}
         self.trainable.update({w: shapes[w] for w in self.whole})
 
     @property
@@ -40,8 +41,9 @@ class DecoderModel(AdaptedModel):
         return "model.embed_tokens.weight" if self.config.tie_word_embeddings else "lm_head.weight"
 
     def head_sources(self):
-        """{weight: checkpoint tensor} each module trained whole starts from: its own, but a
-        head trained as a copy of the tied embedding (LlamaConfig.with_saved) starts from it."""
+        """{tensor: checkpoint tensor} each module trained whole starts from: its own, but a
+        head trained as a copy of the tied embedding (SavedModulesConfig.with_saved) starts
+        from it."""
         copied = getattr(self.config, "head_copies_embedding", False)
         return {w: self.config.embedding_tables[0] if copied and w == self.head_name else w
                 for w in self.whole}
@@ -53,11 +55,9 @@ class DecoderModel(AdaptedModel):
         """{name: trained table} of the copies PEFT writes of a table trained whole for a tied
         pair (ensure_weight_tying: the output layer's, the embedding's values): an adapter file
         holds them, the model reads the one table."""
-        whole = getattr(self.config, "whole_modules", {})
-        head = whole.get("lm_head")
-        if not self.config.tie_word_embeddings or self.head_name not in self.whole or head is None:
+        if not self.config.tie_word_embeddings or self.head_name not in self.whole:
             return {}
-        return {head: self.head_name}
+        return {HEAD_WEIGHT: self.head_name}
 
     @property
     def saves_vocabulary(self):

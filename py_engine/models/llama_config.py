@@ -44,12 +44,12 @@ The variants are parameters of the one decoder (models/llama.py):
   too; the other families refuse it, as transformers' rotate whole heads.
 """
 
-import copy
 import math
 import struct
 
 from ..kernels.rope import rotary_dim
 from .bert_config import ConfigError, config_field, read_config_json
+from .saved_modules import SavedModulesConfig
 
 # The families this configuration serves, by name (models/decoders.py names them to users).
 FAMILY_TYPES = {"Llama": ("llama", "qwen2", "qwen3", "mistral", "smollm3"), "Gemma": ("gemma", "gemma2", "gemma3_text"),
@@ -78,13 +78,12 @@ MAX_POSITIONS_DEFAULTS = {"llama": 2048, "qwen2": 32768, "qwen3": 32768, "mistra
 RMS_NORM_EPS = 1e-6      # transformers' LlamaConfig default; the RMSNorm ops' default too
 PHI3_RMS_NORM_EPS = 1e-5   # transformers' Phi3Config default
 
-class LlamaConfig:
+class LlamaConfig(SavedModulesConfig):
     lora_targets = ("q_proj", "v_proj")     # PEFT's default LoRA targets for these models
     embedding_tables = ("model.embed_tokens.weight",)   # gathered by rows: kept f32 on a GPU
-    # the modules an adapter may train whole (PEFT's modules_to_save): {module: its weight}
-    whole_modules = {"model.embed_tokens": "model.embed_tokens.weight", "lm_head": "lm_head.weight"}
-    head_copies_embedding = False   # the head trains as a copy of the tied embedding (with_saved)
-    saved_fields = {}       # config.json's fields with_saved changed
+    # the modules an adapter may train whole (PEFT's modules_to_save): {module: its tensors}
+    whole_modules = {"model.embed_tokens": ("model.embed_tokens.weight",),
+                     "lm_head": ("lm_head.weight",)}
     def __init__(self, **values):
         def need(name, kind=int, default=None):
             return config_field(values, name, kind, default)
@@ -258,35 +257,6 @@ class LlamaConfig:
         if not self.tie_word_embeddings:
             shapes["lm_head.weight"] = (self.vocab_size, h)
         return shapes
-
-    def with_saved(self, modules, vocab_size=None, keep_tied=False):
-        """This config for a model whose adapter trains `modules` (of whole_modules) whole.
-        PEFT trains a copy of each such module; where the head is tied to the embedding, the
-        head's copy is a tensor of its own (the head untied here, starting from the embedding:
-        head_copies_embedding), unless `keep_tied` (PEFT's ensure_weight_tying: one table for
-        both). vocab_size: the rows of the adapter's saved embedding and head, where the
-        vocabulary was resized (tokens added), which needs both of them saved."""
-        if not modules and vocab_size in (None, self.vocab_size):
-            return self
-        tied = self.tie_word_embeddings and keep_tied
-        if self.tie_word_embeddings and not keep_tied and "model.embed_tokens" in modules \
-                and "lm_head" not in modules:
-            raise ConfigError("modules_to_save trains the embedding whole while the output layer, "
-                              "tied to it, stays the checkpoint's: PEFT's split of a tied pair is "
-                              "not read here; save 'lm_head' too (or set ensure_weight_tying)")
-        if vocab_size not in (None, self.vocab_size) and len(set(modules)) < 2 and not tied:
-            raise ConfigError(f"the adapter's vocabulary has {vocab_size} tokens and the "
-                              f"checkpoint's {self.vocab_size}: a resized vocabulary needs both "
-                              "the embedding and the output layer in modules_to_save")
-        config = copy.copy(self)
-        config.vocab_size = vocab_size or self.vocab_size
-        config.saved_fields = {"vocab_size": config.vocab_size} \
-            if config.vocab_size != self.vocab_size else {}
-        if self.tie_word_embeddings and not keep_tied and "lm_head" in modules:
-            config.tie_word_embeddings = False
-            config.head_copies_embedding = True
-            config.saved_fields["tie_word_embeddings"] = False
-        return config
 
     def checkpoint_layout(self, tensors):
         """Tensors as the checkpoint stores them: the engine's own layout."""

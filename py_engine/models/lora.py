@@ -393,5 +393,9 @@ class AdaptedModel:
 
     def head_bias_grad(self, be):
         """Where the loss puts the head bias's gradient: None unless it has one and it trains
-        (every weight does, or bias="all")."""
-        return self.linears.bias_grad(be, self.head_bias) if self.head_bias else None
+        (every weight does, bias="all", or the head trains whole: modules_to_save)."""
+        if not self.head_bias:
+            return None
+        if self.head_bias in self.trainable:
+            return be.grad(self.head_bias)
+        return self.linears.bias_grad(be, self.head_bias)

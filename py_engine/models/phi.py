@@ -111,6 +111,6 @@ class PhiModel(DecoderModel):
             if needed:
                 dh = be.add(be.add(dh[0], dh[1]), be.add(dh[2], dh[3]))
                 dx = be.add(dx, self._layernorm_backward(be, dh, s["ln"], p + "input_layernorm"))
-        if self.full:
+        if self.embedding_trains:
             dx = be.dropout_backward(dx, saved["emb_drop"])
             be.gather_rows_backward(dx, saved["ids"], be.grad("model.embed_tokens.weight"))

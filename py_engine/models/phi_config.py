@@ -12,14 +12,18 @@ from ..kernels.rope import rotary_dim
 from .bert_config import ConfigError, config_field, read_config_json
 from .gpt2_config import EXACT_GELU, TANH_GELU
 from .llama_config import ROPE_TYPES, _rope_parameters
+from .saved_modules import SavedModulesConfig
 
 MODEL_TYPES = ("phi",)
 PARTIAL_ROTARY_FACTOR = 0.5          # transformers' PhiConfig default
 
 
-class PhiConfig:
+class PhiConfig(SavedModulesConfig):
     lora_targets = ("q_proj", "v_proj", "fc1", "fc2")     # PEFT's default LoRA targets for phi
     embedding_tables = ("model.embed_tokens.weight",)     # gathered by rows: kept f32 on a GPU
+    # the modules an adapter may train whole (PEFT's modules_to_save): {module: its tensors}
+    whole_modules = {"model.embed_tokens": ("model.embed_tokens.weight",),
+                     "lm_head": ("lm_head.weight", "lm_head.bias")}
 
     def __init__(self, **values):
         def need(name, kind=int, default=None):

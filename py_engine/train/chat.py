@@ -26,6 +26,7 @@ from ..models.checkpoint import DecoderCheckpoint
 from ..models.decoders import decoder_model
 from ..models.llama_config import LlamaConfig
 from ..models.lora_config import LoraConfig
+from ..models.saved_modules import saved_vocabulary
 from ..tokenizers.checkpoint import chat_tokenizer
 from ..tokenizers.chat_template import check_template_args
 from .config import MODES, CausalTrainConfig, TrainConfig  # noqa: F401 (TrainConfig: the API's)
@@ -422,13 +423,6 @@ class ChatModel:
                               greedy=greedy, temperature=temperature, top_k=top_k, top_p=top_p,
                               stop=stop, eos_token_ids=self.eos_token_ids(), seed=seed,
                               on_token=on_token)
-
-
-def saved_vocabulary(config, tensors):
-    """The rows of the embedding an adapter's tensors carry (PEFT's modules_to_save: a resized
-    vocabulary's), or None."""
-    table = next((tensors[n] for n in getattr(config, "whole_modules", {}).values() if n in tensors), None)
-    return None if table is None else int(table[0][0])
 
 
 def _tokenizer_folder(files):

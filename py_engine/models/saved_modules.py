@@ -1,0 +1,62 @@
+"""PEFT's modules_to_save on a language model: its embedding and output layer trained whole
+beside the LoRA, as adapters trained after adding tokens carry them (TRL's setup_chat_format
+resizes the vocabulary; the adapter saves both tables, the tokenizer is saved beside it).
+
+A family's config takes SavedModulesConfig and names its whole_modules; models/decoder.py
+trains them (DecoderModel.whole), the chat model reads the adapter's own tokenizer
+(train/chat.py), and the merged exports carry the tables, the vocabulary and the untied head.
+"""
+
+import copy
+
+from .bert_config import ConfigError
+
+HEAD = "lm_head"                # the output layer's module, in every family that saves it
+HEAD_WEIGHT = HEAD + ".weight"
+
+
+class SavedModulesConfig:
+    """What a decoder config needs for modules_to_save. whole_modules: {module: its tensors}
+    that an adapter may train whole (the embedding's module first)."""
+
+    whole_modules = {}
+    head_copies_embedding = False   # the head trains as a copy of the tied embedding (with_saved)
+    saved_fields = {}       # config.json's fields with_saved changed
+
+    def with_saved(self, modules, vocab_size=None, keep_tied=False):
+        """This config for a model whose adapter trains `modules` (of whole_modules) whole.
+        PEFT trains a copy of each such module; where the head is tied to the embedding, the
+        head's copy is a tensor of its own (the head untied here, starting from the embedding:
+        head_copies_embedding), unless `keep_tied` (PEFT's ensure_weight_tying: one table for
+        both). vocab_size: the rows of the adapter's saved embedding and head, where the
+        vocabulary was resized (tokens added), which needs both of them saved."""
+        if not modules and vocab_size in (None, self.vocab_size):
+            return self
+        embedding = next(iter(self.whole_modules))
+        split = self.tie_word_embeddings and not keep_tied
+        if split and embedding in modules and HEAD not in modules:
+            raise ConfigError("modules_to_save trains the embedding whole while the output layer, "
+                              "tied to it, stays the checkpoint's: PEFT's split of a tied pair is "
+                              "not read here; save 'lm_head' too (or set ensure_weight_tying)")
+        one_table = self.tie_word_embeddings and keep_tied
+        if vocab_size not in (None, self.vocab_size) and len(set(modules)) < 2 and not one_table:
+            raise ConfigError(f"the adapter's vocabulary has {vocab_size} tokens and the "
+                              f"checkpoint's {self.vocab_size}: a resized vocabulary needs both "
+                              "the embedding and the output layer in modules_to_save")
+        config = copy.copy(self)
+        config.vocab_size = vocab_size or self.vocab_size
+        config.saved_fields = {"vocab_size": config.vocab_size} \
+            if config.vocab_size != self.vocab_size else {}
+        if split and HEAD in modules:
+            config.tie_word_embeddings = False
+            config.head_copies_embedding = True
+            config.saved_fields["tie_word_embeddings"] = False
+        return config
+
+
+def saved_vocabulary(config, tensors):
+    """The rows of the embedding or output layer an adapter's tensors carry (PEFT's
+    modules_to_save: a resized vocabulary's), or None."""
+    table = next((tensors[n] for n in (config.embedding_tables[0], HEAD_WEIGHT) if n in tensors),
+                 None)
+    return None if table is None or not getattr(config, "whole_modules", None) else int(table[0][0])
