@@ -153,7 +153,8 @@ def _user_error(e):
 # --- checks made before anything is loaded ---------------------------------------------------
 
 # The options that set a new LoRA adapter (the rest of a LoraConfig is py_engine's default).
-LORA_OPTIONS = ("r", "lora_alpha", "lora_dropout", "target_modules", "use_dora", "bias")
+LORA_OPTIONS = ("r", "lora_alpha", "lora_dropout", "target_modules", "use_dora", "bias",
+                "modules_to_save")
 
 
 def given_options(args, *names):
@@ -233,7 +234,7 @@ def _check_backend(args):
 def _check_train(args, kind):
     _check_backend(args)
     if kind == "encoder":
-        refuse_options(args, ("mode", "patience", "full_lr", "validation"),
+        refuse_options(args, ("mode", "patience", "full_lr", "validation", "modules_to_save"),
                 f"only for chat models; {args.model} is a classifier checkpoint (BERT family)")
         if args.base_dtype in ("int8", "int4"):
             raise UsageError(f"--base-dtype {args.base_dtype} is for chat models; classifiers "
@@ -243,6 +244,9 @@ def _check_train(args, kind):
                 f"only for classifiers; {args.model} is a "
                 f"{'T5 encoder-decoder' if kind == SEQ2SEQ else 'chat model (a decoder)'}")
         mode = args.mode or "lora"
+        if kind == SEQ2SEQ:
+            refuse_options(args, ("modules_to_save",), "only for chat models (decoders); T5's "
+                           "adapters train their LoRA alone here")
         if kind == SEQ2SEQ and args.base_dtype not in (None, "f32"):
             raise UsageError(f"--base-dtype {args.base_dtype}: T5 encoder-decoders keep f32 base "
                              "weights")
@@ -317,7 +321,7 @@ def lora_options(args, alpha_per_r, targets, **fixed):
                       lora_dropout=given.get("lora_dropout", 0.0),
                       target_modules=given.get("target_modules", list(targets)),
                       use_dora=given.get("use_dora", False), bias=given.get("bias", "none"),
-                      **fixed)
+                      modules_to_save=given.get("modules_to_save"), **fixed)
 
 
 def _json_line(values, rounded=()):
@@ -776,6 +780,9 @@ def add_training_options(p):
     p.add_argument("--bias", choices=LORA_BIAS,
                    help="the base model's biases that train beside the adapter, as PEFT's bias: "
                         "none (default), lora_only (the wrapped layers'), all")
+    p.add_argument("--modules-to-save", type=_modules,
+                   help="chat models: modules trained whole beside the LoRA, as PEFT's "
+                        "modules_to_save (embed_tokens, lm_head)")
 
 
 def _train_parser(sub):

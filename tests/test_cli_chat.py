@@ -132,3 +132,35 @@ def test_sampling_options_and_errors(workspace):
               "--max-new-tokens", 8, check=False)      # prompt and reply together
     assert out.returncode == 2 and "+ max_new_tokens (8) exceeds max_length 6" in out.stderr
     assert not (root / "x").exists()
+
+
+def test_modules_to_save_trains_the_output_layer_whole(workspace):
+    """--modules-to-save lm_head: the output layer trains whole beside the LoRA (PEFT's
+    modules_to_save); the adapter holds it and PEFT scores as the CLI does (1e-5). Classifiers,
+    T5 and training jobs refuse the option by name."""
+    root, model, data = workspace
+    out = root / "out-saved"
+    cli("train", "--model", model, "--data", data, "--out", out, "--epochs", 1, "--lr", 1e-2,
+        "--batch-size", 4, "--modules-to-save", "lm_head")
+    assert json.loads((out / "adapter_config.json").read_text())["modules_to_save"] == ["lm_head"]
+    from py_engine.formats import safetensors
+
+    assert "base_model.model.lm_head.weight" in safetensors.load(out / "adapter_model.safetensors").keys()
+    scored = cli("score", "--model", model, "--adapter", out, "--data", data)
+    lines = [json.loads(line) for line in scored.stdout.splitlines()]
+    for got, (loss, tokens) in zip(lines, peft_scores(model, out, ROWS * 2)):
+        assert got["tokens"] == tokens and abs(got["loss"] - loss) <= 1e-5 * loss
+
+    from peft_oracle import tiny_bert_dir
+
+    bert = tiny_bert_dir(root / "bert")
+    labelled = write_jsonl(root / "labelled.jsonl", [{"text": "a b", "label": "x"},
+                                                      {"text": "c d", "label": "y"}])
+    refused = cli("train", "--model", bert, "--data", labelled, "--out", root / "no",
+                  "--modules-to-save", "classifier", check=False)
+    assert refused.returncode == 2 and "--modules-to-save" in refused.stderr and \
+        "only for chat models" in refused.stderr, refused.stderr
+    job = cli("export-job", "--model", model, "--data", data, "--out", root / "job",
+              "--modules-to-save", "lm_head", check=False)
+    assert job.returncode == 2 and "--modules-to-save" in job.stderr and \
+        "not for training jobs" in job.stderr, job.stderr
