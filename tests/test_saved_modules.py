@@ -384,7 +384,14 @@ def test_the_merged_model_and_the_switch_to_full_keep_the_tables(added_tokens, t
         merged_logits = hf(input_ids=torch.tensor([ids])).logits[0].numpy()
     assert relative_error(merged_logits, peft_logits(peft, ids)) <= 1e-5
 
-    check_switch_to_full_keeps_outputs(run(ChatModel.load(model_dir, adapter)), ids)
+    chat = run(ChatModel.load(model_dir, adapter))
+    check_switch_to_full_keeps_outputs(chat, ids)
+    run(chat.save(tmp_path / "full"))       # the whole model after the switch: transformers reads it
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path / "full").double().eval()
+    with torch.no_grad():
+        full_logits = hf(input_ids=torch.tensor([ids])).logits[0].numpy()
+    assert relative_error(full_logits, peft_logits(peft, ids)) <= 1e-5
+    assert AutoTokenizer.from_pretrained(tmp_path / "full").get_vocab() == tokenizer.get_vocab()
 
 
 def test_a_saved_state_keeps_the_tokenizer(added_tokens, tmp_path):
@@ -407,6 +414,12 @@ def test_a_saved_state_keeps_the_tokenizer(added_tokens, tmp_path):
 
     chat, resumed, values, again = run(main())
     assert resumed.prompt_ids(MESSAGES) == chat.prompt_ids(MESSAGES)
+    folder = resumed.tokenizer_dir                # a copy of the state's tokenizer files ...
+    assert (folder / "tokenizer.json").is_file()
+    del resumed
+    import gc
+    gc.collect()
+    assert not folder.exists()                    # ... gone with the model
     assert (tmp_path / "state" / "tokenizer.json").is_file()
     for name, (_, data) in values.items():
         assert np.array_equal(np.asarray(again[name][1]), np.asarray(data)), name

@@ -12,7 +12,9 @@ py_engine.data.chat encodes them (assistant turns only for conversations). Train
 with held-out checks and rollback: chat.trainer(examples, config, validation, guard).
 """
 
+import shutil
 import warnings
+import weakref
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from ..formats.model_dir import TOKENIZER_FILES, decoder_config_json, save_model
 from ..formats.output_dir import write_files
 from ..formats import safetensors
 from ..formats.finite import require_finite
-from ..formats.peft_adapter import adapter_files, load_adapter, read_adapter_files, save_adapter
+from ..formats.peft_adapter import adapter_files, load_adapter, read_adapter_files
 from ..labels import IGNORE_INDEX
 from ..models.checkpoint import DecoderCheckpoint
 from ..models.decoders import decoder_model
@@ -221,9 +223,12 @@ class ChatModel:
                                    device, base_dtype, quant_group, max_length)
         else:
             config, tensors, _ = read_adapter_files(files, "the training state")
+            folder = _tokenizer_folder(files)
             chat = await cls._from_adapter(model_dir, "the training state", config, tensors,
                                            backend, device, base_dtype, quant_group, max_length,
-                                           dropout, adapter_dir=_tokenizer_folder(files))
+                                           dropout, adapter_dir=folder)
+            if folder is not None:      # the tokenizer's files live as long as the model
+                weakref.finalize(chat, shutil.rmtree, folder, ignore_errors=True)
         return await training_state.resume_training(chat, state, optimizer, train_config,
                                                     examples, validation)
 
