@@ -5,8 +5,8 @@ resizes the vocabulary; the adapter saves both tables and the tokenizer beside t
 Against transformers + PEFT: one step's loss and every gradient (the tables' included) on the
 NumPy backend in float64 (bounds as test_llama_lora_oracle's: 1e-6 loss, 1e-5 gradients), for
 an untied and a tied Llama checkpoint (PEFT trains a copy of each: the tied head becomes a
-tensor of its own; with ensure_weight_tying one table) and Phi-2 (the head's bias trains with
-it), with the vocabulary resized or not. Through ChatModel, an adapter made as TRL makes one
+tensor of its own; with ensure_weight_tying one table), Phi-2 (the head's bias trains with
+it) and GPT-2 (tied, Conv1D), with the vocabulary resized or not. Through ChatModel, an adapter made as TRL makes one
 (ChatML's tokens added): its tokenizer, logits, training on both backends, saving, training
 state, the merged checkpoint and GGUF, each against PEFT, transformers or the gguf package.
 """
@@ -16,7 +16,8 @@ import pytest
 import torch
 from peft import LoraConfig as PeftLoraConfig, get_peft_model
 from transformers import LlamaConfig as HFLlamaConfig
-from transformers import LlamaForCausalLM, PhiConfig, PhiForCausalLM, Qwen2Config, Qwen2ForCausalLM
+from transformers import (GPT2Config, GPT2LMHeadModel, LlamaForCausalLM, PhiConfig, PhiForCausalLM,
+                          Qwen2Config, Qwen2ForCausalLM)
 
 from py_engine.backends.numpy_backend import NumpyBackend
 from py_engine.formats.peft_adapter import load_adapter
@@ -30,18 +31,21 @@ from py_engine.train.batch import Batch
 from py_engine.train.tasks import CausalLMTask
 from py_engine.models.saved_modules import saved_vocabulary
 import peft_oracle as po
+from gpt2_checkpoints import TINY as GPT2_TINY
 from phi_checkpoints import TINY as PHI_TINY
 
 TINY = dict(vocab_size=96, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, intermediate_size=48, max_position_embeddings=64)
 BOTH = ("embed_tokens", "lm_head")      # PEFT may rewrite the list it is given: a tuple, copied
+GPT2 = GPT2Config(**GPT2_TINY)
 # Phi-2's kind (phi_checkpoints.TINY: half of each head rotates)
 PHI = PhiConfig(**{k: v for k, v in PHI_TINY.items() if k != "partial_rotary_factor"},
                 rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
                                  "partial_rotary_factor": PHI_TINY["partial_rotary_factor"]})
 
 
-def saved_modules_adapter(path, model_class, config, saved, vocab=None, seed=0, **options):
+def saved_modules_adapter(path, model_class, config, saved, vocab=None, seed=0,
+                          targets=("q_proj", "v_proj"), **options):
     """A float64 PEFT model of a fresh checkpoint (saved under path / "model") with a LoRA on
     q_proj and v_proj and `saved` in modules_to_save, the vocabulary resized to `vocab` rows
     first where given; lora_B and the saved tables moved off their starting values; the
@@ -51,7 +55,7 @@ def saved_modules_adapter(path, model_class, config, saved, vocab=None, seed=0, 
     base.save_pretrained(path / "model", safe_serialization=True)
     if vocab is not None:
         base.resize_token_embeddings(vocab)
-    peft = get_peft_model(base, PeftLoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+    peft = get_peft_model(base, PeftLoraConfig(r=4, lora_alpha=8, target_modules=list(targets),
                                               modules_to_save=list(saved), **options))
     with torch.no_grad():
         for name, p in peft.named_parameters():
@@ -110,9 +114,14 @@ def a_batch(vocab):
     # Phi-2: the output layer has a bias, which trains with it
     (PhiForCausalLM, PHI, BOTH, 100),
     (PhiForCausalLM, PHI, ["lm_head"], None),
+    # GPT-2: tied, its embedding is "wte" (Conv1D LoRA on c_attn)
+    (GPT2LMHeadModel, GPT2, ["wte", "lm_head"], 100),
+    (GPT2LMHeadModel, GPT2, ["lm_head"], None),
 ])
 def test_saved_modules_step_matches_peft(tmp_path, model_class, hf_config, saved, vocab):
     options = dict(ensure_weight_tying=True) if "tied" in saved else {}
+    if model_class is GPT2LMHeadModel:
+        options["targets"] = ["c_attn"]
     saved = [m for m in saved if m != "tied"]
     peft = saved_modules_adapter(tmp_path, model_class, hf_config, saved, vocab, **options)
     ids, mask, labels = a_batch(vocab or 96)
@@ -193,6 +202,27 @@ def base_without_chat_tokens(path, tied):
     return out
 
 
+def gpt2_without_chat_tokens(path):
+    """A tiny GPT-2 checkpoint whose tokenizer has no chat tokens (DialoGPT's files), under
+    path / "base" (1024 positions: transformers reads a gpt2 GGUF with no other count)."""
+    import json
+
+    from gpt2_checkpoints import tiny_gpt2
+    from tiny_chat import train_tokenizer
+
+    out = path / "base"
+    out.mkdir(parents=True)
+    tok = train_tokenizer(special=["<|endoftext|>"])
+    tok.save(str(out / "tokenizer.json"))
+    eos = tok.token_to_id("<|endoftext|>")
+    tiny_gpt2(out, vocab_size=tok.get_vocab_size(), bos_token_id=eos, eos_token_id=eos,
+              n_positions=1024)
+    (out / "tokenizer_config.json").write_text(json.dumps({
+        "eos_token": "<|endoftext|>", "bos_token": "<|endoftext|>", "unk_token": "<|endoftext|>",
+        "tokenizer_class": "GPT2TokenizerFast", "add_prefix_space": False}))
+    return out
+
+
 def chat_tokens_added(model_dir, adapter_dir, resized_to=16, **options):
     """(PEFT model in float64, its tokenizer): what TRL's setup_chat_format does to a base
     model, then a LoRA with the embedding and the output layer in modules_to_save: ChatML's
@@ -210,9 +240,11 @@ def chat_tokens_added(model_dir, adapter_dir, resized_to=16, **options):
     base = AutoModelForCausalLM.from_pretrained(model_dir)
     base.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=resized_to, mean_resizing=False)
     torch.manual_seed(1)
-    peft = get_peft_model(base, PeftLoraConfig(r=4, lora_alpha=8, task_type="CAUSAL_LM",
-                                              target_modules=["q_proj", "v_proj", "down_proj"],
-                                              modules_to_save=list(BOTH), **options))
+    gpt2 = base.config.model_type == "gpt2"
+    peft = get_peft_model(base, PeftLoraConfig(
+        r=4, lora_alpha=8, task_type="CAUSAL_LM",
+        target_modules=["c_attn", "c_fc"] if gpt2 else ["q_proj", "v_proj", "down_proj"],
+        modules_to_save=["wte", "lm_head"] if gpt2 else list(BOTH), **options))
     with torch.no_grad():
         for name, p in peft.named_parameters():
             if p.requires_grad:
@@ -227,7 +259,7 @@ def peft_logits(peft, ids):
         return peft(input_ids=torch.tensor([ids])).logits[0].double().numpy()
 
 
-@pytest.fixture(scope="module", params=["untied", "tied", "tied-ensure", "phi"])
+@pytest.fixture(scope="module", params=["untied", "tied", "tied-ensure", "phi", "gpt2"])
 def added_tokens(request, tmp_path_factory):
     """(checkpoint, adapter, PEFT model, tokenizer): an untied or a tied Llama checkpoint, the
     tied one's pair trained as two copies or (PEFT's ensure_weight_tying) as one table; a
@@ -238,6 +270,8 @@ def added_tokens(request, tmp_path_factory):
     if request.param == "phi":
         model_dir = path / "base"
         tiny_phi_dir(model_dir)
+    elif request.param == "gpt2":
+        model_dir = gpt2_without_chat_tokens(path)
     else:
         model_dir = base_without_chat_tokens(path, request.param != "untied")
     options = dict(ensure_weight_tying=True) if request.param == "tied-ensure" else {}
@@ -300,7 +334,8 @@ def test_training_saves_an_adapter_peft_reads_with_its_tokenizer(added_tokens, t
     run(chat.fit(examples, CausalTrainConfig(epochs=2, lr=1e-2, batch_size=2)))
     after = run(chat.runtime.trainable_values())
     config = chat.model.config       # the head: the tied table, or one of its own (and its bias)
-    assert set(chat.model.whole) == {"model.embed_tokens.weight"} | (
+    embedding = config.embedding_tables[0]
+    assert set(chat.model.whole) == {embedding} | (
         set() if config.tie_word_embeddings else {"lm_head.weight"}) | (
         {"lm_head.bias"} if config.model_type == "phi" else set())
     for name in chat.model.whole:
@@ -313,7 +348,7 @@ def test_training_saves_an_adapter_peft_reads_with_its_tokenizer(added_tokens, t
     from py_engine.formats import safetensors
     keys = lambda d: {k for k in safetensors.load(d / "adapter_model.safetensors").keys()
                       if "lora_" not in k}
-    tables = {"base_model.model.lm_head.weight", "base_model.model.model.embed_tokens.weight"}
+    tables = {"base_model.model.lm_head.weight", "base_model.model." + embedding}
     assert tables <= keys(tmp_path / "out") < keys(adapter)
     assert keys(tmp_path / "out") == tables | {"base_model.model." + n for n in chat.model.whole}
     ours = run(chat.score_encoded(examples))
@@ -361,7 +396,7 @@ def test_the_merged_model_and_the_switch_to_full_keep_the_tables(added_tokens, t
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from conftest import run
-    from export_models import check_switch_to_full_keeps_outputs, relative_error
+    from export_models import check_switch_to_full_keeps_outputs, our_decoder_logits, relative_error
     from py_engine.export.merged import load_merged, save_merged
     from py_engine.train.chat import ChatModel
 
@@ -383,6 +418,9 @@ def test_the_merged_model_and_the_switch_to_full_keep_the_tables(added_tokens, t
     with torch.no_grad():
         merged_logits = hf(input_ids=torch.tensor([ids])).logits[0].numpy()
     assert relative_error(merged_logits, peft_logits(peft, ids)) <= 1e-5
+    # and it loads here as a checkpoint of its own (GPT-2's untied head included)
+    assert relative_error(our_decoder_logits(tmp_path / "merged", None, ids),
+                          peft_logits(peft, ids)) <= 1e-5
 
     chat = run(ChatModel.load(model_dir, adapter))
     check_switch_to_full_keeps_outputs(chat, ids)
@@ -447,8 +485,9 @@ def test_a_resized_vocabulary_without_its_tokenizer_warns(added_tokens, tmp_path
 def test_the_merged_gguf_holds_the_added_tokens(added_tokens, tmp_path):
     """The merged GGUF (F32) carries the resized vocabulary with the adapter's tokenizer:
     its tokens are the adapter tokenizer's; transformers reads a Llama one back with PEFT's
-    logits (1e-5) and encodes ChatML as the adapter's tokenizer does; a Phi-2 one (which
-    transformers does not read) holds PEFT's merged tensors, as test_phi2_gguf checks them."""
+    logits (1e-5) and encodes ChatML as the adapter's tokenizer does; a Phi-2 or GPT-2 one
+    (transformers reads no phi2 GGUF, and a gpt2 one's head only as the tied embedding) holds
+    PEFT's merged tensors, as test_phi2_gguf checks them."""
     import copy
 
     from gguf import MODEL_ARCH, GGUFReader
@@ -471,9 +510,15 @@ def test_the_merged_gguf_holds_the_added_tokens(added_tokens, tmp_path):
     assert len(tokens) == peft.get_input_embeddings().weight.shape[0]
     for token in CHATML_TOKENS:
         assert tokens[tokenizer.convert_tokens_to_ids(token)] == token
+    merged = copy.deepcopy(peft).merge_and_unload().float()
     if peft.config.model_type == "phi":
-        merged = copy.deepcopy(peft).merge_and_unload().float()
         check_tensors(GGUFReader(out), library_tensors(merged, MODEL_ARCH.PHI2), gguf.F32)
+        return
+    if peft.config.model_type == "gpt2":      # Conv1D weights written [out, in]
+        conv1d = ("attn_qkv.weight", "attn_output.weight", "ffn_up.weight", "ffn_down.weight")
+        check_tensors(GGUFReader(out), library_tensors(
+            merged, MODEL_ARCH.GPT2, lambda name, w: w.T if name.endswith(conv1d) else w),
+            gguf.F32)
         return
     ids = run(ChatModel.load(model_dir, adapter)).prompt_ids(MESSAGES)
     hf = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file=out.name).double().eval()

@@ -7,7 +7,8 @@ gguf_llama.model_writer writes the file; this module says what differs from the 
   output_norm; weights and biases alike.
 - Layout: the converter transposes the Conv1D weights to [out, in]; the engine holds them so
   already (models/gpt2_config.py), so they are written as they are.
-- The head is tied: the converter writes the token embedding a second time as output.weight.
+- The head is tied: the converter writes the token embedding a second time as output.weight
+  (an adapter's head trained whole, modules_to_save, is written there instead).
 - The position embedding stays F32 whatever the type, as llama.cpp's converter keeps it.
 """
 
@@ -17,7 +18,8 @@ ARCHITECTURE = "gpt2"
 _LAYER = {"ln_1": "attn_norm", "attn.c_attn": "attn_qkv", "attn.c_proj": "attn_output",
           "ln_2": "ffn_norm", "mlp.c_fc": "ffn_up", "mlp.c_proj": "ffn_down"}
 _GLOBAL = {"transformer.wte.weight": "token_embd.weight", "transformer.wpe.weight": "position_embd.weight",
-           "transformer.ln_f.weight": "output_norm.weight", "transformer.ln_f.bias": "output_norm.bias"}
+           "transformer.ln_f.weight": "output_norm.weight", "transformer.ln_f.bias": "output_norm.bias",
+           "lm_head.weight": "output.weight"}     # an adapter's head trained whole (untied)
 TIED_HEAD = ("transformer.wte.weight", "output.weight")     # (its source, the copy's name)
 KEPT_F32 = ("position_embd.weight",)
 
@@ -48,7 +50,9 @@ def hyperparameters(config):
 
 def extra_tensors(merged):
     """[(GGUF name, shape, make)] beyond the merged tensors: the tied head, the token embedding
-    written again as output.weight."""
+    written again as output.weight (none where an adapter trained the head as its own)."""
+    if not merged.config.tie_word_embeddings:
+        return []
     source, target = TIED_HEAD
     return [(target, tuple(merged.shape(source)), lambda: merged.floats(source))]
 

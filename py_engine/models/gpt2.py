@@ -7,7 +7,8 @@ Llama family's own.
     per layer:  h = LayerNorm(x);  q, k, v = split(c_attn(h))          (one fused projection)
                 x = x + Dropout_resid(attn.c_proj(CausalAttention(q, k, v)))
                 h = LayerNorm(x);  x = x + Dropout_resid(mlp.c_proj(GELU_tanh(c_fc(h))))
-    loss = CrossEntropy(LayerNorm(x) . wte^T, labels shifted by one)   (tied head)
+    loss = CrossEntropy(LayerNorm(x) . wte^T, labels shifted by one)   (tied head; an adapter may
+                                                                    train lm_head as a copy: modules_to_save)
 
 Dropout (the backend's counter-based dropout, as models/bert.py uses it) is applied only when
 training, at the config's rates where transformers applies them: embd_pdrop on the embeddings,
@@ -28,7 +29,11 @@ PROJECTIONS = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
 
 
 class Gpt2Model(DecoderModel):
-    head_name = "transformer.wte.weight"     # tied: the head is the token embedding
+    @property
+    def head_name(self):
+        """The head's weight: the token embedding (GPT-2 ties them), or an adapter's copy of
+        its own (modules_to_save)."""
+        return "transformer.wte.weight" if self.config.tie_word_embeddings else "lm_head.weight"
 
     def __init__(self, config, lora, dropout=None):
         """lora: a LoraConfig (its fan_in_fan_out is set, as PEFT sets it for Conv1D), or None
@@ -107,7 +112,8 @@ class Gpt2Model(DecoderModel):
             da = back(be, p + "attn.c_attn", dqkv, s, input_grad=needed)
             if needed:
                 dx = be.add(dx, self._layernorm_backward(be, da, s["ln1"], p + "ln_1"))
-        if self.full:
+        if self.embedding_trains:
             dx = be.dropout_backward(dx, saved["emb_drop"])
             be.gather_rows_backward(dx, saved["ids"], be.grad("transformer.wte.weight"))
+        if self.full:
             be.position_rows_backward(dx, saved["B"], saved["T"], be.grad("transformer.wpe.weight"))

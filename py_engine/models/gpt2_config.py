@@ -12,6 +12,7 @@ eos_token_id) are the Llama configuration's.
 from array import array
 
 from .bert_config import ConfigError, config_field, read_config_json
+from .saved_modules import SavedModulesConfig
 
 MODEL_TYPES = ("gpt2",)
 # transformers' names for the tanh GELU, and for the exact one.
@@ -20,9 +21,12 @@ EXACT_GELU = ("gelu",)
 CONV1D = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")   # every GPT-2 linear
 
 
-class Gpt2Config:
+class Gpt2Config(SavedModulesConfig):
     lora_targets = ("c_attn",)             # PEFT's default LoRA target for GPT-2
     embedding_tables = ("transformer.wte.weight", "transformer.wpe.weight")   # kept f32 on a GPU
+    # the modules an adapter may train whole (PEFT's modules_to_save): {module: its tensors}.
+    # GPT-2's head is tied; trained whole it is a copy of its own (SavedModulesConfig.with_saved)
+    whole_modules = {"transformer.wte": ("transformer.wte.weight",), "lm_head": ("lm_head.weight",)}
 
     def __init__(self, **values):
         def need(name, kind=int, default=None):
@@ -65,8 +69,6 @@ class Gpt2Config:
         if self.activation_function not in TANH_GELU + EXACT_GELU:
             raise ConfigError(f"activation_function {self.activation_function!r} is not supported "
                               f"({TANH_GELU + EXACT_GELU})")
-        if not self.tie_word_embeddings:
-            raise ConfigError("GPT-2 checkpoints with an untied lm_head are not supported")
         if not values.get("scale_attn_weights", True) or values.get("scale_attn_by_inverse_layer_idx"):
             raise ConfigError("only GPT-2's standard attention scaling (1 / sqrt(head_dim)) is supported")
 
@@ -93,6 +95,8 @@ class Gpt2Config:
                                         ("mlp.c_fc", i, h), ("mlp.c_proj", h, i)):
                 shapes.update({p + module + ".weight": (out_f, in_f), p + module + ".bias": (out_f,)})
         shapes.update({"transformer.ln_f.weight": (h,), "transformer.ln_f.bias": (h,)})
+        if not self.tie_word_embeddings:      # a head of its own (an adapter's, trained whole)
+            shapes["lm_head.weight"] = (self.vocab_size, h)
         return shapes
 
     @staticmethod
