@@ -485,9 +485,9 @@ def test_a_resized_vocabulary_without_its_tokenizer_warns(added_tokens, tmp_path
 def test_the_merged_gguf_holds_the_added_tokens(added_tokens, tmp_path):
     """The merged GGUF (F32) carries the resized vocabulary with the adapter's tokenizer:
     its tokens are the adapter tokenizer's; transformers reads a Llama one back with PEFT's
-    logits (1e-5) and encodes ChatML as the adapter's tokenizer does; a Phi-2 or GPT-2 one
-    (transformers reads no phi2 GGUF, and a gpt2 one's head only as the tied embedding) holds
-    PEFT's merged tensors, as test_phi2_gguf checks them."""
+    logits (1e-5) and encodes ChatML as the adapter's tokenizer does (a GPT-2 one with its
+    untied head too); a Phi-2 one (transformers reads no phi2 GGUF) holds PEFT's merged
+    tensors, as test_phi2_gguf checks them."""
     import copy
 
     from gguf import MODEL_ARCH, GGUFReader
@@ -510,15 +510,9 @@ def test_the_merged_gguf_holds_the_added_tokens(added_tokens, tmp_path):
     assert len(tokens) == peft.get_input_embeddings().weight.shape[0]
     for token in CHATML_TOKENS:
         assert tokens[tokenizer.convert_tokens_to_ids(token)] == token
-    merged = copy.deepcopy(peft).merge_and_unload().float()
     if peft.config.model_type == "phi":
+        merged = copy.deepcopy(peft).merge_and_unload().float()
         check_tensors(GGUFReader(out), library_tensors(merged, MODEL_ARCH.PHI2), gguf.F32)
-        return
-    if peft.config.model_type == "gpt2":      # Conv1D weights written [out, in]
-        conv1d = ("attn_qkv.weight", "attn_output.weight", "ffn_up.weight", "ffn_down.weight")
-        check_tensors(GGUFReader(out), library_tensors(
-            merged, MODEL_ARCH.GPT2, lambda name, w: w.T if name.endswith(conv1d) else w),
-            gguf.F32)
         return
     ids = run(ChatModel.load(model_dir, adapter)).prompt_ids(MESSAGES)
     hf = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file=out.name).double().eval()
