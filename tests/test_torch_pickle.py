@@ -6,8 +6,10 @@ load them."""
 
 import json
 import pickle
+import pickletools
 import random
 import shutil
+import struct
 import zipfile
 
 import numpy as np
@@ -263,3 +265,28 @@ def test_damaged_archives_are_refused_by_name_or_read_as_torch_reads_them(tmp_pa
         for name, tensor in want.items():
             assert bytes(ours.raw(name)) == as_bytes(tensor), (seed, k, name)
     assert refused > 30, seed
+
+
+def test_a_memo_slot_far_past_the_pickle_is_refused_before_unpickling(tmp_path):
+    """One byte of data.pkl turned BINPUT into LONG_BINPUT in a CI run: the next four bytes
+    named memo slot 0x58..., and the C unpickler grew its memo to it (21 GB, the run killed).
+    Such an index is refused by name, with nothing allocated."""
+    import resource
+
+    path = tmp_path / "good.bin"
+    torch.save({"a": torch.randn(3, 4)}, path)
+    with zipfile.ZipFile(path) as z:
+        parts = {n: z.read(n) for n in z.namelist()}
+    pkl = next(n for n in parts if n.endswith("/data.pkl"))
+    data = parts[pkl]
+    at = next(pos for op, _, pos in pickletools.genops(data) if op.name == "BINPUT")
+    damaged = data[:at] + b"r" + struct.pack("<I", 0x58000000) + data[at + 2:]
+    out = tmp_path / "damaged.bin"
+    with zipfile.ZipFile(out, "w") as z:
+        for name, value in parts.items():
+            z.writestr(name, damaged if name == pkl else value)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(TorchFileError, match=r"LONG_BINPUT names memo slot 1476395008, past the "
+                                             r"\d+ bytes of the pickle"):
+        load_torch(out)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100_000   # KB: no 21 GB

@@ -20,6 +20,7 @@ format. Files of PyTorch before 1.6 (a bare pickle stream, not a zip) are refuse
 import io
 import math
 import pickle
+import pickletools
 import struct
 import zipfile
 import zlib
@@ -42,6 +43,7 @@ class TorchFileError(ValueError):
 
 MAX_PICKLE = 100 << 20          # data.pkl of a state dict is small: names and shapes
 MAX_REPEAT = 64                 # a broadcast tensor's elements per element of its storage
+MEMO_PUTS = ("PUT", "BINPUT", "LONG_BINPUT")      # the opcodes that name a memo slot to fill
 # what zipfile raises on a damaged archive (a header's fields read as other numbers)
 DAMAGED = (zipfile.BadZipFile, EOFError, ValueError, OSError, NotImplementedError,
            OverflowError, RuntimeError, struct.error, zlib.error)   # RuntimeError: "encrypted"
@@ -129,8 +131,10 @@ def _state_dict(archive):
     if order not in (None, b"little"):
         raise TorchFileError(f"the tensors are stored {order.decode(errors='replace')!r}-"
                              "endian; only little-endian files are read")
+    data = _read(archive, pickles[0])
+    _check_memo(data, pickles[0])
     try:
-        state = _Unpickler(io.BytesIO(_read(archive, pickles[0]))).load()
+        state = _Unpickler(io.BytesIO(data)).load()
     except TorchFileError:
         raise
     except Exception as e:       # a damaged pickle: what the pickle module says of it
@@ -164,6 +168,24 @@ def _checked(tensor, name):
             and len(size) == len(stride)):
         raise TorchFileError(f"tensor {name!r} has an unreadable layout")
     return (*ref, offset, size, stride)
+
+
+def _check_memo(data, name):
+    """TorchFileError where the pickle stores a value in a memo slot past its own length. The
+    C unpickler grows its memo to whatever index a PUT names, zeroing every slot up to it (one
+    damaged byte, a BINPUT read as LONG_BINPUT, asked it for 21 GB), so the indices are read
+    first from the opcodes, which pickletools parses without running anything. A pickle puts
+    at most one memo slot per opcode: an index past its length is damage."""
+    try:
+        for op, arg, _ in pickletools.genops(data):
+            if op.name in MEMO_PUTS and isinstance(arg, int) and not 0 <= arg < len(data):
+                raise TorchFileError(f"{name} is not a readable pickle: {op.name} names memo "
+                                     f"slot {arg}, past the {len(data)} bytes of the pickle "
+                                     "(a damaged file)")
+    except TorchFileError:
+        raise
+    except Exception as e:       # what pickletools says of a damaged stream
+        raise TorchFileError(f"{name} is not a readable pickle: {e}") from None
 
 
 def _read_storage(archive, entry, size):
