@@ -5,8 +5,7 @@ lora.AdaptedModel's). A family sets config, lora, full and linears, and names it
 
 from .dropout_rates import override_rates
 from .lora import AdaptedModel, Linears
-from .lora_config import saved_modules
-from .saved_modules import HEAD_WEIGHT
+from .saved_modules import HEAD_WEIGHT, saved_modules
 
 
 class DecoderModel(AdaptedModel):
@@ -20,16 +19,15 @@ class DecoderModel(AdaptedModel):
         self.config = config
         self.dropout = override_rates(self.dropout_rates(config), dropout, family)
         self.full = lora is None
-        self.linears = Linears(modules, lora, family, full=self.full, conv1d=conv1d,
-                               params=config.parameter_shapes())
+        shapes = config.parameter_shapes()
+        self.linears = Linears(modules, lora, family, full=self.full, conv1d=conv1d, params=shapes)
         self.lora = self.linears.lora        # "all-linear" spelled out
         self.targets = self.linears.targets
-        self.trainable = dict(config.parameter_shapes()) if self.full else dict(self.linears.trainable)
+        self.trainable = dict(shapes) if self.full else dict(self.linears.trainable)
         # modules trained whole beside the LoRA (PEFT's modules_to_save: the embedding, the
-        # output layer), {weight: module}; their shapes are the config's (with_saved's)
+        # output layer), {tensor: module}, shaped as the config says (with_saved's); a head
+        # tied to the embedding is the embedding's table (ensure_weight_tying)
         whole = getattr(config, "whole_modules", {})
-        shapes = config.parameter_shapes()
-        # a head tied to the embedding is the embedding's table (ensure_weight_tying)
         self.whole = {} if self.full else {
             tensor if tensor in shapes else self.head_name: m
             for m in saved_modules(self.lora, whole) for tensor in whole[m]}

@@ -9,7 +9,7 @@ each family's configuration and model class, and the refusal that names them all
 from .bert_config import ConfigError
 from .gpt2_config import MODEL_TYPES as GPT2_TYPES, Gpt2Config
 from .llama_config import FAMILY_TYPES as LLAMA_FAMILIES, LlamaConfig
-from .lora_config import check_saved_modules, saved_modules
+from .saved_modules import check_saved_modules, saved_modules
 from .phi_config import MODEL_TYPES as PHI_TYPES, PhiConfig
 from .t5_config import MODEL_TYPES as T5_TYPES, T5Config
 

@@ -169,6 +169,8 @@ class LoraConfig:
         of `whole_modules` (the family's modules that may train whole, full names) are read,
         an entry naming a module whole or by its last parts (PEFT's rule); any other entry is
         refused by name, since dropping it would give another model than the adapter's."""
+        from .saved_modules import check_saved_modules
+
         saved = _names("modules_to_save", data.get("modules_to_save")) or []
         check_saved_modules(saved, whole_modules, "adapter_config.json: ")
         lora = cls.from_peft_dict(dict(data, modules_to_save=None), default_targets)
@@ -185,28 +187,6 @@ class LoraConfig:
         from ..formats.json_file import read_json_object
 
         return cls.from_peft_dict(read_json_object(path))
-
-
-def _saves(entry, module):
-    """Whether modules_to_save entry `entry` names `module` (a full name): PEFT's rule, the
-    name whole or its last dotted parts."""
-    return module == entry or module.endswith("." + entry)
-
-
-def check_saved_modules(entries, modules, where=""):
-    """LoraConfigError unless every modules_to_save entry names one of `modules` (full names:
-    a language model's that may train whole)."""
-    unread = [e for e in entries if not any(_saves(e, m) for m in modules)]
-    if unread:
-        readable = (f"only {', '.join(modules)} of this model may train whole here" if modules
-                    else "only the LoRA tensors of this model's adapters are read here")
-        raise LoraConfigError(f"{where}modules_to_save {unread!r} trains those modules in full "
-                              f"beside the LoRA (such as a new embedding or output layer); {readable}")
-
-
-def saved_modules(lora, modules):
-    """Those of `modules` (full names) that `lora`'s modules_to_save trains whole."""
-    return [m for m in modules if any(_saves(e, m) for e in lora.modules_to_save)]
 
 
 def _check_rank(field, value):

@@ -2,17 +2,41 @@
 beside the LoRA, as adapters trained after adding tokens carry them (TRL's setup_chat_format
 resizes the vocabulary; the adapter saves both tables, the tokenizer is saved beside it).
 
-A family's config takes SavedModulesConfig and names its whole_modules; models/decoder.py
-trains them (DecoderModel.whole), the chat model reads the adapter's own tokenizer
+A family's config takes SavedModulesConfig and names its whole_modules (modules_to_save's
+entries name them by PEFT's rule: saved_modules); models/decoder.py trains them
+(DecoderModel.whole), the chat model reads the adapter's own tokenizer
 (train/chat.py), and the merged exports carry the tables, the vocabulary and the untied head.
 """
 
 import copy
 
 from .bert_config import ConfigError
+from .lora_config import LoraConfigError
 
 HEAD = "lm_head"                # the output layer's module, in every family that saves it
 HEAD_WEIGHT = HEAD + ".weight"
+
+
+def _saves(entry, module):
+    """Whether modules_to_save entry `entry` names `module` (a full name): PEFT's rule, the
+    name whole or its last dotted parts."""
+    return module == entry or module.endswith("." + entry)
+
+
+def check_saved_modules(entries, modules, where=""):
+    """LoraConfigError unless every modules_to_save entry names one of `modules` (full names:
+    a language model's that may train whole)."""
+    unread = [e for e in entries if not any(_saves(e, m) for m in modules)]
+    if unread:
+        readable = (f"only {', '.join(modules)} of this model may train whole here" if modules
+                    else "only the LoRA tensors of this model's adapters are read here")
+        raise LoraConfigError(f"{where}modules_to_save {unread!r} trains those modules in full "
+                              f"beside the LoRA (such as a new embedding or output layer); {readable}")
+
+
+def saved_modules(lora, modules):
+    """Those of `modules` (full names) that `lora`'s modules_to_save trains whole."""
+    return [m for m in modules if any(_saves(e, m) for e in lora.modules_to_save)]
 
 
 class SavedModulesConfig:
