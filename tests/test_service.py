@@ -629,3 +629,49 @@ def test_a_saved_state_that_cannot_be_put_back_is_kept_aside_and_the_model_start
     reply = run_async(svc.call("load_model", load))
     svc.close()
     assert reply["error"]["message"] == "Input/output error" and saves == [], reply
+
+
+def test_a_chat_adapter_with_its_own_options_and_tokens_loads_learns_and_comes_back(tmp_path):
+    """load_model with a chat adapter reads it as the CLI does: its own LoRA options, the
+    tables it trains whole and the tokenizer saved beside it (an adapter made as TRL makes
+    one: ChatML's tokens added). The chat renders with the added tokens and answers as PEFT's
+    model does; a slice trains it; a new service over the same states, loading the same
+    files, puts the state back; the adapter's files written for it go with the model."""
+    import tempfile
+
+    from test_saved_modules import MESSAGES, base_without_chat_tokens, chat_tokens_added, peft_logits
+
+    written, states = tmp_path / "written", tmp_path / "a"
+    written.mkdir(), states.mkdir()
+    base = base_without_chat_tokens(tmp_path, tied=True)
+    peft, tokenizer = chat_tokens_added(base, tmp_path / "adapter")
+    load = {"source": "files", "name": "trl", "files": files_of(base),
+            "adapter": files_of(tmp_path / "adapter")}
+    old_tempdir, tempfile.tempdir = tempfile.tempdir, str(written)
+    try:
+        svc = service(states, Events())
+        call(svc, "load_model", **load)
+        chat = svc.model.model
+        ids = chat.prompt_ids(MESSAGES)
+        assert tokenizer.convert_tokens_to_ids("<|im_start|>") in ids
+        logits = np.asarray(run_async(chat.decoder().prefill(ids)), np.float64)
+        want = peft_logits(peft, ids)[-1]
+        assert np.linalg.norm(logits - want) <= 1e-5 * np.linalg.norm(want)
+        assert len(list(written.iterdir())) == 2       # the checkpoint and the adapter's tokenizer
+        corpus = ("What is the capital of France? The capital of France is Paris.\n\n" * 3).encode()
+        call(svc, "import_text", name="facts.md", data=corpus)
+        assert call(svc, "force_slice", budget_ms=60_000)["ran"]
+        call(svc, "save")
+        learned = trainable(svc)
+        exported = call(svc, "export_adapter")["files"]
+        assert exported["tokenizer.json"] == load["adapter"]["tokenizer.json"]
+        svc.close()
+        assert list(written.iterdir()) == []
+        again = service(states, Events())
+        assert call(again, "load_model", **load)["restored"]
+        for name, value in trainable(again).items():
+            assert np.array_equal(value, learned[name]), name
+        again.close()
+        assert list(written.iterdir()) == []
+    finally:
+        tempfile.tempdir = old_tempdir

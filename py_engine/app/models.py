@@ -190,12 +190,26 @@ async def load_model_dir(directory, name, config=None, kind=None, labels=None, b
         key = state_key(kind, state) if state is not None else model_key(kind, name, config, labels)
         return AppClassifier(clf, name, key, directory, config, fixed_key=state is not None)
     family, app = (Seq2SeqModel, AppSeq2Seq) if kind == "seq2seq" else (ChatModel, AppChat)
-    chat = await family.create(directory, backend=backend, device=device,
-                               max_length=max_length or 512)
+    placement = dict(backend=backend, device=device, max_length=max_length or 512)
+    adapter_dir = None
     if adapter:
-        await chat.load_adapter_files(adapter, "the adapter")
+        # read as the CLI reads an adapter folder: its LoRA options, modules trained whole,
+        # and a tokenizer or chat template saved beside it
+        adapter_dir, _ = write_model_files(dict(adapter, **{"config.json": b"{}"}))
+        try:
+            chat = await family.load(directory, adapter_dir=adapter_dir, **placement)
+        except BaseException:
+            remove_written(adapter_dir)
+            raise
+        if getattr(chat, "tokenizer_dir", None) != adapter_dir:
+            remove_written(adapter_dir)     # read whole: its files are not needed after this
+            adapter_dir = None
+    else:
+        chat = await family.create(directory, **placement)
     key = state_key(kind, state) if state is not None else model_key(kind, name, config)
-    return app(chat, name, key, directory, config)
+    model = app(chat, name, key, directory, config)
+    model.adapter_directory = adapter_dir    # the adapter's own tokenizer, kept while it lives
+    return model
 
 
 class AppModel:
@@ -213,13 +227,18 @@ class AppModel:
         self.config_json = config_json    # config.json's contents (model_key's input)
         self.fixed_key = fixed_key        # the app named the state: labels do not change it
         self.owns_directory = False       # `directory` was written for this model alone
+        self.adapter_directory = None     # an adapter's files written for this model (its tokenizer)
 
     def close(self):
         """Let go of the checkpoint's files when they were written for this model
-        (load_model_files); a directory the caller gave stays. The model is not used after."""
+        (load_model_files), and of an adapter's; a directory the caller gave stays. The model
+        is not used after."""
         if self.owns_directory:
             remove_written(self.directory)
             self.owns_directory = False
+        if self.adapter_directory is not None:
+            remove_written(self.adapter_directory)
+            self.adapter_directory = None
 
     @property
     def runtime(self):
