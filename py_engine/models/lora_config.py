@@ -37,7 +37,8 @@ class LoraConfig:
         unsupported = {k: v for k, v in unsupported.items() if v not in (None, False, {}, [], "")
                        and k not in _IGNORED_PEFT_FIELDS}
         if unsupported:
-            raise LoraConfigError(f"unsupported LoRA options: {sorted(unsupported)}")
+            reasons = "".join(f"; {k}: {REFUSED_WHY[k]}" for k in sorted(unsupported) if k in REFUSED_WHY)
+            raise LoraConfigError(f"unsupported LoRA options: {sorted(unsupported)}{reasons}")
         _check_rank("r", r)
         _check_alpha("lora_alpha", lora_alpha)
         _check_init(init_lora_weights)
@@ -302,6 +303,15 @@ def _names(field, value):
                                   "['query', 'value']")
     return list(value)
 
+
+# Why PEFT options users meet are refused, where something else here does what they want.
+REFUSED_WHY = {
+    "trainable_token_indices": "PEFT's trainable tokens (some embedding rows trained) are not "
+    "read here; modules_to_save ['embed_tokens', 'lm_head'] trains the tables whole, as "
+    "adapters trained after adding tokens carry them",
+    "lora_bias": "a bias on lora_B is not read here; PEFT merges it into the base layer's bias "
+    "(merge_and_unload), which loads here as a checkpoint",
+}
 
 # PEFT fields that change nothing for the adapters built here (bookkeeping, or options whose
 # effect is only at initialization). Any other field set to a non-default value is refused.
