@@ -693,9 +693,13 @@ def _random_expression(rng, depth=0):
         op = rng.choice(_OPERATORS)
         # jinja2 folds a constant negative base and writes it unbracketed into Python, so
         # that `-3 ** x` is -(3 ** x) there and (-3) ** x here: not worth copying
-        left = (rng.choice(["2", "3", "0.5", "ns.n", "(messages | length)"]) if op == "**"
-                else _random_operand(rng, depth))
-        return f"{left} {op} {_random_operand(rng, depth)}"
+        # a power's exponent is a small literal: 2 ** (3 ** (7 * 1_000)) has no end, and
+        # jinja2 (which computes it first) took a CI run's memory with one such expression
+        if op == "**":
+            left = rng.choice(["2", "3", "0.5", "ns.n", "(messages | length)"])
+            right = rng.choice(["2", "3", "-1", "0", "0.5", "2.5", "ns.n", "(messages | length)"])
+            return f"{left} {op} {right}"
+        return f"{_random_operand(rng, depth)} {op} {_random_operand(rng, depth)}"
     return _random_operand(rng, depth)
 
 
@@ -938,3 +942,15 @@ def test_random_macros_bind_arguments_as_jinja2_binds_them():
     reads caller, and nested macros whose reads count as the enclosing macro's."""
     _render_random_templates(lambda rng: "{% set ns = namespace(a=0) %}{% set x = 'X' %}"
                              + _random_macro(rng, 0) + "{{ x }}", [{"role": "user", "content": "a"}])
+
+
+def test_a_template_cannot_take_the_machine_s_memory():
+    """A template is code from a model's files: a power or a repetition too large to hold is
+    refused by name (jinja2 would compute 2 ** (3 ** 99) until memory ran out); the large values
+    templates print still print."""
+    for expression, words in (("2 ** (3 ** 99)", "has over 16,777,216 bits"),
+                              ("'ab' * 100000 * 100000", "makes more than 100,000,000"),
+                              ("[1] * 1000000000", "makes more than")):
+        with pytest.raises(ValueError, match=words):
+            ChatTemplate("{{ " + expression + " }}").render([])
+    assert ChatTemplate("{{ 3 ** 7000 > 0 }} {{ ('ab' * 1000) | length }}").render([]) == "True 2000"

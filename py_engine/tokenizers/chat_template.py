@@ -1511,6 +1511,7 @@ def _binop(op, a, b):
     if op == "-":
         return a - b
     if op == "*":
+        _check_repeat(a, b)
         return a * b
     if op == "/":
         return a / b
@@ -1518,7 +1519,28 @@ def _binop(op, a, b):
         return a // b
     if op == "%":
         return a % b
+    _check_power(a, b)
     return a ** b
+
+
+# A template is code from a model's files: what it makes is bounded, so that one cannot take
+# the machine's memory (jinja2 would compute 2 ** (3 ** 99) until memory runs out).
+MAX_MADE = 10 ** 8          # elements of a repeated string or list
+MAX_POWER_BITS = 1 << 24    # bits of an integer power
+
+
+def _check_repeat(a, b):
+    for seq, n in ((a, b), (b, a)):
+        if isinstance(seq, (str, list, tuple)) and isinstance(n, int) and not isinstance(n, bool) \
+                and len(seq) * n > MAX_MADE:
+            raise ValueError(f"chat template: repeating {len(seq)} elements {n} times makes more "
+                             f"than {MAX_MADE:,}")
+
+
+def _check_power(a, b):
+    if isinstance(a, int) and isinstance(b, int) and not isinstance(a, bool) and b > 0 \
+            and abs(a) > 1 and b * abs(a).bit_length() > MAX_POWER_BITS:
+        raise ValueError(f"chat template: {a} ** {b} has over {MAX_POWER_BITS:,} bits")
 
 
 def _compare(op, a, b):
