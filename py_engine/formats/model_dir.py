@@ -21,7 +21,7 @@ def decoder_config_json(source, config):
     """config.json of a decoder trained from checkpoint `source` with model config `config`:
     the source's, with the fields an adapter's saved embedding and output layer changed
     (config.saved_fields: a resized vocabulary, an untied head); None where none changed."""
-    fields = getattr(config, "saved_fields", None)
+    fields = config.saved_fields
     if not fields:
         return None
     from .json_file import read_json_object

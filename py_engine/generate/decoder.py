@@ -40,6 +40,7 @@ from ..kernels.argmax import decode_candidates, decode_choices
 from ..kernels.rope import uses_long_factor
 from ..models.decoders import decoder_model
 from ..models.lora_config import LoraConfig
+from ..models.saved_modules import HEAD_WEIGHT
 
 MIN_BUCKET = 16
 CANDIDATES = 4096     # a sampled token's candidates read back at most (32 KB): more, and the
@@ -115,7 +116,7 @@ def check_params(config, shapes):
             raise ValueError(f"parameter {name!r} is missing")
         if tuple(shapes[name]) != tuple(shape):
             raise ValueError(f"parameter {name!r} has shape {tuple(shapes[name])}, expected {tuple(shape)}")
-    if "lm_head.weight" in shapes and "lm_head.weight" not in config.parameter_shapes():
+    if HEAD_WEIGHT in shapes and HEAD_WEIGHT not in config.parameter_shapes():
         raise ValueError("params hold lm_head.weight while the checkpoint ties its output layer to "
                          "the embedding (an adapter that trained the output layer whole: "
                          "modules_to_save); load such an adapter with ChatModel.load")

@@ -27,7 +27,7 @@ class DecoderModel(AdaptedModel):
         # modules trained whole beside the LoRA (PEFT's modules_to_save: the embedding, the
         # output layer), {tensor: module}, shaped as the config says (with_saved's); a head
         # tied to the embedding is the embedding's table (ensure_weight_tying)
-        whole = getattr(config, "whole_modules", {})
+        whole = config.whole_modules
         self.whole = {} if self.full else {
             tensor if tensor in shapes else self.head_name: m
             for m in saved_modules(self.lora, whole) for tensor in whole[m]}
@@ -42,7 +42,7 @@ class DecoderModel(AdaptedModel):
         """{tensor: checkpoint tensor} each module trained whole starts from: its own, but a
         head trained as a copy of the tied embedding (SavedModulesConfig.with_saved) starts
         from it."""
-        copied = getattr(self.config, "head_copies_embedding", False)
+        copied = self.config.head_copies_embedding
         return {w: self.config.embedding_tables[0] if copied and w == self.head_name else w
                 for w in self.whole}
 

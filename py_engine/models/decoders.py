@@ -61,7 +61,7 @@ def decoder_model(config, lora, dropout=None, vocab_size=None):
     model's config is the checkpoint's for that (LlamaConfig.with_saved; vocab_size: the rows
     of an adapter's saved embedding)."""
     if lora is not None and lora.modules_to_save:
-        whole = getattr(config, "whole_modules", {})
+        whole = config.whole_modules
         check_saved_modules(lora.modules_to_save, whole)
         config = config.with_saved(saved_modules(lora, whole), vocab_size,
                                    keep_tied=lora.ensure_weight_tying)

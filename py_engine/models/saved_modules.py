@@ -40,8 +40,8 @@ def saved_modules(lora, modules):
 
 
 class SavedModulesConfig:
-    """What a decoder config needs for modules_to_save. whole_modules: {module: its tensors}
-    that an adapter may train whole (the embedding's module first)."""
+    """What a language model's config says of modules_to_save. whole_modules: {module: its
+    tensors} that an adapter may train whole (the embedding's module first; none for T5)."""
 
     whole_modules = {}
     head_copies_embedding = False   # the head trains as a copy of the tied embedding (with_saved)
@@ -83,4 +83,4 @@ def saved_vocabulary(config, tensors):
     modules_to_save: a resized vocabulary's), or None."""
     table = next((tensors[n] for n in (config.embedding_tables[0], HEAD_WEIGHT) if n in tensors),
                  None)
-    return None if table is None or not getattr(config, "whole_modules", None) else int(table[0][0])
+    return None if table is None or not config.whole_modules else int(table[0][0])

@@ -15,6 +15,7 @@ the decoder stack's: head_dim is d_kv, which need not be d_model / num_heads.
 """
 
 from .bert_config import ConfigError, config_field, read_config_json
+from .saved_modules import SavedModulesConfig
 
 MODEL_TYPES = ("t5",)
 # feed_forward_proj -> the swiglu op's activation on the gate
@@ -24,9 +25,10 @@ GATED_ACTIVATIONS = {"gated-gelu": "gelu_tanh", "gated-silu": "silu"}
 DEFAULT_MAX_LENGTH = 512
 
 
-class T5Config:
+class T5Config(SavedModulesConfig):
     lora_targets = ("q", "v")                 # PEFT's default LoRA targets for T5
     embedding_tables = ("shared.weight",)    # gathered by rows: kept f32 on a GPU
+    whole_modules = {}      # modules_to_save: none read (T5's adapters train their LoRA alone)
     encoder_decoder = True
 
     def __init__(self, **values):

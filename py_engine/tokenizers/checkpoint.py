@@ -38,15 +38,15 @@ def chat_tokenizer(model_dir, adapter_dir=None, own_vocabulary=False):
     With `adapter_dir`, a chat template the adapter's folder carries is used instead of the
     checkpoint's (TRL's trainers save the tokenizer they trained with beside the adapter, and
     one loads it from there); see adapter_chat_template. With `own_vocabulary` (the adapter
-    carries its embedding and output layer: PEFT's modules_to_save), a tokenizer.json in the
-    adapter's folder is the tokenizer, tokens added to it included (TRL's setup_chat_format
-    adds its ChatML tokens so)."""
+    carries its embedding and output layer, PEFT's modules_to_save, and its folder a
+    tokenizer.json), that tokenizer.json is the tokenizer, tokens added to it included (TRL's
+    setup_chat_format adds its ChatML tokens so)."""
     model_dir = Path(model_dir)
-    own = own_vocabulary and adapter_dir is not None and (Path(adapter_dir) / "tokenizer.json").is_file()
-    tokenizer, config = _tokenizer_and_config(Path(adapter_dir) if own else model_dir)
-    if own:
+    tokenizer, config = _tokenizer_and_config(Path(adapter_dir) if own_vocabulary else model_dir)
+    if own_vocabulary:
         config = _tokenizer_config(model_dir)
-    template = adapter_chat_template(adapter_dir, model_dir, own) if adapter_dir is not None else None
+    template = adapter_chat_template(adapter_dir, model_dir, own_vocabulary) \
+        if adapter_dir is not None else None
     if template is None and _holds_chat_template(model_dir, config):
         template = ChatTemplate.from_pretrained(model_dir)
     return tokenizer, template or family_template(model_dir, config)

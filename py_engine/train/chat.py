@@ -112,7 +112,7 @@ class ChatModel:
         if config.get("task_type") not in (None, cls.task_type):
             raise ValueError(f"{source} is a {config.get('task_type')} adapter, not {cls.task_type}")
         lora = LoraConfig.from_language_model_dict(config, checkpoint.config.lora_targets,
-                                                   getattr(checkpoint.config, "whole_modules", ()))
+                                                   checkpoint.config.whole_modules)
         model = decoder_model(checkpoint.config, lora, dropout=dropout,
                               vocab_size=saved_vocabulary(checkpoint.config, tensors))
         values = merge_loaded(model, initial_trainable(model, 0), tensors, source)
