@@ -1,6 +1,7 @@
-"""Checks every classifier family shares (BERT's, RoBERTa's kind, DistilBERT, ELECTRA): the GPU
-step against NumPy with the model's dropout on, and the merged and ONNX exports against
-transformers and onnxruntime, through the checkpoint's own tokenizer."""
+"""Checks every classifier family shares (BERT's, RoBERTa's kind, DistilBERT, ELECTRA, MPNet):
+the GPU step against NumPy with the model's dropout on, the merged and ONNX exports against
+transformers and onnxruntime, through the checkpoint's own tokenizer, and a fine-tuned
+classifier checkpoint read as its encoder."""
 
 import json
 
@@ -62,3 +63,19 @@ def check_exports(model_dir, adapter, out, architecture, texts, labels):
     theirs = session.run(["probabilities"], {name: feeds[name] for name in names})[0]
     assert np.abs(theirs - ours).max() <= 1e-5
     return names
+
+
+def check_classifier_checkpoint(model_dir, architecture, out):
+    """transformers' `architecture` saved from the bare checkpoint at `model_dir` (its encoder
+    under the family's prefix, a head beside it) reads as the same tensors (but the pooler,
+    which MPNet's sequence classifier leaves out)."""
+    import transformers
+
+    from py_engine.models.checkpoint import Checkpoint
+
+    getattr(transformers, architecture).from_pretrained(model_dir, num_labels=3).save_pretrained(out)
+    bare, fine_tuned = Checkpoint.load(model_dir), Checkpoint.load(out)
+    pooler = bare.config.pooler_module + "."
+    assert fine_tuned.names() == [n for n in bare.names() if not n.startswith(pooler)]
+    for name in fine_tuned.names():
+        assert np.array_equal(np.asarray(fine_tuned.floats(name)), np.asarray(bare.floats(name))), name

@@ -79,14 +79,40 @@ def tiny_electra_dir(path, seed=0, **overrides):
     return Path(path)
 
 
+def tiny_mpnet_dir(path, seed=0, **overrides):
+    """A random MPNetModel checkpoint directory (its relative position bias table and pooler
+    drawn off their initial values) with MPNet's tokenizer files, as transformers writes them
+    for a vocab.txt of MPNet's specials (<s> A </s>, padding with <pad> = 1)."""
+    from transformers import MPNetConfig, MPNetModel, MPNetTokenizerFast
+
+    torch.manual_seed(seed)
+    config = MPNetConfig(**{**TINY, "max_position_embeddings": TINY["max_position_embeddings"] + 2,
+                            **overrides})
+    model = MPNetModel(config)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "LayerNorm" in name or name.endswith(".bias") or "relative_attention_bias" in name:
+                p.add_(0.1 * torch.randn_like(p))
+    model.save_pretrained(path, safe_serialization=True)
+    write_vocab(path, config.vocab_size, MPNET_SPECIALS)
+    lines = (Path(path) / "vocab.txt").read_text().splitlines()
+    tokenizer = MPNetTokenizerFast(vocab={token: i for i, token in enumerate(lines)})
+    tokenizer.save_pretrained(path)
+    return Path(path)
+
+
+# MPNet's special tokens, first in its vocabulary (ids 0-3), [UNK] its unknown token and <mask>
+MPNET_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "[UNK]", "<mask>"]
+
+
 WORDS = ("the film was great good bad awful fine movie plot actor scene really not very and a "
          "it is this that of to in").split()
 
 
-def write_vocab(path, size):
+def write_vocab(path, size, specials=("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")):
     """A WordPiece vocab.txt of exactly `size` tokens: specials, words, letters, ## letters."""
     letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
-    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ",", "!", "?"] + list(WORDS)
+    tokens = list(specials) + [".", ",", "!", "?"] + list(WORDS)
     tokens += letters + ["##" + c for c in letters]
     tokens += [f"[unused{i}]" for i in range(size - len(tokens))]
     assert len(tokens) == size, len(tokens)

@@ -10,7 +10,7 @@ import torch
 
 import peft_oracle as po
 from conftest import run
-from encoder_checks import check_exports, check_gpu_step
+from encoder_checks import check_classifier_checkpoint, check_exports, check_gpu_step
 from py_engine.train.batch import Batch
 from test_adapter_roundtrip import LABELS, TEXTS, check_round_trip
 from test_bert_oracle import engine_from_peft, random_batch
@@ -57,3 +57,9 @@ def test_merged_and_onnx_exports(tmp_path, tiny):
     adapter, _ = peft_adapter(tiny, tmp_path / "adapter", seed=7)
     inputs = check_exports(tiny, adapter, tmp_path, "ElectraForSequenceClassification", TEXTS, LABELS)
     assert inputs == ["input_ids", "attention_mask", "token_type_ids"]
+
+
+def test_a_fine_tuned_classifier_checkpoint_reads_its_encoder(tmp_path, tiny):
+    """ElectraForSequenceClassification saves the encoder under "electra." (a fine-tuned
+    ELECTRA as shared): read as the bare ElectraModel's tensors."""
+    check_classifier_checkpoint(tiny, "ElectraForSequenceClassification", tmp_path / "fine_tuned")

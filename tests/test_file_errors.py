@@ -271,7 +271,7 @@ def test_bert_config_fields_of_the_wrong_kind_are_named(field, value, reason):
 
 @pytest.mark.parametrize("family, why", [
     ("electra", "ELECTRA's embeddings are narrower than its layers"),   # ELECTRA-small's kind
-    ("mpnet", "it adds a relative position bias to attention"),
+    ("megatron-bert", "it normalises before each sub-layer"),
 ])
 def test_encoders_that_are_not_bert_are_refused_by_name(tmp_path, family, why):
     """Checkpoints transformers writes for encoders with BERT's tensor names that compute
@@ -284,7 +284,7 @@ def test_encoders_that_are_not_bert_are_refused_by_name(tmp_path, family, why):
 
     sizes = dict(vocab_size=60, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                  intermediate_size=32, max_position_embeddings=40)
-    classes = {"electra": "Electra", "mpnet": "MPNet"}
+    classes = {"electra": "Electra", "megatron-bert": "MegatronBert"}
     config_class = getattr(transformers, classes[family] + "Config")
     if family == "electra":
         sizes["embedding_size"] = 8

@@ -12,7 +12,8 @@ import transformers.models.t5.modeling_t5 as t5_module
 from py_engine.backends.numpy_backend import NumpyBackend
 from py_engine.models.bert_config import ConfigError
 from py_engine.models.checkpoint import CheckpointError, DecoderCheckpoint
-from py_engine.models.t5 import T5Model, relative_position_bucket
+from py_engine.models.relative_position import relative_position_bucket
+from py_engine.models.t5 import T5Model
 from py_engine.models.t5_config import T5Config
 from py_engine.train.batch import Seq2SeqBatch, seq2seq_decoder_ids
 from t5_checkpoints import TINY, tiny_t5

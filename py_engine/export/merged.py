@@ -27,7 +27,8 @@ CLASSIFIER_ARCHITECTURES = {"bert": "BertForSequenceClassification",
                             "xlm-roberta": "XLMRobertaForSequenceClassification",
                             "camembert": "CamembertForSequenceClassification",
                             "distilbert": "DistilBertForSequenceClassification",
-                            "electra": "ElectraForSequenceClassification"}
+                            "electra": "ElectraForSequenceClassification",
+                            "mpnet": "MPNetForSequenceClassification"}
 
 
 class ExportError(ValueError):

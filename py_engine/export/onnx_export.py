@@ -6,8 +6,8 @@ mean over real tokens) and the head, giving logits and probabilities.
     outputs: logits, probabilities                        float32 [batch, labels]
 
 The math is models/bert.py's at inference (no dropout): embeddings summed and normalized;
-per layer scaled dot-product attention with padded keys masked by adding float32's lowest value
-(as transformers does), the exact (erf) GELU, post-norm residuals; opset 17 (LayerNormalization).
+per layer scaled dot-product attention (with MPNet's relative position bias added to the
+scores) with padded keys masked by adding float32's lowest value (as transformers does), the exact (erf) GELU, post-norm residuals; opset 17 (LayerNormalization).
 Linear weights are stored transposed ([in, out]) so that MatMul reads them as they are, which
 is also the form onnxruntime.quantization.quantize_dynamic turns into int8 MatMuls.
 
@@ -25,6 +25,8 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ..formats.finite import NonFiniteWeightsError
+from ..models.bert_config import MPNET_BUCKETS, MPNET_MAX_DISTANCE
+from ..models.relative_position import relative_position_bucket
 from ..formats.output_dir import write_output_dir
 from .merged import ENCODER, ExportError
 
@@ -78,8 +80,10 @@ def _gelu(g, x):
     return g.op("Mul", [g.op("Mul", [x, "half"]), g.op("Add", [inner, "one"])])
 
 
-def _attention(g, merged, x, mask_bias, names, config):
-    """names: {what: full name} of the layer's linears and norms (BertConfig.layer_names)."""
+def _attention(g, merged, x, mask_bias, names, config, position_bias=None):
+    """names: {what: full name} of the layer's linears and norms (BertConfig.layer_names);
+    position_bias: MPNet's relative position bias [H, T, T], added to the scores before the
+    mask, or None."""
     heads, dim = config.num_attention_heads, config.head_dim
     split = g.const(f"{names['query']}.split_shape", np.array([0, 0, heads, dim], np.int64))
 
@@ -89,10 +93,33 @@ def _attention(g, merged, x, mask_bias, names, config):
 
     q, k, v = project("query", [0, 2, 1, 3]), project("key", [0, 2, 3, 1]), \
         project("value", [0, 2, 1, 3])
-    scores = g.op("Add", [g.op("Mul", [g.op("MatMul", [q, k]), "attn_scale"]), mask_bias])
+    scores = g.op("Mul", [g.op("MatMul", [q, k]), "attn_scale"])
+    if position_bias is not None:
+        scores = g.op("Add", [scores, position_bias])
+    scores = g.op("Add", [scores, mask_bias])
     context = g.op("MatMul", [g.op("Softmax", [scores], axis=-1), v])
     context = g.op("Reshape", [g.op("Transpose", [context], perm=[0, 2, 1, 3]), "merge_shape"])
     return _linear(g, merged, context, names["attention_output"])
+
+
+def _position_bias(g, merged, prefix):
+    """MPNet's relative position bias [H, T, T] for the input's length T: the bucket of each
+    key's offset j - i from its query, looked up in a constant over every offset the position
+    table allows, then the table's row for it (models/bert.py's _position_bias)."""
+    config = merged.config
+    span = config.positions - 1
+    offsets = [relative_position_bucket(r, True, MPNET_BUCKETS, MPNET_MAX_DISTANCE)
+               for r in range(-span, span + 1)]
+    g.const("offset_span", np.array(span, np.int64))
+    length = g.op("Gather", [g.op("Shape", ["input_ids"]), g.const("one_index", np.array(1, np.int64))],
+                  axis=0)
+    steps = g.op("Range", [g.const("zero_index", np.array(0, np.int64)), length, "one_index"])
+    offset = g.op("Sub", [g.op("Unsqueeze", [steps, "zero"]), g.op("Unsqueeze", [steps, "axis1"])])
+    buckets = g.op("Gather", [g.const("position_bucket_table", np.array(offsets, np.int64)),
+                              g.op("Add", [offset, "offset_span"])], axis=0)
+    name = prefix + config.relative_attention_bias
+    rows = g.op("Gather", [g.const(name, _weight(merged, name)), buckets], axis=0)   # [T, T, H]
+    return g.op("Transpose", [rows], perm=[2, 0, 1])
 
 
 def classifier_graph(merged):
@@ -132,10 +159,11 @@ def classifier_graph(merged):
     # Padded keys get float32's lowest value added to their scores: [B, 1, 1, T].
     mask_bias = g.op("Mul", [g.op("Sub", ["one", mask]), "lowest"])
     mask_bias = g.op("Unsqueeze", [mask_bias, g.const("axes12", np.array([1, 2], np.int64))])
+    position_bias = _position_bias(g, merged, prefix) if config.relative_attention_bias else None
     for n in range(config.num_hidden_layers):
         p = {what: f"{prefix}{config.layers}{n}.{name}"
              for what, name in config.layer_names.items()}
-        a = _attention(g, merged, x, mask_bias, p, config)
+        a = _attention(g, merged, x, mask_bias, p, config, position_bias)
         a = _layer_norm(g, merged, g.op("Add", [a, x]), p["attention_norm"], eps)
         h = _gelu(g, _linear(g, merged, a, p["intermediate"]))
         o = _linear(g, merged, h, p["output"])

@@ -31,12 +31,21 @@ DistilBertForSequenceClassification's head, pre_classifier trained whole:
 
 ELECTRA (electra) is BERT's encoder under "electra." with ElectraForSequenceClassification's
 head: RoBERTa's, GELU for tanh. Each family's head is described once: bert_config.HEADS.
+
+MPNet (mpnet) is BERT's encoder under "mpnet." with its own names (BertConfig.layer_names), no
+token types, positions counted as RoBERTa's, RoBERTa's head, and a relative position bias
+added to every layer's attention scores before the mask, as T5's encoder adds one:
+
+    scores = q k^T / sqrt(d) + table[bucket(j - i)]      (table: encoder.relative_attention_bias)
+
+The table is frozen (PEFT's LoRA does not wrap an embedding).
 """
 
-from .bert_config import BERT_LAYER
+from .bert_config import BERT_LAYER, MPNET_BUCKETS, MPNET_MAX_DISTANCE
 from .dropout_rates import override_rates
 from .lora import AdaptedModel, Linears
 from .lora_config import LoraConfig
+from .relative_position import relative_position_buckets
 
 LINEARS = ("query", "key", "value", "attention_output", "intermediate", "output")  # BertConfig.layer_names
 LINEAR_NAMES = tuple(BERT_LAYER[what] for what in LINEARS)     # BERT's (and RoBERTa's)
@@ -159,8 +168,9 @@ class BertClassifier(AdaptedModel):
                          first_position=cfg.first_position)
         x, saved["emb_ln"] = self._layernorm(be, x, "embeddings.LayerNorm")
         x, saved["emb_drop"] = be.dropout(x, p_hidden)
+        bias = self._position_bias(be, batch.T)
         for n in range(cfg.num_hidden_layers):
-            x, layer_saved = self._layer_forward(be, n, x, batch, p_hidden, p_attn, train)
+            x, layer_saved = self._layer_forward(be, n, x, batch, p_hidden, p_attn, train, bias)
             saved["layers"].append(layer_saved)
         saved["x_final"] = x
         if self.pooling == "cls":
@@ -182,14 +192,23 @@ class BertClassifier(AdaptedModel):
                            be.param(self.head_module + ".bias"))
         return logits, saved
 
-    def _layer_forward(self, be, n, x, batch, p_hidden, p_attn, train):
+    def _position_bias(self, be, T):
+        """MPNet's relative position bias [H, T, T] (None for the other families): the table's
+        row for each query-key offset's bucket (T5's bidirectional buckets, MPNet's sizes)."""
+        table = self.config.relative_attention_bias
+        if table is None:
+            return None
+        buckets = relative_position_buckets(T, T, 0, True, MPNET_BUCKETS, MPNET_MAX_DISTANCE)
+        return be.relative_position_bias(be.param(table), buckets, T, T)
+
+    def _layer_forward(self, be, n, x, batch, p_hidden, p_attn, train, bias=None):
         cfg, names = self.config, self._layer(n)
         s = {"x": x}
         q = self.linears.forward(be, names["query"], x, s, train)
         k = self.linears.forward(be, names["key"], x, s, train)
         v = self.linears.forward(be, names["value"], x, s, train)
         ctx, s["attn"] = be.attention(q, k, v, batch.mask, batch.B, batch.T,
-                                      cfg.num_attention_heads, p_attn)
+                                      cfg.num_attention_heads, p_attn, bias=bias)
         s["ctx"] = ctx
         a = self.linears.forward(be, names["attention_output"], ctx, s, train)
         # DistilBERT drops nothing after its attention's output linear (EncoderFamily)

@@ -12,11 +12,10 @@ SUPPORTED_ACTIVATIONS = ("gelu",)  # BERT's exact erf GELU
 # tensor names compute otherwise and are refused by name rather than read as BERT (their
 # outputs would be wrong without a word): why each differs.
 ROBERTA_TYPES = ("roberta", "xlm-roberta", "camembert")
-BERT_TYPES = ("bert",) + ROBERTA_TYPES + ("distilbert", "electra")
+BERT_TYPES = ("bert",) + ROBERTA_TYPES + ("distilbert", "electra", "mpnet")
 OTHER_ENCODERS = {
     "xlm-roberta-xl": "it normalises before each sub-layer, which BERT's encoder does not",
     "megatron-bert": "it normalises before each sub-layer, which BERT's encoder does not",
-    "mpnet": "it adds a relative position bias to attention, which BERT's encoder does not",
     "nezha": "it uses relative position encodings, which BERT's encoder does not",
     "ernie": "it adds task type embeddings, which BERT's encoder does not",
 }
@@ -33,6 +32,17 @@ DISTILBERT_LAYER = {"query": "attention.q_lin", "key": "attention.k_lin",
                     "value": "attention.v_lin", "attention_output": "attention.out_lin",
                     "attention_norm": "sa_layer_norm", "intermediate": "ffn.lin1",
                     "output": "ffn.lin2", "output_norm": "output_layer_norm"}
+# MPNet's (attention.attn.q ...): BERT's encoder with a relative position bias on the scores
+MPNET_LAYER = {"query": "attention.attn.q", "key": "attention.attn.k", "value": "attention.attn.v",
+               "attention_output": "attention.attn.o", "attention_norm": "attention.LayerNorm",
+               "intermediate": "intermediate.dense", "output": "output.dense",
+               "output_norm": "output.LayerNorm"}
+# MPNet's relative position buckets, as transformers computes them whatever config.json's
+# relative_attention_num_buckets (MPNetEncoder.compute_position_bias passes its own default)
+MPNET_BUCKETS, MPNET_MAX_DISTANCE = 32, 128
+# MPNetEmbeddings' padding_idx, fixed there whatever config.json's pad_token_id: positions
+# count from the row after it, as RoBERTa's do
+MPNET_PADDING_IDX = 1
 # DistilBertConfig's names for BertConfig's fields
 DISTILBERT_FIELDS = {"dim": "hidden_size", "n_layers": "num_hidden_layers",
                      "n_heads": "num_attention_heads", "hidden_dim": "intermediate_size",
@@ -64,6 +74,9 @@ class EncoderFamily:
     pooler_module: str          # the checkpoint's dense layer under the head, where it has one
     targets: tuple              # PEFT's default LoRA targets (peft.utils.constants)
     head: ClassifierHead
+    # the table [buckets, heads] of a relative position bias added to every layer's attention
+    # scores (MPNet's), None where there is none
+    relative_attention_bias: str = None
 
 
 _BERT_HEAD = ClassifierHead("bert.pooler.dense", "classifier", "tanh", False, True, False)
@@ -79,6 +92,12 @@ FAMILIES = {
                                                True, True)),
     "electra": replace(_BERT, head=ClassifierHead("classifier.dense", "classifier.out_proj",
                                                   "gelu", True, False, True)),
+    # PEFT has no default targets for MPNet (it asks for target_modules); q and v are BERT's
+    # query and value, its default there. MPNetForSequenceClassification's head is RoBERTa's.
+    "mpnet": EncoderFamily("encoder.layer.", MPNET_LAYER, False, True, "pooler.dense", ("q", "v"),
+                           ClassifierHead("classifier.dense", "classifier.out_proj", "tanh", True,
+                                          False, True),
+                           relative_attention_bias="encoder.relative_attention_bias.weight"),
 }
 
 
@@ -170,6 +189,11 @@ class BertConfig:
         if self.model_type in ROBERTA_TYPES and "pad_token_id" not in values:
             self.pad_token_id = 1           # RobertaConfig's default
         self.embedding_size = values.get("embedding_size", self.hidden_size)   # ELECTRA's
+        if self.mpnet:
+            # MPNetConfig has no classifier_dropout (its head drops at hidden_dropout_prob)
+            self.classifier_dropout = None
+            self.relative_attention_num_buckets = config_field(
+                values, "relative_attention_num_buckets", int, MPNET_BUCKETS)
         self.id2label = values.get("id2label")
         self._validate()
 
@@ -193,12 +217,19 @@ class BertConfig:
                                                              self.max_position_embeddings - 1):
             raise ConfigError(f"pad_token_id {self.pad_token_id} leaves no position row: RoBERTa's "
                               "positions start after its padding token's")
+        if self.mpnet and self.relative_attention_num_buckets < MPNET_BUCKETS:
+            raise ConfigError(f"relative_attention_num_buckets {self.relative_attention_num_buckets} "
+                              f"is under the {MPNET_BUCKETS} buckets MPNet's attention reads")
+        if self.mpnet and self.max_position_embeddings <= self.first_position:
+            raise ConfigError(f"max_position_embeddings {self.max_position_embeddings} leaves no "
+                              "position row: MPNet's positions start after its padding row "
+                              f"({MPNET_PADDING_IDX})")
         if self.position_embedding_type != "absolute":
             raise ConfigError(f"position_embedding_type {self.position_embedding_type!r} is not supported")
 
     @property
     def family(self):
-        """"bert", "roberta" (RoBERTa's kind), "distilbert" or "electra"."""
+        """"bert", "roberta" (RoBERTa's kind), "distilbert", "electra" or "mpnet"."""
         return "roberta" if self.roberta else self.model_type
 
     @property
@@ -254,6 +285,17 @@ class BertConfig:
         return self.encoder.targets
 
     @property
+    def mpnet(self):
+        """Whether this is MPNet (a relative position bias on the attention scores, positions
+        counted as RoBERTa's from its fixed padding row, RoBERTa's head)."""
+        return self.model_type == "mpnet"
+
+    @property
+    def relative_attention_bias(self):
+        """The relative position bias table's name (MPNet's), or None."""
+        return self.encoder.relative_attention_bias
+
+    @property
     def roberta(self):
         """Whether this is RoBERTa's kind (RoBERTa, XLM-RoBERTa, CamemBERT): see first_position
         and BertClassifier's head."""
@@ -263,6 +305,8 @@ class BertConfig:
     def first_position(self):
         """The position row of a sequence's first token: RoBERTa numbers tokens from its
         padding token's row + 1 (transformers' create_position_ids_from_input_ids), BERT from 0."""
+        if self.mpnet:
+            return MPNET_PADDING_IDX + 1
         return self.pad_token_id + 1 if self.roberta else 0
 
     @property
@@ -286,4 +330,6 @@ class BertConfig:
     def to_dict(self):
         out = {name: getattr(self, name) for name in self.FIELDS}
         out["model_type"] = self.model_type
+        if self.mpnet:
+            out["relative_attention_num_buckets"] = self.relative_attention_num_buckets
         return out

@@ -70,13 +70,16 @@ def bert_parameter_shapes(config):
         for what in ("attention_norm", "output_norm"):
             shapes[p + names[what] + ".weight"] = (h,)
             shapes[p + names[what] + ".bias"] = (h,)
+    if config.relative_attention_bias:      # MPNet's, read by every layer
+        shapes[config.relative_attention_bias] = (config.relative_attention_num_buckets,
+                                                  config.num_attention_heads)
     shapes[config.pooler_module + ".weight"] = (h, h)
     shapes[config.pooler_module + ".bias"] = (h,)
     return shapes
 
 
 def _normalized(name):
-    for prefix in ("bert.", "roberta.", "distilbert.", "model."):
+    for prefix in ("bert.", "roberta.", "distilbert.", "electra.", "mpnet.", "model."):
         if name.startswith(prefix):
             name = name[len(prefix):]
     return name.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")

@@ -25,10 +25,22 @@ def classifier_tokenizer(model_dir):
         config = read_tokenizer_json(path)
         if (config.get("model") or {}).get("type") != "WordPiece":
             return _tokenizer_and_config(model_dir, config)[0]
-        return WordPieceTokenizer.from_file(path, config)
+        tokenizer = WordPieceTokenizer.from_file(path, config)
+        if not config.get("padding"):       # MPNet's files name <pad> in tokenizer_config.json only
+            token = _tokenizer_config(model_dir).get("pad_token")
+            tokenizer.use_pad_token(token.get("content") if isinstance(token, dict) else token)
+        return tokenizer
     if (model_dir / "vocab.txt").is_file():
-        return WordPieceTokenizer.from_vocab(model_dir / "vocab.txt")
+        # MPNet's vocab.txt is BERT's with MPNet's special tokens added: its tokenizer uses those
+        family = "mpnet" if _model_type(model_dir) == "mpnet" else "bert"
+        return WordPieceTokenizer.from_vocab(model_dir / "vocab.txt", family=family)
     raise FileNotFoundError(f"{model_dir} has neither tokenizer.json nor vocab.txt")
+
+
+def _model_type(model_dir):
+    """config.json's model_type (None where there is no config.json)."""
+    path = model_dir / "config.json"
+    return read_json_object(path).get("model_type") if path.is_file() else None
 
 
 def chat_tokenizer(model_dir, adapter_dir=None, own_vocabulary=False):

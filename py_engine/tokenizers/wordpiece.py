@@ -361,9 +361,13 @@ class WordPieceTokenizer(TokenizerBase):
     # ---- construction (from_file, from_json: TokenizerBase's) ----------------------------
 
     @classmethod
-    def from_vocab(cls, path_or_lines, lowercase=True):
+    def from_vocab(cls, path_or_lines, lowercase=True, family="bert"):
         """From a BERT vocab.txt (a path, or its lines) with BERT's defaults, as `transformers`
-        builds them: BertNormalizer, BertPreTokenizer, [CLS] A [SEP] B [SEP], [UNK], [PAD]."""
+        builds them: BertNormalizer, BertPreTokenizer, [CLS] A [SEP] B [SEP], [UNK], [PAD].
+        family="mpnet": MPNetTokenizer's instead, the same vocabulary file with other special
+        tokens: <s> A </s> </s> B </s> (RobertaProcessing), [UNK], <pad>, <mask>."""
+        if family not in ("bert", "mpnet"):
+            raise ValueError(f"family must be 'bert' or 'mpnet', got {family!r}")
         if isinstance(path_or_lines, (str, os.PathLike)):
             path = path_or_lines
             path_or_lines = read_utf8(path).splitlines()
@@ -391,7 +395,25 @@ class WordPieceTokenizer(TokenizerBase):
             "model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##",
                       "max_input_chars_per_word": 100, "vocab": vocab},
         }
-        return cls(config)
+        if family == "mpnet":
+            specials = {"<s>": False, "<pad>": False, "</s>": False, "[UNK]": False,
+                        "<mask>": True}        # MPNetTokenizer's <mask> takes the space before it
+            config["added_tokens"] = [{"id": vocab[t], "content": t, "special": True,
+                                       "normalized": False, "lstrip": lstrip}
+                                      for t, lstrip in specials.items() if t in vocab]
+            config["post_processor"] = {"type": "RobertaProcessing", "cls": ["<s>", vocab["<s>"]],
+                                        "sep": ["</s>", vocab["</s>"]]} \
+                if "<s>" in vocab and "</s>" in vocab else None
+        tokenizer = cls(config)
+        if family == "mpnet":
+            tokenizer.use_pad_token("<pad>")
+        return tokenizer
+
+    def use_pad_token(self, token):
+        """Pad with `token` (tokenizer_config.json's pad_token, where tokenizer.json names
+        none) where the vocabulary holds it; keep the padding as it was otherwise."""
+        if token in self._vocab:
+            self.pad_token, self.pad_id = token, self._vocab[token]
 
     def _read_normalizer(self, normalizer):
         if normalizer is None:
