@@ -11,6 +11,7 @@ from conftest import run
 from test_bert_gpu import LOSS_BOUND, check_gradients, tiny_batch
 from test_bert_oracle import engine_from_peft, rel
 from py_engine.harness import put_files, run_json
+from py_engine.train.batch import Batch
 
 pytestmark = pytest.mark.browser
 
@@ -78,3 +79,33 @@ def test_tiny_bert_step_in_the_browser(engine_page, tmp_path, options):
         norms = np.linalg.norm(np.asarray(weight, np.float64), axis=1)
         mags = got["magnitudes"][f"bert.encoder.layer.{i}.attention.self.query.lora_magnitude_vector"]
         assert rel(np.asarray(mags), norms) <= 1e-6
+
+
+def test_tiny_mpnet_step_in_the_browser(engine_page, tmp_path):
+    """MPNet (its relative position bias on every layer's scores, RoBERTa's head) in Pyodide +
+    WebGPU, with dropout: the host's loss and gradients."""
+    from test_mpnet import mpnet_batch
+
+    model_dir = po.tiny_mpnet_dir(tmp_path / "model", seed=54)
+    adapter = po.save_adapter(po.peft_model(model_dir, 3, seed=55, target_modules=("q", "v", "o")),
+                              tmp_path / "adapter")
+    files = {f"/work/model/{p.name}": p.read_bytes() for p in model_dir.iterdir()}
+    files.update({f"/work/adapter/{p.name}": p.read_bytes() for p in adapter.iterdir()})
+    put_files(engine_page, files)
+    ids, types, mask, labels = mpnet_batch(np.random.default_rng(56), 4, 24)
+    batch = Batch(ids.tolist(), types.tolist(), mask.tolist(), labels.tolist())
+    reference = engine_from_peft(model_dir, adapter, 3)
+    reference.model.dropout = dict.fromkeys(reference.model.dropout, 0.1)
+    want = run(reference.accumulate(batch, seed=78))["loss"]
+    step = STEP.split("# a fresh DoRA")[0] + (
+        'json.dumps({"loss": metrics["loss"], "grads": grads, '
+        '"adapter": runtime.device.info.as_dict()})\n')
+    code = (step.replace("DROPOUT", "0.1").replace("SEED", "78")
+            .replace("BATCH", json.dumps({"ids": batch.ids, "type_ids": batch.type_ids,
+                                          "mask": batch.mask, "labels": batch.labels})))
+    got = run_json(engine_page, code)
+    assert got["adapter"]["backend"] == "browser-webgpu"
+    assert abs(got["loss"] - want) <= LOSS_BOUND * abs(want), (got["loss"], want)
+    theirs = run(reference.gradients())
+    assert "classifier.dense.weight" in theirs
+    check_gradients(got["grads"], theirs)

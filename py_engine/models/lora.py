@@ -280,19 +280,18 @@ class Linears:
 def trained_biases(lora, family, params, targeted, prefix=""):
     """{checkpoint name: trainable name} of the biases PEFT's `bias` option trains beside the
     adapter: "lora_only" those of the wrapped linears, "all" every parameter named a bias (PEFT
-    takes each whose name holds "bias"). The trainable names are PEFT's adapter-file keys: a
-    wrapped linear's bias is its base layer's ("<module>.base_layer.bias")."""
+    0.21 takes each whose name ends in ".bias": not the relative position tables of T5 and
+    MPNet, "relative_attention_bias.weight"). The trainable names are PEFT's adapter-file keys:
+    a wrapped linear's bias is its base layer's ("<module>.base_layer.bias")."""
     if lora.bias == "none":
         return {}
     keys = {}
     for name in params:
-        module = name[:-len(".bias")] if name.endswith(".bias") else None
-        if "bias" not in name or (lora.bias == "lora_only" and module not in targeted):
+        if not name.endswith(".bias"):
             continue
-        if module is None:
-            raise LoraConfigError(f"bias='all' trains every parameter named a bias, and this "
-                                  f"{family}'s {name} is not trained here; use bias='lora_only' "
-                                  "or 'none'")
+        module = name[:-len(".bias")]
+        if lora.bias == "lora_only" and module not in targeted:
+            continue
         keys[name] = prefix + module + (".base_layer.bias" if module in targeted else ".bias")
     return keys
 
