@@ -8,6 +8,7 @@ import json
 import numpy as np
 import torch
 
+import peft_oracle as po
 from conftest import run
 from py_engine.export.merged import load_merged, save_merged
 from py_engine.train.batch import Batch
@@ -79,3 +80,19 @@ def check_classifier_checkpoint(model_dir, architecture, out):
     assert fine_tuned.names() == [n for n in bare.names() if not n.startswith(pooler)]
     for name in fine_tuned.names():
         assert np.array_equal(np.asarray(fine_tuned.floats(name)), np.asarray(bare.floats(name))), name
+
+
+def check_peft_step(model_dir, adapter, peft, ids, types, mask, labels, token_type_ids=None):
+    """In float64, one step's loss (1e-12) and every gradient (1e-10) of PEFT's model `peft`
+    (saved as `adapter`) here, the head trained whole among them; PEFT's gradients by name."""
+    from test_bert_oracle import engine_from_peft
+
+    loss, grads, _ = po.step_gradients(peft, ids, mask, labels, token_type_ids=token_type_ids)
+    engine = engine_from_peft(model_dir, adapter, 3)
+    ours = run(engine.accumulate(Batch(ids.tolist(), types.tolist(), mask.tolist(), labels.tolist())))
+    assert abs(ours["loss"] - loss) <= 1e-12 * abs(loss)
+    want = {k.removeprefix("base_model.model."): g for k, g in grads.items()}
+    got = run(engine.gradients())
+    assert set(got) == set(want) and {"classifier.dense.weight", "classifier.out_proj.weight"} <= set(want)
+    po.check_gradients(got, want, 1e-10)
+    return want

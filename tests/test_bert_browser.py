@@ -43,6 +43,13 @@ json.dumps({"loss": metrics["loss"], "correct": metrics["correct"], "grads": gra
 """
 
 
+def step_code(step, batch, seed):
+    """`step` with dropout 0.1, the dropout seed and the batch filled in."""
+    return (step.replace("DROPOUT", "0.1").replace("SEED", str(seed))
+            .replace("BATCH", json.dumps({"ids": batch.ids, "type_ids": batch.type_ids,
+                                          "mask": batch.mask, "labels": batch.labels})))
+
+
 @pytest.mark.parametrize("options", [{}, {"use_dora": True}, {"bias": "all"}])
 def test_tiny_bert_step_in_the_browser(engine_page, tmp_path, options):
     """LoRA, DoRA (on the pooler too: "dense"), or LoRA with every bias trained beside it
@@ -62,9 +69,7 @@ def test_tiny_bert_step_in_the_browser(engine_page, tmp_path, options):
     reference.model.dropout = dict.fromkeys(reference.model.dropout, 0.1)
     want_metrics = run(reference.accumulate(batch, seed=77))
     want, want_correct = want_metrics["loss"], want_metrics["correct"]
-    code = (STEP.replace("DROPOUT", "0.1").replace("SEED", "77")
-            .replace("BATCH", json.dumps({"ids": batch.ids, "type_ids": batch.type_ids,
-                                          "mask": batch.mask, "labels": batch.labels})))
+    code = step_code(STEP, batch, 77)
     got = run_json(engine_page, code)
     assert got["adapter"]["backend"] == "browser-webgpu"
     assert abs(got["loss"] - want) <= LOSS_BOUND * abs(want), (got["loss"], want)
@@ -100,9 +105,7 @@ def test_tiny_mpnet_step_in_the_browser(engine_page, tmp_path):
     step = STEP.split("# a fresh DoRA")[0] + (
         'json.dumps({"loss": metrics["loss"], "grads": grads, '
         '"adapter": runtime.device.info.as_dict()})\n')
-    code = (step.replace("DROPOUT", "0.1").replace("SEED", "78")
-            .replace("BATCH", json.dumps({"ids": batch.ids, "type_ids": batch.type_ids,
-                                          "mask": batch.mask, "labels": batch.labels})))
+    code = step_code(step, batch, 78)
     got = run_json(engine_page, code)
     assert got["adapter"]["backend"] == "browser-webgpu"
     assert abs(got["loss"] - want) <= LOSS_BOUND * abs(want), (got["loss"], want)

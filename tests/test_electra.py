@@ -9,11 +9,9 @@ import pytest
 import torch
 
 import peft_oracle as po
-from conftest import run
-from encoder_checks import check_classifier_checkpoint, check_exports, check_gpu_step
-from py_engine.train.batch import Batch
+from encoder_checks import check_classifier_checkpoint, check_exports, check_gpu_step, check_peft_step
 from test_adapter_roundtrip import LABELS, TEXTS, check_round_trip
-from test_bert_oracle import engine_from_peft, random_batch
+from test_bert_oracle import random_batch
 
 
 @pytest.fixture(scope="module")
@@ -30,14 +28,7 @@ def peft_adapter(model_dir, path, targets=("query", "value"), seed=3, dtype=torc
 def test_step_matches_peft(tmp_path, tiny, targets):
     adapter, peft = peft_adapter(tiny, tmp_path / "adapter", targets, dtype=torch.float64)
     ids, types, mask, labels = random_batch(np.random.default_rng(), 4, 11, 120, 3)
-    loss, grads, _ = po.step_gradients(peft, ids, mask, labels, token_type_ids=types)
-    engine = engine_from_peft(tiny, adapter, 3)
-    ours = run(engine.accumulate(Batch(ids.tolist(), types.tolist(), mask.tolist(), labels.tolist())))
-    assert abs(ours["loss"] - loss) <= 1e-12 * abs(loss)
-    want = {k.removeprefix("base_model.model."): g for k, g in grads.items()}
-    got = run(engine.gradients())
-    assert set(got) == set(want) and {"classifier.dense.weight", "classifier.out_proj.weight"} <= set(want)
-    po.check_gradients(got, want, 1e-10)
+    check_peft_step(tiny, adapter, peft, ids, types, mask, labels, token_type_ids=types)
 
 
 def test_a_peft_adapter_round_trips(tmp_path, tiny, device):

@@ -13,11 +13,8 @@ import pytest
 import torch
 
 import peft_oracle as po
-from conftest import run
-from encoder_checks import check_classifier_checkpoint, check_exports, check_gpu_step
-from py_engine.train.batch import Batch
+from encoder_checks import check_classifier_checkpoint, check_exports, check_gpu_step, check_peft_step
 from test_adapter_roundtrip import LABELS, TEXTS, check_round_trip
-from test_bert_oracle import engine_from_peft
 
 PAD = 1     # MPNet's padding row and token
 
@@ -57,15 +54,7 @@ def test_step_matches_peft(tmp_path, tiny, targets, bias):
     the parameters whose names end in ".bias": the norms' too, not the relative position bias
     table ("relative_attention_bias.weight")."""
     adapter, peft = peft_adapter(tiny, tmp_path / "adapter", targets, dtype=torch.float64, bias=bias)
-    ids, types, mask, labels = mpnet_batch(np.random.default_rng(), 4, 40)
-    loss, grads, _ = po.step_gradients(peft, ids, mask, labels)
-    engine = engine_from_peft(tiny, adapter, 3)
-    ours = run(engine.accumulate(Batch(ids.tolist(), types.tolist(), mask.tolist(), labels.tolist())))
-    assert abs(ours["loss"] - loss) <= 1e-12 * abs(loss)
-    want = {k.removeprefix("base_model.model."): g for k, g in grads.items()}
-    got = run(engine.gradients())
-    assert set(got) == set(want) and {"classifier.dense.weight", "classifier.out_proj.weight"} <= set(want)
-    po.check_gradients(got, want, 1e-10)
+    want = check_peft_step(tiny, adapter, peft, *mpnet_batch(np.random.default_rng(), 4, 40))
     assert "mpnet.encoder.relative_attention_bias.weight" not in want
     assert ("mpnet.embeddings.LayerNorm.bias" in want) is (bias == "all")
 
