@@ -954,3 +954,29 @@ def test_a_template_cannot_take_the_machine_s_memory():
         with pytest.raises(ValueError, match=words):
             ChatTemplate("{{ " + expression + " }}").render([])
     assert ChatTemplate("{{ 3 ** 7000 > 0 }} {{ ('ab' * 1000) | length }}").render([]) == "True 2000"
+
+
+@pytest.mark.parametrize("expression", [
+    "'a'.center(10 ** 12)", "'a' | center(10 ** 12)", "'a'.ljust(10 ** 12, '-')", "'a'.rjust(10 ** 12)",
+    "'7'.zfill(10 ** 12)", "('a\t' * 1000).expandtabs(10 ** 6)", "'a\nb' | indent(10 ** 12)",
+    "'%1000000000000d' % 5", "'%.1000000000000f' % 1.5", "'%*d' % (10 ** 12, 5)",
+    "'%1000000000000d' | format(5)", "'{:>1000000000000}'.format('x')",
+    "'{:>{w}}'.format('x', w=10 ** 12)", "'{a:{w}}'.format_map({'a': 'x', 'w': 10 ** 12})",
+])
+def test_a_template_cannot_pad_to_the_machine_s_memory(expression):
+    """A width, padding or precision too large to hold is refused by name, before Python
+    makes the string (the string methods, the center, indent and format filters, % and
+    str.format)."""
+    with pytest.raises(ValueError, match="makes more than 100,000,000 characters"):
+        ChatTemplate("{{ " + expression + " }}").render([])
+
+
+def test_widths_a_template_uses_print_as_jinja2_prints_them():
+    from transformers.utils.chat_template_utils import _compile_jinja_template
+
+    source = ("{{ 'ab'.center(9, '*') }}|{{ 'ab' | center(7) }}|{{ 'x'.ljust(4, '.') }}|"
+              "{{ 'x'.rjust(3) }}|{{ '42'.zfill(6) }}|{{ 'a\tb'.expandtabs(4) }}|"
+              "{{ 'a\nb' | indent(3) }}|{{ '%5d|%-4s|%.3f|%*d' % (7, 'ab', 2.5, 4, 9) }}|"
+              "{{ '%03d' | format(5) }}|{{ '{:>6}|{:^{w}}'.format('r', 'c', w=5) }}|"
+              "{{ '%(a)4s' % {'a': 'k'} }}|{{ '100%%' % () }}")
+    assert ChatTemplate(source).render([]) == _compile_jinja_template(source).render(messages=[])

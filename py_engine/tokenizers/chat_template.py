@@ -1074,9 +1074,9 @@ def _getattr(obj, name):
         if isinstance(obj, _Marked) and name == "split":
             return lambda sep=None, maxsplit=-1: _split(obj, sep, maxsplit)
         if isinstance(obj, _Markup) and hasattr(str, name):
-            return getattr(obj, name)
+            return _bounded_method(obj, name)
         if isinstance(obj, str) and hasattr(str, name):
-            return getattr(str(obj), name)
+            return _bounded_method(str(obj), name)
         for t, allowed in _SAFE_METHODS.items():
             if isinstance(obj, t) and name in allowed:
                 return getattr(obj, name)
@@ -1401,9 +1401,17 @@ def _join_filter(value, d="", attribute=None):
     return str(d).join(map(_to_str, value))
 
 
+def _format_filter(v, *args, **kwargs):
+    fmt, values = _to_str(v), kwargs or args
+    _check_format(fmt, values, True)
+    return fmt % values
+
+
 def _indent(s, width=4, first=False, blank=False):
     if isinstance(s, _Markup):    # jinja2 indents a safe string's lines as safe strings
         return _Markup(_indent(str(s), width, first, blank))
+    if not isinstance(width, str):
+        _check_width(width * (_to_str(s).count("\n") + 2), "indent's spaces")
     indention = width if isinstance(width, str) else " " * width
     s = _to_str(s) + "\n"
     if blank:
@@ -1469,9 +1477,9 @@ _FILTERS = {
     "min": lambda v, *a, **k: _min_or_max(min, v, *a, **k),
     "max": lambda v, *a, **k: _min_or_max(max, v, *a, **k),
     "indent": _indent,
-    "center": lambda v, width=80: _to_str(v).center(width),
+    "center": lambda v, width=80: _bounded_method(_to_str(v), "center")(width),
     "wordcount": lambda v: len(re.findall(r"\w+", _to_str(v))),
-    "format": lambda v, *args, **kwargs: _to_str(v) % (kwargs or args),
+    "format": _format_filter,
 }
 
 
@@ -1518,6 +1526,8 @@ def _binop(op, a, b):
     if op == "//":
         return a // b
     if op == "%":
+        if isinstance(a, str):
+            _check_format(str.__str__(a), b, True)
         return a % b
     _check_power(a, b)
     return a ** b
@@ -1535,6 +1545,56 @@ def _check_repeat(a, b):
                 and len(seq) * n > MAX_MADE:
             raise ValueError(f"chat template: repeating {len(seq)} elements {n} times makes more "
                              f"than {MAX_MADE:,}")
+
+
+def _check_width(n, what):
+    """A width (center, ljust, rjust, zfill, a format's width or precision) of n characters."""
+    if isinstance(n, int) and not isinstance(n, bool) and n > MAX_MADE:
+        raise ValueError(f"chat template: {what} of {n:,} makes more than {MAX_MADE:,} characters")
+
+
+# a %-format's conversion: its width and precision (digits, or * for an argument's value)
+_PRINTF_SPEC = re.compile(r"%(?:\([^)]*\))?[#0\- +]*(\*|\d+)?(?:\.(\*|\d+))?")
+# a str.format field's spec (after the colon), which may hold nested {fields}
+_FORMAT_SPEC = re.compile(r"\{[^{}:]*:((?:[^{}]|\{[^{}]*\})*)\}")
+
+
+def _check_format(fmt, args, printf):
+    """The widths and precisions `fmt` asks for (printf: a %-format, else str.format's): the
+    digits it holds, and where it takes them from the arguments (* or a nested field), the
+    arguments' integers."""
+    if printf:
+        sizes = [x for m in _PRINTF_SPEC.finditer(fmt) for x in m.groups() if x]
+    else:
+        sizes = [x for spec in _FORMAT_SPEC.findall(fmt)
+                 for x in (["*"] if "{" in spec else []) + re.findall(r"\d+", spec)]
+    if "*" in sizes:
+        values = args.values() if isinstance(args, dict) else args if isinstance(args, tuple) else (args,)
+        sizes += [v for v in values if isinstance(v, int)]
+    for size in sizes:
+        _check_width(int(size) if isinstance(size, str) and size != "*" else size, "a format's width")
+
+
+def _bounded_method(s, name):
+    """str method `name` of `s`, its result's size checked first where an argument sets it."""
+    method = getattr(s, name)
+    if name in ("center", "ljust", "rjust", "zfill"):
+        def call(width, *args):
+            _check_width(width, f"{name}'s width")
+            return method(width, *args)
+    elif name == "expandtabs":
+        def call(tabsize=8):
+            _check_width(s.count("\t") * tabsize if isinstance(tabsize, int) else tabsize,
+                         "expandtabs' spaces")
+            return method(tabsize)
+    elif name in ("format", "format_map"):
+        def call(*args, **kwargs):
+            _check_format(str.__str__(s), args[0] if name == "format_map" and args else
+                          (dict(kwargs, **{str(i): a for i, a in enumerate(args)})), False)
+            return method(*args, **kwargs)
+    else:
+        return method
+    return call
 
 
 def _check_power(a, b):
