@@ -63,6 +63,18 @@ def check_exports(model_dir, adapter, out, architecture, texts, labels):
     assert names[:2] == ["input_ids", "attention_mask"]
     theirs = session.run(["probabilities"], {name: feeds[name] for name in names})[0]
     assert np.abs(theirs - ours).max() <= 1e-5
+    # padded on the left, the graph numbers positions as transformers does (RoBERTa's kind and
+    # MPNet count the tokens that are not padding)
+    pad = int(ids[mask == 0][0])
+    left_ids, left_mask = np.full_like(ids, pad), np.zeros_like(mask)
+    for row, n in enumerate(mask.sum(1)):
+        left_ids[row, ids.shape[1] - n:], left_mask[row, ids.shape[1] - n:] = ids[row, :n], 1
+    with torch.no_grad():
+        want = torch.softmax(hf(input_ids=torch.as_tensor(left_ids),
+                                attention_mask=torch.as_tensor(left_mask)).logits, -1).numpy()
+    feeds = {"input_ids": left_ids, "attention_mask": left_mask, "token_type_ids": np.zeros_like(ids)}
+    got = session.run(["probabilities"], {name: feeds[name] for name in names})[0]
+    assert np.abs(got - want).max() <= 1e-5
     return names
 
 

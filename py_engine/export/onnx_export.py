@@ -146,13 +146,19 @@ def classifier_graph(merged):
         words = g.op("Add", [words, g.op("Gather", [
             g.const(f"{e}.token_type_embeddings.weight",
                     _weight(merged, f"{e}.token_type_embeddings.weight")), "token_type_ids"])])
-    length = g.op("Slice", [g.op("Shape", ["input_ids"]), "axis1",
-                            g.const("two", np.array([2], np.int64))])
-    # rows first_position.. (RoBERTa's kind counts from the row after its padding token's)
-    first_position = g.const("first_position", np.array([config.first_position], np.int64))
-    positions = g.op("Slice", [g.const(f"{e}.position_embeddings.weight",
-                                       _weight(merged, f"{e}.position_embeddings.weight")),
-                               first_position, g.op("Add", [first_position, length]), "zero"])
+    table = g.const(f"{e}.position_embeddings.weight", _weight(merged, f"{e}.position_embeddings.weight"))
+    if config.first_position:
+        # RoBERTa's kind and MPNet number each token from the row after the padding row, counting
+        # the tokens that are not padding before it; padding takes the padding row
+        # (transformers' create_position_ids_from_input_ids): right for either padding side
+        padding = g.const("padding_row", np.array(config.first_position - 1, np.int64))
+        real = g.op("Cast", [g.op("Not", [g.op("Equal", ["input_ids", padding])])], to=TensorProto.INT64)
+        counted = g.op("Mul", [g.op("CumSum", [real, g.const("axis_one", np.array(1, np.int64))]), real])
+        positions = g.op("Gather", [table, g.op("Add", [counted, padding])], axis=0)
+    else:       # BERT's rows 0.. whatever the padding
+        length = g.op("Slice", [g.op("Shape", ["input_ids"]), "axis1",
+                                g.const("two", np.array([2], np.int64))])
+        positions = g.op("Slice", [table, "zero", length, "zero"])
     x = _layer_norm(g, merged, g.op("Add", [words, positions]), f"{e}.LayerNorm", eps)
 
     mask = g.op("Cast", ["attention_mask"], to=TensorProto.FLOAT)
