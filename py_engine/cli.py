@@ -482,6 +482,7 @@ def cmd_train(args):
     if kind == SEQ2SEQ:
         return cmd_train_seq2seq(args)
     from py_engine.data.classification import label_names, read_jsonl
+    from py_engine.formats.head_config import checkpoint_pooling
     from py_engine.gpu import run_sync
     from py_engine.models.checkpoint import Checkpoint
     from py_engine.train.classifier import TextClassifier
@@ -493,6 +494,11 @@ def cmd_train(args):
     labels = label_names(examples)
     create = given_options(args, "pooling", "seed", "max_length", "base_dtype", "dropout")
     lora = lora_options(args, 1, Checkpoint.read_config(args.model).classifier_targets)
+    if "pooling" not in create and checkpoint_pooling(args.model) == "mean":
+        print(f"note: {args.model} is a sentence-transformers checkpoint made to pool the mean "
+              "of its tokens (its Pooling module); --pooling mean trains it that way (the "
+              "default, cls, is transformers' sequence classifier head, which PEFT reads)",
+              file=sys.stderr)
     clf = run_sync(TextClassifier.create(args.model, labels, lora=lora, backend=args.backend,
                                          **create))
 

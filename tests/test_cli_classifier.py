@@ -109,3 +109,37 @@ def test_minilm_alias_predicts_with_a_peft_adapter(tmp_path):
     data = write_jsonl(tmp_path / "data.jsonl", [{"text": "what a lovely day"}, {"text": "meh"}])
     lines = cli("predict", "--model", "minilm", "--adapter", adapter, "--data", data).stdout.splitlines()
     assert [set(json.loads(line)["probs"]) for line in lines] == [{"neg", "pos"}] * 2
+
+
+def test_a_sentence_transformers_checkpoint_s_pooling_is_named(workspace, tmp_path):
+    """A checkpoint whose sentence-transformers Pooling module pools the mean of its tokens
+    (MiniLM's, all-mpnet-base-v2's): training it with the default pooling says that --pooling
+    mean trains it as it was made; nothing is said with --pooling given, for a cls Pooling
+    module, or where the files cannot be read (a note never stops a run)."""
+    from py_engine.formats.head_config import checkpoint_pooling
+
+    root, model, data = workspace
+    made = tmp_path / "model"
+    shutil.copytree(model, made)
+    (made / "1_Pooling").mkdir()
+    (made / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]))
+    modes = {"pooling_mode_cls_token": False, "pooling_mode_mean_tokens": True,
+             "pooling_mode_max_tokens": False}
+    (made / "1_Pooling" / "config.json").write_text(json.dumps(modes))
+    train = ("train", "--model", made, "--data", data, "--epochs", 1, "--batch-size", 6)
+    said = cli(*train, "--out", tmp_path / "a").stderr
+    assert "sentence-transformers checkpoint made to pool the mean" in said and "--pooling mean" in said
+    assert "sentence-transformers" not in cli(*train, "--out", tmp_path / "b", "--pooling", "mean").stderr
+    assert checkpoint_pooling(made) == "mean" and checkpoint_pooling(model) is None
+    (made / "1_Pooling" / "config.json").write_text(json.dumps(
+        dict(modes, pooling_mode_cls_token=True, pooling_mode_mean_tokens=False)))
+    assert checkpoint_pooling(made) == "cls"
+    (made / "1_Pooling" / "config.json").write_text(json.dumps(dict(modes, pooling_mode_max_tokens=True)))
+    assert checkpoint_pooling(made) is None                  # mean and max: neither here
+    (made / "modules.json").write_text("[{")
+    assert checkpoint_pooling(made) is None
+    (made / "modules.json").write_text(json.dumps([{"path": "../..", "type": "x.Pooling"}]))
+    assert checkpoint_pooling(made) is None                  # nothing read outside the folder
+    assert "sentence-transformers" not in cli(*train, "--out", tmp_path / "c").stderr

@@ -13,6 +13,7 @@ pooling and of every probability.
     read:  pooling, note = resolve_pooling(adapter_dir, requested)
 """
 
+import json
 from pathlib import Path
 
 from .json_file import read_json_object
@@ -20,6 +21,29 @@ from .output_dir import written_by_py_engine
 
 HEAD_CONFIG = "head_config.json"
 POOLINGS = ("cls", "mean")
+
+
+def checkpoint_pooling(model_dir):
+    """The pooling a sentence-transformers checkpoint was made with, "mean" or "cls", where
+    its modules.json names a Pooling module whose config.json pools only that way; None
+    otherwise (not such a checkpoint, other or several modes, files that cannot be read: this
+    only informs a choice)."""
+    model_dir = Path(model_dir)
+    try:
+        modules = json.loads((model_dir / "modules.json").read_text(encoding="utf-8"))
+        for module in modules if isinstance(modules, list) else []:
+            if not (isinstance(module, dict) and str(module.get("type", "")).endswith(".Pooling")):
+                continue
+            folder = (model_dir / str(module.get("path", ""))).resolve()
+            if not folder.is_relative_to(model_dir.resolve()):
+                return None
+            config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+            modes = {k for k, v in config.items() if k.startswith("pooling_mode_") and v is True}
+            return {frozenset({"pooling_mode_mean_tokens"}): "mean",
+                    frozenset({"pooling_mode_cls_token"}): "cls"}.get(frozenset(modes))
+    except (OSError, ValueError, AttributeError):
+        return None
+    return None
 
 
 class HeadConfigError(ValueError):
