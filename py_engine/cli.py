@@ -419,12 +419,15 @@ def cmd_train_chat(args):
     from py_engine.data.chat import read_chat_jsonl
     from py_engine.gpu import run_sync
     from py_engine.models.checkpoint import DecoderCheckpoint
+    from py_engine.models.saved_modules import check_saved_modules
     from py_engine.train.chat import CausalTrainConfig, ChatModel
 
     _check_train(args, "decoder")
     config = CausalTrainConfig(**train_options(args, "mode", "patience", "full_lr"))
-    lora = lora_options(args, 2, DecoderCheckpoint.load(args.model).config.lora_targets,
-                        task_type="CAUSAL_LM")
+    model_config = DecoderCheckpoint.load(args.model).config
+    lora = lora_options(args, 2, model_config.lora_targets, task_type="CAUSAL_LM")
+    if lora is not None:        # what may train whole, before the data is read
+        check_saved_modules(lora.modules_to_save, list(model_config.whole_modules), "--modules-to-save: ")
     data = read_chat_jsonl(args.data)
     held_out = read_chat_jsonl(args.validation) if args.validation else None
     create = given_options(args, "mode", "seed", "max_length", "base_dtype", "dropout")

@@ -160,6 +160,12 @@ def test_modules_to_save_trains_the_output_layer_whole(workspace):
                   "--modules-to-save", "classifier", check=False)
     assert refused.returncode == 2 and "--modules-to-save" in refused.stderr and \
         "only for chat models" in refused.stderr, refused.stderr
+    broken = root / "broken.jsonl"
+    broken.write_text("{not json\n")
+    norm = cli("train", "--model", model, "--data", broken, "--out", root / "no",
+               "--modules-to-save", "model.norm", check=False)
+    assert norm.returncode == 2 and "--modules-to-save: modules_to_save ['model.norm']" in norm.stderr \
+        and "may train whole" in norm.stderr, norm.stderr     # named before the data is read
     job = cli("export-job", "--model", model, "--data", data, "--out", root / "job",
               "--modules-to-save", "lm_head", check=False)
     assert job.returncode == 2 and "--modules-to-save" in job.stderr and \
