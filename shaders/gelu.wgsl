@@ -36,52 +36,7 @@ struct Params {
 @group(0) @binding(2) var<uniform> params: Params;
 @group(0) @binding(3) var<storage, read> dout: array<f32>;
 
-const SQRT1_2: f32 = 0.70710678118654752;
-const INV_SQRT_2PI: f32 = 0.39894228040143268;
-const ERF_SPLIT: f32 = 0.875;
-const ERF_TOP: f32 = 5.0;
-
-// erf(z) for |z| < ERF_SPLIT.
-fn erf_small(z: f32) -> f32 {
-  let s = z * z;
-  var p = -6.199346972e-04;
-  p = fma(p, s, 5.031426437e-03);
-  p = fma(p, s, -2.679095045e-02);
-  p = fma(p, s, 1.128244102e-01);
-  p = fma(p, s, -3.761254847e-01);
-  p = fma(p, s, 1.128379107e+00);
-  return z * p;
-}
-
-// erfc(t) for t >= ERF_SPLIT (the caller selects; any t gives a finite value).
-fn erfc_tail(t: f32) -> f32 {
-  let u = clamp(t, ERF_SPLIT, ERF_TOP);
-  var q = -1.034408754e-07;
-  q = fma(q, u, 3.913313321e-06);
-  q = fma(q, u, -6.770999607e-05);
-  q = fma(q, u, 7.133617182e-04);
-  q = fma(q, u, -5.149805918e-03);
-  q = fma(q, u, 2.726120502e-02);
-  q = fma(q, u, -1.112397015e-01);
-  q = fma(q, u, -6.308391094e-01);
-  q = fma(q, u, -1.130702257e+00);
-  q = fma(q, u, 4.146379652e-04);
-  return select(exp(q), 0.0, t >= ERF_TOP);
-}
-
-// Both pieces are evaluated and one selected: no divergent branch.
-fn erf_approx(z: f32) -> f32 {
-  let tail = 1.0 - erfc_tail(abs(z));
-  return select(select(tail, -tail, z < 0.0), erf_small(z), abs(z) < ERF_SPLIT);
-}
-
-// Phi(v) = 0.5 * erfc(-v / sqrt(2)).
-fn normal_cdf(v: f32) -> f32 {
-  let z = v * SQRT1_2;
-  let half_tail = 0.5 * erfc_tail(abs(z));
-  return select(select(1.0 - half_tail, half_tail, z < 0.0), 0.5 * (1.0 + erf_small(z)),
-                abs(z) < ERF_SPLIT);
-}
+//#include "lib/gelu_erf.wgsl"
 
 @compute @workgroup_size(WORKGROUP)
 fn gelu_forward(@builtin(global_invocation_id) gid: vec3<u32>,

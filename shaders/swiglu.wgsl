@@ -1,13 +1,13 @@
 // Gated MLP activations act(gate_proj(x)) * up_proj(x) over flat f32 arrays of length n: SwiGLU
-// (Llama, act = silu, params.activation 0) or GeGLU (Gemma, act = tanh-approximate GELU,
-// params.activation 1):
+// (Llama, act = silu, params.activation 0), GeGLU (Gemma, act = tanh-approximate GELU,
+// params.activation 1) or GeGLU with the exact GELU (ModernBERT, params.activation 2):
 //
 //   swiglu_forward:   out = act(gate) * up
 //   swiglu_backward:  dgate = dout * up * act'(gate),  dup = dout * act(gate)
 //
 // silu(g) = g * s, s = sigmoid(g), silu'(g) = s + silu(g) * (1 - s). The sigmoid is taken from
 // e = exp(-|g|) (1 / (1 + e) or e / (1 + e)), which never overflows: any finite gate gives a
-// finite result. The GELU is shaders/gelu.wgsl's tanh form (lib/gelu_tanh.wgsl).
+// finite result. The GELUs are shaders/gelu.wgsl's (lib/gelu_tanh.wgsl, lib/gelu_erf.wgsl).
 //
 // Elementwise with a grid-stride loop, so any launch covers any n; no workgroup memory.
 //
@@ -20,7 +20,7 @@ override WORKGROUP: u32 = 256u;
 
 struct Params {
   n: u32,
-  activation: u32,   // 0: silu, 1: tanh-approximate GELU
+  activation: u32,   // 0: silu, 1: tanh-approximate GELU, 2: exact GELU
 }
 
 @group(0) @binding(0) var<storage, read> gate: array<f32>;
@@ -31,6 +31,7 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> dup: array<f32>;
 
 //#include "lib/gelu_tanh.wgsl"
+//#include "lib/gelu_erf.wgsl"
 
 fn sigmoid(g: f32) -> f32 {
   let e = exp(-abs(g));
@@ -41,6 +42,9 @@ fn sigmoid(g: f32) -> f32 {
 fn activation(g: f32) -> vec2<f32> {
   if (params.activation == 1u) {
     return gelu_tanh_with_slope(g);
+  }
+  if (params.activation == 2u) {
+    return gelu_erf_with_slope(g);
   }
   let s = sigmoid(g);
   let silu = g * s;

@@ -1,13 +1,15 @@
 """SwiGLU kernels (shaders/swiglu.wgsl) on wgpu-native against the NumPy reference in float64:
 fresh random inputs, NaN-poisoned outputs, ||out - ref|| / ||ref|| under BOUNDS."""
 
+import math
+
 import numpy as np
 import pytest
 from conftest import read, rel_error, run
 
 from py_engine.gpu.selfcheck import poisoned
 from py_engine.kernels.swiglu import SwiGLUKernels
-from py_engine.ops.gelu import gelu_tanh_with_slope
+from py_engine.ops.gelu import gelu_tanh_with_slope, gelu_with_slope
 from py_engine.ops.swiglu import swiglu_backward, swiglu_forward
 
 # f32 against float64: exp plus a handful of roundings per element (measured ~1e-7 on lavapipe).
@@ -114,6 +116,41 @@ def test_geglu_matches_numpy(device, swiglu, n, spread):
     if n > 1 and spread <= 3:   # silu and gelu meet at 0 (both g / 2) and for large |gate|
         silu = run_swiglu(device, swiglu, gate, up, dout)
         assert rel_error(silu["out"], ref["out"]) > 1e-2      # the activation is applied
+
+
+@pytest.mark.parametrize("n, spread", [(1, 1.0), (4099, 3.0), (20_000, 30.0)])
+def test_exact_geglu_matches_numpy_and_torch(device, swiglu, n, spread):
+    """activation="gelu" (ModernBERT's GeGLU, gelu(input) * gate): gelu.wgsl's exact (erf)
+    GELU on the gate, against the float64 reference, which is torch's GELU in float64; bounds
+    as for the tanh form (gelu' crosses zero near gate = -0.75; gelu's condition number grows
+    on the left tail)."""
+    import torch
+
+    rng = np.random.default_rng()
+    gate = (rng.standard_normal(n) * spread).astype(np.float32)
+    up, dout = (rng.standard_normal(n).astype(np.float32) for _ in range(2))
+    got = run_swiglu(device, swiglu, gate, up, dout, "gelu")
+    ref = reference(gate, up, dout, "gelu")
+    g = torch.tensor(gate, dtype=torch.float64, requires_grad=True)
+    out = torch.nn.functional.gelu(g) * torch.tensor(up, dtype=torch.float64)
+    out.backward(torch.tensor(dout, dtype=torch.float64))
+    assert rel_error(ref["out"], out.detach().numpy()) <= 1e-12
+    assert rel_error(ref["dgate"], g.grad.numpy()) <= 1e-12
+    g = gate.astype(np.float64)
+    act, slope = gelu_with_slope(g)
+    cdf = 0.5 * (1 + np.vectorize(math.erf)(g / math.sqrt(2)))
+    dgate_scale = np.linalg.norm(np.abs(dout * up) * (cdf + np.abs(g) * np.exp(-g * g / 2) / math.sqrt(2 * math.pi)))
+    kappa = np.maximum(1.0, np.abs(np.divide(g * slope, act, out=np.ones_like(g), where=act != 0)))
+    for name, bound in BOUNDS.items():
+        diff = np.linalg.norm(np.asarray(got[name], np.float64) - ref[name])
+        if name == "dgate":
+            err = diff / max(np.linalg.norm(ref[name]), dgate_scale)
+        else:
+            err = diff / np.linalg.norm(ref[name] * kappa)     # NaN poison fails the check
+        assert err <= bound, (name, err)
+    if n > 1 and spread <= 3:   # the tanh form differs by up to 5e-4: the exact one is applied
+        tanh_form = run_swiglu(device, swiglu, gate, up, dout, "gelu_tanh")
+        assert np.abs(np.asarray(tanh_form["out"]) - np.asarray(got["out"])).max() > 1e-5
 
 
 def test_unknown_activation_is_refused(device, swiglu):

@@ -4,7 +4,8 @@
     swiglu = await SwiGLUKernels.load(device)
     swiglu.forward(program, gate, up, out, n)                  # out = silu(gate) * up
     swiglu.backward(program, dout, gate, up, dgate, dup, n)
-    swiglu.forward(program, gate, up, out, n, activation="gelu_tanh")   # GeGLU
+    swiglu.forward(program, gate, up, out, n, activation="gelu_tanh")   # GeGLU (Gemma)
+    swiglu.forward(program, gate, up, out, n, activation="gelu")        # exact GeGLU (ModernBERT)
 
 All buffers are flat f32 arrays of n elements (gate and up as gate_proj and up_proj produce
 them, [tokens, intermediate]); the backward needs the forward's inputs, not its output.
@@ -16,7 +17,7 @@ from ..gpu import require_floats
 SOURCE = "swiglu.wgsl"
 WORKGROUP = 256
 ENTRIES = ("swiglu_forward", "swiglu_backward")
-ACTIVATIONS = ("silu", "gelu_tanh")     # params.activation: the index in this tuple
+ACTIVATIONS = ("silu", "gelu_tanh", "gelu")     # params.activation: the index in this tuple
 
 
 class SwiGLUKernels(KernelFamily):

@@ -1,6 +1,7 @@
 """Gated MLP activations, act(gate) * up: SwiGLU, the Llama MLP's (LlamaMLP with hidden_act
 "silu"), and GeGLU with the tanh-approximate GELU (activation="gelu_tanh": Gemma's
-"gelu_pytorch_tanh", FLAN-T5's gated "gelu_new"):
+"gelu_pytorch_tanh", FLAN-T5's gated "gelu_new") or the exact one (activation="gelu":
+ModernBERT's):
 
     out = silu(gate) * up,   silu(g) = g * sigmoid(g)
 
@@ -10,14 +11,14 @@ gate and up are the outputs of gate_proj and up_proj, same shape. Backward, with
     dup   = dout * g * s
 
 The sigmoid is evaluated from exp(-|g|), which never overflows. GeGLU: out = gelu(gate) * up,
-dgate = dout * up * gelu'(gate), dup = dout * gelu(gate), with ops/gelu.py's tanh form.
+dgate = dout * up * gelu'(gate), dup = dout * gelu(gate), with ops/gelu.py's tanh or exact form.
 """
 
 import numpy as np
 
-from .gelu import gelu_tanh_with_slope
+from .gelu import gelu_tanh_with_slope, gelu_with_slope
 
-ACTIVATIONS = ("silu", "gelu_tanh")
+ACTIVATIONS = ("silu", "gelu_tanh", "gelu")
 
 
 def _check(activation):
@@ -40,10 +41,12 @@ def sigmoid(g):
 
 
 def swiglu_forward(gate, up, activation="silu"):
-    """out = silu(gate) * up (or gelu_tanh(gate) * up)."""
+    """out = silu(gate) * up (or gelu_tanh(gate) * up, gelu(gate) * up)."""
     _check(activation)
     if activation == "gelu_tanh":
         return gelu_tanh_with_slope(gate)[0] * up
+    if activation == "gelu":
+        return gelu_with_slope(gate)[0] * up
     out = sigmoid(gate)
     out *= gate
     out *= up
@@ -53,8 +56,8 @@ def swiglu_forward(gate, up, activation="silu"):
 def swiglu_backward(dout, gate, up, activation="silu"):
     """Returns (dgate, dup) for the forward above."""
     _check(activation)
-    if activation == "gelu_tanh":
-        act, slope = gelu_tanh_with_slope(gate)
+    if activation in ("gelu_tanh", "gelu"):
+        act, slope = (gelu_tanh_with_slope if activation == "gelu_tanh" else gelu_with_slope)(gate)
         return dout * up * slope, dout * act
     s = sigmoid(gate)
     silu = gate * s
