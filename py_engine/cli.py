@@ -524,11 +524,11 @@ def _check_classifier_command(args):
 
 
 def _load_classifier(args):
-    from py_engine.formats.head_config import resolve_pooling
     from py_engine.gpu import run_sync
+    from py_engine.models.classifiers import adapter_pooling
     from py_engine.train.classifier import TextClassifier
 
-    pooling, note = resolve_pooling(args.adapter, args.pooling)
+    pooling, note = adapter_pooling(args.model, args.adapter, args.pooling)
     if note:
         print(f"note: {note}", file=sys.stderr)
     options = given_options(args, "max_length", "base_dtype")

@@ -101,6 +101,48 @@ def tiny_mpnet_dir(path, seed=0, **overrides):
     return Path(path)
 
 
+def tiny_modernbert_dir(path, seed=0, **overrides):
+    """A random ModernBertForMaskedLM checkpoint directory (what ModernBERT-base ships: the
+    encoder and the prediction head the classifier reads), three layers with a sliding one of
+    window 4 either side between two global ones, the norms drawn off their initial values;
+    a byte-level BPE tokenizer.json as ModernBERT's ([CLS] A [SEP], [PAD] named in
+    tokenizer_config.json)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import ModernBertConfig, ModernBertForMaskedLM
+
+    from roberta_checkpoints import CORPUS
+
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok.train_from_iterator(CORPUS + [" ".join(WORDS)], trainers.BpeTrainer(
+        vocab_size=TINY["vocab_size"] + 40, special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS]:0 $A:0 [SEP]:0", pair="[CLS]:0 $A:0 [SEP]:0 $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    torch.manual_seed(seed)
+    config = ModernBertConfig(**{"vocab_size": tok.get_vocab_size(), "hidden_size": 32,
+                                 "intermediate_size": 48, "num_hidden_layers": 3,
+                                 "num_attention_heads": 4, "local_attention": 8,
+                                 "global_attn_every_n_layers": 2, "max_position_embeddings": 64,
+                                 "pad_token_id": 0, "bos_token_id": 2, "eos_token_id": 3,
+                                 "cls_token_id": 2, "sep_token_id": 3, **overrides})
+    model = ModernBertForMaskedLM(config)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name or name.endswith(".bias"):
+                p.add_(0.1 * torch.randn_like(p))
+    model.save_pretrained(path, safe_serialization=True)
+    tok.save(str(Path(path) / "tokenizer.json"))
+    (Path(path) / "tokenizer_config.json").write_text(json.dumps(
+        {"cls_token": "[CLS]", "sep_token": "[SEP]", "pad_token": "[PAD]", "unk_token": "[UNK]",
+         "mask_token": "[MASK]", "model_max_length": 64, "tokenizer_class": "PreTrainedTokenizerFast"}))
+    return Path(path)
+
+
 # MPNet's special tokens, first in its vocabulary (ids 0-3), [UNK] its unknown token and <mask>
 MPNET_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "[UNK]", "<mask>"]
 
@@ -126,11 +168,13 @@ def peft_model(model_dir, num_labels, r=4, lora_alpha=8, target_modules=("query"
     the head, DoRA's magnitudes (if any, off their initial norms) and the biases that train
     (bias "lora_only" or "all", off the checkpoint's) drawn at random."""
     torch.manual_seed(seed)
-    distilbert = json.loads((Path(model_dir) / "config.json").read_text())["model_type"] == "distilbert"
-    rates = dict(dropout=dropout, attention_dropout=dropout, seq_classif_dropout=dropout) \
-        if distilbert else dict(hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
+    model_type = json.loads((Path(model_dir) / "config.json").read_text())["model_type"]
+    rates = {"distilbert": dict(dropout=dropout, attention_dropout=dropout, seq_classif_dropout=dropout),
+             "modernbert": dict(embedding_dropout=dropout, attention_dropout=dropout,
+                                mlp_dropout=dropout, classifier_dropout=dropout)}.get(
+        model_type, dict(hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout))
     base = AutoModelForSequenceClassification.from_pretrained(
-        model_dir, num_labels=num_labels, attn_implementation="eager", **rates)
+        model_dir, num_labels=num_labels, attn_implementation=attention(model_dir), **rates)
     config = LoraConfig(task_type=TaskType.SEQ_CLS, r=r, lora_alpha=lora_alpha, lora_dropout=0.0,
                         target_modules=list(target_modules), **lora)
     model = get_peft_model(base, config)
@@ -176,10 +220,18 @@ def adapter_key(parameter_name):
         "lora_magnitude_vector.weight", "lora_magnitude_vector")
 
 
+def attention(model_dir):
+    """transformers' attention implementation for the oracle: eager, but sdpa for ModernBERT,
+    whose eager masks give NaN in float64 where a padded query's window holds no real key
+    (sdpa gives each sequence's own result, as run alone, to 1e-15)."""
+    model_type = json.loads((Path(model_dir) / "config.json").read_text())["model_type"]
+    return "sdpa" if model_type == "modernbert" else "eager"
+
+
 def probabilities(model_dir, adapter_dir, input_ids, attention_mask, dtype=torch.float64):
     base = AutoModelForSequenceClassification.from_pretrained(
         model_dir, num_labels=len(json.loads((Path(adapter_dir) / "labels.json").read_text())),
-        attn_implementation="eager")
+        attn_implementation=attention(model_dir))
     model = PeftModel.from_pretrained(base, adapter_dir).to(dtype).eval()
     with torch.no_grad():
         logits = model(input_ids=torch.as_tensor(input_ids),

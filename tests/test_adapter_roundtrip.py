@@ -13,7 +13,7 @@ import torch
 from peft import LoraConfig as PeftLoraConfig
 from peft import get_peft_model
 from safetensors.torch import load_file, save_file
-from transformers import BertForSequenceClassification, BertTokenizerFast
+from transformers import AutoTokenizer, BertForSequenceClassification, BertTokenizerFast
 
 import peft_oracle as po
 from conftest import run
@@ -29,7 +29,9 @@ LABELS = ["neg", "neutral", "pos"]
 
 def peft_probabilities(model_dir, adapter_dir, texts):
     # from_pretrained: transformers 5 ignores BertTokenizerFast(vocab_file=...) and keeps 5 tokens.
-    tok = BertTokenizerFast.from_pretrained(str(model_dir))
+    # ModernBERT's tokenizer.json is byte-level BPE: its own class reads it
+    model_type = json.loads((Path(model_dir) / "config.json").read_text())["model_type"]
+    tok = (AutoTokenizer if model_type == "modernbert" else BertTokenizerFast).from_pretrained(str(model_dir))
     enc = tok(texts, padding=True, return_tensors="np")
     return po.probabilities(model_dir, adapter_dir, enc["input_ids"], enc["attention_mask"])
 

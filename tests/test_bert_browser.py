@@ -18,8 +18,8 @@ pytestmark = pytest.mark.browser
 STEP = """
 import json
 from py_engine.formats.peft_adapter import load_adapter
-from py_engine.models.bert import BertClassifier
 from py_engine.models.checkpoint import Checkpoint
+from py_engine.models.classifiers import classifier_model
 from py_engine.models.lora_config import LoraConfig
 from py_engine.train.gpu_runtime import GpuRuntime
 from py_engine.train.init import initial_trainable, merge_loaded
@@ -28,14 +28,14 @@ from py_engine.train.tasks import ClassificationTask
 
 checkpoint = Checkpoint.load("/work/model")
 config, tensors, _ = load_adapter("/work/adapter")
-model = BertClassifier(checkpoint.config, LoraConfig.from_peft_dict(config), 3, dropout=DROPOUT)
+model = classifier_model(checkpoint.config, LoraConfig.from_peft_dict(config), 3, dropout=DROPOUT)
 values = merge_loaded(model, initial_trainable(model, 0), tensors, "/work/adapter")
 runtime = await GpuRuntime.create(model, ClassificationTask(3), checkpoint, values)
 batch = Batch(**BATCH)
 metrics = await runtime.accumulate(batch, seed=SEED)
 grads = {name: list(values) for name, values in (await runtime.gradients()).items()}
 # a fresh DoRA adapter's magnitudes: its base weights' row norms, computed here in Python
-fresh = BertClassifier(checkpoint.config, LoraConfig(target_modules=["query"], use_dora=True), 3)
+fresh = classifier_model(checkpoint.config, LoraConfig(target_modules=["query"], use_dora=True), 3)
 magnitudes = {n: list(v) for n, (_, v) in initial_trainable(fresh, 0, checkpoint).items()
               if n.endswith("lora_magnitude_vector")}
 json.dumps({"loss": metrics["loss"], "correct": metrics["correct"], "grads": grads,
@@ -86,29 +86,35 @@ def test_tiny_bert_step_in_the_browser(engine_page, tmp_path, options):
         assert rel(np.asarray(mags), norms) <= 1e-6
 
 
-def test_tiny_mpnet_step_in_the_browser(engine_page, tmp_path):
-    """MPNet (its relative position bias on every layer's scores, RoBERTa's head) in Pyodide +
+@pytest.mark.parametrize("family", ["mpnet", "modernbert"])
+def test_tiny_encoder_step_in_the_browser(engine_page, tmp_path, family):
+    """MPNet (its relative position bias on every layer's scores, RoBERTa's head) and ModernBERT
+    (RoPE, sliding-window layers, the exact GeGLU, norms without bias, its head) in Pyodide +
     WebGPU, with dropout: the host's loss and gradients."""
+    from test_bert_gpu import runtimes
+    from test_modernbert import modernbert_batch
     from test_mpnet import mpnet_batch
 
-    model_dir = po.tiny_mpnet_dir(tmp_path / "model", seed=54)
-    adapter = po.save_adapter(po.peft_model(model_dir, 3, seed=55, target_modules=("q", "v", "o")),
+    if family == "mpnet":
+        model_dir, targets, draw = po.tiny_mpnet_dir(tmp_path / "model", seed=54), ("q", "v", "o"), mpnet_batch
+    else:
+        model_dir, targets, draw = (po.tiny_modernbert_dir(tmp_path / "model", seed=54),
+                                    ("Wqkv", "Wi"), modernbert_batch)
+    adapter = po.save_adapter(po.peft_model(model_dir, 3, seed=55, target_modules=targets),
                               tmp_path / "adapter")
     files = {f"/work/model/{p.name}": p.read_bytes() for p in model_dir.iterdir()}
     files.update({f"/work/adapter/{p.name}": p.read_bytes() for p in adapter.iterdir()})
     put_files(engine_page, files)
-    ids, types, mask, labels = mpnet_batch(np.random.default_rng(56), 4, 24)
+    ids, types, mask, labels = draw(np.random.default_rng(56), 4, 24)
     batch = Batch(ids.tolist(), types.tolist(), mask.tolist(), labels.tolist())
-    reference = engine_from_peft(model_dir, adapter, 3)
-    reference.model.dropout = dict.fromkeys(reference.model.dropout, 0.1)
+    reference = runtimes(None, model_dir, adapter, 3, dropout=0.1, gpu=False)
     want = run(reference.accumulate(batch, seed=78))["loss"]
     step = STEP.split("# a fresh DoRA")[0] + (
         'json.dumps({"loss": metrics["loss"], "grads": grads, '
         '"adapter": runtime.device.info.as_dict()})\n')
-    code = step_code(step, batch, 78)
-    got = run_json(engine_page, code)
+    got = run_json(engine_page, step_code(step, batch, 78))
     assert got["adapter"]["backend"] == "browser-webgpu"
     assert abs(got["loss"] - want) <= LOSS_BOUND * abs(want), (got["loss"], want)
     theirs = run(reference.gradients())
-    assert "classifier.dense.weight" in theirs
+    assert {"mpnet": "classifier.dense.weight", "modernbert": "classifier.weight"}[family] in theirs
     check_gradients(got["grads"], theirs)

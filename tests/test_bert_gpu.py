@@ -13,7 +13,7 @@ from test_bert_oracle import ALL_LINEARS, random_batch, rel
 
 POOLER_TOO = ("query", "value", "dense")     # "dense" names the pooler too, as PEFT matches it
 from py_engine.formats.peft_adapter import load_adapter
-from py_engine.models.bert import BertClassifier
+from py_engine.models.classifiers import classifier_model
 from py_engine.models.checkpoint import Checkpoint
 from py_engine.models.lora_config import LoraConfig
 from py_engine.train.gpu_runtime import GpuRuntime
@@ -27,16 +27,20 @@ GRAD_BOUND = 1e-4
 
 
 def runtimes(device, model_dir, adapter_dir, num_labels, dropout=0.0, base_dtype="f32",
-             lora_dropout=None, **task_options):
+             lora_dropout=None, gpu=True, **task_options):
+    """(NumPy float64 runtime, GPU runtime) of the adapter on the checkpoint's classifier;
+    gpu=False: the NumPy one alone."""
     checkpoint = Checkpoint.load(model_dir)
     config, tensors, _ = load_adapter(adapter_dir)
     if lora_dropout is not None:
         config["lora_dropout"] = lora_dropout
-    model = BertClassifier(checkpoint.config, LoraConfig.from_peft_dict(config), num_labels,
-                           dropout=dropout)
+    model = classifier_model(checkpoint.config, LoraConfig.from_peft_dict(config), num_labels,
+                             dropout=dropout)
     values = merge_loaded(model, initial_trainable(model, 0), tensors, adapter_dir)
     task = ClassificationTask(num_labels, **task_options)
     reference = NumpyRuntime(model, task, checkpoint, values, dtype=np.float64)
+    if not gpu:
+        return reference
     gpu = run(GpuRuntime.create(model, task, checkpoint, values, device=device, base_dtype=base_dtype))
     return reference, gpu
 

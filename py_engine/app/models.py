@@ -21,7 +21,9 @@ import tempfile
 from ..data.chat import DataError, encode_chat_example
 from ..data.classification import Example
 from ..data.seq2seq import conversation_input, encode_seq2seq_example, seq2seq_example_from_record
-from ..models.bert_config import BERT_TYPES, BertConfig
+from ..models.bert_config import BERT_TYPES
+from ..models.classifiers import classifier_config
+from ..models.modernbert_config import MODEL_TYPE as MODERNBERT
 from ..models.decoders import CAUSAL_TYPES, T5_TYPES
 from ..models.lora_config import LoraConfig
 from ..train.chat import ChatModel
@@ -30,7 +32,7 @@ from ..train.config import CausalTrainConfig, ClassifierTrainConfig
 from ..train.seq2seq import Seq2SeqModel
 
 KINDS = ("classification", "causal_lm", "seq2seq")
-ENCODERS = BERT_TYPES       # BERT and RoBERTa's kind: TextClassifier's
+ENCODERS = BERT_TYPES + (MODERNBERT,)      # TextClassifier's: the BERT families, ModernBERT
 DECODERS = CAUSAL_TYPES     # every decoder-only family ChatModel runs
 ENCODER_DECODERS = T5_TYPES  # Seq2SeqModel's
 # The queue records each kind of model learns: an encoder-decoder learns conversations.
@@ -184,7 +186,7 @@ async def load_model_dir(directory, name, config=None, kind=None, labels=None, b
                 raise ModelFilesError(f"the adapter has labels {clf.labels}, not {labels}")
         else:
             lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0,
-                              target_modules=list(BertConfig(**config).classifier_targets))
+                              target_modules=list(classifier_config(config).classifier_targets))
             clf = await TextClassifier.create(directory, labels, lora=lora, pooling=pooling,
                                               dropout=0.0, **placement)
         key = state_key(kind, state) if state is not None else model_key(kind, name, config, labels)

@@ -243,6 +243,15 @@ class GpuBackend:
                                  first_position=first_position)
         return out
 
+    def constant(self, key, values, shape):
+        """A tensor of these float values, made once per `key` for the backend's life (a
+        model's fixed table)."""
+        key = ("constant", key)
+        if key not in self._zeros:
+            self._zeros[key] = Tensor(self.device.buffer_from(array("f", values), label="constant"),
+                                      shape)
+        return self._zeros[key]
+
     def _zero_row(self, width):
         """A [1, width] tensor of zeros kept for the backend's life (buffers start zeroed)."""
         key = ("zero row", width)
@@ -252,8 +261,10 @@ class GpuBackend:
         return self._zeros[key]
 
     def layernorm(self, x, gamma, beta, eps):
+        """beta None: a norm without bias (ModernBERT's)."""
         y = self.new(*x.shape)
         mean, rstd = self.new(x.rows), self.new(x.rows)
+        beta = self._zero_row(x.cols) if beta is None else beta
         self.k.layernorm.forward(self.program, x.buffer, gamma.buffer, beta.buffer, y.buffer,
                                  mean.buffer, rstd.buffer, x.rows, x.cols, eps)
         return y, (x, gamma, mean, rstd)

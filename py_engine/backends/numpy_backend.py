@@ -63,6 +63,7 @@ class NumpyBackend:
         self._train = False
         self._gelu_slopes = {}      # id(x) -> (x, gelu'(x)) from this step's forward
         self._rope = {}
+        self._constants = {}
         self.dora_norms = None      # DoRA's norms in generation: None, "write" or "read"
         self._dora_kept = {}        # id(weight) -> (weight, (scale, norm))
 
@@ -100,13 +101,20 @@ class NumpyBackend:
         arr = np.asarray(values, dtype=dtype or self.dtype)
         return arr.reshape(shape) if shape is not None else arr
 
+    def constant(self, key, values, shape):
+        """A tensor of these float values, made once per `key` (a model's fixed table)."""
+        if key not in self._constants:
+            self._constants[key] = self.tensor(values, shape)
+        return self._constants[key]
+
     # --- ops ---
 
     def embedding(self, ids, type_ids, word, position, token_type, first_position=0):
         return emb_ops.embedding_forward(ids, type_ids, word, position, token_type, first_position)
 
     def layernorm(self, x, gamma, beta, eps):
-        y, mean, rstd = ln_ops.layernorm_forward(x, gamma, beta, eps)
+        """beta None: a norm without bias (ModernBERT's)."""
+        y, mean, rstd = ln_ops.layernorm_forward(x, gamma, 0.0 if beta is None else beta, eps)
         return y, (x, gamma, mean, rstd)
 
     def layernorm_backward(self, dy, saved, dgamma=None, dbeta=None):

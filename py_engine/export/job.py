@@ -135,6 +135,10 @@ def check_job(args):
     if kind != "encoder":
         refuse_options(args, ("label_smoothing",),
                        f"only for classifiers; {args.model} is {KIND_NAMES[kind]}")
+    elif local and _model_type(args.model) == "modernbert":
+        raise UsageError(f"--model {args.model}: export-job's train.py is made and checked for "
+                         "the BERT families' classifiers, not ModernBERT's; train it with "
+                         "py-engine train")
     config = _train_config(args, kind)
     if local:       # as py_engine does, the checkpoint's positions bound max_length
         from ..formats.json_file import read_json_object
@@ -273,13 +277,19 @@ def _model(model_dir, kind, lora, num_labels, pooler_lora=True, with_checkpoint=
         checkpoint = DecoderCheckpoint.load(model_dir)
         model = decoder_model(checkpoint.config, lora)
     else:
-        from ..models.bert import BertClassifier
         from ..models.checkpoint import Checkpoint
+        from ..models.classifiers import classifier_model
 
         checkpoint = Checkpoint.load(model_dir)
-        model = BertClassifier(checkpoint.config, lora, num_labels, pooling="cls",
-                               train_pooler=not checkpoint.has_pooler, pooler_lora=pooler_lora)
+        model = classifier_model(checkpoint.config, lora, num_labels,
+                                 train_pooler=not checkpoint.has_pooler, pooler_lora=pooler_lora)
     return (model, checkpoint) if with_checkpoint else model
+
+
+def _model_type(model_dir):
+    from ..formats.json_file import read_json_object
+
+    return read_json_object(Path(model_dir) / "config.json").get("model_type")
 
 
 def _initial_adapter(model_dir, kind, lora, labels, seed):

@@ -28,7 +28,8 @@ CLASSIFIER_ARCHITECTURES = {"bert": "BertForSequenceClassification",
                             "camembert": "CamembertForSequenceClassification",
                             "distilbert": "DistilBertForSequenceClassification",
                             "electra": "ElectraForSequenceClassification",
-                            "mpnet": "MPNetForSequenceClassification"}
+                            "mpnet": "MPNetForSequenceClassification",
+                            "modernbert": "ModernBertForSequenceClassification"}
 
 
 class ExportError(ValueError):
@@ -55,11 +56,7 @@ class MergedModel:
         if kind == DECODER:
             self._names = {name: name for name in config.parameter_shapes()}
         else:
-            # the checkpoint's pooler is the classifier's only where it sits under the encoder's
-            # prefix (BERT's); others' heads hold their own dense layer (trained: `replaced`)
-            pooler = config.pooler_module + "."
-            self._names = {config.prefix + name: name for name in checkpoint.names()
-                           if config.pooler_in_encoder or not name.startswith(pooler)}
+            self._names = config.classifier_names(checkpoint.names())
         for name in self.replaced:
             self._names.setdefault(name, None)
 
@@ -142,6 +139,8 @@ class MergedModel:
 
         config = read_json_object(f"{self.source}/config.json")
         config["architectures"] = [CLASSIFIER_ARCHITECTURES[self.config.model_type]]
+        if self.config.family == "modernbert":     # its config.json says how it pools
+            config["classifier_pooling"] = self.pooling
         config["id2label"] = {str(i): label for i, label in enumerate(self.labels)}
         config["label2id"] = {label: i for i, label in enumerate(self.labels)}
         config.pop("num_labels", None)
@@ -170,19 +169,20 @@ def load_merged(model_dir, adapter_dir=None):
         if adapter_dir is None:
             raise ExportError(f"{model_dir} is a classifier checkpoint (BERT family): its head "
                               "is in the adapter trained on it; give --adapter")
-        from ..formats.head_config import resolve_pooling
+        from ..models.classifiers import adapter_pooling
         from ..train.classifier import TextClassifier
 
-        pooling, _ = resolve_pooling(adapter_dir)
+        pooling, _ = adapter_pooling(model_dir, adapter_dir)
         model = run_sync(TextClassifier.load(model_dir, adapter_dir, backend="numpy",
                                              pooling=pooling))
     return run_sync(MergedModel.of(model))
 
 
-def check_mergeable(kind, pooling):
-    """Refuse what a Hugging Face checkpoint cannot express: transformers' classifier head
-    pools the [CLS] token (mean pooling has no field in its config)."""
-    if kind == ENCODER and pooling == "mean":
+def check_mergeable(kind, pooling, family=None):
+    """Refuse what a Hugging Face checkpoint cannot express: transformers' BERT-family
+    classifier heads pool the [CLS] token (mean pooling has no field in their config;
+    ModernBERT's has one)."""
+    if kind == ENCODER and pooling == "mean" and family != "modernbert":
         raise ExportError("this classifier pools with the mean over tokens, which transformers' "
                           "sequence classifiers cannot express (they always pool [CLS]); "
                           "export it with --format onnx, whose graph pools as it was trained")
@@ -192,7 +192,8 @@ def save_merged(merged, directory, protected=(), progress=None):
     """Write the merged model as a Hugging Face checkpoint directory (config and tokenizer
     files copied, model.safetensors in F32), atomically and only where py_engine may write.
     progress(label) is called per group of tensors as they are gathered."""
-    check_mergeable(merged.kind, merged.pooling)
+    check_mergeable(merged.kind, merged.pooling,
+                    merged.config.family if merged.kind == ENCODER else None)
     tensors = {}
     for label, names in merged.groups():
         for name in names:

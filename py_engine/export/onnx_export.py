@@ -126,6 +126,10 @@ def classifier_graph(merged):
     """The onnx.ModelProto of a merged classifier (merged.kind ENCODER)."""
     if merged.kind != ENCODER:
         raise ExportError("the ONNX export is for classifiers (BERT family)")
+    if merged.config.family == "modernbert":
+        raise ExportError("the ONNX export builds BERT-family encoders' graphs; ModernBERT's "
+                          "(rotary positions, sliding-window layers, a gated MLP) is not built: "
+                          "export it merged, a Hugging Face checkpoint")
     config, eps = merged.config, merged.config.layer_norm_eps
     g = GraphBuilder()
     g.const("sqrt2", np.float32(math.sqrt(2.0)))

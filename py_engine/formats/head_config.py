@@ -70,11 +70,12 @@ def read_pooling(adapter_dir):
     return pooling
 
 
-def resolve_pooling(adapter_dir, requested=None):
+def resolve_pooling(adapter_dir, requested=None, default="cls"):
     """(pooling, note): the pooling to load `adapter_dir` with, and a note for the user (or
     None). A recorded pooling wins and `requested` (if given) must agree with it; without a
-    record, `requested` is taken, else "cls" with a note, unless py_engine wrote the adapter
-    (then the file is missing and that is an error)."""
+    record, `requested` is taken, else `default` (the model's sequence classifier's: "cls", or
+    ModernBERT's config.json's classifier_pooling) with a note, unless py_engine wrote the
+    adapter (then the file is missing and that is an error)."""
     if requested is not None and requested not in POOLINGS:
         raise HeadConfigError(f"unknown pooling {requested!r}; choose one of {', '.join(POOLINGS)}")
     saved = read_pooling(adapter_dir)
@@ -89,5 +90,5 @@ def resolve_pooling(adapter_dir, requested=None):
         raise HeadConfigError(f"{adapter_dir} was written by py_engine but its {HEAD_CONFIG} is "
                               "missing, so its pooling is unknown; give the pooling it was "
                               "trained with (cls or mean)")
-    return "cls", (f"{adapter_dir} has no {HEAD_CONFIG} (an adapter made by PEFT): using cls "
-                   "pooling, the model's sequence classifier head")
+    return default, (f"{adapter_dir} has no {HEAD_CONFIG} (an adapter made by PEFT): using "
+                     f"{default} pooling, as the model's sequence classifier pools")

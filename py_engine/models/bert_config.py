@@ -318,6 +318,17 @@ class BertConfig:
     def head_dim(self):
         return self.hidden_size // self.num_attention_heads
 
+    default_pooling = "cls"     # transformers' sequence classifiers pool the first token
+
+    def classifier_names(self, names):
+        """{transformers name in the family's sequence classifier: checkpoint name} of the
+        checkpoint tensors `names` a merged classifier keeps: the encoder's under the prefix,
+        the checkpoint's pooler only where it is the head's (BERT's; others' heads hold their
+        own dense layer, trained)."""
+        pooler = self.pooler_module + "."
+        return {self.prefix + name: name for name in names
+                if self.pooler_in_encoder or not name.startswith(pooler)}
+
     @property
     def classifier_dropout_prob(self):
         """transformers' BertForSequenceClassification: classifier_dropout, else hidden dropout."""

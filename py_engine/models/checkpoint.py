@@ -13,9 +13,10 @@ from ..formats import safetensors
 from ..formats.finite import describe
 from ..formats.json_file import JsonFileError, read_json_object
 from ..formats.torch_pickle import TorchFileError, load_torch
-from .bert_config import BertConfig, ConfigError, read_config_json
+from .bert_config import ConfigError, read_config_json
 from .decoders import decoder_config
 from .gpt2_config import Gpt2Config, transposed
+from .modernbert_config import ModernBertConfig
 
 
 WEIGHTS = "model.safetensors"
@@ -138,11 +139,12 @@ class Checkpoint:
                     f"{self.source}: tensor {self._names[name]!r} is in a layer config.json "
                     "does not have: the checkpoint has more layers than config.json says")
 
-    config_class = BertConfig
-
     @classmethod
     def read_config(cls, path):
-        return cls.config_class.from_file(path)
+        """The classifier's config: ModernBERT's, or a BERT family's."""
+        from .classifiers import classifier_config
+
+        return classifier_config(read_config_json(path))
 
     @classmethod
     def load(cls, directory, weights=None):
@@ -167,7 +169,7 @@ class Checkpoint:
     @classmethod
     def for_config(cls, config):
         """The checkpoint class that reads `config`'s model family."""
-        return cls
+        return ModernBertCheckpoint if isinstance(config, ModernBertConfig) else cls
 
     def shape(self, name):
         return tuple(self._file.info(self._names[name])[1])
@@ -177,6 +179,34 @@ class Checkpoint:
 
     def f16_bits(self, name):
         return self._file.f16_bits(self._names[name])
+
+
+class ModernBertCheckpoint(Checkpoint):
+    """A ModernBERT checkpoint: ModernBertForMaskedLM's (the released ones: the encoder under
+    "model.", its prediction head "head.dense" and "head.norm", which the sequence classifier
+    reads too, and a decoder the classifier does not), or a fine-tuned
+    ModernBertForSequenceClassification's (its classifier is the adapter's). Names are kept as
+    transformers writes them; a bare ModernBertModel's ("layers.0...") get "model."."""
+
+    def __init__(self, config, tensors, source):
+        self.config = config
+        self.source = source
+        self._file = tensors
+        self._names = {}
+        for raw in tensors.keys():
+            name = raw if raw.startswith(("model.", "head.", "decoder.", "classifier.")) else "model." + raw
+            self._names[name] = raw
+        self.has_pooler = True
+        shapes = config.parameter_shapes()
+        missing = [n for n in ("head.dense.weight", "head.norm.weight") if n not in self._names]
+        if missing:
+            raise CheckpointError(
+                f"{source} has no prediction head ({', '.join(missing)}): "
+                "ModernBertForSequenceClassification reads it, and PEFT would draw it at random "
+                "each time it loads the checkpoint; use a ModernBertForMaskedLM checkpoint (the "
+                "released ModernBERT-base and -large are)")
+        self._validate(shapes)
+        self._expected = list(shapes)
 
 
 class DecoderCheckpoint(Checkpoint):

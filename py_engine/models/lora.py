@@ -303,6 +303,12 @@ class AdaptedModel:
     language model config, lora, full, dropout and head_name)."""
 
     @property
+    def decoder_kernels(self):
+        """Whether the GPU loads the decoder kernel families (RoPE, the gated MLP, ...): the
+        decoders', and an encoder's built of them (ModernBERT)."""
+        return self.decoder
+
+    @property
     def merged(self):
         """Whether inference reads the merged weights W + scaling * B.A (see merge_names)."""
         return self.linears.merged

@@ -20,11 +20,12 @@ import warnings
 from array import array
 from dataclasses import replace
 
-from ..formats.head_config import HEAD_CONFIG, head_config, resolve_pooling
+from ..formats.head_config import HEAD_CONFIG, head_config
 from ..formats.json_file import decode_utf8, parse_json
 from ..formats.output_dir import write_files
 from ..formats.peft_adapter import adapter_files, load_adapter, read_adapter_files
-from ..models.bert import BertClassifier, holds_pooler_lora, trains_pooler
+from ..models.bert import holds_pooler_lora, trains_pooler
+from ..models.classifiers import adapter_pooling, classifier_model
 from ..models.checkpoint import Checkpoint
 from ..models.lora_config import LoraConfig
 from ..tokenizers.checkpoint import classifier_tokenizer
@@ -53,7 +54,7 @@ class TextClassifier:
     # --- construction ---
 
     @classmethod
-    async def create(cls, model_dir, labels, lora=None, backend="numpy", pooling="cls", seed=0,
+    async def create(cls, model_dir, labels, lora=None, backend="numpy", pooling=None, seed=0,
                      max_length=128, dropout=None, device=None, base_dtype="f32", quant_group=64,
                      checkpoint=None):
         """`checkpoint`: model_dir's weights when they were loaded already (fetched bytes, or a
@@ -61,8 +62,8 @@ class TextClassifier:
         checkpoint = checkpoint or Checkpoint.load(model_dir)
         lora = lora or LoraConfig(target_modules=list(checkpoint.config.classifier_targets))
         lora.base_model_name_or_path = lora.base_model_name_or_path or str(model_dir)
-        model = BertClassifier(checkpoint.config, lora, len(labels), pooling=pooling,
-                               train_pooler=not checkpoint.has_pooler, dropout=dropout)
+        model = classifier_model(checkpoint.config, lora, len(labels), pooling=pooling,
+                                 train_pooler=not checkpoint.has_pooler, dropout=dropout)
         return await cls._make(model_dir, checkpoint, model, labels,
                                initial_trainable(model, seed, checkpoint),
                                backend, device, base_dtype, quant_group, max_length)
@@ -70,10 +71,12 @@ class TextClassifier:
     @classmethod
     async def load(cls, model_dir, adapter_dir, backend="numpy", pooling=None, max_length=128,
                    device=None, base_dtype="f32", quant_group=64, checkpoint=None):
-        """`pooling`: None takes what the adapter was trained with (head_config.json; "cls",
-        BertForSequenceClassification's head, when absent). `checkpoint`: as in create()."""
+        """`pooling`: None takes what the adapter was trained with (head_config.json; when
+        absent, the family's sequence classifier's: "cls" for BERT's, config.json's
+        classifier_pooling for ModernBERT). `checkpoint`: as in create()."""
         config, tensors, labels = load_adapter(adapter_dir)
-        pooling, note = resolve_pooling(adapter_dir, pooling)
+        pooling, note = adapter_pooling(model_dir, adapter_dir, pooling,
+                                        checkpoint.config if checkpoint else None)
         if note:
             warnings.warn(note, stacklevel=2)
         return await cls._from_adapter(model_dir, adapter_dir, config, tensors, labels, pooling,
@@ -88,7 +91,7 @@ class TextClassifier:
             raise ValueError(f"{source} has no labels.json: label names are needed to predict")
         lora = LoraConfig.from_peft_dict(config, checkpoint.config.classifier_targets)
         # the pooler's own weights (a checkpoint without one), not a LoRA on the checkpoint's
-        train_pooler = trains_pooler(checkpoint.config, tensors)
+        train_pooler = checkpoint.config.family != "modernbert" and trains_pooler(checkpoint.config, tensors)
         if pooling == "cls" and not train_pooler and not checkpoint.has_pooler:
             name = checkpoint.config.pooler_module
             raise ValueError(
@@ -96,8 +99,8 @@ class TextClassifier:
                 "random whenever it loads the checkpoint (its modules_to_save names only the "
                 "classifier), so the adapter's predictions cannot be reproduced; train it with "
                 f"modules_to_save including {name.split('.')[0]!r}")
-        model = BertClassifier(checkpoint.config, lora, len(labels), pooling=pooling,
-                               train_pooler=train_pooler, pooler_lora=holds_pooler_lora(tensors))
+        model = classifier_model(checkpoint.config, lora, len(labels), pooling=pooling,
+                                 train_pooler=train_pooler, pooler_lora=holds_pooler_lora(tensors))
         values = merge_loaded(model, initial_trainable(model, 0), tensors, source)
         return await cls._make(model_dir, checkpoint, model, labels, values, backend, device,
                                base_dtype, quant_group, max_length)
@@ -236,9 +239,9 @@ class TextClassifier:
     def _model_for(self, n_labels):
         """This classifier's model with a head of `n_labels` rows."""
         old = self.model
-        return BertClassifier(old.config, old.lora, n_labels, pooling=old.pooling,
-                              train_pooler=old.train_pooler, dropout=old.dropout,
-                              pooler_lora=old.pooler_lora)
+        return classifier_model(old.config, old.lora, n_labels, pooling=old.pooling,
+                                dropout=old.dropout, train_pooler=old.train_pooler,
+                                pooler_lora=old.pooler_lora)
 
     # --- data ---
 

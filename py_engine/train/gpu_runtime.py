@@ -88,7 +88,7 @@ class GpuRuntime(Runtime):
         check_trainable(model, trainable)
         device = device or await open_device()
         quantized = base_dtype in ("int8", "int4")
-        kernels = await Kernels.load(device, matmul_variant, decoder=model.decoder, quantized=quantized,
+        kernels = await Kernels.load(device, matmul_variant, decoder=model.decoder_kernels, quantized=quantized,
                                      head_dim=getattr(model.config, "head_dim", None))
         be = GpuBackend(device, kernels)
         for name in model.frozen_names():
