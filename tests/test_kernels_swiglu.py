@@ -87,6 +87,20 @@ def test_swiglu_grid_stride_covers_more_than_one_launch(device):
         assert rel_error(got[name], ref[name]) <= bound, name
 
 
+def check_geglu(got, ref, g, act, slope, dgate_scale):
+    """Each output within BOUNDS of the reference: dgate relative to `dgate_scale` (the size of
+    its terms where gelu' crosses zero), out and dup with each element's share scaled by
+    gelu's condition number |g gelu'(g) / gelu(g)| (act, slope: gelu and gelu' at g)."""
+    kappa = np.maximum(1.0, np.abs(np.divide(g * slope, act, out=np.ones_like(g), where=act != 0)))
+    for name, bound in BOUNDS.items():
+        diff = np.linalg.norm(np.asarray(got[name], np.float64) - ref[name])
+        if name == "dgate":
+            err = diff / max(np.linalg.norm(ref[name]), dgate_scale)
+        else:
+            err = diff / np.linalg.norm(ref[name] * kappa)     # NaN poison fails the check
+        assert err <= bound, (name, err)
+
+
 @pytest.mark.parametrize("n, spread", [(1, 1.0), (4099, 3.0), (20_000, 30.0)])
 def test_geglu_matches_numpy(device, swiglu, n, spread):
     """activation="gelu_tanh" (Gemma's GeGLU): the tanh-form GELU of gelu.wgsl on the gate.
@@ -105,14 +119,7 @@ def test_geglu_matches_numpy(device, swiglu, n, spread):
     # left tail (~10 at g = -3, ~55 at g = -6): rounding gate itself moves them by that many
     # ulps, so each element's share of the bound is scaled by it (one element can sit there).
     act, slope = gelu_tanh_with_slope(g)
-    kappa = np.maximum(1.0, np.abs(np.divide(g * slope, act, out=np.ones_like(g), where=act != 0)))
-    for name, bound in BOUNDS.items():
-        diff = np.linalg.norm(np.asarray(got[name], np.float64) - ref[name])
-        if name == "dgate":
-            err = diff / max(np.linalg.norm(ref[name]), dgate_scale)
-        else:
-            err = diff / np.linalg.norm(ref[name] * kappa)     # NaN poison fails the check
-        assert err <= bound, (name, err)
+    check_geglu(got, ref, g, act, slope, dgate_scale)
     if n > 1 and spread <= 3:   # silu and gelu meet at 0 (both g / 2) and for large |gate|
         silu = run_swiglu(device, swiglu, gate, up, dout)
         assert rel_error(silu["out"], ref["out"]) > 1e-2      # the activation is applied
@@ -140,14 +147,7 @@ def test_exact_geglu_matches_numpy_and_torch(device, swiglu, n, spread):
     act, slope = gelu_with_slope(g)
     cdf = 0.5 * (1 + np.vectorize(math.erf)(g / math.sqrt(2)))
     dgate_scale = np.linalg.norm(np.abs(dout * up) * (cdf + np.abs(g) * np.exp(-g * g / 2) / math.sqrt(2 * math.pi)))
-    kappa = np.maximum(1.0, np.abs(np.divide(g * slope, act, out=np.ones_like(g), where=act != 0)))
-    for name, bound in BOUNDS.items():
-        diff = np.linalg.norm(np.asarray(got[name], np.float64) - ref[name])
-        if name == "dgate":
-            err = diff / max(np.linalg.norm(ref[name]), dgate_scale)
-        else:
-            err = diff / np.linalg.norm(ref[name] * kappa)     # NaN poison fails the check
-        assert err <= bound, (name, err)
+    check_geglu(got, ref, g, act, slope, dgate_scale)
     if n > 1 and spread <= 3:   # the tanh form differs by up to 5e-4: the exact one is applied
         tanh_form = run_swiglu(device, swiglu, gate, up, dout, "gelu_tanh")
         assert np.abs(np.asarray(tanh_form["out"]) - np.asarray(got["out"])).max() > 1e-5

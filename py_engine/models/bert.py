@@ -56,6 +56,17 @@ class ModelError(ValueError):
     pass
 
 
+def check_classifier(lora, num_labels, pooling):
+    """What every classifier is built with: a LoraConfig, two labels or more, cls or mean
+    pooling."""
+    if not isinstance(lora, LoraConfig):
+        raise TypeError("lora must be a LoraConfig")
+    if num_labels < 2:
+        raise ModelError(f"a classifier needs at least 2 labels, got {num_labels}")
+    if pooling not in ("cls", "mean"):
+        raise ModelError(f"pooling must be 'cls' or 'mean', got {pooling!r}")
+
+
 def holds_pooler_lora(tensors):
     """Whether an adapter's tensors (names without PEFT's prefix) hold a LoRA on BERT's pooler:
     PEFT's do wherever its targets name the pooler; ours saved before it could be wrapped
@@ -80,12 +91,7 @@ class BertClassifier(AdaptedModel):
         or a dict with any of "hidden", "attention", "classifier". pooler_lora=False: the
         checkpoint's pooler is never wrapped (an adapter saved before it could be holds no
         tensors for it, which PEFT reads as a LoRA that changes nothing)."""
-        if not isinstance(lora, LoraConfig):
-            raise TypeError("lora must be a LoraConfig")
-        if num_labels < 2:
-            raise ModelError(f"a classifier needs at least 2 labels, got {num_labels}")
-        if pooling not in ("cls", "mean"):
-            raise ModelError(f"pooling must be 'cls' or 'mean', got {pooling!r}")
+        check_classifier(lora, num_labels, pooling)
         self.config = config
         self.full = False
         self.num_labels = num_labels

@@ -99,18 +99,23 @@ class Checkpoint:
     """
 
     def __init__(self, config, tensors, source):
-        self.config = config
-        self.source = source
-        self._file = tensors
-        self._names = {}
-        for raw in tensors.keys():
-            self._names.setdefault(_normalized(raw), raw)
+        self._index(config, tensors, source, _normalized)
         pooler = config.pooler_module + "."
         self.has_pooler = pooler + "weight" in self._names
         expected = {name: shape for name, shape in bert_parameter_shapes(config).items()
                     if self.has_pooler or not name.startswith(pooler)}
         self._validate(expected)
         self._expected = list(expected)
+
+    def _index(self, config, tensors, source, name_of):
+        """Keep the config, the tensors and where they came from; name each tensor as the
+        model reads it (name_of(its name in the file); the first of a name is kept)."""
+        self.config = config
+        self.source = source
+        self._file = tensors
+        self._names = {}
+        for raw in tensors.keys():
+            self._names.setdefault(name_of(raw), raw)
 
     def names(self):
         """The (normalized) names of the tensors the model reads, in model order."""
@@ -189,13 +194,8 @@ class ModernBertCheckpoint(Checkpoint):
     transformers writes them; a bare ModernBertModel's ("layers.0...") get "model."."""
 
     def __init__(self, config, tensors, source):
-        self.config = config
-        self.source = source
-        self._file = tensors
-        self._names = {}
-        for raw in tensors.keys():
-            name = raw if raw.startswith(("model.", "head.", "decoder.", "classifier.")) else "model." + raw
-            self._names[name] = raw
+        self._index(config, tensors, source, lambda raw: raw if raw.startswith(
+            ("model.", "head.", "decoder.", "classifier.")) else "model." + raw)
         self.has_pooler = True
         shapes = config.parameter_shapes()
         missing = [n for n in ("head.dense.weight", "head.norm.weight") if n not in self._names]

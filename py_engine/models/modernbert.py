@@ -22,15 +22,11 @@ LoRA may wrap any of Wqkv, Wo, Wi (and head.dense); the classifier trains whole 
 modules_to_save "classifier"); everything else is frozen.
 """
 
+from .bert import check_classifier
 from .dropout_rates import override_rates
 from .lora import AdaptedModel, Linears
-from .lora_config import LoraConfig
 
 LOWEST = -3.4028234663852886e38     # float32's lowest value: the score bias beyond a window
-
-
-class ModelError(ValueError):
-    pass
 
 
 class ModernBertClassifier(AdaptedModel):
@@ -45,13 +41,8 @@ class ModernBertClassifier(AdaptedModel):
         """pooling: "cls" or "mean" (None: config.json's classifier_pooling); dropout: as
         BertClassifier's (a float for every rate, or a dict of "embedding", "attention",
         "mlp", "classifier")."""
-        if not isinstance(lora, LoraConfig):
-            raise TypeError("lora must be a LoraConfig")
-        if num_labels < 2:
-            raise ModelError(f"a classifier needs at least 2 labels, got {num_labels}")
         pooling = config.classifier_pooling if pooling is None else pooling
-        if pooling not in ("cls", "mean"):
-            raise ModelError(f"pooling must be 'cls' or 'mean', got {pooling!r}")
+        check_classifier(lora, num_labels, pooling)
         self.config = config
         self.full = False
         self.num_labels = num_labels
