@@ -82,13 +82,6 @@ def check_export(args):
 
         config = Checkpoint.read_config(Path(args.model) / "config.json")
         check_mergeable(kind, adapter_pooling(args.model, args.adapter, config=config)[0], config.family)
-    if kind == "encoder" and args.format == "onnx":
-        from ..models.checkpoint import Checkpoint
-
-        if Checkpoint.read_config(Path(args.model) / "config.json").family == "modernbert":
-            raise UsageError("--format onnx builds BERT-family encoders' graphs; ModernBERT's "
-                             "(rotary positions, sliding-window layers, a gated MLP) is not "
-                             "built: export it --format merged, a Hugging Face checkpoint")
     if args.format in ("gguf", "onnx") and not any(
             (Path(args.model) / f).is_file() for f in ("tokenizer.json", "vocab.txt")):
         raise FileNotFoundError(f"{args.model} has no tokenizer.json, which the {args.format} "

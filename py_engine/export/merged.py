@@ -91,6 +91,10 @@ class MergedModel:
         """transformers' names of every tensor of the merged model."""
         return list(self._names)
 
+    def has(self, name):
+        """Whether the merged model holds tensor `name` (a linear's or a norm's bias)."""
+        return name in self._names
+
     def shape(self, name):
         if name in self.replaced:
             return self.replaced[name][0]

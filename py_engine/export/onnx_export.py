@@ -1,13 +1,17 @@
-"""A merged BERT-family classifier as an ONNX graph (host only: built with the `onnx` package),
-for ONNX Runtime: the encoder, the pooling it was trained with ([CLS] through the pooler, or the
-mean over real tokens) and the head, giving logits and probabilities.
+"""A merged classifier (BERT family, ModernBERT) as an ONNX graph (host only: built with the
+`onnx` package), for ONNX Runtime: the encoder, the pooling it was trained with ([CLS] through
+the pooler, or the mean over real tokens) and the head, giving logits and probabilities.
 
     inputs:  input_ids, attention_mask, token_type_ids   int64 [batch, sequence]
     outputs: logits, probabilities                        float32 [batch, labels]
 
 The math is models/bert.py's at inference (no dropout): embeddings summed and normalized;
 per layer scaled dot-product attention (with MPNet's relative position bias added to the
-scores) with padded keys masked by adding float32's lowest value (as transformers does), the exact (erf) GELU, post-norm residuals; opset 17 (LayerNormalization).
+scores) with padded keys masked by adding float32's lowest value (as transformers does), the
+exact (erf) GELU, post-norm residuals; opset 17 (LayerNormalization). ModernBERT's is
+models/modernbert.py's: pre-norm, rotary tables at each layer type's base, a sliding layer's
+keys beyond its window masked as padding is (the two taken by Min, never added), the exact
+GeGLU, then its head over the pooled state; it takes no token_type_ids.
 Linear weights are stored transposed ([in, out]) so that MatMul reads them as they are, which
 is also the form onnxruntime.quantization.quantize_dynamic turns into int8 MatMuls.
 
@@ -26,6 +30,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from ..formats.finite import NonFiniteWeightsError
 from ..models.bert_config import MPNET_BUCKETS, MPNET_MAX_DISTANCE
+from ..kernels.rope import rope_inv_freq
 from ..models.relative_position import relative_position_bucket
 from ..formats.output_dir import write_output_dir
 from .merged import ENCODER, ExportError
@@ -41,9 +46,17 @@ class GraphBuilder:
 
     def __init__(self):
         self.nodes, self.initializers, self._count = [], [], 0
+        self._consts = {}
 
     def const(self, name, array):
-        self.initializers.append(numpy_helper.from_array(np.asarray(array), name))
+        """An initializer named `name`, made once (a second call must give the same values)."""
+        array = np.asarray(array)
+        if name in self._consts:
+            if not np.array_equal(self._consts[name], array):
+                raise ValueError(f"two constants named {name!r}")
+            return name
+        self._consts[name] = array
+        self.initializers.append(numpy_helper.from_array(array, name))
         return name
 
     def op(self, kind, inputs, **attrs):
@@ -62,16 +75,27 @@ def _weight(merged, name):
 
 
 def _linear(g, merged, x, module):
-    """x @ W^T + b, W stored transposed."""
+    """x @ W^T (+ b, where the linear has one), W stored transposed."""
     w = g.const(f"{module}.weight_t", _weight(merged, f"{module}.weight").T.copy())
-    b = g.const(f"{module}.bias", _weight(merged, f"{module}.bias"))
-    return g.op("Add", [g.op("MatMul", [x, w]), b])
+    y = g.op("MatMul", [x, w])
+    if not merged.has(f"{module}.bias"):
+        return y
+    return g.op("Add", [y, g.const(f"{module}.bias", _weight(merged, f"{module}.bias"))])
 
 
 def _layer_norm(g, merged, x, module, eps):
-    return g.op("LayerNormalization", [x, g.const(f"{module}.weight", _weight(merged, f"{module}.weight")),
-                                       g.const(f"{module}.bias", _weight(merged, f"{module}.bias"))],
-                axis=-1, epsilon=eps)
+    """LayerNormalization (without bias where the norm has none: ModernBERT's)."""
+    inputs = [x, g.const(f"{module}.weight", _weight(merged, f"{module}.weight"))]
+    if merged.has(f"{module}.bias"):
+        inputs.append(g.const(f"{module}.bias", _weight(merged, f"{module}.bias")))
+    return g.op("LayerNormalization", inputs, axis=-1, epsilon=eps)
+
+
+def _columns(g, x, start, stop):
+    """x[..., start:stop] of a [batch, sequence, width] tensor."""
+    return g.op("Slice", [x, g.const(f"cols_{start}", np.array([start], np.int64)),
+                          g.const(f"cols_{stop}", np.array([stop], np.int64)),
+                          g.const("last_axis", np.array([-1], np.int64))])
 
 
 def _gelu(g, x):
@@ -122,15 +146,67 @@ def _position_bias(g, merged, prefix):
     return g.op("Transpose", [rows], perm=[2, 0, 1])
 
 
+def _rotary(g, x, tables):
+    """x [B, H, T, D] rotated as transformers' apply_rotary_pos_emb: x cos + rotate_half(x) sin,
+    rotate_half(x) = (-x2, x1) for the halves x1, x2; tables: (cos, sin) [T, D]."""
+    half = g.op("Div", [g.op("Shape", [x]), "two"])
+    halves = g.op("Slice", [half, g.const("last_dim", np.array([3], np.int64)),
+                            g.const("to_end", np.array([4], np.int64))])
+    x1 = g.op("Slice", [x, "zero", halves, "last_axis"])
+    x2 = g.op("Slice", [x, halves, g.const("end", np.array([2 ** 62], np.int64)), "last_axis"])
+    rotated = g.op("Concat", [g.op("Neg", [x2]), x1], axis=-1)
+    return g.op("Add", [g.op("Mul", [x, tables[0]]), g.op("Mul", [rotated, tables[1]])])
+
+
+def _modernbert_encoder(g, merged, mask_bias):
+    """ModernBERT's final hidden states [B, T, hidden] (models/modernbert.py's math)."""
+    config, eps = merged.config, merged.config.norm_eps
+    heads, dim, h, inner = (config.num_attention_heads, config.head_dim, config.hidden_size,
+                            config.intermediate_size)
+    x = g.op("Gather", [g.const("model.embeddings.tok_embeddings.weight",
+                                _weight(merged, "model.embeddings.tok_embeddings.weight")), "input_ids"])
+    x = _layer_norm(g, merged, x, "model.embeddings.norm", eps)
+    length = g.op("Slice", [g.op("Shape", ["input_ids"]), "axis1", "two"])
+    steps = g.op("Range", [g.const("zero_index", np.array(0, np.int64)),
+                           g.op("Squeeze", [length, "zero"]), g.const("one_index", np.array(1, np.int64))])
+    tables = {}
+    for kind in sorted(set(config.layer_types)):        # cos and sin [T, D] at each base
+        inv_freq = np.asarray(rope_inv_freq(dim, config.rope_parameters[kind]), np.float64)
+        angles = np.arange(config.positions, dtype=np.float64)[:, None] * inv_freq[None, :]
+        angles = np.concatenate([angles, angles], axis=1)
+        tables[kind] = tuple(g.op("Slice", [g.const(f"rope_{kind}_{f.__name__}", f(angles).astype(np.float32)),
+                                            "zero", length, "zero"]) for f in (np.cos, np.sin))
+    # sliding layers: float32's lowest value beyond the window, taken with the padding's by
+    # Min (never their sum, which would be -inf and make a padded row's softmax NaN)
+    offset = g.op("Abs", [g.op("Sub", [g.op("Unsqueeze", [steps, "zero"]),
+                                       g.op("Unsqueeze", [steps, "axis1"])])])
+    far = g.op("Greater", [offset, g.const("window", np.array(config.window, np.int64))])
+    window = g.op("Where", [far, "lowest", g.const("zero_f", np.float32(0.0))])
+    biases = {"full_attention": mask_bias, "sliding_attention": g.op("Min", [mask_bias, window])}
+    split = g.const("head_split", np.array([0, 0, heads, dim], np.int64))
+    for n in range(config.num_hidden_layers):
+        p, kind = f"model.layers.{n}.", config.layer_types[n]
+        hn = _layer_norm(g, merged, x, p + "attn_norm", eps) if n else x
+        qkv = _linear(g, merged, hn, p + "attn.Wqkv")
+        q, k, v = (g.op("Transpose", [g.op("Reshape", [_columns(g, qkv, i * h, (i + 1) * h), split])],
+                        perm=[0, 2, 1, 3]) for i in range(3))
+        q, k = _rotary(g, q, tables[kind]), _rotary(g, k, tables[kind])
+        k = g.op("Transpose", [k], perm=[0, 1, 3, 2])
+        scores = g.op("Add", [g.op("Mul", [g.op("MatMul", [q, k]), "attn_scale"]), biases[kind]])
+        context = g.op("MatMul", [g.op("Softmax", [scores], axis=-1), v])
+        context = g.op("Reshape", [g.op("Transpose", [context], perm=[0, 2, 1, 3]), "merge_shape"])
+        x = g.op("Add", [x, _linear(g, merged, context, p + "attn.Wo")])
+        wi = _linear(g, merged, _layer_norm(g, merged, x, p + "mlp_norm", eps), p + "mlp.Wi")
+        gated = g.op("Mul", [_gelu(g, _columns(g, wi, 0, inner)), _columns(g, wi, inner, 2 * inner)])
+        x = g.op("Add", [x, _linear(g, merged, gated, p + "mlp.Wo")])
+    return _layer_norm(g, merged, x, "model.final_norm", eps)
+
+
 def classifier_graph(merged):
     """The onnx.ModelProto of a merged classifier (merged.kind ENCODER)."""
     if merged.kind != ENCODER:
-        raise ExportError("the ONNX export is for classifiers (BERT family)")
-    if merged.config.family == "modernbert":
-        raise ExportError("the ONNX export builds BERT-family encoders' graphs; ModernBERT's "
-                          "(rotary positions, sliding-window layers, a gated MLP) is not built: "
-                          "export it merged, a Hugging Face checkpoint")
-    config, eps = merged.config, merged.config.layer_norm_eps
+        raise ExportError("the ONNX export is for classifiers (BERT family, ModernBERT)")
+    config = merged.config
     g = GraphBuilder()
     g.const("sqrt2", np.float32(math.sqrt(2.0)))
     g.const("half", np.float32(0.5))
@@ -140,6 +216,34 @@ def classifier_graph(merged):
     g.const("merge_shape", np.array([0, 0, config.hidden_size], np.int64))
     g.const("zero", np.array([0], np.int64))
     g.const("axis1", np.array([1], np.int64))
+    g.const("two", np.array([2], np.int64))
+    g.const("last_axis", np.array([-1], np.int64))
+    mask = g.op("Cast", ["attention_mask"], to=TensorProto.FLOAT)
+    # Padded keys get float32's lowest value added to their scores: [B, 1, 1, T].
+    mask_bias = g.op("Mul", [g.op("Sub", ["one", mask]), "lowest"])
+    mask_bias = g.op("Unsqueeze", [mask_bias, g.const("axes12", np.array([1, 2], np.int64))])
+    if config.family == "modernbert":
+        x = _modernbert_encoder(g, merged, mask_bias)
+        pooled = _pooled(g, x, mask, merged.pooling)
+        pooled = _layer_norm(g, merged, _gelu(g, _linear(g, merged, pooled, "head.dense")),
+                             "head.norm", config.norm_eps)
+        return _classifier_model(g, merged, _linear(g, merged, pooled, "classifier"))
+    return _classifier_model(g, merged, _bert_logits(g, merged, mask, mask_bias))
+
+
+def _pooled(g, x, mask, pooling):
+    """The first token's hidden state, or the mean over real tokens."""
+    if pooling == "mean":
+        weights = g.op("Unsqueeze", [mask, g.const("axes2", np.array([2], np.int64))])
+        total = g.op("ReduceSum", [g.op("Mul", [x, weights]), "axis1"], keepdims=0)
+        count = g.op("Max", [g.op("ReduceSum", [mask, "axis1"], keepdims=1), "one"])
+        return g.op("Div", [total, count])
+    return g.op("Gather", [x, g.const("first", np.array(0, np.int64))], axis=1)
+
+
+def _bert_logits(g, merged, mask, mask_bias):
+    """The BERT family's encoder and head: the logits [B, labels]."""
+    config, eps = merged.config, merged.config.layer_norm_eps
 
     prefix = config.prefix
     dense, head = config.head.dense, config.head.output
@@ -160,15 +264,9 @@ def classifier_graph(merged):
         counted = g.op("Mul", [g.op("CumSum", [real, g.const("axis_one", np.array(1, np.int64))]), real])
         positions = g.op("Gather", [table, g.op("Add", [counted, padding])], axis=0)
     else:       # BERT's rows 0.. whatever the padding
-        length = g.op("Slice", [g.op("Shape", ["input_ids"]), "axis1",
-                                g.const("two", np.array([2], np.int64))])
+        length = g.op("Slice", [g.op("Shape", ["input_ids"]), "axis1", "two"])
         positions = g.op("Slice", [table, "zero", length, "zero"])
     x = _layer_norm(g, merged, g.op("Add", [words, positions]), f"{e}.LayerNorm", eps)
-
-    mask = g.op("Cast", ["attention_mask"], to=TensorProto.FLOAT)
-    # Padded keys get float32's lowest value added to their scores: [B, 1, 1, T].
-    mask_bias = g.op("Mul", [g.op("Sub", ["one", mask]), "lowest"])
-    mask_bias = g.op("Unsqueeze", [mask_bias, g.const("axes12", np.array([1, 2], np.int64))])
     position_bias = _position_bias(g, merged, prefix) if config.relative_attention_bias else None
     for n in range(config.num_hidden_layers):
         p = {what: f"{prefix}{config.layers}{n}.{name}"
@@ -179,17 +277,17 @@ def classifier_graph(merged):
         o = _linear(g, merged, h, p["output"])
         x = _layer_norm(g, merged, g.op("Add", [o, a]), p["output_norm"], eps)
 
-    if merged.pooling == "mean":
-        weights = g.op("Unsqueeze", [mask, g.const("axes2", np.array([2], np.int64))])
-        total = g.op("ReduceSum", [g.op("Mul", [x, weights]), "axis1"], keepdims=0)
-        count = g.op("Max", [g.op("ReduceSum", [mask, "axis1"], keepdims=1), "one"])
-        pooled = g.op("Div", [total, count])
-    else:
-        first = g.op("Gather", [x, g.const("first", np.array(0, np.int64))], axis=1)
-        pre = _linear(g, merged, first, dense)          # the head's activation (ClassifierHead)
+    pooled = _pooled(g, x, mask, merged.pooling)
+    if merged.pooling == "cls":
+        pre = _linear(g, merged, pooled, dense)          # the head's activation (ClassifierHead)
         kind = config.head.activation
         pooled = _gelu(g, pre) if kind == "gelu" else g.op("Relu" if kind == "relu" else "Tanh", [pre])
-    logits = _linear(g, merged, pooled, head)
+    return _linear(g, merged, pooled, head)
+
+
+def _classifier_model(g, merged, logits):
+    """The graph's outputs (logits and probabilities), inputs and labels: the model."""
+    config = merged.config
     g.nodes.append(helper.make_node("Identity", [logits], ["logits"]))
     g.nodes.append(helper.make_node("Softmax", [logits], ["probabilities"], axis=-1))
 

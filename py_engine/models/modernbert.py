@@ -12,8 +12,8 @@ ModernBertForSequenceClassification with PEFT LoRA on the chosen linears:
     logits = classifier(Dropout(LayerNorm_head(GELU(head.dense pooled))))
 
 Global layers (every third by default) attend to every token, with RoPE at rope_theta
-160,000; the others only within config.window tokens either side (a score bias of float32's
-lowest value beyond it, as transformers masks them), with RoPE at 10,000. The norms have no
+160,000; the others only within config.window tokens either side (a score bias beyond it
+that leaves those keys no weight, as transformers' mask does), with RoPE at 10,000. The norms have no
 bias unless norm_bias; the linears none unless attention_bias, mlp_bias, classifier_bias. The
 pooling is config.json's classifier_pooling (or the one asked for), applied before the head,
 as transformers applies it.
@@ -26,7 +26,10 @@ from .bert import check_classifier
 from .dropout_rates import override_rates
 from .lora import AdaptedModel, Linears
 
-LOWEST = -3.4028234663852886e38     # float32's lowest value: the score bias beyond a window
+# The score bias beyond a sliding layer's window: every weight there is exactly 0 after the
+# softmax (as under transformers' mask), and added to the padding mask's float32 lowest it
+# stays finite (two lowest values would overflow to -inf)
+BEYOND_WINDOW = -1e30
 
 
 class ModernBertClassifier(AdaptedModel):
@@ -109,13 +112,13 @@ class ModernBertClassifier(AdaptedModel):
         return logits, saved
 
     def _window_bias(self, be, T):
-        """The sliding layers' score bias [H, T, T]: 0 within config.window of the query, float32's
-        lowest value beyond (None when every key is within it)."""
+        """The sliding layers' score bias [H, T, T]: 0 within config.window of the query,
+        BEYOND_WINDOW beyond (None when every key is within it)."""
         c = self.config
         if "sliding_attention" not in c.layer_types or T <= c.window + 1:
             return None
         heads = c.num_attention_heads
-        table = be.constant(("window rows", heads), [0.0] * heads + [LOWEST] * heads, (2, heads))
+        table = be.constant(("window rows", heads), [0.0] * heads + [BEYOND_WINDOW] * heads, (2, heads))
         buckets = [int(abs(i - j) > c.window) for i in range(T) for j in range(T)]
         return be.relative_position_bias(table, buckets, T, T)
 

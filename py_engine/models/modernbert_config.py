@@ -25,6 +25,7 @@ class ModernBertConfig:
     # PEFT has no default LoRA targets for ModernBERT (it asks for target_modules): the
     # attention's fused projection, BERT's query and value among its outputs
     classifier_targets = ("Wqkv",)
+    token_types = False     # no token type embeddings
 
     def __init__(self, **values):
         def need(name, kind=int, default=None):
