@@ -340,6 +340,35 @@ def test_roberta_classifier_job_trains_as_py_engine(ws, tmp_path, capsys):
         assert_same_adapter(theirs[name], ours[name], name, lr=2e-3, steps=len(clf.history))
 
 
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_modernbert_classifier_job_trains_as_py_engine(ws, tmp_path, capsys, pooling):
+    """A ModernBERT checkpoint (byte-level BPE, RoPE, sliding layers, its head; cls or mean
+    pooling as config.json's classifier_pooling says): each step's loss and gradient norm are
+    py_engine's, so are the trained weights, and the adapter comes back pooling as trained."""
+    model = po.tiny_modernbert_dir(tmp_path / "modernbert", seed=5, classifier_pooling=pooling)
+    job = tmp_path / "job"
+    code, err = export_job(capsys, "--model", model, "--data", ws["texts"], "--out", job,
+                           "--batch-size", 4, "--epochs", 2, "--lr", 2e-3, "--seed", 7)
+    assert code == 0, err
+    data = read_jsonl(ws["texts"])
+    labels = label_names(data)
+    clf = run(TextClassifier.create(model, labels, seed=7))
+    run(run(clf.trainer(data, ClassifierTrainConfig(epochs=2, lr=2e-3, batch_size=4, seed=7))).run())
+    _, log = launch(job, "--cpu", output=tmp_path / "out")
+    assert_same_steps(log, clf.history)
+    ours = {f"base_model.model.{name}": np.frombuffer(bytes(data), np.float32)
+            for name, (_, data) in run(clf.runtime.trainable_values()).items()}
+    theirs = {k: v for k, v in adapter_weights(tmp_path / "out" / "adapter").items()
+              if ".original_module." not in k and ".modules_to_save." not in k}
+    assert set(theirs) == set(ours) and "base_model.model.classifier.weight" in ours
+    for name in ours:
+        assert_same_adapter(theirs[name], ours[name], name, lr=2e-3, steps=len(clf.history))
+    adapter = tmp_path / "out" / "adapter"
+    assert json.loads((adapter / "head_config.json").read_text()) == {"pooling": pooling}
+    loaded = run(TextClassifier.load(model, adapter))
+    assert loaded.model.pooling == pooling
+
+
 def test_t5_job_on_one_and_two_processes(ws, tmp_path, capsys):
     """A T5 encoder-decoder (FLAN-T5's layout): the folder's pairs are py_engine's whatever
     their record format; each step's loss and gradient norm are `train`'s on one process and
@@ -628,7 +657,7 @@ def test_refusals_write_nothing(ws, tmp_path, capsys):
         (("--model", chat, "--data", ws["chats"], "--out", foreign), "py_engine did not write"),
         (("--model", chat, "--data", ws["chats"], "--out", chat), "it is the model directory"),
         (("--model", bert_model, "--data", texts, "--out", tmp_path / "o", "--adapter",
-          mean_adapter), "pools the tokens' mean"),
+          mean_adapter), "pools with mean, and transformers' classifier"),
         (("--model", bert, "--data", ws["chats"], "--out", tmp_path / "o"), "chats.jsonl:1"),
         (("--model", chat, "--data", ws["chats"], "--out", tmp_path / "o", "--adapter",
           bert_adapter), "is a SEQ_CLS adapter"),

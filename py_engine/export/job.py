@@ -135,10 +135,6 @@ def check_job(args):
     if kind != "encoder":
         refuse_options(args, ("label_smoothing",),
                        f"only for classifiers; {args.model} is {KIND_NAMES[kind]}")
-    elif local and _model_type(args.model) == "modernbert":
-        raise UsageError(f"--model {args.model}: export-job's train.py is made and checked for "
-                         "the BERT families' classifiers, not ModernBERT's; train it with "
-                         "py-engine train")
     config = _train_config(args, kind)
     if local:       # as py_engine does, the checkpoint's positions bound max_length
         from ..formats.json_file import read_json_object
@@ -223,14 +219,18 @@ def _adapter(args, kind, preset):
         return lora, None, None
     refuse_options(args, LORA_OPTIONS, f"the job continues {args.adapter}, whose LoRA settings it keeps")
     check_adapter(args.adapter, task)
-    from ..formats.head_config import resolve_pooling
     from ..formats.peft_adapter import READ_FILES, load_adapter
+    from ..models.classifiers import adapter_pooling
 
     config, _, labels = load_adapter(args.adapter)
-    if kind == "encoder" and resolve_pooling(args.adapter)[0] != "cls":
-        raise ValueError(f"{args.adapter} pools the tokens' mean, and transformers' classifier "
-                         "head pools [CLS]: the job cannot continue it (train it with "
-                         "py-engine train)")
+    if kind == "encoder":       # a preset is no classifier; a local checkpoint says how it pools
+        model_config = Checkpoint.read_config(Path(args.model) / "config.json")
+        pooling = adapter_pooling(args.model, args.adapter, config=model_config)[0]
+        wanted = model_config.default_pooling
+        if pooling != wanted:
+            raise ValueError(f"{args.adapter} pools with {pooling}, and transformers' classifier "
+                             f"of {args.model} pools with {wanted}: the job cannot continue it "
+                             "(train it with py-engine train)")
     lora = LoraConfig.from_language_model_dict(config, _decoder_targets(args.model)) \
         if language_model else LoraConfig.from_peft_dict(config)
     files = {name: (Path(args.adapter) / name).read_bytes() for name in READ_FILES
@@ -284,12 +284,6 @@ def _model(model_dir, kind, lora, num_labels, pooler_lora=True, with_checkpoint=
         model = classifier_model(checkpoint.config, lora, num_labels,
                                  train_pooler=not checkpoint.has_pooler, pooler_lora=pooler_lora)
     return (model, checkpoint) if with_checkpoint else model
-
-
-def _model_type(model_dir):
-    from ..formats.json_file import read_json_object
-
-    return read_json_object(Path(model_dir) / "config.json").get("model_type")
 
 
 def _initial_adapter(model_dir, kind, lora, labels, seed):

@@ -516,12 +516,14 @@ def leave_the_process_group():
 
 def save_adapter(model, job, out):
     """The PEFT adapter, with what py_engine reads beside it for a classifier (labels.json;
-    head_config.json: transformers' [CLS] head)."""
+    head_config.json: how transformers' classifier pools, [CLS] but where its config says
+    otherwise, as ModernBERT's classifier_pooling may)."""
     model.save_pretrained(out)
     if job["task"] == "classification":
         (out / "labels.json").write_text(json.dumps(job["labels"], ensure_ascii=False) + "\n",
                                          encoding="utf-8")
-        (out / "head_config.json").write_text(json.dumps({"pooling": "cls"}) + "\n",
+        pooling = model.config.to_dict().get("classifier_pooling", "cls")
+        (out / "head_config.json").write_text(json.dumps({"pooling": pooling}) + "\n",
                                               encoding="utf-8")
 
 
