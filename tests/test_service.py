@@ -675,3 +675,33 @@ def test_a_chat_adapter_with_its_own_options_and_tokens_loads_learns_and_comes_b
         assert list(written.iterdir()) == []
     finally:
         tempfile.tempdir = old_tempdir
+
+
+@pytest.mark.parametrize("family", ["mpnet", "modernbert"])
+def test_the_newer_encoders_load_learn_and_come_back(tmp_path, family):
+    """An MPNet or a ModernBERT folder given as files is a classifier: it learns a correction
+    in one forced slice, exports an adapter PEFT-style, and a new service puts its state back."""
+    make = {"mpnet": po.tiny_mpnet_dir, "modernbert": po.tiny_modernbert_dir}[family]
+    files = files_of(make(tmp_path / "model", seed=9))
+    events = Events()
+    svc = service(tmp_path, events)
+    loaded = call(svc, "load_model", source="files", name=family, files=files, labels=["neg", "pos"])
+    assert loaded["kind"] == "classification" and not loaded["restored"]
+    call(svc, "import_text", name="reviews.jsonl", data=jsonl(sentiment(48, 4)))
+    text = "the actor in this scene"
+    wanted = "neg" if call(svc, "predict", text=text)["label"] == "pos" else "pos"
+    for _ in range(3):
+        call(svc, "correct", text=text, label=wanted)
+        assert call(svc, "force_slice", budget_ms=60_000)["steps"] > 0
+    assert call(svc, "predict", text=text)["label"] == wanted
+    exported = call(svc, "export_adapter")["files"]
+    assert {"adapter_config.json", "adapter_model.safetensors", "labels.json"} <= set(exported)
+    call(svc, "save")
+    before = call(svc, "predict", text=text)
+    svc.close()
+    again = service(tmp_path, Events())
+    assert call(again, "load_model", source="files", name=family, files=files,
+                labels=["neg", "pos"])["restored"]
+    after = call(again, "predict", text=text)
+    assert after["label"] == wanted and abs(after["probs"][wanted] - before["probs"][wanted]) < 1e-6
+    again.close()
