@@ -311,6 +311,24 @@ def test_classifier_job_and_back(ws, tmp_path, capsys):
     assert len(loaded.history) == 1 and np.isfinite(loaded.history[0].loss)
 
 
+def check_classifier_job(ws, model, job, tmp_path, head, **create):
+    """The job, launched on the CPU, takes py_engine's steps (loss and gradient norm) on the
+    texts, and its adapter holds py_engine's weights (the head's `head` among them), trained
+    here with the same options (TextClassifier.create's `create`)."""
+    data = read_jsonl(ws["texts"])
+    clf = run(TextClassifier.create(model, label_names(data), seed=7, **create))
+    run(run(clf.trainer(data, ClassifierTrainConfig(epochs=2, lr=2e-3, batch_size=4, seed=7))).run())
+    _, log = launch(job, "--cpu", output=tmp_path / "out")
+    assert_same_steps(log, clf.history)
+    ours = {f"base_model.model.{name}": np.frombuffer(bytes(data), np.float32)
+            for name, (_, data) in run(clf.runtime.trainable_values()).items()}
+    theirs = {k: v for k, v in adapter_weights(tmp_path / "out" / "adapter").items()
+              if ".original_module." not in k and ".modules_to_save." not in k}
+    assert set(theirs) == set(ours) and f"base_model.model.{head}" in ours
+    for name in ours:
+        assert_same_adapter(theirs[name], ours[name], name, lr=2e-3, steps=len(clf.history))
+
+
 def test_roberta_classifier_job_trains_as_py_engine(ws, tmp_path, capsys):
     """An XLM-RoBERTa checkpoint (its Unigram tokenizer, positions after the padding row,
     RobertaForSequenceClassification's head trained whole beside the LoRA, every bias too with
@@ -324,20 +342,8 @@ def test_roberta_classifier_job_trains_as_py_engine(ws, tmp_path, capsys):
                            "--batch-size", 4, "--epochs", 2, "--lr", 2e-3, "--seed", 7,
                            "--bias", "all", "--dropout", 0)
     assert code == 0, err
-    data = read_jsonl(ws["texts"])
-    labels = label_names(data)
-    clf = run(TextClassifier.create(model, labels, seed=7, dropout=0.0,
-                                    lora=LoraConfig(target_modules=["query", "value"], bias="all")))
-    run(run(clf.trainer(data, ClassifierTrainConfig(epochs=2, lr=2e-3, batch_size=4, seed=7))).run())
-    _, log = launch(job, "--cpu", output=tmp_path / "out")
-    assert_same_steps(log, clf.history)
-    ours = {f"base_model.model.{name}": np.frombuffer(bytes(data), np.float32)
-            for name, (_, data) in run(clf.runtime.trainable_values()).items()}
-    theirs = {k: v for k, v in adapter_weights(tmp_path / "out" / "adapter").items()
-              if ".original_module." not in k and ".modules_to_save." not in k}
-    assert set(theirs) == set(ours) and "base_model.model.classifier.dense.weight" in ours
-    for name in ours:
-        assert_same_adapter(theirs[name], ours[name], name, lr=2e-3, steps=len(clf.history))
+    check_classifier_job(ws, model, job, tmp_path, "classifier.dense.weight", dropout=0.0,
+                         lora=LoraConfig(target_modules=["query", "value"], bias="all"))
 
 
 @pytest.mark.parametrize("pooling", ["cls", "mean"])
@@ -350,19 +356,7 @@ def test_modernbert_classifier_job_trains_as_py_engine(ws, tmp_path, capsys, poo
     code, err = export_job(capsys, "--model", model, "--data", ws["texts"], "--out", job,
                            "--batch-size", 4, "--epochs", 2, "--lr", 2e-3, "--seed", 7)
     assert code == 0, err
-    data = read_jsonl(ws["texts"])
-    labels = label_names(data)
-    clf = run(TextClassifier.create(model, labels, seed=7))
-    run(run(clf.trainer(data, ClassifierTrainConfig(epochs=2, lr=2e-3, batch_size=4, seed=7))).run())
-    _, log = launch(job, "--cpu", output=tmp_path / "out")
-    assert_same_steps(log, clf.history)
-    ours = {f"base_model.model.{name}": np.frombuffer(bytes(data), np.float32)
-            for name, (_, data) in run(clf.runtime.trainable_values()).items()}
-    theirs = {k: v for k, v in adapter_weights(tmp_path / "out" / "adapter").items()
-              if ".original_module." not in k and ".modules_to_save." not in k}
-    assert set(theirs) == set(ours) and "base_model.model.classifier.weight" in ours
-    for name in ours:
-        assert_same_adapter(theirs[name], ours[name], name, lr=2e-3, steps=len(clf.history))
+    check_classifier_job(ws, model, job, tmp_path, "classifier.weight")
     adapter = tmp_path / "out" / "adapter"
     assert json.loads((adapter / "head_config.json").read_text()) == {"pooling": pooling}
     loaded = run(TextClassifier.load(model, adapter))
