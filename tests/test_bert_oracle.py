@@ -13,7 +13,7 @@ import torch
 import peft_oracle as po
 from py_engine.formats.peft_adapter import load_adapter
 from py_engine.gpu import run_sync
-from py_engine.models.bert import BertClassifier, trains_pooler
+from py_engine.models.bert import BertClassifier
 from py_engine.models.checkpoint import Checkpoint
 from py_engine.models.lora_config import LoraConfig
 from py_engine.train.init import initial_trainable, merge_loaded
@@ -38,7 +38,7 @@ def engine_from_peft(model_dir, adapter_dir, num_labels, dtype=np.float64):
     checkpoint = Checkpoint.load(model_dir)
     config, tensors, _ = load_adapter(adapter_dir)
     model = BertClassifier(checkpoint.config, LoraConfig.from_peft_dict(config), num_labels, dropout=0.0,
-                           train_pooler=trains_pooler(checkpoint.config, tensors))
+                           train_pooler=checkpoint.config.trains_pooler(tensors))
     values = merge_loaded(model, initial_trainable(model, 0), tensors, adapter_dir)
     return NumpyRuntime(model, ClassificationTask(num_labels), checkpoint, values, dtype=dtype)
 

@@ -81,7 +81,7 @@ def check_export(args):
         from .merged import check_mergeable
 
         config = Checkpoint.read_config(Path(args.model) / "config.json")
-        check_mergeable(kind, adapter_pooling(args.model, args.adapter, config=config)[0], config.family)
+        check_mergeable(kind, adapter_pooling(args.model, args.adapter, config=config)[0], config)
     if args.format in ("gguf", "onnx") and not any(
             (Path(args.model) / f).is_file() for f in ("tokenizer.json", "vocab.txt")):
         raise FileNotFoundError(f"{args.model} has no tokenizer.json, which the {args.format} "

@@ -143,7 +143,7 @@ class MergedModel:
 
         config = read_json_object(f"{self.source}/config.json")
         config["architectures"] = [CLASSIFIER_ARCHITECTURES[self.config.model_type]]
-        if self.config.family == "modernbert":     # its config.json says how it pools
+        if self.config.pooling_in_config:
             config["classifier_pooling"] = self.pooling
         config["id2label"] = {str(i): label for i, label in enumerate(self.labels)}
         config["label2id"] = {label: i for i, label in enumerate(self.labels)}
@@ -182,11 +182,11 @@ def load_merged(model_dir, adapter_dir=None):
     return run_sync(MergedModel.of(model))
 
 
-def check_mergeable(kind, pooling, family=None):
+def check_mergeable(kind, pooling, config=None):
     """Refuse what a Hugging Face checkpoint cannot express: transformers' BERT-family
     classifier heads pool the [CLS] token (mean pooling has no field in their config;
-    ModernBERT's has one)."""
-    if kind == ENCODER and pooling == "mean" and family != "modernbert":
+    ModernBERT's has one: the encoder config's pooling_in_config)."""
+    if kind == ENCODER and pooling == "mean" and not config.pooling_in_config:
         raise ExportError("this classifier pools with the mean over tokens, which transformers' "
                           "sequence classifiers cannot express (they always pool [CLS]); "
                           "export it with --format onnx, whose graph pools as it was trained")
@@ -196,8 +196,7 @@ def save_merged(merged, directory, protected=(), progress=None):
     """Write the merged model as a Hugging Face checkpoint directory (config and tokenizer
     files copied, model.safetensors in F32), atomically and only where py_engine may write.
     progress(label) is called per group of tensors as they are gathered."""
-    check_mergeable(merged.kind, merged.pooling,
-                    merged.config.family if merged.kind == ENCODER else None)
+    check_mergeable(merged.kind, merged.pooling, merged.config)
     tensors = {}
     for label, names in merged.groups():
         for name in names:

@@ -74,12 +74,6 @@ def holds_pooler_lora(tensors):
     return any(name.startswith(f"bert.{POOLER}.lora_") for name in tensors)
 
 
-def trains_pooler(config, tensors):
-    """Whether an adapter's tensors hold the head's dense layer trained whole (BERT's pooler
-    where the checkpoint has none; RoBERTa's and ELECTRA's heads always hold theirs)."""
-    return not config.head.from_pooler or config.head.dense + ".weight" in tensors
-
-
 class BertClassifier(AdaptedModel):
     """Structure of the model: which parameters exist, which train, and the step's math."""
 

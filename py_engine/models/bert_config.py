@@ -319,6 +319,13 @@ class BertConfig:
         return self.hidden_size // self.num_attention_heads
 
     default_pooling = "cls"     # transformers' sequence classifiers pool the first token
+    # their config.json has no field for the pooling (ModernBERT's has: ModernBertConfig)
+    pooling_in_config = False
+
+    def trains_pooler(self, tensors):
+        """Whether an adapter's tensors hold the head's dense layer trained whole (BERT's pooler
+        where the checkpoint has none; RoBERTa's and ELECTRA's heads always hold theirs)."""
+        return not self.head.from_pooler or self.head.dense + ".weight" in tensors
 
     def classifier_names(self, names):
         """{transformers name in the family's sequence classifier: checkpoint name} of the

@@ -80,8 +80,8 @@ class ModernBertClassifier(AdaptedModel):
         x = be.gather_rows(be.param("model.embeddings.tok_embeddings.weight"), batch.ids)
         x, saved["emb_ln"] = self._norm(be, x, "model.embeddings.norm")
         x, saved["emb_drop"] = be.dropout(x, rate["embedding"])
-        ropes = {kind: be.rope_tables(c.head_dim, c.rope_parameters[kind], T)
-                 for kind in set(c.layer_types)}
+        ropes = saved["ropes"] = {kind: be.rope_tables(c.head_dim, c.rope_parameters[kind], T)
+                                  for kind in set(c.layer_types)}
         window = self._window_bias(be, T)
         h_size, heads = c.hidden_size, c.num_attention_heads
         for n in range(c.num_hidden_layers):
@@ -146,8 +146,7 @@ class ModernBertClassifier(AdaptedModel):
         dx = be.cls_pool_backward(d, B, T) if self.pooling == "cls" else \
             be.mean_pool_backward(d, batch.mask, B, T)
         dx = self._norm_backward(be, dx, saved["final_ln"], "model.final_norm")
-        ropes = {kind: be.rope_tables(c.head_dim, c.rope_parameters[kind], T)
-                 for kind in set(c.layer_types)}
+        ropes = saved["ropes"]
         below, heads = self.linears.trains_other_biases, c.num_attention_heads
         for n in reversed(range(lowest, c.num_hidden_layers)):
             p, kind, s = f"model.layers.{n}.", c.layer_types[n], saved["layers"][n]

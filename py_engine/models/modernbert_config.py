@@ -26,6 +26,11 @@ class ModernBertConfig:
     # attention's fused projection, BERT's query and value among its outputs
     classifier_targets = ("Wqkv",)
     token_types = False     # no token type embeddings
+    pooling_in_config = True    # config.json's classifier_pooling: see default_pooling
+
+    def trains_pooler(self, tensors):
+        """No pooler here: head.dense is the checkpoint's, frozen or under a LoRA."""
+        return False
 
     def __init__(self, **values):
         def need(name, kind=int, default=None):

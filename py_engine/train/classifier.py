@@ -24,7 +24,7 @@ from ..formats.head_config import HEAD_CONFIG, head_config
 from ..formats.json_file import decode_utf8, parse_json
 from ..formats.output_dir import write_files
 from ..formats.peft_adapter import adapter_files, load_adapter, read_adapter_files
-from ..models.bert import holds_pooler_lora, trains_pooler
+from ..models.bert import holds_pooler_lora
 from ..models.classifiers import adapter_pooling, classifier_model
 from ..models.checkpoint import Checkpoint
 from ..models.lora_config import LoraConfig
@@ -91,7 +91,7 @@ class TextClassifier:
             raise ValueError(f"{source} has no labels.json: label names are needed to predict")
         lora = LoraConfig.from_peft_dict(config, checkpoint.config.classifier_targets)
         # the pooler's own weights (a checkpoint without one), not a LoRA on the checkpoint's
-        train_pooler = checkpoint.config.family != "modernbert" and trains_pooler(checkpoint.config, tensors)
+        train_pooler = checkpoint.config.trains_pooler(tensors)
         if pooling == "cls" and not train_pooler and not checkpoint.has_pooler:
             name = checkpoint.config.pooler_module
             raise ValueError(
