@@ -182,7 +182,7 @@ def load_merged(model_dir, adapter_dir=None):
     return run_sync(MergedModel.of(model))
 
 
-def check_mergeable(kind, pooling, config=None):
+def check_mergeable(kind, pooling, config):
     """Refuse what a Hugging Face checkpoint cannot express: transformers' BERT-family
     classifier heads pool the [CLS] token (mean pooling has no field in their config;
     ModernBERT's has one: the encoder config's pooling_in_config)."""
