@@ -85,9 +85,10 @@ class Kernels:
 
     @classmethod
     async def load(cls, device, matmul_variant=None, decoder=False, quantized=False,
-                   head_dim=None):
+                   head_dim=None, relative=False):
         """`decoder`: also the decoder families (RMSNorm, RoPE, SwiGLU, causal attention,
         the chunked LM-head loss, the KV cache, column block copies, generation's argmax);
+        `relative`: DeBERTa's disentangled attention bias;
         `quantized`: the int8/int4 weight kernels; `head_dim`: the decoder's attention head
         size, when above the causal attention's default capacity (Gemma's 256)."""
         k = cls()
@@ -109,6 +110,11 @@ class Kernels:
         k.cross_entropy = await CrossEntropyKernels.load(device)
         k.adamw = await AdamWKernels.load(device)
         k.grad_norm = await GradNormKernels.load(device)
+        k.disentangled = None
+        if relative:
+            from ..kernels.disentangled_attention import DisentangledAttentionKernels
+
+            k.disentangled = await DisentangledAttentionKernels.load(device)
         if decoder:
             from ..kernels.argmax import ArgmaxKernels
             from ..kernels.causal_attention import DEFAULT_HEAD_DIM, CausalAttentionKernels
@@ -411,16 +417,23 @@ class GpuBackend:
         shape = dict(batch=B, seq=T, heads=heads, head_dim=q.cols // heads, keys=keys)
         probs = self.new(B, heads, T, keys)
         ctx = self.new(*q.shape)
-        a.scores(self.program, q.buffer, k.buffer, probs.buffer, scaling=scaling, **shape)
+        if bias is not None and len(bias.shape) == 4:       # one per sequence: added here
+            scores = self.new(B, heads, T, keys)
+            a.scores(self.program, q.buffer, k.buffer, scores.buffer, scaling=scaling, **shape)
+            self.k.elementwise.add(self.program, scores.buffer, bias.buffer, probs.buffer, probs.size)
+            bias = None
+        else:
+            a.scores(self.program, q.buffer, k.buffer, probs.buffer, scaling=scaling, **shape)
         a.softmax(self.program, probs.buffer, None if mask is None else mask.buffer, batch=B, seq=T,
                   heads=heads, keys=keys, bias=None if bias is None else bias.buffer, causal=causal)
         used, site = self.dropout(probs, p)
         a.context(self.program, used.buffer, v.buffer, ctx.buffer, **shape)
         return ctx, (q, k, v, probs, used, site, shape, scaling)
 
-    def attention_backward(self, dctx, saved, bias_grad=None):
+    def attention_backward(self, dctx, saved, bias_grad=None, score_grad=False):
         """dq, dk, dv; with `bias_grad` (dtable, buckets) the bias table's gradient is added
-        into dtable (see the NumPy backend's)."""
+        into dtable; with `score_grad` the scores' gradient comes fourth (see the NumPy
+        backend's)."""
         q, k, v, probs, used, site, shape, scaling = saved
         a = self.k.attention
         dq, dk, dv = self.new(*q.shape), self.new(*k.shape), self.new(*v.shape)
@@ -437,7 +450,60 @@ class GpuBackend:
                             keys=shape["keys"], table_rows=dtable.shape[0])
         a.grad_queries(self.program, dscores.buffer, k.buffer, dq.buffer, scaling=scaling, **shape)
         a.grad_keys(self.program, dscores.buffer, q.buffer, dk.buffer, scaling=scaling, **shape)
-        return dq, dk, dv
+        return (dq, dk, dv, dscores) if score_grad else (dq, dk, dv)
+
+    def disentangled_bias(self, q, k, pq, pk, B, heads, scaling, rows):
+        """DeBERTa-v2's attention bias [B, H, T, T] (see the NumPy backend's): the products of
+        all B*T queries (keys) with the R relative rows' projections as one batch of the
+        attention's matmul, [H, B*T, R], gathered by row."""
+        T, R = rows.seq, rows.rows
+        shape = dict(batch=1, seq=B * T, heads=heads, head_dim=q.cols // heads, keys=R)
+        products = []
+        for x, rel in ((q, pk), (k, pq)):       # c2p, p2c
+            out = None
+            if rel is not None:
+                out = self.new(heads, B * T, R)
+                self.k.attention.scores(self.program, x.buffer, rel.buffer, out.buffer,
+                                        scaling=scaling, **shape)
+            products.append(out)
+        bias = self.new(B, heads, T, T)
+        offsets, _, _ = self._relative_rows(rows)
+        self.k.disentangled.gather(self.program, *(_buffer(p) for p in products), offsets,
+                                   bias.buffer, batch=B, seq=T, heads=heads, rows=R)
+        return bias, (q, k, pq, pk, B, heads, scaling, rows)
+
+    def disentangled_bias_backward(self, dbias, saved, dq, dk):
+        """(dq, dk with the bias's gradients added in place, dpq, dpk)."""
+        q, k, pq, pk, B, heads, scaling, rows = saved
+        T, R = rows.seq, rows.rows
+        shape = dict(batch=1, seq=B * T, heads=heads, head_dim=q.cols // heads, keys=R)
+        _, starts, distances = self._relative_rows(rows)
+        a, grads = self.k.attention, []
+        for keys_side, (x, dx, rel) in enumerate(((q, dq, pk), (k, dk, pq))):
+            if rel is None:
+                grads.append(None)
+                continue
+            d = self.new(heads, B * T, R)
+            self.k.disentangled.scatter(self.program, dbias.buffer, starts, distances, d.buffer,
+                                        batch=B, seq=T, heads=heads, rows=R, keys_side=keys_side)
+            a.grad_queries(self.program, d.buffer, rel.buffer, dx.buffer, scaling=scaling,
+                           beta=1.0, **shape)
+            drel = self.new(*rel.shape)
+            a.grad_keys(self.program, d.buffer, x.buffer, drel.buffer, scaling=scaling, **shape)
+            grads.append(drel)
+        dpk, dpq = grads
+        return dq, dk, dpq, dpk
+
+    def _relative_rows(self, rows):
+        """A RelativeRows' u32 buffers (offsets, starts, distances), made once per value."""
+        key = ("relative rows", rows)
+        if key not in self._zeros:
+            starts, distances = rows.distances()
+            self._zeros[key] = tuple(self.device.buffer_from(array("I", values), label=label)
+                                     for values, label in ((rows.offsets, "relative offsets"),
+                                                           (starts, "relative starts"),
+                                                           (distances, "relative distances")))
+        return self._zeros[key]
 
     def _buckets(self, buckets):
         """The buckets (a list of ints) as a u32 buffer, made once per list of values (a

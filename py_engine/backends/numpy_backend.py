@@ -15,6 +15,7 @@ from ..labels import IGNORE_LABEL
 from ..ops import attention as attn_ops
 from ..ops import columns as columns_ops
 from ..ops import cross_entropy as ce_ops
+from ..ops import disentangled_attention as dis_ops
 from ..ops import dropout as dropout_ops
 from ..ops import embedding as emb_ops
 from ..ops import gelu as gelu_ops
@@ -206,8 +207,8 @@ class NumpyBackend:
     def attention(self, q, k, v, mask, B, T, heads, p, scaling=None, bias=None, causal=False):
         """Bidirectional attention (BERT): q, k, v [B*T, H*D], mask [B, T]. With the keywords
         (T5, see ops/attention.py): `scaling` instead of 1/sqrt(D), an additive `bias` [H, Tq,
-        Tk], keys of another length than the queries (T is then the queries'; mask [B, Tk] or
-        None), and `causal`."""
+        Tk] (or one per sequence, [B, H, Tq, Tk]: DeBERTa's), keys of another length than the
+        queries (T is then the queries'; mask [B, Tk] or None), and `causal`."""
         scaling = attn_ops.default_scaling(q, heads) if scaling is None else scaling
         scores = attn_ops.add_score_bias(attn_ops.attention_scores(q, k, B, heads, scaling), bias, causal)
         probs = attn_ops.masked_softmax(scores, mask)
@@ -215,10 +216,10 @@ class NumpyBackend:
         ctx = attn_ops.attention_context(used, v, heads)
         return ctx, (q, k, v, probs, used, site, heads, scaling)
 
-    def attention_backward(self, dctx, saved, bias_grad=None):
+    def attention_backward(self, dctx, saved, bias_grad=None, score_grad=False):
         """dq, dk, dv; with `bias_grad` (dtable, buckets), the gradient of the table [R, H]
         the forward's bias was gathered from by bucket (relative_position_bias's) is added
-        into dtable."""
+        into dtable; with `score_grad`, the scores' gradient [B, H, T, T] (a bias's) too."""
         q, k, v, probs, used, site, heads, scaling = saved
         B = probs.shape[0]
         dv = attn_ops.grad_values(used, dctx, heads)
@@ -228,8 +229,20 @@ class NumpyBackend:
         if bias_grad is not None:
             dtable, buckets = bias_grad
             dtable += attn_ops.bucketed_bias_backward(dscores, buckets, dtable.shape[0])
-        return (attn_ops.grad_queries(dscores, k, heads, scaling),
-                attn_ops.grad_keys(dscores, q, heads, scaling), dv)
+        grads = (attn_ops.grad_queries(dscores, k, heads, scaling),
+                 attn_ops.grad_keys(dscores, q, heads, scaling), dv)
+        return grads + (dscores,) if score_grad else grads
+
+    def disentangled_bias(self, q, k, pq, pk, B, heads, scaling, rows):
+        """DeBERTa-v2's attention bias [B, H, T, T] (ops/disentangled_attention.py) and what
+        its backward needs."""
+        return (dis_ops.disentangled_bias(q, k, pq, pk, B, heads, scaling, rows),
+                (q, k, pq, pk, heads, scaling, rows))
+
+    def disentangled_bias_backward(self, dbias, saved, dq, dk):
+        """(dq, dk with the bias's gradients added, dpq, dpk)."""
+        gq, gk, dpq, dpk = dis_ops.disentangled_bias_backward(dbias, *saved)
+        return (dq if gq is None else dq + gq), (dk if gk is None else dk + gk), dpq, dpk
 
     def add(self, a, b):
         return a + b

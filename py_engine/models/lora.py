@@ -308,6 +308,8 @@ class AdaptedModel:
         decoders', and an encoder's built of them (ModernBERT)."""
         return self.decoder
 
+    relative_kernels = False    # the GPU loads DeBERTa's disentangled attention bias kernels
+
     @property
     def merged(self):
         """Whether inference reads the merged weights W + scaling * B.A (see merge_names)."""

@@ -89,7 +89,8 @@ class GpuRuntime(Runtime):
         device = device or await open_device()
         quantized = base_dtype in ("int8", "int4")
         kernels = await Kernels.load(device, matmul_variant, decoder=model.decoder_kernels, quantized=quantized,
-                                     head_dim=getattr(model.config, "head_dim", None))
+                                     head_dim=getattr(model.config, "head_dim", None),
+                                     relative=model.relative_kernels)
         be = GpuBackend(device, kernels)
         for name in model.frozen_names():
             await be.upload(name, checkpoint, storage_of(checkpoint.shape(name),
