@@ -143,6 +143,57 @@ def tiny_modernbert_dir(path, seed=0, **overrides):
     return Path(path)
 
 
+# DeBERTa-v3's config (relative attention through log buckets, both position terms, shared
+# key projections, normalised relative embeddings, no position or token type embeddings),
+# scaled down: 8 buckets, so that sequences of 20 reach the logarithmic ones
+DEBERTA_V3 = dict(relative_attention=True, position_buckets=8, max_relative_positions=-1,
+                  pos_att_type="p2c|c2p", share_att_key=True, norm_rel_ebd="layer_norm",
+                  position_biased_input=False, type_vocab_size=0, layer_norm_eps=1e-7)
+
+
+def deberta_tokenizer(vocab_size):
+    """A DeBERTa-v3-like tokenizer.json: Metaspace pieces of a Unigram model trained offline,
+    [CLS] A [SEP] ([CLS] A [SEP] B [SEP] for pairs, B of type 1), [PAD] 0."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    from roberta_checkpoints import CORPUS
+
+    tok = Tokenizer(models.Unigram())
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    specials = ["[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]"]
+    tok.train_from_iterator(CORPUS + [" ".join(WORDS)], trainers.UnigramTrainer(
+        vocab_size=vocab_size, special_tokens=specials, unk_token="[UNK]"))
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS]:0 $A:0 [SEP]:0", pair="[CLS]:0 $A:0 [SEP]:0 $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", 1), ("[SEP]", 2)])
+    return tok
+
+
+def tiny_deberta_dir(path, seed=0, with_head=False, **overrides):
+    """A random DebertaV2Model checkpoint directory (DebertaV2ForSequenceClassification with
+    `with_head`: its pooler then in the file), DeBERTa-v3's config scaled down (DEBERTA_V3, then
+    `overrides`), the norms and biases drawn off their initial values, with a DeBERTa-v3-like
+    tokenizer (deberta_tokenizer)."""
+    from transformers import DebertaV2Config, DebertaV2ForSequenceClassification, DebertaV2Model
+
+    tok = deberta_tokenizer(TINY["vocab_size"])
+    torch.manual_seed(seed)
+    config = DebertaV2Config(**{**TINY, **DEBERTA_V3, "vocab_size": tok.get_vocab_size(),
+                                "pad_token_id": 0, **overrides})
+    model = (DebertaV2ForSequenceClassification if with_head else DebertaV2Model)(config)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "LayerNorm" in name or name.endswith(".bias") or "rel_embeddings" in name:
+                p.add_(0.1 * torch.randn_like(p))
+    model.save_pretrained(path, safe_serialization=True)
+    tok.save(str(Path(path) / "tokenizer.json"))
+    (Path(path) / "tokenizer_config.json").write_text(json.dumps(
+        {"cls_token": "[CLS]", "sep_token": "[SEP]", "pad_token": "[PAD]", "unk_token": "[UNK]",
+         "mask_token": "[MASK]", "model_max_length": 64, "tokenizer_class": "PreTrainedTokenizerFast"}))
+    return Path(path)
+
+
 # MPNet's special tokens, first in its vocabulary (ids 0-3), [UNK] its unknown token and <mask>
 MPNET_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "[UNK]", "<mask>"]
 
@@ -199,12 +250,14 @@ def save_adapter(model, path, labels=None):
 
 
 def step_gradients(model, input_ids, attention_mask, labels, token_type_ids=None):
-    """Loss and gradient of every trainable parameter, keyed by the adapter file's key names."""
+    """Loss and gradient of every trainable parameter, keyed by the adapter file's key names.
+    The loss is the mean cross-entropy of the logits, taken here in the model's dtype
+    (DebertaV2ForSequenceClassification takes its own in float32)."""
     model.train()
     model.zero_grad()
     out = model(input_ids=torch.as_tensor(input_ids), attention_mask=torch.as_tensor(attention_mask),
-                token_type_ids=None if token_type_ids is None else torch.as_tensor(token_type_ids),
-                labels=torch.as_tensor(labels))
+                token_type_ids=None if token_type_ids is None else torch.as_tensor(token_type_ids))
+    out.loss = torch.nn.functional.cross_entropy(out.logits, torch.as_tensor(labels))
     out.loss.backward()
     grads = {}
     for name, p in model.named_parameters():

@@ -79,6 +79,11 @@ class BertClassifier(AdaptedModel):
 
     decoder = False
 
+    @property
+    def relative_kernels(self):
+        """DeBERTa's disentangled attention needs its gather and scatter kernels on the GPU."""
+        return self.config.disentangled
+
     def __init__(self, config, lora, num_labels, pooling="cls", train_pooler=False, dropout=None,
                  pooler_lora=True):
         """`dropout` overrides the checkpoint's dropout probabilities: a float for all of them,
@@ -109,9 +114,12 @@ class BertClassifier(AdaptedModel):
                                params=self._read_shapes())
         self.lora = self.linears.lora        # "all-linear" spelled out
         self.targets = self.linears.targets
-        self.dropout = override_rates({"hidden": config.hidden_dropout_prob,
-                                       "attention": config.attention_probs_dropout_prob,
-                                       "classifier": config.classifier_dropout_prob}, dropout, "BERT model")
+        rates = {"hidden": config.hidden_dropout_prob,
+                 "attention": config.attention_probs_dropout_prob,
+                 "classifier": config.classifier_dropout_prob}
+        if config.deberta:      # its ContextPooler's dropout, before the dense layer
+            rates["pooler"] = config.pooler_dropout
+        self.dropout = override_rates(rates, dropout, "BERT model")
         # Trainable parameters with their PEFT adapter-file names (base_model.model. prefix
         # added on save) and shapes.
         self.trainable = dict(self.linears.trainable)
@@ -162,21 +170,20 @@ class BertClassifier(AdaptedModel):
         p_hidden = self.dropout["hidden"] if train else 0.0
         p_attn = self.dropout["attention"] if train else 0.0
         saved = {"layers": []}
-        types = be.param("embeddings.token_type_embeddings.weight") if cfg.token_types else None
-        x = be.embedding(batch.ids, batch.type_ids, be.param("embeddings.word_embeddings.weight"),
-                         be.param("embeddings.position_embeddings.weight"), types,
-                         first_position=cfg.first_position)
+        x = self._embeddings(be, batch)
         x, saved["emb_ln"] = self._layernorm(be, x, "embeddings.LayerNorm")
         x, saved["emb_drop"] = be.dropout(x, p_hidden)
         bias = self._position_bias(be, batch.T)
+        rel = self._relative_embeddings(be, batch.T, saved)
         for n in range(cfg.num_hidden_layers):
-            x, layer_saved = self._layer_forward(be, n, x, batch, p_hidden, p_attn, train, bias)
+            x, layer_saved = self._layer_forward(be, n, x, batch, p_hidden, p_attn, train, bias, rel)
             saved["layers"].append(layer_saved)
         saved["x_final"] = x
         if self.pooling == "cls":
             first = be.cls_pool(x, batch.B, batch.T)
-            if cfg.head.drop_first:     # RoBERTa's and ELECTRA's heads drop before the dense layer too
-                first, saved["head_drop"] = be.dropout(first, self.dropout["classifier"] if train else 0.0)
+            if cfg.head.drop_first:     # RoBERTa's, ELECTRA's and DeBERTa's heads drop before the dense layer too
+                p_first = self.dropout.get("pooler", self.dropout["classifier"])
+                first, saved["head_drop"] = be.dropout(first, p_first if train else 0.0)
             if POOLER in self.linears.modules:
                 pre = self.linears.forward(be, POOLER, first, saved, train)
             else:
@@ -192,6 +199,35 @@ class BertClassifier(AdaptedModel):
                            be.param(self.head_module + ".bias"))
         return logits, saved
 
+    def _embeddings(self, be, batch):
+        """The word rows plus the token type and position rows where the family has them
+        (DeBERTa-v3's embeddings hold words alone)."""
+        cfg = self.config
+        word = be.param("embeddings.word_embeddings.weight")
+        types = be.param("embeddings.token_type_embeddings.weight") if cfg.token_types else None
+        if cfg.position_table:
+            position = be.param("embeddings.position_embeddings.weight")
+        elif types is None:
+            return be.gather_rows(word, batch.ids)
+        else:                   # token types without positions: a table of zero rows
+            h = cfg.hidden_size
+            position = be.constant(("zero positions", batch.T, h), [0.0] * (batch.T * h), (batch.T, h))
+        return be.embedding(batch.ids, batch.type_ids, word, position, types,
+                            first_position=cfg.first_position)
+
+    def _relative_embeddings(self, be, T, saved):
+        """DeBERTa's relative embedding rows that a sequence of T tokens reads, normalised
+        where config.json says (encoder.LayerNorm), with their RelativeRows; None for the other
+        families."""
+        cfg = self.config
+        if not cfg.disentangled:
+            return None
+        rows = cfg.relative_rows(T)
+        e = be.position_rows(be.param("encoder.rel_embeddings.weight"), 1, rows.rows, rows.first)
+        if cfg.norm_rel_ebd:
+            e, saved["rel_ln"] = self._layernorm(be, e, "encoder.LayerNorm")
+        return e, rows
+
     def _position_bias(self, be, T):
         """MPNet's relative position bias [H, T, T] (None for the other families): the table's
         row for each query-key offset's bucket (T5's bidirectional buckets, MPNet's sizes)."""
@@ -201,14 +237,23 @@ class BertClassifier(AdaptedModel):
         buckets = relative_position_buckets(T, T, 0, True, MPNET_BUCKETS, MPNET_MAX_DISTANCE)
         return be.relative_position_bias(be.param(table), buckets, T, T)
 
-    def _layer_forward(self, be, n, x, batch, p_hidden, p_attn, train, bias=None):
+    def _layer_forward(self, be, n, x, batch, p_hidden, p_attn, train, bias=None, rel=None):
         cfg, names = self.config, self._layer(n)
         s = {"x": x}
         q = self.linears.forward(be, names["query"], x, s, train)
         k = self.linears.forward(be, names["key"], x, s, train)
         v = self.linears.forward(be, names["value"], x, s, train)
-        ctx, s["attn"] = be.attention(q, k, v, batch.mask, batch.B, batch.T,
-                                      cfg.num_attention_heads, p_attn, bias=bias)
+        heads, scaling = cfg.num_attention_heads, cfg.attention_scaling
+        if rel is not None:     # DeBERTa: the relative rows through this layer's own q and k linears
+            e, rows = rel
+            e, s["rel_drop"] = be.dropout(e, p_hidden)
+            s["pos"] = {}
+            pk, pq = (self.linears.forward(be, names[what], e, s["pos"], train)
+                      if term in cfg.pos_att_type else None
+                      for what, term in (("key", "c2p"), ("query", "p2c")))
+            bias, s["disentangled"] = be.disentangled_bias(q, k, pq, pk, batch.B, heads, scaling, rows)
+        ctx, s["attn"] = be.attention(q, k, v, batch.mask, batch.B, batch.T, heads, p_attn,
+                                      scaling=scaling, bias=bias)
         s["ctx"] = ctx
         a = self.linears.forward(be, names["attention_output"], ctx, s, train)
         # DistilBERT drops nothing after its attention's output linear (EncoderFamily)
@@ -225,6 +270,19 @@ class BertClassifier(AdaptedModel):
         o = be.add(o, a)
         o, s["out_ln"] = self._layernorm(be, o, names["output_norm"])
         return o, s
+
+    def _relative_backward(self, be, names, dpq, dpk, s, drel):
+        """The gradients of the relative rows' projections through this layer's q and k
+        linears (their adapters', and their biases' with bias="all"); the rows' own gradient
+        is appended to `drel` where their norm's bias trains."""
+        wanted = self.linears.trains_other_biases and self.config.norm_rel_ebd
+        d = None
+        for what, grad in (("key", dpk), ("query", dpq)):
+            if grad is not None:
+                g = self.linears.backward(be, names[what], grad, s["pos"], input_grad=wanted)
+                d = g if d is None else (be.add(d, g) if g is not None else d)
+        if wanted and d is not None:
+            drel.append(be.dropout_backward(d, s["rel_drop"]))
 
     def _activation(self, be, x):
         """The head's activation (ClassifierHead.activation): tanh, ReLU or GELU."""
@@ -281,12 +339,18 @@ class BertClassifier(AdaptedModel):
         else:
             dx = be.mean_pool_backward(dpooled, batch.mask, batch.B, batch.T)
         below = self.linears.trains_other_biases      # the embeddings' norm's bias trains
+        drel = []           # the relative rows' gradients, where their norm's bias trains
         for n in reversed(range(lowest, self.config.num_hidden_layers)):
             dx = self._layer_backward(be, n, dx, saved["layers"][n], batch,
-                                      input_grad=below or n > lowest)
+                                      input_grad=below or n > lowest, drel=drel)
         if below:
             self._layernorm_backward(be, be.dropout_backward(dx, saved["emb_drop"]),
                                      saved["emb_ln"], "embeddings.LayerNorm")
+        if drel and "rel_ln" in saved:
+            total = drel[0]
+            for d in drel[1:]:
+                total = be.add(total, d)
+            self._layernorm_backward(be, total, saved["rel_ln"], "encoder.LayerNorm")
 
     def _lowest_lora_layer(self):
         """Layers below it need no backward at all: nothing trains there. Its own backward
@@ -298,7 +362,7 @@ class BertClassifier(AdaptedModel):
             lambda m: int(m.split(".")[2]) if m.startswith(self.config.layers) else layers)
         return layers if lowest is None else lowest
 
-    def _layer_backward(self, be, n, dout, s, batch, input_grad=True):
+    def _layer_backward(self, be, n, dout, s, batch, input_grad=True, drel=None):
         names = self._layer(n)
         do = self._layernorm_backward(be, dout, s["out_ln"], names["output_norm"])  # d(o + a)
         da = do
@@ -310,7 +374,12 @@ class BertClassifier(AdaptedModel):
         dx = dsum
         dattn = be.dropout_backward(dsum, s["attn_drop"])
         dctx = self.linears.backward(be, names["attention_output"], dattn, s)
-        dq, dk, dv = be.attention_backward(dctx, s["attn"])
+        if "disentangled" in s:
+            dq, dk, dv, dscores = be.attention_backward(dctx, s["attn"], score_grad=True)
+            dq, dk, dpq, dpk = be.disentangled_bias_backward(dscores, s["disentangled"], dq, dk)
+            self._relative_backward(be, names, dpq, dpk, s, drel)
+        else:
+            dq, dk, dv = be.attention_backward(dctx, s["attn"])
         if not input_grad:     # the lowest LoRA layer: its adapters' gradients, no dx
             for what, d in (("query", dq), ("key", dk), ("value", dv)):
                 self.linears.backward(be, names[what], d, s, input_grad=False)

@@ -1,5 +1,6 @@
 """BERT-family configuration, read from a Hugging Face config.json and validated."""
 
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -12,8 +13,10 @@ SUPPORTED_ACTIVATIONS = ("gelu",)  # BERT's exact erf GELU
 # tensor names compute otherwise and are refused by name rather than read as BERT (their
 # outputs would be wrong without a word): why each differs.
 ROBERTA_TYPES = ("roberta", "xlm-roberta", "camembert")
-BERT_TYPES = ("bert",) + ROBERTA_TYPES + ("distilbert", "electra", "mpnet")
+BERT_TYPES = ("bert",) + ROBERTA_TYPES + ("distilbert", "electra", "mpnet", "deberta-v2")
 OTHER_ENCODERS = {
+    "deberta": "DeBERTa (v1) computes its attention's position terms otherwise than DeBERTa-v2 "
+               "(deberta-v2, DeBERTa-v3's type, is read)",
     "xlm-roberta-xl": "it normalises before each sub-layer, which BERT's encoder does not",
     "megatron-bert": "it normalises before each sub-layer, which BERT's encoder does not",
     "nezha": "it uses relative position encodings, which BERT's encoder does not",
@@ -37,6 +40,12 @@ MPNET_LAYER = {"query": "attention.attn.q", "key": "attention.attn.k", "value": 
                "attention_output": "attention.attn.o", "attention_norm": "attention.LayerNorm",
                "intermediate": "intermediate.dense", "output": "output.dense",
                "output_norm": "output.LayerNorm"}
+# DeBERTa-v2's (DeBERTa-v3's): BERT's post-norm encoder with *_proj names and a disentangled
+# attention (its scores add content-to-position and position-to-content terms read from
+# relative embeddings projected by the same query and key linears)
+DEBERTA_LAYER = dict(BERT_LAYER, query="attention.self.query_proj", key="attention.self.key_proj",
+                     value="attention.self.value_proj")
+DEBERTA_POSITION_TERMS = ("c2p", "p2c")
 # MPNet's relative position buckets, as transformers computes them whatever config.json's
 # relative_attention_num_buckets (MPNetEncoder.compute_position_bias passes its own default)
 MPNET_BUCKETS, MPNET_MAX_DISTANCE = 32, 128
@@ -98,6 +107,12 @@ FAMILIES = {
                            ClassifierHead("classifier.dense", "classifier.out_proj", "tanh", True,
                                           False, True),
                            relative_attention_bias="encoder.relative_attention_bias.weight"),
+    # DebertaV2ForSequenceClassification: ContextPooler (dropout, pooler.dense, GELU) outside the
+    # encoder's prefix, trained whole only where a checkpoint has none (PEFT's modules_to_save
+    # "classifier" does not match it); PEFT's default targets
+    "deberta": EncoderFamily("encoder.layer.", DEBERTA_LAYER, True, True, "pooler.dense",
+                             ("query_proj", "value_proj"),
+                             ClassifierHead("pooler.dense", "classifier", "gelu", True, True, False)),
 }
 
 
@@ -169,6 +184,8 @@ class BertConfig:
     def __init__(self, **values):
         self.model_type = values.get("model_type", "bert")
         _check_model_type(self.model_type)
+        if self.deberta:            # DebertaV2Config's defaults
+            values = dict({"layer_norm_eps": 1e-7, "type_vocab_size": 0}, **values)
         if self.distilbert:         # its names, and no token types (one row of zeros here)
             values = {DISTILBERT_FIELDS.get(k, k): v for k, v in values.items()
                       if k not in DISTILBERT_FIELDS.values()}
@@ -194,12 +211,66 @@ class BertConfig:
             self.classifier_dropout = None
             self.relative_attention_num_buckets = config_field(
                 values, "relative_attention_num_buckets", int, MPNET_BUCKETS)
+        if self.deberta:
+            self._read_deberta(values)
         self.id2label = values.get("id2label")
         self._validate()
+
+    def _read_deberta(self, values):
+        """DebertaV2Config's own fields, refusing what its model would compute otherwise."""
+        def flag(name, default):
+            value = values.get(name, default)
+            if not isinstance(value, bool):
+                raise ConfigError(f"config.json field {name!r} should be true or false, got {value!r}")
+            return value
+
+        self.relative_attention = flag("relative_attention", False)
+        self.position_biased_input = flag("position_biased_input", True)
+        self.share_att_key = flag("share_att_key", False)
+        self.max_relative_positions = config_field(values, "max_relative_positions", int, -1)
+        self.position_buckets = config_field(values, "position_buckets", int, -1)
+        terms = values.get("pos_att_type") or []
+        if isinstance(terms, str):          # "p2c|c2p", as DebertaV2Config splits it
+            terms = [t.strip() for t in terms.lower().split("|")]
+        if not isinstance(terms, list) or any(t not in DEBERTA_POSITION_TERMS for t in terms):
+            raise ConfigError(f"config.json field 'pos_att_type' {values.get('pos_att_type')!r} "
+                              f"is not supported (terms of {DEBERTA_POSITION_TERMS})")
+        self.pos_att_type = tuple(t for t in DEBERTA_POSITION_TERMS if t in terms)
+        norms = [t.strip() for t in str(values.get("norm_rel_ebd", "none")).lower().split("|")]
+        if any(t not in ("layer_norm", "none") for t in norms):
+            raise ConfigError(f"config.json field 'norm_rel_ebd' {values['norm_rel_ebd']!r} is not "
+                              "supported (layer_norm or none)")
+        self.norm_rel_ebd = "layer_norm" in norms
+        self.classifier_dropout = values.get("cls_dropout")     # else hidden_dropout_prob
+        if self.classifier_dropout is not None:
+            self.classifier_dropout = config_field(values, "cls_dropout", float)
+        self.pooler_dropout = config_field(values, "pooler_dropout", float, 0.0)
+        refused = {
+            "conv_kernel_size": (config_field(values, "conv_kernel_size", int, 0) > 0,
+                                 "its first layer's convolution is not built here"),
+            "pooler_hidden_size": (config_field(values, "pooler_hidden_size", int, self.hidden_size)
+                                   != self.hidden_size, "the pooler's width must be hidden_size"),
+            "pooler_hidden_act": (values.get("pooler_hidden_act", "gelu") != "gelu",
+                                  "the pooler's activation must be gelu"),
+            "embedding_size": (self.embedding_size != self.hidden_size,
+                               "its embed_proj layer is not read here"),
+            "attention_head_size": (config_field(values, "attention_head_size", int,
+                                                 self.hidden_size // self.num_attention_heads)
+                                    * self.num_attention_heads != self.hidden_size,
+                                    "heads must split hidden_size"),
+            "share_att_key": (self.relative_attention and bool(self.pos_att_type)
+                              and not self.share_att_key,
+                              "separate pos_key_proj and pos_query_proj layers are not read here"),
+        }
+        for name, (bad, why) in refused.items():
+            if bad:
+                raise ConfigError(f"config.json field {name!r} ({values.get(name)!r}): {why}")
 
     def _validate(self):
         for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
                      "intermediate_size", "max_position_embeddings", "type_vocab_size"):
+            if name == "type_vocab_size" and self.deberta and self.type_vocab_size == 0:
+                continue        # DeBERTa's: no token type embeddings
             if getattr(self, name) <= 0:
                 raise ConfigError(f"config.json field {name!r} must be positive, got {getattr(self, name)}")
         if self.hidden_size % self.num_attention_heads:
@@ -229,8 +300,53 @@ class BertConfig:
 
     @property
     def family(self):
-        """"bert", "roberta" (RoBERTa's kind), "distilbert", "electra" or "mpnet"."""
-        return "roberta" if self.roberta else self.model_type
+        """"bert", "roberta" (RoBERTa's kind), "distilbert", "electra", "mpnet" or "deberta"
+        (DeBERTa-v2's, its sequence classifier's prefix)."""
+        return "roberta" if self.roberta else "deberta" if self.deberta else self.model_type
+
+    @property
+    def deberta(self):
+        """Whether this is DeBERTa-v2 (DeBERTa-v3's type): see DEBERTA_LAYER."""
+        return self.model_type == "deberta-v2"
+
+    @property
+    def position_table(self):
+        """Whether the embeddings add a learned position row (DeBERTa's may not)."""
+        return not self.deberta or self.position_biased_input
+
+    @property
+    def disentangled(self):
+        """Whether the attention scores add DeBERTa's position terms (DEBERTA_POSITION_TERMS)."""
+        return self.deberta and self.relative_attention and bool(self.pos_att_type)
+
+    @property
+    def attention_scaling(self):
+        """The scores' scaling: 1/sqrt(head_dim), DeBERTa's 1/sqrt(head_dim * (1 + its number of
+        position terms)) (whether or not relative_attention reads them), whose square root
+        transformers takes in float32 whatever the model's dtype (scaled_size_sqrt)."""
+        if not self.deberta:
+            return self.head_dim ** -0.5
+        from .relative_position import f32
+
+        return 1.0 / f32(math.sqrt(self.head_dim * (1 + len(self.pos_att_type))))
+
+    @property
+    def relative_span(self):
+        """DeBERTa's att_span: position_buckets, else max_relative_positions (else
+        max_position_embeddings); its relative embeddings hold 2 * span rows."""
+        if self.position_buckets > 0:
+            return self.position_buckets
+        return self.max_relative_positions if self.max_relative_positions > 0 \
+            else self.max_position_embeddings
+
+    def relative_rows(self, seq):
+        """The relative embedding rows a sequence of `seq` tokens reads (RelativeRows)."""
+        from .relative_position import RelativeRows, deberta_relative_rows
+
+        max_position = self.max_relative_positions if self.max_relative_positions > 0 \
+            else self.max_position_embeddings
+        return RelativeRows.of(deberta_relative_rows(seq, self.relative_span,
+                                                     self.position_buckets, max_position))
 
     @property
     def prefix(self):
@@ -264,8 +380,9 @@ class BertConfig:
 
     @property
     def token_types(self):
-        """Whether the embeddings add token type rows (DistilBERT's do not)."""
-        return self.encoder.token_types
+        """Whether the embeddings add token type rows (DistilBERT's do not, DeBERTa's where
+        type_vocab_size is 0)."""
+        return self.encoder.token_types and self.type_vocab_size > 0
 
     @property
     def pooler_module(self):

@@ -53,10 +53,9 @@ def bert_parameter_shapes(config):
     """{name: shape} of every encoder parameter the model reads, with the pooler's (BERT's,
     where a checkpoint has one), under the family's names (BertConfig.layer_names)."""
     h, i = config.hidden_size, config.intermediate_size
-    shapes = {
-        "embeddings.word_embeddings.weight": (config.vocab_size, h),
-        "embeddings.position_embeddings.weight": (config.max_position_embeddings, h),
-    }
+    shapes = {"embeddings.word_embeddings.weight": (config.vocab_size, h)}
+    if config.position_table:
+        shapes["embeddings.position_embeddings.weight"] = (config.max_position_embeddings, h)
     if config.token_types:
         shapes["embeddings.token_type_embeddings.weight"] = (config.type_vocab_size, h)
     shapes["embeddings.LayerNorm.weight"] = shapes["embeddings.LayerNorm.bias"] = (h,)
@@ -71,6 +70,10 @@ def bert_parameter_shapes(config):
         for what in ("attention_norm", "output_norm"):
             shapes[p + names[what] + ".weight"] = (h,)
             shapes[p + names[what] + ".bias"] = (h,)
+    if config.deberta and config.relative_attention:    # read by every layer
+        shapes["encoder.rel_embeddings.weight"] = (2 * config.relative_span, h)
+        if config.norm_rel_ebd:
+            shapes["encoder.LayerNorm.weight"] = shapes["encoder.LayerNorm.bias"] = (h,)
     if config.relative_attention_bias:      # MPNet's, read by every layer
         shapes[config.relative_attention_bias] = (config.relative_attention_num_buckets,
                                                   config.num_attention_heads)
@@ -80,7 +83,7 @@ def bert_parameter_shapes(config):
 
 
 def _normalized(name):
-    for prefix in ("bert.", "roberta.", "distilbert.", "electra.", "mpnet.", "model."):
+    for prefix in ("bert.", "roberta.", "distilbert.", "electra.", "mpnet.", "deberta.", "model."):
         if name.startswith(prefix):
             name = name[len(prefix):]
     return name.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")

@@ -10,7 +10,7 @@ import struct
 from dataclasses import dataclass
 
 
-def _f32(x):
+def f32(x):
     """x rounded to float32, as torch's float32 arithmetic rounds each step."""
     return struct.unpack("f", struct.pack("f", x))[0]
 
@@ -29,8 +29,8 @@ def relative_position_bucket(relative, bidirectional, num_buckets, max_distance)
     max_exact = num_buckets // 2
     if relative < max_exact:
         return bucket + relative
-    scaled = _f32(math.log(_f32(_f32(relative) / max_exact)))
-    scaled = _f32(_f32(scaled / _f32(math.log(max_distance / max_exact))) * (num_buckets - max_exact))
+    scaled = f32(math.log(f32(f32(relative) / max_exact)))
+    scaled = f32(f32(scaled / f32(math.log(max_distance / max_exact))) * (num_buckets - max_exact))
     return bucket + min(max_exact + int(scaled), num_buckets - 1)
 
 
@@ -48,8 +48,8 @@ def deberta_log_bucket(relative, bucket_size, max_position):
     mid = bucket_size // 2
     if abs(relative) <= mid:
         return relative
-    scaled = _f32(math.log(_f32(_f32(abs(relative)) / mid)))
-    scaled = _f32(_f32(scaled / _f32(math.log(_f32((max_position - 1) / mid)))) * (mid - 1))
+    scaled = f32(math.log(f32(f32(abs(relative)) / mid)))
+    scaled = f32(f32(scaled / f32(math.log(f32((max_position - 1) / mid)))) * (mid - 1))
     return int(math.copysign(math.ceil(scaled) + mid, relative))
 
 
