@@ -171,8 +171,8 @@ def deberta_tokenizer(vocab_size):
 
 
 def tiny_deberta_dir(path, seed=0, with_head=False, **overrides):
-    """A random DebertaV2Model checkpoint directory (DebertaV2ForSequenceClassification with
-    `with_head`: its pooler then in the file), DeBERTa-v3's config scaled down (DEBERTA_V3, then
+    """A random DebertaV2Model checkpoint directory (DebertaV2ForSequenceClassification of 3
+    labels with `with_head`: its pooler then in the file), DeBERTa-v3's config scaled down (DEBERTA_V3, then
     `overrides`), the norms and biases drawn off their initial values, with a DeBERTa-v3-like
     tokenizer (deberta_tokenizer)."""
     from transformers import DebertaV2Config, DebertaV2ForSequenceClassification, DebertaV2Model
@@ -180,7 +180,7 @@ def tiny_deberta_dir(path, seed=0, with_head=False, **overrides):
     tok = deberta_tokenizer(TINY["vocab_size"])
     torch.manual_seed(seed)
     config = DebertaV2Config(**{**TINY, **DEBERTA_V3, "vocab_size": tok.get_vocab_size(),
-                                "pad_token_id": 0, **overrides})
+                                "pad_token_id": 0, "num_labels": 3, **overrides})
     model = (DebertaV2ForSequenceClassification if with_head else DebertaV2Model)(config)
     with torch.no_grad():
         for name, p in model.named_parameters():

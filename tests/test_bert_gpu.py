@@ -35,7 +35,7 @@ def runtimes(device, model_dir, adapter_dir, num_labels, dropout=0.0, base_dtype
     if lora_dropout is not None:
         config["lora_dropout"] = lora_dropout
     model = classifier_model(checkpoint.config, LoraConfig.from_peft_dict(config), num_labels,
-                             dropout=dropout)
+                             dropout=dropout, train_pooler=checkpoint.config.trains_pooler(tensors))
     values = merge_loaded(model, initial_trainable(model, 0), tensors, adapter_dir)
     task = ClassificationTask(num_labels, **task_options)
     reference = NumpyRuntime(model, task, checkpoint, values, dtype=np.float64)

@@ -111,10 +111,12 @@ class Kernels:
         k.adamw = await AdamWKernels.load(device)
         k.grad_norm = await GradNormKernels.load(device)
         k.disentangled = None
-        if relative:
+        if relative:        # the gather and scatter, and column copies for the relative rows
+            from ..kernels.columns import ColumnKernels
             from ..kernels.disentangled_attention import DisentangledAttentionKernels
 
             k.disentangled = await DisentangledAttentionKernels.load(device)
+            k.columns = await ColumnKernels.load(device)
         if decoder:
             from ..kernels.argmax import ArgmaxKernels
             from ..kernels.causal_attention import DEFAULT_HEAD_DIM, CausalAttentionKernels

@@ -29,7 +29,8 @@ CLASSIFIER_ARCHITECTURES = {"bert": "BertForSequenceClassification",
                             "distilbert": "DistilBertForSequenceClassification",
                             "electra": "ElectraForSequenceClassification",
                             "mpnet": "MPNetForSequenceClassification",
-                            "modernbert": "ModernBertForSequenceClassification"}
+                            "modernbert": "ModernBertForSequenceClassification",
+                            "deberta-v2": "DebertaV2ForSequenceClassification"}
 
 
 class ExportError(ValueError):

@@ -111,7 +111,8 @@ class BertClassifier(AdaptedModel):
         if pooling == "cls" and not self.train_pooler and self.pooler_lora:  # the checkpoint's
             modules[POOLER] = (h, h)
         self.linears = Linears(modules, lora, "BERT model", adapter_prefix=self.prefix,
-                               params=self._read_shapes())
+                               params=self._read_shapes(),
+                               unprefixed=() if config.pooler_in_encoder else (self.pooler,))
         self.lora = self.linears.lora        # "all-linear" spelled out
         self.targets = self.linears.targets
         rates = {"hidden": config.hidden_dropout_prob,

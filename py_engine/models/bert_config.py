@@ -447,11 +447,17 @@ class BertConfig:
     def classifier_names(self, names):
         """{transformers name in the family's sequence classifier: checkpoint name} of the
         checkpoint tensors `names` a merged classifier keeps: the encoder's under the prefix,
-        the checkpoint's pooler only where it is the head's (BERT's; others' heads hold their
-        own dense layer, trained)."""
+        the checkpoint's pooler only where it is the head's (BERT's under the prefix,
+        DeBERTa's and DistilBERT's beside it; others' heads hold their own dense layer,
+        trained)."""
         pooler = self.pooler_module + "."
-        return {self.prefix + name: name for name in names
-                if self.pooler_in_encoder or not name.startswith(pooler)}
+        out = {self.prefix + name: name for name in names
+               if self.pooler_in_encoder or not name.startswith(pooler)}
+        if not self.pooler_in_encoder and self.head.from_pooler:
+            # the head's dense layer outside the encoder, where the checkpoint holds it
+            # (DeBERTa's ContextPooler; one trained whole replaces it)
+            out.update({name: name for name in names if name.startswith(pooler)})
+        return out
 
     @property
     def classifier_dropout_prob(self):

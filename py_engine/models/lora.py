@@ -100,11 +100,12 @@ class Linears:
     or None when no adapter is used; full: every linear's weight (and bias) trains."""
 
     def __init__(self, modules, lora, family, adapter_prefix="", full=False, conv1d=False,
-                 params=None):
+                 params=None, unprefixed=()):
         """conv1d: the checkpoint stores these linears as Conv1D ([in, out]), for which PEFT's
         adapters say fan_in_fan_out; for any other linear that option is refused. params:
         {checkpoint name: shape} of the tensors the model reads, among which the LoRA config's
-        `bias` option finds the biases that train (see trained_biases)."""
+        `bias` option finds the biases that train (see trained_biases); unprefixed: modules
+        among them that transformers keeps beside the adapter_prefix (DeBERTa's pooler)."""
         if lora is not None and not isinstance(lora, LoraConfig):
             raise TypeError("lora must be a LoraConfig or None")
         if lora is not None and lora.fan_in_fan_out and not conv1d:
@@ -137,8 +138,8 @@ class Linears:
             self.trainable[self.lora_b(m)] = (out_f, self.ranks[m])
             if self.dora:
                 self.trainable[self.magnitude(m)] = (out_f,)
-        self.bias_keys = trained_biases(lora, family, params or {}, self._targeted, adapter_prefix) \
-            if lora is not None and not full else {}
+        self.bias_keys = trained_biases(lora, family, params or {}, self._targeted, adapter_prefix,
+                                        unprefixed) if lora is not None and not full else {}
         for name, key in self.bias_keys.items():
             self.trainable[key] = tuple(params[name])
 
@@ -277,12 +278,13 @@ class Linears:
         return any(name[:-len(".bias")] not in self.modules for name in self.bias_keys)
 
 
-def trained_biases(lora, family, params, targeted, prefix=""):
+def trained_biases(lora, family, params, targeted, prefix="", unprefixed=()):
     """{checkpoint name: trainable name} of the biases PEFT's `bias` option trains beside the
     adapter: "lora_only" those of the wrapped linears, "all" every parameter named a bias (PEFT
     0.21 takes each whose name ends in ".bias": not the relative position tables of T5 and
-    MPNet, "relative_attention_bias.weight"). The trainable names are PEFT's adapter-file keys:
-    a wrapped linear's bias is its base layer's ("<module>.base_layer.bias")."""
+    MPNet, "relative_attention_bias.weight"). The trainable names are PEFT's adapter-file keys
+    (`prefix` added but to the `unprefixed` modules'): a wrapped linear's bias is its base
+    layer's ("<module>.base_layer.bias")."""
     if lora.bias == "none":
         return {}
     keys = {}
@@ -292,7 +294,8 @@ def trained_biases(lora, family, params, targeted, prefix=""):
         module = name[:-len(".bias")]
         if lora.bias == "lora_only" and module not in targeted:
             continue
-        keys[name] = prefix + module + (".base_layer.bias" if module in targeted else ".bias")
+        keys[name] = ("" if module in unprefixed else prefix) + module + (
+            ".base_layer.bias" if module in targeted else ".bias")
     return keys
 
 

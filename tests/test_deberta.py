@@ -1,0 +1,197 @@
+"""DeBERTa-v2 (DeBERTa-v3's model type) as a classifier, against transformers + PEFT: BERT's
+post-norm encoder under "deberta." with *_proj names, a disentangled attention (each score adds
+the query against the key and query projections of the relative embedding of its distance,
+log-bucketed, and the key against them), no position or token type embeddings in v3's config,
+and DebertaV2ForSequenceClassification's head (ContextPooler: pooler.dense under GELU, then
+classifier): one LoRA step's loss and every gradient, the checkpoint's tokenizer, PEFT's adapters
+read here on both backends and ours read by PEFT, the GPU step against NumPy with dropout, the
+merged export, a fine-tuned classifier checkpoint, the config's refusals."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import peft_oracle as po
+from encoder_checks import check_gpu_step
+from test_adapter_roundtrip import LABELS, TEXTS, check_round_trip
+
+# DeBERTa-v2's other configs: learned positions and token types, exact distances clamped at 6
+# (no buckets), c2p alone, the relative embeddings not normalised
+V2_LIKE = dict(position_biased_input=True, type_vocab_size=2, position_buckets=-1,
+               max_relative_positions=6, pos_att_type=["c2p"], norm_rel_ebd="none")
+ALL_LINEARS = ("query_proj", "key_proj", "value_proj", "dense")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return po.tiny_deberta_dir(tmp_path_factory.mktemp("deberta") / "model", seed=41)
+
+
+def peft_adapter(model_dir, path, targets=("query_proj", "value_proj"), seed=3, dtype=torch.float32,
+                 **lora):
+    """PEFT's adapter; the released checkpoints hold no pooler, so it trains whole
+    (modules_to_save "pooler", beside the classifier PEFT adds)."""
+    lora.setdefault("modules_to_save", ["pooler"])
+    peft = po.peft_model(model_dir, 3, target_modules=targets, seed=seed, dtype=dtype, **lora)
+    return po.save_adapter(peft, path, labels=LABELS), peft
+
+
+def deberta_batch(model_dir, rng, B, T, labels=3):
+    """Ids past the specials, [CLS] first, rows after the first padded; T of 20 reaches the
+    logarithmic buckets of the tiny config (8 buckets)."""
+    vocab = json.loads((model_dir / "config.json").read_text())["vocab_size"]
+    ids = rng.integers(5, vocab, (B, T))
+    mask = np.ones((B, T), np.int64)
+    for b in range(1, B):
+        mask[b, rng.integers(2, T):] = 0
+    ids[mask == 0] = 0
+    ids[:, 0] = 1
+    types = np.zeros_like(ids)
+    types[:, T // 2:] = 1
+    return ids, types * mask, mask, rng.integers(0, labels, B)
+
+
+def check_peft_step(model_dir, adapter, peft, ids, types, mask, labels, with_types=False):
+    """In float64, one step's loss (1e-12) and every gradient (1e-10) of PEFT's model here."""
+    from conftest import run
+    from py_engine.train.batch import Batch
+    from test_bert_oracle import engine_from_peft
+
+    loss, grads, _ = po.step_gradients(peft, ids, mask, labels,
+                                       token_type_ids=types if with_types else None)
+    engine = engine_from_peft(model_dir, adapter, 3)
+    if not with_types:
+        types = np.zeros_like(types)
+    ours = run(engine.accumulate(Batch(ids.tolist(), types.tolist(), mask.tolist(), labels.tolist())))
+    assert abs(ours["loss"] - loss) <= 1e-12 * abs(loss)
+    want = {k.removeprefix("base_model.model."): g for k, g in grads.items()}
+    got = run(engine.gradients())
+    assert set(got) == set(want) and {"classifier.weight"} <= set(want)
+    po.check_gradients(got, want, 1e-10)
+    return want
+
+
+@pytest.mark.parametrize("config, targets, bias", [
+    ({}, ("query_proj", "value_proj"), "none"),
+    ({}, ALL_LINEARS, "lora_only"),
+    ({}, ("query_proj", "key_proj"), "all"),
+    (V2_LIKE, ALL_LINEARS, "none"),
+    (V2_LIKE, ("key_proj", "value_proj"), "all"),
+    (dict(pos_att_type="p2c"), ("query_proj", "key_proj"), "none"),
+    (dict(relative_attention=False), ("query_proj", "value_proj"), "none"),
+])
+def test_step_matches_peft(tmp_path, config, targets, bias):
+    """The LoRA on query_proj and key_proj reaches the scores through the relative rows'
+    projections too (PEFT wraps the modules, whichever input they take); bias="all" trains the
+    relative embeddings' norm's bias through them. Sequences of 20 (v3's log buckets) and of
+    6 tokens past the clamp (v2's)."""
+    model_dir = po.tiny_deberta_dir(tmp_path / "model", seed=43, **config)
+    adapter, peft = peft_adapter(model_dir, tmp_path / "adapter", targets, dtype=torch.float64,
+                                 bias=bias)
+    with_types = config.get("type_vocab_size", 0) > 0
+    want = check_peft_step(model_dir, adapter, peft,
+                           *deberta_batch(model_dir, np.random.default_rng(), 4, 20), with_types)
+    assert "pooler.dense.weight" in want
+    assert ("deberta.encoder.LayerNorm.bias" in want) is (bias == "all" and config == {})
+
+
+@pytest.mark.parametrize("bias", ["none", "all"])
+def test_a_fine_tuned_checkpoint_s_pooler_is_read_frozen(tmp_path, bias):
+    """DebertaV2ForSequenceClassification's checkpoint holds the pooler: an adapter that
+    leaves it out (PEFT's default modules_to_save) reads it from the checkpoint, frozen, as
+    PEFT does. A LoRA on the pooler itself (PEFT's target "dense" matches pooler.dense too) is
+    refused by name: the pooler sits outside the encoder's prefix, where no LoRA is built.
+    With bias="all" the pooler's bias trains, under its own name ("pooler.dense.bias")."""
+    from py_engine.models.checkpoint import Checkpoint
+    from test_bert_oracle import engine_from_peft
+
+    model_dir = po.tiny_deberta_dir(tmp_path / "model", seed=44, with_head=True)
+    checkpoint = Checkpoint.load(model_dir)
+    assert checkpoint.has_pooler and "pooler.dense.weight" in checkpoint.names()
+    targets = ("query_proj", "key_proj", "value_proj", "output.dense", "intermediate.dense")
+    adapter, peft = peft_adapter(model_dir, tmp_path / "adapter", targets, dtype=torch.float64,
+                                 modules_to_save=None, bias=bias)
+    want = check_peft_step(model_dir, adapter, peft,
+                           *deberta_batch(model_dir, np.random.default_rng(), 3, 12))
+    assert [n for n in want if n.startswith("pooler.")] == (["pooler.dense.bias"] if bias == "all" else [])
+    on_pooler, _ = peft_adapter(model_dir, tmp_path / "on_pooler", ALL_LINEARS, modules_to_save=None)
+    with pytest.raises(ValueError, match="a LoRA on pooler.dense"):
+        engine_from_peft(model_dir, on_pooler, 3)
+
+
+def test_the_checkpoint_s_tokenizer_encodes_as_transformers(tiny):
+    """A DeBERTa-v3-like tokenizer.json (Metaspace, Unigram, [CLS] A [SEP] B [SEP]): the ids
+    transformers gives, pairs and padding included."""
+    from transformers import AutoTokenizer
+
+    from py_engine.tokenizers.checkpoint import classifier_tokenizer
+
+    ours, theirs = classifier_tokenizer(tiny), AutoTokenizer.from_pretrained(str(tiny))
+    for text in TEXTS + ["The FILM was [MASK] great!", "zzz unknown éh", ""]:
+        assert ours.encode(text).ids == theirs(text)["input_ids"], text
+    pair = theirs("not bad", "a fine plot")
+    assert ours.encode("not bad", "a fine plot").ids == pair["input_ids"]
+    padded = ours.encode_batch(["not bad", "the film was really great"], padding="longest")
+    want = theirs(["not bad", "the film was really great"], padding=True)
+    assert [e.ids for e in padded] == want["input_ids"] and ours.pad_id == 0
+    assert [e.attention_mask for e in padded] == want["attention_mask"]
+
+
+def test_a_peft_adapter_round_trips(tmp_path, tiny, device):
+    adapter, _ = peft_adapter(tiny, tmp_path / "adapter", seed=4)
+    before, after, saved = check_round_trip(tiny, adapter, tmp_path / "trained", device)
+    assert np.abs(after["pooler.dense.weight"] - before["pooler.dense.weight"]).max() > 1e-4
+    config = json.loads((saved / "adapter_config.json").read_text())
+    assert sorted(config["target_modules"]) == ["query_proj", "value_proj"]
+
+
+@pytest.mark.parametrize("bias", ["none", "all"])
+def test_gpu_step_matches_numpy_with_dropout(tmp_path, tiny, device, bias):
+    """The disentangled bias on the GPU (the products as one batched matmul over all queries,
+    the gather and scatter kernels), with the relative rows' own dropout per layer."""
+    adapter, _ = peft_adapter(tiny, tmp_path / "adapter", ALL_LINEARS, seed=6, bias=bias)
+    check_gpu_step(device, tiny, adapter, *deberta_batch(tiny, np.random.default_rng(), 4, 20))
+
+
+def test_the_merged_export_is_transformers_classifier(tmp_path, tiny):
+    """The merged classifier is DebertaV2ForSequenceClassification (pooler and classifier from
+    the adapter) and gives our probabilities."""
+    from conftest import run
+    from encoder_checks import encoded
+    from transformers import AutoModelForSequenceClassification
+
+    from py_engine.export.merged import load_merged, save_merged
+    from py_engine.train.classifier import TextClassifier
+
+    adapter, _ = peft_adapter(tiny, tmp_path / "adapter", ALL_LINEARS, seed=7)
+    texts = TEXTS + [" ".join(TEXTS)]       # distances in the logarithmic buckets, within 64
+    clf = run(TextClassifier.load(tiny, adapter, backend="numpy"))
+    ours = np.array([[p[label] for label in LABELS] for p in run(clf.predict(texts))])
+    merged = save_merged(load_merged(tiny, adapter), tmp_path / "merged")
+    config = json.loads((merged / "config.json").read_text())
+    assert config["architectures"] == ["DebertaV2ForSequenceClassification"]
+    ids, mask = encoded(merged, texts)
+    hf = AutoModelForSequenceClassification.from_pretrained(merged).eval()
+    with torch.no_grad():
+        logits = hf(input_ids=torch.as_tensor(ids), attention_mask=torch.as_tensor(mask)).logits
+    assert np.abs(torch.softmax(logits, -1).numpy() - ours).max() <= 1e-5
+
+
+@pytest.mark.parametrize("field, value, named", [
+    ("conv_kernel_size", 3, "convolution"),
+    ("share_att_key", False, "pos_key_proj"),
+    ("pos_att_type", "p2p", "pos_att_type"),
+    ("embedding_size", 16, "embed_proj"),
+    ("pooler_hidden_act", "tanh", "gelu"),
+    ("norm_rel_ebd", "batch_norm", "norm_rel_ebd"),
+])
+def test_what_is_not_built_is_refused_by_name(tmp_path, field, value, named):
+    from py_engine.models.bert_config import BertConfig, ConfigError
+
+    config = dict(po.TINY, **po.DEBERTA_V3, model_type="deberta-v2")
+    config[field] = value
+    with pytest.raises(ConfigError, match=named):
+        BertConfig(**config)
+    assert BertConfig(**dict(po.TINY, **po.DEBERTA_V3, model_type="deberta-v2")).disentangled
