@@ -155,28 +155,19 @@ def test_gpu_step_matches_numpy_with_dropout(tmp_path, tiny, device, bias):
     check_gpu_step(device, tiny, adapter, *deberta_batch(tiny, np.random.default_rng(), 4, 20))
 
 
-def test_the_merged_export_is_transformers_classifier(tmp_path, tiny):
-    """The merged classifier is DebertaV2ForSequenceClassification (pooler and classifier from
-    the adapter) and gives our probabilities."""
-    from conftest import run
-    from encoder_checks import encoded
-    from transformers import AutoModelForSequenceClassification
+@pytest.mark.parametrize("config", [{}, V2_LIKE, dict(pos_att_type="p2c")])
+def test_merged_and_onnx_exports(tmp_path, config):
+    """The merged classifier is DebertaV2ForSequenceClassification; the ONNX graph gathers the
+    disentangled terms for any length (GatherElements over each distance's row), padded either
+    side, and takes token types where the config has them."""
+    from encoder_checks import check_exports
 
-    from py_engine.export.merged import load_merged, save_merged
-    from py_engine.train.classifier import TextClassifier
-
-    adapter, _ = peft_adapter(tiny, tmp_path / "adapter", ALL_LINEARS, seed=7)
+    model_dir = po.tiny_deberta_dir(tmp_path / "model", seed=45, **config)
+    adapter, _ = peft_adapter(model_dir, tmp_path / "adapter", ALL_LINEARS, seed=7)
     texts = TEXTS + [" ".join(TEXTS)]       # distances in the logarithmic buckets, within 64
-    clf = run(TextClassifier.load(tiny, adapter, backend="numpy"))
-    ours = np.array([[p[label] for label in LABELS] for p in run(clf.predict(texts))])
-    merged = save_merged(load_merged(tiny, adapter), tmp_path / "merged")
-    config = json.loads((merged / "config.json").read_text())
-    assert config["architectures"] == ["DebertaV2ForSequenceClassification"]
-    ids, mask = encoded(merged, texts)
-    hf = AutoModelForSequenceClassification.from_pretrained(merged).eval()
-    with torch.no_grad():
-        logits = hf(input_ids=torch.as_tensor(ids), attention_mask=torch.as_tensor(mask)).logits
-    assert np.abs(torch.softmax(logits, -1).numpy() - ours).max() <= 1e-5
+    inputs = check_exports(model_dir, adapter, tmp_path, "DebertaV2ForSequenceClassification",
+                           texts, LABELS)
+    assert inputs == ["input_ids", "attention_mask"] + (["token_type_ids"] if config.get("type_vocab_size") else [])
 
 
 @pytest.mark.parametrize("field, value, named", [
@@ -195,3 +186,23 @@ def test_what_is_not_built_is_refused_by_name(tmp_path, field, value, named):
     with pytest.raises(ConfigError, match=named):
         BertConfig(**config)
     assert BertConfig(**dict(po.TINY, **po.DEBERTA_V3, model_type="deberta-v2")).disentangled
+
+
+def test_a_classifier_trained_here_loads_in_peft(tmp_path, tiny, device):
+    """Made here on the released kind of checkpoint (no pooler): the pooler trains whole beside
+    the LoRA and the head, on either backend, and PEFT reads the saved adapter as trained."""
+    from conftest import run
+    from test_adapter_roundtrip import our_probabilities, peft_probabilities
+
+    from py_engine.data.classification import Example
+    from py_engine.train.classifier import TextClassifier, TrainConfig
+
+    for backend in ("numpy", "gpu"):
+        clf = run(TextClassifier.create(tiny, LABELS, backend=backend, seed=3, device=device))
+        examples = [Example(t, LABELS[i % 3]) for i, t in enumerate(TEXTS * 4)]
+        run(clf.fit(examples, TrainConfig(epochs=2, batch_size=8, lr=1e-2, seed=1)))
+        adapter = run(clf.save(tmp_path / backend))
+        config = json.loads((adapter / "adapter_config.json").read_text())
+        assert config["target_modules"] in (
+            ["query_proj", "value_proj"], ["value_proj", "query_proj"])
+        assert np.abs(our_probabilities(clf) - peft_probabilities(tiny, adapter, TEXTS)).max() <= 1e-5

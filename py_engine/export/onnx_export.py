@@ -104,20 +104,35 @@ def _gelu(g, x):
     return g.op("Mul", [g.op("Mul", [x, "half"]), g.op("Add", [inner, "one"])])
 
 
-def _attention(g, merged, x, mask_bias, names, config, position_bias=None):
+def _attention(g, merged, x, mask_bias, names, config, position_bias=None, relative=None):
     """names: {what: full name} of the layer's linears and norms (BertConfig.layer_names);
     position_bias: MPNet's relative position bias [H, T, T], added to the scores before the
-    mask, or None."""
+    mask, or None; relative: DeBERTa's (relative rows [2 span, hidden], their index [B, H, T,
+    T]) for its disentangled terms (_disentangled), or None."""
     heads, dim = config.num_attention_heads, config.head_dim
     split = g.const(f"{names['query']}.split_shape", np.array([0, 0, heads, dim], np.int64))
 
-    def project(name, perm):
-        y = _linear(g, merged, x, names[name])
+    def project(name, perm, rows=x):
+        y = _linear(g, merged, rows, names[name])
         return g.op("Transpose", [g.op("Reshape", [y, split])], perm=perm)
 
     q, k, v = project("query", [0, 2, 1, 3]), project("key", [0, 2, 3, 1]), \
         project("value", [0, 2, 1, 3])
-    scores = g.op("Mul", [g.op("MatMul", [q, k]), "attn_scale"])
+    scores = g.op("MatMul", [q, k])
+    if relative is not None:
+        rows, index = relative
+        terms = config.pos_att_type
+        rows = g.op("Unsqueeze", [rows, "zero"])        # [1, 2 span, hidden], as x is
+        if "c2p" in terms:      # the query against the key projection of each distance's row
+            c2p = g.op("MatMul", [q, project("key", [0, 2, 3, 1], rows)])     # [B, H, T, 2 span]
+            scores = g.op("Add", [scores, g.op("GatherElements", [c2p, index], axis=3)])
+        if "p2c" in terms:      # the key against the query projection of the same row
+            keys = g.op("Transpose", [k], perm=[0, 1, 3, 2])
+            p2c = g.op("MatMul", [keys, project("query", [0, 2, 3, 1], rows)])  # [B, H, Tk, 2 span]
+            gathered = g.op("GatherElements", [p2c, g.op("Transpose", [index], perm=[0, 1, 3, 2])],
+                            axis=3)
+            scores = g.op("Add", [scores, g.op("Transpose", [gathered], perm=[0, 1, 3, 2])])
+    scores = g.op("Mul", [scores, "attn_scale"])
     if position_bias is not None:
         scores = g.op("Add", [scores, position_bias])
     scores = g.op("Add", [scores, mask_bias])
@@ -144,6 +159,29 @@ def _position_bias(g, merged, prefix):
     name = prefix + config.relative_attention_bias
     rows = g.op("Gather", [g.const(name, _weight(merged, name)), buckets], axis=0)   # [T, T, H]
     return g.op("Transpose", [rows], perm=[2, 0, 1])
+
+
+def _disentangled(g, merged, prefix, q_shape):
+    """DeBERTa's relative rows (normalised where config.json says) and, for the input's
+    length T, the row of each query-key distance i - j looked up in a constant over every
+    distance the positions allow (models/bert.py's _relative_embeddings), expanded to the
+    scores' shape [B, H, T, T] for GatherElements."""
+    config = merged.config
+    span = config.positions - 1
+    relative_rows = config.relative_rows(config.positions)
+    table_rows = [relative_rows.first + offset for offset in relative_rows.offsets]
+    name = prefix + "encoder.rel_embeddings.weight"
+    rows = g.const(name, _weight(merged, name))
+    if config.norm_rel_ebd:
+        rows = _layer_norm(g, merged, rows, prefix + "encoder.LayerNorm", config.layer_norm_eps)
+    g.const("offset_span", np.array(span, np.int64))
+    length = g.op("Gather", [g.op("Shape", ["input_ids"]), g.const("one_index", np.array(1, np.int64))],
+                  axis=0)
+    steps = g.op("Range", [g.const("zero_index", np.array(0, np.int64)), length, "one_index"])
+    distance = g.op("Sub", [g.op("Unsqueeze", [steps, "axis1"]), g.op("Unsqueeze", [steps, "zero"])])
+    index = g.op("Gather", [g.const("relative_row_table", np.array(table_rows, np.int64)),
+                            g.op("Add", [distance, "offset_span"])], axis=0)        # [T, T]
+    return rows, g.op("Expand", [index, q_shape])
 
 
 def _rotary(g, x, tables):
@@ -211,7 +249,7 @@ def classifier_graph(merged):
     g.const("sqrt2", np.float32(math.sqrt(2.0)))
     g.const("half", np.float32(0.5))
     g.const("one", np.float32(1.0))
-    g.const("attn_scale", np.float32(1.0 / math.sqrt(config.head_dim)))
+    g.const("attn_scale", np.float32(config.attention_scaling))
     g.const("lowest", np.float32(np.finfo(np.float32).min))
     g.const("merge_shape", np.array([0, 0, config.hidden_size], np.int64))
     g.const("zero", np.array([0], np.int64))
@@ -222,6 +260,12 @@ def classifier_graph(merged):
     # Padded keys get float32's lowest value added to their scores: [B, 1, 1, T].
     mask_bias = g.op("Mul", [g.op("Sub", ["one", mask]), "lowest"])
     mask_bias = g.op("Unsqueeze", [mask_bias, g.const("axes12", np.array([1, 2], np.int64))])
+    if getattr(config, "deberta", False):
+        # DeBERTa masks query i and key j unless both are real (get_attention_mask): a padded
+        # query (the first token, padded on the left) attends to every key alike
+        pairs = g.op("Mul", [g.op("Unsqueeze", [mask, g.const("axes13", np.array([1, 3], np.int64))]),
+                             g.op("Unsqueeze", [mask, "axes12"])])
+        mask_bias = g.op("Mul", [g.op("Sub", ["one", pairs]), "lowest"])
     if config.family == "modernbert":
         x = _modernbert_encoder(g, merged, mask_bias)
         pooled = _pooled(g, x, mask, merged.pooling)
@@ -254,8 +298,12 @@ def _bert_logits(g, merged, mask, mask_bias):
         words = g.op("Add", [words, g.op("Gather", [
             g.const(f"{e}.token_type_embeddings.weight",
                     _weight(merged, f"{e}.token_type_embeddings.weight")), "token_type_ids"])])
-    table = g.const(f"{e}.position_embeddings.weight", _weight(merged, f"{e}.position_embeddings.weight"))
-    if config.first_position:
+    if config.position_table:
+        table = g.const(f"{e}.position_embeddings.weight",
+                        _weight(merged, f"{e}.position_embeddings.weight"))
+    if not config.position_table:   # DeBERTa-v3's: the attention's relative terms alone
+        positions = None
+    elif config.first_position:
         # RoBERTa's kind and MPNet number each token from the row after the padding row, counting
         # the tokens that are not padding before it; padding takes the padding row
         # (transformers' create_position_ids_from_input_ids): right for either padding side
@@ -266,12 +314,22 @@ def _bert_logits(g, merged, mask, mask_bias):
     else:       # BERT's rows 0.. whatever the padding
         length = g.op("Slice", [g.op("Shape", ["input_ids"]), "axis1", "two"])
         positions = g.op("Slice", [table, "zero", length, "zero"])
-    x = _layer_norm(g, merged, g.op("Add", [words, positions]), f"{e}.LayerNorm", eps)
+    x = _layer_norm(g, merged, g.op("Add", [words, positions]) if positions else words,
+                    f"{e}.LayerNorm", eps)
+    if config.deberta:      # its embeddings zero the padding's rows (only padded rows differ)
+        x = g.op("Mul", [x, g.op("Unsqueeze", [mask, g.const("axes2", np.array([2], np.int64))])])
     position_bias = _position_bias(g, merged, prefix) if config.relative_attention_bias else None
+    relative = None
+    if config.disentangled:
+        batch = g.op("Slice", [g.op("Shape", ["input_ids"]), "zero", "axis1"])
+        length = g.op("Slice", [g.op("Shape", ["input_ids"]), "axis1", "two"])
+        scores_shape = g.op("Concat", [batch, g.const("heads", np.array([config.num_attention_heads],
+                                                                        np.int64)), length, length], axis=0)
+        relative = _disentangled(g, merged, prefix, scores_shape)
     for n in range(config.num_hidden_layers):
         p = {what: f"{prefix}{config.layers}{n}.{name}"
              for what, name in config.layer_names.items()}
-        a = _attention(g, merged, x, mask_bias, p, config, position_bias)
+        a = _attention(g, merged, x, mask_bias, p, config, position_bias, relative)
         a = _layer_norm(g, merged, g.op("Add", [a, x]), p["attention_norm"], eps)
         h = _gelu(g, _linear(g, merged, a, p["intermediate"]))
         o = _linear(g, merged, h, p["output"])

@@ -119,6 +119,11 @@ class ModernBertConfig:
         return self.hidden_size // self.num_attention_heads
 
     @property
+    def attention_scaling(self):
+        """The scores' scaling, 1/sqrt(head_dim)."""
+        return self.head_dim ** -0.5
+
+    @property
     def window(self):
         """How far either side a sliding layer's token attends (transformers' sliding_window)."""
         return self.local_attention // 2
