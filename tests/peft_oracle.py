@@ -151,35 +151,34 @@ DEBERTA_V3 = dict(relative_attention=True, position_buckets=8, max_relative_posi
                   position_biased_input=False, type_vocab_size=0, layer_norm_eps=1e-7)
 
 
-def deberta_tokenizer(vocab_size):
-    """A DeBERTa-v3-like tokenizer.json: Metaspace pieces of a Unigram model trained offline,
-    [CLS] A [SEP] ([CLS] A [SEP] B [SEP] for pairs, B of type 1), [PAD] 0."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+def deberta_tokenizer(vocab_size, **options):
+    """transformers' DebertaV2Tokenizer (DeBERTa-v3's: Unigram pieces after Metaspace, the
+    whitespace runs and NFC normalised, [CLS] A [SEP] B [SEP], [PAD] 0) over a Unigram vocabulary
+    trained offline; `options` its own (do_lower_case, split_by_punct, add_prefix_space)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import DebertaV2Tokenizer
 
     from roberta_checkpoints import CORPUS
 
     tok = Tokenizer(models.Unigram())
     tok.pre_tokenizer = pre_tokenizers.Metaspace()
-    tok.decoder = decoders.Metaspace()
-    specials = ["[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]"]
     tok.train_from_iterator(CORPUS + [" ".join(WORDS)], trainers.UnigramTrainer(
-        vocab_size=vocab_size, special_tokens=specials, unk_token="[UNK]"))
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS]:0 $A:0 [SEP]:0", pair="[CLS]:0 $A:0 [SEP]:0 $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", 1), ("[SEP]", 2)])
-    return tok
+        vocab_size=vocab_size, special_tokens=["[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]"],
+        unk_token="[UNK]"))
+    vocab = [tuple(entry) for entry in json.loads(tok.to_str())["model"]["vocab"]]
+    return DebertaV2Tokenizer(vocab=vocab, model_max_length=64, **options)
 
 
 def tiny_deberta_dir(path, seed=0, with_head=False, **overrides):
     """A random DebertaV2Model checkpoint directory (DebertaV2ForSequenceClassification of 3
     labels with `with_head`: its pooler then in the file), DeBERTa-v3's config scaled down (DEBERTA_V3, then
-    `overrides`), the norms and biases drawn off their initial values, with a DeBERTa-v3-like
+    `overrides`), the norms and biases drawn off their initial values, with DeBERTa-v3's
     tokenizer (deberta_tokenizer)."""
     from transformers import DebertaV2Config, DebertaV2ForSequenceClassification, DebertaV2Model
 
     tok = deberta_tokenizer(TINY["vocab_size"])
     torch.manual_seed(seed)
-    config = DebertaV2Config(**{**TINY, **DEBERTA_V3, "vocab_size": tok.get_vocab_size(),
+    config = DebertaV2Config(**{**TINY, **DEBERTA_V3, "vocab_size": len(tok),
                                 "pad_token_id": 0, "num_labels": 3, **overrides})
     model = (DebertaV2ForSequenceClassification if with_head else DebertaV2Model)(config)
     with torch.no_grad():
@@ -187,10 +186,7 @@ def tiny_deberta_dir(path, seed=0, with_head=False, **overrides):
             if "LayerNorm" in name or name.endswith(".bias") or "rel_embeddings" in name:
                 p.add_(0.1 * torch.randn_like(p))
     model.save_pretrained(path, safe_serialization=True)
-    tok.save(str(Path(path) / "tokenizer.json"))
-    (Path(path) / "tokenizer_config.json").write_text(json.dumps(
-        {"cls_token": "[CLS]", "sep_token": "[SEP]", "pad_token": "[PAD]", "unk_token": "[UNK]",
-         "mask_token": "[MASK]", "model_max_length": 64, "tokenizer_class": "PreTrainedTokenizerFast"}))
+    tok.save_pretrained(path)
     return Path(path)
 
 

@@ -121,15 +121,22 @@ def test_a_fine_tuned_checkpoint_s_pooler_is_read_frozen(tmp_path, bias):
         engine_from_peft(model_dir, on_pooler, 3)
 
 
-def test_the_checkpoint_s_tokenizer_encodes_as_transformers(tiny):
-    """A DeBERTa-v3-like tokenizer.json (Metaspace, Unigram, [CLS] A [SEP] B [SEP]): the ids
-    transformers gives, pairs and padding included."""
+@pytest.mark.parametrize("options", [{}, dict(split_by_punct=True, do_lower_case=True),
+                                     dict(add_prefix_space=False)])
+def test_the_checkpoint_s_tokenizer_encodes_as_transformers(tmp_path, options):
+    """DebertaV2Tokenizer's tokenizer.json (whitespace runs and NFC normalised, the end
+    stripped, Metaspace, Unigram, [CLS] A [SEP] B [SEP]; lowercase and punctuation split where
+    asked): the ids transformers gives, pairs and padding included."""
     from transformers import AutoTokenizer
 
     from py_engine.tokenizers.checkpoint import classifier_tokenizer
 
-    ours, theirs = classifier_tokenizer(tiny), AutoTokenizer.from_pretrained(str(tiny))
-    for text in TEXTS + ["The FILM was [MASK] great!", "zzz unknown éh", ""]:
+    po.deberta_tokenizer(po.TINY["vocab_size"], **options).save_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "deberta-v2"}))
+    ours, theirs = classifier_tokenizer(tmp_path), AutoTokenizer.from_pretrained(str(tmp_path))
+    assert type(theirs).__name__ == "DebertaV2Tokenizer"
+    for text in TEXTS + ["The FILM was [MASK] great!", "zzz unknown éh", "", "  two  spaces\tand a tab\n",
+                         "e\u0301 composed, trailing   "]:
         assert ours.encode(text).ids == theirs(text)["input_ids"], text
     pair = theirs("not bad", "a fine plot")
     assert ours.encode("not bad", "a fine plot").ids == pair["input_ids"]
@@ -206,3 +213,23 @@ def test_a_classifier_trained_here_loads_in_peft(tmp_path, tiny, device):
         assert config["target_modules"] in (
             ["query_proj", "value_proj"], ["value_proj", "query_proj"])
         assert np.abs(our_probabilities(clf) - peft_probabilities(tiny, adapter, TEXTS)).max() <= 1e-5
+
+
+@pytest.mark.parametrize("behavior", ["isolated", "removed", "merged_with_previous",
+                                      "merged_with_next", "contiguous"])
+def test_the_punctuation_pre_tokenizer_splits_as_the_library(behavior):
+    """The Punctuation pre-tokenizer (DeBERTa's split_by_punct) cuts at the library's
+    punctuation characters, ASCII and Unicode P*, as each behavior says."""
+    from tokenizers import pre_tokenizers
+
+    from py_engine.tokenizers.bpe import _pre_tokenizer
+
+    theirs = pre_tokenizers.Punctuation(behavior=behavior)
+    spec = json.loads(pre_tokenizers.Sequence([theirs]).__getstate__())["pretokenizers"][0]
+    ours = _pre_tokenizer(spec)
+    texts = ["Hello, world!!", "a--b...c", "«Guillemets» – dash — “quotes”", "¿Qué? ¡Sí!",
+             "日本語。句読点、です", "$5+3=8 ~tilde^ `tick` |pipe|", "no punctuation here",
+             "(nested [brackets {x}])", "", "!!!", "e.g. U.S.A.", "a\u2019s \u2026 x"]
+    for text in texts:
+        want = [piece for piece, _ in theirs.pre_tokenize_str(text)]
+        assert [word for word, _ in ours([(text, None)], True)] == want, text

@@ -54,8 +54,8 @@ from .precompiled import Precompiled
 from .regex_classes import CLASSES, NUMERIC_BEYOND_N, PARTS, class_spec
 from .encoding import Encoding, TokenizerBase
 from .unigram import UnigramModel
-from .wordpiece import (_AddedTokens, _char_class, _check_text, _ranges, _split_added,
-                        template_processing, cls_sep_processing)
+from .wordpiece import (PUNCTUATION_CLASS, _AddedTokens, _char_class, _check_text, _ranges,
+                        _split_added, template_processing, cls_sep_processing)
 
 WORD_CACHE_SIZE = 1 << 16   # words whose ids are remembered
 
@@ -303,8 +303,10 @@ def _pre_tokenizer(spec):
         return metaspace
     if kind == "WhitespaceSplit":
         return _splitter(_WHITESPACE_RUN, "Removed")
-    raise ValueError(f"unsupported pre_tokenizer {kind!r} in tokenizer.json "
-                     "(supported: Sequence, ByteLevel, Split, Digits, Metaspace, WhitespaceSplit)")
+    if kind == "Punctuation":   # DeBERTa-v2's split_by_punct: BERT's punctuation characters
+        return _splitter(re.compile(f"[{PUNCTUATION_CLASS}]"), spec.get("behavior", "Isolated"))
+    raise ValueError(f"unsupported pre_tokenizer {kind!r} in tokenizer.json (supported: Sequence, "
+                     "ByteLevel, Split, Digits, Metaspace, WhitespaceSplit, Punctuation)")
 
 
 def _splitter(regex, behavior):

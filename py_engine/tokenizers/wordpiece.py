@@ -136,9 +136,10 @@ _SPACE_RE = re.compile(f"[{_char_class(_WHITESPACE)}]")
 _MARKS_RE = re.compile(f"[{_char_class(_NONSPACING_MARKS)}]+")
 _NFD_UNKNOWN_RE = re.compile(f"([{_char_class(_NFD_UNKNOWN)}])")
 _CJK_RE = re.compile(f"([{_char_class(_CJK)}])")
-_PUNCT = _char_class(_PUNCTUATION)
+# the library's is_punc (BertPreTokenizer's, and the Punctuation pre-tokenizer's) as a class
+PUNCTUATION_CLASS = _char_class(_PUNCTUATION)
 # A word is one punctuation character or a run of anything but punctuation and whitespace.
-_WORD_RE = re.compile(f"[{_PUNCT}]|[^{_PUNCT}{_char_class(_WHITESPACE)}]+")
+_WORD_RE = re.compile(f"[{PUNCTUATION_CLASS}]|[^{PUNCTUATION_CLASS}{_char_class(_WHITESPACE)}]+")
 _LOWERCASE_ADDED_TABLE = _lowercase_table(_LOWERCASE_ADDED)
 _LOWERCASE_ADDED_RE = re.compile("[" + "".join(map(chr, _LOWERCASE_ADDED_TABLE)) + "]")
 # The letters, numbers and marks of the Rust regex crate's \w, which the library's single_word
