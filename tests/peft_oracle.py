@@ -247,13 +247,15 @@ def save_adapter(model, path, labels=None):
 
 def step_gradients(model, input_ids, attention_mask, labels, token_type_ids=None):
     """Loss and gradient of every trainable parameter, keyed by the adapter file's key names.
-    The loss is the mean cross-entropy of the logits, taken here in the model's dtype
-    (DebertaV2ForSequenceClassification takes its own in float32)."""
+    A sequence classifier's loss is the mean cross-entropy of its logits, taken here in the
+    model's dtype (DebertaV2ForSequenceClassification takes its own in float32)."""
     model.train()
     model.zero_grad()
     out = model(input_ids=torch.as_tensor(input_ids), attention_mask=torch.as_tensor(attention_mask),
-                token_type_ids=None if token_type_ids is None else torch.as_tensor(token_type_ids))
-    out.loss = torch.nn.functional.cross_entropy(out.logits, torch.as_tensor(labels))
+                token_type_ids=None if token_type_ids is None else torch.as_tensor(token_type_ids),
+                labels=torch.as_tensor(labels))
+    if out.logits.dim() == 2:       # a sequence classifier's
+        out.loss = torch.nn.functional.cross_entropy(out.logits, torch.as_tensor(labels))
     out.loss.backward()
     grads = {}
     for name, p in model.named_parameters():
