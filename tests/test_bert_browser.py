@@ -28,7 +28,8 @@ from py_engine.train.tasks import ClassificationTask
 
 checkpoint = Checkpoint.load("/work/model")
 config, tensors, _ = load_adapter("/work/adapter")
-model = classifier_model(checkpoint.config, LoraConfig.from_peft_dict(config), 3, dropout=DROPOUT)
+model = classifier_model(checkpoint.config, LoraConfig.from_peft_dict(config), 3, dropout=DROPOUT,
+                         train_pooler=checkpoint.config.trains_pooler(tensors))
 values = merge_loaded(model, initial_trainable(model, 0), tensors, "/work/adapter")
 runtime = await GpuRuntime.create(model, ClassificationTask(3), checkpoint, values)
 batch = Batch(**BATCH)
@@ -86,21 +87,30 @@ def test_tiny_bert_step_in_the_browser(engine_page, tmp_path, options):
         assert rel(np.asarray(mags), norms) <= 1e-6
 
 
-@pytest.mark.parametrize("family", ["mpnet", "modernbert"])
+@pytest.mark.parametrize("family", ["mpnet", "modernbert", "deberta"])
 def test_tiny_encoder_step_in_the_browser(engine_page, tmp_path, family):
-    """MPNet (its relative position bias on every layer's scores, RoBERTa's head) and ModernBERT
-    (RoPE, sliding-window layers, the exact GeGLU, norms without bias, its head) in Pyodide +
+    """MPNet (its relative position bias on every layer's scores, RoBERTa's head), ModernBERT
+    (RoPE, sliding-window layers, the exact GeGLU, norms without bias, its head) and DeBERTa-v3
+    (the disentangled attention's gather and scatter, its pooler trained whole) in Pyodide +
     WebGPU, with dropout: the host's loss and gradients."""
+    from functools import partial
+
     from test_bert_gpu import runtimes
+    from test_deberta import deberta_batch
     from test_modernbert import modernbert_batch
     from test_mpnet import mpnet_batch
 
+    lora = {}
     if family == "mpnet":
         model_dir, targets, draw = po.tiny_mpnet_dir(tmp_path / "model", seed=54), ("q", "v", "o"), mpnet_batch
-    else:
+    elif family == "modernbert":
         model_dir, targets, draw = (po.tiny_modernbert_dir(tmp_path / "model", seed=54),
                                     ("Wqkv", "Wi"), modernbert_batch)
-    adapter = po.save_adapter(po.peft_model(model_dir, 3, seed=55, target_modules=targets),
+    else:
+        model_dir = po.tiny_deberta_dir(tmp_path / "model", seed=54)
+        targets, draw = ("query_proj", "key_proj", "dense"), partial(deberta_batch, model_dir)
+        lora = dict(modules_to_save=["pooler"], bias="all")
+    adapter = po.save_adapter(po.peft_model(model_dir, 3, seed=55, target_modules=targets, **lora),
                               tmp_path / "adapter")
     files = {f"/work/model/{p.name}": p.read_bytes() for p in model_dir.iterdir()}
     files.update({f"/work/adapter/{p.name}": p.read_bytes() for p in adapter.iterdir()})
@@ -116,5 +126,6 @@ def test_tiny_encoder_step_in_the_browser(engine_page, tmp_path, family):
     assert got["adapter"]["backend"] == "browser-webgpu"
     assert abs(got["loss"] - want) <= LOSS_BOUND * abs(want), (got["loss"], want)
     theirs = run(reference.gradients())
-    assert {"mpnet": "classifier.dense.weight", "modernbert": "classifier.weight"}[family] in theirs
+    assert {"mpnet": "classifier.dense.weight", "modernbert": "classifier.weight",
+            "deberta": "pooler.dense.weight"}[family] in theirs
     check_gradients(got["grads"], theirs)
