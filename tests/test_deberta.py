@@ -197,7 +197,8 @@ def test_what_is_not_built_is_refused_by_name(tmp_path, field, value, named):
 
 def test_a_classifier_trained_here_loads_in_peft(tmp_path, tiny, device):
     """Made here on the released kind of checkpoint (no pooler): the pooler trains whole beside
-    the LoRA and the head, on either backend, and PEFT reads the saved adapter as trained."""
+    the LoRA and the head, on either backend, and PEFT reads the saved adapter as trained (its
+    modules_to_save names the pooler, so PEFT trains it too)."""
     from conftest import run
     from test_adapter_roundtrip import our_probabilities, peft_probabilities
 
@@ -210,7 +211,7 @@ def test_a_classifier_trained_here_loads_in_peft(tmp_path, tiny, device):
         run(clf.fit(examples, TrainConfig(epochs=2, batch_size=8, lr=1e-2, seed=1)))
         adapter = run(clf.save(tmp_path / backend))
         config = json.loads((adapter / "adapter_config.json").read_text())
-        assert config["target_modules"] in (
+        assert "pooler" in config["modules_to_save"] and config["target_modules"] in (
             ["query_proj", "value_proj"], ["value_proj", "query_proj"])
         assert np.abs(our_probabilities(clf) - peft_probabilities(tiny, adapter, TEXTS)).max() <= 1e-5
 

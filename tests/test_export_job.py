@@ -346,6 +346,20 @@ def test_roberta_classifier_job_trains_as_py_engine(ws, tmp_path, capsys):
                          lora=LoraConfig(target_modules=["query", "value"], bias="all"))
 
 
+def test_deberta_classifier_job_trains_as_py_engine(ws, tmp_path, capsys):
+    """A DeBERTa-v3 checkpoint (its Unigram tokenizer, the disentangled attention, no pooler:
+    the pooler trains whole beside the LoRA and the classifier): each step's loss and gradient
+    norm are py_engine's, and so are the trained weights, under PEFT's names."""
+    model = po.tiny_deberta_dir(tmp_path / "deberta", seed=6)
+    job = tmp_path / "job"
+    code, err = export_job(capsys, "--model", model, "--data", ws["texts"], "--out", job,
+                           "--batch-size", 4, "--epochs", 2, "--lr", 2e-3, "--seed", 7,
+                           "--dropout", 0)
+    assert code == 0, err
+    check_classifier_job(ws, model, job, tmp_path, "pooler.dense.weight", dropout=0.0,
+                         lora=LoraConfig(target_modules=["query_proj", "value_proj"]))
+
+
 @pytest.mark.parametrize("pooling", ["cls", "mean"])
 def test_modernbert_classifier_job_trains_as_py_engine(ws, tmp_path, capsys, pooling):
     """A ModernBERT checkpoint (byte-level BPE, RoPE, sliding layers, its head; cls or mean

@@ -677,11 +677,13 @@ def test_a_chat_adapter_with_its_own_options_and_tokens_loads_learns_and_comes_b
         tempfile.tempdir = old_tempdir
 
 
-@pytest.mark.parametrize("family", ["mpnet", "modernbert"])
+@pytest.mark.parametrize("family", ["mpnet", "modernbert", "deberta"])
 def test_the_newer_encoders_load_learn_and_come_back(tmp_path, family):
-    """An MPNet or a ModernBERT folder given as files is a classifier: it learns a correction
-    in one forced slice, exports an adapter PEFT-style, and a new service puts its state back."""
-    make = {"mpnet": po.tiny_mpnet_dir, "modernbert": po.tiny_modernbert_dir}[family]
+    """An MPNet, ModernBERT or DeBERTa-v3 folder given as files is a classifier: it learns a
+    correction in one forced slice, exports an adapter PEFT-style, and a new service puts its
+    state back."""
+    make = {"mpnet": po.tiny_mpnet_dir, "modernbert": po.tiny_modernbert_dir,
+            "deberta": po.tiny_deberta_dir}[family]
     files = files_of(make(tmp_path / "model", seed=9))
     events = Events()
     svc = service(tmp_path, events)

@@ -292,7 +292,7 @@ def _initial_adapter(model_dir, kind, lora, labels, seed):
     from ..train.init import initial_trainable
 
     model, checkpoint = _model(model_dir, kind, lora, len(labels or ()), with_checkpoint=True)
-    return adapter_files(model.lora.to_peft_dict(), initial_trainable(model, seed, checkpoint), labels,
+    return adapter_files(model.peft_dict(), initial_trainable(model, seed, checkpoint), labels,
                          where="the job's adapter")
 
 

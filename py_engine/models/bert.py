@@ -131,6 +131,19 @@ class BertClassifier(AdaptedModel):
         self.trainable[self.head_module + ".weight"] = (num_labels, h)
         self.trainable[self.head_module + ".bias"] = (num_labels,)
 
+    def peft_dict(self):
+        """The adapter_config.json: where the head's dense layer trains whole and no entry of
+        modules_to_save names it (BERT's and DeBERTa's pooler, trained where the checkpoint has
+        none), its module is added, so that PEFT trains it too (as it would the classifier)."""
+        out = self.lora.to_peft_dict()
+        module = self.dense_module.rsplit(".", 1)[0]    # "bert.pooler", "pooler", "pre_classifier"
+        saved = list(out.get("modules_to_save") or [])
+        # PEFT wraps each module whose name ends with an entry ("pre_classifier" ends in
+        # "classifier")
+        if self.train_pooler and not any(module.endswith(m) for m in saved):
+            out["modules_to_save"] = saved + [module.rsplit(".", 1)[-1]]
+        return out
+
     def _read_shapes(self):
         """{name: shape} of the checkpoint tensors the model reads (bare BertModel names)."""
         from .checkpoint import bert_parameter_shapes

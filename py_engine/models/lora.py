@@ -313,6 +313,10 @@ class AdaptedModel:
 
     relative_kernels = False    # the GPU loads DeBERTa's disentangled attention bias kernels
 
+    def peft_dict(self):
+        """The adapter_config.json of this model's adapter (LoraConfig.to_peft_dict)."""
+        return self.lora.to_peft_dict()
+
     @property
     def merged(self):
         """Whether inference reads the merged weights W + scaling * B.A (see merge_names)."""

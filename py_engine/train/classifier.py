@@ -121,7 +121,7 @@ class TextClassifier:
 
     def _files(self, values, where):
         # Pooling has no PEFT/transformers field: head_config.json beside the adapter holds it.
-        return adapter_files(self.model.lora.to_peft_dict(), values, self.labels,
+        return adapter_files(self.model.peft_dict(), values, self.labels,
                              {HEAD_CONFIG: head_config(self.model.pooling)}, where)
 
     def _protected(self):
