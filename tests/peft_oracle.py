@@ -169,16 +169,43 @@ def deberta_tokenizer(vocab_size, **options):
     return DebertaV2Tokenizer(vocab=vocab, model_max_length=64, **options)
 
 
-def tiny_deberta_dir(path, seed=0, with_head=False, **overrides):
+def deberta_spm(path, vocab_size=60, **options):
+    """A SentencePiece Unigram model trained offline, as DeBERTa-v3's spm.model holds its
+    vocabulary ([PAD] 0, [CLS] 1, [SEP] 2, [UNK] 3; [MASK] not among them, as there), written
+    to `path` with DebertaV2Tokenizer's tokenizer_config.json (`options` its fields) and no
+    tokenizer.json; the vocabulary's size."""
+    import sentencepiece as spm
+
+    from roberta_checkpoints import CORPUS
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    corpus = path / "corpus.txt"
+    corpus.write_text("\n".join(CORPUS * 3 + [" ".join(WORDS)]), encoding="utf-8")
+    spm.SentencePieceTrainer.train(
+        input=str(corpus), model_prefix=str(path / "spm"), vocab_size=vocab_size,
+        model_type="unigram", pad_id=0, bos_id=1, eos_id=2, unk_id=3, pad_piece="[PAD]",
+        bos_piece="[CLS]", eos_piece="[SEP]", unk_piece="[UNK]", minloglevel=2)
+    corpus.unlink()
+    (path / "spm.vocab").unlink()
+    (path / "tokenizer_config.json").write_text(json.dumps(
+        {"do_lower_case": False, "vocab_type": "spm", "tokenizer_class": "DebertaV2Tokenizer",
+         **options}))
+    return vocab_size
+
+
+def tiny_deberta_dir(path, seed=0, with_head=False, spm_only=False, **overrides):
     """A random DebertaV2Model checkpoint directory (DebertaV2ForSequenceClassification of 3
     labels with `with_head`: its pooler then in the file), DeBERTa-v3's config scaled down (DEBERTA_V3, then
     `overrides`), the norms and biases drawn off their initial values, with DeBERTa-v3's
-    tokenizer (deberta_tokenizer)."""
+    tokenizer (deberta_tokenizer's tokenizer.json; with `spm_only`, a spm.model alone, as the
+    released checkpoints ship it: deberta_spm)."""
     from transformers import DebertaV2Config, DebertaV2ForSequenceClassification, DebertaV2Model
 
-    tok = deberta_tokenizer(TINY["vocab_size"])
+    tok = None if spm_only else deberta_tokenizer(TINY["vocab_size"])
+    vocab = deberta_spm(path) + 1 if spm_only else len(tok)       # [MASK] added after the pieces
     torch.manual_seed(seed)
-    config = DebertaV2Config(**{**TINY, **DEBERTA_V3, "vocab_size": len(tok),
+    config = DebertaV2Config(**{**TINY, **DEBERTA_V3, "vocab_size": vocab,
                                 "pad_token_id": 0, "num_labels": 3, **overrides})
     model = (DebertaV2ForSequenceClassification if with_head else DebertaV2Model)(config)
     with torch.no_grad():
@@ -186,7 +213,8 @@ def tiny_deberta_dir(path, seed=0, with_head=False, **overrides):
             if "LayerNorm" in name or name.endswith(".bias") or "rel_embeddings" in name:
                 p.add_(0.1 * torch.randn_like(p))
     model.save_pretrained(path, safe_serialization=True)
-    tok.save_pretrained(path)
+    if tok is not None:
+        tok.save_pretrained(path)
     return Path(path)
 
 

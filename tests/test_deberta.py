@@ -234,3 +234,24 @@ def test_the_punctuation_pre_tokenizer_splits_as_the_library(behavior):
     for text in texts:
         want = [piece for piece, _ in theirs.pre_tokenize_str(text)]
         assert [word for word, _ in ours([(text, None)], True)] == want, text
+
+
+def test_a_checkpoint_with_its_spm_model_alone(tmp_path, device):
+    """DeBERTa-v3 as released holds spm.model and no tokenizer.json: its tokenizer is built from
+    it as transformers builds it; PEFT's adapter round-trips, the merged export carries
+    spm.model, and the ONNX export a tokenizer.json that the tokenizers library reads to
+    transformers' ids."""
+    from encoder_checks import check_exports
+    from tokenizers import Tokenizer
+    from transformers import AutoTokenizer
+
+    model_dir = po.tiny_deberta_dir(tmp_path / "model", seed=46, spm_only=True)
+    assert not (model_dir / "tokenizer.json").exists() and (model_dir / "spm.model").is_file()
+    adapter, _ = peft_adapter(model_dir, tmp_path / "adapter", seed=8)
+    check_round_trip(model_dir, adapter, tmp_path / "trained", device)
+    check_exports(model_dir, adapter, tmp_path, "DebertaV2ForSequenceClassification", TEXTS, LABELS)
+    assert (tmp_path / "merged" / "spm.model").is_file()
+    exported = Tokenizer.from_file(str(tmp_path / "onnx" / "tokenizer.json"))
+    theirs = AutoTokenizer.from_pretrained(str(model_dir))
+    for text in TEXTS + ["The FILM was [MASK] great!"]:
+        assert exported.encode(text).ids == theirs(text)["input_ids"], text

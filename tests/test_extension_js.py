@@ -495,6 +495,8 @@ def test_a_sharded_checkpoint_folder_gives_the_engine_its_index_and_shards():
     older = ["config.json", "vocab.txt", "pytorch_model.bin.index.json", "pytorch_model-00001-of-00002.bin",
              "pytorch_model-00002-of-00002.bin", "training_args.bin", "model.onnx"]
     bare = ["config.json", "vocab.txt", "model.onnx", "model.gguf"]
+    deberta = ["config.json", "spm.model", "tokenizer_config.json", "pytorch_model.bin", "tf_model.h5"]
+    untokenized = ["config.json", "model.safetensors", "README.md"]
     got = node(f"""
 import {{ checkpointFiles }} from "{(WEB / 'checkpoint.mjs').as_uri()}";
 const out = [];
@@ -502,11 +504,13 @@ for (const names of DATA) {{
   try {{ out.push(checkpointFiles(names.map((path) => ({{ path, file: null }}))).map((i) => i.path)); }}
   catch (e) {{ out.push(e.message); }}
 }}
-console.log(JSON.stringify(out));""", [names, older, bare])
+console.log(JSON.stringify(out));""", [names, older, bare, deberta, untokenized])
     assert sorted(got[0]) == sorted(names[:6])
     assert sorted(got[1]) == sorted(older[:5])          # no safetensors: the PyTorch weights
     assert got[2] == ("This folder has no weights the engine reads: model.safetensors (or "
                       "pytorch_model.bin), not ONNX, GGUF or other PyTorch files.")
+    assert sorted(got[3]) == sorted(deberta[:4])        # DeBERTa-v3 as released: spm.model
+    assert got[4] == "This folder has no tokenizer (tokenizer.json, vocab.txt or DeBERTa's spm.model)."
 
 
 # --- the sorter's moves --------------------------------------------------------------------

@@ -82,8 +82,8 @@ def check_export(args):
 
         config = Checkpoint.read_config(Path(args.model) / "config.json")
         check_mergeable(kind, adapter_pooling(args.model, args.adapter, config=config)[0], config)
-    if args.format in ("gguf", "onnx") and not any(
-            (Path(args.model) / f).is_file() for f in ("tokenizer.json", "vocab.txt")):
+    readable = ("tokenizer.json", "vocab.txt") + (("spm.model",) if args.format == "onnx" else ())
+    if args.format in ("gguf", "onnx") and not any((Path(args.model) / f).is_file() for f in readable):
         raise FileNotFoundError(f"{args.model} has no tokenizer.json, which the {args.format} "
                                 "export needs")
     check_output_dir(args.out, protected=_protected(args),

@@ -32,6 +32,7 @@ from ..formats.finite import NonFiniteWeightsError
 from ..models.bert_config import MPNET_BUCKETS, MPNET_MAX_DISTANCE
 from ..kernels.rope import rope_inv_freq
 from ..models.relative_position import relative_position_bucket
+from ..tokenizers.checkpoint import DEBERTA_SPM, deberta_tokenizer_config
 from ..formats.output_dir import write_output_dir
 from .merged import ENCODER, ExportError
 
@@ -400,5 +401,10 @@ def save_onnx(merged, directory, quant="f32", protected=(), progress=None):
         for name in TOKENIZER_FILES:
             if (Path(merged.source) / name).is_file():
                 shutil.copyfile(Path(merged.source) / name, staging / name)
+        if not (staging / "tokenizer.json").is_file() and (Path(merged.source) / DEBERTA_SPM).is_file():
+            # DeBERTa-v3's spm.model alone: the tokenizer.json transformers builds from it
+            (staging / "tokenizer.json").write_text(
+                json.dumps(deberta_tokenizer_config(merged.source), ensure_ascii=False),
+                encoding="utf-8")
 
     return write_output_dir(directory, fill, protected, kind="an export")

@@ -13,7 +13,7 @@ from .finite import require_finite
 from .output_dir import write_output_dir
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                   "chat_template.jinja", "vocab.txt", "spiece.model")
+                   "chat_template.jinja", "vocab.txt", "spiece.model", "spm.model")
 COPIED = ("config.json", "generation_config.json") + TOKENIZER_FILES
 
 

@@ -34,7 +34,29 @@ def classifier_tokenizer(model_dir):
         # MPNet's vocab.txt is BERT's with MPNet's special tokens added: its tokenizer uses those
         family = "mpnet" if _model_type(model_dir) == "mpnet" else "bert"
         return WordPieceTokenizer.from_vocab(model_dir / "vocab.txt", family=family)
-    raise FileNotFoundError(f"{model_dir} has neither tokenizer.json nor vocab.txt")
+    if (model_dir / DEBERTA_SPM).is_file() and _model_type(model_dir) == "deberta-v2":
+        return _deberta_tokenizer(model_dir)
+    raise FileNotFoundError(f"{model_dir} has neither tokenizer.json nor vocab.txt" + (
+        f" (nor {DEBERTA_SPM}, read for DeBERTa-v2)" if _model_type(model_dir) == "deberta-v2" else ""))
+
+
+DEBERTA_SPM = "spm.model"       # DeBERTa-v3's checkpoints ship their SentencePiece model alone
+
+
+def deberta_tokenizer_config(model_dir):
+    """The tokenizer.json transformers' DebertaV2Tokenizer builds from a DeBERTa-v2 checkpoint's
+    spm.model and tokenizer_config.json (sentencepiece_model.deberta_tokenizer_json)."""
+    from .sentencepiece_model import deberta_tokenizer_json, read_pieces
+
+    path = Path(model_dir) / DEBERTA_SPM
+    return deberta_tokenizer_json(read_pieces(path.read_bytes(), str(path)),
+                                  _tokenizer_config(model_dir))
+
+
+def _deberta_tokenizer(model_dir):
+    tokenizer = SubwordTokenizer.from_json(deberta_tokenizer_config(model_dir))
+    _pad_as_configured(tokenizer, {"pad_token": "[PAD]", **_tokenizer_config(model_dir)})
+    return tokenizer
 
 
 def _model_type(model_dir):
@@ -139,6 +161,13 @@ def _tokenizer_and_config(model_dir, parsed=None):
         raise FileNotFoundError(f"{model_dir} has no tokenizer.json")
     tokenizer = SubwordTokenizer.from_file(path, parsed)
     config = _tokenizer_config(model_dir)
+    _pad_as_configured(tokenizer, config)
+    return tokenizer, config
+
+
+def _pad_as_configured(tokenizer, config):
+    """Where the tokenizer defines no padding: tokenizer_config.json's pad_token, else its
+    eos_token, where the vocabulary holds it."""
     if tokenizer.pad_id is None:
         for key in ("pad_token", "eos_token"):
             token = config.get(key)
@@ -146,7 +175,6 @@ def _tokenizer_and_config(model_dir, parsed=None):
             if token is not None and tokenizer.token_to_id(token) is not None:
                 tokenizer.pad_id = tokenizer.token_to_id(token)
                 break
-    return tokenizer, config
 
 
 def _tokenizer_config(directory):

@@ -7,7 +7,7 @@
 const WANTED = new Set([
   "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt",
   "vocab.json", "merges.txt", "special_tokens_map.json", "added_tokens.json", "chat_template.jinja",
-  "chat_template.json", "model.safetensors.index.json",
+  "chat_template.json", "model.safetensors.index.json", "spm.model",
 ]);
 // PyTorch weights as transformers names them: one file, or shards and their index
 const TORCH_WEIGHTS = /^pytorch_model(-\d+-of-\d+\.bin|\.bin|\.bin\.index\.json)$/;
@@ -32,8 +32,9 @@ export function checkpointFiles(items) {
       ? "This folder has no weights the engine reads: model.safetensors (or pytorch_model.bin), not ONNX, GGUF or other PyTorch files."
       : "This folder has no model.safetensors: the weights are missing.");
   }
-  if (!names.has("tokenizer.json") && !names.has("vocab.txt")) {
-    throw new Error("This folder has no tokenizer (tokenizer.json or vocab.txt).");
+  // spm.model: DeBERTa-v3's SentencePiece model, which it ships instead of tokenizer.json
+  if (!names.has("tokenizer.json") && !names.has("vocab.txt") && !names.has("spm.model")) {
+    throw new Error("This folder has no tokenizer (tokenizer.json, vocab.txt or DeBERTa's spm.model).");
   }
   return chosen;
 }
