@@ -1,5 +1,6 @@
-"""A checkpoint directory's tokenizer: tokenizer.json (or BERT's vocab.txt), and for chat models
-tokenizer_config.json's padding token and chat template (or chat_template.jinja).
+"""A checkpoint directory's tokenizer: tokenizer.json (or BERT's vocab.txt, DeBERTa-v3's
+spm.model), and for chat models tokenizer_config.json's padding token and chat template (or
+chat_template.jinja).
 
     tokenizer = classifier_tokenizer(model_dir)              # BERT family, RoBERTa's kind
     tokenizer, template = chat_tokenizer(model_dir)          # decoders; template may be None
