@@ -150,13 +150,7 @@ def _position_bias(g, merged, prefix):
     span = config.positions - 1
     offsets = [relative_position_bucket(r, True, MPNET_BUCKETS, MPNET_MAX_DISTANCE)
                for r in range(-span, span + 1)]
-    g.const("offset_span", np.array(span, np.int64))
-    length = g.op("Gather", [g.op("Shape", ["input_ids"]), g.const("one_index", np.array(1, np.int64))],
-                  axis=0)
-    steps = g.op("Range", [g.const("zero_index", np.array(0, np.int64)), length, "one_index"])
-    offset = g.op("Sub", [g.op("Unsqueeze", [steps, "zero"]), g.op("Unsqueeze", [steps, "axis1"])])
-    buckets = g.op("Gather", [g.const("position_bucket_table", np.array(offsets, np.int64)),
-                              g.op("Add", [offset, "offset_span"])], axis=0)
+    buckets = _by_offset(g, "position_bucket_table", offsets, key_minus_query=True)
     name = prefix + config.relative_attention_bias
     rows = g.op("Gather", [g.const(name, _weight(merged, name)), buckets], axis=0)   # [T, T, H]
     return g.op("Transpose", [rows], perm=[2, 0, 1])
@@ -168,21 +162,29 @@ def _disentangled(g, merged, prefix, q_shape):
     distance the positions allow (models/bert.py's _relative_embeddings), expanded to the
     scores' shape [B, H, T, T] for GatherElements."""
     config = merged.config
-    span = config.positions - 1
     relative_rows = config.relative_rows(config.positions)
     table_rows = [relative_rows.first + offset for offset in relative_rows.offsets]
     name = prefix + "encoder.rel_embeddings.weight"
     rows = g.const(name, _weight(merged, name))
     if config.norm_rel_ebd:
         rows = _layer_norm(g, merged, rows, prefix + "encoder.LayerNorm", config.layer_norm_eps)
+    index = _by_offset(g, "relative_row_table", table_rows, key_minus_query=False)
+    return rows, g.op("Expand", [index, q_shape])
+
+
+def _by_offset(g, name, values, key_minus_query):
+    """[T, T] for the input's length T: values[offset + span] of each query i and key j, with
+    offset j - i (key_minus_query) or i - j, `values` a constant over every offset from -span
+    to span (2 span + 1 of them)."""
+    span = (len(values) - 1) // 2
     g.const("offset_span", np.array(span, np.int64))
     length = g.op("Gather", [g.op("Shape", ["input_ids"]), g.const("one_index", np.array(1, np.int64))],
                   axis=0)
     steps = g.op("Range", [g.const("zero_index", np.array(0, np.int64)), length, "one_index"])
-    distance = g.op("Sub", [g.op("Unsqueeze", [steps, "axis1"]), g.op("Unsqueeze", [steps, "zero"])])
-    index = g.op("Gather", [g.const("relative_row_table", np.array(table_rows, np.int64)),
-                            g.op("Add", [distance, "offset_span"])], axis=0)        # [T, T]
-    return rows, g.op("Expand", [index, q_shape])
+    queries, keys = g.op("Unsqueeze", [steps, "axis1"]), g.op("Unsqueeze", [steps, "zero"])
+    offset = g.op("Sub", [keys, queries] if key_minus_query else [queries, keys])
+    return g.op("Gather", [g.const(name, np.array(values, np.int64)),
+                           g.op("Add", [offset, "offset_span"])], axis=0)
 
 
 def _rotary(g, x, tables):
