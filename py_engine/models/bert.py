@@ -39,6 +39,18 @@ added to every layer's attention scores before the mask, as T5's encoder adds on
     scores = q k^T / sqrt(d) + table[bucket(j - i)]      (table: encoder.relative_attention_bias)
 
 The table is frozen (PEFT's LoRA does not wrap an embedding).
+
+DeBERTa-v2 (deberta-v2, DeBERTa-v3's type; config.deberta) is BERT's encoder under "deberta."
+with *_proj names, v3 without position and token type rows, and a disentangled attention: the
+relative embedding rows E (normalised where config.json says, each layer's own dropout) go
+through the layer's own key and query linears, LoRA included, and each score adds them by the
+row r(i - j) of the query-key distance (log buckets, relative_position.deberta_relative_rows):
+
+    scores = (q_i k_j + q_i key(E)[r(i - j)] + k_j query(E)[r(i - j)]) / sqrt(3 d)
+
+(backends' disentangled_bias). Its head is DebertaV2ForSequenceClassification's:
+classifier(Dropout(GELU(pooler.dense(Dropout(x[:, 0]))))), the pooler outside the prefix,
+trained whole where the checkpoint has none.
 """
 
 from .bert_config import BERT_LAYER, MPNET_BUCKETS, MPNET_MAX_DISTANCE
@@ -290,13 +302,11 @@ class BertClassifier(AdaptedModel):
         linears (their adapters', and their biases' with bias="all"); the rows' own gradient
         is appended to `drel` where their norm's bias trains."""
         wanted = self.linears.trains_other_biases and self.config.norm_rel_ebd
-        d = None
-        for what, grad in (("key", dpk), ("query", dpq)):
-            if grad is not None:
-                g = self.linears.backward(be, names[what], grad, s["pos"], input_grad=wanted)
-                d = g if d is None else (be.add(d, g) if g is not None else d)
-        if wanted and d is not None:
-            drel.append(be.dropout_backward(d, s["rel_drop"]))
+        grads = [self.linears.backward(be, names[what], grad, s["pos"], input_grad=wanted)
+                 for what, grad in (("key", dpk), ("query", dpq)) if grad is not None]
+        if wanted:
+            total = grads[0] if len(grads) == 1 else be.add(*grads)
+            drel.append(be.dropout_backward(total, s["rel_drop"]))
 
     def _activation(self, be, x):
         """The head's activation (ClassifierHead.activation): tanh, ReLU or GELU."""
