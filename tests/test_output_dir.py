@@ -10,7 +10,7 @@ import pytest
 
 from py_engine.formats.model_dir import save_model_dir
 from py_engine.formats.output_dir import (MARKER, OutputDirError, check_output_dir,
-                                          write_output_dir)
+                                          remove_output_dir, write_files, write_output_dir)
 from py_engine.formats.peft_adapter import load_adapter, save_adapter
 
 CONFIG = {"r": 2, "lora_alpha": 2, "target_modules": ["query"], "task_type": "SEQ_CLS",
@@ -189,3 +189,24 @@ def test_save_model_dir_never_writes_over_its_source(inputs):
     with pytest.raises(OutputDirError, match="it holds the checkpoint being fine-tuned"):
         save_model_dir(work, model, weights)
     assert snapshot(work / "tuned") == before
+
+
+def test_only_py_engine_s_own_output_of_the_kind_is_removed(tmp_path):
+    """remove_output_dir deletes a directory py_engine wrote as that kind and nothing else: one
+    it did not write, one with a file added, one of another kind are refused and left as
+    they were."""
+    state = write_files(tmp_path / "state", {"a.json": b"{}"}, kind="a training state")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "a.json").write_bytes(b"{}")
+    added = write_files(tmp_path / "added", {"a.json": b"{}"}, kind="a training state")
+    (added / "notes.txt").write_text("mine")
+    model = write_files(tmp_path / "model", {"a.json": b"{}"}, kind="a model")
+    for path, reason in ((mine, "did not write"), (added, "notes.txt"), (model, "a model"),
+                         (tmp_path / "missing", "not a directory")):
+        before = sorted(p.name for p in path.iterdir()) if path.exists() else None
+        with pytest.raises(OutputDirError, match=reason):
+            remove_output_dir(path, "a training state")
+        assert (sorted(p.name for p in path.iterdir()) if path.exists() else None) == before
+    remove_output_dir(state, "a training state")
+    assert not state.exists()

@@ -631,6 +631,52 @@ def test_a_saved_state_that_cannot_be_put_back_is_kept_aside_and_the_model_start
     assert reply["error"]["message"] == "Input/output error" and saves == [], reply
 
 
+def test_states_set_aside_are_listed_downloaded_and_removed(tmp_path, checkpoints):
+    """The states set aside stay until the user removes them: set_aside_states lists them
+    (whose model, why, their files and size), export_set_aside_state gives their files as they
+    were kept, remove_set_aside_state deletes one and nothing else. Names that are not a state
+    set aside (the model's own state, one missing, any other string) are refused, and so is a
+    kept state the user added a file to (deleting it would delete that file)."""
+    load = {"source": "files", "name": "tiny", "files": checkpoints["bert"], "labels": ["neg", "pos"]}
+    svc = service(tmp_path, Events())
+    call(svc, "load_model", **load)
+    assert call(svc, "set_aside_states") == []
+    call(svc, "import_text", name="reviews.jsonl", data=jsonl(sentiment(24, 1)))
+    assert call(svc, "force_slice", budget_ms=60_000)["ran"]
+    assert call(svc, "save")["saved"]
+    svc.close()
+    (key,) = [p.name for p in (tmp_path / "states").iterdir()]
+    for _ in range(2):
+        _cut_snapshots(tmp_path / "states" / key, "adapter_model.safetensors")
+        spoiled = {name: data for name, data in files_of(tmp_path / "states" / key).items()
+                   if name != ".py_engine-output"}      # who wrote it, not a file of the state
+        events = Events()
+        svc = service(tmp_path, events)
+        aside = call(svc, "load_model", **load)["set_aside"]
+        svc.close()
+    names = [f"{key}.unreadable-1", f"{key}.unreadable-2"]
+    events = Events()
+    svc = service(tmp_path, events)
+    call(svc, "load_model", **load)
+    listed = call(svc, "set_aside_states")
+    assert [s["name"] for s in listed] == names and aside["kept_as"] == names[1]
+    assert listed[1] == {"name": names[1], "model": key, "why": "unreadable", "files": sorted(spoiled),
+                         "bytes": sum(len(b) for b in spoiled.values())}
+    assert call(svc, "export_set_aside_state", name=names[1])["files"] == spoiled
+    for bad in (key, f"{key}.unreadable-3", "../states", None, 7):
+        reply = run_async(svc.call("remove_set_aside_state", {"name": bad}))
+        assert reply["error"]["kind"] == "user" and "set aside" in reply["error"]["message"], (bad, reply)
+    (tmp_path / "states" / names[0] / "my notes.txt").write_text("mine")
+    reply = run_async(svc.call("remove_set_aside_state", {"name": names[0]}))
+    assert "my notes.txt" in reply["error"]["message"] and (tmp_path / "states" / names[0]).is_dir()
+    left = call(svc, "remove_set_aside_state", name=names[1])
+    assert [s["name"] for s in left] == [names[0]] and not (tmp_path / "states" / names[1]).exists()
+    assert sorted(p.name for p in (tmp_path / "states").iterdir()) == sorted([key, names[0]])
+    assert any("removed" in e["message"] for e in events.of("log"))
+    assert call(svc, "predict", text="a fine film")["label"] in ("neg", "pos")     # untouched
+    svc.close()
+
+
 def test_a_chat_adapter_with_its_own_options_and_tokens_loads_learns_and_comes_back(tmp_path):
     """load_model with a chat adapter reads it as the CLI does: its own LoRA options, the
     tables it trains whole and the tokenizer saved beside it (an adapter made as TRL makes

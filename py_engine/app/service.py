@@ -10,7 +10,8 @@ Methods (keyword params as the page sends them; results JSON-ready, bytes as Pyt
 load_model, status, import_text, import_html, import_file, import_url, import_dataset,
 predict, predict_many, correct, relabel, reset, chat, idle, activity, set_idle_state, force_slice, pause, resume, configure,
 start_loop, stop_loop, snapshots, restore_snapshot, export_adapter, import_adapter,
-export_dataset, save. Events go to emit(event): the trainer's ("step", "quality", "snapshot",
+export_dataset, save, set_aside_states, export_set_aside_state, remove_set_aside_state. Events
+go to emit(event): the trainer's ("step", "quality", "snapshot",
 "rollback", "slice", "restore", "saved", "restored"), "token" {request, text} while chatting,
 "progress" {task, done, total, what}, "state_set_aside" {why, reason, kept_as,
 corrections_requeued} (load_model put aside a saved state it could not use), "status" (status(), at most every status_interval_s
@@ -32,6 +33,7 @@ Pure Python: this runs in the browser.
 import asyncio
 import contextlib
 import json
+import re
 import time
 import traceback
 from dataclasses import fields, replace
@@ -45,7 +47,8 @@ from ..data.queue import QueueConfig, TrainingQueue
 from ..data.record import Record
 from ..data.storage import in_browser
 from ..gpu import DeviceLostError, GPUError
-from ..train.state import DirectoryStore, IndexedDBStateStore, StateError, as_store
+from ..train.state import (DirectoryStore, IndexedDBStateStore, StateError, as_store,
+                           directory_state_keys, indexeddb_state_keys)
 from .batches import BatchConfig
 from .learner import WORKING_SET_FILE, Learner, LearnerConfig
 from .models import load_model_files
@@ -55,7 +58,10 @@ METHODS = ("device", "load_model", "status", "import_text", "import_html", "impo
            "import_dataset", "predict", "predict_many", "correct", "relabel", "reset", "chat",
            "idle", "activity", "set_idle_state", "force_slice", "pause", "resume", "configure",
            "start_loop", "stop_loop", "snapshots", "restore_snapshot", "export_adapter",
-           "import_adapter", "export_dataset", "save", "acknowledge_loss")
+           "import_adapter", "export_dataset", "save", "acknowledge_loss", "set_aside_states",
+           "export_set_aside_state", "remove_set_aside_state")
+# A saved state set aside (_set_aside): the model's key, why, and a number from 1
+SET_ASIDE = re.compile(r"^(?P<model>.+)\.(?P<why>[a-z_]+)-(?P<n>[1-9][0-9]*)$")
 LEASE_SECONDS = 120.0        # a reload gives back what it held within two minutes
 LOOP_RETRY_S = 60.0          # the scheduler's loop, ended by an error, starts again this much later
 EXAMPLES_SHOWN = 5
@@ -165,7 +171,7 @@ class EngineService:
         if self.states is None:
             if not in_browser():
                 raise UserError("give the service a states directory on the host")
-            return IndexedDBStateStore(f"app/{key}")
+            return IndexedDBStateStore(IndexedDBStateStore.PREFIX + key)
         from pathlib import Path
 
         return DirectoryStore(Path(self.states) / key)
@@ -263,7 +269,8 @@ class EngineService:
                 break                       # a free name
         else:
             raise UserError(f"the saved state {model.key!r} is to be set aside ({reason}), but "
-                            f"99 states set aside are kept already: remove some")
+                            f"99 states set aside are kept already: remove some "
+                            "(set_aside_states lists them, remove_set_aside_state removes one)")
         await as_store(self._store(kept_as)).save(files)
         await self._back_to_initial(model)
         learner = self._learner(model)
@@ -279,6 +286,56 @@ class EngineService:
                               f"the model starts from what it was loaded with, and {requeued} "
                               f"corrections it had learned are queued to learn again"})
         return out, learner
+
+    async def set_aside_states(self):
+        """The saved states set aside (_set_aside), of every model this service keeps states
+        for: [{"name", "model" (its key), "why", "files" (their names), "bytes"}], by name."""
+        out = []
+        for key in await self._state_keys():
+            found = SET_ASIDE.match(key)
+            if found is None:
+                continue
+            try:
+                files = await as_store(self._store(key)).load()
+            except StateError:
+                files = {}          # listed all the same: it can still be removed
+            out.append({"name": key, "model": found["model"], "why": found["why"],
+                        "files": sorted(files), "bytes": sum(len(v) for v in files.values())})
+        return out
+
+    async def export_set_aside_state(self, name=None):
+        """A state set aside, its files as they were kept ({"files": {name: bytes}}): the
+        adapter, labels and training state the model had when it was put aside."""
+        await self._check_set_aside(name)
+        try:
+            files = await as_store(self._store(name)).load()
+        except StateError as e:
+            raise UserError(str(e)) from None
+        return {"files": files}
+
+    async def remove_set_aside_state(self, name=None):
+        """Delete a state set aside (never the state a model is using: those are not named
+        so); the states set aside that remain."""
+        await self._check_set_aside(name)
+        await as_store(self._store(name)).delete()
+        self.emit({"event": "log", "level": "info",
+                   "message": f"the saved state set aside as {name!r} was removed"})
+        return await self.set_aside_states()
+
+    async def _check_set_aside(self, name):
+        if not isinstance(name, str) or SET_ASIDE.match(name) is None:
+            raise UserError(f"{name!r} does not name a saved state set aside "
+                            "(set_aside_states lists them)")
+        if name not in await self._state_keys():
+            raise UserError(f"no saved state set aside as {name!r} (set_aside_states lists them)")
+
+    async def _state_keys(self):
+        """The keys of every saved state this service keeps."""
+        if callable(self.states):
+            raise UserError("this service's saved states are kept by a store that cannot list them")
+        if self.states is None:
+            return await indexeddb_state_keys(IndexedDBStateStore.PREFIX)
+        return directory_state_keys(self.states)
 
     def _carried_app_files(self, files):
         """The app's files of a state set aside that a fresh state keeps ({name: bytes}, those

@@ -139,6 +139,28 @@ def _check_existing(out, shown, kind):
                              f"writing {kind} there would delete; name a new directory")
 
 
+def remove_output_dir(path, kind):
+    """Delete a directory py_engine wrote as `kind` (its marker says so) and holding nothing
+    but what the marker lists; anything else (a directory py_engine did not write, one with
+    the user's files added, one of another kind) is refused and left as it is."""
+    out = _resolved(path)
+    shown = os.fspath(path)
+    if not out.is_dir():
+        raise OutputDirError(f"cannot remove {shown}: it is not a directory")
+    marker = _marker(out)
+    if marker is None:
+        raise OutputDirError(f"cannot remove {shown}: py_engine did not write it")
+    if marker.get("kind") != kind:
+        raise OutputDirError(f"cannot remove {shown}: it holds {marker.get('kind') or 'output'} "
+                             f"py_engine wrote, not {kind}")
+    foreign = sorted(set(os.listdir(out)) - set(marker["files"]) - {MARKER})
+    if foreign:
+        listed = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise OutputDirError(f"cannot remove {shown}: besides py_engine's output it holds "
+                             f"{listed}, which removing it would delete")
+    shutil.rmtree(out)
+
+
 def write_output_dir(path, fill, protected=(), kind=None):
     """Check `path` (check_output_dir), create a staging directory beside it, call
     fill(staging: Path) to write the files, add the marker (with `kind`), and swap it in.

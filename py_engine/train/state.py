@@ -230,6 +230,12 @@ class DirectoryStore:
 
         return write_files(self.path, files, self.protected, kind="a training state")
 
+    async def delete(self):
+        """Remove the state, if py_engine wrote it as one (formats.output_dir.remove_output_dir)."""
+        from ..formats.output_dir import remove_output_dir
+
+        remove_output_dir(self.path, "a training state")
+
     async def load(self):
         if not self.path.is_dir():
             raise StateError(f"no training state at {self.path}")
@@ -245,9 +251,32 @@ class DirectoryStore:
         return files
 
 
+def directory_state_keys(root):
+    """The keys of the training states a DirectoryStore keeps under `root` (the directories
+    py_engine wrote there as training states)."""
+    from pathlib import Path
+
+    from ..formats.output_dir import MARKER
+
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and (p / MARKER).is_file())
+
+
+async def indexeddb_state_keys(prefix):
+    """The keys of the training states in the browser's IndexedDB under `prefix`, without it."""
+    from py_engine_state_store import listKeys
+
+    keys = (await listKeys()).to_py()
+    return sorted(k[len(prefix):] for k in keys if isinstance(k, str) and k.startswith(prefix))
+
+
 class IndexedDBStateStore:
     """A training state in the browser's IndexedDB (database "py_engine", store "states"),
     under `key`; a save is one transaction, so a reload mid-save keeps the previous state."""
+
+    PREFIX = "app/"         # the app's states (EngineService), under "app/<model key>"
 
     def __init__(self, key):
         self.key = key
@@ -260,6 +289,11 @@ class IndexedDBStateStore:
         await putFiles(self.key, to_js({name: to_js(bytes(data)) for name, data in files.items()},
                                        dict_converter=_js_object))
         return self.key
+
+    async def delete(self):
+        from py_engine_state_store import deleteFiles
+
+        await deleteFiles(self.key)
 
     async def load(self):
         from pyodide.ffi import jsnull
