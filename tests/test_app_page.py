@@ -599,6 +599,28 @@ def test_a_saved_state_that_cannot_be_put_back_is_kept_aside(browser, site, chec
         states = page.evaluate(STATES_JS, None)
         assert set(states) == set(before) | {"app/" + aside["kept_as"]}, states
         assert states["app/" + aside["kept_as"]] == dict(before[key], **{"adapter_model.safetensors": 100})
+        # the state set aside is listed where the files are; its files download as kept
+        page.wait_for_selector("#set-aside:not([hidden])")
+        rows = page.locator("#set-aside-list tbody tr")
+        assert rows.count() == 1 and rows.nth(0).locator("td").nth(0).inner_text() == aside["kept_as"]
+        assert rows.nth(0).locator("td").nth(1).inner_text() == "could not be put back"
+        page.locator("#set-aside").scroll_into_view_if_needed()
+        shot(page, "11b-state-set-aside-listed")
+        with page.expect_download() as info:
+            rows.nth(0).locator("button.download").click()
+        with zipfile.ZipFile(info.value.path()) as archive:
+            kept = {name: len(archive.read(name)) for name in archive.namelist()}
+        assert kept == states["app/" + aside["kept_as"]], kept
+        # Remove asks once more on the same button, then the state is gone from the browser
+        rows.nth(0).locator("button.remove").click()
+        assert rows.nth(0).locator("button.remove").inner_text() == "Remove for good"
+        shot(page, "11c-state-set-aside-confirm")
+        assert set(page.evaluate(STATES_JS, None)) == set(states)
+        rows.nth(0).locator("button.remove").click()
+        page.wait_for_selector("#set-aside", state="hidden")
+        assert page.inner_text("#files-message") == f"Saved state {aside['kept_as']} removed."
+        shot(page, "11d-state-set-aside-removed")
+        assert set(page.evaluate(STATES_JS, None)) == set(states) - {"app/" + aside["kept_as"]}
         again = page.evaluate("(text) => window.app.engine.call('predict', {text})", "a fine film")
         assert again["label"] == loaded["label"], (loaded, again)
         assert all(abs(again["probs"][k] - p) < 1e-5 for k, p in loaded["probs"].items()), (loaded, again)

@@ -314,6 +314,7 @@ async function loadModel(params, label) {
     $("model-choose").hidden = true;
     showAdapter(summary.adapter);
     showTryPanel(summary);
+    await showSetAside();
     await applySettings({ save_every_s: SAVE_EVERY_S, ...(saved.settings || {}) }, { quiet: true });
     show($("model-progress"), "");
     await refresh();
@@ -575,6 +576,42 @@ async function exportDataset(button) {
       filesMessage(describe(e), "bad");
     }
   });
+}
+
+// The saved states set aside (the engine keeps them until the user removes them).
+async function showSetAside() {
+  let states = [];
+  try {
+    states = await engine.call("set_aside_states");
+  } catch (e) {
+    filesMessage(describe(e), "bad");
+  }
+  $("set-aside").hidden = !states.length;
+  view.renderSetAside($("set-aside-list").tBodies[0], states, downloadSetAside, removeSetAside);
+}
+
+async function downloadSetAside(state, button) {
+  await busy(button, async () => {
+    try {
+      const { files } = await engine.call("export_set_aside_state", { name: state.name });
+      download(zip(files), `${safeName(state.name)}.zip`);
+      filesMessage(`Saved state ${state.name} downloaded: ${Object.keys(files).join(", ")}.`, "ok");
+    } catch (e) {
+      filesMessage(describe(e), "bad");
+    }
+  });
+}
+
+async function removeSetAside(state, button) {
+  await busy(button, async () => {
+    try {
+      await engine.call("remove_set_aside_state", { name: state.name });
+      filesMessage(`Saved state ${state.name} removed.`, "ok");
+    } catch (e) {
+      filesMessage(describe(e), "bad");
+    }
+  });
+  await showSetAside();
 }
 
 async function importDataset(input) {

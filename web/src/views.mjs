@@ -2,6 +2,8 @@
 // predictions, chat). DOM only, no engine calls: app.mjs passes in what buttons should do.
 // Text always goes in as textContent: nothing the model, a file or a web page says is HTML.
 
+import { formatBytes } from "./files.mjs";
+
 const $ = (id) => document.getElementById(id);
 
 export function el(tag, props = {}, ...children) {
@@ -159,6 +161,30 @@ export function renderSnapshots(tbody, snapshots, onRestore) {
       type: "button", class: "restore", text: "Roll back here", "aria-label": `Roll back to snapshot ${s.index} (step ${s.step})`,
       onclick: (e) => onRestore(s, e.currentTarget),
     })))));
+}
+
+// --- saved states set aside ----------------------------------------------------------------------
+
+const SET_ASIDE_WHY = { unreadable: "could not be put back", shipped_changed: "the shipped model changed" };
+
+// states: [{name, model, why, files, bytes}] (EngineService.set_aside_states); onDownload and
+// onRemove get the state and the button clicked. Remove asks once more on the same button.
+export function renderSetAside(tbody, states, onDownload, onRemove) {
+  tbody.replaceChildren(...states.map((s) => el("tr", {},
+    el("td", { text: s.name, class: "name" }),
+    el("td", { text: SET_ASIDE_WHY[s.why] || s.why.replace(/_/g, " ") }),
+    el("td", { class: "num", text: formatBytes(s.bytes) }),
+    el("td", {},
+      el("button", { type: "button", class: "download", text: "Download", "aria-label": `Download the files of ${s.name}`,
+        onclick: (e) => onDownload(s, e.currentTarget) }), " ",
+      el("button", { type: "button", class: "remove", text: "Remove", "aria-label": `Remove ${s.name}`,
+        onclick: (e) => {
+          const button = e.currentTarget;
+          if (button.dataset.confirm) return onRemove(s, button);
+          button.dataset.confirm = "1";
+          button.textContent = "Remove for good";
+          button.classList.add("danger");
+        } })))));
 }
 
 // rollbacks: the guard's automatic ones ({reason, step, to_step, snapshot, metric}) and the
