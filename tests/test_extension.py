@@ -876,8 +876,27 @@ def test_a_saved_state_that_cannot_be_put_back_is_kept_aside(extension):
         told = page.inner_text("#engine-detail")
         assert "could not be read back" in told and "classification-state-tabs.unreadable-1" in told, told
         assert ("again while you are away" in told) == bool(aside["corrections_requeued"]), told
+        # the state kept aside is listed in the popup, to download or remove (asked once more)
+        page.wait_for_selector("#kept:not([hidden])")
+        (item,) = page.locator("#kept-states li").all()
+        assert item.locator(".title").get_attribute("title") == aside["kept_as"]
+        assert item.locator(".title").inner_text().startswith("could not be read back, ")
         if os.environ.get("PY_ENGINE_SCREENSHOTS"):
             page.screenshot(path=os.path.join(os.environ["PY_ENGINE_SCREENSHOTS"], "popup-state-set-aside.png"),
+                            full_page=True)
+        with page.expect_download() as download:
+            item.locator("button.download").click()
+        with zipfile.ZipFile(download.value.path()) as archive:
+            kept = {name: len(archive.read(name)) for name in archive.namelist()}
+        assert kept == states["app/" + aside["kept_as"]], kept
+        item.locator("button.remove").click()
+        assert item.locator("button.remove").inner_text() == "Remove for good"
+        assert "app/" + aside["kept_as"] in page.evaluate(STATES_JS, None)
+        item.locator("button.remove").click()
+        page.wait_for_selector("#kept", state="hidden")
+        assert "app/" + aside["kept_as"] not in page.evaluate(STATES_JS, None)
+        if os.environ.get("PY_ENGINE_SCREENSHOTS"):
+            page.screenshot(path=os.path.join(os.environ["PY_ENGINE_SCREENSHOTS"], "popup-state-removed.png"),
                             full_page=True)
         # the same after an update of the extension that ships another model (TabService;
         # tests/test_tab_service.py): the popup says so, as no fault (the state as that case

@@ -10,6 +10,7 @@
 import { deviceLostReason } from "./engine_client.mjs";
 import { engineCall } from "./engine_link.mjs";
 import { isWebPage, notSorted, waitsForModel } from "./grouping.mjs";
+import { formatBytes } from "./files.mjs";
 import { unzip, zip } from "./zip.mjs";
 
 const $ = (id) => document.getElementById(id);
@@ -229,6 +230,68 @@ async function editCategories(change, done) {
   await refresh();
 }
 
+// --- saved states set aside ----------------------------------------------------------------------
+
+const KEPT_WHY = { unreadable: "could not be read back", shipped_changed: "made from an earlier shipped model" };
+let keptShown = false; // listed once the model is ready (listing reads every kept state)
+
+// The saved states the engine set aside (EngineService.set_aside_states): kept until removed.
+async function showKept() {
+  let states = [];
+  try {
+    states = await engineCall("set_aside_states");
+  } catch (e) {
+    message("learning-message", e.message, "bad");
+  }
+  $("kept").hidden = !states.length;
+  if (!states.length) return;
+  const total = states.reduce((n, s) => n + s.bytes, 0);
+  $("kept-detail").textContent = `Earlier learning kept aside (${states.length}, ${formatBytes(total)}): download it, or remove it to free the space.`;
+  $("kept-states").replaceChildren(...states.map((s) => {
+    const item = document.createElement("li");
+    const label = Object.assign(document.createElement("span"), {
+      className: "title", textContent: `${KEPT_WHY[s.why] || s.why.replace(/_/g, " ")}, ${formatBytes(s.bytes)}`, title: s.name,
+    });
+    const download = Object.assign(document.createElement("button"), { textContent: "Download", className: "download" });
+    download.addEventListener("click", () => downloadKept(s));
+    const remove = Object.assign(document.createElement("button"), { textContent: "Remove", className: "remove" });
+    remove.addEventListener("click", () => {
+      if (!remove.dataset.confirm) {
+        remove.dataset.confirm = "1"; // asked once more on the same button
+        remove.textContent = "Remove for good";
+        return;
+      }
+      removeKept(s);
+    });
+    item.append(label, download, remove);
+    return item;
+  }));
+}
+
+async function downloadKept(state) {
+  try {
+    const { files } = await engineCall("export_set_aside_state", { name: state.name });
+    const a = document.createElement("a");
+    a.href = URL.createObjectURL(zip(files));
+    a.download = `${state.name.replace(/[^\w.-]+/g, "-")}.zip`;
+    a.click();
+    setTimeout(() => URL.revokeObjectURL(a.href), 10_000);
+    message("learning-message", `Kept state downloaded: ${Object.keys(files).join(", ")}.`, "ok");
+  } catch (e) {
+    message("learning-message", e.message, "bad");
+  }
+}
+
+async function removeKept(state) {
+  try {
+    await engineCall("remove_set_aside_state", { name: state.name });
+    message("learning-message", "Kept state removed.", "ok");
+  } catch (e) {
+    message("learning-message", e.message, "bad");
+  }
+  await showKept();
+}
+
 // --- refreshing -----------------------------------------------------------------------------
 
 async function refresh() {
@@ -246,6 +309,10 @@ async function refresh() {
   showTab();
   showCategories();
   $("include-user-groups").checked = snapshot.settings.includeUserGroups;
+  if (snapshot.engine.phase === "ready" && !keptShown) {
+    keptShown = true;
+    await showKept();
+  }
   document.body.dataset.phase = snapshot.engine.phase; // for tests: what is shown
 }
 
