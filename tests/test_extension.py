@@ -929,7 +929,6 @@ def test_a_saved_state_that_cannot_be_put_back_is_kept_aside(extension):
 
 
 def test_the_adapter_goes_out_of_the_popup_and_back_in(extension, tmp_path):
-
     ext = extension
     wait_ready(ext)
     # no idle training between the export and the comparison
