@@ -619,6 +619,7 @@ def test_a_saved_state_that_cannot_be_put_back_is_kept_aside(browser, site, chec
         rows.nth(0).locator("button.remove").click()
         page.wait_for_selector("#set-aside", state="hidden")
         assert page.inner_text("#files-message") == f"Saved state {aside['kept_as']} removed."
+        assert not page.is_visible("[data-banner=state]")       # it named the state removed
         shot(page, "11d-state-set-aside-removed")
         assert set(page.evaluate(STATES_JS, None)) == set(states) - {"app/" + aside["kept_as"]}
         again = page.evaluate("(text) => window.app.engine.call('predict', {text})", "a fine film")

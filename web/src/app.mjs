@@ -607,6 +607,7 @@ async function removeSetAside(state, button) {
     try {
       await engine.call("remove_set_aside_state", { name: state.name });
       filesMessage(`Saved state ${state.name} removed.`, "ok");
+      if (app.model?.set_aside?.kept_as === state.name) banner("state"); // it named the state removed
     } catch (e) {
       filesMessage(describe(e), "bad");
     }
