@@ -881,7 +881,7 @@ def test_a_saved_state_that_cannot_be_put_back_is_kept_aside(extension):
         page.wait_for_selector("#kept:not([hidden])")
         (item,) = page.locator("#kept-states li").all()
         assert item.locator(".title").get_attribute("title") == aside["kept_as"]
-        assert item.locator(".title").inner_text().startswith("could not be read back, ")
+        assert item.locator(".title").inner_text().startswith("Unreadable copy, ")
         if os.environ.get("PY_ENGINE_SCREENSHOTS"):
             page.screenshot(path=os.path.join(os.environ["PY_ENGINE_SCREENSHOTS"], "popup-state-set-aside.png"),
                             full_page=True)

@@ -232,7 +232,7 @@ async function editCategories(change, done) {
 
 // --- saved states set aside ----------------------------------------------------------------------
 
-const KEPT_WHY = { unreadable: "could not be read back", shipped_changed: "made from an earlier shipped model" };
+const KEPT_WHY = { unreadable: "Unreadable copy", shipped_changed: "Before an update" };
 let keptShown = false; // listed once the model is ready (listing reads every kept state)
 
 // The saved states the engine set aside (EngineService.set_aside_states): kept until removed.
