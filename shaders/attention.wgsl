@@ -8,7 +8,8 @@
 //
 //   attention_softmax:          P = softmax(S + bias + causal + mask_bias) over the keys of each
 //                               row. Each term is optional (flags): bias [H, Tq, Tk], shared by
-//                               the batch, is added (T5's relative position bias); causal sets
+//                               the batch, is added (T5's relative position bias), or one per
+//                               sequence, [B, H, Tq, Tk] (DeBERTa's); causal sets
 //                               the f32 minimum on the keys after the query (query i, the last
 //                               Tq of Tk positions, sees keys up to Tk - Tq + i); then
 //                               mask_bias is 0 for a real key (attention_mask 1) and the f32
@@ -44,10 +45,11 @@ struct Rows {
   rows_per_batch: u32,  // H * Tq: rows sharing one attention_mask row (and the whole bias)
   queries: u32,         // Tq
   flags: u32,           // MASKED_KEYS | BIAS | CAUSAL (softmax only)
+  bias_rows: u32,       // H * Tq (one bias the batch shares) or B * H * Tq (one per sequence)
 }
 
 const MASKED_KEYS: u32 = 1u;   // attention_mask [B, Tk] is read
-const BIAS: u32 = 2u;          // bias [H, Tq, Tk] is added
+const BIAS: u32 = 2u;          // bias [H, Tq, Tk] (or [B, H, Tq, Tk]: bias_rows) is added
 const CAUSAL: u32 = 4u;
 
 alias Summed = f32;
@@ -86,7 +88,7 @@ fn attention_softmax(@builtin(global_invocation_id) gid: vec3<u32>,
   let T = shape.keys;
   let base = row * T;
   let mask_base = (row / shape.rows_per_batch) * T;
-  let bias_base = (row % shape.rows_per_batch) * T;
+  let bias_base = (row % shape.bias_rows) * T;
   var last = T - 1u;
   if ((shape.flags & CAUSAL) != 0u) {
     last = T - shape.queries + row % shape.queries;

@@ -159,3 +159,21 @@ def test_bias_scale_keys_and_causal_match_numpy(device, att, rng, batch, queries
     for out, expected in zip((out_dq, out_dk, out_dv), grads):
         assert rel_error(out, expected) <= BACKWARD_BOUND
     assert rel_error(out_dtable - held.ravel(), ref_dtable - held) <= BACKWARD_BOUND
+
+
+def test_a_bias_per_sequence_is_added_to_each_sequence_s_scores(device, att, rng):
+    """DeBERTa's bias [B, H, T, T], one per sequence (bias_per_sequence): each sequence's rows
+    read their own; a kernel that read the first sequence's for all fails."""
+    batch, seq, heads, dim = 3, 7, 2, 4
+    q, k = (rng.standard_normal((batch * seq, heads * dim), dtype=np.float32) for _ in range(2))
+    bias = (3 * rng.standard_normal((batch, heads, seq, seq))).astype(np.float32)
+    mask = random_mask(rng, batch, seq)
+    shape = dict(batch=batch, seq=seq, heads=heads)
+    probs = poisoned(device, batch * heads * seq * seq)
+    program = device.program()
+    att.scores(program, device.buffer_from(q), device.buffer_from(k), probs, head_dim=dim, **shape)
+    att.softmax(program, probs, device.buffer_from(mask), bias=device.buffer_from(bias),
+                bias_per_sequence=True, **shape)
+    (out,) = read(program, probs)
+    scores = ref.attention_scores(q.astype(np.float64), k.astype(np.float64), batch, heads, dim ** -0.5)
+    assert rel_error(out, ref.masked_softmax(scores + bias, mask)) <= FORWARD_BOUND

@@ -413,21 +413,17 @@ class GpuBackend:
 
     def attention(self, q, k, v, mask, B, T, heads, p, scaling=None, bias=None, causal=False):
         """Bidirectional attention (BERT); with the keywords T5's (see the NumPy backend's):
-        `scaling`, an additive `bias` [H, Tq, Tk], keys of another length, `causal`, mask None."""
+        `scaling`, an additive `bias` [H, Tq, Tk] (or [B, H, Tq, Tk], DeBERTa's), keys of
+        another length, `causal`, mask None."""
         a = self.k.attention
         keys = k.rows // B
         shape = dict(batch=B, seq=T, heads=heads, head_dim=q.cols // heads, keys=keys)
         probs = self.new(B, heads, T, keys)
         ctx = self.new(*q.shape)
-        if bias is not None and len(bias.shape) == 4:       # one per sequence: added here
-            scores = self.new(B, heads, T, keys)
-            a.scores(self.program, q.buffer, k.buffer, scores.buffer, scaling=scaling, **shape)
-            self.k.elementwise.add(self.program, scores.buffer, bias.buffer, probs.buffer, probs.size)
-            bias = None
-        else:
-            a.scores(self.program, q.buffer, k.buffer, probs.buffer, scaling=scaling, **shape)
+        a.scores(self.program, q.buffer, k.buffer, probs.buffer, scaling=scaling, **shape)
         a.softmax(self.program, probs.buffer, None if mask is None else mask.buffer, batch=B, seq=T,
-                  heads=heads, keys=keys, bias=None if bias is None else bias.buffer, causal=causal)
+                  heads=heads, keys=keys, bias=None if bias is None else bias.buffer, causal=causal,
+                  bias_per_sequence=bias is not None and len(bias.shape) == 4)
         used, site = self.dropout(probs, p)
         a.context(self.program, used.buffer, v.buffer, ctx.buffer, **shape)
         return ctx, (q, k, v, probs, used, site, shape, scaling)

@@ -84,14 +84,17 @@ class AttentionKernels:
             trans_b=True, alpha=scaling)
 
     def softmax(self, program, scores, attention_mask, *, batch, seq, heads, keys=None, bias=None,
-                causal=False):
-        """scores -> probs in place: softmax over keys, after the bias, the causal limit and
-        the padding mask (each where given)."""
+                causal=False, bias_per_sequence=False):
+        """scores -> probs in place: softmax over keys, after the bias ([H, Tq, Tk] the batch
+        shares, or [B, H, Tq, Tk] with bias_per_sequence), the causal limit and the padding
+        mask (each where given)."""
         flags = (attention_mask is not None) | (bias is not None) << 1 | bool(causal) << 2
         unused = self._unused()
         buffers = [scores, unused if attention_mask is None else attention_mask, None,
                    unused if bias is None else bias]
-        return self._rows(program, self._softmax, buffers, batch, seq, heads, keys, flags)
+        bias_rows = heads * seq * (batch if bias_per_sequence else 1)
+        return self._rows(program, self._softmax, buffers, batch, seq, heads, keys, flags,
+                          bias_rows)
 
     def _unused(self):
         """A placeholder for a binding the flags say is not read."""
@@ -180,12 +183,15 @@ class AttentionKernels:
         self.grad_queries(program, dprobs, k, dq, head_dim=head_dim, scaling=scaling, **shape)
         return self.grad_keys(program, dprobs, q, dk, head_dim=head_dim, scaling=scaling, **shape)
 
-    def _rows(self, program, kernel, buffers, batch, seq, heads, keys=None, flags=1):
+    def _rows(self, program, kernel, buffers, batch, seq, heads, keys=None, flags=1,
+              bias_rows=None):
         """One thread per (batch, head, query) row of Tk keys; the `None` in `buffers` is where
-        the shape's uniform goes."""
+        the shape's uniform goes; bias_rows: the rows of the softmax's bias (H * Tq unless
+        it has one per sequence)."""
         keys = seq if keys is None else keys
         rows = batch * heads * seq
-        params = self.device.uniform("IIIIIIII", rows, keys, heads * seq, seq, flags, 0, 0, 0)
+        bias_rows = heads * seq if bias_rows is None else bias_rows
+        params = self.device.uniform("IIIIIIII", rows, keys, heads * seq, seq, flags, bias_rows, 0, 0)
         limit = self.device.limits["max_compute_workgroups_per_dimension"]
         groups = -(-rows // WORKGROUP)
         buffers = [params if b is None else b for b in buffers]
