@@ -420,6 +420,28 @@ def test_bad_deployments_are_refused_in_one_line(tmp_path, bert, shipped):
     svc.close()
 
 
+def test_an_adapter_trained_with_other_options_comes_in_with_them(tmp_path, bert, shipped):
+    """`py-engine tabs train --rank 8 --target-modules query,value` makes an adapter with other
+    LoRA options than the shipped one's: the popup's import takes it with them (the model is
+    rebuilt) and predicts as it does; reset_tabs goes back to the shipped options."""
+    lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["query", "value"])
+    clf = run_sync(TextClassifier.create(bert, CATS.names(), lora=lora, pooling="mean", seed=9))
+    values = run_sync(clf.runtime.trainable_values())
+    rng = np.random.default_rng(9)
+    run_sync(clf.runtime.load_trainable({n: (s, (0.3 * rng.standard_normal(len(v))).tolist())
+                                         for n, (s, v) in values.items()}))
+    other = run_sync(clf.adapter_files())
+    svc = service(tmp_path, cls=TabService)
+    shipped_size = load_tabs(svc, bert, shipped)["trainable"]
+    summary = call(svc, "import_adapter", files=other)
+    assert summary["trainable"] == sum(int(np.prod(s)) for s in clf.model.trainable.values()) != shipped_size
+    texts = [tab_text(t["url"], t["title"]) for t in TABS[:3]]
+    for got, want in zip(call(svc, "predict_many", texts=texts), run_sync(clf.predict(texts))):
+        assert max(abs(got["probs"][c.id] - want[c.name]) for c in CATS.items) < 1e-6
+    assert call(svc, "reset_tabs")["trainable"] == shipped_size
+    svc.close()
+
+
 def test_an_adapter_comes_in_with_its_categories(tmp_path, bert, shipped):
     """The popup exports the adapter with the categories it was trained with (categories.json)
     and the sites of the corrections it learned (corrected_sites.json: the model answers there
@@ -457,7 +479,7 @@ def test_an_adapter_comes_in_with_its_categories(tmp_path, bert, shipped):
     for files, words in ((without_categories, "import it with the categories.json it was exported with"),
                          (damaged, "adapter_model.safetensors"),
                          (bad_categories, "at least two categories"),
-                         (other_lora, "other LoRA options: r 8 (now 4)"),
+                         (other_lora, "has shape (4, 32), the model needs (8, 32)"),
                          (bad_sites, "the imported corrected_sites.json is not a list of site names")):
         assert words in error(svc, "import_adapter", files=files)["message"]
         # nothing changed: the shipped weights and categories, no corrected site

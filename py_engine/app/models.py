@@ -271,8 +271,9 @@ class AppModel:
         return await self.model.adapter_files()
 
     async def load_adapter_files(self, files, source="the imported adapter"):
-        """The adapter `files` into the model; `source` names them in a failure's message."""
-        await self.model.load_adapter_files(files, source)
+        """The adapter `files` into the model; `source` names them in a failure's message.
+        Whether the model was rebuilt with the adapter's own LoRA options."""
+        return await self.model.load_adapter_files(files, source)
 
     async def relabel(self, labels, renamed):
         raise ValueError(f"a {self.kind} model has no labels to change")

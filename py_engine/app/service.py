@@ -606,14 +606,20 @@ class EngineService:
                     await self.queue.replace([r.id for r in records],
                                              [r.replace(label=new, id=None) for r in records])
             self._queue_stats = None
-            kept = dict(self.learner.app_files, **(app_files or {}))
-            self.learner = self._learner(model)
-            self.learner.app_files = kept
-            self.learner.work.memory = memory
+            await self._new_generation(model, memory, app_files)
             self.learner.unsaved = True
             await self.learner.save()
         self._status_changed()
         return model.summary()
+
+    async def _new_generation(self, model, memory=None, app_files=None):
+        """A new learner for `model` rebuilt or relabelled, in place of the closed one: the
+        app's files kept (and `app_files` added), what was learned still replayed (`memory`:
+        the old learner's, relabelled)."""
+        old = self.learner
+        self.learner = self._learner(model)
+        self.learner.app_files = dict(old.app_files, **(app_files or {}))
+        self.learner.work.memory = old.work.memory if memory is None else memory
 
     async def reset(self):
         """Forget what was learned: the model goes back to the weights and labels it was
@@ -820,15 +826,22 @@ class EngineService:
             return {"files": await model.adapter_files()}
 
     async def import_adapter(self, files=None):
+        """The adapter's files ({name: bytes}) become the model's weights and are saved as its
+        state. One made with other LoRA options (rank, targets, DoRA...) brings them: the model
+        is rebuilt with them (its frozen weights kept) and training starts a new generation,
+        as after relabel(); reset() goes back to the adapter the model was loaded with."""
         model = self._require()
         if not files:
             raise UserError("import_adapter needs the adapter's files")
         files = {name: _bytes(data) for name, data in files.items()}
         async with self._using_model():
             await self._finish_step()
-            await model.load_adapter_files(files)
+            if await model.load_adapter_files(files):
+                await self.learner.close()      # its trainer was the old model's
+                await self._new_generation(model)
             self.learner.unsaved = True
             await self.learner.save()
+        self._status_changed()
         return model.summary()
 
     async def _finish_step(self):

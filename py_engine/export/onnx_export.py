@@ -263,7 +263,7 @@ def classifier_graph(merged):
     # Padded keys get float32's lowest value added to their scores: [B, 1, 1, T].
     mask_bias = g.op("Mul", [g.op("Sub", ["one", mask]), "lowest"])
     mask_bias = g.op("Unsqueeze", [mask_bias, g.const("axes12", np.array([1, 2], np.int64))])
-    if getattr(config, "deberta", False):
+    if config.pair_mask:
         # DeBERTa masks query i and key j unless both are real (get_attention_mask): a padded
         # query (the first token, padded on the left) attends to every key alike
         pairs = g.op("Mul", [g.op("Unsqueeze", [mask, g.const("axes13", np.array([1, 3], np.int64))]),
@@ -288,6 +288,23 @@ def _pooled(g, x, mask, pooling):
     return g.op("Gather", [x, g.const("first", np.array(0, np.int64))], axis=1)
 
 
+def _positions(g, merged, e):
+    """The learned position rows of each token (embeddings `e`)."""
+    config = merged.config
+    table = g.const(f"{e}.position_embeddings.weight",
+                    _weight(merged, f"{e}.position_embeddings.weight"))
+    if not config.first_position:       # BERT's rows 0.. whatever the padding
+        length = g.op("Slice", [g.op("Shape", ["input_ids"]), "axis1", "two"])
+        return g.op("Slice", [table, "zero", length, "zero"])
+    # RoBERTa's kind and MPNet number each token from the row after the padding row, counting
+    # the tokens that are not padding before it; padding takes the padding row
+    # (transformers' create_position_ids_from_input_ids): right for either padding side
+    padding = g.const("padding_row", np.array(config.first_position - 1, np.int64))
+    real = g.op("Cast", [g.op("Not", [g.op("Equal", ["input_ids", padding])])], to=TensorProto.INT64)
+    counted = g.op("Mul", [g.op("CumSum", [real, g.const("axis_one", np.array(1, np.int64))]), real])
+    return g.op("Gather", [table, g.op("Add", [counted, padding])], axis=0)
+
+
 def _bert_logits(g, merged, mask, mask_bias):
     """The BERT family's encoder and head: the logits [B, labels]."""
     config, eps = merged.config, merged.config.layer_norm_eps
@@ -301,22 +318,7 @@ def _bert_logits(g, merged, mask, mask_bias):
         words = g.op("Add", [words, g.op("Gather", [
             g.const(f"{e}.token_type_embeddings.weight",
                     _weight(merged, f"{e}.token_type_embeddings.weight")), "token_type_ids"])])
-    if config.position_table:
-        table = g.const(f"{e}.position_embeddings.weight",
-                        _weight(merged, f"{e}.position_embeddings.weight"))
-    if not config.position_table:   # DeBERTa-v3's: the attention's relative terms alone
-        positions = None
-    elif config.first_position:
-        # RoBERTa's kind and MPNet number each token from the row after the padding row, counting
-        # the tokens that are not padding before it; padding takes the padding row
-        # (transformers' create_position_ids_from_input_ids): right for either padding side
-        padding = g.const("padding_row", np.array(config.first_position - 1, np.int64))
-        real = g.op("Cast", [g.op("Not", [g.op("Equal", ["input_ids", padding])])], to=TensorProto.INT64)
-        counted = g.op("Mul", [g.op("CumSum", [real, g.const("axis_one", np.array(1, np.int64))]), real])
-        positions = g.op("Gather", [table, g.op("Add", [counted, padding])], axis=0)
-    else:       # BERT's rows 0.. whatever the padding
-        length = g.op("Slice", [g.op("Shape", ["input_ids"]), "axis1", "two"])
-        positions = g.op("Slice", [table, "zero", length, "zero"])
+    positions = _positions(g, merged, e) if config.position_table else None   # DeBERTa-v3: none
     x = _layer_norm(g, merged, g.op("Add", [words, positions]) if positions else words,
                     f"{e}.LayerNorm", eps)
     if config.deberta:      # its embeddings zero the padding's rows (only padded rows differ)

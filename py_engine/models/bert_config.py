@@ -310,6 +310,12 @@ class BertConfig:
         return self.model_type == "deberta-v2"
 
     @property
+    def pair_mask(self):
+        """Whether the attention masks query i and key j unless both are real tokens
+        (DeBERTa's get_attention_mask), rather than the padded keys alone."""
+        return self.deberta
+
+    @property
     def position_table(self):
         """Whether the embeddings add a learned position row (DeBERTa's may not)."""
         return not self.deberta or self.position_biased_input

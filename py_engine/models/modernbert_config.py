@@ -27,6 +27,7 @@ class ModernBertConfig:
     classifier_targets = ("Wqkv",)
     token_types = False     # no token type embeddings
     pooling_in_config = True    # config.json's classifier_pooling: see default_pooling
+    pair_mask = False           # its attention masks the padded keys alone (BertConfig.pair_mask)
 
     def trains_pooler(self, tensors):
         """No pooler here: head.dense is the checkpoint's, frozen or under a LoRA."""

@@ -44,19 +44,21 @@ def classifier_tokenizer(model_dir):
 DEBERTA_SPM = "spm.model"       # DeBERTa-v3's checkpoints ship their SentencePiece model alone
 
 
-def deberta_tokenizer_config(model_dir):
+def deberta_tokenizer_config(model_dir, options=None):
     """The tokenizer.json transformers' DebertaV2Tokenizer builds from a DeBERTa-v2 checkpoint's
-    spm.model and tokenizer_config.json (sentencepiece_model.deberta_tokenizer_json)."""
+    spm.model and tokenizer_config.json (`options`: its contents, when read already;
+    sentencepiece_model.deberta_tokenizer_json)."""
     from .sentencepiece_model import deberta_tokenizer_json, read_pieces
 
     path = Path(model_dir) / DEBERTA_SPM
-    return deberta_tokenizer_json(read_pieces(path.read_bytes(), str(path)),
-                                  _tokenizer_config(model_dir))
+    options = _tokenizer_config(model_dir) if options is None else options
+    return deberta_tokenizer_json(read_pieces(path.read_bytes(), str(path)), options)
 
 
 def _deberta_tokenizer(model_dir):
-    tokenizer = SubwordTokenizer.from_json(deberta_tokenizer_config(model_dir))
-    _pad_as_configured(tokenizer, {"pad_token": "[PAD]", **_tokenizer_config(model_dir)})
+    options = _tokenizer_config(model_dir)
+    tokenizer = SubwordTokenizer.from_json(deberta_tokenizer_config(model_dir, options))
+    _pad_as_configured(tokenizer, {"pad_token": "[PAD]", **options})
     return tokenizer
 
 

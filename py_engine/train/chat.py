@@ -109,15 +109,21 @@ class ChatModel:
     async def _from_adapter(cls, model_dir, source, config, tensors, backend, device, base_dtype,
                             quant_group, max_length, dropout=None, adapter_dir=None):
         checkpoint = DecoderCheckpoint.load(model_dir)
+        model = cls._adapter_model(checkpoint, config, tensors, source, dropout)
+        values = merge_loaded(model, initial_trainable(model, 0), tensors, source)
+        return await cls._make(model_dir, checkpoint, model, values, backend, device, base_dtype,
+                               quant_group, max_length, adapter_dir)
+
+    @classmethod
+    def _adapter_model(cls, checkpoint, config, tensors, source, dropout=None):
+        """The model an adapter (its adapter_config.json `config`, its `tensors`) was made
+        with on `checkpoint`: its LoRA options, the modules it trains whole, its vocabulary."""
         if config.get("task_type") not in (None, cls.task_type):
             raise ValueError(f"{source} is a {config.get('task_type')} adapter, not {cls.task_type}")
         lora = LoraConfig.from_language_model_dict(config, checkpoint.config.lora_targets,
                                                    checkpoint.config.whole_modules)
-        model = decoder_model(checkpoint.config, lora, dropout=dropout,
-                              vocab_size=saved_vocabulary(checkpoint.config, tensors))
-        values = merge_loaded(model, initial_trainable(model, 0), tensors, source)
-        return await cls._make(model_dir, checkpoint, model, values, backend, device, base_dtype,
-                               quant_group, max_length, adapter_dir)
+        return decoder_model(checkpoint.config, lora, dropout=dropout,
+                             vocab_size=saved_vocabulary(checkpoint.config, tensors))
 
     @classmethod
     async def _make(cls, model_dir, checkpoint, model, values, backend, device, base_dtype,
@@ -179,14 +185,35 @@ class ChatModel:
         return self._adapter_files(await self.runtime.trainable_values(), "the adapter")
 
     async def load_adapter_files(self, files, source="the adapter"):
-        """Take the trainable weights of a LoRA adapter given as {file name: bytes}, made with
-        this model's LoRA options."""
+        """Take the trainable weights of a LoRA adapter given as {file name: bytes}. One made
+        with other LoRA options (or modules trained whole) brings them: the model is rebuilt
+        with them (the frozen weights kept, the optimizer's moments started again); its
+        vocabulary must be this model's, whose tokenizer stays. Returns whether it was."""
         if self.model.full:
             raise ValueError("every weight trains: a LoRA adapter cannot be loaded into it")
         config, tensors, _ = read_adapter_files(files, source)
-        training_state.check_same_adapter(self.model, config, source)
-        current = await self.runtime.trainable_values()
-        await self.runtime.load_trainable(merge_loaded(self.model, current, tensors, source))
+        if not training_state.adapter_differences(self.model, config):
+            current = await self.runtime.trainable_values()
+            await self.runtime.load_trainable(merge_loaded(self.model, current, tensors, source))
+            return False
+        await self._rebuild(config, tensors, source)
+        return True
+
+    async def _rebuild(self, config, tensors, source):
+        """The runtime rebuilt over the model an adapter was made with, holding its weights."""
+        model = self._adapter_model(self.checkpoint, config, tensors, source, self.model.dropout)
+        if model.config.vocab_size != self.model.config.vocab_size:
+            raise ValueError(f"{source} has a vocabulary of {model.config.vocab_size} tokens, this "
+                             f"model {self.model.config.vocab_size}: load the model with the "
+                             "adapter (and the tokenizer saved beside it) instead")
+        values = merge_loaded(model, initial_trainable(model, 0), tensors, source)
+        if self._trainer is not None:
+            self._trainer.close()
+            self._trainer = None
+        if self._decoder is not None and hasattr(self._decoder, "release"):
+            self._decoder.release()
+        self._decoder = self._decoder_key = None
+        self.runtime = await self.runtime.rebuilt(model, values)
 
     async def save_state(self, trainer, store, extra_files=None):
         """Save everything `trainer` needs to continue (the adapter's files, or every weight in
@@ -233,8 +260,9 @@ class ChatModel:
                                                     examples, validation)
 
     async def restore_state(self, store, examples, validation=None, plateau=None):
-        """A trainer continuing a state save_state() wrote, on this chat model (made with the
-        same LoRA options): its weights, optimizer state and position are loaded."""
+        """A trainer continuing a state save_state() wrote, on this chat model: its weights,
+        optimizer state and position are loaded (a state made with other LoRA options, an
+        adapter imported since, rebuilds the model with them)."""
         files, state, optimizer, train_config = await training_state.open_state(
             store, CausalTrainConfig)
         recorded = (state.get("model") or {}).get("dropout")
@@ -247,7 +275,9 @@ class ChatModel:
             values = _full_weights(files)
         else:
             config, values, _ = read_adapter_files(files, "the training state")
-            training_state.check_same_adapter(self.model, config, "the training state")
+            if training_state.adapter_differences(self.model, config):
+                # made with other LoRA options (an adapter imported since): its model, rebuilt
+                await self._rebuild(config, values, "the training state")
         _, trainer = await training_state.resume_training(self, state, optimizer, train_config,
                                                           examples, validation, values,
                                                           plateau=plateau)

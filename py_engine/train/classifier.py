@@ -20,7 +20,7 @@ import warnings
 from array import array
 from dataclasses import replace
 
-from ..formats.head_config import HEAD_CONFIG, head_config
+from ..formats.head_config import HEAD_CONFIG, POOLINGS, head_config
 from ..formats.json_file import decode_utf8, parse_json
 from ..formats.output_dir import write_files
 from ..formats.peft_adapter import adapter_files, load_adapter, read_adapter_files
@@ -35,6 +35,25 @@ from . import state as training_state
 from .runtime import create_runtime
 from .tasks import ClassificationTask, LabelledIds, classification_report  # noqa: F401 (the API's)
 from .trainer import Trainer
+
+def adapter_model(checkpoint, model_dir, config, tensors, n_labels, pooling, source, dropout=None):
+    """The classifier model an adapter (its adapter_config.json `config`, its `tensors`) was
+    made with on `checkpoint` (read from `model_dir`), with `n_labels` labels pooled by
+    `pooling`: a pooler the adapter holds trains whole, the checkpoint's takes a LoRA where
+    the adapter holds one."""
+    lora = LoraConfig.from_peft_dict(config, checkpoint.config.classifier_targets)
+    # the pooler's own weights (a checkpoint without one), not a LoRA on the checkpoint's
+    train_pooler = checkpoint.config.trains_pooler(tensors)
+    if pooling == "cls" and not train_pooler and not checkpoint.has_pooler:
+        name = checkpoint.config.pooler_module
+        raise ValueError(
+            f"{source} holds no {name} and {model_dir} has none: PEFT draws that layer at "
+            "random whenever it loads the checkpoint (its modules_to_save names only the "
+            "classifier), so the adapter's predictions cannot be reproduced; train it with "
+            f"modules_to_save including {name.split('.')[0]!r}")
+    return classifier_model(checkpoint.config, lora, n_labels, pooling=pooling, dropout=dropout,
+                            train_pooler=train_pooler, pooler_lora=holds_pooler_lora(tensors))
+
 
 class TextClassifier:
     def __init__(self, checkpoint, tokenizer, labels, runtime, max_length=128, model_dir=None):
@@ -89,18 +108,7 @@ class TextClassifier:
         checkpoint = checkpoint or Checkpoint.load(model_dir)
         if labels is None:
             raise ValueError(f"{source} has no labels.json: label names are needed to predict")
-        lora = LoraConfig.from_peft_dict(config, checkpoint.config.classifier_targets)
-        # the pooler's own weights (a checkpoint without one), not a LoRA on the checkpoint's
-        train_pooler = checkpoint.config.trains_pooler(tensors)
-        if pooling == "cls" and not train_pooler and not checkpoint.has_pooler:
-            name = checkpoint.config.pooler_module
-            raise ValueError(
-                f"{source} holds no {name} and {model_dir} has none: PEFT draws that layer at "
-                "random whenever it loads the checkpoint (its modules_to_save names only the "
-                "classifier), so the adapter's predictions cannot be reproduced; train it with "
-                f"modules_to_save including {name.split('.')[0]!r}")
-        model = classifier_model(checkpoint.config, lora, len(labels), pooling=pooling,
-                                 train_pooler=train_pooler, pooler_lora=holds_pooler_lora(tensors))
+        model = adapter_model(checkpoint, model_dir, config, tensors, len(labels), pooling, source)
         values = merge_loaded(model, initial_trainable(model, 0), tensors, source)
         return await cls._make(model_dir, checkpoint, model, labels, values, backend, device,
                                base_dtype, quant_group, max_length)
@@ -115,9 +123,7 @@ class TextClassifier:
                          quant_group=quant_group)
         runtime = await create_runtime(model=model, task=task, checkpoint=checkpoint,
                                        trainable=values, **placement)
-        clf = cls(checkpoint, tokenizer, labels, runtime, max_length, model_dir)
-        clf._placement = dict(placement, device=getattr(runtime, "device", None))
-        return clf
+        return cls(checkpoint, tokenizer, labels, runtime, max_length, model_dir)
 
     def _files(self, values, where):
         # Pooling has no PEFT/transformers field: head_config.json beside the adapter holds it.
@@ -143,31 +149,52 @@ class TextClassifier:
         return self._files(await self.runtime.trainable_values(), "the adapter")
 
     def check_adapter_files(self, files, source="the adapter", labels=None):
-        """The trainable values of an adapter given as {file name: bytes}, checked against this
-        classifier as it would be with `labels` (default: its own) before anything changes:
-        the LoRA options, labels.json (when there is one) naming those labels, the pooling (a
-        PEFT adapter without head_config.json is taken as cls), and every trainable tensor
-        with its shape."""
+        """(model, trainable values) of an adapter given as {file name: bytes}, checked against
+        this classifier's checkpoint as it would be with `labels` (default: its own) before
+        anything changes: labels.json (when there is one) naming those labels, and every
+        trainable tensor with its shape. The model is this classifier's (its head resized to
+        the labels) when the adapter was made with its LoRA options and pooling, else the one
+        the adapter was made with (load()'s; head_config.json's pooling, the family's
+        sequence classifier's when there is none)."""
         labels = list(self.labels if labels is None else labels)
         config, tensors, adapter_labels = read_adapter_files(files, source)
-        training_state.check_same_adapter(self.model, config, source)
         if adapter_labels is not None and adapter_labels != labels:
             raise ValueError(f"{source} has labels {adapter_labels}, this classifier {labels}")
-        pooling = "cls"
+        pooling = self.checkpoint.config.default_pooling
         if HEAD_CONFIG in files:
             where = f"{source}/{HEAD_CONFIG}"
             head = parse_json(decode_utf8(files[HEAD_CONFIG], where), where)
             pooling = head.get("pooling", "cls") if isinstance(head, dict) else None
-        if pooling != self.model.pooling:
-            raise ValueError(f"{source} pools with {pooling!r}, this classifier with "
-                             f"{self.model.pooling!r}")
-        model = self.model if len(labels) == len(self.labels) else self._model_for(len(labels))
-        return merge_loaded(model, {}, tensors, source)
+            if pooling not in POOLINGS:
+                raise ValueError(f"{where}: unknown pooling {pooling!r:.60}; expected one of "
+                                 f"{', '.join(POOLINGS)}")
+        if pooling == self.model.pooling and not training_state.adapter_differences(self.model, config):
+            model = self.model if len(labels) == len(self.labels) else self._model_for(len(labels))
+            return model, merge_loaded(model, {}, tensors, source)
+        model = adapter_model(self.checkpoint, self.model_dir, config, tensors, len(labels),
+                              pooling, source, dropout=self.model.dropout)
+        return model, merge_loaded(model, initial_trainable(model, 0), tensors, source)
 
     async def load_adapter_files(self, files, source="the adapter"):
-        """Take the trainable weights of an adapter given as {file name: bytes}, made with this
-        classifier's LoRA options, labels and pooling (check_adapter_files)."""
-        await self.runtime.load_trainable(self.check_adapter_files(files, source))
+        """Take the trainable weights of an adapter given as {file name: bytes} (labels and
+        tensors checked by check_adapter_files). One made with other LoRA options or pooling
+        brings them: the model is rebuilt with them (the frozen weights are kept, the
+        optimizer's moments start again). Returns whether it was."""
+        model, values = self.check_adapter_files(files, source)
+        return await self._take(model, values)
+
+    async def _take(self, model, values):
+        """Load trainable `values` of `model`: into the runtime when it is this classifier's
+        (or its head resized), else into a runtime rebuilt over it. Whether it was rebuilt."""
+        if model is self.model:
+            await self.runtime.load_trainable(values)
+            return False
+        if self._trainer is not None:
+            self._trainer.close()
+            self._trainer = None
+        task = ClassificationTask(model.num_labels, self.tokenizer.pad_id)
+        self.runtime = await self.runtime.rebuilt(model, values, task)
+        return True
 
     async def save_state(self, trainer, store, extra_files=None):
         """Save everything `trainer` needs to continue (the adapter's files, the optimizer
@@ -196,14 +223,22 @@ class TextClassifier:
 
     async def restore_state(self, store, examples, validation=None):
         """A trainer continuing a state save_state() wrote, on this classifier (made with the
-        same labels and LoRA options): its weights, optimizer state and position are loaded."""
+        same labels): its weights, optimizer state and position are loaded (a state made with
+        other LoRA options or pooling, an adapter imported since, rebuilds the model with
+        them)."""
         files, state, optimizer, train_config = await training_state.open_state(
             store, ClassifierTrainConfig)
         config, tensors, labels = read_adapter_files(files, "the training state")
-        training_state.check_same_adapter(self.model, config, "the training state")
         if labels != self.labels:
             raise training_state.StateError(f"the training state has labels {labels}, this "
                                             f"classifier {self.labels}")
+        pooling = (state.get("model") or {}).get("pooling", "cls")
+        if pooling != self.model.pooling or training_state.adapter_differences(self.model, config):
+            # made with other LoRA options (an adapter imported since): its model, rebuilt
+            model = adapter_model(self.checkpoint, self.model_dir, config, tensors, len(labels),
+                                  pooling, "the training state", dropout=self.model.dropout)
+            await self._take(model, merge_loaded(model, initial_trainable(model, 0), tensors,
+                                                 "the training state"))
         _, trainer = await training_state.resume_training(self, state, optimizer, train_config,
                                                           examples, validation, tensors)
         return trainer
@@ -218,7 +253,7 @@ class TextClassifier:
         the mean of theirs, never above the highest, so nothing is predicted as the new label
         until it is trained on). The LoRA weights are kept; the optimizer's moments start
         again. Renaming and reordering alone keep the model in place; a change in the number
-        of labels rebuilds the runtime (on the GPU the base weights are uploaded again)."""
+        of labels rebuilds the runtime (the frozen weights kept as they are)."""
         sources = head_sources(self.labels, labels, renamed)
         values = await self.runtime.trainable_values()
         for name in (self.model.head_module + ".weight", self.model.head_module + ".bias"):
@@ -230,10 +265,7 @@ class TextClassifier:
             self.runtime.model.merged = False
             await self.runtime.load_trainable(values)
         else:
-            model = self._model_for(len(sources))
-            task = ClassificationTask(len(sources), self.tokenizer.pad_id)
-            self.runtime = await create_runtime(model=model, task=task, checkpoint=self.checkpoint,
-                                                trainable=values, **self._placement)
+            await self._take(self._model_for(len(sources)), values)
         self.labels = list(labels)
 
     def _model_for(self, n_labels):

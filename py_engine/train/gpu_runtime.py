@@ -75,14 +75,16 @@ class GpuRuntime(Runtime):
 
     @classmethod
     async def create(cls, model, task, checkpoint, trainable, device=None, base_dtype="f32",
-                     matmul_variant=None, quant_group=64):
+                     matmul_variant=None, quant_group=64, frozen=None):
         """Upload the frozen base weights and the trainable parameters; compile every kernel.
 
         base_dtype: "f32"; "f16" (the linear weights as packed halves); "int8" or "int4" (the
         linear weights quantized on the GPU in groups of `quant_group` inputs with one f32
         scale each, QLoRA-style; a weight whose inputs do not split into groups is kept f16).
         The math is f32 in every mode. DoRA-wrapped linears keep f32 weights in every mode (the
-        norms of their rows are taken with the update added to a copy)."""
+        norms of their rows are taken with the update added to a copy). `frozen`: {name:
+        Tensor} of frozen weights already on the device, kept as this model stores them
+        (rebuilt())."""
         if base_dtype not in BASE_DTYPES:
             raise ValueError(f"base_dtype must be one of {BASE_DTYPES}, got {base_dtype!r}")
         check_trainable(model, trainable)
@@ -93,15 +95,26 @@ class GpuRuntime(Runtime):
                                      relative=model.relative_kernels)
         be = GpuBackend(device, kernels)
         for name in model.frozen_names():
+            if frozen and name in frozen:
+                be.params[name] = frozen[name]
+                continue
             await be.upload(name, checkpoint, storage_of(checkpoint.shape(name),
                                                          model.is_linear_weight(name), base_dtype,
                                                          quant_group), quant_group)
         runtime = cls(device, kernels, model, task, be)
-        runtime.base_dtype = base_dtype
+        runtime.base_dtype, runtime.quant_group = base_dtype, quant_group
+        runtime.checkpoint, runtime.matmul_variant = checkpoint, matmul_variant
         for name, (shape, values) in trainable.items():
             be.params[name] = Tensor(device.buffer_from(array("f", values), label=name), shape)
             runtime._add_optimizer_state(name, shape)
         return runtime
+
+    async def rebuilt(self, model, trainable, task=None):
+        return await type(self).create(model, task or self.task, self.checkpoint, trainable,
+                                       device=self.device, base_dtype=self.base_dtype,
+                                       matmul_variant=self.matmul_variant,
+                                       quant_group=self.quant_group,
+                                       frozen=self.shared_frozen(model))
 
     def base_weight_bytes(self):
         """GPU bytes of the frozen base weights as stored (packed values and scales)."""

@@ -54,20 +54,29 @@ class Inputs:
 class NumpyRuntime(Runtime):
     name = "numpy"
 
-    def __init__(self, model, task, checkpoint, trainable, dtype=np.float32):
+    def __init__(self, model, task, checkpoint, trainable, dtype=np.float32, frozen=None):
         """`trainable`: {name: (shape, floats)} initial values of the trainable parameters;
-        `checkpoint` supplies the frozen ones (floats(name), shape(name))."""
+        `checkpoint` supplies the frozen ones (floats(name), shape(name)), but those in
+        `frozen` ({name: array}, rebuilt())."""
         keep_freed_memory()
         super().__init__(model, task)
         check_trainable(model, trainable)
         self.be = NumpyBackend(dtype)
+        self.checkpoint = checkpoint
         for name in model.frozen_names():
+            if frozen and name in frozen:
+                self.be.params[name] = frozen[name]
+                continue
             self.be.set_param(name, np.frombuffer(checkpoint.floats(name), np.float32),
                               checkpoint.shape(name))
         self.m, self.v = {}, {}
         for name, (shape, values) in trainable.items():
             self.be.set_param(name, np.asarray(values, np.float64), shape)
             self._add_optimizer_state(name)
+
+    async def rebuilt(self, model, trainable, task=None):
+        return type(self)(model, task or self.task, self.checkpoint, trainable, self.be.dtype,
+                          frozen=self.shared_frozen(model))
 
     def _add_optimizer_state(self, name):
         self.be.add_grad(name)

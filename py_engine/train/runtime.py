@@ -74,6 +74,21 @@ class Runtime:
     def forget_programs(self):
         """Recorded programs (the GPU's) are made again when next needed."""
 
+    async def rebuilt(self, model, trainable, task=None):
+        """A runtime like this one (backend, device, storage of the frozen weights, task unless
+        another is given) over another structure of the same checkpoint, `model` (other LoRA
+        options, another head), starting from `trainable` ({name: (shape, floats)}). The
+        frozen weights both read as they are kept here are shared, not read again (on the
+        GPU: not uploaded twice); this runtime is not used after."""
+        raise NotImplementedError
+
+    def shared_frozen(self, model):
+        """{name: stored tensor} of this runtime's frozen weights that `model` reads frozen
+        too, kept the same way (a weight the GPU may store compressed in both or neither)."""
+        mine = set(self.model.frozen_names())
+        return {n: self.be.params[n] for n in model.frozen_names()
+                if n in mine and model.is_linear_weight(n) == self.model.is_linear_weight(n)}
+
     async def train_step(self, batch, seed, lr, max_norm=None, weight_decay=0.0, **adam):
         """accumulate() then update() for one batch; metrics with "grad_norm"."""
         metrics = dict(await self.accumulate(batch, seed=seed))

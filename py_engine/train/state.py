@@ -177,8 +177,9 @@ async def resume_training(model, state, optimizer, config, examples, validation,
     return model, trainer
 
 
-def check_same_adapter(model, saved_config, source):
-    """The LoRA options a state's adapter was trained with equal `model`'s."""
+def adapter_differences(model, saved_config):
+    """The LoRA options (adapter_config.json's names) in which an adapter's `saved_config`
+    differs from `model`'s: [] when it was made with the same."""
     ours = model.lora.to_peft_dict()
     keys = ("r", "lora_alpha", "lora_dropout", "target_modules", "use_rslora", "task_type")
     patterns = ("rank_pattern", "alpha_pattern")      # {} when a state's file predates them
@@ -186,7 +187,14 @@ def check_same_adapter(model, saved_config, source):
     differ += ["use_dora"] if bool(saved_config.get("use_dora")) != ours["use_dora"] else []
     differ += ["bias"] if saved_config.get("bias", "none") != ours["bias"] else []
     differ += [k for k in patterns if (saved_config.get(k) or {}) != ours[k]]
+    return differ
+
+
+def check_same_adapter(model, saved_config, source):
+    """The LoRA options a state's adapter was trained with equal `model`'s."""
+    differ = adapter_differences(model, saved_config)
     if differ:
+        ours = model.lora.to_peft_dict()
         shown = ", ".join(f"{k} {saved_config.get(k)!r} (now {ours.get(k)!r})" for k in differ)
         raise StateError(f"{source} was trained with other LoRA options: {shown}")
 
