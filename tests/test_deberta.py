@@ -98,14 +98,13 @@ def test_step_matches_peft(tmp_path, config, targets, bias):
 
 
 @pytest.mark.parametrize("bias", ["none", "all"])
-def test_a_fine_tuned_checkpoint_s_pooler_is_read_frozen(tmp_path, bias):
+def test_a_fine_tuned_checkpoint_s_pooler_is_read_frozen_or_wrapped(tmp_path, bias):
     """DebertaV2ForSequenceClassification's checkpoint holds the pooler: an adapter that
     leaves it out (PEFT's default modules_to_save) reads it from the checkpoint, frozen, as
-    PEFT does. A LoRA on the pooler itself (PEFT's target "dense" matches pooler.dense too) is
-    refused by name: the pooler sits outside the encoder's prefix, where no LoRA is built.
-    With bias="all" the pooler's bias trains, under its own name ("pooler.dense.bias")."""
+    PEFT does; with bias="all" its bias trains, under its own name ("pooler.dense.bias").
+    PEFT's target "dense" matches pooler.dense too: the pooler then takes a LoRA, named beside
+    the encoder's prefix as PEFT names it ("pooler.dense.lora_A.weight")."""
     from py_engine.models.checkpoint import Checkpoint
-    from test_bert_oracle import engine_from_peft
 
     model_dir = po.tiny_deberta_dir(tmp_path / "model", seed=44, with_head=True)
     checkpoint = Checkpoint.load(model_dir)
@@ -113,12 +112,31 @@ def test_a_fine_tuned_checkpoint_s_pooler_is_read_frozen(tmp_path, bias):
     targets = ("query_proj", "key_proj", "value_proj", "output.dense", "intermediate.dense")
     adapter, peft = peft_adapter(model_dir, tmp_path / "adapter", targets, dtype=torch.float64,
                                  modules_to_save=None, bias=bias)
-    want = check_peft_step(model_dir, adapter, peft,
-                           *deberta_batch(model_dir, np.random.default_rng(), 3, 12))
+    batch = deberta_batch(model_dir, np.random.default_rng(), 3, 12)
+    want = check_peft_step(model_dir, adapter, peft, *batch)
     assert [n for n in want if n.startswith("pooler.")] == (["pooler.dense.bias"] if bias == "all" else [])
-    on_pooler, _ = peft_adapter(model_dir, tmp_path / "on_pooler", ALL_LINEARS, modules_to_save=None)
-    with pytest.raises(ValueError, match="a LoRA on pooler.dense"):
-        engine_from_peft(model_dir, on_pooler, 3)
+    on_pooler, peft = peft_adapter(model_dir, tmp_path / "on_pooler", ALL_LINEARS,
+                                   dtype=torch.float64, modules_to_save=None, bias=bias)
+    want = check_peft_step(model_dir, on_pooler, peft, *batch)
+    pooler = sorted(n for n in want if n.startswith("pooler."))
+    assert pooler == sorted(["pooler.dense.lora_A.weight", "pooler.dense.lora_B.weight"] + (
+        ["pooler.dense.base_layer.bias"] if bias == "all" else []))
+
+
+def test_a_lora_on_the_pooler_round_trips_and_exports(tmp_path, device):
+    """The pooler's LoRA (a fine-tuned checkpoint, PEFT's targets with "dense"): trained on the
+    GPU against NumPy, trained here and read back by PEFT, merged into
+    DebertaV2ForSequenceClassification's pooler and into the ONNX graph."""
+    from encoder_checks import check_exports
+
+    model_dir = po.tiny_deberta_dir(tmp_path / "model", seed=46, with_head=True)
+    adapter, _ = peft_adapter(model_dir, tmp_path / "adapter", ALL_LINEARS, seed=8,
+                              modules_to_save=None)
+    check_gpu_step(device, model_dir, adapter, *deberta_batch(model_dir, np.random.default_rng(), 3, 16))
+    before, after, _ = check_round_trip(model_dir, adapter, tmp_path / "trained", device)
+    assert np.abs(after["pooler.dense.lora_B.weight"] - before["pooler.dense.lora_B.weight"]).max() > 0
+    check_exports(model_dir, adapter, tmp_path, "DebertaV2ForSequenceClassification",
+                  TEXTS, LABELS)
 
 
 @pytest.mark.parametrize("options", [{}, dict(split_by_punct=True, do_lower_case=True),

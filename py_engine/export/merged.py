@@ -77,8 +77,11 @@ class MergedModel:
             if structure.decoder:
                 replaced = merged
             else:
+                # transformers' names: the prefix added, but beside it (DeBERTa's pooler)
+                named = {bare: name for name, bare in
+                         structure.config.classifier_names(list(merged)).items()}
                 prefix = structure.config.prefix
-                replaced = {prefix + name: value for name, value in merged.items()}
+                replaced = {named.get(name, prefix + name): value for name, value in merged.items()}
                 replaced.update({n: v for n, v in trained.items()
                                  if ".lora_" not in n and n not in biases})
         replaced = {name: (tuple(shape), data) for name, (shape, data) in replaced.items()}

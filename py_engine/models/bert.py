@@ -80,10 +80,11 @@ def check_classifier(lora, num_labels, pooling):
 
 
 def holds_pooler_lora(tensors):
-    """Whether an adapter's tensors (names without PEFT's prefix) hold a LoRA on BERT's pooler:
-    PEFT's do wherever its targets name the pooler; ours saved before it could be wrapped
-    do not (BertClassifier's pooler_lora)."""
-    return any(name.startswith(f"bert.{POOLER}.lora_") for name in tensors)
+    """Whether an adapter's tensors (names without PEFT's prefix) hold a LoRA on the
+    checkpoint's pooler (BERT's "bert.pooler.dense", DeBERTa's "pooler.dense"): PEFT's do
+    wherever its targets name the pooler; ours saved before it could be wrapped do not
+    (BertClassifier's pooler_lora)."""
+    return any(name.startswith((f"bert.{POOLER}.lora_", f"{POOLER}.lora_")) for name in tensors)
 
 
 class BertClassifier(AdaptedModel):
@@ -115,13 +116,14 @@ class BertClassifier(AdaptedModel):
         # RoBERTa's, DistilBERT's and ELECTRA's heads hold the dense layer BERT's pooler holds,
         # trained whole (PEFT's default modules_to_save, "classifier", matches pre_classifier too)
         self.train_pooler = (train_pooler or config.head.trained) and pooling == "cls"
-        # LoRA wraps only a pooler under the encoder's prefix (not DistilBERT's pre_classifier)
-        self.pooler_lora = pooler_lora and config.pooler_in_encoder
+        # LoRA wraps the checkpoint's pooler where it is the head's (not DistilBERT's
+        # pre_classifier, which trains whole)
+        self.pooler_lora = pooler_lora and config.pooler_takes_lora
         self.pooler = config.pooler_module
         self.prefix = config.prefix
         self.dense_module, self.head_module = config.head.dense, config.head.output
         if pooling == "cls" and not self.train_pooler and self.pooler_lora:  # the checkpoint's
-            modules[POOLER] = (h, h)
+            modules[self.pooler] = (h, h)
         self.linears = Linears(modules, lora, "BERT model", adapter_prefix=self.prefix,
                                params=self._read_shapes(),
                                unprefixed=() if config.pooler_in_encoder else (self.pooler,))
@@ -210,8 +212,8 @@ class BertClassifier(AdaptedModel):
             if cfg.head.drop_first:     # RoBERTa's, ELECTRA's and DeBERTa's heads drop before the dense layer too
                 p_first = self.dropout.get("pooler", self.dropout["classifier"])
                 first, saved["head_drop"] = be.dropout(first, p_first if train else 0.0)
-            if POOLER in self.linears.modules:
-                pre = self.linears.forward(be, POOLER, first, saved, train)
+            if self.pooler in self.linears.modules:
+                pre = self.linears.forward(be, self.pooler, first, saved, train)
             else:
                 w, b = self.pooler_names()
                 pre = be.linear(first, be.param(w), be.param(b))
@@ -345,8 +347,8 @@ class BertClassifier(AdaptedModel):
         if self.pooling == "cls":
             dpre = self._activation_backward(be, dpooled, saved["pre"], saved["pooled"])
             layers_train = lowest < self.config.num_hidden_layers
-            if POOLER in self.linears.modules:
-                dfirst = self.linears.backward(be, POOLER, dpre, saved, input_grad=layers_train)
+            if self.pooler in self.linears.modules:
+                dfirst = self.linears.backward(be, self.pooler, dpre, saved, input_grad=layers_train)
             else:
                 w, b = self.pooler_names()
                 frozen_bias_grad = self.linears.bias_grad(be, self.pooler + ".bias")   # bias="all"

@@ -403,6 +403,15 @@ class BertConfig:
         return self.head.dense == self.prefix + self.pooler_module
 
     @property
+    def pooler_takes_lora(self):
+        """Whether a LoRA may wrap the checkpoint's pooler, as PEFT wraps it where its targets
+        name it ("dense"): where it is the head's dense layer and trains whole only where the
+        checkpoint has none (BERT's under the prefix, DeBERTa's ContextPooler beside it; not
+        DistilBERT's pre_classifier, which PEFT's modules_to_save "classifier" matches)."""
+        return self.head.from_pooler and not self.head.trained and \
+            self.head.dense in (self.prefix + self.pooler_module, self.pooler_module)
+
+    @property
     def classifier_targets(self):
         """PEFT's default LoRA targets for the family (peft.utils.constants)."""
         return self.encoder.targets

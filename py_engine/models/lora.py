@@ -42,7 +42,7 @@ class LoraTargetError(ValueError):
     """A target_modules entry that names no linear layer of the model."""
 
 
-def match_targets(modules, lora, family, prefix=""):
+def match_targets(modules, lora, family, prefix="", unprefixed=()):
     """The modules an adapter of LoraConfig `lora` wraps, in model order, by PEFT's rules
     (check_target_module_exists) on each module's full name in the base model (prefix +
     module): it matches a target of a list when it equals the target or ends with "." + target,
@@ -52,8 +52,9 @@ def match_targets(modules, lora, family, prefix=""):
     layers_pattern, or after the first name that a number follows). As in PEFT, a target that
     matches nothing is passed over when another matches (lists written for several families,
     such as ["q_proj", "v_proj", "query", "value"], are common in adapter_config.json files);
-    targets that match nothing at all are an error naming the model's linears."""
-    chosen = [m for m in modules if _targeted(lora, prefix + m)]
+    targets that match nothing at all are an error naming the model's linears. The
+    `unprefixed` modules sit beside the prefix (their full name is their own)."""
+    chosen = [m for m in modules if _targeted(lora, m if m in unprefixed else prefix + m)]
     if not chosen:
         names = sorted({m.rsplit(".", 1)[-1] for m in modules})
         targets = lora.target_modules
@@ -105,31 +106,34 @@ class Linears:
         adapters say fan_in_fan_out; for any other linear that option is refused. params:
         {checkpoint name: shape} of the tensors the model reads, among which the LoRA config's
         `bias` option finds the biases that train (see trained_biases); unprefixed: modules
-        among them that transformers keeps beside the adapter_prefix (DeBERTa's pooler)."""
+        among them (linears or biases) that transformers keeps beside the adapter_prefix
+        (DeBERTa's pooler)."""
         if lora is not None and not isinstance(lora, LoraConfig):
             raise TypeError("lora must be a LoraConfig or None")
         if lora is not None and lora.fan_in_fan_out and not conv1d:
             raise LoraConfigError(f"fan_in_fan_out=True is for Conv1D layers; this {family} has none")
         self.modules = dict(modules)
+        self.prefix = adapter_prefix
+        self.unprefixed = frozenset(unprefixed)
         if lora is not None and lora.target_modules == ALL_LINEAR:
             # As PEFT does, the keyword becomes the names of every linear it wraps (their full
             # names), which the saved adapter_config.json lists; the model's output layer and a
             # classifier's head are not among these linears.
-            lora = lora.with_targets([adapter_prefix + m for m in self.modules])
+            lora = lora.with_targets([self.full_name(m) for m in self.modules])
         self.lora = lora
         self.full = full
-        self.prefix = adapter_prefix
-        self.targets = match_targets(list(self.modules), lora, family, adapter_prefix) if lora else []
+        self.targets = match_targets(list(self.modules), lora, family, adapter_prefix,
+                                     self.unprefixed) if lora else []
         self._targeted = set(self.targets)
         self.merged = False
         # each wrapped module's rank and scale (rank_pattern, alpha_pattern), by its full name
         if lora is not None:
             for field, keys in unmatched_pattern_keys(
-                    lora, [adapter_prefix + m for m in self.targets]).items():
+                    lora, [self.full_name(m) for m in self.targets]).items():
                 warnings.warn(f"{field} keys {keys} match no module the adapter wraps: passed "
                               "over, as PEFT passes them over", RuntimeWarning, stacklevel=3)
-        self.ranks = {m: lora.rank_of(adapter_prefix + m) for m in self.targets}
-        self.scalings = {m: lora.scaling_of(adapter_prefix + m) for m in self.targets}
+        self.ranks = {m: lora.rank_of(self.full_name(m)) for m in self.targets}
+        self.scalings = {m: lora.scaling_of(self.full_name(m)) for m in self.targets}
         self.dora = lora is not None and lora.use_dora
         self.trainable = {}
         for m in self.targets:
@@ -139,19 +143,24 @@ class Linears:
             if self.dora:
                 self.trainable[self.magnitude(m)] = (out_f,)
         self.bias_keys = trained_biases(lora, family, params or {}, self._targeted, adapter_prefix,
-                                        unprefixed) if lora is not None and not full else {}
+                                        self.unprefixed) if lora is not None and not full else {}
         for name, key in self.bias_keys.items():
             self.trainable[key] = tuple(params[name])
 
+    def full_name(self, module):
+        """`module`'s name in the base model, as PEFT's adapter files name it: the prefix
+        added, but to the modules beside it."""
+        return module if module in self.unprefixed else self.prefix + module
+
     def lora_a(self, module):
-        return f"{self.prefix}{module}.lora_A.weight"
+        return f"{self.full_name(module)}.lora_A.weight"
 
     def lora_b(self, module):
-        return f"{self.prefix}{module}.lora_B.weight"
+        return f"{self.full_name(module)}.lora_B.weight"
 
     def magnitude(self, module):
         """DoRA's magnitude vector of `module` (PEFT's name in adapter files)."""
-        return f"{self.prefix}{module}.lora_magnitude_vector"
+        return f"{self.full_name(module)}.lora_magnitude_vector"
 
     def magnitude_weights(self):
         """{magnitude name: base weight name} of each DoRA-wrapped linear ({} without DoRA): a
