@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import peft_oracle as po
+from service_calls import call, error
 from event_loop import run as run_async
 from test_trainer import sentiment as trainer_sentiment
 from tiny_chat import tiny_chat_dir
@@ -50,18 +51,6 @@ def service(tmp_path, backend="numpy"):
     return EngineService(queue=str(tmp_path / "queue.sqlite"), states=str(tmp_path / "states"),
                          backend=backend, learner=config,
                          scheduler=SchedulerConfig(idle_fraction=1.0))
-
-
-def call(svc, method, **params):
-    reply = run_async(svc.call(method, params))
-    assert "error" not in reply, reply
-    return reply["result"]
-
-
-def error(svc, method, **params):
-    reply = run_async(svc.call(method, params))
-    assert "result" not in reply, reply
-    return reply["error"]
 
 
 def as_arrays(values):

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import peft_oracle as po
+from service_calls import call
 from t5_tokenizer import t5_dir
 from tiny_chat import tiny_chat_dir
 from py_engine.app.learner import LearnerConfig
@@ -63,12 +64,6 @@ def service(tmp_path, events, tolerance=0.1, **learner):
     return EngineService(queue=str(tmp_path / "queue.sqlite"), states=str(tmp_path / "states"),
                          emit=events.append, backend="numpy", learner=config,
                          scheduler=SchedulerConfig(idle_fraction=1.0))
-
-
-def call(svc, method, **params):
-    reply = run_async(svc.call(method, params))
-    assert "error" not in reply, reply
-    return reply["result"]
 
 
 def trainable(svc):

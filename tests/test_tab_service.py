@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import peft_oracle as po
+from service_calls import call, error
 from py_engine.app.learner import LearnerConfig
 from py_engine.app.scheduler import SchedulerConfig
 from py_engine.app.service import EngineService
@@ -54,18 +55,6 @@ def service(tmp_path, cls=EngineService, **train):
     config = LearnerConfig(save_every_s=0.0, train=dict({"lr": 2e-2, "epochs": 4}, **train))
     return cls(queue=str(tmp_path / "queue.sqlite"), states=str(tmp_path / "states"),
                backend="numpy", learner=config, scheduler=SchedulerConfig(idle_fraction=1.0))
-
-
-def call(svc, method, **params):
-    reply = run_async(svc.call(method, params))
-    assert "error" not in reply, reply
-    return reply["result"]
-
-
-def error(svc, method, **params):
-    reply = run_async(svc.call(method, params))
-    assert "result" not in reply, reply
-    return reply["error"]
 
 
 def weights(svc):
