@@ -212,3 +212,27 @@ def test_the_gpu_runtime_rebuilt_keeps_the_frozen_weights_it_can(tmp_path, bert,
                      ClassifierTrainConfig(epochs=1, batch_size=4, lr=1e-2)))
     end = run_sync(clf.runtime.trainable_values())
     assert any(list(end[n][1]) != list(start[n][1]) for n in start)
+
+
+def test_an_encoder_decoder_adapter_with_other_options_comes_in_with_them(tmp_path):
+    """FLAN-T5's kind: the task (its decoder start) stays, the LoRA is the adapter's."""
+    from t5_tokenizer import t5_dir
+    from py_engine.train.seq2seq import Seq2SeqModel
+
+    model_dir = t5_dir(tmp_path / "t5")[0]
+    lora = LoraConfig(r=2, lora_alpha=8, lora_dropout=0.0, task_type="SEQ_2_SEQ_LM",
+                      target_modules=["q", "k", "wo"])
+    adapter = run_sync(randomised(run_sync(Seq2SeqModel.create(model_dir, lora=lora, seed=4)), 4))
+    reference = run_sync(Seq2SeqModel.load(model_dir, adapter_dir=write(tmp_path / "adapter", adapter)))
+    svc = service(tmp_path)
+    loaded = call(svc, "load_model", files=files_of(model_dir))
+    assert loaded["kind"] == "seq2seq"
+    summary = call(svc, "import_adapter", files=adapter)
+    assert summary["trainable"] != loaded["trainable"]
+    expected = as_arrays(run_sync(reference.runtime.trainable_values()))
+    got = trainable(svc)
+    assert set(got) == set(expected)
+    prompt = "translate: a short text"
+    want = run_sync(reference.generate(prompt, max_new_tokens=5)).ids
+    assert run_sync(svc.model.model.generate(prompt, max_new_tokens=5)).ids == want
+    svc.close()

@@ -36,6 +36,7 @@ from .runtime import create_runtime
 from .tasks import ClassificationTask, LabelledIds, classification_report  # noqa: F401 (the API's)
 from .trainer import Trainer
 
+
 def adapter_model(checkpoint, model_dir, config, tensors, n_labels, pooling, source, dropout=None):
     """The classifier model an adapter (its adapter_config.json `config`, its `tensors`) was
     made with on `checkpoint` (read from `model_dir`), with `n_labels` labels pooled by
