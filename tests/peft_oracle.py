@@ -246,7 +246,9 @@ def peft_model(model_dir, num_labels, r=4, lora_alpha=8, target_modules=("query"
     model_type = json.loads((Path(model_dir) / "config.json").read_text())["model_type"]
     rates = {"distilbert": dict(dropout=dropout, attention_dropout=dropout, seq_classif_dropout=dropout),
              "modernbert": dict(embedding_dropout=dropout, attention_dropout=dropout,
-                                mlp_dropout=dropout, classifier_dropout=dropout)}.get(
+                                mlp_dropout=dropout, classifier_dropout=dropout),
+             # decoders (their sequence classifiers): the tiny configs' own rates, none
+             "qwen2": {}, "llama": {}, "gpt2": {}}.get(
         model_type, dict(hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout))
     base = AutoModelForSequenceClassification.from_pretrained(
         model_dir, num_labels=num_labels, attn_implementation=attention(model_dir), **rates)

@@ -23,6 +23,7 @@ from ..data.classification import Example
 from ..data.seq2seq import conversation_input, encode_seq2seq_example, seq2seq_example_from_record
 from ..models.bert_config import BERT_TYPES
 from ..models.classifiers import classifier_config
+from ..models.decoder_classifier import DecoderClassifierConfig
 from ..models.modernbert_config import MODEL_TYPE as MODERNBERT
 from ..models.decoders import CAUSAL_TYPES, T5_TYPES
 from ..models.lora_config import LoraConfig
@@ -46,7 +47,8 @@ class ModelFilesError(ValueError):
 
 
 def kind_of(config, given=None):
-    """"classification" for BERT-family checkpoints, "causal_lm" for decoder-only ones."""
+    """"classification" for BERT-family checkpoints, "causal_lm" for decoder-only ones (which
+    `given` "classification" reads as sequence classifiers)."""
     model_type = config.get("model_type")
     if given is not None:
         if given not in KINDS:
@@ -115,7 +117,7 @@ def state_key(kind, state):
 
 
 async def load_model_files(files, name, kind=None, labels=None, backend="gpu", device=None,
-                           pooling="mean", max_length=None, state=None, adapter=None,
+                           pooling=None, max_length=None, state=None, adapter=None,
                            base_dtype="f32", read_checkpoint=None):
     """An AppClassifier, AppChat or AppSeq2Seq over the checkpoint in `files`; its saved state
     is kept under model_key(...), or state_key(kind, state) when `state` names it. `adapter`
@@ -158,7 +160,7 @@ def read_model_config(directory):
 
 
 async def load_model_dir(directory, name, config=None, kind=None, labels=None, backend="gpu",
-                         device=None, pooling="mean", max_length=None, state=None, adapter=None,
+                         device=None, pooling=None, max_length=None, state=None, adapter=None,
                          base_dtype="f32", read_checkpoint=None):
     """An AppClassifier, AppChat or AppSeq2Seq over the checkpoint directory `directory`
     (config: its config.json, read here when not given); the other options as
@@ -185,8 +187,13 @@ async def load_model_dir(directory, name, config=None, kind=None, labels=None, b
             if clf.labels != labels:
                 raise ModelFilesError(f"the adapter has labels {clf.labels}, not {labels}")
         else:
+            family = classifier_config(config)
             lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0,
-                              target_modules=list(classifier_config(config).classifier_targets))
+                              target_modules=list(family.classifier_targets))
+            # pooling None: the mean of the tokens for an encoder (sentence encoders such as
+            # MiniLM are trained for it), a decoder's last real token (its classifier's)
+            if pooling is None and not isinstance(family, DecoderClassifierConfig):
+                pooling = "mean"
             clf = await TextClassifier.create(directory, labels, lora=lora, pooling=pooling,
                                               dropout=0.0, **placement)
         key = state_key(kind, state) if state is not None else model_key(kind, name, config, labels)

@@ -180,7 +180,7 @@ class EngineService:
         self.emit({"event": "progress", "task": task, "done": done, "total": total, "what": what})
 
     async def load_model(self, source="files", name=None, files=None, labels=None, kind=None,
-                         pooling="mean", adapter=None, state=None, base_dtype="f32",
+                         pooling=None, adapter=None, state=None, base_dtype="f32",
                          max_length=None):
         """Load a checkpoint given as files (source "bundled": the MiniLM the worker fetched;
         "files": a folder the user picked). `adapter` ({file name: bytes}, a PEFT adapter) is
@@ -191,7 +191,9 @@ class EngineService:
         set starts afresh); a saved state is put back, and with `state` named, a classifier
         whose saved state has other labels (relabel() was called) is relabelled to them first.
         base_dtype: how the GPU keeps a classifier's frozen weights ("f32", "f16", "int8");
-        max_length: the most tokens of a text (default 128 for classifiers). Returns the
+        max_length: the most tokens of a text (default 128 for classifiers). kind
+        "classification" reads a decoder (Llama, Qwen2, GPT-2, ...) as a sequence classifier;
+        pooling (fresh classifiers): "mean" by default, a decoder's "last" token. Returns the
         model's summary (with "restored": whether a state was)."""
         if source not in ("bundled", "files"):
             raise UserError(f"source must be 'bundled' or 'files', got {source!r}")

@@ -65,6 +65,11 @@ class MergedModel:
     async def of(cls, model):
         """The merged model of a ChatModel or TextClassifier as it stands (any backend)."""
         runtime, structure = model.runtime, model.model
+        from ..models.decoder_classifier import DecoderClassifier
+
+        if isinstance(structure, DecoderClassifier):
+            raise ValueError("a decoder's sequence classifier has no merged export here yet: "
+                             "export its adapter (PEFT's files) instead")
         trained = await runtime.trainable_values()
         if getattr(structure, "full", False):      # every weight trains: they are the model
             replaced = trained

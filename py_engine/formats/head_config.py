@@ -2,7 +2,8 @@
 have no field for. "cls" is transformers' sequence classifier head (the first token through
 the pooler, BertForSequenceClassification's, or the family's own), what an adapter made by PEFT
 always means; "mean" averages the tokens (what
-sentence-embedding checkpoints such as MiniLM were trained for).
+sentence-embedding checkpoints such as MiniLM were trained for); "last" is a decoder's
+sequence classifier's, its last real token (models/decoder_classifier.py).
 
 py_engine writes head_config.json beside every classifier adapter it saves, cls included, so a
 missing file means the adapter was made elsewhere (cls), never that the choice was lost; an
@@ -20,7 +21,7 @@ from .json_file import read_json_object
 from .output_dir import written_by_py_engine
 
 HEAD_CONFIG = "head_config.json"
-POOLINGS = ("cls", "mean")
+POOLINGS = ("cls", "mean", "last")     # "last": a decoder classifier's last real token
 
 
 def checkpoint_pooling(model_dir):

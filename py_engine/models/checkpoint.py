@@ -176,7 +176,12 @@ class Checkpoint:
 
     @classmethod
     def for_config(cls, config):
-        """The checkpoint class that reads `config`'s model family."""
+        """The checkpoint class that reads `config`'s model family (a decoder's as a
+        classifier reads it: DecoderClassifierConfig)."""
+        from .decoder_classifier import DecoderClassifierConfig
+
+        if isinstance(config, DecoderClassifierConfig):
+            return DecoderCheckpoint.for_config(config.decoder)
         return ModernBertCheckpoint if isinstance(config, ModernBertConfig) else cls
 
     def shape(self, name):
@@ -234,6 +239,7 @@ class DecoderCheckpoint(Checkpoint):
         self._validate(config.parameter_shapes())
 
     generation_eos = ()     # generation_config.json's eos_token_id(s), as load reads them
+    has_pooler = False      # read as a classifier (DecoderClassifier): no pooler
 
     @classmethod
     def load(cls, directory, weights=None):

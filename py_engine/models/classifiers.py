@@ -1,24 +1,32 @@
 """The sequence classifier of a checkpoint's family: BertClassifier (BERT, RoBERTa's kind,
-DistilBERT, ELECTRA, MPNet) or ModernBertClassifier, by its config's type."""
+DistilBERT, ELECTRA, MPNet, DeBERTa-v2), ModernBertClassifier, or a decoder's
+(DecoderClassifier), by its config's type."""
 
 from .bert import BertClassifier
 from .bert_config import BertConfig
+from .decoder_classifier import DecoderClassifier, DecoderClassifierConfig
+from .decoders import CAUSAL_TYPES, decoder_config
 from .modernbert import ModernBertClassifier
 from .modernbert_config import MODEL_TYPE as MODERNBERT, ModernBertConfig
 
 
 def classifier_config(values):
-    """The config of a classifier checkpoint's config.json `values`: ModernBERT's, or a BERT
-    family's (ConfigError naming what is not read)."""
+    """The config of a classifier checkpoint's config.json `values`: ModernBERT's, a
+    decoder's, or a BERT family's (ConfigError naming what is not read)."""
+    if values.get("model_type") in CAUSAL_TYPES:
+        return DecoderClassifierConfig(decoder_config(values))
     return (ModernBertConfig if values.get("model_type") == MODERNBERT else BertConfig)(**values)
 
 
 def classifier_model(config, lora, num_labels, pooling=None, dropout=None, train_pooler=False,
                      pooler_lora=True):
     """pooling None: the family's default (BERT's cls, ModernBERT's config.json
-    classifier_pooling). train_pooler and pooler_lora are BertClassifier's (its pooler)."""
+    classifier_pooling, a decoder's last token). train_pooler and pooler_lora are
+    BertClassifier's (its pooler)."""
     if isinstance(config, ModernBertConfig):
         return ModernBertClassifier(config, lora, num_labels, pooling=pooling, dropout=dropout)
+    if isinstance(config, DecoderClassifierConfig):
+        return DecoderClassifier(config, lora, num_labels, pooling=pooling, dropout=dropout)
     return BertClassifier(config, lora, num_labels, pooling=pooling or "cls",
                           train_pooler=train_pooler, dropout=dropout, pooler_lora=pooler_lora)
 

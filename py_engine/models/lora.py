@@ -321,6 +321,7 @@ class AdaptedModel:
         return self.decoder
 
     relative_kernels = False    # the GPU loads DeBERTa's disentangled attention bias kernels
+    last_token = False          # a classifier's batches carry each row's last real token
 
     def peft_dict(self):
         """The adapter_config.json of this model's adapter (LoraConfig.to_peft_dict)."""

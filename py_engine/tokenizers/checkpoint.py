@@ -19,8 +19,13 @@ from .wordpiece import WordPieceTokenizer
 def classifier_tokenizer(model_dir):
     """A classifier checkpoint's tokenizer: BERT's WordPiece (tokenizer.json, or vocab.txt), or
     the subword tokenizer.json of RoBERTa's kind (byte-level BPE; XLM-RoBERTa's Unigram),
-    padding as tokenizer_config.json says where tokenizer.json does not."""
+    padding as tokenizer_config.json says where tokenizer.json does not; a decoder's, as its
+    chat model reads it (padding with its pad token, else its end of text)."""
+    from ..models.decoders import CAUSAL_TYPES
+
     model_dir = Path(model_dir)
+    if _model_type(model_dir) in CAUSAL_TYPES:      # a decoder read as a classifier
+        return chat_tokenizer(model_dir)[0]
     path = model_dir / "tokenizer.json"
     if path.is_file():
         config = read_tokenizer_json(path)

@@ -17,6 +17,16 @@ class Batch:
         self.B = len(ids)
         self.T = len(ids[0])
 
+    @property
+    def last(self):
+        """Each row's last real token (the mask's last 1) as a one-hot [B][T] row: where a
+        decoder classifier reads its logits (DecoderClassifier)."""
+        out = []
+        for row in self.mask:
+            n = sum(row)
+            out.append([1 if t == n - 1 else 0 for t in range(self.T)])
+        return out
+
     def rows(self, start, stop):
         """Rows [start, stop) as a batch of their own, padded as they are here (the labels of a
         row are its share of `labels`: one for classification, T for a causal LM)."""

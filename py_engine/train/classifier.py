@@ -119,7 +119,7 @@ class TextClassifier:
                     base_dtype, quant_group, max_length):
         tokenizer = classifier_tokenizer(model_dir)
         tokenizer.limit_ids(checkpoint.config.vocab_size)
-        task = ClassificationTask(len(labels), tokenizer.pad_id)
+        task = ClassificationTask(len(labels), tokenizer.pad_id, last_token=model.last_token)
         placement = dict(backend=backend, device=device, base_dtype=base_dtype,
                          quant_group=quant_group)
         runtime = await create_runtime(model=model, task=task, checkpoint=checkpoint,
@@ -193,7 +193,8 @@ class TextClassifier:
         if self._trainer is not None:
             self._trainer.close()
             self._trainer = None
-        task = ClassificationTask(model.num_labels, self.tokenizer.pad_id)
+        task = ClassificationTask(model.num_labels, self.tokenizer.pad_id,
+                                  last_token=model.last_token)
         self.runtime = await self.runtime.rebuilt(model, values, task)
         return True
 
@@ -258,7 +259,8 @@ class TextClassifier:
         sources = head_sources(self.labels, labels, renamed)
         values = await self.runtime.trainable_values()
         for name in (self.model.head_module + ".weight", self.model.head_module + ".bias"):
-            values[name] = relabel_rows(*values[name], sources)
+            if name in values:      # a decoder classifier's head has no bias
+                values[name] = relabel_rows(*values[name], sources)
         if self._trainer is not None:
             self._trainer.close()
             self._trainer = None
@@ -313,7 +315,7 @@ class TextClassifier:
             raise ValueError("validation examples need labels")
         self.model.merged = False   # merged weights would go stale as the adapter trains
         task = ClassificationTask(len(self.labels), self.tokenizer.pad_id, config.label_smoothing,
-                                  config.class_weights)
+                                  config.class_weights, last_token=self.model.last_token)
         if vars(task) != vars(self.runtime.task):
             self.runtime.use_task(task)
         trainer = Trainer(self.runtime, self.runtime.task, encoded, config, validation=held,

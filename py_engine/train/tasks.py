@@ -41,9 +41,14 @@ class ClassificationTask:
     name = "classification"
     inputs = ("ids", "type_ids", "mask")
 
-    def __init__(self, num_labels, pad_id=0, label_smoothing=0.0, class_weights=None):
+    def __init__(self, num_labels, pad_id=0, label_smoothing=0.0, class_weights=None,
+                 last_token=False):
+        """last_token: the batches carry each row's last real token too (Batch.last), which a
+        decoder classifier reads."""
         if class_weights is not None and len(class_weights) != num_labels:
             raise ValueError(f"class_weights has {len(class_weights)} values for {num_labels} labels")
+        if last_token:
+            self.inputs = self.inputs + ("last",)
         self.num_labels = num_labels
         self.pad_id = pad_id
         self.label_smoothing = label_smoothing
