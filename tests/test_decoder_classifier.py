@@ -1,11 +1,11 @@
 """A decoder as a sequence classifier (models/decoder_classifier.py) held to transformers'
 *ForSequenceClassification + PEFT (SEQ_CLS): one step's loss and every gradient in float64
 (GPT-2 to 1e-12 and 1e-10; the Llama family to 1e-6 and 1e-5, transformers computing its norms
-and rotary tables in float32),
-for a Qwen2 (tied head), a Llama (its own lm_head, not read) and GPT-2 (Conv1D layers), with
+and rotary tables in float32), for a Qwen2 (tied head), a Llama (its own lm_head, not read) and GPT-2 (Conv1D layers), with
 LoRA on a few linears, on all of them, and with bias "all"; PEFT's adapter predicted on both
 backends, trained here and read back by PEFT; the GPU step against NumPy; mean pooling against
-its definition; relabelling; and what is refused by name."""
+its definition; relabelling; the merged export read by transformers; and what is refused by
+name."""
 
 import json
 
@@ -18,6 +18,7 @@ from conftest import run
 from service_calls import call, error
 from tiny_chat import tiny_chat_dir
 from py_engine.data.classification import Example
+from py_engine.export.merged import load_merged, save_merged
 from py_engine.train.batch import Batch
 from py_engine.train.classifier import TextClassifier
 from py_engine.train.config import ClassifierTrainConfig
@@ -148,7 +149,8 @@ def test_mean_pooling_is_the_mean_of_the_real_tokens_final_states(tmp_path):
 
 
 def test_relabel_and_what_is_refused(tmp_path):
-    from py_engine.export.merged import MergedModel
+    from py_engine.export.merged import MergedModel, save_merged
+    from py_engine.export.onnx_export import save_onnx
     from py_engine.models.lora_config import LoraConfig
 
     directory = model_dir(tmp_path, "qwen2")
@@ -162,8 +164,37 @@ def test_relabel_and_what_is_refused(tmp_path):
     run(clf.relabel(["neg", "pos", "neutral", "mixed"], {}))
     after = run(clf.predict(TEXTS))
     assert {p["neg"] for p in after} != before and set(after[0]) == {"neg", "pos", "neutral", "mixed"}
-    with pytest.raises(ValueError, match="no merged export"):
-        run(MergedModel.of(clf))
+    mean = run(TextClassifier.create(directory, LABELS, pooling="mean"))
+    with pytest.raises(ValueError, match="last token"):
+        save_merged(run(MergedModel.of(mean)), tmp_path / "merged")
+    with pytest.raises(ValueError, match="encoder classifiers"):
+        save_onnx(run(MergedModel.of(clf)), tmp_path / "onnx")
+
+
+@pytest.mark.parametrize("family", ["qwen2", "gpt2"])
+def test_the_merged_classifier_is_transformers(tmp_path, family):
+    """load_merged reads a decoder's SEQ_CLS adapter as a classifier; the merged folder is
+    transformers' *ForSequenceClassification (GPT-2's Conv1D weights laid out as it stores
+    them, a padding id where config.json had none) and gives our probabilities, padded."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    directory = model_dir(tmp_path, family)
+    adapter, _ = peft_classifier(directory, tmp_path / "adapter", ALL[family], seed=6)
+    clf = run(TextClassifier.load(directory, adapter, backend="numpy"))
+    ours = np.array([[p[label] for label in LABELS] for p in run(clf.predict(TEXTS))])
+    merged = save_merged(load_merged(directory, adapter), tmp_path / "merged")
+    config = json.loads((merged / "config.json").read_text())
+    assert config["architectures"] == [{"qwen2": "Qwen2ForSequenceClassification",
+                                        "gpt2": "GPT2ForSequenceClassification"}[family]]
+    assert config["pad_token_id"] == clf.tokenizer.pad_id
+    hf = AutoModelForSequenceClassification.from_pretrained(merged).double().eval()
+    tok = AutoTokenizer.from_pretrained(str(merged))
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    enc = tok(TEXTS, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        theirs = torch.softmax(hf(**enc).logits, -1).numpy()
+    assert np.abs(theirs - ours).max() <= 1e-5
 
 
 def test_the_service_loads_a_decoder_as_a_classifier_and_learns_a_correction(tmp_path):

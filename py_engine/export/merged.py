@@ -19,6 +19,7 @@ Pyodide); load_merged is host-side only in that it picks the NumPy backend.
 import math
 
 from ..formats.model_dir import decoder_config_json, save_model_dir
+from ..models.decoder_classifier import DecoderClassifierConfig
 
 DECODER, ENCODER = "decoder", "encoder"
 # transformers' sequence classifier of each encoder type read here (models/bert_config.py)
@@ -54,6 +55,7 @@ class MergedModel:
         self.replaced = dict(replaced)
         self.labels = labels
         self.pooling = pooling
+        self.pad_id = None      # the classifier's tokenizer's padding id (MergedModel.of)
         if kind == DECODER:
             self._names = {name: name for name in config.parameter_shapes()}
         else:
@@ -65,11 +67,6 @@ class MergedModel:
     async def of(cls, model):
         """The merged model of a ChatModel or TextClassifier as it stands (any backend)."""
         runtime, structure = model.runtime, model.model
-        from ..models.decoder_classifier import DecoderClassifier
-
-        if isinstance(structure, DecoderClassifier):
-            raise ValueError("a decoder's sequence classifier has no merged export here yet: "
-                             "export its adapter (PEFT's files) instead")
         trained = await runtime.trainable_values()
         if getattr(structure, "full", False):      # every weight trains: they are the model
             replaced = trained
@@ -93,8 +90,10 @@ class MergedModel:
         if structure.decoder:
             return cls(DECODER, structure.config, model.source, model.checkpoint, replaced,
                        tokenizer_dir=model.tokenizer_dir)
-        return cls(ENCODER, structure.config, model.model_dir, model.checkpoint, replaced,
-                   labels=list(model.labels), pooling=structure.pooling)
+        merged = cls(ENCODER, structure.config, model.model_dir, model.checkpoint, replaced,
+                     labels=list(model.labels), pooling=structure.pooling)
+        merged.pad_id = model.tokenizer.pad_id      # a decoder classifier's config needs one
+        return merged
 
     def names(self):
         """transformers' names of every tensor of the merged model."""
@@ -151,7 +150,14 @@ class MergedModel:
         from ..formats.json_file import read_json_object
 
         config = read_json_object(f"{self.source}/config.json")
-        config["architectures"] = [CLASSIFIER_ARCHITECTURES[self.config.model_type]]
+        if isinstance(self.config, DecoderClassifierConfig):
+            # transformers finds each text's last token by the padding id: it needs one
+            architecture = self.config.classifier_architecture(config.get("architectures"))
+            if config.get("pad_token_id") is None and self.pad_id is not None:
+                config["pad_token_id"] = self.pad_id
+        else:
+            architecture = CLASSIFIER_ARCHITECTURES[self.config.model_type]
+        config["architectures"] = [architecture]
         if self.config.pooling_in_config:
             config["classifier_pooling"] = self.pooling
         config["id2label"] = {str(i): label for i, label in enumerate(self.labels)}
@@ -163,12 +169,14 @@ class MergedModel:
 def load_merged(model_dir, adapter_dir=None):
     """The merged model of a checkpoint directory and (optionally, for decoders) a PEFT
     adapter, on the host's NumPy backend. A classifier's head lives in its adapter, so
-    classifiers need one."""
+    classifiers need one (a decoder's SEQ_CLS adapter makes it a classifier)."""
     from ..cli import SEQ2SEQ, model_kind
     from ..gpu import run_sync
     from ..models.checkpoint import DecoderCheckpoint
 
     kind = model_kind(model_dir, seq2seq=True)
+    if kind == DECODER and adapter_dir is not None and _adapter_task(adapter_dir) == "SEQ_CLS":
+        kind = ENCODER          # a decoder's sequence classifier: read as classifiers are
     if kind in (DECODER, SEQ2SEQ):
         if adapter_dir is None:
             checkpoint = DecoderCheckpoint.load(model_dir)
@@ -191,14 +199,31 @@ def load_merged(model_dir, adapter_dir=None):
     return run_sync(MergedModel.of(model))
 
 
+def _adapter_task(adapter_dir):
+    """adapter_config.json's task_type (None where it cannot be read: the load names why)."""
+    from pathlib import Path
+
+    from ..formats.json_file import JsonFileError, read_json_object
+
+    try:
+        return read_json_object(Path(adapter_dir) / "adapter_config.json").get("task_type")
+    except (JsonFileError, OSError):
+        return None
+
+
 def check_mergeable(kind, pooling, config):
     """Refuse what a Hugging Face checkpoint cannot express: transformers' BERT-family
     classifier heads pool the [CLS] token (mean pooling has no field in their config;
     ModernBERT's has one: the encoder config's pooling_in_config)."""
-    if kind == ENCODER and pooling == "mean" and not config.pooling_in_config:
+    if kind != ENCODER or pooling != "mean" or config.pooling_in_config:
+        return
+    if isinstance(config, DecoderClassifierConfig):
         raise ExportError("this classifier pools with the mean over tokens, which transformers' "
-                          "sequence classifiers cannot express (they always pool [CLS]); "
-                          "export it with --format onnx, whose graph pools as it was trained")
+                          "decoder sequence classifiers cannot express (they read the last "
+                          "token): export its adapter")
+    raise ExportError("this classifier pools with the mean over tokens, which transformers' "
+                      "sequence classifiers cannot express (they always pool [CLS]); "
+                      "export it with --format onnx, whose graph pools as it was trained")
 
 
 def save_merged(merged, directory, protected=(), progress=None):
@@ -218,6 +243,8 @@ def save_merged(merged, directory, protected=(), progress=None):
             progress(f"merged: {label}")
     if merged.kind == ENCODER:
         config = merged.classifier_config()
+        if isinstance(merged.config, DecoderClassifierConfig):   # GPT-2's Conv1D layout
+            tensors = merged.config.checkpoint_layout(tensors)
     else:
         config = decoder_config_json(merged.source, merged.config)
         tensors = merged.config.checkpoint_layout(tensors)

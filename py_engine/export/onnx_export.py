@@ -32,6 +32,7 @@ from ..formats.finite import NonFiniteWeightsError
 from ..models.bert_config import MPNET_BUCKETS, MPNET_MAX_DISTANCE
 from ..kernels.rope import rope_inv_freq
 from ..models.relative_position import relative_position_bucket
+from ..models.decoder_classifier import DecoderClassifierConfig
 from ..tokenizers.checkpoint import DEBERTA_SPM, deberta_tokenizer_config
 from ..formats.output_dir import write_output_dir
 from .merged import ENCODER, ExportError
@@ -245,8 +246,8 @@ def _modernbert_encoder(g, merged, mask_bias):
 
 def classifier_graph(merged):
     """The onnx.ModelProto of a merged classifier (merged.kind ENCODER)."""
-    if merged.kind != ENCODER:
-        raise ExportError("the ONNX export is for classifiers (BERT family, ModernBERT)")
+    if merged.kind != ENCODER or isinstance(merged.config, DecoderClassifierConfig):
+        raise ExportError("the ONNX export is for encoder classifiers (BERT family, ModernBERT)")
     config = merged.config
     g = GraphBuilder()
     g.const("sqrt2", np.float32(math.sqrt(2.0)))

@@ -69,6 +69,22 @@ class DecoderClassifierConfig:
         """No pooler: the head (score) is the adapter's."""
         return False
 
+    def classifier_names(self, names):
+        """{transformers name: checkpoint name} of the tensors a merged classifier keeps: the
+        decoder's own names."""
+        return {name: name for name in names}
+
+    def classifier_architecture(self, architectures):
+        """transformers' sequence classifier of the causal LM config.json names
+        (LlamaForCausalLM -> LlamaForSequenceClassification, GPT2LMHeadModel ->
+        GPT2ForSequenceClassification)."""
+        for name in architectures or ():
+            for suffix in ("ForCausalLM", "LMHeadModel"):
+                if isinstance(name, str) and name.endswith(suffix):
+                    return name[:-len(suffix)] + "ForSequenceClassification"
+        raise ConfigError(f"config.json names no causal LM architecture ({architectures!r}) to "
+                          "name its sequence classifier after")
+
     def parameter_shapes(self):
         """The decoder's tensors the classifier reads: all but the language-model head (a
         tied head is the embedding, read anyway)."""
