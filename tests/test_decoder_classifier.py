@@ -197,6 +197,25 @@ def test_the_merged_classifier_is_transformers(tmp_path, family):
     assert np.abs(theirs - ours).max() <= 1e-5
 
 
+def test_the_export_command_merges_a_decoder_classifier(tmp_path, capsys):
+    """`py-engine export --format merged` takes the decoder and its SEQ_CLS adapter; the other
+    formats are refused in one line, nothing written."""
+    from py_engine.cli import main
+
+    directory = model_dir(tmp_path, "qwen2")
+    adapter, _ = peft_classifier(directory, tmp_path / "adapter", TARGETS["qwen2"], seed=7)
+    assert main(["export", "--model", str(directory), "--adapter", str(adapter), "--format",
+                 "merged", "--out", str(tmp_path / "merged")]) == 0
+    config = json.loads((tmp_path / "merged" / "config.json").read_text())
+    assert config["architectures"] == ["Qwen2ForSequenceClassification"]
+    capsys.readouterr()
+    for fmt in ("onnx", "gguf"):
+        assert main(["export", "--model", str(directory), "--adapter", str(adapter), "--format",
+                     fmt, "--out", str(tmp_path / fmt)]) == 2
+        assert "--format merged exports it" in capsys.readouterr().err
+        assert not (tmp_path / fmt).exists()
+
+
 def test_the_service_loads_a_decoder_as_a_classifier_and_learns_a_correction(tmp_path):
     from test_adapter_import import files_of, service
 

@@ -96,7 +96,7 @@ BAD = [
     (["--format", "onnx", "--model", "{bert}", "--adapter", "{bert_adapter}", "--name", "x"],
      "--name is for --format gguf"),
     (["--format", "gguf", "--model", "{chat}", "--adapter", "{bert_adapter}"],
-     "is a SEQ_CLS adapter; this model needs a CAUSAL_LM one"),
+     "a sequence classifier (a SEQ_CLS adapter): --format merged exports it"),
     (["--format", "gguf", "--model", "{path}/nowhere"], "no model directory at"),
     (["--format", "gguf", "--model", "{chat}", "--adapter", "{path}/nowhere"],
      "no adapter directory at"),

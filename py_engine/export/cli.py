@@ -60,6 +60,13 @@ def check_export(args):
     from ..formats.output_dir import check_output_dir
 
     kind = model_kind(args.model, seq2seq=True)
+    if kind == "decoder" and args.adapter is not None and _adapter_task(args.adapter) == "SEQ_CLS":
+        # a decoder's sequence classifier (models/decoder_classifier.py)
+        if args.format != "merged":
+            raise UsageError(f"{args.adapter} makes {args.model} a sequence classifier (a SEQ_CLS "
+                             "adapter): --format merged exports it, as transformers' "
+                             "...ForSequenceClassification")
+        kind = "encoder"
     if kind not in KINDS[args.format]:
         raise UsageError(f"{args.model} is a {KIND_NAMES[kind]} checkpoint: {WHY[args.format]}")
     quant = args.quant or QUANTS[args.format][0]
@@ -91,11 +98,16 @@ def check_export(args):
     return kind, quant
 
 
-def _check_adapter(adapter, task):
-    from ..cli import UsageError
+def _adapter_task(adapter):
     from ..formats.peft_adapter import read_adapter_config
 
-    task_type = read_adapter_config(adapter).get("task_type")
+    return read_adapter_config(adapter).get("task_type")
+
+
+def _check_adapter(adapter, task):
+    from ..cli import UsageError
+
+    task_type = _adapter_task(adapter)
     if task_type not in (None, task):
         raise UsageError(f"{adapter} is a {task_type} adapter; this model needs a {task} one")
 
