@@ -235,7 +235,7 @@ def _check_train(args, kind):
     _check_backend(args)
     if kind == "encoder":
         refuse_options(args, ("mode", "patience", "full_lr", "validation", "modules_to_save"),
-                f"only for chat models; {args.model} is a classifier checkpoint (BERT family)")
+                f"only for chat models; this trains a classifier on {args.model}")
         if args.base_dtype in ("int8", "int4"):
             raise UsageError(f"--base-dtype {args.base_dtype} is for chat models; classifiers "
                              "keep f32 or f16 base weights")
@@ -480,7 +480,14 @@ def cmd_train_seq2seq(args):
 
 def cmd_train(args):
     kind = model_kind(args.model, args.max_length, seq2seq=True)
-    if kind == "decoder":
+    task = args.task or ("chat" if kind in ("decoder", SEQ2SEQ) else "classification")
+    if task == "chat" and kind == "encoder":
+        raise UsageError(f"--task chat is for decoders; {args.model} is a classifier checkpoint "
+                         "(BERT family)")
+    if task == "classification" and kind == SEQ2SEQ:
+        raise UsageError(f"--task classification: {args.model} is a T5 encoder-decoder, whose "
+                         "sequence classifier is not built here")
+    if kind == "decoder" and task == "chat":
         return cmd_train_chat(args)
     if kind == SEQ2SEQ:
         return cmd_train_seq2seq(args)
@@ -492,6 +499,12 @@ def cmd_train(args):
     from py_engine.train.config import ClassifierTrainConfig
 
     _check_train(args, "encoder")
+    if args.pooling == "last" and kind != "decoder":
+        raise UsageError("--pooling last is a decoder classifier's (its last token); an encoder "
+                         "pools cls or mean")
+    if args.pooling == "cls" and kind == "decoder":
+        raise UsageError("--pooling cls: a decoder's first token has seen nothing else; its "
+                         "classifier pools last (the default) or mean")
     config = ClassifierTrainConfig(**train_options(args, "label_smoothing"))
     examples = read_jsonl(args.data)
     labels = label_names(examples)
@@ -518,8 +531,13 @@ def cmd_train(args):
 # --- classifiers: predict, eval ------------------------------------------------------------------
 
 def _check_classifier_command(args):
+    """A classifier: an encoder's, or a decoder's with its SEQ_CLS adapter."""
+    from py_engine.formats.peft_adapter import read_adapter_config
+
     _check_backend(args)
-    _check_command_model(args, "encoder")
+    if model_kind(args.model, args.max_length) != "decoder" or \
+            read_adapter_config(args.adapter).get("task_type") != "SEQ_CLS":
+        _check_command_model(args, "encoder")
     check_adapter(args.adapter, "SEQ_CLS")
 
 
@@ -806,10 +824,13 @@ def _train_parser(sub):
                         "or written by py_engine before")
     _backend_options(p, ["f32", "f16", "int8", "int4"])
     add_training_options(p)
-    p.add_argument("--pooling", choices=["cls", "mean"],
+    p.add_argument("--task", choices=["chat", "classification"],
+                   help="a decoder trains as a chat model (the default) or as a sequence "
+                        "classifier on labelled texts (transformers' ...ForSequenceClassification)")
+    p.add_argument("--pooling", choices=["cls", "mean", "last"],
                    help="classifiers: cls, transformers' sequence classifier head (PEFT-compatible, "
                         "the default); mean: mean over tokens, best for sentence-embedding "
-                        "checkpoints such as minilm")
+                        "checkpoints such as minilm; last: a decoder's last token (its default)")
     p.add_argument("--label-smoothing", type=FRACTION, help="classifiers")
     p.add_argument("--mode", choices=["lora", "full", "hybrid"],
                    help="chat models: LoRA (default), every weight, or LoRA then every weight on a "
@@ -833,7 +854,7 @@ def _classifier_parsers(sub):
         p.add_argument("--data", required=True)
         _backend_options(p, ["f32", "f16"])
         p.add_argument("--max-length", type=MAX_LENGTH, help="tokens (default 128)")
-        p.add_argument("--pooling", choices=["cls", "mean"],
+        p.add_argument("--pooling", choices=["cls", "mean", "last"],
                        help="taken from the adapter (head_config.json); if given, must agree")
         p.set_defaults(fn=fn)
     sub.choices["eval"].add_argument("--json", action="store_true")

@@ -235,3 +235,38 @@ def test_the_service_loads_a_decoder_as_a_classifier_and_learns_a_correction(tmp
     assert "pools with" in error(svc, "load_model", files=files_of(directory), kind="classification",
                               labels=["news", "code"], pooling="cls")["message"]
     svc.close()
+
+
+def test_the_command_line_trains_predicts_and_evaluates_a_decoder_classifier(tmp_path, capsys):
+    """`py-engine train --task classification` on a decoder, then predict and eval with its
+    SEQ_CLS adapter; options of the other task or pooling refused in one line before any
+    work."""
+    from py_engine.cli import main
+
+    directory = model_dir(tmp_path, "qwen2")
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps({"text": t, "label": LABELS[i % 3]}) + "\n"
+                            for i, t in enumerate(TEXTS * 3)), encoding="utf-8")
+    adapter = tmp_path / "adapter"
+    assert main(["train", "--model", str(directory), "--task", "classification", "--data",
+                 str(data), "--out", str(adapter), "--epochs", "1"]) == 0
+    assert json.loads((adapter / "head_config.json").read_text()) == {"pooling": "last"}
+    clf = run(TextClassifier.load(directory, adapter))
+    capsys.readouterr()
+    assert main(["predict", "--model", str(directory), "--adapter", str(adapter), "--data",
+                 str(data)]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    want = run(clf.predict([e["text"] for e in map(json.loads, data.read_text().splitlines())]))
+    assert len(lines) == len(want)
+    for line, probs in zip(lines, want):
+        assert max(abs(line["probs"][k] - probs[k]) for k in LABELS) < 1e-9
+    assert main(["eval", "--model", str(directory), "--adapter", str(adapter), "--data",
+                 str(data), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["count"] == len(TEXTS) * 3
+    for argv, words in ((["--pooling", "cls"], "first token has seen nothing else"),
+                        (["--mode", "full"], "only for chat models; this trains a classifier"),
+                        (["--task", "chat", "--pooling", "last"], "only for classifiers")):
+        assert main(["train", "--model", str(directory), "--task", "classification", "--data",
+                     str(data), "--out", str(tmp_path / "other"), *argv]) == 2
+        assert words in capsys.readouterr().err
+        assert not (tmp_path / "other").exists()
