@@ -535,10 +535,29 @@ def _check_classifier_command(args):
     from py_engine.formats.peft_adapter import read_adapter_config
 
     _check_backend(args)
-    if model_kind(args.model, args.max_length) != "decoder" or \
-            read_adapter_config(args.adapter).get("task_type") != "SEQ_CLS":
+    config = None
+    if model_kind(args.model, args.max_length) == "decoder":
+        config = read_adapter_config(args.adapter)
+    if config is None or config.get("task_type") != "SEQ_CLS":
         _check_command_model(args, "encoder")
+    else:
+        _check_decoder_classifier(args, config)
     check_adapter(args.adapter, "SEQ_CLS")
+
+
+def _check_decoder_classifier(args, adapter_config):
+    """A decoder's SEQ_CLS adapter wraps linears the decoder has (its structure, no weights)."""
+    from pathlib import Path
+
+    from py_engine.models.checkpoint import Checkpoint
+    from py_engine.models.classifiers import classifier_model
+    from py_engine.models.lora_config import LoraConfig
+
+    config = Checkpoint.read_config(Path(args.model) / "config.json")
+    try:
+        classifier_model(config, LoraConfig.from_peft_dict(adapter_config, config.classifier_targets), 2)
+    except ValueError as e:
+        raise UsageError(f"{args.adapter} does not fit {args.model}: {e}") from None
 
 
 def _load_classifier(args):

@@ -123,7 +123,7 @@ def test_generate_options_are_range_checked(ws, capsys, nothing_loads, option, v
 
 
 @pytest.mark.parametrize("model, extra, match", [
-    ("bert", ["--mode", "full"], "--mode: only for chat models; .* is a classifier"),
+    ("bert", ["--mode", "full"], "--mode: only for chat models; this trains a classifier"),
     ("bert", ["--patience", "3", "--full-lr", "1e-3"], "--patience, --full-lr: only for chat models"),
     ("bert", ["--validation", "cls"], "--validation: only for chat models"),
     ("bert", ["--backend", "gpu", "--base-dtype", "int8"], "int8 is for chat models"),
@@ -148,8 +148,9 @@ def test_options_are_checked_against_the_model_and_backend(ws, capsys, nothing_l
 
 
 def test_commands_are_checked_against_the_model_and_adapter(ws, capsys, nothing_loads):
+    # a SEQ_CLS adapter makes a decoder a classifier: this one (a BERT's) wraps none of its linears
     refused(capsys, "predict", "--model", ws["llama"], "--adapter", ws["adapter"], "--data",
-            ws["cls"], match="is a chat model .*: use score or generate")
+            ws["cls"], match="does not fit .*: LoRA targets .* match no linear layer")
     refused(capsys, "score", "--model", ws["bert"], "--data", ws["chat"],
             match="is a classifier checkpoint .*: use predict or eval")
     refused(capsys, "generate", "--model", ws["llama"], "--adapter", ws["adapter"], "--prompt",
