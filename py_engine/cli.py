@@ -182,6 +182,14 @@ def input_file(path, what):
 SEQ2SEQ = "seq2seq"     # model_kind of a T5 encoder-decoder
 
 
+def reads_as_classifier(kind, adapter):
+    """Whether a checkpoint of model_kind `kind` with `adapter` is a decoder's sequence
+    classifier (models/decoder_classifier.py): a decoder with a SEQ_CLS adapter."""
+    from py_engine.formats.peft_adapter import adapter_task
+
+    return kind == "decoder" and adapter is not None and adapter_task(adapter) == "SEQ_CLS"
+
+
 def model_kind(model, max_length=None, seq2seq=False):
     """"decoder" (Llama, GPT-2 or Phi-2 family), "encoder" (BERT family) or, where the command
     runs them (`seq2seq`), "seq2seq" (T5 family), from the checkpoint's config.json; config.json
@@ -278,9 +286,9 @@ def _check_train(args, kind):
 def check_adapter(adapter, task):
     """The adapter directory exists with a readable adapter_config.json for `task` (PEFT's
     task_type: SEQ_CLS for classifiers, CAUSAL_LM for chat models; absent is accepted)."""
-    from py_engine.formats.peft_adapter import read_adapter_config
+    from py_engine.formats.peft_adapter import adapter_task
 
-    task_type = read_adapter_config(adapter).get("task_type")
+    task_type = adapter_task(adapter)
     if task_type not in (None, task):
         raise UsageError(f"{adapter} is a {task_type} adapter; this command needs a {task} one")
 
@@ -532,28 +540,25 @@ def cmd_train(args):
 
 def _check_classifier_command(args):
     """A classifier: an encoder's, or a decoder's with its SEQ_CLS adapter."""
-    from py_engine.formats.peft_adapter import read_adapter_config
-
     _check_backend(args)
-    config = None
-    if model_kind(args.model, args.max_length) == "decoder":
-        config = read_adapter_config(args.adapter)
-    if config is None or config.get("task_type") != "SEQ_CLS":
-        _check_command_model(args, "encoder")
+    if reads_as_classifier(model_kind(args.model, args.max_length), args.adapter):
+        _check_decoder_classifier(args)
     else:
-        _check_decoder_classifier(args, config)
+        _check_command_model(args, "encoder")
     check_adapter(args.adapter, "SEQ_CLS")
 
 
-def _check_decoder_classifier(args, adapter_config):
+def _check_decoder_classifier(args):
     """A decoder's SEQ_CLS adapter wraps linears the decoder has (its structure, no weights)."""
     from pathlib import Path
 
+    from py_engine.formats.peft_adapter import read_adapter_config
     from py_engine.models.checkpoint import Checkpoint
     from py_engine.models.classifiers import classifier_model
     from py_engine.models.lora_config import LoraConfig
 
     config = Checkpoint.read_config(Path(args.model) / "config.json")
+    adapter_config = read_adapter_config(args.adapter)
     try:
         classifier_model(config, LoraConfig.from_peft_dict(adapter_config, config.classifier_targets), 2)
     except ValueError as e:

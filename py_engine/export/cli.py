@@ -56,11 +56,11 @@ def add_export_parser(sub):
 
 def check_export(args):
     """Every path and option, before anything is loaded; returns (model kind, quant)."""
-    from ..cli import UsageError, model_kind
+    from ..cli import UsageError, model_kind, reads_as_classifier
     from ..formats.output_dir import check_output_dir
 
     kind = model_kind(args.model, seq2seq=True)
-    if kind == "decoder" and args.adapter is not None and _adapter_task(args.adapter) == "SEQ_CLS":
+    if reads_as_classifier(kind, args.adapter):
         # a decoder's sequence classifier (models/decoder_classifier.py)
         if args.format != "merged":
             raise UsageError(f"{args.adapter} makes {args.model} a sequence classifier (a SEQ_CLS "
@@ -98,16 +98,11 @@ def check_export(args):
     return kind, quant
 
 
-def _adapter_task(adapter):
-    from ..formats.peft_adapter import read_adapter_config
-
-    return read_adapter_config(adapter).get("task_type")
-
-
 def _check_adapter(adapter, task):
     from ..cli import UsageError
+    from ..formats.peft_adapter import adapter_task
 
-    task_type = _adapter_task(adapter)
+    task_type = adapter_task(adapter)
     if task_type not in (None, task):
         raise UsageError(f"{adapter} is a {task_type} adapter; this model needs a {task} one")
 

@@ -44,7 +44,7 @@ class MergedModel:
     floats)} that differ from the checkpoint's (merged linears, a classifier's head)."""
 
     def __init__(self, kind, config, source, checkpoint, replaced, labels=None, pooling=None,
-                 tokenizer_dir=None):
+                 tokenizer_dir=None, pad_id=None):
         self.kind = kind
         self.config = config
         self.source = source
@@ -55,7 +55,7 @@ class MergedModel:
         self.replaced = dict(replaced)
         self.labels = labels
         self.pooling = pooling
-        self.pad_id = None      # the classifier's tokenizer's padding id (MergedModel.of)
+        self.pad_id = pad_id    # a classifier's tokenizer's padding id (a decoder's needs one)
         if kind == DECODER:
             self._names = {name: name for name in config.parameter_shapes()}
         else:
@@ -90,10 +90,9 @@ class MergedModel:
         if structure.decoder:
             return cls(DECODER, structure.config, model.source, model.checkpoint, replaced,
                        tokenizer_dir=model.tokenizer_dir)
-        merged = cls(ENCODER, structure.config, model.model_dir, model.checkpoint, replaced,
-                     labels=list(model.labels), pooling=structure.pooling)
-        merged.pad_id = model.tokenizer.pad_id      # a decoder classifier's config needs one
-        return merged
+        return cls(ENCODER, structure.config, model.model_dir, model.checkpoint, replaced,
+                   labels=list(model.labels), pooling=structure.pooling,
+                   pad_id=model.tokenizer.pad_id)
 
     def names(self):
         """transformers' names of every tensor of the merged model."""
@@ -170,12 +169,12 @@ def load_merged(model_dir, adapter_dir=None):
     """The merged model of a checkpoint directory and (optionally, for decoders) a PEFT
     adapter, on the host's NumPy backend. A classifier's head lives in its adapter, so
     classifiers need one (a decoder's SEQ_CLS adapter makes it a classifier)."""
-    from ..cli import SEQ2SEQ, model_kind
+    from ..cli import SEQ2SEQ, model_kind, reads_as_classifier
     from ..gpu import run_sync
     from ..models.checkpoint import DecoderCheckpoint
 
     kind = model_kind(model_dir, seq2seq=True)
-    if kind == DECODER and adapter_dir is not None and _adapter_task(adapter_dir) == "SEQ_CLS":
+    if reads_as_classifier(kind, adapter_dir):
         kind = ENCODER          # a decoder's sequence classifier: read as classifiers are
     if kind in (DECODER, SEQ2SEQ):
         if adapter_dir is None:
@@ -197,18 +196,6 @@ def load_merged(model_dir, adapter_dir=None):
         model = run_sync(TextClassifier.load(model_dir, adapter_dir, backend="numpy",
                                              pooling=pooling))
     return run_sync(MergedModel.of(model))
-
-
-def _adapter_task(adapter_dir):
-    """adapter_config.json's task_type (None where it cannot be read: the load names why)."""
-    from pathlib import Path
-
-    from ..formats.json_file import JsonFileError, read_json_object
-
-    try:
-        return read_json_object(Path(adapter_dir) / "adapter_config.json").get("task_type")
-    except (JsonFileError, OSError):
-        return None
 
 
 def check_mergeable(kind, pooling, config):

@@ -63,10 +63,15 @@ def read_pooling(adapter_dir):
     path = Path(adapter_dir) / HEAD_CONFIG
     if not path.exists():
         return None
-    config = read_json_object(path)
-    pooling = config.get("pooling", "cls")
+    return pooling_of(read_json_object(path), path)
+
+
+def pooling_of(config, where):
+    """The pooling head_config.json's contents `config` record (HeadConfigError naming `where`
+    for one that is not read here)."""
+    pooling = config.get("pooling", "cls") if isinstance(config, dict) else None
     if pooling not in POOLINGS:
-        raise HeadConfigError(f"{path}: unknown pooling {pooling!r:.60}; expected one of "
+        raise HeadConfigError(f"{where}: unknown pooling {pooling!r:.60}; expected one of "
                               f"{', '.join(POOLINGS)}")
     return pooling
 

@@ -71,6 +71,11 @@ def read_adapter_config(directory):
     return read_json_object(path)
 
 
+def adapter_task(directory):
+    """adapter_config.json's task_type (PEFT's: SEQ_CLS, CAUSAL_LM, ...; None where absent)."""
+    return read_adapter_config(directory).get("task_type")
+
+
 def _adapter_file(directory, name):
     directory = Path(directory)
     if not directory.is_dir():

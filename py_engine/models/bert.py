@@ -68,15 +68,15 @@ class ModelError(ValueError):
     pass
 
 
-def check_classifier(lora, num_labels, pooling):
-    """What every classifier is built with: a LoraConfig, two labels or more, cls or mean
-    pooling."""
+def check_classifier(lora, num_labels, pooling, poolings=("cls", "mean")):
+    """What every classifier is built with: a LoraConfig, two labels or more, one of the
+    family's `poolings` (an encoder's: cls or mean)."""
     if not isinstance(lora, LoraConfig):
         raise TypeError("lora must be a LoraConfig")
     if num_labels < 2:
         raise ModelError(f"a classifier needs at least 2 labels, got {num_labels}")
-    if pooling not in ("cls", "mean"):
-        raise ModelError(f"pooling must be 'cls' or 'mean', got {pooling!r}")
+    if pooling not in poolings:
+        raise ModelError(f"pooling must be {' or '.join(map(repr, poolings))}, got {pooling!r}")
 
 
 def holds_pooler_lora(tensors):

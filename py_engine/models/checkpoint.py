@@ -14,6 +14,7 @@ from ..formats.finite import describe
 from ..formats.json_file import JsonFileError, read_json_object
 from ..formats.torch_pickle import TorchFileError, load_torch
 from .bert_config import ConfigError, read_config_json
+from .decoder_classifier import DecoderClassifierConfig
 from .decoders import decoder_config
 from .gpt2_config import Gpt2Config, transposed
 from .modernbert_config import ModernBertConfig
@@ -178,8 +179,6 @@ class Checkpoint:
     def for_config(cls, config):
         """The checkpoint class that reads `config`'s model family (a decoder's as a
         classifier reads it: DecoderClassifierConfig)."""
-        from .decoder_classifier import DecoderClassifierConfig
-
         if isinstance(config, DecoderClassifierConfig):
             return DecoderCheckpoint.for_config(config.decoder)
         return ModernBertCheckpoint if isinstance(config, ModernBertConfig) else cls

@@ -18,6 +18,7 @@ linears as PEFT wraps them (their names are the causal LM's: "model.layers.0.sel
 
 import copy
 
+from .bert import check_classifier
 from .bert_config import ConfigError
 from .decoders import decoder_model
 from .lora import AdaptedModel
@@ -35,11 +36,8 @@ class DecoderClassifierConfig:
     every other attribute reads through."""
 
     prefix = ""                 # the decoder's names are transformers' whole
-    token_types = False
     pooling_in_config = False   # config.json has no field for the pooling
-    pair_mask = False
     default_pooling = "last"    # transformers' decoder sequence classifiers
-    pooler_module = HEAD        # no pooler: the head's layer is named where a pooler's would be
 
     def __init__(self, decoder):
         if getattr(decoder, "encoder_decoder", False):
@@ -98,7 +96,6 @@ class DecoderClassifier(AdaptedModel):
     decoder = False             # not a language model: no LM head, no generation
     decoder_kernels = True      # the GPU loads RoPE, RMSNorm, the gated MLP, causal attention
     head_module = HEAD
-    last_token = True           # its batches carry each row's last real token (Batch.last)
     train_pooler = pooler_lora = False      # BertClassifier's pooler options: no pooler here
 
     def __init__(self, config, lora, num_labels, pooling=None, dropout=None):
@@ -108,8 +105,7 @@ class DecoderClassifier(AdaptedModel):
         if pooling not in POOLINGS:
             raise ValueError(f"a decoder classifier pools with {' or '.join(map(repr, POOLINGS))}, "
                              f"got {pooling!r} (its first token has seen nothing else)")
-        if num_labels < 2:
-            raise ValueError(f"a classifier needs at least 2 labels, got {num_labels}")
+        check_classifier(lora, num_labels, pooling, POOLINGS)
         whole = [m for m in lora.modules_to_save if m not in HEAD_ENTRIES]
         if whole:
             raise LoraConfigError(f"modules_to_save {whole!r} trains those modules whole beside "
@@ -129,6 +125,11 @@ class DecoderClassifier(AdaptedModel):
         self.dropout = self.body.dropout
         self.trainable = dict(self.body.trainable)
         self.trainable[HEAD + ".weight"] = (num_labels, config.hidden_size)
+
+    @property
+    def last_token(self):
+        """Its batches carry each row's last real token (Batch.last) where it pools there."""
+        return self.pooling == "last"
 
     def frozen_names(self):
         """The decoder's frozen tensors but the language-model head."""

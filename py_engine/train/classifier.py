@@ -20,7 +20,7 @@ import warnings
 from array import array
 from dataclasses import replace
 
-from ..formats.head_config import HEAD_CONFIG, POOLINGS, head_config
+from ..formats.head_config import HEAD_CONFIG, head_config, pooling_of
 from ..formats.json_file import decode_utf8, parse_json
 from ..formats.output_dir import write_files
 from ..formats.peft_adapter import adapter_files, load_adapter, read_adapter_files
@@ -164,16 +164,21 @@ class TextClassifier:
         pooling = self.checkpoint.config.default_pooling
         if HEAD_CONFIG in files:
             where = f"{source}/{HEAD_CONFIG}"
-            head = parse_json(decode_utf8(files[HEAD_CONFIG], where), where)
-            pooling = head.get("pooling", "cls") if isinstance(head, dict) else None
-            if pooling not in POOLINGS:
-                raise ValueError(f"{where}: unknown pooling {pooling!r:.60}; expected one of "
-                                 f"{', '.join(POOLINGS)}")
+            pooling = pooling_of(parse_json(decode_utf8(files[HEAD_CONFIG], where), where), where)
+        other = self._other_model(config, tensors, len(labels), pooling, source)
+        if other is not None:
+            return other
+        model = self.model if len(labels) == len(self.labels) else self._model_for(len(labels))
+        return model, merge_loaded(model, {}, tensors, source)
+
+    def _other_model(self, config, tensors, n_labels, pooling, source):
+        """(model, trainable values) of an adapter (its adapter_config.json `config`, its
+        `tensors`) made with other LoRA options or pooling than this classifier's, as load()
+        would make it; None when it was made with the same."""
         if pooling == self.model.pooling and not training_state.adapter_differences(self.model, config):
-            model = self.model if len(labels) == len(self.labels) else self._model_for(len(labels))
-            return model, merge_loaded(model, {}, tensors, source)
-        model = adapter_model(self.checkpoint, self.model_dir, config, tensors, len(labels),
-                              pooling, source, dropout=self.model.dropout)
+            return None
+        model = adapter_model(self.checkpoint, self.model_dir, config, tensors, n_labels, pooling,
+                              source, dropout=self.model.dropout)
         return model, merge_loaded(model, initial_trainable(model, 0), tensors, source)
 
     async def load_adapter_files(self, files, source="the adapter"):
@@ -235,12 +240,9 @@ class TextClassifier:
             raise training_state.StateError(f"the training state has labels {labels}, this "
                                             f"classifier {self.labels}")
         pooling = (state.get("model") or {}).get("pooling", "cls")
-        if pooling != self.model.pooling or training_state.adapter_differences(self.model, config):
-            # made with other LoRA options (an adapter imported since): its model, rebuilt
-            model = adapter_model(self.checkpoint, self.model_dir, config, tensors, len(labels),
-                                  pooling, "the training state", dropout=self.model.dropout)
-            await self._take(model, merge_loaded(model, initial_trainable(model, 0), tensors,
-                                                 "the training state"))
+        other = self._other_model(config, tensors, len(labels), pooling, "the training state")
+        if other is not None:       # made with other LoRA options (an adapter imported since)
+            await self._take(*other)
         _, trainer = await training_state.resume_training(self, state, optimizer, train_config,
                                                           examples, validation, tensors)
         return trainer

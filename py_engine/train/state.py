@@ -190,15 +190,6 @@ def adapter_differences(model, saved_config):
     return differ
 
 
-def check_same_adapter(model, saved_config, source):
-    """The LoRA options a state's adapter was trained with equal `model`'s."""
-    differ = adapter_differences(model, saved_config)
-    if differ:
-        ours = model.lora.to_peft_dict()
-        shown = ", ".join(f"{k} {saved_config.get(k)!r} (now {ours.get(k)!r})" for k in differ)
-        raise StateError(f"{source} was trained with other LoRA options: {shown}")
-
-
 def config_of(state, config_class):
     """The training config a state was made with, as `config_class` (checked on the way)."""
     saved = state.get("config") or {}
