@@ -182,12 +182,28 @@ def input_file(path, what):
 SEQ2SEQ = "seq2seq"     # model_kind of a T5 encoder-decoder
 
 
-def reads_as_classifier(kind, adapter):
-    """Whether a checkpoint of model_kind `kind` with `adapter` is a decoder's sequence
-    classifier (models/decoder_classifier.py): a decoder with a SEQ_CLS adapter."""
+def reads_as_classifier(model, kind, adapter):
+    """Whether checkpoint `model` of model_kind `kind` with `adapter` is a decoder's sequence
+    classifier (models/decoder_classifier.py): a decoder with a SEQ_CLS adapter, or a
+    fine-tuned one (its config.json names ...ForSequenceClassification) with none."""
     from py_engine.formats.peft_adapter import adapter_task
 
-    return kind == "decoder" and adapter is not None and adapter_task(adapter) == "SEQ_CLS"
+    if kind != "decoder":
+        return False
+    if adapter is not None:
+        return adapter_task(adapter) == "SEQ_CLS"
+    return names_classifier(model)
+
+
+def names_classifier(model):
+    """Whether checkpoint directory `model`'s config.json names a fine-tuned sequence
+    classifier (...ForSequenceClassification), whose head and labels are its own."""
+    from pathlib import Path
+
+    from py_engine.formats.json_file import read_json_object
+    from py_engine.models.classifiers import names_sequence_classifier
+
+    return names_sequence_classifier(read_json_object(Path(model) / "config.json"))
 
 
 def model_kind(model, max_length=None, seq2seq=False):
@@ -488,7 +504,8 @@ def cmd_train_seq2seq(args):
 
 def cmd_train(args):
     kind = model_kind(args.model, args.max_length, seq2seq=True)
-    task = args.task or ("chat" if kind in ("decoder", SEQ2SEQ) else "classification")
+    task = args.task or ("chat" if kind == SEQ2SEQ or kind == "decoder" and not
+                         reads_as_classifier(args.model, kind, None) else "classification")
     if task == "chat" and kind == "encoder":
         raise UsageError(f"--task chat is for decoders; {args.model} is a classifier checkpoint "
                          "(BERT family)")
@@ -525,6 +542,10 @@ def cmd_train(args):
               file=sys.stderr)
     clf = run_sync(TextClassifier.create(args.model, labels, lora=lora, backend=args.backend,
                                          **create))
+    held = clf.checkpoint.head_labels()
+    if held and set(held) & set(labels):
+        print(f"note: {args.model} is a classifier of {', '.join(held)}: the data's labels among "
+              "them start from its head", file=sys.stderr)
 
     def report(step):
         _progress({"loss": step.loss, "accuracy": step.accuracy, "grad_norm": step.grad_norm}, step)
@@ -539,12 +560,20 @@ def cmd_train(args):
 # --- classifiers: predict, eval ------------------------------------------------------------------
 
 def _check_classifier_command(args):
-    """A classifier: an encoder's, or a decoder's with its SEQ_CLS adapter."""
+    """A classifier: an encoder's, or a decoder's with its SEQ_CLS adapter; without an
+    adapter, a fine-tuned classifier checkpoint (its own head and labels)."""
     _check_backend(args)
-    if reads_as_classifier(model_kind(args.model, args.max_length), args.adapter):
-        _check_decoder_classifier(args)
+    if reads_as_classifier(args.model, model_kind(args.model, args.max_length), args.adapter):
+        if args.adapter is not None:
+            _check_decoder_classifier(args)
     else:
         _check_command_model(args, "encoder")
+    if args.adapter is None:
+        if not names_classifier(args.model):
+            raise UsageError(f"--adapter is needed: {args.model} is not a fine-tuned classifier "
+                             "(its config.json names no ...ForSequenceClassification "
+                             "architecture), so its head is in the adapter trained on it")
+        return
     check_adapter(args.adapter, "SEQ_CLS")
 
 
@@ -570,10 +599,14 @@ def _load_classifier(args):
     from py_engine.models.classifiers import adapter_pooling
     from py_engine.train.classifier import TextClassifier
 
-    pooling, note = adapter_pooling(args.model, args.adapter, args.pooling)
-    if note:
-        print(f"note: {note}", file=sys.stderr)
+    if args.adapter is not None:
+        pooling, note = adapter_pooling(args.model, args.adapter, args.pooling)
+        if note:
+            print(f"note: {note}", file=sys.stderr)
     options = given_options(args, "max_length", "base_dtype")
+    if args.adapter is None:        # a fine-tuned classifier: its own head and labels
+        return run_sync(TextClassifier.create(args.model, backend=args.backend,
+                                              pooling=args.pooling, **options))
     return run_sync(TextClassifier.load(args.model, args.adapter, backend=args.backend,
                                         pooling=pooling, **options))
 
@@ -584,7 +617,7 @@ def _probabilities(clf, examples, source):
 
     unknown = sorted({e.label for e in examples if e.label is not None} - set(clf.labels))
     if unknown:
-        raise UsageError(f"{source}: labels {unknown} are not among the adapter's labels "
+        raise UsageError(f"{source}: labels {unknown} are not among the classifier's labels "
                          f"{clf.labels}")
     rows = run_sync(clf.predict([e.text for e in examples]))
     for k, probs in enumerate(rows):
@@ -874,7 +907,9 @@ def _classifier_parsers(sub):
         p = sub.add_parser(name, help=text)
         p.add_argument("--model", required=True, type=model_dir,
                        help='Hugging Face checkpoint directory, or "minilm" (all-MiniLM-L6-v2)')
-        p.add_argument("--adapter", required=True)
+        p.add_argument("--adapter", help="the classifier's PEFT adapter (SEQ_CLS); without "
+                       "one, --model must be a fine-tuned classifier (...ForSequenceClassification, "
+                       "its labels in config.json)")
         p.add_argument("--data", required=True)
         _backend_options(p, ["f32", "f16"])
         p.add_argument("--max-length", type=MAX_LENGTH, help="tokens (default 128)")

@@ -9,7 +9,8 @@ import pytest
 from py_engine.data.classification import Example
 from py_engine.gpu import run_sync
 from py_engine.tabs.categories import COLOURS, Categories, CategoryError
-from py_engine.train.classifier import TextClassifier, head_sources
+from py_engine.train.classifier import TextClassifier
+from py_engine.train.head_rows import label_sources
 from py_engine.train.config import ClassifierTrainConfig
 
 from peft_oracle import tiny_bert_dir
@@ -73,15 +74,15 @@ def test_bad_json(text, message):
         Categories.from_json(text, "cats.json")
 
 
-def test_head_sources():
-    assert head_sources(["a", "b", "c"], ["b", "x", "A"], {"a": "A"}) == [1, None, 0]
-    assert head_sources(["a", "b"], ["b", "a"]) == [1, 0]
-    assert head_sources(["a", "b"], ["a", "c"], {"b": "c"}) == [0, 1]
+def test_label_sources():
+    assert label_sources(["a", "b", "c"], ["b", "x", "A"], {"a": "A"}) == [1, None, 0]
+    assert label_sources(["a", "b"], ["b", "a"]) == [1, 0]
+    assert label_sources(["a", "b"], ["a", "c"], {"b": "c"}) == [0, 1]
     for new, renamed, message in ((["a", "a"], None, "distinct"), (["a", "b"], {"z": "a"}, "not among"),
                                   (["a", "b"], {"a": "q"}, "not in the new labels"),
                                   (["x", "y"], None, "train a new classifier")):
         with pytest.raises(ValueError, match=message):
-            head_sources(["a", "b"], new, renamed)
+            label_sources(["a", "b"], new, renamed)
 
 
 @pytest.fixture(scope="module")

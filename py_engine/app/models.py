@@ -22,7 +22,8 @@ from ..data.chat import DataError, encode_chat_example
 from ..data.classification import Example
 from ..data.seq2seq import conversation_input, encode_seq2seq_example, seq2seq_example_from_record
 from ..models.bert_config import BERT_TYPES
-from ..models.classifiers import classifier_config
+from ..models.checkpoint import Checkpoint
+from ..models.classifiers import classifier_config, names_sequence_classifier
 from ..models.decoder_classifier import DecoderClassifierConfig
 from ..models.modernbert_config import MODEL_TYPE as MODERNBERT
 from ..models.decoders import CAUSAL_TYPES, T5_TYPES
@@ -48,7 +49,8 @@ class ModelFilesError(ValueError):
 
 def kind_of(config, given=None):
     """"classification" for BERT-family checkpoints, "causal_lm" for decoder-only ones (which
-    `given` "classification" reads as sequence classifiers)."""
+    `given` "classification" reads as sequence classifiers, as a fine-tuned one's config.json
+    names itself)."""
     model_type = config.get("model_type")
     if given is not None:
         if given not in KINDS:
@@ -56,8 +58,8 @@ def kind_of(config, given=None):
         return given
     if model_type in ENCODERS:
         return "classification"
-    if model_type in DECODERS:
-        return "causal_lm"
+    if model_type in DECODERS:      # a fine-tuned sequence classifier of one is read as that
+        return "classification" if names_sequence_classifier(config) else "causal_lm"
     if model_type in ENCODER_DECODERS:
         return "seq2seq"
     raise ModelFilesError(f"config.json has model_type {model_type!r}; this engine trains "
@@ -173,7 +175,11 @@ async def load_model_dir(directory, name, config=None, kind=None, labels=None, b
     if kind == "classification":
         if adapter and labels is None and "labels.json" in adapter:
             labels = json.loads(bytes(adapter["labels.json"]).decode("utf-8"))
-        labels = list(labels or DEFAULT_LABELS)
+        held = None         # a fine-tuned classifier's labels, where it is one
+        if not adapter:
+            checkpoint = placement["checkpoint"] = checkpoint or Checkpoint.load(directory)
+            held = checkpoint.head_labels()
+        labels = list(labels or held or DEFAULT_LABELS)
         if len(labels) < 2 or len(set(labels)) != len(labels) or \
                 not all(isinstance(x, str) and x for x in labels):
             raise ModelFilesError(f"a classifier needs two or more distinct label names, got "
@@ -191,8 +197,9 @@ async def load_model_dir(directory, name, config=None, kind=None, labels=None, b
             lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0,
                               target_modules=list(family.classifier_targets))
             # pooling None: the mean of the tokens for an encoder (sentence encoders such as
-            # MiniLM are trained for it), a decoder's last real token (its classifier's)
-            if pooling is None and not isinstance(family, DecoderClassifierConfig):
+            # MiniLM are trained for it), a decoder's last real token (its classifier's), the
+            # family's where the checkpoint is a fine-tuned classifier (its head reads that)
+            if pooling is None and held is None and not isinstance(family, DecoderClassifierConfig):
                 pooling = "mean"
             clf = await TextClassifier.create(directory, labels, lora=lora, pooling=pooling,
                                               dropout=0.0, **placement)

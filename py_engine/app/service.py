@@ -186,14 +186,16 @@ class EngineService:
         "files": a folder the user picked). `adapter` ({file name: bytes}, a PEFT adapter) is
         what the model starts from, and what reset() goes back to; without one, fresh
         weights. A classifier's labels are given, else the adapter's, else the queue's
-        classification labels, else a default pair. `state` names where the model's training
+        classification labels, else a fine-tuned classifier checkpoint's (config.json's
+        id2label; its head's rows start the labels it holds), else a default pair. `state` names where the model's training
         state is kept (default: a name made of the checkpoint and the labels, so another label
         set starts afresh); a saved state is put back, and with `state` named, a classifier
         whose saved state has other labels (relabel() was called) is relabelled to them first.
         base_dtype: how the GPU keeps a classifier's frozen weights ("f32", "f16", "int8");
         max_length: the most tokens of a text (default 128 for classifiers). kind
         "classification" reads a decoder (Llama, Qwen2, GPT-2, ...) as a sequence classifier;
-        pooling (fresh classifiers): "mean" by default, a decoder's "last" token. Returns the
+        pooling (fresh classifiers): "mean" by default, a decoder's "last" token, a
+        fine-tuned classifier's family's ("cls" for BERT's). Returns the
         model's summary (with "restored": whether a state was)."""
         if source not in ("bundled", "files"):
             raise UserError(f"source must be 'bundled' or 'files', got {source!r}")

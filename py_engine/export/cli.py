@@ -3,7 +3,7 @@
     py-engine export --format merged    --model DIR [--adapter DIR] --out DIR
     py-engine export --format gguf      --model DIR [--adapter DIR] --out DIR [--quant f16|q8_0|q4_0|f32]
     py-engine export --format gguf-lora --model DIR --adapter DIR --out DIR [--quant f32|f16]
-    py-engine export --format onnx      --model DIR --adapter DIR --out DIR [--quant f32|int8]
+    py-engine export --format onnx      --model DIR [--adapter DIR] --out DIR [--quant f32|int8]
 
 merged: a Hugging Face checkpoint with the adapter folded in (chat models, T5 encoder-decoders
 and [CLS]-pooled classifiers). gguf: OUT/model.gguf for llama.cpp (chat models of the Llama,
@@ -46,7 +46,8 @@ def add_export_parser(sub):
     p.add_argument("--format", required=True, choices=FORMATS)
     p.add_argument("--model", required=True, type=model_dir,
                    help='Hugging Face checkpoint directory, or "minilm" (all-MiniLM-L6-v2)')
-    p.add_argument("--adapter", help="a PEFT LoRA adapter trained on --model (classifiers need one)")
+    p.add_argument("--adapter", help="a PEFT LoRA adapter trained on --model (classifiers need "
+                                     "one, but for a fine-tuned classifier checkpoint)")
     p.add_argument("--out", required=True, help="directory to write: new, empty, or py_engine's")
     p.add_argument("--quant", help="gguf: f16 (default), q8_0, q4_0, f32; gguf-lora: f32 "
                                    "(default), f16; onnx: f32 (default), int8; merged: f32")
@@ -56,15 +57,17 @@ def add_export_parser(sub):
 
 def check_export(args):
     """Every path and option, before anything is loaded; returns (model kind, quant)."""
-    from ..cli import UsageError, model_kind, reads_as_classifier
+    from ..cli import UsageError, model_kind, names_classifier, reads_as_classifier
     from ..formats.output_dir import check_output_dir
 
     kind = model_kind(args.model, seq2seq=True)
-    if reads_as_classifier(kind, args.adapter):
+    if reads_as_classifier(args.model, kind, args.adapter):
         # a decoder's sequence classifier (models/decoder_classifier.py)
         if args.format != "merged":
-            raise UsageError(f"{args.adapter} makes {args.model} a sequence classifier (a SEQ_CLS "
-                             "adapter): --format merged exports it, as transformers' "
+            what = (f"{args.model} is a decoder's fine-tuned sequence classifier"
+                    if args.adapter is None else f"{args.adapter} makes {args.model} a sequence "
+                    "classifier (a SEQ_CLS adapter)")
+            raise UsageError(f"{what}: --format merged exports it, as transformers' "
                              "...ForSequenceClassification")
         kind = "encoder"
     if kind not in KINDS[args.format]:
@@ -75,10 +78,13 @@ def check_export(args):
                          f"{', '.join(QUANTS[args.format])})")
     if args.name is not None and not args.format.startswith("gguf"):
         raise UsageError("--name is for --format gguf and gguf-lora")
-    needs_adapter = kind == "encoder" or args.format == "gguf-lora"
+    # a classifier's head is in the adapter trained on it, but for a fine-tuned classifier's
+    needs_adapter = kind == "encoder" and not names_classifier(args.model) or \
+        args.format == "gguf-lora"
     if needs_adapter and args.adapter is None:
         what = "the adapter to convert" if args.format == "gguf-lora" else \
-            "a classifier's head is in the adapter trained on it"
+            "a classifier's head is in the adapter trained on it, unless --model is a " \
+            "fine-tuned classifier (...ForSequenceClassification)"
         raise UsageError(f"--format {args.format} needs --adapter ({what})")
     if args.adapter is not None:
         _check_adapter(args.adapter, ADAPTER_TASKS[kind])
@@ -88,7 +94,9 @@ def check_export(args):
         from .merged import check_mergeable
 
         config = Checkpoint.read_config(Path(args.model) / "config.json")
-        check_mergeable(kind, adapter_pooling(args.model, args.adapter, config=config)[0], config)
+        pooling = config.default_pooling if args.adapter is None else \
+            adapter_pooling(args.model, args.adapter, config=config)[0]
+        check_mergeable(kind, pooling, config)
     readable = ("tokenizer.json", "vocab.txt") + (("spm.model",) if args.format == "onnx" else ())
     if args.format in ("gguf", "onnx") and not any((Path(args.model) / f).is_file() for f in readable):
         raise FileNotFoundError(f"{args.model} has no tokenizer.json, which the {args.format} "

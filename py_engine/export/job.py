@@ -287,12 +287,14 @@ def _model(model_dir, kind, lora, num_labels, pooler_lora=True, with_checkpoint=
 
 
 def _initial_adapter(model_dir, kind, lora, labels, seed):
-    """The adapter py_engine starts training from with this seed, as files."""
+    """The adapter py_engine starts training from with this seed, as files (a fine-tuned
+    classifier's head rows for the labels it holds, as TextClassifier.create starts)."""
     from ..formats.peft_adapter import adapter_files
     from ..train.init import initial_trainable
 
     model, checkpoint = _model(model_dir, kind, lora, len(labels or ()), with_checkpoint=True)
-    return adapter_files(model.peft_dict(), initial_trainable(model, seed, checkpoint), labels,
+    values = initial_trainable(model, seed, checkpoint, labels if kind == "encoder" else None)
+    return adapter_files(model.peft_dict(), values, labels,
                          where="the job's adapter")
 
 

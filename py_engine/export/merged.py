@@ -168,13 +168,14 @@ class MergedModel:
 def load_merged(model_dir, adapter_dir=None):
     """The merged model of a checkpoint directory and (optionally, for decoders) a PEFT
     adapter, on the host's NumPy backend. A classifier's head lives in its adapter, so
-    classifiers need one (a decoder's SEQ_CLS adapter makes it a classifier)."""
+    classifiers need one (a decoder's SEQ_CLS adapter makes it a classifier), but for a
+    fine-tuned classifier checkpoint (its own head and labels)."""
     from ..cli import SEQ2SEQ, model_kind, reads_as_classifier
     from ..gpu import run_sync
     from ..models.checkpoint import DecoderCheckpoint
 
     kind = model_kind(model_dir, seq2seq=True)
-    if reads_as_classifier(kind, adapter_dir):
+    if reads_as_classifier(model_dir, kind, adapter_dir):
         kind = ENCODER          # a decoder's sequence classifier: read as classifiers are
     if kind in (DECODER, SEQ2SEQ):
         if adapter_dir is None:
@@ -186,15 +187,22 @@ def load_merged(model_dir, adapter_dir=None):
         model_class = Seq2SeqModel if kind == SEQ2SEQ else ChatModel
         model = run_sync(model_class.load(model_dir, adapter_dir=adapter_dir, backend="numpy"))
     else:
-        if adapter_dir is None:
-            raise ExportError(f"{model_dir} is a classifier checkpoint (BERT family): its head "
-                              "is in the adapter trained on it; give --adapter")
+        from ..models.checkpoint import Checkpoint
         from ..models.classifiers import adapter_pooling
         from ..train.classifier import TextClassifier
 
-        pooling, _ = adapter_pooling(model_dir, adapter_dir)
-        model = run_sync(TextClassifier.load(model_dir, adapter_dir, backend="numpy",
-                                             pooling=pooling))
+        if adapter_dir is None:
+            checkpoint = Checkpoint.load(model_dir)
+            if checkpoint.head_labels() is None:
+                raise ExportError(f"{model_dir} is a classifier checkpoint (BERT family): its "
+                                  "head is in the adapter trained on it; give --adapter")
+            # a fine-tuned classifier: its own head and labels, as it is
+            model = run_sync(TextClassifier.create(model_dir, backend="numpy",
+                                                   checkpoint=checkpoint))
+        else:
+            pooling, _ = adapter_pooling(model_dir, adapter_dir)
+            model = run_sync(TextClassifier.load(model_dir, adapter_dir, backend="numpy",
+                                                 pooling=pooling))
     return run_sync(MergedModel.of(model))
 
 

@@ -174,13 +174,16 @@ class BertClassifier(AdaptedModel):
 
     def head_sources(self):
         """{trainable name: checkpoint name} of the dense layer trained whole, which starts
-        from the checkpoint's where it holds one (a DistilBertForSequenceClassification
-        checkpoint's pre_classifier), as transformers' from_pretrained starts it ({} for
-        RoBERTa, whose checkpoint pooler is not its head's dense layer)."""
-        if not self.train_pooler or not self.config.head.from_pooler:
+        from the checkpoint's where it holds one, as transformers' from_pretrained starts it:
+        BERT's pooler, a DistilBertForSequenceClassification checkpoint's pre_classifier, a
+        fine-tuned RoBERTa's (ELECTRA's, MPNet's) classifier.dense (not RoBERTa's pooler,
+        which is not its head's dense layer)."""
+        if not self.train_pooler:
             return {}
         w, b = self.pooler_names()
-        return {w: self.pooler + ".weight", b: self.pooler + ".bias"}
+        if self.config.head.from_pooler:
+            return {w: self.pooler + ".weight", b: self.pooler + ".bias"}
+        return {w: w, b: b}     # a fine-tuned checkpoint's own (RoBERTa's classifier.dense)
 
     def pooler_names(self):
         """The dense layer under the head's activation: trained whole ("bert.pooler.dense",

@@ -133,6 +133,18 @@ def read_config_json(path):
         raise ConfigError(str(e)) from None
 
 
+def config_id2label(values):
+    """config.json's id2label as transformers reads it: where absent (transformers leaves out
+    its default), LABEL_0 .. LABEL_{n-1} of num_labels (2 by default). Checked where it is
+    read (Checkpoint.head_labels)."""
+    if values.get("id2label") is not None:
+        return values["id2label"]
+    count = values.get("num_labels", 2)
+    if not isinstance(count, int) or isinstance(count, bool):
+        return count        # refused where it is read, by name
+    return {str(i): f"LABEL_{i}" for i in range(count)}
+
+
 def config_field(values, name, kind=int, default=None):
     """config.json's `name` as `kind` (`default` where it is absent); ConfigError naming the
     field where it is missing or of another type."""
@@ -213,7 +225,7 @@ class BertConfig:
                 values, "relative_attention_num_buckets", int, MPNET_BUCKETS)
         if self.deberta:
             self._read_deberta(values)
-        self.id2label = values.get("id2label")
+        self.id2label = config_id2label(values)
         self._validate()
 
     def _read_deberta(self, values):
@@ -368,6 +380,11 @@ class BertConfig:
     def head(self):
         """The family's sequence classifier head (ClassifierHead)."""
         return self.encoder.head
+
+    @property
+    def head_output(self):
+        """The head's output layer, one row per label ("classifier", "classifier.out_proj")."""
+        return self.head.output
 
     @property
     def distilbert(self):

@@ -90,6 +90,27 @@ def _normalized(name):
     return name.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
 
 
+def id2label_list(id2label, where):
+    """config.json's id2label ({"0": "NEGATIVE", "1": "POSITIVE"}) as the list of label names
+    by row; CheckpointError naming `where` unless it names rows 0..n-1 (n >= 2) with distinct,
+    non-empty names."""
+    if not isinstance(id2label, dict) or len(id2label) < 2:
+        raise CheckpointError(f"{where}: id2label (or num_labels) must name the classifier's "
+                              f"two or more labels by row, got {id2label!r:.100}")
+    rows = {}
+    for key, label in id2label.items():
+        row = int(key) if isinstance(key, str) and key.isdigit() else None
+        if row is None or not isinstance(label, str) or not label.strip():
+            raise CheckpointError(f"{where}: id2label entry {key!r}: {label!r:.60} is not a "
+                                  "row number and a label name")
+        rows[row] = label
+    labels = [rows.get(i) for i in range(len(id2label))]
+    if None in labels or len(set(labels)) != len(labels):
+        raise CheckpointError(f"{where}: id2label must name rows 0 to {len(id2label) - 1} with "
+                              f"distinct labels, got {id2label!r:.100}")
+    return labels
+
+
 def _layer_pattern(name):
     """A tensor name with its layer numbers blanked: "layer.#.output.dense.weight"."""
     return re.sub(r"(^|\.)\d+(?=\.)", r"\1#", name)
@@ -127,26 +148,54 @@ class Checkpoint:
 
     def _validate(self, expected):
         for name, shape in expected.items():
-            if name not in self._names:
-                raise CheckpointError(f"{self.source}: tensor {name!r} is missing")
-            dtype, found = self._file.info(self._names[name])
-            if tuple(found) != shape:
-                raise CheckpointError(
-                    f"{self.source}: tensor {name!r} has shape {tuple(found)} but config.json implies {shape}"
-                )
-            if dtype not in safetensors.FLOAT_DTYPES:
-                raise CheckpointError(f"{self.source}: tensor {name!r} has dtype {dtype}, not a float type")
-            found = self._file.first_non_finite(self._names[name])
-            if found is not None:      # else every error later blames the run or the adapter
-                raise CheckpointError(f"{self.source}: tensor {name!r} holds "
-                                      f"{describe(found[1])} (element {found[0]}); the "
-                                      "checkpoint is damaged")
+            self._check_tensor(name, shape)
         used = {_layer_pattern(name) for name in expected}
         for name in sorted(set(self._names) - set(expected)):
             if _layer_pattern(name) in used:
                 raise CheckpointError(
                     f"{self.source}: tensor {self._names[name]!r} is in a layer config.json "
                     "does not have: the checkpoint has more layers than config.json says")
+
+    def _check_tensor(self, name, shape, implied_by="config.json"):
+        """Tensor `name` is there, of `shape` (what `implied_by` implies), a float type and
+        finite."""
+        if name not in self._names:
+            raise CheckpointError(f"{self.source}: tensor {name!r} is missing")
+        dtype, found = self._file.info(self._names[name])
+        if tuple(found) != tuple(shape):
+            raise CheckpointError(f"{self.source}: tensor {name!r} has shape {tuple(found)} but "
+                                  f"{implied_by} implies {tuple(shape)}")
+        if dtype not in safetensors.FLOAT_DTYPES:
+            raise CheckpointError(f"{self.source}: tensor {name!r} has dtype {dtype}, not a float type")
+        found = self._file.first_non_finite(self._names[name])
+        if found is not None:      # else every error later blames the run or the adapter
+            raise CheckpointError(f"{self.source}: tensor {name!r} holds "
+                                  f"{describe(found[1])} (element {found[0]}); the "
+                                  "checkpoint is damaged")
+
+    def holds(self, name):
+        """Whether the checkpoint has tensor `name` (a normalized name), read by the model or
+        not (a fine-tuned classifier's head)."""
+        return name in self._names
+
+    def head_floats(self, name, shape):
+        """array('f') of tensor `name`, which the model does not read as it is (a fine-tuned
+        classifier's head, a starting value), checked as the model's own tensors are."""
+        self._check_tensor(name, shape, "the model")
+        return self.floats(name)
+
+    def head_labels(self):
+        """The labels of the sequence classifier a fine-tuned checkpoint holds (its output
+        layer, config.json's id2label, in the order of its rows); None for a bare encoder or
+        decoder (no output layer, whatever id2label says: transformers writes LABEL_0 and
+        LABEL_1 into every config.json)."""
+        weight = self.config.head_output + ".weight"
+        if not self.holds(weight):
+            return None
+        labels = id2label_list(self.config.id2label, f"{self.source}/config.json")
+        self._check_tensor(weight, (len(labels), self.config.hidden_size),
+                           f"config.json's {len(labels)} labels (id2label)")
+        return labels
 
     @classmethod
     def read_config(cls, path):
@@ -286,7 +335,9 @@ class Gpt2Checkpoint(DecoderCheckpoint):
         self._file = tensors
         self._names = {}
         for raw in tensors.keys():
-            name = raw if raw.startswith(("transformer.", "lm_head.")) else "transformer." + raw
+            # GPT2ForSequenceClassification's head, "score", is beside the transformer
+            name = raw if raw.startswith(("transformer.", "lm_head.", "score.")) \
+                else "transformer." + raw
             self._names[name] = raw
         self._validate({n: self._stored_shape(n, s) for n, s in config.parameter_shapes().items()})
 

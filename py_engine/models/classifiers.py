@@ -3,7 +3,7 @@ DistilBERT, ELECTRA, MPNet, DeBERTa-v2), ModernBertClassifier, or a decoder's
 (DecoderClassifier), by its config's type."""
 
 from .bert import BertClassifier
-from .bert_config import BertConfig
+from .bert_config import BertConfig, config_id2label
 from .decoder_classifier import DecoderClassifier, DecoderClassifierConfig
 from .decoders import CAUSAL_TYPES, decoder_config
 from .modernbert import ModernBertClassifier
@@ -14,8 +14,16 @@ def classifier_config(values):
     """The config of a classifier checkpoint's config.json `values`: ModernBERT's, a
     decoder's, or a BERT family's (ConfigError naming what is not read)."""
     if values.get("model_type") in CAUSAL_TYPES:
-        return DecoderClassifierConfig(decoder_config(values))
+        return DecoderClassifierConfig(decoder_config(values), config_id2label(values))
     return (ModernBertConfig if values.get("model_type") == MODERNBERT else BertConfig)(**values)
+
+
+def names_sequence_classifier(values):
+    """Whether config.json `values` names transformers' sequence classifier as its architecture
+    (a fine-tuned classifier's: BertForSequenceClassification, Qwen2ForSequenceClassification):
+    a decoder's is read as a classifier, not a chat model."""
+    return any(isinstance(a, str) and a.endswith("ForSequenceClassification")
+               for a in values.get("architectures") or ())
 
 
 def classifier_model(config, lora, num_labels, pooling=None, dropout=None, train_pooler=False,

@@ -39,11 +39,15 @@ class DecoderClassifierConfig:
     pooling_in_config = False   # config.json has no field for the pooling
     default_pooling = "last"    # transformers' decoder sequence classifiers
 
-    def __init__(self, decoder):
+    head_output = HEAD          # the head's output layer, one row per label
+
+    def __init__(self, decoder, id2label=None):
+        """id2label: config.json's (a fine-tuned classifier's labels)."""
         if getattr(decoder, "encoder_decoder", False):
             raise ConfigError(f"model_type {decoder.model_type!r} is an encoder-decoder: its "
                               "sequence classifier is not built here")
         self.decoder = decoder
+        self.id2label = id2label
 
     def __getattr__(self, name):
         if name == "decoder":       # not set yet (copying): no recursion
@@ -75,8 +79,10 @@ class DecoderClassifierConfig:
     def classifier_architecture(self, architectures):
         """transformers' sequence classifier of the causal LM config.json names
         (LlamaForCausalLM -> LlamaForSequenceClassification, GPT2LMHeadModel ->
-        GPT2ForSequenceClassification)."""
+        GPT2ForSequenceClassification); a fine-tuned classifier's own."""
         for name in architectures or ():
+            if isinstance(name, str) and name.endswith("ForSequenceClassification"):
+                return name
             for suffix in ("ForCausalLM", "LMHeadModel"):
                 if isinstance(name, str) and name.endswith(suffix):
                     return name[:-len(suffix)] + "ForSequenceClassification"

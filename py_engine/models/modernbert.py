@@ -25,6 +25,7 @@ modules_to_save "classifier"); everything else is frozen.
 from .bert import check_classifier
 from .dropout_rates import override_rates
 from .lora import AdaptedModel, Linears
+from .modernbert_config import HEAD
 
 # The score bias beyond a sliding layer's window: every weight there is exactly 0 after the
 # softmax (as under transformers' mask), and added to the padding mask's float32 lowest it
@@ -37,7 +38,7 @@ class ModernBertClassifier(AdaptedModel):
 
     decoder = False
     decoder_kernels = True       # the GPU loads RoPE, the gated MLP and column copies
-    head_module = "classifier"
+    head_module = HEAD
     train_pooler = pooler_lora = False      # BertClassifier's pooler options: no pooler here
 
     def __init__(self, config, lora, num_labels, pooling=None, dropout=None):

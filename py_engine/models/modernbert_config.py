@@ -8,9 +8,10 @@ local_rope_theta); both read as transformers reads them. Every third layer (by d
 attends globally; the others within local_attention // 2 tokens either side.
 """
 
-from .bert_config import ConfigError, config_field, read_config_json
+from .bert_config import ConfigError, config_field, config_id2label, read_config_json
 
 MODEL_TYPE = "modernbert"
+HEAD = "classifier"          # ModernBertForSequenceClassification's output layer
 LAYER_TYPES = ("full_attention", "sliding_attention")
 # transformers' defaults where config.json leaves them out (ModernBertConfig)
 DEFAULT_THETA = {"full_attention": 160_000.0, "sliding_attention": 10_000.0}
@@ -68,7 +69,7 @@ class ModernBertConfig:
                               f"{self.classifier_pooling!r}")
         self.layer_types = self._layer_types(values)
         self.rope_parameters = self._rope_parameters(values)
-        self.id2label = values.get("id2label")
+        self.id2label = config_id2label(values)
         self._validate()
 
     def _layer_types(self, values):
@@ -138,6 +139,8 @@ class ModernBertConfig:
     def default_pooling(self):
         """The pooling transformers' classifier uses (config.json's classifier_pooling)."""
         return self.classifier_pooling
+
+    head_output = HEAD      # the head's output layer, one row per label
 
     def classifier_names(self, names):
         """{name in ModernBertForSequenceClassification: checkpoint name}: the same names."""

@@ -17,7 +17,6 @@ that wait is asynchronous). Natively, drive them with py_engine.gpu.run_sync or 
 
 import math
 import warnings
-from array import array
 from dataclasses import replace
 
 from ..formats.head_config import HEAD_CONFIG, head_config, pooling_of
@@ -30,6 +29,7 @@ from ..models.checkpoint import Checkpoint
 from ..models.lora_config import LoraConfig
 from ..tokenizers.checkpoint import classifier_tokenizer
 from .config import ClassifierTrainConfig, TrainConfig  # noqa: F401 (TrainConfig: the API's)
+from .head_rows import label_sources, relabel_rows
 from .init import initial_trainable, merge_loaded
 from . import state as training_state
 from .runtime import create_runtime
@@ -74,18 +74,22 @@ class TextClassifier:
     # --- construction ---
 
     @classmethod
-    async def create(cls, model_dir, labels, lora=None, backend="numpy", pooling=None, seed=0,
-                     max_length=128, dropout=None, device=None, base_dtype="f32", quant_group=64,
-                     checkpoint=None):
-        """`checkpoint`: model_dir's weights when they were loaded already (fetched bytes, or a
+    async def create(cls, model_dir, labels=None, lora=None, backend="numpy", pooling=None,
+                     seed=0, max_length=128, dropout=None, device=None, base_dtype="f32",
+                     quant_group=64, checkpoint=None):
+        """A new classifier over model_dir's checkpoint. `labels`: its label names; None takes
+        a fine-tuned classifier checkpoint's (config.json's id2label), whose head the rows of
+        its labels start from whenever they are among `labels` (checkpoint_head).
+        `checkpoint`: model_dir's weights when they were loaded already (fetched bytes, or a
         compressed file read into a Checkpoint); model_dir still gives the tokenizer."""
         checkpoint = checkpoint or Checkpoint.load(model_dir)
+        labels = starting_labels(checkpoint, labels)
         lora = lora or LoraConfig(target_modules=list(checkpoint.config.classifier_targets))
         lora.base_model_name_or_path = lora.base_model_name_or_path or str(model_dir)
         model = classifier_model(checkpoint.config, lora, len(labels), pooling=pooling,
                                  train_pooler=not checkpoint.has_pooler, dropout=dropout)
         return await cls._make(model_dir, checkpoint, model, labels,
-                               initial_trainable(model, seed, checkpoint),
+                               initial_trainable(model, seed, checkpoint, labels),
                                backend, device, base_dtype, quant_group, max_length)
 
     @classmethod
@@ -258,7 +262,7 @@ class TextClassifier:
         until it is trained on). The LoRA weights are kept; the optimizer's moments start
         again. Renaming and reordering alone keep the model in place; a change in the number
         of labels rebuilds the runtime (the frozen weights kept as they are)."""
-        sources = head_sources(self.labels, labels, renamed)
+        sources = label_sources(self.labels, labels, renamed)
         values = await self.runtime.trainable_values()
         for name in (self.model.head_module + ".weight", self.model.head_module + ".bias"):
             if name in values:      # a decoder classifier's head has no bias
@@ -372,44 +376,23 @@ class TextClassifier:
         return classification_report([e.label for e in examples], predicted, self.labels)
 
 
-def head_sources(old_labels, new_labels, renamed=None):
-    """For each of `new_labels`, the index of the old label its head row comes from (a kept
-    label, or one `renamed` {old: new} names), or None for an added label."""
-    renamed = dict(renamed or {})
-    new_labels = list(new_labels)
-    if len(set(new_labels)) != len(new_labels) or len(new_labels) < 2:
-        raise ValueError(f"labels must be two or more distinct names, got {new_labels}")
-    unknown = sorted(set(renamed) - set(old_labels))
-    if unknown:
-        raise ValueError(f"cannot rename {unknown}: not among the labels {list(old_labels)}")
-    missing = sorted(set(renamed.values()) - set(new_labels))
-    if missing:
-        raise ValueError(f"labels renamed to {missing} are not in the new labels {new_labels}")
-    if len(set(renamed.values())) != len(renamed):
-        raise ValueError(f"two labels are renamed to the same name: {renamed}")
-    origin = {new: old for old, new in renamed.items()}
-    index = {name: i for i, name in enumerate(old_labels)}
-    sources = []
-    for name in new_labels:
-        old = origin.get(name, name if name not in renamed else None)
-        sources.append(index.get(old))
-    if all(s is None for s in sources):
-        raise ValueError(f"no label of {list(old_labels)} is kept in {new_labels}: train a new "
-                         "classifier instead")
-    return sources
-
-
-def relabel_rows(shape, data, sources):
-    """(shape, array('f')) of a head tensor ([C, H] weight or [C] bias) with its rows taken
-    from `sources` (head_sources); an added row is the mean of the kept ones."""
-    width = len(data) // shape[0]
-    rows = [data[i * width:(i + 1) * width] for i in range(shape[0])]
-    kept = [rows[s] for s in sources if s is not None]
-    mean = array("f", (math.fsum(col) / len(kept) for col in zip(*kept)))
-    out = array("f")
-    for s in sources:
-        out.extend(rows[s] if s is not None else mean)
-    return (len(sources),) + tuple(shape[1:]), out
+def starting_labels(checkpoint, labels=None):
+    """The labels a new classifier over `checkpoint` has: `labels` (two or more distinct
+    names), or where None, those of the fine-tuned classifier it is (ValueError where it is
+    none). Warns where it is one but holds none of `labels`: its head is not the start."""
+    held = checkpoint.head_labels()
+    if labels is None:
+        if held is None:
+            raise ValueError(f"{checkpoint.source} is not a fine-tuned classifier (it has no "
+                             f"{checkpoint.config.head_output}.weight): the label names are "
+                             "needed")
+        return held
+    labels = list(labels)
+    label_sources(labels, labels)       # two or more distinct names
+    if held is not None and not set(held) & set(labels):
+        warnings.warn(f"{checkpoint.source} is a classifier of the labels {held}, none of which "
+                      f"is among {labels}: its head is not used, a new one starts", stacklevel=3)
+    return labels
 
 
 class _Text:

@@ -14,23 +14,29 @@ import math
 import random
 from array import array
 
+from .head_rows import relabel_rows
 
-def initial_trainable(model, seed, checkpoint=None):
+
+def initial_trainable(model, seed, checkpoint=None, labels=None):
     """{name: (shape, array('f'))} of every trainable tensor. DoRA's magnitudes and the base
     biases that train are read from `checkpoint`'s tensors (floats(name), shape(name)); without
     one they are NaN, for an adapter's tensors to replace (merge_loaded requires every one of
-    them)."""
+    them). A classifier's `labels`: the rows of those a fine-tuned checkpoint's head holds
+    start from its (checkpoint_head)."""
     rng = random.Random(seed)
     std = model.config.initializer_range
     magnitudes = model.magnitude_weights()
     biases = model.bias_sources()
     heads = {name: source for name, source in model.head_sources().items()
-             if checkpoint is not None and source in checkpoint.names()}
+             if checkpoint is not None and checkpoint.holds(source)}
+    read = set(checkpoint.names()) if checkpoint is not None else set()
     values = {}
     for name, shape in model.trainable.items():
         n = math.prod(shape)
         if name in heads:
-            data = array("f", checkpoint.floats(heads[name]))
+            source = heads[name]    # one the model does not read otherwise is checked first
+            data = array("f", checkpoint.floats(source) if source in read
+                         else checkpoint.head_floats(source, shape))
         elif name in biases:
             data = (array("f", checkpoint.floats(biases[name])) if checkpoint is not None
                     else array("f", [math.nan]) * n)
@@ -45,7 +51,27 @@ def initial_trainable(model, seed, checkpoint=None):
         else:  # classifier.weight, pooler.dense.weight
             data = array("f", (rng.gauss(0.0, std) for _ in range(n)))
         values[name] = (shape, data)
+    if labels is not None and checkpoint is not None:
+        values.update(checkpoint_head(model, checkpoint, labels))
     return values
+
+
+def checkpoint_head(model, checkpoint, labels):
+    """{name: (shape, array('f'))} of the classifier's output layer where `checkpoint` is a
+    fine-tuned classifier (Checkpoint.head_labels) holding some of `labels`: each of those
+    starts from its row there, as transformers' from_pretrained starts the head (but by label
+    name, not position), an added label from the mean of those rows (as relabelling adds
+    one: nothing is predicted as it until it is trained on). {} where it holds none of them."""
+    held = checkpoint.head_labels()
+    sources = [held.index(label) if label in held else None for label in labels] if held else []
+    if all(s is None for s in sources):
+        return {}
+    out = {}
+    for name in (model.head_module + ".weight", model.head_module + ".bias"):
+        if name in model.trainable:     # a decoder's score has no bias
+            stored = (len(held),) + tuple(model.trainable[name][1:])
+            out[name] = relabel_rows(stored, checkpoint.head_floats(name, stored), sources)
+    return out
 
 
 def row_norms(values, rows, cols):
