@@ -707,6 +707,47 @@ def test_chat_streams_a_reply_and_logs_the_conversation(browser, site, checkpoin
         context.close()
 
 
+def test_a_chat_model_as_a_classifier_and_a_fine_tuned_classifier(browser, site, checkpoints,
+                                                                  tmp_path):
+    """"Use a chat model as a classifier" reads a picked decoder as a sequence classifier of the
+    labels typed; a fine-tuned classifier's folder (a RoBERTa's, not BERT's family name) loads
+    with its own labels and pooling when none are typed, and with the typed ones when they are."""
+    from test_fine_tuned_classifier import LABELS, bare_dir, fine_tuned_dir
+
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = open_app(context, site)
+    try:
+        page.check("#model-as-classifier")
+        page.fill("#model-labels", "news, code")
+        shot(page, "12a-chat-model-as-classifier-asked")
+        page.set_input_files("#model-folder", str(checkpoints["chat"]))
+        model = wait_model(page)
+        assert model["kind"] == "classification" and model["labels"] == ["news", "code"]
+        assert model["pooling"] == "last" and model["family"] == "qwen2"
+        assert page.is_visible("#classify") and not page.is_visible("#chat")
+        summary = page.inner_text("#model-summary")
+        assert "classifier" in summary and "news, code" in summary and "last" in summary
+        assert set(predict(page, "a bug in the parser")["probs"]) == {"news", "code"}
+        shot(page, "12b-chat-model-as-classifier")
+    finally:
+        context.close()
+    fine_tuned = fine_tuned_dir(bare_dir(tmp_path, "roberta"), tmp_path / "sentiment-roberta")
+    for typed, labels in (("", LABELS), ("positive, sarcastic", ["positive", "sarcastic"])):
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        page = open_app(context, site)
+        try:
+            page.fill("#model-labels", typed)
+            page.set_input_files("#model-folder", str(fine_tuned))
+            model = wait_model(page)
+            assert model["kind"] == "classification" and model["labels"] == labels
+            assert model["pooling"] == "cls" and model["family"] == "roberta"
+            if not typed:
+                assert ", ".join(LABELS) in page.inner_text("#model-summary")
+                shot(page, "12c-fine-tuned-classifier")
+        finally:
+            context.close()
+
+
 def test_an_encoder_decoder_from_a_picked_folder_chats(browser, site, checkpoints):
     """FLAN-T5's layout picked as a folder: the page shows it as an encoder-decoder with the chat
     panel, and its reply streams in and is logged to learn from."""

@@ -318,3 +318,11 @@ def test_the_export_job_starts_from_the_fine_tuned_head(tmp_path, capsys):
     head = theirs["classifier.out_proj.weight"]
     checkpoint = load_file(directory / "model.safetensors")["classifier.out_proj.weight"]
     assert np.array_equal(head[labels.index("positive")], checkpoint[LABELS.index("positive")])
+
+
+@pytest.mark.parametrize("family", ["deberta", "gpt2"])
+def test_on_the_gpu_it_predicts_as_transformers(tmp_path, device, family):
+    directory = fine_tuned_dir(bare_dir(tmp_path, family), tmp_path / "fine_tuned")
+    theirs, _ = transformers_probabilities(directory, TEXTS)
+    clf = run(TextClassifier.create(directory, backend="gpu", device=device))
+    assert np.abs(predicted(clf, TEXTS, LABELS) - theirs).max() <= 1e-5

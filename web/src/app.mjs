@@ -12,7 +12,7 @@
 import { drawLossChart } from "./chart.mjs";
 import { EngineClient, deviceLostReason } from "./engine_client.mjs";
 import { commonFolder, download, droppedFiles, formatBytes, pickedFiles, readFiles, withoutCommonFolder } from "./files.mjs";
-import { checkpointFiles, configName, isChatModel, weightsProblem } from "./checkpoint.mjs";
+import { checkpointFiles, configName, weightsProblem } from "./checkpoint.mjs";
 import * as view from "./views.mjs";
 import { zip } from "./zip.mjs";
 
@@ -339,7 +339,6 @@ async function loadPicked(items) {
   let name = commonFolder(items);
   items = withoutCommonFolder(items);
   let files;
-  let chat;
   show($("model-error"), "");
   try {
     const chosen = checkpointFiles(items);
@@ -347,15 +346,18 @@ async function loadPicked(items) {
     if (problem) throw problem;
     show($("model-progress"), `Reading ${chosen.length} files (${formatBytes(chosen.reduce((n, i) => n + i.file.size, 0))})…`, "progress");
     files = await readFiles(chosen);
-    chat = isChatModel(files["config.json"]);
     name = name || configName(files["config.json"]);
   } catch (e) {
     show($("model-progress"), "");
     show($("model-error"), e.message, "error");
     return;
   }
+  // the engine tells the kind from config.json (a fine-tuned classifier's names itself); a
+  // decoder is read as a classifier when asked; labels go with every request (a chat model
+  // has none)
   const request = { source: "files", name, files };
-  if (!chat && labelsWanted()) request.labels = labelsWanted();
+  if ($("model-as-classifier").checked) request.kind = "classification";
+  if (labelsWanted()) request.labels = labelsWanted();
   await loadModel(request, `Loading ${name}…`);
 }
 

@@ -103,11 +103,3 @@ export function configName(configBytes) {
   const type = c.model_type || (c.architectures || ["model"])[0];
   return c.num_hidden_layers && c.hidden_size ? `${type}, ${c.num_hidden_layers} layers x ${c.hidden_size}` : type;
 }
-
-// Whether the model answers in text (a decoder, or an encoder-decoder such as FLAN-T5: no labels
-// to give). The engine's classifiers are BERT's family (app/models.py kind_of); a model of a
-// family it does not run is refused by the engine, by name.
-export function isChatModel(configBytes) {
-  const c = parseConfig(configBytes);
-  return c.model_type !== "bert" && !/ForSequenceClassification$/.test((c.architectures || [""])[0]);
-}

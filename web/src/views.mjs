@@ -210,6 +210,7 @@ export function renderModel(node, m) {
     ["parameters", m.parameters ? Number(m.parameters).toLocaleString("en") : null],
     ["trainable", m.trainable ? Number(m.trainable).toLocaleString("en") : null],
     ["labels", m.labels && m.labels.length ? m.labels.join(", ") : null],
+    ["pooling", m.pooling],
     ["max length", m.max_length],
     ["backend", m.backend],
     ["device", [a.vendor, a.architecture || a.device].filter(Boolean).join(" ") || null],
