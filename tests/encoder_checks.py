@@ -94,9 +94,10 @@ def check_classifier_checkpoint(model_dir, architecture, out):
         assert np.array_equal(np.asarray(fine_tuned.floats(name)), np.asarray(bare.floats(name))), name
 
 
-def check_peft_step(model_dir, adapter, peft, ids, types, mask, labels, token_type_ids=None):
+def check_peft_step(model_dir, adapter, peft, ids, types, mask, labels, token_type_ids=None,
+                    head=("classifier.dense.weight", "classifier.out_proj.weight")):
     """In float64, one step's loss (1e-12) and every gradient (1e-10) of PEFT's model `peft`
-    (saved as `adapter`) here, the head trained whole among them; PEFT's gradients by name."""
+    (saved as `adapter`) here, the `head` trained whole among them; PEFT's gradients by name."""
     from test_bert_oracle import engine_from_peft
 
     loss, grads, _ = po.step_gradients(peft, ids, mask, labels, token_type_ids=token_type_ids)
@@ -105,6 +106,6 @@ def check_peft_step(model_dir, adapter, peft, ids, types, mask, labels, token_ty
     assert abs(ours["loss"] - loss) <= 1e-12 * abs(loss)
     want = {k.removeprefix("base_model.model."): g for k, g in grads.items()}
     got = run(engine.gradients())
-    assert set(got) == set(want) and {"classifier.dense.weight", "classifier.out_proj.weight"} <= set(want)
+    assert set(got) == set(want) and set(head) <= set(want)
     po.check_gradients(got, want, 1e-10)
     return want

@@ -79,6 +79,47 @@ def tiny_electra_dir(path, seed=0, **overrides):
     return Path(path)
 
 
+ALBERT_SPECIALS = ["<pad>", "<unk>", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def tiny_albert_dir(path, seed=0, with_head=False, **overrides):
+    """A random AlbertModel checkpoint directory (AlbertForSequenceClassification of 3 labels
+    with `with_head`): embeddings narrower than its three layers, which share one layer's
+    weights, gelu_new, the norms and biases drawn off their initial values; a SentencePiece-style
+    Unigram tokenizer.json as albert-base-v2's ([CLS] A [SEP], <pad> 0)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import AlbertConfig, AlbertForSequenceClassification, AlbertModel
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    tok = Tokenizer(models.Unigram())
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    corpus = [" ".join(WORDS), "the film was great", "a very bad plot", "not good, really awful!",
+              "an awful plot and a worse ending", "it is a film"] * 4
+    tok.train_from_iterator(corpus, trainers.UnigramTrainer(
+        vocab_size=TINY["vocab_size"], special_tokens=ALBERT_SPECIALS, unk_token="<unk>"))
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    tok.save(str(path / "tokenizer.json"))
+    (path / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "AlbertTokenizer", "bos_token": "[CLS]", "eos_token": "[SEP]",
+         "cls_token": "[CLS]", "sep_token": "[SEP]", "pad_token": "<pad>", "unk_token": "<unk>",
+         "mask_token": "[MASK]", "model_max_length": 64, "do_lower_case": False}))
+    torch.manual_seed(seed)
+    config = AlbertConfig(**{**TINY, "vocab_size": tok.get_vocab_size(), "embedding_size": 16,
+                             "num_hidden_layers": 3, "hidden_act": "gelu_new", "pad_token_id": 0,
+                             "num_labels": 3, **overrides})
+    model = (AlbertForSequenceClassification if with_head else AlbertModel)(config)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "LayerNorm" in name or "layer_norm" in name or name.endswith(".bias"):
+                p.add_(0.1 * torch.randn_like(p))
+    model.save_pretrained(path, safe_serialization=True)
+    return path
+
+
 def tiny_mpnet_dir(path, seed=0, **overrides):
     """A random MPNetModel checkpoint directory (its relative position bias table and pooler
     drawn off their initial values) with MPNet's tokenizer files, as transformers writes them
@@ -247,6 +288,8 @@ def peft_model(model_dir, num_labels, r=4, lora_alpha=8, target_modules=("query"
     rates = {"distilbert": dict(dropout=dropout, attention_dropout=dropout, seq_classif_dropout=dropout),
              "modernbert": dict(embedding_dropout=dropout, attention_dropout=dropout,
                                 mlp_dropout=dropout, classifier_dropout=dropout),
+             "albert": dict(hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout,
+                            classifier_dropout_prob=dropout),
              # decoders (their sequence classifiers): the tiny configs' own rates, none
              "qwen2": {}, "llama": {}, "gpt2": {}}.get(
         model_type, dict(hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout))

@@ -29,9 +29,11 @@ LABELS = ["neg", "neutral", "pos"]
 
 def peft_probabilities(model_dir, adapter_dir, texts):
     # from_pretrained: transformers 5 ignores BertTokenizerFast(vocab_file=...) and keeps 5 tokens.
-    # ModernBERT's (byte-level BPE) and DeBERTa's (Unigram) tokenizer.json: their own class reads them
+    # ModernBERT's (byte-level BPE), DeBERTa's and ALBERT's (Unigram) tokenizer.json: their own
+    # class reads them
     model_type = json.loads((Path(model_dir) / "config.json").read_text())["model_type"]
-    tok = (AutoTokenizer if model_type in ("modernbert", "deberta-v2") else BertTokenizerFast).from_pretrained(str(model_dir))
+    tok = (AutoTokenizer if model_type in ("modernbert", "deberta-v2", "albert") else
+           BertTokenizerFast).from_pretrained(str(model_dir))
     enc = tok(texts, padding=True, return_tensors="np")
     return po.probabilities(model_dir, adapter_dir, enc["input_ids"], enc["attention_mask"])
 

@@ -346,6 +346,22 @@ def test_roberta_classifier_job_trains_as_py_engine(ws, tmp_path, capsys):
                          lora=LoraConfig(target_modules=["query", "value"], bias="all"))
 
 
+def test_albert_classifier_job_trains_as_py_engine(ws, tmp_path, capsys):
+    """An ALBERT checkpoint (one layer read at every depth, its LoRA's gradient summed over
+    them; the embeddings' projection wrapped too): each step's loss and gradient norm are
+    py_engine's, and so are the trained weights, under PEFT's names."""
+    model = po.tiny_albert_dir(tmp_path / "albert", seed=3)
+    job = tmp_path / "job"
+    code, err = export_job(capsys, "--model", model, "--data", ws["texts"], "--out", job,
+                           "--batch-size", 4, "--epochs", 2, "--lr", 2e-3, "--seed", 7,
+                           "--target-modules", "query,value,embedding_hidden_mapping_in",
+                           "--dropout", 0)
+    assert code == 0, err
+    check_classifier_job(ws, model, job, tmp_path, "classifier.weight", dropout=0.0,
+                         lora=LoraConfig(target_modules=["query", "value",
+                                                         "embedding_hidden_mapping_in"]))
+
+
 def test_deberta_classifier_job_trains_as_py_engine(ws, tmp_path, capsys):
     """A DeBERTa-v3 checkpoint (its Unigram tokenizer, the disentangled attention, no pooler:
     the pooler trains whole beside the LoRA and the classifier): each step's loss and gradient

@@ -1,10 +1,10 @@
 """A fine-tuned classifier checkpoint (transformers' *ForSequenceClassification saved with its
 labels) as the starting point: TextClassifier.create without labels takes its labels
 (config.json's id2label) and predicts as transformers does before any training (every family:
-BERT, RoBERTa, DistilBERT, ELECTRA, MPNet, DeBERTa-v2, ModernBERT, Qwen2, GPT-2); the head
-tensors it starts from are those PEFT's SEQ_CLS model starts from; labels given by name take
-their rows wherever they are (reordered, added, none kept); and a damaged head or id2label is
-refused by name."""
+BERT, RoBERTa, DistilBERT, ELECTRA, MPNet, DeBERTa-v2, ModernBERT, ALBERT, Qwen2, GPT-2); the
+head tensors it starts from are those PEFT's SEQ_CLS model starts from; labels given by name
+take their rows wherever they are (reordered, added, none kept); and a damaged head or
+id2label is refused by name."""
 
 import json
 import shutil
@@ -24,7 +24,7 @@ from py_engine.train.config import ClassifierTrainConfig
 LABELS = ["negative", "neutral", "positive"]
 TEXTS = ["the film was great", "an awful plot and a worse ending", "it is a film", "really"]
 FAMILIES = ["bert", "roberta", "distilbert", "electra", "mpnet", "deberta", "modernbert",
-            "qwen2", "gpt2"]
+            "albert", "qwen2", "gpt2"]
 
 
 def bare_dir(tmp_path, family):
@@ -45,7 +45,8 @@ def bare_dir(tmp_path, family):
         return tiny_roberta_dir(path)
     maker = {"bert": po.tiny_bert_dir, "distilbert": po.tiny_distilbert_dir,
              "electra": po.tiny_electra_dir, "mpnet": po.tiny_mpnet_dir,
-             "deberta": po.tiny_deberta_dir, "modernbert": po.tiny_modernbert_dir}[family]
+             "deberta": po.tiny_deberta_dir, "modernbert": po.tiny_modernbert_dir,
+             "albert": po.tiny_albert_dir}[family]
     return maker(path)
 
 

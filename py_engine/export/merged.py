@@ -31,7 +31,8 @@ CLASSIFIER_ARCHITECTURES = {"bert": "BertForSequenceClassification",
                             "electra": "ElectraForSequenceClassification",
                             "mpnet": "MPNetForSequenceClassification",
                             "modernbert": "ModernBertForSequenceClassification",
-                            "deberta-v2": "DebertaV2ForSequenceClassification"}
+                            "deberta-v2": "DebertaV2ForSequenceClassification",
+                            "albert": "AlbertForSequenceClassification"}
 
 
 class ExportError(ValueError):

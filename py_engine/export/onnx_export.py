@@ -100,9 +100,16 @@ def _columns(g, x, start, stop):
                           g.const("last_axis", np.array([-1], np.int64))])
 
 
-def _gelu(g, x):
-    """0.5 x (1 + erf(x / sqrt 2)): BERT's exact GELU."""
-    inner = g.op("Erf", [g.op("Div", [x, "sqrt2"])])
+def _gelu(g, x, approximate="none"):
+    """0.5 x (1 + erf(x / sqrt 2)): BERT's exact GELU; approximate "tanh", ALBERT's gelu_new:
+    0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3)))."""
+    if approximate == "tanh":
+        cube = g.op("Mul", [g.op("Mul", [x, x]), x])
+        inner = g.op("Add", [x, g.op("Mul", [cube, g.const("gelu_cubic", np.float32(0.044715))])])
+        inner = g.op("Tanh", [g.op("Mul", [inner, g.const("gelu_scale", np.float32(
+            math.sqrt(2.0 / math.pi)))])])
+    else:
+        inner = g.op("Erf", [g.op("Div", [x, "sqrt2"])])
     return g.op("Mul", [g.op("Mul", [x, "half"]), g.op("Add", [inner, "one"])])
 
 
@@ -332,12 +339,14 @@ def _bert_logits(g, merged, mask, mask_bias):
         scores_shape = g.op("Concat", [batch, g.const("heads", np.array([config.num_attention_heads],
                                                                         np.int64)), length, length], axis=0)
         relative = _disentangled(g, merged, prefix, scores_shape)
-    for n in range(config.num_hidden_layers):
-        p = {what: f"{prefix}{config.layers}{n}.{name}"
+    if config.projection:       # ALBERT's, ELECTRA-small's: up to the layers' width
+        x = _linear(g, merged, x, prefix + config.projection)
+    for n in range(config.num_hidden_layers):       # ALBERT's depths read one layer's weights
+        p = {what: f"{prefix}{config.layer_prefix(n)}{name}"
              for what, name in config.layer_names.items()}
         a = _attention(g, merged, x, mask_bias, p, config, position_bias, relative)
         a = _layer_norm(g, merged, g.op("Add", [a, x]), p["attention_norm"], eps)
-        h = _gelu(g, _linear(g, merged, a, p["intermediate"]))
+        h = _gelu(g, _linear(g, merged, a, p["intermediate"]), config.gelu_approximation)
         o = _linear(g, merged, h, p["output"])
         x = _layer_norm(g, merged, g.op("Add", [o, a]), p["output_norm"], eps)
 

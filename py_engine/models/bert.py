@@ -111,8 +111,11 @@ class BertClassifier(AdaptedModel):
         h, i = config.hidden_size, config.intermediate_size
         shapes = {"intermediate": (i, h), "output": (h, i)}
         self.names = config.layer_names
-        modules = {f"{config.layers}{n}.{self.names[what]}": shapes.get(what, (h, h))
+        # ALBERT's depths name one shared layer: its linears once
+        modules = {config.layer_prefix(n) + self.names[what]: shapes.get(what, (h, h))
                    for n in range(config.num_hidden_layers) for what in LINEARS}
+        if config.projection:       # the embeddings up to the layers' width
+            modules = {config.projection: (h, config.embedding_size), **modules}
         # RoBERTa's, DistilBERT's and ELECTRA's heads hold the dense layer BERT's pooler holds,
         # trained whole (PEFT's default modules_to_save, "classifier", matches pre_classifier too)
         self.train_pooler = (train_pooler or config.head.trained) and pooling == "cls"
@@ -150,7 +153,9 @@ class BertClassifier(AdaptedModel):
         modules_to_save names it (BERT's and DeBERTa's pooler, trained where the checkpoint has
         none), its module is added, so that PEFT trains it too (as it would the classifier)."""
         out = self.lora.to_peft_dict()
-        module = self.dense_module.rsplit(".", 1)[0]    # "bert.pooler", "pooler", "pre_classifier"
+        # the module holding the dense layer: "bert.pooler", "pooler", "pre_classifier",
+        # "albert.pooler" (ALBERT's pooler is the linear itself)
+        module = self.dense_module.removesuffix(".dense")
         saved = list(out.get("modules_to_save") or [])
         # PEFT wraps each module whose name ends with an entry ("pre_classifier" ends in
         # "classifier")
@@ -204,6 +209,8 @@ class BertClassifier(AdaptedModel):
         x = self._embeddings(be, batch)
         x, saved["emb_ln"] = self._layernorm(be, x, "embeddings.LayerNorm")
         x, saved["emb_drop"] = be.dropout(x, p_hidden)
+        if cfg.projection:
+            x = self.linears.forward(be, cfg.projection, x, saved, train)
         bias = self._position_bias(be, batch.T)
         rel = self._relative_embeddings(be, batch.T, saved)
         for n in range(cfg.num_hidden_layers):
@@ -241,8 +248,8 @@ class BertClassifier(AdaptedModel):
         elif types is None:
             return be.gather_rows(word, batch.ids)
         else:                   # token types without positions: a table of zero rows
-            h = cfg.hidden_size
-            position = be.constant(("zero positions", batch.T, h), [0.0] * (batch.T * h), (batch.T, h))
+            e = cfg.embedding_size
+            position = be.constant(("zero positions", batch.T, e), [0.0] * (batch.T * e), (batch.T, e))
         return be.embedding(batch.ids, batch.type_ids, word, position, types,
                             first_position=cfg.first_position)
 
@@ -294,10 +301,11 @@ class BertClassifier(AdaptedModel):
         s["a"] = a
         h = self.linears.forward(be, names["intermediate"], a, s, train)
         s["h_pre"] = h
-        g = be.gelu(h)
+        g = be.gelu(h, approximate=cfg.gelu_approximation)
         s["g"] = g
         o = self.linears.forward(be, names["output"], g, s, train)
-        o, s["out_drop"] = be.dropout(o, p_hidden)
+        # ALBERT drops nothing after its feed-forward's output linear (EncoderFamily)
+        o, s["out_drop"] = be.dropout(o, p_hidden if cfg.encoder.ffn_dropout else 0.0)
         o = be.add(o, a)
         o, s["out_ln"] = self._layernorm(be, o, names["output_norm"])
         return o, s
@@ -327,7 +335,8 @@ class BertClassifier(AdaptedModel):
 
     def _layer(self, n):
         """{what: full name} of layer n's linears and norms (BertConfig.layer_names)."""
-        return {what: f"{self.config.layers}{n}.{name}" for what, name in self.names.items()}
+        prefix = self.config.layer_prefix(n)
+        return {what: prefix + name for what, name in self.names.items()}
 
     def _layernorm(self, be, x, name):
         return be.layernorm(x, be.param(name + ".weight"),
@@ -368,10 +377,14 @@ class BertClassifier(AdaptedModel):
         else:
             dx = be.mean_pool_backward(dpooled, batch.mask, batch.B, batch.T)
         below = self.linears.trains_other_biases      # the embeddings' norm's bias trains
+        projection = self.config.projection
+        through = below or self._projection_trains()   # the layers' input gradient is needed
         drel = []           # the relative rows' gradients, where their norm's bias trains
         for n in reversed(range(lowest, self.config.num_hidden_layers)):
             dx = self._layer_backward(be, n, dx, saved["layers"][n], batch,
-                                      input_grad=below or n > lowest, drel=drel)
+                                      input_grad=through or n > lowest, drel=drel)
+        if through and projection:
+            dx = self.linears.backward(be, projection, dx, saved, input_grad=below)
         if below:
             self._layernorm_backward(be, be.dropout_backward(dx, saved["emb_drop"]),
                                      saved["emb_ln"], "embeddings.LayerNorm")
@@ -384,12 +397,18 @@ class BertClassifier(AdaptedModel):
     def _lowest_lora_layer(self):
         """Layers below it need no backward at all: nothing trains there. Its own backward
         needs no input gradient (nothing below reads it), only its adapters' gradients."""
-        if self.linears.trains_other_biases:
+        if self.linears.trains_other_biases or self._projection_trains():
             return 0
         layers = self.config.num_hidden_layers       # the pooler sits above every layer
         lowest = self.linears.lowest_layer(
-            lambda m: int(m.split(".")[2]) if m.startswith(self.config.layers) else layers)
+            lambda m: layers if self.config.layer_of(m) is None else self.config.layer_of(m))
         return layers if lowest is None else lowest
+
+    def _projection_trains(self):
+        """Whether the embeddings' projection (ALBERT's, ELECTRA-small's) is wrapped or its
+        bias trains: the backward then goes through every layer down to it."""
+        projection = self.config.projection
+        return projection is not None and self.linears.trains(projection)
 
     def _layer_backward(self, be, n, dout, s, batch, input_grad=True, drel=None):
         names = self._layer(n)
@@ -397,7 +416,7 @@ class BertClassifier(AdaptedModel):
         da = do
         do = be.dropout_backward(do, s["out_drop"])
         dg = self.linears.backward(be, names["output"], do, s)
-        dh = be.gelu_backward(dg, s["h_pre"])
+        dh = be.gelu_backward(dg, s["h_pre"], approximate=self.config.gelu_approximation)
         da = be.add(da, self.linears.backward(be, names["intermediate"], dh, s))
         dsum = self._layernorm_backward(be, da, s["attn_ln"], names["attention_norm"])
         dx = dsum

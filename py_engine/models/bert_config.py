@@ -6,14 +6,14 @@ from pathlib import Path
 
 from ..formats.json_file import JsonFileError, read_json_object
 
-SUPPORTED_ACTIVATIONS = ("gelu",)  # BERT's exact erf GELU
+SUPPORTED_ACTIVATIONS = ("gelu", "gelu_new")  # BERT's exact erf GELU; ALBERT's tanh one
 
 # The encoders read here: BERT, and RoBERTa's kind (its positions count from the row after its
 # padding token's, its classifier head is its own: see BertClassifier). Others with BERT's
 # tensor names compute otherwise and are refused by name rather than read as BERT (their
 # outputs would be wrong without a word): why each differs.
 ROBERTA_TYPES = ("roberta", "xlm-roberta", "camembert")
-BERT_TYPES = ("bert",) + ROBERTA_TYPES + ("distilbert", "electra", "mpnet", "deberta-v2")
+BERT_TYPES = ("bert",) + ROBERTA_TYPES + ("distilbert", "electra", "mpnet", "deberta-v2", "albert")
 OTHER_ENCODERS = {
     "deberta": "DeBERTa (v1) computes its attention's position terms otherwise than DeBERTa-v2 "
                "(deberta-v2, DeBERTa-v3's type, is read)",
@@ -46,6 +46,16 @@ MPNET_LAYER = {"query": "attention.attn.q", "key": "attention.attn.k", "value": 
 DEBERTA_LAYER = dict(BERT_LAYER, query="attention.self.query_proj", key="attention.self.key_proj",
                      value="attention.self.value_proj")
 DEBERTA_POSITION_TERMS = ("c2p", "p2c")
+# ALBERT's (one layer whose weights every depth reads: "encoder.albert_layer_groups.0.
+# albert_layers.0." at each of num_hidden_layers)
+ALBERT_LAYER = {"query": "attention.query", "key": "attention.key", "value": "attention.value",
+                "attention_output": "attention.dense", "attention_norm": "attention.LayerNorm",
+                "intermediate": "ffn", "output": "ffn_output", "output_norm": "full_layer_layer_norm"}
+# AlbertConfig's defaults, where they are not BertConfig's
+ALBERT_DEFAULTS = {"vocab_size": 30000, "embedding_size": 128, "hidden_size": 4096,
+                   "num_hidden_layers": 12, "num_attention_heads": 64, "intermediate_size": 16384,
+                   "hidden_act": "gelu_new", "hidden_dropout_prob": 0.0,
+                   "attention_probs_dropout_prob": 0.0, "classifier_dropout_prob": 0.1}
 # MPNet's relative position buckets, as transformers computes them whatever config.json's
 # relative_attention_num_buckets (MPNetEncoder.compute_position_bias passes its own default)
 MPNET_BUCKETS, MPNET_MAX_DISTANCE = 32, 128
@@ -86,6 +96,12 @@ class EncoderFamily:
     # the table [buckets, heads] of a relative position bias added to every layer's attention
     # scores (MPNet's), None where there is none
     relative_attention_bias: str = None
+    ffn_dropout: bool = True    # a dropout after the feed-forward's output linear (not ALBERT's)
+    shared_layers: bool = False  # one layer's weights read at every depth (ALBERT's)
+    # the linear taking the embeddings up to the layers' width, where they are narrower
+    # (ELECTRA-small's), or always (ALBERT's); None where there is none
+    projection: str = None
+    projection_always: bool = False
 
 
 _BERT_HEAD = ClassifierHead("bert.pooler.dense", "classifier", "tanh", False, True, False)
@@ -100,7 +116,15 @@ FAMILIES = {
                                 ClassifierHead("pre_classifier", "classifier", "relu", False,
                                                True, True)),
     "electra": replace(_BERT, head=ClassifierHead("classifier.dense", "classifier.out_proj",
-                                                  "gelu", True, False, True)),
+                                                  "gelu", True, False, True),
+                       projection="embeddings_project"),
+    # AlbertForSequenceClassification: BERT's head, its pooler a linear of its own ("pooler")
+    "albert": EncoderFamily("encoder.albert_layer_groups.0.albert_layers.", ALBERT_LAYER, True,
+                            True, "pooler", ("query", "value"),
+                            ClassifierHead("albert.pooler", "classifier", "tanh", False, True, False),
+                            ffn_dropout=False, shared_layers=True,
+                            projection="encoder.embedding_hidden_mapping_in",
+                            projection_always=True),
     # PEFT has no default targets for MPNet (it asks for target_modules); q and v are BERT's
     # query and value, its default there. MPNetForSequenceClassification's head is RoBERTa's.
     "mpnet": EncoderFamily("encoder.layer.", MPNET_LAYER, False, True, "pooler.dense", ("q", "v"),
@@ -198,6 +222,13 @@ class BertConfig:
         _check_model_type(self.model_type)
         if self.deberta:            # DebertaV2Config's defaults
             values = dict({"layer_norm_eps": 1e-7, "type_vocab_size": 0}, **values)
+        if self.model_type == "albert":     # AlbertConfig's defaults and names
+            values = dict(ALBERT_DEFAULTS, **values)
+            values["classifier_dropout"] = values["classifier_dropout_prob"]
+            for name in ("num_hidden_groups", "inner_group_num"):
+                if values.get(name, 1) != 1:
+                    raise ConfigError(f"config.json field {name!r} ({values[name]!r}): ALBERT "
+                                      "with other than one group of one layer is not read here")
         if self.distilbert:         # its names, and no token types (one row of zeros here)
             values = {DISTILBERT_FIELDS.get(k, k): v for k, v in values.items()
                       if k not in DISTILBERT_FIELDS.values()}
@@ -292,10 +323,10 @@ class BertConfig:
             )
         if self.hidden_act not in SUPPORTED_ACTIVATIONS:
             raise ConfigError(f"hidden_act {self.hidden_act!r} is not supported (only {SUPPORTED_ACTIVATIONS})")
-        if self.model_type == "electra" and self.embedding_size != self.hidden_size:
-            raise ConfigError(f"ELECTRA's embeddings are narrower than its layers (embedding_size "
-                              f"{self.embedding_size}, hidden_size {self.hidden_size}): its "
-                              "embeddings_project layer is not read here")
+        if self.embedding_size <= 0 or self.embedding_size != self.hidden_size and \
+                self.projection is None and not self.deberta:
+            raise ConfigError(f"embedding_size {self.embedding_size} must be positive and, where "
+                              f"no layer projects the embeddings, hidden_size {self.hidden_size}")
         if self.roberta and not 0 <= self.pad_token_id < min(self.vocab_size,
                                                              self.max_position_embeddings - 1):
             raise ConfigError(f"pad_token_id {self.pad_token_id} leaves no position row: RoBERTa's "
@@ -395,6 +426,32 @@ class BertConfig:
     def layers(self):
         """Where the layers are: "encoder.layer." (BERT, RoBERTa) or "transformer.layer."."""
         return self.encoder.layers
+
+    def layer_prefix(self, n):
+        """Where layer n's linears and norms are: "encoder.layer.<n>." (ALBERT's every depth
+        reads its one shared layer)."""
+        return f"{self.layers}{0 if self.encoder.shared_layers else n}."
+
+    def layer_of(self, name):
+        """The first depth that reads tensor `name` under the layers, else None (ALBERT's
+        shared layer: the first)."""
+        if not name.startswith(self.layers):
+            return None
+        return 0 if self.encoder.shared_layers else int(name[len(self.layers):].split(".")[0])
+
+    @property
+    def projection(self):
+        """The linear from embedding_size up to hidden_size after the embeddings (ALBERT's
+        encoder.embedding_hidden_mapping_in, ELECTRA-small's embeddings_project), or None."""
+        family = self.encoder
+        if family.projection and (family.projection_always or self.embedding_size != self.hidden_size):
+            return family.projection
+        return None
+
+    @property
+    def gelu_approximation(self):
+        """The layers' GELU: exact ("none", BERT's "gelu") or "tanh" (ALBERT's "gelu_new")."""
+        return "tanh" if self.hidden_act == "gelu_new" else "none"
 
     @property
     def layer_names(self):

@@ -53,18 +53,21 @@ def _read_weights(directory):
 def bert_parameter_shapes(config):
     """{name: shape} of every encoder parameter the model reads, with the pooler's (BERT's,
     where a checkpoint has one), under the family's names (BertConfig.layer_names)."""
-    h, i = config.hidden_size, config.intermediate_size
-    shapes = {"embeddings.word_embeddings.weight": (config.vocab_size, h)}
+    h, i, e = config.hidden_size, config.intermediate_size, config.embedding_size
+    shapes = {"embeddings.word_embeddings.weight": (config.vocab_size, e)}
     if config.position_table:
-        shapes["embeddings.position_embeddings.weight"] = (config.max_position_embeddings, h)
+        shapes["embeddings.position_embeddings.weight"] = (config.max_position_embeddings, e)
     if config.token_types:
-        shapes["embeddings.token_type_embeddings.weight"] = (config.type_vocab_size, h)
-    shapes["embeddings.LayerNorm.weight"] = shapes["embeddings.LayerNorm.bias"] = (h,)
+        shapes["embeddings.token_type_embeddings.weight"] = (config.type_vocab_size, e)
+    shapes["embeddings.LayerNorm.weight"] = shapes["embeddings.LayerNorm.bias"] = (e,)
+    if config.projection:       # the embeddings up to the layers' width
+        shapes[config.projection + ".weight"] = (h, e)
+        shapes[config.projection + ".bias"] = (h,)
     names = config.layer_names
     linears = {"query": (h, h), "key": (h, h), "value": (h, h), "attention_output": (h, h),
                "intermediate": (i, h), "output": (h, i)}
-    for n in range(config.num_hidden_layers):
-        p = f"{config.layers}{n}."
+    for n in range(config.num_hidden_layers):       # ALBERT's depths share one layer's names
+        p = config.layer_prefix(n)
         for what, shape in linears.items():
             shapes[p + names[what] + ".weight"] = shape
             shapes[p + names[what] + ".bias"] = (shape[0],)
@@ -84,7 +87,8 @@ def bert_parameter_shapes(config):
 
 
 def _normalized(name):
-    for prefix in ("bert.", "roberta.", "distilbert.", "electra.", "mpnet.", "deberta.", "model."):
+    for prefix in ("bert.", "roberta.", "distilbert.", "electra.", "mpnet.", "deberta.", "albert.",
+                   "model."):
         if name.startswith(prefix):
             name = name[len(prefix):]
     return name.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
@@ -246,8 +250,9 @@ class ModernBertCheckpoint(Checkpoint):
     """A ModernBERT checkpoint: ModernBertForMaskedLM's (the released ones: the encoder under
     "model.", its prediction head "head.dense" and "head.norm", which the sequence classifier
     reads too, and a decoder the classifier does not), or a fine-tuned
-    ModernBertForSequenceClassification's (its classifier is the adapter's). Names are kept as
-    transformers writes them; a bare ModernBertModel's ("layers.0...") get "model."."""
+    ModernBertForSequenceClassification's (its classifier the one a new one starts from:
+    head_labels). Names are kept as transformers writes them; a bare ModernBertModel's
+    ("layers.0...") get "model."."""
 
     def __init__(self, config, tensors, source):
         self._index(config, tensors, source, lambda raw: raw if raw.startswith(

@@ -280,6 +280,10 @@ class Linears:
         return min((layer_of(m) for m in self.targets + [m for m in biased if m in self.modules]),
                    default=None)
 
+    def trains(self, module):
+        """Whether linear `module` is wrapped or its bias trains."""
+        return module in self.targets or module + ".bias" in self.bias_keys
+
     @property
     def trains_other_biases(self):
         """Whether biases outside these linears train (a norm's, a head's: bias="all"), for

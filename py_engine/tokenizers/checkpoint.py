@@ -1,6 +1,6 @@
 """A checkpoint directory's tokenizer: tokenizer.json (or BERT's vocab.txt, DeBERTa-v3's
-spm.model), and for chat models tokenizer_config.json's padding token and chat template (or
-chat_template.jinja).
+spm.model, ALBERT's spiece.model), and for chat models tokenizer_config.json's padding token
+and chat template (or chat_template.jinja).
 
     tokenizer = classifier_tokenizer(model_dir)              # BERT family, RoBERTa's kind
     tokenizer, template = chat_tokenizer(model_dir)          # decoders; template may be None
@@ -40,13 +40,19 @@ def classifier_tokenizer(model_dir):
         # MPNet's vocab.txt is BERT's with MPNet's special tokens added: its tokenizer uses those
         family = "mpnet" if _model_type(model_dir) == "mpnet" else "bert"
         return WordPieceTokenizer.from_vocab(model_dir / "vocab.txt", family=family)
-    if (model_dir / DEBERTA_SPM).is_file() and _model_type(model_dir) == "deberta-v2":
+    model_type = _model_type(model_dir)
+    if (model_dir / DEBERTA_SPM).is_file() and model_type == "deberta-v2":
         return _deberta_tokenizer(model_dir)
-    raise FileNotFoundError(f"{model_dir} has neither tokenizer.json nor vocab.txt" + (
-        f" (nor {DEBERTA_SPM}, read for DeBERTa-v2)" if _model_type(model_dir) == "deberta-v2" else ""))
+    if (model_dir / ALBERT_SPM).is_file() and model_type == "albert":
+        return _albert_tokenizer(model_dir)
+    spm = {"deberta-v2": f"{DEBERTA_SPM}, read for DeBERTa-v2",
+           "albert": f"{ALBERT_SPM}, read for ALBERT"}.get(model_type)
+    raise FileNotFoundError(f"{model_dir} has neither tokenizer.json nor vocab.txt" +
+                            (f" (nor {spm})" if spm else ""))
 
 
 DEBERTA_SPM = "spm.model"       # DeBERTa-v3's checkpoints ship their SentencePiece model alone
+ALBERT_SPM = "spiece.model"     # and ALBERT's, theirs
 
 
 def deberta_tokenizer_config(model_dir, options=None):
@@ -64,6 +70,20 @@ def _deberta_tokenizer(model_dir):
     options = _tokenizer_config(model_dir)
     tokenizer = SubwordTokenizer.from_json(deberta_tokenizer_config(model_dir, options))
     _pad_as_configured(tokenizer, {"pad_token": "[PAD]", **options})
+    return tokenizer
+
+
+def _albert_tokenizer(model_dir):
+    """The tokenizer transformers' AlbertTokenizer builds from spiece.model and
+    tokenizer_config.json (sentencepiece_model.albert_tokenizer_json)."""
+    from .sentencepiece_model import albert_tokenizer_json, read_charsmap, read_pieces
+
+    path = Path(model_dir) / ALBERT_SPM
+    data = path.read_bytes()
+    options = _tokenizer_config(model_dir)
+    tokenizer = SubwordTokenizer.from_json(
+        albert_tokenizer_json(read_pieces(data, str(path)), read_charsmap(data), options))
+    _pad_as_configured(tokenizer, {"pad_token": "<pad>", **options})
     return tokenizer
 
 

@@ -1,8 +1,9 @@
 """SentencePiece's model file (spm.model, spiece.model: a protobuf ModelProto), read here
 rather than through the protobuf or sentencepiece packages, which Pyodide's core lacks; and the
-tokenizer.json that transformers' DebertaV2Tokenizer builds from it (DeBERTa-v3's checkpoints
-ship spm.model alone). Checked against the sentencepiece library and transformers
-(tests/test_tokenizer_sentencepiece.py).
+tokenizer.json that transformers' DebertaV2Tokenizer and AlbertTokenizer build from it
+(DeBERTa-v3's checkpoints ship spm.model alone, older ALBERT ones spiece.model). Checked
+against the sentencepiece library and transformers (tests/test_tokenizer_sentencepiece.py,
+tests/test_albert.py).
 
     pieces = read_pieces(data)      # [Piece(text, score, kind)], in id order
 
@@ -89,15 +90,52 @@ def read_pieces(data, where="the SentencePiece model"):
     return pieces
 
 
+def read_charsmap(data):
+    """The precompiled_charsmap of a SentencePiece model file's normalizer (ModelProto field 3,
+    NormalizerSpec; its field 2), or None where it has none (an identity normalizer). The file
+    was read by read_pieces first, which names what is wrong with it."""
+    for number, wire, value in _fields(data):
+        if number == 3 and wire == 2:
+            for field, field_wire, field_value in _fields(value):
+                if field == 2 and field_wire == 2:
+                    return field_value or None
+    return None
+
+
 # DebertaV2Tokenizer's special tokens and their defaults, in the order transformers adds the
-# ones the vocabulary lacks (bos, eos, unk, sep, pad, cls, mask)
+# ones the vocabulary lacks (bos, eos, unk, sep, pad, cls, mask); AlbertTokenizer's
 DEBERTA_SPECIALS = (("bos_token", "[CLS]"), ("eos_token", "[SEP]"), ("unk_token", "[UNK]"),
                     ("sep_token", "[SEP]"), ("pad_token", "[PAD]"), ("cls_token", "[CLS]"),
                     ("mask_token", "[MASK]"))
+ALBERT_SPECIALS = (("bos_token", "[CLS]"), ("eos_token", "[SEP]"), ("unk_token", "<unk>"),
+                   ("sep_token", "[SEP]"), ("pad_token", "<pad>"), ("cls_token", "[CLS]"),
+                   ("mask_token", "[MASK]"))
 
 
 def _token_text(value):
     return value.get("content") if isinstance(value, dict) else value
+
+
+def _specials(vocab, options, defaults):
+    """({special token name: its text}, {added token text: id}) as transformers' tokenizer
+    classes make them: tokenizer_config.json's added_tokens_decoder, then each special token
+    (`defaults` in transformers' order) the vocabulary holds at its id, else added after it."""
+    ids = {}
+    for n, (text, _) in enumerate(vocab):
+        ids.setdefault(text, n)
+    specials = {name: _token_text(options.get(name, default)) for name, default in defaults}
+    added = {_token_text(value): int(key)
+             for key, value in (options.get("added_tokens_decoder") or {}).items()}
+    next_id = max([len(vocab)] + [i + 1 for i in added.values()])
+    for name, _ in defaults:
+        text = specials[name]
+        if text is None or text in added:
+            continue
+        if text in ids:
+            added[text] = ids[text]
+        else:
+            added[text], next_id = next_id, next_id + 1
+    return specials, added
 
 
 def deberta_tokenizer_json(pieces, options):
@@ -108,21 +146,7 @@ def deberta_tokenizer_json(pieces, options):
     add_prefix_space, its default, else "first"), [CLS] A [SEP] (B [SEP]), and the special
     tokens the vocabulary lacks added after it."""
     vocab = [[p.text, p.score] for p in pieces]
-    ids = {}
-    for n, (text, _) in enumerate(vocab):
-        ids.setdefault(text, n)
-    specials = {name: _token_text(options.get(name, default)) for name, default in DEBERTA_SPECIALS}
-    added = {_token_text(value): int(key)
-             for key, value in (options.get("added_tokens_decoder") or {}).items()}
-    next_id = max([len(vocab)] + [i + 1 for i in added.values()])
-    for name, _ in DEBERTA_SPECIALS:
-        text = specials[name]
-        if text is None or text in added:
-            continue
-        if text in ids:
-            added[text] = ids[text]
-        else:
-            added[text], next_id = next_id, next_id + 1
+    specials, added = _specials(vocab, options, DEBERTA_SPECIALS)
     unk = specials["unk_token"]
     unk_id = vocab.index([unk, 0.0]) if [unk, 0.0] in vocab else int(options.get("unk_id", 1))
     normalizers = ([{"type": "Lowercase"}] if options.get("do_lower_case") else []) + [
@@ -132,6 +156,39 @@ def deberta_tokenizer_json(pieces, options):
     pre = ([{"type": "Punctuation", "behavior": "Isolated"}] if options.get("split_by_punct")
            else []) + [{"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": scheme,
                         "split": True}]
+    return _unigram_json(vocab, unk_id, added, specials, normalizers, pre, scheme)
+
+
+def albert_tokenizer_json(pieces, charsmap, options):
+    """The tokenizer.json transformers' AlbertTokenizer builds from a SentencePiece model's
+    `pieces` and normalizer `charsmap` (read_charsmap) and tokenizer_config.json's `options`:
+    ``  and '' made a double quote, NFKD and the accents stripped unless keep_accents, lower
+    case with do_lower_case (its default), the model's own normalizer (Precompiled), the
+    whitespace split, Metaspace ("always" with add_prefix_space, its default, else "never"),
+    [CLS] A [SEP] (B [SEP], type 1), the unknown piece id 1, and the special tokens the
+    vocabulary lacks added after it."""
+    import base64
+
+    vocab = [[p.text, p.score] for p in pieces]
+    specials, added = _specials(vocab, options, ALBERT_SPECIALS)
+    normalizers = [{"type": "Replace", "pattern": {"String": quote}, "content": '"'}
+                   for quote in ("``", "''")]
+    if not options.get("keep_accents", False):
+        normalizers += [{"type": "NFKD"}, {"type": "StripAccents"}]
+    if options.get("do_lower_case", True):
+        normalizers.append({"type": "Lowercase"})
+    if charsmap is not None:
+        normalizers.append({"type": "Precompiled",
+                            "precompiled_charsmap": base64.b64encode(charsmap).decode("ascii")})
+    scheme = "always" if options.get("add_prefix_space", True) else "never"
+    pre = [{"type": "WhitespaceSplit"},
+           {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": scheme, "split": True}]
+    return _unigram_json(vocab, 1, added, specials, normalizers, pre, scheme)
+
+
+def _unigram_json(vocab, unk_id, added, specials, normalizers, pre, scheme):
+    """The tokenizer.json of a SentencePiece Unigram vocabulary with its added tokens,
+    normalizers and pre-tokenizers, [CLS] A [SEP] (B [SEP], type 1) in the specials' texts."""
     cls, sep = specials["cls_token"], specials["sep_token"]
 
     def special(text):
