@@ -57,7 +57,7 @@ def add_export_parser(sub):
 
 def check_export(args):
     """Every path and option, before anything is loaded; returns (model kind, quant)."""
-    from ..cli import UsageError, model_kind, names_classifier, reads_as_classifier
+    from ..cli import UsageError, check_adapter, model_kind, names_classifier, reads_as_classifier
     from ..formats.output_dir import check_output_dir
 
     kind = model_kind(args.model, seq2seq=True)
@@ -87,7 +87,7 @@ def check_export(args):
             "fine-tuned classifier (...ForSequenceClassification)"
         raise UsageError(f"--format {args.format} needs --adapter ({what})")
     if args.adapter is not None:
-        _check_adapter(args.adapter, ADAPTER_TASKS[kind])
+        check_adapter(args.adapter, ADAPTER_TASKS[kind])
     if kind == "encoder" and args.format == "merged":
         from ..models.checkpoint import Checkpoint
         from ..models.classifiers import adapter_pooling
@@ -104,15 +104,6 @@ def check_export(args):
     check_output_dir(args.out, protected=_protected(args),
                      kind="a model" if args.format == "merged" else "an export")
     return kind, quant
-
-
-def _check_adapter(adapter, task):
-    from ..cli import UsageError
-    from ..formats.peft_adapter import adapter_task
-
-    task_type = adapter_task(adapter)
-    if task_type not in (None, task):
-        raise UsageError(f"{adapter} is a {task_type} adapter; this model needs a {task} one")
 
 
 def _protected(args):

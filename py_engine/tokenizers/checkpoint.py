@@ -24,7 +24,8 @@ def classifier_tokenizer(model_dir):
     from ..models.decoders import CAUSAL_TYPES
 
     model_dir = Path(model_dir)
-    if _model_type(model_dir) in CAUSAL_TYPES:      # a decoder read as a classifier
+    model_type = _model_type(model_dir)
+    if model_type in CAUSAL_TYPES:      # a decoder read as a classifier
         return chat_tokenizer(model_dir)[0]
     path = model_dir / "tokenizer.json"
     if path.is_file():
@@ -38,9 +39,8 @@ def classifier_tokenizer(model_dir):
         return tokenizer
     if (model_dir / "vocab.txt").is_file():
         # MPNet's vocab.txt is BERT's with MPNet's special tokens added: its tokenizer uses those
-        family = "mpnet" if _model_type(model_dir) == "mpnet" else "bert"
+        family = "mpnet" if model_type == "mpnet" else "bert"
         return WordPieceTokenizer.from_vocab(model_dir / "vocab.txt", family=family)
-    model_type = _model_type(model_dir)
     if (model_dir / DEBERTA_SPM).is_file() and model_type == "deberta-v2":
         return _deberta_tokenizer(model_dir)
     if (model_dir / ALBERT_SPM).is_file() and model_type == "albert":
