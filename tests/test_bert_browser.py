@@ -87,12 +87,13 @@ def test_tiny_bert_step_in_the_browser(engine_page, tmp_path, options):
         assert rel(np.asarray(mags), norms) <= 1e-6
 
 
-@pytest.mark.parametrize("family", ["mpnet", "modernbert", "deberta"])
+@pytest.mark.parametrize("family", ["mpnet", "modernbert", "deberta", "albert"])
 def test_tiny_encoder_step_in_the_browser(engine_page, tmp_path, family):
     """MPNet (its relative position bias on every layer's scores, RoBERTa's head), ModernBERT
-    (RoPE, sliding-window layers, the exact GeGLU, norms without bias, its head) and DeBERTa-v3
-    (the disentangled attention's gather and scatter, its pooler trained whole) in Pyodide +
-    WebGPU, with dropout: the host's loss and gradients."""
+    (RoPE, sliding-window layers, the exact GeGLU, norms without bias, its head), DeBERTa-v3
+    (the disentangled attention's gather and scatter, its pooler trained whole) and ALBERT (its
+    embeddings' projection, one layer read at every depth, gelu_new) in Pyodide + WebGPU, with
+    dropout: the host's loss and gradients."""
     from functools import partial
 
     from test_bert_gpu import runtimes
@@ -106,6 +107,13 @@ def test_tiny_encoder_step_in_the_browser(engine_page, tmp_path, family):
     elif family == "modernbert":
         model_dir, targets, draw = (po.tiny_modernbert_dir(tmp_path / "model", seed=54),
                                     ("Wqkv", "Wi"), modernbert_batch)
+    elif family == "albert":
+        from test_bert_oracle import random_batch
+
+        model_dir = po.tiny_albert_dir(tmp_path / "model", seed=54)
+        vocab = json.loads((model_dir / "config.json").read_text())["vocab_size"]
+        targets = ("query", "value", "ffn", "embedding_hidden_mapping_in")
+        draw = lambda rng, B, T: random_batch(rng, B, T, vocab, 3)      # noqa: E731
     else:
         model_dir = po.tiny_deberta_dir(tmp_path / "model", seed=54)
         targets, draw = ("query_proj", "key_proj", "dense"), partial(deberta_batch, model_dir)
@@ -127,5 +135,6 @@ def test_tiny_encoder_step_in_the_browser(engine_page, tmp_path, family):
     assert abs(got["loss"] - want) <= LOSS_BOUND * abs(want), (got["loss"], want)
     theirs = run(reference.gradients())
     assert {"mpnet": "classifier.dense.weight", "modernbert": "classifier.weight",
-            "deberta": "pooler.dense.weight"}[family] in theirs
+            "deberta": "pooler.dense.weight",
+            "albert": "albert.encoder.embedding_hidden_mapping_in.lora_A.weight"}[family] in theirs
     check_gradients(got["grads"], theirs)
