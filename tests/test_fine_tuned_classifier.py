@@ -156,8 +156,11 @@ def test_labels_take_their_rows_by_name(tmp_path, family):
     assert np.abs(predicted(clf, TEXTS, labels) - before).max() > 1e-3
 
 
-def test_refusals(tmp_path):
+def test_refusals(tmp_path, capsys):
+    from py_engine.cli import main
+
     bare = bare_dir(tmp_path, "bert")
+    data = write_data(tmp_path / "data.jsonl", [{"text": t} for t in TEXTS])
     with pytest.raises(ValueError, match="is not a fine-tuned classifier .*has no "
                                          r"classifier\.weight.*label names are needed"):
         run(TextClassifier.create(bare))
@@ -181,6 +184,17 @@ def test_refusals(tmp_path):
     config_path.write_text(json.dumps(plain))
     with pytest.raises(CheckpointError, match=r"config.json's 2 labels \(id2label\) implies"):
         run(TextClassifier.create(directory))
+    # a head this engine does not start from: named, and with labels given a new one starts
+    for problem in ("multi_label_classification", "regression"):
+        config_path.write_text(json.dumps(dict(config, problem_type=problem)))
+        with pytest.raises(ValueError, match=f"holds a {problem} head .*give label names"):
+            run(TextClassifier.create(directory))
+        with pytest.warns(UserWarning, match=f"holds a {problem} head, which is not built here"):
+            assert run(TextClassifier.create(directory, LABELS)).labels == LABELS
+    config_path.write_text(json.dumps(dict(config, problem_type="multi_label_classification")))
+    capsys.readouterr()
+    assert main(["predict", "--model", str(directory), "--data", str(data)]) == 2
+    assert "holds a multi_label_classification head" in capsys.readouterr().err
     config_path.write_text(json.dumps(config))
 
     from safetensors.numpy import load_file, save_file

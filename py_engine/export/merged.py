@@ -194,6 +194,9 @@ def load_merged(model_dir, adapter_dir=None):
 
         if adapter_dir is None:
             checkpoint = Checkpoint.load(model_dir)
+            if checkpoint.other_head() is not None:
+                raise ExportError(f"{model_dir} holds a {checkpoint.other_head()} head "
+                                  "(config.json's problem_type), which is not built here")
             if checkpoint.head_labels() is None:
                 raise ExportError(f"{model_dir} is a classifier checkpoint (BERT family): its "
                                   "head is in the adapter trained on it; give --adapter")

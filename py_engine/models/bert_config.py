@@ -257,6 +257,7 @@ class BertConfig:
         if self.deberta:
             self._read_deberta(values)
         self.id2label = config_id2label(values)
+        self.problem_type = values.get("problem_type")
         self._validate()
 
     def _read_deberta(self, values):

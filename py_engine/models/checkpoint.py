@@ -194,12 +194,25 @@ class Checkpoint:
         decoder (no output layer, whatever id2label says: transformers writes LABEL_0 and
         LABEL_1 into every config.json)."""
         weight = self.config.head_output + ".weight"
-        if not self.holds(weight):
+        if not self.holds(weight) or self.other_head() is not None:
             return None
         labels = id2label_list(self.config.id2label, f"{self.source}/config.json")
         self._check_tensor(weight, (len(labels), self.config.hidden_size),
                            f"config.json's {len(labels)} labels (id2label)")
         return labels
+
+    def other_head(self):
+        """The kind of the head a fine-tuned checkpoint holds where it is not a single-label
+        classifier's (config.json's problem_type: "multi_label_classification", a sigmoid per
+        label; "regression", or a head of one row, which transformers reads as one), else None:
+        a new classifier does not start from such a head."""
+        weight = self.config.head_output + ".weight"
+        if not self.holds(weight):
+            return None
+        problem = self.config.problem_type
+        if problem is None and self.shape(weight)[0] == 1:
+            return "regression"
+        return None if problem in (None, "single_label_classification") else str(problem)
 
     @classmethod
     def read_config(cls, path):

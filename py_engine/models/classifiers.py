@@ -14,7 +14,8 @@ def classifier_config(values):
     """The config of a classifier checkpoint's config.json `values`: ModernBERT's, a
     decoder's, or a BERT family's (ConfigError naming what is not read)."""
     if values.get("model_type") in CAUSAL_TYPES:
-        return DecoderClassifierConfig(decoder_config(values), config_id2label(values))
+        return DecoderClassifierConfig(decoder_config(values), config_id2label(values),
+                                       values.get("problem_type"))
     return (ModernBertConfig if values.get("model_type") == MODERNBERT else BertConfig)(**values)
 
 

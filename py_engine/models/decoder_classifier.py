@@ -41,13 +41,14 @@ class DecoderClassifierConfig:
 
     head_output = HEAD          # the head's output layer, one row per label
 
-    def __init__(self, decoder, id2label=None):
-        """id2label: config.json's (a fine-tuned classifier's labels)."""
+    def __init__(self, decoder, id2label=None, problem_type=None):
+        """id2label, problem_type: config.json's (a fine-tuned classifier's labels and kind)."""
         if getattr(decoder, "encoder_decoder", False):
             raise ConfigError(f"model_type {decoder.model_type!r} is an encoder-decoder: its "
                               "sequence classifier is not built here")
         self.decoder = decoder
         self.id2label = id2label
+        self.problem_type = problem_type
 
     def __getattr__(self, name):
         if name == "decoder":       # not set yet (copying): no recursion

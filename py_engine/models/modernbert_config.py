@@ -70,6 +70,7 @@ class ModernBertConfig:
         self.layer_types = self._layer_types(values)
         self.rope_parameters = self._rope_parameters(values)
         self.id2label = config_id2label(values)
+        self.problem_type = values.get("problem_type")
         self._validate()
 
     def _layer_types(self, values):

@@ -380,8 +380,12 @@ def starting_labels(checkpoint, labels=None):
     """The labels a new classifier over `checkpoint` has: `labels` (two or more distinct
     names), or where None, those of the fine-tuned classifier it is (ValueError where it is
     none). Warns where it is one but holds none of `labels`: its head is not the start."""
-    held = checkpoint.head_labels()
+    held, other = checkpoint.head_labels(), checkpoint.other_head()
     if labels is None:
+        if other is not None:
+            raise ValueError(f"{checkpoint.source} holds a {other} head (config.json's "
+                             "problem_type), which is not built here: give label names to train "
+                             "a single-label classifier on its encoder")
         if held is None:
             raise ValueError(f"{checkpoint.source} is not a fine-tuned classifier (it has no "
                              f"{checkpoint.config.head_output}.weight): the label names are "
@@ -389,7 +393,10 @@ def starting_labels(checkpoint, labels=None):
         return held
     labels = list(labels)
     label_sources(labels, labels)       # two or more distinct names
-    if held is not None and not set(held) & set(labels):
+    if other is not None:
+        warnings.warn(f"{checkpoint.source} holds a {other} head, which is not built here: a "
+                      "new single-label head starts on its encoder", stacklevel=3)
+    elif held is not None and not set(held) & set(labels):
         warnings.warn(f"{checkpoint.source} is a classifier of the labels {held}, none of which "
                       f"is among {labels}: its head is not used, a new one starts", stacklevel=3)
     return labels
