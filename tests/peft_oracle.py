@@ -79,6 +79,26 @@ def tiny_electra_dir(path, seed=0, **overrides):
     return Path(path)
 
 
+def tiny_ernie_dir(path, seed=0, use_task_id=True, **overrides):
+    """A random ErnieModel checkpoint directory (ERNIE 3.0's use_task_id: a task type table,
+    drawn well off zero, whose row 0 every token adds) with BERT's tiny vocab.txt."""
+    from transformers import ErnieConfig, ErnieModel
+
+    torch.manual_seed(seed)
+    config = ErnieConfig(**{**TINY, "use_task_id": use_task_id, "task_type_vocab_size": 3,
+                            **overrides})
+    model = ErnieModel(config)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "LayerNorm" in name or name.endswith(".bias"):
+                p.add_(0.1 * torch.randn_like(p))
+            elif "task_type" in name:
+                p.copy_(0.5 * torch.randn_like(p))
+    model.save_pretrained(path, safe_serialization=True)
+    write_vocab(path, config.vocab_size)
+    return Path(path)
+
+
 ALBERT_SPECIALS = ["<pad>", "<unk>", "[CLS]", "[SEP]", "[MASK]"]
 
 

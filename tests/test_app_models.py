@@ -34,7 +34,8 @@ def test_t5_is_an_encoder_decoder_that_learns_conversations():
 @pytest.mark.parametrize("model_type", ["gpt_neo", "bart", None])
 def test_others_are_refused_naming_what_trains(model_type):
     with pytest.raises(ModelFilesError, match=rf"model_type {model_type!r}; this engine trains bert, "
-                                              r"roberta, xlm-roberta, camembert, distilbert, electra, mpnet, deberta-v2, modernbert classifiers, "
+                                              r"roberta, xlm-roberta, camembert, distilbert, electra, mpnet, "
+                                              r"deberta-v2, albert, ernie, modernbert classifiers, "
                                               r"llama, "
                                               r".*phi3.* chat models and t5 "
                                               r"encoder-decoders"):

@@ -1,9 +1,9 @@
 """A fine-tuned classifier checkpoint (transformers' *ForSequenceClassification saved with its
 labels) as the starting point: TextClassifier.create without labels takes its labels
 (config.json's id2label) and predicts as transformers does before any training (every family:
-BERT, RoBERTa, DistilBERT, ELECTRA, MPNet, DeBERTa-v2, ModernBERT, ALBERT, Qwen2, GPT-2); the
-head tensors it starts from are those PEFT's SEQ_CLS model starts from; labels given by name
-take their rows wherever they are (reordered, added, none kept); and a damaged head or
+BERT, RoBERTa, DistilBERT, ELECTRA, MPNet, DeBERTa-v2, ModernBERT, ALBERT, ERNIE, Qwen2, GPT-2);
+the head tensors it starts from are those PEFT's SEQ_CLS model starts from; labels given by
+name take their rows wherever they are (reordered, added, none kept); and a damaged head or
 id2label is refused by name."""
 
 import json
@@ -24,7 +24,7 @@ from py_engine.train.config import ClassifierTrainConfig
 LABELS = ["negative", "neutral", "positive"]
 TEXTS = ["the film was great", "an awful plot and a worse ending", "it is a film", "really"]
 FAMILIES = ["bert", "roberta", "distilbert", "electra", "mpnet", "deberta", "modernbert",
-            "albert", "qwen2", "gpt2"]
+            "albert", "ernie", "qwen2", "gpt2"]
 
 
 def bare_dir(tmp_path, family):
@@ -46,7 +46,7 @@ def bare_dir(tmp_path, family):
     maker = {"bert": po.tiny_bert_dir, "distilbert": po.tiny_distilbert_dir,
              "electra": po.tiny_electra_dir, "mpnet": po.tiny_mpnet_dir,
              "deberta": po.tiny_deberta_dir, "modernbert": po.tiny_modernbert_dir,
-             "albert": po.tiny_albert_dir}[family]
+             "albert": po.tiny_albert_dir, "ernie": po.tiny_ernie_dir}[family]
     return maker(path)
 
 

@@ -32,7 +32,8 @@ CLASSIFIER_ARCHITECTURES = {"bert": "BertForSequenceClassification",
                             "mpnet": "MPNetForSequenceClassification",
                             "modernbert": "ModernBertForSequenceClassification",
                             "deberta-v2": "DebertaV2ForSequenceClassification",
-                            "albert": "AlbertForSequenceClassification"}
+                            "albert": "AlbertForSequenceClassification",
+                            "ernie": "ErnieForSequenceClassification"}
 
 
 class ExportError(ValueError):

@@ -326,6 +326,9 @@ def _bert_logits(g, merged, mask, mask_bias):
         words = g.op("Add", [words, g.op("Gather", [
             g.const(f"{e}.token_type_embeddings.weight",
                     _weight(merged, f"{e}.token_type_embeddings.weight")), "token_type_ids"])])
+    if config.task_type_table:      # ERNIE's: task 0's row, added to every token
+        task = _weight(merged, prefix + config.task_type_table)[:1]
+        words = g.op("Add", [words, g.const("task_type_row", task)])
     positions = _positions(g, merged, e) if config.position_table else None   # DeBERTa-v3: none
     x = _layer_norm(g, merged, g.op("Add", [words, positions]) if positions else words,
                     f"{e}.LayerNorm", eps)

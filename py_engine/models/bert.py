@@ -31,6 +31,15 @@ DistilBertForSequenceClassification's head, pre_classifier trained whole:
 
 ELECTRA (electra) is BERT's encoder under "electra." with ElectraForSequenceClassification's
 head: RoBERTa's, GELU for tanh. Each family's head is described once: bert_config.HEADS.
+ELECTRA-small's embeddings are narrower than its layers: a linear (embeddings_project) takes
+them up after their norm, as ALBERT's always does (encoder.embedding_hidden_mapping_in).
+
+ALBERT (albert) is BERT's encoder under "albert." whose every depth reads one layer's weights
+(and so one LoRA, whose gradient adds up over the depths), with gelu_new, no dropout after the
+feed-forward's output, and BERT's head (its pooler a linear of its own, "albert.pooler").
+
+ERNIE (ernie) is BERT under "ernie."; ERNIE 3.0's embeddings (use_task_id) add the task type
+table's row 0 to every token, read here as the token type rows with that row added.
 
 MPNet (mpnet) is BERT's encoder under "mpnet." with its own names (BertConfig.layer_names), no
 token types, positions counted as RoBERTa's, RoBERTa's head, and a relative position bias
@@ -167,7 +176,13 @@ class BertClassifier(AdaptedModel):
         """{name: shape} of the checkpoint tensors the model reads (bare BertModel names)."""
         from .checkpoint import bert_parameter_shapes
 
+        from .checkpoint import TYPES_AND_TASK
+
         shapes = bert_parameter_shapes(self.config)
+        if self.config.task_type_table:     # ERNIE's: one table with both rows added
+            types = "embeddings.token_type_embeddings.weight"
+            shapes = {TYPES_AND_TASK if n == types else n: s for n, s in shapes.items()
+                      if n != self.config.task_type_table}
         reads_pooler = self.pooling == "cls" and not self.train_pooler
         return {n: s for n, s in shapes.items()
                 if reads_pooler or not n.startswith(self.pooler + ".")}
@@ -241,8 +256,12 @@ class BertClassifier(AdaptedModel):
         """The word rows plus the token type and position rows where the family has them
         (DeBERTa-v3's embeddings hold words alone)."""
         cfg = self.config
+        from .checkpoint import TYPES_AND_TASK
+
         word = be.param("embeddings.word_embeddings.weight")
-        types = be.param("embeddings.token_type_embeddings.weight") if cfg.token_types else None
+        # ERNIE's token type rows each carry its task type row 0 (Checkpoint's TYPES_AND_TASK)
+        types = be.param(TYPES_AND_TASK if cfg.task_type_table else
+                         "embeddings.token_type_embeddings.weight") if cfg.token_types else None
         if cfg.position_table:
             position = be.param("embeddings.position_embeddings.weight")
         elif types is None:

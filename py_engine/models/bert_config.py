@@ -13,14 +13,14 @@ SUPPORTED_ACTIVATIONS = ("gelu", "gelu_new")  # BERT's exact erf GELU; ALBERT's 
 # tensor names compute otherwise and are refused by name rather than read as BERT (their
 # outputs would be wrong without a word): why each differs.
 ROBERTA_TYPES = ("roberta", "xlm-roberta", "camembert")
-BERT_TYPES = ("bert",) + ROBERTA_TYPES + ("distilbert", "electra", "mpnet", "deberta-v2", "albert")
+BERT_TYPES = ("bert",) + ROBERTA_TYPES + ("distilbert", "electra", "mpnet", "deberta-v2", "albert",
+                                         "ernie")
 OTHER_ENCODERS = {
     "deberta": "DeBERTa (v1) computes its attention's position terms otherwise than DeBERTa-v2 "
                "(deberta-v2, DeBERTa-v3's type, is read)",
     "xlm-roberta-xl": "it normalises before each sub-layer, which BERT's encoder does not",
     "megatron-bert": "it normalises before each sub-layer, which BERT's encoder does not",
     "nezha": "it uses relative position encodings, which BERT's encoder does not",
-    "ernie": "it adds task type embeddings, which BERT's encoder does not",
 }
 
 
@@ -118,6 +118,9 @@ FAMILIES = {
     "electra": replace(_BERT, head=ClassifierHead("classifier.dense", "classifier.out_proj",
                                                   "gelu", True, False, True),
                        projection="embeddings_project"),
+    # ERNIE: BERT's encoder and head under "ernie.", its embeddings adding a task type's row
+    # (ERNIE 3.0's use_task_id: task 0, as transformers takes it without task_type_ids)
+    "ernie": replace(_BERT, head=replace(_BERT_HEAD, dense="ernie.pooler.dense")),
     # AlbertForSequenceClassification: BERT's head, its pooler a linear of its own ("pooler")
     "albert": EncoderFamily("encoder.albert_layer_groups.0.albert_layers.", ALBERT_LAYER, True,
                             True, "pooler", ("query", "value"),
@@ -256,6 +259,13 @@ class BertConfig:
                 values, "relative_attention_num_buckets", int, MPNET_BUCKETS)
         if self.deberta:
             self._read_deberta(values)
+        # ERNIE's task type embeddings (use_task_id), else none
+        use_task_id = values.get("use_task_id", False)
+        if not isinstance(use_task_id, bool):
+            raise ConfigError(f"config.json field 'use_task_id' should be true or false, got "
+                              f"{use_task_id!r}")
+        self.use_task_id = self.model_type == "ernie" and use_task_id
+        self.task_type_vocab_size = config_field(values, "task_type_vocab_size", int, 3)
         self.id2label = config_id2label(values)
         self.problem_type = values.get("problem_type")
         self._validate()
@@ -339,6 +349,9 @@ class BertConfig:
             raise ConfigError(f"max_position_embeddings {self.max_position_embeddings} leaves no "
                               "position row: MPNet's positions start after its padding row "
                               f"({MPNET_PADDING_IDX})")
+        if self.use_task_id and (self.type_vocab_size <= 0 or self.task_type_vocab_size <= 0):
+            raise ConfigError("ERNIE's task type embeddings (use_task_id) need token type and "
+                              "task type rows (type_vocab_size, task_type_vocab_size)")
         if self.position_embedding_type != "absolute":
             raise ConfigError(f"position_embedding_type {self.position_embedding_type!r} is not supported")
 
@@ -448,6 +461,11 @@ class BertConfig:
         if family.projection and (family.projection_always or self.embedding_size != self.hidden_size):
             return family.projection
         return None
+
+    @property
+    def task_type_table(self):
+        """ERNIE's task type embeddings, whose row 0 every token adds (use_task_id), or None."""
+        return "embeddings.task_type_embeddings.weight" if self.use_task_id else None
 
     @property
     def gelu_approximation(self):

@@ -27,6 +27,13 @@ TORCH_WEIGHTS = "pytorch_model.bin"
 TORCH_INDEX = TORCH_WEIGHTS + safetensors.INDEX_SUFFIX
 
 
+# ERNIE's embeddings add its task type table's row 0 to every token: the model reads the token
+# type table with that row added to each of its rows (the same sum, one table fewer), a table
+# the checkpoint derives under this name and does not list among its tensors (an export
+# writes the two tables as they are)
+TYPES_AND_TASK = "embeddings.token_type_and_task_embeddings.weight"
+
+
 class CheckpointError(ValueError):
     """A checkpoint directory that cannot be loaded; the message names the file or tensor."""
 
@@ -59,6 +66,8 @@ def bert_parameter_shapes(config):
         shapes["embeddings.position_embeddings.weight"] = (config.max_position_embeddings, e)
     if config.token_types:
         shapes["embeddings.token_type_embeddings.weight"] = (config.type_vocab_size, e)
+    if config.task_type_table:      # ERNIE's
+        shapes[config.task_type_table] = (config.task_type_vocab_size, e)
     shapes["embeddings.LayerNorm.weight"] = shapes["embeddings.LayerNorm.bias"] = (e,)
     if config.projection:       # the embeddings up to the layers' width
         shapes[config.projection + ".weight"] = (h, e)
@@ -88,7 +97,7 @@ def bert_parameter_shapes(config):
 
 def _normalized(name):
     for prefix in ("bert.", "roberta.", "distilbert.", "electra.", "mpnet.", "deberta.", "albert.",
-                   "model."):
+                   "ernie.", "model."):
         if name.startswith(prefix):
             name = name[len(prefix):]
     return name.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
@@ -250,13 +259,29 @@ class Checkpoint:
         return ModernBertCheckpoint if isinstance(config, ModernBertConfig) else cls
 
     def shape(self, name):
+        if name == TYPES_AND_TASK:
+            return self.shape("embeddings.token_type_embeddings.weight")
         return tuple(self._file.info(self._names[name])[1])
 
     def floats(self, name):
+        if name == TYPES_AND_TASK:
+            return self._types_and_task()
         return self._file.floats(self._names[name])
 
     def f16_bits(self, name):
+        if name == TYPES_AND_TASK:
+            return safetensors.f32_to_f16_bits(self._types_and_task().tobytes())
         return self._file.f16_bits(self._names[name])
+
+    def _types_and_task(self):
+        """ERNIE's token type rows, each with the task type table's row 0 added (what every
+        token adds, task 0: see TYPES_AND_TASK)."""
+        from array import array
+
+        width = self.config.embedding_size
+        types = self._file.floats(self._names["embeddings.token_type_embeddings.weight"])
+        task = self._file.floats(self._names[self.config.task_type_table])[:width]
+        return array("f", (v + task[i % width] for i, v in enumerate(types)))
 
 
 class ModernBertCheckpoint(Checkpoint):

@@ -1,0 +1,69 @@
+"""ERNIE as a classifier, against transformers + PEFT: BERT's encoder and head under "ernie.",
+ERNIE 3.0's embeddings adding the task type table's row 0 to every token (use_task_id; read as
+the token type rows with that row added, the checkpoint's tables exported as they are). One
+LoRA step's loss and every gradient in float64, PEFT's adapters on both backends and ours read
+by PEFT, the GPU step with dropout, the merged and ONNX exports, and an ERNIE without task
+types."""
+
+import numpy as np
+import pytest
+import torch
+
+import peft_oracle as po
+from encoder_checks import check_exports, check_gpu_step, check_peft_step
+from test_adapter_roundtrip import LABELS, TEXTS, check_round_trip
+from test_bert_oracle import random_batch
+from py_engine.models.checkpoint import TYPES_AND_TASK, Checkpoint
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return po.tiny_ernie_dir(tmp_path_factory.mktemp("ernie") / "model", seed=23)
+
+
+def peft_adapter(model_dir, path, targets=("query", "value"), seed=3, dtype=torch.float32, **lora):
+    peft = po.peft_model(model_dir, 3, target_modules=targets, seed=seed, dtype=dtype, **lora)
+    return po.save_adapter(peft, path, labels=LABELS), peft
+
+
+@pytest.mark.parametrize("use_task_id, bias", [(True, "none"), (True, "all"), (False, "none")])
+def test_step_matches_peft(tmp_path, tiny, use_task_id, bias):
+    model_dir = tiny if use_task_id else po.tiny_ernie_dir(tmp_path / "plain", seed=24,
+                                                           use_task_id=False)
+    adapter, peft = peft_adapter(model_dir, tmp_path / "adapter", ("query", "value", "dense"),
+                                 dtype=torch.float64, bias=bias)
+    ids, types, mask, labels = random_batch(np.random.default_rng(), 4, 11, 120, 3)
+    # the token type rows with the task row added are one float32 table (the sum rounded
+    # once, as a float32 model's own sum is): float32's precision there, float64's elsewhere
+    bounds = (1e-8, 1e-6) if use_task_id else (1e-12, 1e-10)
+    check_peft_step(model_dir, adapter, peft, ids, types, mask, labels, token_type_ids=types,
+                    head=("classifier.weight",), bounds=bounds)
+
+
+def test_the_task_row_is_added_to_the_token_type_rows(tiny):
+    checkpoint = Checkpoint.load(tiny)
+    types = np.asarray(checkpoint.floats("embeddings.token_type_embeddings.weight")).reshape(2, 32)
+    task = np.asarray(checkpoint.floats("embeddings.task_type_embeddings.weight")).reshape(3, 32)
+    both = np.asarray(checkpoint.floats(TYPES_AND_TASK)).reshape(checkpoint.shape(TYPES_AND_TASK))
+    assert np.allclose(both, types + task[0], rtol=0, atol=1e-7)
+    assert TYPES_AND_TASK not in checkpoint.names()
+    halves = np.frombuffer(np.asarray(checkpoint.f16_bits(TYPES_AND_TASK), np.uint16).tobytes(),
+                           np.float16)
+    assert np.array_equal(halves, both.ravel().astype(np.float16))
+
+
+def test_a_peft_adapter_round_trips(tmp_path, tiny, device):
+    adapter, _ = peft_adapter(tiny, tmp_path / "adapter", seed=4)
+    before, after, _ = check_round_trip(tiny, adapter, tmp_path / "trained", device)
+    assert np.abs(after["classifier.weight"] - before["classifier.weight"]).max() > 1e-4
+
+
+def test_gpu_step_matches_numpy_with_dropout(tmp_path, tiny, device):
+    adapter, _ = peft_adapter(tiny, tmp_path / "adapter", ("query", "value", "dense"), seed=6)
+    check_gpu_step(device, tiny, adapter, *random_batch(np.random.default_rng(), 4, 12, 120, 3))
+
+
+def test_merged_and_onnx_exports(tmp_path, tiny):
+    adapter, _ = peft_adapter(tiny, tmp_path / "adapter", seed=7)
+    inputs = check_exports(tiny, adapter, tmp_path, "ErnieForSequenceClassification", TEXTS, LABELS)
+    assert inputs == ["input_ids", "attention_mask", "token_type_ids"]
