@@ -109,6 +109,23 @@ def test_what_is_not_read_is_refused_by_name():
         BertConfig(**dict(config, model_type="bert", embedding_size=4))
 
 
+def train_spiece(path, **options):
+    """A SentencePiece Unigram model trained offline as ALBERT's spiece.model holds its
+    vocabulary (<pad> 0, <unk> 1, [CLS] 2, [SEP] 3; sentencepiece's default normalizer,
+    nmt_nfkc), written to path / "spiece.model"; `options` the trainer's own."""
+    import sentencepiece as spm
+
+    from roberta_checkpoints import CORPUS
+
+    corpus = path / "corpus.txt"
+    corpus.write_text("\n".join(CORPUS * 3 + [" ".join(po.WORDS), "Café ``quoted'' Ünïcödé ﬁne"]),
+                      encoding="utf-8")
+    spm.SentencePieceTrainer.train(
+        input=str(corpus), model_prefix=str(path / "spiece"), vocab_size=70, model_type="unigram",
+        pad_id=0, unk_id=1, bos_id=2, eos_id=3, pad_piece="<pad>", unk_piece="<unk>",
+        bos_piece="[CLS]", eos_piece="[SEP]", minloglevel=2, **options)
+
+
 def test_albert_s_tokenizer_reads_as_transformers(tmp_path):
     """The tokenizer.json transformers writes for ALBERT (``/'' to a quote, NFKD, accents
     stripped, lower case, whitespace split, Metaspace, Unigram, [CLS] A [SEP] B [SEP] with type
@@ -117,16 +134,8 @@ def test_albert_s_tokenizer_reads_as_transformers(tmp_path):
     from transformers import AlbertTokenizer
 
     from py_engine.tokenizers.checkpoint import classifier_tokenizer
-    from roberta_checkpoints import CORPUS
 
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text("\n".join(CORPUS * 3 + [" ".join(po.WORDS), "Café ``quoted'' Ünïcödé"]),
-                      encoding="utf-8")
-    spm.SentencePieceTrainer.train(
-        input=str(corpus), model_prefix=str(tmp_path / "spiece"), vocab_size=70,
-        model_type="unigram", pad_id=0, unk_id=1, bos_id=2, eos_id=3, pad_piece="<pad>",
-        unk_piece="<unk>", bos_piece="[CLS]", eos_piece="[SEP]", user_defined_symbols=["[MASK]"],
-        minloglevel=2)
+    train_spiece(tmp_path, user_defined_symbols=["[MASK]"])
     pieces = spm.SentencePieceProcessor(model_file=str(tmp_path / "spiece.model"))
     theirs = AlbertTokenizer(vocab=[(pieces.id_to_piece(i), pieces.get_score(i))
                                     for i in range(pieces.get_piece_size())])
@@ -149,19 +158,11 @@ def test_a_spiece_model_alone_reads_as_transformers(tmp_path, options):
     """A checkpoint shipping spiece.model alone (no tokenizer.json): the tokenizer
     transformers' AlbertTokenizer builds from it, its normalizer's precompiled charsmap
     (sentencepiece's nmt_nfkc) and tokenizer_config.json's options included."""
-    import sentencepiece as spm
     from transformers import AutoTokenizer
 
     from py_engine.tokenizers.checkpoint import classifier_tokenizer
-    from roberta_checkpoints import CORPUS
 
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text("\n".join(CORPUS * 3 + [" ".join(po.WORDS), "Café ``quoted'' Ünïcödé ﬁne"]),
-                      encoding="utf-8")
-    spm.SentencePieceTrainer.train(
-        input=str(corpus), model_prefix=str(tmp_path / "spiece"), vocab_size=70,
-        model_type="unigram", pad_id=0, unk_id=1, bos_id=2, eos_id=3, pad_piece="<pad>",
-        unk_piece="<unk>", bos_piece="[CLS]", eos_piece="[SEP]", minloglevel=2)
+    train_spiece(tmp_path)
     model = tmp_path / "model"
     model.mkdir()
     (tmp_path / "spiece.model").rename(model / "spiece.model")
