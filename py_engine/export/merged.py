@@ -119,7 +119,8 @@ class MergedModel:
         """(stack, layer index) of a tensor, or None (embeddings, final norms, head); stack is
         "encoder" or "decoder" for an encoder-decoder's blocks, "" otherwise."""
         parts = name.split(".")
-        for marker in ("block", "layers", "layer", "h"):     # T5 (before its "layer"), Llama, BERT, GPT-2
+        # T5 (before its "layer"), Llama, BERT, ALBERT's one shared layer, GPT-2
+        for marker in ("block", "layers", "layer", "albert_layers", "h"):
             if marker in parts:
                 stack = parts[0] if marker == "block" else ""
                 return stack, int(parts[parts.index(marker) + 1])
