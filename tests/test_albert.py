@@ -180,3 +180,30 @@ def test_a_spiece_model_alone_reads_as_transformers(tmp_path, options):
     mask = theirs.convert_tokens_to_ids("[MASK]")
     assert mask == 70 and mask in ours.encode_batch(["a [MASK] b"], None, max_length=64,
                                                     padding=None)[0].ids
+
+
+def test_a_spiece_model_alone_exports_its_tokenizer(tmp_path, capsys):
+    """An ALBERT shipping spiece.model alone trains, and its ONNX export carries the
+    tokenizer.json transformers builds from it (read back by transformers)."""
+    from transformers import AutoTokenizer
+
+    from conftest import run
+    from py_engine.cli import main
+    from py_engine.data.classification import Example
+    from py_engine.train.classifier import TextClassifier
+    from py_engine.train.config import ClassifierTrainConfig
+
+    model = po.tiny_albert_dir(tmp_path / "model", seed=9, vocab_size=71)
+    (model / "tokenizer.json").unlink()
+    train_spiece(tmp_path)
+    (tmp_path / "spiece.model").rename(model / "spiece.model")
+    clf = run(TextClassifier.create(model, LABELS))
+    run(clf.fit([Example(t, LABELS[i % 3]) for i, t in enumerate(TEXTS)],
+                ClassifierTrainConfig(epochs=1, batch_size=4)))
+    run(clf.save(tmp_path / "adapter"))
+    assert main(["export", "--format", "onnx", "--model", str(model), "--adapter",
+                 str(tmp_path / "adapter"), "--out", str(tmp_path / "onnx")]) == 0, \
+        capsys.readouterr().err
+    exported = AutoTokenizer.from_pretrained(str(tmp_path / "onnx"))
+    for text in TEXTS:
+        assert exported(text)["input_ids"] == clf.encode([text])[0].ids, text

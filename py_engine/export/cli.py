@@ -97,7 +97,8 @@ def check_export(args):
         pooling = config.default_pooling if args.adapter is None else \
             adapter_pooling(args.model, args.adapter, config=config)[0]
         check_mergeable(kind, pooling, config)
-    readable = ("tokenizer.json", "vocab.txt") + (("spm.model",) if args.format == "onnx" else ())
+    readable = ("tokenizer.json", "vocab.txt") + (("spm.model", "spiece.model")
+                                                  if args.format == "onnx" else ())
     if args.format in ("gguf", "onnx") and not any((Path(args.model) / f).is_file() for f in readable):
         raise FileNotFoundError(f"{args.model} has no tokenizer.json, which the {args.format} "
                                 "export needs")

@@ -33,7 +33,7 @@ from ..models.bert_config import MPNET_BUCKETS, MPNET_MAX_DISTANCE
 from ..kernels.rope import rope_inv_freq
 from ..models.relative_position import relative_position_bucket
 from ..models.decoder_classifier import DecoderClassifierConfig
-from ..tokenizers.checkpoint import DEBERTA_SPM, deberta_tokenizer_config
+from ..tokenizers.checkpoint import sentencepiece_tokenizer_json
 from ..formats.output_dir import write_output_dir
 from .merged import ENCODER, ExportError
 
@@ -418,10 +418,12 @@ def save_onnx(merged, directory, quant="f32", protected=(), progress=None):
         for name in TOKENIZER_FILES:
             if (Path(merged.source) / name).is_file():
                 shutil.copyfile(Path(merged.source) / name, staging / name)
-        if not (staging / "tokenizer.json").is_file() and (Path(merged.source) / DEBERTA_SPM).is_file():
-            # DeBERTa-v3's spm.model alone: the tokenizer.json transformers builds from it
-            (staging / "tokenizer.json").write_text(
-                json.dumps(deberta_tokenizer_config(merged.source), ensure_ascii=False),
-                encoding="utf-8")
+        spm = None if (staging / "tokenizer.json").is_file() else \
+            sentencepiece_tokenizer_json(merged.source)
+        if spm is not None:
+            # DeBERTa-v3's spm.model or ALBERT's spiece.model alone: the tokenizer.json
+            # transformers builds from it
+            (staging / "tokenizer.json").write_text(json.dumps(spm, ensure_ascii=False),
+                                                    encoding="utf-8")
 
     return write_output_dir(directory, fill, protected, kind="an export")

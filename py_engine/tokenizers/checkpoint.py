@@ -1,5 +1,5 @@
 """A checkpoint directory's tokenizer: tokenizer.json (or BERT's vocab.txt, DeBERTa-v3's
-spm.model, ALBERT's spiece.model), and for chat models tokenizer_config.json's padding token
+spm.model, ALBERT's spiece.model: SENTENCEPIECE_FILES), and for chat models tokenizer_config.json's padding token
 and chat template (or chat_template.jinja).
 
     tokenizer = classifier_tokenizer(model_dir)              # BERT family, RoBERTa's kind
@@ -41,50 +41,41 @@ def classifier_tokenizer(model_dir):
         # MPNet's vocab.txt is BERT's with MPNet's special tokens added: its tokenizer uses those
         family = "mpnet" if model_type == "mpnet" else "bert"
         return WordPieceTokenizer.from_vocab(model_dir / "vocab.txt", family=family)
-    if (model_dir / DEBERTA_SPM).is_file() and model_type == "deberta-v2":
-        return _deberta_tokenizer(model_dir)
-    if (model_dir / ALBERT_SPM).is_file() and model_type == "albert":
-        return _albert_tokenizer(model_dir)
-    spm = {"deberta-v2": f"{DEBERTA_SPM}, read for DeBERTa-v2",
-           "albert": f"{ALBERT_SPM}, read for ALBERT"}.get(model_type)
+    config = sentencepiece_tokenizer_json(model_dir, model_type)
+    if config is not None:
+        tokenizer = SubwordTokenizer.from_json(config)
+        options = _tokenizer_config(model_dir)
+        _pad_as_configured(tokenizer, {"pad_token": SENTENCEPIECE_FILES[model_type][1], **options})
+        return tokenizer
+    spm = SENTENCEPIECE_FILES.get(model_type)
     raise FileNotFoundError(f"{model_dir} has neither tokenizer.json nor vocab.txt" +
-                            (f" (nor {spm})" if spm else ""))
+                            (f" (nor {spm[0]}, read for {model_type})" if spm else ""))
 
 
-DEBERTA_SPM = "spm.model"       # DeBERTa-v3's checkpoints ship their SentencePiece model alone
-ALBERT_SPM = "spiece.model"     # and ALBERT's, theirs
+# The families whose checkpoints may ship their SentencePiece model alone (DeBERTa-v3's
+# spm.model, older ALBERT's spiece.model): {model_type: (file, default pad token)}
+SENTENCEPIECE_FILES = {"deberta-v2": ("spm.model", "[PAD]"), "albert": ("spiece.model", "<pad>")}
 
 
-def deberta_tokenizer_config(model_dir, options=None):
-    """The tokenizer.json transformers' DebertaV2Tokenizer builds from a DeBERTa-v2 checkpoint's
-    spm.model and tokenizer_config.json (`options`: its contents, when read already;
-    sentencepiece_model.deberta_tokenizer_json)."""
-    from .sentencepiece_model import deberta_tokenizer_json, read_pieces
+def sentencepiece_tokenizer_json(model_dir, model_type=None):
+    """The tokenizer.json transformers' tokenizer class builds from a checkpoint's SentencePiece
+    model and tokenizer_config.json (DebertaV2Tokenizer's, AlbertTokenizer's: see
+    sentencepiece_model), or None where the family ships none or the file is not there."""
+    from .sentencepiece_model import (albert_tokenizer_json, deberta_tokenizer_json,
+                                      read_charsmap, read_pieces)
 
-    path = Path(model_dir) / DEBERTA_SPM
-    options = _tokenizer_config(model_dir) if options is None else options
-    return deberta_tokenizer_json(read_pieces(path.read_bytes(), str(path)), options)
-
-
-def _deberta_tokenizer(model_dir):
-    options = _tokenizer_config(model_dir)
-    tokenizer = SubwordTokenizer.from_json(deberta_tokenizer_config(model_dir, options))
-    _pad_as_configured(tokenizer, {"pad_token": "[PAD]", **options})
-    return tokenizer
-
-
-def _albert_tokenizer(model_dir):
-    """The tokenizer transformers' AlbertTokenizer builds from spiece.model and
-    tokenizer_config.json (sentencepiece_model.albert_tokenizer_json)."""
-    from .sentencepiece_model import albert_tokenizer_json, read_charsmap, read_pieces
-
-    path = Path(model_dir) / ALBERT_SPM
+    model_dir = Path(model_dir)
+    model_type = model_type or _model_type(model_dir)
+    if model_type not in SENTENCEPIECE_FILES:
+        return None
+    path = model_dir / SENTENCEPIECE_FILES[model_type][0]
+    if not path.is_file():
+        return None
     data = path.read_bytes()
-    options = _tokenizer_config(model_dir)
-    tokenizer = SubwordTokenizer.from_json(
-        albert_tokenizer_json(read_pieces(data, str(path)), read_charsmap(data), options))
-    _pad_as_configured(tokenizer, {"pad_token": "<pad>", **options})
-    return tokenizer
+    pieces, options = read_pieces(data, str(path)), _tokenizer_config(model_dir)
+    if model_type == "albert":
+        return albert_tokenizer_json(pieces, read_charsmap(data), options)
+    return deberta_tokenizer_json(pieces, options)
 
 
 def _model_type(model_dir):
