@@ -270,7 +270,8 @@ def test_bert_config_fields_of_the_wrong_kind_are_named(field, value, reason):
 
 
 @pytest.mark.parametrize("family, why", [
-    ("electra", "ELECTRA's embeddings are narrower than its layers"),   # ELECTRA-small's kind
+    # ALBERT with two groups of layers (no released checkpoint has them)
+    ("albert", "'num_hidden_groups' \\(2\\): ALBERT with other than one group of one layer"),
     ("megatron-bert", "it normalises before each sub-layer"),
 ])
 def test_encoders_that_are_not_bert_are_refused_by_name(tmp_path, family, why):
@@ -284,10 +285,10 @@ def test_encoders_that_are_not_bert_are_refused_by_name(tmp_path, family, why):
 
     sizes = dict(vocab_size=60, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                  intermediate_size=32, max_position_embeddings=40)
-    classes = {"electra": "Electra", "megatron-bert": "MegatronBert"}
+    classes = {"albert": "Albert", "megatron-bert": "MegatronBert"}
     config_class = getattr(transformers, classes[family] + "Config")
-    if family == "electra":
-        sizes["embedding_size"] = 8
+    if family == "albert":
+        sizes.update(embedding_size=8, num_hidden_layers=2, num_hidden_groups=2)
     model = getattr(transformers, classes[family] + "Model")(config_class(**sizes))
     model.save_pretrained(tmp_path / family)
     with pytest.raises(CheckpointError, match=why):
