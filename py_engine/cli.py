@@ -564,16 +564,18 @@ def _check_classifier_command(args):
     adapter, a fine-tuned classifier checkpoint (its own head and labels)."""
     _check_backend(args)
     if reads_as_classifier(args.model, model_kind(args.model, args.max_length), args.adapter):
-        if args.adapter is not None:
-            _check_decoder_classifier(args)
+        if args.adapter is None:        # a decoder's fine-tuned sequence classifier
+            return
+        _check_decoder_classifier(args)
     else:
         _check_command_model(args, "encoder")
-    if args.adapter is None:
-        if not names_classifier(args.model):
-            raise UsageError(f"--adapter is needed: {args.model} is not a fine-tuned classifier "
-                             "(its config.json names no ...ForSequenceClassification "
-                             "architecture), so its head is in the adapter trained on it")
-        return
+        if args.adapter is None:
+            if not names_classifier(args.model):
+                raise UsageError(f"--adapter is needed: {args.model} is not a fine-tuned "
+                                 "classifier (its config.json names no "
+                                 "...ForSequenceClassification architecture), so its head is in "
+                                 "the adapter trained on it")
+            return
     check_adapter(args.adapter, "SEQ_CLS")
 
 
@@ -599,14 +601,13 @@ def _load_classifier(args):
     from py_engine.models.classifiers import adapter_pooling
     from py_engine.train.classifier import TextClassifier
 
-    if args.adapter is not None:
-        pooling, note = adapter_pooling(args.model, args.adapter, args.pooling)
-        if note:
-            print(f"note: {note}", file=sys.stderr)
     options = given_options(args, "max_length", "base_dtype")
     if args.adapter is None:        # a fine-tuned classifier: its own head and labels
         return run_sync(TextClassifier.create(args.model, backend=args.backend,
                                               pooling=args.pooling, **options))
+    pooling, note = adapter_pooling(args.model, args.adapter, args.pooling)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
     return run_sync(TextClassifier.load(args.model, args.adapter, backend=args.backend,
                                         pooling=pooling, **options))
 

@@ -7,6 +7,7 @@ BertFor* checkpoints carry, is removed; old "gamma"/"beta" LayerNorm names are r
 """
 
 import re
+from functools import cached_property
 from pathlib import Path
 
 from ..formats import safetensors
@@ -201,27 +202,32 @@ class Checkpoint:
         """The labels of the sequence classifier a fine-tuned checkpoint holds (its output
         layer, config.json's id2label, in the order of its rows); None for a bare encoder or
         decoder (no output layer, whatever id2label says: transformers writes LABEL_0 and
-        LABEL_1 into every config.json)."""
-        weight = self.config.head_output + ".weight"
-        if not self.holds(weight) or self.other_head() is not None:
-            return None
-        labels = id2label_list(self.config.id2label, f"{self.source}/config.json")
-        self._check_tensor(weight, (len(labels), self.config.hidden_size),
-                           f"config.json's {len(labels)} labels (id2label)")
-        return labels
+        LABEL_1 into every config.json), or a head of another kind (other_head)."""
+        return self._head[0]
 
     def other_head(self):
         """The kind of the head a fine-tuned checkpoint holds where it is not a single-label
         classifier's (config.json's problem_type: "multi_label_classification", a sigmoid per
         label; "regression", or a head of one row, which transformers reads as one), else None:
         a new classifier does not start from such a head."""
+        return self._head[1]
+
+    @cached_property
+    def _head(self):
+        """(head_labels, other_head), worked out once: the output layer is checked (read
+        whole for non-finite values) here, however often a load asks."""
         weight = self.config.head_output + ".weight"
         if not self.holds(weight):
-            return None
+            return None, None
         problem = self.config.problem_type
         if problem is None and self.shape(weight)[0] == 1:
-            return "regression"
-        return None if problem in (None, "single_label_classification") else str(problem)
+            problem = "regression"
+        if problem not in (None, "single_label_classification"):
+            return None, str(problem)
+        labels = id2label_list(self.config.id2label, f"{self.source}/config.json")
+        self._check_tensor(weight, (len(labels), self.config.hidden_size),
+                           f"config.json's {len(labels)} labels (id2label)")
+        return labels, None
 
     @classmethod
     def read_config(cls, path):

@@ -1,6 +1,6 @@
 """A checkpoint directory's tokenizer: tokenizer.json (or BERT's vocab.txt, DeBERTa-v3's
-spm.model, ALBERT's spiece.model: SENTENCEPIECE_FILES), and for chat models tokenizer_config.json's padding token
-and chat template (or chat_template.jinja).
+spm.model, ALBERT's spiece.model: SENTENCEPIECE_FILES), and for chat models
+tokenizer_config.json's padding token and chat template (or chat_template.jinja).
 
     tokenizer = classifier_tokenizer(model_dir)              # BERT family, RoBERTa's kind
     tokenizer, template = chat_tokenizer(model_dir)          # decoders; template may be None
@@ -41,10 +41,10 @@ def classifier_tokenizer(model_dir):
         # MPNet's vocab.txt is BERT's with MPNet's special tokens added: its tokenizer uses those
         family = "mpnet" if model_type == "mpnet" else "bert"
         return WordPieceTokenizer.from_vocab(model_dir / "vocab.txt", family=family)
-    config = sentencepiece_tokenizer_json(model_dir, model_type)
+    options = _tokenizer_config(model_dir)
+    config = sentencepiece_tokenizer_json(model_dir, model_type, options)
     if config is not None:
         tokenizer = SubwordTokenizer.from_json(config)
-        options = _tokenizer_config(model_dir)
         _pad_as_configured(tokenizer, {"pad_token": SENTENCEPIECE_FILES[model_type][1], **options})
         return tokenizer
     spm = SENTENCEPIECE_FILES.get(model_type)
@@ -57,10 +57,11 @@ def classifier_tokenizer(model_dir):
 SENTENCEPIECE_FILES = {"deberta-v2": ("spm.model", "[PAD]"), "albert": ("spiece.model", "<pad>")}
 
 
-def sentencepiece_tokenizer_json(model_dir, model_type=None):
+def sentencepiece_tokenizer_json(model_dir, model_type=None, options=None):
     """The tokenizer.json transformers' tokenizer class builds from a checkpoint's SentencePiece
-    model and tokenizer_config.json (DebertaV2Tokenizer's, AlbertTokenizer's: see
-    sentencepiece_model), or None where the family ships none or the file is not there."""
+    model and tokenizer_config.json (`options`: its contents, when read already;
+    DebertaV2Tokenizer's, AlbertTokenizer's: see sentencepiece_model), or None where the
+    family ships none or the file is not there."""
     from .sentencepiece_model import (albert_tokenizer_json, deberta_tokenizer_json,
                                       read_charsmap, read_pieces)
 
@@ -72,7 +73,8 @@ def sentencepiece_tokenizer_json(model_dir, model_type=None):
     if not path.is_file():
         return None
     data = path.read_bytes()
-    pieces, options = read_pieces(data, str(path)), _tokenizer_config(model_dir)
+    pieces = read_pieces(data, str(path))
+    options = _tokenizer_config(model_dir) if options is None else options
     if model_type == "albert":
         return albert_tokenizer_json(pieces, read_charsmap(data), options)
     return deberta_tokenizer_json(pieces, options)
