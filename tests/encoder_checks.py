@@ -16,6 +16,16 @@ from py_engine.train.classifier import TextClassifier
 from test_bert_gpu import check_gradients, runtimes
 
 
+def peft_adapter(model_dir, path, targets=("query", "value"), seed=3, dtype=torch.float32, **lora):
+    """PEFT's SEQ_CLS adapter of 3 labels on the checkpoint (peft_oracle.peft_model, `lora` its
+    other LoraConfig options), saved to `path` with test_adapter_roundtrip's LABELS; and the
+    PEFT model."""
+    from test_adapter_roundtrip import LABELS
+
+    peft = po.peft_model(model_dir, 3, target_modules=targets, seed=seed, dtype=dtype, **lora)
+    return po.save_adapter(peft, path, labels=LABELS), peft
+
+
 def encoded(tokenizer_dir, texts):
     """(input_ids, attention_mask) of `texts`, padded, by transformers' tokenizer of the folder."""
     from transformers import AutoTokenizer

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import peft_oracle as po
-from encoder_checks import check_exports, check_gpu_step, check_peft_step
+from encoder_checks import check_exports, check_gpu_step, check_peft_step, peft_adapter
 from test_adapter_roundtrip import LABELS, TEXTS, check_round_trip
 from test_bert_oracle import random_batch
 from py_engine.models.bert_config import BertConfig, ConfigError
@@ -33,11 +33,6 @@ def electra_small(tmp_path_factory):
 
 def vocab(model_dir):
     return json.loads((model_dir / "config.json").read_text())["vocab_size"]
-
-
-def peft_adapter(model_dir, path, targets=("query", "value"), seed=3, dtype=torch.float32, **lora):
-    peft = po.peft_model(model_dir, 3, target_modules=targets, seed=seed, dtype=dtype, **lora)
-    return po.save_adapter(peft, path, labels=LABELS), peft
 
 
 @pytest.mark.parametrize("targets, bias", [

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import peft_oracle as po
-from encoder_checks import check_classifier_checkpoint, check_exports, check_gpu_step, check_peft_step
+from encoder_checks import (check_classifier_checkpoint, check_exports, check_gpu_step,
+                            check_peft_step, peft_adapter)
 from test_adapter_roundtrip import LABELS, TEXTS, check_round_trip
 from test_bert_oracle import random_batch
 
@@ -17,11 +18,6 @@ from test_bert_oracle import random_batch
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     return po.tiny_electra_dir(tmp_path_factory.mktemp("electra") / "model", seed=31)
-
-
-def peft_adapter(model_dir, path, targets=("query", "value"), seed=3, dtype=torch.float32):
-    peft = po.peft_model(model_dir, 3, target_modules=targets, seed=seed, dtype=dtype)
-    return po.save_adapter(peft, path, labels=LABELS), peft
 
 
 @pytest.mark.parametrize("targets", [("query", "value"), ("query", "key", "value", "dense")])

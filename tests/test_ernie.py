@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import peft_oracle as po
-from encoder_checks import check_exports, check_gpu_step, check_peft_step
+from encoder_checks import check_exports, check_gpu_step, check_peft_step, peft_adapter
 from test_adapter_roundtrip import LABELS, TEXTS, check_round_trip
 from test_bert_oracle import random_batch
 from py_engine.models.checkpoint import TYPES_AND_TASK, Checkpoint
@@ -19,11 +19,6 @@ from py_engine.models.checkpoint import TYPES_AND_TASK, Checkpoint
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     return po.tiny_ernie_dir(tmp_path_factory.mktemp("ernie") / "model", seed=23)
-
-
-def peft_adapter(model_dir, path, targets=("query", "value"), seed=3, dtype=torch.float32, **lora):
-    peft = po.peft_model(model_dir, 3, target_modules=targets, seed=seed, dtype=dtype, **lora)
-    return po.save_adapter(peft, path, labels=LABELS), peft
 
 
 @pytest.mark.parametrize("use_task_id, bias", [(True, "none"), (True, "all"), (False, "none")])
