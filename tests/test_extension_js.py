@@ -360,6 +360,36 @@ console.log(JSON.stringify({{ ours: [...ours], back: decode(await unzip(ours)), 
     assert out["notZip"] == "not a zip archive (no end of central directory)"
 
 
+def test_the_version_needed_is_read_from_its_low_byte_as_zipfile_reads_it():
+    """The central directory's "version needed to extract" is one byte of version and one of
+    system (Python's zipfile and Info-ZIP read it so): a high byte set reads, a version above
+    6.3 is refused by both, naming the entry."""
+    plain = io.BytesIO()
+    with zipfile.ZipFile(plain, "w") as z:
+        z.writestr("a.json", b'{"k": 1}')
+    at = plain.getvalue().index(b"PK\x01\x02") + 6
+    cases = []
+    for version in (0x0214, 0xFF14, 0x0040):
+        data = bytearray(plain.getvalue())
+        data[at:at + 2] = version.to_bytes(2, "little")
+        try:
+            with zipfile.ZipFile(io.BytesIO(bytes(data))) as z:
+                theirs = {n: list(z.read(n)) for n in z.namelist()}
+        except NotImplementedError as e:
+            theirs = str(e)
+        cases.append((list(data), theirs))
+    got = node(f"""
+import {{ unzip }} from "{(WEB / 'zip.mjs').as_uri()}";
+const out = [];
+for (const data of DATA) {{
+  try {{ out.push(Object.fromEntries(Object.entries(await unzip(Uint8Array.from(data))).map(([k, v]) => [k, [...v]]))); }}
+  catch (e) {{ out.push(e.message); }}
+}}
+console.log(JSON.stringify(out));""", [data for data, _ in cases])
+    assert [theirs for _, theirs in cases] == [{"a.json": list(b'{"k": 1}')}] * 2 + ["zip file version 6.4"]
+    assert got == [{"a.json": list(b'{"k": 1}')}] * 2 + ["zip: a.json needs zip version 6.4"]
+
+
 def random_archive(rng):
     """A random archive as Python's zipfile writes it (stored, deflated, bzip2 or LZMA; ZIP64
     fields, comments, extra fields, data descriptors when written to a stream, repeated

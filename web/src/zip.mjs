@@ -108,7 +108,8 @@ export async function unzip(bytes) {
       packed: entry.getUint32(20, true), size: entry.getUint32(24, true), local: entry.getUint32(42, true),
       rawName: decodeName(directory.subarray(at + 46, at + 46 + nameLength), entry.getUint16(8, true)),
     };
-    if (entry.getUint16(6, true) > MAX_EXTRACT_VERSION) throw new Error(`zip: ${info.rawName} needs zip version ${entry.getUint16(6, true) / 10}`);
+    // The version's low byte; its high byte names a system (as Python's zipfile and Info-ZIP read it).
+    if (entry.getUint8(6) > MAX_EXTRACT_VERSION) throw new Error(`zip: ${info.rawName} needs zip version ${entry.getUint8(6) / 10}`);
     readExtra(directory.subarray(at + 46 + nameLength, at + 46 + nameLength + extraLength), info);
     info.local += concat;
     info.name = info.rawName.split("\0")[0];
