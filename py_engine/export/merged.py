@@ -221,7 +221,8 @@ def check_mergeable(kind, pooling, config):
     if isinstance(config, DecoderClassifierConfig):
         raise ExportError("this classifier pools with the mean over tokens, which transformers' "
                           "decoder sequence classifiers cannot express (they read the last "
-                          "token): export its adapter")
+                          "token): export it with --format onnx, whose graph pools as it was "
+                          "trained, or export its adapter")
     raise ExportError("this classifier pools with the mean over tokens, which transformers' "
                       "sequence classifiers cannot express (they always pool [CLS]); "
                       "export it with --format onnx, whose graph pools as it was trained")

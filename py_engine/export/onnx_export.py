@@ -1,8 +1,10 @@
-"""A merged classifier (BERT family, ModernBERT) as an ONNX graph (host only: built with the
-`onnx` package), for ONNX Runtime: the encoder, the pooling it was trained with ([CLS] through
-the pooler, or the mean over real tokens) and the head, giving logits and probabilities.
+"""A merged classifier (BERT family, ModernBERT, a decoder read as a sequence classifier) as an
+ONNX graph (host only: built with the `onnx` package), for ONNX Runtime: the encoder, the
+pooling it was trained with ([CLS] through the pooler, a decoder's last real token, or the mean
+over real tokens) and the head, giving logits and probabilities.
 
     inputs:  input_ids, attention_mask, token_type_ids   int64 [batch, sequence]
+             (token_type_ids only where the family reads them: not ModernBERT, not decoders)
     outputs: logits, probabilities                        float32 [batch, labels]
 
 The math is models/bert.py's at inference (no dropout): embeddings summed and normalized;
@@ -11,7 +13,8 @@ scores) with padded keys masked by adding float32's lowest value (as transformer
 exact (erf) GELU, post-norm residuals; opset 17 (LayerNormalization). ModernBERT's is
 models/modernbert.py's: pre-norm, rotary tables at each layer type's base, a sliding layer's
 keys beyond its window masked as padding is (the two taken by Min, never added), the exact
-GeGLU, then its head over the pooled state; it takes no token_type_ids.
+GeGLU, then its head over the pooled state; it takes no token_type_ids. A decoder's hidden
+states are onnx_decoder.py's.
 Linear weights are stored transposed ([in, out]) so that MatMul reads them as they are, which
 is also the form onnxruntime.quantization.quantize_dynamic turns into int8 MatMuls.
 
@@ -253,21 +256,27 @@ def _modernbert_encoder(g, merged, mask_bias):
 
 def classifier_graph(merged):
     """The onnx.ModelProto of a merged classifier (merged.kind ENCODER)."""
-    if merged.kind != ENCODER or isinstance(merged.config, DecoderClassifierConfig):
-        raise ExportError("the ONNX export is for encoder classifiers (BERT family, ModernBERT)")
+    if merged.kind != ENCODER:
+        raise ExportError("the ONNX export is for classifiers (the BERT family, ModernBERT, a "
+                          "decoder read as a sequence classifier)")
     config = merged.config
     g = GraphBuilder()
     g.const("sqrt2", np.float32(math.sqrt(2.0)))
     g.const("half", np.float32(0.5))
     g.const("one", np.float32(1.0))
-    g.const("attn_scale", np.float32(config.attention_scaling))
     g.const("lowest", np.float32(np.finfo(np.float32).min))
-    g.const("merge_shape", np.array([0, 0, config.hidden_size], np.int64))
     g.const("zero", np.array([0], np.int64))
     g.const("axis1", np.array([1], np.int64))
     g.const("two", np.array([2], np.int64))
     g.const("last_axis", np.array([-1], np.int64))
     mask = g.op("Cast", ["attention_mask"], to=TensorProto.FLOAT)
+    if isinstance(config, DecoderClassifierConfig):
+        from .onnx_decoder import decoder_hidden
+
+        pooled = _pooled(g, decoder_hidden(g, merged, mask), mask, merged.pooling)
+        return _classifier_model(g, merged, _linear(g, merged, pooled, config.head_output))
+    g.const("attn_scale", np.float32(config.attention_scaling))
+    g.const("merge_shape", np.array([0, 0, config.hidden_size], np.int64))
     # Padded keys get float32's lowest value added to their scores: [B, 1, 1, T].
     mask_bias = g.op("Mul", [g.op("Sub", ["one", mask]), "lowest"])
     mask_bias = g.op("Unsqueeze", [mask_bias, g.const("axes12", np.array([1, 2], np.int64))])
@@ -287,7 +296,17 @@ def classifier_graph(merged):
 
 
 def _pooled(g, x, mask, pooling):
-    """The first token's hidden state, or the mean over real tokens."""
+    """The first token's hidden state, the last real token's (a decoder's: the last the
+    attention mask keeps), or the mean over real tokens."""
+    if pooling == "last":
+        steps = g.op("Cast", [g.op("Range", [g.const("zero_index", np.array(0, np.int64)), g.op(
+            "Gather", [g.op("Shape", ["input_ids"]), g.const("one_index", np.array(1, np.int64))],
+            axis=0), "one_index"])], to=TensorProto.FLOAT)
+        last = g.op("ArgMax", [g.op("Mul", [mask, steps])], axis=1, keepdims=1)     # [B, 1]
+        chosen = g.op("Cast", [g.op("Equal", [g.op("Cast", [steps], to=TensorProto.INT64), last])],
+                      to=TensorProto.FLOAT)
+        weights = g.op("Unsqueeze", [chosen, g.const("axes2", np.array([2], np.int64))])
+        return g.op("ReduceSum", [g.op("Mul", [x, weights]), "axis1"], keepdims=0)
     if pooling == "mean":
         weights = g.op("Unsqueeze", [mask, g.const("axes2", np.array([2], np.int64))])
         total = g.op("ReduceSum", [g.op("Mul", [x, weights]), "axis1"], keepdims=0)
@@ -368,13 +387,15 @@ def _classifier_model(g, merged, logits):
     g.nodes.append(helper.make_node("Softmax", [logits], ["probabilities"], axis=-1))
 
     batch = ["batch", "sequence"]
+    used = {name for node in g.nodes for name in node.input}     # shared constants some graphs skip
     graph = helper.make_graph(
         g.nodes, "py_engine_classifier",
         [helper.make_tensor_value_info(name, TensorProto.INT64, batch) for name in INPUTS
-         if config.token_types or name != "token_type_ids"],
+         if name != "token_type_ids" or not isinstance(config, DecoderClassifierConfig)
+         and config.token_types],
         [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", len(merged.labels)])
          for name in ("logits", "probabilities")],
-        initializer=g.initializers)
+        initializer=[i for i in g.initializers if i.name in used])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                               producer_name="py_engine")
     model.ir_version = 8
@@ -415,11 +436,11 @@ def save_onnx(merged, directory, quant="f32", protected=(), progress=None):
             onnx.save(model, str(target))
         (staging / "labels.json").write_text(json.dumps(merged.labels, ensure_ascii=False) + "\n",
                                              encoding="utf-8")
-        for name in TOKENIZER_FILES:
-            if (Path(merged.source) / name).is_file():
-                shutil.copyfile(Path(merged.source) / name, staging / name)
+        for name in TOKENIZER_FILES:      # an adapter's own where it added tokens
+            if (Path(merged.tokenizer_dir) / name).is_file():
+                shutil.copyfile(Path(merged.tokenizer_dir) / name, staging / name)
         spm = None if (staging / "tokenizer.json").is_file() else \
-            sentencepiece_tokenizer_json(merged.source)
+            sentencepiece_tokenizer_json(merged.tokenizer_dir)
         if spm is not None:
             # DeBERTa-v3's spm.model or ALBERT's spiece.model alone: the tokenizer.json
             # transformers builds from it
