@@ -51,7 +51,7 @@ import re
 import unicodedata
 
 from .precompiled import Precompiled
-from .regex_classes import CLASSES, NUMERIC_BEYOND_N, PARTS, class_spec
+from .regex_classes import CLASSES, NUMERIC_BEYOND_N, PARTS, WHITESPACE_WORD, class_spec
 from .encoding import Encoding, TokenizerBase
 from .unigram import UnigramModel
 from .wordpiece import (PUNCTUATION_CLASS, _AddedTokens, _char_class, _check_text, _ranges,
@@ -140,27 +140,27 @@ def _pattern(spec):
     raise ValueError(f"unsupported pattern {spec!r}")
 
 
-def _segments(text, pattern):
+def _segments(text, pattern, invert=False):
     """The library's find_matches: (start, end, is_match) covering text, empty matches
-    included."""
+    included; `invert` (its Invert pattern): what is between the matches is the match."""
     if not text:
-        return [(0, 0, False)]
+        return [(0, 0, invert)]
     out, prev = [], 0
     for m in pattern.finditer(text):
         start, end = m.span()
         if prev != start:
-            out.append((prev, start, False))
-        out.append((start, end, True))
+            out.append((prev, start, invert))
+        out.append((start, end, not invert))
         prev = end
     if prev != len(text):
-        out.append((prev, len(text), False))
+        out.append((prev, len(text), invert))
     return out
 
 
-def _split_spans(text, pattern, behavior):
+def _split_spans(text, pattern, behavior, invert=False):
     """The library's NormalizedString.split: (start, end) of the non-empty pieces of text.
     Pieces are spans rather than strings so that offsets can follow them."""
-    segments = _segments(text, pattern)
+    segments = _segments(text, pattern, invert)
     if behavior == "Isolated":
         pieces = [(a, b) for a, b, _ in segments]
     elif behavior == "Removed":
@@ -235,6 +235,10 @@ def _is_mark(ch):
 
 
 _WHITESPACE_RUN = re.compile(f"[{_SPACE_BODY}]+")
+_PUNCTUATION = re.compile(f"[{PUNCTUATION_CLASS}]")
+# The Whitespace pre-tokenizer's words: \w+|[^\w\s]+ with its own \w (regex_classes.py)
+_WORD_BODY = _char_class(WHITESPACE_WORD)
+_WHITESPACE_WORDS = re.compile(f"[{_WORD_BODY}]+|[^{_WORD_BODY}{_SPACE_BODY}]+")
 
 
 def _pre_tokenizer(spec):
@@ -271,9 +275,27 @@ def _pre_tokenizer(spec):
             return out
         return byte_level
     if kind == "Split":
-        if spec.get("invert"):
-            raise ValueError("unsupported Split pre-tokenizer with invert=true")
-        return _splitter(_pattern(spec["pattern"]), spec.get("behavior", "Isolated"))
+        return _splitter(_pattern(spec["pattern"]), spec.get("behavior", "Isolated"),
+                         bool(spec.get("invert", False)))
+    if kind == "Whitespace":        # the words kept, what is between them removed
+        return _splitter(_WHITESPACE_WORDS, "Removed", invert=True)
+    if kind == "BertPreTokenizer":  # at whitespace (removed), then each punctuation mark alone
+        return _pre_tokenizer({"type": "Sequence", "pretokenizers": [
+            {"type": "WhitespaceSplit"}, {"type": "Punctuation", "behavior": "Isolated"}]})
+    if kind == "CharDelimiterSplit":
+        delimiter = spec.get("delimiter")
+        if not isinstance(delimiter, str) or len(delimiter) != 1:
+            raise ValueError(f"CharDelimiterSplit's delimiter must be one character, got {delimiter!r}")
+        return _splitter(re.compile(re.escape(delimiter)), "Removed")
+    if kind == "FixedLength":       # pieces of `length` characters
+        length = spec.get("length", 5)
+        if type(length) is not int or length < 1:
+            raise ValueError(f"FixedLength's length must be a positive integer, got {length!r}")
+
+        def fixed(words, at_start):
+            return [(word[a:a + length], _part(align, a, a + length)) for word, align in words
+                    for a in range(0, len(word), length)]
+        return fixed
     if kind == "Digits":    # each number, or each run of them, a word of its own (SmolLM2)
         return _splitter(_NUMERIC, "Isolated" if spec.get("individual_digits") else "Contiguous")
     if kind == "Metaspace":
@@ -304,18 +326,20 @@ def _pre_tokenizer(spec):
     if kind == "WhitespaceSplit":
         return _splitter(_WHITESPACE_RUN, "Removed")
     if kind == "Punctuation":   # DeBERTa-v2's split_by_punct: BERT's punctuation characters
-        return _splitter(re.compile(f"[{PUNCTUATION_CLASS}]"), spec.get("behavior", "Isolated"))
+        return _splitter(_PUNCTUATION, spec.get("behavior", "Isolated"))
     raise ValueError(f"unsupported pre_tokenizer {kind!r} in tokenizer.json (supported: Sequence, "
-                     "ByteLevel, Split, Digits, Metaspace, WhitespaceSplit, Punctuation)")
+                     "ByteLevel, Split, Digits, Metaspace, Whitespace, WhitespaceSplit, "
+                     "BertPreTokenizer, Punctuation, CharDelimiterSplit, FixedLength)")
 
 
-def _splitter(regex, behavior):
-    """A pre-tokenizer cutting each word where `regex` matches, as `behavior` says."""
+def _splitter(regex, behavior, invert=False):
+    """A pre-tokenizer cutting each word where `regex` matches (with `invert`, where it does
+    not), as `behavior` says."""
     _split_spans("", regex, behavior)     # refuse an unknown behavior now
 
     def split(words, at_start):
         return [(word[a:b], _part(align, a, b)) for word, align in words
-                for a, b in _split_spans(word, regex, behavior)]
+                for a, b in _split_spans(word, regex, behavior, invert)]
     return split
 
 
