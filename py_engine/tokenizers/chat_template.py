@@ -63,13 +63,16 @@ ValueError saying what failed.
 """
 
 import datetime
+import html
 import json
 import math
 import operator
 import os
 import re
 import string
+import textwrap
 from collections.abc import Mapping
+from urllib.parse import quote_from_bytes
 
 from ..formats.json_file import read_json_object, read_utf8
 from .turn_spans import add_turn_span
@@ -1082,6 +1085,8 @@ def _getattr(obj, name):
                 return getattr(obj, name)
     if isinstance(obj, _Loop):
         return obj.get(name)
+    if isinstance(obj, _Group) and name in ("grouper", "list"):
+        return getattr(obj, name)
     try:
         return obj[name]
     except (TypeError, LookupError):
@@ -1438,6 +1443,162 @@ def _title(value):
                    for w in re.split(r"([-\s({\[<]+)", _to_str(value)) if w)
 
 
+def _attr(obj, name):
+    """Jinja's attr: an attribute only, never an item (a message's "role" is not one)."""
+    if isinstance(obj, (_Namespace, _Loop)) or isinstance(name, str) and not name.startswith("_") \
+            and not isinstance(obj, _Undefined) and hasattr(obj, name):
+        return _getattr(obj, name)
+    return _Undefined(name)
+
+
+def _batch(value, linecount, fill_with=None):
+    """Jinja's batch: lists of `linecount` items (lazy), the last filled with fill_with."""
+    _check_width(linecount, "batch's lines")
+    line = []
+    for item in value:
+        if len(line) == linecount:
+            yield line
+            line = []
+        line.append(item)
+    if line:
+        if fill_with is not None and len(line) < linecount:
+            line += [fill_with] * (linecount - len(line))
+        yield line
+
+
+def _slice(value, slices, fill_with=None):
+    """Jinja's slice: `slices` lists of the items in order (lazy), the first ones one longer,
+    the others given fill_with to even them up."""
+    _check_width(slices, "slice's slices")
+    items = list(value)
+    per, extra = divmod(len(items), slices)
+    offset = 0
+    for n in range(slices):
+        start = offset + n * per
+        if n < extra:
+            offset += 1
+        part = items[start:offset + (n + 1) * per]
+        if fill_with is not None and n >= extra:
+            part.append(fill_with)
+        yield part
+
+
+def _truncate(s, length=255, killwords=False, end="...", leeway=None):
+    """Jinja's truncate: kept within length + leeway (5 by default), else cut at the last
+    space before length - len(end) (anywhere with killwords) and `end` added."""
+    leeway = 5 if leeway is None else leeway
+    if length < len(end) or leeway < 0:
+        raise ValueError(f"chat template: truncate needs length >= {len(end)} and leeway >= 0")
+    if len(s) <= length + leeway:
+        return s
+    if killwords:
+        return s[:length - len(end)] + end
+    return s[:length - len(end)].rsplit(" ", 1)[0] + end
+
+
+def _striptags(value):
+    """markupsafe's striptags: comments and tags removed, whitespace runs one space, entities
+    read."""
+    value, parts, pos = str(_to_str(value)), [], 0
+    while (start := value.find("<", pos)) != -1:
+        if value.startswith("<!--", start):
+            end = value.find("-->", start + 4)
+            end = -1 if end == -1 else end + 3
+        else:
+            end = value.find(">", start)
+            end = -1 if end == -1 else end + 1
+        if end == -1:       # unclosed: the rest stays
+            break
+        parts.append(value[pos:start])
+        pos = end
+    if pos > 0:
+        value = "".join(parts) + value[pos:]
+    return html.unescape(" ".join(value.split()))
+
+
+def _wordwrap(s, width=79, break_long_words=True, wrapstring=None, break_on_hyphens=True):
+    """Jinja's wordwrap: each line wrapped on its own (textwrap), joined by wrapstring."""
+    wrapstring = "\n" if wrapstring is None else wrapstring
+    return wrapstring.join(wrapstring.join(textwrap.wrap(
+        line, width=width, expand_tabs=False, replace_whitespace=False,
+        break_long_words=break_long_words, break_on_hyphens=break_on_hyphens))
+        for line in s.splitlines())
+
+
+class _Group(tuple):
+    """Jinja's groupby item: (grouper, list), printed as a tuple."""
+
+    @property
+    def grouper(self):
+        return self[0]
+
+    @property
+    def list(self):
+        return self[1]
+
+
+def _groupby(value, attribute, default=None, case_sensitive=False):
+    """Jinja's groupby: the items sorted and grouped by an attribute, each group's key its
+    first item's (the comparison ignoring case unless case_sensitive)."""
+    key = _attrgetter(attribute, None if case_sensitive else _lower_if_str, default)
+    shown = _attrgetter(attribute, default=default)
+    groups = []
+    for item in sorted(value, key=key):
+        if groups and key(groups[-1][1][0]) == key(item):
+            groups[-1][1].append(item)
+        else:
+            groups.append((shown(item), [item]))
+    return [_Group(group) for group in groups]
+
+
+def _url_quote(value, for_qs=False):
+    """jinja2's url_quote: UTF-8 bytes percent-escaped ("/" kept but in a query, where a space
+    is "+")."""
+    if not isinstance(value, bytes):
+        value = (value if isinstance(value, str) else str(_to_str(value))).encode("utf-8")
+    quoted = quote_from_bytes(value, b"" if for_qs else b"/")
+    return quoted.replace("%20", "+") if for_qs else quoted
+
+
+def _urlencode(value):
+    if isinstance(value, str) or not hasattr(value, "__iter__"):
+        return _url_quote(value)
+    items = value.items() if isinstance(value, Mapping) else value
+    return "&".join(f"{_url_quote(k, True)}={_url_quote(v, True)}" for k, v in items)
+
+
+def _filesizeformat(value, binary=False):
+    """Jinja's filesizeformat: "1 Byte", "12 Bytes", "1.5 kB" (or KiB with binary)."""
+    size, base = float(value), 1024 if binary else 1000
+    prefixes = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB"] if binary else \
+        ["kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"]
+    if size == 1:
+        return "1 Byte"
+    if size < base:
+        return f"{int(size)} Bytes"
+    for i, prefix in enumerate(prefixes):
+        unit = base ** (i + 2)
+        if size < unit:
+            break
+    return f"{base * size / unit:.1f} {prefix}"
+
+
+_ATTRIBUTE_KEY = re.compile(r"[\s/>=]", flags=re.ASCII)
+
+
+def _xmlattr(d, autospace=True):
+    """Jinja's xmlattr: key="value" pairs, escaped, none or undefined values left out."""
+    items = []
+    for key, value in d.items():
+        if value is None or isinstance(value, _Undefined):
+            continue
+        if _ATTRIBUTE_KEY.search(key) is not None:
+            raise ValueError(f"chat template: invalid character in attribute name: {key!r}")
+        items.append(f'{_escape(key)}="{_escape(value)}"')
+    out = " ".join(items)
+    return " " + out if autospace and out else out
+
+
 _FILTERS = {
     "trim": _trim,
     "length": len,
@@ -1480,6 +1641,16 @@ _FILTERS = {
     "center": lambda v, width=80: _bounded_method(_to_str(v), "center")(width),
     "wordcount": lambda v: len(re.findall(r"\w+", _to_str(v))),
     "format": _format_filter,
+    "attr": _attr,
+    "batch": _batch,
+    "slice": _slice,
+    "truncate": _truncate,
+    "striptags": _striptags,
+    "wordwrap": _wordwrap,
+    "groupby": _groupby,
+    "urlencode": _urlencode,
+    "filesizeformat": _filesizeformat,
+    "xmlattr": _xmlattr,
 }
 
 
