@@ -711,7 +711,8 @@ def test_a_chat_model_as_a_classifier_and_a_fine_tuned_classifier(browser, site,
                                                                   tmp_path):
     """"Use a chat model as a classifier" reads a picked decoder as a sequence classifier of the
     labels typed; a fine-tuned classifier's folder (a RoBERTa's, not BERT's family name) loads
-    with its own labels and pooling when none are typed, and with the typed ones when they are."""
+    with its own labels and pooling when none are typed, and with the typed ones when they are
+    (none of its own: a note says its head is not used)."""
     from test_fine_tuned_classifier import LABELS, bare_dir, fine_tuned_dir
 
     context = browser.new_context(viewport={"width": 1280, "height": 900})
@@ -732,7 +733,8 @@ def test_a_chat_model_as_a_classifier_and_a_fine_tuned_classifier(browser, site,
     finally:
         context.close()
     fine_tuned = fine_tuned_dir(bare_dir(tmp_path, "roberta"), tmp_path / "sentiment-roberta")
-    for typed, labels in (("", LABELS), ("positive, sarcastic", ["positive", "sarcastic"])):
+    for typed, labels in (("", LABELS), ("positive, sarcastic", ["positive", "sarcastic"]),
+                          ("spam, ham", ["spam", "ham"])):
         context = browser.new_context(viewport={"width": 1280, "height": 900})
         page = open_app(context, site)
         try:
@@ -741,9 +743,18 @@ def test_a_chat_model_as_a_classifier_and_a_fine_tuned_classifier(browser, site,
             model = wait_model(page)
             assert model["kind"] == "classification" and model["labels"] == labels
             assert model["pooling"] == "cls" and model["family"] == "roberta"
+            notes = page.locator("[data-banner=model-notes]")
             if not typed:
                 assert ", ".join(LABELS) in page.inner_text("#model-summary")
                 shot(page, "12c-fine-tuned-classifier")
+            if labels == ["spam", "ham"]:   # none of its own: the page says its head is not used
+                assert model["notes"] == [f"The checkpoint is a classifier of the labels {LABELS}, "
+                                          "none of which is among ['spam', 'ham']: its head is "
+                                          "not used, a new one starts"]
+                assert "its head is not used" in notes.inner_text()
+                shot(page, "12d-fine-tuned-classifier-other-labels")
+            else:
+                assert model["notes"] == [] and notes.count() == 0
         finally:
             context.close()
 

@@ -292,7 +292,8 @@ def test_the_command_line_predicts_evaluates_trains_and_exports_a_fine_tuned_cla
 def test_the_service_loads_a_fine_tuned_classifier_with_its_labels(tmp_path):
     """No labels given: the checkpoint's, its family's pooling (the head reads [CLS]), its
     predictions transformers'; a decoder's (Qwen2ForSequenceClassification) loads as a
-    classifier without kind; queue labels among its own take their rows."""
+    classifier without kind; queue labels among its own take their rows; labels none of which
+    it holds start a fresh head, which the summary's notes say."""
     from service_calls import call
     from test_adapter_import import files_of, service
 
@@ -305,6 +306,12 @@ def test_the_service_loads_a_fine_tuned_classifier_with_its_labels(tmp_path):
         assert summary["pooling"] == ("cls" if family == "bert" else "last")
         ours = [call(svc, "predict", text=t)["probs"] for t in TEXTS]
         assert np.abs(np.array([[p[k] for k in LABELS] for p in ours]) - theirs).max() <= 1e-5
+        assert summary["notes"] == []
+        # labels none of which it holds: a fresh head, and the summary's note says so
+        summary = call(svc, "load_model", files=files_of(directory), labels=["spam", "ham"])
+        assert summary["labels"] == ["spam", "ham"] and summary["notes"] == [
+            f"The checkpoint is a classifier of the labels {LABELS}, none of which is among "
+            "['spam', 'ham']: its head is not used, a new one starts"]
         svc.close()
 
 

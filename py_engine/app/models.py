@@ -17,6 +17,7 @@ import os
 import posixpath
 import shutil
 import tempfile
+import warnings
 
 from ..data.chat import DataError, encode_chat_example
 from ..data.classification import Example
@@ -29,7 +30,7 @@ from ..models.modernbert_config import MODEL_TYPE as MODERNBERT
 from ..models.decoders import CAUSAL_TYPES, T5_TYPES
 from ..models.lora_config import LoraConfig
 from ..train.chat import ChatModel
-from ..train.classifier import TextClassifier
+from ..train.classifier import LoadNote, TextClassifier
 from ..train.config import CausalTrainConfig, ClassifierTrainConfig
 from ..train.seq2seq import Seq2SeqModel
 
@@ -130,13 +131,22 @@ async def load_model_files(files, name, kind=None, labels=None, backend="gpu", d
     ones)."""
     directory, config = write_model_files(files)
     try:
-        model = await load_model_dir(directory, name, config, kind, labels, backend, device,
-                                     pooling, max_length, state, adapter, base_dtype,
-                                     read_checkpoint)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", LoadNote)
+            model = await load_model_dir(directory, name, config, kind, labels, backend, device,
+                                         pooling, max_length, state, adapter, base_dtype,
+                                         read_checkpoint)
     except BaseException:
         remove_written(directory)
         raise
+    finally:
+        for w in caught:            # the others go on as they came
+            if not issubclass(w.category, LoadNote):
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     model.owns_directory = True      # close() lets go of the files written for it
+    # what the load tells the user, naming the checkpoint rather than where its files were put
+    model.notes = [str(w.message).replace(str(directory), "The checkpoint") for w in caught
+                   if issubclass(w.category, LoadNote)]
     return model
 
 
@@ -244,6 +254,7 @@ class AppModel:
         self.fixed_key = fixed_key        # the app named the state: labels do not change it
         self.owns_directory = False       # `directory` was written for this model alone
         self.adapter_directory = None     # an adapter's files written for this model (its tokenizer)
+        self.notes = []                   # what loading it told the user (LoadNote warnings)
 
     def close(self):
         """Let go of the checkpoint's files when they were written for this model
@@ -270,7 +281,8 @@ class AppModel:
                 "family": self.model.checkpoint.config.model_type,
                 "parameters": trainable + frozen, "trainable": trainable,
                 "max_length": self.model.max_length, "backend": runtime.name,
-                "adapter": device.info.as_dict() if device is not None else None}
+                "adapter": device.info.as_dict() if device is not None else None,
+                "notes": list(self.notes)}
 
     async def trainer(self, examples, config, validation, guard):
         return await self.model.trainer(examples, config, validation, guard=guard)

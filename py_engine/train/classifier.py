@@ -37,6 +37,12 @@ from .tasks import ClassificationTask, LabelledIds, classification_report  # noq
 from .trainer import Trainer
 
 
+class LoadNote(UserWarning):
+    """What loading a classifier tells its user (a checkpoint's head not used, an adapter's
+    pooling taken from its family): a warning here, a note on the app's page (its summary's
+    "notes")."""
+
+
 def adapter_model(checkpoint, model_dir, config, tensors, n_labels, pooling, source, dropout=None):
     """The classifier model an adapter (its adapter_config.json `config`, its `tensors`) was
     made with on `checkpoint` (read from `model_dir`), with `n_labels` labels pooled by
@@ -102,7 +108,7 @@ class TextClassifier:
         pooling, note = adapter_pooling(model_dir, adapter_dir, pooling,
                                         checkpoint.config if checkpoint else None)
         if note:
-            warnings.warn(note, stacklevel=2)
+            warnings.warn(note, LoadNote, stacklevel=2)
         return await cls._from_adapter(model_dir, adapter_dir, config, tensors, labels, pooling,
                                        backend, device, base_dtype, quant_group, max_length,
                                        checkpoint)
@@ -395,10 +401,11 @@ def starting_labels(checkpoint, labels=None):
     label_sources(labels, labels)       # two or more distinct names
     if other is not None:
         warnings.warn(f"{checkpoint.source} holds a {other} head, which is not built here: a "
-                      "new single-label head starts on its encoder", stacklevel=3)
+                      "new single-label head starts on its encoder", LoadNote, stacklevel=3)
     elif held is not None and not set(held) & set(labels):
         warnings.warn(f"{checkpoint.source} is a classifier of the labels {held}, none of which "
-                      f"is among {labels}: its head is not used, a new one starts", stacklevel=3)
+                      f"is among {labels}: its head is not used, a new one starts", LoadNote,
+                      stacklevel=3)
     return labels
 
 

@@ -309,6 +309,8 @@ async function loadModel(params, label) {
       const { reason, kept_as: keptAs, corrections_requeued: again } = summary.set_aside;
       banner("state", "warn", `The saved training state could not be put back (${reason}). The model starts from what it was loaded with; the unreadable state is kept in this browser's storage as "${keptAs}".${again ? ` The ${again} correction${again === 1 ? "" : "s"} it had learned ${again === 1 ? "is" : "are"} queued to be learned again.` : ""}`);
     }
+    // what the load says the user may not expect (a fine-tuned head not used for the labels typed)
+    banner("model-notes", "warn", (summary.notes || []).join(" "));
     view.renderModel($("model-summary"), summary);
     $("model-summary").hidden = false;
     $("model-choose").hidden = true;
