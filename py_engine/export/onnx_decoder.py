@@ -35,7 +35,7 @@ from ..kernels.rope import rope_attention_scaling, rotary_dim
 from ..models.gpt2_config import Gpt2Config
 from ..models.phi_config import PhiConfig
 from ..ops.rope import rope_inv_freq
-from .onnx_export import _columns, _gelu, _layer_norm, _linear, _weight
+from .onnx_export import _columns, _gelu, _layer_norm, _linear, _steps, _weight
 
 
 def decoder_hidden(g, merged, mask):
@@ -77,13 +77,6 @@ class _Biases:
             outside = g.op("Where", [far, "lowest", "zero_f"])
             self._windows[window] = g.op("Min", [self.causal, outside])
         return self._windows[window]
-
-
-def _steps(g):
-    """0 .. T-1 (int64) for the input's length T."""
-    length = g.op("Gather", [g.op("Shape", ["input_ids"]), g.const("one_index", np.array(1, np.int64))],
-                  axis=0)
-    return g.op("Range", [g.const("zero_index", np.array(0, np.int64)), length, "one_index"])
 
 
 def _rope_tables(g, head_dim, rope, key):

@@ -103,6 +103,13 @@ def _columns(g, x, start, stop):
                           g.const("last_axis", np.array([-1], np.int64))])
 
 
+def _steps(g):
+    """0 .. T-1 (int64) for the input's length T."""
+    length = g.op("Gather", [g.op("Shape", ["input_ids"]), g.const("one_index", np.array(1, np.int64))],
+                  axis=0)
+    return g.op("Range", [g.const("zero_index", np.array(0, np.int64)), length, "one_index"])
+
+
 def _gelu(g, x, approximate="none"):
     """0.5 x (1 + erf(x / sqrt 2)): BERT's exact GELU; approximate "tanh", ALBERT's gelu_new:
     0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3)))."""
@@ -189,9 +196,7 @@ def _by_offset(g, name, values, key_minus_query):
     to span (2 span + 1 of them)."""
     span = (len(values) - 1) // 2
     g.const("offset_span", np.array(span, np.int64))
-    length = g.op("Gather", [g.op("Shape", ["input_ids"]), g.const("one_index", np.array(1, np.int64))],
-                  axis=0)
-    steps = g.op("Range", [g.const("zero_index", np.array(0, np.int64)), length, "one_index"])
+    steps = _steps(g)
     queries, keys = g.op("Unsqueeze", [steps, "axis1"]), g.op("Unsqueeze", [steps, "zero"])
     offset = g.op("Sub", [keys, queries] if key_minus_query else [queries, keys])
     return g.op("Gather", [g.const(name, np.array(values, np.int64)),
@@ -219,8 +224,7 @@ def _modernbert_encoder(g, merged, mask_bias):
                                 _weight(merged, "model.embeddings.tok_embeddings.weight")), "input_ids"])
     x = _layer_norm(g, merged, x, "model.embeddings.norm", eps)
     length = g.op("Slice", [g.op("Shape", ["input_ids"]), "axis1", "two"])
-    steps = g.op("Range", [g.const("zero_index", np.array(0, np.int64)),
-                           g.op("Squeeze", [length, "zero"]), g.const("one_index", np.array(1, np.int64))])
+    steps = _steps(g)
     tables = {}
     for kind in sorted(set(config.layer_types)):        # cos and sin [T, D] at each base
         inv_freq = np.asarray(rope_inv_freq(dim, config.rope_parameters[kind]), np.float64)
@@ -299,12 +303,10 @@ def _pooled(g, x, mask, pooling):
     """The first token's hidden state, the last real token's (a decoder's: the last the
     attention mask keeps), or the mean over real tokens."""
     if pooling == "last":
-        steps = g.op("Cast", [g.op("Range", [g.const("zero_index", np.array(0, np.int64)), g.op(
-            "Gather", [g.op("Shape", ["input_ids"]), g.const("one_index", np.array(1, np.int64))],
-            axis=0), "one_index"])], to=TensorProto.FLOAT)
-        last = g.op("ArgMax", [g.op("Mul", [mask, steps])], axis=1, keepdims=1)     # [B, 1]
-        chosen = g.op("Cast", [g.op("Equal", [g.op("Cast", [steps], to=TensorProto.INT64), last])],
-                      to=TensorProto.FLOAT)
+        steps = _steps(g)
+        real = g.op("Mul", [mask, g.op("Cast", [steps], to=TensorProto.FLOAT)])
+        last = g.op("ArgMax", [real], axis=1, keepdims=1)       # [B, 1]
+        chosen = g.op("Cast", [g.op("Equal", [steps, last])], to=TensorProto.FLOAT)
         weights = g.op("Unsqueeze", [chosen, g.const("axes2", np.array([2], np.int64))])
         return g.op("ReduceSum", [g.op("Mul", [x, weights]), "axis1"], keepdims=0)
     if pooling == "mean":
