@@ -1,9 +1,10 @@
 """The pre-tokenizers of tokenizer.json files beyond the common ones (Whitespace, BertPreTokenizer,
-CharDelimiterSplit, FixedLength, Split with invert) held to Hugging Face tokenizers: each one's
-pieces and their offsets on test_tokenizer_bpe's corpus (every script, spaces of every kind,
-digits, marks) are the library's pre_tokenize_str, the Whitespace pre-tokenizer's word class is
-the library's on every code point, and BPE tokenizers the library trained over Whitespace and
-BertPreTokenizer encode the corpus as it does (ids, tokens, offsets)."""
+CharDelimiterSplit, FixedLength, UnicodeScripts, Split with invert) held to Hugging Face
+tokenizers: each one's pieces and their offsets on test_tokenizer_bpe's corpus (every script,
+spaces of every kind, digits, marks) are the library's pre_tokenize_str, the Whitespace
+pre-tokenizer's word class and UnicodeScripts' scripts are the library's on every code point,
+and BPE tokenizers the library trained over Whitespace, BertPreTokenizer and UnicodeScripts
+encode the corpus as it does (ids, tokens, offsets)."""
 
 import json
 
@@ -25,6 +26,9 @@ CASES = {
     **{f"split_invert_{b}": pre_tokenizers.Split(Regex(r"\p{L}+"), behavior=b, invert=True)
        for b in SPLIT_BEHAVIORS},
     "split_invert_string": pre_tokenizers.Split("ab", behavior="removed", invert=True),
+    "unicode_scripts": pre_tokenizers.UnicodeScripts(),
+    "scripts_after_whitespace": pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(),
+                                                         pre_tokenizers.UnicodeScripts()]),
     "sequence": pre_tokenizers.Sequence([pre_tokenizers.Whitespace(), pre_tokenizers.Digits(
         individual_digits=True), pre_tokenizers.FixedLength(4)]),
 }
@@ -64,7 +68,14 @@ def test_the_whitespace_word_class_is_the_librarys_on_every_code_point():
     assert 0xB2 not in ours and 0x5F in ours and 0x300 in ours      # No, Pc, Mn
 
 
-@pytest.mark.parametrize("pre", ["whitespace", "bert"])
+def test_the_scripts_are_the_librarys_on_every_code_point():
+    from py_engine.tokenizers.regex_classes import (UNICODE_SCRIPTS, script_ranges,
+                                                    unicode_scripts_from_library)
+
+    assert script_ranges(UNICODE_SCRIPTS) == unicode_scripts_from_library()
+
+
+@pytest.mark.parametrize("pre", ["whitespace", "bert", "unicode_scripts"])
 def test_a_bpe_over_the_pre_tokenizer_encodes_as_the_library(corpus, pre):
     tok = Tokenizer(models.BPE(unk_token="[UNK]"))
     tok.pre_tokenizer = CASES[pre]
@@ -80,8 +91,8 @@ def test_a_bpe_over_the_pre_tokenizer_encodes_as_the_library(corpus, pre):
 
 
 def test_what_is_refused_is_named():
-    with pytest.raises(ValueError, match="'UnicodeScripts'"):
-        _pre_tokenizer({"type": "UnicodeScripts"})
+    with pytest.raises(ValueError, match="'Fancy'.*UnicodeScripts"):
+        _pre_tokenizer({"type": "Fancy"})
     with pytest.raises(ValueError, match="delimiter must be one character, got 'ab'"):
         _pre_tokenizer({"type": "CharDelimiterSplit", "delimiter": "ab"})
     with pytest.raises(ValueError, match="length must be a positive integer, got 0"):

@@ -45,13 +45,15 @@ its \\s also takes \\x1c-\\x1f). They are rewritten with the classes of regex_cl
 database changes with the interpreter.
 """
 
+import bisect
 import functools
 import heapq
 import re
 import unicodedata
 
 from .precompiled import Precompiled
-from .regex_classes import CLASSES, NUMERIC_BEYOND_N, PARTS, WHITESPACE_WORD, class_spec
+from .regex_classes import (CLASSES, NUMERIC_BEYOND_N, PARTS, UNICODE_SCRIPTS, WHITESPACE_WORD,
+                            class_spec, script_ranges)
 from .encoding import Encoding, TokenizerBase
 from .unigram import UnigramModel
 from .wordpiece import (PUNCTUATION_CLASS, _AddedTokens, _char_class, _check_text, _ranges,
@@ -239,6 +241,31 @@ _PUNCTUATION = re.compile(f"[{PUNCTUATION_CLASS}]")
 # The Whitespace pre-tokenizer's words: \w+|[^\w\s]+ with its own \w (regex_classes.py)
 _WORD_BODY = _char_class(WHITESPACE_WORD)
 _WHITESPACE_WORDS = re.compile(f"[{_WORD_BODY}]+|[^{_WORD_BODY}{_SPACE_BODY}]+")
+_SCRIPT_RANGES = script_ranges(UNICODE_SCRIPTS)
+_SCRIPT_FIRSTS = [first for first, _, _ in _SCRIPT_RANGES]
+
+
+def _script(ch):
+    """The UnicodeScripts pre-tokenizer's script of a character, None for Any."""
+    k = bisect.bisect_right(_SCRIPT_FIRSTS, ord(ch)) - 1
+    return _SCRIPT_RANGES[k][2] if k >= 0 and ord(ch) <= _SCRIPT_RANGES[k][1] else None
+
+
+def _unicode_scripts(words, at_start):
+    """A piece wherever the script changes (Any characters join the piece they are in); as in
+    the library, Any characters before a word's first scripted one are dropped, and a word of
+    Any characters alone gives no piece."""
+    out = []
+    for word, align in words:
+        cuts, last = [], None
+        for i, ch in enumerate(word):
+            script = _script(ch)
+            if script is not None and script != last:
+                cuts.append(i)
+                last = script
+        cuts.append(len(word))
+        out += [(word[a:b], _part(align, a, b)) for a, b in zip(cuts, cuts[1:])]
+    return out
 
 
 def _pre_tokenizer(spec):
@@ -287,6 +314,8 @@ def _pre_tokenizer(spec):
         if not isinstance(delimiter, str) or len(delimiter) != 1:
             raise ValueError(f"CharDelimiterSplit's delimiter must be one character, got {delimiter!r}")
         return _splitter(re.compile(re.escape(delimiter)), "Removed")
+    if kind == "UnicodeScripts":
+        return _unicode_scripts
     if kind == "FixedLength":       # pieces of `length` characters
         length = spec.get("length", 5)
         if type(length) is not int or length < 1:
@@ -329,7 +358,8 @@ def _pre_tokenizer(spec):
         return _splitter(_PUNCTUATION, spec.get("behavior", "Isolated"))
     raise ValueError(f"unsupported pre_tokenizer {kind!r} in tokenizer.json (supported: Sequence, "
                      "ByteLevel, Split, Digits, Metaspace, Whitespace, WhitespaceSplit, "
-                     "BertPreTokenizer, Punctuation, CharDelimiterSplit, FixedLength)")
+                     "BertPreTokenizer, Punctuation, CharDelimiterSplit, FixedLength, "
+                     "UnicodeScripts)")
 
 
 def _splitter(regex, behavior, invert=False):

@@ -7,7 +7,8 @@ read from the library itself (one Split pre-tokenizer per class over every code 
     python -m py_engine.tokenizers.regex_classes        # prints them again, from the library
 
 tests/test_tokenizer_bpe.py checks every class against the library on every code point.
-WHITESPACE_WORD is the Whitespace pre-tokenizer's word class (not a regex class).
+WHITESPACE_WORD is the Whitespace pre-tokenizer's word class and UNICODE_SCRIPTS the
+UnicodeScripts pre-tokenizer's scripts (not regex classes).
 GPT-4o's and Mistral's tekken patterns (Phi-4-mini, Mistral Nemo) use the letter subclasses.
 """
 
@@ -389,6 +390,139 @@ WHITESPACE_WORD = (
     "2ebf0-2ee5d 2f800-2fa1d 30000-3134a 31350-323af e0100-e01ef "
 )
 
+# The UnicodeScripts pre-tokenizer's scripts: its own table (SentencePiece's, in which Hiragana,
+# Katakana and U+30FC count as Han), as "first-last/script" ranges, the scripts numbered in the
+# order their first code point comes. A code point in none is "Any" (so is the space): it never
+# starts a piece. Read from the pre-tokenizer itself (unicode_scripts_from_library).
+UNICODE_SCRIPTS = (
+    "0-1f/0 21-40/0 41-5a/1 5b-60/0 61-7a/1 7b-a9/0 aa/1 ab-b9/0 ba/1 bb-bf/0 c0-d6/1 d7/0 "
+    "d8-f6/1 f7/0 f8-2b8/1 2b9-2df/0 2e0-2e4/1 2e5-2e9/0 2ea-2eb/2 2ec-2ff/0 300-36f/3 "
+    "370-373/4 374/0 375-377/4 37a-37d/4 37e/0 37f/4 384/4 385/0 386/4 387/0 388-38a/4 38c/4 "
+    "38e-3a1/4 3a3-3e1/4 3e2-3ef/5 3f0-3ff/4 400-484/6 485-486/3 487-52f/6 531-556/7 "
+    "559-55f/7 561-587/7 589/0 58a/7 58d-58f/7 591-5c7/8 5d0-5ea/8 5f0-5f4/8 600-604/9 605/0 "
+    "606-60b/9 60c/0 60d-61a/9 61b-61c/0 61e/9 61f/0 620-63f/9 640/0 641-64a/9 64b-655/3 "
+    "656-66f/9 670/3 671-6dc/9 6dd/0 6de-6ff/9 700-70d/10 70f-74a/10 74d-74f/10 750-77f/9 "
+    "780-7b1/11 7c0-7fa/12 800-82d/13 830-83e/13 840-85b/14 85e/14 8a0-8b4/9 8b6-8bd/9 "
+    "8d4-8e1/9 8e2/0 8e3-8ff/9 900-950/15 951-952/3 953-963/15 964-965/0 966-97f/15 "
+    "980-983/16 985-98c/16 98f-990/16 993-9a8/16 9aa-9b0/16 9b2/16 9b6-9b9/16 9bc-9c4/16 "
+    "9c7-9c8/16 9cb-9ce/16 9d7/16 9dc-9dd/16 9df-9e3/16 9e6-9fb/16 a01-a03/17 a05-a0a/17 "
+    "a0f-a10/17 a13-a28/17 a2a-a30/17 a32-a33/17 a35-a36/17 a38-a39/17 a3c/17 a3e-a42/17 "
+    "a47-a48/17 a4b-a4d/17 a51/17 a59-a5c/17 a5e/17 a66-a75/17 a81-a83/18 a85-a8d/18 "
+    "a8f-a91/18 a93-aa8/18 aaa-ab0/18 ab2-ab3/18 ab5-ab9/18 abc-ac5/18 ac7-ac9/18 acb-acd/18 "
+    "ad0/18 ae0-ae3/18 ae6-af1/18 af9/18 b01-b03/19 b05-b0c/19 b0f-b10/19 b13-b28/19 "
+    "b2a-b30/19 b32-b33/19 b35-b39/19 b3c-b44/19 b47-b48/19 b4b-b4d/19 b56-b57/19 b5c-b5d/19 "
+    "b5f-b63/19 b66-b77/19 b82-b83/20 b85-b8a/20 b8e-b90/20 b92-b95/20 b99-b9a/20 b9c/20 "
+    "b9e-b9f/20 ba3-ba4/20 ba8-baa/20 bae-bb9/20 bbe-bc2/20 bc6-bc8/20 bca-bcd/20 bd0/20 "
+    "bd7/20 be6-bfa/20 c00-c03/21 c05-c0c/21 c0e-c10/21 c12-c28/21 c2a-c39/21 c3d-c44/21 "
+    "c46-c48/21 c4a-c4d/21 c55-c56/21 c58-c5a/21 c60-c63/21 c66-c6f/21 c78-c7f/21 c80-c83/22 "
+    "c85-c8c/22 c8e-c90/22 c92-ca8/22 caa-cb3/22 cb5-cb9/22 cbc-cc4/22 cc6-cc8/22 cca-ccd/22 "
+    "cd5-cd6/22 cde/22 ce0-ce3/22 ce6-cef/22 cf1-cf2/22 d01-d03/23 d05-d0c/23 d0e-d10/23 "
+    "d12-d3a/23 d3d-d44/23 d46-d48/23 d4a-d4f/23 d54-d63/23 d66-d7f/23 d82-d83/24 d85-d96/24 "
+    "d9a-db1/24 db3-dbb/24 dbd/24 dc0-dc6/24 dca/24 dcf-dd4/24 dd6/24 dd8-ddf/24 de6-def/24 "
+    "df2-df4/24 e01-e3a/25 e3f/0 e40-e5b/25 e81-e82/26 e84/26 e87-e88/26 e8a/26 e8d/26 "
+    "e94-e97/26 e99-e9f/26 ea1-ea3/26 ea5/26 ea7/26 eaa-eab/26 ead-eb9/26 ebb-ebd/26 "
+    "ec0-ec4/26 ec6/26 ec8-ecd/26 ed0-ed9/26 edc-edf/26 f00-f47/27 f49-f6c/27 f71-f97/27 "
+    "f99-fbc/27 fbe-fcc/27 fce-fd4/27 fd5-fd8/0 fd9-fda/27 1000-109f/28 10a0-10c5/29 10c7/29 "
+    "10cd/29 10d0-10fa/29 10fb/0 10fc-10ff/29 1100-11ff/30 1200-1248/31 124a-124d/31 "
+    "1250-1256/31 1258/31 125a-125d/31 1260-1288/31 128a-128d/31 1290-12b0/31 12b2-12b5/31 "
+    "12b8-12be/31 12c0/31 12c2-12c5/31 12c8-12d6/31 12d8-1310/31 1312-1315/31 1318-135a/31 "
+    "135d-137c/31 1380-1399/31 13a0-13f5/32 13f8-13fd/32 1400-167f/33 1680-169c/34 "
+    "16a0-16ea/35 16eb-16ed/0 16ee-16f8/35 1700-170c/36 170e-1714/36 1720-1734/37 "
+    "1735-1736/0 1740-1753/38 1760-176c/39 176e-1770/39 1772-1773/39 1780-17dd/40 "
+    "17e0-17e9/40 17f0-17f9/40 1800-1801/41 1802-1803/0 1804/41 1805/0 1806-180e/41 "
+    "1810-1819/41 1820-1877/41 1880-18aa/41 18b0-18f5/33 1900-191e/42 1920-192b/42 "
+    "1930-193b/42 1940/42 1944-194f/42 1950-196d/43 1970-1974/43 1980-19ab/44 19b0-19c9/44 "
+    "19d0-19da/44 19de-19df/44 19e0-19ff/40 1a00-1a1b/45 1a1e-1a1f/45 1a20-1a5e/46 "
+    "1a60-1a7c/46 1a7f-1a89/46 1a90-1a99/46 1aa0-1aad/46 1ab0-1abe/3 1b00-1b4b/47 "
+    "1b50-1b7c/47 1b80-1bbf/48 1bc0-1bf3/49 1bfc-1bff/49 1c00-1c37/50 1c3b-1c49/50 "
+    "1c4d-1c4f/50 1c50-1c7f/51 1c80-1c88/6 1cc0-1cc7/48 1cd0-1cd2/3 1cd3/0 1cd4-1ce0/3 "
+    "1ce1/0 1ce2-1ce8/3 1ce9-1cec/0 1ced/3 1cee-1cf3/0 1cf4/3 1cf5-1cf6/0 1cf8-1cf9/3 "
+    "1d00-1d25/1 1d26-1d2a/4 1d2b/6 1d2c-1d5c/1 1d5d-1d61/4 1d62-1d65/1 1d66-1d6a/4 "
+    "1d6b-1d77/1 1d78/6 1d79-1dbe/1 1dbf/4 1dc0-1df5/3 1dfb-1dff/3 1e00-1eff/1 1f00-1f15/4 "
+    "1f18-1f1d/4 1f20-1f45/4 1f48-1f4d/4 1f50-1f57/4 1f59/4 1f5b/4 1f5d/4 1f5f-1f7d/4 "
+    "1f80-1fb4/4 1fb6-1fc4/4 1fc6-1fd3/4 1fd6-1fdb/4 1fdd-1fef/4 1ff2-1ff4/4 1ff6-1ffe/4 "
+    "2000-200b/0 200c-200d/3 200e-2064/0 2066-2070/0 2071/1 2074-207e/0 207f/1 2080-208e/0 "
+    "2090-209c/1 20a0-20be/0 20d0-20f0/3 2100-2125/0 2126/4 2127-2129/0 212a-212b/1 "
+    "212c-2131/0 2132/1 2133-214d/0 214e/1 214f-215f/0 2160-2188/1 2189-218b/0 2190-23fe/0 "
+    "2400-2426/0 2440-244a/0 2460-27ff/0 2800-28ff/52 2900-2b73/0 2b76-2b95/0 2b98-2bb9/0 "
+    "2bbd-2bc8/0 2bca-2bd1/0 2bec-2bef/0 2c00-2c2e/53 2c30-2c5e/53 2c60-2c7f/1 2c80-2cf3/5 "
+    "2cf9-2cff/5 2d00-2d25/29 2d27/29 2d2d/29 2d30-2d67/54 2d6f-2d70/54 2d7f/54 2d80-2d96/31 "
+    "2da0-2da6/31 2da8-2dae/31 2db0-2db6/31 2db8-2dbe/31 2dc0-2dc6/31 2dc8-2dce/31 "
+    "2dd0-2dd6/31 2dd8-2dde/31 2de0-2dff/6 2e00-2e44/0 2e80-2e99/55 2e9b-2ef3/55 "
+    "2f00-2fd5/55 2ff0-2ffb/0 3000-3004/0 3005/55 3006/0 3007/55 3008-3020/0 3021-3029/55 "
+    "302a-302d/3 302e-302f/30 3030-3037/0 3038-303b/55 303c-303f/0 3041-3096/55 3099-309a/3 "
+    "309b-309c/0 309d-309f/55 30a0/0 30a1-30fa/55 30fb/0 30fc-30ff/55 3105-312d/2 "
+    "3131-318e/30 3190-319f/0 31a0-31ba/2 31c0-31e3/0 31f0-31ff/55 3200-321e/30 3220-325f/0 "
+    "3260-327e/30 327f-32cf/0 32d0-32fe/55 3300-3357/55 3358-33ff/0 3400-4db5/55 4dc0-4dff/0 "
+    "4e00-9fd5/55 a000-a48c/56 a490-a4c6/56 a4d0-a4ff/57 a500-a62b/58 a640-a69f/6 "
+    "a6a0-a6f7/59 a700-a721/0 a722-a787/1 a788-a78a/0 a78b-a7ae/1 a7b0-a7b7/1 a7f7-a7ff/1 "
+    "a800-a82b/60 a830-a839/0 a840-a877/61 a880-a8c5/62 a8ce-a8d9/62 a8e0-a8fd/15 "
+    "a900-a92d/63 a92e/0 a92f/63 a930-a953/64 a95f/64 a960-a97c/30 a980-a9cd/65 a9cf/0 "
+    "a9d0-a9d9/65 a9de-a9df/65 a9e0-a9fe/28 aa00-aa36/66 aa40-aa4d/66 aa50-aa59/66 "
+    "aa5c-aa5f/66 aa60-aa7f/28 aa80-aac2/67 aadb-aadf/67 aae0-aaf6/68 ab01-ab06/31 "
+    "ab09-ab0e/31 ab11-ab16/31 ab20-ab26/31 ab28-ab2e/31 ab30-ab5a/1 ab5b/0 ab5c-ab64/1 "
+    "ab65/4 ab70-abbf/32 abc0-abed/68 abf0-abf9/68 ac00-d7a3/30 d7b0-d7c6/30 d7cb-d7fb/30 "
+    "f900-fa6d/55 fa70-fad9/55 fb00-fb06/1 fb13-fb17/7 fb1d-fb36/8 fb38-fb3c/8 fb3e/8 "
+    "fb40-fb41/8 fb43-fb44/8 fb46-fb4f/8 fb50-fbc1/9 fbd3-fd3d/9 fd3e-fd3f/0 fd50-fd8f/9 "
+    "fd92-fdc7/9 fdf0-fdfd/9 fe00-fe0f/3 fe10-fe19/0 fe20-fe2d/3 fe2e-fe2f/6 fe30-fe52/0 "
+    "fe54-fe66/0 fe68-fe6b/0 fe70-fe74/9 fe76-fefc/9 feff/0 ff01-ff20/0 ff21-ff3a/1 "
+    "ff3b-ff40/0 ff41-ff5a/1 ff5b-ff65/0 ff66-ff6f/55 ff70/0 ff71-ff9d/55 ff9e-ff9f/0 "
+    "ffa0-ffbe/30 ffc2-ffc7/30 ffca-ffcf/30 ffd2-ffd7/30 ffda-ffdc/30 ffe0-ffe6/0 "
+    "ffe8-ffee/0 fff9-fffd/0 10000-1000b/69 1000d-10026/69 10028-1003a/69 1003c-1003d/69 "
+    "1003f-1004d/69 10050-1005d/69 10080-100fa/69 10100-10102/0 10107-10133/0 10137-1013f/0 "
+    "10140-1018e/4 10190-1019b/0 101a0/4 101d0-101fc/0 101fd/3 10280-1029c/70 102a0-102d0/71 "
+    "102e0/3 102e1-102fb/0 10300-10323/72 10330-1034a/73 10350-1037a/74 10380-1039d/75 "
+    "1039f/75 103a0-103c3/76 103c8-103d5/76 10400-1044f/77 10450-1047f/78 10480-1049d/79 "
+    "104a0-104a9/79 104b0-104d3/80 104d8-104fb/80 10500-10527/81 10530-10563/82 1056f/82 "
+    "10600-10736/83 10740-10755/83 10760-10767/83 10800-10805/84 10808/84 1080a-10835/84 "
+    "10837-10838/84 1083c/84 1083f/84 10840-10855/85 10857-1085f/85 10860-1087f/86 "
+    "10880-1089e/87 108a7-108af/87 108e0-108f2/88 108f4-108f5/88 108fb-108ff/88 "
+    "10900-1091b/89 1091f/89 10920-10939/90 1093f/90 10980-1099f/91 109a0-109b7/92 "
+    "109bc-109cf/92 109d2-109ff/92 10a00-10a03/93 10a05-10a06/93 10a0c-10a13/93 "
+    "10a15-10a17/93 10a19-10a33/93 10a38-10a3a/93 10a3f-10a47/93 10a50-10a58/93 "
+    "10a60-10a7f/94 10a80-10a9f/95 10ac0-10ae6/96 10aeb-10af6/96 10b00-10b35/97 "
+    "10b39-10b3f/97 10b40-10b55/98 10b58-10b5f/98 10b60-10b72/99 10b78-10b7f/99 "
+    "10b80-10b91/100 10b99-10b9c/100 10ba9-10baf/100 10c00-10c48/101 10c80-10cb2/102 "
+    "10cc0-10cf2/102 10cfa-10cff/102 10e60-10e7e/9 11000-1104d/103 11052-1106f/103 1107f/103 "
+    "11080-110c1/104 110d0-110e8/105 110f0-110f9/105 11100-11134/106 11136-11143/106 "
+    "11150-11176/107 11180-111cd/108 111d0-111df/108 111e1-111f4/24 11200-11211/109 "
+    "11213-1123e/109 11280-11286/110 11288/110 1128a-1128d/110 1128f-1129d/110 "
+    "1129f-112a9/110 112b0-112ea/111 112f0-112f9/111 11300-11303/112 11305-1130c/112 "
+    "1130f-11310/112 11313-11328/112 1132a-11330/112 11332-11333/112 11335-11339/112 "
+    "1133c-11344/112 11347-11348/112 1134b-1134d/112 11350/112 11357/112 1135d-11363/112 "
+    "11366-1136c/112 11370-11374/112 11400-11459/113 1145b/113 1145d/113 11480-114c7/114 "
+    "114d0-114d9/114 11580-115b5/115 115b8-115dd/115 11600-11644/116 11650-11659/116 "
+    "11660-1166c/41 11680-116b7/117 116c0-116c9/117 11700-11719/118 1171d-1172b/118 "
+    "11730-1173f/118 118a0-118f2/119 118ff/119 11ac0-11af8/120 11c00-11c08/121 "
+    "11c0a-11c36/121 11c38-11c45/121 11c50-11c6c/121 11c70-11c8f/122 11c92-11ca7/122 "
+    "11ca9-11cb6/122 12000-12399/123 12400-1246e/123 12470-12474/123 12480-12543/123 "
+    "13000-1342e/124 14400-14646/125 16800-16a38/59 16a40-16a5e/126 16a60-16a69/126 "
+    "16a6e-16a6f/126 16ad0-16aed/127 16af0-16af5/127 16b00-16b45/128 16b50-16b59/128 "
+    "16b5b-16b61/128 16b63-16b77/128 16b7d-16b8f/128 16f00-16f44/129 16f50-16f7e/129 "
+    "16f8f-16f9f/129 16fe0/130 17000-187ec/130 18800-18af2/130 1b000-1b001/55 "
+    "1bc00-1bc6a/131 1bc70-1bc7c/131 1bc80-1bc88/131 1bc90-1bc99/131 1bc9c-1bc9f/131 "
+    "1bca0-1bca3/0 1d000-1d0f5/0 1d100-1d126/0 1d129-1d166/0 1d167-1d169/3 1d16a-1d17a/0 "
+    "1d17b-1d182/3 1d183-1d184/0 1d185-1d18b/3 1d18c-1d1a9/0 1d1aa-1d1ad/3 1d1ae-1d1e8/0 "
+    "1d200-1d245/4 1d300-1d356/0 1d360-1d371/0 1d400-1d454/0 1d456-1d49c/0 1d49e-1d49f/0 "
+    "1d4a2/0 1d4a5-1d4a6/0 1d4a9-1d4ac/0 1d4ae-1d4b9/0 1d4bb/0 1d4bd-1d4c3/0 1d4c5-1d505/0 "
+    "1d507-1d50a/0 1d50d-1d514/0 1d516-1d51c/0 1d51e-1d539/0 1d53b-1d53e/0 1d540-1d544/0 "
+    "1d546/0 1d54a-1d550/0 1d552-1d6a5/0 1d6a8-1d7cb/0 1d7ce-1d7ff/0 1d800-1da8b/132 "
+    "1da9b-1da9f/132 1daa1-1daaf/132 1e000-1e006/53 1e008-1e018/53 1e01b-1e021/53 "
+    "1e023-1e024/53 1e026-1e02a/53 1e800-1e8c4/133 1e8c7-1e8d6/133 1e900-1e94a/134 "
+    "1e950-1e959/134 1e95e-1e95f/134 1ee00-1ee03/9 1ee05-1ee1f/9 1ee21-1ee22/9 1ee24/9 "
+    "1ee27/9 1ee29-1ee32/9 1ee34-1ee37/9 1ee39/9 1ee3b/9 1ee42/9 1ee47/9 1ee49/9 1ee4b/9 "
+    "1ee4d-1ee4f/9 1ee51-1ee52/9 1ee54/9 1ee57/9 1ee59/9 1ee5b/9 1ee5d/9 1ee5f/9 "
+    "1ee61-1ee62/9 1ee64/9 1ee67-1ee6a/9 1ee6c-1ee72/9 1ee74-1ee77/9 1ee79-1ee7c/9 1ee7e/9 "
+    "1ee80-1ee89/9 1ee8b-1ee9b/9 1eea1-1eea3/9 1eea5-1eea9/9 1eeab-1eebb/9 1eef0-1eef1/9 "
+    "1f000-1f02b/0 1f030-1f093/0 1f0a0-1f0ae/0 1f0b1-1f0bf/0 1f0c1-1f0cf/0 1f0d1-1f0f5/0 "
+    "1f100-1f10c/0 1f110-1f12e/0 1f130-1f16b/0 1f170-1f1ac/0 1f1e6-1f1ff/0 1f200/55 "
+    "1f201-1f202/0 1f210-1f23b/0 1f240-1f248/0 1f250-1f251/0 1f300-1f6d2/0 1f6e0-1f6ec/0 "
+    "1f6f0-1f6f6/0 1f700-1f773/0 1f780-1f7d4/0 1f800-1f80b/0 1f810-1f847/0 1f850-1f859/0 "
+    "1f860-1f887/0 1f890-1f8ad/0 1f910-1f91e/0 1f920-1f927/0 1f930/0 1f933-1f93e/0 "
+    "1f940-1f94b/0 1f950-1f95e/0 1f980-1f991/0 1f9c0/0 20000-2a6d6/55 2a700-2b734/55 "
+    "2b740-2b81d/55 2b820-2cea1/55 2f800-2fa1d/55 e0001/0 e0020-e007f/0 e0100-e01ef/3 "
+)
+
 
 def class_spec(name):
     """The range spec of class `name` (a key of CLASSES or PARTS), read as wordpiece's _ranges
@@ -450,8 +584,57 @@ def whitespace_word_from_library():
             and len(split.pre_tokenize_str("a" + chr(c) + "a")) == 1]
 
 
+def unicode_scripts_from_library():
+    """[(first, last, script)] of the library's UnicodeScripts pre-tokenizer, as UNICODE_SCRIPTS
+    holds them (host only). Two code points share a script when their pair stays one piece; a
+    code point is Any when it stays one piece beside both "a" (Latin) and U+0416 (Cyrillic)."""
+    from tokenizers import pre_tokenizers
+
+    split = pre_tokenizers.UnicodeScripts()
+
+    def one(text):
+        return len(split.pre_tokenize_str(text)) == 1
+
+    firsts, ranges, previous, previous_script = [], [], None, None
+    for c in range(0x110000):
+        if 0xD800 <= c <= 0xDFFF:
+            continue
+        ch = chr(c)
+        if one("a" + ch) and one("\u0416" + ch):
+            script = None
+        elif previous_script is not None and one(chr(previous) + ch):
+            script = previous_script
+        else:
+            script = next((k for k, first in enumerate(firsts) if one(chr(first) + ch)), None)
+            if script is None:
+                firsts.append(c)
+                script = len(firsts) - 1
+        if script is not None:
+            if ranges and ranges[-1][2] == script and ranges[-1][1] == c - 1:
+                ranges[-1][1] = c
+            else:
+                ranges.append([c, c, script])
+        previous, previous_script = c, script
+    return [tuple(r) for r in ranges]
+
+
+def as_script_ranges(ranges):
+    """[(first, last, script)] as UNICODE_SCRIPTS writes them."""
+    return " ".join(f"{a:x}/{k}" if a == b else f"{a:x}-{b:x}/{k}" for a, b, k in ranges)
+
+
+def script_ranges(spec):
+    """UNICODE_SCRIPTS read back: [(first, last, script)]."""
+    out = []
+    for item in spec.split():
+        span, script = item.split("/")
+        first, _, last = span.partition("-")
+        out.append((int(first, 16), int(last or first, 16), int(script)))
+    return out
+
 if __name__ == "__main__":
     for name in CLASSES:
         print(name, as_ranges(read_from_library(name)))
     print("NUMERIC_BEYOND_N", as_ranges(set(numeric_from_library()) - set(read_from_library("N"))))
     print("WHITESPACE_WORD", as_ranges(whitespace_word_from_library()))
+    print("UNICODE_SCRIPTS", as_script_ranges(unicode_scripts_from_library()))
