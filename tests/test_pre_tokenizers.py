@@ -4,7 +4,8 @@ tokenizers: each one's pieces and their offsets on test_tokenizer_bpe's corpus (
 spaces of every kind, digits, marks) are the library's pre_tokenize_str, the Whitespace
 pre-tokenizer's word class and UnicodeScripts' scripts are the library's on every code point,
 and BPE tokenizers the library trained over Whitespace, BertPreTokenizer and UnicodeScripts
-encode the corpus as it does (ids, tokens, offsets)."""
+encode the corpus as it does (ids, tokens, offsets), so do WordPiece ones trained with the
+library's other normalizers and pre-tokenizers."""
 
 import json
 
@@ -87,6 +88,31 @@ def test_a_bpe_over_the_pre_tokenizer_encodes_as_the_library(corpus, pre):
         mine = ours.encode(text, return_offsets=True)
         if (mine.ids, mine.tokens, mine.offsets) != (theirs.ids, theirs.tokens, theirs.offsets):
             bad.append((text, mine.tokens[:20], theirs.tokens[:20]))
+    assert not bad, (len(bad), bad[:3])
+
+
+@pytest.mark.parametrize("pre", ["whitespace", "unicode_scripts", "none"])
+def test_a_wordpiece_over_other_normalizers_and_pre_tokenizers_encodes_as_the_library(corpus, pre):
+    """A WordPiece the library trains as its own examples do (NFD, Lowercase, StripAccents;
+    Whitespace), not BERT's BertNormalizer and BertPreTokenizer: the same ids and tokens."""
+    from tokenizers import normalizers, processors
+
+    from py_engine.tokenizers import WordPieceTokenizer
+
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=40))
+    tok.normalizer = normalizers.Sequence([normalizers.NFD(), normalizers.Lowercase(),
+                                           normalizers.StripAccents()])
+    if pre != "none":
+        tok.pre_tokenizer = CASES[pre]
+    tok.train_from_iterator(training_texts(), trainers.WordPieceTrainer(
+        vocab_size=2000, special_tokens=["[UNK]", "[CLS]", "[SEP]", "[PAD]"], limit_alphabet=300,
+        show_progress=False))
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))])
+    ours = WordPieceTokenizer.from_json(tok.to_str())
+    bad = [text for text, theirs in zip(corpus, tok.encode_batch(corpus))
+           if (ours.encode(text).ids, ours.encode(text).tokens) != (theirs.ids, theirs.tokens)]
     assert not bad, (len(bad), bad[:3])
 
 

@@ -280,6 +280,31 @@ def test_regex_classes_are_the_librarys_on_every_code_point():
     numeric = {c for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF and _NUMERIC.match(chr(c))}
     assert numeric == set(numeric_from_library())
 
+def test_normalizers_are_the_librarys_on_every_code_point_and_the_corpus(corpus):
+    """NFC, NFD, NFKC, NFKD, Lowercase and StripAccents give the library's output for every
+    code point alone (its Unicode tables, not the interpreter's: the characters its
+    normalization does not know are left alone, Lowercase has the newer mappings, StripAccents
+    removes its own marks, read from it) and for every string of the corpus, with and without
+    offsets."""
+    from tokenizers import normalizers
+
+    from py_engine.tokenizers.bpe import _normalizer
+    from py_engine.tokenizers.regex_classes import STRIPPED_MARKS, stripped_marks_from_library
+    from py_engine.tokenizers.wordpiece import _ranges
+
+    assert {c for a, b in _ranges(STRIPPED_MARKS) for c in range(a, b + 1)} == \
+        set(stripped_marks_from_library())
+    every = [chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]
+    texts = nfc_corpus(corpus)
+    for name in ("NFC", "NFD", "NFKC", "NFKD", "Lowercase", "StripAccents"):
+        theirs, ours = getattr(normalizers, name)(), _normalizer({"type": name})
+        bad = [hex(ord(c)) for c in every if ours(c, None)[0] != theirs.normalize_str(c)]
+        assert not bad, (name, len(bad), bad[:10])
+        bad = [t for t in texts if ours(t, None)[0] != theirs.normalize_str(t)
+               or ours(t, [(i, i + 1) for i in range(len(t))])[0] != theirs.normalize_str(t)]
+        assert not bad, (name, len(bad), bad[:2])
+
+
 def test_corpus_is_large_and_varied(corpus):
     assert len(corpus) >= 5000
     assert max(map(len, corpus)) >= 10_000 and "" in corpus

@@ -52,12 +52,13 @@ import re
 import unicodedata
 
 from .precompiled import Precompiled
-from .regex_classes import (CLASSES, NUMERIC_BEYOND_N, PARTS, UNICODE_SCRIPTS, WHITESPACE_WORD,
-                            class_spec, script_ranges)
+from .regex_classes import (CLASSES, NUMERIC_BEYOND_N, PARTS, STRIPPED_MARKS, UNICODE_SCRIPTS,
+                            WHITESPACE_WORD, class_spec, script_ranges)
 from .encoding import Encoding, TokenizerBase
 from .unigram import UnigramModel
 from .wordpiece import (PUNCTUATION_CLASS, _AddedTokens, _char_class, _check_text, _ranges,
-                        _split_added, template_processing, cls_sep_processing)
+                        _split_added, cls_sep_processing, library_lowercase, library_normalize,
+                        template_processing)
 
 WORD_CACHE_SIZE = 1 << 16   # words whose ids are remembered
 
@@ -225,15 +226,8 @@ def _byte_level(text):
 _UNICODE_FORMS = ("NFC", "NFD", "NFKC", "NFKD")
 
 
-def _lowercase(text):
-    """The library lowercases character by character: no final-sigma rule (Python's
-    str.lower has one)."""
-    return text.lower() if "Σ" not in text else "".join(c.lower() for c in text)
-
-
-def _is_mark(ch):
-    """What StripAccents removes: combining marks (categories Mn, Mc, Me)."""
-    return unicodedata.category(ch)[0] == "M"
+# What StripAccents removes: the library's combining marks (regex_classes.py)
+_STRIPPED_MARKS = re.compile(f"[{_char_class(STRIPPED_MARKS)}]+")
 
 
 _WHITESPACE_RUN = re.compile(f"[{_SPACE_BODY}]+")
@@ -399,10 +393,10 @@ def _unicode_aligned(form):
     starter (combining class 0), and neighbouring pieces are joined where normalizing them
     apart differs from normalizing them together (Hangul jamo, compositions across starters).
     Each piece that changes maps all its output characters to its whole original range."""
-    normalize = unicodedata.normalize
+    normalize = library_normalize
 
     def aligned(text, align):
-        if unicodedata.is_normalized(form, text):
+        if unicodedata.is_normalized(form, text) and normalize(form, text) == text:
             return text, align
         cuts = [k for k in range(1, len(text)) if not unicodedata.combining(text[k])]
         groups = []
@@ -485,15 +479,15 @@ def _normalizer(spec):
         return strip
     if kind in _UNICODE_FORMS:
         aligned = _unicode_aligned(kind)
-        return lambda text, align: (unicodedata.normalize(kind, text), None) if align is None \
+        return lambda text, align: (library_normalize(kind, text), None) if align is None \
             else aligned(text, align)
     if kind == "Precompiled":
         charsmap = Precompiled(spec.get("precompiled_charsmap"))
         return lambda text, align: (charsmap.normalize(text), None) if align is None \
             else charsmap.normalize_aligned(text, align)
     if kind in ("Lowercase", "StripAccents"):
-        plain = _lowercase if kind == "Lowercase" else \
-            (lambda text: "".join(c for c in text if not _is_mark(c)))
+        plain = library_lowercase if kind == "Lowercase" else \
+            (lambda text: _STRIPPED_MARKS.sub("", text))
 
         def per_character(text, align):
             if align is None:

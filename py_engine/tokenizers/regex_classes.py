@@ -7,8 +7,9 @@ read from the library itself (one Split pre-tokenizer per class over every code 
     python -m py_engine.tokenizers.regex_classes        # prints them again, from the library
 
 tests/test_tokenizer_bpe.py checks every class against the library on every code point.
-WHITESPACE_WORD is the Whitespace pre-tokenizer's word class and UNICODE_SCRIPTS the
-UnicodeScripts pre-tokenizer's scripts (not regex classes).
+WHITESPACE_WORD is the Whitespace pre-tokenizer's word class, UNICODE_SCRIPTS the
+UnicodeScripts pre-tokenizer's scripts and STRIPPED_MARKS what StripAccents removes (not regex
+classes).
 GPT-4o's and Mistral's tekken patterns (Phi-4-mini, Mistral Nemo) use the letter subclasses.
 """
 
@@ -523,6 +524,39 @@ UNICODE_SCRIPTS = (
     "2b740-2b81d/55 2b820-2cea1/55 2f800-2fa1d/55 e0001/0 e0020-e007f/0 e0100-e01ef/3 "
 )
 
+# What the StripAccents normalizer removes: the library's combining marks (its own Unicode
+# tables' Mn, Mc and Me, not the interpreter's). Read from the normalizer itself
+# (stripped_marks_from_library).
+STRIPPED_MARKS = (
+    "300-36f 483-489 591-5bd 5bf 5c1-5c2 5c4-5c5 5c7 610-61a 64b-65f 670 6d6-6dc 6df-6e4 "
+    "6e7-6e8 6ea-6ed 711 730-74a 7a6-7b0 7eb-7f3 816-819 81b-823 825-827 829-82d 859-85b "
+    "8d4-8e1 8e3-903 93a-93c 93e-94f 951-957 962-963 981-983 9bc 9be-9c4 9c7-9c8 9cb-9cd 9d7 "
+    "9e2-9e3 a01-a03 a3c a3e-a42 a47-a48 a4b-a4d a51 a70-a71 a75 a81-a83 abc abe-ac5 ac7-ac9 "
+    "acb-acd ae2-ae3 b01-b03 b3c b3e-b44 b47-b48 b4b-b4d b56-b57 b62-b63 b82 bbe-bc2 bc6-bc8 "
+    "bca-bcd bd7 c00-c03 c3e-c44 c46-c48 c4a-c4d c55-c56 c62-c63 c81-c83 cbc cbe-cc4 cc6-cc8 "
+    "cca-ccd cd5-cd6 ce2-ce3 d01-d03 d3e-d44 d46-d48 d4a-d4d d57 d62-d63 d82-d83 dca dcf-dd4 "
+    "dd6 dd8-ddf df2-df3 e31 e34-e3a e47-e4e eb1 eb4-eb9 ebb-ebc ec8-ecd f18-f19 f35 f37 f39 "
+    "f3e-f3f f71-f84 f86-f87 f8d-f97 f99-fbc fc6 102b-103e 1056-1059 105e-1060 1062-1064 "
+    "1067-106d 1071-1074 1082-108d 108f 109a-109d 135d-135f 1712-1714 1732-1734 1752-1753 "
+    "1772-1773 17b4-17d3 17dd 180b-180d 1885-1886 18a9 1920-192b 1930-193b 1a17-1a1b "
+    "1a55-1a5e 1a60-1a7c 1a7f 1ab0-1abe 1b00-1b04 1b34-1b44 1b6b-1b73 1b80-1b82 1ba1-1bad "
+    "1be6-1bf3 1c24-1c37 1cd0-1cd2 1cd4-1ce8 1ced 1cf2-1cf4 1cf8-1cf9 1dc0-1df5 1dfb-1dff "
+    "20d0-20f0 2cef-2cf1 2d7f 2de0-2dff 302a-302f 3099-309a a66f-a672 a674-a67d a69e-a69f "
+    "a6f0-a6f1 a802 a806 a80b a823-a827 a880-a881 a8b4-a8c5 a8e0-a8f1 a926-a92d a947-a953 "
+    "a980-a983 a9b3-a9c0 a9e5 aa29-aa36 aa43 aa4c-aa4d aa7b-aa7d aab0 aab2-aab4 aab7-aab8 "
+    "aabe-aabf aac1 aaeb-aaef aaf5-aaf6 abe3-abea abec-abed fb1e fe00-fe0f fe20-fe2f 101fd "
+    "102e0 10376-1037a 10a01-10a03 10a05-10a06 10a0c-10a0f 10a38-10a3a 10a3f 10ae5-10ae6 "
+    "11000-11002 11038-11046 1107f-11082 110b0-110ba 11100-11102 11127-11134 11173 "
+    "11180-11182 111b3-111c0 111ca-111cc 1122c-11237 1123e 112df-112ea 11300-11303 1133c "
+    "1133e-11344 11347-11348 1134b-1134d 11357 11362-11363 11366-1136c 11370-11374 "
+    "11435-11446 114b0-114c3 115af-115b5 115b8-115c0 115dc-115dd 11630-11640 116ab-116b7 "
+    "1171d-1172b 11c2f-11c36 11c38-11c3f 11c92-11ca7 11ca9-11cb6 16af0-16af4 16b30-16b36 "
+    "16f51-16f7e 16f8f-16f92 1bc9d-1bc9e 1d165-1d169 1d16d-1d172 1d17b-1d182 1d185-1d18b "
+    "1d1aa-1d1ad 1d242-1d244 1da00-1da36 1da3b-1da6c 1da75 1da84 1da9b-1da9f 1daa1-1daaf "
+    "1e000-1e006 1e008-1e018 1e01b-1e021 1e023-1e024 1e026-1e02a 1e8d0-1e8d6 1e944-1e94a "
+    "e0100-e01ef "
+)
+
 
 def class_spec(name):
     """The range spec of class `name` (a key of CLASSES or PARTS), read as wordpiece's _ranges
@@ -618,6 +652,14 @@ def unicode_scripts_from_library():
     return [tuple(r) for r in ranges]
 
 
+def stripped_marks_from_library():
+    """The code points the library's StripAccents normalizer removes (host only)."""
+    from tokenizers import normalizers
+
+    strip = normalizers.StripAccents()
+    return [c for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF
+            and strip.normalize_str(chr(c)) == ""]
+
 def as_script_ranges(ranges):
     """[(first, last, script)] as UNICODE_SCRIPTS writes them."""
     return " ".join(f"{a:x}/{k}" if a == b else f"{a:x}-{b:x}/{k}" for a, b, k in ranges)
@@ -638,3 +680,4 @@ if __name__ == "__main__":
     print("NUMERIC_BEYOND_N", as_ranges(set(numeric_from_library()) - set(read_from_library("N"))))
     print("WHITESPACE_WORD", as_ranges(whitespace_word_from_library()))
     print("UNICODE_SCRIPTS", as_script_ranges(unicode_scripts_from_library()))
+    print("STRIPPED_MARKS", as_ranges(stripped_marks_from_library()))

@@ -96,6 +96,9 @@ _NFD_UNKNOWN = (
     "11385 1138e 11391 113c5 113c7-113c8 113ce-113d0 1145e 11839-1183a 11938 1193d-1193e 11943 "
     "119e0 11a34 11a47 11a99 11d42 11d44-11d45 11d97 11f41-11f42 16121-16128 1612f 16d68-16d6a "
     "16ff0-16ff1 1e08f 1e130-1e136 1e2ae 1e2ec-1e2ef 1e4ec-1e4ef 1e5ee-1e5ef")
+# Compatibility decompositions Python's NFKC and NFKD (Unicode 14) apply and the library's
+# do not know: characters they leave alone, as unknown starters (with _NFD_UNKNOWN's).
+_NFK_UNKNOWN = "32ff a7f2-a7f4 ab69 10781-10785 10787-107b0 107b2-107ba 1f16c 1fbf0-1fbf9"
 # Lowercase mappings of Unicode 15-17 that the library applies and older Pythons lack
 # ("first-last:target" maps the range onto consecutive targets).
 _LOWERCASE_ADDED = (
@@ -135,6 +138,7 @@ _CONTROL_RE = re.compile(f"[{_char_class(_OTHER)}]+")
 _SPACE_RE = re.compile(f"[{_char_class(_WHITESPACE)}]")
 _MARKS_RE = re.compile(f"[{_char_class(_NONSPACING_MARKS)}]+")
 _NFD_UNKNOWN_RE = re.compile(f"([{_char_class(_NFD_UNKNOWN)}])")
+_NFK_UNKNOWN_RE = re.compile(f"([{_char_class(_NFD_UNKNOWN + ' ' + _NFK_UNKNOWN)}])")
 _CJK_RE = re.compile(f"([{_char_class(_CJK)}])")
 # the library's is_punc (BertPreTokenizer's, and the Punctuation pre-tokenizer's) as a class
 PUNCTUATION_CLASS = _char_class(_PUNCTUATION)
@@ -160,16 +164,30 @@ _TRAILING_SPACE = re.compile(f"[{_char_class(_WHITESPACE)}]*\\Z")
 _LEADING_SPACE = re.compile(f"[{_char_class(_WHITESPACE)}]*")
 
 
-def _nfd(text):
-    """Python's NFD, but leaving alone what the library's NFD does not know (see _NFD_UNKNOWN).
+def library_normalize(form, text):
+    """Python's NFC, NFD, NFKC or NFKD, but leaving alone what the library's does not know
+    (_NFD_UNKNOWN; for NFKC and NFKD also _NFK_UNKNOWN).
 
-    Those characters act as unknown starters there: nothing decomposes or reorders across them,
-    so NFD of the pieces between them, joined, is the library's NFD of the whole.
+    Those characters act as unknown starters there: nothing decomposes, composes or reorders
+    across them, so the form of the pieces between them, joined, is the library's of the whole.
     """
-    if _NFD_UNKNOWN_RE.search(text) is None:
-        return unicodedata.normalize("NFD", text)
-    parts = _NFD_UNKNOWN_RE.split(text)
-    return "".join(p if i % 2 else unicodedata.normalize("NFD", p) for i, p in enumerate(parts))
+    unknown = _NFK_UNKNOWN_RE if form.startswith("NFK") else _NFD_UNKNOWN_RE
+    if unknown.search(text) is None:
+        return unicodedata.normalize(form, text)
+    parts = unknown.split(text)
+    return "".join(p if i % 2 else unicodedata.normalize(form, p) for i, p in enumerate(parts))
+
+
+def _nfd(text):
+    return library_normalize("NFD", text)
+
+
+def library_lowercase(text):
+    """The library's Lowercase: character by character (no final-sigma rule, which Python's
+    str.lower has), with the mappings of Unicode versions newer than the interpreter's."""
+    if _LOWERCASE_ADDED_RE.search(text):
+        text = text.translate(_LOWERCASE_ADDED_TABLE)
+    return text.lower() if "Σ" not in text else "".join(c.lower() for c in text)
 
 
 def _split_added(text, added):
@@ -342,9 +360,7 @@ class WordPieceTokenizer(TokenizerBase):
         self.unk_id = self._model_vocab.get(self.unk_token)
 
         self._read_normalizer(config.get("normalizer"))
-        pre = (config.get("pre_tokenizer") or {}).get("type")
-        if pre != "BertPreTokenizer":
-            raise ValueError(f"unsupported pre_tokenizer {pre!r}; expected BertPreTokenizer")
+        self._read_pre_tokenizer(config.get("pre_tokenizer"))
 
         self._read_added_tokens(config, self.normalize, _AddedTokens)
 
@@ -417,17 +433,33 @@ class WordPieceTokenizer(TokenizerBase):
             self.pad_token, self.pad_id = token, self._vocab[token]
 
     def _read_normalizer(self, normalizer):
-        if normalizer is None:
+        """BertNormalizer (or none) here; any other the BPE tokenizer's normalizers read
+        (a WordPiece trained with NFD, Lowercase and StripAccents, say)."""
+        self._other_normalize = None
+        if normalizer is None or normalizer.get("type") != "BertNormalizer":
+            if normalizer is not None:
+                from .bpe import _normalizer      # bpe.py builds on this module
+
+                self._other_normalize = _normalizer(normalizer)
             normalizer = {"clean_text": False, "handle_chinese_chars": False,
                           "strip_accents": False, "lowercase": False}
-        elif normalizer.get("type") != "BertNormalizer":
-            raise ValueError(f"unsupported normalizer {normalizer.get('type')!r}; "
-                             "expected BertNormalizer")
         self._clean_text = normalizer.get("clean_text", True)
         self._chinese = normalizer.get("handle_chinese_chars", True)
         self._lowercase = normalizer.get("lowercase", True)
         strip = normalizer.get("strip_accents")
         self._strip_accents = self._lowercase if strip is None else strip   # None: as lowercase
+
+    def _read_pre_tokenizer(self, spec):
+        """BertPreTokenizer here (_WORD_RE); any other the BPE tokenizer's pre-tokenizers read
+        (Whitespace, as the library's WordPiece examples train with)."""
+        if spec is not None and spec.get("type") == "BertPreTokenizer":
+            self._words = _WORD_RE.findall
+            return
+        from .bpe import _pre_tokenizer
+
+        pre = _pre_tokenizer(spec)
+        self._words = (lambda text: [text] if text else []) if pre is None else \
+            (lambda text: [word for word, _ in pre([(text, None)], True)])
 
     def _read_post_processor(self, processor):
         kind = processor and processor.get("type")
@@ -460,7 +492,10 @@ class WordPieceTokenizer(TokenizerBase):
     # ---- the pipeline -------------------------------------------------------------------
 
     def normalize(self, text):
-        """BertNormalizer: clean_text, handle_chinese_chars, strip_accents, lowercase."""
+        """BertNormalizer: clean_text, handle_chinese_chars, strip_accents, lowercase (or the
+        tokenizer.json's other normalizer)."""
+        if self._other_normalize is not None:
+            return self._other_normalize(text, None)[0]
         if self._clean_text and not (text.isascii() and text.isprintable()):
             text = _SPACE_RE.sub(" ", _CONTROL_RE.sub("", text))
         if not text.isascii():    # ASCII needs none of the Unicode steps but lowercasing
@@ -469,16 +504,13 @@ class WordPieceTokenizer(TokenizerBase):
             if self._strip_accents:
                 text = _MARKS_RE.sub("", _nfd(text))
             if self._lowercase:
-                # The library lowercases character by character, so a final capital sigma
-                # becomes σ, never the ς that str.lower() picks from context.
-                if _LOWERCASE_ADDED_RE.search(text):
-                    text = text.translate(_LOWERCASE_ADDED_TABLE)
-                text = text.replace("Σ", "σ")
+                return library_lowercase(text)
         return text.lower() if self._lowercase else text
 
     def pre_tokenize(self, text):
-        """BertPreTokenizer: words split at whitespace, each punctuation character alone."""
-        return _WORD_RE.findall(text)
+        """BertPreTokenizer: words split at whitespace, each punctuation character alone (or
+        the tokenizer.json's other pre-tokenizer)."""
+        return self._words(text)
 
     def _wordpiece(self, word):
         """Ids of one word: longest vocabulary piece first, or [UNK] for the whole word."""
@@ -520,7 +552,7 @@ class WordPieceTokenizer(TokenizerBase):
                     renamed.append((len(ids), part))
                     ids.append(added_id)
                     continue
-                for word in _WORD_RE.findall(part):
+                for word in self._words(part):
                     ids.extend(self._word_ids(word))
         renamed = [(k, name) for k, name in renamed if name != self._names[ids[k]]]
         if not renamed:
