@@ -305,6 +305,51 @@ def test_normalizers_are_the_librarys_on_every_code_point_and_the_corpus(corpus)
         assert not bad, (name, len(bad), bad[:2])
 
 
+def test_in_pyodide_the_normalizers_are_the_librarys_on_every_code_point(tmp_path):
+    """The browser's Python (Pyodide's, a newer Unicode than the host's) normalizes every code
+    point as the library does: what a newer interpreter decomposes or lowercases that the
+    library does not know is left alone there too."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    from tokenizers import normalizers
+
+    root = Path(__file__).resolve().parent.parent
+    pyodide = root / "node_modules" / "pyodide"
+    executable = shutil.which("node")
+    assert executable and (pyodide / "pyodide.mjs").is_file(), "Node and Pyodide are needed: python build.py setup"
+    out = tmp_path / "changed.json"
+    script = f"""
+import {{ loadPyodide }} from "{(pyodide / 'pyodide.mjs').as_uri()}";
+import {{ writeFileSync }} from "node:fs";
+const py = await loadPyodide({{ indexURL: "{pyodide}/" }});
+py.FS.mkdirTree("/repo");
+py.FS.mount(py.FS.filesystems.NODEFS, {{ root: "{root}" }}, "/repo");
+writeFileSync("{out}", py.runPython(`
+import json, sys, unicodedata
+sys.path.insert(0, "/repo")
+from py_engine.tokenizers.bpe import _normalizer
+changed = {{"unicode": unicodedata.unidata_version}}
+for name in ("NFC", "NFD", "NFKC", "NFKD", "Lowercase", "StripAccents"):
+    f = _normalizer({{"type": name}})
+    changed[name] = [[c, f(chr(c), None)[0]] for c in range(0x110000)
+                     if not 0xD800 <= c <= 0xDFFF and f(chr(c), None)[0] != chr(c)]
+json.dumps(changed)
+`));
+"""
+    done = subprocess.run([executable, "--input-type=module", "-e", script], capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    changed = json.loads(out.read_text())
+    assert changed.pop("unicode") >= "15"        # newer than the host's 14: the case that matters
+    every = [c for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]
+    for name, pairs in changed.items():
+        ours, theirs = dict(pairs), getattr(normalizers, name)()
+        bad = [hex(c) for c in every if ours.get(c, chr(c)) != theirs.normalize_str(chr(c))]
+        assert not bad, (name, len(bad), bad[:10])
+
+
 def test_corpus_is_large_and_varied(corpus):
     assert len(corpus) >= 5000
     assert max(map(len, corpus)) >= 10_000 and "" in corpus

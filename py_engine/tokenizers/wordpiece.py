@@ -96,9 +96,11 @@ _NFD_UNKNOWN = (
     "11385 1138e 11391 113c5 113c7-113c8 113ce-113d0 1145e 11839-1183a 11938 1193d-1193e 11943 "
     "119e0 11a34 11a47 11a99 11d42 11d44-11d45 11d97 11f41-11f42 16121-16128 1612f 16d68-16d6a "
     "16ff0-16ff1 1e08f 1e130-1e136 1e2ae 1e2ec-1e2ef 1e4ec-1e4ef 1e5ee-1e5ef")
-# Compatibility decompositions Python's NFKC and NFKD (Unicode 14) apply and the library's
-# do not know: characters they leave alone, as unknown starters (with _NFD_UNKNOWN's).
-_NFK_UNKNOWN = "32ff a7f2-a7f4 ab69 10781-10785 10787-107b0 107b2-107ba 1f16c 1fbf0-1fbf9"
+# Compatibility decompositions Python's NFKC and NFKD apply (Unicode 14 on the host, 16 in
+# Pyodide) and the library's do not know: characters they leave alone, as unknown starters
+# (with _NFD_UNKNOWN's).
+_NFK_UNKNOWN = ("32ff a7f2-a7f4 ab69 10781-10785 10787-107b0 107b2-107ba 1ccd6-1ccf9 1e030-1e06d "
+                "1f16c 1fbf0-1fbf9")
 # Lowercase mappings of Unicode 15-17 that the library applies and older Pythons lack
 # ("first-last:target" maps the range onto consecutive targets).
 _LOWERCASE_ADDED = (
