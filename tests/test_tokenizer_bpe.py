@@ -532,19 +532,18 @@ def test_added_tokens_nested_too_deeply_for_a_trie_still_match_longest_first():
 def test_single_word_tokens_see_word_characters_as_the_library_does():
     """A single_word added token is not matched next to a word character, which the library
     tells with the Rust regex crate's \\w: marks ("ٜ", U+065C) are word characters there and
-    "²" is not, unlike Python's \\w. is_word_char against the library on every code point
-    Python's Unicode tables assign (the library's are newer: it knows more)."""
+    "²" is not, unlike Python's \\w. is_word_char against the library on every code point."""
     from tokenizers import AddedToken
     from py_engine.tokenizers.wordpiece import is_word_char
 
     probe = Tokenizer(models.WordLevel({"[UNK]": 0}, unk_token="[UNK]"))
     probe.add_tokens([AddedToken("<x>", single_word=True)])
     mark = probe.token_to_id("<x>")
-    chars = [chr(c) for c in range(0x110000) if unicodedata.category(chr(c)) not in ("Cn", "Cs")]
+    chars = [chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]
     for texts in ([c + "<x>" for c in chars], ["<x>" + c for c in chars]):
         library = [mark not in e.ids for e in probe.encode_batch(texts)]
         wrong = [c for c, word in zip(chars, library) if is_word_char(c) != word]
-        assert not wrong, [f"U+{ord(c):04X} {unicodedata.category(c)}" for c in wrong[:10]]
+        assert not wrong, [f"U+{ord(c):04X}" for c in wrong[:10]]
     assert is_word_char("\u065c") and not is_word_char("\u00b2") and is_word_char("\u24b6")
 
 

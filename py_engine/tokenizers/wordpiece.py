@@ -33,6 +33,7 @@ import unicodedata
 from ..formats.json_file import read_utf8
 from .encoding import Encoding, TokenizerBase
 from .tokenizer_file import TokenizerFileError
+from .regex_classes import WHITESPACE_WORD
 
 WORD_CACHE_SIZE = 1 << 16   # words whose pieces are remembered; text repeats words a lot
 
@@ -148,19 +149,14 @@ PUNCTUATION_CLASS = _char_class(_PUNCTUATION)
 _WORD_RE = re.compile(f"[{PUNCTUATION_CLASS}]|[^{PUNCTUATION_CLASS}{_char_class(_WHITESPACE)}]+")
 _LOWERCASE_ADDED_TABLE = _lowercase_table(_LOWERCASE_ADDED)
 _LOWERCASE_ADDED_RE = re.compile("[" + "".join(map(chr, _LOWERCASE_ADDED_TABLE)) + "]")
-# The letters, numbers and marks of the Rust regex crate's \w, which the library's single_word
-# check uses: Alphabetic (letters, Nl, and the Other_Alphabetic symbols: circled and squared
-# Latin letters), marks, decimal digits, connector punctuation and the joiners. Python's \w
-# differs: it has No ("²") and lacks the marks.
-_WORD_CATEGORIES = frozenset({"Lu", "Ll", "Lt", "Lm", "Lo", "Nl", "Nd", "Mn", "Mc", "Me", "Pc"})
-_OTHER_ALPHABETIC_SYMBOLS = ((0x24B6, 0x24E9), (0x1F130, 0x1F149), (0x1F150, 0x1F169),
-                             (0x1F170, 0x1F189))
+# The Rust regex crate's \w, which the library's single_word check uses: the Whitespace
+# pre-tokenizer's word class (regex_classes.py, read from the library). Python's \w differs:
+# it has No ("²") and lacks the marks; its Unicode tables are older or newer than the library's.
+_WORD_CHAR_RE = re.compile(f"[{_char_class(WHITESPACE_WORD)}]")
 
 
 def is_word_char(ch):
-    if unicodedata.category(ch) in _WORD_CATEGORIES or ch in "\u200c\u200d":
-        return True
-    return any(a <= ord(ch) <= b for a, b in _OTHER_ALPHABETIC_SYMBOLS)
+    return _WORD_CHAR_RE.match(ch) is not None
 
 _TRAILING_SPACE = re.compile(f"[{_char_class(_WHITESPACE)}]*\\Z")
 _LEADING_SPACE = re.compile(f"[{_char_class(_WHITESPACE)}]*")
