@@ -241,11 +241,11 @@ def test_the_punctuation_pre_tokenizer_splits_as_the_library(behavior):
     punctuation characters, ASCII and Unicode P*, as each behavior says."""
     from tokenizers import pre_tokenizers
 
-    from py_engine.tokenizers.bpe import _pre_tokenizer
+    from py_engine.tokenizers.bpe import pre_tokenizer_of
 
     theirs = pre_tokenizers.Punctuation(behavior=behavior)
     spec = json.loads(pre_tokenizers.Sequence([theirs]).__getstate__())["pretokenizers"][0]
-    ours = _pre_tokenizer(spec)
+    ours = pre_tokenizer_of(spec)
     texts = ["Hello, world!!", "a--b...c", "«Guillemets» – dash — “quotes”", "¿Qué? ¡Sí!",
              "日本語。句読点、です", "$5+3=8 ~tilde^ `tick` |pipe|", "no punctuation here",
              "(nested [brackets {x}])", "", "!!!", "e.g. U.S.A.", "a\u2019s \u2026 x"]

@@ -13,7 +13,7 @@ import pytest
 from tokenizers import Regex, Tokenizer, models, pre_tokenizers, trainers
 
 from py_engine.tokenizers import BPETokenizer
-from py_engine.tokenizers.bpe import _pre_tokenizer
+from py_engine.tokenizers.bpe import pre_tokenizer_of
 from test_tokenizer_bpe import make_corpus, training_texts
 
 SPLIT_BEHAVIORS = ["removed", "isolated", "merged_with_previous", "merged_with_next", "contiguous"]
@@ -50,7 +50,7 @@ def spec_of(pre_tokenizer):
 @pytest.mark.parametrize("name", CASES)
 def test_pieces_and_offsets_are_the_librarys(corpus, name):
     theirs = CASES[name]
-    ours = _pre_tokenizer(spec_of(theirs))
+    ours = pre_tokenizer_of(spec_of(theirs))
     bad = []
     for text in corpus:
         words = ours([(text, [(i, i + 1) for i in range(len(text))])], True)
@@ -118,8 +118,8 @@ def test_a_wordpiece_over_other_normalizers_and_pre_tokenizers_encodes_as_the_li
 
 def test_what_is_refused_is_named():
     with pytest.raises(ValueError, match="'Fancy'.*UnicodeScripts"):
-        _pre_tokenizer({"type": "Fancy"})
+        pre_tokenizer_of({"type": "Fancy"})
     with pytest.raises(ValueError, match="delimiter must be one character, got 'ab'"):
-        _pre_tokenizer({"type": "CharDelimiterSplit", "delimiter": "ab"})
+        pre_tokenizer_of({"type": "CharDelimiterSplit", "delimiter": "ab"})
     with pytest.raises(ValueError, match="length must be a positive integer, got 0"):
-        _pre_tokenizer({"type": "FixedLength", "length": 0})
+        pre_tokenizer_of({"type": "FixedLength", "length": 0})

@@ -288,7 +288,7 @@ def test_normalizers_are_the_librarys_on_every_code_point_and_the_corpus(corpus)
     offsets."""
     from tokenizers import normalizers
 
-    from py_engine.tokenizers.bpe import _normalizer
+    from py_engine.tokenizers.bpe import normalizer_of
     from py_engine.tokenizers.regex_classes import STRIPPED_MARKS, stripped_marks_from_library
     from py_engine.tokenizers.wordpiece import _ranges
 
@@ -297,7 +297,7 @@ def test_normalizers_are_the_librarys_on_every_code_point_and_the_corpus(corpus)
     every = [chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]
     texts = nfc_corpus(corpus)
     for name in ("NFC", "NFD", "NFKC", "NFKD", "Lowercase", "StripAccents"):
-        theirs, ours = getattr(normalizers, name)(), _normalizer({"type": name})
+        theirs, ours = getattr(normalizers, name)(), normalizer_of({"type": name})
         bad = [hex(ord(c)) for c in every if ours(c, None)[0] != theirs.normalize_str(c)]
         assert not bad, (name, len(bad), bad[:10])
         bad = [t for t in texts if ours(t, None)[0] != theirs.normalize_str(t)
@@ -329,10 +329,10 @@ py.FS.mount(py.FS.filesystems.NODEFS, {{ root: "{root}" }}, "/repo");
 writeFileSync("{out}", py.runPython(`
 import json, sys, unicodedata
 sys.path.insert(0, "/repo")
-from py_engine.tokenizers.bpe import _normalizer
+from py_engine.tokenizers.bpe import normalizer_of
 changed = {{"unicode": unicodedata.unidata_version}}
 for name in ("NFC", "NFD", "NFKC", "NFKD", "Lowercase", "StripAccents"):
-    f = _normalizer({{"type": name}})
+    f = normalizer_of({{"type": name}})
     changed[name] = [[c, f(chr(c), None)[0]] for c in range(0x110000)
                      if not 0xD800 <= c <= 0xDFFF and f(chr(c), None)[0] != chr(c)]
 json.dumps(changed)

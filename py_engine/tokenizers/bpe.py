@@ -262,7 +262,7 @@ def _unicode_scripts(words, at_start):
     return out
 
 
-def _pre_tokenizer(spec):
+def pre_tokenizer_of(spec):
     """A (words, at_start) -> words function for a pre-tokenizer spec. Each word is a pair
     (text, align): align is None where offsets are not asked for, else for each character the
     (start, end) range of original characters it stands for (as the normalizers carry it).
@@ -272,7 +272,7 @@ def _pre_tokenizer(spec):
         return None
     kind = spec.get("type")
     if kind == "Sequence":
-        steps = [_pre_tokenizer(s) for s in spec["pretokenizers"]]
+        steps = [pre_tokenizer_of(s) for s in spec["pretokenizers"]]
 
         def sequence(words, at_start):
             for f in steps:
@@ -301,7 +301,7 @@ def _pre_tokenizer(spec):
     if kind == "Whitespace":        # the words kept, what is between them removed
         return _splitter(_WHITESPACE_WORDS, "Removed", invert=True)
     if kind == "BertPreTokenizer":  # at whitespace (removed), then each punctuation mark alone
-        return _pre_tokenizer({"type": "Sequence", "pretokenizers": [
+        return pre_tokenizer_of({"type": "Sequence", "pretokenizers": [
             {"type": "WhitespaceSplit"}, {"type": "Punctuation", "behavior": "Isolated"}]})
     if kind == "CharDelimiterSplit":
         delimiter = spec.get("delimiter")
@@ -421,7 +421,7 @@ def _unicode_aligned(form):
     return aligned
 
 
-def _normalizer(spec):
+def normalizer_of(spec):
     """A (text, align) -> (text, align) function for a normalizer spec (None: identity). align:
     for each character of text the (start, end) range of original characters it stands for,
     or None where offsets are not asked for; then none is computed (the plain path stays as
@@ -430,7 +430,7 @@ def _normalizer(spec):
         return None
     kind = spec.get("type")
     if kind == "Sequence":
-        steps = [f for f in map(_normalizer, spec["normalizers"]) if f is not None]
+        steps = [f for f in map(normalizer_of, spec["normalizers"]) if f is not None]
 
         def sequence(text, align):
             for f in steps:
@@ -645,8 +645,8 @@ class SubwordTokenizer(TokenizerBase):
                              "BPE and Unigram models")
         self._byte_id_set = {i for i in self._byte_ids if i is not None} \
             if self._byte_fallback else set()
-        self._normalize = _normalizer(config.get("normalizer"))
-        self._pre_tokenize = _pre_tokenizer(config.get("pre_tokenizer"))
+        self._normalize = normalizer_of(config.get("normalizer"))
+        self._pre_tokenize = pre_tokenizer_of(config.get("pre_tokenizer"))
         # Metaspace's prepend_scheme "first" prepends to a word that begins the original text:
         # after a normalizer or another pre-tokenizer (which may drop the first characters),
         # only alignment tells which word that is.

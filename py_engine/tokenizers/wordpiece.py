@@ -436,9 +436,9 @@ class WordPieceTokenizer(TokenizerBase):
         self._other_normalize = None
         if normalizer is None or normalizer.get("type") != "BertNormalizer":
             if normalizer is not None:
-                from .bpe import _normalizer      # bpe.py builds on this module
+                from .bpe import normalizer_of      # bpe.py builds on this module
 
-                self._other_normalize = _normalizer(normalizer)
+                self._other_normalize = normalizer_of(normalizer)
             normalizer = {"clean_text": False, "handle_chinese_chars": False,
                           "strip_accents": False, "lowercase": False}
         self._clean_text = normalizer.get("clean_text", True)
@@ -453,9 +453,9 @@ class WordPieceTokenizer(TokenizerBase):
         if spec is not None and spec.get("type") == "BertPreTokenizer":
             self._words = _WORD_RE.findall
             return
-        from .bpe import _pre_tokenizer
+        from .bpe import pre_tokenizer_of
 
-        pre = _pre_tokenizer(spec)
+        pre = pre_tokenizer_of(spec)
         self._words = (lambda text: [text] if text else []) if pre is None else \
             (lambda text: [word for word, _ in pre([(text, None)], True)])
 
