@@ -64,6 +64,7 @@ ValueError saying what failed.
 
 import datetime
 import html
+import itertools
 import json
 import math
 import operator
@@ -1542,13 +1543,8 @@ def _groupby(value, attribute, default=None, case_sensitive=False):
     first item's (the comparison ignoring case unless case_sensitive)."""
     key = _attrgetter(attribute, None if case_sensitive else _lower_if_str, default)
     shown = _attrgetter(attribute, default=default)
-    groups = []
-    for item in sorted(value, key=key):
-        if groups and key(groups[-1][1][0]) == key(item):
-            groups[-1][1].append(item)
-        else:
-            groups.append((shown(item), [item]))
-    return [_Group(group) for group in groups]
+    groups = [list(items) for _, items in itertools.groupby(sorted(value, key=key), key)]
+    return [_Group((shown(items[0]), items)) for items in groups]
 
 
 def _url_quote(value, for_qs=False):
