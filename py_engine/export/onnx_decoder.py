@@ -35,7 +35,7 @@ from ..kernels.rope import rope_attention_scaling, rotary_dim
 from ..models.gpt2_config import Gpt2Config
 from ..models.phi_config import PhiConfig
 from ..ops.rope import rope_inv_freq
-from .onnx_export import _columns, _gelu, _layer_norm, _linear, _steps, _weight
+from .onnx_export import _columns, _gelu, _layer_norm, _linear, _rotate, _steps, _weight
 
 
 def decoder_hidden(g, merged, mask):
@@ -101,19 +101,6 @@ def _rope_tables(g, head_dim, rope, key):
     angles = g.op("Mul", [positions, inv])
     scaling = g.const(f"{key}_scaling", np.float32(rope_attention_scaling(rope)))
     return tuple(g.op("Mul", [g.op(kind, [angles]), scaling]) for kind in ("Cos", "Sin"))
-
-
-def _rotate(g, x, tables, rotated, head_dim):
-    """x [..., T, D] rotated as transformers' apply_rotary_pos_emb (x cos + rotate_half(x) sin)
-    over its first `rotated` dimensions; the rest pass through (partial rotary)."""
-    half = rotated // 2
-    part = _columns(g, x, 0, rotated) if rotated < head_dim else x
-    x1, x2 = _columns(g, part, 0, half), _columns(g, part, half, rotated)
-    turned = g.op("Concat", [g.op("Neg", [x2]), x1], axis=-1)
-    out = g.op("Add", [g.op("Mul", [part, tables[0]]), g.op("Mul", [turned, tables[1]])])
-    if rotated < head_dim:
-        out = g.op("Concat", [out, _columns(g, x, rotated, head_dim)], axis=-1)
-    return out
 
 
 def _rms_norm(g, merged, x, name, eps, offset=0.0):

@@ -203,16 +203,18 @@ def _by_offset(g, name, values, key_minus_query):
                            g.op("Add", [offset, "offset_span"])], axis=0)
 
 
-def _rotary(g, x, tables):
-    """x [B, H, T, D] rotated as transformers' apply_rotary_pos_emb: x cos + rotate_half(x) sin,
-    rotate_half(x) = (-x2, x1) for the halves x1, x2; tables: (cos, sin) [T, D]."""
-    half = g.op("Div", [g.op("Shape", [x]), "two"])
-    halves = g.op("Slice", [half, g.const("last_dim", np.array([3], np.int64)),
-                            g.const("to_end", np.array([4], np.int64))])
-    x1 = g.op("Slice", [x, "zero", halves, "last_axis"])
-    x2 = g.op("Slice", [x, halves, g.const("end", np.array([2 ** 62], np.int64)), "last_axis"])
-    rotated = g.op("Concat", [g.op("Neg", [x2]), x1], axis=-1)
-    return g.op("Add", [g.op("Mul", [x, tables[0]]), g.op("Mul", [rotated, tables[1]])])
+def _rotate(g, x, tables, rotated, head_dim):
+    """x [..., T, D] rotated as transformers' apply_rotary_pos_emb (x cos + rotate_half(x) sin,
+    rotate_half(x) = (-x2, x1) for the halves x1, x2) over its first `rotated` dimensions; the
+    rest pass through (partial rotary). tables: (cos, sin) [T, rotated]."""
+    half = rotated // 2
+    part = _columns(g, x, 0, rotated) if rotated < head_dim else x
+    x1, x2 = _columns(g, part, 0, half), _columns(g, part, half, rotated)
+    turned = g.op("Concat", [g.op("Neg", [x2]), x1], axis=-1)
+    out = g.op("Add", [g.op("Mul", [part, tables[0]]), g.op("Mul", [turned, tables[1]])])
+    if rotated < head_dim:
+        out = g.op("Concat", [out, _columns(g, x, rotated, head_dim)], axis=-1)
+    return out
 
 
 def _modernbert_encoder(g, merged, mask_bias):
@@ -246,7 +248,7 @@ def _modernbert_encoder(g, merged, mask_bias):
         qkv = _linear(g, merged, hn, p + "attn.Wqkv")
         q, k, v = (g.op("Transpose", [g.op("Reshape", [_columns(g, qkv, i * h, (i + 1) * h), split])],
                         perm=[0, 2, 1, 3]) for i in range(3))
-        q, k = _rotary(g, q, tables[kind]), _rotary(g, k, tables[kind])
+        q, k = (_rotate(g, y, tables[kind], dim, dim) for y in (q, k))
         k = g.op("Transpose", [k], perm=[0, 1, 3, 2])
         scores = g.op("Add", [g.op("Mul", [g.op("MatMul", [q, k]), "attn_scale"]), biases[kind]])
         context = g.op("MatMul", [g.op("Softmax", [scores], axis=-1), v])
