@@ -53,12 +53,12 @@ import unicodedata
 
 from .precompiled import Precompiled
 from .regex_classes import (CLASSES, NUMERIC_BEYOND_N, PARTS, STRIPPED_MARKS, UNICODE_SCRIPTS,
-                            WHITESPACE_WORD, class_spec, script_ranges)
+                            class_spec, script_ranges)
 from .encoding import Encoding, TokenizerBase
 from .unigram import UnigramModel
-from .wordpiece import (PUNCTUATION_CLASS, _AddedTokens, _char_class, _check_text, _ranges,
-                        _split_added, cls_sep_processing, library_lowercase, library_normalize,
-                        template_processing)
+from .wordpiece import (PUNCTUATION_CLASS, WORD_CLASS, _AddedTokens, _char_class, _check_text,
+                        _ranges, _split_added, cls_sep_processing, library_lowercase,
+                        library_normalize, template_processing)
 
 WORD_CACHE_SIZE = 1 << 16   # words whose ids are remembered
 
@@ -232,9 +232,8 @@ _STRIPPED_MARKS = re.compile(f"[{_char_class(STRIPPED_MARKS)}]+")
 
 _WHITESPACE_RUN = re.compile(f"[{_SPACE_BODY}]+")
 _PUNCTUATION = re.compile(f"[{PUNCTUATION_CLASS}]")
-# The Whitespace pre-tokenizer's words: \w+|[^\w\s]+ with its own \w (regex_classes.py)
-_WORD_BODY = _char_class(WHITESPACE_WORD)
-_WHITESPACE_WORDS = re.compile(f"[{_WORD_BODY}]+|[^{_WORD_BODY}{_SPACE_BODY}]+")
+# The Whitespace pre-tokenizer's words: \w+|[^\w\s]+ with its own \w (wordpiece.WORD_CLASS)
+_WHITESPACE_WORDS = re.compile(f"[{WORD_CLASS}]+|[^{WORD_CLASS}{_SPACE_BODY}]+")
 _SCRIPT_RANGES = script_ranges(UNICODE_SCRIPTS)
 _SCRIPT_FIRSTS = [first for first, _, _ in _SCRIPT_RANGES]
 

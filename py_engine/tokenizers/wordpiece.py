@@ -152,7 +152,8 @@ _LOWERCASE_ADDED_RE = re.compile("[" + "".join(map(chr, _LOWERCASE_ADDED_TABLE))
 # The Rust regex crate's \w, which the library's single_word check uses: the Whitespace
 # pre-tokenizer's word class (regex_classes.py, read from the library). Python's \w differs:
 # it has No ("²") and lacks the marks; its Unicode tables are older or newer than the library's.
-_WORD_CHAR_RE = re.compile(f"[{_char_class(WHITESPACE_WORD)}]")
+WORD_CLASS = _char_class(WHITESPACE_WORD)
+_WORD_CHAR_RE = re.compile(f"[{WORD_CLASS}]")
 
 
 def is_word_char(ch):
