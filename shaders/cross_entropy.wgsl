@@ -51,6 +51,7 @@ struct Params {
 alias Summed = vec4<f32>;   // (loss term, w[y], correct, counted)
 //#include "lib/workgroup_sum.wgsl"
 //#include "lib/row_max.wgsl"
+//#include "lib/log_one_plus.wgsl"
 
 fn class_weight(c: u32) -> f32 {
   if (params.has_weights != 0u) {
@@ -71,23 +72,6 @@ fn row_rest(base: u32, best: RowMax) -> f32 {
     }
   }
   return rest;
-}
-
-// log(1 + r) for r >= 0 (WGSL has no log1p): the series below 0.1, where its truncation error
-// r^9 / 9 is under 1e-9 r; above, log(1 + r) rounds to ~1e-6 relative at worst (r = 0.1).
-fn log_one_plus(r: f32) -> f32 {
-  if (r < 0.1) {
-    var series = -1.0 / 8.0;
-    series = fma(series, r, 1.0 / 7.0);
-    series = fma(series, r, -1.0 / 6.0);
-    series = fma(series, r, 1.0 / 5.0);
-    series = fma(series, r, -1.0 / 4.0);
-    series = fma(series, r, 1.0 / 3.0);
-    series = fma(series, r, -1.0 / 2.0);
-    series = fma(series, r, 1.0);
-    return r * series;
-  }
-  return log(1.0 + r);
 }
 
 // (weighted loss term, w[y], correct, counted) for one row; zeros for a skipped row.

@@ -21,6 +21,7 @@ from ..kernels.dora import DoraKernels
 from ..kernels.lora_linear import LoraLinearKernels
 from ..kernels.matmul import MatmulKernels
 from ..kernels.pooling import PoolingKernels
+from ..kernels.target_loss import TargetLossKernels
 
 
 BASE_DTYPES = ("f32", "f16", "int8", "int4")
@@ -108,6 +109,7 @@ class Kernels:
         k.pooling = await PoolingKernels.load(device)
         k.elementwise = await ElementwiseKernels.load(device)
         k.cross_entropy = await CrossEntropyKernels.load(device)
+        k.target_loss = await TargetLossKernels.load(device)
         k.adamw = await AdamWKernels.load(device)
         k.grad_norm = await GradNormKernels.load(device)
         k.disentangled = None
@@ -803,6 +805,21 @@ class GpuBackend:
         dlogits = self.new(B, C)
         ce.backward(self.program, logits.buffer, labels.buffer, self.metrics, dlogits.buffer,
                     dloss=loss_scale, **shape)
+        return self.metrics, dlogits
+
+    def target_loss(self, logits, labels, kind, loss_scale=1.0, backward=True):
+        """(metrics, dlogits) of a loss against a float target per logit (kind "bce": a
+        multi-label head's, "mse": a regression head's; labels: [B, C] u32 words), as
+        cross_entropy() gives them."""
+        B, C = logits.shape
+        tl = self.k.target_loss
+        tl.forward(self.program, logits.buffer, labels.buffer, self.metrics, rows=B, classes=C,
+                   kind=kind)
+        if not backward:
+            return self.metrics, None
+        dlogits = self.new(B, C)
+        tl.backward(self.program, logits.buffer, labels.buffer, self.metrics, dlogits.buffer,
+                    rows=B, classes=C, kind=kind, dloss=loss_scale)
         return self.metrics, dlogits
 
     def lm_head_loss(self, h, w, labels, loss_scale=1.0, dweight=None, backward=True, chunk=256,

@@ -30,6 +30,7 @@ from ..ops import rmsnorm as rms_ops
 from ..kernels.rope import rope_attention_scaling, uses_long_factor
 from ..ops import rope as rope_ops
 from ..ops import swiglu as swiglu_ops
+from ..ops import target_loss as target_ops
 
 
 class DropoutSite:
@@ -425,6 +426,19 @@ class NumpyBackend:
             return metrics, None
         return metrics, ce_ops.cross_entropy_backward(logits, labels, wsum, weights, label_smoothing,
                                                       dloss=loss_scale)
+
+    def target_loss(self, logits, labels, kind, loss_scale=1.0, backward=True):
+        """(metrics, dlogits): a loss against a float target per logit (kind "bce": a
+        multi-label head's, "mse": a regression head's; labels: [B * C] u32 words, see
+        ops/target_loss.py), with cross_entropy()'s metrics ("correct": rows predicted whole,
+        "counted": rows counted)."""
+        labels = np.asarray(labels).reshape(logits.shape)
+        loss, correct, rows, denominator = target_ops.target_loss_forward(logits, labels, kind)
+        metrics = {"loss": float(loss), "correct": int(correct.sum()), "counted": int(rows.sum())}
+        if not backward:
+            return metrics, None
+        return metrics, target_ops.target_loss_backward(logits, labels, denominator, kind,
+                                                        dloss=loss_scale)
 
     def lm_head_loss(self, h, w, labels, loss_scale=1.0, dweight=None, backward=True,
                      bias=None, dbias=None, softcap=None):
