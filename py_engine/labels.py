@@ -1,4 +1,5 @@
-"""The two ways a label says "do not count this position", in one place.
+"""The two ways a label says "do not count this position", in one place; the kinds of
+classifier head (transformers' problem_type) and how their float targets travel.
 
 IGNORE_INDEX is transformers' convention in user-facing labels (token labels of -100 are not
 trained). IGNORE_LABEL is what the loss ops and kernels read: the u32 with every bit set, since
@@ -11,6 +12,21 @@ import struct
 IGNORE_INDEX = -100
 IGNORE_LABEL = 0xFFFFFFFF
 F32_MAX = 3.4028234663852886e38
+
+# transformers' config.json problem_type: what a sequence classifier's head predicts
+SINGLE_LABEL = "single_label_classification"     # one label per text, a softmax over them
+MULTI_LABEL = "multi_label_classification"       # any number of labels, a sigmoid each
+REGRESSION = "regression"                        # a value per label
+PROBLEM_TYPES = (SINGLE_LABEL, MULTI_LABEL, REGRESSION)
+
+
+def check_problem_type(problem_type):
+    """`problem_type` (None: single-label), or ValueError naming the known ones."""
+    problem_type = problem_type or SINGLE_LABEL
+    if problem_type not in PROBLEM_TYPES:
+        raise ValueError(f"unknown problem_type {problem_type!r:.60}; choose one of "
+                         f"{', '.join(PROBLEM_TYPES)}")
+    return problem_type
 
 
 def float_words(values):

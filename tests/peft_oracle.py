@@ -299,8 +299,9 @@ def write_vocab(path, size, specials=("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK
 
 
 def peft_model(model_dir, num_labels, r=4, lora_alpha=8, target_modules=("query", "value"),
-               seed=0, dtype=torch.float64, dropout=0.0, **lora):
-    """The checkpoint's sequence classifier (BertForSequenceClassification, or RoBERTa's kind's)
+               seed=0, dtype=torch.float64, dropout=0.0, problem_type=None, **lora):
+    """The checkpoint's sequence classifier (BertForSequenceClassification, or RoBERTa's kind's;
+    `problem_type` its config's, None leaving transformers' default)
     + PEFT LoRA (other LoraConfig options in `lora`), lora_B,
     the head, DoRA's magnitudes (if any, off their initial norms) and the biases that train
     (bias "lora_only" or "all", off the checkpoint's) drawn at random."""
@@ -314,6 +315,8 @@ def peft_model(model_dir, num_labels, r=4, lora_alpha=8, target_modules=("query"
              }.get(model_type, dict(hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout))
     if model_type in CAUSAL_TYPES:      # decoders' sequence classifiers: the tiny configs' rates, none
         rates = {}
+    if problem_type is not None:
+        rates["problem_type"] = problem_type
     base = AutoModelForSequenceClassification.from_pretrained(
         model_dir, num_labels=num_labels, attn_implementation=attention(model_dir), **rates)
     config = LoraConfig(task_type=TaskType.SEQ_CLS, r=r, lora_alpha=lora_alpha, lora_dropout=0.0,

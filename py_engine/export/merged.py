@@ -19,6 +19,7 @@ Pyodide); load_merged is host-side only in that it picks the NumPy backend.
 import math
 
 from ..formats.model_dir import decoder_config_json, save_model_dir
+from ..labels import SINGLE_LABEL
 from ..models.decoder_classifier import DecoderClassifierConfig
 
 DECODER, ENCODER = "decoder", "encoder"
@@ -46,7 +47,7 @@ class MergedModel:
     floats)} that differ from the checkpoint's (merged linears, a classifier's head)."""
 
     def __init__(self, kind, config, source, checkpoint, replaced, labels=None, pooling=None,
-                 tokenizer_dir=None, pad_id=None):
+                 tokenizer_dir=None, pad_id=None, problem_type=None):
         self.kind = kind
         self.config = config
         self.source = source
@@ -58,6 +59,7 @@ class MergedModel:
         self.labels = labels
         self.pooling = pooling
         self.pad_id = pad_id    # a classifier's tokenizer's padding id (a decoder's needs one)
+        self.problem_type = problem_type    # a classifier's kind of head (labels.PROBLEM_TYPES)
         if kind == DECODER:
             self._names = {name: name for name in config.parameter_shapes()}
         else:
@@ -94,7 +96,7 @@ class MergedModel:
                        tokenizer_dir=model.tokenizer_dir)
         return cls(ENCODER, structure.config, model.model_dir, model.checkpoint, replaced,
                    labels=list(model.labels), pooling=structure.pooling,
-                   pad_id=model.tokenizer.pad_id)
+                   pad_id=model.tokenizer.pad_id, problem_type=model.problem_type)
 
     def names(self):
         """transformers' names of every tensor of the merged model."""
@@ -165,6 +167,9 @@ class MergedModel:
         config["id2label"] = {str(i): label for i, label in enumerate(self.labels)}
         config["label2id"] = {label: i for i, label in enumerate(self.labels)}
         config.pop("num_labels", None)
+        # transformers' loss and pipelines read the kind of head from it (a head of one row
+        # without it reads as regression)
+        config["problem_type"] = self.problem_type or SINGLE_LABEL
         return config
 
 
@@ -196,9 +201,6 @@ def load_merged(model_dir, adapter_dir=None):
 
         if adapter_dir is None:
             checkpoint = Checkpoint.load(model_dir)
-            if checkpoint.other_head() is not None:
-                raise ExportError(f"{model_dir} holds a {checkpoint.other_head()} head "
-                                  "(config.json's problem_type), which is not built here")
             if checkpoint.head_labels() is None:
                 raise ExportError(f"{model_dir} is a classifier checkpoint (BERT family): its "
                                   "head is in the adapter trained on it; give --adapter")

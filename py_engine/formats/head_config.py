@@ -10,13 +10,18 @@ missing file means the adapter was made elsewhere (cls), never that the choice w
 adapter py_engine wrote that has lost the file is an error rather than a silent change of
 pooling and of every probability.
 
-    write: {HEAD_CONFIG: head_config(pooling)} in save_adapter's extra_json
+    write: {HEAD_CONFIG: head_config(pooling, problem_type)} in save_adapter's extra_json
     read:  pooling, note = resolve_pooling(adapter_dir, requested)
+           problem_type = resolve_problem_type(read_head_config(adapter_dir), requested, where)
+
+It records the kind of head too (transformers' problem_type) where it is not single-label:
+PEFT's files do not say it either.
 """
 
 import json
 from pathlib import Path
 
+from ..labels import SINGLE_LABEL, check_problem_type
 from .json_file import read_json_object
 from .output_dir import written_by_py_engine
 
@@ -51,19 +56,50 @@ class HeadConfigError(ValueError):
     """A head_config.json that cannot be used, or a pooling that disagrees with it."""
 
 
-def head_config(pooling):
-    """The contents of head_config.json for a classifier pooled this way."""
+def head_config(pooling, problem_type=SINGLE_LABEL):
+    """The contents of head_config.json for a classifier pooled this way, with its kind of
+    head where it is not a single-label classifier's (a file without one means single-label,
+    as every adapter written before the other kinds were built)."""
     if pooling not in POOLINGS:
         raise HeadConfigError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
-    return {"pooling": pooling}
+    config = {"pooling": pooling}
+    if check_problem_type(problem_type) != SINGLE_LABEL:
+        config["problem_type"] = problem_type
+    return config
+
+
+def read_head_config(adapter_dir):
+    """The contents of `adapter_dir`/head_config.json, or None when there is no file."""
+    path = Path(adapter_dir) / HEAD_CONFIG
+    if not path.exists():
+        return None
+    return read_json_object(path)
 
 
 def read_pooling(adapter_dir):
     """The pooling recorded in `adapter_dir`/head_config.json, or None when there is no file."""
-    path = Path(adapter_dir) / HEAD_CONFIG
-    if not path.exists():
-        return None
-    return pooling_of(read_json_object(path), path)
+    config = read_head_config(adapter_dir)
+    return None if config is None else pooling_of(config, Path(adapter_dir) / HEAD_CONFIG)
+
+
+def problem_type_of(config, where):
+    """The kind of head head_config.json's contents `config` record (None: no file, or a file
+    without the field: single-label); HeadConfigError naming `where` for one not known."""
+    value = config.get("problem_type") if isinstance(config, dict) else None
+    try:
+        return check_problem_type(value)
+    except ValueError as e:
+        raise HeadConfigError(f"{where}: {e}") from None
+
+
+def resolve_problem_type(config, requested, where):
+    """The kind of head to load an adapter with: what its head_config.json contents `config`
+    record (single-label without a record), which `requested` (if given) must agree with."""
+    recorded = problem_type_of(config, f"{where}/{HEAD_CONFIG}")
+    if requested is not None and check_problem_type(requested) != recorded:
+        raise HeadConfigError(f"{where} holds a {recorded} head (its {HEAD_CONFIG}), not a "
+                              f"{requested} one")
+    return recorded
 
 
 def pooling_of(config, where):

@@ -78,12 +78,13 @@ class ModelError(ValueError):
 
 
 def check_classifier(lora, num_labels, pooling, poolings=("cls", "mean")):
-    """What every classifier is built with: a LoraConfig, two labels or more, one of the
-    family's `poolings` (an encoder's: cls or mean)."""
+    """What every classifier is built with: a LoraConfig, a label or more (a single-label
+    classifier's two or more are its task's to check), one of the family's `poolings` (an
+    encoder's: cls or mean)."""
     if not isinstance(lora, LoraConfig):
         raise TypeError("lora must be a LoraConfig")
-    if num_labels < 2:
-        raise ModelError(f"a classifier needs at least 2 labels, got {num_labels}")
+    if num_labels < 1:
+        raise ModelError(f"a classifier needs at least 1 label, got {num_labels}")
     if pooling not in poolings:
         raise ModelError(f"pooling must be {' or '.join(map(repr, poolings))}, got {pooling!r}")
 

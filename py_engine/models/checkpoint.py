@@ -14,6 +14,7 @@ from ..formats import safetensors
 from ..formats.finite import describe
 from ..formats.json_file import JsonFileError, read_json_object
 from ..formats.torch_pickle import TorchFileError, load_torch
+from ..labels import REGRESSION, SINGLE_LABEL, check_problem_type
 from .bert_config import ConfigError, read_config_json
 from .decoder_classifier import DecoderClassifierConfig
 from .decoders import decoder_config
@@ -104,13 +105,15 @@ def _normalized(name):
     return name.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
 
 
-def id2label_list(id2label, where):
+def id2label_list(id2label, where, fewest=2):
     """config.json's id2label ({"0": "NEGATIVE", "1": "POSITIVE"}) as the list of label names
-    by row; CheckpointError naming `where` unless it names rows 0..n-1 (n >= 2) with distinct,
+    by row; CheckpointError naming `where` unless it names rows 0..n-1 (n >= `fewest`: a
+    single-label classifier's two, a multi-label or regression head's one) with distinct,
     non-empty names."""
-    if not isinstance(id2label, dict) or len(id2label) < 2:
+    if not isinstance(id2label, dict) or len(id2label) < fewest:
         raise CheckpointError(f"{where}: id2label (or num_labels) must name the classifier's "
-                              f"two or more labels by row, got {id2label!r:.100}")
+                              f"{'two' if fewest == 2 else 'one'} or more labels by row, got "
+                              f"{id2label!r:.100}")
     rows = {}
     for key, label in id2label.items():
         row = int(key) if isinstance(key, str) and key.isdigit() else None
@@ -200,34 +203,37 @@ class Checkpoint:
 
     def head_labels(self):
         """The labels of the sequence classifier a fine-tuned checkpoint holds (its output
-        layer, config.json's id2label, in the order of its rows); None for a bare encoder or
-        decoder (no output layer, whatever id2label says: transformers writes LABEL_0 and
-        LABEL_1 into every config.json), or a head of another kind (other_head)."""
+        layer, config.json's id2label, in the order of its rows), whatever its kind
+        (head_problem); None for a bare encoder or decoder (no output layer, whatever id2label
+        says: transformers writes LABEL_0 and LABEL_1 into every config.json)."""
         return self._head[0]
 
-    def other_head(self):
-        """The kind of the head a fine-tuned checkpoint holds where it is not a single-label
-        classifier's (config.json's problem_type: "multi_label_classification", a sigmoid per
-        label; "regression", or a head of one row, which transformers reads as one), else None:
-        a new classifier does not start from such a head."""
+    def head_problem(self):
+        """The kind of the head a fine-tuned checkpoint holds, as transformers reads it
+        (config.json's problem_type: "single_label_classification", the default;
+        "multi_label_classification", a sigmoid per label; "regression", which a head of one
+        row without a problem_type is); None without a head."""
         return self._head[1]
 
     @cached_property
     def _head(self):
-        """(head_labels, other_head), worked out once: the output layer is checked (read
+        """(head_labels, head_problem), worked out once: the output layer is checked (read
         whole for non-finite values) here, however often a load asks."""
         weight = self.config.head_output + ".weight"
         if not self.holds(weight):
             return None, None
         problem = self.config.problem_type
         if problem is None and self.shape(weight)[0] == 1:
-            problem = "regression"
-        if problem not in (None, "single_label_classification"):
-            return None, str(problem)
-        labels = id2label_list(self.config.id2label, f"{self.source}/config.json")
+            problem = REGRESSION
+        try:
+            problem = check_problem_type(problem)
+        except ValueError as e:
+            raise ValueError(f"{self.source}/config.json: {e}") from None
+        labels = id2label_list(self.config.id2label, f"{self.source}/config.json",
+                               fewest=1 if problem != SINGLE_LABEL else 2)
         self._check_tensor(weight, (len(labels), self.config.hidden_size),
                            f"config.json's {len(labels)} labels (id2label)")
-        return labels, None
+        return labels, problem
 
     @classmethod
     def read_config(cls, path):

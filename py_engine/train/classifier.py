@@ -19,7 +19,8 @@ import math
 import warnings
 from dataclasses import replace
 
-from ..formats.head_config import HEAD_CONFIG, head_config, pooling_of
+from ..formats.head_config import (HEAD_CONFIG, head_config, pooling_of, problem_type_of,
+                                   read_head_config, resolve_problem_type)
 from ..formats.json_file import decode_utf8, parse_json
 from ..formats.output_dir import write_files
 from ..formats.peft_adapter import adapter_files, load_adapter, read_adapter_files
@@ -33,7 +34,8 @@ from .head_rows import label_sources, relabel_rows
 from .init import initial_trainable, merge_loaded
 from . import state as training_state
 from .runtime import create_runtime
-from .tasks import ClassificationTask, LabelledIds, classification_report  # noqa: F401 (the API's)
+from .tasks import (MULTI_LABEL, REGRESSION, SINGLE_LABEL, ClassificationTask,  # noqa: F401
+                    LabelledIds, binary_scores, check_problem_type, classification_report)
 from .trainer import Trainer
 
 
@@ -82,64 +84,83 @@ class TextClassifier:
     @classmethod
     async def create(cls, model_dir, labels=None, lora=None, backend="numpy", pooling=None,
                      seed=0, max_length=128, dropout=None, device=None, base_dtype="f32",
-                     quant_group=64, checkpoint=None):
+                     quant_group=64, checkpoint=None, problem_type=None):
         """A new classifier over model_dir's checkpoint. `labels`: its label names; None takes
         a fine-tuned classifier checkpoint's (config.json's id2label), whose head the rows of
         its labels start from whenever they are among `labels` (checkpoint_head).
+        `problem_type`: transformers' (tasks.PROBLEM_TYPES): "single_label_classification"
+        (one label per text, a softmax), "multi_label_classification" (any number of labels
+        per text, a sigmoid each) or "regression" (a value per label); None takes a fine-tuned
+        checkpoint's kind of head, else single-label.
         `checkpoint`: model_dir's weights when they were loaded already (fetched bytes, or a
         compressed file read into a Checkpoint); model_dir still gives the tokenizer."""
         checkpoint = checkpoint or Checkpoint.load(model_dir)
-        labels = starting_labels(checkpoint, labels)
+        labels, problem_type, head_start = starting_labels(checkpoint, labels, problem_type)
         lora = lora or LoraConfig(target_modules=list(checkpoint.config.classifier_targets))
         lora.base_model_name_or_path = lora.base_model_name_or_path or str(model_dir)
         model = classifier_model(checkpoint.config, lora, len(labels), pooling=pooling,
                                  train_pooler=not checkpoint.has_pooler, dropout=dropout)
         return await cls._make(model_dir, checkpoint, model, labels,
-                               initial_trainable(model, seed, checkpoint, labels),
-                               backend, device, base_dtype, quant_group, max_length)
+                               initial_trainable(model, seed, checkpoint,
+                                                 labels if head_start else None),
+                               backend, device, base_dtype, quant_group, max_length, problem_type)
 
     @classmethod
     async def load(cls, model_dir, adapter_dir, backend="numpy", pooling=None, max_length=128,
-                   device=None, base_dtype="f32", quant_group=64, checkpoint=None):
+                   device=None, base_dtype="f32", quant_group=64, checkpoint=None,
+                   problem_type=None):
         """`pooling`: None takes what the adapter was trained with (head_config.json; when
         absent, the family's sequence classifier's: "cls" for BERT's, config.json's
-        classifier_pooling for ModernBERT). `checkpoint`: as in create()."""
+        classifier_pooling for ModernBERT). `problem_type`: None takes the adapter's
+        (head_config.json; single-label without one, as PEFT's files do not say), a given one
+        must agree with what it records. `checkpoint`: as in create()."""
         config, tensors, labels = load_adapter(adapter_dir)
         pooling, note = adapter_pooling(model_dir, adapter_dir, pooling,
                                         checkpoint.config if checkpoint else None)
         if note:
             warnings.warn(note, LoadNote, stacklevel=2)
+        problem_type = resolve_problem_type(read_head_config(adapter_dir), problem_type,
+                                            adapter_dir)
         return await cls._from_adapter(model_dir, adapter_dir, config, tensors, labels, pooling,
                                        backend, device, base_dtype, quant_group, max_length,
-                                       checkpoint)
+                                       checkpoint, problem_type)
 
     @classmethod
     async def _from_adapter(cls, model_dir, source, config, tensors, labels, pooling, backend,
-                            device, base_dtype, quant_group, max_length, checkpoint=None):
+                            device, base_dtype, quant_group, max_length, checkpoint=None,
+                            problem_type=None):
         checkpoint = checkpoint or Checkpoint.load(model_dir)
         if labels is None:
             raise ValueError(f"{source} has no labels.json: label names are needed to predict")
         model = adapter_model(checkpoint, model_dir, config, tensors, len(labels), pooling, source)
         values = merge_loaded(model, initial_trainable(model, 0), tensors, source)
         return await cls._make(model_dir, checkpoint, model, labels, values, backend, device,
-                               base_dtype, quant_group, max_length)
+                               base_dtype, quant_group, max_length, problem_type)
 
     @classmethod
     async def _make(cls, model_dir, checkpoint, model, labels, values, backend, device,
-                    base_dtype, quant_group, max_length):
+                    base_dtype, quant_group, max_length, problem_type=None):
         tokenizer = classifier_tokenizer(model_dir)
         tokenizer.limit_ids(checkpoint.config.vocab_size)
-        task = ClassificationTask(len(labels), tokenizer.pad_id, last_token=model.last_token)
+        task = ClassificationTask(len(labels), tokenizer.pad_id, last_token=model.last_token,
+                                  problem_type=problem_type)
         placement = dict(backend=backend, device=device, base_dtype=base_dtype,
                          quant_group=quant_group)
         runtime = await create_runtime(model=model, task=task, checkpoint=checkpoint,
                                        trainable=values, **placement)
         return cls(checkpoint, tokenizer, labels, runtime, max_length, model_dir)
 
+    @property
+    def problem_type(self):
+        """transformers' problem_type of this classifier's head (tasks.PROBLEM_TYPES)."""
+        return self.runtime.task.problem_type
+
     def _files(self, values, where):
-        # Pooling has no PEFT/transformers field: head_config.json beside the adapter holds it.
+        # Pooling and the kind of head have no PEFT field: head_config.json beside the adapter
+        # holds them.
         return adapter_files(self.model.peft_dict(), values, self.labels,
-                             {HEAD_CONFIG: head_config(self.model.pooling)}, where)
+                             {HEAD_CONFIG: head_config(self.model.pooling, self.problem_type)},
+                             where)
 
     def _protected(self):
         return [("the model directory", self.model_dir)] if self.model_dir is not None else []
@@ -175,6 +196,10 @@ class TextClassifier:
         if HEAD_CONFIG in files:
             where = f"{source}/{HEAD_CONFIG}"
             pooling = pooling_of(parse_json(decode_utf8(files[HEAD_CONFIG], where), where), where)
+        problem_type = _files_problem_type(files, source)
+        if problem_type != self.problem_type:
+            raise ValueError(f"{source} holds a {problem_type} head, this classifier a "
+                             f"{self.problem_type} one")
         other = self._other_model(config, tensors, len(labels), pooling, source)
         if other is not None:
             return other
@@ -209,7 +234,7 @@ class TextClassifier:
             self._trainer.close()
             self._trainer = None
         task = ClassificationTask(model.num_labels, self.tokenizer.pad_id,
-                                  last_token=model.last_token)
+                                  last_token=model.last_token, problem_type=self.problem_type)
         self.runtime = await self.runtime.rebuilt(model, values, task)
         return True
 
@@ -234,7 +259,8 @@ class TextClassifier:
         config, tensors, labels = read_adapter_files(files, "the training state")
         pooling = (state.get("model") or {}).get("pooling", "cls")
         clf = await cls._from_adapter(model_dir, "the training state", config, tensors, labels,
-                                      pooling, backend, device, base_dtype, quant_group, max_length)
+                                      pooling, backend, device, base_dtype, quant_group, max_length,
+                                      problem_type=_files_problem_type(files, "the training state"))
         return await training_state.resume_training(clf, state, optimizer, train_config, examples,
                                                     validation)
 
@@ -249,6 +275,10 @@ class TextClassifier:
         if labels != self.labels:
             raise training_state.StateError(f"the training state has labels {labels}, this "
                                             f"classifier {self.labels}")
+        problem_type = _files_problem_type(files, "the training state")
+        if problem_type != self.problem_type:
+            raise training_state.StateError(f"the training state holds a {problem_type} head, "
+                                            f"this classifier a {self.problem_type} one")
         pooling = (state.get("model") or {}).get("pooling", "cls")
         other = self._other_model(config, tensors, len(labels), pooling, "the training state")
         if other is not None:       # made with other LoRA options (an adapter imported since)
@@ -268,7 +298,8 @@ class TextClassifier:
         until it is trained on). The LoRA weights are kept; the optimizer's moments start
         again. Renaming and reordering alone keep the model in place; a change in the number
         of labels rebuilds the runtime (the frozen weights kept as they are)."""
-        sources = label_sources(self.labels, labels, renamed)
+        sources = label_sources(self.labels, labels, renamed,
+                                fewest=2 if self.problem_type == SINGLE_LABEL else 1)
         values = await self.runtime.trainable_values()
         for name in (self.model.head_module + ".weight", self.model.head_module + ".bias"):
             if name in values:      # a decoder classifier's head has no bias
@@ -298,15 +329,57 @@ class TextClassifier:
 
     def encode_examples(self, examples, max_length=None):
         """LabelledIds of Example-like objects (text, label, optional pair); labels must be
-        among the classifier's (None: unlabelled)."""
-        index = {name: i for i, name in enumerate(self.labels)}
-        unknown = sorted({e.label for e in examples if e.label is not None} - set(index))
-        if unknown:
-            raise ValueError(f"labels {unknown} are not among the classifier's labels {self.labels}")
+        among the classifier's (None: unlabelled). A multi-label classifier's label is the
+        list of label names a text has (none, one or several), or {name: target in [0, 1]}
+        (soft targets; names left out are 0); a regression head's is a number (a head of one
+        label), or {name: value} naming every label."""
+        if self.problem_type == SINGLE_LABEL:
+            index = {name: i for i, name in enumerate(self.labels)}
+            unknown = sorted({e.label for e in examples if e.label is not None} - set(index))
+            if unknown:
+                raise ValueError(f"labels {unknown} are not among the classifier's labels "
+                                 f"{self.labels}")
+            gold = [None if e.label is None else index[e.label] for e in examples]
+        else:
+            gold = [None if e.label is None else self.targets(e.label, f"example {i + 1}")
+                    for i, e in enumerate(examples)]
         pairs = [e.pair for e in examples] if any(e.pair for e in examples) else None
         encodings = self.encode([e.text for e in examples], pairs, max_length)
-        return [LabelledIds(enc.ids, enc.type_ids, None if e.label is None else index[e.label])
-                for enc, e in zip(encodings, examples)]
+        return [LabelledIds(enc.ids, enc.type_ids, y) for enc, y in zip(encodings, gold)]
+
+    def targets(self, label, where="the example"):
+        """A multi-label or regression example's label as one float target per label (see
+        encode_examples), checked: ValueError naming `where` and the problem."""
+        labels = self.labels
+        if isinstance(label, dict):
+            unknown = sorted(map(str, set(label) - set(labels)))
+            if unknown:
+                raise ValueError(f"{where}: labels {unknown} are not among the classifier's "
+                                 f"labels {labels}")
+            if self.problem_type == REGRESSION and len(label) != len(labels):
+                raise ValueError(f"{where}: a regression example gives a value for every label "
+                                 f"{labels}, not only {sorted(label)}")
+            values = [label.get(name, 0.0) for name in labels]
+        elif self.problem_type == MULTI_LABEL and isinstance(label, (list, tuple, set, frozenset)):
+            unknown = sorted(map(str, set(label) - set(labels)))
+            if unknown:
+                raise ValueError(f"{where}: labels {unknown} are not among the classifier's "
+                                 f"labels {labels}")
+            values = [1.0 if name in label else 0.0 for name in labels]
+        elif self.problem_type == REGRESSION and len(labels) == 1 and _is_number(label):
+            values = [label]
+        else:
+            wanted = ("a list of label names or {label: target}" if self.problem_type == MULTI_LABEL
+                      else "a number" if len(labels) == 1 else "{label: value} for every label")
+            raise ValueError(f"{where}: a {self.problem_type} label is {wanted}, got "
+                             f"{label!r:.60}")
+        for name, value in zip(labels, values):
+            if not _is_number(value) or not math.isfinite(value) or (
+                    self.problem_type == MULTI_LABEL and not 0.0 <= value <= 1.0):
+                bound = " in [0, 1]" if self.problem_type == MULTI_LABEL else ""
+                raise ValueError(f"{where}: the target of {name!r} must be a finite number"
+                                 f"{bound}, got {value!r:.60}")
+        return [float(v) for v in values]
 
     # --- training ---
 
@@ -327,7 +400,8 @@ class TextClassifier:
             raise ValueError("validation examples need labels")
         self.model.merged = False   # merged weights would go stale as the adapter trains
         task = ClassificationTask(len(self.labels), self.tokenizer.pad_id, config.label_smoothing,
-                                  config.class_weights, last_token=self.model.last_token)
+                                  config.class_weights, last_token=self.model.last_token,
+                                  problem_type=self.problem_type)
         if vars(task) != vars(self.runtime.task):
             self.runtime.use_task(task)
         trainer = Trainer(self.runtime, self.runtime.task, encoded, config, validation=held,
@@ -369,11 +443,28 @@ class TextClassifier:
                 if not all(math.isfinite(z) for z in row):
                     raise ValueError(f"text {i + 1} gets logits that are not finite: the adapter "
                                      "is unusable (a diverged run?)")
-                out.append(dict(zip(self.labels, _softmax(row))))
+                out.append(dict(zip(self.labels, self._outputs(row))))
         return out
 
+    def _outputs(self, row):
+        """What predict() gives for one row of logits: a probability per label (a softmax
+        over them, or a multi-label head's sigmoid each), a regression head's values."""
+        if self.problem_type == MULTI_LABEL:
+            return [_sigmoid(z) for z in row]
+        if self.problem_type == REGRESSION:
+            return list(row)
+        return _softmax(row)
+
     async def evaluate(self, examples, batch_size=32):
-        """Accuracy and per-label precision, recall, F1 on labelled examples."""
+        """Quality on labelled examples: accuracy and per-label precision, recall, F1 (a
+        multi-label classifier's accuracy counts texts given exactly their labels, each label
+        predicted where its probability is over 0.5); a regression head's mean squared and
+        absolute errors, overall and per label."""
+        if self.problem_type != SINGLE_LABEL:
+            gold = [self.targets(e.label, f"example {i + 1}") for i, e in enumerate(examples)]
+            outputs = await self.predict([e.text for e in examples], batch_size)
+            return target_report(gold, [[p[name] for name in self.labels] for p in outputs],
+                                 self.labels, self.problem_type)
         unknown = sorted({e.label for e in examples} - set(self.labels))
         if unknown:
             raise ValueError(f"labels {unknown} are not among the classifier's labels {self.labels}")
@@ -382,31 +473,74 @@ class TextClassifier:
         return classification_report([e.label for e in examples], predicted, self.labels)
 
 
-def starting_labels(checkpoint, labels=None):
-    """The labels a new classifier over `checkpoint` has: `labels` (two or more distinct
-    names), or where None, those of the fine-tuned classifier it is (ValueError where it is
-    none). Warns where it is one but holds none of `labels`: its head is not the start."""
-    held, other = checkpoint.head_labels(), checkpoint.other_head()
+def target_report(gold, outputs, labels, problem_type):
+    """evaluate()'s report of a multi-label or regression head: gold targets and outputs
+    (probabilities or values) by row, in `labels`' order."""
+    report = {"count": len(gold), "labels": {}}
+    if problem_type == MULTI_LABEL:
+        wanted = [[y > 0.5 for y in row] for row in gold]
+        predicted = [[p > 0.5 for p in row] for row in outputs]
+        report["accuracy"] = sum(w == p for w, p in zip(wanted, predicted)) / max(1, len(gold))
+        for c, name in enumerate(labels):
+            report["labels"][name] = binary_scores([(w[c], p[c]) for w, p in zip(wanted, predicted)])
+        return report
+    for c, name in enumerate(labels):
+        errors = [out[c] - want[c] for out, want in zip(outputs, gold)]
+        report["labels"][name] = {"mse": sum(e * e for e in errors) / max(1, len(errors)),
+                                  "mae": sum(map(abs, errors)) / max(1, len(errors))}
+    per_label = report["labels"].values()
+    report["mse"] = sum(m["mse"] for m in per_label) / len(labels)
+    report["mae"] = sum(m["mae"] for m in per_label) / len(labels)
+    return report
+
+
+def starting_labels(checkpoint, labels=None, problem_type=None):
+    """(labels, problem_type, head_start) of a new classifier over `checkpoint`: `labels` (two
+    or more distinct names; one or more for a multi-label or regression head), or where None,
+    those of the fine-tuned classifier it is (ValueError where it is none); `problem_type`, or
+    where None the checkpoint's head's kind (single-label without a head); head_start: whether
+    the checkpoint's head is of that kind, so that the rows of its labels are the start. Warns
+    where it holds a head of another kind, or one holding none of `labels`."""
+    held, held_problem = checkpoint.head_labels(), checkpoint.head_problem()
+    problem_type = check_problem_type(problem_type or held_problem)
     if labels is None:
-        if other is not None:
-            raise ValueError(f"{checkpoint.source} holds a {other} head (config.json's "
-                             "problem_type), which is not built here: give label names to train "
-                             "a single-label classifier on its encoder")
         if held is None:
             raise ValueError(f"{checkpoint.source} is not a fine-tuned classifier (it has no "
                              f"{checkpoint.config.head_output}.weight): the label names are "
                              "needed")
-        return held
+        if held_problem != problem_type:
+            raise ValueError(f"{checkpoint.source} holds a {held_problem} head (config.json's "
+                             f"problem_type), not a {problem_type} one: give label names to "
+                             f"train a {problem_type} head on its encoder")
+        return held, problem_type, True
     labels = list(labels)
-    label_sources(labels, labels)       # two or more distinct names
-    if other is not None:
-        warnings.warn(f"{checkpoint.source} holds a {other} head, which is not built here: a "
-                      "new single-label head starts on its encoder", LoadNote, stacklevel=3)
-    elif held is not None and not set(held) & set(labels):
+    label_sources(labels, labels, fewest=1 if problem_type != SINGLE_LABEL else 2)
+    if held is not None and held_problem != problem_type:
+        warnings.warn(f"{checkpoint.source} holds a {held_problem} head, not a {problem_type} "
+                      "one: a new head starts on its encoder", LoadNote, stacklevel=3)
+        return labels, problem_type, False
+    if held is not None and not set(held) & set(labels):
         warnings.warn(f"{checkpoint.source} is a classifier of the labels {held}, none of which "
                       f"is among {labels}: its head is not used, a new one starts", LoadNote,
                       stacklevel=3)
-    return labels
+    return labels, problem_type, True
+
+
+def _files_problem_type(files, source):
+    """The kind of head an adapter given as {file name: bytes} records (single-label without
+    a head_config.json, or without the field)."""
+    if HEAD_CONFIG not in files:
+        return SINGLE_LABEL
+    where = f"{source}/{HEAD_CONFIG}"
+    return problem_type_of(parse_json(decode_utf8(files[HEAD_CONFIG], where), where), where)
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _sigmoid(z):
+    return 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
 
 
 class _Text:

@@ -5,13 +5,15 @@ import math
 from array import array
 
 
-def label_sources(old_labels, new_labels, renamed=None):
+def label_sources(old_labels, new_labels, renamed=None, fewest=2):
     """For each of `new_labels`, the index of the old label its head row comes from (a kept
-    label, or one `renamed` {old: new} names), or None for an added label."""
+    label, or one `renamed` {old: new} names), or None for an added label. `fewest`: how many
+    labels the head needs (a single-label classifier two, a multi-label or regression one)."""
     renamed = dict(renamed or {})
     new_labels = list(new_labels)
-    if len(set(new_labels)) != len(new_labels) or len(new_labels) < 2:
-        raise ValueError(f"labels must be two or more distinct names, got {new_labels}")
+    if len(set(new_labels)) != len(new_labels) or len(new_labels) < fewest:
+        raise ValueError(f"labels must be {'two' if fewest == 2 else 'one'} or more distinct "
+                         f"names, got {new_labels}")
     unknown = sorted(set(renamed) - set(old_labels))
     if unknown:
         raise ValueError(f"cannot rename {unknown}: not among the labels {list(old_labels)}")

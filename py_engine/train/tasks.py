@@ -2,8 +2,11 @@
 model's forward pass (on either backend, through the backend interface), and names and
 computes its metrics; the trainer and the runtimes never know which objective they run.
 
-    ClassificationTask(num_labels, pad_id, label_smoothing, class_weights)
+    ClassificationTask(num_labels, pad_id, label_smoothing, class_weights, problem_type)
         examples: LabelledIds(ids, type_ids, label); the model's forward gives [B, C] logits.
+        problem_type (transformers' config.json field): "single_label_classification" (label:
+        an index, softmax cross-entropy), "multi_label_classification" (label: C targets in
+        [0, 1], a sigmoid per label) or "regression" (label: C values, mean squared error).
     CausalLMTask(pad_id)
         examples: anything with `ids` and `labels` (IGNORE_INDEX = not trained); the model's
         forward gives final hidden states, the chunked LM-head loss predicts labels shifted by one.
@@ -17,9 +20,13 @@ Pure Python: this runs in the browser.
 
 import math
 
-from ..labels import IGNORE_INDEX, IGNORE_LABEL
+from ..labels import (IGNORE_INDEX, IGNORE_LABEL, MULTI_LABEL, PROBLEM_TYPES,  # noqa: F401
+                      REGRESSION, SINGLE_LABEL, check_problem_type, float_words)
 from .batch import Batch, Seq2SeqBatch, seq2seq_decoder_ids
 from .batching import padded_length
+
+
+TARGET_LOSSES = {MULTI_LABEL: "bce", REGRESSION: "mse"}   # ops/target_loss.py's kinds
 
 
 def eval_batches(examples, batch_size):
@@ -29,7 +36,8 @@ def eval_batches(examples, batch_size):
 
 
 class LabelledIds:
-    """One classification example encoded: token ids, type ids, the label's index (or None)."""
+    """One classification example encoded: token ids, type ids, the label (the label's index;
+    for a multi-label or regression head the list of its targets, one per label), or None."""
 
     __slots__ = ("ids", "type_ids", "label")
 
@@ -42,20 +50,30 @@ class ClassificationTask:
     inputs = ("ids", "type_ids", "mask")
 
     def __init__(self, num_labels, pad_id=0, label_smoothing=0.0, class_weights=None,
-                 last_token=False):
+                 last_token=False, problem_type=None):
         """last_token: the batches carry each row's last real token too (Batch.last), which a
         decoder classifier reads."""
+        problem_type = check_problem_type(problem_type)
         if class_weights is not None and len(class_weights) != num_labels:
             raise ValueError(f"class_weights has {len(class_weights)} values for {num_labels} labels")
+        if problem_type != SINGLE_LABEL and (class_weights is not None or label_smoothing):
+            raise ValueError(f"class weights and label smoothing are a single-label classifier's "
+                             f"options, not a {problem_type} head's")
         if last_token:
             self.inputs = self.inputs + ("last",)
         self.num_labels = num_labels
         self.pad_id = pad_id
         self.label_smoothing = label_smoothing
         self.class_weights = None if class_weights is None else [float(w) for w in class_weights]
+        self.problem_type = problem_type
+
+    @property
+    def targets(self):
+        """Whether labels are a float target per logit (a multi-label or regression head)."""
+        return self.problem_type != SINGLE_LABEL
 
     def label_shape(self, B, T):
-        return (B,)
+        return (B, self.num_labels) if self.targets else (B,)
 
     def lengths(self, examples):
         return [len(e.ids) for e in examples]
@@ -69,14 +87,27 @@ class ClassificationTask:
             ids.append(list(e.ids[:n]) + [self.pad_id] * (T - n))
             types.append(list(e.type_ids[:n]) + [0] * (T - n))
             mask.append([1] * n + [0] * (T - n))
-            labels.append(IGNORE_LABEL if e.label is None else e.label)
+            if self.targets:    # C float targets as u32 words (labels.float_words)
+                labels.extend(float_words([None] * self.num_labels if e.label is None
+                                          else self._targets(e.label)))
+            else:
+                labels.append(IGNORE_LABEL if e.label is None else e.label)
         return Batch(ids, types, mask, labels)
+
+    def _targets(self, values):
+        values = list(values)
+        if len(values) != self.num_labels:
+            raise ValueError(f"a {self.problem_type} example has {len(values)} targets for "
+                             f"{self.num_labels} labels")
+        return values
 
     def denominator(self, batch):
         """The batch's loss denominator, as the loss op divides by it: the summed class
-        weights of the rows not ignored (their count without class weights). A micro-batch
-        whose loss is scaled by its share of its batch's denominator adds its share of the
-        batch's gradient."""
+        weights of the rows not ignored (their count without class weights; for float targets
+        the logits counted). A micro-batch whose loss is scaled by its share of its batch's
+        denominator adds its share of the batch's gradient."""
+        if self.targets:
+            return sum(1 for y in batch.labels if y != IGNORE_LABEL)
         weights = self.class_weights
         return sum(1.0 if weights is None else weights[y] for y in batch.labels
                    if y != IGNORE_LABEL)
@@ -85,8 +116,14 @@ class ClassificationTask:
         """Record (or compute) the loss, and with `train` the backward; returns the metrics.
         loss_scale: a number, or on the GPU a Variable set per replay."""
         logits, saved = model.forward(be, inputs, train)
-        metrics, dlogits = be.cross_entropy(logits, inputs.labels, loss_scale, self.class_weights,
-                                            self.label_smoothing, backward=train)
+        if self.targets:
+            metrics, dlogits = be.target_loss(logits, inputs.labels,
+                                              TARGET_LOSSES[self.problem_type], loss_scale,
+                                              backward=train)
+        else:
+            metrics, dlogits = be.cross_entropy(logits, inputs.labels, loss_scale,
+                                                self.class_weights, self.label_smoothing,
+                                                backward=train)
         if train:
             model.backward(be, dlogits, saved, inputs)
         return metrics
@@ -96,7 +133,10 @@ class ClassificationTask:
         return model.forward(be, inputs, train=False)[0]
 
     def step_fields(self, metrics, batch):
-        """The task's own fields of a training step's record."""
+        """The task's own fields of a training step's record: the accuracy of a classifier
+        (a multi-label one's: rows predicted whole), none of a regression head."""
+        if self.problem_type == REGRESSION:
+            return {}
         return {"accuracy": metrics["correct"] / max(1, metrics["counted"])}
 
     async def evaluate(self, runtime, examples, multiple, cap, batch_size=16):
@@ -108,8 +148,14 @@ class ClassificationTask:
         return self.quality(logits, gold)
 
     def quality(self, logits, gold):
-        """Held-out quality from logit rows and gold label indices: mean cross-entropy loss,
-        accuracy and macro-F1 (the unweighted mean of every label's F1)."""
+        """Held-out quality from logit rows and gold labels: the mean loss (as training takes
+        it), and for a classifier accuracy and macro-F1 (the unweighted mean of every label's
+        F1; a multi-label one's accuracy counts rows predicted whole, its F1s are each label's
+        own, a sigmoid over 0.5 predicting it), for a regression head the mean absolute error."""
+        if self.problem_type == MULTI_LABEL:
+            return multi_label_quality(logits, gold, self.num_labels)
+        if self.problem_type == REGRESSION:
+            return regression_quality(logits, gold)
         loss, predicted = 0.0, []
         for row, y in zip(logits, gold):
             top = max(row)
@@ -129,15 +175,49 @@ def classification_report(gold, predicted, labels):
     report = {"count": len(pairs), "accuracy": sum(g == p for g, p in pairs) / max(1, len(pairs)),
               "labels": {}}
     for label in labels:
-        tp = sum(g == label and p == label for g, p in pairs)
-        fp = sum(g != label and p == label for g, p in pairs)
-        fn = sum(g == label and p != label for g, p in pairs)
-        precision = tp / (tp + fp) if tp + fp else 0.0
-        recall = tp / (tp + fn) if tp + fn else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        report["labels"][label] = {"precision": precision, "recall": recall, "f1": f1,
-                                   "support": tp + fn}
+        report["labels"][label] = binary_scores([(g == label, p == label) for g, p in pairs])
     return report
+
+
+def _bce(z, y):
+    """BCE with logits of one logit (ops/target_loss.py's term, in pure Python)."""
+    return max(z, 0.0) - z * y + math.log1p(math.exp(-abs(z)))
+
+
+def multi_label_quality(logits, gold, num_labels):
+    """quality() of a multi-label head: logit rows, gold target rows (in [0, 1])."""
+    loss = sum(_bce(z, y) for row, targets in zip(logits, gold) for z, y in zip(row, targets))
+    wanted = [[y > 0.5 for y in targets] for targets in gold]
+    predicted = [[z > 0 for z in row] for row in logits]
+    f1s = [binary_scores([(w[c], p[c]) for w, p in zip(wanted, predicted)])["f1"]
+           for c in range(num_labels)]
+    return {"loss": loss / max(1, len(gold) * num_labels),
+            "accuracy": sum(w == p for w, p in zip(wanted, predicted)) / max(1, len(gold)),
+            "macro_f1": sum(f1s) / max(1, num_labels), "examples": len(gold)}
+
+
+def binary_scores(pairs):
+    """Precision, recall, F1 and support of (gold, predicted) booleans."""
+    tp = sum(g and p for g, p in pairs)
+    fp = sum(p and not g for g, p in pairs)
+    fn = sum(g and not p for g, p in pairs)
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1, "support": tp + fn}
+
+
+def regression_quality(logits, gold):
+    """quality() of a regression head: the mean squared error (its loss) and absolute error
+    over every output."""
+    squared = absolute = count = 0
+    for row, targets in zip(logits, gold):
+        for z, y in zip(row, targets):
+            squared += (z - y) ** 2
+            absolute += abs(z - y)
+            count += 1
+    return {"loss": squared / max(1, count), "mae": absolute / max(1, count),
+            "examples": len(gold)}
 
 
 class CausalLMTask:
