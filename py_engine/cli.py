@@ -43,6 +43,7 @@ import math
 import sys
 import warnings
 
+from py_engine.labels import MULTI_LABEL, PROBLEM_TYPES, REGRESSION, SINGLE_LABEL
 from py_engine.models.lora_config import LORA_BIAS
 
 # --- option values ------------------------------------------------------------------------------
@@ -264,7 +265,7 @@ def _check_train(args, kind):
             raise UsageError(f"--base-dtype {args.base_dtype} is for chat models; classifiers "
                              "keep f32 or f16 base weights")
     else:
-        refuse_options(args, ("pooling", "label_smoothing"),
+        refuse_options(args, ("pooling", "label_smoothing", "problem_type"),
                 f"only for classifiers; {args.model} is a "
                 f"{'T5 encoder-decoder' if kind == SEQ2SEQ else 'chat model (a decoder)'}")
         mode = args.mode or "lora"
@@ -530,9 +531,14 @@ def cmd_train(args):
     if args.pooling == "cls" and kind == "decoder":
         raise UsageError("--pooling cls: a decoder's first token has seen nothing else; its "
                          "classifier pools last (the default) or mean")
+    problem_type = args.problem_type or SINGLE_LABEL
+    if problem_type != SINGLE_LABEL:
+        refuse_options(args, ("label_smoothing",), "only for single-label classifiers; "
+                       f"--problem-type {problem_type} trains "
+                       f"{'a sigmoid per label' if problem_type == MULTI_LABEL else 'values'}")
     config = ClassifierTrainConfig(**train_options(args, "label_smoothing"))
-    examples = read_jsonl(args.data)
-    labels = label_names(examples)
+    examples = read_jsonl(args.data, problem_type=problem_type)
+    labels = label_names(examples, problem_type=problem_type)
     create = given_options(args, "pooling", "seed", "max_length", "base_dtype", "dropout")
     lora = lora_options(args, 1, Checkpoint.read_config(args.model).classifier_targets)
     if "pooling" not in create and checkpoint_pooling(args.model) == "mean":
@@ -541,18 +547,20 @@ def cmd_train(args):
               "default, cls, is transformers' sequence classifier head, which PEFT reads)",
               file=sys.stderr)
     clf = run_sync(TextClassifier.create(args.model, labels, lora=lora, backend=args.backend,
-                                         **create))
+                                         problem_type=problem_type, **create))
     held = clf.checkpoint.head_labels()
-    if held and set(held) & set(labels):
+    if held and set(held) & set(labels) and clf.checkpoint.head_problem() == problem_type:
         print(f"note: {args.model} is a classifier of {', '.join(held)}: the data's labels among "
               "them start from its head", file=sys.stderr)
 
     def report(step):
-        _progress({"loss": step.loss, "accuracy": step.accuracy, "grad_norm": step.grad_norm}, step)
+        fields = {"loss": step.loss, "accuracy": step.accuracy, "grad_norm": step.grad_norm}
+        _progress({k: v for k, v in fields.items() if v is not None}, step)
 
     _train(args, clf, examples, config, None, report)
     run_sync(clf.save(args.out))
-    print(f"saved adapter to {args.out} ({len(labels)} labels: {', '.join(labels)})",
+    kind = "" if problem_type == SINGLE_LABEL else f", {problem_type}"
+    print(f"saved adapter to {args.out} ({len(labels)} labels: {', '.join(labels)}{kind})",
           file=sys.stderr)
     return 0
 
@@ -612,14 +620,44 @@ def _load_classifier(args):
                                         pooling=pooling, **options))
 
 
+def _problem_type(args):
+    """The kind of head the classifier of a predict or eval command has (labels.PROBLEM_TYPES),
+    read before any weights are: its adapter's head_config.json, or a fine-tuned checkpoint's
+    config.json (a head of one label without a problem_type is transformers' regression)."""
+    from pathlib import Path
+
+    from py_engine.formats.head_config import HEAD_CONFIG, problem_type_of, read_head_config
+    from py_engine.labels import check_problem_type
+    from py_engine.models.checkpoint import Checkpoint
+
+    if args.adapter is not None:
+        return problem_type_of(read_head_config(args.adapter), f"{args.adapter}/{HEAD_CONFIG}")
+    config = Checkpoint.read_config(Path(args.model) / "config.json")
+    problem, id2label = getattr(config, "problem_type", None), getattr(config, "id2label", None)
+    if problem is None and isinstance(id2label, dict) and len(id2label) == 1:
+        return REGRESSION
+    try:
+        return check_problem_type(problem)
+    except ValueError as e:
+        raise UsageError(f"{args.model}/config.json: {e}") from None
+
+
 def _probabilities(clf, examples, source):
-    """clf.predict over the examples, refusing any probability that is not a finite number."""
+    """clf.predict over the examples, refusing any probability that is not a finite number
+    (and a label the classifier does not have)."""
     from py_engine.gpu import run_sync
 
-    unknown = sorted({e.label for e in examples if e.label is not None} - set(clf.labels))
-    if unknown:
-        raise UsageError(f"{source}: labels {unknown} are not among the classifier's labels "
-                         f"{clf.labels}")
+    if clf.problem_type == SINGLE_LABEL:
+        unknown = sorted({e.label for e in examples if e.label is not None} - set(clf.labels))
+        if unknown:
+            raise UsageError(f"{source}: labels {unknown} are not among the classifier's labels "
+                             f"{clf.labels}")
+    for k, e in enumerate(examples):
+        if clf.problem_type != SINGLE_LABEL and e.label is not None:
+            try:
+                clf.targets(e.label, f"{source}: input {k + 1}")
+            except ValueError as err:
+                raise UsageError(str(err)) from None
     rows = run_sync(clf.predict([e.text for e in examples]))
     for k, probs in enumerate(rows):
         if not all(math.isfinite(p) for p in probs.values()):
@@ -633,27 +671,45 @@ def cmd_predict(args):
     from py_engine.data.classification import read_jsonl
 
     _check_classifier_command(args)
-    examples = read_jsonl(args.data, require_label=False)
+    problem_type = _problem_type(args)
+    examples = read_jsonl(args.data, require_label=False, problem_type=problem_type)
     clf = _load_classifier(args)
     for probs in _probabilities(clf, examples, args.data):
-        print(json.dumps({"label": max(probs, key=probs.get), "probs": probs},
-                         ensure_ascii=False, allow_nan=False))
+        if problem_type == MULTI_LABEL:         # every label over one half
+            line = {"labels": [name for name, p in probs.items() if p > 0.5], "probs": probs}
+        elif problem_type == REGRESSION:
+            line = {"values": probs}
+        else:
+            line = {"label": max(probs, key=probs.get), "probs": probs}
+        print(json.dumps(line, ensure_ascii=False, allow_nan=False))
     return 0
 
 
 def cmd_eval(args):
     from py_engine.data.classification import read_jsonl
-    from py_engine.train.classifier import classification_report
+    from py_engine.train.classifier import classification_report, target_report
 
     _check_classifier_command(args)
-    examples = read_jsonl(args.data)
+    problem_type = _problem_type(args)
+    examples = read_jsonl(args.data, problem_type=problem_type)
     clf = _load_classifier(args)
-    predicted = [max(p, key=p.get) for p in _probabilities(clf, examples, args.data)]
-    report = classification_report([e.label for e in examples], predicted, clf.labels)
+    rows = _probabilities(clf, examples, args.data)
+    if problem_type == SINGLE_LABEL:
+        report = classification_report([e.label for e in examples],
+                                       [max(p, key=p.get) for p in rows], clf.labels)
+    else:
+        report = target_report([clf.targets(e.label) for e in examples],
+                               [[p[name] for name in clf.labels] for p in rows], clf.labels,
+                               problem_type)
     if args.json:
         print(json.dumps(report, indent=2, ensure_ascii=False, allow_nan=False))
+    elif problem_type == REGRESSION:
+        print(f"mse {report['mse']:.4g}  mae {report['mae']:.4g} on {report['count']} examples")
+        for label, m in report["labels"].items():
+            print(f"  {label:<20} mse {m['mse']:.4g}  mae {m['mae']:.4g}")
     else:
-        print(f"accuracy {report['accuracy']:.4f} on {report['count']} examples")
+        exact = " (texts given exactly their labels)" if problem_type == MULTI_LABEL else ""
+        print(f"accuracy {report['accuracy']:.4f} on {report['count']} examples{exact}")
         for label, m in report["labels"].items():
             print(f"  {label:<20} precision {m['precision']:.3f}  recall {m['recall']:.3f}  "
                   f"f1 {m['f1']:.3f}  support {m['support']}")
@@ -890,6 +946,12 @@ def _train_parser(sub):
                         "the default); mean: mean over tokens, best for sentence-embedding "
                         "checkpoints such as minilm; last: a decoder's last token (its default)")
     p.add_argument("--label-smoothing", type=FRACTION, help="classifiers")
+    p.add_argument("--problem-type", choices=list(PROBLEM_TYPES),
+                   help="classifiers, as transformers names them: single_label_classification "
+                        "(the default: one label per text, its name in \"label\"), "
+                        "multi_label_classification (a list of names, or {name: target in "
+                        "[0, 1]}; a sigmoid per label) or regression (a number, or {name: "
+                        "number})")
     p.add_argument("--mode", choices=["lora", "full", "hybrid"],
                    help="chat models: LoRA (default), every weight, or LoRA then every weight on a "
                         "plateau")

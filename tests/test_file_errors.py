@@ -71,7 +71,7 @@ def test_adapter_files_of_the_wrong_kind_are_named(tmp_path):
                                ("adapter_config.json", DEEP, "nested too deeply"),
                                ("labels.json", '{"a": 1}', "must hold a JSON list of label names"),
                                ("labels.json", '["a", 1]', "must hold a JSON list of label names"),
-                               ("labels.json", '["a", "a"]', "two or more distinct labels"),
+                               ("labels.json", '["a", "a"]', "must name distinct labels"),
                                ("labels.json", "[", "not valid JSON")]:
         saved = (adapter / name).read_text()
         (adapter / name).write_text(text)

@@ -285,9 +285,11 @@ def test_what_is_refused(tmp_path):
     model_dir = po.tiny_bert_dir(tmp_path / "model", seed=6)
     multi = run(TextClassifier.create(model_dir, ["a", "b"], problem_type=MULTI_LABEL))
     for label, match in ((["a", "z"], r"labels \['z'\] are not among"),
-                         ({"a": 1.5}, r"target of 'a' must be a finite number in \[0, 1\]"),
+                         ({"a": 1.5}, r"gives each label name a target within \[0, 1\], got "
+                                      "'a': 1.5"),
                          ("a", "a list of label names or"),
-                         ({"a": float("nan")}, "finite number")):
+                         (["a", "a"], "names a label twice"),
+                         ({"a": float("nan")}, "target within")):
         with pytest.raises(ValueError, match=match):
             run(multi.fit([Example("text", label)], ClassifierTrainConfig(epochs=1)))
     with pytest.raises(ValueError, match="class weights and label smoothing are a single-label"):
@@ -295,7 +297,8 @@ def test_what_is_refused(tmp_path):
     regression = run(TextClassifier.create(model_dir, ["x", "y"], problem_type=REGRESSION))
     for label, match in ((1.0, r"\{label: value\} for every label"),
                          ({"x": 1.0}, "a value for every label"),
-                         ({"x": 1.0, "y": True}, "target of 'y' must be a finite number")):
+                         (["x"], r"a regression \"label\" is a number or"),
+                         ({"x": 1.0, "y": True}, "gives each label name a number, got 'y'")):
         with pytest.raises(ValueError, match=match):
             run(regression.fit([Example("text", label)], ClassifierTrainConfig(epochs=1)))
     with pytest.raises(ValueError, match="unknown problem_type 'ranking'"):
@@ -309,7 +312,124 @@ def test_what_is_refused(tmp_path):
                                          "regression one"):
         run(TextClassifier.load(model_dir, tmp_path / "multi", problem_type=REGRESSION))
     single = run(TextClassifier.create(model_dir, ["a", "b"]))
+    run(single.save(tmp_path / "single"))
+    (tmp_path / "single" / "labels.json").write_text('["a"]')
+    with pytest.raises(ValueError, match=r"labels.json names one label \['a'\]: a single-label "
+                                         "classifier needs two or more"):
+        run(TextClassifier.load(model_dir, tmp_path / "single"))
     files = {f.name: f.read_bytes() for f in (tmp_path / "multi").iterdir()}
     with pytest.raises(ValueError, match="holds a multi_label_classification head, this "
                                          "classifier a single_label_classification one"):
         run(single.load_adapter_files(files))
+
+
+@pytest.mark.parametrize("problem_type", [MULTI_LABEL, REGRESSION])
+def test_the_command_line_trains_predicts_evaluates_and_exports(tmp_path, capsys, problem_type):
+    """train --problem-type on JSONL labels of that kind; predict and eval read the kind from
+    the adapter; the ONNX export's outputs are transformers' (a sigmoid per label, or values)
+    with its kind in the metadata; bad labels are refused naming the line."""
+    import onnxruntime as ort
+    from transformers import AutoTokenizer
+
+    from py_engine.cli import main
+
+    model_dir = po.tiny_bert_dir(tmp_path / "model", seed=8)
+    if problem_type == MULTI_LABEL:
+        gold = [["film", "praise"], ["plot"], ["film"], [], {"plot": 0.5, "film": 1}, ["praise"]]
+        labels = ["film", "plot", "praise"]
+    else:
+        gold = [4.5, 1.0, 3.0, 2.5, 0.5, 5]
+        labels = ["LABEL_0"]
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps({"text": t, "label": y}) + "\n"
+                            for t, y in zip(TRAIN, gold)))
+    adapter = tmp_path / "adapter"
+    assert main(["train", "--model", str(model_dir), "--data", str(data), "--out", str(adapter),
+                 "--problem-type", problem_type, "--epochs", "2", "--batch-size", "3"]) == 0
+    err = capsys.readouterr().err
+    assert f"{', '.join(labels)}, {problem_type})" in err
+    assert ('"accuracy"' in err) == (problem_type == MULTI_LABEL)
+    assert json.loads((adapter / "labels.json").read_text()) == labels
+
+    assert main(["predict", "--model", str(model_dir), "--adapter", str(adapter), "--data",
+                 str(data)]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    logits, _ = transformers_outputs(model_dir, TRAIN[:6], adapter)
+    if problem_type == MULTI_LABEL:
+        probs = np.array([[line["probs"][n] for n in labels] for line in lines])
+        assert np.abs(probs - sigmoid(logits)).max() <= 1e-5
+        assert [line["labels"] for line in lines] == [[n for n, p in zip(labels, row) if p > 0.5]
+                                                      for row in probs]
+    else:
+        values = np.array([[line["values"]["LABEL_0"]] for line in lines])
+        assert np.abs(values - logits).max() <= 1e-5
+
+    assert main(["eval", "--model", str(model_dir), "--adapter", str(adapter), "--data",
+                 str(data), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["count"] == 6 and set(report["labels"]) == set(labels)
+    assert ("mse" in report) == (problem_type == REGRESSION)
+
+    onnx_dir = tmp_path / "onnx"
+    assert main(["export", "--format", "onnx", "--model", str(model_dir), "--adapter",
+                 str(adapter), "--out", str(onnx_dir)]) == 0
+    session = ort.InferenceSession(str(onnx_dir / "model.onnx"))
+    meta = session.get_modelmeta().custom_metadata_map
+    assert meta["problem_type"] == problem_type
+    names = [o.name for o in session.get_outputs()]
+    assert names == (["logits", "probabilities"] if problem_type == MULTI_LABEL else ["logits"])
+    enc = AutoTokenizer.from_pretrained(str(model_dir))(TRAIN[:6], padding=True, return_tensors="np")
+    outputs = session.run(None, {k: enc[k].astype(np.int64) for k in
+                                 ("input_ids", "attention_mask", "token_type_ids")})
+    assert np.abs(outputs[-1] - (sigmoid(logits) if problem_type == MULTI_LABEL
+                                 else logits)).max() <= 1e-5
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"text": "a", "label": gold[0]}) + "\n" +
+                   json.dumps({"text": "b", "label": "film"}) + "\n")
+    assert main(["train", "--model", str(model_dir), "--data", str(bad), "--out",
+                 str(tmp_path / "never"), "--problem-type", problem_type]) == 2
+    assert f"bad.jsonl:2: a {problem_type} \"label\" is" in capsys.readouterr().err
+    assert not (tmp_path / "never").exists()
+    if problem_type == MULTI_LABEL:     # a list without the option: named
+        assert main(["train", "--model", str(model_dir), "--data", str(data), "--out",
+                     str(tmp_path / "never")]) == 2
+        assert "--problem-type multi_label_classification" in capsys.readouterr().err
+        assert main(["train", "--model", str(model_dir), "--data", str(data), "--out",
+                     str(tmp_path / "never"), "--problem-type", problem_type,
+                     "--label-smoothing", "0.1"]) == 2
+        assert "--label-smoothing: only for single-label classifiers" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("family", ["qwen2", "gpt2"])
+@pytest.mark.parametrize("problem_type, C", [(MULTI_LABEL, 3), (REGRESSION, 1)])
+def test_a_decoder_classifier_step_matches_transformers(tmp_path, family, problem_type, C):
+    """A decoder read as a sequence classifier (its last real token) trains the same heads:
+    transformers' LlamaForSequenceClassification kind computes the loss by problem_type."""
+    from test_decoder_classifier import ALL, batch, model_dir
+
+    directory = model_dir(tmp_path, family)
+    peft = po.peft_model(directory, C, target_modules=ALL[family], seed=4,
+                         problem_type=problem_type)
+    if peft.config.pad_token_id is None:        # GPT-2: transformers needs one to batch
+        peft.config.pad_token_id = peft.config.eos_token_id
+    adapter = po.save_adapter(peft, tmp_path / "adapter")
+    rng = np.random.default_rng()
+    ids, mask, _ = batch(directory, rng)
+    targets = random_targets(rng, len(ids), C, problem_type)
+    peft.train()
+    out = peft(input_ids=torch.as_tensor(ids), attention_mask=torch.as_tensor(mask),
+               labels=torch.as_tensor(targets))
+    out.loss.backward()
+    want = {po.adapter_key(n).removeprefix("base_model.model."): p.grad.numpy().copy()
+            for n, p in peft.named_parameters() if p.requires_grad}
+    runtime = runtimes(None, directory, adapter, C, gpu=False, last_token=True,
+                       problem_type=problem_type)
+    ours = run(runtime.accumulate(batch_of(ids, np.zeros_like(ids), mask, targets)))
+    # transformers keeps the Llama family's norms and rotary tables in float32 (as
+    # tests/test_decoder_classifier.py says): near float32 precision there
+    loss_bound, grad_bound = (1e-12, 1e-10) if family == "gpt2" else (1e-6, 1e-5)
+    assert abs(ours["loss"] - out.loss.item()) <= loss_bound * abs(out.loss.item())
+    got = run(runtime.gradients())
+    assert "score.weight" in want
+    po.check_gradients(got, want, grad_bound)

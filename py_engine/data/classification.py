@@ -3,9 +3,11 @@
 Errors name the file and line; nothing is silently dropped.
 """
 
+import math
 from pathlib import Path
 
 from ..formats.json_file import JsonFileError, parse_json
+from ..labels import MULTI_LABEL, REGRESSION, SINGLE_LABEL, check_problem_type
 
 
 class DataError(ValueError):
@@ -24,9 +26,13 @@ class Example:
         return f"Example({self.text[:40]!r}, label={self.label!r})"
 
 
-def parse_jsonl(lines, source="<data>", require_label=True):
+def parse_jsonl(lines, source="<data>", require_label=True, problem_type=None):
     """Examples from an iterable of JSONL lines. Blank lines are skipped; anything else that is
-    not an object with a string "text" (and, if required, a "label") is an error."""
+    not an object with a string "text" (and, if required, a "label") is an error.
+    `problem_type` (labels.PROBLEM_TYPES; None: single-label) says what a label is: a name
+    (a string or an int), a multi-label text's list of names or {name: target in [0, 1]}, a
+    regression text's number or {name: number} (target_label)."""
+    problem_type = check_problem_type(problem_type)
     examples = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
@@ -44,9 +50,16 @@ def parse_jsonl(lines, source="<data>", require_label=True):
         if pair is not None and not isinstance(pair, str):
             raise DataError(f"{source}:{number}: \"text_pair\" must be a string, got {pair!r}")
         label = record.get("label")
-        if require_label:
-            if label is None:
-                raise DataError(f"{source}:{number}: missing \"label\"")
+        if require_label and label is None:
+            raise DataError(f"{source}:{number}: missing \"label\"")
+        if problem_type != SINGLE_LABEL:
+            if label is not None:
+                label = target_label(label, problem_type, f"{source}:{number}")
+        elif require_label:
+            if isinstance(label, list):
+                raise DataError(f"{source}:{number}: \"label\" is a list: a text with several "
+                                "labels is a multi-label classifier's (--problem-type "
+                                "multi_label_classification)")
             if isinstance(label, bool) or not isinstance(label, (str, int)):
                 raise DataError(f"{source}:{number}: \"label\" must be a string or an int, got {label!r}")
             label = str(label)
@@ -56,6 +69,38 @@ def parse_jsonl(lines, source="<data>", require_label=True):
             label = str(label)
         examples.append(Example(text, label, pair))
     return examples
+
+
+def target_label(label, problem_type, where):
+    """A multi-label or regression example's label checked: a list of distinct label names,
+    {name: number} (a multi-label target within [0, 1]) or, for regression, a number; a
+    DataError naming `where` for anything else."""
+    multi = problem_type == MULTI_LABEL
+    if multi and isinstance(label, (list, tuple, set, frozenset)):
+        label = list(label)
+        if not all(isinstance(name, str) and name.strip() for name in label):
+            raise DataError(f"{where}: \"label\" lists label names (non-empty strings), got "
+                            f"{label!r:.80}")
+        if len(set(label)) != len(label):
+            raise DataError(f"{where}: \"label\" names a label twice: {label!r:.80}")
+        return label
+    if isinstance(label, dict) and label:
+        for name, value in label.items():
+            if not isinstance(name, str) or not name.strip() or not _is_number(value) or (
+                    multi and not 0 <= value <= 1):
+                raise DataError(f"{where}: \"label\" gives each label name a "
+                                f"{'target within [0, 1]' if multi else 'number'}, got "
+                                f"{name!r:.40}: {value!r:.40}")
+        return {name: float(value) for name, value in label.items()}
+    if not multi and _is_number(label):
+        return float(label)
+    wanted = ("a list of label names or {name: target}" if multi
+              else "a number or {name: number}")
+    raise DataError(f"{where}: a {problem_type} \"label\" is {wanted}, got {label!r:.80}")
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def parse_record(line, where):
@@ -97,19 +142,50 @@ def read_jsonl_lines(path, parse):
     return examples
 
 
-def read_jsonl(path, require_label=True):
-    return read_jsonl_lines(path, lambda lines, source: parse_jsonl(lines, source, require_label))
+def read_jsonl(path, require_label=True, problem_type=None):
+    return read_jsonl_lines(path, lambda lines, source: parse_jsonl(lines, source, require_label,
+                                                                    problem_type))
 
 
-def label_names(examples, known=None):
+# the label of a regression head of one output given as a number: transformers' name for it
+SCORE_LABEL = "LABEL_0"
+
+
+def label_names(examples, known=None, problem_type=None):
     """Label names in head order: `known` (from a saved adapter) as given, else sorted, so that
-    a dataset always maps to the same head rows regardless of example order."""
-    seen = {e.label for e in examples if e.label is not None}
+    a dataset always maps to the same head rows regardless of example order. A multi-label
+    dataset's are every name its labels give; a regression dataset's the names of its
+    {name: number} labels (the same on every line), or SCORE_LABEL where they are numbers."""
+    problem_type = check_problem_type(problem_type)
+    if problem_type == REGRESSION:
+        return _regression_names(examples, known)
+    seen = set()
+    for e in examples:
+        if e.label is None:
+            continue
+        seen.update(e.label if problem_type == MULTI_LABEL else [e.label])
     if known is not None:
         unknown = sorted(seen - set(known))
         if unknown:
             raise DataError(f"labels {unknown} are not among the adapter's labels {list(known)}")
         return list(known)
-    if len(seen) < 2:
-        raise DataError(f"classification needs at least two labels, found {sorted(seen)}")
+    fewest = 2 if problem_type == SINGLE_LABEL else 1
+    if len(seen) < fewest:
+        raise DataError(f"classification needs at least {'two labels' if fewest == 2 else 'one label'}, "
+                        f"found {sorted(seen)}")
     return sorted(seen)
+
+
+def _regression_names(examples, known):
+    kinds = {tuple(sorted(e.label)) if isinstance(e.label, dict) else None
+             for e in examples if e.label is not None}
+    if len(kinds) > 1:
+        raise DataError("regression labels must all be numbers, or all {name: number} with the "
+                        f"same names; found {sorted(map(str, kinds))[:4]}")
+    names = list(next(iter(kinds), None) or [SCORE_LABEL])
+    if known is not None:
+        if sorted(known) != names:
+            raise DataError(f"the data's regression outputs {names} are not the adapter's "
+                            f"{list(known)}")
+        return list(known)
+    return names

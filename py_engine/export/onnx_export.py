@@ -6,6 +6,8 @@ over real tokens) and the head, giving logits and probabilities.
     inputs:  input_ids, attention_mask, token_type_ids   int64 [batch, sequence]
              (token_type_ids only where the family reads them: not ModernBERT, not decoders)
     outputs: logits, probabilities                        float32 [batch, labels]
+             (probabilities: a softmax over the labels, or a multi-label head's sigmoid each;
+             a regression head's values are its logits alone, no probabilities)
 
 The math is models/bert.py's at inference (no dropout): embeddings summed and normalized;
 per layer scaled dot-product attention (with MPNet's relative position bias added to the
@@ -32,6 +34,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ..formats.finite import NonFiniteWeightsError
+from ..labels import MULTI_LABEL, REGRESSION, SINGLE_LABEL
 from ..models.bert_config import MPNET_BUCKETS, MPNET_MAX_DISTANCE
 from ..kernels.rope import rope_inv_freq
 from ..models.relative_position import relative_position_bucket
@@ -385,10 +388,19 @@ def _bert_logits(g, merged, mask, mask_bias):
 
 
 def _classifier_model(g, merged, logits):
-    """The graph's outputs (logits and probabilities), inputs and labels: the model."""
+    """The graph's outputs (logits, and but for a regression head probabilities: a softmax
+    over the labels, a multi-label head's sigmoid each), inputs, labels and kind of head
+    (metadata problem_type): the model."""
     config = merged.config
+    problem_type = merged.problem_type or SINGLE_LABEL
     g.nodes.append(helper.make_node("Identity", [logits], ["logits"]))
-    g.nodes.append(helper.make_node("Softmax", [logits], ["probabilities"], axis=-1))
+    outputs = ["logits"]
+    if problem_type == MULTI_LABEL:
+        g.nodes.append(helper.make_node("Sigmoid", [logits], ["probabilities"]))
+    elif problem_type == SINGLE_LABEL:
+        g.nodes.append(helper.make_node("Softmax", [logits], ["probabilities"], axis=-1))
+    if problem_type != REGRESSION:
+        outputs.append("probabilities")
 
     batch = ["batch", "sequence"]
     used = {name for node in g.nodes for name in node.input}     # shared constants some graphs skip
@@ -398,7 +410,7 @@ def _classifier_model(g, merged, logits):
          if name != "token_type_ids" or not isinstance(config, DecoderClassifierConfig)
          and config.token_types],
         [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", len(merged.labels)])
-         for name in ("logits", "probabilities")],
+         for name in outputs],
         initializer=[i for i in g.initializers if i.name in used])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                               producer_name="py_engine")
@@ -406,6 +418,8 @@ def _classifier_model(g, merged, logits):
     for k, label in enumerate(merged.labels):
         entry = model.metadata_props.add()
         entry.key, entry.value = f"label.{k}", label
+    entry = model.metadata_props.add()
+    entry.key, entry.value = "problem_type", problem_type
     onnx.checker.check_model(model)
     return model
 

@@ -148,7 +148,9 @@ def read_labels(files, source):
                            f"got {json_kind(labels)}" if not isinstance(labels, list) else
                            f"{labels_path} must hold a JSON list of label names (strings), "
                            f"got {labels!r:.100}")
-    if len(set(labels)) != len(labels) or len(labels) < 2:
-        raise AdapterError(f"{labels_path} must name two or more distinct labels, got "
+    # a single-label classifier's two or more are checked where its kind is known (a
+    # multi-label or regression head may have one)
+    if len(set(labels)) != len(labels) or not labels:
+        raise AdapterError(f"{labels_path} must name distinct labels, one or more, got "
                            f"{labels!r:.100}")
     return labels

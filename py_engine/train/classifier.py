@@ -19,6 +19,7 @@ import math
 import warnings
 from dataclasses import replace
 
+from ..data.classification import target_label
 from ..formats.head_config import (HEAD_CONFIG, head_config, pooling_of, problem_type_of,
                                    read_head_config, resolve_problem_type)
 from ..formats.json_file import decode_utf8, parse_json
@@ -132,6 +133,10 @@ class TextClassifier:
         checkpoint = checkpoint or Checkpoint.load(model_dir)
         if labels is None:
             raise ValueError(f"{source} has no labels.json: label names are needed to predict")
+        if len(labels) < 2 and check_problem_type(problem_type) == SINGLE_LABEL:
+            raise ValueError(f"{source}/labels.json names one label {labels}: a single-label "
+                             "classifier needs two or more (its head_config.json records no "
+                             "multi-label or regression head)")
         model = adapter_model(checkpoint, model_dir, config, tensors, len(labels), pooling, source)
         values = merge_loaded(model, initial_trainable(model, 0), tensors, source)
         return await cls._make(model_dir, checkpoint, model, labels, values, backend, device,
@@ -350,36 +355,24 @@ class TextClassifier:
     def targets(self, label, where="the example"):
         """A multi-label or regression example's label as one float target per label (see
         encode_examples), checked: ValueError naming `where` and the problem."""
+        label = target_label(label, self.problem_type, where)     # its form and values
         labels = self.labels
-        if isinstance(label, dict):
-            unknown = sorted(map(str, set(label) - set(labels)))
+        if isinstance(label, (list, dict)):
+            unknown = sorted(set(label) - set(labels))
             if unknown:
                 raise ValueError(f"{where}: labels {unknown} are not among the classifier's "
                                  f"labels {labels}")
+        if isinstance(label, list):
+            return [1.0 if name in label else 0.0 for name in labels]
+        if isinstance(label, dict):
             if self.problem_type == REGRESSION and len(label) != len(labels):
                 raise ValueError(f"{where}: a regression example gives a value for every label "
                                  f"{labels}, not only {sorted(label)}")
-            values = [label.get(name, 0.0) for name in labels]
-        elif self.problem_type == MULTI_LABEL and isinstance(label, (list, tuple, set, frozenset)):
-            unknown = sorted(map(str, set(label) - set(labels)))
-            if unknown:
-                raise ValueError(f"{where}: labels {unknown} are not among the classifier's "
-                                 f"labels {labels}")
-            values = [1.0 if name in label else 0.0 for name in labels]
-        elif self.problem_type == REGRESSION and len(labels) == 1 and _is_number(label):
-            values = [label]
-        else:
-            wanted = ("a list of label names or {label: target}" if self.problem_type == MULTI_LABEL
-                      else "a number" if len(labels) == 1 else "{label: value} for every label")
-            raise ValueError(f"{where}: a {self.problem_type} label is {wanted}, got "
-                             f"{label!r:.60}")
-        for name, value in zip(labels, values):
-            if not _is_number(value) or not math.isfinite(value) or (
-                    self.problem_type == MULTI_LABEL and not 0.0 <= value <= 1.0):
-                bound = " in [0, 1]" if self.problem_type == MULTI_LABEL else ""
-                raise ValueError(f"{where}: the target of {name!r} must be a finite number"
-                                 f"{bound}, got {value!r:.60}")
-        return [float(v) for v in values]
+            return [label.get(name, 0.0) for name in labels]
+        if len(labels) != 1:        # a number: a regression head's of one output
+            raise ValueError(f"{where}: a regression example of several outputs gives "
+                             f"{{label: value}} for every label {labels}, got {label!r:.60}")
+        return [label]
 
     # --- training ---
 
@@ -533,10 +526,6 @@ def _files_problem_type(files, source):
         return SINGLE_LABEL
     where = f"{source}/{HEAD_CONFIG}"
     return problem_type_of(parse_json(decode_utf8(files[HEAD_CONFIG], where), where), where)
-
-
-def _is_number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _sigmoid(z):
