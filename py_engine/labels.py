@@ -18,6 +18,8 @@ SINGLE_LABEL = "single_label_classification"     # one label per text, a softmax
 MULTI_LABEL = "multi_label_classification"       # any number of labels, a sigmoid each
 REGRESSION = "regression"                        # a value per label
 PROBLEM_TYPES = (SINGLE_LABEL, MULTI_LABEL, REGRESSION)
+# the loss of a head with a float target per logit (ops/target_loss.py, kernels/target_loss.py)
+TARGET_LOSSES = {MULTI_LABEL: "bce", REGRESSION: "mse"}
 
 
 def check_problem_type(problem_type):

@@ -44,7 +44,8 @@ def test_onnx_runtime_gives_our_probabilities(tmp_path, pooling):
     assert (out / "vocab.txt").is_file()
     loaded = onnx.load(out / "model.onnx")
     assert {p.key: p.value for p in loaded.metadata_props} == \
-        {f"label.{k}": label for k, label in enumerate(em.LABELS)}
+        {**{f"label.{k}": label for k, label in enumerate(em.LABELS)},
+         "problem_type": "single_label_classification"}
     ours = em.our_probabilities(model, adapter, TEXTS)
     theirs = onnx_probabilities(out / "model.onnx", model, TEXTS)
     assert np.abs(theirs - ours).max() <= F32_BOUND

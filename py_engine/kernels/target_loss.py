@@ -13,8 +13,10 @@ the backward reads the denominator there, so record it after the forward.
 """
 
 from ..gpu import require_floats
-from ..ops.target_loss import KINDS
+from ..labels import TARGET_LOSSES
 from .cross_entropy import METRIC_LOSS
+
+KINDS = tuple(TARGET_LOSSES.values())     # "bce", "mse": the shader's kind 0 and 1
 
 SOURCE = "target_loss.wgsl"
 

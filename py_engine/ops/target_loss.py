@@ -18,9 +18,9 @@ never "correct". `counted` counts the rows with a counted logit.
 
 import numpy as np
 
-from ..labels import IGNORE_LABEL
+from ..labels import IGNORE_LABEL, TARGET_LOSSES
 
-KINDS = ("bce", "mse")
+KINDS = tuple(TARGET_LOSSES.values())     # "bce", "mse"
 
 
 def _prepare(logits, words, kind):

@@ -21,12 +21,9 @@ Pure Python: this runs in the browser.
 import math
 
 from ..labels import (IGNORE_INDEX, IGNORE_LABEL, MULTI_LABEL, PROBLEM_TYPES,  # noqa: F401
-                      REGRESSION, SINGLE_LABEL, check_problem_type, float_words)
+                      REGRESSION, SINGLE_LABEL, TARGET_LOSSES, check_problem_type, float_words)
 from .batch import Batch, Seq2SeqBatch, seq2seq_decoder_ids
 from .batching import padded_length
-
-
-TARGET_LOSSES = {MULTI_LABEL: "bce", REGRESSION: "mse"}   # ops/target_loss.py's kinds
 
 
 def eval_batches(examples, batch_size):
