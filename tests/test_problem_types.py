@@ -433,3 +433,25 @@ def test_a_decoder_classifier_step_matches_transformers(tmp_path, family, proble
     got = run(runtime.gradients())
     assert "score.weight" in want
     po.check_gradients(got, want, grad_bound)
+
+
+def test_the_app_learns_one_label_per_text(tmp_path):
+    """The app's service trains single-label classifiers: a multi-label checkpoint loads with
+    a new single-label head, which its notes say; a multi-label adapter is refused by name."""
+    from service_calls import call, error
+    from test_adapter_import import files_of, service
+
+    directory = fine_tuned(tmp_path, MULTI_LABEL, ["toxic", "insult", "threat"])
+    svc = service(tmp_path)
+    summary = call(svc, "load_model", files=files_of(directory))
+    assert summary["labels"] == ["toxic", "insult", "threat"]
+    assert summary["notes"] == [f"The checkpoint holds a {MULTI_LABEL} head, not a "
+                                "single_label_classification one: a new head starts on its encoder"]
+    model_dir = po.tiny_bert_dir(tmp_path / "model", seed=9)
+    clf = run(TextClassifier.create(model_dir, ["a", "b"], problem_type=MULTI_LABEL))
+    run(clf.save(tmp_path / "multi"))
+    message = error(svc, "load_model", files=files_of(model_dir),
+                    adapter=files_of(tmp_path / "multi"))["message"]
+    assert f"holds a {MULTI_LABEL} head (its head_config.json), not a " \
+           "single_label_classification one" in message
+    svc.close()

@@ -22,6 +22,7 @@ import warnings
 from ..data.chat import DataError, encode_chat_example
 from ..data.classification import Example
 from ..data.seq2seq import conversation_input, encode_seq2seq_example, seq2seq_example_from_record
+from ..labels import SINGLE_LABEL
 from ..models.bert_config import BERT_TYPES
 from ..models.checkpoint import Checkpoint
 from ..models.classifiers import classifier_config, names_sequence_classifier
@@ -197,7 +198,10 @@ async def load_model_dir(directory, name, config=None, kind=None, labels=None, b
         if adapter:
             adapter_dir, _ = write_model_files(dict(adapter, **{"config.json": b"{}"}))
             try:    # the adapter is read whole: its files are not needed after this
-                clf = await TextClassifier.load(directory, adapter_dir, **placement)
+                # the app learns one label per text: a multi-label or regression adapter is
+                # refused by name (head_config.json's problem_type)
+                clf = await TextClassifier.load(directory, adapter_dir, problem_type=SINGLE_LABEL,
+                                                **placement)
             finally:
                 remove_written(adapter_dir)
             if clf.labels != labels:
@@ -211,8 +215,10 @@ async def load_model_dir(directory, name, config=None, kind=None, labels=None, b
             # family's where the checkpoint is a fine-tuned classifier (its head reads that)
             if pooling is None and held is None and not isinstance(family, DecoderClassifierConfig):
                 pooling = "mean"
+            # one label per text, as the app learns: a checkpoint's multi-label or regression
+            # head is not the start (a load note says so)
             clf = await TextClassifier.create(directory, labels, lora=lora, pooling=pooling,
-                                              dropout=0.0, **placement)
+                                              dropout=0.0, problem_type=SINGLE_LABEL, **placement)
         key = state_key(kind, state) if state is not None else model_key(kind, name, config, labels)
         return AppClassifier(clf, name, key, directory, config, fixed_key=state is not None)
     family, app = (Seq2SeqModel, AppSeq2Seq) if kind == "seq2seq" else (ChatModel, AppChat)
