@@ -1,4 +1,4 @@
-"""A representative subset of the training kernels (BERT's, DoRA's, and the decoders' RMSNorm, RoPE and
+"""A representative subset of the training kernels (BERT's, DoRA's, the multi-label loss, and the decoders' RMSNorm, RoPE and
 SwiGLU) and generation's argmax, sampling candidates and split decoding attention run inside Chromium (Pyodide + WebGPU, compiled by Tint, run on SwiftShader), checked
 against the NumPy references on the host with
 the same bounds as on lavapipe. Inputs are drawn fresh here, outputs are NaN-poisoned there."""
@@ -21,6 +21,7 @@ from py_engine.ops import matmul as mm_ops
 from py_engine.ops import rmsnorm as rms_ops
 from py_engine.ops import rope as rope_ops
 from py_engine.ops import swiglu as swiglu_ops
+from py_engine.ops import target_loss as target_ops
 
 pytestmark = pytest.mark.browser
 
@@ -42,6 +43,7 @@ from py_engine.kernels.matmul import MatmulKernels
 from py_engine.kernels.rmsnorm import RmsNormKernels
 from py_engine.kernels.rope import RopeKernels
 from py_engine.kernels.swiglu import SwiGLUKernels
+from py_engine.kernels.target_loss import TargetLossKernels
 
 I = json.loads(INPUTS)
 device = await open_device()
@@ -103,6 +105,13 @@ ce.forward(program, f("logits"), u("labels"), metrics, predictions, **shape)
 ce.backward(program, f("logits"), u("labels"), metrics, dlogits, **shape)
 result("metrics", metrics); result("dlogits", dlogits)
 
+# a multi-label head's loss (BCE with logits) against f32 targets, a padded row among them
+tl = await TargetLossKernels.load(device)
+tl_metrics, tl_dlogits = create_metrics(device), poisoned(device, R * I["classes"])
+tl.forward(program, f("logits"), u("targets"), tl_metrics, R, I["classes"], "bce")
+tl.backward(program, f("logits"), u("targets"), tl_metrics, tl_dlogits, R, I["classes"], "bce")
+result("target_metrics", tl_metrics); result("target_dlogits", tl_dlogits)
+
 drop = await DropoutKernels.load(device)
 step = drop.step_buffer(); step.write(pack_step(I["seed"], 0))
 dropped = poisoned(device, R * C)
@@ -146,6 +155,7 @@ values = await program.run()
 for name, slot in reads.items():
     out[name] = list(array("f", bytes(values[slot])))
 out["metrics"] = decode_metrics(bytes(values[reads["metrics"]]))
+out["target_metrics"] = decode_metrics(bytes(values[reads["target_metrics"]]))
 out["argmax"] = decode_choices(values[reads["argmax"]])
 out["candidates"] = [[c.tokens, c.count, c.cut, c.total, c.problem]
                      for c in decode_candidates(values[reads["candidates"]], I["sc_cols"], 2048)]
@@ -171,6 +181,10 @@ def test_training_kernels_in_the_browser(engine_page):
     mask[1, 5:] = 0
     logits, labels = 3 * f32(R, CLASSES), rng.integers(0, CLASSES, R).astype(np.uint32)
     weights = rng.uniform(0.5, 2.0, CLASSES).astype(np.float32)
+    targets = rng.integers(0, 2, (R, CLASSES)).astype(np.float32)
+    targets[:, 0] = rng.uniform(0, 1, R)            # soft targets too
+    words = targets.view(np.uint32).copy()
+    words[3] = 0xFFFFFFFF                           # a padded row
     seed, base = int(rng.integers(0, 2**32)), int(rng.integers(0, 2**20))
     # argmax rows: normal draws, ties everywhere, a NaN, a +inf, a row of -inf, -inf scattered
     am = np.concatenate([f32(1, 1000), rng.integers(0, 3, (1, 1000)).astype(np.float32),
@@ -194,6 +208,7 @@ def test_training_kernels_in_the_browser(engine_page):
               "q": q.ravel().tolist(), "k": k.ravel().tolist(), "v": v.ravel().tolist(),
               "mask": mask.ravel().tolist(), "logits": logits.ravel().tolist(),
               "labels": labels.tolist(), "weights": weights.tolist(), "seed": seed, "base": base,
+              "targets": words.ravel().tolist(),
               "am": am.ravel().tolist(), "am_rows": am.shape[0], "am_cols": am.shape[1],
               "sc": sc.ravel().tolist(), "sc_cols": sc.shape[1],
               "dec_dim": DEC_DIM, "dec_past": DEC_PAST, "dec_q": dec_q.ravel().tolist(),
@@ -221,6 +236,12 @@ def test_training_kernels_in_the_browser(engine_page):
     assert got["metrics"]["correct"] == correct.sum()
     want = ce_ops.cross_entropy_backward(d(logits), labels, wsum, d(weights), 0.1)
     assert rel(got["dlogits"], want) <= 2e-6
+    loss, correct, counted, denominator = target_ops.target_loss_forward(d(logits), words, "bce")
+    assert abs(got["target_metrics"]["loss"] - loss) <= 2e-6 * abs(loss)
+    assert got["target_metrics"]["correct"] == correct.sum()
+    assert got["target_metrics"]["counted"] == counted.sum() == R - 1
+    want = target_ops.target_loss_backward(d(logits), words, denominator, "bce")
+    assert rel(got["target_dlogits"], want) <= 2e-6
     assert rel(got["rmsnorm"], rms_ops.rmsnorm_forward(d(x), d(gamma))[0]) <= 1e-6
     assert rel(got["swiglu"], swiglu_ops.swiglu_forward(d(x), d(dy))) <= 1e-6
     cos, sin = rope_ops.rope_tables(rope_ops.rope_inv_freq(D, {"rope_type": "default", "rope_theta": 10000.0}), T)
