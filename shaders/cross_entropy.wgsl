@@ -50,6 +50,7 @@ struct Params {
 
 alias Summed = vec4<f32>;   // (loss term, w[y], correct, counted)
 //#include "lib/workgroup_sum.wgsl"
+//#include "lib/loss_metrics.wgsl"
 //#include "lib/row_max.wgsl"
 //#include "lib/log_one_plus.wgsl"
 
@@ -104,15 +105,7 @@ fn cross_entropy_forward(@builtin(local_invocation_index) lane: u32) {
   for (var row = lane; row < params.rows; row += WORKGROUP) {
     acc += row_terms(row);
   }
-  let total = workgroup_sum(lane, acc);
-  if (lane == 0u) {
-    let denominator = total.y;
-    let o = params.metrics_offset;
-    metrics[o] = select(0.0, total.x / denominator, denominator != 0.0);
-    metrics[o + 1u] = total.z;
-    metrics[o + 2u] = total.w;
-    metrics[o + 3u] = denominator;
-  }
+  store_loss_metrics(lane, acc);
 }
 
 @compute @workgroup_size(WORKGROUP)

@@ -43,6 +43,7 @@ struct Params {
 
 alias Summed = vec4<f32>;   // (loss terms, counted logits, correct row, counted row)
 //#include "lib/workgroup_sum.wgsl"
+//#include "lib/loss_metrics.wgsl"
 //#include "lib/log_one_plus.wgsl"
 
 // max(z, 0) - z y + log(1 + exp(-|z|)): the softplus of -|z| kept apart so that a confident
@@ -91,15 +92,7 @@ fn target_loss_forward(@builtin(local_invocation_index) lane: u32) {
   for (var row = lane; row < params.rows; row += WORKGROUP) {
     acc += target_row_terms(row);
   }
-  let total = workgroup_sum(lane, acc);
-  if (lane == 0u) {
-    let denominator = total.y;
-    let o = params.metrics_offset;
-    metrics[o] = select(0.0, total.x / denominator, denominator != 0.0);
-    metrics[o + 1u] = total.z;
-    metrics[o + 2u] = total.w;
-    metrics[o + 3u] = denominator;
-  }
+  store_loss_metrics(lane, acc);
 }
 
 @compute @workgroup_size(WORKGROUP)
