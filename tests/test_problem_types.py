@@ -455,3 +455,40 @@ def test_the_app_learns_one_label_per_text(tmp_path):
     assert f"holds a {MULTI_LABEL} head (its head_config.json), not a " \
            "single_label_classification one" in message
     svc.close()
+
+
+def test_the_training_job_stays_single_label(tmp_path, capsys):
+    """`py-engine export-job` trains single-label classifiers: a multi-label adapter is refused
+    by name before anything is written, and a multi-label checkpoint's head is not the start
+    of its single-label head (what TextClassifier.create starts from, with the same seed)."""
+    from safetensors.numpy import load_file
+
+    from py_engine.cli import main
+
+    labels = ["toxic", "insult", "threat"]
+    directory = fine_tuned(tmp_path, MULTI_LABEL, labels)
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps({"text": t, "label": labels[i % 3]}) + "\n"
+                            for i, t in enumerate(TRAIN)))
+    job = tmp_path / "job"
+    assert main(["export-job", "--model", str(directory), "--data", str(data), "--out", str(job),
+                 "--seed", "5"]) == 0, capsys.readouterr().err
+    theirs = {k.removeprefix("base_model.model."): v
+              for k, v in load_file(job / "adapter" / "adapter_model.safetensors").items()}
+    with pytest.warns(UserWarning, match="a new head starts"):
+        clf = run(TextClassifier.create(directory, labels, seed=5,
+                                        problem_type="single_label_classification"))
+    ours = run(clf.runtime.trainable_values())
+    for name, (shape, values) in ours.items():
+        assert np.array_equal(np.asarray(values, np.float32).reshape(shape), theirs[name]), name
+    head = load_file(directory / "model.safetensors")["classifier.weight"]
+    assert not np.isin(theirs["classifier.weight"], head).any()
+
+    multi = run(TextClassifier.create(directory))
+    run(multi.save(tmp_path / "multi"))
+    capsys.readouterr()
+    assert main(["export-job", "--model", str(directory), "--data", str(data), "--out",
+                 str(tmp_path / "never"), "--adapter", str(tmp_path / "multi")]) == 2
+    assert f"holds a {MULTI_LABEL} head: the job trains single-label classifiers" in \
+        capsys.readouterr().err
+    assert not (tmp_path / "never").exists()

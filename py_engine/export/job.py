@@ -219,7 +219,9 @@ def _adapter(args, kind, preset):
         return lora, None, None
     refuse_options(args, LORA_OPTIONS, f"the job continues {args.adapter}, whose LoRA settings it keeps")
     check_adapter(args.adapter, task)
+    from ..formats.head_config import HEAD_CONFIG, problem_type_of, read_head_config
     from ..formats.peft_adapter import READ_FILES, load_adapter
+    from ..labels import SINGLE_LABEL
     from ..models.classifiers import adapter_pooling
 
     config, _, labels = load_adapter(args.adapter)
@@ -231,6 +233,11 @@ def _adapter(args, kind, preset):
             raise ValueError(f"{args.adapter} pools with {pooling}, and transformers' classifier "
                              f"of {args.model} pools with {wanted}: the job cannot continue it "
                              "(train it with py-engine train)")
+        problem_type = problem_type_of(read_head_config(args.adapter),
+                                       f"{args.adapter}/{HEAD_CONFIG}")
+        if problem_type != SINGLE_LABEL:
+            raise ValueError(f"{args.adapter} holds a {problem_type} head: the job trains "
+                             "single-label classifiers (train it with py-engine train)")
     lora = LoraConfig.from_language_model_dict(config, _decoder_targets(args.model)) \
         if language_model else LoraConfig.from_peft_dict(config)
     files = {name: (Path(args.adapter) / name).read_bytes() for name in READ_FILES

@@ -96,14 +96,13 @@ class TextClassifier:
         `checkpoint`: model_dir's weights when they were loaded already (fetched bytes, or a
         compressed file read into a Checkpoint); model_dir still gives the tokenizer."""
         checkpoint = checkpoint or Checkpoint.load(model_dir)
-        labels, problem_type, head_start = starting_labels(checkpoint, labels, problem_type)
+        labels, problem_type = starting_labels(checkpoint, labels, problem_type)
         lora = lora or LoraConfig(target_modules=list(checkpoint.config.classifier_targets))
         lora.base_model_name_or_path = lora.base_model_name_or_path or str(model_dir)
         model = classifier_model(checkpoint.config, lora, len(labels), pooling=pooling,
                                  train_pooler=not checkpoint.has_pooler, dropout=dropout)
         return await cls._make(model_dir, checkpoint, model, labels,
-                               initial_trainable(model, seed, checkpoint,
-                                                 labels if head_start else None),
+                               initial_trainable(model, seed, checkpoint, labels, problem_type),
                                backend, device, base_dtype, quant_group, max_length, problem_type)
 
     @classmethod
@@ -488,12 +487,11 @@ def target_report(gold, outputs, labels, problem_type):
 
 
 def starting_labels(checkpoint, labels=None, problem_type=None):
-    """(labels, problem_type, head_start) of a new classifier over `checkpoint`: `labels` (two
-    or more distinct names; one or more for a multi-label or regression head), or where None,
-    those of the fine-tuned classifier it is (ValueError where it is none); `problem_type`, or
-    where None the checkpoint's head's kind (single-label without a head); head_start: whether
-    the checkpoint's head is of that kind, so that the rows of its labels are the start. Warns
-    where it holds a head of another kind, or one holding none of `labels`."""
+    """(labels, problem_type) of a new classifier over `checkpoint`: `labels` (two or more
+    distinct names; one or more for a multi-label or regression head), or where None, those of
+    the fine-tuned classifier it is (ValueError where it is none); `problem_type`, or where
+    None the checkpoint's head's kind (single-label without a head). Warns where it holds a
+    head of another kind (not the start: checkpoint_head), or one holding none of `labels`."""
     held, held_problem = checkpoint.head_labels(), checkpoint.head_problem()
     problem_type = check_problem_type(problem_type or held_problem)
     if labels is None:
@@ -505,18 +503,18 @@ def starting_labels(checkpoint, labels=None, problem_type=None):
             raise ValueError(f"{checkpoint.source} holds a {held_problem} head (config.json's "
                              f"problem_type), not a {problem_type} one: give label names to "
                              f"train a {problem_type} head on its encoder")
-        return held, problem_type, True
+        return held, problem_type
     labels = list(labels)
     label_sources(labels, labels, fewest=1 if problem_type != SINGLE_LABEL else 2)
     if held is not None and held_problem != problem_type:
         warnings.warn(f"{checkpoint.source} holds a {held_problem} head, not a {problem_type} "
                       "one: a new head starts on its encoder", LoadNote, stacklevel=3)
-        return labels, problem_type, False
+        return labels, problem_type
     if held is not None and not set(held) & set(labels):
         warnings.warn(f"{checkpoint.source} is a classifier of the labels {held}, none of which "
                       f"is among {labels}: its head is not used, a new one starts", LoadNote,
                       stacklevel=3)
-    return labels, problem_type, True
+    return labels, problem_type
 
 
 def _files_problem_type(files, source):

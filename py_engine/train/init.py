@@ -14,15 +14,16 @@ import math
 import random
 from array import array
 
+from ..labels import SINGLE_LABEL
 from .head_rows import relabel_rows
 
 
-def initial_trainable(model, seed, checkpoint=None, labels=None):
+def initial_trainable(model, seed, checkpoint=None, labels=None, problem_type=SINGLE_LABEL):
     """{name: (shape, array('f'))} of every trainable tensor. DoRA's magnitudes and the base
     biases that train are read from `checkpoint`'s tensors (floats(name), shape(name)); without
     one they are NaN, for an adapter's tensors to replace (merge_loaded requires every one of
-    them). A classifier's `labels`: the rows of those a fine-tuned checkpoint's head holds
-    start from its (checkpoint_head)."""
+    them). A classifier's `labels` (its head of `problem_type`'s kind): the rows of those a
+    fine-tuned checkpoint's head of that kind holds start from its (checkpoint_head)."""
     rng = random.Random(seed)
     std = model.config.initializer_range
     magnitudes = model.magnitude_weights()
@@ -52,16 +53,19 @@ def initial_trainable(model, seed, checkpoint=None, labels=None):
             data = array("f", (rng.gauss(0.0, std) for _ in range(n)))
         values[name] = (shape, data)
     if labels is not None and checkpoint is not None:
-        values.update(checkpoint_head(model, checkpoint, labels))
+        values.update(checkpoint_head(model, checkpoint, labels, problem_type))
     return values
 
 
-def checkpoint_head(model, checkpoint, labels):
+def checkpoint_head(model, checkpoint, labels, problem_type=SINGLE_LABEL):
     """{name: (shape, array('f'))} of the classifier's output layer where `checkpoint` is a
-    fine-tuned classifier (Checkpoint.head_labels) holding some of `labels`: each of those
-    starts from its row there, as transformers' from_pretrained starts the head (but by label
-    name, not position), an added label from the mean of those rows (as relabelling adds
-    one: nothing is predicted as it until it is trained on). {} where it holds none of them."""
+    fine-tuned classifier (Checkpoint.head_labels) of `problem_type`'s kind holding some of
+    `labels`: each of those starts from its row there, as transformers' from_pretrained starts
+    the head (but by label name, not position), an added label from the mean of those rows (as
+    relabelling adds one: nothing is predicted as it until it is trained on). {} where it holds
+    none of them, or a head of another kind (a multi-label head's rows are no softmax's)."""
+    if checkpoint.head_problem() != problem_type:
+        return {}
     held = checkpoint.head_labels()
     sources = [held.index(label) if label in held else None for label in labels] if held else []
     if all(s is None for s in sources):
