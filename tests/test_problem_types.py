@@ -492,3 +492,44 @@ def test_the_training_job_stays_single_label(tmp_path, capsys):
     assert f"holds a {MULTI_LABEL} head: the job trains single-label classifiers" in \
         capsys.readouterr().err
     assert not (tmp_path / "never").exists()
+
+
+@pytest.mark.parametrize("problem_type", [MULTI_LABEL, REGRESSION])
+def test_slices_with_a_guard_and_a_saved_state_equal_one_run(tmp_path, problem_type):
+    """Held-out checks watch the kind's own metric (macro-F1, or the loss), the saved state
+    keeps the kind, and training resumed from it after every slice ends where one run ends."""
+    from py_engine.train.config import GuardConfig
+
+    model_dir = po.tiny_bert_dir(tmp_path / "model", seed=12)
+    if problem_type == MULTI_LABEL:
+        labels, gold = ["a", "b"], [["a"], ["b"], ["a", "b"], [], ["a"], ["b"], [], ["a", "b"]]
+        monitor = "macro_f1"
+    else:
+        labels, gold = ["y"], [0.5, 1.5, -1.0, 2.0, 0.0, 1.0, -0.5, 3.0]
+        monitor = "loss"
+    examples = [Example(t, y) for t, y in zip(TRAIN, gold)]
+    held = examples[:3]
+    config = ClassifierTrainConfig(epochs=3, batch_size=3, lr=1e-2, seed=2)
+
+    def make():
+        return run(TextClassifier.create(model_dir, labels, problem_type=problem_type, seed=1))
+
+    whole = make()
+    run(whole.fit(examples, config))
+    want = run(whole.runtime.trainable_values())
+
+    clf = make()
+    trainer = run(clf.trainer(examples, config, validation=held,
+                              guard=GuardConfig(monitor=monitor, tolerance=100.0)))
+    state = tmp_path / "state"
+    while not trainer.done:
+        run(trainer.run(max_steps=2))
+        run(clf.save_state(trainer, state))
+        clf, trainer = run(TextClassifier.resume(model_dir, state, examples, held))
+        assert clf.problem_type == problem_type
+    got = run(clf.runtime.trainable_values())
+    for name, (shape, values) in want.items():
+        assert np.array_equal(np.asarray(got[name][1]), np.asarray(values)), name
+    quality = run(trainer.quality())        # the held-out examples'
+    assert quality["examples"] == 3 and monitor in quality
+    assert ("accuracy" in quality) == (problem_type == MULTI_LABEL)
