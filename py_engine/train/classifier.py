@@ -36,7 +36,8 @@ from .init import initial_trainable, merge_loaded
 from . import state as training_state
 from .runtime import create_runtime
 from .tasks import (MULTI_LABEL, REGRESSION, SINGLE_LABEL, ClassificationTask,  # noqa: F401
-                    LabelledIds, binary_scores, check_problem_type, classification_report)
+                    LabelledIds, check_problem_type, classification_report, sigmoid,
+                    target_report)
 from .trainer import Trainer
 
 
@@ -442,7 +443,7 @@ class TextClassifier:
         """What predict() gives for one row of logits: a probability per label (a softmax
         over them, or a multi-label head's sigmoid each), a regression head's values."""
         if self.problem_type == MULTI_LABEL:
-            return [_sigmoid(z) for z in row]
+            return [sigmoid(z) for z in row]
         if self.problem_type == REGRESSION:
             return list(row)
         return _softmax(row)
@@ -463,27 +464,6 @@ class TextClassifier:
         probs = await self.predict([e.text for e in examples], batch_size)
         predicted = [max(p, key=p.get) for p in probs]
         return classification_report([e.label for e in examples], predicted, self.labels)
-
-
-def target_report(gold, outputs, labels, problem_type):
-    """evaluate()'s report of a multi-label or regression head: gold targets and outputs
-    (probabilities or values) by row, in `labels`' order."""
-    report = {"count": len(gold), "labels": {}}
-    if problem_type == MULTI_LABEL:
-        wanted = [[y > 0.5 for y in row] for row in gold]
-        predicted = [[p > 0.5 for p in row] for row in outputs]
-        report["accuracy"] = sum(w == p for w, p in zip(wanted, predicted)) / max(1, len(gold))
-        for c, name in enumerate(labels):
-            report["labels"][name] = binary_scores([(w[c], p[c]) for w, p in zip(wanted, predicted)])
-        return report
-    for c, name in enumerate(labels):
-        errors = [out[c] - want[c] for out, want in zip(outputs, gold)]
-        report["labels"][name] = {"mse": sum(e * e for e in errors) / max(1, len(errors)),
-                                  "mae": sum(map(abs, errors)) / max(1, len(errors))}
-    per_label = report["labels"].values()
-    report["mse"] = sum(m["mse"] for m in per_label) / len(labels)
-    report["mae"] = sum(m["mae"] for m in per_label) / len(labels)
-    return report
 
 
 def starting_labels(checkpoint, labels=None, problem_type=None):
@@ -524,10 +504,6 @@ def _files_problem_type(files, source):
         return SINGLE_LABEL
     where = f"{source}/{HEAD_CONFIG}"
     return problem_type_of(parse_json(decode_utf8(files[HEAD_CONFIG], where), where), where)
-
-
-def _sigmoid(z):
-    return 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
 
 
 class _Text:

@@ -152,7 +152,7 @@ class ClassificationTask:
         if self.problem_type == MULTI_LABEL:
             return multi_label_quality(logits, gold, self.num_labels)
         if self.problem_type == REGRESSION:
-            return regression_quality(logits, gold)
+            return regression_quality(logits, gold, self.num_labels)
         loss, predicted = 0.0, []
         for row, y in zip(logits, gold):
             top = max(row)
@@ -181,16 +181,27 @@ def _bce(z, y):
     return max(z, 0.0) - z * y + math.log1p(math.exp(-abs(z)))
 
 
+def sigmoid(z):
+    """1 / (1 + exp(-z)) without overflow on either side."""
+    e = math.exp(-abs(z))
+    return 1.0 / (1.0 + e) if z >= 0 else e / (1.0 + e)
+
+
 def multi_label_quality(logits, gold, num_labels):
     """quality() of a multi-label head: logit rows, gold target rows (in [0, 1])."""
     loss = sum(_bce(z, y) for row, targets in zip(logits, gold) for z, y in zip(row, targets))
-    wanted = [[y > 0.5 for y in targets] for targets in gold]
-    predicted = [[z > 0 for z in row] for row in logits]
-    f1s = [binary_scores([(w[c], p[c]) for w, p in zip(wanted, predicted)])["f1"]
-           for c in range(num_labels)]
-    return {"loss": loss / max(1, len(gold) * num_labels),
-            "accuracy": sum(w == p for w, p in zip(wanted, predicted)) / max(1, len(gold)),
+    report = target_report(gold, [[sigmoid(z) for z in row] for row in logits],
+                           range(num_labels), MULTI_LABEL)
+    f1s = [m["f1"] for m in report["labels"].values()]
+    return {"loss": loss / max(1, len(gold) * num_labels), "accuracy": report["accuracy"],
             "macro_f1": sum(f1s) / max(1, num_labels), "examples": len(gold)}
+
+
+def regression_quality(logits, gold, num_labels):
+    """quality() of a regression head: the mean squared error (its loss) and absolute error
+    over every output."""
+    report = target_report(gold, logits, range(num_labels), REGRESSION)
+    return {"loss": report["mse"], "mae": report["mae"], "examples": len(gold)}
 
 
 def binary_scores(pairs):
@@ -204,17 +215,28 @@ def binary_scores(pairs):
     return {"precision": precision, "recall": recall, "f1": f1, "support": tp + fn}
 
 
-def regression_quality(logits, gold):
-    """quality() of a regression head: the mean squared error (its loss) and absolute error
-    over every output."""
-    squared = absolute = count = 0
-    for row, targets in zip(logits, gold):
-        for z, y in zip(row, targets):
-            squared += (z - y) ** 2
-            absolute += abs(z - y)
-            count += 1
-    return {"loss": squared / max(1, count), "mae": absolute / max(1, count),
-            "examples": len(gold)}
+def target_report(gold, outputs, labels, problem_type):
+    """The report of a multi-label or regression head (TextClassifier.evaluate's, quality()'s
+    source): gold targets and outputs (probabilities or values) by row, in `labels`' order. A
+    multi-label head's accuracy counts rows given exactly their labels (a target or a
+    probability over 0.5 a label), with each label's precision, recall and F1; a regression
+    head's mean squared and absolute errors, overall and by label."""
+    report = {"count": len(gold), "labels": {}}
+    if problem_type == MULTI_LABEL:
+        wanted = [[y > 0.5 for y in row] for row in gold]
+        predicted = [[p > 0.5 for p in row] for row in outputs]
+        report["accuracy"] = sum(w == p for w, p in zip(wanted, predicted)) / max(1, len(gold))
+        for c, name in enumerate(labels):
+            report["labels"][name] = binary_scores([(w[c], p[c]) for w, p in zip(wanted, predicted)])
+        return report
+    for c, name in enumerate(labels):
+        errors = [out[c] - want[c] for out, want in zip(outputs, gold)]
+        report["labels"][name] = {"mse": sum(e * e for e in errors) / max(1, len(errors)),
+                                  "mae": sum(map(abs, errors)) / max(1, len(errors))}
+    per_label = report["labels"].values()
+    report["mse"] = sum(m["mse"] for m in per_label) / len(labels)
+    report["mae"] = sum(m["mae"] for m in per_label) / len(labels)
+    return report
 
 
 class CausalLMTask:
