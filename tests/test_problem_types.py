@@ -298,7 +298,9 @@ def test_what_is_refused(tmp_path):
     for label, match in ((1.0, r"\{label: value\} for every label"),
                          ({"x": 1.0}, "a value for every label"),
                          (["x"], r"a regression \"label\" is a number or"),
-                         ({"x": 1.0, "y": True}, "gives each label name a number, got 'y'")):
+                         ({"x": 1.0, "y": True}, "gives each label name a number, got 'y'"),
+                         ({"x": 1.0, "y": 1e39}, "gives each label name a number, got 'y'"),
+                         ({"x": 1.0, "y": 10 ** 400}, "gives each label name a number, got 'y'")):
         with pytest.raises(ValueError, match=match):
             run(regression.fit([Example("text", label)], ClassifierTrainConfig(epochs=1)))
     with pytest.raises(ValueError, match="unknown problem_type 'ranking'"):

@@ -3,11 +3,10 @@
 Errors name the file and line; nothing is silently dropped.
 """
 
-import math
 from pathlib import Path
 
 from ..formats.json_file import JsonFileError, parse_json
-from ..labels import MULTI_LABEL, REGRESSION, SINGLE_LABEL, check_problem_type
+from ..labels import F32_MAX, MULTI_LABEL, REGRESSION, SINGLE_LABEL, check_problem_type
 
 
 class DataError(ValueError):
@@ -100,7 +99,14 @@ def target_label(label, problem_type, where):
 
 
 def _is_number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """A finite number a 32-bit float holds (the targets are f32 on the GPU and in the adapter's
+    training); not a bool."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return abs(float(value)) <= F32_MAX
+    except OverflowError:       # an int past any float
+        return False
 
 
 def parse_record(line, where):
