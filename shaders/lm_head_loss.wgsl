@@ -14,9 +14,10 @@
 //                    may hold anything before it). stats[row] = (max, sum, label logit,
 //                    argmax as f32: exact below 2^24).
 //   lm_finish:       ONE workgroup after the last chunk: each thread walks a strided set of
-//                    rows, the workgroup tree-sums (loss term, correct, counted); lane 0 writes
-//                    metrics[offset + 0..3] = loss, correct, counted, counted (the loss
-//                    denominator, as in py_engine/kernels/cross_entropy.py's layout).
+//                    rows, the workgroup tree-sums (loss term, counted, correct, counted); lane 0
+//                    writes metrics[offset + 0..3] = loss, correct, counted, counted (the loss
+//                    denominator, as in py_engine/kernels/cross_entropy.py's layout), through
+//                    lib/loss_metrics.wgsl as the classification losses do.
 //   lm_chunk_grad:   per element of the recomputed chunk, in place (grid-stride over N*cols):
 //                    dz = dloss / counted * (exp(z - max) / sum - [start + c == y]), 0 on
 //                    uncounted rows and when counted = 0 (every token ignored; torch gives
@@ -52,12 +53,13 @@ struct Params {
 // lm_chunk_update, lm_chunk_grad: the [rows, cols] chunk
 @group(0) @binding(3) var<storage, read_write> logits: array<f32>;
 // lm_finish
-@group(0) @binding(3) var<storage, read_write> metrics_out: array<f32>;
+@group(0) @binding(3) var<storage, read_write> metrics: array<f32>;
 // lm_chunk_grad
-@group(0) @binding(4) var<storage, read> metrics: array<f32>;
+@group(0) @binding(4) var<storage, read> metrics_in: array<f32>;
 
-alias Summed = vec4<f32>;   // (loss term, correct, counted, unused)
+alias Summed = vec4<f32>;   // (loss term, counted, correct, counted): lib/loss_metrics.wgsl's
 //#include "lib/workgroup_sum.wgsl"
+//#include "lib/loss_metrics.wgsl"
 //#include "lib/row_max.wgsl"
 //#include "lib/softcap.wgsl"
 
@@ -109,25 +111,17 @@ fn lm_finish(@builtin(local_invocation_index) lane: u32) {
     if (y < params.vocab) {
       let s = stats[row];
       let term = s.x + log(s.y) - s.z;
-      acc += vec4(term, select(0.0, 1.0, u32(s.w) == y), 1.0, 0.0);
+      acc += vec4(term, 1.0, select(0.0, 1.0, u32(s.w) == y), 1.0);
     }
   }
-  let total = workgroup_sum(lane, acc);
-  if (lane == 0u) {
-    let counted = total.z;
-    let o = params.metrics_offset;
-    metrics_out[o] = select(0.0, total.x / counted, counted != 0.0);
-    metrics_out[o + 1u] = total.y;
-    metrics_out[o + 2u] = counted;
-    metrics_out[o + 3u] = counted;
-  }
+  store_loss_metrics(lane, acc);
 }
 
 @compute @workgroup_size(WORKGROUP)
 fn lm_chunk_grad(@builtin(global_invocation_id) gid: vec3<u32>,
                  @builtin(num_workgroups) groups: vec3<u32>) {
   let cols = params.cols;
-  let counted = metrics[params.metrics_offset + 2u];
+  let counted = metrics_in[params.metrics_offset + 2u];
   let scale = select(0.0, params.dloss / counted, counted != 0.0);
   let total = params.rows * cols;
   let stride = groups.x * WORKGROUP;
