@@ -627,17 +627,16 @@ def _problem_type(args):
     from pathlib import Path
 
     from py_engine.formats.head_config import HEAD_CONFIG, problem_type_of, read_head_config
-    from py_engine.labels import check_problem_type
+    from py_engine.labels import head_problem_type
     from py_engine.models.checkpoint import Checkpoint
 
     if args.adapter is not None:
         return problem_type_of(read_head_config(args.adapter), f"{args.adapter}/{HEAD_CONFIG}")
     config = Checkpoint.read_config(Path(args.model) / "config.json")
-    problem, id2label = getattr(config, "problem_type", None), getattr(config, "id2label", None)
-    if problem is None and isinstance(id2label, dict) and len(id2label) == 1:
-        return REGRESSION
+    id2label = getattr(config, "id2label", None)
     try:
-        return check_problem_type(problem)
+        return head_problem_type(getattr(config, "problem_type", None),
+                                 len(id2label) if isinstance(id2label, dict) else None)
     except ValueError as e:
         raise UsageError(f"{args.model}/config.json: {e}") from None
 
@@ -652,10 +651,11 @@ def _probabilities(clf, examples, source):
         if unknown:
             raise UsageError(f"{source}: labels {unknown} are not among the classifier's labels "
                              f"{clf.labels}")
-    for k, e in enumerate(examples):
-        if clf.problem_type != SINGLE_LABEL and e.label is not None:
+    else:
+        for k, e in enumerate(examples):
             try:
-                clf.targets(e.label, f"{source}: input {k + 1}")
+                if e.label is not None:
+                    clf.targets(e.label, f"{source}: input {k + 1}")
             except ValueError as err:
                 raise UsageError(str(err)) from None
     rows = run_sync(clf.predict([e.text for e in examples]))

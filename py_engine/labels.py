@@ -31,6 +31,15 @@ def check_problem_type(problem_type):
     return problem_type
 
 
+def head_problem_type(problem_type, num_labels):
+    """The kind of a fine-tuned classifier's head as transformers reads it: config.json's
+    problem_type, or where it has none, regression for a head of one output and single-label
+    otherwise (ValueError for a problem_type transformers does not know)."""
+    if problem_type is None and num_labels == 1:
+        return REGRESSION
+    return check_problem_type(problem_type)
+
+
 def float_words(values):
     """The u32 words of float targets as the labels buffer holds them (a multi-label or
     regression head's, ops/target_loss.py): each value's f32 bits, IGNORE_LABEL for None (not

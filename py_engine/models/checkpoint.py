@@ -14,7 +14,7 @@ from ..formats import safetensors
 from ..formats.finite import describe
 from ..formats.json_file import JsonFileError, read_json_object
 from ..formats.torch_pickle import TorchFileError, load_torch
-from ..labels import REGRESSION, SINGLE_LABEL, check_problem_type
+from ..labels import SINGLE_LABEL, head_problem_type
 from .bert_config import ConfigError, read_config_json
 from .decoder_classifier import DecoderClassifierConfig
 from .decoders import decoder_config
@@ -222,11 +222,8 @@ class Checkpoint:
         weight = self.config.head_output + ".weight"
         if not self.holds(weight):
             return None, None
-        problem = self.config.problem_type
-        if problem is None and self.shape(weight)[0] == 1:
-            problem = REGRESSION
         try:
-            problem = check_problem_type(problem)
+            problem = head_problem_type(self.config.problem_type, self.shape(weight)[0])
         except ValueError as e:
             raise ValueError(f"{self.source}/config.json: {e}") from None
         labels = id2label_list(self.config.id2label, f"{self.source}/config.json",

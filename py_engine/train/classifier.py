@@ -197,11 +197,10 @@ class TextClassifier:
         config, tensors, adapter_labels = read_adapter_files(files, source)
         if adapter_labels is not None and adapter_labels != labels:
             raise ValueError(f"{source} has labels {adapter_labels}, this classifier {labels}")
-        pooling = self.checkpoint.config.default_pooling
-        if HEAD_CONFIG in files:
-            where = f"{source}/{HEAD_CONFIG}"
-            pooling = pooling_of(parse_json(decode_utf8(files[HEAD_CONFIG], where), where), where)
-        problem_type = _files_problem_type(files, source)
+        recorded, where = _files_head_config(files, source)
+        pooling = (self.checkpoint.config.default_pooling if recorded is None
+                   else pooling_of(recorded, where))
+        problem_type = problem_type_of(recorded, where)
         if problem_type != self.problem_type:
             raise ValueError(f"{source} holds a {problem_type} head, this classifier a "
                              f"{self.problem_type} one")
@@ -497,13 +496,19 @@ def starting_labels(checkpoint, labels=None, problem_type=None):
     return labels, problem_type
 
 
+def _files_head_config(files, source):
+    """(contents of head_config.json or None without one, where it is named) of an adapter
+    given as {file name: bytes}."""
+    where = f"{source}/{HEAD_CONFIG}"
+    if HEAD_CONFIG not in files:
+        return None, where
+    return parse_json(decode_utf8(files[HEAD_CONFIG], where), where), where
+
+
 def _files_problem_type(files, source):
     """The kind of head an adapter given as {file name: bytes} records (single-label without
     a head_config.json, or without the field)."""
-    if HEAD_CONFIG not in files:
-        return SINGLE_LABEL
-    where = f"{source}/{HEAD_CONFIG}"
-    return problem_type_of(parse_json(decode_utf8(files[HEAD_CONFIG], where), where), where)
+    return problem_type_of(*_files_head_config(files, source))
 
 
 class _Text:
