@@ -67,6 +67,7 @@ def check_exports(model_dir, adapter, out, architecture, texts, labels):
     assert np.abs(torch.softmax(logits, -1).numpy() - ours).max() <= 1e-5
 
     onnx_dir = save_onnx(load_merged(model_dir, adapter), out / "onnx")
+    assert json.loads((onnx_dir / "config.json").read_text()) == config   # the merged export's
     session = ort.InferenceSession(str(onnx_dir / "model.onnx"), providers=["CPUExecutionProvider"])
     feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
     names = [i.name for i in session.get_inputs()]

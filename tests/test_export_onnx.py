@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from transformers import BertTokenizerFast
+from transformers import AutoConfig, BertTokenizerFast
 
 import export_models as em
 import peft_oracle as po
@@ -42,6 +42,9 @@ def test_onnx_runtime_gives_our_probabilities(tmp_path, pooling):
     assert lines == [f"onnx: graph of {90 if pooling == 'mean' else 88} nodes, 2 layers"]
     assert json.loads((out / "labels.json").read_text()) == em.LABELS
     assert (out / "vocab.txt").is_file()
+    config = AutoConfig.from_pretrained(out)          # what ONNX Runtime's wrappers read
+    assert config.id2label == dict(enumerate(em.LABELS)) and config.model_type == "bert"
+    assert config.problem_type == "single_label_classification"
     loaded = onnx.load(out / "model.onnx")
     assert {p.key: p.value for p in loaded.metadata_props} == \
         {**{f"label.{k}": label for k, label in enumerate(em.LABELS)},

@@ -12,6 +12,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from transformers import AutoConfig
 
 import peft_oracle as po
 from conftest import run
@@ -72,6 +73,8 @@ def test_onnx_runtime_gives_the_probabilities_of_transformers_and_peft(tmp_path,
     adapter = po.save_adapter(peft, tmp_path / "adapter", labels=LABELS)
     out = save_onnx(load_merged(directory, adapter), tmp_path / "onnx")
     assert json.loads((out / "labels.json").read_text()) == LABELS
+    config = AutoConfig.from_pretrained(out)          # what ONNX Runtime's wrappers read
+    assert config.id2label == dict(enumerate(LABELS)) and config.pad_token_id is not None
     ids, mask = encoded(out, TEXTS)     # the tokenizer the export carries
     assert mask[:, -1].tolist() == [0, 0, 0, 1] and 16 < ids.shape[1] < 64
     # transformers' eager attention in float64 gives NaN where a window or a soft cap meets the
@@ -117,4 +120,5 @@ def test_mean_pooling_int8_and_the_command_line(tmp_path, capsys):
     ours = np.array([[p[label] for label in LABELS] for p in run(clf.predict(TEXTS))])
     assert np.abs(onnx_probabilities(tmp_path / "cli" / "model.onnx", ids, mask) - ours).max() <= 0.05
     assert sorted(p.name for p in (tmp_path / "cli").iterdir()) == [
-        ".py_engine-output", "labels.json", "model.onnx", "tokenizer.json", "tokenizer_config.json"]
+        ".py_engine-output", "config.json", "labels.json", "model.onnx", "tokenizer.json",
+        "tokenizer_config.json"]

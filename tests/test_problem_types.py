@@ -331,7 +331,7 @@ def test_the_command_line_trains_predicts_evaluates_and_exports(tmp_path, capsys
     the adapter; the ONNX export's outputs are transformers' (a sigmoid per label, or values)
     with its kind in the metadata; bad labels are refused naming the line."""
     import onnxruntime as ort
-    from transformers import AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
 
     from py_engine.cli import main
 
@@ -378,6 +378,8 @@ def test_the_command_line_trains_predicts_evaluates_and_exports(tmp_path, capsys
     session = ort.InferenceSession(str(onnx_dir / "model.onnx"))
     meta = session.get_modelmeta().custom_metadata_map
     assert meta["problem_type"] == problem_type
+    config = AutoConfig.from_pretrained(onnx_dir)     # what ONNX Runtime's wrappers read
+    assert config.problem_type == problem_type and list(config.id2label.values()) == labels
     names = [o.name for o in session.get_outputs()]
     assert names == (["logits", "probabilities"] if problem_type == MULTI_LABEL else ["logits"])
     enc = AutoTokenizer.from_pretrained(str(model_dir))(TRAIN[:6], padding=True, return_tensors="np")

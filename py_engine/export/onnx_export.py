@@ -20,7 +20,7 @@ states are onnx_decoder.py's.
 Linear weights are stored transposed ([in, out]) so that MatMul reads them as they are, which
 is also the form onnxruntime.quantization.quantize_dynamic turns into int8 MatMuls.
 
-    save_onnx(merged, "out_dir", quant="int8")    # model.onnx, labels.json, tokenizer files
+    save_onnx(merged, "out_dir", quant="int8")    # model.onnx, labels.json, config.json, tokenizer files
 """
 
 import json
@@ -40,6 +40,7 @@ from ..kernels.rope import rope_inv_freq
 from ..models.relative_position import relative_position_bucket
 from ..models.decoder_classifier import DecoderClassifierConfig
 from ..tokenizers.checkpoint import sentencepiece_tokenizer_json
+from ..formats.model_dir import write_config_json
 from ..formats.output_dir import write_output_dir
 from .merged import ENCODER, ExportError
 
@@ -433,8 +434,9 @@ def quantize_int8(source, target):
 
 
 def save_onnx(merged, directory, quant="f32", protected=(), progress=None):
-    """OUT/model.onnx (float32, or with quant "int8" dynamically quantized), labels.json and
-    the checkpoint's tokenizer files, atomically and only where py_engine may write."""
+    """OUT/model.onnx (float32, or with quant "int8" dynamically quantized), labels.json,
+    config.json (the merged export's) and the checkpoint's tokenizer files, atomically and
+    only where py_engine may write."""
     if quant not in ("f32", "int8"):
         raise ExportError(f"ONNX export: quant {quant!r} is not f32 or int8")
     model = classifier_graph(merged)
@@ -454,6 +456,9 @@ def save_onnx(merged, directory, quant="f32", protected=(), progress=None):
             onnx.save(model, str(target))
         (staging / "labels.json").write_text(json.dumps(merged.labels, ensure_ascii=False) + "\n",
                                              encoding="utf-8")
+        # the merged export's config.json: what ONNX Runtime's wrappers (Optimum's
+        # ORTModelForSequenceClassification, Transformers.js) read the labels and kind from
+        write_config_json(staging, merged.classifier_config())
         for name in TOKENIZER_FILES:      # an adapter's own where it added tokens
             if (Path(merged.tokenizer_dir) / name).is_file():
                 shutil.copyfile(Path(merged.tokenizer_dir) / name, staging / name)

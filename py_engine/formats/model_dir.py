@@ -29,6 +29,12 @@ def decoder_config_json(source, config):
     return dict(read_json_object(Path(source) / "config.json"), **fields)
 
 
+def write_config_json(directory, config):
+    """config (a dict) as directory/config.json, as transformers writes it."""
+    (Path(directory) / "config.json").write_text(json.dumps(config, indent=2) + "\n",
+                                                 encoding="utf-8")
+
+
 def save_model_dir(directory, source, tensors, protected=(), config=None, tokenizer_dir=None):
     """tensors: {name: (shape, array('f') or f32 bytes)}; source: the checkpoint trained from,
     which (with `protected`, see output_dir.check_output_dir) the directory must not be or hold.
@@ -46,8 +52,7 @@ def save_model_dir(directory, source, tensors, protected=(), config=None, tokeni
             if origin.is_file():
                 shutil.copyfile(origin, staging / name)
         if config is not None:
-            (staging / "config.json").write_text(json.dumps(config, indent=2) + "\n",
-                                                 encoding="utf-8")
+            write_config_json(staging, config)
         safetensors.save(weights, staging / "model.safetensors", metadata={"format": "pt"})
 
     kept = protected.items() if isinstance(protected, dict) else protected
