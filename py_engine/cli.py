@@ -259,7 +259,8 @@ def _check_backend(args):
 def _check_train(args, kind):
     _check_backend(args)
     if kind == "encoder":
-        refuse_options(args, ("mode", "patience", "full_lr", "validation", "modules_to_save"),
+        refuse_options(args, ("mode", "patience", "full_lr", "validation", "modules_to_save",
+                              "gradient_checkpointing"),
                 f"only for chat models; this trains a classifier on {args.model}")
         if args.base_dtype in ("int8", "int4"):
             raise UsageError(f"--base-dtype {args.base_dtype} is for chat models; classifiers "
@@ -272,6 +273,8 @@ def _check_train(args, kind):
         if kind == SEQ2SEQ:
             refuse_options(args, ("modules_to_save",), "only for chat models (decoders); T5's "
                            "adapters train their LoRA alone here")
+            refuse_options(args, ("gradient_checkpointing",), "only for chat models (decoders); "
+                           "T5's layers keep their activations here")
         if kind == SEQ2SEQ and args.base_dtype not in (None, "f32"):
             raise UsageError(f"--base-dtype {args.base_dtype}: T5 encoder-decoders keep f32 base "
                              "weights")
@@ -448,7 +451,8 @@ def cmd_train_chat(args):
     from py_engine.train.chat import CausalTrainConfig, ChatModel
 
     _check_train(args, "decoder")
-    config = CausalTrainConfig(**train_options(args, "mode", "patience", "full_lr"))
+    config = CausalTrainConfig(**train_options(args, "mode", "patience", "full_lr",
+                                               "gradient_checkpointing"))
     model_config = DecoderCheckpoint.load(args.model).config
     lora = lora_options(args, 2, model_config.lora_targets, task_type="CAUSAL_LM")
     if lora is not None:        # what may train whole, before the data is read
@@ -957,6 +961,9 @@ def _train_parser(sub):
                         "plateau")
     p.add_argument("--patience", type=COUNT, help="--mode hybrid: evaluations without improvement")
     p.add_argument("--full-lr", type=POSITIVE, help="--mode hybrid: learning rate after the switch")
+    p.add_argument("--gradient-checkpointing", action="store_true", default=None,
+                   help="chat models: recompute each layer's forward in the backward instead of "
+                        "keeping its activations (less memory, about a third more compute)")
     p.add_argument("--validation", help="chat models: JSONL scored at each evaluation")
     p.add_argument("--state",
                    help="keep the training state in this directory after every epoch; run the "

@@ -247,7 +247,8 @@ def test_chat_job_on_the_queue_and_its_reply(api, models, tmp_path):
     answer = api.client.post("/fine-tuning/documents?name=sums.jsonl", jsonl(CHATS),
                              "application/octet-stream")
     assert answer.status == 201 and answer.json()["documents"][0]["records"] == len(CHATS)
-    job = setup_job(api.client, {"model": "chat", "options": {"epochs": 2, "lr": 1e-2}})
+    job = setup_job(api.client, {"model": "chat", "options": {"epochs": 2, "lr": 1e-2,
+                                                              "gradient_checkpointing": True}})
     job = api.client.wait_job(job["id"])
     assert job["state"] == "done" and job["metrics"]["records"] == len(CHATS), job
     reply = api.client.post("/fine-tuning/query", {"query": "What is 2 plus 1?",
@@ -480,6 +481,10 @@ def test_malformed_and_wrong_requests_get_one_line_errors(api, tmp_path):
         (c.post("/fine-tuning/setup", {"model": "tiny", "options": {"mode": "full"}}), 422,
          "unknown training option"),
         (c.post("/fine-tuning/setup", {"model": "tiny", "colour": 1}), 422, "unknown field"),
+        (c.post("/fine-tuning/setup", {"model": "t5", "options": {"gradient_checkpointing": True}}),
+         422, "unknown training option 'gradient_checkpointing' for a seq2seq model"),
+        (c.post("/fine-tuning/setup", {"model": "chat", "options": {"gradient_checkpointing": 1}}),
+         422, "gradient_checkpointing must be true or false, got 1"),
         (c.post("/fine-tuning/setup", {"model": "chat", "options": {"max_length": 100000}}), 422,
          "max_length 100000 is more than the 256 positions of the 'chat' model"),
         (c.post("/fine-tuning/setup", {"model": "tiny", "documents": ["doc-999"]}), 404,

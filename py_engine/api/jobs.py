@@ -24,7 +24,7 @@ from ..train.config import CausalTrainConfig, ClassifierTrainConfig
 COMMON_OPTIONS = ("epochs", "lr", "batch_size", "grad_accum", "warmup_ratio", "max_grad_norm",
                   "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon", "seed", "max_length")
 CONFIGS = {"classification": (ClassifierTrainConfig, COMMON_OPTIONS + ("label_smoothing",)),
-           "causal_lm": (CausalTrainConfig, COMMON_OPTIONS),
+           "causal_lm": (CausalTrainConfig, COMMON_OPTIONS + ("gradient_checkpointing",)),
            "seq2seq": (CausalTrainConfig, COMMON_OPTIONS)}
 SETUP_FIELDS = ("model", "documents", "options", "labels", "validation_split")
 MAX_LABELS = 1000

@@ -22,6 +22,7 @@ from ..kernels.lora_linear import LoraLinearKernels
 from ..kernels.matmul import MatmulKernels
 from ..kernels.pooling import PoolingKernels
 from ..kernels.target_loss import TargetLossKernels
+from . import Recomputing
 
 
 BASE_DTYPES = ("f32", "f16", "int8", "int4")
@@ -148,7 +149,7 @@ class DropoutSite:
         self.p, self.base, self.n = p, base, n
 
 
-class GpuBackend:
+class GpuBackend(Recomputing):
     name = "gpu"
 
     def __init__(self, device, kernels):
@@ -177,7 +178,8 @@ class GpuBackend:
 
         With `reuse` (inference, where no backward reads the activations) a layer's
         intermediates are handed to the next layer at end_layer(), so a program holds one
-        layer's worth of activations rather than one per layer. Reuse is safe because a
+        layer's worth of activations rather than one per layer; in training, release_since()
+        hands on what gradient checkpointing no longer reads. Reuse is safe because a
         program's dispatches run in order."""
         self.program = program
         self._counter = 0
@@ -194,7 +196,7 @@ class GpuBackend:
         pool = self._pool
         if pool is None:
             return Tensor(self.device.create_buffer(size, label=label), shape)
-        free = pool["free"].get(size) if pool["reuse"] else None
+        free = pool["free"].get(size)        # filled by end_layer or release_since
         if free:
             t = Tensor(free.pop(), shape)
         else:
@@ -212,6 +214,24 @@ class GpuBackend:
             if t.buffer is not keep.buffer:
                 pool["free"].setdefault(t.buffer.size, []).append(t.buffer)
         pool["live"] = [keep]
+
+    def scope(self):
+        return len(self._pool["live"]) if self._pool is not None else None
+
+    def release_since(self, scope, keep=(), also=()):
+        pool = self._pool
+        if pool is None or scope is None:
+            return
+        kept = {id(t.buffer) for t in keep}
+        owned = {id(b) for b in pool["owned"]}      # never a weight's, a gradient's or a table's
+        freed = {}
+        for t in pool["live"][scope:] + list(also):
+            if id(t.buffer) not in kept and id(t.buffer) in owned:
+                freed[id(t.buffer)] = t.buffer
+        # a freed buffer is no live tensor's any more, so none is handed on twice
+        pool["live"] = [t for t in pool["live"] if id(t.buffer) not in freed]
+        for buffer in freed.values():
+            pool["free"].setdefault(buffer.size, []).append(buffer)
 
     def param(self, name):
         return self.params[name]

@@ -12,6 +12,7 @@ slope, which shares its erf with the forward.
 import numpy as np
 
 from ..labels import IGNORE_LABEL
+from . import Recomputing
 from ..ops import attention as attn_ops
 from ..ops import columns as columns_ops
 from ..ops import cross_entropy as ce_ops
@@ -52,7 +53,7 @@ class CausalAttentionSaved:
         self.q, self.k, self.v, self.out, self.lse, self.shape, self.site = q, k, v, out, lse, shape, site
 
 
-class NumpyBackend:
+class NumpyBackend(Recomputing):
     name = "numpy"
 
     def __init__(self, dtype=np.float32):

@@ -23,12 +23,14 @@ checkpoint's Conv1D [in, out] is transposed on load), so PEFT's fan_in_fan_out l
 have the shapes they have for a Linear. With `lora=None` every weight trains.
 """
 
+from .checkpointing import layers_backward, layers_forward
 from .decoder import DecoderModel
 
 PROJECTIONS = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
 
 
 class Gpt2Model(DecoderModel):
+    supports_gradient_checkpointing = True
     @property
     def head_name(self):
         """The head's weight: the token embedding (GPT-2 ties them), or an adapter's copy of
@@ -56,38 +58,37 @@ class Gpt2Model(DecoderModel):
         LlamaModel.forward (ids, mask, B, T, position)."""
         c = self.config
         B, T, position = inputs.B, inputs.T, inputs.position
-        h = c.hidden_size
-        linear = self.linears.forward
-        rates = self.dropout
-        p_embd, p_resid, p_attn = (rates["embedding"], rates["residual"], rates["attention"]) if train else (0, 0, 0)
+        p_embd = self.dropout["embedding"] if train else 0
         x = be.add(be.gather_rows(be.param("transformer.wte.weight"), inputs.ids),
                    be.position_rows(be.param("transformer.wpe.weight"), B, T, position))
         x, emb_drop = be.dropout(x, p_embd)
-        layers = []
-        for n in range(c.num_hidden_layers):
-            p = f"transformer.h.{n}."
-            s = {}
-            a, s["ln1"] = self._layernorm(be, x, p + "ln_1", c.layer_norm_epsilon)
-            q, k, v = be.split_columns(linear(be, p + "attn.c_attn", a, s, train), (h, h, h))
-            if cache is not None:
-                k, v = be.kv_cache_append(cache, n, k, v, position)
-            a, s["attn"] = be.causal_attention(q, k, v, inputs.mask, B, c.num_attention_heads,
-                                               c.num_attention_heads, past=position, p=p_attn)
-            a, s["attn_drop"] = be.dropout(linear(be, p + "attn.c_proj", a, s, train), p_resid)
-            x = be.add(x, a)
-            a, s["ln2"] = self._layernorm(be, x, p + "ln_2", c.layer_norm_epsilon)
-            f = linear(be, p + "mlp.c_fc", a, s, train)
-            s["fc"] = f
-            m = linear(be, p + "mlp.c_proj", be.gelu(f, c.gelu_approximate), s, train)
-            m, s["mlp_drop"] = be.dropout(m, p_resid)
-            x = be.add(x, m)
-            if train:
-                layers.append(s)
-            else:
-                be.end_layer(x)       # inference: this layer's intermediates may be reused
+        x, layers = layers_forward(be, x, c.num_hidden_layers,
+                                   lambda n, x: self._layer(be, n, x, inputs, train, cache),
+                                   train, self.gradient_checkpointing, self._lowest_layer())
         out, final = self._layernorm(be, x, "transformer.ln_f", c.layer_norm_epsilon)
         return out, {"layers": layers, "final": final, "ids": inputs.ids, "B": B, "T": T,
                      "emb_drop": emb_drop}
+
+    def _layer(self, be, n, x, inputs, train, cache=None):
+        """Layer n's forward: its output and what its backward needs."""
+        c, linear, h = self.config, self.linears.forward, self.config.hidden_size
+        p_resid, p_attn = (self.dropout["residual"], self.dropout["attention"]) if train else (0, 0)
+        p = f"transformer.h.{n}."
+        s = {}
+        a, s["ln1"] = self._layernorm(be, x, p + "ln_1", c.layer_norm_epsilon)
+        q, k, v = be.split_columns(linear(be, p + "attn.c_attn", a, s, train), (h, h, h))
+        if cache is not None:
+            k, v = be.kv_cache_append(cache, n, k, v, inputs.position)
+        a, s["attn"] = be.causal_attention(q, k, v, inputs.mask, inputs.B, c.num_attention_heads,
+                                           c.num_attention_heads, past=inputs.position, p=p_attn)
+        a, s["attn_drop"] = be.dropout(linear(be, p + "attn.c_proj", a, s, train), p_resid)
+        x = be.add(x, a)
+        a, s["ln2"] = self._layernorm(be, x, p + "ln_2", c.layer_norm_epsilon)
+        f = linear(be, p + "mlp.c_fc", a, s, train)
+        s["fc"] = f
+        m = linear(be, p + "mlp.c_proj", be.gelu(f, c.gelu_approximate), s, train)
+        m, s["mlp_drop"] = be.dropout(m, p_resid)
+        return be.add(x, m), s
 
     # --- backward ---
 
@@ -95,25 +96,30 @@ class Gpt2Model(DecoderModel):
         """Gradients of the loss whose gradient with respect to the final hidden states is
         `dhidden` (with full fine-tuning the head's own gradient comes from the loss). Layers
         below the lowest adapter get no backward; that layer computes no input gradient."""
-        c = self.config
-        back = self.linears.backward
         dx = self._layernorm_backward(be, dhidden, saved["final"], "transformer.ln_f")
         lowest = self._lowest_layer()
-        for n in reversed(range(lowest, c.num_hidden_layers)):
-            p = f"transformer.h.{n}."
-            s = saved["layers"][n]
-            dm = back(be, p + "mlp.c_proj", be.dropout_backward(dx, s["mlp_drop"]), s)
-            df = be.gelu_backward(dm, s["fc"], c.gelu_approximate)
-            dh = back(be, p + "mlp.c_fc", df, s)
-            dx = be.add(dx, self._layernorm_backward(be, dh, s["ln2"], p + "ln_2"))
-            da = back(be, p + "attn.c_proj", be.dropout_backward(dx, s["attn_drop"]), s)
-            dqkv = be.concat_columns(be.causal_attention_backward(da, s["attn"]))
-            needed = self.backward_to_inputs or n > lowest    # nothing below the lowest adapter trains
-            da = back(be, p + "attn.c_attn", dqkv, s, input_grad=needed)
-            if needed:
-                dx = be.add(dx, self._layernorm_backward(be, da, s["ln1"], p + "ln_1"))
+        dx = layers_backward(be, dx, saved["layers"],
+                             lambda n, x: self._layer(be, n, x, inputs, True),
+                             lambda n, dx, s: self._layer_backward(be, n, dx, s, lowest), lowest)
         if self.embedding_trains:
             dx = be.dropout_backward(dx, saved["emb_drop"])
             be.gather_rows_backward(dx, saved["ids"], be.grad("transformer.wte.weight"))
         if self.full:
             be.position_rows_backward(dx, saved["B"], saved["T"], be.grad("transformer.wpe.weight"))
+
+    def _layer_backward(self, be, n, dx, s, lowest):
+        """Layer n's backward from its output's gradient `dx`: its input's (the layer `lowest`,
+        below which nothing trains, computes none: dx as given), its weights' kept."""
+        c, back = self.config, self.linears.backward
+        p = f"transformer.h.{n}."
+        dm = back(be, p + "mlp.c_proj", be.dropout_backward(dx, s["mlp_drop"]), s)
+        df = be.gelu_backward(dm, s["fc"], c.gelu_approximate)
+        dh = back(be, p + "mlp.c_fc", df, s)
+        dx = be.add(dx, self._layernorm_backward(be, dh, s["ln2"], p + "ln_2"))
+        da = back(be, p + "attn.c_proj", be.dropout_backward(dx, s["attn_drop"]), s)
+        dqkv = be.concat_columns(be.causal_attention_backward(da, s["attn"]))
+        needed = self.backward_to_inputs or n > lowest    # nothing below the lowest adapter trains
+        da = back(be, p + "attn.c_attn", dqkv, s, input_grad=needed)
+        if needed:
+            dx = be.add(dx, self._layernorm_backward(be, da, s["ln1"], p + "ln_1"))
+        return dx

@@ -37,10 +37,12 @@ then one token at a time.
 """
 
 from ..labels import IGNORE_INDEX, IGNORE_LABEL
+from .checkpointing import layers_backward, layers_forward
 from .decoder import DecoderModel
 
 
 class LlamaModel(DecoderModel):
+    supports_gradient_checkpointing = True
     def __init__(self, config, lora, dropout=None):
         """lora: a LoraConfig, or None to train every weight (full fine-tuning)."""
         shapes = config.parameter_shapes()
@@ -62,50 +64,51 @@ class LlamaModel(DecoderModel):
         or on the GPU a Variable set per replay); with a cache also `rope_length`, the length
         of the sequence whose rope tables to use (longrope's factors depend on it)."""
         c = self.config
-        B, T, position = inputs.B, inputs.T, inputs.position
+        T = inputs.T
         ropes = self._rope_tables(be, cache.length if cache else T, inputs.rope_length if cache else T)
-        linear = self.linears.forward
         x = be.gather_rows(be.param("model.embed_tokens.weight"), inputs.ids)
         if c.embedding_scale is not None:
             x = be.scale(x, c.embedding_scale)
-        layers = []
-        for n in range(c.num_hidden_layers):
-            p = f"model.layers.{n}."
-            s = {}
-            h, s["ln1"] = self._norm(be, x, p + "input_layernorm.weight")
-            q, k, v = self._qkv(be, p, h, s, train)
-            if c.qk_norm:
-                q, s["q_norm"] = self._norm(be, q, p + "self_attn.q_norm.weight", c.head_dim)
-                k, s["k_norm"] = self._norm(be, k, p + "self_attn.k_norm.weight", c.head_dim)
-            rope = ropes[n]
-            if c.layer_rope_used[n]:          # SmolLM3's NoPE layers do not rotate
-                q = be.rope(q, rope, c.num_attention_heads, T, position)
-                k = be.rope(k, rope, c.num_key_value_heads, T, position)
-            if c.query_scale is not None:
-                q = be.scale(q, c.query_scale)
-            if cache is not None:
-                k, v = be.kv_cache_append(cache, n, k, v, position)
-            a, s["attn"] = be.causal_attention(q, k, v, inputs.mask, B, c.num_attention_heads,
-                                               c.num_key_value_heads, past=position,
-                                               window=c.layer_windows[n],
-                                               softcap=c.attn_logit_softcapping)
-            a = linear(be, p + "self_attn.o_proj", a, s, train)
-            if c.sandwich_norms:
-                a, s["attn_out"] = self._norm(be, a, p + "post_attention_layernorm.weight")
-            x = be.add(x, a)
-            h, s["ln2"] = self._norm(be, x, p + self._mlp_norm + ".weight")
-            g, u = self._gate_up(be, p, h, s, train)
-            s["g"], s["u"] = g, u
-            m = linear(be, p + "mlp.down_proj", be.swiglu(g, u, c.mlp_activation), s, train)
-            if c.sandwich_norms:
-                m, s["mlp_out"] = self._norm(be, m, p + "post_feedforward_layernorm.weight")
-            x = be.add(x, m)
-            if train:
-                layers.append(s)
-            else:
-                be.end_layer(x)       # inference: this layer's intermediates may be reused
+        x, layers = layers_forward(be, x, c.num_hidden_layers,
+                                   lambda n, x: self._layer(be, n, x, inputs, ropes, train, cache),
+                                   train, self.gradient_checkpointing, self._lowest_layer())
         out, final = self._norm(be, x, "model.norm.weight")
         return out, {"layers": layers, "final": final, "ids": inputs.ids, "ropes": ropes, "T": T}
+
+    def _layer(self, be, n, x, inputs, ropes, train, cache=None):
+        """Layer n's forward: its output and what its backward needs."""
+        c, linear = self.config, self.linears.forward
+        B, T, position = inputs.B, inputs.T, inputs.position
+        p = f"model.layers.{n}."
+        s = {}
+        h, s["ln1"] = self._norm(be, x, p + "input_layernorm.weight")
+        q, k, v = self._qkv(be, p, h, s, train)
+        if c.qk_norm:
+            q, s["q_norm"] = self._norm(be, q, p + "self_attn.q_norm.weight", c.head_dim)
+            k, s["k_norm"] = self._norm(be, k, p + "self_attn.k_norm.weight", c.head_dim)
+        rope = ropes[n]
+        if c.layer_rope_used[n]:          # SmolLM3's NoPE layers do not rotate
+            q = be.rope(q, rope, c.num_attention_heads, T, position)
+            k = be.rope(k, rope, c.num_key_value_heads, T, position)
+        if c.query_scale is not None:
+            q = be.scale(q, c.query_scale)
+        if cache is not None:
+            k, v = be.kv_cache_append(cache, n, k, v, position)
+        a, s["attn"] = be.causal_attention(q, k, v, inputs.mask, B, c.num_attention_heads,
+                                           c.num_key_value_heads, past=position,
+                                           window=c.layer_windows[n],
+                                           softcap=c.attn_logit_softcapping)
+        a = linear(be, p + "self_attn.o_proj", a, s, train)
+        if c.sandwich_norms:
+            a, s["attn_out"] = self._norm(be, a, p + "post_attention_layernorm.weight")
+        x = be.add(x, a)
+        h, s["ln2"] = self._norm(be, x, p + self._mlp_norm + ".weight")
+        g, u = self._gate_up(be, p, h, s, train)
+        s["g"], s["u"] = g, u
+        m = linear(be, p + "mlp.down_proj", be.swiglu(g, u, c.mlp_activation), s, train)
+        if c.sandwich_norms:
+            m, s["mlp_out"] = self._norm(be, m, p + "post_feedforward_layernorm.weight")
+        return be.add(x, m), s
 
     def _rope_tables(self, be, positions, seq_len):
         """Each layer's rotary tables (Gemma 3's sliding layers have their own base), made once
@@ -168,42 +171,50 @@ class LlamaModel(DecoderModel):
         below the lowest adapter get no backward; that layer computes no input gradient."""
         c = self.config
         ropes, T = saved["ropes"], saved["T"]
-        back = self.linears.backward
         dx = self._norm_backward(be, dhidden, saved["final"], "model.norm.weight")
         lowest = self._lowest_layer()
-        for n in reversed(range(lowest, c.num_hidden_layers)):
-            p = f"model.layers.{n}."
-            s = saved["layers"][n]
-            dm = dx
-            if c.sandwich_norms:
-                dm = self._norm_backward(be, dm, s["mlp_out"], p + "post_feedforward_layernorm.weight")
-            dm = back(be, p + "mlp.down_proj", dm, s)
-            dg, du = be.swiglu_backward(dm, s["g"], s["u"], c.mlp_activation)
-            dh = self._gate_up_backward(be, p, dg, du, s)
-            dx = be.add(dx, self._norm_backward(be, dh, s["ln2"], p + self._mlp_norm + ".weight"))
-            da = dx
-            if c.sandwich_norms:
-                da = self._norm_backward(be, da, s["attn_out"], p + "post_attention_layernorm.weight")
-            da = back(be, p + "self_attn.o_proj", da, s)
-            dq, dk, dv = be.causal_attention_backward(da, s["attn"])
-            if c.query_scale is not None:
-                dq = be.scale(dq, c.query_scale)
-            rope = ropes[n]
-            if c.layer_rope_used[n]:
-                dq = be.rope_backward(dq, rope, c.num_attention_heads, T)
-                dk = be.rope_backward(dk, rope, c.num_key_value_heads, T)
-            if c.qk_norm:
-                dq = self._norm_backward(be, dq, s["q_norm"], p + "self_attn.q_norm.weight")
-                dk = self._norm_backward(be, dk, s["k_norm"], p + "self_attn.k_norm.weight")
-            needed = self.backward_to_inputs or n > lowest    # nothing below the lowest adapter trains
-            dh = self._qkv_backward(be, p, dq, dk, dv, s, needed)
-            if needed:
-                dx = be.add(dx, self._norm_backward(be, dh, s["ln1"], p + "input_layernorm.weight"))
+        dx = layers_backward(be, dx, saved["layers"],
+                             lambda n, x: self._layer(be, n, x, inputs, ropes, True),
+                             lambda n, dx, s: self._layer_backward(be, n, dx, s, ropes, T, lowest),
+                             lowest)
         if self.embedding_trains:
             if c.embedding_scale is not None:
                 dx = be.scale(dx, c.embedding_scale)
             be.gather_rows_backward(dx, saved["ids"], be.grad("model.embed_tokens.weight"),
                                     padding=c.pad_token_id)
+
+
+    def _layer_backward(self, be, n, dx, s, ropes, T, lowest):
+        """Layer n's backward from its output's gradient `dx`: its input's (the layer `lowest`,
+        below which nothing trains, computes none: dx as given), its weights' kept."""
+        c, back = self.config, self.linears.backward
+        p = f"model.layers.{n}."
+        dm = dx
+        if c.sandwich_norms:
+            dm = self._norm_backward(be, dm, s["mlp_out"], p + "post_feedforward_layernorm.weight")
+        dm = back(be, p + "mlp.down_proj", dm, s)
+        dg, du = be.swiglu_backward(dm, s["g"], s["u"], c.mlp_activation)
+        dh = self._gate_up_backward(be, p, dg, du, s)
+        dx = be.add(dx, self._norm_backward(be, dh, s["ln2"], p + self._mlp_norm + ".weight"))
+        da = dx
+        if c.sandwich_norms:
+            da = self._norm_backward(be, da, s["attn_out"], p + "post_attention_layernorm.weight")
+        da = back(be, p + "self_attn.o_proj", da, s)
+        dq, dk, dv = be.causal_attention_backward(da, s["attn"])
+        if c.query_scale is not None:
+            dq = be.scale(dq, c.query_scale)
+        rope = ropes[n]
+        if c.layer_rope_used[n]:
+            dq = be.rope_backward(dq, rope, c.num_attention_heads, T)
+            dk = be.rope_backward(dk, rope, c.num_key_value_heads, T)
+        if c.qk_norm:
+            dq = self._norm_backward(be, dq, s["q_norm"], p + "self_attn.q_norm.weight")
+            dk = self._norm_backward(be, dk, s["k_norm"], p + "self_attn.k_norm.weight")
+        needed = self.backward_to_inputs or n > lowest    # nothing below the lowest adapter trains
+        dh = self._qkv_backward(be, p, dq, dk, dv, s, needed)
+        if needed:
+            dx = be.add(dx, self._norm_backward(be, dh, s["ln1"], p + "input_layernorm.weight"))
+        return dx
 
 
 def shift_labels(labels):

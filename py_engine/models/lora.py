@@ -326,6 +326,22 @@ class AdaptedModel:
 
     relative_kernels = False    # the GPU loads DeBERTa's disentangled attention bias kernels
     last_token = False          # a classifier's batches carry each row's last real token
+    # whether the family's layers run through models/checkpointing.py (transformers' name)
+    supports_gradient_checkpointing = False
+    _checkpointing = False
+
+    @property
+    def gradient_checkpointing(self):
+        """Whether a training step recomputes each layer's forward in its backward instead of
+        keeping its activations (models/checkpointing.py)."""
+        return self._checkpointing
+
+    @gradient_checkpointing.setter
+    def gradient_checkpointing(self, on):
+        if on and not self.supports_gradient_checkpointing:
+            raise ValueError(f"gradient checkpointing is built for the Llama family, GPT-2 and "
+                             f"Phi-2 decoders, not for {type(self).__name__}")
+        self._checkpointing = bool(on)
 
     def peft_dict(self):
         """The adapter_config.json of this model's adapter (LoraConfig.to_peft_dict)."""
@@ -387,7 +403,9 @@ class AdaptedModel:
 
     def to_full(self):
         """The same model with every weight trainable (after the LoRA update was folded in)."""
-        return type(self)(self.config, None, dropout=self.dropout)
+        model = type(self)(self.config, None, dropout=self.dropout)
+        model.gradient_checkpointing = self.gradient_checkpointing
+        return model
 
     def frozen_names(self):
         """The checkpoint tensors the model reads as they are (a bias that trains is read from

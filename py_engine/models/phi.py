@@ -22,6 +22,7 @@ fine-tuning trains it). LoRA may wrap q_proj, k_proj, v_proj, dense, fc1, fc2 (P
 With `lora=None` every weight trains.
 """
 
+from .checkpointing import layers_backward, layers_forward
 from .decoder import DecoderModel
 
 PROJECTIONS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.dense",
@@ -29,6 +30,7 @@ PROJECTIONS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self
 
 
 class PhiModel(DecoderModel):
+    supports_gradient_checkpointing = True
     head_bias = "lm_head.bias"
 
     def __init__(self, config, lora, dropout=None):
@@ -50,37 +52,38 @@ class PhiModel(DecoderModel):
         """Final hidden states [B*T, hidden] and what the backward needs; `inputs` as for
         LlamaModel.forward (ids, mask, B, T, position)."""
         c = self.config
-        B, T, position = inputs.B, inputs.T, inputs.position
-        H, Hkv = c.num_attention_heads, c.num_key_value_heads
+        T = inputs.T
         rope = be.rope_tables(c.head_dim, c.rope_parameters, cache.length if cache else T)
-        linear = self.linears.forward
-        rates = self.dropout
-        p_embd, p_resid, p_attn = (rates["embedding"], rates["residual"], rates["attention"]) if train else (0, 0, 0)
+        p_embd = self.dropout["embedding"] if train else 0
         x, emb_drop = be.dropout(be.gather_rows(be.param("model.embed_tokens.weight"), inputs.ids), p_embd)
-        layers = []
-        for n in range(c.num_hidden_layers):
-            p = f"model.layers.{n}."
-            s = {}
-            h, s["ln"] = self._layernorm(be, x, p + "input_layernorm", c.layer_norm_eps)
-            q = be.rope(linear(be, p + "self_attn.q_proj", h, s, train), rope, H, T, position)
-            k = be.rope(linear(be, p + "self_attn.k_proj", h, s, train), rope, Hkv, T, position)
-            v = linear(be, p + "self_attn.v_proj", h, s, train)
-            if cache is not None:
-                k, v = be.kv_cache_append(cache, n, k, v, position)
-            a, s["attn"] = be.causal_attention(q, k, v, inputs.mask, B, H, Hkv, past=position, p=p_attn)
-            a, s["attn_drop"] = be.dropout(linear(be, p + "self_attn.dense", a, s, train), p_resid)
-            f = linear(be, p + "mlp.fc1", h, s, train)
-            s["fc"] = f
-            m, s["mlp_drop"] = be.dropout(linear(be, p + "mlp.fc2", be.gelu(f, c.gelu_approximate), s, train),
-                                          p_resid)
-            x = be.add(be.add(x, a), m)
-            if train:
-                layers.append(s)
-            else:
-                be.end_layer(x)       # inference: this layer's intermediates may be reused
+        x, layers = layers_forward(be, x, c.num_hidden_layers,
+                                   lambda n, x: self._layer(be, n, x, inputs, rope, train, cache),
+                                   train, self.gradient_checkpointing, self._lowest_layer())
         out, final = self._layernorm(be, x, "model.final_layernorm", c.layer_norm_eps)
         return out, {"layers": layers, "final": final, "ids": inputs.ids, "rope": rope, "T": T,
                      "emb_drop": emb_drop}
+
+    def _layer(self, be, n, x, inputs, rope, train, cache=None):
+        """Layer n's forward: its output and what its backward needs."""
+        c, linear = self.config, self.linears.forward
+        B, T, position = inputs.B, inputs.T, inputs.position
+        H, Hkv = c.num_attention_heads, c.num_key_value_heads
+        p_resid, p_attn = (self.dropout["residual"], self.dropout["attention"]) if train else (0, 0)
+        p = f"model.layers.{n}."
+        s = {}
+        h, s["ln"] = self._layernorm(be, x, p + "input_layernorm", c.layer_norm_eps)
+        q = be.rope(linear(be, p + "self_attn.q_proj", h, s, train), rope, H, T, position)
+        k = be.rope(linear(be, p + "self_attn.k_proj", h, s, train), rope, Hkv, T, position)
+        v = linear(be, p + "self_attn.v_proj", h, s, train)
+        if cache is not None:
+            k, v = be.kv_cache_append(cache, n, k, v, position)
+        a, s["attn"] = be.causal_attention(q, k, v, inputs.mask, B, H, Hkv, past=position, p=p_attn)
+        a, s["attn_drop"] = be.dropout(linear(be, p + "self_attn.dense", a, s, train), p_resid)
+        f = linear(be, p + "mlp.fc1", h, s, train)
+        s["fc"] = f
+        m, s["mlp_drop"] = be.dropout(linear(be, p + "mlp.fc2", be.gelu(f, c.gelu_approximate), s, train),
+                                      p_resid)
+        return be.add(be.add(x, a), m), s
 
     # --- backward ---
 
@@ -89,28 +92,34 @@ class PhiModel(DecoderModel):
         `dhidden` (with full fine-tuning the head's own gradients come from the loss). Layers
         below the lowest adapter get no backward; that layer computes no input gradient (both
         branches read the same norm, whose input gradient only the layers below need)."""
-        c = self.config
-        H, Hkv = c.num_attention_heads, c.num_key_value_heads
         rope, T = saved["rope"], saved["T"]
-        back = self.linears.backward
         dx = self._layernorm_backward(be, dhidden, saved["final"], "model.final_layernorm")
         lowest = self._lowest_layer()
-        for n in reversed(range(lowest, c.num_hidden_layers)):
-            p = f"model.layers.{n}."
-            s = saved["layers"][n]
-            needed = self.backward_to_inputs or n > lowest    # nothing below the lowest adapter trains
-            dm = back(be, p + "mlp.fc2", be.dropout_backward(dx, s["mlp_drop"]), s)
-            df = be.gelu_backward(dm, s["fc"], c.gelu_approximate)
-            dh = [back(be, p + "mlp.fc1", df, s, input_grad=needed)]
-            da = back(be, p + "self_attn.dense", be.dropout_backward(dx, s["attn_drop"]), s)
-            dq, dk, dv = be.causal_attention_backward(da, s["attn"])
-            dq = be.rope_backward(dq, rope, H, T)
-            dk = be.rope_backward(dk, rope, Hkv, T)
-            dh += [back(be, p + f"self_attn.{m}", d, s, input_grad=needed)
-                   for m, d in (("q_proj", dq), ("k_proj", dk), ("v_proj", dv))]
-            if needed:
-                dh = be.add(be.add(dh[0], dh[1]), be.add(dh[2], dh[3]))
-                dx = be.add(dx, self._layernorm_backward(be, dh, s["ln"], p + "input_layernorm"))
+        dx = layers_backward(be, dx, saved["layers"],
+                             lambda n, x: self._layer(be, n, x, inputs, rope, True),
+                             lambda n, dx, s: self._layer_backward(be, n, dx, s, rope, T, lowest),
+                             lowest)
         if self.embedding_trains:
             dx = be.dropout_backward(dx, saved["emb_drop"])
             be.gather_rows_backward(dx, saved["ids"], be.grad("model.embed_tokens.weight"))
+
+    def _layer_backward(self, be, n, dx, s, rope, T, lowest):
+        """Layer n's backward from its output's gradient `dx`: its input's (the layer `lowest`,
+        below which nothing trains, computes none: dx as given), its weights' kept."""
+        c, back = self.config, self.linears.backward
+        H, Hkv = c.num_attention_heads, c.num_key_value_heads
+        p = f"model.layers.{n}."
+        needed = self.backward_to_inputs or n > lowest    # nothing below the lowest adapter trains
+        dm = back(be, p + "mlp.fc2", be.dropout_backward(dx, s["mlp_drop"]), s)
+        df = be.gelu_backward(dm, s["fc"], c.gelu_approximate)
+        dh = [back(be, p + "mlp.fc1", df, s, input_grad=needed)]
+        da = back(be, p + "self_attn.dense", be.dropout_backward(dx, s["attn_drop"]), s)
+        dq, dk, dv = be.causal_attention_backward(da, s["attn"])
+        dq = be.rope_backward(dq, rope, H, T)
+        dk = be.rope_backward(dk, rope, Hkv, T)
+        dh += [back(be, p + f"self_attn.{m}", d, s, input_grad=needed)
+               for m, d in (("q_proj", dq), ("k_proj", dk), ("v_proj", dv))]
+        if needed:
+            dh = be.add(be.add(dh[0], dh[1]), be.add(dh[2], dh[3]))
+            dx = be.add(dx, self._layernorm_backward(be, dh, s["ln"], p + "input_layernorm"))
+        return dx

@@ -292,6 +292,7 @@ class ChatModel:
         if config.max_length > self.max_length:     # the checkpoint's positions bound it
             config = replace(config, max_length=self.max_length)
         examples = self._usable(examples, config.max_length)
+        self.runtime.set_gradient_checkpointing(config.gradient_checkpointing)
         if config.mode == "full" and not self.model.full:
             await self.runtime.to_full()
         if config.mode == "lora" and self.model.full:

@@ -135,6 +135,9 @@ class CausalTrainConfig(TrainConfig):
     eval_every: optimizer steps between validation evaluations (default: once per epoch).
     validation_ratio: the share of examples held out for validation when fit() is given none
     and the mode is hybrid.
+    gradient_checkpointing: recompute each layer's forward in the backward instead of keeping
+    its activations (transformers' option): about a third more compute for activation memory
+    of one layer instead of all (models/checkpointing.py); the gradients are the same.
     """
 
     epochs: int = 1
@@ -149,9 +152,13 @@ class CausalTrainConfig(TrainConfig):
     min_delta: float = 0.0
     eval_every: int = None
     validation_ratio: float = 0.1
+    gradient_checkpointing: bool = False
 
     def __post_init__(self):
         super().__post_init__()
+        if not isinstance(self.gradient_checkpointing, bool):
+            raise ConfigError(f"gradient_checkpointing must be true or false, got "
+                              f"{self.gradient_checkpointing!r}")
         if self.mode not in MODES:
             raise ConfigError(f"mode must be one of {MODES}, got {self.mode!r}")
         _positive_int("patience", self.patience)

@@ -172,6 +172,11 @@ class GpuRuntime(Runtime):
         self._programs[key] = (program, inputs, buffers)
         return program, inputs
 
+    def recorded_bytes(self):
+        """Bytes of the buffers the recorded programs hold: activations and their gradients,
+        and the batches' inputs (what gradient checkpointing makes smaller)."""
+        return sum(b.size for _, _, buffers in self._programs.values() for b in buffers)
+
     def forget_programs(self):
         """Release every recorded program and the buffers recorded for it."""
         for program, _, buffers in self._programs.values():

@@ -74,6 +74,13 @@ class Runtime:
     def forget_programs(self):
         """Recorded programs (the GPU's) are made again when next needed."""
 
+    def set_gradient_checkpointing(self, on):
+        """Train with gradient checkpointing (models/checkpointing.py) or without; a family
+        without it is refused by name."""
+        if self.model.gradient_checkpointing != bool(on):
+            self.model.gradient_checkpointing = on
+            self.forget_programs()
+
     async def rebuilt(self, model, trainable, task=None):
         """A runtime like this one (backend, device, storage of the frozen weights, task unless
         another is given) over another structure of the same checkpoint, `model` (other LoRA

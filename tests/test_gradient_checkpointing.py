@@ -1,0 +1,149 @@
+"""Gradient checkpointing (models/checkpointing.py): a step that recomputes each layer's forward
+in its backward gives the gradients of the step that keeps every activation, exactly on NumPy
+(the same ops on the same inputs, each dropout mask drawn again), and on the GPU (lavapipe)
+while holding less memory; the option reaches training through CausalTrainConfig, survives the
+switch to full fine-tuning, and is refused by name where a family lacks it."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from conftest import rel_error, run
+from gpt2_checkpoints import tiny_dialogpt_dir
+from phi_checkpoints import tiny_phi_dir
+from tiny_chat import tiny_chat_dir
+from py_engine.models.lora_config import LoraConfig
+from py_engine.train.chat import ChatModel
+from py_engine.train.config import CausalTrainConfig, ConfigError
+
+LLAMA = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+TARGETS = {"qwen2": LLAMA, "gemma2": LLAMA, "phi3": ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"],
+           "gpt2": ["c_attn", "c_proj", "c_fc"], "phi": ["q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2"]}
+WITH_DROPOUT = dict(embd_pdrop=0.1, resid_pdrop=0.1)
+
+
+def checkpoint_dir(tmp_path, family):
+    """A tiny checkpoint of `family`; GPT-2 and Phi-2 with their own dropout on."""
+    if family == "gpt2":
+        return tiny_dialogpt_dir(tmp_path / "gpt2", **WITH_DROPOUT, attn_pdrop=0.1)
+    if family == "phi":
+        return tiny_phi_dir(tmp_path / "phi", **WITH_DROPOUT, attention_dropout=0.1)
+    return tiny_chat_dir(tmp_path, family=family, num_hidden_layers=4)
+
+
+def examples(seed, n=4, vocab=90):
+    """Token sequences of unequal lengths (padding in every batch), every token trained but
+    the first of each."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for k in range(n):
+        ids = rng.integers(3, vocab, 6 + 3 * k).tolist()
+        out.append(SimpleNamespace(ids=ids, labels=[-100] + ids[1:]))
+    return out
+
+
+async def step(path, checkpointing, mode="lora", lora=None, **kwargs):
+    """Loss and gradients of one accumulated step (dropout seed 7) on a fresh model."""
+    chat = await ChatModel.create(path, lora=lora, mode=mode, seed=3, **kwargs)
+    chat.runtime.set_gradient_checkpointing(checkpointing)
+    values, rng = await chat.runtime.trainable_values(), np.random.default_rng(5)
+    for name, (shape, data) in values.items():      # B not zero: A gets a gradient too
+        if ".lora_B." in name:
+            values[name] = (shape, (0.1 * rng.standard_normal(len(data))).astype(np.float32))
+    await chat.runtime.load_trainable(values)
+    data = examples(1)
+    batch = chat.runtime.task.batch(data, list(range(len(data))), 8, 64)
+    metrics = await chat.runtime.accumulate(batch, seed=7)
+    grads = {name: np.asarray(g, np.float32).ravel()
+             for name, g in (await chat.runtime.gradients()).items()}
+    return metrics["loss"], grads, chat
+
+
+@pytest.mark.parametrize("family", ["qwen2", "gemma2", "phi3", "gpt2", "phi"])
+@pytest.mark.parametrize("mode", ["lora", "full"])
+def test_numpy_gradients_are_those_without_it(tmp_path, family, mode):
+    """Every family that has it, LoRA (with LoRA dropout) and full fine-tuning: the same loss
+    and the same gradients, bit for bit."""
+    path = checkpoint_dir(tmp_path, family)
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS[family], lora_dropout=0.2)
+    plain_loss, plain, _ = run(step(path, False, mode, lora))
+    loss, grads, chat = run(step(path, True, mode, lora))
+    assert chat.model.gradient_checkpointing
+    assert loss == plain_loss
+    assert set(grads) == set(plain) and len(grads) > 4
+    for name, values in plain.items():
+        assert np.array_equal(grads[name], values), name
+        assert np.any(values), name        # every trained tensor got a gradient
+
+
+def test_layers_below_the_lowest_adapter_are_not_kept(tmp_path):
+    """LoRA on the top layers only: the backward stops at the lowest adapted layer, with
+    checkpointing as without (the same gradients)."""
+    path = checkpoint_dir(tmp_path, "qwen2")
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=LLAMA, layers_to_transform=[2, 3])
+    plain_loss, plain, _ = run(step(path, False, lora=lora))
+    loss, grads, _ = run(step(path, True, lora=lora))
+    assert loss == plain_loss and sorted(grads) == sorted(plain)
+    assert {name.split(".")[2] for name in grads} == {"2", "3"}
+    for name, values in plain.items():
+        assert np.array_equal(grads[name], values), name
+
+
+@pytest.mark.parametrize("family, mode", [("qwen2", "lora"), ("gpt2", "full")])
+def test_gpu_gradients_are_those_without_it_in_less_memory(tmp_path, device, family, mode):
+    """On the GPU (lavapipe) the checkpointed step's gradients are the plain step's (the same
+    kernels on the same inputs: 1e-6 relative, measured 0), and its recorded buffers, which
+    hand what is no longer read on to later tensors, take less memory."""
+    path = checkpoint_dir(tmp_path, family)
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS[family], lora_dropout=0.2)
+    kwargs = dict(backend="gpu", device=device)
+    plain_loss, plain, plain_chat = run(step(path, False, mode, lora, **kwargs))
+    loss, grads, chat = run(step(path, True, mode, lora, **kwargs))
+    assert abs(loss - plain_loss) <= 1e-6 * abs(plain_loss)
+    for name, values in plain.items():
+        assert rel_error(grads[name], values) <= 1e-6, name
+    held, plain_held = chat.runtime.recorded_bytes(), plain_chat.runtime.recorded_bytes()
+    assert 0 < held < 0.8 * plain_held, (held, plain_held)
+    # the NumPy backend's gradients of the same step (float32), as a third opinion
+    _, reference, _ = run(step(path, False, mode, lora))
+    for name, values in reference.items():
+        assert rel_error(grads[name], values) <= 1e-4, name
+
+
+def test_the_training_option_trains_as_without_it_and_survives_hybrid(tmp_path):
+    """fit() with CausalTrainConfig(gradient_checkpointing=True): the same losses step by step
+    as without it, in hybrid mode across the switch to full fine-tuning (which keeps the
+    option); the option is a bool."""
+    path = checkpoint_dir(tmp_path, "qwen2")
+    data = examples(2, n=12)
+
+    async def losses(on):
+        chat = await ChatModel.create(path, mode="hybrid", seed=3)
+        config = CausalTrainConfig(epochs=6, lr=5e-3, batch_size=4, mode="hybrid", patience=1,
+                                   eval_every=1, gradient_checkpointing=on)
+        history = await chat.fit(data, config, validation=examples(3, n=2))
+        switched = [e["step"] for e in chat.events if e["event"] == "switched to full fine-tuning"]
+        return [s.loss for s in history], switched, chat.model.gradient_checkpointing
+
+    plain, plain_switched, _ = run(losses(False))
+    got, switched, on = run(losses(True))
+    assert got == plain
+    # switched to full fine-tuning with steps after it, still checkpointing
+    assert switched == plain_switched and len(switched) == 1 and switched[0] < len(got) and on
+    with pytest.raises(ConfigError, match="gradient_checkpointing must be true or false"):
+        CausalTrainConfig(gradient_checkpointing="yes")
+
+
+def test_a_family_without_it_is_refused_by_name(tmp_path):
+    """T5 (and the encoders) run their layers their own way: asking is refused before any
+    step, naming what has it."""
+    from t5_checkpoints import tiny_t5
+    from py_engine.train.seq2seq import Seq2SeqModel
+
+    tiny_t5(tmp_path / "t5")
+    model = run(Seq2SeqModel.create(tmp_path / "t5", tokenizer=None))
+    with pytest.raises(ValueError, match="gradient checkpointing is built for the Llama family, "
+                                         "GPT-2 and Phi-2 decoders, not for T5Model"):
+        model.runtime.set_gradient_checkpointing(True)
+    assert not model.model.gradient_checkpointing
