@@ -21,6 +21,10 @@ Sections:
           engine's Phi-3 family: without it the section fails, naming the supported families.
   memory  base-weight bytes of a 1.1B TinyLlama config from its parameter shapes, per storage
           mode (f32, f16, int8, int4) by the rule the GPU runtime allocates with.
+  checkpointing  the GPU buffers one LoRA training step records (activations, their gradients,
+          the batch), with and without gradient checkpointing, for the tiny Llama 12 layers
+          deep at 4 x 256, each in its own process on the native adapter (bytes, which a
+          software adapter measures as a GPU would; not its speed), and the two steps' losses.
 
 The GPU comparison (the native backend against torch + PEFT on CUDA) is bench/gpu_device.sh's,
 with the same contenders. The engine is driven through its public API: ChatModel.create and
@@ -113,6 +117,45 @@ def base_weight_memory(config=TINYLLAMA_1B, modes=("f32", "f16", "int8", "int4")
         total = planned_base_bytes(model, shapes, mode)
         out[mode] = {"bytes": total, "gib": total / 2**30}
     return out
+
+
+CHECKPOINTED = dict(TINY_LLAMA, num_hidden_layers=12)     # activations grow with the layers
+
+
+def recorded_step(model_dir, checkpointing, batch, seq):
+    """{recorded_bytes, loss} of one LoRA step (accumulate) on the native GPU adapter."""
+    import warnings
+
+    from py_engine.data.chat import EncodedExample
+    from py_engine.gpu import SoftwareAdapterWarning, open_device, run_sync
+    from py_engine.models.lora_config import LoraConfig
+    from py_engine.train.chat import ChatModel
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SoftwareAdapterWarning)
+        device = run_sync(open_device("native"))
+    vocab = json.loads((Path(model_dir) / "config.json").read_text())["vocab_size"]
+    lora = LoraConfig(r=R, lora_alpha=ALPHA, target_modules=list(TARGETS), task_type="CAUSAL_LM")
+    chat = run_sync(ChatModel.create(model_dir, lora=lora, backend="gpu", max_length=seq,
+                                     device=device))
+    chat.runtime.set_gradient_checkpointing(checkpointing)
+    examples = [EncodedExample(ids, list(ids)) for ids in token_rows(vocab, batch, seq)]
+    data = chat.runtime.task.batch(examples, list(range(batch)), 8, seq)
+    metrics = run_sync(chat.runtime.accumulate(data))
+    return {"recorded_bytes": chat.runtime.recorded_bytes(), "loss": metrics["loss"]}
+
+
+def checkpointing_memory(batch=4, seq=256):
+    """The checkpointing section (see the module's docstring)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = call("checkpoints:decoder_dir", path=tmp, family="llama", config=CHECKPOINTED)
+        steps = {name: call("decoder_step:recorded_step", model_dir=model_dir, checkpointing=on,
+                            batch=batch, seq=seq)
+                 for name, on in (("plain", False), ("checkpointed", True))}
+    plain, checkpointed = steps["plain"]["recorded_bytes"], steps["checkpointed"]["recorded_bytes"]
+    return {"shape": shape(CHECKPOINTED, batch, seq), **steps,
+            "ratio": checkpointed / plain,
+            "same_loss": steps["plain"]["loss"] == steps["checkpointed"]["loss"]}
 
 
 def token_rows(vocab, rows, seq, seed=0):
@@ -217,13 +260,23 @@ def table_rows(results):
                  if isinstance(v, dict) and "gib" in v]
         rows.append(("TinyLlama 1.1B base weights", ", ".join(sizes),
                      f"{mem['parameters']:,} parameters"))
+    ck = results.get("checkpointing")
+    if ck and "failed" in ck:
+        rows.append(("gradient checkpointing: failed", "-", ck["failed"]))
+    elif ck:
+        s = ck["shape"]
+        rows.append((f"GPU step buffers, tiny Llama {s['num_hidden_layers']} layers "
+                     f"{s['batch']}x{s['seq']}: gradient checkpointing",
+                     f"{ck['checkpointed']['recorded_bytes'] / 2**20:.1f} MiB vs "
+                     f"{ck['plain']['recorded_bytes'] / 2**20:.1f} MiB ({ck['ratio']:.2f}x)",
+                     "the same loss" if ck["same_loss"] else "the losses differ"))
     return rows
 
 
 # section -> MODELS key ("cpu" is the tiny Llama's, its name from before the shape was a parameter)
 CPU_SECTIONS = {"cpu": "llama", "gpt2": "gpt2", "phi3": "phi3"}
 SECTIONS = {**{name: partial(cpu_section, model) for name, model in CPU_SECTIONS.items()},
-            "memory": base_weight_memory}
+            "memory": base_weight_memory, "checkpointing": checkpointing_memory}
 
 
 def run_all(sections=tuple(SECTIONS), keep_going=False):

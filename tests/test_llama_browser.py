@@ -1,5 +1,7 @@
 """The decoder's LoRA step inside the browser (Pyodide + WebGPU): a tiny Qwen2-style config
-(GQA, q/k/v bias, all seven projections adapted) gives the host's float64 loss and gradients."""
+(GQA, q/k/v bias, all seven projections adapted) gives the host's float64 loss and gradients,
+with gradient checkpointing (each layer recomputed in the backward, its buffers handed on) as
+without."""
 
 import json
 
@@ -30,6 +32,7 @@ device = await open_device()
 config = LlamaConfig.from_file("/work/model")
 adapter_config, tensors, _ = load_adapter("/work/adapter")
 model = LlamaModel(config, LoraConfig.from_peft_dict(adapter_config))
+model.gradient_checkpointing = I["checkpointing"]
 file = safetensors.load("/work/model/model.safetensors")
 kernels = await Kernels.load(device, decoder=True)
 be = GpuBackend(device, kernels)
@@ -58,7 +61,8 @@ json.dumps({"loss": decode_metrics(values[0])["loss"],
 """
 
 
-def test_qwen2_lora_step_in_the_browser(engine_page, tmp_path):
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_qwen2_lora_step_in_the_browser(engine_page, tmp_path, checkpointing):
     peft_decoder(tmp_path, Qwen2ForCausalLM, Qwen2Config(**TINY), ALL)
     files = {f"/work/model/{p.name}": p.read_bytes() for p in (tmp_path / "model").iterdir()}
     files.update({f"/work/adapter/{p.name}": p.read_bytes() for p in (tmp_path / "adapter").iterdir()})
@@ -71,6 +75,7 @@ def test_qwen2_lora_step_in_the_browser(engine_page, tmp_path):
     labels = np.where(mask == 1, ids, -100)
     labels[:, :2] = -100
     want, grads = numpy_step(tmp_path, ids, mask, labels)
-    inputs = {"ids": ids.tolist(), "mask": mask.tolist(), "labels": labels.tolist()}
+    inputs = {"ids": ids.tolist(), "mask": mask.tolist(), "labels": labels.tolist(),
+              "checkpointing": checkpointing}
     got = run_json(engine_page, STEP.replace("INPUTS", repr(json.dumps(inputs))))
     check_against(want, grads, got["loss"], got["grads"])
