@@ -259,8 +259,7 @@ def _check_backend(args):
 def _check_train(args, kind):
     _check_backend(args)
     if kind == "encoder":
-        refuse_options(args, ("mode", "patience", "full_lr", "validation", "modules_to_save",
-                              "gradient_checkpointing"),
+        refuse_options(args, ("mode", "patience", "full_lr", "validation", "modules_to_save"),
                 f"only for chat models; this trains a classifier on {args.model}")
         if args.base_dtype in ("int8", "int4"):
             raise UsageError(f"--base-dtype {args.base_dtype} is for chat models; classifiers "
@@ -273,7 +272,7 @@ def _check_train(args, kind):
         if kind == SEQ2SEQ:
             refuse_options(args, ("modules_to_save",), "only for chat models (decoders); T5's "
                            "adapters train their LoRA alone here")
-            refuse_options(args, ("gradient_checkpointing",), "only for chat models (decoders); "
+            refuse_options(args, ("gradient_checkpointing",), "for decoders and classifiers; "
                            "T5's layers keep their activations here")
         if kind == SEQ2SEQ and args.base_dtype not in (None, "f32"):
             raise UsageError(f"--base-dtype {args.base_dtype}: T5 encoder-decoders keep f32 base "
@@ -329,7 +328,7 @@ def train_options(args, *extra):
     """The TrainConfig options the user gave; the API's defaults apply to the rest."""
     options = given_options(args, "epochs", "lr", "batch_size", "grad_accum", "seed", "max_length",
                      "max_grad_norm", "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon",
-                     *extra)
+                     "gradient_checkpointing", *extra)
     if options.get("max_grad_norm") == NO_CLIPPING:
         options["max_grad_norm"] = None
     return options
@@ -451,8 +450,7 @@ def cmd_train_chat(args):
     from py_engine.train.chat import CausalTrainConfig, ChatModel
 
     _check_train(args, "decoder")
-    config = CausalTrainConfig(**train_options(args, "mode", "patience", "full_lr",
-                                               "gradient_checkpointing"))
+    config = CausalTrainConfig(**train_options(args, "mode", "patience", "full_lr"))
     model_config = DecoderCheckpoint.load(args.model).config
     lora = lora_options(args, 2, model_config.lora_targets, task_type="CAUSAL_LM")
     if lora is not None:        # what may train whole, before the data is read
@@ -962,8 +960,8 @@ def _train_parser(sub):
     p.add_argument("--patience", type=COUNT, help="--mode hybrid: evaluations without improvement")
     p.add_argument("--full-lr", type=POSITIVE, help="--mode hybrid: learning rate after the switch")
     p.add_argument("--gradient-checkpointing", action="store_true", default=None,
-                   help="chat models: recompute each layer's forward in the backward instead of "
-                        "keeping its activations (less memory, about a third more compute)")
+                   help="recompute each layer's forward in the backward instead of keeping its "
+                        "activations (less memory, about a third more compute; not T5)")
     p.add_argument("--validation", help="chat models: JSONL scored at each evaluation")
     p.add_argument("--state",
                    help="keep the training state in this directory after every epoch; run the "

@@ -126,7 +126,6 @@ def test_generate_options_are_range_checked(ws, capsys, nothing_loads, option, v
     ("bert", ["--mode", "full"], "--mode: only for chat models; this trains a classifier"),
     ("bert", ["--patience", "3", "--full-lr", "1e-3"], "--patience, --full-lr: only for chat models"),
     ("bert", ["--validation", "cls"], "--validation: only for chat models"),
-    ("bert", ["--gradient-checkpointing"], "--gradient-checkpointing: only for chat models"),
     ("bert", ["--backend", "gpu", "--base-dtype", "int8"], "int8 is for chat models"),
     ("bert", ["--base-dtype", "f16"], "f16 is a storage mode of the GPU backend"),
     ("llama", ["--pooling", "mean"], "--pooling: only for classifiers; .* is a chat model"),
@@ -182,6 +181,10 @@ def test_defaults_are_the_python_apis(ws, capsys, monkeypatch):
     with pytest.raises(stop):
         main(["train", "--model", str(ws["bert"]), "--data", str(ws["cls"]), "--out", "x"])
     assert vars(seen["config"]) == vars(ClassifierTrainConfig())
+    with pytest.raises(stop):
+        main(["train", "--model", str(ws["bert"]), "--data", str(ws["cls"]), "--out", "x",
+              "--gradient-checkpointing"])
+    assert vars(seen["config"]) == vars(ClassifierTrainConfig(gradient_checkpointing=True))
     seen, stop = capture_training(monkeypatch, ChatModel)
     with pytest.raises(stop):
         main(["train", "--model", str(ws["llama"]), "--data", str(ws["chat"]), "--out", "x"])

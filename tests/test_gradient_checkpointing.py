@@ -1,8 +1,9 @@
 """Gradient checkpointing (models/checkpointing.py): a step that recomputes each layer's forward
 in its backward gives the gradients of the step that keeps every activation, exactly on NumPy
 (the same ops on the same inputs, each dropout mask drawn again), and on the GPU (lavapipe)
-while holding less memory; the option reaches training through CausalTrainConfig, survives the
-switch to full fine-tuning, and is refused by name where a family lacks it."""
+while holding less memory, for the decoders and the encoder classifiers; the option reaches
+training through the training configs, survives the switch to full fine-tuning, and is refused
+by name where a family lacks it (T5)."""
 
 from types import SimpleNamespace
 
@@ -13,9 +14,12 @@ from conftest import rel_error, run
 from gpt2_checkpoints import tiny_dialogpt_dir
 from phi_checkpoints import tiny_phi_dir
 from tiny_chat import tiny_chat_dir
+import peft_oracle as po
+from py_engine.data.classification import Example
 from py_engine.models.lora_config import LoraConfig
 from py_engine.train.chat import ChatModel
-from py_engine.train.config import CausalTrainConfig, ConfigError
+from py_engine.train.classifier import TextClassifier
+from py_engine.train.config import CausalTrainConfig, ClassifierTrainConfig, ConfigError
 
 LLAMA = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 TARGETS = {"qwen2": LLAMA, "gemma2": LLAMA, "phi3": ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"],
@@ -44,20 +48,53 @@ def examples(seed, n=4, vocab=90):
 
 
 async def step(path, checkpointing, mode="lora", lora=None, **kwargs):
-    """Loss and gradients of one accumulated step (dropout seed 7) on a fresh model."""
+    """Loss and gradients of one accumulated step (dropout seed 7) on a fresh chat model."""
     chat = await ChatModel.create(path, lora=lora, mode=mode, seed=3, **kwargs)
-    chat.runtime.set_gradient_checkpointing(checkpointing)
-    values, rng = await chat.runtime.trainable_values(), np.random.default_rng(5)
-    for name, (shape, data) in values.items():      # B not zero: A gets a gradient too
+    data = examples(1)
+    return await accumulated(chat, chat.runtime.task.batch(data, list(range(len(data))), 8, 64),
+                             checkpointing)
+
+
+async def accumulated(model, batch, checkpointing):
+    """(loss, {name: gradient}, model) of one step of `model` (ChatModel or TextClassifier)
+    over `batch`, its LoRA B drawn at random first so that A gets a gradient too."""
+    model.runtime.set_gradient_checkpointing(checkpointing)
+    values, rng = await model.runtime.trainable_values(), np.random.default_rng(5)
+    for name, (shape, data) in values.items():
         if ".lora_B." in name:
             values[name] = (shape, (0.1 * rng.standard_normal(len(data))).astype(np.float32))
-    await chat.runtime.load_trainable(values)
-    data = examples(1)
-    batch = chat.runtime.task.batch(data, list(range(len(data))), 8, 64)
-    metrics = await chat.runtime.accumulate(batch, seed=7)
+    await model.runtime.load_trainable(values)
+    metrics = await model.runtime.accumulate(batch, seed=7)
     grads = {name: np.asarray(g, np.float32).ravel()
-             for name, g in (await chat.runtime.gradients()).items()}
-    return metrics["loss"], grads, chat
+             for name, g in (await model.runtime.gradients()).items()}
+    return metrics["loss"], grads, model
+
+
+CLASSIFIERS = {     # family: (checkpoint directory maker, LoRA options)
+    "bert": (lambda p: po.tiny_bert_dir(p), dict(target_modules=["query", "value", "dense"])),
+    # bias="all" trains the relative rows' norm: their gradients are summed over the layers
+    "deberta": (lambda p: po.tiny_deberta_dir(p), dict(target_modules=["query_proj", "value_proj"],
+                                                       bias="all")),
+    "albert": (lambda p: po.tiny_albert_dir(p), dict(target_modules=["query", "value"])),
+    "modernbert": (lambda p: po.tiny_modernbert_dir(p), dict(target_modules=["Wqkv", "Wo"])),
+    "qwen2": (lambda p: tiny_chat_dir(p.parent, family="qwen2", num_hidden_layers=4),
+              dict(target_modules=["q_proj", "v_proj", "down_proj"])),
+}
+TEXTS = ["the film was great", "an awful plot and a worse ending, really not good", "it",
+         "a film"]
+
+
+async def classifier_step(family, tmp_path, checkpointing, **kwargs):
+    make, options = CLASSIFIERS[family]
+    path = tmp_path / family
+    if not path.exists():
+        make(path)
+    lora = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.2, task_type="SEQ_CLS", **options)
+    clf = await TextClassifier.create(path, ["neg", "pos", "mid"], lora=lora, seed=3, **kwargs)
+    encoded = clf.encode_examples([Example(t, ["neg", "pos", "mid"][k % 3])
+                                   for k, t in enumerate(TEXTS)])
+    batch = clf.runtime.task.batch(encoded, list(range(len(encoded))), 8, 64)
+    return await accumulated(clf, batch, checkpointing)
 
 
 @pytest.mark.parametrize("family", ["qwen2", "gemma2", "phi3", "gpt2", "phi"])
@@ -88,6 +125,32 @@ def test_layers_below_the_lowest_adapter_are_not_kept(tmp_path):
     assert {name.split(".")[2] for name in grads} == {"2", "3"}
     for name, values in plain.items():
         assert np.array_equal(grads[name], values), name
+
+
+@pytest.mark.parametrize("family", sorted(CLASSIFIERS))
+def test_numpy_classifier_gradients_are_those_without_it(tmp_path, family):
+    """The encoder classifiers (and a decoder read as one) with their own dropout on: the same
+    loss and gradients, bit for bit."""
+    plain_loss, plain, _ = run(classifier_step(family, tmp_path, False))
+    loss, grads, clf = run(classifier_step(family, tmp_path, True))
+    assert clf.model.gradient_checkpointing and loss == plain_loss
+    assert set(grads) == set(plain) and len(grads) > 4
+    for name, values in plain.items():
+        assert np.array_equal(grads[name], values), name
+        assert np.any(values), name
+
+
+@pytest.mark.parametrize("family", ["deberta", "modernbert"])
+def test_gpu_classifier_gradients_are_those_without_it(tmp_path, device, family):
+    """On the GPU the summed relative rows' gradients (DeBERTa) and the sliding window's bias
+    (ModernBERT), made outside the layers, outlive the buffers handed on (1e-6 relative)."""
+    kwargs = dict(backend="gpu", device=device)
+    plain_loss, plain, plain_clf = run(classifier_step(family, tmp_path, False, **kwargs))
+    loss, grads, clf = run(classifier_step(family, tmp_path, True, **kwargs))
+    assert abs(loss - plain_loss) <= 1e-6 * abs(plain_loss)
+    for name, values in plain.items():
+        assert rel_error(grads[name], values) <= 1e-6, name
+    assert clf.runtime.recorded_bytes() < plain_clf.runtime.recorded_bytes()
 
 
 @pytest.mark.parametrize("family, mode", [("qwen2", "lora"), ("gpt2", "full")])
@@ -136,14 +199,17 @@ def test_the_training_option_trains_as_without_it_and_survives_hybrid(tmp_path):
 
 
 def test_a_family_without_it_is_refused_by_name(tmp_path):
-    """T5 (and the encoders) run their layers their own way: asking is refused before any
-    step, naming what has it."""
+    """T5 runs its two stacks its own way: asking is refused before any step, naming what has
+    it; a classifier's training config takes the option."""
     from t5_checkpoints import tiny_t5
+    from py_engine.data.seq2seq import Seq2SeqIds
     from py_engine.train.seq2seq import Seq2SeqModel
 
     tiny_t5(tmp_path / "t5")
     model = run(Seq2SeqModel.create(tmp_path / "t5", tokenizer=None))
-    with pytest.raises(ValueError, match="gradient checkpointing is built for the Llama family, "
-                                         "GPT-2 and Phi-2 decoders, not for T5Model"):
-        model.runtime.set_gradient_checkpointing(True)
+    with pytest.raises(ValueError, match=r"gradient checkpointing is built for the decoders \(the "
+                                         r"Llama family, GPT-2, Phi-2\) and the encoder "
+                                         "classifiers, not for T5Model"):
+        run(model.fit([Seq2SeqIds([5, 6], [7])], CausalTrainConfig(gradient_checkpointing=True)))
     assert not model.model.gradient_checkpointing
+    assert ClassifierTrainConfig(gradient_checkpointing=True).gradient_checkpointing

@@ -54,4 +54,5 @@ class Recomputing:
 
     def release_since(self, scope, keep=(), also=()):
         """The tensors made since `scope`, and those in `also`, but for those in `keep` (and
-        any sharing their memory), are no longer read by what is recorded after."""
+        any sharing their memory), are no longer read by what is recorded after (None in
+        `keep` or `also` stands for no tensor)."""

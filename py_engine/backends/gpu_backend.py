@@ -222,10 +222,10 @@ class GpuBackend(Recomputing):
         pool = self._pool
         if pool is None or scope is None:
             return
-        kept = {id(t.buffer) for t in keep}
+        kept = {id(t.buffer) for t in keep if t is not None}
         owned = {id(b) for b in pool["owned"]}      # never a weight's, a gradient's or a table's
         freed = {}
-        for t in pool["live"][scope:] + list(also):
+        for t in pool["live"][scope:] + [t for t in also if t is not None]:
             if id(t.buffer) not in kept and id(t.buffer) in owned:
                 freed[id(t.buffer)] = t.buffer
         # a freed buffer is no live tensor's any more, so none is handed on twice

@@ -63,6 +63,7 @@ trained whole where the checkpoint has none.
 """
 
 from .bert_config import BERT_LAYER, MPNET_BUCKETS, MPNET_MAX_DISTANCE
+from .checkpointing import layers_backward, layers_forward
 from .dropout_rates import override_rates
 from .lora import AdaptedModel, Linears
 from .lora_config import LoraConfig
@@ -101,6 +102,7 @@ class BertClassifier(AdaptedModel):
     """Structure of the model: which parameters exist, which train, and the step's math."""
 
     decoder = False
+    supports_gradient_checkpointing = True
 
     @property
     def relative_kernels(self):
@@ -227,11 +229,12 @@ class BertClassifier(AdaptedModel):
         x, saved["emb_drop"] = be.dropout(x, p_hidden)
         if cfg.projection:
             x = self.linears.forward(be, cfg.projection, x, saved, train)
-        bias = self._position_bias(be, batch.T)
-        rel = self._relative_embeddings(be, batch.T, saved)
-        for n in range(cfg.num_hidden_layers):
-            x, layer_saved = self._layer_forward(be, n, x, batch, p_hidden, p_attn, train, bias, rel)
-            saved["layers"].append(layer_saved)
+        bias = saved["bias"] = self._position_bias(be, batch.T)
+        rel = saved["rel"] = self._relative_embeddings(be, batch.T, saved)
+        x, saved["layers"] = layers_forward(
+            be, x, cfg.num_hidden_layers,
+            lambda n, x: self._layer_forward(be, n, x, batch, p_hidden, p_attn, train, bias, rel),
+            train, self.gradient_checkpointing, self._lowest_lora_layer())
         saved["x_final"] = x
         if self.pooling == "cls":
             first = be.cls_pool(x, batch.B, batch.T)
@@ -400,9 +403,14 @@ class BertClassifier(AdaptedModel):
         projection = self.config.projection
         through = below or self._projection_trains()   # the layers' input gradient is needed
         drel = []           # the relative rows' gradients, where their norm's bias trains
-        for n in reversed(range(lowest, self.config.num_hidden_layers)):
-            dx = self._layer_backward(be, n, dx, saved["layers"][n], batch,
-                                      input_grad=through or n > lowest, drel=drel)
+        p_hidden, p_attn = self.dropout["hidden"], self.dropout["attention"]
+        dx = layers_backward(
+            be, dx, saved["layers"],
+            lambda n, x: self._layer_forward(be, n, x, batch, p_hidden, p_attn, True,
+                                             saved["bias"], saved["rel"]),
+            lambda n, dx, s: self._layer_backward(be, n, dx, s, batch,
+                                                  input_grad=through or n > lowest, drel=drel),
+            lowest, kept=drel)
         if through and projection:
             dx = self.linears.backward(be, projection, dx, saved, input_grad=below)
         if below:

@@ -42,11 +42,12 @@ def layers_forward(be, x, count, layer, train, checkpointing=False, lowest=0):
     return x, saved
 
 
-def layers_backward(be, dx, saved, layer, layer_backward, lowest):
+def layers_backward(be, dx, saved, layer, layer_backward, lowest, kept=()):
     """dx through the backward of layers len(saved) - 1 down to `lowest`, each checkpointed
     layer's forward run again first (its masks drawn again from its mark); what a layer's
     backward made, its input and the gradient it was given are then released but for the
-    gradient it gives."""
+    gradient it gives (None from a layer that computes none) and the tensors in `kept` (a list
+    the layers' backward may add to: what is summed over the layers after them)."""
     for n in reversed(range(lowest, len(saved))):
         s = saved[n]
         if not isinstance(s, LayerInput):
@@ -56,5 +57,5 @@ def layers_backward(be, dx, saved, layer, layer_backward, lowest):
         with be.dropout_from(s.mark):
             _, again = layer(n, s.x)
         given, dx = dx, layer_backward(n, dx, again)
-        be.release_since(scope, keep=[dx], also=[given, s.x])
+        be.release_since(scope, keep=[dx, *kept], also=[given, s.x])
     return dx

@@ -134,6 +134,19 @@ class DecoderClassifier(AdaptedModel):
         self.trainable[HEAD + ".weight"] = (num_labels, config.hidden_size)
 
     @property
+    def supports_gradient_checkpointing(self):
+        return self.body.supports_gradient_checkpointing
+
+    @property
+    def gradient_checkpointing(self):
+        """The decoder's (its layers are the body's)."""
+        return self.body.gradient_checkpointing
+
+    @gradient_checkpointing.setter
+    def gradient_checkpointing(self, on):
+        self.body.gradient_checkpointing = on
+
+    @property
     def last_token(self):
         """Its batches carry each row's last real token (Batch.last) where it pools there."""
         return self.pooling == "last"

@@ -31,6 +31,7 @@ PROJECTIONS = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
 
 class Gpt2Model(DecoderModel):
     supports_gradient_checkpointing = True
+
     @property
     def head_name(self):
         """The head's weight: the token embedding (GPT-2 ties them), or an adapter's copy of

@@ -43,6 +43,7 @@ from .decoder import DecoderModel
 
 class LlamaModel(DecoderModel):
     supports_gradient_checkpointing = True
+
     def __init__(self, config, lora, dropout=None):
         """lora: a LoraConfig, or None to train every weight (full fine-tuning)."""
         shapes = config.parameter_shapes()

@@ -339,8 +339,9 @@ class AdaptedModel:
     @gradient_checkpointing.setter
     def gradient_checkpointing(self, on):
         if on and not self.supports_gradient_checkpointing:
-            raise ValueError(f"gradient checkpointing is built for the Llama family, GPT-2 and "
-                             f"Phi-2 decoders, not for {type(self).__name__}")
+            raise ValueError(f"gradient checkpointing is built for the decoders (the Llama "
+                             f"family, GPT-2, Phi-2) and the encoder classifiers, not for "
+                             f"{type(self).__name__}")
         self._checkpointing = bool(on)
 
     def peft_dict(self):

@@ -23,6 +23,7 @@ modules_to_save "classifier"); everything else is frozen.
 """
 
 from .bert import check_classifier
+from .checkpointing import layers_backward, layers_forward
 from .dropout_rates import override_rates
 from .lora import AdaptedModel, Linears
 from .modernbert_config import HEAD
@@ -40,6 +41,7 @@ class ModernBertClassifier(AdaptedModel):
     decoder_kernels = True       # the GPU loads RoPE, the gated MLP and column copies
     head_module = HEAD
     train_pooler = pooler_lora = False      # BertClassifier's pooler options: no pooler here
+    supports_gradient_checkpointing = True
 
     def __init__(self, config, lora, num_labels, pooling=None, dropout=None):
         """pooling: "cls" or "mean" (None: config.json's classifier_pooling); dropout: as
@@ -77,32 +79,17 @@ class ModernBertClassifier(AdaptedModel):
         c, B, T = self.config, batch.B, batch.T
         rate = {k: (p if train else 0.0) for k, p in self.dropout.items()}
         linear = self.linears.forward
-        saved = {"layers": []}
+        saved = {}
         x = be.gather_rows(be.param("model.embeddings.tok_embeddings.weight"), batch.ids)
         x, saved["emb_ln"] = self._norm(be, x, "model.embeddings.norm")
         x, saved["emb_drop"] = be.dropout(x, rate["embedding"])
         ropes = saved["ropes"] = {kind: be.rope_tables(c.head_dim, c.rope_parameters[kind], T)
                                   for kind in set(c.layer_types)}
-        window = self._window_bias(be, T)
-        h_size, heads = c.hidden_size, c.num_attention_heads
-        for n in range(c.num_hidden_layers):
-            p, kind, s = f"model.layers.{n}.", c.layer_types[n], {}
-            h = x
-            if n:
-                h, s["attn_ln"] = self._norm(be, x, p + "attn_norm")
-            q, k, v = be.split_columns(linear(be, p + "attn.Wqkv", h, s, train), [h_size] * 3)
-            q = be.rope(q, ropes[kind], heads, T)
-            k = be.rope(k, ropes[kind], heads, T)
-            ctx, s["attn"] = be.attention(q, k, v, batch.mask, B, T, heads, rate["attention"],
-                                          bias=window if kind == "sliding_attention" else None)
-            a, s["attn_drop"] = be.dropout(linear(be, p + "attn.Wo", ctx, s, train), rate["attention"])
-            x = be.add(x, a)
-            h, s["mlp_ln"] = self._norm(be, x, p + "mlp_norm")
-            s["input"], s["gate"] = be.split_columns(linear(be, p + "mlp.Wi", h, s, train),
-                                                     [c.intermediate_size] * 2)
-            g, s["mlp_drop"] = be.dropout(be.swiglu(s["input"], s["gate"], "gelu"), rate["mlp"])
-            x = be.add(x, linear(be, p + "mlp.Wo", g, s, train))
-            saved["layers"].append(s)
+        window = saved["window"] = self._window_bias(be, T)
+        x, saved["layers"] = layers_forward(
+            be, x, c.num_hidden_layers,
+            lambda n, x: self._layer(be, n, x, batch, rate, ropes, window, train),
+            train, self.gradient_checkpointing, self._lowest_layer())
         x, saved["final_ln"] = self._norm(be, x, "model.final_norm")
         pooled = be.cls_pool(x, B, T) if self.pooling == "cls" else be.mean_pool(x, batch.mask, B, T)
         saved["pre"] = linear(be, "head.dense", pooled, saved, train)
@@ -111,6 +98,27 @@ class ModernBertClassifier(AdaptedModel):
         logits = be.linear(saved["dropped"], be.param(self.head_module + ".weight"),
                            be.param(self.head_module + ".bias"))
         return logits, saved
+
+    def _layer(self, be, n, x, batch, rate, ropes, window, train):
+        """Layer n's forward: its output and what its backward needs."""
+        c, linear, T = self.config, self.linears.forward, batch.T
+        h_size, heads = c.hidden_size, c.num_attention_heads
+        p, kind, s = f"model.layers.{n}.", c.layer_types[n], {}
+        h = x
+        if n:
+            h, s["attn_ln"] = self._norm(be, x, p + "attn_norm")
+        q, k, v = be.split_columns(linear(be, p + "attn.Wqkv", h, s, train), [h_size] * 3)
+        q = be.rope(q, ropes[kind], heads, T)
+        k = be.rope(k, ropes[kind], heads, T)
+        ctx, s["attn"] = be.attention(q, k, v, batch.mask, batch.B, T, heads, rate["attention"],
+                                      bias=window if kind == "sliding_attention" else None)
+        a, s["attn_drop"] = be.dropout(linear(be, p + "attn.Wo", ctx, s, train), rate["attention"])
+        x = be.add(x, a)
+        h, s["mlp_ln"] = self._norm(be, x, p + "mlp_norm")
+        s["input"], s["gate"] = be.split_columns(linear(be, p + "mlp.Wi", h, s, train),
+                                                 [c.intermediate_size] * 2)
+        g, s["mlp_drop"] = be.dropout(be.swiglu(s["input"], s["gate"], "gelu"), rate["mlp"])
+        return be.add(x, linear(be, p + "mlp.Wo", g, s, train)), s
 
     def _window_bias(self, be, T):
         """The sliding layers' score bias [H, T, T]: 0 within config.window of the query,
@@ -147,26 +155,35 @@ class ModernBertClassifier(AdaptedModel):
         dx = be.cls_pool_backward(d, B, T) if self.pooling == "cls" else \
             be.mean_pool_backward(d, batch.mask, B, T)
         dx = self._norm_backward(be, dx, saved["final_ln"], "model.final_norm")
-        ropes = saved["ropes"]
-        below, heads = self.linears.trains_other_biases, c.num_attention_heads
-        for n in reversed(range(lowest, c.num_hidden_layers)):
-            p, kind, s = f"model.layers.{n}.", c.layer_types[n], saved["layers"][n]
-            dg = be.dropout_backward(self.linears.backward(be, p + "mlp.Wo", dx, s), s["mlp_drop"])
-            dinput, dgate = be.swiglu_backward(dg, s["input"], s["gate"], "gelu")
-            dh = self.linears.backward(be, p + "mlp.Wi", be.concat_columns([dinput, dgate]), s)
-            dx = be.add(dx, self._norm_backward(be, dh, s["mlp_ln"], p + "mlp_norm"))
-            da = be.dropout_backward(dx, s["attn_drop"])
-            dq, dk, dv = be.attention_backward(self.linears.backward(be, p + "attn.Wo", da, s), s["attn"])
-            dq = be.rope_backward(dq, ropes[kind], heads, T)
-            dk = be.rope_backward(dk, ropes[kind], heads, T)
-            needed = below or n > lowest
-            dh = self.linears.backward(be, p + "attn.Wqkv", be.concat_columns([dq, dk, dv]), s,
-                                       input_grad=needed)
-            if needed:
-                dx = be.add(dx, self._norm_backward(be, dh, s["attn_ln"], p + "attn_norm") if n else dh)
+        ropes, below = saved["ropes"], self.linears.trains_other_biases
+        rate = dict(self.dropout)
+        dx = layers_backward(
+            be, dx, saved["layers"],
+            lambda n, x: self._layer(be, n, x, batch, rate, ropes, saved["window"], True),
+            lambda n, dx, s: self._layer_backward(be, n, dx, s, ropes, T, below or n > lowest),
+            lowest)
         if below:
             self._norm_backward(be, be.dropout_backward(dx, saved["emb_drop"]), saved["emb_ln"],
                                 "model.embeddings.norm")
+
+    def _layer_backward(self, be, n, dx, s, ropes, T, needed):
+        """Layer n's backward from its output's gradient `dx`: its input's where `needed` (else
+        dx as given), its weights' kept."""
+        c = self.config
+        p, kind, heads = f"model.layers.{n}.", c.layer_types[n], c.num_attention_heads
+        dg = be.dropout_backward(self.linears.backward(be, p + "mlp.Wo", dx, s), s["mlp_drop"])
+        dinput, dgate = be.swiglu_backward(dg, s["input"], s["gate"], "gelu")
+        dh = self.linears.backward(be, p + "mlp.Wi", be.concat_columns([dinput, dgate]), s)
+        dx = be.add(dx, self._norm_backward(be, dh, s["mlp_ln"], p + "mlp_norm"))
+        da = be.dropout_backward(dx, s["attn_drop"])
+        dq, dk, dv = be.attention_backward(self.linears.backward(be, p + "attn.Wo", da, s), s["attn"])
+        dq = be.rope_backward(dq, ropes[kind], heads, T)
+        dk = be.rope_backward(dk, ropes[kind], heads, T)
+        dh = self.linears.backward(be, p + "attn.Wqkv", be.concat_columns([dq, dk, dv]), s,
+                                   input_grad=needed)
+        if needed:
+            dx = be.add(dx, self._norm_backward(be, dh, s["attn_ln"], p + "attn_norm") if n else dh)
+        return dx
 
     def _lowest_layer(self):
         """Layers below it need no backward: nothing trains there."""

@@ -390,6 +390,7 @@ class TextClassifier:
         held = self.encode_examples(validation, config.max_length) if validation else None
         if held and any(e.label is None for e in held):
             raise ValueError("validation examples need labels")
+        self.runtime.set_gradient_checkpointing(config.gradient_checkpointing)
         self.model.merged = False   # merged weights would go stale as the adapter trains
         task = ClassificationTask(len(self.labels), self.tokenizer.pad_id, config.label_smoothing,
                                   config.class_weights, last_token=self.model.last_token,

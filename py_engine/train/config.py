@@ -49,7 +49,10 @@ def _finite(name, value, low=None, high=None, low_open=False, high_open=True):
 @dataclass
 class TrainConfig:
     """What the training loop needs, whatever the task. max_grad_norm None disables clipping.
-    The AdamW options keep transformers' names and defaults (TrainingArguments)."""
+    The AdamW options keep transformers' names and defaults (TrainingArguments), as does
+    gradient_checkpointing: recompute each layer's forward in the backward instead of keeping
+    its activations, about a third more compute for the activations of one layer instead of
+    all (models/checkpointing.py; the gradients are the same; T5 has it not)."""
 
     epochs: int = 3
     lr: float = 5e-4
@@ -64,10 +67,14 @@ class TrainConfig:
     seed: int = 0
     max_length: int = 128
     pad_multiple: int = 8
+    gradient_checkpointing: bool = False
 
     def __post_init__(self):
         for name in ("epochs", "batch_size", "grad_accum", "pad_multiple"):
             _positive_int(name, getattr(self, name))
+        if not isinstance(self.gradient_checkpointing, bool):
+            raise ConfigError(f"gradient_checkpointing must be true or false, got "
+                              f"{self.gradient_checkpointing!r}")
         if isinstance(self.max_length, bool) or not isinstance(self.max_length, int) or self.max_length < 3:
             raise ConfigError(f"max_length must be a whole number >= 3, got {self.max_length!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
@@ -135,9 +142,6 @@ class CausalTrainConfig(TrainConfig):
     eval_every: optimizer steps between validation evaluations (default: once per epoch).
     validation_ratio: the share of examples held out for validation when fit() is given none
     and the mode is hybrid.
-    gradient_checkpointing: recompute each layer's forward in the backward instead of keeping
-    its activations (transformers' option): about a third more compute for activation memory
-    of one layer instead of all (models/checkpointing.py); the gradients are the same.
     """
 
     epochs: int = 1
@@ -152,13 +156,9 @@ class CausalTrainConfig(TrainConfig):
     min_delta: float = 0.0
     eval_every: int = None
     validation_ratio: float = 0.1
-    gradient_checkpointing: bool = False
 
     def __post_init__(self):
         super().__post_init__()
-        if not isinstance(self.gradient_checkpointing, bool):
-            raise ConfigError(f"gradient_checkpointing must be true or false, got "
-                              f"{self.gradient_checkpointing!r}")
         if self.mode not in MODES:
             raise ConfigError(f"mode must be one of {MODES}, got {self.mode!r}")
         _positive_int("patience", self.patience)
