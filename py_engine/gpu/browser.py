@@ -58,9 +58,15 @@ class BrowserBackend:
     # --- pipelines ---
 
     async def create_pipeline(self, source, entry, source_name):
-        made = await self._js.createPipeline(self._device, source, entry, source_name)
+        made = await self._lost_under(self._js.createPipeline(self._device, source, entry,
+                                                              source_name))
         error = getattr(made, "error", None)
         if error:
+            # a compile the GPU process's crash cut short reports the lost device as its error
+            # ("A valid external Instance reference no longer exists."): the device's loss, not
+            # the source's (a real mistake in the source waits up to lostSoon's 2 s to be told)
+            if await self._js.lostSoon(self._device):
+                raise DeviceLostError(self.lost_reason())
             line = getattr(made, "line", None)
             column = getattr(made, "column", None)
             raise compile_error(source_name, source, error, line, column)
@@ -96,11 +102,12 @@ class BrowserBackend:
         self._raise_reported()
 
     async def _lost_under(self, waiting):
-        """Await `waiting` (a wait on the GPU); a wait that fails because the device went away
-        (its mapAsync aborted: the wait can fail a moment before device.lost settles) raises
+        """Await `waiting` (a wait on the GPU) and return what it gives; a wait that fails
+        because the device went away (a mapAsync aborted, a compile's getCompilationInfo
+        "Instance dropped": the wait can fail a moment before device.lost settles) raises
         DeviceLostError, whatever the browser's own error said."""
         try:
-            await waiting
+            return await waiting
         except Exception as e:
             if await self._js.lostSoon(self._device):
                 raise DeviceLostError(self.lost_reason()) from e
