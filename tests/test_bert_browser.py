@@ -32,6 +32,7 @@ model = classifier_model(checkpoint.config, LoraConfig.from_peft_dict(config), 3
                          train_pooler=checkpoint.config.trains_pooler(tensors))
 values = merge_loaded(model, initial_trainable(model, 0), tensors, "/work/adapter")
 runtime = await GpuRuntime.create(model, ClassificationTask(3), checkpoint, values)
+runtime.set_gradient_checkpointing(CHECKPOINTING)
 batch = Batch(**BATCH)
 metrics = await runtime.accumulate(batch, seed=SEED)
 grads = {name: list(values) for name, values in (await runtime.gradients()).items()}
@@ -44,9 +45,11 @@ json.dumps({"loss": metrics["loss"], "correct": metrics["correct"], "grads": gra
 """
 
 
-def step_code(step, batch, seed):
-    """`step` with dropout 0.1, the dropout seed and the batch filled in."""
+def step_code(step, batch, seed, checkpointing=False):
+    """`step` with dropout 0.1, the dropout seed, gradient checkpointing or not and the batch
+    filled in."""
     return (step.replace("DROPOUT", "0.1").replace("SEED", str(seed))
+            .replace("CHECKPOINTING", str(checkpointing))
             .replace("BATCH", json.dumps({"ids": batch.ids, "type_ids": batch.type_ids,
                                           "mask": batch.mask, "labels": batch.labels})))
 
@@ -93,7 +96,9 @@ def test_tiny_encoder_step_in_the_browser(engine_page, tmp_path, family):
     (RoPE, sliding-window layers, the exact GeGLU, norms without bias, its head), DeBERTa-v3
     (the disentangled attention's gather and scatter, its pooler trained whole) and ALBERT (its
     embeddings' projection, one layer read at every depth, gelu_new) in Pyodide + WebGPU, with
-    dropout: the host's loss and gradients."""
+    dropout: the host's loss and gradients. DeBERTa's and ALBERT's steps recompute each layer in
+    the backward (gradient checkpointing: the relative rows' gradients summed over the layers
+    outlive the buffers handed on)."""
     from functools import partial
 
     from test_bert_gpu import runtimes
@@ -130,7 +135,8 @@ def test_tiny_encoder_step_in_the_browser(engine_page, tmp_path, family):
     step = STEP.split("# a fresh DoRA")[0] + (
         'json.dumps({"loss": metrics["loss"], "grads": grads, '
         '"adapter": runtime.device.info.as_dict()})\n')
-    got = run_json(engine_page, step_code(step, batch, 78))
+    got = run_json(engine_page, step_code(step, batch, 78,
+                                          checkpointing=family in ("deberta", "albert")))
     assert got["adapter"]["backend"] == "browser-webgpu"
     assert abs(got["loss"] - want) <= LOSS_BOUND * abs(want), (got["loss"], want)
     theirs = run(reference.gradients())
