@@ -272,8 +272,6 @@ def _check_train(args, kind):
         if kind == SEQ2SEQ:
             refuse_options(args, ("modules_to_save",), "only for chat models (decoders); T5's "
                            "adapters train their LoRA alone here")
-            refuse_options(args, ("gradient_checkpointing",), "for decoders and classifiers; "
-                           "T5's layers keep their activations here")
         if kind == SEQ2SEQ and args.base_dtype not in (None, "f32"):
             raise UsageError(f"--base-dtype {args.base_dtype}: T5 encoder-decoders keep f32 base "
                              "weights")
@@ -961,7 +959,7 @@ def _train_parser(sub):
     p.add_argument("--full-lr", type=POSITIVE, help="--mode hybrid: learning rate after the switch")
     p.add_argument("--gradient-checkpointing", action="store_true", default=None,
                    help="recompute each layer's forward in the backward instead of keeping its "
-                        "activations (less memory, about a third more compute; not T5)")
+                        "activations (less memory, about a third more compute)")
     p.add_argument("--validation", help="chat models: JSONL scored at each evaluation")
     p.add_argument("--state",
                    help="keep the training state in this directory after every epoch; run the "

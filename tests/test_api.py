@@ -293,7 +293,8 @@ def test_flan_t5_job_learns_conversations_and_replies(api, models, tmp_path):
                           {"role": "assistant", "content": w[::-1]}]} for w in words]
     doc = upload(api.client, "spelling.jsonl", jsonl(rows + [{"text": "a text with no target"}]))
     job = setup_job(api.client, {"model": "t5", "documents": [doc["id"]],
-                                 "options": {"epochs": 2, "lr": 1e-2, "batch_size": 3}})
+                                 "options": {"epochs": 2, "lr": 1e-2, "batch_size": 3,
+                                             "gradient_checkpointing": True}})
     assert job["kind"] == "seq2seq"
     job = api.client.wait_job(job["id"])
     assert job["state"] == "done" and job["metrics"]["records"] == len(rows), job
@@ -481,8 +482,8 @@ def test_malformed_and_wrong_requests_get_one_line_errors(api, tmp_path):
         (c.post("/fine-tuning/setup", {"model": "tiny", "options": {"mode": "full"}}), 422,
          "unknown training option"),
         (c.post("/fine-tuning/setup", {"model": "tiny", "colour": 1}), 422, "unknown field"),
-        (c.post("/fine-tuning/setup", {"model": "t5", "options": {"gradient_checkpointing": True}}),
-         422, "unknown training option 'gradient_checkpointing' for a seq2seq model"),
+        (c.post("/fine-tuning/setup", {"model": "t5", "options": {"label_smoothing": 0.1}}),
+         422, "unknown training option 'label_smoothing' for a seq2seq model"),
         (c.post("/fine-tuning/setup", {"model": "chat", "options": {"gradient_checkpointing": 1}}),
          422, "gradient_checkpointing must be true or false, got 1"),
         (c.post("/fine-tuning/setup", {"model": "chat", "options": {"max_length": 100000}}), 422,

@@ -215,8 +215,6 @@ def test_the_adapter_exports_for_llama_cpps_lora(trained, tmp_path):
 @pytest.mark.parametrize("command, options, message", [
     ("train", ["--mode", "full", "--r", "4"], "--r: only for LoRA; --mode full trains every weight"),
     ("train", ["--patience", "2"], "--patience: only for --mode hybrid"),
-    ("train", ["--gradient-checkpointing"], "--gradient-checkpointing: for decoders and "
-     "classifiers; T5's layers keep their activations here"),
     ("train", ["--pooling", "mean"], "--pooling: only for classifiers; .* is a T5 encoder-decoder"),
     ("train", ["--backend", "gpu", "--base-dtype", "int8"],
      "--base-dtype int8: T5 encoder-decoders keep f32 base weights"),

@@ -22,10 +22,10 @@ from ..train.config import CausalTrainConfig, ClassifierTrainConfig
 
 # The training options a setup request may give (TrainConfig names); the rest keep the app's.
 COMMON_OPTIONS = ("epochs", "lr", "batch_size", "grad_accum", "warmup_ratio", "max_grad_norm",
-                  "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon", "seed", "max_length")
-CONFIGS = {"classification": (ClassifierTrainConfig,
-                              COMMON_OPTIONS + ("label_smoothing", "gradient_checkpointing")),
-           "causal_lm": (CausalTrainConfig, COMMON_OPTIONS + ("gradient_checkpointing",)),
+                  "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon", "seed", "max_length",
+                  "gradient_checkpointing")
+CONFIGS = {"classification": (ClassifierTrainConfig, COMMON_OPTIONS + ("label_smoothing",)),
+           "causal_lm": (CausalTrainConfig, COMMON_OPTIONS),
            "seq2seq": (CausalTrainConfig, COMMON_OPTIONS)}
 SETUP_FIELDS = ("model", "documents", "options", "labels", "validation_split")
 MAX_LABELS = 1000

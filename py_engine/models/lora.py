@@ -339,9 +339,7 @@ class AdaptedModel:
     @gradient_checkpointing.setter
     def gradient_checkpointing(self, on):
         if on and not self.supports_gradient_checkpointing:
-            raise ValueError(f"gradient checkpointing is built for the decoders (the Llama "
-                             f"family, GPT-2, Phi-2) and the encoder classifiers, not for "
-                             f"{type(self).__name__}")
+            raise ValueError(f"gradient checkpointing is not built for {type(self).__name__}")
         self._checkpointing = bool(on)
 
     def peft_dict(self):

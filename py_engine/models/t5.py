@@ -36,6 +36,7 @@ at a time against its self-attention KV cache (`decode`).
 
 import math
 
+from .checkpointing import layers_backward, layers_forward
 from .dropout_rates import override_rates
 from .lora import AdaptedModel, Linears
 from .relative_position import relative_position_buckets
@@ -56,6 +57,7 @@ def linear_modules(config):
 
 
 class T5Model(AdaptedModel):
+    supports_gradient_checkpointing = True
     decoder = True              # the GPU loads the decoder kernel families
     encoder_decoder = True
 
@@ -134,21 +136,22 @@ class T5Model(AdaptedModel):
 
     def _stack(self, be, stack, ids, count, train, layer, buckets=None):
         """Run `stack` ("encoder" or "decoder") over ids: the shared embedding, `count` layers
-        (layer(x, prefix, saved, n) -> x), the final norm; returns (output, saved). buckets:
-        those of the stack's relative position bias, kept for the backward."""
+        (layer(x, prefix, saved, n) -> x), the final norm; returns (output, saved), saved
+        holding the layers' run (n, x) -> (x, saved) for gradient checkpointing's recompute.
+        buckets: those of the stack's relative position bias, kept for the backward."""
         x, drop = be.dropout(be.gather_rows(be.param("shared.weight"), ids), self._rate(train))
-        layers = []
-        for n in range(count):
+
+        def run(n, x):
             s = {}
-            x = layer(x, f"{stack}.block.{n}.layer.", s, n)
-            if train:
-                layers.append(s)
-            else:
-                be.end_layer(x)       # inference: this layer's intermediates may be reused
+            return layer(x, f"{stack}.block.{n}.layer.", s, n), s
+
+        lowest = self._lowest_trained()[stack == "decoder"]
+        x, layers = layers_forward(be, x, count, run, train, self.gradient_checkpointing,
+                                   count if lowest is None else lowest)
         out, final = self._norm(be, x, f"{stack}.final_layer_norm")
         out, final_drop = be.dropout(out, self._rate(train))
         return out, {"layers": layers, "final": final, "final_drop": final_drop, "emb_drop": drop,
-                     "ids": ids, "buckets": buckets}
+                     "ids": ids, "buckets": buckets, "run": run}
 
     def encode(self, be, ids, mask, B, S, train=True):
         """The encoder's output [B*S, d_model] of ids [B, S] (mask [B, S] of 0/1 or None), and
@@ -260,39 +263,53 @@ class T5Model(AdaptedModel):
         no layer below the lowest adapter of its stack gets a backward."""
         c = self.config
         dec, enc = saved["decoder"], saved["encoder"]
-        if self.full:
-            encoder_lowest = decoder_lowest = 0
-        else:
-            encoder_lowest = self._lowest("encoder")
-            decoder_lowest = self._lowest("decoder")
-            if decoder_lowest is None or encoder_lowest is not None:
-                decoder_lowest = 0          # the encoder's gradient comes through every decoder layer
+        encoder_lowest, decoder_lowest = self._lowest_trained()
         if c.output_scale != 1.0:
             dhidden = be.scale(dhidden, c.output_scale)
         dx = self._norm_backward(be, be.dropout_backward(dhidden, dec["final_drop"]), dec["final"],
                                  "decoder.final_layer_norm.weight")
-        denc = None
-        for n in reversed(range(decoder_lowest, c.num_hidden_layers)):
-            p, s = f"decoder.block.{n}.layer.", dec["layers"][n]
+        denc = []           # the encoder output's gradient, summed over the decoder layers
+
+        def decoder_layer(n, dx, s):
+            p = f"decoder.block.{n}.layer."
             dx = self._feed_forward_backward(be, dx, p + "2.", s)
             dx, d = self._attention_backward(be, dx, p + "1.", s, "EncDecAttention",
                                              kv_grad=encoder_lowest is not None)
             if d is not None:
-                denc = d if denc is None else be.add(denc, d)
+                denc[:] = [be.add(denc[0], d) if denc else d]
             dx, _ = self._attention_backward(be, dx, p + "0.", s, "SelfAttention",
                                             input_grad=self.full or n > decoder_lowest,
                                             bias_grad=self._bias_grad(be, "decoder", dec))
+            return dx
+
+        dx = layers_backward(be, dx, dec["layers"], dec["run"], decoder_layer, decoder_lowest,
+                             kept=denc)
         if self.full:
             self._embedding_backward(be, dx, dec)
         if encoder_lowest is None:
             return
-        dx = self._norm_backward(be, be.dropout_backward(denc, enc["final_drop"]), enc["final"],
-                                 "encoder.final_layer_norm.weight")
-        for n in reversed(range(encoder_lowest, c.num_encoder_layers)):
-            p, s = f"encoder.block.{n}.layer.", enc["layers"][n]
+
+        def encoder_layer(n, dx, s):
+            p = f"encoder.block.{n}.layer."
             dx = self._feed_forward_backward(be, dx, p + "1.", s)
             dx, _ = self._attention_backward(be, dx, p + "0.", s, "SelfAttention",
                                             input_grad=self.full or n > encoder_lowest,
                                             bias_grad=self._bias_grad(be, "encoder", enc))
+            return dx
+
+        dx = self._norm_backward(be, be.dropout_backward(denc[0], enc["final_drop"]), enc["final"],
+                                 "encoder.final_layer_norm.weight")
+        dx = layers_backward(be, dx, enc["layers"], enc["run"], encoder_layer, encoder_lowest)
         if self.full:
             self._embedding_backward(be, dx, enc)
+
+    def _lowest_trained(self):
+        """(encoder, decoder): the lowest layer of each stack the backward visits (None: no
+        backward through the encoder at all). With LoRA the decoder's every layer is visited
+        when the encoder's output gradient is wanted (it comes through each cross attention)."""
+        if self.full:
+            return 0, 0
+        encoder_lowest, decoder_lowest = self._lowest("encoder"), self._lowest("decoder")
+        if decoder_lowest is None or encoder_lowest is not None:
+            decoder_lowest = 0
+        return encoder_lowest, decoder_lowest

@@ -52,7 +52,7 @@ class TrainConfig:
     The AdamW options keep transformers' names and defaults (TrainingArguments), as does
     gradient_checkpointing: recompute each layer's forward in the backward instead of keeping
     its activations, about a third more compute for the activations of one layer instead of
-    all (models/checkpointing.py; the gradients are the same; T5 has it not)."""
+    all (models/checkpointing.py; the gradients are the same)."""
 
     epochs: int = 3
     lr: float = 5e-4
