@@ -21,10 +21,12 @@ Sections:
           engine's Phi-3 family: without it the section fails, naming the supported families.
   memory  base-weight bytes of a 1.1B TinyLlama config from its parameter shapes, per storage
           mode (f32, f16, int8, int4) by the rule the GPU runtime allocates with.
-  checkpointing  the GPU buffers one LoRA training step records (activations, their gradients,
-          the batch), with and without gradient checkpointing, for the tiny Llama 12 layers
-          deep at 4 x 256, each in its own process on the native adapter (bytes, which a
-          software adapter measures as a GPU would; not its speed), and the two steps' losses.
+  checkpointing  gradient checkpointing's cost and gain for the tiny Llama 12 layers deep at
+          4 x 256: the GPU buffers one LoRA training step records (activations, their
+          gradients, the batch) with and without it, each in its own process on the native
+          adapter (bytes, which a software adapter measures as a GPU would; not its speed), the
+          two steps' losses, and the time per step with and without it on the NumPy backend
+          (alternating rounds, separate processes: the recompute's cost on the CPU).
 
 The GPU comparison (the native backend against torch + PEFT on CUDA) is bench/gpu_device.sh's,
 with the same contenders. The engine is driven through its public API: ChatModel.create and
@@ -145,17 +147,27 @@ def recorded_step(model_dir, checkpointing, batch, seq):
     return {"recorded_bytes": chat.runtime.recorded_bytes(), "loss": metrics["loss"]}
 
 
-def checkpointing_memory(batch=4, seq=256):
+def checkpointing_memory(batch=4, seq=256, rounds=3):
     """The checkpointing section (see the module's docstring)."""
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = call("checkpoints:decoder_dir", path=tmp, family="llama", config=CHECKPOINTED)
         steps = {name: call("decoder_step:recorded_step", model_dir=model_dir, checkpointing=on,
                             batch=batch, seq=seq)
                  for name, on in (("plain", False), ("checkpointed", True))}
+        args = dict(model_dir=model_dir, batch=batch, seq=seq, steps=2)
+        timed = alternate({name: Spec("decoder_step:EngineChat", dict(args, checkpointing=on))
+                           for name, on in (("plain", False), ("checkpointed", True))},
+                          baseline="plain", rounds=rounds, warmup=1)
     plain, checkpointed = steps["plain"]["recorded_bytes"], steps["checkpointed"]["recorded_bytes"]
     return {"shape": shape(CHECKPOINTED, batch, seq), **steps,
             "ratio": checkpointed / plain,
-            "same_loss": steps["plain"]["loss"] == steps["checkpointed"]["loss"]}
+            "same_loss": steps["plain"]["loss"] == steps["checkpointed"]["loss"],
+            "numpy_step": {"plain_s": timed["plain"]["seconds"],
+                           "checkpointed_s": timed["checkpointed"]["seconds"],
+                           # time with it / time without it
+                           "ratio": 1 / timed["checkpointed"]["vs_plain"],
+                           "paired_ratio": 1 / timed["checkpointed"]["vs_plain_paired"],
+                           "environment": timed["checkpointed"]["environment"]}}
 
 
 def token_rows(vocab, rows, seq, seed=0):
@@ -169,7 +181,8 @@ def token_rows(vocab, rows, seq, seed=0):
 class EngineChat(EngineRounds):
     """py_engine's ChatModel on `backend` ("numpy" or "gpu")."""
 
-    def __init__(self, model_dir, backend="numpy", batch=B, seq=T, steps=3, profile=False, targets=TARGETS):
+    def __init__(self, model_dir, backend="numpy", batch=B, seq=T, steps=3, profile=False, targets=TARGETS,
+                 checkpointing=False):
         from py_engine.data.chat import EncodedExample
         from py_engine.models.lora_config import LoraConfig
         from py_engine.train.chat import CausalTrainConfig, ChatModel
@@ -184,7 +197,8 @@ class EngineChat(EngineRounds):
                                               device=device))
         self._created(chat, started,
                       [EncodedExample(ids, list(ids)) for ids in token_rows(vocab, batch * (steps + 1), seq)],
-                      CausalTrainConfig(epochs=1, batch_size=batch, max_length=seq, lr=LR, max_grad_norm=1.0))
+                      CausalTrainConfig(epochs=1, batch_size=batch, max_length=seq, lr=LR, max_grad_norm=1.0,
+                                        gradient_checkpointing=checkpointing))
 
 
 class TorchChat(TorchRounds):
@@ -270,6 +284,11 @@ def table_rows(results):
                      f"{ck['checkpointed']['recorded_bytes'] / 2**20:.1f} MiB vs "
                      f"{ck['plain']['recorded_bytes'] / 2**20:.1f} MiB ({ck['ratio']:.2f}x)",
                      "the same loss" if ck["same_loss"] else "the losses differ"))
+        t = ck["numpy_step"]
+        rows.append((f"NumPy step, tiny Llama {s['num_hidden_layers']} layers "
+                     f"{s['batch']}x{s['seq']}: gradient checkpointing",
+                     f"{t['checkpointed_s'] * 1e3:.0f} ms vs {t['plain_s'] * 1e3:.0f} ms",
+                     f"{t['ratio']:.2f}x the time per step (paired rounds {t['paired_ratio']:.2f}x)"))
     return rows
 
 
