@@ -181,12 +181,17 @@ def test_a_model_from_a_picked_folder(session, checkpoints):
     # SwiftShader is a software adapter: it works, and the page says it is slow
     assert "software implementation" in page.inner_text("[data-banner=software]")
     assert "Software GPU" in page.inner_text("#device-badge")
-    # the tests train at a higher rate than a user's default, through the Settings form
+    # the tests train at a higher rate than a user's default, through the Settings form, and
+    # with gradient checkpointing (each layer recomputed in the backward on the page's GPU)
     page.click("#settings summary")
     page.fill("#set-lr", "0.01")
     page.fill("#set-epochs", "4")
+    assert not page.is_checked("#set-checkpointing")
+    page.check("#set-checkpointing")
     page.click("#settings-apply")
     page.wait_for_function("() => document.getElementById('settings-message').textContent === 'Applied.'")
+    config = page.evaluate("() => window.app.engine.call('configure', {})")
+    assert config["learner"]["train"] == {"lr": 0.01, "epochs": 4, "gradient_checkpointing": True}
     shot(page, "02-model-loaded")
 
 
@@ -328,7 +333,7 @@ def test_a_reload_restores_everything(session):
     page.wait_for_function("() => window.app.status && window.app.status.history.length")
     for sel, text in shown.items():
         assert page.inner_text(sel) == text, sel
-    assert page.input_value("#set-lr") == "0.01"
+    assert page.input_value("#set-lr") == "0.01" and page.is_checked("#set-checkpointing")
 
 
 def test_a_url_is_imported_through_the_fetch_endpoint(session, site, upstream):

@@ -379,6 +379,7 @@ function showSettings(config) {
   const train = config.learner?.train || {};
   $("set-lr").value = train.lr ?? "";
   $("set-epochs").value = train.epochs ?? "";
+  $("set-checkpointing").checked = !!train.gradient_checkpointing;
   $("set-active").value = Math.round(100 * (config.scheduler?.active_fraction ?? 0.1));
   $("set-idle").value = Math.round(100 * (config.scheduler?.idle_fraction ?? 0.9));
 }
@@ -398,6 +399,7 @@ function settingsWanted() {
     if (!Number.isInteger(epochs) || epochs < 1) throw new Error("Epochs must be a whole number of 1 or more.");
     train.epochs = epochs;
   }
+  train.gradient_checkpointing = $("set-checkpointing").checked;
   for (const [id, key] of [["set-active", "active_fraction"], ["set-idle", "idle_fraction"]]) {
     if (!value(id)) continue;
     const percent = Number(value(id));
