@@ -141,7 +141,8 @@ class BertClassifier(AdaptedModel):
             modules[self.pooler] = (h, h)
         self.linears = Linears(modules, lora, "BERT model", adapter_prefix=self.prefix,
                                params=self._read_shapes(),
-                               unprefixed=() if config.pooler_in_encoder else (self.pooler,))
+                               unprefixed=() if config.pooler_in_encoder else (self.pooler,),
+                               passed_over=(self.pooler,))
         self.lora = self.linears.lora        # "all-linear" spelled out
         self.targets = self.linears.targets
         rates = {"hidden": config.hidden_dropout_prob,

@@ -101,13 +101,15 @@ class Linears:
     or None when no adapter is used; full: every linear's weight (and bias) trains."""
 
     def __init__(self, modules, lora, family, adapter_prefix="", full=False, conv1d=False,
-                 params=None, unprefixed=()):
+                 params=None, unprefixed=(), passed_over=()):
         """conv1d: the checkpoint stores these linears as Conv1D ([in, out]), for which PEFT's
         adapters say fan_in_fan_out; for any other linear that option is refused. params:
         {checkpoint name: shape} of the tensors the model reads, among which the LoRA config's
         `bias` option finds the biases that train (see trained_biases); unprefixed: modules
         among them (linears or biases) that transformers keeps beside the adapter_prefix
-        (DeBERTa's pooler)."""
+        (DeBERTa's pooler); passed_over: modules among them read as they are where a target
+        names them (a pooler an older adapter holds no LoRA for), which other modules a target
+        names are refused (_refuse_other_targets)."""
         if lora is not None and not isinstance(lora, LoraConfig):
             raise TypeError("lora must be a LoraConfig or None")
         if lora is not None and lora.fan_in_fan_out and not conv1d:
@@ -124,6 +126,8 @@ class Linears:
         self.full = full
         self.targets = match_targets(list(self.modules), lora, family, adapter_prefix,
                                      self.unprefixed) if lora else []
+        if lora is not None:
+            self._refuse_other_targets(lora, family, params or {}, passed_over)
         self._targeted = set(self.targets)
         self.merged = False
         # each wrapped module's rank and scale (rank_pattern, alpha_pattern), by its full name
@@ -146,6 +150,22 @@ class Linears:
                                         self.unprefixed) if lora is not None and not full else {}
         for name, key in self.bias_keys.items():
             self.trainable[key] = tuple(params[name])
+
+    def _refuse_other_targets(self, lora, family, params, passed_over):
+        """A target naming a module of the model that is not one of these linears (an
+        embedding, the output layer, a norm): PEFT would wrap it (LoRA on an nn.Embedding, on
+        the output layer) or refuse it (a norm); passing it over would train something else
+        than asked, so it is refused by name."""
+        others = sorted({n.rsplit(".", 1)[0] for n in params} - set(self.modules) - set(passed_over))
+        named = [self.full_name(m) for m in others if _targeted(lora, self.full_name(m))]
+        if named:
+            targets = lora.target_modules
+            shown = repr(targets) if isinstance(targets, str) else list(targets)
+            raise LoraTargetError(
+                f"LoRA targets {shown} name {', '.join(named)}, which LoRA does not wrap here "
+                f"(it wraps this {family}'s linear layers: "
+                f"{', '.join(sorted({m.rsplit('.', 1)[-1] for m in self.modules}))}); an "
+                "embedding or output layer trains whole beside the LoRA with modules_to_save")
 
     def full_name(self, module):
         """`module`'s name in the base model, as PEFT's adapter files name it: the prefix
