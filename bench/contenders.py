@@ -61,9 +61,13 @@ class EngineRounds:
         return {"seconds": self.clock.seconds(), "loss": history[-1].loss}
 
     def finish(self):
-        if not self.profile:
-            return None
-        return {"phases": self.timings, "dispatches": self.run_sync(self.programs.profile_largest())}
+        out = {}
+        if self.device is not None:     # the GPU buffers its recorded programs hold
+            out["recorded_bytes"] = self.model.runtime.recorded_bytes()
+        if self.profile:
+            out.update(phases=self.timings,
+                       dispatches=self.run_sync(self.programs.profile_largest()))
+        return out or None
 
 
 class TorchRounds:

@@ -2,7 +2,8 @@
 decoding step's one-row products (bench/decode_products.py: gemv against the GEMM entries), the
 MiniLM-shaped, TinyLlama-shaped, GPT-2-small-shaped and Phi-3-shaped LoRA training steps
 (bench/decoder_step.py's contenders, the shape a parameter) of py_engine's GPU backend against
-torch + PEFT on CUDA (on the CPU where torch sees no GPU; the device used is recorded), each
+torch + PEFT on CUDA (on the CPU where torch sees no GPU; the device used is recorded), the
+TinyLlama-shaped step with gradient checkpointing against without it (time and buffers), each
 contender in its own process, rounds alternating, and where the engine's step time goes
 (per-phase timings and a per-dispatch profile of the recorded step), and on each decoder
 checkpoint greedy and sampled generation against transformers' generate
@@ -202,8 +203,31 @@ def compare_decoder(m, path, steps, budget, partial=None, left=lambda: float("in
     return out
 
 
-PARTS = ("tabs", "matmul", "attention", "decode", "minilm", "tinyllama", "gpt2", "phi3")
+PARTS = ("tabs", "matmul", "attention", "decode", "minilm", "tinyllama", "checkpointing", "gpt2",
+         "phi3")
 SAMPLED_NEEDS_S = 60   # two processes loading a checkpoint, then rounds of sampled generation
+
+
+def compare_checkpointing(m, path, steps, budget_s):
+    """The decoder shape `m`'s GPU step with gradient checkpointing against without it: time
+    per step (alternating rounds, separate processes) and the buffers each step's recorded
+    programs hold. The checkpoint at `path` is built there unless a part before built it."""
+    try:
+        model_dir = str(path) if (Path(path) / "config.json").is_file() else call(
+            "checkpoints:decoder_dir", path=str(path), family=m.model_type, config=m.config,
+            device="cuda")
+        args = contender_args(m, model_dir, backend="gpu", steps=steps)
+        out = alternate({"plain": Spec("decoder_step:EngineChat", args),
+                         "checkpointed": Spec("decoder_step:EngineChat",
+                                              dict(args, checkpointing=True))},
+                        baseline="plain", rounds=5, warmup=1, budget_s=budget_s, settle_s=0.1)
+    except Exception as e:      # recorded, not hidden: the table says what failed
+        return {"failed": f"{type(e).__name__}: {e}", "label": m.label}
+    out["label"] = m.label
+    out["shape"] = {"batch": m.batch, "seq": m.seq, **m.config}
+    print(f"[gpu_device] {m.label} gradient checkpointing: {out['checkpointed']['seconds'] * 1e3:.1f} "
+          f"ms/step against {out['plain']['seconds'] * 1e3:.1f}", flush=True)
+    return out
 
 
 def parts_list(text):
@@ -291,6 +315,10 @@ def run(size, out_dir, site=None, seconds=420, parts=PARTS):
                 save()
             results[key] = compare_decoder(m, tmp / key, steps, lambda: rounds_budget(0.6 / (len(decoders) - i)),
                                            partial, left=lambda: seconds - (time.perf_counter() - started))
+            save()
+        if "checkpointing" in parts:    # on the TinyLlama-shaped checkpoint where a part built it
+            results["checkpointing"] = compare_checkpointing(
+                SIZES[size][2]["tinyllama"], tmp / "tinyllama", steps, rounds_budget(0.5))
             save()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -384,6 +412,16 @@ def table(results):
                 rows.append((f"{label}: {how} generation, py_engine GPU decoder",
                              f"{eg['seconds'] * 1e3:.2f} ms/token", f"{eg['vs_torch']:.2f}x transformers{agree}"))
         profiles.append((name, prof))
+    ck = results.get("checkpointing")
+    if ck and "failed" in ck:
+        rows.append((f"{ck['label']}: gradient checkpointing", "failed", ck["failed"][:200]))
+    elif ck:
+        s, plain, on = ck["shape"], ck["plain"], ck["checkpointed"]
+        held = [r["finish"]["recorded_bytes"] / 2**20 for r in (on, plain)]
+        rows.append((f"{ck['label']} {s['batch']}x{s['seq']}: py_engine GPU step with gradient "
+                     "checkpointing", f"{on['seconds'] * 1e3:.1f} ms/step",
+                     f"{1 / on['vs_plain']:.2f}x the time without it ({plain['seconds'] * 1e3:.1f} "
+                     f"ms); step buffers {held[0]:.0f} MiB against {held[1]:.0f} MiB"))
     text = _md(rows)
     if tabs and "failed" not in tabs:
         profiles = [(f"the tab classifier, {name} ({prof['program']})", prof)

@@ -23,7 +23,8 @@
 # "small" runs the same path with small shapes (a few minutes on lavapipe, the CPU Vulkan driver).
 # The whole run is held under 8 minutes (RUN_SECONDS: another limit). PYTHON picks the
 # interpreter (default python3); PARTS a comma-separated part of the run (bench/gpu_device.py
-# --parts: tabs, matmul, attention, decode, minilm, tinyllama, gpt2, phi3; default all).
+# --parts: tabs, matmul, attention, decode, minilm, tinyllama, checkpointing, gpt2, phi3;
+# default all).
 set -euo pipefail
 
 SIZE=${1:-full}
