@@ -33,10 +33,7 @@ def check_trainable(model, values, what="trainable tensors"):
     if missing or extra:
         hint = ""
         unwrapped = sorted({n.rsplit(".lora_", 1)[0] for n in extra if ".lora_" in n})
-        if any(".lora_embedding_" in name for name in extra):
-            hint = (" (a LoRA on an embedding layer, which is not trained here: LoRA wraps "
-                    "linear layers)")
-        elif unwrapped:
+        if unwrapped:
             hint = f" (a LoRA on {', '.join(unwrapped)}, which this model does not wrap)"
         elif extra:             # whole tensors: PEFT's modules_to_save
             biases = model.bias_sources()
