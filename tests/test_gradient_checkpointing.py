@@ -113,6 +113,33 @@ def test_numpy_gradients_are_those_without_it(tmp_path, family, mode):
         assert np.any(values), name        # every trained tensor got a gradient
 
 
+def test_numpy_holds_less_memory(tmp_path):
+    """On NumPy too the step's peak of allocated memory (tracemalloc, which NumPy reports to)
+    falls: the arrays of a layer that will be recomputed are freed, the GELU slopes its forward
+    kept for the backward with them (GPT-2 8 layers deep: measured 9.7 MiB -> 4.1 MiB; 8.1 MiB
+    when the slopes are kept)."""
+    import tracemalloc
+
+    path = tiny_dialogpt_dir(tmp_path / "gpt2", n_layer=8)
+    rng = np.random.default_rng(0)
+    data = [SimpleNamespace(ids=(ids := rng.integers(3, 90, 60).tolist()), labels=[-100] + ids[1:])
+            for _ in range(8)]
+    peaks = {}
+    for on in (False, True):
+        chat = run(ChatModel.create(path, lora=LoraConfig(r=4, target_modules=["c_attn"]), seed=3))
+        chat.runtime.set_gradient_checkpointing(on)
+        batch = chat.runtime.task.batch(data, list(range(len(data))), 8, 64)
+        run(chat.runtime.accumulate(batch, seed=1))       # what the first step makes once
+        tracemalloc.start()
+        try:
+            start = tracemalloc.get_traced_memory()[0]
+            run(chat.runtime.accumulate(batch, seed=1))
+            peaks[on] = tracemalloc.get_traced_memory()[1] - start
+        finally:
+            tracemalloc.stop()
+    assert peaks[True] < 0.6 * peaks[False], peaks
+
+
 def test_layers_below_the_lowest_adapter_are_not_kept(tmp_path):
     """LoRA on the top layers only: the backward stops at the lowest adapted layer, with
     checkpointing as without (the same gradients)."""

@@ -31,7 +31,8 @@ class Recomputing:
     seed at a running counter (each layer's elements numbered in order), so a layer run again
     from the counter it started at draws the masks it drew the first time. Releasing is the
     GPU's (a recording hands the buffers of released tensors to the tensors made after them);
-    NumPy's arrays are freed when nothing refers to them."""
+    NumPy's arrays are freed when nothing refers to them (its backend drops what it kept for
+    a released layer's backward)."""
 
     _counter = 0
 

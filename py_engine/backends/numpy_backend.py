@@ -256,6 +256,16 @@ class NumpyBackend(Recomputing):
         """alpha * x."""
         return x * x.dtype.type(alpha)
 
+    def scope(self):
+        return set(self._gelu_slopes)
+
+    def release_since(self, scope, keep=(), also=()):
+        """The GELU slopes kept since `scope` go (a recomputed layer's, or the first forward's
+        of a layer that will be recomputed): their arrays are then freed with the rest of the
+        layer's, as nothing else holds them."""
+        for key in set(self._gelu_slopes) - scope:
+            del self._gelu_slopes[key]
+
     def gelu(self, x, approximate="none"):
         """GELU, exact (BERT) or approximate="tanh" (GPT-2)."""
         if not self._train:

@@ -8,7 +8,8 @@ the GPU the buffers of what is no longer read handed to what is made after it.
 
 A family takes part by writing one layer's forward as layer(n, x) -> (x, saved) and its
 backward as layer_backward(n, dx, saved) -> dx, and running its layers through layers_forward
-and layers_backward (models/llama.py, gpt2.py, phi.py).
+and layers_backward: every family does (models/llama.py, gpt2.py, phi.py, bert.py,
+modernbert.py, t5.py; a decoder read as a classifier through its decoder's).
 """
 
 

@@ -56,12 +56,20 @@ def match_targets(modules, lora, family, prefix="", unprefixed=()):
     `unprefixed` modules sit beside the prefix (their full name is their own)."""
     chosen = [m for m in modules if _targeted(lora, m if m in unprefixed else prefix + m)]
     if not chosen:
-        names = sorted({m.rsplit(".", 1)[-1] for m in modules})
-        targets = lora.target_modules
-        shown = repr(targets) if isinstance(targets, str) else list(targets)
-        raise LoraTargetError(f"LoRA targets {shown} match no linear layer of this "
-                              f"{family} (its linear layers: {', '.join(names)})")
+        raise LoraTargetError(f"LoRA targets {_shown(lora)} match no linear layer of this "
+                              f"{family} (its linear layers: {_last_names(modules)})")
     return chosen
+
+
+def _shown(lora):
+    """The config's target_modules as a message quotes them."""
+    targets = lora.target_modules
+    return repr(targets) if isinstance(targets, str) else list(targets)
+
+
+def _last_names(modules):
+    """The modules' last name parts, each once: "k_proj, q_proj, ..."."""
+    return ", ".join(sorted({m.rsplit(".", 1)[-1] for m in modules}))
 
 
 def _named(names, key):
@@ -159,13 +167,10 @@ class Linears:
         others = sorted({n.rsplit(".", 1)[0] for n in params} - set(self.modules) - set(passed_over))
         named = [self.full_name(m) for m in others if _targeted(lora, self.full_name(m))]
         if named:
-            targets = lora.target_modules
-            shown = repr(targets) if isinstance(targets, str) else list(targets)
             raise LoraTargetError(
-                f"LoRA targets {shown} name {', '.join(named)}, which LoRA does not wrap here "
-                f"(it wraps this {family}'s linear layers: "
-                f"{', '.join(sorted({m.rsplit('.', 1)[-1] for m in self.modules}))}); an "
-                "embedding or output layer trains whole beside the LoRA with modules_to_save")
+                f"LoRA targets {_shown(lora)} name {', '.join(named)}, which LoRA does not wrap "
+                f"here (it wraps this {family}'s linear layers: {_last_names(self.modules)}); "
+                "an embedding or output layer trains whole beside the LoRA with modules_to_save")
 
     def full_name(self, module):
         """`module`'s name in the base model, as PEFT's adapter files name it: the prefix
