@@ -18,8 +18,8 @@ from py_engine.train.seq2seq import Seq2SeqModel
 
 def make(tmp_path, family):
     """(checkpoint directory, its model's maker for a LoraConfig)."""
-    if family == "llama":
-        path = tiny_chat_dir(tmp_path, family="llama")
+    if family in ("llama", "qwen2"):        # Qwen2's tiny one ties its head: no lm_head.weight
+        path = tiny_chat_dir(tmp_path, family=family)
         return lambda lora: ChatModel.create(path, lora=lora)
     if family == "t5":
         tiny_t5(tmp_path / "t5")
@@ -33,11 +33,13 @@ def make(tmp_path, family):
     ("llama", ["q_proj", "lm_head"], "lm_head"),
     ("llama", ["q_proj", "norm"], "model.norm"),
     ("llama", r".*(q_proj|embed_tokens)", "model.embed_tokens"),
+    ("qwen2", ["q_proj", "lm_head"], "lm_head"),
     ("bert", ["query", "word_embeddings"], "bert.embeddings.word_embeddings"),
     ("bert", ["query", "LayerNorm"], "bert.embeddings.LayerNorm"),
     ("modernbert", ["Wqkv", "tok_embeddings"], "model.embeddings.tok_embeddings"),
     ("t5", ["q", "shared"], "shared"),
     ("t5", ["q", "lm_head"], "lm_head"),
+    ("t5", ["q", "embed_tokens"], "decoder.embed_tokens, encoder.embed_tokens"),
 ])
 def test_a_target_naming_a_module_lora_does_not_wrap_is_refused(tmp_path, family, targets, named):
     create = make(tmp_path, family)

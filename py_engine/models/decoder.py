@@ -20,7 +20,8 @@ class DecoderModel(AdaptedModel):
         self.dropout = override_rates(self.dropout_rates(config), dropout, family)
         self.full = lora is None
         shapes = config.parameter_shapes()
-        self.linears = Linears(modules, lora, family, full=self.full, conv1d=conv1d, params=shapes)
+        self.linears = Linears(modules, lora, family, full=self.full, conv1d=conv1d, params=shapes,
+                               others=config.whole_modules)     # a tied head among them
         self.lora = self.linears.lora        # "all-linear" spelled out
         self.targets = self.linears.targets
         self.trainable = dict(shapes) if self.full else dict(self.linears.trainable)

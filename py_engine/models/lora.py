@@ -109,7 +109,7 @@ class Linears:
     or None when no adapter is used; full: every linear's weight (and bias) trains."""
 
     def __init__(self, modules, lora, family, adapter_prefix="", full=False, conv1d=False,
-                 params=None, unprefixed=(), passed_over=()):
+                 params=None, unprefixed=(), passed_over=(), others=()):
         """conv1d: the checkpoint stores these linears as Conv1D ([in, out]), for which PEFT's
         adapters say fan_in_fan_out; for any other linear that option is refused. params:
         {checkpoint name: shape} of the tensors the model reads, among which the LoRA config's
@@ -117,7 +117,8 @@ class Linears:
         among them (linears or biases) that transformers keeps beside the adapter_prefix
         (DeBERTa's pooler); passed_over: modules among them read as they are where a target
         names them (a pooler an older adapter holds no LoRA for), which other modules a target
-        names are refused (_refuse_other_targets)."""
+        names are refused (_refuse_other_targets); others: modules of the model beside
+        these linears that the checkpoint may not hold (a tied output layer), refused alike."""
         if lora is not None and not isinstance(lora, LoraConfig):
             raise TypeError("lora must be a LoraConfig or None")
         if lora is not None and lora.fan_in_fan_out and not conv1d:
@@ -135,7 +136,7 @@ class Linears:
         self.targets = match_targets(list(self.modules), lora, family, adapter_prefix,
                                      self.unprefixed) if lora else []
         if lora is not None:
-            self._refuse_other_targets(lora, family, params or {}, passed_over)
+            self._refuse_other_targets(lora, family, params or {}, passed_over, others)
         self._targeted = set(self.targets)
         self.merged = False
         # each wrapped module's rank and scale (rank_pattern, alpha_pattern), by its full name
@@ -159,12 +160,13 @@ class Linears:
         for name, key in self.bias_keys.items():
             self.trainable[key] = tuple(params[name])
 
-    def _refuse_other_targets(self, lora, family, params, passed_over):
+    def _refuse_other_targets(self, lora, family, params, passed_over, others):
         """A target naming a module of the model that is not one of these linears (an
         embedding, the output layer, a norm): PEFT would wrap it (LoRA on an nn.Embedding, on
         the output layer) or refuse it (a norm); passing it over would train something else
         than asked, so it is refused by name."""
-        others = sorted({n.rsplit(".", 1)[0] for n in params} - set(self.modules) - set(passed_over))
+        others = sorted(({n.rsplit(".", 1)[0] for n in params} | set(others))
+                        - set(self.modules) - set(passed_over))
         named = [self.full_name(m) for m in others if _targeted(lora, self.full_name(m))]
         if named:
             raise LoraTargetError(

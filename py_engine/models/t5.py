@@ -68,7 +68,8 @@ class T5Model(AdaptedModel):
         self.dropout = override_rates({"dropout_rate": config.dropout_rate}, dropout, "T5 model")
         self.full = lora is None
         self.linears = Linears(linear_modules(config), lora, "T5 model", full=self.full,
-                               params=config.parameter_shapes())
+                               params=config.parameter_shapes(),
+                               others=("encoder.embed_tokens", "decoder.embed_tokens", "lm_head"))
         self.lora = self.linears.lora        # "all-linear" spelled out
         self.targets = self.linears.targets
         self.trainable = dict(config.parameter_shapes()) if self.full else dict(self.linears.trainable)
