@@ -2,10 +2,11 @@
 does) while py_engine compiles kernels in the page: the compile in flight, and every call after,
 raise DeviceLostError, which tells whoever hosts the engine to make it anew (the browser's own
 error for it, "OperationError: Instance dropped error in getCompilationInfo", said nothing of
-the kind). A module of its own: the page's device is gone afterwards."""
+the kind). A browser of its own: the crash reaches every page of a browser."""
 
 import pytest
 
+from py_engine import harness
 from py_engine.harness import run_json, run_python
 
 pytestmark = pytest.mark.browser
@@ -49,11 +50,20 @@ json.dumps({"failed": failed, "after": after, "lost": device.lost})
 """
 
 
-def test_a_gpu_crash_while_kernels_compile_is_a_lost_device(engine_page):
-    assert run_python(engine_page, START) > 0           # compiling when the GPU goes
-    cdp = engine_page.context.new_cdp_session(engine_page)
-    cdp.send("Browser.crashGpuProcess")
-    got = run_json(engine_page, AFTER)
+def test_a_gpu_crash_while_kernels_compile_is_a_lost_device(playwright, built_dist):
+    from py_engine.server import ServerThread
+
+    browser = playwright.chromium.launch(**harness.launch_args())
+    try:
+        with ServerThread(built_dist) as url:
+            page = browser.new_page()
+            page.goto(url + "index.html?noselfcheck")
+            harness.wait_for_engine(page)
+            assert run_python(page, START) > 0           # compiling when the GPU goes
+            browser.new_browser_cdp_session().send("Browser.crashGpuProcess")
+            got = run_json(page, AFTER)
+    finally:
+        browser.close()
     failed = got["failed"]
     assert failed["type"] == "DeviceLostError", failed
     assert failed["message"].startswith("the GPU device was lost"), failed
