@@ -24,7 +24,7 @@ const TRAIN_NOW_BUDGET_MS = 4000;
 const SAVE_EVERY_S = 5; // the engine saves its state this soon after training (default 30)
 
 const saved = loadSaved();
-const engine = new EngineClient();
+let engine = new EngineClient(); // made anew on a new device when the GPU goes away (remake)
 const app = {
   engine,
   status: null,
@@ -271,17 +271,17 @@ function watchActivity() {
   }
 }
 
-async function watchEngine() {
+async function watchEngine(client) {
   let last = performance.now();
-  while (!engine.failure) {
+  while (client === engine && !client.failure) {
     // a second at a time: new settings take effect within one
     await new Promise((resolve) => setTimeout(resolve, Math.min(1000, app.watch.every_ms)));
     if (performance.now() - last < app.watch.every_ms) continue;
     last = performance.now();
     const hungMs = app.watch.hung_ms;
-    if (await engine.ping(hungMs)) {
+    if (await client.ping(hungMs)) {
       banner("silent", "", "");
-    } else if (!engine.failure) {
+    } else if (client === engine && !client.failure) {
       banner("silent", "bad", `The engine has not answered for ${Math.round(hungMs / 1000)} s. If it stays silent, reload the page to start it again; the model comes back as it was last saved.`,
         { dismiss: false, action: RELOAD });
     }
@@ -318,6 +318,10 @@ async function loadModel(params, label) {
     showTryPanel(summary);
     await showSetAside();
     await applySettings({ save_every_s: SAVE_EVERY_S, ...(saved.settings || {}) }, { quiet: true });
+    if (app.remade && !app.remade.back) {
+      app.remade.back = true;
+      banner("gpu", "info", `The GPU went away (the browser said: ${app.remade.reason}); the engine started again on a new one, and ${summary.name || "the model"} is back with what it learned up to its last save.`);
+    }
     show($("model-progress"), "");
     await refresh();
   } catch (e) {
@@ -825,28 +829,58 @@ async function start() {
     $("device-badge").className = "badge bad";
     setModelButtons(false);
   }
-  engine.on("progress", (p) => {
+  connect(engine, noGPU);
+}
+
+// WebGPU devices do not come back: when the GPU goes away (a driver reset, Chrome's GPU process
+// restarting) the engine is made anew on a new device, as a reload would make it, at most
+// MAX_REMAKES times an hour (then the page asks for a reload); the model comes back with what it
+// learned up to its last save (restored from the saved training state, as after any reload).
+const MAX_REMAKES = 3;
+const REMAKE_WINDOW_MS = 3600e3;
+const remakes = []; // when the engine was made anew
+
+function remake(client, reason, noGPU) {
+  if (client !== engine) return; // made anew already
+  const now = Date.now();
+  while (remakes.length && now - remakes[0] > REMAKE_WINDOW_MS) remakes.shift();
+  if (remakes.length >= MAX_REMAKES) {
+    banner("gpu", "bad", `The GPU went away again (the browser said: ${reason}), the ${MAX_REMAKES + 1}th time within an hour. Reload the page to start the engine on a new one, with what the model learned up to its last save.`,
+      { dismiss: false, action: RELOAD });
+    return;
+  }
+  remakes.push(now);
+  app.remade = { reason, at: now };
+  app.ready = false;
+  banner("gpu", "warn", `The GPU went away (the browser said: ${reason}). The engine is starting again on a new one, with what the model learned up to its last save…`, { dismiss: false });
+  engine = app.engine = new EngineClient();
+  client.terminate(); // its calls fail; what it says no longer counts
+  connect(engine, noGPU);
+}
+
+// The page listens to `client`, the engine now, and watches that it answers.
+function connect(client, noGPU) {
+  const current = () => client === engine;
+  client.on("progress", (p) => {
+    if (!current()) return;
     if (p.task === "boot" && p.done < p.total) show($("model-progress"), `${p.what}…`, "progress");
     else if (p.task === "boot") show($("model-progress"), "");
     else if (p.task === "load_model" && p.done < (p.total || Infinity)) show($("model-progress"), p.total > 1 ? `${p.what}: ${formatBytes(p.done)} of ${formatBytes(p.total)}` : `${p.what}…`, "progress");
   });
-  engine.on("status", (event) => render(event));
-  engine.on("rollback", (event) => {
-    if (event.reason) banner("rollback", "warn", `Training was rolled back to step ${event.to_step}: ${event.reason}.`);
+  client.on("status", (event) => current() && render(event));
+  client.on("rollback", (event) => {
+    if (current() && event.reason) banner("rollback", "warn", `Training was rolled back to step ${event.to_step}: ${event.reason}.`);
   });
-  engine.on("log", (event) => (event.level === "error" ? console.error : console.log)(`[engine] ${event.message}`));
-  watchEngine();
-  // WebGPU devices do not come back: a reload starts the engine on a new one, and the model
-  // with what it learned (restored from the saved training state, as after any reload)
-  engine.on("device_lost", (event) => {
-    banner("gpu", "bad", `The GPU went away (the browser said: ${deviceLostReason(event.message)}). The engine cannot use it again: reload the page to start it on a new one, with what the model learned up to its last save.`,
-      { dismiss: false, action: RELOAD });
-  });
-  engine.on("failed", (event) => {
+  client.on("log", (event) => (event.level === "error" ? console.error : console.log)(`[engine] ${event.message}`));
+  watchEngine(client);
+  client.on("device_lost", (event) => remake(client, deviceLostReason(event.message), noGPU));
+  client.on("failed", (event) => {
+    if (!current()) return;
     banner("engine", "bad", `The engine stopped. ${describe(event.error || {})} Reload the page to start it again.`, { dismiss: false });
     show($("model-progress"), "");
   });
-  engine.on("ready", (event) => {
+  client.on("ready", (event) => {
+    if (!current()) return;
     app.ready = true;
     if (event.adapter) showAdapter(event.adapter);
     // the user paused training before this reload: it stays paused until they resume it
@@ -855,6 +889,10 @@ async function start() {
       loadModel(saved.model, `Restoring ${saved.model.name || "the last model"}…`);
     } else if (!noGPU) {
       show($("model-progress"), "");
+      if (app.remade && !app.remade.back) {
+        app.remade.back = true;
+        banner("gpu", "info", `The GPU went away (the browser said: ${app.remade.reason}); the engine started again on a new one.`);
+      }
     }
   });
 }
