@@ -235,7 +235,7 @@ class BertClassifier(AdaptedModel):
         x, saved["layers"] = layers_forward(
             be, x, cfg.num_hidden_layers,
             lambda n, x: self._layer_forward(be, n, x, batch, p_hidden, p_attn, train, bias, rel),
-            train, self.gradient_checkpointing, self._lowest_lora_layer())
+            train, self.gradient_checkpointing, self._lowest_lora_layer)
         saved["x_final"] = x
         if self.pooling == "cls":
             first = be.cls_pool(x, batch.B, batch.T)

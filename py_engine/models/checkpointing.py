@@ -22,12 +22,14 @@ class LayerInput:
         self.x, self.mark = x, mark
 
 
-def layers_forward(be, x, count, layer, train, checkpointing=False, lowest=0):
+def layers_forward(be, x, count, layer, train, checkpointing=False, lowest_layer=lambda: 0):
     """x through layers 0 .. count - 1; returns (x, each layer's saved state for the backward,
     [] without `train`). Inference hands each layer's intermediates to the next (end_layer).
     With `checkpointing` a layer keeps its input only (a LayerInput), and the layers below
-    `lowest`, which no backward visits, not even that."""
+    lowest_layer(), which no backward visits, not even that (asked only then: inference and
+    the plain step need no lowest layer)."""
     saved = []
+    lowest = lowest_layer() if train and checkpointing else 0
     for n in range(count):
         if not train:
             x, _ = layer(n, x)

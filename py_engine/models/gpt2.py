@@ -65,7 +65,7 @@ class Gpt2Model(DecoderModel):
         x, emb_drop = be.dropout(x, p_embd)
         x, layers = layers_forward(be, x, c.num_hidden_layers,
                                    lambda n, x: self._layer(be, n, x, inputs, train, cache),
-                                   train, self.gradient_checkpointing, self._lowest_layer())
+                                   train, self.gradient_checkpointing, self._lowest_layer)
         out, final = self._layernorm(be, x, "transformer.ln_f", c.layer_norm_epsilon)
         return out, {"layers": layers, "final": final, "ids": inputs.ids, "B": B, "T": T,
                      "emb_drop": emb_drop}

@@ -72,7 +72,7 @@ class LlamaModel(DecoderModel):
             x = be.scale(x, c.embedding_scale)
         x, layers = layers_forward(be, x, c.num_hidden_layers,
                                    lambda n, x: self._layer(be, n, x, inputs, ropes, train, cache),
-                                   train, self.gradient_checkpointing, self._lowest_layer())
+                                   train, self.gradient_checkpointing, self._lowest_layer)
         out, final = self._norm(be, x, "model.norm.weight")
         return out, {"layers": layers, "final": final, "ids": inputs.ids, "ropes": ropes, "T": T}
 

@@ -89,7 +89,7 @@ class ModernBertClassifier(AdaptedModel):
         x, saved["layers"] = layers_forward(
             be, x, c.num_hidden_layers,
             lambda n, x: self._layer(be, n, x, batch, rate, ropes, window, train),
-            train, self.gradient_checkpointing, self._lowest_layer())
+            train, self.gradient_checkpointing, self._lowest_layer)
         x, saved["final_ln"] = self._norm(be, x, "model.final_norm")
         pooled = be.cls_pool(x, B, T) if self.pooling == "cls" else be.mean_pool(x, batch.mask, B, T)
         saved["pre"] = linear(be, "head.dense", pooled, saved, train)

@@ -58,7 +58,7 @@ class PhiModel(DecoderModel):
         x, emb_drop = be.dropout(be.gather_rows(be.param("model.embed_tokens.weight"), inputs.ids), p_embd)
         x, layers = layers_forward(be, x, c.num_hidden_layers,
                                    lambda n, x: self._layer(be, n, x, inputs, rope, train, cache),
-                                   train, self.gradient_checkpointing, self._lowest_layer())
+                                   train, self.gradient_checkpointing, self._lowest_layer)
         out, final = self._layernorm(be, x, "model.final_layernorm", c.layer_norm_eps)
         return out, {"layers": layers, "final": final, "ids": inputs.ids, "rope": rope, "T": T,
                      "emb_drop": emb_drop}

@@ -146,9 +146,11 @@ class T5Model(AdaptedModel):
             s = {}
             return layer(x, f"{stack}.block.{n}.layer.", s, n), s
 
-        lowest = self._lowest_trained()[stack == "decoder"]
-        x, layers = layers_forward(be, x, count, run, train, self.gradient_checkpointing,
-                                   count if lowest is None else lowest)
+        def lowest():       # the encoder's None: no backward through it at all
+            n = self._lowest_trained()[stack == "decoder"]
+            return count if n is None else n
+
+        x, layers = layers_forward(be, x, count, run, train, self.gradient_checkpointing, lowest)
         out, final = self._norm(be, x, f"{stack}.final_layer_norm")
         out, final_drop = be.dropout(out, self._rate(train))
         return out, {"layers": layers, "final": final, "final_drop": final_drop, "emb_drop": drop,
