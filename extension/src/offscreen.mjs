@@ -15,7 +15,7 @@
 // IndexedDB holds) when the GPU goes away under it (a driver reset, Chrome's GPU process crashed
 // and restarted: WebGPU devices are lost for good), and when its worker stops answering.
 
-import { EngineClient } from "./engine_client.mjs";
+import { EngineClient, RestartBudget } from "./engine_client.mjs";
 import { fromWire, toWire } from "./wire.mjs";
 
 const MODEL = "model/";
@@ -28,10 +28,9 @@ const CATEGORY_LISTS = new Set(["categories", "rename_category", "add_category",
 // ... and those whose answer is the model's summary with them
 const CATEGORIES_WITH_MODEL = new Set(["reset_tabs", "import_adapter"]);
 
-// The engine is made anew at most this often in RESTART_WINDOW_MS; a GPU lost (or an engine
-// hung) again and again leaves the rules to sort tabs.
-const MAX_RESTARTS = 3;
-const RESTART_WINDOW_MS = 60 * 60 * 1000;
+// The engine is made anew at most 3 times an hour; a GPU lost (or an engine hung) again and
+// again leaves the rules to sort tabs.
+const budget = new RestartBudget();
 // The worker is asked every every_ms whether its thread still runs (EngineClient.ping, answered
 // before Python); no answer in hung_ms and it is hung. Generous: Python may hold the thread for
 // seconds at a time while loading, never for a minute.
@@ -49,7 +48,6 @@ const state = {
   remade: null, // {why: "gpu_lost" | "hung", reason, at}: the last time the engine was made anew
   restarts: 0, // how many times the engine was made anew in this document
 };
-const restartTimes = [];
 // what each reason to make the engine anew is, in words
 const WHY = { gpu_lost: "the GPU was lost", hung: "the engine stopped answering" };
 
@@ -91,16 +89,14 @@ function startEngine() {
 function remake(client, why, reason) {
   if (client !== engine) return; // already made anew
   const now = Date.now();
-  while (restartTimes.length && now - restartTimes[0] > RESTART_WINDOW_MS) restartTimes.shift();
   client.terminate();
   state.remade = { why, reason, at: now };
   const what = WHY[why];
-  if (restartTimes.length >= MAX_RESTARTS) {
-    Object.assign(state, { phase: "failed", error: `${what}, the ${MAX_RESTARTS + 1}th time within an hour (${reason})`, model: null });
+  if (!budget.take(now)) {
+    Object.assign(state, { phase: "failed", error: `${what}, the ${budget.max + 1}th time within an hour (${reason})`, model: null });
     console.error(`${what} again; the rules sort tabs from now on:`, reason);
     return;
   }
-  restartTimes.push(now);
   state.restarts += 1;
   console.warn(`${what}; the engine starts again:`, reason);
   startEngine();

@@ -10,7 +10,7 @@
 // time then comes only from `app.idle.fire(ms)` (an injectable idle source for tests).
 
 import { drawLossChart } from "./chart.mjs";
-import { EngineClient, deviceLostReason } from "./engine_client.mjs";
+import { EngineClient, RestartBudget, deviceLostReason } from "./engine_client.mjs";
 import { commonFolder, download, droppedFiles, formatBytes, pickedFiles, readFiles, withoutCommonFolder } from "./files.mjs";
 import { checkpointFiles, configName, weightsProblem } from "./checkpoint.mjs";
 import * as view from "./views.mjs";
@@ -318,10 +318,7 @@ async function loadModel(params, label) {
     showTryPanel(summary);
     await showSetAside();
     await applySettings({ save_every_s: SAVE_EVERY_S, ...(saved.settings || {}) }, { quiet: true });
-    if (app.remade && !app.remade.back) {
-      app.remade.back = true;
-      banner("gpu", "info", `The GPU went away (the browser said: ${app.remade.reason}); the engine started again on a new one, and ${summary.name || "the model"} is back with what it learned up to its last save.`);
-    }
+    sayEngineBack(`, and ${summary.name || "the model"} is back with what it learned up to its last save`);
     show($("model-progress"), "");
     await refresh();
   } catch (e) {
@@ -833,29 +830,32 @@ async function start() {
 }
 
 // WebGPU devices do not come back: when the GPU goes away (a driver reset, Chrome's GPU process
-// restarting) the engine is made anew on a new device, as a reload would make it, at most
-// MAX_REMAKES times an hour (then the page asks for a reload); the model comes back with what it
-// learned up to its last save (restored from the saved training state, as after any reload).
-const MAX_REMAKES = 3;
-const REMAKE_WINDOW_MS = 3600e3;
-const remakes = []; // when the engine was made anew
+// restarting) the engine is made anew on a new device, as a reload would make it, at most 3
+// times an hour (RestartBudget; then the page asks for a reload); the model comes back with what
+// it learned up to its last save (restored from the saved training state, as after any reload).
+const remakes = new RestartBudget();
 
 function remake(client, reason, noGPU) {
   if (client !== engine) return; // made anew already
   const now = Date.now();
-  while (remakes.length && now - remakes[0] > REMAKE_WINDOW_MS) remakes.shift();
-  if (remakes.length >= MAX_REMAKES) {
-    banner("gpu", "bad", `The GPU went away again (the browser said: ${reason}), the ${MAX_REMAKES + 1}th time within an hour. Reload the page to start the engine on a new one, with what the model learned up to its last save.`,
+  if (!remakes.take(now)) {
+    banner("gpu", "bad", `The GPU went away again (the browser said: ${reason}), the ${remakes.max + 1}th time within an hour. Reload the page to start the engine on a new one, with what the model learned up to its last save.`,
       { dismiss: false, action: RELOAD });
     return;
   }
-  remakes.push(now);
   app.remade = { reason, at: now };
   app.ready = false;
   banner("gpu", "warn", `The GPU went away (the browser said: ${reason}). The engine is starting again on a new one, with what the model learned up to its last save…`, { dismiss: false });
   engine = app.engine = new EngineClient();
   client.terminate(); // its calls fail; what it says no longer counts
   connect(engine, noGPU);
+}
+
+// Once the engine made anew is back (with `model`, the model it restored), the page says so.
+function sayEngineBack(model) {
+  if (!app.remade || app.remade.back) return;
+  app.remade.back = true;
+  banner("gpu", "info", `The GPU went away (the browser said: ${app.remade.reason}); the engine started again on a new one${model}.`);
 }
 
 // The page listens to `client`, the engine now, and watches that it answers.
@@ -889,10 +889,7 @@ function connect(client, noGPU) {
       loadModel(saved.model, `Restoring ${saved.model.name || "the last model"}…`);
     } else if (!noGPU) {
       show($("model-progress"), "");
-      if (app.remade && !app.remade.back) {
-        app.remade.back = true;
-        banner("gpu", "info", `The GPU went away (the browser said: ${app.remade.reason}); the engine started again on a new one.`);
-      }
+      sayEngineBack("");
     }
   });
 }

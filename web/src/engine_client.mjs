@@ -124,3 +124,22 @@ export class EngineClient {
     this.fail({ message: "the engine was stopped", kind: "user" });
   }
 }
+
+// How often an engine that can work no more (its GPU lost, its worker hung) is made anew: at
+// most `max` times within `windowMs`; past that, whoever hosts it stops trying (the tab sorter
+// leaves the rules to sort tabs, the app page asks for a reload).
+export class RestartBudget {
+  constructor(max = 3, windowMs = 60 * 60 * 1000) {
+    this.max = max;
+    this.windowMs = windowMs;
+    this.times = []; // when the engine was made anew, within the window
+  }
+
+  // Whether one more restart is allowed at `now`; one that is, is counted.
+  take(now = Date.now()) {
+    while (this.times.length && now - this.times[0] > this.windowMs) this.times.shift();
+    if (this.times.length >= this.max) return false;
+    this.times.push(now);
+    return true;
+  }
+}
