@@ -54,3 +54,22 @@ def test_rows_at_a_variable_offset(device, columns):
         assert np.array_equal(got, want)
     with pytest.raises(ValueError):
         position.set(62)          # rows 62..64 are past the table
+
+
+@pytest.mark.parametrize("rows, cols", [(4, 96), (1, 7), (33, 300)])
+def test_transpose_and_add_transposed(device, columns, rows, cols):
+    """transpose: src^T into a poisoned buffer (exact), and added into another (beta=1)."""
+    rng = np.random.default_rng()
+    x = rng.standard_normal((rows, cols)).astype(np.float32)
+    acc = rng.standard_normal((cols, rows)).astype(np.float32)
+    src, out, into = device.buffer_from(x), poisoned(device, rows * cols), device.buffer_from(acc)
+    program = device.program()
+    columns.transpose(program, src, out, rows, cols)
+    columns.transpose(program, src, into, rows, cols, beta=1.0)
+    program.read(out)
+    program.read(into)
+    got, added = (floats(v) for v in run(program.run()))
+    assert np.array_equal(got, x.T.ravel())
+    assert np.array_equal(added, (acc + x.T).ravel())
+    with pytest.raises(ValueError, match="beta"):
+        columns.transpose(device.program(), src, out, rows, cols, beta=0.5)

@@ -280,3 +280,51 @@ def test_head_bias(device, lm, rows, hidden, vocab, chunk, accumulate):
     assert rel_error(dh_out, want_dh.ravel()) <= BOUNDS["dh"]
     assert rel_error(dw_out, want_dw.ravel()) <= BOUNDS["dw"]
     assert rel_error(db_out, want_db) <= BOUNDS["dw"]
+
+
+@pytest.mark.parametrize("rows, hidden, vocab, chunk, r, softcap, with_bias", [
+    (24, 16, 100, 32, 4, None, False),     # 100 = 3 * 32 + 4
+    (9, 8, 37, 37, 1, 1.5, True),          # a single chunk, rank 1
+    (5, 4, 13, 1, 3, None, True),          # one logit per chunk
+])
+def test_low_rank_term(device, lm, rows, hidden, vocab, chunk, r, softcap, with_bias):
+    """A LoRA on the head: each chunk's logits get scaling * u B_chunk^T; du (poisoned) and dB
+    (accumulated into) against the NumPy fused pass in float64."""
+    from py_engine.ops.lm_head_loss import lm_head_loss_fused
+    rng = np.random.default_rng()
+    h, w, labels = random_case(rng, rows, hidden, vocab, ignored=2)
+    u = rng.standard_normal((rows, r)).astype(np.float32)
+    b = (rng.standard_normal((vocab, r)) / np.sqrt(r)).astype(np.float32)
+    db_init = rng.standard_normal((vocab, r)).astype(np.float32)
+    bias = rng.standard_normal(vocab).astype(np.float32) if with_bias else None
+    scaling = float(np.float32(rng.uniform(0.5, 3.0)))
+    metrics = poisoned(device, METRIC_SLOTS)
+    stats = poisoned(device, lm.stats_floats(rows))
+    scratch = poisoned(device, lm.scratch_floats(rows, min(chunk, vocab)))
+    dh, du = poisoned(device, rows * hidden), poisoned(device, rows * r)
+    db = device.buffer_from(db_init)
+    h_b, w_b, labels_b, u_b, b_b = (device.buffer_from(a) for a in (h, w, labels, u, b))
+    bias_b = device.buffer_from(bias) if with_bias else None
+    low = (u_b, b_b, r, scaling)
+    program = device.program()
+    lm.forward(program, h_b, w_b, labels_b, scratch, stats, metrics, rows, hidden, vocab, chunk,
+               bias=bias_b, softcap=softcap, low_rank=low)
+    lm.backward(program, h_b, w_b, labels_b, scratch, stats, metrics, dh, rows, hidden, vocab,
+                chunk, dloss=0.75, bias=bias_b, softcap=softcap, low_rank=low, du=du, dlow_b=db)
+    for buffer in (metrics, dh, du, db):
+        program.read(buffer)
+    m, dh_out, du_out, db_out = [floats(v) for v in run(program.run())]
+
+    f64 = lambda a: None if a is None else a.astype(np.float64)
+    want_db = f64(db_init)
+    loss, counted, want_dh, _, want_du = lm_head_loss_fused(
+        f64(h), f64(w), labels, dloss=0.75, bias=f64(bias), softcap=softcap,
+        low_rank=(f64(u), f64(b), scaling), dlow_rank=want_db)
+    assert m[METRIC_COUNTED] == counted == rows - 2
+    assert rel_error(np.float64(m[METRIC_LOSS]), loss) <= BOUNDS["loss"]
+    assert rel_error(dh_out, want_dh.ravel()) <= BOUNDS["dh"]
+    assert rel_error(du_out, want_du.ravel()) <= BOUNDS["dh"]
+    assert rel_error(db_out, want_db.ravel()) <= BOUNDS["dw"]
+    with pytest.raises(ValueError, match="pass low_rank"):
+        lm.backward(device.program(), h_b, w_b, labels_b, scratch, stats, metrics, dh, rows,
+                    hidden, vocab, chunk, du=du)

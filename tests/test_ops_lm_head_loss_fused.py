@@ -73,3 +73,46 @@ def test_fused_rejects_bad_labels(rng):
     labels[0] = 5
     with pytest.raises(ValueError, match="labels"):
         lm_head_loss_fused(h, w, labels)
+
+
+@pytest.mark.parametrize("softcap, with_bias, block_logits", [
+    (None, False, 10**6), (None, True, 120), (2.0, False, 50), (1.5, True, 10**6)])
+def test_low_rank_term_matches_torch(rng, softcap, with_bias, block_logits):
+    """A LoRA on the head (low_rank): logits h W^T + s u B^T (+ bias, capped), its loss and the
+    gradients of h, W, u, B and the bias against torch autograd in float64."""
+    import torch
+    rows, hidden, vocab, r = 14, 8, 45, 3
+    h, w, labels = random_case(rng, rows, hidden, vocab, ignored=3)
+    u = rng.standard_normal((rows, r))
+    b = rng.standard_normal((vocab, r)) / np.sqrt(r)
+    bias = rng.standard_normal(vocab) if with_bias else None
+    s, dloss = float(rng.uniform(0.5, 3.0)), float(rng.uniform(0.5, 2.0))
+    db = rng.standard_normal((vocab, r))          # added into
+    dbias = np.zeros(vocab) if with_bias else None
+    db_got = db.copy()
+    loss, counted, dh, dw, du = lm_head_loss_fused(
+        h, w, labels, dloss=dloss, grad_weight=True, block_logits=block_logits, bias=bias,
+        dbias=dbias, softcap=softcap, low_rank=(u, b, s), dlow_rank=db_got)
+
+    t = {k: torch.tensor(v, requires_grad=True) for k, v in
+         dict(h=h, w=w, u=u, b=b, **({"bias": bias} if with_bias else {})).items()}
+    z = t["h"] @ t["w"].T + s * (t["u"] @ t["b"].T)
+    if with_bias:
+        z = z + t["bias"]
+    if softcap is not None:
+        z = softcap * torch.tanh(z / softcap)
+    y = torch.tensor(np.where(labels == IGNORE, -100, labels.astype(np.int64)))
+    ref = torch.nn.functional.cross_entropy(z, y, ignore_index=-100)
+    (ref * dloss).backward()
+    assert counted == rows - 3
+    assert abs(loss - ref.item()) <= BOUND * abs(ref.item())
+    for got, want in ((dh, t["h"].grad), (dw, t["w"].grad), (du, t["u"].grad),
+                      (db_got - db, t["b"].grad)) + (((dbias, t["bias"].grad),) if with_bias else ()):
+        assert rel(got, want.numpy()) <= BOUND, rel(got, want.numpy())
+    assert not du[labels == IGNORE].any()
+    # without backward: the loss alone, du None
+    loss2, _, dh2, _, du2 = lm_head_loss_fused(h, w, labels, grad_input=False, bias=bias,
+                                               softcap=softcap, low_rank=(u, b, s))
+    assert dh2 is None and du2 is None and abs(loss2 - loss) <= 1e-12 * abs(loss)
+    with pytest.raises(ValueError, match="low-rank term"):
+        lm_head_loss_fused(h, w, labels, low_rank=(u, b[:-1], s))

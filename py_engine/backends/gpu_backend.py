@@ -679,6 +679,22 @@ class GpuBackend(Recomputing):
             start += w
         return parts
 
+    def transpose(self, x):
+        """x^T [cols, rows] (a LoRA on an embedding gathers rows of lora_embedding_A^T)."""
+        out = self.new(x.cols, x.rows)
+        self.k.columns.transpose(self.program, x.buffer, out.buffer, x.rows, x.cols)
+        return out
+
+    def transpose_into(self, x, dst):
+        """dst += x^T (a gradient kept transposed, added into its tensor's)."""
+        self.k.columns.transpose(self.program, x.buffer, dst.buffer, x.rows, x.cols, beta=1.0)
+
+    def zeros(self, rows, cols):
+        """A [rows, cols] tensor of zeros (a scatter-add's target)."""
+        t = self.new(rows, cols)
+        self.k.embedding.clear(self.program, t.buffer, rows * cols)
+        return t
+
     def concat_columns(self, parts):
         """The backward of split_columns: the blocks side by side again."""
         rows, total = parts[0].rows, sum(p.cols for p in parts)
@@ -843,13 +859,15 @@ class GpuBackend(Recomputing):
         return self.metrics, dlogits
 
     def lm_head_loss(self, h, w, labels, loss_scale=1.0, dweight=None, backward=True, chunk=256,
-                     bias=None, dbias=None, softcap=None):
+                     bias=None, dbias=None, softcap=None, low_rank=None, dlow_rank=None):
         """(metrics, dh): loss and counted tokens land in the metrics buffer (read it after
         the run); dh is the gradient of loss * loss_scale (None without `backward`); with
         `dweight` the head's gradient is added into it (full fine-tuning; otherwise the head
         is frozen). A head with a `bias` (Phi-2) adds it to the logits; with `dbias` its
         gradient is added into that; `softcap` caps the logits (Gemma 2's
-        final_logit_softcapping)."""
+        final_logit_softcapping). A LoRA on the head: `low_rank` (u, B, scaling) adds
+        scaling * u B^T to the logits, the result is (metrics, dh, du) and dB is added into
+        `dlow_rank`."""
         N, H = h.shape
         V = w.shape[0]
         chunk = min(chunk, V)
@@ -859,16 +877,26 @@ class GpuBackend(Recomputing):
         args = (self.program, h.buffer, w.buffer, labels.buffer, scratch, stats, self.metrics)
         shape = (N, H, V, chunk)
         bias = None if bias is None else bias.buffer
-        lm.forward(*args, *shape, w_half=w.half, bias=bias, softcap=softcap)
+        low = None
+        if low_rank is not None:
+            u, b, scaling = low_rank
+            low = (u.buffer, b.buffer, u.cols, scaling)
+        lm.forward(*args, *shape, w_half=w.half, bias=bias, softcap=softcap, low_rank=low)
+        done = (lambda *out: out) if low is None else (lambda *out: out + (du,))
+        du = None
         if not backward:
-            return self.metrics, None
+            return done(self.metrics, None)
         dh = self.new(*h.shape)
         extra = {} if dweight is None else dict(dweight=dweight.buffer, dw_beta=1.0)
         if dbias is not None:
             extra.update(dbias=dbias.buffer, db_beta=1.0)
+        if low is not None:
+            du = self.new(N, low[2])
+            extra.update(low_rank=low, du=du.buffer,
+                         dlow_b=None if dlow_rank is None else dlow_rank.buffer)
         lm.backward(*args, dh.buffer, *shape, dloss=loss_scale, w_half=w.half, bias=bias,
                     softcap=softcap, **extra)
-        return self.metrics, dh
+        return done(self.metrics, dh)
 
 
 class KVCache:

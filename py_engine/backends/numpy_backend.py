@@ -409,6 +409,18 @@ class NumpyBackend(Recomputing):
         outputs, such as GPT-2's q, k, v)."""
         return columns_ops.split_columns(x, widths)
 
+    def transpose(self, x):
+        """x^T [cols, rows] (a LoRA on an embedding gathers rows of lora_embedding_A^T)."""
+        return np.ascontiguousarray(x.T)
+
+    def transpose_into(self, x, dst):
+        """dst += x^T (a gradient kept transposed, added into its tensor's)."""
+        dst += x.T
+
+    def zeros(self, rows, cols):
+        """A [rows, cols] array of zeros (a scatter-add's target)."""
+        return np.zeros((rows, cols), self.dtype)
+
     def concat_columns(self, parts):
         """The backward of split_columns: the blocks side by side again."""
         return columns_ops.concat_columns(parts)
@@ -452,21 +464,26 @@ class NumpyBackend(Recomputing):
                                                         dloss=loss_scale)
 
     def lm_head_loss(self, h, w, labels, loss_scale=1.0, dweight=None, backward=True,
-                     bias=None, dbias=None, softcap=None):
+                     bias=None, dbias=None, softcap=None, low_rank=None, dlow_rank=None):
         """(metrics, dh): the causal-LM loss over shifted labels (IGNORE_LABEL = not counted)
         as metrics {"loss", "counted"}, and the gradient of loss * loss_scale with respect to
         h (None without `backward`); with `dweight` the head's gradient is added into it (full
         fine-tuning; otherwise the head is frozen). A head with a `bias` (Phi-2) adds it to the
         logits; with `dbias` its gradient is added into that; `softcap` caps the logits (Gemma
-        2's final_logit_softcapping). One pass over blocks of rows:
+        2's final_logit_softcapping). A LoRA on the head: `low_rank` (u, B, scaling) adds
+        scaling * u B^T to the logits, the result is (metrics, dh, du) and dB is added into
+        `dlow_rank` (ops/lm_head_loss.py). One pass over blocks of rows:
         each block's logits are made once and never all at once."""
-        loss, counted, dh, dw = lm_ops.lm_head_loss_fused(
+        out = lm_ops.lm_head_loss_fused(
             h, w, np.asarray(labels), dloss=loss_scale, grad_input=backward,
             grad_weight=backward and dweight is not None, bias=bias,
-            dbias=dbias if backward else None, softcap=softcap)
+            dbias=dbias if backward else None, softcap=softcap, low_rank=low_rank,
+            dlow_rank=dlow_rank if backward else None)
+        loss, counted, dh, dw = out[:4]
         if dw is not None:
             dweight += dw
-        return {"loss": float(loss), "counted": counted}, dh
+        metrics = {"loss": float(loss), "counted": counted}
+        return (metrics, dh) if low_rank is None else (metrics, dh, out[4])
 
 
 class KVCache:

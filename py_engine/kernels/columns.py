@@ -7,7 +7,8 @@
 
 A fused projection's split is one copy per part (src_col = the part's offset), its backward one
 copy per part into dst_col; src_row may be a Variable (the rows of the position table a
-decoding step reads).
+decoding step reads). transpose(program, src, dst, rows, cols, beta) writes src^T into dst
+(beta=1 adds it).
 """
 
 from . import KernelFamily
@@ -15,7 +16,7 @@ from ..gpu import Variable, require_floats
 
 SOURCE = "columns.wgsl"
 WORKGROUP = 256
-ENTRIES = ("copy_block",)
+ENTRIES = ("copy_block", "transpose")
 
 
 class ColumnKernels(KernelFamily):
@@ -41,3 +42,16 @@ class ColumnKernels(KernelFamily):
         params = self.device.uniform("8I", rows * width, width, src_cols, src_col, src_row,
                                      dst_cols, dst_col, dst_row)
         return self._dispatch(program, "copy_block", [src, dst, params], rows * width)
+
+    def transpose(self, program, src, dst, rows, cols, beta=0.0):
+        """dst [cols, rows] = src [rows, cols]^T + beta * dst (beta 0 or 1)."""
+        if rows < 1 or cols < 1:
+            raise ValueError(f"transpose needs rows, cols >= 1; got {rows}, {cols}")
+        if beta not in (0.0, 1.0):
+            raise ValueError(f"transpose's beta is 0 or 1, got {beta}")
+        if src is dst:
+            raise ValueError("transpose cannot write into its source")
+        require_floats(src, rows * cols, "src")
+        require_floats(dst, rows * cols, "dst")
+        params = self.device.uniform("IIfI", rows, cols, beta, 0)
+        return self._dispatch(program, "transpose", [src, dst, params], rows * cols)

@@ -31,6 +31,13 @@ Final logit soft-capping (Gemma 2): `softcap=c` to forward and backward caps the
 c * tanh(z / c) before the loss (the backward multiplies each logit's gradient by the cap's
 slope); `softcap(program, logits, n, c)` caps n logits in place (generation's).
 
+A LoRA on the output layer adds a low-rank term to the logits: `low_rank=(u, b, r, scaling)`
+(u [N, r] f32, B [V, r] f32) to forward and backward gives each chunk's logits
+h W_chunk^T + scaling * u B_chunk^T (one more gemm, accumulating into the chunk's block, before
+the cap); the backward then writes du [N, r] = scaling * dz B (`du=`) and adds
+scaling * dz^T u into dB [V, r] (`dlow_b=`, each chunk its rows), from the gradient block
+already in the scratch.
+
 Cost: the backward recomputes the forward's logits (one extra N x V x H product); the dispatch
 count is about 2 + 2 * ceil(V / chunk) forward and up to 3 * ceil(V / chunk) backward.
 """
@@ -110,24 +117,38 @@ class LMHeadLossKernels(KernelFamily):
         return self.device.create_buffer(4 * min(chunk, vocab), label=f"lm {what} chunk")
 
     def _logits(self, program, hidden, weight, scratch, rows, hidden_size, start, cols, w_half,
-                bias=None, bias_chunk=None):
+                bias=None, bias_chunk=None, low_rank=None):
         w_chunk = MatrixView(weight, ld=hidden_size, offset=start * hidden_size)
         if bias is not None:
             program.copy(bias, bias_chunk, size=4 * cols, src_offset=4 * start)
         self.matmul.linear(program, hidden, w_chunk, scratch, rows, hidden_size, cols,
                            bias=bias_chunk, w_half=w_half)
+        if low_rank is not None:
+            u, b, r, scaling = low_rank
+            self.matmul.linear(program, u, MatrixView(b, ld=r, offset=start * r), scratch, rows,
+                               r, cols, alpha=scaling, beta=1.0)
+
+    def _check_low_rank(self, low_rank, rows, vocab):
+        if low_rank is None:
+            return
+        u, b, r, scaling = low_rank
+        if r < 1:
+            raise ValueError(f"the low-rank term needs a rank >= 1, got {r}")
+        require_floats(u, rows * r, "u")
+        require_floats(b, vocab * r, "low-rank B")
 
     def forward(self, program, hidden, weight, labels, scratch, stats, metrics, rows,
                 hidden_size, vocab, chunk, w_half=False, metrics_offset=METRIC_LOSS, bias=None,
-                softcap=None):
+                softcap=None, low_rank=None):
         """Loss, correct count and counted tokens (twice: counted is the denominator) into
         metrics[offset:offset+4]; per-row (max, sum, label logit, argmax) into stats."""
         self._check(hidden, weight, labels, scratch, stats, metrics, rows, hidden_size, vocab,
                     chunk, w_half, metrics_offset)
+        self._check_low_rank(low_rank, rows, vocab)
         bias_chunk = self._bias_slice(vocab, chunk, bias, "bias")
         for start, cols in self._chunks(vocab, chunk):
             self._logits(program, hidden, weight, scratch, rows, hidden_size, start, cols, w_half,
-                         bias, bias_chunk)
+                         bias, bias_chunk, low_rank)
             params = self._params(rows, cols, start, vocab, int(start == 0), metrics_offset, 1.0,
                                   softcap)
             self._dispatch(program, "lm_chunk_update", [labels, stats, params, scratch], rows)
@@ -138,12 +159,25 @@ class LMHeadLossKernels(KernelFamily):
     def backward(self, program, hidden, weight, labels, scratch, stats, metrics, dhidden, rows,
                  hidden_size, vocab, chunk, dweight=None, dloss=1.0, w_half=False, dh_beta=0.0,
                  dw_beta=0.0, metrics_offset=METRIC_LOSS, bias=None, dbias=None, db_beta=0.0,
-                 softcap=None):
+                 softcap=None, low_rank=None, du=None, dlow_b=None):
         """dhidden = dh_beta * dhidden + d(dloss * loss)/dh and, when dweight is given,
         dweight = dw_beta * dweight + d(dloss * loss)/dW; with `dbias`, dbias = db_beta *
-        dbias + d(dloss * loss)/db (the head's `bias` as in the forward)."""
+        dbias + d(dloss * loss)/db (the head's `bias` as in the forward). With `low_rank` as
+        in the forward: du = d(dloss * loss)/du where given, dlow_b += d(dloss * loss)/dB."""
         self._check(hidden, weight, labels, scratch, stats, metrics, rows, hidden_size, vocab,
                     chunk, w_half, metrics_offset)
+        self._check_low_rank(low_rank, rows, vocab)
+        if (du is not None or dlow_b is not None) and low_rank is None:
+            raise ValueError("du and dlow_b are the low-rank term's gradients: pass low_rank")
+        if low_rank is not None:
+            r = low_rank[2]
+            if du is not None:
+                require_floats(du, rows * r, "du")
+            if dlow_b is not None:
+                require_floats(dlow_b, vocab * r, "dlow_b")
+            if any(g is not None and any(g is b for b in (low_rank[0], low_rank[1], scratch))
+                   for g in (du, dlow_b)):
+                raise ValueError("du and dlow_b must be buffers of their own")
         require_floats(dhidden, rows * hidden_size, "dhidden")
         if dweight is not None:
             if any(dweight is b for b in (weight, hidden, scratch, dhidden)):
@@ -157,7 +191,7 @@ class LMHeadLossKernels(KernelFamily):
         mm = self.matmul
         for start, cols in self._chunks(vocab, chunk):
             self._logits(program, hidden, weight, scratch, rows, hidden_size, start, cols, w_half,
-                         bias, bias_chunk)
+                         bias, bias_chunk, low_rank)
             params = self._params(rows, cols, start, vocab, 0, metrics_offset, dloss, softcap)
             self._dispatch(program, "lm_chunk_grad", [labels, stats, params, scratch, metrics],
                            rows * cols)
@@ -173,4 +207,14 @@ class LMHeadLossKernels(KernelFamily):
                     program.copy(dbias, db_chunk, size=4 * cols, src_offset=4 * start)
                 mm.bias_grad(program, scratch, db_chunk, rows, cols, beta=db_beta)
                 program.copy(db_chunk, dbias, size=4 * cols, dst_offset=4 * start)
+            if low_rank is not None:
+                u, b, r, scaling = low_rank
+                if du is not None:
+                    mm.linear_grad_input(program, scratch, MatrixView(b, ld=r, offset=start * r),
+                                         du, rows, r, cols, alpha=scaling,
+                                         beta=0.0 if start == 0 else 1.0)
+                if dlow_b is not None:
+                    mm.linear_grad_weight(program, scratch, u,
+                                          MatrixView(dlow_b, ld=r, offset=start * r), rows, r,
+                                          cols, alpha=scaling, beta=1.0)
         return program

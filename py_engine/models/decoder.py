@@ -5,6 +5,7 @@ lora.AdaptedModel's). A family sets config, lora, full and linears, and names it
 
 from .dropout_rates import override_rates
 from .lora import AdaptedModel, Linears
+from .lora_tables import EMBEDDING, HEAD
 from .saved_modules import HEAD_WEIGHT, saved_modules
 
 
@@ -20,8 +21,13 @@ class DecoderModel(AdaptedModel):
         self.dropout = override_rates(self.dropout_rates(config), dropout, family)
         self.full = lora is None
         shapes = config.parameter_shapes()
+        # the embedding and the output layer ([vocab, hidden] both, a tied head among them),
+        # which a LoRA may wrap as PEFT does (models/lora_tables.py) or modules_to_save train whole
+        table = shapes[config.embedding_tables[0]]
+        tables = {m: (EMBEDDING if i == 0 else HEAD, *table)
+                  for i, m in enumerate(config.whole_modules)}
         self.linears = Linears(modules, lora, family, full=self.full, conv1d=conv1d, params=shapes,
-                               others=config.whole_modules)     # a tied head among them
+                               others=config.whole_modules, tables=tables)
         self.lora = self.linears.lora        # "all-linear" spelled out
         self.targets = self.linears.targets
         self.trainable = dict(shapes) if self.full else dict(self.linears.trainable)
@@ -71,8 +77,29 @@ class DecoderModel(AdaptedModel):
         return self.config.embedding_tables[0] in self.trainable
 
     @property
+    def embedding_adapted(self):
+        """Whether a LoRA wraps the token embedding (its gradient needs the embedding's
+        output gradient, so the backward visits every layer)."""
+        return self.linears.tables.of_kind(EMBEDDING) is not None
+
+    @property
     def backward_to_inputs(self):
-        return super().backward_to_inputs or self.embedding_trains
+        return super().backward_to_inputs or self.embedding_trains or self.embedding_adapted
+
+    embedding_padding = None    # the embedding row nn.Embedding's padding_idx gives no gradient
+
+    def _embed_tokens(self, be, ids, saved):
+        """The token embedding's rows of `ids`, plus its LoRA term where one wraps it."""
+        x = be.gather_rows(be.param(self.config.embedding_tables[0]), ids)
+        return self.linears.tables.embed(be, x, ids, saved)
+
+    def _embed_tokens_backward(self, be, dx, saved):
+        """The gradients of what trains in the token embedding (its LoRA's, the table's when
+        it trains whole) from its output's gradient dx."""
+        self.linears.tables.embed_backward(be, dx, saved["ids"], saved, self.embedding_padding)
+        if self.embedding_trains:
+            be.gather_rows_backward(dx, saved["ids"], be.grad(self.config.embedding_tables[0]),
+                                    padding=self.embedding_padding)
 
     @staticmethod
     def dropout_rates(config):
@@ -85,7 +112,9 @@ class DecoderModel(AdaptedModel):
         holding an adapter (module names "<prefix>.<layers>.<n>....")."""
         if self.backward_to_inputs:
             return 0
-        return self.linears.lowest_layer(lambda m: int(m.split(".")[2]))
+        lowest = self.linears.lowest_layer(lambda m: int(m.split(".")[2]))
+        # a LoRA on the output layer alone: no layer's backward is needed
+        return self.config.num_hidden_layers if lowest is None else lowest
 
     def _layernorm(self, be, x, name, eps):
         """LayerNorm with weight and bias (GPT-2, Phi-2): the output and what its backward needs."""

@@ -23,6 +23,7 @@ from .bert_config import ConfigError
 from .decoders import decoder_model
 from .lora import AdaptedModel
 from .lora_config import LoraConfigError
+from .lora_tables import HEAD as TABLE_HEAD
 
 POOLINGS = ("last", "mean")
 HEAD = "score"
@@ -121,6 +122,9 @@ class DecoderClassifier(AdaptedModel):
         body_lora = copy.copy(lora)
         body_lora.modules_to_save = []
         self.body = decoder_model(config.decoder, body_lora, dropout=dropout)
+        if self.body.linears.tables.of_kind(TABLE_HEAD) is not None:
+            raise LoraConfigError("LoRA targets name lm_head, the causal LM's output layer: a "
+                                  f"decoder classifier has none (its head, {HEAD}, trains whole)")
         self.config = config
         self.full = False
         self.num_labels = num_labels

@@ -60,15 +60,15 @@ class Gpt2Model(DecoderModel):
         c = self.config
         B, T, position = inputs.B, inputs.T, inputs.position
         p_embd = self.dropout["embedding"] if train else 0
-        x = be.add(be.gather_rows(be.param("transformer.wte.weight"), inputs.ids),
+        saved = {"ids": inputs.ids, "B": B, "T": T}
+        x = be.add(self._embed_tokens(be, inputs.ids, saved),
                    be.position_rows(be.param("transformer.wpe.weight"), B, T, position))
-        x, emb_drop = be.dropout(x, p_embd)
-        x, layers = layers_forward(be, x, c.num_hidden_layers,
-                                   lambda n, x: self._layer(be, n, x, inputs, train, cache),
-                                   train, self.gradient_checkpointing, self._lowest_layer)
-        out, final = self._layernorm(be, x, "transformer.ln_f", c.layer_norm_epsilon)
-        return out, {"layers": layers, "final": final, "ids": inputs.ids, "B": B, "T": T,
-                     "emb_drop": emb_drop}
+        x, saved["emb_drop"] = be.dropout(x, p_embd)
+        x, saved["layers"] = layers_forward(
+            be, x, c.num_hidden_layers, lambda n, x: self._layer(be, n, x, inputs, train, cache),
+            train, self.gradient_checkpointing, self._lowest_layer)
+        out, saved["final"] = self._layernorm(be, x, "transformer.ln_f", c.layer_norm_epsilon)
+        return out, saved
 
     def _layer(self, be, n, x, inputs, train, cache=None):
         """Layer n's forward: its output and what its backward needs."""
@@ -102,9 +102,9 @@ class Gpt2Model(DecoderModel):
         dx = layers_backward(be, dx, saved["layers"],
                              lambda n, x: self._layer(be, n, x, inputs, True),
                              lambda n, dx, s: self._layer_backward(be, n, dx, s, lowest), lowest)
-        if self.embedding_trains:
+        if self.embedding_trains or self.embedding_adapted:
             dx = be.dropout_backward(dx, saved["emb_drop"])
-            be.gather_rows_backward(dx, saved["ids"], be.grad("transformer.wte.weight"))
+            self._embed_tokens_backward(be, dx, saved)
         if self.full:
             be.position_rows_backward(dx, saved["B"], saved["T"], be.grad("transformer.wpe.weight"))
 

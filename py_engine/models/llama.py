@@ -46,6 +46,7 @@ class LlamaModel(DecoderModel):
 
     def __init__(self, config, lora, dropout=None):
         """lora: a LoraConfig, or None to train every weight (full fine-tuning)."""
+        self.embedding_padding = config.pad_token_id     # transformers' padding_idx
         shapes = config.parameter_shapes()
         modules = {f"model.layers.{n}.{p}": shapes[f"model.layers.{n}.{p}.weight"]
                    for n in range(config.num_hidden_layers) for p in config.projections}
@@ -67,14 +68,15 @@ class LlamaModel(DecoderModel):
         c = self.config
         T = inputs.T
         ropes = self._rope_tables(be, cache.length if cache else T, inputs.rope_length if cache else T)
-        x = be.gather_rows(be.param("model.embed_tokens.weight"), inputs.ids)
+        saved = {"ids": inputs.ids, "ropes": ropes, "T": T}
+        x = self._embed_tokens(be, inputs.ids, saved)
         if c.embedding_scale is not None:
             x = be.scale(x, c.embedding_scale)
-        x, layers = layers_forward(be, x, c.num_hidden_layers,
-                                   lambda n, x: self._layer(be, n, x, inputs, ropes, train, cache),
-                                   train, self.gradient_checkpointing, self._lowest_layer)
-        out, final = self._norm(be, x, "model.norm.weight")
-        return out, {"layers": layers, "final": final, "ids": inputs.ids, "ropes": ropes, "T": T}
+        x, saved["layers"] = layers_forward(
+            be, x, c.num_hidden_layers, lambda n, x: self._layer(be, n, x, inputs, ropes, train, cache),
+            train, self.gradient_checkpointing, self._lowest_layer)
+        out, saved["final"] = self._norm(be, x, "model.norm.weight")
+        return out, saved
 
     def _layer(self, be, n, x, inputs, ropes, train, cache=None):
         """Layer n's forward: its output and what its backward needs."""
@@ -178,11 +180,10 @@ class LlamaModel(DecoderModel):
                              lambda n, x: self._layer(be, n, x, inputs, ropes, True),
                              lambda n, dx, s: self._layer_backward(be, n, dx, s, ropes, T, lowest),
                              lowest)
-        if self.embedding_trains:
+        if self.embedding_trains or self.embedding_adapted:
             if c.embedding_scale is not None:
                 dx = be.scale(dx, c.embedding_scale)
-            be.gather_rows_backward(dx, saved["ids"], be.grad("model.embed_tokens.weight"),
-                                    padding=c.pad_token_id)
+            self._embed_tokens_backward(be, dx, saved)
 
 
     def _layer_backward(self, be, n, dx, s, ropes, T, lowest):

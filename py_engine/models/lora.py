@@ -24,6 +24,7 @@ import warnings
 from typing import NamedTuple
 
 from .lora_config import ALL_LINEAR, LoraConfig, LoraConfigError, unmatched_pattern_keys
+from .lora_tables import HEAD, LoraTables
 
 
 class Merge(NamedTuple):
@@ -109,7 +110,7 @@ class Linears:
     or None when no adapter is used; full: every linear's weight (and bias) trains."""
 
     def __init__(self, modules, lora, family, adapter_prefix="", full=False, conv1d=False,
-                 params=None, unprefixed=(), passed_over=(), others=()):
+                 params=None, unprefixed=(), passed_over=(), others=(), tables=None):
         """conv1d: the checkpoint stores these linears as Conv1D ([in, out]), for which PEFT's
         adapters say fan_in_fan_out; for any other linear that option is refused. params:
         {checkpoint name: shape} of the tensors the model reads, among which the LoRA config's
@@ -118,7 +119,9 @@ class Linears:
         (DeBERTa's pooler); passed_over: modules among them read as they are where a target
         names them (a pooler an older adapter holds no LoRA for), which other modules a target
         names are refused (_refuse_other_targets); others: modules of the model beside
-        these linears that the checkpoint may not hold (a tied output layer), refused alike."""
+        these linears that the checkpoint may not hold (a tied output layer), refused alike;
+        tables: {module: (kind, rows, cols)} of a language model's token embedding (kind
+        EMBEDDING) and output layer (HEAD) that a LoRA may wrap as PEFT does (see LoraTables)."""
         if lora is not None and not isinstance(lora, LoraConfig):
             raise TypeError("lora must be a LoraConfig or None")
         if lora is not None and lora.fan_in_fan_out and not conv1d:
@@ -133,16 +136,22 @@ class Linears:
             lora = lora.with_targets([self.full_name(m) for m in self.modules])
         self.lora = lora
         self.full = full
-        self.targets = match_targets(list(self.modules), lora, family, adapter_prefix,
-                                     self.unprefixed) if lora else []
+        # the embedding and output layer the adapter wraps (models/lora_tables.py)
+        self.tables = LoraTables(tables or {}, lora, family,
+                                 lambda m: _targeted(lora, self.full_name(m)), self.full_name)
+        self.targets = (match_targets(list(self.modules), lora, family, adapter_prefix,
+                                      self.unprefixed) if not self.tables.targets
+                        else [m for m in self.modules if _targeted(lora, self.full_name(m))]
+                        ) if lora else []
         if lora is not None:
-            self._refuse_other_targets(lora, family, params or {}, passed_over, others)
+            self._refuse_other_targets(lora, family, params or {},
+                                       set(passed_over) | set(self.tables.targets), others)
         self._targeted = set(self.targets)
         self.merged = False
         # each wrapped module's rank and scale (rank_pattern, alpha_pattern), by its full name
         if lora is not None:
             for field, keys in unmatched_pattern_keys(
-                    lora, [self.full_name(m) for m in self.targets]).items():
+                    lora, [self.full_name(m) for m in self.targets + self.tables.targets]).items():
                 warnings.warn(f"{field} keys {keys} match no module the adapter wraps: passed "
                               "over, as PEFT passes them over", RuntimeWarning, stacklevel=3)
         self.ranks = {m: lora.rank_of(self.full_name(m)) for m in self.targets}
@@ -155,7 +164,9 @@ class Linears:
             self.trainable[self.lora_b(m)] = (out_f, self.ranks[m])
             if self.dora:
                 self.trainable[self.magnitude(m)] = (out_f,)
-        self.bias_keys = trained_biases(lora, family, params or {}, self._targeted, adapter_prefix,
+        self.trainable.update(self.tables.trainable())
+        self.bias_keys = trained_biases(lora, family, params or {},
+                                        self._targeted | set(self.tables.targets), adapter_prefix,
                                         self.unprefixed) if lora is not None and not full else {}
         for name, key in self.bias_keys.items():
             self.trainable[key] = tuple(params[name])
@@ -454,10 +465,33 @@ class AdaptedModel:
     logit_softcap = None     # the final logits' soft cap, in families that cap them (Gemma 2)
 
     def head_logits(self, be, hidden):
-        """The language-model head's logits of `hidden` [N, hidden]: h W^T (+ the head's bias),
-        soft-capped where the family caps them."""
+        """The language-model head's logits of `hidden` [N, hidden]: h W^T (+ the head's bias,
+        + its LoRA's term), soft-capped where the family caps them."""
         logits = be.linear(hidden, be.param(self.head_name), self.head_bias_param(be))
+        logits = self.linears.tables.head_logits(be, logits, hidden)
         return logits if self.logit_softcap is None else be.softcap_logits(logits, self.logit_softcap)
+
+    def head_loss(self, be, hidden, labels, loss_scale=1.0, train=True):
+        """(metrics, dh): the language-model loss of `hidden` over shifted `labels` (the
+        backend's lm_head_loss: the vocabulary in chunks) and, with `train`, the hidden states'
+        gradient, the head's own gradients kept where it trains: whole (full fine-tuning,
+        modules_to_save; its bias), or its LoRA (models/lora_tables.py), whose low-rank term
+        the loss adds chunk by chunk."""
+        tables, saved = self.linears.tables, {}
+        low = tables.head_term(be, hidden, self.lora.lora_dropout if self.lora else 0.0, train, saved)
+        extra = {}
+        if low is not None:
+            _, b_name = tables.names(tables.of_kind(HEAD))
+            extra = dict(low_rank=low, dlow_rank=be.grad(b_name) if train else None)
+        out = be.lm_head_loss(hidden, be.param(self.head_name), labels, loss_scale,
+                              dweight=self.head_grad(be) if train else None, backward=train,
+                              bias=self.head_bias_param(be),
+                              dbias=self.head_bias_grad(be) if train else None,
+                              softcap=self.logit_softcap, **extra)
+        if low is None:
+            return out
+        metrics, dh, du = out
+        return metrics, (be.add(dh, tables.head_backward(be, du, saved)) if train else dh)
 
     def head_bias_param(self, be):
         """The head's bias the loss and generation add to the logits, or None."""

@@ -55,13 +55,13 @@ class PhiModel(DecoderModel):
         T = inputs.T
         rope = be.rope_tables(c.head_dim, c.rope_parameters, cache.length if cache else T)
         p_embd = self.dropout["embedding"] if train else 0
-        x, emb_drop = be.dropout(be.gather_rows(be.param("model.embed_tokens.weight"), inputs.ids), p_embd)
-        x, layers = layers_forward(be, x, c.num_hidden_layers,
-                                   lambda n, x: self._layer(be, n, x, inputs, rope, train, cache),
-                                   train, self.gradient_checkpointing, self._lowest_layer)
-        out, final = self._layernorm(be, x, "model.final_layernorm", c.layer_norm_eps)
-        return out, {"layers": layers, "final": final, "ids": inputs.ids, "rope": rope, "T": T,
-                     "emb_drop": emb_drop}
+        saved = {"ids": inputs.ids, "rope": rope, "T": T}
+        x, saved["emb_drop"] = be.dropout(self._embed_tokens(be, inputs.ids, saved), p_embd)
+        x, saved["layers"] = layers_forward(
+            be, x, c.num_hidden_layers, lambda n, x: self._layer(be, n, x, inputs, rope, train, cache),
+            train, self.gradient_checkpointing, self._lowest_layer)
+        out, saved["final"] = self._layernorm(be, x, "model.final_layernorm", c.layer_norm_eps)
+        return out, saved
 
     def _layer(self, be, n, x, inputs, rope, train, cache=None):
         """Layer n's forward: its output and what its backward needs."""
@@ -99,9 +99,9 @@ class PhiModel(DecoderModel):
                              lambda n, x: self._layer(be, n, x, inputs, rope, True),
                              lambda n, dx, s: self._layer_backward(be, n, dx, s, rope, T, lowest),
                              lowest)
-        if self.embedding_trains:
+        if self.embedding_trains or self.embedding_adapted:
             dx = be.dropout_backward(dx, saved["emb_drop"])
-            be.gather_rows_backward(dx, saved["ids"], be.grad("model.embed_tokens.weight"))
+            self._embed_tokens_backward(be, dx, saved)
 
     def _layer_backward(self, be, n, dx, s, rope, T, lowest):
         """Layer n's backward from its output's gradient `dx`: its input's (the layer `lowest`,

@@ -22,6 +22,13 @@ z = c * tanh(z_raw / c) before the loss, as transformers caps them, and each dz 
 by the cap's slope 1 - tanh(z_raw / c)^2 on its way to dh, dW and db. softcap_logits caps
 generation's logits the same way.
 
+A LoRA on the output layer (PEFT's lora_A / lora_B on lm_head) adds a low-rank term to the
+logits: `low_rank=(u, b, scaling)` with u = dropout(h) A^T [N, r] (the caller's) and B [V, r]
+gives z = h W^T + scaling * u B^T (before the cap, as PEFT's wrapped linear does), and the fused
+pass also returns du = scaling * dz B [N, r] and adds dB = scaling * dz^T u into `dlow_rank`
+(an array [V, r]) when given. Its product with h is the caller's: dA = du^T dropout(h), and
+dh gets du A through the dropout mask.
+
 Where torch returns NaN (every row ignored) these functions return a loss and gradients of 0.
 
 `chunk` (forward and backward) walks the vocabulary in column blocks of that many logits, as the
@@ -138,10 +145,12 @@ def lm_head_loss_backward(h, w, labels, lse, counted, ignore_index=IGNORE, dloss
 
 def lm_head_loss_fused(h, w, labels, ignore_index=IGNORE, dloss=1.0, grad_input=True,
                        grad_weight=False, block_logits=BLOCK_LOGITS, bias=None, dbias=None,
-                       softcap=None):
+                       softcap=None, low_rank=None, dlow_rank=None):
     """The loss and its gradients in one pass: returns (loss, counted, dh, dw), the mean loss
     over counted tokens, their number, dh [N, H] (None unless grad_input) and dW [V, H] (None
     unless grad_weight) for upstream gradient `dloss`; db is added into `dbias` when given.
+    With `low_rank` (u, B, scaling) the logits get scaling * u B^T and the result is (loss,
+    counted, dh, dw, du): du [N, r] (None unless grad_input), dB added into `dlow_rank`.
 
     Counted rows are taken in blocks of max(1, block_logits // V); for each block z = h W^T is
     computed once, its row max and label logits read, then z becomes exp(z - max) in place,
@@ -151,10 +160,17 @@ def lm_head_loss_fused(h, w, labels, ignore_index=IGNORE, dloss=1.0, grad_input=
     labels, counted = _labels(labels, rows, vocab, ignore_index)
     dh = np.zeros_like(h) if grad_input else None
     dw = np.zeros_like(w) if grad_weight else None
+    if low_rank is not None:
+        u, b, scaling = low_rank
+        if u.shape[0] != rows or b.shape != (vocab, u.shape[1]):
+            raise ValueError(f"the low-rank term needs u [{rows}, r] and B [{vocab}, r], got "
+                             f"{list(u.shape)} and {list(b.shape)}")
+        du = np.zeros_like(u) if grad_input else None
+    done = (lambda *out: out) if low_rank is None else (lambda *out: out + (du,))
     kept = np.flatnonzero(counted)
     n = kept.size
     if n == 0:
-        return h.dtype.type(0.0), 0, dh, dw
+        return done(h.dtype.type(0.0), 0, dh, dw)
     g = dloss / n
     per_block = max(1, int(block_logits) // vocab)
     total = 0.0
@@ -162,6 +178,8 @@ def lm_head_loss_fused(h, w, labels, ignore_index=IGNORE, dloss=1.0, grad_input=
         index = kept[start:start + per_block]
         hb = h[index]
         z = hb @ w.T
+        if low_rank is not None:
+            z += scaling * (u[index] @ b.T)
         if bias is not None:
             z += bias
         z, slope = _capped(z, softcap)
@@ -172,7 +190,7 @@ def lm_head_loss_fused(h, w, labels, ignore_index=IGNORE, dloss=1.0, grad_input=
         np.exp(z, out=z)
         sums = z.sum(axis=1)
         total += float(np.sum(top + np.log(sums) - label_logit, dtype=np.float64))
-        if not (grad_input or grad_weight or dbias is not None):
+        if not (grad_input or grad_weight or dbias is not None or dlow_rank is not None):
             continue
         z *= (g / sums)[:, None].astype(z.dtype, copy=False)
         z[at, labels[index]] -= g
@@ -184,4 +202,8 @@ def lm_head_loss_fused(h, w, labels, ignore_index=IGNORE, dloss=1.0, grad_input=
             dw += z.T @ hb
         if dbias is not None:
             dbias += z.sum(axis=0)
-    return h.dtype.type(total / n), n, dh, dw
+        if low_rank is not None and grad_input:
+            du[index] = scaling * (z @ b)
+        if dlow_rank is not None:
+            dlow_rank += scaling * (z.T @ u[index])
+    return done(h.dtype.type(total / n), n, dh, dw)

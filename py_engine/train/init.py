@@ -31,6 +31,7 @@ def initial_trainable(model, seed, checkpoint=None, labels=None, problem_type=SI
     heads = {name: source for name, source in model.head_sources().items()
              if checkpoint is not None and checkpoint.holds(source)}
     read = set(checkpoint.names()) if checkpoint is not None else set()
+    fresh_table = model.linears.tables.fresh_embedding_tensor
     values = {}
     for name, shape in model.trainable.items():
         n = math.prod(shape)
@@ -44,6 +45,10 @@ def initial_trainable(model, seed, checkpoint=None, labels=None, problem_type=SI
         elif name in magnitudes:
             data = (row_norms(checkpoint.floats(magnitudes[name]), *checkpoint.shape(magnitudes[name]))
                     if checkpoint is not None else array("f", [math.nan]) * n)
+        elif fresh_table(name) == "zeros":       # PEFT's embedding LoRA: A zeros, B N(0, 1)
+            data = array("f", bytes(4 * n))
+        elif fresh_table(name) == "normal":
+            data = array("f", (rng.gauss(0.0, 1.0) for _ in range(n)))
         elif name.endswith("lora_A.weight"):
             bound = 1.0 / math.sqrt(shape[1])
             data = array("f", (rng.uniform(-bound, bound) for _ in range(n)))
@@ -98,8 +103,15 @@ def merge_loaded(model, values, loaded, source):
 
     copies = model.tied_copies()
     known = set(model.trainable) | set(copies)
+    tables = model.linears.tables.base_copies()
+    for name, (shape, _) in loaded.items():
+        if name in tables and tuple(shape) != tables[name]:
+            raise ValueError(f"{source}: adapter holds {name} {list(shape)}, its own copy of a "
+                             f"table of {list(tables[name])} in the checkpoint (a vocabulary "
+                             "resized for a LoRA on the embedding is not read here; train the "
+                             "resized tables whole with modules_to_save)")
     loaded = {n: (tuple(shape), data) for n, (shape, data) in loaded.items()
-              if not _peft_copy(n, known) and n not in copies}
+              if not _peft_copy(n, known) and n not in copies and n not in tables}
     check_trainable(model, loaded, f"{source}: adapter")
     return dict(values, **loaded)
 

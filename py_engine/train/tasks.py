@@ -272,11 +272,7 @@ class CausalLMTask:
 
     def loss(self, be, model, inputs, train, loss_scale=1.0):
         hidden, saved = model.forward(be, inputs, train)
-        metrics, dh = be.lm_head_loss(hidden, be.param(model.head_name), inputs.labels, loss_scale,
-                                      dweight=model.head_grad(be) if train else None,
-                                      backward=train, bias=model.head_bias_param(be),
-                                      dbias=model.head_bias_grad(be) if train else None,
-                                      softcap=model.logit_softcap)
+        metrics, dh = model.head_loss(be, hidden, inputs.labels, loss_scale, train)
         if train:
             model.backward(be, dh, saved, inputs)
         return metrics
