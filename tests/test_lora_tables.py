@@ -16,7 +16,8 @@ import torch
 from peft import LoraConfig as PeftLoraConfig, get_peft_model
 from transformers import GemmaConfig, GemmaForCausalLM
 from transformers import LlamaConfig as HFLlamaConfig
-from transformers import GPT2LMHeadModel, LlamaForCausalLM, PhiForCausalLM, Qwen2Config, Qwen2ForCausalLM
+from transformers import (GPT2LMHeadModel, LlamaForCausalLM, PhiConfig, PhiForCausalLM, Qwen2Config,
+                          Qwen2ForCausalLM)
 
 import peft_oracle as po
 from test_saved_modules import GPT2, PHI, TINY, a_batch, our_step
@@ -45,6 +46,8 @@ def tables_adapter(path, model_class, config, targets, seed=0, **options):
 CASES = [
     (LlamaForCausalLM, HFLlamaConfig(**TINY), ["q_proj", "v_proj", "embed_tokens", "lm_head"], {}),
     (LlamaForCausalLM, HFLlamaConfig(**TINY), ["embed_tokens"], {}),
+    # a padding token: its row of lora_embedding_A gets no gradient (nn.Embedding's padding_idx)
+    (LlamaForCausalLM, HFLlamaConfig(**TINY, pad_token_id=5), ["embed_tokens", "q_proj"], {}),
     (LlamaForCausalLM, HFLlamaConfig(**TINY), ["lm_head"], {}),
     (LlamaForCausalLM, HFLlamaConfig(**TINY, tie_word_embeddings=True),
      ["v_proj", "embed_tokens", "lm_head"], {}),
@@ -54,6 +57,7 @@ CASES = [
      dict(use_rslora=True)),
     (GemmaForCausalLM, GemmaConfig(**GEMMA), ["embed_tokens", "lm_head", "down_proj"], {}),
     (PhiForCausalLM, PHI, ["embed_tokens", "lm_head", "dense"], dict(bias="lora_only")),
+    (PhiForCausalLM, PhiConfig(**dict(PHI.to_dict(), pad_token_id=7)), ["embed_tokens"], {}),
     (GPT2LMHeadModel, GPT2, ["c_attn", "wte", "lm_head"], dict(fan_in_fan_out=True)),
     (GPT2LMHeadModel, GPT2, "^(transformer.wte|lm_head)$", {}),
 ]
@@ -65,6 +69,10 @@ def test_step_matches_peft(tmp_path, model_class, hf_config, targets, options):
                           targets if isinstance(targets, list) else [targets], **options) \
         if isinstance(targets, list) else _regex_adapter(tmp_path, model_class, hf_config, targets)
     ids, mask, labels = a_batch(96)
+    pad = getattr(hf_config, "pad_token_id", None)
+    if pad is not None:
+        ids[2, 7:] = pad              # the padded tail holds the padding token, as tokenizers pad
+        ids[1, 2] = pad
     peft_loss, grads, _ = po.step_gradients(peft, ids, mask, labels)
     want = {name.replace("base_model.model.", ""): g for name, g in grads.items()}
 
@@ -86,3 +94,131 @@ def _regex_adapter(path, model_class, config, pattern):
                 p.add_(0.1 * torch.randn_like(p))
     peft.save_pretrained(path / "adapter")
     return peft.double()
+
+
+# --- through ChatModel: PEFT's adapters read, ours read by PEFT, both backends, the merged model
+
+
+def peft_on(model_dir, adapter_dir, targets, seed=1, **options):
+    """A PEFT model (float64, eval) of the checkpoint with a LoRA on `targets`, every LoRA
+    tensor moved off its start, saved to adapter_dir as PEFT saves it (the wrapped tables'
+    base_layer copies included: save_embedding_layers "auto")."""
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(model_dir)
+    torch.manual_seed(seed)
+    peft = get_peft_model(base, PeftLoraConfig(r=4, lora_alpha=8, task_type="CAUSAL_LM",
+                                              target_modules=list(targets), **options))
+    with torch.no_grad():
+        for _, p in peft.named_parameters():
+            if p.requires_grad:
+                p.add_(0.1 * torch.randn_like(p))
+    peft.save_pretrained(adapter_dir)
+    return peft.double().eval()
+
+
+@pytest.fixture(scope="module", params=["llama", "qwen2-tied", "gpt2-tied"])
+def adapted(request, tmp_path_factory):
+    """(checkpoint, adapter dir, PEFT model, ids): a LoRA on the embedding, the output layer and
+    one linear of an untied Llama, a tied Qwen2 and a tied GPT-2 checkpoint."""
+    from test_saved_modules import gpt2_without_chat_tokens
+    from tiny_chat import tiny_chat_dir
+
+    path = tmp_path_factory.mktemp("tables")
+    if request.param == "gpt2-tied":
+        model_dir, targets = gpt2_without_chat_tokens(path), ["wte", "lm_head", "c_fc"]
+    else:
+        model_dir = tiny_chat_dir(path, family=request.param.split("-")[0])
+        targets = ["embed_tokens", "lm_head", "v_proj"]
+    peft = peft_on(model_dir, path / "adapter", targets)
+    ids = [int(i) for i in np.random.default_rng(3).integers(0, 300, 12)]
+    return model_dir, path / "adapter", peft, ids
+
+
+def peft_logits(peft, ids):
+    with torch.no_grad():
+        return peft(input_ids=torch.tensor([ids])).logits[0].double().numpy()
+
+
+def test_a_peft_adapter_generates_as_peft(adapted):
+    """PEFT's adapter (its base_layer copies of the tables read as the checkpoint's): the
+    decoder's next-token logits, a prompt then one token at a time, are PEFT's (1e-5)."""
+    from export_models import our_decoder_logits, relative_error
+
+    model_dir, adapter, peft, ids = adapted
+    assert relative_error(our_decoder_logits(model_dir, adapter, ids), peft_logits(peft, ids)) <= 1e-5
+
+
+def test_the_gpu_trains_and_generates_as_numpy_does(adapted):
+    """Four AdamW steps on lavapipe against the NumPy runtime in float32, LoRA dropout on:
+    losses 1e-4, every trained tensor 1e-3 relative; the GPU decoder's logits NumPy's (1e-4)."""
+    from conftest import run
+    from export_models import relative_error
+    from test_chat_model import compared_run, random_examples
+    from py_engine.train.chat import ChatModel
+
+    model_dir, adapter, _, ids = adapted
+    results = []
+    for backend in ("numpy", "gpu"):
+        chat = run(ChatModel.load(model_dir, adapter, backend=backend))
+        decoder = chat.decoder()
+        logits = np.asarray(run(decoder.prefill(ids)), np.float64)
+        examples = random_examples(8, chat.checkpoint.config.vocab_size, seed=5)
+        history = run(chat.fit(examples, compared_run(lr=5e-3, max_grad_norm=0.5)))
+        results.append((logits, [h.loss for h in history], run(chat.runtime.trainable_values())))
+    (np_logits, np_losses, np_values), (gpu_logits, gpu_losses, gpu_values) = results
+    assert relative_error(gpu_logits, np_logits) <= 1e-4
+    np.testing.assert_allclose(gpu_losses, np_losses, rtol=1e-4)
+    assert any("lora_embedding_A" in n for n in np_values)
+    for name, (_, ref) in np_values.items():
+        ref = np.asarray(ref, np.float64)
+        got = np.asarray(gpu_values[name][1], np.float64)
+        assert np.linalg.norm(got - ref) <= 1e-3 * np.linalg.norm(ref), name
+
+
+def test_the_merged_model_is_the_adapter_s(adapted, tmp_path):
+    """The merged checkpoint (each LoRA folded into its table: E + s (B.A)^T, W + s B.A)
+    gives PEFT's logits in transformers (1e-5); a tied pair is written untied (PEFT's
+    merge_and_unload would fold both LoRAs into the one table); untied, every tensor is
+    merge_and_unload's (1e-6). The hybrid switch keeps the outputs where the pair is untied
+    and is refused by name where it would untie them."""
+    import copy
+    import json
+
+    from safetensors.numpy import load_file
+    from transformers import AutoModelForCausalLM
+
+    from conftest import run
+    from export_models import check_switch_to_full_keeps_outputs, relative_error
+    from py_engine.export.merged import load_merged, save_merged
+    from py_engine.train.chat import ChatModel
+
+    model_dir, adapter, peft, ids = adapted
+    merged = load_merged(model_dir, adapter)
+    save_merged(merged, tmp_path / "merged")
+    config = json.loads((tmp_path / "merged" / "config.json").read_text())
+    assert config["tie_word_embeddings"] is False
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path / "merged").double().eval()
+    with torch.no_grad():
+        merged_logits = hf(input_ids=torch.tensor([ids])).logits[0].numpy()
+    assert relative_error(merged_logits, peft_logits(peft, ids)) <= 1e-5
+    tied = peft.base_model.model.config.tie_word_embeddings
+    got = load_file(tmp_path / "merged" / "model.safetensors")
+    if not tied:
+        theirs = copy.deepcopy(peft).merge_and_unload()
+        want = {n: p.detach().numpy() for n, p in theirs.state_dict().items()}
+        assert set(got) == set(want)
+        for name, value in got.items():
+            assert relative_error(value, want[name]) <= 1e-6, name
+    # the GPU's merge is NumPy's
+    chat = run(ChatModel.load(model_dir, adapter, backend="gpu"))
+    for name, (_, value) in run(chat.runtime.merged_weights()).items():
+        assert relative_error(np.asarray(value), np.asarray(merged.floats(name))) <= 1e-6, name
+
+    chat = run(ChatModel.load(model_dir, adapter))
+    if tied:
+        with pytest.raises(ValueError, match="untie"):
+            run(chat.runtime.to_full())
+        assert not chat.runtime.model.full
+    else:
+        check_switch_to_full_keeps_outputs(chat, ids)

@@ -21,6 +21,7 @@ import math
 from ..formats.model_dir import decoder_config_json, save_model_dir
 from ..labels import SINGLE_LABEL
 from ..models.decoder_classifier import DecoderClassifierConfig
+from ..models.saved_modules import HEAD_WEIGHT
 
 DECODER, ENCODER = "decoder", "encoder"
 # transformers' sequence classifier of each encoder type read here (models/bert_config.py)
@@ -92,7 +93,14 @@ class MergedModel:
                                  if ".lora_" not in n and n not in biases})
         replaced = {name: (tuple(shape), data) for name, (shape, data) in replaced.items()}
         if structure.decoder:
-            return cls(DECODER, structure.config, model.source, model.checkpoint, replaced,
+            config = structure.merged_config() if hasattr(structure, "merged_config") \
+                else structure.config
+            if config is not structure.config and HEAD_WEIGHT not in replaced:
+                # a LoRA on the embedding of a tied pair: the output layer keeps the table
+                table = structure.config.embedding_tables[0]
+                replaced[HEAD_WEIGHT] = (tuple(model.checkpoint.shape(table)),
+                                         model.checkpoint.floats(table))
+            return cls(DECODER, config, model.source, model.checkpoint, replaced,
                        tokenizer_dir=model.tokenizer_dir)
         return cls(ENCODER, structure.config, model.model_dir, model.checkpoint, replaced,
                    labels=list(model.labels), pooling=structure.pooling,

@@ -4,7 +4,7 @@ T5 shares with them, where full fine-tuning puts the head's gradient included, i
 lora.AdaptedModel's). A family sets config, lora, full and linears, and names its tensors."""
 
 from .dropout_rates import override_rates
-from .lora import AdaptedModel, Linears
+from .lora import AdaptedModel, Linears, Merge
 from .lora_tables import EMBEDDING, HEAD
 from .saved_modules import HEAD_WEIGHT, saved_modules
 
@@ -55,6 +55,23 @@ class DecoderModel(AdaptedModel):
 
     def whole_names(self):
         return {w: w for w in self.whole}
+
+    def table_merge_names(self):
+        """A Merge of the embedding and the output layer where a LoRA wraps them: the head's
+        result is "lm_head.weight" (its own tensor, the tied table's too)."""
+        tables = {m: self.config.embedding_tables[0] if kind == EMBEDDING else self.head_name
+                  for m, kind in self.linears.tables.kinds.items()}
+        return self.linears.tables.merges(tables.get, Merge, HEAD_WEIGHT)
+
+    @property
+    def unties_when_merged(self):
+        """Whether the merged model's embedding and output layer are two tables where the
+        checkpoint ties them: a LoRA wraps one of the pair (or both, each its own)."""
+        return bool(self.config.tie_word_embeddings and self.linears.tables.targets)
+
+    def merged_config(self):
+        """The config of the merged model: this one, untied where unties_when_merged."""
+        return self.config.untied() if self.unties_when_merged else self.config
 
     def tied_copies(self):
         """{name: trained table} of the copies PEFT writes of a table trained whole for a tied

@@ -29,7 +29,10 @@ from .lora_tables import HEAD, LoraTables
 
 class Merge(NamedTuple):
     """One LoRA-wrapped linear's merge W + scaling * B.A: its tensor names, rank and scale;
-    with DoRA, the magnitude's name (the merge is then magnitude / row norm * (W + s B.A))."""
+    with DoRA, the magnitude's name (the merge is then magnitude / row norm * (W + s B.A)). A
+    LoRA-wrapped embedding's is W + scaling * (B.A)^T (`transposed`); `name`: the merged
+    model's name of the result where it is not the base tensor's (a head tied to the
+    embedding, merged on its own: "lm_head.weight")."""
     merged: str
     weight: str
     lora_a: str
@@ -37,6 +40,13 @@ class Merge(NamedTuple):
     rank: int
     scaling: float
     magnitude: str = None
+    transposed: bool = False
+    name: str = None
+
+    @property
+    def target(self):
+        """The merged model's name of the result."""
+        return self.name or self.weight
 
 
 class LoraTargetError(ValueError):
@@ -396,6 +406,12 @@ class AdaptedModel:
     def merge_names(self):
         """A Merge of each LoRA-wrapped linear (see Linears.merge_names)."""
         return self.linears.merge_names()
+
+    def table_merge_names(self):
+        """A Merge of each LoRA-wrapped table (a language model's embedding or output layer),
+        for the merged model and the switch to full fine-tuning; inference computes their
+        LoRA terms as they are (DecoderModel's; none elsewhere)."""
+        return []
 
     def magnitude_weights(self):
         """DoRA's {magnitude name: base weight name} (Linears.magnitude_weights)."""

@@ -147,9 +147,15 @@ class LoraTables:
 
     # --- merged ---
 
-    def merges(self, table_of):
-        """[(module, kind, base tensor, A, B, scaling)] of each wrapped table (table_of(module):
-        its base tensor's name): the merged model's W + s B.A (HEAD) or E + s (B.A)^T
-        (EMBEDDING)."""
-        return [(m, self.kinds[m], table_of(m), *self.names(m), self.scalings[m])
-                for m in self.targets]
+    def merges(self, table_of, merge, head_name):
+        """merge(...) (models/lora.py's Merge) of each wrapped table, table_of(module) its base
+        tensor: W + s B.A for the output layer (named `head_name` in the merged model), E + s
+        (B.A)^T for the embedding."""
+        out = []
+        for m in self.targets:
+            a, b = self.names(m)
+            embedding = self.kinds[m] == EMBEDDING
+            out.append(merge(f"{m}.merged.weight", table_of(m), a, b, self.ranks[m],
+                             self.scalings[m], transposed=embedding,
+                             name=None if embedding else head_name))
+        return out

@@ -36,6 +36,7 @@ class PhiModel(DecoderModel):
     def __init__(self, config, lora, dropout=None):
         """lora: a LoraConfig, or None to train every weight (full fine-tuning); dropout: as
         DecoderModel._build's."""
+        self.embedding_padding = config.pad_token_id     # transformers' padding_idx
         shapes = config.parameter_shapes()
         modules = {f"model.layers.{n}.{p}": shapes[f"model.layers.{n}.{p}.weight"]
                    for n in range(config.num_hidden_layers) for p in PROJECTIONS}

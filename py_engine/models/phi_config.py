@@ -11,7 +11,7 @@ reads are the Llama configuration's.
 from ..kernels.rope import rotary_dim
 from .bert_config import ConfigError, config_field, read_config_json
 from .gpt2_config import EXACT_GELU, TANH_GELU
-from .llama_config import ROPE_TYPES, _rope_parameters
+from .llama_config import ROPE_TYPES, _padding_row, _rope_parameters
 from .saved_modules import SavedModulesConfig
 
 MODEL_TYPES = ("phi",)
@@ -54,6 +54,9 @@ class PhiConfig(SavedModulesConfig):
         self.initializer_range = need("initializer_range", float, 0.02)
         self.bos_token_id = values.get("bos_token_id")
         self.eos_token_id = values.get("eos_token_id")
+        # nn.Embedding's padding_idx: that row of the table (and of an embedding LoRA's A^T)
+        # gets no gradient
+        self.pad_token_id = _padding_row(values.get("pad_token_id"), self.vocab_size)
         self._validate()
 
     def _validate(self):

@@ -77,6 +77,16 @@ class SavedModulesConfig:
             config.saved_fields["tie_word_embeddings"] = False
         return config
 
+    def untied(self):
+        """This config with its output layer a table of its own (a merged model whose LoRA
+        changed one of a tied pair)."""
+        if not self.tie_word_embeddings:
+            return self
+        config = copy.copy(self)
+        config.tie_word_embeddings = False
+        config.saved_fields = dict(self.saved_fields, tie_word_embeddings=False)
+        return config
+
 
 def saved_vocabulary(config, tensors):
     """The rows of the embedding or output layer an adapter's tensors carry (PEFT's

@@ -18,7 +18,7 @@ from ..kernels.adamw import pack_hyper
 from ..kernels.cross_entropy import decode_metrics
 from ..kernels.dropout import pack_step
 from ..labels import IGNORE_LABEL
-from .runtime import Runtime, check_trainable
+from .runtime import Runtime, check_foldable, check_trainable
 
 def _u32(rows):
     out = array("I")
@@ -354,6 +354,15 @@ class GpuRuntime(Runtime):
         buffers that takes are added to `scratch`, for the caller to free after the run)."""
         p, dora = self.be.params, self.k.dora
         out_f, in_f = p[m.weight].shape
+        if m.transposed:        # an embedding's: E + s A^T B^T, A^T made first
+            a_t = self.device.create_buffer(4 * out_f * m.rank, label=f"{m.merged} A^T")
+            scratch.append(a_t)
+            self.k.columns.transpose(program, p[m.lora_a].buffer, a_t, m.rank, out_f)
+            if target is not p[m.weight]:
+                program.copy(p[m.weight].buffer, target.buffer)
+            self.k.matmul.gemm(program, a_t, p[m.lora_b].buffer, target.buffer, out_f, in_f,
+                               m.rank, trans_b=True, alpha=m.scaling, beta=1.0)
+            return
         dora.adapted_weight(program, self.k.matmul, p[m.weight].buffer, p[m.lora_a].buffer,
                             p[m.lora_b].buffer, target.buffer, out_f, in_f, m.rank, m.scaling)
         if m.magnitude is not None:
@@ -368,8 +377,22 @@ class GpuRuntime(Runtime):
         folded in, as merge() computes it on the GPU, read back (for exports)."""
         await self.merge()
         p = self.be.params
-        return {w: (p[merged].shape, await self._read(p[merged]))
-                for merged, w, *_ in self.model.merge_names()}
+        out = {w: (p[merged].shape, await self._read(p[merged]))
+               for merged, w, *_ in self.model.merge_names()}
+        for m in self.model.table_merge_names():      # made here alone: inference needs none
+            if p[m.weight].half or p[m.weight].quant is not None:
+                raise ValueError("merging a LoRA on the output layer needs its f32 weights; "
+                                 "load with base_dtype='f32'")
+            program, scratch = self.device.program("merge table"), []
+            shape = p[m.weight].shape
+            merged = self.be.new(*shape, label=m.merged)
+            scratch.append(merged.buffer)
+            self._record_merge(program, m, merged, scratch)
+            await program.run()
+            out[m.target] = (shape, await self._read(merged))
+            for buffer in scratch:
+                buffer.destroy()
+        return out
 
     async def to_full(self):
         """Switch from LoRA to full fine-tuning: W += scaling * B.A in place, the LoRA tensors
@@ -379,9 +402,10 @@ class GpuRuntime(Runtime):
             return
         if any(t.half or t.quant is not None for t in be.params.values()):
             raise ValueError("full fine-tuning needs f32 base weights; load with base_dtype='f32'")
+        check_foldable(model)
         program = self.device.program("fold LoRA")
         scratch = []
-        for m in model.merge_names():
+        for m in model.merge_names() + model.table_merge_names():
             self._record_merge(program, m, be.params[m.weight], scratch)    # in place
         await program.run()
         await self.device.synchronize()

@@ -16,7 +16,7 @@ from ..ops import adamw as adamw_ops
 from ..ops import dora as dora_ops
 from ..ops import lora_linear as lora_ops
 from ..ops import grad_norm as norm_ops
-from .runtime import Runtime, check_trainable
+from .runtime import Runtime, check_foldable, check_trainable
 
 
 def keep_freed_memory():
@@ -183,8 +183,11 @@ class NumpyRuntime(Runtime):
         snapshot["tensors"].clear()
 
     def _merged(self, m):
-        """A Merge's weight: W + scaling * B . A, with DoRA its rows scaled to the magnitude."""
+        """A Merge's weight: W + scaling * B . A, with DoRA its rows scaled to the magnitude
+        (an embedding's: W + scaling * (B . A)^T)."""
         p = self.be.params
+        if m.transposed:
+            return p[m.weight] + m.scaling * (p[m.lora_b] @ p[m.lora_a]).T
         if m.magnitude is None:
             return lora_ops.merged_weight(p[m.weight], p[m.lora_a], p[m.lora_b], m.scaling)
         return dora_ops.merged_weight(p[m.weight], p[m.lora_a], p[m.lora_b], m.scaling,
@@ -203,8 +206,12 @@ class NumpyRuntime(Runtime):
         folded in, as merge() computes it (for exports of the merged model)."""
         await self.merge()
         p = self.be.params
-        return {w: (p[merged].shape, p[merged].astype(np.float32).ravel())
-                for merged, w, *_ in self.model.merge_names()}
+        out = {w: (p[merged].shape, p[merged].astype(np.float32).ravel())
+               for merged, w, *_ in self.model.merge_names()}
+        for m in self.model.table_merge_names():      # made here alone: inference needs none
+            value = self._merged(m)
+            out[m.target] = (value.shape, value.astype(np.float32).ravel())
+        return out
 
     async def to_full(self):
         """Switch from LoRA to full fine-tuning: W += scaling * B.A, the LoRA tensors and their
@@ -212,7 +219,8 @@ class NumpyRuntime(Runtime):
         model, p = self.model, self.be.params
         if model.full:
             return
-        for m in model.merge_names():
+        check_foldable(model)
+        for m in model.merge_names() + model.table_merge_names():
             p[m.weight][...] = self._merged(m)
         kept = model.kept_names()     # what trained beside the adapter is the model's now
         for name in model.trainable:

@@ -26,6 +26,16 @@ advances it, and a snapshot or a saved state carries it with the moments.
 import math
 
 
+def check_foldable(model):
+    """ValueError where the switch to full fine-tuning cannot fold the adapter into the
+    weights: a LoRA on one table of a tied embedding and output layer changes it for that use
+    alone, which one table cannot hold."""
+    if getattr(model, "unties_when_merged", False):
+        raise ValueError("the switch to full fine-tuning folds the LoRA into the weights, and a "
+                         "LoRA on the tied embedding or output layer would untie them (not built "
+                         "here); export the merged model, which unties them, and fine-tune that")
+
+
 def check_trainable(model, values, what="trainable tensors"):
     """Every trainable tensor present with its shape, nothing else."""
     missing = sorted(set(model.trainable) - set(values))
