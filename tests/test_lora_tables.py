@@ -222,3 +222,79 @@ def test_the_merged_model_is_the_adapter_s(adapted, tmp_path):
         assert not chat.runtime.model.full
     else:
         check_switch_to_full_keeps_outputs(chat, ids)
+
+
+def test_a_new_adapter_starts_as_peft_s_and_peft_reads_what_trained(tmp_path):
+    """A fresh LoRA on the embedding, the output layer and q_proj starts as PEFT starts one
+    (lora_embedding_A zeros, lora_embedding_B from N(0, 1), lm_head's lora_B zeros: the base
+    model's scores), trains, saves an adapter PEFT loads and scores as we do (1e-5), and which
+    loads back here alike."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from conftest import run
+    from test_chat_model import hf_losses, random_examples
+    from tiny_chat import tiny_chat_dir
+    from py_engine.models.lora_config import LoraConfig
+    from py_engine.train.chat import ChatModel
+    from py_engine.train.config import CausalTrainConfig
+
+    model_dir = tiny_chat_dir(tmp_path, family="llama")
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "embed_tokens", "lm_head"])
+    chat = run(ChatModel.create(model_dir, lora=lora, backend="numpy", seed=3))
+    values = {n: np.asarray(v) for n, (_, v) in run(chat.runtime.trainable_values()).items()}
+    a, b = "model.embed_tokens.lora_embedding_A", "model.embed_tokens.lora_embedding_B"
+    assert not values[a].any() and 0.8 < values[b].std() < 1.2
+    assert not values["lm_head.lora_B.weight"].any() and values["lm_head.lora_A.weight"].any()
+    vocab = chat.checkpoint.config.vocab_size
+    examples = random_examples(4, vocab, seed=2)
+    base = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    for got, (loss, _) in zip(run(chat.score_encoded(examples)), hf_losses(base, examples)):
+        assert abs(got["loss"] - loss) <= 1e-5 * abs(loss)
+
+    run(chat.fit(random_examples(8, vocab, seed=1), CausalTrainConfig(epochs=2, lr=1e-2, batch_size=4)))
+    trained = {n: np.asarray(v) for n, (_, v) in run(chat.runtime.trainable_values()).items()}
+    assert trained[a].any() and np.abs(trained[b] - values[b]).max() > 0
+    run(chat.save(tmp_path / "adapter"))
+    ours = run(chat.score_encoded(examples))
+    peft = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir),
+                                     tmp_path / "adapter").eval()
+    for got, (loss, _) in zip(ours, hf_losses(peft, examples)):
+        assert abs(got["loss"] - loss) <= 1e-5 * abs(loss)
+    again = run(ChatModel.load(model_dir, tmp_path / "adapter"))
+    for got, want in zip(run(again.score_encoded(examples)), ours):
+        assert abs(got["loss"] - want["loss"]) <= 1e-6 * abs(want["loss"])
+
+
+def test_what_is_refused_by_name(tmp_path):
+    """DoRA on a table, a module both wrapped and saved whole, an output layer LoRA on a
+    decoder classifier, a PEFT copy of a resized table (the encoders' and T5's tables stay
+    refused: test_lora_other_targets)."""
+    from py_engine.models.decoders import decoder_model
+    from py_engine.models.decoder_classifier import DecoderClassifier, DecoderClassifierConfig
+    from py_engine.models.llama_config import LlamaConfig
+    from py_engine.models.lora_config import LoraConfig, LoraConfigError
+    from py_engine.train.init import initial_trainable, merge_loaded
+
+    config = LlamaConfig(model_type="llama", **TINY)
+    lora = lambda **o: LoraConfig(r=4, lora_alpha=8, **dict(dict(task_type="CAUSAL_LM"), **o))
+    with pytest.raises(LoraConfigError, match="DoRA on model.embed_tokens"):
+        decoder_model(config, lora(target_modules=["q_proj", "embed_tokens"], use_dora=True))
+    with pytest.raises(LoraConfigError, match="both target_modules and modules_to_save"):
+        decoder_model(config, lora(target_modules=["q_proj", "lm_head"], modules_to_save=["lm_head"]))
+    head = DecoderClassifierConfig(config)
+    seq_cls = lambda targets: LoraConfig(r=4, lora_alpha=8, target_modules=targets)
+    with pytest.raises(LoraConfigError, match="has none"):
+        DecoderClassifier(head, seq_cls(["q_proj", "lm_head"]), num_labels=3)
+    # an embedding LoRA alone trains a classifier's body as PEFT's would
+    assert "model.embed_tokens.lora_embedding_A" in DecoderClassifier(
+        head, seq_cls(["embed_tokens"]), num_labels=3).trainable
+
+    model = decoder_model(config, lora(target_modules=["embed_tokens"]))
+    values = initial_trainable(model, 0)
+    copy = {"model.embed_tokens.base_layer.weight": ((TINY["vocab_size"] + 4, 32), [0.0])}
+    with pytest.raises(ValueError, match="resized"):
+        merge_loaded(model, values, dict(values, **copy), "adapter")
+    same = {"model.embed_tokens.base_layer.weight": ((TINY["vocab_size"], 32), [0.0])}
+    assert set(merge_loaded(model, values, dict(values, **same), "adapter")) == set(model.trainable)
+
