@@ -193,40 +193,26 @@ def test_a_chat_adapter_that_trains_whole_modules_exports_merged_only(ws, tmp_pa
         assert code == 0 and (tmp_path / fmt / made).is_file(), (fmt, err)
 
 
-def test_a_chat_adapter_with_a_lora_on_the_embedding_is_refused_by_name(ws, tmp_path):
+@pytest.mark.parametrize("table", ["embed_tokens", "lm_head"])
+def test_a_chat_adapter_with_a_lora_on_a_table_exports_merged_not_as_a_llama_cpp_adapter(
+        ws, tmp_path, capsys, table):
+    """A LoRA on the embedding or the output layer (PEFT's, models/lora_tables.py) loads and
+    exports merged (tests/test_lora_tables.py compares the merged model with PEFT's); the GGUF
+    adapter is refused by name rather than written without it."""
     import torch
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM
-
-    from conftest import run
-    from py_engine.train.chat import ChatModel
 
     torch.manual_seed(6)
     peft = get_peft_model(AutoModelForCausalLM.from_pretrained(ws["chat"]),
-                          PeftLoraConfig(task_type="CAUSAL_LM", r=4,
-                                         target_modules=["q_proj", "embed_tokens"]))
+                          PeftLoraConfig(task_type="CAUSAL_LM", r=4, target_modules=["q_proj", table]))
     peft.save_pretrained(tmp_path / "adapter")
-    with pytest.raises(ValueError, match=r"LoRA targets .* name model.embed_tokens, which LoRA does "
-                                         r"not wrap here \(it wraps this decoder's linear layers: "
-                                         r".*\); an embedding or output layer trains whole beside "
-                                         r"the LoRA with modules_to_save"):
-        run(ChatModel.load(ws["chat"], tmp_path / "adapter", backend="numpy"))
-
-
-def test_a_chat_adapter_with_a_lora_on_the_output_layer_is_refused_by_name(ws, tmp_path):
-    import torch
-    from peft import LoraConfig as PeftLoraConfig
-    from peft import get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    from conftest import run
-    from py_engine.train.chat import ChatModel
-
-    torch.manual_seed(7)
-    peft = get_peft_model(AutoModelForCausalLM.from_pretrained(ws["chat"]),
-                          PeftLoraConfig(task_type="CAUSAL_LM", r=4, target_modules=["q_proj", "lm_head"]))
-    peft.save_pretrained(tmp_path / "adapter")
-    with pytest.raises(ValueError, match=r"LoRA targets .* name lm_head, which LoRA does not wrap "
-                                         r"here"):
-        run(ChatModel.load(ws["chat"], tmp_path / "adapter", backend="numpy"))
+    code, err = export(capsys, "--format", "gguf-lora", "--model", ws["chat"], "--adapter",
+                       tmp_path / "adapter", "--out", tmp_path / "gguf-lora")
+    assert code != 0 and re.search(r"a LoRA on the (token embedding|output layer) .* llama.cpp", err), err
+    assert not (tmp_path / "gguf-lora").exists()
+    for fmt, made in (("gguf", "model.gguf"), ("merged", "model.safetensors")):
+        code, err = export(capsys, "--format", fmt, "--model", ws["chat"], "--adapter",
+                           tmp_path / "adapter", "--out", tmp_path / fmt)
+        assert code == 0 and (tmp_path / fmt / made).is_file(), (fmt, err)

@@ -378,6 +378,13 @@ def adapter_writer(config, lora, tensors, ggml_type, name):
         raise ExportError(f"an adapter that trains the base model's biases (bias={lora.bias!r}) "
                           "cannot be a llama.cpp LoRA adapter: those hold lora_a and lora_b only; "
                           "export the merged model (--format gguf) instead")
+    tables = sorted({k.rsplit(".lora_", 1)[0] for k in tensors
+                     if ".lora_embedding_" in k or k.startswith("lm_head.lora_")})
+    if tables:
+        what = "token embedding" if any(".lora_embedding_" in k for k in tensors) else "output layer"
+        raise ExportError(f"a LoRA on the {what} ({', '.join(tables)}) is not written as a "
+                          "llama.cpp LoRA adapter here, only a linear layer's; export the merged "
+                          "model (--format gguf) instead")
     arch = architecture(config)
     writer = gguf.GGUFWriter()
     writer.add("general.architecture", gguf.STRING, arch)
