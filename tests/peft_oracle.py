@@ -302,7 +302,7 @@ def peft_model(model_dir, num_labels, r=4, lora_alpha=8, target_modules=("query"
                seed=0, dtype=torch.float64, dropout=0.0, problem_type=None, **lora):
     """The checkpoint's sequence classifier (BertForSequenceClassification, or RoBERTa's kind's;
     `problem_type` its config's, None leaving transformers' default)
-    + PEFT LoRA (other LoraConfig options in `lora`), lora_B,
+    + PEFT LoRA (other LoraConfig options in `lora`), lora_B (an embedding's lora_embedding_A),
     the head, DoRA's magnitudes (if any, off their initial norms) and the biases that train
     (bias "lora_only" or "all", off the checkpoint's) drawn at random."""
     torch.manual_seed(seed)
@@ -324,7 +324,7 @@ def peft_model(model_dir, num_labels, r=4, lora_alpha=8, target_modules=("query"
     model = get_peft_model(base, config)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if "lora_B" in name:
+            if "lora_B" in name or "lora_embedding_A" in name:     # the embedding's starts at 0
                 p.copy_(0.1 * torch.randn_like(p))
             elif "modules_to_save" in name:
                 p.copy_(0.2 * torch.randn_like(p))

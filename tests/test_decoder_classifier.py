@@ -71,6 +71,9 @@ def engine(directory, adapter):
     ("llama", TARGETS["llama"], "lora_only"),
     ("gpt2", TARGETS["gpt2"], "none"),
     ("gpt2", ALL["gpt2"], "all"),
+    # a LoRA on the embedding (models/lora_tables.py): the tied Qwen2's, GPT-2's wte
+    ("qwen2", TARGETS["qwen2"] + ("embed_tokens",), "none"),
+    ("gpt2", ("wte", "c_fc"), "none"),
 ])
 def test_one_step_matches_peft(tmp_path, family, targets, bias):
     directory = model_dir(tmp_path, family)
@@ -168,15 +171,15 @@ def test_relabel_and_what_is_refused(tmp_path):
         save_merged(run(MergedModel.of(mean)), tmp_path / "merged")
 
 
-@pytest.mark.parametrize("family", ["qwen2", "gpt2"])
-def test_the_merged_classifier_is_transformers(tmp_path, family):
+@pytest.mark.parametrize("family, extra", [("qwen2", ()), ("gpt2", ()), ("qwen2", ("embed_tokens",))])
+def test_the_merged_classifier_is_transformers(tmp_path, family, extra):
     """load_merged reads a decoder's SEQ_CLS adapter as a classifier; the merged folder is
     transformers' *ForSequenceClassification (GPT-2's Conv1D weights laid out as it stores
     them, a padding id where config.json had none) and gives our probabilities, padded."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     directory = model_dir(tmp_path, family)
-    adapter, _ = peft_classifier(directory, tmp_path / "adapter", ALL[family], seed=6)
+    adapter, _ = peft_classifier(directory, tmp_path / "adapter", ALL[family] + extra, seed=6)
     clf = run(TextClassifier.load(directory, adapter, backend="numpy"))
     ours = np.array([[p[label] for label in LABELS] for p in run(clf.predict(TEXTS))])
     merged = save_merged(load_merged(directory, adapter), tmp_path / "merged")

@@ -141,6 +141,10 @@ class DecoderClassifier(AdaptedModel):
     def supports_gradient_checkpointing(self):
         return self.body.supports_gradient_checkpointing
 
+    def table_merge_names(self):
+        """The merge of a LoRA on the decoder's embedding (the body's; it has no output layer)."""
+        return self.body.table_merge_names()
+
     @property
     def gradient_checkpointing(self):
         """The decoder's (its layers are the body's)."""
