@@ -1,7 +1,8 @@
 """The decoder's LoRA step inside the browser (Pyodide + WebGPU): a tiny Qwen2-style config
 (GQA, q/k/v bias, all seven projections adapted) gives the host's float64 loss and gradients,
 with gradient checkpointing (each layer recomputed in the backward, its buffers handed on) as
-without."""
+without, and with a LoRA on the embedding and the output layer beside them (the transpose
+kernel, the loss's low-rank term)."""
 
 import json
 
@@ -38,7 +39,9 @@ kernels = await Kernels.load(device, decoder=True)
 be = GpuBackend(device, kernels)
 for name, shape in config.parameter_shapes().items():
     be.params[name] = Tensor(device.buffer_from(file.floats(name)), shape)
-for name, (shape, values) in tensors.items():
+names = [n for n in tensors if ".base_layer." not in n]    # PEFT's copies of the base tables
+for name in names:
+    shape, values = tensors[name]
     be.params[name] = Tensor(device.buffer_from(values), shape)
     be.grads[name] = be.new(*shape)
 B, T = len(I["ids"]), len(I["ids"][0])
@@ -49,10 +52,12 @@ labels = Tensor(device.buffer_from(array("I", shift_labels(I["labels"]))), (B * 
 program = device.program()
 be.record(program)
 hidden, saved = model.forward(be, batch)
-metrics, dh = be.lm_head_loss(hidden, be.param(model.head_name), labels, chunk=40)
+if I["tables"]:
+    metrics, dh = model.head_loss(be, hidden, labels)
+else:
+    metrics, dh = be.lm_head_loss(hidden, be.param(model.head_name), labels, chunk=40)
 model.backward(be, dh, saved, batch)
 program.read(metrics)
-names = list(tensors)
 for name in names:
     program.read(be.grads[name].buffer)
 values = await program.run()
@@ -61,9 +66,15 @@ json.dumps({"loss": decode_metrics(values[0])["loss"],
 """
 
 
-@pytest.mark.parametrize("checkpointing", [False, True])
-def test_qwen2_lora_step_in_the_browser(engine_page, tmp_path, checkpointing):
-    peft_decoder(tmp_path, Qwen2ForCausalLM, Qwen2Config(**TINY), ALL)
+@pytest.mark.parametrize("checkpointing, tables", [(False, False), (True, False), (False, True)])
+def test_qwen2_lora_step_in_the_browser(engine_page, tmp_path, checkpointing, tables):
+    if tables:
+        from test_lora_tables import tables_adapter
+
+        tables_adapter(tmp_path, Qwen2ForCausalLM, Qwen2Config(**TINY),
+                       ALL + ["embed_tokens", "lm_head"])
+    else:
+        peft_decoder(tmp_path, Qwen2ForCausalLM, Qwen2Config(**TINY), ALL)
     files = {f"/work/model/{p.name}": p.read_bytes() for p in (tmp_path / "model").iterdir()}
     files.update({f"/work/adapter/{p.name}": p.read_bytes() for p in (tmp_path / "adapter").iterdir()})
     put_files(engine_page, files)
@@ -76,6 +87,6 @@ def test_qwen2_lora_step_in_the_browser(engine_page, tmp_path, checkpointing):
     labels[:, :2] = -100
     want, grads = numpy_step(tmp_path, ids, mask, labels)
     inputs = {"ids": ids.tolist(), "mask": mask.tolist(), "labels": labels.tolist(),
-              "checkpointing": checkpointing}
+              "checkpointing": checkpointing, "tables": tables}
     got = run_json(engine_page, STEP.replace("INPUTS", repr(json.dumps(inputs))))
     check_against(want, grads, got["loss"], got["grads"])

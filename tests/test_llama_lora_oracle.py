@@ -138,13 +138,13 @@ def numpy_step(path, ids, mask, labels):
     for name, shape in config.parameter_shapes().items():
         ref.set_param(name, np.frombuffer(file.floats(name), np.float32), shape)
     for name, (shape, values) in tensors.items():
-        ref.set_param(name, np.asarray(values, np.float64), shape)
-        ref.add_grad(name)
+        if ".base_layer." not in name:        # PEFT's copies of the base tables it wraps
+            ref.set_param(name, np.asarray(values, np.float64), shape)
+            ref.add_grad(name)
     B, T = np.shape(ids)
     batch = Batch(np.asarray(ids).tolist(), [[0] * T] * B, np.asarray(mask).tolist())
     hidden, saved = model.forward(ref, batch)
-    metrics, dh = ref.lm_head_loss(hidden, ref.param(model.head_name),
-                                   np.asarray(shift_labels(np.asarray(labels).tolist())))
+    metrics, dh = model.head_loss(ref, hidden, np.asarray(shift_labels(np.asarray(labels).tolist())))
     model.backward(ref, dh, saved, batch)
     return metrics["loss"], ref.grads
 
