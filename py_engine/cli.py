@@ -914,7 +914,8 @@ def add_training_options(p):
                         "checkpoint's; 0 turns it off)")
     p.add_argument("--target-modules", type=_modules,
                    help="default: query,value (classifiers), q_proj,v_proj (chat models); "
-                        "all-linear: every linear layer, as PEFT's keyword")
+                        "all-linear: every linear layer, as PEFT's keyword; a decoder's "
+                        "embed_tokens (GPT-2: wte) and lm_head too, as PEFT wraps them")
     p.add_argument("--use-dora", action="store_true", default=None,
                    help="DoRA, as PEFT's use_dora: each wrapped layer also learns a magnitude "
                         "per output feature (its weight kept f32 on the GPU)")

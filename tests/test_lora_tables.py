@@ -178,7 +178,7 @@ def test_the_gpu_trains_and_generates_as_numpy_does(adapted):
 
 def test_the_merged_model_is_the_adapter_s(adapted, tmp_path):
     """The merged checkpoint (each LoRA folded into its table: E + s (B.A)^T, W + s B.A)
-    gives PEFT's logits in transformers (1e-5); a tied pair is written untied (PEFT's
+    and its GGUF give PEFT's logits in transformers (1e-5); a tied pair is written untied (PEFT's
     merge_and_unload would fold both LoRAs into the one table); untied, every tensor is
     merge_and_unload's (1e-6). The hybrid switch keeps the outputs where the pair is untied
     and is refused by name where it would untie them."""
@@ -202,6 +202,16 @@ def test_the_merged_model_is_the_adapter_s(adapted, tmp_path):
     with torch.no_grad():
         merged_logits = hf(input_ids=torch.tensor([ids])).logits[0].numpy()
     assert relative_error(merged_logits, peft_logits(peft, ids)) <= 1e-5
+    # the merged GGUF too (a tied pair's output.weight written out): transformers reads it back
+    from py_engine.export import gguf
+    from py_engine.export.gguf_llama import model_writer
+
+    with open(tmp_path / "model.gguf", "wb") as f:
+        model_writer(merged, gguf.F32, "tiny").write(f)
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file="model.gguf").double().eval()
+    with torch.no_grad():
+        gguf_logits = hf(input_ids=torch.tensor([ids])).logits[0].numpy()
+    assert relative_error(gguf_logits, peft_logits(peft, ids)) <= 1e-5
     tied = peft.base_model.model.config.tie_word_embeddings
     got = load_file(tmp_path / "merged" / "model.safetensors")
     if not tied:
