@@ -18,7 +18,8 @@ against a backend's op interface (py_engine/backends), like models/bert.py.
                                                       Gemma 2 soft-caps the logits)
 
 LoRA may wrap any of q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj (PEFT's
-names and its suffix rule); the base weights and the head stay frozen, but for what PEFT's
+names and its suffix rule), and the token embedding and the head (models/lora_tables.py); the
+base weights and the head stay frozen, but for what PEFT's
 modules_to_save trains whole beside the LoRA: the embedding (a scatter-add of the input
 gradient, as in full fine-tuning) and the head (its gradient from the loss), which an adapter
 trained after adding tokens carries with its resized vocabulary (DecoderModel.whole). Phi-3's fused

@@ -1,7 +1,8 @@
 """The linear layers of a model and how each one runs, for every model family: which linears a
 LoRA adapter wraps (PEFT's target-module rule), the names of their tensors, and one linear's
 forward and backward whether it is frozen, LoRA-wrapped, merged for inference, or trained
-itself (full fine-tuning).
+itself (full fine-tuning). A language model's token embedding and output layer, which PEFT
+wraps too, are `tables` (models/lora_tables.py).
 
     linears = Linears({"encoder.layer.0.attention.self.query": (384, 384), ...}, lora,
                       family="BERT model", adapter_prefix="bert.")

@@ -1,7 +1,9 @@
 """Initial values of the trainable parameters, as PEFT and transformers draw them.
 
 PEFT's default LoRA init: lora_A from kaiming_uniform(a=sqrt(5)), i.e. U(-1/sqrt(in), 1/sqrt(in)),
-lora_B zeros (so training starts from the base model exactly); DoRA's magnitude, each row's norm
+lora_B zeros (so training starts from the base model exactly), and on an embedding (PEFT's
+lora.Embedding) the other way round, lora_embedding_A zeros and lora_embedding_B from N(0, 1);
+DoRA's magnitude, each row's norm
 of the base weight (of W + s B.A, which is W while B is zero); a base bias that trains beside
 the adapter (PEFT's bias option), and a classifier's dense layer the checkpoint holds
 (model.head_sources), the checkpoint's value. transformers initializes a fresh
