@@ -230,6 +230,13 @@ def test_the_merged_model_is_the_adapter_s(adapted, tmp_path):
         with pytest.raises(ValueError, match="untie"):
             run(chat.runtime.to_full())
         assert not chat.runtime.model.full
+        from py_engine.train.config import CausalTrainConfig
+        from test_chat_model import random_examples
+
+        examples = random_examples(6, chat.checkpoint.config.vocab_size, seed=4)
+        with pytest.raises(ValueError, match="untie"):     # a hybrid run: before any step
+            run(chat.trainer(examples, CausalTrainConfig(mode="hybrid")))
+        assert not chat.history
     else:
         check_switch_to_full_keeps_outputs(chat, ids)
 

@@ -34,7 +34,7 @@ from ..tokenizers.chat_template import check_template_args
 from .config import MODES, CausalTrainConfig, TrainConfig  # noqa: F401 (TrainConfig: the API's)
 from .init import initial_trainable, merge_loaded
 from . import state as training_state
-from .runtime import create_runtime
+from .runtime import check_foldable, create_runtime
 from .tasks import CausalLMTask
 from .trainer import Trainer
 
@@ -297,6 +297,8 @@ class ChatModel:
             await self.runtime.to_full()
         if config.mode == "lora" and self.model.full:
             raise ValueError("mode 'lora' needs LoRA; this model already trains every weight")
+        if config.mode == "hybrid" and not self.model.full:
+            check_foldable(self.model)      # before any step, not at the switch
         if not validation and config.mode == "hybrid":
             held = max(1, int(len(examples) * config.validation_ratio))
             if held >= len(examples):
