@@ -120,7 +120,8 @@ def peft_on(model_dir, adapter_dir, targets, seed=1, **options):
 @pytest.fixture(scope="module", params=["llama", "qwen2-tied", "gpt2-tied"])
 def adapted(request, tmp_path_factory):
     """(checkpoint, adapter dir, PEFT model, ids): a LoRA on the embedding, the output layer and
-    one linear of an untied Llama, a tied Qwen2 and a tied GPT-2 checkpoint."""
+    one linear of an untied Llama, a tied Qwen2 and a tied GPT-2 checkpoint (Qwen2's with LoRA
+    dropout, which the output layer's LoRA path goes through in training)."""
     from test_saved_modules import gpt2_without_chat_tokens
     from tiny_chat import tiny_chat_dir
 
@@ -130,7 +131,8 @@ def adapted(request, tmp_path_factory):
     else:
         model_dir = tiny_chat_dir(path, family=request.param.split("-")[0])
         targets = ["embed_tokens", "lm_head", "v_proj"]
-    peft = peft_on(model_dir, path / "adapter", targets)
+    options = dict(lora_dropout=0.1) if request.param == "qwen2-tied" else {}
+    peft = peft_on(model_dir, path / "adapter", targets, **options)
     ids = [int(i) for i in np.random.default_rng(3).integers(0, 300, 12)]
     return model_dir, path / "adapter", peft, ids
 
@@ -149,9 +151,11 @@ def test_a_peft_adapter_generates_as_peft(adapted):
     assert relative_error(our_decoder_logits(model_dir, adapter, ids), peft_logits(peft, ids)) <= 1e-5
 
 
-def test_the_gpu_trains_and_generates_as_numpy_does(adapted):
-    """Four AdamW steps on lavapipe against the NumPy runtime in float32, LoRA dropout on:
-    losses 1e-4, every trained tensor 1e-3 relative; the GPU decoder's logits NumPy's (1e-4)."""
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_the_gpu_trains_and_generates_as_numpy_does(adapted, checkpointing):
+    """Four AdamW steps on lavapipe against the NumPy runtime in float32 (with gradient
+    checkpointing as without): losses 1e-4, every trained tensor 1e-3 relative; the GPU
+    decoder's logits NumPy's (1e-4)."""
     from conftest import run
     from export_models import relative_error
     from test_chat_model import compared_run, random_examples
@@ -164,7 +168,8 @@ def test_the_gpu_trains_and_generates_as_numpy_does(adapted):
         decoder = chat.decoder()
         logits = np.asarray(run(decoder.prefill(ids)), np.float64)
         examples = random_examples(8, chat.checkpoint.config.vocab_size, seed=5)
-        history = run(chat.fit(examples, compared_run(lr=5e-3, max_grad_norm=0.5)))
+        history = run(chat.fit(examples, compared_run(lr=5e-3, max_grad_norm=0.5,
+                                                       gradient_checkpointing=checkpointing)))
         results.append((logits, [h.loss for h in history], run(chat.runtime.trainable_values())))
     (np_logits, np_losses, np_values), (gpu_logits, gpu_losses, gpu_values) = results
     assert relative_error(gpu_logits, np_logits) <= 1e-4
