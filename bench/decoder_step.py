@@ -28,6 +28,13 @@ Sections:
           two steps' losses, and the time per step with and without it on the NumPy backend
           (alternating rounds, separate processes: the recompute's cost on the CPU).
 
+  tables  a LoRA on the token embedding and the output layer too (models/lora_tables.py): the
+          cpu section's tiny Llama step with LoRA on q_proj, v_proj, embed_tokens and lm_head,
+          against the same step with q_proj and v_proj alone, with the two tables trained whole
+          instead (modules_to_save, what adapters with added tokens do) and torch + PEFT with
+          the same targets (NumPy backend, alternating rounds in separate processes), and the
+          trainable parameters each trains.
+
 The GPU comparison (the native backend against torch + PEFT on CUDA) is bench/gpu_device.sh's,
 with the same contenders. The engine is driven through its public API: ChatModel.create and
 fit() over a round of batches, each optimizer step timed by fit()'s on_step callback. The
@@ -182,7 +189,7 @@ class EngineChat(EngineRounds):
     """py_engine's ChatModel on `backend` ("numpy" or "gpu")."""
 
     def __init__(self, model_dir, backend="numpy", batch=B, seq=T, steps=3, profile=False, targets=TARGETS,
-                 checkpointing=False):
+                 checkpointing=False, modules_to_save=()):
         from py_engine.data.chat import EncodedExample
         from py_engine.models.lora_config import LoraConfig
         from py_engine.train.chat import CausalTrainConfig, ChatModel
@@ -191,7 +198,8 @@ class EngineChat(EngineRounds):
         require_family(config.get("model_type", "llama"))
         device = self._setup(backend, profile, batch=batch, seq=seq)
         vocab = config["vocab_size"]
-        lora = LoraConfig(r=R, lora_alpha=ALPHA, target_modules=list(targets), task_type="CAUSAL_LM")
+        lora = LoraConfig(r=R, lora_alpha=ALPHA, target_modules=list(targets), task_type="CAUSAL_LM",
+                          modules_to_save=list(modules_to_save))
         started = time.perf_counter()
         chat = self.run_sync(ChatModel.create(model_dir, lora=lora, backend=backend, max_length=seq,
                                               device=device))
@@ -249,6 +257,42 @@ def cpu_section(model="llama", rounds=5, warmup=1, steps=3):
             "dtype": "float32", "openblas_overrides": OPENBLAS_OVERRIDES, **out}
 
 
+TABLES = ("embed_tokens", "lm_head")
+
+
+def trainable_parameters(config, targets, modules_to_save=()):
+    """How many parameters a LoRA (r=R) on `targets` with `modules_to_save` trains in the
+    Llama-family `config`."""
+    from py_engine.models.decoders import decoder_model
+    from py_engine.models.llama_config import LlamaConfig
+    from py_engine.models.lora_config import LoraConfig
+
+    lora = LoraConfig(r=R, lora_alpha=ALPHA, target_modules=list(targets), task_type="CAUSAL_LM",
+                      modules_to_save=list(modules_to_save))
+    model = decoder_model(LlamaConfig(model_type="llama", **config), lora)
+    return sum(math.prod(shape) for shape in model.trainable.values())
+
+
+def tables_section(rounds=5, warmup=1, steps=3):
+    """The tables section (see the module's docstring)."""
+    m = MODELS["llama"]
+    with_tables = list(m.targets) + list(TABLES)
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = call("checkpoints:decoder_dir", path=tmp, family=m.model_type, config=m.config)
+        args = contender_args(m, model_dir, steps=steps)
+        tables = dict(args, targets=with_tables)
+        specs = {"linears": Spec("decoder_step:EngineChat", args),
+                 "lora_tables": Spec("decoder_step:EngineChat", tables),
+                 "saved_tables": Spec("decoder_step:EngineChat", dict(args, modules_to_save=list(TABLES))),
+                 "torch_lora_tables": Spec("decoder_step:TorchChat", tables)}
+        out = alternate(specs, baseline="linears", rounds=rounds, warmup=warmup)
+    out["trainable"] = {"linears": trainable_parameters(m.config, m.targets),
+                        "lora_tables": trainable_parameters(m.config, with_tables),
+                        "saved_tables": trainable_parameters(m.config, m.targets, TABLES)}
+    return {"label": m.label, "shape": shape(m.config, m.batch, m.seq, with_tables, m.model_type),
+            "dtype": "float32", **out}
+
+
 def step_name(label, s):
     """'GPT-2-small-shaped 4x128 LoRA r=8 on c_attn' from a section's label and shape."""
     return (f"{label} {s['batch']}x{s['seq']} LoRA r={s['r']} on "
@@ -289,13 +333,34 @@ def table_rows(results):
                      f"{s['batch']}x{s['seq']}: gradient checkpointing",
                      f"{t['checkpointed_s'] * 1e3:.0f} ms vs {t['plain_s'] * 1e3:.0f} ms",
                      f"{t['ratio']:.2f}x the time per step (paired rounds {t['paired_ratio']:.2f}x)"))
+    tb = results.get("tables")
+    if tb and "failed" in tb:
+        rows.append(("LoRA on the embedding and output layer: failed", "-", tb["failed"]))
+    elif tb:
+        s, n = tb["shape"], tb["trainable"]
+        ms = {k: tb[k]["seconds"] * 1e3 for k in ("linears", "lora_tables", "saved_tables",
+                                                   "torch_lora_tables")}
+        rows.append((f"NumPy step, {tb['label']} {s['batch']}x{s['seq']}: LoRA on embed_tokens and "
+                     "lm_head too",
+                     f"{ms['lora_tables']:.0f} ms vs {ms['linears']:.0f} ms (q,v alone)",
+                     f"{ms['lora_tables'] / ms['linears']:.2f}x; trainable {n['lora_tables']:,} vs "
+                     f"{n['linears']:,}"))
+        rows.append((f"NumPy step, {tb['label']} {s['batch']}x{s['seq']}: the tables whole "
+                     "(modules_to_save) instead",
+                     f"{ms['saved_tables']:.0f} ms",
+                     f"{ms['saved_tables'] / ms['lora_tables']:.2f}x the LoRA's time; trainable "
+                     f"{n['saved_tables']:,}"))
+        rows.append((f"torch + PEFT CPU step, the same LoRA on embed_tokens and lm_head",
+                     f"{ms['torch_lora_tables']:.0f} ms",
+                     f"NumPy backend {ms['torch_lora_tables'] / ms['lora_tables']:.2f}x faster"))
     return rows
 
 
 # section -> MODELS key ("cpu" is the tiny Llama's, its name from before the shape was a parameter)
 CPU_SECTIONS = {"cpu": "llama", "gpt2": "gpt2", "phi3": "phi3"}
 SECTIONS = {**{name: partial(cpu_section, model) for name, model in CPU_SECTIONS.items()},
-            "memory": base_weight_memory, "checkpointing": checkpointing_memory}
+            "memory": base_weight_memory, "checkpointing": checkpointing_memory,
+            "tables": tables_section}
 
 
 def run_all(sections=tuple(SECTIONS), keep_going=False):
