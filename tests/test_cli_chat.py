@@ -134,6 +134,31 @@ def test_sampling_options_and_errors(workspace):
     assert not (root / "x").exists()
 
 
+def test_a_lora_on_the_embedding_and_output_layer_from_the_command_line(workspace):
+    """--target-modules naming embed_tokens and lm_head: the adapter holds PEFT's
+    lora_embedding_A/B and lm_head's lora_A/B, PEFT scores as the CLI does (1e-5), and the
+    merged GGUF export carries them (the GGUF adapter is refused by name)."""
+    root, model, data = workspace
+    out = root / "out-tables"
+    cli("train", "--model", model, "--data", data, "--out", out, "--epochs", 1, "--lr", 1e-2,
+        "--batch-size", 4, "--target-modules", "q_proj,v_proj,embed_tokens,lm_head")
+    from py_engine.formats import safetensors
+
+    keys = set(safetensors.load(out / "adapter_model.safetensors").keys())
+    assert {"base_model.model.model.embed_tokens.lora_embedding_A",
+            "base_model.model.lm_head.lora_B.weight"} <= keys
+    scored = cli("score", "--model", model, "--adapter", out, "--data", data)
+    lines = [json.loads(line) for line in scored.stdout.splitlines()]
+    for got, (loss, tokens) in zip(lines, peft_scores(model, out, ROWS * 2)):
+        assert got["tokens"] == tokens and abs(got["loss"] - loss) <= 1e-5 * loss
+    cli("export", "--format", "gguf", "--model", model, "--adapter", out, "--out", root / "gguf-tables")
+    assert (root / "gguf-tables" / "model.gguf").is_file()
+    refused = cli("export", "--format", "gguf-lora", "--model", model, "--adapter", out,
+                  "--out", root / "gguf-lora-tables", check=False)
+    assert refused.returncode == 2 and "a LoRA on the token embedding" in refused.stderr, refused.stderr
+    assert not (root / "gguf-lora-tables").exists()
+
+
 def test_modules_to_save_trains_the_output_layer_whole(workspace):
     """--modules-to-save lm_head: the output layer trains whole beside the LoRA (PEFT's
     modules_to_save); the adapter holds it and PEFT scores as the CLI does (1e-5). Classifiers,
