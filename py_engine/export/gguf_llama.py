@@ -378,6 +378,10 @@ def adapter_writer(config, lora, tensors, ggml_type, name):
         raise ExportError(f"an adapter that trains the base model's biases (bias={lora.bias!r}) "
                           "cannot be a llama.cpp LoRA adapter: those hold lora_a and lora_b only; "
                           "export the merged model (--format gguf) instead")
+    if any(".token_adapter." in k for k in tensors):
+        raise ExportError("an adapter with trainable tokens (trainable_token_indices) trains rows "
+                          "of the embedding, and llama.cpp's LoRA adapters hold lora_a and lora_b "
+                          "only; export the merged model (--format gguf) instead")
     tables = sorted({k.rsplit(".lora_", 1)[0] for k in tensors
                      if ".lora_embedding_" in k or k.startswith("lm_head.lora_")})
     if tables:

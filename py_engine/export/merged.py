@@ -17,6 +17,7 @@ Pyodide); load_merged is host-side only in that it picks the NumPy backend.
 """
 
 import math
+from array import array
 
 from ..formats.model_dir import decoder_config_json, save_model_dir
 from ..labels import SINGLE_LABEL
@@ -93,6 +94,17 @@ class MergedModel:
                                  if ".lora_" not in n and n not in biases})
         replaced = {name: (tuple(shape), data) for name, (shape, data) in replaced.items()}
         if structure.decoder:
+            for table, (rows, name) in (structure.token_rows() if hasattr(structure, "token_rows")
+                                        else {}).items():
+                # trainable tokens: the table with the trained rows in place of those
+                shape, values = trained[name]
+                width = shape[1]
+                base = replaced.get(table) or (tuple(model.checkpoint.shape(table)),
+                                               model.checkpoint.floats(table))
+                floats = array("f", base[1])
+                for j, token in enumerate(rows):
+                    floats[token * width:(token + 1) * width] = array("f", values[j * width:(j + 1) * width])
+                replaced[table] = (tuple(base[0]), floats)
             config = structure.merged_config() if hasattr(structure, "merged_config") \
                 else structure.config
             if config is not structure.config and HEAD_WEIGHT not in replaced:

@@ -6,6 +6,7 @@ lora.AdaptedModel's). A family sets config, lora, full and linears, and names it
 from .dropout_rates import override_rates
 from .lora import AdaptedModel, Linears, Merge
 from .lora_tables import EMBEDDING, HEAD
+from .trainable_tokens import TrainableTokens
 from .saved_modules import HEAD_WEIGHT, saved_modules
 
 
@@ -39,6 +40,13 @@ class DecoderModel(AdaptedModel):
             tensor if tensor in shapes else self.head_name: m
             for m in saved_modules(self.lora, whole) for tensor in whole[m]}
         self.trainable.update({w: shapes[w] for w in self.whole})
+        # PEFT's trainable tokens: rows of the embedding (models/trainable_tokens.py)
+        embedding, head = list(whole)[:2] if len(whole) >= 2 else (None, None)
+        self.tokens = TrainableTokens.of(
+            self.lora, embedding, head, *table, config.tie_word_embeddings,
+            self.embedding_padding, self.linears.full_name,
+            others=set(self.linears.tables.targets) | set(self.whole.values()))
+        self.trainable.update(self.tokens.trainable())
 
     @property
     def head_name(self):
@@ -69,6 +77,18 @@ class DecoderModel(AdaptedModel):
         checkpoint ties them: a LoRA wraps one of the pair (or both, each its own)."""
         return bool(self.config.tie_word_embeddings and self.linears.tables.targets)
 
+    def token_rows(self):
+        """{table: (token ids, trained tensor)} of the trainable tokens: the merged model's
+        table holds the trained rows in place of those."""
+        if self.tokens.module is None:
+            return {}
+        return {self.config.embedding_tables[0]: (self.tokens.indices[self.tokens.module],
+                                                  self.tokens.name(self.tokens.module))}
+
+    def token_sources(self):
+        """{trained tensor: (table, token ids)}: each starts from its table's rows."""
+        return self.tokens.starts(lambda m: self.config.embedding_tables[0])
+
     def merged_config(self):
         """The config of the merged model: this one, untied where unties_when_merged."""
         return self.config.untied() if self.unties_when_merged else self.config
@@ -95,9 +115,10 @@ class DecoderModel(AdaptedModel):
 
     @property
     def embedding_adapted(self):
-        """Whether a LoRA wraps the token embedding (its gradient needs the embedding's
-        output gradient, so the backward visits every layer)."""
-        return self.linears.tables.of_kind(EMBEDDING) is not None
+        """Whether a LoRA wraps the token embedding, or rows of it train (trainable tokens):
+        their gradient needs the embedding's output gradient, so the backward visits every
+        layer."""
+        return self.linears.tables.of_kind(EMBEDDING) is not None or self.tokens.module is not None
 
     @property
     def backward_to_inputs(self):
@@ -107,13 +128,15 @@ class DecoderModel(AdaptedModel):
 
     def _embed_tokens(self, be, ids, saved):
         """The token embedding's rows of `ids`, plus its LoRA term where one wraps it."""
-        x = be.gather_rows(be.param(self.config.embedding_tables[0]), ids)
-        return self.linears.tables.embed(be, x, ids, saved)
+        table = self.config.embedding_tables[0]
+        x = self.linears.tables.embed(be, be.gather_rows(be.param(table), ids), ids, saved)
+        return self.tokens.embed(be, x, ids, table, saved)
 
     def _embed_tokens_backward(self, be, dx, saved):
         """The gradients of what trains in the token embedding (its LoRA's, the table's when
         it trains whole) from its output's gradient dx."""
         self.linears.tables.embed_backward(be, dx, saved["ids"], saved, self.embedding_padding)
+        self.tokens.embed_backward(be, dx, saved)
         if self.embedding_trains:
             be.gather_rows_backward(dx, saved["ids"], be.grad(self.config.embedding_tables[0]),
                                     padding=self.embedding_padding)

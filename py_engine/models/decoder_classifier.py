@@ -122,6 +122,9 @@ class DecoderClassifier(AdaptedModel):
         body_lora = copy.copy(lora)
         body_lora.modules_to_save = []
         self.body = decoder_model(config.decoder, body_lora, dropout=dropout)
+        if self.body.tokens.module is not None:
+            raise LoraConfigError("trainable_token_indices (PEFT's trainable tokens) is built "
+                                  "for causal LMs here, not a decoder read as a classifier")
         if self.body.linears.tables.of_kind(TABLE_HEAD) is not None:
             raise LoraConfigError("LoRA targets name lm_head, the causal LM's output layer: a "
                                   f"decoder classifier has none (its head, {HEAD}, trains whole)")

@@ -147,6 +147,9 @@ class Linears:
             lora = lora.with_targets([self.full_name(m) for m in self.modules])
         self.lora = lora
         self.full = full
+        if lora is not None and lora.trainable_token_indices and not tables:
+            raise LoraConfigError(f"trainable_token_indices (PEFT's trainable tokens) trains rows "
+                                  f"of a decoder's embedding here; this {family} takes none")
         # the embedding and output layer the adapter wraps (models/lora_tables.py)
         self.tables = LoraTables(tables or {}, lora, family,
                                  lambda m: _targeted(lora, self.full_name(m)), self.full_name)
@@ -486,6 +489,8 @@ class AdaptedModel:
         + its LoRA's term), soft-capped where the family caps them."""
         logits = be.linear(hidden, be.param(self.head_name), self.head_bias_param(be))
         logits = self.linears.tables.head_logits(be, logits, hidden)
+        if self.tokens is not None:
+            logits = self.tokens.head_logits(be, logits, hidden, self.head_name)
         return logits if self.logit_softcap is None else be.softcap_logits(logits, self.logit_softcap)
 
     def head_loss(self, be, hidden, labels, loss_scale=1.0, train=True):
@@ -494,12 +499,9 @@ class AdaptedModel:
         gradient, the head's own gradients kept where it trains: whole (full fine-tuning,
         modules_to_save; its bias), or its LoRA (models/lora_tables.py), whose low-rank term
         the loss adds chunk by chunk."""
-        tables, saved = self.linears.tables, {}
-        low = tables.head_term(be, hidden, self.lora.lora_dropout if self.lora else 0.0, train, saved)
-        extra = {}
-        if low is not None:
-            _, b_name = tables.names(tables.of_kind(HEAD))
-            extra = dict(low_rank=low, dlow_rank=be.grad(b_name) if train else None)
+        saved = {}
+        low, grad_b, backward = self._head_term(be, hidden, train, saved)
+        extra = {} if low is None else dict(low_rank=low, dlow_rank=grad_b)
         out = be.lm_head_loss(hidden, be.param(self.head_name), labels, loss_scale,
                               dweight=self.head_grad(be) if train else None, backward=train,
                               bias=self.head_bias_param(be),
@@ -508,7 +510,23 @@ class AdaptedModel:
         if low is None:
             return out
         metrics, dh, du = out
-        return metrics, (be.add(dh, tables.head_backward(be, du, saved)) if train else dh)
+        return metrics, (be.add(dh, backward(be, du, saved)) if train else dh)
+
+    tokens = None       # a decoder's trainable tokens (DecoderModel: models/trainable_tokens.py)
+
+    def _head_term(self, be, hidden, train, saved):
+        """(low-rank term, where its B's gradient goes, its backward) of what adds to the
+        head's logits: its LoRA, or the trained rows of a tied head's table; Nones without."""
+        tables = self.linears.tables
+        low = tables.head_term(be, hidden, self.lora.lora_dropout if self.lora else 0.0, train, saved)
+        if low is not None:
+            _, b_name = tables.names(tables.of_kind(HEAD))
+            return low, be.grad(b_name) if train else None, tables.head_backward
+        if self.tokens is not None:
+            low = self.tokens.head_term(be, hidden, self.head_name, saved)
+            if low is not None:
+                return low, None, self.tokens.head_backward
+        return None, None, None
 
     def head_bias_param(self, be):
         """The head's bias the loss and generation add to the logits, or None."""

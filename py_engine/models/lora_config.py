@@ -32,7 +32,7 @@ class LoraConfig:
                  base_model_name_or_path=None, fan_in_fan_out=False, exclude_modules=None,
                  layers_to_transform=None, layers_pattern=None, rank_pattern=None,
                  alpha_pattern=None, init_lora_weights=True, use_dora=False,
-                 ensure_weight_tying=False, **unsupported):
+                 ensure_weight_tying=False, trainable_token_indices=None, **unsupported):
         # Options we do not implement must not be silently ignored.
         unsupported = {k: v for k, v in unsupported.items() if v not in (None, False, {}, [], "")
                        and k not in _IGNORED_PEFT_FIELDS}
@@ -101,6 +101,9 @@ class LoraConfig:
         # a tied embedding and output layer that modules_to_save names train as one table
         # (PEFT 0.18's option; without it PEFT trains a copy of each)
         self.ensure_weight_tying = ensure_weight_tying
+        # PEFT's trainable tokens: some rows of the embedding trained (models/trainable_tokens.py);
+        # a list (the embedding's rows) or {module: rows}
+        self.trainable_token_indices = _token_indices(trainable_token_indices)
 
     @property
     def scaling(self):
@@ -139,7 +142,9 @@ class LoraConfig:
             "peft_type": "LORA", "peft_version": PEFT_VERSION, "r": self.r,
             "rank_pattern": dict(self.rank_pattern),
             "revision": None, "target_modules": self.target_modules, "target_parameters": None,
-            "task_type": self.task_type, "trainable_token_indices": None, "use_dora": self.use_dora,
+            "task_type": self.task_type,
+            "trainable_token_indices": copy.deepcopy(self.trainable_token_indices),
+            "use_dora": self.use_dora,
             "use_qalora": False, "use_rslora": self.use_rslora,
         }
 
@@ -304,11 +309,31 @@ def _names(field, value):
     return list(value)
 
 
+def _token_indices(value):
+    """trainable_token_indices checked: None, a list of token ids, or {module name: list}."""
+    if value is None:
+        return None
+
+    def ids(where, rows):
+        if not isinstance(rows, (list, tuple)) or not rows or not all(
+                isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in rows):
+            raise LoraConfigError(f"{where} must be a non-empty list of token ids, got {rows!r:.80}")
+        if len(set(rows)) != len(rows):
+            raise LoraConfigError(f"{where} names a token twice: {rows!r:.80}")
+        return list(rows)
+
+    if isinstance(value, dict):
+        if not value:
+            raise LoraConfigError("trainable_token_indices is an empty dict")
+        for module in value:
+            _names("trainable_token_indices", [module])
+        return {module: ids(f"trainable_token_indices[{module!r}]", rows)
+                for module, rows in value.items()}
+    return ids("trainable_token_indices", value)
+
+
 # Why PEFT options users meet are refused, where something else here does what they want.
 REFUSED_WHY = {
-    "trainable_token_indices": "PEFT's trainable tokens (some embedding rows trained) are not "
-    "read here; modules_to_save ['embed_tokens', 'lm_head'] trains the tables whole, as "
-    "adapters trained after adding tokens carry them",
     "lora_bias": "a bias on lora_B is not read here; PEFT merges it into the base layer's bias "
     "(merge_and_unload), which loads here as a checkpoint",
 }

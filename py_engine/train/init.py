@@ -3,7 +3,7 @@
 PEFT's default LoRA init: lora_A from kaiming_uniform(a=sqrt(5)), i.e. U(-1/sqrt(in), 1/sqrt(in)),
 lora_B zeros (so training starts from the base model exactly), and on an embedding (PEFT's
 lora.Embedding) the other way round, lora_embedding_A zeros and lora_embedding_B from N(0, 1);
-DoRA's magnitude, each row's norm
+trainable tokens (trainable_token_indices), their table's rows; DoRA's magnitude, each row's norm
 of the base weight (of W + s B.A, which is W while B is zero); a base bias that trains beside
 the adapter (PEFT's bias option), and a classifier's dense layer the checkpoint holds
 (model.head_sources), the checkpoint's value. transformers initializes a fresh
@@ -34,10 +34,20 @@ def initial_trainable(model, seed, checkpoint=None, labels=None, problem_type=SI
              if checkpoint is not None and checkpoint.holds(source)}
     read = set(checkpoint.names()) if checkpoint is not None else set()
     fresh_table = model.linears.tables.fresh_embedding_tensor
+    token_rows = model.token_sources() if hasattr(model, "token_sources") else {}
     values = {}
     for name, shape in model.trainable.items():
         n = math.prod(shape)
-        if name in heads:
+        if name in token_rows:      # trainable tokens start from their table's rows (PEFT's)
+            table, rows = token_rows[name]
+            if checkpoint is None:
+                data = array("f", [math.nan]) * n
+            else:
+                floats, width = checkpoint.floats(table), shape[1]
+                data = array("f")
+                for token in rows:
+                    data.extend(floats[token * width:(token + 1) * width])
+        elif name in heads:
             source = heads[name]    # one the model does not read otherwise is checked first
             data = array("f", checkpoint.floats(source) if source in read
                          else checkpoint.head_floats(source, shape))

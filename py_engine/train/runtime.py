@@ -30,6 +30,10 @@ def check_foldable(model):
     """ValueError where the switch to full fine-tuning cannot fold the adapter into the
     weights: a LoRA on one table of a tied embedding and output layer changes it for that use
     alone, which one table cannot hold."""
+    if getattr(model, "tokens", None) is not None and model.tokens.module is not None:
+        raise ValueError("the switch to full fine-tuning with trainable tokens "
+                         "(trainable_token_indices) is not built here; export the merged model "
+                         "and fine-tune that")
     if getattr(model, "unties_when_merged", False):
         raise ValueError("the switch to full fine-tuning folds the LoRA into the weights, and a "
                          "LoRA on the tied embedding or output layer would untie them (not built "
