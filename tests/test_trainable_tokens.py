@@ -66,3 +66,191 @@ def test_step_matches_peft(tmp_path, model_class, hf_config, targets, indices):
     assert set(want) == set(model.trainable)
     assert any(".token_adapter." in n for n in want)
     po.check_gradients(grads, want, 1e-5)
+
+
+# --- through ChatModel
+
+
+@pytest.fixture(scope="module", params=["llama", "qwen2-tied"])
+def tokened(request, tmp_path_factory):
+    """(checkpoint, adapter dir, PEFT model (float64, eval), ids) of an untied Llama and a tied
+    Qwen2 chat checkpoint with a LoRA on v_proj and four trainable tokens."""
+    from transformers import AutoModelForCausalLM
+
+    from tiny_chat import tiny_chat_dir
+
+    path = tmp_path_factory.mktemp("tokens")
+    model_dir = tiny_chat_dir(path, family=request.param.split("-")[0])
+    torch.manual_seed(2)
+    peft = get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir),
+                          PeftLoraConfig(r=4, lora_alpha=8, task_type="CAUSAL_LM",
+                                         target_modules=["v_proj"], trainable_token_indices=ROWS))
+    with torch.no_grad():
+        for _, p in peft.named_parameters():
+            if p.requires_grad:
+                p.add_(0.1 * torch.randn_like(p))
+    peft.save_pretrained(path / "adapter")
+    ids = ROWS + [int(i) for i in np.random.default_rng(4).integers(0, 300, 8)]
+    return model_dir, path / "adapter", peft.double().eval(), ids
+
+
+def peft_logits(peft, ids):
+    with torch.no_grad():
+        return peft(input_ids=torch.tensor([ids])).logits[0].double().numpy()
+
+
+def test_a_peft_adapter_generates_as_peft(tokened):
+    from export_models import our_decoder_logits, relative_error
+
+    model_dir, adapter, peft, ids = tokened
+    assert relative_error(our_decoder_logits(model_dir, adapter, ids), peft_logits(peft, ids)) <= 1e-5
+
+
+def test_the_gpu_trains_and_generates_as_numpy_does(tokened):
+    """Four AdamW steps on lavapipe against NumPy in float32 (losses 1e-4, tensors 1e-3); the
+    GPU decoder's logits NumPy's (1e-4)."""
+    from conftest import run
+    from export_models import relative_error
+    from test_chat_model import compared_run, random_examples
+    from py_engine.train.chat import ChatModel
+
+    model_dir, adapter, _, ids = tokened
+    results = []
+    for backend in ("numpy", "gpu"):
+        chat = run(ChatModel.load(model_dir, adapter, backend=backend))
+        logits = np.asarray(run(chat.decoder().prefill(ids)), np.float64)
+        examples = random_examples(8, chat.checkpoint.config.vocab_size, seed=5)
+        for e in examples[:4]:
+            e.ids[1:5] = ROWS           # the trained rows read and predicted
+            e.labels[1:5] = ROWS
+        history = run(chat.fit(examples, compared_run(lr=5e-3, max_grad_norm=0.5)))
+        results.append((logits, [h.loss for h in history], run(chat.runtime.trainable_values())))
+    (np_logits, np_losses, np_values), (gpu_logits, gpu_losses, gpu_values) = results
+    assert relative_error(gpu_logits, np_logits) <= 1e-4
+    np.testing.assert_allclose(gpu_losses, np_losses, rtol=1e-4)
+    for name, (_, ref) in np_values.items():
+        ref = np.asarray(ref, np.float64)
+        got = np.asarray(gpu_values[name][1], np.float64)
+        assert np.linalg.norm(got - ref) <= 1e-3 * np.linalg.norm(ref), name
+
+
+def test_the_merged_model_is_merge_and_unload_s(tokened, tmp_path):
+    """The merged checkpoint holds the trained rows in the table (a tied pair stays tied, as
+    PEFT's tied rows are one): every tensor merge_and_unload's (1e-6); transformers' logits
+    PEFT's (1e-5). The switch to full fine-tuning is refused by name, a hybrid run before any
+    step."""
+    import copy
+    import json
+
+    from safetensors.numpy import load_file
+    from transformers import AutoModelForCausalLM
+
+    from conftest import run
+    from export_models import relative_error
+    from test_chat_model import random_examples
+    from py_engine.export.merged import load_merged, save_merged
+    from py_engine.train.chat import ChatModel
+    from py_engine.train.config import CausalTrainConfig
+
+    model_dir, adapter, peft, ids = tokened
+    save_merged(load_merged(model_dir, adapter), tmp_path / "merged")
+    theirs = copy.deepcopy(peft).merge_and_unload()
+    config = json.loads((tmp_path / "merged" / "config.json").read_text())
+    assert config["tie_word_embeddings"] == theirs.config.tie_word_embeddings
+    want = {n: p.detach().numpy() for n, p in theirs.state_dict().items()}
+    got = load_file(tmp_path / "merged" / "model.safetensors")
+    tied = theirs.config.tie_word_embeddings
+    assert set(got) == set(want) - ({"lm_head.weight"} if tied else set())
+    for name, value in got.items():
+        np.testing.assert_allclose(value, want[name], rtol=1e-6, atol=1e-7, err_msg=name)
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path / "merged").double().eval()
+    with torch.no_grad():
+        merged_logits = hf(input_ids=torch.tensor([ids])).logits[0].numpy()
+    assert relative_error(merged_logits, peft_logits(peft, ids)) <= 1e-5
+
+    chat = run(ChatModel.load(model_dir, adapter))
+    with pytest.raises(ValueError, match="trainable tokens"):
+        run(chat.runtime.to_full())
+    examples = random_examples(6, chat.checkpoint.config.vocab_size, seed=4)
+    with pytest.raises(ValueError, match="trainable tokens"):
+        run(chat.trainer(examples, CausalTrainConfig(mode="hybrid")))
+
+
+def test_a_new_adapter_starts_from_the_rows_and_peft_reads_what_trained(tmp_path):
+    """trainable_token_indices in a fresh LoraConfig: the rows start as the checkpoint's (the
+    base model's scores), train, and the saved adapter (adapter_config.json naming them) loads
+    in PEFT scoring as we do (1e-5), and back here alike."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from conftest import run
+    from test_chat_model import hf_losses, random_examples
+    from tiny_chat import tiny_chat_dir
+    from py_engine.models.lora_config import LoraConfig
+    from py_engine.train.chat import ChatModel
+    from py_engine.train.config import CausalTrainConfig
+
+    model_dir = tiny_chat_dir(tmp_path, family="qwen2")
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj"], task_type="CAUSAL_LM",
+                      trainable_token_indices=ROWS)
+    chat = run(ChatModel.create(model_dir, lora=lora, backend="numpy", seed=3))
+    vocab = chat.checkpoint.config.vocab_size
+    examples = random_examples(4, vocab, seed=2)
+    for e in examples:
+        e.ids[1:5] = ROWS
+        e.labels[1:5] = ROWS
+    base = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    for got, (loss, _) in zip(run(chat.score_encoded(examples)), hf_losses(base, examples)):
+        assert abs(got["loss"] - loss) <= 1e-5 * abs(loss)
+    name = "model.embed_tokens.token_adapter.trainable_tokens_delta"
+    start = np.asarray(run(chat.runtime.trainable_values())[name][1])
+    run(chat.fit(examples * 2, CausalTrainConfig(epochs=2, lr=1e-2, batch_size=4)))
+    assert np.abs(np.asarray(run(chat.runtime.trainable_values())[name][1]) - start).max() > 0
+    run(chat.save(tmp_path / "adapter"))
+    ours = run(chat.score_encoded(examples))
+    peft = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir),
+                                     tmp_path / "adapter").eval()
+    assert peft.peft_config["default"].trainable_token_indices == ROWS
+    for got, (loss, _) in zip(ours, hf_losses(peft, examples)):
+        assert abs(got["loss"] - loss) <= 1e-5 * abs(loss)
+    again = run(ChatModel.load(model_dir, tmp_path / "adapter"))
+    for got, want in zip(run(again.score_encoded(examples)), ours):
+        assert abs(got["loss"] - want["loss"]) <= 1e-6 * abs(want["loss"])
+
+
+def test_what_is_refused_by_name(tmp_path):
+    from py_engine.models.decoder_classifier import DecoderClassifier, DecoderClassifierConfig
+    from py_engine.models.decoders import decoder_model
+    from py_engine.models.llama_config import LlamaConfig
+    from py_engine.models.lora_config import LoraConfig, LoraConfigError
+
+    config = LlamaConfig(model_type="llama", **TINY)
+    tied = LlamaConfig(model_type="llama", **dict(TINY, tie_word_embeddings=True))
+    lora = lambda **o: LoraConfig(r=4, lora_alpha=8, **dict(dict(task_type="CAUSAL_LM"), **o))
+    for bad, words in (([], "non-empty list"), ([3, 3], "twice"), ([-1], "non-empty list of token ids"),
+                       ({"embed_tokens": []}, "non-empty")):
+        with pytest.raises(LoraConfigError, match=words):
+            lora(target_modules=["q_proj"], trainable_token_indices=bad)
+    cases = [
+        (config, dict(trainable_token_indices=[96]), "names token 96; the embedding has 96 rows"),
+        (config, dict(trainable_token_indices={"lm_head": [3]}), "untied output layer's own rows"),
+        (tied, dict(trainable_token_indices={"lm_head": [3]}), "tied to the embedding"),
+        (config, dict(trainable_token_indices={"norm": [3]}), "only this model's embedding"),
+        (config, dict(target_modules=["q_proj", "embed_tokens"], trainable_token_indices=[3]),
+         "a table trains one way"),
+        (config, dict(modules_to_save=["embed_tokens", "lm_head"], trainable_token_indices=[3]),
+         "a table trains one way"),
+    ]
+    for cfg, options, words in cases:
+        with pytest.raises(LoraConfigError, match=words):
+            decoder_model(cfg, lora(**dict(dict(target_modules=["q_proj"]), **options)))
+    with pytest.raises(LoraConfigError, match="not a decoder read as a classifier"):
+        DecoderClassifier(DecoderClassifierConfig(config),
+                          LoraConfig(r=4, target_modules=["q_proj"], trainable_token_indices=[3]), 3)
+    from py_engine.models.bert import BertClassifier
+    from py_engine.models.bert_config import BertConfig
+
+    bert = BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                      intermediate_size=48, max_position_embeddings=16)
+    with pytest.raises(LoraConfigError, match="takes none"):
+        BertClassifier(bert, LoraConfig(r=4, target_modules=["query"], trainable_token_indices=[3]), 2)
