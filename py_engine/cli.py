@@ -103,6 +103,16 @@ def _modules(text):
     return names
 
 
+def _token_ids(text):
+    try:
+        ids = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected token ids separated by commas, got {text!r}") from None
+    if any(i < 0 for i in ids):
+        raise argparse.ArgumentTypeError(f"token ids are 0 or more, got {text!r}")
+    return ids
+
+
 def _text(text):
     if not text:
         raise argparse.ArgumentTypeError("must not be empty")
@@ -155,7 +165,7 @@ def _user_error(e):
 
 # The options that set a new LoRA adapter (the rest of a LoraConfig is py_engine's default).
 LORA_OPTIONS = ("r", "lora_alpha", "lora_dropout", "target_modules", "use_dora", "bias",
-                "modules_to_save")
+                "modules_to_save", "trainable_token_indices")
 
 
 def given_options(args, *names):
@@ -259,7 +269,8 @@ def _check_backend(args):
 def _check_train(args, kind):
     _check_backend(args)
     if kind == "encoder":
-        refuse_options(args, ("mode", "patience", "full_lr", "validation", "modules_to_save"),
+        refuse_options(args, ("mode", "patience", "full_lr", "validation", "modules_to_save",
+                              "trainable_token_indices"),
                 f"only for chat models; this trains a classifier on {args.model}")
         if args.base_dtype in ("int8", "int4"):
             raise UsageError(f"--base-dtype {args.base_dtype} is for chat models; classifiers "
@@ -270,8 +281,9 @@ def _check_train(args, kind):
                 f"{'T5 encoder-decoder' if kind == SEQ2SEQ else 'chat model (a decoder)'}")
         mode = args.mode or "lora"
         if kind == SEQ2SEQ:
-            refuse_options(args, ("modules_to_save",), "only for chat models (decoders); T5's "
-                           "adapters train their LoRA alone here")
+            refuse_options(args, ("modules_to_save", "trainable_token_indices"),
+                           "only for chat models (decoders); T5's adapters train their LoRA "
+                           "alone here")
         if kind == SEQ2SEQ and args.base_dtype not in (None, "f32"):
             raise UsageError(f"--base-dtype {args.base_dtype}: T5 encoder-decoders keep f32 base "
                              "weights")
@@ -346,7 +358,8 @@ def lora_options(args, alpha_per_r, targets, **fixed):
                       lora_dropout=given.get("lora_dropout", 0.0),
                       target_modules=given.get("target_modules", list(targets)),
                       use_dora=given.get("use_dora", False), bias=given.get("bias", "none"),
-                      modules_to_save=given.get("modules_to_save"), **fixed)
+                      modules_to_save=given.get("modules_to_save"),
+                      trainable_token_indices=given.get("trainable_token_indices"), **fixed)
 
 
 def _json_line(values, rounded=()):
@@ -452,7 +465,10 @@ def cmd_train_chat(args):
     model_config = DecoderCheckpoint.load(args.model).config
     lora = lora_options(args, 2, model_config.lora_targets, task_type="CAUSAL_LM")
     if lora is not None:        # what may train whole, before the data is read
+        from py_engine.models.decoders import decoder_model
+
         check_saved_modules(lora.modules_to_save, list(model_config.whole_modules), "--modules-to-save: ")
+        decoder_model(model_config, lora)       # the options as the model reads them
     data = read_chat_jsonl(args.data)
     held_out = read_chat_jsonl(args.validation) if args.validation else None
     create = given_options(args, "mode", "seed", "max_length", "base_dtype", "dropout")
@@ -925,6 +941,9 @@ def add_training_options(p):
     p.add_argument("--modules-to-save", type=_modules,
                    help="chat models: modules trained whole beside the LoRA, as PEFT's "
                         "modules_to_save (embed_tokens, lm_head)")
+    p.add_argument("--trainable-token-indices", type=_token_ids,
+                   help="chat models: rows of the embedding (token ids) trained beside the "
+                        "LoRA, as PEFT's trainable_token_indices (a tied output layer reads them)")
 
 
 def _train_parser(sub):

@@ -254,3 +254,31 @@ def test_what_is_refused_by_name(tmp_path):
                       intermediate_size=48, max_position_embeddings=16)
     with pytest.raises(LoraConfigError, match="takes none"):
         BertClassifier(bert, LoraConfig(r=4, target_modules=["query"], trainable_token_indices=[3]), 2)
+
+
+def test_the_command_line_trains_rows_peft_reads(tmp_path):
+    """--trainable-token-indices: the adapter holds the rows and names them, PEFT scores as
+    the CLI does (1e-5); rows past the vocabulary and classifiers are refused by name before
+    anything is written."""
+    import json
+
+    from test_cli_chat import ROWS as CHAT_ROWS, cli, peft_scores, write_jsonl
+    from tiny_chat import tiny_chat_dir
+
+    model = tiny_chat_dir(tmp_path, family="llama-tied", initializer_range=0.2)
+    data = write_jsonl(tmp_path / "chat.jsonl", CHAT_ROWS * 2)
+    out = tmp_path / "out"
+    cli("train", "--model", model, "--data", data, "--out", out, "--epochs", 1, "--lr", 1e-2,
+        "--batch-size", 4, "--trainable-token-indices", "3,7,9")
+    assert json.loads((out / "adapter_config.json").read_text())["trainable_token_indices"] == [3, 7, 9]
+    scored = cli("score", "--model", model, "--adapter", out, "--data", data)
+    lines = [json.loads(line) for line in scored.stdout.splitlines()]
+    for got, (loss, tokens) in zip(lines, peft_scores(model, out, CHAT_ROWS * 2)):
+        assert got["tokens"] == tokens and abs(got["loss"] - loss) <= 1e-5 * loss
+    past = cli("train", "--model", model, "--data", data, "--out", tmp_path / "no",
+               "--trainable-token-indices", "3,100000", check=False)
+    assert past.returncode == 2 and "names token 100000" in past.stderr, past.stderr
+    assert not (tmp_path / "no").exists()
+    bad = cli("train", "--model", model, "--data", data, "--out", tmp_path / "no",
+              "--trainable-token-indices", "3,x", check=False)
+    assert bad.returncode == 2 and "token ids separated by commas" in bad.stderr

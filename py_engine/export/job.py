@@ -204,8 +204,8 @@ def _adapter(args, kind, preset):
 
     task = PEFT_TASKS[kind]
     language_model = kind != "encoder"      # no head of its own to train (modules_to_save)
-    refuse_options(args, ("modules_to_save",), "not for training jobs: their PEFT scripts train "
-                   "the LoRA (and a classifier's head) alone")
+    refuse_options(args, ("modules_to_save", "trainable_token_indices"), "not for training "
+                   "jobs: their PEFT scripts train the LoRA (and a classifier's head) alone")
     if args.adapter is None:
         targets = preset.target_modules if preset else \
             _decoder_targets(args.model) if language_model else \
