@@ -258,8 +258,8 @@ def test_what_is_refused_by_name(tmp_path):
 
 def test_the_command_line_trains_rows_peft_reads(tmp_path):
     """--trainable-token-indices: the adapter holds the rows and names them, PEFT scores as
-    the CLI does (1e-5); rows past the vocabulary and classifiers are refused by name before
-    anything is written."""
+    the CLI does (1e-5), the merged GGUF exports (the GGUF adapter is refused by name); rows
+    past the vocabulary are refused by name before anything is written."""
     import json
 
     from test_cli_chat import ROWS as CHAT_ROWS, cli, peft_scores, write_jsonl
@@ -275,6 +275,12 @@ def test_the_command_line_trains_rows_peft_reads(tmp_path):
     lines = [json.loads(line) for line in scored.stdout.splitlines()]
     for got, (loss, tokens) in zip(lines, peft_scores(model, out, CHAT_ROWS * 2)):
         assert got["tokens"] == tokens and abs(got["loss"] - loss) <= 1e-5 * loss
+    cli("export", "--format", "gguf", "--model", model, "--adapter", out, "--out", tmp_path / "gguf")
+    assert (tmp_path / "gguf" / "model.gguf").is_file()
+    refused = cli("export", "--format", "gguf-lora", "--model", model, "--adapter", out,
+                  "--out", tmp_path / "gguf-lora", check=False)
+    assert refused.returncode == 2 and "trainable tokens" in refused.stderr, refused.stderr
+    assert not (tmp_path / "gguf-lora").exists()
     past = cli("train", "--model", model, "--data", data, "--out", tmp_path / "no",
                "--trainable-token-indices", "3,100000", check=False)
     assert past.returncode == 2 and "names token 100000" in past.stderr, past.stderr
