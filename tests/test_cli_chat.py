@@ -66,6 +66,14 @@ def peft_scores(model, adapter, rows):
     return out
 
 
+def check_scores_as_peft(model, adapter, data, rows):
+    """`py-engine score` of the adapter gives PEFT's losses and token counts (1e-5)."""
+    scored = cli("score", "--model", model, "--adapter", adapter, "--data", data)
+    lines = [json.loads(line) for line in scored.stdout.splitlines()]
+    for got, (loss, tokens) in zip(lines, peft_scores(model, adapter, rows)):
+        assert got["tokens"] == tokens and abs(got["loss"] - loss) <= 1e-5 * loss
+
+
 @pytest.mark.parametrize("mode", ["lora", "full", "dora"])
 def test_train_score_generate(workspace, mode):
     check_train_score_generate(*workspace, mode)
@@ -147,16 +155,19 @@ def test_a_lora_on_the_embedding_and_output_layer_from_the_command_line(workspac
     keys = set(safetensors.load(out / "adapter_model.safetensors").keys())
     assert {"base_model.model.model.embed_tokens.lora_embedding_A",
             "base_model.model.lm_head.lora_B.weight"} <= keys
-    scored = cli("score", "--model", model, "--adapter", out, "--data", data)
-    lines = [json.loads(line) for line in scored.stdout.splitlines()]
-    for got, (loss, tokens) in zip(lines, peft_scores(model, out, ROWS * 2)):
-        assert got["tokens"] == tokens and abs(got["loss"] - loss) <= 1e-5 * loss
-    cli("export", "--format", "gguf", "--model", model, "--adapter", out, "--out", root / "gguf-tables")
-    assert (root / "gguf-tables" / "model.gguf").is_file()
-    refused = cli("export", "--format", "gguf-lora", "--model", model, "--adapter", out,
-                  "--out", root / "gguf-lora-tables", check=False)
-    assert refused.returncode == 2 and "a LoRA on the token embedding" in refused.stderr, refused.stderr
-    assert not (root / "gguf-lora-tables").exists()
+    check_scores_as_peft(model, out, data, ROWS * 2)
+    check_exports_merged_only(model, out, root / "tables", "a LoRA on the token embedding")
+
+
+def check_exports_merged_only(model, adapter, root, words):
+    """The adapter exports as a merged GGUF; as a GGUF adapter it is refused (`words` in the
+    message) and nothing is written."""
+    cli("export", "--format", "gguf", "--model", model, "--adapter", adapter, "--out", root / "gguf")
+    assert (root / "gguf" / "model.gguf").is_file()
+    refused = cli("export", "--format", "gguf-lora", "--model", model, "--adapter", adapter,
+                  "--out", root / "gguf-lora", check=False)
+    assert refused.returncode == 2 and words in refused.stderr, refused.stderr
+    assert not (root / "gguf-lora").exists()
 
 
 def test_modules_to_save_trains_the_output_layer_whole(workspace):
@@ -171,10 +182,7 @@ def test_modules_to_save_trains_the_output_layer_whole(workspace):
     from py_engine.formats import safetensors
 
     assert "base_model.model.lm_head.weight" in safetensors.load(out / "adapter_model.safetensors").keys()
-    scored = cli("score", "--model", model, "--adapter", out, "--data", data)
-    lines = [json.loads(line) for line in scored.stdout.splitlines()]
-    for got, (loss, tokens) in zip(lines, peft_scores(model, out, ROWS * 2)):
-        assert got["tokens"] == tokens and abs(got["loss"] - loss) <= 1e-5 * loss
+    check_scores_as_peft(model, out, data, ROWS * 2)
 
     from peft_oracle import tiny_bert_dir
 

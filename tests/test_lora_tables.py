@@ -20,27 +20,35 @@ from transformers import (GPT2LMHeadModel, LlamaForCausalLM, PhiConfig, PhiForCa
                           Qwen2ForCausalLM)
 
 import peft_oracle as po
-from test_saved_modules import GPT2, PHI, TINY, a_batch, our_step
+from test_saved_modules import GPT2, PHI, TINY, a_batch, our_step, peft_logits
 
 GEMMA = dict(TINY, head_dim=8, hidden_activation="gelu_pytorch_tanh")
 
 
+def perturbed_peft(base, adapter_dir, seed=0, **options):
+    """PEFT's LoRA (r=4, lora_alpha=8, the other LoraConfig `options`) on `base`, every
+    trainable tensor moved off its start (PEFT starts lora_B, and an embedding's
+    lora_embedding_A, at zero: the other's gradient would be zero), saved to adapter_dir as
+    PEFT saves it (the wrapped tables' base_layer copies included); returned in float64."""
+    torch.manual_seed(seed)
+    peft = get_peft_model(base, PeftLoraConfig(r=4, lora_alpha=8, **options))
+    with torch.no_grad():
+        for p in peft.parameters():
+            if p.requires_grad:
+                p.add_(0.1 * torch.randn_like(p))
+    peft.save_pretrained(adapter_dir)
+    return peft.double()
+
+
 def tables_adapter(path, model_class, config, targets, seed=0, **options):
-    """A float64 PEFT model of a fresh checkpoint (saved under path / "model") with a LoRA on
-    `targets`, every LoRA tensor moved off its starting value (PEFT starts lora_B, and an
-    embedding's lora_embedding_A, at zero: the other's gradient would be zero); the adapter
-    saved under path / "adapter"."""
+    """perturbed_peft of a fresh checkpoint (saved under path / "model") with a LoRA on
+    `targets` (a list, or a regular expression), the adapter under path / "adapter"."""
     torch.manual_seed(seed)
     base = model_class(config)
     base.save_pretrained(path / "model", safe_serialization=True)
-    peft = get_peft_model(base, PeftLoraConfig(r=4, lora_alpha=8, target_modules=list(targets),
-                                              **options))
-    with torch.no_grad():
-        for name, p in peft.named_parameters():
-            if p.requires_grad:
-                p.add_(0.1 * torch.randn_like(p))
-    peft.save_pretrained(path / "adapter")
-    return peft.double()
+    return perturbed_peft(base, path / "adapter", seed,
+                          target_modules=targets if isinstance(targets, str) else list(targets),
+                          **options)
 
 
 CASES = [
@@ -65,9 +73,7 @@ CASES = [
 
 @pytest.mark.parametrize("model_class, hf_config, targets, options", CASES)
 def test_step_matches_peft(tmp_path, model_class, hf_config, targets, options):
-    peft = tables_adapter(tmp_path, model_class, hf_config,
-                          targets if isinstance(targets, list) else [targets], **options) \
-        if isinstance(targets, list) else _regex_adapter(tmp_path, model_class, hf_config, targets)
+    peft = tables_adapter(tmp_path, model_class, hf_config, targets, **options)
     ids, mask, labels = a_batch(96)
     pad = getattr(hf_config, "pad_token_id", None)
     if pad is not None:
@@ -83,38 +89,16 @@ def test_step_matches_peft(tmp_path, model_class, hf_config, targets, options):
     po.check_gradients(grads, want, 1e-5)
 
 
-def _regex_adapter(path, model_class, config, pattern):
-    torch.manual_seed(0)
-    base = model_class(config)
-    base.save_pretrained(path / "model", safe_serialization=True)
-    peft = get_peft_model(base, PeftLoraConfig(r=4, lora_alpha=8, target_modules=pattern))
-    with torch.no_grad():
-        for _, p in peft.named_parameters():
-            if p.requires_grad:
-                p.add_(0.1 * torch.randn_like(p))
-    peft.save_pretrained(path / "adapter")
-    return peft.double()
-
-
 # --- through ChatModel: PEFT's adapters read, ours read by PEFT, both backends, the merged model
 
 
 def peft_on(model_dir, adapter_dir, targets, seed=1, **options):
-    """A PEFT model (float64, eval) of the checkpoint with a LoRA on `targets`, every LoRA
-    tensor moved off its start, saved to adapter_dir as PEFT saves it (the wrapped tables'
-    base_layer copies included: save_embedding_layers "auto")."""
+    """perturbed_peft (in eval mode) of the checkpoint with a LoRA on `targets`, task
+    CAUSAL_LM."""
     from transformers import AutoModelForCausalLM
 
-    base = AutoModelForCausalLM.from_pretrained(model_dir)
-    torch.manual_seed(seed)
-    peft = get_peft_model(base, PeftLoraConfig(r=4, lora_alpha=8, task_type="CAUSAL_LM",
-                                              target_modules=list(targets), **options))
-    with torch.no_grad():
-        for _, p in peft.named_parameters():
-            if p.requires_grad:
-                p.add_(0.1 * torch.randn_like(p))
-    peft.save_pretrained(adapter_dir)
-    return peft.double().eval()
+    return perturbed_peft(AutoModelForCausalLM.from_pretrained(model_dir), adapter_dir, seed,
+                          task_type="CAUSAL_LM", target_modules=list(targets), **options).eval()
 
 
 @pytest.fixture(scope="module", params=["llama", "qwen2-tied", "gpt2-tied"])
@@ -135,11 +119,6 @@ def adapted(request, tmp_path_factory):
     peft = peft_on(model_dir, path / "adapter", targets, **options)
     ids = [int(i) for i in np.random.default_rng(3).integers(0, 300, 12)]
     return model_dir, path / "adapter", peft, ids
-
-
-def peft_logits(peft, ids):
-    with torch.no_grad():
-        return peft(input_ids=torch.tensor([ids])).logits[0].double().numpy()
 
 
 def test_a_peft_adapter_generates_as_peft(adapted):
@@ -251,7 +230,6 @@ def test_a_new_adapter_starts_as_peft_s_and_peft_reads_what_trained(tmp_path):
     (lora_embedding_A zeros, lora_embedding_B from N(0, 1), lm_head's lora_B zeros: the base
     model's scores), trains, saves an adapter PEFT loads and scores as we do (1e-5), and which
     loads back here alike."""
-    from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
     from conftest import run
@@ -277,15 +255,29 @@ def test_a_new_adapter_starts_as_peft_s_and_peft_reads_what_trained(tmp_path):
     run(chat.fit(random_examples(8, vocab, seed=1), CausalTrainConfig(epochs=2, lr=1e-2, batch_size=4)))
     trained = {n: np.asarray(v) for n, (_, v) in run(chat.runtime.trainable_values()).items()}
     assert trained[a].any() and np.abs(trained[b] - values[b]).max() > 0
-    run(chat.save(tmp_path / "adapter"))
+    check_saved_reads_in_peft_and_back(chat, model_dir, tmp_path / "adapter", examples)
+
+
+def check_saved_reads_in_peft_and_back(chat, model_dir, adapter_dir, examples):
+    """The chat model's saved adapter loads in PEFT, scoring `examples` as we do (1e-5), and
+    loads back here alike (1e-6); returns the PEFT model."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from conftest import run
+    from test_chat_model import hf_losses
+    from py_engine.train.chat import ChatModel
+
+    run(chat.save(adapter_dir))
     ours = run(chat.score_encoded(examples))
     peft = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir),
-                                     tmp_path / "adapter").eval()
+                                     adapter_dir).eval()
     for got, (loss, _) in zip(ours, hf_losses(peft, examples)):
         assert abs(got["loss"] - loss) <= 1e-5 * abs(loss)
-    again = run(ChatModel.load(model_dir, tmp_path / "adapter"))
+    again = run(ChatModel.load(model_dir, adapter_dir))
     for got, want in zip(run(again.score_encoded(examples)), ours):
         assert abs(got["loss"] - want["loss"]) <= 1e-6 * abs(want["loss"])
+    return peft
 
 
 def test_what_is_refused_by_name(tmp_path):

@@ -11,32 +11,15 @@ model merge_and_unload's; what is refused, by name.
 import numpy as np
 import pytest
 import torch
-from peft import LoraConfig as PeftLoraConfig, get_peft_model
 from transformers import GemmaConfig, GemmaForCausalLM
 from transformers import LlamaConfig as HFLlamaConfig
 from transformers import GPT2LMHeadModel, LlamaForCausalLM, PhiForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 import peft_oracle as po
-from test_lora_tables import GEMMA
-from test_saved_modules import GPT2, PHI, TINY, a_batch, our_step
+from test_lora_tables import GEMMA, peft_on, tables_adapter
+from test_saved_modules import GPT2, PHI, TINY, a_batch, our_step, peft_logits
 
 ROWS = [3, 7, 9, 95]
-
-
-def tokens_adapter(path, model_class, config, targets, indices, seed=0):
-    """A float64 PEFT model with a LoRA on `targets` and trainable_token_indices `indices`,
-    every trainable tensor moved off its start; the checkpoint and adapter saved under path."""
-    torch.manual_seed(seed)
-    base = model_class(config)
-    base.save_pretrained(path / "model", safe_serialization=True)
-    peft = get_peft_model(base, PeftLoraConfig(r=4, lora_alpha=8, target_modules=list(targets),
-                                              trainable_token_indices=indices))
-    with torch.no_grad():
-        for _, p in peft.named_parameters():
-            if p.requires_grad:
-                p.add_(0.1 * torch.randn_like(p))
-    peft.save_pretrained(path / "adapter")
-    return peft.double()
 
 
 CASES = [
@@ -52,7 +35,7 @@ CASES = [
 
 @pytest.mark.parametrize("model_class, hf_config, targets, indices", CASES)
 def test_step_matches_peft(tmp_path, model_class, hf_config, targets, indices):
-    peft = tokens_adapter(tmp_path, model_class, hf_config, targets, indices)
+    peft = tables_adapter(tmp_path, model_class, hf_config, targets, trainable_token_indices=indices)
     ids, mask, labels = a_batch(96)
     ids[0, :4] = ROWS                     # the trained rows read, and predicted
     ids[2, 7:] = 7                        # (Qwen2's padding token among them)
@@ -75,28 +58,13 @@ def test_step_matches_peft(tmp_path, model_class, hf_config, targets, indices):
 def tokened(request, tmp_path_factory):
     """(checkpoint, adapter dir, PEFT model (float64, eval), ids) of an untied Llama and a tied
     Qwen2 chat checkpoint with a LoRA on v_proj and four trainable tokens."""
-    from transformers import AutoModelForCausalLM
-
     from tiny_chat import tiny_chat_dir
 
     path = tmp_path_factory.mktemp("tokens")
     model_dir = tiny_chat_dir(path, family=request.param.split("-")[0])
-    torch.manual_seed(2)
-    peft = get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir),
-                          PeftLoraConfig(r=4, lora_alpha=8, task_type="CAUSAL_LM",
-                                         target_modules=["v_proj"], trainable_token_indices=ROWS))
-    with torch.no_grad():
-        for _, p in peft.named_parameters():
-            if p.requires_grad:
-                p.add_(0.1 * torch.randn_like(p))
-    peft.save_pretrained(path / "adapter")
+    peft = peft_on(model_dir, path / "adapter", ["v_proj"], seed=2, trainable_token_indices=ROWS)
     ids = ROWS + [int(i) for i in np.random.default_rng(4).integers(0, 300, 8)]
-    return model_dir, path / "adapter", peft.double().eval(), ids
-
-
-def peft_logits(peft, ids):
-    with torch.no_grad():
-        return peft(input_ids=torch.tensor([ids])).logits[0].double().numpy()
+    return model_dir, path / "adapter", peft, ids
 
 
 def test_a_peft_adapter_generates_as_peft(tokened):
@@ -180,11 +148,11 @@ def test_a_new_adapter_starts_from_the_rows_and_peft_reads_what_trained(tmp_path
     """trainable_token_indices in a fresh LoraConfig: the rows start as the checkpoint's (the
     base model's scores), train, and the saved adapter (adapter_config.json naming them) loads
     in PEFT scoring as we do (1e-5), and back here alike."""
-    from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
     from conftest import run
     from test_chat_model import hf_losses, random_examples
+    from test_lora_tables import check_saved_reads_in_peft_and_back
     from tiny_chat import tiny_chat_dir
     from py_engine.models.lora_config import LoraConfig
     from py_engine.train.chat import ChatModel
@@ -206,16 +174,8 @@ def test_a_new_adapter_starts_from_the_rows_and_peft_reads_what_trained(tmp_path
     start = np.asarray(run(chat.runtime.trainable_values())[name][1])
     run(chat.fit(examples * 2, CausalTrainConfig(epochs=2, lr=1e-2, batch_size=4)))
     assert np.abs(np.asarray(run(chat.runtime.trainable_values())[name][1]) - start).max() > 0
-    run(chat.save(tmp_path / "adapter"))
-    ours = run(chat.score_encoded(examples))
-    peft = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir),
-                                     tmp_path / "adapter").eval()
+    peft = check_saved_reads_in_peft_and_back(chat, model_dir, tmp_path / "adapter", examples)
     assert peft.peft_config["default"].trainable_token_indices == ROWS
-    for got, (loss, _) in zip(ours, hf_losses(peft, examples)):
-        assert abs(got["loss"] - loss) <= 1e-5 * abs(loss)
-    again = run(ChatModel.load(model_dir, tmp_path / "adapter"))
-    for got, want in zip(run(again.score_encoded(examples)), ours):
-        assert abs(got["loss"] - want["loss"]) <= 1e-6 * abs(want["loss"])
 
 
 def test_what_is_refused_by_name(tmp_path):
@@ -262,7 +222,8 @@ def test_the_command_line_trains_rows_peft_reads(tmp_path):
     past the vocabulary are refused by name before anything is written."""
     import json
 
-    from test_cli_chat import ROWS as CHAT_ROWS, cli, peft_scores, write_jsonl
+    from test_cli_chat import (ROWS as CHAT_ROWS, check_exports_merged_only, check_scores_as_peft,
+                               cli, write_jsonl)
     from tiny_chat import tiny_chat_dir
 
     model = tiny_chat_dir(tmp_path, family="llama-tied", initializer_range=0.2)
@@ -271,16 +232,8 @@ def test_the_command_line_trains_rows_peft_reads(tmp_path):
     cli("train", "--model", model, "--data", data, "--out", out, "--epochs", 1, "--lr", 1e-2,
         "--batch-size", 4, "--trainable-token-indices", "3,7,9")
     assert json.loads((out / "adapter_config.json").read_text())["trainable_token_indices"] == [3, 7, 9]
-    scored = cli("score", "--model", model, "--adapter", out, "--data", data)
-    lines = [json.loads(line) for line in scored.stdout.splitlines()]
-    for got, (loss, tokens) in zip(lines, peft_scores(model, out, CHAT_ROWS * 2)):
-        assert got["tokens"] == tokens and abs(got["loss"] - loss) <= 1e-5 * loss
-    cli("export", "--format", "gguf", "--model", model, "--adapter", out, "--out", tmp_path / "gguf")
-    assert (tmp_path / "gguf" / "model.gguf").is_file()
-    refused = cli("export", "--format", "gguf-lora", "--model", model, "--adapter", out,
-                  "--out", tmp_path / "gguf-lora", check=False)
-    assert refused.returncode == 2 and "trainable tokens" in refused.stderr, refused.stderr
-    assert not (tmp_path / "gguf-lora").exists()
+    check_scores_as_peft(model, out, data, CHAT_ROWS * 2)
+    check_exports_merged_only(model, out, tmp_path, "trainable tokens")
     past = cli("train", "--model", model, "--data", data, "--out", tmp_path / "no",
                "--trainable-token-indices", "3,100000", check=False)
     assert past.returncode == 2 and "names token 100000" in past.stderr, past.stderr
