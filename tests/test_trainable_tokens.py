@@ -200,6 +200,9 @@ def test_what_is_refused_by_name(tmp_path):
          "a table trains one way"),
         (config, dict(modules_to_save=["embed_tokens", "lm_head"], trainable_token_indices=[3]),
          "a table trains one way"),
+        # a tied head reads the rows: a LoRA on it too is not built
+        (tied, dict(target_modules=["q_proj", "lm_head"], trainable_token_indices=[3]),
+         r"trains rows of lm_head, which target_modules"),
     ]
     for cfg, options, words in cases:
         with pytest.raises(LoraConfigError, match=words):

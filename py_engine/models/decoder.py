@@ -127,7 +127,8 @@ class DecoderModel(AdaptedModel):
     embedding_padding = None    # the embedding row nn.Embedding's padding_idx gives no gradient
 
     def _embed_tokens(self, be, ids, saved):
-        """The token embedding's rows of `ids`, plus its LoRA term where one wraps it."""
+        """The token embedding's rows of `ids`, plus its LoRA term where one wraps it, the
+        trained rows in place of theirs where trainable tokens train."""
         table = self.config.embedding_tables[0]
         x = self.linears.tables.embed(be, be.gather_rows(be.param(table), ids), ids, saved)
         return self.tokens.embed(be, x, ids, table, saved)

@@ -60,7 +60,7 @@ class TrainableTokens:
                            "are not built here (the embedding's are)"))
                 named[embedding] = rows
             value = named
-        clash = [m for m in value if m in others]
+        clash = [m for m in value if m in others] + ([head] if tied and head in others else [])
         if clash:
             raise LoraConfigError(f"trainable_token_indices trains rows of "
                                   f"{', '.join(map(full_name, clash))}, which target_modules or "
