@@ -244,3 +244,29 @@ def test_the_command_line_trains_rows_peft_reads(tmp_path):
     bad = cli("train", "--model", model, "--data", data, "--out", tmp_path / "no",
               "--trainable-token-indices", "3,x", check=False)
     assert bad.returncode == 2 and "token ids separated by commas" in bad.stderr
+
+
+def test_an_adapter_training_other_rows_comes_in_with_them(tmp_path):
+    """A chat model training rows [3, 7] takes in an adapter (its files, as the app imports
+    one) training as many other rows [4, 8]: the model is rebuilt with the adapter's rows, not
+    given its values under the old ones, and scores as the adapter loaded on its own."""
+    from conftest import run
+    from test_chat_model import random_examples
+    from tiny_chat import tiny_chat_dir
+    from py_engine.models.lora_config import LoraConfig
+    from py_engine.train.chat import ChatModel
+
+    model_dir = tiny_chat_dir(tmp_path, family="qwen2")
+    peft_on(model_dir, tmp_path / "adapter", ["q_proj"], trainable_token_indices=[4, 8])
+    files = {p.name: p.read_bytes() for p in (tmp_path / "adapter").iterdir()}
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj"], task_type="CAUSAL_LM",
+                      trainable_token_indices=[3, 7])
+    chat = run(ChatModel.create(model_dir, lora=lora, seed=1))
+    assert run(chat.load_adapter_files(files)) is True
+    assert chat.model.tokens.indices == {"model.embed_tokens": [4, 8]}
+    examples = random_examples(3, chat.checkpoint.config.vocab_size, seed=1)
+    for e in examples:
+        e.ids[1:3] = [4, 8]
+    want = run(run(ChatModel.load(model_dir, tmp_path / "adapter")).score_encoded(examples))
+    for got, ref in zip(run(chat.score_encoded(examples)), want):
+        assert abs(got["loss"] - ref["loss"]) <= 1e-6 * abs(ref["loss"])

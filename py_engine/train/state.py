@@ -187,6 +187,9 @@ def adapter_differences(model, saved_config):
     differ += ["use_dora"] if bool(saved_config.get("use_dora")) != ours["use_dora"] else []
     differ += ["bias"] if saved_config.get("bias", "none") != ours["bias"] else []
     differ += [k for k in patterns if (saved_config.get(k) or {}) != ours[k]]
+    # the same number of trained rows of other tokens would load into the wrong rows
+    differ += ["trainable_token_indices"] if saved_config.get("trainable_token_indices") != \
+        ours["trainable_token_indices"] else []
     return differ
 
 
