@@ -290,3 +290,20 @@ def test_a_memo_slot_far_past_the_pickle_is_refused_before_unpickling(tmp_path):
                                              r"\d+ bytes of the pickle"):
         load_torch(out)
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100_000   # KB: no 21 GB
+
+
+@pytest.mark.parametrize("attribute", [0x10, 0x1E])
+def test_an_entry_marked_as_a_directory_is_refused(tmp_path, attribute):
+    """A central directory record whose external attributes mark a storage as a directory
+    (MS-DOS attribute 0x10; one damaged byte): torch's reader gives that tensor whatever is in
+    memory (zeros in one run, other values in the next), so it is refused by name."""
+    path = tmp_path / "good.bin"
+    torch.save({"a": torch.randn(3, 4), "b": torch.arange(5)}, path)
+    data = bytearray(path.read_bytes())
+    at = data.index(b"PK\x01\x02")          # the central directory's records, in order
+    while not data[at + 46:].startswith(b"good/data/0"):
+        at = data.index(b"PK\x01\x02", at + 4)
+    data[at + 38] = attribute            # the low byte of the external attributes
+    with pytest.raises(TorchFileError, match="its record of good/data/0 marks it as a directory"):
+        load_torch(bytes(data))
+    assert load_torch(path).keys() == ["a", "b"]

@@ -188,13 +188,31 @@ def _check_memo(data, name):
         raise TorchFileError(f"{name} is not a readable pickle: {e}") from None
 
 
+# the MS-DOS attribute of a directory in a central directory record's external attributes
+DIRECTORY_ATTRIBUTE = 0x10
+
+
+def _info(archive, name, optional=False):
+    """The archive's entry `name` (None when optional and absent). One the central directory
+    marks as a directory (its name ending in "/", or the MS-DOS directory attribute, as
+    torch's reader tells them) holds no file: a damaged record, whose bytes torch reads as
+    whatever is in memory, so it is refused."""
+    try:
+        info = archive.getinfo(name)
+    except KeyError:
+        if optional:
+            return None
+        raise TorchFileError(f"the archive has no {name}") from None
+    if info.is_dir() or info.external_attr & DIRECTORY_ATTRIBUTE:
+        raise TorchFileError(f"the archive is damaged: its record of {name} marks it as a "
+                             "directory")
+    return info
+
+
 def _read_storage(archive, entry, size):
     """A storage's bytes, which torch.save stores uncompressed (so no entry inflates to more
     than the file holds), of the size its tensors declare."""
-    try:
-        info = archive.getinfo(entry)
-    except KeyError:
-        raise TorchFileError(f"the archive has no {entry}") from None
+    info = _info(archive, entry)
     if info.compress_type != zipfile.ZIP_STORED:
         raise TorchFileError(f"{entry} is compressed; torch.save stores storages as they are")
     if info.file_size != size:
@@ -204,12 +222,8 @@ def _read_storage(archive, entry, size):
 
 
 def _read(archive, name, optional=False):
-    try:
-        return archive.read(name)
-    except KeyError:
-        if optional:
-            return None
-        raise TorchFileError(f"the archive has no {name}") from None
+    info = _info(archive, name, optional)
+    return None if info is None else archive.read(info)
 
 
 def _gather(data, item, numel, offset, size, stride, name):
