@@ -273,13 +273,13 @@ class GpuBackend(Recomputing):
                                  first_position=first_position)
         return out
 
-    def constant(self, key, values, shape):
-        """A tensor of these float values, made once per `key` for the backend's life (a
-        model's fixed table)."""
-        key = ("constant", key)
+    def constant(self, key, values, shape, ids=False):
+        """A tensor of these float values (with `ids`, token ids gather_rows reads), made once
+        per `key` for the backend's life (a model's fixed table)."""
+        key = ("constant", key, ids)
         if key not in self._zeros:
-            self._zeros[key] = Tensor(self.device.buffer_from(array("f", values), label="constant"),
-                                      shape)
+            values = array("I" if ids else "f", values)
+            self._zeros[key] = Tensor(self.device.buffer_from(values, label="constant"), shape)
         return self._zeros[key]
 
     def _zero_row(self, width):
@@ -882,10 +882,8 @@ class GpuBackend(Recomputing):
             u, b, scaling = low_rank
             low = (u.buffer, b.buffer, u.cols, scaling)
         lm.forward(*args, *shape, w_half=w.half, bias=bias, softcap=softcap, low_rank=low)
-        done = (lambda *out: out) if low is None else (lambda *out: out + (du,))
-        du = None
         if not backward:
-            return done(self.metrics, None)
+            return (self.metrics, None) if low is None else (self.metrics, None, None)
         dh = self.new(*h.shape)
         extra = {} if dweight is None else dict(dweight=dweight.buffer, dw_beta=1.0)
         if dbias is not None:
@@ -896,7 +894,7 @@ class GpuBackend(Recomputing):
                          dlow_b=None if dlow_rank is None else dlow_rank.buffer)
         lm.backward(*args, dh.buffer, *shape, dloss=loss_scale, w_half=w.half, bias=bias,
                     softcap=softcap, **extra)
-        return done(self.metrics, dh)
+        return (self.metrics, dh) if low is None else (self.metrics, dh, du)
 
 
 class KVCache:

@@ -104,10 +104,12 @@ class NumpyBackend(Recomputing):
         arr = np.asarray(values, dtype=dtype or self.dtype)
         return arr.reshape(shape) if shape is not None else arr
 
-    def constant(self, key, values, shape):
-        """A tensor of these float values, made once per `key` (a model's fixed table)."""
+    def constant(self, key, values, shape, ids=False):
+        """A tensor of these float values (with `ids`, token ids gather_rows reads), made once
+        per `key` (a model's fixed table)."""
+        key = (key, ids)
         if key not in self._constants:
-            self._constants[key] = self.tensor(values, shape)
+            self._constants[key] = self.tensor(values, shape, np.int64 if ids else None)
         return self._constants[key]
 
     # --- ops ---

@@ -94,8 +94,7 @@ class MergedModel:
                                  if ".lora_" not in n and n not in biases})
         replaced = {name: (tuple(shape), data) for name, (shape, data) in replaced.items()}
         if structure.decoder:
-            for table, (rows, name) in (structure.token_rows() if hasattr(structure, "token_rows")
-                                        else {}).items():
+            for name, (table, rows) in structure.token_sources().items():
                 # trainable tokens: the table with the trained rows in place of those
                 shape, values = trained[name]
                 width = shape[1]
@@ -105,8 +104,7 @@ class MergedModel:
                 for j, token in enumerate(rows):
                     floats[token * width:(token + 1) * width] = array("f", values[j * width:(j + 1) * width])
                 replaced[table] = (tuple(base[0]), floats)
-            config = structure.merged_config() if hasattr(structure, "merged_config") \
-                else structure.config
+            config = structure.merged_config()
             if config is not structure.config and HEAD_WEIGHT not in replaced:
                 # a LoRA on the embedding of a tied pair: the output layer keeps the table
                 table = structure.config.embedding_tables[0]

@@ -43,7 +43,8 @@ class DecoderModel(AdaptedModel):
         # PEFT's trainable tokens: rows of the embedding (models/trainable_tokens.py)
         embedding, head = list(whole)[:2] if len(whole) >= 2 else (None, None)
         self.tokens = TrainableTokens.of(
-            self.lora, embedding, head, *table, config.tie_word_embeddings,
+            self.lora, embedding, head, config.embedding_tables[0], *table,
+            config.tie_word_embeddings,
             self.embedding_padding, self.linears.full_name,
             others=set(self.linears.tables.targets) | set(self.whole.values()))
         self.trainable.update(self.tokens.trainable())
@@ -77,17 +78,9 @@ class DecoderModel(AdaptedModel):
         checkpoint ties them: a LoRA wraps one of the pair (or both, each its own)."""
         return bool(self.config.tie_word_embeddings and self.linears.tables.targets)
 
-    def token_rows(self):
-        """{table: (token ids, trained tensor)} of the trainable tokens: the merged model's
-        table holds the trained rows in place of those."""
-        if self.tokens.module is None:
-            return {}
-        return {self.config.embedding_tables[0]: (self.tokens.indices[self.tokens.module],
-                                                  self.tokens.name(self.tokens.module))}
-
     def token_sources(self):
-        """{trained tensor: (table, token ids)}: each starts from its table's rows."""
-        return self.tokens.starts(lambda m: self.config.embedding_tables[0])
+        """{trained tensor: (table, token ids)} of the trainable tokens (TrainableTokens.sources)."""
+        return self.tokens.sources()
 
     def merged_config(self):
         """The config of the merged model: this one, untied where unties_when_merged."""
@@ -131,7 +124,7 @@ class DecoderModel(AdaptedModel):
         trained rows in place of theirs where trainable tokens train."""
         table = self.config.embedding_tables[0]
         x = self.linears.tables.embed(be, be.gather_rows(be.param(table), ids), ids, saved)
-        return self.tokens.embed(be, x, ids, table, saved)
+        return self.tokens.embed(be, x, ids, saved)
 
     def _embed_tokens_backward(self, be, dx, saved):
         """The gradients of what trains in the token embedding (its LoRA's, the table's when

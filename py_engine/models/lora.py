@@ -417,6 +417,16 @@ class AdaptedModel:
         LoRA terms as they are (DecoderModel's; none elsewhere)."""
         return []
 
+    def token_sources(self):
+        """{trained tensor: (table, token ids)} of a decoder's trainable tokens (DecoderModel's;
+        none elsewhere): each starts from its table's rows, and the merged model's table holds
+        it in place of those."""
+        return {}
+
+    def merged_config(self):
+        """The config of the merged model (DecoderModel's may untie its head)."""
+        return self.config
+
     def magnitude_weights(self):
         """DoRA's {magnitude name: base weight name} (Linears.magnitude_weights)."""
         return self.linears.magnitude_weights()
@@ -490,7 +500,7 @@ class AdaptedModel:
         logits = be.linear(hidden, be.param(self.head_name), self.head_bias_param(be))
         logits = self.linears.tables.head_logits(be, logits, hidden)
         if self.tokens is not None:
-            logits = self.tokens.head_logits(be, logits, hidden, self.head_name)
+            logits = self.tokens.head_logits(be, logits, hidden)
         return logits if self.logit_softcap is None else be.softcap_logits(logits, self.logit_softcap)
 
     def head_loss(self, be, hidden, labels, loss_scale=1.0, train=True):
@@ -523,7 +533,7 @@ class AdaptedModel:
             _, b_name = tables.names(tables.of_kind(HEAD))
             return low, be.grad(b_name) if train else None, tables.head_backward
         if self.tokens is not None:
-            low = self.tokens.head_term(be, hidden, self.head_name, saved)
+            low = self.tokens.head_term(be, hidden, saved)
             if low is not None:
                 return low, None, self.tokens.head_backward
         return None, None, None

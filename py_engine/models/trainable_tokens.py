@@ -8,8 +8,8 @@ added or are to be learnt anew. A tied output layer reads the same rows (PEFT's 
     embedding:  x = E[ids] + M (D - E[idx]),  M = P[ids] (a token's row of P; zeros for others)
     tied head:  logits = h E'^T = h E^T + (h (D - E[idx])^T) P^T: the loss's low-rank term
                 (u = h R^T, B = P, scaling 1), so no [vocab, hidden] table is made
-    gradient:   dD = M^T dx (+ du^T h from a tied head); E[idx] = P^T E is taken each step from
-                the frozen table (a product of n rows; no copy of the table is kept)
+    gradient:   dD = M^T dx (+ du^T h from a tied head); E[idx] is gathered from the frozen
+                table where it is read (n rows; no copy of the table is kept)
 
 The padding token's row gets no gradient from the embedding (F.embedding's padding_idx): the
 backward's P has that row zero. The list form names the embedding's rows; a dict names modules
@@ -20,12 +20,13 @@ from .lora_config import LoraConfigError
 
 
 class TrainableTokens:
-    """indices: {embedding module: token ids} (None: no trainable tokens); vocab, hidden: the
-    embedding's shape; tied: whether the output layer reads the embedding's table; padding:
+    """indices: {embedding module: token ids} (None: no trainable tokens); table: the
+    embedding's tensor, [vocab, hidden]; tied: whether the output layer reads it too; padding:
     the row nn.Embedding's padding_idx names (or None); full_name(module): its adapter name."""
 
-    def __init__(self, indices, vocab, hidden, tied, padding, full_name):
+    def __init__(self, indices, table, vocab, hidden, tied, padding, full_name):
         self.indices = indices or {}
+        self.table = table
         self.vocab, self.hidden, self.tied, self.padding = vocab, hidden, tied, padding
         self.full_name = full_name
         for module, rows in self.indices.items():
@@ -34,13 +35,14 @@ class TrainableTokens:
                                       f"token {max(rows)}; the embedding has {vocab} rows")
 
     @classmethod
-    def of(cls, lora, embedding, head, vocab, hidden, tied, padding, full_name, others=()):
+    def of(cls, lora, embedding, head, table, vocab, hidden, tied, padding, full_name, others=()):
         """The trainable tokens `lora` names on a decoder whose embedding module is `embedding`
-        and output layer `head` (full names by full_name); refused by name where they meet a
-        LoRA or modules_to_save on the same table (`others`: the modules so wrapped or saved)."""
+        (its tensor `table`) and output layer `head` (full names by full_name); refused by
+        name where they meet a LoRA or modules_to_save on the same table (`others`: the
+        modules so wrapped or saved)."""
         value = None if lora is None else lora.trainable_token_indices
         if not value:
-            return cls({}, vocab, hidden, tied, padding, full_name)
+            return cls({}, table, vocab, hidden, tied, padding, full_name)
         if isinstance(value, list):
             value = {embedding: value}
         else:
@@ -65,7 +67,7 @@ class TrainableTokens:
             raise LoraConfigError(f"trainable_token_indices trains rows of "
                                   f"{', '.join(map(full_name, clash))}, which target_modules or "
                                   "modules_to_save also names: a table trains one way")
-        return cls(value, vocab, hidden, tied, padding, full_name)
+        return cls(value, table, vocab, hidden, tied, padding, full_name)
 
     def name(self, module):
         return f"{self.full_name(module)}.token_adapter.trainable_tokens_delta"
@@ -74,9 +76,10 @@ class TrainableTokens:
         """{name: shape} of the trained rows."""
         return {self.name(m): (len(rows), self.hidden) for m, rows in self.indices.items()}
 
-    def starts(self, table_of):
-        """{trainable name: (table tensor, token ids)}: each starts from its table's rows."""
-        return {self.name(m): (table_of(m), rows) for m, rows in self.indices.items()}
+    def sources(self):
+        """{trained tensor: (table tensor, token ids)}: each starts from its table's rows, and
+        the merged model's table holds it in place of those."""
+        return {self.name(m): (self.table, rows) for m, rows in self.indices.items()}
 
     @property
     def module(self):
@@ -92,22 +95,21 @@ class TrainableTokens:
         key = ("trainable tokens", tuple(rows), self.vocab, gradient and self.padding)
         return be.constant(key, values, (self.vocab, n))
 
-    def _replacement(self, be, table):
+    def _replacement(self, be):
         """R = D - E[idx] [n, hidden] and P."""
         rows = self.indices[self.module]
-        onehot = self._onehot(be, rows, False)
-        base_rows = be.zeros(len(rows), self.hidden)
-        be.linear_grad_params(onehot, be.param(table), base_rows, None)     # P^T E
-        return be.sub(be.param(self.name(self.module)), base_rows), onehot
+        ids = be.constant(("trainable token ids", tuple(rows)), rows, (1, len(rows)), ids=True)
+        base_rows = be.gather_rows(be.param(self.table), ids)              # E[idx]
+        return be.sub(be.param(self.name(self.module)), base_rows), self._onehot(be, rows, False)
 
     # --- the embedding ---
 
-    def embed(self, be, x, ids, table, saved):
+    def embed(self, be, x, ids, saved):
         """x (the table's rows of ids) with the trained rows in place of theirs; what the
         backward needs goes in saved["trainable_tokens"]."""
         if self.module is None:
             return x
-        replacement, onehot = self._replacement(be, table)
+        replacement, onehot = self._replacement(be)
         picked = be.gather_rows(onehot, ids)                          # M [tokens, n]
         rows = self.indices[self.module]
         grad_rows = picked if self.padding not in rows else \
@@ -123,19 +125,19 @@ class TrainableTokens:
 
     # --- a tied output layer ---
 
-    def head_term(self, be, hidden, table, saved):
+    def head_term(self, be, hidden, saved):
         """The tied head's low-rank term (u = h R^T, P, 1) for lm_head_loss, or None."""
         if self.module is None or not self.tied:
             return None
-        replacement, onehot = self._replacement(be, table)
+        replacement, onehot = self._replacement(be)
         saved["trainable_tokens_head"] = (hidden, replacement)
         return be.linear(hidden, replacement, None), onehot, 1.0
 
-    def head_logits(self, be, logits, hidden, table):
+    def head_logits(self, be, logits, hidden):
         """Generation's logits with the trained rows in place of the tied head's."""
         if self.module is None or not self.tied:
             return logits
-        replacement, onehot = self._replacement(be, table)
+        replacement, onehot = self._replacement(be)
         return be.add(logits, be.linear(be.linear(hidden, replacement, None), onehot, None))
 
     def head_backward(self, be, du, saved):

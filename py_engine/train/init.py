@@ -34,7 +34,7 @@ def initial_trainable(model, seed, checkpoint=None, labels=None, problem_type=SI
              if checkpoint is not None and checkpoint.holds(source)}
     read = set(checkpoint.names()) if checkpoint is not None else set()
     fresh_table = model.linears.tables.fresh_embedding_tensor
-    token_rows = model.token_sources() if hasattr(model, "token_sources") else {}
+    token_rows = model.token_sources()
     values = {}
     for name, shape in model.trainable.items():
         n = math.prod(shape)
