@@ -153,10 +153,13 @@ class Linears:
         # the embedding and output layer the adapter wraps (models/lora_tables.py)
         self.tables = LoraTables(tables or {}, lora, family,
                                  lambda m: _targeted(lora, self.full_name(m)), self.full_name)
-        self.targets = (match_targets(list(self.modules), lora, family, adapter_prefix,
-                                      self.unprefixed) if not self.tables.targets
-                        else [m for m in self.modules if _targeted(lora, self.full_name(m))]
-                        ) if lora else []
+        if lora is None:
+            self.targets = []
+        elif self.tables.targets:      # a LoRA on the tables alone names no linear: none needed
+            self.targets = [m for m in self.modules if _targeted(lora, self.full_name(m))]
+        else:
+            self.targets = match_targets(list(self.modules), lora, family, adapter_prefix,
+                                         self.unprefixed)
         if lora is not None:
             self._refuse_other_targets(lora, family, params or {},
                                        set(passed_over) | set(self.tables.targets), others)
