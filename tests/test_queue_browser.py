@@ -296,18 +296,25 @@ def check_survivors(page, name, rounds, profile):
     counted). Returns how many batches survived.
 
     One loss is Chromium's and allowed: a browser killed in the middle of a write can leave
-    the database corrupt, which Chromium deletes and starts empty on the next open (seen once
-    in some forty runs). The store must then say so (`lost`, from the open's dataLoss), which
-    the test checks, and the rounds before it are forgotten with a warning; a loss after any
-    other kill, or one the store does not report, fails."""
+    the database corrupt, which Chromium deletes and starts empty on a later open (seen once
+    in some forty runs on the open right after the kill, and once a round later: the damage
+    is found when a read or compaction reaches it, the database is closed when its last page
+    goes, and the next open starts it empty). The store must then say so (`lost`, from the
+    open's dataLoss), which the test checks, dismisses, and forgets the rounds before it with
+    a warning; a loss with no browser kill before it (since the last loss), or one the store
+    does not report, fails."""
     store = run_json(page, COUNT.replace("NAME", repr(name)))
     if store["lost"]:
-        assert rounds and rounds[-1][2] == "browser", \
-            f"the store was started empty after the {rounds[-1][2] if rounds else 'no'} kill: {store['lost']}"
+        kills = [how for _, _, how in rounds]
+        assert "browser" in kills, \
+            (f"the store was started empty after the kills {kills} and no browser kill: "
+             f"{store['lost']}; Chromium's log on storage:\n{storage_log(profile)}")
         assert not store["batches"], f"a store reported lost holds batches: {store}"
-        warnings.warn(f"Chromium found the store corrupt after the browser kill of round "
-                      f"{len(rounds) - 1}, deleted it and started it empty ({store['lost']}); "
-                      f"the store reported it, and the rounds before are not checked")
+        warnings.warn(f"Chromium found the store corrupt after the kills {kills}, deleted it "
+                      f"and started it empty ({store['lost']}); the store reported it, and the "
+                      f"rounds before are not checked")
+        dismissed = run_json(page, DISMISS.replace("NAME", repr(name)))
+        assert dismissed["lost"] is None, dismissed
         rounds.clear()
         return 0
     found = {int(b): sorted(ids) for b, ids in store["batches"].items()}
