@@ -9,7 +9,8 @@ merged GGUF in every type, the base GGUF and the adapter GGUF, a SentencePiece-s
 checkpoint, a tiny DialoGPT-like GPT-2 checkpoint and a tiny Phi-2 one with PEFT adapters
 (merged in every type for GPT-2, F32 for Phi-2; the base and the adapter GGUF for both), a tiny FLAN-T5-like
 one with an adapter (merged, base and adapter F32), our logits, PEFT's greedy tokens and the
-tokenizers' ids. Phase two (the other interpreter, `--llama`): llama.cpp's logits (merged files,
+tokenizers' ids; a LoRA on the token embedding and the output layer of an untied Llama and
+of a GPT-2 (base and adapter F32). Phase two (the other interpreter, `--llama`): llama.cpp's logits (merged files,
 and base + --lora adapter; T5 teacher-forced through llama.cpp's encode and decode calls),
 greedy tokens and tokenization, compared.
 """
@@ -89,6 +90,30 @@ def prepare(work):
     prepare_gpt2(work / "gpt2", corpus, write)
     prepare_phi2(work / "phi2", write)
     prepare_t5(work / "t5", write)
+    prepare_tables(work, write)
+
+
+def prepare_tables(work, write):
+    """A LoRA on the token embedding and the output layer beside one on linears (PEFT's
+    lora_embedding_A/B and lm_head's lora_A/B, perturbed off their start): an untied Llama,
+    and a GPT-2 (tied; its GGUF writes the head out as output.weight)."""
+    import numpy as np
+
+    import export_models as em
+    from test_lora_tables import peft_on
+    from test_saved_modules import gpt2_without_chat_tokens
+    from tiny_chat import tiny_chat_dir
+
+    for name, targets in (("tables-llama", ["embed_tokens", "lm_head", "q_proj", "v_proj"]),
+                          ("tables-gpt2", ["wte", "lm_head", "c_fc"])):
+        d = work / name
+        d.mkdir(parents=True, exist_ok=True)
+        model = gpt2_without_chat_tokens(d) if name == "tables-gpt2" else tiny_chat_dir(d, family="llama")
+        peft_on(model, d / "adapter", targets)
+        ids = [int(i) for i in np.random.default_rng(3).integers(0, 300, 12)]
+        (d / "ids.json").write_text(json.dumps({"ids": ids}))
+        np.save(d / "ours.npy", em.our_decoder_logits(model, d / "adapter", ids))
+        base_and_adapter(d, model, d / "adapter", write)
 
 
 def whole_prompt_logits(model, adapter, ids):
@@ -118,8 +143,8 @@ def base_and_adapter(d, model, adapter, write, base_logits=None):
     from py_engine.models.lora_config import LoraConfig
 
     config, tensors, _ = load_adapter(adapter)
-    lora = LoraConfig.from_peft_dict(dict(config, modules_to_save=None))
     ours = DecoderCheckpoint.read_config(model)
+    lora = LoraConfig.from_language_model_dict(config, ours.lora_targets)
     write(model_writer(load_merged(model), gguf.F32, "base"), d / "base-F32.gguf")
     write(adapter_writer(ours, lora, tensors, gguf.F32, "a"), d / "adapter.gguf")
     if base_logits is None:
@@ -237,7 +262,7 @@ def check(work):
                   for t, want in data["text"].items())
         print(f"{family} tokenizer: {bad} of {len(data['text'])} strings differ")
     check_gpt2(work, logits, rel)
-    for family in ("gpt2", "phi2"):
+    for family in ("gpt2", "phi2", "tables-llama", "tables-gpt2"):
         check_lora(work / family, family, logits, rel)
     check_t5(work / "t5", rel)
     m = Llama(model_path=str(work / "spm" / "spm.gguf"), vocab_only=True, verbose=False)

@@ -193,12 +193,13 @@ def test_a_chat_adapter_that_trains_whole_modules_exports_merged_only(ws, tmp_pa
         assert code == 0 and (tmp_path / fmt / made).is_file(), (fmt, err)
 
 
-@pytest.mark.parametrize("table", ["embed_tokens", "lm_head"])
-def test_a_chat_adapter_with_a_lora_on_a_table_exports_merged_not_as_a_llama_cpp_adapter(
-        ws, tmp_path, capsys, table):
+@pytest.mark.parametrize("table, gguf_name", [("embed_tokens", "token_embd"),
+                                               ("lm_head", "output")])
+def test_a_chat_adapter_with_a_lora_on_a_table_exports_in_every_format(ws, tmp_path, capsys,
+                                                                       table, gguf_name):
     """A LoRA on the embedding or the output layer (PEFT's, models/lora_tables.py) loads and
-    exports merged (tests/test_lora_tables.py compares the merged model with PEFT's); the GGUF
-    adapter is refused by name rather than written without it."""
+    exports merged, as GGUF and as a llama.cpp adapter holding the table's pair
+    (tests/test_lora_tables.py compares each with PEFT's model)."""
     import torch
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
@@ -208,11 +209,10 @@ def test_a_chat_adapter_with_a_lora_on_a_table_exports_merged_not_as_a_llama_cpp
     peft = get_peft_model(AutoModelForCausalLM.from_pretrained(ws["chat"]),
                           PeftLoraConfig(task_type="CAUSAL_LM", r=4, target_modules=["q_proj", table]))
     peft.save_pretrained(tmp_path / "adapter")
-    code, err = export(capsys, "--format", "gguf-lora", "--model", ws["chat"], "--adapter",
-                       tmp_path / "adapter", "--out", tmp_path / "gguf-lora")
-    assert code != 0 and re.search(r"a LoRA on the (token embedding|output layer) .* llama.cpp", err), err
-    assert not (tmp_path / "gguf-lora").exists()
-    for fmt, made in (("gguf", "model.gguf"), ("merged", "model.safetensors")):
+    for fmt, made in (("gguf-lora", "adapter.gguf"), ("gguf", "model.gguf"),
+                      ("merged", "model.safetensors")):
         code, err = export(capsys, "--format", fmt, "--model", ws["chat"], "--adapter",
                            tmp_path / "adapter", "--out", tmp_path / fmt)
         assert code == 0 and (tmp_path / fmt / made).is_file(), (fmt, err)
+    names = {t.name for t in GGUFReader(tmp_path / "gguf-lora" / "adapter.gguf").tensors}
+    assert {f"{gguf_name}.weight.lora_a", f"{gguf_name}.weight.lora_b"} <= names, names

@@ -313,12 +313,15 @@ def test_lora_adapter_whose_tensors_disagree_with_its_config_is_refused(tmp_path
 
 def assert_lora_gives_the_merged_weights(model, adapter, tmp_path, adapted, r=4):
     """The adapter GGUF of `adapter` over the base GGUF of `model`, as llama.cpp's --lora
-    applies it (W + (alpha / rank) * B.A per adapted tensor, by name, the rank lora_a's), gives
-    the GGUF of the merged model: every one of the `adapted` tensors, and the others unchanged.
-    The architecture is the base's; alpha / r is the scale of a module at the adapter's r."""
+    applies it, gives the GGUF of the merged model: every one of the `adapted` tensors, and the
+    others unchanged. A linear's W + (alpha / rank) * B.A; token_embd's row t gains
+    (alpha / rank) * B @ A[t] (build_inp_embd: lora_a's rows gathered by token id, lora_b not
+    transposed); the rank is lora_b's, each pair's shapes pass llama.cpp's checks
+    (llama_adapter_lora_init). The architecture is the base's; alpha / r is the scale of a
+    module at the adapter's r."""
     config, tensors, _ = load_adapter(adapter)
-    lora = LoraConfig.from_peft_dict(dict(config, modules_to_save=None))
     ours = DecoderCheckpoint.read_config(model)
+    lora = LoraConfig.from_language_model_dict(config, ours.lora_targets)
     adapter_file = write(adapter_writer(ours, lora, tensors, gguf.F32, "tiny-lora"),
                          tmp_path / "adapter.gguf")
     base_file = write(model_writer(load_merged(model), gguf.F32, "base"), tmp_path / "base.gguf")
@@ -343,9 +346,16 @@ def assert_lora_gives_the_merged_weights(model, adapter, tmp_path, adapted, r=4)
             assert np.array_equal(w, merged[name]), name
             continue
         a, b = lora_t[name + ".lora_a"], lora_t[name + ".lora_b"]
-        rank = a.shape[0]
-        assert a.shape == (rank, w.shape[1]) and b.shape == (w.shape[0], rank)
-        rebuilt = w + (alpha / rank) * (b.astype(np.float64) @ a)
+        rank = b.shape[1]                                 # llama.cpp: lora_b's ne[0]
+        # llama.cpp's checks, in ne order (ne = the reversed shape)
+        (w0, w1), (a0, a1), (b0, b1) = (tuple(reversed(x.shape)) for x in (w, a, b))
+        if name == "token_embd.weight":
+            assert (w0, w1) == (b1, a1) and a0 == b0 == rank, (w.shape, a.shape, b.shape)
+            delta = a.astype(np.float64) @ b.T            # row t: B @ A[t]
+        else:
+            assert (w0, w1) == (a0, b1) and a1 == b0 == rank, (w.shape, a.shape, b.shape)
+            delta = b.astype(np.float64) @ a
+        rebuilt = w + (alpha / rank) * delta
         assert np.abs(rebuilt - merged[name]).max() <= 1e-5 * np.abs(merged[name]).max(), name
         assert np.abs(w - merged[name]).max() > 1e-3 * np.abs(merged[name]).max(), name  # it moved
 

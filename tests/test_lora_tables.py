@@ -10,6 +10,8 @@ the base tables included) read, generating as PEFT does, trained and saved for P
 fresh adapters started as PEFT starts them; what is refused, by name.
 """
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -223,6 +225,31 @@ def test_the_merged_model_is_the_adapter_s(adapted, tmp_path):
         assert not chat.history
     else:
         check_switch_to_full_keeps_outputs(chat, ids)
+
+
+def test_the_llama_cpp_adapter_over_the_base_gives_the_merged_model(adapted, tmp_path, capsys):
+    """`--format gguf-lora`: the tables' LoRAs written as llama.cpp reads them (token_embd's
+    lora_a the rows it gathers by id, output.weight's a linear's pair), applied to the base
+    GGUF as llama.cpp applies them, give the merged GGUF (whose logits are PEFT's, above):
+    untied Llama, and GPT-2, whose GGUF writes its tied head out as output.weight. A tied
+    Qwen2's GGUF has token_embd alone, which llama.cpp would give the embedding's LoRA in the
+    output product too: refused by name, nothing written."""
+    from test_export_gguf import assert_lora_gives_the_merged_weights
+
+    from py_engine.cli import main
+
+    model_dir, adapter, peft, _ = adapted
+    config = peft.base_model.model.config
+    if config.model_type == "qwen2":
+        out = tmp_path / "gguf-lora"
+        code = main(["export", "--format", "gguf-lora", "--model", str(model_dir), "--adapter",
+                     str(adapter), "--out", str(out)])
+        assert code != 0 and not out.exists()
+        assert re.search(r"tied token embedding and output layer \(lm_head, model.embed_tokens\)"
+                         r".*applies a LoRA on it to both uses", capsys.readouterr().err)
+        return
+    layers = config.num_hidden_layers if config.model_type != "gpt2" else config.n_layer
+    assert_lora_gives_the_merged_weights(model_dir, adapter, tmp_path, adapted=2 + layers)
 
 
 def test_a_new_adapter_starts_as_peft_s_and_peft_reads_what_trained(tmp_path):

@@ -368,7 +368,17 @@ def adapter_writer(config, lora, tensors, ggml_type, name):
     ratio of that scale to alpha / r (llama.cpp reads r from each lora_b). Every
     family the GGUF export writes: the adapter's tensors take the names of the base tensors
     they change (GPT-2's fused c_attn and T5's enc./dec. ones included), and the rows of those
-    the converter reorders (the "llama" architecture's q and k)."""
+    the converter reorders (the "llama" architecture's q and k).
+
+    A LoRA on the output layer is output.weight's pair, as a linear's. One on the token
+    embedding (PEFT's lora_embedding_A [r, vocab], lora_embedding_B [hidden, r]) is written as
+    llama.cpp's build_inp_embd reads token_embd's: lora_a the transpose of A ([vocab, r], the
+    rows it gathers by token id) and lora_b B, so that a token's row gains s B.A[:, id], PEFT's
+    delta. Where the base GGUF has no output.weight (a tied Llama-family head), llama.cpp's
+    output product reads token_embd itself, and would apply the embedding's LoRA there too
+    (PEFT's changes only the input): such adapters are refused by name. GPT-2's and Phi-2's
+    GGUF write a tied head out as output.weight, so their pair takes a LoRA each; T5's tables
+    take none."""
     if lora.use_dora:
         raise ExportError("a DoRA adapter (use_dora) cannot be a llama.cpp LoRA adapter: those "
                           "hold lora_a and lora_b only, and DoRA also rescales each row of the "
@@ -382,14 +392,19 @@ def adapter_writer(config, lora, tensors, ggml_type, name):
         raise ExportError("an adapter with trainable tokens (trainable_token_indices) trains rows "
                           "of the embedding, and llama.cpp's LoRA adapters hold lora_a and lora_b "
                           "only; export the merged model (--format gguf) instead")
+    arch = architecture(config)
     tables = sorted({k.rsplit(".lora_", 1)[0] for k in tensors
                      if ".lora_embedding_" in k or k.startswith("lm_head.lora_")})
-    if tables:
-        what = "token embedding" if any(".lora_embedding_" in k for k in tensors) else "output layer"
-        raise ExportError(f"a LoRA on the {what} ({', '.join(tables)}) is not written as a "
-                          "llama.cpp LoRA adapter here, only a linear layer's; export the merged "
-                          "model (--format gguf) instead")
-    arch = architecture(config)
+    if tables and getattr(config, "encoder_decoder", False):
+        raise ExportError(f"a LoRA on a T5's tables ({', '.join(tables)}) is not supported: its "
+                          "shared embedding feeds both stacks and its tied head is scaled by "
+                          "d_model ** -0.5; export the merged model (--format gguf) instead")
+    if tables and config.tie_word_embeddings and config.model_type not in FAMILIES:
+        raise ExportError(f"a LoRA on the tied token embedding and output layer "
+                          f"({', '.join(tables)}) cannot be a llama.cpp LoRA adapter: the {arch} "
+                          "GGUF holds the one table token_embd for both, and llama.cpp applies a "
+                          "LoRA on it to both uses (PEFT's changes only its own); export the "
+                          "merged model (--format gguf) instead, which writes the pair untied")
     writer = gguf.GGUFWriter()
     writer.add("general.architecture", gguf.STRING, arch)
     writer.add("general.type", gguf.STRING, "adapter")
@@ -398,12 +413,16 @@ def adapter_writer(config, lora, tensors, ggml_type, name):
     alpha = float(lora.scaling * lora.r)
     writer.add("adapter.lora.alpha", gguf.FLOAT32, alpha)
     writer.add("general.quantization_version", gguf.UINT32, QUANTIZATION_VERSION)
-    for key in _ordered([k.replace(".lora_A.weight", ".weight") for k in tensors
-                         if k.endswith(".lora_A.weight")]):
+    pairs = {k[:-len(".lora_A.weight")]: (".lora_A.weight", ".lora_B.weight")
+             for k in tensors if k.endswith(".lora_A.weight")}
+    pairs.update({k[:-len(".lora_embedding_A")]: (".lora_embedding_A", ".lora_embedding_B")
+                  for k in tensors if k.endswith(".lora_embedding_A")})
+    for key in _ordered([module + ".weight" for module in pairs]):
         base = gguf_name(key, arch)
-        a_shape, a = tensors[key.replace(".weight", ".lora_A.weight")]
-        b_shape, b = tensors[key.replace(".weight", ".lora_B.weight")]
         module = key[:-len(".weight")]
+        a_name, b_name = pairs[module]
+        a_shape, a = tensors[module + a_name]
+        b_shape, b = tensors[module + b_name]
         rank = lora.rank_of(module)
         if a_shape[0] != rank or b_shape[1] != rank:
             raise ExportError(f"the adapter's {module} tensors have rank {a_shape[0]} and "
@@ -411,6 +430,8 @@ def adapter_writer(config, lora, tensors, ggml_type, name):
         ratio = lora.scaling_of(module) * rank / alpha
         if ratio != 1.0:
             b = array("f", (v * ratio for v in b))
+        if a_name == ".lora_embedding_A":       # the rows build_inp_embd gathers by token id
+            a_shape, a = (a_shape[1], rank), _transposed(a, a_shape)
         heads = _permutation(key, config, arch)
         b_rows = b if heads is None else permuted_heads(b, b_shape[0], heads)
         for suffix, shape, values in ((".lora_a", a_shape, a), (".lora_b", b_shape, b_rows)):
@@ -418,3 +439,11 @@ def adapter_writer(config, lora, tensors, ggml_type, name):
             kind = gguf.block_type_for(shape, ggml_type)
             writer.add_tensor(target, shape, kind, lambda values=values: values)
     return writer
+
+
+def _transposed(values, shape):
+    """The [cols, rows] transpose of a row-major [rows, cols] array of floats."""
+    out = array("f")
+    for j in range(shape[1]):
+        out.extend(values[j::shape[1]])
+    return out
