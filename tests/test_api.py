@@ -601,6 +601,81 @@ def test_a_restart_keeps_the_adapter_token_and_jobs(models, tmp_path):
         assert answer.status == 409 and "--model tiny=DIR" in answer.json()["error"]
 
 
+GROUPS = {"praise": ["good", "great", "fine"], "complaint": ["bad", "awful", "not"],
+          "craft": ["actor", "scene", "plot"]}
+
+
+def tagged(n, seed):
+    """Texts with the words of any of GROUPS (two of each group present) among fillers, labelled
+    with the list of the groups present (maybe none): a multi-label dataset."""
+    import random
+
+    rng = random.Random(seed)
+    filler = "the film was movie really very and a it is this that of to in".split()
+    rows = []
+    for _ in range(n):
+        present = sorted(g for g in GROUPS if rng.random() < 0.5)
+        words = rng.sample(filler, 3) + [w for g in present for w in rng.sample(GROUPS[g], 2)]
+        rng.shuffle(words)
+        rows.append({"text": " ".join(words), "label": present})
+    return rows
+
+
+def test_a_multi_label_job_learns_the_labels_that_apply(models, tmp_path):
+    """problem_type multi_label_classification: records whose label is a list of names (none
+    among them too) train a classifier with a sigmoid per label; a query answers the names
+    over 0.5 and each label's probability, as the downloaded adapter does in TextClassifier
+    (which reads it as multi-label), and again after a restart; the queue counts each name.
+    Refused by name: a kind of head a job does not train, problem_type for a chat model,
+    label smoothing beside it, and a single-label job on multi-label records alone."""
+    data = tmp_path / "data"
+    rows = tagged(64, 5)
+    with ApiServer(data, {"tiny": models["tiny"], "chat": models["chat"]}, backend="numpy",
+                   limits=LIMITS) as server:
+        client = Client(server.url, server.token)
+        doc = upload(client, "tags.jsonl", jsonl(rows))
+        assert doc["records"] == 64 and doc["added"] == len({json.dumps(r) for r in rows})
+        stats = client.get("/fine-tuning/status").json()["queue"]["by_label"]
+        assert stats == {g: sum(g in r["label"] for r in {json.dumps(r): r for r in rows}.values())
+                         for g in GROUPS}
+        for body, words in (({"problem_type": "regression"}, "problem_type must be one of"),
+                            ({"model": "chat", "problem_type": "multi_label_classification"},
+                             "problem_type is for classifiers"),
+                            ({"problem_type": "multi_label_classification",
+                              "options": {"label_smoothing": 0.1}}, "label_smoothing is a single")):
+            answer = client.post("/fine-tuning/setup", dict({"model": "tiny"}, **body))
+            assert answer.status == 422 and words in answer.json()["error"], answer
+        single = client.wait_job(setup_job(client, {"model": "tiny", "labels": ["praise", "craft"]})["id"])
+        assert single["state"] == "failed" and "this classifier learns one label per text" in \
+            single["error"], single
+        job = client.wait_job(setup_job(client, {
+            "model": "tiny", "problem_type": "multi_label_classification", "validation_split": 0.25,
+            "options": {"epochs": 8, "lr": 5e-2, "batch_size": 8, "seed": 1}})["id"])
+        assert job["state"] == "done" and job["problem_type"] == "multi_label_classification", job
+        held = job["metrics"]["validation"]["examples"]       # a quarter, split label set by set
+        assert 8 <= held <= 20 and job["metrics"]["records"] + held == doc["added"], job["metrics"]
+        status = client.get("/fine-tuning/status").json()
+        assert status["adapter"]["labels"] == sorted(GROUPS)
+        assert status["adapter"]["problem_type"] == "multi_label_classification"
+        text = "good great actor scene the film"
+        answer = client.post("/fine-tuning/query", {"query": text}).json()
+        probs = answer["probs"]
+        assert set(probs) == set(GROUPS) and all(0 < p < 1 for p in probs.values())
+        assert answer["labels"] == [g for g in sorted(GROUPS) if probs[g] > 0.5]
+        assert answer["labels"] == ["craft", "praise"], answer           # it learned the groups
+        assert "label" not in answer
+        adapter = unzip(client.get(f"/fine-tuning/adapters/{job['adapter']}").body, tmp_path)
+    from py_engine.train.classifier import TextClassifier
+
+    clf = run_sync(TextClassifier.load(models["tiny"], str(adapter), backend="numpy"))
+    assert clf.problem_type == "multi_label_classification"
+    (theirs,) = run_sync(clf.predict([text]))
+    assert theirs == pytest.approx(probs, rel=1e-9, abs=1e-12)
+    with ApiServer(data, {"tiny": models["tiny"]}, backend="numpy") as server:
+        again = Client(server.url, server.token).post("/fine-tuning/query", {"query": text}).json()
+        assert again == answer
+
+
 # --- the command ---------------------------------------------------------------------------------
 
 def test_a_lost_gpu_is_opened_anew_for_the_next_query_and_job(models, tmp_path):

@@ -35,6 +35,7 @@ from ..app.service import clean_and_queue
 from ..data.datasets import ExportConfig, dataset_files
 from ..data.queue import TrainingQueue
 from ..formats.output_dir import written_by_py_engine
+from ..labels import SINGLE_LABEL
 from ..train.trainer import TrainingDiverged
 from .data_dir import checked_id
 from .jobs import JobCancelled, JobError, JobRun
@@ -373,7 +374,8 @@ class Engine:
         path = self.data.adapter_dir(adapter_id)
         await model.model.save(str(path))
         entry = {"id": adapter_id, "job": job["id"], "model": job["model"], "kind": job["kind"],
-                 "labels": getattr(model, "labels", None), "created": time.time(),
+                 "labels": getattr(model, "labels", None),
+                 "problem_type": getattr(model, "problem_type", None), "created": time.time(),
                  "metrics": metrics,
                  "files": sorted(p.name for p in path.iterdir() if not p.name.startswith("."))}
         with self._lock:
@@ -441,7 +443,8 @@ class Engine:
             path = self.data.adapter_dir(current)
             model = await load_model_dir(self.models[entry["model"]], entry["model"],
                                          kind=entry["kind"], labels=entry["labels"],
-                                         backend=self.backend, device=self.device)
+                                         backend=self.backend, device=self.device,
+                                         problem_type=entry.get("problem_type") or SINGLE_LABEL)
             await model.load_adapter_files({p.name: p.read_bytes() for p in path.iterdir()
                                             if p.name in entry["files"]})
             self._serve(current, model)

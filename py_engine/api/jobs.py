@@ -1,7 +1,8 @@
 """Fine-tuning jobs: what a setup request asks for (checked before it is queued), and one job's
 run on the engine's loop.
 
-    spec = job_spec(models, {"model": "minilm", "options": {"epochs": 2}, "labels": [...]})
+    spec = job_spec(models, {"model": "minilm", "options": {"epochs": 2}, "labels": [...],
+                             "problem_type": "multi_label_classification"})
     run = JobRun(job, model_dir, backend, device, records, publish, cancelled)
     adapter_model, metrics = await run.train()      # None when cancelled
 
@@ -17,6 +18,8 @@ import math
 
 from ..app.models import RECORD_KINDS, ModelFilesError, kind_of, load_model_dir, read_model_config
 from ..data.datasets import split_records
+from ..data.record import label_names
+from ..labels import MULTI_LABEL, SINGLE_LABEL
 from ..models.decoders import config_positions
 from ..train.config import CausalTrainConfig, ClassifierTrainConfig
 
@@ -27,7 +30,9 @@ COMMON_OPTIONS = ("epochs", "lr", "batch_size", "grad_accum", "warmup_ratio", "m
 CONFIGS = {"classification": (ClassifierTrainConfig, COMMON_OPTIONS + ("label_smoothing",)),
            "causal_lm": (CausalTrainConfig, COMMON_OPTIONS),
            "seq2seq": (CausalTrainConfig, COMMON_OPTIONS)}
-SETUP_FIELDS = ("model", "documents", "options", "labels", "validation_split")
+SETUP_FIELDS = ("model", "documents", "options", "labels", "validation_split", "problem_type")
+# the classifiers a job trains: one label per text, or any number (each label's own sigmoid)
+JOB_PROBLEM_TYPES = (SINGLE_LABEL, MULTI_LABEL)
 MAX_LABELS = 1000
 
 
@@ -50,7 +55,8 @@ def model_config(model_dir):
 
 def job_spec(models, request):
     """The job a setup request describes (model, kind, documents or None for the whole queue,
-    options, labels, validation_split), every value checked."""
+    options, labels, validation_split, problem_type: a classifier's kind of head, single-label
+    unless multi_label_classification is asked for), every value checked."""
     unknown = sorted(set(request) - set(SETUP_FIELDS))
     if unknown:
         raise JobError(f"unknown field {', '.join(map(repr, unknown))}; setup takes "
@@ -84,20 +90,33 @@ def job_spec(models, request):
             options["max_length"] > positions:
         raise JobError(f"max_length {options['max_length']} is more than the {positions} "
                        f"positions of the {name!r} model (config.json's max_position_embeddings)")
+    problem_type = request.get("problem_type")
+    if problem_type is not None:
+        if kind != "classification":
+            raise JobError(f"problem_type is for classifiers; this model is a {kind} model")
+        if problem_type not in JOB_PROBLEM_TYPES:
+            raise JobError(f"problem_type must be one of {', '.join(JOB_PROBLEM_TYPES)}, got "
+                           f"{problem_type!r:.60}")
+    problem_type = problem_type or (SINGLE_LABEL if kind == "classification" else None)
+    if problem_type == MULTI_LABEL and "label_smoothing" in options:
+        raise JobError("label_smoothing is a single-label classifier's option (its softmax's "
+                       "targets); a multi-label one learns each label's own target")
     labels = request.get("labels")
     if labels is not None:
         if kind != "classification":
             raise JobError(f"labels are for classifiers; this model is a {kind} model")
-        if not isinstance(labels, list) or not 2 <= len(labels) <= MAX_LABELS or \
+        fewest = 2 if problem_type == SINGLE_LABEL else 1
+        if not isinstance(labels, list) or not fewest <= len(labels) <= MAX_LABELS or \
                 len(set(labels)) != len(labels) or \
                 not all(isinstance(x, str) and x.strip() for x in labels):
-            raise JobError("labels must be a list of two or more distinct non-empty names")
+            raise JobError(f"labels must be a list of {'two' if fewest == 2 else 'one'} or more "
+                           "distinct non-empty names")
     split = request.get("validation_split")
     if split is not None and (isinstance(split, bool) or not isinstance(split, (int, float)) or
                               not math.isfinite(split) or not 0 < split < 1):
         raise JobError(f"validation_split must be a fraction in (0, 1), got {split!r:.40}")
     return {"model": name, "kind": kind, "documents": documents, "options": options,
-            "labels": labels, "validation_split": split}
+            "labels": labels, "validation_split": split, "problem_type": problem_type}
 
 
 class JobCancelled(Exception):
@@ -113,12 +132,18 @@ class JobRun:
         self.records, self.publish, self.cancelled = records, publish, cancelled
 
     def _labels(self, records):
+        """The job's labels, or the names the records give (a single-label job's: those of
+        records of one label)."""
         if self.job["labels"]:
             return list(self.job["labels"])
-        labels = sorted({r.label for r in records if r.label is not None})
-        if len(labels) < 2:
-            raise JobError(f"a classifier needs records of two or more labels; these records have "
-                           f"{labels or 'none'}: upload labelled examples, or give labels")
+        multi = self.job.get("problem_type") == MULTI_LABEL
+        labels = sorted({name for r in records if multi or isinstance(r.label, str)
+                         for name in label_names(r.label)})
+        if len(labels) < (1 if multi else 2):
+            raise JobError(f"a {'multi-label' if multi else 'single-label'} classifier needs "
+                           f"records of {'one label' if multi else 'two labels'} or more; these "
+                           f"records have {labels or 'none'}: upload labelled examples, or give "
+                           "labels")
         return labels
 
     async def train(self):
@@ -131,7 +156,8 @@ class JobRun:
         labels = self._labels(records) if job["kind"] == "classification" else None
         self.publish(job, phase="loading the model")
         model = await load_model_dir(self.model_dir, job["model"], kind=job["kind"], labels=labels,
-                                     backend=self.backend, device=self.device)
+                                     backend=self.backend, device=self.device,
+                                     problem_type=job.get("problem_type") or SINGLE_LABEL)
         usable = [r for r in records if model.unusable(r) is None]
         if not usable:
             raise JobError(f"none of the {len(records)} records can be learned by this model "

@@ -21,8 +21,9 @@ import warnings
 
 from ..data.chat import DataError, encode_chat_example
 from ..data.classification import Example
+from ..data.record import label_names
 from ..data.seq2seq import conversation_input, encode_seq2seq_example, seq2seq_example_from_record
-from ..labels import SINGLE_LABEL
+from ..labels import MULTI_LABEL, SINGLE_LABEL
 from ..models.bert_config import BERT_TYPES
 from ..models.checkpoint import Checkpoint
 from ..models.classifiers import classifier_config, names_sequence_classifier
@@ -174,10 +175,11 @@ def read_model_config(directory):
 
 async def load_model_dir(directory, name, config=None, kind=None, labels=None, backend="gpu",
                          device=None, pooling=None, max_length=None, state=None, adapter=None,
-                         base_dtype="f32", read_checkpoint=None):
+                         base_dtype="f32", read_checkpoint=None, problem_type=SINGLE_LABEL):
     """An AppClassifier, AppChat or AppSeq2Seq over the checkpoint directory `directory`
     (config: its config.json, read here when not given); the other options as
-    load_model_files'."""
+    load_model_files'. `problem_type`: a classifier's kind of head, single-label (the app's:
+    one label per text) or multi-label (a training job's that asks for it)."""
     config = read_model_config(directory) if config is None else config
     kind = kind_of(config, kind)
     checkpoint = read_checkpoint(directory) if read_checkpoint and kind == "classification" else None
@@ -190,17 +192,22 @@ async def load_model_dir(directory, name, config=None, kind=None, labels=None, b
         if not adapter:
             checkpoint = placement["checkpoint"] = checkpoint or Checkpoint.load(directory)
             held = checkpoint.head_labels()
+        if problem_type not in (SINGLE_LABEL, MULTI_LABEL):
+            raise ModelFilesError(f"a classifier here is single-label or multi-label, not "
+                                  f"{problem_type!r:.60}")
         labels = list(labels or held or DEFAULT_LABELS)
-        if len(labels) < 2 or len(set(labels)) != len(labels) or \
+        fewest = 2 if problem_type == SINGLE_LABEL else 1
+        if len(labels) < fewest or len(set(labels)) != len(labels) or \
                 not all(isinstance(x, str) and x for x in labels):
-            raise ModelFilesError(f"a classifier needs two or more distinct label names, got "
-                                  f"{labels!r:.100}")
+            raise ModelFilesError(f"a {'single-label ' if fewest == 2 else ''}classifier needs "
+                                  f"{'two or more' if fewest == 2 else 'one or more'} distinct "
+                                  f"label names, got {labels!r:.100}")
         if adapter:
             adapter_dir, _ = write_model_files(dict(adapter, **{"config.json": b"{}"}))
             try:    # the adapter is read whole: its files are not needed after this
-                # the app learns one label per text: a multi-label or regression adapter is
-                # refused by name (head_config.json's problem_type)
-                clf = await TextClassifier.load(directory, adapter_dir, problem_type=SINGLE_LABEL,
+                # an adapter of another kind of head than asked (head_config.json's
+                # problem_type) is refused by name
+                clf = await TextClassifier.load(directory, adapter_dir, problem_type=problem_type,
                                                 **placement)
             finally:
                 remove_written(adapter_dir)
@@ -215,11 +222,13 @@ async def load_model_dir(directory, name, config=None, kind=None, labels=None, b
             # family's where the checkpoint is a fine-tuned classifier (its head reads that)
             if pooling is None and held is None and not isinstance(family, DecoderClassifierConfig):
                 pooling = "mean"
-            # one label per text, as the app learns: a checkpoint's multi-label or regression
-            # head is not the start (a load note says so)
+            # the kind of head asked for: a checkpoint's head of another kind is not the start
+            # (a load note says so)
             clf = await TextClassifier.create(directory, labels, lora=lora, pooling=pooling,
-                                              dropout=0.0, problem_type=SINGLE_LABEL, **placement)
-        key = state_key(kind, state) if state is not None else model_key(kind, name, config, labels)
+                                              dropout=0.0, problem_type=problem_type, **placement)
+        # a multi-label head's state is not a single-label one's with the same labels
+        named = labels if problem_type == SINGLE_LABEL else {problem_type: labels}
+        key = state_key(kind, state) if state is not None else model_key(kind, name, config, named)
         return AppClassifier(clf, name, key, directory, config, fixed_key=state is not None)
     family, app = (Seq2SeqModel, AppSeq2Seq) if kind == "seq2seq" else (ChatModel, AppChat)
     placement = dict(backend=backend, device=device, max_length=max_length or 512)
@@ -326,23 +335,41 @@ class AppClassifier(AppModel):
         return self.model.labels
 
     def summary(self):
-        return dict(super().summary(), labels=self.labels, pooling=self.model.model.pooling)
+        return dict(super().summary(), labels=self.labels, pooling=self.model.model.pooling,
+                    problem_type=self.problem_type)
 
     def train_config(self, **options):
         return ClassifierTrainConfig(**dict(dict(epochs=3, lr=2e-3, batch_size=16,
                                                  warmup_ratio=0.0, max_length=self.model.max_length),
                                             **options))
 
+    @property
+    def problem_type(self):
+        """SINGLE_LABEL (one label per text) or MULTI_LABEL (the names that apply to it)."""
+        return self.model.problem_type
+
     def unusable(self, record):
-        """Why this model cannot learn `record` (None: it can)."""
+        """Why this model cannot learn `record` (None: it can). A multi-label classifier reads
+        a record of one label as a text that only that label applies to; a single-label one
+        cannot learn a multi-label record."""
         if record.kind != self.record_kind:
             return f"a {record.kind} record"
-        if record.label not in self.labels:
-            return f"label {record.label!r} is not among the classifier's {self.labels}"
+        if record.label is None:
+            return "a record without a label"
+        multi = self.problem_type == MULTI_LABEL
+        if isinstance(record.label, list) and not multi:
+            return (f"a multi-label record (labels {record.label!r:.80}); this classifier learns "
+                    "one label per text")
+        unknown = [name for name in label_names(record.label) if name not in self.labels]
+        if unknown:
+            return (f"label{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} "
+                    f"{'are' if len(unknown) > 1 else 'is'} not among the classifier's {self.labels}")
         return None
 
     def examples(self, records):
         """What the classifier's trainer() takes."""
+        if self.problem_type == MULTI_LABEL:
+            return [Example(r.text, label_names(r.label)) for r in records]
         return [Example(r.text, r.label) for r in records]
 
     def encoded(self, records, config):
@@ -350,7 +377,11 @@ class AppClassifier(AppModel):
         return self.model.encode_examples(self.examples(records), config.max_length)
 
     async def predict_many(self, texts):
-        """{"label", "probs"} per text, in one pass over them (batches of 32)."""
+        """{"label", "probs"} per text, in one pass over them (batches of 32); a multi-label
+        classifier's {"labels": the names whose probability is over 0.5, "probs"}."""
+        if self.problem_type == MULTI_LABEL:
+            return [{"labels": [n for n in self.labels if probs[n] > 0.5], "probs": probs}
+                    for probs in await self.model.predict(texts)]
         return [{"label": max(probs, key=probs.get), "probs": probs}
                 for probs in await self.model.predict(texts)]
 

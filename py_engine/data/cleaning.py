@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 
 from .dedup import DedupConfig, find_duplicates
 from .pii import PiiConfig, scrub_pii
+from .record import label_key, label_names
 
 
 @dataclass
@@ -258,10 +259,15 @@ def _cleaned(record, config, reasons, pii_found):
     if record.label is not None:
         label = record.label
         if config.normalize is not None:
-            label, changed = normalize_text(label, config.normalize)
-            reasons.update(r.replace("unicode.", "label.") for r in changed)
-            if not label:
-                return None
+            names = []
+            for name in label_names(label):
+                name, changed = normalize_text(name, config.normalize)
+                reasons.update(r.replace("unicode.", "label.") for r in changed)
+                if not name:
+                    return None
+                names.append(name)
+            # a multi-label record whose names became one is kept with that name once
+            label = names[0] if isinstance(label, str) else sorted(set(names))
     if record.messages is not None:
         messages = [{"role": m["role"],
                      "content": _clean_text(m["content"], config, reasons, pii_found)}
@@ -301,7 +307,7 @@ def clean_records(records, config=None):
         order = sorted(range(len(kept)), key=lambda k: (-kept[k].priority, k))
         duplicates = find_duplicates([_dedup_text(r) for r in kept], dedup,
                                      keys=[r.content_hash for r in kept],
-                                     groups=[(r.kind, r.label) for r in kept], order=order)
+                                     groups=[(r.kind, label_key(r.label)) for r in kept], order=order)
         for k, dup in duplicates.items():
             i, of = indices[k], indices[dup.of]
             reason = "duplicate" if dup.exact else "near_duplicate"

@@ -59,7 +59,7 @@ from .chat import CHATML_TEMPLATE, CHATML_TOKENS, ROLES, ChatExample, chat_examp
 from .classification import DataError, Example, parse_record
 from .cleaning import CleaningConfig, QualityConfig, clean_records, content_text
 from .dedup import DedupConfig
-from .record import Record, RecordError
+from .record import Record, RecordError, label_key, label_names
 
 FORMATS = ("json", "jsonl", "csv", "messages", "chatml", "alpaca", "instruction", "sharegpt")
 EXTENSIONS = {"json": ".json", "jsonl": ".jsonl", "csv": ".csv", "messages": ".jsonl",
@@ -145,6 +145,10 @@ def dumps_dataset(records, fmt, system_prompt=None, include_system=True):
     records = [with_system_prompt(r, system_prompt) if include_system else without_system(r)
                for r in as_records(records)]
     if fmt == "csv":
+        for k, r in enumerate(records):
+            if isinstance(r.label, list):
+                _refuse(k, r, fmt, "a multi-label record's label is a list of names, which a "
+                        "CSV cell does not hold; use json or jsonl")
         return _dumps_csv(records)
     template = ChatTemplate(CHATML_TEMPLATE) if fmt == "chatml" else None
     objects = [r.as_dict() if fmt in ("json", "jsonl") else _to_object(k, r, fmt, template)
@@ -551,7 +555,7 @@ def split_records(records, split, seed=0, stratify=True):
     strata = {}
     for key, members in units.items():
         first = records[members[0]]
-        stratum = (first.kind, first.label) if stratify else None
+        stratum = (first.kind, label_key(first.label)) if stratify else None
         strata.setdefault(stratum, []).append(members)
     rng = random.Random(seed)
     assigned = {name: [] for name in fractions}
@@ -568,7 +572,8 @@ def split_records(records, split, seed=0, stratify=True):
 
 
 def dataset_stats(records, count_tokens=None):
-    """Counts by kind, source, label and priority, and the length of each record's content
+    """Counts by kind, source, label (a multi-label record under each of its names) and
+    priority, and the length of each record's content
     (content_text) in tokens by count_tokens(str) -> int, or in characters by default: total,
     min, mean, percentiles and a histogram of power-of-two bins [lo, hi)."""
     count = count_tokens or len
@@ -577,7 +582,7 @@ def dataset_stats(records, count_tokens=None):
         "records": len(records),
         "by_kind": _counts(r.kind for r in records),
         "by_source": _counts(r.source for r in records),
-        "by_label": _counts(r.label for r in records if r.label is not None),
+        "by_label": _counts(name for r in records for name in label_names(r.label)),
         "by_priority": {str(p): n for p, n in sorted(Counter(r.priority for r in records).items(),
                                                    reverse=True)},
         "length": {"unit": "tokens" if count_tokens else "characters"},

@@ -36,7 +36,7 @@ import time
 from dataclasses import dataclass, field
 
 from .classification import DataError
-from .record import DEFAULT_PRIORITY, KINDS, SOURCES, Record
+from .record import DEFAULT_PRIORITY, KINDS, SOURCES, Record, label_names
 from .storage import atomically, open_store
 
 DEFAULT_CAPACITY = 100_000
@@ -346,7 +346,7 @@ class TrainingQueue:
     async def stats(self):
         """Counts of the queued records, read in one consistent view: total, available, leased
         (under a live lease), capacity, live leases, and by priority, source, label
-        (classification records) and kind; with "lost" when the browser found the store
+        (classification records; a multi-label one under each of its names) and kind; with "lost" when the browser found the store
         corrupt and started it empty (its message: what was queued before is gone), until
         acknowledge_loss."""
         async def work(tx):
@@ -360,9 +360,10 @@ class TrainingQueue:
                 out["total"] += 1
                 out["leased" if row["lease"] in live else "available"] += 1
                 for name, value in (("by_priority", row["priority"]), ("by_source", row["source"]),
-                                    ("by_kind", row["kind"]), ("by_label", row["label"])):
-                    if value is not None:
-                        out[name][value] = out[name].get(value, 0) + 1
+                                    ("by_kind", row["kind"])):
+                    out[name][value] = out[name].get(value, 0) + 1
+                for label in label_names(row["label"]):
+                    out["by_label"][label] = out["by_label"].get(label, 0) + 1
             return out
 
         out = await atomically(self.store, work)
@@ -376,7 +377,8 @@ class TrainingQueue:
 
     async def records(self, kind=None, source=None, label=None, page=PAGE):
         """Every queued record (leased ones too) in the order they were added, as Records with
-        their ids, optionally only those of a kind, source or label. Read page by page: a
+        their ids, optionally only those of a kind, source or label (a name: the records of that
+        one label, not the multi-label ones that hold it). Read page by page: a
         record added or removed meanwhile may or may not be seen."""
         after = None
         while True:

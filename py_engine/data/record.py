@@ -10,6 +10,8 @@ trainer's encoders turn them into token ids (to_example()).
 
 kind: the model family it fits: "classification" (text + label) or "causal_lm" (a conversation
   in `messages`, or plain `text` for continued pretraining; exactly one of the two).
+label: a classification record's label name, or a multi-label text's list of the names that
+  apply (distinct, kept sorted: the same set is the same record; empty where none applies).
 source: what produced it (SOURCES); priority: an int, higher first (the source's default
   when not given: corrections above chats above imports); created: Unix seconds; origin: where
   it came from, JSON-ready (file and line, URL, byte offsets, conversation id, ...); id: the
@@ -49,8 +51,11 @@ class Record:
         if kind == "classification":
             if not isinstance(text, str) or not text:
                 raise RecordError("a classification record needs a non-empty text")
-            if label is not None and (not isinstance(label, str) or not label):
-                raise RecordError(f"label must be a non-empty string, got {label!r}")
+            if isinstance(label, (list, tuple)):
+                label = multi_label(label)
+            elif label is not None and (not isinstance(label, str) or not label):
+                raise RecordError(f"label must be a non-empty string (or a multi-label text's "
+                                  f"list of them), got {label!r:.80}")
             if messages is not None:
                 raise RecordError("a classification record has a text, not messages")
         else:
@@ -126,6 +131,29 @@ class Record:
         what = f"{len(self.messages)} messages" if self.messages is not None else repr(self.text[:40])
         label = f", label={self.label!r}" if self.label is not None else ""
         return f"Record({self.kind}, {self.source}, {what}{label})"
+
+
+def multi_label(names):
+    """A multi-label record's label: its distinct non-empty names, sorted (RecordError for
+    anything else)."""
+    if not all(isinstance(name, str) and name for name in names):
+        raise RecordError(f"a multi-label record's label is a list of non-empty strings, got "
+                          f"{list(names)!r:.80}")
+    if len(set(names)) != len(names):
+        raise RecordError(f"a multi-label record's label names each label once, got "
+                          f"{list(names)!r:.80}")
+    return sorted(names)
+
+
+def label_names(label):
+    """The label names a record's label gives: none for None, one for a name, a multi-label
+    record's list."""
+    return [] if label is None else [label] if isinstance(label, str) else list(label)
+
+
+def label_key(label):
+    """A record's label as a dict key or set member (a multi-label list as a tuple)."""
+    return tuple(label) if isinstance(label, list) else label
 
 
 def check_messages(messages):

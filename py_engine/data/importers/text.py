@@ -14,6 +14,7 @@ Formats (TEXT_FORMATS) and what each becomes:
                    "output" (and "context" for "input", as in Dolly)       -> user, assistant
                  {"prompt", "response" or "completion"}                   -> user, assistant
                  {"text", "label"} (or a TEXT_COLUMNS and a LABEL_COLUMNS key) -> classification
+                   (a list of names as the label: a multi-label text's, the names that apply)
                  {"text"}                                                 -> continued pretraining
   chatml       <|im_start|>role\\ncontent<|im_end|> turns. A conversation ends at a blank line
                between turns, at <|endoftext|> or </s>, or where a system turn follows others.
@@ -341,9 +342,16 @@ def _text_value(obj, key, where):
 
 
 def _label_value(value, key, where):
+    """A label name, or a multi-label text's list of them (the names that apply, maybe none)."""
+    if isinstance(value, list):
+        names = [_label_value(v, key, where) for v in value if not isinstance(v, list)]
+        if len(names) != len(value) or len(set(names)) != len(names):
+            raise DataError(f"{where}: \"{key}\" as a list holds the names of a multi-label "
+                            f"text's labels, each once, got {value!r:.80}")
+        return names
     if isinstance(value, bool) or not isinstance(value, (str, int)) or value == "":
-        raise DataError(f"{where}: \"{key}\" must be a non-empty string or an int, got "
-                        f"{value!r:.80}")
+        raise DataError(f"{where}: \"{key}\" must be a non-empty string or an int (or a "
+                        f"multi-label text's list of them), got {value!r:.80}")
     return str(value)
 
 
