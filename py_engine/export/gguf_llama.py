@@ -375,8 +375,9 @@ def adapter_writer(config, lora, tensors, ggml_type, name):
     llama.cpp's build_inp_embd reads token_embd's: lora_a the transpose of A ([vocab, r], the
     rows it gathers by token id) and lora_b B, so that a token's row gains s B.A[:, id], PEFT's
     delta. Where the base GGUF has no output.weight (a tied Llama-family head), llama.cpp's
-    output product reads token_embd itself, and would apply the embedding's LoRA there too
-    (PEFT's changes only the input): such adapters are refused by name. GPT-2's and Phi-2's
+    output product reads token_embd itself, and applies the embedding's LoRA there too (PEFT's
+    changes only the input; llama.cpp aborts on its shapes, GGML_ASSERT(ggml_can_mul_mat),
+    seen with llama-cpp-python 0.3.36): such adapters are refused by name. GPT-2's and Phi-2's
     GGUF write a tied head out as output.weight, so their pair takes a LoRA each; T5's tables
     take none."""
     if lora.use_dora:
@@ -403,8 +404,9 @@ def adapter_writer(config, lora, tensors, ggml_type, name):
         raise ExportError(f"a LoRA on the tied token embedding and output layer "
                           f"({', '.join(tables)}) cannot be a llama.cpp LoRA adapter: the {arch} "
                           "GGUF holds the one table token_embd for both, and llama.cpp applies a "
-                          "LoRA on it to both uses (PEFT's changes only its own); export the "
-                          "merged model (--format gguf) instead, which writes the pair untied")
+                          "LoRA on it to both uses (PEFT's changes only its own; an embedding's "
+                          "then stops llama.cpp on a failed assertion); export the merged model "
+                          "(--format gguf) instead, which writes the pair untied")
     writer = gguf.GGUFWriter()
     writer.add("general.architecture", gguf.STRING, arch)
     writer.add("general.type", gguf.STRING, "adapter")
