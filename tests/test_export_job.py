@@ -311,6 +311,65 @@ def test_classifier_job_and_back(ws, tmp_path, capsys):
     assert len(loaded.history) == 1 and np.isfinite(loaded.history[0].loss)
 
 
+MULTI = "multi_label_classification"
+
+
+def test_multi_label_classifier_job_trains_as_py_engine(ws, tmp_path, capsys):
+    """--problem-type multi_label_classification: lines whose label is a list of names (none
+    too) or soft targets; each step's loss and gradient norm are py_engine's (its BCE per
+    label, mean over the logits), the validation loss too, and the adapter loads back as a
+    multi-label classifier (head_config.json) whose sigmoid probabilities are PEFT's, and
+    trains on."""
+    rng = np.random.default_rng(8)
+    rows = []
+    for k in range(14):
+        names = [str(x) for x in em.LABELS if rng.random() < 0.5]
+        rows.append({"text": " ".join(rng.choice(WORDS, rng.integers(3, 14))),
+                     "label": {names[0]: 0.7} if k % 5 == 4 and names else names})
+    data = write_jsonl(tmp_path / "tags.jsonl", rows)
+    job = tmp_path / "job"
+    code, err = export_job(capsys, "--model", ws["bert"], "--data", data, "--out", job,
+                           "--problem-type", MULTI, "--batch-size", 4, "--epochs", 2,
+                           "--lr", 2e-3, "--seed", 7, "--validation", data)
+    assert code == 0, err
+    examples = read_jsonl(data, problem_type=MULTI)
+    labels = label_names(examples, problem_type=MULTI)
+    spec = json.loads((job / "job.json").read_text())
+    assert spec["problem_type"] == MULTI and spec["labels"] == labels
+    clf = run(TextClassifier.create(ws["bert"], labels, seed=7, problem_type=MULTI))
+    run(run(clf.trainer(examples, ClassifierTrainConfig(epochs=2, lr=2e-3, batch_size=4,
+                                                        seed=7))).run())
+    _, log = launch(job, "--cpu", output=tmp_path / "out")
+    assert_same_steps(log, clf.history)
+    evaluations = [line for line in log if "eval_loss" in line]
+    held_out = run(clf.runtime.task.evaluate(clf.runtime, clf.encode_examples(examples), 8, 128))
+    assert evaluations[-1]["eval_loss"] == pytest.approx(held_out["loss"], rel=REL)
+
+    adapter = tmp_path / "out" / "adapter"
+    assert json.loads((adapter / "head_config.json").read_text()) == {"pooling": "cls",
+                                                                      "problem_type": MULTI}
+    loaded = run(TextClassifier.load(ws["bert"], adapter))
+    assert loaded.problem_type == MULTI
+    texts = [r["text"] for r in rows[:6]]
+    enc = loaded.encode(texts)
+    T = max(len(e.ids) for e in enc)
+    ids = [e.ids + [0] * (T - len(e.ids)) for e in enc]
+    mask = [[1] * len(e.ids) + [0] * (T - len(e.ids)) for e in enc]
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification
+
+    hf = AutoModelForSequenceClassification.from_pretrained(ws["bert"], num_labels=len(labels))
+    peft = PeftModel.from_pretrained(hf, adapter).double().eval()
+    with torch.no_grad():
+        want = torch.sigmoid(peft(input_ids=torch.tensor(ids),
+                                  attention_mask=torch.tensor(mask)).logits).numpy()
+    got = np.array([[p[name] for name in labels] for p in run(loaded.predict(texts))])
+    assert np.abs(got - want).max() < 1e-6
+    trainer = run(loaded.trainer(examples, ClassifierTrainConfig(epochs=1, batch_size=4)))
+    run(trainer.run(max_steps=1))
+    assert len(loaded.history) == 1 and np.isfinite(loaded.history[0].loss)
+
+
 def check_classifier_job(ws, model, job, tmp_path, head, **create):
     """The job, launched on the CPU, takes py_engine's steps (loss and gradient norm) on the
     texts, and its adapter holds py_engine's weights (the head's `head` among them), trained
@@ -485,7 +544,7 @@ def test_t5_pairs_and_batches_are_py_engines(ws, tmp_path, capsys):
     task = Seq2SeqTask(pad_id=0, decoder_start_id=0)
     sizes = [script.sizes(item, "seq2seq") for item in items]
     assert [sum(size) for size in sizes] == task.lengths(examples)
-    sampler = script.PlannedBatches(sizes, [script.trained_count(i) for i in items], 3, 1, 3,
+    sampler = script.PlannedBatches(sizes, [script.trained_count(i, "seq2seq") for i in items], 3, 1, 3,
                                     8, 24, 0, 1)
     collate, rows = script.collate("seq2seq", 0, 0), script.Rows(items)
     hf = tiny_t5(tmp_path / "hf")
@@ -701,6 +760,17 @@ def test_refusals_write_nothing(ws, tmp_path, capsys):
          "is a CAUSAL_LM adapter; this command needs a SEQ_2_SEQ_LM one"),
         (("--model", tmp_path / "t5-without-tokenizer", "--data", ws["pairs"], "--out",
           tmp_path / "o"), "has no tokenizer.json"),
+        (("--model", bert, "--data", texts, "--out", tmp_path / "o", "--problem-type",
+          "regression"), "argument --problem-type: invalid choice: 'regression'"),
+        (("--model", chat, "--data", ws["chats"], "--out", tmp_path / "o", "--problem-type",
+          MULTI), "--problem-type: only for classifiers"),
+        (("--model", bert, "--data", texts, "--out", tmp_path / "o", "--problem-type", MULTI,
+          "--label-smoothing", 0.1), "--label-smoothing: only for single-label classifiers"),
+        (("--model", bert, "--data", texts, "--out", tmp_path / "o", "--problem-type", MULTI),
+         'texts.jsonl:1: a multi_label_classification "label" is a list of label names'),
+        (("--model", bert_model, "--data", texts, "--out", tmp_path / "o", "--adapter",
+          bert_adapter, "--problem-type", MULTI), "holds a single_label_classification head, "
+                                                  "not a multi_label_classification one"),
     ]
     before = snapshot(tmp_path)
     capsys.readouterr()

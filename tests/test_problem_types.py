@@ -461,10 +461,13 @@ def test_the_app_learns_one_label_per_text(tmp_path):
     svc.close()
 
 
-def test_the_training_job_stays_single_label(tmp_path, capsys):
-    """`py-engine export-job` trains single-label classifiers: a multi-label adapter is refused
-    by name before anything is written, and a multi-label checkpoint's head is not the start
-    of its single-label head (what TextClassifier.create starts from, with the same seed)."""
+def test_the_training_job_keeps_the_kind_of_head(tmp_path, capsys):
+    """`py-engine export-job` trains single-label classifiers unless --problem-type or the
+    adapter it continues says multi-label (tests/test_export_job.py trains one): a multi-label
+    checkpoint's head is not the start of a single-label job's head (what TextClassifier.create
+    starts from, with the same seed); a multi-label adapter continued on single-label lines,
+    or with --problem-type single_label_classification, is refused by name before anything is
+    written, as is a regression adapter."""
     from safetensors.numpy import load_file
 
     from py_engine.cli import main
@@ -490,12 +493,20 @@ def test_the_training_job_stays_single_label(tmp_path, capsys):
 
     multi = run(TextClassifier.create(directory))
     run(multi.save(tmp_path / "multi"))
+    regression = run(TextClassifier.create(directory, ["score"], problem_type=REGRESSION))
+    run(regression.save(tmp_path / "regression"))
     capsys.readouterr()
-    assert main(["export-job", "--model", str(directory), "--data", str(data), "--out",
-                 str(tmp_path / "never"), "--adapter", str(tmp_path / "multi")]) == 2
-    assert f"holds a {MULTI_LABEL} head: the job trains single-label classifiers" in \
-        capsys.readouterr().err
-    assert not (tmp_path / "never").exists()
+    for adapter, options, message in (
+            ("multi", [], f'data.jsonl:1: a {MULTI_LABEL} "label" is a list of label names'),
+            ("multi", ["--problem-type", "single_label_classification"],
+             f"holds a {MULTI_LABEL} head, not a single_label_classification one"),
+            ("regression", [], f"holds a {REGRESSION} head: the job trains single-label and "
+                               "multi-label classifiers")):
+        assert main(["export-job", "--model", str(directory), "--data", str(data), "--out",
+                     str(tmp_path / "never"), "--adapter", str(tmp_path / adapter),
+                     *options]) == 2
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / "never").exists()
 
 
 @pytest.mark.parametrize("problem_type", [MULTI_LABEL, REGRESSION])

@@ -98,6 +98,30 @@ def target_label(label, problem_type, where):
     raise DataError(f"{where}: a {problem_type} \"label\" is {wanted}, got {label!r:.80}")
 
 
+def label_targets(label, labels, problem_type, where="the example"):
+    """A multi-label or regression example's label as one float target per name of `labels`:
+    a multi-label text's list of names gives 1 for those and 0 for the rest, {name: target}
+    its targets (names left out are 0); a regression example's {name: value} names every
+    label, a number is a head of one output's. ValueError naming `where` and the problem."""
+    label = target_label(label, problem_type, where)     # its form and values
+    if isinstance(label, (list, dict)):
+        unknown = sorted(set(label) - set(labels))
+        if unknown:
+            raise ValueError(f"{where}: labels {unknown} are not among the classifier's "
+                             f"labels {labels}")
+    if isinstance(label, list):
+        return [1.0 if name in label else 0.0 for name in labels]
+    if isinstance(label, dict):
+        if problem_type == REGRESSION and len(label) != len(labels):
+            raise ValueError(f"{where}: a regression example gives a value for every label "
+                             f"{labels}, not only {sorted(label)}")
+        return [label.get(name, 0.0) for name in labels]
+    if len(labels) != 1:        # a number: a regression head's of one output
+        raise ValueError(f"{where}: a regression example of several outputs gives "
+                         f"{{label: value}} for every label {labels}, got {label!r:.60}")
+    return [label]
+
+
 def _is_number(value):
     """A finite number a 32-bit float holds (the targets are f32 on the GPU and in the adapter's
     training); not a bool."""

@@ -4,12 +4,13 @@ LoRA comes back.
 
     py-engine export-job --model DIR|PRESET --data FILE --out DIR [--adapter DIR]
                          [--validation FILE] [training options as for train]
+                         [--problem-type single_label_classification|multi_label_classification]
                          [--precision no|bf16|fp16] [--processes N] [--gradient-checkpointing]
     accelerate launch --config_file DIR/accelerate.yaml DIR/train.py
 
 The folder holds the dataset (data/train.jsonl: `messages` conversations and {"text"} lines
 for chat models, as TRL and PEFT's examples read them; {"text", "label"} lines for
-classifiers; {"input", "target"} pairs for a T5 encoder-decoder such as FLAN-T5), the LoRA
+classifiers, with "targets" (one per label) for a multi-label one's; {"input", "target"} pairs for a T5 encoder-decoder such as FLAN-T5), the LoRA
 adapter to start from (adapter/: adapter_config.json with these hyperparameters, and the
 weights: --adapter's, or the ones py_engine would start from for --seed), job.json (the base,
 the task, the training options), train.py (transformers' Trainer with PEFT; it trains what
@@ -29,6 +30,7 @@ import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from ..labels import MULTI_LABEL, SINGLE_LABEL
 from .job_presets import PRESETS, presets_json
 
 JOB_SCRIPT = "train.py"
@@ -40,6 +42,8 @@ PEFT_TASKS = {"decoder": "CAUSAL_LM", "encoder": "SEQ_CLS", "seq2seq": "SEQ_2_SE
 KIND_NAMES = {"decoder": "a chat model (a decoder)", "encoder": "a classifier (BERT family)",
               "seq2seq": "a T5 encoder-decoder"}
 # What the job was checked with: requirements.txt of the folder.
+# the classifiers a job trains (its train.py's losses: cross-entropy, or BCE per label)
+JOB_PROBLEM_TYPES = ("single_label_classification", "multi_label_classification")
 REQUIREMENTS = ("torch==2.13.0", "transformers==5.23.0", "peft==0.21.2", "accelerate==1.15.0",
                 "safetensors==0.8.0")
 
@@ -61,7 +65,11 @@ def add_export_job_parser(sub, add_training_options, model_dir, count, fraction)
                                      "train, or an earlier job)")
     p.add_argument("--validation", help="JSONL scored after each epoch")
     add_training_options(p)
-    p.add_argument("--label-smoothing", type=fraction, help="classifiers")
+    p.add_argument("--label-smoothing", type=fraction, help="single-label classifiers")
+    p.add_argument("--problem-type", choices=list(JOB_PROBLEM_TYPES),
+                   help="classifiers: single_label_classification (the default, or --adapter's "
+                        "kind: one label per text) or multi_label_classification (\"label\" a "
+                        "list of names or {name: target in [0, 1]}; a sigmoid per label)")
     p.add_argument("--precision", choices=PRECISIONS,
                    help="mixed precision on the GPU (default: bf16 for presets, no (f32) for a "
                         "checkpoint directory, as py_engine computes)")
@@ -109,6 +117,7 @@ class Job:
     lora: object                # LoraConfig
     adapter_files: dict         # the adapter to start from: {file name: bytes}
     labels: list                # classifiers' label names, else None
+    problem_type: str           # classifiers' kind of head (JOB_PROBLEM_TYPES), else None
     data: list                  # ChatExamples, Examples or Seq2SeqExamples
     validation: list
     precision: str
@@ -133,7 +142,7 @@ def check_job(args):
     kind = model_kind(args.model, args.max_length, seq2seq=True) if local else \
         KINDS[preset.task]
     if kind != "encoder":
-        refuse_options(args, ("label_smoothing",),
+        refuse_options(args, ("label_smoothing", "problem_type"),
                        f"only for classifiers; {args.model} is {KIND_NAMES[kind]}")
     config = _train_config(args, kind)
     if local:       # as py_engine does, the checkpoint's positions bound max_length
@@ -147,8 +156,11 @@ def check_job(args):
         positions = values.get("max_position_embeddings")
         if type(positions) is int and config.max_length > positions:
             config = replace(config, max_length=positions)
-    lora, adapter_files, adapter_labels = _adapter(args, kind, preset)
-    examples, validation, labels = _data(args, kind, adapter_labels)
+    lora, adapter_files, adapter_labels, problem_type = _adapter(args, kind, preset)
+    if problem_type == MULTI_LABEL:
+        refuse_options(args, ("label_smoothing",), "only for single-label classifiers; a "
+                       "multi-label job trains a sigmoid per label")
+    examples, validation, labels = _data(args, kind, adapter_labels, problem_type)
     if local and kind == "seq2seq":
         # train.py reads the tokenizer.json py_engine reads: a T5 without one is refused here
         from ..tokenizers.checkpoint import seq2seq_tokenizer
@@ -157,7 +169,7 @@ def check_job(args):
     chat_template = None
     if local:
         adapter_files = adapter_files or _initial_adapter(args.model, kind, lora, labels,
-                                                          config.seed)
+                                                          config.seed, problem_type)
         _check_adapter_fits(args.model, kind, adapter_files, labels)
         if kind == "decoder" and args.adapter:
             from ..tokenizers.checkpoint import adapter_chat_template
@@ -173,7 +185,7 @@ def check_job(args):
     base = str(Path(args.model).resolve()) if local else preset.model_id
     return Job(kind=kind, base=base, preset=preset, preset_name=None if local else args.model,
                config=config, lora=lora, adapter_files=adapter_files or {}, labels=labels,
-               data=examples, validation=validation,
+               problem_type=problem_type, data=examples, validation=validation,
                precision=args.precision or ("bf16" if preset else "no"),
                gradient_checkpointing=args.gradient_checkpointing, processes=args.processes,
                protected=protected, dropout=args.dropout, chat_template=chat_template)
@@ -196,8 +208,10 @@ def _decoder_targets(model_dir):
 
 
 def _adapter(args, kind, preset):
-    """(LoraConfig, the adapter's files or None, its labels or None): --adapter's, or a new
-    adapter of the LoRA options given (py_engine's defaults for the rest)."""
+    """(LoraConfig, the adapter's files or None, its labels or None, the classifier's kind of
+    head or None): --adapter's (its kind of head must be --problem-type's where that is
+    given), or a new adapter of the LoRA options given (py_engine's defaults for the rest;
+    --problem-type's head, single-label by default)."""
     from ..cli import LORA_OPTIONS, check_adapter, lora_options, refuse_options
     from ..models.checkpoint import Checkpoint
     from ..models.lora_config import LoraConfig
@@ -216,15 +230,15 @@ def _adapter(args, kind, preset):
         if language_model:
             lora.modules_to_save = []
         lora.base_model_name_or_path = preset.model_id if preset else str(Path(args.model))
-        return lora, None, None
+        return lora, None, None, None if language_model else args.problem_type or SINGLE_LABEL
     refuse_options(args, LORA_OPTIONS, f"the job continues {args.adapter}, whose LoRA settings it keeps")
     check_adapter(args.adapter, task)
     from ..formats.head_config import HEAD_CONFIG, problem_type_of, read_head_config
     from ..formats.peft_adapter import READ_FILES, load_adapter
-    from ..labels import SINGLE_LABEL
     from ..models.classifiers import adapter_pooling
 
     config, _, labels = load_adapter(args.adapter)
+    problem_type = None
     if kind == "encoder":       # a preset is no classifier; a local checkpoint says how it pools
         model_config = Checkpoint.read_config(Path(args.model) / "config.json")
         pooling = adapter_pooling(args.model, args.adapter, config=model_config)[0]
@@ -235,18 +249,23 @@ def _adapter(args, kind, preset):
                              "(train it with py-engine train)")
         problem_type = problem_type_of(read_head_config(args.adapter),
                                        f"{args.adapter}/{HEAD_CONFIG}")
-        if problem_type != SINGLE_LABEL:
+        if problem_type not in JOB_PROBLEM_TYPES:
             raise ValueError(f"{args.adapter} holds a {problem_type} head: the job trains "
-                             "single-label classifiers (train it with py-engine train)")
+                             "single-label and multi-label classifiers (train it with py-engine "
+                             "train)")
+        if args.problem_type not in (None, problem_type):
+            raise ValueError(f"{args.adapter} holds a {problem_type} head, not a "
+                             f"{args.problem_type} one (its {HEAD_CONFIG})")
     lora = LoraConfig.from_language_model_dict(config, _decoder_targets(args.model)) \
         if language_model else LoraConfig.from_peft_dict(config)
     files = {name: (Path(args.adapter) / name).read_bytes() for name in READ_FILES
              if (Path(args.adapter) / name).is_file()}
-    return lora, files, labels
+    return lora, files, labels, problem_type
 
 
-def _data(args, kind, known_labels):
-    """(examples, validation examples or None, label names or None), read and checked."""
+def _data(args, kind, known_labels, problem_type=None):
+    """(examples, validation examples or None, label names or None), read and checked (a
+    classifier's labels as `problem_type` reads them)."""
     from ..cli import UsageError, input_file
 
     input_file(args.data, "data file")
@@ -264,10 +283,12 @@ def _data(args, kind, known_labels):
                 read_seq2seq_jsonl(args.validation) if args.validation else None, None)
     from ..data.classification import label_names, read_jsonl
 
-    examples = read_jsonl(args.data)
-    validation = read_jsonl(args.validation) if args.validation else None
-    labels = label_names(examples, known_labels)
-    unknown = sorted({e.label for e in validation or ()} - set(labels))
+    examples = read_jsonl(args.data, problem_type=problem_type)
+    validation = read_jsonl(args.validation, problem_type=problem_type) if args.validation \
+        else None
+    labels = label_names(examples, known_labels, problem_type)
+    names = label_names(validation, problem_type=problem_type) if validation else ()
+    unknown = sorted(set(names) - set(labels))
     if unknown:
         raise UsageError(f"{args.validation}: labels {unknown} are not among the training "
                          f"data's {labels}")
@@ -293,14 +314,16 @@ def _model(model_dir, kind, lora, num_labels, pooler_lora=True, with_checkpoint=
     return (model, checkpoint) if with_checkpoint else model
 
 
-def _initial_adapter(model_dir, kind, lora, labels, seed):
+def _initial_adapter(model_dir, kind, lora, labels, seed, problem_type=None):
     """The adapter py_engine starts training from with this seed, as files (a fine-tuned
-    classifier's head rows for the labels it holds, as TextClassifier.create starts)."""
+    classifier's head rows of `problem_type`'s kind for the labels it holds, as
+    TextClassifier.create starts)."""
     from ..formats.peft_adapter import adapter_files
     from ..train.init import initial_trainable
 
     model, checkpoint = _model(model_dir, kind, lora, len(labels or ()), with_checkpoint=True)
-    values = initial_trainable(model, seed, checkpoint, labels if kind == "encoder" else None)
+    values = initial_trainable(model, seed, checkpoint, labels if kind == "encoder" else None,
+                               problem_type or SINGLE_LABEL)
     return adapter_files(model.peft_dict(), values, labels,
                          where="the job's adapter")
 
@@ -332,17 +355,17 @@ def job_files(job):
 
     task = TASKS[job.kind]
     data = {"train": "data/train.jsonl"}
-    files = {data["train"]: _dataset(job.kind, job.data, dumps_dataset)}
+    files = {data["train"]: _dataset(job, job.data, dumps_dataset)}
     if job.validation:
         data["validation"] = "data/validation.jsonl"
-        files[data["validation"]] = _dataset(job.kind, job.validation, dumps_dataset)
+        files[data["validation"]] = _dataset(job, job.validation, dumps_dataset)
     settings = {k: v for k, v in job.config.as_dict().items()
                 if k in ("epochs", "lr", "batch_size", "grad_accum", "warmup_ratio",
                          "max_grad_norm", "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon",
                          "seed", "max_length", "pad_multiple",
                          "label_smoothing")}
     spec = {"task": task, "base": job.base, "preset": job.preset_name, "labels": job.labels,
-            "train": settings, "data": data,
+            "problem_type": job.problem_type, "train": settings, "data": data,
             "dtype": job.preset.dtype if job.preset else "float32",
             "precision": job.precision,
             "gradient_checkpointing": job.gradient_checkpointing or bool(
@@ -385,13 +408,20 @@ def _fallback_template(job):
     return template.source if template else None
 
 
-def _dataset(kind, examples, dumps_dataset):
-    if kind == "decoder":
+def _dataset(job, examples, dumps_dataset):
+    """A data file's text; a multi-label line holds its "targets" too, one per label as
+    py_engine trains them (data.classification.label_targets), which train.py reads."""
+    from ..data.classification import label_targets
+
+    if job.kind == "decoder":
         return dumps_dataset(examples, "messages").encode()
-    if kind == "seq2seq":       # every record format py_engine reads, as the pair it trains
+    if job.kind == "seq2seq":   # every record format py_engine reads, as the pair it trains
         lines = [{"input": e.input, "target": e.target} for e in examples]
     else:
+        multi = job.problem_type == MULTI_LABEL
         lines = [dict({"text": e.text, "label": e.label},
+                      **({"targets": label_targets(e.label, job.labels, MULTI_LABEL)}
+                         if multi else {}),
                       **({"text_pair": e.pair} if e.pair else {})) for e in examples]
     return "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines).encode()
 

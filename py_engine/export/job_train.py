@@ -19,7 +19,8 @@ It trains what py_engine would train on the same data and seed, so a job continu
 the page (or the page continues a job's) without a jump:
   - data: `messages` conversations ({"messages": [{"role", "content"}, ...]}, as TRL's
     SFTTrainer reads them) or {"text"} lines for chat models, {"text", "label"} lines for
-    classifiers, {"input", "target"} pairs for a T5 encoder-decoder (job.json's task
+    classifiers (a multi-label job's, job.json's problem_type, also "targets": one in
+    [0, 1] per label, a sigmoid each), {"input", "target"} pairs for a T5 encoder-decoder (job.json's task
     "seq2seq"). A conversation is rendered with the tokenizer's chat template and only the
     assistant turns are trained: each assistant content as the template prints it, and the
     end-of-turn token right after it (job.json's end_tokens, after spaces or tabs); a token
@@ -33,7 +34,7 @@ the page (or the page continues a job's) without a jump:
     global batch, split across the processes, so 1 or N processes take the same optimizer
     steps.
   - the loss: each planned batch's is the mean over its trained tokens (rows, for a
-    classifier) on every process, an optimizer step's the mean over its accumulated batches;
+    classifier; a multi-label one's logits, its binary cross-entropy) on every process, an optimizer step's the mean over its accumulated batches;
     AdamW decaying every trainable tensor, transformers' linear warmup and decay, clipping.
 Dropout (a checkpoint's hidden_dropout_prob or T5's dropout_rate, lora_dropout) draws torch's
 masks, not py_engine's: with it, runs agree in distribution rather than step for step.
@@ -50,6 +51,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 IGNORE_INDEX = -100
+MULTI_LABEL = "multi_label_classification"
 
 
 class JobError(ValueError):
@@ -158,12 +160,21 @@ def encode_seq2seq(tokenizer, row, max_length, where):
     return {"input_ids": ids, "labels": labels}
 
 
-def encode_classification(tokenizer, row, labels, max_length, where):
-    text, label = row.get("text"), row.get("label")
-    if not isinstance(text, str) or label not in labels:
+def encode_classification(tokenizer, row, labels, max_length, where, multi=False):
+    """A classifier's row: its label's index, or a multi-label row's targets (floats)."""
+    text, label, targets = row.get("text"), row.get("label"), row.get("targets")
+    if multi:
+        if not isinstance(text, str) or not isinstance(targets, list) or \
+                len(targets) != len(labels) or not all(
+                    isinstance(t, (int, float)) and not isinstance(t, bool) and 0 <= t <= 1
+                    for t in targets):
+            raise JobError(f"{where}: expected {{\"text\": str, \"targets\": {len(labels)} "
+                           f"numbers in [0, 1], for {labels}}}")
+    elif not isinstance(text, str) or label not in labels:
         raise JobError(f"{where}: expected {{\"text\": str, \"label\": one of {labels}}}")
     encoding = tokenizer(text, row.get("text_pair"), truncation=True, max_length=max_length)
-    item = {"input_ids": encoding["input_ids"], "labels": labels.index(label)}
+    item = {"input_ids": encoding["input_ids"],
+            "labels": [float(t) for t in targets] if multi else labels.index(label)}
     if "token_type_ids" in encoding:
         item["token_type_ids"] = encoding["token_type_ids"]
     return item
@@ -183,7 +194,7 @@ def encode_file(path, job, tokenizer):
             item = encode_seq2seq(tokenizer, row, train["max_length"], where)
         else:
             item = encode_classification(tokenizer, row, job["labels"], train["max_length"],
-                                         where)
+                                         where, job.get("problem_type") == MULTI_LABEL)
         if item is None:
             skipped += 1
         else:
@@ -245,19 +256,25 @@ class PlannedBatches:
                 [(-1, widths, denominator)] * (share - len(rows))
 
 
-def trained_count(item):
-    """What an example adds to its batch's loss denominator: its trained tokens (chat models),
-    or 1 (a classifier's row)."""
+def trained_count(item, task):
+    """What an example adds to its batch's loss denominator: its trained tokens (chat models,
+    T5's targets), 1 (a classifier's row) or its logits (a multi-label row's targets)."""
     labels = item["labels"]
-    return sum(y != IGNORE_INDEX for y in labels) if isinstance(labels, list) else 1
+    if task == "classification":
+        return len(labels) if isinstance(labels, list) else 1
+    return sum(y != IGNORE_INDEX for y in labels)
 
 
-def collate(task, pad_id, decoder_start_id=None):
+def collate(task, pad_id, decoder_start_id=None, num_targets=None):
     """The batch of planned items: right-padded to the batch's lengths (a pair's input to the
     first, its target to the second); a seq2seq batch's decoder input is its labels shifted
     right after decoder_start_id, as transformers' T5 makes it from labels (the Trainer hands
-    the model no labels when it computes the loss itself)."""
+    the model no labels when it computes the loss itself). A multi-label classifier's rows
+    hold `num_targets` float targets; a row that trains nothing, IGNORE_INDEX each."""
     import torch
+
+    empty = IGNORE_INDEX if task == "classification" and num_targets is None else \
+        [float(IGNORE_INDEX)] * num_targets if task == "classification" else [IGNORE_INDEX]
 
     def pad(rows, key, value, width):
         return torch.tensor([row[key] + [value] * (width - len(row[key])) for row in rows])
@@ -267,9 +284,7 @@ def collate(task, pad_id, decoder_start_id=None):
         S, T = widths[0], widths[-1]
         rows = []
         for item, _, _ in items:
-            row = item if item is not None else {
-                "input_ids": [pad_id], "labels": IGNORE_INDEX if task == "classification"
-                else [IGNORE_INDEX]}
+            row = item if item is not None else {"input_ids": [pad_id], "labels": empty}
             rows.append(dict(row, attention_mask=[1] * len(row["input_ids"])))
         batch = {"input_ids": pad(rows, "input_ids", pad_id, S),
                  "attention_mask": pad(rows, "attention_mask", 0, S),
@@ -320,11 +335,12 @@ def scored(task, labels):
     return labels[:, 1:] if task == "causal_lm" else labels
 
 
-def loss_function(task, label_smoothing):
+def loss_function(task, label_smoothing, multi=False):
     """compute_loss_func for transformers' Trainer: the summed loss over the rows' trained
-    tokens (rows, for a classifier), divided by `num_items_in_batch`, which JobTrainer sets to
-    the planned batch's denominator (see PlannedBatches); the Trainer then scales it by the
-    number of processes, which DDP's averaging of gradients undoes."""
+    tokens (rows, for a classifier; a multi-label one's logits, each its binary cross-entropy
+    with logits, transformers' BCEWithLogitsLoss), divided by `num_items_in_batch`, which
+    JobTrainer sets to the planned batch's denominator (see PlannedBatches); the Trainer then
+    scales it by the number of processes, which DDP's averaging of gradients undoes."""
     import torch.nn.functional as F
 
     def loss(outputs, labels, num_items_in_batch=None):
@@ -332,9 +348,14 @@ def loss_function(task, label_smoothing):
         if task == "causal_lm":
             logits = logits[:, :-1]
         labels = scored(task, labels)
-        total = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
-                                ignore_index=IGNORE_INDEX, reduction="sum",
-                                label_smoothing=label_smoothing)
+        if multi:
+            kept = labels.ne(IGNORE_INDEX)
+            total = F.binary_cross_entropy_with_logits(logits[kept], labels[kept].float(),
+                                                       reduction="sum")
+        else:
+            total = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                                    ignore_index=IGNORE_INDEX, reduction="sum",
+                                    label_smoothing=label_smoothing)
         count = num_items_in_batch if num_items_in_batch is not None else \
             labels.ne(IGNORE_INDEX).sum()
         return total / count
@@ -370,8 +391,10 @@ def load_model(job, base, preset, switched, torch):
     elif job["task"] == "seq2seq":
         model = transformers.AutoModelForSeq2SeqLM.from_pretrained(base, dtype=dtype)
     else:
+        # the kind of head in its config, as transformers' pipelines and loss read it
         model = transformers.AutoModelForSequenceClassification.from_pretrained(
-            base, dtype=dtype, num_labels=len(job["labels"]))
+            base, dtype=dtype, num_labels=len(job["labels"]),
+            problem_type=job.get("problem_type") or "single_label_classification")
     if job.get("dropout") is not None:      # before PEFT adds its own (lora_dropout)
         for module in model.modules():
             if isinstance(module, torch.nn.Dropout):
@@ -467,14 +490,18 @@ def train(job, args):
             (tokenizer.eos_token_id or 0)
         start_id = None
 
+    multi = job.get("problem_type") == MULTI_LABEL
+
     def loader(rows, seed):
         sampler = PlannedBatches([sizes(r, job["task"]) for r in rows],
-                                 [trained_count(r) for r in rows], settings["batch_size"],
+                                 [trained_count(r, job["task"]) for r in rows],
+                                 settings["batch_size"],
                                  settings["grad_accum"], seed, settings["pad_multiple"],
                                  settings["max_length"], training_args.process_index,
                                  training_args.world_size)
         return EpochLoader(Rows(rows), batch_sampler=sampler,
-                           collate_fn=collate(job["task"], pad_id, start_id))
+                           collate_fn=collate(job["task"], pad_id, start_id,
+                                              len(job["labels"]) if multi else None))
 
     if checkpointing:
         model.enable_input_require_grads()
@@ -487,10 +514,11 @@ def train(job, args):
     trainer = JobTrainer(model=model, args=training_args,
                          train_loader=loader(items, settings["seed"]),
                          compute_loss_func=loss_function(job["task"],
-                                                         settings.get("label_smoothing", 0.0)),
+                                                         settings.get("label_smoothing", 0.0),
+                                                         multi),
                          callbacks=[log])
     if validation:
-        trainer.add_callback(Validation(trainer, loader(validation, 0), log, job["task"]))
+        trainer.add_callback(Validation(trainer, loader(validation, 0), log, job["task"], multi))
     trainer.train()
     if main_process:
         save_adapter(trainer.model, job, output / "adapter")
@@ -517,14 +545,16 @@ def leave_the_process_group():
 def save_adapter(model, job, out):
     """The PEFT adapter, with what py_engine reads beside it for a classifier (labels.json;
     head_config.json: how transformers' classifier pools, [CLS] but where its config says
-    otherwise, as ModernBERT's classifier_pooling may)."""
+    otherwise, as ModernBERT's classifier_pooling may; a multi-label head's kind)."""
     model.save_pretrained(out)
     if job["task"] == "classification":
         (out / "labels.json").write_text(json.dumps(job["labels"], ensure_ascii=False) + "\n",
                                          encoding="utf-8")
         pooling = model.config.to_dict().get("classifier_pooling", "cls")
-        (out / "head_config.json").write_text(json.dumps({"pooling": pooling}) + "\n",
-                                              encoding="utf-8")
+        head = {"pooling": pooling}
+        if job.get("problem_type") == MULTI_LABEL:
+            head["problem_type"] = MULTI_LABEL
+        (out / "head_config.json").write_text(json.dumps(head) + "\n", encoding="utf-8")
 
 
 def _torch_classes():
@@ -575,9 +605,9 @@ def _torch_classes():
         """The mean loss over the validation set's trained tokens (rows) after each epoch,
         without label smoothing (py_engine's held-out loss)."""
 
-        def __init__(self, trainer, loader, log, task):
+        def __init__(self, trainer, loader, log, task, multi=False):
             self.trainer, self.loader, self.log, self.task = trainer, loader, log, task
-            self.loss = loss_function(task, 0.0)
+            self.loss = loss_function(task, 0.0, multi)
 
         def on_epoch_end(self, args, state, control, **kwargs):
             model, device = self.trainer.model, self.trainer.args.device

@@ -19,7 +19,7 @@ import math
 import warnings
 from dataclasses import replace
 
-from ..data.classification import target_label
+from ..data.classification import label_targets
 from ..formats.head_config import (HEAD_CONFIG, head_config, pooling_of, problem_type_of,
                                    read_head_config, resolve_problem_type)
 from ..formats.json_file import decode_utf8, parse_json
@@ -354,24 +354,7 @@ class TextClassifier:
     def targets(self, label, where="the example"):
         """A multi-label or regression example's label as one float target per label (see
         encode_examples), checked: ValueError naming `where` and the problem."""
-        label = target_label(label, self.problem_type, where)     # its form and values
-        labels = self.labels
-        if isinstance(label, (list, dict)):
-            unknown = sorted(set(label) - set(labels))
-            if unknown:
-                raise ValueError(f"{where}: labels {unknown} are not among the classifier's "
-                                 f"labels {labels}")
-        if isinstance(label, list):
-            return [1.0 if name in label else 0.0 for name in labels]
-        if isinstance(label, dict):
-            if self.problem_type == REGRESSION and len(label) != len(labels):
-                raise ValueError(f"{where}: a regression example gives a value for every label "
-                                 f"{labels}, not only {sorted(label)}")
-            return [label.get(name, 0.0) for name in labels]
-        if len(labels) != 1:        # a number: a regression head's of one output
-            raise ValueError(f"{where}: a regression example of several outputs gives "
-                             f"{{label: value}} for every label {labels}, got {label!r:.60}")
-        return [label]
+        return label_targets(label, self.labels, self.problem_type, where)
 
     # --- training ---
 
