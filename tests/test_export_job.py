@@ -317,7 +317,7 @@ MULTI = "multi_label_classification"
 def test_multi_label_classifier_job_trains_as_py_engine(ws, tmp_path, capsys):
     """--problem-type multi_label_classification: lines whose label is a list of names (none
     too) or soft targets; each step's loss and gradient norm are py_engine's (its BCE per
-    label, mean over the logits) on one process and on two, the validation loss too, and the
+    label, mean over the logits) on two processes, the validation loss too, and the
     adapter loads back as a
     multi-label classifier (head_config.json) whose sigmoid probabilities are PEFT's, and
     trains on."""
@@ -341,12 +341,16 @@ def test_multi_label_classifier_job_trains_as_py_engine(ws, tmp_path, capsys):
     run(run(clf.trainer(examples, ClassifierTrainConfig(epochs=2, lr=2e-3, batch_size=3,
                                                         seed=7))).run())
     # batches of 3 on two processes: one process's share of each holds a row training nothing
-    log, _ = launch_one_and_two(job, tmp_path, clf.history)
+    # (one process takes the same steps: test_classifier_job_and_back)
+    err, log = launch(job, "--config_file", job / "accelerate.yaml", "--num_processes", 2,
+                      output=tmp_path / "two")
+    assert "train.py: 2 process(es) on cpu (distributed)" in err
+    assert_same_steps(log, clf.history)
     evaluations = [line for line in log if "eval_loss" in line]
     held_out = run(clf.runtime.task.evaluate(clf.runtime, clf.encode_examples(examples), 8, 128))
     assert evaluations[-1]["eval_loss"] == pytest.approx(held_out["loss"], rel=REL)
 
-    adapter = tmp_path / "one" / "adapter"
+    adapter = tmp_path / "two" / "adapter"
     assert json.loads((adapter / "head_config.json").read_text()) == {"pooling": "cls",
                                                                       "problem_type": MULTI}
     loaded = run(TextClassifier.load(ws["bert"], adapter))
