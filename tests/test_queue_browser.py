@@ -48,7 +48,9 @@ def open_queue(target, now):
 
 def batch(start, n, source, kind="classification"):
     if kind == "classification":
-        return [Record(kind, source, text=f"text {i}", label=f"l{i % 3}",
+        # every fourth a multi-label record: its list of names kept and counted name by name
+        return [Record(kind, source, text=f"text {i}",
+                       label=[f"l{i % 3}", "all"] if i % 4 == 0 else f"l{i % 3}",
                        created=100.0 + i, origin={"n": i}) for i in range(start, start + n)]
     return [Record(kind, source, text=f"{source} passage {i} " + "word " * (i % 5),
                    created=100.0 + i % 4, origin={"n": i}) for i in range(start, start + n)]
@@ -136,6 +138,7 @@ def test_the_queue_in_indexeddb_answers_as_on_the_host_across_a_reload(engine_pa
     assert [p["added"] + p["duplicates"] + p["refused"] for p in puts] == [12, 10, 6, 12]
     assert puts[2]["duplicates"] == 4 and puts[3]["evicted"] + puts[3]["refused"] == 6
     assert first["stats"]["leased"] == 8 and first["stats"]["total"] == first["clash"] == 30
+    assert first["stats"]["by_label"]["all"] >= 2      # multi-label records, as on the host
     engine_page.reload()
     wait_for_engine(engine_page)
     second = in_page(engine_page, name, "part_two")
