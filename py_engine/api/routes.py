@@ -394,8 +394,8 @@ def app_for_api(engine, token, limits=ApiLimits()):
 
 def _form_setup(fields):
     """A setup request's fields from a form: model, documents (ids separated by commas),
-    labels (names separated by commas), validation_split, options as a JSON object and/or one
-    field per training option (JSON values: 2, 1e-3)."""
+    labels (names separated by commas), validation_split, problem_type, options as a JSON
+    object and/or one field per training option (JSON values: 2, 1e-3)."""
     body, options = {}, {}
     for key, value in fields.items():
         if key == "options":
