@@ -165,7 +165,7 @@ def _user_error(e):
 
 # The options that set a new LoRA adapter (the rest of a LoraConfig is py_engine's default).
 LORA_OPTIONS = ("r", "lora_alpha", "lora_dropout", "target_modules", "use_dora", "bias",
-                "modules_to_save", "trainable_token_indices")
+                "modules_to_save", "trainable_token_indices", "init_lora_weights")
 
 
 def given_options(args, *names):
@@ -359,7 +359,8 @@ def lora_options(args, alpha_per_r, targets, **fixed):
                       target_modules=given.get("target_modules", list(targets)),
                       use_dora=given.get("use_dora", False), bias=given.get("bias", "none"),
                       modules_to_save=given.get("modules_to_save"),
-                      trainable_token_indices=given.get("trainable_token_indices"), **fixed)
+                      trainable_token_indices=given.get("trainable_token_indices"),
+                      init_lora_weights=given.get("init_lora_weights", True), **fixed)
 
 
 def _json_line(values, rounded=()):
@@ -944,6 +945,20 @@ def add_training_options(p):
     p.add_argument("--trainable-token-indices", type=_token_ids,
                    help="chat models: rows of the embedding (token ids) trained beside the "
                         "LoRA, as PEFT's trainable_token_indices (a tied output layer reads them)")
+    p.add_argument("--init-lora-weights", type=_init_lora_weights,
+                   metavar="{true,false,gaussian,orthogonal}",
+                   help="how a new adapter starts, as PEFT's init_lora_weights: true (default: "
+                        "lora_B zeros, the base model's outputs), gaussian (lora_A from "
+                        "N(0, 1/r)), false (lora_B random too: the outputs change from the "
+                        "start), orthogonal (B.A zero from orthogonal halves; an even r)")
+
+
+def _init_lora_weights(text):
+    """--init-lora-weights: true, false, gaussian or orthogonal (PEFT's init_lora_weights)."""
+    values = {"true": True, "false": False, "gaussian": "gaussian", "orthogonal": "orthogonal"}
+    if text.lower() not in values:
+        raise argparse.ArgumentTypeError(f"choose true, false, gaussian or orthogonal, got {text!r}")
+    return values[text.lower()]
 
 
 def _train_parser(sub):

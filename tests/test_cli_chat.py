@@ -167,6 +167,17 @@ def test_a_lora_on_the_embedding_and_output_layer_from_the_command_line(workspac
     assert {f"{t}.weight.lora_{x}" for t in ("token_embd", "output") for x in "ab"} <= names
 
 
+def check_exports_merged_only(model, adapter, root, words):
+    """The adapter exports as a merged GGUF; as a GGUF adapter it is refused (`words` in the
+    message) and nothing is written."""
+    cli("export", "--format", "gguf", "--model", model, "--adapter", adapter, "--out", root / "gguf")
+    assert (root / "gguf" / "model.gguf").is_file()
+    refused = cli("export", "--format", "gguf-lora", "--model", model, "--adapter", adapter,
+                  "--out", root / "gguf-lora", check=False)
+    assert refused.returncode == 2 and words in refused.stderr, refused.stderr
+    assert not (root / "gguf-lora").exists()
+
+
 def test_modules_to_save_trains_the_output_layer_whole(workspace):
     """--modules-to-save lm_head: the output layer trains whole beside the LoRA (PEFT's
     modules_to_save); the adapter holds it and PEFT scores as the CLI does (1e-5). Classifiers,

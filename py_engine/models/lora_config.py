@@ -104,6 +104,35 @@ class LoraConfig:
         # PEFT's trainable tokens: some rows of the embedding trained (models/trainable_tokens.py);
         # a list (the embedding's rows) or {module: rows}
         self.trainable_token_indices = _token_indices(trainable_token_indices)
+        # how a new adapter's first values are drawn (fresh_init; train/init.py draws them)
+        self.init_lora_weights = init_lora_weights
+
+    def fresh_init(self):
+        """The init_lora_weights a new adapter is drawn with: True (PEFT's default: lora_A
+        from kaiming_uniform, lora_B zeros), False (both from kaiming_uniform: the adapter
+        changes the model from the start), "gaussian" (lora_A from N(0, 1/r), lora_B zeros) or
+        "orthogonal" (lora_A and lora_B from halves of one orthogonal matrix, so that B.A is
+        zero; an even r). Another value (EVA, LoRA-GA, MiCA: data or the base weights' SVD) is
+        read when an adapter trained with it is loaded, but no new adapter is drawn with it:
+        LoraConfigError; so is DoRA beside False (its magnitudes start from W + s B.A)."""
+        init = self.init_lora_weights
+        if isinstance(init, str) and init.lower() == "gaussian":
+            init = "gaussian"
+        if init not in (True, False, "gaussian", "orthogonal"):
+            raise LoraConfigError(f"init_lora_weights {init!r} draws a new adapter's first values "
+                                  "from the training data or the base weights' decomposition, "
+                                  "which is not done here; choose true, false, gaussian or "
+                                  "orthogonal (an adapter trained with it loads)")
+        if init is False and self.use_dora:
+            raise LoraConfigError("init_lora_weights false with DoRA: PEFT starts each magnitude "
+                                  "from the rows of W + s B.A, lora_B drawn at random, which is "
+                                  "not done here; DoRA starts with true, gaussian or orthogonal")
+        if init == "orthogonal":
+            odd = sorted({r for r in [self.r, *self.rank_pattern.values()] if r % 2})
+            if odd:
+                raise LoraConfigError(f"init_lora_weights orthogonal needs an even rank, as "
+                                      f"PEFT's; got {odd[0]}")
+        return init
 
     @property
     def scaling(self):
@@ -134,7 +163,8 @@ class LoraConfig:
             "base_model_name_or_path": self.base_model_name_or_path, "bias": self.bias,
             "ensure_weight_tying": self.ensure_weight_tying,
             "exclude_modules": self.exclude_modules, "fan_in_fan_out": self.fan_in_fan_out,
-            "inference_mode": True, "init_lora_weights": True, "layer_replication": None,
+            "inference_mode": True, "init_lora_weights": self.init_lora_weights,
+            "layer_replication": None,
             "layers_pattern": self.layers_pattern, "layers_to_transform": self.layers_to_transform,
             "loftq_config": {}, "lora_alpha": self.lora_alpha,
             "lora_bias": False, "lora_dropout": self.lora_dropout, "megatron_config": None,
@@ -213,6 +243,9 @@ _BASE_CHANGING_INITS = ("pissa", "corda", "olora", "loftq")
 
 
 def _check_init(value):
+    if not isinstance(value, (bool, str)):
+        raise LoraConfigError(f"init_lora_weights must be true, false or the name of an "
+                              f"initialisation, got {value!r:.60}")
     if isinstance(value, str) and value.lower().startswith(_BASE_CHANGING_INITS):
         raise LoraConfigError(
             f"init_lora_weights {value!r}: PEFT changes the base model's weights when such an "

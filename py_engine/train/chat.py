@@ -110,7 +110,7 @@ class ChatModel:
                             quant_group, max_length, dropout=None, adapter_dir=None):
         checkpoint = DecoderCheckpoint.load(model_dir)
         model = cls._adapter_model(checkpoint, config, tensors, source, dropout)
-        values = merge_loaded(model, initial_trainable(model, 0), tensors, source)
+        values = merge_loaded(model, initial_trainable(model, 0, fresh=False), tensors, source)
         return await cls._make(model_dir, checkpoint, model, values, backend, device, base_dtype,
                                quant_group, max_length, adapter_dir)
 
@@ -206,7 +206,7 @@ class ChatModel:
             raise ValueError(f"{source} has a vocabulary of {model.config.vocab_size} tokens, this "
                              f"model {self.model.config.vocab_size}: load the model with the "
                              "adapter (and the tokenizer saved beside it) instead")
-        values = merge_loaded(model, initial_trainable(model, 0), tensors, source)
+        values = merge_loaded(model, initial_trainable(model, 0, fresh=False), tensors, source)
         if self._trainer is not None:
             self._trainer.close()
             self._trainer = None

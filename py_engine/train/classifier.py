@@ -138,7 +138,7 @@ class TextClassifier:
                              "classifier needs two or more (its head_config.json records no "
                              "multi-label or regression head)")
         model = adapter_model(checkpoint, model_dir, config, tensors, len(labels), pooling, source)
-        values = merge_loaded(model, initial_trainable(model, 0), tensors, source)
+        values = merge_loaded(model, initial_trainable(model, 0, fresh=False), tensors, source)
         return await cls._make(model_dir, checkpoint, model, labels, values, backend, device,
                                base_dtype, quant_group, max_length, problem_type)
 
@@ -218,7 +218,7 @@ class TextClassifier:
             return None
         model = adapter_model(self.checkpoint, self.model_dir, config, tensors, n_labels, pooling,
                               source, dropout=self.model.dropout)
-        return model, merge_loaded(model, initial_trainable(model, 0), tensors, source)
+        return model, merge_loaded(model, initial_trainable(model, 0, fresh=False), tensors, source)
 
     async def load_adapter_files(self, files, source="the adapter"):
         """Take the trainable weights of an adapter given as {file name: bytes} (labels and

@@ -3,6 +3,11 @@
 PEFT's default LoRA init: lora_A from kaiming_uniform(a=sqrt(5)), i.e. U(-1/sqrt(in), 1/sqrt(in)),
 lora_B zeros (so training starts from the base model exactly), and on an embedding (PEFT's
 lora.Embedding) the other way round, lora_embedding_A zeros and lora_embedding_B from N(0, 1);
+LoraConfig.init_lora_weights' other draws: "gaussian" lora_A from N(0, 1/r); False lora_B from
+kaiming_uniform too (U(-1/sqrt(r), 1/sqrt(r))) and an embedding's both from N(0, 1); "orthogonal"
+(PEFT's orthogonal_init) lora_A = (X1 Q_odd)^T / 10 and lora_B = X2^T Q_even / 10, X1 [in, r/2]
+and X2 [r/2, out] from N(0, 1) and Q_odd, Q_even the odd and even rows of the Q of a random
+[r, r] matrix, so that B.A is zero;
 trainable tokens (trainable_token_indices), their table's rows; DoRA's magnitude, each row's norm
 of the base weight (of W + s B.A, which is W while B is zero); a base bias that trains beside
 the adapter (PEFT's bias option), and a classifier's dense layer the checkpoint holds
@@ -20,13 +25,19 @@ from ..labels import SINGLE_LABEL
 from .head_rows import relabel_rows
 
 
-def initial_trainable(model, seed, checkpoint=None, labels=None, problem_type=SINGLE_LABEL):
+def initial_trainable(model, seed, checkpoint=None, labels=None, problem_type=SINGLE_LABEL,
+                      fresh=True):
     """{name: (shape, array('f'))} of every trainable tensor. DoRA's magnitudes and the base
     biases that train are read from `checkpoint`'s tensors (floats(name), shape(name)); without
     one they are NaN, for an adapter's tensors to replace (merge_loaded requires every one of
     them). A classifier's `labels` (its head of `problem_type`'s kind): the rows of those a
-    fine-tuned checkpoint's head of that kind holds start from its (checkpoint_head)."""
+    fine-tuned checkpoint's head of that kind holds start from its (checkpoint_head). `fresh`:
+    a new adapter, drawn as its init_lora_weights says (LoraConfig.fresh_init); False for
+    values an adapter's tensors replace (PEFT's default draw)."""
     rng = random.Random(seed)
+    lora = model.linears.lora
+    init = lora.fresh_init() if fresh and lora is not None else True
+    pairs = {}              # "orthogonal": each module's (lora_A, lora_B), drawn together
     std = model.config.initializer_range
     magnitudes = model.magnitude_weights()
     biases = model.bias_sources()
@@ -57,12 +68,21 @@ def initial_trainable(model, seed, checkpoint=None, labels=None, problem_type=SI
         elif name in magnitudes:
             data = (row_norms(checkpoint.floats(magnitudes[name]), *checkpoint.shape(magnitudes[name]))
                     if checkpoint is not None else array("f", [math.nan]) * n)
-        elif fresh_table(name) == "zeros":       # PEFT's embedding LoRA: A zeros, B N(0, 1)
-            data = array("f", bytes(4 * n))
-        elif fresh_table(name) == "normal":
+        elif fresh_table(name) == "zeros" and init is not False:
+            data = array("f", bytes(4 * n))     # PEFT's embedding LoRA: A zeros, B N(0, 1)
+        elif fresh_table(name) is not None:     # (without init: both N(0, 1))
             data = array("f", (rng.gauss(0.0, 1.0) for _ in range(n)))
-        elif name.endswith("lora_A.weight"):
-            bound = 1.0 / math.sqrt(shape[1])
+        elif name.endswith(("lora_A.weight", "lora_B.weight")) and init == "orthogonal":
+            module, _, which = name.rpartition(".lora_")
+            if module not in pairs:
+                a_shape = model.trainable[f"{module}.lora_A.weight"]
+                b_shape = model.trainable[f"{module}.lora_B.weight"]
+                pairs[module] = orthogonal_pair(rng, a_shape[0], a_shape[1], b_shape[0])
+            data = pairs[module][0 if which == "A.weight" else 1]
+        elif name.endswith("lora_A.weight") and init == "gaussian":
+            data = array("f", (rng.gauss(0.0, 1.0 / shape[0]) for _ in range(n)))
+        elif name.endswith("lora_A.weight") or (name.endswith("lora_B.weight") and init is False):
+            bound = 1.0 / math.sqrt(shape[1])    # kaiming_uniform(a=sqrt(5)): nn.Linear's
             data = array("f", (rng.uniform(-bound, bound) for _ in range(n)))
         elif name.endswith("lora_B.weight") or name.endswith(".bias"):
             data = array("f", bytes(4 * n))
@@ -72,6 +92,37 @@ def initial_trainable(model, seed, checkpoint=None, labels=None, problem_type=SI
     if labels is not None and checkpoint is not None:
         values.update(checkpoint_head(model, checkpoint, labels, problem_type))
     return values
+
+
+def orthogonal_pair(rng, r, fan_in, fan_out):
+    """(lora_A [r, fan_in], lora_B [fan_out, r]) as PEFT's orthogonal_init draws them (see the
+    module docstring): the rows of A and the columns of B lie in complementary halves of one
+    orthogonal basis, so B.A is zero while neither is. Gram-Schmidt gives the Q (a QR's, up to
+    the signs of its rows, which leave its distribution as it is)."""
+    x = [[rng.gauss(0.0, 1.0) for _ in range(r)] for _ in range(r)]
+    q = []                                  # orthonormal columns of x, as rows
+    for j in range(r):
+        v = [x[i][j] for i in range(r)]
+        for u in q:
+            dot = math.fsum(a * b for a, b in zip(u, v))
+            v = [a - dot * b for a, b in zip(v, u)]
+        norm = math.sqrt(math.fsum(a * a for a in v))
+        q.append([a / norm for a in v])
+    # torch.linalg.qr's Q holds those columns; PEFT takes Q's rows
+    rows = [[q[j][i] for j in range(r)] for i in range(r)]
+    odd, even = rows[0::2], rows[1::2]
+    half = r // 2
+    x1 = [[rng.gauss(0.0, 1.0) for _ in range(half)] for _ in range(fan_in)]
+    x2 = [[rng.gauss(0.0, 1.0) for _ in range(fan_out)] for _ in range(half)]
+    a = array("f", bytes(4 * r * fan_in))   # A[k][c] = sum_h x1[c][h] odd[h][k] / 10
+    for c in range(fan_in):
+        for k in range(r):
+            a[k * fan_in + c] = math.fsum(x1[c][h] * odd[h][k] for h in range(half)) / 10.0
+    b = array("f", bytes(4 * fan_out * r))  # B[o][k] = sum_h x2[h][o] even[h][k] / 10
+    for o in range(fan_out):
+        for k in range(r):
+            b[o * r + k] = math.fsum(x2[h][o] * even[h][k] for h in range(half)) / 10.0
+    return a, b
 
 
 def checkpoint_head(model, checkpoint, labels, problem_type=SINGLE_LABEL):
