@@ -362,8 +362,10 @@ class AppClassifier(AppModel):
                     "one label per text")
         unknown = [name for name in label_names(record.label) if name not in self.labels]
         if unknown:
-            return (f"label{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} "
-                    f"{'are' if len(unknown) > 1 else 'is'} not among the classifier's {self.labels}")
+            names = ", ".join(map(repr, unknown))
+            return (f"label{'s' if len(unknown) > 1 else ''} {names} "
+                    f"{'are' if len(unknown) > 1 else 'is'} not among the classifier's "
+                    f"{self.labels}")
         return None
 
     def examples(self, records):

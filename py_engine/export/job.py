@@ -10,9 +10,10 @@ LoRA comes back.
 
 The folder holds the dataset (data/train.jsonl: `messages` conversations and {"text"} lines
 for chat models, as TRL and PEFT's examples read them; {"text", "label"} lines for
-classifiers, with "targets" (one per label) for a multi-label one's; {"input", "target"} pairs for a T5 encoder-decoder such as FLAN-T5), the LoRA
-adapter to start from (adapter/: adapter_config.json with these hyperparameters, and the
-weights: --adapter's, or the ones py_engine would start from for --seed), job.json (the base,
+classifiers, with "targets" (one per label) for a multi-label one's; {"input", "target"}
+pairs for a T5 encoder-decoder such as FLAN-T5), the LoRA adapter to start from (adapter/:
+adapter_config.json with these hyperparameters, and the weights: --adapter's, or the ones
+py_engine would start from for --seed), job.json (the base,
 the task, the training options), train.py (transformers' Trainer with PEFT; it trains what
 py_engine trains: the same tokens, batches and loss), an accelerate config, presets.json (bases
 train.py --base can switch to: Llama 3 8B, Mistral 7B, Phi-3 mini, TinyLlama, SmolLM2,

@@ -20,11 +20,11 @@ the page (or the page continues a job's) without a jump:
   - data: `messages` conversations ({"messages": [{"role", "content"}, ...]}, as TRL's
     SFTTrainer reads them) or {"text"} lines for chat models, {"text", "label"} lines for
     classifiers (a multi-label job's, job.json's problem_type, also "targets": one in
-    [0, 1] per label, a sigmoid each), {"input", "target"} pairs for a T5 encoder-decoder (job.json's task
-    "seq2seq"). A conversation is rendered with the tokenizer's chat template and only the
-    assistant turns are trained: each assistant content as the template prints it, and the
-    end-of-turn token right after it (job.json's end_tokens, after spaces or tabs); a token
-    is trained when its characters overlap that span. A text trains every token. A pair's
+    [0, 1] per label, a sigmoid each), {"input", "target"} pairs for a T5 encoder-decoder
+    (job.json's task "seq2seq"). A conversation is rendered with the tokenizer's chat
+    template and only the assistant turns are trained: each assistant content as the template
+    prints it, and the end-of-turn token right after it (job.json's end_tokens, after spaces
+    or tabs); a token is trained when its characters overlap that span. A text trains every token. A pair's
     input and target are each tokenized by the base's tokenizer.json as it is written (T5's
     appends </s>), each cut to max_length; every target token is trained, the decoder fed the
     target shifted right after decoder_start_token_id, as T5 shifts its labels.
@@ -34,7 +34,8 @@ the page (or the page continues a job's) without a jump:
     global batch, split across the processes, so 1 or N processes take the same optimizer
     steps.
   - the loss: each planned batch's is the mean over its trained tokens (rows, for a
-    classifier; a multi-label one's logits, its binary cross-entropy) on every process, an optimizer step's the mean over its accumulated batches;
+    classifier; a multi-label one's logits, its binary cross-entropy) on every process, an
+    optimizer step's the mean over its accumulated batches;
     AdamW decaying every trainable tensor, transformers' linear warmup and decay, clipping.
 Dropout (a checkpoint's hidden_dropout_prob or T5's dropout_rate, lora_dropout) draws torch's
 masks, not py_engine's: with it, runs agree in distribution rather than step for step.
@@ -273,8 +274,12 @@ def collate(task, pad_id, decoder_start_id=None, num_targets=None):
     hold `num_targets` float targets; a row that trains nothing, IGNORE_INDEX each."""
     import torch
 
-    empty = IGNORE_INDEX if task == "classification" and num_targets is None else \
-        [float(IGNORE_INDEX)] * num_targets if task == "classification" else [IGNORE_INDEX]
+    if task != "classification":
+        empty = [IGNORE_INDEX]                      # a sequence of one ignored token
+    elif num_targets is None:
+        empty = IGNORE_INDEX                        # an ignored row's label
+    else:
+        empty = [float(IGNORE_INDEX)] * num_targets  # an ignored multi-label row's targets
 
     def pad(rows, key, value, width):
         return torch.tensor([row[key] + [value] * (width - len(row[key])) for row in rows])
