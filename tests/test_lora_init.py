@@ -73,9 +73,9 @@ def pairs(values):
             if n.endswith("lora_A.weight")]
 
 
-def ours(model_dir, init, **options):
+def ours(model_dir, init, targets=TARGETS, **options):
     chat = run(ChatModel.create(model_dir, backend="numpy", seed=3, lora=LoraConfig(
-        r=4, lora_alpha=8, task_type="CAUSAL_LM", target_modules=TARGETS,
+        r=4, lora_alpha=8, task_type="CAUSAL_LM", target_modules=targets,
         init_lora_weights=init, **options)))
     values = {n: np.frombuffer(bytes(v), np.float32).reshape(shape)
               for n, (shape, v) in run(chat.runtime.trainable_values()).items()}
@@ -141,17 +141,53 @@ def test_a_new_adapter_scores_as_the_base_or_as_peft_reads_it(model_dir, init, t
         assert relative_error(logits, plain) <= 1e-5
 
 
+@pytest.mark.parametrize("init", [False, "orthogonal"])
+def test_dora_magnitudes_start_from_the_adapted_rows(model_dir, init, tmp_path):
+    """DoRA's magnitude starts as each row's norm of W + s B.A (PEFT's get_weight_norm at
+    update_layer): with init False B.A is not zero, and both draws, ours and PEFT's, hold the
+    identity (1e-5); PEFT reads our new adapter with our logits (1e-5)."""
+    from safetensors.numpy import load_file
+
+    chat, mine = ours(model_dir, init, TARGETS[:-1], use_dora=True)
+    torch.manual_seed(3)
+    peft = get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir), PeftLoraConfig(
+        r=4, lora_alpha=8, task_type="CAUSAL_LM", target_modules=TARGETS[:-1],
+        init_lora_weights=init, use_dora=True))
+    theirs = {k.removeprefix("base_model.model."): v.detach().numpy()
+              for k, v in get_peft_model_state_dict(peft).items()}
+    weights = load_file(model_dir / "model.safetensors")
+    for values in (mine, theirs):
+        magnitudes = [n for n in values if n.endswith("lora_magnitude_vector")]
+        assert len(magnitudes) == 14
+        for name in magnitudes:
+            module = name.removesuffix(".lora_magnitude_vector")
+            a = values[module + ".lora_A.weight"].astype(np.float64)
+            b = values[module + ".lora_B.weight"].astype(np.float64)
+            adapted = weights[module + ".weight"].astype(np.float64) + 2.0 * b @ a
+            assert relative_error(values[name], np.linalg.norm(adapted, axis=1)) <= 1e-5, name
+            if init is False:       # B.A moved them off the base rows' norms
+                plain = np.linalg.norm(weights[module + ".weight"].astype(np.float64), axis=1)
+                assert relative_error(values[name], plain) > 1e-4, name
+    run(chat.save(tmp_path / "adapter"))
+    ids = [int(i) for i in np.random.default_rng(2).integers(0, 300, 8)]
+    logits = np.asarray(run(chat.decoder().prefill(ids)), np.float64)[None]
+    base = AutoModelForCausalLM.from_pretrained(model_dir).double().eval()
+    with torch.no_grad():
+        peft = PeftModel.from_pretrained(base, tmp_path / "adapter").eval()
+        want = peft(input_ids=torch.tensor([ids])).logits[0, -1:].numpy()
+    assert relative_error(logits, want) <= 1e-5
+
+
 def test_what_is_not_drawn_here_is_refused_by_name(model_dir, tmp_path):
     """A draw from data or the base weights (EVA, LoRA-GA) for a new adapter; an odd rank for
-    the orthogonal draw (as PEFT); DoRA beside False; a value of another type. Loading an
-    adapter trained with EVA reads it (its values replace any draw)."""
+    the orthogonal draw (as PEFT); a value of another type. Loading an adapter trained with EVA
+    reads it (its values replace any draw)."""
     from test_cli_classifier import cli
 
     for init, options, words in (("eva", {}, "init_lora_weights 'eva' draws a new adapter's"),
                                  ("lora_ga", {}, "init_lora_weights 'lora_ga' draws"),
                                  ("orthogonal", dict(r=3), "needs an even rank, as PEFT's; got 3"),
-                                 ("orthogonal", dict(rank_pattern={"q_proj": 5}), "got 5"),
-                                 (False, dict(use_dora=True), "init_lora_weights false with DoRA")):
+                                 ("orthogonal", dict(rank_pattern={"q_proj": 5}), "got 5")):
         lora = LoraConfig(**dict(dict(r=4, task_type="CAUSAL_LM", target_modules=["q_proj"]), **options),
                           init_lora_weights=init)
         with pytest.raises(LoraConfigError, match=words):

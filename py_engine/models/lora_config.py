@@ -114,7 +114,7 @@ class LoraConfig:
         "orthogonal" (lora_A and lora_B from halves of one orthogonal matrix, so that B.A is
         zero; an even r). Another value (EVA, LoRA-GA, MiCA: data or the base weights' SVD) is
         read when an adapter trained with it is loaded, but no new adapter is drawn with it:
-        LoraConfigError; so is DoRA beside False (its magnitudes start from W + s B.A)."""
+        LoraConfigError."""
         init = self.init_lora_weights
         if isinstance(init, str) and init.lower() == "gaussian":
             init = "gaussian"
@@ -123,10 +123,6 @@ class LoraConfig:
                                   "from the training data or the base weights' decomposition, "
                                   "which is not done here; choose true, false, gaussian or "
                                   "orthogonal (an adapter trained with it loads)")
-        if init is False and self.use_dora:
-            raise LoraConfigError("init_lora_weights false with DoRA: PEFT starts each magnitude "
-                                  "from the rows of W + s B.A, lora_B drawn at random, which is "
-                                  "not done here; DoRA starts with true, gaussian or orthogonal")
         if init == "orthogonal":
             odd = sorted({r for r in [self.r, *self.rank_pattern.values()] if r % 2})
             if odd:

@@ -7,7 +7,8 @@ LoraConfig.init_lora_weights' other draws: "gaussian" lora_A from N(0, 1/r); Fal
 kaiming_uniform too (U(-1/sqrt(r), 1/sqrt(r))) and an embedding's both from N(0, 1); "orthogonal"
 (PEFT's orthogonal_init) lora_A = (X1 Q_odd)^T / 10 and lora_B = X2^T Q_even / 10, X1 [in, r/2]
 and X2 [r/2, out] from N(0, 1) and Q_odd, Q_even the odd and even rows of the Q of a random
-[r, r] matrix, so that B.A is zero;
+[r, r] matrix, so that B.A is zero; DoRA's magnitude where B.A is not zero (False), the row
+norms of W + s B.A;
 trainable tokens (trainable_token_indices), their table's rows; DoRA's magnitude, each row's norm
 of the base weight (of W + s B.A, which is W while B is zero); a base bias that trains beside
 the adapter (PEFT's bias option), and a classifier's dense layer the checkpoint holds
@@ -89,6 +90,14 @@ def initial_trainable(model, seed, checkpoint=None, labels=None, problem_type=SI
         else:  # classifier.weight, pooler.dense.weight
             data = array("f", (rng.gauss(0.0, std) for _ in range(n)))
         values[name] = (shape, data)
+    if init is False and magnitudes and checkpoint is not None:
+        # DoRA's magnitudes start from the rows of W + s B.A, lora_B drawn too (PEFT's)
+        for merge in model.linears.merge_names():
+            if merge.magnitude in values:
+                rows, cols = checkpoint.shape(merge.weight)
+                values[merge.magnitude] = (values[merge.magnitude][0], adapted_row_norms(
+                    checkpoint.floats(merge.weight), rows, cols, values[merge.lora_a][1],
+                    values[merge.lora_b][1], merge.rank, merge.scaling))
     if labels is not None and checkpoint is not None:
         values.update(checkpoint_head(model, checkpoint, labels, problem_type))
     return values
@@ -155,6 +164,21 @@ def row_norms(values, rows, cols):
     for r in range(rows):
         row = view[r * cols:(r + 1) * cols]
         norms[r] = math.sqrt(sumprod(row, row) if sumprod else math.fsum(v * v for v in row))
+    return norms
+
+
+def adapted_row_norms(weight, rows, cols, a, b, rank, scaling):
+    """array('f') of the row norms of W + scaling * B.A (W [rows, cols], A [rank, cols],
+    B [rows, rank], row-major floats): a DoRA magnitude's start where lora_B is not zero.
+    Pure Python, row by row."""
+    norms = array("f", bytes(4 * rows))
+    a_rows = [a[k * cols:(k + 1) * cols] for k in range(rank)]
+    for r in range(rows):
+        row = list(weight[r * cols:(r + 1) * cols])
+        for k in range(rank):
+            coef = scaling * b[r * rank + k]
+            row = [w + coef * x for w, x in zip(row, a_rows[k])]
+        norms[r] = math.sqrt(math.fsum(v * v for v in row))
     return norms
 
 
