@@ -243,18 +243,49 @@ def test_classifier_upload_setup_events_query_download(api, models, tmp_path):
     assert probs == pytest.approx(by_json["probs"], rel=1e-9, abs=1e-12)
 
 
+def test_a_job_takes_the_new_adapter_s_lora_options(api, tmp_path):
+    """"lora" in the setup: PEFT's LoraConfig names over the app's defaults, checked against the
+    model before the job is queued (unknown names, bad values, targets naming no linear
+    layer, a draw not made here: 422, nothing queued); the adapter holds them."""
+    jobs_before = len(api.client.get("/fine-tuning/jobs").json()["jobs"])
+    for lora, words in (({"rank": 4}, "unknown LoRA option 'rank'"),
+                        ({"r": 0}, "lora: r must be a positive int"),
+                        ({"target_modules": ["q_proj"]}, "lora: LoRA targets ['q_proj'] match no"),
+                        ({"init_lora_weights": "eva"}, "lora: init_lora_weights 'eva' draws"),
+                        ("r=4", "lora must be an object")):
+        answer = api.client.post("/fine-tuning/setup", {"model": "tiny", "lora": lora})
+        assert answer.status == 422 and words in answer.json()["error"], answer
+    assert len(api.client.get("/fine-tuning/jobs").json()["jobs"]) == jobs_before
+    doc = upload(api.client, "reviews.jsonl", labelled(24, 5))
+    lora = {"r": 4, "lora_alpha": 8, "target_modules": ["query", "key", "value"],
+            "init_lora_weights": "gaussian", "use_rslora": True}
+    job = api.client.wait_job(setup_job(api.client, {"model": "tiny", "documents": [doc["id"]],
+                                                     "options": {"epochs": 1}, "lora": lora})["id"])
+    assert job["state"] == "done" and job["lora"] == lora, job
+    adapter = unzip(api.client.get(f"/fine-tuning/adapters/{job['adapter']}").body, tmp_path)
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    assert {k: sorted(config[k]) if k == "target_modules" else config[k] for k in lora} == \
+        dict(lora, target_modules=sorted(lora["target_modules"]))
+    assert api.client.post("/fine-tuning/query", {"query": "good film"}).json()["label"] in ("neg", "pos")
+
+
 def test_chat_job_on_the_queue_and_its_reply(api, models, tmp_path):
     answer = api.client.post("/fine-tuning/documents?name=sums.jsonl", jsonl(CHATS),
                              "application/octet-stream")
     assert answer.status == 201 and answer.json()["documents"][0]["records"] == len(CHATS)
+    lora = {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj", "o_proj"]}
     job = setup_job(api.client, {"model": "chat", "options": {"epochs": 2, "lr": 1e-2,
-                                                              "gradient_checkpointing": True}})
+                                                              "gradient_checkpointing": True},
+                                 "lora": lora})
     job = api.client.wait_job(job["id"])
     assert job["state"] == "done" and job["metrics"]["records"] == len(CHATS), job
     reply = api.client.post("/fine-tuning/query", {"query": "What is 2 plus 1?",
                                                    "max_new_tokens": 12}).json()
     assert reply["adapter"] == job["adapter"] and isinstance(reply["text"], str)
     adapter = unzip(api.client.get(f"/fine-tuning/adapters/{job['adapter']}").body, tmp_path)
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    assert (config["r"], config["lora_alpha"], sorted(config["target_modules"])) == \
+        (4, 8, sorted(lora["target_modules"]))
     from py_engine.train.chat import ChatModel
 
     chat = run_sync(ChatModel.load(models["chat"], str(adapter), backend="numpy"))
@@ -322,12 +353,13 @@ def test_flan_t5_job_learns_conversations_and_replies(api, models, tmp_path):
 
 def test_setup_as_a_form_with_files(api):
     body, content_type = multipart([("model", "tiny"), ("epochs", "1"), ("lr", "0.01"),
-                                    ("labels", "neg,pos")],
+                                    ("labels", "neg,pos"), ("lora", '{"r": 4}')],
                                    [("file", "more.jsonl", labelled(16, 9))])
     answer = api.client.post("/fine-tuning/setup", body, content_type)
     assert answer.status == 202, answer
     job = answer.json()["job"]
     assert job["options"] == {"epochs": 1, "lr": 0.01} and job["labels"] == ["neg", "pos"]
+    assert job["lora"] == {"r": 4}
     (doc,) = job["documents"]
     listed = {d["id"]: d for d in api.client.get("/fine-tuning/documents").json()["documents"]}
     assert listed[doc]["name"] == "more.jsonl" and listed[doc]["records"] == 16
@@ -337,11 +369,13 @@ def test_setup_as_a_form_with_files(api):
                                   [("file", "more.jsonl", labelled(4, 10))])
     answer = api.client.post("/fine-tuning/setup", bad, content_type)
     assert answer.status == 422 and "epochs" in answer.json()["error"]
-    for options in ("[1]", "{not json", "{\"lr\": NaN}"):      # the options field: a JSON object
-        bad, content_type = multipart([("model", "tiny"), ("options", options)],
-                                      [("file", "more.jsonl", labelled(4, 10))])
-        answer = api.client.post("/fine-tuning/setup", bad, content_type)
-        assert answer.status == 400 and "options must be a JSON object" in answer.json()["error"], options
+    for field in ("options", "lora"):     # a JSON object each
+        for value in ("[1]", "{not json", "{\"lr\": NaN}"):
+            bad, content_type = multipart([("model", "tiny"), (field, value)],
+                                          [("file", "more.jsonl", labelled(4, 10))])
+            answer = api.client.post("/fine-tuning/setup", bad, content_type)
+            assert answer.status == 400 and f"{field} must be a JSON object" in \
+                answer.json()["error"], (field, value)
     assert len(api.client.get("/fine-tuning/documents").json()["documents"]) == len(listed)
 
 

@@ -30,9 +30,16 @@ COMMON_OPTIONS = ("epochs", "lr", "batch_size", "grad_accum", "warmup_ratio", "m
 CONFIGS = {"classification": (ClassifierTrainConfig, COMMON_OPTIONS + ("label_smoothing",)),
            "causal_lm": (CausalTrainConfig, COMMON_OPTIONS),
            "seq2seq": (CausalTrainConfig, COMMON_OPTIONS)}
-SETUP_FIELDS = ("model", "documents", "options", "labels", "validation_split", "problem_type")
+SETUP_FIELDS = ("model", "documents", "options", "labels", "validation_split", "problem_type",
+                "lora")
+# The new adapter's options a setup request may give (PEFT's LoraConfig names); the rest keep
+# the app's (app/models.py: job_lora).
+LORA_FIELDS = ("r", "lora_alpha", "lora_dropout", "target_modules", "use_rslora", "use_dora",
+               "bias", "init_lora_weights")
 # the classifiers a job trains: one label per text, or any number (each label's own sigmoid)
 JOB_PROBLEM_TYPES = (SINGLE_LABEL, MULTI_LABEL)
+# PEFT's task type of each kind of model's adapter
+RECORD_TASKS = {"classification": "SEQ_CLS", "causal_lm": "CAUSAL_LM", "seq2seq": "SEQ_2_SEQ_LM"}
 MAX_LABELS = 1000
 
 
@@ -56,7 +63,8 @@ def model_config(model_dir):
 def job_spec(models, request):
     """The job a setup request describes (model, kind, documents or None for the whole queue,
     options, labels, validation_split, problem_type: a classifier's kind of head, single-label
-    unless multi_label_classification is asked for), every value checked."""
+    unless multi_label_classification is asked for; lora: the new adapter's LoRA options),
+    every value checked."""
     unknown = sorted(set(request) - set(SETUP_FIELDS))
     if unknown:
         raise JobError(f"unknown field {', '.join(map(repr, unknown))}; setup takes "
@@ -111,12 +119,45 @@ def job_spec(models, request):
                 not all(isinstance(x, str) and x.strip() for x in labels):
             raise JobError(f"labels must be a list of {'two' if fewest == 2 else 'one'} or more "
                            "distinct non-empty names")
+    lora = _lora_options(request.get("lora"), model, kind)
     split = request.get("validation_split")
     if split is not None and (isinstance(split, bool) or not isinstance(split, (int, float)) or
                               not math.isfinite(split) or not 0 < split < 1):
         raise JobError(f"validation_split must be a fraction in (0, 1), got {split!r:.40}")
     return {"model": name, "kind": kind, "documents": documents, "options": options,
-            "labels": labels, "validation_split": split, "problem_type": problem_type}
+            "labels": labels, "validation_split": split, "problem_type": problem_type,
+            "lora": lora}
+
+
+def _lora_options(lora, model, kind):
+    """A setup's "lora" ({LoraConfig field: value}, LORA_FIELDS) checked against the model's
+    structure (its config.json `model`; the targets must name its linear layers), or None."""
+    if lora is None:
+        return None
+    if not isinstance(lora, dict):
+        raise JobError(f"lora must be an object of LoRA options, got {lora!r:.60}")
+    wrong = sorted(set(lora) - set(LORA_FIELDS))
+    if wrong:
+        raise JobError(f"unknown LoRA option {', '.join(map(repr, wrong))}; lora takes "
+                       f"{', '.join(LORA_FIELDS)}")
+    from ..app.models import job_lora
+    from ..models.classifiers import classifier_config, classifier_model
+    from ..models.decoders import decoder_config, decoder_model
+
+    try:
+        if kind == "classification":
+            family = classifier_config(model)
+            config = job_lora(family.classifier_targets, lora)
+            config.fresh_init()
+            classifier_model(family, config, 2)
+        else:
+            family = decoder_config(model)
+            config = job_lora(family.lora_targets, lora, RECORD_TASKS[kind])
+            config.fresh_init()
+            decoder_model(family, config)
+    except ValueError as e:         # LoraConfigError, LoraTargetError, ConfigError
+        raise JobError(f"lora: {e}") from None
+    return dict(lora)
 
 
 class JobCancelled(Exception):
@@ -157,7 +198,8 @@ class JobRun:
         self.publish(job, phase="loading the model")
         model = await load_model_dir(self.model_dir, job["model"], kind=job["kind"], labels=labels,
                                      backend=self.backend, device=self.device,
-                                     problem_type=job.get("problem_type") or SINGLE_LABEL)
+                                     problem_type=job.get("problem_type") or SINGLE_LABEL,
+                                     lora_options=job.get("lora"))
         usable = [r for r in records if model.unusable(r) is None]
         if not usable:
             raise JobError(f"none of the {len(records)} records can be learned by this model "

@@ -394,12 +394,14 @@ def app_for_api(engine, token, limits=ApiLimits()):
 
 def _form_setup(fields):
     """A setup request's fields from a form: model, documents (ids separated by commas),
-    labels (names separated by commas), validation_split, problem_type, options as a JSON
-    object and/or one field per training option (JSON values: 2, 1e-3)."""
+    labels (names separated by commas), validation_split, problem_type, lora and options as
+    JSON objects, and/or one field per training option (JSON values: 2, 1e-3)."""
     body, options = {}, {}
     for key, value in fields.items():
         if key == "options":
             options.update(_form_object("options", value, 400))
+        elif key == "lora":
+            body[key] = _form_object("lora", value, 400)
         elif key in ("documents", "labels"):
             body[key] = [x.strip() for x in value.split(",") if x.strip()]
         elif key == "model":

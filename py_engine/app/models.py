@@ -25,7 +25,7 @@ from ..data.record import label_names
 from ..data.seq2seq import conversation_input, encode_seq2seq_example, seq2seq_example_from_record
 from ..labels import MULTI_LABEL, SINGLE_LABEL
 from ..models.bert_config import BERT_TYPES
-from ..models.checkpoint import Checkpoint
+from ..models.checkpoint import Checkpoint, DecoderCheckpoint
 from ..models.classifiers import classifier_config, names_sequence_classifier
 from ..models.decoder_classifier import DecoderClassifierConfig
 from ..models.modernbert_config import MODEL_TYPE as MODERNBERT
@@ -175,11 +175,13 @@ def read_model_config(directory):
 
 async def load_model_dir(directory, name, config=None, kind=None, labels=None, backend="gpu",
                          device=None, pooling=None, max_length=None, state=None, adapter=None,
-                         base_dtype="f32", read_checkpoint=None, problem_type=SINGLE_LABEL):
+                         base_dtype="f32", read_checkpoint=None, problem_type=SINGLE_LABEL,
+                         lora_options=None):
     """An AppClassifier, AppChat or AppSeq2Seq over the checkpoint directory `directory`
     (config: its config.json, read here when not given); the other options as
     load_model_files'. `problem_type`: a classifier's kind of head, single-label (the app's:
-    one label per text) or multi-label (a training job's that asks for it)."""
+    one label per text) or multi-label (a training job's that asks for it). `lora_options`:
+    LoraConfig fields over the new adapter's defaults (job_lora)."""
     config = read_model_config(directory) if config is None else config
     kind = kind_of(config, kind)
     checkpoint = read_checkpoint(directory) if read_checkpoint and kind == "classification" else None
@@ -215,8 +217,7 @@ async def load_model_dir(directory, name, config=None, kind=None, labels=None, b
                 raise ModelFilesError(f"the adapter has labels {clf.labels}, not {labels}")
         else:
             family = classifier_config(config)
-            lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0,
-                              target_modules=list(family.classifier_targets))
+            lora = job_lora(family.classifier_targets, lora_options)
             # pooling None: the mean of the tokens for an encoder (sentence encoders such as
             # MiniLM are trained for it), a decoder's last real token (its classifier's), the
             # family's where the checkpoint is a fine-tuned classifier (its head reads that)
@@ -245,12 +246,23 @@ async def load_model_dir(directory, name, config=None, kind=None, labels=None, b
         if getattr(chat, "tokenizer_dir", None) != adapter_dir:
             remove_written(adapter_dir)     # read whole: its files are not needed after this
             adapter_dir = None
+    elif lora_options:
+        targets = DecoderCheckpoint.read_config(directory).lora_targets
+        chat = await family.create(directory, lora=job_lora(targets, lora_options, family.task_type),
+                                   **placement)
     else:
         chat = await family.create(directory, **placement)
     key = state_key(kind, state) if state is not None else model_key(kind, name, config)
     model = app(chat, name, key, directory, config)
     model.adapter_directory = adapter_dir    # the adapter's own tokenizer, kept while it lives
     return model
+
+
+def job_lora(targets, options=None, task_type="SEQ_CLS"):
+    """The LoraConfig of a new adapter here: r 8, lora_alpha 16, no dropout, on `targets` (the
+    family's default linears), with `options` (LoraConfig fields) over them."""
+    fields = dict(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=list(targets))
+    return LoraConfig(**dict(fields, **(options or {})), task_type=task_type)
 
 
 class AppModel:
