@@ -42,6 +42,9 @@ def test_readme_api_examples_run(tmp_path):
     work.mkdir()
     (work / "reviews.jsonl").write_text("".join(
         json.dumps({"text": e.text, "label": e.label}) + "\n" for e in sentiment(48, 2)))
+    (work / "tags.jsonl").write_text("".join(      # multi-label: the names that apply
+        json.dumps({"text": e.text, "label": [e.label] + (["film"] if "film" in e.text else [])})
+        + "\n" for e in sentiment(24, 3)))
     bert = po.tiny_bert_dir(tmp_path / "bert", seed=3)
     with ApiServer(home / ".py_engine" / "api", {"minilm": str(bert)}, backend="numpy") as api:
         port = api.url.rstrip("/").rsplit(":", 1)[1]
@@ -55,7 +58,7 @@ def test_readme_api_examples_run(tmp_path):
         events = [line[7:] for line in done.stdout.splitlines() if line.startswith("event: ")]
         jobs = {j["id"]: j for j in api.engine.job_list()}
     upload, setup, status, by_form, by_json, export, adapters, second, cancel, listing, \
-        documents, deleted = answers
+        documents, deleted, tags, multi = answers
     assert upload["documents"][0]["records"] == 48 and setup["job"]["id"] == "job-1"
     assert events[0] == "status" and events[-1] == "job"      # the stream ends with the job
     assert status["trained"] and status["adapter"]["id"] == "adapter-1"
@@ -66,4 +69,7 @@ def test_readme_api_examples_run(tmp_path):
     assert [j["id"] for j in listing["jobs"]] == ["job-1", "job-2"]
     assert [d["id"] for d in documents["documents"]] == ["doc-1"]
     assert deleted == {"deleted": "doc-1", "records_removed": 48}
+    assert tags["documents"][0]["id"] == "doc-2" and tags["documents"][0]["records"] == 24
+    assert multi["job"]["problem_type"] == "multi_label_classification"
+    assert multi["job"]["documents"] == ["doc-2"]
     assert "adapter-1/adapter_config.json" in zipfile.ZipFile(work / "adapter-1.zip").namelist()
