@@ -16,7 +16,8 @@ the last good adapter as they were.
 import asyncio
 import math
 
-from ..app.models import RECORD_KINDS, ModelFilesError, kind_of, load_model_dir, read_model_config
+from ..app.models import (RECORD_KINDS, ModelFilesError, check_lora_options, kind_of,
+                          load_model_dir, read_model_config)
 from ..data.datasets import split_records
 from ..data.record import label_names
 from ..labels import MULTI_LABEL, SINGLE_LABEL
@@ -38,8 +39,6 @@ LORA_FIELDS = ("r", "lora_alpha", "lora_dropout", "target_modules", "use_rslora"
                "bias", "init_lora_weights")
 # the classifiers a job trains: one label per text, or any number (each label's own sigmoid)
 JOB_PROBLEM_TYPES = (SINGLE_LABEL, MULTI_LABEL)
-# PEFT's task type of each kind of model's adapter
-RECORD_TASKS = {"classification": "SEQ_CLS", "causal_lm": "CAUSAL_LM", "seq2seq": "SEQ_2_SEQ_LM"}
 MAX_LABELS = 1000
 
 
@@ -140,21 +139,8 @@ def _lora_options(lora, model, kind):
     if wrong:
         raise JobError(f"unknown LoRA option {', '.join(map(repr, wrong))}; lora takes "
                        f"{', '.join(LORA_FIELDS)}")
-    from ..app.models import job_lora
-    from ..models.classifiers import classifier_config, classifier_model
-    from ..models.decoders import decoder_config, decoder_model
-
     try:
-        if kind == "classification":
-            family = classifier_config(model)
-            config = job_lora(family.classifier_targets, lora)
-            config.fresh_init()
-            classifier_model(family, config, 2)
-        else:
-            family = decoder_config(model)
-            config = job_lora(family.lora_targets, lora, RECORD_TASKS[kind])
-            config.fresh_init()
-            decoder_model(family, config)
+        check_lora_options(model, kind, lora)
     except ValueError as e:         # LoraConfigError, LoraTargetError, ConfigError
         raise JobError(f"lora: {e}") from None
     return dict(lora)

@@ -26,10 +26,10 @@ from ..data.seq2seq import conversation_input, encode_seq2seq_example, seq2seq_e
 from ..labels import MULTI_LABEL, SINGLE_LABEL
 from ..models.bert_config import BERT_TYPES
 from ..models.checkpoint import Checkpoint, DecoderCheckpoint
-from ..models.classifiers import classifier_config, names_sequence_classifier
+from ..models.classifiers import classifier_config, classifier_model, names_sequence_classifier
 from ..models.decoder_classifier import DecoderClassifierConfig
 from ..models.modernbert_config import MODEL_TYPE as MODERNBERT
-from ..models.decoders import CAUSAL_TYPES, T5_TYPES
+from ..models.decoders import CAUSAL_TYPES, T5_TYPES, decoder_config, decoder_model
 from ..models.lora_config import LoraConfig
 from ..train.chat import ChatModel
 from ..train.classifier import LoadNote, TextClassifier
@@ -263,6 +263,24 @@ def job_lora(targets, options=None, task_type="SEQ_CLS"):
     family's default linears), with `options` (LoraConfig fields) over them."""
     fields = dict(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=list(targets))
     return LoraConfig(**dict(fields, **(options or {})), task_type=task_type)
+
+
+def check_lora_options(config, kind, options):
+    """That a new adapter with LoRA `options` (job_lora's) can be made for the checkpoint of
+    config.json `config` and `kind`, as load_model_dir would make it: its values, its draw,
+    and targets that name the model's linear layers, from the config alone (no weights read).
+    ValueError (LoraConfigError, LoraTargetError, ConfigError) naming what is wrong."""
+    if kind == "classification":
+        family = classifier_config(config)
+        lora = job_lora(family.classifier_targets, options)
+        lora.fresh_init()
+        classifier_model(family, lora, 2)
+    else:
+        family = decoder_config(config)
+        task_type = (Seq2SeqModel if kind == "seq2seq" else ChatModel).task_type
+        lora = job_lora(family.lora_targets, options, task_type)
+        lora.fresh_init()
+        decoder_model(family, lora)
 
 
 class AppModel:
