@@ -717,6 +717,24 @@ def test_continues_an_adapter(ws, tmp_path, capsys):
     assert _template_ids(script.load_tokenizer(job["base"], job), messages) == ours
 
 
+def test_a_validation_file_of_one_label_is_read(ws, tmp_path, capsys):
+    """Validation lines need not hold every label (one will do), single-label or multi-label;
+    a label the training data lacks is refused by name."""
+    rows = [json.loads(line) for line in ws["texts"].read_text().splitlines()]
+    one = write_jsonl(tmp_path / "one.jsonl", [r for r in rows if r["label"] == rows[0]["label"]])
+    tags = write_jsonl(tmp_path / "tags.jsonl", [dict(r, label=[r["label"]]) for r in rows])
+    tag = write_jsonl(tmp_path / "tag.jsonl", [dict(rows[0], label={rows[0]["label"]: 0.5})])
+    for k, options in enumerate((["--data", ws["texts"], "--validation", one],
+                                 ["--data", tags, "--validation", tag, "--problem-type", MULTI])):
+        code, err = export_job(capsys, "--model", ws["bert"], "--out", tmp_path / f"job{k}",
+                               *options)
+        assert code == 0, err
+    other = write_jsonl(tmp_path / "other.jsonl", [dict(rows[0], label="elsewhere")])
+    code, err = export_job(capsys, "--model", ws["bert"], "--data", ws["texts"], "--out",
+                           tmp_path / "never", "--validation", other)
+    assert code == 2 and "labels ['elsewhere'] are not among the training data's" in err, err
+
+
 def test_refusals_write_nothing(ws, tmp_path, capsys):
     foreign = tmp_path / "foreign"
     foreign.mkdir()

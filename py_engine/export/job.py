@@ -288,8 +288,10 @@ def _data(args, kind, known_labels, problem_type=None):
     validation = read_jsonl(args.validation, problem_type=problem_type) if args.validation \
         else None
     labels = label_names(examples, known_labels, problem_type)
-    names = label_names(validation, problem_type=problem_type) if validation else ()
-    unknown = sorted(set(names) - set(labels))
+    multi = problem_type == MULTI_LABEL      # a list of names, or {name: target}
+    names = {name for e in validation or () if e.label is not None
+             for name in (e.label if multi else [e.label])}
+    unknown = sorted(names - set(labels))
     if unknown:
         raise UsageError(f"{args.validation}: labels {unknown} are not among the training "
                          f"data's {labels}")
