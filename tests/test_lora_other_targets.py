@@ -33,7 +33,7 @@ def make(tmp_path, family):
     ("llama", ["q_proj", "norm"], "model.norm"),
     ("llama", r".*(q_proj|embed_tokens|\.norm)", "model.norm"),
     ("qwen2", ["q_proj", "input_layernorm"], "model.layers.0.input_layernorm"),
-    ("bert", ["query", "word_embeddings"], "bert.embeddings.word_embeddings"),
+    ("bert", ["query", "position_embeddings"], "bert.embeddings.position_embeddings"),
     ("bert", ["query", "LayerNorm"], "bert.embeddings.LayerNorm"),
     ("modernbert", ["Wqkv", "tok_embeddings"], "model.embeddings.tok_embeddings"),
     ("t5", ["q", "shared"], "shared"),

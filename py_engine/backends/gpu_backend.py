@@ -87,10 +87,11 @@ class Kernels:
 
     @classmethod
     async def load(cls, device, matmul_variant=None, decoder=False, quantized=False,
-                   head_dim=None, relative=False):
+                   head_dim=None, relative=False, columns=False):
         """`decoder`: also the decoder families (RMSNorm, RoPE, SwiGLU, causal attention,
         the chunked LM-head loss, the KV cache, column block copies, generation's argmax);
-        `relative`: DeBERTa's disentangled attention bias;
+        `relative`: DeBERTa's disentangled attention bias; `columns`: the column copies and
+        transposes alone (an encoder's embedding LoRA);
         `quantized`: the int8/int4 weight kernels; `head_dim`: the decoder's attention head
         size, when above the causal attention's default capacity (Gemma's 256)."""
         k = cls()
@@ -114,16 +115,17 @@ class Kernels:
         k.adamw = await AdamWKernels.load(device)
         k.grad_norm = await GradNormKernels.load(device)
         k.disentangled = None
-        if relative:        # the gather and scatter, and column copies for the relative rows
-            from ..kernels.columns import ColumnKernels
+        if relative:        # the gather and scatter (and column copies) for the relative rows
             from ..kernels.disentangled_attention import DisentangledAttentionKernels
 
             k.disentangled = await DisentangledAttentionKernels.load(device)
+        if relative or decoder or columns:
+            from ..kernels.columns import ColumnKernels
+
             k.columns = await ColumnKernels.load(device)
         if decoder:
             from ..kernels.argmax import ArgmaxKernels
             from ..kernels.causal_attention import DEFAULT_HEAD_DIM, CausalAttentionKernels
-            from ..kernels.columns import ColumnKernels
             from ..kernels.kv_cache import KVCacheKernels
             from ..kernels.lm_head_loss import LMHeadLossKernels
             from ..kernels.rmsnorm import RmsNormKernels
@@ -137,7 +139,6 @@ class Kernels:
                 device, head_dim=max(head_dim or 0, DEFAULT_HEAD_DIM))
             k.lm_head = await LMHeadLossKernels.load(device, matmul=k.matmul)
             k.kv_cache = await KVCacheKernels.load(device)
-            k.columns = await ColumnKernels.load(device)
             k.argmax = await ArgmaxKernels.load(device)
         return k
 

@@ -65,13 +65,15 @@ trained whole where the checkpoint has none.
 from .bert_config import BERT_LAYER, MPNET_BUCKETS, MPNET_MAX_DISTANCE
 from .checkpointing import layers_backward, layers_forward
 from .dropout_rates import override_rates
-from .lora import AdaptedModel, Linears
+from .lora import AdaptedModel, Linears, Merge
 from .lora_config import LoraConfig
+from .lora_tables import EMBEDDING
 from .relative_position import relative_position_buckets
 
 LINEARS = ("query", "key", "value", "attention_output", "intermediate", "output")  # BertConfig.layer_names
 LINEAR_NAMES = tuple(BERT_LAYER[what] for what in LINEARS)     # BERT's (and RoBERTa's)
 POOLER = "pooler.dense"         # BERT's checkpoint pooler (BertConfig.pooler_module)
+WORD_EMBEDDING = "embeddings.word_embeddings"      # every family's (bare BertModel names)
 
 
 class ModelError(ValueError):
@@ -139,10 +141,12 @@ class BertClassifier(AdaptedModel):
         self.dense_module, self.head_module = config.head.dense, config.head.output
         if pooling == "cls" and not self.train_pooler and self.pooler_lora:  # the checkpoint's
             modules[self.pooler] = (h, h)
+        # the word embedding, which a LoRA may wrap as PEFT does (models/lora_tables.py)
+        tables = {WORD_EMBEDDING: (EMBEDDING, config.vocab_size, config.embedding_size)}
         self.linears = Linears(modules, lora, "BERT model", adapter_prefix=self.prefix,
                                params=self._read_shapes(),
                                unprefixed=() if config.pooler_in_encoder else (self.pooler,),
-                               passed_over=(self.pooler,))
+                               passed_over=(self.pooler,), tables=tables)
         self.lora = self.linears.lora        # "all-linear" spelled out
         self.targets = self.linears.targets
         rates = {"hidden": config.hidden_dropout_prob,
@@ -191,6 +195,11 @@ class BertClassifier(AdaptedModel):
         return {n: s for n, s in shapes.items()
                 if reads_pooler or not n.startswith(self.pooler + ".")}
 
+    def table_merge_names(self):
+        """A Merge of the word embedding where a LoRA wraps it (E + s (B.A)^T), for the
+        merged model's exports; inference adds its LoRA term as it is."""
+        return self.linears.tables.merges(lambda m: m + ".weight", Merge, None)
+
     def frozen_names(self):
         """The checkpoint tensors the model reads as they are (bare BertModel names; a bias
         that trains is read from its trainable copy)."""
@@ -226,6 +235,8 @@ class BertClassifier(AdaptedModel):
         p_attn = self.dropout["attention"] if train else 0.0
         saved = {"layers": []}
         x = self._embeddings(be, batch)
+        # the word rows' LoRA term, added to the sum of the rows as it is to the word rows
+        x = self.linears.tables.embed(be, x, batch.ids, saved)
         x, saved["emb_ln"] = self._layernorm(be, x, "embeddings.LayerNorm")
         x, saved["emb_drop"] = be.dropout(x, p_hidden)
         if cfg.projection:
@@ -400,7 +411,8 @@ class BertClassifier(AdaptedModel):
             dx = be.cls_pool_backward(dfirst, batch.B, batch.T)
         else:
             dx = be.mean_pool_backward(dpooled, batch.mask, batch.B, batch.T)
-        below = self.linears.trains_other_biases      # the embeddings' norm's bias trains
+        # the embeddings' norm's bias trains, or a LoRA wraps the word embedding
+        below = self.linears.trains_other_biases or self.embedding_adapted
         projection = self.config.projection
         through = below or self._projection_trains()   # the layers' input gradient is needed
         drel = []           # the relative rows' gradients, where their norm's bias trains
@@ -415,8 +427,9 @@ class BertClassifier(AdaptedModel):
         if through and projection:
             dx = self.linears.backward(be, projection, dx, saved, input_grad=below)
         if below:
-            self._layernorm_backward(be, be.dropout_backward(dx, saved["emb_drop"]),
-                                     saved["emb_ln"], "embeddings.LayerNorm")
+            dx = self._layernorm_backward(be, be.dropout_backward(dx, saved["emb_drop"]),
+                                          saved["emb_ln"], "embeddings.LayerNorm")
+            self.linears.tables.embed_backward(be, dx, batch.ids, saved, self.config.word_padding)
         if drel and "rel_ln" in saved:
             total = drel[0]
             for d in drel[1:]:
@@ -426,7 +439,7 @@ class BertClassifier(AdaptedModel):
     def _lowest_lora_layer(self):
         """Layers below it need no backward at all: nothing trains there. Its own backward
         needs no input gradient (nothing below reads it), only its adapters' gradients."""
-        if self.linears.trains_other_biases or self._projection_trains():
+        if self.linears.trains_other_biases or self._projection_trains() or self.embedding_adapted:
             return 0
         layers = self.config.num_hidden_layers       # the pooler sits above every layer
         lowest = self.linears.lowest_layer(

@@ -527,6 +527,12 @@ class BertConfig:
         return self.model_type in ROBERTA_TYPES
 
     @property
+    def word_padding(self):
+        """The word embedding's padding_idx in transformers (MPNet's fixed one, else
+        pad_token_id): the row whose gradient is never computed."""
+        return MPNET_PADDING_IDX if self.mpnet else self.pad_token_id
+
+    @property
     def first_position(self):
         """The position row of a sequence's first token: RoBERTa numbers tokens from its
         padding token's row + 1 (transformers' create_position_ids_from_input_ids), BERT from 0."""

@@ -28,7 +28,7 @@ class DecoderModel(AdaptedModel):
         tables = {m: (EMBEDDING if i == 0 else HEAD, *table)
                   for i, m in enumerate(config.whole_modules)}
         self.linears = Linears(modules, lora, family, full=self.full, conv1d=conv1d, params=shapes,
-                               others=config.whole_modules, tables=tables)
+                               others=config.whole_modules, tables=tables, trainable_tokens=True)
         self.lora = self.linears.lora        # "all-linear" spelled out
         self.targets = self.linears.targets
         self.trainable = dict(shapes) if self.full else dict(self.linears.trainable)
@@ -111,7 +111,7 @@ class DecoderModel(AdaptedModel):
         """Whether a LoRA wraps the token embedding, or rows of it train (trainable tokens):
         their gradient needs the embedding's output gradient, so the backward visits every
         layer."""
-        return self.linears.tables.of_kind(EMBEDDING) is not None or self.tokens.module is not None
+        return super().embedding_adapted or self.tokens.module is not None
 
     @property
     def backward_to_inputs(self):

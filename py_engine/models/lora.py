@@ -25,7 +25,7 @@ import warnings
 from typing import NamedTuple
 
 from .lora_config import ALL_LINEAR, LoraConfig, LoraConfigError, unmatched_pattern_keys
-from .lora_tables import HEAD, LoraTables
+from .lora_tables import EMBEDDING, HEAD, LoraTables
 
 
 class Merge(NamedTuple):
@@ -121,7 +121,8 @@ class Linears:
     or None when no adapter is used; full: every linear's weight (and bias) trains."""
 
     def __init__(self, modules, lora, family, adapter_prefix="", full=False, conv1d=False,
-                 params=None, unprefixed=(), passed_over=(), others=(), tables=None):
+                 params=None, unprefixed=(), passed_over=(), others=(), tables=None,
+                 trainable_tokens=False):
         """conv1d: the checkpoint stores these linears as Conv1D ([in, out]), for which PEFT's
         adapters say fan_in_fan_out; for any other linear that option is refused. params:
         {checkpoint name: shape} of the tensors the model reads, among which the LoRA config's
@@ -131,8 +132,10 @@ class Linears:
         names them (a pooler an older adapter holds no LoRA for), which other modules a target
         names are refused (_refuse_other_targets); others: modules of the model beside
         these linears that the checkpoint may not hold (a tied output layer), refused alike;
-        tables: {module: (kind, rows, cols)} of a language model's token embedding (kind
-        EMBEDDING) and output layer (HEAD) that a LoRA may wrap as PEFT does (see LoraTables)."""
+        tables: {module: (kind, rows, cols)} of the token embedding (kind EMBEDDING; a language
+        model's or an encoder's) and a language model's output layer (HEAD) that a LoRA may
+        wrap as PEFT does (see LoraTables); trainable_tokens: the model trains PEFT's
+        trainable tokens (rows of its embedding: DecoderModel), else they are refused."""
         if lora is not None and not isinstance(lora, LoraConfig):
             raise TypeError("lora must be a LoraConfig or None")
         if lora is not None and lora.fan_in_fan_out and not conv1d:
@@ -147,7 +150,7 @@ class Linears:
             lora = lora.with_targets([self.full_name(m) for m in self.modules])
         self.lora = lora
         self.full = full
-        if lora is not None and lora.trainable_token_indices and not tables:
+        if lora is not None and lora.trainable_token_indices and not trainable_tokens:
             raise LoraConfigError(f"trainable_token_indices (PEFT's trainable tokens) trains rows "
                                   f"of a decoder's embedding here; this {family} takes none")
         # the embedding and output layer the adapter wraps (models/lora_tables.py)
@@ -460,6 +463,12 @@ class AdaptedModel:
         adapter in place of the checkpoint's (the biases of the `bias` option, a language
         model's modules_to_save): a merge, or a switch to full fine-tuning, keeps them so."""
         return dict(self.bias_sources(), **self.whole_names())
+
+    @property
+    def embedding_adapted(self):
+        """Whether a LoRA wraps the token embedding: its gradient needs the embedding's
+        output gradient, so the backward visits every layer."""
+        return self.linears.tables.of_kind(EMBEDDING) is not None
 
     @property
     def backward_to_inputs(self):

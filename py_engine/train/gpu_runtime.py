@@ -92,7 +92,7 @@ class GpuRuntime(Runtime):
         quantized = base_dtype in ("int8", "int4")
         kernels = await Kernels.load(device, matmul_variant, decoder=model.decoder_kernels, quantized=quantized,
                                      head_dim=getattr(model.config, "head_dim", None),
-                                     relative=model.relative_kernels)
+                                     relative=model.relative_kernels, columns=model.embedding_adapted)
         be = GpuBackend(device, kernels)
         for name in model.frozen_names():
             if frozen and name in frozen:
