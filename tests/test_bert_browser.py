@@ -54,14 +54,16 @@ def step_code(step, batch, seed, checkpointing=False):
                                           "mask": batch.mask, "labels": batch.labels})))
 
 
-@pytest.mark.parametrize("options", [{}, {"use_dora": True}, {"bias": "all"}])
+@pytest.mark.parametrize("options", [{}, {"use_dora": True}, {"bias": "all"},
+                                     {"target_modules": ("word_embeddings", "query", "value")}])
 def test_tiny_bert_step_in_the_browser(engine_page, tmp_path, options):
-    """LoRA, DoRA (on the pooler too: "dense"), or LoRA with every bias trained beside it
-    (PEFT's bias="all", the norms' too), with dropout; a fresh DoRA adapter's magnitudes are the
-    host's row norms."""
+    """LoRA, DoRA (on the pooler too: "dense"), LoRA with every bias trained beside it
+    (PEFT's bias="all", the norms' too), or LoRA on the word embedding too, with dropout; a
+    fresh DoRA adapter's magnitudes are the host's row norms."""
     model_dir = po.tiny_bert_dir(tmp_path / "model", seed=51)
+    options = dict(options)
     use_dora = options.get("use_dora", False)
-    targets = ("query", "value", "dense") if use_dora else ("query", "value")
+    targets = options.pop("target_modules", ("query", "value", "dense") if use_dora else ("query", "value"))
     adapter = po.save_adapter(po.peft_model(model_dir, 3, seed=52, target_modules=targets,
                                             **options), tmp_path / "adapter")
     files = {f"/work/model/{p.name}": p.read_bytes() for p in model_dir.iterdir()}
@@ -82,6 +84,7 @@ def test_tiny_bert_step_in_the_browser(engine_page, tmp_path, options):
     check_gradients(got["grads"], theirs)
     assert any(n.endswith("lora_magnitude_vector") for n in theirs) is use_dora
     assert ("bert.embeddings.LayerNorm.bias" in theirs) is ("bias" in options)
+    assert ("bert.embeddings.word_embeddings.lora_embedding_A" in theirs) is ("word_embeddings" in targets)
     assert len(got["magnitudes"]) == 2
     for i in range(2):
         weight = reference.be.params[f"encoder.layer.{i}.attention.self.query.weight"]
