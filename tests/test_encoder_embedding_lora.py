@@ -1,6 +1,6 @@
 """PEFT's LoRA on an encoder classifier's word embedding (target_modules naming
-"word_embeddings": PEFT's lora.Embedding), against transformers + PEFT: one step's loss and
-every gradient in float64 for each family BertClassifier reads (the row of the embedding's
+"word_embeddings", ModernBERT's "tok_embeddings": PEFT's lora.Embedding), against
+transformers + PEFT: one step's loss and every gradient in float64 for each family (the row of the embedding's
 padding_idx gets no gradient, MPNet's a fixed 1; ELECTRA-small's and ALBERT's narrower
 embeddings go through their projection), the GPU step against NumPy, a new adapter trained
 here and read by PEFT, the merged and ONNX exports, and what stays refused."""
@@ -84,18 +84,44 @@ def test_step_matches_peft(tmp_path, family):
     po.check_gradients(got, want, 1e-10)
 
 
+def test_modernbert_step_matches_peft(tmp_path):
+    """ModernBERT's tok_embeddings (its padding_idx pad_token_id, among the real tokens too)."""
+    from test_modernbert import PAD, engine, modernbert_batch
+
+    model_dir = po.tiny_modernbert_dir(tmp_path / "model", seed=17)
+    peft = po.peft_model(model_dir, 3, target_modules=("tok_embeddings", "Wqkv"), seed=18)
+    adapter = po.save_adapter(peft, tmp_path / "adapter")
+    ids, types, mask, labels = modernbert_batch(np.random.default_rng(), 4, 20)
+    ids[0, 5] = PAD
+    loss, grads, _ = po.step_gradients(peft, ids, mask, labels)
+    ours = engine(model_dir, adapter)
+    got_loss = run(ours.accumulate(Batch(ids.tolist(), types.tolist(), mask.tolist(), labels.tolist())))["loss"]
+    assert abs(got_loss - loss) <= 1e-9 * abs(loss)
+    want = {k.removeprefix("base_model.model."): g for k, g in grads.items()}
+    got = run(ours.gradients())
+    assert set(got) == set(want)
+    a_name = "model.embeddings.tok_embeddings.lora_embedding_A"
+    assert np.abs(want[a_name]).max() > 1e-3 and not want[a_name][:, PAD].any()
+    po.check_gradients(got, want, 1e-7)
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     return po.tiny_bert_dir(tmp_path_factory.mktemp("bert") / "model", seed=21)
 
 
-@pytest.mark.parametrize("family", ["bert", "electra-small"])
+@pytest.mark.parametrize("family", ["bert", "electra-small", "modernbert"])
 def test_gpu_step_matches_numpy(tmp_path, device, family):
-    make, targets, _ = FAMILIES[family]
-    model_dir = make(tmp_path / "model", seed=13)
-    peft = po.peft_model(model_dir, 3, target_modules=("word_embeddings",) + targets, seed=14)
+    if family == "modernbert":
+        from test_modernbert import PAD
+
+        model_dir, targets, pad = po.tiny_modernbert_dir(tmp_path / "model", seed=13), ("tok_embeddings", "Wqkv"), PAD
+    else:
+        make, targets, _ = FAMILIES[family]
+        model_dir, targets, pad = make(tmp_path / "model", seed=13), ("word_embeddings",) + targets, 0
+    peft = po.peft_model(model_dir, 3, target_modules=targets, seed=14)
     adapter = po.save_adapter(peft, tmp_path / "adapter")
-    ids, mask, labels = padded_batch(np.random.default_rng(), 4, 12, peft.config.vocab_size, 0, 0)
+    ids, mask, labels = padded_batch(np.random.default_rng(), 4, 12, peft.config.vocab_size, pad, pad)
     check_gpu_step(device, model_dir, adapter, ids, np.zeros_like(ids), mask, labels)
 
 

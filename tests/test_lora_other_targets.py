@@ -35,7 +35,7 @@ def make(tmp_path, family):
     ("qwen2", ["q_proj", "input_layernorm"], "model.layers.0.input_layernorm"),
     ("bert", ["query", "position_embeddings"], "bert.embeddings.position_embeddings"),
     ("bert", ["query", "LayerNorm"], "bert.embeddings.LayerNorm"),
-    ("modernbert", ["Wqkv", "tok_embeddings"], "model.embeddings.tok_embeddings"),
+    ("modernbert", ["Wqkv", "final_norm"], "model.final_norm"),
     ("t5", ["q", "shared"], "shared"),
     ("t5", ["q", "lm_head"], "lm_head"),
     ("t5", ["q", "embed_tokens"], "decoder.embed_tokens, encoder.embed_tokens"),

@@ -126,14 +126,15 @@ def test_gpu_step_matches_numpy_with_dropout(request, tmp_path, fixture, device)
 
 def test_merged_export_is_transformers_classifier(tmp_path, biased):
     """The merged classifier is ModernBertForSequenceClassification, pooling as trained (its
-    config.json's classifier_pooling), with our probabilities."""
+    config.json's classifier_pooling), with our probabilities; the LoRA on tok_embeddings
+    folded into the table."""
     from transformers import AutoModelForSequenceClassification
 
     from encoder_checks import encoded
     from py_engine.export.merged import load_merged, save_merged
     from py_engine.train.classifier import TextClassifier
 
-    adapter, _ = peft_adapter(biased, tmp_path / "adapter", ("Wqkv", "Wo"), seed=7)
+    adapter, _ = peft_adapter(biased, tmp_path / "adapter", ("tok_embeddings", "Wqkv", "Wo"), seed=7)
     clf = run(TextClassifier.load(biased, adapter, backend="numpy"))
     ours = np.array([[p[label] for label in LABELS] for p in run(clf.predict(TEXTS))])
     merged = save_merged(load_merged(biased, adapter), tmp_path / "merged")

@@ -2,7 +2,8 @@
 backend's op interface, as models/bert.py is. The math is transformers'
 ModernBertForSequenceClassification with PEFT LoRA on the chosen linears:
 
-    x = Dropout(LayerNorm(tok_embeddings[ids]))                      (no position table)
+    x = Dropout(LayerNorm(tok_embeddings[ids]))                      (no position table;
+                                          a LoRA on tok_embeddings adds s A^T[ids] B^T)
     per layer n:  h = LayerNorm_attn(x)            (layer 0: h = x)
                   q, k, v = split(Wqkv h);  q, k = RoPE(q), RoPE(k)
                   x = x + Dropout(Wo Attention(q, k, v; mask, window))
@@ -25,12 +26,14 @@ modules_to_save "classifier"); everything else is frozen.
 from .bert import check_classifier
 from .checkpointing import layers_backward, layers_forward
 from .dropout_rates import override_rates
-from .lora import AdaptedModel, Linears
+from .lora import AdaptedModel, Linears, Merge
+from .lora_tables import EMBEDDING
 from .modernbert_config import HEAD
 
 # The score bias beyond a sliding layer's window: every weight there is exactly 0 after the
 # softmax (as under transformers' mask), and added to the padding mask's float32 lowest it
 # stays finite (two lowest values would overflow to -inf)
+TOKEN_EMBEDDING = "model.embeddings.tok_embeddings"
 BEYOND_WINDOW = -1e30
 
 
@@ -53,8 +56,10 @@ class ModernBertClassifier(AdaptedModel):
         self.full = False
         self.num_labels = num_labels
         self.pooling = pooling
+        # the token embedding, which a LoRA may wrap as PEFT does (models/lora_tables.py)
+        tables = {TOKEN_EMBEDDING: (EMBEDDING, config.vocab_size, config.hidden_size)}
         self.linears = Linears(config.linear_shapes(), lora, "ModernBERT model",
-                               params=config.parameter_shapes())
+                               params=config.parameter_shapes(), tables=tables)
         self.lora = self.linears.lora
         self.targets = self.linears.targets
         rates = config.dropout
@@ -66,6 +71,11 @@ class ModernBertClassifier(AdaptedModel):
         self.trainable = dict(self.linears.trainable)
         self.trainable[self.head_module + ".weight"] = (num_labels, config.hidden_size)
         self.trainable[self.head_module + ".bias"] = (num_labels,)
+
+    def table_merge_names(self):
+        """A Merge of the token embedding where a LoRA wraps it (E + s (B.A)^T), for the
+        merged model's exports."""
+        return self.linears.tables.merges(lambda m: m + ".weight", Merge, None)
 
     def head_sources(self):
         """The classifier starts fresh (a fine-tuned checkpoint's is not PEFT's starting point)."""
@@ -80,7 +90,8 @@ class ModernBertClassifier(AdaptedModel):
         rate = {k: (p if train else 0.0) for k, p in self.dropout.items()}
         linear = self.linears.forward
         saved = {}
-        x = be.gather_rows(be.param("model.embeddings.tok_embeddings.weight"), batch.ids)
+        x = be.gather_rows(be.param(TOKEN_EMBEDDING + ".weight"), batch.ids)
+        x = self.linears.tables.embed(be, x, batch.ids, saved)     # its LoRA term, if wrapped
         x, saved["emb_ln"] = self._norm(be, x, "model.embeddings.norm")
         x, saved["emb_drop"] = be.dropout(x, rate["embedding"])
         ropes = saved["ropes"] = {kind: be.rope_tables(c.head_dim, c.rope_parameters[kind], T)
@@ -155,7 +166,8 @@ class ModernBertClassifier(AdaptedModel):
         dx = be.cls_pool_backward(d, B, T) if self.pooling == "cls" else \
             be.mean_pool_backward(d, batch.mask, B, T)
         dx = self._norm_backward(be, dx, saved["final_ln"], "model.final_norm")
-        ropes, below = saved["ropes"], self.linears.trains_other_biases
+        # the embeddings' norm's bias trains, or a LoRA wraps the token embedding
+        ropes, below = saved["ropes"], self.linears.trains_other_biases or self.embedding_adapted
         rate = dict(self.dropout)
         dx = layers_backward(
             be, dx, saved["layers"],
@@ -163,8 +175,9 @@ class ModernBertClassifier(AdaptedModel):
             lambda n, dx, s: self._layer_backward(be, n, dx, s, ropes, T, below or n > lowest),
             lowest)
         if below:
-            self._norm_backward(be, be.dropout_backward(dx, saved["emb_drop"]), saved["emb_ln"],
-                                "model.embeddings.norm")
+            dx = self._norm_backward(be, be.dropout_backward(dx, saved["emb_drop"]),
+                                     saved["emb_ln"], "model.embeddings.norm")
+            self.linears.tables.embed_backward(be, dx, batch.ids, saved, c.pad_token_id)
 
     def _layer_backward(self, be, n, dx, s, ropes, T, needed):
         """Layer n's backward from its output's gradient `dx`: its input's where `needed` (else
@@ -188,7 +201,7 @@ class ModernBertClassifier(AdaptedModel):
     def _lowest_layer(self):
         """Layers below it need no backward: nothing trains there."""
         layers = self.config.num_hidden_layers
-        if self.linears.trains_other_biases:
+        if self.linears.trains_other_biases or self.embedding_adapted:
             return 0
         lowest = self.linears.lowest_layer(
             lambda m: int(m.split(".")[2]) if m.startswith("model.layers.") else layers)
