@@ -8,7 +8,7 @@ Phase one (this interpreter): tiny Llama, Qwen2, Qwen3, SmolLM3, Gemma, Gemma 2,
 merged GGUF in every type, the base GGUF and the adapter GGUF, a SentencePiece-style
 checkpoint, a tiny DialoGPT-like GPT-2 checkpoint and a tiny Phi-2 one with PEFT adapters
 (merged in every type for GPT-2, F32 for Phi-2; the base and the adapter GGUF for both), a tiny FLAN-T5-like
-one with an adapter (merged, base and adapter F32), our logits, PEFT's greedy tokens and the
+one with an adapter on every linear and its head (merged, base and adapter F32), our logits, PEFT's greedy tokens and the
 tokenizers' ids; a LoRA on the token embedding and the output layer of an untied Llama and
 of a GPT-2 (base and adapter F32). Phase two (the other interpreter, `--llama`): llama.cpp's logits (merged files,
 and base + --lora adapter; T5 teacher-forced through llama.cpp's encode and decode calls),
@@ -187,7 +187,7 @@ def prepare_t5(d, write):
     from py_engine.train.seq2seq import Seq2SeqModel
 
     d.mkdir(parents=True, exist_ok=True)
-    model, adapter, _ = t5_with_adapter(d, seed=3, num_decoder_layers=2)
+    model, adapter, _ = t5_with_adapter(d, seed=3, head=True, num_decoder_layers=2)
     write(model_writer(load_merged(model, adapter), gguf.F32, "m"), d / "merged-F32.gguf")
 
     def logits(adapter_dir):

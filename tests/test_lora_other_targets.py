@@ -37,7 +37,7 @@ def make(tmp_path, family):
     ("bert", ["query", "LayerNorm"], "bert.embeddings.LayerNorm"),
     ("modernbert", ["Wqkv", "final_norm"], "model.final_norm"),
     ("t5", ["q", "shared"], "shared"),
-    ("t5", ["q", "lm_head"], "lm_head"),
+    ("t5", ["q", "relative_attention_bias"], "decoder.block.0.layer.0.SelfAttention.relative_attention_bias"),
     ("t5", ["q", "embed_tokens"], "decoder.embed_tokens, encoder.embed_tokens"),
 ])
 def test_a_target_naming_a_module_lora_does_not_wrap_is_refused(tmp_path, family, targets, named):

@@ -39,15 +39,15 @@ def test_cached_decoding_logits_match_transformers(tmp_path, monkeypatch):
     assert relative(np.stack(got), want) <= 1e-12          # measured ~1e-15
 
 
-@pytest.mark.parametrize("adapter", [False, True])
+@pytest.mark.parametrize("adapter", [False, True, "lm_head"])
 def test_greedy_generation_matches_transformers(tmp_path, adapter):
     """32 greedy tokens (no eos stop) equal transformers' generate, with the base model and
-    with a PEFT adapter on every linear. Equal stack depths: transformers' generate() sizes its
+    with a PEFT adapter on every linear (and on the head). Equal stack depths: transformers' generate() sizes its
     cache by the encoder's num_layers and fails when the decoder has more (5.23); the cached
     logits test above covers the deeper decoder."""
     same = dict(num_decoder_layers=TINY["num_layers"])
     if adapter:
-        hf = peft_t5(tmp_path, ALL, **same).eval()
+        hf = peft_t5(tmp_path, ALL + (["lm_head"] if adapter == "lm_head" else []), **same).eval()
         config, tensors, _ = load_adapter(tmp_path / "adapter")
         from py_engine.models.checkpoint import DecoderCheckpoint
         checkpoint = DecoderCheckpoint.load(tmp_path / "model")

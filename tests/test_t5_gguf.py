@@ -39,17 +39,18 @@ SOURCE = "translate to german: the quick brown fox jumps over the lazy dog"
 TARGET = "hallo welt, a cat on a mat"
 
 
-def t5_with_adapter(path, seed=0, **overrides):
+def t5_with_adapter(path, seed=0, head=False, **overrides):
     """(model_dir, PEFT's merged T5ForConditionalGeneration in float32, the tokenizer): a tiny
     FLAN-T5-like checkpoint with its Unigram tokenizer, and a PEFT adapter on every linear of
-    both stacks with lora_B drawn at random."""
+    both stacks (and with `head` on lm_head) with lora_B drawn at random."""
     model_dir = path / "t5"
     tiny_t5(model_dir, seed=seed, **dict(LLAMA_CPP, **overrides))
     tok = t5_tokenizer()
     tok.save(str(model_dir / "tokenizer.json"))
     (model_dir / "tokenizer_config.json").write_text(json.dumps(
         {"pad_token": "<pad>", "eos_token": "</s>", "unk_token": "<unk>"}), encoding="utf-8")
-    adapter, merged = em.merged_with_adapter(T5ForConditionalGeneration, model_dir, path, LINEARS,
+    adapter, merged = em.merged_with_adapter(T5ForConditionalGeneration, model_dir, path,
+                                             LINEARS + (["lm_head"] if head else []),
                                              seed=seed, task_type=TaskType.SEQ_2_SEQ_LM)
     return model_dir, adapter, merged
 
@@ -177,12 +178,20 @@ def test_what_llama_cpp_would_run_differently_is_refused(tmp_path, overrides, me
         model_writer(load_merged(tmp_path), gguf.F16, "tiny")
 
 
-def test_a_t5_adapter_over_the_base_gives_the_merged_weights(tmp_path):
-    """Both stacks' linears (self and cross attention, the gated MLP), under enc./dec. names."""
-    model, adapter, _ = t5_with_adapter(tmp_path)
+@pytest.mark.parametrize("head", [False, True])
+def test_a_t5_adapter_over_the_base_gives_the_merged_weights(tmp_path, head):
+    """Both stacks' linears (self and cross attention, the gated MLP), under enc./dec. names;
+    a LoRA on FLAN-T5's head of its own as output.weight's pair."""
+    model, adapter, merged_hf = t5_with_adapter(tmp_path, head=head)
     config = json.loads((model / "config.json").read_text())
     stacks = config["num_layers"] * (4 + 3) + config["num_decoder_layers"] * (8 + 3)
-    assert_lora_gives_the_merged_weights(model, adapter, tmp_path, adapted=stacks)
+    assert_lora_gives_the_merged_weights(model, adapter, tmp_path, adapted=stacks + head)
+    # the merged model's head is PEFT's merge_and_unload's
+    head_weight = load_merged(model, adapter).floats("lm_head.weight")
+    want = merged_hf.state_dict()["lm_head.weight"].numpy()
+    assert np.abs(np.asarray(head_weight).reshape(want.shape) - want).max() <= 1e-6 * np.abs(want).max()
+    base = T5ForConditionalGeneration.from_pretrained(model).lm_head.weight.detach().numpy()
+    assert bool(np.abs(want - base).max() > 1e-3) == head
 
 
 def test_cli_exports_the_merged_t5_without_a_modelfile(even, tmp_path):

@@ -17,6 +17,7 @@ from py_engine.train.gpu_runtime import GpuRuntime
 from py_engine.train.numpy_runtime import NumpyRuntime
 from py_engine.train.seq2seq import Seq2SeqModel
 from py_engine.train.tasks import Seq2SeqTask
+from py_engine.train.init import merge_loaded
 from test_t5_lora_oracle import ALL, peft_t5
 from test_t5_reference import a_batch, relative
 
@@ -34,7 +35,9 @@ def runtimes(device, path, full=False):
     else:
         adapter, tensors, _ = load_adapter(path / "adapter")
         model = T5Model(checkpoint.config, LoraConfig.from_peft_dict(adapter))
-        values = {n: (s, np.asarray(v, np.float32)) for n, (s, v) in tensors.items()}
+        # as an adapter loads (a head's LoRA beside PEFT's copy of the head: base_layer)
+        values = {n: (s, np.asarray(v, np.float32))
+                  for n, (s, v) in merge_loaded(model, {}, tensors, "adapter").items()}
     task = Seq2SeqTask(checkpoint.config.pad_token_id, checkpoint.config.decoder_start_token_id)
     host = NumpyRuntime(model, task, checkpoint, values, dtype=np.float64)
     gpu = run(GpuRuntime.create(T5Model(checkpoint.config, model.lora), task, checkpoint, values,
@@ -43,7 +46,7 @@ def runtimes(device, path, full=False):
 
 
 @pytest.mark.parametrize("targets, tied", [(["q", "v"], False), (ALL, False), (ALL, True),
-                                           (None, False), (None, True)])
+                                           (["q", "v", "lm_head"], False), (None, False), (None, True)])
 def test_step_matches_numpy(device, tmp_path, targets, tied):
     """targets None: full fine-tuning (the shared embedding, both bias tables, the head)."""
     if targets is None:

@@ -51,8 +51,7 @@ def engine_step(path, ids, mask, labels, seed=0, saved_into=None, rate=None, ful
     hidden, saved = model.forward(be, batch)
     if saved_into is not None:
         saved_into.update(saved)
-    metrics, dh = be.lm_head_loss(hidden, be.param(model.head_name), np.asarray(flat),
-                                  dweight=model.head_grad(be))
+    metrics, dh = model.head_loss(be, hidden, np.asarray(flat))     # as Seq2SeqTask's loss
     model.backward(be, dh, saved, batch)
     return model, metrics["loss"], be.grads
 
@@ -86,6 +85,43 @@ def test_lora_step_matches_peft(tmp_path, monkeypatch, targets, float64_norm, ti
     assert set(want) == set(model.trainable) and want
     for name, ref in want.items():
         assert relative(grads[name], ref) <= grad_bound, name
+
+
+@pytest.mark.parametrize("targets", [["q", "v", "lm_head"], ["lm_head"]])
+def test_a_lora_on_the_head_matches_peft(tmp_path, monkeypatch, targets):
+    """FLAN-T5's head of its own wrapped as PEFT wraps it (lora.Linear on lm_head): the loss,
+    the head pair's gradients and the others', alone or beside the layers' LoRA; PEFT's
+    logits from the adapter, and ours read back by PEFT."""
+    float64_layer_norm(monkeypatch)
+    peft = peft_t5(tmp_path, targets)
+    ids, mask, labels = a_batch()
+    want_loss, want = peft_step(peft, ids, mask, labels)
+    model, loss, grads = engine_step(tmp_path, ids, mask, labels)
+    assert abs(loss - want_loss) <= 1e-12 * abs(want_loss)
+    assert set(want) == set(model.trainable) and "lm_head.lora_B.weight" in want
+    for name, ref in want.items():
+        assert relative(grads[name], ref) <= 1e-10, name
+
+    peft.eval()
+    with torch.no_grad():
+        logits = peft(input_ids=torch.as_tensor(ids), attention_mask=torch.as_tensor(mask),
+                      labels=torch.as_tensor(labels)).logits.numpy()
+    config, tensors, _ = load_adapter(tmp_path / "adapter")
+    got = engine_logits(*engine(tmp_path / "model", LoraConfig.from_peft_dict(config), tensors),
+                        ids, mask, labels)
+    assert relative(got, logits.reshape(got.shape)) <= 1e-12
+
+
+def test_the_tied_head_and_the_tables_stay_refused(tmp_path):
+    """The original T5's tied head (the shared table, scaled) and the embeddings: by name."""
+    from py_engine.models.lora import LoraTargetError
+
+    tiny_t5(tmp_path / "tied", tied=True)
+    tiny_t5(tmp_path / "flan")
+    for directory, targets, named in [("tied", ["q", "lm_head"], "lm_head"),
+                                      ("flan", ["q", "shared"], "shared")]:
+        with pytest.raises(LoraTargetError, match=rf"name {named}\b"):
+            engine(tmp_path / directory, LoraConfig(r=4, lora_alpha=8, target_modules=targets), {})
 
 
 def test_dora_step_matches_peft(tmp_path, monkeypatch):

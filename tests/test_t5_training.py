@@ -73,11 +73,14 @@ def test_batches_are_transformers_labels_and_shifted_decoder_ids(tmp_path):
     assert half.decoder_ids == batch.decoder_ids[1:] and half.labels == batch.labels[batch.T:]
 
 
-def test_training_learns_the_pairs_and_its_adapter_loads_in_peft(tmp_path):
+@pytest.mark.parametrize("targets", [["q", "v", "wo"], ["q", "v", "wo", "lm_head"]])
+def test_training_learns_the_pairs_and_its_adapter_loads_in_peft(tmp_path, targets):
+    """With a LoRA on the layers, and on FLAN-T5's head of its own too (a fresh pair: A drawn,
+    B zeros, as PEFT starts a linear's)."""
     hf = tiny_t5(tmp_path / "model")
     tok = t5_tokenizer()
     encoded, _ = encode_seq2seq_examples([Seq2SeqExample(*p) for p in PAIRS], tok)
-    lora = LoraConfig(r=8, lora_alpha=16, target_modules=["q", "v", "wo"])
+    lora = LoraConfig(r=8, lora_alpha=16, target_modules=targets)
     model = run(Seq2SeqModel.create(tmp_path / "model", tok, lora=lora, seed=3))
     assert model.model.lora.task_type == "SEQ_2_SEQ_LM"
     history = run(model.fit(encoded, CausalTrainConfig(epochs=60, lr=1e-2, batch_size=4,
@@ -96,6 +99,11 @@ def test_training_learns_the_pairs_and_its_adapter_loads_in_peft(tmp_path):
         assert result.text == target and result.finish_reason == "eos"
 
     run(model.save(tmp_path / "adapter"))
+    from py_engine.formats.peft_adapter import load_adapter
+
+    saved = load_adapter(tmp_path / "adapter")[1]
+    assert ("lm_head.lora_B.weight" in saved) is ("lm_head" in targets)
+    assert all(np.abs(np.asarray(v)).max() > 1e-4 for k, (_, v) in saved.items() if "lora_B" in k)
     peft = PeftModel.from_pretrained(tiny_t5(tmp_path / "base").float(), tmp_path / "adapter").double().eval()
     ids = tok.encode(PAIRS[0][0]).ids
     decoder = model.decoder()

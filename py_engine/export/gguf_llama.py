@@ -378,8 +378,8 @@ def adapter_writer(config, lora, tensors, ggml_type, name):
     output product reads token_embd itself, and applies the embedding's LoRA there too (PEFT's
     changes only the input; llama.cpp aborts on its shapes, GGML_ASSERT(ggml_can_mul_mat),
     seen with llama-cpp-python 0.3.36): such adapters are refused by name. GPT-2's and Phi-2's
-    GGUF write a tied head out as output.weight, so their pair takes a LoRA each; T5's tables
-    take none."""
+    GGUF write a tied head out as output.weight, so their pair takes a LoRA each; so does a
+    T5's head of its own (FLAN-T5's), but not its shared embedding or tied head."""
     if lora.use_dora:
         raise ExportError("a DoRA adapter (use_dora) cannot be a llama.cpp LoRA adapter: those "
                           "hold lora_a and lora_b only, and DoRA also rescales each row of the "
@@ -396,10 +396,13 @@ def adapter_writer(config, lora, tensors, ggml_type, name):
     arch = architecture(config)
     tables = sorted({k.rsplit(".lora_", 1)[0] for k in tensors
                      if ".lora_embedding_" in k or k.startswith("lm_head.lora_")})
-    if tables and getattr(config, "encoder_decoder", False):
-        raise ExportError(f"a LoRA on a T5's tables ({', '.join(tables)}) is not supported: its "
-                          "shared embedding feeds both stacks and its tied head is scaled by "
-                          "d_model ** -0.5; export the merged model (--format gguf) instead")
+    if getattr(config, "encoder_decoder", False):     # a head of its own is output.weight
+        refused = [t for t in tables if t != "lm_head" or config.tie_word_embeddings]
+        if refused:
+            raise ExportError(f"a LoRA on a T5's shared embedding or tied head ({', '.join(refused)}) "
+                              "is not supported: the embedding feeds both stacks and the tied head "
+                              "is scaled by d_model ** -0.5; export the merged model (--format "
+                              "gguf) instead")
     if tables and config.tie_word_embeddings and config.model_type not in FAMILIES:
         raise ExportError(f"a LoRA on the tied token embedding and output layer "
                           f"({', '.join(tables)}) cannot be a llama.cpp LoRA adapter: the {arch} "

@@ -23,7 +23,9 @@ decoder) is added to every layer's self-attention scores; cross attention has no
 (the backend's counter-based dropout) runs at dropout_rate only when training.
 
 LoRA may wrap any of q, k, v, o (self and cross attention: PEFT's suffix rule matches both)
-and wi_0, wi_1, wo; the base weights and the head stay frozen. With `lora=None` every weight
+and wi_0, wi_1, wo, and a head of its own (lm_head: logits = h W^T + s (dropout(h) A^T) B^T,
+the loss adding the low-rank term chunk by chunk, as a decoder's); the base weights and the
+head stay frozen. With `lora=None` every weight
 trains instead (full fine-tuning): the backward then also gives each linear's and RMSNorm's
 weight gradient, the head's (from the loss), the shared embedding's (a scatter-add of both
 stacks' input gradients; with the tied head it adds to the head's) and each stack's relative
@@ -38,7 +40,8 @@ import math
 
 from .checkpointing import layers_backward, layers_forward
 from .dropout_rates import override_rates
-from .lora import AdaptedModel, Linears
+from .lora import AdaptedModel, Linears, Merge
+from .lora_tables import HEAD
 from .relative_position import relative_position_buckets
 
 ATTENTION = ("q", "k", "v", "o")
@@ -67,9 +70,14 @@ class T5Model(AdaptedModel):
         self.config = config
         self.dropout = override_rates({"dropout_rate": config.dropout_rate}, dropout, "T5 model")
         self.full = lora is None
+        # a head of its own (FLAN-T5's) may take a LoRA as PEFT wraps it (models/lora_tables.py);
+        # the tied one is the shared table, scaled, and stays refused with the embeddings
+        tables = {} if config.tie_word_embeddings else {
+            "lm_head": (HEAD, config.vocab_size, config.hidden_size)}
         self.linears = Linears(linear_modules(config), lora, "T5 model", full=self.full,
                                params=config.parameter_shapes(),
-                               others=("encoder.embed_tokens", "decoder.embed_tokens", "lm_head"))
+                               others=("encoder.embed_tokens", "decoder.embed_tokens", "lm_head"),
+                               tables=tables)
         self.lora = self.linears.lora        # "all-linear" spelled out
         self.targets = self.linears.targets
         self.trainable = dict(config.parameter_shapes()) if self.full else dict(self.linears.trainable)
@@ -77,6 +85,11 @@ class T5Model(AdaptedModel):
     @property
     def head_name(self):
         return self.config.head_name
+
+    def table_merge_names(self):
+        """A Merge of the head where a LoRA wraps it (W + s B.A), for the merged model and the
+        switch to full fine-tuning; the loss and generation add its term as it is."""
+        return self.linears.tables.merges(lambda m: self.head_name, Merge, self.head_name)
 
     def _rate(self, train):
         return self.dropout["dropout_rate"] if train else 0.0
