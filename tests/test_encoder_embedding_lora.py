@@ -1,6 +1,6 @@
 """PEFT's LoRA on an encoder classifier's word embedding (target_modules naming
 "word_embeddings", ModernBERT's "tok_embeddings": PEFT's lora.Embedding), against
-transformers + PEFT: one step's loss and every gradient in float64 for each family (the row of the embedding's
+transformers + PEFT: one step's loss and every gradient in float64 for each family (ModernBERT's in test_modernbert.py; the row of the embedding's
 padding_idx gets no gradient, MPNet's a fixed 1; ELECTRA-small's and ALBERT's narrower
 embeddings go through their projection), the GPU step against NumPy, a new adapter trained
 here and read by PEFT, the merged and ONNX exports, and what stays refused."""
@@ -82,27 +82,6 @@ def test_step_matches_peft(tmp_path, family):
     a_name = next(k for k in want if k.endswith(EMBEDDING_A))
     assert np.abs(want[a_name]).max() > 1e-3 and not want[a_name][:, pad].any()
     po.check_gradients(got, want, 1e-10)
-
-
-def test_modernbert_step_matches_peft(tmp_path):
-    """ModernBERT's tok_embeddings (its padding_idx pad_token_id, among the real tokens too)."""
-    from test_modernbert import PAD, engine, modernbert_batch
-
-    model_dir = po.tiny_modernbert_dir(tmp_path / "model", seed=17)
-    peft = po.peft_model(model_dir, 3, target_modules=("tok_embeddings", "Wqkv"), seed=18)
-    adapter = po.save_adapter(peft, tmp_path / "adapter")
-    ids, types, mask, labels = modernbert_batch(np.random.default_rng(), 4, 20)
-    ids[0, 5] = PAD
-    loss, grads, _ = po.step_gradients(peft, ids, mask, labels)
-    ours = engine(model_dir, adapter)
-    got_loss = run(ours.accumulate(Batch(ids.tolist(), types.tolist(), mask.tolist(), labels.tolist())))["loss"]
-    assert abs(got_loss - loss) <= 1e-9 * abs(loss)
-    want = {k.removeprefix("base_model.model."): g for k, g in grads.items()}
-    got = run(ours.gradients())
-    assert set(got) == set(want)
-    a_name = "model.embeddings.tok_embeddings.lora_embedding_A"
-    assert np.abs(want[a_name]).max() > 1e-3 and not want[a_name][:, PAD].any()
-    po.check_gradients(got, want, 1e-7)
 
 
 @pytest.fixture(scope="module")

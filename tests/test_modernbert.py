@@ -74,14 +74,17 @@ def modernbert_batch(rng, B, T, vocab=200):
     ("tiny", ("Wqkv", "Wo", "Wi", "dense"), "none"),
     ("biased", ("Wqkv", "Wi"), "lora_only"),
     ("biased", ("Wo",), "all"),
+    ("tiny", ("tok_embeddings", "Wqkv"), "none"),
 ])
 def test_step_matches_peft(request, tmp_path, fixture, targets, bias):
     """Float64: the loss and every gradient (LoRA on each linear and the head's dense layer,
-    the classifier trained whole, the biases that train: with "all" the norms' too)."""
+    or on the token embedding, whose padding row takes no gradient; the classifier trained
+    whole, the biases that train: with "all" the norms' too)."""
     model_dir = request.getfixturevalue(fixture)
     adapter, peft = peft_adapter(model_dir, tmp_path / "adapter", targets, dtype=torch.float64,
                                  bias=bias)
     ids, types, mask, labels = modernbert_batch(np.random.default_rng(), 4, 20)
+    ids[0, 5] = PAD                 # among the real tokens: its embedding row's LoRA stays put
     loss, grads, _ = po.step_gradients(peft, ids, mask, labels)
     ours = engine(model_dir, adapter)
     got_loss = run(ours.accumulate(Batch(ids.tolist(), types.tolist(), mask.tolist(), labels.tolist())))["loss"]
@@ -91,6 +94,10 @@ def test_step_matches_peft(request, tmp_path, fixture, targets, bias):
     assert set(got) == set(want) and {"classifier.weight", "classifier.bias"} <= set(want)
     po.check_gradients(got, want, 1e-7)
     assert ("model.final_norm.bias" in want) is (bias == "all")
+    embedding_a = want.get("model.embeddings.tok_embeddings.lora_embedding_A")
+    assert (embedding_a is not None) is ("tok_embeddings" in targets)
+    if embedding_a is not None:
+        assert np.abs(embedding_a).max() > 1e-3 and not embedding_a[:, PAD].any()
 
 
 def test_the_checkpoint_s_tokenizer_encodes_as_transformers(tiny):
