@@ -117,3 +117,17 @@ def test_greedy_generation_matches_transformers(device, tmp_path, adapter, lengt
                           num_beams=1, eos_token_id=None, min_new_tokens=32)
     result = run(generate(decoder, _Ids(), source, max_new_tokens=32, greedy=True))
     assert result.ids == out[0, 1:].tolist()
+
+
+@pytest.mark.parametrize("backend", ["numpy", "gpu"])
+def test_the_switch_to_full_fine_tuning_folds_a_head_lora(device, tmp_path, backend):
+    """Hybrid training's switch folds FLAN-T5's head LoRA into lm_head with the layers' pairs:
+    the logits stay as they were."""
+    from export_models import check_switch_to_full_keeps_outputs
+    from py_engine.train.seq2seq import Seq2SeqModel
+    from t5_tokenizer import t5_tokenizer
+
+    peft_t5(tmp_path, ["q", "v", "lm_head"])
+    model = run(Seq2SeqModel.load(tmp_path / "model", t5_tokenizer(), tmp_path / "adapter",
+                                  backend=backend, device=device))
+    check_switch_to_full_keeps_outputs(model, [5, 9, 11, 3, 7])

@@ -13,7 +13,9 @@ linears:
     logits = Linear(Dropout(pooled));  loss = CrossEntropy(logits, labels)
 
 Only the LoRA matrices and the head (and the pooler, when the checkpoint has none) train; the
-base weights are frozen, so their gradients are never computed. The checkpoint's pooler is one
+base weights are frozen, so their gradients are never computed. A LoRA may wrap the word
+embedding too, as PEFT's lora.Embedding does (word[ids] + s A^T[ids] B^T, models/lora_tables.py;
+the row of transformers' padding_idx takes no gradient), and the backward then reaches it. The checkpoint's pooler is one
 of the linears LoRA may wrap, as PEFT wraps it ("bert.pooler.dense": matched by "dense" and by
 "all-linear"), where cls pooling reads it.
 
@@ -47,7 +49,7 @@ added to every layer's attention scores before the mask, as T5's encoder adds on
 
     scores = q k^T / sqrt(d) + table[bucket(j - i)]      (table: encoder.relative_attention_bias)
 
-The table is frozen (PEFT's LoRA does not wrap an embedding).
+The table is frozen (a LoRA on it is refused by name).
 
 DeBERTa-v2 (deberta-v2, DeBERTa-v3's type; config.deberta) is BERT's encoder under "deberta."
 with *_proj names, v3 without position and token type rows, and a disentangled attention: the

@@ -30,10 +30,10 @@ from .lora import AdaptedModel, Linears, Merge
 from .lora_tables import EMBEDDING
 from .modernbert_config import HEAD
 
+TOKEN_EMBEDDING = "model.embeddings.tok_embeddings"
 # The score bias beyond a sliding layer's window: every weight there is exactly 0 after the
 # softmax (as under transformers' mask), and added to the padding mask's float32 lowest it
 # stays finite (two lowest values would overflow to -inf)
-TOKEN_EMBEDDING = "model.embeddings.tok_embeddings"
 BEYOND_WINDOW = -1e30
 
 
