@@ -67,7 +67,7 @@ trained whole where the checkpoint has none.
 from .bert_config import BERT_LAYER, MPNET_BUCKETS, MPNET_MAX_DISTANCE
 from .checkpointing import layers_backward, layers_forward
 from .dropout_rates import override_rates
-from .lora import AdaptedModel, Linears, Merge
+from .lora import AdaptedModel, Linears
 from .lora_config import LoraConfig
 from .lora_tables import EMBEDDING
 from .relative_position import relative_position_buckets
@@ -196,11 +196,6 @@ class BertClassifier(AdaptedModel):
         reads_pooler = self.pooling == "cls" and not self.train_pooler
         return {n: s for n, s in shapes.items()
                 if reads_pooler or not n.startswith(self.pooler + ".")}
-
-    def table_merge_names(self):
-        """A Merge of the word embedding where a LoRA wraps it (E + s (B.A)^T), for the
-        merged model's exports; inference adds its LoRA term as it is."""
-        return self.linears.tables.merges(lambda m: m + ".weight", Merge, None)
 
     def frozen_names(self):
         """The checkpoint tensors the model reads as they are (bare BertModel names; a bias

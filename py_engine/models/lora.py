@@ -418,10 +418,11 @@ class AdaptedModel:
         return self.linears.merge_names()
 
     def table_merge_names(self):
-        """A Merge of each LoRA-wrapped table (a language model's embedding or output layer),
-        for the merged model and the switch to full fine-tuning; inference computes their
-        LoRA terms as they are (DecoderModel's; none elsewhere)."""
-        return []
+        """A Merge of each LoRA-wrapped table (an embedding, E + s (B.A)^T; an output layer of
+        its own, W + s B.A), under its own tensor's name, for the merged model and the switch to
+        full fine-tuning; inference computes their LoRA terms as they are. DecoderModel's
+        names a tied pair's tables itself."""
+        return self.linears.tables.merges(lambda m: m + ".weight", Merge, None)
 
     def token_sources(self):
         """{trained tensor: (table, token ids)} of a decoder's trainable tokens (DecoderModel's;

@@ -26,7 +26,7 @@ modules_to_save "classifier"); everything else is frozen.
 from .bert import check_classifier
 from .checkpointing import layers_backward, layers_forward
 from .dropout_rates import override_rates
-from .lora import AdaptedModel, Linears, Merge
+from .lora import AdaptedModel, Linears
 from .lora_tables import EMBEDDING
 from .modernbert_config import HEAD
 
@@ -71,11 +71,6 @@ class ModernBertClassifier(AdaptedModel):
         self.trainable = dict(self.linears.trainable)
         self.trainable[self.head_module + ".weight"] = (num_labels, config.hidden_size)
         self.trainable[self.head_module + ".bias"] = (num_labels,)
-
-    def table_merge_names(self):
-        """A Merge of the token embedding where a LoRA wraps it (E + s (B.A)^T), for the
-        merged model's exports."""
-        return self.linears.tables.merges(lambda m: m + ".weight", Merge, None)
 
     def head_sources(self):
         """The classifier starts fresh (a fine-tuned checkpoint's is not PEFT's starting point)."""

@@ -40,7 +40,7 @@ import math
 
 from .checkpointing import layers_backward, layers_forward
 from .dropout_rates import override_rates
-from .lora import AdaptedModel, Linears, Merge
+from .lora import AdaptedModel, Linears
 from .lora_tables import HEAD
 from .relative_position import relative_position_buckets
 
@@ -85,11 +85,6 @@ class T5Model(AdaptedModel):
     @property
     def head_name(self):
         return self.config.head_name
-
-    def table_merge_names(self):
-        """A Merge of the head where a LoRA wraps it (W + s B.A), for the merged model and the
-        switch to full fine-tuning; the loss and generation add its term as it is."""
-        return self.linears.tables.merges(lambda m: self.head_name, Merge, self.head_name)
 
     def _rate(self, train):
         return self.dropout["dropout_rate"] if train else 0.0
