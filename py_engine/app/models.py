@@ -25,7 +25,7 @@ from ..data.record import label_names
 from ..data.seq2seq import conversation_input, encode_seq2seq_example, seq2seq_example_from_record
 from ..labels import MULTI_LABEL, SINGLE_LABEL
 from ..models.bert_config import BERT_TYPES
-from ..models.checkpoint import Checkpoint, DecoderCheckpoint
+from ..models.checkpoint import Checkpoint
 from ..models.classifiers import classifier_config, classifier_model, names_sequence_classifier
 from ..models.decoder_classifier import DecoderClassifierConfig
 from ..models.modernbert_config import MODEL_TYPE as MODERNBERT
@@ -247,7 +247,7 @@ async def load_model_dir(directory, name, config=None, kind=None, labels=None, b
             remove_written(adapter_dir)     # read whole: its files are not needed after this
             adapter_dir = None
     elif lora_options:
-        targets = DecoderCheckpoint.read_config(directory).lora_targets
+        targets = decoder_config(config).lora_targets      # config.json, read above
         chat = await family.create(directory, lora=job_lora(targets, lora_options, family.task_type),
                                    **placement)
     else:
