@@ -66,9 +66,9 @@ def initial_trainable(model, seed, checkpoint=None, labels=None, problem_type=SI
         elif name in biases:
             data = (array("f", checkpoint.floats(biases[name])) if checkpoint is not None
                     else array("f", [math.nan]) * n)
-        elif name in magnitudes:
+        elif name in magnitudes:    # with init False, of W + s B.A once B is drawn (below)
             data = (row_norms(checkpoint.floats(magnitudes[name]), *checkpoint.shape(magnitudes[name]))
-                    if checkpoint is not None else array("f", [math.nan]) * n)
+                    if checkpoint is not None and init is not False else array("f", [math.nan]) * n)
         elif fresh_table(name) == "zeros" and init is not False:
             data = array("f", bytes(4 * n))     # PEFT's embedding LoRA: A zeros, B N(0, 1)
         elif fresh_table(name) is not None:     # (without init: both N(0, 1))
@@ -168,18 +168,18 @@ def row_norms(values, rows, cols):
 
 
 def adapted_row_norms(weight, rows, cols, a, b, rank, scaling):
-    """array('f') of the row norms of W + scaling * B.A (W [rows, cols], A [rank, cols],
-    B [rows, rank], row-major floats): a DoRA magnitude's start where lora_B is not zero.
-    Pure Python, row by row."""
-    norms = array("f", bytes(4 * rows))
+    """row_norms of W + scaling * B.A (W [rows, cols], A [rank, cols], B [rows, rank],
+    row-major floats; the sum rounded to float32, as PEFT holds it): a DoRA magnitude's start
+    where lora_B is not zero. Pure Python, row by row."""
+    adapted = array("f")
     a_rows = [a[k * cols:(k + 1) * cols] for k in range(rank)]
     for r in range(rows):
         row = list(weight[r * cols:(r + 1) * cols])
         for k in range(rank):
             coef = scaling * b[r * rank + k]
             row = [w + coef * x for w, x in zip(row, a_rows[k])]
-        norms[r] = math.sqrt(math.fsum(v * v for v in row))
-    return norms
+        adapted.extend(row)
+    return row_norms(adapted, rows, cols)
 
 
 def merge_loaded(model, values, loaded, source):
