@@ -189,11 +189,7 @@ def label_names(examples, known=None, problem_type=None):
     problem_type = check_problem_type(problem_type)
     if problem_type == REGRESSION:
         return _regression_names(examples, known)
-    seen = set()
-    for e in examples:
-        if e.label is None:
-            continue
-        seen.update(e.label if problem_type == MULTI_LABEL else [e.label])
+    seen = given_names(examples, problem_type)
     if known is not None:
         unknown = sorted(seen - set(known))
         if unknown:
@@ -204,6 +200,14 @@ def label_names(examples, known=None, problem_type=None):
         raise DataError(f"classification needs at least {'two labels' if fewest == 2 else 'one label'}, "
                         f"found {sorted(seen)}")
     return sorted(seen)
+
+
+def given_names(examples, problem_type=None):
+    """The set of label names a single- or multi-label classifier's `examples` give (every
+    name of a multi-label example's list or {name: target}; unlabelled ones none)."""
+    multi = check_problem_type(problem_type) == MULTI_LABEL
+    return {name for e in examples if e.label is not None
+            for name in (e.label if multi else [e.label])}
 
 
 def _regression_names(examples, known):

@@ -282,16 +282,13 @@ def _data(args, kind, known_labels, problem_type=None):
 
         return (read_seq2seq_jsonl(args.data),
                 read_seq2seq_jsonl(args.validation) if args.validation else None, None)
-    from ..data.classification import label_names, read_jsonl
+    from ..data.classification import given_names, label_names, read_jsonl
 
     examples = read_jsonl(args.data, problem_type=problem_type)
     validation = read_jsonl(args.validation, problem_type=problem_type) if args.validation \
         else None
     labels = label_names(examples, known_labels, problem_type)
-    multi = problem_type == MULTI_LABEL      # a list of names, or {name: target}
-    names = {name for e in validation or () if e.label is not None
-             for name in (e.label if multi else [e.label])}
-    unknown = sorted(names - set(labels))
+    unknown = sorted(given_names(validation or (), problem_type) - set(labels))
     if unknown:
         raise UsageError(f"{args.validation}: labels {unknown} are not among the training "
                          f"data's {labels}")
