@@ -13,7 +13,7 @@ import torch
 
 import peft_oracle as po
 from conftest import run
-from encoder_checks import check_exports, check_gpu_step
+from encoder_checks import check_exports, check_gpu_step, encoded
 from py_engine.data.classification import Example
 from py_engine.formats import peft_adapter
 from py_engine.models.lora_config import LoraConfig, LoraConfigError
@@ -122,7 +122,7 @@ def test_a_new_adapter_trains_and_peft_reads_it(tmp_path, tiny, device, backend)
     shape, values = tensors["bert." + EMBEDDING_A]
     assert shape == (4, 120) and np.abs(np.asarray(values)).max() > 1e-4
     ours = np.array([[p[label] for label in LABELS] for p in run(clf.predict(TEXTS))])
-    theirs = po.probabilities(tiny, adapter, *_encoded(tiny, TEXTS), dtype=torch.float32)
+    theirs = po.probabilities(tiny, adapter, *encoded(tiny, TEXTS), dtype=torch.float32)
     assert np.abs(ours - theirs).max() <= 1e-5
 
     peft = po.peft_model(tiny, 3, target_modules=("word_embeddings", "query"), seed=15,
@@ -130,14 +130,8 @@ def test_a_new_adapter_trains_and_peft_reads_it(tmp_path, tiny, device, backend)
     theirs_dir = po.save_adapter(peft, tmp_path / "theirs", labels=LABELS)
     loaded = run(TextClassifier.load(tiny, theirs_dir, backend=backend, device=device))
     ours = np.array([[p[label] for label in LABELS] for p in run(loaded.predict(TEXTS))])
-    want = po.probabilities(tiny, theirs_dir, *_encoded(tiny, TEXTS), dtype=torch.float32)
+    want = po.probabilities(tiny, theirs_dir, *encoded(tiny, TEXTS), dtype=torch.float32)
     assert np.abs(ours - want).max() <= 1e-5
-
-
-def _encoded(model_dir, texts):
-    from encoder_checks import encoded
-
-    return encoded(model_dir, texts)
 
 
 def test_merged_and_onnx_exports(tmp_path, tiny):
