@@ -165,7 +165,7 @@ def _user_error(e):
 
 # The options that set a new LoRA adapter (the rest of a LoraConfig is py_engine's default).
 LORA_OPTIONS = ("r", "lora_alpha", "lora_dropout", "target_modules", "use_dora", "bias",
-                "modules_to_save", "trainable_token_indices", "init_lora_weights")
+                "modules_to_save", "trainable_token_indices", "init_lora_weights", "lora_bias")
 
 
 def given_options(args, *names):
@@ -360,7 +360,8 @@ def lora_options(args, alpha_per_r, targets, **fixed):
                       use_dora=given.get("use_dora", False), bias=given.get("bias", "none"),
                       modules_to_save=given.get("modules_to_save"),
                       trainable_token_indices=given.get("trainable_token_indices"),
-                      init_lora_weights=given.get("init_lora_weights", True), **fixed)
+                      init_lora_weights=given.get("init_lora_weights", True),
+                      lora_bias=given.get("lora_bias", False), **fixed)
 
 
 def _json_line(values, rounded=()):
@@ -939,6 +940,9 @@ def add_training_options(p):
     p.add_argument("--bias", choices=LORA_BIAS,
                    help="the base model's biases that train beside the adapter, as PEFT's bias: "
                         "none (default), lora_only (the wrapped layers'), all")
+    p.add_argument("--lora-bias", action="store_true", default=None,
+                   help="a bias on each lora_B, as PEFT's lora_bias: the adapter adds it to its "
+                        "layers' outputs (a merge, to their biases)")
     p.add_argument("--modules-to-save", type=_modules,
                    help="chat models: modules trained whole beside the LoRA, as PEFT's "
                         "modules_to_save (embed_tokens, lm_head)")

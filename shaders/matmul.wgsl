@@ -51,7 +51,8 @@
 //       all but one wasted. The _vec4 entries read four k at a time (x and W 16-byte aligned
 //       along k, K % 4 == 0; f16 weights 8-byte aligned).
 //
-//   sum_columns: out[n] = sum_m X[m, n] (+ beta * out[n]): the bias gradient, column sums of dY.
+//   sum_columns: out[n] = alpha * sum_m X[m, n] (+ beta * out[n]): the bias gradient, column sums
+//       of dY (alpha: the scale on a LoRA's lora_B bias).
 //
 // Each entry declares its own bindings (entries may reuse binding numbers with other types;
 // naga and Tint allow that as long as one entry uses each binding once).
@@ -595,6 +596,7 @@ struct Columns {
   cols: u32,
   ld: u32,
   beta: f32,
+  alpha: f32,
 }
 
 @group(0) @binding(0) var<storage, read> columns_in: array<f32>;
@@ -617,7 +619,7 @@ fn sum_columns(@builtin(global_invocation_id) gid: vec3<u32>) {
   for (; r < columns.rows; r++) {
     part.x += columns_in[r * ld + col];
   }
-  var total = (part.x + part.y) + (part.z + part.w);
+  var total = columns.alpha * ((part.x + part.y) + (part.z + part.w));
   if (columns.beta != 0.0) {
     total = fma(columns.beta, columns_out[col], total);
   }

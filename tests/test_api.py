@@ -252,6 +252,8 @@ def test_a_job_takes_the_new_adapter_s_lora_options(api, tmp_path):
                         ({"r": 0}, "lora: r must be a positive int"),
                         ({"target_modules": ["q_proj"]}, "lora: LoRA targets ['q_proj'] match no"),
                         ({"init_lora_weights": "eva"}, "lora: init_lora_weights 'eva' draws"),
+                        ({"lora_bias": True, "use_dora": True}, "lora: lora_bias (a bias on "
+                         "lora_B) with DoRA (use_dora): PEFT refuses the pair"),
                         ("r=4", "lora must be an object")):
         answer = api.client.post("/fine-tuning/setup", {"model": "tiny", "lora": lora})
         assert answer.status == 422 and words in answer.json()["error"], answer
@@ -273,7 +275,8 @@ def test_chat_job_on_the_queue_and_its_reply(api, models, tmp_path):
     answer = api.client.post("/fine-tuning/documents?name=sums.jsonl", jsonl(CHATS),
                              "application/octet-stream")
     assert answer.status == 201 and answer.json()["documents"][0]["records"] == len(CHATS)
-    lora = {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj", "o_proj"]}
+    lora = {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj", "o_proj"],
+            "lora_bias": True}
     job = setup_job(api.client, {"model": "chat", "options": {"epochs": 2, "lr": 1e-2,
                                                               "gradient_checkpointing": True},
                                  "lora": lora})
@@ -284,8 +287,8 @@ def test_chat_job_on_the_queue_and_its_reply(api, models, tmp_path):
     assert reply["adapter"] == job["adapter"] and isinstance(reply["text"], str)
     adapter = unzip(api.client.get(f"/fine-tuning/adapters/{job['adapter']}").body, tmp_path)
     config = json.loads((adapter / "adapter_config.json").read_text())
-    assert (config["r"], config["lora_alpha"], sorted(config["target_modules"])) == \
-        (4, 8, sorted(lora["target_modules"]))
+    assert (config["r"], config["lora_alpha"], sorted(config["target_modules"]), config["lora_bias"]) == \
+        (4, 8, sorted(lora["target_modules"]), True)
     from py_engine.train.chat import ChatModel
 
     chat = run_sync(ChatModel.load(models["chat"], str(adapter), backend="numpy"))

@@ -55,11 +55,13 @@ def step_code(step, batch, seed, checkpointing=False):
 
 
 @pytest.mark.parametrize("options", [{}, {"use_dora": True}, {"bias": "all"},
-                                     {"target_modules": ("word_embeddings", "query", "value")}])
+                                     {"target_modules": ("word_embeddings", "query", "value")},
+                                     {"lora_bias": True}])
 def test_tiny_bert_step_in_the_browser(engine_page, tmp_path, options):
     """LoRA, DoRA (on the pooler too: "dense"), LoRA with every bias trained beside it
-    (PEFT's bias="all", the norms' too), or LoRA on the word embedding too, with dropout; a
-    fresh DoRA adapter's magnitudes are the host's row norms."""
+    (PEFT's bias="all", the norms' too), LoRA on the word embedding too, or LoRA with lora_B
+    biases (PEFT's lora_bias), with dropout; a fresh DoRA adapter's magnitudes are the host's
+    row norms."""
     model_dir = po.tiny_bert_dir(tmp_path / "model", seed=51)
     options = dict(options)
     use_dora = options.get("use_dora", False)
@@ -85,6 +87,7 @@ def test_tiny_bert_step_in_the_browser(engine_page, tmp_path, options):
     assert any(n.endswith("lora_magnitude_vector") for n in theirs) is use_dora
     assert ("bert.embeddings.LayerNorm.bias" in theirs) is ("bias" in options)
     assert ("bert.embeddings.word_embeddings.lora_embedding_A" in theirs) is ("word_embeddings" in targets)
+    assert ("bert.encoder.layer.0.attention.self.query.lora_B.bias" in theirs) is ("lora_bias" in options)
     assert len(got["magnitudes"]) == 2
     for i in range(2):
         weight = reference.be.params[f"encoder.layer.{i}.attention.self.query.weight"]

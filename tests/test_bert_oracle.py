@@ -99,12 +99,26 @@ def test_tiny_bert_step_with_trained_biases_matches_peft(tmp_path, bias, targets
         assert "bert.embeddings.LayerNorm.bias" in trained
 
 
+# PEFT's lora_bias: each lora_B has a bias of its own, scaled as B.A x is; beside the bias
+# option's trained base biases too, and on the pooler ("dense")
+@pytest.mark.parametrize("options,targets", [(dict(lora_bias=True), ("query", "value")),
+                                             (dict(lora_bias=True, bias="lora_only"), ALL_LINEARS),
+                                             (dict(lora_bias=True, lora_alpha=3), ("dense",))])
+def test_tiny_bert_lora_bias_step_matches_peft(tmp_path, options, targets):
+    model_dir = po.tiny_bert_dir(tmp_path / "model", seed=1)
+    engine, _, _ = check_step(tmp_path, model_dir, targets, B=4, T=11, num_labels=3, seed=2,
+                              bound_loss=1e-12, bound_grad=1e-10, **options)
+    wrapped = [k for k in engine.model.trainable if k.endswith(".lora_A.weight")]
+    assert wrapped and [k for k in engine.model.trainable if k.endswith(".lora_B.bias")] == \
+        [k.replace("lora_A.weight", "lora_B.bias") for k in wrapped]
+
+
 def test_minilm_step_matches_peft(tmp_path):
     check_step(tmp_path, po.MINILM_DIR, ("query", "value"), B=3, T=16, num_labels=2, seed=3,
                bound_loss=1e-12, bound_grad=1e-9)
 
 
-@pytest.mark.parametrize("options", [{}, {"use_dora": True}, {"bias": "all"}])
+@pytest.mark.parametrize("options", [{}, {"use_dora": True}, {"bias": "all"}, {"lora_bias": True}])
 def test_twenty_adamw_steps_track_peft(tmp_path, options):
     model_dir = po.tiny_bert_dir(tmp_path / "model", seed=4)
     peft = po.peft_model(model_dir, 3, seed=5, **options)

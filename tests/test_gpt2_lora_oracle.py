@@ -107,7 +107,8 @@ def relative(got, want):
 @pytest.mark.parametrize("targets, lora", [(["c_attn"], None), (ALL, None),
                                           (ALL, dict(use_dora=True)),     # DoRA on Conv1D layers
                                           (["c_attn"], dict(bias="all")),   # the norms' biases too
-                                          (["c_proj"], dict(bias="lora_only"))])
+                                          (["c_proj"], dict(bias="lora_only")),
+                                          (ALL, dict(lora_bias=True))])  # lora_B's biases
 def test_lora_step_matches_peft(tmp_path, targets, lora):
     peft = peft_gpt2(tmp_path, targets, lora)
     ids, mask, labels = a_batch()

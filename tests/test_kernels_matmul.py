@@ -128,14 +128,16 @@ def test_linear_forward_and_backward(device, mm, rng):
     bx, bw, bdy = device.buffer_from(x), device.buffer_from(w), device.buffer_from(dy)
     y, dx = poisoned(device, rows * fout), poisoned(device, rows * fin)
     dw, db = device.buffer_from(dw0), device.buffer_from(db0)       # accumulated into
-    db_fresh = poisoned(device, fout)
+    db_fresh, db_scaled = poisoned(device, fout), device.buffer_from(db0)
     program = device.program()
     mm.linear(program, bx, bw, y, rows, fin, fout, bias=device.buffer_from(bias))
     mm.linear_grad_input(program, bdy, bw, dx, rows, fin, fout)
     mm.linear_grad_weight(program, bdy, bx, dw, rows, fin, fout, beta=1.0)
     mm.bias_grad(program, bdy, db, rows, fout, beta=1.0)
     mm.bias_grad(program, bdy, db_fresh, rows, fout)
-    out_y, out_dx, out_dw, out_db, out_db_fresh = read(program, y, dx, dw, db, db_fresh)
+    mm.bias_grad(program, bdy, db_scaled, rows, fout, beta=1.0, alpha=-0.75)   # a lora_B bias's
+    out_y, out_dx, out_dw, out_db, out_db_fresh, out_db_scaled = read(program, y, dx, dw, db,
+                                                                       db_fresh, db_scaled)
     x64, w64, dy64 = x.astype(np.float64), w.astype(np.float64), dy.astype(np.float64)
     ref_dx, ref_dw, ref_db = linear_backward(dy64, x64, w64)
     assert rel_error(out_y, linear_forward(x64, w64, bias)) <= BOUND
@@ -143,6 +145,7 @@ def test_linear_forward_and_backward(device, mm, rng):
     assert rel_error(out_dw, dw0 + ref_dw) <= BOUND
     assert rel_error(out_db, db0 + ref_db) <= BIAS_GRAD_BOUND
     assert rel_error(out_db_fresh, ref_db) <= BIAS_GRAD_BOUND
+    assert rel_error(out_db_scaled, db0 - 0.75 * ref_db) <= BIAS_GRAD_BOUND
 
 
 @pytest.mark.parametrize("rows, fin, fout", [(19, 33, 21), (16, 32, 24), (3, 1, 5)])

@@ -45,6 +45,10 @@ def peft_decoder(path, model_class, config, targets, seed=0, **options):
     # PEFT's bias option: Qwen2's q, k and v biases train (all), or those of the wrapped ones
     (Qwen2ForCausalLM, Qwen2Config(**TINY), ["q_proj", "o_proj"], dict(bias="all")),
     (Qwen2ForCausalLM, Qwen2Config(**TINY), ALL, dict(bias="lora_only", use_dora=True)),
+    # PEFT's lora_bias: a bias on each lora_B, on layers without a bias (Llama) and with one
+    # that trains too (Qwen2's q, k and v)
+    (LlamaForCausalLM, HFLlamaConfig(**TINY), ALL, dict(PATTERNS, lora_bias=True)),
+    (Qwen2ForCausalLM, Qwen2Config(**TINY), ALL, dict(bias="lora_only", lora_bias=True)),
 ])
 def test_decoder_lora_step_matches_peft(tmp_path, model_class, hf_config, targets, options):
     peft = peft_decoder(tmp_path, model_class, hf_config, targets, **options)
@@ -79,11 +83,12 @@ def test_decoder_lora_step_matches_peft(tmp_path, model_class, hf_config, target
     po.check_gradients(be.grads, want, 1e-5)
 
 
-@pytest.mark.parametrize("options", [PATTERNS, dict(PATTERNS, use_dora=True)])
+@pytest.mark.parametrize("options", [PATTERNS, dict(PATTERNS, use_dora=True),
+                                     dict(PATTERNS, lora_bias=True)])
 def test_decoder_lora_step_on_the_gpu_matches_numpy(tmp_path, device, options):
     """The same step recorded on the GPU backend (lavapipe) against the NumPy backend in float64:
-    loss 1e-5, gradients 1e-4 (some modules with a rank and alpha of their own; LoRA and
-    DoRA)."""
+    loss 1e-5, gradients 1e-4 (some modules with a rank and alpha of their own; LoRA, DoRA,
+    and LoRA with lora_B biases)."""
     from conftest import run
     from py_engine.backends.gpu_backend import GpuBackend, Kernels, Tensor
     from py_engine.kernels.cross_entropy import decode_metrics

@@ -550,26 +550,3 @@ def test_a_new_adapter_trains_the_tied_head_as_a_copy(tmp_path):
                                      tmp_path / "adapter").eval()
     for got, (loss, _) in zip(run(chat.score_encoded(examples)), hf_losses(peft, examples)):
         assert abs(got["loss"] - loss) <= 1e-5 * abs(loss)
-
-
-def test_a_lora_bias_is_refused_with_what_to_use(tmp_path):
-    """lora_bias is refused by name, the message saying what reads here instead; PEFT writes
-    it so (trainable_token_indices, refused here before, is read: test_trainable_tokens)."""
-    import json
-
-    from transformers import AutoModelForCausalLM
-
-    from conftest import run
-    from tiny_chat import tiny_chat_dir
-    from py_engine.train.chat import ChatModel
-
-    model_dir = tiny_chat_dir(tmp_path, family="llama")
-    for option, words in ((dict(lora_bias=True), "PEFT merges it into the base layer's bias"),):
-        peft = get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir), PeftLoraConfig(
-            r=4, target_modules=["q_proj"], task_type="CAUSAL_LM", **option))
-        out = tmp_path / next(iter(option))
-        peft.save_pretrained(out)
-        assert json.loads((out / "adapter_config.json").read_text())[next(iter(option))]
-        with pytest.raises(LoraConfigError, match=f"unsupported LoRA options: \\['{next(iter(option))}'\\]; "
-                                                  f"{next(iter(option))}: .*{words}"):
-            run(ChatModel.load(model_dir, out))

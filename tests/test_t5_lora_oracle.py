@@ -87,6 +87,20 @@ def test_lora_step_matches_peft(tmp_path, monkeypatch, targets, float64_norm, ti
         assert relative(grads[name], ref) <= grad_bound, name
 
 
+def test_a_lora_with_lora_b_biases_matches_peft(tmp_path, monkeypatch):
+    """PEFT's lora_bias on every linear of both stacks (none has a bias of its own): the loss
+    and every gradient, lora_B's biases' too (a key's is zero but for rounding on both sides:
+    softmax ignores what it adds to every score of a query)."""
+    float64_layer_norm(monkeypatch)
+    peft = peft_t5(tmp_path, ALL, lora=dict(lora_bias=True))
+    ids, mask, labels = a_batch()
+    want_loss, want = peft_step(peft, ids, mask, labels)
+    model, loss, grads = engine_step(tmp_path, ids, mask, labels)
+    assert abs(loss - want_loss) <= 1e-12 * abs(want_loss)
+    assert set(want) == set(model.trainable) and any(n.endswith(".lora_B.bias") for n in want)
+    po.check_gradients(grads, want, 1e-10)
+
+
 @pytest.mark.parametrize("targets", [["q", "v", "lm_head"], ["lm_head"]])
 def test_a_lora_on_the_head_matches_peft(tmp_path, monkeypatch, targets):
     """FLAN-T5's head of its own wrapped as PEFT wraps it (lora.Linear on lm_head): the loss,

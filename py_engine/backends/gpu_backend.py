@@ -342,9 +342,11 @@ class GpuBackend(Recomputing):
         if db is not None:
             self.bias_grad(dy, db)
 
-    def bias_grad(self, dy, db):
-        """db += column sums of dy: a linear's bias gradient."""
-        self.k.matmul.bias_grad(self.program, dy.buffer, db.buffer, dy.rows, db.size, beta=1.0)
+    def bias_grad(self, dy, db, scale=1.0):
+        """db += scale * column sums of dy: a linear's bias gradient (scale: a LoRA's, for its
+        lora_B bias)."""
+        self.k.matmul.bias_grad(self.program, dy.buffer, db.buffer, dy.rows, db.size, beta=1.0,
+                                alpha=scale)
 
     def lora_linear(self, x, xd, w, b, a, bm, scaling):
         out_f, in_f = w.shape

@@ -150,9 +150,10 @@ class NumpyBackend(Recomputing):
         if db is not None:
             self.bias_grad(dy, db)
 
-    def bias_grad(self, dy, db):
-        """db += column sums of dy: a linear's bias gradient."""
-        db += dy.sum(axis=0)
+    def bias_grad(self, dy, db, scale=1.0):
+        """db += scale * column sums of dy: a linear's bias gradient (scale: a LoRA's, for its
+        lora_B bias)."""
+        db += scale * dy.sum(axis=0)
 
     def lora_linear(self, x, xd, w, b, a, bm, scaling):
         return lora_ops.lora_linear_forward(x, xd, w, b, a, bm, scaling)

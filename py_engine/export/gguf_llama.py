@@ -385,6 +385,10 @@ def adapter_writer(config, lora, tensors, ggml_type, name):
                           "hold lora_a and lora_b only, and DoRA also rescales each row of the "
                           "weight by its magnitude; export the merged model (--format gguf) "
                           "instead")
+    if lora.lora_bias:
+        raise ExportError("an adapter with lora_B biases (lora_bias) cannot be a llama.cpp LoRA "
+                          "adapter: those hold lora_a and lora_b only; export the merged model "
+                          "(--format gguf) instead, where each is added to its layer's bias")
     if lora.bias != "none":
         raise ExportError(f"an adapter that trains the base model's biases (bias={lora.bias!r}) "
                           "cannot be a llama.cpp LoRA adapter: those hold lora_a and lora_b only; "

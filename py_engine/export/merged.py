@@ -79,9 +79,11 @@ class MergedModel:
         else:
             merged = await runtime.merged_weights()
             # what trained beside the adapter (PEFT's bias option, a language model's
-            # modules_to_save) replaces the checkpoint's
+            # modules_to_save) replaces the checkpoint's, but where a lora_B bias (lora_bias)
+            # was added to a trained bias in the merge
             biases = structure.bias_sources()
-            merged.update({base: trained[key] for key, base in structure.kept_names().items()})
+            merged.update({base: trained[key] for key, base in structure.kept_names().items()
+                           if base not in merged})
             if structure.decoder:
                 replaced = merged
             else:

@@ -86,7 +86,7 @@ class History:
 def model_for_params(config, names, lora_scaling):
     """A decoder model whose LoRA wraps exactly the modules that `names` hold adapter tensors for
     (names without PEFT's prefix), applied with `lora_scaling`; DoRA where they hold magnitude
-    vectors (lora_magnitude_vector) for them."""
+    vectors (lora_magnitude_vector) for them, lora_bias where they hold lora_B biases."""
     modules = sorted(n[:-len(".lora_A.weight")] for n in names if n.endswith(".lora_A.weight"))
     for m in modules:
         if m + ".lora_B.weight" not in names:
@@ -99,7 +99,8 @@ def model_for_params(config, names, lora_scaling):
         raise ValueError("params hold LoRA weights: pass lora_scaling (lora_alpha / r)")
     r = names[modules[0] + ".lora_A.weight"][0]
     lora = LoraConfig(r=r, lora_alpha=lora_scaling * r, target_modules=modules, task_type="CAUSAL_LM",
-                      use_dora=any(n.endswith(".lora_magnitude_vector") for n in names))
+                      use_dora=any(n.endswith(".lora_magnitude_vector") for n in names),
+                      lora_bias=any(n.endswith(".lora_B.bias") for n in names))
     model = decoder_model(config, lora)
     for name, shape in model.trainable.items():
         if tuple(names[name]) != tuple(shape):

@@ -242,11 +242,12 @@ class MatmulKernels:
         return self.gemm(program, dy, x, dw, out_features, in_features, rows, trans_a=True,
                          alpha=alpha, beta=beta)
 
-    def bias_grad(self, program, dy, db, rows, out_features, beta=0.0, ld=None):
-        """db[out] = sum over rows of dy[rows, out] + beta * db (beta=1 accumulates)."""
+    def bias_grad(self, program, dy, db, rows, out_features, beta=0.0, ld=None, alpha=1.0):
+        """db[out] = alpha * (sum over rows of dy[rows, out]) + beta * db (beta=1 accumulates;
+        alpha: a LoRA's scale, for its lora_B bias)."""
         if dy is db:
             raise ValueError("bias_grad cannot write into its input")
-        params = self.device.uniform("IIIf", rows, out_features, ld or out_features, beta)
+        params = self.device.uniform("IIIff", rows, out_features, ld or out_features, beta, alpha)
         groups = -(-out_features // SUM_COLUMNS_WORKGROUP)
         program.dispatch(self._sum_columns, [dy, db, params], groups)
         return program

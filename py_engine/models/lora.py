@@ -17,7 +17,10 @@ transformers' "bert." module prefix there). A merged weight W + scaling * B.A, f
 is "{module}.merged.weight". Each module's rank and scaling are its own where the adapter's
 rank_pattern or alpha_pattern names it. With DoRA (use_dora) each wrapped linear also trains
 "{adapter_prefix}{module}.lora_magnitude_vector" [out] (PEFT's name), and its merged weight is
-scale * (W + scaling * B.A), scale = magnitude / each row's norm (ops/dora.py).
+scale * (W + scaling * B.A), scale = magnitude / each row's norm (ops/dora.py). With lora_bias
+lora_B has a bias of its own, "{adapter_prefix}{module}.lora_B.bias" [out]: the layer adds
+scaling * b_B to its output, and the merge adds it to the base layer's bias (which a merged
+model needs the layer to have, as PEFT's merge does).
 """
 
 import re
@@ -33,7 +36,9 @@ class Merge(NamedTuple):
     with DoRA, the magnitude's name (the merge is then magnitude / row norm * (W + s B.A)). A
     LoRA-wrapped embedding's is W + scaling * (B.A)^T (`transposed`); `name`: the merged
     model's name of the result where it is not the base tensor's (a head tied to the
-    embedding, merged on its own: "lm_head.weight")."""
+    embedding, merged on its own: "lm_head.weight"). With lora_bias, `lora_bias` names b_B and
+    `bias` the base bias as the model reads it (a trained copy where the bias option trains it;
+    None where the layer has none), whose merge is bias + scaling * b_B (see bias_target)."""
     merged: str
     weight: str
     lora_a: str
@@ -43,11 +48,18 @@ class Merge(NamedTuple):
     magnitude: str = None
     transposed: bool = False
     name: str = None
+    lora_bias: str = None
+    bias: str = None
 
     @property
     def target(self):
         """The merged model's name of the result."""
         return self.name or self.weight
+
+    @property
+    def bias_target(self):
+        """The merged model's name of the merged bias (with lora_bias): the layer's bias."""
+        return self.weight[:-len("weight")] + "bias"
 
 
 class LoraTargetError(ValueError):
@@ -177,6 +189,9 @@ class Linears:
         self.ranks = {m: lora.rank_of(self.full_name(m)) for m in self.targets}
         self.scalings = {m: lora.scaling_of(self.full_name(m)) for m in self.targets}
         self.dora = lora is not None and lora.use_dora
+        self.lora_bias = lora is not None and lora.lora_bias
+        # the linears that have a bias (a merge adds lora_bias's to it)
+        self.biased = {m for m in self.modules if m + ".bias" in (params or {})}
         self.trainable = {}
         for m in self.targets:
             out_f, in_f = self.modules[m]
@@ -184,6 +199,8 @@ class Linears:
             self.trainable[self.lora_b(m)] = (out_f, self.ranks[m])
             if self.dora:
                 self.trainable[self.magnitude(m)] = (out_f,)
+            if self.lora_bias:
+                self.trainable[self.lora_b_bias(m)] = (out_f,)
         self.trainable.update(self.tables.trainable())
         self.bias_keys = trained_biases(lora, family, params or {},
                                         self._targeted | set(self.tables.targets), adapter_prefix,
@@ -216,6 +233,10 @@ class Linears:
     def lora_b(self, module):
         return f"{self.full_name(module)}.lora_B.weight"
 
+    def lora_b_bias(self, module):
+        """lora_B's bias of `module` with lora_bias (PEFT's name in adapter files)."""
+        return f"{self.full_name(module)}.lora_B.bias"
+
     def magnitude(self, module):
         """DoRA's magnitude vector of `module` (PEFT's name in adapter files)."""
         return f"{self.full_name(module)}.lora_magnitude_vector"
@@ -227,10 +248,18 @@ class Linears:
 
     def merge_names(self):
         """A Merge (merged weight, base weight, lora_A, lora_B names; rank, scaling; DoRA's
-        magnitude or None) of each LoRA-wrapped linear."""
+        magnitude or None; with lora_bias, b_B's and the base bias's names) of each
+        LoRA-wrapped linear."""
         return [Merge(f"{m}.merged.weight", f"{m}.weight", self.lora_a(m), self.lora_b(m),
-                      self.ranks[m], self.scalings[m], self.magnitude(m) if self.dora else None)
+                      self.ranks[m], self.scalings[m], self.magnitude(m) if self.dora else None,
+                      lora_bias=self.lora_b_bias(m) if self.lora_bias else None,
+                      bias=self.param_name(m + ".bias") if m in self.biased else None)
                 for m in self.targets]
+
+    def unmergeable(self):
+        """The wrapped linears whose lora_B bias no merge can hold: those without a bias of
+        their own (PEFT's merge refuses them too)."""
+        return [self.full_name(m) for m in self.targets if self.lora_bias and m not in self.biased]
 
     def param_name(self, name):
         """The tensor the model reads for checkpoint tensor `name`: a bias that trains is read
@@ -259,6 +288,9 @@ class Linears:
             if self.full and train:
                 saved[module] = x
             return be.linear(x, w, b)
+        if self.lora_bias:       # y = x W^T + b + s (B.A x + b_B): the biases added first
+            low = be.scale(be.param(self.lora_b_bias(module)), self.scalings[module])
+            b = low if b is None else be.add(b, low)
         if self.merged and not train:
             return be.linear(x, be.param(module + ".merged.weight"), b)
         xd, drop = be.dropout(x, self.lora.lora_dropout if train else 0.0)
@@ -282,6 +314,8 @@ class Linears:
             return be.linear_grad_input(dy, w) if input_grad else None
         if db is not None:       # y = ... + b, in LoRA and DoRA alike
             be.bias_grad(dy, db)
+        if self.lora_bias:       # y = ... + s b_B
+            be.bias_grad(dy, be.grad(self.lora_b_bias(module)), self.scalings[module])
         if self.dora:
             return self._dora_backward(be, module, dy, saved[module], w, input_grad)
         xd, drop, h = saved[module]
@@ -437,6 +471,10 @@ class AdaptedModel:
     def magnitude_weights(self):
         """DoRA's {magnitude name: base weight name} (Linears.magnitude_weights)."""
         return self.linears.magnitude_weights()
+
+    def unmergeable(self):
+        """The LoRA-wrapped linears whose lora_B bias no merge can hold (Linears.unmergeable)."""
+        return self.linears.unmergeable()
 
     def bias_sources(self):
         """{trainable name: checkpoint name} of the biases that train beside the adapter (the

@@ -32,13 +32,13 @@ class LoraConfig:
                  base_model_name_or_path=None, fan_in_fan_out=False, exclude_modules=None,
                  layers_to_transform=None, layers_pattern=None, rank_pattern=None,
                  alpha_pattern=None, init_lora_weights=True, use_dora=False,
-                 ensure_weight_tying=False, trainable_token_indices=None, **unsupported):
+                 ensure_weight_tying=False, trainable_token_indices=None, lora_bias=False,
+                 **unsupported):
         # Options we do not implement must not be silently ignored.
         unsupported = {k: v for k, v in unsupported.items() if v not in (None, False, {}, [], "")
                        and k not in _IGNORED_PEFT_FIELDS}
         if unsupported:
-            reasons = "".join(f"; {k}: {REFUSED_WHY[k]}" for k in sorted(unsupported) if k in REFUSED_WHY)
-            raise LoraConfigError(f"unsupported LoRA options: {sorted(unsupported)}{reasons}")
+            raise LoraConfigError(f"unsupported LoRA options: {sorted(unsupported)}")
         _check_rank("r", r)
         _check_alpha("lora_alpha", lora_alpha)
         _check_init(init_lora_weights)
@@ -70,9 +70,16 @@ class LoraConfig:
             layers_pattern = [layers_pattern]
         layers_pattern = _names("layers_pattern", layers_pattern)
         for name, value in (("use_rslora", use_rslora), ("fan_in_fan_out", fan_in_fan_out),
-                            ("use_dora", use_dora), ("ensure_weight_tying", ensure_weight_tying)):
+                            ("use_dora", use_dora), ("ensure_weight_tying", ensure_weight_tying),
+                            ("lora_bias", lora_bias)):
             if not isinstance(value, bool):
                 raise LoraConfigError(f"{name} must be true or false, got {value!r}")
+        if lora_bias and use_dora:
+            raise LoraConfigError("lora_bias (a bias on lora_B) with DoRA (use_dora): PEFT refuses "
+                                  "the pair, and so does this; choose one")
+        if lora_bias and init_lora_weights not in (True, False):
+            raise LoraConfigError(f"lora_bias (a bias on lora_B) takes init_lora_weights true or "
+                                  f"false, as in PEFT; got {init_lora_weights!r}")
         self.r = r
         self.lora_alpha = lora_alpha
         self.lora_dropout = float(lora_dropout)
@@ -98,6 +105,9 @@ class LoraConfig:
         self.alpha_pattern = alpha_pattern
         # DoRA: each wrapped linear also trains a magnitude per output feature (see ops/dora.py)
         self.use_dora = use_dora
+        # PEFT's lora_bias: lora_B is a linear with a bias of its own, so that the adapter adds
+        # scaling * (B.A x + b_B); the merge adds scaling * b_B to the base layer's bias
+        self.lora_bias = lora_bias
         # a tied embedding and output layer that modules_to_save names train as one table
         # (PEFT 0.18's option; without it PEFT trains a copy of each)
         self.ensure_weight_tying = ensure_weight_tying
@@ -163,7 +173,7 @@ class LoraConfig:
             "layer_replication": None,
             "layers_pattern": self.layers_pattern, "layers_to_transform": self.layers_to_transform,
             "loftq_config": {}, "lora_alpha": self.lora_alpha,
-            "lora_bias": False, "lora_dropout": self.lora_dropout, "megatron_config": None,
+            "lora_bias": self.lora_bias, "lora_dropout": self.lora_dropout, "megatron_config": None,
             "megatron_core": "megatron.core", "modules_to_save": self.modules_to_save,
             "peft_type": "LORA", "peft_version": PEFT_VERSION, "r": self.r,
             "rank_pattern": dict(self.rank_pattern),
@@ -360,12 +370,6 @@ def _token_indices(value):
                 for module, rows in value.items()}
     return ids("trainable_token_indices", value)
 
-
-# Why PEFT options users meet are refused, where something else here does what they want.
-REFUSED_WHY = {
-    "lora_bias": "a bias on lora_B is not read here; PEFT merges it into the base layer's bias "
-    "(merge_and_unload), which loads here as a checkpoint",
-}
 
 # PEFT fields that change nothing for the adapters built here (bookkeeping, or options whose
 # effect is only at initialization). Any other field set to a non-default value is refused.

@@ -33,6 +33,13 @@ class LoraTables:
         self.targets = [m for m in tables if lora is not None and targeted(m)]
         self.ranks = {m: lora.rank_of(full_name(m)) for m in self.targets}
         self.scalings = {m: lora.scaling_of(full_name(m)) for m in self.targets}
+        if self.targets and lora.lora_bias:
+            # PEFT refuses it on an embedding (its lora_B is a tensor, not a linear); on an
+            # output layer it would add a bias of the vocabulary's size to the logits
+            raise LoraConfigError(
+                f"lora_bias (a bias on lora_B) on {', '.join(map(full_name, self.targets))} (an "
+                f"embedding or output layer of this {family}) is not built here: it is built "
+                "for the LoRA on its linear layers")
         if self.targets and lora.use_dora:
             raise LoraConfigError(
                 f"DoRA on {', '.join(map(full_name, self.targets))} (an embedding or output "

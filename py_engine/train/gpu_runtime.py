@@ -18,7 +18,7 @@ from ..kernels.adamw import pack_hyper
 from ..kernels.cross_entropy import decode_metrics
 from ..kernels.dropout import pack_step
 from ..labels import IGNORE_LABEL
-from .runtime import Runtime, check_foldable, check_trainable
+from .runtime import Runtime, check_foldable, check_lora_biases_fold, check_trainable
 
 def _u32(rows):
     out = array("I")
@@ -372,13 +372,42 @@ class GpuRuntime(Runtime):
             dora.weight_norm(program, target.buffer, p[m.magnitude].buffer, norm, scale, out_f, in_f)
             dora.scale_rows(program, scale, target.buffer, out_f, in_f)
 
+    def _record_merged_bias(self, program, m, target, scratch):
+        """Record Merge `m`'s bias with lora_bias, the base bias + scaling * b_B, into `target`
+        (the base bias's own tensor: in place, through a scratch buffer)."""
+        p = self.be.params
+        size = p[m.bias].size
+        out = target.buffer
+        if target is p[m.bias]:         # a kernel cannot read and write one buffer
+            out = self.device.create_buffer(4 * size, label=f"{m.bias_target} merged")
+            scratch.append(out)
+        self.k.elementwise.scaled_add(program, p[m.lora_bias].buffer, p[m.bias].buffer, out,
+                                      size, m.scaling)
+        if out is not target.buffer:
+            program.copy(out, target.buffer)
+
     async def merged_weights(self):
         """{base weight name: (shape, array('f'))} of each LoRA-wrapped linear with its update
-        folded in, as merge() computes it on the GPU, read back (for exports)."""
+        folded in, as merge() computes it on the GPU, read back (for exports); with lora_bias
+        its bias's name too, the base bias + scaling * b_B."""
+        check_lora_biases_fold(self.model, "the merged model")
         await self.merge()
         p = self.be.params
         out = {w: (p[merged].shape, await self._read(p[merged]))
                for merged, w, *_ in self.model.merge_names()}
+        biased = [m for m in self.model.merge_names() if m.lora_bias is not None]
+        if biased:
+            program, scratch = self.device.program("merge biases"), []
+            merged = {m.bias_target: self.be.new(*p[m.bias].shape, label=m.bias_target)
+                      for m in biased}
+            for m in biased:
+                self._record_merged_bias(program, m, merged[m.bias_target], scratch)
+            await program.run()
+            for name, tensor in merged.items():
+                out[name] = (tensor.shape, await self._read(tensor))
+                tensor.buffer.destroy()
+            for buffer in scratch:
+                buffer.destroy()
         for m in self.model.table_merge_names():      # made here alone: inference needs none
             if p[m.weight].half or p[m.weight].quant is not None:
                 raise ValueError("merging a LoRA on the output layer needs its f32 weights; "
@@ -407,6 +436,8 @@ class GpuRuntime(Runtime):
         scratch = []
         for m in model.merge_names() + model.table_merge_names():
             self._record_merge(program, m, be.params[m.weight], scratch)    # in place
+            if m.lora_bias is not None:
+                self._record_merged_bias(program, m, be.params[m.bias], scratch)
         await program.run()
         await self.device.synchronize()
         for buffer in scratch:

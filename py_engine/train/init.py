@@ -4,7 +4,8 @@ PEFT's default LoRA init: lora_A from kaiming_uniform(a=sqrt(5)), i.e. U(-1/sqrt
 lora_B zeros (so training starts from the base model exactly), and on an embedding (PEFT's
 lora.Embedding) the other way round, lora_embedding_A zeros and lora_embedding_B from N(0, 1);
 LoraConfig.init_lora_weights' other draws: "gaussian" lora_A from N(0, 1/r); False lora_B from
-kaiming_uniform too (U(-1/sqrt(r), 1/sqrt(r))) and an embedding's both from N(0, 1); "orthogonal"
+kaiming_uniform too (U(-1/sqrt(r), 1/sqrt(r))), lora_bias's lora_B bias alike (zeros otherwise),
+and an embedding's both from N(0, 1); "orthogonal"
 (PEFT's orthogonal_init) lora_A = (X1 Q_odd)^T / 10 and lora_B = X2^T Q_even / 10, X1 [in, r/2]
 and X2 [r/2, out] from N(0, 1) and Q_odd, Q_even the odd and even rows of the Q of a random
 [r, r] matrix, so that B.A is zero; DoRA's magnitude where B.A is not zero (False), the row
@@ -84,6 +85,10 @@ def initial_trainable(model, seed, checkpoint=None, labels=None, problem_type=SI
             data = array("f", (rng.gauss(0.0, 1.0 / shape[0]) for _ in range(n)))
         elif name.endswith("lora_A.weight") or (name.endswith("lora_B.weight") and init is False):
             bound = 1.0 / math.sqrt(shape[1])    # kaiming_uniform(a=sqrt(5)): nn.Linear's
+            data = array("f", (rng.uniform(-bound, bound) for _ in range(n)))
+        elif name.endswith("lora_B.bias") and init is False:
+            # nn.Linear's bias, U(-1/sqrt(fan_in), 1/sqrt(fan_in)): lora_B's fan_in is r
+            bound = 1.0 / math.sqrt(model.trainable[name[:-len("bias")] + "weight"][1])
             data = array("f", (rng.uniform(-bound, bound) for _ in range(n)))
         elif name.endswith("lora_B.weight") or name.endswith(".bias"):
             data = array("f", bytes(4 * n))

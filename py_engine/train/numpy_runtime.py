@@ -16,7 +16,7 @@ from ..ops import adamw as adamw_ops
 from ..ops import dora as dora_ops
 from ..ops import lora_linear as lora_ops
 from ..ops import grad_norm as norm_ops
-from .runtime import Runtime, check_foldable, check_trainable
+from .runtime import Runtime, check_foldable, check_lora_biases_fold, check_trainable
 
 
 def keep_freed_memory():
@@ -193,6 +193,11 @@ class NumpyRuntime(Runtime):
         return dora_ops.merged_weight(p[m.weight], p[m.lora_a], p[m.lora_b], m.scaling,
                                       p[m.magnitude])
 
+    def _merged_bias(self, m):
+        """A Merge's bias with lora_bias: the base bias + scaling * b_B."""
+        p = self.be.params
+        return p[m.bias] + m.scaling * p[m.lora_bias]
+
     async def merge(self):
         """Fold each LoRA update into a copy of its base weight for inference:
         W + scaling * B . A, or DoRA's merge (the base weight itself is kept for training)."""
@@ -203,11 +208,16 @@ class NumpyRuntime(Runtime):
 
     async def merged_weights(self):
         """{base weight name: (shape, float32 array)} of each LoRA-wrapped linear with its update
-        folded in, as merge() computes it (for exports of the merged model)."""
+        folded in, as merge() computes it (for exports of the merged model); with lora_bias
+        its bias's name too, the base bias + scaling * b_B."""
+        check_lora_biases_fold(self.model, "the merged model")
         await self.merge()
         p = self.be.params
         out = {w: (p[merged].shape, p[merged].astype(np.float32).ravel())
                for merged, w, *_ in self.model.merge_names()}
+        for m in self.model.merge_names():
+            if m.lora_bias is not None:
+                out[m.bias_target] = (p[m.bias].shape, self._merged_bias(m).astype(np.float32))
         for m in self.model.table_merge_names():      # made here alone: inference needs none
             value = self._merged(m)
             out[m.target] = (value.shape, value.astype(np.float32).ravel())
@@ -222,6 +232,8 @@ class NumpyRuntime(Runtime):
         check_foldable(model)
         for m in model.merge_names() + model.table_merge_names():
             p[m.weight][...] = self._merged(m)
+            if m.lora_bias is not None:
+                p[m.bias][...] = self._merged_bias(m)
         kept = model.kept_names()     # what trained beside the adapter is the model's now
         for name in model.trainable:
             for table in (self.be.grads, self.m, self.v):

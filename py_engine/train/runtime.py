@@ -26,10 +26,23 @@ advances it, and a snapshot or a saved state carries it with the moments.
 import math
 
 
+def check_lora_biases_fold(model, what):
+    """ValueError where `what` (a merged model, the switch to full fine-tuning) cannot hold the
+    adapter: a lora_B bias (lora_bias) on a linear without a bias of its own, as PEFT's merge
+    refuses it."""
+    layers = model.unmergeable()
+    if layers:
+        shown = ", ".join(layers[:3]) + (f" and {len(layers) - 3} more" if len(layers) > 3 else "")
+        raise ValueError(f"{what} adds each lora_B bias (lora_bias) to its layer's bias, and "
+                         f"{shown} {'has' if len(layers) == 1 else 'have'} none (PEFT's merge "
+                         "refuses it too); keep the adapter unmerged")
+
+
 def check_foldable(model):
     """ValueError where the switch to full fine-tuning cannot fold the adapter into the
     weights: a LoRA on one table of a tied embedding and output layer changes it for that use
-    alone, which one table cannot hold."""
+    alone, which one table cannot hold; a lora_B bias where its layer has no bias."""
+    check_lora_biases_fold(model, "the switch to full fine-tuning")
     if getattr(model, "tokens", None) is not None and model.tokens.module is not None:
         raise ValueError("the switch to full fine-tuning with trainable tokens "
                          "(trainable_token_indices) is not built here; export the merged model "

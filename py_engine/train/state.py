@@ -184,7 +184,7 @@ def adapter_differences(model, saved_config):
     keys = ("r", "lora_alpha", "lora_dropout", "target_modules", "use_rslora", "task_type")
     patterns = ("rank_pattern", "alpha_pattern")      # {} when a state's file predates them
     differ = [k for k in keys if saved_config.get(k) != ours.get(k)]
-    differ += ["use_dora"] if bool(saved_config.get("use_dora")) != ours["use_dora"] else []
+    differ += [k for k in ("use_dora", "lora_bias") if bool(saved_config.get(k)) != ours[k]]
     differ += ["bias"] if saved_config.get("bias", "none") != ours["bias"] else []
     differ += [k for k in patterns if (saved_config.get(k) or {}) != ours[k]]
     # the same number of trained rows of other tokens would load into the wrong rows
