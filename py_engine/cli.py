@@ -269,7 +269,7 @@ def _check_backend(args):
 def _check_train(args, kind):
     _check_backend(args)
     if kind == "encoder":
-        refuse_options(args, ("mode", "patience", "full_lr", "validation", "modules_to_save",
+        refuse_options(args, ("mode", "patience", "full_lr", "validation",
                               "trainable_token_indices"),
                 f"only for chat models; this trains a classifier on {args.model}")
         if args.base_dtype in ("int8", "int4"):
@@ -558,7 +558,12 @@ def cmd_train(args):
     examples = read_jsonl(args.data, problem_type=problem_type)
     labels = label_names(examples, problem_type=problem_type)
     create = given_options(args, "pooling", "seed", "max_length", "base_dtype", "dropout")
-    lora = lora_options(args, 1, Checkpoint.read_config(args.model).classifier_targets)
+    model_config = Checkpoint.read_config(args.model)
+    lora = lora_options(args, 1, model_config.classifier_targets)
+    if lora is not None:        # the options as the model reads them, before it loads
+        from py_engine.models.classifiers import classifier_model
+
+        classifier_model(model_config, lora, len(labels), pooling=create.get("pooling"))
     if "pooling" not in create and checkpoint_pooling(args.model) == "mean":
         print(f"note: {args.model} is a sentence-transformers checkpoint made to pool the mean "
               "of its tokens (its Pooling module); --pooling mean trains it that way (the "
@@ -944,8 +949,9 @@ def add_training_options(p):
                    help="a bias on each lora_B, as PEFT's lora_bias: the adapter adds it to its "
                         "layers' outputs (a merge, to their biases)")
     p.add_argument("--modules-to-save", type=_modules,
-                   help="chat models: modules trained whole beside the LoRA, as PEFT's "
-                        "modules_to_save (embed_tokens, lm_head)")
+                   help="modules trained whole beside the LoRA, as PEFT's modules_to_save: "
+                        "a chat model's embed_tokens and lm_head, a classifier's head "
+                        "(classifier, BERT's pooler)")
     p.add_argument("--trainable-token-indices", type=_token_ids,
                    help="chat models: rows of the embedding (token ids) trained beside the "
                         "LoRA, as PEFT's trainable_token_indices (a tied output layer reads them)")

@@ -524,7 +524,42 @@ def test_modules_to_save_beside_the_head(tmp_path, tiny_dir, saved):
         clf = run(TextClassifier.load(tiny_dir, adapter, backend="numpy"))
         assert np.abs(our_probabilities(clf) - peft_probabilities(tiny_dir, adapter, TEXTS)).max() <= 1e-5
         return
-    with pytest.raises(ValueError, match=r"'bert.embeddings.LayerNorm.bias'.*\(modules trained whole "
-                                         r"beside the LoRA, as PEFT's modules_to_save trains them; "
-                                         r"this model trains whole only classifier\)"):
+    with pytest.raises(ValueError, match=r"modules_to_save 'LayerNorm' names bert.embeddings."
+                                         r"LayerNorm, .* which would train whole beside the LoRA; "
+                                         r"of this BERT model only bert.pooler and classifier \(its "
+                                         r"head\) train whole here"):
         run(TextClassifier.load(tiny_dir, adapter, backend="numpy"))
+
+
+@pytest.mark.parametrize("backend", ["numpy", "gpu"])
+def test_a_new_adapter_trains_the_pooler_modules_to_save_names(tmp_path, tiny_dir, device, backend):
+    """modules_to_save naming BERT's pooler trains it whole, from the checkpoint's values, as
+    PEFT's ModulesToSaveWrapper does: trained here, saved under PEFT's names, PEFT reads our
+    probabilities. An entry naming other modules (every layer norm, a layer, every "dense")
+    is refused by name before anything is loaded; one naming nothing ("score") is passed
+    over, as PEFT passes it over."""
+    from py_engine.models.checkpoint import Checkpoint
+    from py_engine.models.lora_config import LoraConfig, LoraConfigError
+
+    lora = LoraConfig(r=4, target_modules=["query", "value"], modules_to_save=["classifier", "pooler"])
+    clf = run(TextClassifier.create(tiny_dir, LABELS, lora=lora, backend=backend, seed=3,
+                                    device=device))
+    values = lambda: {k: np.asarray(v, np.float64)
+                      for k, (_, v) in run(clf.runtime.trainable_values()).items()}
+    before = values()
+    pooler = np.asarray(Checkpoint.load(tiny_dir).floats("pooler.dense.weight"), np.float64)
+    assert np.array_equal(before["bert.pooler.dense.weight"], pooler)
+    examples = [Example(t, LABELS[i % 3]) for i, t in enumerate(TEXTS * 4)]
+    run(clf.fit(examples, TrainConfig(epochs=2, batch_size=8, lr=1e-2, seed=1)))
+    assert np.abs(values()["bert.pooler.dense.weight"] - pooler).max() > 1e-4
+    saved = run(clf.save(tmp_path / "trained"))
+    assert "base_model.model.bert.pooler.dense.weight" in load_file(saved / "adapter_model.safetensors")
+    assert np.abs(peft_probabilities(tiny_dir, saved, TEXTS) - our_probabilities(clf)).max() <= 1e-5
+
+    for entry, named in (("LayerNorm", "bert.embeddings.LayerNorm, "), ("encoder.layer.1", "bert.encoder.layer.1,"),
+                         ("dense", "bert.encoder.layer.0.attention.output.dense, ")):
+        lora = LoraConfig(target_modules=["query"], modules_to_save=["classifier", entry])
+        with pytest.raises(LoraConfigError, match=f"modules_to_save '{entry}' names {named}"):
+            run(TextClassifier.create(tiny_dir, LABELS, lora=lora, backend=backend, device=device))
+    lora = LoraConfig(target_modules=["query"], modules_to_save=["classifier", "score"])
+    assert run(TextClassifier.create(tiny_dir, LABELS, lora=lora)).model.train_pooler is False

@@ -113,6 +113,16 @@ def test_tiny_bert_lora_bias_step_matches_peft(tmp_path, options, targets):
         [k.replace("lora_A.weight", "lora_B.bias") for k in wrapped]
 
 
+# modules_to_save naming BERT's pooler: it trains whole (PEFT's ModulesToSaveWrapper), from the
+# checkpoint's values, beside the classifier
+@pytest.mark.parametrize("saved", [["classifier", "pooler"], ["classifier", "bert.pooler.dense"]])
+def test_tiny_bert_step_with_the_pooler_trained_whole_matches_peft(tmp_path, saved):
+    model_dir = po.tiny_bert_dir(tmp_path / "model", seed=1)
+    engine, _, _ = check_step(tmp_path, model_dir, ("query", "value"), B=4, T=11, num_labels=3,
+                              seed=2, bound_loss=1e-12, bound_grad=1e-10, modules_to_save=saved)
+    assert {"bert.pooler.dense.weight", "bert.pooler.dense.bias"} <= set(engine.model.trainable)
+
+
 def test_minilm_step_matches_peft(tmp_path):
     check_step(tmp_path, po.MINILM_DIR, ("query", "value"), B=3, T=16, num_labels=2, seed=3,
                bound_loss=1e-12, bound_grad=1e-9)

@@ -243,3 +243,20 @@ def test_a_fine_tuned_classifier_checkpoint_reads_as_the_released_one(tmp_path, 
     assert fine_tuned.names() == released.names()
     for name in released.names():
         assert np.array_equal(np.asarray(fine_tuned.floats(name)), np.asarray(released.floats(name))), name
+
+
+def test_modules_to_save_trains_only_the_classifier_whole(tiny):
+    """modules_to_save may name the classifier (trained whole); its head's dense layer and norm
+    ("head", which LoRA may wrap) or the norms would train whole in PEFT, and are refused by
+    name here; "score" names nothing and is passed over, as PEFT passes it over."""
+    from py_engine.models.lora_config import LoraConfigError
+
+    config = Checkpoint.load(tiny).config
+    model = ModernBertClassifier(config, LoraConfig(target_modules=["Wqkv"],
+                                                    modules_to_save=["classifier", "score"]), 3)
+    assert [k for k in model.trainable if ".lora_" not in k] == ["classifier.weight", "classifier.bias"]
+    for entry, named in (("head", "head,"), ("norm", "head.norm, model.embeddings.norm, ")):
+        with pytest.raises(LoraConfigError, match=f"modules_to_save '{entry}' names {named}.* of "
+                                                  r"this ModernBERT model only classifier \(its head\)"):
+            ModernBertClassifier(config, LoraConfig(target_modules=["Wqkv"],
+                                                    modules_to_save=["classifier", entry]), 3)

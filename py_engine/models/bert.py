@@ -71,6 +71,7 @@ from .lora import AdaptedModel, Linears
 from .lora_config import LoraConfig
 from .lora_tables import EMBEDDING
 from .relative_position import relative_position_buckets
+from .saved_modules import named_whole
 
 LINEARS = ("query", "key", "value", "attention_output", "intermediate", "output")  # BertConfig.layer_names
 LINEAR_NAMES = tuple(BERT_LAYER[what] for what in LINEARS)     # BERT's (and RoBERTa's)
@@ -132,15 +133,18 @@ class BertClassifier(AdaptedModel):
                    for n in range(config.num_hidden_layers) for what in LINEARS}
         if config.projection:       # the embeddings up to the layers' width
             modules = {config.projection: (h, config.embedding_size), **modules}
-        # RoBERTa's, DistilBERT's and ELECTRA's heads hold the dense layer BERT's pooler holds,
-        # trained whole (PEFT's default modules_to_save, "classifier", matches pre_classifier too)
-        self.train_pooler = (train_pooler or config.head.trained) and pooling == "cls"
-        # LoRA wraps the checkpoint's pooler where it is the head's (not DistilBERT's
-        # pre_classifier, which trains whole)
-        self.pooler_lora = pooler_lora and config.pooler_takes_lora
         self.pooler = config.pooler_module
         self.prefix = config.prefix
         self.dense_module, self.head_module = config.head.dense, config.head.output
+        # RoBERTa's, DistilBERT's and ELECTRA's heads hold the dense layer BERT's pooler holds,
+        # trained whole (PEFT's default modules_to_save, "classifier", matches pre_classifier
+        # too); BERT's, ALBERT's and DeBERTa's pooler where modules_to_save names it, or where
+        # the checkpoint has none
+        saves_pooler = self.dense_module_parent in self._saved_head(lora, config)
+        self.train_pooler = (train_pooler or config.head.trained or saves_pooler) and pooling == "cls"
+        # LoRA wraps the checkpoint's pooler where it is the head's (not DistilBERT's
+        # pre_classifier, which trains whole)
+        self.pooler_lora = pooler_lora and config.pooler_takes_lora
         if pooling == "cls" and not self.train_pooler and self.pooler_lora:  # the checkpoint's
             modules[self.pooler] = (h, h)
         # the word embedding, which a LoRA may wrap as PEFT does (models/lora_tables.py)
@@ -167,14 +171,30 @@ class BertClassifier(AdaptedModel):
         self.trainable[self.head_module + ".weight"] = (num_labels, h)
         self.trainable[self.head_module + ".bias"] = (num_labels,)
 
+    @property
+    def dense_module_parent(self):
+        """The module holding the head's dense layer, as PEFT's modules_to_save names it:
+        "bert.pooler", "pooler" (DeBERTa's), "pre_classifier", "albert.pooler" (ALBERT's pooler
+        is the linear itself), "classifier" (RoBERTa's kind's head holds it)."""
+        return self.dense_module.removesuffix(".dense")
+
+    def _saved_head(self, lora, config):
+        """The modules of the head (the classifier, the module of its dense layer) that
+        modules_to_save names; an entry naming another module of the model is refused by name
+        (saved_modules.named_whole)."""
+        from .checkpoint import bert_parameter_shapes
+
+        head = [self.head_module.split(".")[0], self.dense_module_parent]
+        names = list(config.classifier_names(list(bert_parameter_shapes(config)))) + [
+            self.dense_module + ".weight", self.head_module + ".weight"]
+        return named_whole(lora.modules_to_save, names, sorted(set(head)), "BERT model")
+
     def peft_dict(self):
         """The adapter_config.json: where the head's dense layer trains whole and no entry of
         modules_to_save names it (BERT's and DeBERTa's pooler, trained where the checkpoint has
         none), its module is added, so that PEFT trains it too (as it would the classifier)."""
         out = self.lora.to_peft_dict()
-        # the module holding the dense layer: "bert.pooler", "pooler", "pre_classifier",
-        # "albert.pooler" (ALBERT's pooler is the linear itself)
-        module = self.dense_module.removesuffix(".dense")
+        module = self.dense_module_parent
         saved = list(out.get("modules_to_save") or [])
         # PEFT wraps each module whose name ends with an entry ("pre_classifier" ends in
         # "classifier")

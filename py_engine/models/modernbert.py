@@ -29,6 +29,7 @@ from .dropout_rates import override_rates
 from .lora import AdaptedModel, Linears
 from .lora_tables import EMBEDDING
 from .modernbert_config import HEAD
+from .saved_modules import named_whole
 
 TOKEN_EMBEDDING = "model.embeddings.tok_embeddings"
 # The score bias beyond a sliding layer's window: every weight there is exactly 0 after the
@@ -52,6 +53,9 @@ class ModernBertClassifier(AdaptedModel):
         "mlp", "classifier")."""
         pooling = config.classifier_pooling if pooling is None else pooling
         check_classifier(lora, num_labels, pooling)
+        # its head's dense layer and norm do not train whole here (LoRA may wrap head.dense)
+        named_whole(lora.modules_to_save, list(config.parameter_shapes()) + [HEAD + ".weight"],
+                    [HEAD], "ModernBERT model")
         self.config = config
         self.full = False
         self.num_labels = num_labels

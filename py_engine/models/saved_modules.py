@@ -34,6 +34,30 @@ def check_saved_modules(entries, modules, where=""):
                               f"beside the LoRA (such as a new embedding or output layer); {readable}")
 
 
+def named_whole(entries, names, whole, family):
+    """The modules of `whole` (full names: those a classifier may train whole, its head's)
+    that modules_to_save `entries` name by PEFT's rule for them (ModulesToSaveWrapper wraps
+    every module whose full name ends with an entry: "classifier" names "pre_classifier" too),
+    one naming a module inside one of them naming that one. An entry naming any other module
+    of the model, whose tensors' full names are `names`, would train it whole beside the
+    LoRA, which is not built here: LoraConfigError naming it. An entry naming nothing is
+    passed over, as PEFT passes it over ("score", PEFT's default, on an encoder)."""
+    modules = {name.rsplit(".", i)[0] for name in names for i in range(1, name.count(".") + 1)}
+    inside = lambda module, w: module == w or module.startswith(w + ".")
+    named = set()
+    for entry in entries:
+        hits = sorted(m for m in modules if m.endswith(entry))
+        others = [m for m in hits if not any(inside(m, w) for w in whole)]
+        if others:
+            shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+            raise LoraConfigError(f"modules_to_save {entry!r} names {shown}, which would train "
+                                  f"whole beside the LoRA; of this {family} only "
+                                  f"{' and '.join(whole)} (its head) train whole here, and LoRA "
+                                  "may wrap the others (target_modules)")
+        named.update(w for w in whole if any(inside(m, w) for m in hits))
+    return named
+
+
 def saved_modules(lora, modules):
     """Those of `modules` (full names) that `lora`'s modules_to_save trains whole."""
     return [m for m in modules if any(_saves(e, m) for e in lora.modules_to_save)]
