@@ -275,3 +275,22 @@ def test_full_step_with_dropout_matches_transformers_with_the_same_masks(tmp_pat
     assert set(want) == set(model.trainable)
     for name, ref in want.items():
         assert relative(grads[name], ref) <= 1e-10, name
+
+
+def test_modules_to_save_names_nothing_that_trains_whole(tmp_path):
+    """A T5's adapter trains its LoRA alone: a modules_to_save entry naming a module of the
+    model (its head, tied or not, its norms) is refused by name instead of passed over, and
+    one naming nothing (a classifier's defaults) is passed over, as PEFT passes it over."""
+    from py_engine.models.lora_config import LoraConfigError
+    from py_engine.models.t5 import T5Model
+    from py_engine.models.t5_config import T5Config
+
+    for tied in (False, True):
+        tiny_t5(tmp_path / str(tied), tied=tied)
+        config = T5Config.from_file(tmp_path / str(tied))
+        model = T5Model(config, LoraConfig(target_modules=["q"], modules_to_save=["classifier", "score"]))
+        assert all(".lora_" in k for k in model.trainable)
+        for entry, named in (("lm_head", "lm_head,"), ("layer_norm", "decoder.block.0.layer.0.layer_norm, ")):
+            with pytest.raises(LoraConfigError, match=f"modules_to_save '{entry}' names {named}.*"
+                                                      "nothing of this T5 model trains whole here"):
+                T5Model(config, LoraConfig(target_modules=["q"], modules_to_save=[entry]))

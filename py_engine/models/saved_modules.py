@@ -35,7 +35,8 @@ def check_saved_modules(entries, modules, where=""):
 
 
 def named_whole(entries, names, whole, family):
-    """The modules of `whole` (full names: those a classifier may train whole, its head's)
+    """The modules of `whole` (full names: those a classifier may train whole, its head's;
+    none in T5)
     that modules_to_save `entries` name by PEFT's rule for them (ModulesToSaveWrapper wraps
     every module whose full name ends with an entry: "classifier" names "pre_classifier" too),
     one naming a module inside one of them naming that one. An entry naming any other module
@@ -50,10 +51,11 @@ def named_whole(entries, names, whole, family):
         others = [m for m in hits if not any(inside(m, w) for w in whole)]
         if others:
             shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+            trains = (f"of this {family} only {' and '.join(whole)} (its head) train whole here"
+                      if whole else f"nothing of this {family} trains whole here")
             raise LoraConfigError(f"modules_to_save {entry!r} names {shown}, which would train "
-                                  f"whole beside the LoRA; of this {family} only "
-                                  f"{' and '.join(whole)} (its head) train whole here, and LoRA "
-                                  "may wrap the others (target_modules)")
+                                  f"whole beside the LoRA; {trains}, and LoRA may wrap the "
+                                  "others (target_modules)")
         named.update(w for w in whole if any(inside(m, w) for m in hits))
     return named
 

@@ -43,6 +43,7 @@ from .dropout_rates import override_rates
 from .lora import AdaptedModel, Linears
 from .lora_tables import HEAD
 from .relative_position import relative_position_buckets
+from .saved_modules import named_whole
 
 ATTENTION = ("q", "k", "v", "o")
 FEED_FORWARD = ("wi_0", "wi_1", "wo")
@@ -67,6 +68,10 @@ class T5Model(AdaptedModel):
     def __init__(self, config, lora, dropout=None):
         """lora: a LoraConfig, or None to train every weight (full fine-tuning); dropout: None
         for the config's dropout_rate, a float for another (0.0: none)."""
+        if lora is not None:    # T5's adapters train their LoRA alone: nothing trains whole
+            modules = ["lm_head.weight", "encoder.embed_tokens.weight", "decoder.embed_tokens.weight"]
+            named_whole(lora.modules_to_save, list(config.parameter_shapes()) + modules, [],
+                        "T5 model")
         self.config = config
         self.dropout = override_rates({"dropout_rate": config.dropout_rate}, dropout, "T5 model")
         self.full = lora is None
