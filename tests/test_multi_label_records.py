@@ -1,7 +1,7 @@
 """Multi-label classification records through the data layer: a record's label may be the list
 of label names that apply to its text (py_engine/data/record.py), read from JSON and JSONL
-files, cleaned and deduplicated, written and read back as json and jsonl (refused by name as
-CSV), split and counted, queued, and learned by a classifier of that kind
+files, cleaned and deduplicated, written and read back as json, jsonl and CSV (a JSON
+array in the label cell), split and counted, queued, and learned by a classifier of that kind
 (app/models.py: a single-label one refuses them by name). The HTTP API's jobs train on them
 (tests/test_api.py); the loss and gradients of the multi-label head are held to transformers
 in tests/test_problem_types.py."""
@@ -75,17 +75,47 @@ def test_cleaning_dedup_formats_splits_and_stats():
     kept = report.records
     assert len(kept) == len(records) - 1 and [r.label for r in kept[:2]] == [["a", "b"], ["a"]]
     assert kept[-1].label == ["Café", "b"] and kept[-1].text == "Café text"   # names normalized
-    for fmt in ("json", "jsonl"):
+    for fmt in ("json", "jsonl", "csv"):
         assert loads_dataset(dumps_dataset(kept, fmt), fmt) == kept
-    with pytest.raises(DataError, match="a multi-label record's label is a list of names, which "
-                                        "a CSV cell does not hold; use json or jsonl"):
-        dumps_dataset(kept, "csv")
     stats = dataset_stats(kept)
     assert stats["by_label"] == {"Café": 1, "a": 12, "b": 13, "c": 8}   # each name of each record
     parts = split_records(kept, {"train": 0.75, "validation": 0.25}, seed=3)
     assert sorted(map(repr, parts["train"] + parts["validation"])) == sorted(map(repr, kept))
     for labels in (["a", "b"], ["a"], [], ["b", "c"], ["c"]):        # each label set split alike
         assert sum(r.label == labels for r in parts["validation"]) in (1, 2), (labels, parts)
+
+
+def test_csv_holds_them_as_json_arrays_in_the_label_cell():
+    """A CSV file's label cell holds a multi-label record's names as a JSON array ([] where none
+    applies; the columns as before); read back by the dataset reader and by `data import`'s
+    (importers/text.py), the same records. A single name that would read as an array is
+    refused by name when written; one that only opens with a bracket stays a name. An array
+    that is not a list of names is an error naming the line."""
+    records = [tagged("goal in the final", ["sport", "news"]), tagged("a calm day", []),
+               Record("classification", "dataset", text="rates rise", label="finance"),
+               Record("classification", "dataset", text="a draft", label="[draft"),
+               Record("causal_lm", "dataset", text="plain text")]
+    text = dumps_dataset(records, "csv")
+    header, *rows = text.splitlines()
+    assert header.split(",") == ["text", "label", "messages", "kind", "source", "priority",
+                                 "created", "origin", "id"]
+    assert rows[0].startswith('goal in the final,"[""news"", ""sport""]",') and \
+        rows[1].startswith("a calm day,[],")
+    assert loads_dataset(text, "csv") == records
+    imported = import_text(dumps_dataset(records[:4], "csv").encode(), "tags.csv")
+    assert [(r.kind, r.text, r.label) for r in imported] == \
+        [(r.kind, r.text, r.label) for r in records[:4]]
+    hand = 'text,labels\n"goal, at last","[""sport"", ""news""]"\nnothing here,[]\n'
+    assert [(r.kind, r.text, r.label) for r in import_text(hand.encode(), "hand.csv")] == [
+        ("classification", "goal, at last", ["news", "sport"]), ("classification", "nothing here", [])]
+    with pytest.raises(DataError, match=r"record 0 .*its label '\[\"a\"\]' reads as a JSON array"):
+        dumps_dataset([Record("classification", "dataset", text="x", label='["a"]')], "csv")
+    for row, message in (('x,"[""b"", 3]"', "a multi-label record's label is a list of non-empty strings"),
+                         ('x,"[""b"", ""b""]"', "a multi-label record's label names each label once")):
+        with pytest.raises(DataError, match=f"tags.csv:2: {message}"):
+            loads_dataset("text,label\n" + row + "\n", "csv", "tags.csv")
+    with pytest.raises(DataError, match="hand.csv:2: \"labels\" as a list holds the names"):
+        import_text(b'text,labels\nx,"[""a"", [""b""]]"\n', "hand.csv")
 
 
 def test_the_queue_keeps_and_counts_them(tmp_path):

@@ -13,7 +13,9 @@ Formats (FORMATS), what they hold, and what of a record they carry:
                kind, everything carried. A classification jsonl file is also what `py-engine
                train --data` reads, a conversation jsonl file what read_chat_jsonl reads.
   csv          the same fields as columns (text, label, messages, kind, source, priority,
-               created, origin, id; messages and origin as JSON), stdlib csv, UTF-8
+               created, origin, id; messages and origin as JSON), stdlib csv, UTF-8; a
+               multi-label record's list of names is its label cell as a JSON array ([]
+               where none applies), which no single label name may look like
   messages     {"messages": [{"role", "content"}, ...]} per line, as TRL's SFTTrainer and
                PEFT's examples train from; a plain text record is {"text": ...}
   chatml       {"text": "<|im_start|>user\\n...<|im_end|>\\n..."} per line (the rendering of
@@ -146,9 +148,9 @@ def dumps_dataset(records, fmt, system_prompt=None, include_system=True):
                for r in as_records(records)]
     if fmt == "csv":
         for k, r in enumerate(records):
-            if isinstance(r.label, list):
-                _refuse(k, r, fmt, "a multi-label record's label is a list of names, which a "
-                        "CSV cell does not hold; use json or jsonl")
+            if isinstance(r.label, str) and isinstance(label_list(r.label), list):
+                _refuse(k, r, fmt, f"its label {r.label!r:.60} reads as a JSON array, which a CSV "
+                        "label cell holds for a multi-label record's names; use json or jsonl")
         return _dumps_csv(records)
     template = ChatTemplate(CHATML_TEMPLATE) if fmt == "chatml" else None
     objects = [r.as_dict() if fmt in ("json", "jsonl") else _to_object(k, r, fmt, template)
@@ -164,13 +166,26 @@ def _dumps_csv(records):
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for r in records:
+        label = json.dumps(r.label, ensure_ascii=False) if isinstance(r.label, list) else r.label
         writer.writerow([
-            r.text or "", r.label or "",
+            r.text or "", label or "",
             "" if r.messages is None else json.dumps(r.messages, ensure_ascii=False),
             r.kind, r.source, r.priority, repr(r.created),
             json.dumps(r.origin, ensure_ascii=False),
             "" if r.id is None else json.dumps(r.id)])
     return out.getvalue()
+
+
+def label_list(cell):
+    """A CSV label cell's multi-label list of names (a JSON array: what _dumps_csv writes for
+    one), or None for a label name."""
+    if not cell.startswith("["):
+        return None
+    try:
+        value = json.loads(cell)
+    except ValueError:
+        return None
+    return value if isinstance(value, list) else None
 
 
 def with_system_prompt(record, system_prompt):
@@ -484,7 +499,10 @@ def _csv_record(cells, complete, where, source, origin):
             raise DataError(f"{where}: the {name} cell is not JSON: {value!r:.60}") from None
 
     carried = cell_json("origin")
-    fields = {"text": cells.get("text") or None, "label": cells.get("label") or None,
+    label = cells.get("label") or None
+    if label is not None and label_list(label) is not None:
+        label = label_list(label)
+    fields = {"text": cells.get("text") or None, "label": label,
               "messages": cell_json("messages"), "id": cell_json("id"),
               "origin": origin if carried is None else carried}
     kind = cells.get("kind") or ("classification" if fields["label"] is not None else "causal_lm")

@@ -20,7 +20,8 @@ Formats (TEXT_FORMATS) and what each becomes:
                between turns, at <|endoftext|> or </s>, or where a system turn follows others.
   csv          a header row, then one record per row: prompt + response columns (Alpaca's
                instruction/input/output too, and an optional system column) -> conversations;
-               a text column and a label column -> classification; a text column alone ->
+               a text column and a label column -> classification (a label cell holding a
+               JSON array of names: a multi-label text's); a text column alone ->
                continued pretraining. The delimiter (, ; tab |) is the header's most frequent.
   markdown, text  split into chunks of at most max_tokens (count_tokens, by default 4
                characters a token) at paragraph boundaries; markdown keeps fenced code blocks
@@ -61,7 +62,7 @@ from ...formats.json_file import json_kind
 from ..chat import ROLES, chat_example_from_record
 from ..classification import DataError, parse_record
 from ..chunks import approx_tokens, split_into_chunks
-from ..datasets import line_index, read_chatml, sharegpt_messages
+from ..datasets import label_list, line_index, read_chatml, sharegpt_messages
 from ..record import Record, RecordError
 from ..sniff import binary_kind
 
@@ -428,8 +429,14 @@ def _csv_conversation(row, columns, at, origin):
 
 
 def _csv_classification(row, columns, at, origin):
-    return Record("classification", "text", text=_cell(row, columns, "text", at),
-                  label=_cell(row, columns, "label", at).strip(), origin=origin)
+    """A text and its label; a label cell holding a JSON array of names (as `data export`
+    writes a multi-label record's, in its labels column) is a multi-label text's list."""
+    label = _cell(row, columns, "label", at).strip()
+    names = label_list(label)
+    if names is not None:
+        label = _label_value(names, columns["label"][1], at)
+    return Record("classification", "text", text=_cell(row, columns, "text", at), label=label,
+                  origin=origin)
 
 
 def _csv_text(row, columns, at, origin):
