@@ -104,6 +104,33 @@ def relative_error(got, want):
     return float(np.linalg.norm(got - want) / np.linalg.norm(want))
 
 
+def check_logits_at_every_step(model_dir, adapter, ids, want, backend, device=None):
+    """Our next-token logits after each of `ids` (the first as the prompt, then one decoding
+    step at a time) are `want` [T, V] on `backend`; on NumPy the standalone decoder, given the
+    checkpoint's and the adapter's tensors, gives them too. Returns the ChatModel."""
+    from py_engine.formats.peft_adapter import load_adapter
+    from py_engine.generate import NumpyDecoder
+    from py_engine.models.checkpoint import DecoderCheckpoint
+    from py_engine.models.lora_config import LoraConfig as OurLoraConfig
+
+    def rows_of(decoder):
+        rows = [run(decoder.prefill(ids[:1]))] + [run(decoder.step(t)) for t in ids[1:]]
+        return np.array([np.asarray(r, np.float64) for r in rows])
+
+    chat = run(ChatModel.load(model_dir, adapter, backend=backend, device=device))
+    assert relative_error(rows_of(chat.decoder()), want) <= 1e-5
+    if backend == "numpy":
+        _, tensors, _ = load_adapter(adapter)
+        checkpoint = DecoderCheckpoint.load(model_dir)
+        params = {n: np.frombuffer(checkpoint.floats(n), np.float32).reshape(checkpoint.shape(n))
+                  for n in checkpoint.names()}
+        params.update({n: np.asarray(v, np.float64).reshape(s) for n, (s, v) in tensors.items()})
+        decoder = NumpyDecoder.from_params(checkpoint.config, params,
+                                           lora_scaling=OurLoraConfig.from_file(adapter).scaling)
+        assert relative_error(rows_of(decoder), want) <= 1e-5
+    return chat
+
+
 def check_switch_to_full_keeps_outputs(chat, ids):
     """The hybrid switch to full fine-tuning (the adapter folded into the weights) leaves the
     chat model's logits of `ids` as they were."""

@@ -146,7 +146,7 @@ def test_a_fresh_dora_adapter_starts_where_peft_starts(tmp_path, tiny_dir, devic
 def test_a_dora_chat_adapter_gives_peft_s_logits_at_every_step(tmp_path, device, backend):
     """PEFT's DoRA adapter on every projection of a tiny Llama: our next-token logits after
     each token (the prompt, then one decoding step at a time, DoRA applied unmerged) are
-    PEFT's."""
+    PEFT's, and so are the standalone decoder's."""
     from transformers import AutoModelForCausalLM
     from peft import PeftModel
 
@@ -155,11 +155,7 @@ def test_a_dora_chat_adapter_gives_peft_s_logits_at_every_step(tmp_path, device,
     peft = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir), adapter).eval()
     with torch.no_grad():
         want = peft(torch.tensor([ids])).logits[0].double().numpy()
-    chat = run(ChatModel.load(model_dir, adapter, backend=backend, device=device))
-    decoder = chat.decoder()
-    rows = [run(decoder.prefill(ids[:1]))] + [run(decoder.step(t)) for t in ids[1:]]
-    got = np.array([np.asarray(r, np.float64) for r in rows])
-    assert em.relative_error(got, want) <= 1e-5
+    em.check_logits_at_every_step(model_dir, adapter, ids, want, backend, device)
 
 
 @pytest.mark.parametrize("backend", ["numpy", "gpu"])

@@ -25,7 +25,6 @@ from conftest import run
 from encoder_checks import check_exports, check_gpu_step
 from py_engine.export.merged import MergedModel
 from py_engine.formats.peft_adapter import load_adapter
-from py_engine.generate import NumpyDecoder
 from py_engine.models.checkpoint import DecoderCheckpoint
 from py_engine.models.lora_config import LoraConfig, LoraConfigError
 from py_engine.train.chat import ChatModel
@@ -121,22 +120,8 @@ def test_a_lora_bias_chat_adapter_gives_peft_s_logits_and_merged_tensors(tmp_pat
     ids = np.random.default_rng().integers(0, 90, 9).tolist()
     with torch.no_grad():
         want = peft(torch.tensor([ids])).logits[0].double().numpy()
-    chat = run(ChatModel.load(model_dir, adapter, backend=backend, device=device))
-    decoder = chat.decoder()
-    rows = [run(decoder.prefill(ids[:1]))] + [run(decoder.step(t)) for t in ids[1:]]
-    assert em.relative_error(np.array([np.asarray(r, np.float64) for r in rows]), want) <= 1e-5
-
-    if backend == "numpy":      # the standalone decoder, given the checkpoint's and the adapter's tensors
-        _, tensors, _ = load_adapter(adapter)
-        assert any(n.endswith(".lora_B.bias") for n in tensors)
-        checkpoint = DecoderCheckpoint.load(model_dir)
-        params = {n: np.frombuffer(checkpoint.floats(n), np.float32).reshape(checkpoint.shape(n))
-                  for n in checkpoint.names()}
-        params.update({n: np.asarray(v, np.float64).reshape(s) for n, (s, v) in tensors.items()})
-        decoder = NumpyDecoder.from_params(checkpoint.config, params,
-                                           lora_scaling=LoraConfig.from_file(adapter).scaling)
-        rows = [run(decoder.prefill(ids[:1]))] + [run(decoder.step(t)) for t in ids[1:]]
-        assert em.relative_error(np.array([np.asarray(r, np.float64) for r in rows]), want) <= 1e-5
+    assert any(n.endswith(".lora_B.bias") for n in load_adapter(adapter)[1])
+    chat = em.check_logits_at_every_step(model_dir, adapter, ids, want, backend, device)
 
     merged = run(MergedModel.of(chat))
     hf = dict(peft.merge_and_unload().named_parameters())

@@ -19,11 +19,8 @@ from transformers import AutoModelForCausalLM
 import export_models as em
 from conftest import run
 from py_engine.export.merged import MergedModel
-from py_engine.formats.peft_adapter import load_adapter
-from py_engine.generate import NumpyDecoder
-from py_engine.models.checkpoint import Checkpoint, DecoderCheckpoint
+from py_engine.models.checkpoint import Checkpoint
 from py_engine.models.lora_config import LoraConfig, LoraConfigError
-from py_engine.train.chat import ChatModel
 from py_engine.train.classifier import TextClassifier
 from py_engine.train.state import adapter_differences
 import peft_oracle as po
@@ -97,21 +94,7 @@ def test_a_bias_chat_adapter_gives_peft_s_logits_and_merged_tensors(tmp_path, de
     ids = np.random.default_rng().integers(0, 90, 9).tolist()
     with torch.no_grad():
         want = peft(torch.tensor([ids])).logits[0].double().numpy()
-    chat = run(ChatModel.load(model_dir, adapter, backend=backend, device=device))
-    decoder = chat.decoder()
-    rows = [run(decoder.prefill(ids[:1]))] + [run(decoder.step(t)) for t in ids[1:]]
-    assert em.relative_error(np.array([np.asarray(r, np.float64) for r in rows]), want) <= 1e-5
-
-    if backend == "numpy":      # the standalone decoder, given the checkpoint's and the adapter's tensors
-        _, tensors, _ = load_adapter(adapter)
-        checkpoint = DecoderCheckpoint.load(model_dir)
-        params = {n: np.frombuffer(checkpoint.floats(n), np.float32).reshape(checkpoint.shape(n))
-                  for n in checkpoint.names()}
-        params.update({n: np.asarray(v, np.float64).reshape(s) for n, (s, v) in tensors.items()})
-        scaling = LoraConfig.from_file(adapter).scaling
-        decoder = NumpyDecoder.from_params(checkpoint.config, params, lora_scaling=scaling)
-        rows = [run(decoder.prefill(ids[:1]))] + [run(decoder.step(t)) for t in ids[1:]]
-        assert em.relative_error(np.array([np.asarray(r, np.float64) for r in rows]), want) <= 1e-5
+    chat = em.check_logits_at_every_step(model_dir, adapter, ids, want, backend, device)
 
     merged = run(MergedModel.of(chat))
     hf = dict(peft.merge_and_unload().named_parameters())
