@@ -32,7 +32,9 @@ from py_engine.train.classifier import TextClassifier
 from py_engine.train.state import adapter_differences
 from test_adapter_roundtrip import (LABELS, TEXTS, check_round_trip, our_probabilities,
                                     peft_bert_adapter, peft_probabilities)
+from py_engine.train.config import CausalTrainConfig
 from test_bert_oracle import random_batch
+from test_chat_model import random_examples
 from tiny_chat import tiny_chat_dir
 
 QKV = ["q_proj", "k_proj", "v_proj"]        # a tiny Qwen2's linears that have biases
@@ -141,8 +143,8 @@ def test_a_lora_bias_chat_adapter_gives_peft_s_logits_and_merged_tensors(tmp_pat
 def test_lora_biases_on_layers_without_a_bias_run_but_do_not_merge(tmp_path, device, backend, capsys):
     """On a Qwen2's o_proj and MLP (no bias) PEFT trains lora_B's biases and warns that they
     cannot merge: ours gives PEFT's logits, and the merged model, its exports and the switch to
-    full fine-tuning are refused by name before anything is written, as merge_and_unload
-    refuses them."""
+    full fine-tuning (a hybrid run's, before its first step) are refused by name before
+    anything is written, as merge_and_unload refuses them."""
     from py_engine.cli import main
 
     model_dir, adapter, peft = qwen2_adapter(tmp_path, ["q_proj", "o_proj", "down_proj"], seed=7)
@@ -162,6 +164,10 @@ def test_lora_biases_on_layers_without_a_bias_run_but_do_not_merge(tmp_path, dev
                                             "layer's bias, and model.layers.0.self_attn.o_proj")
     assert not chat.runtime.model.full          # the adapter is as it was
     assert em.relative_error(np.asarray(run(chat.decoder().prefill(ids)), np.float64), want[-1]) <= 1e-5
+    examples = random_examples(6, chat.checkpoint.config.vocab_size, seed=4)
+    with pytest.raises(ValueError, match="the switch to full fine-tuning adds each lora_B bias"):
+        run(chat.trainer(examples, CausalTrainConfig(mode="hybrid")))   # a hybrid run: before any step
+    assert not chat.history
     if backend == "numpy":
         for form in ("merged", "gguf"):
             code = main(["export", "--model", str(model_dir), "--adapter", str(adapter),
