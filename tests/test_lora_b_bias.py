@@ -34,7 +34,7 @@ from test_adapter_roundtrip import (LABELS, TEXTS, check_round_trip, our_probabi
                                     peft_bert_adapter, peft_probabilities)
 from py_engine.train.config import CausalTrainConfig
 from test_bert_oracle import random_batch
-from test_chat_model import random_examples
+from test_chat_model import compared_run, random_examples
 from tiny_chat import tiny_chat_dir
 
 QKV = ["q_proj", "k_proj", "v_proj"]        # a tiny Qwen2's linears that have biases
@@ -140,6 +140,48 @@ def test_a_lora_bias_chat_adapter_gives_peft_s_logits_and_merged_tensors(tmp_pat
 
 
 @pytest.mark.parametrize("backend", ["numpy", "gpu"])
+def test_a_head_s_lora_b_bias_gives_peft_s_logits_and_merged_tensors(tmp_path, device, backend):
+    """PEFT's adapter with lora_B biases on a tiny Phi-2's every layer and its output layer
+    (whose own bias trains too, bias="all"): the logits at every decoding step are PEFT's, and
+    the standalone decoder's; the merged model's every tensor (the head's bias + s b_B among
+    them) is merge_and_unload's; the switch to full fine-tuning keeps the outputs. The GPU's
+    step (the loss's bias gradient shared between the head's bias and b_B) is NumPy's."""
+    from phi_checkpoints import tiny_phi_dir
+
+    model_dir = tiny_phi_dir(tmp_path / "phi", seed=8)
+    torch.manual_seed(9)
+    peft = em.random_b_adapter(AutoModelForCausalLM.from_pretrained(model_dir),
+                               tmp_path / "adapter", TaskType.CAUSAL_LM,
+                               ["q_proj", "v_proj", "dense", "fc1", "lm_head"], lora_bias=True,
+                               bias="all").eval()
+    adapter = tmp_path / "adapter"
+    assert "base_model.model.lm_head.lora_B.bias" in load_file(adapter / "adapter_model.safetensors")
+    ids = np.random.default_rng().integers(0, 90, 9).tolist()
+    with torch.no_grad():
+        want = peft(torch.tensor([ids])).logits[0].double().numpy()
+    chat = em.check_logits_at_every_step(model_dir, adapter, ids, want, backend, device)
+    merged = run(MergedModel.of(chat))
+    hf = dict(peft.merge_and_unload().named_parameters())
+    assert set(hf) == set(merged.names())
+    for name in merged.names():
+        ref = hf[name].detach().double().numpy().ravel()
+        got = np.asarray(merged.floats(name), np.float64)
+        assert np.abs(got - ref).max() <= 1e-6 * np.abs(ref).max(), name
+    if backend == "gpu":      # four AdamW steps on both backends (float32): the same tensors
+        trained = []
+        for runtime in ("numpy", "gpu"):
+            model = run(ChatModel.load(model_dir, adapter, backend=runtime, device=device))
+            examples = random_examples(8, model.checkpoint.config.vocab_size, seed=5)
+            run(model.fit(examples, compared_run(lr=5e-3, max_grad_norm=0.5)))
+            trained.append({n: np.asarray(v, np.float64)
+                            for n, (_, v) in run(model.runtime.trainable_values()).items()})
+        assert "lm_head.lora_B.bias" in trained[0] and "lm_head.base_layer.bias" in trained[0]
+        for name, ref in trained[0].items():
+            assert np.linalg.norm(trained[1][name] - ref) <= 1e-3 * np.linalg.norm(ref), name
+    em.check_switch_to_full_keeps_outputs(chat, ids)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "gpu"])
 def test_lora_biases_on_layers_without_a_bias_run_but_do_not_merge(tmp_path, device, backend, capsys):
     """On a Qwen2's o_proj and MLP (no bias) PEFT trains lora_B's biases and warns that they
     cannot merge: ours gives PEFT's logits, and the merged model, its exports and the switch to
@@ -180,9 +222,9 @@ def test_lora_biases_on_layers_without_a_bias_run_but_do_not_merge(tmp_path, dev
 def test_what_cannot_hold_lora_b_biases_refuses_them_by_name(tmp_path, capsys):
     """llama.cpp's LoRA adapters hold lora_a and lora_b only: the GGUF adapter export refuses
     lora_B's biases (the merged GGUF adds them to the layers' biases). As PEFT does, lora_bias
-    is refused with DoRA, with an init other than true or false, and on an embedding; on an
-    output layer it is not built here. A state trained without them is not continued with
-    them. `py-engine train --lora-bias` sets it."""
+    is refused with DoRA, with an init other than true or false, and on an embedding; on a
+    Llama's output layer it trains, and no merge can hold it. A state trained without them is
+    not continued with them. `py-engine train --lora-bias` sets it."""
     from py_engine.cli import build_parser, lora_options, main
     from py_engine.models.bert import BertClassifier
     from py_engine.models.checkpoint import Checkpoint
@@ -205,12 +247,18 @@ def test_what_cannot_hold_lora_b_biases_refuses_them_by_name(tmp_path, capsys):
         with pytest.raises(ValueError, match="lora_bias=True"):
             PeftLoraConfig(lora_bias=True, **wrong)
     bert = Checkpoint.load(po.tiny_bert_dir(tmp_path / "bert", seed=1)).config
-    with pytest.raises(LoraConfigError, match="on bert.embeddings.word_embeddings .* is not built here"):
+    with pytest.raises(LoraConfigError, match=r"on bert.embeddings.word_embeddings \(the token "
+                                              "embedding of this BERT model\): PEFT refuses it"):
         BertClassifier(bert, LoraConfig(target_modules=["word_embeddings", "query"], lora_bias=True), 3)
     llama = DecoderCheckpoint.load(tiny_chat_dir(tmp_path, family="llama")).config
-    with pytest.raises(LoraConfigError, match="on lm_head"):
-        LlamaModel(llama, LoraConfig(target_modules=["lm_head", "q_proj"], lora_bias=True,
+    with pytest.raises(LoraConfigError, match="on model.embed_tokens"):
+        LlamaModel(llama, LoraConfig(target_modules=["embed_tokens", "q_proj"], lora_bias=True,
                                      task_type="CAUSAL_LM"))
+    model = LlamaModel(llama, LoraConfig(target_modules=["lm_head", "q_proj"], lora_bias=True,
+                                         task_type="CAUSAL_LM"))      # a head without a bias
+    assert model.trainable["lm_head.lora_B.bias"] == (llama.vocab_size,)
+    assert model.unmergeable() == ["model.layers.0.self_attn.q_proj",
+                                   "model.layers.1.self_attn.q_proj", "lm_head"]
 
     model = type("M", (), {"lora": LoraConfig(lora_bias=True)})()
     assert adapter_differences(model, dict(LoraConfig().to_peft_dict())) == ["lora_bias"]

@@ -70,6 +70,11 @@ CASES = [
     (PhiForCausalLM, PhiConfig(**dict(PHI.to_dict(), pad_token_id=7)), ["embed_tokens"], {}),
     (GPT2LMHeadModel, GPT2, ["c_attn", "wte", "lm_head"], dict(fan_in_fan_out=True)),
     (GPT2LMHeadModel, GPT2, "^(transformer.wte|lm_head)$", {}),
+    # PEFT's lora_bias: the output layer's lora_B bias adds s b_B to the logits, beside a head
+    # without a bias (Llama, GPT-2's tied one) or with one trained too (Phi-2, bias="all")
+    (LlamaForCausalLM, HFLlamaConfig(**TINY), ["lm_head", "q_proj"], dict(lora_bias=True)),
+    (PhiForCausalLM, PHI, ["lm_head", "dense"], dict(lora_bias=True, bias="all")),
+    (GPT2LMHeadModel, GPT2, ["lm_head"], dict(lora_bias=True)),
 ]
 
 

@@ -87,12 +87,14 @@ def test_lora_step_matches_peft(tmp_path, monkeypatch, targets, float64_norm, ti
         assert relative(grads[name], ref) <= grad_bound, name
 
 
-def test_a_lora_with_lora_b_biases_matches_peft(tmp_path, monkeypatch):
-    """PEFT's lora_bias on every linear of both stacks (none has a bias of its own): the loss
-    and every gradient, lora_B's biases' too (a key's is zero but for rounding on both sides:
-    softmax ignores what it adds to every score of a query)."""
+@pytest.mark.parametrize("targets", [ALL, ALL + ["lm_head"]])
+def test_a_lora_with_lora_b_biases_matches_peft(tmp_path, monkeypatch, targets):
+    """PEFT's lora_bias on every linear of both stacks (none has a bias of its own), and on
+    FLAN-T5's head (s b_B added to the logits): the loss and every gradient, lora_B's biases'
+    too (a key's is zero but for rounding on both sides: softmax ignores what it adds to every
+    score of a query)."""
     float64_layer_norm(monkeypatch)
-    peft = peft_t5(tmp_path, ALL, lora=dict(lora_bias=True))
+    peft = peft_t5(tmp_path, targets, lora=dict(lora_bias=True))
     ids, mask, labels = a_batch()
     want_loss, want = peft_step(peft, ids, mask, labels)
     model, loss, grads = engine_step(tmp_path, ids, mask, labels)

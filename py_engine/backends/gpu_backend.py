@@ -348,6 +348,12 @@ class GpuBackend(Recomputing):
         self.k.matmul.bias_grad(self.program, dy.buffer, db.buffer, dy.rows, db.size, beta=1.0,
                                 alpha=scale)
 
+    def accumulate(self, dst, src, scale=1.0):
+        """dst += scale * src, in place (vectors: a gradient's share): the column sums of src
+        as one row."""
+        self.k.matmul.bias_grad(self.program, src.buffer, dst.buffer, 1, dst.size, beta=1.0,
+                                alpha=scale)
+
     def lora_linear(self, x, xd, w, b, a, bm, scaling):
         out_f, in_f = w.shape
         r = a.shape[0]
@@ -692,10 +698,10 @@ class GpuBackend(Recomputing):
         """dst += x^T (a gradient kept transposed, added into its tensor's)."""
         self.k.columns.transpose(self.program, x.buffer, dst.buffer, x.rows, x.cols, beta=1.0)
 
-    def zeros(self, rows, cols):
-        """A [rows, cols] tensor of zeros (a scatter-add's target)."""
-        t = self.new(rows, cols)
-        self.k.embedding.clear(self.program, t.buffer, rows * cols)
+    def zeros(self, rows, cols=None):
+        """A [rows, cols] tensor of zeros (a scatter-add's target); [rows] without cols."""
+        t = self.new(rows) if cols is None else self.new(rows, cols)
+        self.k.embedding.clear(self.program, t.buffer, t.size)
         return t
 
     def concat_columns(self, parts):

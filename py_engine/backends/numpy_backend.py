@@ -155,6 +155,10 @@ class NumpyBackend(Recomputing):
         lora_B bias)."""
         db += scale * dy.sum(axis=0)
 
+    def accumulate(self, dst, src, scale=1.0):
+        """dst += scale * src, in place (vectors: a gradient's share)."""
+        dst += scale * src
+
     def lora_linear(self, x, xd, w, b, a, bm, scaling):
         return lora_ops.lora_linear_forward(x, xd, w, b, a, bm, scaling)
 
@@ -420,9 +424,9 @@ class NumpyBackend(Recomputing):
         """dst += x^T (a gradient kept transposed, added into its tensor's)."""
         dst += x.T
 
-    def zeros(self, rows, cols):
-        """A [rows, cols] array of zeros (a scatter-add's target)."""
-        return np.zeros((rows, cols), self.dtype)
+    def zeros(self, rows, cols=None):
+        """A [rows, cols] array of zeros (a scatter-add's target); [rows] without cols."""
+        return np.zeros((rows,) if cols is None else (rows, cols), self.dtype)
 
     def concat_columns(self, parts):
         """The backward of split_columns: the blocks side by side again."""

@@ -70,7 +70,7 @@ class DecoderModel(AdaptedModel):
         result is "lm_head.weight" (its own tensor, the tied table's too)."""
         tables = {m: self.config.embedding_tables[0] if kind == EMBEDDING else self.head_name
                   for m, kind in self.linears.tables.kinds.items()}
-        return self.linears.tables.merges(tables.get, Merge, HEAD_WEIGHT)
+        return self.linears.tables.merges(tables.get, Merge, HEAD_WEIGHT, self.head_bias_name)
 
     @property
     def unties_when_merged(self):

@@ -59,7 +59,7 @@ class Merge(NamedTuple):
     @property
     def bias_target(self):
         """The merged model's name of the merged bias (with lora_bias): the layer's bias."""
-        return self.weight[:-len("weight")] + "bias"
+        return self.target[:-len("weight")] + "bias"
 
 
 class LoraTargetError(ValueError):
@@ -456,7 +456,8 @@ class AdaptedModel:
         its own, W + s B.A), under its own tensor's name, for the merged model and the switch to
         full fine-tuning; inference computes their LoRA terms as they are. DecoderModel's
         names a tied pair's tables itself."""
-        return self.linears.tables.merges(lambda m: m + ".weight", Merge, None)
+        return self.linears.tables.merges(lambda m: m + ".weight", Merge, None,
+                                          self.head_bias_name)
 
     def token_sources(self):
         """{trained tensor: (table, token ids)} of a decoder's trainable tokens (DecoderModel's;
@@ -473,8 +474,9 @@ class AdaptedModel:
         return self.linears.magnitude_weights()
 
     def unmergeable(self):
-        """The LoRA-wrapped linears whose lora_B bias no merge can hold (Linears.unmergeable)."""
-        return self.linears.unmergeable()
+        """The LoRA-wrapped linears and output layer whose lora_B bias no merge can hold: those
+        without a bias of their own (Linears.unmergeable, LoraTables.unmergeable)."""
+        return self.linears.unmergeable() + self.linears.tables.unmergeable(self.head_bias)
 
     def bias_sources(self):
         """{trainable name: checkpoint name} of the biases that train beside the adapter (the
@@ -548,7 +550,8 @@ class AdaptedModel:
     def head_logits(self, be, hidden):
         """The language-model head's logits of `hidden` [N, hidden]: h W^T (+ the head's bias,
         + its LoRA's term), soft-capped where the family caps them."""
-        logits = be.linear(hidden, be.param(self.head_name), self.head_bias_param(be))
+        bias = self.linears.tables.head_bias(be, self.head_bias_param(be))
+        logits = be.linear(hidden, be.param(self.head_name), bias)
         logits = self.linears.tables.head_logits(be, logits, hidden)
         if self.tokens is not None:
             logits = self.tokens.head_logits(be, logits, hidden)
@@ -561,13 +564,21 @@ class AdaptedModel:
         modules_to_save; its bias), or its LoRA (models/lora_tables.py), whose low-rank term
         the loss adds chunk by chunk."""
         saved = {}
+        tables = self.linears.tables
         low, grad_b, backward = self._head_term(be, hidden, train, saved)
         extra = {} if low is None else dict(low_rank=low, dlow_rank=grad_b)
+        bias = self.head_bias_param(be)
+        dbias = self.head_bias_grad(be) if train else None
+        logits_bias = tables.head_bias(be, bias)
+        if train and logits_bias is not bias:   # the head LoRA's lora_B bias: its share after
+            own, dbias = dbias, be.zeros(be.param(self.head_name).shape[0])
         out = be.lm_head_loss(hidden, be.param(self.head_name), labels, loss_scale,
                               dweight=self.head_grad(be) if train else None, backward=train,
-                              bias=self.head_bias_param(be),
-                              dbias=self.head_bias_grad(be) if train else None,
-                              softcap=self.logit_softcap, **extra)
+                              bias=logits_bias, dbias=dbias, softcap=self.logit_softcap, **extra)
+        if train and logits_bias is not bias:
+            tables.head_bias_backward(be, dbias)
+            if own is not None:
+                be.accumulate(own, dbias)
         if low is None:
             return out
         metrics, dh, du = out
@@ -588,6 +599,12 @@ class AdaptedModel:
             if low is not None:
                 return low, None, self.tokens.head_backward
         return None, None, None
+
+    @property
+    def head_bias_name(self):
+        """The tensor the model reads for the head's bias (a trained copy where it trains beside
+        the adapter), or None without one."""
+        return self.linears.param_name(self.head_bias) if self.head_bias else None
 
     def head_bias_param(self, be):
         """The head's bias the loss and generation add to the logits, or None."""

@@ -33,13 +33,16 @@ class LoraTables:
         self.targets = [m for m in tables if lora is not None and targeted(m)]
         self.ranks = {m: lora.rank_of(full_name(m)) for m in self.targets}
         self.scalings = {m: lora.scaling_of(full_name(m)) for m in self.targets}
-        if self.targets and lora.lora_bias:
-            # PEFT refuses it on an embedding (its lora_B is a tensor, not a linear); on an
-            # output layer it would add a bias of the vocabulary's size to the logits
+        embedding = [m for m in self.targets if self.kinds[m] == EMBEDDING]
+        if embedding and lora.lora_bias:
+            # PEFT refuses it too: an embedding's lora_embedding_B is a tensor, not a linear
             raise LoraConfigError(
-                f"lora_bias (a bias on lora_B) on {', '.join(map(full_name, self.targets))} (an "
-                f"embedding or output layer of this {family}) is not built here: it is built "
-                "for the LoRA on its linear layers")
+                f"lora_bias (a bias on lora_B) on {', '.join(map(full_name, embedding))} (the "
+                f"token embedding of this {family}): PEFT refuses it on an embedding, and so "
+                "does this")
+        # an output layer's lora_B is a linear (PEFT's lora.Linear): with lora_bias its bias,
+        # [vocab], adds scaling * b_B to the logits
+        self.lora_bias = lora is not None and lora.lora_bias
         if self.targets and lora.use_dora:
             raise LoraConfigError(
                 f"DoRA on {', '.join(map(full_name, self.targets))} (an embedding or output "
@@ -63,6 +66,13 @@ class LoraTables:
             return f"{full}.lora_embedding_A", f"{full}.lora_embedding_B"
         return f"{full}.lora_A.weight", f"{full}.lora_B.weight"
 
+    def lora_b_bias(self, module):
+        """lora_B's bias of the wrapped output layer `module` with lora_bias (PEFT's name), or
+        None."""
+        if not self.lora_bias or self.kinds[module] != HEAD:
+            return None
+        return f"{self.full_name(module)}.lora_B.bias"
+
     def trainable(self):
         """{name: shape} of the adapter tensors."""
         out = {}
@@ -74,6 +84,8 @@ class LoraTables:
                 out[a], out[b] = (r, rows), (cols, r)
             else:
                 out[a], out[b] = (r, cols), (rows, r)
+                if self.lora_b_bias(m):
+                    out[self.lora_b_bias(m)] = (rows,)
         return out
 
     def fresh_embedding_tensor(self, name):
@@ -134,6 +146,21 @@ class LoraTables:
         saved["lora_head"] = (hd, drop)
         return be.linear(hd, be.param(a), None), be.param(b), self.scalings[m]
 
+    def head_bias(self, be, bias):
+        """The logits' bias: the head's own `bias` (or None) plus the head LoRA's scaling * b_B
+        with lora_bias."""
+        m = self.of_kind(HEAD)
+        if m is None or not self.lora_b_bias(m):
+            return bias
+        low = be.scale(be.param(self.lora_b_bias(m)), self.scalings[m])
+        return low if bias is None else be.add(bias, low)
+
+    def head_bias_backward(self, be, dbias):
+        """Add the logits' bias gradient `dbias` to lora_B's bias's, scaled (nothing without)."""
+        m = self.of_kind(HEAD)
+        if m is not None and self.lora_b_bias(m):
+            be.accumulate(be.grad(self.lora_b_bias(m)), dbias, self.scalings[m])
+
     def head_logits(self, be, logits, hidden):
         """Generation's logits plus the head LoRA's term s (h A^T) B^T (no dropout)."""
         m = self.of_kind(HEAD)
@@ -154,15 +181,23 @@ class LoraTables:
 
     # --- merged ---
 
-    def merges(self, table_of, merge, head_name):
+    def merges(self, table_of, merge, head_name, head_bias=None):
         """merge(...) (models/lora.py's Merge) of each wrapped table, table_of(module) its base
-        tensor: W + s B.A for the output layer (named `head_name` in the merged model), E + s
-        (B.A)^T for the embedding."""
+        tensor: W + s B.A for the output layer (named `head_name` in the merged model; with
+        lora_bias its bias `head_bias` + s b_B, None where it has none), E + s (B.A)^T for the
+        embedding."""
         out = []
         for m in self.targets:
             a, b = self.names(m)
             embedding = self.kinds[m] == EMBEDDING
             out.append(merge(f"{m}.merged.weight", table_of(m), a, b, self.ranks[m],
                              self.scalings[m], transposed=embedding,
-                             name=None if embedding else head_name))
+                             name=None if embedding else head_name,
+                             lora_bias=self.lora_b_bias(m), bias=None if embedding else head_bias))
         return out
+
+    def unmergeable(self, head_bias):
+        """The wrapped output layer, where its lora_B bias has no bias of the layer's own
+        (`head_bias` None) to merge into."""
+        m = self.of_kind(HEAD)
+        return [self.full_name(m)] if m is not None and self.lora_b_bias(m) and not head_bias else []

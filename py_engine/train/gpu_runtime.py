@@ -395,7 +395,8 @@ class GpuRuntime(Runtime):
         p = self.be.params
         out = {w: (p[merged].shape, await self._read(p[merged]))
                for merged, w, *_ in self.model.merge_names()}
-        biased = [m for m in self.model.merge_names() if m.lora_bias is not None]
+        biased = [m for m in self.model.merge_names() + self.model.table_merge_names()
+                  if m.lora_bias is not None]
         if biased:
             program, scratch = self.device.program("merge biases"), []
             merged = {m.bias_target: self.be.new(*p[m.bias].shape, label=m.bias_target)

@@ -215,12 +215,12 @@ class NumpyRuntime(Runtime):
         p = self.be.params
         out = {w: (p[merged].shape, p[merged].astype(np.float32).ravel())
                for merged, w, *_ in self.model.merge_names()}
-        for m in self.model.merge_names():
-            if m.lora_bias is not None:
-                out[m.bias_target] = (p[m.bias].shape, self._merged_bias(m).astype(np.float32))
         for m in self.model.table_merge_names():      # made here alone: inference needs none
             value = self._merged(m)
             out[m.target] = (value.shape, value.astype(np.float32).ravel())
+        for m in self.model.merge_names() + self.model.table_merge_names():
+            if m.lora_bias is not None:
+                out[m.bias_target] = (p[m.bias].shape, self._merged_bias(m).astype(np.float32))
         return out
 
     async def to_full(self):
