@@ -111,6 +111,19 @@ def qwen2_adapter(tmp_path, targets, seed, **lora):
     return model_dir, tmp_path / "adapter", peft.eval()
 
 
+def merged_is_peft_s(chat, peft):
+    """The merged model of `chat` (each lora_B bias added to its layer's): every tensor is
+    PEFT's merge_and_unload's (1e-6 of its largest value). Returns it."""
+    merged = run(MergedModel.of(chat))
+    hf = dict(peft.merge_and_unload().named_parameters())
+    assert set(hf) == set(merged.names())
+    for name in merged.names():
+        ref = hf[name].detach().double().numpy().ravel()
+        got = np.asarray(merged.floats(name), np.float64)
+        assert np.abs(got - ref).max() <= 1e-6 * np.abs(ref).max(), name
+    return merged
+
+
 @pytest.mark.parametrize("backend", ["numpy", "gpu"])
 def test_a_lora_bias_chat_adapter_gives_peft_s_logits_and_merged_tensors(tmp_path, device, backend):
     """PEFT's adapter with lora_B biases on a tiny Qwen2's q, k and v (which have biases, here
@@ -125,13 +138,7 @@ def test_a_lora_bias_chat_adapter_gives_peft_s_logits_and_merged_tensors(tmp_pat
     assert any(n.endswith(".lora_B.bias") for n in load_adapter(adapter)[1])
     chat = em.check_logits_at_every_step(model_dir, adapter, ids, want, backend, device)
 
-    merged = run(MergedModel.of(chat))
-    hf = dict(peft.merge_and_unload().named_parameters())
-    assert set(hf) == set(merged.names())
-    for name in merged.names():
-        ref = hf[name].detach().double().numpy().ravel()
-        got = np.asarray(merged.floats(name), np.float64)
-        assert np.abs(got - ref).max() <= 1e-6 * np.abs(ref).max(), name
+    merged = merged_is_peft_s(chat, peft)
     base = dict(AutoModelForCausalLM.from_pretrained(model_dir).named_parameters())
     moved = base["model.layers.0.self_attn.q_proj.bias"].detach().double().numpy()
     assert np.abs(np.asarray(merged.floats("model.layers.0.self_attn.q_proj.bias")) - moved).max() > 1e-3
@@ -160,13 +167,7 @@ def test_a_head_s_lora_b_bias_gives_peft_s_logits_and_merged_tensors(tmp_path, d
     with torch.no_grad():
         want = peft(torch.tensor([ids])).logits[0].double().numpy()
     chat = em.check_logits_at_every_step(model_dir, adapter, ids, want, backend, device)
-    merged = run(MergedModel.of(chat))
-    hf = dict(peft.merge_and_unload().named_parameters())
-    assert set(hf) == set(merged.names())
-    for name in merged.names():
-        ref = hf[name].detach().double().numpy().ravel()
-        got = np.asarray(merged.floats(name), np.float64)
-        assert np.abs(got - ref).max() <= 1e-6 * np.abs(ref).max(), name
+    merged_is_peft_s(chat, peft)
     if backend == "gpu":      # four AdamW steps on both backends (float32): the same tensors
         trained = []
         for runtime in ("numpy", "gpu"):
