@@ -45,6 +45,7 @@ import warnings
 
 from py_engine.labels import MULTI_LABEL, PROBLEM_TYPES, REGRESSION, SINGLE_LABEL
 from py_engine.models.lora_config import LORA_BIAS
+from py_engine.train.schedule import SCHEDULES
 
 # --- option values ------------------------------------------------------------------------------
 
@@ -338,7 +339,8 @@ def train_options(args, *extra):
     """The TrainConfig options the user gave; the API's defaults apply to the rest."""
     options = given_options(args, "epochs", "lr", "batch_size", "grad_accum", "seed", "max_length",
                      "max_grad_norm", "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon",
-                     "gradient_checkpointing", *extra)
+                     "gradient_checkpointing", "lr_scheduler_type", "warmup_ratio",
+                     "warmup_steps", *extra)
     if options.get("max_grad_norm") == NO_CLIPPING:
         options["max_grad_norm"] = None
     return options
@@ -921,6 +923,14 @@ def add_training_options(p):
     p.add_argument("--lr", type=POSITIVE, help="default: 5e-4 classifiers, 2e-4 chat models")
     p.add_argument("--batch-size", type=COUNT, help="default: 16 classifiers, 4 chat models")
     p.add_argument("--grad-accum", type=COUNT)
+    p.add_argument("--lr-scheduler-type", choices=SCHEDULES,
+                   help="the learning rate's schedule after its warmup, as transformers' "
+                        "lr_scheduler_type (default linear: down to 0 at the last step)")
+    p.add_argument("--warmup-ratio", type=FRACTION,
+                   help="the share of the steps that warm the rate up from 0 (default 0.1 "
+                        "classifiers, 0 chat models)")
+    p.add_argument("--warmup-steps", type=NON_NEGATIVE_INT,
+                   help="the warmup's steps, in place of --warmup-ratio's share when > 0")
     p.add_argument("--max-grad-norm", type=_grad_norm,
                    help=f"clip the gradient norm to this (default 1.0); {NO_CLIPPING!r}: do "
                         "not clip")

@@ -180,8 +180,9 @@ def check_exports_merged_only(model, adapter, root, words):
 
 def test_modules_to_save_trains_the_output_layer_whole(workspace):
     """--modules-to-save lm_head: the output layer trains whole beside the LoRA (PEFT's
-    modules_to_save); the adapter holds it and PEFT scores as the CLI does (1e-5). Classifiers,
-    T5 and training jobs refuse the option by name."""
+    modules_to_save); the adapter holds it and PEFT scores as the CLI does (1e-5). A classifier
+    takes only its head (its module named otherwise is refused by name, before anything
+    loads); T5 and training jobs refuse the option by name."""
     root, model, data = workspace
     out = root / "out-saved"
     cli("train", "--model", model, "--data", data, "--out", out, "--epochs", 1, "--lr", 1e-2,
@@ -198,9 +199,9 @@ def test_modules_to_save_trains_the_output_layer_whole(workspace):
     labelled = write_jsonl(root / "labelled.jsonl", [{"text": "a b", "label": "x"},
                                                       {"text": "c d", "label": "y"}])
     refused = cli("train", "--model", bert, "--data", labelled, "--out", root / "no",
-                  "--modules-to-save", "classifier", check=False)
-    assert refused.returncode == 2 and "--modules-to-save" in refused.stderr and \
-        "only for chat models" in refused.stderr, refused.stderr
+                  "--modules-to-save", "classifier,LayerNorm", check=False)
+    assert refused.returncode == 2 and "modules_to_save 'LayerNorm' names bert.embeddings." \
+        "LayerNorm" in refused.stderr and not (root / "no").exists(), refused.stderr
     broken = root / "broken.jsonl"
     broken.write_text("{not json\n")
     norm = cli("train", "--model", model, "--data", broken, "--out", root / "no",

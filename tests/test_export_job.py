@@ -226,15 +226,21 @@ def test_chat_job_on_one_and_two_processes(ws, tmp_path, capsys):
 ADAM = {"adam_beta1": 0.8, "adam_beta2": 0.99, "adam_epsilon": 1e-6}
 
 
-@pytest.mark.parametrize("use_dora, bias", [(False, "none"), (True, "none"), (False, "all")])
-def test_dialogpt_job_trains_as_py_engine(ws, tmp_path, capsys, use_dora, bias):
+SCHEDULE = {"lr_scheduler_type": "cosine", "warmup_steps": 2}
+
+
+@pytest.mark.parametrize("use_dora, bias, other", [(False, "none", False), (True, "none", False),
+                                                   (False, "all", False), (False, "none", True)])
+def test_dialogpt_job_trains_as_py_engine(ws, tmp_path, capsys, use_dora, bias, other):
     """A GPT-2 family checkpoint without a chat template (DialoGPT's): the job renders DialoGPT's
     format (turns joined by the end-of-text token) as py_engine does, trains the Conv1D LoRA
     (fan_in_fan_out; DoRA with --use-dora, its magnitudes starting from py_engine's; every bias
-    beside it with --bias all, the norms' too, starting from the checkpoint's) on c_attn,
-    and each step's loss and gradient norm are py_engine's; with --dropout 0 on a checkpoint
-    whose config has dropout, both train without it; AdamW's options other than transformers'
-    defaults reach both."""
+    beside it with --bias all, the norms' too, starting from the checkpoint's; lora_B's biases
+    with --lora-bias) on c_attn, and each step's loss, gradient norm and learning rate are
+    py_engine's (a cosine schedule after two warmup steps with --lr-scheduler-type and
+    --warmup-steps, transformers' names); with --dropout 0 on a checkpoint whose config has
+    dropout, both train without it; AdamW's options other than transformers' defaults reach
+    both."""
     from py_engine.tokenizers.checkpoint import DIALOGPT_TEMPLATE
 
     model = tiny_dialogpt_dir(tmp_path / "dialogpt", embd_pdrop=0.1, resid_pdrop=0.1, attn_pdrop=0.1)
@@ -243,7 +249,9 @@ def test_dialogpt_job_trains_as_py_engine(ws, tmp_path, capsys, use_dora, bias):
                            "--batch-size", 2, "--epochs", 2, "--lr", 5e-3, "--seed", 3, "--dropout", 0,
                            *(f"--{k.replace('_', '-')}={v}" for k, v in ADAM.items()),
                            *(["--use-dora"] if use_dora else []),
-                           *(["--bias", bias] if bias != "none" else []))
+                           *(["--bias", bias] if bias != "none" else []),
+                           *([f"--{k.replace('_', '-')}={v}" for k, v in SCHEDULE.items()]
+                             + ["--lora-bias"] if other else []))
     assert code == 0, err
     spec = json.loads((job / "job.json").read_text())
     assert spec["fallback_chat_template"] == DIALOGPT_TEMPLATE and spec["dropout"] == 0.0
@@ -252,14 +260,16 @@ def test_dialogpt_job_trains_as_py_engine(ws, tmp_path, capsys, use_dora, bias):
     config = json.loads((job / "adapter" / "adapter_config.json").read_text())
     assert config["fan_in_fan_out"] is True and config["target_modules"] == ["c_attn"]
     assert config["use_dora"] is use_dora and config["bias"] == bias
+    assert config["lora_bias"] is other and (spec["train"]["lr_scheduler_type"] == "cosine") is other
 
     lora = LoraConfig(r=8, lora_alpha=16, target_modules=["c_attn"], use_dora=use_dora,
-                      bias=bias) if use_dora or bias != "none" else None
+                      bias=bias, lora_bias=other) if use_dora or bias != "none" or other else None
     chat = run(ChatModel.create(model, seed=3, dropout=0.0, lora=lora))
     assert chat.max_length == 64
     examples, _ = encode_chat_examples(read_chat_jsonl(ws["chats"]), chat.tokenizer,
                                        chat.template, max_length=chat.max_length, skip_untrainable=True)
-    run(run(chat.trainer(examples, CausalTrainConfig(epochs=2, lr=5e-3, batch_size=2, seed=3, **ADAM))).run())
+    run(run(chat.trainer(examples, CausalTrainConfig(epochs=2, lr=5e-3, batch_size=2, seed=3, **ADAM,
+                                                     **(SCHEDULE if other else {})))).run())
     _, log = launch(job, "--cpu", output=tmp_path / "out")
     assert_same_steps(log, chat.history)
     ours = {f"base_model.model.{name}": np.frombuffer(bytes(data), np.float32)

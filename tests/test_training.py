@@ -4,7 +4,7 @@ backends, reproducibility, batching, the learning-rate schedule."""
 import numpy as np
 import pytest
 import torch
-from transformers import get_linear_schedule_with_warmup
+from transformers import get_scheduler
 
 import peft_oracle as po
 from conftest import run
@@ -15,7 +15,7 @@ from py_engine.train.batch import Batch
 from py_engine.train.batching import padded_length, plan_epoch
 from py_engine.train.classifier import TextClassifier
 from py_engine.train.config import ClassifierTrainConfig, ConfigError, TrainConfig
-from py_engine.train.schedule import linear_warmup_decay
+from py_engine.train.schedule import SCHEDULES, learning_rate
 
 
 @pytest.fixture(scope="module")
@@ -113,14 +113,40 @@ def test_plan_epoch_buckets_and_covers_every_example():
     assert waste < 0.25, waste         # bucketing keeps padding small
 
 
-def test_schedule_matches_transformers():
-    params = [torch.nn.Parameter(torch.zeros(1))]
-    opt = torch.optim.SGD(params, lr=3e-4)
-    sched = get_linear_schedule_with_warmup(opt, num_warmup_steps=7, num_training_steps=50)
-    for step in range(55):
-        assert linear_warmup_decay(step, 3e-4, 7, 50) == pytest.approx(opt.param_groups[0]["lr"], abs=1e-15)
+@pytest.mark.parametrize("kind", SCHEDULES)
+def test_schedules_match_transformers(kind):
+    """Each lr_scheduler_type's rate at every step (and past the last) is transformers'
+    get_scheduler's, for fresh random warmups and lengths (a warmup of 0, and one as long as
+    the run, among them)."""
+    rng = np.random.default_rng()
+    for total in [1, 2] + rng.integers(3, 200, 6).tolist():
+        for warmup in {0, total, int(rng.integers(0, total + 1))}:
+            opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=3e-4)
+            sched = get_scheduler(kind, opt, num_warmup_steps=warmup, num_training_steps=total)
+            for step in range(total + 3):
+                assert learning_rate(step, 3e-4, warmup, total, kind) == pytest.approx(
+                    opt.param_groups[0]["lr"], rel=1e-12, abs=1e-18), (kind, total, warmup, step)
+                opt.step()
+                sched.step()
+
+
+def test_the_trainer_follows_the_schedule_asked_for(tiny):
+    """A cosine schedule with warmup_steps (which wins over warmup_ratio, as in transformers):
+    every step's rate is get_scheduler's over the run's steps."""
+    model_dir, _ = tiny
+    clf = run(TextClassifier.create(model_dir, ["a", "b"], seed=5))
+    examples = [Example(f"text number {i}", "ab"[i % 2]) for i in range(20)]
+    config = TrainConfig(epochs=3, batch_size=4, lr=1e-2, warmup_ratio=0.5, warmup_steps=4,
+                         lr_scheduler_type="cosine")
+    history = run(clf.fit(examples, config))
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1e-2)
+    sched = get_scheduler("cosine", opt, num_warmup_steps=4, num_training_steps=15)
+    want = []
+    for _ in range(15):
+        want.append(opt.param_groups[0]["lr"])
         opt.step()
         sched.step()
+    np.testing.assert_allclose([h.lr for h in history], want, rtol=1e-12)
 
 
 def test_train_config_rejects_nonsense():
@@ -129,7 +155,8 @@ def test_train_config_rejects_nonsense():
                 dict(weight_decay=-0.1), dict(warmup_ratio=1.0), dict(max_length=2),
                 dict(epochs=1.5), dict(seed=-1), dict(adam_beta1=1.0), dict(adam_beta2=-0.1),
                 dict(adam_epsilon=0.0), dict(adam_epsilon=float("inf")), dict(adam_epsilon=1e-300),
-                dict(lr=1e39), dict(weight_decay=10 ** 40), dict(max_grad_norm=1e-40)):
+                dict(lr=1e39), dict(weight_decay=10 ** 40), dict(max_grad_norm=1e-40),
+                dict(warmup_steps=-1), dict(warmup_steps=2.5), dict(lr_scheduler_type="cosine_with_restarts")):
         with pytest.raises(ConfigError):
             TrainConfig(**bad)
     for bad in (dict(label_smoothing=1.0), dict(class_weights=[0.0, 0.0]), dict(class_weights=[1.0, -1.0])):

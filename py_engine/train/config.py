@@ -12,6 +12,8 @@ Every value is checked when the config is made; a bad one is a ValueError naming
 import math
 from dataclasses import asdict, dataclass, fields
 
+from .schedule import SCHEDULES
+
 MODES = ("lora", "full", "hybrid")
 
 
@@ -49,7 +51,8 @@ def _finite(name, value, low=None, high=None, low_open=False, high_open=True):
 @dataclass
 class TrainConfig:
     """What the training loop needs, whatever the task. max_grad_norm None disables clipping.
-    The AdamW options keep transformers' names and defaults (TrainingArguments), as does
+    The AdamW options keep transformers' names and defaults (TrainingArguments), as do the
+    schedule's (lr_scheduler_type, warmup_ratio, warmup_steps: schedule.py) and
     gradient_checkpointing: recompute each layer's forward in the backward instead of keeping
     its activations, about a third more compute for the activations of one layer instead of
     all (models/checkpointing.py; the gradients are the same)."""
@@ -59,6 +62,8 @@ class TrainConfig:
     batch_size: int = 16
     grad_accum: int = 1
     warmup_ratio: float = 0.1
+    warmup_steps: int = 0       # transformers': when > 0, the warmup's length, not warmup_ratio's
+    lr_scheduler_type: str = "linear"       # schedule.SCHEDULES, transformers' names
     max_grad_norm: float = 1.0
     weight_decay: float = 0.01
     adam_beta1: float = 0.9
@@ -81,6 +86,12 @@ class TrainConfig:
             raise ConfigError(f"seed must be a whole number >= 0, got {self.seed!r}")
         _finite("lr", self.lr, low=0.0, low_open=True, high=None)
         _finite("warmup_ratio", self.warmup_ratio, 0.0, 1.0)
+        if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) or \
+                self.warmup_steps < 0:
+            raise ConfigError(f"warmup_steps must be a whole number >= 0, got {self.warmup_steps!r}")
+        if self.lr_scheduler_type not in SCHEDULES:
+            raise ConfigError(f"lr_scheduler_type must be one of {', '.join(SCHEDULES)} "
+                              f"(transformers' names), got {self.lr_scheduler_type!r}")
         _finite("weight_decay", self.weight_decay, 0.0, None)
         _finite("adam_beta1", self.adam_beta1, 0.0, 1.0, high_open=True)
         _finite("adam_beta2", self.adam_beta2, 0.0, 1.0, high_open=True)

@@ -36,7 +36,7 @@ import time
 
 from .batching import plan_epoch
 from .guard import Guard
-from .schedule import linear_warmup_decay
+from .schedule import learning_rate
 
 MICRO_SEED_STRIDE = 1_000_003   # dropout seeds of a planned batch's later micro-batches
 
@@ -185,7 +185,7 @@ class Trainer:
         self.steps_per_epoch = math.ceil(batches / self.config.grad_accum)
         steps = self.steps_per_epoch * self.config.epochs
         self.total_steps = self.progress.start + steps
-        self.warmup_steps = int(self.config.warmup_ratio * steps)
+        self.warmup_steps = self.config.warmup_steps or int(self.config.warmup_ratio * steps)
         self._plans = {}
 
     async def replace_data(self, examples, validation=None, fresh_optimizer=False):
@@ -289,8 +289,8 @@ class Trainer:
     def lr(self, step):
         """The learning rate of optimizer step `step` (0-based)."""
         start = self.progress.start
-        return linear_warmup_decay(step - start, self.base_lr, self.warmup_steps,
-                                   self.total_steps - start)
+        return learning_rate(step - start, self.base_lr, self.warmup_steps,
+                             self.total_steps - start, self.config.lr_scheduler_type)
 
     def adam(self):
         """The config's AdamW options, as the runtimes' update() names them."""
