@@ -148,7 +148,7 @@ def dumps_dataset(records, fmt, system_prompt=None, include_system=True):
                for r in as_records(records)]
     if fmt == "csv":
         for k, r in enumerate(records):
-            if isinstance(r.label, str) and isinstance(label_list(r.label), list):
+            if isinstance(r.label, str) and label_list(r.label) is not None:
                 _refuse(k, r, fmt, f"its label {r.label!r:.60} reads as a JSON array, which a CSV "
                         "label cell holds for a multi-label record's names; use json or jsonl")
         return _dumps_csv(records)
@@ -500,9 +500,8 @@ def _csv_record(cells, complete, where, source, origin):
 
     carried = cell_json("origin")
     label = cells.get("label") or None
-    if label is not None and label_list(label) is not None:
-        label = label_list(label)
-    fields = {"text": cells.get("text") or None, "label": label,
+    names = None if label is None else label_list(label)
+    fields = {"text": cells.get("text") or None, "label": label if names is None else names,
               "messages": cell_json("messages"), "id": cell_json("id"),
               "origin": origin if carried is None else carried}
     kind = cells.get("kind") or ("classification" if fields["label"] is not None else "causal_lm")

@@ -1,6 +1,7 @@
 """PEFT's modules_to_save on a language model: its embedding and output layer trained whole
 beside the LoRA, as adapters trained after adding tokens carry them (TRL's setup_chat_format
-resizes the vocabulary; the adapter saves both tables, the tokenizer is saved beside it).
+resizes the vocabulary; the adapter saves both tables, the tokenizer is saved beside it). On an
+encoder classifier it names what of its head trains whole, and on T5 nothing (named_whole).
 
 A family's config takes SavedModulesConfig and names its whole_modules (modules_to_save's
 entries name them by PEFT's rule: saved_modules); models/decoder.py trains them
@@ -36,10 +37,9 @@ def check_saved_modules(entries, modules, where=""):
 
 def named_whole(entries, names, whole, family):
     """The modules of `whole` (full names: those a classifier may train whole, its head's;
-    none in T5)
-    that modules_to_save `entries` name by PEFT's rule for them (ModulesToSaveWrapper wraps
-    every module whose full name ends with an entry: "classifier" names "pre_classifier" too),
-    one naming a module inside one of them naming that one. An entry naming any other module
+    none in T5) that modules_to_save `entries` name by PEFT's rule for them
+    (ModulesToSaveWrapper wraps every module whose full name ends with an entry: "classifier"
+    names "pre_classifier" too), one naming a module inside one of them naming that one. An entry naming any other module
     of the model, whose tensors' full names are `names`, would train it whole beside the
     LoRA, which is not built here: LoraConfigError naming it. An entry naming nothing is
     passed over, as PEFT passes it over ("score", PEFT's default, on an encoder)."""
