@@ -337,7 +337,7 @@ def _check_command_model(args, *wanted):
 
 def train_options(args, *extra):
     """The TrainConfig options the user gave; the API's defaults apply to the rest."""
-    options = given_options(args, "epochs", "lr", "batch_size", "grad_accum", "seed", "max_length",
+    options = given_options(args, "epochs", "max_steps", "lr", "batch_size", "grad_accum", "seed", "max_length",
                      "max_grad_norm", "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon",
                      "gradient_checkpointing", "lr_scheduler_type", "warmup_ratio",
                      "warmup_steps", *extra)
@@ -920,6 +920,9 @@ def add_training_options(p):
     p.add_argument("--max-length", type=MAX_LENGTH,
                    help="tokens; default 128 classifiers, 512 chat models")
     p.add_argument("--epochs", type=COUNT)
+    p.add_argument("--max-steps", type=COUNT,
+                   help="the run's optimizer steps in place of --epochs', as transformers' "
+                        "max_steps (the data goes round as often as it takes)")
     p.add_argument("--lr", type=POSITIVE, help="default: 5e-4 classifiers, 2e-4 chat models")
     p.add_argument("--batch-size", type=COUNT, help="default: 16 classifiers, 4 chat models")
     p.add_argument("--grad-accum", type=COUNT)

@@ -149,6 +149,21 @@ def test_the_trainer_follows_the_schedule_asked_for(tiny):
     np.testing.assert_allclose([h.lr for h in history], want, rtol=1e-12)
 
 
+def test_max_steps_runs_that_many_steps_whatever_the_epochs(tiny):
+    """max_steps (transformers'): the run's optimizer steps in place of the epochs', the epoch
+    plan going round as often as it takes (here past the one epoch asked for), the schedule
+    over those steps."""
+    model_dir, _ = tiny
+    clf = run(TextClassifier.create(model_dir, ["a", "b"], seed=5))
+    examples = [Example(f"text number {i}", "ab"[i % 2]) for i in range(20)]
+    history = run(clf.fit(examples, TrainConfig(epochs=1, max_steps=12, batch_size=4, lr=1e-2,
+                                                warmup_ratio=0.0)))
+    assert [h.step for h in history] == list(range(1, 13))
+    assert [h.epoch for h in history] == [0] * 5 + [1] * 5 + [2] * 2
+    np.testing.assert_allclose([h.lr for h in history], [1e-2 * (12 - k) / 12 for k in range(12)],
+                               rtol=1e-12)
+
+
 def test_train_config_rejects_nonsense():
     for bad in (dict(epochs=0), dict(lr=-1.0), dict(lr=0.0), dict(batch_size=0), dict(grad_accum=0),
                 dict(max_grad_norm=0.0), dict(max_grad_norm=-1.0), dict(lr=float("nan")),
@@ -156,7 +171,8 @@ def test_train_config_rejects_nonsense():
                 dict(epochs=1.5), dict(seed=-1), dict(adam_beta1=1.0), dict(adam_beta2=-0.1),
                 dict(adam_epsilon=0.0), dict(adam_epsilon=float("inf")), dict(adam_epsilon=1e-300),
                 dict(lr=1e39), dict(weight_decay=10 ** 40), dict(max_grad_norm=1e-40),
-                dict(warmup_steps=-1), dict(warmup_steps=2.5), dict(lr_scheduler_type="cosine_with_restarts")):
+                dict(warmup_steps=-1), dict(warmup_steps=2.5), dict(lr_scheduler_type="cosine_with_restarts"),
+                dict(max_steps=0), dict(max_steps=2.0)):
         with pytest.raises(ConfigError):
             TrainConfig(**bad)
     for bad in (dict(label_smoothing=1.0), dict(class_weights=[0.0, 0.0]), dict(class_weights=[1.0, -1.0])):

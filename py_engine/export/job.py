@@ -360,7 +360,7 @@ def job_files(job):
         data["validation"] = "data/validation.jsonl"
         files[data["validation"]] = _dataset(job, job.validation, dumps_dataset)
     settings = {k: v for k, v in job.config.as_dict().items()
-                if k in ("epochs", "lr", "batch_size", "grad_accum", "warmup_ratio",
+                if k in ("epochs", "max_steps", "lr", "batch_size", "grad_accum", "warmup_ratio",
                          "warmup_steps", "lr_scheduler_type", "max_grad_norm", "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon",
                          "seed", "max_length", "pad_multiple",
                          "label_smoothing")}

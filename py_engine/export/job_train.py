@@ -467,14 +467,15 @@ def train(job, args):
         if job["data"].get("validation") else None
     steps_per_epoch = math.ceil(math.ceil(len(items) / settings["batch_size"])
                                 / settings["grad_accum"])
-    total = steps_per_epoch * settings["epochs"]
+    total = settings.get("max_steps") or steps_per_epoch * settings["epochs"]
     checkpointing = bool((preset or {}).get("gradient_checkpointing",
                                             job["gradient_checkpointing"]))
     output = Path(args.output)
     precision = job["precision"]
     training_args = transformers.TrainingArguments(
         output_dir=str(output / "trainer"), num_train_epochs=settings["epochs"],
-        max_steps=args.max_steps or -1, per_device_train_batch_size=settings["batch_size"],
+        max_steps=args.max_steps or settings.get("max_steps") or -1,
+        per_device_train_batch_size=settings["batch_size"],
         gradient_accumulation_steps=settings["grad_accum"], learning_rate=settings["lr"],
         weight_decay=settings["weight_decay"], adam_beta1=settings["adam_beta1"],
         adam_beta2=settings["adam_beta2"], adam_epsilon=settings["adam_epsilon"],

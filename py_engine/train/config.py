@@ -58,6 +58,7 @@ class TrainConfig:
     all (models/checkpointing.py; the gradients are the same)."""
 
     epochs: int = 3
+    max_steps: int = None       # transformers': when given, the run's optimizer steps, not epochs'
     lr: float = 5e-4
     batch_size: int = 16
     grad_accum: int = 1
@@ -77,6 +78,8 @@ class TrainConfig:
     def __post_init__(self):
         for name in ("epochs", "batch_size", "grad_accum", "pad_multiple"):
             _positive_int(name, getattr(self, name))
+        if self.max_steps is not None:
+            _positive_int("max_steps", self.max_steps)
         if not isinstance(self.gradient_checkpointing, bool):
             raise ConfigError(f"gradient_checkpointing must be true or false, got "
                               f"{self.gradient_checkpointing!r}")

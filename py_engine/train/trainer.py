@@ -183,7 +183,7 @@ class Trainer:
         self.lengths = self.task.lengths(self.examples)
         batches = math.ceil(len(self.examples) / self.config.batch_size)
         self.steps_per_epoch = math.ceil(batches / self.config.grad_accum)
-        steps = self.steps_per_epoch * self.config.epochs
+        steps = self.run_steps
         self.total_steps = self.progress.start + steps
         self.warmup_steps = self.config.warmup_steps or int(self.config.warmup_ratio * steps)
         self._plans = {}
@@ -257,6 +257,12 @@ class Trainer:
                 await hook.finish(self)
 
     # --- the data plan ---
+
+    @property
+    def run_steps(self):
+        """The optimizer steps of a run: max_steps where given (the epoch plan goes round as
+        often as it takes), else `epochs` epochs'."""
+        return self.config.max_steps or self.steps_per_epoch * self.config.epochs
 
     @property
     def done(self):
@@ -564,7 +570,7 @@ class Trainer:
 
     def load_state(self, state):
         progress = Progress.from_dict(state["progress"])
-        total = progress.start + self.steps_per_epoch * self.config.epochs
+        total = progress.start + self.run_steps
         if progress.step > total or progress.cursor >= max(1, self.steps_per_epoch):
             raise ValueError(f"the saved progress (step {progress.step}) does not fit this run of "
                              f"{total} steps")
