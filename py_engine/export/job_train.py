@@ -36,7 +36,8 @@ the page (or the page continues a job's) without a jump:
   - the loss: each planned batch's is the mean over its trained tokens (rows, for a
     classifier; a multi-label one's logits, its binary cross-entropy) on every process, an
     optimizer step's the mean over its accumulated batches;
-    AdamW decaying every trainable tensor, transformers' linear warmup and decay, clipping.
+    AdamW decaying every trainable tensor, transformers' schedule (lr_scheduler_type, after
+    its warmup; max_steps where given), clipping.
 Dropout (a checkpoint's hidden_dropout_prob or T5's dropout_rate, lora_dropout) draws torch's
 masks, not py_engine's: with it, runs agree in distribution rather than step for step.
 job.json's "dropout" (export-job --dropout, as train's) sets every dropout of the base model
