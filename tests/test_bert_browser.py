@@ -54,13 +54,12 @@ def step_code(step, batch, seed, checkpointing=False):
                                           "mask": batch.mask, "labels": batch.labels})))
 
 
-@pytest.mark.parametrize("options", [{}, {"use_dora": True}, {"bias": "all"},
-                                     {"target_modules": ("word_embeddings", "query", "value")},
-                                     {"lora_bias": True}])
+@pytest.mark.parametrize("options", [{}, {"use_dora": True}, {"bias": "all", "lora_bias": True},
+                                     {"target_modules": ("word_embeddings", "query", "value")}])
 def test_tiny_bert_step_in_the_browser(engine_page, tmp_path, options):
     """LoRA, DoRA (on the pooler too: "dense"), LoRA with every bias trained beside it
-    (PEFT's bias="all", the norms' too), LoRA on the word embedding too, or LoRA with lora_B
-    biases (PEFT's lora_bias), with dropout; a fresh DoRA adapter's magnitudes are the host's
+    (PEFT's bias="all", the norms' too) and lora_B's own biases (PEFT's lora_bias), or LoRA on
+    the word embedding too, with dropout; a fresh DoRA adapter's magnitudes are the host's
     row norms."""
     model_dir = po.tiny_bert_dir(tmp_path / "model", seed=51)
     options = dict(options)

@@ -226,18 +226,18 @@ def test_chat_job_on_one_and_two_processes(ws, tmp_path, capsys):
 ADAM = {"adam_beta1": 0.8, "adam_beta2": 0.99, "adam_epsilon": 1e-6}
 
 
-SCHEDULE = {"lr_scheduler_type": "cosine", "warmup_steps": 2, "max_steps": 25}
+SCHEDULE = {"lr_scheduler_type": "cosine", "warmup_steps": 2, "max_steps": 21}
 
 
 @pytest.mark.parametrize("use_dora, bias, other", [(False, "none", False), (True, "none", False),
-                                                   (False, "all", False), (False, "none", True)])
+                                                   (False, "all", True)])
 def test_dialogpt_job_trains_as_py_engine(ws, tmp_path, capsys, use_dora, bias, other):
     """A GPT-2 family checkpoint without a chat template (DialoGPT's): the job renders DialoGPT's
     format (turns joined by the end-of-text token) as py_engine does, trains the Conv1D LoRA
     (fan_in_fan_out; DoRA with --use-dora, its magnitudes starting from py_engine's; every bias
     beside it with --bias all, the norms' too, starting from the checkpoint's; lora_B's biases
     with --lora-bias) on c_attn, and each step's loss, gradient norm and learning rate are
-    py_engine's (a cosine schedule after two warmup steps over 25 steps, past the epochs asked
+    py_engine's (a cosine schedule after two warmup steps over 21 steps, past the epochs asked
     for, with --lr-scheduler-type, --warmup-steps and --max-steps, transformers' names); with --dropout 0 on a checkpoint whose config has
     dropout, both train without it; AdamW's options other than transformers' defaults reach
     both."""
@@ -271,7 +271,7 @@ def test_dialogpt_job_trains_as_py_engine(ws, tmp_path, capsys, use_dora, bias, 
     run(run(chat.trainer(examples, CausalTrainConfig(epochs=2, lr=5e-3, batch_size=2, seed=3, **ADAM,
                                                      **(SCHEDULE if other else {})))).run())
     if other:       # max_steps: past the two epochs asked for
-        assert len(chat.history) == 25 and chat.history[-1].epoch >= 2, [s.epoch for s in chat.history]
+        assert len(chat.history) == 21 and chat.history[-1].epoch >= 2, [s.epoch for s in chat.history]
     _, log = launch(job, "--cpu", output=tmp_path / "out")
     assert_same_steps(log, chat.history)
     ours = {f"base_model.model.{name}": np.frombuffer(bytes(data), np.float32)
