@@ -570,12 +570,15 @@ class AdaptedModel:
         bias = self.head_bias_param(be)
         dbias = self.head_bias_grad(be) if train else None
         logits_bias = tables.head_bias(be, bias)
-        if train and logits_bias is not bias:   # the head LoRA's lora_B bias: its share after
+        # with the head LoRA's lora_B bias in the logits' bias, the loss's bias gradient goes
+        # into a vector of its own, shared out after: to b_B (scaled) and the head's bias
+        shared = train and logits_bias is not bias
+        if shared:
             own, dbias = dbias, be.zeros(be.param(self.head_name).shape[0])
         out = be.lm_head_loss(hidden, be.param(self.head_name), labels, loss_scale,
                               dweight=self.head_grad(be) if train else None, backward=train,
                               bias=logits_bias, dbias=dbias, softcap=self.logit_softcap, **extra)
-        if train and logits_bias is not bias:
+        if shared:
             tables.head_bias_backward(be, dbias)
             if own is not None:
                 be.accumulate(own, dbias)
@@ -608,7 +611,7 @@ class AdaptedModel:
 
     def head_bias_param(self, be):
         """The head's bias the loss and generation add to the logits, or None."""
-        return be.param(self.linears.param_name(self.head_bias)) if self.head_bias else None
+        return be.param(self.head_bias_name) if self.head_bias else None
 
     def head_bias_grad(self, be):
         """Where the loss puts the head bias's gradient: None unless it has one and it trains
