@@ -183,11 +183,13 @@ def test_a_head_s_lora_b_bias_gives_peft_s_logits_and_merged_tensors(tmp_path, d
 
 
 @pytest.mark.parametrize("backend", ["numpy", "gpu"])
-def test_lora_biases_on_layers_without_a_bias_run_but_do_not_merge(tmp_path, device, backend, capsys):
+def test_lora_biases_on_layers_without_a_bias_run_but_do_not_merge(tmp_path, device, backend, capsys,
+                                                                    monkeypatch):
     """On a Qwen2's o_proj and MLP (no bias) PEFT trains lora_B's biases and warns that they
     cannot merge: ours gives PEFT's logits, and the merged model, its exports and the switch to
     full fine-tuning (a hybrid run's, before its first step) are refused by name before
-    anything is written, as merge_and_unload refuses them."""
+    anything is written, as merge_and_unload refuses them; the export command refuses them
+    before any weight loads."""
     from py_engine.cli import main
 
     model_dir, adapter, peft = qwen2_adapter(tmp_path, ["q_proj", "o_proj", "down_proj"], seed=7)
@@ -212,6 +214,12 @@ def test_lora_biases_on_layers_without_a_bias_run_but_do_not_merge(tmp_path, dev
         run(chat.trainer(examples, CausalTrainConfig(mode="hybrid")))   # a hybrid run: before any step
     assert not chat.history
     if backend == "numpy":
+        import py_engine.export.merged as merged_module
+
+        def loaded(*_):
+            raise AssertionError("the export loaded the model before refusing its adapter")
+
+        monkeypatch.setattr(merged_module, "load_merged", loaded)
         for form in ("merged", "gguf"):
             code = main(["export", "--model", str(model_dir), "--adapter", str(adapter),
                          "--format", form, "--out", str(tmp_path / form)])

@@ -89,6 +89,10 @@ def check_export(args):
         raise UsageError(f"--format {args.format} needs --adapter ({what})")
     if args.adapter is not None:
         check_adapter(args.adapter, ADAPTER_TASKS[kind])
+        if args.format != "gguf-lora":      # (which refuses lora_bias whatever the layers)
+            from .merged import check_lora_biases_merge
+
+            check_lora_biases_merge(args.model, args.adapter, kind)
     if kind == "encoder" and args.format == "merged":
         from ..models.checkpoint import Checkpoint
         from ..models.classifiers import adapter_pooling

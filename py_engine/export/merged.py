@@ -234,6 +234,36 @@ def load_merged(model_dir, adapter_dir=None):
     return run_sync(MergedModel.of(model))
 
 
+def check_lora_biases_merge(model_dir, adapter_dir, kind):
+    """Refuse, from the configs alone (before any weight is read), an adapter whose lora_B
+    biases (lora_bias) sit on layers without a bias of their own: no merged model holds them
+    (runtime.check_lora_biases_fold, which the merge runs too; PEFT's merge refuses them).
+    `kind`: ENCODER for a classifier (an encoder's, or a decoder's SEQ_CLS), else a decoder's
+    or a T5's."""
+    from pathlib import Path
+
+    from ..formats.peft_adapter import read_adapter_config
+    from ..models.checkpoint import Checkpoint, DecoderCheckpoint
+    from ..models.lora_config import LoraConfig
+    from ..train.runtime import check_lora_biases_fold
+
+    adapter = read_adapter_config(adapter_dir)
+    if adapter.get("lora_bias") is not True:
+        return
+    if kind == ENCODER:
+        from ..models.classifiers import classifier_model
+
+        config = Checkpoint.read_config(Path(model_dir) / "config.json")
+        model = classifier_model(config, LoraConfig.from_peft_dict(adapter, config.classifier_targets), 2)
+    else:
+        from ..models.decoders import decoder_model
+
+        config = DecoderCheckpoint.read_config(model_dir)
+        model = decoder_model(config, LoraConfig.from_language_model_dict(
+            adapter, config.lora_targets, config.whole_modules))
+    check_lora_biases_fold(model, "the merged model")
+
+
 def check_mergeable(kind, pooling, config):
     """Refuse what a Hugging Face checkpoint cannot express: transformers' BERT-family
     classifier heads pool the [CLS] token (mean pooling has no field in their config;
