@@ -104,14 +104,34 @@ def _modules(text):
     return names
 
 
-def _token_ids(text):
+def _numbers(what):
+    """A parser of `what` (token ids, layer indexes): whole numbers 0 or more, separated by
+    commas."""
+    def parse(text):
+        try:
+            ids = [int(part) for part in text.split(",")]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what} separated by commas, got {text!r}") from None
+        if any(i < 0 for i in ids):
+            raise argparse.ArgumentTypeError(f"{what} are 0 or more, got {text!r}")
+        return ids
+    return parse
+
+
+_token_ids = _numbers("token ids")
+
+
+def _patterns(text):
+    """--rank-pattern / --alpha-pattern: a JSON object {module name pattern: value}, as PEFT's
+    (LoraConfig checks the patterns and values)."""
     try:
-        ids = [int(part) for part in text.split(",")]
+        value = json.loads(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected token ids separated by commas, got {text!r}") from None
-    if any(i < 0 for i in ids):
-        raise argparse.ArgumentTypeError(f"token ids are 0 or more, got {text!r}")
-    return ids
+        value = None
+    if not isinstance(value, dict) or not value:
+        raise argparse.ArgumentTypeError(f"expected a JSON object of module name patterns and "
+                                         f"values, such as '{{\"v_proj\": 16}}', got {text!r}")
+    return value
 
 
 def _text(text):
@@ -166,7 +186,9 @@ def _user_error(e):
 
 # The options that set a new LoRA adapter (the rest of a LoraConfig is py_engine's default).
 LORA_OPTIONS = ("r", "lora_alpha", "lora_dropout", "target_modules", "use_dora", "bias",
-                "modules_to_save", "trainable_token_indices", "init_lora_weights", "lora_bias")
+                "modules_to_save", "trainable_token_indices", "init_lora_weights", "lora_bias",
+                "use_rslora", "exclude_modules", "layers_to_transform", "rank_pattern",
+                "alpha_pattern")
 
 
 def given_options(args, *names):
@@ -363,7 +385,12 @@ def lora_options(args, alpha_per_r, targets, **fixed):
                       modules_to_save=given.get("modules_to_save"),
                       trainable_token_indices=given.get("trainable_token_indices"),
                       init_lora_weights=given.get("init_lora_weights", True),
-                      lora_bias=given.get("lora_bias", False), **fixed)
+                      lora_bias=given.get("lora_bias", False),
+                      use_rslora=given.get("use_rslora", False),
+                      exclude_modules=given.get("exclude_modules"),
+                      layers_to_transform=given.get("layers_to_transform"),
+                      rank_pattern=given.get("rank_pattern"),
+                      alpha_pattern=given.get("alpha_pattern"), **fixed)
 
 
 def _json_line(values, rounded=()):
@@ -952,6 +979,23 @@ def add_training_options(p):
                    help="default: query,value (classifiers), q_proj,v_proj (chat models); "
                         "all-linear: every linear layer, as PEFT's keyword; a decoder's "
                         "embed_tokens (GPT-2: wte) and lm_head too, as PEFT wraps them")
+    p.add_argument("--use-rslora", action="store_true", default=None,
+                   help="rank-stabilized LoRA, as PEFT's use_rslora: the update is scaled by "
+                        "lora_alpha/sqrt(r) instead of lora_alpha/r")
+    p.add_argument("--exclude-modules", type=_modules,
+                   help="modules --target-modules names that are left unwrapped, as PEFT's "
+                        "exclude_modules (names, or full names such as "
+                        "model.layers.0.self_attn.q_proj)")
+    p.add_argument("--layers-to-transform", type=_numbers("layer indexes"),
+                   help="wrap the target modules of these layers only (indexes from 0, "
+                        "separated by commas), as PEFT's layers_to_transform")
+    p.add_argument("--rank-pattern", type=_patterns,
+                   help="ranks other than --r for some modules, as PEFT's rank_pattern: a JSON "
+                        "object such as '{\"v_proj\": 16}' (keys match the end of a module's "
+                        "name, as regular expressions)")
+    p.add_argument("--alpha-pattern", type=_patterns,
+                   help="lora_alpha other than --lora-alpha for some modules, as PEFT's "
+                        "alpha_pattern (a JSON object, as --rank-pattern)")
     p.add_argument("--use-dora", action="store_true", default=None,
                    help="DoRA, as PEFT's use_dora: each wrapped layer also learns a magnitude "
                         "per output feature (its weight kept f32 on the GPU)")

@@ -256,13 +256,16 @@ def test_a_job_takes_the_new_adapter_s_lora_options(api, tmp_path):
                         ({"init_lora_weights": "eva"}, "lora: init_lora_weights 'eva' draws"),
                         ({"lora_bias": True, "use_dora": True}, "lora: lora_bias (a bias on "
                          "lora_B) with DoRA (use_dora): PEFT refuses the pair"),
+                        ({"rank_pattern": {"value": 0}}, "lora: rank_pattern['value'] must be "
+                         "a positive int"),
                         ("r=4", "lora must be an object")):
         answer = api.client.post("/fine-tuning/setup", {"model": "tiny", "lora": lora})
         assert answer.status == 422 and words in answer.json()["error"], answer
     assert len(api.client.get("/fine-tuning/jobs").json()["jobs"]) == jobs_before
     doc = upload(api.client, "reviews.jsonl", labelled(24, 5))
     lora = {"r": 4, "lora_alpha": 8, "target_modules": ["query", "key", "value"],
-            "init_lora_weights": "gaussian", "use_rslora": True}
+            "init_lora_weights": "gaussian", "use_rslora": True, "exclude_modules": ["key"],
+            "layers_to_transform": [0], "rank_pattern": {"value": 2}, "alpha_pattern": {"query": 6}}
     job = api.client.wait_job(setup_job(api.client, {"model": "tiny", "documents": [doc["id"]],
                                                      "options": {"epochs": 1}, "lora": lora})["id"])
     assert job["state"] == "done" and job["lora"] == lora, job
@@ -270,6 +273,12 @@ def test_a_job_takes_the_new_adapter_s_lora_options(api, tmp_path):
     config = json.loads((adapter / "adapter_config.json").read_text())
     assert {k: sorted(config[k]) if k == "target_modules" else config[k] for k in lora} == \
         dict(lora, target_modules=sorted(lora["target_modules"]))
+    from py_engine.formats import safetensors
+
+    saved = safetensors.load(adapter / "adapter_model.safetensors")
+    assert sorted((k, saved.info(k)[1][0]) for k in saved.keys() if "lora_A" in k) == \
+        [(f"base_model.model.bert.encoder.layer.0.attention.self.{m}.lora_A.weight", r)
+         for m, r in (("query", 4), ("value", 2))]
     assert api.client.post("/fine-tuning/query", {"query": "good film"}).json()["label"] in ("neg", "pos")
 
 

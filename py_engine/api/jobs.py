@@ -37,7 +37,8 @@ SETUP_FIELDS = ("model", "documents", "options", "labels", "validation_split", "
 # The new adapter's options a setup request may give (PEFT's LoraConfig names); the rest keep
 # the app's (app/models.py: job_lora).
 LORA_FIELDS = ("r", "lora_alpha", "lora_dropout", "target_modules", "use_rslora", "use_dora",
-               "bias", "init_lora_weights", "lora_bias")
+               "bias", "init_lora_weights", "lora_bias", "exclude_modules", "layers_to_transform",
+               "rank_pattern", "alpha_pattern")
 # the classifiers a job trains: one label per text, or any number (each label's own sigmoid)
 JOB_PROBLEM_TYPES = (SINGLE_LABEL, MULTI_LABEL)
 MAX_LABELS = 1000
