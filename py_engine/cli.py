@@ -121,17 +121,23 @@ def _numbers(what):
 _token_ids = _numbers("token ids")
 
 
-def _patterns(text):
-    """--rank-pattern / --alpha-pattern: a JSON object {module name pattern: value}, as PEFT's
-    (LoraConfig checks the patterns and values)."""
-    try:
-        value = json.loads(text)
-    except ValueError:
-        value = None
-    if not isinstance(value, dict) or not value:
-        raise argparse.ArgumentTypeError(f"expected a JSON object of module name patterns and "
-                                         f"values, such as '{{\"v_proj\": 16}}', got {text!r}")
-    return value
+def _json_object(what, example):
+    """A parser of a JSON object of `what` (its keys and values checked where they are used),
+    `example` shown when the text is none."""
+    def parse(text):
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = None
+        if not isinstance(value, dict) or not value:
+            raise argparse.ArgumentTypeError(f"expected a JSON object of {what}, such as "
+                                             f"'{example}', got {text!r}")
+        return value
+    return parse
+
+
+# --rank-pattern / --alpha-pattern: PEFT's {module name pattern: value} (LoraConfig checks them)
+_patterns = _json_object("module name patterns and values", '{"v_proj": 16}')
 
 
 def _text(text):
@@ -361,8 +367,8 @@ def train_options(args, *extra):
     """The TrainConfig options the user gave; the API's defaults apply to the rest."""
     options = given_options(args, "epochs", "max_steps", "lr", "batch_size", "grad_accum", "seed", "max_length",
                      "max_grad_norm", "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon",
-                     "gradient_checkpointing", "lr_scheduler_type", "warmup_ratio",
-                     "warmup_steps", *extra)
+                     "gradient_checkpointing", "lr_scheduler_type", "lr_scheduler_kwargs",
+                     "warmup_ratio", "warmup_steps", *extra)
     if options.get("max_grad_norm") == NO_CLIPPING:
         options["max_grad_norm"] = None
     return options
@@ -956,6 +962,11 @@ def add_training_options(p):
     p.add_argument("--lr-scheduler-type", choices=SCHEDULES,
                    help="the learning rate's schedule after its warmup, as transformers' "
                         "lr_scheduler_type (default linear: down to 0 at the last step)")
+    p.add_argument("--lr-scheduler-kwargs", type=_json_object("the schedule's keywords",
+                                                              '{"num_cycles": 2}'),
+                   help="the schedule's keywords, as transformers' lr_scheduler_kwargs: a JSON "
+                        "object (cosine_with_min_lr needs min_lr or min_lr_rate, "
+                        "warmup_stable_decay num_decay_steps)")
     p.add_argument("--warmup-ratio", type=FRACTION,
                    help="the share of the steps that warm the rate up from 0 (default 0.1 "
                         "classifiers, 0 chat models)")

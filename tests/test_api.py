@@ -198,9 +198,11 @@ def test_classifier_upload_setup_events_query_download(api, models, tmp_path):
     time.sleep(0.3)
     job = setup_job(api.client, {"model": "tiny", "documents": [doc["id"]], "validation_split": 0.25,
                                  "options": {"epochs": 3, "lr": 1e-2, "seed": 1,
-                                             "lr_scheduler_type": "cosine", "warmup_steps": 1}})
+                                             "lr_scheduler_type": "cosine_with_restarts",
+                                             "lr_scheduler_kwargs": {"num_cycles": 2},
+                                             "warmup_steps": 1}})
     assert job["state"] == "queued" and job["kind"] == "classification"
-    assert job["options"]["lr_scheduler_type"] == "cosine", job
+    assert job["options"]["lr_scheduler_kwargs"] == {"num_cycles": 2}, job
     reader.join(60)
     kinds = [k for k, _ in seen]
     assert kinds[0] == "status" and seen[-1][1]["job"]["state"] == "done", seen[-1]
@@ -531,7 +533,10 @@ def test_malformed_and_wrong_requests_get_one_line_errors(api, tmp_path):
          "unknown training option"),
         (c.post("/fine-tuning/setup", {"model": "tiny", "colour": 1}), 422, "unknown field"),
         (c.post("/fine-tuning/setup", {"model": "tiny", "options": {"lr_scheduler_type": "step"}}),
-         422, "lr_scheduler_type must be one of linear, cosine, constant, constant_with_warmup"),
+         422, "lr_scheduler_type must be one of linear, cosine, cosine_with_restarts, polynomial"),
+        (c.post("/fine-tuning/setup", {"model": "tiny", "options": {
+            "lr_scheduler_type": "warmup_stable_decay"}}), 422,
+         "lr_scheduler_type warmup_stable_decay needs lr_scheduler_kwargs num_decay_steps"),
         (c.post("/fine-tuning/setup", {"model": "t5", "options": {"label_smoothing": 0.1}}),
          422, "unknown training option 'label_smoothing' for a seq2seq model"),
         (c.post("/fine-tuning/setup", {"model": "chat", "options": {"gradient_checkpointing": 1}}),

@@ -226,7 +226,8 @@ def test_chat_job_on_one_and_two_processes(ws, tmp_path, capsys):
 ADAM = {"adam_beta1": 0.8, "adam_beta2": 0.99, "adam_epsilon": 1e-6}
 
 
-SCHEDULE = {"lr_scheduler_type": "cosine", "warmup_steps": 2, "max_steps": 21}
+SCHEDULE = {"lr_scheduler_type": "cosine_with_min_lr", "lr_scheduler_kwargs": {"min_lr_rate": 0.2},
+            "warmup_steps": 2, "max_steps": 21}
 
 
 @pytest.mark.parametrize("use_dora, bias, other", [(False, "none", False), (True, "none", False),
@@ -237,8 +238,9 @@ def test_dialogpt_job_trains_as_py_engine(ws, tmp_path, capsys, use_dora, bias, 
     (fan_in_fan_out; DoRA with --use-dora, its magnitudes starting from py_engine's; every bias
     beside it with --bias all, the norms' too, starting from the checkpoint's; lora_B's biases
     with --lora-bias) on c_attn, and each step's loss, gradient norm and learning rate are
-    py_engine's (a cosine schedule after two warmup steps over 21 steps, past the epochs asked
-    for, with --lr-scheduler-type, --warmup-steps and --max-steps, transformers' names); with --dropout 0 on a checkpoint whose config has
+    py_engine's (a cosine schedule down to a fifth of the rate after two warmup steps over 21
+    steps, past the epochs asked for, with --lr-scheduler-type, --lr-scheduler-kwargs,
+    --warmup-steps and --max-steps, transformers' names); with --dropout 0 on a checkpoint whose config has
     dropout, both train without it; AdamW's options other than transformers' defaults reach
     both."""
     from py_engine.tokenizers.checkpoint import DIALOGPT_TEMPLATE
@@ -250,7 +252,8 @@ def test_dialogpt_job_trains_as_py_engine(ws, tmp_path, capsys, use_dora, bias, 
                            *(f"--{k.replace('_', '-')}={v}" for k, v in ADAM.items()),
                            *(["--use-dora"] if use_dora else []),
                            *(["--bias", bias] if bias != "none" else []),
-                           *([f"--{k.replace('_', '-')}={v}" for k, v in SCHEDULE.items()]
+                           *([f"--{k.replace('_', '-')}={json.dumps(v) if isinstance(v, dict) else v}"
+                              for k, v in SCHEDULE.items()]
                              + ["--lora-bias"] if other else []))
     assert code == 0, err
     spec = json.loads((job / "job.json").read_text())
@@ -260,7 +263,7 @@ def test_dialogpt_job_trains_as_py_engine(ws, tmp_path, capsys, use_dora, bias, 
     config = json.loads((job / "adapter" / "adapter_config.json").read_text())
     assert config["fan_in_fan_out"] is True and config["target_modules"] == ["c_attn"]
     assert config["use_dora"] is use_dora and config["bias"] == bias
-    assert config["lora_bias"] is other and (spec["train"]["lr_scheduler_type"] == "cosine") is other
+    assert config["lora_bias"] is other and (spec["train"]["lr_scheduler_type"] == SCHEDULE["lr_scheduler_type"]) is other
 
     lora = LoraConfig(r=8, lora_alpha=16, target_modules=["c_attn"], use_dora=use_dora,
                       bias=bias, lora_bias=other) if use_dora or bias != "none" or other else None

@@ -1,6 +1,8 @@
 """Training mechanics: gradient accumulation, class weights and label smoothing on both
 backends, reproducibility, batching, the learning-rate schedule."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -113,34 +115,89 @@ def test_plan_epoch_buckets_and_covers_every_example():
     assert waste < 0.25, waste         # bucketing keeps padding small
 
 
-@pytest.mark.parametrize("kind", SCHEDULES)
-def test_schedules_match_transformers(kind):
+def _wsd(rng, total):
+    """warmup_stable_decay's kwargs for a run of `total` steps, drawn."""
+    kwargs = {"num_decay_steps": int(rng.integers(0, total + 1)),
+              "warmup_type": str(rng.choice(["linear", "cosine", "1-sqrt"])),
+              "decay_type": str(rng.choice(["linear", "cosine", "1-sqrt"])),
+              "min_lr_ratio": float(rng.uniform(0, 0.5))}
+    if rng.random() < 0.5:
+        kwargs["num_stable_steps"] = int(rng.integers(0, total + 1))
+    return kwargs
+
+
+# every kind with its defaults (those that need a keyword, with one), and kwargs of each
+SCHEDULE_CASES = [(kind, None) for kind in SCHEDULES if kind != "warmup_stable_decay"
+                  and not kind.endswith("with_min_lr")] + [
+    ("cosine", {"num_cycles": 1.5}), ("cosine_with_restarts", {"num_cycles": 3}),
+    ("polynomial", {"lr_end": 1e-5, "power": 2.0}), ("inverse_sqrt", {"timescale": 7}),
+    ("cosine_with_min_lr", {"min_lr": 1e-5}), ("cosine_with_min_lr", {"min_lr_rate": 0.1, "num_cycles": 1}),
+    ("cosine_warmup_with_min_lr", {"min_lr_rate": 0.2}),
+    ("cosine_warmup_with_min_lr", {"min_lr": 2e-5, "warmup_lr_rate": 0.3}),
+    ("warmup_stable_decay", _wsd)]
+
+
+@pytest.mark.parametrize("kind,kwargs", SCHEDULE_CASES)
+def test_schedules_match_transformers(kind, kwargs):
     """Each lr_scheduler_type's rate at every step (and past the last) is transformers'
-    get_scheduler's, for fresh random warmups and lengths (a warmup of 0, and one as long as
-    the run, among them)."""
+    get_scheduler's, with its defaults and with lr_scheduler_kwargs, for fresh random warmups
+    and lengths (a warmup of 0, and one as long as the run, among them); every schedule of
+    transformers' that follows the step (not a metric) is one of ours."""
+    from transformers.trainer_utils import SchedulerType
+
+    assert set(SCHEDULES) == {t.value for t in SchedulerType} - {"reduce_lr_on_plateau", "greedy"}
     rng = np.random.default_rng()
     for total in [1, 2] + rng.integers(3, 200, 6).tolist():
         for warmup in {0, total, int(rng.integers(0, total + 1))}:
+            options = kwargs(rng, total) if callable(kwargs) else kwargs
             opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=3e-4)
-            sched = get_scheduler(kind, opt, num_warmup_steps=warmup, num_training_steps=total)
+            sched = get_scheduler(kind, opt, num_warmup_steps=warmup, num_training_steps=total,
+                                  scheduler_specific_kwargs=dict(options or {}))
             for step in range(total + 3):
-                assert learning_rate(step, 3e-4, warmup, total, kind) == pytest.approx(
-                    opt.param_groups[0]["lr"], rel=1e-12, abs=1e-18), (kind, total, warmup, step)
+                assert learning_rate(step, 3e-4, warmup, total, kind, options) == pytest.approx(
+                    opt.param_groups[0]["lr"], rel=1e-12, abs=1e-18), (kind, options, total, warmup, step)
                 opt.step()
-                sched.step()
+                try:
+                    sched.step()
+                except ZeroDivisionError:   # polynomial, warmup as long as the run: past its end
+                    break
+
+
+def test_schedule_keywords_are_checked():
+    """lr_scheduler_kwargs a kind does not take, of the wrong kind, or missing where needed:
+    ConfigError naming them (transformers raises TypeError or ValueError for these)."""
+    for kind, kwargs, words in (
+            ("linear", {"num_cycles": 1}, "lr_scheduler_kwargs 'num_cycles': lr_scheduler_type "
+             "linear takes none"),
+            ("cosine", {"power": 2}, "cosine takes num_cycles"),
+            ("polynomial", {"power": "2"}, "power must be a finite number >= 0"),
+            ("polynomial", {"lr_end": 1.0}, "lr_end (1.0) must be smaller than the learning rate"),
+            ("inverse_sqrt", {"timescale": 0}, "timescale must be a whole number > 0"),
+            ("cosine_with_min_lr", None, "needs one of lr_scheduler_kwargs min_lr or min_lr_rate"),
+            ("cosine_with_min_lr", {"min_lr": 1e-5, "min_lr_rate": 0.1}, "needs one of"),
+            ("warmup_stable_decay", {}, "needs lr_scheduler_kwargs num_decay_steps"),
+            ("warmup_stable_decay", {"num_decay_steps": 2.5}, "must be a whole number >= 0"),
+            ("warmup_stable_decay", {"num_decay_steps": 2, "decay_type": "step"},
+             "decay_type must be one of linear, cosine, 1-sqrt"),
+            ("reduce_lr_on_plateau", None, "lr_scheduler_type must be one of"),
+            ("linear", [1], "lr_scheduler_kwargs must be an object")):
+        with pytest.raises(ConfigError, match=re.escape(words)):
+            TrainConfig(lr=1e-3, lr_scheduler_type=kind, lr_scheduler_kwargs=kwargs)
 
 
 def test_the_trainer_follows_the_schedule_asked_for(tiny):
-    """A cosine schedule with warmup_steps (which wins over warmup_ratio, as in transformers):
-    every step's rate is get_scheduler's over the run's steps."""
+    """A cosine schedule of a whole wave (lr_scheduler_kwargs num_cycles 1) with warmup_steps
+    (which wins over warmup_ratio, as in transformers): every step's rate is get_scheduler's
+    over the run's steps."""
     model_dir, _ = tiny
     clf = run(TextClassifier.create(model_dir, ["a", "b"], seed=5))
     examples = [Example(f"text number {i}", "ab"[i % 2]) for i in range(20)]
     config = TrainConfig(epochs=3, batch_size=4, lr=1e-2, warmup_ratio=0.5, warmup_steps=4,
-                         lr_scheduler_type="cosine")
+                         lr_scheduler_type="cosine", lr_scheduler_kwargs={"num_cycles": 1})
     history = run(clf.fit(examples, config))
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1e-2)
-    sched = get_scheduler("cosine", opt, num_warmup_steps=4, num_training_steps=15)
+    sched = get_scheduler("cosine", opt, num_warmup_steps=4, num_training_steps=15,
+                          scheduler_specific_kwargs={"num_cycles": 1})
     want = []
     for _ in range(15):
         want.append(opt.param_groups[0]["lr"])
@@ -171,7 +228,7 @@ def test_train_config_rejects_nonsense():
                 dict(epochs=1.5), dict(seed=-1), dict(adam_beta1=1.0), dict(adam_beta2=-0.1),
                 dict(adam_epsilon=0.0), dict(adam_epsilon=float("inf")), dict(adam_epsilon=1e-300),
                 dict(lr=1e39), dict(weight_decay=10 ** 40), dict(max_grad_norm=1e-40),
-                dict(warmup_steps=-1), dict(warmup_steps=2.5), dict(lr_scheduler_type="cosine_with_restarts"),
+                dict(warmup_steps=-1), dict(warmup_steps=2.5), dict(lr_scheduler_type="cosine_restarts"),
                 dict(max_steps=0), dict(max_steps=2.0)):
         with pytest.raises(ConfigError):
             TrainConfig(**bad)

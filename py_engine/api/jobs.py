@@ -26,8 +26,8 @@ from ..train.config import CausalTrainConfig, ClassifierTrainConfig
 
 # The training options a setup request may give (TrainConfig names); the rest keep the app's.
 COMMON_OPTIONS = ("epochs", "max_steps", "lr", "batch_size", "grad_accum", "warmup_ratio",
-                  "warmup_steps", "lr_scheduler_type", "max_grad_norm", "weight_decay",
-                  "adam_beta1", "adam_beta2", "adam_epsilon", "seed", "max_length",
+                  "warmup_steps", "lr_scheduler_type", "lr_scheduler_kwargs", "max_grad_norm",
+                  "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon", "seed", "max_length",
                   "gradient_checkpointing")
 CONFIGS = {"classification": (ClassifierTrainConfig, COMMON_OPTIONS + ("label_smoothing",)),
            "causal_lm": (CausalTrainConfig, COMMON_OPTIONS),

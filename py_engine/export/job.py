@@ -361,8 +361,9 @@ def job_files(job):
         files[data["validation"]] = _dataset(job, job.validation, dumps_dataset)
     settings = {k: v for k, v in job.config.as_dict().items()
                 if k in ("epochs", "max_steps", "lr", "batch_size", "grad_accum", "warmup_ratio",
-                         "warmup_steps", "lr_scheduler_type", "max_grad_norm", "weight_decay",
-                         "adam_beta1", "adam_beta2", "adam_epsilon", "seed", "max_length",
+                         "warmup_steps", "lr_scheduler_type", "lr_scheduler_kwargs",
+                         "max_grad_norm", "weight_decay", "adam_beta1", "adam_beta2",
+                         "adam_epsilon", "seed", "max_length",
                          "pad_multiple", "label_smoothing")}
     spec = {"task": task, "base": job.base, "preset": job.preset_name, "labels": job.labels,
             "problem_type": job.problem_type, "train": settings, "data": data,

@@ -36,8 +36,8 @@ the page (or the page continues a job's) without a jump:
   - the loss: each planned batch's is the mean over its trained tokens (rows, for a
     classifier; a multi-label one's logits, its binary cross-entropy) on every process, an
     optimizer step's the mean over its accumulated batches;
-    AdamW decaying every trainable tensor, transformers' schedule (lr_scheduler_type, after
-    its warmup; max_steps where given), clipping.
+    AdamW decaying every trainable tensor, transformers' schedule (lr_scheduler_type and its
+    lr_scheduler_kwargs, after its warmup; max_steps where given), clipping.
 Dropout (a checkpoint's hidden_dropout_prob or T5's dropout_rate, lora_dropout) draws torch's
 masks, not py_engine's: with it, runs agree in distribution rather than step for step.
 job.json's "dropout" (export-job --dropout, as train's) sets every dropout of the base model
@@ -482,6 +482,7 @@ def train(job, args):
         adam_beta2=settings["adam_beta2"], adam_epsilon=settings["adam_epsilon"],
         optim="adamw_torch", max_grad_norm=settings["max_grad_norm"] or 0.0,
         lr_scheduler_type=settings.get("lr_scheduler_type", "linear"),
+        lr_scheduler_kwargs=settings.get("lr_scheduler_kwargs") or {},
         warmup_steps=settings.get("warmup_steps") or int(settings["warmup_ratio"] * total),
         logging_steps=1, save_strategy="no", report_to="none", seed=settings["seed"],
         bf16=precision == "bf16", fp16=precision == "fp16", gradient_checkpointing=checkpointing,

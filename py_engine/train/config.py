@@ -12,7 +12,7 @@ Every value is checked when the config is made; a bad one is a ValueError naming
 import math
 from dataclasses import asdict, dataclass, fields
 
-from .schedule import SCHEDULES
+from .schedule import check_schedule
 
 MODES = ("lora", "full", "hybrid")
 
@@ -52,7 +52,8 @@ def _finite(name, value, low=None, high=None, low_open=False, high_open=True):
 class TrainConfig:
     """What the training loop needs, whatever the task. max_grad_norm None disables clipping.
     The AdamW options keep transformers' names and defaults (TrainingArguments), as do the
-    schedule's (lr_scheduler_type, warmup_ratio, warmup_steps: schedule.py) and
+    schedule's (lr_scheduler_type, lr_scheduler_kwargs, warmup_ratio, warmup_steps:
+    schedule.py) and
     gradient_checkpointing: recompute each layer's forward in the backward instead of keeping
     its activations, about a third more compute for the activations of one layer instead of
     all (models/checkpointing.py; the gradients are the same)."""
@@ -65,6 +66,7 @@ class TrainConfig:
     warmup_ratio: float = 0.1
     warmup_steps: int = 0       # transformers': when > 0, the warmup's length, not warmup_ratio's
     lr_scheduler_type: str = "linear"       # schedule.SCHEDULES, transformers' names
+    lr_scheduler_kwargs: dict = None        # transformers': the schedule's keywords (schedule.KWARGS)
     max_grad_norm: float = 1.0
     weight_decay: float = 0.01
     adam_beta1: float = 0.9
@@ -92,9 +94,10 @@ class TrainConfig:
         if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) or \
                 self.warmup_steps < 0:
             raise ConfigError(f"warmup_steps must be a whole number >= 0, got {self.warmup_steps!r}")
-        if self.lr_scheduler_type not in SCHEDULES:
-            raise ConfigError(f"lr_scheduler_type must be one of {', '.join(SCHEDULES)} "
-                              f"(transformers' names), got {self.lr_scheduler_type!r}")
+        try:
+            check_schedule(self.lr_scheduler_type, self.lr_scheduler_kwargs, self.lr)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         _finite("weight_decay", self.weight_decay, 0.0, None)
         _finite("adam_beta1", self.adam_beta1, 0.0, 1.0, high_open=True)
         _finite("adam_beta2", self.adam_beta2, 0.0, 1.0, high_open=True)

@@ -296,7 +296,8 @@ class Trainer:
         """The learning rate of optimizer step `step` (0-based)."""
         start = self.progress.start
         return learning_rate(step - start, self.base_lr, self.warmup_steps,
-                             self.total_steps - start, self.config.lr_scheduler_type)
+                             self.total_steps - start, self.config.lr_scheduler_type,
+                             self.config.lr_scheduler_kwargs)
 
     def adam(self):
         """The config's AdamW options, as the runtimes' update() names them."""
