@@ -1024,18 +1024,23 @@ def add_training_options(p):
                    help="chat models: rows of the embedding (token ids) trained beside the "
                         "LoRA, as PEFT's trainable_token_indices (a tied output layer reads them)")
     p.add_argument("--init-lora-weights", type=_init_lora_weights,
-                   metavar="{true,false,gaussian,orthogonal}",
+                   metavar="{true,false,gaussian,orthogonal,pissa,olora}",
                    help="how a new adapter starts, as PEFT's init_lora_weights: true (default: "
                         "lora_B zeros, the base model's outputs), gaussian (lora_A from "
                         "N(0, 1/r)), false (lora_B random too: the outputs change from the "
-                        "start), orthogonal (B.A zero from orthogonal halves; an even r)")
+                        "start), orthogonal (B.A zero from orthogonal halves; an even r), pissa "
+                        "(the base weights' r largest singular parts, trained over what is left "
+                        "of them), olora (their QR's first r parts, the same way)")
 
 
 def _init_lora_weights(text):
-    """--init-lora-weights: true, false, gaussian or orthogonal (PEFT's init_lora_weights)."""
-    values = {"true": True, "false": False, "gaussian": "gaussian", "orthogonal": "orthogonal"}
+    """--init-lora-weights: true, false, gaussian, orthogonal, pissa or olora (PEFT's
+    init_lora_weights)."""
+    values = {"true": True, "false": False, "gaussian": "gaussian", "orthogonal": "orthogonal",
+              "pissa": "pissa", "olora": "olora"}
     if text.lower() not in values:
-        raise argparse.ArgumentTypeError(f"choose true, false, gaussian or orthogonal, got {text!r}")
+        raise argparse.ArgumentTypeError(f"choose true, false, gaussian, orthogonal, pissa or "
+                                         f"olora, got {text!r}")
     return values[text.lower()]
 
 

@@ -218,19 +218,21 @@ def test_peft_s_narrowing_and_per_module_options_from_the_command_line(workspace
     """--use-rslora, --exclude-modules, --layers-to-transform, --rank-pattern and
     --alpha-pattern are PEFT's options: the adapter wraps what PEFT would (layer 0's q_proj and
     v_proj, v_proj at rank 4), its adapter_config.json says so, and PEFT scores it as the CLI
-    does (1e-5: its scalings, lora_alpha/sqrt(r) per module, are ours). A training job's
+    does (1e-5: its scalings, lora_alpha/sqrt(r) per module, are ours; with PiSSA's start, the
+    residual base it rebuilds is ours). A training job's
     adapter_config.json carries them too; a pattern that is no JSON object is refused."""
     root, model, data = workspace
     out = root / "out-narrowed"
     options = ["--target-modules", "q_proj,v_proj,o_proj", "--exclude-modules", "o_proj",
                "--layers-to-transform", "0", "--rank-pattern", '{"v_proj": 4}',
-               "--alpha-pattern", '{"q_proj": 24}', "--use-rslora", "--r", "6"]
+               "--alpha-pattern", '{"q_proj": 24}', "--use-rslora", "--r", "6",
+               "--init-lora-weights", "pissa"]
     cli("train", "--model", model, "--data", data, "--out", out, "--epochs", 1, "--lr", 2e-2,
         "--batch-size", 4, *options)
     config = json.loads((out / "adapter_config.json").read_text())
     assert (config["use_rslora"], config["exclude_modules"], config["layers_to_transform"],
-            config["rank_pattern"], config["alpha_pattern"]) == \
-        (True, ["o_proj"], [0], {"v_proj": 4}, {"q_proj": 24})
+            config["rank_pattern"], config["alpha_pattern"], config["init_lora_weights"]) == \
+        (True, ["o_proj"], [0], {"v_proj": 4}, {"q_proj": 24}, "pissa")
     from py_engine.formats import safetensors
 
     saved = safetensors.load(out / "adapter_model.safetensors")
@@ -241,10 +243,9 @@ def test_peft_s_narrowing_and_per_module_options_from_the_command_line(workspace
     check_scores_as_peft(model, out, data, ROWS * 2)
     cli("export-job", "--model", model, "--data", data, "--out", root / "job-narrowed", *options)
     job = json.loads((root / "job-narrowed" / "adapter" / "adapter_config.json").read_text())
-    assert {k: job[k] for k in ("use_rslora", "exclude_modules", "layers_to_transform",
-                                "rank_pattern", "alpha_pattern", "r")} == \
-        {k: config[k] for k in ("use_rslora", "exclude_modules", "layers_to_transform",
-                                "rank_pattern", "alpha_pattern", "r")}
+    fields = ("use_rslora", "exclude_modules", "layers_to_transform", "rank_pattern",
+              "alpha_pattern", "r", "init_lora_weights")
+    assert {k: job[k] for k in fields} == {k: config[k] for k in fields}
     refused = cli("train", "--model", model, "--data", data, "--out", root / "no",
                   "--rank-pattern", "v_proj=4", check=False)
     assert refused.returncode == 2 and "expected a JSON object" in refused.stderr, refused.stderr

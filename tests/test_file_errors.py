@@ -235,8 +235,8 @@ def test_adapter_config_fields_of_the_wrong_kind_are_named(field, value, reason)
 
 def test_adapter_config_options_are_read_refused_or_passed_over_as_they_change_the_adapter():
     """Options that change what the adapter computes and are not built here are refused by
-    name (layer replication, an init PEFT applies to the base weights as it loads, lora_bias
-    with DoRA as PEFT refuses it); those that only drew the first values, or that PEFT itself
+    name (layer replication, an init PEFT applies to the base weights as it loads but for
+    pissa's and olora's, lora_bias with DoRA as PEFT refuses it); those that only drew the first values, or that PEFT itself
     drops (runtime_config), are passed over; DoRA and lora_bias are read."""
     from py_engine.models.lora_config import LoraConfig, LoraConfigError
     assert LoraConfig.from_peft_dict(dict(CONFIG, use_dora=True)).use_dora is True

@@ -200,8 +200,8 @@ def test_what_is_not_drawn_here_is_refused_by_name(model_dir, tmp_path):
     path.write_text(json.dumps(dict(json.loads(path.read_text()), init_lora_weights="eva")))
     assert run(ChatModel.load(model_dir, tmp_path / "adapter")).model.linears.lora.init_lora_weights == "eva"
     bad = cli("train", "--model", model_dir, "--data", tmp_path / "none.jsonl", "--out",
-              tmp_path / "o", "--init-lora-weights", "pissa", check=False)
-    assert bad.returncode == 2 and "choose true, false, gaussian or orthogonal" in bad.stderr
+              tmp_path / "o", "--init-lora-weights", "eva", check=False)
+    assert bad.returncode == 2 and "choose true, false, gaussian, orthogonal, pissa or olora" in bad.stderr
 
 
 def test_the_command_line_draws_as_asked(model_dir, tmp_path):

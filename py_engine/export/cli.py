@@ -93,6 +93,16 @@ def check_export(args):
             from .merged import check_lora_biases_merge
 
             check_lora_biases_merge(args.model, args.adapter, kind)
+        else:
+            from ..formats.peft_adapter import read_adapter_config
+            from ..train.base_init import base_init
+
+            init = base_init(read_adapter_config(args.adapter))
+            if init is not None:
+                raise UsageError(f"{args.adapter} was trained with init_lora_weights {init!r}, over "
+                                 "base weights less its first values, and llama.cpp applies an "
+                                 "adapter to the base as it is: export the merged model "
+                                 "(--format gguf)")
     if kind == "encoder" and args.format == "merged":
         from ..models.checkpoint import Checkpoint
         from ..models.classifiers import adapter_pooling

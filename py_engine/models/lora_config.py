@@ -77,6 +77,9 @@ class LoraConfig:
         if lora_bias and use_dora:
             raise LoraConfigError("lora_bias (a bias on lora_B) with DoRA (use_dora): PEFT refuses "
                                   "the pair, and so does this; choose one")
+        if use_dora and isinstance(init_lora_weights, str) and init_lora_weights.lower() in REBUILT_INITS:
+            raise LoraConfigError(f"init_lora_weights {init_lora_weights!r} with DoRA (use_dora) is "
+                                  "not built here: choose one")
         if lora_bias and init_lora_weights not in (True, False):
             raise LoraConfigError(f"lora_bias (a bias on lora_B) takes init_lora_weights true or "
                                   f"false, as in PEFT; got {init_lora_weights!r}")
@@ -122,17 +125,18 @@ class LoraConfig:
         from kaiming_uniform, lora_B zeros), False (both from kaiming_uniform: the adapter
         changes the model from the start), "gaussian" (lora_A from N(0, 1/r), lora_B zeros) or
         "orthogonal" (lora_A and lora_B from halves of one orthogonal matrix, so that B.A is
-        zero; an even r). Another value (EVA, LoRA-GA, MiCA: data or the base weights' SVD) is
+        zero; an even r), "pissa" or "olora" (both taken out of the base weights, which the
+        model then holds less them: train/base_init.py). Another value (EVA, LoRA-GA, MiCA: data or the base weights' SVD) is
         read when an adapter trained with it is loaded, but no new adapter is drawn with it:
         LoraConfigError."""
         init = self.init_lora_weights
-        if isinstance(init, str) and init.lower() == "gaussian":
-            init = "gaussian"
-        if init not in (True, False, "gaussian", "orthogonal"):
+        if isinstance(init, str) and init.lower() in ("gaussian", "olora"):
+            init = init.lower()
+        if init not in (True, False, "gaussian", "orthogonal", *REBUILT_INITS):
             raise LoraConfigError(f"init_lora_weights {init!r} draws a new adapter's first values "
                                   "from the training data or the base weights' decomposition, "
-                                  "which is not done here; choose true, false, gaussian or "
-                                  "orthogonal (an adapter trained with it loads)")
+                                  "which is not done here; choose true, false, gaussian, "
+                                  "orthogonal, pissa or olora (an adapter trained with it loads)")
         if init == "orthogonal":
             odd = sorted({r for r in [self.r, *self.rank_pattern.values()] if r % 2})
             if odd:
@@ -244,20 +248,31 @@ def _check_alpha(field, value):
 
 # init_lora_weights PEFT applies to the base model's weights whenever the adapter loads: it takes
 # the initial adapter out of them (PiSSA, CorDA, OLoRA) or quantizes them (LoftQ), so the trained
-# tensors are meant for that changed base. The other values only draw the first lora_A/lora_B.
+# tensors are meant for that changed base. PiSSA's full decomposition and OLoRA's are rebuilt
+# here too (train/base_init.py); the others are not.
 _BASE_CHANGING_INITS = ("pissa", "corda", "olora", "loftq")
+REBUILT_INITS = ("pissa", "olora")
 
 
 def _check_init(value):
     if not isinstance(value, (bool, str)):
         raise LoraConfigError(f"init_lora_weights must be true, false or the name of an "
                               f"initialisation, got {value!r:.60}")
-    if isinstance(value, str) and value.lower().startswith(_BASE_CHANGING_INITS):
+    if not isinstance(value, str) or value == "pissa" or value.lower() == "olora":
+        return
+    if value.startswith("pissa_niter_"):
+        raise LoraConfigError(
+            f"init_lora_weights {value!r}: PiSSA over a random subspace (torch's svd_lowrank), "
+            "which no load rebuilds, PEFT's own neither; use 'pissa' (the full decomposition), "
+            "or convert the adapter into a plain LoRA adapter with PEFT "
+            "(save_pretrained(..., path_initial_model_for_weight_conversion=...)) and load that")
+    if value.lower().startswith(_BASE_CHANGING_INITS):
         raise LoraConfigError(
             f"init_lora_weights {value!r}: PEFT changes the base model's weights when such an "
             "adapter loads (the adapter's first values are taken out of them, or they are "
-            "quantized), which is not done here; convert it into a plain LoRA adapter with PEFT "
-            "(save_pretrained(..., path_initial_model_for_weight_conversion=...)) and load that")
+            "quantized), which is done here for pissa and olora only; convert it into a plain "
+            "LoRA adapter with PEFT (save_pretrained(..., "
+            "path_initial_model_for_weight_conversion=...)) and load that")
 
 
 def _module_patterns(field, value, check):

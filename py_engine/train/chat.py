@@ -32,6 +32,7 @@ from ..models.saved_modules import saved_vocabulary
 from ..tokenizers.checkpoint import chat_tokenizer
 from ..tokenizers.chat_template import check_template_args
 from .config import MODES, CausalTrainConfig, TrainConfig  # noqa: F401 (TrainConfig: the API's)
+from .base_init import check_same_base, residual_base
 from .init import initial_trainable, merge_loaded
 from . import state as training_state
 from .runtime import check_foldable, create_runtime
@@ -87,6 +88,7 @@ class ChatModel:
             lora.task_type = cls.task_type
             lora.base_model_name_or_path = lora.base_model_name_or_path or str(model_dir)
             model = decoder_model(checkpoint.config, lora, dropout=dropout)
+            checkpoint = residual_base(model, checkpoint)       # PiSSA's, OLoRA's
             values = initial_trainable(model, seed, checkpoint)
         return await cls._make(model_dir, checkpoint, model, values, backend, device, base_dtype,
                                quant_group, max_length)
@@ -110,6 +112,7 @@ class ChatModel:
                             quant_group, max_length, dropout=None, adapter_dir=None):
         checkpoint = DecoderCheckpoint.load(model_dir)
         model = cls._adapter_model(checkpoint, config, tensors, source, dropout)
+        checkpoint = residual_base(model, checkpoint)
         values = merge_loaded(model, initial_trainable(model, 0, fresh=False), tensors, source)
         return await cls._make(model_dir, checkpoint, model, values, backend, device, base_dtype,
                                quant_group, max_length, adapter_dir)
@@ -202,6 +205,7 @@ class ChatModel:
     async def _rebuild(self, config, tensors, source):
         """The runtime rebuilt over the model an adapter was made with, holding its weights."""
         model = self._adapter_model(self.checkpoint, config, tensors, source, self.model.dropout)
+        check_same_base(self.model, model, source)
         if model.config.vocab_size != self.model.config.vocab_size:
             raise ValueError(f"{source} has a vocabulary of {model.config.vocab_size} tokens, this "
                              f"model {self.model.config.vocab_size}: load the model with the "

@@ -30,6 +30,7 @@ from ..models.classifiers import adapter_pooling, classifier_model
 from ..models.checkpoint import Checkpoint
 from ..models.lora_config import LoraConfig
 from ..tokenizers.checkpoint import classifier_tokenizer
+from .base_init import check_same_base, residual_base
 from .config import ClassifierTrainConfig, TrainConfig  # noqa: F401 (TrainConfig: the API's)
 from .head_rows import label_sources, relabel_rows
 from .init import initial_trainable, merge_loaded
@@ -102,6 +103,7 @@ class TextClassifier:
         lora.base_model_name_or_path = lora.base_model_name_or_path or str(model_dir)
         model = classifier_model(checkpoint.config, lora, len(labels), pooling=pooling,
                                  train_pooler=not checkpoint.has_pooler, dropout=dropout)
+        checkpoint = residual_base(model, checkpoint)       # PiSSA's, OLoRA's
         return await cls._make(model_dir, checkpoint, model, labels,
                                initial_trainable(model, seed, checkpoint, labels, problem_type),
                                backend, device, base_dtype, quant_group, max_length, problem_type)
@@ -138,6 +140,7 @@ class TextClassifier:
                              "classifier needs two or more (its head_config.json records no "
                              "multi-label or regression head)")
         model = adapter_model(checkpoint, model_dir, config, tensors, len(labels), pooling, source)
+        checkpoint = residual_base(model, checkpoint)
         values = merge_loaded(model, initial_trainable(model, 0, fresh=False), tensors, source)
         return await cls._make(model_dir, checkpoint, model, labels, values, backend, device,
                                base_dtype, quant_group, max_length, problem_type)
@@ -218,6 +221,7 @@ class TextClassifier:
             return None
         model = adapter_model(self.checkpoint, self.model_dir, config, tensors, n_labels, pooling,
                               source, dropout=self.model.dropout)
+        check_same_base(self.model, model, source)
         return model, merge_loaded(model, initial_trainable(model, 0, fresh=False), tensors, source)
 
     async def load_adapter_files(self, files, source="the adapter"):

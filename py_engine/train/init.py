@@ -9,7 +9,7 @@ and an embedding's both from N(0, 1); "orthogonal"
 (PEFT's orthogonal_init) lora_A = (X1 Q_odd)^T / 10 and lora_B = X2^T Q_even / 10, X1 [in, r/2]
 and X2 [r/2, out] from N(0, 1) and Q_odd, Q_even the odd and even rows of the Q of a random
 [r, r] matrix, so that B.A is zero; DoRA's magnitude where B.A is not zero (False), the row
-norms of W + s B.A;
+norms of W + s B.A; "pissa" and "olora", out of the base weights (base_init.py);
 trainable tokens (trainable_token_indices), their table's rows; DoRA's magnitude, each row's norm
 of the base weight (of W + s B.A, which is W while B is zero); a base bias that trains beside
 the adapter (PEFT's bias option), and a classifier's dense layer the checkpoint holds
@@ -24,6 +24,7 @@ import random
 from array import array
 
 from ..labels import SINGLE_LABEL
+from .base_init import BASE_CHANGING, ResidualCheckpoint, residual_base
 from .head_rows import relabel_rows
 
 
@@ -48,6 +49,12 @@ def initial_trainable(model, seed, checkpoint=None, labels=None, problem_type=SI
     read = set(checkpoint.names()) if checkpoint is not None else set()
     fresh_table = model.linears.tables.fresh_embedding_tensor
     token_rows = model.token_sources()
+    decomposed = {}         # PiSSA's, OLoRA's lora_A and lora_B: out of the base weights
+    if init in BASE_CHANGING and checkpoint is not None:
+        if not isinstance(checkpoint, ResidualCheckpoint):
+            checkpoint = residual_base(model, checkpoint)
+        for merge in model.merge_names():
+            decomposed[merge.lora_a], decomposed[merge.lora_b] = (merge.weight, 0), (merge.weight, 1)
     values = {}
     for name, shape in model.trainable.items():
         n = math.prod(shape)
@@ -74,6 +81,9 @@ def initial_trainable(model, seed, checkpoint=None, labels=None, problem_type=SI
             data = array("f", bytes(4 * n))     # PEFT's embedding LoRA: A zeros, B N(0, 1)
         elif fresh_table(name) is not None:     # (without init: both N(0, 1))
             data = array("f", (rng.gauss(0.0, 1.0) for _ in range(n)))
+        elif name in decomposed:
+            weight, which = decomposed[name]
+            data = checkpoint.decomposed(weight)[which]
         elif name.endswith(("lora_A.weight", "lora_B.weight")) and init == "orthogonal":
             module, _, which = name.rpartition(".lora_")
             if module not in pairs:

@@ -23,6 +23,7 @@ import json
 from ..formats import safetensors
 from ..formats.finite import require_finite
 from ..formats.peft_adapter import ADAPTER_FILES
+from .base_init import base_init
 
 STATE_FILE = "training_state.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
@@ -187,6 +188,8 @@ def adapter_differences(model, saved_config):
     differ += [k for k in ("use_dora", "lora_bias") if bool(saved_config.get(k)) != ours[k]]
     differ += ["bias"] if saved_config.get("bias", "none") != ours["bias"] else []
     differ += [k for k in patterns if (saved_config.get(k) or {}) != ours[k]]
+    # PiSSA's, OLoRA's residual base weights are another model's than a plain LoRA's
+    differ += ["init_lora_weights"] if base_init(saved_config) != base_init(model.lora) else []
     # the same number of trained rows of other tokens would load into the wrong rows
     differ += ["trainable_token_indices"] if saved_config.get("trainable_token_indices") != \
         ours["trainable_token_indices"] else []
