@@ -299,7 +299,7 @@ def _check_train(args, kind):
     _check_backend(args)
     if kind == "encoder":
         refuse_options(args, ("mode", "patience", "full_lr", "validation",
-                              "trainable_token_indices"),
+                              "trainable_token_indices", "neftune_noise_alpha"),
                 f"only for chat models; this trains a classifier on {args.model}")
         if args.base_dtype in ("int8", "int4"):
             raise UsageError(f"--base-dtype {args.base_dtype} is for chat models; classifiers "
@@ -498,7 +498,8 @@ def cmd_train_chat(args):
     from py_engine.train.chat import CausalTrainConfig, ChatModel
 
     _check_train(args, "decoder")
-    config = CausalTrainConfig(**train_options(args, "mode", "patience", "full_lr"))
+    config = CausalTrainConfig(**train_options(args, "mode", "patience", "full_lr",
+                                               "neftune_noise_alpha"))
     model_config = DecoderCheckpoint.load(args.model).config
     lora = lora_options(args, 2, model_config.lora_targets, task_type="CAUSAL_LM")
     if lora is not None:        # what may train whole, before the data is read
@@ -542,7 +543,8 @@ def cmd_train_seq2seq(args):
     from py_engine.train.seq2seq import Seq2SeqModel
 
     _check_train(args, SEQ2SEQ)
-    config = CausalTrainConfig(**train_options(args, "mode", "patience", "full_lr"))
+    config = CausalTrainConfig(**train_options(args, "mode", "patience", "full_lr",
+                                               "neftune_noise_alpha"))
     lora = lora_options(args, 2, T5Config.lora_targets, task_type=Seq2SeqModel.task_type)
     data = read_seq2seq_jsonl(args.data)
     held_out = read_seq2seq_jsonl(args.validation) if args.validation else None
@@ -962,6 +964,10 @@ def add_training_options(p):
     p.add_argument("--lr-scheduler-type", choices=SCHEDULES,
                    help="the learning rate's schedule after its warmup, as transformers' "
                         "lr_scheduler_type (default linear: down to 0 at the last step)")
+    p.add_argument("--neftune-noise-alpha", type=NON_NEGATIVE,
+                   help="chat models and T5: NEFTune's noise on the input embeddings in training, "
+                        "as transformers' neftune_noise_alpha (uniform, +-alpha/sqrt(length * "
+                        "width); 5 is the paper's)")
     p.add_argument("--lr-scheduler-kwargs", type=_json_object("the schedule's keywords",
                                                               '{"num_cycles": 2}'),
                    help="the schedule's keywords, as transformers' lr_scheduler_kwargs: a JSON "

@@ -17,6 +17,10 @@
 // mask every step. `params.base` is fixed per dropout layer: disjoint counter ranges per layer
 // keep layers that share one step buffer independent.
 //
+// add_uniform_noise: out = inp + scale * (2 u - 1), u = (bits >> 8) * 2^-24 (the same bits at
+// the same counters): NEFTune's noise on the input embeddings, uniform in [-scale, scale); the
+// backward is the identity. (threshold unused.)
+//
 // Elementwise with a grid-stride loop; no workgroup memory.
 // Bindings: x (or dy), out (y or dx), params, per_step.
 // Reference: py_engine/ops/dropout.py; checked in tests/test_kernels_dropout.py.
@@ -56,6 +60,20 @@ fn apply_mask(gid: vec3<u32>, groups: vec3<u32>) {
 fn dropout_forward(@builtin(global_invocation_id) gid: vec3<u32>,
                    @builtin(num_workgroups) groups: vec3<u32>) {
   apply_mask(gid, groups);
+}
+
+@compute @workgroup_size(WORKGROUP)
+fn add_uniform_noise(@builtin(global_invocation_id) gid: vec3<u32>,
+                     @builtin(num_workgroups) groups: vec3<u32>) {
+  let key = dropout_key(per_step.seed);
+  let start = per_step.offset + params.base;
+  let stride = groups.x * WORKGROUP;
+  for (var i = gid.x; i < params.n; i += stride) {
+    let bits = lowbias32(lowbias32(start + i) ^ key) >> 8u;
+    // 2 u - 1 = (2 bits - 2^24) * 2^-24, exact in f32 (|2 bits - 2^24| <= 2^24)
+    let unit = (f32(bits) * 2.0 - 16777216.0) * 5.9604644775390625e-8;
+    out[i] = inp[i] + params.scale * unit;
+  }
 }
 
 @compute @workgroup_size(WORKGROUP)

@@ -97,3 +97,30 @@ def test_host_constants():
     with pytest.raises(ValueError):
         threshold(1.0)
     assert pack_step(2**32 + 3, -1) == np.array([3, 2**32 - 1, 0, 0], np.uint32).tobytes()
+
+
+@pytest.mark.parametrize("n, magnitude, base", [(1, 0.3, 0), (70_001, 0.02, 12345)])
+def test_uniform_noise_is_the_numpy_noise(device, dropout, n, magnitude, base):
+    """NEFTune's noise (add_uniform_noise): x + magnitude (2u - 1) from the mask's bits equals
+    ops.uniform_noise added to x (each element one rounding of the product and of the sum), is
+    uniform in [-magnitude, magnitude) (mean, spread, bounds, across counters wrapping past
+    2^32), and a replay with another seed draws other noise."""
+    rng = np.random.default_rng()
+    seed, offset = int(rng.integers(2**32)), 2**32 - n // 2
+    x = rng.standard_normal(n).astype(np.float32)
+    per_step = dropout.step_buffer(seed, offset)
+    out = poisoned(device, n)
+    program = device.program()
+    dropout.noise(program, device.buffer_from(x), out, per_step, n, magnitude, base)
+    program.read(out)
+    got = floats(run(program.run())[0])
+    noise = ops.uniform_noise(n, magnitude, seed, offset, base)
+    assert rel_error(got, x + noise) <= BOUND
+    assert np.abs(noise).max() <= magnitude
+    if n > 1:
+        unit = noise.astype(np.float64) / magnitude
+        assert abs(unit.mean()) < 6 / np.sqrt(3 * n)            # uniform on [-1, 1): var 1/3
+        assert abs(unit.var() - 1 / 3) < 0.01 and unit.min() < -0.999 and unit.max() > 0.999
+        per_step.write(pack_step(seed + 1, offset))
+        other = floats(run(program.run())[0]) - x
+        assert np.corrcoef(other, noise)[0, 1] < 0.05

@@ -30,10 +30,12 @@ def peft_t5(path, targets, lora=None, **overrides):
                                lora_dropout=0.0, **(lora or {})).double()
 
 
-def engine_step(path, ids, mask, labels, seed=0, saved_into=None, rate=None, full=False):
+def engine_step(path, ids, mask, labels, seed=0, saved_into=None, rate=None, full=False,
+                noise_alpha=None):
     """Loss and LoRA gradients (with `full`, every weight's) of one step on the NumPy backend in
-    float64, its dropout masks drawn from `seed` (at the config's dropout_rate, or `rate`); what
-    the forward saved goes into the dict `saved_into` when one is given."""
+    float64, its dropout masks (and NEFTune's noise for `noise_alpha`) drawn from `seed` (at the
+    config's dropout_rate, or `rate`); what the forward saved goes into the dict `saved_into`
+    when one is given."""
     if full:
         model, be = engine(path / "model")
     else:
@@ -46,6 +48,7 @@ def engine_step(path, ids, mask, labels, seed=0, saved_into=None, rate=None, ful
     c = model.config
     decoder_ids = seq2seq_decoder_ids(labels.tolist(), c.decoder_start_token_id, c.pad_token_id)
     batch = Seq2SeqBatch(ids, mask, np.asarray(decoder_ids))
+    batch.noise_alpha = noise_alpha
     flat = [IGNORE_LABEL if y == IGNORE_INDEX else y for y in labels.ravel().tolist()]
     be.start_step(seed)
     hidden, saved = model.forward(be, batch)

@@ -13,6 +13,7 @@ The interface (tensors are backend handles; shapes are row-major, activations [B
     dora_scale(w, a, bm, scaling, magnitude) -> (scale, norm);  scale_columns(z, scale, b=None)
     dora_magnitude_grad(dy, z, norm, dmagnitude)              (DoRA's steps: ops/dora.py)
     dropout(x, p) -> (y, site);  dropout_backward(dy, site) -> dx     (p == 0: identity)
+    add_noise(x, magnitude) -> x + uniform noise    (NEFTune's, drawn as a dropout mask is)
     attention(q, k, v, mask, B, T, heads, p) -> (ctx, saved);  attention_backward(dctx, saved)
     add(a, b), sub(a, b), gelu(x), gelu_backward(dy, x), tanh(x), tanh_backward(y, dy)
     cls_pool(x, B, T), cls_pool_backward(d, B, T), mean_pool(x, mask, B, T), mean_pool_backward

@@ -435,6 +435,15 @@ class GpuBackend(Recomputing):
         self._counter += n
         return site
 
+    def add_noise(self, x, magnitude):
+        """x + noise uniform in [-magnitude, magnitude), drawn at the step's running counter as
+        a dropout layer's mask (NEFTune's; its backward is the identity)."""
+        base = self._counter
+        self._counter += x.size
+        y = self.new(*x.shape)
+        self.k.dropout.noise(self.program, x.buffer, y.buffer, self.step, x.size, magnitude, base)
+        return y
+
     def dropout_backward(self, dy, site):
         if site is None:
             return dy

@@ -208,6 +208,14 @@ class NumpyBackend(Recomputing):
         return DropoutSite(dropout_ops.dropout_multiplier(n, p, self.seed, self.offset, base,
                                                           dtype).reshape(shape))
 
+    def add_noise(self, x, magnitude):
+        """x + noise uniform in [-magnitude, magnitude), drawn at the step's running counter as
+        a dropout layer's mask (NEFTune's; its backward is the identity)."""
+        base = self._counter
+        self._counter += x.size
+        noise = dropout_ops.uniform_noise(x.size, magnitude, self.seed, self.offset, base, x.dtype)
+        return x + noise.reshape(x.shape)
+
     def dropout_backward(self, dy, site):
         if site is None:
             return dy

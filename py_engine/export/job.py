@@ -145,6 +145,14 @@ def check_job(args):
     if kind != "encoder":
         refuse_options(args, ("label_smoothing", "problem_type"),
                        f"only for classifiers; {args.model} is {KIND_NAMES[kind]}")
+    else:
+        refuse_options(args, ("neftune_noise_alpha",), f"only for chat models and T5; "
+                       f"{args.model} is {KIND_NAMES[kind]}")
+    if kind == "seq2seq":
+        refuse_options(args, ("neftune_noise_alpha",), "not for T5 jobs: transformers' Trainer "
+                       "hooks the shared embedding, which transformers 5's T5 stacks do not call "
+                       "(each embeds with a module of its own), so the job would train without "
+                       "it; py-engine train adds it")
     config = _train_config(args, kind)
     if local:       # as py_engine does, the checkpoint's positions bound max_length
         from ..formats.json_file import read_json_object
@@ -198,7 +206,7 @@ def _train_config(args, kind):
 
     if kind == "encoder":
         return ClassifierTrainConfig(**train_options(args, "label_smoothing"))
-    return CausalTrainConfig(**train_options(args))
+    return CausalTrainConfig(**train_options(args, "neftune_noise_alpha"))
 
 
 def _decoder_targets(model_dir):
@@ -364,7 +372,7 @@ def job_files(job):
                          "warmup_steps", "lr_scheduler_type", "lr_scheduler_kwargs",
                          "max_grad_norm", "weight_decay", "adam_beta1", "adam_beta2",
                          "adam_epsilon", "seed", "max_length",
-                         "pad_multiple", "label_smoothing")}
+                         "pad_multiple", "label_smoothing", "neftune_noise_alpha")}
     spec = {"task": task, "base": job.base, "preset": job.preset_name, "labels": job.labels,
             "problem_type": job.problem_type, "train": settings, "data": data,
             "dtype": job.preset.dtype if job.preset else "float32",

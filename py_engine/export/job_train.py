@@ -483,6 +483,7 @@ def train(job, args):
         optim="adamw_torch", max_grad_norm=settings["max_grad_norm"] or 0.0,
         lr_scheduler_type=settings.get("lr_scheduler_type", "linear"),
         lr_scheduler_kwargs=settings.get("lr_scheduler_kwargs") or {},
+        neftune_noise_alpha=settings.get("neftune_noise_alpha"),
         warmup_steps=settings.get("warmup_steps") or int(settings["warmup_ratio"] * total),
         logging_steps=1, save_strategy="no", report_to="none", seed=settings["seed"],
         bf16=precision == "bf16", fp16=precision == "fp16", gradient_checkpointing=checkpointing,

@@ -4,6 +4,7 @@
     step = drop.step_buffer()                          # one per training step program
     drop.forward(program, x, out, step, n, p=0.1, base=0)
     drop.backward(program, dout, dx, step, n, p=0.1, base=0)
+    drop.noise(program, x, out, step, n, magnitude=0.01, base=0)     # NEFTune: x + noise
     ...
     step.write(pack_step(seed, offset))                # before each replay: a fresh mask
 
@@ -41,10 +42,11 @@ def scale(p):
 
 
 class DropoutKernels:
-    def __init__(self, device, forward, backward, workgroup):
+    def __init__(self, device, forward, backward, noise, workgroup):
         self.device = device
         self._forward = forward
         self._backward = backward
+        self._noise = noise
         self.workgroup = workgroup
 
     @classmethod
@@ -52,17 +54,19 @@ class DropoutKernels:
         constants = {"WORKGROUP": workgroup}
         forward = await device.kernel(SOURCE, "dropout_forward", constants)
         backward = await device.kernel(SOURCE, "dropout_backward", constants)
-        return cls(device, forward, backward, workgroup)
+        noise = await device.kernel(SOURCE, "add_uniform_noise", constants)
+        return cls(device, forward, backward, noise, workgroup)
 
     def step_buffer(self, seed=0, offset=0):
         """A uniform buffer holding (seed, offset); write pack_step(...) into it per step."""
         return self.device.buffer_from(pack_step(seed, offset), "uniform", "dropout step")
 
-    def _dispatch(self, program, kernel, src, dst, per_step, n, p, base):
+    def _dispatch(self, program, kernel, src, dst, per_step, n, p, base, factor=None):
         for buffer, name in ((src, "input"), (dst, "output")):
             if buffer.size < 4 * n:
                 raise ValueError(f"dropout {name} holds {buffer.size} bytes; {4 * n} needed")
-        params = self.device.uniform("IIIf", n, base & MASK32, threshold(p), scale(p))
+        params = self.device.uniform("IIIf", n, base & MASK32, threshold(p),
+                                     scale(p) if factor is None else factor)
         program.dispatch(kernel, [src, dst, params, per_step],
                          grid_groups(self.device, n, self.workgroup))
 
@@ -71,3 +75,7 @@ class DropoutKernels:
 
     def backward(self, program, dout, dx, per_step, n, p, base=0):
         self._dispatch(program, self._backward, dout, dx, per_step, n, p, base)
+
+    def noise(self, program, x, out, per_step, n, magnitude, base=0):
+        """out = x + noise uniform in [-magnitude, magnitude) (ops/dropout.py uniform_noise)."""
+        self._dispatch(program, self._noise, x, out, per_step, n, 0.0, base, factor=magnitude)

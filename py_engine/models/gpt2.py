@@ -25,6 +25,7 @@ have the shapes they have for a Linear. With `lora=None` every weight trains.
 
 from .checkpointing import layers_backward, layers_forward
 from .decoder import DecoderModel
+from .neftune import noised_embeddings
 
 PROJECTIONS = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
 
@@ -61,7 +62,8 @@ class Gpt2Model(DecoderModel):
         B, T, position = inputs.B, inputs.T, inputs.position
         p_embd = self.dropout["embedding"] if train else 0
         saved = {"ids": inputs.ids, "B": B, "T": T}
-        x = be.add(self._embed_tokens(be, inputs.ids, saved),
+        x = be.add(noised_embeddings(be, self._embed_tokens(be, inputs.ids, saved),
+                                     getattr(inputs, "noise_alpha", None), T, train),
                    be.position_rows(be.param("transformer.wpe.weight"), B, T, position))
         x, saved["emb_drop"] = be.dropout(x, p_embd)
         x, saved["layers"] = layers_forward(

@@ -40,6 +40,7 @@ then one token at a time.
 from ..labels import IGNORE_INDEX, IGNORE_LABEL
 from .checkpointing import layers_backward, layers_forward
 from .decoder import DecoderModel
+from .neftune import noised_embeddings
 
 
 class LlamaModel(DecoderModel):
@@ -70,7 +71,8 @@ class LlamaModel(DecoderModel):
         T = inputs.T
         ropes = self._rope_tables(be, cache.length if cache else T, inputs.rope_length if cache else T)
         saved = {"ids": inputs.ids, "ropes": ropes, "T": T}
-        x = self._embed_tokens(be, inputs.ids, saved)
+        x = noised_embeddings(be, self._embed_tokens(be, inputs.ids, saved),
+                              getattr(inputs, "noise_alpha", None), T, train)
         if c.embedding_scale is not None:
             x = be.scale(x, c.embedding_scale)
         x, saved["layers"] = layers_forward(

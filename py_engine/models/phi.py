@@ -24,6 +24,7 @@ With `lora=None` every weight trains.
 
 from .checkpointing import layers_backward, layers_forward
 from .decoder import DecoderModel
+from .neftune import noised_embeddings
 
 PROJECTIONS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.dense",
                "mlp.fc1", "mlp.fc2")
@@ -57,7 +58,9 @@ class PhiModel(DecoderModel):
         rope = be.rope_tables(c.head_dim, c.rope_parameters, cache.length if cache else T)
         p_embd = self.dropout["embedding"] if train else 0
         saved = {"ids": inputs.ids, "rope": rope, "T": T}
-        x, saved["emb_drop"] = be.dropout(self._embed_tokens(be, inputs.ids, saved), p_embd)
+        x = noised_embeddings(be, self._embed_tokens(be, inputs.ids, saved),
+                              getattr(inputs, "noise_alpha", None), T, train)
+        x, saved["emb_drop"] = be.dropout(x, p_embd)
         x, saved["layers"] = layers_forward(
             be, x, c.num_hidden_layers, lambda n, x: self._layer(be, n, x, inputs, rope, train, cache),
             train, self.gradient_checkpointing, self._lowest_layer)

@@ -42,6 +42,7 @@ from .checkpointing import layers_backward, layers_forward
 from .dropout_rates import override_rates
 from .lora import AdaptedModel, Linears
 from .lora_tables import HEAD
+from .neftune import noised_embeddings
 from .relative_position import relative_position_buckets
 from .saved_modules import named_whole
 
@@ -148,12 +149,15 @@ class T5Model(AdaptedModel):
 
     # --- forward ---
 
-    def _stack(self, be, stack, ids, count, train, layer, buckets=None):
-        """Run `stack` ("encoder" or "decoder") over ids: the shared embedding, `count` layers
-        (layer(x, prefix, saved, n) -> x), the final norm; returns (output, saved), saved
-        holding the layers' run (n, x) -> (x, saved) for gradient checkpointing's recompute.
-        buckets: those of the stack's relative position bias, kept for the backward."""
-        x, drop = be.dropout(be.gather_rows(be.param("shared.weight"), ids), self._rate(train))
+    def _stack(self, be, stack, ids, count, train, layer, buckets=None, noise_alpha=None):
+        """Run `stack` ("encoder" or "decoder") over ids: the shared embedding (with NEFTune's
+        noise for `noise_alpha` in training), `count` layers (layer(x, prefix, saved, n) -> x),
+        the final norm; returns (output, saved), saved holding the layers' run (n, x) -> (x,
+        saved) for gradient checkpointing's recompute. buckets: those of the stack's relative
+        position bias, kept for the backward."""
+        x = noised_embeddings(be, be.gather_rows(be.param("shared.weight"), ids), noise_alpha,
+                              ids.shape[-1], train)
+        x, drop = be.dropout(x, self._rate(train))
 
         def run(n, x):
             s = {}
@@ -169,9 +173,9 @@ class T5Model(AdaptedModel):
         return out, {"layers": layers, "final": final, "final_drop": final_drop, "emb_drop": drop,
                      "ids": ids, "buckets": buckets, "run": run}
 
-    def encode(self, be, ids, mask, B, S, train=True):
+    def encode(self, be, ids, mask, B, S, train=True, noise_alpha=None):
         """The encoder's output [B*S, d_model] of ids [B, S] (mask [B, S] of 0/1 or None), and
-        what its backward needs."""
+        what its backward needs; noise_alpha: NEFTune's (training)."""
         bias, buckets = self._bias(be, "encoder", S, S, 0)
 
         def layer(x, p, s, n):
@@ -179,7 +183,8 @@ class T5Model(AdaptedModel):
                                 bias=bias)
             return self._feed_forward(be, x, p + "1.", s, train)
 
-        return self._stack(be, "encoder", ids, self.config.num_encoder_layers, train, layer, buckets)
+        return self._stack(be, "encoder", ids, self.config.num_encoder_layers, train, layer, buckets,
+                           noise_alpha)
 
     def cross_keys_values(self, be, enc):
         """Each decoder layer's cross-attention keys and values of the encoder output (made
@@ -190,14 +195,15 @@ class T5Model(AdaptedModel):
             out.append(tuple(self.linears.forward(be, m + x, enc, {}, False) for x in ("k", "v")))
         return out
 
-    def decode(self, be, ids, B, T, enc, enc_mask, train=True, cache=None, position=0, cached=None):
+    def decode(self, be, ids, B, T, enc, enc_mask, train=True, cache=None, position=0, cached=None,
+               noise_alpha=None):
         """The decoder's final hidden states [B*T, d_model] for ids [B, T] at `position` (0, or
         with a KV cache the tokens cached before them), and what its backward needs. enc: the
         encoder output [B*S, d_model], or per layer its cross keys and values (see
         cross_keys_values); enc_mask: the encoder's mask [B, S] or None. cached: for one token
         against a whole cache whose position is set per run (the GPU decoder), the cache rows'
         mask [1, L] (1 up to the token) and its relative position bias [H, 1, L], instead of
-        the causal limit and a bias computed here."""
+        the causal limit and a bias computed here. noise_alpha: NEFTune's (training)."""
         c = self.config
         buckets = None
         if cached is None:
@@ -213,7 +219,8 @@ class T5Model(AdaptedModel):
                                 T=T, bias=None)
             return self._feed_forward(be, x, p + "2.", s, train)
 
-        out, saved = self._stack(be, "decoder", ids, c.num_hidden_layers, train, layer, buckets)
+        out, saved = self._stack(be, "decoder", ids, c.num_hidden_layers, train, layer, buckets,
+                                 noise_alpha)
         if c.output_scale != 1.0:           # the tied head's rescaling
             out = be.scale(out, c.output_scale)
         return out, saved
@@ -222,9 +229,11 @@ class T5Model(AdaptedModel):
         """The decoder's final hidden states [B*T, d_model] and what the backward needs.
         `inputs`: a Seq2SeqBatch's fields as backend tensors: ids and mask [B, S] (the
         encoder's), decoder_ids [B, T], sizes B and T (the decoder's)."""
-        B = inputs.B
-        enc, encoder = self.encode(be, inputs.ids, inputs.mask, B, inputs.ids.shape[-1], train)
-        out, decoder = self.decode(be, inputs.decoder_ids, B, inputs.T, enc, inputs.mask, train)
+        B, alpha = inputs.B, getattr(inputs, "noise_alpha", None)
+        enc, encoder = self.encode(be, inputs.ids, inputs.mask, B, inputs.ids.shape[-1], train,
+                                   noise_alpha=alpha)
+        out, decoder = self.decode(be, inputs.decoder_ids, B, inputs.T, enc, inputs.mask, train,
+                                   noise_alpha=alpha)
         return out, {"encoder": encoder, "decoder": decoder}
 
     # --- backward ---

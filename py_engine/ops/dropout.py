@@ -21,6 +21,14 @@ range (e.g. the running total of the sizes of the layers before it), so layers s
 seed draw independent masks. Kept values are scaled by 1 / (1 - p), as
 torch.nn.functional.dropout does; the backward applies the same mask and scale to the incoming
 gradient. shaders/dropout.wgsl computes the same bits.
+
+The same bits give NEFTune's noise (transformers' neftune_noise_alpha: uniform noise added to
+the input embeddings in training), element i of a noise layer being
+
+    magnitude * (2 u - 1),   u = (bits(seed, counter) >> 8) * 2^-24
+
+in [-magnitude, magnitude): 2 u - 1 is exact in float32, so each element is one rounding of
+the product, as the shader's.
 """
 
 import numpy as np
@@ -103,6 +111,16 @@ def dropout_forward(x, p, seed, offset=0, base=0):
     """Returns (y, keep): y = x * keep / (1 - p) over x flattened in C order."""
     keep = dropout_mask(x.size, p, seed, offset, base).reshape(x.shape)
     return np.where(keep, x * _scale(p, x.dtype), 0.0).astype(x.dtype, copy=False), keep
+
+
+def uniform_noise(n, magnitude, seed, offset=0, base=0, dtype=np.float32):
+    """n elements of noise uniform in [-magnitude, magnitude) (see the module docstring) in
+    `dtype`, drawn at counters offset + base + i."""
+    counters = np.arange(n, dtype=np.uint32)
+    counters += np.uint32((offset + base) & MASK32)
+    bits = _hash_counters(seed, counters) >> np.uint32(8)
+    unit = (bits.astype(np.float32) * np.float32(2.0) - np.float32(2.0**24)) * np.float32(2.0**-24)
+    return (np.float32(magnitude) * unit).astype(dtype)
 
 
 def dropout_backward(dy, p, seed, offset=0, base=0):

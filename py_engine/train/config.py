@@ -159,6 +159,8 @@ class CausalTrainConfig(TrainConfig):
     eval_every: optimizer steps between validation evaluations (default: once per epoch).
     validation_ratio: the share of examples held out for validation when fit() is given none
     and the mode is hybrid.
+    neftune_noise_alpha: NEFTune's alpha, as transformers' TrainingArguments (None: no noise):
+    noise uniform in +-alpha/sqrt(L d) on the input embeddings in training (models/neftune.py).
     """
 
     epochs: int = 1
@@ -173,9 +175,12 @@ class CausalTrainConfig(TrainConfig):
     min_delta: float = 0.0
     eval_every: int = None
     validation_ratio: float = 0.1
+    neftune_noise_alpha: float = None
 
     def __post_init__(self):
         super().__post_init__()
+        if self.neftune_noise_alpha is not None:
+            _finite("neftune_noise_alpha", self.neftune_noise_alpha, 0.0)
         if self.mode not in MODES:
             raise ConfigError(f"mode must be one of {MODES}, got {self.mode!r}")
         _positive_int("patience", self.patience)
