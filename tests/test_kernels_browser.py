@@ -117,6 +117,9 @@ step = drop.step_buffer(); step.write(pack_step(I["seed"], 0))
 dropped = poisoned(device, R * C)
 drop.forward(program, f("x"), dropped, step, R * C, 0.25, base=I["base"])
 result("dropout", dropped)
+noised = poisoned(device, R * C)            # NEFTune's noise from the same bits
+drop.noise(program, f("x"), noised, step, R * C, 0.05, base=I["base"])
+result("noise", noised)
 
 rms = await RmsNormKernels.load(device)
 ry, rr = poisoned(device, R * C), poisoned(device, R)
@@ -249,6 +252,8 @@ def test_training_kernels_in_the_browser(engine_page):
     ref, keep = dropout_ops.dropout_forward(d(x), 0.25, seed, 0, base)
     assert np.array_equal(np.asarray(got["dropout"]).reshape(R, C) != 0, keep)   # the same mask
     assert rel(got["dropout"], ref) <= 2e-7
+    noise = dropout_ops.uniform_noise(R * C, 0.05, seed, 0, base).reshape(R, C)
+    assert rel(got["noise"], x + noise) <= 2e-7
     index, flags = argmax_ops.argmax_rows(am)
     assert [i for i, _ in got["argmax"]][:2] + [got["argmax"][5][0]] == [index[0], index[1], index[5]]
     assert got["argmax"][4][0] == 0 == index[4]
