@@ -132,9 +132,10 @@ def test_decoder_lora_step_on_the_gpu_matches_numpy(tmp_path, device, options):
     check_against(want, ref_grads, got, {n: np.frombuffer(bytes(d), np.float32) for n, d in zip(tensors, values[1:])})
 
 
-def numpy_step(path, ids, mask, labels):
+def numpy_step(path, ids, mask, labels, seed=0, noise_alpha=None):
     """Loss and LoRA gradients of one step on the NumPy backend in float64, for the checkpoint
-    and adapter under `path` (as peft_decoder wrote them)."""
+    and adapter under `path` (as peft_decoder wrote them); NEFTune's noise for `noise_alpha`
+    drawn from `seed`."""
     config = LlamaConfig.from_file(path / "model")
     adapter_config, tensors, _ = load_adapter(path / "adapter")
     model = LlamaModel(config, LoraConfig.from_peft_dict(adapter_config))
@@ -148,6 +149,8 @@ def numpy_step(path, ids, mask, labels):
             ref.add_grad(name)
     B, T = np.shape(ids)
     batch = Batch(np.asarray(ids).tolist(), [[0] * T] * B, np.asarray(mask).tolist())
+    batch.noise_alpha = noise_alpha
+    ref.start_step(seed)
     hidden, saved = model.forward(ref, batch)
     metrics, dh = model.head_loss(ref, hidden, np.asarray(shift_labels(np.asarray(labels).tolist())))
     model.backward(ref, dh, saved, batch)
