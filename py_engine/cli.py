@@ -305,7 +305,7 @@ def _check_train(args, kind):
             raise UsageError(f"--base-dtype {args.base_dtype} is for chat models; classifiers "
                              "keep f32 or f16 base weights")
     else:
-        refuse_options(args, ("pooling", "label_smoothing", "problem_type"),
+        refuse_options(args, ("pooling", "problem_type"),
                 f"only for classifiers; {args.model} is a "
                 f"{'T5 encoder-decoder' if kind == SEQ2SEQ else 'chat model (a decoder)'}")
         mode = args.mode or "lora"
@@ -499,7 +499,7 @@ def cmd_train_chat(args):
 
     _check_train(args, "decoder")
     config = CausalTrainConfig(**train_options(args, "mode", "patience", "full_lr",
-                                               "neftune_noise_alpha"))
+                                               "neftune_noise_alpha", "label_smoothing"))
     model_config = DecoderCheckpoint.load(args.model).config
     lora = lora_options(args, 2, model_config.lora_targets, task_type="CAUSAL_LM")
     if lora is not None:        # what may train whole, before the data is read
@@ -544,7 +544,7 @@ def cmd_train_seq2seq(args):
 
     _check_train(args, SEQ2SEQ)
     config = CausalTrainConfig(**train_options(args, "mode", "patience", "full_lr",
-                                               "neftune_noise_alpha"))
+                                               "neftune_noise_alpha", "label_smoothing"))
     lora = lora_options(args, 2, T5Config.lora_targets, task_type=Seq2SeqModel.task_type)
     data = read_seq2seq_jsonl(args.data)
     held_out = read_seq2seq_jsonl(args.validation) if args.validation else None
@@ -1069,7 +1069,9 @@ def _train_parser(sub):
                    help="classifiers: cls, transformers' sequence classifier head (PEFT-compatible, "
                         "the default); mean: mean over tokens, best for sentence-embedding "
                         "checkpoints such as minilm; last: a decoder's last token (its default)")
-    p.add_argument("--label-smoothing", type=FRACTION, help="classifiers")
+    p.add_argument("--label-smoothing", type=FRACTION,
+                   help="single-label classifiers (torch's label_smoothing), chat models and T5 "
+                        "(transformers' label_smoothing_factor)")
     p.add_argument("--problem-type", choices=list(PROBLEM_TYPES),
                    help="classifiers, as transformers names them: single_label_classification "
                         "(the default: one label per text, its name in \"label\"), "

@@ -24,6 +24,11 @@
 //                    NaN there, this gives zero gradients). Reads the forward's stats and
 //                    metrics, so it runs after lm_finish of the same batch.
 //
+// Label smoothing (params.smoothing = e > 0; transformers' label_smoothing_factor): the stats'
+// label logit becomes the target t = (1 - e) z[y] + e mean_j z[j] (lm_chunk_update adds each
+// chunk's share), so lm_finish's term lse - t is (1 - e)(lse - z[y]) + e (lse - mean z); the
+// gradient is dz = dloss / counted * (p - (1 - e)[c == y] - e / vocab).
+//
 // Final logit soft-capping (Gemma 2's final_logit_softcapping: params.softcap = c > 0): the
 // logits are z = c tanh(z_raw / c) (lib/softcap.wgsl). lm_chunk_update caps its row of the
 // chunk in place before reading it; lm_chunk_grad reads the recomputed raw chunk and multiplies
@@ -45,6 +50,7 @@ struct Params {
   metrics_offset: u32,
   dloss: f32,            // upstream gradient of the loss (1, or a loss scale)
   softcap: f32,          // final logit soft cap c; 0 = none
+  smoothing: f32,        // label smoothing e; 0 = none
 }
 
 @group(0) @binding(0) var<storage, read> labels: array<u32>;
@@ -91,13 +97,19 @@ fn lm_chunk_update(@builtin(global_invocation_id) gid: vec3<u32>,
       }
     }
     var sum = 0.0;
+    var total = 0.0;         // the chunk's logits summed (label smoothing's mean)
     for (var c = 0u; c < cols; c++) {
-      sum += exp(logits[base + c] - state.x);
+      let z = logits[base + c];
+      sum += exp(z - state.x);
+      total += z;
     }
     state.y = carried + sum;
+    if (params.smoothing > 0.0) {
+      state.z += params.smoothing / f32(params.vocab) * total;
+    }
     let y = labels[row];
     if (y >= params.start && y - params.start < cols) {
-      state.z = logits[base + y - params.start];
+      state.z += (1.0 - params.smoothing) * logits[base + y - params.start];
     }
     stats[row] = state;
   }
@@ -139,8 +151,8 @@ fn lm_chunk_grad(@builtin(global_invocation_id) gid: vec3<u32>,
       z = softcap_with_slope(z.x, params.softcap);
     }
     let p = exp(z.x - s.x) / s.y;
-    let onehot = select(0.0, 1.0, params.start + c == y);
-    logits[e] = (p - onehot) * scale * z.y;
+    let onehot = select(0.0, 1.0 - params.smoothing, params.start + c == y);
+    logits[e] = (p - onehot - params.smoothing / f32(params.vocab)) * scale * z.y;
   }
 }
 

@@ -537,8 +537,10 @@ def test_malformed_and_wrong_requests_get_one_line_errors(api, tmp_path):
         (c.post("/fine-tuning/setup", {"model": "tiny", "options": {
             "lr_scheduler_type": "warmup_stable_decay"}}), 422,
          "lr_scheduler_type warmup_stable_decay needs lr_scheduler_kwargs num_decay_steps"),
-        (c.post("/fine-tuning/setup", {"model": "t5", "options": {"label_smoothing": 0.1}}),
-         422, "unknown training option 'label_smoothing' for a seq2seq model"),
+        (c.post("/fine-tuning/setup", {"model": "t5", "options": {"class_weights": [1, 2]}}),
+         422, "unknown training option 'class_weights' for a seq2seq model"),
+        (c.post("/fine-tuning/setup", {"model": "tiny", "options": {"neftune_noise_alpha": 5}}),
+         422, "unknown training option 'neftune_noise_alpha' for a classification model"),
         (c.post("/fine-tuning/setup", {"model": "chat", "options": {"gradient_checkpointing": 1}}),
          422, "gradient_checkpointing must be true or false, got 1"),
         (c.post("/fine-tuning/setup", {"model": "chat", "options": {"max_length": 100000}}), 422,

@@ -132,7 +132,7 @@ def test_generate_options_are_range_checked(ws, capsys, nothing_loads, option, v
     ("bert", ["--backend", "gpu", "--base-dtype", "int8"], "int8 is for chat models"),
     ("bert", ["--base-dtype", "f16"], "f16 is a storage mode of the GPU backend"),
     ("llama", ["--pooling", "mean"], "--pooling: only for classifiers; .* is a chat model"),
-    ("llama", ["--label-smoothing", "0.1"], "--label-smoothing: only for classifiers"),
+    ("llama", ["--problem-type", "regression"], "--problem-type: only for classifiers"),
     ("llama", ["--mode", "full", "--r", "4"], "--r: only for LoRA; --mode full"),
     ("llama", ["--mode", "full", "--use-dora"], "--use-dora: only for LoRA; --mode full"),
     ("llama", ["--patience", "2"], "--patience: only for --mode hybrid"),

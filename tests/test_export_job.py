@@ -227,7 +227,7 @@ ADAM = {"adam_beta1": 0.8, "adam_beta2": 0.99, "adam_epsilon": 1e-6}
 
 
 SCHEDULE = {"lr_scheduler_type": "cosine_with_min_lr", "lr_scheduler_kwargs": {"min_lr_rate": 0.2},
-            "warmup_steps": 2, "max_steps": 21}
+            "warmup_steps": 2, "max_steps": 21, "label_smoothing": 0.1}
 
 
 @pytest.mark.parametrize("use_dora, bias, other", [(False, "none", False), (True, "none", False),
@@ -240,7 +240,7 @@ def test_dialogpt_job_trains_as_py_engine(ws, tmp_path, capsys, use_dora, bias, 
     with --lora-bias) on c_attn, and each step's loss, gradient norm and learning rate are
     py_engine's (a cosine schedule down to a fifth of the rate after two warmup steps over 21
     steps, past the epochs asked for, with --lr-scheduler-type, --lr-scheduler-kwargs,
-    --warmup-steps and --max-steps, transformers' names); with --dropout 0 on a checkpoint whose config has
+    --warmup-steps and --max-steps, transformers' names; and --label-smoothing); with --dropout 0 on a checkpoint whose config has
     dropout, both train without it; AdamW's options other than transformers' defaults reach
     both."""
     from py_engine.tokenizers.checkpoint import DIALOGPT_TEMPLATE
@@ -773,8 +773,8 @@ def test_refusals_write_nothing(ws, tmp_path, capsys):
          "no model directory there, and not a preset"),
         (("--model", chat, "--data", tmp_path / "none.jsonl", "--out", tmp_path / "o"),
          "no data file at"),
-        (("--model", chat, "--data", ws["chats"], "--out", tmp_path / "o", "--label-smoothing",
-          0.1), "--label-smoothing: only for classifiers"),
+        (("--model", chat, "--data", ws["chats"], "--out", tmp_path / "o", "--problem-type",
+          "multi_label_classification"), "--problem-type: only for classifiers"),
         (("--model", chat, "--data", ws["chats"], "--out", foreign), "py_engine did not write"),
         (("--model", chat, "--data", ws["chats"], "--out", chat), "it is the model directory"),
         (("--model", bert_model, "--data", texts, "--out", tmp_path / "o", "--adapter",
@@ -792,8 +792,9 @@ def test_refusals_write_nothing(ws, tmp_path, capsys):
          "bad-pairs.jsonl:2: the conversation must end on an assistant message"),
         (("--model", "flan-t5-base", "--data", texts, "--out", tmp_path / "o"),
          'texts.jsonl:1: a "text" record has no target'),
-        (("--model", t5, "--data", ws["pairs"], "--out", tmp_path / "o", "--label-smoothing",
-          0.1), f"--label-smoothing: only for classifiers; {t5} is a T5 encoder-decoder"),
+        (("--model", t5, "--data", ws["pairs"], "--out", tmp_path / "o", "--problem-type",
+          "multi_label_classification"), f"--problem-type: only for classifiers; {t5} is a T5 "
+         "encoder-decoder"),
         (("--model", t5, "--data", ws["pairs"], "--out", tmp_path / "o", "--adapter", causal),
          "is a CAUSAL_LM adapter; this command needs a SEQ_2_SEQ_LM one"),
         (("--model", tmp_path / "t5-without-tokenizer", "--data", ws["pairs"], "--out",

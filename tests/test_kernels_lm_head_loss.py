@@ -38,7 +38,7 @@ def random_case(rng, rows, hidden, vocab, ignored, spread=3.0):
 
 
 def run_lm(device, lm, h, w, labels, chunk, dloss=1.0, train_head=True, w_half=False,
-           dh_init=None, dw_init=None, softcap=None):
+           dh_init=None, dw_init=None, softcap=None, smoothing=0.0):
     rows, hidden = h.shape
     vocab = w.shape[0]
     metrics = poisoned(device, METRIC_SLOTS)
@@ -52,11 +52,11 @@ def run_lm(device, lm, h, w, labels, chunk, dloss=1.0, train_head=True, w_half=F
     w_b = device.buffer_from(pack_half(w.ravel().tolist()) if w_half else w)
     program = device.program()
     lm.forward(program, h_b, w_b, labels_b, scratch, stats, metrics, rows, hidden, vocab, chunk,
-               w_half=w_half, softcap=softcap)
+               w_half=w_half, softcap=softcap, smoothing=smoothing)
     lm.backward(program, h_b, w_b, labels_b, scratch, stats, metrics, dh, rows, hidden, vocab,
                 chunk, dweight=dw, dloss=dloss, w_half=w_half,
                 dh_beta=float(dh_init is not None), dw_beta=float(dw_init is not None),
-                softcap=softcap)
+                softcap=softcap, smoothing=smoothing)
     for b in (metrics, dh) + ((dw,) if dw is not None else ()):
         program.read(b)
     out = [floats(v) for v in run(program.run())]
@@ -65,10 +65,11 @@ def run_lm(device, lm, h, w, labels, chunk, dloss=1.0, train_head=True, w_half=F
     return m, dh_out, dw_out
 
 
-def reference(h, w, labels, dloss, softcap=None):
+def reference(h, w, labels, dloss, softcap=None, smoothing=0.0):
     h64, w64 = h.astype(np.float64), w.astype(np.float64)
-    loss, lse, counted = lm_head_loss_forward(h64, w64, labels, softcap=softcap)
-    dh, dw = lm_head_loss_backward(h64, w64, labels, lse, counted, dloss=dloss, softcap=softcap)
+    loss, lse, counted = lm_head_loss_forward(h64, w64, labels, softcap=softcap, smoothing=smoothing)
+    dh, dw = lm_head_loss_backward(h64, w64, labels, lse, counted, dloss=dloss, softcap=softcap,
+                                   smoothing=smoothing)
     logits = softcap_logits(h64 @ w64.T, softcap)
     kept = labels != IGNORE_LABEL
     correct = int((kept & (logits.argmax(axis=1) == labels.astype(np.int64))).sum())
@@ -110,11 +111,46 @@ def test_final_logit_softcap(device, lm, rng, rows, hidden, vocab, chunk, ignore
         lm.softcap(device.program(), buffer, z.size, 0.0)
 
 
-def check_against_numpy(device, lm, rng, rows, hidden, vocab, chunk, ignored, softcap=None):
+@pytest.mark.parametrize("rows, hidden, vocab, chunk, ignored, softcap, smoothing", [
+    (24, 16, 100, 32, 5, None, 0.1),
+    (9, 8, 13, 1, 2, 1.5, 0.3),
+    (33, 20, 77, 200, 32, None, 0.05),
+])
+def test_label_smoothing(device, lm, rng, rows, hidden, vocab, chunk, ignored, softcap, smoothing):
+    """Label smoothing (the target (1 - e) z[y] + e mean z): the GPU's loss and gradients are
+    the reference's; the reference's (chunked and fused, capped or not) are torch's
+    cross_entropy with label_smoothing, autograd's gradients."""
+    import torch
+
+    from py_engine.ops.lm_head_loss import lm_head_loss_fused
+
+    check_against_numpy(device, lm, rng, rows, hidden, vocab, chunk, ignored, softcap, smoothing)
+    h, w, labels = random_case(rng, rows, hidden, vocab, ignored)
+    h64, w64 = h.astype(np.float64), w.astype(np.float64)
+    th, tw = torch.tensor(h64, requires_grad=True), torch.tensor(w64, requires_grad=True)
+    z = th @ tw.T
+    z = z if softcap is None else softcap * torch.tanh(z / softcap)
+    target = torch.tensor(np.where(labels == IGNORE_LABEL, -100, labels.astype(np.int64)))
+    want = torch.nn.functional.cross_entropy(z, target, ignore_index=-100, label_smoothing=smoothing)
+    want.backward()
+    loss, lse, counted = lm_head_loss_forward(h64, w64, labels, chunk=chunk, softcap=softcap,
+                                              smoothing=smoothing)
+    dh, dw = lm_head_loss_backward(h64, w64, labels, lse, counted, chunk=chunk, softcap=softcap,
+                                   smoothing=smoothing)
+    fused = lm_head_loss_fused(h64, w64, labels, grad_weight=True, softcap=softcap,
+                               smoothing=smoothing, block_logits=vocab * 4)
+    for got_loss, got_dh, got_dw in ((loss, dh, dw), (fused[0], fused[2], fused[3])):
+        assert abs(got_loss - want.item()) <= 1e-12 * abs(want.item())
+        assert np.abs(got_dh - th.grad.numpy()).max() <= 1e-12 * np.abs(th.grad.numpy()).max()
+        assert np.abs(got_dw - tw.grad.numpy()).max() <= 1e-12 * np.abs(tw.grad.numpy()).max()
+
+
+def check_against_numpy(device, lm, rng, rows, hidden, vocab, chunk, ignored, softcap=None,
+                        smoothing=0.0):
     h, w, labels = random_case(rng, rows, hidden, vocab, ignored)
     dloss = float(np.float32(rng.uniform(0.5, 2.0)))
-    m, dh, dw = run_lm(device, lm, h, w, labels, chunk, dloss, softcap=softcap)
-    loss, counted, correct, ref_dh, ref_dw = reference(h, w, labels, dloss, softcap)
+    m, dh, dw = run_lm(device, lm, h, w, labels, chunk, dloss, softcap=softcap, smoothing=smoothing)
+    loss, counted, correct, ref_dh, ref_dw = reference(h, w, labels, dloss, softcap, smoothing)
     # loss = logsumexp - label logit: when the label dominates, the two nearly cancel, so the
     # error is bounded relative to the logits' magnitude, not to the (possibly tiny) loss.
     scale = max(abs(loss), np.abs(h.astype(np.float64) @ w.astype(np.float64).T).max())

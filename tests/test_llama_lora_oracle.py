@@ -132,10 +132,10 @@ def test_decoder_lora_step_on_the_gpu_matches_numpy(tmp_path, device, options):
     check_against(want, ref_grads, got, {n: np.frombuffer(bytes(d), np.float32) for n, d in zip(tensors, values[1:])})
 
 
-def numpy_step(path, ids, mask, labels, seed=0, noise_alpha=None):
+def numpy_step(path, ids, mask, labels, seed=0, noise_alpha=None, smoothing=0.0):
     """Loss and LoRA gradients of one step on the NumPy backend in float64, for the checkpoint
     and adapter under `path` (as peft_decoder wrote them); NEFTune's noise for `noise_alpha`
-    drawn from `seed`."""
+    drawn from `seed`; label `smoothing`."""
     config = LlamaConfig.from_file(path / "model")
     adapter_config, tensors, _ = load_adapter(path / "adapter")
     model = LlamaModel(config, LoraConfig.from_peft_dict(adapter_config))
@@ -152,7 +152,8 @@ def numpy_step(path, ids, mask, labels, seed=0, noise_alpha=None):
     batch.noise_alpha = noise_alpha
     ref.start_step(seed)
     hidden, saved = model.forward(ref, batch)
-    metrics, dh = model.head_loss(ref, hidden, np.asarray(shift_labels(np.asarray(labels).tolist())))
+    metrics, dh = model.head_loss(ref, hidden, np.asarray(shift_labels(np.asarray(labels).tolist())),
+                                  smoothing=smoothing)
     model.backward(ref, dh, saved, batch)
     return metrics["loss"], ref.grads
 

@@ -62,7 +62,7 @@ def test_a_llama_step_with_noise_matches_transformers_hook(tmp_path, monkeypatch
     assert abs(loss - peft_loss) <= 1e-6 * abs(loss)
     assert set(want) == set(got)
     po.check_gradients(got, want, 1e-5)
-    assert abs(numpy_step(tmp_path, ids, mask, labels, seed)[0] - loss) > 1e-3 * abs(loss)
+    assert abs(numpy_step(tmp_path, ids, mask, labels, seed)[0] - loss) > 1e-5 * abs(loss)
 
 
 def test_a_t5_step_with_noise_matches_transformers_hook(tmp_path, monkeypatch):
@@ -96,7 +96,7 @@ def test_a_t5_step_with_noise_matches_transformers_hook(tmp_path, monkeypatch):
     assert abs(loss - want_loss) <= 1e-8 * abs(want_loss)
     for name, ref in want.items():
         assert relative(grads[name], ref) <= 1e-6, name
-    assert abs(engine_step(tmp_path, ids, mask, labels, seed=seed)[1] - loss) > 1e-4 * abs(loss)
+    assert abs(engine_step(tmp_path, ids, mask, labels, seed=seed)[1] - loss) > 1e-6 * abs(loss)
 
 
 @pytest.mark.parametrize("family", ["qwen2", "gpt2", "phi"])
@@ -126,7 +126,7 @@ def test_training_with_noise_on_the_gpu_is_numpy_s(tmp_path, device, family):
     (cpu, cpu_norms, cpu_before), (gpu, gpu_norms, gpu_before) = runs["numpy", ALPHA], runs["gpu", ALPHA]
     np.testing.assert_allclose(gpu, cpu, rtol=1e-4)
     np.testing.assert_allclose(gpu_norms, cpu_norms, rtol=1e-3)
-    assert np.abs(np.array(runs["numpy", None][0]) - cpu).max() > 1e-4
+    assert np.abs(np.array(runs["numpy", None][0]) - cpu).max() > 1e-5
     assert cpu_before == runs["numpy", None][2]                 # no noise in evaluation
 
 

@@ -31,11 +31,11 @@ def peft_t5(path, targets, lora=None, **overrides):
 
 
 def engine_step(path, ids, mask, labels, seed=0, saved_into=None, rate=None, full=False,
-                noise_alpha=None):
+                noise_alpha=None, smoothing=0.0):
     """Loss and LoRA gradients (with `full`, every weight's) of one step on the NumPy backend in
     float64, its dropout masks (and NEFTune's noise for `noise_alpha`) drawn from `seed` (at the
-    config's dropout_rate, or `rate`); what the forward saved goes into the dict `saved_into`
-    when one is given."""
+    config's dropout_rate, or `rate`; label `smoothing`); what the forward saved goes into the
+    dict `saved_into` when one is given."""
     if full:
         model, be = engine(path / "model")
     else:
@@ -54,7 +54,7 @@ def engine_step(path, ids, mask, labels, seed=0, saved_into=None, rate=None, ful
     hidden, saved = model.forward(be, batch)
     if saved_into is not None:
         saved_into.update(saved)
-    metrics, dh = model.head_loss(be, hidden, np.asarray(flat))     # as Seq2SeqTask's loss
+    metrics, dh = model.head_loss(be, hidden, np.asarray(flat), smoothing=smoothing)  # Seq2SeqTask's
     model.backward(be, dh, saved, batch)
     return model, metrics["loss"], be.grads
 

@@ -30,8 +30,10 @@ COMMON_OPTIONS = ("epochs", "max_steps", "lr", "batch_size", "grad_accum", "warm
                   "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon", "seed", "max_length",
                   "gradient_checkpointing")
 CONFIGS = {"classification": (ClassifierTrainConfig, COMMON_OPTIONS + ("label_smoothing",)),
-           "causal_lm": (CausalTrainConfig, COMMON_OPTIONS + ("neftune_noise_alpha",)),
-           "seq2seq": (CausalTrainConfig, COMMON_OPTIONS + ("neftune_noise_alpha",))}
+           "causal_lm": (CausalTrainConfig, COMMON_OPTIONS + ("neftune_noise_alpha",
+                                                              "label_smoothing")),
+           "seq2seq": (CausalTrainConfig, COMMON_OPTIONS + ("neftune_noise_alpha",
+                                                            "label_smoothing"))}
 SETUP_FIELDS = ("model", "documents", "options", "labels", "validation_split", "problem_type",
                 "lora")
 # The new adapter's options a setup request may give (PEFT's LoraConfig names); the rest keep

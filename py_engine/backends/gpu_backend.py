@@ -877,7 +877,8 @@ class GpuBackend(Recomputing):
         return self.metrics, dlogits
 
     def lm_head_loss(self, h, w, labels, loss_scale=1.0, dweight=None, backward=True, chunk=256,
-                     bias=None, dbias=None, softcap=None, low_rank=None, dlow_rank=None):
+                     bias=None, dbias=None, softcap=None, low_rank=None, dlow_rank=None,
+                     smoothing=0.0):
         """(metrics, dh): loss and counted tokens land in the metrics buffer (read it after
         the run); dh is the gradient of loss * loss_scale (None without `backward`); with
         `dweight` the head's gradient is added into it (full fine-tuning; otherwise the head
@@ -885,7 +886,7 @@ class GpuBackend(Recomputing):
         gradient is added into that; `softcap` caps the logits (Gemma 2's
         final_logit_softcapping). A LoRA on the head: `low_rank` (u, B, scaling) adds
         scaling * u B^T to the logits, the result is (metrics, dh, du) and dB is added into
-        `dlow_rank`."""
+        `dlow_rank`; `smoothing`: label smoothing."""
         N, H = h.shape
         V = w.shape[0]
         chunk = min(chunk, V)
@@ -899,7 +900,8 @@ class GpuBackend(Recomputing):
         if low_rank is not None:
             u, b, scaling = low_rank
             low = (u.buffer, b.buffer, u.cols, scaling)
-        lm.forward(*args, *shape, w_half=w.half, bias=bias, softcap=softcap, low_rank=low)
+        lm.forward(*args, *shape, w_half=w.half, bias=bias, softcap=softcap, low_rank=low,
+                   smoothing=smoothing)
         if not backward:
             return (self.metrics, None) if low is None else (self.metrics, None, None)
         dh = self.new(*h.shape)
@@ -911,7 +913,7 @@ class GpuBackend(Recomputing):
             extra.update(low_rank=low, du=du.buffer,
                          dlow_b=None if dlow_rank is None else dlow_rank.buffer)
         lm.backward(*args, dh.buffer, *shape, dloss=loss_scale, w_half=w.half, bias=bias,
-                    softcap=softcap, **extra)
+                    softcap=softcap, smoothing=smoothing, **extra)
         return (self.metrics, dh) if low is None else (self.metrics, dh, du)
 
 

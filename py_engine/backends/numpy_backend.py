@@ -479,7 +479,8 @@ class NumpyBackend(Recomputing):
                                                         dloss=loss_scale)
 
     def lm_head_loss(self, h, w, labels, loss_scale=1.0, dweight=None, backward=True,
-                     bias=None, dbias=None, softcap=None, low_rank=None, dlow_rank=None):
+                     bias=None, dbias=None, softcap=None, low_rank=None, dlow_rank=None,
+                     smoothing=0.0):
         """(metrics, dh): the causal-LM loss over shifted labels (IGNORE_LABEL = not counted)
         as metrics {"loss", "counted"}, and the gradient of loss * loss_scale with respect to
         h (None without `backward`); with `dweight` the head's gradient is added into it (full
@@ -487,13 +488,13 @@ class NumpyBackend(Recomputing):
         logits; with `dbias` its gradient is added into that; `softcap` caps the logits (Gemma
         2's final_logit_softcapping). A LoRA on the head: `low_rank` (u, B, scaling) adds
         scaling * u B^T to the logits, the result is (metrics, dh, du) and dB is added into
-        `dlow_rank` (ops/lm_head_loss.py). One pass over blocks of rows:
+        `dlow_rank`; `smoothing`: label smoothing (ops/lm_head_loss.py). One pass over blocks of rows:
         each block's logits are made once and never all at once."""
         out = lm_ops.lm_head_loss_fused(
             h, w, np.asarray(labels), dloss=loss_scale, grad_input=backward,
             grad_weight=backward and dweight is not None, bias=bias,
             dbias=dbias if backward else None, softcap=softcap, low_rank=low_rank,
-            dlow_rank=dlow_rank if backward else None)
+            dlow_rank=dlow_rank if backward else None, smoothing=smoothing)
         loss, counted, dh, dw = out[:4]
         if dw is not None:
             dweight += dw

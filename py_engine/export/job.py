@@ -66,7 +66,8 @@ def add_export_job_parser(sub, add_training_options, model_dir, count, fraction)
                                      "train, or an earlier job)")
     p.add_argument("--validation", help="JSONL scored after each epoch")
     add_training_options(p)
-    p.add_argument("--label-smoothing", type=fraction, help="single-label classifiers")
+    p.add_argument("--label-smoothing", type=fraction,
+                   help="single-label classifiers, chat models and T5")
     p.add_argument("--problem-type", choices=list(JOB_PROBLEM_TYPES),
                    help="classifiers: single_label_classification (the default, or --adapter's "
                         "kind: one label per text) or multi_label_classification (\"label\" a "
@@ -143,7 +144,7 @@ def check_job(args):
     kind = model_kind(args.model, args.max_length, seq2seq=True) if local else \
         KINDS[preset.task]
     if kind != "encoder":
-        refuse_options(args, ("label_smoothing", "problem_type"),
+        refuse_options(args, ("problem_type",),
                        f"only for classifiers; {args.model} is {KIND_NAMES[kind]}")
     else:
         refuse_options(args, ("neftune_noise_alpha",), f"only for chat models and T5; "
@@ -206,7 +207,7 @@ def _train_config(args, kind):
 
     if kind == "encoder":
         return ClassifierTrainConfig(**train_options(args, "label_smoothing"))
-    return CausalTrainConfig(**train_options(args, "neftune_noise_alpha"))
+    return CausalTrainConfig(**train_options(args, "neftune_noise_alpha", "label_smoothing"))
 
 
 def _decoder_targets(model_dir):

@@ -27,6 +27,9 @@ bias; `dbias=` [V] f32 gets the column sums of each chunk's gradient block (the 
 family's bias_grad into that buffer, copied to the slice; `db_beta` as dw_beta), so no
 shader of this family knows of the bias.
 
+Label smoothing: `smoothing=e` to forward and backward (0 <= e < 1) takes each counted token's
+loss as (1 - e)(lse - z[y]) + e (lse - mean z), as transformers' label_smoothing_factor.
+
 Final logit soft-capping (Gemma 2): `softcap=c` to forward and backward caps the logits to
 c * tanh(z / c) before the loss (the backward multiplies each logit's gradient by the cap's
 slope); `softcap(program, logits, n, c)` caps n logits in place (generation's).
@@ -77,11 +80,14 @@ class LMHeadLossKernels(KernelFamily):
     def stats_floats(rows):
         return rows * STATS_PER_ROW
 
-    def _params(self, rows, cols, start, vocab, first, metrics_offset, dloss, softcap=None):
+    def _params(self, rows, cols, start, vocab, first, metrics_offset, dloss, softcap=None,
+                smoothing=0.0):
         if softcap is not None and not softcap > 0:
             raise ValueError(f"softcap must be positive or None, got {softcap}")
-        return self.device.uniform("IIIIIIff", rows, cols, start, vocab, first, metrics_offset,
-                                   dloss, softcap or 0.0)
+        if not 0.0 <= smoothing < 1.0:
+            raise ValueError(f"smoothing must lie in [0, 1), got {smoothing}")
+        return self.device.uniform("IIIIIIfffIII", rows, cols, start, vocab, first,
+                                   metrics_offset, dloss, softcap or 0.0, smoothing, 0, 0, 0)
 
     def softcap(self, program, logits, n, softcap):
         """logits[:n] = softcap * tanh(logits[:n] / softcap), in place."""
@@ -139,7 +145,7 @@ class LMHeadLossKernels(KernelFamily):
 
     def forward(self, program, hidden, weight, labels, scratch, stats, metrics, rows,
                 hidden_size, vocab, chunk, w_half=False, metrics_offset=METRIC_LOSS, bias=None,
-                softcap=None, low_rank=None):
+                softcap=None, low_rank=None, smoothing=0.0):
         """Loss, correct count and counted tokens (twice: counted is the denominator) into
         metrics[offset:offset+4]; per-row (max, sum, label logit, argmax) into stats."""
         self._check(hidden, weight, labels, scratch, stats, metrics, rows, hidden_size, vocab,
@@ -150,7 +156,7 @@ class LMHeadLossKernels(KernelFamily):
             self._logits(program, hidden, weight, scratch, rows, hidden_size, start, cols, w_half,
                          bias, bias_chunk, low_rank)
             params = self._params(rows, cols, start, vocab, int(start == 0), metrics_offset, 1.0,
-                                  softcap)
+                                  softcap, smoothing)
             self._dispatch(program, "lm_chunk_update", [labels, stats, params, scratch], rows)
         params = self._params(rows, 0, 0, vocab, 0, metrics_offset, 1.0)
         program.dispatch(self._kernels["lm_finish"], [labels, stats, params, metrics], 1)
@@ -159,7 +165,7 @@ class LMHeadLossKernels(KernelFamily):
     def backward(self, program, hidden, weight, labels, scratch, stats, metrics, dhidden, rows,
                  hidden_size, vocab, chunk, dweight=None, dloss=1.0, w_half=False, dh_beta=0.0,
                  dw_beta=0.0, metrics_offset=METRIC_LOSS, bias=None, dbias=None, db_beta=0.0,
-                 softcap=None, low_rank=None, du=None, dlow_b=None):
+                 softcap=None, low_rank=None, du=None, dlow_b=None, smoothing=0.0):
         """dhidden = dh_beta * dhidden + d(dloss * loss)/dh and, when dweight is given,
         dweight = dw_beta * dweight + d(dloss * loss)/dW; with `dbias`, dbias = db_beta *
         dbias + d(dloss * loss)/db (the head's `bias` as in the forward). With `low_rank` as
@@ -192,7 +198,8 @@ class LMHeadLossKernels(KernelFamily):
         for start, cols in self._chunks(vocab, chunk):
             self._logits(program, hidden, weight, scratch, rows, hidden_size, start, cols, w_half,
                          bias, bias_chunk, low_rank)
-            params = self._params(rows, cols, start, vocab, 0, metrics_offset, dloss, softcap)
+            params = self._params(rows, cols, start, vocab, 0, metrics_offset, dloss, softcap,
+                                  smoothing)
             self._dispatch(program, "lm_chunk_grad", [labels, stats, params, scratch, metrics],
                            rows * cols)
             w_chunk = MatrixView(weight, ld=hidden_size, offset=start * hidden_size)

@@ -557,10 +557,10 @@ class AdaptedModel:
             logits = self.tokens.head_logits(be, logits, hidden)
         return logits if self.logit_softcap is None else be.softcap_logits(logits, self.logit_softcap)
 
-    def head_loss(self, be, hidden, labels, loss_scale=1.0, train=True):
+    def head_loss(self, be, hidden, labels, loss_scale=1.0, train=True, smoothing=0.0):
         """(metrics, dh): the language-model loss of `hidden` over shifted `labels` (the
-        backend's lm_head_loss: the vocabulary in chunks) and, with `train`, the hidden states'
-        gradient, the head's own gradients kept where it trains: whole (full fine-tuning,
+        backend's lm_head_loss: the vocabulary in chunks; label `smoothing`) and, with
+        `train`, the hidden states' gradient, the head's own gradients kept where it trains: whole (full fine-tuning,
         modules_to_save; its bias), or its LoRA (models/lora_tables.py), whose low-rank term
         the loss adds chunk by chunk."""
         saved = {}
@@ -577,7 +577,8 @@ class AdaptedModel:
             own, dbias = dbias, be.zeros(be.param(self.head_name).shape[0])
         out = be.lm_head_loss(hidden, be.param(self.head_name), labels, loss_scale,
                               dweight=self.head_grad(be) if train else None, backward=train,
-                              bias=logits_bias, dbias=dbias, softcap=self.logit_softcap, **extra)
+                              bias=logits_bias, dbias=dbias, softcap=self.logit_softcap,
+                              smoothing=smoothing, **extra)
         if shared:
             tables.head_bias_backward(be, dbias)
             if own is not None:

@@ -29,6 +29,11 @@ pass also returns du = scaling * dz B [N, r] and adds dB = scaling * dz^T u into
 (an array [V, r]) when given. Its product with h is the caller's: dA = du^T dropout(h), and
 dh gets du A through the dropout mask.
 
+Label smoothing (`smoothing=e`, transformers' label_smoothing_factor, torch's label_smoothing):
+each counted token's loss is (1 - e)(lse_i - z[i, y_i]) + e (lse_i - mean_j z[i, j]), so the
+label's logit is read as the target t_i = (1 - e) z[i, y_i] + e mean_j z[i, j], and
+dz[i, j] = g * (p_j - (1 - e)[j == y_i] - e / V).
+
 Where torch returns NaN (every row ignored) these functions return a loss and gradients of 0.
 
 `chunk` (forward and backward) walks the vocabulary in column blocks of that many logits, as the
@@ -93,7 +98,8 @@ def softcap_logits(logits, softcap):
     return logits if softcap is None else _capped(np.array(logits), softcap)[0]
 
 
-def lm_head_loss_forward(h, w, labels, ignore_index=IGNORE, chunk=None, bias=None, softcap=None):
+def lm_head_loss_forward(h, w, labels, ignore_index=IGNORE, chunk=None, bias=None, softcap=None,
+                         smoothing=0.0):
     """Returns (loss, lse, counted): the mean loss over counted tokens, each row's logsumexp
     [N] (what the backward needs) and the number of counted tokens."""
     rows, vocab = h.shape[0], w.shape[0]
@@ -108,7 +114,9 @@ def lm_head_loss_forward(h, w, labels, ignore_index=IGNORE, chunk=None, bias=Non
                        + np.exp(z - new_max[:, None]).sum(axis=1))
         running_max = new_max
         here = counted & (labels >= start) & (labels < stop)
-        label_logit[here] = z[here, labels[here] - start]
+        label_logit[here] += (1.0 - smoothing) * z[here, labels[here] - start]
+        if smoothing:
+            label_logit += smoothing / vocab * z.sum(axis=1)
     lse = running_max + np.log(running_sum)
     n = int(counted.sum())
     total = np.where(counted, lse - label_logit, 0.0).sum()
@@ -117,7 +125,8 @@ def lm_head_loss_forward(h, w, labels, ignore_index=IGNORE, chunk=None, bias=Non
 
 
 def lm_head_loss_backward(h, w, labels, lse, counted, ignore_index=IGNORE, dloss=1.0,
-                          chunk=None, grad_weight=True, bias=None, dbias=None, softcap=None):
+                          chunk=None, grad_weight=True, bias=None, dbias=None, softcap=None,
+                          smoothing=0.0):
     """Returns (dh, dw) for upstream gradient `dloss` of the mean loss; dw is None unless
     grad_weight; db is added into `dbias` when given."""
     rows, vocab = h.shape[0], w.shape[0]
@@ -131,7 +140,8 @@ def lm_head_loss_backward(h, w, labels, lse, counted, ignore_index=IGNORE, dloss
         z, slope = _block_logits(h, w, bias, start, stop, softcap)
         dz = np.exp(z - lse[:, None])
         here = mask & (labels >= start) & (labels < stop)
-        dz[here, labels[here] - start] -= 1.0
+        dz[here, labels[here] - start] -= 1.0 - smoothing
+        dz -= smoothing / vocab
         dz *= scale
         if slope is not None:
             dz *= slope
@@ -145,7 +155,7 @@ def lm_head_loss_backward(h, w, labels, lse, counted, ignore_index=IGNORE, dloss
 
 def lm_head_loss_fused(h, w, labels, ignore_index=IGNORE, dloss=1.0, grad_input=True,
                        grad_weight=False, block_logits=BLOCK_LOGITS, bias=None, dbias=None,
-                       softcap=None, low_rank=None, dlow_rank=None):
+                       softcap=None, low_rank=None, dlow_rank=None, smoothing=0.0):
     """The loss and its gradients in one pass: returns (loss, counted, dh, dw), the mean loss
     over counted tokens, their number, dh [N, H] (None unless grad_input) and dW [V, H] (None
     unless grad_weight) for upstream gradient `dloss`; db is added into `dbias` when given.
@@ -184,7 +194,9 @@ def lm_head_loss_fused(h, w, labels, ignore_index=IGNORE, dloss=1.0, grad_input=
             z += bias
         z, slope = _capped(z, softcap)
         at = np.arange(index.size)
-        label_logit = z[at, labels[index]]
+        label_logit = (1.0 - smoothing) * z[at, labels[index]]
+        if smoothing:
+            label_logit += smoothing / vocab * z.sum(axis=1)
         top = z.max(axis=1)
         z -= top[:, None]
         np.exp(z, out=z)
@@ -193,7 +205,9 @@ def lm_head_loss_fused(h, w, labels, ignore_index=IGNORE, dloss=1.0, grad_input=
         if not (grad_input or grad_weight or dbias is not None or dlow_rank is not None):
             continue
         z *= (g / sums)[:, None].astype(z.dtype, copy=False)
-        z[at, labels[index]] -= g
+        z[at, labels[index]] -= g * (1.0 - smoothing)
+        if smoothing:
+            z -= g * smoothing / vocab
         if slope is not None:
             z *= slope
         if grad_input:

@@ -309,6 +309,9 @@ class ChatModel:
                 raise ValueError("hybrid mode needs validation examples: give more than one example")
             examples, validation = examples[held:], examples[:held]
         self.model.merged = False
+        task = self.runtime.task.with_label_smoothing(config.label_smoothing)
+        if task is not self.runtime.task:
+            self.runtime.use_task(task)
         trainer = Trainer(self.runtime, self.runtime.task, examples, config,
                           validation=validation, guard=guard)
         trainer.history = self.history
@@ -347,8 +350,12 @@ class ChatModel:
 
     async def score_encoded(self, examples):
         """[{"loss": mean next-token loss over the scored tokens, "tokens": count}] per example
-        (one sequence at a time, so padding never changes a number)."""
-        out, task = [], self.runtime.task
+        (one sequence at a time, so padding never changes a number; without the label
+        smoothing a run trained with)."""
+        task = self.runtime.task.with_label_smoothing(0.0)
+        if task is not self.runtime.task:
+            self.runtime.use_task(task)
+        out = []
         for e in examples:
             m = await self.runtime.evaluate(task.batch([e], [0], 8, self.max_length))
             counted = int(m["counted"])

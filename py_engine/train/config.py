@@ -161,6 +161,8 @@ class CausalTrainConfig(TrainConfig):
     and the mode is hybrid.
     neftune_noise_alpha: NEFTune's alpha, as transformers' TrainingArguments (None: no noise):
     noise uniform in +-alpha/sqrt(L d) on the input embeddings in training (models/neftune.py).
+    label_smoothing: transformers' label_smoothing_factor (its LabelSmoother): each trained
+    token's loss (1 - e) CE + e times the mean over the vocabulary of -log p (evaluation too).
     """
 
     epochs: int = 1
@@ -176,11 +178,13 @@ class CausalTrainConfig(TrainConfig):
     eval_every: int = None
     validation_ratio: float = 0.1
     neftune_noise_alpha: float = None
+    label_smoothing: float = 0.0
 
     def __post_init__(self):
         super().__post_init__()
         if self.neftune_noise_alpha is not None:
             _finite("neftune_noise_alpha", self.neftune_noise_alpha, 0.0)
+        _finite("label_smoothing", self.label_smoothing, 0.0, 1.0)
         if self.mode not in MODES:
             raise ConfigError(f"mode must be one of {MODES}, got {self.mode!r}")
         _positive_int("patience", self.patience)

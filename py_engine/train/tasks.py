@@ -7,9 +7,10 @@ computes its metrics; the trainer and the runtimes never know which objective th
         problem_type (transformers' config.json field): "single_label_classification" (label:
         an index, softmax cross-entropy), "multi_label_classification" (label: C targets in
         [0, 1], a sigmoid per label) or "regression" (label: C values, mean squared error).
-    CausalLMTask(pad_id)
+    CausalLMTask(pad_id, label_smoothing)
         examples: anything with `ids` and `labels` (IGNORE_INDEX = not trained); the model's
-        forward gives final hidden states, the chunked LM-head loss predicts labels shifted by one.
+        forward gives final hidden states, the chunked LM-head loss predicts labels shifted by
+        one (label smoothing as transformers' LabelSmoother, evaluation included).
     Seq2SeqTask(pad_id, decoder_start_id)
         examples: anything with `ids` (the input) and `labels` (the target's ids, IGNORE_INDEX =
         not trained); an encoder-decoder's forward gives the decoder's final hidden states, fed
@@ -18,6 +19,7 @@ computes its metrics; the trainer and the runtimes never know which objective th
 Pure Python: this runs in the browser.
 """
 
+import copy
 import math
 
 from ..labels import (IGNORE_INDEX, IGNORE_LABEL, MULTI_LABEL, PROBLEM_TYPES,  # noqa: F401
@@ -243,8 +245,17 @@ class CausalLMTask:
     name = "causal_lm"
     inputs = ("ids", "mask")
 
-    def __init__(self, pad_id=0):
+    def __init__(self, pad_id=0, label_smoothing=0.0):
         self.pad_id = 0 if pad_id is None else pad_id
+        self.label_smoothing = label_smoothing     # transformers' label_smoothing_factor
+
+    def with_label_smoothing(self, label_smoothing):
+        """This task with label smoothing `label_smoothing` (itself when it has it already)."""
+        if label_smoothing == self.label_smoothing:
+            return self
+        other = copy.copy(self)
+        other.label_smoothing = label_smoothing
+        return other
 
     def label_shape(self, B, T):
         return (B * T,)
@@ -272,7 +283,8 @@ class CausalLMTask:
 
     def loss(self, be, model, inputs, train, loss_scale=1.0):
         hidden, saved = model.forward(be, inputs, train)
-        metrics, dh = model.head_loss(be, hidden, inputs.labels, loss_scale, train)
+        metrics, dh = model.head_loss(be, hidden, inputs.labels, loss_scale, train,
+                                      smoothing=self.label_smoothing)
         if train:
             model.backward(be, dh, saved, inputs)
         return metrics
