@@ -208,3 +208,36 @@ def test_what_cannot_be_rebuilt_is_refused_by_name(tmp_path, monkeypatch, capsys
     assert code != 0 and not (tmp_path / "out").exists()
     assert "was trained with init_lora_weights 'pissa', over base weights less its first values" \
         in capsys.readouterr().err
+
+
+def test_a_t5_pissa_adapter_gives_peft_s_loss(tmp_path):
+    """T5 (both stacks' q and v, and wo): PEFT's PiSSA adapter, trained away from its start,
+    gives here the loss PEFT gives (1e-5), not the base's."""
+    from py_engine.train.seq2seq import Seq2SeqModel
+    from t5_checkpoints import tiny_t5
+    from test_t5_reference import a_batch
+
+    torch.manual_seed(1)
+    peft = get_peft_model(tiny_t5(tmp_path / "model").float(), PeftLoraConfig(
+        task_type=TaskType.SEQ_2_SEQ_LM, r=4, lora_alpha=8, target_modules=["q", "v", "wo"],
+        init_lora_weights="pissa"))
+    with torch.no_grad():
+        for name, p in peft.named_parameters():
+            if "lora_" in name:
+                p.add_(0.05 * torch.randn_like(p))
+    peft.save_pretrained(tmp_path / "adapter")
+    ids, mask, labels = a_batch()
+    with torch.no_grad():
+        want = peft(input_ids=torch.as_tensor(ids), attention_mask=torch.as_tensor(mask),
+                    labels=torch.as_tensor(labels)).loss.item()
+    pairs = [type("Pair", (), {"ids": [int(t) for t in ids[i][mask[i] == 1]],
+                               "labels": [int(y) for y in labels[i] if y != -100]})()
+             for i in range(len(ids))]
+
+    def loss(adapter):
+        model = run(Seq2SeqModel.load(tmp_path / "model", None, adapter))
+        batch = model.runtime.task.batch(pairs, list(range(len(pairs))), 1, 512)
+        return run(model.runtime.evaluate(batch))["loss"]
+
+    assert abs(loss(tmp_path / "adapter") - want) <= 1e-5 * want
+    assert abs(loss(None) - want) > 1e-3 * want
