@@ -98,23 +98,11 @@ def test_training_smooths_its_loss_and_evaluation_but_not_scores(tmp_path, devic
 def test_the_options_that_set_it(tmp_path, monkeypatch):
     """CausalTrainConfig's label_smoothing in [0, 1); `py-engine train --label-smoothing` sets it
     for a chat model; the API takes it for chat and T5 jobs."""
-    import py_engine.cli as cli
     from py_engine.api.jobs import CONFIGS
-    from test_cli_classifier import write_jsonl
+    from test_neftune import chat_train_config
 
     for bad in (-0.1, 1.0, float("nan")):
         with pytest.raises(ConfigError, match="label_smoothing must be"):
             CausalTrainConfig(label_smoothing=bad)
-    seen = []
-
-    def trained(args, model, examples, config, *rest, **options):
-        seen.append(config)
-        raise SystemExit(0)
-
-    monkeypatch.setattr(cli, "_train", trained)
-    data = write_jsonl(tmp_path / "chat.jsonl", [{"text": "one two three four"}] * 2)
-    with pytest.raises(SystemExit):
-        cli.main(["train", "--model", str(tiny_chat_dir(tmp_path / "chat", seed=1)), "--data",
-                  str(data), "--out", str(tmp_path / "o"), "--label-smoothing", "0.1"])
-    assert seen[0].label_smoothing == 0.1
+    assert chat_train_config(tmp_path, monkeypatch, "--label-smoothing", "0.1").label_smoothing == 0.1
     assert all("label_smoothing" in CONFIGS[k][1] for k in ("causal_lm", "seq2seq", "classification"))

@@ -130,6 +130,27 @@ def test_training_with_noise_on_the_gpu_is_numpy_s(tmp_path, device, family):
     assert cpu_before == runs["numpy", None][2]                 # no noise in evaluation
 
 
+def chat_train_config(tmp_path, monkeypatch, *options):
+    """The training config `py-engine train` builds for a tiny chat model with `options` (the
+    run stopped there)."""
+    import py_engine.cli as cli
+    from test_cli_classifier import write_jsonl
+
+    seen = []
+
+    def trained(args, model, examples, config, *rest, **kwargs):
+        seen.append(config)
+        raise SystemExit(0)
+
+    data = write_jsonl(tmp_path / "chat.jsonl", [{"text": "one two three four"}] * 2)
+    with monkeypatch.context() as patch:
+        patch.setattr(cli, "_train", trained)
+        with pytest.raises(SystemExit):
+            cli.main(["train", "--model", str(tiny_chat_dir(tmp_path / "chat", seed=1)), "--data",
+                      str(data), "--out", str(tmp_path / "o"), *options])
+    return seen[0]
+
+
 def test_the_options_that_set_it_and_who_refuses_it(tmp_path, monkeypatch, capsys):
     """CausalTrainConfig's neftune_noise_alpha (>= 0, finite); classifiers have none (their
     config refuses it); `py-engine train --neftune-noise-alpha` sets it for a chat model, and
@@ -144,24 +165,14 @@ def test_the_options_that_set_it_and_who_refuses_it(tmp_path, monkeypatch, capsy
             CausalTrainConfig(neftune_noise_alpha=bad)
     with pytest.raises(TypeError):
         ClassifierTrainConfig(neftune_noise_alpha=5.0)
-    seen = []
-
-    def trained(args, model, examples, config, *rest, **options):
-        seen.append(config)
-        raise SystemExit(0)
-
-    monkeypatch.setattr(cli, "_train", trained)
-    chat_data = write_jsonl(tmp_path / "chat.jsonl", [{"text": "one two three four"}] * 2)
-    with pytest.raises(SystemExit):
-        cli.main(["train", "--model", str(tiny_chat_dir(tmp_path / "chat", seed=1)), "--data",
-                  str(chat_data), "--out", str(tmp_path / "o"), "--neftune-noise-alpha", "5"])
-    assert seen[0].neftune_noise_alpha == 5.0
+    assert chat_train_config(tmp_path, monkeypatch, "--neftune-noise-alpha", "5") \
+        .neftune_noise_alpha == 5.0
+    chat_data = tmp_path / "chat.jsonl"
     labelled = write_jsonl(tmp_path / "l.jsonl", [{"text": "a b", "label": "x"},
                                                   {"text": "c d", "label": "y"}])
     code = cli.main(["train", "--model", str(tiny_bert_dir(tmp_path / "bert")), "--data",
                      str(labelled), "--out", str(tmp_path / "o2"), "--neftune-noise-alpha", "5"])
     assert code == 2 and "--neftune-noise-alpha" in capsys.readouterr().err
-    monkeypatch.undo()
     import json
 
     from t5_checkpoints import tiny_t5
