@@ -162,10 +162,10 @@ class TimedRuntime:
     def __getattr__(self, name):
         return getattr(self.runtime, name)
 
-    async def accumulate(self, batch, seed=0, loss_scale=1.0, **options):
+    async def accumulate(self, batch, seed=0, loss_scale=1.0):
         self.clock.now += self.per_token * batch.B * batch.T
         self.shapes.append(batch.B)
-        return await self.runtime.accumulate(batch, seed, loss_scale, **options)
+        return await self.runtime.accumulate(batch, seed, loss_scale)
 
     async def train_step(self, batch, seed, lr, **options):
         self.clock.now += self.per_token * batch.B * batch.T

@@ -96,9 +96,6 @@ class ResidualCheckpoint:
     def __getattr__(self, name):        # what this class does not hold: the checkpoint's
         return getattr(self.base, name)
 
-    def wraps(self, name):
-        return name in self._merges
-
     def floats(self, name):
         return self.decomposed(name)[2] if name in self._merges else self.base.floats(name)
 

@@ -309,7 +309,8 @@ class ChatModel:
                 raise ValueError("hybrid mode needs validation examples: give more than one example")
             examples, validation = examples[held:], examples[:held]
         self.model.merged = False
-        task = self.runtime.task.with_label_smoothing(config.label_smoothing)
+        task = self.runtime.task.with_options(label_smoothing=config.label_smoothing,
+                                              noise_alpha=config.neftune_noise_alpha)
         if task is not self.runtime.task:
             self.runtime.use_task(task)
         trainer = Trainer(self.runtime, self.runtime.task, examples, config,
@@ -352,7 +353,7 @@ class ChatModel:
         """[{"loss": mean next-token loss over the scored tokens, "tokens": count}] per example
         (one sequence at a time, so padding never changes a number; without the label
         smoothing a run trained with)."""
-        task = self.runtime.task.with_label_smoothing(0.0)
+        task = self.runtime.task.with_options(label_smoothing=0.0)
         if task is not self.runtime.task:
             self.runtime.use_task(task)
         out = []

@@ -41,7 +41,6 @@ class Inputs:
         self.B, self.T, self.position = B, T, 0
         self.fields = task.inputs
         self.loss_scale = None     # a Variable in accumulate programs
-        self.noise_alpha = None    # NEFTune's, in training programs (models/neftune.py)
         source = getattr(task, "source_fields", ())
         for name in self.fields:
             n = S if name in source else T
@@ -145,12 +144,12 @@ class GpuRuntime(Runtime):
         for n in names:
             self.k.embedding.clear(program, self.be.grads[n].buffer, self.be.grads[n].size)
 
-    def _program(self, kind, B=0, T=0, max_norm=None, S=None, noise_alpha=None):
+    def _program(self, kind, B=0, T=0, max_norm=None, S=None):
         """The recorded program of `kind` for a batch shape (S: an encoder-decoder batch's
-        input length; noise_alpha: NEFTune's, in training), made on first use.
+        input length), made on first use.
         kinds: accumulate (its loss scale a Variable set per replay: one program serves every
         micro-batch weight), step (accumulate + update), update, evaluate, outputs."""
-        key = (kind, B, T, max_norm, self.model.merged, S, noise_alpha or None)
+        key = (kind, B, T, max_norm, self.model.merged, S)
         if key in self._programs:
             return self._programs[key][:2]
         program = self.device.program(f"{kind} {B}x{T}")
@@ -158,7 +157,6 @@ class GpuRuntime(Runtime):
         inputs = None
         if kind != "update":
             inputs = Inputs(self.device, self.task, B, T, S)
-            inputs.noise_alpha = noise_alpha
         if kind in ("accumulate", "step", "evaluate"):
             loss_scale = 1.0
             if kind == "accumulate":
@@ -193,9 +191,8 @@ class GpuRuntime(Runtime):
 
     # --- training ---
 
-    async def accumulate(self, batch, seed=0, loss_scale=1.0, noise_alpha=None):
-        program, inputs = self._program("accumulate", batch.B, batch.T, S=_source_length(batch),
-                                        noise_alpha=noise_alpha)
+    async def accumulate(self, batch, seed=0, loss_scale=1.0):
+        program, inputs = self._program("accumulate", batch.B, batch.T, S=_source_length(batch))
         inputs.write(batch)
         inputs.loss_scale.set(loss_scale)
         self.be.step.write(pack_step(seed, 0))
@@ -209,10 +206,10 @@ class GpuRuntime(Runtime):
         return decode_metrics(metrics)["grad_norm"]
 
     async def train_step(self, batch, seed, lr, max_norm=None, weight_decay=0.0, beta1=0.9,
-                         beta2=0.999, eps=1e-8, noise_alpha=None):
+                         beta2=0.999, eps=1e-8):
         """accumulate() then update() as one submission with one readback."""
         program, inputs = self._program("step", batch.B, batch.T, max_norm=max_norm,
-                                        S=_source_length(batch), noise_alpha=noise_alpha)
+                                        S=_source_length(batch))
         inputs.write(batch)
         self.be.step.write(pack_step(seed, 0))
         self._write_hyper(lr, weight_decay, beta1, beta2, eps)

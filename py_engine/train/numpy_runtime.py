@@ -85,12 +85,11 @@ class NumpyRuntime(Runtime):
 
     # --- training ---
 
-    async def accumulate(self, batch, seed=0, loss_scale=1.0, noise_alpha=None):
+    async def accumulate(self, batch, seed=0, loss_scale=1.0):
         self.be.start_step(seed)
-        inputs = Inputs(batch, self.task.inputs)
-        inputs.noise_alpha = noise_alpha
         try:
-            metrics = self.task.loss(self.be, self.model, inputs, True, loss_scale)
+            metrics = self.task.loss(self.be, self.model, Inputs(batch, self.task.inputs), True,
+                                     loss_scale)
         finally:
             self.be.finish_step()
         return metrics

@@ -4,7 +4,6 @@ implement the same coroutines, so the trainer, the public API and the tests driv
 same way:
 
     metrics = await runtime.accumulate(batch, seed, loss_scale)   # forward, loss, backward
-    (noise_alpha=...: NEFTune's noise on the input embeddings, models/neftune.py)
     norm = await runtime.update(lr, max_norm, weight_decay)       # clip, AdamW, zero the grads
     metrics = await runtime.train_step(batch, seed, lr, ...)      # both at once (+ "grad_norm")
     metrics = await runtime.evaluate(batch)                       # the loss, no gradients
@@ -121,10 +120,9 @@ class Runtime:
         return {n: self.be.params[n] for n in model.frozen_names()
                 if n in mine and model.is_linear_weight(n) == self.model.is_linear_weight(n)}
 
-    async def train_step(self, batch, seed, lr, max_norm=None, weight_decay=0.0, noise_alpha=None,
-                         **adam):
+    async def train_step(self, batch, seed, lr, max_norm=None, weight_decay=0.0, **adam):
         """accumulate() then update() for one batch; metrics with "grad_norm"."""
-        metrics = dict(await self.accumulate(batch, seed=seed, noise_alpha=noise_alpha))
+        metrics = dict(await self.accumulate(batch, seed=seed))
         metrics["grad_norm"] = await self.update(lr, max_norm, weight_decay, **adam)
         return metrics
 

@@ -7,10 +7,11 @@ computes its metrics; the trainer and the runtimes never know which objective th
         problem_type (transformers' config.json field): "single_label_classification" (label:
         an index, softmax cross-entropy), "multi_label_classification" (label: C targets in
         [0, 1], a sigmoid per label) or "regression" (label: C values, mean squared error).
-    CausalLMTask(pad_id, label_smoothing)
+    CausalLMTask(pad_id, label_smoothing, noise_alpha)
         examples: anything with `ids` and `labels` (IGNORE_INDEX = not trained); the model's
         forward gives final hidden states, the chunked LM-head loss predicts labels shifted by
-        one (label smoothing as transformers' LabelSmoother, evaluation included).
+        one (label smoothing as transformers' LabelSmoother, evaluation included; NEFTune's
+        noise on the input embeddings, training only).
     Seq2SeqTask(pad_id, decoder_start_id)
         examples: anything with `ids` (the input) and `labels` (the target's ids, IGNORE_INDEX =
         not trained); an encoder-decoder's forward gives the decoder's final hidden states, fed
@@ -245,16 +246,18 @@ class CausalLMTask:
     name = "causal_lm"
     inputs = ("ids", "mask")
 
-    def __init__(self, pad_id=0, label_smoothing=0.0):
+    def __init__(self, pad_id=0, label_smoothing=0.0, noise_alpha=None):
         self.pad_id = 0 if pad_id is None else pad_id
         self.label_smoothing = label_smoothing     # transformers' label_smoothing_factor
+        self.noise_alpha = noise_alpha             # NEFTune's, in training (models/neftune.py)
 
-    def with_label_smoothing(self, label_smoothing):
-        """This task with label smoothing `label_smoothing` (itself when it has it already)."""
-        if label_smoothing == self.label_smoothing:
+    def with_options(self, **options):
+        """This task with the training options given (label_smoothing, noise_alpha): itself
+        where it has them already, else a copy (which the runtime takes with use_task)."""
+        if all(getattr(self, k) == v for k, v in options.items()):
             return self
         other = copy.copy(self)
-        other.label_smoothing = label_smoothing
+        vars(other).update(options)
         return other
 
     def label_shape(self, B, T):
@@ -282,6 +285,7 @@ class CausalLMTask:
         return sum(1 for y in batch.labels if y != IGNORE_LABEL)
 
     def loss(self, be, model, inputs, train, loss_scale=1.0):
+        inputs.noise_alpha = self.noise_alpha if train else None
         hidden, saved = model.forward(be, inputs, train)
         metrics, dh = model.head_loss(be, hidden, inputs.labels, loss_scale, train,
                                       smoothing=self.label_smoothing)

@@ -299,12 +299,6 @@ class Trainer:
                              self.total_steps - start, self.config.lr_scheduler_type,
                              self.config.lr_scheduler_kwargs)
 
-    def noise(self):
-        """{"noise_alpha": NEFTune's alpha} where the config asks for it (CausalTrainConfig.
-        neftune_noise_alpha), else {}: the runtimes' keyword."""
-        alpha = getattr(self.config, "neftune_noise_alpha", None)
-        return {"noise_alpha": alpha} if alpha else {}
-
     def adam(self):
         """The config's AdamW options, as the runtimes' update() names them."""
         c = self.config
@@ -381,7 +375,7 @@ class Trainer:
         batch = work.batches[0]
         call = self.runtime.train_step(batch, seed=self.seed(p.step), lr=self.lr(p.step),
                                        max_norm=c.max_grad_norm, weight_decay=c.weight_decay,
-                                       **self.noise(), **self.adam())
+                                       **self.adam())
         work.metrics = dict(await self._timed(work, batch.B, call))
         work.index, work.row = 1, 0
         return True
@@ -397,8 +391,7 @@ class Trainer:
         share = 1.0 if whole else (self.task.denominator(part) / total if total else 0.0)
         seed = self.seed(p.step, work.index) + (0 if whole else MICRO_SEED_STRIDE * (work.part + 1))
         m = await self._timed(work, rows, self.runtime.accumulate(part, seed=seed,
-                                                                   loss_scale=share / n,
-                                                                   **self.noise()))
+                                                                   loss_scale=share / n))
         work.metrics["loss"] += m["loss"] * share / n
         work.metrics["correct"] += m.get("correct", 0)
         work.metrics["counted"] += m["counted"]
