@@ -87,12 +87,18 @@ def dropout_threshold(p):
     return min(round(p * 2.0**32), MASK32)
 
 
+def _counters(n, offset, base):
+    """The uint32 counters offset + base + i of a layer's n elements (wrapping at 2^32, as the
+    shader's counter does)."""
+    counters = np.arange(n, dtype=np.uint32)
+    counters += np.uint32((offset + base) & MASK32)
+    return counters
+
+
 def dropout_mask(n, p, seed, offset=0, base=0):
     """Boolean keep-mask of n elements."""
     threshold = dropout_threshold(p)
-    counters = np.arange(n, dtype=np.uint32)
-    counters += np.uint32((offset + base) & MASK32)      # wraps at 2^32, as the counter does
-    return _hash_counters(seed, counters) >= threshold
+    return _hash_counters(seed, _counters(n, offset, base)) >= threshold
 
 
 def _scale(p, dtype):
@@ -116,9 +122,7 @@ def dropout_forward(x, p, seed, offset=0, base=0):
 def uniform_noise(n, magnitude, seed, offset=0, base=0, dtype=np.float32):
     """n elements of noise uniform in [-magnitude, magnitude) (see the module docstring) in
     `dtype`, drawn at counters offset + base + i."""
-    counters = np.arange(n, dtype=np.uint32)
-    counters += np.uint32((offset + base) & MASK32)
-    bits = _hash_counters(seed, counters) >> np.uint32(8)
+    bits = _hash_counters(seed, _counters(n, offset, base)) >> np.uint32(8)
     unit = (bits.astype(np.float32) * np.float32(2.0) - np.float32(2.0**24)) * np.float32(2.0**-24)
     return (np.float32(magnitude) * unit).astype(dtype)
 
